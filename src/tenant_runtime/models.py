@@ -1,0 +1,93 @@
+"""Registry models shared by tenantctl (writer) and tenant_runtime (reader).
+
+They live here, not in tenantctl, because tenant_runtime must import nothing of
+the provisioning stack; tenantctl re-exports them from ``tenantctl.models``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import Enum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Tier(str, Enum):
+    pooled = "pooled"
+    dedicated = "dedicated"
+
+
+class TenantStatus(str, Enum):
+    provisioning = "provisioning"
+    active = "active"
+    suspended = "suspended"
+    deprovisioning = "deprovisioning"
+    deprovisioned = "deprovisioned"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class StoreConnection(BaseModel):
+    """Where the tenant's context store lives. Never carries a password:
+    credentials are read from ``secret_arn`` at connection time."""
+
+    model_config = ConfigDict(frozen=True)
+
+    engine: str = "postgres"
+    endpoint: str
+    port: int = 5432
+    database: str
+    schema_name: str
+    role: str
+    secret_arn: str
+
+
+class TenantResources(BaseModel):
+    """Exactly the outputs of a tenant stack (infra/ exports these keys)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tenant_id: str
+    tier: Tier
+    region: str
+    store: StoreConnection
+    kms_key_arn: str
+    kms_alias: str
+    bucket: str
+    prefix: str
+    queue_url: str
+    dlq_url: str
+    role_arn: str
+
+
+class TenantLock(BaseModel):
+    """A provision/deprovision in progress; held in the registry record."""
+
+    operation: str
+    owner: str
+    host: str
+    pid: int
+    acquired_at: datetime = Field(default_factory=utcnow)
+
+
+class TenantRecord(BaseModel):
+    """One registry item per tenant. Written only by tenantctl, with optimistic
+    concurrency on ``version``; read by tenant_runtime."""
+
+    tenant_id: str
+    tier: Tier
+    status: TenantStatus
+    region: str
+    owner: str = ""
+    resources: TenantResources | None = None
+    version: int = 0
+    spec_hash: str = ""
+    program_version: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    deprovisioned_at: datetime | None = None
+    retain_until: datetime | None = None
+    lock: TenantLock | None = None
+    last_error: str | None = None

@@ -1,0 +1,3 @@
+"""tenantctl: provision, operate and verify isolated tenants."""
+
+__version__ = "0.1.0"

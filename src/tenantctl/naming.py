@@ -1,0 +1,122 @@
+"""Every name a tenant id flows into, and the rules those names impose.
+
+The id is valid only if every derived name is valid, so the id's rules are the
+intersection of S3, KMS, SQS, RDS, PostgreSQL, IAM and Pulumi naming rules. Each
+rule is checked separately so that a refusal names the rule it broke.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+# Ids never used for tenants: they name shared things or collide with provider
+# reserved words (PostgreSQL `pg_*`, KMS `alias/aws/*`, S3 `xn--`/`sthree-`).
+RESERVED_IDS = frozenset(
+    {"platform", "admin", "public", "root", "default", "system", "shared",
+     "registry", "tenantctl", "tenant", "aws", "amazon", "postgres", "template0",
+     "template1", "test", "null", "none"}
+)
+RESERVED_PREFIXES = ("pg", "aws-", "amazon-", "xn--", "sthree-")
+
+
+def schema_name(tenant_id: str) -> str:
+    return "tenant_" + tenant_id.replace("-", "_")
+
+
+def db_role_name(tenant_id: str) -> str:
+    return schema_name(tenant_id) + "_app"
+
+
+def database_name(tenant_id: str) -> str:
+    """Database of a dedicated tenant (its own RDS instance / sandbox database)."""
+    return schema_name(tenant_id)
+
+
+def kms_alias(tenant_id: str) -> str:
+    return f"alias/tenantctl/{tenant_id}"
+
+
+def s3_prefix(tenant_id: str) -> str:
+    # The trailing slash keeps `acme` from matching `acme-corp`.
+    return f"tenants/{tenant_id}/"
+
+
+def queue_name(tenant_id: str) -> str:
+    return f"tenantctl-{tenant_id}-jobs"
+
+
+def dlq_name(tenant_id: str) -> str:
+    return f"tenantctl-{tenant_id}-jobs-dlq"
+
+
+def iam_role_name(tenant_id: str) -> str:
+    return f"tenantctl-{tenant_id}-app"
+
+
+def rds_identifier(tenant_id: str) -> str:
+    return f"tenantctl-{tenant_id}"
+
+
+def secret_name(tenant_id: str) -> str:
+    return f"tenantctl/{tenant_id}/db"
+
+
+def stack_name(tenant_id: str) -> str:
+    return tenant_id
+
+
+@dataclass(frozen=True)
+class NamingRule:
+    name: str
+    explain: str
+    ok: Callable[[str], bool]
+
+
+_RDS = re.compile(r"^[a-z](?:[a-z0-9]|-(?!-))*(?<!-)$")
+_SQS = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
+_KMS_ALIAS = re.compile(r"^alias/[A-Za-z0-9/_-]{1,250}$")
+_IAM_ROLE = re.compile(r"^[\w+=,.@-]{1,64}$")
+_STACK = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+_S3_KEY_SAFE = re.compile(r"^[a-z0-9/-]+$")
+
+RULES: tuple[NamingRule, ...] = (
+    NamingRule("charset", "lowercase letters, digits and single hyphens, starting with a letter",
+               lambda i: re.fullmatch(r"[a-z][a-z0-9-]*", i) is not None),
+    NamingRule("reserved", f"not a reserved id ({', '.join(sorted(RESERVED_IDS))}) "
+               f"nor starting with {', '.join(RESERVED_PREFIXES)}",
+               lambda i: i not in RESERVED_IDS and not i.startswith(RESERVED_PREFIXES)),
+    NamingRule("rds-identifier", "RDS identifier: letter first, no double or trailing hyphen, <= 63 chars",
+               lambda i: _RDS.match(rds_identifier(i)) is not None and len(rds_identifier(i)) <= 63),
+    NamingRule("postgres-identifier", "PostgreSQL identifiers (schema, role) <= 63 bytes",
+               lambda i: len(db_role_name(i).encode()) <= 63),
+    NamingRule("sqs-queue-name", "SQS queue names incl. the '-jobs-dlq' suffix <= 80 chars",
+               lambda i: all(_SQS.match(q) for q in (queue_name(i), dlq_name(i)))),
+    NamingRule("iam-role-name", "IAM role name incl. the 'tenantctl-'/'-app' affixes <= 64 chars",
+               lambda i: _IAM_ROLE.match(iam_role_name(i)) is not None),
+    NamingRule("kms-alias", "KMS alias characters and length",
+               lambda i: _KMS_ALIAS.match(kms_alias(i)) is not None),
+    NamingRule("s3-prefix", "S3 prefix of safe key characters",
+               lambda i: _S3_KEY_SAFE.match(s3_prefix(i)) is not None),
+    NamingRule("pulumi-stack-name", "Pulumi stack name characters, <= 100",
+               lambda i: _STACK.match(stack_name(i)) is not None),
+)
+
+
+def broken_rule(tenant_id: str) -> NamingRule | None:
+    """The first naming rule the id breaks, or None when it is valid everywhere."""
+    if not tenant_id:
+        return RULES[0]
+    for rule in RULES:
+        if not rule.ok(tenant_id):
+            return rule
+    return None
+
+
+def max_id_length() -> int:
+    """Longest id every rule accepts (for docs and error messages)."""
+    n = 1
+    while broken_rule("a" * (n + 1)) is None:
+        n += 1
+    return n
