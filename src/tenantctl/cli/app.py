@@ -1,0 +1,64 @@
+"""tenantctl's entry point: registers the command modules and maps errors to exit codes.
+
+Command modules import pulumi / pulumi_aws inside their function bodies, never at
+module level, so `--help`, `list` and `status` stay fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from tenantctl.errors import TenantctlError
+
+app = typer.Typer(
+    name="tenantctl",
+    help="Provision, operate and verify isolated tenants of a multi-tenant SaaS on AWS.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    # One module per command group; each exposes `register(app)`.
+    from tenantctl.cli import commands
+
+    for module in commands.MODULES:
+        module.register(app)
+
+
+def main() -> None:
+    _register()
+    try:
+        app(standalone_mode=False)
+    except TenantctlError as exc:
+        from tenantctl.cli.output import error
+
+        error(str(exc))
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        from tenantctl.cli.output import error
+
+        error("aborted")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        from tenantctl.cli.output import error
+
+        error("interrupted")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click usage errors and the unexpected
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        from tenantctl.cli.output import error
+
+        error(f"unexpected {type(exc).__name__}: {exc}")
+        sys.exit(1)

@@ -1,0 +1,181 @@
+"""`tenantctl provision | deprovision | status | list | unlock`: one tenant's lifecycle."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from tenantctl.cli.output import console, print_json, table
+from tenantctl.engines.base import Op
+from tenantctl.models import TenantRecord, TenantStatus, Tier
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+
+
+def _record_rows(record: TenantRecord) -> list[tuple[str, str]]:
+    rows = [("tenant", record.tenant_id), ("tier", record.tier.value), ("status", record.status.value),
+            ("region", record.region), ("owner", record.owner), ("version", str(record.version)),
+            ("updated", f"{record.updated_at:%Y-%m-%d %H:%M:%S}Z")]
+    res = record.resources
+    if res is not None:
+        rows += [("kms key", res.kms_key_arn), ("kms alias", res.kms_alias),
+                 ("prefix", f"s3://{res.bucket}/{res.prefix}"), ("queue", res.queue_url), ("dlq", res.dlq_url),
+                 ("role", res.role_arn), ("db secret", res.store.secret_arn),
+                 ("store", f"{res.store.endpoint}:{res.store.port}/{res.store.database} schema {res.store.schema_name}")]
+    if record.retain_until:
+        rows.append(("retained until", f"{record.retain_until:%Y-%m-%d}"))
+    if record.lock:
+        rows.append(("lock", f"{record.lock.operation} by {record.lock.owner}@{record.lock.host} pid {record.lock.pid}"))
+    if record.last_error:
+        rows.append(("last error", record.last_error))
+    return rows
+
+
+def provision(
+    tenant_id: Annotated[str, typer.Argument(help="Tenant id: lowercase letters, digits, single hyphens.")],
+    tier: Annotated[Optional[Tier], typer.Option(help="pooled (shared VPC/DB) or dedicated (own VPC + RDS).")] = None,
+    region: Annotated[Optional[str], typer.Option(help="AWS region.")] = None,
+    owner: Annotated[Optional[str], typer.Option(help="Owner tag.")] = None,
+    cost_centre: Annotated[Optional[str], typer.Option(help="Cost-centre tag.")] = None,
+    delay_seconds: Annotated[Optional[int], typer.Option(help="Default queue delay, 0..900 s.")] = None,
+    max_receive_count: Annotated[Optional[int], typer.Option(help="Receives before a message goes to the DLQ.")] = None,
+    temp_upload_days: Annotated[Optional[int], typer.Option(help="Days before uploads/tmp/ objects expire.")] = None,
+    backup_retention_days: Annotated[Optional[int], typer.Option(help="Days backups are kept.")] = None,
+    vpc_cidr: Annotated[Optional[str], typer.Option(help="Dedicated: VPC CIDR.")] = None,
+    instance_class: Annotated[Optional[str], typer.Option(help="Dedicated: RDS instance class.")] = None,
+    storage_gb: Annotated[Optional[int], typer.Option(help="Dedicated: RDS storage (GB).")] = None,
+    multi_az: Annotated[Optional[bool], typer.Option("--multi-az/--single-az", help="Dedicated: Multi-AZ RDS.")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Provision a tenant, or update it to the given options (idempotent).
+
+    Writes stacks/Pulumi.<ID>.yaml, applies it and records the tenant in the registry.
+    """
+    from tenantctl.cli.progress import engine_progress
+    from tenantctl.naming import broken_rule
+    from tenantctl.operations.provision import merge_options
+    from tenantctl.operations.provision import provision as run
+    from tenantctl.errors import InvalidInput
+    from tenantctl.workspace import Workspace
+
+    rule = broken_rule(tenant_id)
+    if rule is not None:  # checked before touching any target
+        raise InvalidInput(f"tenant id {tenant_id!r} breaks the {rule.name} rule: {rule.explain}")
+    ws = Workspace()
+    spec = merge_options(ws, tenant_id, {
+        "tier": tier.value if tier else None, "region": region, "owner": owner, "cost_centre": cost_centre,
+        "queue.delay_seconds": delay_seconds, "queue.max_receive_count": max_receive_count,
+        "lifecycle.temp_upload_days": temp_upload_days, "backup.retention_days": backup_retention_days,
+        "dedicated.vpc_cidr": vpc_cidr, "dedicated.instance_class": instance_class,
+        "dedicated.storage_gb": storage_gb, "dedicated.multi_az": multi_az,
+    })
+    with engine_progress(f"provisioning {tenant_id}", quiet=json_out) as on_event:
+        record, result = run(ws, spec, on_event=on_event)
+    if json_out:
+        print_json({"record": record, "changes": result.changes.summary()})
+        return
+    summary = ", ".join(f"{n} {op}" for op, n in result.changes.summary().items()) or "no changes"
+    console.print(f"[green]tenant {tenant_id} is {record.status.value}[/] ({summary})")
+    table("resources", ["op", "type", "name"],
+          [(c.op.value, c.type, c.name) for c in result.changes.changes if c.op.value != "same"])
+    table("registry record", ["field", "value"], _record_rows(record))
+
+
+def deprovision(
+    tenant_id: Annotated[str, typer.Argument(help="Tenant to remove.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    purge_data: Annotated[bool, typer.Option("--purge-data", help="Also delete every object under the tenant prefix.")] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Remove a tenant's resources (asks first unless --yes).
+
+    The KMS key is scheduled for deletion (not deleted at once), objects stay
+    unless --purge-data, and the registry keeps a tombstone for audit and restores.
+    """
+    from tenantctl.cli.progress import engine_progress
+    from tenantctl.operations.deprovision import deprovision as run
+    from tenantctl.workspace import Workspace
+
+    ws = Workspace()
+    ws.registry.require(tenant_id)
+    if not yes:
+        what = "and ALL its objects " if purge_data else ""
+        if not typer.confirm(f"Deprovision tenant {tenant_id} {what}now?", default=False):
+            raise typer.Abort()
+    with engine_progress(f"deprovisioning {tenant_id}", quiet=json_out) as on_event:
+        record, changes, details = run(ws, tenant_id, purge_data=purge_data, on_event=on_event)
+    if json_out:
+        print_json({"record": record, "changes": changes.summary(), **details})
+        return
+    console.print(f"[yellow]tenant {tenant_id} deprovisioned[/]: {changes.count(Op.delete)} resources removed; "
+                  f"key scheduled for deletion; retained until {record.retain_until:%Y-%m-%d}"
+                  + (f"; {details['purged_objects']} objects purged" if purge_data else "; objects kept"))
+
+
+def status(
+    tenant_id: Annotated[str, typer.Argument(help="Tenant id.")],
+    json_out: JsonFlag = False,
+) -> None:
+    """Show a tenant's registry record: status, resources, lock, last error."""
+    from tenantctl.workspace import Workspace
+
+    record = Workspace().registry.require(tenant_id)
+    if json_out:
+        print_json(record)
+    else:
+        table(f"tenant {tenant_id}", ["field", "value"], _record_rows(record))
+
+
+def list_tenants(
+    limit: Annotated[int, typer.Option(help="Page size (1..1000).")] = 50,
+    cursor: Annotated[Optional[str], typer.Option(help="next_cursor of the previous page.")] = None,
+    tier: Annotated[Optional[Tier], typer.Option(help="Only this tier.")] = None,
+    status: Annotated[Optional[TenantStatus], typer.Option(help="Only this status.")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """List tenants in the registry, one page at a time."""
+    from tenantctl.workspace import Workspace
+
+    records, next_cursor = Workspace().registry.list(limit=limit, cursor=cursor, tier=tier, status=status)
+    if json_out:
+        print_json({"tenants": records, "next_cursor": next_cursor})
+        return
+    table("tenants", ["tenant", "tier", "status", "region", "owner", "updated"],
+          [(r.tenant_id, r.tier.value, r.status.value, r.region, r.owner, f"{r.updated_at:%Y-%m-%d %H:%M}")
+           for r in records])
+    if next_cursor:
+        console.print(f"more: --cursor {next_cursor}")
+
+
+def unlock(
+    tenant_id: Annotated[str, typer.Argument(help="Tenant whose lock a dead run left behind.")],
+    force: Annotated[bool, typer.Option("--force", help="Required: you checked the run holding it is gone.")] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Remove a lock left by a killed provision/deprovision."""
+    from tenantctl.errors import InvalidInput
+    from tenantctl.registry import describe_lock
+    from tenantctl.workspace import Workspace
+
+    registry = Workspace().registry
+    record = registry.require(tenant_id)
+    if record.lock is None:
+        message = f"tenant {tenant_id} is not locked"
+    elif not force:
+        raise InvalidInput(describe_lock(tenant_id, record.lock) + " (pass --force)")
+    else:
+        record = registry.force_unlock(tenant_id)
+        message = f"lock on {tenant_id} removed"
+    if json_out:
+        print_json(record)
+    else:
+        console.print(message)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(provision)
+    app.command()(deprovision)
+    app.command()(status)
+    app.command("list")(list_tenants)
+    app.command()(unlock)

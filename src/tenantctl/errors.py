@@ -1,0 +1,54 @@
+"""Errors the CLI reports as one line, each with its documented exit code."""
+
+from __future__ import annotations
+
+
+class TenantctlError(Exception):
+    exit_code = 1
+
+
+class InvalidInput(TenantctlError):
+    """Bad tenant id, spec or option."""
+
+    exit_code = 3
+
+
+class ApplyFailed(TenantctlError):
+    """The engine could not apply, destroy or preview a stack."""
+
+    exit_code = 4
+
+
+class Conflict(TenantctlError):
+    """Another operation holds the tenant's lock, or the record changed under us."""
+
+    exit_code = 5
+
+
+class NotFound(TenantctlError):
+    exit_code = 6
+
+
+class TargetUnavailable(TenantctlError):
+    """The sandbox or the configured AWS target cannot be reached or used."""
+
+    exit_code = 7
+
+
+class PolicyViolation(TenantctlError):
+    """An isolation invariant is broken (policy gate or `check`)."""
+
+    exit_code = 8
+
+
+EXIT_CODES = {
+    0: "success",
+    1: "unexpected error",
+    2: "usage error (bad flag or argument); `apply --preview`: changes pending",
+    InvalidInput.exit_code: "invalid input: tenant id, spec or option refused (message names the rule)",
+    ApplyFailed.exit_code: "the engine failed to preview/apply/destroy (nothing further is changed)",
+    Conflict.exit_code: "conflict: tenant locked by another run, or its record changed concurrently",
+    NotFound.exit_code: "unknown tenant or backup",
+    TargetUnavailable.exit_code: "target unavailable: sandbox not running/startable, AWS or Pulumi CLI missing",
+    PolicyViolation.exit_code: "an isolation invariant is violated",
+}

@@ -1,0 +1,65 @@
+"""Deprovision one tenant. The registry is marked `deprovisioning` before
+anything is removed and `deprovisioned` (a tombstone kept for audit and the
+restore window) after; the KMS key is only scheduled for deletion, and the
+tenant's objects stay unless the operator asks to purge them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tenantctl.engines.base import ChangeSet, EventSink
+from tenantctl.errors import ApplyFailed, Conflict, TenantctlError
+from tenantctl.models import TenantRecord, TenantStatus, Tier
+from tenantctl.stackconfig import read_tenant, stack_file, write_tenant
+from tenantctl.workspace import Workspace
+
+
+def purge_prefix(bucket: str, prefix: str) -> int:
+    """Delete every version and delete marker under the tenant prefix."""
+    import boto3
+
+    s3 = boto3.client("s3")
+    removed = 0
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+        batch = [
+            {"Key": v["Key"], "VersionId": v["VersionId"]}
+            for v in page.get("Versions", []) + page.get("DeleteMarkers", [])
+        ]
+        for i in range(0, len(batch), 1000):
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": batch[i:i + 1000], "Quiet": True})
+            removed += len(batch[i:i + 1000])
+    return removed
+
+
+def deprovision(ws: Workspace, tenant_id: str, purge_data: bool = False,
+                on_event: EventSink | None = None) -> tuple[TenantRecord, ChangeSet, dict[str, Any]]:
+    registry = ws.registry
+    current = registry.require(tenant_id)
+    if current.status is TenantStatus.deprovisioned:
+        raise Conflict(f"tenant {tenant_id!r} is already deprovisioned (since {current.deprovisioned_at:%Y-%m-%d})")
+    record = registry.lock_for(tenant_id, "deprovision", status=TenantStatus.deprovisioning)
+    path = stack_file(ws.stacks_dir, tenant_id)
+    retention_days = 14
+    details: dict[str, Any] = {"purged_objects": 0}
+    try:
+        if path.exists():
+            spec = read_tenant(path)
+            retention_days = spec.backup.retention_days
+            if spec.tier is Tier.dedicated and spec.dedicated and spec.dedicated.deletion_protection:
+                # RDS refuses to delete a protected instance: lift the protection
+                # in one update, then destroy (the final snapshot is still taken).
+                spec = spec.model_copy(update={"dedicated": spec.dedicated.model_copy(update={"deletion_protection": False})})
+                write_tenant(ws.stacks_dir, spec)
+                ws.engine.up(tenant_id, on_event=on_event)
+        changes = ws.engine.destroy(tenant_id, on_event=on_event)
+        if purge_data and record.resources is not None:
+            details["purged_objects"] = purge_prefix(record.resources.bucket, record.resources.prefix)
+    except TenantctlError as exc:
+        registry.release(record, error=str(exc))
+        raise
+    except Exception as exc:
+        registry.release(record, error=f"{type(exc).__name__}: {exc}")
+        raise ApplyFailed(f"deprovisioning {tenant_id!r} failed: {exc}") from exc
+    path.unlink(missing_ok=True)
+    record = registry.mark_deprovisioned(record, retention_days)
+    return record, changes, details

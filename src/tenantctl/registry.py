@@ -1,0 +1,242 @@
+"""The tenant registry, writer side (tenantctl is its only writer).
+
+Item layout (the contract tenant_runtime.registry reads): hash key ``tenant_id``
+(S); top-level ``status`` (S), ``tier`` (S), ``version`` (N) for conditions and
+filters; ``record`` (S) = ``TenantRecord.model_dump_json()``.
+
+Every write is conditional on the version read before it (optimistic
+concurrency), so two runs racing on one tenant cannot both win; the lock held
+in the record turns that into a clear refusal instead of a retry loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+from datetime import timedelta
+from typing import Any, Iterator
+
+from botocore.exceptions import ClientError
+
+from tenantctl.errors import Conflict, InvalidInput, NotFound, TargetUnavailable
+from tenantctl.models import (
+    TenantLock,
+    TenantRecord,
+    TenantResources,
+    TenantSpec,
+    TenantStatus,
+    Tier,
+    utcnow,
+)
+
+
+def new_lock(operation: str) -> TenantLock:
+    return TenantLock(
+        operation=operation,
+        owner=os.environ.get("TENANTCTL_OPERATOR") or os.environ.get("USER") or "unknown",
+        host=socket.gethostname(),
+        pid=os.getpid(),
+    )
+
+
+def describe_lock(tenant_id: str, lock: TenantLock) -> str:
+    return (
+        f"tenant {tenant_id!r} is locked by a running {lock.operation} "
+        f"(owner {lock.owner}, host {lock.host}, pid {lock.pid}, since {lock.acquired_at:%Y-%m-%d %H:%M:%S}Z); "
+        f"if that run is dead, `tenantctl unlock {tenant_id} --force` removes the lock"
+    )
+
+
+def encode_cursor(tenant_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after": tenant_id}).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        return json.loads(base64.urlsafe_b64decode(padded))["after"]
+    except Exception:
+        raise InvalidInput(f"invalid cursor {cursor!r}: pass the next_cursor of a previous page") from None
+
+
+class RegistryWriter:
+    """Reads and conditionally writes TenantRecords in the DynamoDB registry table."""
+
+    def __init__(self, table_name: str, client: Any | None = None) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.table = table_name
+        self.client = client or boto3.client(
+            "dynamodb", config=Config(retries={"max_attempts": 8, "mode": "adaptive"})
+        )
+
+    # -- reads -----------------------------------------------------------
+    def get(self, tenant_id: str) -> TenantRecord | None:
+        try:
+            item = self.client.get_item(
+                TableName=self.table, Key={"tenant_id": {"S": tenant_id}}, ConsistentRead=True
+            ).get("Item")
+        except ClientError as exc:
+            raise TargetUnavailable(f"registry table {self.table!r} unreadable: {exc}") from None
+        return TenantRecord.model_validate_json(item["record"]["S"]) if item else None
+
+    def require(self, tenant_id: str) -> TenantRecord:
+        record = self.get(tenant_id)
+        if record is None:
+            raise NotFound(f"tenant {tenant_id!r} is not in the registry")
+        return record
+
+    def list(
+        self,
+        limit: int = 50,
+        cursor: str | None = None,
+        tier: Tier | None = None,
+        status: TenantStatus | None = None,
+    ) -> tuple[list[TenantRecord], str | None]:
+        """One page of records and the cursor of the next page (None at the end)."""
+        if not 1 <= limit <= 1000:
+            raise InvalidInput("--limit must be between 1 and 1000")
+        kwargs: dict[str, Any] = {"TableName": self.table}
+        filters, values, names = [], {}, {}
+        if tier is not None:
+            filters.append("tier = :tier")
+            values[":tier"] = {"S": tier.value}
+        if status is not None:
+            filters.append("#st = :status")
+            values[":status"] = {"S": status.value}
+            names["#st"] = "status"
+        if filters:
+            kwargs["FilterExpression"] = " AND ".join(filters)
+            kwargs["ExpressionAttributeValues"] = values
+        if names:
+            kwargs["ExpressionAttributeNames"] = names
+        if cursor:
+            kwargs["ExclusiveStartKey"] = {"tenant_id": {"S": decode_cursor(cursor)}}
+        page: list[TenantRecord] = []
+        while True:
+            resp = self.client.scan(Limit=max(limit, 25), **kwargs)
+            for item in resp.get("Items", []):
+                page.append(TenantRecord.model_validate_json(item["record"]["S"]))
+                if len(page) == limit:
+                    # Resume right after the last returned item, not after the
+                    # scanned page, so nothing between them is skipped.
+                    more = "LastEvaluatedKey" in resp or item is not resp["Items"][-1]
+                    return page, encode_cursor(page[-1].tenant_id) if more else None
+            if "LastEvaluatedKey" not in resp:
+                return page, None
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    def iter_all(self, **filters: Any) -> Iterator[TenantRecord]:
+        cursor = None
+        while True:
+            page, cursor = self.list(limit=100, cursor=cursor, **filters)
+            yield from page
+            if cursor is None:
+                return
+
+    # -- writes ----------------------------------------------------------
+    def _put(self, record: TenantRecord, expected_version: int | None) -> TenantRecord:
+        new = record.model_copy(update={"version": (expected_version or 0) + 1, "updated_at": utcnow()})
+        item = {
+            "tenant_id": {"S": new.tenant_id},
+            "status": {"S": new.status.value},
+            "tier": {"S": new.tier.value},
+            "version": {"N": str(new.version)},
+            "record": {"S": new.model_dump_json()},
+        }
+        if expected_version is None:
+            cond: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(tenant_id)"}
+        else:
+            cond = {
+                "ConditionExpression": "version = :v",
+                "ExpressionAttributeValues": {":v": {"N": str(expected_version)}},
+            }
+        try:
+            self.client.put_item(TableName=self.table, Item=item, **cond)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise Conflict(
+                    f"tenant {record.tenant_id!r} changed in the registry while this run held it; re-run"
+                ) from None
+            raise TargetUnavailable(f"registry write failed: {exc}") from None
+        return new
+
+    def acquire(self, spec: TenantSpec, operation: str) -> TenantRecord:
+        """Reserve the tenant for a provision: create its record (status
+        provisioning) or lock the existing one. Refuses locked tenants and
+        tombstones (a deprovisioned id is never reused)."""
+        existing = self.get(spec.id)
+        lock = new_lock(operation)
+        if existing is None:
+            record = TenantRecord(
+                tenant_id=spec.id, tier=spec.tier, status=TenantStatus.provisioning,
+                region=spec.region, owner=spec.owner, lock=lock,
+            )
+            try:
+                return self._put(record, None)
+            except Conflict:
+                raise Conflict(f"tenant {spec.id!r} is being provisioned by another run") from None
+        if existing.lock is not None:
+            raise Conflict(describe_lock(spec.id, existing.lock))
+        if existing.status in (TenantStatus.deprovisioning, TenantStatus.deprovisioned):
+            raise Conflict(
+                f"tenant id {spec.id!r} was deprovisioned on {existing.deprovisioned_at or existing.updated_at:%Y-%m-%d}; "
+                "ids are tombstoned and never reused (restore it with `tenantctl drill restore` or pick a new id)"
+            )
+        if existing.tier is not spec.tier:
+            raise InvalidInput(
+                f"tenant {spec.id!r} is {existing.tier.value}; moving tiers in place is not supported "
+                "(provision a new tenant and migrate its data)"
+            )
+        updated = existing.model_copy(update={"lock": lock, "owner": spec.owner, "last_error": None})
+        return self._put(updated, existing.version)
+
+    def lock_for(self, tenant_id: str, operation: str, status: TenantStatus | None = None) -> TenantRecord:
+        """Lock an existing tenant (deprovision, drills), optionally moving its status."""
+        existing = self.require(tenant_id)
+        if existing.lock is not None:
+            raise Conflict(describe_lock(tenant_id, existing.lock))
+        update: dict[str, Any] = {"lock": new_lock(operation)}
+        if status is not None:
+            update["status"] = status
+        return self._put(existing.model_copy(update=update), existing.version)
+
+    def mark_active(self, record: TenantRecord, resources: TenantResources, spec: TenantSpec,
+                    program_version: str) -> TenantRecord:
+        return self._put(
+            record.model_copy(update={
+                "status": TenantStatus.active, "resources": resources, "lock": None,
+                "spec_hash": spec.content_hash(), "program_version": program_version,
+                "region": spec.region, "owner": spec.owner, "last_error": None,
+            }),
+            record.version,
+        )
+
+    def mark_deprovisioned(self, record: TenantRecord, retention_days: int) -> TenantRecord:
+        now = utcnow()
+        return self._put(
+            record.model_copy(update={
+                "status": TenantStatus.deprovisioned, "lock": None, "deprovisioned_at": now,
+                "retain_until": now + timedelta(days=retention_days),
+            }),
+            record.version,
+        )
+
+    def release(self, record: TenantRecord, error: str | None = None) -> TenantRecord:
+        """Drop the lock after a failed run, keeping the error for `status`."""
+        current = self.get(record.tenant_id)
+        if current is None:
+            return record
+        return self._put(current.model_copy(update={"lock": None, "last_error": error}), current.version)
+
+    def force_unlock(self, tenant_id: str) -> TenantRecord:
+        record = self.require(tenant_id)
+        if record.lock is None:
+            return record
+        return self._put(record.model_copy(update={"lock": None}), record.version)
+
+    def set_status(self, record: TenantRecord, status: TenantStatus) -> TenantRecord:
+        return self._put(record.model_copy(update={"status": status}), record.version)

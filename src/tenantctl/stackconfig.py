@@ -1,0 +1,110 @@
+"""stacks/Pulumi.<stack>.yaml: the committed desired state, rendered from templates/.
+
+The files are what CI reviews and `apply` reconciles, so they hold every option
+explicitly (defaults included) and read back into the same TenantSpec.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from tenantctl.errors import InvalidInput
+from tenantctl.models import PlatformSpec, TenantSpec, describe_validation_error
+
+PLATFORM_STACK = "platform"
+
+
+def stack_file(stacks_dir: Path, stack: str) -> Path:
+    return stacks_dir / f"Pulumi.{stack}.yaml"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _dump(data: dict) -> str:
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False).rstrip("\n")
+
+
+def render_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK) -> str:
+    from tenantctl.templates import render
+
+    body = spec.model_dump(mode="json", exclude_none=True)
+    return render("stack.yaml.j2", spec=spec, platform_stack=platform_stack, tenant_yaml=_dump(body))
+
+
+def render_platform(spec: PlatformSpec) -> str:
+    from tenantctl.templates import render
+
+    body = spec.model_dump(mode="json", exclude_none=True)
+    return render("platform.yaml.j2", spec=spec, platform_yaml=_dump(body))
+
+
+def write_tenant(stacks_dir: Path, spec: TenantSpec) -> bool:
+    """Write the tenant's stack file; True when its content changed."""
+    path = stack_file(stacks_dir, spec.id)
+    text = render_tenant(spec)
+    if path.exists() and path.read_text() == text:
+        return False
+    _write_atomic(path, text)
+    return True
+
+
+def write_platform(stacks_dir: Path, spec: PlatformSpec) -> bool:
+    path = stack_file(stacks_dir, PLATFORM_STACK)
+    text = render_platform(spec)
+    if path.exists() and path.read_text() == text:
+        return False
+    _write_atomic(path, text)
+    return True
+
+
+def _config(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise InvalidInput(f"{path}: not valid YAML ({exc.problem} at line {exc.problem_mark.line + 1})") from None
+    return data.get("config") or {}
+
+
+def read_tenant(path: Path) -> TenantSpec:
+    raw = _config(path).get("tenantctl:tenant")
+    if not isinstance(raw, dict):
+        raise InvalidInput(f"{path}: missing the `tenantctl:tenant` mapping")
+    try:
+        spec = TenantSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidInput(f"{path}: {describe_validation_error(exc)}") from None
+    expected = path.name.removeprefix("Pulumi.").removesuffix(".yaml")
+    if spec.id != expected:
+        raise InvalidInput(f"{path}: tenant id {spec.id!r} does not match the file name (expected {expected!r})")
+    return spec
+
+
+def read_platform(stacks_dir: Path) -> PlatformSpec | None:
+    path = stack_file(stacks_dir, PLATFORM_STACK)
+    if not path.exists():
+        return None
+    try:
+        return PlatformSpec.model_validate(_config(path).get("tenantctl:platform") or {})
+    except ValidationError as exc:
+        raise InvalidInput(f"{path}: {describe_validation_error(exc)}") from None
+
+
+def tenant_stack_files(stacks_dir: Path) -> dict[str, Path]:
+    """Tenant id -> stack file, for every committed tenant (platform excluded)."""
+    out = {}
+    for path in sorted(stacks_dir.glob("Pulumi.*.yaml")):
+        stack = path.name.removeprefix("Pulumi.").removesuffix(".yaml")
+        if stack != PLATFORM_STACK:
+            out[stack] = path
+    return out

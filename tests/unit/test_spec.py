@@ -1,0 +1,78 @@
+"""TenantSpec and the naming rules every tenant id must satisfy."""
+
+import pytest
+from pydantic import ValidationError
+
+from tenantctl import naming
+from tenantctl.models import TenantSpec, Tier, describe_validation_error
+
+
+def refusal(**data) -> str:
+    with pytest.raises(ValidationError) as exc:
+        TenantSpec(**data)
+    return describe_validation_error(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("tenant_id", "rule"),
+    [
+        ("Acme", "charset"),
+        ("9lives", "charset"),
+        ("acme_corp", "charset"),
+        ("", "charset"),
+        ("acme--corp", "rds-identifier"),
+        ("acme-", "rds-identifier"),
+        ("platform", "reserved"),
+        ("admin", "reserved"),
+        ("public", "reserved"),
+        ("pg-stats", "reserved"),
+        ("pgsql", "reserved"),
+        ("aws-foo", "reserved"),
+        ("a" * (naming.max_id_length() + 1), "iam-role-name"),
+    ],
+)
+def test_bad_ids_are_refused_naming_the_rule(tenant_id, rule):
+    message = refusal(id=tenant_id)
+    assert f"breaks the {rule} rule" in message
+    assert "Traceback" not in message
+
+
+def test_longest_valid_id_fits_every_derived_name():
+    longest = "a" * naming.max_id_length()
+    TenantSpec(id=longest)
+    assert len(naming.iam_role_name(longest)) <= 64
+    assert len(naming.rds_identifier(longest)) <= 63
+    assert len(naming.db_role_name(longest).encode()) <= 63
+    assert len(naming.dlq_name(longest)) <= 80
+
+
+def test_prefix_has_trailing_slash_so_twins_do_not_overlap():
+    assert not naming.s3_prefix("acme-corp").startswith(naming.s3_prefix("acme"))
+
+
+def test_dedicated_defaults_and_pooled_refuses_dedicated_options():
+    assert TenantSpec(id="acme", tier=Tier.dedicated).dedicated is not None
+    assert "need tier=dedicated" in refusal(id="acme", dedicated={"storage_gb": 50})
+
+
+@pytest.mark.parametrize(
+    ("data", "where"),
+    [
+        ({"queue": {"delay_seconds": 901}}, "queue.delay_seconds"),
+        ({"queue": {"max_receive_count": 0}}, "queue.max_receive_count"),
+        ({"lifecycle": {"archive_transition_days": 30, "archive_expiry_days": 30}}, "lifecycle"),
+        ({"tier": "dedicated", "dedicated": {"vpc_cidr": "8.8.0.0/16"}}, "dedicated.vpc_cidr"),
+        ({"region": "mars-1"}, "region"),
+        ({"colour": "blue"}, "colour"),
+    ],
+)
+def test_bad_options_name_the_field(data, where):
+    assert refusal(id="acme", **data).startswith(where)
+
+
+def test_tags_and_content_hash():
+    spec = TenantSpec(id="acme", owner="team-a", cost_centre="cc-1")
+    assert spec.tags() == {"tenant": "acme", "tier": "pooled", "owner": "team-a",
+                           "managed-by": "tenantctl", "cost-centre": "cc-1"}
+    assert spec.content_hash() == TenantSpec(id="acme", owner="team-a", cost_centre="cc-1").content_hash()
+    assert spec.content_hash() != TenantSpec(id="acme", owner="team-b", cost_centre="cc-1").content_hash()
