@@ -205,11 +205,11 @@ class RegistryWriter:
         return self._put(existing.model_copy(update=update), existing.version)
 
     def mark_active(self, record: TenantRecord, resources: TenantResources, spec: TenantSpec,
-                    program_version: str) -> TenantRecord:
+                    program_version: str, applied_hash: str) -> TenantRecord:
         return self._put(
             record.model_copy(update={
                 "status": TenantStatus.active, "resources": resources, "lock": None,
-                "spec_hash": spec.content_hash(), "program_version": program_version,
+                "spec_hash": applied_hash, "program_version": program_version,
                 "region": spec.region, "owner": spec.owner, "last_error": None,
             }),
             record.version,

@@ -32,7 +32,10 @@ def _register() -> None:
 def main() -> None:
     _register()
     try:
-        app(standalone_mode=False)
+        # standalone_mode=False hands typer.Exit codes back instead of exiting.
+        rc = app(standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except TenantctlError as exc:
         from tenantctl.cli.output import error
 

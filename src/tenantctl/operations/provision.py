@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from tenantctl import __version__
 from tenantctl.engines.base import EventSink, UpResult
+from tenantctl.fingerprint import applied_hash
 from tenantctl.errors import ApplyFailed, InvalidInput, TenantctlError
 from tenantctl.models import TenantRecord, TenantResources, TenantSpec, describe_validation_error
 from tenantctl.stackconfig import read_tenant, stack_file, write_tenant
@@ -51,5 +52,6 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
     except Exception as exc:
         registry.release(record, error=f"{type(exc).__name__}: {exc}")
         raise ApplyFailed(f"provisioning {spec.id!r} failed: {exc}") from exc
-    record = registry.mark_active(record, resources, spec, program_version=__version__)
+    record = registry.mark_active(record, resources, spec, program_version=__version__,
+                                  applied_hash=applied_hash(spec, ws.project_dir))
     return record, result
