@@ -1,8 +1,22 @@
 """tenant_runtime: route every request's context to its tenant's store and nowhere else.
 
-Imports neither pulumi, typer nor tenantctl (tests/unit/test_import_boundary.py).
+Imports neither pulumi, typer nor tenantctl (tests/unit/test_import_boundary.py);
+web frameworks are optional (tenant_runtime.asgi imports none).
 """
 
+from tenant_runtime.auth import JWTSettings, TenantResolver
+from tenant_runtime.context import TenantContext
+from tenant_runtime.errors import (
+    DecryptionFailed,
+    InvalidRequest,
+    RegistryUnavailable,
+    StoreUnavailable,
+    TenantInactive,
+    TenantMismatch,
+    TenantNotFound,
+    TenantRuntimeError,
+    Unauthenticated,
+)
 from tenant_runtime.models import (
     StoreConnection,
     TenantRecord,
@@ -10,5 +24,12 @@ from tenant_runtime.models import (
     TenantStatus,
     Tier,
 )
+from tenant_runtime.registry import RegistryReader
+from tenant_runtime.runtime import TenantRuntime
 
-__all__ = ["StoreConnection", "TenantRecord", "TenantResources", "TenantStatus", "Tier"]
+__all__ = [
+    "DecryptionFailed", "InvalidRequest", "JWTSettings", "RegistryReader", "RegistryUnavailable",
+    "StoreConnection", "StoreUnavailable", "TenantContext", "TenantInactive", "TenantMismatch",
+    "TenantNotFound", "TenantRecord", "TenantResolver", "TenantResources", "TenantRuntime",
+    "TenantRuntimeError", "TenantStatus", "Tier", "Unauthenticated",
+]

@@ -139,6 +139,8 @@ class PlatformSpec(BaseModel):
     db_instance_class: str = Field("db.t4g.medium", pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")
     db_storage_gb: int = Field(50, ge=20, le=65536)
     admin_role_arn: str | None = Field(None, description="role allowed to administer every tenant key")
+    runtime_principal_arn: str | None = Field(
+        None, description="principal allowed to assume tenant roles (with the tenant session tag); default: account root")
 
     def tags(self) -> dict[str, str]:
         return {"tenant": "platform", "tier": "platform", "owner": self.owner, "managed-by": "tenantctl"}

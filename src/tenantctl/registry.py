@@ -240,3 +240,11 @@ class RegistryWriter:
 
     def set_status(self, record: TenantRecord, status: TenantStatus) -> TenantRecord:
         return self._put(record.model_copy(update={"status": status}), record.version)
+
+    def reactivate(self, record: TenantRecord, resources: TenantResources | None = None) -> TenantRecord:
+        """Bring a tombstoned tenant back after `drill restore --target in-place`
+        (within its retention window): active again, tombstone fields cleared."""
+        return self._put(record.model_copy(update={
+            "status": TenantStatus.active, "resources": resources or record.resources, "lock": None,
+            "deprovisioned_at": None, "retain_until": None, "last_error": None,
+        }), record.version)

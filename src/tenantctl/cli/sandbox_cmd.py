@@ -1,8 +1,103 @@
-"""`tenantctl sandbox up|down|status` (placeholder: filled by the sandbox work)."""
+"""`tenantctl sandbox up | down | status | env`: the local moto server + PostgreSQL."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+
+from tenantctl.cli.output import console, print_json, table
+
+if TYPE_CHECKING:
+    from tenantctl.sandbox import Sandbox, SandboxEndpoints, SandboxStatus
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+StateDir = Annotated[
+    Optional[Path],
+    typer.Option("--state-dir", help="Sandbox state directory (default: target config, $TENANTCTL_SANDBOX_DIR, "
+                                     "$TENANTCTL_HOME, else .tenantctl/ here)."),
+]
+
+
+def _sandbox(state_dir: Path | None) -> "Sandbox":
+    from tenantctl.sandbox import Sandbox
+    from tenantctl.target import load_target
+
+    # Same directory `provision` uses when no flag is given: the target's sandbox.state_dir.
+    return Sandbox(state_dir or load_target().sandbox.state_dir)
+
+
+def _print_endpoints(endpoints: "SandboxEndpoints") -> None:
+    table("sandbox endpoints", ["what", "where"], [
+        ("AWS (moto)", endpoints.aws_endpoint_url),
+        ("region", endpoints.region),
+        ("PostgreSQL", f"{endpoints.pg_host}:{endpoints.pg_port}"),
+        ("superuser", f"{endpoints.pg_user} (password in {endpoints.state_dir}/sandbox/endpoints.json)"),
+        ("database", endpoints.pg_database),
+        ("pg tools", endpoints.pg_bin_dir),
+        ("state dir", endpoints.state_dir),
+    ])
+
+
+def _print_status(status: "SandboxStatus") -> None:
+    table(f"sandbox in {status.state_dir}", ["service", "state", "pid", "endpoint", "log"], [
+        (s.name, "[green]running[/]" if s.alive else "[red]stopped[/]", s.pid, s.endpoint, s.log)
+        for s in status.services
+    ])
+
+
+def up(
+    json_out: JsonFlag = False,
+    state_dir: StateDir = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each server to be ready.")] = 60.0,
+) -> None:
+    """Start the sandbox in the background (harmless when it already runs) and print its endpoints."""
+    box = _sandbox(state_dir)
+    if json_out:
+        print_json(box.up(timeout))
+        return
+    with console.status("starting the sandbox (moto server + PostgreSQL)…"):
+        endpoints = box.up(timeout)
+    _print_endpoints(endpoints)
+    console.print('point boto3 at it with: [bold]eval "$(tenantctl sandbox env)"[/]', highlight=False)
+
+
+def down(json_out: JsonFlag = False, state_dir: StateDir = None) -> None:
+    """Stop both servers (PostgreSQL's data stays on disk for the next `up`)."""
+    status = _sandbox(state_dir).down()
+    if json_out:
+        print_json(status)
+    else:
+        _print_status(status)
+
+
+def status(json_out: JsonFlag = False, state_dir: StateDir = None) -> None:
+    """What runs where: each server's state, pid, endpoint and log."""
+    result = _sandbox(state_dir).status()
+    if json_out:
+        print_json(result)
+    else:
+        _print_status(result)
+
+
+def env(state_dir: StateDir = None) -> None:
+    """Shell `export` lines pointing AWS SDKs and psql at the running sandbox."""
+    from tenantctl.errors import TargetUnavailable
+
+    endpoints = _sandbox(state_dir).endpoints()
+    if endpoints is None:
+        raise TargetUnavailable("the sandbox is not running: start it with `tenantctl sandbox up`")
+    variables = {**endpoints.aws_env(), "DATABASE_URL": endpoints.pg_dsn()}
+    for name, value in variables.items():
+        typer.echo(f"export {name}={shlex.quote(value)}")
 
 
 def register(app: typer.Typer) -> None:
     sandbox = typer.Typer(help="The local sandbox: moto server + embedded PostgreSQL.", no_args_is_help=True)
+    sandbox.command("up")(up)
+    sandbox.command("down")(down)
+    sandbox.command("status")(status)
+    sandbox.command("env")(env)
     app.add_typer(sandbox, name="sandbox")

@@ -1,0 +1,4 @@
+"""Pulumi entry point (Pulumi.yaml: main: infra/)."""
+from infra.program import main
+
+main()

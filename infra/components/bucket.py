@@ -1,0 +1,53 @@
+"""SharedBucket: the bucket tenant prefixes live in. Public access blocked,
+TLS-only bucket policy, versioning, SSE-KMS by default with the platform key
+(the runtime writes each tenant's objects with that tenant's own key)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+
+@dataclass
+class SharedBucketArgs:
+    bucket_name: str
+    kms_key_arn: pulumi.Input[str]
+    tags: dict[str, str]
+
+
+def tls_only_policy(bucket_arn: pulumi.Input[str]) -> pulumi.Output[str]:
+    return pulumi.Output.json_dumps({"Version": "2012-10-17", "Statement": [{
+        "Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+        "Resource": [bucket_arn, pulumi.Output.concat(bucket_arn, "/*")],
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+    }]})
+
+
+class SharedBucket(pulumi.ComponentResource):
+    bucket: pulumi.Output[str]
+    arn: pulumi.Output[str]
+
+    def __init__(self, name: str, args: SharedBucketArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("tenantctl:s3:SharedBucket", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        bucket = aws.s3.Bucket(f"{name}-bucket", bucket=args.bucket_name, force_destroy=False,
+                               tags=args.tags, opts=child)
+        block = aws.s3.BucketPublicAccessBlock(
+            f"{name}-public-access", bucket=bucket.bucket, block_public_acls=True, block_public_policy=True,
+            ignore_public_acls=True, restrict_public_buckets=True, opts=child)
+        # After the block: S3 refuses policies while a public-policy check is pending.
+        aws.s3.BucketPolicy(f"{name}-policy", bucket=bucket.bucket, policy=tls_only_policy(bucket.arn),
+                            opts=pulumi.ResourceOptions(parent=self, depends_on=[block]))
+        aws.s3.BucketVersioning(f"{name}-versioning", bucket=bucket.bucket,
+                                versioning_configuration={"status": "Enabled"}, opts=child)
+        aws.s3.BucketServerSideEncryptionConfiguration(
+            f"{name}-sse", bucket=bucket.bucket,
+            rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms",
+                                                                 "kms_master_key_id": args.kms_key_arn},
+                    "bucket_key_enabled": True}],
+            opts=child)
+        self.bucket = bucket.bucket
+        self.arn = bucket.arn
+        self.register_outputs({"bucket": self.bucket, "arn": self.arn})

@@ -1,0 +1,16 @@
+"""Dynamic providers: the work Pulumi's AWS provider cannot do.
+
+Each resource passes an input ``kind``; the LocalEngine looks the provider up
+here and calls the very same create/diff/update/delete with the props dict,
+instead of unpickling the ``__provider`` Pulumi stores.
+"""
+
+from infra.providers.prefix_lifecycle import KIND as PREFIX_LIFECYCLE, PrefixLifecycleProvider
+from infra.providers.tenant_schema import KIND as TENANT_SCHEMA, TenantSchemaProvider
+
+PROVIDERS = {
+    TENANT_SCHEMA: TenantSchemaProvider,
+    PREFIX_LIFECYCLE: PrefixLifecycleProvider,
+}
+
+__all__ = ["PROVIDERS", "PREFIX_LIFECYCLE", "TENANT_SCHEMA", "PrefixLifecycleProvider", "TenantSchemaProvider"]

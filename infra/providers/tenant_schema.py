@@ -1,0 +1,121 @@
+"""TenantSchema: the tenant's schema, role, tables and RLS inside PostgreSQL.
+
+RDS cannot create schemas or roles, so this provider connects as the database
+admin (credentials from the RDS-managed admin secret) and runs
+templates/tenant_schema.sql.j2. It owns the tenant role's password: generated
+here, set on the role, and written only to the tenant's secret (never to
+Pulumi state or the registry).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass, fields
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
+
+from infra.providers._diff import diff_inputs
+
+KIND = "tenant-schema"
+TEMPLATE = "tenant_schema.sql.j2"
+
+
+def _secrets_client(region: str):
+    import boto3  # endpoint from AWS_ENDPOINT_URL on the sandbox
+
+    return boto3.client("secretsmanager", region_name=region)
+
+
+def _secret_json(region: str, secret_arn: str) -> dict[str, Any]:
+    value = _secrets_client(region).get_secret_value(SecretId=secret_arn)["SecretString"]
+    return json.loads(value)
+
+
+def _admin_connect(props: dict[str, Any]):
+    import psycopg
+
+    admin = _secret_json(props["region"], props["admin_secret_arn"])
+    return psycopg.connect(host=props["host"], port=int(props["port"]), dbname=props["database"],
+                           user=admin["username"], password=admin["password"], autocommit=True,
+                           connect_timeout=10)
+
+
+def _current_password(props: dict[str, Any]) -> str | None:
+    """The password already in the tenant secret (kept across updates)."""
+    try:
+        return _secret_json(props["region"], props["tenant_secret_arn"]).get("password")
+    except Exception:  # noqa: BLE001 - no value yet (first create, or a failed one)
+        return None
+
+
+def _ensure(props: dict[str, Any], password: str) -> dict[str, Any]:
+    from psycopg import sql
+
+    from tenantctl.templates import render
+
+    role, schema = props["role"], props["schema"]
+    with _admin_connect(props) as conn:
+        script = render(
+            TEMPLATE,
+            role=sql.Identifier(role).as_string(conn),
+            role_literal=sql.Literal(role).as_string(conn),
+            schema=sql.Identifier(schema).as_string(conn),
+            tenant_literal=sql.Literal(props["tenant_id"]).as_string(conn),
+        )
+        conn.execute(script)  # no parameters: simple protocol, several statements
+        conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+    _secrets_client(props["region"]).put_secret_value(
+        SecretId=props["tenant_secret_arn"],
+        SecretString=json.dumps({"username": role, "password": password, "host": props["host"],
+                                 "port": int(props["port"]), "dbname": props["database"], "schema": schema}),
+    )
+    return {k: v for k, v in props.items() if not k.startswith("__")}
+
+
+class TenantSchemaProvider(ResourceProvider):
+    # Replacing means a new database or role: drop the old one only after the
+    # new one exists is impossible for the same names, hence delete first.
+    REPLACE_ON = ("host", "port", "database", "schema", "role", "tenant_id")
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        outs = _ensure(props, secrets.token_urlsafe(32))
+        return CreateResult(f"{props['database']}/{props['schema']}", outs)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        return diff_inputs(olds, news, self.REPLACE_ON)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        # Re-running the idempotent SQL repairs drift; the password is kept.
+        return UpdateResult(_ensure(news, _current_password(news) or secrets.token_urlsafe(32)))
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        from psycopg import sql
+
+        with _admin_connect(props) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(props["schema"])))
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(props["role"])))
+
+
+@dataclass
+class TenantSchemaArgs:
+    tenant_id: str
+    region: str
+    host: pulumi.Input[str]
+    port: pulumi.Input[int]
+    database: pulumi.Input[str]
+    schema: str
+    role: str
+    admin_secret_arn: pulumi.Input[str]
+    tenant_secret_arn: pulumi.Input[str]
+
+
+class TenantSchema(pulumi.dynamic.Resource):
+    schema: pulumi.Output[str]
+    role: pulumi.Output[str]
+    database: pulumi.Output[str]
+
+    def __init__(self, name: str, args: TenantSchemaArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(TenantSchemaProvider(), name, {"kind": KIND, **{f.name: getattr(args, f.name) for f in fields(args)}}, opts)

@@ -1,0 +1,92 @@
+"""AWS clients for a tenant.
+
+Two modes behind one interface (``client(ctx, service)``):
+
+* ``ambient``: the process's own credentials, one client per service shared by
+  every tenant. The runtime's checks (TenantMismatch, prefixes, encryption
+  context) are then the only wall; fine on the sandbox and for tests.
+* ``assume_role`` (issue 7): STS AssumeRole of the tenant's role
+  (``TenantResources.role_arn``) with a session tag ``tenant_id=<id>`` and a
+  session name naming the tenant; the tenant role's trust policy pins the
+  calling principal and that tag. The credentials are cached per tenant until
+  ``refresh_margin`` seconds before they expire, and that tenant's S3/SQS/KMS/
+  Secrets Manager clients are built from them only, so a bug that hands tenant
+  B's key or prefix to tenant A's client is refused by AWS itself.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal
+
+from tenant_runtime.context import TenantContext
+
+Mode = Literal["ambient", "assume_role"]
+
+
+class ClientFactory:
+    def __init__(self, mode: Mode = "ambient", session: Any | None = None, region: str | None = None,
+                 endpoint_url: str | None = None, duration_seconds: int = 900,
+                 refresh_margin: float = 120.0) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.mode = mode
+        self.session = session or boto3.session.Session(region_name=region)
+        self.endpoint_url = endpoint_url
+        self.duration_seconds, self.refresh_margin = duration_seconds, refresh_margin
+        # Bounded retries with jitter (botocore "standard" mode) on throttling.
+        self.config = Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32)
+        self._shared: dict[str, Any] = {}
+        self._scoped: dict[str, tuple[datetime, dict[str, Any], Any]] = {}
+        self._lock = threading.Lock()
+        self.assume_role_calls = 0
+
+    def client(self, ctx: TenantContext, service: str) -> Any:
+        if self.mode == "ambient":
+            return self._shared_client(service, ctx.resources.region)
+        return self._scoped_client(ctx, service)
+
+    def _new_client(self, session: Any, service: str, region: str) -> Any:
+        return session.client(service, region_name=region, endpoint_url=self.endpoint_url, config=self.config)
+
+    def _shared_client(self, service: str, region: str) -> Any:
+        key = f"{service}@{region}"
+        with self._lock:
+            if key not in self._shared:
+                self._shared[key] = self._new_client(self.session, service, region)
+            return self._shared[key]
+
+    def _scoped_client(self, ctx: TenantContext, service: str) -> Any:
+        import boto3
+
+        now = datetime.now(timezone.utc)
+        with self._lock:
+            entry = self._scoped.get(ctx.tenant_id)
+            if entry is None or entry[0] - timedelta(seconds=self.refresh_margin) <= now:
+                creds = self._assume(ctx)
+                session = boto3.session.Session(
+                    aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
+                    aws_session_token=creds["SessionToken"], region_name=ctx.resources.region)
+                entry = (creds["Expiration"], {}, session)
+                self._scoped[ctx.tenant_id] = entry
+            clients = entry[1]
+            if service not in clients:
+                clients[service] = self._new_client(entry[2], service, ctx.resources.region)
+            return clients[service]
+
+    def _assume(self, ctx: TenantContext) -> dict[str, Any]:
+        sts = self._shared_client("sts", ctx.resources.region)
+        self.assume_role_calls += 1
+        resp = sts.assume_role(
+            RoleArn=ctx.resources.role_arn, RoleSessionName=f"tenant-{ctx.tenant_id}"[:64],
+            DurationSeconds=self.duration_seconds,
+            Tags=[{"Key": "tenant_id", "Value": ctx.tenant_id}],
+            TransitiveTagKeys=["tenant_id"],
+        )
+        creds = resp["Credentials"]
+        expiration = creds["Expiration"]
+        if expiration.tzinfo is None:
+            creds["Expiration"] = expiration.replace(tzinfo=timezone.utc)
+        return creds

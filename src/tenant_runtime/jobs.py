@@ -1,0 +1,89 @@
+"""Delayed jobs on the tenant's SQS queue, and a worker helper.
+
+``schedule(job, delay)``: SQS delays natively up to 900 s; a longer delay is sent
+with DelaySeconds=900 and a ``due_at`` in the body, and the worker re-enqueues it
+(with the remaining delay, again at most 900 s) until it is due. Every body names
+its tenant; the worker runs a job only when that tenant is the queue's tenant and
+moves any other message to the tenant's DLQ, untouched, with the reason as a
+message attribute.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Callable
+
+from pydantic import BaseModel, Field, ValidationError
+
+from tenant_runtime.context import TenantContext
+from tenant_runtime.errors import InvalidRequest
+
+SQS_MAX_DELAY = 900
+MAX_DELAY = 365 * 24 * 3600
+
+
+class Job(BaseModel):
+    kind: str = Field(min_length=1, max_length=100)
+    payload: dict[str, Any] = {}
+
+
+class JobMessage(BaseModel):
+    """The body on the wire."""
+
+    tenant_id: str
+    job_id: str
+    due_at: float  # unix seconds
+    job: Job
+
+
+class JobQueue:
+    def __init__(self, sqs_for: Callable[[TenantContext], Any], clock: Callable[[], float] = time.time,
+                 max_native_delay: int = SQS_MAX_DELAY) -> None:
+        if not 0 <= max_native_delay <= SQS_MAX_DELAY:
+            raise ValueError(f"max_native_delay must be within 0..{SQS_MAX_DELAY}")
+        self.sqs_for, self.clock, self.max_native_delay = sqs_for, clock, max_native_delay
+
+    def schedule(self, ctx: TenantContext, job: Job, delay: int = 0) -> str:
+        if type(delay) is not int or not 0 <= delay <= MAX_DELAY:
+            raise InvalidRequest(f"delay must be whole seconds within 0..{MAX_DELAY}")
+        message = JobMessage(tenant_id=ctx.tenant_id, job_id=uuid.uuid4().hex, due_at=self.clock() + delay, job=job)
+        self._send(ctx, message, delay)
+        return message.job_id
+
+    def _send(self, ctx: TenantContext, message: JobMessage, delay: float) -> None:
+        self.sqs_for(ctx).send_message(QueueUrl=ctx.resources.queue_url, MessageBody=message.model_dump_json(),
+                                       DelaySeconds=max(0, min(int(delay + 0.999), self.max_native_delay)))
+
+    def work(self, ctx: TenantContext, handler: Callable[[Job, JobMessage], None], max_messages: int = 10,
+             wait_seconds: int = 0) -> dict[str, int]:
+        """Receive one batch from ctx's queue: run due jobs (deleted on success;
+        a failing handler leaves the message for SQS's redrive), re-enqueue early
+        ones, dead-letter foreign or malformed ones. Returns counts."""
+        sqs, res = self.sqs_for(ctx), ctx.resources
+        counts = {"done": 0, "deferred": 0, "dead_lettered": 0, "failed": 0}
+        resp = sqs.receive_message(QueueUrl=res.queue_url, MaxNumberOfMessages=max_messages,
+                                   WaitTimeSeconds=wait_seconds)
+        for raw in resp.get("Messages", []):
+            try:
+                message = JobMessage.model_validate_json(raw["Body"])
+                reason = None if message.tenant_id == ctx.tenant_id else \
+                    f"tenant {message.tenant_id!r} on the queue of {ctx.tenant_id!r}"
+            except ValidationError:
+                message, reason = None, "malformed job message"
+            if reason is not None:
+                sqs.send_message(QueueUrl=res.dlq_url, MessageBody=raw["Body"], MessageAttributes={
+                    "reason": {"DataType": "String", "StringValue": reason}})
+                counts["dead_lettered"] += 1
+            elif (remaining := message.due_at - self.clock()) > 0:
+                self._send(ctx, message, remaining)
+                counts["deferred"] += 1
+            else:
+                try:
+                    handler(message.job, message)
+                except Exception:
+                    counts["failed"] += 1
+                    continue
+                counts["done"] += 1
+            sqs.delete_message(QueueUrl=res.queue_url, ReceiptHandle=raw["ReceiptHandle"])
+        return counts

@@ -1,0 +1,102 @@
+"""Pre-signed S3 URLs confined to the tenant's prefix (``tenants/<id>/``).
+
+Uploads are keyed ``<prefix>uploads/<random>/<filename>`` by the runtime (the
+caller never chooses the key), signed with SSE-KMS under the tenant's key as
+signed headers, so the upload fails unless it is encrypted with that key.
+Files above ``multipart_threshold`` get a multipart upload: one pre-signed URL
+per part, completed through ``complete_multipart``. Downloads are signed only
+for keys under the caller's prefix; another tenant's key is a TenantMismatch.
+"""
+
+from __future__ import annotations
+
+import math
+import posixpath
+import re
+import uuid
+from typing import Any, Callable
+
+from pydantic import BaseModel
+
+from tenant_runtime.context import TenantContext
+from tenant_runtime.errors import InvalidRequest, TenantMismatch
+
+_FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,199}$")
+DEFAULT_TYPES = frozenset({
+    "application/pdf", "application/json", "text/plain", "text/markdown", "text/csv",
+    "image/png", "image/jpeg", "image/webp", "audio/mpeg", "audio/wav",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+})
+MIN_PART = 5 << 20  # S3's minimum part size (all parts but the last)
+MAX_PARTS = 10_000
+
+
+class PresignedUpload(BaseModel):
+    key: str
+    method: str = "PUT"
+    url: str | None = None  # single PUT
+    headers: dict[str, str]  # send exactly these with the PUT (they are signed)
+    upload_id: str | None = None  # multipart
+    part_size: int | None = None
+    part_urls: list[str] = []
+
+
+class ObjectAccess:
+    def __init__(self, s3_for: Callable[[TenantContext], Any], max_size: int = 5 << 30,
+                 multipart_threshold: int = 100 << 20, part_size: int = 64 << 20,
+                 content_types: frozenset[str] = DEFAULT_TYPES, expires_in: int = 900) -> None:
+        if part_size < MIN_PART:
+            raise ValueError(f"part_size must be >= {MIN_PART}")
+        self.s3_for, self.max_size, self.multipart_threshold = s3_for, max_size, multipart_threshold
+        self.part_size, self.content_types, self.expires_in = part_size, content_types, expires_in
+
+    def validate(self, filename: str, size: int, content_type: str) -> None:
+        if not isinstance(filename, str) or not _FILENAME.match(filename) or ".." in filename:
+            raise InvalidRequest("filename must be 1..200 of letters, digits, '.', '_', '-', ' ' "
+                                 "starting with a letter or digit, no '..' and no '/'")
+        if type(size) is not int or not 1 <= size <= self.max_size:
+            raise InvalidRequest(f"size must be between 1 and {self.max_size} bytes")
+        if content_type not in self.content_types:
+            raise InvalidRequest(f"content type {content_type!r} is not accepted")
+
+    def _sse(self, ctx: TenantContext) -> dict[str, str]:
+        return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": ctx.resources.kms_key_arn}
+
+    def presign_upload(self, ctx: TenantContext, filename: str, size: int, content_type: str) -> PresignedUpload:
+        self.validate(filename, size, content_type)
+        res = ctx.resources
+        key = f"{res.prefix}uploads/{uuid.uuid4().hex}/{filename}"
+        s3 = self.s3_for(ctx)
+        headers = {"Content-Type": content_type, "x-amz-server-side-encryption": "aws:kms",
+                   "x-amz-server-side-encryption-aws-kms-key-id": res.kms_key_arn}
+        if size <= self.multipart_threshold:
+            url = s3.generate_presigned_url("put_object", ExpiresIn=self.expires_in, Params={
+                "Bucket": res.bucket, "Key": key, "ContentType": content_type, "ContentLength": size,
+                **self._sse(ctx)})
+            return PresignedUpload(key=key, url=url, headers={**headers, "Content-Length": str(size)})
+        part_size = max(self.part_size, math.ceil(size / MAX_PARTS))
+        upload_id = s3.create_multipart_upload(Bucket=res.bucket, Key=key, ContentType=content_type,
+                                               **self._sse(ctx))["UploadId"]
+        urls = [s3.generate_presigned_url("upload_part", ExpiresIn=self.expires_in, Params={
+                    "Bucket": res.bucket, "Key": key, "UploadId": upload_id, "PartNumber": n})
+                for n in range(1, math.ceil(size / part_size) + 1)]
+        return PresignedUpload(key=key, headers={}, upload_id=upload_id, part_size=part_size, part_urls=urls)
+
+    def complete_multipart(self, ctx: TenantContext, key: str, upload_id: str, etags: list[str]) -> None:
+        self._confine(ctx, key)
+        self.s3_for(ctx).complete_multipart_upload(
+            Bucket=ctx.resources.bucket, Key=key, UploadId=upload_id,
+            MultipartUpload={"Parts": [{"ETag": e, "PartNumber": n} for n, e in enumerate(etags, 1)]})
+
+    def presign_download(self, ctx: TenantContext, key: str) -> str:
+        self._confine(ctx, key)
+        return self.s3_for(ctx).generate_presigned_url(
+            "get_object", ExpiresIn=self.expires_in, Params={"Bucket": ctx.resources.bucket, "Key": key})
+
+    def _confine(self, ctx: TenantContext, key: str) -> None:
+        prefix = ctx.resources.prefix
+        if not prefix.endswith("/"):  # `acme` must never match `acme-corp`
+            raise InvalidRequest(f"tenant prefix {prefix!r} lacks its trailing '/'")
+        if posixpath.normpath(key) != key.rstrip("/") or "//" in key or not key.startswith(prefix):
+            owner = key.split("/")[1] if key.startswith("tenants/") and key.count("/") >= 2 else "unknown"
+            raise TenantMismatch(ctx.tenant_id, owner, f"object {key!r}")

@@ -1,0 +1,94 @@
+"""The tenant registry, reader side. tenant_runtime never writes it.
+
+Contract (written by ``tenantctl.registry.RegistryWriter``): one DynamoDB item
+per tenant in the table the application names (e.g. ``$TENANT_REGISTRY_TABLE``):
+
+    tenant_id  (S)  hash key
+    status     (S)  TenantStatus value, for filters
+    tier       (S)  Tier value, for filters
+    version    (N)  optimistic-concurrency counter
+    record     (S)  TenantRecord.model_dump_json()   <- the only attribute read here
+
+Lookups are cached: found records for ``ttl`` seconds, unknown ids for
+``negative_ttl`` seconds (a flood of bad ids costs one read per id per window),
+both within ``max_entries`` (LRU). A registry that cannot be read raises
+RegistryUnavailable: the runtime fails closed, it never serves a stale guess
+for a tenant it has not seen.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable
+
+from tenant_runtime.cache import TTLCache
+from tenant_runtime.errors import RegistryUnavailable, TenantInactive, TenantNotFound
+from tenant_runtime.models import TenantRecord, TenantStatus
+
+TABLE_ENV = "TENANT_REGISTRY_TABLE"
+
+
+class RegistryReader:
+    def __init__(
+        self,
+        table_name: str | None = None,
+        client: Any | None = None,
+        ttl: float = 30.0,
+        negative_ttl: float = 5.0,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.table = table_name or os.environ.get(TABLE_ENV) or ""
+        if not self.table:
+            raise ValueError(f"registry table name missing: pass table_name or set ${TABLE_ENV}")
+        if client is None:
+            import boto3
+
+            client = boto3.client("dynamodb")
+        self.client = client
+        self.negative_ttl = negative_ttl
+        self._cache: TTLCache[TenantRecord | None] = TTLCache(max_entries, ttl, clock)
+        self.reads = 0  # DynamoDB GetItem calls, for tests and metrics
+
+    def lookup(self, tenant_id: str) -> TenantRecord | None:
+        """The record, or None for an unknown id (both cached)."""
+        hit, record = self._cache.get(tenant_id)
+        if hit:
+            return record
+        record = self._fetch(tenant_id)
+        self._cache.put(tenant_id, record, None if record is not None else self.negative_ttl)
+        return record
+
+    def get(self, tenant_id: str) -> TenantRecord:
+        """The record of a tenant that may serve requests (status active)."""
+        record = self.lookup(tenant_id)
+        if record is None:
+            raise TenantNotFound(f"tenant {tenant_id!r} is not in the registry")
+        if record.status is not TenantStatus.active:
+            raise TenantInactive(tenant_id, record.status.value)
+        if record.resources is None:
+            raise TenantInactive(tenant_id, "active without resources (registry record incomplete)")
+        return record
+
+    def invalidate(self, tenant_id: str | None = None) -> None:
+        if tenant_id is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(tenant_id)
+
+    def _fetch(self, tenant_id: str) -> TenantRecord | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        self.reads += 1
+        try:
+            item = self.client.get_item(TableName=self.table, Key={"tenant_id": {"S": tenant_id}}).get("Item")
+        except (ClientError, BotoCoreError) as exc:
+            raise RegistryUnavailable(f"registry table {self.table!r} unreadable: {exc}") from None
+        if item is None:
+            return None
+        try:
+            return TenantRecord.model_validate_json(item["record"]["S"])
+        except (KeyError, ValueError) as exc:
+            # A malformed item is an operator problem; refusing is safer than guessing.
+            raise RegistryUnavailable(f"registry item for {tenant_id!r} is malformed: {exc}") from None

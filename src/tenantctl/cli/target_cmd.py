@@ -1,0 +1,73 @@
+"""`tenantctl target show | set`: which target commands run against."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from tenantctl.cli.output import console, print_json, table
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+
+
+def show(json_out: JsonFlag = False) -> None:
+    """The resolved target: kind, where it came from, and the aws settings."""
+    from tenantctl.engines.pulumi_engine import ProjectInfo, backend_kind, cli_available, stack_name
+    from tenantctl.stackconfig import PLATFORM_STACK
+    from tenantctl.target import find_config, load_target, project_root
+
+    target = load_target()
+    config = find_config()
+    root = project_root()
+    details = {"config_file": str(config) if config else None, "project_dir": str(root)}
+    if target.kind == "aws":
+        project = ProjectInfo.load(root).name
+        details |= {"backend": backend_kind(target.aws.backend_url),
+                    "platform_stack": stack_name(PLATFORM_STACK, project, target.aws.backend_url, target.aws.org),
+                    "pulumi_cli": cli_available(target.aws.pulumi_root)}
+    if json_out:
+        print_json({**target.model_dump(mode="json"), **details})
+        return
+    rows = [("kind", target.kind), ("source", target.source), *details.items()]
+    if target.kind == "aws":
+        rows += [(f"aws.{k}", v) for k, v in target.aws.model_dump(mode="json").items()]
+    else:
+        rows += [(f"sandbox.{k}", v) for k, v in target.sandbox.model_dump(mode="json").items()]
+    table("target", ["setting", "value"], rows)
+
+
+def set_(
+    kind: Annotated[str, typer.Argument(help="sandbox or aws.")],
+    region: Annotated[Optional[str], typer.Option(help="aws: default region.")] = None,
+    profile: Annotated[Optional[str], typer.Option(help="aws: AWS profile.")] = None,
+    backend_url: Annotated[Optional[str], typer.Option(help="aws: Pulumi backend (file://, s3://, https://).")] = None,
+    secrets_provider: Annotated[Optional[str], typer.Option(help="aws: awskms://… or passphrase.")] = None,
+    org: Annotated[Optional[str], typer.Option(help="aws: Pulumi Cloud organisation.")] = None,
+    path: Annotated[Optional[Path], typer.Option(help="File to write (default: tenantctl.toml at the project root).")] = None,
+) -> None:
+    """Write tenantctl.toml pinning the target (environment variables still override it)."""
+    from tenantctl.target import AwsTarget, CONFIG_FILE, Target, project_root, render_config
+
+    from pydantic import ValidationError
+
+    from tenantctl.errors import InvalidInput
+    from tenantctl.models import describe_validation_error
+
+    try:
+        aws = AwsTarget(region=region, profile=profile, backend_url=backend_url,
+                        secrets_provider=secrets_provider, org=org)
+        target = Target.model_validate({"kind": kind, "aws": aws})
+    except ValidationError as exc:
+        raise InvalidInput(describe_validation_error(exc)) from None
+    out = path or project_root() / CONFIG_FILE
+    out.write_text(render_config(target))
+    console.print(f"wrote {out}")
+
+
+def register(app: typer.Typer) -> None:
+    group = typer.Typer(help="Which target commands run against: the sandbox or AWS.", no_args_is_help=True)
+    group.command("show")(show)
+    group.command("set")(set_)
+    app.add_typer(group, name="target")

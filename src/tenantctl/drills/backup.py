@@ -1,0 +1,128 @@
+"""`drill backup`: a consistent, encrypted backup of one tenant.
+
+Logical (pooled: the tenant's schema; dedicated on the sandbox: its whole
+database): a REPEATABLE READ transaction exports its snapshot, the row counts
+and checksums are taken in it and pg_dump dumps that very snapshot, so the
+manifest describes exactly what the dump holds. The dump streams through
+envelope encryption into a multipart upload: never whole in memory or on disk.
+Dedicated on AWS: an RDS snapshot (checksums taken from the instance just before)."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import tempfile
+from typing import Any
+
+from tenantctl.drills import envelope, store
+from tenantctl.drills.context import DrillContext
+from tenantctl.drills.errors import KeyUnusable
+from tenantctl.drills.models import BackupKind, BackupManifest, DumpInfo
+from tenantctl.drills.objects import object_manifest
+from tenantctl.drills.pgtools import find_tools, pg_env
+from tenantctl.drills.tables import server_major, table_checks
+from tenantctl.errors import InvalidInput, TenantctlError
+from tenantctl.models import TenantRecord, TenantStatus, Tier, utcnow
+
+
+def backup_kind(record: TenantRecord, ctx: DrillContext) -> BackupKind:
+    if record.tier is Tier.pooled:
+        return "pg_dump-schema"
+    return "rds-snapshot" if ctx.rds is not None else "logical (sandbox)"
+
+
+def key_state(kms: Any, key_arn: str) -> tuple[str, str]:
+    """(KeyState, deletion date or '') of the tenant key."""
+    meta = kms.describe_key(KeyId=key_arn)["KeyMetadata"]
+    when = meta.get("DeletionDate")
+    return meta.get("KeyState", "Unknown"), f"{when:%Y-%m-%d}" if when else ""
+
+
+def require_usable_key(kms: Any, record: TenantRecord) -> None:
+    state, when = key_state(kms, record.resources.kms_key_arn)
+    if state == "PendingDeletion":
+        raise KeyUnusable(
+            f"tenant {record.tenant_id!r}: KMS key {record.resources.kms_key_arn} is pending deletion "
+            f"(deleted on {when}); its backups cannot be made or read until the deletion is cancelled "
+            f"(`tenantctl drill restore {record.tenant_id} --target in-place --yes` does that within the retention window)")
+    if state != "Enabled":
+        raise KeyUnusable(f"tenant {record.tenant_id!r}: KMS key {record.resources.kms_key_arn} is {state}")
+
+
+def backup(ctx: DrillContext, record: TenantRecord) -> BackupManifest:
+    if record.resources is None:
+        raise InvalidInput(f"tenant {record.tenant_id!r} has no resources recorded (never provisioned)")
+    if record.status in (TenantStatus.deprovisioning, TenantStatus.deprovisioned):
+        raise InvalidInput(f"tenant {record.tenant_id!r} is {record.status.value}: nothing live to back up "
+                           f"(its earlier backups can still be restored)")
+    require_usable_key(ctx.kms, record)
+    kind = backup_kind(record, ctx)
+    if kind == "rds-snapshot":
+        from tenantctl.drills.rds import snapshot_backup
+
+        return snapshot_backup(ctx, record)
+    return logical_backup(ctx, record, kind)
+
+
+def _stream_dump(cmd: list[str], env: dict[str, str], sink) -> None:
+    """Run pg_dump, feeding its stdout to ``sink``; stderr goes to a file (no pipe deadlock)."""
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=env)
+        try:
+            sink(proc.stdout)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            proc.stdout.close()
+        if proc.wait() != 0:
+            err.seek(0)
+            raise TenantctlError(f"pg_dump failed ({proc.returncode}): {err.read().decode(errors='replace').strip()}")
+
+
+def logical_backup(ctx: DrillContext, record: TenantRecord, kind: BackupKind) -> BackupManifest:
+    res = record.resources
+    store_conn = res.store
+    started = utcnow()
+    backup_id = store.new_id(started)
+    context = envelope.encryption_context(record.tenant_id, backup_id)
+    key = envelope.new_data_key(ctx.kms, res.kms_key_arn, context)
+    dump_key = store.backup_dir(record, backup_id) + "db.dump.enc"
+    digest, plain_bytes = hashlib.sha256(), 0
+
+    def count(chunk: bytes) -> None:
+        nonlocal plain_bytes
+        digest.update(chunk)
+        plain_bytes += len(chunk)
+
+    with ctx.connect(store_conn.endpoint, store_conn.port, store_conn.database) as conn:
+        tools = find_tools(server_major(conn), ctx.pg_bin_dir)
+        with conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+            # Same snapshot for the checks and the dump: the manifest describes the dump exactly.
+            tables = table_checks(conn, store_conn.schema_name, record.tenant_id, in_transaction=True)
+            cmd = [str(tools / "pg_dump"), "--format=custom", "--no-password", f"--snapshot={snapshot}",
+                   "-h", store_conn.endpoint, "-p", str(store_conn.port), "-d", store_conn.database]
+            if kind == "pg_dump-schema":
+                cmd.append(f"--schema={store_conn.schema_name}")
+            env = pg_env(ctx.admin_user, ctx.admin_password, record.tenant_id)
+            stored = 0
+
+            def upload(stdout) -> None:
+                nonlocal stored
+                stored = store.upload_stream(ctx.s3, res.bucket, dump_key,
+                                             envelope.encrypt_stream(stdout, key, context, on_plain=count))
+
+            _stream_dump(cmd, env, upload)
+    manifest = BackupManifest(
+        backup_id=backup_id, tenant_id=record.tenant_id, kind=kind, started_at=started, finished_at=utcnow(),
+        key_arn=res.kms_key_arn, database=store_conn.database, schema_name=store_conn.schema_name,
+        dump=DumpInfo(key=dump_key, plaintext_bytes=plain_bytes, stored_bytes=stored, sha256=digest.hexdigest(),
+                      encrypted_data_key=key.encrypted_b64, nonce_prefix=key.nonce_prefix.hex(),
+                      chunk_bytes=envelope.CHUNK),
+        tables=tables, objects=object_manifest(ctx.s3, res.bucket, res.prefix), record=record,
+    )
+    store.put_manifest(ctx.s3, record, manifest)
+    return manifest

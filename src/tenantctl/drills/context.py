@@ -1,0 +1,56 @@
+"""Everything a drill talks to, gathered once: boto3 clients, the database
+admin credentials, where pg_dump/pg_restore live, and the registry."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tenantctl.errors import TargetUnavailable
+
+
+@dataclass
+class DrillContext:
+    s3: Any
+    kms: Any
+    admin_user: str
+    admin_password: str
+    registry: Any = None            # RegistryWriter (restore-after-deprovision re-activates the record)
+    rds: Any = None                 # None on the sandbox: dedicated tenants get a logical backup there
+    pg_bin_dir: Path | None = None  # where pg_dump / pg_restore live; None: search
+    is_sandbox: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def connect(self, host: str, port: int, database: str, autocommit: bool = True):
+        import psycopg
+
+        return psycopg.connect(host=host, port=port, dbname=database, user=self.admin_user,
+                               password=self.admin_password, autocommit=autocommit,
+                               connect_timeout=10, application_name="tenantctl-drill")
+
+
+def admin_credentials(secrets: Any, secret_arn: str) -> tuple[str, str]:
+    data = json.loads(secrets.get_secret_value(SecretId=secret_arn)["SecretString"])
+    return data.get("username") or data["user"], data["password"]
+
+
+def context_from_workspace(ws: Any) -> DrillContext:
+    """The drill context of the workspace's target (sandbox or AWS)."""
+    import boto3
+
+    outputs = ws.platform_outputs()
+    arn = outputs.get("db_admin_secret_arn")
+    if not arn:
+        raise TargetUnavailable("the platform stack has no db_admin_secret_arn output: cannot back up as admin")
+    user, password = admin_credentials(boto3.client("secretsmanager"), arn)
+    pg_bin = None
+    if ws.is_sandbox:
+        endpoints = getattr(ws.engine, "endpoints", None)
+        pg_bin = getattr(endpoints, "pg_bin_dir", None)
+    return DrillContext(
+        s3=boto3.client("s3"), kms=boto3.client("kms"), admin_user=user, admin_password=password,
+        registry=ws.registry, rds=None if ws.is_sandbox else boto3.client("rds"),
+        pg_bin_dir=Path(pg_bin) if pg_bin else None, is_sandbox=ws.is_sandbox,
+    )

@@ -1,0 +1,139 @@
+"""What crosses the drill's boundaries: the backup manifest (stored next to the
+encrypted dump), the restore result and the drill report (stored as history)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from tenantctl.models import TenantRecord
+
+BackupKind = Literal["pg_dump-schema", "logical (sandbox)", "rds-snapshot"]
+
+
+class TableCheck(BaseModel):
+    rows: int
+    # Sum over rows of the first 64 bits of md5(row::text): order-independent, computed in SQL.
+    checksum: str
+
+
+class ObjectEntry(BaseModel):
+    key: str            # relative to the tenant prefix
+    size: int
+    etag: str
+    version_id: str | None = None
+
+
+class DumpInfo(BaseModel):
+    key: str
+    plaintext_bytes: int
+    stored_bytes: int
+    sha256: str
+    encrypted_data_key: str
+    nonce_prefix: str   # hex
+    chunk_bytes: int
+
+
+class SnapshotInfo(BaseModel):
+    identifier: str
+    arn: str = ""
+    instance: str
+
+
+class BackupManifest(BaseModel):
+    format: Literal[1] = 1
+    backup_id: str
+    tenant_id: str
+    kind: BackupKind
+    started_at: datetime
+    finished_at: datetime
+    key_arn: str
+    database: str
+    schema_name: str
+    dump: DumpInfo | None = None          # logical backups
+    snapshot: SnapshotInfo | None = None  # rds-snapshot backups
+    tables: dict[str, TableCheck]
+    objects: list[ObjectEntry]
+    record: TenantRecord
+
+    @property
+    def object_bytes(self) -> int:
+        return sum(o.size for o in self.objects)
+
+
+class Target(str, Enum):
+    scratch = "scratch"
+    in_place = "in-place"
+
+
+class RestoreResult(BaseModel):
+    tenant_id: str
+    backup_id: str
+    target: Target
+    database: str
+    schema_name: str
+    host: str
+    port: int
+    object_prefix: str
+    objects_restored: int
+    started_at: datetime
+    finished_at: datetime
+    scratch_instance: str | None = None  # AWS: the RDS instance restored from the snapshot
+
+    @property
+    def seconds(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+class Check(BaseModel):
+    name: str
+    expected: str
+    actual: str
+    ok: bool
+
+
+class Verdict(str, Enum):
+    passed = "pass"
+    failed = "fail"
+
+
+class DrillReport(BaseModel):
+    drill_id: str
+    tenant_id: str
+    tier: str
+    kind: Literal["run", "restore"]
+    backup_id: str | None = None
+    backup_kind: str | None = None
+    target: str = "scratch"
+    started_at: datetime
+    finished_at: datetime
+    rto_seconds: float | None = None
+    rpo_seconds: float | None = None
+    rpo_basis: str = ""
+    max_rto: float | None = None
+    max_rpo: float | None = None
+    dump_bytes: int | None = None
+    stored_bytes: int | None = None
+    object_count: int | None = None
+    object_bytes: int | None = None
+    checks: list[Check] = Field(default_factory=list)
+    verdict: Verdict
+    reasons: list[str] = Field(default_factory=list)
+    key_unusable: bool = False  # the tenant key was pending deletion, disabled or refused
+    cleaned_up: bool = False
+    scratch: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict is Verdict.passed
+
+
+class BackupSummary(BaseModel):
+    backup_id: str
+    kind: str
+    finished_at: datetime
+    dump_bytes: int | None
+    object_count: int

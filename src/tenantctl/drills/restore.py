@@ -1,0 +1,204 @@
+"""`drill restore`: a backup into a scratch target (default) or back in place.
+
+Scratch: a new database ``drill_<id>_<ts>`` on the same server (the schema keeps
+its name there) restored with --no-acl, so only the admin can read the copy,
+and the objects copied to ``<prefix>backups/scratch/<restore-id>/``. In place
+(``--yes`` required): the live schema must be absent or hold no tables; the
+schema template is re-applied afterwards for the tenant role and its grants.
+A tombstoned tenant inside its retention window is brought back: key deletion
+cancelled, schema and objects restored, registry record re-activated.
+Restoring into a non-empty target is always refused."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import tempfile
+from datetime import datetime
+from typing import Any
+
+from psycopg import sql
+
+from tenantctl import naming
+from tenantctl.drills import envelope, store
+from tenantctl.drills.backup import key_state, require_usable_key
+from tenantctl.drills.context import DrillContext
+from tenantctl.drills.errors import BackupCorrupt
+from tenantctl.drills.models import BackupManifest, RestoreResult, Target
+from tenantctl.drills.objects import backups_prefix, delete_prefix, is_empty, restore_objects
+from tenantctl.drills.pgtools import find_tools, pg_env
+from tenantctl.drills.tables import schema_has_tables, server_major
+from tenantctl.errors import Conflict, InvalidInput, TenantctlError
+from tenantctl.models import TenantRecord, TenantStatus, Tier, utcnow
+
+
+def scratch_database(tenant_id: str, restore_id: str) -> str:
+    # <= 63 bytes: 6 + 24 + 1 + 23 (restore id without the 'T'/'Z'/'-').
+    return f"drill_{tenant_id.replace('-', '_')[:24]}_{restore_id.replace('-', '_').replace('T', '').replace('Z', '').lower()}"
+
+
+def scratch_prefix(record: TenantRecord, restore_id: str) -> str:
+    return f"{backups_prefix(record.resources.prefix)}scratch/{restore_id}/"
+
+
+def _database_exists(conn: Any, name: str) -> bool:
+    return conn.execute("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = %s)", (name,)).fetchone()[0]
+
+
+def _pg_restore(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest,
+                host: str, port: int, database: str, tools) -> None:
+    """Stream s3 -> decrypt -> pg_restore stdin, checking the plaintext sha256."""
+    dump = manifest.dump
+    where = f"backup {manifest.backup_id} ({dump.key})"
+    context = envelope.encryption_context(record.tenant_id, manifest.backup_id)
+    # The tenant's own key, never the one the manifest names: a foreign backup cannot be opened.
+    data_key = envelope.open_data_key(ctx.kms, record.resources.kms_key_arn, dump.encrypted_data_key, context)
+    body = ctx.s3.get_object(Bucket=record.resources.bucket, Key=dump.key)["Body"]
+    cmd = [str(tools / "pg_restore"), "--no-password", "--no-owner", "--no-acl", "--exit-on-error",
+           "--single-transaction", "-h", host, "-p", str(port), "-d", database]
+    digest = hashlib.sha256()
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=err, stdout=subprocess.DEVNULL,
+                                env=pg_env(ctx.admin_user, ctx.admin_password, record.tenant_id))
+        try:
+            for plain in envelope.decrypt_stream(body, data_key, bytes.fromhex(dump.nonce_prefix), context, where):
+                digest.update(plain)
+                proc.stdin.write(plain)
+            if digest.hexdigest() != dump.sha256:
+                raise BackupCorrupt(f"{where}: sha256 of the decrypted dump does not match the manifest")
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # pg_restore stopped early: its exit code and stderr say why
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        if proc.wait() != 0:
+            err.seek(0)
+            raise TenantctlError(f"pg_restore of {where} failed: {err.read().decode(errors='replace').strip()[-800:]}")
+
+
+def _reapply_schema_template(conn: Any, tenant_id: str) -> None:
+    """Role, grants and policies as provisioning makes them (the template is idempotent)."""
+    from tenantctl.templates import render
+
+    role, schema = naming.db_role_name(tenant_id), naming.schema_name(tenant_id)
+    conn.execute(render("tenant_schema.sql.j2", role=sql.Identifier(role).as_string(conn),
+                        role_literal=sql.Literal(role).as_string(conn),
+                        schema=sql.Identifier(schema).as_string(conn),
+                        tenant_literal=sql.Literal(tenant_id).as_string(conn)))
+
+
+def _revive_key(ctx: DrillContext, record: TenantRecord) -> None:
+    """Cancel the key's scheduled deletion (it is left Disabled by that) and enable it."""
+    state, _ = key_state(ctx.kms, record.resources.kms_key_arn)
+    if state == "PendingDeletion":
+        # The bare key id: accepted everywhere (moto's key-state calls reject ARNs).
+        key_id = record.resources.kms_key_arn.rsplit("/", 1)[-1]
+        ctx.kms.cancel_key_deletion(KeyId=key_id)
+        ctx.kms.enable_key(KeyId=key_id)
+
+
+def _check_in_place(record: TenantRecord, yes: bool, now: datetime) -> None:
+    if not yes:
+        raise InvalidInput("--target in-place overwrites the live tenant: pass --yes to confirm")
+    if record.status is TenantStatus.deprovisioned:
+        if record.retain_until is None or record.retain_until < now:
+            raise InvalidInput(f"tenant {record.tenant_id!r} was deprovisioned and its retention window ended "
+                               f"({record.retain_until or 'no retain_until'}): it cannot be restored in place")
+    elif record.status not in (TenantStatus.active, TenantStatus.suspended):
+        raise Conflict(f"tenant {record.tenant_id!r} is {record.status.value}: wait for that operation to finish")
+
+
+def restore(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest,
+            target: Target = Target.scratch, yes: bool = False) -> RestoreResult:
+    """Restore ``manifest`` and return where it landed (timed: the RTO)."""
+    started = utcnow()
+    if target is Target.in_place:
+        _check_in_place(record, yes, started)
+    if manifest.kind == "rds-snapshot":
+        from tenantctl.drills.rds import snapshot_restore
+
+        if target is Target.in_place:
+            raise InvalidInput("in-place restore of an RDS snapshot is a new instance + DNS cut-over: "
+                               "restore to scratch and follow docs/drills.md")
+        return snapshot_restore(ctx, record, manifest, started)
+    if target is Target.in_place and ctx.registry is not None:
+        # In place mutates the tenant: hold its registry lock like provision/deprovision do.
+        record = ctx.registry.lock_for(record.tenant_id, "drill-restore")
+        try:
+            result = _restore_logical(ctx, record, manifest, target, started)
+        except BaseException as exc:
+            ctx.registry.release(record, error=f"drill restore failed: {exc}")
+            raise
+        if record.status is TenantStatus.deprovisioned:
+            ctx.registry.reactivate(record, manifest.record.resources or record.resources)
+        else:
+            ctx.registry.release(record)
+        return result
+    return _restore_logical(ctx, record, manifest, target, started)
+
+
+def _restore_logical(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest,
+                     target: Target, started: datetime) -> RestoreResult:
+    res = record.resources
+    restore_id = store.new_id(started)
+    scratch = target is Target.scratch
+    host, port = res.store.endpoint, res.store.port
+    database = scratch_database(record.tenant_id, restore_id) if scratch else res.store.database
+    dest_prefix = scratch_prefix(record, restore_id) if scratch else res.prefix
+    if scratch and not is_empty(ctx.s3, res.bucket, dest_prefix):
+        raise Conflict(f"scratch prefix s3://{res.bucket}/{dest_prefix} is not empty: refused")
+    if record.status is TenantStatus.deprovisioned and target is Target.in_place:
+        _revive_key(ctx, record)
+    else:  # say "pending deletion" plainly instead of a KMS error mid-restore
+        require_usable_key(ctx.kms, record)
+    # The admin reaches every database of the server through the tenant's (or platform's) database.
+    with ctx.connect(host, port, "postgres") as admin:
+        tools = find_tools(server_major(admin), ctx.pg_bin_dir)
+        if scratch or (record.tier is Tier.dedicated and not _database_exists(admin, database)):
+            if scratch and _database_exists(admin, database):
+                raise Conflict(f"scratch database {database!r} already exists: refused")
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    with ctx.connect(host, port, database) as conn:
+        if schema_has_tables(conn, manifest.schema_name):
+            raise Conflict(f"target {database}.{manifest.schema_name} is not empty: refused "
+                           "(restore to scratch, or drop the schema first)")
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {}").format(sql.Identifier(manifest.schema_name)))
+    try:
+        _pg_restore(ctx, record, manifest, host, port, database, tools)
+        copied = restore_objects(ctx.s3, res.bucket, res.prefix, manifest.objects, dest_prefix)
+    except BaseException:
+        if scratch:
+            drop_scratch(ctx, record, database, dest_prefix)
+        raise
+    if not scratch:
+        with ctx.connect(host, port, database) as conn:
+            _reapply_schema_template(conn, record.tenant_id)
+    return RestoreResult(tenant_id=record.tenant_id, backup_id=manifest.backup_id, target=target,
+                         database=database, schema_name=manifest.schema_name, host=host, port=port,
+                         object_prefix=dest_prefix, objects_restored=copied, started_at=started,
+                         finished_at=utcnow())
+
+
+def drop_scratch(ctx: DrillContext, record: TenantRecord, database: str, prefix: str,
+                 host: str | None = None, port: int | None = None) -> None:
+    """Remove a scratch restore: its database and its objects. Never a live target."""
+    if not database.startswith("drill_") or "/backups/scratch/" not in prefix:
+        raise InvalidInput(f"refusing to clean up {database!r} / {prefix!r}: not a scratch target")
+    res = record.resources
+    with ctx.connect(host or res.store.endpoint, port or res.store.port, "postgres") as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+    delete_prefix(ctx.s3, res.bucket, prefix)
+
+
+def cleanup(ctx: DrillContext, record: TenantRecord, result: RestoreResult) -> None:
+    if result.target is not Target.scratch:
+        return
+    if result.scratch_instance:
+        from tenantctl.drills.rds import drop_scratch_instance
+
+        drop_scratch_instance(ctx, result.scratch_instance)
+        delete_prefix(ctx.s3, record.resources.bucket, result.object_prefix)
+        return
+    drop_scratch(ctx, record, result.database, result.object_prefix, result.host, result.port)

@@ -1,0 +1,110 @@
+"""`drill run`: back up (or take a given backup), restore into a scratch
+target, verify against the manifest, clean up, judge RTO/RPO, record history.
+
+RTO is the measured restore time (decrypt + pg_restore + object copies, or the
+snapshot restore on AWS). RPO is the age, when the drill starts, of the newest
+backup that existed before it (what a disaster at that moment would lose);
+with no earlier backup it is the age of the drill's own backup at restore time."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from tenantctl.drills import store
+from tenantctl.drills.backup import backup
+from tenantctl.drills.context import DrillContext
+from tenantctl.drills.errors import KeyUnusable
+from tenantctl.drills.history import save_report
+from tenantctl.drills.models import BackupManifest, DrillReport, RestoreResult, Target, Verdict
+from tenantctl.drills.restore import cleanup, restore
+from tenantctl.drills.verify import verify
+from tenantctl.errors import NotFound, TenantctlError
+from tenantctl.models import TenantRecord, utcnow
+
+
+def judge(report: DrillReport) -> DrillReport:
+    """Fill verdict and reasons from the checks, the errors already noted and the limits."""
+    reasons = list(report.reasons)
+    failed = [c for c in report.checks if not c.ok]
+    reasons += [f"{c.name}: expected {c.expected}, got {c.actual}" for c in failed]
+    if not report.checks and not reasons:
+        reasons.append("nothing was verified")
+    if report.max_rto is not None and (report.rto_seconds is None or report.rto_seconds > report.max_rto):
+        reasons.append(f"RTO {_secs(report.rto_seconds)} exceeds --max-rto {report.max_rto:g}s")
+    if report.max_rpo is not None and (report.rpo_seconds is None or report.rpo_seconds > report.max_rpo):
+        reasons.append(f"RPO {_secs(report.rpo_seconds)} exceeds --max-rpo {report.max_rpo:g}s")
+    return report.model_copy(update={"reasons": reasons,
+                                     "verdict": Verdict.failed if reasons else Verdict.passed})
+
+
+def _secs(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.1f}s"
+
+
+def _fill_from(report: DrillReport, manifest: BackupManifest) -> None:
+    report.backup_id, report.backup_kind = manifest.backup_id, manifest.kind
+    report.dump_bytes = manifest.dump.plaintext_bytes if manifest.dump else None
+    report.stored_bytes = manifest.dump.stored_bytes if manifest.dump else None
+    report.object_count, report.object_bytes = len(manifest.objects), manifest.object_bytes
+
+
+def rpo_before(ctx: DrillContext, record: TenantRecord, at: datetime) -> float | None:
+    try:
+        previous = store.list_manifests(ctx.s3, record)
+    except Exception:
+        return None
+    return (at - previous[-1].finished_at).total_seconds() if previous else None
+
+
+def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = None,
+          target: Target = Target.scratch, yes: bool = False, clean: bool = True,
+          max_rto: float | None = None, max_rpo: float | None = None, kind: str = "run") -> DrillReport:
+    """One drill; failures become a fail verdict with the reason, never an exception
+    (except NotFound for an unknown backup id)."""
+    started = utcnow()
+    report = DrillReport(drill_id=store.new_id(started), tenant_id=record.tenant_id, tier=record.tier.value,
+                         kind=kind, target=target.value, started_at=started, finished_at=started,
+                         max_rto=max_rto, max_rpo=max_rpo, verdict=Verdict.failed)
+    rpo = rpo_before(ctx, record, started) if record.resources else None
+    if rpo is not None:
+        report.rpo_seconds, report.rpo_basis = rpo, "newest backup before the drill"
+    result: RestoreResult | None = None
+    try:
+        if record.resources is None:
+            raise TenantctlError(f"tenant {record.tenant_id!r} has no resources recorded")
+        if backup_id == "latest":
+            manifest = store.latest_manifest(ctx.s3, record)
+        elif backup_id:
+            manifest = store.load_manifest(ctx.s3, record, backup_id)
+        else:
+            manifest = backup(ctx, record)
+        _fill_from(report, manifest)
+        if report.rpo_seconds is None:
+            report.rpo_seconds = (utcnow() - manifest.finished_at).total_seconds()
+            report.rpo_basis = "the drill's own backup (no earlier backup)" if not backup_id else "the restored backup"
+        result = restore(ctx, record, manifest, target=target, yes=yes)
+        report.rto_seconds = result.seconds
+        report.scratch = f"{result.scratch_instance or result.database} + s3://{record.resources.bucket}/{result.object_prefix}"
+        report.checks = verify(ctx, record, manifest, result)
+    except NotFound:
+        raise
+    except TenantctlError as exc:
+        report.key_unusable = isinstance(exc, KeyUnusable)
+        report.reasons.append(str(exc))
+    except Exception as exc:  # a drill that cannot verify fails, with the cause
+        report.reasons.append(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
+    finally:
+        if result is not None and clean and result.target is Target.scratch:
+            try:
+                cleanup(ctx, record, result)
+                report.cleaned_up = True
+            except Exception as exc:
+                report.reasons.append(f"cleanup of {result.database} failed: {exc}")
+    report.finished_at = utcnow()
+    report = judge(report)
+    if record.resources is not None:
+        try:
+            save_report(ctx.s3, record, report)
+        except Exception as exc:  # the verdict stands; history is best effort
+            report.reasons.append(f"drill history not saved: {exc}")
+    return report

@@ -1,0 +1,44 @@
+"""Per-table row counts and order-independent row checksums, computed in SQL.
+
+The checksum is the sum (as numeric, so it never overflows) of the first 64
+bits of md5(row::text) over all rows: independent of row order and physical
+layout, and it changes with any changed, missing or extra row."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import sql
+
+from tenantctl.drills.models import TableCheck
+
+_CHECKSUM = sql.SQL(
+    "SELECT count(*), coalesce(sum(('x' || left(md5(t::text), 16))::bit(64)::bigint::numeric), 0)::text "
+    "FROM {} AS t"
+)
+
+
+def table_checks(conn: Any, schema: str, tenant_id: str, in_transaction: bool = False) -> dict[str, TableCheck]:
+    """Counts and checksums of every table in ``schema``, in one snapshot (the
+    caller's REPEATABLE READ transaction when ``in_transaction``)."""
+    if not in_transaction:
+        with conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            return table_checks(conn, schema, tenant_id, in_transaction=True)
+    # The policies admit the tenant's rows for roles they bind (superusers bypass them anyway).
+    conn.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant_id,))
+    names = [r[0] for r in conn.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY tablename", (schema,))]
+    out = {}
+    for name in names:
+        rows, checksum = conn.execute(_CHECKSUM.format(sql.Identifier(schema, name))).fetchone()
+        out[name] = TableCheck(rows=rows, checksum=checksum)
+    return out
+
+
+def schema_has_tables(conn: Any, schema: str) -> bool:
+    return conn.execute("SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = %s)", (schema,)).fetchone()[0]
+
+
+def server_major(conn: Any) -> int:
+    return int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000

@@ -1,0 +1,202 @@
+"""LocalEngine: the infra/ program in-process under Pulumi mocks, every
+resource materialised on the sandbox (boto3 against moto, psycopg against the
+sandbox PostgreSQL), with its own state file per stack.
+
+up = plan pass (records, fails on unsupported types, feeds the policy gate)
+   + apply pass (creates / updates / replaces / leaves alone)
+   + deletion, in reverse creation order, of what the program no longer declares.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import yaml
+
+from tenantctl.engines.base import ChangeSet, Engine, EngineEvent, EventSink, Op, ResourceChange, UpResult
+from tenantctl.engines.local import runtime
+from tenantctl.engines.local.handlers import HANDLERS, Context
+from tenantctl.engines.local.passes import ApplyPass, PlanPass, _Pass, delete_resource
+from tenantctl.engines.local.state import StackState, StateFile
+from tenantctl.errors import ApplyFailed, NotFound, TargetUnavailable
+from tenantctl.policy import PlannedResource
+
+Gate = Callable[[list[PlannedResource]], None]
+# Bounded retries with jitter (botocore's adaptive mode adds client-side rate
+# limiting on throttling: KMS CreateKey allows only a few calls per second).
+RETRY_MODE, MAX_ATTEMPTS = "adaptive", 10
+
+
+def _load_program(stack: str) -> dict[str, Any]:
+    from infra.program import build
+
+    return build(stack)
+
+
+class LocalEngine(Engine):
+    name = "local"
+
+    def __init__(self, project_dir: Path, endpoints: Any, state_dir: Path | None = None,
+                 gate: Gate | None = None, program: runtime.Program | None = None) -> None:
+        if not endpoints.is_loopback():
+            raise TargetUnavailable(
+                f"the LocalEngine only runs against the local sandbox; refusing {endpoints.aws_endpoint_url} / "
+                f"{endpoints.pg_host}")
+        self.project_dir = Path(project_dir)
+        self.endpoints = endpoints
+        self.state_root = Path(state_dir or endpoints.state_dir) / "local-engine"
+        self.gate = gate  # the CLI's policy gate: raises to block an unsafe plan
+        self.program = program or _load_program
+
+    # -- the Engine interface -------------------------------------------------
+    def preview(self, stack: str, on_event: EventSink | None = None) -> ChangeSet:
+        with runtime.RUN_LOCK, self._aws_env():
+            plan = self._plan(stack, on_event)
+            return ChangeSet(stack=stack, changes=plan.changes + plan.deletions())
+
+    def up(self, stack: str, on_event: EventSink | None = None) -> UpResult:
+        with runtime.RUN_LOCK, self._aws_env():
+            plan = self._plan(stack, on_event)
+            if self.gate is not None:
+                self.gate(plan.planned)
+            project, config = self._config(stack)
+            file = StateFile(self.state_root, stack)
+            state = file.load()
+            run = ApplyPass(stack, state, self._context(config), on_event, file)
+            try:
+                outputs = runtime.run_program(self.program, project, stack, config, run, run.current, preview=False)
+            except Exception as exc:
+                raise ApplyFailed(f"stack {stack}: {run.error or exc}") from exc
+            if run.error is not None:
+                raise ApplyFailed(f"stack {stack}: {run.error}") from run.error
+            deleted = self._delete(run, [r for r in reversed(state.resources) if r.urn not in set(run.registered)])
+            # Every survivor was registered by this run: its registration order is a dependency order.
+            position = {urn: i for i, urn in enumerate(run.registered)}
+            state.resources.sort(key=lambda r: position.get(r.urn, -1))
+            state.outputs = json.loads(json.dumps(outputs, default=str))
+            file.save(state)
+            changes = ChangeSet(stack=stack, changes=run.changes + deleted)
+            self._summary(stack, changes, on_event)
+            return UpResult(stack=stack, outputs=state.outputs, changes=changes)
+
+    def destroy(self, stack: str, on_event: EventSink | None = None) -> ChangeSet:
+        with runtime.RUN_LOCK, self._aws_env():
+            file = StateFile(self.state_root, stack)
+            state = file.load()
+            config = self._config(stack)[1] if self._stack_file(stack).exists() else {}
+            run = _Pass(stack, state, self._context(config), on_event, file)
+            deleted = self._delete(run, list(reversed(state.resources)))
+            file.delete()
+            changes = ChangeSet(stack=stack, changes=deleted)
+            self._summary(stack, changes, on_event)
+            return changes
+
+    def outputs(self, stack: str) -> dict[str, Any]:
+        file = StateFile(self.state_root, stack)
+        if not file.exists():
+            raise NotFound(f"stack {stack!r} has no LocalEngine state (never applied on this sandbox)")
+        return file.load().outputs
+
+    # -- internals ------------------------------------------------------------
+    def _plan(self, stack: str, on_event: EventSink | None) -> PlanPass:
+        project, config = self._config(stack)
+        plan = PlanPass(stack, StateFile(self.state_root, stack).load(), self._context(config), on_event)
+        try:
+            runtime.run_program(self.program, project, stack, config, plan, plan.current, preview=True)
+        except Exception as exc:
+            if not plan.unsupported:
+                raise ApplyFailed(f"stack {stack}: {plan.error or exc}") from exc
+        if plan.unsupported:
+            raise ApplyFailed(f"stack {stack}: nothing was changed: " + "; ".join(plan.unsupported))
+        return plan
+
+    def _delete(self, run: _Pass, entries: list) -> list[ResourceChange]:
+        done = []
+        for entry in entries:
+            handler = HANDLERS.get(entry.type)
+            if handler is None:
+                raise ApplyFailed(f"stack {run.stack}: cannot delete {entry.name}: type {entry.type} is not supported")
+            run.emit("resource-pre", Op.delete, entry.type, entry.name)
+            try:
+                delete_resource(run, handler, entry)
+            except Exception as exc:
+                raise ApplyFailed(f"stack {run.stack}: {entry.name} ({entry.type}): delete failed: {exc}") from exc
+            run.emit("resource-done", Op.delete, entry.type, entry.name)
+            done.append(ResourceChange(op=Op.delete, type=entry.type, name=entry.name, urn=entry.urn))
+        return done
+
+    @staticmethod
+    def _summary(stack: str, changes: ChangeSet, on_event: EventSink | None) -> None:
+        if on_event:
+            text = ", ".join(f"{n} {op}" for op, n in changes.summary().items()) or "no resources"
+            on_event(EngineEvent(stack=stack, kind="summary", message=text))
+
+    def _project(self) -> dict[str, Any]:
+        path = self.project_dir / "Pulumi.yaml"
+        if not path.exists():
+            raise ApplyFailed(f"{path} not found: the project directory holds Pulumi.yaml")
+        return yaml.safe_load(path.read_text()) or {}
+
+    def _stack_file(self, stack: str) -> Path:
+        return self.project_dir / (self._project().get("stackConfigDir") or ".") / f"Pulumi.{stack}.yaml"
+
+    def _config(self, stack: str) -> tuple[str, dict[str, Any]]:
+        project = self._project()
+        name = project.get("name", "project")
+        path = self._stack_file(stack)
+        if not path.exists():
+            raise ApplyFailed(f"stack {stack}: no stack config {path}")
+        raw = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
+        return name, {(k if ":" in k else f"{name}:{k}"): v for k, v in raw.items()}
+
+    def _context(self, config: dict[str, Any]) -> Context:
+        import boto3
+        from botocore.config import Config
+
+        ep = self.endpoints
+        region = str(config.get("aws:region") or ep.region)
+        session = boto3.session.Session(aws_access_key_id=ep.aws_env()["AWS_ACCESS_KEY_ID"],
+                                        aws_secret_access_key=ep.aws_env()["AWS_SECRET_ACCESS_KEY"],
+                                        region_name=region)
+        retry = Config(retries={"mode": RETRY_MODE, "max_attempts": MAX_ATTEMPTS}, connect_timeout=5, read_timeout=60)
+        clients: dict[str, Any] = {}
+
+        def client(service: str) -> Any:
+            if service not in clients:
+                clients[service] = session.client(service, endpoint_url=ep.aws_endpoint_url, config=retry)
+            return clients[service]
+
+        def pg_connect(dbname: str | None = None) -> Any:
+            import psycopg
+
+            return psycopg.connect(host=ep.pg_host, port=ep.pg_port, dbname=dbname or ep.pg_database,
+                                   user=ep.pg_user, password=ep.pg_password, autocommit=True, connect_timeout=10)
+
+        def stack_outputs(name: str) -> dict[str, Any]:
+            file = StateFile(self.state_root, name)
+            if not file.exists():
+                raise ApplyFailed(f"stack reference {name!r}: that stack has not been applied on this sandbox")
+            return file.load().outputs
+
+        return Context(region=region, client=client, pg_connect=pg_connect,
+                       pg_endpoint=(ep.pg_host, ep.pg_port, ep.pg_database, ep.pg_user, ep.pg_password),
+                       stack_outputs=stack_outputs)
+
+    @contextmanager
+    def _aws_env(self) -> Iterator[None]:
+        """Point every boto3 client the program's providers make at moto, with bounded retries."""
+        wanted = {**self.endpoints.aws_env(), "AWS_RETRY_MODE": RETRY_MODE, "AWS_MAX_ATTEMPTS": str(MAX_ATTEMPTS)}
+        saved = {k: os.environ.get(k) for k in wanted}
+        os.environ.update(wanted)
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value

@@ -1,0 +1,147 @@
+"""What every resource handler shares: the desired resource, the sandbox
+context (retrying boto3 clients, PostgreSQL), and the create/update/delete
+protocol that makes a create idempotent.
+
+A create first looks for the resource a crashed run may have made (by its
+deterministic name, or by the ``tenantctl:urn`` tag where the service has no
+names: KMS keys, VPCs, subnets...) and adopts it; only then does it make one.
+Tag scans cost a call per candidate, so handlers that need them only scan
+when the state holds a ``creating`` intent for the urn (``recovering``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+URN_TAG = "tenantctl:urn"
+MAX_TAG_VALUE = 256
+
+
+@dataclass
+class Desired:
+    """A resource as the program declares it (camelCase inputs)."""
+
+    urn: str
+    type: str
+    name: str
+    inputs: dict[str, Any]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self.inputs.get(key)
+        return default if value is None else value
+
+    def physical_name(self, key: str = "name") -> str:
+        """The input name, else Pulumi-style autonaming made deterministic
+        (`<logical>-<7 hex of the urn>`) so a re-run finds what a crash left."""
+        return self.inputs.get(key) or f"{self.name}-{hashlib.sha256(self.urn.encode()).hexdigest()[:7]}"
+
+    @property
+    def urn_tag(self) -> str:
+        if len(self.urn) <= MAX_TAG_VALUE:
+            return self.urn
+        return "sha256:" + hashlib.sha256(self.urn.encode()).hexdigest()
+
+    def tags(self, with_urn: bool = False) -> dict[str, str]:
+        tags = {k: str(v) for k, v in (self.inputs.get("tags") or {}).items()}
+        if with_urn:
+            tags[URN_TAG] = self.urn_tag
+        return tags
+
+    def tag_list(self, with_urn: bool = False, key: str = "Key", value: str = "Value") -> list[dict[str, str]]:
+        return [{key: k, value: v} for k, v in self.tags(with_urn).items()]
+
+
+@dataclass
+class Context:
+    """The sandbox as handlers see it."""
+
+    region: str
+    client: Callable[[str], Any]  # service name -> retrying boto3 client
+    pg_connect: Callable[..., Any]  # (dbname=None) -> psycopg connection (autocommit) as the sandbox superuser
+    pg_endpoint: tuple[str, int, str, str, str]  # host, port, main database, user, password
+    stack_outputs: Callable[[str], dict[str, Any]]  # another stack's outputs, from its state
+    _account: list[str] = field(default_factory=list)
+
+    @property
+    def account_id(self) -> str:
+        if not self._account:
+            self._account.append(self.client("sts").get_caller_identity()["Account"])
+        return self._account[0]
+
+
+def error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+def ignore_missing(fn: Callable[[], Any], *codes: str) -> None:
+    """Run a delete; a resource that is already gone is success (deletes must be re-runnable)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        fn()
+    except ClientError as exc:
+        code = error_code(exc)
+        if code in codes or "NotFound" in code or "NoSuch" in code or "NonExistent" in code:
+            return
+        raise
+
+
+def as_int(value: Any) -> int:
+    """Pulumi numbers arrive as floats."""
+    return int(float(value))
+
+
+class Handler:
+    """One resource type. Subclasses implement find / make / configure / remove."""
+
+    type: ClassVar[str]
+    # Inputs whose change replaces the resource (delete, then create).
+    replace_on: ClassVar[tuple[str, ...]] = ()
+    # True when find() scans by tag: only worth it after a crash.
+    find_by_tag: ClassVar[bool] = False
+
+    def find(self, ctx: Context, d: Desired) -> str | None:
+        return None
+
+    def make(self, ctx: Context, d: Desired) -> str:
+        raise NotImplementedError
+
+    def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
+        """Bring the mutable settings to ``d`` (idempotent); return the computed outputs.
+
+        ``olds`` is None right after ``make`` (which already applied what it
+        could), else the previous inputs ({} for an adopted resource)."""
+        return {}
+
+    def remove(self, ctx: Context, rid: str, d: Desired) -> None:
+        raise NotImplementedError
+
+    # The protocol the engine calls.
+    def create(self, ctx: Context, d: Desired, recovering: bool) -> tuple[str, dict[str, Any]]:
+        rid = self.find(ctx, d) if (recovering or not self.find_by_tag) else None
+        if rid is None:
+            rid = self.make(ctx, d)
+            return rid, self.configure(ctx, rid, d, None)
+        # Adopted: it may predate the inputs (a crash mid-configure), converge all.
+        return rid, self.configure(ctx, rid, d, {})
+
+    def update(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any]) -> dict[str, Any]:
+        return self.configure(ctx, rid, d, olds)
+
+    def delete(self, ctx: Context, rid: str | None, d: Desired) -> None:
+        """Delete; ``rid`` None means a create was interrupted: find it first."""
+        if rid is None:
+            rid = self.find(ctx, d)
+            if rid is None:
+                return
+        self.remove(ctx, rid, d)
+
+    def diff(self, olds: dict[str, Any], news: dict[str, Any]) -> str:
+        """"same" | "update" | "replace" between normalized inputs."""
+        if olds == news:
+            return "same"
+        changed = {k for k in set(olds) | set(news) if olds.get(k) != news.get(k)}
+        return "replace" if changed & set(self.replace_on) else "update"

@@ -1,0 +1,81 @@
+"""IAM roles and their inline policies, found by name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tenantctl.engines.local.handlers.base import Context, Desired, Handler, as_int, error_code, ignore_missing
+
+
+def _exists(call) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        call()
+        return True
+    except ClientError as exc:
+        if error_code(exc) == "NoSuchEntity":
+            return False
+        raise
+
+
+class RoleHandler(Handler):
+    type = "aws:iam/role:Role"
+    replace_on = ("name", "namePrefix", "path")
+
+    def find(self, ctx: Context, d: Desired) -> str | None:
+        name = d.physical_name()
+        return name if _exists(lambda: ctx.client("iam").get_role(RoleName=name)) else None
+
+    def make(self, ctx: Context, d: Desired) -> str:
+        name = d.physical_name()
+        ctx.client("iam").create_role(
+            RoleName=name, Path=d.get("path", "/"), AssumeRolePolicyDocument=d.get("assumeRolePolicy"),
+            MaxSessionDuration=as_int(d.get("maxSessionDuration", 3600)), Description=d.get("description", ""),
+            Tags=d.tag_list())
+        return name
+
+    def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
+        iam = ctx.client("iam")
+        if olds is not None:
+            iam.update_assume_role_policy(RoleName=rid, PolicyDocument=d.get("assumeRolePolicy"))
+            iam.update_role(RoleName=rid, MaxSessionDuration=as_int(d.get("maxSessionDuration", 3600)),
+                            Description=d.get("description", ""))
+            if d.tags():
+                iam.tag_role(RoleName=rid, Tags=d.tag_list())
+        role = iam.get_role(RoleName=rid)["Role"]
+        return {"arn": role["Arn"], "name": rid, "uniqueId": role["RoleId"], "tagsAll": d.tags()}
+
+    def remove(self, ctx: Context, rid: str, d: Desired) -> None:
+        iam = ctx.client("iam")
+        if not _exists(lambda: iam.get_role(RoleName=rid)):
+            return
+        for name in iam.list_role_policies(RoleName=rid)["PolicyNames"]:
+            iam.delete_role_policy(RoleName=rid, PolicyName=name)
+        for attached in iam.list_attached_role_policies(RoleName=rid)["AttachedPolicies"]:
+            iam.detach_role_policy(RoleName=rid, PolicyArn=attached["PolicyArn"])
+        ignore_missing(lambda: iam.delete_role(RoleName=rid))
+
+
+class RolePolicyHandler(Handler):
+    """Inline policy: id `<role>:<policy>`; PutRolePolicy is idempotent."""
+
+    type = "aws:iam/rolePolicy:RolePolicy"
+    replace_on = ("role", "name", "namePrefix")
+
+    def find(self, ctx: Context, d: Desired) -> str | None:
+        return f"{d.get('role')}:{d.physical_name()}"
+
+    make = find
+
+    def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
+        role, name = rid.split(":", 1)
+        ctx.client("iam").put_role_policy(RoleName=role, PolicyName=name, PolicyDocument=d.get("policy"))
+        return {"name": name}
+
+    def remove(self, ctx: Context, rid: str, d: Desired) -> None:
+        role, name = rid.split(":", 1)
+        ignore_missing(lambda: ctx.client("iam").delete_role_policy(RoleName=role, PolicyName=name))
+
+
+HANDLERS = (RoleHandler(), RolePolicyHandler())

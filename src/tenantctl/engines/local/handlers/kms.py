@@ -1,0 +1,80 @@
+"""KMS: keys (no names: found by the urn tag) and aliases."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tenantctl.engines.local.handlers.base import URN_TAG, Context, Desired, Handler, as_int, ignore_missing
+
+
+class KeyHandler(Handler):
+    type = "aws:kms/key:Key"
+    replace_on = ("keyUsage", "customerMasterKeySpec", "keySpec", "multiRegion")
+    find_by_tag = True
+
+    def find(self, ctx: Context, d: Desired) -> str | None:
+        kms = ctx.client("kms")
+        for page in kms.get_paginator("list_keys").paginate():
+            for key in page["Keys"]:
+                meta = kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]
+                if meta.get("KeyState") == "PendingDeletion" or meta.get("KeyManager") == "AWS":
+                    continue
+                tags = kms.list_resource_tags(KeyId=key["KeyId"]).get("Tags", [])
+                if {"TagKey": URN_TAG, "TagValue": d.urn_tag} in tags:
+                    return key["KeyId"]
+        return None
+
+    def make(self, ctx: Context, d: Desired) -> str:
+        args: dict[str, Any] = {"Description": d.get("description", ""), "KeyUsage": d.get("keyUsage", "ENCRYPT_DECRYPT"),
+                                "Tags": d.tag_list(with_urn=True, key="TagKey", value="TagValue")}
+        if d.get("policy"):
+            args["Policy"] = d.get("policy")
+        return ctx.client("kms").create_key(**args)["KeyMetadata"]["KeyId"]
+
+    def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
+        kms = ctx.client("kms")
+        if d.get("enableKeyRotation"):
+            kms.enable_key_rotation(KeyId=rid)
+        else:
+            kms.disable_key_rotation(KeyId=rid)
+        if olds is not None:  # create already set these
+            if d.get("policy"):
+                kms.put_key_policy(KeyId=rid, PolicyName="default", Policy=d.get("policy"))
+            kms.update_key_description(KeyId=rid, Description=d.get("description", ""))
+            kms.tag_resource(KeyId=rid, Tags=d.tag_list(with_urn=True, key="TagKey", value="TagValue"))
+        meta = kms.describe_key(KeyId=rid)["KeyMetadata"]
+        return {"arn": meta["Arn"], "keyId": meta["KeyId"], "tagsAll": d.tags()}
+
+    def remove(self, ctx: Context, rid: str, d: Desired) -> None:
+        # Scheduled, never deleted at once: the waiting period is the undo window.
+        ignore_missing(lambda: ctx.client("kms").schedule_key_deletion(
+            KeyId=rid, PendingWindowInDays=as_int(d.get("deletionWindowInDays", 30))), "KMSInvalidStateException")
+
+
+class AliasHandler(Handler):
+    type = "aws:kms/alias:Alias"
+    replace_on = ("name",)
+
+    def find(self, ctx: Context, d: Desired) -> str | None:
+        name = d.physical_name()
+        for page in ctx.client("kms").get_paginator("list_aliases").paginate():
+            if any(a["AliasName"] == name for a in page["Aliases"]):
+                return name
+        return None
+
+    def make(self, ctx: Context, d: Desired) -> str:
+        name = d.physical_name()
+        ctx.client("kms").create_alias(AliasName=name, TargetKeyId=d.get("targetKeyId"))
+        return name
+
+    def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
+        target = d.get("targetKeyId")
+        if olds is not None:
+            ctx.client("kms").update_alias(AliasName=rid, TargetKeyId=target)
+        return {"arn": f"arn:aws:kms:{ctx.region}:{ctx.account_id}:{rid}", "targetKeyArn": target}
+
+    def remove(self, ctx: Context, rid: str, d: Desired) -> None:
+        ignore_missing(lambda: ctx.client("kms").delete_alias(AliasName=rid))
+
+
+HANDLERS = (KeyHandler(), AliasHandler())

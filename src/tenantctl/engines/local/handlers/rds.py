@@ -1,0 +1,165 @@
+"""RDS: subnet groups, and PostgreSQL instances stood in for by the sandbox.
+
+The instance record is created in moto's RDS (so describe/ARNs/alarms behave)
+while the database itself is a database of the sandbox PostgreSQL: the
+instance's ``dbName`` is created there (the sandbox's main database is used as
+is), its address/port are the sandbox's, and a managed master password
+becomes a Secrets Manager secret holding the sandbox superuser's credentials.
+Deleting the instance drops that database and its secret.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+from tenantctl.engines.local.handlers.base import Context, Desired, Handler, as_int, error_code, ignore_missing
+from tenantctl.engines.local.handlers.secretsmanager import delete_secret, find_secret
+
+
+class SubnetGroupHandler(Handler):
+    type = "aws:rds/subnetGroup:SubnetGroup"
+    replace_on = ("name", "namePrefix")
+
+    def find(self, ctx: Context, d: Desired) -> str | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            ctx.client("rds").describe_db_subnet_groups(DBSubnetGroupName=d.physical_name())
+            return d.physical_name()
+        except ClientError as exc:
+            if error_code(exc) == "DBSubnetGroupNotFoundFault":
+                return None
+            raise
+
+    def make(self, ctx: Context, d: Desired) -> str:
+        ctx.client("rds").create_db_subnet_group(
+            DBSubnetGroupName=d.physical_name(), DBSubnetGroupDescription=d.get("description", "Managed by Pulumi"),
+            SubnetIds=list(d.get("subnetIds", [])), Tags=d.tag_list())
+        return d.physical_name()
+
+    def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
+        rds = ctx.client("rds")
+        group = rds.describe_db_subnet_groups(DBSubnetGroupName=rid)["DBSubnetGroups"][0]
+        if olds is not None and {s["SubnetIdentifier"] for s in group["Subnets"]} != set(d.get("subnetIds", [])):
+            # moto 5.2's ModifyDBSubnetGroup drops the group from its store
+            # (pops it without putting it back): recreate it instead.
+            rds.delete_db_subnet_group(DBSubnetGroupName=rid)
+            self.make(ctx, d)
+            group = rds.describe_db_subnet_groups(DBSubnetGroupName=rid)["DBSubnetGroups"][0]
+        return {"arn": group["DBSubnetGroupArn"], "name": rid, "tagsAll": d.tags()}
+
+    def remove(self, ctx: Context, rid: str, d: Desired) -> None:
+        ignore_missing(lambda: ctx.client("rds").delete_db_subnet_group(DBSubnetGroupName=rid))
+
+
+def master_secret_name(identifier: str) -> str:
+    return f"rds!db-{identifier}"
+
+
+class InstanceHandler(Handler):
+    type = "aws:rds/instance:Instance"
+    replace_on = ("identifier", "engine", "dbName", "username", "storageEncrypted", "kmsKeyId")
+
+    def _ident(self, d: Desired) -> str:
+        return d.physical_name("identifier")
+
+    def find(self, ctx: Context, d: Desired) -> str | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            ctx.client("rds").describe_db_instances(DBInstanceIdentifier=self._ident(d))
+            return self._ident(d)
+        except ClientError as exc:
+            if error_code(exc) == "DBInstanceNotFound":
+                return None
+            raise
+
+    def make(self, ctx: Context, d: Desired) -> str:
+        args: dict[str, Any] = {
+            "DBInstanceIdentifier": self._ident(d), "Engine": d.get("engine", "postgres"),
+            "DBInstanceClass": d.get("instanceClass"), "AllocatedStorage": as_int(d.get("allocatedStorage", 20)),
+            "MasterUsername": d.get("username", "postgres"),
+            # moto needs a password; the real credentials are the sandbox's (see master secret).
+            "MasterUserPassword": d.get("password") or secrets.token_urlsafe(16),
+            "StorageEncrypted": bool(d.get("storageEncrypted", False)),
+            "PubliclyAccessible": bool(d.get("publiclyAccessible", False)),
+            "DeletionProtection": bool(d.get("deletionProtection", False)),
+            "BackupRetentionPeriod": as_int(d.get("backupRetentionPeriod", 0)),
+            "CopyTagsToSnapshot": bool(d.get("copyTagsToSnapshot", False)),
+            "MultiAZ": bool(d.get("multiAz", False)), "Tags": d.tag_list(),
+        }
+        for key, arg in (("engineVersion", "EngineVersion"), ("storageType", "StorageType"), ("dbName", "DBName"),
+                         ("kmsKeyId", "KmsKeyId"), ("dbSubnetGroupName", "DBSubnetGroupName")):
+            if d.get(key):
+                args[arg] = d.get(key)
+        if d.get("vpcSecurityGroupIds"):
+            args["VpcSecurityGroupIds"] = list(d.get("vpcSecurityGroupIds"))
+        ctx.client("rds").create_db_instance(**args)
+        return self._ident(d)
+
+    def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
+        rds = ctx.client("rds")
+        if olds is not None:
+            rds.modify_db_instance(
+                DBInstanceIdentifier=rid, ApplyImmediately=True, DBInstanceClass=d.get("instanceClass"),
+                AllocatedStorage=as_int(d.get("allocatedStorage", 20)),
+                DeletionProtection=bool(d.get("deletionProtection", False)),
+                BackupRetentionPeriod=as_int(d.get("backupRetentionPeriod", 0)),
+                MultiAZ=bool(d.get("multiAz", False)))
+        instance = rds.describe_db_instances(DBInstanceIdentifier=rid)["DBInstances"][0]
+        host, port, main_db, user, password = ctx.pg_endpoint
+        db_name = d.get("dbName") or main_db
+        self._ensure_database(ctx, db_name, main_db)
+        outputs: dict[str, Any] = {"arn": instance["DBInstanceArn"], "address": host, "port": port,
+                                   "endpoint": f"{host}:{port}", "dbName": db_name, "resourceId":
+                                   instance.get("DbiResourceId", rid), "tagsAll": d.tags()}
+        if d.get("manageMasterUserPassword"):
+            arn = self._ensure_master_secret(ctx, rid, d, user, password)
+            outputs["masterUserSecrets"] = [{"secretArn": arn, "kmsKeyId": d.get("masterUserSecretKmsKeyId", ""),
+                                             "secretStatus": "active"}]
+        return outputs
+
+    @staticmethod
+    def _ensure_database(ctx: Context, db_name: str, main_db: str) -> None:
+        if db_name == main_db:
+            return
+        from psycopg import sql
+
+        with ctx.pg_connect() as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db_name,)).fetchone() is None:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db_name)))
+
+    @staticmethod
+    def _ensure_master_secret(ctx: Context, rid: str, d: Desired, user: str, password: str) -> str:
+        sm = ctx.client("secretsmanager")
+        value = json.dumps({"username": user, "password": password})
+        arn = find_secret(ctx, master_secret_name(rid))
+        if arn is None:
+            args: dict[str, Any] = {"Name": master_secret_name(rid), "SecretString": value,
+                                    "Description": f"master credentials of {rid} (sandbox PostgreSQL)"}
+            if d.get("masterUserSecretKmsKeyId"):
+                args["KmsKeyId"] = d.get("masterUserSecretKmsKeyId")
+            return sm.create_secret(**args)["ARN"]
+        sm.put_secret_value(SecretId=arn, SecretString=value)
+        return arn
+
+    def remove(self, ctx: Context, rid: str, d: Desired) -> None:
+        args: dict[str, Any] = {"DBInstanceIdentifier": rid, "SkipFinalSnapshot": bool(d.get("skipFinalSnapshot"))}
+        if not args["SkipFinalSnapshot"]:
+            args["FinalDBSnapshotIdentifier"] = d.get("finalSnapshotIdentifier") or f"{rid}-final"
+        # RDS refuses while deletion protection is on: the error is the caller's to see.
+        ignore_missing(lambda: ctx.client("rds").delete_db_instance(**args), "DBInstanceNotFound")
+        host, port, main_db, _, _ = ctx.pg_endpoint
+        db_name = d.get("dbName") or main_db
+        if db_name != main_db:
+            from psycopg import sql
+
+            with ctx.pg_connect() as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db_name)))
+        if d.get("manageMasterUserPassword"):
+            delete_secret(ctx, master_secret_name(rid), 0)
+
+
+HANDLERS = (SubnetGroupHandler(), InstanceHandler())

@@ -1,0 +1,116 @@
+"""S3: buckets (found by name) and the bucket-level settings Pulumi models as
+their own resources (public access block, policy, versioning, default
+encryption), each keyed by its bucket and put idempotently."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from tenantctl.engines.local.handlers.base import Context, Desired, Handler, error_code, ignore_missing
+
+
+class BucketHandler(Handler):
+    type = "aws:s3/bucket:Bucket"
+    replace_on = ("bucket", "bucketPrefix")
+
+    def _name(self, d: Desired) -> str:
+        return d.physical_name("bucket")
+
+    def find(self, ctx: Context, d: Desired) -> str | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            ctx.client("s3").head_bucket(Bucket=self._name(d))
+            return self._name(d)
+        except ClientError as exc:
+            if error_code(exc) in ("404", "NoSuchBucket", "NotFound"):
+                return None
+            raise
+
+    def make(self, ctx: Context, d: Desired) -> str:
+        args: dict[str, Any] = {"Bucket": self._name(d)}
+        if ctx.region != "us-east-1":
+            args["CreateBucketConfiguration"] = {"LocationConstraint": ctx.region}
+        ctx.client("s3").create_bucket(**args)
+        return self._name(d)
+
+    def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
+        s3 = ctx.client("s3")
+        if d.tags():
+            s3.put_bucket_tagging(Bucket=rid, Tagging={"TagSet": d.tag_list()})
+        elif olds:
+            s3.delete_bucket_tagging(Bucket=rid)
+        return {"bucket": rid, "arn": f"arn:aws:s3:::{rid}", "region": ctx.region,
+                "bucketDomainName": f"{rid}.s3.amazonaws.com",
+                "bucketRegionalDomainName": f"{rid}.s3.{ctx.region}.amazonaws.com", "tagsAll": d.tags()}
+
+    def remove(self, ctx: Context, rid: str, d: Desired) -> None:
+        s3 = ctx.client("s3")
+        if d.get("forceDestroy"):
+            for page in s3.get_paginator("list_object_versions").paginate(Bucket=rid):
+                batch = [{"Key": v["Key"], "VersionId": v["VersionId"]}
+                         for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
+                if batch:
+                    s3.delete_objects(Bucket=rid, Delete={"Objects": batch, "Quiet": True})
+        ignore_missing(lambda: s3.delete_bucket(Bucket=rid))
+
+
+class BucketSettingHandler(Handler):
+    """A setting of one bucket: id = the bucket; put is idempotent, so there is nothing to find."""
+
+    replace_on = ("bucket",)
+
+    def __init__(self, type_: str, put: Callable[[Any, str, Desired], Any], clear: Callable[[Any, str], Any]) -> None:
+        self.type = type_
+        self._put, self._clear = put, clear
+
+    def find(self, ctx: Context, d: Desired) -> str | None:
+        return d.get("bucket")
+
+    def make(self, ctx: Context, d: Desired) -> str:
+        return d.get("bucket")
+
+    def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
+        self._put(ctx.client("s3"), rid, d)
+        return {}
+
+    def remove(self, ctx: Context, rid: str, d: Desired) -> None:
+        ignore_missing(lambda: self._clear(ctx.client("s3"), rid))
+
+
+def _public_access_block(s3, bucket: str, d: Desired) -> None:
+    keys = ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets")
+    s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
+        k: bool(d.get(k[0].lower() + k[1:], False)) for k in keys})
+
+
+def _versioning(s3, bucket: str, d: Desired) -> None:
+    status = (d.get("versioningConfiguration") or {}).get("status", "Enabled")
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": status})
+
+
+def _encryption(s3, bucket: str, d: Desired) -> None:
+    rules = []
+    for rule in d.get("rules", []):
+        default = rule.get("applyServerSideEncryptionByDefault") or {}
+        by_default = {"SSEAlgorithm": default.get("sseAlgorithm", "aws:kms")}
+        if default.get("kmsMasterKeyId"):
+            by_default["KMSMasterKeyID"] = default["kmsMasterKeyId"]
+        rules.append({"ApplyServerSideEncryptionByDefault": by_default,
+                      "BucketKeyEnabled": bool(rule.get("bucketKeyEnabled", False))})
+    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": rules})
+
+
+HANDLERS = (
+    BucketHandler(),
+    BucketSettingHandler("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", _public_access_block,
+                         lambda s3, b: s3.delete_public_access_block(Bucket=b)),
+    BucketSettingHandler("aws:s3/bucketPolicy:BucketPolicy",
+                         lambda s3, b, d: s3.put_bucket_policy(Bucket=b, Policy=d.get("policy")),
+                         lambda s3, b: s3.delete_bucket_policy(Bucket=b)),
+    # Versioning cannot be switched off once on: deleting the resource suspends it (as Pulumi does).
+    BucketSettingHandler("aws:s3/bucketVersioning:BucketVersioning", _versioning,
+                         lambda s3, b: s3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Suspended"})),
+    BucketSettingHandler("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+                         _encryption, lambda s3, b: s3.delete_bucket_encryption(Bucket=b)),
+)

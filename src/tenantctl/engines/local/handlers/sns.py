@@ -1,0 +1,32 @@
+"""SNS topics: CreateTopic is idempotent by name, so find and make are one call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tenantctl.engines.local.handlers.base import Context, Desired, Handler, ignore_missing
+
+ATTRIBUTES = {"displayName": "DisplayName", "kmsMasterKeyId": "KmsMasterKeyId", "policy": "Policy"}
+
+
+class TopicHandler(Handler):
+    type = "aws:sns/topic:Topic"
+    replace_on = ("name", "namePrefix", "fifoTopic")
+
+    def make(self, ctx: Context, d: Desired) -> str:
+        return ctx.client("sns").create_topic(Name=d.physical_name(), Tags=d.tag_list())["TopicArn"]
+
+    def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
+        sns = ctx.client("sns")
+        for key, attr in ATTRIBUTES.items():
+            if d.get(key) is not None:
+                sns.set_topic_attributes(TopicArn=rid, AttributeName=attr, AttributeValue=str(d.get(key)))
+        if olds is not None and d.tags():
+            sns.tag_resource(ResourceArn=rid, Tags=d.tag_list())
+        return {"arn": rid, "name": d.physical_name(), "tagsAll": d.tags()}
+
+    def remove(self, ctx: Context, rid: str, d: Desired) -> None:
+        ignore_missing(lambda: ctx.client("sns").delete_topic(TopicArn=rid))
+
+
+HANDLERS = (TopicHandler(),)

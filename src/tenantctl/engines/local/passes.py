@@ -1,0 +1,176 @@
+"""The two passes of an up, as Pulumi mocks.
+
+``PlanPass`` only records: each registration is compared with the state
+(create / update / replace / same), answered from the state or with unknowns,
+and unsupported types are collected so the up fails before anything exists.
+``ApplyPass`` makes the sandbox match: creates (intent first, then an
+idempotent create), updates in place, replaces, or returns the recorded
+state untouched when the inputs are equal (no API call at all).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pulumi
+from pulumi.runtime import mocks as pulumi_mocks
+
+from tenantctl.engines.base import EngineEvent, EventSink, Op, ResourceChange
+from tenantctl.engines.local.faults import FAULTS
+from tenantctl.engines.local.handlers import HANDLERS, INVOKES, Context, Desired, Handler
+from tenantctl.engines.local.handlers.stack_reference import TYPE as STACK_REFERENCE, reference_outputs
+from tenantctl.engines.local.state import ResourceState, StackState, StateFile, normalized
+from tenantctl.policy import UNKNOWN, PlannedResource
+
+
+def _has_unknown(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(_has_unknown(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_unknown(v) for v in value)
+    return value == UNKNOWN
+
+
+def unsupported_reason(typ: str, inputs: dict[str, Any]) -> str | None:
+    handler = HANDLERS.get(typ)
+    if handler is None:
+        return f"resource type {typ} is not supported by the LocalEngine"
+    supports = getattr(handler, "supports", None)
+    return supports(inputs) if supports else None
+
+
+def classify(handler: Handler, prior: ResourceState | None, inputs: dict[str, Any]) -> Op:
+    if prior is None or prior.status != "created":
+        return Op.create
+    if _has_unknown(inputs):
+        return Op.update
+    return Op(handler.diff(prior.inputs, inputs))
+
+
+class _Pass(pulumi.runtime.Mocks):
+    def __init__(self, stack: str, state: StackState, ctx: Context, on_event: EventSink | None,
+                 file: StateFile | None = None) -> None:
+        self.stack, self.state, self.ctx, self.file = stack, state, ctx, file
+        self.on_event = on_event
+        self.current = threading.local()  # set by runtime.UrnMonitor
+        self.lock = threading.Lock()  # new_resource runs on several executor threads
+        self.registered: list[str] = []
+        self.changes: list[ResourceChange] = []
+        self.error: BaseException | None = None
+
+    def emit(self, kind: str, op: Op | None = None, typ: str = "", name: str = "", message: str = "") -> None:
+        if self.on_event:
+            self.on_event(EngineEvent(stack=self.stack, kind=kind, op=op, type=typ, name=name, message=message))
+
+    def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict, list]:
+        invoke = INVOKES.get(args.token)
+        if invoke is None:
+            self.error = self.error or NotImplementedError(f"invoke {args.token} is not supported by the LocalEngine")
+            raise self.error
+        return invoke(self.ctx, dict(args.args)), []
+
+    def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str | None, dict]:
+        urn = self.current.urn
+        inputs = dict(args.inputs)
+        if args.typ == STACK_REFERENCE:
+            return reference_outputs(self.ctx, Desired(urn, args.typ, args.name, inputs))
+        if args.custom is False:  # a ComponentResource: nothing to materialise
+            return args.name, {}
+        with self.lock:
+            try:
+                self.registered.append(urn)
+                return self.resource(urn, args.typ, args.name, inputs)
+            except BaseException as exc:
+                self.error = self.error or exc
+                raise
+
+    def resource(self, urn: str, typ: str, name: str, inputs: dict[str, Any]) -> tuple[str | None, dict]:
+        raise NotImplementedError
+
+
+class PlanPass(_Pass):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.planned: list[PlannedResource] = []
+        self.unsupported: list[str] = []
+
+    def resource(self, urn: str, typ: str, name: str, inputs: dict[str, Any]) -> tuple[str | None, dict]:
+        reason = unsupported_reason(typ, inputs)
+        if reason:
+            self.unsupported.append(f"{name}: {reason}")
+            return "", {}
+        clean = normalized(inputs)
+        self.planned.append(PlannedResource(type=typ, name=name, inputs=clean))
+        prior = self.state.get(urn)
+        op = classify(HANDLERS[typ], prior, clean)
+        self.changes.append(ResourceChange(op=op, type=typ, name=name, urn=urn))
+        if op is Op.same:
+            return prior.id, prior.outputs
+        if op is Op.update:
+            return prior.id, {**prior.outputs, **inputs}
+        return "", inputs  # an empty id and missing outputs are unknown in a preview
+
+    def deletions(self) -> list[ResourceChange]:
+        seen = set(self.registered)
+        return [ResourceChange(op=Op.delete, type=r.type, name=r.name, urn=r.urn)
+                for r in reversed(self.state.resources) if r.urn not in seen]
+
+
+class ApplyPass(_Pass):
+    def save(self) -> None:
+        self.file.save(self.state)
+
+    def resource(self, urn: str, typ: str, name: str, inputs: dict[str, Any]) -> tuple[str | None, dict]:
+        handler = HANDLERS[typ]
+        d = Desired(urn, typ, name, normalized(inputs))
+        prior = self.state.get(urn)
+        op = classify(handler, prior, d.inputs)
+        self.changes.append(ResourceChange(op=op, type=typ, name=name, urn=urn))
+        if op is Op.same:
+            return prior.id, prior.outputs
+        self.emit("resource-pre", op, typ, name)
+        try:
+            if op is Op.update:
+                computed = handler.update(self.ctx, prior.id, d, prior.inputs)
+                entry = self.record(d, prior.id, computed, "created")
+            else:
+                if op is Op.replace:
+                    delete_resource(self, handler, prior)
+                entry = self.create(handler, d, recovering=prior is not None and op is Op.create)
+        except Exception as exc:
+            raise RuntimeError(f"{name} ({typ}): {op.value} failed: {exc}") from exc
+        self.emit("resource-done", op, typ, name)
+        return entry.id, entry.outputs
+
+    def create(self, handler: Handler, d: Desired, recovering: bool) -> ResourceState:
+        # The intent goes to disk first: a crash after the create still leaves
+        # a trace the next run adopts (or deletes when no longer declared).
+        self.state.put(ResourceState(urn=d.urn, type=d.type, name=d.name, inputs=d.inputs, status="creating"))
+        self.save()
+        rid, computed = handler.create(self.ctx, d, recovering)
+        FAULTS.applied()
+        return self.record(d, rid, computed, "created")
+
+    def record(self, d: Desired, rid: str | None, computed: dict[str, Any], status: str) -> ResourceState:
+        entry = ResourceState(urn=d.urn, type=d.type, name=d.name, id=rid, inputs=d.inputs,
+                              outputs=normalized({**d.inputs, **computed}), status=status)
+        self.state.put(entry)
+        self.save()
+        FAULTS.recorded()
+        return entry
+
+
+def delete_resource(run: _Pass, handler: Handler, entry: ResourceState) -> None:
+    """Delete one recorded resource: mark it, delete (idempotent), forget it."""
+    def save() -> None:
+        run.file.save(run.state)
+
+    entry_id = entry.id if entry.status != "creating" else None
+    run.state.put(entry.model_copy(update={"status": "deleting"}))
+    save()
+    handler.delete(run.ctx, entry_id, Desired(entry.urn, entry.type, entry.name, entry.inputs))
+    FAULTS.applied()
+    run.state.remove(entry.urn)
+    save()
+    FAULTS.recorded()

@@ -1,0 +1,70 @@
+"""Running the Pulumi program in-process under mocks, one run at a time.
+
+Pulumi's runtime settings (monitor, root stack, config, registered outputs)
+are process-global, so runs are serialized by ``RUN_LOCK`` and each starts
+from a reset runtime: that is what lets up -> up -> destroy (or several
+stacks) run in one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from typing import Any, Callable
+
+import pulumi
+from pulumi.runtime import settings as pulumi_settings
+from pulumi.runtime.config import set_all_config
+from pulumi.runtime.mocks import MockMonitor
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+RUN_LOCK = threading.RLock()
+Program = Callable[[str], dict[str, Any]]
+
+
+class UrnMonitor(MockMonitor):
+    """MockMonitor that tells the mocks each resource's URN (MockResourceArgs
+    has no parent, so the URN cannot be rebuilt there). new_resource runs on
+    the calling thread, hence a thread-local."""
+
+    def __init__(self, mocks: pulumi.runtime.Mocks, current: threading.local) -> None:
+        super().__init__(mocks)
+        self._current = current
+
+    def RegisterResource(self, request):  # noqa: N802 - gRPC method name
+        self._current.urn = self.make_urn(request.parent, request.type, request.name)
+        return super().RegisterResource(request)
+
+    def ReadResource(self, request):  # noqa: N802
+        self._current.urn = self.make_urn(request.parent, request.type, request.name)
+        return super().ReadResource(request)
+
+
+def _event_loop() -> None:
+    try:
+        asyncio.get_event_loop()
+    except RuntimeError:  # a worker thread has none
+        asyncio.set_event_loop(asyncio.new_event_loop())
+
+
+def run_program(program: Program, project: str, stack: str, config: dict[str, Any],
+                mocks: pulumi.runtime.Mocks, current: threading.local, preview: bool) -> dict[str, Any]:
+    """Run ``program(stack)`` under ``mocks``; return its resolved outputs
+    (unknown values are None in a preview). Caller holds RUN_LOCK."""
+    _event_loop()
+    pulumi_settings.ROOT.set(None)  # set_mocks only creates a root Stack when none exists
+    set_all_config({k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}, [])
+    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview,
+                             monitor=UrnMonitor(mocks, current))
+    pulumi_settings.SETTINGS.rpc_manager.clear()
+    pulumi_settings.SETTINGS.outputs.clear()
+    outputs: dict[str, Any] = {}
+
+    async def body() -> None:
+        # A preview resolves an output holding unknowns to None.
+        outputs.update(await pulumi.Output.all(**program(stack)).future() or {})
+
+    _sync_await(run_pulumi_func(body))
+    return outputs

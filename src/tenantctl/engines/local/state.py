@@ -1,0 +1,94 @@
+"""The LocalEngine's state: one JSON file per stack, written atomically.
+
+Resources are kept in creation order (a valid dependency order: Pulumi only
+registers a resource once every input it depends on has resolved), so
+deleting in reverse order never removes something a survivor still uses.
+
+An entry's ``status`` makes a crash at any point recoverable (issue 7):
+``creating`` is an intent written BEFORE the cloud call (so a resource created
+just before a crash is known, adopted by the next run or deleted if the program
+no longer declares it), ``deleting`` is written before a delete (which is
+idempotent, so re-running it is harmless), ``created`` is the steady state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Status = Literal["created", "creating", "deleting"]
+
+
+def normalized(inputs: dict[str, Any]) -> dict[str, Any]:
+    """Inputs as compared between runs: JSON-shaped, without Pulumi internals
+    (``__provider`` is a pickle of the dynamic provider and varies run to run)."""
+    clean = {k: v for k, v in inputs.items() if not k.startswith("__")}
+    return json.loads(json.dumps(clean, sort_keys=True, default=str))
+
+
+class ResourceState(BaseModel):
+    urn: str
+    type: str
+    name: str
+    id: str | None = None
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    status: Status = "created"
+
+
+class StackState(BaseModel):
+    stack: str
+    resources: list[ResourceState] = Field(default_factory=list)
+    outputs: dict[str, Any] = Field(default_factory=dict)
+
+    def get(self, urn: str) -> ResourceState | None:
+        return next((r for r in self.resources if r.urn == urn), None)
+
+    def put(self, entry: ResourceState) -> None:
+        """Replace the entry with the same urn in place (keeping its position), or append."""
+        for i, r in enumerate(self.resources):
+            if r.urn == entry.urn:
+                self.resources[i] = entry
+                return
+        self.resources.append(entry)
+
+    def remove(self, urn: str) -> None:
+        self.resources = [r for r in self.resources if r.urn != urn]
+
+
+class StateFile:
+    """``<state_dir>/local-engine/<stack>.json``."""
+
+    def __init__(self, root: Path, stack: str) -> None:
+        self.stack = stack
+        self.path = root / f"{stack}.json"
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def load(self) -> StackState:
+        if not self.path.exists():
+            return StackState(stack=self.stack)
+        return StackState.model_validate_json(self.path.read_text())
+
+    def save(self, state: StackState) -> None:
+        # tmp file + fsync + rename: a crash leaves the old or the new file, never half of one.
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(state.model_dump_json(indent=1))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def delete(self) -> None:
+        self.path.unlink(missing_ok=True)

@@ -1,0 +1,151 @@
+"""The Pulumi CLI the Automation API drives: finding it, installing it on
+request (`tenantctl setup pulumi`), and running one operation so that Ctrl-C
+leaves the stack unlocked."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from importlib.metadata import version as dist_version
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from pydantic import BaseModel
+
+from tenantctl.engines.pulumi_errors import MISSING_CLI
+from tenantctl.errors import TargetUnavailable
+
+T = TypeVar("T")
+
+# How long a first Ctrl-C waits for the CLI (which got the same SIGINT) to finish
+# its in-flight resource operations before the update is cancelled.
+CANCEL_GRACE_SECONDS = 30.0
+
+
+def sdk_version() -> str:
+    return dist_version("pulumi")
+
+
+def default_root(version: str | None = None) -> Path:
+    """Where PulumiCommand.install puts the CLI by default."""
+    return Path.home() / ".pulumi" / "versions" / (version or sdk_version())
+
+
+def locate(root: Path | None = None) -> Path | None:
+    """The root holding bin/pulumi (None: the one on PATH), or raise when none.
+
+    Looks at an explicit root, then PATH, then where `tenantctl setup pulumi` and
+    Pulumi's own installer put it."""
+    if root is not None:
+        if (root / "bin" / "pulumi").is_file():
+            return root
+        raise TargetUnavailable(f"{MISSING_CLI} (nothing at {root / 'bin' / 'pulumi'})")
+    if shutil.which("pulumi"):
+        return None
+    for candidate in (default_root(), Path.home() / ".pulumi"):
+        if (candidate / "bin" / "pulumi").is_file():
+            return candidate
+    raise TargetUnavailable(MISSING_CLI)
+
+
+def command(root: Path | None = None) -> Any:
+    """A pulumi.automation.PulumiCommand for the located CLI."""
+    from pulumi.automation import PulumiCommand
+    from pulumi.automation.errors import InvalidVersionError
+
+    found = locate(root)
+    try:
+        return PulumiCommand(root=str(found) if found else None)
+    except FileNotFoundError:
+        raise TargetUnavailable(MISSING_CLI) from None
+    except InvalidVersionError as exc:
+        raise TargetUnavailable(f"unsupported Pulumi CLI version ({exc}): run `tenantctl setup pulumi`") from None
+
+
+class CliInstall(BaseModel):
+    root: str
+    command: str
+    version: str
+
+
+def install(version: str | None = None, root: Path | None = None) -> CliInstall:
+    """Download and install the CLI (PulumiCommand.install); a clear error when
+    the download is impossible (no internet, proxy)."""
+    import subprocess
+    import urllib.error
+
+    from pulumi.automation import PulumiCommand
+    from semver import VersionInfo
+
+    wanted = version or sdk_version()
+    try:
+        parsed = VersionInfo.parse(wanted.lstrip("v"))
+    except ValueError:
+        from tenantctl.errors import InvalidInput
+
+        raise InvalidInput(f"--version {wanted!r}: not a version (e.g. 3.150.0)") from None
+    target = root or default_root(str(parsed))
+    try:
+        cmd = PulumiCommand.install(root=str(target), version=parsed)
+    except (urllib.error.URLError, OSError, subprocess.CalledProcessError) as exc:
+        reason = getattr(exc, "reason", None) or getattr(exc, "output", None) or exc
+        if isinstance(reason, bytes):
+            reason = reason.decode(errors="replace").strip().splitlines()[-1:] or ["download failed"]
+            reason = reason[0]
+        raise TargetUnavailable(
+            f"could not install the Pulumi CLI {parsed} into {target}: {reason} "
+            "(the installer downloads it: this machine needs internet access, or install the CLI by hand)"
+        ) from None
+    return CliInstall(root=str(target), command=cmd.command, version=str(cmd.version or parsed))
+
+
+def run_cancellable(operation: Callable[[], T], cancel: Callable[[], None],
+                    grace: float = CANCEL_GRACE_SECONDS) -> T:
+    """Run `operation` (a blocking Automation API call) so that Ctrl-C leaves the
+    stack unlocked.
+
+    The operation runs in a worker thread; the main thread waits interruptibly.
+    On Ctrl-C the CLI, in the same process group, got the SIGINT too and stops
+    gracefully: wait up to `grace` seconds for it (a second Ctrl-C stops
+    waiting), then `cancel()` (stack.cancel()) whatever update is still open, and
+    re-raise KeyboardInterrupt."""
+    outcome: dict[str, Any] = {}
+    # An Event, not Thread.join: on Python 3.11 a join interrupted by Ctrl-C marks
+    # the still-running thread as stopped, and later joins return at once.
+    finished = threading.Event()
+
+    def work() -> None:
+        try:
+            outcome["value"] = operation()
+        except BaseException as exc:  # handed to the waiting thread
+            outcome["error"] = exc
+        finally:
+            finished.set()
+
+    threading.Thread(target=work, name="pulumi-operation", daemon=True).start()
+    try:
+        while not finished.wait(0.2):
+            pass
+    except KeyboardInterrupt:
+        try:
+            finished.wait(grace)
+        except KeyboardInterrupt:
+            pass
+        try:
+            cancel()
+        except Exception:  # nothing in progress any more: already unlocked
+            pass
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def python_env() -> dict[str, str]:
+    """Run the program with tenantctl's own interpreter (it has pulumi_aws and
+    tenantctl installed), whatever `python3` is first on PATH."""
+    import sys
+
+    return {"PULUMI_PYTHON_CMD": sys.executable, "PULUMI_SKIP_UPDATE_CHECK": "true",
+            **({"VIRTUAL_ENV": os.environ["VIRTUAL_ENV"]} if "VIRTUAL_ENV" in os.environ else {})}

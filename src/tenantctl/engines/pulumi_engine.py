@@ -1,0 +1,236 @@
+"""PulumiEngine: the infra/ program on real AWS through the Automation API.
+
+One LocalWorkspace over the project root (Pulumi.yaml, `stackConfigDir: stacks`),
+one stack per tenant plus `platform`. The committed project and stack files are
+never rewritten: no ProjectSettings/StackSettings are handed to the workspace
+(the SDK would re-serialise Pulumi.yaml without stackConfigDir), and the one
+backend-specific config value, the platform StackReference name, is laid over
+a scratch copy of the stack file passed with `--config-file`.
+
+`import pulumi.automation` happens inside methods: constructing the engine is
+cheap and needs no CLI; the CLI is located on first use.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from contextlib import contextmanager
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal
+from urllib.parse import urlparse
+
+import yaml
+from pydantic import BaseModel, Field
+
+from tenantctl.engines import pulumi_cli
+from tenantctl.engines.base import ChangeSet, Engine, EventSink, UpResult
+from tenantctl.engines.pulumi_errors import map_error
+from tenantctl.engines.pulumi_events import ChangeCollector
+from tenantctl.errors import InvalidInput
+from tenantctl.stackconfig import PLATFORM_STACK
+
+PLATFORM_REF_KEY = "tenantctl:platformStack"
+
+BackendKind = Literal["cloud", "file", "s3", "azblob", "gs"]
+
+
+def backend_kind(url: str | None) -> BackendKind:
+    """None (the CLI's login, Pulumi Cloud by default) and http(s) URLs are the
+    Cloud backend; the rest are DIY backends keyed by their scheme."""
+    if not url:
+        return "cloud"
+    scheme = urlparse(url).scheme
+    if scheme in ("http", "https"):
+        return "cloud"
+    if scheme in ("file", "s3", "azblob", "gs"):
+        return scheme  # type: ignore[return-value]
+    raise InvalidInput(f"backend URL {url!r}: expected file://, s3://, azblob://, gs:// or https:// (Pulumi Cloud)")
+
+
+def stack_name(stack: str, project: str, backend_url: str | None, org: str | None) -> str:
+    """`<org>/<project>/<stack>` on Pulumi Cloud with an organisation, the bare
+    stack name otherwise (DIY backends scope stacks by project themselves; the
+    Cloud resolves a bare name in the user's default organisation)."""
+    if org and backend_kind(backend_url) == "cloud":
+        return f"{org}/{project}/{stack}"
+    return stack
+
+
+class ProjectInfo(BaseModel):
+    dir: Path
+    name: str
+    stacks_dir: Path
+
+    @classmethod
+    def load(cls, project_dir: Path) -> "ProjectInfo":
+        path = project_dir / "Pulumi.yaml"
+        if not path.is_file():
+            raise InvalidInput(f"{project_dir}: no Pulumi.yaml (run tenantctl from the project)")
+        data = yaml.safe_load(path.read_text()) or {}
+        return cls(dir=project_dir, name=data["name"], stacks_dir=project_dir / data.get("stackConfigDir", "."))
+
+
+class WorkspaceOptions(BaseModel):
+    """What is handed to pulumi.automation.LocalWorkspace (besides the command)."""
+
+    work_dir: str
+    env_vars: dict[str, str] = Field(default_factory=dict)
+    secrets_provider: str | None = None
+
+
+def workspace_options(target: Any, project: ProjectInfo) -> WorkspaceOptions:
+    aws = target.aws
+    env = pulumi_cli.python_env()
+    if aws.backend_url:
+        env["PULUMI_BACKEND_URL"] = aws.backend_url
+    if aws.profile:
+        env["AWS_PROFILE"] = aws.profile
+    if aws.region:
+        env["AWS_REGION"] = env["AWS_DEFAULT_REGION"] = aws.region
+    return WorkspaceOptions(work_dir=str(project.dir), env_vars=env, secrets_provider=aws.secrets_provider)
+
+
+def effective_config(stack_file: Path, platform_ref: str) -> dict | None:
+    """The stack file with its bare platform reference qualified for the backend,
+    or None when the committed file is right as it is (or absent)."""
+    if not stack_file.is_file():
+        return None
+    data = yaml.safe_load(stack_file.read_text()) or {}
+    config = data.get("config") or {}
+    current = config.get(PLATFORM_REF_KEY)
+    if not isinstance(current, str) or "/" in current or current == platform_ref:
+        return None  # no reference, or one the author qualified on purpose
+    if platform_ref.rsplit("/", 1)[-1] != current:
+        return None  # refers to another platform stack by bare name: leave it to the backend
+    return {**data, "config": {**config, PLATFORM_REF_KEY: platform_ref}}
+
+
+def op_options(collector: ChangeCollector, *, refresh: bool = False, config_file: str | None = None) -> dict[str, Any]:
+    """Keyword arguments for Stack.preview/up/destroy/refresh."""
+    options: dict[str, Any] = {"on_event": collector, "color": "never", "suppress_progress": True}
+    if refresh:
+        options["refresh"] = True
+    if config_file:
+        options["config_file"] = config_file
+    return options
+
+
+class PulumiEngine(Engine):
+    name = "pulumi"
+
+    def __init__(self, target: Any, project_dir: Path, pulumi_command: Any = None) -> None:
+        if getattr(target, "kind", None) != "aws":
+            raise InvalidInput(f"the Pulumi engine drives the aws target only (got {getattr(target, 'kind', None)!r})")
+        self.target = target
+        self.project = ProjectInfo.load(project_dir)
+        backend_kind(target.aws.backend_url)  # refuse a malformed URL before anything runs
+        self._command = pulumi_command
+
+    # -- naming ---------------------------------------------------------------
+    def qualified(self, stack: str) -> str:
+        return stack_name(stack, self.project.name, self.target.aws.backend_url, self.target.aws.org)
+
+    @property
+    def backend(self) -> str:
+        return self.target.aws.backend_url or "the Pulumi CLI's logged-in backend"
+
+    @property
+    def options(self) -> WorkspaceOptions:
+        return workspace_options(self.target, self.project)
+
+    # -- automation API plumbing ----------------------------------------------
+    @cached_property
+    def workspace(self) -> Any:
+        from pulumi.automation import LocalWorkspace
+
+        command = self._command or pulumi_cli.command(self.target.aws.pulumi_root)
+        return LocalWorkspace(pulumi_command=command, **self.options.model_dump())
+
+    def _stack(self, stack: str, create: bool) -> Any:
+        from pulumi.automation import Stack
+
+        name = self.qualified(stack)
+        try:
+            return Stack.create_or_select(name, self.workspace) if create else Stack.select(name, self.workspace)
+        except Exception as exc:
+            raise map_error(exc, "select", name, self.backend) from None
+
+    @contextmanager
+    def _config_file(self, stack: str) -> Iterator[str | None]:
+        data = effective_config(self.project.stacks_dir / f"Pulumi.{stack}.yaml", self.qualified(PLATFORM_STACK))
+        if data is None:
+            yield None
+            return
+        with tempfile.TemporaryDirectory(prefix="tenantctl-pulumi-") as tmp:
+            path = Path(tmp) / f"Pulumi.{stack}.yaml"
+            path.write_text(yaml.safe_dump(data, sort_keys=False))
+            yield str(path)
+
+    def _run(self, action: str, stack: str, sink: EventSink | None, create: bool,
+             call: Callable[[Any, dict[str, Any]], Any], refresh: bool = False) -> tuple[Any, ChangeCollector]:
+        handle = self._stack(stack, create)
+        collector = ChangeCollector(stack, sink)
+        with self._config_file(stack) as config_file:
+            options = op_options(collector, refresh=refresh, config_file=config_file)
+            try:
+                result = pulumi_cli.run_cancellable(lambda: call(handle, options), handle.cancel)
+            except Exception as exc:
+                raise map_error(exc, action, handle.name, self.backend) from None
+        return result, collector
+
+    # -- Engine -----------------------------------------------------------------
+    def preview(self, stack: str, on_event: EventSink | None = None, *, refresh: bool = False) -> ChangeSet:
+        _, collector = self._run("preview", stack, on_event, True, lambda s, o: s.preview(**o), refresh)
+        return collector.changeset()
+
+    def up(self, stack: str, on_event: EventSink | None = None, *, refresh: bool = False) -> UpResult:
+        result, collector = self._run("up", stack, on_event, True, lambda s, o: s.up(**o), refresh)
+        outputs = {key: out.value for key, out in result.outputs.items()}
+        return UpResult(stack=stack, outputs=outputs, changes=collector.changeset())
+
+    def refresh(self, stack: str, on_event: EventSink | None = None) -> ChangeSet:
+        """Bring the stack's state in line with what exists in AWS (drift shows as updates)."""
+        _, collector = self._run("refresh", stack, on_event, False, lambda s, o: s.refresh(**o))
+        return collector.changeset()
+
+    def destroy(self, stack: str, on_event: EventSink | None = None) -> ChangeSet:
+        """Delete the stack's resources, then the (empty) stack itself, keeping its
+        committed config file (removing that is the caller's business). A stack
+        that never existed has nothing to destroy."""
+        from tenantctl.errors import NotFound
+
+        try:
+            _, collector = self._run("destroy", stack, on_event, False, lambda s, o: s.destroy(**o))
+        except NotFound:
+            return ChangeSet(stack=stack)
+        try:
+            self.workspace.remove_stack(self.qualified(stack), preserve_config=True)
+        except Exception as exc:
+            raise map_error(exc, "stack rm", self.qualified(stack), self.backend) from None
+        return collector.changeset()
+
+    def outputs(self, stack: str) -> dict[str, Any]:
+        """The stack's outputs; {} for a stack not created yet."""
+        from tenantctl.errors import NotFound
+
+        try:
+            handle = self._stack(stack, create=False)
+        except NotFound:
+            return {}
+        try:
+            return {key: out.value for key, out in handle.outputs().items()}
+        except Exception as exc:
+            raise map_error(exc, "outputs", handle.name, self.backend) from None
+
+
+def cli_available(root: Path | None = None) -> bool:
+    try:
+        pulumi_cli.locate(root)
+    except Exception:
+        return False
+    return True
+
+
+__all__ = ["PulumiEngine", "backend_kind", "stack_name", "workspace_options", "effective_config", "op_options",
+           "cli_available"]

@@ -1,0 +1,78 @@
+"""Automation API failures -> tenantctl errors, each a one-line message.
+
+The Pulumi CLI's failures arrive as CommandError (and subclasses picked by
+matching its stderr) holding the whole stdout/stderr; the CLI shows one line, so
+the most telling `error:` line is pulled out of them.
+"""
+
+from __future__ import annotations
+
+import re
+
+from tenantctl.errors import ApplyFailed, Conflict, NotFound, TargetUnavailable, TenantctlError
+
+MISSING_CLI = "Pulumi CLI not found: run `tenantctl setup pulumi` or install it"
+
+_ERROR_LINE = re.compile(r"^\s*error:\s*(.+?)\s*$", re.MULTILINE)
+_NOISE = ("update failed", "preview failed", "destroy failed", "refresh failed")
+_MAX = 300
+
+
+def _streams(exc: BaseException) -> tuple[str, str]:
+    """stdout/stderr of a CommandError (kept only in its text by the SDK)."""
+    text = str(exc)
+    stdout = re.search(r"\n stdout: (.*?)\n stderr: ", text, re.DOTALL)
+    stderr = re.search(r"\n stderr: (.*)\Z", text, re.DOTALL)
+    return (stdout.group(1) if stdout else ""), (stderr.group(1) if stderr else text)
+
+
+def first_line(exc: BaseException) -> str:
+    """The most telling line of a failed command: a real `error:` line (not the
+    closing `update failed`), first from stderr, then stdout, else the last
+    non-empty stderr line."""
+    stdout, stderr = _streams(exc)
+    for stream in (stderr, stdout):
+        lines = [m.group(1) for m in _ERROR_LINE.finditer(stream)]
+        useful = [line for line in lines if line.lower() not in _NOISE]
+        if useful:
+            return _short(useful[0])
+    tail = [line.strip() for line in stderr.splitlines() if line.strip()]
+    return _short(tail[-1] if tail else type(exc).__name__)
+
+
+def _short(line: str) -> str:
+    line = " ".join(line.split())
+    return line if len(line) <= _MAX else line[: _MAX - 1] + "…"
+
+
+def map_error(exc: BaseException, action: str, stack: str, backend: str) -> TenantctlError:
+    """`action` is what was being done ("preview", "up", ...), `stack` the
+    fully-qualified stack name, `backend` where its state lives (for messages)."""
+    from pulumi.automation import errors as auto
+
+    if isinstance(exc, TenantctlError):
+        return exc
+    if isinstance(exc, FileNotFoundError):
+        return TargetUnavailable(MISSING_CLI)
+    if isinstance(exc, auto.InvalidVersionError):
+        return TargetUnavailable(f"unsupported Pulumi CLI version ({exc}): run `tenantctl setup pulumi`")
+    if isinstance(exc, auto.StackNotFoundError):
+        return NotFound(f"stack {stack!r} not found on {backend}")
+    if isinstance(exc, auto.StackAlreadyExistsError):
+        return Conflict(f"stack {stack!r} already exists on {backend}")
+    if isinstance(exc, auto.ConcurrentUpdateError):
+        return Conflict(
+            f"stack {stack!r} is locked by another update on {backend}: wait for it, or run "
+            f"`pulumi cancel --stack {stack}` if it died"
+        )
+    if isinstance(exc, auto.CommandError):
+        detail = first_line(exc)
+        if "passphrase must be set" in detail:
+            return TargetUnavailable(
+                f"{action} {stack}: the stack uses the passphrase secrets provider: set PULUMI_CONFIG_PASSPHRASE, "
+                "or configure an awskms:// secrets provider (TENANTCTL_SECRETS_PROVIDER)"
+            )
+        if "no credentials" in detail.lower() or "pulumi login" in detail:
+            return TargetUnavailable(f"{action} {stack}: {detail}")
+        return ApplyFailed(f"{action} {stack} failed: {detail}")
+    return ApplyFailed(f"{action} {stack} failed: {type(exc).__name__}: {_short(str(exc))}")

@@ -1,0 +1,186 @@
+"""`tenantctl report`: one static HTML page with every tenant's usage, cost and
+last drill verdicts, charts drawn as inline SVG (no script, no external asset),
+so it opens offline and can be attached to a ticket as a single file."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable
+
+from pydantic import BaseModel, Field
+
+from tenantctl.cost import (
+    GIB, CostEstimate, CostInputs, PriceTable, TierComparison, assumptions_text, compare_tiers, estimate,
+    platform_cost,
+)
+from tenantctl.models import DedicatedSpec, PlatformSpec, TenantRecord, TenantSpec, Tier, utcnow
+from tenantctl.usage import TenantUsage
+
+
+# -- drill verdicts (adapter over tenantctl.drills.history, if present) ---------------
+class DrillVerdict(BaseModel):
+    drill: str = ""
+    verdict: str
+    finished_at: datetime | None = None
+    detail: str = ""
+
+
+def latest_drill_verdicts(records: list[TenantRecord], s3: Any = None) -> dict[str, list[DrillVerdict]] | None:
+    """The newest drill verdict per tenant from ``tenantctl.drills.history``
+    (reports stored under each tenant's prefix); None when that module is not
+    installed, and the report then says "no drill yet" for every tenant."""
+    try:
+        from tenantctl.drills.history import latest_verdicts
+    except ImportError:
+        return None
+    return {
+        tenant_id: [DrillVerdict(drill=v.drill, verdict=v.verdict, finished_at=v.finished_at, detail=v.detail)]
+        for tenant_id, v in latest_verdicts(records, s3=s3).items()
+    }
+
+
+# -- the report model ------------------------------------------------------------------
+class Bar(BaseModel):
+    label: str
+    value: float
+    text: str
+    width: float
+    css: str = ""
+
+
+class Chart(BaseModel):
+    title: str
+    bars: list[Bar]
+    width: int = 640
+    row_height: int = 22
+    label_width: int = 160
+
+    @property
+    def height(self) -> int:
+        return self.row_height * max(len(self.bars), 1) + 8
+
+
+class ReportRow(BaseModel):
+    usage: TenantUsage
+    cost: CostEstimate | None
+    comparison: TierComparison | None
+    drills: list[DrillVerdict] = Field(default_factory=list)
+
+
+class ReportData(BaseModel):
+    generated_at: datetime
+    idle_days: int
+    rows: list[ReportRow]
+    platform_monthly: float
+    assumptions: list[str]
+    drills_available: bool
+    prices_as_of: str
+    region: str
+
+
+def human_bytes(n: int | float | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"  # pragma: no cover - loop always returns
+
+
+def bar_chart(title: str, items: Iterable[tuple[str, float, str, str]], width: int = 640,
+              label_width: int = 160) -> Chart:
+    """Horizontal bars scaled to the largest value; items are (label, value, text, css class)."""
+    items = list(items)
+    room = width - label_width - 110  # leave space for the value text right of the bar
+    top = max((v for _, v, _, _ in items), default=0)
+    bars = [Bar(label=label, value=v, text=text, css=css, width=round(room * v / top, 1) if top else 0)
+            for label, v, text, css in items]
+    return Chart(title=title, bars=bars, width=width, label_width=label_width)
+
+
+def cost_inputs(usage: TenantUsage, spec: TenantSpec | None) -> CostInputs:
+    """What to price a tenant at: its measured usage and its committed spec."""
+    return CostInputs(
+        tenant_id=usage.tenant_id, tier=usage.tier,
+        s3_bytes_by_class=usage.objects.bytes_by_class if usage.objects else {},
+        db_bytes=usage.db.size_bytes if usage.db else 0,
+        dedicated=(spec.dedicated if spec and spec.dedicated else DedicatedSpec()),
+        backup_retention_days=spec.backup.retention_days if spec else 14,
+    )
+
+
+def build_report(usages: Iterable[TenantUsage], specs: dict[str, TenantSpec], prices: PriceTable,
+                 platform: PlatformSpec, idle_days: int,
+                 drills: dict[str, list[DrillVerdict]] | None) -> ReportData:
+    usages = list(usages)
+    active_pooled = sum(1 for u in usages if u.tier is Tier.pooled and u.status.value == "active")
+    rows = []
+    for u in usages:
+        inputs = cost_inputs(u, specs.get(u.tenant_id))
+        rows.append(ReportRow(
+            usage=u, cost=estimate(inputs, prices, platform, active_pooled),
+            comparison=compare_tiers(inputs, prices, platform, active_pooled),
+            drills=(drills or {}).get(u.tenant_id, []),
+        ))
+    return ReportData(
+        generated_at=utcnow(), idle_days=idle_days, rows=rows, platform_monthly=platform_cost(prices, platform),
+        assumptions=assumptions_text(prices, platform, active_pooled), drills_available=drills is not None,
+        prices_as_of=prices.as_of, region=prices.region,
+    )
+
+
+def charts(data: ReportData) -> list[Chart]:
+    rows = data.rows
+    return [
+        bar_chart("Objects under the prefix (all versions)", [
+            (r.usage.tenant_id, _obj_bytes(r), human_bytes(_obj_bytes(r)), "s3") for r in rows]),
+        bar_chart("Context store size", [
+            (r.usage.tenant_id, r.usage.db.size_bytes if r.usage.db else 0,
+             human_bytes(r.usage.db.size_bytes) if r.usage.db else "n/a", "db") for r in rows]),
+        bar_chart("Estimated monthly cost (USD)", [
+            (r.usage.tenant_id, r.cost.total if r.cost else 0, f"${r.cost.total:,.2f}" if r.cost else "n/a",
+             r.usage.tier.value) for r in rows]),
+        bar_chart("Queue + DLQ depth", [
+            (r.usage.tenant_id, _depth(r), str(_depth(r)), "dlq" if r.usage.queues and r.usage.queues.dlq_visible else "queue")
+            for r in rows]),
+    ]
+
+
+def _obj_bytes(r: ReportRow) -> int:
+    o = r.usage.objects
+    return o.current_bytes + o.noncurrent_bytes if o else 0
+
+
+def _depth(r: ReportRow) -> int:
+    q = r.usage.queues
+    return q.visible + q.in_flight + q.delayed + q.dlq_visible + q.dlq_in_flight if q else 0
+
+
+@lru_cache(maxsize=1)
+def _env():
+    import jinja2
+
+    from tenantctl.templates import templates_dir
+
+    # Autoescape on: tenant ids, error messages and drill details are data, not markup.
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())), autoescape=True,
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.filters["bytes"] = human_bytes
+    return env
+
+
+def render_html(data: ReportData) -> str:
+    return _env().get_template("report.html.j2").render(data=data, charts=charts(data), gib=GIB)
+
+
+def write_report(data: ReportData, out: Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(render_html(data), encoding="utf-8")
+    tmp.replace(out)
+    return out

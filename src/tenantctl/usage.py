@@ -1,0 +1,262 @@
+"""What each tenant uses: objects under its prefix, its context store, its queues.
+
+Every measurement takes the record and the clients as parameters (tests pass
+clients bound to the sandbox; the CLI builds them from the workspace). The
+database is read as a database admin, never with the tenant's credentials:
+the admin sees every tenant's size, and it reads row counts inside a
+transaction that sets ``app.tenant_id`` so FORCE RLS on the tenant's tables
+lets the owner count them without any policy being relaxed.
+
+A part that cannot be measured (a queue deleted by hand, a database down) is
+reported in ``errors`` and the other parts are still measured, so `--all` over
+many tenants is not stopped by one broken tenant.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Callable, Iterable, Iterator, Literal
+
+from pydantic import BaseModel, Field
+
+from tenantctl.models import StoreConnection, TenantRecord, TenantStatus, Tier, utcnow
+
+CONTEXT_TABLES = ("conversations", "messages", "context_items")
+
+
+class ObjectUsage(BaseModel):
+    """Objects under the tenant prefix. Noncurrent versions are counted apart:
+    they are invisible to the application but billed."""
+
+    current_objects: int = 0
+    current_bytes: int = 0
+    noncurrent_versions: int = 0
+    noncurrent_bytes: int = 0
+    delete_markers: int = 0
+    bytes_by_class: dict[str, int] = Field(default_factory=dict, description="current + noncurrent bytes per storage class")
+    last_modified: datetime | None = None
+
+
+class DbUsage(BaseModel):
+    scope: Literal["schema", "database"]
+    size_bytes: int
+    rows: dict[str, int]
+    last_write: datetime | None = None
+
+
+class QueueUsage(BaseModel):
+    """ApproximateNumberOf* attributes: SQS's own approximations."""
+
+    visible: int
+    in_flight: int
+    delayed: int
+    dlq_visible: int
+    dlq_in_flight: int
+
+
+class TenantUsage(BaseModel):
+    tenant_id: str
+    tier: Tier
+    status: TenantStatus
+    measured_at: datetime
+    objects: ObjectUsage | None = None
+    db: DbUsage | None = None
+    queues: QueueUsage | None = None
+    last_activity: datetime | None = None
+    idle: bool = False
+    idle_days: int
+    errors: list[str] = Field(default_factory=list)
+
+
+AdminConnect = Callable[[TenantRecord], AbstractContextManager[Any]]
+
+
+@dataclass
+class UsageClients:
+    """boto3 S3 and SQS clients, and a factory of admin connections to a tenant's store."""
+
+    s3: Any
+    sqs: Any
+    admin_connect: AdminConnect
+
+
+# -- S3 ------------------------------------------------------------------------
+def object_usage(s3: Any, bucket: str, prefix: str) -> ObjectUsage:
+    """All versions under ``prefix`` (an unversioned bucket lists each object once,
+    as its current version)."""
+    usage = ObjectUsage()
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+        for v in page.get("Versions", []):
+            size = int(v.get("Size", 0))
+            if v.get("IsLatest", True):
+                usage.current_objects += 1
+                usage.current_bytes += size
+            else:
+                usage.noncurrent_versions += 1
+                usage.noncurrent_bytes += size
+            cls = v.get("StorageClass") or "STANDARD"
+            usage.bytes_by_class[cls] = usage.bytes_by_class.get(cls, 0) + size
+            usage.last_modified = _newest(usage.last_modified, v.get("LastModified"))
+        for m in page.get("DeleteMarkers", []):
+            usage.delete_markers += 1
+            usage.last_modified = _newest(usage.last_modified, m.get("LastModified"))
+    return usage
+
+
+# -- SQS -----------------------------------------------------------------------
+_DEPTH = ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed")
+
+
+def _depth(sqs: Any, url: str) -> list[int]:
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=list(_DEPTH))["Attributes"]
+    return [int(attrs.get(name, 0)) for name in _DEPTH]
+
+
+def queue_usage(sqs: Any, queue_url: str, dlq_url: str) -> QueueUsage:
+    visible, in_flight, delayed = _depth(sqs, queue_url)
+    dlq_visible, dlq_in_flight, _ = _depth(sqs, dlq_url)
+    return QueueUsage(visible=visible, in_flight=in_flight, delayed=delayed,
+                      dlq_visible=dlq_visible, dlq_in_flight=dlq_in_flight)
+
+
+# -- PostgreSQL ----------------------------------------------------------------
+def db_usage(conn: Any, tenant_id: str, store: StoreConnection, tier: Tier) -> DbUsage:
+    """Size, rows and newest write of the tenant's context store, read as the admin."""
+    from psycopg import sql
+
+    schema = store.schema_name
+    with conn.transaction():
+        cur = conn.cursor()
+        # Read-only, and the RLS key set for this transaction only (SET LOCAL).
+        cur.execute("SET TRANSACTION READ ONLY")
+        cur.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant_id,))
+        if tier is Tier.dedicated:
+            scope = "database"
+            cur.execute("SELECT pg_database_size(current_database())")
+        else:
+            scope = "schema"
+            # pg_total_relation_size counts each table's indexes and TOAST too.
+            cur.execute(
+                "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind IN ('r', 'm')",
+                (schema,),
+            )
+        size = int(cur.fetchone()[0])
+        rows = {}
+        for table in CONTEXT_TABLES:
+            cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table)))
+            rows[table] = int(cur.fetchone()[0])
+        cur.execute(sql.SQL(
+            "SELECT greatest((SELECT max(created_at) FROM {m}), (SELECT max(created_at) FROM {c}), "
+            "(SELECT max(updated_at) FROM {v}))"
+        ).format(m=sql.Identifier(schema, "messages"), c=sql.Identifier(schema, "context_items"),
+                 v=sql.Identifier(schema, "conversations")))
+        last_write = cur.fetchone()[0]
+    return DbUsage(scope=scope, size_bytes=size, rows=rows, last_write=last_write)
+
+
+def admin_connector(secrets: Any, platform_admin_secret_arn: str, rds: Any | None = None,
+                    connect_timeout: int = 5) -> AdminConnect:
+    """Connections to a tenant's store as a database admin. Pooled stores (and
+    any store when ``rds`` is None, as on the sandbox) use the platform's admin
+    secret; a dedicated tenant's own RDS instance uses the RDS-managed master
+    secret of that instance (looked up by its identifier). Secrets are JSON with
+    username and password; host and database come from the record."""
+    cache: dict[str, dict[str, str]] = {}
+
+    def secret_arn(record: TenantRecord) -> str:
+        if record.tier is Tier.dedicated and rds is not None:
+            from tenantctl.naming import rds_identifier
+
+            found = rds.describe_db_instances(DBInstanceIdentifier=rds_identifier(record.tenant_id))["DBInstances"]
+            master = (found[0].get("MasterUserSecret") or {}).get("SecretArn") if found else None
+            if master:
+                return master
+        return platform_admin_secret_arn
+
+    def connect(record: TenantRecord):
+        import psycopg
+
+        arn = secret_arn(record)
+        if arn not in cache:
+            data = json.loads(secrets.get_secret_value(SecretId=arn)["SecretString"])
+            cache[arn] = {"user": data.get("username") or data["user"], "password": data["password"]}
+        store = record.resources.store
+        return psycopg.connect(host=store.endpoint, port=store.port, dbname=store.database,
+                               connect_timeout=connect_timeout, application_name="tenantctl-usage", **cache[arn])
+
+    return connect
+
+
+# -- one tenant, all tenants ----------------------------------------------------------
+def _newest(*times: datetime | None) -> datetime | None:
+    present = [t for t in times if t is not None]
+    return max(present) if present else None
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+
+
+def measure(record: TenantRecord, clients: UsageClients, idle_days: int = 30,
+            now: datetime | None = None) -> TenantUsage:
+    """Every usage figure of one tenant; parts that fail land in ``errors``."""
+    now = now or utcnow()
+    usage = TenantUsage(tenant_id=record.tenant_id, tier=record.tier, status=record.status,
+                        measured_at=now, idle_days=idle_days)
+    res = record.resources
+    if res is None:
+        usage.errors.append("no resources recorded (never provisioned successfully)")
+        return usage
+    parts: list[tuple[str, Callable[[], None]]] = [
+        ("objects", lambda: setattr(usage, "objects", object_usage(clients.s3, res.bucket, res.prefix))),
+        ("queues", lambda: setattr(usage, "queues", queue_usage(clients.sqs, res.queue_url, res.dlq_url))),
+        ("db", lambda: setattr(usage, "db", _db(record, clients))),
+    ]
+    for name, run in parts:
+        try:
+            run()
+        except Exception as exc:  # one broken part must not hide the others
+            usage.errors.append(f"{name}: {_describe(exc)}")
+    usage.last_activity = _newest(usage.objects and usage.objects.last_modified, usage.db and usage.db.last_write)
+    # A tenant that never did anything is idle once it is older than the window.
+    since = usage.last_activity or record.created_at
+    usage.idle = now - since > timedelta(days=idle_days)
+    return usage
+
+
+def _db(record: TenantRecord, clients: UsageClients) -> DbUsage:
+    with clients.admin_connect(record) as conn:
+        return db_usage(conn, record.tenant_id, record.resources.store, record.tier)
+
+
+MEASURED_STATUSES = (TenantStatus.active, TenantStatus.suspended)
+
+
+def measure_all(records: Iterable[TenantRecord], clients: UsageClients, idle_days: int = 30,
+                now: datetime | None = None) -> Iterator[TenantUsage]:
+    """Usage of every active or suspended tenant (tombstones and tenants mid-
+    provisioning have nothing settled to measure)."""
+    for record in records:
+        if record.status in MEASURED_STATUSES:
+            yield measure(record, clients, idle_days, now)
+
+
+def clients_from_workspace(ws: Any) -> UsageClients:
+    """Clients for the workspace's target; the admin secret is the platform's
+    ``db_admin_secret_arn`` output (dedicated on AWS: the instance's own)."""
+    import boto3
+
+    from tenantctl.errors import TargetUnavailable
+
+    outputs = ws.platform_outputs()
+    arn = outputs.get("db_admin_secret_arn")
+    if not arn:
+        raise TargetUnavailable("the platform stack has no db_admin_secret_arn output: cannot read DB sizes as admin")
+    # On the sandbox dedicated stores live in the sandbox PostgreSQL, whose admin is the platform's.
+    rds = None if ws.is_sandbox else boto3.client("rds")
+    return UsageClients(s3=boto3.client("s3"), sqs=boto3.client("sqs"),
+                        admin_connect=admin_connector(boto3.client("secretsmanager"), arn, rds=rds))

@@ -1,0 +1,269 @@
+"""LocalEngine on the real sandbox (moto server + PostgreSQL, from the `sandbox`
+fixture), running the real infra/ program: platform, a pooled and a dedicated
+tenant; idempotent re-up; update in place; destroy; unsupported types refused
+before anything exists; crash after N resource writes, then convergence."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import boto3
+import psycopg
+import pytest
+from botocore.client import BaseClient
+
+from tenantctl import naming
+from tenantctl.engines.base import Op
+from tenantctl.engines.local import FAULT_AFTER_ENV, FAULT_EXIT_CODE, FAULT_POINT_ENV, LocalEngine
+from tenantctl.errors import ApplyFailed, NotFound
+from tenantctl.models import DedicatedSpec, PlatformSpec, QueueSpec, TenantSpec
+from tenantctl.stackconfig import write_platform, write_tenant
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+WRITE_PREFIXES = ("Create", "Put", "Update", "Delete", "Modify", "Set", "Tag", "Untag", "Associate",
+                  "Disassociate", "Authorize", "Revoke", "Enable", "Disable", "Schedule", "Restore")
+
+
+def _tenant_id(kind: str) -> str:
+    return f"le{kind}{secrets.token_hex(3)}"
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A project dir of our own: the repo's Pulumi.yaml and a private stacks/."""
+    root = tmp_path_factory.mktemp("project")
+    shutil.copy(ROOT / "Pulumi.yaml", root / "Pulumi.yaml")
+    write_platform(root / "stacks", PlatformSpec())
+    return root
+
+
+@pytest.fixture(scope="module")
+def engine(project: Path, sandbox) -> LocalEngine:
+    # The sandbox's own state dir, as `tenantctl` uses it: one platform per sandbox.
+    eng = LocalEngine(project, sandbox)
+    eng.up("platform")
+    return eng
+
+
+def aws(sandbox, service: str):
+    return boto3.client(service, endpoint_url=sandbox.aws_endpoint_url, region_name=sandbox.region,
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def pg(sandbox, database: str | None = None) -> psycopg.Connection:
+    return psycopg.connect(sandbox.pg_dsn(database), autocommit=True)
+
+
+def schema_exists(sandbox, database: str, schema: str) -> bool:
+    with pg(sandbox, database) as conn:
+        return conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone() is not None
+
+
+def database_exists(sandbox, database: str) -> bool:
+    with pg(sandbox) as conn:
+        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone() is not None
+
+
+@pytest.fixture
+def api_calls(monkeypatch) -> list[str]:
+    """Every AWS operation any boto3 client makes (observed, not faked)."""
+    calls: list[str] = []
+    real = BaseClient._make_api_call
+
+    def record(self, operation: str, params: dict[str, Any]):
+        calls.append(operation)
+        return real(self, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", record)
+    return calls
+
+
+def assert_tenant_exists(sandbox, out: dict[str, Any]) -> None:
+    tid = out["tenant_id"]
+    kms, sqs, iam, sm = (aws(sandbox, s) for s in ("kms", "sqs", "iam", "secretsmanager"))
+    key = kms.describe_key(KeyId=out["kms_key_arn"])["KeyMetadata"]
+    assert key["KeyState"] == "Enabled"
+    assert kms.get_key_rotation_status(KeyId=key["KeyId"])["KeyRotationEnabled"] is True
+    aliases = kms.list_aliases(KeyId=key["KeyId"])["Aliases"]
+    assert [a["AliasName"] for a in aliases] == [naming.kms_alias(tid)]
+    for url in (out["queue_url"], out["dlq_url"]):
+        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        assert attrs["KmsMasterKeyId"] == out["kms_key_arn"]
+    assert iam.get_role(RoleName=naming.iam_role_name(tid))["Role"]["Arn"] == out["role_arn"]
+    assert iam.list_role_policies(RoleName=naming.iam_role_name(tid))["PolicyNames"]
+    secret = json.loads(sm.get_secret_value(SecretId=out["store"]["secret_arn"])["SecretString"])
+    assert secret["username"] == naming.db_role_name(tid)
+    assert schema_exists(sandbox, out["store"]["database"], out["store"]["schema_name"])
+    rules = aws(sandbox, "s3").get_bucket_lifecycle_configuration(Bucket=out["bucket"])["Rules"]
+    assert any(r["ID"].startswith(f"tenantctl-{tid}-") for r in rules)
+
+
+def test_platform_pooled_and_dedicated_tenants_exist_on_the_sandbox(engine: LocalEngine, project: Path, sandbox):
+    platform = engine.outputs("platform")
+    assert aws(sandbox, "dynamodb").describe_table(TableName=platform["registry_table"])["Table"]["TableStatus"]
+    assert aws(sandbox, "s3").get_bucket_versioning(Bucket=platform["bucket"])["Status"] == "Enabled"
+    assert database_exists(sandbox, platform["db_name"])
+
+    pooled, dedicated = TenantSpec(id=_tenant_id("p")), TenantSpec(id=_tenant_id("d"), tier="dedicated")
+    for spec in (pooled, dedicated):
+        write_tenant(project / "stacks", spec)
+        result = engine.up(spec.id)
+        assert result.changes.count(Op.create) == len(result.changes.changes) > 0
+        assert_tenant_exists(sandbox, result.outputs)
+        assert result.outputs == engine.outputs(spec.id)
+
+    ded = engine.outputs(dedicated.id)
+    assert ded["store"]["database"] == naming.database_name(dedicated.id)
+    assert database_exists(sandbox, ded["store"]["database"])
+    instance = aws(sandbox, "rds").describe_db_instances(DBInstanceIdentifier=naming.rds_identifier(dedicated.id))
+    assert instance["DBInstances"][0]["DeletionProtection"] is True
+    vpcs = aws(sandbox, "ec2").describe_vpcs(Filters=[{"Name": "tag:tenant", "Values": [dedicated.id]}])["Vpcs"]
+    assert len(vpcs) == 1
+
+    # Deprovision's order: lift the deletion protection in one update, then destroy.
+    write_tenant(project / "stacks", dedicated.model_copy(
+        update={"dedicated": DedicatedSpec(deletion_protection=False)}))
+    lifted = engine.up(dedicated.id)
+    assert [c.name for c in lifted.changes.changes if c.op is Op.update] == [f"{dedicated.id}-pg-db"]
+    gone = engine.destroy(dedicated.id)
+    assert gone.count(Op.delete) == len(result.changes.changes)
+    assert not database_exists(sandbox, ded["store"]["database"])
+    assert not aws(sandbox, "rds").describe_db_instances(
+        Filters=[{"Name": "db-instance-id", "Values": [naming.rds_identifier(dedicated.id)]}])["DBInstances"]
+    assert not aws(sandbox, "ec2").describe_vpcs(Filters=[{"Name": "tag:tenant", "Values": [dedicated.id]}])["Vpcs"]
+
+
+def test_re_up_is_a_no_op_and_a_changed_option_updates_in_place(engine: LocalEngine, project: Path, sandbox,
+                                                                api_calls: list[str]):
+    spec = TenantSpec(id=_tenant_id("u"))
+    write_tenant(project / "stacks", spec)
+    first = engine.up(spec.id).outputs
+
+    api_calls.clear()
+    again = engine.up(spec.id)
+    assert not again.changes.has_changes and again.changes.count(Op.same) > 0
+    assert [c for c in api_calls if c.startswith(WRITE_PREFIXES)] == []
+    assert again.outputs == first
+
+    write_tenant(project / "stacks", spec.model_copy(update={"queue": QueueSpec(delay_seconds=45)}))
+    preview = engine.preview(spec.id)
+    changed = engine.up(spec.id)
+    updated = {(c.op, c.name) for c in changed.changes.changes if c.op is not Op.same}
+    assert {(c.op, c.name) for c in preview.changes if c.op is not Op.same} == updated
+    assert (Op.update, f"{spec.id}-queue") in updated and not changed.changes.count(Op.create)
+    assert changed.outputs["queue_url"] == first["queue_url"]
+    attrs = aws(sandbox, "sqs").get_queue_attributes(QueueUrl=first["queue_url"], AttributeNames=["DelaySeconds"])
+    assert attrs["Attributes"]["DelaySeconds"] == "45"
+
+    engine.destroy(spec.id)
+    kms, sqs = aws(sandbox, "kms"), aws(sandbox, "sqs")
+    assert kms.describe_key(KeyId=first["kms_key_arn"])["KeyMetadata"]["KeyState"] == "PendingDeletion"
+    assert not sqs.list_queues(QueueNamePrefix=f"tenantctl-{spec.id}-").get("QueueUrls")
+    assert not schema_exists(sandbox, first["store"]["database"], first["store"]["schema_name"])
+    with pytest.raises(aws(sandbox, "iam").exceptions.NoSuchEntityException):
+        aws(sandbox, "iam").get_role(RoleName=naming.iam_role_name(spec.id))
+
+
+def test_an_unsupported_resource_type_fails_before_anything_is_created(project: Path, sandbox, tmp_path: Path):
+    import pulumi_aws as aws_sdk
+
+    marker = f"le-unsupported-{secrets.token_hex(3)}"
+
+    def program(stack: str) -> dict[str, Any]:
+        key = aws_sdk.kms.Key("key", description=marker, enable_key_rotation=True)
+        aws_sdk.ec2.Instance("vm", ami="ami-12345678", instance_type="t3.micro", tags={"k": key.key_id})
+        return {"key": key.arn}
+
+    (project / "stacks" / "Pulumi.odd.yaml").write_text("config:\n  aws:region: us-east-1\n")
+    engine = LocalEngine(project, sandbox, state_dir=tmp_path, program=program)
+    with pytest.raises(ApplyFailed, match=r"aws:ec2/instance:Instance is not supported"):
+        engine.up("odd")
+    kms = aws(sandbox, "kms")
+    descriptions = [kms.describe_key(KeyId=k["KeyId"])["KeyMetadata"].get("Description")
+                    for k in kms.list_keys()["Keys"]]
+    assert marker not in descriptions
+    assert not (tmp_path / "local-engine" / "odd.json").exists()
+
+
+CRASH_SCRIPT = """
+import sys
+from pathlib import Path
+from tenantctl.engines.local import LocalEngine
+from tenantctl.sandbox.endpoints import SandboxEndpoints
+endpoints = SandboxEndpoints.model_validate_json(Path(sys.argv[1]).read_text())
+engine = LocalEngine(Path(sys.argv[2]), endpoints)
+getattr(engine, sys.argv[3])(sys.argv[4])
+"""
+POOLED_WRITES = 13  # resources of a pooled tenant stack: one write each
+
+
+def run_crashing(sandbox, project: Path, tmp_path: Path, action: str, stack: str, after: int, point: str):
+    """``engine.<action>(stack)`` in a subprocess that dies at its ``after``-th resource write."""
+    endpoints_file = tmp_path / "endpoints.json"
+    endpoints_file.write_text(sandbox.model_dump_json())
+    env = {**os.environ, FAULT_AFTER_ENV: str(after), FAULT_POINT_ENV: point}
+    done = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, str(endpoints_file), str(project), action, stack],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == FAULT_EXIT_CODE, done.stderr[-2000:]
+
+
+def tenant_inventory(sandbox, tid: str) -> dict[str, int]:
+    """How many of each uniquely-meant resource the sandbox holds for tenant ``tid``."""
+    kms, sqs, iam = aws(sandbox, "kms"), aws(sandbox, "sqs"), aws(sandbox, "iam")
+    keys = 0
+    for k in kms.list_keys()["Keys"]:
+        meta = kms.describe_key(KeyId=k["KeyId"])["KeyMetadata"]
+        tags = {t["TagKey"]: t["TagValue"] for t in kms.list_resource_tags(KeyId=k["KeyId"]).get("Tags", [])}
+        keys += meta["KeyState"] != "PendingDeletion" and tags.get("tenant") == tid
+    groups = aws(sandbox, "ec2").describe_security_groups(
+        Filters=[{"Name": "tag:tenant", "Values": [tid]}])["SecurityGroups"]
+    roles = [r for r in iam.list_roles()["Roles"] if r["RoleName"] == naming.iam_role_name(tid)]
+    return {"keys": keys, "queues": len(sqs.list_queues(QueueNamePrefix=f"tenantctl-{tid}-").get("QueueUrls", [])),
+            "roles": len(roles), "security_groups": len(groups)}
+
+
+NOTHING = {"keys": 0, "queues": 0, "roles": 0, "security_groups": 0}
+ONE_EACH = {"keys": 1, "queues": 2, "roles": 1, "security_groups": 1}
+
+
+# Every step for a crash between the sandbox call and the state write (the
+# resource exists, the state only has the intent); a few for a crash after it.
+@pytest.mark.parametrize(("point", "after"), [("unrecorded", n) for n in range(1, POOLED_WRITES + 1)]
+                         + [("recorded", n) for n in (1, 7, POOLED_WRITES - 1)])
+def test_a_crash_during_up_converges_on_re_run_without_duplicates(engine: LocalEngine, project: Path, sandbox,
+                                                                  tmp_path: Path, after: int, point: str):
+    spec = TenantSpec(id=_tenant_id("c"))
+    write_tenant(project / "stacks", spec)
+    run_crashing(sandbox, project, tmp_path, "up", spec.id, after, point)
+
+    result = engine.up(spec.id)
+    assert len(result.changes.changes) == POOLED_WRITES
+    assert tenant_inventory(sandbox, spec.id) == ONE_EACH
+    assert_tenant_exists(sandbox, result.outputs)
+    assert not engine.up(spec.id).changes.has_changes
+    engine.destroy(spec.id)
+    assert tenant_inventory(sandbox, spec.id) == NOTHING
+
+
+@pytest.mark.parametrize(("point", "after"), [("unrecorded", 1), ("unrecorded", 6), ("recorded", 12)])
+def test_a_crash_during_destroy_converges_on_re_run(engine: LocalEngine, project: Path, sandbox, tmp_path: Path,
+                                                    after: int, point: str):
+    spec = TenantSpec(id=_tenant_id("x"))
+    write_tenant(project / "stacks", spec)
+    out = engine.up(spec.id).outputs
+    run_crashing(sandbox, project, tmp_path, "destroy", spec.id, after, point)
+
+    engine.destroy(spec.id)
+    assert tenant_inventory(sandbox, spec.id) == NOTHING
+    assert not schema_exists(sandbox, out["store"]["database"], out["store"]["schema_name"])
+    with pytest.raises(NotFound):
+        engine.outputs(spec.id)

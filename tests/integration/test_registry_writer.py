@@ -1,0 +1,112 @@
+"""The registry writer against DynamoDB on the sandbox's moto server."""
+
+import threading
+import uuid
+
+import boto3
+import pytest
+
+from tenantctl.errors import Conflict, InvalidInput
+from tenantctl.models import StoreConnection, TenantResources, TenantSpec, TenantStatus, Tier
+from tenantctl.registry import RegistryWriter
+
+
+@pytest.fixture
+def registry(sandbox):
+    name = f"registry-{uuid.uuid4().hex[:8]}"
+    client = boto3.client("dynamodb", endpoint_url=sandbox.aws_endpoint_url, region_name=sandbox.region)
+    client.create_table(
+        TableName=name, BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "tenant_id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "tenant_id", "KeyType": "HASH"}],
+    )
+    yield RegistryWriter(name, client=client)
+    client.delete_table(TableName=name)
+
+
+def resources(tenant_id: str) -> TenantResources:
+    return TenantResources(
+        tenant_id=tenant_id, tier=Tier.pooled, region="us-east-1",
+        store=StoreConnection(endpoint="127.0.0.1", database="platform", schema_name=f"tenant_{tenant_id}",
+                              role=f"tenant_{tenant_id}_app", secret_arn="arn:aws:secretsmanager:x"),
+        kms_key_arn="arn:aws:kms:k", kms_alias=f"alias/tenantctl/{tenant_id}", bucket="b",
+        prefix=f"tenants/{tenant_id}/", queue_url="q", dlq_url="d", role_arn="r",
+    )
+
+
+def test_reserve_lock_activate_and_refuse_a_second_run(registry):
+    spec = TenantSpec(id="acme", owner="team-a")
+    held = registry.acquire(spec, "provision")
+    assert held.status is TenantStatus.provisioning and held.lock is not None and held.version == 1
+    with pytest.raises(Conflict, match=r"locked by a running provision \(owner .* pid \d+"):
+        registry.acquire(spec, "provision")
+    active = registry.mark_active(held, resources("acme"), spec, "0.1.0", "h1")
+    assert active.status is TenantStatus.active and active.lock is None and active.spec_hash == "h1"
+    assert registry.get("acme") == active
+    again = registry.acquire(spec, "provision")  # re-provision of an active tenant is allowed
+    assert again.status is TenantStatus.active and again.lock is not None
+
+
+def test_stale_version_is_a_conflict(registry):
+    spec = TenantSpec(id="beta")
+    held = registry.acquire(spec, "provision")
+    registry.release(held, error="boom")
+    with pytest.raises(Conflict, match="changed in the registry"):
+        registry.mark_active(held, resources("beta"), spec, "0.1.0", "h")
+    assert registry.get("beta").last_error == "boom"
+
+
+def test_only_one_of_many_concurrent_reservations_wins(registry):
+    spec = TenantSpec(id="gamma")
+    outcomes: list[str] = []
+    barrier = threading.Barrier(6)
+
+    def attempt():
+        barrier.wait()
+        try:
+            registry.acquire(spec, "provision")
+            outcomes.append("won")
+        except Conflict:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=attempt) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["refused"] * 5 + ["won"]
+
+
+def test_tombstone_is_not_reused_and_tier_change_is_refused(registry):
+    spec = TenantSpec(id="delta")
+    record = registry.mark_active(registry.acquire(spec, "provision"), resources("delta"), spec, "0.1.0", "h")
+    with pytest.raises(InvalidInput, match="moving tiers"):
+        registry.acquire(TenantSpec(id="delta", tier=Tier.dedicated), "provision")
+    record = registry.lock_for("delta", "deprovision", status=TenantStatus.deprovisioning)
+    tomb = registry.mark_deprovisioned(record, retention_days=14)
+    assert tomb.status is TenantStatus.deprovisioned and tomb.retain_until > tomb.deprovisioned_at
+    with pytest.raises(Conflict, match="tombstoned"):
+        registry.acquire(spec, "provision")
+
+
+def test_list_pages_cover_everything_once_with_filters(registry):
+    ids = [f"t{i:02d}" for i in range(23)]
+    for i, tenant_id in enumerate(ids):
+        spec = TenantSpec(id=tenant_id)
+        held = registry.acquire(spec, "provision")
+        if i % 2 == 0:
+            registry.mark_active(held, resources(tenant_id), spec, "0.1.0", "h")
+    seen, cursor, pages = [], None, 0
+    while True:
+        page, cursor = registry.list(limit=5, cursor=cursor)
+        seen += [r.tenant_id for r in page]
+        pages += 1
+        assert len(page) <= 5
+        if cursor is None:
+            break
+    assert sorted(seen) == ids and pages == 5
+    active = [r.tenant_id for r in registry.iter_all(status=TenantStatus.active)]
+    assert sorted(active) == ids[::2]
+    assert list(registry.iter_all(tier=Tier.dedicated)) == []
+    with pytest.raises(InvalidInput, match="invalid cursor"):
+        registry.list(cursor="not-a-cursor!")

@@ -1,0 +1,106 @@
+"""LocalEngine machinery without a sandbox: state file, input comparison,
+change classification, fault-injection parsing, the loopback refusal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tenantctl.engines.base import Op
+from tenantctl.engines.local.faults import Faults
+from tenantctl.engines.local.handlers import HANDLERS
+from tenantctl.engines.local.handlers.base import Desired
+from tenantctl.engines.local.passes import classify, unsupported_reason
+from tenantctl.engines.local.state import ResourceState, StackState, StateFile, normalized
+from tenantctl.errors import TargetUnavailable
+from tenantctl.policy import UNKNOWN
+
+QUEUE = "aws:sqs/queue:Queue"
+
+
+def entry(urn: str, **inputs) -> ResourceState:
+    return ResourceState(urn=urn, type=QUEUE, name=urn, id=f"id-{urn}", inputs=normalized(inputs))
+
+
+def test_state_round_trips_atomically_and_keeps_creation_order(tmp_path: Path) -> None:
+    file = StateFile(tmp_path, "acme")
+    state = file.load()
+    assert state.resources == [] and not file.exists()
+    for urn in ("a", "b", "c"):
+        state.put(entry(urn, n=1))
+    state.put(entry("b", n=2))  # an update keeps its place
+    file.save(state)
+    loaded = file.load()
+    assert [r.urn for r in loaded.resources] == ["a", "b", "c"]
+    assert loaded.get("b").inputs == {"n": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["acme.json"]  # no temp file left behind
+    loaded.remove("a")
+    assert [r.urn for r in loaded.resources] == ["b", "c"]
+
+
+def test_normalized_drops_the_pickled_provider_and_is_json_shaped() -> None:
+    assert normalized({"__provider": "pickle", "kind": "x", "n": 5, "t": (1, 2)}) == {"kind": "x", "n": 5, "t": [1, 2]}
+
+
+def test_classify_create_same_update_replace() -> None:
+    handler = HANDLERS[QUEUE]
+    assert classify(handler, None, {"name": "q"}) is Op.create
+    prior = entry("q", name="q", delaySeconds=0)
+    assert classify(handler, prior, normalized({"name": "q", "delaySeconds": 0})) is Op.same
+    assert classify(handler, prior, normalized({"name": "q", "delaySeconds": 30})) is Op.update
+    assert classify(handler, prior, normalized({"name": "q2", "delaySeconds": 0})) is Op.replace
+    assert classify(handler, prior, {"name": "q", "delaySeconds": UNKNOWN}) is Op.update
+    # An intent left by a crash is (re)created: the handler adopts what exists.
+    assert classify(handler, prior.model_copy(update={"status": "creating"}), prior.inputs) is Op.create
+
+
+def test_unsupported_types_and_dynamic_kinds_are_named() -> None:
+    assert "aws:ec2/instance:Instance" in unsupported_reason("aws:ec2/instance:Instance", {})
+    assert unsupported_reason(QUEUE, {}) is None
+    assert "nope" in unsupported_reason("pulumi-python:dynamic:Resource", {"kind": "nope"})
+    assert unsupported_reason("pulumi-python:dynamic:Resource", {"kind": "tenant-schema"}) is None
+
+
+def test_autonames_are_deterministic_and_urn_tags_fit_aws_limits() -> None:
+    d = Desired("urn:pulumi:s::p::aws:ec2/securityGroup:SecurityGroup::acme-app", "t", "acme-app", {})
+    assert d.physical_name() == Desired(d.urn, "t", "acme-app", {}).physical_name() != "acme-app"
+    assert Desired("u", "t", "n", {"name": "given"}).physical_name() == "given"
+    long = Desired("urn:" + "x" * 300, "t", "n", {"tags": {"tenant": "acme"}})
+    assert len(long.urn_tag) <= 256 and long.tags(with_urn=True)["tenant"] == "acme"
+
+
+def test_fault_injection_is_off_unless_asked() -> None:
+    assert Faults({}).after is None
+    faults = Faults({"TENANTCTL_FAULT_AFTER": "3", "TENANTCTL_FAULT_POINT": "unrecorded"})
+    assert (faults.after, faults.point) == (3, "unrecorded")
+    with pytest.raises(ValueError):
+        Faults({"TENANTCTL_FAULT_AFTER": "1", "TENANTCTL_FAULT_POINT": "sometimes"})
+
+
+@pytest.mark.parametrize(("aws_url", "pg_host"), [("https://kms.us-east-1.amazonaws.com", "127.0.0.1"),
+                                                  ("http://127.0.0.1:5000", "db.example.com"),
+                                                  ("http://10.1.2.3:5000", "127.0.0.1")])
+def test_the_engine_refuses_any_endpoint_that_is_not_loopback(tmp_path: Path, aws_url: str, pg_host: str) -> None:
+    from tenantctl.engines.local import LocalEngine
+    from tenantctl.sandbox.endpoints import SandboxEndpoints
+
+    endpoints = SandboxEndpoints(aws_endpoint_url=aws_url, pg_host=pg_host, pg_port=5432, pg_password="x",
+                                 pg_bin_dir=tmp_path, state_dir=tmp_path)
+    with pytest.raises(TargetUnavailable, match="refusing"):
+        LocalEngine(tmp_path, endpoints)
+
+
+def test_stack_config_comes_from_the_projects_stack_config_dir(tmp_path: Path) -> None:
+    from tenantctl.engines.local import LocalEngine
+    from tenantctl.sandbox.endpoints import SandboxEndpoints
+
+    (tmp_path / "Pulumi.yaml").write_text("name: tenantctl\nstackConfigDir: stacks\n")
+    (tmp_path / "stacks").mkdir()
+    (tmp_path / "stacks" / "Pulumi.acme.yaml").write_text(
+        "config:\n  aws:region: eu-west-1\n  tenantctl:tenant:\n    id: acme\n  plain: 3\n")
+    endpoints = SandboxEndpoints(aws_endpoint_url="http://127.0.0.1:1", pg_port=1, pg_password="x",
+                                 pg_bin_dir=tmp_path, state_dir=tmp_path)
+    project, config = LocalEngine(tmp_path, endpoints)._config("acme")
+    assert project == "tenantctl"
+    assert config == {"aws:region": "eu-west-1", "tenantctl:tenant": {"id": "acme"}, "tenantctl:plain": 3}

@@ -1,0 +1,156 @@
+"""Each isolation rule catches a deliberately broken resource set."""
+
+import json
+
+import pytest
+
+from infra_mocks import RecordingMocks, platform_config, run_program, tenant_config
+from tenantctl.policy import RULES, PlannedResource, check
+
+
+@pytest.fixture(scope="module")
+def pooled():
+    mocks = RecordingMocks()
+    run_program("acme", tenant_config({"id": "acme"}), mocks)
+    return mocks.resources
+
+
+@pytest.fixture(scope="module")
+def dedicated():
+    mocks = RecordingMocks()
+    run_program("globex", tenant_config({"id": "globex", "tier": "dedicated"}), mocks)
+    return mocks.resources
+
+
+@pytest.fixture(scope="module")
+def platform():
+    mocks = RecordingMocks()
+    run_program("platform", platform_config(), mocks)
+    return mocks.resources
+
+
+def broken(resources, typ, mutate, name=None):
+    """A copy of ``resources`` where the first matching resource's inputs went through ``mutate``."""
+    out, done = [], False
+    for r in resources:
+        if not done and r.type == typ and (name is None or name in r.name):
+            inputs = json.loads(json.dumps(r.inputs))
+            mutate(inputs)
+            r, done = PlannedResource(type=r.type, name=r.name, inputs=inputs), True
+        out.append(r)
+    assert done, f"no {typ} {name or ''} to break"
+    return out
+
+
+def rules_hit(resources, tenant_id="acme", platform=False):
+    return {v.rule for v in check(resources, tenant_id, platform=platform)}
+
+
+def test_clean_sets_pass(pooled, dedicated, platform):
+    assert check(pooled, "acme") == []
+    assert check(dedicated, "globex") == []
+    assert check(platform, "platform", platform=True) == []
+
+
+def test_tenant_tag(pooled):
+    assert rules_hit(broken(pooled, "aws:sqs/queue:Queue", lambda i: i["tags"].pop("tenant"))) == {"tenant-tag"}
+    assert rules_hit(broken(pooled, "aws:iam/role:Role", lambda i: i.pop("tags"))) == {"tenant-tag"}
+    wrong = broken(pooled, "aws:kms/key:Key", lambda i: i["tags"].update(tenant="globex"))
+    assert "tenant-tag" in rules_hit(wrong)
+
+
+def test_kms_rotation(pooled):
+    assert rules_hit(broken(pooled, "aws:kms/key:Key", lambda i: i.update(enableKeyRotation=False))) == {"kms-rotation"}
+
+
+def test_queue_encryption(pooled):
+    assert rules_hit(broken(pooled, "aws:sqs/queue:Queue", lambda i: i.pop("kmsMasterKeyId"), "dlq")) == {"queue-encryption"}
+    other = "arn:aws:kms:us-east-1:123456789012:key/someone-elses"
+    assert rules_hit(broken(pooled, "aws:sqs/queue:Queue", lambda i: i.update(kmsMasterKeyId=other), "queue")) == {"queue-encryption"}
+
+
+def test_lifecycle_scope(pooled):
+    def widen(inputs):
+        inputs["rules"][0]["Filter"]["Prefix"] = "tenants/"
+    assert rules_hit(broken(pooled, "pulumi-python:dynamic:Resource", widen, "lifecycle")) == {"lifecycle-scope"}
+
+
+def _edit_policy(edit):
+    def mutate(inputs):
+        doc = json.loads(inputs["policy"])
+        edit(doc["Statement"])
+        inputs["policy"] = json.dumps(doc)
+    return mutate
+
+
+@pytest.mark.parametrize("edit", [
+    pytest.param(lambda s: s[0].update(Resource="*"), id="wildcard-on-s3"),
+    pytest.param(lambda s: s[0].update(Resource="arn:aws:s3:::tenantctl-shared-123456789012-us-east-1/*"), id="whole-bucket"),
+    pytest.param(lambda s: s[1].pop("Condition"), id="list-without-prefix-condition"),
+    pytest.param(lambda s: s[3].update(Resource="arn:aws:kms:us-east-1:123456789012:key/*"), id="any-key"),
+    pytest.param(lambda s: s.append({"Effect": "Allow", "Action": "dynamodb:GetItem",
+                                     "Resource": "arn:aws:dynamodb:us-east-1:123456789012:table/tenantctl-registry"}),
+                 id="foreign-service"),
+])
+def test_iam_scope(pooled, edit):
+    assert rules_hit(broken(pooled, "aws:iam/rolePolicy:RolePolicy", _edit_policy(edit))) == {"iam-scope"}
+
+
+@pytest.mark.parametrize("mutate", [
+    pytest.param(lambda i: i.update(storageEncrypted=False), id="unencrypted"),
+    pytest.param(lambda i: i.update(publiclyAccessible=True), id="public"),
+    pytest.param(lambda i: i.update(deletionProtection=False), id="no-deletion-protection"),
+    pytest.param(lambda i: i.update(backupRetentionPeriod=3), id="short-backups"),
+    pytest.param(lambda i: i.update(skipFinalSnapshot=True), id="no-final-snapshot"),
+])
+def test_rds_posture(dedicated, mutate):
+    assert rules_hit(broken(dedicated, "aws:rds/instance:Instance", mutate), "globex") == {"rds-posture"}
+
+
+def test_deletion_protection_off_in_the_spec_is_caught():
+    mocks = RecordingMocks()
+    run_program("globex", tenant_config({"id": "globex", "tier": "dedicated",
+                                         "dedicated": {"deletion_protection": False}}), mocks)
+    assert rules_hit(mocks.resources, "globex") == {"rds-posture"}
+
+
+@pytest.mark.parametrize("cidr", ["0.0.0.0/0", "::/0"])
+def test_no_open_ingress(dedicated, cidr):
+    key = "cidrBlocks" if ":" not in cidr else "ipv6CidrBlocks"
+    res = broken(dedicated, "aws:ec2/securityGroup:SecurityGroup", lambda i: i["ingress"][0].update({key: [cidr]}), "pg-db")
+    assert rules_hit(res, "globex") == {"no-open-ingress"}
+
+
+@pytest.mark.parametrize("ref", [
+    "arn:aws:sqs:us-east-1:123456789012:tenantctl-acme-corp-jobs",
+    "arn:aws:s3:::tenantctl-shared-123456789012-us-east-1/tenants/acme-corp/*",
+    "alias/tenantctl/acme-corp",
+    "arn:aws:secretsmanager:us-east-1:123456789012:secret:tenantctl/acme-corp/db-AbCdEf",
+])
+def test_no_foreign_reference(pooled, ref):
+    res = broken(pooled, "aws:secretsmanager/secret:Secret", lambda i: i.update(description=ref))
+    assert rules_hit(res) == {"no-foreign-reference"}
+
+
+def test_foreign_schema_in_a_dynamic_resource(pooled):
+    res = broken(pooled, "pulumi-python:dynamic:Resource", lambda i: i.update(schema="tenant_globex"), "schema")
+    assert rules_hit(res) == {"no-foreign-reference"}
+
+
+def test_bucket_public_access(platform):
+    res = broken(platform, "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+                 lambda i: i.update(blockPublicPolicy=False))
+    assert rules_hit(res, "platform", platform=True) == {"bucket-public-access"}
+    no_tls = [r for r in platform if r.type != "aws:s3/bucketPolicy:BucketPolicy"]
+    assert rules_hit(no_tls, "platform", platform=True) == {"bucket-public-access"}
+
+
+def test_every_rule_is_named_and_tested():
+    assert set(RULES) == {"tenant-tag", "kms-rotation", "queue-encryption", "lifecycle-scope", "iam-scope",
+                          "rds-posture", "no-open-ingress", "no-foreign-reference", "bucket-public-access"}
+
+
+def test_unknown_values_are_not_judged(pooled):
+    unknown = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+    res = broken(pooled, "aws:iam/rolePolicy:RolePolicy", lambda i: i.update(policy=unknown))
+    assert check(res, "acme") == []

@@ -1,0 +1,435 @@
+"""PulumiEngine up to the CLI boundary: stack naming, what is handed to the
+Automation API, event translation and error mapping (with pulumi.automation's
+own event and exception classes), the missing-CLI message, and Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from pulumi.automation import (
+    CommandError,
+    CommandResult,
+    ConcurrentUpdateError,
+    StackAlreadyExistsError,
+    StackNotFoundError,
+)
+from pulumi.automation import events as ev
+from pulumi.automation.errors import create_command_error
+
+from tenantctl.engines import pulumi_cli
+from tenantctl.engines.base import EngineEvent, Op
+from tenantctl.engines.pulumi_engine import (
+    PulumiEngine,
+    backend_kind,
+    effective_config,
+    op_options,
+    stack_name,
+)
+from tenantctl.engines.pulumi_errors import MISSING_CLI, first_line, map_error
+from tenantctl.engines.pulumi_events import ChangeCollector, translate
+from tenantctl.errors import ApplyFailed, Conflict, InvalidInput, NotFound, TargetUnavailable
+from tenantctl.target import Target
+
+STACK_FILE = """\
+# Desired state of tenant acme (pooled).
+config:
+  aws:region: eu-west-1
+  tenantctl:platformStack: platform
+  tenantctl:tenant:
+    id: acme
+    tier: pooled
+encryptionsalt: v1:abc:def
+"""
+
+
+@pytest.fixture()
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "Pulumi.yaml").write_text(
+        "name: tenantctl\nruntime:\n  name: python\nmain: infra/\nstackConfigDir: stacks\n")
+    (tmp_path / "stacks").mkdir()
+    (tmp_path / "stacks" / "Pulumi.acme.yaml").write_text(STACK_FILE)
+    return tmp_path
+
+
+def aws(**fields) -> Target:
+    return Target.model_validate({"kind": "aws", "aws": fields})
+
+
+# -- stack naming ---------------------------------------------------------------
+
+@pytest.mark.parametrize("url, org, expected", [
+    (None, "acme-corp", "acme-corp/tenantctl/t1"),
+    ("https://api.pulumi.com", "acme-corp", "acme-corp/tenantctl/t1"),
+    (None, None, "t1"),
+    ("file:///var/state", "acme-corp", "t1"),
+    ("s3://team-state/tenantctl", "acme-corp", "t1"),
+    ("s3://team-state", None, "t1"),
+])
+def test_stack_names_are_qualified_only_on_pulumi_cloud_with_an_org(url, org, expected) -> None:
+    assert stack_name("t1", "tenantctl", url, org) == expected
+
+
+def test_backend_kinds_and_a_bad_url() -> None:
+    assert [backend_kind(u) for u in (None, "https://pulumi.example.com", "file://~", "s3://b", "gs://b", "azblob://c")] \
+        == ["cloud", "cloud", "file", "s3", "gs", "azblob"]
+    with pytest.raises(InvalidInput, match="ftp://x"):
+        backend_kind("ftp://x")
+
+
+def test_engine_uses_the_project_name_from_pulumi_yaml(project: Path) -> None:
+    (project / "Pulumi.yaml").write_text("name: saas-infra\nmain: infra/\nstackConfigDir: stacks\n")
+    engine = PulumiEngine(aws(org="acme"), project)
+    assert engine.qualified("platform") == "acme/saas-infra/platform"
+    assert engine.project.stacks_dir == project / "stacks"
+
+
+def test_engine_refuses_a_malformed_backend_before_running_anything(project: Path) -> None:
+    with pytest.raises(InvalidInput, match="backend URL"):
+        PulumiEngine(aws(backend_url="postgres://db"), project)
+
+
+# -- what is handed to LocalWorkspace and to each operation ----------------------------
+
+def test_workspace_options_map_the_target(project: Path) -> None:
+    target = aws(region="eu-west-1", profile="ops", backend_url="s3://state", secrets_provider="awskms://alias/t")
+    options = PulumiEngine(target, project).options
+    assert options.work_dir == str(project)
+    assert options.secrets_provider == "awskms://alias/t"
+    env = options.env_vars
+    assert env["PULUMI_BACKEND_URL"] == "s3://state"
+    assert (env["AWS_PROFILE"], env["AWS_REGION"], env["AWS_DEFAULT_REGION"]) == ("ops", "eu-west-1", "eu-west-1")
+    assert env["PULUMI_PYTHON_CMD"] == sys.executable  # the program runs with tenantctl's interpreter
+
+
+def test_workspace_never_gets_project_or_stack_settings(project: Path) -> None:
+    # The SDK would rewrite Pulumi.yaml (dropping stackConfigDir) and write stack
+    # files into the work dir instead of stacks/.
+    options = PulumiEngine(aws(), project).options.model_dump()
+    assert set(options) == {"work_dir", "env_vars", "secrets_provider"}
+    assert options["secrets_provider"] is None and "PULUMI_BACKEND_URL" not in options["env_vars"]
+
+
+def test_operation_options() -> None:
+    collector = ChangeCollector("t1")
+    assert op_options(collector) == {"on_event": collector, "color": "never", "suppress_progress": True}
+    both = op_options(collector, refresh=True, config_file="/tmp/Pulumi.t1.yaml")
+    assert (both["refresh"], both["config_file"]) == (True, "/tmp/Pulumi.t1.yaml")
+
+
+# -- the platform reference, qualified for the backend ------------------------------------
+
+def test_platform_reference_is_qualified_for_pulumi_cloud(project: Path) -> None:
+    path = project / "stacks" / "Pulumi.acme.yaml"
+    data = effective_config(path, "acme-corp/tenantctl/platform")
+    assert data["config"]["tenantctl:platformStack"] == "acme-corp/tenantctl/platform"
+    original = yaml.safe_load(STACK_FILE)
+    assert data["config"]["tenantctl:tenant"] == original["config"]["tenantctl:tenant"]
+    assert data["encryptionsalt"] == "v1:abc:def"  # the secrets state travels with the config
+    assert path.read_text() == STACK_FILE  # the committed file is untouched
+
+
+def test_platform_reference_is_left_alone_when_already_right(project: Path) -> None:
+    path = project / "stacks" / "Pulumi.acme.yaml"
+    assert effective_config(path, "platform") is None
+    path.write_text(STACK_FILE.replace("platformStack: platform", "platformStack: other/tenantctl/platform"))
+    assert effective_config(path, "acme-corp/tenantctl/platform") is None
+    assert effective_config(project / "stacks" / "Pulumi.missing.yaml", "acme-corp/tenantctl/platform") is None
+
+
+def test_engine_hands_pulumi_a_scratch_config_file_only_when_needed(project: Path) -> None:
+    cloud = PulumiEngine(aws(org="acme-corp"), project)
+    with cloud._config_file("acme") as path:
+        assert path is not None and Path(path).name == "Pulumi.acme.yaml"
+        assert yaml.safe_load(Path(path).read_text())["config"]["tenantctl:platformStack"] == "acme-corp/tenantctl/platform"
+    assert not Path(path).exists()
+    diy = PulumiEngine(aws(org="acme-corp", backend_url="s3://state"), project)
+    with diy._config_file("acme") as path:
+        assert path is None
+
+
+# -- events -------------------------------------------------------------------------------
+
+URN = "urn:pulumi:acme::tenantctl::tenantctl:tenant:Tenant$aws:kms/key:Key::acme-key"
+
+
+def step(op: ev.OpType, urn: str = URN, type_: str = "aws:kms/key:Key", diffs=None) -> ev.StepEventMetadata:
+    return ev.StepEventMetadata(op=op, urn=urn, type=type_, provider="", diffs=diffs)
+
+
+def pre(op: ev.OpType, **kw) -> ev.EngineEvent:
+    return ev.EngineEvent(sequence=1, timestamp=0, resource_pre_event=ev.ResourcePreEvent(step(op, **kw)))
+
+
+def done(op: ev.OpType, **kw) -> ev.EngineEvent:
+    return ev.EngineEvent(sequence=2, timestamp=0, res_outputs_event=ev.ResOutputsEvent(step(op, **kw)))
+
+
+def test_resource_events_become_pre_and_done() -> None:
+    assert translate("acme", pre(ev.OpType.CREATE)) == EngineEvent(
+        stack="acme", kind="resource-pre", op=Op.create, type="aws:kms/key:Key", name="acme-key")
+    finished = translate("acme", done(ev.OpType.UPDATE))
+    assert (finished.kind, finished.op, finished.name) == ("resource-done", Op.update, "acme-key")
+
+
+def test_events_parsed_from_the_engine_log_json() -> None:
+    raw = {"sequence": 3, "timestamp": 1, "resourcePreEvent": {"metadata": {
+        "op": "create-replacement", "urn": URN, "type": "aws:kms/key:Key", "provider": ""}, "planning": True}}
+    assert translate("acme", ev.EngineEvent.from_json(raw)).op is Op.replace
+
+
+def test_bookkeeping_resources_and_chatter_are_dropped() -> None:
+    stack_urn = "urn:pulumi:acme::tenantctl::pulumi:pulumi:Stack::tenantctl-acme"
+    provider_urn = "urn:pulumi:acme::tenantctl::pulumi:providers:aws::default_7_0_0"
+    assert translate("acme", pre(ev.OpType.SAME, urn=stack_urn, type_="pulumi:pulumi:Stack")) is None
+    assert translate("acme", pre(ev.OpType.CREATE, urn=provider_urn, type_="pulumi:providers:aws")) is None
+    prelude = ev.EngineEvent(sequence=0, timestamp=0, prelude_event=ev.PreludeEvent(config={}))
+    assert translate("acme", prelude) is None
+    debug = ev.EngineEvent(sequence=0, timestamp=0, diagnostic_event=ev.DiagnosticEvent("x", "never", "debug"))
+    assert translate("acme", debug) is None
+
+
+def test_diagnostics_keep_their_severity_and_lose_colour_codes() -> None:
+    diag = ev.DiagnosticEvent(message="<{%fg 1%}>creating KMS key: AccessDeniedException<{%reset%}>\n",
+                              color="raw", severity="error", urn=URN)
+    event = translate("acme", ev.EngineEvent(sequence=5, timestamp=0, diagnostic_event=diag))
+    assert (event.kind, event.name, event.message) == (
+        "diagnostic", "acme-key", "error: creating KMS key: AccessDeniedException")
+    info = ev.DiagnosticEvent(message="hello from the program", color="never", severity="info#err")
+    assert translate("acme", ev.EngineEvent(sequence=6, timestamp=0, diagnostic_event=info)).message \
+        == "hello from the program"
+
+
+def test_summary_event() -> None:
+    summary = ev.SummaryEvent(maybe_corrupt=False, duration_seconds=3,
+                              resource_changes={"create": 2, "same": 1}, policy_packs={})
+    event = translate("acme", ev.EngineEvent(sequence=9, timestamp=0, summary_event=summary))
+    assert (event.kind, event.message) == ("summary", "create 2, same 1")
+
+
+def test_collector_builds_the_changeset_and_forwards_events() -> None:
+    seen: list[EngineEvent] = []
+    collector = ChangeCollector("acme", seen.append)
+    queue_urn = URN.replace("kms/key:Key::acme-key", "sqs/queue:Queue::acme-jobs")
+    bucket_urn = URN.replace("kms/key:Key::acme-key", "s3/bucketV2:BucketV2::acme-b")
+    for event in (
+        pre(ev.OpType.CREATE_REPLACEMENT), pre(ev.OpType.REPLACE), pre(ev.OpType.DELETE_REPLACED),
+        pre(ev.OpType.CREATE, urn=queue_urn, type_="aws:sqs/queue:Queue"),
+        pre(ev.OpType.SAME, urn=bucket_urn, type_="aws:s3/bucketV2:BucketV2"),
+        done(ev.OpType.CREATE, urn=queue_urn, type_="aws:sqs/queue:Queue"),
+        pre(ev.OpType.SAME, urn="urn:pulumi:acme::tenantctl::pulumi:pulumi:Stack::s", type_="pulumi:pulumi:Stack"),
+    ):
+        collector(event)
+    changes = collector.changeset()
+    assert changes.stack == "acme"
+    assert changes.summary() == {"create": 1, "same": 1, "replace": 1}
+    assert changes.has_changes
+    assert [e.kind for e in seen] == ["resource-pre"] * 5 + ["resource-done"]
+
+
+def test_refresh_drift_counts_as_an_update() -> None:
+    collector = ChangeCollector("acme")
+    collector(pre(ev.OpType.REFRESH))
+    collector(done(ev.OpType.REFRESH, diffs=["tags"]))
+    other = URN.replace("acme-key", "acme-alias")
+    collector(pre(ev.OpType.REFRESH, urn=other))
+    collector(done(ev.OpType.REFRESH, urn=other, diffs=[]))
+    assert collector.changeset().summary() == {"update": 1, "same": 1}
+
+
+def test_collector_is_safe_across_threads() -> None:
+    collector = ChangeCollector("acme")
+    urns = [URN.replace("acme-key", f"k{i}") for i in range(200)]
+    workers = [threading.Thread(target=lambda part=urns[i::4]: [collector(pre(ev.OpType.CREATE, urn=u)) for u in part])
+               for i in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert collector.changeset().count(Op.create) == 200
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+def result(stderr: str = "", stdout: str = "", code: int = 255) -> CommandResult:
+    return CommandResult(stdout=stdout, stderr=stderr, code=code)
+
+
+def test_cli_failures_map_to_tenantctl_errors_with_one_line() -> None:
+    failed = create_command_error(result(
+        stdout="Updating (acme):\n  aws:kms:Key acme-key creating failed error: AccessDeniedException\n"
+               "    error: creating KMS Key: operation error KMS: CreateKey, AccessDeniedException: not authorized\n"
+               "error: update failed\n",
+        stderr="error: update failed"))
+    assert type(failed) is CommandError
+    mapped = map_error(failed, "up", "acme", "s3://state")
+    assert isinstance(mapped, ApplyFailed) and mapped.exit_code == 4
+    assert str(mapped) == ("up acme failed: creating KMS Key: operation error KMS: CreateKey, "
+                           "AccessDeniedException: not authorized")
+    assert "\n" not in str(mapped)
+
+
+@pytest.mark.parametrize("stderr, sdk_class, ours, needle", [
+    ("error: no stack named 'acme' found", StackNotFoundError, NotFound, "not found on s3://state"),
+    ("error: stack 'acme' already exists", StackAlreadyExistsError, Conflict, "already exists"),
+    ("error: [409] Conflict: Another update is currently in progress.", ConcurrentUpdateError, Conflict,
+     "pulumi cancel --stack acme"),
+    ("error: the stack is currently locked by 1 lock(s)", ConcurrentUpdateError, Conflict, "locked"),
+])
+def test_sdk_error_classes_map(stderr, sdk_class, ours, needle) -> None:
+    sdk_error = create_command_error(result(stderr=stderr))
+    assert type(sdk_error) is sdk_class
+    mapped = map_error(sdk_error, "up", "acme", "s3://state")
+    assert type(mapped) is ours and needle in str(mapped) and "\n" not in str(mapped)
+
+
+def test_missing_passphrase_and_missing_cli_are_target_problems() -> None:
+    err = CommandError(result(stderr="error: getting secrets manager: passphrase must be set with "
+                                     "PULUMI_CONFIG_PASSPHRASE or PULUMI_CONFIG_PASSPHRASE_FILE environment variables"))
+    mapped = map_error(err, "preview", "acme", "file:///s")
+    assert isinstance(mapped, TargetUnavailable) and "TENANTCTL_SECRETS_PROVIDER" in str(mapped)
+    missing = map_error(FileNotFoundError(2, "No such file or directory", "pulumi"), "up", "acme", "x")
+    assert isinstance(missing, TargetUnavailable) and str(missing) == MISSING_CLI and missing.exit_code == 7
+
+
+def test_first_line_falls_back_to_the_last_stderr_line() -> None:
+    assert first_line(CommandError(result(stderr="warning: a\nsomething odd happened\n"))) == "something odd happened"
+
+
+# -- the CLI itself ------------------------------------------------------------------------------
+
+@pytest.fixture()
+def no_cli(monkeypatch, tmp_path: Path) -> None:
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+def test_missing_cli_gives_one_clear_message(project: Path, no_cli) -> None:
+    engine = PulumiEngine(aws(backend_url="file:///tmp/state"), project)  # constructing needs no CLI
+    for call in (lambda: engine.preview("acme"), lambda: engine.up("acme"), lambda: engine.outputs("platform")):
+        with pytest.raises(TargetUnavailable) as err:
+            call()
+        assert str(err.value) == "Pulumi CLI not found: run `tenantctl setup pulumi` or install it"
+
+
+def test_cli_is_found_where_setup_installs_it(tmp_path: Path, no_cli) -> None:
+    binary = pulumi_cli.default_root() / "bin" / "pulumi"
+    binary.parent.mkdir(parents=True)
+    binary.write_text("#!/bin/sh\n")
+    assert pulumi_cli.locate() == pulumi_cli.default_root()
+    with pytest.raises(TargetUnavailable, match="nothing at"):
+        pulumi_cli.locate(tmp_path / "elsewhere")
+
+
+def test_setup_refuses_a_bad_version() -> None:
+    with pytest.raises(InvalidInput, match="not a version"):
+        pulumi_cli.install("latest-ish")
+
+
+def test_setup_without_network_says_so(tmp_path: Path, monkeypatch) -> None:
+    import urllib.error
+
+    from pulumi.automation import _cmd
+
+    def offline(url: str, path: str) -> None:
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(_cmd, "_download_to_file", offline)
+    with pytest.raises(TargetUnavailable) as err:
+        pulumi_cli.install("3.150.0", tmp_path / "pulumi")
+    assert "could not install the Pulumi CLI 3.150.0" in str(err.value)
+    assert "Name or service not known" in str(err.value) and "\n" not in str(err.value)
+
+
+# -- Ctrl-C ---------------------------------------------------------------------------------------
+
+def test_run_cancellable_returns_and_raises_like_the_operation() -> None:
+    assert pulumi_cli.run_cancellable(lambda: 42, cancel=lambda: None) == 42
+
+    def fails() -> None:
+        raise StackNotFoundError(result(stderr="error: no stack named 'acme' found"))
+
+    with pytest.raises(StackNotFoundError):
+        pulumi_cli.run_cancellable(fails, cancel=lambda: None)
+
+
+def test_ctrl_c_waits_for_the_cli_then_cancels_the_update() -> None:
+    order: list[str] = []
+    release = threading.Event()
+
+    def operation() -> None:
+        order.append("started")
+        release.wait(10)  # the CLI winding down after its own SIGINT
+        order.append("cli stopped")
+
+    def cancel() -> None:
+        order.append("cancel")
+        raise CommandError(result(stderr="error: no update in progress"))  # swallowed
+
+    def press_ctrl_c() -> None:
+        while not order:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)  # what the terminal sends on Ctrl-C
+        time.sleep(0.5)
+        release.set()
+
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        pulumi_cli.run_cancellable(operation, cancel, grace=10)
+    assert order == ["started", "cli stopped", "cancel"]
+
+
+# -- with the real CLI ----------------------------------------------------------------------------
+
+needs_cli = pytest.mark.skipif(not __import__("shutil").which("pulumi"),
+                               reason="the Pulumi CLI is not on PATH (tenantctl setup pulumi)")
+
+
+@needs_cli
+@pytest.mark.pulumi_cli
+def test_file_backend_round_trip(project: Path, tmp_path: Path, monkeypatch) -> None:
+    """preview -> up -> outputs -> destroy on a file:// backend with a tiny program
+    that reads the platform reference the engine hands it."""
+    infra = project / "infra"
+    infra.mkdir()
+    (infra / "__main__.py").write_text(
+        "import pulumi\n"
+        "pulumi.ComponentResource('test:index:Slice', 'acme-slice')\n"
+        "cfg = pulumi.Config('tenantctl')\n"
+        "pulumi.export('platform_ref', cfg.require('platformStack'))\n"
+        "pulumi.export('tenant', cfg.require_object('tenant')['id'])\n")
+    (project / "stacks" / "Pulumi.acme.yaml").write_text(STACK_FILE.replace("encryptionsalt: v1:abc:def\n", ""))
+    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "test")
+    state = tmp_path / "state"
+    state.mkdir()
+    engine = PulumiEngine(aws(backend_url=state.as_uri(), secrets_provider="passphrase"), project)
+    seen: list[EngineEvent] = []
+    assert engine.outputs("acme") == {}
+    assert engine.preview("acme", seen.append).summary() == {"create": 1}
+    result_ = engine.up("acme", seen.append)
+    assert result_.changes.summary() == {"create": 1}
+    assert result_.outputs == {"platform_ref": "platform", "tenant": "acme"}
+    assert any(e.kind == "summary" for e in seen)
+    assert engine.outputs("acme") == result_.outputs
+    assert engine.preview("acme").has_changes is False
+    assert engine.destroy("acme").summary() == {"delete": 1}
+    assert engine.outputs("acme") == {}
+    assert engine.destroy("acme").changes == []  # gone: nothing left to destroy
+    assert (project / "Pulumi.yaml").read_text().endswith("stackConfigDir: stacks\n")
+
+
+def test_engine_modules_do_not_import_pulumi_at_load_time() -> None:
+    import subprocess
+
+    code = ("import sys; import tenantctl.target, tenantctl.engines.pulumi_engine, tenantctl.cli.setup_cmd, "
+            "tenantctl.cli.target_cmd; print(sorted(m for m in sys.modules if m.split('.')[0] in ('pulumi', 'pulumi_aws')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -1,0 +1,115 @@
+"""Token -> TenantContext: signature, expiry, audience, issuer, claim name, mismatch."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tenant_runtime.auth import JWTSettings, TenantResolver, bearer_token
+from tenant_runtime.errors import TenantInactive, TenantMismatch, TenantNotFound, Unauthenticated
+from tenant_runtime.models import TenantStatus
+
+from runtime_fixtures import record
+
+
+def _pem_pair():
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = private.public_key().public_bytes(serialization.Encoding.PEM,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return private, public
+
+
+PRIVATE, PUBLIC = _pem_pair()
+OTHER_PRIVATE, _ = _pem_pair()
+
+
+class Registry:
+    """Stands in for RegistryReader.get only (its own behaviour is tested separately)."""
+
+    def __init__(self, *records):
+        self.records = {r.tenant_id: r for r in records}
+        self.asked: list[str] = []
+
+    def get(self, tenant_id):
+        self.asked.append(tenant_id)
+        rec = self.records.get(tenant_id)
+        if rec is None:
+            raise TenantNotFound(tenant_id)
+        if rec.status is not TenantStatus.active:
+            raise TenantInactive(tenant_id, rec.status.value)
+        return rec
+
+
+def token(claims=None, key=PRIVATE, alg="RS256", **extra):
+    body = {"sub": "u1", "tenant_id": "acme", "aud": "api", "iss": "https://idp", "exp": time.time() + 60}
+    body.update(claims or {})
+    body.update(extra)
+    return jwt.encode({k: v for k, v in body.items() if v is not None}, key, algorithm=alg)
+
+
+@pytest.fixture
+def resolver():
+    settings = JWTSettings(key=PUBLIC, algorithms=("RS256",), audience="api", issuer="https://idp")
+    return TenantResolver(settings, Registry(record("acme"), record("beta"), record("old", TenantStatus.suspended)))
+
+
+def test_valid_token_resolves_to_its_tenant(resolver):
+    ctx = resolver.resolve(token(), "acme")
+    assert (ctx.tenant_id, ctx.subject, ctx.resources.prefix) == ("acme", "u1", "tenants/acme/")
+
+
+def test_token_for_another_tenant_is_a_mismatch_before_any_lookup(resolver):
+    with pytest.raises(TenantMismatch) as err:
+        resolver.resolve(token(), "beta")
+    assert err.value.status_code == 403 and (err.value.caller, err.value.addressed) == ("acme", "beta")
+    assert resolver.registry.asked == []
+
+
+@pytest.mark.parametrize("bad, match", [
+    (lambda: token(key=OTHER_PRIVATE), "Signature verification failed"),
+    (lambda: token(exp=time.time() - 5), "expired"),
+    (lambda: token(exp=None), 'missing the "exp"'),
+    (lambda: token(aud="other"), "(?i)audience"),
+    (lambda: token(iss="https://evil"), "issuer"),
+    (lambda: token(iss=None), 'missing the "iss"'),
+    (lambda: token(tenant_id=None), "no 'tenant_id' claim"),
+    (lambda: token(tenant_id=""), "no 'tenant_id' claim"),
+    (lambda: token(alg="HS256", key="shared-secret-that-is-32-bytes-long"), "alg value is not allowed"),
+    (lambda: jwt.encode({"tenant_id": "acme", "exp": time.time() + 60}, None, algorithm="none"), "alg value is not allowed"),
+])
+def test_unverifiable_tokens_are_unauthenticated(resolver, bad, match):
+    with pytest.raises(Unauthenticated, match=match) as err:
+        resolver.resolve(bad(), "acme")
+    assert err.value.status_code == 401
+
+
+def test_inactive_and_unknown_tenants_are_refused(resolver):
+    with pytest.raises(TenantInactive, match="suspended"):
+        resolver.resolve(token(tenant_id="old"))
+    with pytest.raises(TenantNotFound):
+        resolver.resolve(token(tenant_id="nobody"))
+
+
+def test_claim_name_is_configurable_including_nested_and_url_claims():
+    registry = Registry(record("acme"))
+    nested = TenantResolver(JWTSettings(key="k" * 32, algorithms=("HS256",), tenant_claim="org.tenant"), registry)
+    assert nested.resolve(token({"org": {"tenant": "acme"}, "tenant_id": None}, key="k" * 32, alg="HS256")).tenant_id == "acme"
+    url = TenantResolver(JWTSettings(key="k" * 32, algorithms=("HS256",), tenant_claim="https://x.io/tenant"), registry)
+    assert url.resolve(token({"https://x.io/tenant": "acme"}, key="k" * 32, alg="HS256")).tenant_id == "acme"
+
+
+def test_settings_refuse_none_algorithm_and_missing_key():
+    with pytest.raises(ValueError, match="none"):
+        JWTSettings(key="k", algorithms=("none",))
+    with pytest.raises(ValueError, match="exactly one"):
+        JWTSettings()
+
+
+@pytest.mark.parametrize("header", [None, "", "Basic abc", "Bearer ", "token"])
+def test_bearer_header_is_required(header):
+    with pytest.raises(Unauthenticated):
+        bearer_token(header)

@@ -1,0 +1,119 @@
+"""Registry reader: TTL cache bounds, negative caching, clear refusals, fail closed.
+DynamoDB answers come from botocore's Stubber on a real client."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from tenant_runtime.cache import TTLCache
+from tenant_runtime.errors import RegistryUnavailable, TenantInactive, TenantNotFound
+from tenant_runtime.models import TenantStatus
+from tenant_runtime.registry import RegistryReader
+
+from runtime_fixtures import record
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def item(rec):
+    return {"Item": {"tenant_id": {"S": rec.tenant_id}, "status": {"S": rec.status.value},
+                     "tier": {"S": rec.tier.value}, "version": {"N": "1"}, "record": {"S": rec.model_dump_json()}}}
+
+
+@pytest.fixture
+def dynamo():
+    client = boto3.client("dynamodb", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    with Stubber(client) as stub:
+        yield client, stub
+        stub.assert_no_pending_responses()
+
+
+def expect(stub, tenant_id, response):
+    stub.add_response("get_item", response, {"TableName": "reg", "Key": {"tenant_id": {"S": tenant_id}}})
+
+
+def test_ttl_cache_expires_and_evicts_least_recent():
+    clock = Clock()
+    cache = TTLCache(2, ttl=10, clock=clock)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    assert cache.get("a") == (True, 1)  # a is now the most recent
+    cache.put("c", 3)
+    assert cache.get("b") == (False, None)  # evicted
+    clock.now = 10
+    assert cache.get("a") == (False, None)  # expired
+    cache.put("n", None, ttl=1)
+    assert cache.get("n") == (True, None)  # a cached negative answer is a hit
+
+
+def test_found_records_are_cached_until_ttl(dynamo):
+    client, stub = dynamo
+    clock = Clock()
+    reader = RegistryReader("reg", client=client, ttl=30, clock=clock)
+    expect(stub, "acme", item(record("acme")))
+    assert reader.get("acme").tenant_id == "acme"
+    assert reader.get("acme").tenant_id == "acme"
+    assert reader.reads == 1
+    clock.now = 30
+    expect(stub, "acme", item(record("acme", TenantStatus.suspended)))
+    with pytest.raises(TenantInactive, match="suspended"):
+        reader.get("acme")
+    assert reader.reads == 2
+
+
+def test_unknown_ids_are_negatively_cached_for_their_own_ttl(dynamo):
+    client, stub = dynamo
+    clock = Clock()
+    reader = RegistryReader("reg", client=client, ttl=30, negative_ttl=5, clock=clock)
+    expect(stub, "ghost", {})
+    for _ in range(3):
+        with pytest.raises(TenantNotFound, match="ghost"):
+            reader.get("ghost")
+    assert reader.reads == 1
+    clock.now = 5
+    expect(stub, "ghost", item(record("ghost")))
+    assert reader.get("ghost").tenant_id == "ghost"
+
+
+@pytest.mark.parametrize("status", [TenantStatus.suspended, TenantStatus.deprovisioned,
+                                    TenantStatus.provisioning, TenantStatus.deprovisioning])
+def test_only_active_tenants_are_served(dynamo, status):
+    client, stub = dynamo
+    expect(stub, "acme", item(record("acme", status)))
+    with pytest.raises(TenantInactive) as err:
+        RegistryReader("reg", client=client).get("acme")
+    assert err.value.status == status.value and err.value.status_code == 403
+
+
+def test_unreadable_registry_fails_closed_and_caches_nothing(dynamo):
+    client, stub = dynamo
+    reader = RegistryReader("reg", client=client)
+    stub.add_client_error("get_item", "ResourceNotFoundException", "no table")
+    with pytest.raises(RegistryUnavailable, match="unreadable"):
+        reader.get("acme")
+    expect(stub, "acme", item(record("acme")))
+    assert reader.get("acme").tenant_id == "acme"
+
+
+def test_reader_never_writes(dynamo):
+    # Stubber fails on any operation not queued: only get_item is ever issued.
+    client, stub = dynamo
+    reader = RegistryReader("reg", client=client)
+    expect(stub, "acme", item(record("acme")))
+    reader.get("acme")
+    reader.invalidate("acme")
+    assert not [name for name in dir(reader) if name.startswith(("put", "write", "update", "delete"))]
+
+
+def test_table_name_is_required(monkeypatch):
+    monkeypatch.delenv("TENANT_REGISTRY_TABLE", raising=False)
+    with pytest.raises(ValueError, match="TENANT_REGISTRY_TABLE"):
+        RegistryReader(client=object())

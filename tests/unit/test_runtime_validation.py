@@ -1,0 +1,76 @@
+"""Input validation of the routed services, before any AWS or SQL call."""
+
+from __future__ import annotations
+
+import pytest
+
+from tenant_runtime.errors import InvalidRequest, TenantMismatch
+from tenant_runtime.jobs import Job, JobQueue
+from tenant_runtime.objects import ObjectAccess
+from tenant_runtime.store import ContextStore
+
+from runtime_fixtures import context
+
+
+def unreachable(ctx):
+    raise AssertionError("validation must refuse before any client is used")
+
+
+objects = ObjectAccess(unreachable, max_size=1000)
+
+
+@pytest.mark.parametrize("filename", ["", "../x.pdf", "a/b.pdf", ".hidden", "a..pdf", "x" * 201, "é.pdf",
+                                      "a\nb.pdf", "a\\b.pdf", 7])
+def test_bad_filenames(filename):
+    with pytest.raises(InvalidRequest, match="filename"):
+        objects.presign_upload(context("acme"), filename, 10, "application/pdf")
+
+
+@pytest.mark.parametrize("size", [0, -1, 1001, 1.5, True, "10"])
+def test_bad_sizes(size):
+    with pytest.raises(InvalidRequest, match="size"):
+        objects.presign_upload(context("acme"), "a.pdf", size, "application/pdf")
+
+
+@pytest.mark.parametrize("content_type", ["text/html", "application/x-msdownload", "", "image/svg+xml"])
+def test_bad_content_types(content_type):
+    with pytest.raises(InvalidRequest, match="content type"):
+        objects.presign_upload(context("acme"), "a.pdf", 10, content_type)
+
+
+@pytest.mark.parametrize("key", ["tenants/beta/uploads/x/a.pdf", "tenants/acme-corp/a.pdf", "tenants/acme",
+                                 "tenants/acme/../beta/a.pdf", "tenants/acme//a.pdf", "other/acme/a.pdf",
+                                 "/tenants/acme/a.pdf"])
+def test_downloads_outside_the_prefix_are_mismatches(key):
+    with pytest.raises(TenantMismatch):
+        objects.presign_download(context("acme"), key)
+
+
+@pytest.mark.parametrize("delay", [-1, 1.5, 366 * 24 * 3600, "5"])
+def test_bad_delays(delay):
+    with pytest.raises(InvalidRequest, match="delay"):
+        JobQueue(unreachable).schedule(context("acme"), Job(kind="k"), delay)
+
+
+def test_native_delay_cannot_exceed_sqs_limit():
+    with pytest.raises(ValueError):
+        JobQueue(unreachable, max_native_delay=901)
+
+
+store = ContextStore(envelope=None, secret_client_for=unreachable)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: store.append(context("acme"), "", "user", "x"), "conversation_id"),
+    (lambda: store.append(context("acme"), "c" * 201, "user", "x"), "conversation_id"),
+    (lambda: store.append(context("acme"), "c1", "admin", "x"), "role"),
+    (lambda: store.append(context("acme"), "c1", "user", "x" * ((1 << 20) + 1)), "content"),
+    (lambda: store.append(context("acme"), "c1", "user", "x", {"k": object()}), "JSON"),
+    (lambda: store.append(context("acme"), "c1", "user", "x", {"k": "v" * (64 << 10)}), "metadata"),
+    (lambda: store.history(context("acme"), "c1", limit=0), "limit"),
+    (lambda: store.history(context("acme"), "c1", limit=501), "limit"),
+    (lambda: store.delete_conversation(context("acme"), ""), "conversation_id"),
+])
+def test_store_input_is_validated(call, match):
+    with pytest.raises(InvalidRequest, match=match):
+        call()
