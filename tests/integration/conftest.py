@@ -3,14 +3,19 @@ session, in a temporary state directory, stopped at the end."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
+from tenantctl.models import TenantRecord, TenantSpec
+from tenantctl.operations.provision import provision
 from tenantctl.sandbox import Sandbox, SandboxEndpoints
+from tenantctl.workspace import Workspace
 
 HERE = Path(__file__).parent
+REPO = HERE.parents[1]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -38,3 +43,34 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxEndpoin
             yield endpoints
     finally:
         box.down()
+
+
+@pytest.fixture(scope="session")
+def project(sandbox: SandboxEndpoints, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project directory of the session's own: the repo's Pulumi.yaml and an
+    empty stacks/ (the platform stack file is written on first use)."""
+    root = tmp_path_factory.mktemp("project")
+    shutil.copy(REPO / "Pulumi.yaml", root / "Pulumi.yaml")
+    (root / "stacks").mkdir()
+    return root
+
+
+@pytest.fixture(scope="session")
+def workspace(project: Path) -> Workspace:
+    """The Workspace `tenantctl` commands would open in `project` (sandbox target)."""
+    return Workspace(project_dir=project, cwd=project)
+
+
+@pytest.fixture(scope="session")
+def provision_tenant(workspace: Workspace) -> Callable[..., TenantRecord]:
+    """provision_tenant(id, **spec_fields) -> the active TenantRecord, provisioned
+    once per session by the real operation (LocalEngine on the sandbox)."""
+    done: dict[str, TenantRecord] = {}
+
+    def provision_once(tenant_id: str, **fields: Any) -> TenantRecord:
+        if tenant_id not in done:
+            spec = TenantSpec.model_validate({"id": tenant_id, **fields})
+            done[tenant_id], _ = provision(workspace, spec)
+        return done[tenant_id]
+
+    return provision_once

@@ -126,9 +126,16 @@ def test_lifecycle_up_twice_stale_pids_restart_and_down(own_dir: Path):
     wait_until(lambda: not _alive(started["moto"]), "moto to die", timeout=30)
     assert box.endpoints() is None
     assert [s.alive for s in box.status().services] == [False, True]
+    (own_dir / "local-engine").mkdir()  # what an engine remembers of moto's resources
     restarted = box.up()
-    assert restarted == endpoints  # same ports again
-    assert pids(box)["moto"] != started["moto"] and pids(box)["postgres"] == started["postgres"]
+    assert restarted == endpoints  # same ports and password again
+    # moto came back empty: the cluster and the engine state went with it, so
+    # nothing describes resources that no longer exist.
+    assert box.reset and not (own_dir / "local-engine").exists()
+    assert pids(box)["moto"] != started["moto"] and pids(box)["postgres"] != started["postgres"]
+    with psycopg.connect(restarted.pg_dsn(), autocommit=True) as conn:
+        assert not conn.execute("select to_regclass('kept') is not null").fetchone()[0]
+        conn.execute("create table kept (v int)")
     boto3.client("sts", endpoint_url=restarted.aws_endpoint_url, region_name=restarted.region,
                  aws_access_key_id="testing", aws_secret_access_key="testing").get_caller_identity()
 
@@ -136,11 +143,11 @@ def test_lifecycle_up_twice_stale_pids_restart_and_down(own_dir: Path):
     box.down()
     (own_dir / "sandbox" / "moto.pid").write_text(f"{os.getpid()}\n{_port(endpoints)}\n")
     assert not box.status().running
-    again = box.up()
+    again = Sandbox(own_dir).up()
     assert again.pg_password == endpoints.pg_password
     assert pids(box)["moto"] != os.getpid()
-    with psycopg.connect(again.pg_dsn()) as conn:  # the cluster's data survived down/up
-        assert conn.execute("select to_regclass('kept') is not null").fetchone()[0]
+    with psycopg.connect(again.pg_dsn()) as conn:  # down/up starts clean, as moto does
+        assert not conn.execute("select to_regclass('kept') is not null").fetchone()[0]
 
     # Down stops both and says so.
     running = [p for p in pids(box).values() if p]

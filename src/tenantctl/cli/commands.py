@@ -1,7 +1,6 @@
 """The list of command modules, in --help order."""
 
-from tenantctl.cli import setup_cmd, target_cmd, apply_cmd, sandbox_cmd, tenant_cmd
-from tenantctl.cli import usage_cmd
-from tenantctl.cli import drill_cmd
+from tenantctl.cli import (apply_cmd, drill_cmd, platform_cmd, sandbox_cmd, setup_cmd, target_cmd, tenant_cmd,
+                           usage_cmd)
 
-MODULES = [tenant_cmd, apply_cmd, sandbox_cmd, usage_cmd, target_cmd, setup_cmd, drill_cmd]
+MODULES = [tenant_cmd, apply_cmd, platform_cmd, sandbox_cmd, usage_cmd, drill_cmd, target_cmd, setup_cmd]

@@ -10,8 +10,8 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
 
 
 def to_jsonable(data: Any) -> Any:
@@ -40,3 +40,14 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> 
 
 def error(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def changes_table(title: str, changes: Any) -> None:
+    """The resources a ChangeSet creates, updates or deletes; nothing when unchanged."""
+    rows = [(c.op.value, c.type, c.name) for c in changes.changes if c.op.value != "same"]
+    if rows:
+        table(title, ["op", "type", "name"], rows)
+
+
+def changes_summary(changes: Any) -> str:
+    return ", ".join(f"{n} {op}" for op, n in changes.summary().items()) or "no changes"

@@ -60,12 +60,14 @@ def up(
         return
     with console.status("starting the sandbox (moto server + PostgreSQL)…"):
         endpoints = box.up(timeout)
+    if box.reset:
+        console.print("[yellow]the sandbox was restarted and starts clean[/] (moto keeps no state across restarts)")
     _print_endpoints(endpoints)
     console.print('point boto3 at it with: [bold]eval "$(tenantctl sandbox env)"[/]', highlight=False)
 
 
 def down(json_out: JsonFlag = False, state_dir: StateDir = None) -> None:
-    """Stop both servers (PostgreSQL's data stays on disk for the next `up`)."""
+    """Stop both servers. The next `up` starts clean: moto keeps no state across restarts."""
     status = _sandbox(state_dir).down()
     if json_out:
         print_json(status)

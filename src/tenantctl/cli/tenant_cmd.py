@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from tenantctl.cli.output import console, print_json, table
+from tenantctl.cli.output import changes_summary, changes_table, console, print_json, table
 from tenantctl.engines.base import Op
 from tenantctl.models import TenantRecord, TenantStatus, Tier
 
@@ -75,10 +75,8 @@ def provision(
     if json_out:
         print_json({"record": record, "changes": result.changes.summary()})
         return
-    summary = ", ".join(f"{n} {op}" for op, n in result.changes.summary().items()) or "no changes"
-    console.print(f"[green]tenant {tenant_id} is {record.status.value}[/] ({summary})")
-    table("resources", ["op", "type", "name"],
-          [(c.op.value, c.type, c.name) for c in result.changes.changes if c.op.value != "same"])
+    console.print(f"[green]tenant {tenant_id} is {record.status.value}[/] ({changes_summary(result.changes)})")
+    changes_table("resources", result.changes)
     table("registry record", ["field", "value"], _record_rows(record))
 
 

@@ -85,4 +85,5 @@ class Engine(ABC):
     def destroy(self, stack: str, on_event: EventSink | None = None) -> ChangeSet: ...
 
     @abstractmethod
-    def outputs(self, stack: str) -> dict[str, Any]: ...
+    def outputs(self, stack: str) -> dict[str, Any]:
+        """The stack's outputs from its last successful up; {} if never applied."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
+import sys
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
@@ -46,6 +48,7 @@ class Sandbox:
         self.root = self.state_dir / "sandbox"
         self.endpoints_file = self.root / "endpoints.json"
         self.moto = MotoServer(self.root)
+        self.reset = False  # set by up() when a restart discarded earlier state
 
     @cached_property
     def postgres(self) -> PostgresServer:
@@ -65,6 +68,8 @@ class Sandbox:
             started: list[MotoServer | PostgresServer] = []
             try:
                 moto_port = self._ensure_moto(previous.aws_port if previous else None, timeout, started)
+                if self.moto in started:
+                    self._forget_aws_world()
                 pg_port = self._ensure_postgres(previous.pg_port if previous else None, timeout, started)
             except BaseException:
                 # Nothing half-started: what this call started is stopped again.
@@ -80,13 +85,27 @@ class Sandbox:
             return endpoints
 
     def down(self) -> SandboxStatus:
-        """Stop both servers; the PostgreSQL cluster stays on disk for the next `up`."""
+        """Stop both servers. moto keeps nothing across restarts, so the next
+        `up` starts from a clean sandbox (engine state and databases included)."""
         with self._lock():
             self.moto.stop()
             if (self.root / "postgres" / "data").exists():
                 self.postgres.stop()
             self.endpoints_file.unlink(missing_ok=True)
         return self.status()
+
+    def _forget_aws_world(self) -> None:
+        """A moto server starts empty (server mode keeps nothing across restarts).
+        Engine state and the PostgreSQL cluster describe resources that no longer
+        exist next to it, so they go too: the sandbox restarts as one clean unit."""
+        engine_state = self.state_dir / "local-engine"
+        data = self.root / "postgres" / "data"
+        self.reset = engine_state.exists() or data.exists()
+        if engine_state.exists():
+            shutil.rmtree(engine_state)
+        if data.exists():
+            self.postgres.stop()
+            shutil.rmtree(data)
 
     # -- inspection ------------------------------------------------------------
 
@@ -175,4 +194,9 @@ class Sandbox:
 def ensure_running(state_dir: str | Path | None = None, timeout: float = START_TIMEOUT) -> SandboxEndpoints:
     """The sandbox's endpoints, starting it when needed (what commands with no
     target configured call)."""
-    return Sandbox(state_dir).up(timeout)
+    box = Sandbox(state_dir)
+    endpoints = box.up(timeout)
+    if box.reset:
+        sys.stderr.write(f"note: the sandbox in {box.state_dir} was restarted and starts clean "
+                         "(moto keeps no state across restarts)\n")
+    return endpoints

@@ -22,7 +22,7 @@ from tenantctl.engines.local import runtime
 from tenantctl.engines.local.handlers import HANDLERS, Context
 from tenantctl.engines.local.passes import ApplyPass, PlanPass, _Pass, delete_resource
 from tenantctl.engines.local.state import StackState, StateFile
-from tenantctl.errors import ApplyFailed, NotFound, TargetUnavailable
+from tenantctl.errors import ApplyFailed, TargetUnavailable
 from tenantctl.policy import PlannedResource
 
 Gate = Callable[[list[PlannedResource]], None]
@@ -98,7 +98,7 @@ class LocalEngine(Engine):
     def outputs(self, stack: str) -> dict[str, Any]:
         file = StateFile(self.state_root, stack)
         if not file.exists():
-            raise NotFound(f"stack {stack!r} has no LocalEngine state (never applied on this sandbox)")
+            return {}
         return file.load().outputs
 
     # -- internals ------------------------------------------------------------

@@ -1,0 +1,89 @@
+"""`tenantctl platform preview | up | outputs`: the shared stack every tenant
+stands on (VPC, shared PostgreSQL, shared bucket, registry table). On the
+sandbox it is applied on first use; on AWS it is applied once, explicitly."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from tenantctl.cli.output import changes_summary, changes_table, console, print_json, table
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+
+
+def _ensure_stack_file(ws, region: Optional[str], owner: Optional[str]) -> None:
+    from tenantctl.models import PlatformSpec
+    from tenantctl.stackconfig import PLATFORM_STACK, stack_file, write_platform
+
+    if stack_file(ws.stacks_dir, PLATFORM_STACK).exists() and region is None and owner is None:
+        return
+    options = {k: v for k, v in {"region": region, "owner": owner}.items() if v is not None}
+    write_platform(ws.stacks_dir, PlatformSpec(**options))
+
+
+def preview(
+    region: Annotated[Optional[str], typer.Option(help="AWS region of the platform (new stack file only).")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """What `platform up` would change. Exit 0: nothing; 2: changes pending."""
+    from tenantctl.cli.progress import engine_progress
+    from tenantctl.stackconfig import PLATFORM_STACK
+    from tenantctl.workspace import Workspace
+
+    ws = Workspace()
+    _ensure_stack_file(ws, region, None)
+    with engine_progress("previewing platform", quiet=json_out) as on_event:
+        changes = ws.engine.preview(PLATFORM_STACK, on_event=on_event)
+    if json_out:
+        print_json({"changes": changes.summary()})
+    else:
+        console.print(f"platform: {changes_summary(changes)}")
+        changes_table("platform changes", changes)
+    raise typer.Exit(2 if changes.has_changes else 0)
+
+
+def up(
+    region: Annotated[Optional[str], typer.Option(help="AWS region of the platform (writes the stack file).")] = None,
+    owner: Annotated[Optional[str], typer.Option(help="Owner tag of the shared resources.")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Create or update the platform stack (idempotent)."""
+    from tenantctl.cli.progress import engine_progress
+    from tenantctl.stackconfig import PLATFORM_STACK
+    from tenantctl.workspace import Workspace
+
+    ws = Workspace()
+    _ensure_stack_file(ws, region, owner)
+    with engine_progress("applying platform", quiet=json_out) as on_event:
+        result = ws.engine.up(PLATFORM_STACK, on_event=on_event)
+    if json_out:
+        print_json({"changes": result.changes.summary(), "outputs": result.outputs})
+        return
+    console.print(f"[green]platform applied[/] ({changes_summary(result.changes)})")
+    changes_table("platform changes", result.changes)
+    table("platform outputs", ["output", "value"], sorted((k, str(v)) for k, v in result.outputs.items()))
+
+
+def outputs(json_out: JsonFlag = False) -> None:
+    """The platform stack's outputs (empty until `platform up`)."""
+    from tenantctl.errors import NotFound
+    from tenantctl.stackconfig import PLATFORM_STACK
+    from tenantctl.workspace import Workspace
+
+    values = Workspace().engine.outputs(PLATFORM_STACK)
+    if not values:
+        raise NotFound("the platform stack has not been applied on this target: run `tenantctl platform up`")
+    if json_out:
+        print_json(values)
+        return
+    table("platform outputs", ["output", "value"], sorted((k, str(v)) for k, v in values.items()))
+
+
+def register(app: typer.Typer) -> None:
+    platform = typer.Typer(help="The shared platform stack (VPC, shared DB, bucket, registry).", no_args_is_help=True)
+    platform.command("preview")(preview)
+    platform.command("up")(up)
+    platform.command("outputs")(outputs)
+    app.add_typer(platform, name="platform")
