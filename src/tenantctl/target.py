@@ -23,7 +23,7 @@ from typing import Literal, Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tenantctl.engines.base import Engine
-from tenantctl.errors import InvalidInput
+from tenantctl.errors import InvalidInput, TargetUnavailable
 
 CONFIG_FILE = "tenantctl.toml"
 PROJECT_FILE = "Pulumi.yaml"
@@ -73,17 +73,28 @@ ENV_FIELDS: list[tuple[str, str, str]] = [
 
 
 def project_root(cwd: Path | None = None) -> Path:
-    """The directory holding Pulumi.yaml: cwd or its nearest parent, else the
-    installed package's project (a wheel ships infra/ beside tenantctl)."""
+    """The directory holding Pulumi.yaml: cwd or its nearest parent, else cwd
+    itself (a new project: the Workspace writes Pulumi.yaml there on first use)."""
     start = (cwd or Path.cwd()).resolve()
     for folder in (start, *start.parents):
         if (folder / PROJECT_FILE).is_file():
             return folder
-    here = Path(__file__).resolve()
-    for folder in here.parents:
-        if (folder / PROJECT_FILE).is_file():
-            return folder
-    return here.parents[2] if len(here.parents) > 2 else here.parent
+    return start
+
+
+def ensure_project_file(project_dir: Path) -> None:
+    """Write Pulumi.yaml for a new project, its program the installed `infra` package."""
+    import importlib.util
+
+    from tenantctl.templates import render
+
+    path = project_dir / PROJECT_FILE
+    if path.is_file():
+        return
+    spec = importlib.util.find_spec("infra")
+    if spec is None or spec.origin is None:
+        raise TargetUnavailable("the infra program is not installed next to tenantctl (reinstall the package)")
+    path.write_text(render("project.yaml.j2", main=str(Path(spec.origin).parent)) + "\n")
 
 
 def find_config(cwd: Path | None = None) -> Path | None:

@@ -32,8 +32,9 @@ class Workspace:
 
     @cached_property
     def engine(self) -> Engine:
-        from tenantctl.target import open_engine
+        from tenantctl.target import ensure_project_file, open_engine
 
+        ensure_project_file(self.project_dir)
         engine = open_engine(self.target, self.project_dir)
         endpoints = getattr(engine, "endpoints", None)
         if endpoints is not None:

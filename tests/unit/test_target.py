@@ -12,10 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tenantctl.errors import InvalidInput
 from tenantctl import target as target_mod
-from tenantctl.target import Target, find_config, load_target, open_engine, project_root, render_config
+from tenantctl.target import (Target, ensure_project_file, find_config, load_target, open_engine, project_root,
+                             render_config)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -121,13 +123,18 @@ def test_rendered_config_reads_back_as_the_same_target(project: Path) -> None:
     assert got.source == str(path)
 
 
-def test_project_root_walks_up_then_falls_back_to_the_package(project: Path, tmp_path_factory) -> None:
+def test_project_root_walks_up_else_a_new_project_in_cwd(project: Path, tmp_path_factory) -> None:
     deep = project / "a" / "b"
     deep.mkdir(parents=True)
     assert project_root(deep) == project.resolve()
     elsewhere = tmp_path_factory.mktemp("elsewhere")
-    assert (project_root(elsewhere) / "Pulumi.yaml").is_file()
-    assert project_root(elsewhere) == REPO
+    assert project_root(elsewhere) == elsewhere.resolve()
+    ensure_project_file(elsewhere)
+    written = yaml.safe_load((elsewhere / "Pulumi.yaml").read_text())
+    assert written["stackConfigDir"] == "stacks" and written["name"] == yaml.safe_load(
+        (REPO / "Pulumi.yaml").read_text())["name"]
+    assert (Path(written["main"]) / "__main__.py").is_file()  # the installed program
+    assert project_root(elsewhere / "sub") == elsewhere.resolve()
 
 
 def test_aws_target_opens_the_pulumi_engine_and_never_the_local_one(project: Path, monkeypatch) -> None:
