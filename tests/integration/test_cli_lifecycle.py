@@ -33,7 +33,7 @@ def cli(sandbox, tmp_path_factory):
         return subprocess.run([sys.executable, "-m", "tenantctl", *args], cwd=root, env=env,
                               capture_output=True, text=True, timeout=300)
 
-    run.root = root
+    run.root, run.env = root, env
     return run
 
 
@@ -131,3 +131,27 @@ def test_list_paginates(cli):
             break
     assert {"cli-p1", "cli-p2", "cli-p3"} <= set(seen)
     assert len(seen) == len(set(seen))
+
+
+PROBE = """
+import json, sys
+from tenantctl.cli.app import main
+sys.argv = ["tenantctl", *sys.argv[1:]]
+try:
+    main()
+except SystemExit:
+    pass
+sys.stderr.write(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {"pulumi", "pulumi_aws"})))
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["provision", "--help"], ["list", "--json"],
+                                  ["status", "cli-p1", "--json"], ["sandbox", "status"]])
+def test_read_only_commands_do_not_import_pulumi(cli, args):
+    if not cli("list", "--json").stdout.count('"cli-p1"'):  # the platform and a tenant exist: these only read
+        assert cli("provision", "cli-p1").returncode == 0
+    probe = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=cli.root, capture_output=True, text=True,
+                           env={**os.environ, "TENANTCTL_SANDBOX_DIR": cli.env["TENANTCTL_SANDBOX_DIR"]},
+                           timeout=120)
+    loaded = json.loads(probe.stderr.strip().splitlines()[-1])
+    assert loaded == [], f"`tenantctl {' '.join(args)}` imported {loaded}"

@@ -11,23 +11,28 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import yaml
 
 from tenantctl.engines.base import ChangeSet, Engine, EngineEvent, EventSink, Op, ResourceChange, UpResult
-from tenantctl.engines.local import runtime
-from tenantctl.engines.local.handlers import HANDLERS, Context
-from tenantctl.engines.local.passes import ApplyPass, PlanPass, _Pass, delete_resource
 from tenantctl.engines.local.state import StackState, StateFile
 from tenantctl.errors import ApplyFailed, TargetUnavailable
 from tenantctl.policy import PlannedResource
 
-Gate = Callable[[list[PlannedResource]], None]
+if TYPE_CHECKING:  # pulumi (and so the passes) load only when a program runs: `status`/`list` stay light
+    from tenantctl.engines.local.handlers import Context
+    from tenantctl.engines.local.passes import PlanPass, _Pass
+    from tenantctl.engines.local.runtime import Program
+
+Gate = Callable[[str, list[PlannedResource]], None]  # (stack, planned): raises to refuse (policy.PolicyGate)
 # Bounded retries with jitter (botocore's adaptive mode adds client-side rate
 # limiting on throttling: KMS CreateKey allows only a few calls per second).
+# Pulumi's runtime settings are process-global: one program run at a time.
+RUN_LOCK = threading.RLock()
 RETRY_MODE, MAX_ATTEMPTS = "adaptive", 10
 
 
@@ -41,7 +46,7 @@ class LocalEngine(Engine):
     name = "local"
 
     def __init__(self, project_dir: Path, endpoints: Any, state_dir: Path | None = None,
-                 gate: Gate | None = None, program: runtime.Program | None = None) -> None:
+                 gate: Gate | None = None, program: Program | None = None) -> None:
         if not endpoints.is_loopback():
             raise TargetUnavailable(
                 f"the LocalEngine only runs against the local sandbox; refusing {endpoints.aws_endpoint_url} / "
@@ -54,18 +59,21 @@ class LocalEngine(Engine):
 
     # -- the Engine interface -------------------------------------------------
     def preview(self, stack: str, on_event: EventSink | None = None) -> ChangeSet:
-        with runtime.RUN_LOCK, self._aws_env():
+        with RUN_LOCK, self._aws_env():
             plan = self._plan(stack, on_event)
             return ChangeSet(stack=stack, changes=plan.changes + plan.deletions())
 
     def up(self, stack: str, on_event: EventSink | None = None) -> UpResult:
-        with runtime.RUN_LOCK, self._aws_env():
+        with RUN_LOCK, self._aws_env():
             plan = self._plan(stack, on_event)
             if self.gate is not None:
-                self.gate(plan.planned)
+                self.gate(stack, plan.planned)  # before the apply pass: a refusal changes nothing
             project, config = self._config(stack)
             file = StateFile(self.state_root, stack)
             state = file.load()
+            from tenantctl.engines.local import runtime
+            from tenantctl.engines.local.passes import ApplyPass
+
             run = ApplyPass(stack, state, self._context(config), on_event, file)
             try:
                 outputs = runtime.run_program(self.program, project, stack, config, run, run.current, preview=False)
@@ -84,10 +92,12 @@ class LocalEngine(Engine):
             return UpResult(stack=stack, outputs=state.outputs, changes=changes)
 
     def destroy(self, stack: str, on_event: EventSink | None = None) -> ChangeSet:
-        with runtime.RUN_LOCK, self._aws_env():
+        with RUN_LOCK, self._aws_env():
             file = StateFile(self.state_root, stack)
             state = file.load()
             config = self._config(stack)[1] if self._stack_file(stack).exists() else {}
+            from tenantctl.engines.local.passes import _Pass
+
             run = _Pass(stack, state, self._context(config), on_event, file)
             deleted = self._delete(run, list(reversed(state.resources)))
             file.delete()
@@ -103,6 +113,9 @@ class LocalEngine(Engine):
 
     # -- internals ------------------------------------------------------------
     def _plan(self, stack: str, on_event: EventSink | None) -> PlanPass:
+        from tenantctl.engines.local import runtime
+        from tenantctl.engines.local.passes import PlanPass
+
         project, config = self._config(stack)
         plan = PlanPass(stack, StateFile(self.state_root, stack).load(), self._context(config), on_event)
         try:
@@ -115,6 +128,9 @@ class LocalEngine(Engine):
         return plan
 
     def _delete(self, run: _Pass, entries: list) -> list[ResourceChange]:
+        from tenantctl.engines.local.handlers import HANDLERS
+        from tenantctl.engines.local.passes import delete_resource
+
         done = []
         for entry in entries:
             handler = HANDLERS.get(entry.type)
@@ -155,19 +171,19 @@ class LocalEngine(Engine):
 
     def _context(self, config: dict[str, Any]) -> Context:
         import boto3
-        from botocore.config import Config
+
+        from tenantctl import aws
 
         ep = self.endpoints
         region = str(config.get("aws:region") or ep.region)
         session = boto3.session.Session(aws_access_key_id=ep.aws_env()["AWS_ACCESS_KEY_ID"],
                                         aws_secret_access_key=ep.aws_env()["AWS_SECRET_ACCESS_KEY"],
                                         region_name=region)
-        retry = Config(retries={"mode": RETRY_MODE, "max_attempts": MAX_ATTEMPTS}, connect_timeout=5, read_timeout=60)
         clients: dict[str, Any] = {}
 
         def client(service: str) -> Any:
-            if service not in clients:
-                clients[service] = session.client(service, endpoint_url=ep.aws_endpoint_url, config=retry)
+            if service not in clients:  # bounded backoff with jitter, throttling retried longest (tenantctl.aws)
+                clients[service] = aws.client(service, session=session, endpoint_url=ep.aws_endpoint_url)
             return clients[service]
 
         def pg_connect(dbname: str | None = None) -> Any:
@@ -181,6 +197,8 @@ class LocalEngine(Engine):
             if not file.exists():
                 raise ApplyFailed(f"stack reference {name!r}: that stack has not been applied on this sandbox")
             return file.load().outputs
+
+        from tenantctl.engines.local.handlers import Context
 
         return Context(region=region, client=client, pg_connect=pg_connect,
                        pg_endpoint=(ep.pg_host, ep.pg_port, ep.pg_database, ep.pg_user, ep.pg_password),

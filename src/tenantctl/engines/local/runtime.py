@@ -1,7 +1,7 @@
 """Running the Pulumi program in-process under mocks, one run at a time.
 
 Pulumi's runtime settings (monitor, root stack, config, registered outputs)
-are process-global, so runs are serialized by ``RUN_LOCK`` and each starts
+are process-global, so runs are serialized by ``engine.RUN_LOCK`` and each starts
 from a reset runtime: that is what lets up -> up -> destroy (or several
 stacks) run in one process.
 """
@@ -20,7 +20,6 @@ from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-RUN_LOCK = threading.RLock()
 Program = Callable[[str], dict[str, Any]]
 
 
