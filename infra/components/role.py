@@ -1,5 +1,8 @@
 """TenantRole: the IAM role a tenant's workload runs as.
 
+The documents are plain functions (``trust_document``, ``access_document``) so
+tests and `tenantctl check` judge exactly what is deployed.
+
 Two phases, because the key policy names the role and the role's policy names
 the key: the role exists first (its ARN goes into TenantKey), then ``allow``
 attaches the inline policy once key, queues and secret exist.
@@ -7,11 +10,13 @@ attaches the inline policy once key, queues and secret exist.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 
+from tenant_runtime.credentials import SESSION_TAG
 from tenantctl import naming
 
 S3_OBJECT_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload",
@@ -38,27 +43,47 @@ class TenantGrants:
     secret_arn: pulumi.Input[str]
 
 
-def trust_policy(tenant_id: str, principal: pulumi.Input[str]) -> pulumi.Output[str]:
-    # The session must carry tenant=<id>: a caller cannot assume acme's role
-    # while tagged as another tenant.
-    return pulumi.Output.json_dumps({"Version": "2012-10-17", "Statement": [{
+# SESSION_TAG: the session tag tenant_runtime.credentials passes on AssumeRole
+# (its ``assume_role`` mode); the trust policy requires it to equal the tenant id.
+
+
+def trust_document(tenant_id: str, principal: str) -> dict:
+    """Who may assume the tenant role: only ``principal`` (the runtime; the
+    platform's ``runtime_principal_arn``), and only for a session tagged
+    ``tenant_id=<id>`` and nothing else, so a caller cannot assume acme's role
+    while acting for another tenant."""
+    return {"Version": "2012-10-17", "Statement": [{
         "Sid": "RuntimeAssumesWithTenantTag", "Effect": "Allow", "Principal": {"AWS": principal},
         "Action": ["sts:AssumeRole", "sts:TagSession"],
-        "Condition": {"StringEquals": {"aws:RequestTag/tenant": tenant_id}},
-    }]})
+        "Condition": {"StringEquals": {f"aws:RequestTag/{SESSION_TAG}": tenant_id},
+                      "ForAllValues:StringEquals": {"aws:TagKeys": [SESSION_TAG]}},
+    }]}
+
+
+def access_document(tenant_id: str, bucket_arn: str, queue_arns: list[str], kms_key_arn: str,
+                    secret_arn: str) -> dict:
+    """What the tenant role may do: objects under ``tenants/<id>/`` only (the
+    trailing "/" keeps ``acme`` out of ``acme-corp``), listing only with an
+    ``s3:prefix`` under it, its two queues, its key, its DB secret."""
+    prefix = naming.s3_prefix(tenant_id)
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "TenantObjects", "Effect": "Allow", "Action": S3_OBJECT_ACTIONS,
+         "Resource": f"{bucket_arn}/{prefix}*"},
+        {"Sid": "ListTenantPrefix", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn,
+         "Condition": {"StringLike": {"s3:prefix": [f"{prefix}*"]}}},
+        {"Sid": "TenantQueues", "Effect": "Allow", "Action": SQS_ACTIONS, "Resource": list(queue_arns)},
+        {"Sid": "TenantKey", "Effect": "Allow", "Action": KMS_ACTIONS, "Resource": kms_key_arn},
+        {"Sid": "TenantDbSecret", "Effect": "Allow", "Action": SECRET_ACTIONS, "Resource": secret_arn},
+    ]}
+
+
+def trust_policy(tenant_id: str, principal: pulumi.Input[str]) -> pulumi.Output[str]:
+    return pulumi.Output.from_input(principal).apply(lambda p: json.dumps(trust_document(tenant_id, p)))
 
 
 def access_policy(tenant_id: str, grants: TenantGrants) -> pulumi.Output[str]:
-    prefix = naming.s3_prefix(tenant_id)  # trailing "/": acme never matches acme-corp
-    return pulumi.Output.json_dumps({"Version": "2012-10-17", "Statement": [
-        {"Sid": "TenantObjects", "Effect": "Allow", "Action": S3_OBJECT_ACTIONS,
-         "Resource": pulumi.Output.concat(grants.bucket_arn, "/", prefix, "*")},
-        {"Sid": "ListTenantPrefix", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": grants.bucket_arn,
-         "Condition": {"StringLike": {"s3:prefix": [f"{prefix}*"]}}},
-        {"Sid": "TenantQueues", "Effect": "Allow", "Action": SQS_ACTIONS, "Resource": grants.queue_arns},
-        {"Sid": "TenantKey", "Effect": "Allow", "Action": KMS_ACTIONS, "Resource": grants.kms_key_arn},
-        {"Sid": "TenantDbSecret", "Effect": "Allow", "Action": SECRET_ACTIONS, "Resource": grants.secret_arn},
-    ]})
+    return pulumi.Output.all(grants.bucket_arn, grants.kms_key_arn, grants.secret_arn, *grants.queue_arns).apply(
+        lambda v: json.dumps(access_document(tenant_id, v[0], list(v[3:]), v[1], v[2])))
 
 
 class TenantRole(pulumi.ComponentResource):

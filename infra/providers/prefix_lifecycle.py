@@ -4,14 +4,21 @@ S3 holds ONE lifecycle configuration per bucket, so a per-tenant
 BucketLifecycleConfiguration resource would overwrite every other tenant's.
 This provider merges read-modify-write: it replaces only the rules it owns
 (ids `tenantctl-<id>-...` filtered under tenants/<id>/) and leaves the rest.
-Concurrent writers are serialised by the caller (see the README); the 1,000
+Concurrent writers (parallel `apply` workers, CI shards on other machines)
+take turns through a lock (`_bucket_lock`): without it two read-modify-writes
+interleave and one tenant's rules are lost. The 1,000
 rules-per-bucket limit is refused here before S3 is asked.
 """
 
 from __future__ import annotations
 
+import random
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
@@ -60,9 +67,9 @@ def _owned(rule: dict[str, Any], tenant_id: str, prefix: str) -> bool:
 
 
 def _s3(region: str):
-    import boto3  # endpoint from AWS_ENDPOINT_URL on the sandbox
+    from tenantctl import aws  # bounded backoff with jitter; endpoint from AWS_ENDPOINT_URL on the sandbox
 
-    return boto3.client("s3", region_name=region)
+    return aws.client("s3", region=region)
 
 
 def _read_rules(s3, bucket: str) -> list[dict[str, Any]]:
@@ -76,18 +83,84 @@ def _read_rules(s3, bucket: str) -> list[dict[str, Any]]:
         raise
 
 
+LOCK_KEY = "tenantctl/locks/lifecycle-configuration"  # outside every tenants/<id>/ prefix
+LOCK_STALE_SECONDS = 60  # a read-modify-write takes milliseconds: an older lock is a dead writer's
+LOCK_WAIT_SECONDS = 180
+
+
+@contextmanager
+def _local_lock(bucket: str) -> Iterator[None]:
+    """Writers on this machine (parallel `apply` workers) take turns on a file lock."""
+    import fcntl
+    import tempfile
+
+    path = Path(tempfile.gettempdir()) / f"tenantctl-lifecycle-{bucket}.lock"
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _bucket_lock(s3, bucket: str) -> Iterator[None]:
+    """Writers anywhere (CI shards on other machines) take turns on a lock
+    object created with If-None-Match: * (one creator wins), removed by version
+    id afterwards (no delete markers pile up in a versioned bucket); one older
+    than LOCK_STALE_SECONDS is a dead writer's and is removed. Where object
+    writes are refused (403), the local lock alone serialises. (On the sandbox
+    the LocalEngine leaves the TLS-only deny out of the policy it puts, since
+    moto would apply it without its aws:SecureTransport condition.)"""
+    from botocore.exceptions import ClientError
+
+    def remove(version_id: str | None) -> None:
+        s3.delete_object(Bucket=bucket, Key=LOCK_KEY, **({"VersionId": version_id} if version_id else {}))
+
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    with _local_lock(bucket):
+        while True:
+            try:
+                taken = s3.put_object(Bucket=bucket, Key=LOCK_KEY, Body=b"", IfNoneMatch="*")
+                break
+            except ClientError as exc:
+                code = exc.response["Error"]["Code"]
+                if code in ("403", "AccessDenied", "Forbidden"):
+                    taken = None
+                    break
+                if code not in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+                    raise
+            try:
+                head = s3.head_object(Bucket=bucket, Key=LOCK_KEY)
+            except ClientError:
+                continue  # released in between: try again at once
+            if (datetime.now(timezone.utc) - head["LastModified"]).total_seconds() > LOCK_STALE_SECONDS:
+                remove(head.get("VersionId"))
+                continue
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"s3://{bucket}/{LOCK_KEY} held for over {LOCK_WAIT_SECONDS} s by another writer")
+            time.sleep(random.uniform(0.05, 0.25))
+        try:
+            yield
+        finally:
+            if taken is not None:
+                remove(taken.get("VersionId"))
+
+
 def _write_rules(props: dict[str, Any], own: list[dict[str, Any]]) -> None:
     s3 = _s3(props["region"])
-    others = [r for r in _read_rules(s3, props["bucket"]) if not _owned(r, props["tenant_id"], props["prefix"])]
-    rules = others + _integral(own)
-    if len(rules) > MAX_RULES:
-        raise LifecycleLimitExceeded(
-            f"bucket {props['bucket']} would hold {len(rules)} lifecycle rules (S3 allows {MAX_RULES}): "
-            "add a shared bucket shard before provisioning more tenants")
-    if rules:
-        s3.put_bucket_lifecycle_configuration(Bucket=props["bucket"], LifecycleConfiguration={"Rules": rules})
-    else:
-        s3.delete_bucket_lifecycle(Bucket=props["bucket"])
+    with _bucket_lock(s3, props["bucket"]):
+        others = [r for r in _read_rules(s3, props["bucket"]) if not _owned(r, props["tenant_id"], props["prefix"])]
+        rules = others + _integral(own)
+        if len(rules) > MAX_RULES:
+            raise LifecycleLimitExceeded(
+                f"bucket {props['bucket']} would hold {len(rules)} lifecycle rules (S3 allows {MAX_RULES}): "
+                "tenants are not sharded across buckets; nothing was written (the provision preflight "
+                "normally refuses this tenant first: see tenantctl.preflight)")
+        if rules:
+            s3.put_bucket_lifecycle_configuration(Bucket=props["bucket"], LifecycleConfiguration={"Rules": rules})
+        else:
+            s3.delete_bucket_lifecycle(Bucket=props["bucket"])
 
 
 class PrefixLifecycleProvider(ResourceProvider):

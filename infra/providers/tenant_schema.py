@@ -24,9 +24,9 @@ TEMPLATE = "tenant_schema.sql.j2"
 
 
 def _secrets_client(region: str):
-    import boto3  # endpoint from AWS_ENDPOINT_URL on the sandbox
+    from tenantctl import aws  # bounded backoff with jitter; endpoint from AWS_ENDPOINT_URL on the sandbox
 
-    return boto3.client("secretsmanager", region_name=region)
+    return aws.client("secretsmanager", region=region)
 
 
 def _secret_json(region: str, secret_arn: str) -> dict[str, Any]:

@@ -6,6 +6,12 @@ addresses (``/tenants/{id}/...`` by default) and puts the TenantContext in
 ``scope["state"]["tenant"]`` (Starlette: ``request.state.tenant``). Errors become
 JSON responses with the status each error carries (401, 403, 404, 503...).
 
+Errors raised later, inside the application (a foreign cursor, a ciphertext
+that fails to decrypt, a bad filename...), map the same way: register
+``error_handler`` for ``TenantRuntimeError`` (Starlette/FastAPI:
+``app.add_exception_handler(TenantRuntimeError, error_handler)``); for a bare
+ASGI app the middleware itself answers them when no response has started.
+
 ``tenant_dependency(resolver)`` is the per-route alternative for FastAPI:
 ``ctx: TenantContext = Depends(tenant_dependency(resolver))``; it reads the
 ``tenant_id`` path parameter and raises ``HTTPException`` when FastAPI (or
@@ -48,7 +54,19 @@ class TenantMiddleware:
             await _error(send, exc)
             return
         scope.setdefault("state", {})["tenant"] = ctx
-        await self.app(scope, receive, send)
+        started = False
+
+        async def tracking_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except TenantRuntimeError as exc:
+            if started:
+                raise
+            await _error(send, exc)
 
 
 async def _error(send: Callable, exc: TenantRuntimeError) -> None:
@@ -58,6 +76,22 @@ async def _error(send: Callable, exc: TenantRuntimeError) -> None:
         headers.append((b"www-authenticate", b"Bearer"))
     await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+class ErrorResponse:
+    """A JSON error response as a bare ASGI app: ``{"error": code, "detail": message}``
+    with the error's status (and ``WWW-Authenticate: Bearer`` on 401)."""
+
+    def __init__(self, exc: TenantRuntimeError) -> None:
+        self.exc, self.status_code = exc, exc.status_code
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        await _error(send, self.exc)
+
+
+async def error_handler(request: Any, exc: TenantRuntimeError) -> ErrorResponse:
+    """Exception handler for Starlette / FastAPI (``add_exception_handler``)."""
+    return ErrorResponse(exc)
 
 
 def tenant_dependency(resolver: TenantResolver, path_param: str = "tenant_id") -> Callable[[Any], TenantContext]:
@@ -71,6 +105,16 @@ def tenant_dependency(resolver: TenantResolver, path_param: str = "tenant_id") -
                 raise
             raise http_exception(status_code=exc.status_code, detail=str(exc)) from None
 
+    try:  # FastAPI injects the request by its annotation: give it Starlette's Request.
+        import inspect
+
+        from starlette.requests import Request  # type: ignore[import-not-found]
+
+        dependency.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request)],
+            return_annotation=TenantContext)
+    except ImportError:
+        pass
     return dependency
 
 

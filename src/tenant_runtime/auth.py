@@ -4,15 +4,22 @@ PyJWT checks the signature, ``exp`` (required), ``nbf``/``iat`` when present,
 and audience/issuer when configured; the tenant comes from one configurable
 claim (a dotted path reaches nested claims, e.g. ``https://example.com/tenant``
 or ``org.tenant``). Only then is the registry consulted.
+
+Verification is cached: a token that verified is remembered (by its exact
+text) for ``verified_cache_ttl`` seconds at most and never past its ``exp``;
+a hit re-checks ``exp``/``nbf`` against the clock, so an expired token is
+refused as before. A PEM key is loaded once, not per request.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, Callable
 
 import jwt
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from tenant_runtime.cache import TTLCache
 from tenant_runtime.context import TenantContext
 from tenant_runtime.errors import TenantMismatch, Unauthenticated
 from tenant_runtime.registry import RegistryReader
@@ -31,6 +38,8 @@ class JWTSettings(BaseModel):
     issuer: str | None = None
     tenant_claim: str = "tenant_id"
     leeway: float = 0.0
+    verified_cache_ttl: float = 60.0  # 0 disables the cache of verified tokens
+    verified_cache_size: int = 10_000
 
     @model_validator(mode="after")
     def _one_key_source(self) -> "JWTSettings":
@@ -50,15 +59,53 @@ def bearer_token(authorization: str | None) -> str:
     return token.strip()
 
 
+def _prepared_key(settings: JWTSettings) -> Any:
+    """The verification key, loaded once when every allowed algorithm takes the
+    same kind of key (PyJWT would parse a PEM string on every decode)."""
+    if settings.key is None:
+        return None
+    algorithms = jwt.algorithms.get_default_algorithms()
+    kinds = {type(algorithms[a]) for a in settings.algorithms if a in algorithms}
+    if len(kinds) != 1 or len(settings.algorithms) != len([a for a in settings.algorithms if a in algorithms]):
+        return settings.key
+    try:
+        return algorithms[settings.algorithms[0]].prepare_key(settings.key)
+    except jwt.PyJWTError as exc:
+        raise ValueError(f"JWT key unusable for {settings.algorithms[0]}: {exc}") from None
+
+
 class TenantResolver:
-    def __init__(self, settings: JWTSettings, registry: RegistryReader) -> None:
-        self.settings, self.registry = settings, registry
+    def __init__(self, settings: JWTSettings, registry: RegistryReader,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings, self.registry, self.clock = settings, registry, clock
         self._jwks = jwt.PyJWKClient(settings.jwks_url) if settings.jwks_url else None
+        self._key = _prepared_key(settings)
+        self._verified: TTLCache[dict[str, Any]] | None = (
+            TTLCache(settings.verified_cache_size, settings.verified_cache_ttl, clock)
+            if settings.verified_cache_ttl > 0 else None)
 
     def verify(self, token: str) -> dict[str, Any]:
+        if self._verified is not None:
+            hit, claims = self._verified.get(token)
+            if hit and claims is not None and self._still_valid(claims):
+                return dict(claims)  # a caller's edits never reach the cache
+        claims = self._verify(token)
+        if not self._still_valid(claims):  # the resolver's clock has the last word (tests move it)
+            raise Unauthenticated("invalid token: expired or not yet valid")
+        if self._verified is not None:
+            remaining = float(claims["exp"]) + self.settings.leeway - self.clock()
+            if remaining > 0:
+                self._verified.put(token, claims, min(self.settings.verified_cache_ttl, remaining))
+        return claims
+
+    def _still_valid(self, claims: dict[str, Any]) -> bool:
+        now, leeway = self.clock(), self.settings.leeway
+        return float(claims["exp"]) + leeway > now and float(claims.get("nbf", now)) - leeway <= now
+
+    def _verify(self, token: str) -> dict[str, Any]:
         s = self.settings
         try:
-            key: Any = self._jwks.get_signing_key_from_jwt(token).key if self._jwks else s.key
+            key: Any = self._jwks.get_signing_key_from_jwt(token).key if self._jwks else self._key
             options: dict[str, Any] = {"require": ["exp"]}
             if s.audience is None:
                 options["verify_aud"] = False

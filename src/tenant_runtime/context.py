@@ -16,6 +16,13 @@ class TenantContext:
     subject: str | None = None
     claims: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
+    def __post_init__(self) -> None:
+        # A context holding another tenant's record would route this tenant's
+        # requests to that tenant's store, key, prefix and queue: refuse it.
+        owners = {self.record.tenant_id} | ({self.record.resources.tenant_id} if self.record.resources else set())
+        if owners != {self.tenant_id}:
+            raise TenantMismatch(self.tenant_id, ",".join(sorted(owners - {self.tenant_id})), "registry record")
+
     @property
     def resources(self) -> TenantResources:
         # RegistryReader.get refuses records without resources, so this holds.

@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from tenant_runtime.context import TenantContext
 
 Mode = Literal["ambient", "assume_role"]
+SESSION_TAG = "tenant_id"  # the tenant role's trust policy (infra/components/role.py) requires exactly this tag
 
 
 class ClientFactory:
     def __init__(self, mode: Mode = "ambient", session: Any | None = None, region: str | None = None,
                  endpoint_url: str | None = None, duration_seconds: int = 900,
-                 refresh_margin: float = 120.0) -> None:
+                 refresh_margin: float = 120.0, clock: Callable[[], datetime] | None = None) -> None:
         import boto3
         from botocore.config import Config
 
@@ -36,11 +37,12 @@ class ClientFactory:
         self.session = session or boto3.session.Session(region_name=region)
         self.endpoint_url = endpoint_url
         self.duration_seconds, self.refresh_margin = duration_seconds, refresh_margin
+        self.clock = clock or (lambda: datetime.now(timezone.utc))  # injectable for cache-expiry tests
         # Bounded retries with jitter (botocore "standard" mode) on throttling.
         self.config = Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32)
         self._shared: dict[str, Any] = {}
         self._scoped: dict[str, tuple[datetime, dict[str, Any], Any]] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered: _scoped_client -> _assume -> _shared_client
         self.assume_role_calls = 0
 
     def client(self, ctx: TenantContext, service: str) -> Any:
@@ -61,7 +63,7 @@ class ClientFactory:
     def _scoped_client(self, ctx: TenantContext, service: str) -> Any:
         import boto3
 
-        now = datetime.now(timezone.utc)
+        now = self.clock()
         with self._lock:
             entry = self._scoped.get(ctx.tenant_id)
             if entry is None or entry[0] - timedelta(seconds=self.refresh_margin) <= now:
@@ -82,8 +84,8 @@ class ClientFactory:
         resp = sts.assume_role(
             RoleArn=ctx.resources.role_arn, RoleSessionName=f"tenant-{ctx.tenant_id}"[:64],
             DurationSeconds=self.duration_seconds,
-            Tags=[{"Key": "tenant_id", "Value": ctx.tenant_id}],
-            TransitiveTagKeys=["tenant_id"],
+            Tags=[{"Key": SESSION_TAG, "Value": ctx.tenant_id}],
+            TransitiveTagKeys=[SESSION_TAG],
         )
         creds = resp["Credentials"]
         expiration = creds["Expiration"]

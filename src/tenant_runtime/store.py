@@ -70,6 +70,17 @@ class Message(BaseModel):
     created_at: datetime
 
 
+class Conversation(BaseModel):
+    conversation_id: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class ConversationPage(BaseModel):
+    conversations: list[Conversation]  # by conversation_id
+    next_cursor: str | None  # None after the last page
+
+
 class Page(BaseModel):
     messages: list[Message]  # newest first
     next_cursor: str | None  # older messages; None at the beginning of the conversation
@@ -78,16 +89,46 @@ class Page(BaseModel):
 
 # -- cursors -------------------------------------------------------------------
 
-def encode_cursor(tenant_id: str, conversation_id: str, before: int | None, after: int) -> str:
-    raw = json.dumps({"t": tenant_id, "c": conversation_id, "b": before, "a": after}, separators=(",", ":")).encode()
+def _pack(data: dict[str, Any]) -> str:
+    raw = json.dumps(data, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _unpack(cursor: str) -> dict[str, Any]:
+    data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    if not isinstance(data, dict):
+        raise ValueError
+    return data
+
+
+def encode_cursor(tenant_id: str, conversation_id: str, before: int | None, after: int) -> str:
+    return _pack({"t": tenant_id, "c": conversation_id, "b": before, "a": after})
+
+
+def encode_list_cursor(tenant_id: str, after: str) -> str:
+    return _pack({"t": tenant_id, "l": after})
+
+
+def decode_list_cursor(cursor: str, tenant_id: str) -> str:
+    """The conversation id a list_conversations() cursor continues after;
+    refuses another tenant's cursor (403) and anything malformed (400)."""
+    try:
+        data = _unpack(cursor)
+        owner, after = data["t"], data["l"]
+        if not (isinstance(owner, str) and isinstance(after, str) and after):
+            raise ValueError
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise InvalidRequest("invalid cursor: pass a cursor returned by list_conversations()") from None
+    if owner != tenant_id:
+        raise TenantMismatch(tenant_id, owner, "cursor")
+    return after
 
 
 def decode_cursor(cursor: str, tenant_id: str, conversation_id: str) -> tuple[int | None, int]:
     """(before, after) seq bounds of a cursor; refuses another tenant's (403) or
     another conversation's (400) cursor and anything malformed."""
     try:
-        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        data = _unpack(cursor)
         owner, conv, before, after = data["t"], data["c"], data["b"], data["a"]
         if not (isinstance(owner, str) and isinstance(conv, str) and type(after) is int and after >= 0
                 and (before is None or (type(before) is int and before > after))):
@@ -174,8 +215,8 @@ class ContextStore:
             raise StoreUnavailable(f"store secret of tenant {ctx.tenant_id!r} unusable: {exc}") from None
         # The secret must name this tenant's role and schema: a secret pointing
         # elsewhere is refused rather than followed.
-        if secret.username != store.role or secret.schema_ != store.schema_name:
-            raise TenantMismatch(ctx.tenant_id, f"{secret.username}/{secret.schema_}", "store secret")
+        if (secret.username, secret.schema_, secret.dbname) != (store.role, store.schema_name, store.database):
+            raise TenantMismatch(ctx.tenant_id, f"{secret.dbname}/{secret.schema_}/{secret.username}", "store secret")
         self._secrets.put(store.secret_arn, secret)
         return secret
 
@@ -185,9 +226,10 @@ class ContextStore:
             if pool is not None:
                 self._pools.move_to_end(ctx.tenant_id)
                 return pool
-        secret = self._secret(ctx)
+        self._secret(ctx)  # fail early (and with the mismatch) when the secret is unusable
 
         def connect() -> psycopg.Connection:
+            secret = self._secret(ctx)  # cached; re-read after a failed login (rotated password)
             try:
                 return psycopg.connect(host=secret.host, port=secret.port, dbname=secret.dbname,
                                        user=secret.username, password=secret.password,
@@ -264,10 +306,11 @@ class ContextStore:
             ).fetchall()
         more = len(rows) > limit
         rows = rows[:limit]
-        messages = [Message(conversation_id=conversation_id, seq=seq, role=role,
-                            content=self.envelope.decrypt(ctx, conversation_id, bytes(blob)).decode(),
-                            metadata=meta, created_at=created)
-                    for seq, role, blob, meta, created in rows]
+        contents = self.envelope.decrypt_many(ctx, conversation_id, [bytes(row[2]) for row in rows])
+        # Rows typed by PostgreSQL: built without re-validation.
+        messages = [Message.model_construct(conversation_id=conversation_id, seq=seq, role=role,
+                                            content=content.decode(), metadata=meta, created_at=created)
+                    for (seq, role, _, meta, created), content in zip(rows, contents)]
         encode = partial(encode_cursor, ctx.tenant_id, conversation_id)
         return Page(
             messages=messages,
@@ -275,6 +318,25 @@ class ContextStore:
             # Only a read from the top of its range knows the newest seq.
             head_cursor=encode(None, rows[0][0] if rows else after) if before is None else None,
         )
+
+    def list_conversations(self, ctx: TenantContext, limit: int = 50, cursor: str | None = None) -> ConversationPage:
+        """The tenant's conversations by id, ``limit`` at a time (keyset on the
+        id: stable while conversations are added or deleted)."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}")
+        after = decode_list_cursor(cursor, ctx.tenant_id) if cursor else ""
+        with self.transaction(ctx) as conn:
+            rows = conn.execute(
+                sql.SQL("SELECT conversation_id, created_at, updated_at FROM {conv} "
+                        "WHERE tenant_id = %(t)s AND conversation_id > %(a)s "
+                        "ORDER BY conversation_id LIMIT %(n)s").format(conv=self._table(ctx, "conversations")),
+                {"t": ctx.tenant_id, "a": after, "n": limit + 1},
+            ).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return ConversationPage(
+            conversations=[Conversation(conversation_id=c, created_at=cr, updated_at=up) for c, cr, up in rows],
+            next_cursor=encode_list_cursor(ctx.tenant_id, rows[-1][0]) if more else None)
 
     def delete_conversation(self, ctx: TenantContext, conversation_id: str) -> bool:
         """Delete a conversation and its messages; False when there was none."""

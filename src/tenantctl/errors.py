@@ -41,6 +41,14 @@ class PolicyViolation(TenantctlError):
     exit_code = 8
 
 
+class QuotaExceeded(TenantctlError):
+    """Provisioning would exceed an account quota or a shared-resource limit
+    (VPCs, RDS instances, IAM roles, 1,000 lifecycle rules per bucket): refused
+    by the preflight before anything was created. (9 and 10 are the drills'.)"""
+
+    exit_code = 11
+
+
 EXIT_CODES = {
     0: "success",
     1: "unexpected error",
@@ -51,4 +59,5 @@ EXIT_CODES = {
     NotFound.exit_code: "unknown tenant or backup",
     TargetUnavailable.exit_code: "target unavailable: sandbox not running/startable, AWS or Pulumi CLI missing",
     PolicyViolation.exit_code: "an isolation invariant is violated",
+    QuotaExceeded.exit_code: "a quota or shared-resource limit would be exceeded: refused before anything was created",
 }

@@ -1,7 +1,9 @@
 """Isolation invariants, checked on planned resources before anything is applied.
 
-One module serves three callers: the CLI's policy gate (planned resources of a
-preview), the LocalEngine's preview, and `tenantctl check`. A resource is what
+One module serves three callers: the policy gate both engines run between their
+preview and the first change (``PolicyGate``: the LocalEngine's plan pass, the
+PulumiEngine's Automation API preview), provision's early spec check, and
+`tenantctl check` (the IAM rules on the live role policy). A resource is what
 Pulumi hands a resource monitor: its type token, logical name and camelCase
 inputs (the same dicts ``pulumi.runtime.Mocks.new_resource`` receives).
 
@@ -14,11 +16,15 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from tenantctl import naming
+from tenantctl.errors import PolicyViolation
 
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # pulumi's unknown-value sentinel
 
@@ -41,6 +47,8 @@ NAME_SUFFIXES = frozenset({
     "db-storage", "db-cpu", "tmp-expiry", "abort-multipart", "archive",
 })
 
+MIN_BACKUP_RETENTION_DAYS = 7
+
 # Actions that touch tenant data: never allowed on a wildcard resource.
 _DATA_SERVICES = ("s3:", "sqs:", "kms:", "secretsmanager:", "dynamodb:", "rds-db:", "rds-data:")
 
@@ -58,6 +66,24 @@ class PlannedResource(BaseModel):
     type: str
     name: str
     inputs: dict[str, Any] = Field(default_factory=dict)
+
+
+def planned_resource(typ: str, name: str, inputs: dict[str, Any]) -> PlannedResource:
+    """A PlannedResource from the inputs a Pulumi mock receives: JSON-shaped,
+    Pulumi internals (``__provider``...) dropped, and every unknown value (a
+    ``pulumi.output.Unknown`` during a preview) as the ``UNKNOWN`` sentinel, so
+    the rules skip it instead of judging its repr."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items() if not str(k).startswith("__")}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if type(value).__name__ == "Unknown" and type(value).__module__.startswith("pulumi"):
+            return UNKNOWN
+        return value
+
+    return PlannedResource(type=typ, name=name, inputs=json.loads(json.dumps(plain(inputs), default=str)))
 
 
 class Violation(BaseModel):
@@ -225,22 +251,47 @@ def _iam_scope(plan: _Plan):
                 yield r.name, problem
 
 
-@rule("rds-posture")
-def _rds_posture(plan: _Plan):
-    for r in plan.of("aws:rds/instance:Instance"):
+def _instances(plan: _Plan) -> Iterator[PlannedResource]:
+    return plan.of("aws:rds/instance:Instance")
+
+
+@rule("rds-encryption")
+def _rds_encryption(plan: _Plan):
+    for r in _instances(plan):
         i = r.inputs
         if i.get("storageEncrypted") is not True:
             yield r.name, "storage not encrypted"
-        if i.get("publiclyAccessible") is not False:
-            yield r.name, "instance may be publicly accessible"
-        if i.get("deletionProtection") is not True:
-            yield r.name, "deletion protection is off"
-        if int(i.get("backupRetentionPeriod") or 0) < 7:
-            yield r.name, f"backup retention {i.get('backupRetentionPeriod') or 0} < 7 days"
-        if i.get("skipFinalSnapshot") is True:
-            yield r.name, "final snapshot skipped"
-        if not plan.platform and _known(i.get("kmsKeyId")) and i.get("kmsKeyId") not in plan.own_key_refs:
+        elif not plan.platform and _known(i.get("kmsKeyId")) and i.get("kmsKeyId") not in plan.own_key_refs:
             yield r.name, "dedicated storage not encrypted with this tenant's key"
+
+
+@rule("public-database")
+def _public_database(plan: _Plan):
+    for r in _instances(plan):
+        if r.inputs.get("publiclyAccessible") is not False:
+            yield r.name, "instance may be publicly accessible (publiclyAccessible must be false)"
+
+
+@rule("deletion-protection")
+def _deletion_protection(plan: _Plan):
+    for r in _instances(plan):
+        if r.inputs.get("deletionProtection") is not True:
+            yield r.name, "deletion protection is off"
+        if r.inputs.get("skipFinalSnapshot") is True:
+            yield r.name, "final snapshot skipped"
+
+
+@rule("backup-retention")
+def _backup_retention(plan: _Plan):
+    for r in _instances(plan):
+        days = r.inputs.get("backupRetentionPeriod")
+        if not _known(days):
+            continue
+        if int(days or 0) < MIN_BACKUP_RETENTION_DAYS:
+            yield r.name, f"backup retention {days or 0} < {MIN_BACKUP_RETENTION_DAYS} days"
+
+
+_OPEN = ("0.0.0.0/0", "::/0")
 
 
 @rule("no-open-ingress")
@@ -249,8 +300,18 @@ def _no_open_ingress(plan: _Plan):
         for ing in r.inputs.get("ingress") or []:
             cidrs = _as_list(ing.get("cidrBlocks")) + _as_list(ing.get("ipv6CidrBlocks"))
             for cidr in cidrs:
-                if cidr in ("0.0.0.0/0", "::/0"):
+                if cidr in _OPEN:
                     yield r.name, f"ingress open to {cidr} on port {ing.get('fromPort')}"
+    # The same rule written as separate rule resources.
+    for r in plan.of("aws:ec2/securityGroupRule:SecurityGroupRule"):
+        if r.inputs.get("type") == "ingress":
+            for cidr in _as_list(r.inputs.get("cidrBlocks")) + _as_list(r.inputs.get("ipv6CidrBlocks")):
+                if cidr in _OPEN:
+                    yield r.name, f"ingress open to {cidr} on port {r.inputs.get('fromPort')}"
+    for r in plan.of("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"):
+        for cidr in (r.inputs.get("cidrIpv4"), r.inputs.get("cidrIpv6")):
+            if cidr in _OPEN:
+                yield r.name, f"ingress open to {cidr} on port {r.inputs.get('fromPort')}"
 
 
 _PATTERNS = (
@@ -301,23 +362,69 @@ def _no_foreign_reference(plan: _Plan):
             yield r.name, f"references other tenant(s): {', '.join(sorted(others))}"
 
 
+_PUBLIC_ACLS = ("public-read", "public-read-write", "authenticated-read")
+_BLOCK_FLAGS = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
+
+
+def _public_statement(stmt: dict) -> bool:
+    """An Allow to everyone without a condition narrowing it."""
+    if stmt.get("Effect") != "Allow" or stmt.get("Condition"):
+        return False
+    principal = stmt.get("Principal")
+    if isinstance(principal, dict):
+        principal = principal.get("AWS")
+    return principal == "*" or (isinstance(principal, list) and "*" in principal)
+
+
+def _bucket_key(value: Any) -> str:
+    # A bucket named by an output not known yet pairs with settings whose bucket is unknown too.
+    return str(value) if _known(value) else UNKNOWN
+
+
 @rule("bucket-public-access")
 def _bucket_public_access(plan: _Plan):
-    if not plan.platform:
-        return
-    blocks = {str(b.inputs.get("bucket")): b.inputs for b in plan.of("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")}
-    policies = {str(p.inputs.get("bucket")): _doc(p.inputs.get("policy")) for p in plan.of("aws:s3/bucketPolicy:BucketPolicy")}
-    flags = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
-    for b in plan.of("aws:s3/bucket:Bucket"):
-        name = str(b.inputs.get("bucket"))
+    """Every bucket any stack declares: the four public-access-block flags on,
+    no public ACL, no bucket policy granting everyone, TLS-only. A policy
+    document still unknown at preview time is judged on the next apply."""
+    blocks = {_bucket_key(b.inputs.get("bucket")): b.inputs
+              for b in plan.of("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")}
+    policies = {_bucket_key(p.inputs.get("bucket")): p.inputs.get("policy")
+                for p in plan.of("aws:s3/bucketPolicy:BucketPolicy")}
+    acls = {_bucket_key(a.inputs.get("bucket")): a.inputs.get("acl")
+            for a in plan.of("aws:s3/bucketAclV2:BucketAclV2", "aws:s3/bucketAcl:BucketAcl")}
+    for b in plan.of("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2"):
+        name = _bucket_key(b.inputs.get("bucket"))
         block = blocks.get(name)
-        if block is None or not all(block.get(f) is True for f in flags):
+        if block is None or not all(block.get(f) is True or block.get(f) == UNKNOWN for f in _BLOCK_FLAGS):
             yield b.name, "public access not fully blocked"
-        policy = policies.get(name, {})
+        for acl in (b.inputs.get("acl"), acls.get(name)):
+            if acl in _PUBLIC_ACLS:
+                yield b.name, f"public ACL {acl!r}"
+        policy = policies.get(name)
+        if policy == UNKNOWN:
+            continue
+        statements = _as_list(_doc(policy).get("Statement"))
+        if any(_public_statement(s) for s in statements):
+            yield b.name, "bucket policy allows everyone (Principal \"*\")"
         tls = any(s.get("Effect") == "Deny" and "aws:SecureTransport" in json.dumps(s.get("Condition", {}))
-                  for s in _as_list(policy.get("Statement")))
+                  for s in statements)
         if not tls:
             yield b.name, "no TLS-only (aws:SecureTransport) deny statement"
+
+
+@rule("bucket-encryption")
+def _bucket_encryption(plan: _Plan):
+    sse = {_bucket_key(e.inputs.get("bucket")): e.inputs for e in plan.of(
+        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+        "aws:s3/bucketServerSideEncryptionConfigurationV2:BucketServerSideEncryptionConfigurationV2")}
+    for b in plan.of("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2"):
+        config = sse.get(_bucket_key(b.inputs.get("bucket"))) or {}
+        if config.get("rules") == UNKNOWN:
+            continue
+        algorithms = [((r or {}).get("applyServerSideEncryptionByDefault") or {}).get("sseAlgorithm")
+                      for r in _as_list(config.get("rules"))]
+        if not any(a in ("aws:kms", "aws:kms:dsse", UNKNOWN) for a in algorithms):
+            yield b.name, "no default SSE-KMS encryption"
 
 
 def check(resources: Iterable[PlannedResource], tenant_id: str, platform: bool = False,
@@ -332,3 +439,101 @@ def check(resources: Iterable[PlannedResource], tenant_id: str, platform: bool =
     if unknown:
         raise ValueError(f"unknown rule(s): {', '.join(sorted(unknown))}")
     return [v for name in selected for v in RULES[name](plan)]
+
+
+# -- the spec: what the planned resources cannot show --------------------------------------
+# A pooled tenant's backup retention (logical backups, the tombstone window)
+# is not an input of any resource, so the spec itself is judged too; the same
+# rule names as the resource rules, so a refusal reads the same either way.
+SPEC_RULES = ("backup-retention", "deletion-protection")
+
+
+def check_spec(spec: Any) -> list[Violation]:
+    """Violations of a TenantSpec (PlatformSpec has no unsafe options today)."""
+    from tenantctl.models import TenantSpec, Tier
+
+    if not isinstance(spec, TenantSpec):
+        return []
+    where = f"stacks/Pulumi.{spec.id}.yaml"
+    found = []
+    if spec.backup.retention_days < MIN_BACKUP_RETENTION_DAYS:
+        found.append(Violation(rule="backup-retention", resource=where,
+                               message=f"backup.retention_days {spec.backup.retention_days} < "
+                                       f"{MIN_BACKUP_RETENTION_DAYS} days"))
+    if spec.tier is Tier.dedicated and spec.dedicated is not None and not spec.dedicated.deletion_protection:
+        found.append(Violation(rule="deletion-protection", resource=where,
+                               message="dedicated.deletion_protection is false"))
+    return found
+
+
+# -- the gate: run by both engines before every up ------------------------------------------
+_WAIVED: ContextVar[frozenset[str]] = ContextVar("tenantctl_policy_waived", default=frozenset())
+
+
+@contextmanager
+def waived(*rules: str) -> Iterator[None]:
+    """Let the gate pass ``rules`` for the applies inside the block. Only
+    deprovision uses it: it lifts RDS deletion protection in one update right
+    before destroying the instance."""
+    unknown = set(rules) - set(RULES) - set(SPEC_RULES)
+    if unknown:
+        raise ValueError(f"unknown rule(s): {', '.join(sorted(unknown))}")
+    token = _WAIVED.set(_WAIVED.get() | frozenset(rules))
+    try:
+        yield
+    finally:
+        _WAIVED.reset(token)
+
+
+class PolicyRefused(PolicyViolation):
+    """The gate refused a plan (exit code 8); ``violations`` lists every broken rule."""
+
+    def __init__(self, stack: str, violations: list[Violation]) -> None:
+        self.stack, self.violations = stack, violations
+        rules = ", ".join(dict.fromkeys(v.rule for v in violations))
+        details = "; ".join(str(v) for v in violations)
+        super().__init__(f"policy gate refused stack {stack!r} before anything was applied "
+                         f"(rule {rules}): {details}")
+
+
+def refuse_unsafe_spec(spec: Any) -> None:
+    """The spec half of the gate, for callers that want to refuse before
+    writing anything (provision runs it before its registry reservation)."""
+    found = [v for v in check_spec(spec) if v.rule not in _WAIVED.get()]
+    if found:
+        raise PolicyRefused(getattr(spec, "id", "platform"), found)
+
+
+class PolicyGate:
+    """``gate(stack, planned)``: raises PolicyRefused when the plan of ``stack``
+    (or its committed spec) breaks an invariant. Engines call it between their
+    preview of the program and the first change; ``target.open_engine`` hands
+    one to every engine it opens."""
+
+    def __init__(self, project_dir: Path) -> None:
+        self.project_dir = Path(project_dir)
+
+    @property
+    def stacks_dir(self) -> Path:
+        import yaml
+
+        path = self.project_dir / "Pulumi.yaml"
+        project = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+        return self.project_dir / (project.get("stackConfigDir") or ".")
+
+    def _spec(self, stack: str) -> Any:
+        from tenantctl.stackconfig import PLATFORM_STACK, read_platform, read_tenant, stack_file
+
+        if stack == PLATFORM_STACK:
+            return read_platform(self.stacks_dir)
+        path = stack_file(self.stacks_dir, stack)
+        return read_tenant(path) if path.exists() else None
+
+    def __call__(self, stack: str, planned: list[PlannedResource]) -> None:
+        from tenantctl.stackconfig import PLATFORM_STACK
+
+        platform = stack == PLATFORM_STACK
+        found = check_spec(self._spec(stack)) + check(planned, stack, platform=platform)
+        found = [v for v in found if v.rule not in _WAIVED.get()]
+        if found:
+            raise PolicyRefused(stack, found)

@@ -18,7 +18,7 @@ import socket
 from datetime import timedelta
 from typing import Any, Iterator
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from tenantctl.errors import Conflict, InvalidInput, NotFound, TargetUnavailable
 from tenantctl.models import (
@@ -65,13 +65,10 @@ class RegistryWriter:
     """Reads and conditionally writes TenantRecords in the DynamoDB registry table."""
 
     def __init__(self, table_name: str, client: Any | None = None) -> None:
-        import boto3
-        from botocore.config import Config
+        from tenantctl import aws
 
         self.table = table_name
-        self.client = client or boto3.client(
-            "dynamodb", config=Config(retries={"max_attempts": 8, "mode": "adaptive"})
-        )
+        self.client = client or aws.client("dynamodb")  # bounded backoff with jitter (tenantctl.aws)
 
     # -- reads -----------------------------------------------------------
     def get(self, tenant_id: str) -> TenantRecord | None:
@@ -79,7 +76,7 @@ class RegistryWriter:
             item = self.client.get_item(
                 TableName=self.table, Key={"tenant_id": {"S": tenant_id}}, ConsistentRead=True
             ).get("Item")
-        except ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:  # missing table, endpoint down, retries exhausted
             raise TargetUnavailable(f"registry table {self.table!r} unreadable: {exc}") from None
         return TenantRecord.model_validate_json(item["record"]["S"]) if item else None
 
@@ -162,6 +159,8 @@ class RegistryWriter:
                     f"tenant {record.tenant_id!r} changed in the registry while this run held it; re-run"
                 ) from None
             raise TargetUnavailable(f"registry write failed: {exc}") from None
+        except BotoCoreError as exc:
+            raise TargetUnavailable(f"registry table {self.table!r} unreachable, write failed: {exc}") from None
         return new
 
     def acquire(self, spec: TenantSpec, operation: str) -> TenantRecord:

@@ -167,7 +167,9 @@ def _toml_string(value: str) -> str:
 def _open_pulumi(target: Target, project_dir: Path) -> Engine:
     from tenantctl.engines.pulumi_engine import PulumiEngine
 
-    return PulumiEngine(target, project_dir)
+    from tenantctl.policy import PolicyGate
+
+    return PulumiEngine(target, project_dir, gate=PolicyGate(project_dir))
 
 
 def _open_local(target: Target, project_dir: Path) -> Engine:
@@ -175,7 +177,9 @@ def _open_local(target: Target, project_dir: Path) -> Engine:
     from tenantctl.sandbox import ensure_running
 
     endpoints = ensure_running(target.sandbox.state_dir)
-    return LocalEngine(project_dir, endpoints, state_dir=target.sandbox.state_dir)
+    from tenantctl.policy import PolicyGate
+
+    return LocalEngine(project_dir, endpoints, state_dir=target.sandbox.state_dir, gate=PolicyGate(project_dir))
 
 
 def open_engine(target: Target, project_dir: Path) -> Engine:

@@ -1,56 +1,83 @@
-"""Backup / restore drills on the sandbox: moto server + real PostgreSQL, real pg_dump/pg_restore."""
+"""Backup / restore drills on tenants made by the real provision operation
+(LocalEngine on the sandbox: moto server + real PostgreSQL) and retired by the
+real deprovision operation; real pg_dump / pg_restore."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 from psycopg import sql
 
+from tenantctl import naming
 from tenantctl.drills import store
 from tenantctl.drills.backup import backup
+from tenantctl.drills.context import DrillContext, context_from_workspace
 from tenantctl.drills.errors import KeyUnusable
 from tenantctl.drills.history import latest_verdicts, list_reports
 from tenantctl.drills.models import Target, Verdict
 from tenantctl.drills.report import render_markdown
 from tenantctl.drills.restore import cleanup, restore
 from tenantctl.drills.run import drill
-from tenantctl.errors import InvalidInput, NotFound
+from tenantctl.drills.verify import verify
+from tenantctl.errors import Conflict, InvalidInput, NotFound
 from tenantctl.models import TenantStatus, Tier
+from tenantctl.operations.deprovision import deprovision
 
-from drill_tenants import (
-    drop_tenant, make_tenant, open_env, retire_tenant, rows, scratch_databases, write_history,
-)
+from tenant_data import Sandbox, history, objects, put_objects, rows, scratch_databases, write_history
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def env(sandbox):
-    return open_env(sandbox)
+def box(sandbox) -> Sandbox:
+    return Sandbox(sandbox)
+
+
+@pytest.fixture(scope="module")
+def ctx(workspace) -> DrillContext:
+    return context_from_workspace(workspace)
+
+
+DEDICATED = "ded"  # one dedicated tenant for the logical and the RDS snapshot tests: each costs a VPC (quota 5)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def free_vpcs(workspace):
+    """Dedicated tenants left active at the end are deprovisioned: the session's
+    sandbox is shared, and its VPC quota with it."""
+    yield
+    left = workspace.registry.get(f"dr-{DEDICATED}")
+    if left is not None and left.status is TenantStatus.active:
+        deprovision(workspace, left.tenant_id, final_backup=False)
 
 
 @pytest.fixture
-def tenant(env, request):
-    made = []
+def tenant(provision_tenant, box, workspace):
+    """tenant(name, tier=..., conversations=, messages=, objects=) -> the active
+    record of `dr-<name>`, provisioned for real and carrying history + objects."""
 
-    def make(name: str, tier: Tier = Tier.pooled, **load):
-        record = make_tenant(env, f"d{env.run}-{name}", tier)
-        write_history(env, record, **load)
-        made.append(record)
-        return env.registry.require(record.tenant_id)
+    def make(name: str, tier: Tier = Tier.pooled, conversations: int = 3, messages: int = 5, objects: int = 4):
+        tenant_id = f"dr-{name}"
+        fresh = workspace.registry.get(tenant_id) is None
+        record = provision_tenant(tenant_id, tier=tier.value)
+        if fresh:  # a tenant shared by several tests gets its data once
+            write_history(box, record, conversations, messages)
+            put_objects(box, record, objects)
+        return workspace.registry.require(record.tenant_id)
 
-    yield make
-    for record in made:
-        drop_tenant(env, record)
+    return make
 
 
 def failing(report) -> str:
     return " | ".join(report.reasons)
 
 
-def test_drill_restores_a_copy_that_matches_the_tenant(env, tenant):
+def test_drill_restores_a_copy_that_matches_the_tenant(ctx, box, tenant):
     record = tenant("a")
-    before = len(scratch_databases(env))
-    report = drill(env.ctx, record)
+    res = record.resources
+    before = len(scratch_databases(box))
+    report = drill(ctx, record)
     assert report.verdict is Verdict.passed, failing(report)
     assert report.backup_kind == "pg_dump-schema" and report.cleaned_up
     names = {c.name for c in report.checks}
@@ -58,186 +85,259 @@ def test_drill_restores_a_copy_that_matches_the_tenant(env, tenant):
     messages = next(c for c in report.checks if c.name == "table messages: rows")
     assert messages.expected == messages.actual == "15"
     assert report.object_count == 4 and report.rto_seconds is not None and report.rpo_seconds is not None
-    assert len(scratch_databases(env)) == before  # scratch database dropped
-    assert store.list_manifests(env.s3, record)[-1].backup_id == report.backup_id
+    assert len(scratch_databases(box)) == before  # scratch database dropped
+    manifest = store.latest_manifest(ctx.s3, record)
+    assert manifest.backup_id == report.backup_id and manifest.reason == "manual"
+    assert manifest.spec["id"] == record.tenant_id  # what a restore after deprovision re-provisions
 
     # Restore again and keep the copy: every row and object equals the live tenant's.
-    manifest = store.latest_manifest(env.s3, record)
-    result = restore(env.ctx, record, manifest)
+    result = restore(ctx, record, manifest)
     try:
-        res = record.resources
         assert result.database.startswith("drill_") and result.database != res.store.database
-        assert rows(env, result.database, res.store.schema_name) == rows(env, res.store.database, res.store.schema_name)
+        assert rows(box, result.database, res.store.schema_name) == rows(box, res.store.database, res.store.schema_name)
+        s3 = box.client("s3")
         for entry in manifest.objects:
-            live = env.s3.get_object(Bucket=res.bucket, Key=res.prefix + entry.key)["Body"].read()
-            copy = env.s3.get_object(Bucket=res.bucket, Key=result.object_prefix + entry.key)["Body"].read()
+            live = s3.get_object(Bucket=res.bucket, Key=res.prefix + entry.key)["Body"].read()
+            copy = s3.get_object(Bucket=res.bucket, Key=result.object_prefix + entry.key)["Body"].read()
             assert copy == live
-        assert env.s3.get_object(Bucket=res.bucket, Key=res.prefix + "uploads/0.txt")["Body"].read().startswith(b"v2")
+        assert objects(box, record)["uploads/0.txt"].startswith(b"v2")
     finally:
-        cleanup(env.ctx, record, result)
+        cleanup(ctx, record, result)
 
-    history = list_reports(env.s3, record)
-    assert [r.drill_id for r in history] == [report.drill_id]
-    verdicts = latest_verdicts([record], s3=env.s3)
-    assert verdicts[record.tenant_id].verdict == "pass"
+    assert [r.drill_id for r in list_reports(ctx.s3, record)] == [report.drill_id]
+    assert latest_verdicts([record], s3=ctx.s3)[record.tenant_id].verdict == "pass"
     markdown = render_markdown(report)
     assert "**PASS**" in markdown and "table messages: checksum" in markdown
 
 
-def test_dedicated_tenant_gets_a_logical_backup_on_the_sandbox(env, tenant):
-    record = tenant("ded", Tier.dedicated, conversations=2, messages=3, objects=1)
-    report = drill(env.ctx, record)
+def test_dedicated_tenant_gets_a_logical_backup_on_the_sandbox(ctx, tenant):
+    record = tenant(DEDICATED, Tier.dedicated, conversations=2, messages=3, objects=1)
+    assert record.resources.store.database == naming.database_name(record.tenant_id)
+    report = drill(ctx, record)
     assert report.verdict is Verdict.passed, failing(report)
     assert report.backup_kind == "logical (sandbox)"
     assert "logical (sandbox)" in render_markdown(report)
     # Limits for CI: any restore takes longer than 0 s; a day-old RPO limit holds for a fresh backup.
-    limited = drill(env.ctx, record, backup_id="latest", max_rto=0.0, max_rpo=86400)
+    limited = drill(ctx, record, backup_id="latest", max_rto=0.0, max_rpo=86400)
     assert limited.verdict is Verdict.failed and all(c.ok for c in limited.checks)
     assert [r for r in limited.reasons if "exceeds" in r] == [f"RTO {limited.rto_seconds:.1f}s exceeds --max-rto 0s"]
 
 
-def test_a_corrupted_backup_fails_the_drill_with_a_clear_verdict(env, tenant):
+def test_a_corrupted_backup_fails_the_drill_with_a_clear_verdict(ctx, box, tenant):
     record = tenant("corrupt")
-    manifest = backup(env.ctx, record)
+    manifest = backup(ctx, record)
     res = record.resources
-    blob = bytearray(env.s3.get_object(Bucket=res.bucket, Key=manifest.dump.key)["Body"].read())
+    s3 = box.client("s3")
+    blob = bytearray(s3.get_object(Bucket=res.bucket, Key=manifest.dump.key)["Body"].read())
     blob[len(blob) // 2] ^= 0x01
-    env.s3.put_object(Bucket=res.bucket, Key=manifest.dump.key, Body=bytes(blob))
-    before = scratch_databases(env)
-    report = drill(env.ctx, record, backup_id=manifest.backup_id)
+    s3.put_object(Bucket=res.bucket, Key=manifest.dump.key, Body=bytes(blob))
+    before = scratch_databases(box)
+    report = drill(ctx, record, backup_id=manifest.backup_id)
     assert report.verdict is Verdict.failed
     assert "failed AES-GCM authentication" in failing(report)
-    assert scratch_databases(env) == before
+    assert scratch_databases(box) == before
     assert "**FAIL**" in render_markdown(report) and "AES-GCM" in render_markdown(report)
-    assert latest_verdicts([record], s3=env.s3)[record.tenant_id].verdict == "fail"
+    assert latest_verdicts([record], s3=ctx.s3)[record.tenant_id].verdict == "fail"
 
 
-def test_a_changed_row_after_restore_fails_verification(env, tenant):
+def test_a_changed_row_after_restore_fails_verification(ctx, box, tenant):
     """The checksums see content, not just counts: a restored row changed behind
     the drill's back makes the verdict fail."""
     record = tenant("tamper")
-    manifest = backup(env.ctx, record)
-    result = restore(env.ctx, record, manifest)
+    manifest = backup(ctx, record)
+    result = restore(ctx, record, manifest)
     try:
-        with env.admin_conn(result.database) as conn:
-            conn.execute(sql.SQL("UPDATE {} SET metadata = '{{\"n\": 99}}' WHERE seq = 1").format(
-                sql.Identifier(result.schema_name, "messages")))
-        from tenantctl.drills.verify import verify
-
-        checks = {c.name: c for c in verify(env.ctx, record, manifest, result)}
+        with box.admin(result.database) as conn:
+            conn.execute(sql.SQL("UPDATE {} SET metadata = '{{\"n\": 99}}' WHERE seq = (SELECT min(seq) FROM {})").format(
+                sql.Identifier(result.schema_name, "messages"), sql.Identifier(result.schema_name, "messages")))
+        checks = {c.name: c for c in verify(ctx, record, manifest, result)}
         assert checks["table messages: rows"].ok and not checks["table messages: checksum"].ok
         assert checks["table conversations: checksum"].ok
     finally:
-        cleanup(env.ctx, record, result)
+        cleanup(ctx, record, result)
 
 
-def test_a_tenant_cannot_restore_another_tenants_backup(env, tenant):
+def test_a_tenant_cannot_restore_another_tenants_backup(ctx, box, tenant):
     a, b = tenant("iso-a"), tenant("iso-b")
-    theirs = backup(env.ctx, b)
+    assert a.resources.bucket == b.resources.bucket  # one shared bucket: only prefix and key separate them
+    bucket = a.resources.bucket
+    s3 = box.client("s3")
+    theirs = backup(ctx, b)
     with pytest.raises(NotFound):
-        drill(env.ctx, a, backup_id=theirs.backup_id)  # only A's prefix is ever read
+        drill(ctx, a, backup_id=theirs.backup_id)  # only A's prefix is ever read
     # Even B's backup copied into A's prefix, its manifest rewritten to name A, stays closed:
     # A's key and encryption context cannot open B's data key.
     src, dst = store.backup_dir(b, theirs.backup_id), store.backup_dir(a, theirs.backup_id)
     dump_key = dst + "db.dump.enc"
-    env.s3.copy_object(Bucket=env.bucket, Key=dump_key, CopySource={"Bucket": env.bucket, "Key": src + "db.dump.enc"})
+    s3.copy_object(Bucket=bucket, Key=dump_key, CopySource={"Bucket": bucket, "Key": src + "db.dump.enc"})
     forged = theirs.model_copy(update={"tenant_id": a.tenant_id, "record": a,
                                        "dump": theirs.dump.model_copy(update={"key": dump_key})})
-    store.put_manifest(env.s3, a, forged)
-    report = drill(env.ctx, a, backup_id=theirs.backup_id)
+    store.put_manifest(s3, a, forged)
+    report = drill(ctx, a, backup_id=theirs.backup_id)
     assert report.verdict is Verdict.failed
     assert report.key_unusable and "KMS refused to decrypt the backup's data key" in failing(report)
     # The unmodified copy is refused before any decryption.
-    env.s3.copy_object(Bucket=env.bucket, Key=dst + "manifest.json",
-                       CopySource={"Bucket": env.bucket, "Key": src + "manifest.json"})
-    report = drill(env.ctx, a, backup_id=theirs.backup_id)
+    s3.copy_object(Bucket=bucket, Key=dst + "manifest.json", CopySource={"Bucket": bucket, "Key": src + "manifest.json"})
+    report = drill(ctx, a, backup_id=theirs.backup_id)
     assert report.verdict is Verdict.failed and f"names tenant {b.tenant_id!r}" in failing(report)
 
 
-def test_in_place_needs_yes_and_an_empty_target(env, tenant):
+def test_in_place_restores_a_live_tenant_only_with_yes_into_empty_tables(ctx, box, tenant, workspace):
     record = tenant("inplace")
-    manifest = backup(env.ctx, record)
+    res = record.resources
+    written = history(box, record)
+    live_rows = rows(box, res.store.database, res.store.schema_name)
+    manifest = backup(ctx, record)
     with pytest.raises(InvalidInput, match="--yes"):
-        restore(env.ctx, record, manifest, target=Target.in_place)
-    report = drill(env.ctx, record, backup_id=manifest.backup_id, target=Target.in_place, yes=True)
-    assert report.verdict is Verdict.failed and "is not empty: refused" in failing(report)
-    assert env.registry.require(record.tenant_id).lock is None  # the in-place lock was released
+        restore(ctx, record, manifest, target=Target.in_place)
+    refused = drill(ctx, record, backup_id=manifest.backup_id, target=Target.in_place, yes=True)
+    assert refused.verdict is Verdict.failed and "is not empty: refused (context_items: 1 rows" in failing(refused)
+    assert workspace.registry.require(record.tenant_id).lock is None  # the in-place lock was released
+
+    # The data is lost (tables emptied, an upload deleted); the tables provisioning made are an empty target.
+    with box.admin(res.store.database) as conn:
+        conn.execute(sql.SQL("TRUNCATE {}, {}, {}").format(*(sql.Identifier(res.store.schema_name, t) for t in
+                                                            ("messages", "conversations", "context_items"))))
+    box.client("s3").delete_object(Bucket=res.bucket, Key=res.prefix + "uploads/3.txt")
+    report = drill(ctx, record, backup_id=manifest.backup_id, target=Target.in_place, yes=True)
+    assert report.verdict is Verdict.passed, failing(report)
+    assert rows(box, res.store.database, res.store.schema_name) == live_rows
+    assert history(box, record) == written  # the runtime reads it again, as the tenant role under RLS
+    assert set(objects(box, record)) == {o.key for o in manifest.objects if o.key.startswith("uploads/")}
+    assert workspace.registry.require(record.tenant_id).status is TenantStatus.active
 
 
-def test_a_key_pending_deletion_is_reported(env, tenant):
+def test_a_key_pending_deletion_is_reported(ctx, box, tenant):
     record = tenant("pending")
-    backup(env.ctx, record)
-    env.kms.schedule_key_deletion(KeyId=record.resources.kms_key_arn.rsplit("/", 1)[-1], PendingWindowInDays=7)
+    backup(ctx, record)
+    box.client("kms").schedule_key_deletion(KeyId=record.resources.kms_key_arn.rsplit("/", 1)[-1],
+                                            PendingWindowInDays=7)
     with pytest.raises(KeyUnusable, match="pending deletion"):
-        backup(env.ctx, record)
-    report = drill(env.ctx, record, backup_id="latest")
+        backup(ctx, record)
+    report = drill(ctx, record, backup_id="latest")
     assert report.verdict is Verdict.failed
     assert report.key_unusable and "is pending deletion (deleted on " in failing(report)
 
 
-def test_restore_after_deprovision_brings_the_tenant_back(env, tenant):
-    record = tenant("revive")
+@pytest.mark.parametrize("tier", [Tier.pooled, Tier.dedicated])
+def test_restore_after_deprovision_brings_the_tenant_back(ctx, box, tenant, workspace, tier):
+    record = tenant(f"revive-{tier.value}", tier)
     res = record.resources
-    live_rows = rows(env, res.store.database, res.store.schema_name)
-    manifest = backup(env.ctx, record)
-    env.s3.put_object(Bucket=res.bucket, Key=res.prefix + "uploads/after-backup.txt", Body=b"later")
-    tomb = retire_tenant(env, record)
+    written = history(box, record)
+    live_rows = rows(box, res.store.database, res.store.schema_name)
+    live_objects = objects(box, record)
+    kms, s3 = box.client("kms"), box.client("s3")
+
+    tomb, _, details = deprovision(workspace, record.tenant_id)
     assert tomb.status is TenantStatus.deprovisioned and tomb.retain_until is not None
+    final = store.load_manifest(s3, tomb, details["final_backup"])
+    assert final.reason == "final" and final.tables["messages"].rows == 15
+    assert kms.describe_key(KeyId=res.kms_key_arn)["KeyMetadata"]["KeyState"] == "PendingDeletion"
+    with box.admin() as conn:  # the schema (dedicated: the whole database) is gone
+        database_left = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (res.store.database,)).fetchone()
+        assert (database_left is None) is (tier is Tier.dedicated)
+    if tier is Tier.pooled:
+        with box.admin(res.store.database) as conn:
+            assert conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
+                                (res.store.schema_name,)).fetchone() is None
+    s3.put_object(Bucket=res.bucket, Key=res.prefix + "uploads/after-deprovision.txt", Body=b"later")
 
-    report = drill(env.ctx, tomb, backup_id=manifest.backup_id, target=Target.in_place, yes=True)
+    report = drill(ctx, tomb, backup_id="latest", target=Target.in_place, yes=True)
     assert report.verdict is Verdict.passed, failing(report)
+    assert report.backup_id == final.backup_id and report.rto_seconds > 0
+    assert any("re-provisioned" in n for n in report.notes), report.notes
+    if tier is Tier.dedicated:  # the first deprovision's final snapshot, set aside for the next one
+        assert any(f"tenantctl-{record.tenant_id}-final-" in n for n in report.notes), report.notes
 
-    back = env.registry.require(record.tenant_id)
-    assert back.status is TenantStatus.active and back.retain_until is None and back.resources == res
-    assert env.kms.describe_key(KeyId=res.kms_key_arn)["KeyMetadata"]["KeyState"] == "Enabled"
-    assert rows(env, res.store.database, res.store.schema_name) == live_rows
-    keys = {o["Key"][len(res.prefix):] for o in env.s3.list_objects_v2(Bucket=res.bucket, Prefix=res.prefix + "uploads/")["Contents"]}
-    assert keys == {o.key for o in manifest.objects}  # the object written after the backup is gone
-    # The tenant role works again, under its RLS policy.
-    with env.admin_conn(res.store.database) as conn, conn.transaction():
-        conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(res.store.role)))
-        conn.execute("SELECT set_config('app.tenant_id', %s, true)", (record.tenant_id,))
-        assert conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
-            sql.Identifier(res.store.schema_name, "messages"))).fetchone()[0] == 15
-    # Past the retention window nothing is restored.
-    again = retire_tenant(env, back, retention_days=0)
+    back = workspace.registry.require(record.tenant_id)
+    assert back.status is TenantStatus.active and back.retain_until is None and back.lock is None
+    new = back.resources
+    # Everything the engine destroyed is there again; the key is a new one (the old stack's key is gone).
+    assert new.kms_key_arn != res.kms_key_arn
+    assert kms.describe_key(KeyId=naming.kms_alias(record.tenant_id))["KeyMetadata"]["Arn"] == new.kms_key_arn
+    assert kms.describe_key(KeyId=new.kms_key_arn)["KeyMetadata"]["KeyState"] == "Enabled"
+    assert kms.describe_key(KeyId=res.kms_key_arn)["KeyMetadata"]["KeyState"] == "PendingDeletion"
+    box.client("sqs").get_queue_attributes(QueueUrl=new.queue_url, AttributeNames=["QueueArn"])
+    box.client("iam").get_role(RoleName=naming.iam_role_name(record.tenant_id))
+    alarms = box.client("cloudwatch").describe_alarms(AlarmNamePrefix=f"tenantctl-{record.tenant_id}-")["MetricAlarms"]
+    assert len(alarms) == (4 if tier is Tier.dedicated else 2)
+
+    # The data: rows as they were (message content re-sealed under the new key), read by the runtime again.
+    now_rows = rows(box, new.store.database, new.store.schema_name)
+    assert now_rows["conversations"] == live_rows["conversations"]
+    assert now_rows["context_items"] == live_rows["context_items"]
+    content = 4  # tenant_id, conversation_id, seq, role, *content*, metadata, created_at
+    assert [r[:content] + r[content + 1:] for r in now_rows["messages"]] == \
+        [r[:content] + r[content + 1:] for r in live_rows["messages"]]
+    assert all(a[content] != b[content] for a, b in zip(now_rows["messages"], live_rows["messages"]))
+    assert history(box, back) == written
+    # Objects: the backup's versions, the later upload gone (a delete marker), SSE-KMS under the new key.
+    assert objects(box, back) == live_objects
+    for key in live_objects:
+        head = s3.head_object(Bucket=new.bucket, Key=new.prefix + key)
+        assert head["SSEKMSKeyId"].rsplit("/", 1)[-1] == new.kms_key_arn.rsplit("/", 1)[-1]
+
+    # A new backup chain under the new key, and the next drill of the live tenant passes.
+    after = store.latest_manifest(s3, back)
+    assert after.reason == "after-restore" and after.key_arn == new.kms_key_arn
+    assert drill(ctx, back).verdict is Verdict.passed
+
+    # Deprovisioned again without a final backup; past the retention window nothing is restored.
+    backups = len(store.list_manifests(s3, back))
+    again, _, details = deprovision(workspace, record.tenant_id, final_backup=False)
+    assert details["final_backup"] is None and len(store.list_manifests(s3, again)) == backups
+    if tier is Tier.dedicated:
+        snapshots = {snap["DBSnapshotIdentifier"] for snap in box.client("rds").describe_db_snapshots()["DBSnapshots"]}
+        final = f"tenantctl-{record.tenant_id}-final"
+        assert final in snapshots and any(name.startswith(final + "-") for name in snapshots)
+    expired = again.model_copy(update={"retain_until": again.retain_until.replace(year=2000)})
     with pytest.raises(InvalidInput, match="retention window ended"):
-        restore(env.ctx, again.model_copy(update={"retain_until": again.retain_until.replace(year=2000)}),
-                manifest, target=Target.in_place, yes=True)
+        restore(ctx, expired, after, target=Target.in_place, yes=True)
 
 
-def test_dedicated_on_aws_uses_rds_snapshots(env, tenant, sandbox):
-    """The AWS path against moto's RDS: snapshot backup with checksums from the
-    instance, restore into a scratch instance, scratch removed on clean-up.
-    (moto's instances accept no connections, so verification is not run here.)"""
-    import dataclasses
+def test_a_restore_after_deprovision_that_cannot_verify_leaves_the_tenant_deprovisioned(ctx, box, tenant, workspace):
+    record = tenant("revive-bad", conversations=1, messages=2, objects=1)
+    tomb, _, details = deprovision(workspace, record.tenant_id)
+    # The final backup's manifest promises other rows than its dump holds: the restore cannot verify.
+    s3 = box.client("s3")
+    manifest = store.load_manifest(s3, tomb, details["final_backup"])
+    manifest = manifest.model_copy(update={"tables": {**manifest.tables, "messages": manifest.tables["messages"].model_copy(
+        update={"checksum": "12345"})}})
+    store.put_manifest(s3, tomb, manifest)
+    report = drill(ctx, tomb, backup_id=manifest.backup_id, target=Target.in_place, yes=True)
+    assert report.verdict is Verdict.failed
+    assert any("stays deprovisioned" in n for n in report.notes), report.notes
+    still = workspace.registry.require(record.tenant_id)
+    assert still.status is TenantStatus.deprovisioned and still.lock is None and "verification failed" in still.last_error
+    # The backup's key stays usable for another attempt.
+    assert box.client("kms").describe_key(KeyId=tomb.resources.kms_key_arn)["KeyMetadata"]["KeyState"] == "Enabled"
+    with pytest.raises(Conflict, match="not empty"):  # and the restored copy is not overwritten blindly
+        restore(ctx, workspace.registry.require(record.tenant_id), manifest, target=Target.in_place, yes=True)
 
-    import boto3
 
-    from tenantctl import naming
-
-    record = tenant("rds", Tier.dedicated, conversations=1, messages=2, objects=1)
-    rds = boto3.client("rds", endpoint_url=sandbox.aws_endpoint_url, region_name=sandbox.region)
+def test_dedicated_on_aws_uses_rds_snapshots(ctx, box, tenant):
+    """The AWS path against moto's RDS, on the instance the LocalEngine created
+    for a dedicated tenant: snapshot backup with checksums from the database,
+    restore into a scratch instance, scratch removed on clean-up. (moto's
+    instances accept no connections, so verification is not run here.)"""
+    record = tenant(DEDICATED, Tier.dedicated, conversations=2, messages=3, objects=1)
+    rds = box.client("rds")
     instance = naming.rds_identifier(record.tenant_id)
-    rds.create_db_instance(DBInstanceIdentifier=instance, Engine="postgres", DBInstanceClass="db.t4g.micro",
-                           AllocatedStorage=20, MasterUsername="admin_user", MasterUserPassword="x" * 12)
-    ctx = dataclasses.replace(env.ctx, rds=rds, is_sandbox=False)
-    try:
-        manifest = backup(ctx, record)
-        assert manifest.kind == "rds-snapshot" and manifest.dump is None
-        assert manifest.tables["messages"].rows == 2 and len(manifest.objects) == 1
-        snaps = rds.describe_db_snapshots(DBSnapshotIdentifier=manifest.snapshot.identifier)["DBSnapshots"]
-        assert snaps[0]["DBInstanceIdentifier"] == instance
-        assert store.latest_manifest(env.s3, record).snapshot == manifest.snapshot
+    assert rds.describe_db_instances(DBInstanceIdentifier=instance)["DBInstances"]
+    aws = dataclasses.replace(ctx, rds=rds, is_sandbox=False)
+    manifest = backup(aws, record)
+    assert manifest.kind == "rds-snapshot" and manifest.dump is None
+    assert manifest.tables["messages"].rows == 6 and len(manifest.objects) == 1
+    snaps = rds.describe_db_snapshots(DBSnapshotIdentifier=manifest.snapshot.identifier)["DBSnapshots"]
+    assert snaps[0]["DBInstanceIdentifier"] == instance
+    assert store.latest_manifest(ctx.s3, record).snapshot == manifest.snapshot
 
-        result = restore(ctx, record, manifest)
-        assert result.scratch_instance.startswith("drill-") and result.scratch_instance != instance
-        restored = rds.describe_db_instances(DBInstanceIdentifier=result.scratch_instance)["DBInstances"][0]
-        assert restored["DBInstanceStatus"] == "available"
-        with pytest.raises(InvalidInput, match="RDS snapshot"):
-            restore(ctx, record, manifest, target=Target.in_place, yes=True)
-        cleanup(ctx, record, result)
-        left = [i["DBInstanceIdentifier"] for i in rds.describe_db_instances()["DBInstances"]]
-        assert result.scratch_instance not in left and instance in left
-    finally:
-        rds.delete_db_instance(DBInstanceIdentifier=instance, SkipFinalSnapshot=True)
+    result = restore(aws, record, manifest)
+    assert result.scratch_instance.startswith("drill-") and result.scratch_instance != instance
+    restored = rds.describe_db_instances(DBInstanceIdentifier=result.scratch_instance)["DBInstances"][0]
+    assert restored["DBInstanceStatus"] == "available"
+    with pytest.raises(InvalidInput, match="RDS snapshot"):
+        restore(aws, record, manifest, target=Target.in_place, yes=True)
+    cleanup(aws, record, result)
+    left = [i["DBInstanceIdentifier"] for i in rds.describe_db_instances()["DBInstances"]]
+    assert result.scratch_instance not in left and instance in left

@@ -1,4 +1,5 @@
-"""The backup stream format on its own: KMS on the moto server, no database."""
+"""The backup stream format on its own, sealed with the KMS keys of really
+provisioned tenants (moto's KMS), no database."""
 
 from __future__ import annotations
 
@@ -19,12 +20,17 @@ def kms(sandbox):
     return boto3.client("kms", endpoint_url=sandbox.aws_endpoint_url, region_name=sandbox.region)
 
 
-def seal(kms, plaintext: bytes, tenant: str = "t1", backup: str = "b1"):
-    key_arn = kms.create_key()["KeyMetadata"]["Arn"]
+@pytest.fixture(scope="module")
+def keys(provision_tenant) -> dict[str, str]:
+    """tenant id -> its KMS key ARN, for two tenants."""
+    return {t: provision_tenant(t).resources.kms_key_arn for t in ("dr-env-a", "dr-env-b")}
+
+
+def seal(kms, key_arn: str, plaintext: bytes, tenant: str = "dr-env-a", backup: str = "b1"):
     context = envelope.encryption_context(tenant, backup)
     key = envelope.new_data_key(kms, key_arn, context)
     blob = b"".join(envelope.encrypt_stream(io.BytesIO(plaintext), key, context))
-    return key_arn, key, context, blob
+    return key, context, blob
 
 
 def opened(kms, key_arn, key, context, blob) -> bytes:
@@ -33,15 +39,17 @@ def opened(kms, key_arn, key, context, blob) -> bytes:
 
 
 @pytest.mark.parametrize("size", [0, 1, envelope.CHUNK, envelope.CHUNK * 2 + 7])
-def test_round_trip_across_chunk_boundaries(kms, size):
+def test_round_trip_across_chunk_boundaries(kms, keys, size):
     plaintext = os.urandom(size)
-    key_arn, key, context, blob = seal(kms, plaintext)
+    key_arn = keys["dr-env-a"]
+    key, context, blob = seal(kms, key_arn, plaintext)
     assert opened(kms, key_arn, key, context, blob) == plaintext
 
 
-def test_truncation_reordering_and_foreign_context_are_refused(kms):
+def test_truncation_reordering_and_foreign_context_are_refused(kms, keys):
     plaintext = os.urandom(envelope.CHUNK * 2 + 100)
-    key_arn, key, context, blob = seal(kms, plaintext)
+    key_arn = keys["dr-env-a"]
+    key, context, blob = seal(kms, key_arn, plaintext)
     frame = 4 + envelope.CHUNK + 16
     header = len(envelope.MAGIC)
     first, second = blob[header:header + frame], blob[header + frame:header + 2 * frame]
@@ -53,4 +61,13 @@ def test_truncation_reordering_and_foreign_context_are_refused(kms):
         opened(kms, key_arn, key, context, blob + b"x")
     # Another backup id in the context: KMS will not open the data key.
     with pytest.raises(KeyUnusable, match="KMS refused"):
-        opened(kms, key_arn, key, envelope.encryption_context("t1", "other"), blob)
+        opened(kms, key_arn, key, envelope.encryption_context("dr-env-a", "other"), blob)
+
+
+def test_another_tenants_key_or_context_cannot_open_a_backup(kms, keys):
+    key, context, blob = seal(kms, keys["dr-env-a"], b"tenant a's rows")
+    with pytest.raises(KeyUnusable, match="KMS refused"):  # B's key, A's context
+        opened(kms, keys["dr-env-b"], key, context, blob)
+    with pytest.raises(KeyUnusable, match="KMS refused"):  # A's key, B's context
+        opened(kms, keys["dr-env-a"], key, envelope.encryption_context("dr-env-b", "b1"), blob)
+    assert opened(kms, keys["dr-env-a"], key, context, blob) == b"tenant a's rows"

@@ -1,14 +1,19 @@
-"""The routed context store on the sandbox: round trips for pooled and dedicated
-tenants, pagination under concurrent inserts, pooled connections that carry
-nothing from one tenant to the next, and the store's own refusals."""
+"""The routed context store on the sandbox, with tenants provisioned by the real
+operation: round trips for pooled and dedicated tenants, pagination under
+concurrent inserts, connections that carry nothing from one tenant to the next,
+and the store's own refusals with the runtime bypassed."""
 
 from __future__ import annotations
 
 import threading
+import uuid
 
 import psycopg
 import pytest
 from psycopg import sql
+
+from tenant_runtime import TenantContext, TenantMismatch
+from tenant_runtime.store import ContextStore
 
 from runtime_tenants import runtime, runtime_env  # noqa: F401  (fixtures)
 
@@ -36,6 +41,56 @@ def test_append_history_delete_round_trip(runtime, runtime_env, key):
     assert runtime.store.delete_conversation(ctx, "conv-rt") is True
     assert runtime.store.history(ctx, "conv-rt").messages == []
     assert runtime.store.delete_conversation(ctx, "conv-rt") is False
+
+
+def test_dedicated_store_is_its_own_database(runtime_env):
+    pooled, dedicated = runtime_env.record("a").resources.store, runtime_env.record("d").resources.store
+    assert dedicated.database != pooled.database
+    assert runtime_env.secret(runtime_env.ids["d"])["dbname"] == dedicated.database
+    with runtime_env.admin(pooled.database) as conn:  # the tenant schema is not in the shared database
+        assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s",
+                            (dedicated.schema_name,)).fetchone()[0] == 0
+
+
+def test_credentials_come_from_the_secret_not_the_record(runtime, runtime_env):
+    a, b = runtime_env.ids["a"], runtime_env.ids["b"]
+    password = runtime_env.secret(a)["password"]
+    item = runtime_env.client("dynamodb").get_item(TableName=runtime_env.registry_table,
+                                                  Key={"tenant_id": {"S": a}})["Item"]
+    assert password not in str(item) and "password" not in item["record"]["S"]
+    # A record (for A) pointing at B's secret is refused, not followed.
+    ctx_a = ctx_of(runtime, runtime_env, "a")
+    res = ctx_a.resources
+    wrong = res.model_copy(update={"store": res.store.model_copy(
+        update={"secret_arn": runtime_env.tenants[b].resources.store.secret_arn})})
+    forged = TenantContext(tenant_id=a, record=ctx_a.record.model_copy(update={"resources": wrong}))
+    store = ContextStore(runtime.envelope, lambda ctx: runtime.clients.client(ctx, "secretsmanager"))
+    try:
+        with pytest.raises(TenantMismatch, match="store secret"):
+            store.history(forged, "conv-any")
+    finally:
+        store.close()
+
+
+def test_conversation_list_pages_are_complete_while_conversations_are_added(runtime, runtime_env):
+    ctx = ctx_of(runtime, runtime_env, "b")
+    existing = {c.conversation_id for c in runtime.store.list_conversations(ctx, limit=500).conversations}
+    ids = [f"list-{i:03d}" for i in range(0, 40, 2)]
+    for cid in ids:
+        runtime.store.append(ctx, cid, "user", "hi")
+    seen, cursor, added = [], None, []
+    while True:
+        page = runtime.store.list_conversations(ctx, limit=3, cursor=cursor)
+        seen += [c.conversation_id for c in page.conversations]
+        # Meanwhile, new conversations arrive on both sides of the walk.
+        added.append(f"list-{2 * len(added) + 1:03d}")
+        runtime.store.append(ctx, added[-1], "user", "late")
+        if not page.next_cursor:
+            break
+        cursor = page.next_cursor
+    assert seen == sorted(seen) and len(seen) == len(set(seen))  # ordered, no overlap
+    assert set(ids) | existing <= set(seen)  # everything there before the walk
+    assert set(seen) <= set(ids) | existing | set(added)
 
 
 def test_pages_are_complete_and_disjoint_while_inserts_run(runtime, runtime_env):
@@ -100,14 +155,14 @@ def test_gateway_connection_reused_across_tenants_leaks_nothing(runtime, runtime
     ctx_a, ctx_b = ctx_of(runtime, runtime_env, "a"), ctx_of(runtime, runtime_env, "b")
     runtime.store.append(ctx_a, "conv-gw", "user", "from a")
     runtime.store.append(ctx_b, "conv-gw", "user", "from b")
-    gateway, password = f"gateway_{runtime_env.run}", "gw-password"
+    gateway, password = f"gateway_{uuid.uuid4().hex[:8]}", "gw-password"
     with runtime_env.admin() as admin:
         admin.execute(sql.SQL("CREATE ROLE {} LOGIN NOINHERIT PASSWORD {}").format(sql.Identifier(gateway), sql.Literal(password)))
         admin.execute(sql.SQL("GRANT {}, {} TO {}").format(sql.Identifier(a.resources.store.role),
                                                            sql.Identifier(b.resources.store.role), sql.Identifier(gateway)))
     try:
         with psycopg.connect(host=runtime_env.sandbox.pg_host, port=runtime_env.sandbox.pg_port,
-                             dbname=runtime_env.sandbox.pg_database, user=gateway, password=password) as conn:
+                             dbname=a.resources.store.database, user=gateway, password=password) as conn:
             def visible(record, schema_of=None):
                 target = (schema_of or record).resources.store.schema_name
                 with tenant_transaction(conn, record.tenant_id, record.resources.store.role):
@@ -163,3 +218,43 @@ def test_store_itself_refuses_a_role_crossing_tenants(runtime, runtime_env):
         # And it cannot switch off RLS: it owns nothing.
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(sql.SQL("ALTER TABLE {} NO FORCE ROW LEVEL SECURITY").format(a_messages))
+
+
+def test_a_role_cannot_read_the_dedicated_tenants_database(runtime, runtime_env):
+    """On the sandbox the dedicated database shares the server; A's role still finds a wall."""
+    d = runtime_env.record("d").resources.store
+    runtime.store.append(ctx_of(runtime, runtime_env, "d"), "conv-ded", "user", "dedicated")
+    with runtime_env.connect_as(runtime_env.ids["a"], database=d.database) as conn:
+        conn.execute("SELECT set_config('app.tenant_id', %s, false)", (runtime_env.ids["d"],))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(d.schema_name, "messages")))
+
+
+def test_row_level_security_holds_even_if_a_schema_were_mis_granted(runtime, runtime_env):
+    """The second wall: grant A's role B's tables (an operator mistake, rolled
+    back), then act as A's role with A's tenant set: B's rows stay invisible and
+    rows can neither be written for A nor for B into B's tables."""
+    a, b = runtime_env.record("a"), runtime_env.record("b")
+    runtime.store.append(ctx_of(runtime, runtime_env, "b"), "conv-rls", "user", "b's row")
+    schema, role = b.resources.store.schema_name, a.resources.store.role
+    conv, msgs = sql.Identifier(schema, "conversations"), sql.Identifier(schema, "messages")
+    with runtime_env.admin(b.resources.store.database) as conn:
+        assert conn.execute(sql.SQL("SELECT count(*) FROM {}").format(msgs)).fetchone()[0] > 0  # admin sees them
+        with pytest.raises(RuntimeError, match="rolled back"), conn.transaction():
+            conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema), sql.Identifier(role)))
+            conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {}, {} TO {}").format(
+                conv, msgs, sql.Identifier(role)))
+            conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
+            conn.execute("SELECT set_config('app.tenant_id', %s, true)", (a.tenant_id,))
+            assert conn.execute(sql.SQL("SELECT count(*) FROM {}").format(msgs)).fetchone()[0] == 0
+            assert conn.execute(sql.SQL("UPDATE {} SET role = 'tool'").format(msgs)).rowcount == 0
+            assert conn.execute(sql.SQL("DELETE FROM {}").format(conv)).rowcount == 0
+            with pytest.raises(psycopg.errors.CheckViolation), conn.transaction():  # A's rows in B's table
+                conn.execute(sql.SQL("INSERT INTO {} (conversation_id) VALUES ('x')").format(conv))
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"), conn.transaction():
+                conn.execute(sql.SQL("INSERT INTO {} (tenant_id, conversation_id) VALUES (%s, 'x')").format(conv),
+                             (b.tenant_id,))
+            raise RuntimeError("rolled back")
+        assert conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE conversation_id = 'conv-rls'").format(msgs)
+                            ).fetchone()[0] == 1
+        assert not conn.execute("SELECT has_schema_privilege(%s, %s, 'USAGE')", (role, schema)).fetchone()[0]

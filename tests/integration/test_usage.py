@@ -1,38 +1,30 @@
-"""Usage on the sandbox: tenants carrying different amounts of data, measured by
-tenantctl.usage, must match what was written and what direct counts say.
-
-Tenants are set up in two steps so the first can later become
-`tenantctl.operations.provision`: ``provision_slice`` creates a tenant's
-resources (shared versioned bucket prefix, queue + DLQ, KMS key, context-store
-schema from the real SQL template) and returns its TenantRecord;
-``write_load`` then writes data through nothing but that record.
-"""
+"""Usage, alarms and the report on really provisioned tenants (`us-*`, made by
+the real provision operation on the sandbox) carrying different amounts of
+data: tenantctl.usage must match what was written and what direct counts say."""
 
 from __future__ import annotations
 
 import json
-import uuid
+import os
+import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 
-import boto3
-import psycopg
 import pytest
 from psycopg import sql
 
 from tenantctl import naming
 from tenantctl.cost import load_prices
-from tenantctl.models import (
-    PlatformSpec, StoreConnection, TenantRecord, TenantResources, TenantSpec, TenantStatus, Tier, utcnow,
-)
-from tenantctl.registry import RegistryWriter
-from tenantctl.report import build_report, latest_drill_verdicts, render_html
-from tenantctl.templates import render
-from tenantctl.usage import UsageClients, admin_connector, measure, measure_all
+from tenantctl.models import PlatformSpec, TenantRecord, TenantStatus, Tier, utcnow
+from tenantctl.operations.deprovision import deprovision
+from tenantctl.report import build_report, latest_drill_verdicts, render_html, write_report
+from tenantctl.usage import UsageClients, admin_connector, clients_from_workspace, measure, measure_all
+
+from tenant_data import Sandbox, write_history
 
 pytestmark = pytest.mark.integration
-
-RUN = uuid.uuid4().hex[:6]
 
 
 @dataclass(frozen=True)
@@ -50,225 +42,181 @@ class Load:
     dead: int = 0                 # messages sitting in the DLQ
 
 
+# id -> (spec fields, load)
 LOADS = {
-    "small": (Tier.pooled, Load(objects=3, object_size=1000, conversations=1, messages_per_conversation=2,
-                                context_items=1, queued=1)),
-    "big": (Tier.pooled, Load(objects=25, object_size=40_000, overwritten=5, glacier=2, conversations=6,
-                              messages_per_conversation=30, context_items=40, queued=7, dead=3)),
-    "ded": (Tier.dedicated, Load(objects=4, object_size=5000, conversations=2, messages_per_conversation=5,
-                                 context_items=3)),
-    "empty": (Tier.pooled, Load()),
+    "us-small": ({}, Load(objects=3, object_size=1000, conversations=1, messages_per_conversation=2,
+                          context_items=1, queued=1)),
+    # A queue delay: its jobs count as delayed, and the queue-age alarm waits the delay out.
+    "us-big": ({"queue": {"delay_seconds": 120}},
+               Load(objects=25, object_size=40_000, overwritten=5, glacier=2, conversations=6,
+                    messages_per_conversation=30, context_items=40, queued=7, dead=3)),
+    "us-ded": ({"tier": "dedicated"}, Load(objects=4, object_size=5000, conversations=2, messages_per_conversation=5,
+                                           context_items=3)),
+    "us-empty": ({}, Load()),
 }
 
 
-# -- sandbox access ----------------------------------------------------------------
-@dataclass
-class Parts:
-    s3: object
-    sqs: object
-    kms: object
-    secrets: object
-    dynamodb: object
-    admin: dict          # host, port, user, password of the PostgreSQL admin
-    bucket: str
-    admin_secret_arn: str
-
-    def admin_conn(self, dbname: str = "postgres", autocommit: bool = False) -> psycopg.Connection:
-        return psycopg.connect(dbname=dbname, autocommit=autocommit, **self.admin)
-
-
-def _admin_of(sandbox) -> dict:
-    # The sandbox's PostgreSQL superuser, as the platform's admin secret would hold it.
-    info = psycopg.conninfo.conninfo_to_dict(sandbox.postgres_dsn)
-    return {"host": info.get("host", "127.0.0.1"), "port": int(info.get("port", 5432)),
-            "user": info.get("user", "postgres"), "password": info.get("password", "")}
+@pytest.fixture(scope="module")
+def box(sandbox) -> Sandbox:
+    return Sandbox(sandbox)
 
 
 @pytest.fixture(scope="module")
-def parts(sandbox):
-    def client(name):
-        return boto3.client(name, endpoint_url=sandbox.aws_endpoint_url, region_name=sandbox.region)
-
-    p = Parts(s3=client("s3"), sqs=client("sqs"), kms=client("kms"), secrets=client("secretsmanager"),
-              dynamodb=client("dynamodb"), admin=_admin_of(sandbox), bucket=f"usage-shared-{RUN}",
-              admin_secret_arn="")
-    p.s3.create_bucket(Bucket=p.bucket)
-    p.s3.put_bucket_versioning(Bucket=p.bucket, VersioningConfiguration={"Status": "Enabled"})
-    p.admin_secret_arn = p.secrets.create_secret(
-        Name=f"usage-test-{RUN}/db-admin",
-        SecretString=json.dumps({"username": p.admin["user"], "password": p.admin["password"]}),
-    )["ARN"]
-    return p
+def clients(workspace) -> UsageClients:
+    return clients_from_workspace(workspace)
 
 
-@pytest.fixture(scope="module")
-def clients(parts) -> UsageClients:
-    return UsageClients(s3=parts.s3, sqs=parts.sqs, admin_connect=admin_connector(parts.secrets, parts.admin_secret_arn))
-
-
-# -- tenant set-up -----------------------------------------------------------------
-def apply_schema(conn: psycopg.Connection, tenant_id: str) -> None:
-    """The real context-store template, identifiers quoted by psycopg.sql."""
-    def ident(name):
-        return sql.Identifier(name).as_string(conn)
-
-    def lit(value):
-        return sql.Literal(value).as_string(conn)
-
-    role = naming.db_role_name(tenant_id)
-    conn.execute(render("tenant_schema.sql.j2", role=ident(role), role_literal=lit(role),
-                        schema=ident(naming.schema_name(tenant_id)), tenant_literal=lit(tenant_id)))
-
-
-def provision_slice(parts: Parts, tenant_id: str, tier: Tier) -> TenantRecord:
-    """Today: the tenant's resources made directly on the sandbox. Later:
-    `tenantctl.operations.provision(ws, TenantSpec(id=tenant_id, tier=tier))`."""
-    key = parts.kms.create_key(Description=f"usage test {tenant_id}")["KeyMetadata"]
-    queue = parts.sqs.create_queue(QueueName=naming.queue_name(tenant_id))["QueueUrl"]
-    dlq = parts.sqs.create_queue(QueueName=naming.dlq_name(tenant_id))["QueueUrl"]
-    if tier is Tier.dedicated:
-        database = naming.database_name(tenant_id)
-        with parts.admin_conn(autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-    else:
-        database = "postgres"
-    with parts.admin_conn(database) as conn:
-        apply_schema(conn, tenant_id)
-    store = StoreConnection(endpoint=parts.admin["host"], port=parts.admin["port"], database=database,
-                            schema_name=naming.schema_name(tenant_id), role=naming.db_role_name(tenant_id),
-                            secret_arn=f"arn:aws:secretsmanager:us-east-1:123456789012:secret:{naming.secret_name(tenant_id)}")
-    resources = TenantResources(
-        tenant_id=tenant_id, tier=tier, region="us-east-1", store=store, kms_key_arn=key["Arn"],
-        kms_alias=naming.kms_alias(tenant_id), bucket=parts.bucket, prefix=naming.s3_prefix(tenant_id),
-        queue_url=queue, dlq_url=dlq, role_arn=f"arn:aws:iam::123456789012:role/{naming.iam_role_name(tenant_id)}",
-    )
-    return TenantRecord(tenant_id=tenant_id, tier=tier, status=TenantStatus.active, region="us-east-1",
-                        resources=resources)
-
-
-def write_load(parts: Parts, record: TenantRecord, load: Load) -> None:
+def write_load(box: Sandbox, record: TenantRecord, load: Load) -> None:
     res = record.resources
+    s3, sqs = box.client("s3"), box.client("sqs")
     for i in range(load.objects):
-        parts.s3.put_object(Bucket=res.bucket, Key=f"{res.prefix}docs/{i:04d}.bin", Body=b"x" * load.object_size)
+        s3.put_object(Bucket=res.bucket, Key=f"{res.prefix}docs/{i:04d}.bin", Body=b"x" * load.object_size)
     for i in range(load.overwritten):  # same size again: the first write becomes noncurrent
-        parts.s3.put_object(Bucket=res.bucket, Key=f"{res.prefix}docs/{i:04d}.bin", Body=b"y" * load.object_size)
+        s3.put_object(Bucket=res.bucket, Key=f"{res.prefix}docs/{i:04d}.bin", Body=b"y" * load.object_size)
     for i in range(load.glacier):
-        parts.s3.put_object(Bucket=res.bucket, Key=f"{res.prefix}archive/{i:04d}.bin",
-                            Body=b"z" * load.object_size, StorageClass="GLACIER")
+        s3.put_object(Bucket=res.bucket, Key=f"{res.prefix}archive/{i:04d}.bin",
+                      Body=b"z" * load.object_size, StorageClass="GLACIER")
     for i in range(load.queued):
-        parts.sqs.send_message(QueueUrl=res.queue_url, MessageBody=f"job {i}")
+        sqs.send_message(QueueUrl=res.queue_url, MessageBody=f"job {i}")
     for i in range(load.dead):
-        parts.sqs.send_message(QueueUrl=res.dlq_url, MessageBody=f"dead {i}")
-    schema = res.store.schema_name
-    with parts.admin_conn(res.store.database) as conn, conn.transaction():
-        conn.execute("SELECT set_config('app.tenant_id', %s, true)", (record.tenant_id,))
-        for c in range(load.conversations):
-            conn.execute(sql.SQL("INSERT INTO {} (conversation_id) VALUES (%s)").format(
-                sql.Identifier(schema, "conversations")), (f"c{c}",))
-            for m in range(load.messages_per_conversation):
-                conn.execute(sql.SQL("INSERT INTO {} (conversation_id, role, content) VALUES (%s, 'user', %s)").format(
-                    sql.Identifier(schema, "messages")), (f"c{c}", b"m" * 200))
-        for i in range(load.context_items):
-            conn.execute(sql.SQL("INSERT INTO {} (item_id, kind, content) VALUES (%s, 'doc', %s)").format(
-                sql.Identifier(schema, "context_items")), (f"i{i}", b"d" * 500))
+        sqs.send_message(QueueUrl=res.dlq_url, MessageBody=f"dead {i}")
+    write_history(box, record, load.conversations, load.messages_per_conversation, load.context_items, item_bytes=500)
 
 
 @pytest.fixture(scope="module")
-def tenants(parts) -> dict[str, tuple[TenantRecord, Load]]:
+def tenants(provision_tenant, box, workspace) -> dict[str, tuple[TenantRecord, Load]]:
     out = {}
-    for name, (tier, load) in LOADS.items():
-        record = provision_slice(parts, f"u{RUN}-{name}", tier)
-        write_load(parts, record, load)
-        out[name] = (record, load)
+    for tenant_id, (fields, load) in LOADS.items():
+        record = provision_tenant(tenant_id, **fields)
+        write_load(box, record, load)
+        out[tenant_id] = (workspace.registry.require(tenant_id), load)
     yield out
-    with parts.admin_conn(autocommit=True) as conn:
-        for record, _ in out.values():
-            store = record.resources.store
-            if record.tier is Tier.dedicated:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(store.database)))
-            else:
-                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(store.schema_name)))
-            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(store.role)))
+    # The session's sandbox is shared, and its VPC quota (5) with it: the dedicated tenant goes.
+    deprovision(workspace, "us-ded", final_backup=False)
 
 
 # -- direct counts -----------------------------------------------------------------
-def direct_current_objects(parts: Parts, record: TenantRecord) -> tuple[int, int]:
+def direct_current_objects(box: Sandbox, record: TenantRecord) -> tuple[int, int]:
     count = size = 0
-    for page in parts.s3.get_paginator("list_objects_v2").paginate(Bucket=parts.bucket, Prefix=record.resources.prefix):
+    res = record.resources
+    for page in box.client("s3").get_paginator("list_objects_v2").paginate(Bucket=res.bucket, Prefix=res.prefix):
         for obj in page.get("Contents", []):
             count += 1
             size += obj["Size"]
     return count, size
 
 
-def direct_db(parts: Parts, record: TenantRecord) -> dict:
+def direct_db(box: Sandbox, record: TenantRecord) -> dict:
     store = record.resources.store
-    with parts.admin_conn(store.database) as conn:
+    with box.admin(store.database) as conn, conn.transaction():
+        conn.execute("SELECT set_config('app.tenant_id', %s, true)", (record.tenant_id,))
         sizes = [conn.execute("SELECT pg_total_relation_size(to_regclass(%s))",
                               (f"{store.schema_name}.{t}",)).fetchone()[0]
                  for t in ("conversations", "messages", "context_items")]
         database = conn.execute("SELECT pg_database_size(%s)", (store.database,)).fetchone()[0]
+        counts = {t: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(store.schema_name, t))).fetchone()[0]
+                  for t in ("conversations", "messages", "context_items")}
         writes = [conn.execute(sql.SQL("SELECT max({}) FROM {}").format(
             sql.Identifier(column), sql.Identifier(store.schema_name, table))).fetchone()[0]
             for table, column in (("messages", "created_at"), ("context_items", "created_at"),
                                   ("conversations", "updated_at"))]
-    return {"schema_bytes": sum(sizes), "database_bytes": database, "writes": [w for w in writes if w]}
+    return {"schema_bytes": sum(sizes), "database_bytes": database, "rows": counts, "writes": [w for w in writes if w]}
 
 
-# -- tests ---------------------------------------------------------------------------
-@pytest.mark.parametrize("name", list(LOADS))
-def test_usage_matches_what_was_written_and_direct_counts(parts, clients, tenants, name):
-    record, load = tenants[name]
+# -- alarms (issue 8, part 1) --------------------------------------------------------
+def test_every_tenant_has_its_alarms_and_topic_and_loses_them_with_the_tenant(box, tenants, provision_tenant, workspace):
+    cloudwatch, sns = box.client("cloudwatch"), box.client("sns")
+    for tenant_id, (record, _) in tenants.items():
+        topic = f"arn:aws:sns:{record.region}:{record.resources.role_arn.split(':')[4]}:tenantctl-{tenant_id}-alarms"
+        assert sns.get_topic_attributes(TopicArn=topic)["Attributes"]["TopicArn"] == topic
+        assert {"Key": "tenant", "Value": tenant_id} in sns.list_tags_for_resource(ResourceArn=topic)["Tags"]
+        alarms = {a["AlarmName"]: a for a in cloudwatch.describe_alarms(
+            AlarmNamePrefix=f"tenantctl-{tenant_id}-")["MetricAlarms"]}
+        expected = {"dlq-depth", "queue-age"} | ({"db-storage", "db-cpu"} if record.tier is Tier.dedicated else set())
+        assert set(alarms) == {f"tenantctl-{tenant_id}-{s}" for s in expected}
+        for alarm in alarms.values():
+            assert alarm["AlarmActions"] == [topic] and alarm["OKActions"] == [topic]
+            tags = cloudwatch.list_tags_for_resource(ResourceARN=alarm["AlarmArn"])["Tags"]
+            assert {"Key": "tenant", "Value": tenant_id} in tags
+        dlq = alarms[f"tenantctl-{tenant_id}-dlq-depth"]
+        assert (dlq["Namespace"], dlq["MetricName"], dlq["Threshold"], dlq["ComparisonOperator"]) == (
+            "AWS/SQS", "ApproximateNumberOfMessagesVisible", 0.0, "GreaterThanThreshold")
+        assert dlq["Dimensions"] == [{"Name": "QueueName", "Value": naming.dlq_name(tenant_id)}]
+        age = alarms[f"tenantctl-{tenant_id}-queue-age"]
+        assert age["MetricName"] == "ApproximateAgeOfOldestMessage"
+        assert age["Dimensions"] == [{"Name": "QueueName", "Value": naming.queue_name(tenant_id)}]
+        delay = LOADS[tenant_id][0].get("queue", {}).get("delay_seconds", 0)
+        assert age["Threshold"] == delay + 1800  # stuck: still queued half an hour after its delay
+        if record.tier is Tier.dedicated:
+            db = {"Name": "DBInstanceIdentifier", "Value": naming.rds_identifier(tenant_id)}
+            assert alarms[f"tenantctl-{tenant_id}-db-cpu"]["Dimensions"] == [db]
+            assert alarms[f"tenantctl-{tenant_id}-db-storage"]["MetricName"] == "FreeStorageSpace"
+
+    gone = provision_tenant("us-alarmed")
+    assert cloudwatch.describe_alarms(AlarmNamePrefix="tenantctl-us-alarmed-")["MetricAlarms"]
+    deprovision(workspace, gone.tenant_id, final_backup=False)
+    assert cloudwatch.describe_alarms(AlarmNamePrefix="tenantctl-us-alarmed-")["MetricAlarms"] == []
+    assert not [t for t in sns.list_topics()["Topics"] if t["TopicArn"].endswith(":tenantctl-us-alarmed-alarms")]
+
+
+# -- usage ---------------------------------------------------------------------------
+@pytest.mark.parametrize("tenant_id", list(LOADS))
+def test_usage_matches_what_was_written_and_direct_counts(box, clients, tenants, tenant_id):
+    record, load = tenants[tenant_id]
     usage = measure(record, clients, idle_days=30)
     assert usage.errors == []
 
     objects = usage.objects
     current = load.objects + load.glacier
     assert (objects.current_objects, objects.current_bytes) == (current, current * load.object_size)
-    assert (objects.current_objects, objects.current_bytes) == direct_current_objects(parts, record)
+    assert (objects.current_objects, objects.current_bytes) == direct_current_objects(box, record)
     assert (objects.noncurrent_versions, objects.noncurrent_bytes) == (load.overwritten, load.overwritten * load.object_size)
     assert objects.bytes_by_class.get("GLACIER", 0) == load.glacier * load.object_size
     assert sum(objects.bytes_by_class.values()) == objects.current_bytes + objects.noncurrent_bytes
 
     db = usage.db
-    assert db.rows == {"conversations": load.conversations,
-                       "messages": load.conversations * load.messages_per_conversation,
-                       "context_items": load.context_items}
-    direct = direct_db(parts, record)
+    written = {"conversations": load.conversations, "messages": load.conversations * load.messages_per_conversation,
+               "context_items": load.context_items}
+    direct = direct_db(box, record)
+    assert db.rows == written == direct["rows"]
     if record.tier is Tier.dedicated:
         assert db.scope == "database" and db.size_bytes == direct["database_bytes"]
     else:
         assert db.scope == "schema" and db.size_bytes == direct["schema_bytes"]
 
-    assert (usage.queues.visible, usage.queues.dlq_visible) == (load.queued, load.dead)
-    if load.objects:
-        newest_object = max(v["LastModified"] for page in parts.s3.get_paginator("list_object_versions").paginate(
-            Bucket=parts.bucket, Prefix=record.resources.prefix) for v in page.get("Versions", []))
-        assert usage.last_activity == max([newest_object, *direct["writes"]])
+    queues = usage.queues
+    delayed = bool(LOADS[tenant_id][0].get("queue", {}).get("delay_seconds"))
+    assert (queues.visible, queues.delayed) == ((0, load.queued) if delayed else (load.queued, 0))
+    assert (queues.dlq_visible, queues.in_flight, queues.dlq_in_flight) == (load.dead, 0, 0)
+    if load.objects or load.conversations:
+        versions = [v["LastModified"] for page in box.client("s3").get_paginator("list_object_versions").paginate(
+            Bucket=record.resources.bucket, Prefix=record.resources.prefix) for v in page.get("Versions", [])]
+        assert usage.last_activity == max([*versions, *direct["writes"]])
     else:
         assert usage.last_activity is None
     assert usage.idle is False  # everything was created just now
 
 
 def test_bigger_tenants_measure_bigger(clients, tenants):
-    small, big = (measure(tenants[n][0], clients) for n in ("small", "big"))
+    small, big = (measure(tenants[n][0], clients) for n in ("us-small", "us-big"))
     assert big.db.size_bytes > small.db.size_bytes
     assert big.objects.current_bytes > small.objects.current_bytes
+    assert sum(big.db.rows.values()) > sum(small.db.rows.values())
 
 
 def test_idle_tenants_are_flagged_by_last_activity_or_age(clients, tenants):
-    record, _ = tenants["empty"]
+    record, _ = tenants["us-empty"]
     old = record.model_copy(update={"created_at": utcnow() - timedelta(days=40)})
     assert measure(old, clients, idle_days=30).idle is True
     assert measure(old, clients, idle_days=60).idle is False
-    busy, _ = tenants["big"]
+    busy, _ = tenants["us-big"]
     later = utcnow() + timedelta(days=31)
     assert measure(busy, clients, idle_days=30, now=later).idle is True
     assert measure(busy, clients, idle_days=30).idle is False
 
 
-def test_a_broken_part_is_reported_and_the_rest_still_measured(parts, clients, tenants):
-    record, load = tenants["small"]
+def test_a_broken_part_is_reported_and_the_rest_still_measured(clients, tenants):
+    record, load = tenants["us-small"]
     gone = record.model_copy(update={"resources": record.resources.model_copy(
         update={"queue_url": record.resources.queue_url.replace("-jobs", "-missing")})})
     usage = measure(gone, clients)
@@ -276,71 +224,76 @@ def test_a_broken_part_is_reported_and_the_rest_still_measured(parts, clients, t
     assert usage.objects.current_objects == load.objects and usage.db.rows["context_items"] == load.context_items
 
 
-def test_measure_all_walks_the_registry_and_skips_tombstones(parts, clients, tenants):
-    table = f"usage-registry-{RUN}"
-    parts.dynamodb.create_table(
-        TableName=table, BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[{"AttributeName": "tenant_id", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "tenant_id", "KeyType": "HASH"}],
-    )
-    registry = RegistryWriter(table, client=parts.dynamodb)
-    for record, _ in tenants.values():
-        spec = TenantSpec(id=record.tenant_id, tier=record.tier)
-        registry.mark_active(registry.acquire(spec, "provision"), record.resources, spec, "test", "h")
-    registry.mark_deprovisioned(registry.acquire(TenantSpec(id=f"u{RUN}-gone"), "provision"), retention_days=30)
-    try:
-        usages = list(measure_all(registry.iter_all(), clients, idle_days=30))
-        assert sorted(u.tenant_id for u in usages) == sorted(r.tenant_id for r, _ in tenants.values())
-        assert all(not u.errors for u in usages)
-    finally:
-        parts.dynamodb.delete_table(TableName=table)
+def test_usage_all_walks_the_registry_and_skips_tombstones(box, sandbox, project, tenants, provision_tenant, workspace):
+    gone = provision_tenant("us-gone")
+    deprovision(workspace, gone.tenant_id)
+    assert workspace.registry.require("us-gone").status is TenantStatus.deprovisioned
+
+    usages = {u.tenant_id: u for u in measure_all(workspace.registry.iter_all(), clients_from_workspace(workspace))}
+    assert set(tenants) <= set(usages) and "us-gone" not in usages
+    assert all(not usages[t].errors for t in tenants)
+
+    # The command itself, as CI would run it, in the same project on the same sandbox.
+    env = {**os.environ, "TENANTCTL_SANDBOX_DIR": str(sandbox.state_dir), "PYTHONWARNINGS": "ignore"}
+    env.pop("TENANTCTL_TARGET", None)
+    proc = subprocess.run([sys.executable, "-m", "tenantctl", "usage", "--all", "--json", "--idle-days", "30"],
+                          cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    listed = {u["tenant_id"]: u for u in out["tenants"]}
+    assert set(tenants) <= set(listed) and "us-gone" not in listed
+    for tenant_id, (_, load) in tenants.items():
+        assert listed[tenant_id]["db"]["rows"]["messages"] == load.conversations * load.messages_per_conversation
+        assert listed[tenant_id]["objects"]["current_objects"] == load.objects + load.glacier
+    assert not set(tenants) & set(out["idle"])
 
 
-def test_report_html_carries_each_tenants_figures_and_drill_verdicts(parts, clients, tenants):
-    from tenantctl.drills.history import save_report
-    from tenantctl.drills.models import DrillReport, Verdict
+def test_report_html_carries_each_tenants_figures_and_drill_verdicts(box, clients, tenants, provision_tenant, workspace,
+                                                                    tmp_path):
+    from tenantctl.drills.context import context_from_workspace
+    from tenantctl.drills.run import drill
 
-    drilled = provision_slice(parts, f"u{RUN}-drilled", Tier.pooled)
-    write_load(parts, drilled, Load(objects=1, object_size=10, conversations=1, messages_per_conversation=1))
-    now = utcnow()
-    save_report(parts.s3, drilled, DrillReport(
-        drill_id=f"{now:%Y%m%dT%H%M%S}-x", tenant_id=drilled.tenant_id, tier="pooled", kind="restore",
-        started_at=now, finished_at=now, rto_seconds=12.5, verdict=Verdict.passed, reasons=["all counts match"]))
-    records = [r for r, _ in tenants.values()] + [drilled]
-    try:
-        usages = [measure(r, clients) for r in records]
-        data = build_report(usages, {}, load_prices(), PlatformSpec(), idle_days=30,
-                            drills=latest_drill_verdicts(records, s3=parts.s3))
-        html = render_html(data)
-    finally:
-        with parts.admin_conn(autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(drilled.resources.store.schema_name)))
-            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(drilled.resources.store.role)))
-    big = next(row for row in data.rows if row.usage.tenant_id.endswith("-big"))
+    drilled = provision_tenant("us-drilled")
+    write_load(box, drilled, Load(objects=1, object_size=10, conversations=1, messages_per_conversation=1))
+    report = drill(context_from_workspace(workspace), drilled)  # a real drill: backup, scratch restore, verify
+    assert report.passed, report.reasons
+    records = [r for r, _ in tenants.values()] + [workspace.registry.require(drilled.tenant_id)]
+    usages = [measure(r, clients) for r in records]
+    data = build_report(usages, {}, load_prices(), PlatformSpec(), idle_days=30,
+                        drills=latest_drill_verdicts(records, s3=box.client("s3")))
+    html = render_html(data)
+    big = next(row for row in data.rows if row.usage.tenant_id == "us-big")
     assert f'data-tenant="{big.usage.tenant_id}"' in html
     assert f"${big.cost.total:.2f}" in html
     assert html.count("no drill yet") == len(tenants)
-    assert "all counts match" in html and 'class="verdict-pass"' in html
+    assert 'class="verdict-pass"' in html and "checks passed" in html
+    row = next(row for row in data.rows if row.usage.tenant_id == "us-drilled")
+    assert row.drills[0].verdict == "pass" and row.usage.objects.current_objects > 1  # backup + drill report counted
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium:  # the page as a browser sees it, offline (tests/e2e covers it in depth)
+        path = write_report(data, tmp_path / "report.html")
+        proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                               f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", path.as_uri()],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert f'<tr data-tenant="us-big">' in proc.stdout and f"${big.cost.total:.2f}" in proc.stdout
 
 
-def test_a_dedicated_instance_is_read_with_its_own_rds_master_secret(parts, sandbox, tenants):
+def test_a_dedicated_instance_is_read_with_its_own_rds_master_secret(box, tenants):
     """On AWS a dedicated tenant's DB admin is its instance's RDS-managed master
     secret; the platform's admin (here a role that does not exist) is not used."""
-    record, load = tenants["ded"]
-    rds = boto3.client("rds", endpoint_url=sandbox.aws_endpoint_url, region_name=sandbox.region)
-    instance = rds.create_db_instance(
-        DBInstanceIdentifier=naming.rds_identifier(record.tenant_id), DBInstanceClass="db.t4g.micro",
-        Engine="postgres", MasterUsername="master", ManageMasterUserPassword=True, AllocatedStorage=20,
-    )["DBInstance"]
-    parts.secrets.put_secret_value(SecretId=instance["MasterUserSecret"]["SecretArn"], SecretString=json.dumps(
-        {"username": parts.admin["user"], "password": parts.admin["password"]}))
-    wrong = parts.secrets.create_secret(Name=f"usage-test-{RUN}/wrong-admin",
-                                        SecretString=json.dumps({"username": "no_such_admin", "password": "x"}))["ARN"]
-    try:
-        clients = UsageClients(s3=parts.s3, sqs=parts.sqs, admin_connect=admin_connector(parts.secrets, wrong, rds=rds))
-        dedicated = measure(record, clients)
-        assert dedicated.errors == [] and dedicated.db.rows["context_items"] == load.context_items
-        pooled = measure(tenants["small"][0], clients)
-        assert pooled.db is None and pooled.errors[0].startswith("db:") and "no_such_admin" in pooled.errors[0]
-    finally:
-        rds.delete_db_instance(DBInstanceIdentifier=instance["DBInstanceIdentifier"], SkipFinalSnapshot=True)
+    record, load = tenants["us-ded"]
+    rds, secrets = box.client("rds"), box.client("secretsmanager")
+    instance = rds.modify_db_instance(DBInstanceIdentifier=naming.rds_identifier(record.tenant_id),
+                                      ManageMasterUserPassword=True, ApplyImmediately=True)["DBInstance"]
+    admin = box.endpoints
+    secrets.put_secret_value(SecretId=instance["MasterUserSecret"]["SecretArn"], SecretString=json.dumps(
+        {"username": admin.pg_user, "password": admin.pg_password}))
+    wrong = secrets.create_secret(Name="us-test/wrong-admin",
+                                  SecretString=json.dumps({"username": "no_such_admin", "password": "x"}))["ARN"]
+    clients = UsageClients(s3=box.client("s3"), sqs=box.client("sqs"), admin_connect=admin_connector(secrets, wrong, rds=rds))
+    dedicated = measure(record, clients)
+    assert dedicated.errors == [] and dedicated.db.rows["context_items"] == load.context_items
+    pooled = measure(tenants["us-small"][0], clients)
+    assert pooled.db is None and pooled.errors[0].startswith("db:") and "no_such_admin" in pooled.errors[0]

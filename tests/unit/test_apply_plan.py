@@ -1,9 +1,18 @@
-"""`apply` planning: shards, exit codes and the pull-request summary (no engine needed)."""
+"""`apply` planning: shards, match, fingerprints, exit codes, the pull-request
+summary, and the worker pool's crash isolation (no engine needed)."""
+
+import os
+import time
+from types import SimpleNamespace
 
 import pytest
 
 from tenantctl.errors import InvalidInput
-from tenantctl.operations.apply import Action, ApplySummary, TenantResult, in_shard, parse_shard
+from tenantctl.fingerprint import applied_hash
+from tenantctl.models import PlatformSpec, TenantRecord, TenantSpec, TenantStatus, Tier
+from tenantctl.operations.apply import (Action, ApplySummary, TenantResult, in_shard, matches, parse_shard, plan,
+                                        run_pool)
+from tenantctl.stackconfig import stack_file, write_platform, write_tenant
 from tenantctl.templates import render
 
 IDS = [f"tenant-{i:03d}" for i in range(200)]
@@ -43,13 +52,125 @@ def test_exit_codes():
 def test_markdown_summary_names_failures_and_orphans():
     text = render("apply_summary.md.j2", summary=summary(
         False,
-        TenantResult(tenant_id="acme", action=Action.create, changes={"create": 12}),
+        TenantResult(tenant_id="acme", action=Action.create, reason="not in the registry", changes={"create": 12}),
         TenantResult(tenant_id="beta", action=Action.update, ok=False, error="KMS | throttled"),
         TenantResult(tenant_id="gamma", action=Action.unchanged),
         TenantResult(tenant_id="old", action=Action.orphan),
     ))
     assert "**1 failed**" in text
-    assert "| `acme` | create | ok | create 12 |" in text
+    assert "| `acme` | create | ok | not in the registry | create 12 |" in text
     assert "KMS \\| throttled" in text
     assert "1 unchanged tenant(s) skipped" in text
     assert "`old`" in text and "--prune --yes" in text
+
+
+# -- planning from stack files + registry records (no engine, no registry service) --
+
+
+def record(spec_or_id, status=TenantStatus.active, project=None, **fields):
+    tid = spec_or_id if isinstance(spec_or_id, str) else spec_or_id.id
+    spec_hash = applied_hash(spec_or_id, project) if project is not None else ""
+    return TenantRecord(tenant_id=tid, tier=Tier.pooled, status=status, region="us-east-1",
+                        spec_hash=spec_hash, **fields)
+
+
+@pytest.fixture
+def ws(tmp_path):
+    (tmp_path / "stacks").mkdir()
+    write_platform(tmp_path / "stacks", PlatformSpec())
+    return SimpleNamespace(project_dir=tmp_path, stacks_dir=tmp_path / "stacks")
+
+
+def test_plan_actions_and_reasons(ws):
+    same, edited, new, failed = (TenantSpec(id=t) for t in ("same", "edited", "new", "failed"))
+    for spec in (same, edited, new, failed):
+        write_tenant(ws.stacks_dir, spec)
+    stack_file(ws.stacks_dir, "broken").write_text("config:\n  tenantctl:tenant: {id: broken, tier: gold}\n")
+    records = {
+        "same": record(same, project=ws.project_dir),
+        "edited": record(TenantSpec(id="edited", owner="someone-else"), project=ws.project_dir),
+        "failed": record(failed, status=TenantStatus.provisioning, project=ws.project_dir, last_error="KMS throttled"),
+        "orphan": record("orphan"),
+        "gone": record("gone", status=TenantStatus.deprovisioned),
+    }
+    got = {r.tenant_id: r for r in plan(ws, (1, 1), records)}
+    assert "platform" not in got and "gone" not in got
+    assert {t: r.action for t, r in got.items()} == {
+        "same": Action.unchanged, "edited": Action.update, "new": Action.create,
+        "failed": Action.update, "broken": Action.invalid, "orphan": Action.orphan}
+    assert got["edited"].reason == "spec or program changed since the last apply"
+    assert got["failed"].reason == "registry status provisioning (last error: KMS throttled)"
+    assert not got["broken"].ok and "tier" in got["broken"].error
+    assert got["new"].reason == "not in the registry"
+
+    pruned = {r.tenant_id: r.action for r in plan(ws, (1, 1), records, prune=True)}
+    assert pruned["orphan"] is Action.prune
+
+
+def test_plan_match_scopes_files_and_records(ws):
+    for tid in ("team-a-one", "team-b-one"):
+        write_tenant(ws.stacks_dir, TenantSpec(id=tid))
+    records = {"team-a-old": record("team-a-old"), "team-b-old": record("team-b-old")}
+    got = {r.tenant_id: r.action for r in plan(ws, (1, 1), records, match=["team-a-*"])}
+    assert got == {"team-a-one": Action.create, "team-a-old": Action.orphan}
+    assert matches("x", []) and matches("ab", ["zz", "a*"]) and not matches("ab", ["b*"])
+
+
+def test_plan_shards_cover_files_and_records(ws):
+    ids = [f"t-{i:02d}" for i in range(30)]
+    for tid in ids[:20]:
+        write_tenant(ws.stacks_dir, TenantSpec(id=tid))
+    records = {tid: record(tid) for tid in ids[10:]}
+    shards = [{r.tenant_id for r in plan(ws, (i, 3), records)} for i in (1, 2, 3)]
+    assert sum(map(len, shards)) == 30 and set().union(*shards) == set(ids)
+
+
+def test_a_program_change_changes_the_fingerprint(tmp_path):
+    from tenantctl.fingerprint import program_fingerprint
+
+    spec = TenantSpec(id="acme")
+    (tmp_path / "infra").mkdir()
+    (tmp_path / "infra" / "program.py").write_text("A = 1\n")
+    before = applied_hash(spec, tmp_path)
+    program_fingerprint.cache_clear()
+    (tmp_path / "infra" / "program.py").write_text("A = 2\n")
+    assert applied_hash(spec, tmp_path) != before
+    assert applied_hash(spec, tmp_path) != applied_hash(TenantSpec(id="acme", owner="x"), tmp_path)
+    program_fingerprint.cache_clear()
+
+
+# -- the process pool: a worker that dies fails its own tenant only --
+
+def crashing_worker(project_dir, cwd, tenant_id, action, preview):
+    """Runs in a spawned process (module-level, so it pickles by reference)."""
+    if tenant_id == "crash":
+        os._exit(3)
+    time.sleep(0.1)
+    return TenantResult(tenant_id=tenant_id, action=Action(action), changes={"create": 1})
+
+
+def test_a_dead_worker_fails_only_its_own_tenant():
+    ids = ["a", "b", "crash", "c", "d"]
+    got: list[TenantResult] = []
+    run_pool([TenantResult(tenant_id=t, action=Action.create) for t in ids], ("/p", "/p"), False, 2,
+             got.append, worker=crashing_worker)
+    by_id = {r.tenant_id: r for r in got}
+    assert sorted(by_id) == sorted(ids) and len(got) == len(ids)
+    assert not by_id["crash"].ok and "worker process died" in by_id["crash"].error
+    assert all(by_id[t].ok and by_id[t].changes == {"create": 1} for t in "abcd")
+
+
+def test_a_missing_or_empty_desired_state_is_refused(tmp_path, ws):
+    from tenantctl.operations.apply import apply, check_scope
+
+    nowhere = SimpleNamespace(project_dir=tmp_path / "x", stacks_dir=tmp_path / "x" / "stacks")
+    with pytest.raises(InvalidInput, match="does not exist"):
+        apply(nowhere)
+    # Only the platform stack file: pruning would remove every tenant.
+    with pytest.raises(InvalidInput, match="every tenant"):
+        apply(ws, prune=True)
+    write_tenant(ws.stacks_dir, TenantSpec(id="team-a-one"))
+    with pytest.raises(InvalidInput, match="matching team-b-"):
+        check_scope(ws, prune=True, match=["team-b-*"])
+    check_scope(ws, prune=True, match=["team-a-*"])
+    check_scope(ws, prune=False, match=["team-b-*"])

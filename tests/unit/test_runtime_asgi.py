@@ -55,3 +55,49 @@ def test_dependency_raises_http_exceptions(resolver):
     client = TestClient(Starlette(routes=[Route("/tenants/{tenant_id}/me", whoami)]))
     assert client.get("/tenants/acme/me", headers=bearer("acme")).json() == {"tenant": "acme"}
     assert client.get("/tenants/acme/me", headers=bearer("beta")).status_code == 403
+
+
+def test_errors_raised_by_the_app_map_to_their_status(resolver):
+    from tenant_runtime.asgi import error_handler
+    from tenant_runtime.errors import DecryptionFailed, InvalidRequest, TenantRuntimeError
+
+    async def broken(request: Request):
+        raise DecryptionFailed("sealed for another tenant")
+
+    app = Starlette(routes=[Route("/tenants/{tenant_id}/broken", broken)])
+    app.add_exception_handler(TenantRuntimeError, error_handler)
+    client = TestClient(TenantMiddleware(app, resolver))
+    answer = client.get("/tenants/acme/broken", headers=bearer("acme"))
+    assert answer.status_code == 403 and answer.json()["error"] == "decryption_failed"
+
+    async def bare(scope, receive, send):  # no framework: the middleware answers
+        raise InvalidRequest("bad cursor")
+
+    answer = TestClient(TenantMiddleware(bare, resolver)).get("/tenants/acme/x", headers=bearer("acme"))
+    assert answer.status_code == 400 and answer.json() == {"error": "invalid_request", "detail": "bad cursor"}
+
+
+def test_fastapi_dependency_and_error_handler(resolver):
+    fastapi = pytest.importorskip("fastapi")
+    from tenant_runtime.asgi import error_handler
+    from tenant_runtime.context import TenantContext
+    from tenant_runtime.errors import InvalidRequest, TenantRuntimeError
+
+    app = fastapi.FastAPI()
+    app.add_exception_handler(TenantRuntimeError, error_handler)
+    current_tenant = tenant_dependency(resolver)
+
+    @app.get("/tenants/{tenant_id}/me")
+    def whoami(ctx: TenantContext = fastapi.Depends(current_tenant)):
+        return {"tenant": ctx.tenant_id}
+
+    @app.get("/tenants/{tenant_id}/bad")
+    def bad(ctx: TenantContext = fastapi.Depends(current_tenant)):
+        raise InvalidRequest("bad cursor")
+
+    client = TestClient(app)
+    assert client.get("/tenants/acme/me", headers=bearer("acme")).json() == {"tenant": "acme"}
+    assert client.get("/tenants/acme/me", headers=bearer("beta")).status_code == 403
+    assert client.get("/tenants/acme/me").status_code == 401
+    answer = client.get("/tenants/acme/bad", headers=bearer("acme"))
+    assert answer.status_code == 400 and answer.json()["error"] == "invalid_request"

@@ -40,3 +40,15 @@ def test_another_conversations_cursor_is_refused():
 def test_malformed_cursors_are_invalid(cursor):
     with pytest.raises(InvalidRequest, match="invalid cursor"):
         decode_cursor(cursor, "acme", "c1")
+
+
+def test_list_cursor_round_trip_and_refusals():
+    from tenant_runtime.store import decode_list_cursor, encode_list_cursor
+
+    assert decode_list_cursor(encode_list_cursor("acme", "conv-9"), "acme") == "conv-9"
+    with pytest.raises(TenantMismatch):
+        decode_list_cursor(encode_list_cursor("beta", "conv-9"), "acme")
+    for bad in ("", "!!!", raw({"t": "acme"}), raw({"t": "acme", "l": ""}), raw({"t": "acme", "l": 3}),
+                encode_cursor("acme", "c1", 42, 0)):  # a history cursor is not a list cursor
+        with pytest.raises(InvalidRequest, match="invalid cursor"):
+            decode_list_cursor(bad, "acme")

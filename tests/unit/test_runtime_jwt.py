@@ -113,3 +113,46 @@ def test_settings_refuse_none_algorithm_and_missing_key():
 def test_bearer_header_is_required(header):
     with pytest.raises(Unauthenticated):
         bearer_token(header)
+
+
+class WallClock:
+    def __init__(self):
+        self.now = time.time()
+
+    def __call__(self):
+        return self.now
+
+
+def test_verified_tokens_are_cached_but_never_past_their_expiry(monkeypatch):
+    clock = WallClock()
+    settings = JWTSettings(key=PUBLIC, algorithms=("RS256",), audience="api", issuer="https://idp")
+    resolver = TenantResolver(settings, Registry(record("acme")), clock=clock)
+    decodes = []
+    real_decode = jwt.decode
+    monkeypatch.setattr(jwt, "decode", lambda *a, **k: decodes.append(1) or real_decode(*a, **k))
+    good = token(exp=clock.now + 30)
+    for _ in range(5):
+        assert resolver.resolve(good, "acme").tenant_id == "acme"
+    assert len(decodes) == 1  # verified once
+    with pytest.raises(TenantMismatch):  # the cache never skips the tenant check
+        resolver.resolve(good, "beta")
+    clock.now += 31  # expired: refused although it was cached
+    with pytest.raises(Unauthenticated, match="expired"):
+        resolver.resolve(good, "acme")
+
+
+def test_verified_token_cache_can_be_switched_off(monkeypatch):
+    settings = JWTSettings(key=PUBLIC, algorithms=("RS256",), audience="api", issuer="https://idp", verified_cache_ttl=0)
+    resolver = TenantResolver(settings, Registry(record("acme")))
+    decodes = []
+    real_decode = jwt.decode
+    monkeypatch.setattr(jwt, "decode", lambda *a, **k: decodes.append(1) or real_decode(*a, **k))
+    good = token()
+    resolver.resolve(good, "acme")
+    resolver.resolve(good, "acme")
+    assert len(decodes) == 2
+
+
+def test_an_unusable_pem_key_is_refused_at_start():
+    with pytest.raises(ValueError, match="unusable"):
+        TenantResolver(JWTSettings(key="not a pem", algorithms=("RS256",)), Registry())

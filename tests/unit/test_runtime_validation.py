@@ -70,7 +70,21 @@ store = ContextStore(envelope=None, secret_client_for=unreachable)  # type: igno
     (lambda: store.history(context("acme"), "c1", limit=0), "limit"),
     (lambda: store.history(context("acme"), "c1", limit=501), "limit"),
     (lambda: store.delete_conversation(context("acme"), ""), "conversation_id"),
+    (lambda: store.list_conversations(context("acme"), limit=0), "limit"),
+    (lambda: store.list_conversations(context("acme"), cursor="!!!"), "cursor"),
 ])
 def test_store_input_is_validated(call, match):
     with pytest.raises(InvalidRequest, match=match):
         call()
+
+
+def test_a_context_holding_another_tenants_record_is_refused():
+    from tenant_runtime.context import TenantContext
+    from runtime_fixtures import record
+
+    with pytest.raises(TenantMismatch, match="registry record"):
+        TenantContext(tenant_id="acme", record=record("beta"))
+    beta = record("beta")
+    forged = beta.model_copy(update={"tenant_id": "acme"})  # resources still beta's
+    with pytest.raises(TenantMismatch, match="registry record"):
+        TenantContext(tenant_id="acme", record=forged)

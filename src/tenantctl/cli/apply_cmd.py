@@ -2,20 +2,73 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Callable, Iterator, Optional
 
 import typer
 
 from tenantctl.cli.output import console, err_console, print_json, table
 
+if TYPE_CHECKING:
+    from tenantctl.operations.apply import TenantResult
+
+
+def _changes(result: "TenantResult") -> str:
+    return ", ".join(f"{op} {n}" for op, n in result.changes.items())
+
+
+@contextmanager
+def _progress(preview: bool) -> Iterator[tuple[Callable, Callable]]:
+    """Per-tenant progress on stderr: the plan, then one line per finished
+    tenant (with a live bar when stderr is a terminal). stdout stays for the
+    summary (and --json)."""
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    verb = "previewing" if preview else "applying"
+    state = {"done": 0, "total": 0}
+    bar: Progress | None = None
+    task = None
+
+    def on_plan(results) -> None:
+        nonlocal bar, task
+        counts: dict[str, int] = {}
+        for r in results:
+            counts[r.action.value] = counts.get(r.action.value, 0) + 1
+        state["total"] = sum(counts.get(a, 0) for a in ("create", "update", "prune"))
+        text = ", ".join(f"{n} {a}" for a, n in counts.items()) or "no tenants"
+        err_console.print(f"plan: {text}" + (f"; {verb} {state['total']} tenant(s)" if state["total"] else ""),
+                          highlight=False)
+        if state["total"] and err_console.is_terminal:
+            bar = Progress(TextColumn(verb), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                           console=err_console, transient=True)
+            bar.start()
+            task = bar.add_task(verb, total=state["total"])
+
+    def on_result(result) -> None:
+        state["done"] += 1
+        mark = "[green]ok[/]" if result.ok else f"[red]failed[/]: {escape(result.error or '')}"
+        changes = f" · {_changes(result)}" if result.changes else ""
+        err_console.print(f"[{state['done']}/{state['total']}] {result.tenant_id}: {result.action.value} {mark} "
+                          f"({result.seconds:.1f}s){changes}", highlight=False)
+        if bar is not None:
+            bar.advance(task)
+
+    try:
+        yield on_plan, on_result
+    finally:
+        if bar is not None:
+            bar.stop()
+
 
 def apply(
     preview: Annotated[bool, typer.Option("--preview", help="Plan only. Exit 0: no changes, 2: changes pending, 1: error.")] = False,
-    prune: Annotated[bool, typer.Option("--prune", help="Deprovision tenants in the registry but not in stacks/ (needs --yes).")] = False,
+    prune: Annotated[bool, typer.Option("--prune", help="Deprovision tenants in the registry but not in stacks/ (only with --yes; without it they are listed).")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Confirm --prune.")] = False,
-    parallel: Annotated[int, typer.Option(help="Tenants applied at once.")] = 4,
+    parallel: Annotated[int, typer.Option(help="Tenants applied at once (each in a process of its own).")] = 4,
     shard: Annotated[Optional[str], typer.Option(help="I/N: only this runner's deterministic share of tenants.")] = None,
+    match: Annotated[Optional[list[str]], typer.Option(metavar="GLOB", help="Only tenants whose id matches this glob (repeatable), in stacks/ and in the registry alike.")] = None,
     markdown: Annotated[Optional[Path], typer.Option(help="Also write a markdown summary (pull-request comment) here.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
 ) -> None:
@@ -23,34 +76,37 @@ def apply(
 
     Exit codes: 0 all applied (or, with --preview, nothing pending); 2 changes pending
     (--preview); 1 at least one tenant failed (the summary says which and why).
+    Progress goes to stderr, the summary to stdout.
     """
-    from tenantctl.errors import InvalidInput
+    from tenantctl.operations.apply import Action
     from tenantctl.operations.apply import apply as run
     from tenantctl.templates import render
     from tenantctl.workspace import Workspace
 
-    if prune and not yes and not preview:
-        raise InvalidInput("--prune deprovisions tenants: pass --yes as well")
-
-    def progress(result) -> None:
-        if not json_out:
-            mark = "[green]ok[/]" if result.ok else f"[red]failed[/]: {result.error}"
-            err_console.print(f"{result.tenant_id}: {result.action.value} {mark} ({result.seconds:.1f}s)")
-
-    summary = run(Workspace(), preview=preview, prune=prune and yes, parallel=parallel, shard=shard,
-                  on_result=progress)
+    # --prune alone lists the orphans it would remove; --preview --prune shows them as pending.
+    remove = prune and (yes or preview)
+    with _progress(preview) as (on_plan, on_result):
+        summary = run(Workspace(), preview=preview, prune=remove, parallel=parallel, shard=shard,
+                      match=match or (), on_plan=on_plan, on_result=on_result)
     if markdown:
         markdown.write_text(render("apply_summary.md.j2", summary=summary))
     if json_out:
-        print_json({**summary.model_dump(mode="json"), "exit_code": summary.exit_code()})
+        print_json({**summary.model_dump(mode="json"), "counts": summary.counts, "exit_code": summary.exit_code()})
     else:
-        rows = [(r.tenant_id, r.action.value, "ok" if r.ok else f"failed: {r.error}",
-                 ", ".join(f"{k} {v}" for k, v in r.changes.items())) for r in summary.results]
-        table(f"apply{' --preview' if preview else ''} · shard {summary.shard} · {summary.seconds:.1f}s",
-              ["tenant", "action", "result", "resources"], rows)
-        counts = {a: sum(1 for r in summary.results if r.action.value == a) for a in
-                  ("create", "update", "unchanged", "orphan", "prune", "invalid")}
-        console.print(", ".join(f"{n} {a}" for a, n in counts.items() if n) or "no tenants in stacks/")
+        shown = [r for r in summary.results if r.action is not Action.unchanged]
+        rows = [(r.tenant_id, r.action.value, "ok" if r.ok else f"failed: {r.error}", r.reason, _changes(r))
+                for r in shown]
+        if rows:
+            table(f"apply{' --preview' if preview else ''} · shard {summary.shard} · {summary.seconds:.1f}s",
+                  ["tenant", "action", "result", "why", "resources"], rows)
+        console.print(", ".join(f"{n} {a}" for a, n in summary.counts.items()) or "no tenants in stacks/",
+                      highlight=False)
+    orphans = summary.orphans
+    if orphans:
+        names = ", ".join(r.tenant_id for r in orphans)
+        hint = "pass --yes to deprovision them" if prune else "`--prune --yes` deprovisions them"
+        err_console.print(f"[yellow]{len(orphans)} orphan(s)[/] (in the registry, not in stacks/): {names}; {hint}",
+                          highlight=False)
     raise typer.Exit(summary.exit_code())
 
 

@@ -46,6 +46,8 @@ def _show(report: "DrillReport", markdown: Optional[Path], json_out: bool) -> No
     rpo = "n/a" if report.rpo_seconds is None else f"{report.rpo_seconds:.1f}s ({report.rpo_basis})"
     console.print(f"RTO {rto} · RPO {rpo}" + (" · scratch cleaned up" if report.cleaned_up else
                                               f" · scratch kept: {report.scratch}" if report.scratch else ""))
+    for note in report.notes:
+        console.print(f"- {note}", highlight=False)
     for reason in report.reasons:
         console.print(f"[red]- {reason}[/]", highlight=False)
 
@@ -84,8 +86,10 @@ def restore(
 ) -> None:
     """Restore a backup and verify it against its manifest (row counts, checksums, objects).
 
-    The live tenant is never touched unless --target in-place --yes; a tenant
-    deprovisioned within its retention window is brought back that way.
+    The live tenant is never touched unless --target in-place --yes, and then
+    only when its tables hold no rows. A tenant deprovisioned within its
+    retention window is brought back that way: re-provisioned (new KMS key),
+    restored, verified, its data re-keyed, its record active again.
     Exit 9 when the verification fails, 10 when the tenant key is unusable."""
     from tenantctl.drills.errors import DrillFailed, KeyUnusable
     from tenantctl.drills.run import drill
@@ -155,15 +159,16 @@ def history(
     backups = list_manifests(ctx.s3, record) if record.resources else []
     if json_out:
         print_json({"drills": reports,
-                    "backups": [m.model_dump(mode="json", include={"backup_id", "kind", "finished_at"}) for m in backups]})
+                    "backups": [m.model_dump(mode="json", include={"backup_id", "kind", "reason", "finished_at"})
+                                for m in backups]})
         return
     table(f"drills of {tenant_id}", ["drill", "kind", "backup", "verdict", "RTO s", "RPO s", "finished"],
           [(r.drill_id, r.kind, r.backup_id or "", r.verdict.value,
             "" if r.rto_seconds is None else f"{r.rto_seconds:.1f}",
             "" if r.rpo_seconds is None else f"{r.rpo_seconds:.1f}", f"{r.finished_at:%Y-%m-%d %H:%M:%S}")
            for r in reports])
-    table(f"backups of {tenant_id}", ["backup", "kind", "finished", "dump bytes", "objects"],
-          [(m.backup_id, m.kind, f"{m.finished_at:%Y-%m-%d %H:%M:%S}",
+    table(f"backups of {tenant_id}", ["backup", "kind", "reason", "finished", "dump bytes", "objects"],
+          [(m.backup_id, m.kind, m.reason, f"{m.finished_at:%Y-%m-%d %H:%M:%S}",
             m.dump.plaintext_bytes if m.dump else "", len(m.objects)) for m in reversed(backups)])
 
 

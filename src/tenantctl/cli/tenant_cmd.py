@@ -26,7 +26,8 @@ def _record_rows(record: TenantRecord) -> list[tuple[str, str]]:
     if record.retain_until:
         rows.append(("retained until", f"{record.retain_until:%Y-%m-%d}"))
     if record.lock:
-        rows.append(("lock", f"{record.lock.operation} by {record.lock.owner}@{record.lock.host} pid {record.lock.pid}"))
+        rows.append(("lock", f"{record.lock.operation} by {record.lock.owner}@{record.lock.host} pid {record.lock.pid} "
+                             f"since {record.lock.acquired_at:%Y-%m-%d %H:%M:%S}Z"))
     if record.last_error:
         rows.append(("last error", record.last_error))
     return rows
@@ -84,9 +85,15 @@ def deprovision(
     tenant_id: Annotated[str, typer.Argument(help="Tenant to remove.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     purge_data: Annotated[bool, typer.Option("--purge-data", help="Also delete every object under the tenant prefix.")] = False,
+    no_final_backup: Annotated[bool, typer.Option("--no-final-backup", help="Do not take the final backup "
+                                                  "(`drill backup`) before destroying.")] = False,
     json_out: JsonFlag = False,
 ) -> None:
     """Remove a tenant's resources (asks first unless --yes).
+
+    A final backup is taken first (not with --purge-data, which deletes the
+    backups too; skip it with --no-final-backup): `tenantctl drill restore ID
+    --target in-place --yes` brings the tenant back within its retention window.
 
     The KMS key is scheduled for deletion (not deleted at once), objects stay
     unless --purge-data, and the registry keeps a tombstone for audit and restores.
@@ -102,13 +109,15 @@ def deprovision(
         if not typer.confirm(f"Deprovision tenant {tenant_id} {what}now?", default=False):
             raise typer.Abort()
     with engine_progress(f"deprovisioning {tenant_id}", quiet=json_out) as on_event:
-        record, changes, details = run(ws, tenant_id, purge_data=purge_data, on_event=on_event)
+        record, changes, details = run(ws, tenant_id, purge_data=purge_data, on_event=on_event,
+                                       final_backup=not no_final_backup)
     if json_out:
         print_json({"record": record, "changes": changes.summary(), **details})
         return
     console.print(f"[yellow]tenant {tenant_id} deprovisioned[/]: {changes.count(Op.delete)} resources removed; "
                   f"key scheduled for deletion; retained until {record.retain_until:%Y-%m-%d}"
-                  + (f"; {details['purged_objects']} objects purged" if purge_data else "; objects kept"))
+                  + (f"; {details['purged_objects']} objects purged" if purge_data else "; objects kept")
+                  + (f"; final backup {details['final_backup']}" if details.get("final_backup") else ""))
 
 
 def status(

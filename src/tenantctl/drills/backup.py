@@ -17,7 +17,7 @@ from typing import Any
 from tenantctl.drills import envelope, store
 from tenantctl.drills.context import DrillContext
 from tenantctl.drills.errors import KeyUnusable
-from tenantctl.drills.models import BackupKind, BackupManifest, DumpInfo
+from tenantctl.drills.models import BackupKind, BackupManifest, BackupReason, DumpInfo
 from tenantctl.drills.objects import object_manifest
 from tenantctl.drills.pgtools import find_tools, pg_env
 from tenantctl.drills.tables import server_major, table_checks
@@ -44,12 +44,24 @@ def require_usable_key(kms: Any, record: TenantRecord) -> None:
         raise KeyUnusable(
             f"tenant {record.tenant_id!r}: KMS key {record.resources.kms_key_arn} is pending deletion "
             f"(deleted on {when}); its backups cannot be made or read until the deletion is cancelled "
-            f"(`tenantctl drill restore {record.tenant_id} --target in-place --yes` does that within the retention window)")
+            f"(for a deprovisioned tenant, `tenantctl drill restore {record.tenant_id} --target in-place --yes` "
+            "does that within its retention window)")
     if state != "Enabled":
         raise KeyUnusable(f"tenant {record.tenant_id!r}: KMS key {record.resources.kms_key_arn} is {state}")
 
 
-def backup(ctx: DrillContext, record: TenantRecord) -> BackupManifest:
+def committed_spec(ctx: DrillContext, tenant_id: str) -> dict[str, Any] | None:
+    """The tenant's committed stack spec, when the context has a workspace."""
+    ws = ctx.workspace
+    if ws is None:
+        return None
+    from tenantctl.stackconfig import read_tenant, stack_file
+
+    path = stack_file(ws.stacks_dir, tenant_id)
+    return read_tenant(path).model_dump(mode="json") if path.exists() else None
+
+
+def backup(ctx: DrillContext, record: TenantRecord, reason: BackupReason = "manual") -> BackupManifest:
     if record.resources is None:
         raise InvalidInput(f"tenant {record.tenant_id!r} has no resources recorded (never provisioned)")
     if record.status in (TenantStatus.deprovisioning, TenantStatus.deprovisioned):
@@ -57,11 +69,25 @@ def backup(ctx: DrillContext, record: TenantRecord) -> BackupManifest:
                            f"(its earlier backups can still be restored)")
     require_usable_key(ctx.kms, record)
     kind = backup_kind(record, ctx)
+    extra = {"reason": reason, "spec": committed_spec(ctx, record.tenant_id)}
     if kind == "rds-snapshot":
         from tenantctl.drills.rds import snapshot_backup
 
-        return snapshot_backup(ctx, record)
-    return logical_backup(ctx, record, kind)
+        return snapshot_backup(ctx, record, extra)
+    return logical_backup(ctx, record, kind, extra)
+
+
+def final_backup(ws: Any, record: TenantRecord) -> BackupManifest:
+    """The backup `deprovision` takes before destroying anything (pass
+    --no-final-backup to go without). Failing it stops the deprovision."""
+    from tenantctl.drills.context import context_from_workspace
+
+    try:
+        return backup(context_from_workspace(ws), record, reason="final")
+    except Exception as exc:
+        cls = type(exc) if isinstance(exc, TenantctlError) else TenantctlError
+        raise cls(f"final backup of {record.tenant_id!r} failed, nothing was removed: {exc} "
+                  "(`tenantctl deprovision --no-final-backup` goes ahead without one)") from None
 
 
 def _stream_dump(cmd: list[str], env: dict[str, str], sink) -> None:
@@ -81,7 +107,8 @@ def _stream_dump(cmd: list[str], env: dict[str, str], sink) -> None:
             raise TenantctlError(f"pg_dump failed ({proc.returncode}): {err.read().decode(errors='replace').strip()}")
 
 
-def logical_backup(ctx: DrillContext, record: TenantRecord, kind: BackupKind) -> BackupManifest:
+def logical_backup(ctx: DrillContext, record: TenantRecord, kind: BackupKind,
+                   extra: dict[str, Any] | None = None) -> BackupManifest:
     res = record.resources
     store_conn = res.store
     started = utcnow()
@@ -122,7 +149,7 @@ def logical_backup(ctx: DrillContext, record: TenantRecord, kind: BackupKind) ->
         dump=DumpInfo(key=dump_key, plaintext_bytes=plain_bytes, stored_bytes=stored, sha256=digest.hexdigest(),
                       encrypted_data_key=key.encrypted_b64, nonce_prefix=key.nonce_prefix.hex(),
                       chunk_bytes=envelope.CHUNK),
-        tables=tables, objects=object_manifest(ctx.s3, res.bucket, res.prefix), record=record,
+        tables=tables, objects=object_manifest(ctx.s3, res.bucket, res.prefix), record=record, **(extra or {}),
     )
     store.put_manifest(ctx.s3, record, manifest)
     return manifest

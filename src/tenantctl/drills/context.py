@@ -21,6 +21,9 @@ class DrillContext:
     rds: Any = None                 # None on the sandbox: dedicated tenants get a logical backup there
     pg_bin_dir: Path | None = None  # where pg_dump / pg_restore live; None: search
     is_sandbox: bool = True
+    # The tenantctl Workspace (engine, stacks/): a restore after deprovision
+    # re-provisions through it, and backups record the committed spec from it.
+    workspace: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def connect(self, host: str, port: int, database: str, autocommit: bool = True):
@@ -52,5 +55,5 @@ def context_from_workspace(ws: Any) -> DrillContext:
     return DrillContext(
         s3=boto3.client("s3"), kms=boto3.client("kms"), admin_user=user, admin_password=password,
         registry=ws.registry, rds=None if ws.is_sandbox else boto3.client("rds"),
-        pg_bin_dir=Path(pg_bin) if pg_bin else None, is_sandbox=ws.is_sandbox,
+        pg_bin_dir=Path(pg_bin) if pg_bin else None, is_sandbox=ws.is_sandbox, workspace=ws,
     )

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from tenantctl.models import TenantRecord
 
 BackupKind = Literal["pg_dump-schema", "logical (sandbox)", "rds-snapshot"]
+# Why a backup was taken: by hand / `drill run`, by `deprovision` just before
+# destroying, or right after a restore brought a deprovisioned tenant back.
+BackupReason = Literal["manual", "final", "after-restore"]
 
 
 class TableCheck(BaseModel):
@@ -58,6 +61,10 @@ class BackupManifest(BaseModel):
     tables: dict[str, TableCheck]
     objects: list[ObjectEntry]
     record: TenantRecord
+    reason: BackupReason = "manual"
+    # The committed stack spec (stacks/Pulumi.<id>.yaml) at backup time: what a
+    # restore after deprovision re-provisions (the stack file is gone by then).
+    spec: dict[str, Any] | None = None
 
     @property
     def object_bytes(self) -> int:
@@ -82,6 +89,10 @@ class RestoreResult(BaseModel):
     started_at: datetime
     finished_at: datetime
     scratch_instance: str | None = None  # AWS: the RDS instance restored from the snapshot
+    # Set when the restore verified itself (restore after deprovision verifies
+    # before re-keying, so a later verification would compare re-keyed rows).
+    checks: list["Check"] | None = None
+    notes: list[str] = Field(default_factory=list)
 
     @property
     def seconds(self) -> float:
@@ -125,6 +136,7 @@ class DrillReport(BaseModel):
     key_unusable: bool = False  # the tenant key was pending deletion, disabled or refused
     cleaned_up: bool = False
     scratch: str | None = None
+    notes: list[str] = Field(default_factory=list)  # what a restore after deprovision did besides the data
 
     @property
     def passed(self) -> bool:
@@ -137,3 +149,6 @@ class BackupSummary(BaseModel):
     finished_at: datetime
     dump_bytes: int | None
     object_count: int
+
+
+RestoreResult.model_rebuild()

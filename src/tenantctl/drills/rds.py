@@ -24,7 +24,7 @@ def _tags(record: TenantRecord, purpose: str) -> list[dict[str, str]]:
             {"Key": "managed-by", "Value": "tenantctl"}]
 
 
-def snapshot_backup(ctx: DrillContext, record: TenantRecord) -> BackupManifest:
+def snapshot_backup(ctx: DrillContext, record: TenantRecord, extra: dict | None = None) -> BackupManifest:
     res = record.resources
     started = utcnow()
     backup_id = store.new_id(started)
@@ -41,7 +41,7 @@ def snapshot_backup(ctx: DrillContext, record: TenantRecord) -> BackupManifest:
         finished_at=utcnow(), key_arn=res.kms_key_arn, database=res.store.database,
         schema_name=res.store.schema_name,
         snapshot=SnapshotInfo(identifier=identifier, arn=snap.get("DBSnapshotArn", ""), instance=instance),
-        tables=tables, objects=object_manifest(ctx.s3, res.bucket, res.prefix), record=record,
+        tables=tables, objects=object_manifest(ctx.s3, res.bucket, res.prefix), record=record, **(extra or {}),
     )
     store.put_manifest(ctx.s3, record, manifest)
     return manifest
@@ -75,4 +75,9 @@ def snapshot_restore(ctx: DrillContext, record: TenantRecord, manifest: BackupMa
 def drop_scratch_instance(ctx: DrillContext, identifier: str) -> None:
     if not identifier.startswith("drill-"):
         raise ValueError(f"refusing to delete {identifier!r}: not a drill scratch instance")
+    # The restore asks for no deletion protection, but a restore can carry the
+    # source's setting over (moto does; so can account defaults): lift it first.
+    current = ctx.rds.describe_db_instances(DBInstanceIdentifier=identifier)["DBInstances"][0]
+    if current.get("DeletionProtection"):
+        ctx.rds.modify_db_instance(DBInstanceIdentifier=identifier, DeletionProtection=False, ApplyImmediately=True)
     ctx.rds.delete_db_instance(DBInstanceIdentifier=identifier, SkipFinalSnapshot=True, DeleteAutomatedBackups=True)

@@ -3,11 +3,13 @@
 Scratch: a new database ``drill_<id>_<ts>`` on the same server (the schema keeps
 its name there) restored with --no-acl, so only the admin can read the copy,
 and the objects copied to ``<prefix>backups/scratch/<restore-id>/``. In place
-(``--yes`` required): the live schema must be absent or hold no tables; the
-schema template is re-applied afterwards for the tenant role and its grants.
-A tombstoned tenant inside its retention window is brought back: key deletion
-cancelled, schema and objects restored, registry record re-activated.
-Restoring into a non-empty target is always refused."""
+(``--yes`` required): the live schema must hold no rows (absent, or the empty
+tables provisioning makes); the schema template is re-applied afterwards for
+the tenant role, its grants and policies. A tombstoned tenant inside its
+retention window is brought back by ``tenantctl.drills.revive`` (re-provision,
+restore, verify, re-key). Restoring into a target that holds rows is always
+refused.
+"""
 
 from __future__ import annotations
 
@@ -21,13 +23,13 @@ from psycopg import sql
 
 from tenantctl import naming
 from tenantctl.drills import envelope, store
-from tenantctl.drills.backup import key_state, require_usable_key
+from tenantctl.drills.backup import require_usable_key
 from tenantctl.drills.context import DrillContext
 from tenantctl.drills.errors import BackupCorrupt
 from tenantctl.drills.models import BackupManifest, RestoreResult, Target
 from tenantctl.drills.objects import backups_prefix, delete_prefix, is_empty, restore_objects
 from tenantctl.drills.pgtools import find_tools, pg_env
-from tenantctl.drills.tables import schema_has_tables, server_major
+from tenantctl.drills.tables import server_major, table_rows
 from tenantctl.errors import Conflict, InvalidInput, TenantctlError
 from tenantctl.models import TenantRecord, TenantStatus, Tier, utcnow
 
@@ -46,13 +48,15 @@ def _database_exists(conn: Any, name: str) -> bool:
 
 
 def _pg_restore(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest,
-                host: str, port: int, database: str, tools) -> None:
-    """Stream s3 -> decrypt -> pg_restore stdin, checking the plaintext sha256."""
+                host: str, port: int, database: str, tools, key_arn: str | None = None) -> None:
+    """Stream s3 -> decrypt -> pg_restore stdin, checking the plaintext sha256.
+    ``key_arn``: the registry's key of the tenant (default: the record's)."""
     dump = manifest.dump
     where = f"backup {manifest.backup_id} ({dump.key})"
     context = envelope.encryption_context(record.tenant_id, manifest.backup_id)
     # The tenant's own key, never the one the manifest names: a foreign backup cannot be opened.
-    data_key = envelope.open_data_key(ctx.kms, record.resources.kms_key_arn, dump.encrypted_data_key, context)
+    data_key = envelope.open_data_key(ctx.kms, key_arn or record.resources.kms_key_arn, dump.encrypted_data_key,
+                                      context)
     body = ctx.s3.get_object(Bucket=record.resources.bucket, Key=dump.key)["Body"]
     cmd = [str(tools / "pg_restore"), "--no-password", "--no-owner", "--no-acl", "--exit-on-error",
            "--single-transaction", "-h", host, "-p", str(port), "-d", database]
@@ -89,16 +93,6 @@ def _reapply_schema_template(conn: Any, tenant_id: str) -> None:
                         tenant_literal=sql.Literal(tenant_id).as_string(conn)))
 
 
-def _revive_key(ctx: DrillContext, record: TenantRecord) -> None:
-    """Cancel the key's scheduled deletion (it is left Disabled by that) and enable it."""
-    state, _ = key_state(ctx.kms, record.resources.kms_key_arn)
-    if state == "PendingDeletion":
-        # The bare key id: accepted everywhere (moto's key-state calls reject ARNs).
-        key_id = record.resources.kms_key_arn.rsplit("/", 1)[-1]
-        ctx.kms.cancel_key_deletion(KeyId=key_id)
-        ctx.kms.enable_key(KeyId=key_id)
-
-
 def _check_in_place(record: TenantRecord, yes: bool, now: datetime) -> None:
     if not yes:
         raise InvalidInput("--target in-place overwrites the live tenant: pass --yes to confirm")
@@ -123,6 +117,10 @@ def restore(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest,
             raise InvalidInput("in-place restore of an RDS snapshot is a new instance + DNS cut-over: "
                                "restore to scratch and follow docs/drills.md")
         return snapshot_restore(ctx, record, manifest, started)
+    if target is Target.in_place and record.status is TenantStatus.deprovisioned:
+        from tenantctl.drills.revive import revive
+
+        return revive(ctx, record, manifest, started)
     if target is Target.in_place and ctx.registry is not None:
         # In place mutates the tenant: hold its registry lock like provision/deprovision do.
         record = ctx.registry.lock_for(record.tenant_id, "drill-restore")
@@ -131,16 +129,28 @@ def restore(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest,
         except BaseException as exc:
             ctx.registry.release(record, error=f"drill restore failed: {exc}")
             raise
-        if record.status is TenantStatus.deprovisioned:
-            ctx.registry.reactivate(record, manifest.record.resources or record.resources)
-        else:
-            ctx.registry.release(record)
+        ctx.registry.release(record)
         return result
     return _restore_logical(ctx, record, manifest, target, started)
 
 
+def _empty_target(conn: Any, database: str, schema: str, tenant_id: str) -> None:
+    """Refuse a target schema that holds rows; drop one that holds only empty
+    tables (what provisioning makes), so pg_restore can create it."""
+    rows = table_rows(conn, schema, tenant_id)
+    full = {name: n for name, n in rows.items() if n}
+    if full:
+        raise Conflict(f"target {database}.{schema} is not empty: refused ("
+                       + ", ".join(f"{name}: {n} rows" for name, n in full.items())
+                       + "); restore to scratch, or empty it first")
+    drop = "DROP SCHEMA IF EXISTS {} CASCADE" if rows else "DROP SCHEMA IF EXISTS {}"
+    conn.execute(sql.SQL(drop).format(sql.Identifier(schema)))
+
+
 def _restore_logical(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest,
-                     target: Target, started: datetime) -> RestoreResult:
+                     target: Target, started: datetime, key_arn: str | None = None) -> RestoreResult:
+    """``key_arn`` opens the backup (default: the record's key); restore after
+    deprovision passes the tombstone's key while ``record`` holds the new resources."""
     res = record.resources
     restore_id = store.new_id(started)
     scratch = target is Target.scratch
@@ -149,11 +159,9 @@ def _restore_logical(ctx: DrillContext, record: TenantRecord, manifest: BackupMa
     dest_prefix = scratch_prefix(record, restore_id) if scratch else res.prefix
     if scratch and not is_empty(ctx.s3, res.bucket, dest_prefix):
         raise Conflict(f"scratch prefix s3://{res.bucket}/{dest_prefix} is not empty: refused")
-    if record.status is TenantStatus.deprovisioned and target is Target.in_place:
-        _revive_key(ctx, record)
-    else:  # say "pending deletion" plainly instead of a KMS error mid-restore
-        require_usable_key(ctx.kms, record)
-    # The admin reaches every database of the server through the tenant's (or platform's) database.
+    # Say "pending deletion" plainly instead of a KMS error mid-restore.
+    require_usable_key(ctx.kms, record)
+    # The admin reaches every database of the server through the maintenance database.
     with ctx.connect(host, port, "postgres") as admin:
         tools = find_tools(server_major(admin), ctx.pg_bin_dir)
         if scratch or (record.tier is Tier.dedicated and not _database_exists(admin, database)):
@@ -161,16 +169,16 @@ def _restore_logical(ctx: DrillContext, record: TenantRecord, manifest: BackupMa
                 raise Conflict(f"scratch database {database!r} already exists: refused")
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
     with ctx.connect(host, port, database) as conn:
-        if schema_has_tables(conn, manifest.schema_name):
-            raise Conflict(f"target {database}.{manifest.schema_name} is not empty: refused "
-                           "(restore to scratch, or drop the schema first)")
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {}").format(sql.Identifier(manifest.schema_name)))
+        _empty_target(conn, database, manifest.schema_name, record.tenant_id)
     try:
-        _pg_restore(ctx, record, manifest, host, port, database, tools)
+        _pg_restore(ctx, record, manifest, host, port, database, tools, key_arn)
         copied = restore_objects(ctx.s3, res.bucket, res.prefix, manifest.objects, dest_prefix)
     except BaseException:
         if scratch:
             drop_scratch(ctx, record, database, dest_prefix)
+        else:  # the live tenant keeps a usable (empty) schema: pg_restore ran in one transaction
+            with ctx.connect(host, port, database) as conn:
+                _reapply_schema_template(conn, record.tenant_id)
         raise
     if not scratch:
         with ctx.connect(host, port, database) as conn:

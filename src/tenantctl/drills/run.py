@@ -84,8 +84,11 @@ def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = No
             report.rpo_basis = "the drill's own backup (no earlier backup)" if not backup_id else "the restored backup"
         result = restore(ctx, record, manifest, target=target, yes=yes)
         report.rto_seconds = result.seconds
-        report.scratch = f"{result.scratch_instance or result.database} + s3://{record.resources.bucket}/{result.object_prefix}"
-        report.checks = verify(ctx, record, manifest, result)
+        if result.target is Target.scratch:
+            report.scratch = (f"{result.scratch_instance or result.database} + "
+                              f"s3://{record.resources.bucket}/{result.object_prefix}")
+        report.notes = list(result.notes)
+        report.checks = result.checks if result.checks is not None else verify(ctx, record, manifest, result)
     except NotFound:
         raise
     except TenantctlError as exc:

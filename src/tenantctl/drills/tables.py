@@ -36,6 +36,16 @@ def table_checks(conn: Any, schema: str, tenant_id: str, in_transaction: bool = 
     return out
 
 
+def table_rows(conn: Any, schema: str, tenant_id: str) -> dict[str, int]:
+    """Row count of every table in ``schema`` ({} when it holds no table or does not exist)."""
+    with conn.transaction():
+        conn.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant_id,))
+        names = [r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY tablename", (schema,))]
+        return {name: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name))).fetchone()[0]
+                for name in names}
+
+
 def schema_has_tables(conn: Any, schema: str) -> bool:
     return conn.execute("SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = %s)", (schema,)).fetchone()[0]
 

@@ -119,13 +119,15 @@ def op_options(collector: ChangeCollector, *, refresh: bool = False, config_file
 class PulumiEngine(Engine):
     name = "pulumi"
 
-    def __init__(self, target: Any, project_dir: Path, pulumi_command: Any = None) -> None:
+    def __init__(self, target: Any, project_dir: Path, pulumi_command: Any = None,
+                 gate: Callable[[str, list], None] | None = None) -> None:
         if getattr(target, "kind", None) != "aws":
             raise InvalidInput(f"the Pulumi engine drives the aws target only (got {getattr(target, 'kind', None)!r})")
         self.target = target
         self.project = ProjectInfo.load(project_dir)
         backend_kind(target.aws.backend_url)  # refuse a malformed URL before anything runs
         self._command = pulumi_command
+        self.gate = gate  # policy.PolicyGate: judges a preview's planned resources before every up
 
     # -- naming ---------------------------------------------------------------
     def qualified(self, stack: str) -> str:
@@ -168,9 +170,10 @@ class PulumiEngine(Engine):
             yield str(path)
 
     def _run(self, action: str, stack: str, sink: EventSink | None, create: bool,
-             call: Callable[[Any, dict[str, Any]], Any], refresh: bool = False) -> tuple[Any, ChangeCollector]:
+             call: Callable[[Any, dict[str, Any]], Any], refresh: bool = False,
+             collector: ChangeCollector | None = None) -> tuple[Any, ChangeCollector]:
         handle = self._stack(stack, create)
-        collector = ChangeCollector(stack, sink)
+        collector = collector or ChangeCollector(stack, sink)
         with self._config_file(stack) as config_file:
             options = op_options(collector, refresh=refresh, config_file=config_file)
             try:
@@ -184,7 +187,18 @@ class PulumiEngine(Engine):
         _, collector = self._run("preview", stack, on_event, True, lambda s, o: s.preview(**o), refresh)
         return collector.changeset()
 
+    def planned(self, stack: str, on_event: EventSink | None = None, *, refresh: bool = False) -> list:
+        """The resources a preview of ``stack`` plans (type, name, inputs), for the policy gate."""
+        from tenantctl.engines.pulumi_plan import PlanCollector
+
+        plan = PlanCollector(stack, on_event)
+        self._run("preview", stack, on_event, True, lambda s, o: s.preview(**o), refresh, collector=plan)
+        return plan.planned()
+
     def up(self, stack: str, on_event: EventSink | None = None, *, refresh: bool = False) -> UpResult:
+        if self.gate is not None:
+            # Preview first and let the gate judge the plan: a refusal leaves AWS untouched.
+            self.gate(stack, self.planned(stack, on_event, refresh=refresh))
         result, collector = self._run("up", stack, on_event, True, lambda s, o: s.up(**o), refresh)
         outputs = {key: out.value for key, out in result.outputs.items()}
         return UpResult(stack=stack, outputs=outputs, changes=collector.changeset())

@@ -6,22 +6,28 @@ or updated. Work runs in a bounded process pool (the LocalEngine drives Pulumi's
 process-global runtime, so tenants can't share a process), one failure never
 stops the others, and `--shard I/N` splits tenants deterministically by a hash
 of their id so CI runners get disjoint sets that cover everything.
+
+A worker process that dies (a crash, the OOM killer) breaks the whole pool; the
+tenants it left unfinished are then re-run one process each, so the tenant that
+crashed is the one reported failed and the others still run.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from enum import Enum
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Sequence
 
 from pydantic import BaseModel, Field
 
 from tenantctl.errors import InvalidInput, TenantctlError
-from tenantctl.fingerprint import applied_hash
+from tenantctl.fingerprint import applied_hash, program_fingerprint
 from tenantctl.models import TenantRecord, TenantStatus
 from tenantctl.stackconfig import read_tenant, tenant_stack_files
 from tenantctl.workspace import Workspace
@@ -36,11 +42,17 @@ class Action(str, Enum):
     invalid = "invalid"
 
 
+RUNS = (Action.create, Action.update, Action.prune)  # actions that reach the engine
+SETTLED = (TenantStatus.active, TenantStatus.suspended)  # statuses an unchanged fingerprint can skip
+GONE = (TenantStatus.deprovisioned, TenantStatus.deprovisioning)
+
+
 class TenantResult(BaseModel):
     tenant_id: str
     action: Action
     ok: bool = True
     error: str | None = None
+    reason: str = ""  # why the action was planned (people read it in the summary)
     changes: dict[str, int] = Field(default_factory=dict)
     seconds: float = 0.0
 
@@ -48,6 +60,7 @@ class TenantResult(BaseModel):
 class ApplySummary(BaseModel):
     preview: bool
     shard: str
+    match: list[str] = Field(default_factory=list)
     seconds: float
     results: list[TenantResult]
 
@@ -55,12 +68,20 @@ class ApplySummary(BaseModel):
         return sum(1 for r in self.results if r.action is action)
 
     @property
+    def counts(self) -> dict[str, int]:
+        return {a.value: self.count(a) for a in Action if self.count(a)}
+
+    @property
     def failed(self) -> list[TenantResult]:
         return [r for r in self.results if not r.ok]
 
     @property
     def pending(self) -> list[TenantResult]:
-        return [r for r in self.results if r.action in (Action.create, Action.update, Action.prune)]
+        return [r for r in self.results if r.action in RUNS]
+
+    @property
+    def orphans(self) -> list[TenantResult]:
+        return [r for r in self.results if r.action is Action.orphan]
 
     def exit_code(self) -> int:
         """apply: 0 ok / 1 a tenant failed; preview: 0 nothing to do / 2 changes pending / 1 error."""
@@ -88,44 +109,64 @@ def in_shard(tenant_id: str, index: int, total: int) -> bool:
     return bucket == index - 1
 
 
-def plan(ws: Workspace, shard: tuple[int, int], records: dict[str, TenantRecord]) -> list[TenantResult]:
+def matches(tenant_id: str, patterns: Sequence[str]) -> bool:
+    """No patterns: every tenant; else the id matches one of the globs."""
+    return not patterns or any(fnmatch.fnmatchcase(tenant_id, p) for p in patterns)
+
+
+def _update_reason(record: TenantRecord) -> str:
+    if record.status not in SETTLED:
+        why = f"registry status {record.status.value}"
+        return why + (f" (last error: {record.last_error})" if record.last_error else "")
+    if not record.spec_hash:
+        return "no fingerprint recorded"
+    return "spec or program changed since the last apply"
+
+
+def plan(ws: Workspace, shard: tuple[int, int], records: dict[str, TenantRecord],
+         match: Sequence[str] = (), prune: bool = False) -> list[TenantResult]:
+    """What apply would do per tenant, from the stack files and one registry read."""
     index, total = shard
+
+    def mine(tenant_id: str) -> bool:
+        return in_shard(tenant_id, index, total) and matches(tenant_id, match)
+
     results: list[TenantResult] = []
-    files = {t: p for t, p in tenant_stack_files(ws.stacks_dir).items() if in_shard(t, index, total)}
+    files = {t: p for t, p in tenant_stack_files(ws.stacks_dir).items() if mine(t)}
     for tenant_id, path in files.items():
         try:
             spec = read_tenant(path)
         except TenantctlError as exc:
-            results.append(TenantResult(tenant_id=tenant_id, action=Action.invalid, ok=False, error=str(exc)))
+            results.append(TenantResult(tenant_id=tenant_id, action=Action.invalid, ok=False, error=str(exc),
+                                        reason="stack file refused"))
             continue
         record = records.get(tenant_id)
         if record is None:
-            action = Action.create
-        elif record.status is TenantStatus.active and record.spec_hash == applied_hash(spec, ws.project_dir):
-            action = Action.unchanged
+            results.append(TenantResult(tenant_id=tenant_id, action=Action.create, reason="not in the registry"))
+        elif record.status in SETTLED and record.spec_hash == applied_hash(spec, ws.project_dir):
+            results.append(TenantResult(tenant_id=tenant_id, action=Action.unchanged))
         else:
-            action = Action.update
-        results.append(TenantResult(tenant_id=tenant_id, action=action))
+            results.append(TenantResult(tenant_id=tenant_id, action=Action.update, reason=_update_reason(record)))
     for tenant_id, record in records.items():
-        live = record.status not in (TenantStatus.deprovisioned, TenantStatus.deprovisioning)
-        if tenant_id not in files and live and in_shard(tenant_id, index, total):
-            results.append(TenantResult(tenant_id=tenant_id, action=Action.orphan))
+        if tenant_id not in files and record.status not in GONE and mine(tenant_id):
+            results.append(TenantResult(tenant_id=tenant_id, action=Action.prune if prune else Action.orphan,
+                                        reason="in the registry, not in stacks/"))
     return sorted(results, key=lambda r: r.tenant_id)
 
 
-def _run_one(project_dir: str, cwd: str, tenant_id: str, action: str, preview: bool) -> TenantResult:
-    """One tenant's work, in a worker process (module-level so it pickles)."""
+# -- one tenant's work ----------------------------------------------------------
+
+def _apply_one(ws: Workspace, tenant_id: str, action: Action, preview: bool) -> TenantResult:
     from tenantctl.operations.deprovision import deprovision
     from tenantctl.operations.provision import provision
 
     started = time.monotonic()
-    result = TenantResult(tenant_id=tenant_id, action=Action(action))
+    result = TenantResult(tenant_id=tenant_id, action=action)
     try:
-        ws = Workspace(project_dir=Path(project_dir), cwd=Path(cwd))
         if preview:
-            if result.action is not Action.prune:
+            if action is not Action.prune:
                 result.changes = ws.engine.preview(tenant_id).summary()
-        elif result.action is Action.prune:
+        elif action is Action.prune:
             _, changes, _ = deprovision(ws, tenant_id)
             result.changes = changes.summary()
         else:
@@ -139,6 +180,78 @@ def _run_one(project_dir: str, cwd: str, tenant_id: str, action: str, preview: b
     return result
 
 
+_WORKSPACES: dict[tuple[str, str], Workspace] = {}
+
+
+def _worker(project_dir: str, cwd: str, tenant_id: str, action: str, preview: bool) -> TenantResult:
+    """Entry point in a pool process (module-level so it pickles). The process
+    keeps its Workspace (engine, registry client) from one tenant to the next."""
+    key = (project_dir, cwd)
+    if key not in _WORKSPACES:
+        _WORKSPACES[key] = Workspace(project_dir=Path(project_dir), cwd=Path(cwd))
+    return _apply_one(_WORKSPACES[key], tenant_id, Action(action), preview)
+
+
+Worker = Callable[[str, str, str, str, bool], TenantResult]
+
+
+def _died(r: TenantResult) -> TenantResult:
+    return r.model_copy(update={"ok": False, "error": (
+        "its worker process died (crashed or was killed) while applying it; if its registry record is "
+        f"still locked, check its resources, then `tenantctl unlock {r.tenant_id} --force` and re-run")})
+
+
+def run_pool(todo: Iterable[TenantResult], args: tuple[str, str], preview: bool, parallel: int,
+             report: Callable[[TenantResult], None], worker: Worker = _worker) -> None:
+    """Run `todo` in at most `parallel` spawned processes, calling `report` as each finishes."""
+    todo = list(todo)
+    ctx = get_context("spawn")  # not fork: the parent may hold gRPC/boto3 threads that fork would break
+    broken: list[TenantResult] = []
+    pool = ProcessPoolExecutor(max_workers=min(parallel, len(todo)), mp_context=ctx)
+    try:
+        futures: dict[Future, TenantResult] = {
+            pool.submit(worker, *args, r.tenant_id, r.action.value, preview): r for r in todo}
+        for future in as_completed(futures):
+            planned = futures[future]
+            try:
+                report(future.result())
+            except BrokenProcessPool:
+                broken.append(planned)
+            except Exception as exc:  # e.g. a result that would not unpickle
+                report(planned.model_copy(update={"ok": False, "error": f"{type(exc).__name__}: {exc}"}))
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    if not broken:
+        return
+
+    # A dead worker broke the pool and took every unfinished tenant with it:
+    # re-run each of those in a process of its own, so only the culprit fails
+    # (a tenant killed mid-run finds its record locked and says so).
+    def isolated(r: TenantResult) -> TenantResult:
+        with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as one:
+            try:
+                return one.submit(worker, *args, r.tenant_id, r.action.value, preview).result()
+            except BrokenProcessPool:
+                return _died(r)
+
+    with ThreadPoolExecutor(max_workers=min(parallel, len(broken))) as threads:
+        for future in as_completed([threads.submit(isolated, r) for r in broken]):
+            report(future.result())
+
+
+def check_scope(ws: Workspace, prune: bool, match: Sequence[str]) -> None:
+    """Refuse runs that would read a missing desired state as "no tenants"."""
+    if not ws.stacks_dir.is_dir():
+        raise InvalidInput(f"{ws.stacks_dir} does not exist: run apply in the project that holds Pulumi.yaml and "
+                           "the committed stacks/")
+    if prune and not any(matches(t, match) for t in tenant_stack_files(ws.stacks_dir)):
+        raise InvalidInput(f"{ws.stacks_dir} holds no tenant stack files{' matching ' + ', '.join(match) if match else ''}"
+                           ": --prune --yes would deprovision every tenant in the registry; refused "
+                           "(use `tenantctl deprovision ID` for that)")
+
+
 def apply(
     ws: Workspace,
     *,
@@ -146,34 +259,41 @@ def apply(
     prune: bool = False,
     parallel: int = 4,
     shard: str | None = None,
+    match: Sequence[str] = (),
+    on_plan: Callable[[list[TenantResult]], None] | None = None,
     on_result: Callable[[TenantResult], None] | None = None,
 ) -> ApplySummary:
+    """Reconcile stacks/ with the registry. `prune`: orphans become `prune`
+    actions (previewed, or deprovisioned when not previewing); without it they
+    are only reported. Stack files are read, never the platform stack's."""
     if parallel < 1:
         raise InvalidInput("--parallel must be at least 1")
     started = time.monotonic()
     index, total = parse_shard(shard)
+    match = list(match)
+    check_scope(ws, prune=prune and not preview, match=match)
+    program_fingerprint.cache_clear()  # the program as it is now, even in a long-lived process
     ws.platform_outputs()
     records = {r.tenant_id: r for r in ws.registry.iter_all()}
-    results = plan(ws, (index, total), records)
-    if prune:
-        results = [r.model_copy(update={"action": Action.prune}) if r.action is Action.orphan else r for r in results]
-    todo = [r for r in results if r.action in (Action.create, Action.update, Action.prune)]
+    results = plan(ws, (index, total), records, match=match, prune=prune)
+    if on_plan:
+        on_plan(results)
+    todo = [r for r in results if r.action in RUNS]
+    reasons = {r.tenant_id: r.reason for r in todo}
     done: dict[str, TenantResult] = {}
-    args = (str(ws.project_dir), str(ws.cwd))
-    if parallel == 1 or len(todo) <= 1:
+
+    def report(res: TenantResult) -> None:
+        res = res.model_copy(update={"reason": reasons[res.tenant_id]})
+        done[res.tenant_id] = res
+        if on_result:
+            on_result(res)
+
+    if parallel == 1 or len(todo) == 1:
+        # In this process: no spawn (a few seconds of imports) for one tenant at a time.
         for r in todo:
-            done[r.tenant_id] = _run_one(*args, r.tenant_id, r.action.value, preview)
-            if on_result:
-                on_result(done[r.tenant_id])
-    else:
-        # spawn, not fork: the parent may hold gRPC/boto3 threads that fork would break.
-        with ProcessPoolExecutor(max_workers=min(parallel, len(todo)), mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(_run_one, *args, r.tenant_id, r.action.value, preview) for r in todo]
-            for future in as_completed(futures):
-                res = future.result()
-                done[res.tenant_id] = res
-                if on_result:
-                    on_result(res)
+            report(_apply_one(ws, r.tenant_id, r.action, preview))
+    elif todo:
+        run_pool(todo, (str(ws.project_dir), str(ws.cwd)), preview, parallel, report)
     merged = [done.get(r.tenant_id, r) for r in results]
-    return ApplySummary(preview=preview, shard=f"{index}/{total}", seconds=round(time.monotonic() - started, 3),
-                        results=merged)
+    return ApplySummary(preview=preview, shard=f"{index}/{total}", match=match,
+                        seconds=round(time.monotonic() - started, 3), results=merged)

@@ -1,7 +1,12 @@
 """Deprovision one tenant. The registry is marked `deprovisioning` before
 anything is removed and `deprovisioned` (a tombstone kept for audit and the
 restore window) after; the KMS key is only scheduled for deletion, and the
-tenant's objects stay unless the operator asks to purge them."""
+tenant's objects stay unless the operator asks to purge them.
+
+A run killed at any point leaves the record locked (`status` names owner, host,
+pid and time) and `deprovisioning`; after `tenantctl unlock ID --force` a re-run
+finishes the job: the engine's deletes are idempotent and its state file says
+what is left."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from typing import Any
 
 from tenantctl.engines.base import ChangeSet, EventSink
 from tenantctl.errors import ApplyFailed, Conflict, TenantctlError
+from tenantctl.faults import FAULTS
 from tenantctl.models import TenantRecord, TenantStatus, Tier
 from tenantctl.stackconfig import read_tenant, stack_file, write_tenant
 from tenantctl.workspace import Workspace
@@ -16,9 +22,9 @@ from tenantctl.workspace import Workspace
 
 def purge_prefix(bucket: str, prefix: str) -> int:
     """Delete every version and delete marker under the tenant prefix."""
-    import boto3
+    from tenantctl import aws
 
-    s3 = boto3.client("s3")
+    s3 = aws.client("s3")  # bounded backoff with jitter, like every tenantctl client
     removed = 0
     for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
         batch = [
@@ -32,15 +38,26 @@ def purge_prefix(bucket: str, prefix: str) -> int:
 
 
 def deprovision(ws: Workspace, tenant_id: str, purge_data: bool = False,
-                on_event: EventSink | None = None) -> tuple[TenantRecord, ChangeSet, dict[str, Any]]:
+                on_event: EventSink | None = None,
+                final_backup: bool = True) -> tuple[TenantRecord, ChangeSet, dict[str, Any]]:
     registry = ws.registry
     current = registry.require(tenant_id)
     if current.status is TenantStatus.deprovisioned:
         raise Conflict(f"tenant {tenant_id!r} is already deprovisioned (since {current.deprovisioned_at:%Y-%m-%d})")
+    # Final backup (tenantctl.drills) before anything is marked or removed, so a
+    # failed one leaves the tenant as it was. Not with --purge-data (which deletes
+    # the backups too), nor on a retry of a deprovision that already started.
+    final = None
+    if (final_backup and not purge_data and current.lock is None and current.resources is not None
+            and current.status in (TenantStatus.active, TenantStatus.suspended)):
+        from tenantctl.drills.backup import final_backup as take_final_backup
+
+        final = take_final_backup(ws, current).backup_id
     record = registry.lock_for(tenant_id, "deprovision", status=TenantStatus.deprovisioning)
+    FAULTS.reached("deprovision:marked")
     path = stack_file(ws.stacks_dir, tenant_id)
     retention_days = 14
-    details: dict[str, Any] = {"purged_objects": 0}
+    details: dict[str, Any] = {"purged_objects": 0, "final_backup": final}
     try:
         if path.exists():
             spec = read_tenant(path)
@@ -50,7 +67,10 @@ def deprovision(ws: Workspace, tenant_id: str, purge_data: bool = False,
                 # in one update, then destroy (the final snapshot is still taken).
                 spec = spec.model_copy(update={"dedicated": spec.dedicated.model_copy(update={"deletion_protection": False})})
                 write_tenant(ws.stacks_dir, spec)
-                ws.engine.up(tenant_id, on_event=on_event)
+                from tenantctl.policy import waived
+
+                with waived("deletion-protection"):  # the policy gate lets exactly this update through
+                    ws.engine.up(tenant_id, on_event=on_event)
         changes = ws.engine.destroy(tenant_id, on_event=on_event)
         if purge_data and record.resources is not None:
             details["purged_objects"] = purge_prefix(record.resources.bucket, record.resources.prefix)
@@ -60,6 +80,7 @@ def deprovision(ws: Workspace, tenant_id: str, purge_data: bool = False,
     except Exception as exc:
         registry.release(record, error=f"{type(exc).__name__}: {exc}")
         raise ApplyFailed(f"deprovisioning {tenant_id!r} failed: {exc}") from exc
+    FAULTS.reached("deprovision:destroyed")
     path.unlink(missing_ok=True)
     record = registry.mark_deprovisioned(record, retention_days)
     return record, changes, details

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from tenantctl import __version__
 from tenantctl.engines.base import EventSink, UpResult
 from tenantctl.fingerprint import applied_hash
-from tenantctl.errors import ApplyFailed, InvalidInput, TenantctlError
+from tenantctl.errors import ApplyFailed, InvalidInput, TargetUnavailable, TenantctlError
 from tenantctl.models import TenantRecord, TenantResources, TenantSpec, describe_validation_error
 from tenantctl.stackconfig import read_tenant, stack_file, write_tenant
 from tenantctl.workspace import Workspace
@@ -39,9 +39,20 @@ def merge_options(ws: Workspace, tenant_id: str, options: dict[str, Any]) -> Ten
 
 
 def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None) -> tuple[TenantRecord, UpResult]:
-    ws.platform_outputs(on_event)
+    from tenantctl import preflight
+    from tenantctl.faults import FAULTS
+
+    from tenantctl.policy import refuse_unsafe_spec
+
+    refuse_unsafe_spec(spec)  # the policy gate's spec rules (exit 8): before the registry or stacks/ are touched
+    platform = ws.platform_outputs(on_event)
+    preflight.check(spec, platform)  # quotas and shared-bucket rules: refuse before anything exists
     registry = ws.registry
-    record = registry.acquire(spec, operation="provision")
+    try:
+        record = registry.acquire(spec, operation="provision")
+    except TargetUnavailable as exc:
+        raise TargetUnavailable(f"cannot reserve tenant {spec.id!r} in the registry, nothing was created: {exc}") from None
+    FAULTS.reached("provision:reserved")
     try:
         write_tenant(ws.stacks_dir, spec)
         result = ws.engine.up(spec.id, on_event=on_event)
@@ -52,6 +63,10 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
     except Exception as exc:
         registry.release(record, error=f"{type(exc).__name__}: {exc}")
         raise ApplyFailed(f"provisioning {spec.id!r} failed: {exc}") from exc
+    FAULTS.reached("provision:applied")
     record = registry.mark_active(record, resources, spec, program_version=__version__,
                                   applied_hash=applied_hash(spec, ws.project_dir))
+    from tenantctl.checks import verify_provisioned
+
+    record = verify_provisioned(ws, record)  # `tenantctl check` on the live resources: a violation -> last_error, exit 8
     return record, result

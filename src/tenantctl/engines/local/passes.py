@@ -21,7 +21,7 @@ from tenantctl.engines.local.faults import FAULTS
 from tenantctl.engines.local.handlers import HANDLERS, INVOKES, Context, Desired, Handler
 from tenantctl.engines.local.handlers.stack_reference import TYPE as STACK_REFERENCE, reference_outputs
 from tenantctl.engines.local.state import ResourceState, StackState, StateFile, normalized
-from tenantctl.policy import UNKNOWN, PlannedResource
+from tenantctl.policy import UNKNOWN, PlannedResource, planned_resource
 
 
 def _has_unknown(value: Any) -> bool:
@@ -101,7 +101,7 @@ class PlanPass(_Pass):
             self.unsupported.append(f"{name}: {reason}")
             return "", {}
         clean = normalized(inputs)
-        self.planned.append(PlannedResource(type=typ, name=name, inputs=clean))
+        self.planned.append(planned_resource(typ, name, inputs))  # unknowns as policy.UNKNOWN for the gate
         prior = self.state.get(urn)
         op = classify(HANDLERS[typ], prior, clean)
         self.changes.append(ResourceChange(op=op, type=typ, name=name, urn=urn))

@@ -101,12 +101,30 @@ def _encryption(s3, bucket: str, d: Desired) -> None:
     s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": rules})
 
 
+def _policy(s3, bucket: str, d: Desired) -> None:
+    """The declared policy, less the Deny statements moto cannot evaluate: moto
+    (5.2) skips condition operators other than StringEquals, so a conditional
+    Deny such as the TLS-only ``Bool aws:SecureTransport=false`` statement would
+    deny every object request on the sandbox (which speaks plain HTTP). The
+    declared policy itself is unchanged (checked by tenantctl.policy)."""
+    import json
+
+    policy = json.loads(d.get("policy"))
+    statements = policy.get("Statement", [])
+    statements = [statements] if isinstance(statements, dict) else statements
+    kept = [s for s in statements
+            if not (s.get("Effect") == "Deny" and set(s.get("Condition") or {}) - {"StringEquals"})]
+    if kept:
+        s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({**policy, "Statement": kept}))
+    else:
+        ignore_missing(lambda: s3.delete_bucket_policy(Bucket=bucket))
+
+
 HANDLERS = (
     BucketHandler(),
     BucketSettingHandler("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", _public_access_block,
                          lambda s3, b: s3.delete_public_access_block(Bucket=b)),
-    BucketSettingHandler("aws:s3/bucketPolicy:BucketPolicy",
-                         lambda s3, b, d: s3.put_bucket_policy(Bucket=b, Policy=d.get("policy")),
+    BucketSettingHandler("aws:s3/bucketPolicy:BucketPolicy", _policy,
                          lambda s3, b: s3.delete_bucket_policy(Bucket=b)),
     # Versioning cannot be switched off once on: deleting the resource suspends it (as Pulumi does).
     BucketSettingHandler("aws:s3/bucketVersioning:BucketVersioning", _versioning,

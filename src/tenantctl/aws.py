@@ -1,0 +1,149 @@
+"""Every boto3 client tenantctl makes (LocalEngine handlers, registry writer,
+dynamic providers, preflight, deprovision purge) comes from ``client()``, so
+they all share one retry policy (issue 7):
+
+- botocore's *standard* retry conditions and truncated exponential backoff with
+  full jitter (``rand(0,1) * min(base * 2**attempt, 20 s)``, base 1 s for
+  throttling, 50 ms otherwise). Not the *adaptive* mode: its client-side rate
+  limiter slows every operation of a client after one throttled call (KMS
+  throttles CreateKey, yet DescribeKey, CreateAlias... would then crawl at
+  0.5 calls/s), while backing off the throttled call alone is enough;
+- bounded, with a separate budget per kind of error: throttling
+  (``ThrottlingException``, ``SlowDown``, ``RequestLimitExceeded``, HTTP 429...)
+  is retried up to ``THROTTLE_ATTEMPTS`` times — KMS CreateKey allows only a
+  few calls per second, and 50 parallel provisions must still all succeed —
+  while other transient errors (5xx, connection refused, timeouts) get only
+  ``TRANSIENT_ATTEMPTS``, so an unreachable endpoint fails within seconds.
+
+``TENANTCTL_AWS_THROTTLE_ATTEMPTS`` / ``TENANTCTL_AWS_TRANSIENT_ATTEMPTS``
+override the two budgets. The fault injection of ``tenantctl.faults`` (env
+``TENANTCTL_FAULT_THROTTLE``) is installed here too, so it reaches every client.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+THROTTLE_ATTEMPTS_ENV = "TENANTCTL_AWS_THROTTLE_ATTEMPTS"
+TRANSIENT_ATTEMPTS_ENV = "TENANTCTL_AWS_TRANSIENT_ATTEMPTS"
+THROTTLE_ATTEMPTS = 15  # ~2.5 min of backoff in the worst case (20 s cap, full jitter: ~1 min expected)
+TRANSIENT_ATTEMPTS = 4  # botocore's standard default is 3
+CONNECT_TIMEOUT, READ_TIMEOUT = 5, 60
+
+
+def _attempts(env: str, default: int) -> int:
+    raw = os.environ.get(env)
+    if not raw:
+        return default
+    value = int(raw)
+    if not 1 <= value <= 50:
+        raise ValueError(f"{env} must be between 1 and 50, not {value}")
+    return value
+
+
+def retry_budgets() -> tuple[int, int]:
+    """(attempts on throttling, attempts on other transient errors), first call included."""
+    throttle = _attempts(THROTTLE_ATTEMPTS_ENV, THROTTLE_ATTEMPTS)
+    return throttle, min(_attempts(TRANSIENT_ATTEMPTS_ENV, TRANSIENT_ATTEMPTS), throttle)
+
+
+def config(**overrides: Any):
+    """The botocore Config every tenantctl client uses (standard mode, whose
+    retry handler ``_install_retries`` then replaces)."""
+    from botocore.config import Config
+
+    throttle, _ = retry_budgets()
+    settings: dict[str, Any] = {"retries": {"mode": "standard", "total_max_attempts": throttle},
+                                "connect_timeout": CONNECT_TIMEOUT, "read_timeout": READ_TIMEOUT}
+    settings.update(overrides)
+    return Config(**settings)
+
+
+class _Conditions:
+    """botocore's standard retry conditions, with a smaller attempt budget for
+    errors that are not throttling."""
+
+    def __init__(self, throttle_attempts: int, transient_attempts: int) -> None:
+        from botocore.retries import standard
+
+        self.standard = standard.StandardRetryConditions(max_attempts=throttle_attempts)
+        self.throttling = standard.ThrottlingErrorDetector(standard.RetryEventAdapter())
+        self.transient_attempts = transient_attempts
+
+    def is_retryable(self, context: Any) -> bool:
+        if not self.standard.is_retryable(context):
+            return False
+        if self.throttling.is_throttling_error_from_context(context):
+            return True
+        return context.attempt_number < self.transient_attempts
+
+
+def _install_retries(client: Any) -> None:
+    from botocore.retries import quota, standard
+
+    event = client.meta.service_model.service_id.hyphenize()
+    throttle, transient = retry_budgets()
+    adapter = standard.RetryEventAdapter()
+    detector = standard.ThrottlingErrorDetector(adapter)
+    handler = standard.RetryHandler(
+        retry_policy=standard.RetryPolicy(
+            retry_checker=_Conditions(throttle, transient),
+            retry_backoff=standard.ExponentialBackoff(service_name=event, throttling_detector=detector),
+        ),
+        retry_event_adapter=adapter,
+        retry_quota=standard.RetryQuotaChecker(quota.RetryQuota(), detector),
+        service_name=event,
+    )
+    # Same event and unique id as botocore's own handler: replace it.
+    unique_id = f"retry-config-{event}"
+    client.meta.events.unregister(f"needs-retry.{event}", unique_id=unique_id)
+    client.meta.events.register(f"needs-retry.{event}", handler.needs_retry, unique_id=unique_id)
+
+
+_CACHE: dict[tuple, Any] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _env_key() -> tuple:
+    """What a default-session client depends on besides its arguments."""
+    return tuple(sorted((k, v) for k, v in os.environ.items()
+                        if k.startswith(("AWS_", "TENANTCTL_FAULT_", "TENANTCTL_AWS_"))))
+
+
+def client(service: str, *, session: Any | None = None, region: str | None = None,
+           endpoint_url: str | None = None, **kwargs: Any) -> Any:
+    """A boto3 client with tenantctl's retry policy (and injected faults, in tests).
+
+    ``session``: a boto3 Session (default: boto3's default session, which reads
+    AWS_* from the environment: on the sandbox AWS_ENDPOINT_URL points at moto).
+    Default-session clients are cached per arguments and AWS_* environment
+    (making one costs ~50 ms; botocore clients are thread-safe)."""
+    import boto3
+
+    from tenantctl.faults import install_throttle
+
+    key = None
+    if session is None and not kwargs:
+        key = (service, region, endpoint_url, _env_key())
+        with _CACHE_LOCK:
+            if key in _CACHE:
+                return _CACHE[key]
+    args: dict[str, Any] = {"config": config()}
+    if region:
+        args["region_name"] = region
+    if endpoint_url:
+        args["endpoint_url"] = endpoint_url
+    args.update(kwargs)
+    if session is not None:
+        made = session.client(service, **args)
+    else:
+        with _CACHE_LOCK:  # boto3's default session is not thread-safe while it makes clients
+            made = boto3.client(service, **args)
+    _install_retries(made)
+    install_throttle(made)
+    if key is not None:
+        with _CACHE_LOCK:
+            made = _CACHE.setdefault(key, made)
+    return made

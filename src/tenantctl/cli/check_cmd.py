@@ -1,0 +1,49 @@
+"""`tenantctl check ID`: verify a tenant's isolation posture on its live resources."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from tenantctl.cli.output import console, print_json, table
+
+_STYLE = {"pass": "green", "fail": "bold red", "error": "yellow"}
+
+
+def check(
+    tenant_id: Annotated[str, typer.Argument(help="Tenant to verify.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
+) -> None:
+    """Verify a tenant's isolation on its LIVE resources (also run after every provision).
+
+    Database, as the tenant's own role: not superuser, no BYPASSRLS, owns
+    nothing, RLS enabled and forced on every table, unique keys include the
+    tenant, a session without the tenant setting sees no rows (fail closed).
+    AWS: key rotation and key policy principals, queue/DLQ and bucket
+    encryption, no public access, tags, the role's trust and access policies.
+
+    Exit codes: 0 all pass, 8 a check failed, 7 a check could not run.
+    """
+    from tenantctl.checks import check_tenant
+    from tenantctl.workspace import Workspace
+
+    report = check_tenant(Workspace(), tenant_id)
+    if json_out:
+        print_json({**report.as_json(), "exit_code": report.exit_code()})
+    else:
+        table(f"posture of tenant {tenant_id}", ["area", "check", "result", "detail"],
+              [(c.area, c.name, f"[{_STYLE[c.outcome.value]}]{c.outcome.value}[/]", c.detail) for c in report.checks])
+        if report.failed:
+            console.print(f"[bold red]{len(report.failed)} check(s) failed:[/] {', '.join(c.name for c in report.failed)}")
+        elif report.errors:
+            console.print(f"[yellow]{len(report.errors)} check(s) could not run:[/] "
+                          f"{', '.join(c.name for c in report.errors)}")
+        else:
+            console.print(f"[green]all {len(report.checks)} checks pass[/]")
+    if report.exit_code():
+        raise typer.Exit(report.exit_code())
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(check)

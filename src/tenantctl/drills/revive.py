@@ -1,0 +1,172 @@
+"""Restore after deprovision: `drill restore ID --target in-place --yes` on a
+tombstoned tenant, within its retention window, brings it back.
+
+1. The tombstone is locked; the old KMS key's deletion is cancelled and the
+   key enabled (the backup's data key is sealed under it).
+2. The tenant is re-provisioned through the engine from the spec saved in the
+   backup (or its committed stack file): queues, role, secret, alarms, schema
+   and a **new** KMS key — the destroyed stack no longer owns the old one.
+3. Database and objects are restored in place, the backup opened with the old
+   key (the registry's, never the manifest's), and verified against the
+   manifest.
+4. Verified: the restored ciphertext moves to the new key
+   (``tenantctl.drills.rekey``), the old key is scheduled for deletion again,
+   the registry record is re-activated with the new resources, and a fresh
+   backup under the new key starts the tenant's backup chain again.
+   Not verified: the tenant stays deprovisioned (lock released with the
+   error), the old key stays enabled, the restored copy is left for inspection.
+
+RTO here is the whole way back: re-provision, restore, verify, re-key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tenantctl.drills.backup import backup, key_state
+from tenantctl.drills.context import DrillContext
+from tenantctl.drills.models import BackupManifest, RestoreResult, Target
+from tenantctl.errors import ApplyFailed, InvalidInput, TargetUnavailable, TenantctlError
+from tenantctl.models import TenantRecord, TenantResources, TenantSpec, Tier, utcnow
+
+OLD_KEY_PENDING_DAYS = 30  # the old key's second deletion window: the undo period
+
+
+def _key_id(key_arn: str) -> str:
+    # The bare key id: accepted everywhere (moto's key-state calls reject ARNs).
+    return key_arn.rsplit("/", 1)[-1]
+
+
+def revive_key(kms: Any, key_arn: str) -> bool:
+    """Cancel the key's scheduled deletion (that leaves it Disabled) and enable it.
+    True when it was pending deletion."""
+    state, _ = key_state(kms, key_arn)
+    if state == "PendingDeletion":
+        kms.cancel_key_deletion(KeyId=_key_id(key_arn))
+        kms.enable_key(KeyId=_key_id(key_arn))
+        return True
+    if state == "Disabled":
+        kms.enable_key(KeyId=_key_id(key_arn))
+    return False
+
+
+def spec_for(ws: Any, manifest: BackupManifest, tomb: TenantRecord) -> tuple[TenantSpec, str]:
+    """What to re-provision: a committed stack file if one exists again, else
+    the spec saved in the backup, else the defaults for the tombstone's tier."""
+    from tenantctl.stackconfig import read_tenant, stack_file
+
+    path = stack_file(ws.stacks_dir, tomb.tenant_id)
+    if path.exists():
+        return read_tenant(path), f"spec from {path.name}"
+    if manifest.spec:
+        return TenantSpec.model_validate(manifest.spec), f"spec saved in backup {manifest.backup_id}"
+    return (TenantSpec(id=tomb.tenant_id, tier=tomb.tier, region=tomb.region, owner=tomb.owner),
+            "default spec (the backup holds none)")
+
+
+def reprovision(ws: Any, spec: TenantSpec) -> TenantResources:
+    from tenantctl.stackconfig import write_tenant
+
+    write_tenant(ws.stacks_dir, spec)
+    try:
+        outputs = ws.engine.up(spec.id).outputs
+        return TenantResources.model_validate(outputs)
+    except TenantctlError:
+        raise
+    except Exception as exc:
+        raise ApplyFailed(f"re-provisioning {spec.id!r} failed: {exc}") from exc
+
+
+def set_aside_final_snapshot(rds: Any, tomb: TenantRecord, new_key_arn: str) -> str | None:
+    """A dedicated tenant's stack names its final RDS snapshot `tenantctl-<id>-final`;
+    the one its first deprovision left would make the next deprovision fail
+    (DBSnapshotAlreadyExists). Copy it aside, under a name with the deprovision
+    time and re-encrypted with the new key (the old one is going away), and
+    delete the original. Returns the new identifier, None when there was none."""
+    from botocore.exceptions import ClientError
+
+    from tenantctl.policy import resource_name
+
+    name = resource_name(tomb.tenant_id, "final")
+    try:
+        rds.describe_db_snapshots(DBSnapshotIdentifier=name)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] in ("DBSnapshotNotFound", "DBSnapshotNotFoundFault"):
+            return None
+        raise
+    when = tomb.deprovisioned_at or utcnow()
+    aside = f"{name}-{when:%Y%m%d%H%M%S}"
+    rds.copy_db_snapshot(SourceDBSnapshotIdentifier=name, TargetDBSnapshotIdentifier=aside, KmsKeyId=new_key_arn,
+                         CopyTags=True)
+    rds.get_waiter("db_snapshot_available").wait(DBSnapshotIdentifier=aside, WaiterConfig={"Delay": 30, "MaxAttempts": 240})
+    rds.delete_db_snapshot(DBSnapshotIdentifier=name)
+    return aside
+
+
+def revive(ctx: DrillContext, tomb: TenantRecord, manifest: BackupManifest, started) -> RestoreResult:
+    from tenantctl.drills.rekey import rekey_messages, rekey_objects
+    from tenantctl.drills.restore import _restore_logical
+    from tenantctl.drills.verify import verify
+
+    ws, registry = ctx.workspace, ctx.registry
+    if ws is None or registry is None:
+        raise TargetUnavailable("restoring a deprovisioned tenant re-provisions it: run it through tenantctl "
+                                "(a drill context with a workspace and the registry)")
+    if tomb.resources is None:
+        raise InvalidInput(f"tenant {tomb.tenant_id!r} has no resources on its tombstone: nothing to restore into")
+    old = tomb.resources
+    notes: list[str] = []
+    spec, source = spec_for(ws, manifest, tomb)
+    # What provisioning refuses before touching anything, refused here too (before the key or registry change).
+    from tenantctl import preflight
+    from tenantctl.policy import refuse_unsafe_spec
+
+    refuse_unsafe_spec(spec)
+    preflight.check(spec, ws.platform_outputs())
+    locked = registry.lock_for(tomb.tenant_id, "drill-restore")
+    try:
+        if revive_key(ctx.kms, old.kms_key_arn):
+            notes.append(f"old key {old.kms_key_arn}: deletion cancelled, enabled")
+        new = reprovision(ws, spec)
+        notes.append(f"re-provisioned ({source}); new key {new.kms_key_arn}")
+        live = locked.model_copy(update={"resources": new})
+        result = _restore_logical(ctx, live, manifest, Target.in_place, started, key_arn=old.kms_key_arn)
+        checks = verify(ctx, live, manifest, result)
+        if not all(c.ok for c in checks):
+            notes.append("restored copy does not match the backup: the tenant stays deprovisioned, "
+                         f"its old key stays enabled and the copy stays in {new.store.database}."
+                         f"{new.store.schema_name} for inspection")
+            registry.release(locked, error=f"drill restore of {manifest.backup_id}: verification failed")
+            return result.model_copy(update={"checks": checks, "notes": notes, "finished_at": utcnow()})
+        if tomb.tier is Tier.dedicated:
+            import boto3
+
+            aside = set_aside_final_snapshot(ctx.rds or boto3.client("rds", region_name=new.region), tomb,
+                                             new.kms_key_arn)
+            if aside:
+                notes.append(f"final RDS snapshot of the deprovision kept as {aside} (new key), so that the "
+                             "next deprovision can take its own")
+        rekeyed = new.kms_key_arn != old.kms_key_arn
+        if rekeyed:
+            resealed, skipped = rekey_messages(ctx, tomb.tenant_id, old, new)
+            moved = rekey_objects(ctx.s3, new.bucket, new.prefix, old.kms_key_arn, new.kms_key_arn)
+            notes.append(f"re-keyed to the new key: {resealed} messages, {moved} SSE-KMS objects"
+                         + (f" ({skipped} messages not in tenant_runtime's format left as they are)" if skipped else ""))
+        active = registry.reactivate(locked, new)
+    except BaseException as exc:
+        registry.release(locked, error=f"drill restore of {manifest.backup_id} failed: {exc}")
+        raise
+    result = result.model_copy(update={"checks": checks, "finished_at": utcnow()})
+    if rekeyed:  # only once the tenant is back: until then a retry may still need the old key
+        try:
+            ctx.kms.schedule_key_deletion(KeyId=_key_id(old.kms_key_arn), PendingWindowInDays=OLD_KEY_PENDING_DAYS)
+            notes.append(f"old key scheduled for deletion again ({OLD_KEY_PENDING_DAYS} days): backups made "
+                         "before the restore open only through another restore until then")
+        except Exception as exc:
+            notes.append(f"old key {old.kms_key_arn} could not be scheduled for deletion ({exc}): schedule it by hand")
+    try:
+        fresh = backup(ctx, active, reason="after-restore")
+        notes.append(f"new backup {fresh.backup_id} under the new key")
+    except Exception as exc:  # the tenant is back; the next scheduled backup will try again
+        notes.append(f"backup after the restore failed: {exc}")
+    return result.model_copy(update={"notes": notes})

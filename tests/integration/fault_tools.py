@@ -1,0 +1,177 @@
+"""Shared by the fault / wall tests (issue 7): a `tenantctl` CLI runner in a
+project directory of its own on the session's sandbox, and an inventory of
+what the sandbox itself (moto + PostgreSQL) holds for a tenant, looked up
+there and never taken from tenantctl's output."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import psycopg
+
+from tenantctl import naming
+from tenantctl.faults import FAULT_AFTER_ENV, FAULT_POINT_ENV, FAULT_THROTTLE_ENV, FAULT_THROTTLE_FILE_ENV
+
+REPO = Path(__file__).resolve().parents[2]
+FAULT_ENVS = (FAULT_AFTER_ENV, FAULT_POINT_ENV, FAULT_THROTTLE_ENV, FAULT_THROTTLE_FILE_ENV)
+
+
+def run_id() -> str:
+    """A short suffix making this session's tenant ids unique (ids are never reused)."""
+    return secrets.token_hex(2)
+
+
+@dataclass
+class Run:
+    """One finished `tenantctl` process."""
+
+    args: tuple[str, ...]
+    pid: int
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+    def __str__(self) -> str:
+        return f"tenantctl {' '.join(self.args)} -> {self.returncode} (pid {self.pid})\n{self.stderr[-3000:]}"
+
+
+@dataclass
+class Cli:
+    """`python -m tenantctl ...` with cwd = a project dir of our own and
+    TENANTCTL_SANDBOX_DIR = the session's sandbox."""
+
+    root: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, sandbox, root: Path) -> "Cli":
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / "Pulumi.yaml", root / "Pulumi.yaml")
+        (root / "stacks").mkdir(exist_ok=True)
+        env = {**os.environ, "TENANTCTL_SANDBOX_DIR": str(sandbox.state_dir), "PYTHONWARNINGS": "ignore"}
+        for name in ("TENANTCTL_TARGET", *FAULT_ENVS):
+            env.pop(name, None)
+        return cls(root, env)
+
+    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "tenantctl", *args], cwd=self.root,
+                                env={**self.env, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+
+    def __call__(self, *args: str, env: dict[str, str] | None = None, timeout: float = 600) -> Run:
+        proc = self.start(*args, env=env)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        return Run(args, proc.pid, proc.returncode, out, err)
+
+    def stack_file(self, tenant_id: str) -> Path:
+        return self.root / "stacks" / f"Pulumi.{tenant_id}.yaml"
+
+
+def aws(sandbox, service: str):
+    return boto3.client(service, endpoint_url=sandbox.aws_endpoint_url, region_name=sandbox.region,
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def platform_outputs(sandbox) -> dict[str, Any]:
+    return json.loads((Path(sandbox.state_dir) / "local-engine" / "platform.json").read_text())["outputs"]
+
+
+def lifecycle_rules(sandbox, bucket: str) -> list[dict[str, Any]]:
+    s3 = aws(sandbox, "s3")
+    try:
+        return s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    except s3.exceptions.ClientError as exc:
+        if exc.response["Error"]["Code"] == "NoSuchLifecycleConfiguration":
+            return []
+        raise
+
+
+def tenant_rule_ids(sandbox, bucket: str, tenant_id: str) -> set[str]:
+    prefix = naming.s3_prefix(tenant_id)
+    return {r["ID"] for r in lifecycle_rules(sandbox, bucket)
+            if r["ID"].startswith(f"tenantctl-{tenant_id}-") and r.get("Filter", {}).get("Prefix", "").startswith(prefix)}
+
+
+def inventory(sandbox, tenant_id: str) -> dict[str, int]:
+    """How many live resources of each kind the sandbox holds for the tenant:
+    everything tagged tenant=<id> (KMS keys pending deletion and secrets
+    scheduled for deletion are not live), plus the IAM role, the PostgreSQL
+    schema and role, and the tenant's lifecycle rules in the shared bucket."""
+    kinds: Counter[str] = Counter()
+    tagging = aws(sandbox, "resourcegroupstaggingapi")
+    kms, sm = aws(sandbox, "kms"), aws(sandbox, "secretsmanager")
+    for page in tagging.get_paginator("get_resources").paginate(TagFilters=[{"Key": "tenant", "Values": [tenant_id]}]):
+        for item in page["ResourceTagMappingList"]:
+            arn = item["ResourceARN"]
+            service, resource = arn.split(":")[2], arn.split(":", 5)[5]
+            kind = f"{service}:{resource.split('/')[0].split(':')[0]}" if service not in ("sqs", "sns") else service
+            if kind == "kms:key" and kms.describe_key(KeyId=arn)["KeyMetadata"]["KeyState"] == "PendingDeletion":
+                continue
+            if service == "secretsmanager":
+                try:
+                    if sm.describe_secret(SecretId=arn).get("DeletedDate"):
+                        continue
+                except sm.exceptions.ResourceNotFoundException:
+                    continue
+            kinds[kind] += 1
+    iam = aws(sandbox, "iam")
+    try:
+        iam.get_role(RoleName=naming.iam_role_name(tenant_id))
+        kinds["iam:role"] += 1
+    except iam.exceptions.NoSuchEntityException:
+        pass
+    platform = platform_outputs(sandbox)
+    with psycopg.connect(sandbox.pg_dsn(platform["db_name"]), autocommit=True) as conn:
+        kinds["pg:schema"] += conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s",
+                                           (naming.schema_name(tenant_id),)).fetchone()[0]
+        kinds["pg:role"] += conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s",
+                                         (naming.db_role_name(tenant_id),)).fetchone()[0]
+    kinds["s3:lifecycle-rule"] += len(tenant_rule_ids(sandbox, platform["bucket"], tenant_id))
+    return {k: v for k, v in sorted(kinds.items()) if v}
+
+
+# A pooled tenant, exactly once each: one key (+ its alias, checked apart), two
+# queues (jobs + DLQ), one role, one secret, one schema + role, one security
+# group, its alarms and topic, three lifecycle rules.
+POOLED = {
+    "cloudwatch:alarm": 2, "ec2:security-group": 1, "iam:role": 1, "kms:key": 1, "pg:role": 1, "pg:schema": 1,
+    "s3:lifecycle-rule": 3, "secretsmanager:secret": 1, "sns": 1, "sqs": 2,
+}
+
+
+def alias_target(sandbox, tenant_id: str) -> str | None:
+    """The key the tenant's alias points at (None: no alias)."""
+    kms = aws(sandbox, "kms")
+    try:
+        return kms.describe_key(KeyId=naming.kms_alias(tenant_id))["KeyMetadata"]["Arn"]
+    except kms.exceptions.NotFoundException:
+        return None
+
+
+def live_tenant_keys(sandbox, tenant_id: str) -> list[str]:
+    kms, tagging = aws(sandbox, "kms"), aws(sandbox, "resourcegroupstaggingapi")
+    arns = [m["ResourceARN"] for page in tagging.get_paginator("get_resources").paginate(
+        TagFilters=[{"Key": "tenant", "Values": [tenant_id]}], ResourceTypeFilters=["kms"])
+        for m in page["ResourceTagMappingList"]]
+    return [a for a in arns if kms.describe_key(KeyId=a)["KeyMetadata"]["KeyState"] != "PendingDeletion"]
+
+
+def engine_state(sandbox, tenant_id: str) -> Path:
+    return Path(sandbox.state_dir) / "local-engine" / f"{tenant_id}.json"

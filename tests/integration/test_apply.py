@@ -1,0 +1,310 @@
+"""`tenantctl apply` as CI runs it: subprocesses in a project directory of their
+own (its own stacks/, the session's sandbox and registry), the real LocalEngine.
+
+The tests run in file order and build on each other: 20 tenants are created by
+the first apply, left alone by the second, one is edited, shards are previewed,
+failures are injected, orphans are pruned. What apply did is checked on the
+sandbox itself (engine state files, registry records, KMS / SQS / S3 / PostgreSQL),
+not only in apply's own summary. Tenant ids start with `ap-` (the session's
+other tests use other ids); `ap-keep` is a tenant of another project on the same
+registry, which `--match 'ap-t*'` keeps out of this project's prune.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import psycopg
+import pytest
+import yaml
+
+from tenantctl import naming
+from tenantctl.engines.local.state import StateFile
+from tenantctl.fingerprint import applied_hash, program_fingerprint
+from tenantctl.models import PlatformSpec, TenantSpec, TenantStatus
+from tenantctl.operations.apply import in_shard
+from tenantctl.stackconfig import read_tenant, stack_file, write_platform, write_tenant
+from tenantctl.workspace import Workspace
+
+REPO = Path(__file__).resolve().parents[2]
+TENANTS = [f"ap-t{i:02d}" for i in range(20)]
+MATCH = ("--match", "ap-t*")
+
+
+class Project:
+    """A project directory with its own stacks/, and `tenantctl` run in it."""
+
+    def __init__(self, root: Path, sandbox) -> None:
+        self.root = root
+        self.sandbox = sandbox
+        self.env = {**os.environ, "TENANTCTL_SANDBOX_DIR": str(sandbox.state_dir), "PYTHONWARNINGS": "ignore",
+                    "COLUMNS": "200"}
+        self.env.pop("TENANTCTL_TARGET", None)
+
+    @property
+    def stacks(self) -> Path:
+        return self.root / "stacks"
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tenantctl", *args], cwd=self.root, env=self.env,
+                              capture_output=True, text=True, timeout=900)
+
+    def apply(self, *args: str) -> tuple[int, dict, str]:
+        """`tenantctl apply --json ARGS` -> (exit code, summary, stderr)."""
+        done = self.cli("apply", "--json", *args)
+        try:
+            summary = json.loads(done.stdout)
+        except json.JSONDecodeError:
+            pytest.fail(f"apply {args}: exit {done.returncode}, no JSON summary\n{done.stdout}\n{done.stderr}")
+        assert summary["exit_code"] == done.returncode
+        return done.returncode, summary, done.stderr
+
+    def write(self, tenant_id: str, **fields) -> TenantSpec:
+        spec = TenantSpec.model_validate({"id": tenant_id, **fields})
+        write_tenant(self.stacks, spec)
+        return spec
+
+    def workspace(self) -> Workspace:
+        return Workspace(project_dir=self.root, cwd=self.root)
+
+
+def results(summary: dict, prefix: str = "ap-t") -> dict[str, dict]:
+    return {r["tenant_id"]: r for r in summary["results"] if r["tenant_id"].startswith(prefix)}
+
+
+def actions(summary: dict, prefix: str = "ap-t") -> dict[str, str]:
+    return {t: r["action"] for t, r in results(summary, prefix).items()}
+
+
+def state_mtimes(sandbox, tenants) -> dict[str, int]:
+    root = Path(sandbox.state_dir) / "local-engine"
+    return {t: StateFile(root, t).path.stat().st_mtime_ns for t in tenants}
+
+
+def records(ws: Workspace) -> dict:
+    return {r.tenant_id: r for r in ws.registry.iter_all() if r.tenant_id.startswith("ap-")}
+
+
+def aws(sandbox, service: str):
+    return boto3.client(service, endpoint_url=sandbox.aws_endpoint_url, region_name=sandbox.region)
+
+
+@pytest.fixture(scope="module")
+def proj(sandbox, tmp_path_factory) -> Project:
+    root = tmp_path_factory.mktemp("apply-project")
+    shutil.copy(REPO / "Pulumi.yaml", root / "Pulumi.yaml")
+    (root / "stacks").mkdir()
+    # A committed platform stack file, as in a real repository: apply must never treat it as a tenant.
+    write_platform(root / "stacks", PlatformSpec())
+    return Project(root, sandbox)
+
+
+def test_first_apply_provisions_every_tenant(proj, sandbox):
+    for i, tenant in enumerate(TENANTS):
+        proj.write(tenant, owner=f"team-{i % 3}")
+    platform_state = StateFile(Path(sandbox.state_dir) / "local-engine", "platform")
+
+    md = proj.root / "summary.md"
+    rc, summary, err = proj.apply("--parallel", "2", "--markdown", str(md))
+
+    assert rc == 0, err
+    mine = results(summary)
+    assert sorted(mine) == TENANTS
+    assert all(r["action"] == "create" and r["ok"] and r["changes"].get("create") for r in mine.values()), mine
+    assert "platform" not in {r["tenant_id"] for r in summary["results"]}
+    assert platform_state.exists()
+    # Progress for people on stderr: the plan, then one line per tenant.
+    assert "plan:" in err and all(f"{t}: create ok" in err for t in TENANTS)
+    text = md.read_text()
+    assert "all applied" in text and all(f"`{t}`" in text for t in TENANTS)
+
+    # The registry: every tenant active, with the fingerprint of what was applied.
+    program_fingerprint.cache_clear()
+    recs = records(proj.workspace())
+    for tenant in TENANTS:
+        rec = recs[tenant]
+        assert rec.status is TenantStatus.active and rec.lock is None
+        assert rec.spec_hash == applied_hash(read_tenant(stack_file(proj.stacks, tenant)), proj.root)
+    # The sandbox: each tenant's key alias, queues, schema, and lifecycle rules in the
+    # shared bucket (written read-modify-write by tenants applied in parallel: none lost).
+    aliases = {a["AliasName"] for a in aws(sandbox, "kms").list_aliases()["Aliases"]}
+    assert {naming.kms_alias(t) for t in TENANTS} <= aliases
+    queues = aws(sandbox, "sqs").list_queues(QueueNamePrefix="tenantctl-ap-t").get("QueueUrls", [])
+    assert {u.rsplit("/", 1)[1] for u in queues} >= {naming.queue_name(t) for t in TENANTS}
+    store = recs[TENANTS[0]].resources.store
+    with psycopg.connect(sandbox.pg_dsn(store.database)) as conn:
+        schemas = {row[0] for row in conn.execute("SELECT nspname FROM pg_namespace")}
+    assert {naming.schema_name(t) for t in TENANTS} <= schemas
+    rules = aws(sandbox, "s3").get_bucket_lifecycle_configuration(Bucket=recs[TENANTS[0]].resources.bucket)["Rules"]
+    for tenant in TENANTS:
+        assert sum(1 for r in rules if r["ID"].startswith(f"tenantctl-{tenant}-")) == 3, tenant
+
+
+def test_second_apply_applies_nothing(proj, sandbox):
+    before_state = state_mtimes(sandbox, TENANTS)
+    before_versions = {t: r.version for t, r in records(proj.workspace()).items()}
+
+    rc, summary, err = proj.apply("--parallel", "2")
+    assert rc == 0, err
+    assert set(actions(summary).values()) == {"unchanged"} and len(actions(summary)) == 20
+    assert all(r["changes"] == {} and r["seconds"] == 0 for r in results(summary).values())
+    # Nothing reached the engine (no up rewrote a state file) or the registry.
+    assert state_mtimes(sandbox, TENANTS) == before_state
+    assert {t: r.version for t, r in records(proj.workspace()).items()} == before_versions
+
+    rc, summary, err = proj.apply("--preview")
+    assert rc == 0, err
+    assert set(actions(summary).values()) == {"unchanged"}
+    assert state_mtimes(sandbox, TENANTS) == before_state
+
+
+def test_editing_one_file_changes_exactly_that_tenant(proj, sandbox):
+    edited = "ap-t07"
+    path = stack_file(proj.stacks, edited)
+    doc = yaml.safe_load(path.read_text())  # a hand edit of the committed file
+    doc["config"]["tenantctl:tenant"]["queue"]["delay_seconds"] = 30
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    before_state = state_mtimes(sandbox, TENANTS)
+    before_versions = {t: r.version for t, r in records(proj.workspace()).items()}
+
+    md = proj.root / "preview.md"
+    rc, summary, err = proj.apply("--preview", "--markdown", str(md))
+    assert rc == 2, err
+    assert {t: a for t, a in actions(summary).items() if a != "unchanged"} == {edited: "update"}
+    assert results(summary)[edited]["changes"].get("update", 0) >= 1
+    assert "1 tenant(s) with changes pending" in md.read_text() and f"`{edited}`" in md.read_text()
+    assert state_mtimes(sandbox, TENANTS) == before_state  # a preview changes nothing
+
+    rc, summary, err = proj.apply("--parallel", "2")
+    assert rc == 0, err
+    assert {t: a for t, a in actions(summary).items() if a != "unchanged"} == {edited: "update"}
+    after_state = state_mtimes(sandbox, TENANTS)
+    assert {t for t in TENANTS if after_state[t] != before_state[t]} == {edited}
+    after_versions = {t: r.version for t, r in records(proj.workspace()).items()}
+    assert {t for t in TENANTS if after_versions[t] != before_versions[t]} == {edited}
+    queue_url = records(proj.workspace())[edited].resources.queue_url
+    attrs = aws(sandbox, "sqs").get_queue_attributes(QueueUrl=queue_url, AttributeNames=["DelaySeconds"])
+    assert attrs["Attributes"]["DelaySeconds"] == "30"
+
+    rc, summary, err = proj.apply("--preview")
+    assert rc == 0, err
+
+
+def test_shards_are_disjoint_and_cover_all(proj):
+    proj.write("ap-t20")  # new: pending in exactly one shard
+    rc, whole, err = proj.apply("--preview")
+    assert rc == 2, err
+    everyone = {r["tenant_id"] for r in whole["results"]}
+    assert set(TENANTS) | {"ap-t20"} <= everyone
+
+    seen: list[set[str]] = []
+    codes = {}
+    for index in (1, 2, 3):
+        rc, summary, err = proj.apply("--preview", "--shard", f"{index}/3")
+        ids = {r["tenant_id"] for r in summary["results"]}
+        assert all(in_shard(t, index, 3) for t in ids)
+        assert summary["shard"] == f"{index}/3"
+        seen.append(ids)
+        codes[index] = rc
+    assert sum(len(s) for s in seen) == len(set().union(*seen))  # disjoint
+    assert set().union(*seen) == everyone  # cover all
+    owner = next(i for i in (1, 2, 3) if "ap-t20" in seen[i - 1])
+    assert codes[owner] == 2 and all(codes[i] == 0 for i in (1, 2, 3) if i != owner)
+
+    bad = proj.cli("apply", "--preview", "--shard", "4/3")
+    assert bad.returncode == 3 and "--shard" in bad.stderr
+
+
+def test_one_failed_tenant_does_not_stop_the_others(proj, sandbox):
+    # ap-t20 is new (from the shard test); ap-t03 gets a new owner; ap-tbadspec's file
+    # is refused (delay over SQS's 900 s); ap-t05 asks for a tier move, which the
+    # registry refuses at apply time, inside its worker.
+    proj.write("ap-t03", owner="team-x")
+    bad_spec = stack_file(proj.stacks, "ap-tbadspec")
+    doc = yaml.safe_load(stack_file(proj.stacks, "ap-t00").read_text())
+    doc["config"]["tenantctl:tenant"].update(id="ap-tbadspec", queue={"delay_seconds": 5000})
+    bad_spec.write_text(yaml.safe_dump(doc, sort_keys=False))
+    pooled_t05 = stack_file(proj.stacks, "ap-t05").read_text()
+    proj.write("ap-t05", tier="dedicated")
+
+    rc, summary, err = proj.apply("--preview")
+    assert rc == 1, err  # a stack file that can't be read is an error, even in a preview
+    assert results(summary)["ap-tbadspec"]["action"] == "invalid"
+
+    md = proj.root / "failed.md"
+    rc, summary, err = proj.apply("--parallel", "2", "--markdown", str(md))
+    assert rc == 1, err
+    res = results(summary)
+    assert res["ap-t20"]["action"] == "create" and res["ap-t20"]["ok"]
+    assert res["ap-t03"]["action"] == "update" and res["ap-t03"]["ok"]
+    assert res["ap-tbadspec"]["action"] == "invalid" and not res["ap-tbadspec"]["ok"]
+    assert "delay_seconds" in res["ap-tbadspec"]["error"]
+    assert res["ap-t05"]["action"] == "update" and not res["ap-t05"]["ok"]
+    assert "tier" in res["ap-t05"]["error"]
+    assert {t for t, r in res.items() if not r["ok"]} == {"ap-tbadspec", "ap-t05"}
+    assert "ap-t05: update failed" in err
+    text = md.read_text()
+    assert "**2 failed**" in text and "`ap-tbadspec`" in text and "`ap-t05`" in text
+    recs = records(proj.workspace())
+    assert recs["ap-t20"].status is TenantStatus.active and recs["ap-t03"].owner == "team-x"
+    assert recs["ap-t05"].tier.value == "pooled" and recs["ap-t05"].lock is None
+    assert "ap-tbadspec" not in recs
+
+    # Fixing the files converges: the failed tenant was left as it was.
+    bad_spec.unlink()
+    stack_file(proj.stacks, "ap-t05").write_text(pooled_t05)
+    rc, summary, err = proj.apply()
+    assert rc == 0, err
+    assert set(actions(summary).values()) == {"unchanged"}
+
+
+def test_prune_reports_without_yes_and_deprovisions_with_it(proj, sandbox, tmp_path):
+    # A tenant of another project on the same registry: an orphan to this one
+    # unless --match scopes apply to this project's tenants.
+    other = Project(tmp_path / "other", sandbox)
+    other.root.mkdir()
+    shutil.copy(REPO / "Pulumi.yaml", other.root / "Pulumi.yaml")
+    kept = other.cli("provision", "ap-keep", "--json")
+    assert kept.returncode == 0, kept.stderr
+
+    gone = ["ap-t18", "ap-t19"]
+    for tenant in gone:
+        stack_file(proj.stacks, tenant).unlink()
+    rc, summary, err = proj.apply("--preview")
+    assert rc == 0, err  # orphans are reported, not pending
+    assert {t for t, a in actions(summary, "ap-").items() if a == "orphan"} == {*gone, "ap-keep"}
+
+    rc, summary, err = proj.apply("--prune", *MATCH)
+    assert rc == 0, err
+    assert {t for t, a in actions(summary, "ap-").items() if a == "orphan"} == set(gone)
+    assert "--yes" in err
+    recs = records(proj.workspace())
+    assert all(recs[t].status is TenantStatus.active for t in gone)
+
+    rc, summary, err = proj.apply("--preview", "--prune", *MATCH)
+    assert rc == 2, err
+    assert {t for t, a in actions(summary, "ap-").items() if a == "prune"} == set(gone)
+
+    keys = {t: recs[t].resources.kms_key_arn for t in gone}
+    rc, summary, err = proj.apply("--prune", "--yes", *MATCH)
+    assert rc == 0, err
+    res = results(summary, "ap-")
+    assert {t for t, r in res.items() if r["action"] == "prune" and r["ok"]} == set(gone)
+    assert "ap-keep" not in res
+    recs = records(proj.workspace())
+    assert all(recs[t].status is TenantStatus.deprovisioned for t in gone)
+    assert recs["ap-keep"].status is TenantStatus.active and recs["ap-t00"].status is TenantStatus.active
+    kms = aws(sandbox, "kms")
+    assert all(kms.describe_key(KeyId=keys[t])["KeyMetadata"]["KeyState"] == "PendingDeletion" for t in gone)
+    queues = aws(sandbox, "sqs").list_queues(QueueNamePrefix="tenantctl-ap-t1").get("QueueUrls", [])
+    assert not {naming.queue_name(t) for t in gone} & {u.rsplit("/", 1)[1] for u in queues}
+
+    rc, summary, err = proj.apply(*MATCH)
+    assert rc == 0, err
+    assert set(actions(summary).values()) == {"unchanged"} and len(actions(summary)) == 19

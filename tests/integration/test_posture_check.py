@@ -1,0 +1,226 @@
+"""`tenantctl check` on the sandbox: a freshly provisioned tenant passes every
+check; each tampering with a live resource (done behind tenantctl's back, as an
+operator or an attacker would) makes the check fail, exit 8 and name the check;
+and provision runs the same check at its end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+import boto3
+import psycopg
+import pytest
+from psycopg import sql
+
+from tenantctl.checks import check_tenant
+from tenantctl.checks.aws_posture import NAMES as AWS_CHECKS
+from tenantctl.checks.db_posture import NAMES as DB_CHECKS
+from tenantctl.errors import PolicyViolation
+from tenantctl.models import TenantSpec
+from tenantctl.operations.provision import provision
+
+CLEAN = "ck-posture"
+
+
+def aws(sandbox, service: str):
+    return boto3.client(service, endpoint_url=sandbox.aws_endpoint_url, region_name=sandbox.region)
+
+
+def admin(sandbox, record) -> psycopg.Connection:
+    return psycopg.connect(sandbox.pg_dsn(record.resources.store.database), autocommit=True)
+
+
+def cli(project, sandbox, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TENANTCTL_SANDBOX_DIR": str(sandbox.state_dir), "PYTHONWARNINGS": "ignore"}
+    env.pop("TENANTCTL_TARGET", None)
+    return subprocess.run([sys.executable, "-m", "tenantctl", *args], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def clean(provision_tenant):
+    return provision_tenant(CLEAN)
+
+
+def outcomes(report) -> dict[str, str]:
+    return {c.name: c.outcome.value for c in report.checks}
+
+
+def test_a_fresh_tenant_passes_every_check(clean, workspace, project, sandbox):
+    assert clean.last_error is None  # provision ran the same check at its end
+    report = check_tenant(workspace, CLEAN)
+    assert outcomes(report) == {name: "pass" for name in DB_CHECKS + AWS_CHECKS}, report.summary()
+    run = cli(project, sandbox, "check", CLEAN, "--json")
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert out["ok"] is True and out["failed"] == [] and out["exit_code"] == 0
+    assert {c["name"] for c in out["checks"]} == set(DB_CHECKS + AWS_CHECKS)
+    fail_closed = next(c for c in out["checks"] if c["name"] == "fail-closed")
+    assert "insert refused" in fail_closed["detail"] and "canaries visible" in fail_closed["detail"]
+
+
+def test_check_leaves_no_canary_behind(clean, sandbox):
+    with admin(sandbox, clean) as conn:
+        schema = clean.resources.store.schema_name
+        for table in ("conversations", "messages", "context_items"):
+            count = conn.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(
+                sql.Identifier(schema), sql.Identifier(table))).fetchone()[0]
+            assert count == 0, table
+
+
+def test_human_output_is_a_table(clean, project, sandbox):
+    run = cli(project, sandbox, "check", CLEAN)
+    assert run.returncode == 0, run.stderr
+    assert "rls-forced" in run.stdout and "kms-rotation" in run.stdout and "all 20 checks pass" in run.stdout
+    unknown = cli(project, sandbox, "check", "ck-nobody")
+    assert unknown.returncode == 6 and "not in the registry" in unknown.stderr
+
+
+@contextmanager
+def tampered_sql(sandbox, record, do: str, undo: str) -> Iterator[None]:
+    schema, role = record.resources.store.schema_name, record.resources.store.role
+    with admin(sandbox, record) as conn:
+        conn.execute(sql.SQL(do).format(schema=sql.Identifier(schema), role=sql.Identifier(role)))
+        try:
+            yield
+        finally:
+            conn.execute(sql.SQL(undo).format(schema=sql.Identifier(schema), role=sql.Identifier(role)))
+
+
+DB_TAMPERING = [
+    pytest.param("ALTER TABLE {schema}.messages NO FORCE ROW LEVEL SECURITY",
+                 "ALTER TABLE {schema}.messages FORCE ROW LEVEL SECURITY", {"rls-forced"}, id="no-force-rls"),
+    pytest.param("ALTER TABLE {schema}.context_items DISABLE ROW LEVEL SECURITY",
+                 "ALTER TABLE {schema}.context_items ENABLE ROW LEVEL SECURITY", {"rls-enabled", "fail-closed"},
+                 id="rls-disabled"),
+    pytest.param("ALTER ROLE {role} BYPASSRLS", "ALTER ROLE {role} NOBYPASSRLS", {"role-no-bypassrls", "fail-closed"},
+                 id="bypassrls"),
+    # (a superuser may use every schema: a neighbour's schema makes that visible whatever ran before)
+    pytest.param("ALTER ROLE {role} SUPERUSER; CREATE SCHEMA tenant_ck_neighbour",
+                 "ALTER ROLE {role} NOSUPERUSER; DROP SCHEMA tenant_ck_neighbour",
+                 {"role-not-superuser", "fail-closed", "no-foreign-schema-access"}, id="superuser"),
+    pytest.param("ALTER ROLE {role} CREATEROLE", "ALTER ROLE {role} NOCREATEROLE", {"role-no-admin-attributes"},
+                 id="createrole"),
+    pytest.param("ALTER TABLE {schema}.conversations OWNER TO {role}",
+                 # (the owner change folded the role's grants into ownership: give them back)
+                 "ALTER TABLE {schema}.conversations OWNER TO CURRENT_USER; "
+                 "GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.conversations TO {role}",
+                 {"role-owns-nothing"}, id="owner"),
+    pytest.param("CREATE UNIQUE INDEX ck_by_item ON {schema}.context_items (item_id)",
+                 "DROP INDEX {schema}.ck_by_item", {"unique-keys-include-tenant"}, id="unique-without-tenant"),
+    pytest.param("CREATE POLICY ck_open ON {schema}.conversations USING (true)",
+                 "DROP POLICY ck_open ON {schema}.conversations", {"rls-policy", "fail-closed"}, id="open-policy"),
+    pytest.param("CREATE SCHEMA tenant_ck_other; GRANT USAGE ON SCHEMA tenant_ck_other TO {role}",
+                 "DROP SCHEMA tenant_ck_other", {"no-foreign-schema-access"}, id="foreign-schema"),
+]
+
+
+@pytest.mark.parametrize("do, undo, expected", DB_TAMPERING)
+def test_database_tampering_fails_the_named_check(clean, workspace, sandbox, do, undo, expected):
+    with tampered_sql(sandbox, clean, do, undo):
+        report = check_tenant(workspace, CLEAN)
+        assert {c.name for c in report.failed} == expected, report.summary()
+        assert report.exit_code() == 8 and report.errors == []
+    after = check_tenant(workspace, CLEAN)
+    assert after.ok, after.summary()  # undone: clean again
+
+
+def test_cli_exits_8_and_names_the_check(clean, project, sandbox):
+    with tampered_sql(sandbox, clean, "ALTER TABLE {schema}.messages NO FORCE ROW LEVEL SECURITY",
+                      "ALTER TABLE {schema}.messages FORCE ROW LEVEL SECURITY"):
+        run = cli(project, sandbox, "check", CLEAN, "--json")
+        human = cli(project, sandbox, "check", CLEAN)
+    assert run.returncode == 8, run.stderr
+    out = json.loads(run.stdout)
+    assert out["ok"] is False and out["failed"] == ["rls-forced"] and out["exit_code"] == 8
+    forced = next(c for c in out["checks"] if c["name"] == "rls-forced")
+    assert forced["outcome"] == "fail" and "messages" in forced["detail"]
+    assert human.returncode == 8 and "1 check(s) failed: rls-forced" in human.stdout
+
+
+def _tamper_aws(sandbox, record, what: str):
+    """Break one AWS setting behind tenantctl's back; returns the undo."""
+    kms, sqs, s3, iam = (aws(sandbox, s) for s in ("kms", "sqs", "s3", "iam"))
+    res = record.resources
+    if what == "rotation":
+        kms.disable_key_rotation(KeyId=res.kms_key_arn)
+        return lambda: kms.enable_key_rotation(KeyId=res.kms_key_arn)
+    if what == "key-policy":
+        old = kms.get_key_policy(KeyId=res.kms_key_arn, PolicyName="default")["Policy"]
+        doc = json.loads(old)
+        doc["Statement"].append({"Sid": "Everyone", "Effect": "Allow", "Principal": {"AWS": "*"},
+                                 "Action": "kms:Decrypt", "Resource": "*"})
+        kms.put_key_policy(KeyId=res.kms_key_arn, PolicyName="default", Policy=json.dumps(doc))
+        return lambda: kms.put_key_policy(KeyId=res.kms_key_arn, PolicyName="default", Policy=old)
+    if what == "dlq-sse":
+        key = sqs.get_queue_attributes(QueueUrl=res.dlq_url, AttributeNames=["KmsMasterKeyId"])["Attributes"]["KmsMasterKeyId"]
+        sqs.set_queue_attributes(QueueUrl=res.dlq_url, Attributes={"KmsMasterKeyId": ""})
+        return lambda: sqs.set_queue_attributes(QueueUrl=res.dlq_url, Attributes={"KmsMasterKeyId": key})
+    if what == "public-access":
+        block = s3.get_public_access_block(Bucket=res.bucket)["PublicAccessBlockConfiguration"]
+        s3.put_public_access_block(Bucket=res.bucket, PublicAccessBlockConfiguration={**block, "RestrictPublicBuckets": False})
+        return lambda: s3.put_public_access_block(Bucket=res.bucket, PublicAccessBlockConfiguration=block)
+    if what == "tag":
+        kms.untag_resource(KeyId=res.kms_key_arn, TagKeys=["tenant"])
+        return lambda: kms.tag_resource(KeyId=res.kms_key_arn, Tags=[{"TagKey": "tenant", "TagValue": record.tenant_id}])
+    if what == "trust":
+        role = res.role_arn.rsplit("/", 1)[-1]
+        old = iam.get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]
+        loose = json.loads(json.dumps(old))
+        loose["Statement"][0].pop("Condition")
+        iam.update_assume_role_policy(RoleName=role, PolicyDocument=json.dumps(loose))
+        return lambda: iam.update_assume_role_policy(RoleName=role, PolicyDocument=json.dumps(old))
+    if what == "policy-prefix":
+        role = res.role_arn.rsplit("/", 1)[-1]
+        name = iam.list_role_policies(RoleName=role)["PolicyNames"][0]
+        old = iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+        wide = json.loads(json.dumps(old))
+        wide["Statement"][0]["Resource"] = wide["Statement"][0]["Resource"].replace(f"/{record.tenant_id}/*", f"/{record.tenant_id}*")
+        iam.put_role_policy(RoleName=role, PolicyName=name, PolicyDocument=json.dumps(wide))
+        return lambda: iam.put_role_policy(RoleName=role, PolicyName=name, PolicyDocument=json.dumps(old))
+    raise AssertionError(what)
+
+
+@pytest.mark.parametrize("what, expected", [
+    ("rotation", {"kms-rotation"}),
+    ("key-policy", {"kms-key-policy"}),
+    ("dlq-sse", {"dlq-encryption"}),
+    ("public-access", {"bucket-public-access"}),
+    ("tag", {"tags"}),
+    ("trust", {"role-trust"}),
+    ("policy-prefix", {"role-policy-scope"}),  # tenants/ck-posture* would reach tenants/ck-posture-x/
+])
+def test_aws_tampering_fails_the_named_check(clean, workspace, sandbox, what, expected):
+    undo = _tamper_aws(sandbox, clean, what)
+    try:
+        report = check_tenant(workspace, CLEAN)
+        assert {c.name for c in report.failed} == expected, report.summary()
+        assert report.exit_code() == 8
+    finally:
+        undo()
+    after = check_tenant(workspace, CLEAN)
+    assert after.ok, after.summary()
+
+
+def test_provision_runs_the_check_and_records_a_violation(workspace, provision_tenant, sandbox):
+    """A re-run that changes nothing still verifies: rotation switched off behind
+    tenantctl's back is caught, the record keeps the error, exit 8."""
+    tenant = "ck-post-check"
+    record = provision_tenant(tenant)
+    undo = _tamper_aws(sandbox, record, "rotation")
+    try:
+        with pytest.raises(PolicyViolation) as err:
+            provision(workspace, TenantSpec(id=tenant))
+        assert err.value.exit_code == 8 and "fail aws/kms-rotation" in str(err.value)
+        stored = workspace.registry.require(tenant)
+        assert stored.status.value == "active" and stored.lock is None
+        assert "kms-rotation" in stored.last_error
+    finally:
+        undo()
+    again, _ = provision(workspace, TenantSpec(id=tenant))
+    assert again.last_error is None
