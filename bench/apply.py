@@ -19,20 +19,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def timed(fn):
-    start = time.perf_counter()
-    value = fn()
-    return value, time.perf_counter() - start
+from common import bench_sandbox, timed
 
 
 def main() -> None:
@@ -42,30 +32,14 @@ def main() -> None:
                         help="apply's --parallel while provisioning (default: CPU count, at least 2)")
     args = parser.parse_args()
 
-    import logging
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     from tenantctl.models import TenantSpec
     from tenantctl.operations.apply import Action, apply
-    from tenantctl.sandbox import Sandbox
     from tenantctl.stackconfig import write_tenant
-    from tenantctl.workspace import Workspace
 
-    work = Path(tempfile.mkdtemp(prefix="apply-bench-"))
-    box = Sandbox(work / "state")
-    try:
-        endpoints = box.up()
-        # This process and apply's spawned workers all use this sandbox.
-        os.environ.update(endpoints.aws_env())
-        os.environ["TENANTCTL_SANDBOX_DIR"] = str(endpoints.state_dir)
-        os.environ.pop("TENANTCTL_TARGET", None)
-        project = work / "project"
-        (project / "stacks").mkdir(parents=True)
-        shutil.copy(REPO / "Pulumi.yaml", project / "Pulumi.yaml")
+    with bench_sandbox("apply") as (endpoints, ws, project):
         tenants = [f"bench-{i:04d}" for i in range(args.tenants)]
         for tenant in tenants:
             write_tenant(project / "stacks", TenantSpec(id=tenant, owner="bench"))
-        ws = Workspace(project_dir=project, cwd=project)
 
         _, platform_s = timed(ws.platform_outputs)
         print(f"sandbox up, platform stack applied in {platform_s:.1f} s; provisioning {args.tenants} tenants "
@@ -125,9 +99,6 @@ def main() -> None:
         print(f"previews that found changes: {changed} of {n} (expected 0)")
         print(f"ratio (baseline / ours): {preview_s / apply_s:.0f}x faster in process, "
               f"{preview_s / cli_s:.0f}x faster as the CLI")
-    finally:
-        box.down()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

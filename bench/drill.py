@@ -17,22 +17,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
+
+from common import bench_sandbox, timed
 
 ROW_BYTES = 4096
-REPO = Path(__file__).resolve().parents[1]
 TENANT = "bench"
-
-
-def timed(fn):
-    start = time.perf_counter()
-    value = fn()
-    return value, time.perf_counter() - start
 
 
 def main() -> None:
@@ -40,9 +31,6 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=300, help="MB of message rows to load (default 300)")
     args = parser.parse_args()
 
-    import logging
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     import psycopg
     from psycopg import sql
 
@@ -54,20 +42,8 @@ def main() -> None:
     from tenantctl.drills.verify import verify
     from tenantctl.models import TenantSpec
     from tenantctl.operations.provision import provision
-    from tenantctl.sandbox import Sandbox
-    from tenantctl.workspace import Workspace
 
-    work = Path(tempfile.mkdtemp(prefix="drill-bench-"))
-    os.chmod(work, 0o755)  # the sandbox's PostgreSQL user must reach its state directory
-    box = Sandbox(work / "sandbox")
-    try:
-        endpoints = box.up()
-        os.environ.update(endpoints.aws_env())
-        os.environ["TENANTCTL_SANDBOX_DIR"] = str(endpoints.state_dir)
-        project = work / "project"
-        (project / "stacks").mkdir(parents=True)
-        shutil.copy(REPO / "Pulumi.yaml", project / "Pulumi.yaml")
-        ws = Workspace(project_dir=project, cwd=project)
+    with bench_sandbox("drill") as (endpoints, ws, project):
         print("provisioning tenant 'bench' (LocalEngine) ...", file=sys.stderr)
         record, _ = provision(ws, TenantSpec(id=TENANT))
         res = record.resources
@@ -95,7 +71,7 @@ def main() -> None:
         host, port = store.endpoint, str(store.port)
 
         # Baseline: plain pg_dump -Fc of the schema to a file, pg_restore into a fresh database.
-        dump_file = work / "plain.dump"
+        dump_file = project / "plain.dump"
         _, base_dump = timed(lambda: subprocess.run(
             [str(tools / "pg_dump"), "-Fc", f"--schema={store.schema_name}", "-h", host, "-p", port,
              "-d", store.database, "-f", str(dump_file)], env=env, check=True))
@@ -125,9 +101,6 @@ def main() -> None:
               f"(time overhead {ours_dump / base_dump:.2f}x)")
         print(f"restore throughput ratio (drill / plain): {base_restore / ours_restore:.2f}x  "
               f"(time overhead {ours_restore / base_restore:.2f}x)")
-    finally:
-        box.down()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

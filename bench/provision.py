@@ -15,15 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import secrets
-import shutil
 import sys
-import tempfile
 import time
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def floor_provision(tenant_id: str, platform: dict, dsn_admin: str) -> None:
@@ -103,36 +97,21 @@ def main() -> None:
     parser.add_argument("--sizes", default="1,10,50", help="comma-separated tenant counts (default 1,10,50)")
     args = parser.parse_args()
     sizes = [int(n) for n in args.sizes.split(",")]
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
-    import os
+    from common import bench_sandbox
 
     from tenantctl.models import TenantSpec
     from tenantctl.operations.provision import provision
-    from tenantctl.sandbox import Sandbox
-    from tenantctl.workspace import Workspace
 
-    work = Path(tempfile.mkdtemp(prefix="provision-bench-"))
-    box = Sandbox(work / "sandbox")
-    try:
-        endpoints = box.up()
-        os.environ.update(endpoints.aws_env())
-        os.environ["TENANTCTL_SANDBOX_DIR"] = str(endpoints.state_dir)
-        os.environ.pop("TENANTCTL_TARGET", None)
-        shutil.copy(REPO / "Pulumi.yaml", work / "Pulumi.yaml")
-        ws = Workspace(project_dir=work, cwd=work)
+    with bench_sandbox("provision") as (endpoints, ws, _):
         print("applying the platform stack ...", file=sys.stderr)
         platform = ws.platform_outputs()
         dsn_admin = endpoints.pg_dsn(platform["db_name"])
-
         print(f"{'N':>4}{'engine s/tenant':>17}{'floor s/tenant':>16}{'ratio':>8}")
         for n in sizes:
             engine = per_tenant(lambda tid: provision(ws, TenantSpec(id=tid)), [f"e{n}-{i}" for i in range(n)])
             floor = per_tenant(lambda tid: floor_provision(tid, platform, dsn_admin), [f"f{n}-{i}" for i in range(n)])
             print(f"{n:>4}{engine:17.3f}{floor:16.3f}{engine / floor:7.1f}x", flush=True)
-    finally:
-        box.down()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -23,17 +23,13 @@ reads of the first workload.
 from __future__ import annotations
 
 import argparse
-import logging
-import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from common import bench_sandbox
+
 JWT_KEY = "bench-runtime-secret-0123456789abcdef"
 PAGE = 50
 HISTORY_LEN = 200
@@ -67,7 +63,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000, help="appends per side (history pages: n/2)")
     args = parser.parse_args()
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
     import jwt
     import psycopg
@@ -77,18 +72,8 @@ def main() -> None:
     from tenant_runtime import JWTSettings, TenantRuntime
     from tenantctl.models import TenantSpec
     from tenantctl.operations.provision import provision
-    from tenantctl.sandbox import Sandbox
-    from tenantctl.workspace import Workspace
 
-    work = Path(tempfile.mkdtemp(prefix="runtime-bench-"))
-    box = Sandbox(work / "sandbox")
-    try:
-        endpoints = box.up()
-        os.environ.update(endpoints.aws_env())
-        os.environ["TENANTCTL_SANDBOX_DIR"] = str(endpoints.state_dir)
-        os.environ.pop("TENANTCTL_TARGET", None)
-        shutil.copy(REPO / "Pulumi.yaml", work / "Pulumi.yaml")
-        ws = Workspace(project_dir=work, cwd=work)
+    with bench_sandbox("runtime") as (endpoints, ws, _):
         print("provisioning tenant `bench` (platform stack first) ...", file=sys.stderr)
         record, _ = provision(ws, TenantSpec(id="bench"))
         tid, res = record.tenant_id, record.resources
@@ -209,9 +194,6 @@ def main() -> None:
         print(f"(KMS operations in this run: {dict(by_op)})")
         rt.close()
         floor.close()
-    finally:
-        box.down()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
