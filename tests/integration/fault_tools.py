@@ -93,6 +93,14 @@ def platform_outputs(sandbox) -> dict[str, Any]:
     return json.loads((Path(sandbox.state_dir) / "local-engine" / "platform.json").read_text())["outputs"]
 
 
+def registry_record(sandbox, tenant_id: str) -> dict[str, Any] | None:
+    """The tenant's record as the registry table holds it (None: no item)."""
+    table = platform_outputs(sandbox)["registry_table"]
+    item = aws(sandbox, "dynamodb").get_item(TableName=table, Key={"tenant_id": {"S": tenant_id}},
+                                             ConsistentRead=True).get("Item")
+    return json.loads(item["record"]["S"]) if item else None
+
+
 def lifecycle_rules(sandbox, bucket: str) -> list[dict[str, Any]]:
     s3 = aws(sandbox, "s3")
     try:

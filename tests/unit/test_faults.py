@@ -63,3 +63,20 @@ def test_every_client_gets_the_replaced_retry_handler(monkeypatch):
     registered = client.meta.events._emitter._unique_id_handlers  # noqa: SLF001
     handler = registered["retry-config-kms"]["handler"]
     assert type(handler.__self__._retry_policy._retry_checker).__name__ == "_Conditions"  # noqa: SLF001
+
+
+def test_provisioning_code_makes_clients_only_through_the_shared_helper():
+    """LocalEngine handlers, registry writer, operations (deprovision purge),
+    preflight and the dynamic providers: every boto3 client comes from
+    tenantctl.aws.client, so every one of them has the same bounded backoff."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    paths = [*(root / "src/tenantctl/engines/local").rglob("*.py"), root / "src/tenantctl/registry.py",
+             *(root / "src/tenantctl/operations").glob("*.py"), root / "src/tenantctl/preflight.py",
+             *(root / "infra").rglob("*.py")]
+    direct = re.compile(r"\bboto3\.(client|resource)\(|\bsession\.(client|resource)\(")
+    offenders = [f"{p.relative_to(root)}:{n}" for p in paths
+                 for n, line in enumerate(p.read_text().splitlines(), 1) if direct.search(line)]
+    assert offenders == []

@@ -2,7 +2,7 @@
 resource-write counter and the named registry steps live in
 ``tenantctl.faults`` (documented there), importable without the engine."""
 
-from tenantctl.faults import (  # noqa: F401 - re-exported
+from tenantctl.faults import (
     FAULT_AFTER_ENV,
     FAULT_EXIT_CODE,
     FAULT_POINT_ENV,
@@ -14,3 +14,6 @@ from tenantctl.faults import (  # noqa: F401 - re-exported
     Faults,
     install_throttle,
 )
+
+__all__ = ["FAULT_AFTER_ENV", "FAULT_EXIT_CODE", "FAULT_POINT_ENV", "FAULT_THROTTLE_ENV", "FAULT_THROTTLE_FILE_ENV",
+           "FAULTS", "POINTS", "STEPS", "Faults", "install_throttle"]
