@@ -44,9 +44,25 @@ class PolicyViolation(TenantctlError):
 class QuotaExceeded(TenantctlError):
     """Provisioning would exceed an account quota or a shared-resource limit
     (VPCs, RDS instances, IAM roles, 1,000 lifecycle rules per bucket): refused
-    by the preflight before anything was created. (9 and 10 are the drills'.)"""
+    by the preflight before anything was created."""
 
     exit_code = 11
+
+
+class DrillFailed(TenantctlError):
+    """The drill ran but its verdict is fail (mismatch, or RTO/RPO over the limit)."""
+
+    exit_code = 9
+
+
+class BackupCorrupt(DrillFailed):
+    """A backup failed authentication or its checksum (tampered, truncated or foreign)."""
+
+
+class KeyUnusable(TenantctlError):
+    """The tenant's KMS key cannot be used: pending deletion, disabled, or not the tenant's."""
+
+    exit_code = 10
 
 
 EXIT_CODES = {
@@ -59,5 +75,7 @@ EXIT_CODES = {
     NotFound.exit_code: "unknown tenant or backup",
     TargetUnavailable.exit_code: "target unavailable: sandbox not running/startable, AWS or Pulumi CLI missing",
     PolicyViolation.exit_code: "an isolation invariant is violated",
+    DrillFailed.exit_code: "a drill's verdict is fail (mismatch, corrupt backup, RTO/RPO over the limit)",
+    KeyUnusable.exit_code: "the tenant's KMS key is unusable (pending deletion, disabled, or not the tenant's)",
     QuotaExceeded.exit_code: "a quota or shared-resource limit would be exceeded: refused before anything was created",
 }

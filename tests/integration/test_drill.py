@@ -13,7 +13,7 @@ from tenantctl import naming
 from tenantctl.drills import store
 from tenantctl.drills.backup import backup
 from tenantctl.drills.context import DrillContext, context_from_workspace
-from tenantctl.drills.errors import KeyUnusable
+from tenantctl.errors import KeyUnusable
 from tenantctl.drills.history import latest_verdicts, list_reports
 from tenantctl.drills.models import Target, Verdict
 from tenantctl.drills.report import render_markdown

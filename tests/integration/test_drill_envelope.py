@@ -10,7 +10,7 @@ import boto3
 import pytest
 
 from tenantctl.drills import envelope
-from tenantctl.drills.errors import BackupCorrupt, KeyUnusable
+from tenantctl.errors import BackupCorrupt, KeyUnusable
 
 pytestmark = pytest.mark.integration
 

@@ -91,7 +91,7 @@ def restore(
     retention window is brought back that way: re-provisioned (new KMS key),
     restored, verified, its data re-keyed, its record active again.
     Exit 9 when the verification fails, 10 when the tenant key is unusable."""
-    from tenantctl.drills.errors import DrillFailed, KeyUnusable
+    from tenantctl.errors import DrillFailed, KeyUnusable
     from tenantctl.drills.run import drill
     from tenantctl.errors import InvalidInput
 
@@ -121,7 +121,7 @@ def run(
 
     Exit 0 when every drill passes, 9 when any fails (mismatch, unreadable
     backup, unusable key, or --max-rto / --max-rpo exceeded)."""
-    from tenantctl.drills.errors import DrillFailed
+    from tenantctl.errors import DrillFailed
     from tenantctl.drills.run import drill
     from tenantctl.errors import InvalidInput
     from tenantctl.models import TenantStatus

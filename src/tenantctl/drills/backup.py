@@ -16,7 +16,7 @@ from typing import Any
 
 from tenantctl.drills import envelope, store
 from tenantctl.drills.context import DrillContext
-from tenantctl.drills.errors import KeyUnusable
+from tenantctl.errors import KeyUnusable
 from tenantctl.drills.models import BackupKind, BackupManifest, BackupReason, DumpInfo
 from tenantctl.drills.objects import object_manifest
 from tenantctl.drills.pgtools import find_tools, pg_env

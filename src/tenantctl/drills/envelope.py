@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from tenantctl.drills.errors import BackupCorrupt, KeyUnusable
+from tenantctl.errors import BackupCorrupt, KeyUnusable
 from tenantctl.errors import TenantctlError
 
 MAGIC = b"TCDRILL1"

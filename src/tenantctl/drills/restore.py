@@ -25,7 +25,7 @@ from tenantctl import naming
 from tenantctl.drills import envelope, store
 from tenantctl.drills.backup import require_usable_key
 from tenantctl.drills.context import DrillContext
-from tenantctl.drills.errors import BackupCorrupt
+from tenantctl.errors import BackupCorrupt
 from tenantctl.drills.models import BackupManifest, RestoreResult, Target
 from tenantctl.drills.objects import backups_prefix, delete_prefix, is_empty, restore_objects
 from tenantctl.drills.pgtools import find_tools, pg_env

@@ -13,7 +13,7 @@ from datetime import datetime
 from tenantctl.drills import store
 from tenantctl.drills.backup import backup
 from tenantctl.drills.context import DrillContext
-from tenantctl.drills.errors import KeyUnusable
+from tenantctl.errors import KeyUnusable
 from tenantctl.drills.history import save_report
 from tenantctl.drills.models import BackupManifest, DrillReport, RestoreResult, Target, Verdict
 from tenantctl.drills.restore import cleanup, restore

@@ -12,7 +12,7 @@ from typing import Any, Iterable, Iterator
 
 from botocore.exceptions import ClientError
 
-from tenantctl.drills.errors import BackupCorrupt
+from tenantctl.errors import BackupCorrupt
 from tenantctl.drills.models import BackupManifest
 from tenantctl.drills.objects import backups_prefix
 from tenantctl.errors import NotFound
