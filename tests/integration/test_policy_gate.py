@@ -134,6 +134,14 @@ def test_cli_refuses_a_hand_edited_stack_without_deletion_protection(ready, cli,
     assert_nothing_created(sandbox, before, tenant)
     assert ready.registry.get(tenant) is None
 
+    # The pull request's `apply --preview` already names the rule (exit 1: an error, not "changes pending").
+    preview = cli("apply", "--preview", "--match", tenant, "--json")
+    assert preview.returncode == 1, preview.stderr
+    [result] = json.loads(preview.stdout)["results"]
+    assert result["tenant_id"] == tenant and result["ok"] is False
+    assert "rule deletion-protection" in result["error"], result
+    assert_nothing_created(sandbox, before, tenant)
+
 
 def test_engine_gate_alone_refuses_the_hand_edited_stack(ready, project, sandbox):
     """The same file applied straight through the engine (as `apply` or a direct

@@ -158,6 +158,18 @@ def test_pulumi_engine_gate_refuses_before_up(project: Path, monkeypatch) -> Non
     assert {v.rule for v in err.value.violations} == {"queue-encryption"} and err.value.exit_code == 8
 
 
+def test_pulumi_engine_preview_fails_on_an_unsafe_plan(project: Path, monkeypatch) -> None:
+    """`apply --preview` on a pull request must name the broken rule, not report
+    a harmless-looking change set that the later `up` would refuse."""
+    write_tenant(project / "stacks", TenantSpec(id="acme"))
+    resources = tampered(planned({"id": "acme"}), "aws:kms/key:Key", enableKeyRotation=False)
+    engine, stack = engine_with(project, [pre_event(r, seq=i) for i, r in enumerate(resources)], monkeypatch)
+    with pytest.raises(PolicyRefused) as err:
+        engine.preview("acme")
+    assert stack.calls == ["preview"]
+    assert {v.rule for v in err.value.violations} == {"kms-rotation"}
+
+
 def test_pulumi_engine_gate_lets_a_clean_plan_through(project: Path, monkeypatch) -> None:
     write_tenant(project / "stacks", TenantSpec(id="acme"))
     resources = planned({"id": "acme"})

@@ -184,21 +184,25 @@ class PulumiEngine(Engine):
 
     # -- Engine -----------------------------------------------------------------
     def preview(self, stack: str, on_event: EventSink | None = None, *, refresh: bool = False) -> ChangeSet:
-        _, collector = self._run("preview", stack, on_event, True, lambda s, o: s.preview(**o), refresh)
-        return collector.changeset()
+        """What ``up`` would change; an unsafe plan fails here as it would fail ``up``
+        (so `apply --preview` on a pull request names the broken rule)."""
+        return self._gated_preview(stack, on_event, refresh).changeset()
 
-    def planned(self, stack: str, on_event: EventSink | None = None, *, refresh: bool = False) -> list:
-        """The resources a preview of ``stack`` plans (type, name, inputs), for the policy gate."""
+    def _gated_preview(self, stack: str, on_event: EventSink | None, refresh: bool) -> Any:
+        """Preview ``stack`` keeping each planned resource's inputs, and let the
+        policy gate judge them (raises PolicyRefused)."""
         from tenantctl.engines.pulumi_plan import PlanCollector
 
         plan = PlanCollector(stack, on_event)
         self._run("preview", stack, on_event, True, lambda s, o: s.preview(**o), refresh, collector=plan)
-        return plan.planned()
+        if self.gate is not None:
+            self.gate(stack, plan.planned())
+        return plan
 
     def up(self, stack: str, on_event: EventSink | None = None, *, refresh: bool = False) -> UpResult:
         if self.gate is not None:
             # Preview first and let the gate judge the plan: a refusal leaves AWS untouched.
-            self.gate(stack, self.planned(stack, on_event, refresh=refresh))
+            self._gated_preview(stack, on_event, refresh)
         result, collector = self._run("up", stack, on_event, True, lambda s, o: s.up(**o), refresh)
         outputs = {key: out.value for key, out in result.outputs.items()}
         return UpResult(stack=stack, outputs=outputs, changes=collector.changeset())

@@ -61,6 +61,8 @@ class LocalEngine(Engine):
     def preview(self, stack: str, on_event: EventSink | None = None) -> ChangeSet:
         with RUN_LOCK, self._aws_env():
             plan = self._plan(stack, on_event)
+            if self.gate is not None:
+                self.gate(stack, plan.planned)  # an unsafe plan fails its preview as it would fail up
             return ChangeSet(stack=stack, changes=plan.changes + plan.deletions())
 
     def up(self, stack: str, on_event: EventSink | None = None) -> UpResult:
