@@ -56,6 +56,8 @@ class LocalEngine(Engine):
         self.state_root = Path(state_dir or endpoints.state_dir) / "local-engine"
         self.gate = gate  # the CLI's policy gate: raises to block an unsafe plan
         self.program = program or _load_program
+        self._sessions: dict[str, Any] = {}
+        self._clients: dict[tuple[str, str], Any] = {}
 
     # -- the Engine interface -------------------------------------------------
     def preview(self, stack: str, on_event: EventSink | None = None) -> ChangeSet:
@@ -178,15 +180,19 @@ class LocalEngine(Engine):
 
         ep = self.endpoints
         region = str(config.get("aws:region") or ep.region)
-        session = boto3.session.Session(aws_access_key_id=ep.aws_env()["AWS_ACCESS_KEY_ID"],
-                                        aws_secret_access_key=ep.aws_env()["AWS_SECRET_ACCESS_KEY"],
-                                        region_name=region)
-        clients: dict[str, Any] = {}
 
         def client(service: str) -> Any:
-            if service not in clients:  # bounded backoff with jitter, throttling retried longest (tenantctl.aws)
-                clients[service] = aws.client(service, session=session, endpoint_url=ep.aws_endpoint_url)
-            return clients[service]
+            # Kept for the engine's life (plan and apply passes, every stack of an
+            # `apply` worker): making a client costs ~50 ms, a run uses a dozen.
+            key = (region, service)
+            if key not in self._clients:  # bounded backoff with jitter, throttling retried longest (tenantctl.aws)
+                if region not in self._sessions:
+                    self._sessions[region] = boto3.session.Session(
+                        aws_access_key_id=ep.aws_env()["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=ep.aws_env()["AWS_SECRET_ACCESS_KEY"], region_name=region)
+                self._clients[key] = aws.client(service, session=self._sessions[region],
+                                                endpoint_url=ep.aws_endpoint_url)
+            return self._clients[key]
 
         def pg_connect(dbname: str | None = None) -> Any:
             import psycopg
