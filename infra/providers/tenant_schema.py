@@ -95,8 +95,13 @@ class TenantSchemaProvider(ResourceProvider):
         from psycopg import sql
 
         with _admin_connect(props) as conn:
+            role = sql.Identifier(props["role"])
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(props["schema"])))
-            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(props["role"])))
+            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (props["role"],)).fetchone():
+                # The template's GRANT CONNECT is the one thing left depending on the role.
+                conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(
+                    sql.Identifier(props["database"]), role))
+                conn.execute(sql.SQL("DROP ROLE {}").format(role))
 
 
 @dataclass

@@ -221,13 +221,26 @@ def test_store_itself_refuses_a_role_crossing_tenants(runtime, runtime_env):
 
 
 def test_a_role_cannot_read_the_dedicated_tenants_database(runtime, runtime_env):
-    """On the sandbox the dedicated database shares the server; A's role still finds a wall."""
+    """On the sandbox the dedicated database shares the server (a real one is
+    its own instance in its own VPC): A's role cannot even connect to it, and
+    granted CONNECT by mistake it still cannot read the tables."""
     d = runtime_env.record("d").resources.store
     runtime.store.append(ctx_of(runtime, runtime_env, "d"), "conv-ded", "user", "dedicated")
-    with runtime_env.connect_as(runtime_env.ids["a"], database=d.database) as conn:
-        conn.execute("SELECT set_config('app.tenant_id', %s, false)", (runtime_env.ids["d"],))
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(d.schema_name, "messages")))
+    with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+        runtime_env.connect_as(runtime_env.ids["a"], database=d.database).close()
+    a_role = runtime_env.secret(runtime_env.ids["a"])["username"]
+    grant = sql.SQL("{} CONNECT ON DATABASE {} {} {}")
+    with runtime_env.admin() as admin:
+        admin.execute(grant.format(sql.SQL("GRANT"), sql.Identifier(d.database), sql.SQL("TO"), sql.Identifier(a_role)))
+    try:
+        with runtime_env.connect_as(runtime_env.ids["a"], database=d.database) as conn:
+            conn.execute("SELECT set_config('app.tenant_id', %s, false)", (runtime_env.ids["d"],))
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(d.schema_name, "messages")))
+    finally:
+        with runtime_env.admin() as admin:
+            admin.execute(grant.format(sql.SQL("REVOKE"), sql.Identifier(d.database), sql.SQL("FROM"),
+                                       sql.Identifier(a_role)))
 
 
 def test_row_level_security_holds_even_if_a_schema_were_mis_granted(runtime, runtime_env):

@@ -111,7 +111,7 @@ class InstanceHandler(Handler):
         instance = rds.describe_db_instances(DBInstanceIdentifier=rid)["DBInstances"][0]
         host, port, main_db, user, password = ctx.pg_endpoint
         db_name = d.get("dbName") or main_db
-        self._ensure_database(ctx, db_name, main_db)
+        self._ensure_database(ctx, db_name, main_db, own=d.tags().get("tier") == "dedicated")
         outputs: dict[str, Any] = {"arn": instance["DBInstanceArn"], "address": host, "port": port,
                                    "endpoint": f"{host}:{port}", "dbName": db_name, "resourceId":
                                    instance.get("DbiResourceId", rid), "tagsAll": d.tags()}
@@ -122,7 +122,7 @@ class InstanceHandler(Handler):
         return outputs
 
     @staticmethod
-    def _ensure_database(ctx: Context, db_name: str, main_db: str) -> None:
+    def _ensure_database(ctx: Context, db_name: str, main_db: str, own: bool) -> None:
         if db_name == main_db:
             return
         from psycopg import sql
@@ -130,6 +130,9 @@ class InstanceHandler(Handler):
         with ctx.pg_connect() as conn:
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db_name,)).fetchone() is None:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db_name)))
+            if own:  # a dedicated tenant's instance holds no other tenant's roles: on the
+                # shared sandbox server only roles granted CONNECT (its own) may log in.
+                conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(sql.Identifier(db_name)))
 
     @staticmethod
     def _ensure_master_secret(ctx: Context, rid: str, d: Desired, user: str, password: str) -> str:
