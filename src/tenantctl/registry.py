@@ -190,7 +190,7 @@ class RegistryWriter:
                 f"tenant {spec.id!r} is {existing.tier.value}; moving tiers in place is not supported "
                 "(provision a new tenant and migrate its data)"
             )
-        updated = existing.model_copy(update={"lock": lock, "owner": spec.owner, "last_error": None})
+        updated = existing.model_copy(update={"lock": lock, "last_error": None})  # owner: once applied
         return self._put(updated, existing.version)
 
     def lock_for(self, tenant_id: str, operation: str, status: TenantStatus | None = None) -> TenantRecord:
@@ -230,6 +230,20 @@ class RegistryWriter:
         if current is None:
             return record
         return self._put(current.model_copy(update={"lock": None, "last_error": error}), current.version)
+
+    def withdraw(self, record: TenantRecord) -> bool:
+        """Delete the reservation a provision just made (version 1, never
+        provisioned) after a refusal that changed nothing, so no empty
+        `provisioning` record is left behind. False: the record moved on (kept)."""
+        if record.version != 1 or record.resources is not None:
+            return False
+        try:
+            self.client.delete_item(TableName=self.table, Key={"tenant_id": {"S": record.tenant_id}},
+                                    ConditionExpression="version = :v",
+                                    ExpressionAttributeValues={":v": {"N": "1"}})
+        except (ClientError, BotoCoreError):
+            return False
+        return True
 
     def force_unlock(self, tenant_id: str) -> TenantRecord:
         record = self.require(tenant_id)

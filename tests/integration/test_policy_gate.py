@@ -228,11 +228,27 @@ def test_gate_refuses_an_unsafe_program_before_anything_exists(ready, project, s
     assert rule in {v.rule for v in err.value.violations}
     assert f"rule {rule}" in str(err.value) and message in str(err.value)
     assert_nothing_created(sandbox, before, tenant)
-    # The registry keeps the reservation, unlocked, with the refusal as its error;
-    # a re-run of the fixed program converges from there.
+    # The fresh reservation is withdrawn and the stack file this run wrote removed:
+    # the id is as free as before.
+    assert ws.registry.get(tenant) is None
+    assert not stack_file(ws.stacks_dir, tenant).exists()
+
+
+def test_a_refused_update_keeps_the_tenant_and_its_committed_file(ready, project, sandbox, provision_tenant):
+    """An existing tenant whose update the gate refuses: record kept (active,
+    unlocked, the refusal in last_error), the committed stack file put back."""
+    tenant = "ck-gate-update"
+    provision_tenant(tenant)
+    ws = Workspace(project_dir=project, cwd=project)
+    committed = stack_file(ws.stacks_dir, tenant).read_text()
+    ws.__dict__["engine"] = LocalEngine(project, sandbox, state_dir=sandbox.state_dir, gate=PolicyGate(project),
+                                        program=transformed("aws:kms/key:Key", enable_key_rotation=False))
+    with pytest.raises(PolicyViolation):
+        provision(ws, TenantSpec.model_validate({"id": tenant, "owner": "someone-else"}))
+    assert stack_file(ws.stacks_dir, tenant).read_text() == committed
     record = ws.registry.require(tenant)
-    assert record.status.value == "provisioning" and record.lock is None and record.resources is None
-    assert rule in record.last_error
+    assert record.status.value == "active" and record.lock is None and record.owner != "someone-else"
+    assert "kms-rotation" in record.last_error
 
 
 def test_the_unmodified_program_passes_the_gate_on_the_sandbox(ready, provision_tenant):

@@ -5,6 +5,7 @@ the error on the record, and a re-run converges."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -41,8 +42,7 @@ def merge_options(ws: Workspace, tenant_id: str, options: dict[str, Any]) -> Ten
 def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None) -> tuple[TenantRecord, UpResult]:
     from tenantctl import preflight
     from tenantctl.faults import FAULTS
-
-    from tenantctl.policy import refuse_unsafe_spec
+    from tenantctl.policy import PolicyRefused, refuse_unsafe_spec
 
     refuse_unsafe_spec(spec)  # the policy gate's spec rules (exit 8): before the registry or stacks/ are touched
     platform = ws.platform_outputs(on_event)
@@ -53,10 +53,19 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
     except TargetUnavailable as exc:
         raise TargetUnavailable(f"cannot reserve tenant {spec.id!r} in the registry, nothing was created: {exc}") from None
     FAULTS.reached("provision:reserved")
+    path = stack_file(ws.stacks_dir, spec.id)
+    committed = path.read_text() if path.exists() else None
     try:
         write_tenant(ws.stacks_dir, spec)
+        fingerprint = applied_hash(spec, ws.project_dir)  # of the program about to run, not one edited meanwhile
         result = ws.engine.up(spec.id, on_event=on_event)
         resources = TenantResources.model_validate(result.outputs)
+    except PolicyRefused as exc:
+        # The engine's gate refuses before its first change: put back what this run wrote.
+        _restore(path, committed)
+        if not registry.withdraw(record):
+            registry.release(record, error=str(exc))
+        raise
     except TenantctlError as exc:
         registry.release(record, error=str(exc))
         raise
@@ -65,8 +74,15 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
         raise ApplyFailed(f"provisioning {spec.id!r} failed: {exc}") from exc
     FAULTS.reached("provision:applied")
     record = registry.mark_active(record, resources, spec, program_version=__version__,
-                                  applied_hash=applied_hash(spec, ws.project_dir))
+                                  applied_hash=fingerprint)
     from tenantctl.checks import verify_provisioned
 
     record = verify_provisioned(ws, record)  # `tenantctl check` on the live resources: a violation -> last_error, exit 8
     return record, result
+
+
+def _restore(path: Path, committed: str | None) -> None:
+    if committed is None:
+        path.unlink(missing_ok=True)
+    elif path.read_text() != committed:
+        path.write_text(committed)
