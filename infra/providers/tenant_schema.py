@@ -21,6 +21,9 @@ from infra.providers._diff import diff_inputs
 
 KIND = "tenant-schema"
 TEMPLATE = "tenant_schema.sql.j2"
+# Advisory lock key serialising changes to the database ACL (one pg_database row
+# shared by every pooled tenant); the template takes it too.
+DATABASE_ACL_LOCK = 0x74656E616E74  # "tenant"
 
 
 def _secrets_client(region: str):
@@ -64,6 +67,7 @@ def _ensure(props: dict[str, Any], password: str) -> dict[str, Any]:
             role_literal=sql.Literal(role).as_string(conn),
             schema=sql.Identifier(schema).as_string(conn),
             tenant_literal=sql.Literal(props["tenant_id"]).as_string(conn),
+            acl_lock=DATABASE_ACL_LOCK,
         )
         conn.execute(script)  # no parameters: simple protocol, several statements
         conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
@@ -99,9 +103,11 @@ class TenantSchemaProvider(ResourceProvider):
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(props["schema"])))
             if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (props["role"],)).fetchone():
                 # The template's GRANT CONNECT is the one thing left depending on the role.
-                conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(
-                    sql.Identifier(props["database"]), role))
-                conn.execute(sql.SQL("DROP ROLE {}").format(role))
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (DATABASE_ACL_LOCK,))
+                    conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(
+                        sql.Identifier(props["database"]), role))
+                    conn.execute(sql.SQL("DROP ROLE {}").format(role))
 
 
 @dataclass
