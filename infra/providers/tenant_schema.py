@@ -1,8 +1,8 @@
 """TenantSchema: the tenant's schema, role, tables and RLS inside PostgreSQL.
 
 RDS cannot create schemas or roles, so this provider connects as the database
-admin (credentials from the RDS-managed admin secret) and runs
-templates/tenant_schema.sql.j2. It owns the tenant role's password: generated
+admin (credentials from the RDS-managed admin secret) and runs the script
+from tenantctl.tenant_schema_sql. It owns the tenant role's password: generated
 here, set on the role, and written only to the tenant's secret (never to
 Pulumi state or the registry).
 """
@@ -20,10 +20,6 @@ from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateRes
 from infra.providers._diff import diff_inputs
 
 KIND = "tenant-schema"
-TEMPLATE = "tenant_schema.sql.j2"
-# Advisory lock key serialising changes to the database ACL (one pg_database row
-# shared by every pooled tenant); the template takes it too.
-DATABASE_ACL_LOCK = 0x74656E616E74  # "tenant"
 
 
 def _secrets_client(region: str):
@@ -57,18 +53,11 @@ def _current_password(props: dict[str, Any]) -> str | None:
 def _ensure(props: dict[str, Any], password: str) -> dict[str, Any]:
     from psycopg import sql
 
-    from tenantctl.templates import render
+    from tenantctl.tenant_schema_sql import schema_script
 
     role, schema = props["role"], props["schema"]
     with _admin_connect(props) as conn:
-        script = render(
-            TEMPLATE,
-            role=sql.Identifier(role).as_string(conn),
-            role_literal=sql.Literal(role).as_string(conn),
-            schema=sql.Identifier(schema).as_string(conn),
-            tenant_literal=sql.Literal(props["tenant_id"]).as_string(conn),
-            acl_lock=DATABASE_ACL_LOCK,
-        )
+        script = schema_script(conn, tenant_id=props["tenant_id"], role=role, schema=schema)
         conn.execute(script)  # no parameters: simple protocol, several statements
         conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
     _secrets_client(props["region"]).put_secret_value(
@@ -97,6 +86,8 @@ class TenantSchemaProvider(ResourceProvider):
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         from psycopg import sql
+
+        from tenantctl.tenant_schema_sql import DATABASE_ACL_LOCK
 
         with _admin_connect(props) as conn:
             role = sql.Identifier(props["role"])

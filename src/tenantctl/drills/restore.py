@@ -84,13 +84,10 @@ def _pg_restore(ctx: DrillContext, record: TenantRecord, manifest: BackupManifes
 
 def _reapply_schema_template(conn: Any, tenant_id: str) -> None:
     """Role, grants and policies as provisioning makes them (the template is idempotent)."""
-    from tenantctl.templates import render
+    from tenantctl.tenant_schema_sql import schema_script
 
-    role, schema = naming.db_role_name(tenant_id), naming.schema_name(tenant_id)
-    conn.execute(render("tenant_schema.sql.j2", role=sql.Identifier(role).as_string(conn),
-                        role_literal=sql.Literal(role).as_string(conn),
-                        schema=sql.Identifier(schema).as_string(conn),
-                        tenant_literal=sql.Literal(tenant_id).as_string(conn)))
+    conn.execute(schema_script(conn, tenant_id=tenant_id, role=naming.db_role_name(tenant_id),
+                               schema=naming.schema_name(tenant_id)))
 
 
 def _check_in_place(record: TenantRecord, yes: bool, now: datetime) -> None:

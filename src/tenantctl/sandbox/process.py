@@ -19,6 +19,9 @@ LOOPBACK = "127.0.0.1"
 
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the servers bind (werkzeug and PostgreSQL set SO_REUSEADDR): a killed
+        # server's connections in TIME_WAIT must not push a restart to a new port.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

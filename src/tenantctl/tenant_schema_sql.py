@@ -1,0 +1,31 @@
+"""The SQL of a tenant's context store, in one place: templates/tenant_schema.sql.j2
+rendered for a connection. Provisioning (infra/providers/tenant_schema.py) and a
+drill restore (which re-applies roles, grants and policies) both run it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tenantctl.templates import render
+
+TEMPLATE = "tenant_schema.sql.j2"
+# Advisory lock key serialising changes to a database's ACL: every pooled
+# tenant's GRANT CONNECT rewrites the same pg_database row, and PostgreSQL fails
+# concurrent writers of one catalog row with "tuple concurrently updated".
+DATABASE_ACL_LOCK = 0x74656E616E74  # "tenant"
+
+
+def schema_script(conn: Any, *, tenant_id: str, role: str, schema: str) -> str:
+    """The idempotent script for `conn` (identifiers and literals quoted by psycopg).
+    Run it with no parameters: simple protocol, one implicit transaction, so the
+    ACL lock it takes is held until the script ends."""
+    from psycopg import sql
+
+    return render(
+        TEMPLATE,
+        role=sql.Identifier(role).as_string(conn),
+        role_literal=sql.Literal(role).as_string(conn),
+        schema=sql.Identifier(schema).as_string(conn),
+        tenant_literal=sql.Literal(tenant_id).as_string(conn),
+        acl_lock=DATABASE_ACL_LOCK,
+    )
