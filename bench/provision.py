@@ -27,7 +27,7 @@ def floor_provision(tenant_id: str, platform: dict, dsn_admin: str) -> None:
     from psycopg import sql
 
     from tenantctl import naming
-    from tenantctl.templates import render
+    from tenantctl.tenant_schema_sql import schema_script
 
     tags = {"tenant": tenant_id, "managed-by": "tenantctl"}
     kms, sqs, iam = boto3.client("kms"), boto3.client("sqs"), boto3.client("iam")
@@ -76,10 +76,7 @@ def floor_provision(tenant_id: str, platform: dict, dsn_admin: str) -> None:
 
     role, schema, password = naming.db_role_name(tenant_id), naming.schema_name(tenant_id), secrets.token_urlsafe(32)
     with psycopg.connect(dsn_admin, autocommit=True) as conn:
-        conn.execute(render("tenant_schema.sql.j2", role=sql.Identifier(role).as_string(conn),
-                            role_literal=sql.Literal(role).as_string(conn),
-                            schema=sql.Identifier(schema).as_string(conn),
-                            tenant_literal=sql.Literal(tenant_id).as_string(conn)))
+        conn.execute(schema_script(conn, tenant_id=tenant_id, role=role, schema=schema))
         conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
     sm.put_secret_value(SecretId=secret, SecretString=json.dumps({"username": role, "password": password}))
     ddb.put_item(TableName=table, Item={"tenant_id": {"S": tenant_id}, "status": {"S": "active"}})
