@@ -87,18 +87,12 @@ class TenantSchemaProvider(ResourceProvider):
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         from psycopg import sql
 
-        from tenantctl.tenant_schema_sql import DATABASE_ACL_LOCK
+        from tenantctl.tenant_schema_sql import drop_role
 
         with _admin_connect(props) as conn:
-            role = sql.Identifier(props["role"])
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(props["schema"])))
             if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (props["role"],)).fetchone():
-                # The template's GRANT CONNECT is the one thing left depending on the role.
-                with conn.transaction():
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (DATABASE_ACL_LOCK,))
-                    conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(
-                        sql.Identifier(props["database"]), role))
-                    conn.execute(sql.SQL("DROP ROLE {}").format(role))
+                drop_role(conn, database=props["database"], role=props["role"])
 
 
 @dataclass

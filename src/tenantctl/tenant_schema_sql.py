@@ -1,6 +1,7 @@
 """The SQL of a tenant's context store, in one place: templates/tenant_schema.sql.j2
-rendered for a connection. Provisioning (infra/providers/tenant_schema.py) and a
-drill restore (which re-applies roles, grants and policies) both run it."""
+rendered for a connection (provisioning in infra/providers/tenant_schema.py and
+a drill restore, which re-applies roles, grants and policies, both run it), and
+the removal of the tenant's role. Both change the database ACL, under one lock."""
 
 from __future__ import annotations
 
@@ -29,3 +30,15 @@ def schema_script(conn: Any, *, tenant_id: str, role: str, schema: str) -> str:
         tenant_literal=sql.Literal(tenant_id).as_string(conn),
         acl_lock=DATABASE_ACL_LOCK,
     )
+
+
+def drop_role(conn: Any, *, database: str, role: str) -> None:
+    """Revoke the script's GRANT CONNECT (the one thing left depending on the role
+    once its schema is gone) and drop the role, under the ACL lock."""
+    from psycopg import sql
+
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (DATABASE_ACL_LOCK,))
+        conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(
+            sql.Identifier(database), sql.Identifier(role)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
