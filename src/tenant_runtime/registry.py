@@ -22,11 +22,46 @@ import os
 import time
 from typing import Any, Callable
 
+from tenant_runtime import cursor as cursor_codec
 from tenant_runtime.cache import TTLCache
 from tenant_runtime.errors import RegistryUnavailable, TenantInactive, TenantNotFound
 from tenant_runtime.models import TenantRecord, TenantStatus
 
 TABLE_ENV = "TENANT_REGISTRY_TABLE"
+
+# -- the item codec: the one definition of the layout above -------------------
+HASH_KEY = "tenant_id"
+
+
+def item_key(tenant_id: str) -> dict[str, Any]:
+    return {HASH_KEY: {"S": tenant_id}}
+
+
+def record_to_item(record: TenantRecord) -> dict[str, Any]:
+    return {
+        HASH_KEY: {"S": record.tenant_id},
+        "status": {"S": record.status.value},
+        "tier": {"S": record.tier.value},
+        "version": {"N": str(record.version)},
+        "record": {"S": record.model_dump_json()},
+    }
+
+
+def item_to_record(item: dict[str, Any]) -> TenantRecord:
+    """ValueError or KeyError for an item that is not a record."""
+    return TenantRecord.model_validate_json(item["record"]["S"])
+
+
+def encode_list_cursor(after_tenant_id: str) -> str:
+    return cursor_codec.encode({"after": after_tenant_id})
+
+
+def decode_list_cursor(cursor: str) -> str:
+    """The tenant id a registry listing continues after; ValueError when malformed."""
+    after = cursor_codec.decode(cursor).get("after")
+    if not isinstance(after, str) or not after:
+        raise ValueError("not a registry cursor")
+    return after
 
 
 class RegistryReader:
@@ -82,13 +117,13 @@ class RegistryReader:
 
         self.reads += 1
         try:
-            item = self.client.get_item(TableName=self.table, Key={"tenant_id": {"S": tenant_id}}).get("Item")
+            item = self.client.get_item(TableName=self.table, Key=item_key(tenant_id)).get("Item")
         except (ClientError, BotoCoreError) as exc:
             raise RegistryUnavailable(f"registry table {self.table!r} unreadable: {exc}") from None
         if item is None:
             return None
         try:
-            return TenantRecord.model_validate_json(item["record"]["S"])
+            return item_to_record(item)
         except (KeyError, ValueError) as exc:
             # A malformed item is an operator problem; refusing is safer than guessing.
             raise RegistryUnavailable(f"registry item for {tenant_id!r} is malformed: {exc}") from None

@@ -22,8 +22,6 @@ oldest-first ``seq > cursor`` walk would instead skip such late commits.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import threading
 from collections import OrderedDict
@@ -37,6 +35,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tenant_runtime import cursor as cursor_codec
 from tenant_runtime.cache import TTLCache
 from tenant_runtime.context import TenantContext
 from tenant_runtime.crypto import Envelope
@@ -46,6 +45,13 @@ Role = Literal["system", "user", "assistant", "tool"]
 MAX_CONTENT = 1 << 20
 MAX_METADATA = 64 << 10
 MAX_PAGE = 500
+
+# The store's tables, in every tenant schema (templates/tenant_schema.sql.j2
+# creates them; checks, drills and usage read them by these names).
+CONVERSATIONS = "conversations"
+MESSAGES = "messages"
+CONTEXT_ITEMS = "context_items"
+TABLES = (CONVERSATIONS, MESSAGES, CONTEXT_ITEMS)
 
 
 class StoreSecret(BaseModel):
@@ -89,35 +95,23 @@ class Page(BaseModel):
 
 # -- cursors -------------------------------------------------------------------
 
-def _pack(data: dict[str, Any]) -> str:
-    raw = json.dumps(data, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _unpack(cursor: str) -> dict[str, Any]:
-    data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    if not isinstance(data, dict):
-        raise ValueError
-    return data
-
-
 def encode_cursor(tenant_id: str, conversation_id: str, before: int | None, after: int) -> str:
-    return _pack({"t": tenant_id, "c": conversation_id, "b": before, "a": after})
+    return cursor_codec.encode({"t": tenant_id, "c": conversation_id, "b": before, "a": after})
 
 
 def encode_list_cursor(tenant_id: str, after: str) -> str:
-    return _pack({"t": tenant_id, "l": after})
+    return cursor_codec.encode({"t": tenant_id, "l": after})
 
 
 def decode_list_cursor(cursor: str, tenant_id: str) -> str:
     """The conversation id a list_conversations() cursor continues after;
     refuses another tenant's cursor (403) and anything malformed (400)."""
     try:
-        data = _unpack(cursor)
+        data = cursor_codec.decode(cursor)
         owner, after = data["t"], data["l"]
         if not (isinstance(owner, str) and isinstance(after, str) and after):
             raise ValueError
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, KeyError, TypeError):
         raise InvalidRequest("invalid cursor: pass a cursor returned by list_conversations()") from None
     if owner != tenant_id:
         raise TenantMismatch(tenant_id, owner, "cursor")
@@ -128,12 +122,12 @@ def decode_cursor(cursor: str, tenant_id: str, conversation_id: str) -> tuple[in
     """(before, after) seq bounds of a cursor; refuses another tenant's (403) or
     another conversation's (400) cursor and anything malformed."""
     try:
-        data = _unpack(cursor)
+        data = cursor_codec.decode(cursor)
         owner, conv, before, after = data["t"], data["c"], data["b"], data["a"]
         if not (isinstance(owner, str) and isinstance(conv, str) and type(after) is int and after >= 0
                 and (before is None or (type(before) is int and before > after))):
             raise ValueError
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, KeyError, TypeError):
         raise InvalidRequest("invalid cursor: pass a cursor returned by history()") from None
     if owner != tenant_id:
         raise TenantMismatch(tenant_id, owner, "cursor")
@@ -282,7 +276,7 @@ class ContextStore:
                         "ON CONFLICT (tenant_id, conversation_id) DO UPDATE SET updated_at = now() RETURNING 1) "
                         "INSERT INTO {msg} (tenant_id, conversation_id, role, content, metadata) "
                         "SELECT %(t)s, %(c)s, %(r)s, %(b)s, %(m)s FROM c RETURNING seq, created_at").format(
-                    conv=self._table(ctx, "conversations"), msg=self._table(ctx, "messages")),
+                    conv=self._table(ctx, CONVERSATIONS), msg=self._table(ctx, MESSAGES)),
                 {"t": ctx.tenant_id, "c": conversation_id, "r": role, "b": sealed, "m": Jsonb(meta)},
             ).fetchone()
         return Message(conversation_id=conversation_id, seq=seq, role=role, content=content,
@@ -301,7 +295,7 @@ class ContextStore:
                 sql.SQL("SELECT seq, role, content, metadata, created_at FROM {msg} "
                         "WHERE tenant_id = %(t)s AND conversation_id = %(c)s AND seq > %(a)s "
                         "AND seq < coalesce(%(b)s::bigint, 9223372036854775807) "
-                        "ORDER BY seq DESC LIMIT %(n)s").format(msg=self._table(ctx, "messages")),
+                        "ORDER BY seq DESC LIMIT %(n)s").format(msg=self._table(ctx, MESSAGES)),
                 {"t": ctx.tenant_id, "c": conversation_id, "a": after, "b": before, "n": limit + 1},
             ).fetchall()
         more = len(rows) > limit
@@ -329,7 +323,7 @@ class ContextStore:
             rows = conn.execute(
                 sql.SQL("SELECT conversation_id, created_at, updated_at FROM {conv} "
                         "WHERE tenant_id = %(t)s AND conversation_id > %(a)s "
-                        "ORDER BY conversation_id LIMIT %(n)s").format(conv=self._table(ctx, "conversations")),
+                        "ORDER BY conversation_id LIMIT %(n)s").format(conv=self._table(ctx, CONVERSATIONS)),
                 {"t": ctx.tenant_id, "a": after, "n": limit + 1},
             ).fetchall()
         more = len(rows) > limit
@@ -344,7 +338,7 @@ class ContextStore:
         with self.transaction(ctx) as conn:
             cur = conn.execute(
                 sql.SQL("DELETE FROM {conv} WHERE tenant_id = %s AND conversation_id = %s").format(
-                    conv=self._table(ctx, "conversations")), (ctx.tenant_id, conversation_id))
+                    conv=self._table(ctx, CONVERSATIONS)), (ctx.tenant_id, conversation_id))
             return cur.rowcount > 0
 
 

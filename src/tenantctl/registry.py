@@ -1,8 +1,8 @@
 """The tenant registry, writer side (tenantctl is its only writer).
 
-Item layout (the contract tenant_runtime.registry reads): hash key ``tenant_id``
-(S); top-level ``status`` (S), ``tier`` (S), ``version`` (N) for conditions and
-filters; ``record`` (S) = ``TenantRecord.model_dump_json()``.
+The item layout and its codec belong to ``tenant_runtime.registry`` (the
+reader side every application runs); this module only decides what to write
+and when.
 
 Every write is conditional on the version read before it (optimistic
 concurrency), so two runs racing on one tenant cannot both win; the lock held
@@ -11,8 +11,6 @@ in the record turns that into a clear refusal instead of a retry loop.
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import socket
 from datetime import timedelta
@@ -20,6 +18,13 @@ from typing import Any, Iterator
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from tenant_runtime.registry import (
+    decode_list_cursor,
+    encode_list_cursor,
+    item_key,
+    item_to_record,
+    record_to_item,
+)
 from tenantctl.errors import Conflict, InvalidInput, NotFound, TargetUnavailable
 from tenantctl.models import (
     TenantLock,
@@ -49,15 +54,10 @@ def describe_lock(tenant_id: str, lock: TenantLock) -> str:
     )
 
 
-def encode_cursor(tenant_id: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"after": tenant_id}).encode()).decode().rstrip("=")
-
-
 def decode_cursor(cursor: str) -> str:
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        return json.loads(base64.urlsafe_b64decode(padded))["after"]
-    except Exception:
+        return decode_list_cursor(cursor)
+    except ValueError:
         raise InvalidInput(f"invalid cursor {cursor!r}: pass the next_cursor of a previous page") from None
 
 
@@ -74,11 +74,11 @@ class RegistryWriter:
     def get(self, tenant_id: str) -> TenantRecord | None:
         try:
             item = self.client.get_item(
-                TableName=self.table, Key={"tenant_id": {"S": tenant_id}}, ConsistentRead=True
+                TableName=self.table, Key=item_key(tenant_id), ConsistentRead=True
             ).get("Item")
         except (ClientError, BotoCoreError) as exc:  # missing table, endpoint down, retries exhausted
             raise TargetUnavailable(f"registry table {self.table!r} unreadable: {exc}") from None
-        return TenantRecord.model_validate_json(item["record"]["S"]) if item else None
+        return item_to_record(item) if item else None
 
     def require(self, tenant_id: str) -> TenantRecord:
         record = self.get(tenant_id)
@@ -111,17 +111,17 @@ class RegistryWriter:
         if names:
             kwargs["ExpressionAttributeNames"] = names
         if cursor:
-            kwargs["ExclusiveStartKey"] = {"tenant_id": {"S": decode_cursor(cursor)}}
+            kwargs["ExclusiveStartKey"] = item_key(decode_cursor(cursor))
         page: list[TenantRecord] = []
         while True:
             resp = self.client.scan(Limit=max(limit, 25), **kwargs)
             for item in resp.get("Items", []):
-                page.append(TenantRecord.model_validate_json(item["record"]["S"]))
+                page.append(item_to_record(item))
                 if len(page) == limit:
                     # Resume right after the last returned item, not after the
                     # scanned page, so nothing between them is skipped.
                     more = "LastEvaluatedKey" in resp or item is not resp["Items"][-1]
-                    return page, encode_cursor(page[-1].tenant_id) if more else None
+                    return page, encode_list_cursor(page[-1].tenant_id) if more else None
             if "LastEvaluatedKey" not in resp:
                 return page, None
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
@@ -137,13 +137,7 @@ class RegistryWriter:
     # -- writes ----------------------------------------------------------
     def _put(self, record: TenantRecord, expected_version: int | None) -> TenantRecord:
         new = record.model_copy(update={"version": (expected_version or 0) + 1, "updated_at": utcnow()})
-        item = {
-            "tenant_id": {"S": new.tenant_id},
-            "status": {"S": new.status.value},
-            "tier": {"S": new.tier.value},
-            "version": {"N": str(new.version)},
-            "record": {"S": new.model_dump_json()},
-        }
+        item = record_to_item(new)
         if expected_version is None:
             cond: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(tenant_id)"}
         else:
@@ -238,7 +232,7 @@ class RegistryWriter:
         if record.version != 1 or record.resources is not None:
             return False
         try:
-            self.client.delete_item(TableName=self.table, Key={"tenant_id": {"S": record.tenant_id}},
+            self.client.delete_item(TableName=self.table, Key=item_key(record.tenant_id),
                                     ConditionExpression="version = :v",
                                     ExpressionAttributeValues={":v": {"N": "1"}})
         except (ClientError, BotoCoreError):
