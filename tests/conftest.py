@@ -1,0 +1,29 @@
+"""Session-wide test settings."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_OWN_BASETEMP = "_tenantctl_own_basetemp"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest's default base (/tmp/pytest-of-<user>) is shared by every session
+    # of the user, and each new session chmods it to 0700: that cuts the
+    # sandbox PostgreSQL (a system user, reaching its data directory through
+    # o+x on the parents) off from its files under a session still running.
+    # A base of our own per session keeps concurrent sessions apart.
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):
+        base = Path(tempfile.mkdtemp(prefix="tenantctl-tests-"))
+        config.option.basetemp = str(base / "t")
+        setattr(config, _OWN_BASETEMP, base)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    base = getattr(config, _OWN_BASETEMP, None)
+    if base is not None:
+        shutil.rmtree(base, ignore_errors=True)
