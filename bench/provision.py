@@ -102,7 +102,7 @@ def main() -> None:
 
     with bench_sandbox("provision") as (endpoints, ws, _):
         print("applying the platform stack ...", file=sys.stderr)
-        platform = ws.platform_outputs()
+        platform = ws.ensure_platform()
         dsn_admin = endpoints.pg_dsn(platform["db_name"])
         print(f"{'N':>4}{'engine s/tenant':>17}{'floor s/tenant':>16}{'ratio':>8}")
         for n in sizes:

@@ -77,7 +77,7 @@ def main() -> None:
         print("provisioning tenant `bench` (platform stack first) ...", file=sys.stderr)
         record, _ = provision(ws, TenantSpec(id="bench"))
         tid, res = record.tenant_id, record.resources
-        table = ws.platform_outputs()["registry_table"]
+        table = ws.ensure_platform()["registry_table"]
 
         calls = count_aws_calls()
         settings = JWTSettings(key=JWT_KEY, algorithms=("HS256",), audience="bench")

@@ -15,22 +15,28 @@ import pulumi
 import pulumi_aws as aws
 from pydantic import ValidationError
 
-from infra.components.alarms import TenantAlarms, TenantAlarmsArgs
-from infra.components.bucket import SharedBucket, SharedBucketArgs
-from infra.components.database import PostgresInstance, PostgresInstanceArgs
-from infra.components.key import TenantKey, TenantKeyArgs
-from infra.components.network import PrivateNetwork, PrivateNetworkArgs
-from infra.components.queue import TenantQueue, TenantQueueArgs
-from infra.components.registry_table import RegistryTable, RegistryTableArgs
-from infra.components.role import TenantGrants, TenantRole, TenantRoleArgs
-from infra.components.secret import TenantSecret, TenantSecretArgs
-from infra.components.storage import TenantStorage, TenantStorageArgs
+from infra.components.tenant_alarms import TenantAlarms, TenantAlarmsArgs
+from infra.components.platform_bucket import SharedBucket, SharedBucketArgs
+from infra.components.postgres_instance import PostgresInstance, PostgresInstanceArgs
+from infra.components.kms_key import TenantKey, TenantKeyArgs
+from infra.components.private_network import PrivateNetwork, PrivateNetworkArgs
+from infra.components.tenant_queue import TenantQueue, TenantQueueArgs
+from infra.components.platform_registry import RegistryTable, RegistryTableArgs
+from infra.components.tenant_role import (
+    TenantGrants,
+    TenantRole,
+    TenantRoleAccess,
+    TenantRoleAccessArgs,
+    TenantRoleArgs,
+)
+from infra.components.tenant_secret import TenantSecret, TenantSecretArgs
+from infra.components.tenant_storage import TenantStorage, TenantStorageArgs
 from infra.components.tenant_database import SharedDatabaseRef, TenantDatabase, TenantDatabaseArgs
 from tenantctl import naming
 from tenantctl.models import PlatformSpec, TenantSpec, Tier, describe_validation_error
-from tenantctl.policy import resource_name
+from tenantctl.naming import PLATFORM_STACK, resource_name
 
-PLATFORM_STACK = "platform"
+
 PLATFORM_DB_NAME = "tenantctl"
 PLATFORM_BACKUP_DAYS = 14
 REGISTRY_TABLE = "tenantctl-registry"
@@ -63,7 +69,7 @@ def build_platform(spec: PlatformSpec) -> dict[str, Any]:
         backup_retention_days=PLATFORM_BACKUP_DAYS,
         final_snapshot_identifier=resource_name(PLATFORM_STACK, "final"), tags=tags))
     bucket = SharedBucket("shared", SharedBucketArgs(
-        bucket_name=f"tenantctl-shared-{account}-{spec.region}", kms_key_arn=key.arn, tags=tags))
+        bucket_name=naming.shared_bucket_name(account, spec.region), kms_key_arn=key.arn, tags=tags))
     registry = RegistryTable("registry", RegistryTableArgs(table_name=REGISTRY_TABLE, kms_key_arn=key.arn, tags=tags))
     return {
         "region": spec.region,
@@ -108,8 +114,9 @@ def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK) -> dict
                                  security_group_id=shared("db_security_group_id"), endpoint=shared("db_endpoint"),
                                  port=shared("db_port"), database=shared("db_name"),
                                  admin_secret_arn=shared("db_admin_secret_arn"))))
-    role.allow(TenantGrants(bucket_arn=shared("bucket_arn"), queue_arns=[queue.arn, queue.dlq_arn],
-                            kms_key_arn=key.arn, secret_arn=secret.arn))
+    TenantRoleAccess(tid, TenantRoleAccessArgs(tenant_id=tid, role=role, grants=TenantGrants(
+        bucket_arn=shared("bucket_arn"), queue_arns=[queue.arn, queue.dlq_arn], kms_key_arn=key.arn,
+        secret_arn=secret.arn)))
     TenantAlarms(tid, TenantAlarmsArgs(
         tenant_id=tid, queue_name=queue.queue_name, dlq_name=queue.dlq_name, delay_seconds=spec.queue.delay_seconds,
         tags=tags, db_identifier=db.db_identifier,

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from infra.components.database import POSTGRES_PORT, PostgresInstance, PostgresInstanceArgs
-from infra.components.network import PrivateNetwork, PrivateNetworkArgs
+from infra.components.postgres_instance import POSTGRES_PORT, PostgresInstance, PostgresInstanceArgs
+from infra.components.private_network import PrivateNetwork, PrivateNetworkArgs
 from infra.providers.tenant_schema import TenantSchema, TenantSchemaArgs
 from tenantctl import naming
 from tenantctl.models import TenantSpec, Tier
-from tenantctl.policy import resource_name
+from tenantctl.naming import resource_name
 
 DEDICATED_AZ_COUNT = 2
 

@@ -2,8 +2,8 @@
 
 S3 holds ONE lifecycle configuration per bucket, so a per-tenant
 BucketLifecycleConfiguration resource would overwrite every other tenant's.
-This provider merges read-modify-write: it replaces only the rules it owns
-(ids `tenantctl-<id>-...` filtered under tenants/<id>/) and leaves the rest.
+This provider merges read-modify-write: it replaces only the rules the tenant
+owns (the model is tenantctl.bucket_lifecycle) and leaves the rest.
 Concurrent writers (parallel `apply` workers, CI shards on other machines)
 take turns through a lock (`_bucket_lock`): without it two read-modify-writes
 interleave and one tenant's rules are lost. The 1,000
@@ -24,28 +24,13 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
 
 from infra.providers._diff import diff_inputs
+from tenantctl.bucket_lifecycle import MAX_RULES, others_rules
 
 KIND = "prefix-lifecycle"
-MAX_RULES = 1000  # S3's per-bucket limit
 
 
 class LifecycleLimitExceeded(RuntimeError):
     pass
-
-
-def tenant_rules(tenant_id: str, prefix: str, temp_upload_days: int, abort_multipart_days: int,
-                 archive_transition_days: int, archive_expiry_days: int) -> list[dict[str, Any]]:
-    """The tenant's rules in the S3 API's shape (PutBucketLifecycleConfiguration)."""
-    rid = f"tenantctl-{tenant_id}-"
-    return [
-        {"ID": rid + "tmp-expiry", "Status": "Enabled", "Filter": {"Prefix": prefix + "uploads/tmp/"},
-         "Expiration": {"Days": temp_upload_days}},
-        {"ID": rid + "abort-multipart", "Status": "Enabled", "Filter": {"Prefix": prefix},
-         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": abort_multipart_days}},
-        {"ID": rid + "archive", "Status": "Enabled", "Filter": {"Prefix": prefix + "archive/"},
-         "Transitions": [{"Days": archive_transition_days, "StorageClass": "GLACIER"}],
-         "Expiration": {"Days": archive_expiry_days}},
-    ]
 
 
 def _integral(value: Any) -> Any:
@@ -59,28 +44,10 @@ def _integral(value: Any) -> Any:
     return value
 
 
-def _owned(rule: dict[str, Any], tenant_id: str, prefix: str) -> bool:
-    # Both id and filter must match: `tenantctl-acme-...` alone would also
-    # match tenant acme-corp's ids, `tenants/acme/` cannot.
-    rule_prefix = (rule.get("Filter") or {}).get("Prefix", rule.get("Prefix", ""))
-    return str(rule.get("ID", "")).startswith(f"tenantctl-{tenant_id}-") and rule_prefix.startswith(prefix)
-
-
 def _s3(region: str):
     from tenantctl import aws  # bounded backoff with jitter; endpoint from AWS_ENDPOINT_URL on the sandbox
 
     return aws.client("s3", region=region)
-
-
-def _read_rules(s3, bucket: str) -> list[dict[str, Any]]:
-    from botocore.exceptions import ClientError
-
-    try:
-        return s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] == "NoSuchLifecycleConfiguration":
-            return []
-        raise
 
 
 LOCK_KEY = "tenantctl/locks/lifecycle-configuration"  # outside every tenants/<id>/ prefix
@@ -150,7 +117,7 @@ def _bucket_lock(s3, bucket: str) -> Iterator[None]:
 def _write_rules(props: dict[str, Any], own: list[dict[str, Any]]) -> None:
     s3 = _s3(props["region"])
     with _bucket_lock(s3, props["bucket"]):
-        others = [r for r in _read_rules(s3, props["bucket"]) if not _owned(r, props["tenant_id"], props["prefix"])]
+        others = others_rules(s3, props["bucket"], props["tenant_id"], props["prefix"])
         rules = others + _integral(own)
         if len(rules) > MAX_RULES:
             raise LifecycleLimitExceeded(

@@ -5,7 +5,7 @@ Two modes behind one interface (``client(ctx, service)``):
 * ``ambient``: the process's own credentials, one client per service shared by
   every tenant. The runtime's checks (TenantMismatch, prefixes, encryption
   context) are then the only wall; fine on the sandbox and for tests.
-* ``assume_role`` (issue 7): STS AssumeRole of the tenant's role
+* ``assume_role``: STS AssumeRole of the tenant's role
   (``TenantResources.role_arn``) with a session tag ``tenant_id=<id>`` and a
   session name naming the tenant; the tenant role's trust policy pins the
   calling principal and that tag. The credentials are cached per tenant until
@@ -23,7 +23,7 @@ from typing import Any, Callable, Literal
 from tenant_runtime.context import TenantContext
 
 Mode = Literal["ambient", "assume_role"]
-SESSION_TAG = "tenant_id"  # the tenant role's trust policy (infra/components/role.py) requires exactly this tag
+SESSION_TAG = "tenant_id"  # the tenant role's trust policy (infra/components/tenant_role.py) requires exactly this tag
 
 
 class ClientFactory:

@@ -147,3 +147,34 @@ def client(service: str, *, session: Any | None = None, region: str | None = Non
         with _CACHE_LOCK:
             made = _CACHE.setdefault(key, made)
     return made
+
+
+class Clients:
+    """The clients of one target, each made once (``client()``'s retry policy):
+    the sandbox's endpoint and credentials, or an AWS profile's session. Passed
+    explicitly, so no command changes the process environment to reach its target."""
+
+    def __init__(self, *, region: str | None = None, endpoint_url: str | None = None,
+                 credentials: tuple[str, str] | None = None, profile: str | None = None) -> None:
+        self.region, self.endpoint_url = region, endpoint_url
+        self._session_args: dict[str, Any] = {}
+        if credentials is not None:
+            self._session_args.update(aws_access_key_id=credentials[0], aws_secret_access_key=credentials[1])
+        if profile:
+            self._session_args["profile_name"] = profile
+        self._session: Any = None
+        self._made: dict[tuple[str, str | None], Any] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, service: str, region: str | None = None) -> Any:
+        region = region or self.region
+        with self._lock:  # boto3 sessions are not thread-safe while they make clients
+            key = (service, region)
+            if key not in self._made:
+                if self._session is None:
+                    import boto3
+
+                    self._session = boto3.session.Session(**self._session_args)
+                self._made[key] = client(service, session=self._session, region=region,
+                                         endpoint_url=self.endpoint_url)
+            return self._made[key]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 
 class TenantctlError(Exception):
     exit_code = 1
@@ -17,6 +20,17 @@ class ApplyFailed(TenantctlError):
     """The engine could not apply, destroy or preview a stack."""
 
     exit_code = 4
+
+
+@contextmanager
+def engine_step(what: str) -> Iterator[None]:
+    """Anything but a TenantctlError raised inside becomes ApplyFailed("<what> failed: ...")."""
+    try:
+        yield
+    except TenantctlError:
+        raise
+    except Exception as exc:
+        raise ApplyFailed(f"{what} failed: {exc}") from exc
 
 
 class Conflict(TenantctlError):

@@ -154,7 +154,3 @@ def describe_validation_error(exc: ValidationError) -> str:
         msg = err["msg"].removeprefix("Value error, ")
         lines.append(f"{where}: {msg}")
     return "; ".join(lines)
-
-
-def spec_from_mapping(data: dict[str, Any]) -> TenantSpec:
-    return TenantSpec.model_validate(data)

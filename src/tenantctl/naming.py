@@ -20,6 +20,24 @@ RESERVED_IDS = frozenset(
 )
 RESERVED_PREFIXES = ("pg", "aws-", "amazon-", "xn--", "sthree-")
 
+# The stack of what tenants share (network, database, bucket, registry).
+PLATFORM_STACK = "platform"
+
+# Suffixes of the `tenantctl-<id>-<suffix>` names a tenant's resources get.
+# Knowing them lets ``tenant_ids_in`` tell `acme`'s names from `acme-corp`'s
+# without a list of every other tenant.
+NAME_SUFFIXES = frozenset({
+    "jobs", "jobs-dlq", "app", "final", "alarms", "dlq-depth", "queue-age",
+    "db-storage", "db-cpu", "tmp-expiry", "abort-multipart", "archive",
+})
+
+
+def resource_name(tenant_id: str, suffix: str) -> str:
+    """`tenantctl-<id>-<suffix>`, the shape of every other tenant-specific name."""
+    if suffix not in NAME_SUFFIXES:
+        raise ValueError(f"unknown name suffix {suffix!r}: add it to naming.NAME_SUFFIXES")
+    return f"tenantctl-{tenant_id}-{suffix}"
+
 
 def schema_name(tenant_id: str) -> str:
     return "tenant_" + tenant_id.replace("-", "_")
@@ -65,6 +83,56 @@ def secret_name(tenant_id: str) -> str:
 
 def stack_name(tenant_id: str) -> str:
     return tenant_id
+
+
+def shared_bucket_name(account_id: str, region: str) -> str:
+    return f"tenantctl-shared-{account_id}-{region}"
+
+
+def scratch_database(tenant_id: str, restore_id: str) -> str:
+    """A drill's scratch database (<= 63 bytes: 6 + 24 + 1 + 23, the restore id
+    without its 'T', 'Z' and '-')."""
+    stamp = restore_id.replace("-", "_").replace("T", "").replace("Z", "").lower()
+    return f"drill_{tenant_id.replace('-', '_')[:24]}_{stamp}"
+
+
+def scratch_instance(tenant_id: str, restore_id: str) -> str:
+    """A drill's scratch RDS instance, restored from a snapshot."""
+    stamp = restore_id.lower().replace("t", "").replace("z", "")[:20]
+    return f"drill-{tenant_id}"[:40].rstrip("-") + "-" + stamp
+
+
+def drill_snapshot(tenant_id: str, backup_id: str) -> str:
+    """A drill backup's RDS snapshot of a dedicated tenant."""
+    return f"{rds_identifier(tenant_id)}-drill-{backup_id.lower().replace('t', '').replace('z', '')}"[:255]
+
+
+# -- parsing: which tenants a name belongs to --------------------------------------
+_OWNED = (
+    re.compile(r"tenants/([a-z][a-z0-9-]*)/"),          # S3 prefix
+    re.compile(r"alias/tenantctl/([a-z][a-z0-9-]*)"),   # KMS alias
+    re.compile(r"tenantctl/([a-z][a-z0-9-]*)/db"),      # secret name
+)
+_TOKEN = re.compile(r"tenantctl-[a-z0-9-]+")
+_SCHEMA = re.compile(r"^tenant_[a-z0-9_]+$")
+
+
+def tenant_ids_in(text: str, tenant_id: str) -> set[str]:
+    """Ids of tenants other than ``tenant_id`` whose names appear in ``text``
+    (a `tenantctl-<x>-<suffix>` token belongs to ``tenant_id`` when x is its id)."""
+    found = {m.group(1) for p in _OWNED for m in p.finditer(text)}
+    for token in _TOKEN.findall(text):
+        body = token.removeprefix("tenantctl-")
+        if body == tenant_id or body.removeprefix(f"{tenant_id}-") in NAME_SUFFIXES and body.startswith(f"{tenant_id}-"):
+            continue
+        for suffix in NAME_SUFFIXES:
+            if body.endswith(f"-{suffix}"):
+                found.add(body.removesuffix(f"-{suffix}"))
+    if _SCHEMA.match(text) and text != "tenant_id":
+        if text not in (schema_name(tenant_id), db_role_name(tenant_id)):
+            found.add(text.removeprefix("tenant_").removesuffix("_app").replace("_", "-"))
+    found.discard(tenant_id)
+    return found
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ unknown at preview time (Pulumi's unknown sentinel) are never judged.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -39,25 +38,10 @@ TAGGABLE = frozenset({
 REQUIRED_TAGS = ("tenant", "tier", "owner", "managed-by")
 DYNAMIC = "pulumi-python:dynamic:Resource"
 
-# Suffixes of the `tenantctl-<id>-<suffix>` names the program gives a tenant's
-# resources. Knowing them lets no-foreign-reference tell `acme`'s names from
-# `acme-corp`'s without a list of every other tenant.
-NAME_SUFFIXES = frozenset({
-    "jobs", "jobs-dlq", "app", "final", "alarms", "dlq-depth", "queue-age",
-    "db-storage", "db-cpu", "tmp-expiry", "abort-multipart", "archive",
-})
-
 MIN_BACKUP_RETENTION_DAYS = 7
 
 # Actions that touch tenant data: never allowed on a wildcard resource.
 _DATA_SERVICES = ("s3:", "sqs:", "kms:", "secretsmanager:", "dynamodb:", "rds-db:", "rds-data:")
-
-
-def resource_name(tenant_id: str, suffix: str) -> str:
-    """`tenantctl-<id>-<suffix>`: the only shape of tenant-specific names besides naming.py's."""
-    if suffix not in NAME_SUFFIXES:
-        raise ValueError(f"unknown name suffix {suffix!r}: add it to policy.NAME_SUFFIXES")
-    return f"tenantctl-{tenant_id}-{suffix}"
 
 
 class PlannedResource(BaseModel):
@@ -314,15 +298,6 @@ def _no_open_ingress(plan: _Plan):
                 yield r.name, f"ingress open to {cidr} on port {r.inputs.get('fromPort')}"
 
 
-_PATTERNS = (
-    re.compile(r"tenants/([a-z][a-z0-9-]*)/"),          # S3 prefix
-    re.compile(r"alias/tenantctl/([a-z][a-z0-9-]*)"),   # KMS alias
-    re.compile(r"tenantctl/([a-z][a-z0-9-]*)/db"),      # secret name
-)
-_TOKEN = re.compile(r"tenantctl-[a-z0-9-]+")
-_SCHEMA = re.compile(r"^tenant_[a-z0-9_]+$")
-
-
 def _strings(value: Any, key: str = "") -> Iterator[str]:
     if isinstance(value, str):
         yield value
@@ -337,19 +312,7 @@ def _strings(value: Any, key: str = "") -> Iterator[str]:
 
 def foreign_references(text: str, tenant_id: str) -> set[str]:
     """Tenant ids other than ``tenant_id`` whose names appear in ``text``."""
-    found = {m.group(1) for p in _PATTERNS for m in p.finditer(text)}
-    for token in _TOKEN.findall(text):
-        body = token.removeprefix("tenantctl-")
-        if body == tenant_id or body.removeprefix(f"{tenant_id}-") in NAME_SUFFIXES and body.startswith(f"{tenant_id}-"):
-            continue
-        for suffix in NAME_SUFFIXES:
-            if body.endswith(f"-{suffix}"):
-                found.add(body.removesuffix(f"-{suffix}"))
-    if _SCHEMA.match(text) and text != "tenant_id":
-        if text not in (naming.schema_name(tenant_id), naming.db_role_name(tenant_id)):
-            found.add(text.removeprefix("tenant_").removesuffix("_app").replace("_", "-"))
-    found.discard(tenant_id)
-    return found
+    return naming.tenant_ids_in(text, tenant_id)
 
 
 @rule("no-foreign-reference")
@@ -515,24 +478,20 @@ class PolicyGate:
 
     @property
     def stacks_dir(self) -> Path:
-        import yaml
+        from tenantctl.project import Project
 
-        path = self.project_dir / "Pulumi.yaml"
-        project = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
-        return self.project_dir / (project.get("stackConfigDir") or ".")
+        return Project.load(self.project_dir).stacks_dir
 
     def _spec(self, stack: str) -> Any:
-        from tenantctl.stackconfig import PLATFORM_STACK, read_platform, read_tenant, stack_file
+        from tenantctl.stackconfig import read_platform, read_tenant, stack_file
 
-        if stack == PLATFORM_STACK:
+        if stack == naming.PLATFORM_STACK:
             return read_platform(self.stacks_dir)
         path = stack_file(self.stacks_dir, stack)
         return read_tenant(path) if path.exists() else None
 
     def __call__(self, stack: str, planned: list[PlannedResource]) -> None:
-        from tenantctl.stackconfig import PLATFORM_STACK
-
-        platform = stack == PLATFORM_STACK
+        platform = stack == naming.PLATFORM_STACK
         found = check_spec(self._spec(stack)) + check(planned, stack, platform=platform)
         found = [v for v in found if v.rule not in _WAIVED.get()]
         if found:

@@ -1,4 +1,4 @@
-"""Preflight of a provision (issue 7, shared-resource walls): refuse, before
+"""Preflight of a provision against shared-resource walls: refuse, before
 anything is created (no registry record, no stack file, no resource), a tenant
 that would push a quota over its limit.
 
@@ -133,28 +133,24 @@ def iam_role_check(spec: TenantSpec, client: Callable[[str], Any]) -> QuotaCheck
 
 
 def lifecycle_check(spec: TenantSpec, bucket: str, client: Callable[[str], Any]) -> QuotaCheck:
-    from infra.providers.prefix_lifecycle import MAX_RULES, _owned, _read_rules, tenant_rules
+    from tenantctl.bucket_lifecycle import MAX_RULES, others_rules, tenant_rules
 
     prefix = naming.s3_prefix(spec.id)
     lc = spec.lifecycle
     own = tenant_rules(spec.id, prefix, lc.temp_upload_days, lc.abort_multipart_days,
                        lc.archive_transition_days, lc.archive_expiry_days)
-    others = [r for r in _read_rules(client("s3"), bucket) if not _owned(r, spec.id, prefix)]
+    others = others_rules(client("s3"), bucket, spec.id, prefix)
     limit, source = _override("lifecycle_rules", MAX_RULES, "S3's per-bucket limit")
     return QuotaCheck("lifecycle_rules", f"lifecycle rules of the shared bucket {bucket}", limit, len(others),
                       len(own), source + "; tenants are not sharded across buckets")
 
 
-def checks(spec: TenantSpec, platform: dict[str, Any]) -> list[QuotaCheck]:
-    """Every quota the tenant touches, read from the target (no writes)."""
-    from tenantctl import aws
-
-    clients: dict[str, Any] = {}
+def checks(spec: TenantSpec, platform: dict[str, Any], clients: Callable[..., Any]) -> list[QuotaCheck]:
+    """Every quota the tenant touches, read from the target (no writes).
+    ``clients(service, region)``: the target's clients (``Workspace.client``)."""
 
     def client(service: str) -> Any:
-        if service not in clients:
-            clients[service] = aws.client(service, region=spec.region)
-        return clients[service]
+        return clients(service, region=spec.region)
 
     out = []
     if platform.get("bucket"):
@@ -165,9 +161,9 @@ def checks(spec: TenantSpec, platform: dict[str, Any]) -> list[QuotaCheck]:
     return out
 
 
-def check(spec: TenantSpec, platform: dict[str, Any]) -> list[QuotaCheck]:
+def check(spec: TenantSpec, platform: dict[str, Any], clients: Callable[..., Any]) -> list[QuotaCheck]:
     """Raise QuotaExceeded (exit 11) naming every quota the tenant would exceed."""
-    done = checks(spec, platform)
+    done = checks(spec, platform, clients)
     over = [c for c in done if not c.ok]
     if over:
         raise QuotaExceeded(

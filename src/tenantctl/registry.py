@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import socket
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, Iterator
 
@@ -25,7 +26,7 @@ from tenant_runtime.registry import (
     item_to_record,
     record_to_item,
 )
-from tenantctl.errors import Conflict, InvalidInput, NotFound, TargetUnavailable
+from tenantctl.errors import Conflict, InvalidInput, NotFound, TargetUnavailable, TenantctlError
 from tenantctl.models import (
     TenantLock,
     TenantRecord,
@@ -59,6 +60,23 @@ def decode_cursor(cursor: str) -> str:
         return decode_list_cursor(cursor)
     except ValueError:
         raise InvalidInput(f"invalid cursor {cursor!r}: pass the next_cursor of a previous page") from None
+
+
+def failure_text(exc: BaseException) -> str:
+    """What a failed run leaves in the record's ``last_error``."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(exc, TenantctlError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Held:
+    """The record a ``RegistryWriter.hold`` block works on: assign each write's
+    result back to ``record`` so the block ends on the latest version."""
+
+    def __init__(self, record: TenantRecord) -> None:
+        self.record = record
 
 
 class RegistryWriter:
@@ -157,10 +175,38 @@ class RegistryWriter:
             raise TargetUnavailable(f"registry table {self.table!r} unreachable, write failed: {exc}") from None
         return new
 
+    @contextmanager
+    def hold(self, tenant_id: str, operation: str, *, status: TenantStatus | None = None,
+             spec: TenantSpec | None = None) -> Iterator[Held]:
+        """Lock the tenant for one run of ``operation`` (with ``spec``: reserve it
+        for a provision, see ``acquire``). A block that raises, Ctrl-C included,
+        releases the lock with the failure in ``last_error``; one that returns
+        without a final write (``mark_active``, ``mark_deprovisioned``) releases it."""
+        record = self.acquire(spec, operation) if spec is not None else self.lock_for(tenant_id, operation, status)
+        held = Held(record)
+        try:
+            yield held
+        except BaseException as exc:
+            try:
+                self.release(held.record, error=failure_text(exc))
+            except TenantctlError:  # registry unreachable: the lock stays, `status` shows it
+                pass
+            raise
+        if held.record.lock is not None:
+            held.record = self.release(held.record)
+
     def acquire(self, spec: TenantSpec, operation: str) -> TenantRecord:
         """Reserve the tenant for a provision: create its record (status
         provisioning) or lock the existing one. Refuses locked tenants and
-        tombstones (a deprovisioned id is never reused)."""
+        tombstones (a deprovisioned id is never reused). A registry that cannot
+        be written is reported before anything was created."""
+        try:
+            return self._acquire(spec, operation)
+        except TargetUnavailable as exc:
+            raise TargetUnavailable(f"cannot reserve tenant {spec.id!r} in the registry, nothing was created: "
+                                    f"{exc}") from None
+
+    def _acquire(self, spec: TenantSpec, operation: str) -> TenantRecord:
         existing = self.get(spec.id)
         lock = new_lock(operation)
         if existing is None:
@@ -199,11 +245,14 @@ class RegistryWriter:
 
     def mark_active(self, record: TenantRecord, resources: TenantResources, spec: TenantSpec,
                     program_version: str, applied_hash: str) -> TenantRecord:
+        """The tenant is applied as ``spec``: active, unlocked, and no longer a
+        tombstone (a revived tenant comes back through here too)."""
         return self._put(
             record.model_copy(update={
                 "status": TenantStatus.active, "resources": resources, "lock": None,
                 "spec_hash": applied_hash, "program_version": program_version,
                 "region": spec.region, "owner": spec.owner, "last_error": None,
+                "deprovisioned_at": None, "retain_until": None,
             }),
             record.version,
         )
@@ -244,14 +293,3 @@ class RegistryWriter:
         if record.lock is None:
             return record
         return self._put(record.model_copy(update={"lock": None}), record.version)
-
-    def set_status(self, record: TenantRecord, status: TenantStatus) -> TenantRecord:
-        return self._put(record.model_copy(update={"status": status}), record.version)
-
-    def reactivate(self, record: TenantRecord, resources: TenantResources | None = None) -> TenantRecord:
-        """Bring a tombstoned tenant back after `drill restore --target in-place`
-        (within its retention window): active again, tombstone fields cleared."""
-        return self._put(record.model_copy(update={
-            "status": TenantStatus.active, "resources": resources or record.resources, "lock": None,
-            "deprovisioned_at": None, "retain_until": None, "last_error": None,
-        }), record.version)

@@ -6,29 +6,21 @@ explicitly (defaults included) and read back into the same TenantSpec.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
 
 from tenantctl.errors import InvalidInput
+from tenantctl.files import write_atomic
+from tenantctl.naming import PLATFORM_STACK
 from tenantctl.models import PlatformSpec, TenantSpec, describe_validation_error
 
-PLATFORM_STACK = "platform"
+
 
 
 def stack_file(stacks_dir: Path, stack: str) -> Path:
     return stacks_dir / f"Pulumi.{stack}.yaml"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def _dump(data: dict) -> str:
@@ -55,7 +47,7 @@ def write_tenant(stacks_dir: Path, spec: TenantSpec) -> bool:
     text = render_tenant(spec)
     if path.exists() and path.read_text() == text:
         return False
-    _write_atomic(path, text)
+    write_atomic(path, text)
     return True
 
 
@@ -64,7 +56,7 @@ def write_platform(stacks_dir: Path, spec: PlatformSpec) -> bool:
     text = render_platform(spec)
     if path.exists() and path.read_text() == text:
         return False
-    _write_atomic(path, text)
+    write_atomic(path, text)
     return True
 
 

@@ -22,11 +22,10 @@ from typing import Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tenantctl.engines.base import Engine
-from tenantctl.errors import InvalidInput, TargetUnavailable
+from tenantctl.errors import InvalidInput
+from tenantctl.project import PROJECT_FILE
 
 CONFIG_FILE = "tenantctl.toml"
-PROJECT_FILE = "Pulumi.yaml"
 
 Kind = Literal["sandbox", "aws"]
 
@@ -70,31 +69,6 @@ ENV_FIELDS: list[tuple[str, str, str]] = [
     ("TENANTCTL_PULUMI_ROOT", "aws", "pulumi_root"),
     ("TENANTCTL_SANDBOX_DIR", "sandbox", "state_dir"),
 ]
-
-
-def project_root(cwd: Path | None = None) -> Path:
-    """The directory holding Pulumi.yaml: cwd or its nearest parent, else cwd
-    itself (a new project: the Workspace writes Pulumi.yaml there on first use)."""
-    start = (cwd or Path.cwd()).resolve()
-    for folder in (start, *start.parents):
-        if (folder / PROJECT_FILE).is_file():
-            return folder
-    return start
-
-
-def ensure_project_file(project_dir: Path) -> None:
-    """Write Pulumi.yaml for a new project, its program the installed `infra` package."""
-    import importlib.util
-
-    from tenantctl.templates import render
-
-    path = project_dir / PROJECT_FILE
-    if path.is_file():
-        return
-    spec = importlib.util.find_spec("infra")
-    if spec is None or spec.origin is None:
-        raise TargetUnavailable("the infra program is not installed next to tenantctl (reinstall the package)")
-    path.write_text(render("project.yaml.j2", main=str(Path(spec.origin).parent)) + "\n")
 
 
 def find_config(cwd: Path | None = None) -> Path | None:
@@ -162,32 +136,3 @@ def render_config(target: Target) -> str:
 
 def _toml_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _open_pulumi(target: Target, project_dir: Path) -> Engine:
-    from tenantctl.engines.pulumi_engine import PulumiEngine
-
-    from tenantctl.policy import PolicyGate
-
-    return PulumiEngine(target, project_dir, gate=PolicyGate(project_dir))
-
-
-def _open_local(target: Target, project_dir: Path) -> Engine:
-    from tenantctl.engines.local import LocalEngine
-    from tenantctl.sandbox import ensure_running
-
-    endpoints = ensure_running(target.sandbox.state_dir)
-    from tenantctl.policy import PolicyGate
-
-    return LocalEngine(project_dir, endpoints, state_dir=target.sandbox.state_dir, gate=PolicyGate(project_dir))
-
-
-def open_engine(target: Target, project_dir: Path) -> Engine:
-    """The engine for the target's kind: an aws target only ever reaches the
-    PulumiEngine, a sandbox target only the LocalEngine (which itself refuses
-    any endpoint that is not the sandbox)."""
-    if target.kind == "aws":
-        return _open_pulumi(target, project_dir)
-    if target.kind == "sandbox":
-        return _open_local(target, project_dir)
-    raise InvalidInput(f"unknown target kind {target.kind!r}")

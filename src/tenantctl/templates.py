@@ -16,10 +16,6 @@ def templates_dir() -> Path:
     raise FileNotFoundError("tenantctl templates not found (broken install?)")
 
 
-def template_path(name: str) -> Path:
-    return templates_dir() / name
-
-
 @lru_cache(maxsize=1)
 def _env():
     import jinja2

@@ -71,7 +71,7 @@ class RuntimeEnv:
 
 @pytest.fixture(scope="module")
 def runtime_env(sandbox, workspace, provision_tenant) -> RuntimeEnv:
-    env = RuntimeEnv(sandbox=sandbox, registry_table=workspace.platform_outputs()["registry_table"],
+    env = RuntimeEnv(sandbox=sandbox, registry_table=workspace.ensure_platform()["registry_table"],
                      ids={key: tid for key, (tid, _) in TENANTS.items()})
     for tid, fields in TENANTS.values():
         env.tenants[tid] = provision_tenant(tid, **fields)

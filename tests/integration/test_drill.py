@@ -5,6 +5,7 @@ real deprovision operation; real pg_dump / pg_restore."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import pytest
 from psycopg import sql
@@ -23,6 +24,7 @@ from tenantctl.drills.verify import verify
 from tenantctl.errors import Conflict, InvalidInput, NotFound
 from tenantctl.models import TenantStatus, Tier
 from tenantctl.operations.deprovision import deprovision
+from tenantctl.operations.revive import revive
 
 from tenant_data import Sandbox, history, objects, put_objects, rows, scratch_databases, write_history
 
@@ -242,7 +244,8 @@ def test_restore_after_deprovision_brings_the_tenant_back(ctx, box, tenant, work
                                 (res.store.schema_name,)).fetchone() is None
     s3.put_object(Bucket=res.bucket, Key=res.prefix + "uploads/after-deprovision.txt", Body=b"later")
 
-    report = drill(ctx, tomb, backup_id="latest", target=Target.in_place, yes=True)
+    report = drill(ctx, tomb, backup_id="latest", target=Target.in_place, yes=True,
+                   restorer=functools.partial(revive, workspace))
     assert report.verdict is Verdict.passed, failing(report)
     assert report.backup_id == final.backup_id and report.rto_seconds > 0
     assert any("re-provisioned" in n for n in report.notes), report.notes
@@ -292,7 +295,7 @@ def test_restore_after_deprovision_brings_the_tenant_back(ctx, box, tenant, work
         assert final in snapshots and any(name.startswith(final + "-") for name in snapshots)
     expired = again.model_copy(update={"retain_until": again.retain_until.replace(year=2000)})
     with pytest.raises(InvalidInput, match="retention window ended"):
-        restore(ctx, expired, after, target=Target.in_place, yes=True)
+        revive(workspace, ctx, expired, after, target=Target.in_place, yes=True)
 
 
 def test_a_restore_after_deprovision_that_cannot_verify_leaves_the_tenant_deprovisioned(ctx, box, tenant, workspace):
@@ -304,7 +307,8 @@ def test_a_restore_after_deprovision_that_cannot_verify_leaves_the_tenant_deprov
     manifest = manifest.model_copy(update={"tables": {**manifest.tables, "messages": manifest.tables["messages"].model_copy(
         update={"checksum": "12345"})}})
     store.put_manifest(s3, tomb, manifest)
-    report = drill(ctx, tomb, backup_id=manifest.backup_id, target=Target.in_place, yes=True)
+    report = drill(ctx, tomb, backup_id=manifest.backup_id, target=Target.in_place, yes=True,
+                   restorer=functools.partial(revive, workspace))
     assert report.verdict is Verdict.failed
     assert any("stays deprovisioned" in n for n in report.notes), report.notes
     still = workspace.registry.require(record.tenant_id)
@@ -312,7 +316,8 @@ def test_a_restore_after_deprovision_that_cannot_verify_leaves_the_tenant_deprov
     # The backup's key stays usable for another attempt.
     assert box.client("kms").describe_key(KeyId=tomb.resources.kms_key_arn)["KeyMetadata"]["KeyState"] == "Enabled"
     with pytest.raises(Conflict, match="not empty"):  # and the restored copy is not overwritten blindly
-        restore(ctx, workspace.registry.require(record.tenant_id), manifest, target=Target.in_place, yes=True)
+        revive(workspace, ctx, workspace.registry.require(record.tenant_id), manifest, target=Target.in_place,
+               yes=True)
 
 
 def test_dedicated_on_aws_uses_rds_snapshots(ctx, box, tenant):

@@ -47,7 +47,7 @@ def step_id(step: tuple[str, str]) -> str:
 
 @pytest.fixture(scope="module")
 def cli(sandbox, workspace, tmp_path_factory) -> Cli:
-    workspace.platform_outputs()  # the platform exists first: its writes must not count as the tenant's
+    workspace.ensure_platform()  # the platform exists first: its writes must not count as the tenant's
     return Cli.create(sandbox, tmp_path_factory.mktemp("faults-cli"))
 
 

@@ -80,7 +80,7 @@ def _lifecycle(s3) -> list:
 
 @pytest.fixture(scope="module")
 def ready(workspace) -> Workspace:
-    workspace.platform_outputs()  # the platform exists before any snapshot
+    workspace.ensure_platform()  # the platform exists before any snapshot
     return workspace
 
 

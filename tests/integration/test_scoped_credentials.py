@@ -30,7 +30,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from infra.components.role import trust_document
+from infra.components.tenant_role import trust_document
 from tenant_runtime.context import TenantContext
 from tenant_runtime.credentials import SESSION_TAG, ClientFactory
 from tenantctl.checks import iam_eval
@@ -127,7 +127,7 @@ def _queue_arn(sandbox, url: str) -> str:
 
 
 def test_trust_policy_pins_the_caller_and_the_tenant_tag(tenants, workspace, sandbox):
-    runtime = workspace.platform_outputs()["runtime_principal_arn"]
+    runtime = workspace.ensure_platform()["runtime_principal_arn"]
     trust, _ = role_documents(sandbox, tenants[A])
     [stmt] = trust["Statement"]
     assert stmt["Principal"] == {"AWS": runtime}

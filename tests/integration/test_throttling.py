@@ -39,7 +39,7 @@ THROTTLE = ("kms.CreateKey=1,kms.*=20,iam.*=8,s3.*=8,sqs.*=10,secretsmanager.*=8
 
 @pytest.fixture(scope="module")
 def cli(sandbox, workspace, tmp_path_factory) -> Cli:
-    workspace.platform_outputs()
+    workspace.ensure_platform()
     return Cli.create(sandbox, tmp_path_factory.mktemp("throttle-cli"))
 
 

@@ -33,7 +33,7 @@ QUOTA_EXIT = 11
 
 @pytest.fixture(scope="module")
 def cli(sandbox, workspace, tmp_path_factory) -> Cli:
-    workspace.platform_outputs()
+    workspace.ensure_platform()
     return Cli.create(sandbox, tmp_path_factory.mktemp("walls-cli"))
 
 
@@ -102,7 +102,7 @@ def test_registry_down_deprovision_exits_7_and_removes_nothing(cli: Cli, sandbox
 WRITER = """
 import sys, time
 from infra.providers import PROVIDERS
-from infra.providers.prefix_lifecycle import tenant_rules
+from tenantctl.bucket_lifecycle import tenant_rules
 from tenantctl import naming
 action, bucket, tenant_id, start = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 prefix = naming.s3_prefix(tenant_id)
@@ -195,7 +195,8 @@ def test_the_serialized_writer_refuses_rule_1001_itself(sandbox, bucket: str, pr
     """The backstop behind the preflight (two provisions racing for the last
     slots): the provider re-counts under its lock and writes nothing."""
     from infra.providers import PROVIDERS
-    from infra.providers.prefix_lifecycle import LifecycleLimitExceeded, tenant_rules
+    from infra.providers.prefix_lifecycle import LifecycleLimitExceeded
+    from tenantctl.bucket_lifecycle import tenant_rules
 
     preload(998)
     tenant_id = f"ft-lim{RUN}-race"

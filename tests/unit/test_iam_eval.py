@@ -1,4 +1,4 @@
-"""The small IAM evaluator, on the documents infra/components/role.py generates
+"""The small IAM evaluator, on the documents infra/components/tenant_role.py generates
 (the same functions the deployed policies are rendered from) and on the
 evaluation rules it claims to follow."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from infra.components.role import access_document, trust_document
+from infra.components.tenant_role import access_document, trust_document
 from tenantctl.checks.iam_eval import (
     Decision,
     Request,

@@ -6,7 +6,7 @@ import pytest
 from moto import mock_aws
 
 from infra.providers import PROVIDERS
-from infra.providers.prefix_lifecycle import tenant_rules
+from tenantctl.bucket_lifecycle import tenant_rules
 from tenantctl import naming
 
 BUCKET = "shared"

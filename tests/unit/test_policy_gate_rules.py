@@ -13,8 +13,8 @@ import pytest
 from pulumi.automation import events as ev
 
 from infra_mocks import RecordingMocks, run_program, tenant_config
-from tenantctl.engines.pulumi_engine import PulumiEngine
-from tenantctl.engines.pulumi_plan import SECRET_SIG, PlanCollector
+from tenantctl.engines.pulumi.engine import PulumiEngine
+from tenantctl.engines.pulumi.plan import SECRET_SIG, PlanCollector
 from tenantctl.errors import PolicyViolation
 from tenantctl.models import TenantSpec
 from tenantctl.policy import UNKNOWN, PlannedResource, PolicyGate, PolicyRefused, check_spec, refuse_unsafe_spec, waived

@@ -8,7 +8,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from infra.providers.prefix_lifecycle import tenant_rules
+from tenantctl.bucket_lifecycle import tenant_rules
 from tenantctl import naming, preflight
 from tenantctl.errors import QuotaExceeded
 from tenantctl.models import TenantSpec
@@ -27,12 +27,16 @@ def account(monkeypatch):
         yield
 
 
+def clients(service, region=None):
+    return boto3.client(service, region_name=region)
+
+
 def by_name(checks):
     return {c.name: c for c in checks}
 
 
 def test_a_dedicated_tenant_needs_a_vpc_an_instance_and_a_role(account):
-    done = by_name(preflight.checks(TenantSpec(id="acme", tier="dedicated"), {"bucket": BUCKET}))
+    done = by_name(preflight.checks(TenantSpec(id="acme", tier="dedicated"), {"bucket": BUCKET}, clients))
     assert set(done) == {"lifecycle_rules", "vpcs", "db_instances", "iam_roles"}
     assert (done["vpcs"].needed, done["db_instances"].needed, done["iam_roles"].needed) == (1, 1, 1)
     assert done["vpcs"].limit == 5 and done["vpcs"].source == "Service Quotas vpc/L-F678F1CE"
@@ -40,7 +44,7 @@ def test_a_dedicated_tenant_needs_a_vpc_an_instance_and_a_role(account):
     # moto answers neither rds:DescribeAccountAttributes nor the RDS quota: AWS's default, said so.
     assert done["db_instances"].limit == 40 and done["db_instances"].source.startswith("AWS's default")
     assert done["lifecycle_rules"].needed == 3 and done["lifecycle_rules"].used == 0
-    pooled = by_name(preflight.checks(TenantSpec(id="acme"), {"bucket": BUCKET}))
+    pooled = by_name(preflight.checks(TenantSpec(id="acme"), {"bucket": BUCKET}, clients))
     assert set(pooled) == {"lifecycle_rules", "iam_roles"}
 
 
@@ -51,21 +55,21 @@ def test_what_the_tenant_already_has_needs_nothing_more(account):
     prefix = naming.s3_prefix("acme")
     boto3.client("s3").put_bucket_lifecycle_configuration(Bucket=BUCKET, LifecycleConfiguration={
         "Rules": tenant_rules("acme", prefix, 7, 1, 30, 365)})
-    done = by_name(preflight.checks(TenantSpec(id="acme", tier="dedicated"), {"bucket": BUCKET}))
+    done = by_name(preflight.checks(TenantSpec(id="acme", tier="dedicated"), {"bucket": BUCKET}, clients))
     assert (done["vpcs"].needed, done["iam_roles"].needed, done["db_instances"].needed) == (0, 0, 1)
     assert done["lifecycle_rules"].used == 0  # its own rules are replaced, not added
     # ...while the prefix twin's rules are someone else's.
-    twin = by_name(preflight.checks(TenantSpec(id="acme-corp"), {"bucket": BUCKET}))
+    twin = by_name(preflight.checks(TenantSpec(id="acme-corp"), {"bucket": BUCKET}, clients))
     assert twin["lifecycle_rules"].used == 3
 
 
 def test_an_override_only_lowers_a_limit_and_a_refusal_names_every_quota(account, monkeypatch):
     monkeypatch.setenv("TENANTCTL_QUOTA_IAM_ROLES", "5000")  # above the account's: ignored
-    assert by_name(preflight.checks(TenantSpec(id="acme"), {}))["iam_roles"].limit == 1000
+    assert by_name(preflight.checks(TenantSpec(id="acme"), {}, clients))["iam_roles"].limit == 1000
     monkeypatch.setenv("TENANTCTL_QUOTA_IAM_ROLES", "0")
     monkeypatch.setenv("TENANTCTL_QUOTA_VPCS", "0")
     with pytest.raises(QuotaExceeded) as refused:
-        preflight.check(TenantSpec(id="acme", tier="dedicated"), {"bucket": BUCKET})
+        preflight.check(TenantSpec(id="acme", tier="dedicated"), {"bucket": BUCKET}, clients)
     message = str(refused.value)
     assert refused.value.exit_code == 11
     assert "VPCs in us-east-1: " in message and "IAM roles in the account: " in message

@@ -23,17 +23,17 @@ from pulumi.automation import (
 from pulumi.automation import events as ev
 from pulumi.automation.errors import create_command_error
 
-from tenantctl.engines import pulumi_cli
+from tenantctl.engines.pulumi import cli as pulumi_cli
 from tenantctl.engines.base import EngineEvent, Op
-from tenantctl.engines.pulumi_engine import (
+from tenantctl.engines.pulumi.engine import (
     PulumiEngine,
     backend_kind,
     effective_config,
     op_options,
     stack_name,
 )
-from tenantctl.engines.pulumi_errors import MISSING_CLI, first_line, map_error
-from tenantctl.engines.pulumi_events import ChangeCollector, translate
+from tenantctl.engines.pulumi.errors import MISSING_CLI, first_line, map_error
+from tenantctl.engines.pulumi.events import ChangeCollector, translate
 from tenantctl.errors import ApplyFailed, Conflict, InvalidInput, NotFound, TargetUnavailable
 from tenantctl.target import Target
 
@@ -429,7 +429,7 @@ def test_file_backend_round_trip(project: Path, tmp_path: Path, monkeypatch) -> 
 def test_engine_modules_do_not_import_pulumi_at_load_time() -> None:
     import subprocess
 
-    code = ("import sys; import tenantctl.target, tenantctl.engines.pulumi_engine, tenantctl.cli.setup_cmd, "
+    code = ("import sys; import tenantctl.target, tenantctl.engines.pulumi.engine, tenantctl.cli.setup_cmd, "
             "tenantctl.cli.target_cmd; print(sorted(m for m in sys.modules if m.split('.')[0] in ('pulumi', 'pulumi_aws')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -15,9 +15,10 @@ import pytest
 import yaml
 
 from tenantctl.errors import InvalidInput
-from tenantctl import target as target_mod
-from tenantctl.target import (Target, ensure_project_file, find_config, load_target, open_engine, project_root,
-                             render_config)
+from tenantctl import engines as engines_mod
+from tenantctl.engines import open_engine
+from tenantctl.project import ensure_project_file, find_root as project_root
+from tenantctl.target import Target, find_config, load_target, render_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -138,12 +139,12 @@ def test_project_root_walks_up_else_a_new_project_in_cwd(project: Path, tmp_path
 
 
 def test_aws_target_opens_the_pulumi_engine_and_never_the_local_one(project: Path, monkeypatch) -> None:
-    from tenantctl.engines.pulumi_engine import PulumiEngine
+    from tenantctl.engines.pulumi.engine import PulumiEngine
 
     def no_local(*args, **kwargs):
         raise AssertionError("an aws target reached the LocalEngine")
 
-    monkeypatch.setattr(target_mod, "_open_local", no_local)
+    monkeypatch.setattr(engines_mod, "_open_local", no_local)
     engine = open_engine(load_target(project, environ={"TENANTCTL_TARGET": "aws"}), project)
     assert isinstance(engine, PulumiEngine)
 
@@ -154,14 +155,14 @@ def test_sandbox_target_never_opens_the_pulumi_engine(project: Path, monkeypatch
     def no_pulumi(*args, **kwargs):
         raise AssertionError("a sandbox target reached the PulumiEngine")
 
-    monkeypatch.setattr(target_mod, "_open_pulumi", no_pulumi)
-    monkeypatch.setattr(target_mod, "_open_local", lambda target, project_dir: opened.append((target.kind, project_dir)))
+    monkeypatch.setattr(engines_mod, "_open_pulumi", no_pulumi)
+    monkeypatch.setattr(engines_mod, "_open_local", lambda target, project_dir, gate, sandbox: opened.append((target.kind, project_dir)))
     open_engine(load_target(project, environ={}), project)
     assert opened == [("sandbox", project)]
 
 
 def test_pulumi_engine_refuses_a_sandbox_target(project: Path) -> None:
-    from tenantctl.engines.pulumi_engine import PulumiEngine
+    from tenantctl.engines.pulumi.engine import PulumiEngine
 
     with pytest.raises(InvalidInput, match="aws target only"):
         PulumiEngine(load_target(project, environ={}), project)

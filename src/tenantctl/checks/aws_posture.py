@@ -20,11 +20,11 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 from urllib.parse import unquote
 
 from tenantctl import naming
-from tenantctl.checks import CheckResult, run_each
+from tenantctl.checks.results import CheckResult, run_each
 from tenantctl.checks import iam_eval
 from tenantctl.policy import MIN_BACKUP_RETENTION_DAYS, REQUIRED_TAGS, PlannedResource, check
 
@@ -53,13 +53,10 @@ def _principals(stmt: dict) -> list[str]:
 
 
 class _AwsChecks:
-    def __init__(self, record: Any, platform: dict[str, Any]) -> None:
-        from tenantctl.aws import client
-
+    def __init__(self, record: Any, platform: dict[str, Any], clients: Callable[..., Any]) -> None:
         self.record, self.res, self.tid = record, record.resources, record.tenant_id
         self.platform = platform
-        self._clients: dict[str, Any] = {}
-        self._client = lambda service: self._clients.setdefault(service, client(service, region=record.region))
+        self._client = lambda service: clients(service, region=record.region)
 
     @property
     def role_name(self) -> str:
@@ -241,7 +238,8 @@ NAMES = ("kms-rotation", "kms-key-policy", "queue-encryption", "dlq-encryption",
          "bucket-encryption", "tags", "role-trust", "role-policy-scope")
 
 
-def aws_checks(record: Any, platform: dict[str, Any]) -> Iterator[CheckResult]:
-    checks = _AwsChecks(record, platform)
+def aws_checks(record: Any, platform: dict[str, Any], clients: Callable[..., Any]) -> Iterator[CheckResult]:
+    """``clients(service, region=)``: the target's AWS clients (``Workspace.client``)."""
+    checks = _AwsChecks(record, platform, clients)
     names = list(NAMES) + (["rds-posture"] if record.tier.value == "dedicated" else [])
     yield from run_each(AREA, [(name, getattr(checks, name.replace("-", "_"))) for name in names])

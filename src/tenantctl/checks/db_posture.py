@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-from tenantctl.checks import CheckResult, Outcome, run_each
+from tenantctl.checks.results import CheckResult, Outcome, run_each
 
 AREA = "database"
 TENANT_COLUMN = "tenant_id"
@@ -44,18 +44,17 @@ CANARIES: dict[str, tuple[str, tuple]] = {
 }
 
 
-def _secret(record: Any) -> dict[str, Any]:
-    from tenantctl.aws import client
-
-    value = client("secretsmanager", region=record.region).get_secret_value(
+def _secret(record: Any, clients: Callable[..., Any]) -> dict[str, Any]:
+    value = clients("secretsmanager", region=record.region).get_secret_value(
         SecretId=record.resources.store.secret_arn)["SecretString"]
     return json.loads(value)
 
 
-def connect_as_tenant(record: Any) -> Any:
+def connect_as_tenant(record: Any, clients: Callable[..., Any]) -> Any:
+    """A connection as the tenant's own login (``clients``: the target's AWS clients)."""
     import psycopg
 
-    store, secret = record.resources.store, _secret(record)
+    store, secret = record.resources.store, _secret(record, clients)
     return psycopg.connect(host=store.endpoint, port=store.port, dbname=store.database,
                            user=secret["username"], password=secret["password"], connect_timeout=10,
                            autocommit=True)
@@ -219,9 +218,9 @@ class _DbChecks:
         return not problems, "; ".join(problems) or detail
 
 
-def database_checks(record: Any) -> Iterator[CheckResult]:
+def database_checks(record: Any, clients: Callable[..., Any]) -> Iterator[CheckResult]:
     try:
-        conn = connect_as_tenant(record)
+        conn = connect_as_tenant(record, clients)
     except Exception as exc:  # noqa: BLE001 - every check reports it
         for name in NAMES:
             yield CheckResult(area=AREA, name=name, outcome=Outcome.error,

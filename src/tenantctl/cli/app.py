@@ -1,4 +1,4 @@
-"""tenantctl's entry point: registers the command modules and maps errors to exit codes.
+"""tenantctl's entry point: the command modules' typer apps, and errors mapped to exit codes.
 
 Command modules import pulumi / pulumi_aws inside their function bodies, never at
 module level, so `--help`, `list` and `status` stay fast.
@@ -10,6 +10,8 @@ import sys
 
 import typer
 
+from tenantctl.cli import (apply_cmd, check_cmd, drill_cmd, platform_cmd, sandbox_cmd, setup_cmd, target_cmd,
+                           tenant_cmd, usage_cmd)
 from tenantctl.errors import TenantctlError
 
 app = typer.Typer(
@@ -21,16 +23,15 @@ app = typer.Typer(
 )
 
 
-def _register() -> None:
-    # One module per command group; each exposes `register(app)`.
-    from tenantctl.cli import commands
-
-    for module in commands.MODULES:
-        module.register(app)
+# Top-level commands merge into the root app, groups keep their names; --help lists them in this order.
+for _module in (tenant_cmd, check_cmd, apply_cmd, platform_cmd, sandbox_cmd):
+    app.add_typer(_module.app)
+usage_cmd.register(app)
+for _module in (drill_cmd, target_cmd, setup_cmd):
+    app.add_typer(_module.app)
 
 
 def main() -> None:
-    _register()
     try:
         # standalone_mode=False hands typer.Exit codes back instead of exiting.
         rc = app(standalone_mode=False)

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from tenantctl.operations.apply import TenantResult
 
 
+app = typer.Typer()
+
 def _changes(result: "TenantResult") -> str:
     return ", ".join(f"{op} {n}" for op, n in result.changes.items())
 
@@ -62,6 +64,7 @@ def _progress(preview: bool) -> Iterator[tuple[Callable, Callable]]:
             bar.stop()
 
 
+@app.command()
 def apply(
     preview: Annotated[bool, typer.Option("--preview", help="Plan only. Exit 0: no changes, 2: changes pending, 1: error.")] = False,
     prune: Annotated[bool, typer.Option("--prune", help="Deprovision tenants in the registry but not in stacks/ (only with --yes; without it they are listed).")] = False,
@@ -108,7 +111,3 @@ def apply(
         err_console.print(f"[yellow]{len(orphans)} orphan(s)[/] (in the registry, not in stacks/): {names}; {hint}",
                           highlight=False)
     raise typer.Exit(summary.exit_code())
-
-
-def register(app: typer.Typer) -> None:
-    app.command()(apply)

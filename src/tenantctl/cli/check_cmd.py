@@ -8,9 +8,12 @@ import typer
 
 from tenantctl.cli.output import console, print_json, table
 
+app = typer.Typer()
+
 _STYLE = {"pass": "green", "fail": "bold red", "error": "yellow"}
 
 
+@app.command()
 def check(
     tenant_id: Annotated[str, typer.Argument(help="Tenant to verify.")],
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
@@ -43,7 +46,3 @@ def check(
             console.print(f"[green]all {len(report.checks)} checks pass[/]")
     if report.exit_code():
         raise typer.Exit(report.exit_code())
-
-
-def register(app: typer.Typer) -> None:
-    app.command()(check)

@@ -7,13 +7,17 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from tenantctl.cli.options import JsonFlag
 from tenantctl.cli.output import console, print_json, table
 from tenantctl.drills.models import Target
 
 if TYPE_CHECKING:
     from tenantctl.drills.models import DrillReport
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+app = typer.Typer(name="drill", no_args_is_help=True,
+                  help="Backup / restore drills: encrypted per-tenant backups, verified restores, RTO/RPO.")
+
+
 MarkdownOut = Annotated[Optional[Path], typer.Option("--markdown", help="Also write the markdown report here "
                                                      "(a directory: one <tenant>-<drill>.md per drill).")]
 
@@ -52,6 +56,7 @@ def _show(report: "DrillReport", markdown: Optional[Path], json_out: bool) -> No
         console.print(f"[red]- {reason}[/]", highlight=False)
 
 
+@app.command()
 def backup(
     tenant_id: Annotated[str, typer.Argument(help="Tenant to back up.")],
     json_out: JsonFlag = False,
@@ -75,6 +80,7 @@ def backup(
     table("tables", ["table", "rows", "checksum"], [(n, t.rows, t.checksum) for n, t in manifest.tables.items()])
 
 
+@app.command()
 def restore(
     tenant_id: Annotated[str, typer.Argument(help="Tenant whose backup to restore.")],
     backup_id: Annotated[str, typer.Option("--backup", help="Backup id, or 'latest'.")] = "latest",
@@ -91,15 +97,24 @@ def restore(
     retention window is brought back that way: re-provisioned (new KMS key),
     restored, verified, its data re-keyed, its record active again.
     Exit 9 when the verification fails, 10 when the tenant key is unusable."""
-    from tenantctl.errors import DrillFailed, KeyUnusable
+    from functools import partial
+
+    from tenantctl.drills.restore import restore as restore_backup
     from tenantctl.drills.run import drill
-    from tenantctl.errors import InvalidInput
+    from tenantctl.errors import DrillFailed, InvalidInput, KeyUnusable
+    from tenantctl.models import TenantStatus
 
     if target is Target.in_place and not yes:
         raise InvalidInput("--target in-place overwrites the live tenant: pass --yes to confirm")
     ws, ctx = _session()
     record = ws.registry.require(tenant_id)
-    report = drill(ctx, record, backup_id=backup_id, target=target, yes=yes, clean=clean, kind="restore")
+    restorer = restore_backup
+    if target is Target.in_place and record.status is TenantStatus.deprovisioned:
+        from tenantctl.operations.revive import revive
+
+        restorer = partial(revive, ws)  # a tombstone comes back by being provisioned again
+    report = drill(ctx, record, backup_id=backup_id, target=target, yes=yes, clean=clean, kind="restore",
+                   restorer=restorer)
     if json_out:
         print_json(report)
     _show(report, markdown, json_out)
@@ -107,6 +122,7 @@ def restore(
         raise typer.Exit(KeyUnusable.exit_code if report.key_unusable else DrillFailed.exit_code)
 
 
+@app.command()
 def run(
     tenant_id: Annotated[Optional[str], typer.Argument(help="Tenant to drill (or --all).")] = None,
     all_tenants: Annotated[bool, typer.Option("--all", help="Every active or suspended tenant.")] = False,
@@ -144,6 +160,7 @@ def run(
         raise typer.Exit(DrillFailed.exit_code)
 
 
+@app.command()
 def history(
     tenant_id: Annotated[str, typer.Argument(help="Tenant whose drills and backups to list.")],
     limit: Annotated[int, typer.Option(help="Newest drills to show.")] = 20,
@@ -170,13 +187,3 @@ def history(
     table(f"backups of {tenant_id}", ["backup", "kind", "reason", "finished", "dump bytes", "objects"],
           [(m.backup_id, m.kind, m.reason, f"{m.finished_at:%Y-%m-%d %H:%M:%S}",
             m.dump.plaintext_bytes if m.dump else "", len(m.objects)) for m in reversed(backups)])
-
-
-def register(app: typer.Typer) -> None:
-    drill = typer.Typer(help="Backup / restore drills: encrypted per-tenant backups, verified restores, RTO/RPO.",
-                        no_args_is_help=True)
-    drill.command()(backup)
-    drill.command()(restore)
-    drill.command()(run)
-    drill.command()(history)
-    app.add_typer(drill, name="drill")

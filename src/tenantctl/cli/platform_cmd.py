@@ -1,4 +1,5 @@
 """`tenantctl platform preview | up | outputs`: the shared stack every tenant
+
 stands on (VPC, shared PostgreSQL, shared bucket, registry table). On the
 sandbox it is applied on first use; on AWS it is applied once, explicitly."""
 
@@ -8,14 +9,17 @@ from typing import Annotated, Optional
 
 import typer
 
+from tenantctl.cli.options import JsonFlag
 from tenantctl.cli.output import changes_summary, changes_table, console, print_json, table
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+app = typer.Typer(name="platform", no_args_is_help=True,
+                  help="The shared platform stack (VPC, shared DB, bucket, registry).")
 
 
 def _ensure_stack_file(ws, region: Optional[str], owner: Optional[str]) -> None:
     from tenantctl.models import PlatformSpec
-    from tenantctl.stackconfig import PLATFORM_STACK, stack_file, write_platform
+    from tenantctl.naming import PLATFORM_STACK
+    from tenantctl.stackconfig import stack_file, write_platform
 
     if stack_file(ws.stacks_dir, PLATFORM_STACK).exists() and region is None and owner is None:
         return
@@ -23,13 +27,14 @@ def _ensure_stack_file(ws, region: Optional[str], owner: Optional[str]) -> None:
     write_platform(ws.stacks_dir, PlatformSpec(**options))
 
 
+@app.command("preview")
 def preview(
     region: Annotated[Optional[str], typer.Option(help="AWS region of the platform (new stack file only).")] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """What `platform up` would change. Exit 0: nothing; 2: changes pending."""
     from tenantctl.cli.progress import engine_progress
-    from tenantctl.stackconfig import PLATFORM_STACK
+    from tenantctl.naming import PLATFORM_STACK
     from tenantctl.workspace import Workspace
 
     ws = Workspace()
@@ -44,6 +49,7 @@ def preview(
     raise typer.Exit(2 if changes.has_changes else 0)
 
 
+@app.command("up")
 def up(
     region: Annotated[Optional[str], typer.Option(help="AWS region of the platform (writes the stack file).")] = None,
     owner: Annotated[Optional[str], typer.Option(help="Owner tag of the shared resources.")] = None,
@@ -51,7 +57,7 @@ def up(
 ) -> None:
     """Create or update the platform stack (idempotent)."""
     from tenantctl.cli.progress import engine_progress
-    from tenantctl.stackconfig import PLATFORM_STACK
+    from tenantctl.naming import PLATFORM_STACK
     from tenantctl.workspace import Workspace
 
     ws = Workspace()
@@ -66,10 +72,11 @@ def up(
     table("platform outputs", ["output", "value"], sorted((k, str(v)) for k, v in result.outputs.items()))
 
 
+@app.command("outputs")
 def outputs(json_out: JsonFlag = False) -> None:
     """The platform stack's outputs (empty until `platform up`)."""
     from tenantctl.errors import NotFound
-    from tenantctl.stackconfig import PLATFORM_STACK
+    from tenantctl.naming import PLATFORM_STACK
     from tenantctl.workspace import Workspace
 
     values = Workspace().engine.outputs(PLATFORM_STACK)
@@ -79,11 +86,3 @@ def outputs(json_out: JsonFlag = False) -> None:
         print_json(values)
         return
     table("platform outputs", ["output", "value"], sorted((k, str(v)) for k, v in values.items()))
-
-
-def register(app: typer.Typer) -> None:
-    platform = typer.Typer(help="The shared platform stack (VPC, shared DB, bucket, registry).", no_args_is_help=True)
-    platform.command("preview")(preview)
-    platform.command("up")(up)
-    platform.command("outputs")(outputs)
-    app.add_typer(platform, name="platform")

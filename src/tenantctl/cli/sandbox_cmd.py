@@ -8,12 +8,16 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from tenantctl.cli.options import JsonFlag
 from tenantctl.cli.output import console, print_json, table
 
 if TYPE_CHECKING:
     from tenantctl.sandbox import Sandbox, SandboxEndpoints, SandboxStatus
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+app = typer.Typer(name="sandbox", no_args_is_help=True,
+                  help="The local sandbox: moto server + embedded PostgreSQL.")
+
+
 StateDir = Annotated[
     Optional[Path],
     typer.Option("--state-dir", help="Sandbox state directory (default: target config, $TENANTCTL_SANDBOX_DIR, "
@@ -48,6 +52,7 @@ def _print_status(status: "SandboxStatus") -> None:
     ])
 
 
+@app.command("up")
 def up(
     json_out: JsonFlag = False,
     state_dir: StateDir = None,
@@ -66,6 +71,7 @@ def up(
     console.print('point boto3 at it with: [bold]eval "$(tenantctl sandbox env)"[/]', highlight=False)
 
 
+@app.command("down")
 def down(json_out: JsonFlag = False, state_dir: StateDir = None) -> None:
     """Stop both servers. The next `up` starts clean: moto keeps no state across restarts."""
     status = _sandbox(state_dir).down()
@@ -75,6 +81,7 @@ def down(json_out: JsonFlag = False, state_dir: StateDir = None) -> None:
         _print_status(status)
 
 
+@app.command("status")
 def status(json_out: JsonFlag = False, state_dir: StateDir = None) -> None:
     """What runs where: each server's state, pid, endpoint and log."""
     result = _sandbox(state_dir).status()
@@ -84,6 +91,7 @@ def status(json_out: JsonFlag = False, state_dir: StateDir = None) -> None:
         _print_status(result)
 
 
+@app.command("env")
 def env(state_dir: StateDir = None) -> None:
     """Shell `export` lines pointing AWS SDKs and psql at the running sandbox."""
     from tenantctl.errors import TargetUnavailable
@@ -94,12 +102,3 @@ def env(state_dir: StateDir = None) -> None:
     variables = {**endpoints.aws_env(), "DATABASE_URL": endpoints.pg_dsn()}
     for name, value in variables.items():
         typer.echo(f"export {name}={shlex.quote(value)}")
-
-
-def register(app: typer.Typer) -> None:
-    sandbox = typer.Typer(help="The local sandbox: moto server + embedded PostgreSQL.", no_args_is_help=True)
-    sandbox.command("up")(up)
-    sandbox.command("down")(down)
-    sandbox.command("status")(status)
-    sandbox.command("env")(env)
-    app.add_typer(sandbox, name="sandbox")

@@ -10,6 +10,11 @@ import typer
 from tenantctl.cli.output import console, print_json
 
 
+app = typer.Typer(name="setup", no_args_is_help=True,
+                  help="Install what the aws target needs.")
+
+
+@app.command("pulumi")
 def pulumi(
     version: Annotated[Optional[str], typer.Option(help="CLI version (default: the one matching the installed pulumi SDK).")] = None,
     root: Annotated[Optional[Path], typer.Option(help="Install root (default: ~/.pulumi/versions/<version>).")] = None,
@@ -21,7 +26,7 @@ def pulumi(
     default root; with --root, set TENANTCTL_PULUMI_ROOT (or `pulumi_root` under
     aws in tenantctl.toml) to the same directory.
     """
-    from tenantctl.engines.pulumi_cli import default_root, install
+    from tenantctl.engines.pulumi.cli import default_root, install
 
     if not json_out:
         console.print(f"installing the Pulumi CLI into {root or default_root(version.lstrip('v') if version else None)} …")
@@ -32,9 +37,3 @@ def pulumi(
     console.print(f"Pulumi CLI {result.version} installed: {result.command}")
     if root is not None:
         console.print(f"tell tenantctl where it is: export TENANTCTL_PULUMI_ROOT={result.root}")
-
-
-def register(app: typer.Typer) -> None:
-    setup = typer.Typer(help="Install what the aws target needs.", no_args_is_help=True)
-    setup.command("pulumi")(pulumi)
-    app.add_typer(setup, name="setup")

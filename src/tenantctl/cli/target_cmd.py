@@ -7,23 +7,28 @@ from typing import Annotated, Optional
 
 import typer
 
+from tenantctl.cli.options import JsonFlag
 from tenantctl.cli.output import console, print_json, table
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+
+app = typer.Typer(name="target", no_args_is_help=True,
+                  help="Which target commands run against: the sandbox or AWS.")
 
 
+@app.command("show")
 def show(json_out: JsonFlag = False) -> None:
     """The resolved target: kind, where it came from, and the aws settings."""
-    from tenantctl.engines.pulumi_engine import ProjectInfo, backend_kind, cli_available, stack_name
-    from tenantctl.stackconfig import PLATFORM_STACK
-    from tenantctl.target import find_config, load_target, project_root
+    from tenantctl.engines.pulumi.engine import backend_kind, cli_available, stack_name
+    from tenantctl.naming import PLATFORM_STACK
+    from tenantctl.project import Project, find_root
+    from tenantctl.target import find_config, load_target
 
     target = load_target()
     config = find_config()
-    root = project_root()
+    root = find_root()
     details = {"config_file": str(config) if config else None, "project_dir": str(root)}
     if target.kind == "aws":
-        project = ProjectInfo.load(root).name
+        project = Project.load(root).name
         details |= {"backend": backend_kind(target.aws.backend_url),
                     "platform_stack": stack_name(PLATFORM_STACK, project, target.aws.backend_url, target.aws.org),
                     "pulumi_cli": cli_available(target.aws.pulumi_root)}
@@ -38,6 +43,7 @@ def show(json_out: JsonFlag = False) -> None:
     table("target", ["setting", "value"], rows)
 
 
+@app.command("set")
 def set_(
     kind: Annotated[str, typer.Argument(help="sandbox or aws.")],
     region: Annotated[Optional[str], typer.Option(help="aws: default region.")] = None,
@@ -48,7 +54,8 @@ def set_(
     path: Annotated[Optional[Path], typer.Option(help="File to write (default: tenantctl.toml at the project root).")] = None,
 ) -> None:
     """Write tenantctl.toml pinning the target (environment variables still override it)."""
-    from tenantctl.target import AwsTarget, CONFIG_FILE, Target, project_root, render_config
+    from tenantctl.project import find_root
+    from tenantctl.target import CONFIG_FILE, AwsTarget, Target, render_config
 
     from pydantic import ValidationError
 
@@ -61,13 +68,6 @@ def set_(
         target = Target.model_validate({"kind": kind, "aws": aws})
     except ValidationError as exc:
         raise InvalidInput(describe_validation_error(exc)) from None
-    out = path or project_root() / CONFIG_FILE
+    out = path or find_root() / CONFIG_FILE
     out.write_text(render_config(target))
     console.print(f"wrote {out}")
-
-
-def register(app: typer.Typer) -> None:
-    group = typer.Typer(help="Which target commands run against: the sandbox or AWS.", no_args_is_help=True)
-    group.command("show")(show)
-    group.command("set")(set_)
-    app.add_typer(group, name="target")

@@ -6,12 +6,14 @@ from typing import Annotated, Optional
 
 import typer
 
+from tenantctl.cli.options import JsonFlag
 from tenantctl.cli.output import changes_summary, changes_table, console, print_json, table
 from tenantctl.engines.base import Op
 from tenantctl.models import TenantRecord, TenantStatus, Tier
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 
+
+app = typer.Typer()
 
 def _record_rows(record: TenantRecord) -> list[tuple[str, str]]:
     rows = [("tenant", record.tenant_id), ("tier", record.tier.value), ("status", record.status.value),
@@ -33,6 +35,7 @@ def _record_rows(record: TenantRecord) -> list[tuple[str, str]]:
     return rows
 
 
+@app.command()
 def provision(
     tenant_id: Annotated[str, typer.Argument(help="Tenant id: lowercase letters, digits, single hyphens.")],
     tier: Annotated[Optional[Tier], typer.Option(help="pooled (shared VPC/DB) or dedicated (own VPC + RDS).")] = None,
@@ -81,6 +84,7 @@ def provision(
     table("registry record", ["field", "value"], _record_rows(record))
 
 
+@app.command()
 def deprovision(
     tenant_id: Annotated[str, typer.Argument(help="Tenant to remove.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
@@ -120,6 +124,7 @@ def deprovision(
                   + (f"; final backup {details['final_backup']}" if details.get("final_backup") else ""))
 
 
+@app.command()
 def status(
     tenant_id: Annotated[str, typer.Argument(help="Tenant id.")],
     json_out: JsonFlag = False,
@@ -134,6 +139,7 @@ def status(
         table(f"tenant {tenant_id}", ["field", "value"], _record_rows(record))
 
 
+@app.command("list")
 def list_tenants(
     limit: Annotated[int, typer.Option(help="Page size (1..1000).")] = 50,
     cursor: Annotated[Optional[str], typer.Option(help="next_cursor of the previous page.")] = None,
@@ -155,6 +161,7 @@ def list_tenants(
         console.print(f"more: --cursor {next_cursor}")
 
 
+@app.command()
 def unlock(
     tenant_id: Annotated[str, typer.Argument(help="Tenant whose lock a dead run left behind.")],
     force: Annotated[bool, typer.Option("--force", help="Required: you checked the run holding it is gone.")] = False,
@@ -178,11 +185,3 @@ def unlock(
         print_json(record)
     else:
         console.print(message)
-
-
-def register(app: typer.Typer) -> None:
-    app.command()(provision)
-    app.command()(deprovision)
-    app.command()(status)
-    app.command("list")(list_tenants)
-    app.command()(unlock)

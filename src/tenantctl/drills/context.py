@@ -41,19 +41,14 @@ def admin_credentials(secrets: Any, secret_arn: str) -> tuple[str, str]:
 
 def context_from_workspace(ws: Any) -> DrillContext:
     """The drill context of the workspace's target (sandbox or AWS)."""
-    import boto3
-
     outputs = ws.platform_outputs()
     arn = outputs.get("db_admin_secret_arn")
     if not arn:
         raise TargetUnavailable("the platform stack has no db_admin_secret_arn output: cannot back up as admin")
-    user, password = admin_credentials(boto3.client("secretsmanager"), arn)
-    pg_bin = None
-    if ws.is_sandbox:
-        endpoints = getattr(ws.engine, "endpoints", None)
-        pg_bin = getattr(endpoints, "pg_bin_dir", None)
+    user, password = admin_credentials(ws.client("secretsmanager"), arn)
+    pg_bin = ws.sandbox.pg_bin_dir if ws.is_sandbox else None
     return DrillContext(
-        s3=boto3.client("s3"), kms=boto3.client("kms"), admin_user=user, admin_password=password,
-        registry=ws.registry, rds=None if ws.is_sandbox else boto3.client("rds"),
+        s3=ws.client("s3"), kms=ws.client("kms"), admin_user=user, admin_password=password,
+        registry=ws.registry, rds=None if ws.is_sandbox else ws.client("rds"),
         pg_bin_dir=Path(pg_bin) if pg_bin else None, is_sandbox=ws.is_sandbox, workspace=ws,
     )

@@ -64,23 +64,11 @@ def summarize(report: DrillReport) -> VerdictSummary:
                           rto_seconds=report.rto_seconds, rpo_seconds=report.rpo_seconds)
 
 
-def latest_verdicts(records_or_ids: Iterable[TenantRecord | str], s3: Any = None,
-                    registry: Any = None) -> dict[str, VerdictSummary]:
-    """The newest drill verdict of each tenant that has one. Ids are looked up in
-    the workspace's registry (or ``registry``); unknown ids are skipped."""
-    items = list(records_or_ids)
-    if any(isinstance(i, str) for i in items) and registry is None:
-        from tenantctl.workspace import Workspace
-
-        registry = Workspace().registry
-    if s3 is None:
-        import boto3
-
-        s3 = boto3.client("s3")
+def latest_verdicts(records: Iterable[TenantRecord], s3: Any) -> dict[str, VerdictSummary]:
+    """The newest drill verdict of each tenant that has one."""
     out: dict[str, VerdictSummary] = {}
-    for item in items:
-        record = registry.get(item) if isinstance(item, str) else item
-        if record is None or record.resources is None:
+    for record in records:
+        if record.resources is None:
             continue
         try:
             newest = list_reports(s3, record, limit=1)

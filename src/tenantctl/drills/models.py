@@ -143,12 +143,4 @@ class DrillReport(BaseModel):
         return self.verdict is Verdict.passed
 
 
-class BackupSummary(BaseModel):
-    backup_id: str
-    kind: str
-    finished_at: datetime
-    dump_bytes: int | None
-    object_count: int
-
-
 RestoreResult.model_rebuild()

@@ -17,6 +17,11 @@ def backups_prefix(prefix: str) -> str:
     return prefix + BACKUPS
 
 
+def scratch_prefix(prefix: str, restore_id: str) -> str:
+    """Where a scratch restore copies the tenant's objects."""
+    return f"{backups_prefix(prefix)}scratch/{restore_id}/"
+
+
 def _current(s3: Any, bucket: str, prefix: str) -> Iterator[dict]:
     """Current versions under the prefix (version ids when the bucket is versioned)."""
     for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):

@@ -10,10 +10,8 @@ from tenantctl import naming
 from tenantctl.drills import store
 from tenantctl.drills.context import DrillContext
 from tenantctl.drills.models import BackupManifest, RestoreResult, SnapshotInfo, Target
-from tenantctl.drills.objects import object_manifest
-from tenantctl.drills.restore import scratch_prefix
+from tenantctl.drills.objects import object_manifest, restore_objects, scratch_prefix
 from tenantctl.drills.tables import table_checks
-from tenantctl.drills.objects import restore_objects
 from tenantctl.models import TenantRecord, utcnow
 
 WAIT = {"Delay": 30, "MaxAttempts": 120}
@@ -32,7 +30,7 @@ def snapshot_backup(ctx: DrillContext, record: TenantRecord, extra: dict | None 
     # Checksums just before the snapshot: writes in between show up as a verify mismatch, never silently.
     with ctx.connect(res.store.endpoint, res.store.port, res.store.database) as conn:
         tables = table_checks(conn, res.store.schema_name, record.tenant_id)
-    identifier = f"{instance}-drill-{backup_id.lower().replace('t', '').replace('z', '')}"[:255]
+    identifier = naming.drill_snapshot(record.tenant_id, backup_id)
     snap = ctx.rds.create_db_snapshot(DBSnapshotIdentifier=identifier, DBInstanceIdentifier=instance,
                                       Tags=_tags(record, "backup"))["DBSnapshot"]
     ctx.rds.get_waiter("db_snapshot_available").wait(DBSnapshotIdentifier=identifier, WaiterConfig=WAIT)
@@ -51,7 +49,7 @@ def snapshot_restore(ctx: DrillContext, record: TenantRecord, manifest: BackupMa
                      started: datetime) -> RestoreResult:
     res = record.resources
     restore_id = store.new_id(started)
-    scratch = f"drill-{record.tenant_id}"[:40].rstrip("-") + "-" + restore_id.lower().replace("t", "").replace("z", "")[:20]
+    scratch = naming.scratch_instance(record.tenant_id, restore_id)
     source = ctx.rds.describe_db_instances(DBInstanceIdentifier=manifest.snapshot.instance)["DBInstances"][0]
     # Same class, subnets and security groups as the live instance: reachable the same way, never public.
     params = {"DBInstanceClass": source.get("DBInstanceClass", "db.t4g.micro"),
@@ -64,7 +62,7 @@ def snapshot_restore(ctx: DrillContext, record: TenantRecord, manifest: BackupMa
     )
     ctx.rds.get_waiter("db_instance_available").wait(DBInstanceIdentifier=scratch, WaiterConfig=WAIT)
     endpoint = ctx.rds.describe_db_instances(DBInstanceIdentifier=scratch)["DBInstances"][0]["Endpoint"]
-    dest = scratch_prefix(record, restore_id)
+    dest = scratch_prefix(res.prefix, restore_id)
     copied = restore_objects(ctx.s3, res.bucket, res.prefix, manifest.objects, dest)
     return RestoreResult(tenant_id=record.tenant_id, backup_id=manifest.backup_id, target=Target.scratch,
                          database=manifest.database, schema_name=manifest.schema_name, host=endpoint["Address"],

@@ -6,9 +6,9 @@ and the objects copied to ``<prefix>backups/scratch/<restore-id>/``. In place
 (``--yes`` required): the live schema must hold no rows (absent, or the empty
 tables provisioning makes); the schema template is re-applied afterwards for
 the tenant role, its grants and policies. A tombstoned tenant inside its
-retention window is brought back by ``tenantctl.drills.revive`` (re-provision,
-restore, verify, re-key). Restoring into a target that holds rows is always
-refused.
+retention window is brought back by ``tenantctl.operations.revive``
+(re-provision, then ``restore_logical`` in place). Restoring into a target that
+holds rows is always refused.
 """
 
 from __future__ import annotations
@@ -25,22 +25,13 @@ from tenantctl import naming
 from tenantctl.drills import envelope, store
 from tenantctl.drills.backup import require_usable_key
 from tenantctl.drills.context import DrillContext
-from tenantctl.errors import BackupCorrupt
 from tenantctl.drills.models import BackupManifest, RestoreResult, Target
-from tenantctl.drills.objects import backups_prefix, delete_prefix, is_empty, restore_objects
+from tenantctl.drills.objects import delete_prefix, is_empty, restore_objects, scratch_prefix
+from tenantctl.drills.rds import drop_scratch_instance, snapshot_restore
 from tenantctl.drills.pgtools import find_tools, pg_env
 from tenantctl.drills.tables import server_major, table_rows
-from tenantctl.errors import Conflict, InvalidInput, TenantctlError
+from tenantctl.errors import BackupCorrupt, Conflict, InvalidInput, TenantctlError
 from tenantctl.models import TenantRecord, TenantStatus, Tier, utcnow
-
-
-def scratch_database(tenant_id: str, restore_id: str) -> str:
-    # <= 63 bytes: 6 + 24 + 1 + 23 (restore id without the 'T'/'Z'/'-').
-    return f"drill_{tenant_id.replace('-', '_')[:24]}_{restore_id.replace('-', '_').replace('T', '').replace('Z', '').lower()}"
-
-
-def scratch_prefix(record: TenantRecord, restore_id: str) -> str:
-    return f"{backups_prefix(record.resources.prefix)}scratch/{restore_id}/"
 
 
 def _database_exists(conn: Any, name: str) -> bool:
@@ -90,14 +81,13 @@ def _reapply_schema_template(conn: Any, tenant_id: str) -> None:
                                schema=naming.schema_name(tenant_id)))
 
 
-def _check_in_place(record: TenantRecord, yes: bool, now: datetime) -> None:
+def _check_in_place(record: TenantRecord, yes: bool) -> None:
     if not yes:
         raise InvalidInput("--target in-place overwrites the live tenant: pass --yes to confirm")
     if record.status is TenantStatus.deprovisioned:
-        if record.retain_until is None or record.retain_until < now:
-            raise InvalidInput(f"tenant {record.tenant_id!r} was deprovisioned and its retention window ended "
-                               f"({record.retain_until or 'no retain_until'}): it cannot be restored in place")
-    elif record.status not in (TenantStatus.active, TenantStatus.suspended):
+        raise InvalidInput(f"tenant {record.tenant_id!r} is deprovisioned: bringing it back re-provisions it "
+                           "(tenantctl.operations.revive)")
+    if record.status not in (TenantStatus.active, TenantStatus.suspended):
         raise Conflict(f"tenant {record.tenant_id!r} is {record.status.value}: wait for that operation to finish")
 
 
@@ -106,29 +96,17 @@ def restore(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest,
     """Restore ``manifest`` and return where it landed (timed: the RTO)."""
     started = utcnow()
     if target is Target.in_place:
-        _check_in_place(record, yes, started)
+        _check_in_place(record, yes)
     if manifest.kind == "rds-snapshot":
-        from tenantctl.drills.rds import snapshot_restore
-
         if target is Target.in_place:
             raise InvalidInput("in-place restore of an RDS snapshot is a new instance + DNS cut-over: "
                                "restore to scratch and follow docs/drills.md")
         return snapshot_restore(ctx, record, manifest, started)
-    if target is Target.in_place and record.status is TenantStatus.deprovisioned:
-        from tenantctl.drills.revive import revive
-
-        return revive(ctx, record, manifest, started)
     if target is Target.in_place and ctx.registry is not None:
         # In place mutates the tenant: hold its registry lock like provision/deprovision do.
-        record = ctx.registry.lock_for(record.tenant_id, "drill-restore")
-        try:
-            result = _restore_logical(ctx, record, manifest, target, started)
-        except BaseException as exc:
-            ctx.registry.release(record, error=f"drill restore failed: {exc}")
-            raise
-        ctx.registry.release(record)
-        return result
-    return _restore_logical(ctx, record, manifest, target, started)
+        with ctx.registry.hold(record.tenant_id, "drill-restore") as held:
+            return restore_logical(ctx, held.record, manifest, target, started)
+    return restore_logical(ctx, record, manifest, target, started)
 
 
 def _empty_target(conn: Any, database: str, schema: str, tenant_id: str) -> None:
@@ -144,7 +122,7 @@ def _empty_target(conn: Any, database: str, schema: str, tenant_id: str) -> None
     conn.execute(sql.SQL(drop).format(sql.Identifier(schema)))
 
 
-def _restore_logical(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest,
+def restore_logical(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest,
                      target: Target, started: datetime, key_arn: str | None = None) -> RestoreResult:
     """``key_arn`` opens the backup (default: the record's key); restore after
     deprovision passes the tombstone's key while ``record`` holds the new resources."""
@@ -152,8 +130,8 @@ def _restore_logical(ctx: DrillContext, record: TenantRecord, manifest: BackupMa
     restore_id = store.new_id(started)
     scratch = target is Target.scratch
     host, port = res.store.endpoint, res.store.port
-    database = scratch_database(record.tenant_id, restore_id) if scratch else res.store.database
-    dest_prefix = scratch_prefix(record, restore_id) if scratch else res.prefix
+    database = naming.scratch_database(record.tenant_id, restore_id) if scratch else res.store.database
+    dest_prefix = scratch_prefix(res.prefix, restore_id) if scratch else res.prefix
     if scratch and not is_empty(ctx.s3, res.bucket, dest_prefix):
         raise Conflict(f"scratch prefix s3://{res.bucket}/{dest_prefix} is not empty: refused")
     # Say "pending deletion" plainly instead of a KMS error mid-restore.
@@ -201,8 +179,6 @@ def cleanup(ctx: DrillContext, record: TenantRecord, result: RestoreResult) -> N
     if result.target is not Target.scratch:
         return
     if result.scratch_instance:
-        from tenantctl.drills.rds import drop_scratch_instance
-
         drop_scratch_instance(ctx, result.scratch_instance)
         delete_prefix(ctx.s3, record.resources.bucket, result.object_prefix)
         return

@@ -9,6 +9,7 @@ with no earlier backup it is the age of the drill's own backup at restore time."
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Callable
 
 from tenantctl.drills import store
 from tenantctl.drills.backup import backup
@@ -58,9 +59,11 @@ def rpo_before(ctx: DrillContext, record: TenantRecord, at: datetime) -> float |
 
 def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = None,
           target: Target = Target.scratch, yes: bool = False, clean: bool = True,
-          max_rto: float | None = None, max_rpo: float | None = None, kind: str = "run") -> DrillReport:
+          max_rto: float | None = None, max_rpo: float | None = None, kind: str = "run",
+          restorer: Callable[..., RestoreResult] = restore) -> DrillReport:
     """One drill; failures become a fail verdict with the reason, never an exception
-    (except NotFound for an unknown backup id)."""
+    (except NotFound for an unknown backup id). ``restorer(ctx, record, manifest,
+    target=, yes=)`` restores the backup: ``restore``, or a revive for a tombstone."""
     started = utcnow()
     report = DrillReport(drill_id=store.new_id(started), tenant_id=record.tenant_id, tier=record.tier.value,
                          kind=kind, target=target.value, started_at=started, finished_at=started,
@@ -82,7 +85,7 @@ def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = No
         if report.rpo_seconds is None:
             report.rpo_seconds = (utcnow() - manifest.finished_at).total_seconds()
             report.rpo_basis = "the drill's own backup (no earlier backup)" if not backup_id else "the restored backup"
-        result = restore(ctx, record, manifest, target=target, yes=yes)
+        result = restorer(ctx, record, manifest, target=target, yes=yes)
         report.rto_seconds = result.seconds
         if result.target is Target.scratch:
             report.scratch = (f"{result.scratch_instance or result.database} + "

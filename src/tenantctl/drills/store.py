@@ -107,8 +107,3 @@ def latest_manifest(s3: Any, record: TenantRecord) -> BackupManifest:
     if not manifests:
         raise NotFound(f"tenant {record.tenant_id!r} has no backup yet: run `tenantctl drill backup {record.tenant_id}`")
     return manifests[-1]
-
-
-def put_json(s3: Any, bucket: str, key: str, data: Any) -> None:
-    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(data, indent=2, default=str).encode(),
-                  ContentType="application/json")

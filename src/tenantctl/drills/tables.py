@@ -46,9 +46,5 @@ def table_rows(conn: Any, schema: str, tenant_id: str) -> dict[str, int]:
                 for name in names}
 
 
-def schema_has_tables(conn: Any, schema: str) -> bool:
-    return conn.execute("SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = %s)", (schema,)).fetchone()[0]
-
-
 def server_major(conn: Any) -> int:
     return int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000

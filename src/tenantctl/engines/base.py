@@ -1,4 +1,4 @@
-"""The one interface both engines implement: preview / up / destroy / outputs.
+"""The one interface both engines implement: preview / up / destroy / refresh / outputs.
 
 A stack is named by its id (`platform` or a tenant id); its desired state is the
 committed stacks/Pulumi.<stack>.yaml. Engines report progress through
@@ -22,11 +22,23 @@ class Op(str, Enum):
     replace = "replace"
 
 
+class PropertyDiff(BaseModel):
+    """One changed property of a resource: desired (or recorded) ``old`` -> ``new``.
+    ``path`` is dotted into nested inputs (``tags.owner``, ``redrivePolicy``);
+    secret values are never carried (``"[secret]"``)."""
+
+    path: str
+    old: Any = None
+    new: Any = None
+
+
 class ResourceChange(BaseModel):
     op: Op
     type: str
     name: str
     urn: str = ""
+    # For update / replace (a preview) and drift (a refresh): what differs.
+    diffs: list[PropertyDiff] = Field(default_factory=list)
 
 
 class ChangeSet(BaseModel):
@@ -66,10 +78,6 @@ class UpResult(BaseModel):
     changes: ChangeSet
 
 
-class EngineError(RuntimeError):
-    """A failure the CLI reports as one line (exit code 4)."""
-
-
 class Engine(ABC):
     """Applies the infra/ program for one stack at a time."""
 
@@ -83,6 +91,13 @@ class Engine(ABC):
 
     @abstractmethod
     def destroy(self, stack: str, on_event: EventSink | None = None) -> ChangeSet: ...
+
+    def refresh(self, stack: str, on_event: EventSink | None = None) -> ChangeSet:
+        """Drift: the live state of each resource the stack's state knows, compared
+        with that state, changing nothing. ``update`` with ``diffs`` (recorded ->
+        live) for a changed resource, ``delete`` for one gone out of band,
+        ``same`` otherwise."""
+        raise NotImplementedError(f"{type(self).__name__} cannot refresh")
 
     @abstractmethod
     def outputs(self, stack: str) -> dict[str, Any]:

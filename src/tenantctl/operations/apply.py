@@ -273,7 +273,7 @@ def apply(
     match = list(match)
     check_scope(ws, prune=prune and not preview, match=match)
     program_fingerprint.cache_clear()  # the program as it is now, even in a long-lived process
-    ws.platform_outputs()
+    ws.ensure_platform()
     records = {r.tenant_id: r for r in ws.registry.iter_all()}
     results = plan(ws, (index, total), records, match=match, prune=prune)
     if on_plan:

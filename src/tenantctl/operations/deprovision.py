@@ -13,18 +13,14 @@ from __future__ import annotations
 from typing import Any
 
 from tenantctl.engines.base import ChangeSet, EventSink
-from tenantctl.errors import ApplyFailed, Conflict, TenantctlError
-from tenantctl.faults import FAULTS
+from tenantctl.errors import Conflict, engine_step
 from tenantctl.models import TenantRecord, TenantStatus, Tier
 from tenantctl.stackconfig import read_tenant, stack_file, write_tenant
 from tenantctl.workspace import Workspace
 
 
-def purge_prefix(bucket: str, prefix: str) -> int:
+def purge_prefix(s3: Any, bucket: str, prefix: str) -> int:
     """Delete every version and delete marker under the tenant prefix."""
-    from tenantctl import aws
-
-    s3 = aws.client("s3")  # bounded backoff with jitter, like every tenantctl client
     removed = 0
     for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
         batch = [
@@ -53,34 +49,28 @@ def deprovision(ws: Workspace, tenant_id: str, purge_data: bool = False,
         from tenantctl.drills.backup import final_backup as take_final_backup
 
         final = take_final_backup(ws, current).backup_id
-    record = registry.lock_for(tenant_id, "deprovision", status=TenantStatus.deprovisioning)
-    FAULTS.reached("deprovision:marked")
     path = stack_file(ws.stacks_dir, tenant_id)
-    retention_days = 14
     details: dict[str, Any] = {"purged_objects": 0, "final_backup": final}
-    try:
-        if path.exists():
-            spec = read_tenant(path)
-            retention_days = spec.backup.retention_days
-            if spec.tier is Tier.dedicated and spec.dedicated and spec.dedicated.deletion_protection:
-                # RDS refuses to delete a protected instance: lift the protection
-                # in one update, then destroy (the final snapshot is still taken).
-                spec = spec.model_copy(update={"dedicated": spec.dedicated.model_copy(update={"deletion_protection": False})})
-                write_tenant(ws.stacks_dir, spec)
-                from tenantctl.policy import waived
+    with registry.hold(tenant_id, "deprovision", status=TenantStatus.deprovisioning) as held:
+        retention_days = 14
+        with engine_step(f"deprovisioning {tenant_id!r}"):
+            if path.exists():
+                spec = read_tenant(path)
+                retention_days = spec.backup.retention_days
+                if spec.tier is Tier.dedicated and spec.dedicated and spec.dedicated.deletion_protection:
+                    # RDS refuses to delete a protected instance: lift the protection
+                    # in one update, then destroy (the final snapshot is still taken).
+                    spec = spec.model_copy(update={"dedicated": spec.dedicated.model_copy(
+                        update={"deletion_protection": False})})
+                    write_tenant(ws.stacks_dir, spec)
+                    from tenantctl.policy import waived
 
-                with waived("deletion-protection"):  # the policy gate lets exactly this update through
-                    ws.engine.up(tenant_id, on_event=on_event)
-        changes = ws.engine.destroy(tenant_id, on_event=on_event)
-        if purge_data and record.resources is not None:
-            details["purged_objects"] = purge_prefix(record.resources.bucket, record.resources.prefix)
-    except TenantctlError as exc:
-        registry.release(record, error=str(exc))
-        raise
-    except Exception as exc:
-        registry.release(record, error=f"{type(exc).__name__}: {exc}")
-        raise ApplyFailed(f"deprovisioning {tenant_id!r} failed: {exc}") from exc
-    FAULTS.reached("deprovision:destroyed")
-    path.unlink(missing_ok=True)
-    record = registry.mark_deprovisioned(record, retention_days)
-    return record, changes, details
+                    with waived("deletion-protection"):  # the policy gate lets exactly this update through
+                        ws.engine.up(tenant_id, on_event=on_event)
+            changes = ws.engine.destroy(tenant_id, on_event=on_event)
+            if purge_data and held.record.resources is not None:
+                res = held.record.resources
+                details["purged_objects"] = purge_prefix(ws.client("s3", region=res.region), res.bucket, res.prefix)
+        path.unlink(missing_ok=True)
+        held.record = registry.mark_deprovisioned(held.record, retention_days)
+    return held.record, changes, details

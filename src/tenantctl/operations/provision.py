@@ -1,19 +1,22 @@
-"""Provision (or update) one tenant: reserve in the registry, write its stack
-file, apply, record the outputs. The registry reservation comes first, so a run
-that cannot reserve creates nothing; a failed run leaves the lock released and
-the error on the record, and a re-run converges."""
+"""Provision (or update) one tenant: reserve it in the registry, write its
+stack file, apply, record the outputs, verify the live posture.
+
+The reservation comes first, so a run that cannot reserve creates nothing; a
+failed run leaves the lock released and the error on the record, and a re-run
+converges. ``apply_spec`` + ``activate`` are the apply-and-verify step a revive
+shares."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tenantctl import __version__
 from tenantctl.engines.base import EventSink, UpResult
+from tenantctl.errors import InvalidInput, engine_step
 from tenantctl.fingerprint import applied_hash
-from tenantctl.errors import ApplyFailed, InvalidInput, TargetUnavailable, TenantctlError
 from tenantctl.models import TenantRecord, TenantResources, TenantSpec, describe_validation_error
 from tenantctl.stackconfig import read_tenant, stack_file, write_tenant
 from tenantctl.workspace import Workspace
@@ -39,46 +42,56 @@ def merge_options(ws: Workspace, tenant_id: str, options: dict[str, Any]) -> Ten
         raise InvalidInput(describe_validation_error(exc)) from None
 
 
+class Applied(BaseModel):
+    """What an up of a tenant's stack produced."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    resources: TenantResources
+    result: UpResult
+    fingerprint: str
+
+
+def apply_spec(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None) -> Applied:
+    """Write the tenant's stack file and apply it (the caller holds the tenant's lock)."""
+    write_tenant(ws.stacks_dir, spec)
+    fingerprint = applied_hash(spec, ws.project_dir)  # of the program about to run, not one edited meanwhile
+    with engine_step(f"provisioning {spec.id!r}"):
+        result = ws.engine.up(spec.id, on_event=on_event)
+        resources = TenantResources.model_validate(result.outputs)
+    return Applied(resources=resources, result=result, fingerprint=fingerprint)
+
+
+def activate(ws: Workspace, record: TenantRecord, spec: TenantSpec, applied: Applied) -> TenantRecord:
+    """Record the applied tenant as active, then verify its live posture
+    (`tenantctl check`): a violation raises PolicyViolation (exit 8)."""
+    from tenantctl.checks import verify_provisioned
+
+    record = ws.registry.mark_active(record, applied.resources, spec, program_version=__version__,
+                                     applied_hash=applied.fingerprint)
+    return verify_provisioned(ws, record)
+
+
 def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None) -> tuple[TenantRecord, UpResult]:
     from tenantctl import preflight
-    from tenantctl.faults import FAULTS
     from tenantctl.policy import PolicyRefused, refuse_unsafe_spec
 
     refuse_unsafe_spec(spec)  # the policy gate's spec rules (exit 8): before the registry or stacks/ are touched
-    platform = ws.platform_outputs(on_event)
-    preflight.check(spec, platform)  # quotas and shared-bucket rules: refuse before anything exists
+    platform = ws.ensure_platform(on_event)
+    preflight.check(spec, platform, ws.client)  # quotas and shared-bucket rules: refuse before anything exists
     registry = ws.registry
-    try:
-        record = registry.acquire(spec, operation="provision")
-    except TargetUnavailable as exc:
-        raise TargetUnavailable(f"cannot reserve tenant {spec.id!r} in the registry, nothing was created: {exc}") from None
-    FAULTS.reached("provision:reserved")
     path = stack_file(ws.stacks_dir, spec.id)
     committed = path.read_text() if path.exists() else None
-    try:
-        write_tenant(ws.stacks_dir, spec)
-        fingerprint = applied_hash(spec, ws.project_dir)  # of the program about to run, not one edited meanwhile
-        result = ws.engine.up(spec.id, on_event=on_event)
-        resources = TenantResources.model_validate(result.outputs)
-    except PolicyRefused as exc:
-        # The engine's gate refuses before its first change: put back what this run wrote.
-        _restore(path, committed)
-        if not registry.withdraw(record):
-            registry.release(record, error=str(exc))
-        raise
-    except TenantctlError as exc:
-        registry.release(record, error=str(exc))
-        raise
-    except Exception as exc:
-        registry.release(record, error=f"{type(exc).__name__}: {exc}")
-        raise ApplyFailed(f"provisioning {spec.id!r} failed: {exc}") from exc
-    FAULTS.reached("provision:applied")
-    record = registry.mark_active(record, resources, spec, program_version=__version__,
-                                  applied_hash=fingerprint)
-    from tenantctl.checks import verify_provisioned
-
-    record = verify_provisioned(ws, record)  # `tenantctl check` on the live resources: a violation -> last_error, exit 8
-    return record, result
+    with registry.hold(spec.id, "provision", spec=spec) as held:
+        try:
+            applied = apply_spec(ws, spec, on_event)
+        except PolicyRefused:
+            # The engine's gate refuses before its first change: put back what this run wrote.
+            _restore(path, committed)
+            registry.withdraw(held.record)
+            raise
+        held.record = activate(ws, held.record, spec, applied)
+    return held.record, applied.result
 
 
 def _restore(path: Path, committed: str | None) -> None:

@@ -70,10 +70,6 @@ class SandboxEndpoints(BaseModel):
     def aws_port(self) -> int:
         return urlsplit(self.aws_endpoint_url).port or 80
 
-    @property
-    def postgres_dsn(self) -> str:
-        return self.pg_dsn()
-
     def is_loopback(self) -> bool:
         """Both endpoints on this machine (127.0.0.0/8, ::1 or localhost): the
         LocalEngine refuses anything else."""

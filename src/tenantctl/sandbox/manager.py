@@ -19,6 +19,7 @@ from typing import Iterator, Literal
 
 from pydantic import BaseModel, ValidationError
 
+from tenantctl.files import write_atomic
 from tenantctl.sandbox.endpoints import DEFAULT_REGION, SandboxEndpoints, resolve_state_dir
 from tenantctl.sandbox.moto_server import MotoServer, answers as moto_answers
 from tenantctl.sandbox.postgres import SUPERUSER, PostgresServer
@@ -174,11 +175,7 @@ class Sandbox:
             return None
 
     def _write_endpoints(self, endpoints: SandboxEndpoints) -> None:
-        tmp = self.endpoints_file.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(endpoints.model_dump_json(indent=2) + "\n")
-        os.replace(tmp, self.endpoints_file)
+        write_atomic(self.endpoints_file, endpoints.model_dump_json(indent=2) + "\n", mode=0o600)
 
     @contextmanager
     def _lock(self) -> Iterator[None]:

@@ -21,6 +21,7 @@ import yaml
 from tenantctl.engines.base import ChangeSet, Engine, EngineEvent, EventSink, Op, ResourceChange, UpResult
 from tenantctl.engines.local.state import StackState, StateFile
 from tenantctl.errors import ApplyFailed, TargetUnavailable
+from tenantctl.project import Project
 from tenantctl.policy import PlannedResource
 
 if TYPE_CHECKING:  # pulumi (and so the passes) load only when a program runs: `status`/`list` stay light
@@ -155,19 +156,13 @@ class LocalEngine(Engine):
             text = ", ".join(f"{n} {op}" for op, n in changes.summary().items()) or "no resources"
             on_event(EngineEvent(stack=stack, kind="summary", message=text))
 
-    def _project(self) -> dict[str, Any]:
-        path = self.project_dir / "Pulumi.yaml"
-        if not path.exists():
-            raise ApplyFailed(f"{path} not found: the project directory holds Pulumi.yaml")
-        return yaml.safe_load(path.read_text()) or {}
-
     def _stack_file(self, stack: str) -> Path:
-        return self.project_dir / (self._project().get("stackConfigDir") or ".") / f"Pulumi.{stack}.yaml"
+        return Project.load(self.project_dir).stack_file(stack)
 
     def _config(self, stack: str) -> tuple[str, dict[str, Any]]:
-        project = self._project()
-        name = project.get("name", "project")
-        path = self._stack_file(stack)
+        project = Project.load(self.project_dir)
+        name = project.name
+        path = project.stack_file(stack)
         if not path.exists():
             raise ApplyFailed(f"stack {stack}: no stack config {path}")
         raw = (yaml.safe_load(path.read_text()) or {}).get("config") or {}

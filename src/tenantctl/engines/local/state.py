@@ -4,7 +4,7 @@ Resources are kept in creation order (a valid dependency order: Pulumi only
 registers a resource once every input it depends on has resolved), so
 deleting in reverse order never removes something a survivor still uses.
 
-An entry's ``status`` makes a crash at any point recoverable (issue 7):
+An entry's ``status`` makes a crash at any point recoverable:
 ``creating`` is an intent written BEFORE the cloud call (so a resource created
 just before a crash is known, adopted by the next run or deleted if the program
 no longer declares it), ``deleting`` is written before a delete (which is
@@ -14,12 +14,12 @@ idempotent, so re-running it is harmless), ``created`` is the steady state.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+
+from tenantctl.files import write_atomic
 
 Status = Literal["created", "creating", "deleting"]
 
@@ -77,18 +77,7 @@ class StateFile:
         return StackState.model_validate_json(self.path.read_text())
 
     def save(self, state: StackState) -> None:
-        # tmp file + fsync + rename: a crash leaves the old or the new file, never half of one.
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(state.model_dump_json(indent=1))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(self.path, state.model_dump_json(indent=1), durable=True)
 
     def delete(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -1,33 +1,37 @@
-"""Restore after deprovision: `drill restore ID --target in-place --yes` on a
-tombstoned tenant, within its retention window, brings it back.
+"""Revive: bring a deprovisioned tenant back from a backup, within its retention
+window (`tenantctl drill restore ID --target in-place --yes` on a tombstone).
 
 1. The tombstone is locked; the old KMS key's deletion is cancelled and the
    key enabled (the backup's data key is sealed under it).
-2. The tenant is re-provisioned through the engine from the spec saved in the
-   backup (or its committed stack file): queues, role, secret, alarms, schema
-   and a **new** KMS key — the destroyed stack no longer owns the old one.
+2. The tenant is provisioned again from the spec saved in the backup (or its
+   committed stack file) through provision's own apply step: queues, role,
+   secret, alarms, schema and a **new** KMS key (the destroyed stack no longer
+   owns the old one).
 3. Database and objects are restored in place, the backup opened with the old
-   key (the registry's, never the manifest's), and verified against the
-   manifest.
+   key (the registry's, never the manifest's), and verified against the manifest.
 4. Verified: the restored ciphertext moves to the new key
-   (``tenantctl.drills.rekey``), the old key is scheduled for deletion again,
-   the registry record is re-activated with the new resources, and a fresh
-   backup under the new key starts the tenant's backup chain again.
-   Not verified: the tenant stays deprovisioned (lock released with the
-   error), the old key stays enabled, the restored copy is left for inspection.
+   (``tenantctl.drills.rekey``), the record is activated and the live posture
+   checked exactly as after a provision, the old key is scheduled for deletion
+   again, and a fresh backup under the new key starts the backup chain again.
+   Not verified: the tenant stays deprovisioned (lock released with the error),
+   the old key stays enabled, the restored copy is left for inspection.
 
 RTO here is the whole way back: re-provision, restore, verify, re-key.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from tenantctl.drills.backup import backup, key_state
 from tenantctl.drills.context import DrillContext
 from tenantctl.drills.models import BackupManifest, RestoreResult, Target
-from tenantctl.errors import ApplyFailed, InvalidInput, TargetUnavailable, TenantctlError
-from tenantctl.models import TenantRecord, TenantResources, TenantSpec, Tier, utcnow
+from tenantctl.errors import InvalidInput
+from tenantctl.models import TenantRecord, TenantSpec, Tier, utcnow
+from tenantctl.naming import resource_name
+from tenantctl.operations.provision import activate, apply_spec
+from tenantctl.workspace import Workspace
 
 OLD_KEY_PENDING_DAYS = 30  # the old key's second deletion window: the undo period
 
@@ -50,7 +54,7 @@ def revive_key(kms: Any, key_arn: str) -> bool:
     return False
 
 
-def spec_for(ws: Any, manifest: BackupManifest, tomb: TenantRecord) -> tuple[TenantSpec, str]:
+def spec_for(ws: Workspace, manifest: BackupManifest, tomb: TenantRecord) -> tuple[TenantSpec, str]:
     """What to re-provision: a committed stack file if one exists again, else
     the spec saved in the backup, else the defaults for the tombstone's tier."""
     from tenantctl.stackconfig import read_tenant, stack_file
@@ -64,19 +68,6 @@ def spec_for(ws: Any, manifest: BackupManifest, tomb: TenantRecord) -> tuple[Ten
             "default spec (the backup holds none)")
 
 
-def reprovision(ws: Any, spec: TenantSpec) -> TenantResources:
-    from tenantctl.stackconfig import write_tenant
-
-    write_tenant(ws.stacks_dir, spec)
-    try:
-        outputs = ws.engine.up(spec.id).outputs
-        return TenantResources.model_validate(outputs)
-    except TenantctlError:
-        raise
-    except Exception as exc:
-        raise ApplyFailed(f"re-provisioning {spec.id!r} failed: {exc}") from exc
-
-
 def set_aside_final_snapshot(rds: Any, tomb: TenantRecord, new_key_arn: str) -> str | None:
     """A dedicated tenant's stack names its final RDS snapshot `tenantctl-<id>-final`;
     the one its first deprovision left would make the next deprovision fail
@@ -84,8 +75,6 @@ def set_aside_final_snapshot(rds: Any, tomb: TenantRecord, new_key_arn: str) -> 
     time and re-encrypted with the new key (the old one is going away), and
     delete the original. Returns the new identifier, None when there was none."""
     from botocore.exceptions import ClientError
-
-    from tenantctl.policy import resource_name
 
     name = resource_name(tomb.tenant_id, "final")
     try:
@@ -103,46 +92,57 @@ def set_aside_final_snapshot(rds: Any, tomb: TenantRecord, new_key_arn: str) -> 
     return aside
 
 
-def revive(ctx: DrillContext, tomb: TenantRecord, manifest: BackupManifest, started) -> RestoreResult:
-    from tenantctl.drills.rekey import rekey_messages, rekey_objects
-    from tenantctl.drills.restore import _restore_logical
-    from tenantctl.drills.verify import verify
-
-    ws, registry = ctx.workspace, ctx.registry
-    if ws is None or registry is None:
-        raise TargetUnavailable("restoring a deprovisioned tenant re-provisions it: run it through tenantctl "
-                                "(a drill context with a workspace and the registry)")
+def _check_window(tomb: TenantRecord, now: datetime) -> None:
+    if tomb.retain_until is None or tomb.retain_until < now:
+        raise InvalidInput(f"tenant {tomb.tenant_id!r} was deprovisioned and its retention window ended "
+                           f"({tomb.retain_until or 'no retain_until'}): it cannot be restored in place")
     if tomb.resources is None:
         raise InvalidInput(f"tenant {tomb.tenant_id!r} has no resources on its tombstone: nothing to restore into")
+    if tomb.lock is not None:
+        from tenantctl.registry import describe_lock
+
+        raise InvalidInput(describe_lock(tomb.tenant_id, tomb.lock))
+
+
+def revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, manifest: BackupManifest,
+           target: Target = Target.in_place, yes: bool = False) -> RestoreResult:
+    """Re-provision the tombstoned tenant and restore ``manifest`` into it (the
+    drill's restore step for a tombstone, see ``tenantctl.drills.run.drill``)."""
+    from tenantctl import preflight
+    from tenantctl.drills.rekey import rekey_messages, rekey_objects
+    from tenantctl.drills.restore import restore_logical
+    from tenantctl.drills.verify import verify
+    from tenantctl.policy import refuse_unsafe_spec
+
+    started = utcnow()
+    if target is not Target.in_place or not yes:
+        raise InvalidInput(f"tenant {tomb.tenant_id!r} is deprovisioned: only `--target in-place --yes` brings it back")
+    _check_window(tomb, started)
     old = tomb.resources
     notes: list[str] = []
     spec, source = spec_for(ws, manifest, tomb)
     # What provisioning refuses before touching anything, refused here too (before the key or registry change).
-    from tenantctl import preflight
-    from tenantctl.policy import refuse_unsafe_spec
-
     refuse_unsafe_spec(spec)
-    preflight.check(spec, ws.platform_outputs())
-    locked = registry.lock_for(tomb.tenant_id, "drill-restore")
-    try:
+    preflight.check(spec, ws.ensure_platform(), ws.client)
+    registry = ws.registry
+    with registry.hold(tomb.tenant_id, "drill-restore") as held:
         if revive_key(ctx.kms, old.kms_key_arn):
             notes.append(f"old key {old.kms_key_arn}: deletion cancelled, enabled")
-        new = reprovision(ws, spec)
+        applied = apply_spec(ws, spec)
+        new = applied.resources
         notes.append(f"re-provisioned ({source}); new key {new.kms_key_arn}")
-        live = locked.model_copy(update={"resources": new})
-        result = _restore_logical(ctx, live, manifest, Target.in_place, started, key_arn=old.kms_key_arn)
+        live = held.record.model_copy(update={"resources": new})
+        result = restore_logical(ctx, live, manifest, Target.in_place, started, key_arn=old.kms_key_arn)
         checks = verify(ctx, live, manifest, result)
         if not all(c.ok for c in checks):
             notes.append("restored copy does not match the backup: the tenant stays deprovisioned, "
                          f"its old key stays enabled and the copy stays in {new.store.database}."
                          f"{new.store.schema_name} for inspection")
-            registry.release(locked, error=f"drill restore of {manifest.backup_id}: verification failed")
+            held.record = registry.release(held.record, error=f"drill restore of {manifest.backup_id}: "
+                                                              "verification failed")
             return result.model_copy(update={"checks": checks, "notes": notes, "finished_at": utcnow()})
         if tomb.tier is Tier.dedicated:
-            import boto3
-
-            aside = set_aside_final_snapshot(ctx.rds or boto3.client("rds", region_name=new.region), tomb,
-                                             new.kms_key_arn)
+            aside = set_aside_final_snapshot(ctx.rds or ws.client("rds", region=new.region), tomb, new.kms_key_arn)
             if aside:
                 notes.append(f"final RDS snapshot of the deprovision kept as {aside} (new key), so that the "
                              "next deprovision can take its own")
@@ -152,10 +152,7 @@ def revive(ctx: DrillContext, tomb: TenantRecord, manifest: BackupManifest, star
             moved = rekey_objects(ctx.s3, new.bucket, new.prefix, old.kms_key_arn, new.kms_key_arn)
             notes.append(f"re-keyed to the new key: {resealed} messages, {moved} SSE-KMS objects"
                          + (f" ({skipped} messages not in tenant_runtime's format left as they are)" if skipped else ""))
-        active = registry.reactivate(locked, new)
-    except BaseException as exc:
-        registry.release(locked, error=f"drill restore of {manifest.backup_id} failed: {exc}")
-        raise
+        held.record = activate(ws, held.record, spec, applied)
     result = result.model_copy(update={"checks": checks, "finished_at": utcnow()})
     if rekeyed:  # only once the tenant is back: until then a retry may still need the old key
         try:
@@ -165,8 +162,9 @@ def revive(ctx: DrillContext, tomb: TenantRecord, manifest: BackupManifest, star
         except Exception as exc:
             notes.append(f"old key {old.kms_key_arn} could not be scheduled for deletion ({exc}): schedule it by hand")
     try:
-        fresh = backup(ctx, active, reason="after-restore")
+        fresh = backup(ctx, held.record, reason="after-restore")
         notes.append(f"new backup {fresh.backup_id} under the new key")
     except Exception as exc:  # the tenant is back; the next scheduled backup will try again
         notes.append(f"backup after the restore failed: {exc}")
     return result.model_copy(update={"notes": notes})
+

@@ -13,7 +13,7 @@ from typing import Any, Callable, TypeVar
 
 from pydantic import BaseModel
 
-from tenantctl.engines.pulumi_errors import MISSING_CLI
+from tenantctl.engines.pulumi.errors import MISSING_CLI
 from tenantctl.errors import TargetUnavailable
 
 T = TypeVar("T")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from tenantctl.policy import resource_name
+from tenantctl.naming import resource_name
 
 PERIOD = 300
 STALE_AFTER_DELAY = 1800  # a job still queued 30 min after its delay is stuck

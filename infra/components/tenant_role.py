@@ -3,9 +3,10 @@
 The documents are plain functions (``trust_document``, ``access_document``) so
 tests and `tenantctl check` judge exactly what is deployed.
 
-Two phases, because the key policy names the role and the role's policy names
-the key: the role exists first (its ARN goes into TenantKey), then ``allow``
-attaches the inline policy once key, queues and secret exist.
+Two components, because the key policy names the role and the role's policy
+names the key: ``TenantRole`` exists first (its ARN goes into the key policy),
+then ``TenantRoleAccess`` attaches the inline policy once key, queues and
+secret exist.
 """
 
 from __future__ import annotations
@@ -88,16 +89,32 @@ def access_policy(tenant_id: str, grants: TenantGrants) -> pulumi.Output[str]:
 
 class TenantRole(pulumi.ComponentResource):
     arn: pulumi.Output[str]
+    role_name: pulumi.Output[str]
 
     def __init__(self, name: str, args: TenantRoleArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("tenantctl:iam:TenantRole", name, None, opts)
-        self._name, self._tenant_id = name, args.tenant_id
-        self.role = aws.iam.Role(f"{name}-role", name=naming.iam_role_name(args.tenant_id),
-                                 assume_role_policy=trust_policy(args.tenant_id, args.runtime_principal_arn),
-                                 max_session_duration=3600, tags=args.tags, opts=pulumi.ResourceOptions(parent=self))
-        self.arn = self.role.arn
+        role = aws.iam.Role(f"{name}-role", name=naming.iam_role_name(args.tenant_id),
+                            assume_role_policy=trust_policy(args.tenant_id, args.runtime_principal_arn),
+                            max_session_duration=3600, tags=args.tags, opts=pulumi.ResourceOptions(parent=self))
+        self.arn, self.role_name = role.arn, role.name
+        self.register_outputs({"arn": self.arn, "role_name": self.role_name})
 
-    def allow(self, grants: TenantGrants) -> None:
-        aws.iam.RolePolicy(f"{self._name}-access", role=self.role.id,
-                           policy=access_policy(self._tenant_id, grants), opts=pulumi.ResourceOptions(parent=self))
-        self.register_outputs({"arn": self.arn})
+
+@dataclass
+class TenantRoleAccessArgs:
+    tenant_id: str
+    role: TenantRole
+    grants: TenantGrants
+
+
+class TenantRoleAccess(pulumi.ComponentResource):
+    """The tenant role's inline policy (``access_document``)."""
+
+    def __init__(self, name: str, args: TenantRoleAccessArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("tenantctl:iam:TenantRoleAccess", name, None, opts)
+        # The policy used to be a child of TenantRole: the alias keeps its URN, so
+        # stacks deployed before do not replace it (a moment with no access).
+        policy = aws.iam.RolePolicy(f"{name}-access", role=args.role.role_name,
+                                    policy=access_policy(args.tenant_id, args.grants),
+                                    opts=pulumi.ResourceOptions(parent=self, aliases=[pulumi.Alias(parent=args.role)]))
+        self.register_outputs({"policy_name": policy.name})

@@ -9,7 +9,7 @@ names, the same shape ``pulumi.runtime.Mocks.new_resource`` receives (so one
 unknown sentinel, which the rules never judge; secrets arrive blinded (the
 engine serialises them without the plaintext) and are treated as unknown.
 
-Like ``pulumi_events``, nothing here imports pulumi at load time.
+Like ``events``, nothing here imports pulumi at load time.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from tenantctl.engines.base import EventSink
-from tenantctl.engines.pulumi_events import ChangeCollector, _op_value, is_hidden
+from tenantctl.engines.pulumi.events import ChangeCollector, _op_value, is_hidden
 from tenantctl.policy import UNKNOWN, PlannedResource
 
 SECRET_SIG = "4dabf18193072939515e22adb298388d"  # Pulumi's signature key of a serialised secret

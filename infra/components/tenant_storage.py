@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import pulumi
 
-from infra.providers.prefix_lifecycle import PrefixLifecycleArgs, PrefixLifecycleRules, tenant_rules
+from infra.providers.prefix_lifecycle import PrefixLifecycleArgs, PrefixLifecycleRules
+from tenantctl.bucket_lifecycle import tenant_rules
 from tenantctl import naming
 from tenantctl.models import LifecycleSpec
 

@@ -23,12 +23,13 @@ from urllib.parse import urlparse
 import yaml
 from pydantic import BaseModel, Field
 
-from tenantctl.engines import pulumi_cli
+from tenantctl.engines.pulumi import cli as pulumi_cli
 from tenantctl.engines.base import ChangeSet, Engine, EventSink, UpResult
-from tenantctl.engines.pulumi_errors import map_error
-from tenantctl.engines.pulumi_events import ChangeCollector
+from tenantctl.engines.pulumi.errors import map_error
+from tenantctl.engines.pulumi.events import ChangeCollector
 from tenantctl.errors import InvalidInput
-from tenantctl.stackconfig import PLATFORM_STACK
+from tenantctl.naming import PLATFORM_STACK
+from tenantctl.project import Project
 
 PLATFORM_REF_KEY = "tenantctl:platformStack"
 
@@ -57,20 +58,6 @@ def stack_name(stack: str, project: str, backend_url: str | None, org: str | Non
     return stack
 
 
-class ProjectInfo(BaseModel):
-    dir: Path
-    name: str
-    stacks_dir: Path
-
-    @classmethod
-    def load(cls, project_dir: Path) -> "ProjectInfo":
-        path = project_dir / "Pulumi.yaml"
-        if not path.is_file():
-            raise InvalidInput(f"{project_dir}: no Pulumi.yaml (run tenantctl from the project)")
-        data = yaml.safe_load(path.read_text()) or {}
-        return cls(dir=project_dir, name=data["name"], stacks_dir=project_dir / data.get("stackConfigDir", "."))
-
-
 class WorkspaceOptions(BaseModel):
     """What is handed to pulumi.automation.LocalWorkspace (besides the command)."""
 
@@ -79,7 +66,7 @@ class WorkspaceOptions(BaseModel):
     secrets_provider: str | None = None
 
 
-def workspace_options(target: Any, project: ProjectInfo) -> WorkspaceOptions:
+def workspace_options(target: Any, project: Project) -> WorkspaceOptions:
     aws = target.aws
     env = pulumi_cli.python_env()
     if aws.backend_url:
@@ -124,7 +111,7 @@ class PulumiEngine(Engine):
         if getattr(target, "kind", None) != "aws":
             raise InvalidInput(f"the Pulumi engine drives the aws target only (got {getattr(target, 'kind', None)!r})")
         self.target = target
-        self.project = ProjectInfo.load(project_dir)
+        self.project = Project.load(project_dir)
         backend_kind(target.aws.backend_url)  # refuse a malformed URL before anything runs
         self._command = pulumi_command
         self.gate = gate  # policy.PolicyGate: judges a preview's planned resources before every up
@@ -191,7 +178,7 @@ class PulumiEngine(Engine):
     def _gated_preview(self, stack: str, on_event: EventSink | None, refresh: bool) -> Any:
         """Preview ``stack`` keeping each planned resource's inputs, and let the
         policy gate judge them (raises PolicyRefused)."""
-        from tenantctl.engines.pulumi_plan import PlanCollector
+        from tenantctl.engines.pulumi.plan import PlanCollector
 
         plan = PlanCollector(stack, on_event)
         self._run("preview", stack, on_event, True, lambda s, o: s.preview(**o), refresh, collector=plan)

@@ -1,0 +1,78 @@
+"""The results of posture checks: one ``CheckResult`` per check, gathered in a
+``PostureReport`` whose exit code the CLI uses."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Callable, Iterator
+
+from pydantic import BaseModel, Field
+
+from tenantctl.errors import PolicyViolation, TargetUnavailable
+
+
+class Outcome(str, Enum):
+    passed = "pass"
+    failed = "fail"
+    error = "error"
+
+
+class CheckResult(BaseModel):
+    area: str  # "database" | "aws"
+    name: str  # stable id, e.g. "rls-forced"
+    outcome: Outcome
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.passed
+
+
+class PostureReport(BaseModel):
+    tenant_id: str
+    checks: list[CheckResult] = Field(default_factory=list)
+
+    @property
+    def failed(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.outcome is Outcome.failed]
+
+    @property
+    def errors(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.outcome is Outcome.error]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.errors
+
+    def exit_code(self) -> int:
+        if self.failed:
+            return PolicyViolation.exit_code
+        if self.errors:
+            return TargetUnavailable.exit_code
+        return 0
+
+    def summary(self) -> str:
+        """One line naming every check that did not pass."""
+        bad = self.failed + self.errors
+        if not bad:
+            return f"tenant {self.tenant_id!r}: all {len(self.checks)} posture checks pass"
+        return (f"tenant {self.tenant_id!r} posture check: "
+                + "; ".join(f"{c.outcome.value} {c.area}/{c.name}: {c.detail}" for c in bad))
+
+    def as_json(self) -> dict[str, Any]:
+        return {"tenant_id": self.tenant_id, "ok": self.ok, "failed": [c.name for c in self.failed],
+                "errors": [c.name for c in self.errors], "checks": [c.model_dump(mode="json") for c in self.checks]}
+
+
+Check = Callable[[], tuple[bool, str]]
+
+
+def run_each(area: str, checks: list[tuple[str, Check]]) -> Iterator[CheckResult]:
+    """Run each check; an exception is an ``error`` of that check, not of the rest."""
+    for name, fn in checks:
+        try:
+            ok, detail = fn()
+        except Exception as exc:  # noqa: BLE001 - reported per check
+            yield CheckResult(area=area, name=name, outcome=Outcome.error, detail=f"{type(exc).__name__}: {exc}")
+            continue
+        yield CheckResult(area=area, name=name, outcome=Outcome.passed if ok else Outcome.failed, detail=detail)
