@@ -1,5 +1,8 @@
 """Find and render the jinja2 templates (templates/ in a checkout, or the copy
-force-included into the wheel as tenantctl/_templates)."""
+force-included into the wheel as tenantctl/_templates).
+
+Every template goes through the one environment here, so they all fail on an
+undefined variable and escaping is decided in one place, by template name."""
 
 from __future__ import annotations
 
@@ -24,7 +27,10 @@ def _env():
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
-        autoescape=False,
+        # HTML pages carry data (tenant ids, error messages, drill details), so
+        # *.html.j2 is escaped; YAML, SQL and markdown must come out verbatim.
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default_for_string=False,
+                                            default=False),
     )
 
 

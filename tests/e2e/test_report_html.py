@@ -11,10 +11,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tenantctl.cost import GIB, load_prices
 from tenantctl.models import PlatformSpec, TenantStatus, Tier
-from tenantctl.report import DrillVerdict, build_report, write_report
-from tenantctl.usage import DbUsage, ObjectUsage, QueueUsage, TenantUsage
+from tenantctl.usage.cost import GIB, load_prices
+from tenantctl.usage.html_report import DrillVerdict, build_report, write_report
+from tenantctl.usage.measure import DbUsage, ObjectUsage, QueueUsage, TenantUsage
 
 pytestmark = pytest.mark.e2e
 
@@ -101,7 +101,7 @@ def test_cost_what_if_from_the_cli_follows_the_price_table(tmp_path):
     import sys
     from pathlib import Path
 
-    from tenantctl.cost import CostInputs, compare_tiers
+    from tenantctl.usage.cost import CostInputs, compare_tiers
 
     exe = Path(sys.executable).with_name("tenantctl")
     (tmp_path / "Pulumi.yaml").write_text("name: scratch\n")  # a project without stacks/: default platform
@@ -109,9 +109,11 @@ def test_cost_what_if_from_the_cli_follows_the_price_table(tmp_path):
                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    inputs = CostInputs(tenant_id="what-if", tier=Tier.pooled, db_bytes=40 * GIB, s3_bytes_by_class={"STANDARD": 200 * GIB})
+    inputs = CostInputs(tenant_id="what-if", tier=Tier.pooled, db_bytes=40 * GIB,
+                        s3_bytes_by_class={"STANDARD": 200 * GIB})
     expected = compare_tiers(inputs, load_prices(), PlatformSpec(), 12)
     got = out["tenants"][0]
     assert got["estimate"]["total"] == pytest.approx(expected.pooled)
-    assert got["comparison"]["cheaper"] == "dedicated" and got["comparison"]["break_even_db_gb"] == expected.break_even_db_gb
+    assert got["comparison"]["cheaper"] == "dedicated"
+    assert got["comparison"]["break_even_db_gb"] == expected.break_even_db_gb
     assert any("as of" in a for a in out["assumptions"])

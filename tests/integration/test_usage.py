@@ -1,6 +1,6 @@
 """Usage, alarms and the report on really provisioned tenants (`us-*`, made by
 the real provision operation on the sandbox) carrying different amounts of
-data: tenantctl.usage must match what was written and what direct counts say."""
+data: tenantctl.usage.measure must match what was written and what direct counts say."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ import pytest
 from psycopg import sql
 
 from tenantctl import naming
-from tenantctl.cost import load_prices
 from tenantctl.models import PlatformSpec, TenantRecord, TenantStatus, Tier, utcnow
 from tenantctl.operations.deprovision import deprovision
-from tenantctl.report import build_report, latest_drill_verdicts, render_html, write_report
-from tenantctl.usage import UsageClients, admin_connector, clients_from_workspace, measure, measure_all
+from tenantctl.usage.cost import load_prices
+from tenantctl.usage.html_report import build_report, latest_drill_verdicts, render_html, write_report
+from tenantctl.usage.measure import UsageClients, admin_connector, clients_from_workspace, measure, measure_all
 
 from tenant_data import Sandbox, write_history
 
@@ -114,7 +114,8 @@ def direct_db(box: Sandbox, record: TenantRecord) -> dict:
                               (f"{store.schema_name}.{t}",)).fetchone()[0]
                  for t in ("conversations", "messages", "context_items")]
         database = conn.execute("SELECT pg_database_size(%s)", (store.database,)).fetchone()[0]
-        counts = {t: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(store.schema_name, t))).fetchone()[0]
+        counts = {t: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+            sql.Identifier(store.schema_name, t))).fetchone()[0]
                   for t in ("conversations", "messages", "context_items")}
         writes = [conn.execute(sql.SQL("SELECT max({}) FROM {}").format(
             sql.Identifier(column), sql.Identifier(store.schema_name, table))).fetchone()[0]
@@ -123,8 +124,9 @@ def direct_db(box: Sandbox, record: TenantRecord) -> dict:
     return {"schema_bytes": sum(sizes), "database_bytes": database, "rows": counts, "writes": [w for w in writes if w]}
 
 
-# -- alarms (issue 8, part 1) --------------------------------------------------------
-def test_every_tenant_has_its_alarms_and_topic_and_loses_them_with_the_tenant(box, tenants, provision_tenant, workspace):
+# -- alarms --------------------------------------------------------------------------
+def test_every_tenant_has_its_alarms_and_topic_and_loses_them_with_the_tenant(box, tenants, provision_tenant,
+                                                                              workspace):
     cloudwatch, sns = box.client("cloudwatch"), box.client("sns")
     for tenant_id, (record, _) in tenants.items():
         topic = f"arn:aws:sns:{record.region}:{record.resources.role_arn.split(':')[4]}:tenantctl-{tenant_id}-alarms"
@@ -170,7 +172,8 @@ def test_usage_matches_what_was_written_and_direct_counts(box, clients, tenants,
     current = load.objects + load.glacier
     assert (objects.current_objects, objects.current_bytes) == (current, current * load.object_size)
     assert (objects.current_objects, objects.current_bytes) == direct_current_objects(box, record)
-    assert (objects.noncurrent_versions, objects.noncurrent_bytes) == (load.overwritten, load.overwritten * load.object_size)
+    assert (objects.noncurrent_versions, objects.noncurrent_bytes) == (load.overwritten,
+                                                                        load.overwritten * load.object_size)
     assert objects.bytes_by_class.get("GLACIER", 0) == load.glacier * load.object_size
     assert sum(objects.bytes_by_class.values()) == objects.current_bytes + objects.noncurrent_bytes
 
@@ -277,7 +280,7 @@ def test_report_html_carries_each_tenants_figures_and_drill_verdicts(box, client
                                f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", path.as_uri()],
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr[-2000:]
-        assert f'<tr data-tenant="us-big">' in proc.stdout and f"${big.cost.total:.2f}" in proc.stdout
+        assert '<tr data-tenant="us-big">' in proc.stdout and f"${big.cost.total:.2f}" in proc.stdout
 
 
 def test_a_dedicated_instance_is_read_with_its_own_rds_master_secret(box, tenants):
@@ -292,7 +295,8 @@ def test_a_dedicated_instance_is_read_with_its_own_rds_master_secret(box, tenant
         {"username": admin.pg_user, "password": admin.pg_password}))
     wrong = secrets.create_secret(Name="us-test/wrong-admin",
                                   SecretString=json.dumps({"username": "no_such_admin", "password": "x"}))["ARN"]
-    clients = UsageClients(s3=box.client("s3"), sqs=box.client("sqs"), admin_connect=admin_connector(secrets, wrong, rds=rds))
+    clients = UsageClients(s3=box.client("s3"), sqs=box.client("sqs"),
+                           admin_connect=admin_connector(secrets, wrong, rds=rds))
     dedicated = measure(record, clients)
     assert dedicated.errors == [] and dedicated.db.rows["context_items"] == load.context_items
     pooled = measure(tenants["us-small"][0], clients)

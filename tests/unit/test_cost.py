@@ -9,7 +9,7 @@ import datetime as dt
 import pytest
 import yaml
 
-from tenantctl.cost import (
+from tenantctl.usage.cost import (
     DEFAULT_PRICES, GIB, CostInputs, assumptions_text, compare_tiers, estimate, load_prices, platform_cost,
 )
 from tenantctl.errors import InvalidInput

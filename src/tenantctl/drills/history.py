@@ -15,7 +15,7 @@ from tenantctl.models import TenantRecord
 
 
 class VerdictSummary(BaseModel):
-    """What the HTML report shows per tenant (tenantctl.report reads these fields)."""
+    """What the HTML report shows per tenant (tenantctl.usage.html_report reads these fields)."""
 
     tenant_id: str
     drill: str

@@ -22,9 +22,8 @@ from typing import Any, Callable, Iterable, Iterator, Literal
 
 from pydantic import BaseModel, Field
 
+from tenant_runtime.store import CONTEXT_ITEMS, CONVERSATIONS, MESSAGES, TABLES
 from tenantctl.models import StoreConnection, TenantRecord, TenantStatus, Tier, utcnow
-
-CONTEXT_TABLES = ("conversations", "messages", "context_items")
 
 
 class ObjectUsage(BaseModel):
@@ -36,7 +35,8 @@ class ObjectUsage(BaseModel):
     noncurrent_versions: int = 0
     noncurrent_bytes: int = 0
     delete_markers: int = 0
-    bytes_by_class: dict[str, int] = Field(default_factory=dict, description="current + noncurrent bytes per storage class")
+    bytes_by_class: dict[str, int] = Field(default_factory=dict,
+                                           description="current + noncurrent bytes per storage class")
     last_modified: datetime | None = None
 
 
@@ -146,14 +146,14 @@ def db_usage(conn: Any, tenant_id: str, store: StoreConnection, tier: Tier) -> D
             )
         size = int(cur.fetchone()[0])
         rows = {}
-        for table in CONTEXT_TABLES:
+        for table in TABLES:
             cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table)))
             rows[table] = int(cur.fetchone()[0])
         cur.execute(sql.SQL(
             "SELECT greatest((SELECT max(created_at) FROM {m}), (SELECT max(created_at) FROM {c}), "
             "(SELECT max(updated_at) FROM {v}))"
-        ).format(m=sql.Identifier(schema, "messages"), c=sql.Identifier(schema, "context_items"),
-                 v=sql.Identifier(schema, "conversations")))
+        ).format(m=sql.Identifier(schema, MESSAGES), c=sql.Identifier(schema, CONTEXT_ITEMS),
+                 v=sql.Identifier(schema, CONVERSATIONS)))
         last_write = cur.fetchone()[0]
     return DbUsage(scope=scope, size_bytes=size, rows=rows, last_write=last_write)
 

@@ -5,18 +5,17 @@ so it opens offline and can be attached to a ticket as a single file."""
 from __future__ import annotations
 
 from datetime import datetime
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
 from pydantic import BaseModel, Field
 
-from tenantctl.cost import (
-    GIB, CostEstimate, CostInputs, PriceTable, TierComparison, assumptions_text, compare_tiers, estimate,
-    platform_cost,
+from tenantctl.models import PlatformSpec, TenantRecord, TenantSpec, Tier, utcnow
+from tenantctl.templates import render
+from tenantctl.usage.cost import (
+    CostEstimate, PriceTable, TierComparison, assumptions_text, compare_tiers, cost_inputs, estimate, platform_cost,
 )
-from tenantctl.models import DedicatedSpec, PlatformSpec, TenantRecord, TenantSpec, Tier, utcnow
-from tenantctl.usage import TenantUsage
+from tenantctl.usage.measure import TenantUsage
 
 
 # -- drill verdicts (adapter over tenantctl.drills.history, if present) ---------------
@@ -102,17 +101,6 @@ def bar_chart(title: str, items: Iterable[tuple[str, float, str, str]], width: i
     return Chart(title=title, bars=bars, width=width, label_width=label_width)
 
 
-def cost_inputs(usage: TenantUsage, spec: TenantSpec | None) -> CostInputs:
-    """What to price a tenant at: its measured usage and its committed spec."""
-    return CostInputs(
-        tenant_id=usage.tenant_id, tier=usage.tier,
-        s3_bytes_by_class=usage.objects.bytes_by_class if usage.objects else {},
-        db_bytes=usage.db.size_bytes if usage.db else 0,
-        dedicated=(spec.dedicated if spec and spec.dedicated else DedicatedSpec()),
-        backup_retention_days=spec.backup.retention_days if spec else 14,
-    )
-
-
 def build_report(usages: Iterable[TenantUsage], specs: dict[str, TenantSpec], prices: PriceTable,
                  platform: PlatformSpec, idle_days: int,
                  drills: dict[str, list[DrillVerdict]] | None) -> ReportData:
@@ -145,7 +133,8 @@ def charts(data: ReportData) -> list[Chart]:
             (r.usage.tenant_id, r.cost.total if r.cost else 0, f"${r.cost.total:,.2f}" if r.cost else "n/a",
              r.usage.tier.value) for r in rows]),
         bar_chart("Queue + DLQ depth", [
-            (r.usage.tenant_id, _depth(r), str(_depth(r)), "dlq" if r.usage.queues and r.usage.queues.dlq_visible else "queue")
+            (r.usage.tenant_id, _depth(r), str(_depth(r)),
+             "dlq" if r.usage.queues and r.usage.queues.dlq_visible else "queue")
             for r in rows]),
     ]
 
@@ -160,21 +149,10 @@ def _depth(r: ReportRow) -> int:
     return q.visible + q.in_flight + q.delayed + q.dlq_visible + q.dlq_in_flight if q else 0
 
 
-@lru_cache(maxsize=1)
-def _env():
-    import jinja2
-
-    from tenantctl.templates import templates_dir
-
-    # Autoescape on: tenant ids, error messages and drill details are data, not markup.
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())), autoescape=True,
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    env.filters["bytes"] = human_bytes
-    return env
-
-
 def render_html(data: ReportData) -> str:
-    return _env().get_template("report.html.j2").render(data=data, charts=charts(data), gib=GIB)
+    # An .html.j2 template: tenantctl.templates escapes it (tenant ids, error
+    # messages and drill details are data, not markup).
+    return render("report.html.j2", data=data, charts=charts(data), bytes=human_bytes)
 
 
 def write_report(data: ReportData, out: Path) -> Path:

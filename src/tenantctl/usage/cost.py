@@ -21,10 +21,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field
 
 from tenantctl.errors import InvalidInput
-from tenantctl.models import DedicatedSpec, PlatformSpec, Tier, describe_validation_error
+from tenantctl.models import DedicatedSpec, PlatformSpec, TenantSpec, Tier, describe_validation_error
+from tenantctl.usage.measure import TenantUsage
 
 GIB = 2**30
-DEFAULT_PRICES = Path(__file__).resolve().parent / "data" / "prices.yaml"
+DEFAULT_PRICES = Path(__file__).resolve().parent / "prices.yaml"
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
@@ -166,6 +167,17 @@ class CostInputs(BaseModel):
     db_bytes: int = 0
     dedicated: DedicatedSpec = DedicatedSpec()
     backup_retention_days: int = 14
+
+
+def cost_inputs(usage: TenantUsage, spec: TenantSpec | None) -> CostInputs:
+    """What to price a tenant at: its measured usage and its committed spec."""
+    return CostInputs(
+        tenant_id=usage.tenant_id, tier=usage.tier,
+        s3_bytes_by_class=usage.objects.bytes_by_class if usage.objects else {},
+        db_bytes=usage.db.size_bytes if usage.db else 0,
+        dedicated=(spec.dedicated if spec and spec.dedicated else DedicatedSpec()),
+        backup_retention_days=spec.backup.retention_days if spec else 14,
+    )
 
 
 class CostLine(BaseModel):

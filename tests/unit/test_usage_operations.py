@@ -1,0 +1,118 @@
+"""What `usage | cost | report` compute before anything is measured: which
+records, which specs and platform, how many pooled tenants share it, what-if
+overrides (a stand-in registry, no sandbox); and the one template environment
+escaping HTML pages only."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from tenantctl.errors import InvalidInput
+from tenantctl.models import DedicatedSpec, PlatformSpec, TenantRecord, TenantSpec, TenantStatus, Tier
+from tenantctl.operations.apply import Action, ApplySummary, TenantResult
+from tenantctl.operations.usage import (
+    active_pooled, check_selection, committed_specs, estimate_costs, platform_spec, selected_records, what_if,
+)
+from tenantctl.stackconfig import write_platform, write_tenant
+from tenantctl.templates import _env, render
+from tenantctl.usage.cost import GIB, CostInputs, compare_tiers, estimate, load_prices
+
+
+def record(tenant_id: str, status: TenantStatus = TenantStatus.active, tier: Tier = Tier.pooled) -> TenantRecord:
+    return TenantRecord(tenant_id=tenant_id, tier=tier, status=status, region="us-east-1")
+
+
+class Registry:
+    """The registry calls the operations make, answered from a list."""
+
+    def __init__(self, records: list[TenantRecord]) -> None:
+        self.records = records
+        self.calls: list[tuple] = []
+
+    def require(self, tenant_id: str) -> TenantRecord:
+        self.calls.append(("require", tenant_id))
+        return next(r for r in self.records if r.tenant_id == tenant_id)
+
+    def iter_all(self, tier: Tier | None = None, status: TenantStatus | None = None):
+        self.calls.append(("iter_all", tier, status))
+        return iter([r for r in self.records if (tier is None or r.tier is tier)
+                     and (status is None or r.status is status)])
+
+
+@pytest.fixture
+def ws(tmp_path):
+    (tmp_path / "stacks").mkdir()
+    return SimpleNamespace(stacks_dir=tmp_path / "stacks", registry=Registry([
+        record("acme"), record("beta", TenantStatus.suspended), record("gone", TenantStatus.deprovisioned),
+        record("mid", TenantStatus.provisioning), record("big", tier=Tier.dedicated),
+    ]))
+
+
+@pytest.mark.parametrize("tenant_id, all_", [(None, False), ("acme", True)])
+def test_exactly_one_of_a_tenant_and_all(tenant_id, all_):
+    with pytest.raises(InvalidInput, match="either a tenant id or --all"):
+        check_selection(tenant_id, all_)
+
+
+def test_all_selects_active_and_suspended_a_named_tenant_whatever_its_status(ws):
+    assert [r.tenant_id for r in selected_records(ws, None)] == ["acme", "beta", "big"]
+    assert [r.tenant_id for r in selected_records(ws, None, Tier.pooled)] == ["acme", "beta"]
+    assert [r.tenant_id for r in selected_records(ws, "gone")] == ["gone"]
+
+
+def test_active_pooled_counts_the_registry(ws):
+    assert active_pooled(ws) == 1
+    assert ("iter_all", Tier.pooled, TenantStatus.active) in ws.registry.calls
+
+
+def test_specs_and_platform_come_from_the_committed_stack_files(ws):
+    assert platform_spec(ws) == PlatformSpec()
+    committed = PlatformSpec(db_instance_class="db.t4g.large", db_storage_gb=200)
+    write_platform(ws.stacks_dir, committed)
+    assert platform_spec(ws) == committed
+    big = TenantSpec(id="big", tier=Tier.dedicated, dedicated=DedicatedSpec(instance_class="db.t4g.small"))
+    write_tenant(ws.stacks_dir, big)
+    assert committed_specs(ws, ["big", "acme"]) == {"big": big}
+
+
+def test_what_if_replaces_only_what_is_given():
+    base = CostInputs(tenant_id="acme", tier=Tier.pooled, db_bytes=5, s3_bytes_by_class={"GLACIER": 7})
+    assert what_if(base) == base
+    assert what_if(base, db_gb=2).db_bytes == 2 * GIB and what_if(base, db_gb=2).s3_bytes_by_class == {"GLACIER": 7}
+    assert what_if(base, s3_gb=1.5) == base.model_copy(update={"s3_bytes_by_class": {"STANDARD": int(1.5 * GIB)}})
+
+
+def test_a_hypothetical_tenant_is_priced_without_measuring(ws):
+    prices = load_prices()
+    out = estimate_costs(ws, prices, db_gb=40, s3_gb=200, tier=Tier.dedicated, pooled_tenants=12)
+    inputs = CostInputs(tenant_id="what-if", tier=Tier.dedicated, db_bytes=40 * GIB,
+                        s3_bytes_by_class={"STANDARD": 200 * GIB})
+    assert [(t.estimate, t.comparison) for t in out.tenants] == [
+        (estimate(inputs, prices, PlatformSpec(), 12), compare_tiers(inputs, prices, PlatformSpec(), 12))]
+    assert ws.registry.calls == []  # --pooled-tenants given: the registry is not read
+    assert any("12 active pooled tenant(s)" in a for a in out.assumptions)
+
+
+def test_a_hypothetical_tenant_shares_the_platform_with_at_least_itself(ws):
+    ws.registry.records = []
+    out = estimate_costs(ws, load_prices(), db_gb=1)
+    assert out.tenants[0].estimate.tier is Tier.pooled
+    assert any("split over 1 active pooled tenant(s)" in a for a in out.assumptions)
+
+
+def test_cost_needs_a_tenant_all_or_a_what_if(ws):
+    with pytest.raises(InvalidInput, match="what-if usage"):
+        estimate_costs(ws, load_prices())
+
+
+def test_only_html_templates_are_escaped():
+    env = _env()
+    assert env.autoescape("report.html.j2") is True
+    assert not any(env.autoescape(name) for name in ("stack.yaml.j2", "tenant_schema.sql.j2", "drill_report.md.j2"))
+    assert env.from_string("{{ x }}").render(x="<a & b>") == "<a & b>"
+    failed = TenantResult(tenant_id="acme", action=Action.update, ok=False, error="quota <5> & more")
+    markdown = render("apply_summary.md.j2", summary=ApplySummary(preview=False, shard="1/1", seconds=1.0,
+                                                                   results=[failed]))
+    assert "quota <5> & more" in markdown
