@@ -7,15 +7,17 @@ from typing import Annotated, Optional
 
 import typer
 
+from tenantctl.cli.options import JsonFlag
 from tenantctl.cli.output import console, error, print_json, table
 from tenantctl.models import Tier
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 TenantArg = Annotated[Optional[str], typer.Argument(help="Tenant id (or --all).")]
 AllFlag = Annotated[bool, typer.Option("--all", help="Every active or suspended tenant in the registry.")]
 TierOpt = Annotated[Optional[Tier], typer.Option(help="With --all: only this tier.")]
 IdleDays = Annotated[int, typer.Option(min=1, help="A tenant with no activity for this many days is idle.")]
 PricesOpt = Annotated[Optional[Path], typer.Option(help="Price table YAML (default: the packaged us-east-1 table).")]
+
+app = typer.Typer()
 
 
 def _when(t) -> str:
@@ -23,6 +25,7 @@ def _when(t) -> str:
 
 
 # -- usage ---------------------------------------------------------------------------
+@app.command()
 def usage(
     tenant_id: TenantArg = None,
     all_: AllFlag = False,
@@ -68,6 +71,7 @@ def usage(
 
 
 # -- cost ----------------------------------------------------------------------------
+@app.command()
 def cost(
     tenant_id: TenantArg = None,
     all_: AllFlag = False,
@@ -116,6 +120,7 @@ def cost(
 
 
 # -- report --------------------------------------------------------------------------
+@app.command()
 def report(
     out: Annotated[Path, typer.Option(help="Where to write the HTML page.")] = Path("report.html"),
     idle_days: IdleDays = 30,
@@ -139,9 +144,3 @@ def report(
         print_json({"report": str(path.resolve()), "tenants": len(data.rows)})
     else:
         console.print(f"report written to {path} ({len(data.rows)} tenants)", highlight=False)
-
-
-def register(app: typer.Typer) -> None:
-    app.command()(usage)
-    app.command()(cost)
-    app.command()(report)

@@ -123,7 +123,7 @@ def write_html_report(ws: Workspace, prices: PriceTable, out: Path, idle_days: i
     records, usages = measure_tenants(ws, None, True, None, idle_days)
     ids = [u.tenant_id for u in usages]
     try:
-        drills = latest_drill_verdicts(records)
+        drills = latest_drill_verdicts(records, ws.client("s3"))
     except Exception as exc:  # the drill history must not cost the operator the usage/cost page
         if on_drill_error is not None:
             on_drill_error(exc)

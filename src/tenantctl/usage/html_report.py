@@ -10,6 +10,7 @@ from typing import Any, Iterable
 
 from pydantic import BaseModel, Field
 
+from tenantctl.files import write_atomic
 from tenantctl.models import PlatformSpec, TenantRecord, TenantSpec, Tier, utcnow
 from tenantctl.templates import render
 from tenantctl.usage.cost import (
@@ -18,7 +19,7 @@ from tenantctl.usage.cost import (
 from tenantctl.usage.measure import TenantUsage
 
 
-# -- drill verdicts (adapter over tenantctl.drills.history, if present) ---------------
+# -- drill verdicts (adapter over tenantctl.drills.history) -----------------------------
 class DrillVerdict(BaseModel):
     drill: str = ""
     verdict: str
@@ -26,14 +27,10 @@ class DrillVerdict(BaseModel):
     detail: str = ""
 
 
-def latest_drill_verdicts(records: list[TenantRecord], s3: Any = None) -> dict[str, list[DrillVerdict]] | None:
-    """The newest drill verdict per tenant from ``tenantctl.drills.history``
-    (reports stored under each tenant's prefix); None when that module is not
-    installed, and the report then says "no drill yet" for every tenant."""
-    try:
-        from tenantctl.drills.history import latest_verdicts
-    except ImportError:
-        return None
+def latest_drill_verdicts(records: list[TenantRecord], s3: Any) -> dict[str, list[DrillVerdict]]:
+    """The newest drill verdict per tenant (reports stored under each tenant's prefix)."""
+    from tenantctl.drills.history import latest_verdicts
+
     return {
         tenant_id: [DrillVerdict(drill=v.drill, verdict=v.verdict, finished_at=v.finished_at, detail=v.detail)]
         for tenant_id, v in latest_verdicts(records, s3=s3).items()
@@ -157,8 +154,5 @@ def render_html(data: ReportData) -> str:
 
 def write_report(data: ReportData, out: Path) -> Path:
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(render_html(data), encoding="utf-8")
-    tmp.replace(out)
+    write_atomic(out, render_html(data))
     return out

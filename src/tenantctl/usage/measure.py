@@ -248,8 +248,6 @@ def measure_all(records: Iterable[TenantRecord], clients: UsageClients, idle_day
 def clients_from_workspace(ws: Any) -> UsageClients:
     """Clients for the workspace's target; the admin secret is the platform's
     ``db_admin_secret_arn`` output (dedicated on AWS: the instance's own)."""
-    import boto3
-
     from tenantctl.errors import TargetUnavailable
 
     outputs = ws.platform_outputs()
@@ -257,6 +255,6 @@ def clients_from_workspace(ws: Any) -> UsageClients:
     if not arn:
         raise TargetUnavailable("the platform stack has no db_admin_secret_arn output: cannot read DB sizes as admin")
     # On the sandbox dedicated stores live in the sandbox PostgreSQL, whose admin is the platform's.
-    rds = None if ws.is_sandbox else boto3.client("rds")
-    return UsageClients(s3=boto3.client("s3"), sqs=boto3.client("sqs"),
-                        admin_connect=admin_connector(boto3.client("secretsmanager"), arn, rds=rds))
+    rds = None if ws.is_sandbox else ws.client("rds")
+    return UsageClients(s3=ws.client("s3"), sqs=ws.client("sqs"),
+                        admin_connect=admin_connector(ws.client("secretsmanager"), arn, rds=rds))
