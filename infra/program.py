@@ -15,13 +15,14 @@ import pulumi
 import pulumi_aws as aws
 from pydantic import ValidationError
 
-from infra.components.tenant_alarms import TenantAlarms, TenantAlarmsArgs
-from infra.components.platform_bucket import SharedBucket, SharedBucketArgs
-from infra.components.postgres_instance import PostgresInstance, PostgresInstanceArgs
 from infra.components.kms_key import TenantKey, TenantKeyArgs
-from infra.components.private_network import PrivateNetwork, PrivateNetworkArgs
-from infra.components.tenant_queue import TenantQueue, TenantQueueArgs
+from infra.components.platform_bucket import SharedBucket, SharedBucketArgs
 from infra.components.platform_registry import RegistryTable, RegistryTableArgs
+from infra.components.postgres_instance import PostgresInstance, PostgresInstanceArgs
+from infra.components.private_network import PrivateNetwork, PrivateNetworkArgs
+from infra.components.tenant_alarms import TenantAlarms, TenantAlarmsArgs
+from infra.components.tenant_database import SharedDatabaseRef, TenantDatabase, TenantDatabaseArgs
+from infra.components.tenant_queue import TenantQueue, TenantQueueArgs
 from infra.components.tenant_role import (
     TenantGrants,
     TenantRole,
@@ -31,11 +32,9 @@ from infra.components.tenant_role import (
 )
 from infra.components.tenant_secret import TenantSecret, TenantSecretArgs
 from infra.components.tenant_storage import TenantStorage, TenantStorageArgs
-from infra.components.tenant_database import SharedDatabaseRef, TenantDatabase, TenantDatabaseArgs
 from tenantctl import naming
 from tenantctl.models import PlatformSpec, TenantSpec, Tier, describe_validation_error
 from tenantctl.naming import PLATFORM_STACK, resource_name
-
 
 PLATFORM_DB_NAME = "tenantctl"
 PLATFORM_BACKUP_DAYS = 14

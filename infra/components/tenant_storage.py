@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import pulumi
 
 from infra.providers.prefix_lifecycle import PrefixLifecycleArgs, PrefixLifecycleRules
-from tenantctl.bucket_lifecycle import tenant_rules
 from tenantctl import naming
+from tenantctl.bucket_lifecycle import tenant_rules
 from tenantctl.models import LifecycleSpec
 
 

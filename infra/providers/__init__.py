@@ -5,8 +5,10 @@ here and calls the very same create/diff/update/delete with the props dict,
 instead of unpickling the ``__provider`` Pulumi stores.
 """
 
-from infra.providers.prefix_lifecycle import KIND as PREFIX_LIFECYCLE, PrefixLifecycleProvider
-from infra.providers.tenant_schema import KIND as TENANT_SCHEMA, TenantSchemaProvider
+from infra.providers.prefix_lifecycle import KIND as PREFIX_LIFECYCLE
+from infra.providers.prefix_lifecycle import PrefixLifecycleProvider
+from infra.providers.tenant_schema import KIND as TENANT_SCHEMA
+from infra.providers.tenant_schema import TenantSchemaProvider
 
 PROVIDERS = {
     TENANT_SCHEMA: TenantSchemaProvider,

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
@@ -101,7 +102,7 @@ def _bucket_lock(s3, bucket: str) -> Iterator[None]:
                 head = s3.head_object(Bucket=bucket, Key=LOCK_KEY)
             except ClientError:
                 continue  # released in between: try again at once
-            if (datetime.now(timezone.utc) - head["LastModified"]).total_seconds() > LOCK_STALE_SECONDS:
+            if (datetime.now(UTC) - head["LastModified"]).total_seconds() > LOCK_STALE_SECONDS:
                 remove(head.get("VersionId"))
                 continue
             if time.monotonic() > deadline:

@@ -14,7 +14,8 @@ refused as before. A PEM key is loaded once, not per request.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jwt
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -42,7 +43,7 @@ class JWTSettings(BaseModel):
     verified_cache_size: int = 10_000
 
     @model_validator(mode="after")
-    def _one_key_source(self) -> "JWTSettings":
+    def _one_key_source(self) -> JWTSettings:
         if (self.key is None) == (self.jwks_url is None):
             raise ValueError("give exactly one of key or jwks_url")
         if "none" in (a.lower() for a in self.algorithms):

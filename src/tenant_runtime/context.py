@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from tenant_runtime.errors import TenantMismatch
 from tenant_runtime.models import TenantRecord, TenantResources

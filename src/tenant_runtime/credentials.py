@@ -17,8 +17,9 @@ Two modes behind one interface (``client(ctx, service)``):
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
 from tenant_runtime.context import TenantContext
 
@@ -37,7 +38,7 @@ class ClientFactory:
         self.session = session or boto3.session.Session(region_name=region)
         self.endpoint_url = endpoint_url
         self.duration_seconds, self.refresh_margin = duration_seconds, refresh_margin
-        self.clock = clock or (lambda: datetime.now(timezone.utc))  # injectable for cache-expiry tests
+        self.clock = clock or (lambda: datetime.now(UTC))  # injectable for cache-expiry tests
         # Bounded retries with jitter (botocore "standard" mode) on throttling.
         self.config = Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32)
         self._shared: dict[str, Any] = {}
@@ -90,5 +91,5 @@ class ClientFactory:
         creds = resp["Credentials"]
         expiration = creds["Expiration"]
         if expiration.tzinfo is None:
-            creds["Expiration"] = expiration.replace(tzinfo=timezone.utc)
+            creds["Expiration"] = expiration.replace(tzinfo=UTC)
         return creds

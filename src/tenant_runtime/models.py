@@ -6,7 +6,7 @@ the provisioning stack; tenantctl re-exports them from ``tenantctl.models``.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,7 +26,7 @@ class TenantStatus(str, Enum):
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class StoreConnection(BaseModel):

@@ -14,7 +14,8 @@ import math
 import posixpath
 import re
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pydantic import BaseModel
 

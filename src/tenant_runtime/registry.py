@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from tenant_runtime import cursor as cursor_codec
 from tenant_runtime.cache import TTLCache

@@ -25,10 +25,11 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from functools import partial
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Literal
 
 import psycopg
 from psycopg import sql

@@ -35,7 +35,7 @@ def program_dir(project_dir: Path) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def _hash_tree(digest: "hashlib._Hash", root: Path, pattern: str, label: str) -> None:
+def _hash_tree(digest: hashlib._Hash, root: Path, pattern: str, label: str) -> None:
     for path in sorted(root.rglob(pattern)):
         if "__pycache__" in path.parts or path.name.endswith(REPORT_SUFFIXES):
             continue

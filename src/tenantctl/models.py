@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -46,7 +46,7 @@ class LifecycleSpec(BaseModel):
     abort_multipart_days: int = Field(1, ge=1, le=30, description="incomplete multipart uploads aborted after N days")
 
     @model_validator(mode="after")
-    def _expiry_after_transition(self) -> "LifecycleSpec":
+    def _expiry_after_transition(self) -> LifecycleSpec:
         if self.archive_expiry_days <= self.archive_transition_days:
             raise ValueError("archive_expiry_days must be greater than archive_transition_days")
         return self
@@ -108,7 +108,7 @@ class TenantSpec(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _tier_options(self) -> "TenantSpec":
+    def _tier_options(self) -> TenantSpec:
         if self.tier is Tier.pooled and self.dedicated is not None:
             raise ValueError("dedicated options (vpc_cidr, instance class, storage, multi-AZ) need tier=dedicated")
         if self.tier is Tier.dedicated and self.dedicated is None:

@@ -8,8 +8,8 @@ rule is checked separately so that a refusal names the rule it broke.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 # Ids never used for tenants: they name shared things or collide with provider
 # reserved words (PostgreSQL `pg_*`, KMS `alias/aws/*`, S3 `xn--`/`sthree-`).

@@ -26,8 +26,9 @@ deprovision like any failed apply.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from tenantctl import naming
 from tenantctl.errors import QuotaExceeded

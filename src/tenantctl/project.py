@@ -19,7 +19,7 @@ class Project(BaseModel):
     stacks_dir: Path
 
     @classmethod
-    def load(cls, project_dir: Path) -> "Project":
+    def load(cls, project_dir: Path) -> Project:
         import yaml
 
         path = Path(project_dir) / PROJECT_FILE

@@ -13,10 +13,8 @@ from pydantic import ValidationError
 
 from tenantctl.errors import InvalidInput
 from tenantctl.files import write_atomic
-from tenantctl.naming import PLATFORM_STACK
 from tenantctl.models import PlatformSpec, TenantSpec, describe_validation_error
-
-
+from tenantctl.naming import PLATFORM_STACK
 
 
 def stack_file(stacks_dir: Path, stack: str) -> Path:

@@ -57,7 +57,7 @@ class Cli:
     env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, sandbox, root: Path) -> "Cli":
+    def create(cls, sandbox, root: Path) -> Cli:
         root.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / "Pulumi.yaml", root / "Pulumi.yaml")
         (root / "stacks").mkdir(exist_ok=True)

@@ -9,24 +9,22 @@ import functools
 
 import pytest
 from psycopg import sql
+from tenant_data import Sandbox, history, objects, put_objects, rows, scratch_databases, write_history
 
 from tenantctl import naming
 from tenantctl.drills import store
 from tenantctl.drills.backup import backup
 from tenantctl.drills.context import DrillContext, context_from_workspace
-from tenantctl.errors import KeyUnusable
 from tenantctl.drills.history import latest_verdicts, list_reports
 from tenantctl.drills.models import Target, Verdict
 from tenantctl.drills.report import render_markdown
 from tenantctl.drills.restore import cleanup, restore
 from tenantctl.drills.run import drill
 from tenantctl.drills.verify import verify
-from tenantctl.errors import Conflict, InvalidInput, NotFound
+from tenantctl.errors import Conflict, InvalidInput, KeyUnusable, NotFound
 from tenantctl.models import TenantStatus, Tier
 from tenantctl.operations.deprovision import deprovision
 from tenantctl.operations.revive import revive
-
-from tenant_data import Sandbox, history, objects, put_objects, rows, scratch_databases, write_history
 
 pytestmark = pytest.mark.integration
 

@@ -18,11 +18,11 @@ never reused."""
 from __future__ import annotations
 
 import socket
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from fault_tools import POOLED, Cli, alias_target, engine_state, inventory, live_tenant_keys, run_id
+
 from tenantctl.faults import FAULT_AFTER_ENV, FAULT_EXIT_CODE, FAULT_POINT_ENV
 
 pytestmark = pytest.mark.integration
@@ -68,7 +68,7 @@ def assert_lock_reported(cli: Cli, tenant_id: str, operation: str, pid: int, sta
     assert (lock["operation"], lock["pid"], lock["host"]) == (operation, pid, socket.gethostname())
     assert lock["owner"]
     taken = datetime.fromisoformat(lock["acquired_at"].replace("Z", "+00:00"))
-    assert timedelta(0) <= datetime.now(timezone.utc) - taken < timedelta(minutes=10)
+    assert timedelta(0) <= datetime.now(UTC) - taken < timedelta(minutes=10)
     if not table:
         return
     shown = cli("status", tenant_id)  # people see the same: operation, owner@host, pid, time

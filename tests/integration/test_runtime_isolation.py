@@ -8,12 +8,11 @@ import json
 import httpx
 import pytest
 from psycopg import sql
+from runtime_tenants import jwt_settings, runtime, runtime_env  # noqa: F401  (fixtures)
 
 from tenant_runtime import DecryptionFailed, TenantContext, TenantMismatch, TenantRuntime
 from tenant_runtime.jobs import Job, JobMessage, JobQueue
 from tenant_runtime.objects import MIN_PART, ObjectAccess
-
-from runtime_tenants import jwt_settings, runtime, runtime_env  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(scope="module")

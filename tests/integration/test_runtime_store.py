@@ -11,11 +11,10 @@ import uuid
 import psycopg
 import pytest
 from psycopg import sql
+from runtime_tenants import runtime, runtime_env  # noqa: F401  (fixtures)
 
 from tenant_runtime import TenantContext, TenantMismatch
 from tenant_runtime.store import ContextStore
-
-from runtime_tenants import runtime, runtime_env  # noqa: F401  (fixtures)
 
 
 def ctx_of(runtime, env, key):
@@ -37,7 +36,7 @@ def test_append_history_delete_round_trip(runtime, runtime_env, key):
     with runtime_env.admin(store.database) as conn:
         blobs = conn.execute(sql.SQL("SELECT content FROM {} WHERE conversation_id = 'conv-rt'").format(
             sql.Identifier(store.schema_name, "messages"))).fetchall()
-    assert len(blobs) == 5 and not any("message".encode() in bytes(b) for (b,) in blobs)
+    assert len(blobs) == 5 and not any(b"message" in bytes(b) for (b,) in blobs)
     assert runtime.store.delete_conversation(ctx, "conv-rt") is True
     assert runtime.store.history(ctx, "conv-rt").messages == []
     assert runtime.store.delete_conversation(ctx, "conv-rt") is False

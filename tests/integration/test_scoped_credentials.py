@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
-from typing import Iterator
+from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
@@ -243,7 +243,7 @@ def test_moto_enforces_the_pinned_caller_but_not_the_tag(tenants, sandbox):
 # -- the cache --------------------------------------------------------------------------------------
 
 def test_credentials_are_cached_until_shortly_before_expiry(tenants, sandbox):
-    now = [datetime.now(timezone.utc)]
+    now = [datetime.now(UTC)]
     factory = ClientFactory("assume_role", region=sandbox.region, endpoint_url=sandbox.aws_endpoint_url,
                             duration_seconds=900, refresh_margin=120, clock=lambda: now[0])
     ctx_a, ctx_twin = (TenantContext(tenant_id=t, record=tenants[t]) for t in (A, TWIN))

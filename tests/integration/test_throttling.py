@@ -19,9 +19,18 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from fault_tools import (
+    POOLED,
+    Cli,
+    alias_target,
+    inventory,
+    live_tenant_keys,
+    platform_outputs,
+    registry_record,
+    run_id,
+    tenant_rule_ids,
+)
 
-from fault_tools import POOLED, Cli, alias_target, inventory, live_tenant_keys, platform_outputs, \
-    registry_record, run_id, tenant_rule_ids
 from tenantctl import aws
 from tenantctl.faults import FAULT_THROTTLE_ENV, FAULT_THROTTLE_FILE_ENV, SharedTokenBucket
 

@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import pytest
 from psycopg import sql
+from tenant_data import Sandbox, write_history
 
 from tenantctl import naming
 from tenantctl.models import PlatformSpec, TenantRecord, TenantStatus, Tier, utcnow
@@ -21,8 +22,6 @@ from tenantctl.operations.deprovision import deprovision
 from tenantctl.usage.cost import load_prices
 from tenantctl.usage.html_report import build_report, latest_drill_verdicts, render_html, write_report
 from tenantctl.usage.measure import UsageClients, admin_connector, clients_from_workspace, measure, measure_all
-
-from tenant_data import Sandbox, write_history
 
 pytestmark = pytest.mark.integration
 

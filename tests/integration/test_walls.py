@@ -20,9 +20,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from fault_tools import (
+    POOLED,
+    Cli,
+    aws,
+    engine_state,
+    inventory,
+    lifecycle_rules,
+    platform_outputs,
+    registry_record,
+    run_id,
+    tenant_rule_ids,
+)
 
-from fault_tools import POOLED, Cli, aws, engine_state, inventory, lifecycle_rules, platform_outputs, \
-    registry_record, run_id, tenant_rule_ids
 from tenantctl import naming
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,16 @@ import pytest
 from tenantctl.errors import InvalidInput
 from tenantctl.fingerprint import applied_hash
 from tenantctl.models import PlatformSpec, TenantRecord, TenantSpec, TenantStatus, Tier
-from tenantctl.operations.apply import (Action, ApplySummary, TenantResult, in_shard, matches, parse_shard, plan,
-                                        run_pool)
+from tenantctl.operations.apply import (
+    Action,
+    ApplySummary,
+    TenantResult,
+    in_shard,
+    matches,
+    parse_shard,
+    plan,
+    run_pool,
+)
 from tenantctl.stackconfig import stack_file, write_platform, write_tenant
 from tenantctl.templates import render
 

@@ -9,11 +9,18 @@ import datetime as dt
 import pytest
 import yaml
 
-from tenantctl.usage.cost import (
-    DEFAULT_PRICES, GIB, CostInputs, assumptions_text, compare_tiers, estimate, load_prices, platform_cost,
-)
 from tenantctl.errors import InvalidInput
 from tenantctl.models import DedicatedSpec, PlatformSpec, Tier
+from tenantctl.usage.cost import (
+    DEFAULT_PRICES,
+    GIB,
+    CostInputs,
+    assumptions_text,
+    compare_tiers,
+    estimate,
+    load_prices,
+    platform_cost,
+)
 
 ROUND_TABLE = {
     "region": "test-1", "as_of": "2026-01-01", "hours_per_month": 1000,

@@ -1,10 +1,10 @@
 """The infra/ program under Pulumi mocks: what each stack declares and exports."""
 
 import pytest
+from infra_mocks import RecordingMocks, platform_config, platform_outputs, run_program, tenant_config
 
 from infra.program import build_platform  # noqa: F401  (import check: the program loads)
 from infra.providers import PROVIDERS
-from infra_mocks import RecordingMocks, platform_config, platform_outputs, run_program, tenant_config
 from tenantctl import policy
 from tenantctl.models import TenantResources
 

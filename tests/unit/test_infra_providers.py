@@ -6,8 +6,8 @@ import pytest
 from moto import mock_aws
 
 from infra.providers import PROVIDERS
-from tenantctl.bucket_lifecycle import tenant_rules
 from tenantctl import naming
+from tenantctl.bucket_lifecycle import tenant_rules
 
 BUCKET = "shared"
 

@@ -3,8 +3,8 @@
 import json
 
 import pytest
-
 from infra_mocks import RecordingMocks, platform_config, run_program, tenant_config
+
 from tenantctl.policy import RULES, PlannedResource, check
 
 

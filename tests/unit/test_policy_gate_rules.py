@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from infra_mocks import RecordingMocks, run_program, tenant_config
 from pulumi.automation import events as ev
 
-from infra_mocks import RecordingMocks, run_program, tenant_config
 from tenantctl.engines.pulumi.engine import PulumiEngine
 from tenantctl.engines.pulumi.plan import SECRET_SIG, PlanCollector
 from tenantctl.errors import PolicyViolation

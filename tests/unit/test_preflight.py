@@ -8,8 +8,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from tenantctl.bucket_lifecycle import tenant_rules
 from tenantctl import naming, preflight
+from tenantctl.bucket_lifecycle import tenant_rules
 from tenantctl.errors import QuotaExceeded
 from tenantctl.models import TenantSpec
 

@@ -23,8 +23,8 @@ from pulumi.automation import (
 from pulumi.automation import events as ev
 from pulumi.automation.errors import create_command_error
 
-from tenantctl.engines.pulumi import cli as pulumi_cli
 from tenantctl.engines.base import EngineEvent, Op
+from tenantctl.engines.pulumi import cli as pulumi_cli
 from tenantctl.engines.pulumi.engine import (
     PulumiEngine,
     backend_kind,

@@ -6,11 +6,10 @@ from __future__ import annotations
 import boto3
 import pytest
 from moto import mock_aws
+from runtime_fixtures import context
 
 from tenant_runtime.crypto import MAGIC, DataKeyCache, Envelope
 from tenant_runtime.errors import DecryptionFailed
-
-from runtime_fixtures import context
 
 
 class Clock:

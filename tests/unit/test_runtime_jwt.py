@@ -8,12 +8,11 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from runtime_fixtures import record
 
 from tenant_runtime.auth import JWTSettings, TenantResolver, bearer_token
 from tenant_runtime.errors import TenantInactive, TenantMismatch, TenantNotFound, Unauthenticated
 from tenant_runtime.models import TenantStatus
-
-from runtime_fixtures import record
 
 
 def _pem_pair():

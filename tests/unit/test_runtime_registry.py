@@ -6,13 +6,12 @@ from __future__ import annotations
 import boto3
 import pytest
 from botocore.stub import Stubber
+from runtime_fixtures import record
 
 from tenant_runtime.cache import TTLCache
 from tenant_runtime.errors import RegistryUnavailable, TenantInactive, TenantNotFound
 from tenant_runtime.models import TenantStatus
 from tenant_runtime.registry import RegistryReader
-
-from runtime_fixtures import record
 
 
 class Clock:

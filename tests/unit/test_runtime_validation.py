@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from runtime_fixtures import context
 
 from tenant_runtime.errors import InvalidRequest, TenantMismatch
 from tenant_runtime.jobs import Job, JobQueue
 from tenant_runtime.objects import ObjectAccess
 from tenant_runtime.store import ContextStore
-
-from runtime_fixtures import context
 
 
 def unreachable(ctx):
@@ -79,8 +78,9 @@ def test_store_input_is_validated(call, match):
 
 
 def test_a_context_holding_another_tenants_record_is_refused():
-    from tenant_runtime.context import TenantContext
     from runtime_fixtures import record
+
+    from tenant_runtime.context import TenantContext
 
     with pytest.raises(TenantMismatch, match="registry record"):
         TenantContext(tenant_id="acme", record=record("beta"))

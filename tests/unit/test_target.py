@@ -3,8 +3,8 @@ aws target never reaching the LocalEngine (nor a sandbox one the PulumiEngine)."
 
 from __future__ import annotations
 
-import inspect
 import importlib.util
+import inspect
 import json
 import os
 import subprocess
@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tenantctl.errors import InvalidInput
 from tenantctl import engines as engines_mod
 from tenantctl.engines import open_engine
-from tenantctl.project import ensure_project_file, find_root as project_root
+from tenantctl.errors import InvalidInput
+from tenantctl.project import ensure_project_file
+from tenantctl.project import find_root as project_root
 from tenantctl.target import Target, find_config, load_target, render_config
 
 REPO = Path(__file__).resolve().parents[2]

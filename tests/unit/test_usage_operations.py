@@ -13,7 +13,13 @@ from tenantctl.errors import InvalidInput
 from tenantctl.models import DedicatedSpec, PlatformSpec, TenantRecord, TenantSpec, TenantStatus, Tier
 from tenantctl.operations.apply import Action, ApplySummary, TenantResult
 from tenantctl.operations.usage import (
-    active_pooled, check_selection, committed_specs, estimate_costs, platform_spec, selected_records, what_if,
+    active_pooled,
+    check_selection,
+    committed_specs,
+    estimate_costs,
+    platform_spec,
+    selected_records,
+    what_if,
 )
 from tenantctl.stackconfig import write_platform, write_tenant
 from tenantctl.templates import _env, render

@@ -20,12 +20,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import unquote
 
 from tenantctl import naming
-from tenantctl.checks.results import CheckResult, run_each
 from tenantctl.checks import iam_eval
+from tenantctl.checks.results import CheckResult, run_each
 from tenantctl.policy import MIN_BACKUP_RETENTION_DAYS, REQUIRED_TAGS, PlannedResource, check
 
 AREA = "aws"

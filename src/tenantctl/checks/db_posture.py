@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from tenantctl.checks.results import CheckResult, Outcome, run_each
 

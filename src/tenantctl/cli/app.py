@@ -10,8 +10,17 @@ import sys
 
 import typer
 
-from tenantctl.cli import (apply_cmd, check_cmd, drill_cmd, platform_cmd, sandbox_cmd, setup_cmd, target_cmd,
-                           tenant_cmd, usage_cmd)
+from tenantctl.cli import (
+    apply_cmd,
+    check_cmd,
+    drill_cmd,
+    platform_cmd,
+    sandbox_cmd,
+    setup_cmd,
+    target_cmd,
+    tenant_cmd,
+    usage_cmd,
+)
 from tenantctl.errors import TenantctlError
 
 app = typer.Typer(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer()
 
-def _changes(result: "TenantResult") -> str:
+def _changes(result: TenantResult) -> str:
     return ", ".join(f"{op} {n}" for op, n in result.changes.items())
 
 

@@ -31,7 +31,7 @@ def _session():
     return ws, context_from_workspace(ws)
 
 
-def _show(report: "DrillReport", markdown: Optional[Path], json_out: bool) -> None:
+def _show(report: DrillReport, markdown: Optional[Path], json_out: bool) -> None:
     from tenantctl.drills.report import render_markdown
 
     text = render_markdown(report)
@@ -137,9 +137,8 @@ def run(
 
     Exit 0 when every drill passes, 9 when any fails (mismatch, unreadable
     backup, unusable key, or --max-rto / --max-rpo exceeded)."""
-    from tenantctl.errors import DrillFailed
     from tenantctl.drills.run import drill
-    from tenantctl.errors import InvalidInput
+    from tenantctl.errors import DrillFailed, InvalidInput
     from tenantctl.models import TenantStatus
 
     if bool(tenant_id) == all_tenants:

@@ -25,7 +25,7 @@ StateDir = Annotated[
 ]
 
 
-def _sandbox(state_dir: Path | None) -> "Sandbox":
+def _sandbox(state_dir: Path | None) -> Sandbox:
     from tenantctl.sandbox import Sandbox
     from tenantctl.target import load_target
 
@@ -33,7 +33,7 @@ def _sandbox(state_dir: Path | None) -> "Sandbox":
     return Sandbox(state_dir or load_target().sandbox.state_dir)
 
 
-def _print_endpoints(endpoints: "SandboxEndpoints") -> None:
+def _print_endpoints(endpoints: SandboxEndpoints) -> None:
     table("sandbox endpoints", ["what", "where"], [
         ("AWS (moto)", endpoints.aws_endpoint_url),
         ("region", endpoints.region),
@@ -45,7 +45,7 @@ def _print_endpoints(endpoints: "SandboxEndpoints") -> None:
     ])
 
 
-def _print_status(status: "SandboxStatus") -> None:
+def _print_status(status: SandboxStatus) -> None:
     table(f"sandbox in {status.state_dir}", ["service", "state", "pid", "endpoint", "log"], [
         (s.name, "[green]running[/]" if s.alive else "[red]stopped[/]", s.pid, s.endpoint, s.log)
         for s in status.services

@@ -9,7 +9,6 @@ import typer
 
 from tenantctl.cli.output import console, print_json
 
-
 app = typer.Typer(name="setup", no_args_is_help=True,
                   help="Install what the aws target needs.")
 

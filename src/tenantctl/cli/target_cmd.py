@@ -10,7 +10,6 @@ import typer
 from tenantctl.cli.options import JsonFlag
 from tenantctl.cli.output import console, print_json, table
 
-
 app = typer.Typer(name="target", no_args_is_help=True,
                   help="Which target commands run against: the sandbox or AWS.")
 
@@ -54,13 +53,12 @@ def set_(
     path: Annotated[Optional[Path], typer.Option(help="File to write (default: tenantctl.toml at the project root).")] = None,
 ) -> None:
     """Write tenantctl.toml pinning the target (environment variables still override it)."""
-    from tenantctl.project import find_root
-    from tenantctl.target import CONFIG_FILE, AwsTarget, Target, render_config
-
     from pydantic import ValidationError
 
     from tenantctl.errors import InvalidInput
     from tenantctl.models import describe_validation_error
+    from tenantctl.project import find_root
+    from tenantctl.target import CONFIG_FILE, AwsTarget, Target, render_config
 
     try:
         aws = AwsTarget(region=region, profile=profile, backend_url=backend_url,

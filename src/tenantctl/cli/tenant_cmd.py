@@ -11,8 +11,6 @@ from tenantctl.cli.output import changes_summary, changes_table, console, print_
 from tenantctl.engines.base import Op
 from tenantctl.models import TenantRecord, TenantStatus, Tier
 
-
-
 app = typer.Typer()
 
 def _record_rows(record: TenantRecord) -> list[tuple[str, str]]:
@@ -57,10 +55,10 @@ def provision(
     Writes stacks/Pulumi.<ID>.yaml, applies it and records the tenant in the registry.
     """
     from tenantctl.cli.progress import engine_progress
+    from tenantctl.errors import InvalidInput
     from tenantctl.naming import broken_rule
     from tenantctl.operations.provision import merge_options
     from tenantctl.operations.provision import provision as run
-    from tenantctl.errors import InvalidInput
     from tenantctl.workspace import Workspace
 
     rule = broken_rule(tenant_id)

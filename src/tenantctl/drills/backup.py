@@ -16,12 +16,11 @@ from typing import Any
 
 from tenantctl.drills import envelope, store
 from tenantctl.drills.context import DrillContext
-from tenantctl.errors import KeyUnusable
 from tenantctl.drills.models import BackupKind, BackupManifest, BackupReason, DumpInfo
 from tenantctl.drills.objects import object_manifest
 from tenantctl.drills.pgtools import find_tools, pg_env
 from tenantctl.drills.tables import server_major, table_checks
-from tenantctl.errors import InvalidInput, TenantctlError
+from tenantctl.errors import InvalidInput, KeyUnusable, TenantctlError
 from tenantctl.models import TenantRecord, TenantStatus, Tier, utcnow
 
 

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import base64
 import struct
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO
 
 from botocore.exceptions import ClientError
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from tenantctl.errors import BackupCorrupt, KeyUnusable
-from tenantctl.errors import TenantctlError
+from tenantctl.errors import BackupCorrupt, KeyUnusable, TenantctlError
 
 MAGIC = b"TCDRILL1"
 CHUNK = 1 << 20  # 1 MiB of plaintext per AES-GCM seal

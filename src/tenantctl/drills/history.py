@@ -4,8 +4,9 @@ lives and dies with the tenant's backups; listed newest first."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any
 
 from pydantic import BaseModel
 

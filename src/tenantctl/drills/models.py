@@ -91,7 +91,7 @@ class RestoreResult(BaseModel):
     scratch_instance: str | None = None  # AWS: the RDS instance restored from the snapshot
     # Set when the restore verified itself (restore after deprovision verifies
     # before re-keying, so a later verification would compare re-keyed rows).
-    checks: list["Check"] | None = None
+    checks: list[Check] | None = None
     notes: list[str] = Field(default_factory=list)
 
     @property

@@ -5,7 +5,8 @@ Drill data lives under ``<prefix>backups/`` and is never part of the manifest.""
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from tenantctl.drills.models import Check, ObjectEntry
 

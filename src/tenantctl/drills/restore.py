@@ -27,8 +27,8 @@ from tenantctl.drills.backup import require_usable_key
 from tenantctl.drills.context import DrillContext
 from tenantctl.drills.models import BackupManifest, RestoreResult, Target
 from tenantctl.drills.objects import delete_prefix, is_empty, restore_objects, scratch_prefix
-from tenantctl.drills.rds import drop_scratch_instance, snapshot_restore
 from tenantctl.drills.pgtools import find_tools, pg_env
+from tenantctl.drills.rds import drop_scratch_instance, snapshot_restore
 from tenantctl.drills.tables import server_major, table_rows
 from tenantctl.errors import BackupCorrupt, Conflict, InvalidInput, TenantctlError
 from tenantctl.models import TenantRecord, TenantStatus, Tier, utcnow

@@ -8,18 +8,17 @@ with no earlier backup it is the age of the drill's own backup at restore time."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Callable
 
 from tenantctl.drills import store
 from tenantctl.drills.backup import backup
 from tenantctl.drills.context import DrillContext
-from tenantctl.errors import KeyUnusable
 from tenantctl.drills.history import save_report
 from tenantctl.drills.models import BackupManifest, DrillReport, RestoreResult, Target, Verdict
 from tenantctl.drills.restore import cleanup, restore
 from tenantctl.drills.verify import verify
-from tenantctl.errors import NotFound, TenantctlError
+from tenantctl.errors import KeyUnusable, NotFound, TenantctlError
 from tenantctl.models import TenantRecord, utcnow
 
 

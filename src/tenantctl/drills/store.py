@@ -5,17 +5,16 @@ prefix, and a manifest naming another tenant is refused."""
 
 from __future__ import annotations
 
-import json
 import secrets
+from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from botocore.exceptions import ClientError
 
-from tenantctl.errors import BackupCorrupt
 from tenantctl.drills.models import BackupManifest
 from tenantctl.drills.objects import backups_prefix
-from tenantctl.errors import NotFound
+from tenantctl.errors import BackupCorrupt, NotFound
 from tenantctl.models import TenantRecord
 
 PART = 8 * 1024 * 1024  # multipart part size (S3 minimum is 5 MiB)

@@ -8,8 +8,9 @@ committed stacks/Pulumi.<stack>.yaml. Engines report progress through
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from enum import Enum
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel, Field
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import time
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from enum import Enum
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 from pydantic import BaseModel, Field
 

@@ -9,8 +9,8 @@ a test or another operation gets the same figures the CLI prints.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from pydantic import BaseModel
 
@@ -18,7 +18,14 @@ from tenantctl.errors import InvalidInput
 from tenantctl.models import PlatformSpec, TenantRecord, TenantSpec, TenantStatus, Tier
 from tenantctl.stackconfig import read_platform, read_tenant, stack_file
 from tenantctl.usage.cost import (
-    GIB, CostEstimate, CostInputs, PriceTable, TierComparison, assumptions_text, compare_tiers, cost_inputs,
+    GIB,
+    CostEstimate,
+    CostInputs,
+    PriceTable,
+    TierComparison,
+    assumptions_text,
+    compare_tiers,
+    cost_inputs,
     estimate,
 )
 from tenantctl.usage.html_report import ReportData, build_report, latest_drill_verdicts, write_report

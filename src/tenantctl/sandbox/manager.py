@@ -9,19 +9,20 @@
 from __future__ import annotations
 
 import fcntl
-import os
 import shutil
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ValidationError
 
 from tenantctl.files import write_atomic
 from tenantctl.sandbox.endpoints import DEFAULT_REGION, SandboxEndpoints, resolve_state_dir
-from tenantctl.sandbox.moto_server import MotoServer, answers as moto_answers
+from tenantctl.sandbox.moto_server import MotoServer
+from tenantctl.sandbox.moto_server import answers as moto_answers
 from tenantctl.sandbox.postgres import SUPERUSER, PostgresServer
 from tenantctl.sandbox.process import LOOPBACK, free_port, port_accepts, wait_until
 

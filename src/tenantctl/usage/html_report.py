@@ -4,9 +4,10 @@ so it opens offline and can be attached to a ticket as a single file."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -14,7 +15,14 @@ from tenantctl.files import write_atomic
 from tenantctl.models import PlatformSpec, TenantRecord, TenantSpec, Tier, utcnow
 from tenantctl.templates import render
 from tenantctl.usage.cost import (
-    CostEstimate, PriceTable, TierComparison, assumptions_text, compare_tiers, cost_inputs, estimate, platform_cost,
+    CostEstimate,
+    PriceTable,
+    TierComparison,
+    assumptions_text,
+    compare_tiers,
+    cost_inputs,
+    estimate,
+    platform_cost,
 )
 from tenantctl.usage.measure import TenantUsage
 

@@ -12,17 +12,18 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from tenantctl.engines.base import ChangeSet, Engine, EngineEvent, EventSink, Op, ResourceChange, UpResult
-from tenantctl.engines.local.state import StackState, StateFile
+from tenantctl.engines.local.state import StateFile
 from tenantctl.errors import ApplyFailed, TargetUnavailable
-from tenantctl.project import Project
 from tenantctl.policy import PlannedResource
+from tenantctl.project import Project
 
 if TYPE_CHECKING:  # pulumi (and so the passes) load only when a program runs: `status`/`list` stay light
     from tenantctl.engines.local.handlers import Context

@@ -19,7 +19,8 @@ from pulumi.runtime import mocks as pulumi_mocks
 from tenantctl.engines.base import EngineEvent, EventSink, Op, ResourceChange
 from tenantctl.engines.local.faults import FAULTS
 from tenantctl.engines.local.handlers import HANDLERS, INVOKES, Context, Desired, Handler
-from tenantctl.engines.local.handlers.stack_reference import TYPE as STACK_REFERENCE, reference_outputs
+from tenantctl.engines.local.handlers.stack_reference import TYPE as STACK_REFERENCE
+from tenantctl.engines.local.handlers.stack_reference import reference_outputs
 from tenantctl.engines.local.state import ResourceState, StackState, StateFile, normalized
 from tenantctl.policy import UNKNOWN, PlannedResource, planned_resource
 

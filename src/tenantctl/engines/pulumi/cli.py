@@ -7,9 +7,10 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from importlib.metadata import version as dist_version
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 

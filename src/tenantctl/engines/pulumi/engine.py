@@ -14,17 +14,18 @@ cheap and needs no CLI; the CLI is located on first use.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 import yaml
 from pydantic import BaseModel, Field
 
-from tenantctl.engines.pulumi import cli as pulumi_cli
 from tenantctl.engines.base import ChangeSet, Engine, EventSink, UpResult
+from tenantctl.engines.pulumi import cli as pulumi_cli
 from tenantctl.engines.pulumi.errors import map_error
 from tenantctl.engines.pulumi.events import ChangeCollector
 from tenantctl.errors import InvalidInput

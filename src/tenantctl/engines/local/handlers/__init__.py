@@ -5,7 +5,18 @@ the handler that materialises it on the sandbox."""
 from __future__ import annotations
 
 from tenantctl.engines.local.handlers import (
-    cloudwatch, dynamic, dynamodb, ec2, iam, kms, rds, s3, secretsmanager, sns, sqs, stack_reference,
+    cloudwatch,
+    dynamic,
+    dynamodb,
+    ec2,
+    iam,
+    kms,
+    rds,
+    s3,
+    secretsmanager,
+    sns,
+    sqs,
+    stack_reference,
 )
 from tenantctl.engines.local.handlers.base import Context, Desired, Handler
 from tenantctl.engines.local.handlers.invokes import INVOKES

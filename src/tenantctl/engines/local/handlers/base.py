@@ -12,8 +12,9 @@ when the state holds a ``creating`` intent for the urn (``recovering``).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 URN_TAG = "tenantctl:urn"
 MAX_TAG_VALUE = 256

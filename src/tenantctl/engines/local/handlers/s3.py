@@ -4,7 +4,8 @@ encryption), each keyed by its bucket and put idempotently."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from tenantctl.engines.local.handlers.base import Context, Desired, Handler, error_code, ignore_missing
 
