@@ -1,8 +1,12 @@
-"""The Pulumi program: the `platform` stack, or one tenant's stack.
+"""The Pulumi program: a cell's platform stack, or one tenant's stack.
 
-Config (namespace `tenantctl`): `platform` (PlatformSpec) for the stack named
-`platform`; `tenant` (TenantSpec) and `platformStack` (default "platform", the
-StackReference a tenant reads shared outputs from) for tenant stacks.
+Config (namespace `tenantctl`): `platform` (CellSpec) for a cell's stack
+(`platform` for the default cell, `cell-<name>` for the others); `tenant`
+(TenantSpec) and `platformStack` (default "platform": the StackReference to the
+tenant's cell, whose shared outputs it reads) for tenant stacks. A stack in
+another account than the target's runs with pulumi-aws's `aws:assumeRoles`
+(laid over its stack file by the engines, from its cell's spec); the dynamic
+providers, which call AWS themselves, get that role as an input.
 ``build`` returns the stack outputs; ``main`` exports them. A tenant stack's
 outputs are exactly tenant_runtime.models.TenantResources.
 """
@@ -33,10 +37,10 @@ from infra.components.tenant_role import (
 from infra.components.tenant_secret import TenantSecret, TenantSecretArgs
 from infra.components.tenant_storage import TenantStorage, TenantStorageArgs
 from tenantctl import naming
-from tenantctl.models import PlatformSpec, TenantSpec, Tier, describe_validation_error
-from tenantctl.naming import PLATFORM_STACK, resource_name
+from tenantctl.bucket_lifecycle import cell_rules, tenant_classes
+from tenantctl.models import CellSpec, TenantSpec, Tier, describe_validation_error
+from tenantctl.naming import DEFAULT_CELL, PLATFORM_STACK, cell_of_stack, resource_name
 
-PLATFORM_DB_NAME = "tenantctl"
 PLATFORM_BACKUP_DAYS = 14
 REGISTRY_TABLE = "tenantctl-registry"
 
@@ -52,25 +56,41 @@ def _check_region(region: str) -> None:
         raise ValueError(f"aws:region {configured!r} differs from the spec's region {region!r}")
 
 
-def build_platform(spec: PlatformSpec) -> dict[str, Any]:
+def assumed_role() -> str | None:
+    """The role the AWS provider assumes for this stack (its cell's account), for
+    the dynamic providers, which make their own AWS clients."""
+    roles = pulumi.Config("aws").get_object("assumeRoles") or []
+    return roles[0].get("roleArn") if roles else None
+
+
+def build_platform(spec: CellSpec) -> dict[str, Any]:
+    """A cell's shared resources: the default cell keeps the names (and URNs)
+    the single platform always had, and is the only one with the registry."""
     _check_region(spec.region)
     account, root = _account_root()
-    tags = spec.tags()
+    tags, stack = spec.tags(), spec.stack
     azs = aws.get_availability_zones(state="available").names[: spec.az_count]
     key = TenantKey("platform", TenantKeyArgs(
-        alias=naming.kms_alias(PLATFORM_STACK), admin_arn=root, tags=tags,
-        description="tenantctl platform: shared bucket default, shared database, registry"))
+        alias=naming.cell_key_alias(spec.name), admin_arn=root, tags=tags,
+        description=f"tenantctl cell {spec.name}: shared bucket default, shared database"
+                    + (", registry" if spec.name == DEFAULT_CELL else "")))
     net = PrivateNetwork("shared", PrivateNetworkArgs(cidr=spec.vpc_cidr, region=spec.region, az_names=azs, tags=tags))
     db = PostgresInstance("shared", PostgresInstanceArgs(
-        identifier=naming.rds_identifier(PLATFORM_STACK), db_name=PLATFORM_DB_NAME, vpc_id=net.vpc_id,
+        identifier=naming.cell_rds_identifier(spec.name), db_name=naming.cell_database(spec.name), vpc_id=net.vpc_id,
         subnet_ids=net.subnet_ids, client_cidrs=[spec.vpc_cidr], kms_key_arn=key.arn,
         instance_class=spec.db_instance_class, storage_gb=spec.db_storage_gb,
         backup_retention_days=PLATFORM_BACKUP_DAYS,
-        final_snapshot_identifier=resource_name(PLATFORM_STACK, "final"), tags=tags))
+        final_snapshot_identifier=resource_name(stack, "final"), tags=tags))
     bucket = SharedBucket("shared", SharedBucketArgs(
-        bucket_name=naming.shared_bucket_name(account, spec.region), kms_key_arn=key.arn, tags=tags))
-    registry = RegistryTable("registry", RegistryTableArgs(table_name=REGISTRY_TABLE, kms_key_arn=key.arn, tags=tags))
+        bucket_name=naming.cell_bucket_name(account, spec.region, spec.name), kms_key_arn=key.arn, tags=tags,
+        lifecycle_rules=cell_rules(spec.retention, spec.abort_multipart_days)))
+    outputs: dict[str, Any] = {}
+    if spec.name == DEFAULT_CELL:
+        registry = RegistryTable("registry", RegistryTableArgs(table_name=REGISTRY_TABLE, kms_key_arn=key.arn,
+                                                               tags=tags))
+        outputs["registry_table"] = registry.name
     return {
+        "cell": spec.name,
         "region": spec.region,
         "account_id": account,
         "vpc_id": net.vpc_id,
@@ -78,13 +98,13 @@ def build_platform(spec: PlatformSpec) -> dict[str, Any]:
         "private_subnet_ids": net.subnet_ids,
         "db_endpoint": db.address,
         "db_port": db.port,
-        "db_name": PLATFORM_DB_NAME,
+        "db_name": naming.cell_database(spec.name),
         "db_admin_secret_arn": db.admin_secret_arn,
         "db_security_group_id": db.security_group_id,
         "bucket": bucket.bucket,
         "bucket_arn": bucket.arn,
         "platform_key_arn": key.arn,
-        "registry_table": registry.name,
+        **outputs,
         # Beyond the shared-resource keys: the principals tenant stacks name in
         # their key and trust policies, with the account-root default resolved.
         "admin_role_arn": spec.admin_role_arn or root,
@@ -104,11 +124,11 @@ def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK) -> dict
                                        user_arns=[role.arn], tags=tags, description=f"tenantctl tenant {tid}"))
     secret = TenantSecret(tid, TenantSecretArgs(tenant_id=tid, kms_key_arn=key.arn, tags=tags))
     queue = TenantQueue(tid, TenantQueueArgs(tenant_id=tid, kms_key_arn=key.arn, spec=spec.queue, tags=tags))
-    storage = TenantStorage(tid, TenantStorageArgs(tenant_id=tid, region=spec.region, bucket=shared("bucket"),
-                                                   lifecycle=spec.lifecycle))
+    storage = TenantStorage(tid, TenantStorageArgs(tenant_id=tid, bucket=shared("bucket")))
+    role_arn = assumed_role()
     azs = aws.get_availability_zones(state="available").names if spec.tier is Tier.dedicated else []
     db = TenantDatabase(tid, TenantDatabaseArgs(
-        spec=spec, kms_key_arn=key.arn, secret_arn=secret.arn, az_names=azs,
+        spec=spec, kms_key_arn=key.arn, secret_arn=secret.arn, az_names=azs, account_role_arn=role_arn,
         shared=SharedDatabaseRef(vpc_id=shared("vpc_id"), vpc_cidr=shared("vpc_cidr"),
                                  security_group_id=shared("db_security_group_id"), endpoint=shared("db_endpoint"),
                                  port=shared("db_port"), database=shared("db_name"),
@@ -137,6 +157,9 @@ def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK) -> dict
         "queue_url": queue.url,
         "dlq_url": queue.dlq_url,
         "role_arn": role.arn,
+        # The object tags of the cell's retention rules this tenant's spec picks.
+        "lifecycle_classes": tenant_classes(spec.lifecycle.temp_upload_days, spec.lifecycle.archive_transition_days,
+                                            spec.lifecycle.archive_expiry_days),
     }
 
 
@@ -144,8 +167,12 @@ def build(stack_name: str) -> dict[str, Any]:
     """Declare the stack's resources from config; returns its outputs."""
     config = pulumi.Config("tenantctl")
     try:
-        if stack_name == PLATFORM_STACK:
-            return build_platform(PlatformSpec.model_validate(config.get_object("platform") or {}))
+        cell = cell_of_stack(stack_name)
+        if cell is not None:
+            spec = CellSpec.model_validate({"name": cell, **(config.get_object("platform") or {})})
+            if spec.name != cell:
+                raise ValueError(f"stack {stack_name!r} holds cell {spec.name!r}: the stack must be named after it")
+            return build_platform(spec)
         spec = TenantSpec.model_validate(config.require_object("tenant"))
     except ValidationError as exc:
         raise ValueError(f"stack {stack_name}: {describe_validation_error(exc)}") from None

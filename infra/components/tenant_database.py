@@ -44,6 +44,7 @@ class TenantDatabaseArgs:
     secret_arn: pulumi.Input[str]
     shared: SharedDatabaseRef
     az_names: Sequence[str] = ()
+    account_role_arn: str | None = None  # the cell's account, for the schema provider's own AWS calls
 
 
 def app_security_group(name: str, vpc_id: pulumi.Input[str], vpc_cidr: pulumi.Input[str], db_egress: dict,
@@ -93,5 +94,6 @@ class TenantDatabase(pulumi.ComponentResource):
         TenantSchema(f"{name}-schema", TenantSchemaArgs(
             tenant_id=spec.id, region=spec.region, host=self.endpoint, port=self.port, database=self.database,
             schema=naming.schema_name(spec.id), role=naming.db_role_name(spec.id),
-            admin_secret_arn=admin_secret_arn, tenant_secret_arn=args.secret_arn), opts=child)
+            admin_secret_arn=admin_secret_arn, tenant_secret_arn=args.secret_arn,
+            account_role_arn=args.account_role_arn), opts=child)
         self.register_outputs({"endpoint": self.endpoint, "port": self.port, "database": self.database})

@@ -1,4 +1,9 @@
-"""PrefixLifecycleRules: one tenant's lifecycle rules inside a shared bucket.
+"""PrefixLifecycleRules (legacy): one tenant's lifecycle rules inside a shared bucket.
+
+No program declares it any more (a cell's bucket holds one rule per retention
+class, see tenantctl.bucket_lifecycle). It stays registered so that a tenant
+applied before cells, whose state still holds one, gets it deleted on its next
+apply: the delete below removes that tenant's three rules and nobody else's.
 
 S3 holds ONE lifecycle configuration per bucket, so a per-tenant
 BucketLifecycleConfiguration resource would overwrite every other tenant's.
@@ -136,7 +141,8 @@ class PrefixLifecycleProvider(ResourceProvider):
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         _write_rules(props, props["rules"])
-        return CreateResult(f"{props['bucket']}/{props['prefix']}", {k: v for k, v in props.items() if not k.startswith("__")})
+        outs = {k: v for k, v in props.items() if not k.startswith("__")}
+        return CreateResult(f"{props['bucket']}/{props['prefix']}", outs)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         return diff_inputs(olds, news, self.REPLACE_ON)

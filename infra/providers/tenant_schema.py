@@ -22,21 +22,22 @@ from infra.providers._diff import diff_inputs
 KIND = "tenant-schema"
 
 
-def _secrets_client(region: str):
+def _secrets_client(props: dict[str, Any]):
     from tenantctl import aws  # bounded backoff with jitter; endpoint from AWS_ENDPOINT_URL on the sandbox
 
-    return aws.client("secretsmanager", region=region)
+    # The secrets live in the tenant's cell's account: its role, when it has one.
+    return aws.client("secretsmanager", region=props["region"], role_arn=props.get("account_role_arn"))
 
 
-def _secret_json(region: str, secret_arn: str) -> dict[str, Any]:
-    value = _secrets_client(region).get_secret_value(SecretId=secret_arn)["SecretString"]
+def _secret_json(props: dict[str, Any], secret_arn: str) -> dict[str, Any]:
+    value = _secrets_client(props).get_secret_value(SecretId=secret_arn)["SecretString"]
     return json.loads(value)
 
 
 def _admin_connect(props: dict[str, Any]):
     import psycopg
 
-    admin = _secret_json(props["region"], props["admin_secret_arn"])
+    admin = _secret_json(props, props["admin_secret_arn"])
     return psycopg.connect(host=props["host"], port=int(props["port"]), dbname=props["database"],
                            user=admin["username"], password=admin["password"], autocommit=True,
                            connect_timeout=10)
@@ -45,7 +46,7 @@ def _admin_connect(props: dict[str, Any]):
 def _current_password(props: dict[str, Any]) -> str | None:
     """The password already in the tenant secret (kept across updates)."""
     try:
-        return _secret_json(props["region"], props["tenant_secret_arn"]).get("password")
+        return _secret_json(props, props["tenant_secret_arn"]).get("password")
     except Exception:  # noqa: BLE001 - no value yet (first create, or a failed one)
         return None
 
@@ -60,7 +61,7 @@ def _ensure(props: dict[str, Any], password: str) -> dict[str, Any]:
         script = schema_script(conn, tenant_id=props["tenant_id"], role=role, schema=schema)
         conn.execute(script)  # no parameters: simple protocol, several statements
         conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
-    _secrets_client(props["region"]).put_secret_value(
+    _secrets_client(props).put_secret_value(
         SecretId=props["tenant_secret_arn"],
         SecretString=json.dumps({"username": role, "password": password, "host": props["host"],
                                  "port": int(props["port"]), "dbname": props["database"], "schema": schema}),
@@ -106,6 +107,7 @@ class TenantSchemaArgs:
     role: str
     admin_secret_arn: pulumi.Input[str]
     tenant_secret_arn: pulumi.Input[str]
+    account_role_arn: str | None = None
 
 
 class TenantSchema(pulumi.dynamic.Resource):
@@ -114,4 +116,6 @@ class TenantSchema(pulumi.dynamic.Resource):
     database: pulumi.Output[str]
 
     def __init__(self, name: str, args: TenantSchemaArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__(TenantSchemaProvider(), name, {"kind": KIND, **{f.name: getattr(args, f.name) for f in fields(args)}}, opts)
+        # A None input is left out: stacks applied before cells keep the inputs they had.
+        props = {f.name: getattr(args, f.name) for f in fields(args) if getattr(args, f.name) is not None}
+        super().__init__(TenantSchemaProvider(), name, {"kind": KIND, **props}, opts)

@@ -11,17 +11,25 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tenant_runtime.models import DEFAULT_CELL  # records default to it: one definition
+
 # Ids never used for tenants: they name shared things or collide with provider
 # reserved words (PostgreSQL `pg_*`, KMS `alias/aws/*`, S3 `xn--`/`sthree-`).
 RESERVED_IDS = frozenset(
     {"platform", "admin", "public", "root", "default", "system", "shared",
      "registry", "tenantctl", "tenant", "aws", "amazon", "postgres", "template0",
-     "template1", "test", "null", "none"}
+     "template1", "test", "null", "none", "cell"}
 )
-RESERVED_PREFIXES = ("pg", "aws-", "amazon-", "xn--", "sthree-")
+# `cell-` names the stacks and shared resources of cells (`tenantctl-cell-<name>`
+# is a cell's database instance), so no tenant id may start with it.
+RESERVED_PREFIXES = ("pg", "aws-", "amazon-", "xn--", "sthree-", "cell-")
 
-# The stack of what tenants share (network, database, bucket, registry).
+# The stack of what tenants share (network, database, bucket, registry): the
+# default cell, which is also the home of the registry.
 PLATFORM_STACK = "platform"
+CELL_STACK_PREFIX = "cell-"
+MAX_CELL_NAME = 20  # tenantctl-cell-<name>-<account>-<region> stays within S3's 63
+_CELL_NAME = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
 
 # Suffixes of the `tenantctl-<id>-<suffix>` names a tenant's resources get.
 # Knowing them lets ``tenant_ids_in`` tell `acme`'s names from `acme-corp`'s
@@ -89,6 +97,60 @@ def shared_bucket_name(account_id: str, region: str) -> str:
     return f"tenantctl-shared-{account_id}-{region}"
 
 
+# -- cells: the default cell keeps the names the single platform always had ---------
+def cell_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a cell, or None."""
+    if not _CELL_NAME.match(name or ""):
+        return "a cell name is lowercase letters and digits in hyphen-separated words, starting with a letter"
+    if len(name) > MAX_CELL_NAME:
+        return f"a cell name is at most {MAX_CELL_NAME} characters (it goes into bucket names)"
+    return None
+
+
+def cell_stack(cell: str) -> str:
+    """The Pulumi stack of a cell: `platform` for the default cell, `cell-<name>` else."""
+    return PLATFORM_STACK if cell == DEFAULT_CELL else f"{CELL_STACK_PREFIX}{cell}"
+
+
+def cell_of_stack(stack: str) -> str | None:
+    """The cell a stack is the platform of, None for a tenant stack."""
+    if stack == PLATFORM_STACK:
+        return DEFAULT_CELL
+    if stack.startswith(CELL_STACK_PREFIX) and cell_name_problem(stack.removeprefix(CELL_STACK_PREFIX)) is None:
+        return stack.removeprefix(CELL_STACK_PREFIX)
+    return None
+
+
+def cell_database(cell: str) -> str:
+    """The cell's shared PostgreSQL database (one database per cell on the sandbox's one server)."""
+    return "tenantctl" if cell == DEFAULT_CELL else "tenantctl_cell_" + cell.replace("-", "_")
+
+
+def cell_rds_identifier(cell: str) -> str:
+    return rds_identifier(cell_stack(cell))
+
+
+def cell_key_alias(cell: str) -> str:
+    return kms_alias(cell_stack(cell))
+
+
+def cell_bucket_name(account_id: str, region: str, cell: str) -> str:
+    if cell == DEFAULT_CELL:
+        return shared_bucket_name(account_id, region)
+    return f"tenantctl-{cell_stack(cell)}-{account_id}-{region}"
+
+
+def account_of_arn(arn: str | None) -> str | None:
+    """The account id field of an ARN (None when there is none, e.g. S3 bucket ARNs)."""
+    parts = (arn or "").split(":")
+    return parts[4] if len(parts) > 5 and parts[0] == "arn" and parts[4] else None
+
+
+def region_of_arn(arn: str | None) -> str | None:
+    parts = (arn or "").split(":")
+    return parts[3] if len(parts) > 5 and parts[0] == "arn" and parts[3] else None
+
+
 def scratch_database(tenant_id: str, restore_id: str) -> str:
     """A drill's scratch database (<= 63 bytes: 6 + 24 + 1 + 23, the restore id
     without its 'T', 'Z' and '-')."""
@@ -123,7 +185,8 @@ def tenant_ids_in(text: str, tenant_id: str) -> set[str]:
     found = {m.group(1) for p in _OWNED for m in p.finditer(text)}
     for token in _TOKEN.findall(text):
         body = token.removeprefix("tenantctl-")
-        if body == tenant_id or body.removeprefix(f"{tenant_id}-") in NAME_SUFFIXES and body.startswith(f"{tenant_id}-"):
+        own_suffix = body.startswith(f"{tenant_id}-") and body.removeprefix(f"{tenant_id}-") in NAME_SUFFIXES
+        if body == tenant_id or own_suffix:
             continue
         for suffix in NAME_SUFFIXES:
             if body.endswith(f"-{suffix}"):

@@ -167,9 +167,18 @@ def _queue_encryption(plan: _Plan):
             yield r.name, f"queue encrypted with {key!r}, not this tenant's key"
 
 
+LIFECYCLE_CONFIGURATIONS = ("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration",
+                            "aws:s3/bucketLifecycleConfigurationV2:BucketLifecycleConfigurationV2")
+
+
 @rule("lifecycle-scope")
 def _lifecycle_scope(plan: _Plan):
     prefix = naming.s3_prefix(plan.tenant_id)
+    if not plan.platform:
+        # A bucket holds one lifecycle configuration: a tenant declaring one
+        # would replace its whole cell's retention rules.
+        for r in plan.of(*LIFECYCLE_CONFIGURATIONS):
+            yield r.name, "a tenant stack must not own a bucket's lifecycle configuration (its cell's stack does)"
     for r in plan.dynamic("prefix-lifecycle"):
         if plan.platform:
             yield r.name, "the platform stack must not own tenant lifecycle rules"
@@ -394,7 +403,8 @@ def check(resources: Iterable[PlannedResource], tenant_id: str, platform: bool =
           rules: Iterable[str] | None = None) -> list[Violation]:
     """Every violation of the named rules (all rules by default).
 
-    For the platform stack pass ``tenant_id="platform", platform=True``.
+    For a cell's stack pass its stack name and ``platform=True`` (``tenant_id="platform"``
+    for the default cell).
     """
     plan = _Plan(resources, tenant_id, platform)
     selected = list(RULES) if rules is None else list(rules)
@@ -412,7 +422,7 @@ SPEC_RULES = ("backup-retention", "deletion-protection")
 
 
 def check_spec(spec: Any) -> list[Violation]:
-    """Violations of a TenantSpec (PlatformSpec has no unsafe options today)."""
+    """Violations of a TenantSpec (CellSpec has no unsafe options today)."""
     from tenantctl.models import TenantSpec, Tier
 
     if not isinstance(spec, TenantSpec):
@@ -483,15 +493,17 @@ class PolicyGate:
         return Project.load(self.project_dir).stacks_dir
 
     def _spec(self, stack: str) -> Any:
-        from tenantctl.stackconfig import read_platform, read_tenant, stack_file
+        from tenantctl.stackconfig import read_cell, read_tenant, stack_file
 
-        if stack == naming.PLATFORM_STACK:
-            return read_platform(self.stacks_dir)
+        cell = naming.cell_of_stack(stack)
+        if cell is not None:
+            return read_cell(self.stacks_dir, cell)
         path = stack_file(self.stacks_dir, stack)
         return read_tenant(path) if path.exists() else None
 
     def __call__(self, stack: str, planned: list[PlannedResource]) -> None:
-        platform = stack == naming.PLATFORM_STACK
+        # A cell's stack is judged as the platform (its resources are tagged with its stack name).
+        platform = naming.cell_of_stack(stack) is not None
         found = check_spec(self._spec(stack)) + check(planned, stack, platform=platform)
         found = [v for v in found if v.rule not in _WAIVED.get()]
         if found:

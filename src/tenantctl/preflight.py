@@ -1,22 +1,21 @@
-"""Preflight of a provision against shared-resource walls: refuse, before
-anything is created (no registry record, no stack file, no resource), a tenant
-that would push a quota over its limit.
+"""Preflight of a provision against the account walls of a cell: placement
+(``tenantctl.placement``) runs it for each candidate cell, with that cell's
+clients (its account, the tenant's region), and skips a cell whose account
+would go over a quota; when no cell is left the provision is refused before
+anything is created (no registry record, no stack file, no resource).
 
-- **Lifecycle rules of the shared bucket**: S3 allows 1,000 rules per bucket and
-  a pooled or dedicated tenant adds ``len(tenant_rules)`` (3) to the shared
-  bucket's one configuration. tenantctl does not shard tenants across buckets:
-  it refuses the tenant that would not fit (exit 11). The serialized writer in
-  ``infra.providers.prefix_lifecycle`` checks again under its lock, so a race
-  between two provisions near the limit fails the later apply instead of
-  writing a 1,001st rule.
 - **Account quotas** a tenant needs: VPCs per region (Service Quotas
   ``vpc/L-F678F1CE``), RDS DB instances (``rds:DescribeAccountAttributes``,
   else Service Quotas ``rds/L-7B6409FD``) for a dedicated tenant; IAM roles
   (``iam:GetAccountSummary``) for every tenant. What the tenant already has
   (a re-run, an update) needs nothing more. When the account cannot say
   (an API the target lacks), AWS's default quota is assumed and reported as such.
-  ``TENANTCTL_QUOTA_<NAME>`` (VPCS, DB_INSTANCES, IAM_ROLES, LIFECYCLE_RULES)
-  lowers a limit, e.g. to keep headroom for other workloads in the account.
+  ``TENANTCTL_QUOTA_<NAME>`` (VPCS, DB_INSTANCES, IAM_ROLES) lowers a limit,
+  e.g. to keep headroom for other workloads in the account.
+
+Lifecycle rules are no wall any more: a cell's bucket holds one rule per
+retention class, however many tenants it has (``CellSpec`` refuses a menu over
+S3's 1,000 rules). Each check is one or a few calls, whatever the fleet size.
 
 Two provisions racing for the last unit of a quota can both pass (the check
 is a read); the later one then fails in the engine and converges on re-run or
@@ -42,7 +41,7 @@ RDS_QUOTA = ("rds", "L-7B6409FD")
 
 @dataclass(frozen=True)
 class QuotaCheck:
-    name: str  # vpcs | db_instances | iam_roles | lifecycle_rules
+    name: str  # vpcs | db_instances | iam_roles
     what: str  # what a person reads
     limit: int
     used: int
@@ -133,42 +132,32 @@ def iam_role_check(spec: TenantSpec, client: Callable[[str], Any]) -> QuotaCheck
     return QuotaCheck("iam_roles", "IAM roles in the account", limit, int(summary["Roles"]), 0 if mine else 1, source)
 
 
-def lifecycle_check(spec: TenantSpec, bucket: str, client: Callable[[str], Any]) -> QuotaCheck:
-    from tenantctl.bucket_lifecycle import MAX_RULES, others_rules, tenant_rules
-
-    prefix = naming.s3_prefix(spec.id)
-    lc = spec.lifecycle
-    own = tenant_rules(spec.id, prefix, lc.temp_upload_days, lc.abort_multipart_days,
-                       lc.archive_transition_days, lc.archive_expiry_days)
-    others = others_rules(client("s3"), bucket, spec.id, prefix)
-    limit, source = _override("lifecycle_rules", MAX_RULES, "S3's per-bucket limit")
-    return QuotaCheck("lifecycle_rules", f"lifecycle rules of the shared bucket {bucket}", limit, len(others),
-                      len(own), source + "; tenants are not sharded across buckets")
-
-
-def checks(spec: TenantSpec, platform: dict[str, Any], clients: Callable[..., Any]) -> list[QuotaCheck]:
-    """Every quota the tenant touches, read from the target (no writes).
-    ``clients(service, region)``: the target's clients (``Workspace.client``)."""
+def checks(spec: TenantSpec, clients: Callable[..., Any]) -> list[QuotaCheck]:
+    """Every quota the tenant touches, read from the cell's account (no writes).
+    ``clients(service, region=)``: the cell's clients (``Workspace.cell_clients``)."""
 
     def client(service: str) -> Any:
         return clients(service, region=spec.region)
 
     out = []
-    if platform.get("bucket"):
-        out.append(lifecycle_check(spec, platform["bucket"], client))
     if spec.tier is Tier.dedicated:
         out += [vpc_check(spec, client), db_instance_check(spec, client)]
     out.append(iam_role_check(spec, client))
     return out
 
 
-def check(spec: TenantSpec, platform: dict[str, Any], clients: Callable[..., Any]) -> list[QuotaCheck]:
+def over(spec: TenantSpec, clients: Callable[..., Any]) -> list[QuotaCheck]:
+    """The quotas ``spec`` would exceed in the account of ``clients``."""
+    return [c for c in checks(spec, clients) if not c.ok]
+
+
+def check(spec: TenantSpec, clients: Callable[..., Any]) -> list[QuotaCheck]:
     """Raise QuotaExceeded (exit 11) naming every quota the tenant would exceed."""
-    done = checks(spec, platform, clients)
-    over = [c for c in done if not c.ok]
-    if over:
+    done = checks(spec, clients)
+    exceeded = [c for c in done if not c.ok]
+    if exceeded:
         raise QuotaExceeded(
             f"tenant {spec.id!r} refused before anything was created: "
-            + "; ".join(c.explain() for c in over)
+            + "; ".join(c.explain() for c in exceeded)
             + ". Free capacity (deprovision tenants, raise the quota) and re-run.")
     return done

@@ -27,9 +27,9 @@ import yaml
 from tenantctl import naming
 from tenantctl.engines.local.state import StateFile
 from tenantctl.fingerprint import applied_hash, program_fingerprint
-from tenantctl.models import PlatformSpec, TenantSpec, TenantStatus
+from tenantctl.models import CellSpec, TenantSpec, TenantStatus
 from tenantctl.operations.apply import in_shard
-from tenantctl.stackconfig import read_tenant, stack_file, write_platform, write_tenant
+from tenantctl.stackconfig import read_tenant, stack_file, write_cell, write_tenant
 from tenantctl.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,7 +101,7 @@ def proj(sandbox, tmp_path_factory) -> Project:
     shutil.copy(REPO / "Pulumi.yaml", root / "Pulumi.yaml")
     (root / "stacks").mkdir()
     # A committed platform stack file, as in a real repository: apply must never treat it as a tenant.
-    write_platform(root / "stacks", PlatformSpec())
+    write_cell(root / "stacks", CellSpec())
     return Project(root, sandbox)
 
 

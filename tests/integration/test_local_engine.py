@@ -23,8 +23,8 @@ from tenantctl import naming
 from tenantctl.engines.base import Op
 from tenantctl.engines.local import FAULT_AFTER_ENV, FAULT_EXIT_CODE, FAULT_POINT_ENV, LocalEngine
 from tenantctl.errors import ApplyFailed
-from tenantctl.models import DedicatedSpec, PlatformSpec, QueueSpec, TenantSpec
-from tenantctl.stackconfig import write_platform, write_tenant
+from tenantctl.models import CellSpec, DedicatedSpec, QueueSpec, TenantSpec
+from tenantctl.stackconfig import write_cell, write_tenant
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +42,7 @@ def project(tmp_path_factory) -> Path:
     """A project dir of our own: the repo's Pulumi.yaml and a private stacks/."""
     root = tmp_path_factory.mktemp("project")
     shutil.copy(ROOT / "Pulumi.yaml", root / "Pulumi.yaml")
-    write_platform(root / "stacks", PlatformSpec())
+    write_cell(root / "stacks", CellSpec())
     return root
 
 

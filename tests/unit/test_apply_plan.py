@@ -9,7 +9,7 @@ import pytest
 
 from tenantctl.errors import InvalidInput
 from tenantctl.fingerprint import applied_hash
-from tenantctl.models import PlatformSpec, TenantRecord, TenantSpec, TenantStatus, Tier
+from tenantctl.models import CellSpec, TenantRecord, TenantSpec, TenantStatus, Tier
 from tenantctl.operations.apply import (
     Action,
     ApplySummary,
@@ -20,7 +20,7 @@ from tenantctl.operations.apply import (
     plan,
     run_pool,
 )
-from tenantctl.stackconfig import stack_file, write_platform, write_tenant
+from tenantctl.stackconfig import stack_file, write_cell, write_tenant
 from tenantctl.templates import render
 
 IDS = [f"tenant-{i:03d}" for i in range(200)]
@@ -85,7 +85,7 @@ def record(spec_or_id, status=TenantStatus.active, project=None, **fields):
 @pytest.fixture
 def ws(tmp_path):
     (tmp_path / "stacks").mkdir()
-    write_platform(tmp_path / "stacks", PlatformSpec())
+    write_cell(tmp_path / "stacks", CellSpec())
     return SimpleNamespace(project_dir=tmp_path, stacks_dir=tmp_path / "stacks")
 
 

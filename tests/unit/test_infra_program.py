@@ -6,7 +6,7 @@ from infra_mocks import RecordingMocks, platform_config, platform_outputs, run_p
 from infra.program import build_platform  # noqa: F401  (import check: the program loads)
 from infra.providers import PROVIDERS
 from tenantctl import policy
-from tenantctl.models import TenantResources
+from tenantctl.models import CellSpec, TenantResources
 
 TENANT_TYPES = {
     "pulumi:pulumi:StackReference", "aws:kms/key:Key", "aws:kms/alias:Alias", "aws:iam/role:Role",
@@ -27,10 +27,10 @@ PLATFORM_TYPES = {
     "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", "aws:s3/bucketPolicy:BucketPolicy",
     "aws:s3/bucketVersioning:BucketVersioning",
     "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
-    "aws:dynamodb/table:Table",
+    "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", "aws:dynamodb/table:Table",
 }
 PLATFORM_OUTPUTS = {
-    "region", "account_id", "vpc_id", "vpc_cidr", "private_subnet_ids", "db_endpoint", "db_port", "db_name",
+    "cell", "region", "account_id", "vpc_id", "vpc_cidr", "private_subnet_ids", "db_endpoint", "db_port", "db_name",
     "db_admin_secret_arn", "db_security_group_id", "bucket", "bucket_arn", "platform_key_arn", "registry_table",
     "admin_role_arn", "runtime_principal_arn",
 }
@@ -120,7 +120,64 @@ def test_queue_delay_and_redrive_follow_the_spec(pooled):
 
 def test_dynamic_resources_name_their_provider(pooled):
     kinds = {r.inputs["kind"] for r in pooled[1].of_type("pulumi-python:dynamic:Resource")}
-    assert kinds == set(PROVIDERS) == {"tenant-schema", "prefix-lifecycle"}
+    assert kinds == {"tenant-schema"}
+    # The legacy per-tenant lifecycle provider stays registered: pre-cell tenants' state deletes through it.
+    assert set(PROVIDERS) == {"tenant-schema", "prefix-lifecycle"}
+
+
+def test_a_tenant_declares_no_lifecycle_rule_and_records_its_retention_classes(pooled):
+    outputs, mocks = pooled
+    assert not mocks.of_type("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")
+    assert outputs["lifecycle_classes"] == {"tmp": "tmp-7d", "archive": "archive-30d-365d"}
+
+
+def test_a_cell_declares_one_rule_per_retention_class_whatever_its_tenant_count(platform):
+    [config] = platform[1].of_type("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")
+    rules = {r["id"]: r for r in config.inputs["rules"]}
+    menu = CellSpec().retention
+    assert len(rules) == len(menu.temp_upload_days) + len(menu.archive) + 1
+    tmp = rules["tenantctl-class-tmp-7d"]
+    assert tmp["filter"]["and"] == {"prefix": "tenants/", "tags": {"tenantctl-class": "tmp-7d"}}
+    assert tmp["expiration"]["days"] == 7
+    archive = rules["tenantctl-class-archive-30d-365d"]
+    assert archive["transitions"] == [{"days": 30, "storageClass": "GLACIER"}] and archive["expiration"]["days"] == 365
+    # S3 cannot filter AbortIncompleteMultipartUpload by tag: one prefix rule for the whole cell.
+    assert rules["tenantctl-abort-multipart"]["filter"] == {"prefix": "tenants/"}
+    assert rules["tenantctl-abort-multipart"]["abortIncompleteMultipartUpload"]["daysAfterInitiation"] == 1
+
+
+def test_another_cell_has_names_of_its_own_and_no_registry():
+    mocks = RecordingMocks(account="222222222222", region="eu-west-1")
+    outputs = run_program("cell-eu1", platform_config({"name": "eu1", "region": "eu-west-1"}, region="eu-west-1"),
+                          mocks)
+    assert outputs["cell"] == "eu1" and "registry_table" not in outputs
+    assert not mocks.of_type("aws:dynamodb/table:Table")
+    assert outputs["bucket"] == "tenantctl-cell-eu1-222222222222-eu-west-1"
+    assert outputs["db_name"] == "tenantctl_cell_eu1"
+    [instance] = mocks.of_type("aws:rds/instance:Instance")
+    assert instance.inputs["identifier"] == "tenantctl-cell-eu1"
+    [alias] = mocks.of_type("aws:kms/alias:Alias")
+    assert alias.inputs["name"] == "alias/tenantctl/cell-eu1"
+    # A cell's stack passes the gate as a platform stack named after it.
+    assert policy.check(mocks.resources, "cell-eu1", platform=True) == []
+
+
+def test_a_cell_stack_must_hold_its_own_cell():
+    with pytest.raises(ValueError, match="named after it"):
+        run_program("cell-eu1", platform_config({"name": "eu2", "region": "eu-west-1"}, region="eu-west-1"),
+                    RecordingMocks(region="eu-west-1"))
+
+
+def test_the_schema_provider_gets_the_cells_role_only_in_another_account():
+    role = "arn:aws:iam::222222222222:role/tenantctl-cell"
+    _, mocks = run_tenant({"id": "acme"})
+    [schema] = mocks.of_type("pulumi-python:dynamic:Resource")
+    assert "account_role_arn" not in schema.inputs  # unchanged inputs for stacks applied before cells
+    config = {**tenant_config({"id": "acme", "cell": "eu1"}), "aws:assumeRoles": [{"roleArn": role}]}
+    mocks = RecordingMocks()
+    run_program("acme", config, mocks)
+    [schema] = mocks.of_type("pulumi-python:dynamic:Resource")
+    assert schema.inputs["account_role_arn"] == role
 
 
 def test_prefix_twins_stay_apart():

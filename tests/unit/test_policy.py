@@ -69,10 +69,16 @@ def test_queue_encryption(pooled):
     assert rules_hit(broken(pooled, "aws:sqs/queue:Queue", lambda i: i.update(kmsMasterKeyId=other), "queue")) == {"queue-encryption"}
 
 
-def test_lifecycle_scope(pooled):
-    def widen(inputs):
-        inputs["rules"][0]["Filter"]["Prefix"] = "tenants/"
-    assert rules_hit(broken(pooled, "pulumi-python:dynamic:Resource", widen, "lifecycle")) == {"lifecycle-scope"}
+def test_lifecycle_scope(pooled, platform):
+    # A tenant declaring a bucket's lifecycle configuration would replace its whole cell's rules.
+    [config] = [r for r in platform if r.type.startswith("aws:s3/bucketLifecycleConfiguration")]
+    assert rules_hit(pooled + [config]) == {"lifecycle-scope"}
+    assert check(platform, "platform", platform=True, rules=["lifecycle-scope"]) == []
+    # Legacy per-tenant rules (still deleted through their provider) stay under the tenant's prefix.
+    legacy = PlannedResource(type="pulumi-python:dynamic:Resource", name="acme-lifecycle", inputs={
+        "kind": "prefix-lifecycle", "tenant_id": "acme",
+        "rules": [{"ID": "tenantctl-acme-archive", "Filter": {"Prefix": "tenants/"}}]})
+    assert rules_hit(pooled + [legacy]) == {"lifecycle-scope"}
 
 
 def _edit_policy(edit):

@@ -9,6 +9,8 @@ One module per concern:
 - ``aws_posture``: KMS rotation and key policy, queue/DLQ encryption, bucket
   public access block and encryption, tags, the role's trust and access
   policies (the latter judged with ``iam_eval``);
+- ``placement``: the tenant's cell, account and region (every resource ARN in
+  the cell's account and the tenant's region, the prefix in the cell's bucket);
 - ``iam_eval``: a small IAM policy evaluator.
 
 Every check yields one ``CheckResult`` named by a stable id; ``pass`` / ``fail``
@@ -38,10 +40,15 @@ def check_tenant(ws: Any, tenant_id: str, record: Any = None) -> PostureReport:
     if record.resources is None:
         raise InvalidInput(f"tenant {tenant_id!r} has no resources recorded (status {record.status.value}): "
                            "nothing to check")
-    platform = ws.platform_outputs()
+    from tenantctl.checks.placement import placement_checks
+
+    cell = ws.cell(record.cell)
+    platform = ws.cell_outputs(record.cell)  # the principals and shared resources of the tenant's own cell
+    clients = ws.clients_for(record)  # its cell's account, its region
     report = PostureReport(tenant_id=tenant_id)
-    report.checks += list(database_checks(record, ws.client))
-    report.checks += list(aws_checks(record, platform, ws.client))
+    report.checks += list(placement_checks(record, cell, platform, clients))
+    report.checks += list(database_checks(record, clients))
+    report.checks += list(aws_checks(record, platform, clients))
     return report
 
 

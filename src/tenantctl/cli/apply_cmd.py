@@ -67,13 +67,23 @@ def _progress(preview: bool) -> Iterator[tuple[Callable, Callable]]:
 
 @app.command()
 def apply(
-    preview: Annotated[bool, typer.Option("--preview", help="Plan only. Exit 0: no changes, 2: changes pending, 1: error.")] = False,
-    prune: Annotated[bool, typer.Option("--prune", help="Deprovision tenants in the registry but not in stacks/ (only with --yes; without it they are listed).")] = False,
+    preview: Annotated[bool, typer.Option(
+        "--preview", help="Plan only. Exit 0: no changes, 2: changes pending, 1: error.")] = False,
+    prune: Annotated[bool, typer.Option(
+        "--prune", help="Deprovision tenants in the registry but not in stacks/ (only with --yes; without it "
+                        "they are listed).")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Confirm --prune.")] = False,
     parallel: Annotated[int, typer.Option(help="Tenants applied at once (each in a process of its own).")] = 4,
-    shard: Annotated[Optional[str], typer.Option(help="I/N: only this runner's deterministic share of tenants.")] = None,
-    match: Annotated[Optional[list[str]], typer.Option(metavar="GLOB", help="Only tenants whose id matches this glob (repeatable), in stacks/ and in the registry alike.")] = None,
-    markdown: Annotated[Optional[Path], typer.Option(help="Also write a markdown summary (pull-request comment) here.")] = None,
+    shard: Annotated[Optional[str], typer.Option(
+        help="I/N: only this runner's deterministic share of tenants.")] = None,
+    match: Annotated[Optional[list[str]], typer.Option(
+        metavar="GLOB", help="Only tenants whose id matches this glob (repeatable), in stacks/ and in the "
+                             "registry alike.")] = None,
+    cell: Annotated[Optional[str], typer.Option(
+        help="Only tenants of this cell (by their registry record; a new tenant by the cell its stack file "
+             "names).")] = None,
+    markdown: Annotated[Optional[Path], typer.Option(
+        help="Also write a markdown summary (pull-request comment) here.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
 ) -> None:
     """Provision new tenants, update changed ones, skip unchanged ones, report orphans.
@@ -91,7 +101,7 @@ def apply(
     remove = prune and (yes or preview)
     with _progress(preview) as (on_plan, on_result):
         summary = run(Workspace(), preview=preview, prune=remove, parallel=parallel, shard=shard,
-                      match=match or (), on_plan=on_plan, on_result=on_result)
+                      match=match or (), cell=cell, on_plan=on_plan, on_result=on_result)
     if markdown:
         markdown.write_text(render("apply_summary.md.j2", summary=summary))
     if json_out:

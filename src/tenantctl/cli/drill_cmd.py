@@ -23,12 +23,14 @@ MarkdownOut = Annotated[Optional[Path], typer.Option("--markdown", help="Also wr
 
 
 
-def _session():
+def _session(tenant_id: str):
+    """The workspace, the tenant's record and its drill context (its cell's account, its region)."""
     from tenantctl.drills.context import context_from_workspace
     from tenantctl.workspace import Workspace
 
     ws = Workspace()
-    return ws, context_from_workspace(ws)
+    record = ws.registry.require(tenant_id)
+    return ws, record, context_from_workspace(ws, record)
 
 
 def _show(report: DrillReport, markdown: Optional[Path], json_out: bool) -> None:
@@ -68,8 +70,8 @@ def backup(
     goes to <prefix>backups/<backup-id>/ next to the encrypted dump."""
     from tenantctl.drills.backup import backup as run
 
-    ws, ctx = _session()
-    manifest = run(ctx, ws.registry.require(tenant_id))
+    _, record, ctx = _session(tenant_id)
+    manifest = run(ctx, record)
     if json_out:
         print_json(manifest.model_dump(mode="json", exclude={"record"}))
         return
@@ -84,7 +86,8 @@ def backup(
 def restore(
     tenant_id: Annotated[str, typer.Argument(help="Tenant whose backup to restore.")],
     backup_id: Annotated[str, typer.Option("--backup", help="Backup id, or 'latest'.")] = "latest",
-    target: Annotated[Target, typer.Option(help="scratch (a new database + prefix) or in-place (the live tenant).")] = Target.scratch,
+    target: Annotated[Target, typer.Option(
+        help="scratch (a new database + prefix) or in-place (the live tenant).")] = Target.scratch,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Required for --target in-place.")] = False,
     clean: Annotated[bool, typer.Option("--clean/--keep", help="Remove the scratch target after verifying.")] = False,
     markdown: MarkdownOut = None,
@@ -106,8 +109,7 @@ def restore(
 
     if target is Target.in_place and not yes:
         raise InvalidInput("--target in-place overwrites the live tenant: pass --yes to confirm")
-    ws, ctx = _session()
-    record = ws.registry.require(tenant_id)
+    ws, record, ctx = _session(tenant_id)
     restorer = restore_backup
     if target is Target.in_place and record.status is TenantStatus.deprovisioned:
         from tenantctl.operations.revive import revive
@@ -143,14 +145,18 @@ def run(
 
     if bool(tenant_id) == all_tenants:
         raise InvalidInput("give one tenant id or --all")
-    ws, ctx = _session()
+    from tenantctl.drills.context import context_from_workspace
+    from tenantctl.workspace import Workspace
+
+    ws = Workspace()
     if all_tenants:
         records = [r for r in ws.registry.iter_all() if r.status in (TenantStatus.active, TenantStatus.suspended)]
     else:
         records = [ws.registry.require(tenant_id)]
     reports = []
     for record in records:
-        report = drill(ctx, record, backup_id=backup_id, max_rto=max_rto, max_rpo=max_rpo)
+        report = drill(context_from_workspace(ws, record), record, backup_id=backup_id, max_rto=max_rto,
+                       max_rpo=max_rpo)
         reports.append(report)
         _show(report, markdown, json_out)
     if json_out:
@@ -169,8 +175,7 @@ def history(
     from tenantctl.drills.history import list_reports
     from tenantctl.drills.store import list_manifests
 
-    ws, ctx = _session()
-    record = ws.registry.require(tenant_id)
+    _, record, ctx = _session(tenant_id)
     reports = list_reports(ctx.s3, record, limit=limit)
     backups = list_manifests(ctx.s3, record) if record.resources else []
     if json_out:

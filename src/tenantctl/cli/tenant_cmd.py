@@ -15,14 +15,16 @@ app = typer.Typer()
 
 def _record_rows(record: TenantRecord) -> list[tuple[str, str]]:
     rows = [("tenant", record.tenant_id), ("tier", record.tier.value), ("status", record.status.value),
-            ("region", record.region), ("owner", record.owner), ("version", str(record.version)),
+            ("region", record.region), ("cell", record.cell), ("account", record.account_id or "the registry's"),
+            ("owner", record.owner), ("version", str(record.version)),
             ("updated", f"{record.updated_at:%Y-%m-%d %H:%M:%S}Z")]
     res = record.resources
     if res is not None:
+        store = res.store
         rows += [("kms key", res.kms_key_arn), ("kms alias", res.kms_alias),
                  ("prefix", f"s3://{res.bucket}/{res.prefix}"), ("queue", res.queue_url), ("dlq", res.dlq_url),
-                 ("role", res.role_arn), ("db secret", res.store.secret_arn),
-                 ("store", f"{res.store.endpoint}:{res.store.port}/{res.store.database} schema {res.store.schema_name}")]
+                 ("role", res.role_arn), ("db secret", store.secret_arn),
+                 ("store", f"{store.endpoint}:{store.port}/{store.database} schema {store.schema_name}")]
     if record.retain_until:
         rows.append(("retained until", f"{record.retain_until:%Y-%m-%d}"))
     if record.lock:
@@ -37,7 +39,10 @@ def _record_rows(record: TenantRecord) -> list[tuple[str, str]]:
 def provision(
     tenant_id: Annotated[str, typer.Argument(help="Tenant id: lowercase letters, digits, single hyphens.")],
     tier: Annotated[Optional[Tier], typer.Option(help="pooled (shared VPC/DB) or dedicated (own VPC + RDS).")] = None,
-    region: Annotated[Optional[str], typer.Option(help="AWS region.")] = None,
+    region: Annotated[Optional[str], typer.Option(help="AWS region: the tenant's data (backups included) "
+                                                       "stays there; placement picks a cell in it.")] = None,
+    cell: Annotated[Optional[str], typer.Option(help="Force this cell (it must be in the region, take the tier "
+                                                     "and have room); default: placement chooses.")] = None,
     owner: Annotated[Optional[str], typer.Option(help="Owner tag.")] = None,
     cost_centre: Annotated[Optional[str], typer.Option(help="Cost-centre tag.")] = None,
     delay_seconds: Annotated[Optional[int], typer.Option(help="Default queue delay, 0..900 s.")] = None,
@@ -52,7 +57,9 @@ def provision(
 ) -> None:
     """Provision a tenant, or update it to the given options (idempotent).
 
-    Writes stacks/Pulumi.<ID>.yaml, applies it and records the tenant in the registry.
+    Places a new tenant in a cell of its region (tier, room, not draining; exit
+    11 when the region is full), writes stacks/Pulumi.<ID>.yaml, applies it and
+    records the tenant in the registry. An existing tenant stays in its cell.
     """
     from tenantctl.cli.progress import engine_progress
     from tenantctl.errors import InvalidInput
@@ -66,7 +73,8 @@ def provision(
         raise InvalidInput(f"tenant id {tenant_id!r} breaks the {rule.name} rule: {rule.explain}")
     ws = Workspace()
     spec = merge_options(ws, tenant_id, {
-        "tier": tier.value if tier else None, "region": region, "owner": owner, "cost_centre": cost_centre,
+        "tier": tier.value if tier else None, "region": region, "cell": cell, "owner": owner,
+        "cost_centre": cost_centre,
         "queue.delay_seconds": delay_seconds, "queue.max_receive_count": max_receive_count,
         "lifecycle.temp_upload_days": temp_upload_days, "backup.retention_days": backup_retention_days,
         "dedicated.vpc_cidr": vpc_cidr, "dedicated.instance_class": instance_class,
@@ -86,7 +94,8 @@ def provision(
 def deprovision(
     tenant_id: Annotated[str, typer.Argument(help="Tenant to remove.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-    purge_data: Annotated[bool, typer.Option("--purge-data", help="Also delete every object under the tenant prefix.")] = False,
+    purge_data: Annotated[bool, typer.Option("--purge-data",
+                                             help="Also delete every object under the tenant prefix.")] = False,
     no_final_backup: Annotated[bool, typer.Option("--no-final-backup", help="Do not take the final backup "
                                                   "(`drill backup`) before destroying.")] = False,
     json_out: JsonFlag = False,
@@ -143,17 +152,21 @@ def list_tenants(
     cursor: Annotated[Optional[str], typer.Option(help="next_cursor of the previous page.")] = None,
     tier: Annotated[Optional[Tier], typer.Option(help="Only this tier.")] = None,
     status: Annotated[Optional[TenantStatus], typer.Option(help="Only this status.")] = None,
+    cell: Annotated[Optional[str], typer.Option(help="Only tenants of this cell.")] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """List tenants in the registry, one page at a time."""
     from tenantctl.workspace import Workspace
 
-    records, next_cursor = Workspace().registry.list(limit=limit, cursor=cursor, tier=tier, status=status)
+    ws = Workspace()
+    if cell is not None:
+        ws.cell(cell)  # an unknown cell is an error (exit 6), not an empty page
+    records, next_cursor = ws.registry.list(limit=limit, cursor=cursor, tier=tier, status=status, cell=cell)
     if json_out:
         print_json({"tenants": records, "next_cursor": next_cursor})
         return
-    table("tenants", ["tenant", "tier", "status", "region", "owner", "updated"],
-          [(r.tenant_id, r.tier.value, r.status.value, r.region, r.owner, f"{r.updated_at:%Y-%m-%d %H:%M}")
+    table("tenants", ["tenant", "tier", "status", "region", "cell", "owner", "updated"],
+          [(r.tenant_id, r.tier.value, r.status.value, r.region, r.cell, r.owner, f"{r.updated_at:%Y-%m-%d %H:%M}")
            for r in records])
     if next_cursor:
         console.print(f"more: --cursor {next_cursor}")

@@ -61,6 +61,7 @@ class ApplySummary(BaseModel):
     preview: bool
     shard: str
     match: list[str] = Field(default_factory=list)
+    cell: str | None = None
     seconds: float
     results: list[TenantResult]
 
@@ -124,9 +125,12 @@ def _update_reason(record: TenantRecord) -> str:
 
 
 def plan(ws: Workspace, shard: tuple[int, int], records: dict[str, TenantRecord],
-         match: Sequence[str] = (), prune: bool = False) -> list[TenantResult]:
-    """What apply would do per tenant, from the stack files and one registry read."""
+         match: Sequence[str] = (), prune: bool = False, cell: str | None = None) -> list[TenantResult]:
+    """What apply would do per tenant, from the stack files and one registry read.
+    ``cell``: only tenants of that cell (by their record; a new tenant by the
+    cell its stack file forces)."""
     index, total = shard
+    fingerprint = program_fingerprint(ws.project_dir)
 
     def mine(tenant_id: str) -> bool:
         return in_shard(tenant_id, index, total) and matches(tenant_id, match)
@@ -134,21 +138,30 @@ def plan(ws: Workspace, shard: tuple[int, int], records: dict[str, TenantRecord]
     results: list[TenantResult] = []
     files = {t: p for t, p in tenant_stack_files(ws.stacks_dir).items() if mine(t)}
     for tenant_id, path in files.items():
+        record = records.get(tenant_id)
         try:
             spec = read_tenant(path)
         except TenantctlError as exc:
-            results.append(TenantResult(tenant_id=tenant_id, action=Action.invalid, ok=False, error=str(exc),
-                                        reason="stack file refused"))
+            if cell is None or (record is not None and record.cell == cell):
+                results.append(TenantResult(tenant_id=tenant_id, action=Action.invalid, ok=False, error=str(exc),
+                                            reason="stack file refused"))
             continue
-        record = records.get(tenant_id)
+        if cell is not None and (record.cell if record is not None else spec.cell) != cell:
+            continue
         if record is None:
             results.append(TenantResult(tenant_id=tenant_id, action=Action.create, reason="not in the registry"))
-        elif record.status in SETTLED and record.spec_hash == applied_hash(spec, ws.project_dir):
+        elif spec.cell is not None and spec.cell != record.cell and record.status not in GONE:
+            results.append(TenantResult(tenant_id=tenant_id, action=Action.invalid, ok=False,
+                                        error=f"the stack file names cell {spec.cell!r}, the tenant lives in "
+                                              f"{record.cell!r}: tenants do not change cells in place",
+                                        reason="cell changed"))
+        elif record.status in SETTLED and record.spec_hash == applied_hash(spec, ws.project_dir, fingerprint):
             results.append(TenantResult(tenant_id=tenant_id, action=Action.unchanged))
         else:
             results.append(TenantResult(tenant_id=tenant_id, action=Action.update, reason=_update_reason(record)))
     for tenant_id, record in records.items():
-        if tenant_id not in files and record.status not in GONE and mine(tenant_id):
+        if (tenant_id not in files and record.status not in GONE and mine(tenant_id)
+                and (cell is None or record.cell == cell)):
             results.append(TenantResult(tenant_id=tenant_id, action=Action.prune if prune else Action.orphan,
                                         reason="in the registry, not in stacks/"))
     return sorted(results, key=lambda r: r.tenant_id)
@@ -247,7 +260,8 @@ def check_scope(ws: Workspace, prune: bool, match: Sequence[str]) -> None:
         raise InvalidInput(f"{ws.stacks_dir} does not exist: run apply in the project that holds Pulumi.yaml and "
                            "the committed stacks/")
     if prune and not any(matches(t, match) for t in tenant_stack_files(ws.stacks_dir)):
-        raise InvalidInput(f"{ws.stacks_dir} holds no tenant stack files{' matching ' + ', '.join(match) if match else ''}"
+        matching = " matching " + ", ".join(match) if match else ""
+        raise InvalidInput(f"{ws.stacks_dir} holds no tenant stack files{matching}"
                            ": --prune --yes would deprovision every tenant in the registry; refused "
                            "(use `tenantctl deprovision ID` for that)")
 
@@ -260,22 +274,26 @@ def apply(
     parallel: int = 4,
     shard: str | None = None,
     match: Sequence[str] = (),
+    cell: str | None = None,
     on_plan: Callable[[list[TenantResult]], None] | None = None,
     on_result: Callable[[TenantResult], None] | None = None,
 ) -> ApplySummary:
     """Reconcile stacks/ with the registry. `prune`: orphans become `prune`
     actions (previewed, or deprovisioned when not previewing); without it they
-    are only reported. Stack files are read, never the platform stack's."""
+    are only reported. `cell`: only that cell's tenants. Tenant stack files are
+    read, never the cells' (`tenantctl cell add` applies those)."""
     if parallel < 1:
         raise InvalidInput("--parallel must be at least 1")
     started = time.monotonic()
     index, total = parse_shard(shard)
     match = list(match)
     check_scope(ws, prune=prune and not preview, match=match)
+    if cell is not None:
+        ws.cell(cell)  # NotFound (exit 6) for an unknown cell
     program_fingerprint.cache_clear()  # the program as it is now, even in a long-lived process
     ws.ensure_platform()
-    records = {r.tenant_id: r for r in ws.registry.iter_all()}
-    results = plan(ws, (index, total), records, match=match, prune=prune)
+    records = {r.tenant_id: r for r in ws.registry.iter_all()}  # every cell's: a stack file may name any
+    results = plan(ws, (index, total), records, match=match, prune=prune, cell=cell)
     if on_plan:
         on_plan(results)
     todo = [r for r in results if r.action in RUNS]
@@ -295,5 +313,5 @@ def apply(
     elif todo:
         run_pool(todo, (str(ws.project_dir), str(ws.cwd)), preview, parallel, report)
     merged = [done.get(r.tenant_id, r) for r in results]
-    return ApplySummary(preview=preview, shard=f"{index}/{total}", match=match,
+    return ApplySummary(preview=preview, shard=f"{index}/{total}", match=match, cell=cell,
                         seconds=round(time.monotonic() - started, 3), results=merged)

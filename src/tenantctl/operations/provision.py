@@ -1,10 +1,12 @@
-"""Provision (or update) one tenant: reserve it in the registry, write its
-stack file, apply, record the outputs, verify the live posture.
+"""Provision (or update) one tenant: place it in a cell, reserve it in the
+registry, write its stack file, apply, record the outputs, verify the live
+posture.
 
-The reservation comes first, so a run that cannot reserve creates nothing; a
-failed run leaves the lock released and the error on the record, and a re-run
-converges. ``apply_spec`` + ``activate`` are the apply-and-verify step a revive
-shares."""
+Placement (``tenantctl.placement``) and the registry reservation come first,
+so a run that cannot place or reserve creates nothing (the cell slot a refused
+run took is given back); a failed apply leaves the lock released, the error on
+the record and the slot held (resources may exist), and a re-run converges.
+``apply_spec`` + ``activate`` are the apply-and-verify step a revive shares."""
 
 from __future__ import annotations
 
@@ -73,24 +75,33 @@ def activate(ws: Workspace, record: TenantRecord, spec: TenantSpec, applied: App
 
 
 def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None) -> tuple[TenantRecord, UpResult]:
-    from tenantctl import preflight
+    from tenantctl.placement import place
     from tenantctl.policy import PolicyRefused, refuse_unsafe_spec
 
     refuse_unsafe_spec(spec)  # the policy gate's spec rules (exit 8): before the registry or stacks/ are touched
-    platform = ws.ensure_platform(on_event)
-    preflight.check(spec, platform, ws.client)  # quotas and shared-bucket rules: refuse before anything exists
+    ws.ensure_platform(on_event)  # the home cell: the registry lives there
     registry = ws.registry
+    # The cell, its account walls and a slot: refused (exit 11) before anything exists.
+    spec, placement = place(ws, spec, registry.get(spec.id))
     path = stack_file(ws.stacks_dir, spec.id)
     committed = path.read_text() if path.exists() else None
-    with registry.hold(spec.id, "provision", spec=spec) as held:
-        try:
-            applied = apply_spec(ws, spec, on_event)
-        except PolicyRefused:
-            # The engine's gate refuses before its first change: put back what this run wrote.
-            _restore(path, committed)
-            registry.withdraw(held.record)
-            raise
-        held.record = activate(ws, held.record, spec, applied)
+    reserved = False
+    try:
+        with registry.hold(spec.id, "provision", spec=spec, account_id=placement.account_id) as held:
+            reserved = True
+            try:
+                applied = apply_spec(ws, spec, on_event)
+            except PolicyRefused:
+                # The engine's gate refuses before its first change: put back what this run wrote.
+                _restore(path, committed)
+                if registry.withdraw(held.record):
+                    placement.release(registry, spec.tier)
+                raise
+            held.record = activate(ws, held.record, spec, applied)
+    except BaseException:
+        if not reserved:  # refused by the registry (locked, tombstoned...): nothing was created
+            placement.release(registry, spec.tier)
+        raise
     return held.record, applied.result
 
 

@@ -28,7 +28,7 @@ from tenantctl.drills.backup import backup, key_state
 from tenantctl.drills.context import DrillContext
 from tenantctl.drills.models import BackupManifest, RestoreResult, Target
 from tenantctl.errors import InvalidInput
-from tenantctl.models import TenantRecord, TenantSpec, Tier, utcnow
+from tenantctl.models import TenantRecord, TenantSpec, TenantStatus, Tier, utcnow
 from tenantctl.naming import resource_name
 from tenantctl.operations.provision import activate, apply_spec
 from tenantctl.workspace import Workspace
@@ -87,7 +87,8 @@ def set_aside_final_snapshot(rds: Any, tomb: TenantRecord, new_key_arn: str) -> 
     aside = f"{name}-{when:%Y%m%d%H%M%S}"
     rds.copy_db_snapshot(SourceDBSnapshotIdentifier=name, TargetDBSnapshotIdentifier=aside, KmsKeyId=new_key_arn,
                          CopyTags=True)
-    rds.get_waiter("db_snapshot_available").wait(DBSnapshotIdentifier=aside, WaiterConfig={"Delay": 30, "MaxAttempts": 240})
+    rds.get_waiter("db_snapshot_available").wait(DBSnapshotIdentifier=aside,
+                                                 WaiterConfig={"Delay": 30, "MaxAttempts": 240})
     rds.delete_db_snapshot(DBSnapshotIdentifier=name)
     return aside
 
@@ -109,21 +110,41 @@ def revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, manifest: Backu
     """Re-provision the tombstoned tenant and restore ``manifest`` into it (the
     drill's restore step for a tombstone, see ``tenantctl.drills.run.drill``)."""
     from tenantctl import preflight
-    from tenantctl.drills.rekey import rekey_messages, rekey_objects
-    from tenantctl.drills.restore import restore_logical
-    from tenantctl.drills.verify import verify
+    from tenantctl.placement import reserve_again
     from tenantctl.policy import refuse_unsafe_spec
 
     started = utcnow()
     if target is not Target.in_place or not yes:
         raise InvalidInput(f"tenant {tomb.tenant_id!r} is deprovisioned: only `--target in-place --yes` brings it back")
     _check_window(tomb, started)
-    old = tomb.resources
     notes: list[str] = []
     spec, source = spec_for(ws, manifest, tomb)
+    # Back into its own cell and region: its data and backups are there (residency).
+    spec = spec.model_copy(update={"cell": tomb.cell, "region": tomb.region})
     # What provisioning refuses before touching anything, refused here too (before the key or registry change).
     refuse_unsafe_spec(spec)
-    preflight.check(spec, ws.ensure_platform(), ws.client)
+    ws.ensure_cell(tomb.cell)
+    preflight.check(spec, ws.cell_clients(tomb.cell))
+    registry = ws.registry
+    placement = reserve_again(ws, tomb)  # the deprovision gave its slot back
+    back = False
+    try:
+        result = _revive(ws, ctx, tomb, manifest, spec, source, started, notes)
+        current = registry.get(tomb.tenant_id)
+        back = current is not None and current.status is TenantStatus.active
+        return result
+    finally:
+        if not back:  # still a tombstone (failed, or not verified): the slot goes back too
+            placement.release(registry, tomb.tier)
+
+
+def _revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, manifest: BackupManifest, spec: TenantSpec,
+            source: str, started: datetime, notes: list[str]) -> RestoreResult:
+    from tenantctl.drills.rekey import rekey_messages, rekey_objects
+    from tenantctl.drills.restore import restore_logical
+    from tenantctl.drills.verify import verify
+
+    old = tomb.resources
     registry = ws.registry
     with registry.hold(tomb.tenant_id, "drill-restore") as held:
         if revive_key(ctx.kms, old.kms_key_arn):
@@ -142,7 +163,7 @@ def revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, manifest: Backu
                                                               "verification failed")
             return result.model_copy(update={"checks": checks, "notes": notes, "finished_at": utcnow()})
         if tomb.tier is Tier.dedicated:
-            aside = set_aside_final_snapshot(ctx.rds or ws.client("rds", region=new.region), tomb, new.kms_key_arn)
+            aside = set_aside_final_snapshot(ctx.rds or ws.clients_for(tomb)("rds"), tomb, new.kms_key_arn)
             if aside:
                 notes.append(f"final RDS snapshot of the deprovision kept as {aside} (new key), so that the "
                              "next deprovision can take its own")
@@ -151,7 +172,8 @@ def revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, manifest: Backu
             resealed, skipped = rekey_messages(ctx, tomb.tenant_id, old, new)
             moved = rekey_objects(ctx.s3, new.bucket, new.prefix, old.kms_key_arn, new.kms_key_arn)
             notes.append(f"re-keyed to the new key: {resealed} messages, {moved} SSE-KMS objects"
-                         + (f" ({skipped} messages not in tenant_runtime's format left as they are)" if skipped else ""))
+                         + (f" ({skipped} messages not in tenant_runtime's format left as they are)"
+                            if skipped else ""))
         held.record = activate(ws, held.record, spec, applied)
     result = result.model_copy(update={"checks": checks, "finished_at": utcnow()})
     if rekeyed:  # only once the tenant is back: until then a retry may still need the old key

@@ -1,6 +1,7 @@
-"""What `tenantctl usage | cost | report` compute: which tenants to measure,
-the committed specs and platform they are priced with, how many pooled tenants
-share the platform, and what-if overrides.
+"""What `tenantctl usage | cost | report` compute: which tenants to measure
+(one, all, or all of a cell), the committed specs and the cell they are priced
+with, how many pooled tenants share each cell's platform, and what-if overrides.
+Each tenant is measured with clients in its own cell's account and region.
 
 The measuring and pricing themselves are `tenantctl.usage`; this module ties
 them to a workspace (its registry, its stacks/ directory), so that a command,
@@ -15,8 +16,9 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from tenantctl.errors import InvalidInput
-from tenantctl.models import PlatformSpec, TenantRecord, TenantSpec, TenantStatus, Tier
-from tenantctl.stackconfig import read_platform, read_tenant, stack_file
+from tenantctl.models import CellSpec, TenantRecord, TenantSpec, TenantStatus, Tier
+from tenantctl.naming import DEFAULT_CELL
+from tenantctl.stackconfig import read_cell, read_tenant, stack_file
 from tenantctl.usage.cost import (
     GIB,
     CostEstimate,
@@ -29,7 +31,7 @@ from tenantctl.usage.cost import (
     estimate,
 )
 from tenantctl.usage.html_report import ReportData, build_report, latest_drill_verdicts, write_report
-from tenantctl.usage.measure import MEASURED_STATUSES, TenantUsage, clients_from_workspace, measure
+from tenantctl.usage.measure import MEASURED_STATUSES, TenantUsage, UsageClients, clients_from_workspace, measure
 from tenantctl.workspace import Workspace
 
 
@@ -40,21 +42,37 @@ def check_selection(tenant_id: str | None, all_: bool) -> None:
         raise InvalidInput("give either a tenant id or --all")
 
 
-def selected_records(ws: Workspace, tenant_id: str | None, tier: Tier | None = None) -> list[TenantRecord]:
+def selected_records(ws: Workspace, tenant_id: str | None, tier: Tier | None = None,
+                     cell: str | None = None) -> list[TenantRecord]:
     """The named tenant whatever its status, or every active or suspended tenant
-    (of ``tier``), the registry walked page by page."""
+    (of ``tier``, of ``cell``), the registry walked page by page."""
     if tenant_id:
         return [ws.registry.require(tenant_id)]
-    return [r for r in ws.registry.iter_all(tier=tier) if r.status in MEASURED_STATUSES]
+    if cell is not None:
+        ws.cell(cell)  # NotFound for an unknown cell rather than an empty answer
+    return [r for r in ws.registry.iter_all(tier=tier, cell=cell) if r.status in MEASURED_STATUSES]
+
+
+def per_place(ws: Workspace) -> Callable[[TenantRecord], UsageClients]:
+    """Usage clients per (cell, region), made once each."""
+    made: dict[tuple[str, str], UsageClients] = {}
+
+    def clients(record: TenantRecord) -> UsageClients:
+        key = (record.cell, record.region)
+        if key not in made:
+            made[key] = clients_from_workspace(ws, record)
+        return made[key]
+
+    return clients
 
 
 def measure_tenants(ws: Workspace, tenant_id: str | None, all_: bool, tier: Tier | None = None,
-                    idle_days: int = 30) -> tuple[list[TenantRecord], list[TenantUsage]]:
+                    idle_days: int = 30, cell: str | None = None) -> tuple[list[TenantRecord], list[TenantUsage]]:
     """The records selected and the usage of each, in the same order."""
     check_selection(tenant_id, all_)
-    clients = clients_from_workspace(ws)
-    records = selected_records(ws, tenant_id, tier)
-    return records, [measure(r, clients, idle_days) for r in records]
+    records = selected_records(ws, tenant_id, tier, cell)
+    clients = per_place(ws)
+    return records, [measure(r, clients(r), idle_days) for r in records]
 
 
 def committed_specs(ws: Workspace, ids: list[str]) -> dict[str, TenantSpec]:
@@ -62,14 +80,14 @@ def committed_specs(ws: Workspace, ids: list[str]) -> dict[str, TenantSpec]:
     return {i: read_tenant(stack_file(ws.stacks_dir, i)) for i in ids if stack_file(ws.stacks_dir, i).exists()}
 
 
-def platform_spec(ws: Workspace) -> PlatformSpec:
-    """The committed platform spec (the shared database priced for pooled tenants), or the defaults."""
-    return read_platform(ws.stacks_dir) or PlatformSpec()
+def platform_spec(ws: Workspace, cell: str = DEFAULT_CELL) -> CellSpec:
+    """A cell's committed spec (its shared database priced for its pooled tenants), or the defaults."""
+    return read_cell(ws.stacks_dir, cell) or CellSpec(name=cell)
 
 
-def active_pooled(ws: Workspace) -> int:
-    """Active pooled tenants in the registry: those the platform cost is split over."""
-    return sum(1 for _ in ws.registry.iter_all(tier=Tier.pooled, status=TenantStatus.active))
+def active_pooled(ws: Workspace, cell: str = DEFAULT_CELL) -> int:
+    """Active pooled tenants of a cell: those its platform cost is split over."""
+    return sum(1 for _ in ws.registry.iter_all(tier=Tier.pooled, status=TenantStatus.active, cell=cell))
 
 
 # -- cost ------------------------------------------------------------------------------
@@ -95,29 +113,35 @@ def what_if(inputs: CostInputs, db_gb: float | None = None, s3_gb: float | None 
 
 def estimate_costs(ws: Workspace, prices: PriceTable, tenant_id: str | None = None, all_: bool = False,
                    tier: Tier | None = None, db_gb: float | None = None, s3_gb: float | None = None,
-                   pooled_tenants: int | None = None) -> CostReport:
-    """Estimates and the tier comparison for one tenant, all of them (measured,
-    with ``db_gb`` / ``s3_gb`` overriding the measured figures), or, with
-    neither, a hypothetical tenant of ``tier`` described by ``db_gb`` / ``s3_gb``.
-    ``pooled_tenants`` replaces the registry's count of active pooled tenants."""
+                   pooled_tenants: int | None = None, cell: str | None = None) -> CostReport:
+    """Estimates and the tier comparison for one tenant, all of them (of
+    ``cell``; measured, with ``db_gb`` / ``s3_gb`` overriding the measured
+    figures), or, with neither, a hypothetical tenant of ``tier`` in ``cell``
+    described by ``db_gb`` / ``s3_gb``. Each tenant is priced with its own
+    cell's platform split over that cell's active pooled tenants;
+    ``pooled_tenants`` replaces the registry's count."""
     hypothetical = not tenant_id and not all_
     if hypothetical and db_gb is None and s3_gb is None:
         raise InvalidInput("give a tenant id, --all, or a what-if usage (--db-gb and/or --s3-gb)")
-    platform = platform_spec(ws)
-    n = pooled_tenants or active_pooled(ws)
     if hypothetical:
-        inputs_list = [CostInputs(tenant_id="what-if", tier=tier or Tier.pooled)]
-        n = max(n, 1)
+        where = cell or DEFAULT_CELL
+        placed = [(where, CostInputs(tenant_id="what-if", tier=tier or Tier.pooled))]
     else:
-        _, usages = measure_tenants(ws, tenant_id, all_, tier, idle_days=30)
+        records, usages = measure_tenants(ws, tenant_id, all_, tier, idle_days=30, cell=cell)
         specs = committed_specs(ws, [u.tenant_id for u in usages])
-        inputs_list = [cost_inputs(u, specs.get(u.tenant_id)) for u in usages]
-    inputs_list = [what_if(i, db_gb, s3_gb) for i in inputs_list]
-    return CostReport(
-        tenants=[TenantCost(estimate=estimate(i, prices, platform, n), comparison=compare_tiers(i, prices, platform, n))
-                 for i in inputs_list],
-        assumptions=assumptions_text(prices, platform, n),
-    )
+        placed = [(r.cell, cost_inputs(u, specs.get(u.tenant_id))) for r, u in zip(records, usages, strict=True)]
+    platforms = {c: platform_spec(ws, c) for c in {c for c, _ in placed}}
+    sharing = {c: pooled_tenants or active_pooled(ws, c) for c in platforms}
+    if hypothetical:
+        sharing = {c: max(n, 1) for c, n in sharing.items()}
+    tenants = []
+    for c, inputs in placed:
+        inputs = what_if(inputs, db_gb, s3_gb)
+        tenants.append(TenantCost(estimate=estimate(inputs, prices, platforms[c], sharing[c]),
+                                  comparison=compare_tiers(inputs, prices, platforms[c], sharing[c])))
+    first = next(iter(platforms), DEFAULT_CELL)
+    return CostReport(tenants=tenants, assumptions=assumptions_text(prices, platforms.get(first) or CellSpec(),
+                                                                    sharing.get(first, 1)))
 
 
 # -- report ----------------------------------------------------------------------------
@@ -130,7 +154,10 @@ def write_html_report(ws: Workspace, prices: PriceTable, out: Path, idle_days: i
     records, usages = measure_tenants(ws, None, True, None, idle_days)
     ids = [u.tenant_id for u in usages]
     try:
-        drills = latest_drill_verdicts(records, ws.client("s3"))
+        drills = {}
+        clients = per_place(ws)
+        for record in records:  # each tenant's history is in its own cell's bucket
+            drills.update(latest_drill_verdicts([record], clients(record).s3))
     except Exception as exc:  # the drill history must not cost the operator the usage/cost page
         if on_drill_error is not None:
             on_drill_error(exc)

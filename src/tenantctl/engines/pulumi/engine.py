@@ -31,8 +31,7 @@ from tenantctl.engines.pulumi.events import ChangeCollector
 from tenantctl.errors import InvalidInput
 from tenantctl.naming import PLATFORM_STACK
 from tenantctl.project import Project
-
-PLATFORM_REF_KEY = "tenantctl:platformStack"
+from tenantctl.stackconfig import PLATFORM_REF_KEY, load_yaml
 
 BackendKind = Literal["cloud", "file", "s3", "azblob", "gs"]
 
@@ -79,19 +78,26 @@ def workspace_options(target: Any, project: Project) -> WorkspaceOptions:
     return WorkspaceOptions(work_dir=str(project.dir), env_vars=env, secrets_provider=aws.secrets_provider)
 
 
-def effective_config(stack_file: Path, platform_ref: str) -> dict | None:
-    """The stack file with its bare platform reference qualified for the backend,
-    or None when the committed file is right as it is (or absent)."""
+def effective_config(stack_file: Path, platform_ref: str, provider: dict | None = None) -> dict | None:
+    """The stack file with a bare platform (cell) reference qualified like
+    ``platform_ref`` (the default cell's qualified name) and ``provider`` (its
+    cell's account: ``stackconfig.provider_config``) laid over its config, or
+    None when the committed file is right as it is (or absent)."""
     if not stack_file.is_file():
         return None
-    data = yaml.safe_load(stack_file.read_text()) or {}
-    config = data.get("config") or {}
+    data = load_yaml(stack_file.read_text()) or {}
+    config = dict(data.get("config") or {})
+    changed = False
     current = config.get(PLATFORM_REF_KEY)
-    if not isinstance(current, str) or "/" in current or current == platform_ref:
-        return None  # no reference, or one the author qualified on purpose
-    if platform_ref.rsplit("/", 1)[-1] != current:
-        return None  # refers to another platform stack by bare name: leave it to the backend
-    return {**data, "config": {**config, PLATFORM_REF_KEY: platform_ref}}
+    scope = platform_ref.rpartition("/")[0]
+    if isinstance(current, str) and "/" not in current and scope:  # a bare name: qualify it like the default cell's
+        config[PLATFORM_REF_KEY] = f"{scope}/{current}"
+        changed = True
+    for key, value in (provider or {}).items():
+        if config.get(key) != value:
+            config[key] = value
+            changed = True
+    return {**data, "config": config} if changed else None
 
 
 def op_options(collector: ChangeCollector, *, refresh: bool = False, config_file: str | None = None) -> dict[str, Any]:
@@ -148,7 +154,10 @@ class PulumiEngine(Engine):
 
     @contextmanager
     def _config_file(self, stack: str) -> Iterator[str | None]:
-        data = effective_config(self.project.stacks_dir / f"Pulumi.{stack}.yaml", self.qualified(PLATFORM_STACK))
+        from tenantctl.stackconfig import provider_config
+
+        data = effective_config(self.project.stacks_dir / f"Pulumi.{stack}.yaml", self.qualified(PLATFORM_STACK),
+                                provider_config(self.project.stacks_dir, stack))
         if data is None:
             yield None
             return

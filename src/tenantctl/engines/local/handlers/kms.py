@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tenantctl.engines.local.handlers.base import URN_TAG, Context, Desired, Handler, as_int, ignore_missing
+from tenantctl.engines.local.handlers.base import URN_TAG, Context, Desired, Handler, as_int, error_code, ignore_missing
 
 
 class KeyHandler(Handler):
@@ -25,7 +25,8 @@ class KeyHandler(Handler):
         return None
 
     def make(self, ctx: Context, d: Desired) -> str:
-        args: dict[str, Any] = {"Description": d.get("description", ""), "KeyUsage": d.get("keyUsage", "ENCRYPT_DECRYPT"),
+        args: dict[str, Any] = {"Description": d.get("description", ""),
+                                "KeyUsage": d.get("keyUsage", "ENCRYPT_DECRYPT"),
                                 "Tags": d.tag_list(with_urn=True, key="TagKey", value="TagValue")}
         if d.get("policy"):
             args["Policy"] = d.get("policy")
@@ -56,11 +57,18 @@ class AliasHandler(Handler):
     replace_on = ("name",)
 
     def find(self, ctx: Context, d: Desired) -> str | None:
+        # DescribeKey resolves the alias itself: one call, not a listing of every
+        # alias in the account (which grew each tenant's create with the fleet).
+        from botocore.exceptions import ClientError
+
         name = d.physical_name()
-        for page in ctx.client("kms").get_paginator("list_aliases").paginate():
-            if any(a["AliasName"] == name for a in page["Aliases"]):
-                return name
-        return None
+        try:
+            ctx.client("kms").describe_key(KeyId=name)
+        except ClientError as exc:
+            if error_code(exc) in ("NotFoundException", "NotFound"):
+                return None
+            raise
+        return name
 
     def make(self, ctx: Context, d: Desired) -> str:
         name = d.physical_name()

@@ -16,6 +16,7 @@ from typing import Any
 
 from tenantctl.engines.local.handlers.base import Context, Desired, Handler, as_int, error_code, ignore_missing
 from tenantctl.engines.local.handlers.secretsmanager import delete_secret, find_secret
+from tenantctl.naming import PLATFORM_STACK
 
 
 class SubnetGroupHandler(Handler):
@@ -111,7 +112,7 @@ class InstanceHandler(Handler):
         instance = rds.describe_db_instances(DBInstanceIdentifier=rid)["DBInstances"][0]
         host, port, main_db, user, password = ctx.pg_endpoint
         db_name = d.get("dbName") or main_db
-        self._ensure_database(ctx, db_name, main_db, own=d.tags().get("tier") == "dedicated")
+        self._ensure_database(ctx, db_name, main_db, own=self._own_server(d))
         outputs: dict[str, Any] = {"arn": instance["DBInstanceArn"], "address": host, "port": port,
                                    "endpoint": f"{host}:{port}", "dbName": db_name, "resourceId":
                                    instance.get("DbiResourceId", rid), "tagsAll": d.tags()}
@@ -122,6 +123,17 @@ class InstanceHandler(Handler):
         return outputs
 
     @staticmethod
+    def _own_server(d: Desired) -> bool:
+        """On AWS, a dedicated tenant's instance and every cell's but the default
+        one's are servers of their own: no other tenant's role exists there. On the
+        sandbox they are databases of one server, so only roles granted CONNECT
+        (their own tenants') may log in. The default cell's database keeps PUBLIC
+        CONNECT as on RDS (shared logins such as a gateway role rely on it)."""
+        tags = d.tags()
+        return tags.get("tier") == "dedicated" or (tags.get("tier") == "platform"
+                                                    and tags.get("tenant") != PLATFORM_STACK)
+
+    @staticmethod
     def _ensure_database(ctx: Context, db_name: str, main_db: str, own: bool) -> None:
         if db_name == main_db:
             return
@@ -130,9 +142,9 @@ class InstanceHandler(Handler):
         with ctx.pg_connect() as conn:
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db_name,)).fetchone() is None:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db_name)))
-            if own:  # a dedicated tenant's instance holds no other tenant's roles: on the
-                # shared sandbox server only roles granted CONNECT (its own) may log in.
-                conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(sql.Identifier(db_name)))
+            if own:
+                conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(
+                    sql.Identifier(db_name)))
 
     @staticmethod
     def _ensure_master_secret(ctx: Context, rid: str, d: Desired, user: str, password: str) -> str:

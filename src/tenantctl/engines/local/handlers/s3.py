@@ -1,13 +1,14 @@
 """S3: buckets (found by name) and the bucket-level settings Pulumi models as
 their own resources (public access block, policy, versioning, default
-encryption), each keyed by its bucket and put idempotently."""
+encryption, lifecycle configuration), each keyed by its bucket and put
+idempotently."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-from tenantctl.engines.local.handlers.base import Context, Desired, Handler, error_code, ignore_missing
+from tenantctl.engines.local.handlers.base import Context, Desired, Handler, as_int, error_code, ignore_missing
 
 
 class BucketHandler(Handler):
@@ -121,6 +122,36 @@ def _policy(s3, bucket: str, d: Desired) -> None:
         ignore_missing(lambda: s3.delete_bucket_policy(Bucket=bucket))
 
 
+def lifecycle_rules(d: Desired) -> list[dict[str, Any]]:
+    """pulumi-aws's BucketLifecycleConfiguration rules (camelCase) in the S3 API's shape."""
+    out = []
+    for rule in d.get("rules", []):
+        s3_rule: dict[str, Any] = {"ID": rule["id"], "Status": rule.get("status", "Enabled")}
+        where = rule.get("filter") or {}
+        if where.get("and"):
+            both = where["and"]
+            s3_rule["Filter"] = {"And": {"Prefix": both.get("prefix", ""),
+                                         "Tags": [{"Key": k, "Value": v} for k, v in (both.get("tags") or {}).items()]}}
+        elif where.get("tag"):
+            s3_rule["Filter"] = {"Tag": {"Key": where["tag"]["key"], "Value": where["tag"]["value"]}}
+        else:
+            s3_rule["Filter"] = {"Prefix": where.get("prefix", "")}
+        if rule.get("transitions"):
+            s3_rule["Transitions"] = [{"Days": as_int(t["days"]), "StorageClass": t["storageClass"]}
+                                      for t in rule["transitions"]]
+        if (rule.get("expiration") or {}).get("days") is not None:
+            s3_rule["Expiration"] = {"Days": as_int(rule["expiration"]["days"])}
+        if (rule.get("abortIncompleteMultipartUpload") or {}).get("daysAfterInitiation") is not None:
+            s3_rule["AbortIncompleteMultipartUpload"] = {
+                "DaysAfterInitiation": as_int(rule["abortIncompleteMultipartUpload"]["daysAfterInitiation"])}
+        out.append(s3_rule)
+    return out
+
+
+def _lifecycle(s3, bucket: str, d: Desired) -> None:
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": lifecycle_rules(d)})
+
+
 HANDLERS = (
     BucketHandler(),
     BucketSettingHandler("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", _public_access_block,
@@ -129,7 +160,10 @@ HANDLERS = (
                          lambda s3, b: s3.delete_bucket_policy(Bucket=b)),
     # Versioning cannot be switched off once on: deleting the resource suspends it (as Pulumi does).
     BucketSettingHandler("aws:s3/bucketVersioning:BucketVersioning", _versioning,
-                         lambda s3, b: s3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Suspended"})),
+                         lambda s3, b: s3.put_bucket_versioning(Bucket=b,
+                                                                VersioningConfiguration={"Status": "Suspended"})),
     BucketSettingHandler("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
                          _encryption, lambda s3, b: s3.delete_bucket_encryption(Bucket=b)),
+    BucketSettingHandler("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", _lifecycle,
+                         lambda s3, b: s3.delete_bucket_lifecycle(Bucket=b)),
 )
