@@ -206,6 +206,14 @@ class Clients:
         self._accounts: dict[tuple[str | None, str | None], Clients] = {}
         self._lock = threading.RLock()  # re-entered: in_account makes its STS client through __call__
 
+    def endpoint_for(self, service: str) -> str | None:
+        """The endpoint a client of ``service`` gets: a service-specific
+        ``AWS_ENDPOINT_URL_<SERVICE>`` wins over the target's endpoint, as it
+        would in botocore's own configuration chain (an explicit endpoint
+        argument would otherwise silence it: the registry-unavailable tests
+        point DynamoDB elsewhere that way)."""
+        return os.environ.get(f"AWS_ENDPOINT_URL_{service.upper().replace('-', '_')}") or self.endpoint_url
+
     def __call__(self, service: str, region: str | None = None) -> Any:
         region = region or self.region
         with self._lock:  # boto3 sessions are not thread-safe while they make clients
@@ -216,7 +224,7 @@ class Clients:
 
                     self._session = boto3.session.Session(**self._session_args)
                 self._made[key] = client(service, session=self._session, region=region,
-                                         endpoint_url=self.endpoint_url)
+                                         endpoint_url=self.endpoint_for(service))
             return self._made[key]
 
     def in_account(self, role_arn: str | None, region: str | None = None) -> Clients:

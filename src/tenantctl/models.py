@@ -38,6 +38,12 @@ TagValue = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[\w .:/
 
 
 Region = Annotated[str, Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")]
+
+
+def _expiry_after(transition_days: int, expiry_days: int, field_prefix: str = "") -> None:
+    """Archived objects expire after they move to Glacier, not before."""
+    if expiry_days <= transition_days:
+        raise ValueError(f"{field_prefix}expiry_days must be greater than {field_prefix}transition_days")
 ABORT_MULTIPART_DEFAULT = 1
 
 
@@ -66,8 +72,7 @@ class LifecycleSpec(BaseModel):
 
     @model_validator(mode="after")
     def _expiry_after_transition(self) -> LifecycleSpec:
-        if self.archive_expiry_days <= self.archive_transition_days:
-            raise ValueError("archive_expiry_days must be greater than archive_transition_days")
+        _expiry_after(self.archive_transition_days, self.archive_expiry_days, "archive_")
         return self
 
 
@@ -167,8 +172,7 @@ class ArchiveClass(BaseModel):
 
     @model_validator(mode="after")
     def _expiry_after_transition(self) -> ArchiveClass:
-        if self.expiry_days <= self.transition_days:
-            raise ValueError("expiry_days must be greater than transition_days")
+        _expiry_after(self.transition_days, self.expiry_days)
         return self
 
 

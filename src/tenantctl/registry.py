@@ -79,6 +79,18 @@ def failure_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+class RegistryUnreachable(TargetUnavailable):
+    """The registry table cannot be read or written (endpoint down, table
+    missing, retries exhausted): exit 7, like any unavailable target."""
+
+
+CONDITION_FAILED = "ConditionalCheckFailedException"
+
+
+def condition_failed(exc: ClientError) -> bool:
+    return exc.response["Error"]["Code"] == CONDITION_FAILED
+
+
 class Held:
     """The record a ``RegistryWriter.hold`` block works on: assign each write's
     result back to ``record`` so the block ends on the latest version."""
@@ -96,14 +108,22 @@ class RegistryWriter:
         self.table = table_name
         self.client = client or aws.client("dynamodb")  # bounded backoff with jitter (tenantctl.aws)
 
+    def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
+        """One DynamoDB call on the table. A failed condition is raised as is
+        (the caller's to judge); anything else (missing table, endpoint down,
+        retries exhausted) is RegistryUnreachable."""
+        try:
+            return getattr(self.client, operation)(TableName=self.table, **kwargs)
+        except ClientError as exc:
+            if condition_failed(exc):
+                raise
+            raise RegistryUnreachable(f"registry table {self.table!r} unusable ({operation}): {exc}") from None
+        except BotoCoreError as exc:
+            raise RegistryUnreachable(f"registry table {self.table!r} unreachable ({operation}): {exc}") from None
+
     # -- reads -----------------------------------------------------------
     def get(self, tenant_id: str) -> TenantRecord | None:
-        try:
-            item = self.client.get_item(
-                TableName=self.table, Key=item_key(tenant_id), ConsistentRead=True
-            ).get("Item")
-        except (ClientError, BotoCoreError) as exc:  # missing table, endpoint down, retries exhausted
-            raise TargetUnavailable(f"registry table {self.table!r} unreadable: {exc}") from None
+        item = self._call("get_item", Key=item_key(tenant_id), ConsistentRead=True).get("Item")
         return item_to_record(item) if item and is_record_item(item) else None
 
     def require(self, tenant_id: str) -> TenantRecord:
@@ -131,17 +151,13 @@ class RegistryWriter:
             filters.append(f"(#cell = :cell{default})")
             values[":cell"] = {"S": cell}
             names["#cell"] = CELL
-        kwargs: dict[str, Any] = {"TableName": self.table, "FilterExpression": " AND ".join(filters),
-                                  "ExpressionAttributeNames": names}
+        kwargs: dict[str, Any] = {"FilterExpression": " AND ".join(filters), "ExpressionAttributeNames": names}
         if values:
             kwargs["ExpressionAttributeValues"] = values
         return kwargs
 
     def _scan(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        try:
-            return self.client.scan(**kwargs)
-        except (ClientError, BotoCoreError) as exc:
-            raise TargetUnavailable(f"registry table {self.table!r} unreadable: {exc}") from None
+        return self._call("scan", **kwargs)
 
     def list(
         self,
@@ -195,13 +211,12 @@ class RegistryWriter:
         100 cells (None: the cell has no counter yet)."""
         out: dict[str, tuple[dict[str, int], bool] | None] = {c: None for c in cells}
         for i in range(0, len(cells), 100):
-            keys = [counter_key(c) for c in cells[i:i + 100]]
-            request = {self.table: {"Keys": keys, "ConsistentRead": True}}
+            request = {self.table: {"Keys": [counter_key(c) for c in cells[i:i + 100]], "ConsistentRead": True}}
             while request:
                 try:
                     resp = self.client.batch_get_item(RequestItems=request)
                 except (ClientError, BotoCoreError) as exc:
-                    raise TargetUnavailable(f"registry table {self.table!r} unreadable: {exc}") from None
+                    raise RegistryUnreachable(f"registry table {self.table!r} unreadable: {exc}") from None
                 for item in resp.get("Responses", {}).get(self.table, []):
                     out[item["tenant_id"]["S"].split("#", 1)[1]] = item_to_counts(item)
                 request = resp.get("UnprocessedKeys") or {}
@@ -220,34 +235,28 @@ class RegistryWriter:
             values[":cap"] = {"N": str(cap)}
         for _ in range(2):
             try:
-                self.client.update_item(TableName=self.table, Key=counter_key(cell), UpdateExpression="ADD #t :one",
-                                        ConditionExpression=condition, ExpressionAttributeNames=names,
-                                        ExpressionAttributeValues=values)
+                self._call("update_item", Key=counter_key(cell), UpdateExpression="ADD #t :one",
+                           ConditionExpression=condition, ExpressionAttributeNames=names,
+                           ExpressionAttributeValues=values)
                 return True
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                    raise TargetUnavailable(f"registry write failed: {exc}") from None
-            except BotoCoreError as exc:
-                raise TargetUnavailable(f"registry table {self.table!r} unreachable: {exc}") from None
-            if not self._init_counter(cell):
-                return False  # the counter exists: the cell is full or draining
+            except ClientError:  # the condition: no counter yet, or full, or draining
+                if not self._init_counter(cell):
+                    return False  # the counter exists: the cell is full or draining
         return False
 
     def release_slot(self, cell: str, tier: Tier) -> None:
         """Give back a slot (deprovisioned, or a reservation nothing came of). Never below 0."""
         try:
-            self.client.update_item(TableName=self.table, Key=counter_key(cell), UpdateExpression="ADD #t :minus",
-                                    ConditionExpression="#t > :zero", ExpressionAttributeNames={"#t": tier.value},
-                                    ExpressionAttributeValues={":minus": {"N": "-1"}, ":zero": {"N": "0"}})
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise TargetUnavailable(f"registry write failed: {exc}") from None
+            self._call("update_item", Key=counter_key(cell), UpdateExpression="ADD #t :minus",
+                       ConditionExpression="#t > :zero", ExpressionAttributeNames={"#t": tier.value},
+                       ExpressionAttributeValues={":minus": {"N": "-1"}, ":zero": {"N": "0"}})
+        except ClientError:
+            pass  # already 0 (or no counter): nothing to give back
 
     def set_draining(self, cell: str, draining: bool) -> None:
         self._init_counter(cell)
-        self.client.update_item(TableName=self.table, Key=counter_key(cell), UpdateExpression="SET #d = :v",
-                                ExpressionAttributeNames={"#d": DRAINING},
-                                ExpressionAttributeValues={":v": {"BOOL": draining}})
+        self._call("update_item", Key=counter_key(cell), UpdateExpression="SET #d = :v",
+                   ExpressionAttributeNames={"#d": DRAINING}, ExpressionAttributeValues={":v": {"BOOL": draining}})
 
     def recount(self, cell: str) -> dict[str, int]:
         """The tenants holding a slot in ``cell``, counted from their records (a
@@ -262,25 +271,23 @@ class RegistryWriter:
         """Create the cell's counter from a recount when it has none (a cell
         that predates counters, or a new one): once per cell, never per
         provision. True when this call (or a racing one) created it."""
-        if self.client.get_item(TableName=self.table, Key=counter_key(cell), ConsistentRead=True).get("Item"):
+        if self._call("get_item", Key=counter_key(cell), ConsistentRead=True).get("Item"):
             return False
         counts = self.recount(cell)
         item = {**counter_key(cell), **{t: {"N": str(n)} for t, n in counts.items()}, DRAINING: {"BOOL": False}}
         try:
-            self.client.put_item(TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(tenant_id)")
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise TargetUnavailable(f"registry write failed: {exc}") from None
+            self._call("put_item", Item=item, ConditionExpression="attribute_not_exists(tenant_id)")
+        except ClientError:
+            pass  # a racing run made it first
         return True
 
     def set_counts(self, cell: str, counts: dict[str, int]) -> None:
         """Overwrite the cell's counts (`tenantctl cell show --recount`), keeping its draining flag."""
         self._init_counter(cell)
-        names = {f"#{t}": t for t in counts}
-        self.client.update_item(TableName=self.table, Key=counter_key(cell),
-                                UpdateExpression="SET " + ", ".join(f"#{t} = :{t}" for t in counts),
-                                ExpressionAttributeNames=names,
-                                ExpressionAttributeValues={f":{t}": {"N": str(n)} for t, n in counts.items()})
+        self._call("update_item", Key=counter_key(cell),
+                   UpdateExpression="SET " + ", ".join(f"#{t} = :{t}" for t in counts),
+                   ExpressionAttributeNames={f"#{t}": t for t in counts},
+                   ExpressionAttributeValues={f":{t}": {"N": str(n)} for t, n in counts.items()})
 
     # -- writes ----------------------------------------------------------
     def _put(self, record: TenantRecord, expected_version: int | None) -> TenantRecord:
@@ -294,15 +301,11 @@ class RegistryWriter:
                 "ExpressionAttributeValues": {":v": {"N": str(expected_version)}},
             }
         try:
-            self.client.put_item(TableName=self.table, Item=item, **cond)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise Conflict(
-                    f"tenant {record.tenant_id!r} changed in the registry while this run held it; re-run"
-                ) from None
-            raise TargetUnavailable(f"registry write failed: {exc}") from None
-        except BotoCoreError as exc:
-            raise TargetUnavailable(f"registry table {self.table!r} unreachable, write failed: {exc}") from None
+            self._call("put_item", Item=item, **cond)
+        except ClientError:
+            raise Conflict(
+                f"tenant {record.tenant_id!r} changed in the registry while this run held it; re-run"
+            ) from None
         return new
 
     @contextmanager

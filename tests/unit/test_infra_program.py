@@ -195,3 +195,13 @@ def test_stack_must_be_named_after_the_tenant():
 def test_bad_spec_is_refused_naming_the_rule():
     with pytest.raises(ValueError, match="reserved"):
         run_program("admin", tenant_config({"id": "admin"}), RecordingMocks())
+
+
+def test_the_local_engine_puts_exactly_the_rules_a_cell_declares(platform):
+    from tenantctl.bucket_lifecycle import cell_rules
+    from tenantctl.engines.local.handlers.base import Desired
+    from tenantctl.engines.local.handlers.s3 import lifecycle_rules
+
+    [config] = platform[1].of_type("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")
+    put = lifecycle_rules(Desired("urn", config.type, config.name, config.inputs))
+    assert put == [r.s3() for r in cell_rules(CellSpec().retention, CellSpec().abort_multipart_days)]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from tenantctl import naming, preflight
 from tenantctl.errors import QuotaExceeded
@@ -17,14 +16,8 @@ BUCKET = "shared"
 
 
 @pytest.fixture
-def account(monkeypatch):
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(name, "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    with mock_aws():
-        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=BUCKET)
-        yield
+def account(moto_account):
+    boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=BUCKET)
 
 
 def clients(service, region=None):

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from tenantctl.cli import output
 from tenantctl.cli.options import JsonFlag
 from tenantctl.cli.output import changes_summary, console, print_json, table
 from tenantctl.models import Tier
@@ -88,7 +89,7 @@ def list_cells(json_out: JsonFlag = False) -> None:
 
 
 @app.command("show")
-def show(
+def show_cell(
     name: CellArg,
     recount: Annotated[bool, typer.Option("--recount", help="Count its tenants from the registry (a full scan) "
                                                               "and correct its counter.")] = False,
@@ -99,10 +100,7 @@ def show(
     from tenantctl.workspace import Workspace
 
     info = run(Workspace(), name, recount=recount)
-    if json_out:
-        print_json(info)
-    else:
-        table(f"cell {name}", ["field", "value"], _rows(info))
+    output.show(info, f"cell {name}", _rows(info), json_out)
 
 
 @app.command("drain")

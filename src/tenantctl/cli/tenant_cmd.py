@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from tenantctl.cli.options import JsonFlag
-from tenantctl.cli.output import changes_summary, changes_table, console, print_json, table
+from tenantctl.cli.output import changes_summary, changes_table, console, print_json, show, table
 from tenantctl.engines.base import Op
 from tenantctl.models import TenantRecord, TenantStatus, Tier
 
@@ -140,10 +140,7 @@ def status(
     from tenantctl.workspace import Workspace
 
     record = Workspace().registry.require(tenant_id)
-    if json_out:
-        print_json(record)
-    else:
-        table(f"tenant {tenant_id}", ["field", "value"], _record_rows(record))
+    show(record, f"tenant {tenant_id}", _record_rows(record), json_out)
 
 
 @app.command("list")

@@ -17,9 +17,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tenantctl import __version__
 from tenantctl.engines.base import EventSink, UpResult
-from tenantctl.errors import InvalidInput, engine_step
+from tenantctl.errors import InvalidInput, TargetUnavailable, TenantctlError, engine_step
 from tenantctl.fingerprint import applied_hash
 from tenantctl.models import TenantRecord, TenantResources, TenantSpec, describe_validation_error
+from tenantctl.placement import Placement
+from tenantctl.registry import RegistryUnreachable, RegistryWriter
 from tenantctl.stackconfig import read_tenant, stack_file, write_tenant
 from tenantctl.workspace import Workspace
 
@@ -81,8 +83,12 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
     refuse_unsafe_spec(spec)  # the policy gate's spec rules (exit 8): before the registry or stacks/ are touched
     ws.ensure_platform(on_event)  # the home cell: the registry lives there
     registry = ws.registry
-    # The cell, its account walls and a slot: refused (exit 11) before anything exists.
-    spec, placement = place(ws, spec, registry.get(spec.id))
+    try:
+        # The cell, its account walls and a slot: refused (exit 11) before anything exists.
+        spec, placement = place(ws, spec, registry.get(spec.id))
+    except RegistryUnreachable as exc:
+        raise TargetUnavailable(f"cannot reserve tenant {spec.id!r} in the registry, nothing was created: "
+                                f"{exc}") from None
     path = stack_file(ws.stacks_dir, spec.id)
     committed = path.read_text() if path.exists() else None
     reserved = False
@@ -95,14 +101,23 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
                 # The engine's gate refuses before its first change: put back what this run wrote.
                 _restore(path, committed)
                 if registry.withdraw(held.record):
-                    placement.release(registry, spec.tier)
+                    _give_back(registry, placement, spec)
                 raise
             held.record = activate(ws, held.record, spec, applied)
     except BaseException:
-        if not reserved:  # refused by the registry (locked, tombstoned...): nothing was created
-            placement.release(registry, spec.tier)
+        if not reserved:  # refused by the registry (locked, tombstoned, unreachable): nothing was created
+            _give_back(registry, placement, spec)
         raise
     return held.record, applied.result
+
+
+def _give_back(registry: RegistryWriter, placement: Placement, spec: TenantSpec) -> None:
+    """Release the slot a refused run took; a registry gone meanwhile keeps it
+    counted (`tenantctl cell show NAME --recount` corrects that), never hides the refusal."""
+    try:
+        placement.release(registry, spec.tier)
+    except TenantctlError:
+        pass
 
 
 def _restore(path: Path, committed: str | None) -> None:
