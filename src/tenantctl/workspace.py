@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tenantctl.aws import Clients
-from tenantctl.engines.base import Engine, EventSink
+from tenantctl.engines.base import Engine, EventSink, UpResult
 from tenantctl.errors import NotFound, TargetUnavailable
 from tenantctl.models import CellSpec, TenantRecord
 from tenantctl.naming import DEFAULT_CELL, PLATFORM_STACK, cell_stack
@@ -30,6 +30,7 @@ class Workspace:
         self.cwd = cwd or Path.cwd()
         self.project_dir = project_dir or find_root(self.cwd)
         self.target = load_target(self.cwd)
+        self._outputs: dict[str, dict[str, Any]] = {}
 
     @property
     def stacks_dir(self) -> Path:
@@ -68,7 +69,7 @@ class Workspace:
 
     def platform_outputs(self) -> dict[str, Any]:
         """The home (default) cell's platform outputs; {} before it was first applied."""
-        return self.engine.outputs(PLATFORM_STACK)
+        return self.cell_outputs(DEFAULT_CELL)
 
     def ensure_platform(self, on_event: EventSink | None = None) -> dict[str, Any]:
         """The home cell's outputs, applying it first on the sandbox when it is not up yet."""
@@ -93,8 +94,15 @@ class Workspace:
         return spec
 
     def cell_outputs(self, name: str) -> dict[str, Any]:
-        """The cell's platform outputs; {} before it was first applied."""
-        return self.engine.outputs(cell_stack(name))
+        """The cell's platform outputs; {} before it was first applied. Kept for
+        the workspace's life once known (placement asks for every candidate on
+        every provision; the PulumiEngine answers through the CLI)."""
+        if name not in self._outputs:
+            outputs = self.engine.outputs(cell_stack(name))
+            if not outputs:
+                return outputs
+            self._outputs[name] = outputs
+        return self._outputs[name]
 
     def cell_clients(self, name: str) -> Clients:
         """AWS clients in the cell's account (its role assumed) and region."""
@@ -121,10 +129,15 @@ class Workspace:
         if name == DEFAULT_CELL and not stack_file(self.stacks_dir, PLATFORM_STACK).exists():
             write_cell(self.stacks_dir, CellSpec())
         self.cell(name)  # NotFound for a cell without a stack file
-        outputs = self.engine.up(cell_stack(name), on_event=on_event).outputs
+        return self.up_cell(name, on_event).outputs
+
+    def up_cell(self, name: str, on_event: EventSink | None = None) -> UpResult:
+        """Apply the cell's platform stack (its stack file must exist)."""
+        result = self.engine.up(cell_stack(name), on_event=on_event)
+        self._outputs[name] = result.outputs
         if name == DEFAULT_CELL:
             self.__dict__.pop("registry", None)
-        return outputs
+        return result
 
     @cached_property
     def registry(self) -> RegistryWriter:

@@ -20,6 +20,7 @@ from psycopg import sql
 from tenantctl.checks import check_tenant
 from tenantctl.checks.aws_posture import NAMES as AWS_CHECKS
 from tenantctl.checks.db_posture import NAMES as DB_CHECKS
+from tenantctl.checks.placement import NAMES as PLACEMENT_CHECKS
 from tenantctl.errors import PolicyViolation
 from tenantctl.models import TenantSpec
 from tenantctl.operations.provision import provision
@@ -54,12 +55,13 @@ def outcomes(report) -> dict[str, str]:
 def test_a_fresh_tenant_passes_every_check(clean, workspace, project, sandbox):
     assert clean.last_error is None  # provision ran the same check at its end
     report = check_tenant(workspace, CLEAN)
-    assert outcomes(report) == {name: "pass" for name in DB_CHECKS + AWS_CHECKS}, report.summary()
+    assert outcomes(report) == {name: "pass" for name in DB_CHECKS + AWS_CHECKS + PLACEMENT_CHECKS}, \
+        report.summary()
     run = cli(project, sandbox, "check", CLEAN, "--json")
     assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout)
     assert out["ok"] is True and out["failed"] == [] and out["exit_code"] == 0
-    assert {c["name"] for c in out["checks"]} == set(DB_CHECKS + AWS_CHECKS)
+    assert {c["name"] for c in out["checks"]} == set(DB_CHECKS + AWS_CHECKS + PLACEMENT_CHECKS)
     fail_closed = next(c for c in out["checks"] if c["name"] == "fail-closed")
     assert "insert refused" in fail_closed["detail"] and "canaries visible" in fail_closed["detail"]
 
@@ -76,7 +78,7 @@ def test_check_leaves_no_canary_behind(clean, sandbox):
 def test_human_output_is_a_table(clean, project, sandbox):
     run = cli(project, sandbox, "check", CLEAN)
     assert run.returncode == 0, run.stderr
-    assert "rls-forced" in run.stdout and "kms-rotation" in run.stdout and "all 20 checks pass" in run.stdout
+    assert "rls-forced" in run.stdout and "kms-rotation" in run.stdout and "all 24 checks pass" in run.stdout
     unknown = cli(project, sandbox, "check", "ck-nobody")
     assert unknown.returncode == 6 and "not in the registry" in unknown.stderr
 
@@ -158,16 +160,19 @@ def _tamper_aws(sandbox, record, what: str):
         kms.put_key_policy(KeyId=res.kms_key_arn, PolicyName="default", Policy=json.dumps(doc))
         return lambda: kms.put_key_policy(KeyId=res.kms_key_arn, PolicyName="default", Policy=old)
     if what == "dlq-sse":
-        key = sqs.get_queue_attributes(QueueUrl=res.dlq_url, AttributeNames=["KmsMasterKeyId"])["Attributes"]["KmsMasterKeyId"]
+        attrs = sqs.get_queue_attributes(QueueUrl=res.dlq_url, AttributeNames=["KmsMasterKeyId"])["Attributes"]
+        key = attrs["KmsMasterKeyId"]
         sqs.set_queue_attributes(QueueUrl=res.dlq_url, Attributes={"KmsMasterKeyId": ""})
         return lambda: sqs.set_queue_attributes(QueueUrl=res.dlq_url, Attributes={"KmsMasterKeyId": key})
     if what == "public-access":
         block = s3.get_public_access_block(Bucket=res.bucket)["PublicAccessBlockConfiguration"]
-        s3.put_public_access_block(Bucket=res.bucket, PublicAccessBlockConfiguration={**block, "RestrictPublicBuckets": False})
+        s3.put_public_access_block(Bucket=res.bucket,
+                                   PublicAccessBlockConfiguration={**block, "RestrictPublicBuckets": False})
         return lambda: s3.put_public_access_block(Bucket=res.bucket, PublicAccessBlockConfiguration=block)
     if what == "tag":
         kms.untag_resource(KeyId=res.kms_key_arn, TagKeys=["tenant"])
-        return lambda: kms.tag_resource(KeyId=res.kms_key_arn, Tags=[{"TagKey": "tenant", "TagValue": record.tenant_id}])
+        return lambda: kms.tag_resource(KeyId=res.kms_key_arn,
+                                        Tags=[{"TagKey": "tenant", "TagValue": record.tenant_id}])
     if what == "trust":
         role = res.role_arn.rsplit("/", 1)[-1]
         old = iam.get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]
@@ -180,7 +185,8 @@ def _tamper_aws(sandbox, record, what: str):
         name = iam.list_role_policies(RoleName=role)["PolicyNames"][0]
         old = iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
         wide = json.loads(json.dumps(old))
-        wide["Statement"][0]["Resource"] = wide["Statement"][0]["Resource"].replace(f"/{record.tenant_id}/*", f"/{record.tenant_id}*")
+        wide["Statement"][0]["Resource"] = wide["Statement"][0]["Resource"].replace(f"/{record.tenant_id}/*",
+                                                                                    f"/{record.tenant_id}*")
         iam.put_role_policy(RoleName=role, PolicyName=name, PolicyDocument=json.dumps(wide))
         return lambda: iam.put_role_policy(RoleName=role, PolicyName=name, PolicyDocument=json.dumps(old))
     raise AssertionError(what)
@@ -205,6 +211,22 @@ def test_aws_tampering_fails_the_named_check(clean, workspace, sandbox, what, ex
         undo()
     after = check_tenant(workspace, CLEAN)
     assert after.ok, after.summary()
+
+
+@pytest.mark.parametrize(("forge", "expected"), [
+    (lambda r: {"region": "eu-west-1"}, {"cell", "bucket"}),
+    (lambda r: {"resources": r.resources.model_copy(update={
+        "kms_key_arn": r.resources.kms_key_arn.replace(":123456789012:", ":222222222222:")})}, {"account-region"}),
+    (lambda r: {"resources": r.resources.model_copy(update={"bucket": "tenantctl-cell-x-222222222222-us-east-1"})},
+     {"bucket"}),
+])
+def test_a_record_out_of_its_cells_account_or_region_fails_placement(clean, workspace, forge, expected):
+    """The placement checks read where the resources live: a record (or resource)
+    claiming another region, account or bucket than its cell's is caught."""
+    forged = clean.model_copy(update=forge(clean))
+    report = check_tenant(workspace, clean.tenant_id, forged)
+    failed = {c.name for c in report.failed if c.area == "placement"}
+    assert expected <= failed, report.summary()
 
 
 def test_provision_runs_the_check_and_records_a_violation(workspace, provision_tenant, sandbox):

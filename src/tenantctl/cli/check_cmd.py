@@ -25,6 +25,8 @@ def check(
     tenant, a session without the tenant setting sees no rows (fail closed).
     AWS: key rotation and key policy principals, queue/DLQ and bucket
     encryption, no public access, tags, the role's trust and access policies.
+    Placement: its cell is in its region, every resource ARN in the cell's
+    account and the tenant's region, its prefix in its cell's bucket.
 
     Exit codes: 0 all pass, 8 a check failed, 7 a check could not run.
     """
@@ -38,7 +40,8 @@ def check(
         table(f"posture of tenant {tenant_id}", ["area", "check", "result", "detail"],
               [(c.area, c.name, f"[{_STYLE[c.outcome.value]}]{c.outcome.value}[/]", c.detail) for c in report.checks])
         if report.failed:
-            console.print(f"[bold red]{len(report.failed)} check(s) failed:[/] {', '.join(c.name for c in report.failed)}")
+            names = ", ".join(c.name for c in report.failed)
+            console.print(f"[bold red]{len(report.failed)} check(s) failed:[/] {names}")
         elif report.errors:
             console.print(f"[yellow]{len(report.errors)} check(s) could not run:[/] "
                           f"{', '.join(c.name for c in report.errors)}")

@@ -57,13 +57,13 @@ def up(
 ) -> None:
     """Create or update the platform stack (idempotent)."""
     from tenantctl.cli.progress import engine_progress
-    from tenantctl.naming import PLATFORM_STACK
+    from tenantctl.naming import DEFAULT_CELL
     from tenantctl.workspace import Workspace
 
     ws = Workspace()
     _ensure_stack_file(ws, region, owner)
     with engine_progress("applying platform", quiet=json_out) as on_event:
-        result = ws.engine.up(PLATFORM_STACK, on_event=on_event)
+        result = ws.up_cell(DEFAULT_CELL, on_event)
     if json_out:
         print_json({"changes": result.changes.summary(), "outputs": result.outputs})
         return

@@ -84,7 +84,7 @@ def add(ws: Workspace, name: str, options: dict[str, Any],
         # in the home account: written down explicitly in the cell's spec.
         spec = spec.model_copy(update={"runtime_principal_arn": home["runtime_principal_arn"]})
     write_cell(ws.stacks_dir, spec)
-    result = ws.engine.up(spec.stack, on_event=on_event)
+    result = ws.up_cell(spec.name, on_event)
     registry = ws.registry
     registry.set_draining(spec.name, spec.draining)  # starts the counter (a recount: once per cell)
     return _info(spec, result.outputs, registry.cell_counts([spec.name])[spec.name]), result

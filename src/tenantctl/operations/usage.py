@@ -15,8 +15,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from tenantctl.errors import InvalidInput
-from tenantctl.models import CellSpec, TenantRecord, TenantSpec, TenantStatus, Tier
+from tenantctl.errors import InvalidInput, TenantctlError
+from tenantctl.models import CellSpec, TenantRecord, TenantSpec, TenantStatus, Tier, utcnow
 from tenantctl.naming import DEFAULT_CELL
 from tenantctl.stackconfig import read_cell, read_tenant, stack_file
 from tenantctl.usage.cost import (
@@ -72,7 +72,16 @@ def measure_tenants(ws: Workspace, tenant_id: str | None, all_: bool, tier: Tier
     check_selection(tenant_id, all_)
     records = selected_records(ws, tenant_id, tier, cell)
     clients = per_place(ws)
-    return records, [measure(r, clients(r), idle_days) for r in records]
+
+    def one(record: TenantRecord) -> TenantUsage:
+        try:
+            where = clients(record)
+        except TenantctlError as exc:  # e.g. its cell is not in this project's stacks/: the others still count
+            return TenantUsage(tenant_id=record.tenant_id, tier=record.tier, status=record.status,
+                               measured_at=utcnow(), idle_days=idle_days, errors=[str(exc)])
+        return measure(record, where, idle_days)
+
+    return records, [one(r) for r in records]
 
 
 def committed_specs(ws: Workspace, ids: list[str]) -> dict[str, TenantSpec]:
