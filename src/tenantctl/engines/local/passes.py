@@ -11,6 +11,7 @@ state untouched when the inputs are equal (no API call at all).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pulumi
@@ -119,10 +120,20 @@ class PlanPass(_Pass):
 
 
 class ApplyPass(_Pass):
+    # The policy's second enforcement point (policy.ResolvedJudge): each resource
+    # judged with resolved values before it is touched, as CrossGuard does on AWS.
+    judge: Callable[[PlannedResource, str], list] | None = None
+
     def save(self) -> None:
         self.file.save(self.state)
 
     def resource(self, urn: str, typ: str, name: str, inputs: dict[str, Any]) -> tuple[str | None, dict]:
+        if self.judge is not None:
+            found = self.judge(planned_resource(typ, name, inputs), urn)
+            if found:
+                from tenantctl.policy import PolicyRefused
+
+                raise PolicyRefused(self.stack, found, changed_nothing=False)
         handler = HANDLERS[typ]
         d = Desired(urn, typ, name, normalized(inputs))
         prior = self.state.get(urn)
