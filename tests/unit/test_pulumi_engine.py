@@ -457,6 +457,13 @@ def engine_on(project: Path, cli: FakeCli, gate=None) -> PulumiEngine:
     return PulumiEngine(aws(backend_url="file:///tmp/state", pulumi_root=str(cli.root)), project, gate=gate)
 
 
+def with_the_infra_program(project: Path) -> None:
+    """Pulumi.yaml's `main` at the infra/ program, as a new project's is (its absolute path)."""
+    infra = Path(__file__).resolve().parents[2] / "infra"
+    (project / "Pulumi.yaml").write_text(f"name: tenantctl\nruntime:\n  name: python\nmain: {infra}\n"
+                                         "stackConfigDir: stacks\n")
+
+
 def queue_step(op: str = "create", **inputs) -> list:
     return planned("acme", QUEUE, "acme-jobs", {"name": "tenantctl-acme-jobs", **inputs}, op=op)
 
@@ -478,6 +485,7 @@ def test_a_missing_stack_previews_as_all_create_without_creating_it(project: Pat
     outputs read from the backend); no `stack init`, no file written."""
     from moto import mock_aws
 
+    with_the_infra_program(project)
     write_tenant(project / "stacks", TenantSpec.model_validate({"id": "globex", "tier": "dedicated"}))
     committed = (project / "stacks" / "Pulumi.globex.yaml").read_text()
     cli.outputs("platform", platform_outputs())
@@ -496,6 +504,7 @@ def test_a_missing_stack_previews_as_all_create_without_creating_it(project: Pat
 
 
 def test_up_of_a_new_stack_is_judged_before_the_stack_is_created(project: Path, cli: FakeCli) -> None:
+    with_the_infra_program(project)
     write_tenant(project / "stacks", TenantSpec.model_validate({"id": "newco", "backup": {"retention_days": 2}}))
     cli.outputs("platform", platform_outputs())
     with pytest.raises(PolicyRefused, match="backup-retention"):
@@ -504,6 +513,7 @@ def test_up_of_a_new_stack_is_judged_before_the_stack_is_created(project: Path, 
 
 
 def test_up_of_a_new_stack_creates_it_then_previews_and_ups_with_the_pack(project: Path, cli: FakeCli) -> None:
+    with_the_infra_program(project)
     write_tenant(project / "stacks", TenantSpec(id="newco"))
     cli.outputs("platform", platform_outputs())
     cli.script("preview", {"events": preview_stream("newco", [])})
@@ -690,6 +700,116 @@ def test_file_backend_round_trip(project: Path, tmp_path: Path, monkeypatch) -> 
     assert engine.outputs("acme") == {}
     assert engine.destroy("acme").changes == []  # gone: nothing left to destroy
     assert (project / "Pulumi.yaml").read_text().endswith("stackConfigDir: stacks\n")
+
+
+ITEMS_PROGRAM = """\
+import json, os, pathlib
+
+import pulumi
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
+
+STORE = pathlib.Path(os.environ["TENANTCTL_TEST_STORE"])  # the "cloud": one JSON file
+
+
+def load():
+    return json.loads(STORE.read_text()) if STORE.exists() else {}
+
+
+def save(items):
+    STORE.write_text(json.dumps(items))
+
+
+class Items(ResourceProvider):
+    def create(self, props):
+        items = load()
+        items[props["name"]] = {k: props.get(k) for k in ("name", "value", "ref")}
+        save(items)
+        return CreateResult(props["name"], items[props["name"]])
+
+    def diff(self, id, olds, news):
+        changed = [k for k in ("name", "value", "ref") if olds.get(k) != news.get(k)]
+        return DiffResult(changes=bool(changed), replaces=[k for k in changed if k == "name"],
+                          delete_before_replace=False)
+
+    def update(self, id, olds, news):
+        items = load()
+        items[id] = {k: news.get(k) for k in ("name", "value", "ref")}
+        save(items)
+        return UpdateResult(items[id])
+
+    def read(self, id, props):
+        items = load()
+        return ReadResult(id, items[id]) if id in items else ReadResult(None, {})
+
+    def delete(self, id, props):
+        items = load()
+        items.pop(id, None)
+        save(items)
+
+
+class Item(Resource):
+    def __init__(self, name, props):
+        super().__init__(Items(), name, {"name": None, "value": None, "ref": None, **props})
+
+
+config = pulumi.Config()
+a = Item("acme-a", {"name": config.get("aName") or "a1", "value": "x"})
+Item("acme-b", {"name": "b1", "value": "x", "ref": a.id})  # unknown until `a` exists
+"""
+
+
+class RecordingGate:
+    """Stands in for the policy gate: keeps what each preview planned."""
+
+    def __init__(self) -> None:
+        self.plans: list[dict[str, dict]] = []
+
+    def __call__(self, stack: str, planned: list, judged_at_apply: bool = False) -> None:
+        self.plans.append({r.name: r.inputs for r in planned})
+
+
+@needs_cli
+@pytest.mark.pulumi_cli
+def test_real_cli_unknown_input_drift_and_replacement(project: Path, tmp_path: Path, monkeypatch) -> None:
+    """With the real CLI and a dynamic provider whose "cloud" is a file: an input
+    unknown at the first preview reaches the gate as unknown (and CrossGuard, the
+    pack passed to the up, lets the clean program through); a refresh after an
+    out-of-band change and deletion reports them as update (with the property
+    diff) and delete; a replacement is still planned with its new inputs once
+    its delete-replaced step has arrived."""
+    infra = project / "infra"
+    infra.mkdir()
+    (infra / "__main__.py").write_text(ITEMS_PROGRAM)
+    stack_file = project / "stacks" / "Pulumi.acme.yaml"
+    stack_file.write_text("config: {}\n")
+    store = tmp_path / "cloud.json"
+    monkeypatch.setenv("TENANTCTL_TEST_STORE", str(store))
+    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "test")
+    state = tmp_path / "state"
+    state.mkdir()
+    gate = RecordingGate()
+    engine = PulumiEngine(aws(backend_url=state.as_uri(), secrets_provider="passphrase"), project, gate=gate)
+    engine._stack("acme", create=True)  # the in-process plan of a new stack runs tenantctl's own program only
+
+    engine.up("acme")
+    assert gate.plans[0]["acme-b"]["ref"] == UNKNOWN and gate.plans[0]["acme-a"]["name"] == "a1"
+    assert set(json.loads(store.read_text())) == {"a1", "b1"}
+
+    items = json.loads(store.read_text())
+    items["a1"]["value"] = "changed out of band"
+    del items["b1"]
+    store.write_text(json.dumps(items))
+    drift = {c.name: c for c in engine.refresh("acme").changes}
+    assert drift["acme-a"].op is Op.update
+    assert PropertyDiff(path="value", old="x", new="changed out of band") in drift["acme-a"].diffs
+    assert drift["acme-b"].op is Op.delete
+    assert json.loads(store.read_text())["a1"]["value"] == "changed out of band"  # a refresh changes nothing
+
+    store.write_text(json.dumps({**items, "b1": {"name": "b1", "value": "x", "ref": "a1"}}))
+    stack_file.write_text("config:\n  tenantctl:aName: a2\n")
+    changes = {c.name: c for c in engine.preview("acme").changes}
+    assert changes["acme-a"].op is Op.replace
+    assert gate.plans[-1]["acme-a"]["name"] == "a2"  # still planned after its delete-replaced step
 
 
 def test_engine_modules_do_not_import_pulumi_at_load_time() -> None:

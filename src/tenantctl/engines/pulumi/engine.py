@@ -266,7 +266,7 @@ class PulumiEngine(Engine):
 
     def _new_stack_plan(self, stack: str, on_event: EventSink | None) -> Any:
         from tenantctl.aws import Clients
-        from tenantctl.engines.pulumi.new_stack import NewStackPlan, aws_invoke, plan_new_stack
+        from tenantctl.engines.pulumi.new_stack import NewStackPlan, aws_invoke, plan_new_stack, project_program
         from tenantctl.stackconfig import program_config
 
         path = self.project.stack_file(stack)
@@ -281,7 +281,7 @@ class PulumiEngine(Engine):
 
         mocks = NewStackPlan(stack, references, aws_invoke(clients, region), on_event)
         try:
-            return plan_new_stack(stack, self.project.name, config, mocks)
+            return plan_new_stack(stack, self.project.name, config, mocks, project_program(self.project.main))
         except Exception as exc:
             raise map_error(exc, "preview", self.qualified(stack), self.backend) from None
 

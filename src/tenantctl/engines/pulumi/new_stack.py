@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -29,9 +30,10 @@ Invoke = Callable[[str, dict[str, Any]], dict[str, Any]]
 
 
 class NewStackPlan(pulumi.runtime.Mocks):
-    """Mocks that record the program's resources as creates. ``references``: a
-    referenced stack's name -> its outputs; ``invoke``: a provider function's
-    token and args -> its result."""
+    """Mocks that record the program's resources as creates (custom resources
+    planned for the gate, components in the change set too, as the CLI counts
+    them). ``references``: a referenced stack's name -> its outputs; ``invoke``:
+    a provider function's token and args -> its result."""
 
     def __init__(self, stack: str, references: Callable[[str], dict[str, Any]], invoke: Invoke,
                  sink: EventSink | None = None) -> None:
@@ -44,10 +46,9 @@ class NewStackPlan(pulumi.runtime.Mocks):
         if args.typ == STACK_REFERENCE:
             name = str(args.inputs.get("name") or args.name)
             return name, {"name": name, "outputs": self.references(name), "secretOutputNames": []}
-        if args.custom is False:  # a ComponentResource
-            return args.name, {}
         with self._lock:
-            self._planned.append(planned_resource(args.typ, args.name, dict(args.inputs)))
+            if args.custom is not False:  # not a ComponentResource
+                self._planned.append(planned_resource(args.typ, args.name, dict(args.inputs)))
             self._changes.append(ResourceChange(op=Op.create, type=args.typ, name=args.name))
         if self.sink is not None:
             self.sink(EngineEvent(stack=self.stack, kind="resource-pre", op=Op.create, type=args.typ, name=args.name))
@@ -81,15 +82,26 @@ def aws_invoke(clients: Any, region: str) -> Invoke:
     return invoke
 
 
+def project_program(main: Path) -> Callable[[str], dict[str, Any]]:
+    """The project's program (Pulumi.yaml ``main``: infra/, or the installed
+    infra package) run as the Python language host runs it."""
+
+    def program(stack: str) -> dict[str, Any]:
+        import runpy
+
+        runpy.run_path(str(main / "__main__.py" if main.is_dir() else main), run_name="__main__")
+        return {}  # its exports are not part of a plan
+
+    return program
+
+
 def plan_new_stack(stack: str, project: str, config: dict[str, Any], mocks: NewStackPlan,
-                   program: Callable[[str], dict[str, Any]] | None = None) -> NewStackPlan:
-    """Run ``program`` (infra.program.build) for ``stack`` under ``mocks``, one
-    in-process run at a time (Pulumi's runtime is process-global)."""
+                   program: Callable[[str], dict[str, Any]]) -> NewStackPlan:
+    """Run ``program`` for ``stack`` under ``mocks``, one in-process run at a
+    time (Pulumi's runtime is process-global)."""
     from tenantctl.engines.local import runtime
     from tenantctl.engines.local.engine import RUN_LOCK
 
-    if program is None:
-        from infra.program import build as program
     with RUN_LOCK:
         runtime.run_program(program, project, stack, config, mocks, threading.local(), preview=True)
     if mocks.sink is not None:
