@@ -10,7 +10,7 @@ inputs (the same dicts ``pulumi.runtime.Mocks.new_resource`` receives).
 Each rule has a name, so a refusal says which invariant broke. A value a
 rule needs that is still unknown at preview time (Pulumi's unknown sentinel:
 an ARN of a resource not created yet) cannot be judged there: the rule records
-it as ``Unjudged`` instead of passing it. The gate fails closed on those unless
+it as unjudged instead of passing it. The gate fails closed on those unless
 the engine judges every resource again with resolved values right before it is
 created or updated (``ResolvedJudge``: the CrossGuard pack in ``policy/`` on the
 PulumiEngine, the apply pass on the LocalEngine). One rule set, two
@@ -88,22 +88,15 @@ class Violation(BaseModel):
         return f"[{self.rule}] {self.resource}: {self.message}"
 
 
-class Unjudged(BaseModel):
-    """A value a rule needs that is unknown until apply (``field`` of ``resource``)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    rule: str
-    resource: str
-    field: str
-
-    def __str__(self) -> str:
-        return f"[{self.rule}] {self.resource}: {self.field} unknown until apply"
+UNKNOWN_UNTIL_APPLY = "unknown until apply"
 
 
 class Judgment(BaseModel):
+    """What the rules found: ``violations``, and ``unjudged``, the values a rule
+    needs that are unknown until apply (``message``: "<field> unknown until apply")."""
+
     violations: list[Violation] = Field(default_factory=list)
-    unjudged: list[Unjudged] = Field(default_factory=list)
+    unjudged: list[Violation] = Field(default_factory=list)
 
 
 class _Plan:
@@ -120,12 +113,13 @@ class _Plan:
         self.tenant_id = tenant_id
         self.platform = platform
         self.complete = complete
-        self.unjudged: list[Unjudged] = []
+        self.unjudged: list[Violation] = []
         self.rule = ""  # the rule running now, set by @rule
 
     def unknown(self, resource: PlannedResource, field: str) -> None:
         """``field`` of ``resource`` is unknown: the running rule cannot judge it."""
-        self.unjudged.append(Unjudged(rule=self.rule, resource=resource.name, field=field))
+        message = f"{field} {UNKNOWN_UNTIL_APPLY}"
+        self.unjudged.append(Violation(rule=self.rule, resource=resource.name, message=message))
 
     def of(self, *types: str) -> Iterator[PlannedResource]:
         return (r for r in self.resources if r.type in types)
@@ -635,8 +629,7 @@ class PolicyGate:
         found = [v for v in check_spec(self._spec(stack)) + judgment.violations if v.rule not in waived_now]
         unjudged = [u for u in judgment.unjudged if u.rule not in waived_now]
         if not judged_at_apply:
-            found += [Violation(rule=u.rule, resource=u.resource,
-                                message=f"{u.field} unknown until apply and nothing judges it then (fail closed)")
+            found += [u.model_copy(update={"message": f"{u.message} and nothing judges it then (fail closed)"})
                       for u in unjudged]
         if found:
             raise PolicyRefused(stack, found)

@@ -223,8 +223,8 @@ def test_an_unknown_value_is_not_judged_but_recorded(pooled):
     res = broken(pooled, "aws:iam/rolePolicy:RolePolicy", lambda i: i.update(policy=unknown))
     judgment = judge(res, "acme")
     assert judgment.violations == []
-    expected = [("iam-scope", "policy"), ("no-foreign-reference", "inputs")]
-    assert [(u.rule, u.field) for u in judgment.unjudged] == expected
+    expected = [("iam-scope", "policy unknown until apply"), ("no-foreign-reference", "inputs unknown until apply")]
+    assert [(u.rule, u.message) for u in judgment.unjudged] == expected
 
 
 @pytest.mark.parametrize("typ, mutate, rule, field", [
@@ -236,7 +236,7 @@ def test_an_unknown_value_is_not_judged_but_recorded(pooled):
 ])
 def test_unknowns_the_rules_need_are_recorded_never_passed(dedicated, typ, mutate, rule, field):
     judgment = judge(broken(dedicated, typ, mutate), "globex")
-    assert (rule, field) in {(u.rule, u.field) for u in judgment.unjudged}
+    assert (rule, f"{field} unknown until apply") in {(u.rule, u.message) for u in judgment.unjudged}
     assert rule not in {v.rule for v in judgment.violations}
 
 

@@ -16,7 +16,8 @@ from pulumi_cli_double import FakeCli, planned, preview_stream, replacement
 
 from tenantctl.crossguard import pack_dir
 from tenantctl.engines.pulumi.engine import PulumiEngine
-from tenantctl.engines.pulumi.plan import SECRET_SIG, PlanCollector
+from tenantctl.engines.pulumi.events import SECRET_SIG
+from tenantctl.engines.pulumi.plan import PlanCollector
 from tenantctl.errors import PolicyViolation
 from tenantctl.models import TenantSpec
 from tenantctl.policy import (
@@ -245,8 +246,8 @@ def test_a_new_tenants_preview_cannot_judge_what_depends_on_resources_not_create
     write_tenant(project / "stacks", TenantSpec.model_validate({"id": "acme", "tier": "dedicated"}))
     resources = new_tenant_plan({"id": "acme", "tier": "dedicated"})
     unjudged = judge(resources, "acme").unjudged
-    assert {("queue-encryption", "kmsMasterKeyId"), ("iam-scope", "policy"), ("rds-encryption", "kmsKeyId")} <= {
-        (u.rule, u.field) for u in unjudged}
+    assert {("queue-encryption", "kmsMasterKeyId unknown until apply"), ("iam-scope", "policy unknown until apply"),
+            ("rds-encryption", "kmsKeyId unknown until apply")} <= {(u.rule, u.message) for u in unjudged}
     with pytest.raises(PolicyRefused) as err:  # nothing will judge them: fail closed
         PolicyGate(project)("acme", resources)
     assert "unknown until apply and nothing judges it then (fail closed)" in str(err.value)

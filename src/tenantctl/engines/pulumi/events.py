@@ -152,15 +152,16 @@ def lookup(values: Any, path: str) -> Any:
     return node
 
 
-def shown(value: Any) -> Any:
-    """A value fit for a diff: secrets masked, unknowns named, nothing else changed."""
+def masked(value: Any, secret: Any, unknown: Any = UNKNOWN) -> Any:
+    """``value`` with every serialised secret replaced by ``secret`` and every
+    unknown by ``unknown``, nothing else changed."""
     if isinstance(value, dict):
         if SECRET_SIG in value:
-            return SECRET_TEXT
-        return {k: shown(v) for k, v in value.items()}
+            return secret
+        return {k: masked(v, secret, unknown) for k, v in value.items()}
     if isinstance(value, list):
-        return [shown(v) for v in value]
-    return UNKNOWN_TEXT if value == UNKNOWN else value
+        return [masked(v, secret, unknown) for v in value]
+    return unknown if value == UNKNOWN else value
 
 
 def _state_value(state: Any, path: str, first: str) -> Any:
@@ -171,7 +172,7 @@ def _state_value(state: Any, path: str, first: str) -> Any:
     for bag in bags:
         found = lookup(getattr(state, bag, None) or {}, path)
         if found is not _MISSING:
-            return shown(found)
+            return masked(found, SECRET_TEXT, UNKNOWN_TEXT)  # fit for a diff
     return None
 
 

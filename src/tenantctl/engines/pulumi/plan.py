@@ -27,21 +27,11 @@ from __future__ import annotations
 from typing import Any
 
 from tenantctl.engines.base import EventSink
-from tenantctl.engines.pulumi.events import SECRET_SIG, ChangeCollector, _op_value, is_hidden, urn_name
+from tenantctl.engines.pulumi.events import ChangeCollector, _op_value, is_hidden, masked, urn_name
 from tenantctl.policy import UNKNOWN, PlannedResource
 
 # Steps after which the resource no longer exists in the new state.
 _GONE = {"delete", "discard"}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        if SECRET_SIG in value:
-            return UNKNOWN
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
 
 
 class PlanCollector(ChangeCollector):
@@ -63,7 +53,7 @@ class PlanCollector(ChangeCollector):
                 self._planned.pop(meta.urn, None)
             elif new is not None and new.custom is True and not is_hidden(new.type):
                 self._planned[meta.urn] = PlannedResource(
-                    type=new.type, name=urn_name(meta.urn), inputs=_plain(dict(new.inputs or {})))
+                    type=new.type, name=urn_name(meta.urn), inputs=masked(dict(new.inputs or {}), secret=UNKNOWN))
 
     def planned(self) -> list[PlannedResource]:
         with self._lock:
