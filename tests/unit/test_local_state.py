@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from tenantctl.engines.base import Op
-from tenantctl.engines.local.faults import Faults
+from faults import Faults
 from tenantctl.engines.local.handlers import HANDLERS
 from tenantctl.engines.local.handlers.base import Desired
 from tenantctl.engines.local.passes import classify, unsupported_reason
-from tenantctl.engines.local.state import ResourceState, StackState, StateFile, normalized
+from tenantctl.engines.local.state import ResourceState, StateFile, normalized
 from tenantctl.errors import TargetUnavailable
 from tenantctl.policy import UNKNOWN
 

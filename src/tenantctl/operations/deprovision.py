@@ -14,7 +14,6 @@ from typing import Any
 
 from tenantctl.engines.base import ChangeSet, EventSink
 from tenantctl.errors import ApplyFailed, Conflict, TenantctlError
-from tenantctl.faults import FAULTS
 from tenantctl.models import TenantRecord, TenantStatus, Tier
 from tenantctl.stackconfig import read_tenant, stack_file, write_tenant
 from tenantctl.workspace import Workspace
@@ -54,7 +53,6 @@ def deprovision(ws: Workspace, tenant_id: str, purge_data: bool = False,
 
         final = take_final_backup(ws, current).backup_id
     record = registry.lock_for(tenant_id, "deprovision", status=TenantStatus.deprovisioning)
-    FAULTS.reached("deprovision:marked")
     path = stack_file(ws.stacks_dir, tenant_id)
     retention_days = 14
     details: dict[str, Any] = {"purged_objects": 0, "final_backup": final}
@@ -65,7 +63,8 @@ def deprovision(ws: Workspace, tenant_id: str, purge_data: bool = False,
             if spec.tier is Tier.dedicated and spec.dedicated and spec.dedicated.deletion_protection:
                 # RDS refuses to delete a protected instance: lift the protection
                 # in one update, then destroy (the final snapshot is still taken).
-                spec = spec.model_copy(update={"dedicated": spec.dedicated.model_copy(update={"deletion_protection": False})})
+                unprotected = spec.dedicated.model_copy(update={"deletion_protection": False})
+                spec = spec.model_copy(update={"dedicated": unprotected})
                 write_tenant(ws.stacks_dir, spec)
                 from tenantctl.policy import waived
 
@@ -80,7 +79,6 @@ def deprovision(ws: Workspace, tenant_id: str, purge_data: bool = False,
     except Exception as exc:
         registry.release(record, error=f"{type(exc).__name__}: {exc}")
         raise ApplyFailed(f"deprovisioning {tenant_id!r} failed: {exc}") from exc
-    FAULTS.reached("deprovision:destroyed")
     path.unlink(missing_ok=True)
     record = registry.mark_deprovisioned(record, retention_days)
     return record, changes, details

@@ -41,7 +41,6 @@ def merge_options(ws: Workspace, tenant_id: str, options: dict[str, Any]) -> Ten
 
 def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None) -> tuple[TenantRecord, UpResult]:
     from tenantctl import preflight
-    from tenantctl.faults import FAULTS
     from tenantctl.policy import PolicyRefused, refuse_unsafe_spec
 
     refuse_unsafe_spec(spec)  # the policy gate's spec rules (exit 8): before the registry or stacks/ are touched
@@ -51,8 +50,8 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
     try:
         record = registry.acquire(spec, operation="provision")
     except TargetUnavailable as exc:
-        raise TargetUnavailable(f"cannot reserve tenant {spec.id!r} in the registry, nothing was created: {exc}") from None
-    FAULTS.reached("provision:reserved")
+        raise TargetUnavailable(
+            f"cannot reserve tenant {spec.id!r} in the registry, nothing was created: {exc}") from None
     path = stack_file(ws.stacks_dir, spec.id)
     committed = path.read_text() if path.exists() else None
     try:
@@ -72,12 +71,12 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
     except Exception as exc:
         registry.release(record, error=f"{type(exc).__name__}: {exc}")
         raise ApplyFailed(f"provisioning {spec.id!r} failed: {exc}") from exc
-    FAULTS.reached("provision:applied")
     record = registry.mark_active(record, resources, spec, program_version=__version__,
                                   applied_hash=fingerprint)
     from tenantctl.checks import verify_provisioned
 
-    record = verify_provisioned(ws, record)  # `tenantctl check` on the live resources: a violation -> last_error, exit 8
+    # `tenantctl check` on the live resources: a violation -> last_error, exit 8
+    record = verify_provisioned(ws, record)
     return record, result
 
 
