@@ -18,7 +18,6 @@ import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
 
 from tenantctl.engines.base import EngineEvent, EventSink, Op, ResourceChange
-from tenantctl.engines.local.faults import FAULTS
 from tenantctl.engines.local.handlers import HANDLERS, INVOKES, Context, Desired, Handler
 from tenantctl.engines.local.handlers.stack_reference import TYPE as STACK_REFERENCE
 from tenantctl.engines.local.handlers.stack_reference import reference_outputs
@@ -161,7 +160,6 @@ class ApplyPass(_Pass):
         self.state.put(ResourceState(urn=d.urn, type=d.type, name=d.name, inputs=d.inputs, status="creating"))
         self.save()
         rid, computed = handler.create(self.ctx, d, recovering)
-        FAULTS.applied()
         return self.record(d, rid, computed, "created")
 
     def record(self, d: Desired, rid: str | None, computed: dict[str, Any], status: str) -> ResourceState:
@@ -169,7 +167,6 @@ class ApplyPass(_Pass):
                               outputs=normalized({**d.inputs, **computed}), status=status)
         self.state.put(entry)
         self.save()
-        FAULTS.recorded()
         return entry
 
 
@@ -182,7 +179,5 @@ def delete_resource(run: _Pass, handler: Handler, entry: ResourceState) -> None:
     run.state.put(entry.model_copy(update={"status": "deleting"}))
     save()
     handler.delete(run.ctx, entry_id, Desired(entry.urn, entry.type, entry.name, entry.inputs))
-    FAULTS.applied()
     run.state.remove(entry.urn)
     save()
-    FAULTS.recorded()
