@@ -85,6 +85,15 @@ def read_config(path: Path) -> dict:
     return data.get("config") or {}
 
 
+def program_config(path: Path, project: str) -> dict:
+    """The stack file's config as a program run in-process gets it: its cell's
+    account laid over it (``provider_config``) and every key namespaced
+    (``tenant`` in project ``tenantctl`` is ``tenantctl:tenant``)."""
+    raw = read_config(path)
+    raw = {**raw, **provider_config(path.parent, path.name.removeprefix("Pulumi.").removesuffix(".yaml"), raw)}
+    return {(k if ":" in k else f"{project}:{k}"): v for k, v in raw.items()}
+
+
 def read_tenant(path: Path) -> TenantSpec:
     raw = read_config(path).get(TENANT_KEY)
     if not isinstance(raw, dict):

@@ -5,7 +5,7 @@ import json
 import pytest
 from infra_mocks import RecordingMocks, platform_config, run_program, tenant_config
 
-from tenantctl.policy import RULES, PlannedResource, check
+from tenantctl.policy import RULES, UNKNOWN, PlannedResource, check, judge
 
 
 @pytest.fixture(scope="module")
@@ -181,8 +181,8 @@ def test_public_acl_and_public_policy(platform):
                                  "Resource": "arn:aws:s3:::x/*"})
         inputs["policy"] = json.dumps(doc)
     found = check(broken(platform, "aws:s3/bucketPolicy:BucketPolicy", everyone), "platform", platform=True)
-    assert [(v.rule, v.message) for v in found] == [
-        ("bucket-public-access", 'bucket policy allows everyone (Principal "*")')]
+    expected = [("bucket-public-access", 'bucket policy allows everyone (Principal "*")')]
+    assert [(v.rule, v.message) for v in found] == expected
 
 
 def test_a_tenant_stack_bucket_is_judged_too(pooled):
@@ -224,7 +224,29 @@ def test_every_rule_is_named_and_tested():
                           "no-open-ingress", "no-foreign-reference", "bucket-public-access", "bucket-encryption"}
 
 
-def test_unknown_values_are_not_judged(pooled):
+def test_an_unknown_value_is_not_judged_but_recorded(pooled):
     unknown = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
     res = broken(pooled, "aws:iam/rolePolicy:RolePolicy", lambda i: i.update(policy=unknown))
-    assert check(res, "acme") == []
+    judgment = judge(res, "acme")
+    assert judgment.violations == []
+    expected = [("iam-scope", "policy unknown until apply"), ("no-foreign-reference", "inputs unknown until apply")]
+    assert [(u.rule, u.message) for u in judgment.unjudged] == expected
+
+
+@pytest.mark.parametrize("typ, mutate, rule, field", [
+    ("aws:sqs/queue:Queue", lambda i: i.update(kmsMasterKeyId=UNKNOWN), "queue-encryption", "kmsMasterKeyId"),
+    ("aws:kms/alias:Alias", lambda i: i.update(targetKeyId=UNKNOWN), "queue-encryption", "kmsMasterKeyId"),
+    ("aws:ec2/securityGroup:SecurityGroup", lambda i: i.update(ingress=[{"fromPort": 5432, "cidrBlocks": [UNKNOWN]}]),
+     "no-open-ingress", "ingress CIDR"),
+    ("aws:sqs/queue:Queue", lambda i: i["tags"].update(tenant=UNKNOWN), "tenant-tag", "tags"),
+])
+def test_unknowns_the_rules_need_are_recorded_never_passed(dedicated, typ, mutate, rule, field):
+    judgment = judge(broken(dedicated, typ, mutate), "globex")
+    assert (rule, f"{field} unknown until apply") in {(u.rule, u.message) for u in judgment.unjudged}
+    assert rule not in {v.rule for v in judgment.violations}
+
+
+def test_a_dedicated_database_without_the_tenants_key_is_refused(dedicated):
+    """No kmsKeyId at all is known: the AWS-managed key, not the tenant's."""
+    assert "rds-encryption" in rules_hit(broken(dedicated, "aws:rds/instance:Instance", lambda i: i.pop("kmsKeyId")),
+                                         "globex")

@@ -97,11 +97,13 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
             reserved = True
             try:
                 applied = apply_spec(ws, spec, on_event)
-            except PolicyRefused:
-                # The engine's gate refuses before its first change: put back what this run wrote.
-                _restore(path, committed)
-                if registry.withdraw(held.record):
-                    _give_back(registry, placement, spec)
+            except PolicyRefused as refused:
+                if refused.changed_nothing:
+                    # The engine's gate refused before its first change: put back what this run wrote.
+                    _restore(path, committed)
+                    if registry.withdraw(held.record):
+                        _give_back(registry, placement, spec)
+                # Refused during the up (CrossGuard): resources may exist, the record, file and slot stay.
                 raise
             held.record = activate(ws, held.record, spec, applied)
     except BaseException:
