@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 from tenantctl.errors import InvalidInput, TenantctlError
 from tenantctl.fingerprint import applied_hash, program_fingerprint
 from tenantctl.models import TenantRecord, TenantStatus
-from tenantctl.stackconfig import read_tenant, tenant_stack_files
+from tenantctl.stackconfig import read_tenant, tenant_stack_files, write_tenant
 from tenantctl.workspace import Workspace
 
 
@@ -178,6 +178,7 @@ def _apply_one(ws: Workspace, tenant_id: str, action: Action, preview: bool) -> 
     try:
         if preview:
             if action is not Action.prune:
+                _pin_cell(ws, tenant_id)
                 result.changes = ws.engine.preview(tenant_id).summary()
         elif action is Action.prune:
             _, changes, _ = deprovision(ws, tenant_id)
@@ -191,6 +192,18 @@ def _apply_one(ws: Workspace, tenant_id: str, action: Action, preview: bool) -> 
         result.ok, result.error = False, f"{type(exc).__name__}: {exc}"
     result.seconds = round(time.monotonic() - started, 3)
     return result
+
+
+def _pin_cell(ws: Workspace, tenant_id: str) -> None:
+    """Before previewing an existing tenant, name its cell in its stack file
+    when the committed file does not (placement wrote it on the machine that
+    provisioned it; CI may not have committed it back): the preview must run
+    against the tenant's own cell and account, as its up will."""
+    path = ws.stacks_dir / f"Pulumi.{tenant_id}.yaml"
+    spec = read_tenant(path)
+    record = ws.registry.get(tenant_id) if spec.cell is None else None
+    if record is not None:
+        write_tenant(ws.stacks_dir, spec.model_copy(update={"cell": record.cell}))
 
 
 _WORKSPACES: dict[tuple[str, str], Workspace] = {}
