@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from tenant_runtime.objects import CLASS_TAG  # the tag the runtime's uploads carry: one definition
+from tenantctl.models import S3_MAX_LIFECYCLE_RULES as MAX_RULES  # S3's per-bucket limit
 from tenantctl.models import RetentionMenu
 from tenantctl.naming import resource_name
 
-MAX_RULES = 1000  # S3's per-bucket limit
 TENANTS_PREFIX = "tenants/"  # every tenant prefix is tenants/<id>/
 TMP, ARCHIVE = "tmp", "archive"  # the runtime's retention argument; TenantResources.lifecycle_classes keys
 

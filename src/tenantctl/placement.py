@@ -107,8 +107,10 @@ def place(ws: Workspace, spec: TenantSpec, record: TenantRecord | None) -> tuple
     refusals = [f"cell {c.name}: {_unfit(c, spec)}" for c in cells.values()
                 if c not in candidates and c.region == spec.region]
     registry = ws.registry
-    counts = registry.cell_counts([c.name for c in candidates])
-    for cell in sorted(candidates, key=lambda c: _load(counts[c.name], c, spec.tier)):
+    if len(candidates) > 1:  # one BatchGetItem orders them; a lone candidate needs no read
+        counts = registry.cell_counts([c.name for c in candidates])
+        candidates = sorted(candidates, key=lambda c: _load(counts[c.name], c, spec.tier))
+    for cell in candidates:
         if cell.draining:
             refusals.append(f"cell {cell.name}: draining")
             continue

@@ -310,12 +310,13 @@ class RegistryWriter:
 
     @contextmanager
     def hold(self, tenant_id: str, operation: str, *, status: TenantStatus | None = None,
-             spec: TenantSpec | None = None, account_id: str | None = None) -> Iterator[Held]:
+             spec: TenantSpec | None = None, account_id: str | None = None,
+             read: tuple[TenantRecord | None] | None = None) -> Iterator[Held]:
         """Lock the tenant for one run of ``operation`` (with ``spec``: reserve it
         for a provision in ``spec.cell``, see ``acquire``). A block that raises, Ctrl-C included,
         releases the lock with the failure in ``last_error``; one that returns
         without a final write (``mark_active``, ``mark_deprovisioned``) releases it."""
-        record = (self.acquire(spec, operation, account_id) if spec is not None
+        record = (self.acquire(spec, operation, account_id, read) if spec is not None
                   else self.lock_for(tenant_id, operation, status))
         held = Held(record)
         try:
@@ -329,19 +330,23 @@ class RegistryWriter:
         if held.record.lock is not None:
             held.record = self.release(held.record)
 
-    def acquire(self, spec: TenantSpec, operation: str, account_id: str | None = None) -> TenantRecord:
+    def acquire(self, spec: TenantSpec, operation: str, account_id: str | None = None,
+                read: tuple[TenantRecord | None] | None = None) -> TenantRecord:
         """Reserve the tenant for a provision: create its record (status
         provisioning) or lock the existing one. Refuses locked tenants and
         tombstones (a deprovisioned id is never reused). A registry that cannot
         be written is reported before anything was created."""
         try:
-            return self._acquire(spec, operation, account_id)
+            return self._acquire(spec, operation, account_id, read)
         except TargetUnavailable as exc:
             raise TargetUnavailable(f"cannot reserve tenant {spec.id!r} in the registry, nothing was created: "
                                     f"{exc}") from None
 
-    def _acquire(self, spec: TenantSpec, operation: str, account_id: str | None) -> TenantRecord:
-        existing = self.get(spec.id)
+    def _acquire(self, spec: TenantSpec, operation: str, account_id: str | None,
+                 read: tuple[TenantRecord | None] | None) -> TenantRecord:
+        # A record the caller just read saves a read: every write below is
+        # conditional on it (absent, or at its version), so a stale one is refused.
+        existing = read[0] if read is not None else self.get(spec.id)
         lock = new_lock(operation)
         if existing is None:
             record = TenantRecord(

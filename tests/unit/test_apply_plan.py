@@ -115,6 +115,29 @@ def test_plan_actions_and_reasons(ws):
     assert pruned["orphan"] is Action.prune
 
 
+def test_plan_per_cell_and_a_cell_change_is_refused(ws):
+    write_cell(ws.stacks_dir, CellSpec(name="eu1", region="eu-west-1"))
+    placed = TenantSpec(id="eu-a", region="eu-west-1", cell="eu1")
+    unpinned = TenantSpec(id="eu-b", region="eu-west-1")  # CI did not commit the placement back
+    home, moved, fresh = TenantSpec(id="home"), TenantSpec(id="moved", cell="eu1"), TenantSpec(id="fresh", cell="eu1")
+    for spec in (placed, unpinned, home, moved, fresh):
+        write_tenant(ws.stacks_dir, spec)
+    records = {
+        "eu-a": record(placed, project=ws.project_dir, cell="eu1"),
+        "eu-b": record(unpinned, project=ws.project_dir, cell="eu1"),
+        "home": record(home, project=ws.project_dir),
+        "moved": record(moved, project=ws.project_dir),  # lives in the default cell
+        "eu-gone": record("eu-gone", cell="eu1"),
+    }
+    assert "cell-eu1" not in {r.tenant_id for r in plan(ws, (1, 1), records)}  # a cell's stack is no tenant
+    got = {r.tenant_id: r for r in plan(ws, (1, 1), records, cell="eu1")}
+    # The cell is not part of the fingerprint: placed or not in the file, an unchanged tenant is skipped.
+    assert {t: r.action for t, r in got.items()} == {
+        "eu-a": Action.unchanged, "eu-b": Action.unchanged, "fresh": Action.create, "eu-gone": Action.orphan}
+    everyone = {r.tenant_id: r for r in plan(ws, (1, 1), records)}
+    assert everyone["moved"].action is Action.invalid and "do not change cells in place" in everyone["moved"].error
+
+
 def test_plan_match_scopes_files_and_records(ws):
     for tid in ("team-a-one", "team-b-one"):
         write_tenant(ws.stacks_dir, TenantSpec(id=tid))

@@ -47,7 +47,9 @@ def provision(
     cost_centre: Annotated[Optional[str], typer.Option(help="Cost-centre tag.")] = None,
     delay_seconds: Annotated[Optional[int], typer.Option(help="Default queue delay, 0..900 s.")] = None,
     max_receive_count: Annotated[Optional[int], typer.Option(help="Receives before a message goes to the DLQ.")] = None,
-    temp_upload_days: Annotated[Optional[int], typer.Option(help="Days before uploads/tmp/ objects expire.")] = None,
+    temp_upload_days: Annotated[Optional[int], typer.Option(
+        help="Days before uploads/tmp/ objects expire: one of its cell's retention classes "
+             "(1, 3, 7, 14, 30, 90 by default).")] = None,
     backup_retention_days: Annotated[Optional[int], typer.Option(help="Days backups are kept.")] = None,
     vpc_cidr: Annotated[Optional[str], typer.Option(help="Dedicated: VPC CIDR.")] = None,
     instance_class: Annotated[Optional[str], typer.Option(help="Dedicated: RDS instance class.")] = None,

@@ -84,8 +84,9 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
     ws.ensure_platform(on_event)  # the home cell: the registry lives there
     registry = ws.registry
     try:
+        current = registry.get(spec.id)
         # The cell, its account walls and a slot: refused (exit 11) before anything exists.
-        spec, placement = place(ws, spec, registry.get(spec.id))
+        spec, placement = place(ws, spec, current)
     except RegistryUnreachable as exc:
         raise TargetUnavailable(f"cannot reserve tenant {spec.id!r} in the registry, nothing was created: "
                                 f"{exc}") from None
@@ -93,7 +94,8 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
     committed = path.read_text() if path.exists() else None
     reserved = False
     try:
-        with registry.hold(spec.id, "provision", spec=spec, account_id=placement.account_id) as held:
+        with registry.hold(spec.id, "provision", spec=spec, account_id=placement.account_id,
+                           read=(current,)) as held:
             reserved = True
             try:
                 applied = apply_spec(ws, spec, on_event)
