@@ -15,7 +15,8 @@ import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -48,12 +49,54 @@ def new_lock(operation: str) -> TenantLock:
     )
 
 
+def _process_started(pid: int) -> datetime | None:
+    """When process ``pid`` of this host started; None when there is no such
+    process. Without /proc (not Linux) a live pid reads as started at the epoch:
+    its reuse cannot be told apart there."""
+    if not Path("/proc/self/stat").exists():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:  # someone else's live process
+            pass
+        return datetime.fromtimestamp(0, UTC)
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # Field 22 (starttime, clock ticks after boot); the name in field 2 may hold spaces and ')'.
+    ticks = int(stat.rsplit(")", 1)[1].split()[19])
+    boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                if line.startswith("btime "))
+    return datetime.fromtimestamp(boot + ticks / os.sysconf("SC_CLK_TCK"), UTC)
+
+
+def lock_holder(lock: TenantLock) -> str:
+    """Whether the run holding ``lock`` is alive: ``running`` / ``gone`` (no
+    such pid on this host) / ``reused`` (the pid belongs to a process started
+    after the lock was taken, so not to its holder) / ``elsewhere`` (another
+    host: unknowable from here)."""
+    if lock.host != socket.gethostname():
+        return "elsewhere"
+    started = _process_started(lock.pid)
+    if started is None:
+        return "gone"
+    # btime is whole seconds and starttime counts ticks: allow a second of slack.
+    return "reused" if started > lock.acquired_at + timedelta(seconds=1) else "running"
+
+
 def describe_lock(tenant_id: str, lock: TenantLock) -> str:
-    return (
-        f"tenant {tenant_id!r} is locked by a running {lock.operation} "
-        f"(owner {lock.owner}, host {lock.host}, pid {lock.pid}, since {lock.acquired_at:%Y-%m-%d %H:%M:%S}Z); "
-        f"if that run is dead, `tenantctl unlock {tenant_id} --force` removes the lock"
-    )
+    holder = lock_holder(lock)
+    when = f"since {lock.acquired_at:%Y-%m-%d %H:%M:%S}Z"
+    unlock = f"`tenantctl unlock {tenant_id} --force` removes the lock"
+    if holder in ("gone", "reused"):
+        why = "no longer exists" if holder == "gone" else "now belongs to a process started after the lock was taken"
+        return (f"tenant {tenant_id!r} is locked by a {lock.operation} that is no longer running "
+                f"(owner {lock.owner}, host {lock.host}, pid {lock.pid} {why}, {when}); {unlock}")
+    alive = ", alive on this host" if holder == "running" else ""
+    return (f"tenant {tenant_id!r} is locked by a running {lock.operation} "
+            f"(owner {lock.owner}, host {lock.host}, pid {lock.pid}{alive}, {when}); if that run is dead, {unlock}")
 
 
 def decode_cursor(cursor: str) -> str:
@@ -223,7 +266,8 @@ class RegistryWriter:
             raise Conflict(describe_lock(spec.id, existing.lock))
         if existing.status in (TenantStatus.deprovisioning, TenantStatus.deprovisioned):
             raise Conflict(
-                f"tenant id {spec.id!r} was deprovisioned on {existing.deprovisioned_at or existing.updated_at:%Y-%m-%d}; "
+                f"tenant id {spec.id!r} was deprovisioned on "
+                f"{existing.deprovisioned_at or existing.updated_at:%Y-%m-%d}; "
                 "ids are tombstoned and never reused (restore it with `tenantctl drill restore` or pick a new id)"
             )
         if existing.tier is not spec.tier:

@@ -22,12 +22,16 @@ def _record_rows(record: TenantRecord) -> list[tuple[str, str]]:
         rows += [("kms key", res.kms_key_arn), ("kms alias", res.kms_alias),
                  ("prefix", f"s3://{res.bucket}/{res.prefix}"), ("queue", res.queue_url), ("dlq", res.dlq_url),
                  ("role", res.role_arn), ("db secret", res.store.secret_arn),
-                 ("store", f"{res.store.endpoint}:{res.store.port}/{res.store.database} schema {res.store.schema_name}")]
+                 ("store", f"{res.store.endpoint}:{res.store.port}/{res.store.database} "
+                           f"schema {res.store.schema_name}")]
     if record.retain_until:
         rows.append(("retained until", f"{record.retain_until:%Y-%m-%d}"))
     if record.lock:
+        from tenantctl.registry import lock_holder
+
+        dead = " (that run is no longer running)" if lock_holder(record.lock) in ("gone", "reused") else ""
         rows.append(("lock", f"{record.lock.operation} by {record.lock.owner}@{record.lock.host} pid {record.lock.pid} "
-                             f"since {record.lock.acquired_at:%Y-%m-%d %H:%M:%S}Z"))
+                             f"since {record.lock.acquired_at:%Y-%m-%d %H:%M:%S}Z{dead}"))
     if record.last_error:
         rows.append(("last error", record.last_error))
     return rows
@@ -86,7 +90,8 @@ def provision(
 def deprovision(
     tenant_id: Annotated[str, typer.Argument(help="Tenant to remove.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-    purge_data: Annotated[bool, typer.Option("--purge-data", help="Also delete every object under the tenant prefix.")] = False,
+    purge_data: Annotated[bool, typer.Option("--purge-data",
+                                             help="Also delete every object under the tenant prefix.")] = False,
     no_final_backup: Annotated[bool, typer.Option("--no-final-backup", help="Do not take the final backup "
                                                   "(`drill backup`) before destroying.")] = False,
     json_out: JsonFlag = False,
