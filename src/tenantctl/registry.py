@@ -38,6 +38,7 @@ from tenantctl.models import (
     Tier,
     utcnow,
 )
+from tenantctl.naming import broken_rule, require_valid
 
 
 def new_lock(operation: str) -> TenantLock:
@@ -134,6 +135,7 @@ class RegistryWriter:
 
     # -- reads -----------------------------------------------------------
     def get(self, tenant_id: str) -> TenantRecord | None:
+        require_valid(tenant_id)  # an empty or malformed id is refused here, not by DynamoDB
         try:
             item = self.client.get_item(
                 TableName=self.table, Key=item_key(tenant_id), ConsistentRead=True
@@ -198,6 +200,7 @@ class RegistryWriter:
 
     # -- writes ----------------------------------------------------------
     def _put(self, record: TenantRecord, expected_version: int | None) -> TenantRecord:
+        require_valid(record.tenant_id)  # nothing is ever written under an id the engine would refuse
         new = record.model_copy(update={"version": (expected_version or 0) + 1, "updated_at": utcnow()})
         item = record_to_item(new)
         if expected_version is None:
@@ -332,6 +335,33 @@ class RegistryWriter:
         except (ClientError, BotoCoreError):
             return False
         return True
+
+    def forget_invalid(self, tenant_id: str) -> TenantRecord | None:
+        """Delete the record of an id that breaks a naming rule (``tenantctl
+        forget``): the one read that skips the id check. None when there is no
+        record; a record naming resources is refused (they would be orphaned)."""
+        if broken_rule(tenant_id) is None:
+            raise InvalidInput(f"tenant id {tenant_id!r} is valid: its record is not forgotten, it is deprovisioned")
+        try:
+            item = self.client.get_item(TableName=self.table, Key=item_key(tenant_id), ConsistentRead=True).get("Item")
+        except (ClientError, BotoCoreError) as exc:
+            raise TargetUnavailable(f"registry table {self.table!r} unreadable: {exc}") from None
+        if item is None:
+            return None
+        record = item_to_record(item)
+        if record.resources is not None:
+            raise Conflict(f"the registry record of {tenant_id!r} names resources ({record.resources.kms_key_arn}, "
+                           "...): forgetting it would orphan them; remove them by hand first")
+        try:
+            self.client.delete_item(TableName=self.table, Key=item_key(tenant_id), ConditionExpression="version = :v",
+                                    ExpressionAttributeValues={":v": {"N": str(record.version)}})
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise Conflict(f"the registry record of {tenant_id!r} changed while forgetting it; re-run") from None
+            raise TargetUnavailable(f"registry delete failed: {exc}") from None
+        except BotoCoreError as exc:
+            raise TargetUnavailable(f"registry table {self.table!r} unreachable, delete failed: {exc}") from None
+        return record
 
     def force_unlock(self, tenant_id: str) -> TenantRecord:
         record = self.require(tenant_id)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from tenantctl.cli.options import JsonFlag
+from tenantctl.cli.options import JsonFlag, tenant_argument
 from tenantctl.cli.output import console, print_json, table
 from tenantctl.drills.models import Target
 
@@ -58,7 +58,7 @@ def _show(report: DrillReport, markdown: Optional[Path], json_out: bool) -> None
 
 @app.command()
 def backup(
-    tenant_id: Annotated[str, typer.Argument(help="Tenant to back up.")],
+    tenant_id: Annotated[str, tenant_argument("Tenant to back up.")],
     json_out: JsonFlag = False,
 ) -> None:
     """Back up a tenant's database and object manifest, encrypted with the tenant key.
@@ -82,9 +82,10 @@ def backup(
 
 @app.command()
 def restore(
-    tenant_id: Annotated[str, typer.Argument(help="Tenant whose backup to restore.")],
+    tenant_id: Annotated[str, tenant_argument("Tenant whose backup to restore.")],
     backup_id: Annotated[str, typer.Option("--backup", help="Backup id, or 'latest'.")] = "latest",
-    target: Annotated[Target, typer.Option(help="scratch (a new database + prefix) or in-place (the live tenant).")] = Target.scratch,
+    target: Annotated[Target, typer.Option(help="scratch (a new database + prefix) or in-place (the live tenant).")
+                      ] = Target.scratch,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Required for --target in-place.")] = False,
     clean: Annotated[bool, typer.Option("--clean/--keep", help="Remove the scratch target after verifying.")] = False,
     markdown: MarkdownOut = None,
@@ -124,7 +125,7 @@ def restore(
 
 @app.command()
 def run(
-    tenant_id: Annotated[Optional[str], typer.Argument(help="Tenant to drill (or --all).")] = None,
+    tenant_id: Annotated[Optional[str], tenant_argument("Tenant to drill (or --all).")] = None,
     all_tenants: Annotated[bool, typer.Option("--all", help="Every active or suspended tenant.")] = False,
     backup_id: Annotated[Optional[str], typer.Option("--backup", help="Restore this backup (or 'latest') "
                                                     "instead of taking a new one.")] = None,
@@ -161,7 +162,7 @@ def run(
 
 @app.command()
 def history(
-    tenant_id: Annotated[str, typer.Argument(help="Tenant whose drills and backups to list.")],
+    tenant_id: Annotated[str, tenant_argument("Tenant whose drills and backups to list.")],
     limit: Annotated[int, typer.Option(help="Newest drills to show.")] = 20,
     json_out: JsonFlag = False,
 ) -> None:

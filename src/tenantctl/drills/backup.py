@@ -22,6 +22,7 @@ from tenantctl.drills.pgtools import find_tools, pg_env
 from tenantctl.drills.tables import server_major, table_checks
 from tenantctl.errors import InvalidInput, KeyUnusable, TenantctlError
 from tenantctl.models import TenantRecord, TenantStatus, Tier, utcnow
+from tenantctl.naming import require_valid
 
 
 def backup_kind(record: TenantRecord, ctx: DrillContext) -> BackupKind:
@@ -61,6 +62,7 @@ def committed_spec(ctx: DrillContext, tenant_id: str) -> dict[str, Any] | None:
 
 
 def backup(ctx: DrillContext, record: TenantRecord, reason: BackupReason = "manual") -> BackupManifest:
+    require_valid(record.tenant_id)
     if record.resources is None:
         raise InvalidInput(f"tenant {record.tenant_id!r} has no resources recorded (never provisioned)")
     if record.status in (TenantStatus.deprovisioning, TenantStatus.deprovisioned):

@@ -94,6 +94,7 @@ def _check_in_place(record: TenantRecord, yes: bool) -> None:
 def restore(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest,
             target: Target = Target.scratch, yes: bool = False) -> RestoreResult:
     """Restore ``manifest`` and return where it landed (timed: the RTO)."""
+    naming.require_valid(record.tenant_id)
     started = utcnow()
     if target is Target.in_place:
         _check_in_place(record, yes)

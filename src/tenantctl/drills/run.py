@@ -20,6 +20,7 @@ from tenantctl.drills.restore import cleanup, restore
 from tenantctl.drills.verify import verify
 from tenantctl.errors import KeyUnusable, NotFound, TenantctlError
 from tenantctl.models import TenantRecord, utcnow
+from tenantctl.naming import require_valid
 
 
 def judge(report: DrillReport) -> DrillReport:
@@ -63,6 +64,7 @@ def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = No
     """One drill; failures become a fail verdict with the reason, never an exception
     (except NotFound for an unknown backup id). ``restorer(ctx, record, manifest,
     target=, yes=)`` restores the backup: ``restore``, or a revive for a tombstone."""
+    require_valid(record.tenant_id)
     started = utcnow()
     report = DrillReport(drill_id=store.new_id(started), tenant_id=record.tenant_id, tier=record.tier.value,
                          kind=kind, target=target.value, started_at=started, finished_at=started,

@@ -29,7 +29,7 @@ from tenantctl.drills.context import DrillContext
 from tenantctl.drills.models import BackupManifest, RestoreResult, Target
 from tenantctl.errors import InvalidInput
 from tenantctl.models import TenantRecord, TenantSpec, Tier, utcnow
-from tenantctl.naming import resource_name
+from tenantctl.naming import require_valid, resource_name
 from tenantctl.operations.provision import activate, apply_spec
 from tenantctl.workspace import Workspace
 
@@ -87,7 +87,8 @@ def set_aside_final_snapshot(rds: Any, tomb: TenantRecord, new_key_arn: str) -> 
     aside = f"{name}-{when:%Y%m%d%H%M%S}"
     rds.copy_db_snapshot(SourceDBSnapshotIdentifier=name, TargetDBSnapshotIdentifier=aside, KmsKeyId=new_key_arn,
                          CopyTags=True)
-    rds.get_waiter("db_snapshot_available").wait(DBSnapshotIdentifier=aside, WaiterConfig={"Delay": 30, "MaxAttempts": 240})
+    rds.get_waiter("db_snapshot_available").wait(DBSnapshotIdentifier=aside,
+                                                  WaiterConfig={"Delay": 30, "MaxAttempts": 240})
     rds.delete_db_snapshot(DBSnapshotIdentifier=name)
     return aside
 
@@ -114,6 +115,7 @@ def revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, manifest: Backu
     from tenantctl.drills.verify import verify
     from tenantctl.policy import refuse_unsafe_spec
 
+    require_valid(tomb.tenant_id)
     started = utcnow()
     if target is not Target.in_place or not yes:
         raise InvalidInput(f"tenant {tomb.tenant_id!r} is deprovisioned: only `--target in-place --yes` brings it back")
@@ -150,8 +152,8 @@ def revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, manifest: Backu
         if rekeyed:
             resealed, skipped = rekey_messages(ctx, tomb.tenant_id, old, new)
             moved = rekey_objects(ctx.s3, new.bucket, new.prefix, old.kms_key_arn, new.kms_key_arn)
-            notes.append(f"re-keyed to the new key: {resealed} messages, {moved} SSE-KMS objects"
-                         + (f" ({skipped} messages not in tenant_runtime's format left as they are)" if skipped else ""))
+            left = f" ({skipped} messages not in tenant_runtime's format left as they are)" if skipped else ""
+            notes.append(f"re-keyed to the new key: {resealed} messages, {moved} SSE-KMS objects{left}")
         held.record = activate(ws, held.record, spec, applied)
     result = result.model_copy(update={"checks": checks, "finished_at": utcnow()})
     if rekeyed:  # only once the tenant is back: until then a retry may still need the old key
