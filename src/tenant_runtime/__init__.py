@@ -16,6 +16,7 @@ from tenant_runtime.errors import (
     TenantNotFound,
     TenantRuntimeError,
     Unauthenticated,
+    UntrustedContext,
 )
 from tenant_runtime.models import (
     StoreConnection,
@@ -31,5 +32,5 @@ __all__ = [
     "DecryptionFailed", "InvalidRequest", "JWTSettings", "RegistryReader", "RegistryUnavailable",
     "StoreConnection", "StoreUnavailable", "TenantContext", "TenantInactive", "TenantMismatch",
     "TenantNotFound", "TenantRecord", "TenantResolver", "TenantResources", "TenantRuntime",
-    "TenantRuntimeError", "TenantStatus", "Tier", "Unauthenticated",
+    "TenantRuntimeError", "TenantStatus", "Tier", "Unauthenticated", "UntrustedContext",
 ]

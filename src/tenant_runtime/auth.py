@@ -21,7 +21,7 @@ import jwt
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from tenant_runtime.cache import TTLCache
-from tenant_runtime.context import TenantContext
+from tenant_runtime.context import TenantContext, from_registry
 from tenant_runtime.errors import TenantMismatch, Unauthenticated
 from tenant_runtime.registry import RegistryReader
 
@@ -141,8 +141,7 @@ class TenantResolver:
         if addressed_tenant is not None and addressed_tenant != tenant_id:
             # Checked before the registry so a foreign id is not even looked up.
             raise TenantMismatch(tenant_id, addressed_tenant, "tenant")
-        record = self.registry.get(tenant_id)
-        return TenantContext(tenant_id=tenant_id, record=record, subject=claims.get("sub"), claims=claims)
+        return from_registry(self.registry, tenant_id, subject=claims.get("sub"), claims=claims)
 
     def resolve_header(self, authorization: str | None, addressed_tenant: str | None = None) -> TenantContext:
         return self.resolve(bearer_token(authorization), addressed_tenant)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from tenant_runtime.context import TenantContext
+from tenant_runtime.context import TenantContext, verified
 
 Mode = Literal["ambient", "assume_role"]
 SESSION_TAG = "tenant_id"  # the tenant role's trust policy (infra/components/tenant_role.py) requires exactly this tag
@@ -47,6 +47,7 @@ class ClientFactory:
         self.assume_role_calls = 0
 
     def client(self, ctx: TenantContext, service: str) -> Any:
+        ctx = verified(ctx)  # credentials are chosen by the context: only a resolved one
         if self.mode == "ambient":
             return self._shared_client(service, ctx.resources.region)
         return self._scoped_client(ctx, service)

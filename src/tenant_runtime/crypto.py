@@ -55,7 +55,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from tenant_runtime.context import TenantContext
+from tenant_runtime.context import TenantContext, verified
 from tenant_runtime.errors import DecryptionFailed, TenantRuntimeError
 
 MAGIC = b"TRE2"
@@ -162,7 +162,11 @@ class DataKeyCache:
 
 class Envelope:
     """Seal/open message content for a tenant context. ``kms_for(ctx)`` returns
-    the KMS client to use for that tenant (scoped credentials when configured)."""
+    the KMS client to use for that tenant (scoped credentials when configured).
+
+    ``seal`` / ``open`` name the tenant key explicitly, for operator tools that
+    re-key stored data (tenantctl's restore after deprovision); requests go
+    through ``encrypt`` / ``decrypt``, which take a resolved context only."""
 
     def __init__(self, kms_for: Callable[[TenantContext], Any], cache: DataKeyCache | None = None) -> None:
         self.kms_for = kms_for
@@ -175,37 +179,49 @@ class Envelope:
             self.kms_calls += 1
 
     def encrypt(self, ctx: TenantContext, conversation_id: str, plaintext: bytes) -> bytes:
-        key_arn = ctx.resources.kms_key_arn
-        slot = (key_arn, ctx.tenant_id)
-        key = self.cache.take_sealing_key(slot)
-        if key is None:
-            from botocore.exceptions import BotoCoreError, ClientError
-
-            self._counted()
-            try:
-                resp = self.kms_for(ctx).generate_data_key(KeyId=key_arn, KeySpec="AES_256",
-                                                           EncryptionContext=kms_context(ctx.tenant_id))
-            except ClientError as exc:
-                raise TenantRuntimeError(f"KMS refused a data key for tenant {ctx.tenant_id!r}: "
-                                         f"{exc.response['Error']['Code']}") from None
-            except BotoCoreError as exc:
-                raise TenantRuntimeError(f"KMS unreachable for tenant {ctx.tenant_id!r}: {exc}") from None
-            key = self.cache.put_sealing_key(slot, resp["Plaintext"], resp["CiphertextBlob"])
-        info = _canonical(encryption_context(ctx.tenant_id, conversation_id))
-        header = MAGIC + _LEN.pack(len(key.encrypted)) + key.encrypted + os.urandom(NONCE)
-        return header + AESGCM(key.derive(info)).encrypt(header[-NONCE:], plaintext, header + info)
+        ctx = verified(ctx)
+        return self.seal(lambda: self.kms_for(ctx), ctx.tenant_id, ctx.resources.kms_key_arn, conversation_id,
+                         plaintext)
 
     def decrypt(self, ctx: TenantContext, conversation_id: str, blob: bytes) -> bytes:
         return self.decrypt_many(ctx, conversation_id, [blob])[0]
 
     def decrypt_many(self, ctx: TenantContext, conversation_id: str, blobs: list[bytes]) -> list[bytes]:
         """Open several messages of one conversation (one context, keys looked up once each)."""
-        info = _canonical(encryption_context(ctx.tenant_id, conversation_id))
-        return [self._open_one(ctx, info, blob) for blob in blobs]
+        ctx = verified(ctx)
+        return self.open(lambda: self.kms_for(ctx), ctx.tenant_id, ctx.resources.kms_key_arn, conversation_id,
+                         blobs)
 
-    def _open_one(self, ctx: TenantContext, info: bytes, blob: bytes) -> bytes:
-        key_arn = ctx.resources.kms_key_arn
-        slot = (key_arn, ctx.tenant_id)
+    def seal(self, kms: Callable[[], Any], tenant_id: str, key_arn: str, conversation_id: str,
+             plaintext: bytes) -> bytes:
+        """Seal under ``tenant_id``'s key ``key_arn``; ``kms()`` gives the client (called only when needed)."""
+        slot = (key_arn, tenant_id)
+        key = self.cache.take_sealing_key(slot)
+        if key is None:
+            from botocore.exceptions import BotoCoreError, ClientError
+
+            self._counted()
+            try:
+                resp = kms().generate_data_key(KeyId=key_arn, KeySpec="AES_256",
+                                               EncryptionContext=kms_context(tenant_id))
+            except ClientError as exc:
+                raise TenantRuntimeError(f"KMS refused a data key for tenant {tenant_id!r}: "
+                                         f"{exc.response['Error']['Code']}") from None
+            except BotoCoreError as exc:
+                raise TenantRuntimeError(f"KMS unreachable for tenant {tenant_id!r}: {exc}") from None
+            key = self.cache.put_sealing_key(slot, resp["Plaintext"], resp["CiphertextBlob"])
+        info = _canonical(encryption_context(tenant_id, conversation_id))
+        header = MAGIC + _LEN.pack(len(key.encrypted)) + key.encrypted + os.urandom(NONCE)
+        return header + AESGCM(key.derive(info)).encrypt(header[-NONCE:], plaintext, header + info)
+
+    def open(self, kms: Callable[[], Any], tenant_id: str, key_arn: str, conversation_id: str,
+             blobs: list[bytes]) -> list[bytes]:
+        """Open blobs of one conversation sealed under ``tenant_id``'s key ``key_arn``."""
+        info = _canonical(encryption_context(tenant_id, conversation_id))
+        return [self._open_one(kms, tenant_id, key_arn, info, blob) for blob in blobs]
+
+    def _open_one(self, kms: Callable[[], Any], tenant_id: str, key_arn: str, info: bytes, blob: bytes) -> bytes:
+        slot = (key_arn, tenant_id)
         try:
             if blob[:4] != MAGIC:
                 raise ValueError("bad header")
@@ -218,22 +234,22 @@ class Envelope:
             raise DecryptionFailed("not a tenant_runtime ciphertext (bad or truncated header)") from None
         key = self.cache.opened_key(slot, edk)
         if key is None:
-            key = self.cache.put_opened_key(slot, edk, self._open_key(ctx, key_arn, edk))
+            key = self.cache.put_opened_key(slot, edk, self._open_key(kms, tenant_id, key_arn, edk))
         try:
             return AESGCM(key.derive(info)).decrypt(header[-NONCE:], blob[len(header):], header + info)
         except InvalidTag:
             raise DecryptionFailed("ciphertext failed authentication (tampered with, or sealed for "
                                    "another tenant or conversation)") from None
 
-    def _open_key(self, ctx: TenantContext, key_arn: str, edk: bytes) -> bytes:
+    def _open_key(self, kms: Callable[[], Any], tenant_id: str, key_arn: str, edk: bytes) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError
 
         self._counted()
         try:
-            return self.kms_for(ctx).decrypt(KeyId=key_arn, CiphertextBlob=edk,
-                                             EncryptionContext=kms_context(ctx.tenant_id))["Plaintext"]
+            return kms().decrypt(KeyId=key_arn, CiphertextBlob=edk,
+                                 EncryptionContext=kms_context(tenant_id))["Plaintext"]
         except ClientError as exc:
             raise DecryptionFailed(f"KMS refused the data key ({exc.response['Error']['Code']}): sealed for "
                                    "another tenant, or tampered with") from None
         except BotoCoreError as exc:
-            raise TenantRuntimeError(f"KMS unreachable for tenant {ctx.tenant_id!r}: {exc}") from None
+            raise TenantRuntimeError(f"KMS unreachable for tenant {tenant_id!r}: {exc}") from None

@@ -67,6 +67,15 @@ class DecryptionFailed(TenantRuntimeError):
     code = "decryption_failed"
 
 
+class UntrustedContext(TenantRuntimeError, TypeError):
+    """A service was handed something that is not a TenantContext the runtime's
+    resolution made (or one altered since): an application bug, refused before
+    any call, never served."""
+
+    status_code = 500
+    code = "untrusted_context"
+
+
 class StoreUnavailable(TenantRuntimeError):
     status_code = 503
     code = "store_unavailable"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tenant_runtime.auth import JWTSettings, TenantResolver
-from tenant_runtime.context import TenantContext
+from tenant_runtime.context import TenantContext, from_registry
 from tenant_runtime.credentials import ClientFactory, Mode
 from tenant_runtime.crypto import DataKeyCache, Envelope
 from tenant_runtime.jobs import JobQueue
@@ -34,6 +34,11 @@ class TenantRuntime:
 
     def resolve(self, token: str, addressed_tenant: str | None = None) -> TenantContext:
         return self.resolver.resolve(token, addressed_tenant)
+
+    def context(self, tenant_id: str) -> TenantContext:
+        """The context of an active tenant for work without a request token (a
+        job worker, a maintenance task), from the registry like ``resolve``."""
+        return from_registry(self.registry, tenant_id, subject="service")
 
     def close(self) -> None:
         self.store.close()

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tenant_runtime import cursor as cursor_codec
 from tenant_runtime.cache import TTLCache
-from tenant_runtime.context import TenantContext
+from tenant_runtime.context import TenantContext, verified
 from tenant_runtime.crypto import Envelope
 from tenant_runtime.errors import InvalidRequest, StoreUnavailable, TenantMismatch
 
@@ -140,7 +140,8 @@ def decode_cursor(cursor: str, tenant_id: str, conversation_id: str) -> tuple[in
 # -- connections -----------------------------------------------------------------
 
 @contextmanager
-def tenant_transaction(conn: psycopg.Connection, tenant_id: str, role: str | None = None) -> Iterator[psycopg.Connection]:
+def tenant_transaction(conn: psycopg.Connection, tenant_id: str,
+                       role: str | None = None) -> Iterator[psycopg.Connection]:
     """One transaction scoped to ``tenant_id`` (and, for a gateway login, to the
     tenant ``role``); both settings end with it."""
     with conn.transaction():
@@ -241,6 +242,7 @@ class ContextStore:
 
     @contextmanager
     def transaction(self, ctx: TenantContext) -> Iterator[psycopg.Connection]:
+        ctx = verified(ctx)
         with self._pool(ctx).connection() as conn, tenant_transaction(conn, ctx.tenant_id) as tx:
             yield tx
 
@@ -257,6 +259,7 @@ class ContextStore:
 
     def append(self, ctx: TenantContext, conversation_id: str, role: str, content: str,
                metadata: dict[str, Any] | None = None) -> Message:
+        ctx = verified(ctx)
         _check_conversation(conversation_id)
         if role not in Role.__args__:  # type: ignore[attr-defined]
             raise InvalidRequest(f"role must be one of {', '.join(Role.__args__)}")  # type: ignore[attr-defined]
@@ -287,6 +290,7 @@ class ContextStore:
                 cursor: str | None = None) -> Page:
         """Newest-first page of at most ``limit`` messages. ``cursor``: a
         ``next_cursor`` (older messages) or a ``head_cursor`` (what arrived since)."""
+        ctx = verified(ctx)
         _check_conversation(conversation_id)
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}")
@@ -305,7 +309,7 @@ class ContextStore:
         # Rows typed by PostgreSQL: built without re-validation.
         messages = [Message.model_construct(conversation_id=conversation_id, seq=seq, role=role,
                                             content=content.decode(), metadata=meta, created_at=created)
-                    for (seq, role, _, meta, created), content in zip(rows, contents)]
+                    for (seq, role, _, meta, created), content in zip(rows, contents, strict=True)]
         encode = partial(encode_cursor, ctx.tenant_id, conversation_id)
         return Page(
             messages=messages,
@@ -317,6 +321,7 @@ class ContextStore:
     def list_conversations(self, ctx: TenantContext, limit: int = 50, cursor: str | None = None) -> ConversationPage:
         """The tenant's conversations by id, ``limit`` at a time (keyset on the
         id: stable while conversations are added or deleted)."""
+        ctx = verified(ctx)
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}")
         after = decode_list_cursor(cursor, ctx.tenant_id) if cursor else ""
@@ -335,6 +340,7 @@ class ContextStore:
 
     def delete_conversation(self, ctx: TenantContext, conversation_id: str) -> bool:
         """Delete a conversation and its messages; False when there was none."""
+        ctx = verified(ctx)
         _check_conversation(conversation_id)
         with self.transaction(ctx) as conn:
             cur = conn.execute(

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tenant_runtime.models import tenant_prefix
 from tenantctl.errors import InvalidInput
 
 # Ids never used for tenants: they name shared things or collide with provider
@@ -59,8 +60,8 @@ def kms_alias(tenant_id: str) -> str:
 
 
 def s3_prefix(tenant_id: str) -> str:
-    # The trailing slash keeps `acme` from matching `acme-corp`.
-    return f"tenants/{tenant_id}/"
+    # The contract the runtime checks contexts against: one definition.
+    return tenant_prefix(tenant_id)
 
 
 def queue_name(tenant_id: str) -> str:

@@ -31,8 +31,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from infra.components.tenant_role import trust_document
-from tenant_runtime.context import TenantContext
+from tenant_runtime.context import from_registry
 from tenant_runtime.credentials import SESSION_TAG, ClientFactory
+from tenant_runtime.registry import RegistryReader
 from tenantctl.checks import iam_eval
 
 A, TWIN, OTHER = "ck-acme", "ck-acme-corp", "ck-other"
@@ -45,6 +46,13 @@ def aws(sandbox, service: str, **kw):
 @pytest.fixture(scope="module")
 def tenants(provision_tenant):
     return {t: provision_tenant(t) for t in (A, TWIN, OTHER)}
+
+
+@pytest.fixture(scope="module")
+def resolve(tenants, workspace, sandbox):
+    """tenant id -> its TenantContext, resolved from the registry as the runtime does."""
+    reader = RegistryReader(workspace.ensure_platform()["registry_table"], client=aws(sandbox, "dynamodb"))
+    return lambda tenant_id: from_registry(reader, tenant_id)
 
 
 def role_documents(sandbox, record) -> tuple[dict, list[dict]]:
@@ -137,17 +145,18 @@ def test_trust_policy_pins_the_caller_and_the_tenant_tag(tenants, workspace, san
     assert iam_eval.allows_all([trust], iam_eval.assume_role(role, runtime, {SESSION_TAG: A}))
     for tags in ({SESSION_TAG: TWIN}, {SESSION_TAG: "ck-acm"}, {}, {SESSION_TAG: A, "tenant": TWIN}, {"tenant": A}):
         assert not iam_eval.allows_all([trust], iam_eval.assume_role(role, runtime, tags)), tags
-    assert not iam_eval.allows_all([trust], iam_eval.assume_role(role, "arn:aws:iam::000000000000:root", {SESSION_TAG: A}))
+    elsewhere = iam_eval.assume_role(role, "arn:aws:iam::000000000000:root", {SESSION_TAG: A})
+    assert not iam_eval.allows_all([trust], elsewhere)
 
 
-def test_the_runtimes_assume_role_request_satisfies_the_trust_policy(tenants, sandbox):
+def test_the_runtimes_assume_role_request_satisfies_the_trust_policy(tenants, sandbox, resolve):
     """The AssumeRole parameters the runtime really sends, judged against the live
     trust policy: its own tenant's role yes, the twin's role no."""
     factory = ClientFactory("assume_role", region=sandbox.region, endpoint_url=sandbox.aws_endpoint_url)
     sent: list[dict] = []
     sts = factory._shared_client("sts", sandbox.region)
     sts.meta.events.register("provide-client-params.sts.AssumeRole", lambda params, **_: sent.append(dict(params)))
-    ctx = TenantContext(tenant_id=A, record=tenants[A])
+    ctx = resolve(A)
     factory.client(ctx, "s3")
     [params] = sent
     assert params["RoleArn"] == tenants[A].resources.role_arn
@@ -162,22 +171,23 @@ def test_the_runtimes_assume_role_request_satisfies_the_trust_policy(tenants, sa
 
 # -- enforced by moto itself -----------------------------------------------------------------------
 
-def test_moto_denies_a_tenant_credential_on_other_prefixes(tenants, sandbox):
+def test_moto_denies_a_tenant_credential_on_other_prefixes(tenants, sandbox, resolve):
     bucket = tenants[A].resources.bucket
     admin_s3 = aws(sandbox, "s3")
     for t in (A, TWIN, OTHER):
         admin_s3.put_object(Bucket=bucket, Key=f"tenants/{t}/probe.txt", Body=t.encode())
     factory = ClientFactory("assume_role", region=sandbox.region, endpoint_url=sandbox.aws_endpoint_url)
-    ctx = TenantContext(tenant_id=A, record=tenants[A])
+    ctx = resolve(A)
     s3, sqs = factory.client(ctx, "s3"), factory.client(ctx, "sqs")  # AssumeRole happens here, auth still off
     with moto_enforces_iam(sandbox):
         assert denied(lambda: admin_s3.list_buckets()) == "InvalidAccessKeyId"  # auth really is on
         assert s3.get_object(Bucket=bucket, Key=f"tenants/{A}/probe.txt")["Body"].read() == A.encode()
         s3.put_object(Bucket=bucket, Key=f"tenants/{A}/uploads/new.txt", Body=b"mine")
         for other in (TWIN, OTHER):
-            assert denied(lambda: s3.get_object(Bucket=bucket, Key=f"tenants/{other}/probe.txt")) == "AccessDenied"
-            assert denied(lambda: s3.put_object(Bucket=bucket, Key=f"tenants/{other}/x.txt", Body=b"x")) == "AccessDenied"
-            assert denied(lambda: s3.delete_object(Bucket=bucket, Key=f"tenants/{other}/probe.txt")) == "AccessDenied"
+            probe, new = f"tenants/{other}/probe.txt", f"tenants/{other}/x.txt"
+            assert denied(lambda k=probe: s3.get_object(Bucket=bucket, Key=k)) == "AccessDenied"
+            assert denied(lambda k=new: s3.put_object(Bucket=bucket, Key=k, Body=b"x")) == "AccessDenied"
+            assert denied(lambda k=probe: s3.delete_object(Bucket=bucket, Key=k)) == "AccessDenied"
         assert denied(lambda: s3.get_object(Bucket=bucket, Key=f"tenants/{A}x/probe.txt")) == "AccessDenied"
         # SQS: moto resolves the queue ARN, so the queue grant is enforced too.
         sqs.send_message(QueueUrl=tenants[A].resources.queue_url, MessageBody="mine")
@@ -186,13 +196,13 @@ def test_moto_denies_a_tenant_credential_on_other_prefixes(tenants, sandbox):
     assert admin_s3.get_object(Bucket=bucket, Key=f"tenants/{TWIN}/probe.txt")["Body"].read() == TWIN.encode()
 
 
-def test_what_moto_does_not_enforce(tenants, sandbox):
+def test_what_moto_does_not_enforce(tenants, sandbox, resolve):
     """Pinned so a moto upgrade that starts enforcing these shows up here (then
     the README's table should move them to "enforced on the sandbox")."""
     bucket = tenants[A].resources.bucket
     _, docs = role_documents(sandbox, tenants[A])
     factory = ClientFactory("assume_role", region=sandbox.region, endpoint_url=sandbox.aws_endpoint_url)
-    ctx = TenantContext(tenant_id=A, record=tenants[A])
+    ctx = resolve(A)
     s3, kms = factory.client(ctx, "s3"), factory.client(ctx, "kms")
     with moto_enforces_iam(sandbox):
         # s3:prefix on ListBucket: moto lists the twin's prefix; the document denies it.
@@ -242,11 +252,11 @@ def test_moto_enforces_the_pinned_caller_but_not_the_tag(tenants, sandbox):
 
 # -- the cache --------------------------------------------------------------------------------------
 
-def test_credentials_are_cached_until_shortly_before_expiry(tenants, sandbox):
+def test_credentials_are_cached_until_shortly_before_expiry(tenants, sandbox, resolve):
     now = [datetime.now(UTC)]
     factory = ClientFactory("assume_role", region=sandbox.region, endpoint_url=sandbox.aws_endpoint_url,
                             duration_seconds=900, refresh_margin=120, clock=lambda: now[0])
-    ctx_a, ctx_twin = (TenantContext(tenant_id=t, record=tenants[t]) for t in (A, TWIN))
+    ctx_a, ctx_twin = resolve(A), resolve(TWIN)
     first = factory.client(ctx_a, "s3")
     expiry = factory._scoped[A][0]
     assert timedelta(seconds=800) < expiry - now[0] <= timedelta(seconds=905)  # DurationSeconds=900
