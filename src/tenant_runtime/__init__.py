@@ -9,6 +9,8 @@ from tenant_runtime.context import TenantContext
 from tenant_runtime.errors import (
     DecryptionFailed,
     InvalidRequest,
+    KeyUnusable,
+    KmsUnavailable,
     RegistryUnavailable,
     StoreUnavailable,
     TenantInactive,
@@ -29,7 +31,8 @@ from tenant_runtime.registry import RegistryReader
 from tenant_runtime.runtime import TenantRuntime
 
 __all__ = [
-    "DecryptionFailed", "InvalidRequest", "JWTSettings", "RegistryReader", "RegistryUnavailable",
+    "DecryptionFailed", "InvalidRequest", "JWTSettings", "KeyUnusable", "KmsUnavailable", "RegistryReader",
+    "RegistryUnavailable",
     "StoreConnection", "StoreUnavailable", "TenantContext", "TenantInactive", "TenantMismatch",
     "TenantNotFound", "TenantRecord", "TenantResolver", "TenantResources", "TenantRuntime",
     "TenantRuntimeError", "TenantStatus", "Tier", "Unauthenticated", "UntrustedContext",

@@ -36,6 +36,7 @@ def box(sandbox) -> Sandbox:
 
 @pytest.fixture(scope="module")
 def ctx(workspace) -> DrillContext:
+    workspace.ensure_platform()  # when a test runs alone, nothing else has brought it up
     return context_from_workspace(workspace)
 
 
@@ -148,7 +149,8 @@ def test_a_changed_row_after_restore_fails_verification(ctx, box, tenant):
     result = restore(ctx, record, manifest)
     try:
         with box.admin(result.database) as conn:
-            conn.execute(sql.SQL("UPDATE {} SET metadata = '{{\"n\": 99}}' WHERE seq = (SELECT min(seq) FROM {})").format(
+            conn.execute(sql.SQL("UPDATE {} SET metadata = '{{\"n\": 99}}' "
+                                 "WHERE seq = (SELECT min(seq) FROM {})").format(
                 sql.Identifier(result.schema_name, "messages"), sql.Identifier(result.schema_name, "messages")))
         checks = {c.name: c for c in verify(ctx, record, manifest, result)}
         assert checks["table messages: rows"].ok and not checks["table messages: checksum"].ok
@@ -177,7 +179,8 @@ def test_a_tenant_cannot_restore_another_tenants_backup(ctx, box, tenant):
     assert report.verdict is Verdict.failed
     assert report.key_unusable and "KMS refused to decrypt the backup's data key" in failing(report)
     # The unmodified copy is refused before any decryption.
-    s3.copy_object(Bucket=bucket, Key=dst + "manifest.json", CopySource={"Bucket": bucket, "Key": src + "manifest.json"})
+    s3.copy_object(Bucket=bucket, Key=dst + "manifest.json",
+                   CopySource={"Bucket": bucket, "Key": src + "manifest.json"})
     report = drill(ctx, a, backup_id=theirs.backup_id)
     assert report.verdict is Verdict.failed and f"names tenant {b.tenant_id!r}" in failing(report)
 
@@ -270,7 +273,7 @@ def test_restore_after_deprovision_brings_the_tenant_back(ctx, box, tenant, work
     content = 4  # tenant_id, conversation_id, seq, role, *content*, metadata, created_at
     assert [r[:content] + r[content + 1:] for r in now_rows["messages"]] == \
         [r[:content] + r[content + 1:] for r in live_rows["messages"]]
-    assert all(a[content] != b[content] for a, b in zip(now_rows["messages"], live_rows["messages"]))
+    assert all(a[content] != b[content] for a, b in zip(now_rows["messages"], live_rows["messages"], strict=True))
     assert history(box, back) == written
     # Objects: the backup's versions, the later upload gone (a delete marker), SSE-KMS under the new key.
     assert objects(box, back) == live_objects
@@ -302,7 +305,8 @@ def test_a_restore_after_deprovision_that_cannot_verify_leaves_the_tenant_deprov
     # The final backup's manifest promises other rows than its dump holds: the restore cannot verify.
     s3 = box.client("s3")
     manifest = store.load_manifest(s3, tomb, details["final_backup"])
-    manifest = manifest.model_copy(update={"tables": {**manifest.tables, "messages": manifest.tables["messages"].model_copy(
+    messages = manifest.tables["messages"]
+    manifest = manifest.model_copy(update={"tables": {**manifest.tables, "messages": messages.model_copy(
         update={"checksum": "12345"})}})
     store.put_manifest(s3, tomb, manifest)
     report = drill(ctx, tomb, backup_id=manifest.backup_id, target=Target.in_place, yes=True,
@@ -310,7 +314,8 @@ def test_a_restore_after_deprovision_that_cannot_verify_leaves_the_tenant_deprov
     assert report.verdict is Verdict.failed
     assert any("stays deprovisioned" in n for n in report.notes), report.notes
     still = workspace.registry.require(record.tenant_id)
-    assert still.status is TenantStatus.deprovisioned and still.lock is None and "verification failed" in still.last_error
+    assert still.status is TenantStatus.deprovisioned and still.lock is None
+    assert "verification failed" in still.last_error
     # The backup's key stays usable for another attempt.
     assert box.client("kms").describe_key(KeyId=tomb.resources.kms_key_arn)["KeyMetadata"]["KeyState"] == "Enabled"
     with pytest.raises(Conflict, match="not empty"):  # and the restored copy is not overwritten blindly

@@ -76,7 +76,7 @@ def test_check_leaves_no_canary_behind(clean, sandbox):
 def test_human_output_is_a_table(clean, project, sandbox):
     run = cli(project, sandbox, "check", CLEAN)
     assert run.returncode == 0, run.stderr
-    assert "rls-forced" in run.stdout and "kms-rotation" in run.stdout and "all 20 checks pass" in run.stdout
+    assert "rls-forced" in run.stdout and "kms-rotation" in run.stdout and "all 21 checks pass" in run.stdout
     unknown = cli(project, sandbox, "check", "ck-nobody")
     assert unknown.returncode == 6 and "not in the registry" in unknown.stderr
 
@@ -147,6 +147,13 @@ def _tamper_aws(sandbox, record, what: str):
     """Break one AWS setting behind tenantctl's back; returns the undo."""
     kms, sqs, s3, iam = (aws(sandbox, s) for s in ("kms", "sqs", "s3", "iam"))
     res = record.resources
+    key_id = res.kms_key_arn.rsplit("/", 1)[-1]  # moto's key-state calls want the bare id
+    if what == "key-disabled":
+        kms.disable_key(KeyId=key_id)
+        return lambda: kms.enable_key(KeyId=key_id)
+    if what == "key-pending-deletion":
+        kms.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)
+        return lambda: (kms.cancel_key_deletion(KeyId=key_id), kms.enable_key(KeyId=key_id))
     if what == "rotation":
         kms.disable_key_rotation(KeyId=res.kms_key_arn)
         return lambda: kms.enable_key_rotation(KeyId=res.kms_key_arn)
@@ -158,16 +165,19 @@ def _tamper_aws(sandbox, record, what: str):
         kms.put_key_policy(KeyId=res.kms_key_arn, PolicyName="default", Policy=json.dumps(doc))
         return lambda: kms.put_key_policy(KeyId=res.kms_key_arn, PolicyName="default", Policy=old)
     if what == "dlq-sse":
-        key = sqs.get_queue_attributes(QueueUrl=res.dlq_url, AttributeNames=["KmsMasterKeyId"])["Attributes"]["KmsMasterKeyId"]
+        attrs = sqs.get_queue_attributes(QueueUrl=res.dlq_url, AttributeNames=["KmsMasterKeyId"])["Attributes"]
+        key = attrs["KmsMasterKeyId"]
         sqs.set_queue_attributes(QueueUrl=res.dlq_url, Attributes={"KmsMasterKeyId": ""})
         return lambda: sqs.set_queue_attributes(QueueUrl=res.dlq_url, Attributes={"KmsMasterKeyId": key})
     if what == "public-access":
         block = s3.get_public_access_block(Bucket=res.bucket)["PublicAccessBlockConfiguration"]
-        s3.put_public_access_block(Bucket=res.bucket, PublicAccessBlockConfiguration={**block, "RestrictPublicBuckets": False})
+        s3.put_public_access_block(Bucket=res.bucket,
+                                   PublicAccessBlockConfiguration={**block, "RestrictPublicBuckets": False})
         return lambda: s3.put_public_access_block(Bucket=res.bucket, PublicAccessBlockConfiguration=block)
     if what == "tag":
         kms.untag_resource(KeyId=res.kms_key_arn, TagKeys=["tenant"])
-        return lambda: kms.tag_resource(KeyId=res.kms_key_arn, Tags=[{"TagKey": "tenant", "TagValue": record.tenant_id}])
+        tag = [{"TagKey": "tenant", "TagValue": record.tenant_id}]
+        return lambda: kms.tag_resource(KeyId=res.kms_key_arn, Tags=tag)
     if what == "trust":
         role = res.role_arn.rsplit("/", 1)[-1]
         old = iam.get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]
@@ -180,13 +190,16 @@ def _tamper_aws(sandbox, record, what: str):
         name = iam.list_role_policies(RoleName=role)["PolicyNames"][0]
         old = iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
         wide = json.loads(json.dumps(old))
-        wide["Statement"][0]["Resource"] = wide["Statement"][0]["Resource"].replace(f"/{record.tenant_id}/*", f"/{record.tenant_id}*")
+        objects = wide["Statement"][0]
+        objects["Resource"] = objects["Resource"].replace(f"/{record.tenant_id}/*", f"/{record.tenant_id}*")
         iam.put_role_policy(RoleName=role, PolicyName=name, PolicyDocument=json.dumps(wide))
         return lambda: iam.put_role_policy(RoleName=role, PolicyName=name, PolicyDocument=json.dumps(old))
     raise AssertionError(what)
 
 
 @pytest.mark.parametrize("what, expected", [
+    ("key-disabled", {"kms-key-state"}),
+    ("key-pending-deletion", {"kms-key-state"}),
     ("rotation", {"kms-rotation"}),
     ("key-policy", {"kms-key-policy"}),
     ("dlq-sse", {"dlq-encryption"}),
@@ -205,6 +218,21 @@ def test_aws_tampering_fails_the_named_check(clean, workspace, sandbox, what, ex
         undo()
     after = check_tenant(workspace, CLEAN)
     assert after.ok, after.summary()
+
+
+@pytest.mark.parametrize("what, state", [("key-disabled", "is Disabled"),
+                                         ("key-pending-deletion", "is PendingDeletion (deleted on ")])
+def test_an_unusable_key_fails_the_check_naming_its_state(clean, project, sandbox, what, state):
+    undo = _tamper_aws(sandbox, clean, what)
+    try:
+        run = cli(project, sandbox, "check", CLEAN, "--json")
+    finally:
+        undo()
+    assert run.returncode == 8, run.stderr
+    out = json.loads(run.stdout)
+    assert out["failed"] == ["kms-key-state"]
+    detail = next(c["detail"] for c in out["checks"] if c["name"] == "kms-key-state")
+    assert f"{clean.resources.kms_key_arn} {state}" in detail
 
 
 def test_provision_runs_the_check_and_records_a_violation(workspace, provision_tenant, sandbox):

@@ -1,5 +1,7 @@
 """AWS posture of one tenant, read from the live resources:
 
+- ``kms-key-state``: the tenant key is Enabled (a disabled or pending-deletion
+  key fails, naming its state: the tenant's data cannot be read or written);
 - ``kms-rotation``: automatic rotation of the tenant key is on;
 - ``kms-key-policy``: the key policy names only the platform admin and the
   tenant role, never ``*``, and grants use of the key to the tenant role only;
@@ -64,6 +66,12 @@ class _AwsChecks:
         return self.res.role_arn.rsplit("/", 1)[-1]
 
     # -- KMS -----------------------------------------------------------------------------
+    def kms_key_state(self) -> tuple[bool, str]:
+        meta = self._client("kms").describe_key(KeyId=self.res.kms_key_arn)["KeyMetadata"]
+        state, when = meta.get("KeyState", "Unknown"), meta.get("DeletionDate")
+        detail = f"{self.res.kms_key_arn} is {state}" + (f" (deleted on {when:%Y-%m-%d})" if when else "")
+        return state == "Enabled", detail
+
     def kms_rotation(self) -> tuple[bool, str]:
         on = self._client("kms").get_key_rotation_status(KeyId=self.res.kms_key_arn)["KeyRotationEnabled"]
         return on, "automatic rotation on" if on else f"rotation is off for {self.res.kms_key_arn}"
@@ -164,7 +172,7 @@ class _AwsChecks:
             missing = [t for t in REQUIRED_TAGS if not tags.get(t)]
             if missing:
                 problems.append(f"{what}: missing {', '.join(missing)}")
-            elif tags["tenant"] != self.tid or tags["tier"] != self.record.tier.value or tags["managed-by"] != "tenantctl":
+            elif (tags["tenant"], tags["tier"], tags["managed-by"]) != (self.tid, self.record.tier.value, "tenantctl"):
                 problems.append(f"{what}: tagged tenant={tags['tenant']} tier={tags['tier']} "
                                 f"managed-by={tags['managed-by']}")
         return not problems, "; ".join(problems) or "key, queue, dlq, role, secret tagged"
@@ -192,7 +200,8 @@ class _AwsChecks:
 
     def role_policy_scope(self) -> tuple[bool, str]:
         iam = self._client("iam")
-        attached = [p["PolicyArn"] for p in iam.list_attached_role_policies(RoleName=self.role_name)["AttachedPolicies"]]
+        attached = [p["PolicyArn"]
+                    for p in iam.list_attached_role_policies(RoleName=self.role_name)["AttachedPolicies"]]
         docs = [_doc(iam.get_role_policy(RoleName=self.role_name, PolicyName=name)["PolicyDocument"])
                 for name in iam.list_role_policies(RoleName=self.role_name)["PolicyNames"]]
         problems = [f"managed policy {arn} attached" for arn in attached]
@@ -235,7 +244,8 @@ class _AwsChecks:
         return not problems, "; ".join(problems) or f"{ident}: encrypted, private, protected, backups kept"
 
 
-NAMES = ("kms-rotation", "kms-key-policy", "queue-encryption", "dlq-encryption", "bucket-public-access",
+NAMES = ("kms-key-state", "kms-rotation", "kms-key-policy", "queue-encryption", "dlq-encryption",
+         "bucket-public-access",
          "bucket-encryption", "tags", "role-trust", "role-policy-scope")
 
 

@@ -24,7 +24,7 @@ def check(
     Database, as the tenant's own role: not superuser, no BYPASSRLS, owns
     nothing, RLS enabled and forced on every table, unique keys include the
     tenant, a session without the tenant setting sees no rows (fail closed).
-    AWS: key rotation and key policy principals, queue/DLQ and bucket
+    AWS: key state (Enabled), rotation and key policy principals, queue/DLQ and bucket
     encryption, no public access, tags, the role's trust and access policies.
 
     Exit codes: 0 all pass, 8 a check failed, 7 a check could not run.

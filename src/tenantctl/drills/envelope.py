@@ -22,7 +22,8 @@ from botocore.exceptions import ClientError
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from tenantctl.errors import BackupCorrupt, KeyUnusable, TenantctlError
+from tenant_runtime.crypto import RETRYABLE
+from tenantctl.errors import BackupCorrupt, KeyUnusable, TargetUnavailable, TenantctlError
 
 MAGIC = b"TCDRILL1"
 CHUNK = 1 << 20  # 1 MiB of plaintext per AES-GCM seal
@@ -43,6 +44,10 @@ class DataKey:
 def _kms_error(exc: ClientError, key_arn: str, action: str) -> TenantctlError:
     code = exc.response["Error"]["Code"]
     message = exc.response["Error"].get("Message", "")
+    if code in RETRYABLE:  # throttled past the client's retries, or KMS failing: not the key's fault
+        return TargetUnavailable(f"KMS could not {action} with key {key_arn} ({code}): retry later")
+    if code == "DisabledException":
+        return KeyUnusable(f"KMS key {key_arn} cannot {action}: it is disabled")
     if code == "KMSInvalidStateException":
         return KeyUnusable(f"KMS key {key_arn} cannot {action}: {message or 'key is pending deletion or disabled'} "
                            "(a deprovisioned tenant: `tenantctl drill restore ID --target in-place --yes` "
