@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 
 import pytest
 from psycopg import sql
@@ -185,7 +186,7 @@ def test_a_tenant_cannot_restore_another_tenants_backup(ctx, box, tenant):
     assert report.verdict is Verdict.failed and f"names tenant {b.tenant_id!r}" in failing(report)
 
 
-def test_in_place_restores_a_live_tenant_only_with_yes_into_empty_tables(ctx, box, tenant, workspace):
+def test_in_place_restores_a_live_tenant_only_with_yes_into_empty_tables(ctx, box, tenant, workspace, tenantctl_cli):
     record = tenant("inplace")
     res = record.resources
     written = history(box, record)
@@ -193,9 +194,16 @@ def test_in_place_restores_a_live_tenant_only_with_yes_into_empty_tables(ctx, bo
     manifest = backup(ctx, record)
     with pytest.raises(InvalidInput, match="--yes"):
         restore(ctx, record, manifest, target=Target.in_place)
-    refused = drill(ctx, record, backup_id=manifest.backup_id, target=Target.in_place, yes=True)
-    assert refused.verdict is Verdict.failed and "is not empty: refused (context_items: 1 rows" in failing(refused)
-    assert workspace.registry.require(record.tenant_id).lock is None  # the in-place lock was released
+    drills_before = list_reports(ctx.s3, record)
+    with pytest.raises(Conflict, match=r"is not empty: refused \(context_items: 1 rows"):
+        drill(ctx, record, backup_id=manifest.backup_id, target=Target.in_place, yes=True)
+    refused = tenantctl_cli("drill", "restore", record.tenant_id, "--backup", manifest.backup_id,
+                            "--target", "in-place", "--yes")
+    assert refused.returncode == 5 and "is not empty: refused" in refused.stderr, refused
+    # A conflict is not a drill: no failed drill in the history, nothing in the record.
+    assert list_reports(ctx.s3, record) == drills_before
+    after = workspace.registry.require(record.tenant_id)
+    assert after.lock is None and after.last_error is None and after.version == record.version
 
     # The data is lost (tables emptied, an upload deleted); the tables provisioning made are an empty target.
     with box.admin(res.store.database) as conn:
@@ -210,7 +218,7 @@ def test_in_place_restores_a_live_tenant_only_with_yes_into_empty_tables(ctx, bo
     assert workspace.registry.require(record.tenant_id).status is TenantStatus.active
 
 
-def test_a_key_pending_deletion_is_reported(ctx, box, tenant):
+def test_a_key_pending_deletion_is_reported(ctx, box, tenant, tenantctl_cli):
     record = tenant("pending")
     backup(ctx, record)
     box.client("kms").schedule_key_deletion(KeyId=record.resources.kms_key_arn.rsplit("/", 1)[-1],
@@ -220,6 +228,30 @@ def test_a_key_pending_deletion_is_reported(ctx, box, tenant):
     report = drill(ctx, record, backup_id="latest")
     assert report.verdict is Verdict.failed
     assert report.key_unusable and "is pending deletion (deleted on " in failing(report)
+    for args in (["run", record.tenant_id], ["run", record.tenant_id, "--backup", "latest"],
+                 ["restore", record.tenant_id]):
+        run = tenantctl_cli("drill", *args)
+        assert run.returncode == 10, (args, run.stdout, run.stderr)  # documented: 10, the key is unusable
+
+
+def test_overwrite_backs_the_live_tenant_up_first(ctx, box, tenant, workspace):
+    record = tenant("overwrite", conversations=2, messages=3)
+    res = record.resources
+    manifest = backup(ctx, record)
+    at_backup = rows(box, res.store.database, res.store.schema_name)
+    write_history(box, record, conversations=1, messages=4, context_items=0)  # written after the backup
+    live = rows(box, res.store.database, res.store.schema_name)
+    assert len(live["messages"]) == len(at_backup["messages"]) + 4
+
+    report = drill(ctx, record, backup_id=manifest.backup_id, target=Target.in_place, yes=True, overwrite=True)
+    assert report.verdict is Verdict.passed, failing(report)
+    assert rows(box, res.store.database, res.store.schema_name) == at_backup
+    [note] = [n for n in report.notes if "backed up before being overwritten" in n]
+    kept = store.load_manifest(ctx.s3, record, re.search(r"backup (\S+) \(", note).group(1))
+    assert kept.reason == "before-overwrite" and kept.tables["messages"].rows == len(live["messages"])
+    assert workspace.registry.require(record.tenant_id).lock is None
+    with pytest.raises(InvalidInput, match="in-place only"):
+        restore(ctx, record, manifest, overwrite=True)
 
 
 @pytest.mark.parametrize("tier", [Tier.pooled, Tier.dedicated])

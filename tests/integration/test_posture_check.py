@@ -6,9 +6,6 @@ and provision runs the same check at its end."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -35,13 +32,6 @@ def admin(sandbox, record) -> psycopg.Connection:
     return psycopg.connect(sandbox.pg_dsn(record.resources.store.database), autocommit=True)
 
 
-def cli(project, sandbox, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TENANTCTL_SANDBOX_DIR": str(sandbox.state_dir), "PYTHONWARNINGS": "ignore"}
-    env.pop("TENANTCTL_TARGET", None)
-    return subprocess.run([sys.executable, "-m", "tenantctl", *args], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
 @pytest.fixture(scope="module")
 def clean(provision_tenant):
     return provision_tenant(CLEAN)
@@ -51,11 +41,11 @@ def outcomes(report) -> dict[str, str]:
     return {c.name: c.outcome.value for c in report.checks}
 
 
-def test_a_fresh_tenant_passes_every_check(clean, workspace, project, sandbox):
+def test_a_fresh_tenant_passes_every_check(clean, workspace, tenantctl_cli):
     assert clean.last_error is None  # provision ran the same check at its end
     report = check_tenant(workspace, CLEAN)
     assert outcomes(report) == {name: "pass" for name in DB_CHECKS + AWS_CHECKS}, report.summary()
-    run = cli(project, sandbox, "check", CLEAN, "--json")
+    run = tenantctl_cli("check", CLEAN, "--json")
     assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout)
     assert out["ok"] is True and out["failed"] == [] and out["exit_code"] == 0
@@ -73,11 +63,11 @@ def test_check_leaves_no_canary_behind(clean, sandbox):
             assert count == 0, table
 
 
-def test_human_output_is_a_table(clean, project, sandbox):
-    run = cli(project, sandbox, "check", CLEAN)
+def test_human_output_is_a_table(clean, tenantctl_cli):
+    run = tenantctl_cli("check", CLEAN)
     assert run.returncode == 0, run.stderr
     assert "rls-forced" in run.stdout and "kms-rotation" in run.stdout and "all 21 checks pass" in run.stdout
-    unknown = cli(project, sandbox, "check", "ck-nobody")
+    unknown = tenantctl_cli("check", "ck-nobody")
     assert unknown.returncode == 6 and "not in the registry" in unknown.stderr
 
 
@@ -130,11 +120,11 @@ def test_database_tampering_fails_the_named_check(clean, workspace, sandbox, do,
     assert after.ok, after.summary()  # undone: clean again
 
 
-def test_cli_exits_8_and_names_the_check(clean, project, sandbox):
+def test_cli_exits_8_and_names_the_check(clean, sandbox, tenantctl_cli):
     with tampered_sql(sandbox, clean, "ALTER TABLE {schema}.messages NO FORCE ROW LEVEL SECURITY",
                       "ALTER TABLE {schema}.messages FORCE ROW LEVEL SECURITY"):
-        run = cli(project, sandbox, "check", CLEAN, "--json")
-        human = cli(project, sandbox, "check", CLEAN)
+        run = tenantctl_cli("check", CLEAN, "--json")
+        human = tenantctl_cli("check", CLEAN)
     assert run.returncode == 8, run.stderr
     out = json.loads(run.stdout)
     assert out["ok"] is False and out["failed"] == ["rls-forced"] and out["exit_code"] == 8
@@ -222,10 +212,10 @@ def test_aws_tampering_fails_the_named_check(clean, workspace, sandbox, what, ex
 
 @pytest.mark.parametrize("what, state", [("key-disabled", "is Disabled"),
                                          ("key-pending-deletion", "is PendingDeletion (deleted on ")])
-def test_an_unusable_key_fails_the_check_naming_its_state(clean, project, sandbox, what, state):
+def test_an_unusable_key_fails_the_check_naming_its_state(clean, sandbox, tenantctl_cli, what, state):
     undo = _tamper_aws(sandbox, clean, what)
     try:
-        run = cli(project, sandbox, "check", CLEAN, "--json")
+        run = tenantctl_cli("check", CLEAN, "--json")
     finally:
         undo()
     assert run.returncode == 8, run.stderr

@@ -87,6 +87,8 @@ def restore(
     target: Annotated[Target, typer.Option(help="scratch (a new database + prefix) or in-place (the live tenant).")
                       ] = Target.scratch,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Required for --target in-place.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="With --target in-place --yes: restore over a "
+                                            "tenant whose tables hold rows, after backing it up.")] = False,
     clean: Annotated[bool, typer.Option("--clean/--keep", help="Remove the scratch target after verifying.")] = False,
     markdown: MarkdownOut = None,
     json_out: JsonFlag = False,
@@ -94,19 +96,24 @@ def restore(
     """Restore a backup and verify it against its manifest (row counts, checksums, objects).
 
     The live tenant is never touched unless --target in-place --yes, and then
-    only when its tables hold no rows. A tenant deprovisioned within its
-    retention window is brought back that way: re-provisioned (new KMS key),
-    restored, verified, its data re-keyed, its record active again.
-    Exit 9 when the verification fails, 10 when the tenant key is unusable."""
+    only when its tables hold no rows (else exit 5, a conflict: nothing is
+    recorded) or with --overwrite, which first backs the live tenant up
+    (reason before-overwrite, its id in the report's notes). A tenant
+    deprovisioned within its retention window is brought back in place:
+    re-provisioned (new KMS key), restored, verified, its data re-keyed, its
+    record active again. Exit 9 when the verification fails, 10 when the tenant
+    key is unusable."""
     from functools import partial
 
     from tenantctl.drills.restore import restore as restore_backup
-    from tenantctl.drills.run import drill
-    from tenantctl.errors import DrillFailed, InvalidInput, KeyUnusable
+    from tenantctl.drills.run import drill, exit_code
+    from tenantctl.errors import InvalidInput
     from tenantctl.models import TenantStatus
 
     if target is Target.in_place and not yes:
         raise InvalidInput("--target in-place overwrites the live tenant: pass --yes to confirm")
+    if overwrite and target is not Target.in_place:
+        raise InvalidInput("--overwrite applies to --target in-place only (a scratch target is always new)")
     ws, ctx = _session()
     record = ws.registry.require(tenant_id)
     restorer = restore_backup
@@ -115,12 +122,12 @@ def restore(
 
         restorer = partial(revive, ws)  # a tombstone comes back by being provisioned again
     report = drill(ctx, record, backup_id=backup_id, target=target, yes=yes, clean=clean, kind="restore",
-                   restorer=restorer)
+                   restorer=restorer, overwrite=overwrite)
     if json_out:
         print_json(report)
     _show(report, markdown, json_out)
     if not report.passed:
-        raise typer.Exit(KeyUnusable.exit_code if report.key_unusable else DrillFailed.exit_code)
+        raise typer.Exit(exit_code([report]))
 
 
 @app.command()
@@ -137,9 +144,12 @@ def run(
     """The full drill: back up, restore into a scratch target, verify, clean up, report.
 
     Exit 0 when every drill passes, 9 when any fails (mismatch, unreadable
-    backup, unusable key, or --max-rto / --max-rpo exceeded)."""
-    from tenantctl.drills.run import drill
-    from tenantctl.errors import DrillFailed, InvalidInput
+    backup, --max-rto / --max-rpo exceeded), 10 when every failure is an
+    unusable tenant key, 5 when a drill could not run (a conflict: with --all
+    the others still run)."""
+    from tenantctl.cli.output import error
+    from tenantctl.drills.run import drill, exit_code
+    from tenantctl.errors import Conflict, InvalidInput
     from tenantctl.models import TenantStatus
 
     if bool(tenant_id) == all_tenants:
@@ -149,15 +159,22 @@ def run(
         records = [r for r in ws.registry.iter_all() if r.status in (TenantStatus.active, TenantStatus.suspended)]
     else:
         records = [ws.registry.require(tenant_id)]
-    reports = []
+    reports, conflicts = [], 0
     for record in records:
-        report = drill(ctx, record, backup_id=backup_id, max_rto=max_rto, max_rpo=max_rpo)
+        try:
+            report = drill(ctx, record, backup_id=backup_id, max_rto=max_rto, max_rpo=max_rpo)
+        except Conflict as exc:
+            if not all_tenants:
+                raise
+            conflicts += 1
+            error(str(exc))
+            continue
         reports.append(report)
         _show(report, markdown, json_out)
     if json_out:
         print_json(reports if all_tenants else reports[0])
-    if any(not r.passed for r in reports):
-        raise typer.Exit(DrillFailed.exit_code)
+    if exit_code(reports, conflicts):
+        raise typer.Exit(exit_code(reports, conflicts))
 
 
 @app.command()

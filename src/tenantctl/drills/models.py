@@ -13,8 +13,9 @@ from tenantctl.models import TenantRecord
 
 BackupKind = Literal["pg_dump-schema", "logical (sandbox)", "rds-snapshot"]
 # Why a backup was taken: by hand / `drill run`, by `deprovision` just before
-# destroying, or right after a restore brought a deprovisioned tenant back.
-BackupReason = Literal["manual", "final", "after-restore"]
+# destroying, right after a restore brought a deprovisioned tenant back, or of
+# the live tenant just before `drill restore --overwrite` replaced it.
+BackupReason = Literal["manual", "final", "after-restore", "before-overwrite"]
 
 
 class TableCheck(BaseModel):

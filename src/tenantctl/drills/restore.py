@@ -4,11 +4,13 @@ Scratch: a new database ``drill_<id>_<ts>`` on the same server (the schema keeps
 its name there) restored with --no-acl, so only the admin can read the copy,
 and the objects copied to ``<prefix>backups/scratch/<restore-id>/``. In place
 (``--yes`` required): the live schema must hold no rows (absent, or the empty
-tables provisioning makes); the schema template is re-applied afterwards for
-the tenant role, its grants and policies. A tombstoned tenant inside its
-retention window is brought back by ``tenantctl.operations.revive``
+tables provisioning makes) unless ``--overwrite``, which backs the live tenant
+up first (reason ``before-overwrite``); the schema template is re-applied
+afterwards for the tenant role, its grants and policies. A tombstoned tenant
+inside its retention window is brought back by ``tenantctl.operations.revive``
 (re-provision, then ``restore_logical`` in place). Restoring into a target that
-holds rows is always refused.
+holds rows is otherwise a conflict (exit 5), refused before the tenant's lock
+is taken and not recorded as a drill.
 """
 
 from __future__ import annotations
@@ -92,10 +94,14 @@ def _check_in_place(record: TenantRecord, yes: bool) -> None:
 
 
 def restore(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest,
-            target: Target = Target.scratch, yes: bool = False) -> RestoreResult:
-    """Restore ``manifest`` and return where it landed (timed: the RTO)."""
+            target: Target = Target.scratch, yes: bool = False, overwrite: bool = False) -> RestoreResult:
+    """Restore ``manifest`` and return where it landed (timed: the RTO).
+    ``overwrite`` (in place only): a target that holds rows is backed up
+    (reason ``before-overwrite``) and then replaced, instead of refused."""
     naming.require_valid(record.tenant_id)
     started = utcnow()
+    if overwrite and target is not Target.in_place:
+        raise InvalidInput("--overwrite applies to --target in-place only (a scratch target is always new)")
     if target is Target.in_place:
         _check_in_place(record, yes)
     if manifest.kind == "rds-snapshot":
@@ -103,30 +109,66 @@ def restore(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest,
             raise InvalidInput("in-place restore of an RDS snapshot is a new instance + DNS cut-over: "
                                "restore to scratch and follow docs/drills.md")
         return snapshot_restore(ctx, record, manifest, started)
-    if target is Target.in_place and ctx.registry is not None:
-        # In place mutates the tenant: hold its registry lock like provision/deprovision do.
-        with ctx.registry.hold(record.tenant_id, "drill-restore") as held:
-            return restore_logical(ctx, held.record, manifest, target, started)
-    return restore_logical(ctx, record, manifest, target, started)
+    if target is Target.scratch:
+        return restore_logical(ctx, record, manifest, target, started)
+    if not overwrite:  # refused before the lock is even taken: a conflict leaves no trace
+        refuse_rows(ctx, record, manifest.schema_name)
+    if ctx.registry is None:
+        return _overwrite(ctx, record, manifest, overwrite)
+    # In place mutates the tenant: hold its registry lock like provision/deprovision do.
+    with ctx.registry.hold(record.tenant_id, "drill-restore") as held:
+        return _overwrite(ctx, held.record, manifest, overwrite)
 
 
-def _empty_target(conn: Any, database: str, schema: str, tenant_id: str) -> None:
-    """Refuse a target schema that holds rows; drop one that holds only empty
-    tables (what provisioning makes), so pg_restore can create it."""
+def _overwrite(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest, overwrite: bool) -> RestoreResult:
+    """In place; with ``overwrite``, the live target is backed up first (the RTO clock starts after it)."""
+    notes = []
+    if overwrite:
+        from tenantctl.drills.backup import backup
+
+        kept = backup(ctx, record, reason="before-overwrite")
+        notes.append(f"the target was backed up before being overwritten: backup {kept.backup_id} "
+                     f"({', '.join(f'{n}: {t.rows} rows' for n, t in kept.tables.items())})")
+    result = restore_logical(ctx, record, manifest, Target.in_place, utcnow(), overwrite=overwrite)
+    return result.model_copy(update={"notes": result.notes + notes})
+
+
+def _refuse_full(conn: Any, database: str, schema: str, tenant_id: str) -> dict[str, int]:
+    """The target schema's row counts; a Conflict (exit 5) when any table holds rows."""
     rows = table_rows(conn, schema, tenant_id)
     full = {name: n for name, n in rows.items() if n}
     if full:
         raise Conflict(f"target {database}.{schema} is not empty: refused ("
                        + ", ".join(f"{name}: {n} rows" for name, n in full.items())
-                       + "); restore to scratch, or empty it first")
+                       + "); restore to scratch, empty it first, or pass --overwrite (which backs it up first)")
+    return rows
+
+
+def refuse_rows(ctx: DrillContext, record: TenantRecord, schema: str) -> None:
+    """Refuse an in-place restore into a live schema that holds rows (a conflict, not a failed drill)."""
+    store_conn = record.resources.store
+    with ctx.connect(store_conn.endpoint, store_conn.port, "postgres") as admin:
+        if record.tier is Tier.dedicated and not _database_exists(admin, store_conn.database):
+            return
+    with ctx.connect(store_conn.endpoint, store_conn.port, store_conn.database) as conn:
+        _refuse_full(conn, store_conn.database, schema, record.tenant_id)
+
+
+def _empty_target(conn: Any, database: str, schema: str, tenant_id: str, overwrite: bool = False) -> None:
+    """Refuse a target schema that holds rows (unless ``overwrite``); drop it
+    when it holds only empty tables (what provisioning makes), so pg_restore
+    can create it."""
+    rows = table_rows(conn, schema, tenant_id) if overwrite else _refuse_full(conn, database, schema, tenant_id)
     drop = "DROP SCHEMA IF EXISTS {} CASCADE" if rows else "DROP SCHEMA IF EXISTS {}"
     conn.execute(sql.SQL(drop).format(sql.Identifier(schema)))
 
 
 def restore_logical(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest,
-                     target: Target, started: datetime, key_arn: str | None = None) -> RestoreResult:
+                    target: Target, started: datetime, key_arn: str | None = None,
+                    overwrite: bool = False) -> RestoreResult:
     """``key_arn`` opens the backup (default: the record's key); restore after
-    deprovision passes the tombstone's key while ``record`` holds the new resources."""
+    deprovision passes the tombstone's key while ``record`` holds the new resources.
+    ``overwrite``: a live target that holds rows is dropped (its backup was taken)."""
     res = record.resources
     restore_id = store.new_id(started)
     scratch = target is Target.scratch
@@ -145,7 +187,7 @@ def restore_logical(ctx: DrillContext, record: TenantRecord, manifest: BackupMan
                 raise Conflict(f"scratch database {database!r} already exists: refused")
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
     with ctx.connect(host, port, database) as conn:
-        _empty_target(conn, database, manifest.schema_name, record.tenant_id)
+        _empty_target(conn, database, manifest.schema_name, record.tenant_id, overwrite)
     try:
         _pg_restore(ctx, record, manifest, host, port, database, tools, key_arn)
         copied = restore_objects(ctx.s3, res.bucket, res.prefix, manifest.objects, dest_prefix)

@@ -18,7 +18,7 @@ from tenantctl.drills.history import save_report
 from tenantctl.drills.models import BackupManifest, DrillReport, RestoreResult, Target, Verdict
 from tenantctl.drills.restore import cleanup, restore
 from tenantctl.drills.verify import verify
-from tenantctl.errors import KeyUnusable, NotFound, TenantctlError
+from tenantctl.errors import Conflict, DrillFailed, KeyUnusable, NotFound, TenantctlError
 from tenantctl.models import TenantRecord, utcnow
 from tenantctl.naming import require_valid
 
@@ -36,6 +36,16 @@ def judge(report: DrillReport) -> DrillReport:
         reasons.append(f"RPO {_secs(report.rpo_seconds)} exceeds --max-rpo {report.max_rpo:g}s")
     return report.model_copy(update={"reasons": reasons,
                                      "verdict": Verdict.failed if reasons else Verdict.passed})
+
+
+def exit_code(reports: list[DrillReport], conflicts: int = 0) -> int:
+    """0 when every drill passed; 9 when one failed its verdict; 10 when every
+    failure was an unusable key; 5 when the only problem was a conflict (a
+    drill that could not run)."""
+    failed = [r for r in reports if not r.passed]
+    if failed:
+        return KeyUnusable.exit_code if all(r.key_unusable for r in failed) else DrillFailed.exit_code
+    return Conflict.exit_code if conflicts else 0
 
 
 def _secs(value: float | None) -> str:
@@ -60,10 +70,12 @@ def rpo_before(ctx: DrillContext, record: TenantRecord, at: datetime) -> float |
 def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = None,
           target: Target = Target.scratch, yes: bool = False, clean: bool = True,
           max_rto: float | None = None, max_rpo: float | None = None, kind: str = "run",
-          restorer: Callable[..., RestoreResult] = restore) -> DrillReport:
-    """One drill; failures become a fail verdict with the reason, never an exception
-    (except NotFound for an unknown backup id). ``restorer(ctx, record, manifest,
-    target=, yes=)`` restores the backup: ``restore``, or a revive for a tombstone."""
+          restorer: Callable[..., RestoreResult] = restore, overwrite: bool = False) -> DrillReport:
+    """One drill; failures become a fail verdict with the reason, never an exception,
+    except NotFound (an unknown backup id) and Conflict (a target that holds rows,
+    a tenant locked or mid-operation: the drill did not run, so it is not
+    recorded). ``restorer(ctx, record, manifest, target=, yes=, overwrite=)``
+    restores the backup: ``restore``, or a revive for a tombstone."""
     require_valid(record.tenant_id)
     started = utcnow()
     report = DrillReport(drill_id=store.new_id(started), tenant_id=record.tenant_id, tier=record.tier.value,
@@ -86,14 +98,14 @@ def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = No
         if report.rpo_seconds is None:
             report.rpo_seconds = (utcnow() - manifest.finished_at).total_seconds()
             report.rpo_basis = "the drill's own backup (no earlier backup)" if not backup_id else "the restored backup"
-        result = restorer(ctx, record, manifest, target=target, yes=yes)
+        result = restorer(ctx, record, manifest, target=target, yes=yes, overwrite=overwrite)
         report.rto_seconds = result.seconds
         if result.target is Target.scratch:
             report.scratch = (f"{result.scratch_instance or result.database} + "
                               f"s3://{record.resources.bucket}/{result.object_prefix}")
         report.notes = list(result.notes)
         report.checks = result.checks if result.checks is not None else verify(ctx, record, manifest, result)
-    except NotFound:
+    except (NotFound, Conflict):
         raise
     except TenantctlError as exc:
         report.key_unusable = isinstance(exc, KeyUnusable)
