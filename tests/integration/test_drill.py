@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import re
 
 import pytest
@@ -13,7 +14,7 @@ from psycopg import sql
 from tenant_data import Sandbox, history, objects, put_objects, rows, scratch_databases, write_history
 
 from tenantctl import naming
-from tenantctl.drills import store
+from tenantctl.drills import envelope, store
 from tenantctl.drills.backup import backup
 from tenantctl.drills.context import DrillContext, context_from_workspace
 from tenantctl.drills.history import latest_verdicts, list_reports
@@ -75,6 +76,11 @@ def failing(report) -> str:
     return " | ".join(report.reasons)
 
 
+def latest(ctx, record):
+    """The newest backup's manifest, opened with the tenant's key."""
+    return store.load_manifest(ctx.s3, ctx.kms, record, store.latest_backup(ctx.s3, record).backup_id)
+
+
 def test_drill_restores_a_copy_that_matches_the_tenant(ctx, box, tenant):
     record = tenant("a")
     res = record.resources
@@ -88,7 +94,7 @@ def test_drill_restores_a_copy_that_matches_the_tenant(ctx, box, tenant):
     assert messages.expected == messages.actual == "15"
     assert report.object_count == 4 and report.rto_seconds is not None and report.rpo_seconds is not None
     assert len(scratch_databases(box)) == before  # scratch database dropped
-    manifest = store.latest_manifest(ctx.s3, record)
+    manifest = latest(ctx, record)
     assert manifest.backup_id == report.backup_id and manifest.reason == "manual"
     assert manifest.spec["id"] == record.tenant_id  # what a restore after deprovision re-provisions
 
@@ -168,22 +174,56 @@ def test_a_tenant_cannot_restore_another_tenants_backup(ctx, box, tenant):
     theirs = backup(ctx, b)
     with pytest.raises(NotFound):
         drill(ctx, a, backup_id=theirs.backup_id)  # only A's prefix is ever read
-    # Even B's backup copied into A's prefix, its manifest rewritten to name A, stays closed:
-    # A's key and encryption context cannot open B's data key.
+    # B's backup copied into A's prefix is refused before any decryption: its index names B.
     src, dst = store.backup_dir(b, theirs.backup_id), store.backup_dir(a, theirs.backup_id)
-    dump_key = dst + "db.dump.enc"
-    s3.copy_object(Bucket=bucket, Key=dump_key, CopySource={"Bucket": bucket, "Key": src + "db.dump.enc"})
-    forged = theirs.model_copy(update={"tenant_id": a.tenant_id, "record": a,
-                                       "dump": theirs.dump.model_copy(update={"key": dump_key})})
-    store.put_manifest(s3, a, forged)
+    for name in (store.DUMP, store.MANIFEST, store.INDEX):
+        s3.copy_object(Bucket=bucket, Key=dst + name, CopySource={"Bucket": bucket, "Key": src + name})
+    report = drill(ctx, a, backup_id=theirs.backup_id)
+    assert report.verdict is Verdict.failed and f"names tenant {b.tenant_id!r}" in failing(report)
+    # Even with its index rewritten to name A it stays closed: A's key and encryption
+    # context cannot open B's data key, so neither its manifest nor its dump opens.
+    index = store.backup_index(s3, b, theirs.backup_id).model_copy(update={"tenant_id": a.tenant_id})
+    s3.put_object(Bucket=bucket, Key=dst + store.INDEX, Body=index.model_dump_json().encode())
     report = drill(ctx, a, backup_id=theirs.backup_id)
     assert report.verdict is Verdict.failed
     assert report.key_unusable and "KMS refused to decrypt the backup's data key" in failing(report)
-    # The unmodified copy is refused before any decryption.
-    s3.copy_object(Bucket=bucket, Key=dst + "manifest.json",
-                   CopySource={"Bucket": bucket, "Key": src + "manifest.json"})
-    report = drill(ctx, a, backup_id=theirs.backup_id)
-    assert report.verdict is Verdict.failed and f"names tenant {b.tenant_id!r}" in failing(report)
+
+
+def test_everything_a_backup_writes_is_under_the_tenants_key(ctx, box, tenant, tenantctl_cli):
+    """Dump and manifest: sealed with a data key of the tenant key and stored
+    SSE-KMS under it; only the index is in clear, and it holds no tenant data.
+    History lists backups from the indexes without a KMS call."""
+    record = tenant("shred", conversations=2, messages=2, objects=2)
+    res = record.resources
+    manifest = backup(ctx, record)
+    s3 = box.client("s3")
+    where = store.backup_dir(record, manifest.backup_id)
+    stored = {o["Key"][len(where):] for o in s3.list_objects_v2(Bucket=res.bucket, Prefix=where)["Contents"]}
+    assert stored == {store.DUMP, store.MANIFEST, store.INDEX}
+    for name in (store.DUMP, store.MANIFEST):
+        head = s3.head_object(Bucket=res.bucket, Key=where + name)
+        assert head["ServerSideEncryption"] == "aws:kms" and head["SSEKMSKeyId"] == res.kms_key_arn, name
+    sealed = s3.get_object(Bucket=res.bucket, Key=where + store.MANIFEST)["Body"].read()
+    for secret in (b"messages", b"uploads/0.txt", manifest.tables["messages"].checksum.encode(),
+                   manifest.dump.sha256.encode(), res.store.secret_arn.encode()):
+        assert secret not in sealed
+    index = json.loads(s3.get_object(Bucket=res.bucket, Key=where + store.INDEX)["Body"].read())
+    assert set(index) == {"format", "backup_id", "tenant_id", "kind", "reason", "started_at", "finished_at",
+                          "key_arn", "encrypted_data_key", "manifest_nonce", "stored_bytes", "spec"}
+    assert "messages" not in json.dumps(index) and "uploads/" not in json.dumps(index)
+    # Another tenant's key opens none of it.
+    other = tenant("shred-other")
+    stranger = record.model_copy(update={"resources": res.model_copy(update={"kms_key_arn":
+                                                                              other.resources.kms_key_arn})})
+    with pytest.raises(KeyUnusable, match="KMS refused"):
+        store.load_manifest(ctx.s3, ctx.kms, stranger, manifest.backup_id)
+    # Listing needs no key: history works with KMS out of the way.
+    calls = []
+    ctx.kms.meta.events.register("before-call.kms", lambda **kw: calls.append(kw["model"].name))
+    assert [i.backup_id for i in store.list_backups(ctx.s3, record)][-1] == manifest.backup_id and calls == []
+    listed = json.loads(tenantctl_cli("drill", "history", record.tenant_id, "--json").stdout)
+    assert listed["backups"][-1]["backup_id"] == manifest.backup_id
+    assert listed["backups"][-1]["stored_bytes"] == manifest.dump.stored_bytes
 
 
 def test_in_place_restores_a_live_tenant_only_with_yes_into_empty_tables(ctx, box, tenant, workspace, tenantctl_cli):
@@ -247,7 +287,7 @@ def test_overwrite_backs_the_live_tenant_up_first(ctx, box, tenant, workspace):
     assert report.verdict is Verdict.passed, failing(report)
     assert rows(box, res.store.database, res.store.schema_name) == at_backup
     [note] = [n for n in report.notes if "backed up before being overwritten" in n]
-    kept = store.load_manifest(ctx.s3, record, re.search(r"backup (\S+) \(", note).group(1))
+    kept = store.load_manifest(ctx.s3, ctx.kms, record, re.search(r"backup (\S+) \(", note).group(1))
     assert kept.reason == "before-overwrite" and kept.tables["messages"].rows == len(live["messages"])
     assert workspace.registry.require(record.tenant_id).lock is None
     with pytest.raises(InvalidInput, match="in-place only"):
@@ -265,7 +305,7 @@ def test_restore_after_deprovision_brings_the_tenant_back(ctx, box, tenant, work
 
     tomb, _, details = deprovision(workspace, record.tenant_id)
     assert tomb.status is TenantStatus.deprovisioned and tomb.retain_until is not None
-    final = store.load_manifest(s3, tomb, details["final_backup"])
+    final = store.load_manifest(s3, ctx.kms, tomb, details["final_backup"])
     assert final.reason == "final" and final.tables["messages"].rows == 15
     assert kms.describe_key(KeyId=res.kms_key_arn)["KeyMetadata"]["KeyState"] == "PendingDeletion"
     with box.admin() as conn:  # the schema (dedicated: the whole database) is gone
@@ -314,21 +354,22 @@ def test_restore_after_deprovision_brings_the_tenant_back(ctx, box, tenant, work
         assert head["SSEKMSKeyId"].rsplit("/", 1)[-1] == new.kms_key_arn.rsplit("/", 1)[-1]
 
     # A new backup chain under the new key, and the next drill of the live tenant passes.
-    after = store.latest_manifest(s3, back)
+    after = latest(ctx, back)
     assert after.reason == "after-restore" and after.key_arn == new.kms_key_arn
     assert drill(ctx, back).verdict is Verdict.passed
 
     # Deprovisioned again without a final backup; past the retention window nothing is restored.
-    backups = len(store.list_manifests(s3, back))
+    backups = len(store.list_backups(s3, back))
     again, _, details = deprovision(workspace, record.tenant_id, final_backup=False)
-    assert details["final_backup"] is None and len(store.list_manifests(s3, again)) == backups
+    assert details["final_backup"] is None and len(store.list_backups(s3, again)) == backups
     if tier is Tier.dedicated:
         snapshots = {snap["DBSnapshotIdentifier"] for snap in box.client("rds").describe_db_snapshots()["DBSnapshots"]}
         final = f"tenantctl-{record.tenant_id}-final"
         assert final in snapshots and any(name.startswith(final + "-") for name in snapshots)
     expired = again.model_copy(update={"retain_until": again.retain_until.replace(year=2000)})
     with pytest.raises(InvalidInput, match="retention window ended"):
-        revive(workspace, ctx, expired, after, target=Target.in_place, yes=True)
+        revive(workspace, ctx, expired, store.backup_index(s3, again, after.backup_id), target=Target.in_place,
+               yes=True)
 
 
 def test_a_restore_after_deprovision_that_cannot_verify_leaves_the_tenant_deprovisioned(ctx, box, tenant, workspace):
@@ -336,11 +377,14 @@ def test_a_restore_after_deprovision_that_cannot_verify_leaves_the_tenant_deprov
     tomb, _, details = deprovision(workspace, record.tenant_id)
     # The final backup's manifest promises other rows than its dump holds: the restore cannot verify.
     s3 = box.client("s3")
-    manifest = store.load_manifest(s3, tomb, details["final_backup"])
+    manifest = store.load_manifest(s3, ctx.kms, tomb, details["final_backup"])
     messages = manifest.tables["messages"]
     manifest = manifest.model_copy(update={"tables": {**manifest.tables, "messages": messages.model_copy(
         update={"checksum": "12345"})}})
-    store.put_manifest(s3, tomb, manifest)
+    index = store.backup_index(s3, tomb, manifest.backup_id)  # sealed again, as an operator holding the key could
+    context = envelope.encryption_context(tomb.tenant_id, manifest.backup_id)
+    plain = envelope.open_data_key(ctx.kms, tomb.resources.kms_key_arn, index.encrypted_data_key, context)
+    store.put_backup(s3, tomb, manifest, envelope.DataKey(plain, index.encrypted_data_key, b""))
     report = drill(ctx, tomb, backup_id=manifest.backup_id, target=Target.in_place, yes=True,
                    restorer=functools.partial(revive, workspace))
     assert report.verdict is Verdict.failed
@@ -351,7 +395,7 @@ def test_a_restore_after_deprovision_that_cannot_verify_leaves_the_tenant_deprov
     # The backup's key stays usable for another attempt.
     assert box.client("kms").describe_key(KeyId=tomb.resources.kms_key_arn)["KeyMetadata"]["KeyState"] == "Enabled"
     with pytest.raises(Conflict, match="not empty"):  # and the restored copy is not overwritten blindly
-        revive(workspace, ctx, workspace.registry.require(record.tenant_id), manifest, target=Target.in_place,
+        revive(workspace, ctx, workspace.registry.require(record.tenant_id), index, target=Target.in_place,
                yes=True)
 
 
@@ -370,7 +414,7 @@ def test_dedicated_on_aws_uses_rds_snapshots(ctx, box, tenant):
     assert manifest.tables["messages"].rows == 6 and len(manifest.objects) == 1
     snaps = rds.describe_db_snapshots(DBSnapshotIdentifier=manifest.snapshot.identifier)["DBSnapshots"]
     assert snaps[0]["DBInstanceIdentifier"] == instance
-    assert store.latest_manifest(ctx.s3, record).snapshot == manifest.snapshot
+    assert latest(ctx, record).snapshot == manifest.snapshot
 
     result = restore(aws, record, manifest)
     assert result.scratch_instance.startswith("drill-") and result.scratch_instance != instance

@@ -105,7 +105,7 @@ def restore(
     key is unusable."""
     from functools import partial
 
-    from tenantctl.drills.restore import restore as restore_backup
+    from tenantctl.drills.restore import restore_backup
     from tenantctl.drills.run import drill, exit_code
     from tenantctl.errors import InvalidInput
     from tenantctl.models import TenantStatus
@@ -183,24 +183,27 @@ def history(
     limit: Annotated[int, typer.Option(help="Newest drills to show.")] = 20,
     json_out: JsonFlag = False,
 ) -> None:
-    """List a tenant's drills (newest first) and its backups."""
+    """List a tenant's drills (newest first) and its backups.
+
+    Backups are listed from their clear index files, without opening anything
+    under the tenant's key (so also while that key is pending deletion)."""
     from tenantctl.drills.history import list_reports
-    from tenantctl.drills.store import list_manifests
+    from tenantctl.drills.store import list_backups
 
     ws, ctx = _session()
     record = ws.registry.require(tenant_id)
     reports = list_reports(ctx.s3, record, limit=limit)
-    backups = list_manifests(ctx.s3, record) if record.resources else []
+    backups = list_backups(ctx.s3, record) if record.resources else []
     if json_out:
         print_json({"drills": reports,
-                    "backups": [m.model_dump(mode="json", include={"backup_id", "kind", "reason", "finished_at"})
-                                for m in backups]})
+                    "backups": [b.model_dump(mode="json", include={"backup_id", "kind", "reason", "finished_at",
+                                                                   "stored_bytes"}) for b in backups]})
         return
     table(f"drills of {tenant_id}", ["drill", "kind", "backup", "verdict", "RTO s", "RPO s", "finished"],
           [(r.drill_id, r.kind, r.backup_id or "", r.verdict.value,
             "" if r.rto_seconds is None else f"{r.rto_seconds:.1f}",
             "" if r.rpo_seconds is None else f"{r.rpo_seconds:.1f}", f"{r.finished_at:%Y-%m-%d %H:%M:%S}")
            for r in reports])
-    table(f"backups of {tenant_id}", ["backup", "kind", "reason", "finished", "dump bytes", "objects"],
-          [(m.backup_id, m.kind, m.reason, f"{m.finished_at:%Y-%m-%d %H:%M:%S}",
-            m.dump.plaintext_bytes if m.dump else "", len(m.objects)) for m in reversed(backups)])
+    table(f"backups of {tenant_id}", ["backup", "kind", "reason", "finished", "stored bytes"],
+          [(b.backup_id, b.kind, b.reason, f"{b.finished_at:%Y-%m-%d %H:%M:%S}",
+            "" if b.stored_bytes is None else b.stored_bytes) for b in reversed(backups)])

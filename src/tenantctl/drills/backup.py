@@ -116,7 +116,7 @@ def logical_backup(ctx: DrillContext, record: TenantRecord, kind: BackupKind,
     backup_id = store.new_id(started)
     context = envelope.encryption_context(record.tenant_id, backup_id)
     key = envelope.new_data_key(ctx.kms, res.kms_key_arn, context)
-    dump_key = store.backup_dir(record, backup_id) + "db.dump.enc"
+    dump_key = store.backup_dir(record, backup_id) + store.DUMP
     digest, plain_bytes = hashlib.sha256(), 0
 
     def count(chunk: bytes) -> None:
@@ -141,7 +141,8 @@ def logical_backup(ctx: DrillContext, record: TenantRecord, kind: BackupKind,
             def upload(stdout) -> None:
                 nonlocal stored
                 stored = store.upload_stream(ctx.s3, res.bucket, dump_key,
-                                             envelope.encrypt_stream(stdout, key, context, on_plain=count))
+                                             envelope.encrypt_stream(stdout, key, context, on_plain=count),
+                                             store.tenant_sse(record))
 
             _stream_dump(cmd, env, upload)
     manifest = BackupManifest(
@@ -152,5 +153,5 @@ def logical_backup(ctx: DrillContext, record: TenantRecord, kind: BackupKind,
                       chunk_bytes=envelope.CHUNK),
         tables=tables, objects=object_manifest(ctx.s3, res.bucket, res.prefix), record=record, **(extra or {}),
     )
-    store.put_manifest(ctx.s3, record, manifest)
+    store.put_backup(ctx.s3, record, manifest, key)
     return manifest

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from tenantctl import naming
-from tenantctl.drills import store
+from tenantctl.drills import envelope, store
 from tenantctl.drills.context import DrillContext
 from tenantctl.drills.models import BackupManifest, RestoreResult, SnapshotInfo, Target
 from tenantctl.drills.objects import object_manifest, restore_objects, scratch_prefix
@@ -41,7 +41,9 @@ def snapshot_backup(ctx: DrillContext, record: TenantRecord, extra: dict | None 
         snapshot=SnapshotInfo(identifier=identifier, arn=snap.get("DBSnapshotArn", ""), instance=instance),
         tables=tables, objects=object_manifest(ctx.s3, res.bucket, res.prefix), record=record, **(extra or {}),
     )
-    store.put_manifest(ctx.s3, record, manifest)
+    # The snapshot is encrypted by RDS with the tenant key; the manifest is sealed under a data key of it.
+    key = envelope.new_data_key(ctx.kms, res.kms_key_arn, envelope.encryption_context(record.tenant_id, backup_id))
+    store.put_backup(ctx.s3, record, manifest, key)
     return manifest
 
 
@@ -63,7 +65,7 @@ def snapshot_restore(ctx: DrillContext, record: TenantRecord, manifest: BackupMa
     ctx.rds.get_waiter("db_instance_available").wait(DBInstanceIdentifier=scratch, WaiterConfig=WAIT)
     endpoint = ctx.rds.describe_db_instances(DBInstanceIdentifier=scratch)["DBInstances"][0]["Endpoint"]
     dest = scratch_prefix(res.prefix, restore_id)
-    copied = restore_objects(ctx.s3, res.bucket, res.prefix, manifest.objects, dest)
+    copied = restore_objects(ctx.s3, res.bucket, res.prefix, manifest.objects, dest, store.tenant_sse(record))
     return RestoreResult(tenant_id=record.tenant_id, backup_id=manifest.backup_id, target=Target.scratch,
                          database=manifest.database, schema_name=manifest.schema_name, host=endpoint["Address"],
                          port=endpoint.get("Port", 5432), object_prefix=dest, objects_restored=copied,

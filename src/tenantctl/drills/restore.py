@@ -27,7 +27,7 @@ from tenantctl import naming
 from tenantctl.drills import envelope, store
 from tenantctl.drills.backup import require_usable_key
 from tenantctl.drills.context import DrillContext
-from tenantctl.drills.models import BackupManifest, RestoreResult, Target
+from tenantctl.drills.models import BackupIndex, BackupManifest, RestoreResult, Target
 from tenantctl.drills.objects import delete_prefix, is_empty, restore_objects, scratch_prefix
 from tenantctl.drills.pgtools import find_tools, pg_env
 from tenantctl.drills.rds import drop_scratch_instance, snapshot_restore
@@ -120,6 +120,17 @@ def restore(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest,
         return _overwrite(ctx, held.record, manifest, overwrite)
 
 
+def restore_backup(ctx: DrillContext, record: TenantRecord, index: BackupIndex, target: Target = Target.scratch,
+                   yes: bool = False, overwrite: bool = False) -> RestoreResult:
+    """``restore`` of the backup ``index`` names: its manifest is opened with the
+    tenant's key (the registry's) first, and returned with the result."""
+    naming.require_valid(record.tenant_id)
+    require_usable_key(ctx.kms, record)  # "pending deletion" in plain words, not a KMS error
+    manifest = store.load_manifest(ctx.s3, ctx.kms, record, index.backup_id)
+    result = restore(ctx, record, manifest, target=target, yes=yes, overwrite=overwrite)
+    return result.model_copy(update={"manifest": manifest})
+
+
 def _overwrite(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest, overwrite: bool) -> RestoreResult:
     """In place; with ``overwrite``, the live target is backed up first (the RTO clock starts after it)."""
     notes = []
@@ -190,7 +201,8 @@ def restore_logical(ctx: DrillContext, record: TenantRecord, manifest: BackupMan
         _empty_target(conn, database, manifest.schema_name, record.tenant_id, overwrite)
     try:
         _pg_restore(ctx, record, manifest, host, port, database, tools, key_arn)
-        copied = restore_objects(ctx.s3, res.bucket, res.prefix, manifest.objects, dest_prefix)
+        copied = restore_objects(ctx.s3, res.bucket, res.prefix, manifest.objects, dest_prefix,
+                                 store.tenant_sse(record))
     except BaseException:
         if scratch:
             drop_scratch(ctx, record, database, dest_prefix)
