@@ -118,13 +118,43 @@ def test_drill_restores_a_copy_that_matches_the_tenant(ctx, box, tenant):
     assert "**PASS**" in markdown and "table messages: checksum" in markdown
 
 
-def test_dedicated_tenant_gets_a_logical_backup_on_the_sandbox(ctx, tenant):
+def scratch_instances(box, record) -> list[str]:
+    return [i["DBInstanceIdentifier"] for i in box.client("rds").describe_db_instances()["DBInstances"]
+            if i["DBInstanceIdentifier"].startswith(f"drill-{record.tenant_id}")]
+
+
+def test_dedicated_drills_on_the_sandbox_take_both_paths(ctx, box, tenant):
+    """A logical dump into a scratch database (rows verified) and the snapshot
+    into a scratch instance (posture verified on what moto's RDS reports),
+    both removed afterwards."""
     record = tenant(DEDICATED, Tier.dedicated, conversations=2, messages=3, objects=1)
     assert record.resources.store.database == naming.database_name(record.tenant_id)
     report = drill(ctx, record)
     assert report.verdict is Verdict.passed, failing(report)
     assert report.backup_kind == "logical (sandbox)"
     assert "logical (sandbox)" in render_markdown(report)
+    checks = {c.name: c for c in report.checks}
+    assert checks["table messages: rows"].ok and checks["table messages: rows"].actual == "6"
+    posture = [f"scratch instance: {what}" for what in ("not public", "the tenant's key", "security groups",
+                                                        "subnet group", "tags", "deleted afterwards")]
+    assert all(checks[name].ok for name in posture), [checks.get(n) for n in posture]
+    assert checks["scratch instance: the tenant's key"].actual == record.resources.kms_key_arn
+    assert checks["scratch instance: deleted afterwards"].actual == "gone"
+    assert report.cleaned_up and scratch_instances(box, record) == []
+    assert latest(ctx, record).snapshot.instance == naming.rds_identifier(record.tenant_id)
+
+    # The checks can fail: a scratch instance made public behind the drill's back.
+    result = restore(ctx, record, latest(ctx, record))
+    try:
+        assert result.scratch_instance in scratch_instances(box, record)
+        box.client("rds").modify_db_instance(DBInstanceIdentifier=result.scratch_instance, PubliclyAccessible=True,
+                                             ApplyImmediately=True)
+        found = {c.name: c for c in verify(ctx, record, latest(ctx, record), result)}
+        assert not found["scratch instance: not public"].ok and found["table messages: checksum"].ok
+    finally:
+        assert all(c.ok for c in cleanup(ctx, record, result))
+    assert scratch_instances(box, record) == []
+
     # Limits for CI: any restore takes longer than 0 s; a day-old RPO limit holds for a fresh backup.
     limited = drill(ctx, record, backup_id="latest", max_rto=0.0, max_rpo=86400)
     assert limited.verdict is Verdict.failed and all(c.ok for c in limited.checks)

@@ -27,10 +27,10 @@ from tenantctl import naming
 from tenantctl.drills import envelope, store
 from tenantctl.drills.backup import require_usable_key
 from tenantctl.drills.context import DrillContext
-from tenantctl.drills.models import BackupIndex, BackupManifest, RestoreResult, Target
+from tenantctl.drills.models import BackupIndex, BackupManifest, Check, RestoreResult, Target
 from tenantctl.drills.objects import delete_prefix, is_empty, restore_objects, scratch_prefix
 from tenantctl.drills.pgtools import find_tools, pg_env
-from tenantctl.drills.rds import drop_scratch_instance, snapshot_restore
+from tenantctl.drills.rds import drop_scratch_instance, restore_instance, snapshot_restore
 from tenantctl.drills.tables import server_major, table_rows
 from tenantctl.errors import BackupCorrupt, Conflict, InvalidInput, TenantctlError
 from tenantctl.models import TenantRecord, TenantStatus, Tier, utcnow
@@ -110,7 +110,16 @@ def restore(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest,
                                "restore to scratch and follow docs/drills.md")
         return snapshot_restore(ctx, record, manifest, started)
     if target is Target.scratch:
-        return restore_logical(ctx, record, manifest, target, started)
+        result = restore_logical(ctx, record, manifest, target, started)
+        if manifest.snapshot is None or ctx.rds is None:
+            return result
+        # A logical backup with a snapshot (a dedicated tenant on the sandbox): the snapshot path too.
+        try:
+            instance = restore_instance(ctx, record, manifest.snapshot, store.new_id(started))
+        except BaseException:
+            drop_scratch(ctx, record, result.database, result.object_prefix)
+            raise
+        return result.model_copy(update={"scratch_instance": instance, "finished_at": utcnow()})
     if not overwrite:  # refused before the lock is even taken: a conflict leaves no trace
         refuse_rows(ctx, record, manifest.schema_name)
     if ctx.registry is None:
@@ -230,11 +239,13 @@ def drop_scratch(ctx: DrillContext, record: TenantRecord, database: str, prefix:
     delete_prefix(ctx.s3, res.bucket, prefix)
 
 
-def cleanup(ctx: DrillContext, record: TenantRecord, result: RestoreResult) -> None:
+def cleanup(ctx: DrillContext, record: TenantRecord, result: RestoreResult) -> list[Check]:
+    """Remove a scratch restore; the checks say the scratch instance is gone."""
     if result.target is not Target.scratch:
-        return
-    if result.scratch_instance:
-        drop_scratch_instance(ctx, result.scratch_instance)
+        return []
+    checks = [drop_scratch_instance(ctx, result.scratch_instance)] if result.scratch_instance else []
+    if result.database.startswith("drill_"):  # a scratch database (not the scratch instance's own)
+        drop_scratch(ctx, record, result.database, result.object_prefix, result.host, result.port)
+    else:
         delete_prefix(ctx.s3, record.resources.bucket, result.object_prefix)
-        return
-    drop_scratch(ctx, record, result.database, result.object_prefix, result.host, result.port)
+    return checks

@@ -116,7 +116,7 @@ def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = No
     finally:
         if result is not None and clean and result.target is Target.scratch:
             try:
-                cleanup(ctx, record, result)
+                report.checks = report.checks + cleanup(ctx, record, result)
                 report.cleaned_up = True
             except Exception as exc:
                 report.reasons.append(f"cleanup of {result.database} failed: {exc}")
