@@ -20,6 +20,7 @@ from infra.components.platform_bucket import SharedBucket, SharedBucketArgs
 from infra.components.platform_registry import RegistryTable, RegistryTableArgs
 from infra.components.postgres_instance import PostgresInstance, PostgresInstanceArgs
 from infra.components.private_network import PrivateNetwork, PrivateNetworkArgs
+from infra.components.runtime_role import RuntimeRole, RuntimeRoleArgs
 from infra.components.tenant_alarms import TenantAlarms, TenantAlarmsArgs
 from infra.components.tenant_database import SharedDatabaseRef, TenantDatabase, TenantDatabaseArgs
 from infra.components.tenant_queue import TenantQueue, TenantQueueArgs
@@ -70,6 +71,9 @@ def build_platform(spec: PlatformSpec) -> dict[str, Any]:
     bucket = SharedBucket("shared", SharedBucketArgs(
         bucket_name=naming.shared_bucket_name(account, spec.region), kms_key_arn=key.arn, tags=tags))
     registry = RegistryTable("registry", RegistryTableArgs(table_name=REGISTRY_TABLE, kms_key_arn=key.arn, tags=tags))
+    # The one principal tenant roles trust: a role of the runtime's own, never the account root.
+    runtime = spec.runtime_principal_arn or RuntimeRole("runtime", RuntimeRoleArgs(
+        trusted=spec.runtime_trusted, registry_table_arn=registry.arn, tags=tags)).arn
     return {
         "region": spec.region,
         "account_id": account,
@@ -86,9 +90,9 @@ def build_platform(spec: PlatformSpec) -> dict[str, Any]:
         "platform_key_arn": key.arn,
         "registry_table": registry.name,
         # Beyond the shared-resource keys: the principals tenant stacks name in
-        # their key and trust policies, with the account-root default resolved.
+        # their key and trust policies (cells elsewhere carry this runtime's).
         "admin_role_arn": spec.admin_role_arn or root,
-        "runtime_principal_arn": spec.runtime_principal_arn or root,
+        "runtime_principal_arn": runtime,
     }
 
 

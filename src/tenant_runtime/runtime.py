@@ -21,8 +21,10 @@ class TenantRuntime:
 
     def __init__(self, jwt: JWTSettings, registry_table: str | None = None, *, mode: Mode = "ambient",
                  region: str | None = None, endpoint_url: str | None = None, session: Any | None = None,
-                 key_cache: DataKeyCache | None = None, registry_ttl: float = 30.0) -> None:
-        self.clients = ClientFactory(mode, session=session, region=region, endpoint_url=endpoint_url)
+                 key_cache: DataKeyCache | None = None, registry_ttl: float = 30.0,
+                 runtime_role_arn: str | None = None) -> None:
+        self.clients = ClientFactory(mode, session=session, region=region, endpoint_url=endpoint_url,
+                                     runtime_role_arn=runtime_role_arn)
         registry_client = (session or self.clients.session).client(
             "dynamodb", region_name=region, endpoint_url=endpoint_url, config=self.clients.config)
         self.registry = RegistryReader(registry_table, client=registry_client, ttl=registry_ttl)

@@ -25,6 +25,8 @@ RESERVED_PREFIXES = ("pg", "aws-", "amazon-", "xn--", "sthree-")
 
 # The stack of what tenants share (network, database, bucket, registry).
 PLATFORM_STACK = "platform"
+# The role the tenant runtime runs as, made by the platform (infra/components/runtime_role.py).
+RUNTIME_ROLE = "tenantctl-runtime"
 
 # Suffixes of the `tenantctl-<id>-<suffix>` names a tenant's resources get.
 # Knowing them lets ``tenant_ids_in`` tell `acme`'s names from `acme-corp`'s

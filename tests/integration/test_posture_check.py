@@ -175,6 +175,13 @@ def _tamper_aws(sandbox, record, what: str):
         loose["Statement"][0].pop("Condition")
         iam.update_assume_role_policy(RoleName=role, PolicyDocument=json.dumps(loose))
         return lambda: iam.update_assume_role_policy(RoleName=role, PolicyDocument=json.dumps(old))
+    if what == "trust-root":  # the account root instead of the runtime role: anyone with sts:AssumeRole
+        role = res.role_arn.rsplit("/", 1)[-1]
+        old = iam.get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]
+        rooted = json.loads(json.dumps(old))
+        rooted["Statement"][0]["Principal"] = {"AWS": f"arn:aws:iam::{res.role_arn.split(':')[4]}:root"}
+        iam.update_assume_role_policy(RoleName=role, PolicyDocument=json.dumps(rooted))
+        return lambda: iam.update_assume_role_policy(RoleName=role, PolicyDocument=json.dumps(old))
     if what == "policy-prefix":
         role = res.role_arn.rsplit("/", 1)[-1]
         name = iam.list_role_policies(RoleName=role)["PolicyNames"][0]
@@ -196,6 +203,7 @@ def _tamper_aws(sandbox, record, what: str):
     ("public-access", {"bucket-public-access"}),
     ("tag", {"tags"}),
     ("trust", {"role-trust"}),
+    ("trust-root", {"role-trust"}),
     ("policy-prefix", {"role-policy-scope"}),  # tenants/ck-posture* would reach tenants/ck-posture-x/
 ])
 def test_aws_tampering_fails_the_named_check(clean, workspace, sandbox, what, expected):
@@ -223,6 +231,16 @@ def test_an_unusable_key_fails_the_check_naming_its_state(clean, sandbox, tenant
     assert out["failed"] == ["kms-key-state"]
     detail = next(c["detail"] for c in out["checks"] if c["name"] == "kms-key-state")
     assert f"{clean.resources.kms_key_arn} {state}" in detail
+
+
+def test_a_trust_naming_the_account_root_fails_the_check(clean, workspace, sandbox):
+    undo = _tamper_aws(sandbox, clean, "trust-root")
+    try:
+        [trust] = [c for c in check_tenant(workspace, CLEAN).failed if c.name == "role-trust"]
+    finally:
+        undo()
+    assert "trusts the account root arn:aws:iam::" in trust.detail
+    assert "assume with another principal of the account is allowed" in trust.detail
 
 
 def test_provision_runs_the_check_and_records_a_violation(workspace, provision_tenant, sandbox):

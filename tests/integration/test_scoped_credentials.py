@@ -149,12 +149,53 @@ def test_trust_policy_pins_the_caller_and_the_tenant_tag(tenants, workspace, san
     assert not iam_eval.allows_all([trust], elsewhere)
 
 
-def test_the_runtimes_assume_role_request_satisfies_the_trust_policy(tenants, sandbox, resolve):
+def runtime_factory(sandbox, workspace) -> ClientFactory:
+    """The runtime in assume_role mode, running as the platform's runtime role
+    (on the sandbox it assumes that role first)."""
+    return ClientFactory("assume_role", region=sandbox.region, endpoint_url=sandbox.aws_endpoint_url,
+                         runtime_role_arn=workspace.ensure_platform()["runtime_principal_arn"])
+
+
+def test_tenant_roles_trust_the_platforms_runtime_role_only(tenants, sandbox, workspace, resolve):
+    """Not the account root: a role of the runtime's own, which only its runners
+    may become and which may only assume tenant roles and read the registry;
+    the runtime's tenant credentials come through it."""
+    from infra.components.runtime_role import runtime_access_document, runtime_trust_document
+
+    iam = aws(sandbox, "iam")
+    runtime = workspace.ensure_platform()["runtime_principal_arn"]
+    account = aws(sandbox, "sts").get_caller_identity()["Account"]
+    assert runtime == f"arn:aws:iam::{account}:role/tenantctl-runtime"
+    role = iam.get_role(RoleName="tenantctl-runtime")["Role"]
+    assert role["AssumeRolePolicyDocument"] == runtime_trust_document(["ecs-tasks.amazonaws.com"])
+    [name] = iam.list_role_policies(RoleName="tenantctl-runtime")["PolicyNames"]
+    access = iam.get_role_policy(RoleName="tenantctl-runtime", PolicyName=name)["PolicyDocument"]
+    table = aws(sandbox, "dynamodb").describe_table(TableName=workspace.ensure_platform()["registry_table"])["Table"]
+    assert access == runtime_access_document(table["TableArn"])
+    assert allowed([access], iam_eval.Request("sts:AssumeRole", tenants[A].resources.role_arn))
+    assert not allowed([access], iam_eval.Request("sts:AssumeRole", f"arn:aws:iam::{account}:role/admin"))
+    assert not allowed([access], iam_eval.s3_object("s3:GetObject", tenants[A].resources.bucket, f"tenants/{A}/x"))
+
+    factory = runtime_factory(sandbox, workspace)
+    as_runtime = factory.runtime_sts(sandbox.region).get_caller_identity()["Arn"]
+    assert as_runtime.startswith(f"arn:aws:sts::{account}:assumed-role/tenantctl-runtime/")
+    tenant_sts = factory.client(resolve(A), "sts")
+    assert tenant_sts.get_caller_identity()["Arn"] == \
+        f"arn:aws:sts::{account}:assumed-role/tenantctl-{A}-app/tenant-{A}"
+    trust, _ = role_documents(sandbox, tenants[A])
+    tag = {SESSION_TAG: A}
+    assert iam_eval.allows_all([trust], iam_eval.assume_role(tenants[A].resources.role_arn, as_runtime, tag))
+    for other in (f"arn:aws:iam::{account}:root", f"arn:aws:iam::{account}:user/intruder",
+                  f"arn:aws:sts::{account}:assumed-role/tenantctl-{TWIN}-app/tenant-{TWIN}"):
+        assert not iam_eval.allows_all([trust], iam_eval.assume_role(tenants[A].resources.role_arn, other, tag)), other
+
+
+def test_the_runtimes_assume_role_request_satisfies_the_trust_policy(tenants, sandbox, workspace, resolve):
     """The AssumeRole parameters the runtime really sends, judged against the live
     trust policy: its own tenant's role yes, the twin's role no."""
-    factory = ClientFactory("assume_role", region=sandbox.region, endpoint_url=sandbox.aws_endpoint_url)
+    factory = runtime_factory(sandbox, workspace)
     sent: list[dict] = []
-    sts = factory._shared_client("sts", sandbox.region)
+    sts = factory.runtime_sts(sandbox.region)
     sts.meta.events.register("provide-client-params.sts.AssumeRole", lambda params, **_: sent.append(dict(params)))
     ctx = resolve(A)
     factory.client(ctx, "s3")
@@ -162,7 +203,7 @@ def test_the_runtimes_assume_role_request_satisfies_the_trust_policy(tenants, sa
     assert params["RoleArn"] == tenants[A].resources.role_arn
     tags = {t["Key"]: t["Value"] for t in params["Tags"]}
     assert tags == {SESSION_TAG: A} and params["TransitiveTagKeys"] == [SESSION_TAG]
-    caller = aws(sandbox, "sts").get_caller_identity()["Arn"]  # the sandbox's own identity (account root)
+    caller = sts.get_caller_identity()["Arn"]  # a session of the platform's runtime role
     trust_a, _ = role_documents(sandbox, tenants[A])
     trust_twin, _ = role_documents(sandbox, tenants[TWIN])
     assert iam_eval.allows_all([trust_a], iam_eval.assume_role(params["RoleArn"], caller, tags))

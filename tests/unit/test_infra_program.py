@@ -27,7 +27,7 @@ PLATFORM_TYPES = {
     "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", "aws:s3/bucketPolicy:BucketPolicy",
     "aws:s3/bucketVersioning:BucketVersioning",
     "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
-    "aws:dynamodb/table:Table",
+    "aws:dynamodb/table:Table", "aws:iam/role:Role", "aws:iam/rolePolicy:RolePolicy",
 }
 PLATFORM_OUTPUTS = {
     "region", "account_id", "vpc_id", "vpc_cidr", "private_subnet_ids", "db_endpoint", "db_port", "db_name",
@@ -91,6 +91,40 @@ def test_platform_outputs(platform):
     outputs, _ = platform
     assert set(outputs) == PLATFORM_OUTPUTS
     assert len(outputs["private_subnet_ids"]) == 2
+
+
+def test_the_platform_makes_the_runtime_a_role_of_its_own(platform):
+    """Tenant roles trust the runtime principal: a dedicated role, never the
+    account root; only its runners may become it, and it may only assume
+    tenant roles and read the registry."""
+    import json
+
+    from infra.components.runtime_role import runtime_access_document, runtime_trust_document
+
+    outputs, mocks = platform
+    [role] = mocks.of_type("aws:iam/role:Role")
+    assert role.inputs["name"] == "tenantctl-runtime"
+    assert outputs["runtime_principal_arn"].endswith(":role/tenantctl-runtime")
+    assert not outputs["runtime_principal_arn"].endswith(":root")
+    assert json.loads(role.inputs["assumeRolePolicy"]) == runtime_trust_document(["ecs-tasks.amazonaws.com"])
+    [access] = mocks.of_type("aws:iam/rolePolicy:RolePolicy")
+    doc = json.loads(access.inputs["policy"])
+    assert doc == runtime_access_document(doc["Statement"][1]["Resource"])
+    assert doc["Statement"][1]["Resource"].endswith(":table/tenantctl-registry")
+    # A runtime role that may do more is refused by the gate on the platform stack.
+    wider = json.dumps({**doc, "Statement": doc["Statement"] + [{"Effect": "Allow", "Action": "s3:GetObject",
+                                                                 "Resource": "arn:aws:s3:::b/*"}]})
+    tampered = [r.model_copy(update={"inputs": {**r.inputs, "policy": wider}}) if r is access else r
+                for r in mocks.resources]
+    assert [v.rule for v in policy.check(tampered, "platform", platform=True)] == ["iam-scope"]
+
+
+def test_a_named_runtime_principal_is_used_as_is():
+    mocks = RecordingMocks()
+    outputs = run_program("platform", platform_config({"runtime_principal_arn": "arn:aws:iam::123456789012:role/svc"}),
+                          mocks)
+    assert outputs["runtime_principal_arn"] == "arn:aws:iam::123456789012:role/svc"
+    assert mocks.of_type("aws:iam/role:Role") == []
 
 
 @pytest.mark.parametrize(("stack", "tenant_id", "is_platform"),
