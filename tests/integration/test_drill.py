@@ -256,6 +256,21 @@ def test_everything_a_backup_writes_is_under_the_tenants_key(ctx, box, tenant, t
     assert listed["backups"][-1]["stored_bytes"] == manifest.dump.stored_bytes
 
 
+def test_a_backup_of_the_earlier_layout_is_still_restored(ctx, box, tenant):
+    """Format 1 (before manifests were sealed): manifest.json in clear, no index."""
+    record = tenant("shred")
+    manifest = backup(ctx, record)
+    s3, where = box.client("s3"), store.backup_dir(record, manifest.backup_id)
+    for name in (store.INDEX, store.MANIFEST):
+        s3.delete_object(Bucket=record.resources.bucket, Key=where + name)
+    legacy = manifest.model_copy(update={"format": 1})
+    s3.put_object(Bucket=record.resources.bucket, Key=where + store.LEGACY_MANIFEST, Body=legacy.model_dump_json())
+    index = store.backup_index(s3, record, manifest.backup_id)
+    assert index.format == 1 and index.encrypted_data_key is None and index.kind == manifest.kind
+    report = drill(ctx, record, backup_id=manifest.backup_id)
+    assert report.verdict is Verdict.passed, failing(report)
+
+
 def test_in_place_restores_a_live_tenant_only_with_yes_into_empty_tables(ctx, box, tenant, workspace, tenantctl_cli):
     record = tenant("inplace")
     res = record.resources

@@ -19,10 +19,9 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
-from pydantic import ValidationError
 
 from tenantctl.drills import envelope
 from tenantctl.drills.models import BackupIndex, BackupManifest
@@ -33,6 +32,7 @@ from tenantctl.models import TenantRecord
 PART = 8 * 1024 * 1024  # multipart part size (S3 minimum is 5 MiB)
 RESERVED = ("drills", "scratch")  # folders under backups/ that are not backups
 DUMP, MANIFEST, INDEX, LEGACY_MANIFEST = "db.dump.enc", "manifest.enc", "index.json", "manifest.json"
+Doc = TypeVar("Doc", BackupIndex, BackupManifest)
 
 
 def new_id(now: datetime) -> str:
@@ -108,23 +108,22 @@ def _read(s3: Any, record: TenantRecord, key: str) -> bytes | None:
         raise
 
 
-def _check_owner(record: TenantRecord, backup_id: str, found: BackupIndex | BackupManifest) -> None:
+def _parse(model: type[Doc], body: bytes, record: TenantRecord, backup_id: str, name: str) -> Doc:
+    """``body`` as ``model``; refused when unreadable or naming another tenant or backup."""
+    try:
+        found = model.model_validate_json(body)
+    except ValueError as exc:
+        raise BackupCorrupt(f"backup {backup_id}: {name} is unreadable ({str(exc).splitlines()[0]})") from None
     if found.tenant_id != record.tenant_id or found.backup_id != backup_id:
         raise BackupCorrupt(f"backup {backup_id} under tenant {record.tenant_id!r} names tenant "
                             f"{found.tenant_id!r} / backup {found.backup_id!r}: refused")
+    return found
 
 
 def _legacy(s3: Any, record: TenantRecord, backup_id: str) -> BackupManifest | None:
     """A format 1 backup's manifest (in clear)."""
     body = _read(s3, record, backup_dir(record, backup_id) + LEGACY_MANIFEST)
-    if body is None:
-        return None
-    try:
-        manifest = BackupManifest.model_validate_json(body)
-    except ValueError as exc:
-        raise BackupCorrupt(f"backup {backup_id}: manifest.json is unreadable ({str(exc).splitlines()[0]})") from None
-    _check_owner(record, backup_id, manifest)
-    return manifest
+    return None if body is None else _parse(BackupManifest, body, record, backup_id, LEGACY_MANIFEST)
 
 
 def backup_index(s3: Any, record: TenantRecord, backup_id: str) -> BackupIndex:
@@ -141,12 +140,7 @@ def backup_index(s3: Any, record: TenantRecord, backup_id: str) -> BackupIndex:
         return BackupIndex(format=1, stored_bytes=legacy.dump.stored_bytes if legacy.dump else None,
                            **legacy.model_dump(include={"backup_id", "tenant_id", "kind", "reason", "started_at",
                                                         "finished_at", "key_arn", "spec"}))
-    try:
-        index = BackupIndex.model_validate_json(body)
-    except ValidationError as exc:
-        raise BackupCorrupt(f"backup {backup_id}: index.json is unreadable ({str(exc).splitlines()[0]})") from None
-    _check_owner(record, backup_id, index)
-    return index
+    return _parse(BackupIndex, body, record, backup_id, INDEX)
 
 
 def load_manifest(s3: Any, kms: Any, record: TenantRecord, backup_id: str) -> BackupManifest:
@@ -162,12 +156,7 @@ def load_manifest(s3: Any, kms: Any, record: TenantRecord, backup_id: str) -> Ba
     if sealed is None:
         raise BackupCorrupt(f"backup {backup_id}: {MANIFEST} is missing although its index exists")
     body = envelope.open_document(data_key, bytes.fromhex(index.manifest_nonce), context, sealed, where)
-    try:
-        manifest = BackupManifest.model_validate_json(body)
-    except ValueError as exc:
-        raise BackupCorrupt(f"backup {backup_id}: the manifest is unreadable ({str(exc).splitlines()[0]})") from None
-    _check_owner(record, backup_id, manifest)
-    return manifest
+    return _parse(BackupManifest, body, record, backup_id, "the manifest")
 
 
 def list_backups(s3: Any, record: TenantRecord) -> list[BackupIndex]:
