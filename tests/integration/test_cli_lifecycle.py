@@ -223,9 +223,11 @@ def test_what_an_invalid_id_left_is_listed_and_forgotten(cli, sandbox):
     people = " ".join(cli("list", "--limit", "1000").stdout.split())
     assert "invalid tenant id 'ACME'" in people and "tenantctl forget ACME --yes" in people
 
-    preview = json.loads(cli("apply", "--preview", "--json").stdout)
+    preview = json.loads(cli("apply", "--preview", "--json", "--match", "ACME", "--match", "Has-*",
+                             "--match", "cli-p1").stdout)
     refused = {r["tenant_id"]: r for r in preview["results"] if not r["ok"]}
-    assert set(refused) == {"ACME", "Has-Resources"}, refused  # valid tenants are previewed as usual
+    assert set(refused) == {"ACME", "Has-Resources"}, refused
+    assert [r["ok"] for r in preview["results"] if r["tenant_id"] == "cli-p1"] == [True]  # valid ones as usual
     assert all(r["action"] == "invalid" and "tenantctl forget" in r["error"] for r in refused.values())
 
     kept = cli("deprovision", "ACME", "--yes")
