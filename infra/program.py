@@ -17,7 +17,9 @@ from pydantic import ValidationError
 
 from infra.components.kms_key import TenantKey, TenantKeyArgs
 from infra.components.platform_bucket import SharedBucket, SharedBucketArgs
+from infra.components.platform_gateway import GatewayLogin, GatewayLoginArgs
 from infra.components.platform_registry import RegistryTable, RegistryTableArgs
+from infra.components.platform_revocations import RevocationTable, RevocationTableArgs
 from infra.components.postgres_instance import PostgresInstance, PostgresInstanceArgs
 from infra.components.private_network import PrivateNetwork, PrivateNetworkArgs
 from infra.components.tenant_alarms import TenantAlarms, TenantAlarmsArgs
@@ -70,6 +72,12 @@ def build_platform(spec: PlatformSpec) -> dict[str, Any]:
     bucket = SharedBucket("shared", SharedBucketArgs(
         bucket_name=naming.shared_bucket_name(account, spec.region), kms_key_arn=key.arn, tags=tags))
     registry = RegistryTable("registry", RegistryTableArgs(table_name=REGISTRY_TABLE, kms_key_arn=key.arn, tags=tags))
+    revocations = RevocationTable("revocations", RevocationTableArgs(
+        table_name=naming.REVOCATION_TABLE, kms_key_arn=key.arn, tags=tags))
+    gateway = GatewayLogin("gateway", GatewayLoginArgs(
+        role=naming.GATEWAY_ROLE, secret_name=naming.GATEWAY_SECRET, region=spec.region, host=db.address,
+        port=db.port, database=PLATFORM_DB_NAME, admin_secret_arn=db.admin_secret_arn, kms_key_arn=key.arn,
+        tags=tags))
     return {
         "region": spec.region,
         "account_id": account,
@@ -85,6 +93,9 @@ def build_platform(spec: PlatformSpec) -> dict[str, Any]:
         "bucket_arn": bucket.arn,
         "platform_key_arn": key.arn,
         "registry_table": registry.name,
+        "revocation_table": revocations.name,
+        "gateway_role": gateway.role,
+        "gateway_secret_arn": gateway.secret_arn,
         # Beyond the shared-resource keys: the principals tenant stacks name in
         # their key and trust policies, with the account-root default resolved.
         "admin_role_arn": spec.admin_role_arn or root,
@@ -112,7 +123,8 @@ def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK) -> dict
         shared=SharedDatabaseRef(vpc_id=shared("vpc_id"), vpc_cidr=shared("vpc_cidr"),
                                  security_group_id=shared("db_security_group_id"), endpoint=shared("db_endpoint"),
                                  port=shared("db_port"), database=shared("db_name"),
-                                 admin_secret_arn=shared("db_admin_secret_arn"))))
+                                 admin_secret_arn=shared("db_admin_secret_arn"),
+                                 gateway_role=platform.get_output("gateway_role"))))
     TenantRoleAccess(tid, TenantRoleAccessArgs(tenant_id=tid, role=role, grants=TenantGrants(
         bucket_arn=shared("bucket_arn"), queue_arns=[queue.arn, queue.dlq_arn], kms_key_arn=key.arn,
         secret_arn=secret.arn)))

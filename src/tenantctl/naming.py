@@ -81,6 +81,13 @@ def secret_name(tenant_id: str) -> str:
     return f"tenantctl/{tenant_id}/db"
 
 
+# The shared pool's login on the shared database (tenant_runtime.gateway), and its secret.
+GATEWAY_ROLE = "tenantctl_gateway"
+GATEWAY_SECRET = "tenantctl/platform/gateway"
+# The token denylist (tenant_runtime.revocation), beside the registry.
+REVOCATION_TABLE = "tenantctl-revocations"
+
+
 def stack_name(tenant_id: str) -> str:
     return tenant_id
 
