@@ -40,7 +40,7 @@ from tenantctl.naming import PLATFORM_STACK, resource_name
 
 PLATFORM_DB_NAME = "tenantctl"
 PLATFORM_BACKUP_DAYS = 14
-REGISTRY_TABLE = "tenantctl-registry"
+REGISTRY_TABLE = naming.REGISTRY_TABLE
 
 
 def _account_root() -> tuple[str, str]:

@@ -26,6 +26,7 @@ a list that may miss a revocation. DynamoDB's TTL deletes lazily: entries past
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -42,6 +43,8 @@ GENERATION_KEY = "meta#generation"
 # The longest access-token life a tenant-wide revocation outlives (its entry's TTL).
 MAX_TOKEN_LIFE = 24 * 3600
 RETRY_AFTER = 1.0  # seconds between refresh attempts while the table cannot be read
+REFRESH_INTERVAL = 5.0  # the default bound on how long a revocation takes to reach a process
+MAX_AGE = 30.0  # the default age past which an unrefreshable list refuses requests
 
 
 def jti_key(jti: str) -> str:
@@ -59,8 +62,9 @@ def jti_item(jti: str, expires_at: float, revoked_at: float, reason: str = "") -
 
 def tenant_item(tenant_id: str, not_before: float, revoked_at: float, reason: str = "",
                 max_token_life: int = MAX_TOKEN_LIFE) -> dict[str, Any]:
-    return {HASH_KEY: {"S": tenant_key(tenant_id)}, "not_before": {"N": str(int(not_before))},
-            TTL_ATTRIBUTE: {"N": str(int(not_before) + max_token_life)},
+    cutoff = math.ceil(not_before)  # iat has whole seconds: the revocation's own second is refused too
+    return {HASH_KEY: {"S": tenant_key(tenant_id)}, "not_before": {"N": str(cutoff)},
+            TTL_ATTRIBUTE: {"N": str(cutoff + max_token_life)},
             "revoked_at": {"N": str(int(revoked_at))}, "reason": {"S": reason}}
 
 
@@ -74,8 +78,9 @@ def bump_generation(table: str) -> dict[str, Any]:
 class RevocationList:
     """The denylist as this process last read it (thread-safe)."""
 
-    def __init__(self, table_name: str | None = None, client: Any | None = None, refresh_interval: float = 5.0,
-                 max_age: float = 30.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, table_name: str | None = None, client: Any | None = None,
+                 refresh_interval: float = REFRESH_INTERVAL, max_age: float = MAX_AGE,
+                 clock: Callable[[], float] = time.time) -> None:
         self.table = table_name or os.environ.get(TABLE_ENV) or ""
         if not self.table:
             raise ValueError(f"revocation table name missing: pass table_name or set ${TABLE_ENV}")

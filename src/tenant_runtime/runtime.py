@@ -12,7 +12,7 @@ from tenant_runtime.gateway import Gateway, SharedPool
 from tenant_runtime.jobs import JobQueue
 from tenant_runtime.objects import ObjectAccess
 from tenant_runtime.registry import RegistryReader
-from tenant_runtime.revocation import RevocationList
+from tenant_runtime.revocation import MAX_AGE, REFRESH_INTERVAL, RevocationList
 from tenant_runtime.store import ContextStore
 
 
@@ -31,14 +31,14 @@ class TenantRuntime:
                  region: str | None = None, endpoint_url: str | None = None, session: Any | None = None,
                  key_cache: DataKeyCache | None = None, registry_ttl: float = 30.0,
                  gateway: Gateway | None = None, revocation_table: str | None = None,
-                 revocation_refresh: float = 5.0, statement_timeout: float | None = None) -> None:
+                 revocation_refresh: float = REFRESH_INTERVAL, statement_timeout: float | None = None) -> None:
         self.clients = ClientFactory(mode, session=session, region=region, endpoint_url=endpoint_url)
         self._platform = (session or self.clients.session, region, endpoint_url)
         self._platform_clients: dict[str, Any] = {}
         self.registry = RegistryReader(registry_table, client=self.platform_client("dynamodb"), ttl=registry_ttl)
         self.revocations = RevocationList(revocation_table, client=self.registry.client,
                                           refresh_interval=revocation_refresh,
-                                          max_age=max(30.0, 6 * revocation_refresh)) if revocation_table else None
+                                          max_age=max(MAX_AGE, 6 * revocation_refresh)) if revocation_table else None
         self.resolver = TenantResolver(jwt, self.registry, revocations=self.revocations)
         self.envelope = Envelope(lambda ctx: self.clients.client(ctx, "kms"), key_cache)
         shared = SharedPool(gateway, lambda: self.platform_client("secretsmanager")) if gateway else None
