@@ -312,6 +312,10 @@ class AsyncTenantRuntime:
     async def resolve(self, token: str, addressed_tenant: Addressed = None) -> TenantContext:
         return await self.resolver.resolve(token, addressed_tenant)
 
+    async def context(self, tenant_id: str) -> TenantContext:
+        """See ``TenantRuntime.context`` (workers, maintenance)."""
+        return await self.offload.call(self.sync.context, tenant_id)
+
     async def aclose(self) -> None:
         await self.store.close()
         self.sync.close()

@@ -59,5 +59,10 @@ class TenantRuntime:
     def resolve(self, token: str, addressed_tenant: Addressed = None) -> TenantContext:
         return self.resolver.resolve(token, addressed_tenant)
 
+    def context(self, tenant_id: str) -> TenantContext:
+        """The context of an active tenant for work without a request token (a
+        job worker, a maintenance task), from the registry like ``resolve``."""
+        return TenantContext(tenant_id=tenant_id, record=self.registry.get(tenant_id), subject="service")
+
     def close(self) -> None:
         self.store.close()
