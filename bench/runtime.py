@@ -297,8 +297,8 @@ async def async_case(endpoints, table, settings, token, tid, secret, text, args)
                     bucket.append(time.perf_counter() - start)
             samples[f"floor {op}"].append(f)
             samples[f"routed {op}"].append(g)
-    rounds_table(f"async (asyncio, one task; offloaded to the I/O pool after warm-up: "
-                 f"{art.offload.offloaded} calls in all)", samples, ("append", "history"))
+    rounds_table(f"async (asyncio, one task; calls handed to the I/O pool, warm-up included: "
+                 f"{art.offload.offloaded})", samples, ("append", "history"))
     await floor.close()
     await art.aclose()
 
