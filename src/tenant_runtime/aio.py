@@ -37,8 +37,7 @@ import psycopg
 from tenant_runtime.auth import Addressed, JWTSettings, TenantResolver
 from tenant_runtime.blocking import WouldBlock, blocking_allowed, inline
 from tenant_runtime.context import TenantContext
-from tenant_runtime.errors import StoreUnavailable
-from tenant_runtime.gateway import Gateway, GatewayLogin
+from tenant_runtime.gateway import Gateway, PoolBase
 from tenant_runtime.jobs import Job, JobMessage
 from tenant_runtime.objects import PresignedUpload
 from tenant_runtime.runtime import TenantRuntime
@@ -48,8 +47,10 @@ from tenant_runtime.store import (
     Message,
     Operation,
     Page,
+    Statement,
     StoreOperations,
     TenantLogins,
+    advance,
     scope_statement,
     store_errors,
 )
@@ -117,13 +118,12 @@ class AsyncTenantResolver:
         return await self.offload.call(self.resolver.resolve_header, authorization, addressed_tenant)
 
 
-class AsyncSharedPool:
+class AsyncSharedPool(PoolBase):
     """The shared pool for the event loop (``psycopg_pool.AsyncConnectionPool``)."""
 
     def __init__(self, settings: Gateway, secret_client: Callable[[], Any], offload: Offloader) -> None:
-        self.settings, self.offload = settings, offload
-        self.login = GatewayLogin(settings, secret_client)
-        self._pool: Any = None
+        super().__init__(settings, secret_client)
+        self.offload = offload
         self._opening: asyncio.Lock | None = None
 
     async def serves(self, ctx: TenantContext) -> bool:
@@ -156,11 +156,7 @@ class AsyncSharedPool:
             async with pool.connection() as conn:
                 yield conn, ctx.resources.store.role
         except PoolTimeout as exc:
-            raise StoreUnavailable(f"no shared-pool connection within {self.settings.timeout:g} s "
-                                   f"(max_size {self.settings.max_size}): {exc}") from None
-
-    def stats(self) -> dict[str, int]:
-        return dict(self._pool.get_stats()) if self._pool is not None else {}
+            raise self.exhausted(exc) from None
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
@@ -209,21 +205,18 @@ class AsyncContextStore(StoreOperations):
             raise self.logins.login_failed(ctx, exc) from None
 
     async def _run(self, ctx: TenantContext, operation: Operation) -> Any:
-        result: Any = None
-        while True:
-            try:
-                step = operation.send(result)
-            except StopIteration as done:
-                return done.value
-            if isinstance(step, Compute):
-                result = await self.offload.call(step.fn, *step.args)
-                continue
-            async with self.transaction(ctx) as conn:
-                cur = await conn.execute(step.query, step.params)
-                if step.fetch == "rowcount":
-                    result = cur.rowcount
-                else:
-                    result = await (cur.fetchone() if step.fetch == "one" else cur.fetchall())
+        done, step = advance(operation, None)
+        while not done:
+            done, step = advance(operation, await (self.offload.call(step.fn, *step.args)
+                                                   if isinstance(step, Compute) else self._statement(ctx, step)))
+        return step
+
+    async def _statement(self, ctx: TenantContext, step: Statement) -> Any:
+        async with self.transaction(ctx) as conn:
+            cur = await conn.execute(step.query, step.params)
+            if step.fetch == "rowcount":
+                return cur.rowcount
+            return await (cur.fetchone() if step.fetch == "one" else cur.fetchall())
 
     async def close(self) -> None:
         for conn in self.logins.drain():

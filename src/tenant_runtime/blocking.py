@@ -13,7 +13,7 @@ of every rule, no async twin to keep in step, and the loop never waits on I/O.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 
 _INLINE: ContextVar[bool] = ContextVar("tenant_runtime_inline", default=False)
@@ -29,20 +29,19 @@ def may_block() -> None:
 
 
 @contextmanager
-def inline() -> Iterator[None]:
+def _mode(inline_attempt: bool) -> Iterator[None]:
+    token = _INLINE.set(inline_attempt)
+    try:
+        yield
+    finally:
+        _INLINE.reset(token)
+
+
+def inline() -> AbstractContextManager[None]:
     """Run the body as an attempt that must not block (see the module doc)."""
-    token = _INLINE.set(True)
-    try:
-        yield
-    finally:
-        _INLINE.reset(token)
+    return _mode(True)
 
 
-@contextmanager
-def blocking_allowed() -> Iterator[None]:
+def blocking_allowed() -> AbstractContextManager[None]:
     """The body may block (a worker thread running a call the loop handed off)."""
-    token = _INLINE.set(False)
-    try:
-        yield
-    finally:
-        _INLINE.reset(token)
+    return _mode(False)

@@ -116,13 +116,27 @@ class GatewayLogin:
         self._secret.pop("gateway")
 
 
-class SharedPool:
-    """The shared pool for threads (``psycopg_pool.ConnectionPool``), opened
-    on first use."""
+class PoolBase:
+    """What the sync and async shared pools share: settings, login, statistics."""
 
     def __init__(self, settings: Gateway, secret_client: Callable[[], Any]) -> None:
         self.settings, self.login = settings, GatewayLogin(settings, secret_client)
         self._pool: Any = None
+
+    def exhausted(self, exc: Exception) -> StoreUnavailable:
+        return StoreUnavailable(f"no shared-pool connection within {self.settings.timeout:g} s "
+                                f"(max_size {self.settings.max_size}): {exc}")
+
+    def stats(self) -> dict[str, int]:
+        return dict(self._pool.get_stats()) if self._pool is not None else {}
+
+
+class SharedPool(PoolBase):
+    """The shared pool for threads (``psycopg_pool.ConnectionPool``), opened
+    on first use."""
+
+    def __init__(self, settings: Gateway, secret_client: Callable[[], Any]) -> None:
+        super().__init__(settings, secret_client)
         self._lock = threading.Lock()
 
     def serves(self, ctx: TenantContext) -> bool:
@@ -148,11 +162,7 @@ class SharedPool:
             with self.pool().connection() as conn:
                 yield conn, ctx.resources.store.role
         except PoolTimeout as exc:
-            raise StoreUnavailable(f"no shared-pool connection within {self.settings.timeout:g} s "
-                                   f"(max_size {self.settings.max_size}): {exc}") from None
-
-    def stats(self) -> dict[str, int]:
-        return dict(self._pool.get_stats()) if self._pool is not None else {}
+            raise self.exhausted(exc) from None
 
     def close(self) -> None:
         with self._lock:

@@ -309,6 +309,15 @@ Step = Statement | Compute
 Operation = Generator[Step, Any, Any]
 
 
+def advance(operation: Operation, result: Any) -> tuple[bool, Any]:
+    """Send ``result`` to ``operation``: (True, its return value) once it is
+    done, else (False, its next step)."""
+    try:
+        return False, operation.send(result)
+    except StopIteration as done:
+        return True, done.value
+
+
 class StoreOperations:
     """The store's API as operations: validation, SQL and results, no I/O."""
 
@@ -440,19 +449,17 @@ class ContextStore(StoreOperations):
                 conn.close()
 
     def _run(self, ctx: TenantContext, operation: Operation) -> Any:
-        result: Any = None
-        while True:
-            try:
-                step = operation.send(result)
-            except StopIteration as done:
-                return done.value
-            if isinstance(step, Compute):
-                result = step.fn(*step.args)
-                continue
-            with self.transaction(ctx) as conn:
-                cur = conn.execute(step.query, step.params)
-                result = cur.rowcount if step.fetch == "rowcount" else (
-                    cur.fetchone() if step.fetch == "one" else cur.fetchall())
+        done, step = advance(operation, None)
+        while not done:
+            done, step = advance(operation, step.fn(*step.args) if isinstance(step, Compute) else
+                                 self._statement(ctx, step))
+        return step
+
+    def _statement(self, ctx: TenantContext, step: Statement) -> Any:
+        with self.transaction(ctx) as conn:
+            cur = conn.execute(step.query, step.params)
+            return cur.rowcount if step.fetch == "rowcount" else (
+                cur.fetchone() if step.fetch == "one" else cur.fetchall())
 
     def close(self) -> None:
         for conn in self.logins.drain():

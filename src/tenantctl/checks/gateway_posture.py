@@ -21,7 +21,7 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from tenantctl.checks.results import CheckResult, Outcome, run_each
+from tenantctl.checks.results import CheckResult, run_connected
 
 AREA = "gateway"
 NAMES = ("gateway-attributes", "gateway-owns-nothing", "gateway-memberships", "gateway-no-privileges",
@@ -116,13 +116,5 @@ class _GatewayChecks:
 
 
 def gateway_checks(record: Any, platform: dict[str, Any], clients: Callable[..., Any]) -> Iterator[CheckResult]:
-    try:
-        conn = connect_as_gateway(platform, clients)
-    except Exception as exc:  # noqa: BLE001 - every check reports it
-        for name in NAMES:
-            yield CheckResult(area=AREA, name=name, outcome=Outcome.error,
-                              detail=f"cannot connect as the gateway role: {type(exc).__name__}: {exc}")
-        return
-    with conn:
-        checks = _GatewayChecks(conn, record, platform["gateway_role"])
-        yield from run_each(AREA, [(name, getattr(checks, name.replace("-", "_"))) for name in NAMES])
+    yield from run_connected(AREA, NAMES, lambda: connect_as_gateway(platform, clients),
+                             lambda conn: _GatewayChecks(conn, record, platform["gateway_role"]), "the gateway role")
