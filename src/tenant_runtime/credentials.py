@@ -27,6 +27,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from tenant_runtime.blocking import may_block
 from tenant_runtime.context import TenantContext, verified
 
 Mode = Literal["ambient", "assume_role"]
@@ -90,6 +91,7 @@ class ClientFactory:
             return clients[service]
 
     def _credentials(self, sts: Any, **params: Any) -> dict[str, Any]:
+        may_block()
         self.assume_role_calls += 1
         creds = sts.assume_role(DurationSeconds=self.duration_seconds, **params)["Credentials"]
         if creds["Expiration"].tzinfo is None:

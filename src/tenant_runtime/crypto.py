@@ -55,6 +55,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from tenant_runtime.blocking import may_block
 from tenant_runtime.context import TenantContext, verified
 from tenant_runtime.errors import DecryptionFailed, KeyUnusable, KmsUnavailable, TenantRuntimeError
 
@@ -236,6 +237,7 @@ class Envelope:
         KMS will not open under this key and context -> DecryptionFailed."""
         from botocore.exceptions import BotoCoreError, ClientError
 
+        may_block()
         self._counted(check=call == "describe_key")
         try:
             return getattr(kms(), call)(KeyId=key_arn, **params)

@@ -271,11 +271,15 @@ def _statement_scope(plan: _Plan, r: PlannedResource, stmt: dict) -> Iterator[st
 
 
 # What the platform's runtime role may do (infra/components/runtime_role.py): assume
-# tenant roles (any account: cells) and read the registry table; nothing else.
+# tenant roles (any account: cells) and read the platform's own tables, the
+# gateway secret and (through Secrets Manager) the key it is sealed with.
 _RUNTIME_GRANTS = {
     "sts:assumerole": lambda res: res == f"arn:aws:iam::*:role/{naming.iam_role_name('*')}",
     "sts:tagsession": lambda res: res == f"arn:aws:iam::*:role/{naming.iam_role_name('*')}",
     "dynamodb:getitem": lambda res: res.startswith("arn:aws:dynamodb:") and ":table/" in res,
+    "dynamodb:scan": lambda res: res.startswith("arn:aws:dynamodb:") and ":table/" in res,
+    "secretsmanager:getsecretvalue": lambda res: res.startswith("arn:aws:secretsmanager:") and ":secret:" in res,
+    "kms:decrypt": lambda res: res.startswith("arn:aws:kms:") and ":key/" in res,
 }
 
 
@@ -283,7 +287,7 @@ def _runtime_role_scope(stmt: dict) -> Iterator[str]:
     for action in (a.lower() for a in _as_list(stmt.get("Action"))):
         allowed = _RUNTIME_GRANTS.get(action)
         if allowed is None:
-            yield f"action {action!r}: the runtime role may only assume tenant roles and read the registry"
+            yield f"action {action!r}: the runtime role may only assume tenant roles and read what the runtime reads"
             continue
         for res in _as_list(stmt.get("Resource")):
             if _known(res) and not allowed(res):

@@ -17,8 +17,10 @@ from psycopg import sql
 from tenantctl.checks import check_tenant
 from tenantctl.checks.aws_posture import NAMES as AWS_CHECKS
 from tenantctl.checks.db_posture import NAMES as DB_CHECKS
+from tenantctl.checks.gateway_posture import NAMES as GATEWAY_CHECKS
 from tenantctl.errors import PolicyViolation
 from tenantctl.models import TenantSpec
+from tenantctl.naming import GATEWAY_ROLE
 from tenantctl.operations.provision import provision
 
 CLEAN = "ck-posture"
@@ -44,12 +46,12 @@ def outcomes(report) -> dict[str, str]:
 def test_a_fresh_tenant_passes_every_check(clean, workspace, tenantctl_cli):
     assert clean.last_error is None  # provision ran the same check at its end
     report = check_tenant(workspace, CLEAN)
-    assert outcomes(report) == {name: "pass" for name in DB_CHECKS + AWS_CHECKS}, report.summary()
+    assert outcomes(report) == {name: "pass" for name in DB_CHECKS + GATEWAY_CHECKS + AWS_CHECKS}, report.summary()
     run = tenantctl_cli("check", CLEAN, "--json")
     assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout)
     assert out["ok"] is True and out["failed"] == [] and out["exit_code"] == 0
-    assert {c["name"] for c in out["checks"]} == set(DB_CHECKS + AWS_CHECKS)
+    assert {c["name"] for c in out["checks"]} == set(DB_CHECKS + GATEWAY_CHECKS + AWS_CHECKS)
     fail_closed = next(c for c in out["checks"] if c["name"] == "fail-closed")
     assert "insert refused" in fail_closed["detail"] and "canaries visible" in fail_closed["detail"]
 
@@ -66,20 +68,21 @@ def test_check_leaves_no_canary_behind(clean, sandbox):
 def test_human_output_is_a_table(clean, tenantctl_cli):
     run = tenantctl_cli("check", CLEAN)
     assert run.returncode == 0, run.stderr
-    assert "rls-forced" in run.stdout and "kms-rotation" in run.stdout and "all 21 checks pass" in run.stdout
+    assert "rls-forced" in run.stdout and "kms-rotation" in run.stdout and "all 26 checks pass" in run.stdout
     unknown = tenantctl_cli("check", "ck-nobody")
     assert unknown.returncode == 6 and "not in the registry" in unknown.stderr
 
 
 @contextmanager
 def tampered_sql(sandbox, record, do: str, undo: str) -> Iterator[None]:
-    schema, role = record.resources.store.schema_name, record.resources.store.role
+    names = {"schema": sql.Identifier(record.resources.store.schema_name),
+             "role": sql.Identifier(record.resources.store.role), "gateway": sql.Identifier(GATEWAY_ROLE)}
     with admin(sandbox, record) as conn:
-        conn.execute(sql.SQL(do).format(schema=sql.Identifier(schema), role=sql.Identifier(role)))
+        conn.execute(sql.SQL(do).format(**names))
         try:
             yield
         finally:
-            conn.execute(sql.SQL(undo).format(schema=sql.Identifier(schema), role=sql.Identifier(role)))
+            conn.execute(sql.SQL(undo).format(**names))
 
 
 DB_TAMPERING = [
@@ -107,6 +110,17 @@ DB_TAMPERING = [
                  "DROP POLICY ck_open ON {schema}.conversations", {"rls-policy", "fail-closed"}, id="open-policy"),
     pytest.param("CREATE SCHEMA tenant_ck_other; GRANT USAGE ON SCHEMA tenant_ck_other TO {role}",
                  "DROP SCHEMA tenant_ck_other", {"no-foreign-schema-access"}, id="foreign-schema"),
+    # The shared pool's gateway role.
+    # (PostgreSQL 16+ fixes a membership's INHERIT when granted: the role attribute governs later grants)
+    pytest.param("ALTER ROLE {gateway} INHERIT", "ALTER ROLE {gateway} NOINHERIT", {"gateway-attributes"},
+                 id="gateway-inherits"),
+    pytest.param("GRANT USAGE ON SCHEMA {schema} TO {gateway}; GRANT SELECT ON {schema}.messages TO {gateway}",
+                 "REVOKE SELECT ON {schema}.messages FROM {gateway}; REVOKE USAGE ON SCHEMA {schema} FROM {gateway}",
+                 {"gateway-no-privileges", "gateway-reads-nothing"}, id="gateway-granted-a-table"),
+    pytest.param("GRANT pg_read_all_data TO {gateway}", "REVOKE pg_read_all_data FROM {gateway}",
+                 {"gateway-memberships"}, id="gateway-member-of-another-role"),
+    pytest.param("REVOKE {role} FROM {gateway}", "GRANT {role} TO {gateway}", {"gateway-memberships"},
+                 id="gateway-not-a-member"),
 ]
 
 

@@ -24,8 +24,8 @@ def ab(runtime, runtime_env):
 def queue_depth(env, url: str) -> tuple[int, int]:
     attrs = env.client("sqs").get_queue_attributes(
         QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed"])
-    counts = attrs["Attributes"]
-    return int(counts["ApproximateNumberOfMessages"]), int(counts["ApproximateNumberOfMessagesDelayed"])
+    found = attrs["Attributes"]
+    return int(found["ApproximateNumberOfMessages"]), int(found["ApproximateNumberOfMessagesDelayed"])
 
 
 # -- the runtime check: A's token addressing B -------------------------------------
@@ -119,10 +119,10 @@ def test_http_requests_map_to_statuses(runtime, runtime_env, ab):
     own = client.get(f"/tenants/{a}/conversations/conv-http", headers=auth)
     assert own.status_code == 200 and own.json()["messages"] == ["a via http"]
     foreign = client.get(f"/tenants/{b}/conversations/conv-http", headers=auth)
-    assert foreign.status_code == 403 and foreign.json()["error"] == "tenant_mismatch"
+    assert foreign.status_code == 403 and foreign.json()["code"] == "tenant_mismatch"
     b_cursor = runtime.store.history(ctx_b, "conv-http", limit=1).next_cursor
     smuggled = client.get(f"/tenants/{a}/conversations/conv-http", params={"cursor": b_cursor}, headers=auth)
-    assert smuggled.status_code == 403 and smuggled.json()["error"] == "tenant_mismatch"
+    assert smuggled.status_code == 403 and smuggled.json()["code"] == "tenant_mismatch"
     assert client.get(f"/tenants/{a}/conversations/conv-http").status_code == 401
 
 

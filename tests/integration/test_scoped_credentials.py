@@ -170,8 +170,12 @@ def test_tenant_roles_trust_the_platforms_runtime_role_only(tenants, sandbox, wo
     assert role["AssumeRolePolicyDocument"] == runtime_trust_document(["ecs-tasks.amazonaws.com"])
     [name] = iam.list_role_policies(RoleName="tenantctl-runtime")["PolicyNames"]
     access = iam.get_role_policy(RoleName="tenantctl-runtime", PolicyName=name)["PolicyDocument"]
-    table = aws(sandbox, "dynamodb").describe_table(TableName=workspace.ensure_platform()["registry_table"])["Table"]
-    assert access == runtime_access_document(table["TableArn"])
+    platform = workspace.ensure_platform()
+    dynamodb = aws(sandbox, "dynamodb")
+    tables = [dynamodb.describe_table(TableName=platform[t])["Table"]["TableArn"]
+              for t in ("registry_table", "revocation_table")]
+    assert access == runtime_access_document(*tables, platform["gateway_secret_arn"], platform["platform_key_arn"],
+                                             sandbox.region)
     assert allowed([access], iam_eval.Request("sts:AssumeRole", tenants[A].resources.role_arn))
     assert not allowed([access], iam_eval.Request("sts:AssumeRole", f"arn:aws:iam::{account}:role/admin"))
     assert not allowed([access], iam_eval.s3_object("s3:GetObject", tenants[A].resources.bucket, f"tenants/{A}/x"))
