@@ -25,7 +25,9 @@ class TenantRuntime:
     (``tenant_runtime.gateway``); without it every tenant logs in as its own
     role. ``revocation_table``: check every token against the denylist
     (``tenant_runtime.revocation``). ``statement_timeout``: seconds a store
-    query may run before PostgreSQL cancels it (StoreTimeout, 503)."""
+    query may run before PostgreSQL cancels it (StoreTimeout, 503).
+    ``runtime_role_arn``: in ``assume_role`` mode, the platform's runtime role
+    to assume first when this process does not run as it (the sandbox)."""
 
     def __init__(self, jwt: JWTSettings, registry_table: str | None = None, *, mode: Mode = "ambient",
                  region: str | None = None, endpoint_url: str | None = None, session: Any | None = None,
