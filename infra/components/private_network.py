@@ -26,7 +26,7 @@ class PrivateNetworkArgs:
 def subnet_cidrs(cidr: str, count: int) -> list[str]:
     net = ipaddress.ip_network(cidr)
     new_prefix = min(net.prefixlen + 4, 28)
-    return [str(s) for s, _ in zip(net.subnets(new_prefix=new_prefix), range(count))]
+    return [str(s) for s, _ in zip(net.subnets(new_prefix=new_prefix), range(count), strict=False)]
 
 
 class PrivateNetwork(pulumi.ComponentResource):
@@ -41,7 +41,7 @@ class PrivateNetwork(pulumi.ComponentResource):
                           enable_dns_hostnames=True, tags=args.tags, opts=child)
         route_table = aws.ec2.RouteTable(f"{name}-private", vpc_id=vpc.id, tags=args.tags, opts=child)
         subnets = []
-        for i, (az, cidr) in enumerate(zip(args.az_names, subnet_cidrs(args.cidr, len(args.az_names)))):
+        for i, (az, cidr) in enumerate(zip(args.az_names, subnet_cidrs(args.cidr, len(args.az_names)), strict=True)):
             subnet = aws.ec2.Subnet(f"{name}-private-{i}", vpc_id=vpc.id, cidr_block=cidr, availability_zone=az,
                                     map_public_ip_on_launch=False, tags=args.tags, opts=child)
             aws.ec2.RouteTableAssociation(f"{name}-private-{i}", subnet_id=subnet.id,

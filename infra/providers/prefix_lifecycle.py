@@ -136,7 +136,8 @@ class PrefixLifecycleProvider(ResourceProvider):
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         _write_rules(props, props["rules"])
-        return CreateResult(f"{props['bucket']}/{props['prefix']}", {k: v for k, v in props.items() if not k.startswith("__")})
+        outs = {k: v for k, v in props.items() if not k.startswith("__")}
+        return CreateResult(f"{props['bucket']}/{props['prefix']}", outs)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         return diff_inputs(olds, news, self.REPLACE_ON)

@@ -67,13 +67,20 @@ def _progress(preview: bool) -> Iterator[tuple[Callable, Callable]]:
 
 @app.command()
 def apply(
-    preview: Annotated[bool, typer.Option("--preview", help="Plan only. Exit 0: no changes, 2: changes pending, 1: error.")] = False,
-    prune: Annotated[bool, typer.Option("--prune", help="Deprovision tenants in the registry but not in stacks/ (only with --yes; without it they are listed).")] = False,
+    preview: Annotated[bool, typer.Option(
+        "--preview", help="Plan only. Exit 0: no changes, 2: changes pending, 1: error.")] = False,
+    prune: Annotated[bool, typer.Option(
+        "--prune", help="Deprovision tenants in the registry but not in stacks/ "
+                        "(only with --yes; without it they are listed).")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Confirm --prune.")] = False,
     parallel: Annotated[int, typer.Option(help="Tenants applied at once (each in a process of its own).")] = 4,
-    shard: Annotated[Optional[str], typer.Option(help="I/N: only this runner's deterministic share of tenants.")] = None,
-    match: Annotated[Optional[list[str]], typer.Option(metavar="GLOB", help="Only tenants whose id matches this glob (repeatable), in stacks/ and in the registry alike.")] = None,
-    markdown: Annotated[Optional[Path], typer.Option(help="Also write a markdown summary (pull-request comment) here.")] = None,
+    shard: Annotated[Optional[str], typer.Option(
+        help="I/N: only this runner's deterministic share of tenants.")] = None,
+    match: Annotated[Optional[list[str]], typer.Option(
+        metavar="GLOB", help="Only tenants whose id matches this glob (repeatable), "
+                             "in stacks/ and in the registry alike.")] = None,
+    markdown: Annotated[Optional[Path], typer.Option(
+        help="Also write a markdown summary (pull-request comment) here.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
 ) -> None:
     """Provision new tenants, update changed ones, skip unchanged ones, report orphans.

@@ -34,6 +34,7 @@ def engine_progress(title: str, quiet: bool = False) -> Iterator[EventSink]:
                 done += 1
             if event.kind in ("resource-pre", "resource-done"):
                 op = event.op.value if event.op else ""
-                progress.update(task, description=f"{title} [{event.stack}] {done} done · {op} {event.type} {event.name}")
+                progress.update(task, description=(f"{title} [{event.stack}] {done} done · "
+                                                   f"{op} {event.type} {event.name}"))
 
         yield draw

@@ -123,7 +123,8 @@ class RouteTableAssociationHandler(Handler):
                                                        SubnetId=d.get("subnetId"))["AssociationId"]
 
     def remove(self, ctx: Context, rid: str, d: Desired) -> None:
-        ignore_missing(lambda: ctx.client("ec2").disassociate_route_table(AssociationId=rid), "InvalidAssociationID.NotFound")
+        ignore_missing(lambda: ctx.client("ec2").disassociate_route_table(AssociationId=rid),
+                       "InvalidAssociationID.NotFound")
 
 
 def ip_permissions(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -176,7 +177,8 @@ class SecurityGroupHandler(TaggedEc2Handler):
         group = ec2.describe_security_groups(GroupIds=[rid])["SecurityGroups"][0]
         for direction, current_key, revoke, authorize in (
                 ("ingress", "IpPermissions", ec2.revoke_security_group_ingress, ec2.authorize_security_group_ingress),
-                ("egress", "IpPermissionsEgress", ec2.revoke_security_group_egress, ec2.authorize_security_group_egress)):
+                ("egress", "IpPermissionsEgress",
+                 ec2.revoke_security_group_egress, ec2.authorize_security_group_egress)):
             current, wanted = _strip(group.get(current_key, [])), ip_permissions(d.get(direction, []))
             stale = [p for p in current if p not in wanted]
             missing = [p for p in wanted if p not in current]

@@ -132,7 +132,8 @@ class InstanceHandler(Handler):
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db_name)))
             if own:  # a dedicated tenant's instance holds no other tenant's roles: on the
                 # shared sandbox server only roles granted CONNECT (its own) may log in.
-                conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(sql.Identifier(db_name)))
+                conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC")
+                             .format(sql.Identifier(db_name)))
 
     @staticmethod
     def _ensure_master_secret(ctx: Context, rid: str, d: Desired, user: str, password: str) -> str:

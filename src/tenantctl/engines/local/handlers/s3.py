@@ -129,7 +129,8 @@ HANDLERS = (
                          lambda s3, b: s3.delete_bucket_policy(Bucket=b)),
     # Versioning cannot be switched off once on: deleting the resource suspends it (as Pulumi does).
     BucketSettingHandler("aws:s3/bucketVersioning:BucketVersioning", _versioning,
-                         lambda s3, b: s3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Suspended"})),
+                         lambda s3, b: s3.put_bucket_versioning(
+                             Bucket=b, VersioningConfiguration={"Status": "Suspended"})),
     BucketSettingHandler("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
                          _encryption, lambda s3, b: s3.delete_bucket_encryption(Bucket=b)),
 )
