@@ -72,6 +72,27 @@ def failure_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def refusal(existing: TenantRecord | None, spec: TenantSpec, locks: bool = True) -> TenantctlError | None:
+    """Why a provision of ``spec`` would be refused by the registry as it stands
+    (None: it would be let through). Previews ask this so that a green preview
+    means a green apply; ``locks=False``: a lock (a run in progress) is not a refusal."""
+    if existing is None:
+        return None
+    if locks and existing.lock is not None:
+        return Conflict(describe_lock(spec.id, existing.lock))
+    if existing.status in (TenantStatus.deprovisioning, TenantStatus.deprovisioned):
+        return Conflict(
+            f"tenant id {spec.id!r} was deprovisioned on {existing.deprovisioned_at or existing.updated_at:%Y-%m-%d}; "
+            "ids are tombstoned and never reused (restore it with `tenantctl drill restore` or pick a new id)"
+        )
+    if existing.tier is not spec.tier:
+        return InvalidInput(
+            f"tenant {spec.id!r} is {existing.tier.value}; moving tiers in place is not supported "
+            "(provision a new tenant and migrate its data)"
+        )
+    return None
+
+
 class Held:
     """The record a ``RegistryWriter.hold`` block works on: assign each write's
     result back to ``record`` so the block ends on the latest version."""
@@ -219,18 +240,9 @@ class RegistryWriter:
                 return self._put(record, None)
             except Conflict:
                 raise Conflict(f"tenant {spec.id!r} is being provisioned by another run") from None
-        if existing.lock is not None:
-            raise Conflict(describe_lock(spec.id, existing.lock))
-        if existing.status in (TenantStatus.deprovisioning, TenantStatus.deprovisioned):
-            raise Conflict(
-                f"tenant id {spec.id!r} was deprovisioned on {existing.deprovisioned_at or existing.updated_at:%Y-%m-%d}; "
-                "ids are tombstoned and never reused (restore it with `tenantctl drill restore` or pick a new id)"
-            )
-        if existing.tier is not spec.tier:
-            raise InvalidInput(
-                f"tenant {spec.id!r} is {existing.tier.value}; moving tiers in place is not supported "
-                "(provision a new tenant and migrate its data)"
-            )
+        refused = refusal(existing, spec)
+        if refused is not None:
+            raise refused
         updated = existing.model_copy(update={"lock": lock, "last_error": None})  # owner: once applied
         return self._put(updated, existing.version)
 

@@ -67,9 +67,10 @@ class Cli:
         return cls(root, env)
 
     def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        # No stdin: a command that asks (deprovision without --yes) reads EOF and aborts.
         return subprocess.Popen([sys.executable, "-m", "tenantctl", *args], cwd=self.root,
-                                env={**self.env, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+                                env={**self.env, **(env or {})}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
 
     def __call__(self, *args: str, env: dict[str, str] | None = None, timeout: float = 600) -> Run:
         proc = self.start(*args, env=env)
@@ -114,7 +115,8 @@ def lifecycle_rules(sandbox, bucket: str) -> list[dict[str, Any]]:
 def tenant_rule_ids(sandbox, bucket: str, tenant_id: str) -> set[str]:
     prefix = naming.s3_prefix(tenant_id)
     return {r["ID"] for r in lifecycle_rules(sandbox, bucket)
-            if r["ID"].startswith(f"tenantctl-{tenant_id}-") and r.get("Filter", {}).get("Prefix", "").startswith(prefix)}
+            if r["ID"].startswith(f"tenantctl-{tenant_id}-")
+            and r.get("Filter", {}).get("Prefix", "").startswith(prefix)}
 
 
 def inventory(sandbox, tenant_id: str) -> dict[str, int]:

@@ -158,16 +158,19 @@ def _tamper_aws(sandbox, record, what: str):
         kms.put_key_policy(KeyId=res.kms_key_arn, PolicyName="default", Policy=json.dumps(doc))
         return lambda: kms.put_key_policy(KeyId=res.kms_key_arn, PolicyName="default", Policy=old)
     if what == "dlq-sse":
-        key = sqs.get_queue_attributes(QueueUrl=res.dlq_url, AttributeNames=["KmsMasterKeyId"])["Attributes"]["KmsMasterKeyId"]
+        key = sqs.get_queue_attributes(QueueUrl=res.dlq_url,
+                                       AttributeNames=["KmsMasterKeyId"])["Attributes"]["KmsMasterKeyId"]
         sqs.set_queue_attributes(QueueUrl=res.dlq_url, Attributes={"KmsMasterKeyId": ""})
         return lambda: sqs.set_queue_attributes(QueueUrl=res.dlq_url, Attributes={"KmsMasterKeyId": key})
     if what == "public-access":
         block = s3.get_public_access_block(Bucket=res.bucket)["PublicAccessBlockConfiguration"]
-        s3.put_public_access_block(Bucket=res.bucket, PublicAccessBlockConfiguration={**block, "RestrictPublicBuckets": False})
+        s3.put_public_access_block(Bucket=res.bucket,
+                                   PublicAccessBlockConfiguration={**block, "RestrictPublicBuckets": False})
         return lambda: s3.put_public_access_block(Bucket=res.bucket, PublicAccessBlockConfiguration=block)
     if what == "tag":
         kms.untag_resource(KeyId=res.kms_key_arn, TagKeys=["tenant"])
-        return lambda: kms.tag_resource(KeyId=res.kms_key_arn, Tags=[{"TagKey": "tenant", "TagValue": record.tenant_id}])
+        return lambda: kms.tag_resource(KeyId=res.kms_key_arn,
+                                        Tags=[{"TagKey": "tenant", "TagValue": record.tenant_id}])
     if what == "trust":
         role = res.role_arn.rsplit("/", 1)[-1]
         old = iam.get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]
@@ -180,7 +183,8 @@ def _tamper_aws(sandbox, record, what: str):
         name = iam.list_role_policies(RoleName=role)["PolicyNames"][0]
         old = iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
         wide = json.loads(json.dumps(old))
-        wide["Statement"][0]["Resource"] = wide["Statement"][0]["Resource"].replace(f"/{record.tenant_id}/*", f"/{record.tenant_id}*")
+        wide["Statement"][0]["Resource"] = wide["Statement"][0]["Resource"].replace(
+            f"/{record.tenant_id}/*", f"/{record.tenant_id}*")
         iam.put_role_policy(RoleName=role, PolicyName=name, PolicyDocument=json.dumps(wide))
         return lambda: iam.put_role_policy(RoleName=role, PolicyName=name, PolicyDocument=json.dumps(old))
     raise AssertionError(what)
@@ -209,18 +213,19 @@ def test_aws_tampering_fails_the_named_check(clean, workspace, sandbox, what, ex
 
 def test_provision_runs_the_check_and_records_a_violation(workspace, provision_tenant, sandbox):
     """A re-run that changes nothing still verifies: rotation switched off behind
-    tenantctl's back is caught, the record keeps the error, exit 8."""
+    tenantctl's back is caught by a run that trusts its state (no refresh), the
+    record keeps the error, exit 8; a plain provision repairs it instead."""
     tenant = "ck-post-check"
     record = provision_tenant(tenant)
     undo = _tamper_aws(sandbox, record, "rotation")
     try:
         with pytest.raises(PolicyViolation) as err:
-            provision(workspace, TenantSpec(id=tenant))
+            provision(workspace, TenantSpec(id=tenant), refresh=False)
         assert err.value.exit_code == 8 and "fail aws/kms-rotation" in str(err.value)
         stored = workspace.registry.require(tenant)
         assert stored.status.value == "active" and stored.lock is None
         assert "kms-rotation" in stored.last_error
+        again, result = provision(workspace, TenantSpec(id=tenant))  # refreshes: the rotation is turned back on
     finally:
         undo()
-    again, _ = provision(workspace, TenantSpec(id=tenant))
-    assert again.last_error is None
+    assert again.last_error is None and [c.name for c in result.drift] == [f"{tenant}-key"]
