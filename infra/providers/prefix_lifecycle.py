@@ -15,6 +15,7 @@ band is drift; the update that follows writes the tenant's rules back).
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -117,8 +118,31 @@ def _bucket_lock(s3, bucket: str) -> Iterator[None]:
                 remove(taken.get("VersionId"))
 
 
+# A fleet refresh reads every tenant's rules from the one shared configuration:
+# reads of a bucket within READ_TTL_SECONDS share one GetBucketLifecycleConfiguration
+# (hundreds of rules each time) instead of one per tenant; this process's writes
+# drop the bucket's entry, and a read only ever keeps the tenant's own rules.
+READ_TTL_SECONDS = 5.0
+_READS: dict[tuple[str, str], tuple[float, list[dict[str, Any]]]] = {}
+_READS_LOCK = threading.Lock()
+
+
+def _live_rules(region: str, bucket: str) -> list[dict[str, Any]]:
+    key = (region, bucket)
+    with _READS_LOCK:
+        hit = _READS.get(key)
+        if hit is not None and time.monotonic() - hit[0] < READ_TTL_SECONDS:
+            return hit[1]
+    rules = read_rules(_s3(region), bucket)
+    with _READS_LOCK:
+        _READS[key] = (time.monotonic(), rules)
+    return rules
+
+
 def _write_rules(props: dict[str, Any], own: list[dict[str, Any]]) -> None:
     s3 = _s3(props["region"])
+    with _READS_LOCK:
+        _READS.pop((props["region"], props["bucket"]), None)
     with _bucket_lock(s3, props["bucket"]):
         others = others_rules(s3, props["bucket"], props["tenant_id"], props["prefix"])
         rules = others + _integral(own)
@@ -151,7 +175,7 @@ class PrefixLifecycleProvider(ResourceProvider):
         from botocore.exceptions import ClientError
 
         try:
-            rules = read_rules(_s3(props["region"]), props["bucket"])
+            rules = _live_rules(props["region"], props["bucket"])
         except ClientError as exc:
             if exc.response["Error"]["Code"] in ("NoSuchBucket", "404"):
                 return ReadResult(None, {})
