@@ -82,7 +82,7 @@ class KeyUnusable(TenantctlError):
 EXIT_CODES = {
     0: "success",
     1: "unexpected error",
-    2: "usage error (bad flag or argument); `apply --preview`: changes pending",
+    2: "usage error (bad flag or argument); previews: changes pending; `refresh`: drift; `audit`: findings",
     InvalidInput.exit_code: "invalid input: tenant id, spec or option refused (message names the rule)",
     ApplyFailed.exit_code: "the engine failed to preview/apply/destroy (nothing further is changed)",
     Conflict.exit_code: "conflict: tenant locked by another run, or its record changed concurrently",
