@@ -27,7 +27,7 @@ from tenant_runtime.registry import (
     item_to_record,
     record_to_item,
 )
-from tenantctl.errors import Conflict, InvalidInput, NotFound, TargetUnavailable, TenantctlError
+from tenantctl.errors import Conflict, InvalidInput, NotFound, TargetUnavailable, TenantctlError, one_line
 from tenantctl.models import (
     TenantLock,
     TenantRecord,
@@ -67,9 +67,7 @@ def failure_text(exc: BaseException) -> str:
     """What a failed run leaves in the record's ``last_error``."""
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
-    if isinstance(exc, TenantctlError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+    return one_line(exc)
 
 
 def refusal(existing: TenantRecord | None, spec: TenantSpec, locks: bool = True) -> TenantctlError | None:

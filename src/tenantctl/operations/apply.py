@@ -35,7 +35,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from tenantctl.engines.base import Op, ResourceChange
-from tenantctl.errors import InvalidInput, TenantctlError
+from tenantctl.errors import InvalidInput, TenantctlError, contained
 from tenantctl.fingerprint import applied_hash, program_fingerprint
 from tenantctl.models import TenantRecord, TenantStatus
 from tenantctl.operations.refresh import Orphan, refresh_many
@@ -208,7 +208,7 @@ def _apply_one(ws: Workspace, tenant_id: str, action: Action, preview: bool, ref
 
     started = time.monotonic()
     result = TenantResult(tenant_id=tenant_id, action=action)
-    try:
+    with contained(result):  # one tenant's failure never stops the others
         if preview:
             _preview_one(ws, tenant_id, action, refresh, result)
         elif action is Action.prune:
@@ -219,10 +219,6 @@ def _apply_one(ws: Workspace, tenant_id: str, action: Action, preview: bool, ref
             _, up = provision(ws, spec, refresh=refresh)
             result.changes, result.resources = up.changes.summary(), _steps(up.changes.changes)
             result.drift, result.orphans = up.drift, up.orphans
-    except TenantctlError as exc:
-        result.ok, result.error = False, str(exc)
-    except Exception as exc:  # one tenant's failure never stops the others
-        result.ok, result.error = False, f"{type(exc).__name__}: {exc}"
     result.seconds = round(time.monotonic() - started, 3)
     return result
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from tenantctl import inventory
 from tenantctl.engines.base import ChangeSet, Op, ResourceChange
-from tenantctl.errors import InvalidInput, TenantctlError
+from tenantctl.errors import InvalidInput, contained
 from tenantctl.models import TenantRecord, TenantStatus
 from tenantctl.registry import describe_lock
 from tenantctl.workspace import Workspace
@@ -154,16 +154,12 @@ def refresh_tenant(ws: Workspace, record: TenantRecord, tagged: list[inventory.T
     if record.lock is not None:
         result.note = "skipped: " + describe_lock(record.tenant_id, record.lock)
         return result
-    try:
+    with contained(result):
         changes = ws.engine.refresh(record.tenant_id)
         result.checked = len(changes.changes)
         result.resources = [c for c in changes.changes if c.op is not Op.same]
         found, result.note = orphans_of(ws, record, changes, tagged)
         result.orphans = [Orphan.of(t) for t in found]
-    except TenantctlError as exc:
-        result.ok, result.error = False, str(exc)
-    except Exception as exc:  # one tenant's failure never stops the others
-        result.ok, result.error = False, f"{type(exc).__name__}: {exc}"
     result.seconds = round(time.monotonic() - started, 3)
     return result
 
