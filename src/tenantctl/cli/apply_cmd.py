@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from tenantctl.cli.output import console, err_console, print_json, steps_table, table
+from tenantctl.cli.output import console, err_console, orphan_lines, print_json, steps_table, table
 
 if TYPE_CHECKING:
     from tenantctl.operations.apply import TenantResult
@@ -28,9 +28,7 @@ def _details(result: TenantResult, preview: bool) -> None:
     if result.drift:
         repaired = "" if preview or not result.ok else ", repaired"
         steps_table(f"{result.tenant_id} · drift found (recorded → live){repaired}", result.drift)
-    for orphan in result.orphans:
-        fate = orphan.removed or ("would be removed" if preview and orphan.removable else "left for a person")
-        console.print(f"{result.tenant_id} · orphan resource {orphan.kind} {orphan.name}: {fate}", highlight=False)
+    orphan_lines(result.tenant_id, result.orphans, preview)
 
 
 @contextmanager

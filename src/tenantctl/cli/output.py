@@ -76,3 +76,11 @@ def steps_table(title: str, steps: Iterable[Any]) -> None:
 
 def changes_summary(changes: Any) -> str:
     return ", ".join(f"{n} {op}" for op, n in changes.summary().items()) or "no changes"
+
+
+def orphan_lines(tenant_id: str, orphans: Iterable[Any], preview: bool) -> None:
+    """One line per orphan resource: what was (or would be) done with it."""
+    for orphan in orphans:
+        fate = orphan.removed or (f"not removed: {orphan.error}" if orphan.error else
+                                  "would be removed" if preview and orphan.removable else "left for a person")
+        console.print(f"{tenant_id} · orphan resource {orphan.kind} {orphan.name}: {fate}", highlight=False)

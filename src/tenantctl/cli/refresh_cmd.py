@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from tenantctl.cli.options import JsonFlag
-from tenantctl.cli.output import console, print_json, steps_table, table
+from tenantctl.cli.output import console, orphan_lines, print_json, steps_table, table
 
 app = typer.Typer()
 
@@ -58,9 +58,7 @@ def refresh(
                   ["tenant", "drift", "resources read", "note"], rows)
         for t in summary.drifted:
             steps_table(f"{t.tenant_id} · drift (expected → live)", t.resources)
-            for orphan in t.orphans:
-                console.print(f"{t.tenant_id} · orphan resource {orphan.kind} {orphan.name} ({orphan.arn})",
-                              highlight=False)
+            orphan_lines(t.tenant_id, t.orphans, preview=True)
         counts = summary.counts
         console.print(f"{counts['drifted']} of {counts['tenants']} tenant(s) drifted: {counts['resources']} "
                       f"resource(s), {counts['orphans']} orphan resource(s)"

@@ -7,17 +7,20 @@ from typing import Annotated, Optional
 import typer
 
 from tenantctl.cli.options import JsonFlag
-from tenantctl.cli.output import changes_summary, changes_table, console, err_console, print_json, steps_table, table
+from tenantctl.cli.output import (
+    changes_summary,
+    changes_table,
+    console,
+    err_console,
+    orphan_lines,
+    print_json,
+    steps_table,
+    table,
+)
 from tenantctl.engines.base import Op
 from tenantctl.models import TenantRecord, TenantStatus, Tier
 
 app = typer.Typer()
-
-
-def _orphan_lines(tenant_id: str, orphans: list, preview: bool) -> None:
-    for orphan in orphans:
-        fate = orphan.removed or ("would be removed" if preview and orphan.removable else "left for a person")
-        console.print(f"{tenant_id} · orphan resource {orphan.kind} {orphan.name}: {fate}", highlight=False)
 
 
 def _record_rows(record: TenantRecord) -> list[tuple[str, str]]:
@@ -102,7 +105,7 @@ def provision(
     changes_table("resources", result.changes)
     if result.drift:
         steps_table("repaired: drift found (recorded → live), brought back", result.drift)
-    _orphan_lines(tenant_id, result.orphans, preview=False)
+    orphan_lines(tenant_id, result.orphans, preview=False)
     table("registry record", ["field", "value"], _record_rows(record))
 
 
@@ -115,7 +118,7 @@ def _preview(tenant_id: str, planned, json_out: bool) -> None:
                     "resources": steps, "orphans": planned.orphans, "exit_code": 2 if pending else 0})
     else:
         changes_table(f"provision {tenant_id} --preview", planned.changes)
-        _orphan_lines(tenant_id, planned.orphans, preview=True)
+        orphan_lines(tenant_id, planned.orphans, preview=True)
         console.print(f"{tenant_id}: {changes_summary(planned.changes)}"
                       + (f", {len(planned.orphans)} orphan resource(s)" if planned.orphans else ""), highlight=False)
     if pending:

@@ -37,6 +37,7 @@ class Orphan(BaseModel):
     name: str
     removable: bool  # tenantctl removes it on repair (else a person must)
     removed: str | None = None  # what a repair did with it
+    error: str | None = None  # why a repair could not remove it (the repair itself still succeeds)
 
     @classmethod
     def of(cls, tagged: inventory.Tagged) -> Orphan:
@@ -136,12 +137,17 @@ def remove_orphans(ws: Workspace, record: TenantRecord, changes: ChangeSet,
     """Repair's half for orphans: those of ``tagged`` (the tenant's tag scan,
     taken before the up) its state does not know after the up (``changes``) are
     removed where tenantctl may; the rest are reported for a person."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
     found, _ = orphans_of(ws, record, changes, tagged)
     done = []
     for resource in found:
         orphan = Orphan.of(resource)
         if orphan.removable:
-            orphan.removed = inventory.remove(ws.client, resource)
+            try:
+                orphan.removed = inventory.remove(ws.client, resource)
+            except (ClientError, BotoCoreError) as exc:  # reported; the tenant itself is repaired
+                orphan.error = str(exc)
         done.append(orphan)
     return done
 
