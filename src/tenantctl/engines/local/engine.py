@@ -130,7 +130,11 @@ class LocalEngine(Engine):
         """Drift of every resource the stack's state knows, live against recorded;
         writes nothing. No program run, so stacks may be refreshed from several threads."""
         with self._aws_env():
-            state = StateFile(self.state_root, stack).load()
+            file = StateFile(self.state_root, stack)
+            if not file.exists():  # a record the engine knows nothing of is not "no drift"
+                raise ApplyFailed(f"stack {stack}: no state on this sandbox (never applied here, or the sandbox "
+                                  "was reset since): nothing to compare its live resources with")
+            state = file.load()
             ctx = self._context(self._config(stack)[1] if self._stack_file(stack).exists() else {})
             changes = [self._drift(ctx, stack, entry, on_event)[0] for entry in state.resources]
             return ChangeSet(stack=stack, changes=changes)
