@@ -89,21 +89,24 @@ def unknown(resources: Iterable[Tagged], arns: set[str], urns: set[str]) -> list
     return [r for r in resources if r.arn not in arns and not (r.urn and r.urn in tags)]
 
 
-def _roles(clients: Clients, tenant: str | None) -> Iterable[Tagged]:
+def _roles(clients: Clients, tenant: str | None, claimed: set[str]) -> Iterable[Tagged]:
     iam = clients("iam")
     prefix = f"{ROLE_PREFIX}{tenant}-" if tenant else ROLE_PREFIX
     for page in iam.get_paginator("list_roles").paginate():
         for role in page["Roles"]:
-            if not role["RoleName"].startswith(prefix):
+            if not role["RoleName"].startswith(prefix) or role["Arn"] in claimed:
                 continue
             tags = {t["Key"]: t["Value"] for t in iam.list_role_tags(RoleName=role["RoleName"]).get("Tags", [])}
             if tags.get("managed-by") == "tenantctl":
                 yield Tagged(arn=role["Arn"], region="global", tags=tags)
 
 
-def scan(clients: Clients, regions: Iterable[str], tenant: str | None = None) -> list[Tagged]:
+def scan(clients: Clients, regions: Iterable[str], tenant: str | None = None,
+         claimed: Iterable[str] = ()) -> list[Tagged]:
     """Every resource tagged ``managed-by=tenantctl`` in ``regions`` (and IAM),
-    only ``tenant``'s when given."""
+    only ``tenant``'s when given. IAM lists no tags: each role's are read with a
+    call of its own, so roles in ``claimed`` (ARNs a caller already accounts
+    for, e.g. the registry's tenant roles) are left out rather than read."""
     filters = [MANAGED_BY] + ([{"Key": "tenant", "Values": [tenant]}] if tenant else [])
     found: dict[str, Tagged] = {}
     regions = sorted(set(regions))
@@ -115,7 +118,7 @@ def scan(clients: Clients, regions: Iterable[str], tenant: str | None = None) ->
                 tags = {t["Key"]: t["Value"] for t in item.get("Tags", [])}
                 found[item["ResourceARN"]] = Tagged(arn=item["ResourceARN"], region=region, tags=tags)
     if regions:
-        found.update({r.arn: r for r in _roles(clients, tenant)})
+        found.update({r.arn: r for r in _roles(clients, tenant, set(claimed))})
     return sorted(found.values(), key=lambda r: r.arn)
 
 

@@ -57,7 +57,7 @@ class AuditReport(BaseModel):
 
 
 def _gone(ws: Workspace, record: TenantRecord, by_arn: dict[str, inventory.Tagged],
-          names: set[str]) -> Finding | None:
+          names: set[str], roles: set[str]) -> Finding | None:
     res = record.resources
     if res is None:
         return None
@@ -66,7 +66,7 @@ def _gone(ws: Workspace, record: TenantRecord, by_arn: dict[str, inventory.Tagge
         ("kms key", key is not None and inventory.is_live(ws.client, key)),
         ("queue", res.queue_url.rsplit("/", 1)[-1] in names),
         ("dead-letter queue", res.dlq_url.rsplit("/", 1)[-1] in names),
-        ("role", res.role_arn in by_arn),
+        ("role", res.role_arn in roles),
         ("db secret", res.store.secret_arn in by_arn and inventory.is_live(ws.client, by_arn[res.store.secret_arn])))
         if not present]
     if not missing:
@@ -74,6 +74,11 @@ def _gone(ws: Workspace, record: TenantRecord, by_arn: dict[str, inventory.Tagge
     return Finding(kind="resources-gone", tenant_id=record.tenant_id, subject=f"registry record {record.tenant_id}",
                    detail=f"{record.status.value} in the registry, but its {', '.join(missing)} "
                           f"{'is' if len(missing) == 1 else 'are'} gone")
+
+
+def _role_arns(ws: Workspace) -> set[str]:
+    """Every role's ARN (one paged list, no tag reads): is a record's role still there."""
+    return {role["Arn"] for page in ws.client("iam").get_paginator("list_roles").paginate() for role in page["Roles"]}
 
 
 def _unclaimed(ws: Workspace, tagged: list[inventory.Tagged], records: dict[str, TenantRecord]) -> list[Finding]:
@@ -101,9 +106,11 @@ def audit(ws: Workspace) -> AuditReport:
     records = {r.tenant_id: r for r in ws.registry.iter_all()}
     files = tenant_stack_files(ws.stacks_dir) if ws.stacks_dir.is_dir() else {}
     regions = {r.region for r in records.values()} | {ws.client.region or "us-east-1"}
-    tagged = inventory.scan(ws.client, regions)
+    live_roles = {r.resources.role_arn for r in records.values() if r.status in LIVE and r.resources is not None}
+    tagged = inventory.scan(ws.client, regions, claimed=live_roles)  # roles of live records: no tag read each
     by_arn = {t.arn: t for t in tagged}
     queue_names = {t.name for t in tagged if t.service == "sqs"}
+    role_arns = _role_arns(ws)
 
     findings: list[Finding] = []
     for tenant_id, record in sorted(records.items()):
@@ -112,7 +119,7 @@ def audit(ws: Workspace) -> AuditReport:
             findings.append(Finding(kind="bad-name", tenant_id=tenant_id, subject=f"registry record {tenant_id}",
                                     detail=f"breaks the {rule.name} rule: {rule.explain}"))
         if record.status in LIVE:
-            gone = _gone(ws, record, by_arn, queue_names)
+            gone = _gone(ws, record, by_arn, queue_names, role_arns)
             if gone is not None:
                 findings.append(gone)
     for tenant_id, path in sorted(files.items()):

@@ -178,7 +178,8 @@ def refresh_many(ws: Workspace, records: list[TenantRecord], parallel: int = 8,
     if not records:
         return []
     _ = ws.engine  # made once, before the threads share it
-    tagged = inventory.scan(ws.client, {r.region for r in records})
+    # The tenants' own roles are known from their records: no tag read for those.
+    tagged = inventory.scan(ws.client, {r.region for r in records}, claimed=_record_roles(records))
     done: list[TenantDrift] = []
     with ThreadPoolExecutor(max_workers=min(parallel, len(records))) as pool:
         futures = [pool.submit(refresh_tenant, ws, r, tagged) for r in records]
@@ -187,6 +188,10 @@ def refresh_many(ws: Workspace, records: list[TenantRecord], parallel: int = 8,
             if on_result:
                 on_result(done[-1])
     return sorted(done, key=lambda t: t.tenant_id)
+
+
+def _record_roles(records: Iterable[TenantRecord]) -> set[str]:
+    return {r.resources.role_arn for r in records if r.resources is not None}
 
 
 def refresh(ws: Workspace, tenant_ids: Sequence[str] = (), every: bool = False, parallel: int = 8,
