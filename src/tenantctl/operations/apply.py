@@ -309,9 +309,10 @@ def check_scope(ws: Workspace, prune: bool, match: Sequence[str]) -> None:
         raise InvalidInput(f"{ws.stacks_dir} does not exist: run apply in the project that holds Pulumi.yaml and "
                            "the committed stacks/")
     if prune and not any(matches(t, match) for t in tenant_stack_files(ws.stacks_dir)):
-        scope = f" matching {', '.join(match)}" if match else ""
-        raise InvalidInput(f"{ws.stacks_dir} holds no tenant stack files{scope}: --prune --yes would deprovision "
-                           "every tenant in the registry; refused (use `tenantctl deprovision ID` for that)")
+        matching = f" matching {', '.join(match)}" if match else ""
+        raise InvalidInput(f"{ws.stacks_dir} holds no tenant stack files{matching}"
+                           ": --prune --yes would deprovision every tenant in the registry; refused "
+                           "(use `tenantctl deprovision ID` for that)")
 
 
 def apply(
