@@ -5,7 +5,7 @@ import json
 import pytest
 from infra_mocks import RecordingMocks, platform_config, run_program, tenant_config
 
-from tenantctl.policy import RULES, PlannedResource, check
+from tenantctl.policy import RULES, UNKNOWN, PlannedResource, check, judge
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +64,10 @@ def test_kms_rotation(pooled):
 
 
 def test_queue_encryption(pooled):
-    assert rules_hit(broken(pooled, "aws:sqs/queue:Queue", lambda i: i.pop("kmsMasterKeyId"), "dlq")) == {"queue-encryption"}
+    queue = "aws:sqs/queue:Queue"
+    assert rules_hit(broken(pooled, queue, lambda i: i.pop("kmsMasterKeyId"), "dlq")) == {"queue-encryption"}
     other = "arn:aws:kms:us-east-1:123456789012:key/someone-elses"
-    assert rules_hit(broken(pooled, "aws:sqs/queue:Queue", lambda i: i.update(kmsMasterKeyId=other), "queue")) == {"queue-encryption"}
+    assert rules_hit(broken(pooled, queue, lambda i: i.update(kmsMasterKeyId=other), "queue")) == {"queue-encryption"}
 
 
 def test_lifecycle_scope(pooled):
@@ -85,7 +86,8 @@ def _edit_policy(edit):
 
 @pytest.mark.parametrize("edit", [
     pytest.param(lambda s: s[0].update(Resource="*"), id="wildcard-on-s3"),
-    pytest.param(lambda s: s[0].update(Resource="arn:aws:s3:::tenantctl-shared-123456789012-us-east-1/*"), id="whole-bucket"),
+    pytest.param(lambda s: s[0].update(Resource="arn:aws:s3:::tenantctl-shared-123456789012-us-east-1/*"),
+                 id="whole-bucket"),
     pytest.param(lambda s: s[1].pop("Condition"), id="list-without-prefix-condition"),
     pytest.param(lambda s: s[3].update(Resource="arn:aws:kms:us-east-1:123456789012:key/*"), id="any-key"),
     pytest.param(lambda s: s.append({"Effect": "Allow", "Action": "dynamodb:GetItem",
@@ -132,7 +134,8 @@ def test_short_backup_retention_in_the_spec_is_caught_on_the_instance():
 @pytest.mark.parametrize("cidr", ["0.0.0.0/0", "::/0"])
 def test_no_open_ingress(dedicated, cidr):
     key = "cidrBlocks" if ":" not in cidr else "ipv6CidrBlocks"
-    res = broken(dedicated, "aws:ec2/securityGroup:SecurityGroup", lambda i: i["ingress"][0].update({key: [cidr]}), "pg-db")
+    res = broken(dedicated, "aws:ec2/securityGroup:SecurityGroup", lambda i: i["ingress"][0].update({key: [cidr]}),
+                 "pg-db")
     assert rules_hit(res, "globex") == {"no-open-ingress"}
 
 
@@ -172,7 +175,8 @@ def test_public_acl_and_public_policy(platform):
                                  "Resource": "arn:aws:s3:::x/*"})
         inputs["policy"] = json.dumps(doc)
     found = check(broken(platform, "aws:s3/bucketPolicy:BucketPolicy", everyone), "platform", platform=True)
-    assert [(v.rule, v.message) for v in found] == [("bucket-public-access", 'bucket policy allows everyone (Principal "*")')]
+    expected = [("bucket-public-access", 'bucket policy allows everyone (Principal "*")')]
+    assert [(v.rule, v.message) for v in found] == expected
 
 
 def test_a_tenant_stack_bucket_is_judged_too(pooled):
@@ -214,7 +218,29 @@ def test_every_rule_is_named_and_tested():
                           "no-open-ingress", "no-foreign-reference", "bucket-public-access", "bucket-encryption"}
 
 
-def test_unknown_values_are_not_judged(pooled):
+def test_an_unknown_value_is_not_judged_but_recorded(pooled):
     unknown = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
     res = broken(pooled, "aws:iam/rolePolicy:RolePolicy", lambda i: i.update(policy=unknown))
-    assert check(res, "acme") == []
+    judgment = judge(res, "acme")
+    assert judgment.violations == []
+    expected = [("iam-scope", "policy unknown until apply"), ("no-foreign-reference", "inputs unknown until apply")]
+    assert [(u.rule, u.message) for u in judgment.unjudged] == expected
+
+
+@pytest.mark.parametrize("typ, mutate, rule, field", [
+    ("aws:sqs/queue:Queue", lambda i: i.update(kmsMasterKeyId=UNKNOWN), "queue-encryption", "kmsMasterKeyId"),
+    ("aws:kms/alias:Alias", lambda i: i.update(targetKeyId=UNKNOWN), "queue-encryption", "kmsMasterKeyId"),
+    ("aws:ec2/securityGroup:SecurityGroup", lambda i: i.update(ingress=[{"fromPort": 5432, "cidrBlocks": [UNKNOWN]}]),
+     "no-open-ingress", "ingress CIDR"),
+    ("aws:sqs/queue:Queue", lambda i: i["tags"].update(tenant=UNKNOWN), "tenant-tag", "tags"),
+])
+def test_unknowns_the_rules_need_are_recorded_never_passed(dedicated, typ, mutate, rule, field):
+    judgment = judge(broken(dedicated, typ, mutate), "globex")
+    assert (rule, f"{field} unknown until apply") in {(u.rule, u.message) for u in judgment.unjudged}
+    assert rule not in {v.rule for v in judgment.violations}
+
+
+def test_a_dedicated_database_without_the_tenants_key_is_refused(dedicated):
+    """No kmsKeyId at all is known: the AWS-managed key, not the tenant's."""
+    assert "rds-encryption" in rules_hit(broken(dedicated, "aws:rds/instance:Instance", lambda i: i.pop("kmsKeyId")),
+                                         "globex")

@@ -363,6 +363,7 @@ def apply(
         for r in todo:
             report(_apply_one(ws, r.tenant_id, r.action, preview, refresh))
     elif todo:
+        ws.engine.prepare()  # e.g. provider plugins installed once, not raced for by every worker
         run_pool(todo, (str(ws.project_dir), str(ws.cwd)), preview, parallel, report, refresh=refresh)
     merged = [done.get(r.tenant_id, r) for r in results]
     return ApplySummary(preview=preview, refresh=refresh, shard=f"{index}/{total}", match=match,

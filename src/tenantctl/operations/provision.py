@@ -119,10 +119,12 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
         tagged = inventory.scan(ws.client, [spec.region], tenant=spec.id) if repair else []
         try:
             applied = apply_spec(ws, spec, on_event, refresh=repair)
-        except PolicyRefused:
-            # The engine's gate refuses before its first change: put back what this run wrote.
-            _restore(path, committed)
-            registry.withdraw(held.record)
+        except PolicyRefused as refused:
+            if refused.changed_nothing:
+                # The engine's gate refused before its first change: put back what this run wrote.
+                _restore(path, committed)
+                registry.withdraw(held.record)
+            # Refused during the up (CrossGuard): resources may exist, the record and file stay to converge.
             raise
         orphans = remove_orphans(ws, held.record, applied.result.changes, tagged) if repair else []
         held.record = activate(ws, held.record, spec, applied)
