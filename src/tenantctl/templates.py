@@ -6,6 +6,7 @@ undefined variable and escaping is decided in one place, by template name."""
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,11 @@ def md_cell(value: Any) -> str:
 
 def md_value(value: Any) -> str:
     """A property value in a markdown cell: as code, compact JSON for documents, cut when long."""
-    from tenantctl.engines.diffs import value_text
-
     if value is None:
         return "*(none)*"
-    text = value_text(value)
+    # (as engines.diffs.value_text writes it: importing it here would close an import circle)
+    document = isinstance(value, (dict, list, bool))
+    text = json.dumps(value, sort_keys=True, separators=(",", ":")) if document else str(value)
     if len(text) > MAX_VALUE_CHARS:
         text = text[:MAX_VALUE_CHARS] + "…"
     return "`" + md_cell(text).replace("`", "'") + "`"

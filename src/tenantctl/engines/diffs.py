@@ -15,12 +15,12 @@ import json
 from typing import Any
 
 from tenantctl.engines.base import PropertyDiff
+from tenantctl.policy import UNKNOWN  # pulumi's unknown-value sentinel
 
 SECRET = "[secret]"
-UNKNOWN_TEXT = "(known after apply)"
+UNKNOWN_TEXT = "[unknown]"  # a value known only once applied
 # Input names whose values are secrets wherever they appear.
 SECRET_KEYS = frozenset({"password", "masterPassword", "secretString", "secretBinary", "secret_string"})
-_UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # pulumi's unknown-value sentinel (as in tenantctl.policy)
 
 
 def _document(value: Any) -> Any:
@@ -50,7 +50,7 @@ def plain(value: Any) -> Any:
     """A value as people read it: integral floats as ints, unknowns spelled out."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if value == _UNKNOWN:
+    if value == UNKNOWN:
         return UNKNOWN_TEXT
     if isinstance(value, dict):
         return {k: plain(v) for k, v in value.items()}
