@@ -17,9 +17,12 @@ from pydantic import ValidationError
 
 from infra.components.kms_key import TenantKey, TenantKeyArgs
 from infra.components.platform_bucket import SharedBucket, SharedBucketArgs
+from infra.components.platform_gateway import GatewayLogin, GatewayLoginArgs
 from infra.components.platform_registry import RegistryTable, RegistryTableArgs
+from infra.components.platform_revocations import RevocationTable, RevocationTableArgs
 from infra.components.postgres_instance import PostgresInstance, PostgresInstanceArgs
 from infra.components.private_network import PrivateNetwork, PrivateNetworkArgs
+from infra.components.runtime_role import RuntimeReads, RuntimeRole, RuntimeRoleArgs
 from infra.components.tenant_alarms import TenantAlarms, TenantAlarmsArgs
 from infra.components.tenant_database import SharedDatabaseRef, TenantDatabase, TenantDatabaseArgs
 from infra.components.tenant_queue import TenantQueue, TenantQueueArgs
@@ -38,7 +41,7 @@ from tenantctl.naming import PLATFORM_STACK, resource_name
 
 PLATFORM_DB_NAME = "tenantctl"
 PLATFORM_BACKUP_DAYS = 14
-REGISTRY_TABLE = "tenantctl-registry"
+REGISTRY_TABLE = naming.REGISTRY_TABLE
 
 
 def _account_root() -> tuple[str, str]:
@@ -70,6 +73,17 @@ def build_platform(spec: PlatformSpec) -> dict[str, Any]:
     bucket = SharedBucket("shared", SharedBucketArgs(
         bucket_name=naming.shared_bucket_name(account, spec.region), kms_key_arn=key.arn, tags=tags))
     registry = RegistryTable("registry", RegistryTableArgs(table_name=REGISTRY_TABLE, kms_key_arn=key.arn, tags=tags))
+    revocations = RevocationTable("revocations", RevocationTableArgs(
+        table_name=naming.REVOCATION_TABLE, kms_key_arn=key.arn, tags=tags))
+    gateway = GatewayLogin("gateway", GatewayLoginArgs(
+        role=naming.GATEWAY_ROLE, secret_name=naming.GATEWAY_SECRET, region=spec.region, host=db.address,
+        port=db.port, database=PLATFORM_DB_NAME, admin_secret_arn=db.admin_secret_arn, kms_key_arn=key.arn,
+        tags=tags))
+    # The one principal tenant roles trust: a role of the runtime's own, never the account root.
+    runtime = spec.runtime_principal_arn or RuntimeRole("runtime", RuntimeRoleArgs(
+        trusted=spec.runtime_trusted, tags=tags, reads=RuntimeReads(
+            registry_table_arn=registry.arn, revocation_table_arn=revocations.arn,
+            gateway_secret_arn=gateway.secret_arn, platform_key_arn=key.arn, region=spec.region))).arn
     return {
         "region": spec.region,
         "account_id": account,
@@ -85,10 +99,13 @@ def build_platform(spec: PlatformSpec) -> dict[str, Any]:
         "bucket_arn": bucket.arn,
         "platform_key_arn": key.arn,
         "registry_table": registry.name,
+        "revocation_table": revocations.name,
+        "gateway_role": gateway.role,
+        "gateway_secret_arn": gateway.secret_arn,
         # Beyond the shared-resource keys: the principals tenant stacks name in
-        # their key and trust policies, with the account-root default resolved.
+        # their key and trust policies (cells elsewhere carry this runtime's).
         "admin_role_arn": spec.admin_role_arn or root,
-        "runtime_principal_arn": spec.runtime_principal_arn or root,
+        "runtime_principal_arn": runtime,
     }
 
 
@@ -112,7 +129,8 @@ def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK) -> dict
         shared=SharedDatabaseRef(vpc_id=shared("vpc_id"), vpc_cidr=shared("vpc_cidr"),
                                  security_group_id=shared("db_security_group_id"), endpoint=shared("db_endpoint"),
                                  port=shared("db_port"), database=shared("db_name"),
-                                 admin_secret_arn=shared("db_admin_secret_arn"))))
+                                 admin_secret_arn=shared("db_admin_secret_arn"),
+                                 gateway_role=platform.get_output("gateway_role"))))
     TenantRoleAccess(tid, TenantRoleAccessArgs(tenant_id=tid, role=role, grants=TenantGrants(
         bucket_arn=shared("bucket_arn"), queue_arns=[queue.arn, queue.dlq_arn], kms_key_arn=key.arn,
         secret_arn=secret.arn)))

@@ -35,6 +35,7 @@ class SharedDatabaseRef:
     port: pulumi.Input[int]
     database: pulumi.Input[str]
     admin_secret_arn: pulumi.Input[str]
+    gateway_role: pulumi.Input[str] | None = None  # the shared pool's login (None: a platform without one)
 
 
 @dataclass
@@ -81,7 +82,7 @@ class TenantDatabase(pulumi.ComponentResource):
             self.db_identifier = db.identifier
             self.endpoint, self.port = db.address, db.port
             self.database = pulumi.Output.from_input(naming.database_name(spec.id))
-            admin_secret_arn = db.admin_secret_arn
+            admin_secret_arn, gateway_role = db.admin_secret_arn, None  # dedicated: per-tenant logins
         else:
             shared = args.shared
             app_security_group(f"{name}-app", shared.vpc_id, shared.vpc_cidr,
@@ -89,9 +90,10 @@ class TenantDatabase(pulumi.ComponentResource):
             self.endpoint = pulumi.Output.from_input(shared.endpoint)
             self.port = pulumi.Output.from_input(shared.port)
             self.database = pulumi.Output.from_input(shared.database)
-            admin_secret_arn = shared.admin_secret_arn
+            admin_secret_arn, gateway_role = shared.admin_secret_arn, shared.gateway_role
         TenantSchema(f"{name}-schema", TenantSchemaArgs(
             tenant_id=spec.id, region=spec.region, host=self.endpoint, port=self.port, database=self.database,
             schema=naming.schema_name(spec.id), role=naming.db_role_name(spec.id),
-            admin_secret_arn=admin_secret_arn, tenant_secret_arn=args.secret_arn), opts=child)
+            admin_secret_arn=admin_secret_arn, tenant_secret_arn=args.secret_arn, gateway_role=gateway_role),
+            opts=child)
         self.register_outputs({"endpoint": self.endpoint, "port": self.port, "database": self.database})

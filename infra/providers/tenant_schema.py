@@ -65,7 +65,8 @@ def _ensure(props: dict[str, Any], password: str) -> dict[str, Any]:
 
     role, schema = props["role"], props["schema"]
     with _admin_connect(props) as conn:
-        script = schema_script(conn, tenant_id=props["tenant_id"], role=role, schema=schema)
+        script = schema_script(conn, tenant_id=props["tenant_id"], role=role, schema=schema,
+                               gateway_role=props.get("gateway_role") or None)
         conn.execute(script)  # no parameters: simple protocol, several statements
         conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
     _secrets_client(props["region"]).put_secret_value(
@@ -126,6 +127,7 @@ class TenantSchemaArgs:
     admin_secret_arn: pulumi.Input[str]
     tenant_secret_arn: pulumi.Input[str]
     row_security: dict[str, str] = field(default_factory=lambda: dict.fromkeys(TABLES, FORCED))
+    gateway_role: pulumi.Input[str] | None = None  # pooled: the shared pool's login, granted this role
 
 
 class TenantSchema(pulumi.dynamic.Resource):

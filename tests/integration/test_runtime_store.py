@@ -13,7 +13,9 @@ import pytest
 from psycopg import sql
 from runtime_tenants import runtime, runtime_env  # noqa: F401  (fixtures)
 
-from tenant_runtime import TenantContext, TenantMismatch
+from tenant_runtime import RegistryReader, TenantMismatch
+from tenant_runtime.context import from_registry
+from tenant_runtime.registry import record_to_item
 from tenant_runtime.store import ContextStore
 
 
@@ -57,18 +59,22 @@ def test_credentials_come_from_the_secret_not_the_record(runtime, runtime_env):
     item = runtime_env.client("dynamodb").get_item(TableName=runtime_env.registry_table,
                                                   Key={"tenant_id": {"S": a}})["Item"]
     assert password not in str(item) and "password" not in item["record"]["S"]
-    # A record (for A) pointing at B's secret is refused, not followed.
+    # A registry record (for A) pointing at B's secret, as an operator's slip would leave it: refused, not followed.
     ctx_a = ctx_of(runtime, runtime_env, "a")
     res = ctx_a.resources
     wrong = res.model_copy(update={"store": res.store.model_copy(
         update={"secret_arn": runtime_env.tenants[b].resources.store.secret_arn})})
-    forged = TenantContext(tenant_id=a, record=ctx_a.record.model_copy(update={"resources": wrong}))
+    dynamodb = runtime_env.client("dynamodb")
+    dynamodb.put_item(TableName=runtime_env.registry_table,
+                      Item=record_to_item(ctx_a.record.model_copy(update={"resources": wrong})))
     store = ContextStore(runtime.envelope, lambda ctx: runtime.clients.client(ctx, "secretsmanager"))
     try:
+        reader = RegistryReader(runtime_env.registry_table, client=dynamodb)
         with pytest.raises(TenantMismatch, match="store secret"):
-            store.history(forged, "conv-any")
+            store.history(from_registry(reader, a), "conv-any")
     finally:
         store.close()
+        dynamodb.put_item(TableName=runtime_env.registry_table, Item=record_to_item(ctx_a.record))
 
 
 def test_conversation_list_pages_are_complete_while_conversations_are_added(runtime, runtime_env):
@@ -136,7 +142,7 @@ def test_pages_are_complete_and_disjoint_while_inserts_run(runtime, runtime_env)
 def test_pooled_connection_carries_no_tenant_after_a_request(runtime, runtime_env):
     ctx = ctx_of(runtime, runtime_env, "a")
     runtime.store.append(ctx, "conv-pool", "user", "hello")
-    pool = runtime.store._pools[ctx.tenant_id]
+    pool = runtime.store.logins.pools[ctx.tenant_id]
     conn = pool.idle[-1]  # the very connection the request used, back in the pool
     # Outside a tenant transaction the setting is gone: RLS shows nothing (fail closed).
     assert conn.execute("SELECT current_setting('app.tenant_id', true)").fetchone()[0] in (None, "")
@@ -156,9 +162,10 @@ def test_gateway_connection_reused_across_tenants_leaks_nothing(runtime, runtime
     runtime.store.append(ctx_b, "conv-gw", "user", "from b")
     gateway, password = f"gateway_{uuid.uuid4().hex[:8]}", "gw-password"
     with runtime_env.admin() as admin:
-        admin.execute(sql.SQL("CREATE ROLE {} LOGIN NOINHERIT PASSWORD {}").format(sql.Identifier(gateway), sql.Literal(password)))
-        admin.execute(sql.SQL("GRANT {}, {} TO {}").format(sql.Identifier(a.resources.store.role),
-                                                           sql.Identifier(b.resources.store.role), sql.Identifier(gateway)))
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN NOINHERIT PASSWORD {}").format(
+            sql.Identifier(gateway), sql.Literal(password)))
+        admin.execute(sql.SQL("GRANT {}, {} TO {}").format(
+            sql.Identifier(a.resources.store.role), sql.Identifier(b.resources.store.role), sql.Identifier(gateway)))
     try:
         with psycopg.connect(host=runtime_env.sandbox.pg_host, port=runtime_env.sandbox.pg_port,
                              dbname=a.resources.store.database, user=gateway, password=password) as conn:
@@ -177,7 +184,8 @@ def test_gateway_connection_reused_across_tenants_leaks_nothing(runtime, runtime
             assert conn.execute("SELECT current_user, current_setting('app.tenant_id', true)").fetchone() in (
                 (gateway, None), (gateway, ""))
             with pytest.raises(psycopg.errors.InsufficientPrivilege):  # no role between transactions
-                conn.execute(sql.SQL("SELECT 1 FROM {}").format(sql.Identifier(a.resources.store.schema_name, "messages")))
+                conn.execute(sql.SQL("SELECT 1 FROM {}").format(
+                    sql.Identifier(a.resources.store.schema_name, "messages")))
     finally:
         with runtime_env.admin() as admin:
             admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(gateway)))

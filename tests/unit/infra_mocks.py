@@ -44,7 +44,9 @@ def platform_outputs(account: str = ACCOUNT, region: str = REGION) -> dict[str, 
         "db_admin_secret_arn": f"arn:aws:secretsmanager:{region}:{account}:secret:rds!db-shared-AbCdEf",
         "db_security_group_id": "sg-shared-db", "bucket": bucket, "bucket_arn": f"arn:aws:s3:::{bucket}",
         "platform_key_arn": f"arn:aws:kms:{region}:{account}:key/platform", "registry_table": "tenantctl-registry",
-        "admin_role_arn": root, "runtime_principal_arn": root,
+        "admin_role_arn": root, "runtime_principal_arn": root, "revocation_table": "tenantctl-revocations",
+        "gateway_role": "tenantctl_gateway",
+        "gateway_secret_arn": f"arn:aws:secretsmanager:{region}:{account}:secret:tenantctl/platform/gateway-AbCdEf",
     }
 
 

@@ -27,12 +27,13 @@ PLATFORM_TYPES = {
     "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", "aws:s3/bucketPolicy:BucketPolicy",
     "aws:s3/bucketVersioning:BucketVersioning",
     "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
-    "aws:dynamodb/table:Table",
+    "aws:dynamodb/table:Table", "aws:secretsmanager/secret:Secret", "pulumi-python:dynamic:Resource",
+    "aws:iam/role:Role", "aws:iam/rolePolicy:RolePolicy",
 }
 PLATFORM_OUTPUTS = {
     "region", "account_id", "vpc_id", "vpc_cidr", "private_subnet_ids", "db_endpoint", "db_port", "db_name",
     "db_admin_secret_arn", "db_security_group_id", "bucket", "bucket_arn", "platform_key_arn", "registry_table",
-    "admin_role_arn", "runtime_principal_arn",
+    "admin_role_arn", "runtime_principal_arn", "revocation_table", "gateway_role", "gateway_secret_arn",
 }
 
 
@@ -93,6 +94,44 @@ def test_platform_outputs(platform):
     assert len(outputs["private_subnet_ids"]) == 2
 
 
+def test_the_platform_makes_the_runtime_a_role_of_its_own(platform):
+    """Tenant roles trust the runtime principal: a dedicated role, never the
+    account root; only its runners may become it, and it may only assume
+    tenant roles and read the registry."""
+    import json
+
+    from infra.components.runtime_role import runtime_access_document, runtime_trust_document
+
+    outputs, mocks = platform
+    [role] = mocks.of_type("aws:iam/role:Role")
+    assert role.inputs["name"] == "tenantctl-runtime"
+    assert outputs["runtime_principal_arn"].endswith(":role/tenantctl-runtime")
+    assert not outputs["runtime_principal_arn"].endswith(":root")
+    assert json.loads(role.inputs["assumeRolePolicy"]) == runtime_trust_document(["ecs-tasks.amazonaws.com"])
+    [access] = mocks.of_type("aws:iam/rolePolicy:RolePolicy")
+    doc = json.loads(access.inputs["policy"])
+    by_sid = {stmt["Sid"]: stmt for stmt in doc["Statement"]}
+    assert doc == runtime_access_document(by_sid["ReadRegistry"]["Resource"], by_sid["ReadRevocations"]["Resource"],
+                                          by_sid["ReadGatewaySecret"]["Resource"],
+                                          by_sid["OpenGatewaySecret"]["Resource"], "us-east-1")
+    assert by_sid["ReadRegistry"]["Resource"].endswith(":table/tenantctl-registry")
+    assert by_sid["AssumeTenantRoles"]["Resource"] == "arn:aws:iam::*:role/tenantctl-*-app"
+    # A runtime role that may do more is refused by the gate on the platform stack.
+    wider = json.dumps({**doc, "Statement": doc["Statement"] + [{"Effect": "Allow", "Action": "s3:GetObject",
+                                                                 "Resource": "arn:aws:s3:::b/*"}]})
+    tampered = [r.model_copy(update={"inputs": {**r.inputs, "policy": wider}}) if r is access else r
+                for r in mocks.resources]
+    assert [v.rule for v in policy.check(tampered, "platform", platform=True)] == ["iam-scope"]
+
+
+def test_a_named_runtime_principal_is_used_as_is():
+    mocks = RecordingMocks()
+    outputs = run_program("platform", platform_config({"runtime_principal_arn": "arn:aws:iam::123456789012:role/svc"}),
+                          mocks)
+    assert outputs["runtime_principal_arn"] == "arn:aws:iam::123456789012:role/svc"
+    assert mocks.of_type("aws:iam/role:Role") == []
+
+
 @pytest.mark.parametrize(("stack", "tenant_id", "is_platform"),
                          [("pooled", "acme", False), ("dedicated", "globex", False), ("platform", "platform", True)])
 def test_generated_stacks_pass_every_policy_rule(stack, tenant_id, is_platform, request):
@@ -118,9 +157,23 @@ def test_queue_delay_and_redrive_follow_the_spec(pooled):
     assert "tenantctl-acme-jobs-dlq" in queues["tenantctl-acme-jobs"]["redrivePolicy"]
 
 
-def test_dynamic_resources_name_their_provider(pooled):
+def test_dynamic_resources_name_their_provider(pooled, platform):
     kinds = {r.inputs["kind"] for r in pooled[1].of_type("pulumi-python:dynamic:Resource")}
-    assert kinds == set(PROVIDERS) == {"tenant-schema", "prefix-lifecycle"}
+    platform_kinds = {r.inputs["kind"] for r in platform[1].of_type("pulumi-python:dynamic:Resource")}
+    assert kinds | platform_kinds == set(PROVIDERS) == {"tenant-schema", "prefix-lifecycle", "gateway-role"}
+
+
+def test_only_pooled_tenants_grant_their_role_to_the_gateway(pooled, dedicated, platform):
+    def schema_inputs(mocks):
+        [schema] = [r for r in mocks.of_type("pulumi-python:dynamic:Resource") if r.inputs["kind"] == "tenant-schema"]
+        return schema.inputs
+
+    assert schema_inputs(pooled[1])["gateway_role"] == platform_outputs()["gateway_role"] == "tenantctl_gateway"
+    assert schema_inputs(dedicated[1]).get("gateway_role") is None  # per-tenant logins
+    [gateway] = [r for r in platform[1].of_type("pulumi-python:dynamic:Resource") if r.inputs["kind"] == "gateway-role"]
+    assert gateway.inputs["role"] == platform[0]["gateway_role"] and gateway.inputs["database"] == "tenantctl"
+    tables = {t.inputs["name"]: t.inputs for t in platform[1].of_type("aws:dynamodb/table:Table")}
+    assert tables["tenantctl-revocations"]["ttl"] == {"attributeName": "expires_at", "enabled": True}
 
 
 def test_prefix_twins_stay_apart():

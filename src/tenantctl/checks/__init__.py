@@ -6,6 +6,8 @@ One module per concern:
 - ``db_posture``: the tenant's PostgreSQL role and tables (role attributes and
   ownership, RLS enabled + forced, unique keys including the tenant column, a
   session without the tenant setting fails closed);
+- ``gateway_posture``: a pooled tenant's shared-pool gateway role (NOINHERIT,
+  member of tenant roles only, owns and may read nothing as itself);
 - ``aws_posture``: KMS rotation and key policy, queue/DLQ encryption, bucket
   public access block and encryption, tags, the role's trust and access
   policies (the latter judged with ``iam_eval``);
@@ -30,8 +32,11 @@ def check_tenant(ws: Any, tenant_id: str, record: Any = None) -> PostureReport:
     """Every posture check of ``tenant_id`` on its live resources."""
     from tenantctl.checks.aws_posture import aws_checks
     from tenantctl.checks.db_posture import database_checks
+    from tenantctl.checks.gateway_posture import gateway_checks
     from tenantctl.errors import InvalidInput
+    from tenantctl.naming import require_valid
 
+    require_valid(tenant_id)
     record = record or ws.registry.require(tenant_id)
     if record.status.value in ("deprovisioning", "deprovisioned"):
         raise InvalidInput(f"tenant {tenant_id!r} is {record.status.value}: its resources are gone, nothing to check")
@@ -41,6 +46,8 @@ def check_tenant(ws: Any, tenant_id: str, record: Any = None) -> PostureReport:
     platform = ws.platform_outputs()
     report = PostureReport(tenant_id=tenant_id)
     report.checks += list(database_checks(record, ws.client))
+    if record.tier.value == "pooled" and platform.get("gateway_secret_arn"):
+        report.checks += list(gateway_checks(record, platform, ws.client))
     report.checks += list(aws_checks(record, platform, ws.client))
     return report
 
