@@ -5,19 +5,27 @@ admin (credentials from the RDS-managed admin secret) and runs the script
 from tenantctl.tenant_schema_sql. It owns the tenant role's password: generated
 here, set on the role, and written only to the tenant's secret (never to
 Pulumi state or the registry).
+
+``row_security`` declares what the script leaves on every store table (RLS
+enabled and forced); ``read`` reports it live, so a refresh shows a table whose
+RLS was switched off as drift, and the update that follows re-runs the script.
+A schema or role dropped out of band reads as gone: the create that follows is
+the same idempotent script (existing rows are kept).
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
-from infra.providers._diff import diff_inputs
+from infra.providers._diff import diff_inputs, public
+from tenant_runtime.store import TABLES
+from tenantctl.tenant_schema_sql import FORCED
 
 KIND = "tenant-schema"
 
@@ -66,7 +74,7 @@ def _ensure(props: dict[str, Any], password: str) -> dict[str, Any]:
         SecretString=json.dumps({"username": role, "password": password, "host": props["host"],
                                  "port": int(props["port"]), "dbname": props["database"], "schema": schema}),
     )
-    return {k: v for k, v in props.items() if not k.startswith("__")}
+    return public(props)
 
 
 class TenantSchemaProvider(ResourceProvider):
@@ -84,6 +92,17 @@ class TenantSchemaProvider(ResourceProvider):
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         # Re-running the idempotent SQL repairs drift; the password is kept.
         return UpdateResult(_ensure(news, _current_password(news) or secrets.token_urlsafe(32)))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        from tenantctl.tenant_schema_sql import row_security
+
+        with _admin_connect(props) as conn:
+            schema = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (props["schema"],)).fetchone()
+            role = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (props["role"],)).fetchone()
+            if schema is None or role is None:
+                return ReadResult(None, {})
+            live = row_security(conn, props["schema"])
+        return ReadResult(id_ or f"{props['database']}/{props['schema']}", {**public(props), "row_security": live})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         from psycopg import sql
@@ -107,6 +126,7 @@ class TenantSchemaArgs:
     role: str
     admin_secret_arn: pulumi.Input[str]
     tenant_secret_arn: pulumi.Input[str]
+    row_security: dict[str, str] = field(default_factory=lambda: dict.fromkeys(TABLES, FORCED))
     gateway_role: pulumi.Input[str] | None = None  # pooled: the shared pool's login, granted this role
 
 
@@ -116,5 +136,5 @@ class TenantSchema(pulumi.dynamic.Resource):
     database: pulumi.Output[str]
 
     def __init__(self, name: str, args: TenantSchemaArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__(TenantSchemaProvider(), name,
-                         {"kind": KIND, **{f.name: getattr(args, f.name) for f in fields(args)}}, opts)
+        props = {"kind": KIND, **{f.name: getattr(args, f.name) for f in fields(args)}}
+        super().__init__(TenantSchemaProvider(), name, props, opts)

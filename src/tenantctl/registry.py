@@ -28,7 +28,7 @@ from tenant_runtime.registry import (
     item_to_record,
     record_to_item,
 )
-from tenantctl.errors import Conflict, InvalidInput, NotFound, TargetUnavailable, TenantctlError
+from tenantctl.errors import Conflict, InvalidInput, NotFound, TargetUnavailable, TenantctlError, one_line
 from tenantctl.models import (
     TenantLock,
     TenantRecord,
@@ -111,9 +111,28 @@ def failure_text(exc: BaseException) -> str:
     """What a failed run leaves in the record's ``last_error``."""
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
-    if isinstance(exc, TenantctlError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+    return one_line(exc)
+
+
+def refusal(existing: TenantRecord | None, spec: TenantSpec, locks: bool = True) -> TenantctlError | None:
+    """Why a provision of ``spec`` would be refused by the registry as it stands
+    (None: it would be let through). Previews ask this so that a green preview
+    means a green apply; ``locks=False``: a lock (a run in progress) is not a refusal."""
+    if existing is None:
+        return None
+    if locks and existing.lock is not None:
+        return Conflict(describe_lock(spec.id, existing.lock))
+    if existing.status in (TenantStatus.deprovisioning, TenantStatus.deprovisioned):
+        return Conflict(
+            f"tenant id {spec.id!r} was deprovisioned on {existing.deprovisioned_at or existing.updated_at:%Y-%m-%d}; "
+            "ids are tombstoned and never reused (restore it with `tenantctl drill restore` or pick a new id)"
+        )
+    if existing.tier is not spec.tier:
+        return InvalidInput(
+            f"tenant {spec.id!r} is {existing.tier.value}; moving tiers in place is not supported "
+            "(provision a new tenant and migrate its data)"
+        )
+    return None
 
 
 class Held:
@@ -265,19 +284,9 @@ class RegistryWriter:
                 return self._put(record, None)
             except Conflict:
                 raise Conflict(f"tenant {spec.id!r} is being provisioned by another run") from None
-        if existing.lock is not None:
-            raise Conflict(describe_lock(spec.id, existing.lock))
-        if existing.status in (TenantStatus.deprovisioning, TenantStatus.deprovisioned):
-            raise Conflict(
-                f"tenant id {spec.id!r} was deprovisioned on "
-                f"{existing.deprovisioned_at or existing.updated_at:%Y-%m-%d}; "
-                "ids are tombstoned and never reused (restore it with `tenantctl drill restore` or pick a new id)"
-            )
-        if existing.tier is not spec.tier:
-            raise InvalidInput(
-                f"tenant {spec.id!r} is {existing.tier.value}; moving tiers in place is not supported "
-                "(provision a new tenant and migrate its data)"
-            )
+        refused = refusal(existing, spec)
+        if refused is not None:
+            raise refused
         updated = existing.model_copy(update={"lock": lock, "last_error": None})  # owner: once applied
         return self._put(updated, existing.version)
 

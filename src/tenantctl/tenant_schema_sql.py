@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tenant_runtime.store import TABLES  # the store's tables: each gets row-level security, forced
 from tenantctl.templates import render
 
 TEMPLATE = "tenant_schema.sql.j2"
@@ -15,6 +16,19 @@ TEMPLATE = "tenant_schema.sql.j2"
 # tenant's GRANT CONNECT rewrites the same pg_database row, and PostgreSQL fails
 # concurrent writers of one catalog row with "tuple concurrently updated".
 DATABASE_ACL_LOCK = 0x74656E616E74  # "tenant"
+FORCED = "forced"  # a table's row_security when the script left it as it should be
+
+
+def row_security(conn: Any, schema: str) -> dict[str, str]:
+    """Each store table's live row-level security: ``forced`` (enabled and
+    forced, as the script leaves it), ``not forced``, ``disabled`` or ``missing``."""
+    rows = conn.execute(
+        "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r'",
+        (schema,)).fetchall()
+    live = {name: FORCED if enabled and forced else ("not forced" if enabled else "disabled")
+            for name, enabled, forced in rows}
+    return {table: live.get(table, "missing") for table in TABLES}
 
 
 def schema_script(conn: Any, *, tenant_id: str, role: str, schema: str, gateway_role: str | None = None) -> str:
@@ -33,6 +47,7 @@ def schema_script(conn: Any, *, tenant_id: str, role: str, schema: str, gateway_
         tenant_literal=sql.Literal(tenant_id).as_string(conn),
         gateway_literal=sql.Literal(gateway_role).as_string(conn) if gateway_role else None,
         acl_lock=DATABASE_ACL_LOCK,
+        tables=TABLES,
     )
 
 

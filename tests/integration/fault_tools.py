@@ -73,9 +73,10 @@ class Cli:
         if launcher is None:
             launcher = any((env or {}).get(name) for name in FAULT_ENVS)
         command = [str(LAUNCHER)] if launcher else ["-m", "tenantctl"]
+        # No stdin: a command that asks (deprovision without --yes) reads EOF and aborts.
         return subprocess.Popen([sys.executable, *command, *args], cwd=self.root,
-                                env={**self.env, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+                                env={**self.env, **(env or {})}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
 
     def __call__(self, *args: str, env: dict[str, str] | None = None, timeout: float = 600,
                  launcher: bool | None = None) -> Run:

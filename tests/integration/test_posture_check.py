@@ -259,18 +259,19 @@ def test_a_trust_naming_the_account_root_fails_the_check(clean, workspace, sandb
 
 def test_provision_runs_the_check_and_records_a_violation(workspace, provision_tenant, sandbox):
     """A re-run that changes nothing still verifies: rotation switched off behind
-    tenantctl's back is caught, the record keeps the error, exit 8."""
+    tenantctl's back is caught by a run that trusts its state (no refresh), the
+    record keeps the error, exit 8; a plain provision repairs it instead."""
     tenant = "ck-post-check"
     record = provision_tenant(tenant)
     undo = _tamper_aws(sandbox, record, "rotation")
     try:
         with pytest.raises(PolicyViolation) as err:
-            provision(workspace, TenantSpec(id=tenant))
+            provision(workspace, TenantSpec(id=tenant), refresh=False)
         assert err.value.exit_code == 8 and "fail aws/kms-rotation" in str(err.value)
         stored = workspace.registry.require(tenant)
         assert stored.status.value == "active" and stored.lock is None
         assert "kms-rotation" in stored.last_error
+        again, result = provision(workspace, TenantSpec(id=tenant))  # refreshes: the rotation is turned back on
     finally:
         undo()
-    again, _ = provision(workspace, TenantSpec(id=tenant))
-    assert again.last_error is None
+    assert again.last_error is None and [c.name for c in result.drift] == [f"{tenant}-key"]

@@ -7,11 +7,21 @@ from typing import Annotated, Optional
 import typer
 
 from tenantctl.cli.options import JsonFlag, tenant_argument
-from tenantctl.cli.output import changes_summary, changes_table, console, print_json, table
+from tenantctl.cli.output import (
+    changes_summary,
+    changes_table,
+    console,
+    err_console,
+    orphan_lines,
+    print_json,
+    steps_table,
+    table,
+)
 from tenantctl.engines.base import Op
 from tenantctl.models import TenantRecord, TenantStatus, Tier
 
 app = typer.Typer()
+
 
 def _record_rows(record: TenantRecord) -> list[tuple[str, str]]:
     rows = [("tenant", record.tenant_id), ("tier", record.tier.value), ("status", record.status.value),
@@ -52,15 +62,23 @@ def provision(
     vpc_cidr: Annotated[Optional[str], typer.Option(help="Dedicated: VPC CIDR.")] = None,
     instance_class: Annotated[Optional[str], typer.Option(help="Dedicated: RDS instance class.")] = None,
     storage_gb: Annotated[Optional[int], typer.Option(help="Dedicated: RDS storage (GB).")] = None,
-    multi_az: Annotated[Optional[bool], typer.Option("--multi-az/--single-az", help="Dedicated: Multi-AZ RDS.")] = None,
+    multi_az: Annotated[Optional[bool], typer.Option("--multi-az/--single-az",
+                                                     help="Dedicated: Multi-AZ RDS.")] = None,
+    preview: Annotated[bool, typer.Option("--preview", help="Show each resource's step and changed properties; "
+                                          "change nothing. Exit 0: no changes, 2: changes pending.")] = False,
     json_out: JsonFlag = False,
 ) -> None:
     """Provision a tenant, or update it to the given options (idempotent).
 
     Writes stacks/Pulumi.<ID>.yaml, applies it and records the tenant in the registry.
+    An existing tenant is repaired on the way: resources changed out of band are
+    reset, deleted ones created again, orphan resources removed; the output says
+    what was repaired. --preview shows all of it, refusing what the run would
+    refuse (with the run's exit code).
     """
     from tenantctl.cli.progress import engine_progress
     from tenantctl.operations.provision import merge_options
+    from tenantctl.operations.provision import preview as plan
     from tenantctl.operations.provision import provision as run
     from tenantctl.workspace import Workspace
 
@@ -72,14 +90,38 @@ def provision(
         "dedicated.vpc_cidr": vpc_cidr, "dedicated.instance_class": instance_class,
         "dedicated.storage_gb": storage_gb, "dedicated.multi_az": multi_az,
     })
+    if preview:
+        _preview(tenant_id, plan(ws, spec), json_out)
+        return
     with engine_progress(f"provisioning {tenant_id}", quiet=json_out) as on_event:
         record, result = run(ws, spec, on_event=on_event)
+    steps = [c for c in result.changes.changes if c.op is not Op.same]
     if json_out:
-        print_json({"record": record, "changes": result.changes.summary()})
+        print_json({"record": record, "changes": result.changes.summary(), "resources": steps,
+                    "repaired": result.drift, "orphans": result.orphans})
         return
     console.print(f"[green]tenant {tenant_id} is {record.status.value}[/] ({changes_summary(result.changes)})")
     changes_table("resources", result.changes)
+    if result.drift:
+        steps_table("repaired: drift found (recorded → live), brought back", result.drift)
+    orphan_lines(tenant_id, result.orphans, preview=False)
     table("registry record", ["field", "value"], _record_rows(record))
+
+
+def _preview(tenant_id: str, planned, json_out: bool) -> None:
+    """provision --preview: exit 0 nothing to do, 2 changes pending."""
+    steps = [c for c in planned.changes.changes if c.op is not Op.same]
+    pending = bool(steps or planned.orphans)
+    if json_out:
+        print_json({"tenant_id": tenant_id, "existing": planned.existing, "changes": planned.changes.summary(),
+                    "resources": steps, "orphans": planned.orphans, "exit_code": 2 if pending else 0})
+    else:
+        changes_table(f"provision {tenant_id} --preview", planned.changes)
+        orphan_lines(tenant_id, planned.orphans, preview=True)
+        console.print(f"{tenant_id}: {changes_summary(planned.changes)}"
+                      + (f", {len(planned.orphans)} orphan resource(s)" if planned.orphans else ""), highlight=False)
+    if pending:
+        raise typer.Exit(2)
 
 
 @app.command()
@@ -92,7 +134,7 @@ def deprovision(
                                                   "(`drill backup`) before destroying.")] = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """Remove a tenant's resources (asks first unless --yes).
+    """Remove a tenant's resources (lists them and asks first unless --yes).
 
     A final backup is taken first (not with --purge-data, which deletes the
     backups too; skip it with --no-final-backup): `tenantctl drill restore ID
@@ -101,13 +143,25 @@ def deprovision(
     The KMS key is scheduled for deletion (not deleted at once), objects stay
     unless --purge-data, and the registry keeps a tombstone for audit and restores.
     """
+    from tenantctl.cli.output import step_rows
     from tenantctl.cli.progress import engine_progress
     from tenantctl.operations.deprovision import deprovision as run
+    from tenantctl.operations.deprovision import planned
     from tenantctl.workspace import Workspace
 
     ws = Workspace()
     ws.registry.require(tenant_id)
     if not yes:
+        rows = step_rows(planned(ws, tenant_id).changes)
+        if rows:  # on stderr: stdout stays for --json
+            from rich.table import Table
+
+            listing = Table(title=f"deprovision {tenant_id} deletes", title_justify="left")
+            for column in ("op", "resource", "type", "note"):
+                listing.add_column(column)
+            for row in rows:
+                listing.add_row(*row)
+            err_console.print(listing)
         what = "and ALL its objects " if purge_data else ""
         if not typer.confirm(f"Deprovision tenant {tenant_id} {what}now?", default=False):
             raise typer.Abort()

@@ -4,12 +4,34 @@ from __future__ import annotations
 
 from typing import Any
 
-from tenantctl.engines.local.handlers.base import Context, Desired, Handler, error_code, ignore_missing
+from tenantctl.engines.local.handlers.base import (
+    Context,
+    Desired,
+    Handler,
+    error_code,
+    ignore_missing,
+    managed_tags,
+    read_or_none,
+)
 
 
 class TableHandler(Handler):
     type = "aws:dynamodb/table:Table"
     replace_on = ("name", "hashKey", "rangeKey")
+    read_defaults = {"deletionProtectionEnabled": False, "pointInTimeRecovery": {"enabled": False}}
+
+    def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
+        ddb, name = ctx.client("dynamodb"), rid or d.physical_name()
+        got = read_or_none(lambda: ddb.describe_table(TableName=name))
+        if got is None:
+            return None
+        table = got["Table"]
+        backups = ddb.describe_continuous_backups(TableName=name)["ContinuousBackupsDescription"]
+        pitr = backups.get("PointInTimeRecoveryDescription", {}).get("PointInTimeRecoveryStatus") == "ENABLED"
+        tags = ddb.list_tags_of_resource(ResourceArn=table["TableArn"]).get("Tags", [])
+        return {"deletionProtectionEnabled": table.get("DeletionProtectionEnabled", False),
+                "pointInTimeRecovery": {"enabled": pitr},
+                "tags": managed_tags(d, {t["Key"]: t["Value"] for t in tags})}
 
     def find(self, ctx: Context, d: Desired) -> str | None:
         from botocore.exceptions import ClientError

@@ -4,9 +4,18 @@ crashed create is found again by the ``tenantctl:urn`` tag it was created with."
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from tenantctl.engines.local.handlers.base import URN_TAG, Context, Desired, Handler, ignore_missing
+from tenantctl.engines.local.handlers.base import (
+    URN_TAG,
+    Context,
+    Desired,
+    Handler,
+    ignore_missing,
+    managed_tags,
+    read_or_none,
+)
 
 
 class TaggedEc2Handler(Handler):
@@ -17,6 +26,25 @@ class TaggedEc2Handler(Handler):
     describe: str  # describe_* operation
     result_key: str  # list key in its response
     id_key: str
+
+    def described(self, ctx: Context, rid: str | None) -> dict[str, Any] | None:
+        """The resource as its describe call shows it, None when it is gone."""
+        if not rid:
+            return None
+        got = read_or_none(lambda: getattr(ctx.client("ec2"), self.describe)(**{f"{self.id_key}s": [rid]}))
+        items = [i for i in (got or {}).get(self.result_key, []) if i.get("State") not in ("deleted", "deleting")]
+        return items[0] if items else None
+
+    def live(self, item: dict[str, Any], d: Desired) -> dict[str, Any]:
+        """What configure manages beyond the tags (subclasses add theirs)."""
+        return {}
+
+    def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
+        item = self.described(ctx, rid)
+        if item is None:
+            return None
+        tags = {t["Key"]: t["Value"] for t in item.get("Tags", [])}
+        return {**self.live(item, d), "tags": managed_tags(d, tags)}
 
     def find(self, ctx: Context, d: Desired) -> str | None:
         response = getattr(ctx.client("ec2"), self.describe)(
@@ -65,6 +93,10 @@ class SubnetHandler(TaggedEc2Handler):
     type = "aws:ec2/subnet:Subnet"
     replace_on = ("vpcId", "cidrBlock", "availabilityZone")
     resource_type, describe, result_key, id_key = "subnet", "describe_subnets", "Subnets", "SubnetId"
+    read_defaults = {"mapPublicIpOnLaunch": False}
+
+    def live(self, item: dict[str, Any], d: Desired) -> dict[str, Any]:
+        return {"mapPublicIpOnLaunch": item.get("MapPublicIpOnLaunch", False)}
 
     def make(self, ctx: Context, d: Desired) -> str:
         args = {"VpcId": d.get("vpcId"), "CidrBlock": d.get("cidrBlock"), "TagSpecifications": self.tag_specs(d)}
@@ -118,6 +150,9 @@ class RouteTableAssociationHandler(Handler):
                     return assoc["RouteTableAssociationId"]
         return None
 
+    def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
+        return None if self.find(ctx, d) is None else {}
+
     def make(self, ctx: Context, d: Desired) -> str:
         return ctx.client("ec2").associate_route_table(RouteTableId=d.get("routeTableId"),
                                                        SubnetId=d.get("subnetId"))["AssociationId"]
@@ -144,6 +179,25 @@ def ip_permissions(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return perms
 
 
+def _canonical(perms: list[dict[str, Any]]) -> list[str]:
+    return sorted(json.dumps(p, sort_keys=True) for p in perms)
+
+
+def rules_of(perms: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """EC2 IpPermissions -> pulumi_aws inline rules (the inverse of ``ip_permissions``)."""
+    rules = []
+    for perm in perms:
+        rule: dict[str, Any] = {"protocol": perm.get("IpProtocol", "-1")}
+        if "FromPort" in perm:
+            rule["fromPort"], rule["toPort"] = perm["FromPort"], perm.get("ToPort")
+        for key, field, inner in (("cidrBlocks", "IpRanges", "CidrIp"), ("ipv6CidrBlocks", "Ipv6Ranges", "CidrIpv6"),
+                                  ("securityGroups", "UserIdGroupPairs", "GroupId")):
+            if perm.get(field):
+                rule[key] = [r[inner] for r in perm[field]]
+        rules.append(rule)
+    return rules
+
+
 def _strip(perms: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Described rules in the shape they are authorized with."""
     keep = ("IpProtocol", "FromPort", "ToPort", "IpRanges", "Ipv6Ranges", "UserIdGroupPairs")
@@ -167,6 +221,14 @@ class SecurityGroupHandler(TaggedEc2Handler):
     resource_type, describe, result_key, id_key = ("security-group", "describe_security_groups",
                                                    "SecurityGroups", "GroupId")
 
+    def live(self, item: dict[str, Any], d: Desired) -> dict[str, Any]:
+        live = {}
+        for direction, key in (("ingress", "IpPermissions"), ("egress", "IpPermissionsEgress")):
+            current = _strip(item.get(key, []))
+            same = _canonical(current) == _canonical(ip_permissions(d.get(direction, [])))
+            live[direction] = d.get(direction, []) if same else rules_of(current)  # order is not drift
+        return live
+
     def make(self, ctx: Context, d: Desired) -> str:
         return ctx.client("ec2").create_security_group(
             GroupName=d.physical_name(), Description=d.get("description", "Managed by Pulumi"),
@@ -177,8 +239,8 @@ class SecurityGroupHandler(TaggedEc2Handler):
         group = ec2.describe_security_groups(GroupIds=[rid])["SecurityGroups"][0]
         for direction, current_key, revoke, authorize in (
                 ("ingress", "IpPermissions", ec2.revoke_security_group_ingress, ec2.authorize_security_group_ingress),
-                ("egress", "IpPermissionsEgress",
-                 ec2.revoke_security_group_egress, ec2.authorize_security_group_egress)):
+                ("egress", "IpPermissionsEgress", ec2.revoke_security_group_egress,
+                 ec2.authorize_security_group_egress)):
             current, wanted = _strip(group.get(current_key, [])), ip_permissions(d.get(direction, []))
             stale = [p for p in current if p not in wanted]
             missing = [p for p in wanted if p not in current]

@@ -11,7 +11,9 @@ from tenantctl.engines.local.handlers.base import (
     as_int,
     error_code,
     ignore_missing,
+    managed_tags,
     once_principals_exist,
+    read_or_none,
 )
 
 
@@ -30,6 +32,7 @@ def _exists(call) -> bool:
 class RoleHandler(Handler):
     type = "aws:iam/role:Role"
     replace_on = ("name", "namePrefix", "path")
+    read_defaults = {"maxSessionDuration": 3600, "description": ""}
 
     def find(self, ctx: Context, d: Desired) -> str | None:
         name = d.physical_name()
@@ -43,6 +46,15 @@ class RoleHandler(Handler):
             MaxSessionDuration=as_int(d.get("maxSessionDuration", 3600)), Description=d.get("description", ""),
             Tags=d.tag_list()))
         return name
+
+    def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
+        got = read_or_none(lambda: ctx.client("iam").get_role(RoleName=rid or d.physical_name()))
+        if got is None:
+            return None
+        role = got["Role"]
+        return {"assumeRolePolicy": role.get("AssumeRolePolicyDocument"), "description": role.get("Description", ""),
+                "maxSessionDuration": role.get("MaxSessionDuration"),
+                "tags": managed_tags(d, {t["Key"]: t["Value"] for t in role.get("Tags", [])})}
 
     def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
         iam = ctx.client("iam")
@@ -77,6 +89,11 @@ class RolePolicyHandler(Handler):
         return f"{d.get('role')}:{d.physical_name()}"
 
     make = find
+
+    def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
+        role, name = (rid or self.find(ctx, d)).split(":", 1)
+        got = read_or_none(lambda: ctx.client("iam").get_role_policy(RoleName=role, PolicyName=name))
+        return None if got is None else {"policy": got["PolicyDocument"]}
 
     def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
         role, name = rid.split(":", 1)

@@ -11,14 +11,20 @@ from tenantctl.engines.local.handlers.base import (
     Handler,
     as_int,
     ignore_missing,
+    managed_tags,
     once_principals_exist,
+    read_or_none,
 )
+
+# Key states a refresh reads as ``isEnabled: false``: the key exists but cannot be used.
+UNUSABLE = ("Disabled", "PendingDeletion", "PendingReplicaDeletion", "Unavailable")
 
 
 class KeyHandler(Handler):
     type = "aws:kms/key:Key"
     replace_on = ("keyUsage", "customerMasterKeySpec", "keySpec", "multiRegion")
     find_by_tag = True
+    read_defaults = {"isEnabled": True, "enableKeyRotation": False, "description": ""}
 
     def find(self, ctx: Context, d: Desired) -> str | None:
         kms = ctx.client("kms")
@@ -41,8 +47,28 @@ class KeyHandler(Handler):
         # The policy names the tenant role, created moments before.
         return once_principals_exist(lambda: ctx.client("kms").create_key(**args))["KeyMetadata"]["KeyId"]
 
+    def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
+        kms = ctx.client("kms")
+        described = rid and read_or_none(lambda: kms.describe_key(KeyId=rid))
+        if not described:
+            return None
+        meta = described["KeyMetadata"]
+        tags = {t["TagKey"]: t["TagValue"] for t in kms.list_resource_tags(KeyId=rid).get("Tags", [])}
+        return {"isEnabled": meta.get("KeyState") not in UNUSABLE, "description": meta.get("Description", ""),
+                "enableKeyRotation": kms.get_key_rotation_status(KeyId=rid)["KeyRotationEnabled"],
+                "policy": kms.get_key_policy(KeyId=rid, PolicyName="default")["Policy"],
+                "tags": managed_tags(d, tags)}
+
     def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
         kms = ctx.client("kms")
+        if olds is not None and d.get("isEnabled", True):
+            # A key disabled or scheduled for deletion out of band is the tenant's
+            # data key: bring it back rather than replace it (its data would be lost).
+            state = kms.describe_key(KeyId=rid)["KeyMetadata"].get("KeyState")
+            if state == "PendingDeletion":
+                kms.cancel_key_deletion(KeyId=rid)  # leaves it Disabled
+            if state in ("PendingDeletion", "Disabled"):
+                kms.enable_key(KeyId=rid)
         if d.get("enableKeyRotation"):
             kms.enable_key_rotation(KeyId=rid)
         else:
@@ -77,6 +103,21 @@ class AliasHandler(Handler):
         name = d.physical_name()
         ctx.client("kms").create_alias(AliasName=name, TargetKeyId=d.get("targetKeyId"))
         return name
+
+    def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
+        name, target = rid or d.physical_name(), str(d.get("targetKeyId", ""))
+        kms = ctx.client("kms")
+        key_id = target.rsplit("/", 1)[-1]
+        # The recorded key's aliases first (one call); the whole list only when it moved elsewhere.
+        first = key_id and read_or_none(lambda: kms.list_aliases(KeyId=key_id))
+        alias = next((a for a in (first or {}).get("Aliases", []) if a["AliasName"] == name), None)
+        if alias is None:
+            alias = next((a for page in kms.get_paginator("list_aliases").paginate()
+                          for a in page["Aliases"] if a["AliasName"] == name), None)
+        if alias is None:
+            return None
+        live = alias.get("TargetKeyId", "")
+        return {"targetKeyId": target if live and target.endswith(live) else live}
 
     def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
         target = d.get("targetKeyId")

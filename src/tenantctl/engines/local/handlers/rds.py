@@ -14,7 +14,15 @@ import json
 import secrets
 from typing import Any
 
-from tenantctl.engines.local.handlers.base import Context, Desired, Handler, as_int, error_code, ignore_missing
+from tenantctl.engines.local.handlers.base import (
+    Context,
+    Desired,
+    Handler,
+    as_int,
+    error_code,
+    ignore_missing,
+    read_or_none,
+)
 from tenantctl.engines.local.handlers.secretsmanager import delete_secret, find_secret
 
 
@@ -39,6 +47,15 @@ class SubnetGroupHandler(Handler):
             SubnetIds=list(d.get("subnetIds", [])), Tags=d.tag_list())
         return d.physical_name()
 
+    def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
+        got = read_or_none(lambda: ctx.client("rds").describe_db_subnet_groups(
+            DBSubnetGroupName=rid or d.physical_name()))
+        if got is None:
+            return None
+        live = [s["SubnetIdentifier"] for s in got["DBSubnetGroups"][0]["Subnets"]]
+        wanted = list(d.get("subnetIds", []))
+        return {"subnetIds": wanted if set(live) == set(wanted) else live}  # order is not drift
+
     def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
         rds = ctx.client("rds")
         group = rds.describe_db_subnet_groups(DBSubnetGroupName=rid)["DBSubnetGroups"][0]
@@ -58,9 +75,24 @@ def master_secret_name(identifier: str) -> str:
     return f"rds!db-{identifier}"
 
 
+# input -> DescribeDBInstances field: what configure modifies, so what a refresh reads back.
+INSTANCE_FIELDS = {"instanceClass": "DBInstanceClass", "allocatedStorage": "AllocatedStorage",
+                   "deletionProtection": "DeletionProtection", "backupRetentionPeriod": "BackupRetentionPeriod",
+                   "multiAz": "MultiAZ"}
+
+
 class InstanceHandler(Handler):
     type = "aws:rds/instance:Instance"
     replace_on = ("identifier", "engine", "dbName", "username", "storageEncrypted", "kmsKeyId")
+    read_defaults = {"allocatedStorage": 20, "deletionProtection": False, "backupRetentionPeriod": 0,
+                     "multiAz": False}
+
+    def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
+        got = read_or_none(lambda: ctx.client("rds").describe_db_instances(DBInstanceIdentifier=rid or self._ident(d)))
+        if got is None:
+            return None
+        instance = got["DBInstances"][0]
+        return {key: instance.get(field) for key, field in INSTANCE_FIELDS.items()}
 
     def _ident(self, d: Desired) -> str:
         return d.physical_name("identifier")
@@ -132,8 +164,8 @@ class InstanceHandler(Handler):
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db_name)))
             if own:  # a dedicated tenant's instance holds no other tenant's roles: on the
                 # shared sandbox server only roles granted CONNECT (its own) may log in.
-                conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC")
-                             .format(sql.Identifier(db_name)))
+                conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(
+                    sql.Identifier(db_name)))
 
     @staticmethod
     def _ensure_master_secret(ctx: Context, rid: str, d: Desired, user: str, password: str) -> str:

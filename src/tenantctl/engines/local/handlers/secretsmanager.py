@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from tenantctl.engines.local.handlers.base import Context, Desired, Handler, as_int, error_code, ignore_missing
+from tenantctl.engines.local.handlers.base import (
+    Context,
+    Desired,
+    Handler,
+    as_int,
+    error_code,
+    ignore_missing,
+    managed_tags,
+    read_or_none,
+)
 
 
 def find_secret(ctx: Context, name: str) -> str | None:
@@ -35,9 +44,17 @@ def delete_secret(ctx: Context, secret_id: str, recovery_days: int) -> None:
 class SecretHandler(Handler):
     type = "aws:secretsmanager/secret:Secret"
     replace_on = ("name", "namePrefix")
+    read_defaults = {"description": ""}
 
     def find(self, ctx: Context, d: Desired) -> str | None:
         return find_secret(ctx, d.physical_name())
+
+    def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
+        got = read_or_none(lambda: ctx.client("secretsmanager").describe_secret(SecretId=rid or d.physical_name()))
+        if got is None or got.get("DeletedDate"):  # scheduled for deletion: gone (a create restores it)
+            return None
+        return {"description": got.get("Description", ""), "kmsKeyId": got.get("KmsKeyId"),
+                "tags": managed_tags(d, {t["Key"]: t["Value"] for t in got.get("Tags", [])})}
 
     def make(self, ctx: Context, d: Desired) -> str:
         args: dict[str, Any] = {"Name": d.physical_name(), "Description": d.get("description", ""),
