@@ -18,28 +18,11 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
 
 from infra.providers._diff import diff_inputs
+from infra.providers._postgres import admin_connect as _admin_connect
+from infra.providers._postgres import secret_json as _secret_json
+from infra.providers._postgres import secrets_client as _secrets_client
 
 KIND = "tenant-schema"
-
-
-def _secrets_client(region: str):
-    from tenantctl import aws  # bounded backoff with jitter; endpoint from AWS_ENDPOINT_URL on the sandbox
-
-    return aws.client("secretsmanager", region=region)
-
-
-def _secret_json(region: str, secret_arn: str) -> dict[str, Any]:
-    value = _secrets_client(region).get_secret_value(SecretId=secret_arn)["SecretString"]
-    return json.loads(value)
-
-
-def _admin_connect(props: dict[str, Any]):
-    import psycopg
-
-    admin = _secret_json(props["region"], props["admin_secret_arn"])
-    return psycopg.connect(host=props["host"], port=int(props["port"]), dbname=props["database"],
-                           user=admin["username"], password=admin["password"], autocommit=True,
-                           connect_timeout=10)
 
 
 def _current_password(props: dict[str, Any]) -> str | None:
@@ -62,7 +45,8 @@ def _ensure(props: dict[str, Any], password: str) -> dict[str, Any]:
         conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
     _secrets_client(props["region"]).put_secret_value(
         SecretId=props["tenant_secret_arn"],
-        SecretString=json.dumps({"username": role, "password": password, "host": props["host"],
+        # "engine": the rotation function refuses a secret that does not say postgres.
+        SecretString=json.dumps({"engine": "postgres", "username": role, "password": password, "host": props["host"],
                                  "port": int(props["port"]), "dbname": props["database"], "schema": schema}),
     )
     return {k: v for k, v in props.items() if not k.startswith("__")}
@@ -114,4 +98,5 @@ class TenantSchema(pulumi.dynamic.Resource):
     database: pulumi.Output[str]
 
     def __init__(self, name: str, args: TenantSchemaArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__(TenantSchemaProvider(), name, {"kind": KIND, **{f.name: getattr(args, f.name) for f in fields(args)}}, opts)
+        super().__init__(TenantSchemaProvider(), name,
+                         {"kind": KIND, **{f.name: getattr(args, f.name) for f in fields(args)}}, opts)

@@ -138,6 +138,8 @@ class PlatformSpec(BaseModel):
     az_count: int = Field(2, ge=2, le=6)
     db_instance_class: str = Field("db.t4g.medium", pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")
     db_storage_gb: int = Field(50, ge=20, le=65536)
+    db_multi_az: bool = Field(True, description="the shared database in two AZs: every pooled tenant depends on it "
+                                                "(false is refused by the policy gate)")
     admin_role_arn: str | None = Field(None, description="role allowed to administer every tenant key")
     runtime_principal_arn: str | None = Field(
         None, description="principal allowed to assume tenant roles (with the tenant session tag); default: account root")

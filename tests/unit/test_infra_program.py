@@ -12,27 +12,31 @@ TENANT_TYPES = {
     "pulumi:pulumi:StackReference", "aws:kms/key:Key", "aws:kms/alias:Alias", "aws:iam/role:Role",
     "aws:iam/rolePolicy:RolePolicy", "aws:secretsmanager/secret:Secret", "aws:sqs/queue:Queue",
     "aws:ec2/securityGroup:SecurityGroup", "aws:sns/topic:Topic", "aws:cloudwatch/metricAlarm:MetricAlarm",
-    "pulumi-python:dynamic:Resource",
+    "pulumi-python:dynamic:Resource", "aws:kms/grant:Grant", "aws:secretsmanager/secretRotation:SecretRotation",
 }
-DEDICATED_EXTRA = {
+POOLED_EXTRA = {"aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"}  # into the shared database's group
+NETWORK_TYPES = {
     "aws:ec2/vpc:Vpc", "aws:ec2/subnet:Subnet", "aws:ec2/routeTable:RouteTable",
     "aws:ec2/routeTableAssociation:RouteTableAssociation", "aws:ec2/vpcEndpoint:VpcEndpoint",
-    "aws:rds/subnetGroup:SubnetGroup", "aws:rds/instance:Instance",
+    "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup", "aws:ec2/flowLog:FlowLog", "aws:cloudwatch/logGroup:LogGroup",
+    "aws:ec2/securityGroup:SecurityGroup", "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
+    "aws:rds/subnetGroup:SubnetGroup", "aws:rds/parameterGroup:ParameterGroup", "aws:rds/instance:Instance",
+    "aws:serverlessrepository/cloudFormationStack:CloudFormationStack", "pulumi-python:dynamic:Resource",
 }
-PLATFORM_TYPES = {
-    "aws:ec2/vpc:Vpc", "aws:ec2/subnet:Subnet", "aws:ec2/routeTable:RouteTable",
-    "aws:ec2/routeTableAssociation:RouteTableAssociation", "aws:ec2/securityGroup:SecurityGroup",
-    "aws:ec2/vpcEndpoint:VpcEndpoint", "aws:rds/subnetGroup:SubnetGroup", "aws:rds/instance:Instance",
+DEDICATED_EXTRA = NETWORK_TYPES
+PLATFORM_TYPES = NETWORK_TYPES | {
     "aws:kms/key:Key", "aws:kms/alias:Alias", "aws:s3/bucket:Bucket",
     "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", "aws:s3/bucketPolicy:BucketPolicy",
-    "aws:s3/bucketVersioning:BucketVersioning",
+    "aws:s3/bucketVersioning:BucketVersioning", "aws:s3/bucketOwnershipControls:BucketOwnershipControls",
     "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
-    "aws:dynamodb/table:Table",
+    "aws:s3/bucketLogging:BucketLogging", "aws:dynamodb/table:Table",
+    "aws:iam/role:Role", "aws:iam/rolePolicy:RolePolicy",
 }
 PLATFORM_OUTPUTS = {
     "region", "account_id", "vpc_id", "vpc_cidr", "private_subnet_ids", "db_endpoint", "db_port", "db_name",
     "db_admin_secret_arn", "db_security_group_id", "bucket", "bucket_arn", "platform_key_arn", "registry_table",
-    "admin_role_arn", "runtime_principal_arn",
+    "admin_role_arn", "runtime_principal_arn", "logs_bucket", "flow_logs_role_arn", "db_monitoring_role_arn",
+    "rotation_function_arn", "rotation_role_arn",
 }
 
 
@@ -58,7 +62,7 @@ def platform():
 
 
 def test_pooled_resource_types(pooled):
-    assert pooled[1].types() == TENANT_TYPES
+    assert pooled[1].types() == TENANT_TYPES | POOLED_EXTRA
 
 
 def test_dedicated_resource_types(dedicated):
@@ -120,7 +124,8 @@ def test_queue_delay_and_redrive_follow_the_spec(pooled):
 
 def test_dynamic_resources_name_their_provider(pooled):
     kinds = {r.inputs["kind"] for r in pooled[1].of_type("pulumi-python:dynamic:Resource")}
-    assert kinds == set(PROVIDERS) == {"tenant-schema", "prefix-lifecycle"}
+    assert kinds == {"tenant-schema", "prefix-lifecycle"}
+    assert set(PROVIDERS) == kinds | {"database-acl"}  # the instance's: platform and dedicated stacks
 
 
 def test_prefix_twins_stay_apart():

@@ -1,6 +1,7 @@
 """S3: buckets (found by name) and the bucket-level settings Pulumi models as
 their own resources (public access block, policy, versioning, default
-encryption), each keyed by its bucket and put idempotently."""
+encryption, ownership controls, server access logging), each keyed by its
+bucket and put idempotently."""
 
 from __future__ import annotations
 
@@ -102,6 +103,17 @@ def _encryption(s3, bucket: str, d: Desired) -> None:
     s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": rules})
 
 
+def _ownership(s3, bucket: str, d: Desired) -> None:
+    rule = d.get("rule") or {}
+    s3.put_bucket_ownership_controls(Bucket=bucket, OwnershipControls={"Rules": [
+        {"ObjectOwnership": rule.get("objectOwnership", "BucketOwnerEnforced")}]})
+
+
+def _logging(s3, bucket: str, d: Desired) -> None:
+    s3.put_bucket_logging(Bucket=bucket, BucketLoggingStatus={"LoggingEnabled": {
+        "TargetBucket": d.get("targetBucket"), "TargetPrefix": d.get("targetPrefix", "")}})
+
+
 def _policy(s3, bucket: str, d: Desired) -> None:
     """The declared policy, less the Deny statements moto cannot evaluate: moto
     (5.2) skips condition operators other than StringEquals, so a conditional
@@ -129,7 +141,12 @@ HANDLERS = (
                          lambda s3, b: s3.delete_bucket_policy(Bucket=b)),
     # Versioning cannot be switched off once on: deleting the resource suspends it (as Pulumi does).
     BucketSettingHandler("aws:s3/bucketVersioning:BucketVersioning", _versioning,
-                         lambda s3, b: s3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Suspended"})),
+                         lambda s3, b: s3.put_bucket_versioning(Bucket=b,
+                                                                VersioningConfiguration={"Status": "Suspended"})),
     BucketSettingHandler("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
                          _encryption, lambda s3, b: s3.delete_bucket_encryption(Bucket=b)),
+    BucketSettingHandler("aws:s3/bucketOwnershipControls:BucketOwnershipControls", _ownership,
+                         lambda s3, b: s3.delete_bucket_ownership_controls(Bucket=b)),
+    BucketSettingHandler("aws:s3/bucketLogging:BucketLogging", _logging,
+                         lambda s3, b: s3.put_bucket_logging(Bucket=b, BucketLoggingStatus={})),
 )
