@@ -1,7 +1,7 @@
 """SharedBucket: the bucket tenant prefixes live in. Public access blocked,
 TLS-only bucket policy, ACLs disabled, versioning, SSE-KMS by default with the
 platform key (the runtime writes each tenant's objects with that tenant's own
-key), and server access logging into a bucket of its own.
+key), and server access logging into a bucket of its own (logs kept a year).
 
 The access-log bucket is locked down the same way except for its default
 encryption: S3 log delivery cannot write into a bucket whose default is
@@ -19,6 +19,7 @@ import pulumi
 import pulumi_aws as aws
 
 ACCESS_LOG_PREFIX = "s3-access/"
+ACCESS_LOG_DAYS = 365
 
 
 @dataclass
@@ -88,6 +89,15 @@ class SharedBucket(pulumi.ComponentResource):
             f"{name}-access-logs", args.logs_bucket_name,
             {"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}},
             lambda arn: access_logs_policy(arn, bucket.arn, args.account_id), args.tags, self)
+        # Not on the shared bucket: its one lifecycle configuration holds the
+        # tenants' rules (infra.providers.prefix_lifecycle).
+        aws.s3.BucketLifecycleConfiguration(
+            f"{name}-access-logs-lifecycle", bucket=logs.bucket, rules=[{
+                "id": "expire-access-logs", "status": "Enabled", "filter": {"prefix": ACCESS_LOG_PREFIX},
+                "expiration": {"days": ACCESS_LOG_DAYS},
+                "noncurrent_version_expiration": {"noncurrent_days": 30},
+                "abort_incomplete_multipart_upload": {"days_after_initiation": 1}}],
+            opts=pulumi.ResourceOptions(parent=self))
         # After the log bucket's policy: S3 checks the logging service may write there.
         aws.s3.BucketLogging(f"{name}-logging", bucket=bucket.bucket, target_bucket=logs.bucket,
                              target_prefix=ACCESS_LOG_PREFIX,

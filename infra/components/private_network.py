@@ -6,8 +6,10 @@ Nothing in it is left at AWS's defaults: every endpoint has a policy (the S3
 gateway reaches the platform's buckets in this account only, so the VPC is no
 path to write into anyone else's bucket; interface endpoints serve this
 account's principals on this account's resources), the VPC's default security
-group is taken over with no rules, and flow logs of all traffic go to an
-encrypted log group.
+group is taken over with no rules, its default network ACL admits traffic
+from inside the VPC plus the return traffic of HTTPS through the S3 gateway
+(whose addresses are S3's public ranges), and flow logs of all traffic go to
+an encrypted log group.
 """
 
 from __future__ import annotations
@@ -27,6 +29,19 @@ from tenantctl import naming
 INTERFACE_SERVICES = ("kms", "sqs", "secretsmanager")
 S3_ENDPOINT_ACTIONS = [*S3_OBJECT_ACTIONS, "s3:ListBucket", "s3:GetBucketLocation"]
 FLOW_LOG_AGGREGATION_SECONDS = 60
+EPHEMERAL_PORTS = (1024, 65535)
+
+
+def network_acl_rules(cidr: str) -> tuple[list[dict], list[dict]]:
+    """(ingress, egress) of the default network ACL: anything within the VPC;
+    HTTPS out to S3 through the gateway endpoint and its replies back in. No
+    rule admits port 22, 3389 or every port from anywhere."""
+    inside = {"protocol": "-1", "rule_no": 100, "action": "allow", "cidr_block": cidr, "from_port": 0, "to_port": 0}
+    ingress = [inside, {"protocol": "6", "rule_no": 110, "action": "allow", "cidr_block": "0.0.0.0/0",
+                        "from_port": EPHEMERAL_PORTS[0], "to_port": EPHEMERAL_PORTS[1]}]
+    egress = [inside, {"protocol": "6", "rule_no": 110, "action": "allow", "cidr_block": "0.0.0.0/0",
+                       "from_port": 443, "to_port": 443}]
+    return ingress, egress
 
 
 @dataclass
@@ -84,6 +99,9 @@ class PrivateNetwork(pulumi.ComponentResource):
         # Adopted and emptied: nothing may use the default group to reach anything.
         aws.ec2.DefaultSecurityGroup(f"{name}-default-sg", vpc_id=vpc.id, ingress=[], egress=[], tags=args.tags,
                                      opts=child)
+        nacl_in, nacl_out = network_acl_rules(args.cidr)
+        aws.ec2.DefaultNetworkAcl(f"{name}-default-nacl", default_network_acl_id=vpc.default_network_acl_id,
+                                  ingress=nacl_in, egress=nacl_out, tags=args.tags, opts=child)
         flow_group = log_group(f"{name}-flow-logs", flow_log_group_name(args.log_scope), args.kms_key_arn,
                                args.tags, child)
         aws.ec2.FlowLog(f"{name}-flow-log", vpc_id=vpc.id, traffic_type="ALL", log_destination_type="cloud-watch-logs",

@@ -2,7 +2,10 @@
 tenant's schema (pooled: shared database; dedicated: its own database).
 
 Every connection logs in as the tenant role with the password from the tenant's
-secret (never from the registry record). Every unit of work is one transaction
+secret (never from the registry record). The password rotates (Secrets
+Manager, single-user): a refused login is retried with the secret's AWSCURRENT
+read again, then its AWSPENDING, so new connections open throughout a
+rotation; open ones are unaffected (PostgreSQL checks a password at login). Every unit of work is one transaction
 that starts with ``set_config('app.tenant_id', <id>, true)`` (= SET LOCAL): the
 setting ends with the transaction, so a connection returned to a pool carries
 no tenant, and a query outside a tenant transaction sees zero rows (FORCE RLS,
@@ -43,6 +46,8 @@ from tenant_runtime.crypto import Envelope
 from tenant_runtime.errors import InvalidRequest, StoreUnavailable, TenantMismatch
 
 Role = Literal["system", "user", "assistant", "tool"]
+# Secrets Manager's staging labels.
+CURRENT, PENDING = "AWSCURRENT", "AWSPENDING"
 MAX_CONTENT = 1 << 20
 MAX_METADATA = 64 << 10
 MAX_PAGE = 500
@@ -140,7 +145,8 @@ def decode_cursor(cursor: str, tenant_id: str, conversation_id: str) -> tuple[in
 # -- connections -----------------------------------------------------------------
 
 @contextmanager
-def tenant_transaction(conn: psycopg.Connection, tenant_id: str, role: str | None = None) -> Iterator[psycopg.Connection]:
+def tenant_transaction(conn: psycopg.Connection, tenant_id: str,
+                       role: str | None = None) -> Iterator[psycopg.Connection]:
     """One transaction scoped to ``tenant_id`` (and, for a gateway login, to the
     tenant ``role``); both settings end with it."""
     with conn.transaction():
@@ -201,10 +207,17 @@ class ContextStore:
         hit, secret = self._secrets.get(store.secret_arn)
         if hit and secret is not None:
             return secret
+        secret = self._read_secret(ctx)
+        self._secrets.put(store.secret_arn, secret)
+        return secret
+
+    def _read_secret(self, ctx: TenantContext, stage: str = CURRENT) -> StoreSecret:
         from botocore.exceptions import BotoCoreError, ClientError
 
+        store = ctx.resources.store
         try:
-            raw = self.secret_client_for(ctx).get_secret_value(SecretId=store.secret_arn)["SecretString"]
+            raw = self.secret_client_for(ctx).get_secret_value(SecretId=store.secret_arn,
+                                                               VersionStage=stage)["SecretString"]
             secret = StoreSecret.model_validate_json(raw)
         except (ClientError, BotoCoreError, KeyError, ValidationError) as exc:
             raise StoreUnavailable(f"store secret of tenant {ctx.tenant_id!r} unusable: {exc}") from None
@@ -212,8 +225,23 @@ class ContextStore:
         # elsewhere is refused rather than followed.
         if (secret.username, secret.schema_, secret.dbname) != (store.role, store.schema_name, store.database):
             raise TenantMismatch(ctx.tenant_id, f"{secret.dbname}/{secret.schema_}/{secret.username}", "store secret")
-        self._secrets.put(store.secret_arn, secret)
         return secret
+
+    def _rotated(self, ctx: TenantContext, refused: StoreSecret) -> Iterator[StoreSecret]:
+        """Credentials to try after ``refused`` failed to log in: the secret's
+        AWSCURRENT read again (a rotation finished since it was cached), then
+        AWSPENDING (a rotation is between setting the new password on the role
+        and promoting it: single-user rotation's window)."""
+        self._secrets.pop(ctx.resources.store.secret_arn)
+        tried = {refused.password}
+        for stage in (CURRENT, PENDING):
+            try:
+                candidate = self._read_secret(ctx, stage)
+            except StoreUnavailable:  # no AWSPENDING: no rotation in progress
+                continue
+            if candidate.password not in tried:
+                tried.add(candidate.password)
+                yield candidate
 
     def _pool(self, ctx: TenantContext) -> _Pool:
         with self._lock:
@@ -223,15 +251,29 @@ class ContextStore:
                 return pool
         self._secret(ctx)  # fail early (and with the mismatch) when the secret is unusable
 
+        def login(secret: StoreSecret) -> psycopg.Connection:
+            return psycopg.connect(host=secret.host, port=secret.port, dbname=secret.dbname,
+                                   user=secret.username, password=secret.password,
+                                   connect_timeout=self.connect_timeout, application_name="tenant_runtime")
+
         def connect() -> psycopg.Connection:
-            secret = self._secret(ctx)  # cached; re-read after a failed login (rotated password)
+            secret = self._secret(ctx)  # cached
             try:
-                return psycopg.connect(host=secret.host, port=secret.port, dbname=secret.dbname,
-                                       user=secret.username, password=secret.password,
-                                       connect_timeout=self.connect_timeout, application_name="tenant_runtime")
+                return login(secret)
             except psycopg.OperationalError as exc:
-                self._secrets.pop(ctx.resources.store.secret_arn)  # rotated password: re-read next time
-                raise StoreUnavailable(f"store of tenant {ctx.tenant_id!r} unreachable: {exc}") from None
+                # libpq reports no SQLSTATE for a refused login: whatever the
+                # cause, retry only with a password that differs (a rotation).
+                error = exc
+                for candidate in self._rotated(ctx, secret):
+                    try:
+                        conn = login(candidate)
+                    except psycopg.OperationalError as again:
+                        error = again
+                        continue
+                    self._secrets.put(ctx.resources.store.secret_arn, candidate)
+                    return conn
+                self._secrets.pop(ctx.resources.store.secret_arn)  # re-read next time
+                raise StoreUnavailable(f"store of tenant {ctx.tenant_id!r} unreachable: {error}") from None
 
         with self._lock:
             pool = self._pools.setdefault(ctx.tenant_id, _Pool(connect, self.max_idle))
@@ -305,7 +347,7 @@ class ContextStore:
         # Rows typed by PostgreSQL: built without re-validation.
         messages = [Message.model_construct(conversation_id=conversation_id, seq=seq, role=role,
                                             content=content.decode(), metadata=meta, created_at=created)
-                    for (seq, role, _, meta, created), content in zip(rows, contents)]
+                    for (seq, role, _, meta, created), content in zip(rows, contents, strict=True)]
         encode = partial(encode_cursor, ctx.tenant_id, conversation_id)
         return Page(
             messages=messages,

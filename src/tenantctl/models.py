@@ -72,7 +72,9 @@ class DedicatedSpec(BaseModel):
     vpc_cidr: str = "10.42.0.0/16"
     instance_class: str = Field("db.t4g.micro", pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")
     storage_gb: int = Field(20, ge=20, le=65536)
-    multi_az: bool = False
+    # Multi-AZ as the shared database is: a dedicated tenant does not get a less
+    # available store than a pooled one unless it asks (`--single-az`).
+    multi_az: bool = True
     deletion_protection: bool = True
 
     @field_validator("vpc_cidr")

@@ -35,6 +35,7 @@ TAGGABLE = frozenset({
     "aws:iam/role:Role", "aws:secretsmanager/secret:Secret", "aws:sns/topic:Topic",
     "aws:cloudwatch/metricAlarm:MetricAlarm", "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup",
     "aws:ec2/flowLog:FlowLog", "aws:cloudwatch/logGroup:LogGroup", "aws:rds/parameterGroup:ParameterGroup",
+    "aws:ec2/defaultNetworkAcl:DefaultNetworkAcl",
     "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
     "aws:serverlessrepository/cloudFormationStack:CloudFormationStack",
 })

@@ -53,6 +53,7 @@ def prices(tmp_path):
 
 
 def inputs(tier: Tier, db_gb: float = 1, **kw) -> CostInputs:
+    kw.setdefault("dedicated", DedicatedSpec(multi_az=False))  # single-AZ figures below; Multi-AZ has its own test
     return CostInputs(tenant_id="acme", tier=tier, s3_bytes_by_class=S3, db_bytes=int(db_gb * GIB), **kw)
 
 

@@ -18,7 +18,8 @@ POOLED_EXTRA = {"aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"}  # 
 NETWORK_TYPES = {
     "aws:ec2/vpc:Vpc", "aws:ec2/subnet:Subnet", "aws:ec2/routeTable:RouteTable",
     "aws:ec2/routeTableAssociation:RouteTableAssociation", "aws:ec2/vpcEndpoint:VpcEndpoint",
-    "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup", "aws:ec2/flowLog:FlowLog", "aws:cloudwatch/logGroup:LogGroup",
+    "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup", "aws:ec2/defaultNetworkAcl:DefaultNetworkAcl",
+    "aws:ec2/flowLog:FlowLog", "aws:cloudwatch/logGroup:LogGroup",
     "aws:ec2/securityGroup:SecurityGroup", "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
     "aws:rds/subnetGroup:SubnetGroup", "aws:rds/parameterGroup:ParameterGroup", "aws:rds/instance:Instance",
     "aws:serverlessrepository/cloudFormationStack:CloudFormationStack", "pulumi-python:dynamic:Resource",
@@ -29,7 +30,8 @@ PLATFORM_TYPES = NETWORK_TYPES | {
     "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", "aws:s3/bucketPolicy:BucketPolicy",
     "aws:s3/bucketVersioning:BucketVersioning", "aws:s3/bucketOwnershipControls:BucketOwnershipControls",
     "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
-    "aws:s3/bucketLogging:BucketLogging", "aws:dynamodb/table:Table",
+    "aws:s3/bucketLogging:BucketLogging", "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration",
+    "aws:dynamodb/table:Table",
     "aws:iam/role:Role", "aws:iam/rolePolicy:RolePolicy",
 }
 PLATFORM_OUTPUTS = {

@@ -55,9 +55,12 @@ class VpcHandler(TaggedEc2Handler):
                                                        {"Name": "group-name", "Values": ["default"]}])
         tables = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [rid]},
                                                     {"Name": "association.main", "Values": ["true"]}])
+        acls = ec2.describe_network_acls(Filters=[{"Name": "vpc-id", "Values": [rid]},
+                                                  {"Name": "default", "Values": ["true"]}])
         return {"arn": f"arn:aws:ec2:{ctx.region}:{ctx.account_id}:vpc/{rid}",
                 "defaultSecurityGroupId": next((g["GroupId"] for g in groups["SecurityGroups"]), ""),
                 "mainRouteTableId": next((t["RouteTableId"] for t in tables["RouteTables"]), ""),
+                "defaultNetworkAclId": next((a["NetworkAclId"] for a in acls["NetworkAcls"]), ""),
                 "tagsAll": d.tags()}
 
     def remove(self, ctx: Context, rid: str, d: Desired) -> None:
@@ -293,6 +296,48 @@ class SecurityGroupIngressRuleHandler(Handler):
             "InvalidGroup.NotFound", "InvalidPermission.NotFound", "InvalidSecurityGroupRuleId.NotFound")
 
 
+DEFAULT_RULE = 32767  # the catch-all deny AWS keeps last in every network ACL
+
+
+class DefaultNetworkAclHandler(Handler):
+    """A VPC's default network ACL (id: the ACL's), adopted and held to the
+    declared entries; deleting the resource leaves it to its VPC."""
+
+    type = "aws:ec2/defaultNetworkAcl:DefaultNetworkAcl"
+    replace_on = ("defaultNetworkAclId",)
+
+    def find(self, ctx: Context, d: Desired) -> str | None:
+        return d.get("defaultNetworkAclId")
+
+    make = find
+
+    @staticmethod
+    def _entry(rule: dict[str, Any], egress: bool) -> dict[str, Any]:
+        entry: dict[str, Any] = {"RuleNumber": as_int(rule["ruleNo"]), "Protocol": str(rule["protocol"]),
+                                 "RuleAction": rule["action"], "Egress": egress,
+                                 "CidrBlock": rule.get("cidrBlock") or "0.0.0.0/0"}
+        if entry["Protocol"] != "-1":
+            entry["PortRange"] = {"From": as_int(rule.get("fromPort", 0)), "To": as_int(rule.get("toPort", 0))}
+        return entry
+
+    def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
+        ec2 = ctx.client("ec2")
+        acl = ec2.describe_network_acls(NetworkAclIds=[rid])["NetworkAcls"][0]
+        for e in acl.get("Entries", []):
+            if e["RuleNumber"] != DEFAULT_RULE:
+                ec2.delete_network_acl_entry(NetworkAclId=rid, RuleNumber=e["RuleNumber"], Egress=e["Egress"])
+        for key, egress in (("ingress", False), ("egress", True)):
+            for rule in d.get(key, []):
+                ec2.create_network_acl_entry(NetworkAclId=rid, **self._entry(rule, egress))
+        if d.tags():
+            ec2.create_tags(Resources=[rid], Tags=d.tag_list())
+        return {"arn": f"arn:aws:ec2:{ctx.region}:{ctx.account_id}:network-acl/{rid}", "vpcId": acl["VpcId"],
+                "tagsAll": d.tags()}
+
+    def remove(self, ctx: Context, rid: str, d: Desired) -> None:
+        return None
+
+
 class FlowLogHandler(TaggedEc2Handler):
     """A flow log of one VPC into a CloudWatch Logs group (or S3); immutable, so
     any change replaces it."""
@@ -366,5 +411,5 @@ class VpcEndpointHandler(TaggedEc2Handler):
 
 
 HANDLERS = (VpcHandler(), SubnetHandler(), RouteTableHandler(), RouteTableAssociationHandler(),
-            SecurityGroupHandler(), DefaultSecurityGroupHandler(), SecurityGroupIngressRuleHandler(), FlowLogHandler(),
-            VpcEndpointHandler())
+            SecurityGroupHandler(), DefaultSecurityGroupHandler(), SecurityGroupIngressRuleHandler(),
+            DefaultNetworkAclHandler(), FlowLogHandler(), VpcEndpointHandler())

@@ -114,6 +114,25 @@ def _logging(s3, bucket: str, d: Desired) -> None:
         "TargetBucket": d.get("targetBucket"), "TargetPrefix": d.get("targetPrefix", "")}})
 
 
+def _lifecycle(s3, bucket: str, d: Desired) -> None:
+    """A bucket's whole lifecycle configuration (the log bucket's: the shared
+    bucket's is merged per tenant by infra.providers.prefix_lifecycle)."""
+    rules = []
+    for rule in d.get("rules", []):
+        out: dict[str, Any] = {"ID": rule["id"], "Status": rule.get("status", "Enabled"),
+                               "Filter": {"Prefix": (rule.get("filter") or {}).get("prefix", "")}}
+        if rule.get("expiration"):
+            out["Expiration"] = {"Days": int(rule["expiration"]["days"])}
+        if rule.get("noncurrentVersionExpiration"):
+            out["NoncurrentVersionExpiration"] = {
+                "NoncurrentDays": int(rule["noncurrentVersionExpiration"]["noncurrentDays"])}
+        if rule.get("abortIncompleteMultipartUpload"):
+            out["AbortIncompleteMultipartUpload"] = {
+                "DaysAfterInitiation": int(rule["abortIncompleteMultipartUpload"]["daysAfterInitiation"])}
+        rules.append(out)
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": rules})
+
+
 def _policy(s3, bucket: str, d: Desired) -> None:
     """The declared policy, less the Deny statements moto cannot evaluate: moto
     (5.2) skips condition operators other than StringEquals, so a conditional
@@ -147,6 +166,8 @@ HANDLERS = (
                          _encryption, lambda s3, b: s3.delete_bucket_encryption(Bucket=b)),
     BucketSettingHandler("aws:s3/bucketOwnershipControls:BucketOwnershipControls", _ownership,
                          lambda s3, b: s3.delete_bucket_ownership_controls(Bucket=b)),
+    BucketSettingHandler("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", _lifecycle,
+                         lambda s3, b: s3.delete_bucket_lifecycle(Bucket=b)),
     BucketSettingHandler("aws:s3/bucketLogging:BucketLogging", _logging,
                          lambda s3, b: s3.put_bucket_logging(Bucket=b, BucketLoggingStatus={})),
 )
