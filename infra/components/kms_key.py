@@ -24,9 +24,11 @@ import pulumi_aws as aws
 # store's secret need, nothing else.
 TENANT_KEY_ACTIONS = ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:GenerateDataKeyWithoutPlaintext",
                       "kms:DescribeKey"]
-# What CloudWatch Logs needs to encrypt a log group (AWS's documented set, spelt out).
+# What CloudWatch Logs needs to encrypt a log group: AWS's documented set spelt
+# out, less kms:Describe*, which carries no encryption context, so the
+# statement's condition could never match it.
 LOGS_ACTIONS = ["kms:Encrypt", "kms:Decrypt", "kms:ReEncryptFrom", "kms:ReEncryptTo", "kms:GenerateDataKey",
-                "kms:GenerateDataKeyWithoutPlaintext", "kms:DescribeKey"]
+                "kms:GenerateDataKeyWithoutPlaintext"]
 # What CloudWatch needs to publish an alarm to an SNS topic encrypted with the key.
 ALARM_ACTIONS = ["kms:Decrypt", "kms:GenerateDataKey"]
 # Sids the posture check and the gate recognise.
@@ -37,9 +39,10 @@ def logs_statement(region: str, account: pulumi.Input[str], log_groups: Sequence
     """CloudWatch Logs may use the key for ``log_groups`` only (names; a trailing
     "*" for every group under a prefix)."""
     arns = [pulumi.Output.concat("arn:aws:logs:", region, ":", account, ":log-group:", g) for g in log_groups]
+    # StringLike: the encryption context is a string (its value an ARN).
     return {"Sid": LOGS_SID, "Effect": "Allow", "Principal": {"Service": f"logs.{region}.amazonaws.com"},
             "Action": LOGS_ACTIONS, "Resource": "*",
-            "Condition": {"ArnLike": {"kms:EncryptionContext:aws:logs:arn": arns}}}
+            "Condition": {"StringLike": {"kms:EncryptionContext:aws:logs:arn": arns}}}
 
 
 def alarms_statement(region: str, account: pulumi.Input[str], alarm_names: Sequence[str]) -> dict[str, Any]:
