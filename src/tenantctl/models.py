@@ -144,7 +144,8 @@ class PlatformSpec(BaseModel):
                                                 "(false is refused by the policy gate)")
     admin_role_arn: str | None = Field(None, description="role allowed to administer every tenant key")
     runtime_principal_arn: str | None = Field(
-        None, description="principal allowed to assume tenant roles (with the tenant session tag); default: account root")
+        None,
+        description="principal allowed to assume tenant roles (with the tenant session tag); default: account root")
 
     def tags(self) -> dict[str, str]:
         return {"tenant": "platform", "tier": "platform", "owner": self.owner, "managed-by": "tenantctl"}

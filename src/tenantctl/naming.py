@@ -164,7 +164,8 @@ def tenant_ids_in(text: str, tenant_id: str) -> set[str]:
     found = {m.group(1) for p in _OWNED for m in p.finditer(text)}
     for token in _TOKEN.findall(text):
         body = token.removeprefix("tenantctl-")
-        if body == tenant_id or body.removeprefix(f"{tenant_id}-") in NAME_SUFFIXES and body.startswith(f"{tenant_id}-"):
+        own_suffix = body.startswith(f"{tenant_id}-") and body.removeprefix(f"{tenant_id}-") in NAME_SUFFIXES
+        if body == tenant_id or own_suffix:
             continue
         for suffix in NAME_SUFFIXES:
             if body.endswith(f"-{suffix}"):

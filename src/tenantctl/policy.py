@@ -596,8 +596,8 @@ def _secret_rotation(plan: _Plan):
         if not r.inputs.get("rotationLambdaArn"):
             yield r.name, "no rotation function"
         days = (r.inputs.get("rotationRules") or {}).get("automaticallyAfterDays")
-        if _known(days) and int(days) > MAX_ROTATION_DAYS:
-            yield r.name, f"rotated every {days} days (> {MAX_ROTATION_DAYS})"
+        if _known(days) and int(float(days)) > MAX_ROTATION_DAYS:  # Pulumi numbers arrive as floats
+            yield r.name, f"rotated every {int(float(days))} days (> {MAX_ROTATION_DAYS})"
     ids = [str(r.inputs.get("secretId")) for r in schedules]
     pending = ids.count(UNKNOWN)
     for secret in plan.of("aws:secretsmanager/secret:Secret"):

@@ -156,9 +156,10 @@ def test_gateway_connection_reused_across_tenants_leaks_nothing(runtime, runtime
     runtime.store.append(ctx_b, "conv-gw", "user", "from b")
     gateway, password = f"gateway_{uuid.uuid4().hex[:8]}", "gw-password"
     with runtime_env.admin() as admin:
-        admin.execute(sql.SQL("CREATE ROLE {} LOGIN NOINHERIT PASSWORD {}").format(sql.Identifier(gateway), sql.Literal(password)))
-        admin.execute(sql.SQL("GRANT {}, {} TO {}").format(sql.Identifier(a.resources.store.role),
-                                                           sql.Identifier(b.resources.store.role), sql.Identifier(gateway)))
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN NOINHERIT PASSWORD {}").format(sql.Identifier(gateway),
+                                                                                   sql.Literal(password)))
+        admin.execute(sql.SQL("GRANT {}, {} TO {}").format(
+            sql.Identifier(a.resources.store.role), sql.Identifier(b.resources.store.role), sql.Identifier(gateway)))
     try:
         with psycopg.connect(host=runtime_env.sandbox.pg_host, port=runtime_env.sandbox.pg_port,
                              dbname=a.resources.store.database, user=gateway, password=password) as conn:
@@ -177,7 +178,8 @@ def test_gateway_connection_reused_across_tenants_leaks_nothing(runtime, runtime
             assert conn.execute("SELECT current_user, current_setting('app.tenant_id', true)").fetchone() in (
                 (gateway, None), (gateway, ""))
             with pytest.raises(psycopg.errors.InsufficientPrivilege):  # no role between transactions
-                conn.execute(sql.SQL("SELECT 1 FROM {}").format(sql.Identifier(a.resources.store.schema_name, "messages")))
+                conn.execute(sql.SQL("SELECT 1 FROM {}").format(
+                    sql.Identifier(a.resources.store.schema_name, "messages")))
     finally:
         with runtime_env.admin() as admin:
             admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(gateway)))

@@ -89,7 +89,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 ident = inputs.get("identifier") or name
                 return ident, {"address": f"{ident}.c{_hex(name)}.{r}.rds.amazonaws.com", "port": 5432,
                                "arn": f"arn:aws:rds:{r}:{a}:db:{ident}",
-                               "masterUserSecrets": [{"secretArn": f"arn:aws:secretsmanager:{r}:{a}:secret:rds!db-{_hex(name)}-Xy",
+                               "masterUserSecrets": [{"secretArn":
+                                                      f"arn:aws:secretsmanager:{r}:{a}:secret:rds!db-{_hex(name)}-Xy",
                                                       "kmsKeyId": inputs.get("masterUserSecretKmsKeyId", ""),
                                                       "secretStatus": "active"}]}
             case "aws:dynamodb/table:Table":
@@ -101,8 +102,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
             case "aws:cloudwatch/logGroup:LogGroup":
                 return physical, {"arn": f"arn:aws:logs:{r}:{a}:log-group:{physical}"}
             case "aws:serverlessrepository/cloudFormationStack:CloudFormationStack":
+                function = inputs["parameters"]["functionName"]
                 return f"arn:aws:cloudformation:{r}:{a}:stack/serverlessrepo-{physical}/{_hex(name)}", {
-                    "outputs": {"RotationLambdaARN": f"arn:aws:lambda:{r}:{a}:function:{inputs['parameters']['functionName']}"}}
+                    "outputs": {"RotationLambdaARN": f"arn:aws:lambda:{r}:{a}:function:{function}"}}
         return rid, {}
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str, dict]:

@@ -64,9 +64,11 @@ def test_kms_rotation(pooled):
 
 
 def test_queue_encryption(pooled):
-    assert rules_hit(broken(pooled, "aws:sqs/queue:Queue", lambda i: i.pop("kmsMasterKeyId"), "dlq")) == {"queue-encryption"}
+    no_key = broken(pooled, "aws:sqs/queue:Queue", lambda i: i.pop("kmsMasterKeyId"), "dlq")
+    assert rules_hit(no_key) == {"queue-encryption"}
     other = "arn:aws:kms:us-east-1:123456789012:key/someone-elses"
-    assert rules_hit(broken(pooled, "aws:sqs/queue:Queue", lambda i: i.update(kmsMasterKeyId=other), "queue")) == {"queue-encryption"}
+    foreign = broken(pooled, "aws:sqs/queue:Queue", lambda i: i.update(kmsMasterKeyId=other), "queue")
+    assert rules_hit(foreign) == {"queue-encryption"}
 
 
 def test_lifecycle_scope(pooled):
@@ -85,7 +87,8 @@ def _edit_policy(edit):
 
 @pytest.mark.parametrize("edit", [
     pytest.param(lambda s: s[0].update(Resource="*"), id="wildcard-on-s3"),
-    pytest.param(lambda s: s[0].update(Resource="arn:aws:s3:::tenantctl-shared-123456789012-us-east-1/*"), id="whole-bucket"),
+    pytest.param(lambda s: s[0].update(Resource="arn:aws:s3:::tenantctl-shared-123456789012-us-east-1/*"),
+                 id="whole-bucket"),
     pytest.param(lambda s: s[1].pop("Condition"), id="list-without-prefix-condition"),
     pytest.param(lambda s: s[3].update(Resource="arn:aws:kms:us-east-1:123456789012:key/*"), id="any-key"),
     pytest.param(lambda s: s.append({"Effect": "Allow", "Action": "dynamodb:GetItem",
@@ -173,7 +176,8 @@ def test_public_acl_and_public_policy(platform):
                                  "Resource": "arn:aws:s3:::x/*"})
         inputs["policy"] = json.dumps(doc)
     found = check(broken(platform, "aws:s3/bucketPolicy:BucketPolicy", everyone), "platform", platform=True)
-    assert [(v.rule, v.message) for v in found] == [("bucket-public-access", 'bucket policy allows everyone (Principal "*")')]
+    assert [(v.rule, v.message) for v in found] == [
+        ("bucket-public-access", 'bucket policy allows everyone (Principal "*")')]
 
 
 def test_a_tenant_stack_bucket_is_judged_too(pooled):
