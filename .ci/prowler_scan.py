@@ -65,6 +65,26 @@ def run_prowler(prowler: str, endpoints, mutelist: Path, out: Path) -> list[dict
     return json.loads(results.read_text())
 
 
+def mute_reasons(findings: list[dict], mutelist: Path) -> str:
+    """The muted findings by mutelist entry: its kind (EMULATOR GAP, ACCOUNT,
+    DECISION: its description's first word(s)), the check, how many."""
+    import re
+
+    import yaml
+
+    entries = yaml.safe_load(mutelist.read_text())["Mutelist"]["Accounts"]["*"]["Checks"]
+    counted: collections.Counter = collections.Counter()
+    for f in findings:
+        if f.get("status") != "Suppressed":
+            continue
+        check = f["metadata"]["event_code"]
+        entry = next((e for pattern, e in entries.items() if re.fullmatch(pattern, check)), {})
+        counted[(entry.get("Description", "?").split(":")[0], check)] += 1
+    lines = ["| muted as | check | findings |", "|---|---|---|"]
+    lines += [f"| {kind} | `{check}` | {n} |" for (kind, check), n in sorted(counted.items())]
+    return "\n".join(lines)
+
+
 def summarise(findings: list[dict]) -> tuple[str, list[str]]:
     """The markdown table (per service: pass / muted / fail) and the unmuted failures."""
     counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
@@ -88,13 +108,13 @@ def summarise(findings: list[dict]) -> tuple[str, list[str]]:
     return "\n".join(lines), failures
 
 
-def write_report(report: Path, table: str, failures: list[str], version: str) -> None:
+def write_report(report: Path, table: str, muted: str, failures: list[str], version: str) -> None:
     text = report.read_text()
     head, _, rest = text.partition(BEGIN)
     _, _, tail = rest.partition(END)
     stamp = time.strftime("%Y-%m-%d")
     body = (f"{BEGIN}\nprowler {version}, {stamp}, on the sandbox with "
-            f"{', '.join(f'{t} ({k})' for t, k in TENANTS)}:\n\n{table}\n\n"
+            f"{', '.join(f'{t} ({k})' for t, k in TENANTS)}:\n\n{table}\n\n{muted}\n\n"
             + ("Unmuted failures:\n\n" + "\n".join(f"- {f}" for f in failures) + "\n" if failures
                else "No unmuted failure.\n")
             + END)
@@ -126,7 +146,7 @@ def main() -> int:
         print(f"FAIL {failure}")
     if args.report:
         version = findings[0]["metadata"]["product"]["version"] if findings else "?"
-        write_report(args.report, table, failures, version)
+        write_report(args.report, table, mute_reasons(findings, args.mutelist), failures, version)
     if args.out is None:
         shutil.rmtree(base, ignore_errors=True)
     return 1 if failures else 0

@@ -32,13 +32,19 @@ FLOW_LOG_AGGREGATION_SECONDS = 60
 EPHEMERAL_PORTS = (1024, 65535)
 
 
+RDP_PORT = 3389  # inside the ephemeral range: refused from outside the VPC before the replies are admitted
+
+
 def network_acl_rules(cidr: str) -> tuple[list[dict], list[dict]]:
     """(ingress, egress) of the default network ACL: anything within the VPC;
     HTTPS out to S3 through the gateway endpoint and its replies back in. No
     rule admits port 22, 3389 or every port from anywhere."""
     inside = {"protocol": "-1", "rule_no": 100, "action": "allow", "cidr_block": cidr, "from_port": 0, "to_port": 0}
-    ingress = [inside, {"protocol": "6", "rule_no": 110, "action": "allow", "cidr_block": "0.0.0.0/0",
-                        "from_port": EPHEMERAL_PORTS[0], "to_port": EPHEMERAL_PORTS[1]}]
+    ingress = [inside,
+               {"protocol": "6", "rule_no": 105, "action": "deny", "cidr_block": "0.0.0.0/0",
+                "from_port": RDP_PORT, "to_port": RDP_PORT},
+               {"protocol": "6", "rule_no": 110, "action": "allow", "cidr_block": "0.0.0.0/0",
+                "from_port": EPHEMERAL_PORTS[0], "to_port": EPHEMERAL_PORTS[1]}]
     egress = [inside, {"protocol": "6", "rule_no": 110, "action": "allow", "cidr_block": "0.0.0.0/0",
                        "from_port": 443, "to_port": 443}]
     return ingress, egress
