@@ -87,7 +87,10 @@ class TenantKey(pulumi.ComponentResource):
                           deletion_window_in_days=30,
                           policy=key_policy(args.admin_arn, args.user_arns, args.service_statements),
                           tags=args.tags, opts=child)
-        aws.kms.Alias(f"{name}-alias", name=args.alias, target_key_id=key.arn, opts=child)
-        self.arn = key.arn
+        alias = aws.kms.Alias(f"{name}-alias", name=args.alias, target_key_id=key.arn, opts=child)
+        # The key's ARN as the alias reports it: whatever is encrypted with the key
+        # then registers after the alias, so a policy judging each resource as it is
+        # registered (CrossGuard during `up`) has seen which key is the tenant's.
+        self.arn = alias.target_key_arn
         self.alias = args.alias
         self.register_outputs({"arn": self.arn, "alias": args.alias})

@@ -1,6 +1,6 @@
 """Every boto3 client tenantctl makes (LocalEngine handlers, registry writer,
 dynamic providers, preflight, deprovision purge) comes from ``client()``, so
-they all share one retry policy (issue 7):
+they all share one retry policy:
 
 - botocore's *standard* retry conditions and truncated exponential backoff with
   full jitter (``rand(0,1) * min(base * 2**attempt, 20 s)``, base 1 s for
@@ -16,8 +16,7 @@ they all share one retry policy (issue 7):
   ``TRANSIENT_ATTEMPTS``, so an unreachable endpoint fails within seconds.
 
 ``TENANTCTL_AWS_THROTTLE_ATTEMPTS`` / ``TENANTCTL_AWS_TRANSIENT_ATTEMPTS``
-override the two budgets. The fault injection of ``tenantctl.faults`` (env
-``TENANTCTL_FAULT_THROTTLE``) is installed here too, so it reaches every client.
+override the two budgets.
 """
 
 from __future__ import annotations
@@ -109,20 +108,18 @@ _CACHE_LOCK = threading.Lock()
 def _env_key() -> tuple:
     """What a default-session client depends on besides its arguments."""
     return tuple(sorted((k, v) for k, v in os.environ.items()
-                        if k.startswith(("AWS_", "TENANTCTL_FAULT_", "TENANTCTL_AWS_"))))
+                        if k.startswith(("AWS_", "TENANTCTL_AWS_"))))
 
 
 def client(service: str, *, session: Any | None = None, region: str | None = None,
            endpoint_url: str | None = None, **kwargs: Any) -> Any:
-    """A boto3 client with tenantctl's retry policy (and injected faults, in tests).
+    """A boto3 client with tenantctl's retry policy.
 
     ``session``: a boto3 Session (default: boto3's default session, which reads
     AWS_* from the environment: on the sandbox AWS_ENDPOINT_URL points at moto).
     Default-session clients are cached per arguments and AWS_* environment
     (making one costs ~50 ms; botocore clients are thread-safe)."""
     import boto3
-
-    from tenantctl.faults import install_throttle
 
     key = None
     if session is None and not kwargs:
@@ -142,7 +139,6 @@ def client(service: str, *, session: Any | None = None, region: str | None = Non
         with _CACHE_LOCK:  # boto3's default session is not thread-safe while it makes clients
             made = boto3.client(service, **args)
     _install_retries(made)
-    install_throttle(made)
     if key is not None:
         with _CACHE_LOCK:
             made = _CACHE.setdefault(key, made)

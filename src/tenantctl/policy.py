@@ -7,13 +7,20 @@ PulumiEngine's Automation API preview), provision's early spec check, and
 Pulumi hands a resource monitor: its type token, logical name and camelCase
 inputs (the same dicts ``pulumi.runtime.Mocks.new_resource`` receives).
 
-Each rule has a name, so a refusal says which invariant broke. Values still
-unknown at preview time (Pulumi's unknown sentinel) are never judged.
+Each rule has a name, so a refusal says which invariant broke. A value a
+rule needs that is still unknown at preview time (Pulumi's unknown sentinel:
+an ARN of a resource not created yet) cannot be judged there: the rule records
+it as unjudged instead of passing it. The gate fails closed on those unless
+the engine judges every resource again with resolved values right before it is
+created or updated (``ResolvedJudge``: the CrossGuard pack in ``policy/`` on the
+PulumiEngine, the apply pass on the LocalEngine). One rule set, two
+enforcement points.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -90,13 +97,38 @@ class Violation(BaseModel):
         return f"[{self.rule}] {self.resource}: {self.message}"
 
 
-class _Plan:
-    """The resources under check plus what the rules derive from them."""
+UNKNOWN_UNTIL_APPLY = "unknown until apply"
 
-    def __init__(self, resources: Iterable[PlannedResource], tenant_id: str, platform: bool) -> None:
+
+class Judgment(BaseModel):
+    """What the rules found: ``violations``, and ``unjudged``, the values a rule
+    needs that are unknown until apply (``message``: "<field> unknown until apply")."""
+
+    violations: list[Violation] = Field(default_factory=list)
+    unjudged: list[Violation] = Field(default_factory=list)
+
+
+class _Plan:
+    """The resources under check plus what the rules derive from them.
+
+    ``complete``: every resource of the stack is here (a preview's plan). An up
+    judging resources one by one as they are registered (``ResolvedJudge``) has
+    only those registered so far: a companion resource not seen yet (a bucket's
+    public access block) is not judged missing then; the preview judged it."""
+
+    def __init__(self, resources: Iterable[PlannedResource], tenant_id: str, platform: bool,
+                 complete: bool = True) -> None:
         self.resources = list(resources)
         self.tenant_id = tenant_id
         self.platform = platform
+        self.complete = complete
+        self.unjudged: list[Violation] = []
+        self.rule = ""  # the rule running now, set by @rule
+
+    def unknown(self, resource: PlannedResource, field: str) -> None:
+        """``field`` of ``resource`` is unknown: the running rule cannot judge it."""
+        message = f"{field} {UNKNOWN_UNTIL_APPLY}"
+        self.unjudged.append(Violation(rule=self.rule, resource=resource.name, message=message))
 
     def of(self, *types: str) -> Iterator[PlannedResource]:
         return (r for r in self.resources if r.type in types)
@@ -110,6 +142,17 @@ class _Plan:
         return {str(a.inputs.get("targetKeyId")) for a in self.of("aws:kms/alias:Alias")
                 if a.inputs.get("name") == naming.kms_alias(self.tenant_id)}
 
+    def owns_key(self, resource: PlannedResource, field: str, ref: Any) -> bool:
+        """Whether ``ref`` may stand as one of this stack's keys: it is one, or it
+        cannot be told yet (recorded as unknown)."""
+        refs = self.own_key_refs
+        if _known(ref) and ref in refs:
+            return True
+        if not _known(ref) or UNKNOWN in refs:
+            self.unknown(resource, field)
+            return True
+        return False
+
 
 Rule = Callable[[_Plan], Iterator[Violation]]
 RULES: dict[str, Rule] = {}
@@ -118,8 +161,10 @@ RULES: dict[str, Rule] = {}
 def rule(name: str) -> Callable[[Rule], Rule]:
     def register(fn: Rule) -> Rule:
         def named(plan: _Plan) -> Iterator[Violation]:
+            plan.rule = name
             for resource, message in fn(plan):
                 yield Violation(rule=name, resource=resource, message=message)
+        named.__doc__ = fn.__doc__  # the CrossGuard pack describes each policy with it
         RULES[name] = named
         return fn
     return register
@@ -149,6 +194,9 @@ def _as_list(value: Any) -> list:
 def _tenant_tag(plan: _Plan):
     for r in plan.of(*TAGGABLE):
         tags = r.inputs.get("tags") or {}
+        if not isinstance(tags, dict) or any(tags.get(t) == UNKNOWN for t in REQUIRED_TAGS):
+            plan.unknown(r, "tags")
+            continue
         missing = [t for t in REQUIRED_TAGS if not tags.get(t)]
         if missing:
             yield r.name, f"missing tag(s) {', '.join(missing)}"
@@ -167,12 +215,11 @@ def _kms_rotation(plan: _Plan):
 
 @rule("queue-encryption")
 def _queue_encryption(plan: _Plan):
-    keys = plan.own_key_refs
     for r in plan.of("aws:sqs/queue:Queue"):
         key = r.inputs.get("kmsMasterKeyId")
         if not key:
             yield r.name, "queue has no SSE-KMS key"
-        elif _known(key) and key not in keys:
+        elif not plan.owns_key(r, "kmsMasterKeyId", key):
             yield r.name, f"queue encrypted with {key!r}, not this tenant's key"
 
 
@@ -185,6 +232,9 @@ def _lifecycle_scope(plan: _Plan):
             continue
         if r.inputs.get("tenant_id") != plan.tenant_id:
             yield r.name, f"rules declared for tenant {r.inputs.get('tenant_id')!r}"
+        if r.inputs.get("rules") == UNKNOWN:
+            plan.unknown(r, "rules")
+            continue
         for rl in r.inputs.get("rules") or []:
             rule_prefix = (rl.get("Filter") or {}).get("Prefix", "")
             if not rule_prefix.startswith(prefix):
@@ -193,7 +243,7 @@ def _lifecycle_scope(plan: _Plan):
                 yield r.name, f"rule id {rl.get('ID')!r} does not carry the tenant id"
 
 
-def _statement_scope(plan: _Plan, stmt: dict) -> Iterator[str]:
+def _statement_scope(plan: _Plan, r: PlannedResource, stmt: dict) -> Iterator[str]:
     tid = plan.tenant_id
     prefix = naming.s3_prefix(tid)
     actions = [a.lower() for a in _as_list(stmt.get("Action"))]
@@ -222,7 +272,7 @@ def _statement_scope(plan: _Plan, stmt: dict) -> Iterator[str]:
             if res.rsplit(":", 1)[-1] not in (naming.queue_name(tid), naming.dlq_name(tid)):
                 yield f"queue {res!r} is not this tenant's"
         elif service == "kms":
-            if res not in plan.own_key_refs:
+            if not plan.owns_key(r, "policy key resource", res):
                 yield f"key {res!r} is not this tenant's"
         elif service == "secretsmanager":
             if f":secret:{naming.secret_name(tid)}" not in res:
@@ -236,13 +286,17 @@ def _iam_scope(plan: _Plan):
     for r in plan.of("aws:iam/rolePolicy:RolePolicy"):
         policy = r.inputs.get("policy")
         if not _known(policy):
+            plan.unknown(r, "policy")
             continue
         for stmt in _as_list(_doc(policy).get("Statement")):
             if stmt.get("Effect") != "Allow":
                 continue
+            unknown = [part for part in ("Action", "Resource") if not all(map(_known, _as_list(stmt.get(part))))]
+            if unknown:
+                plan.unknown(r, f"policy statement {stmt.get('Sid', '?')} {'/'.join(unknown)}")
             if "NotResource" in stmt or "NotAction" in stmt:
                 yield r.name, f"statement {stmt.get('Sid', '?')} uses NotResource/NotAction"
-            for problem in _statement_scope(plan, stmt):
+            for problem in _statement_scope(plan, r, stmt):
                 yield r.name, problem
 
 
@@ -256,7 +310,7 @@ def _rds_encryption(plan: _Plan):
         i = r.inputs
         if i.get("storageEncrypted") is not True:
             yield r.name, "storage not encrypted"
-        elif not plan.platform and _known(i.get("kmsKeyId")) and i.get("kmsKeyId") not in plan.own_key_refs:
+        elif not plan.platform and not plan.owns_key(r, "kmsKeyId", i.get("kmsKeyId") or ""):
             yield r.name, "dedicated storage not encrypted with this tenant's key"
 
 
@@ -280,7 +334,10 @@ def _deletion_protection(plan: _Plan):
 def _backup_retention(plan: _Plan):
     for r in _instances(plan):
         days = r.inputs.get("backupRetentionPeriod")
-        if not _known(days):
+        if days == UNKNOWN:
+            plan.unknown(r, "backupRetentionPeriod")
+            continue
+        if days is None:
             continue
         if int(days or 0) < MIN_BACKUP_RETENTION_DAYS:
             yield r.name, f"backup retention {days or 0} < {MIN_BACKUP_RETENTION_DAYS} days"
@@ -291,22 +348,27 @@ _OPEN = ("0.0.0.0/0", "::/0")
 
 @rule("no-open-ingress")
 def _no_open_ingress(plan: _Plan):
+    def opened(r: PlannedResource, rule_inputs: dict, *keys: str) -> Iterator[tuple[str, str]]:
+        cidrs = [c for key in keys for c in _as_list(rule_inputs.get(key))]
+        if not all(map(_known, cidrs)):
+            plan.unknown(r, "ingress CIDR")
+        for cidr in cidrs:
+            if cidr in _OPEN:
+                yield r.name, f"ingress open to {cidr} on port {rule_inputs.get('fromPort')}"
+
     for r in plan.of("aws:ec2/securityGroup:SecurityGroup"):
-        for ing in r.inputs.get("ingress") or []:
-            cidrs = _as_list(ing.get("cidrBlocks")) + _as_list(ing.get("ipv6CidrBlocks"))
-            for cidr in cidrs:
-                if cidr in _OPEN:
-                    yield r.name, f"ingress open to {cidr} on port {ing.get('fromPort')}"
+        ingress = r.inputs.get("ingress") or []
+        if not _known(ingress):
+            plan.unknown(r, "ingress")
+            continue
+        for ing in ingress:
+            yield from opened(r, ing, "cidrBlocks", "ipv6CidrBlocks")
     # The same rule written as separate rule resources.
     for r in plan.of("aws:ec2/securityGroupRule:SecurityGroupRule"):
         if r.inputs.get("type") == "ingress":
-            for cidr in _as_list(r.inputs.get("cidrBlocks")) + _as_list(r.inputs.get("ipv6CidrBlocks")):
-                if cidr in _OPEN:
-                    yield r.name, f"ingress open to {cidr} on port {r.inputs.get('fromPort')}"
+            yield from opened(r, r.inputs, "cidrBlocks", "ipv6CidrBlocks")
     for r in plan.of("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"):
-        for cidr in (r.inputs.get("cidrIpv4"), r.inputs.get("cidrIpv6")):
-            if cidr in _OPEN:
-                yield r.name, f"ingress open to {cidr} on port {r.inputs.get('fromPort')}"
+        yield from opened(r, r.inputs, "cidrIpv4", "cidrIpv6")
 
 
 def _strings(value: Any, key: str = "") -> Iterator[str]:
@@ -331,6 +393,8 @@ def _no_foreign_reference(plan: _Plan):
     for r in plan.resources:
         others: set[str] = set()
         for s in _strings(r.inputs):
+            if s == UNKNOWN:  # may name anyone once known
+                plan.unknown(r, "inputs")
             others |= foreign_references(s, plan.tenant_id)
         if others:
             yield r.name, f"references other tenant(s): {', '.join(sorted(others))}"
@@ -369,13 +433,21 @@ def _bucket_public_access(plan: _Plan):
     for b in plan.of("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2"):
         name = _bucket_key(b.inputs.get("bucket"))
         block = blocks.get(name)
-        if block is None or not all(block.get(f) is True or block.get(f) == UNKNOWN for f in _BLOCK_FLAGS):
+        if block is not None and any(block.get(f) == UNKNOWN for f in _BLOCK_FLAGS):
+            plan.unknown(b, "public access block")
+        elif (block is None and plan.complete) or (block is not None and
+                                                     not all(block.get(f) is True for f in _BLOCK_FLAGS)):
             yield b.name, "public access not fully blocked"
         for acl in (b.inputs.get("acl"), acls.get(name)):
             if acl in _PUBLIC_ACLS:
                 yield b.name, f"public ACL {acl!r}"
+            elif acl == UNKNOWN:
+                plan.unknown(b, "acl")
         policy = policies.get(name)
         if policy == UNKNOWN:
+            plan.unknown(b, "bucket policy")
+            continue
+        if policy is None and not plan.complete:
             continue
         statements = _as_list(_doc(policy).get("Statement"))
         if any(_public_statement(s) for s in statements):
@@ -406,13 +478,24 @@ def _bucket_encryption(plan: _Plan):
     targets = _logging_targets(plan)
     for b in plan.of(*_BUCKETS):
         name = _bucket_key(b.inputs.get("bucket"))
-        config = sse.get(name) or {}
+        config = sse.get(name)
+        if config is None and not plan.complete:
+            continue
+        config = config or {}
         if config.get("rules") == UNKNOWN:
+            plan.unknown(b, "encryption rules")
             continue
         algorithms = [((r or {}).get("applyServerSideEncryptionByDefault") or {}).get("sseAlgorithm")
                       for r in _as_list(config.get("rules"))]
-        allowed = ("aws:kms", "aws:kms:dsse", UNKNOWN) + (("AES256",) if name in targets and name != UNKNOWN else ())
-        if not any(a in allowed for a in algorithms):
+        if any(a in ("aws:kms", "aws:kms:dsse") for a in algorithms):
+            continue
+        if UNKNOWN in algorithms:
+            plan.unknown(b, "encryption algorithm")
+        elif "AES256" in algorithms and name in targets and name != UNKNOWN:
+            continue  # a log target: S3 log delivery cannot write under SSE-KMS
+        elif "AES256" in algorithms and not plan.complete:
+            continue  # its logging may be registered later: the preview judged the whole set
+        else:
             yield b.name, "no default SSE-KMS encryption"
 
 
@@ -427,7 +510,9 @@ def _bucket_access_logging(plan: _Plan):
         if name in targets and name != UNKNOWN:
             continue
         target = (logged.get(name) or {}).get("targetBucket")
-        if not target:
+        if target == UNKNOWN:
+            plan.unknown(b, "access log target")
+        elif not target and plan.complete:  # (an up judging resources as they come: registered later)
             yield b.name, "no server access logging"
         elif target == name:
             yield b.name, "access logs delivered into the bucket itself"
@@ -471,6 +556,7 @@ def _vpc_endpoint_policy(plan: _Plan):
     for r in plan.of("aws:ec2/vpcEndpoint:VpcEndpoint"):
         policy = r.inputs.get("policy")
         if policy == UNKNOWN:
+            plan.unknown(r, "policy")
             continue
         for problem in endpoint_policy_problems(_doc(policy), str(r.inputs.get("serviceName", ""))):
             yield r.name, problem
@@ -478,7 +564,10 @@ def _vpc_endpoint_policy(plan: _Plan):
 
 def _per_vpc(plan: _Plan, typ: str, ok: Callable[[PlannedResource], bool], missing: str) -> Iterator[tuple[str, str]]:
     """Each VPC of the plan needs one ``typ`` resource passing ``ok`` (a VPC's id
-    is not an input, so they are matched by count)."""
+    is not an input, so they are matched by count). Judged on a whole plan only:
+    the resource comes after its VPC in an up."""
+    if not plan.complete:
+        return
     vpcs = list(plan.of("aws:ec2/vpc:Vpc"))
     good = [r for r in plan.of(typ) if _known(r.inputs.get("vpcId")) or r.inputs.get("vpcId") == UNKNOWN]
     good = [r for r in good if ok(r)]
@@ -521,6 +610,8 @@ def _db_ingress_from_groups(plan: _Plan):
         for ing in r.inputs.get("ingress") or []:
             ranges = _as_list(ing.get("cidrBlocks")) + _as_list(ing.get("ipv6CidrBlocks")) \
                 + _as_list(ing.get("prefixListIds"))
+            if not all(map(_known, ranges)):
+                plan.unknown(r, "ingress source")
             if ranges and _covers_postgres(ing.get("protocol"), ing.get("fromPort"), ing.get("toPort")):
                 yield r.name, f"PostgreSQL ingress from {', '.join(map(str, ranges))}, not from a security group"
     for r in plan.of("aws:ec2/securityGroupRule:SecurityGroupRule"):
@@ -553,7 +644,9 @@ def _rds_hardening(plan: _Plan):
         if not i.get("monitoringInterval") or not i.get("monitoringRoleArn"):
             yield r.name, "enhanced monitoring is off"
         name = i.get("parameterGroupName")
-        if not name or str(name).startswith("default."):
+        if name == UNKNOWN:
+            plan.unknown(r, "parameterGroupName")
+        elif not name or str(name).startswith("default."):
             yield r.name, "default parameter group (rds.force_ssl not pinned)"
         elif name != UNKNOWN and str(name) in groups:
             pinned = {p.get("name"): str(p.get("value")) for p in _as_list(groups[str(name)].get("parameters"))}
@@ -576,6 +669,8 @@ def _database_public_privileges(plan: _Plan):
     """Each instance's database strips PUBLIC of CONNECT and TEMPORARY (PostgreSQL
     grants both to PUBLIC on every new database)."""
     revoked = {str(r.inputs.get("database")) for r in plan.dynamic("database-acl")}
+    if not plan.complete:  # the ACL comes after its instance in an up
+        return
     for r in _instances(plan):
         database = r.inputs.get("dbName")
         if _known(database) and str(database) not in revoked:
@@ -598,6 +693,8 @@ def _secret_rotation(plan: _Plan):
         days = (r.inputs.get("rotationRules") or {}).get("automaticallyAfterDays")
         if _known(days) and int(float(days)) > MAX_ROTATION_DAYS:  # Pulumi numbers arrive as floats
             yield r.name, f"rotated every {int(float(days))} days (> {MAX_ROTATION_DAYS})"
+    if not plan.complete:  # a schedule comes after its secret in an up
+        return
     ids = [str(r.inputs.get("secretId")) for r in schedules]
     pending = ids.count(UNKNOWN)
     for secret in plan.of("aws:secretsmanager/secret:Secret"):
@@ -612,12 +709,11 @@ def _secret_rotation(plan: _Plan):
 
 @rule("alarm-topic-encryption")
 def _alarm_topic_encryption(plan: _Plan):
-    keys = plan.own_key_refs
     for r in plan.of("aws:sns/topic:Topic"):
         key = r.inputs.get("kmsMasterKeyId")
         if not key:
             yield r.name, "topic not encrypted (no KMS key)"
-        elif not plan.platform and _known(key) and key not in keys:
+        elif not plan.platform and not plan.owns_key(r, "kmsMasterKeyId", key):
             yield r.name, f"topic encrypted with {key!r}, not this tenant's key"
 
 
@@ -650,13 +746,19 @@ def _key_policy_matches_role(plan: _Plan):
     """Within one account a key policy alone grants use of the key: what it grants
     the tenant role must be exactly what the role's IAM policy grants, or the
     role holds the union of both."""
-    docs = [r.inputs.get("policy") for r in plan.of("aws:iam/rolePolicy:RolePolicy")]
-    if plan.platform or not docs or any(not _known(d) for d in docs):
+    policies = list(plan.of("aws:iam/rolePolicy:RolePolicy"))
+    if plan.platform or not policies:  # (an up: the role policy comes after the key)
         return
-    role = role_key_actions(_doc(d) for d in docs)
+    unknown = [r for r in policies if not _known(r.inputs.get("policy"))]
+    for r in unknown:
+        plan.unknown(r, "policy")
+    if unknown:
+        return
+    role = role_key_actions(_doc(r.inputs.get("policy")) for r in policies)
     for key in plan.of("aws:kms/key:Key"):
         policy = key.inputs.get("policy")
         if not _known(policy):
+            plan.unknown(key, "policy")
             continue
         granted = key_use_actions(_doc(policy))
         if granted and granted != role:
@@ -666,18 +768,53 @@ def _key_policy_matches_role(plan: _Plan):
             yield key.name, f"key policy and role policy grant different KMS actions: {detail}"
 
 
-def check(resources: Iterable[PlannedResource], tenant_id: str, platform: bool = False,
-          rules: Iterable[str] | None = None) -> list[Violation]:
-    """Every violation of the named rules (all rules by default).
+def judge(resources: Iterable[PlannedResource], tenant_id: str, platform: bool = False,
+          rules: Iterable[str] | None = None, complete: bool = True) -> Judgment:
+    """The violations of the named rules (all rules by default), and what they
+    could not judge because it is unknown until apply.
 
     For the platform stack pass ``tenant_id="platform", platform=True``.
     """
-    plan = _Plan(resources, tenant_id, platform)
+    plan = _Plan(resources, tenant_id, platform, complete)
     selected = list(RULES) if rules is None else list(rules)
     unknown = set(selected) - set(RULES)
     if unknown:
         raise ValueError(f"unknown rule(s): {', '.join(sorted(unknown))}")
-    return [v for name in selected for v in RULES[name](plan)]
+    violations = [v for name in selected for v in RULES[name](plan)]
+    return Judgment(violations=violations, unjudged=list(dict.fromkeys(plan.unjudged)))
+
+
+def check(resources: Iterable[PlannedResource], tenant_id: str, platform: bool = False,
+          rules: Iterable[str] | None = None) -> list[Violation]:
+    """Every violation of the named rules (all rules by default)."""
+    return judge(resources, tenant_id, platform, rules).violations
+
+
+class ResolvedJudge:
+    """The second enforcement point: an up hands it each resource as it is
+    registered, with resolved values, right before the resource is created or
+    updated (what CrossGuard sees; the LocalEngine's apply pass). The resources
+    registered before it are the context: the program takes its tenant key's ARN
+    from the key's alias, so the alias is always judged before a queue, secret,
+    database or role policy that uses the key. Each violation is reported once,
+    by the registration that completed it. Thread-safe (an up registers
+    resources from several threads)."""
+
+    def __init__(self, tenant_id: str, platform: bool = False, waived: Iterable[str] = ()) -> None:
+        self.tenant_id, self.platform = tenant_id, platform
+        self.waived = frozenset(waived)
+        self._seen: dict[str, PlannedResource] = {}
+        self._reported: set[Violation] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, resource: PlannedResource, key: str = "") -> list[Violation]:
+        """New violations once ``resource`` (registered as ``key``, its URN) is in."""
+        with self._lock:
+            self._seen[key or f"{resource.type}::{resource.name}"] = resource
+            found = judge(self._seen.values(), self.tenant_id, self.platform, complete=False).violations
+            new = [v for v in dict.fromkeys(found) if v not in self._reported and v.rule not in self.waived]
+            self._reported.update(new)
+            return new
 
 
 # -- the spec: what the planned resources cannot show --------------------------------------
@@ -729,15 +866,27 @@ def waived(*rules: str) -> Iterator[None]:
         _WAIVED.reset(token)
 
 
-class PolicyRefused(PolicyViolation):
-    """The gate refused a plan (exit code 8); ``violations`` lists every broken rule."""
+BEFORE_CHANGES = "policy gate refused stack {stack!r} before anything was applied"
+DURING_UP = ("policy refused stack {stack!r} during its up, before changing the resource named "
+             "(resources earlier in the up may have changed)")
 
-    def __init__(self, stack: str, violations: list[Violation]) -> None:
-        self.stack, self.violations = stack, violations
+
+def waived_rules() -> frozenset[str]:
+    """The rules waived around this call (``waived``)."""
+    return _WAIVED.get()
+
+
+class PolicyRefused(PolicyViolation):
+    """The gate refused a plan (exit code 8); ``violations`` lists every broken rule.
+    ``changed_nothing``: refused before the first change (the preview's gate),
+    not during an up by the resolved-value judgment (CrossGuard)."""
+
+    def __init__(self, stack: str, violations: list[Violation], changed_nothing: bool = True) -> None:
+        self.stack, self.violations, self.changed_nothing = stack, violations, changed_nothing
         rules = ", ".join(dict.fromkeys(v.rule for v in violations))
         details = "; ".join(str(v) for v in violations)
-        super().__init__(f"policy gate refused stack {stack!r} before anything was applied "
-                         f"(rule {rules}): {details}")
+        when = (BEFORE_CHANGES if changed_nothing else DURING_UP).format(stack=stack)
+        super().__init__(f"{when} (rule {rules}): {details}")
 
 
 def refuse_unsafe_spec(spec: Any) -> None:
@@ -771,9 +920,26 @@ class PolicyGate:
         path = stack_file(self.stacks_dir, stack)
         return read_tenant(path) if path.exists() else None
 
-    def __call__(self, stack: str, planned: list[PlannedResource]) -> None:
+    def __call__(self, stack: str, planned: list[PlannedResource], *, judged_at_apply: bool = False) -> Judgment:
+        """Judge a preview's plan. ``judged_at_apply``: the engine judges every
+        resource again with resolved values right before creating or updating it
+        (``resolved``); without that a value the rules need but cannot see yet is
+        refused (fail closed). Returns the judgment (its ``unjudged``: what the
+        apply will judge)."""
         platform = stack == naming.PLATFORM_STACK
-        found = check_spec(self._spec(stack)) + check(planned, stack, platform=platform)
-        found = [v for v in found if v.rule not in _WAIVED.get()]
+        waived_now = waived_rules()
+        judgment = judge(planned, stack, platform=platform)
+        found = [v for v in check_spec(self._spec(stack)) + judgment.violations if v.rule not in waived_now]
+        unjudged = [u for u in judgment.unjudged if u.rule not in waived_now]
+        if not judged_at_apply:
+            found += [u.model_copy(update={"message": f"{u.message} and nothing judges it then (fail closed)"})
+                      for u in unjudged]
         if found:
             raise PolicyRefused(stack, found)
+        return Judgment(violations=[], unjudged=unjudged)
+
+    @staticmethod
+    def resolved(stack: str) -> ResolvedJudge:
+        """The per-resource judgment with resolved values for an up of ``stack``
+        (the rules waived around the call stay waived)."""
+        return ResolvedJudge(stack, stack == naming.PLATFORM_STACK, waived_rules())

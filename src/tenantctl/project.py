@@ -17,6 +17,7 @@ class Project(BaseModel):
     dir: Path
     name: str
     stacks_dir: Path
+    main: Path  # the program: Pulumi.yaml `main` (a directory with __main__.py), else the project dir
 
     @classmethod
     def load(cls, project_dir: Path) -> Project:
@@ -32,7 +33,8 @@ class Project(BaseModel):
         if not isinstance(data, dict) or not data.get("name"):
             raise InvalidInput(f"{path}: a Pulumi project file needs a `name`")
         return cls(dir=Path(project_dir), name=data["name"],
-                   stacks_dir=Path(project_dir) / (data.get("stackConfigDir") or "."))
+                   stacks_dir=Path(project_dir) / (data.get("stackConfigDir") or "."),
+                   main=Path(project_dir) / (data.get("main") or "."))
 
     def stack_file(self, stack: str) -> Path:
         return self.stacks_dir / f"Pulumi.{stack}.yaml"

@@ -66,6 +66,12 @@ def _config(path: Path) -> dict:
     return data.get("config") or {}
 
 
+def program_config(path: Path, project: str) -> dict:
+    """The stack file's config as a program run in-process gets it: every key
+    namespaced (``tenant`` in project ``tenantctl`` is ``tenantctl:tenant``)."""
+    return {(k if ":" in k else f"{project}:{k}"): v for k, v in _config(path).items()}
+
+
 def read_tenant(path: Path) -> TenantSpec:
     raw = _config(path).get("tenantctl:tenant")
     if not isinstance(raw, dict):

@@ -1,5 +1,6 @@
-"""Shared by the fault / wall tests (issue 7): a `tenantctl` CLI runner in a
-project directory of its own on the session's sandbox, and an inventory of
+"""Shared by the fault / wall tests: a `tenantctl` CLI runner in a project
+directory of its own on the session's sandbox (armed with the faults of
+tests/faults when a run is given fault variables), and an inventory of
 what the sandbox itself (moto + PostgreSQL) holds for a tenant, looked up
 there and never taken from tenantctl's output."""
 
@@ -19,11 +20,10 @@ from typing import Any
 import boto3
 import psycopg
 
+from faults import FAULT_ENVS, LAUNCHER
 from tenantctl import naming
-from tenantctl.faults import FAULT_AFTER_ENV, FAULT_POINT_ENV, FAULT_THROTTLE_ENV, FAULT_THROTTLE_FILE_ENV
 
 REPO = Path(__file__).resolve().parents[2]
-FAULT_ENVS = (FAULT_AFTER_ENV, FAULT_POINT_ENV, FAULT_THROTTLE_ENV, FAULT_THROTTLE_FILE_ENV)
 
 
 def run_id() -> str:
@@ -51,7 +51,9 @@ class Run:
 @dataclass
 class Cli:
     """`python -m tenantctl ...` with cwd = a project dir of our own and
-    TENANTCTL_SANDBOX_DIR = the session's sandbox."""
+    TENANTCTL_SANDBOX_DIR = the session's sandbox. A run given a
+    TENANTCTL_FAULT_* variable goes through the faults launcher instead
+    (``launcher=True`` / ``False`` forces either)."""
 
     root: Path
     env: dict[str, str] = field(default_factory=dict)
@@ -66,13 +68,18 @@ class Cli:
             env.pop(name, None)
         return cls(root, env)
 
-    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "tenantctl", *args], cwd=self.root,
+    def start(self, *args: str, env: dict[str, str] | None = None,
+              launcher: bool | None = None) -> subprocess.Popen:
+        if launcher is None:
+            launcher = any((env or {}).get(name) for name in FAULT_ENVS)
+        command = [str(LAUNCHER)] if launcher else ["-m", "tenantctl"]
+        return subprocess.Popen([sys.executable, *command, *args], cwd=self.root,
                                 env={**self.env, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
 
-    def __call__(self, *args: str, env: dict[str, str] | None = None, timeout: float = 600) -> Run:
-        proc = self.start(*args, env=env)
+    def __call__(self, *args: str, env: dict[str, str] | None = None, timeout: float = 600,
+                 launcher: bool | None = None) -> Run:
+        proc = self.start(*args, env=env, launcher=launcher)
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -1,7 +1,7 @@
-"""Kill-at-every-step (issue 7): `tenantctl provision ID` and `tenantctl
-deprovision ID --yes`, run as real processes on the session's sandbox, are
-killed (``os._exit``, no cleanup) at every step in turn — each registry step
-and each resource write — and then:
+"""Kill-at-every-step: `tenantctl provision ID` and `tenantctl deprovision ID
+--yes`, run as real processes on the session's sandbox (through the faults
+launcher, tests/faults/launch.py), are killed (``os._exit``, no cleanup) at
+every step in turn — each registry step and each resource write — and then:
 
 1. the lock the dead run left is reported by `status` with owner, host, pid and time;
 2. a plain re-run is refused with exit 5 naming that lock;
@@ -22,8 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from fault_tools import POOLED, Cli, alias_target, engine_state, inventory, live_tenant_keys, run_id
-
-from tenantctl.faults import FAULT_AFTER_ENV, FAULT_EXIT_CODE, FAULT_POINT_ENV
+from faults import FAULT_AFTER_ENV, FAULT_EXIT_CODE, FAULT_POINT_ENV
 
 pytestmark = pytest.mark.integration
 

@@ -19,9 +19,10 @@ import psycopg
 import pytest
 from botocore.client import BaseClient
 
+from faults import FAULT_AFTER_ENV, FAULT_EXIT_CODE, FAULT_POINT_ENV, IMPORT_ROOT
 from tenantctl import naming
 from tenantctl.engines.base import Op
-from tenantctl.engines.local import FAULT_AFTER_ENV, FAULT_EXIT_CODE, FAULT_POINT_ENV, LocalEngine
+from tenantctl.engines.local import LocalEngine
 from tenantctl.errors import ApplyFailed
 from tenantctl.models import DedicatedSpec, PlatformSpec, QueueSpec, TenantSpec
 from tenantctl.stackconfig import write_platform, write_tenant
@@ -197,6 +198,8 @@ def test_an_unsupported_resource_type_fails_before_anything_is_created(project: 
 CRASH_SCRIPT = """
 import sys
 from pathlib import Path
+import faults
+faults.arm()
 from tenantctl.engines.local import LocalEngine
 from tenantctl.sandbox.endpoints import SandboxEndpoints
 endpoints = SandboxEndpoints.model_validate_json(Path(sys.argv[1]).read_text())
@@ -207,10 +210,12 @@ POOLED_WRITES = 16  # resources of a pooled tenant stack: one write each
 
 
 def run_crashing(sandbox, project: Path, tmp_path: Path, action: str, stack: str, after: int, point: str):
-    """``engine.<action>(stack)`` in a subprocess that dies at its ``after``-th resource write."""
+    """``engine.<action>(stack)`` in a subprocess, armed by tests/faults, that dies at its ``after``-th
+    resource write."""
     endpoints_file = tmp_path / "endpoints.json"
     endpoints_file.write_text(sandbox.model_dump_json())
-    env = {**os.environ, FAULT_AFTER_ENV: str(after), FAULT_POINT_ENV: point}
+    path = os.pathsep.join(p for p in (str(IMPORT_ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path, FAULT_AFTER_ENV: str(after), FAULT_POINT_ENV: point}
     done = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, str(endpoints_file), str(project), action, stack],
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == FAULT_EXIT_CODE, done.stderr[-2000:]

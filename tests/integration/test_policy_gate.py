@@ -217,6 +217,22 @@ def with_public_bucket(stack: str) -> dict[str, Any]:
     return outputs
 
 
+def with_queues_on_another_key(stack: str) -> dict[str, Any]:
+    """The tenant's queues encrypted with a second key the program makes: an ARN
+    unknown at preview (the key does not exist yet), known during the up."""
+    from infra.program import build
+
+    other = aws_sdk.kms.Key(f"{stack}-other-key", enable_key_rotation=True, tags=TenantSpec(id=stack).tags())
+
+    def use_other_key(args: pulumi.ResourceTransformationArgs):
+        if args.type_ == "aws:sqs/queue:Queue":
+            return pulumi.ResourceTransformationResult({**args.props, "kms_master_key_id": other.arn}, args.opts)
+        return None
+
+    pulumi.runtime.register_stack_transformation(use_other_key)
+    return build(stack)
+
+
 OPEN_INGRESS = [{"protocol": "tcp", "from_port": 443, "to_port": 443, "cidr_blocks": ["0.0.0.0/0"]}]
 
 PROGRAM_CASES = [
@@ -289,6 +305,23 @@ def test_a_refused_update_keeps_the_tenant_and_its_committed_file(ready, project
     record = ws.registry.require(tenant)
     assert record.status.value == "active" and record.lock is None and record.owner != "someone-else"
     assert "kms-rotation" in record.last_error
+
+
+def test_a_value_unknown_at_preview_is_judged_before_the_up_uses_it(ready, project, sandbox):
+    """The preview cannot see which key the queues use (it does not exist yet):
+    the gate leaves that to the apply pass, which judges each resource with
+    resolved values and refuses the first queue before creating it (exit 8)."""
+    tenant = "ck-gate-late-key"
+    ws = Workspace(project_dir=project, cwd=project)
+    ws.__dict__["engine"] = LocalEngine(project, sandbox, state_dir=sandbox.state_dir, gate=PolicyGate(project),
+                                        program=with_queues_on_another_key)
+    with pytest.raises(PolicyViolation) as err:
+        provision(ws, TenantSpec(id=tenant))
+    assert err.value.exit_code == 8 and "during its up" in str(err.value)
+    assert [(v.rule, v.resource) for v in err.value.violations] == [("queue-encryption", f"{tenant}-dlq")]
+    assert aws(sandbox, "sqs").list_queues(QueueNamePrefix=f"tenantctl-{tenant}").get("QueueUrls", []) == []
+    record = ws.registry.require(tenant)  # resources exist: the record stays for a re-run or a deprovision
+    assert record.lock is None and "queue-encryption" in record.last_error
 
 
 def test_the_unmodified_program_passes_the_gate_on_the_sandbox(ready, provision_tenant):

@@ -1,10 +1,11 @@
 """50 pooled tenants provisioned in parallel under injected throttling all
-succeed (issue 7), then are deprovisioned in parallel under the same throttling.
+succeed, then are deprovisioned in parallel under the same throttling.
 
-The sandbox throttles like AWS does: ``TENANTCTL_FAULT_THROTTLE`` gives every
-client made by ``tenantctl.aws.client`` a ``before-send`` hook that draws from
-token buckets shared by all processes (one file under flock, like one
-account's quota); a call over the rate gets AWS's own throttling response
+The sandbox throttles like AWS does: ``TENANTCTL_FAULT_THROTTLE``, read by the
+faults launcher (tests/faults/launch.py) the CLI runs through, gives every
+client the process makes a ``before-send`` hook that draws from token buckets
+shared by all processes (one file under flock, like one account's quota); a
+call over the rate gets AWS's own throttling response
 (KMS: HTTP 400 ``ThrottlingException``), which botocore parses and retries
 with exponential backoff and jitter. KMS CreateKey is held to 1 call/s (AWS
 allows 5), every other KMS, IAM, S3, SQS, Secrets Manager and DynamoDB
@@ -18,6 +19,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import boto3
 import pytest
 from fault_tools import (
     POOLED,
@@ -30,9 +32,9 @@ from fault_tools import (
     run_id,
     tenant_rule_ids,
 )
+from faults import FAULT_THROTTLE_ENV, FAULT_THROTTLE_FILE_ENV, SharedTokenBucket, arm
 
 from tenantctl import aws
-from tenantctl.faults import FAULT_THROTTLE_ENV, FAULT_THROTTLE_FILE_ENV, SharedTokenBucket
 
 pytestmark = pytest.mark.integration
 
@@ -106,12 +108,15 @@ def test_fifty_parallel_provisions_under_throttling_all_succeed(cli: Cli, sandbo
     ("ec2", "describe_vpcs", "RequestLimitExceeded", 503),      # EC2 protocol
     ("s3", "list_buckets", "SlowDown", 503),                    # REST-XML
 ])
-def test_injected_throttling_is_parsed_and_retried_as_aws_throttling(sandbox, tmp_path, monkeypatch, service: str,
-                                                                      operation: str, code: str, status: int):
+def test_injected_throttling_is_parsed_and_retried_as_aws_throttling(sandbox, tmp_path, monkeypatch, request,
+                                                                      service: str, operation: str, code: str,
+                                                                      status: int):
     state = tmp_path / "throttle.json"
-    monkeypatch.setenv(FAULT_THROTTLE_ENV, f"{service}.*=2")
-    monkeypatch.setenv(FAULT_THROTTLE_FILE_ENV, str(state))
-    client = aws.client(service)
+    disarm = arm({FAULT_THROTTLE_ENV: f"{service}.*=2", FAULT_THROTTLE_FILE_ENV: str(state)})
+    request.addfinalizer(disarm)
+    # An explicit session: a new client through the shared helper (its
+    # default-session clients are cached, made before the throttle was armed).
+    client = aws.client(service, session=boto3.Session())
     for _ in range(6):  # a burst over 2 calls/s: some are throttled, every one succeeds after backoff
         getattr(client, operation)()
     counts = SharedTokenBucket(state).counts()[f"{service}.*"]
@@ -122,7 +127,7 @@ def test_injected_throttling_is_parsed_and_retried_as_aws_throttling(sandbox, tm
     from botocore.exceptions import ClientError
 
     monkeypatch.setenv("TENANTCTL_AWS_THROTTLE_ATTEMPTS", "1")
-    once = aws.client(service)
+    once = aws.client(service, session=boto3.Session())
     with pytest.raises(ClientError) as raised:
         for _ in range(5):
             getattr(once, operation)()

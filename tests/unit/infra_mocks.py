@@ -5,6 +5,9 @@ program reads (ids, ARNs, URLs, RDS endpoint and managed secret), answers the
 platform StackReference from a given outputs dict, and records every resource
 as a ``tenantctl.policy.PlannedResource``. ``run_program`` resets Pulumi's
 process-global runtime state, so several programs run in one pytest process.
+With ``preview=True`` it plays a first preview: no resource exists yet, so every
+output the program did not set itself is unknown (``policy.UNKNOWN`` in the
+recorded inputs of whatever uses it).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pulumi.runtime.config import set_all_config
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from tenantctl.policy import PlannedResource
+from tenantctl.policy import PlannedResource, planned_resource
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -51,9 +54,11 @@ def platform_outputs(account: str = ACCOUNT, region: str = REGION) -> dict[str, 
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
-    def __init__(self, platform: dict[str, Any] | None = None, account: str = ACCOUNT, region: str = REGION) -> None:
+    def __init__(self, platform: dict[str, Any] | None = None, account: str = ACCOUNT, region: str = REGION,
+                 preview: bool = False) -> None:
         self.platform = platform if platform is not None else platform_outputs(account, region)
         self.account, self.region = account, region
+        self.preview = preview
         self.resources: list[PlannedResource] = []  # custom resources: what gets created
         self.components: list[PlannedResource] = []
         self.calls: list[str] = []
@@ -73,7 +78,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 key_id = f"{_hex(name, 8)}-{_hex(name + 'k', 4)}-4000-8000-{_hex(name + 'y', 12)}"
                 return key_id, {"arn": f"arn:aws:kms:{r}:{a}:key/{key_id}", "keyId": key_id}
             case "aws:kms/alias:Alias":
-                return physical, {"arn": f"arn:aws:kms:{r}:{a}:{physical}"}
+                return physical, {"arn": f"arn:aws:kms:{r}:{a}:{physical}", "targetKeyArn": inputs.get("targetKeyId")}
             case "aws:s3/bucket:Bucket":
                 bucket = inputs.get("bucket") or name
                 return bucket, {"bucket": bucket, "arn": f"arn:aws:s3:::{bucket}"}
@@ -108,7 +113,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return rid, {}
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str, dict]:
-        planned = PlannedResource(type=args.typ, name=args.name, inputs=dict(args.inputs))
+        planned = (planned_resource(args.typ, args.name, dict(args.inputs)) if self.preview
+                   else PlannedResource(type=args.typ, name=args.name, inputs=dict(args.inputs)))
         if args.custom is False:  # ReadResource (the StackReference) leaves it None
             self.components.append(planned)
             return f"{args.name}-component", {}
@@ -116,6 +122,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if args.typ == "pulumi:pulumi:StackReference":
             return args.inputs["name"], {"name": args.inputs["name"], "outputs": self.platform,
                                          "secretOutputNames": []}
+        if self.preview:
+            return "", dict(args.inputs)  # an empty id and the missing outputs are unknown
         rid, computed = self._computed(args.typ, args.name, args.inputs)
         return rid, {**args.inputs, "id": rid, **computed}
 
@@ -144,12 +152,12 @@ def run_program(stack: str, config: dict[str, Any], mocks: RecordingMocks) -> di
 
     pulumi_settings.ROOT.set(None)  # set_mocks only creates a root Stack when none exists
     set_all_config({k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()})
-    pulumi.runtime.set_mocks(mocks, project="tenantctl", stack=stack, preview=False)
+    pulumi.runtime.set_mocks(mocks, project="tenantctl", stack=stack, preview=mocks.preview)
     pulumi_settings.SETTINGS.outputs.clear()
     outputs: dict[str, Any] = {}
 
     def program() -> None:
-        outputs.update(_sync_await(pulumi.Output.all(**build(stack)).future()))
+        outputs.update(_sync_await(pulumi.Output.all(**build(stack)).future()) or {})  # None: unknown in a preview
 
     _sync_await(run_pulumi_func(program))
     return outputs

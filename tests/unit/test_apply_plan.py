@@ -182,3 +182,19 @@ def test_a_missing_or_empty_desired_state_is_refused(tmp_path, ws):
         check_scope(ws, prune=True, match=["team-b-*"])
     check_scope(ws, prune=True, match=["team-a-*"])
     check_scope(ws, prune=False, match=["team-b-*"])
+
+
+def test_the_engine_prepares_once_before_the_worker_pool(ws, monkeypatch):
+    """The PulumiEngine installs its provider plugins there: concurrent first-use
+    downloads of one plugin collide (pulumi/pulumi#22784)."""
+    from tenantctl.operations import apply as apply_op
+
+    order: list[str] = []
+    for t in ("a", "b"):
+        write_tenant(ws.stacks_dir, TenantSpec(id=t))
+    ws.cwd, ws.ensure_platform = ws.project_dir, dict
+    ws.registry = SimpleNamespace(iter_all=list)
+    ws.engine = SimpleNamespace(prepare=lambda: order.append("prepare"))
+    monkeypatch.setattr(apply_op, "run_pool", lambda todo, *args: order.append(f"pool of {len(todo)}"))
+    apply_op.apply(ws, preview=True, parallel=2)
+    assert order == ["prepare", "pool of 2"]

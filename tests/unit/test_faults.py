@@ -1,13 +1,24 @@
-"""Fault-injection settings and the shared retry policy (issue 7). The
-behaviour against a server is in tests/integration (test_faults_cli,
-test_throttling); here: parsing, validation, the retry budgets."""
+"""Fault injection (tests/faults) and the shared retry policy. The behaviour
+against a server is in tests/integration (test_faults_cli, test_throttling,
+test_fault_free_package); here: parsing, validation, where the seams the faults
+are armed at die, that the shipped package holds no fault path, the retry budgets."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import boto3
 import pytest
 
+from faults import (
+    FAULT_AFTER_ENV, FAULT_POINT_ENV, FAULT_THROTTLE_ENV, FAULT_THROTTLE_FILE_ENV, STEPS, Faults, SharedTokenBucket,
+    arm, parse_throttle,
+)
 from tenantctl import aws
-from tenantctl.faults import STEPS, Faults, SharedTokenBucket, parse_throttle
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_fault_after_takes_a_write_count_or_a_named_step():
@@ -80,3 +91,186 @@ def test_provisioning_code_makes_clients_only_through_the_shared_helper():
     offenders = [f"{p.relative_to(root)}:{n}" for p in paths
                  for n, line in enumerate(p.read_text().splitlines(), 1) if direct.search(line)]
     assert offenders == []
+
+
+# -- the seams the faults are armed at ------------------------------------------------
+
+class Killed(BaseException):
+    """Not an Exception: like ``os._exit``, no ``except Exception`` of the package catches it."""
+
+
+class Dying(Faults):
+    """Raises where the armed process would exit, so the test sees where."""
+
+    def die(self, where: str) -> None:
+        raise Killed(where)
+
+
+@contextmanager
+def armed(env: dict[str, str]) -> Iterator[Dying]:
+    faults = Dying(env)
+    disarm = arm(env, faults)
+    try:
+        yield faults
+    finally:
+        disarm()
+
+
+QUEUE = "aws:sqs/queue:Queue"
+WRITES = 4  # create a, create b, update a, delete b
+
+
+@pytest.fixture
+def queue_handler(monkeypatch):
+    """The real SQS queue handler (create/update/delete protocol), its sandbox calls stubbed."""
+    from tenantctl.engines.local.handlers import HANDLERS
+
+    handler = HANDLERS[QUEUE]
+    monkeypatch.setattr(handler, "find", lambda ctx, d: None)
+    monkeypatch.setattr(handler, "make", lambda ctx, d: f"url-{d.name}")
+    monkeypatch.setattr(handler, "configure", lambda ctx, rid, d, olds: {"url": rid})
+    monkeypatch.setattr(handler, "remove", lambda ctx, rid, d: None)
+    return handler
+
+
+def apply_four_writes(tmp_path: Path, handler: Any):
+    """What an ApplyPass and a destroy do: intent + create (twice), an update, deleting mark + delete."""
+    from tenantctl.engines.local.passes import ApplyPass, delete_resource
+    from tenantctl.engines.local.state import StackState, StateFile
+
+    file = StateFile(tmp_path, "s")
+    run = ApplyPass("s", StackState(stack="s"), None, None, file)
+    run.resource("a", QUEUE, "a", {"name": "a"})
+    run.resource("b", QUEUE, "b", {"name": "b"})
+    run.resource("a", QUEUE, "a", {"name": "a", "delaySeconds": 5})
+    delete_resource(run, handler, run.state.get("b"))
+    return file
+
+
+# The state file as the kill at each write leaves it: (urn, status, delaySeconds) per entry.
+BEFORE_WRITE = [[], [("a", "created", None)], [("a", "created", None), ("b", "created", None)],
+                [("a", "created", 5), ("b", "created", None)]]
+UNRECORDED = [[("a", "creating", None)], [("a", "created", None), ("b", "creating", None)],
+              [("a", "created", None), ("b", "created", None)], [("a", "created", 5), ("b", "deleting", None)]]
+RECORDED = BEFORE_WRITE[1:] + [[("a", "created", 5)]]
+
+
+@pytest.mark.parametrize("point", ["unrecorded", "recorded"])
+@pytest.mark.parametrize("after", range(1, WRITES + 2))
+def test_resource_writes_die_between_the_sandbox_call_and_the_state_record_or_after_it(
+        tmp_path, queue_handler, point: str, after: int):
+    from tenantctl.engines.local.state import StateFile
+
+    def saved() -> list[tuple[str, str, Any]]:
+        state = StateFile(tmp_path, "s").load()
+        return [(r.urn, r.status, r.inputs.get("delaySeconds")) for r in state.resources]
+
+    with armed({FAULT_AFTER_ENV: str(after), FAULT_POINT_ENV: point}):
+        if after > WRITES:  # past the last write: nothing dies
+            apply_four_writes(tmp_path, queue_handler)
+            assert saved() == RECORDED[-1]
+            return
+        with pytest.raises(Killed, match=f"resource write {after} \\({point}\\)"):
+            apply_four_writes(tmp_path, queue_handler)
+    # The intent saved before a create and the mark saved before a delete are not writes.
+    assert saved() == (UNRECORDED if point == "unrecorded" else RECORDED)[after - 1]
+
+
+def test_disarmed_the_seams_are_the_package_s_own(tmp_path, queue_handler):
+    from tenantctl.engines.local.handlers import HANDLERS
+    from tenantctl.engines.local.state import StateFile
+    from tenantctl.registry import RegistryWriter
+
+    originals = {"save": StateFile.save, "acquire": RegistryWriter.acquire, "create": queue_handler.create,
+                 "kms": HANDLERS["aws:kms/key:Key"].create}
+    with armed({FAULT_AFTER_ENV: "1"}):
+        assert queue_handler.create != originals["create"] and StateFile.save is not originals["save"]
+    with armed({FAULT_AFTER_ENV: "provision:reserved"}):
+        assert RegistryWriter.acquire is not originals["acquire"]
+    assert {"save": StateFile.save, "acquire": RegistryWriter.acquire, "create": queue_handler.create,
+            "kms": HANDLERS["aws:kms/key:Key"].create} == originals
+    assert "create" not in vars(HANDLERS["aws:kms/key:Key"])
+
+
+class MemoryRegistry:
+    """A RegistryWriter whose table is a dict; ``log`` lists each written status."""
+
+    @staticmethod
+    def make():
+        from tenantctl.registry import RegistryWriter
+
+        class Memory(RegistryWriter):
+            def __init__(self) -> None:
+                super().__init__("registry", client=object())
+                self.items: dict[str, Any] = {}
+                self.log: list[str] = []
+
+            def get(self, tenant_id: str):
+                return self.items.get(tenant_id)
+
+            def _put(self, record, expected_version):
+                new = record.model_copy(update={"version": (expected_version or 0) + 1})
+                self.items[record.tenant_id] = new
+                self.log.append(new.status.value)
+                return new
+
+        return Memory()
+
+
+def provision_then_deprovision(writer: Any) -> None:
+    """The registry calls of provision, a drill's lock, and deprovision, in order."""
+    from tenantctl.models import TenantSpec, TenantStatus
+
+    spec = TenantSpec(id="acme")
+    record = writer.acquire(spec, operation="provision")
+    writer.mark_active(record, record.resources, spec, program_version="0", applied_hash="h")
+    writer.release(writer.lock_for("acme", "drill-restore"))  # a lock without a status: no step
+    record = writer.lock_for("acme", "deprovision", status=TenantStatus.deprovisioning)
+    writer.mark_deprovisioned(record, 14)
+
+
+ACTIVE = ["provisioning", "active", "active", "active"]
+WRITTEN_AT = {"provision:reserved": ["provisioning"], "provision:applied": ["provisioning"],
+              "deprovision:marked": ACTIVE + ["deprovisioning"], "deprovision:destroyed": ACTIVE + ["deprovisioning"]}
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_registry_steps_die_after_the_reservation_and_mark_before_the_final_writes(step: str):
+    writer = MemoryRegistry.make()
+    with armed({FAULT_AFTER_ENV: step}), pytest.raises(Killed, match=f"step {step}"):
+        provision_then_deprovision(writer)
+    assert writer.log == WRITTEN_AT[step]
+    unarmed = MemoryRegistry.make()
+    provision_then_deprovision(unarmed)
+    assert unarmed.log == ACTIVE + ["deprovisioning", "deprovisioned"]
+
+
+def test_throttle_hooks_every_client_the_process_makes(tmp_path, monkeypatch):
+    """Armed: a client from the shared helper or straight from boto3 gets AWS's throttling
+    answer once the shared bucket is empty (no request sent); disarmed: no hook."""
+    from botocore.config import Config
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    monkeypatch.setenv(aws.THROTTLE_ATTEMPTS_ENV, "1")
+    state = tmp_path / "throttle.json"
+    session = {"region_name": "us-east-1", "aws_access_key_id": "x", "aws_secret_access_key": "y"}
+    closed = "http://127.0.0.1:9"  # a request that is sent fails to connect
+    with armed({FAULT_THROTTLE_ENV: "kms.*=0.001", FAULT_THROTTLE_FILE_ENV: str(state)}):
+        assert SharedTokenBucket(state).take("kms.*", 0.001)  # the burst of 1, taken: the bucket is empty
+        for client in (aws.client("kms", session=boto3.Session(**session), endpoint_url=closed),
+                       boto3.Session(**session).client("kms", endpoint_url=closed, config=Config(
+                           retries={"total_max_attempts": 1}))):
+            with pytest.raises(ClientError, match="ThrottlingException"):
+                client.list_keys()
+    assert SharedTokenBucket(state).counts()["kms.*"] == {"allowed": 1, "throttled": 2}
+    with pytest.raises(EndpointConnectionError):
+        aws.client("kms", session=boto3.Session(**session), endpoint_url=closed).list_keys()
+
+
+def test_the_shipped_package_holds_no_fault_injection():
+    """src/ and infra/ (what the wheel ships): no fault variable, no faults module."""
+    shipped = [p for top in ("src", "infra") for p in (ROOT / top).rglob("*")
+               if p.is_file() and "__pycache__" not in p.parts]
+    assert len(shipped) > 50
+    assert [str(p.relative_to(ROOT)) for p in shipped if b"TENANTCTL_FAULT" in p.read_bytes()] == []
+    assert [str(p.relative_to(ROOT)) for p in shipped if p.stem == "faults"] == []

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tenantctl.engines.base import Op
-from tenantctl.engines.local.faults import Faults
+from faults import Faults
 from tenantctl.engines.local.handlers import HANDLERS
 from tenantctl.engines.local.handlers.base import Desired
 from tenantctl.engines.local.passes import classify, unsupported_reason

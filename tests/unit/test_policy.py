@@ -5,7 +5,7 @@ import json
 import pytest
 from infra_mocks import RecordingMocks, platform_config, run_program, tenant_config
 
-from tenantctl.policy import RULES, PlannedResource, check
+from tenantctl.policy import RULES, UNKNOWN, PlannedResource, check, judge
 
 
 @pytest.fixture(scope="module")
@@ -64,11 +64,10 @@ def test_kms_rotation(pooled):
 
 
 def test_queue_encryption(pooled):
-    no_key = broken(pooled, "aws:sqs/queue:Queue", lambda i: i.pop("kmsMasterKeyId"), "dlq")
-    assert rules_hit(no_key) == {"queue-encryption"}
+    queue = "aws:sqs/queue:Queue"
+    assert rules_hit(broken(pooled, queue, lambda i: i.pop("kmsMasterKeyId"), "dlq")) == {"queue-encryption"}
     other = "arn:aws:kms:us-east-1:123456789012:key/someone-elses"
-    foreign = broken(pooled, "aws:sqs/queue:Queue", lambda i: i.update(kmsMasterKeyId=other), "queue")
-    assert rules_hit(foreign) == {"queue-encryption"}
+    assert rules_hit(broken(pooled, queue, lambda i: i.update(kmsMasterKeyId=other), "queue")) == {"queue-encryption"}
 
 
 def test_lifecycle_scope(pooled):
@@ -176,8 +175,8 @@ def test_public_acl_and_public_policy(platform):
                                  "Resource": "arn:aws:s3:::x/*"})
         inputs["policy"] = json.dumps(doc)
     found = check(broken(platform, "aws:s3/bucketPolicy:BucketPolicy", everyone), "platform", platform=True)
-    assert [(v.rule, v.message) for v in found] == [
-        ("bucket-public-access", 'bucket policy allows everyone (Principal "*")')]
+    expected = [("bucket-public-access", 'bucket policy allows everyone (Principal "*")')]
+    assert [(v.rule, v.message) for v in found] == expected
 
 
 def test_a_tenant_stack_bucket_is_judged_too(pooled):
@@ -221,17 +220,40 @@ def test_every_rule_is_named_and_tested():
     assert set(RULES) == {"tenant-tag", "kms-rotation", "queue-encryption", "lifecycle-scope", "iam-scope",
                           "rds-encryption", "public-database", "deletion-protection", "backup-retention",
                           "no-open-ingress", "no-foreign-reference", "bucket-public-access", "bucket-encryption",
-                          # the security scanners' findings (tests/unit/test_policy_scanner_rules.py)
+                          # the security scanners' findings (below)
                           "vpc-endpoint-policy", "secret-rotation", "vpc-flow-logs", "rds-hardening",
                           "shared-db-multi-az", "alarm-topic-encryption", "default-security-group",
                           "db-ingress-from-groups", "database-public-privileges", "bucket-access-logging",
                           "key-policy-matches-role"}
 
 
-def test_unknown_values_are_not_judged(pooled):
+def test_an_unknown_value_is_not_judged_but_recorded(pooled):
     unknown = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
     res = broken(pooled, "aws:iam/rolePolicy:RolePolicy", lambda i: i.update(policy=unknown))
-    assert check(res, "acme") == []
+    judgment = judge(res, "acme")
+    assert judgment.violations == []
+    expected = [("iam-scope", "policy unknown until apply"), ("no-foreign-reference", "inputs unknown until apply"),
+                ("key-policy-matches-role", "policy unknown until apply")]
+    assert [(u.rule, u.message) for u in judgment.unjudged] == expected
+
+
+@pytest.mark.parametrize("typ, mutate, rule, field", [
+    ("aws:sqs/queue:Queue", lambda i: i.update(kmsMasterKeyId=UNKNOWN), "queue-encryption", "kmsMasterKeyId"),
+    ("aws:kms/alias:Alias", lambda i: i.update(targetKeyId=UNKNOWN), "queue-encryption", "kmsMasterKeyId"),
+    ("aws:ec2/securityGroup:SecurityGroup", lambda i: i.update(ingress=[{"fromPort": 5432, "cidrBlocks": [UNKNOWN]}]),
+     "no-open-ingress", "ingress CIDR"),
+    ("aws:sqs/queue:Queue", lambda i: i["tags"].update(tenant=UNKNOWN), "tenant-tag", "tags"),
+])
+def test_unknowns_the_rules_need_are_recorded_never_passed(dedicated, typ, mutate, rule, field):
+    judgment = judge(broken(dedicated, typ, mutate), "globex")
+    assert (rule, f"{field} unknown until apply") in {(u.rule, u.message) for u in judgment.unjudged}
+    assert rule not in {v.rule for v in judgment.violations}
+
+
+def test_a_dedicated_database_without_the_tenants_key_is_refused(dedicated):
+    """No kmsKeyId at all is known: the AWS-managed key, not the tenant's."""
+    assert "rds-encryption" in rules_hit(broken(dedicated, "aws:rds/instance:Instance", lambda i: i.pop("kmsKeyId")),
+                                         "globex")
 
 
 # -- the security scanners' findings: each a rule the generated program passes ----------------
@@ -373,3 +395,28 @@ def test_key_policy_grants_the_role_exactly_its_iam_policy(pooled):
     assert [(v.rule, v.message) for v in found] == [
         ("key-policy-matches-role", "key policy and role policy grant different KMS actions: "
                                     "key policy adds kms:reencrypt*")]
+
+
+@pytest.mark.parametrize("stack, tenant_id", [("pooled", "acme"), ("dedicated", "globex"), ("platform", "platform")])
+def test_the_findings_rules_judged_resource_by_resource_pass_the_program(stack, tenant_id, request):
+    """The apply pass and CrossGuard judge each resource as it is registered
+    (companions may come later): the generated program raises nothing then."""
+    from tenantctl.policy import ResolvedJudge
+
+    judge_up = ResolvedJudge(tenant_id, platform=stack == "platform")
+    assert [v for r in request.getfixturevalue(stack) for v in judge_up(r)] == []
+
+
+def test_a_widened_key_policy_is_refused_at_first_create(pooled):
+    """On a first create both documents name ARNs the preview cannot see; judged
+    resource by resource with resolved values, the role policy (registered after
+    the key) completes the comparison."""
+    from tenantctl.policy import ResolvedJudge
+
+    def widen(inputs):
+        doc = json.loads(inputs["policy"])
+        next(s for s in doc["Statement"] if s["Sid"] == "TenantUse")["Action"].append("kms:ReEncrypt*")
+        inputs["policy"] = json.dumps(doc)
+    judge_up = ResolvedJudge("acme")
+    found = [v for r in broken(pooled, "aws:kms/key:Key", widen) for v in judge_up(r)]
+    assert [(v.rule, v.resource) for v in found] == [("key-policy-matches-role", "acme-key")]

@@ -1,9 +1,12 @@
 """PulumiEngine up to the CLI boundary: stack naming, what is handed to the
 Automation API, event translation and error mapping (with pulumi.automation's
-own event and exception classes), the missing-CLI message, and Ctrl-C."""
+own event and exception classes), the missing-CLI message, and Ctrl-C; then
+the engine driving the real Automation API SDK against a stand-in CLI binary
+(pulumi_cli_double) that replays the CLI's event sequences."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -13,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from infra_mocks import platform_outputs
 from pulumi.automation import (
     CommandError,
     CommandResult,
@@ -22,19 +26,38 @@ from pulumi.automation import (
 )
 from pulumi.automation import events as ev
 from pulumi.automation.errors import create_command_error
+from pulumi_cli_double import (
+    FakeCli,
+    numbered,
+    planned,
+    policy_violation,
+    preview_stream,
+    refresh_stream,
+    refreshed,
+    stack_step,
+    state,
+    summary,
+    urn,
+)
+from pulumi_cli_double import pre as pre_json
 
-from tenantctl.engines.base import EngineEvent, Op
+from tenantctl.crossguard import pack_dir
+from tenantctl.engines.base import EngineEvent, Op, PropertyDiff
 from tenantctl.engines.pulumi import cli as pulumi_cli
 from tenantctl.engines.pulumi.engine import (
     PulumiEngine,
     backend_kind,
     effective_config,
     op_options,
+    policy_options,
     stack_name,
 )
 from tenantctl.engines.pulumi.errors import MISSING_CLI, first_line, map_error
-from tenantctl.engines.pulumi.events import ChangeCollector, translate
+from tenantctl.engines.pulumi.events import SECRET_SIG, UNKNOWN, ChangeCollector, translate
 from tenantctl.errors import ApplyFailed, Conflict, InvalidInput, NotFound, TargetUnavailable
+from tenantctl.models import TenantSpec
+from tenantctl.policy import PolicyGate, PolicyRefused, waived
+from tenantctl.stackconfig import write_tenant
 from tenantctl.target import Target
 
 STACK_FILE = """\
@@ -77,8 +100,8 @@ def test_stack_names_are_qualified_only_on_pulumi_cloud_with_an_org(url, org, ex
 
 
 def test_backend_kinds_and_a_bad_url() -> None:
-    assert [backend_kind(u) for u in (None, "https://pulumi.example.com", "file://~", "s3://b", "gs://b", "azblob://c")] \
-        == ["cloud", "cloud", "file", "s3", "gs", "azblob"]
+    urls = (None, "https://pulumi.example.com", "file://~", "s3://b", "gs://b", "azblob://c")
+    assert [backend_kind(u) for u in urls] == ["cloud", "cloud", "file", "s3", "gs", "azblob"]
     with pytest.raises(InvalidInput, match="ftp://x"):
         backend_kind("ftp://x")
 
@@ -143,15 +166,18 @@ def test_platform_reference_is_left_alone_when_already_right(project: Path) -> N
     assert effective_config(project / "stacks" / "Pulumi.missing.yaml", "acme-corp/tenantctl/platform") is None
 
 
-def test_engine_hands_pulumi_a_scratch_config_file_only_when_needed(project: Path) -> None:
+def test_engine_hands_pulumi_a_scratch_config_file(project: Path) -> None:
     cloud = PulumiEngine(aws(org="acme-corp"), project)
-    with cloud._config_file("acme") as path:
+    with cloud._scratch("acme", copy_config=False) as (_, path):
         assert path is not None and Path(path).name == "Pulumi.acme.yaml"
-        assert yaml.safe_load(Path(path).read_text())["config"]["tenantctl:platformStack"] == "acme-corp/tenantctl/platform"
+        qualified = yaml.safe_load(Path(path).read_text())["config"]["tenantctl:platformStack"]
+        assert qualified == "acme-corp/tenantctl/platform"
     assert not Path(path).exists()
     diy = PulumiEngine(aws(org="acme-corp", backend_url="s3://state"), project)
-    with diy._config_file("acme") as path:
-        assert path is None
+    with diy._scratch("acme", copy_config=False) as (_, path):
+        assert path is None  # an up reads (and may write) the committed file
+    with diy._scratch("acme", copy_config=True) as (_, path):
+        assert Path(path).read_text() == STACK_FILE and Path(path).parent != project / "stacks"
 
 
 # -- events -------------------------------------------------------------------------------
@@ -275,18 +301,36 @@ def test_cli_failures_map_to_tenantctl_errors_with_one_line() -> None:
     assert "\n" not in str(mapped)
 
 
-@pytest.mark.parametrize("stderr, sdk_class, ours, needle", [
-    ("error: no stack named 'acme' found", StackNotFoundError, NotFound, "not found on s3://state"),
-    ("error: stack 'acme' already exists", StackAlreadyExistsError, Conflict, "already exists"),
-    ("error: [409] Conflict: Another update is currently in progress.", ConcurrentUpdateError, Conflict,
+@pytest.mark.parametrize("action, stderr, sdk_class, ours, needle", [
+    ("select", "error: no stack named 'acme' found", StackNotFoundError, NotFound, "not found on s3://state"),
+    ("create", "error: stack 'acme' already exists", StackAlreadyExistsError, Conflict, "already exists"),
+    ("up", "error: [409] Conflict: Another update is currently in progress.", ConcurrentUpdateError, Conflict,
      "pulumi cancel --stack acme"),
-    ("error: the stack is currently locked by 1 lock(s)", ConcurrentUpdateError, Conflict, "locked"),
+    ("up", "error: the stack is currently locked by 1 lock(s)", ConcurrentUpdateError, Conflict, "locked"),
 ])
-def test_sdk_error_classes_map(stderr, sdk_class, ours, needle) -> None:
+def test_sdk_error_classes_map(action, stderr, sdk_class, ours, needle) -> None:
     sdk_error = create_command_error(result(stderr=stderr))
     assert type(sdk_error) is sdk_class
-    mapped = map_error(sdk_error, "up", "acme", "s3://state")
+    mapped = map_error(sdk_error, action, "acme", "s3://state")
     assert type(mapped) is ours and needle in str(mapped) and "\n" not in str(mapped)
+
+
+@pytest.mark.parametrize("action, stderr", [
+    # The program's StackReference names a stack that is missing: not this stack.
+    ("up", "error: preview failed: Failed to read stack reference: no stack named 'platform' found"),
+    ("destroy", "error: no stack named 'acme' found"),  # a stack command it is not
+    ("select", "error: no stack named 'acme-corp' found"),  # another stack, whose name contains ours
+    # A provider error that mentions a CloudFormation stack.
+    ("up", "error: creating CloudFormation StackSet (acme-x): NameAlreadyExists: stack set acme-x already exists"),
+    ("create", "error: creating CloudFormation Stack (acme-x): the stack acme-x already exists"),
+])
+def test_the_sdks_stack_errors_count_only_from_stack_commands_naming_this_stack(action, stderr) -> None:
+    """The SDK picks the class by regex over the stderr of any command
+    (pulumi/automation/errors.py ``create_command_error``)."""
+    sdk_error = create_command_error(result(stderr=stderr))
+    assert type(sdk_error) in (StackNotFoundError, StackAlreadyExistsError)
+    mapped = map_error(sdk_error, action, "acme", "s3://state")
+    assert type(mapped) is ApplyFailed and mapped.exit_code == 4
 
 
 def test_missing_passphrase_and_missing_cli_are_target_problems() -> None:
@@ -361,30 +405,262 @@ def test_run_cancellable_returns_and_raises_like_the_operation() -> None:
         pulumi_cli.run_cancellable(fails, cancel=lambda: None)
 
 
-def test_ctrl_c_waits_for_the_cli_then_cancels_the_update() -> None:
+def _ctrl_c_during(stops_after: float, grace: float) -> list[str]:
+    """Press Ctrl-C while an operation runs that stops ``stops_after`` seconds later."""
     order: list[str] = []
     release = threading.Event()
 
     def operation() -> None:
         order.append("started")
-        release.wait(10)  # the CLI winding down after its own SIGINT
+        release.wait(stops_after + 10)  # the CLI winding down after its own SIGINT
         order.append("cli stopped")
 
     def cancel() -> None:
         order.append("cancel")
-        raise CommandError(result(stderr="error: no update in progress"))  # swallowed
 
     def press_ctrl_c() -> None:
         while not order:
             time.sleep(0.01)
         os.kill(os.getpid(), signal.SIGINT)  # what the terminal sends on Ctrl-C
-        time.sleep(0.5)
+        time.sleep(stops_after)
         release.set()
 
     threading.Thread(target=press_ctrl_c, daemon=True).start()
     with pytest.raises(KeyboardInterrupt):
-        pulumi_cli.run_cancellable(operation, cancel, grace=10)
-    assert order == ["started", "cli stopped", "cancel"]
+        pulumi_cli.run_cancellable(operation, cancel, grace=grace)
+    release.set()
+    return order
+
+
+def test_ctrl_c_does_not_cancel_an_update_the_cli_stopped() -> None:
+    """`pulumi cancel` on a file or S3 backend deletes every lock file of the
+    stack, another runner's live lock included: never once ours is over."""
+    assert _ctrl_c_during(stops_after=0.3, grace=10) == ["started", "cli stopped"]
+
+
+def test_ctrl_c_cancels_an_update_still_running_after_the_grace() -> None:
+    order = _ctrl_c_during(stops_after=3, grace=0.5)
+    assert order[:2] == ["started", "cancel"]
+
+
+# -- at the CLI boundary: the real SDK driving a stand-in CLI binary ----------------------------------
+
+QUEUE, KEY, ROLE = "aws:sqs/queue:Queue", "aws:kms/key:Key", "aws:iam/role:Role"
+
+
+@pytest.fixture()
+def cli(tmp_path: Path, monkeypatch) -> FakeCli:
+    return FakeCli(tmp_path, monkeypatch, stacks=("acme", "platform"))
+
+
+def engine_on(project: Path, cli: FakeCli, gate=None) -> PulumiEngine:
+    return PulumiEngine(aws(backend_url="file:///tmp/state", pulumi_root=str(cli.root)), project, gate=gate)
+
+
+def with_the_infra_program(project: Path) -> None:
+    """Pulumi.yaml's `main` at the infra/ program, as a new project's is (its absolute path)."""
+    infra = Path(__file__).resolve().parents[2] / "infra"
+    (project / "Pulumi.yaml").write_text(f"name: tenantctl\nruntime:\n  name: python\nmain: {infra}\n"
+                                         "stackConfigDir: stacks\n")
+
+
+def queue_step(op: str = "create", **inputs) -> list:
+    return planned("acme", QUEUE, "acme-jobs", {"name": "tenantctl-acme-jobs", **inputs}, op=op)
+
+
+def test_a_preview_selects_the_stack_and_never_writes_the_committed_file(project: Path, cli: FakeCli) -> None:
+    """The CLI sets `encryptedkey` again in the stack file it reads: a preview
+    hands it a scratch copy, and never runs `stack init`."""
+    cli.script("preview", {"events": preview_stream("acme", [queue_step()]), "touch_config": "v1:set-again"})
+    assert engine_on(project, cli).preview("acme").summary() == {"create": 1}
+    assert cli.ran("stack", "init") == []
+    [preview] = cli.ran("preview")
+    assert Path(preview[preview.index("--config-file") + 1]).parent != project / "stacks"
+    assert (project / "stacks" / "Pulumi.acme.yaml").read_text() == STACK_FILE
+
+
+def test_a_missing_stack_previews_as_all_create_without_creating_it(project: Path, cli: FakeCli, monkeypatch) -> None:
+    """A pull request's preview of a tenant not merged yet: the program runs
+    in-process (provider functions answered by AWS: moto here, the platform's
+    outputs read from the backend); no `stack init`, no file written."""
+    from moto import mock_aws
+
+    with_the_infra_program(project)
+    write_tenant(project / "stacks", TenantSpec.model_validate({"id": "globex", "tier": "dedicated"}))
+    committed = (project / "stacks" / "Pulumi.globex.yaml").read_text()
+    cli.outputs("platform", platform_outputs())
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    seen: list[EngineEvent] = []
+    with mock_aws():
+        changes = engine_on(project, cli, gate=PolicyGate(project)).preview("globex", seen.append)
+    assert {c.op for c in changes.changes} == {Op.create}
+    assert {"aws:rds/instance:Instance", QUEUE, "aws:iam/rolePolicy:RolePolicy"} <= {c.type for c in changes.changes}
+    assert cli.ran("stack", "init") == [] and cli.ran("preview") == [] and "globex" not in cli.stacks
+    assert (project / "stacks" / "Pulumi.globex.yaml").read_text() == committed
+    # What only the up can know (the key ARN the queue and the database use...) is left to the pack, and said so.
+    [note] = [e.message for e in seen if "CrossGuard pack" in e.message]
+    assert "queue-encryption" in note and "rds-encryption" in note and "iam-scope" in note
+
+
+def test_up_of_a_new_stack_is_judged_before_the_stack_is_created(project: Path, cli: FakeCli) -> None:
+    with_the_infra_program(project)
+    write_tenant(project / "stacks", TenantSpec.model_validate({"id": "newco", "backup": {"retention_days": 2}}))
+    cli.outputs("platform", platform_outputs())
+    with pytest.raises(PolicyRefused, match="backup-retention"):
+        engine_on(project, cli, gate=PolicyGate(project)).up("newco")
+    assert cli.ran("stack", "init") == [] and "newco" not in cli.stacks  # a refusal leaves no empty stack
+
+
+def test_up_of_a_new_stack_creates_it_then_previews_and_ups_with_the_pack(project: Path, cli: FakeCli) -> None:
+    with_the_infra_program(project)
+    write_tenant(project / "stacks", TenantSpec(id="newco"))
+    cli.outputs("platform", platform_outputs())
+    cli.script("preview", {"events": preview_stream("newco", [])})
+    engine_on(project, cli, gate=PolicyGate(project)).up("newco")
+    ops = [" ".join(c[:2]) if c[0] == "stack" else c[0] for c in cli.commands()]
+    assert [op for op in ops if op in ("stack init", "preview", "up")] == ["stack init", "preview", "up"]
+    assert ops.index("stack select") < ops.index("stack init")
+    for command in cli.ran("preview") + cli.ran("up"):
+        assert command[command.index("--policy-pack") + 1] == str(pack_dir())
+
+
+def test_waived_rules_are_disabled_in_the_packs_config(project: Path, cli: FakeCli, tmp_path: Path) -> None:
+    cli.script("preview", {"events": preview_stream("acme", [])})
+    with waived("deletion-protection"):
+        engine_on(project, cli, gate=PolicyGate(project)).up("acme")
+    for command in cli.ran("preview") + cli.ran("up"):
+        assert "--policy-pack-config" in command
+    options = policy_options(Path("/pack"), ["deletion-protection"], tmp_path)
+    config = json.loads(Path(options["policy_pack_configs"][0]).read_text())
+    assert config == {"deletion-protection": {"enforcementLevel": "disabled"}}
+    assert policy_options(None, ["deletion-protection"], tmp_path) == {}
+
+
+def test_a_crossguard_violation_during_up_is_the_gates_refusal(project: Path, cli: FakeCli) -> None:
+    """The pack's mandatory violation stops the update before that resource is
+    created (pkg/resource/deploy/step_generator.go runs the analyzers on each
+    registration) and the CLI fails: exit 8 naming the rule, not exit 4."""
+    queue = urn("acme", QUEUE, "acme-jobs")
+    detail = "queue encrypted with 'arn:aws:kms:eu-west-1:1:key/other', not this tenant's key"
+    cli.script("up", {"events": numbered([{"preludeEvent": {"config": {}}}, pre_json(stack_step("acme")),
+                                          policy_violation(queue, "queue-encryption", detail),
+                                          policy_violation(queue, "tenant-tag", "advisory only", level="advisory"),
+                                          summary({"same": 1})]),
+                      "stderr": "error: update failed\n", "code": 255})
+    seen: list[EngineEvent] = []
+    with pytest.raises(PolicyRefused) as err:
+        engine_on(project, cli).up("acme", seen.append)
+    assert err.value.exit_code == 8 and not err.value.changed_nothing
+    found = [(v.rule, v.resource, v.message) for v in err.value.violations]
+    assert found == [("queue-encryption", "acme-jobs", detail)]
+    assert "during its up" in str(err.value) and "rule queue-encryption" in str(err.value)
+    assert [e.message for e in seen if e.kind == "diagnostic"] == [
+        f"error: policy queue-encryption: {detail}", "warning: policy tenant-tag: advisory only"]
+
+
+def test_refresh_reports_drift_from_the_result_ops_of_a_preview_only_refresh(project: Path, cli: FakeCli) -> None:
+    """`pulumi refresh --preview-only`: the outputs event carries the result op
+    (pkg/engine/update.go, pkg/resource/deploy/step.go), not `refresh`."""
+    secret = {SECRET_SIG: "1b47061264138c4ac30d75fd1eb44270", "ciphertext": "AAA"}
+    cli.script("preview-refresh", {"events": refresh_stream("acme", [
+        refreshed("acme", KEY, "acme-key", {"tags": {"owner": "a"}, "policy": secret},
+                  {"tags": {"owner": "b"}, "policy": secret}, {"tags.owner": "update", "policy": "update"}),
+        refreshed("acme", QUEUE, "acme-jobs", {"name": "tenantctl-acme-jobs"}, None),
+        refreshed("acme", ROLE, "acme-role", {"name": "tenantctl-acme-app"}, {"name": "tenantctl-acme-app"}),
+    ])})
+    changes = {c.name: c for c in engine_on(project, cli).refresh("acme").changes}
+    assert changes["acme-key"].op is Op.update
+    assert changes["acme-key"].diffs == [PropertyDiff(path="tags.owner", old="a", new="b"),
+                                         PropertyDiff(path="policy", old="[secret]", new="[secret]")]
+    assert (changes["acme-jobs"].op, changes["acme-role"].op) == (Op.delete, Op.same)
+    [refresh] = cli.ran("refresh")
+    assert "--preview-only" in refresh and "--yes" not in refresh  # changes nothing
+    assert cli.ran("stack", "init") == []
+
+
+def test_a_stack_never_applied_has_no_drift_and_nothing_to_destroy(project: Path, cli: FakeCli) -> None:
+    engine = engine_on(project, cli)
+    assert engine.refresh("ghost").changes == [] and engine.destroy("ghost").changes == []
+    assert cli.ran("refresh") == cli.ran("destroy") == cli.ran("stack", "init") == []
+
+
+def test_preview_changes_carry_property_diffs(project: Path, cli: FakeCli) -> None:
+    detailed = {"tags.owner": {"diffKind": "update", "inputDiff": True},
+                "kmsMasterKeyId": {"diffKind": "update", "inputDiff": True},
+                "delaySeconds": {"diffKind": "add", "inputDiff": True}}
+    update = queue_step("update", tags={"owner": "b"}, kmsMasterKeyId=UNKNOWN, delaySeconds=5)
+    update[0][1]["old"] = state(QUEUE, urn("acme", QUEUE, "acme-jobs"),
+                                {"name": "tenantctl-acme-jobs", "tags": {"owner": "a"}, "kmsMasterKeyId": "k1"})
+    update[0][1].update(diffs=["tags", "kmsMasterKeyId", "delaySeconds"], detailedDiff=detailed)
+    cli.script("preview", {"events": preview_stream("acme", [update])})
+    [change] = engine_on(project, cli).preview("acme").changes
+    assert change.op is Op.update
+    assert change.diffs == [PropertyDiff(path="tags.owner", old="a", new="b"),
+                            PropertyDiff(path="kmsMasterKeyId", old="k1", new="[unknown]"),
+                            PropertyDiff(path="delaySeconds", old=None, new=5)]
+
+
+@pytest.mark.parametrize("version", ["3.210.0", "3.205.0"], ids=["grpc-events", "event-log-file"])
+def test_an_exception_in_the_event_handler_fails_the_preview(project: Path, tmp_path: Path, monkeypatch,
+                                                             version: str) -> None:
+    """Over gRPC (CLI >= 3.206) the SDK's servicer only warns and drops the
+    event an on_event raised on (pulumi/automation/_stack.py _EventsServicer);
+    from a log file the watcher thread dies. Either way the plan would be
+    partial: the engine raises the handler's error once the command returned."""
+    cli = FakeCli(tmp_path, monkeypatch, version=version, stacks=("acme",))
+    cli.script("preview", {"events": preview_stream("acme", [queue_step(), planned("acme", KEY, "acme-key", {})])})
+
+    def progress(event: EngineEvent) -> None:
+        if event.kind == "resource-done":
+            raise KeyError("the progress display broke")
+
+    with pytest.raises(KeyError, match="the progress display broke"):
+        engine_on(project, cli).preview("acme", progress)
+
+
+def test_events_the_sdk_drops_fail_the_preview(project: Path, tmp_path: Path, monkeypatch) -> None:
+    """An event the SDK cannot parse (here an op it does not know yet) is dropped
+    with a warning; the summary still counts that step (pkg/engine/update.go)."""
+    cli = FakeCli(tmp_path, monkeypatch, version="3.210.0", stacks=("acme",))
+    stream = preview_stream("acme", [queue_step(), planned("acme", KEY, "acme-key", {})])
+    stream[2]["resourcePreEvent"]["metadata"]["op"] = "create-v2"
+    cli.script("preview", {"events": stream})
+    with pytest.raises(ApplyFailed, match=r"summary counts 2 create \(got 1\): engine events were lost") as err:
+        engine_on(project, cli).preview("acme")
+    assert err.value.exit_code == 4
+
+
+def test_a_preview_without_its_summary_fails(project: Path, cli: FakeCli) -> None:
+    events = [e for e in preview_stream("acme", [queue_step()]) if "summaryEvent" not in e]
+    cli.script("preview", {"events": events})
+    with pytest.raises(ApplyFailed, match="summary event never found"):
+        engine_on(project, cli, gate=PolicyGate(project)).preview("acme")
+
+
+def test_destroy_reports_a_failure_that_mentions_a_missing_stack(project: Path, cli: FakeCli) -> None:
+    """The SDK reads "no stack named ... found" in any command's stderr as
+    StackNotFoundError; destroy must not take that for "nothing to destroy"."""
+    cli.script("destroy", {"stderr": "error: Failed to read stack reference: no stack named 'platform' found\n",
+                           "code": 255})
+    with pytest.raises(ApplyFailed, match="no stack named 'platform' found"):
+        engine_on(project, cli).destroy("acme")
+    assert "acme" in cli.stacks
+
+
+def test_a_cli_older_than_the_engine_needs_is_refused(project: Path, tmp_path: Path, monkeypatch) -> None:
+    cli = FakeCli(tmp_path, monkeypatch, version="3.150.0", stacks=("acme",))
+    with pytest.raises(TargetUnavailable, match="unsupported Pulumi CLI version") as err:
+        engine_on(project, cli).preview("acme")
+    assert err.value.exit_code == 7 and cli.ran("preview") == []
+
+
+def test_prepare_installs_the_provider_plugin_once(project: Path, cli: FakeCli) -> None:
+    """Before a parallel apply: concurrent first-use downloads collide (pulumi/pulumi#22784)."""
+    engine_on(project, cli).prepare()
+    from importlib.metadata import version
+
+    assert cli.ran("plugin") == [["plugin", "install", "resource", "aws", f"v{version('pulumi_aws')}"]]
 
 
 # -- with the real CLI ----------------------------------------------------------------------------
@@ -426,10 +702,121 @@ def test_file_backend_round_trip(project: Path, tmp_path: Path, monkeypatch) -> 
     assert (project / "Pulumi.yaml").read_text().endswith("stackConfigDir: stacks\n")
 
 
+ITEMS_PROGRAM = """\
+import json, os, pathlib
+
+import pulumi
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
+
+STORE = pathlib.Path(os.environ["TENANTCTL_TEST_STORE"])  # the "cloud": one JSON file
+
+
+def load():
+    return json.loads(STORE.read_text()) if STORE.exists() else {}
+
+
+def save(items):
+    STORE.write_text(json.dumps(items))
+
+
+class Items(ResourceProvider):
+    def create(self, props):
+        items = load()
+        items[props["name"]] = {k: props.get(k) for k in ("name", "value", "ref")}
+        save(items)
+        return CreateResult(props["name"], items[props["name"]])
+
+    def diff(self, id, olds, news):
+        changed = [k for k in ("name", "value", "ref") if olds.get(k) != news.get(k)]
+        return DiffResult(changes=bool(changed), replaces=[k for k in changed if k == "name"],
+                          delete_before_replace=False)
+
+    def update(self, id, olds, news):
+        items = load()
+        items[id] = {k: news.get(k) for k in ("name", "value", "ref")}
+        save(items)
+        return UpdateResult(items[id])
+
+    def read(self, id, props):
+        items = load()
+        return ReadResult(id, items[id]) if id in items else ReadResult(None, {})
+
+    def delete(self, id, props):
+        items = load()
+        items.pop(id, None)
+        save(items)
+
+
+class Item(Resource):
+    def __init__(self, name, props):
+        super().__init__(Items(), name, {"name": None, "value": None, "ref": None, **props})
+
+
+config = pulumi.Config()
+a = Item("acme-a", {"name": config.get("aName") or "a1", "value": "x"})
+Item("acme-b", {"name": "b1", "value": "x", "ref": a.id})  # unknown until `a` exists
+"""
+
+
+class RecordingGate:
+    """Stands in for the policy gate: keeps what each preview planned."""
+
+    def __init__(self) -> None:
+        self.plans: list[dict[str, dict]] = []
+
+    def __call__(self, stack: str, planned: list, judged_at_apply: bool = False) -> None:
+        self.plans.append({r.name: r.inputs for r in planned})
+
+
+@needs_cli
+@pytest.mark.pulumi_cli
+def test_real_cli_unknown_input_drift_and_replacement(project: Path, tmp_path: Path, monkeypatch) -> None:
+    """With the real CLI and a dynamic provider whose "cloud" is a file: an input
+    unknown at the first preview reaches the gate as unknown (and CrossGuard, the
+    pack passed to the up, lets the clean program through); a refresh after an
+    out-of-band change and deletion reports them as update (with the property
+    diff) and delete; a replacement is still planned with its new inputs once
+    its delete-replaced step has arrived."""
+    infra = project / "infra"
+    infra.mkdir()
+    (infra / "__main__.py").write_text(ITEMS_PROGRAM)
+    stack_file = project / "stacks" / "Pulumi.acme.yaml"
+    stack_file.write_text("config: {}\n")
+    store = tmp_path / "cloud.json"
+    monkeypatch.setenv("TENANTCTL_TEST_STORE", str(store))
+    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "test")
+    state = tmp_path / "state"
+    state.mkdir()
+    gate = RecordingGate()
+    engine = PulumiEngine(aws(backend_url=state.as_uri(), secrets_provider="passphrase"), project, gate=gate)
+    engine._stack("acme", create=True)  # the in-process plan of a new stack runs tenantctl's own program only
+
+    engine.up("acme")
+    assert gate.plans[0]["acme-b"]["ref"] == UNKNOWN and gate.plans[0]["acme-a"]["name"] == "a1"
+    assert set(json.loads(store.read_text())) == {"a1", "b1"}
+
+    items = json.loads(store.read_text())
+    items["a1"]["value"] = "changed out of band"
+    del items["b1"]
+    store.write_text(json.dumps(items))
+    drift = {c.name: c for c in engine.refresh("acme").changes}
+    assert drift["acme-a"].op is Op.update
+    assert PropertyDiff(path="value", old="x", new="changed out of band") in drift["acme-a"].diffs
+    assert drift["acme-b"].op is Op.delete
+    assert json.loads(store.read_text())["a1"]["value"] == "changed out of band"  # a refresh changes nothing
+
+    store.write_text(json.dumps({**items, "b1": {"name": "b1", "value": "x", "ref": "a1"}}))
+    stack_file.write_text("config:\n  tenantctl:aName: a2\n")
+    changes = {c.name: c for c in engine.preview("acme").changes}
+    assert changes["acme-a"].op is Op.replace
+    assert gate.plans[-1]["acme-a"]["name"] == "a2"  # still planned after its delete-replaced step
+
+
 def test_engine_modules_do_not_import_pulumi_at_load_time() -> None:
     import subprocess
 
     code = ("import sys; import tenantctl.target, tenantctl.engines.pulumi.engine, tenantctl.cli.setup_cmd, "
-            "tenantctl.cli.target_cmd; print(sorted(m for m in sys.modules if m.split('.')[0] in ('pulumi', 'pulumi_aws')))")
+            "tenantctl.cli.target_cmd; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pulumi', 'pulumi_aws', 'pulumi_policy')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -100,6 +100,11 @@ class Engine(ABC):
         ``same`` otherwise."""
         raise NotImplementedError(f"{type(self).__name__} cannot refresh")
 
+    def prepare(self) -> None:
+        """Called once before several stacks run at once (a parallel `apply`):
+        set up what concurrent runs would otherwise race to set up."""
+        return None
+
     @abstractmethod
     def outputs(self, stack: str) -> dict[str, Any]:
         """The stack's outputs from its last successful up; {} if never applied."""

@@ -247,7 +247,8 @@ def check_scope(ws: Workspace, prune: bool, match: Sequence[str]) -> None:
         raise InvalidInput(f"{ws.stacks_dir} does not exist: run apply in the project that holds Pulumi.yaml and "
                            "the committed stacks/")
     if prune and not any(matches(t, match) for t in tenant_stack_files(ws.stacks_dir)):
-        raise InvalidInput(f"{ws.stacks_dir} holds no tenant stack files{' matching ' + ', '.join(match) if match else ''}"
+        matching = f" matching {', '.join(match)}" if match else ""
+        raise InvalidInput(f"{ws.stacks_dir} holds no tenant stack files{matching}"
                            ": --prune --yes would deprovision every tenant in the registry; refused "
                            "(use `tenantctl deprovision ID` for that)")
 
@@ -293,6 +294,7 @@ def apply(
         for r in todo:
             report(_apply_one(ws, r.tenant_id, r.action, preview))
     elif todo:
+        ws.engine.prepare()  # e.g. provider plugins installed once, not raced for by every worker
         run_pool(todo, (str(ws.project_dir), str(ws.cwd)), preview, parallel, report)
     merged = [done.get(r.tenant_id, r) for r in results]
     return ApplySummary(preview=preview, shard=f"{index}/{total}", match=match,

@@ -85,10 +85,12 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
     with registry.hold(spec.id, "provision", spec=spec) as held:
         try:
             applied = apply_spec(ws, spec, on_event)
-        except PolicyRefused:
-            # The engine's gate refuses before its first change: put back what this run wrote.
-            _restore(path, committed)
-            registry.withdraw(held.record)
+        except PolicyRefused as refused:
+            if refused.changed_nothing:
+                # The engine's gate refused before its first change: put back what this run wrote.
+                _restore(path, committed)
+                registry.withdraw(held.record)
+            # Refused during the up (CrossGuard): resources may exist, the record and file stay to converge.
             raise
         held.record = activate(ws, held.record, spec, applied)
     return held.record, applied.result

@@ -12,17 +12,15 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from tenantctl.engines.base import ChangeSet, Engine, EngineEvent, EventSink, Op, ResourceChange, UpResult
 from tenantctl.engines.local.state import StateFile
-from tenantctl.errors import ApplyFailed, TargetUnavailable
-from tenantctl.policy import PlannedResource
+from tenantctl.errors import ApplyFailed, PolicyViolation, TargetUnavailable
+from tenantctl.policy import PolicyGate
 from tenantctl.project import Project
 
 if TYPE_CHECKING:  # pulumi (and so the passes) load only when a program runs: `status`/`list` stay light
@@ -30,7 +28,6 @@ if TYPE_CHECKING:  # pulumi (and so the passes) load only when a program runs: `
     from tenantctl.engines.local.passes import PlanPass, _Pass
     from tenantctl.engines.local.runtime import Program
 
-Gate = Callable[[str, list[PlannedResource]], None]  # (stack, planned): raises to refuse (policy.PolicyGate)
 # Bounded retries with jitter (botocore's adaptive mode adds client-side rate
 # limiting on throttling: KMS CreateKey allows only a few calls per second).
 # Pulumi's runtime settings are process-global: one program run at a time.
@@ -48,7 +45,7 @@ class LocalEngine(Engine):
     name = "local"
 
     def __init__(self, project_dir: Path, endpoints: Any, state_dir: Path | None = None,
-                 gate: Gate | None = None, program: Program | None = None) -> None:
+                 gate: PolicyGate | None = None, program: Program | None = None) -> None:
         if not endpoints.is_loopback():
             raise TargetUnavailable(
                 f"the LocalEngine only runs against the local sandbox; refusing {endpoints.aws_endpoint_url} / "
@@ -66,14 +63,14 @@ class LocalEngine(Engine):
         with RUN_LOCK, self._aws_env():
             plan = self._plan(stack, on_event)
             if self.gate is not None:
-                self.gate(stack, plan.planned)  # an unsafe plan fails its preview as it would fail up
+                self.gate(stack, plan.planned, judged_at_apply=True)  # an unsafe plan fails its preview as up would
             return ChangeSet(stack=stack, changes=plan.changes + plan.deletions())
 
     def up(self, stack: str, on_event: EventSink | None = None) -> UpResult:
         with RUN_LOCK, self._aws_env():
             plan = self._plan(stack, on_event)
             if self.gate is not None:
-                self.gate(stack, plan.planned)  # before the apply pass: a refusal changes nothing
+                self.gate(stack, plan.planned, judged_at_apply=True)  # before the apply pass: refusing changes nothing
             project, config = self._config(stack)
             file = StateFile(self.state_root, stack)
             state = file.load()
@@ -81,12 +78,14 @@ class LocalEngine(Engine):
             from tenantctl.engines.local.passes import ApplyPass
 
             run = ApplyPass(stack, state, self._context(config), on_event, file)
+            if self.gate is not None:
+                run.judge = self.gate.resolved(stack)  # unknowns the gate could not judge, judged here
             try:
                 outputs = runtime.run_program(self.program, project, stack, config, run, run.current, preview=False)
             except Exception as exc:
-                raise ApplyFailed(f"stack {stack}: {run.error or exc}") from exc
+                raise self._failure(stack, run.error or exc) from exc
             if run.error is not None:
-                raise ApplyFailed(f"stack {stack}: {run.error}") from run.error
+                raise self._failure(stack, run.error) from run.error
             deleted = self._delete(run, [r for r in reversed(state.resources) if r.urn not in set(run.registered)])
             # Every survivor was registered by this run: its registration order is a dependency order.
             position = {urn: i for i, urn in enumerate(run.registered)}
@@ -152,6 +151,13 @@ class LocalEngine(Engine):
         return done
 
     @staticmethod
+    def _failure(stack: str, error: BaseException) -> Exception:
+        """What a failed apply pass raises: a policy refusal as itself (exit 8)."""
+        if isinstance(error, PolicyViolation):
+            return error
+        return ApplyFailed(f"stack {stack}: {error}")
+
+    @staticmethod
     def _summary(stack: str, changes: ChangeSet, on_event: EventSink | None) -> None:
         if on_event:
             text = ", ".join(f"{n} {op}" for op, n in changes.summary().items()) or "no resources"
@@ -166,8 +172,9 @@ class LocalEngine(Engine):
         path = project.stack_file(stack)
         if not path.exists():
             raise ApplyFailed(f"stack {stack}: no stack config {path}")
-        raw = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
-        return name, {(k if ":" in k else f"{name}:{k}"): v for k, v in raw.items()}
+        from tenantctl.stackconfig import program_config
+
+        return name, program_config(path, name)
 
     def _context(self, config: dict[str, Any]) -> Context:
         import boto3

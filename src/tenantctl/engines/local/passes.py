@@ -11,13 +11,13 @@ state untouched when the inputs are equal (no API call at all).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
 
 from tenantctl.engines.base import EngineEvent, EventSink, Op, ResourceChange
-from tenantctl.engines.local.faults import FAULTS
 from tenantctl.engines.local.handlers import HANDLERS, INVOKES, Context, Desired, Handler
 from tenantctl.engines.local.handlers.stack_reference import TYPE as STACK_REFERENCE
 from tenantctl.engines.local.handlers.stack_reference import reference_outputs
@@ -119,10 +119,20 @@ class PlanPass(_Pass):
 
 
 class ApplyPass(_Pass):
+    # The policy's second enforcement point (policy.ResolvedJudge): each resource
+    # judged with resolved values before it is touched, as CrossGuard does on AWS.
+    judge: Callable[[PlannedResource, str], list] | None = None
+
     def save(self) -> None:
         self.file.save(self.state)
 
     def resource(self, urn: str, typ: str, name: str, inputs: dict[str, Any]) -> tuple[str | None, dict]:
+        if self.judge is not None:
+            found = self.judge(planned_resource(typ, name, inputs), urn)
+            if found:
+                from tenantctl.policy import PolicyRefused
+
+                raise PolicyRefused(self.stack, found, changed_nothing=False)
         handler = HANDLERS[typ]
         d = Desired(urn, typ, name, normalized(inputs))
         prior = self.state.get(urn)
@@ -150,7 +160,6 @@ class ApplyPass(_Pass):
         self.state.put(ResourceState(urn=d.urn, type=d.type, name=d.name, inputs=d.inputs, status="creating"))
         self.save()
         rid, computed = handler.create(self.ctx, d, recovering)
-        FAULTS.applied()
         return self.record(d, rid, computed, "created")
 
     def record(self, d: Desired, rid: str | None, computed: dict[str, Any], status: str) -> ResourceState:
@@ -158,7 +167,6 @@ class ApplyPass(_Pass):
                               outputs=normalized({**d.inputs, **computed}), status=status)
         self.state.put(entry)
         self.save()
-        FAULTS.recorded()
         return entry
 
 
@@ -171,7 +179,5 @@ def delete_resource(run: _Pass, handler: Handler, entry: ResourceState) -> None:
     run.state.put(entry.model_copy(update={"status": "deleting"}))
     save()
     handler.delete(run.ctx, entry_id, Desired(entry.urn, entry.type, entry.name, entry.inputs))
-    FAULTS.applied()
     run.state.remove(entry.urn)
     save()
-    FAULTS.recorded()

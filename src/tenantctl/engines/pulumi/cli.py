@@ -23,6 +23,9 @@ T = TypeVar("T")
 # its in-flight resource operations before the update is cancelled.
 CANCEL_GRACE_SECONDS = 30.0
 
+# The oldest CLI the engine drives: `--config-file` on preview/up/refresh came in 3.169.
+MIN_CLI_VERSION = "3.169.0"
+
 
 def sdk_version() -> str:
     return dist_version("pulumi")
@@ -54,10 +57,11 @@ def command(root: Path | None = None) -> Any:
     """A pulumi.automation.PulumiCommand for the located CLI."""
     from pulumi.automation import PulumiCommand
     from pulumi.automation.errors import InvalidVersionError
+    from semver import VersionInfo
 
     found = locate(root)
     try:
-        return PulumiCommand(root=str(found) if found else None)
+        return PulumiCommand(root=str(found) if found else None, version=VersionInfo.parse(MIN_CLI_VERSION))
     except FileNotFoundError:
         raise TargetUnavailable(MISSING_CLI) from None
     except InvalidVersionError as exc:
@@ -109,8 +113,10 @@ def run_cancellable(operation: Callable[[], T], cancel: Callable[[], None],
     The operation runs in a worker thread; the main thread waits interruptibly.
     On Ctrl-C the CLI, in the same process group, got the SIGINT too and stops
     gracefully: wait up to `grace` seconds for it (a second Ctrl-C stops
-    waiting), then `cancel()` (stack.cancel()) whatever update is still open, and
-    re-raise KeyboardInterrupt."""
+    waiting); only if it is still running then, `cancel()` (stack.cancel())
+    it, and re-raise KeyboardInterrupt. Never once it stopped: on file and S3
+    backends `pulumi cancel` deletes every lock file of the stack, another
+    runner's live lock included."""
     outcome: dict[str, Any] = {}
     # An Event, not Thread.join: on Python 3.11 a join interrupted by Ctrl-C marks
     # the still-running thread as stopped, and later joins return at once.
@@ -133,10 +139,11 @@ def run_cancellable(operation: Callable[[], T], cancel: Callable[[], None],
             finished.wait(grace)
         except KeyboardInterrupt:
             pass
-        try:
-            cancel()
-        except Exception:  # nothing in progress any more: already unlocked
-            pass
+        if not finished.is_set():
+            try:
+                cancel()
+            except Exception:  # it ended meanwhile: nothing in progress any more
+                pass
         raise
     if "error" in outcome:
         raise outcome["error"]

@@ -7,14 +7,29 @@ never rewritten: no ProjectSettings/StackSettings are handed to the workspace
 backend-specific config value, the platform StackReference name, is laid over
 a scratch copy of the stack file passed with `--config-file`.
 
+Which runs may write a committed stack file: only `up` (and so `provision`)
+and `destroy`. A new stack's `pulumi stack init` records its secrets provider
+(`secretsprovider`, `encryptedkey`/`encryptionsalt`) there, and the CLI may
+set `encryptedkey` again on later updates: commit those lines. Previews and
+refreshes only *select* a stack and always hand the CLI a scratch copy of its
+file: a stack that does not exist yet is planned in-process (``new_stack``),
+not created.
+
+Every preview and up runs the CrossGuard pack (``tenantctl.crossguard``):
+CrossGuard judges each resource with resolved values right before `up`
+creates or updates it, which the gate, judging the preview, cannot do for
+values unknown until then.
+
 `import pulumi.automation` happens inside methods: constructing the engine is
 cheap and needs no CLI; the CLI is located on first use.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
@@ -24,11 +39,11 @@ from urllib.parse import urlparse
 import yaml
 from pydantic import BaseModel, Field
 
-from tenantctl.engines.base import ChangeSet, Engine, EventSink, UpResult
+from tenantctl.engines.base import ChangeSet, Engine, EngineEvent, EventSink, UpResult
 from tenantctl.engines.pulumi import cli as pulumi_cli
 from tenantctl.engines.pulumi.errors import map_error
 from tenantctl.engines.pulumi.events import ChangeCollector
-from tenantctl.errors import InvalidInput
+from tenantctl.errors import InvalidInput, NotFound
 from tenantctl.naming import PLATFORM_STACK
 from tenantctl.project import Project
 
@@ -95,7 +110,7 @@ def effective_config(stack_file: Path, platform_ref: str) -> dict | None:
 
 
 def op_options(collector: ChangeCollector, *, refresh: bool = False, config_file: str | None = None) -> dict[str, Any]:
-    """Keyword arguments for Stack.preview/up/destroy/refresh."""
+    """Keyword arguments for Stack.preview/up/destroy/preview_refresh."""
     options: dict[str, Any] = {"on_event": collector, "color": "never", "suppress_progress": True}
     if refresh:
         options["refresh"] = True
@@ -104,11 +119,25 @@ def op_options(collector: ChangeCollector, *, refresh: bool = False, config_file
     return options
 
 
+def policy_options(pack: Path | None, waived: Collection[str], scratch: Path) -> dict[str, Any]:
+    """Keyword arguments that run the CrossGuard pack (none without one): the
+    rules waived around the call (deprovision lifting deletion protection) are
+    disabled through the pack's config, written into ``scratch``."""
+    if pack is None:
+        return {}
+    options: dict[str, Any] = {"policy_packs": [str(pack)]}
+    if waived:
+        config = scratch / "policy-pack-config.json"
+        config.write_text(json.dumps({rule: {"enforcementLevel": "disabled"} for rule in sorted(waived)}))
+        options["policy_pack_configs"] = [str(config)]
+    return options
+
+
 class PulumiEngine(Engine):
     name = "pulumi"
 
     def __init__(self, target: Any, project_dir: Path, pulumi_command: Any = None,
-                 gate: Callable[[str, list], None] | None = None) -> None:
+                 gate: Any = None, policy_pack: Path | None | Literal["bundled"] = "bundled") -> None:
         if getattr(target, "kind", None) != "aws":
             raise InvalidInput(f"the Pulumi engine drives the aws target only (got {getattr(target, 'kind', None)!r})")
         self.target = target
@@ -116,6 +145,11 @@ class PulumiEngine(Engine):
         backend_kind(target.aws.backend_url)  # refuse a malformed URL before anything runs
         self._command = pulumi_command
         self.gate = gate  # policy.PolicyGate: judges a preview's planned resources before every up
+        if policy_pack == "bundled":
+            from tenantctl.crossguard import pack_dir
+
+            policy_pack = pack_dir()
+        self.policy_pack = policy_pack  # the CrossGuard pack run by every preview and up (None: fail closed)
 
     # -- naming ---------------------------------------------------------------
     def qualified(self, stack: str) -> str:
@@ -138,78 +172,162 @@ class PulumiEngine(Engine):
         return LocalWorkspace(pulumi_command=command, **self.options.model_dump())
 
     def _stack(self, stack: str, create: bool) -> Any:
+        """The stack, selected; ``create``: created first when missing (`stack init`)."""
         from pulumi.automation import Stack
 
         name = self.qualified(stack)
         try:
             return Stack.create_or_select(name, self.workspace) if create else Stack.select(name, self.workspace)
         except Exception as exc:
-            raise map_error(exc, "select", name, self.backend) from None
+            raise map_error(exc, "create" if create else "select", name, self.backend) from None
 
     @contextmanager
-    def _config_file(self, stack: str) -> Iterator[str | None]:
-        data = effective_config(self.project.stacks_dir / f"Pulumi.{stack}.yaml", self.qualified(PLATFORM_STACK))
-        if data is None:
-            yield None
-            return
+    def _scratch(self, stack: str, copy_config: bool) -> Iterator[tuple[Path, str | None]]:
+        """A scratch directory, and the `--config-file` to pass: the stack file with
+        its platform reference qualified, or (``copy_config``) at least a copy, so
+        the CLI writes nothing into the committed file."""
+        path = self.project.stack_file(stack)
+        data = effective_config(path, self.qualified(PLATFORM_STACK))
         with tempfile.TemporaryDirectory(prefix="tenantctl-pulumi-") as tmp:
-            path = Path(tmp) / f"Pulumi.{stack}.yaml"
-            path.write_text(yaml.safe_dump(data, sort_keys=False))
-            yield str(path)
+            scratch = Path(tmp)
+            config = scratch / path.name
+            if data is not None:
+                config.write_text(yaml.safe_dump(data, sort_keys=False))
+            elif copy_config and path.is_file():
+                shutil.copyfile(path, config)
+            yield scratch, str(config) if config.exists() else None
 
-    def _run(self, action: str, stack: str, sink: EventSink | None, create: bool,
-             call: Callable[[Any, dict[str, Any]], Any], refresh: bool = False,
-             collector: ChangeCollector | None = None) -> tuple[Any, ChangeCollector]:
-        handle = self._stack(stack, create)
-        collector = collector or ChangeCollector(stack, sink)
-        with self._config_file(stack) as config_file:
-            options = op_options(collector, refresh=refresh, config_file=config_file)
+    def _operate(self, action: str, stack: str, handle: Any, collector: ChangeCollector,
+                 call: Callable[[Any, dict[str, Any]], Any], *, refresh: bool = False, scratch_config: bool = False,
+                 policy: bool = False, require_summary: bool = False,
+                 summary_ops: Collection[str] | None = None) -> Any:
+        """Run one Automation API operation on ``handle`` (Ctrl-C safe), then turn
+        what the events said into tenantctl's answer: a policy pack's mandatory
+        violation is the gate's refusal (exit 8, rule named); otherwise a CLI
+        failure is mapped (errors.py); an exception in the event handler fails
+        the run, and so does (``require_summary``: a plan that is judged or
+        reported) a missing summary or one counting more steps of
+        ``summary_ops`` (default: all) than events arrived."""
+        from tenantctl.policy import waived_rules
+
+        with self._scratch(stack, copy_config=scratch_config) as (scratch, config_file):
+            options = {**op_options(collector, refresh=refresh, config_file=config_file),
+                       **(policy_options(self.policy_pack, waived_rules(), scratch) if policy else {})}
             try:
                 result = pulumi_cli.run_cancellable(lambda: call(handle, options), handle.cancel)
             except Exception as exc:
+                self._refuse_on_policy(action, stack, collector)
                 raise map_error(exc, action, handle.name, self.backend) from None
-        return result, collector
+        self._refuse_on_policy(action, stack, collector)
+        collector.verify(action, require_summary=require_summary, ops=summary_ops)
+        return result
+
+    @staticmethod
+    def _refuse_on_policy(action: str, stack: str, collector: ChangeCollector) -> None:
+        from tenantctl.policy import PolicyRefused
+
+        violations = collector.violations()
+        if violations:
+            raise PolicyRefused(stack, violations, changed_nothing=action != "up")
+
+    # -- the gate -----------------------------------------------------------------
+    def _plan(self, stack: str, on_event: EventSink | None, refresh: bool, create: bool) -> tuple[Any, Any]:
+        """Preview ``stack`` keeping each planned resource's inputs, and let the
+        policy gate judge them (raises PolicyRefused); returns the plan and the
+        stack handle (None: not created). A stack missing from the backend is
+        planned in-process, not created; ``create`` (an up): the gate judges that
+        plan first, then the stack is created and previewed by the CLI too, so a
+        refusal never leaves an empty stack behind."""
+        from tenantctl.engines.pulumi.plan import PlanCollector
+
+        try:
+            handle = self._stack(stack, create=False)
+        except NotFound:
+            plan = self._new_stack_plan(stack, on_event)
+            self._judge(stack, plan, on_event)
+            if not create:
+                return plan, None
+            handle = self._stack(stack, create=True)
+        plan = PlanCollector(stack, on_event)
+        self._operate("preview", stack, handle, plan, lambda s, o: s.preview(**o), refresh=refresh,
+                      scratch_config=True, policy=True, require_summary=True)
+        self._judge(stack, plan, on_event)
+        return plan, handle
+
+    def _judge(self, stack: str, plan: Any, on_event: EventSink | None) -> None:
+        if self.gate is None:
+            return
+        judgment = self.gate(stack, plan.planned(), judged_at_apply=self.policy_pack is not None)
+        if judgment and judgment.unjudged and on_event is not None:
+            rules = ", ".join(sorted({u.rule for u in judgment.unjudged}))
+            on_event(EngineEvent(stack=stack, kind="diagnostic", message=(
+                f"policy: {len(judgment.unjudged)} value(s) the rules need are unknown until apply (rule {rules}): "
+                "the CrossGuard pack judges them as the up creates or updates each resource")))
+
+    def _new_stack_plan(self, stack: str, on_event: EventSink | None) -> Any:
+        from tenantctl.aws import Clients
+        from tenantctl.engines.pulumi.new_stack import NewStackPlan, aws_invoke, plan_new_stack, project_program
+        from tenantctl.stackconfig import program_config
+
+        path = self.project.stack_file(stack)
+        if not path.is_file():
+            raise NotFound(f"stack {stack!r}: no stack file {path} and no stack on {self.backend}")
+        config = program_config(path, self.project.name)
+        region = str(config.get("aws:region") or self.target.aws.region or "")
+        clients = Clients(region=region or None, profile=self.target.aws.profile)
+
+        def references(name: str) -> dict[str, Any]:
+            return self.outputs(name.rsplit("/", 1)[-1])
+
+        mocks = NewStackPlan(stack, references, aws_invoke(clients, region), on_event)
+        try:
+            return plan_new_stack(stack, self.project.name, config, mocks, project_program(self.project.main))
+        except Exception as exc:
+            raise map_error(exc, "preview", self.qualified(stack), self.backend) from None
 
     # -- Engine -----------------------------------------------------------------
     def preview(self, stack: str, on_event: EventSink | None = None, *, refresh: bool = False) -> ChangeSet:
-        """What ``up`` would change; an unsafe plan fails here as it would fail ``up``
-        (so `apply --preview` on a pull request names the broken rule)."""
-        return self._gated_preview(stack, on_event, refresh).changeset()
-
-    def _gated_preview(self, stack: str, on_event: EventSink | None, refresh: bool) -> Any:
-        """Preview ``stack`` keeping each planned resource's inputs, and let the
-        policy gate judge them (raises PolicyRefused)."""
-        from tenantctl.engines.pulumi.plan import PlanCollector
-
-        plan = PlanCollector(stack, on_event)
-        self._run("preview", stack, on_event, True, lambda s, o: s.preview(**o), refresh, collector=plan)
-        if self.gate is not None:
-            self.gate(stack, plan.planned())
-        return plan
+        """What ``up`` would change, creating nothing (the stack is selected, never
+        created); an unsafe plan fails here as it would fail ``up`` (so `apply
+        --preview` on a pull request names the broken rule)."""
+        return self._plan(stack, on_event, refresh, create=False)[0].changeset()
 
     def up(self, stack: str, on_event: EventSink | None = None, *, refresh: bool = False) -> UpResult:
+        handle = None
         if self.gate is not None:
             # Preview first and let the gate judge the plan: a refusal leaves AWS untouched.
-            self._gated_preview(stack, on_event, refresh)
-        result, collector = self._run("up", stack, on_event, True, lambda s, o: s.up(**o), refresh)
+            handle = self._plan(stack, on_event, refresh, create=True)[1]
+        handle = handle or self._stack(stack, create=True)
+        collector = ChangeCollector(stack, on_event)
+        result = self._operate("up", stack, handle, collector, lambda s, o: s.up(**o), refresh=refresh, policy=True)
         outputs = {key: out.value for key, out in result.outputs.items()}
         return UpResult(stack=stack, outputs=outputs, changes=collector.changeset())
 
     def refresh(self, stack: str, on_event: EventSink | None = None) -> ChangeSet:
-        """Bring the stack's state in line with what exists in AWS (drift shows as updates)."""
-        _, collector = self._run("refresh", stack, on_event, False, lambda s, o: s.refresh(**o))
+        """Drift, changing nothing (`pulumi refresh --preview-only`): ``update``
+        with the property diffs (recorded -> live) for a resource changed out of
+        band, ``delete`` for one gone, ``same`` otherwise; a stack never applied
+        has nothing to drift."""
+        try:
+            handle = self._stack(stack, create=False)
+        except NotFound:
+            return ChangeSet(stack=stack)
+        collector = ChangeCollector(stack, on_event)
+        self._operate("refresh", stack, handle, collector, lambda s, o: s.preview_refresh(**o), scratch_config=True,
+                      require_summary=True, summary_ops=("update", "delete"))
         return collector.changeset()
 
     def destroy(self, stack: str, on_event: EventSink | None = None) -> ChangeSet:
         """Delete the stack's resources, then the (empty) stack itself, keeping its
         committed config file (removing that is the caller's business). A stack
-        that never existed has nothing to destroy."""
-        from tenantctl.errors import NotFound
-
+        that never existed has nothing to destroy; any failure of the destroy
+        itself is reported, never read as "nothing there"."""
         try:
-            _, collector = self._run("destroy", stack, on_event, False, lambda s, o: s.destroy(**o))
+            handle = self._stack(stack, create=False)
         except NotFound:
             return ChangeSet(stack=stack)
+        collector = ChangeCollector(stack, on_event)
+        self._operate("destroy", stack, handle, collector, lambda s, o: s.destroy(**o))
         try:
             self.workspace.remove_stack(self.qualified(stack), preserve_config=True)
         except Exception as exc:
@@ -218,8 +336,6 @@ class PulumiEngine(Engine):
 
     def outputs(self, stack: str) -> dict[str, Any]:
         """The stack's outputs; {} for a stack not created yet."""
-        from tenantctl.errors import NotFound
-
         try:
             handle = self._stack(stack, create=False)
         except NotFound:
@@ -228,6 +344,23 @@ class PulumiEngine(Engine):
             return {key: out.value for key, out in handle.outputs().items()}
         except Exception as exc:
             raise map_error(exc, "outputs", handle.name, self.backend) from None
+
+    def prepare(self) -> None:
+        """Install the provider plugins the program needs, once, before stacks run
+        in parallel: concurrent first-use downloads of one plugin collide
+        (pulumi/pulumi#22784)."""
+        for name, version in provider_plugins():
+            try:
+                self.workspace.install_plugin(name, f"v{version}")
+            except Exception as exc:
+                raise map_error(exc, "plugin install", name, self.backend) from None
+
+
+def provider_plugins() -> list[tuple[str, str]]:
+    """(name, version) of the resource plugins the program's provider SDKs declare."""
+    from importlib.metadata import version
+
+    return [("aws", version("pulumi_aws"))]
 
 
 def cli_available(root: Path | None = None) -> bool:
@@ -239,4 +372,4 @@ def cli_available(root: Path | None = None) -> bool:
 
 
 __all__ = ["PulumiEngine", "backend_kind", "stack_name", "workspace_options", "effective_config", "op_options",
-           "cli_available"]
+           "policy_options", "provider_plugins", "cli_available"]

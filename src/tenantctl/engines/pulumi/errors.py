@@ -3,6 +3,14 @@
 The Pulumi CLI's failures arrive as CommandError (and subclasses picked by
 matching its stderr) holding the whole stdout/stderr; the CLI shows one line, so
 the most telling `error:` line is pulled out of them.
+
+The SDK picks StackNotFoundError / StackAlreadyExistsError by a regex over the
+stderr of *any* command ("no stack named.*found", "stack.*already exists"), so
+an `up` whose StackReference names a missing stack, or a provider error that
+mentions a CloudFormation "Stack ... already exists", would read as this
+stack missing or taken (and `destroy` would report nothing to destroy). They
+count only from the commands that select or create a stack, and only when the
+CLI's own message names this stack.
 """
 
 from __future__ import annotations
@@ -16,6 +24,11 @@ MISSING_CLI = "Pulumi CLI not found: run `tenantctl setup pulumi` or install it"
 _ERROR_LINE = re.compile(r"^\s*error:\s*(.+?)\s*$", re.MULTILINE)
 _NOISE = ("update failed", "preview failed", "destroy failed", "refresh failed")
 _MAX = 300
+
+# The commands whose failure can mean the stack itself is missing or taken.
+STACK_COMMANDS = frozenset({"select", "create", "outputs", "stack rm"})
+_NOT_FOUND = re.compile(r"^\s*error:\s*no stack named '([^']+)' found", re.MULTILINE)
+_EXISTS = re.compile(r"^\s*error:\s*stack '([^']+)' already exists", re.MULTILINE)
 
 
 def _streams(exc: BaseException) -> tuple[str, str]:
@@ -45,6 +58,15 @@ def _short(line: str) -> str:
     return line if len(line) <= _MAX else line[: _MAX - 1] + "…"
 
 
+def _names_stack(exc: BaseException, message: re.Pattern, action: str, stack: str) -> bool:
+    """The CLI itself said ``message`` about ``stack`` (bare or qualified), from a stack command."""
+    if action not in STACK_COMMANDS:
+        return False
+    stdout, stderr = _streams(exc)
+    short = stack.rsplit("/", 1)[-1]
+    return any(name.rsplit("/", 1)[-1] == short for name in message.findall(stderr + "\n" + stdout))
+
+
 def map_error(exc: BaseException, action: str, stack: str, backend: str) -> TenantctlError:
     """`action` is what was being done ("preview", "up", ...), `stack` the
     fully-qualified stack name, `backend` where its state lives (for messages)."""
@@ -56,9 +78,9 @@ def map_error(exc: BaseException, action: str, stack: str, backend: str) -> Tena
         return TargetUnavailable(MISSING_CLI)
     if isinstance(exc, auto.InvalidVersionError):
         return TargetUnavailable(f"unsupported Pulumi CLI version ({exc}): run `tenantctl setup pulumi`")
-    if isinstance(exc, auto.StackNotFoundError):
+    if isinstance(exc, auto.StackNotFoundError) and _names_stack(exc, _NOT_FOUND, action, stack):
         return NotFound(f"stack {stack!r} not found on {backend}")
-    if isinstance(exc, auto.StackAlreadyExistsError):
+    if isinstance(exc, auto.StackAlreadyExistsError) and _names_stack(exc, _EXISTS, action, stack):
         return Conflict(f"stack {stack!r} already exists on {backend}")
     if isinstance(exc, auto.ConcurrentUpdateError):
         return Conflict(

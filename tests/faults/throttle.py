@@ -1,41 +1,24 @@
-"""Fault injection for the fault-tolerance tests (issue 7). Unset, nothing happens;
-never set these outside tests.
+"""Injected throttling: a realistic server-side rate limit, shared by every process.
 
-Kill a run (``os._exit(86)``: no cleanup, no lock release, like ``kill -9``):
+``TENANTCTL_FAULT_THROTTLE=<rules>``: comma-separated ``service.Operation=rate``
+(``service.*`` for every operation of the service; a bare number means
+``kms.CreateKey=<number>``), rates in calls per second. ``install_throttle``
+gives a client a ``before-send`` hook per matching rule: a call over the rate
+is not sent but answered with the error AWS itself returns when throttling
+(HTTP 400 ``ThrottlingException`` for JSON services, ``Throttling`` for query
+ones, 503 ``RequestLimitExceeded`` for EC2, 503 ``SlowDown`` for S3), so it goes
+through botocore's parsing and retry handler like the real thing.
 
-- ``TENANTCTL_FAULT_AFTER=N``: at the Nth resource write of the LocalEngine
-  (create, update or delete; counted across every run in the process).
-  ``TENANTCTL_FAULT_POINT`` says where in that write: ``recorded`` (default,
-  after the state file records it) or ``unrecorded`` (after the sandbox call,
-  before the state records it: the resource exists, the state holds only the
-  intent, which the adoption by name / ``tenantctl:urn`` tag must handle).
-- ``TENANTCTL_FAULT_AFTER=<step>``: at a named registry step, one of ``STEPS``:
-  ``provision:reserved`` (the registry reservation is written, nothing else),
-  ``provision:applied`` (every resource exists, the record is not yet active),
-  ``deprovision:marked`` (record locked and ``deprovisioning``, nothing removed),
-  ``deprovision:destroyed`` (every resource removed, no tombstone yet).
-
-Throttle (a realistic server-side rate limit, shared by every process):
-
-- ``TENANTCTL_FAULT_THROTTLE=<rules>``: comma-separated ``service.Operation=rate``
-  (``service.*`` for every operation of the service; a bare number means
-  ``kms.CreateKey=<number>``), rates in calls per second. Every client made by
-  ``tenantctl.aws.client`` gets a ``before-send`` hook: a call over the rate is
-  not sent but answered with the error AWS itself returns when throttling
-  (HTTP 400 ``ThrottlingException`` for JSON services, ``Throttling`` for query
-  ones, 503 ``RequestLimitExceeded`` for EC2, 503 ``SlowDown`` for S3), so it
-  goes through botocore's parsing and retry handler like the real thing.
-- ``TENANTCTL_FAULT_THROTTLE_FILE``: the token buckets' state (a JSON file
-  under an ``flock``, so several processes share one limit as they would share
-  an account's quota). It also counts ``allowed`` and ``throttled`` calls per
-  rule, which the tests read back.
+``TENANTCTL_FAULT_THROTTLE_FILE``: the token buckets' state (a JSON file under
+an ``flock``, so several processes share one limit as they would share an
+account's quota). It also counts ``allowed`` and ``throttled`` calls per rule,
+which the tests read back.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 import time
 import uuid
@@ -43,59 +26,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-FAULT_AFTER_ENV = "TENANTCTL_FAULT_AFTER"
-FAULT_POINT_ENV = "TENANTCTL_FAULT_POINT"
 FAULT_THROTTLE_ENV = "TENANTCTL_FAULT_THROTTLE"
 FAULT_THROTTLE_FILE_ENV = "TENANTCTL_FAULT_THROTTLE_FILE"
-FAULT_EXIT_CODE = 86
-POINTS = ("recorded", "unrecorded")
-STEPS = ("provision:reserved", "provision:applied", "deprovision:marked", "deprovision:destroyed")
 
-
-class Faults:
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
-        env = os.environ if environ is None else environ
-        raw = (env.get(FAULT_AFTER_ENV) or "").strip()
-        self.after: int | None = None
-        self.step: str | None = None
-        if raw.isdigit():
-            self.after = int(raw)
-        elif raw:
-            if raw not in STEPS:
-                raise ValueError(f"{FAULT_AFTER_ENV} must be a number of resource writes or one of {STEPS}, not {raw!r}")
-            self.step = raw
-        self.point = env.get(FAULT_POINT_ENV) or "recorded"
-        if self.point not in POINTS:
-            raise ValueError(f"{FAULT_POINT_ENV} must be one of {POINTS}, not {self.point!r}")
-        self.writes = 0
-
-    def _die(self, where: str) -> None:
-        sys.stderr.write(f"tenantctl: injected fault at {where}\n")
-        sys.stderr.flush()
-        os._exit(FAULT_EXIT_CODE)
-
-    def applied(self) -> None:
-        """The sandbox call of a write returned; the state does not know yet."""
-        if self.after is not None and self.point == "unrecorded" and self.writes + 1 == self.after:
-            self._die(f"resource write {self.after} ({self.point})")
-
-    def recorded(self) -> None:
-        """The state file now holds the write."""
-        self.writes += 1
-        if self.after is not None and self.point == "recorded" and self.writes == self.after:
-            self._die(f"resource write {self.after} ({self.point})")
-
-    def reached(self, step: str) -> None:
-        """A named registry step of provision / deprovision is done."""
-        assert step in STEPS, step
-        if self.step == step:
-            self._die(f"step {step}")
-
-
-FAULTS = Faults()
-
-
-# -- throttling ----------------------------------------------------------------------
 
 def parse_throttle(spec: str) -> dict[str, float]:
     """``"kms.CreateKey=2,dynamodb.*=50"`` -> {"kms.CreateKey": 2.0, "dynamodb.*": 50.0}."""
@@ -211,17 +144,12 @@ def throttling_response(protocol: str, url: str) -> Any:
     return AWSResponse(url, status, headers, _Body(body))
 
 
-def install_throttle(client: Any, environ: Mapping[str, str] | None = None) -> None:
-    """Hook the throttle rules of ``TENANTCTL_FAULT_THROTTLE`` that match this client."""
-    env = os.environ if environ is None else environ
-    spec = env.get(FAULT_THROTTLE_ENV)
-    if not spec:
-        return
+def install_throttle(client: Any, rules: Mapping[str, float], bucket: SharedTokenBucket) -> None:
+    """Hook the rules (``parse_throttle``) that match this client's service."""
     model = client.meta.service_model
     names = {model.service_name, model.endpoint_prefix, model.service_id.hyphenize()}
     event = model.service_id.hyphenize()
-    bucket = SharedTokenBucket(throttle_file(env))
-    for rule, rate in parse_throttle(spec).items():
+    for rule, rate in rules.items():
         service, _, operation = rule.partition(".")
         if service not in names:
             continue

@@ -1,0 +1,69 @@
+"""Killing a run (``os._exit(86)``: no cleanup, no lock release, like ``kill -9``).
+
+- ``TENANTCTL_FAULT_AFTER=N``: at the Nth resource write of the LocalEngine
+  (create, update or delete; counted across every run in the process).
+  ``TENANTCTL_FAULT_POINT`` says where in that write: ``recorded`` (default,
+  after the state file records it) or ``unrecorded`` (after the sandbox call,
+  before the state records it: the resource exists, the state holds only the
+  intent, which the adoption by name / ``tenantctl:urn`` tag must handle).
+- ``TENANTCTL_FAULT_AFTER=<step>``: at a named registry step, one of ``STEPS``:
+  ``provision:reserved`` (the registry reservation is written, nothing else),
+  ``provision:applied`` (every resource exists, the record is not yet active),
+  ``deprovision:marked`` (record locked and ``deprovisioning``, nothing removed),
+  ``deprovision:destroyed`` (every resource removed, no tombstone yet).
+
+``Faults`` only counts and dies; ``faults.seams`` calls it from the package's seams.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+
+FAULT_AFTER_ENV = "TENANTCTL_FAULT_AFTER"
+FAULT_POINT_ENV = "TENANTCTL_FAULT_POINT"
+FAULT_EXIT_CODE = 86
+POINTS = ("recorded", "unrecorded")
+STEPS = ("provision:reserved", "provision:applied", "deprovision:marked", "deprovision:destroyed")
+
+
+class Faults:
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        raw = (env.get(FAULT_AFTER_ENV) or "").strip()
+        self.after: int | None = None
+        self.step: str | None = None
+        if raw.isdigit():
+            self.after = int(raw)
+        elif raw:
+            if raw not in STEPS:
+                raise ValueError(
+                    f"{FAULT_AFTER_ENV} must be a number of resource writes or one of {STEPS}, not {raw!r}")
+            self.step = raw
+        self.point = env.get(FAULT_POINT_ENV) or "recorded"
+        if self.point not in POINTS:
+            raise ValueError(f"{FAULT_POINT_ENV} must be one of {POINTS}, not {self.point!r}")
+        self.writes = 0
+
+    def die(self, where: str) -> None:
+        sys.stderr.write(f"tenantctl: injected fault at {where}\n")
+        sys.stderr.flush()
+        os._exit(FAULT_EXIT_CODE)
+
+    def applied(self) -> None:
+        """The sandbox call of a write returned; the state does not know yet."""
+        if self.after is not None and self.point == "unrecorded" and self.writes + 1 == self.after:
+            self.die(f"resource write {self.after} ({self.point})")
+
+    def recorded(self) -> None:
+        """The state file now holds the write."""
+        self.writes += 1
+        if self.after is not None and self.point == "recorded" and self.writes == self.after:
+            self.die(f"resource write {self.after} ({self.point})")
+
+    def reached(self, step: str) -> None:
+        """A named registry step of provision / deprovision is done."""
+        assert step in STEPS, step
+        if self.step == step:
+            self.die(f"step {step}")

@@ -1,0 +1,138 @@
+"""Arming the faults on a process: wrappers around seams of tenantctl that the
+package keeps anyway, so the shipped code holds no hook at all.
+
+- resource writes: each LocalEngine handler's ``create`` / ``update`` /
+  ``delete`` (``tenantctl.engines.local.handlers.HANDLERS``): when one returns,
+  the sandbox has the write and the state does not (the ``unrecorded`` point);
+  the next ``StateFile.save`` on that thread records it (the ``recorded``
+  point). The saves before a handler call (the ``creating`` intent, the
+  ``deleting`` mark) follow no call, so they do not count.
+- registry steps: ``RegistryWriter.acquire`` returned (``provision:reserved``),
+  ``mark_active`` about to run (``provision:applied``), ``lock_for`` returned
+  with status ``deprovisioning`` (``deprovision:marked``), ``mark_deprovisioned``
+  about to run (``deprovision:destroyed``).
+- throttling: ``botocore.session.Session.create_client``, which boto3's default
+  session and every explicit one go through: each client the process makes gets
+  the ``before-send`` hooks of ``faults.throttle``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from faults.kill import Faults
+from faults.throttle import FAULT_THROTTLE_ENV, SharedTokenBucket, install_throttle, parse_throttle, throttle_file
+
+_MISSING = object()
+
+
+class _Patches:
+    """setattr with an undo (an instance attribute shadowing a method is deleted again)."""
+
+    def __init__(self) -> None:
+        self.undone: list[Callable[[], None]] = []
+
+    def set(self, owner: Any, name: str, value: Any) -> None:
+        old = vars(owner).get(name, _MISSING)
+        setattr(owner, name, value)
+        self.undone.append(lambda: delattr(owner, name) if old is _MISSING else setattr(owner, name, old))
+
+    def undo(self) -> None:
+        while self.undone:
+            self.undone.pop()()
+
+
+def arm(environ: Mapping[str, str] | None = None, faults: Faults | None = None) -> Callable[[], None]:
+    """Arm what ``environ`` (default: the process environment) asks for; returns the undo."""
+    env = os.environ if environ is None else environ
+    faults = Faults(env) if faults is None else faults
+    patches = _Patches()
+    if faults.after is not None:
+        _arm_writes(faults, patches)
+    if faults.step is not None:
+        _arm_steps(faults, patches)
+    if env.get(FAULT_THROTTLE_ENV):
+        _arm_throttle(parse_throttle(env[FAULT_THROTTLE_ENV]), SharedTokenBucket(throttle_file(env)), patches)
+    return patches.undo
+
+
+def _arm_writes(faults: Faults, patches: _Patches) -> None:
+    from tenantctl.engines.local.handlers import HANDLERS
+    from tenantctl.engines.local.state import StateFile
+
+    written = threading.local()  # a handler call returned on this thread, no save since
+
+    def sandbox_call(call: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(call)
+        def write(*args: Any, **kwargs: Any) -> Any:
+            result = call(*args, **kwargs)
+            faults.applied()
+            written.pending = True
+            return result
+
+        return write
+
+    for handler in {id(h): h for h in HANDLERS.values()}.values():
+        for name in ("create", "update", "delete"):
+            patches.set(handler, name, sandbox_call(getattr(handler, name)))
+
+    save = StateFile.save
+
+    @functools.wraps(save)
+    def recording_save(self: StateFile, *args: Any, **kwargs: Any) -> Any:
+        pending, written.pending = getattr(written, "pending", False), False
+        result = save(self, *args, **kwargs)
+        if pending:
+            faults.recorded()
+        return result
+
+    patches.set(StateFile, "save", recording_save)
+
+
+def _arm_steps(faults: Faults, patches: _Patches) -> None:
+    from tenantctl.models import TenantStatus
+    from tenantctl.registry import RegistryWriter
+
+    def around(name: str, before: Callable[[inspect.BoundArguments], str | None] | None = None,
+               after: Callable[[inspect.BoundArguments], str | None] | None = None) -> None:
+        method = getattr(RegistryWriter, name)
+        signature = inspect.signature(method)
+
+        @functools.wraps(method)
+        def step(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            if before and (reached := before(bound)):
+                faults.reached(reached)
+            result = method(*args, **kwargs)
+            if after and (reached := after(bound)):
+                faults.reached(reached)
+            return result
+
+        patches.set(RegistryWriter, name, step)
+
+    def marked(bound: inspect.BoundArguments) -> str | None:
+        return "deprovision:marked" if bound.arguments.get("status") == TenantStatus.deprovisioning else None
+
+    around("acquire", after=lambda _: "provision:reserved")
+    around("mark_active", before=lambda _: "provision:applied")
+    around("lock_for", after=marked)
+    around("mark_deprovisioned", before=lambda _: "deprovision:destroyed")
+
+
+def _arm_throttle(rules: Mapping[str, float], bucket: SharedTokenBucket, patches: _Patches) -> None:
+    from botocore.session import Session
+
+    create_client = Session.create_client
+
+    @functools.wraps(create_client)
+    def throttled_client(self: Session, *args: Any, **kwargs: Any) -> Any:
+        client = create_client(self, *args, **kwargs)
+        install_throttle(client, rules, bucket)
+        return client
+
+    patches.set(Session, "create_client", throttled_client)
