@@ -19,8 +19,8 @@ from typing import Any
 
 import boto3
 import psycopg
-
 from faults import FAULT_ENVS, LAUNCHER
+
 from tenantctl import naming
 
 REPO = Path(__file__).resolve().parents[2]

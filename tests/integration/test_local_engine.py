@@ -18,8 +18,8 @@ import boto3
 import psycopg
 import pytest
 from botocore.client import BaseClient
-
 from faults import FAULT_AFTER_ENV, FAULT_EXIT_CODE, FAULT_POINT_ENV, IMPORT_ROOT
+
 from tenantctl import naming
 from tenantctl.engines.base import Op
 from tenantctl.engines.local import LocalEngine
