@@ -75,7 +75,7 @@ def mute_reasons(findings: list[dict], mutelist: Path) -> str:
     entries = yaml.safe_load(mutelist.read_text())["Mutelist"]["Accounts"]["*"]["Checks"]
     counted: collections.Counter = collections.Counter()
     for f in findings:
-        if f.get("status") != "Suppressed":
+        if _outcome(f) != "muted":
             continue
         check = f["metadata"]["event_code"]
         entry = next((e for pattern, e in entries.items() if re.fullmatch(pattern, check)), {})
@@ -85,14 +85,20 @@ def mute_reasons(findings: list[dict], mutelist: Path) -> str:
     return "\n".join(lines)
 
 
+def _outcome(finding: dict) -> str:
+    """pass | fail | manual, or muted: a FAIL the mutelist covers (prowler marks
+    every finding it matches as suppressed, passes included: those stay passes)."""
+    status = finding["status_code"].lower()
+    return "muted" if status == "fail" and finding.get("status") == "Suppressed" else status
+
+
 def summarise(findings: list[dict]) -> tuple[str, list[str]]:
     """The markdown table (per service: pass / muted / fail) and the unmuted failures."""
     counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     failures = []
     for f in findings:
         service = f["resources"][0]["group"]["name"] if f.get("resources") else "?"
-        muted = f.get("status") == "Suppressed"
-        outcome = "muted" if muted else f["status_code"].lower()
+        outcome = _outcome(f)
         counts[service][outcome] += 1
         if outcome == "fail":
             resource = f["resources"][0].get("uid") or f["resources"][0].get("name")
@@ -127,7 +133,10 @@ def main() -> int:
     parser.add_argument("--mutelist", type=Path, default=ROOT / ".ci" / "prowler-mutelist.yaml")
     parser.add_argument("--report", type=Path, help="rewrite the results table in this markdown file")
     parser.add_argument("--out", type=Path, help="keep prowler's output here")
+    parser.add_argument("--results", type=Path, help="summarise this scan.ocsf.json of an earlier run instead")
     args = parser.parse_args()
+    if args.results:
+        return report(json.loads(args.results.read_text()), args)
 
     base = Path(tempfile.mkdtemp(prefix="tenantctl-prowler-"))
     base.chmod(0o755)  # the sandbox PostgreSQL runs as another user
@@ -140,6 +149,12 @@ def main() -> int:
     finally:
         if box is not None:
             box.down()
+    if args.out is None:
+        shutil.rmtree(base, ignore_errors=True)
+    return report(findings, args)
+
+
+def report(findings: list[dict], args: argparse.Namespace) -> int:
     table, failures = summarise(findings)
     print(table)
     for failure in failures:
@@ -147,8 +162,6 @@ def main() -> int:
     if args.report:
         version = findings[0]["metadata"]["product"]["version"] if findings else "?"
         write_report(args.report, table, mute_reasons(findings, args.mutelist), failures, version)
-    if args.out is None:
-        shutil.rmtree(base, ignore_errors=True)
     return 1 if failures else 0
 
 
