@@ -213,14 +213,19 @@ def _kms_rotation(plan: _Plan):
             yield r.name, "key rotation is off"
 
 
-@rule("queue-encryption")
-def _queue_encryption(plan: _Plan):
-    for r in plan.of("aws:sqs/queue:Queue"):
+def _encrypted_with_own_key(plan: _Plan, typ: str, what: str, missing: str) -> Iterator[tuple[str, str]]:
+    """Every ``typ`` resource names a KMS key (``kmsMasterKeyId``), this stack's own."""
+    for r in plan.of(typ):
         key = r.inputs.get("kmsMasterKeyId")
         if not key:
-            yield r.name, "queue has no SSE-KMS key"
+            yield r.name, missing
         elif not plan.owns_key(r, "kmsMasterKeyId", key):
-            yield r.name, f"queue encrypted with {key!r}, not this tenant's key"
+            yield r.name, f"{what} encrypted with {key!r}, not this tenant's key"
+
+
+@rule("queue-encryption")
+def _queue_encryption(plan: _Plan):
+    yield from _encrypted_with_own_key(plan, "aws:sqs/queue:Queue", "queue", "queue has no SSE-KMS key")
 
 
 @rule("lifecycle-scope")
@@ -709,12 +714,7 @@ def _secret_rotation(plan: _Plan):
 
 @rule("alarm-topic-encryption")
 def _alarm_topic_encryption(plan: _Plan):
-    for r in plan.of("aws:sns/topic:Topic"):
-        key = r.inputs.get("kmsMasterKeyId")
-        if not key:
-            yield r.name, "topic not encrypted (no KMS key)"
-        elif not plan.platform and not plan.owns_key(r, "kmsMasterKeyId", key):
-            yield r.name, f"topic encrypted with {key!r}, not this tenant's key"
+    yield from _encrypted_with_own_key(plan, "aws:sns/topic:Topic", "topic", "topic not encrypted (no KMS key)")
 
 
 def _lower(actions: Any) -> set[str]:

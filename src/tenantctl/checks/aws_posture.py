@@ -159,24 +159,22 @@ class _AwsChecks:
         sns = self._client("sns")
         topic = naming.resource_name(self.tid, "alarms")
         arn = f"arn:aws:sns:{self.record.region}:{self.platform.get('account_id')}:{topic}"
-        key = sns.get_topic_attributes(TopicArn=arn)["Attributes"].get("KmsMasterKeyId")
+        return self._tenant_key_encrypts(arn, sns.get_topic_attributes(TopicArn=arn)["Attributes"].get(
+            "KmsMasterKeyId"))
+
+    def _tenant_key_encrypts(self, what: str, key: str | None) -> tuple[bool, str]:
+        """``key`` (an id, alias or ARN, as services report it) is the tenant's."""
         if not key:
-            return False, f"topic {arn} is not encrypted"
-        resolved = self._client("kms").describe_key(KeyId=key)["KeyMetadata"]["Arn"]
-        if resolved != self.res.kms_key_arn:
-            return False, f"topic {arn} encrypted with {resolved}, not the tenant key"
-        return True, f"topic {arn} encrypted with the tenant key"
+            return False, f"{what}: no SSE-KMS key"
+        arn = self._client("kms").describe_key(KeyId=key)["KeyMetadata"]["Arn"]
+        if arn != self.res.kms_key_arn:
+            return False, f"{what}: encrypted with {arn}, not the tenant key"
+        return True, f"{what}: SSE-KMS with {arn}"
 
     # -- SQS -----------------------------------------------------------------------------
     def _queue_key(self, url: str) -> tuple[bool, str]:
         attrs = self._client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["KmsMasterKeyId"])
-        key = attrs.get("Attributes", {}).get("KmsMasterKeyId")
-        if not key:
-            return False, f"{url}: no SSE-KMS key"
-        arn = self._client("kms").describe_key(KeyId=key)["KeyMetadata"]["Arn"]
-        if arn != self.res.kms_key_arn:
-            return False, f"{url}: encrypted with {arn}, not the tenant key"
-        return True, f"SSE-KMS with {arn}"
+        return self._tenant_key_encrypts(url, attrs.get("Attributes", {}).get("KmsMasterKeyId"))
 
     def queue_encryption(self) -> tuple[bool, str]:
         return self._queue_key(self.res.queue_url)
