@@ -23,8 +23,10 @@ from infra.components.credential_rotation import (
 )
 from infra.components.kms_key import TenantKey, TenantKeyArgs, alarms_statement, logs_statement
 from infra.components.platform_bucket import SharedBucket, SharedBucketArgs
+from infra.components.platform_gateway import GatewayLogin, GatewayLoginArgs
 from infra.components.platform_monitoring import RDS_OS_METRICS, PlatformMonitoring, PlatformMonitoringArgs
 from infra.components.platform_registry import RegistryTable, RegistryTableArgs
+from infra.components.platform_revocations import RevocationTable, RevocationTableArgs
 from infra.components.postgres_instance import PostgresInstance, PostgresInstanceArgs
 from infra.components.private_network import PrivateNetwork, PrivateNetworkArgs
 from infra.components.tenant_alarms import TenantAlarms, TenantAlarmsArgs
@@ -45,7 +47,7 @@ from tenantctl.naming import PLATFORM_STACK, resource_name
 
 PLATFORM_DB_NAME = "tenantctl"
 PLATFORM_BACKUP_DAYS = 14
-REGISTRY_TABLE = "tenantctl-registry"
+REGISTRY_TABLE = naming.REGISTRY_TABLE
 
 
 def _account_root() -> tuple[str, str]:
@@ -89,6 +91,16 @@ def build_platform(spec: PlatformSpec) -> dict[str, Any]:
         bucket_name=bucket_name, logs_bucket_name=naming.access_logs_bucket_name(account, region),
         account_id=account, kms_key_arn=key.arn, tags=tags))
     registry = RegistryTable("registry", RegistryTableArgs(table_name=REGISTRY_TABLE, kms_key_arn=key.arn, tags=tags))
+    revocations = RevocationTable("revocations", RevocationTableArgs(
+        table_name=naming.REVOCATION_TABLE, kms_key_arn=key.arn, tags=tags))
+    gateway = GatewayLogin("gateway", GatewayLoginArgs(
+        role=naming.GATEWAY_ROLE, secret_name=naming.GATEWAY_SECRET, region=spec.region, host=db.address,
+        port=db.port, database=PLATFORM_DB_NAME, admin_secret_arn=db.admin_secret_arn, kms_key_arn=key.arn,
+        tags=tags))
+    # The gateway's password rotates like every tenant's, by the same function.
+    SecretRotationSchedule("gateway", SecretRotationScheduleArgs(
+        secret_arn=gateway.secret_arn, kms_key_arn=key.arn, function_arn=rotation.function_arn,
+        function_role_arn=rotation.role_arn, after=[gateway.login]))
     return {
         "region": spec.region,
         "account_id": account,
@@ -105,6 +117,9 @@ def build_platform(spec: PlatformSpec) -> dict[str, Any]:
         "logs_bucket": bucket.logs_bucket,
         "platform_key_arn": key.arn,
         "registry_table": registry.name,
+        "revocation_table": revocations.name,
+        "gateway_role": gateway.role,
+        "gateway_secret_arn": gateway.secret_arn,
         # Beyond the shared-resource keys: the principals tenant stacks name in
         # their key and trust policies, with the account-root default resolved.
         "admin_role_arn": spec.admin_role_arn or root,
@@ -149,7 +164,8 @@ def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK) -> dict
                                  flow_logs_role_arn=shared("flow_logs_role_arn"),
                                  monitoring_role_arn=shared("db_monitoring_role_arn"),
                                  rotation_function_arn=shared("rotation_function_arn"),
-                                 rotation_role_arn=shared("rotation_role_arn"))))
+                                 rotation_role_arn=shared("rotation_role_arn"),
+                                 gateway_role=platform.get_output("gateway_role"))))
     SecretRotationSchedule(tid, SecretRotationScheduleArgs(
         secret_arn=secret.arn, kms_key_arn=key.arn, function_arn=db.rotation_function_arn,
         function_role_arn=db.rotation_role_arn, after=[db.schema]))

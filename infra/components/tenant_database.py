@@ -50,6 +50,7 @@ class SharedDatabaseRef:
     monitoring_role_arn: pulumi.Input[str]
     rotation_function_arn: pulumi.Input[str]
     rotation_role_arn: pulumi.Input[str]
+    gateway_role: pulumi.Input[str] | None = None  # the shared pool's login (None: a platform without one)
 
 
 @dataclass
@@ -98,7 +99,7 @@ class TenantDatabase(pulumi.ComponentResource):
             self.endpoint, self.port = db.address, db.port
             self.database = pulumi.Output.from_input(naming.database_name(spec.id))
             self.rotation_function_arn, self.rotation_role_arn = rotation.function_arn, rotation.role_arn
-            admin_secret_arn = db.admin_secret_arn
+            admin_secret_arn, gateway_role = db.admin_secret_arn, None  # dedicated: per-tenant logins
         else:
             app = client_security_group(f"{name}-app", shared.vpc_id, shared.vpc_cidr,
                                         {"security_groups": [shared.security_group_id]}, APP_GROUP_DESCRIPTION,
@@ -111,9 +112,10 @@ class TenantDatabase(pulumi.ComponentResource):
             self.database = pulumi.Output.from_input(shared.database)
             self.rotation_function_arn = pulumi.Output.from_input(shared.rotation_function_arn)
             self.rotation_role_arn = pulumi.Output.from_input(shared.rotation_role_arn)
-            admin_secret_arn = shared.admin_secret_arn
+            admin_secret_arn, gateway_role = shared.admin_secret_arn, shared.gateway_role
         self.schema = TenantSchema(f"{name}-schema", TenantSchemaArgs(
             tenant_id=spec.id, region=spec.region, host=self.endpoint, port=self.port, database=self.database,
             schema=naming.schema_name(spec.id), role=naming.db_role_name(spec.id),
-            admin_secret_arn=admin_secret_arn, tenant_secret_arn=args.secret_arn), opts=child)
+            admin_secret_arn=admin_secret_arn, tenant_secret_arn=args.secret_arn, gateway_role=gateway_role),
+            opts=child)
         self.register_outputs({"endpoint": self.endpoint, "port": self.port, "database": self.database})

@@ -7,6 +7,8 @@ instead of unpickling the ``__provider`` Pulumi stores.
 
 from infra.providers.database_acl import KIND as DATABASE_ACL
 from infra.providers.database_acl import DatabaseAclProvider
+from infra.providers.gateway_role import KIND as GATEWAY_ROLE
+from infra.providers.gateway_role import GatewayRoleProvider
 from infra.providers.prefix_lifecycle import KIND as PREFIX_LIFECYCLE
 from infra.providers.prefix_lifecycle import PrefixLifecycleProvider
 from infra.providers.tenant_schema import KIND as TENANT_SCHEMA
@@ -16,7 +18,8 @@ PROVIDERS = {
     TENANT_SCHEMA: TenantSchemaProvider,
     PREFIX_LIFECYCLE: PrefixLifecycleProvider,
     DATABASE_ACL: DatabaseAclProvider,
+    GATEWAY_ROLE: GatewayRoleProvider,
 }
 
-__all__ = ["DATABASE_ACL", "PROVIDERS", "PREFIX_LIFECYCLE", "TENANT_SCHEMA", "DatabaseAclProvider",
-           "PrefixLifecycleProvider", "TenantSchemaProvider"]
+__all__ = ["DATABASE_ACL", "GATEWAY_ROLE", "PROVIDERS", "PREFIX_LIFECYCLE", "TENANT_SCHEMA", "DatabaseAclProvider",
+           "GatewayRoleProvider", "PrefixLifecycleProvider", "TenantSchemaProvider"]

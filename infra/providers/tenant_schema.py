@@ -40,7 +40,8 @@ def _ensure(props: dict[str, Any], password: str) -> dict[str, Any]:
 
     role, schema = props["role"], props["schema"]
     with _admin_connect(props) as conn:
-        script = schema_script(conn, tenant_id=props["tenant_id"], role=role, schema=schema)
+        script = schema_script(conn, tenant_id=props["tenant_id"], role=role, schema=schema,
+                               gateway_role=props.get("gateway_role") or None)
         conn.execute(script)  # no parameters: simple protocol, several statements
         conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
     _secrets_client(props["region"]).put_secret_value(
@@ -90,6 +91,7 @@ class TenantSchemaArgs:
     role: str
     admin_secret_arn: pulumi.Input[str]
     tenant_secret_arn: pulumi.Input[str]
+    gateway_role: pulumi.Input[str] | None = None  # pooled: the shared pool's login, granted this role
 
 
 class TenantSchema(pulumi.dynamic.Resource):

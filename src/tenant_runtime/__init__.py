@@ -1,8 +1,11 @@
 """tenant_runtime: route every request's context to its tenant's store and nowhere else.
 
 Imports neither pulumi, typer nor tenantctl (tests/unit/test_import_boundary.py);
-web frameworks are optional (tenant_runtime.asgi imports none).
+web frameworks are optional (tenant_runtime.asgi imports none). The async API
+(``AsyncTenantRuntime``, tenant_runtime.aio) is imported on first use.
 """
+
+from typing import Any
 
 from tenant_runtime.auth import JWTSettings, TenantResolver
 from tenant_runtime.context import TenantContext
@@ -10,13 +13,17 @@ from tenant_runtime.errors import (
     DecryptionFailed,
     InvalidRequest,
     RegistryUnavailable,
+    RevocationsUnavailable,
+    StoreTimeout,
     StoreUnavailable,
     TenantInactive,
     TenantMismatch,
     TenantNotFound,
     TenantRuntimeError,
+    TokenRevoked,
     Unauthenticated,
 )
+from tenant_runtime.gateway import Gateway
 from tenant_runtime.models import (
     StoreConnection,
     TenantRecord,
@@ -28,8 +35,17 @@ from tenant_runtime.registry import RegistryReader
 from tenant_runtime.runtime import TenantRuntime
 
 __all__ = [
-    "DecryptionFailed", "InvalidRequest", "JWTSettings", "RegistryReader", "RegistryUnavailable",
-    "StoreConnection", "StoreUnavailable", "TenantContext", "TenantInactive", "TenantMismatch",
-    "TenantNotFound", "TenantRecord", "TenantResolver", "TenantResources", "TenantRuntime",
-    "TenantRuntimeError", "TenantStatus", "Tier", "Unauthenticated",
+    "AsyncTenantRuntime", "DecryptionFailed", "Gateway", "InvalidRequest", "JWTSettings", "RegistryReader",
+    "RegistryUnavailable", "RevocationsUnavailable", "StoreConnection", "StoreTimeout", "StoreUnavailable",
+    "TenantContext", "TenantInactive", "TenantMismatch", "TenantNotFound", "TenantRecord", "TenantResolver",
+    "TenantResources", "TenantRuntime", "TenantRuntimeError", "TenantStatus", "Tier", "TokenRevoked",
+    "Unauthenticated",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "AsyncTenantRuntime":  # asyncio and the async drivers only for applications that use them
+        from tenant_runtime.aio import AsyncTenantRuntime
+
+        return AsyncTenantRuntime
+    raise AttributeError(f"module 'tenant_runtime' has no attribute {name!r}")

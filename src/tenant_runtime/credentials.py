@@ -21,6 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from tenant_runtime.blocking import may_block
 from tenant_runtime.context import TenantContext
 
 Mode = Literal["ambient", "assume_role"]
@@ -80,6 +81,7 @@ class ClientFactory:
             return clients[service]
 
     def _assume(self, ctx: TenantContext) -> dict[str, Any]:
+        may_block()
         sts = self._shared_client("sts", ctx.resources.region)
         self.assume_role_calls += 1
         resp = sts.assume_role(

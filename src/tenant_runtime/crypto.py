@@ -55,6 +55,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from tenant_runtime.blocking import may_block
 from tenant_runtime.context import TenantContext
 from tenant_runtime.errors import DecryptionFailed, TenantRuntimeError
 
@@ -181,6 +182,7 @@ class Envelope:
         if key is None:
             from botocore.exceptions import BotoCoreError, ClientError
 
+            may_block()
             self._counted()
             try:
                 resp = self.kms_for(ctx).generate_data_key(KeyId=key_arn, KeySpec="AES_256",
@@ -228,6 +230,7 @@ class Envelope:
     def _open_key(self, ctx: TenantContext, key_arn: str, edk: bytes) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError
 
+        may_block()
         self._counted()
         try:
             return self.kms_for(ctx).decrypt(KeyId=key_arn, CiphertextBlob=edk,

@@ -81,6 +81,14 @@ def secret_name(tenant_id: str) -> str:
     return f"tenantctl/{tenant_id}/db"
 
 
+# The shared pool's login on the shared database (tenant_runtime.gateway), and its secret.
+GATEWAY_ROLE = "tenantctl_gateway"
+GATEWAY_SECRET = "tenantctl/platform/gateway"
+# The registry and the token denylist (tenant_runtime.revocation) beside it.
+REGISTRY_TABLE = "tenantctl-registry"
+REVOCATION_TABLE = "tenantctl-revocations"
+
+
 def stack_name(tenant_id: str) -> str:
     return tenant_id
 
@@ -164,8 +172,8 @@ def tenant_ids_in(text: str, tenant_id: str) -> set[str]:
     found = {m.group(1) for p in _OWNED for m in p.finditer(text)}
     for token in _TOKEN.findall(text):
         body = token.removeprefix("tenantctl-")
-        own_suffix = body.startswith(f"{tenant_id}-") and body.removeprefix(f"{tenant_id}-") in NAME_SUFFIXES
-        if body == tenant_id or own_suffix:
+        owned = body.removeprefix(f"{tenant_id}-") in NAME_SUFFIXES and body.startswith(f"{tenant_id}-")
+        if body == tenant_id or owned:
             continue
         for suffix in NAME_SUFFIXES:
             if body.endswith(f"-{suffix}"):

@@ -20,13 +20,15 @@ from psycopg import sql
 from tenantctl.checks import check_tenant
 from tenantctl.checks.aws_posture import NAMES as AWS_CHECKS
 from tenantctl.checks.db_posture import NAMES as DB_CHECKS
+from tenantctl.checks.gateway_posture import NAMES as GATEWAY_CHECKS
 from tenantctl.checks.network_posture import NAMES as NETWORK_CHECKS
 from tenantctl.errors import PolicyViolation
 from tenantctl.models import TenantSpec
+from tenantctl.naming import GATEWAY_ROLE
 from tenantctl.operations.provision import provision
 
 CLEAN = "ck-posture"
-ALL_CHECKS = DB_CHECKS + AWS_CHECKS + NETWORK_CHECKS
+ALL_CHECKS = DB_CHECKS + GATEWAY_CHECKS + AWS_CHECKS + NETWORK_CHECKS
 
 
 def aws(sandbox, service: str):
@@ -88,7 +90,7 @@ def test_human_output_is_a_table(clean, project, sandbox):
 def tampered_sql(sandbox, record, do: str, undo: str) -> Iterator[None]:
     store = record.resources.store
     names = {"schema": sql.Identifier(store.schema_name), "role": sql.Identifier(store.role),
-             "database": sql.Identifier(store.database)}
+             "database": sql.Identifier(store.database), "gateway": sql.Identifier(GATEWAY_ROLE)}
     with admin(sandbox, record) as conn:
         conn.execute(sql.SQL(do).format(**names))
         try:
@@ -135,6 +137,17 @@ DB_TAMPERING = [
                  {"rls-lints"}, id="security-definer-view"),
     pytest.param("CREATE INDEX ck_dup ON {schema}.messages (tenant_id, conversation_id, seq)",
                  "DROP INDEX {schema}.ck_dup", {"rls-lints"}, id="duplicate-index"),
+    # The shared pool's gateway role.
+    # (PostgreSQL 16+ fixes a membership's INHERIT when granted: the role attribute governs later grants)
+    pytest.param("ALTER ROLE {gateway} INHERIT", "ALTER ROLE {gateway} NOINHERIT", {"gateway-attributes"},
+                 id="gateway-inherits"),
+    pytest.param("GRANT USAGE ON SCHEMA {schema} TO {gateway}; GRANT SELECT ON {schema}.messages TO {gateway}",
+                 "REVOKE SELECT ON {schema}.messages FROM {gateway}; REVOKE USAGE ON SCHEMA {schema} FROM {gateway}",
+                 {"gateway-no-privileges", "gateway-reads-nothing"}, id="gateway-granted-a-table"),
+    pytest.param("GRANT pg_read_all_data TO {gateway}", "REVOKE pg_read_all_data FROM {gateway}",
+                 {"gateway-memberships"}, id="gateway-member-of-another-role"),
+    pytest.param("REVOKE {role} FROM {gateway}", "GRANT {role} TO {gateway}", {"gateway-memberships"},
+                 id="gateway-not-a-member"),
 ]
 
 
@@ -201,8 +214,8 @@ def _tamper_aws(sandbox, record, what: str):
         name = iam.list_role_policies(RoleName=role)["PolicyNames"][0]
         old = iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
         wide = json.loads(json.dumps(old))
-        objects = wide["Statement"][0]
-        objects["Resource"] = objects["Resource"].replace(f"/{record.tenant_id}/*", f"/{record.tenant_id}*")
+        wide["Statement"][0]["Resource"] = wide["Statement"][0]["Resource"].replace(
+            f"/{record.tenant_id}/*", f"/{record.tenant_id}*")
         iam.put_role_policy(RoleName=role, PolicyName=name, PolicyDocument=json.dumps(wide))
         return lambda: iam.put_role_policy(RoleName=role, PolicyName=name, PolicyDocument=json.dumps(old))
     if what in ("key-policy-actions", "key-policy-service"):

@@ -24,7 +24,8 @@ def ab(runtime, runtime_env):
 def queue_depth(env, url: str) -> tuple[int, int]:
     attrs = env.client("sqs").get_queue_attributes(
         QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed"])
-    return int(attrs["Attributes"]["ApproximateNumberOfMessages"]), int(attrs["Attributes"]["ApproximateNumberOfMessagesDelayed"])
+    found = attrs["Attributes"]
+    return int(found["ApproximateNumberOfMessages"]), int(found["ApproximateNumberOfMessagesDelayed"])
 
 
 # -- the runtime check: A's token addressing B -------------------------------------
@@ -80,7 +81,8 @@ def test_http_requests_map_to_statuses(runtime, runtime_env, ab):
 
     async def history(request: Request):
         ctx = request.state.tenant
-        page = runtime.store.history(ctx, request.path_params["conv"], limit=2, cursor=request.query_params.get("cursor"))
+        page = runtime.store.history(ctx, request.path_params["conv"], limit=2,
+                                     cursor=request.query_params.get("cursor"))
         return JSONResponse({"messages": [m.content for m in page.messages], "next": page.next_cursor})
 
     app = Starlette(routes=[Route("/tenants/{tenant_id}/conversations/{conv}", history)])
@@ -90,10 +92,10 @@ def test_http_requests_map_to_statuses(runtime, runtime_env, ab):
     own = client.get(f"/tenants/{a}/conversations/conv-http", headers=auth)
     assert own.status_code == 200 and own.json()["messages"] == ["a via http"]
     foreign = client.get(f"/tenants/{b}/conversations/conv-http", headers=auth)
-    assert foreign.status_code == 403 and foreign.json()["error"] == "tenant_mismatch"
+    assert foreign.status_code == 403 and foreign.json()["code"] == "tenant_mismatch"
     b_cursor = runtime.store.history(ctx_b, "conv-http", limit=1).next_cursor
     smuggled = client.get(f"/tenants/{a}/conversations/conv-http", params={"cursor": b_cursor}, headers=auth)
-    assert smuggled.status_code == 403 and smuggled.json()["error"] == "tenant_mismatch"
+    assert smuggled.status_code == 403 and smuggled.json()["code"] == "tenant_mismatch"
     assert client.get(f"/tenants/{a}/conversations/conv-http").status_code == 401
 
 

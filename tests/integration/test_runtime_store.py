@@ -136,7 +136,7 @@ def test_pages_are_complete_and_disjoint_while_inserts_run(runtime, runtime_env)
 def test_pooled_connection_carries_no_tenant_after_a_request(runtime, runtime_env):
     ctx = ctx_of(runtime, runtime_env, "a")
     runtime.store.append(ctx, "conv-pool", "user", "hello")
-    pool = runtime.store._pools[ctx.tenant_id]
+    pool = runtime.store.logins.pools[ctx.tenant_id]
     conn = pool.idle[-1]  # the very connection the request used, back in the pool
     # Outside a tenant transaction the setting is gone: RLS shows nothing (fail closed).
     assert conn.execute("SELECT current_setting('app.tenant_id', true)").fetchone()[0] in (None, "")
@@ -156,8 +156,8 @@ def test_gateway_connection_reused_across_tenants_leaks_nothing(runtime, runtime
     runtime.store.append(ctx_b, "conv-gw", "user", "from b")
     gateway, password = f"gateway_{uuid.uuid4().hex[:8]}", "gw-password"
     with runtime_env.admin() as admin:
-        admin.execute(sql.SQL("CREATE ROLE {} LOGIN NOINHERIT PASSWORD {}").format(sql.Identifier(gateway),
-                                                                                   sql.Literal(password)))
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN NOINHERIT PASSWORD {}").format(
+            sql.Identifier(gateway), sql.Literal(password)))
         admin.execute(sql.SQL("GRANT {}, {} TO {}").format(
             sql.Identifier(a.resources.store.role), sql.Identifier(b.resources.store.role), sql.Identifier(gateway)))
     try:

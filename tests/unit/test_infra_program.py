@@ -31,14 +31,15 @@ PLATFORM_TYPES = NETWORK_TYPES | {
     "aws:s3/bucketVersioning:BucketVersioning", "aws:s3/bucketOwnershipControls:BucketOwnershipControls",
     "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
     "aws:s3/bucketLogging:BucketLogging", "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration",
-    "aws:dynamodb/table:Table",
-    "aws:iam/role:Role", "aws:iam/rolePolicy:RolePolicy",
+    "aws:dynamodb/table:Table", "aws:secretsmanager/secret:Secret", "aws:iam/role:Role",
+    "aws:iam/rolePolicy:RolePolicy",
+    "aws:kms/grant:Grant", "aws:secretsmanager/secretRotation:SecretRotation",  # the gateway's password rotates
 }
 PLATFORM_OUTPUTS = {
     "region", "account_id", "vpc_id", "vpc_cidr", "private_subnet_ids", "db_endpoint", "db_port", "db_name",
     "db_admin_secret_arn", "db_security_group_id", "bucket", "bucket_arn", "platform_key_arn", "registry_table",
-    "admin_role_arn", "runtime_principal_arn", "logs_bucket", "flow_logs_role_arn", "db_monitoring_role_arn",
-    "rotation_function_arn", "rotation_role_arn",
+    "admin_role_arn", "runtime_principal_arn", "revocation_table", "gateway_role", "gateway_secret_arn",
+    "logs_bucket", "flow_logs_role_arn", "db_monitoring_role_arn", "rotation_function_arn", "rotation_role_arn",
 }
 
 
@@ -124,10 +125,26 @@ def test_queue_delay_and_redrive_follow_the_spec(pooled):
     assert "tenantctl-acme-jobs-dlq" in queues["tenantctl-acme-jobs"]["redrivePolicy"]
 
 
-def test_dynamic_resources_name_their_provider(pooled):
+def test_dynamic_resources_name_their_provider(pooled, platform):
     kinds = {r.inputs["kind"] for r in pooled[1].of_type("pulumi-python:dynamic:Resource")}
+    platform_kinds = {r.inputs["kind"] for r in platform[1].of_type("pulumi-python:dynamic:Resource")}
     assert kinds == {"tenant-schema", "prefix-lifecycle"}
-    assert set(PROVIDERS) == kinds | {"database-acl"}  # the instance's: platform and dedicated stacks
+    # the platform's and a dedicated tenant's instance revoke PUBLIC's defaults (database-acl)
+    assert kinds | platform_kinds == set(PROVIDERS) == {"tenant-schema", "prefix-lifecycle", "gateway-role",
+                                                        "database-acl"}
+
+
+def test_only_pooled_tenants_grant_their_role_to_the_gateway(pooled, dedicated, platform):
+    def schema_inputs(mocks):
+        [schema] = [r for r in mocks.of_type("pulumi-python:dynamic:Resource") if r.inputs["kind"] == "tenant-schema"]
+        return schema.inputs
+
+    assert schema_inputs(pooled[1])["gateway_role"] == platform_outputs()["gateway_role"] == "tenantctl_gateway"
+    assert schema_inputs(dedicated[1]).get("gateway_role") is None  # per-tenant logins
+    [gateway] = [r for r in platform[1].of_type("pulumi-python:dynamic:Resource") if r.inputs["kind"] == "gateway-role"]
+    assert gateway.inputs["role"] == platform[0]["gateway_role"] and gateway.inputs["database"] == "tenantctl"
+    tables = {t.inputs["name"]: t.inputs for t in platform[1].of_type("aws:dynamodb/table:Table")}
+    assert tables["tenantctl-revocations"]["ttl"] == {"attributeName": "expires_at", "enabled": True}
 
 
 def test_prefix_twins_stay_apart():

@@ -33,7 +33,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from tenantctl.checks.results import CheckResult, Outcome, run_each
+from tenantctl.checks.results import CheckResult, run_connected
 
 AREA = "database"
 TENANT_COLUMN = "tenant_id"
@@ -251,13 +251,5 @@ class _DbChecks:
 
 
 def database_checks(record: Any, clients: Callable[..., Any]) -> Iterator[CheckResult]:
-    try:
-        conn = connect_as_tenant(record, clients)
-    except Exception as exc:  # noqa: BLE001 - every check reports it
-        for name in NAMES:
-            yield CheckResult(area=AREA, name=name, outcome=Outcome.error,
-                              detail=f"cannot connect as the tenant role: {type(exc).__name__}: {exc}")
-        return
-    with conn:
-        checks = _DbChecks(conn, record)
-        yield from run_each(AREA, [(name, getattr(checks, name.replace("-", "_"))) for name in NAMES])
+    yield from run_connected(AREA, NAMES, lambda: connect_as_tenant(record, clients),
+                             lambda conn: _DbChecks(conn, record), "the tenant role")

@@ -48,6 +48,12 @@ class TableHandler(Handler):
         pitr = bool((d.get("pointInTimeRecovery") or {}).get("enabled", False))
         ddb.update_continuous_backups(TableName=rid, PointInTimeRecoverySpecification={
             "PointInTimeRecoveryEnabled": pitr})
+        ttl = d.get("ttl") or {}
+        if ttl.get("enabled"):  # entries expire by DynamoDB TTL (the revocation table)
+            current = ddb.describe_time_to_live(TableName=rid)["TimeToLiveDescription"]
+            if current.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+                ddb.update_time_to_live(TableName=rid, TimeToLiveSpecification={
+                    "Enabled": True, "AttributeName": ttl["attributeName"]})
         table = ddb.describe_table(TableName=rid)["Table"]
         if olds is not None:
             protect = bool(d.get("deletionProtectionEnabled", False))
