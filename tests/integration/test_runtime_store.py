@@ -160,6 +160,9 @@ def test_gateway_connection_reused_across_tenants_leaks_nothing(runtime, runtime
             sql.Identifier(gateway), sql.Literal(password)))
         admin.execute(sql.SQL("GRANT {}, {} TO {}").format(
             sql.Identifier(a.resources.store.role), sql.Identifier(b.resources.store.role), sql.Identifier(gateway)))
+        # PUBLIC has no CONNECT on the shared database: the login is granted it, as the real gateway is
+        admin.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+            sql.Identifier(a.resources.store.database), sql.Identifier(gateway)))
     try:
         with psycopg.connect(host=runtime_env.sandbox.pg_host, port=runtime_env.sandbox.pg_port,
                              dbname=a.resources.store.database, user=gateway, password=password) as conn:
@@ -182,6 +185,8 @@ def test_gateway_connection_reused_across_tenants_leaks_nothing(runtime, runtime
                     sql.Identifier(a.resources.store.schema_name, "messages")))
     finally:
         with runtime_env.admin() as admin:
+            admin.execute(sql.SQL("REVOKE CONNECT ON DATABASE {} FROM {}").format(
+                sql.Identifier(a.resources.store.database), sql.Identifier(gateway)))
             admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(gateway)))
 
 
