@@ -29,6 +29,7 @@ from infra.components.platform_registry import RegistryTable, RegistryTableArgs
 from infra.components.platform_revocations import RevocationTable, RevocationTableArgs
 from infra.components.postgres_instance import PostgresInstance, PostgresInstanceArgs
 from infra.components.private_network import PrivateNetwork, PrivateNetworkArgs
+from infra.components.runtime_role import RuntimeReads, RuntimeRole, RuntimeRoleArgs
 from infra.components.tenant_alarms import TenantAlarms, TenantAlarmsArgs
 from infra.components.tenant_database import SharedDatabaseRef, TenantDatabase, TenantDatabaseArgs
 from infra.components.tenant_queue import TenantQueue, TenantQueueArgs
@@ -101,6 +102,11 @@ def build_platform(spec: PlatformSpec) -> dict[str, Any]:
     SecretRotationSchedule("gateway", SecretRotationScheduleArgs(
         secret_arn=gateway.secret_arn, kms_key_arn=key.arn, function_arn=rotation.function_arn,
         function_role_arn=rotation.role_arn, after=[gateway.login]))
+    # The one principal tenant roles trust: a role of the runtime's own, never the account root.
+    runtime = spec.runtime_principal_arn or RuntimeRole("runtime", RuntimeRoleArgs(
+        trusted=spec.runtime_trusted, tags=tags, reads=RuntimeReads(
+            registry_table_arn=registry.arn, revocation_table_arn=revocations.arn,
+            gateway_secret_arn=gateway.secret_arn, platform_key_arn=key.arn, region=spec.region))).arn
     return {
         "region": spec.region,
         "account_id": account,
@@ -121,9 +127,9 @@ def build_platform(spec: PlatformSpec) -> dict[str, Any]:
         "gateway_role": gateway.role,
         "gateway_secret_arn": gateway.secret_arn,
         # Beyond the shared-resource keys: the principals tenant stacks name in
-        # their key and trust policies, with the account-root default resolved.
+        # their key and trust policies (cells elsewhere carry this runtime's).
         "admin_role_arn": spec.admin_role_arn or root,
-        "runtime_principal_arn": spec.runtime_principal_arn or root,
+        "runtime_principal_arn": runtime,
         # What tenant stacks reuse: the service roles of the cell, and the
         # function rotating pooled tenants' passwords.
         "flow_logs_role_arn": monitoring.flow_logs_role_arn,

@@ -12,6 +12,8 @@ from tenant_runtime.context import TenantContext
 from tenant_runtime.errors import (
     DecryptionFailed,
     InvalidRequest,
+    KeyUnusable,
+    KmsUnavailable,
     RegistryUnavailable,
     RevocationsUnavailable,
     StoreTimeout,
@@ -22,6 +24,7 @@ from tenant_runtime.errors import (
     TenantRuntimeError,
     TokenRevoked,
     Unauthenticated,
+    UntrustedContext,
 )
 from tenant_runtime.gateway import Gateway
 from tenant_runtime.models import (
@@ -35,11 +38,11 @@ from tenant_runtime.registry import RegistryReader
 from tenant_runtime.runtime import TenantRuntime
 
 __all__ = [
-    "AsyncTenantRuntime", "DecryptionFailed", "Gateway", "InvalidRequest", "JWTSettings", "RegistryReader",
-    "RegistryUnavailable", "RevocationsUnavailable", "StoreConnection", "StoreTimeout", "StoreUnavailable",
-    "TenantContext", "TenantInactive", "TenantMismatch", "TenantNotFound", "TenantRecord", "TenantResolver",
-    "TenantResources", "TenantRuntime", "TenantRuntimeError", "TenantStatus", "Tier", "TokenRevoked",
-    "Unauthenticated",
+    "AsyncTenantRuntime", "DecryptionFailed", "Gateway", "InvalidRequest", "JWTSettings", "KeyUnusable",
+    "KmsUnavailable", "RegistryReader", "RegistryUnavailable", "RevocationsUnavailable", "StoreConnection",
+    "StoreTimeout", "StoreUnavailable", "TenantContext", "TenantInactive", "TenantMismatch", "TenantNotFound",
+    "TenantRecord", "TenantResolver", "TenantResources", "TenantRuntime", "TenantRuntimeError", "TenantStatus", "Tier",
+    "TokenRevoked", "Unauthenticated", "UntrustedContext",
 ]
 
 

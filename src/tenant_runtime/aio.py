@@ -36,7 +36,7 @@ import psycopg
 
 from tenant_runtime.auth import Addressed, JWTSettings, TenantResolver
 from tenant_runtime.blocking import WouldBlock, blocking_allowed, inline
-from tenant_runtime.context import TenantContext
+from tenant_runtime.context import TenantContext, verified
 from tenant_runtime.gateway import Gateway, PoolBase
 from tenant_runtime.jobs import Job, JobMessage
 from tenant_runtime.objects import PresignedUpload
@@ -176,6 +176,7 @@ class AsyncContextStore(StoreOperations):
     @asynccontextmanager
     async def transaction(self, ctx: TenantContext) -> AsyncIterator[psycopg.AsyncConnection]:
         """An async connection inside one transaction scoped to ``ctx``'s tenant."""
+        ctx = verified(ctx)
         with store_errors(ctx.tenant_id):
             async with self._connection(ctx) as (conn, role), conn.transaction():
                 await conn.execute(*scope_statement(ctx.tenant_id, role, self.statement_timeout))

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from tenant_runtime.blocking import may_block
 from tenant_runtime.cache import TTLCache
-from tenant_runtime.context import TenantContext
+from tenant_runtime.context import TenantContext, from_registry
 from tenant_runtime.errors import TenantMismatch, Unauthenticated
 from tenant_runtime.registry import RegistryReader
 from tenant_runtime.revocation import RevocationList
@@ -172,8 +172,7 @@ class TenantResolver:
         check_addressed(tenant_id, addressed_tenant)
         if self.revocations is not None:
             self.revocations.check(claims, tenant_id)
-        record = self.registry.get(tenant_id)
-        return TenantContext(tenant_id=tenant_id, record=record, subject=claims.get("sub"), claims=claims)
+        return from_registry(self.registry, tenant_id, subject=claims.get("sub"), claims=claims)
 
     def resolve_header(self, authorization: str | None, addressed_tenant: Addressed = None) -> TenantContext:
         return self.resolve(bearer_token(authorization), addressed_tenant)

@@ -102,6 +102,38 @@ class DecryptionFailed(TenantRuntimeError):
     title = "Ciphertext refused"
 
 
+class UntrustedContext(TenantRuntimeError, TypeError):
+    """A service was handed something that is not a TenantContext the runtime's
+    resolution made (or one altered since): an application bug, refused before
+    any call, never served."""
+
+    status_code = 500
+    code = "untrusted_context"
+    title = "Untrusted tenant context"
+
+
+class KeyUnusable(TenantRuntimeError):
+    """The tenant's KMS key is disabled, pending deletion or gone: nothing of
+    the tenant can be sealed or opened until an operator enables it again."""
+
+    status_code = 403
+    code = "key_unusable"
+    title = "Tenant key unusable"
+
+    def __init__(self, tenant_id: str, key_arn: str, state: str) -> None:
+        super().__init__(f"the KMS key of tenant {tenant_id!r} is unusable ({state}): {key_arn}")
+        self.tenant_id, self.key_arn, self.state = tenant_id, key_arn, state
+
+
+class KmsUnavailable(TenantRuntimeError):
+    """KMS throttled the call (after the client's retries) or could not be
+    reached: retry later."""
+
+    status_code = 503
+    code = "kms_unavailable"
+    title = "Key service unavailable"
+
+
 class StoreUnavailable(TenantRuntimeError):
     status_code = 503
     code = "store_unavailable"

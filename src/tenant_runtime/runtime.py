@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tenant_runtime.auth import Addressed, JWTSettings, TenantResolver
-from tenant_runtime.context import TenantContext
+from tenant_runtime.context import TenantContext, from_registry
 from tenant_runtime.credentials import ClientFactory, Mode
 from tenant_runtime.crypto import DataKeyCache, Envelope
 from tenant_runtime.gateway import Gateway, SharedPool
@@ -25,14 +25,18 @@ class TenantRuntime:
     (``tenant_runtime.gateway``); without it every tenant logs in as its own
     role. ``revocation_table``: check every token against the denylist
     (``tenant_runtime.revocation``). ``statement_timeout``: seconds a store
-    query may run before PostgreSQL cancels it (StoreTimeout, 503)."""
+    query may run before PostgreSQL cancels it (StoreTimeout, 503).
+    ``runtime_role_arn``: in ``assume_role`` mode, the platform's runtime role
+    to assume first when this process does not run as it (the sandbox)."""
 
     def __init__(self, jwt: JWTSettings, registry_table: str | None = None, *, mode: Mode = "ambient",
                  region: str | None = None, endpoint_url: str | None = None, session: Any | None = None,
                  key_cache: DataKeyCache | None = None, registry_ttl: float = 30.0,
                  gateway: Gateway | None = None, revocation_table: str | None = None,
-                 revocation_refresh: float = REFRESH_INTERVAL, statement_timeout: float | None = None) -> None:
-        self.clients = ClientFactory(mode, session=session, region=region, endpoint_url=endpoint_url)
+                 revocation_refresh: float = REFRESH_INTERVAL, statement_timeout: float | None = None,
+                 runtime_role_arn: str | None = None) -> None:
+        self.clients = ClientFactory(mode, session=session, region=region, endpoint_url=endpoint_url,
+                                     runtime_role_arn=runtime_role_arn)
         self._platform = (session or self.clients.session, region, endpoint_url)
         self._platform_clients: dict[str, Any] = {}
         self.registry = RegistryReader(registry_table, client=self.platform_client("dynamodb"), ttl=registry_ttl)
@@ -62,7 +66,7 @@ class TenantRuntime:
     def context(self, tenant_id: str) -> TenantContext:
         """The context of an active tenant for work without a request token (a
         job worker, a maintenance task), from the registry like ``resolve``."""
-        return TenantContext(tenant_id=tenant_id, record=self.registry.get(tenant_id), subject="service")
+        return from_registry(self.registry, tenant_id, subject="service")
 
     def close(self) -> None:
         self.store.close()

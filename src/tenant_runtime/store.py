@@ -56,7 +56,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tenant_runtime import cursor as cursor_codec
 from tenant_runtime.blocking import may_block
 from tenant_runtime.cache import TTLCache
-from tenant_runtime.context import TenantContext
+from tenant_runtime.context import TenantContext, verified
 from tenant_runtime.crypto import Envelope
 from tenant_runtime.errors import InvalidRequest, StoreTimeout, StoreUnavailable, TenantMismatch
 
@@ -362,6 +362,7 @@ class StoreOperations:
 
     def _append(self, ctx: TenantContext, conversation_id: str, role: str, content: str,
                 metadata: dict[str, Any] | None) -> Operation:
+        ctx = verified(ctx)  # first: a context the resolution did not issue reaches nothing
         _check_conversation(conversation_id)
         if role not in Role.__args__:  # type: ignore[attr-defined]
             raise InvalidRequest(f"role must be one of {', '.join(Role.__args__)}")  # type: ignore[attr-defined]
@@ -387,6 +388,7 @@ class StoreOperations:
                        metadata=meta, created_at=created)
 
     def _history(self, ctx: TenantContext, conversation_id: str, limit: int, cursor: str | None) -> Operation:
+        ctx = verified(ctx)
         _check_conversation(conversation_id)
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}")
@@ -413,6 +415,7 @@ class StoreOperations:
         )
 
     def _list_conversations(self, ctx: TenantContext, limit: int, cursor: str | None) -> Operation:
+        ctx = verified(ctx)
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}")
         after = decode_list_cursor(cursor, ctx.tenant_id) if cursor else ""
@@ -428,6 +431,7 @@ class StoreOperations:
             next_cursor=encode_list_cursor(ctx.tenant_id, rows[-1][0]) if more else None)
 
     def _delete_conversation(self, ctx: TenantContext, conversation_id: str) -> Operation:
+        ctx = verified(ctx)
         _check_conversation(conversation_id)
         deleted = yield Statement(
             sql.SQL("DELETE FROM {conv} WHERE tenant_id = %s AND conversation_id = %s").format(
@@ -454,6 +458,7 @@ class ContextStore(StoreOperations):
     def transaction(self, ctx: TenantContext) -> Iterator[psycopg.Connection]:
         """A connection inside one transaction scoped to ``ctx``'s tenant;
         database failures inside map to StoreTimeout / StoreUnavailable."""
+        ctx = verified(ctx)
         with (store_errors(ctx.tenant_id), self._connection(ctx) as (conn, role),
               tenant_transaction(conn, ctx.tenant_id, role, self.statement_timeout) as tx):
             yield tx

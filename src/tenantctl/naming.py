@@ -11,6 +11,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tenant_runtime.models import tenant_prefix
+from tenantctl.errors import InvalidInput
+
 # Ids never used for tenants: they name shared things or collide with provider
 # reserved words (PostgreSQL `pg_*`, KMS `alias/aws/*`, S3 `xn--`/`sthree-`).
 RESERVED_IDS = frozenset(
@@ -22,6 +25,8 @@ RESERVED_PREFIXES = ("pg", "aws-", "amazon-", "xn--", "sthree-")
 
 # The stack of what tenants share (network, database, bucket, registry).
 PLATFORM_STACK = "platform"
+# The role the tenant runtime runs as, made by the platform (infra/components/runtime_role.py).
+RUNTIME_ROLE = "tenantctl-runtime"
 
 # Suffixes of the `tenantctl-<id>-<suffix>` names a tenant's resources get.
 # Knowing them lets ``tenant_ids_in`` tell `acme`'s names from `acme-corp`'s
@@ -57,8 +62,8 @@ def kms_alias(tenant_id: str) -> str:
 
 
 def s3_prefix(tenant_id: str) -> str:
-    # The trailing slash keeps `acme` from matching `acme-corp`.
-    return f"tenants/{tenant_id}/"
+    # The contract the runtime checks contexts against: one definition.
+    return tenant_prefix(tenant_id)
 
 
 def queue_name(tenant_id: str) -> str:
@@ -234,6 +239,28 @@ def broken_rule(tenant_id: str) -> NamingRule | None:
         if not rule.ok(tenant_id):
             return rule
     return None
+
+
+def require_valid(tenant_id: str, hint: str = "") -> str:
+    """``tenant_id`` when every naming rule accepts it, else InvalidInput
+    (exit 3) naming the broken rule. Every operation calls it before its first
+    write or call, so an id that skipped TenantSpec's validation
+    (``model_construct``, a hand-built record) never reaches the registry,
+    stacks/ or a cloud API; ``hint`` is appended to the refusal."""
+    rule = broken_rule(tenant_id) if isinstance(tenant_id, str) else RULES[0]
+    if rule is not None:
+        raise InvalidInput(f"tenant id {tenant_id!r} breaks the {rule.name} rule: {rule.explain}{hint}")
+    return tenant_id
+
+
+def forget_hint(tenant_id: str) -> str:
+    """What a refusal of an existing tenant's invalid id adds: how to remove what it left."""
+    import shlex
+
+    if not tenant_id:
+        return ""
+    return (f"; a registry record or stack file left under this id is removed by "
+            f"`tenantctl forget {shlex.quote(tenant_id)} --yes`")
 
 
 def max_id_length() -> int:

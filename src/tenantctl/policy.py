@@ -286,6 +286,30 @@ def _statement_scope(plan: _Plan, r: PlannedResource, stmt: dict) -> Iterator[st
             yield f"resource {res!r} of service {service or '?'} is not a tenant resource"
 
 
+# What the platform's runtime role may do (infra/components/runtime_role.py): assume
+# tenant roles (any account: cells) and read the platform's own tables, the
+# gateway secret and (through Secrets Manager) the key it is sealed with.
+_RUNTIME_GRANTS = {
+    "sts:assumerole": lambda res: res == f"arn:aws:iam::*:role/{naming.iam_role_name('*')}",
+    "sts:tagsession": lambda res: res == f"arn:aws:iam::*:role/{naming.iam_role_name('*')}",
+    "dynamodb:getitem": lambda res: res.startswith("arn:aws:dynamodb:") and ":table/" in res,
+    "dynamodb:scan": lambda res: res.startswith("arn:aws:dynamodb:") and ":table/" in res,
+    "secretsmanager:getsecretvalue": lambda res: res.startswith("arn:aws:secretsmanager:") and ":secret:" in res,
+    "kms:decrypt": lambda res: res.startswith("arn:aws:kms:") and ":key/" in res,
+}
+
+
+def _runtime_role_scope(stmt: dict) -> Iterator[str]:
+    for action in (a.lower() for a in _as_list(stmt.get("Action"))):
+        allowed = _RUNTIME_GRANTS.get(action)
+        if allowed is None:
+            yield f"action {action!r}: the runtime role may only assume tenant roles and read what the runtime reads"
+            continue
+        for res in _as_list(stmt.get("Resource")):
+            if _known(res) and not allowed(res):
+                yield f"{action} on {res!r}: outside what the runtime role may reach"
+
+
 @rule("iam-scope")
 def _iam_scope(plan: _Plan):
     for r in plan.of("aws:iam/rolePolicy:RolePolicy"):
@@ -301,8 +325,21 @@ def _iam_scope(plan: _Plan):
                 plan.unknown(r, f"policy statement {stmt.get('Sid', '?')} {'/'.join(unknown)}")
             if "NotResource" in stmt or "NotAction" in stmt:
                 yield r.name, f"statement {stmt.get('Sid', '?')} uses NotResource/NotAction"
-            for problem in _statement_scope(plan, r, stmt):
+            for problem in _role_policy_scope(plan, r, stmt):
                 yield r.name, problem
+
+
+def _role_policy_scope(plan: _Plan, r: PlannedResource, stmt: dict) -> Iterator[str]:
+    """A tenant stack's role is the tenant's; the platform's are the runtime's
+    and the cell's AWS service roles (flow-log delivery, RDS monitoring), which
+    reach no tenant data (the wildcard check)."""
+    if not plan.platform:
+        return _statement_scope(plan, r, stmt)
+    role = r.inputs.get("role")
+    if role == UNKNOWN:
+        plan.unknown(r, "role")
+        return iter(())
+    return _runtime_role_scope(stmt) if role == naming.RUNTIME_ROLE else _statement_scope(plan, r, stmt)
 
 
 def _instances(plan: _Plan) -> Iterator[PlannedResource]:

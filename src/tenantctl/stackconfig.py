@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from tenantctl.errors import InvalidInput
 from tenantctl.files import write_atomic
 from tenantctl.models import PlatformSpec, TenantSpec, describe_validation_error
-from tenantctl.naming import PLATFORM_STACK
+from tenantctl.naming import PLATFORM_STACK, require_valid
 
 
 def stack_file(stacks_dir: Path, stack: str) -> Path:
@@ -41,7 +41,7 @@ def render_platform(spec: PlatformSpec) -> str:
 
 def write_tenant(stacks_dir: Path, spec: TenantSpec) -> bool:
     """Write the tenant's stack file; True when its content changed."""
-    path = stack_file(stacks_dir, spec.id)
+    path = stack_file(stacks_dir, require_valid(spec.id))
     text = render_tenant(spec)
     if path.exists() and path.read_text() == text:
         return False

@@ -6,9 +6,6 @@ and provision runs the same check at its end."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -39,13 +36,6 @@ def admin(sandbox, record) -> psycopg.Connection:
     return psycopg.connect(sandbox.pg_dsn(record.resources.store.database), autocommit=True)
 
 
-def cli(project, sandbox, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TENANTCTL_SANDBOX_DIR": str(sandbox.state_dir), "PYTHONWARNINGS": "ignore"}
-    env.pop("TENANTCTL_TARGET", None)
-    return subprocess.run([sys.executable, "-m", "tenantctl", *args], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
 @pytest.fixture(scope="module")
 def clean(provision_tenant):
     return provision_tenant(CLEAN)
@@ -55,11 +45,11 @@ def outcomes(report) -> dict[str, str]:
     return {c.name: c.outcome.value for c in report.checks}
 
 
-def test_a_fresh_tenant_passes_every_check(clean, workspace, project, sandbox):
+def test_a_fresh_tenant_passes_every_check(clean, workspace, tenantctl_cli):
     assert clean.last_error is None  # provision ran the same check at its end
     report = check_tenant(workspace, CLEAN)
     assert outcomes(report) == {name: "pass" for name in ALL_CHECKS}, report.summary()
-    run = cli(project, sandbox, "check", CLEAN, "--json")
+    run = tenantctl_cli("check", CLEAN, "--json")
     assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout)
     assert out["ok"] is True and out["failed"] == [] and out["exit_code"] == 0
@@ -77,12 +67,12 @@ def test_check_leaves_no_canary_behind(clean, sandbox):
             assert count == 0, table
 
 
-def test_human_output_is_a_table(clean, project, sandbox):
-    run = cli(project, sandbox, "check", CLEAN)
+def test_human_output_is_a_table(clean, tenantctl_cli):
+    run = tenantctl_cli("check", CLEAN)
     assert run.returncode == 0, run.stderr
     assert "rls-forced" in run.stdout and "kms-rotation" in run.stdout
     assert f"all {len(ALL_CHECKS)} checks pass" in run.stdout
-    unknown = cli(project, sandbox, "check", "ck-nobody")
+    unknown = tenantctl_cli("check", "ck-nobody")
     assert unknown.returncode == 6 and "not in the registry" in unknown.stderr
 
 
@@ -161,11 +151,11 @@ def test_database_tampering_fails_the_named_check(clean, workspace, sandbox, do,
     assert after.ok, after.summary()  # undone: clean again
 
 
-def test_cli_exits_8_and_names_the_check(clean, project, sandbox):
+def test_cli_exits_8_and_names_the_check(clean, sandbox, tenantctl_cli):
     with tampered_sql(sandbox, clean, "ALTER TABLE {schema}.messages NO FORCE ROW LEVEL SECURITY",
                       "ALTER TABLE {schema}.messages FORCE ROW LEVEL SECURITY"):
-        run = cli(project, sandbox, "check", CLEAN, "--json")
-        human = cli(project, sandbox, "check", CLEAN)
+        run = tenantctl_cli("check", CLEAN, "--json")
+        human = tenantctl_cli("check", CLEAN)
     assert run.returncode == 8, run.stderr
     out = json.loads(run.stdout)
     assert out["ok"] is False and out["failed"] == ["rls-forced"] and out["exit_code"] == 8
@@ -178,6 +168,13 @@ def _tamper_aws(sandbox, record, what: str):
     """Break one AWS setting behind tenantctl's back; returns the undo."""
     kms, sqs, s3, iam = (aws(sandbox, s) for s in ("kms", "sqs", "s3", "iam"))
     res = record.resources
+    key_id = res.kms_key_arn.rsplit("/", 1)[-1]  # moto's key-state calls want the bare id
+    if what == "key-disabled":
+        kms.disable_key(KeyId=key_id)
+        return lambda: kms.enable_key(KeyId=key_id)
+    if what == "key-pending-deletion":
+        kms.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)
+        return lambda: (kms.cancel_key_deletion(KeyId=key_id), kms.enable_key(KeyId=key_id))
     if what == "rotation":
         kms.disable_key_rotation(KeyId=res.kms_key_arn)
         return lambda: kms.enable_key_rotation(KeyId=res.kms_key_arn)
@@ -189,8 +186,8 @@ def _tamper_aws(sandbox, record, what: str):
         kms.put_key_policy(KeyId=res.kms_key_arn, PolicyName="default", Policy=json.dumps(doc))
         return lambda: kms.put_key_policy(KeyId=res.kms_key_arn, PolicyName="default", Policy=old)
     if what == "dlq-sse":
-        key = sqs.get_queue_attributes(QueueUrl=res.dlq_url,
-                                       AttributeNames=["KmsMasterKeyId"])["Attributes"]["KmsMasterKeyId"]
+        attrs = sqs.get_queue_attributes(QueueUrl=res.dlq_url, AttributeNames=["KmsMasterKeyId"])["Attributes"]
+        key = attrs["KmsMasterKeyId"]
         sqs.set_queue_attributes(QueueUrl=res.dlq_url, Attributes={"KmsMasterKeyId": ""})
         return lambda: sqs.set_queue_attributes(QueueUrl=res.dlq_url, Attributes={"KmsMasterKeyId": key})
     if what == "public-access":
@@ -200,8 +197,8 @@ def _tamper_aws(sandbox, record, what: str):
         return lambda: s3.put_public_access_block(Bucket=res.bucket, PublicAccessBlockConfiguration=block)
     if what == "tag":
         kms.untag_resource(KeyId=res.kms_key_arn, TagKeys=["tenant"])
-        return lambda: kms.tag_resource(KeyId=res.kms_key_arn,
-                                        Tags=[{"TagKey": "tenant", "TagValue": record.tenant_id}])
+        tag = [{"TagKey": "tenant", "TagValue": record.tenant_id}]
+        return lambda: kms.tag_resource(KeyId=res.kms_key_arn, Tags=tag)
     if what == "trust":
         role = res.role_arn.rsplit("/", 1)[-1]
         old = iam.get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]
@@ -209,13 +206,20 @@ def _tamper_aws(sandbox, record, what: str):
         loose["Statement"][0].pop("Condition")
         iam.update_assume_role_policy(RoleName=role, PolicyDocument=json.dumps(loose))
         return lambda: iam.update_assume_role_policy(RoleName=role, PolicyDocument=json.dumps(old))
+    if what == "trust-root":  # the account root instead of the runtime role: anyone with sts:AssumeRole
+        role = res.role_arn.rsplit("/", 1)[-1]
+        old = iam.get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]
+        rooted = json.loads(json.dumps(old))
+        rooted["Statement"][0]["Principal"] = {"AWS": f"arn:aws:iam::{res.role_arn.split(':')[4]}:root"}
+        iam.update_assume_role_policy(RoleName=role, PolicyDocument=json.dumps(rooted))
+        return lambda: iam.update_assume_role_policy(RoleName=role, PolicyDocument=json.dumps(old))
     if what == "policy-prefix":
         role = res.role_arn.rsplit("/", 1)[-1]
         name = iam.list_role_policies(RoleName=role)["PolicyNames"][0]
         old = iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
         wide = json.loads(json.dumps(old))
-        wide["Statement"][0]["Resource"] = wide["Statement"][0]["Resource"].replace(
-            f"/{record.tenant_id}/*", f"/{record.tenant_id}*")
+        objects = wide["Statement"][0]
+        objects["Resource"] = objects["Resource"].replace(f"/{record.tenant_id}/*", f"/{record.tenant_id}*")
         iam.put_role_policy(RoleName=role, PolicyName=name, PolicyDocument=json.dumps(wide))
         return lambda: iam.put_role_policy(RoleName=role, PolicyName=name, PolicyDocument=json.dumps(old))
     if what in ("key-policy-actions", "key-policy-service"):
@@ -308,12 +312,15 @@ def _tamper_network(sandbox, what: str):
 
 
 @pytest.mark.parametrize("what, expected", [
+    ("key-disabled", {"kms-key-state"}),
+    ("key-pending-deletion", {"kms-key-state"}),
     ("rotation", {"kms-rotation"}),
     ("key-policy", {"kms-key-policy"}),
     ("dlq-sse", {"dlq-encryption"}),
     ("public-access", {"bucket-public-access"}),
     ("tag", {"tags"}),
     ("trust", {"role-trust"}),
+    ("trust-root", {"role-trust"}),
     ("policy-prefix", {"role-policy-scope"}),  # tenants/ck-posture* would reach tenants/ck-posture-x/
     ("key-policy-actions", {"kms-key-policy-matches-role"}),
     ("key-policy-service", {"kms-key-policy"}),
@@ -337,6 +344,31 @@ def test_aws_tampering_fails_the_named_check(clean, workspace, sandbox, what, ex
         undo()
     after = check_tenant(workspace, CLEAN)
     assert after.ok, after.summary()
+
+
+@pytest.mark.parametrize("what, state", [("key-disabled", "is Disabled"),
+                                         ("key-pending-deletion", "is PendingDeletion (deleted on ")])
+def test_an_unusable_key_fails_the_check_naming_its_state(clean, sandbox, tenantctl_cli, what, state):
+    undo = _tamper_aws(sandbox, clean, what)
+    try:
+        run = tenantctl_cli("check", CLEAN, "--json")
+    finally:
+        undo()
+    assert run.returncode == 8, run.stderr
+    out = json.loads(run.stdout)
+    assert out["failed"] == ["kms-key-state"]
+    detail = next(c["detail"] for c in out["checks"] if c["name"] == "kms-key-state")
+    assert f"{clean.resources.kms_key_arn} {state}" in detail
+
+
+def test_a_trust_naming_the_account_root_fails_the_check(clean, workspace, sandbox):
+    undo = _tamper_aws(sandbox, clean, "trust-root")
+    try:
+        [trust] = [c for c in check_tenant(workspace, CLEAN).failed if c.name == "role-trust"]
+    finally:
+        undo()
+    assert "trusts the account root arn:aws:iam::" in trust.detail
+    assert "assume with another principal of the account is allowed" in trust.detail
 
 
 def test_provision_runs_the_check_and_records_a_violation(workspace, provision_tenant, sandbox):

@@ -10,7 +10,7 @@ import pytest
 from psycopg import sql
 from runtime_tenants import jwt_settings, runtime, runtime_env  # noqa: F401  (fixtures)
 
-from tenant_runtime import DecryptionFailed, TenantContext, TenantMismatch, TenantRuntime
+from tenant_runtime import DecryptionFailed, TenantContext, TenantMismatch, TenantRuntime, UntrustedContext
 from tenant_runtime.jobs import Job, JobMessage, JobQueue
 from tenant_runtime.objects import MIN_PART, ObjectAccess
 
@@ -58,8 +58,35 @@ def test_a_token_addressing_b_is_refused_before_any_operation(runtime, runtime_e
 
 def test_a_context_can_never_hold_b_record(runtime, ab):
     a, _, _, ctx_b = ab
-    with pytest.raises(TenantMismatch):
+    with pytest.raises(UntrustedContext):
         TenantContext(tenant_id=a, record=ctx_b.record)
+
+
+def test_only_a_resolved_context_reaches_b(runtime, runtime_env, ab):
+    """A duck-typed object with A's id and B's record, or A's real context with
+    B's record slipped in, is refused by every service before any call: no URL
+    for B's object, nothing on B's queue, none of B's history."""
+    from types import SimpleNamespace
+
+    a, b, ctx_a, ctx_b = ab
+    runtime.store.append(ctx_b, "conv-b-duck", "user", "b's own")
+    key = f"{ctx_b.resources.prefix}uploads/secret.pdf"
+    runtime_env.client("s3").put_object(Bucket=ctx_b.resources.bucket, Key=key, Body=b"b's document")
+    depth = queue_depth(runtime_env, ctx_b.resources.queue_url)
+    duck = SimpleNamespace(tenant_id=a, record=ctx_b.record, resources=ctx_b.resources, subject="x", claims={})
+    slipped = runtime.resolve(runtime_env.token(a), a)
+    object.__setattr__(slipped, "record", ctx_b.record.model_copy(update={"tenant_id": a}))
+    for forged in (duck, slipped):
+        with pytest.raises(UntrustedContext):
+            runtime.objects.presign_download(forged, key)
+        with pytest.raises(UntrustedContext):
+            runtime.jobs.schedule(forged, Job(kind="steal"), 0)
+        with pytest.raises(UntrustedContext):
+            runtime.store.history(forged, "conv-b-duck")
+    assert queue_depth(runtime_env, ctx_b.resources.queue_url) == depth
+    # A job worker gets its context from the registry too, without a token.
+    worker = runtime.context(a)
+    assert worker.tenant_id == a and worker.resources == ctx_a.resources and worker.subject == "service"
 
 
 def test_http_requests_map_to_statuses(runtime, runtime_env, ab):

@@ -13,7 +13,9 @@ import pytest
 from psycopg import sql
 from runtime_tenants import runtime, runtime_env  # noqa: F401  (fixtures)
 
-from tenant_runtime import TenantContext, TenantMismatch
+from tenant_runtime import RegistryReader, TenantMismatch
+from tenant_runtime.context import from_registry
+from tenant_runtime.registry import record_to_item
 from tenant_runtime.store import ContextStore
 
 
@@ -57,18 +59,22 @@ def test_credentials_come_from_the_secret_not_the_record(runtime, runtime_env):
     item = runtime_env.client("dynamodb").get_item(TableName=runtime_env.registry_table,
                                                   Key={"tenant_id": {"S": a}})["Item"]
     assert password not in str(item) and "password" not in item["record"]["S"]
-    # A record (for A) pointing at B's secret is refused, not followed.
+    # A registry record (for A) pointing at B's secret, as an operator's slip would leave it: refused, not followed.
     ctx_a = ctx_of(runtime, runtime_env, "a")
     res = ctx_a.resources
     wrong = res.model_copy(update={"store": res.store.model_copy(
         update={"secret_arn": runtime_env.tenants[b].resources.store.secret_arn})})
-    forged = TenantContext(tenant_id=a, record=ctx_a.record.model_copy(update={"resources": wrong}))
+    dynamodb = runtime_env.client("dynamodb")
+    dynamodb.put_item(TableName=runtime_env.registry_table,
+                      Item=record_to_item(ctx_a.record.model_copy(update={"resources": wrong})))
     store = ContextStore(runtime.envelope, lambda ctx: runtime.clients.client(ctx, "secretsmanager"))
     try:
+        reader = RegistryReader(runtime_env.registry_table, client=dynamodb)
         with pytest.raises(TenantMismatch, match="store secret"):
-            store.history(forged, "conv-any")
+            store.history(from_registry(reader, a), "conv-any")
     finally:
         store.close()
+        dynamodb.put_item(TableName=runtime_env.registry_table, Item=record_to_item(ctx_a.record))
 
 
 def test_conversation_list_pages_are_complete_while_conversations_are_added(runtime, runtime_env):

@@ -100,6 +100,46 @@ def test_platform_outputs(platform):
     assert len(outputs["private_subnet_ids"]) == 2
 
 
+def test_the_platform_makes_the_runtime_a_role_of_its_own(platform):
+    """Tenant roles trust the runtime principal: a dedicated role, never the
+    account root; only its runners may become it, and it may only assume
+    tenant roles and read the registry."""
+    import json
+
+    from infra.components.runtime_role import runtime_access_document, runtime_trust_document
+
+    outputs, mocks = platform
+    [role] = [r for r in mocks.of_type("aws:iam/role:Role") if r.inputs["name"] == "tenantctl-runtime"]
+    assert role.inputs["name"] == "tenantctl-runtime"
+    assert outputs["runtime_principal_arn"].endswith(":role/tenantctl-runtime")
+    assert not outputs["runtime_principal_arn"].endswith(":root")
+    assert json.loads(role.inputs["assumeRolePolicy"]) == runtime_trust_document(["ecs-tasks.amazonaws.com"])
+    [access] = [r for r in mocks.of_type("aws:iam/rolePolicy:RolePolicy") if r.name == "runtime-access"]
+    doc = json.loads(access.inputs["policy"])
+    by_sid = {stmt["Sid"]: stmt for stmt in doc["Statement"]}
+    assert doc == runtime_access_document(by_sid["ReadRegistry"]["Resource"], by_sid["ReadRevocations"]["Resource"],
+                                          by_sid["ReadGatewaySecret"]["Resource"],
+                                          by_sid["OpenGatewaySecret"]["Resource"], "us-east-1")
+    assert by_sid["ReadRegistry"]["Resource"].endswith(":table/tenantctl-registry")
+    assert by_sid["AssumeTenantRoles"]["Resource"] == "arn:aws:iam::*:role/tenantctl-*-app"
+    # A runtime role that may do more is refused by the gate on the platform stack.
+    wider = json.dumps({**doc, "Statement": doc["Statement"] + [{"Effect": "Allow", "Action": "s3:GetObject",
+                                                                 "Resource": "arn:aws:s3:::b/*"}]})
+    tampered = [r.model_copy(update={"inputs": {**r.inputs, "policy": wider}}) if r is access else r
+                for r in mocks.resources]
+    assert [v.rule for v in policy.check(tampered, "platform", platform=True)] == ["iam-scope"]
+
+
+def test_a_named_runtime_principal_is_used_as_is():
+    mocks = RecordingMocks()
+    outputs = run_program("platform", platform_config({"runtime_principal_arn": "arn:aws:iam::123456789012:role/svc"}),
+                          mocks)
+    assert outputs["runtime_principal_arn"] == "arn:aws:iam::123456789012:role/svc"
+    # only the cell's AWS service roles (flow-log delivery, RDS monitoring)
+    assert {r.inputs["name"] for r in mocks.of_type("aws:iam/role:Role")} == {
+        "tenantctl-flow-logs-us-east-1", "tenantctl-rds-monitoring-us-east-1"}
+
+
 @pytest.mark.parametrize(("stack", "tenant_id", "is_platform"),
                          [("pooled", "acme", False), ("dedicated", "globex", False), ("platform", "platform", True)])
 def test_generated_stacks_pass_every_policy_rule(stack, tenant_id, is_platform, request):

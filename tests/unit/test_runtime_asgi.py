@@ -8,13 +8,12 @@ import time
 
 import jwt
 import pytest
-from runtime_fixtures import record
+from runtime_fixtures import Registry, record
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
-from test_runtime_jwt import Registry
 
 from tenant_runtime.asgi import TenantMiddleware, error_handler, tenant_dependency
 from tenant_runtime.auth import JWTSettings, TenantResolver

@@ -41,7 +41,9 @@ def check_tenant(ws: Any, tenant_id: str, record: Any = None) -> PostureReport:
     from tenantctl.checks.gateway_posture import gateway_checks
     from tenantctl.checks.network_posture import network_checks
     from tenantctl.errors import InvalidInput
+    from tenantctl.naming import require_valid
 
+    require_valid(tenant_id)
     record = record or ws.registry.require(tenant_id)
     if record.status.value in ("deprovisioning", "deprovisioned"):
         raise InvalidInput(f"tenant {tenant_id!r} is {record.status.value}: its resources are gone, nothing to check")

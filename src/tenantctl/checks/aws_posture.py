@@ -1,5 +1,7 @@
 """AWS posture of one tenant, read from the live resources:
 
+- ``kms-key-state``: the tenant key is Enabled (a disabled or pending-deletion
+  key fails, naming its state: the tenant's data cannot be read or written);
 - ``kms-rotation``: automatic rotation of the tenant key is on;
 - ``kms-key-policy``: the key policy names only the platform admin and the
   tenant role, never ``*``, and grants use of the key to the tenant role only;
@@ -19,7 +21,9 @@
 - ``alarm-topic-encryption``: the alarm topic is encrypted with the tenant key;
 - ``tags``: key, queues, role and secret carry tenant/tier/owner/managed-by;
 - ``role-trust``: only the runtime principal may assume the tenant role, and
-  only with the session tag ``tenant_id=<id>`` (judged with ``iam_eval``);
+  only with the session tag ``tenant_id=<id>`` (judged with ``iam_eval``); a
+  trust naming an account root (so any principal of the account with
+  sts:AssumeRole), or a platform whose runtime principal is one, fails;
 - ``role-policy-scope``: no managed policies; the inline policy passes the
   ``iam-scope`` rule and ``iam_eval`` allows the tenant's own prefix but denies
   prefix twins (``<id>-x/``, ``<id>x/``), other tenants and bucket-wide listing;
@@ -70,6 +74,11 @@ def _scope_arns(stmt: dict) -> list[str]:
             for k, vals in op.items() if k.lower() in _SCOPE_KEYS for v in (vals if isinstance(vals, list) else [vals])]
 
 
+def _is_account(principal: str) -> bool:
+    """An account (root ARN, bare id) or everyone: a principal that delegates, not the runtime's own."""
+    return principal == "*" or principal.endswith(":root") or principal.isdigit()
+
+
 def _principals(stmt: dict) -> list[str]:
     spec = stmt.get("Principal")
     if spec == "*":
@@ -91,6 +100,12 @@ class _AwsChecks:
         return self.res.role_arn.rsplit("/", 1)[-1]
 
     # -- KMS -----------------------------------------------------------------------------
+    def kms_key_state(self) -> tuple[bool, str]:
+        meta = self._client("kms").describe_key(KeyId=self.res.kms_key_arn)["KeyMetadata"]
+        state, when = meta.get("KeyState", "Unknown"), meta.get("DeletionDate")
+        detail = f"{self.res.kms_key_arn} is {state}" + (f" (deleted on {when:%Y-%m-%d})" if when else "")
+        return state == "Enabled", detail
+
     def kms_rotation(self) -> tuple[bool, str]:
         on = self._client("kms").get_key_rotation_status(KeyId=self.res.kms_key_arn)["KeyRotationEnabled"]
         return on, "automatic rotation on" if on else f"rotation is off for {self.res.kms_key_arn}"
@@ -264,13 +279,25 @@ class _AwsChecks:
 
         doc = _doc(self._client("iam").get_role(RoleName=self.role_name)["Role"]["AssumeRolePolicyDocument"])
         runtime, role = self.platform.get("runtime_principal_arn"), self.res.role_arn
-        problems = [f"statement {s.get('Sid', '?')} trusts {p}" for s in doc.get("Statement", [])
-                    if s.get("Effect") == "Allow" for p in _principals(s) if p != runtime]
+        account = role.split(":")[4]
+        trusted = [p for s in doc.get("Statement", []) if s.get("Effect") == "Allow" for p in _principals(s)]
+        problems = [f"trusts the account root {p}: any principal of the account allowed sts:AssumeRole could "
+                    "become this tenant" for p in trusted if _is_account(p)]
+        problems += [f"trusts {p}, not the runtime principal" for p in trusted if p != runtime and not _is_account(p)]
+        if runtime is None or _is_account(runtime):
+            problems.append(f"the platform's runtime principal is {runtime or 'unset'}, not a role of the runtime's "
+                            "own: apply the platform stack again (it creates tenantctl-runtime)")
+        # How the runtime calls: as a session of its role (or as the user it names).
+        caller = runtime or ""
+        if ":role/" in caller:
+            caller = f"arn:aws:sts::{caller.split(':')[4]}:assumed-role/{caller.rsplit('/', 1)[-1]}/tenant-{self.tid}"
         probes = [
-            (f"{SESSION_TAG}={self.tid}", iam_eval.assume_role(role, runtime, {SESSION_TAG: self.tid}), True),
-            ("no session tag", iam_eval.assume_role(role, runtime), False),
-            (f"{SESSION_TAG}={self.tid}-x", iam_eval.assume_role(role, runtime, {SESSION_TAG: f"{self.tid}-x"}), False),
-            ("an extra session tag", iam_eval.assume_role(role, runtime, {SESSION_TAG: self.tid, "tier": "x"}), False),
+            (f"{SESSION_TAG}={self.tid}", iam_eval.assume_role(role, caller, {SESSION_TAG: self.tid}), True),
+            ("another principal of the account",
+             iam_eval.assume_role(role, f"arn:aws:iam::{account}:user/intruder", {SESSION_TAG: self.tid}), False),
+            ("no session tag", iam_eval.assume_role(role, caller), False),
+            (f"{SESSION_TAG}={self.tid}-x", iam_eval.assume_role(role, caller, {SESSION_TAG: f"{self.tid}-x"}), False),
+            ("an extra session tag", iam_eval.assume_role(role, caller, {SESSION_TAG: self.tid, "tier": "x"}), False),
             ("a principal of another account",
              iam_eval.assume_role(role, "arn:aws:iam::000000000000:role/elsewhere", {SESSION_TAG: self.tid}), False),
         ]
@@ -329,8 +356,8 @@ class _AwsChecks:
         return not problems, "; ".join(problems) or f"{ident}: encrypted, private, protected, backups kept"
 
 
-NAMES = ("kms-rotation", "kms-key-policy", "kms-key-policy-matches-role", "queue-encryption", "dlq-encryption",
-         "bucket-public-access", "bucket-encryption", "bucket-access-logging", "secret-rotation",
+NAMES = ("kms-key-state", "kms-rotation", "kms-key-policy", "kms-key-policy-matches-role", "queue-encryption",
+         "dlq-encryption", "bucket-public-access", "bucket-encryption", "bucket-access-logging", "secret-rotation",
          "alarm-topic-encryption", "tags", "role-trust", "role-policy-scope")
 
 

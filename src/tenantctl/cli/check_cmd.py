@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from tenantctl.cli.options import tenant_argument
 from tenantctl.cli.output import console, print_json, table
 
 app = typer.Typer()
@@ -15,7 +16,7 @@ _STYLE = {"pass": "green", "fail": "bold red", "error": "yellow"}
 
 @app.command()
 def check(
-    tenant_id: Annotated[str, typer.Argument(help="Tenant to verify.")],
+    tenant_id: Annotated[str, tenant_argument("Tenant to verify.")],
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
 ) -> None:
     """Verify a tenant's isolation on its LIVE resources (also run after every provision).
@@ -24,11 +25,11 @@ def check(
     nothing, RLS enabled and forced on every table, unique keys include the
     tenant, a session without the tenant setting sees no rows (fail closed).
     splinter's RLS lints on its schema; PUBLIC without CONNECT/TEMP.
-    AWS: key rotation and key policy (= the role's KMS actions), queue/DLQ,
-    alarm topic and bucket encryption, no public access, bucket access
-    logging, secret rotation, tags, the role's trust and access policies.
-    Network: endpoint policies, flow logs, empty default group, PostgreSQL
-    from security groups only, RDS hardening.
+    AWS: key state (Enabled), rotation and key policy (= the role's KMS
+    actions), queue/DLQ, alarm topic and bucket encryption, no public access,
+    bucket access logging, secret rotation, tags, the role's trust and access
+    policies. Network: endpoint policies, flow logs, empty default group,
+    PostgreSQL from security groups only, RDS hardening.
 
     Exit codes: 0 all pass, 8 a check failed, 7 a check could not run.
     """

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from tenantctl.cli.options import JsonFlag
+from tenantctl.cli.options import JsonFlag, tenant_argument
 from tenantctl.cli.output import changes_summary, changes_table, console, print_json, table
 from tenantctl.engines.base import Op
 from tenantctl.models import TenantRecord, TenantStatus, Tier
@@ -22,12 +22,16 @@ def _record_rows(record: TenantRecord) -> list[tuple[str, str]]:
         rows += [("kms key", res.kms_key_arn), ("kms alias", res.kms_alias),
                  ("prefix", f"s3://{res.bucket}/{res.prefix}"), ("queue", res.queue_url), ("dlq", res.dlq_url),
                  ("role", res.role_arn), ("db secret", res.store.secret_arn),
-                 ("store", f"{res.store.endpoint}:{res.store.port}/{res.store.database} schema {res.store.schema_name}")]
+                 ("store", f"{res.store.endpoint}:{res.store.port}/{res.store.database} "
+                           f"schema {res.store.schema_name}")]
     if record.retain_until:
         rows.append(("retained until", f"{record.retain_until:%Y-%m-%d}"))
     if record.lock:
+        from tenantctl.registry import lock_holder
+
+        dead = " (that run is no longer running)" if lock_holder(record.lock) in ("gone", "reused") else ""
         rows.append(("lock", f"{record.lock.operation} by {record.lock.owner}@{record.lock.host} pid {record.lock.pid} "
-                             f"since {record.lock.acquired_at:%Y-%m-%d %H:%M:%S}Z"))
+                             f"since {record.lock.acquired_at:%Y-%m-%d %H:%M:%S}Z{dead}"))
     if record.last_error:
         rows.append(("last error", record.last_error))
     return rows
@@ -35,7 +39,8 @@ def _record_rows(record: TenantRecord) -> list[tuple[str, str]]:
 
 @app.command()
 def provision(
-    tenant_id: Annotated[str, typer.Argument(help="Tenant id: lowercase letters, digits, single hyphens.")],
+    tenant_id: Annotated[str, tenant_argument("Tenant id: lowercase letters, digits, single hyphens.",
+                                              existing=False)],
     tier: Annotated[Optional[Tier], typer.Option(help="pooled (shared VPC/DB) or dedicated (own VPC + RDS).")] = None,
     region: Annotated[Optional[str], typer.Option(help="AWS region.")] = None,
     owner: Annotated[Optional[str], typer.Option(help="Owner tag.")] = None,
@@ -55,15 +60,10 @@ def provision(
     Writes stacks/Pulumi.<ID>.yaml, applies it and records the tenant in the registry.
     """
     from tenantctl.cli.progress import engine_progress
-    from tenantctl.errors import InvalidInput
-    from tenantctl.naming import broken_rule
     from tenantctl.operations.provision import merge_options
     from tenantctl.operations.provision import provision as run
     from tenantctl.workspace import Workspace
 
-    rule = broken_rule(tenant_id)
-    if rule is not None:  # checked before touching any target
-        raise InvalidInput(f"tenant id {tenant_id!r} breaks the {rule.name} rule: {rule.explain}")
     ws = Workspace()
     spec = merge_options(ws, tenant_id, {
         "tier": tier.value if tier else None, "region": region, "owner": owner, "cost_centre": cost_centre,
@@ -84,9 +84,10 @@ def provision(
 
 @app.command()
 def deprovision(
-    tenant_id: Annotated[str, typer.Argument(help="Tenant to remove.")],
+    tenant_id: Annotated[str, tenant_argument("Tenant to remove.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-    purge_data: Annotated[bool, typer.Option("--purge-data", help="Also delete every object under the tenant prefix.")] = False,
+    purge_data: Annotated[bool, typer.Option("--purge-data",
+                                             help="Also delete every object under the tenant prefix.")] = False,
     no_final_backup: Annotated[bool, typer.Option("--no-final-backup", help="Do not take the final backup "
                                                   "(`drill backup`) before destroying.")] = False,
     json_out: JsonFlag = False,
@@ -124,7 +125,7 @@ def deprovision(
 
 @app.command()
 def status(
-    tenant_id: Annotated[str, typer.Argument(help="Tenant id.")],
+    tenant_id: Annotated[str, tenant_argument("Tenant id.")],
     json_out: JsonFlag = False,
 ) -> None:
     """Show a tenant's registry record: status, resources, lock, last error."""
@@ -145,23 +146,60 @@ def list_tenants(
     status: Annotated[Optional[TenantStatus], typer.Option(help="Only this status.")] = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """List tenants in the registry, one page at a time."""
+    """List tenants in the registry, one page at a time.
+
+    Records and (on the first page) stack files under an id that breaks the
+    naming rules are shown as invalid: `tenantctl forget ID --yes` removes them."""
+    from tenantctl.operations.forget import leftovers
     from tenantctl.workspace import Workspace
 
-    records, next_cursor = Workspace().registry.list(limit=limit, cursor=cursor, tier=tier, status=status)
+    ws = Workspace()
+    records, next_cursor = ws.registry.list(limit=limit, cursor=cursor, tier=tier, status=status)
+    invalid = leftovers(ws, records, stack_files=cursor is None)
     if json_out:
-        print_json({"tenants": records, "next_cursor": next_cursor})
+        print_json({"tenants": records, "next_cursor": next_cursor, "invalid_ids": invalid})
         return
+    rules = {e.tenant_id: e.rule for e in invalid}
     table("tenants", ["tenant", "tier", "status", "region", "owner", "updated"],
-          [(r.tenant_id, r.tier.value, r.status.value, r.region, r.owner, f"{r.updated_at:%Y-%m-%d %H:%M}")
-           for r in records])
+          [(r.tenant_id + (f" (INVALID id: {rules[r.tenant_id]} rule)" if r.tenant_id in rules else ""),
+            r.tier.value, r.status.value, r.region, r.owner, f"{r.updated_at:%Y-%m-%d %H:%M}") for r in records])
+    for entry in invalid:
+        where = ", ".join(w for w in ("registry record" if entry.record else "", entry.stack_file or "") if w)
+        console.print(f"[red]invalid tenant id {entry.tenant_id!r}[/] ({entry.rule} rule): {where}; "
+                      f"`tenantctl forget {entry.tenant_id} --yes` removes it", highlight=False)
     if next_cursor:
         console.print(f"more: --cursor {next_cursor}")
 
 
 @app.command()
+def forget(
+    tenant_id: Annotated[str, typer.Argument(help="An id that breaks the naming rules, as `list` shows it.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Remove the registry record and stack file of an id that breaks the naming rules.
+
+    No operation accepts such an id, so nothing in the cloud exists under it;
+    a record that names resources is refused (exit 5). A valid id is refused
+    (exit 3): `deprovision` removes tenants."""
+    from tenantctl.operations.forget import forget as run
+    from tenantctl.operations.forget import forgettable
+    from tenantctl.workspace import Workspace
+
+    forgettable(tenant_id)  # a valid id is refused before any target is touched
+    if not yes and not typer.confirm(f"Forget the registry record and stack file of {tenant_id!r}?", default=False):
+        raise typer.Abort()
+    gone = run(Workspace(), tenant_id)
+    if json_out:
+        print_json(gone)
+        return
+    what = " and ".join(w for w in ("its registry record" if gone.record else "", gone.stack_file or "") if w)
+    console.print(f"forgot {tenant_id!r} ({gone.rule} rule): removed {what}", highlight=False)
+
+
+@app.command()
 def unlock(
-    tenant_id: Annotated[str, typer.Argument(help="Tenant whose lock a dead run left behind.")],
+    tenant_id: Annotated[str, tenant_argument("Tenant whose lock a dead run left behind.")],
     force: Annotated[bool, typer.Option("--force", help="Required: you checked the run holding it is gone.")] = False,
     json_out: JsonFlag = False,
 ) -> None:

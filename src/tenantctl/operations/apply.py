@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 from tenantctl.errors import InvalidInput, TenantctlError
 from tenantctl.fingerprint import applied_hash, program_fingerprint
 from tenantctl.models import TenantRecord, TenantStatus
+from tenantctl.naming import broken_rule, forget_hint, require_valid
 from tenantctl.stackconfig import read_tenant, tenant_stack_files
 from tenantctl.workspace import Workspace
 
@@ -135,6 +136,7 @@ def plan(ws: Workspace, shard: tuple[int, int], records: dict[str, TenantRecord]
     files = {t: p for t, p in tenant_stack_files(ws.stacks_dir).items() if mine(t)}
     for tenant_id, path in files.items():
         try:
+            require_valid(tenant_id, hint=forget_hint(tenant_id))  # the file's name, before its content
             spec = read_tenant(path)
         except TenantctlError as exc:
             results.append(TenantResult(tenant_id=tenant_id, action=Action.invalid, ok=False, error=str(exc),
@@ -148,7 +150,14 @@ def plan(ws: Workspace, shard: tuple[int, int], records: dict[str, TenantRecord]
         else:
             results.append(TenantResult(tenant_id=tenant_id, action=Action.update, reason=_update_reason(record)))
     for tenant_id, record in records.items():
-        if tenant_id not in files and record.status not in GONE and mine(tenant_id):
+        if tenant_id in files or not mine(tenant_id):
+            continue
+        rule = broken_rule(tenant_id)
+        if rule is not None:  # never deprovisioned by --prune: no operation accepts the id
+            results.append(TenantResult(tenant_id=tenant_id, action=Action.invalid, ok=False,
+                                        error=f"registry record under an id that breaks the {rule.name} rule"
+                                              + forget_hint(tenant_id), reason="registry record refused"))
+        elif record.status not in GONE:
             results.append(TenantResult(tenant_id=tenant_id, action=Action.prune if prune else Action.orphan,
                                         reason="in the registry, not in stacks/"))
     return sorted(results, key=lambda r: r.tenant_id)

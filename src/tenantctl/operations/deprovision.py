@@ -15,6 +15,7 @@ from typing import Any
 from tenantctl.engines.base import ChangeSet, EventSink
 from tenantctl.errors import Conflict, engine_step
 from tenantctl.models import TenantRecord, TenantStatus, Tier
+from tenantctl.naming import forget_hint, require_valid
 from tenantctl.stackconfig import read_tenant, stack_file, write_tenant
 from tenantctl.workspace import Workspace
 
@@ -36,6 +37,7 @@ def purge_prefix(s3: Any, bucket: str, prefix: str) -> int:
 def deprovision(ws: Workspace, tenant_id: str, purge_data: bool = False,
                 on_event: EventSink | None = None,
                 final_backup: bool = True) -> tuple[TenantRecord, ChangeSet, dict[str, Any]]:
+    require_valid(tenant_id, hint=forget_hint(tenant_id))
     registry = ws.registry
     current = registry.require(tenant_id)
     if current.status is TenantStatus.deprovisioned:

@@ -18,12 +18,14 @@ from tenantctl.engines.base import EventSink, UpResult
 from tenantctl.errors import InvalidInput, engine_step
 from tenantctl.fingerprint import applied_hash
 from tenantctl.models import TenantRecord, TenantResources, TenantSpec, describe_validation_error
+from tenantctl.naming import require_valid
 from tenantctl.stackconfig import read_tenant, stack_file, write_tenant
 from tenantctl.workspace import Workspace
 
 
 def merge_options(ws: Workspace, tenant_id: str, options: dict[str, Any]) -> TenantSpec:
     """The committed spec (if any) with the given options laid over it."""
+    require_valid(tenant_id)
     path = stack_file(ws.stacks_dir, tenant_id)
     base = read_tenant(path).model_dump(mode="json", exclude_none=True) if path.exists() else {"id": tenant_id}
     for key, value in options.items():
@@ -76,6 +78,7 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
     from tenantctl import preflight
     from tenantctl.policy import PolicyRefused, refuse_unsafe_spec
 
+    require_valid(spec.id)  # a spec built without validation must not reach the registry or stacks/
     refuse_unsafe_spec(spec)  # the policy gate's spec rules (exit 8): before the registry or stacks/ are touched
     platform = ws.ensure_platform(on_event)
     preflight.check(spec, platform, ws.client)  # quotas and shared-bucket rules: refuse before anything exists

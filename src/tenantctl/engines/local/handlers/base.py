@@ -12,10 +12,12 @@ when the state holds a ``creating`` intent for the urn (``recovering``).
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
+T = TypeVar("T")
 URN_TAG = "tenantctl:urn"
 MAX_TAG_VALUE = 256
 
@@ -88,6 +90,37 @@ def ignore_missing(fn: Callable[[], Any], *codes: str) -> None:
         if code in codes or "NotFound" in code or "NoSuch" in code or "NonExistent" in code:
             return
         raise
+
+
+# IAM is eventually consistent: a principal created moments before (a tenant role
+# named in its key policy, the runtime role in a tenant trust policy) can be
+# refused as unknown for a few seconds. Those calls are retried with these
+# waits (~30 s in all, AWS's "a few seconds" with a margin); anything else that
+# is malformed fails at once. The Pulumi AWS provider does the same on real
+# AWS (docs/aws.md, "IAM propagation").
+PROPAGATION_WAITS = (1.0, 2.0, 4.0, 8.0, 15.0)
+_UNKNOWN_PRINCIPAL_CODES = ("MalformedPolicyDocumentException", "MalformedPolicyDocument")
+
+
+def names_unknown_principal(exc: Exception) -> bool:
+    """A policy refused because a principal it names is not (yet) known to IAM."""
+    error = (getattr(exc, "response", None) or {}).get("Error", {})
+    return error.get("Code") in _UNKNOWN_PRINCIPAL_CODES and "principal" in str(error.get("Message", "")).lower()
+
+
+def once_principals_exist(call: Callable[[], T]) -> T:
+    """``call()``, retried (bounded by PROPAGATION_WAITS) while it is refused for
+    naming a principal IAM has not propagated yet."""
+    from botocore.exceptions import ClientError
+
+    for wait in (*PROPAGATION_WAITS, None):
+        try:
+            return call()
+        except ClientError as exc:
+            if wait is None or not names_unknown_principal(exc):
+                raise
+            time.sleep(wait)
+    raise AssertionError("unreachable")
 
 
 def as_int(value: Any) -> int:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from tenantctl.engines.local.handlers.base import Context, Desired, Handler, as_int, error_code, ignore_missing
+from tenantctl.engines.local.handlers.base import (
+    Context,
+    Desired,
+    Handler,
+    as_int,
+    error_code,
+    ignore_missing,
+    once_principals_exist,
+)
 
 
 def _exists(call) -> bool:
@@ -29,16 +37,18 @@ class RoleHandler(Handler):
 
     def make(self, ctx: Context, d: Desired) -> str:
         name = d.physical_name()
-        ctx.client("iam").create_role(
+        # The trust policy names the runtime role, perhaps created moments before.
+        once_principals_exist(lambda: ctx.client("iam").create_role(
             RoleName=name, Path=d.get("path", "/"), AssumeRolePolicyDocument=d.get("assumeRolePolicy"),
             MaxSessionDuration=as_int(d.get("maxSessionDuration", 3600)), Description=d.get("description", ""),
-            Tags=d.tag_list())
+            Tags=d.tag_list()))
         return name
 
     def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
         iam = ctx.client("iam")
         if olds is not None:
-            iam.update_assume_role_policy(RoleName=rid, PolicyDocument=d.get("assumeRolePolicy"))
+            once_principals_exist(lambda: iam.update_assume_role_policy(RoleName=rid,
+                                                                        PolicyDocument=d.get("assumeRolePolicy")))
             iam.update_role(RoleName=rid, MaxSessionDuration=as_int(d.get("maxSessionDuration", 3600)),
                             Description=d.get("description", ""))
             if d.tags():

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from tenantctl.engines.local.handlers.base import URN_TAG, Context, Desired, Handler, as_int, ignore_missing
+from tenantctl.engines.local.handlers.base import (
+    URN_TAG,
+    Context,
+    Desired,
+    Handler,
+    as_int,
+    ignore_missing,
+    once_principals_exist,
+)
 
 
 class KeyHandler(Handler):
@@ -31,7 +39,8 @@ class KeyHandler(Handler):
                                 "Tags": d.tag_list(with_urn=True, key="TagKey", value="TagValue")}
         if d.get("policy"):
             args["Policy"] = d.get("policy")
-        return ctx.client("kms").create_key(**args)["KeyMetadata"]["KeyId"]
+        # The policy names the tenant role, created moments before.
+        return once_principals_exist(lambda: ctx.client("kms").create_key(**args))["KeyMetadata"]["KeyId"]
 
     def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
         kms = ctx.client("kms")
@@ -41,7 +50,8 @@ class KeyHandler(Handler):
             kms.disable_key_rotation(KeyId=rid)
         if olds is not None:  # create already set these
             if d.get("policy"):
-                kms.put_key_policy(KeyId=rid, PolicyName="default", Policy=d.get("policy"))
+                policy = d.get("policy")
+                once_principals_exist(lambda: kms.put_key_policy(KeyId=rid, PolicyName="default", Policy=policy))
             kms.update_key_description(KeyId=rid, Description=d.get("description", ""))
             kms.tag_resource(KeyId=rid, Tags=d.tag_list(with_urn=True, key="TagKey", value="TagValue"))
         meta = kms.describe_key(KeyId=rid)["KeyMetadata"]
