@@ -7,7 +7,10 @@ What each reads, and the documented exceptions:
 - **identity policies** (a role's inline policies): parliament with its
   community auditors, and cloudsplaining's risk categories (privilege
   escalation, data exfiltration, resource exposure, infrastructure
-  modification, credentials exposure, service wildcard). No exception.
+  modification, credentials exposure, service wildcard). Exception:
+  CREDENTIALS_EXPOSURE on the runtime role's ``AssumeTenantRoles`` statement
+  only (assuming a tenant's role, tagged, is what the runtime role is for; its
+  Resource is the tenant roles' ARN pattern).
 - **trust policies**: parliament, with ``Resource`` set to the role's ARN
   (parliament requires a Resource, and a trust policy governs assuming that
   one role); cloudsplaining has no trust-policy risk categories. Exception:
@@ -35,6 +38,8 @@ from typing import Any
 # (kind, parliament issue) -> why it is accepted; ``sid`` narrows it to one statement.
 EXCEPTIONS: dict[tuple[str, str], tuple[str | None, str]] = {
     ("trust", "CREDENTIALS_EXPOSURE"): (None, "sts:AssumeRole is what a trust policy allows; its Principal says who"),
+    ("identity", "CREDENTIALS_EXPOSURE"): (
+        "AssumeTenantRoles", "the runtime role exists to assume tenant roles (tagged sessions), bounded by ARN"),
     ("key", "RESOURCE_STAR"): (None, 'in a key policy "Resource": "*" is the key itself'),
     ("key", "PERMISSIONS_MANAGEMENT_ACTIONS"): (
         "Administer", "the admin's kms:* on its key: AWS's default key policy (else the key is unmanageable)"),
