@@ -44,4 +44,5 @@ class GatewayLogin(pulumi.ComponentResource):
             region=args.region, host=args.host, port=args.port, database=args.database, role=args.role,
             admin_secret_arn=args.admin_secret_arn, gateway_secret_arn=secret.arn), opts=child)
         self.secret_arn, self.role = secret.arn, role.role
+        self.login = role  # what writes the secret's value (a rotation schedule comes after it)
         self.register_outputs({"secret_arn": self.secret_arn, "role": self.role})

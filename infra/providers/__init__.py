@@ -5,6 +5,8 @@ here and calls the very same create/diff/update/delete with the props dict,
 instead of unpickling the ``__provider`` Pulumi stores.
 """
 
+from infra.providers.database_acl import KIND as DATABASE_ACL
+from infra.providers.database_acl import DatabaseAclProvider
 from infra.providers.gateway_role import KIND as GATEWAY_ROLE
 from infra.providers.gateway_role import GatewayRoleProvider
 from infra.providers.prefix_lifecycle import KIND as PREFIX_LIFECYCLE
@@ -15,8 +17,9 @@ from infra.providers.tenant_schema import TenantSchemaProvider
 PROVIDERS = {
     TENANT_SCHEMA: TenantSchemaProvider,
     PREFIX_LIFECYCLE: PrefixLifecycleProvider,
+    DATABASE_ACL: DatabaseAclProvider,
     GATEWAY_ROLE: GatewayRoleProvider,
 }
 
-__all__ = ["GATEWAY_ROLE", "PROVIDERS", "PREFIX_LIFECYCLE", "TENANT_SCHEMA", "GatewayRoleProvider",
-           "PrefixLifecycleProvider", "TenantSchemaProvider"]
+__all__ = ["DATABASE_ACL", "GATEWAY_ROLE", "PROVIDERS", "PREFIX_LIFECYCLE", "TENANT_SCHEMA", "DatabaseAclProvider",
+           "GatewayRoleProvider", "PrefixLifecycleProvider", "TenantSchemaProvider"]

@@ -17,7 +17,9 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
 
 from infra.providers._diff import diff_inputs
-from infra.providers.tenant_schema import _admin_connect, _secret_json, _secrets_client
+from infra.providers._postgres import admin_connect as _admin_connect
+from infra.providers._postgres import secret_json as _secret_json
+from infra.providers._postgres import secrets_client as _secrets_client
 
 KIND = "gateway-role"
 
@@ -29,8 +31,10 @@ def _ensure(props: dict[str, Any], password: str) -> dict[str, Any]:
         ensure_gateway_role(conn, role=props["role"], password=password)
     _secrets_client(props["region"]).put_secret_value(
         SecretId=props["gateway_secret_arn"],
-        SecretString=json.dumps({"username": props["role"], "password": password, "host": props["host"],
-                                 "port": int(props["port"]), "dbname": props["database"], "schema": ""}))
+        # "engine": the rotation function refuses a secret that does not say postgres.
+        SecretString=json.dumps({"engine": "postgres", "username": props["role"], "password": password,
+                                 "host": props["host"], "port": int(props["port"]), "dbname": props["database"],
+                                 "schema": ""}))
     return {k: v for k, v in props.items() if not k.startswith("__")}
 
 

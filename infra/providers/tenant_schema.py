@@ -24,30 +24,13 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
 from infra.providers._diff import diff_inputs, public
+from infra.providers._postgres import admin_connect as _admin_connect
+from infra.providers._postgres import secret_json as _secret_json
+from infra.providers._postgres import secrets_client as _secrets_client
 from tenant_runtime.store import TABLES
 from tenantctl.tenant_schema_sql import FORCED
 
 KIND = "tenant-schema"
-
-
-def _secrets_client(region: str):
-    from tenantctl import aws  # bounded backoff with jitter; endpoint from AWS_ENDPOINT_URL on the sandbox
-
-    return aws.client("secretsmanager", region=region)
-
-
-def _secret_json(region: str, secret_arn: str) -> dict[str, Any]:
-    value = _secrets_client(region).get_secret_value(SecretId=secret_arn)["SecretString"]
-    return json.loads(value)
-
-
-def _admin_connect(props: dict[str, Any]):
-    import psycopg
-
-    admin = _secret_json(props["region"], props["admin_secret_arn"])
-    return psycopg.connect(host=props["host"], port=int(props["port"]), dbname=props["database"],
-                           user=admin["username"], password=admin["password"], autocommit=True,
-                           connect_timeout=10)
 
 
 def _current_password(props: dict[str, Any]) -> str | None:
@@ -71,7 +54,8 @@ def _ensure(props: dict[str, Any], password: str) -> dict[str, Any]:
         conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
     _secrets_client(props["region"]).put_secret_value(
         SecretId=props["tenant_secret_arn"],
-        SecretString=json.dumps({"username": role, "password": password, "host": props["host"],
+        # "engine": the rotation function refuses a secret that does not say postgres.
+        SecretString=json.dumps({"engine": "postgres", "username": role, "password": password, "host": props["host"],
                                  "port": int(props["port"]), "dbname": props["database"], "schema": schema}),
     )
     return public(props)

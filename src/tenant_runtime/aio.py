@@ -203,7 +203,17 @@ class AsyncContextStore(StoreOperations):
         try:
             return await psycopg.AsyncConnection.connect(**self.logins.connect_kwargs(secret))
         except psycopg.OperationalError as exc:
-            raise self.logins.login_failed(ctx, exc) from None
+            error = exc
+        # A rotated password (TenantLogins.rotated): AWSCURRENT read again, then AWSPENDING.
+        for candidate in await self.offload.call(self.logins.rotated, ctx, secret):
+            try:
+                conn = await psycopg.AsyncConnection.connect(**self.logins.connect_kwargs(candidate))
+            except psycopg.OperationalError as again:
+                error = again
+                continue
+            self.logins.remember(ctx, candidate)
+            return conn
+        raise self.logins.login_failed(ctx, error) from None
 
     async def _run(self, ctx: TenantContext, operation: Operation) -> Any:
         done, step = advance(operation, None)

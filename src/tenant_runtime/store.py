@@ -5,7 +5,10 @@ Two ways to reach it (``tenant_runtime.gateway`` decides per tenant):
 
 * **per-tenant logins**: connections log in as the tenant role with the
   password from the tenant's secret (never from the registry record), pooled
-  per tenant (``TenantLogins``). The option for dedicated tenants.
+  per tenant (``TenantLogins``). The option for dedicated tenants. The password
+  rotates (Secrets Manager, single-user): a refused login is retried with the
+  secret's AWSCURRENT read again, then its AWSPENDING, so new connections open
+  throughout a rotation; open ones are unaffected (a password is checked at login).
 * **shared pool**: one bounded pool per process logged in as the platform's
   gateway role, which may only switch to tenant roles; every transaction
   begins with ``SET LOCAL ROLE`` to the tenant's role.
@@ -58,6 +61,8 @@ from tenant_runtime.crypto import Envelope
 from tenant_runtime.errors import InvalidRequest, StoreTimeout, StoreUnavailable, TenantMismatch
 
 Role = Literal["system", "user", "assistant", "tool"]
+# Secrets Manager's staging labels.
+CURRENT, PENDING = "AWSCURRENT", "AWSPENDING"
 MAX_CONTENT = 1 << 20
 MAX_METADATA = 64 << 10
 MAX_PAGE = 500
@@ -240,11 +245,18 @@ class TenantLogins:
         hit, secret = self._secrets.get(store.secret_arn)
         if hit and secret is not None:
             return secret
+        secret = self._read_secret(ctx)
+        self._secrets.put(store.secret_arn, secret)
+        return secret
+
+    def _read_secret(self, ctx: TenantContext, stage: str = CURRENT) -> StoreSecret:
         from botocore.exceptions import BotoCoreError, ClientError
 
+        store = ctx.resources.store
         may_block()
         try:
-            raw = self.secret_client_for(ctx).get_secret_value(SecretId=store.secret_arn)["SecretString"]
+            raw = self.secret_client_for(ctx).get_secret_value(SecretId=store.secret_arn,
+                                                               VersionStage=stage)["SecretString"]
             secret = StoreSecret.model_validate_json(raw)
         except (ClientError, BotoCoreError, KeyError, ValidationError) as exc:
             raise StoreUnavailable(f"store secret of tenant {ctx.tenant_id!r} unusable: {exc}") from None
@@ -252,12 +264,33 @@ class TenantLogins:
         # elsewhere is refused rather than followed.
         if (secret.username, secret.schema_, secret.dbname) != (store.role, store.schema_name, store.database):
             raise TenantMismatch(ctx.tenant_id, f"{secret.dbname}/{secret.schema_}/{secret.username}", "store secret")
-        self._secrets.put(store.secret_arn, secret)
         return secret
 
     def login_failed(self, ctx: TenantContext, exc: Exception) -> StoreUnavailable:
-        self._secrets.pop(ctx.resources.store.secret_arn)  # rotated password: re-read next time
+        self._secrets.pop(ctx.resources.store.secret_arn)  # re-read next time
         return StoreUnavailable(f"store of tenant {ctx.tenant_id!r} unreachable: {exc}")
+
+    def rotated(self, ctx: TenantContext, refused: StoreSecret) -> list[StoreSecret]:
+        """Credentials to try after ``refused`` failed to log in, only those with
+        another password (libpq gives no SQLSTATE for a refused login, so any
+        failure asks): the secret's AWSCURRENT read again (a rotation finished
+        since it was cached), then AWSPENDING (a rotation between setting the new
+        password on the role and promoting it: single-user rotation's window)."""
+        self._secrets.pop(ctx.resources.store.secret_arn)
+        tried, found = {refused.password}, []
+        for stage in (CURRENT, PENDING):
+            try:
+                candidate = self._read_secret(ctx, stage)
+            except StoreUnavailable:  # no AWSPENDING: no rotation in progress
+                continue
+            if candidate.password not in tried:
+                tried.add(candidate.password)
+                found.append(candidate)
+        return found
+
+    def remember(self, ctx: TenantContext, secret: StoreSecret) -> None:
+        """``secret`` logged in: the credentials to use from now on."""
+        self._secrets.put(ctx.resources.store.secret_arn, secret)
 
     def connect_kwargs(self, secret: StoreSecret) -> dict[str, Any]:
         return {"host": secret.host, "port": secret.port, "dbname": secret.dbname, "user": secret.username,
@@ -446,12 +479,24 @@ class ContextStore(StoreOperations):
             try:
                 conn = psycopg.connect(**self.logins.connect_kwargs(secret))
             except psycopg.OperationalError as exc:
-                raise self.logins.login_failed(ctx, exc) from None
+                conn = self._login_after_refusal(ctx, secret, exc)
         try:
             yield conn, None
         finally:
             if not pool.keep(conn):
                 conn.close()
+
+    def _login_after_refusal(self, ctx: TenantContext, refused: StoreSecret,
+                             exc: psycopg.OperationalError) -> psycopg.Connection:
+        for candidate in self.logins.rotated(ctx, refused):
+            try:
+                conn = psycopg.connect(**self.logins.connect_kwargs(candidate))
+            except psycopg.OperationalError as again:
+                exc = again
+                continue
+            self.logins.remember(ctx, candidate)
+            return conn
+        raise self.logins.login_failed(ctx, exc) from None
 
     def _run(self, ctx: TenantContext, operation: Operation) -> Any:
         done, step = advance(operation, None)

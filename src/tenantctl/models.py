@@ -76,7 +76,9 @@ class DedicatedSpec(BaseModel):
     vpc_cidr: str = "10.42.0.0/16"
     instance_class: str = Field("db.t4g.micro", pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")
     storage_gb: int = Field(20, ge=20, le=65536)
-    multi_az: bool = False
+    # Multi-AZ as the shared database is: a dedicated tenant does not get a less
+    # available store than a pooled one unless it asks (`--single-az`).
+    multi_az: bool = True
     deletion_protection: bool = True
 
     @field_validator("vpc_cidr")
@@ -142,6 +144,8 @@ class PlatformSpec(BaseModel):
     az_count: int = Field(2, ge=2, le=6)
     db_instance_class: str = Field("db.t4g.medium", pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")
     db_storage_gb: int = Field(50, ge=20, le=65536)
+    db_multi_az: bool = Field(True, description="the shared database in two AZs: every pooled tenant depends on it "
+                                                "(false is refused by the policy gate)")
     admin_role_arn: str | None = Field(None, description="role allowed to administer every tenant key")
     runtime_principal_arn: str | None = Field(
         None, description="an existing role (or user) the tenant runtime runs as: the only principal tenant roles "

@@ -1,8 +1,9 @@
 """The SQL of a tenant's context store, in one place: templates/tenant_schema.sql.j2
 rendered for a connection (provisioning in infra/providers/tenant_schema.py and
 a drill restore, which re-applies roles, grants and policies, both run it), the
-removal of the tenant's role, and the shared pool's gateway role
-(infra/providers/gateway_role.py). All change the database ACL, under one lock."""
+removal of the tenant's role, the shared pool's gateway role
+(infra/providers/gateway_role.py), and what PUBLIC loses on every database of an
+instance (infra/providers/database_acl.py). All change a database ACL, under one lock."""
 
 from __future__ import annotations
 
@@ -90,3 +91,22 @@ def drop_role(conn: Any, *, database: str, role: str) -> None:
         conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(
             sql.Identifier(database), sql.Identifier(role)))
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+# The maintenance database every RDS PostgreSQL instance has besides its own.
+MAINTENANCE_DATABASE = "postgres"
+
+
+def revoke_public(conn: Any, databases: list[str]) -> list[str]:
+    """PUBLIC loses CONNECT and TEMPORARY on ``databases`` (those that exist; they
+    are returned): a tenant role connects only where it was granted CONNECT
+    explicitly, and creates no temporary tables anywhere."""
+    from psycopg import sql
+
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (DATABASE_ACL_LOCK,))
+        present = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s) ORDER BY 1",
+                                              (databases,))]
+        for name in present:
+            conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(sql.Identifier(name)))
+    return present

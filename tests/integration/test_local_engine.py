@@ -206,7 +206,7 @@ endpoints = SandboxEndpoints.model_validate_json(Path(sys.argv[1]).read_text())
 engine = LocalEngine(Path(sys.argv[2]), endpoints)
 getattr(engine, sys.argv[3])(sys.argv[4])
 """
-POOLED_WRITES = 13  # resources of a pooled tenant stack: one write each
+POOLED_WRITES = 16  # resources of a pooled tenant stack: one write each
 
 
 def run_crashing(sandbox, project: Path, tmp_path: Path, action: str, stack: str, after: int, point: str):

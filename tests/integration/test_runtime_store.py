@@ -166,6 +166,9 @@ def test_gateway_connection_reused_across_tenants_leaks_nothing(runtime, runtime
             sql.Identifier(gateway), sql.Literal(password)))
         admin.execute(sql.SQL("GRANT {}, {} TO {}").format(
             sql.Identifier(a.resources.store.role), sql.Identifier(b.resources.store.role), sql.Identifier(gateway)))
+        # PUBLIC has no CONNECT on the shared database: the login is granted it, as the real gateway is
+        admin.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+            sql.Identifier(a.resources.store.database), sql.Identifier(gateway)))
     try:
         with psycopg.connect(host=runtime_env.sandbox.pg_host, port=runtime_env.sandbox.pg_port,
                              dbname=a.resources.store.database, user=gateway, password=password) as conn:
@@ -188,6 +191,8 @@ def test_gateway_connection_reused_across_tenants_leaks_nothing(runtime, runtime
                     sql.Identifier(a.resources.store.schema_name, "messages")))
     finally:
         with runtime_env.admin() as admin:
+            admin.execute(sql.SQL("REVOKE CONNECT ON DATABASE {} FROM {}").format(
+                sql.Identifier(a.resources.store.database), sql.Identifier(gateway)))
             admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(gateway)))
 
 
@@ -278,3 +283,60 @@ def test_row_level_security_holds_even_if_a_schema_were_mis_granted(runtime, run
         assert conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE conversation_id = 'conv-rls'").format(msgs)
                             ).fetchone()[0] == 1
         assert not conn.execute("SELECT has_schema_privilege(%s, %s, 'USAGE')", (role, schema)).fetchone()[0]
+
+
+@pytest.mark.parametrize("key", ["b", "d"])  # pooled (the platform's function), dedicated (its own)
+def test_the_store_survives_a_password_rotation_mid_traffic(runtime, runtime_env, key):
+    """A real single-user rotation of the tenant's secret (Secrets Manager's four
+    steps on moto, ALTER ROLE on the sandbox PostgreSQL) while a writer appends
+    without pause, every append on a fresh login: not one request fails, also
+    inside the window where the role already has the AWSPENDING password and
+    AWSCURRENT still holds the old one; afterwards the old password is refused."""
+    from tenantctl.sandbox import rotation
+
+    tid = runtime_env.ids[key]
+    ctx = ctx_of(runtime, runtime_env, key)
+    arn = ctx.resources.store.secret_arn
+    sm = runtime_env.client("secretsmanager")
+    old = runtime_env.secret(tid)
+    store = ContextStore(runtime.envelope, lambda c: runtime.clients.client(c, "secretsmanager"),
+                         max_idle_per_tenant=0)  # no pooling: every append logs in
+    conversation = f"conv-rotation-{uuid.uuid4().hex[:8]}"
+    done, errors, stop = [], [], threading.Event()
+
+    def writer() -> None:
+        while not stop.is_set():
+            try:
+                done.append(store.append(ctx, conversation, "user", f"m{len(done)}").seq)
+            except Exception as exc:  # noqa: BLE001 - every failure is the test's finding
+                errors.append(repr(exc))
+
+    def appends_go_on(at_least: int = 3) -> None:
+        target = len(done) + at_least
+        for _ in range(600):
+            if len(done) >= target or errors:
+                return
+            stop.wait(0.05)
+        raise AssertionError("the writer stalled")
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        appends_go_on()
+        token = rotation.rotate(sm, arn, steps=("createSecret", "setSecret"))
+        appends_go_on()  # the window: the role has the new password, AWSCURRENT the old one
+        assert runtime_env.secret(tid)["password"] == old["password"]
+        rotation.rotate(sm, arn, steps=("testSecret", "finishSecret"), token=token)
+        appends_go_on()
+    finally:
+        stop.set()
+        thread.join(30)
+        store.close()
+    assert errors == []
+    new = runtime_env.secret(tid)
+    assert new["password"] != old["password"] and new["username"] == old["username"]
+    assert "AWSPENDING" not in str(sm.describe_secret(SecretId=arn)["VersionIdsToStages"])
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(host=old["host"], port=old["port"], dbname=old["dbname"], user=old["username"],
+                        password=old["password"]).close()
+    assert len(runtime.store.history(ctx, conversation, limit=500).messages) == len(done)

@@ -24,8 +24,12 @@ def check(
     Database, as the tenant's own role: not superuser, no BYPASSRLS, owns
     nothing, RLS enabled and forced on every table, unique keys include the
     tenant, a session without the tenant setting sees no rows (fail closed).
-    AWS: key state (Enabled), rotation and key policy principals, queue/DLQ and bucket
-    encryption, no public access, tags, the role's trust and access policies.
+    splinter's RLS lints on its schema; PUBLIC without CONNECT/TEMP.
+    AWS: key state (Enabled), rotation and key policy (= the role's KMS
+    actions), queue/DLQ, alarm topic and bucket encryption, no public access,
+    bucket access logging, secret rotation, tags, the role's trust and access
+    policies. Network: endpoint policies, flow logs, empty default group,
+    PostgreSQL from security groups only, RDS hardening.
 
     Exit codes: 0 all pass, 8 a check failed, 7 a check could not run.
     """

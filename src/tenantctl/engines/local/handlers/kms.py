@@ -1,4 +1,5 @@
-"""KMS: keys (no names: found by the urn tag) and aliases."""
+"""KMS: keys (no names: found by the urn tag), aliases, and grants (found by
+their name on their key)."""
 
 from __future__ import annotations
 
@@ -129,4 +130,45 @@ class AliasHandler(Handler):
         ignore_missing(lambda: ctx.client("kms").delete_alias(AliasName=rid))
 
 
-HANDLERS = (KeyHandler(), AliasHandler())
+_CONSTRAINTS = {"encryptionContextSubset": "EncryptionContextSubset",
+                "encryptionContextEquals": "EncryptionContextEquals"}
+
+
+class GrantHandler(Handler):
+    """A grant on a key (id ``<key id>:<grant id>``, as Pulumi's); immutable, so
+    any change replaces it. Named after its resource so a re-run finds it."""
+
+    type = "aws:kms/grant:Grant"
+    replace_on = ("keyId", "granteePrincipal", "operations", "constraints", "name", "retiringPrincipal")
+
+    def find(self, ctx: Context, d: Desired) -> str | None:
+        kms, name = ctx.client("kms"), d.physical_name()
+        for page in kms.get_paginator("list_grants").paginate(KeyId=d.get("keyId")):
+            for grant in page["Grants"]:
+                if grant.get("Name") == name:
+                    return f"{grant['KeyId']}:{grant['GrantId']}"
+        return None
+
+    def make(self, ctx: Context, d: Desired) -> str:
+        args: dict[str, Any] = {"KeyId": d.get("keyId"), "GranteePrincipal": d.get("granteePrincipal"),
+                                "Operations": list(d.get("operations")), "Name": d.physical_name()}
+        constraints = {_CONSTRAINTS[k]: v for c in d.get("constraints", []) for k, v in c.items() if k in _CONSTRAINTS}
+        if constraints:
+            args["Constraints"] = constraints
+        if d.get("retiringPrincipal"):
+            args["RetiringPrincipal"] = d.get("retiringPrincipal")
+        kms = ctx.client("kms")
+        grant_id = kms.create_grant(**args)["GrantId"]
+        key_id = kms.describe_key(KeyId=d.get("keyId"))["KeyMetadata"]["KeyId"]
+        return f"{key_id}:{grant_id}"
+
+    def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
+        return {"grantId": rid.split(":", 1)[1]}
+
+    def remove(self, ctx: Context, rid: str, d: Desired) -> None:
+        key_id, grant_id = rid.split(":", 1)
+        ignore_missing(lambda: ctx.client("kms").revoke_grant(KeyId=key_id, GrantId=grant_id),
+                       "KMSInvalidStateException")  # the key is already pending deletion
+
+
+HANDLERS = (KeyHandler(), AliasHandler(), GrantHandler())

@@ -1,6 +1,7 @@
 """S3: buckets (found by name) and the bucket-level settings Pulumi models as
 their own resources (public access block, policy, versioning, default
-encryption), each keyed by its bucket and put idempotently."""
+encryption, ownership controls, server access logging), each keyed by its
+bucket and put idempotently."""
 
 from __future__ import annotations
 
@@ -162,6 +163,66 @@ def _get_encryption(s3, bucket: str, d: Desired) -> dict[str, Any] | None:
     return {"rules": rules}
 
 
+def _ownership(s3, bucket: str, d: Desired) -> None:
+    rule = d.get("rule") or {}
+    s3.put_bucket_ownership_controls(Bucket=bucket, OwnershipControls={"Rules": [
+        {"ObjectOwnership": rule.get("objectOwnership", "BucketOwnerEnforced")}]})
+
+
+def _get_ownership(s3, bucket: str, d: Desired) -> dict[str, Any] | None:
+    got = read_or_none(lambda: s3.get_bucket_ownership_controls(Bucket=bucket), "OwnershipControlsNotFoundError")
+    if got is None:
+        return None
+    rules = got["OwnershipControls"].get("Rules") or [{}]
+    return {"rule": {**(d.get("rule") or {}), "objectOwnership": rules[0].get("ObjectOwnership")}}
+
+
+def _logging(s3, bucket: str, d: Desired) -> None:
+    s3.put_bucket_logging(Bucket=bucket, BucketLoggingStatus={"LoggingEnabled": {
+        "TargetBucket": d.get("targetBucket"), "TargetPrefix": d.get("targetPrefix", "")}})
+
+
+def _get_logging(s3, bucket: str, d: Desired) -> dict[str, Any] | None:
+    enabled = (read_or_none(lambda: s3.get_bucket_logging(Bucket=bucket)) or {}).get("LoggingEnabled")
+    if not enabled:
+        return None
+    return {"targetBucket": enabled.get("TargetBucket"), "targetPrefix": enabled.get("TargetPrefix", "")}
+
+
+def _lifecycle_rules(d: Desired) -> list[dict[str, Any]]:
+    rules = []
+    for rule in d.get("rules", []):
+        out: dict[str, Any] = {"ID": rule["id"], "Status": rule.get("status", "Enabled"),
+                               "Filter": {"Prefix": (rule.get("filter") or {}).get("prefix", "")}}
+        if rule.get("expiration"):
+            out["Expiration"] = {"Days": int(rule["expiration"]["days"])}
+        if rule.get("noncurrentVersionExpiration"):
+            out["NoncurrentVersionExpiration"] = {
+                "NoncurrentDays": int(rule["noncurrentVersionExpiration"]["noncurrentDays"])}
+        if rule.get("abortIncompleteMultipartUpload"):
+            out["AbortIncompleteMultipartUpload"] = {
+                "DaysAfterInitiation": int(rule["abortIncompleteMultipartUpload"]["daysAfterInitiation"])}
+        rules.append(out)
+    return rules
+
+
+def _lifecycle(s3, bucket: str, d: Desired) -> None:
+    """A bucket's whole lifecycle configuration (the log bucket's: the shared
+    bucket's is merged per tenant by infra.providers.prefix_lifecycle)."""
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": _lifecycle_rules(d)})
+
+
+def _get_lifecycle(s3, bucket: str, d: Desired) -> dict[str, Any] | None:
+    got = read_or_none(lambda: s3.get_bucket_lifecycle_configuration(Bucket=bucket),
+                       "NoSuchLifecycleConfiguration")
+    if got is None:
+        return None
+    live = sorted(got.get("Rules", []), key=lambda r: r.get("ID", ""))
+    wanted = sorted(_lifecycle_rules(d), key=lambda r: r["ID"])
+    # What was put, read back: no drift (the live shape is S3's, not the program's).
+    return {"rules": d.get("rules") if live == wanted else live}
+
+
 def _sandbox_policy(d: Desired) -> dict[str, Any] | None:
     """The declared policy, less the Deny statements moto cannot evaluate: moto
     (5.2) skips condition operators other than StringEquals, so a conditional
@@ -205,4 +266,10 @@ HANDLERS = (
                          _get_versioning),
     BucketSettingHandler("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
                          _encryption, lambda s3, b: s3.delete_bucket_encryption(Bucket=b), _get_encryption),
+    BucketSettingHandler("aws:s3/bucketOwnershipControls:BucketOwnershipControls", _ownership,
+                         lambda s3, b: s3.delete_bucket_ownership_controls(Bucket=b), _get_ownership),
+    BucketSettingHandler("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", _lifecycle,
+                         lambda s3, b: s3.delete_bucket_lifecycle(Bucket=b), _get_lifecycle),
+    BucketSettingHandler("aws:s3/bucketLogging:BucketLogging", _logging,
+                         lambda s3, b: s3.put_bucket_logging(Bucket=b, BucketLoggingStatus={}), _get_logging),
 )

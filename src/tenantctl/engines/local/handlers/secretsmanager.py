@@ -1,4 +1,11 @@
-"""Secrets Manager secrets, found by name (a secret pending deletion is restored, not duplicated)."""
+"""Secrets Manager secrets, found by name (a secret pending deletion is
+restored, not duplicated), and their rotation schedules.
+
+A schedule is recorded in moto as RotateSecret records it (function,
+period, rotation enabled), with ``RotateImmediately`` off: moto cannot run the
+function (no Docker), and its stand-in would promote an empty version. The
+rotation itself runs on the sandbox through ``tenantctl.sandbox.rotation``,
+the same four steps the function runs on AWS."""
 
 from __future__ import annotations
 
@@ -78,4 +85,40 @@ class SecretHandler(Handler):
         delete_secret(ctx, rid, as_int(d.get("recoveryWindowInDays", 30)))
 
 
-HANDLERS = (SecretHandler(),)
+PENDING = "AWSPENDING"
+
+
+class SecretRotationHandler(Handler):
+    """Id: the secret's ARN, as Pulumi's."""
+
+    type = "aws:secretsmanager/secretRotation:SecretRotation"
+    replace_on = ("secretId",)
+
+    def make(self, ctx: Context, d: Desired) -> str:
+        return ctx.client("secretsmanager").describe_secret(SecretId=d.get("secretId"))["ARN"]
+
+    def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
+        sm = ctx.client("secretsmanager")
+        rules: dict[str, Any] = {}
+        days = (d.get("rotationRules") or {}).get("automaticallyAfterDays")
+        if days:
+            rules["AutomaticallyAfterDays"] = as_int(days)
+        if (d.get("rotationRules") or {}).get("scheduleExpression"):
+            rules["ScheduleExpression"] = d.get("rotationRules")["scheduleExpression"]
+        sm.rotate_secret(SecretId=rid, RotationLambdaARN=d.get("rotationLambdaArn"), RotationRules=rules,
+                         RotateImmediately=False)
+        # moto's RotateSecret leaves AWSPENDING on a copy of the current value
+        # (AWS runs the function's testSecret step instead): take it off, so a
+        # pending version means a rotation in progress, as on AWS.
+        stages = sm.describe_secret(SecretId=rid).get("VersionIdsToStages", {})
+        for version, labels in stages.items():
+            if PENDING in labels and "AWSCURRENT" not in labels:
+                sm.update_secret_version_stage(SecretId=rid, VersionStage=PENDING, RemoveFromVersionId=version)
+        return {"rotationEnabled": True}
+
+    def remove(self, ctx: Context, rid: str, d: Desired) -> None:
+        ignore_missing(lambda: ctx.client("secretsmanager").cancel_rotate_secret(SecretId=rid),
+                       "ResourceNotFoundException", "InvalidRequestException")
+
+
+HANDLERS = (SecretHandler(), SecretRotationHandler())
