@@ -1,35 +1,75 @@
 """tenant_runtime: route every request's context to its tenant's store and nowhere else.
 
 Imports neither pulumi, typer nor tenantctl (tests/unit/test_import_boundary.py);
-web frameworks are optional (tenant_runtime.asgi imports none).
+web frameworks are optional (tenant_runtime.asgi imports none). Every name is
+imported on first use.
 """
 
-from tenant_runtime.auth import JWTSettings, TenantResolver
-from tenant_runtime.context import TenantContext
-from tenant_runtime.errors import (
-    DecryptionFailed,
-    InvalidRequest,
-    RegistryUnavailable,
-    StoreUnavailable,
-    TenantInactive,
-    TenantMismatch,
-    TenantNotFound,
-    TenantRuntimeError,
-    Unauthenticated,
-)
-from tenant_runtime.models import (
-    StoreConnection,
-    TenantRecord,
-    TenantResources,
-    TenantStatus,
-    Tier,
-)
-from tenant_runtime.registry import RegistryReader
-from tenant_runtime.runtime import TenantRuntime
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Names are imported on first use (PEP 562): the control side reads the models
+# and the registry codec without paying for psycopg, jwt and cryptography.
+_EXPORTS = {
+    "AsyncTenantRuntime": "tenant_runtime.aio",
+    "JWTSettings": "tenant_runtime.auth", "TenantResolver": "tenant_runtime.auth",
+    "TenantContext": "tenant_runtime.context",
+    "Gateway": "tenant_runtime.gateway",
+    "RegistryReader": "tenant_runtime.registry",
+    "TenantRuntime": "tenant_runtime.runtime",
+    **dict.fromkeys(("StoreConnection", "TenantRecord", "TenantResources", "TenantStatus", "Tier"),
+                    "tenant_runtime.models"),
+    **dict.fromkeys(("DecryptionFailed", "InvalidRequest", "KeyUnusable", "KmsUnavailable", "RegistryUnavailable",
+                     "RevocationsUnavailable", "StoreTimeout", "StoreUnavailable", "TenantInactive",
+                     "TenantMismatch", "TenantNotFound", "TenantRuntimeError", "TokenRevoked", "Unauthenticated",
+                     "UntrustedContext"), "tenant_runtime.errors"),
+}
+
+if TYPE_CHECKING:
+    from tenant_runtime.aio import AsyncTenantRuntime
+    from tenant_runtime.auth import JWTSettings, TenantResolver
+    from tenant_runtime.context import TenantContext
+    from tenant_runtime.errors import (
+        DecryptionFailed,
+        InvalidRequest,
+        KeyUnusable,
+        KmsUnavailable,
+        RegistryUnavailable,
+        RevocationsUnavailable,
+        StoreTimeout,
+        StoreUnavailable,
+        TenantInactive,
+        TenantMismatch,
+        TenantNotFound,
+        TenantRuntimeError,
+        TokenRevoked,
+        Unauthenticated,
+        UntrustedContext,
+    )
+    from tenant_runtime.gateway import Gateway
+    from tenant_runtime.models import StoreConnection, TenantRecord, TenantResources, TenantStatus, Tier
+    from tenant_runtime.registry import RegistryReader
+    from tenant_runtime.runtime import TenantRuntime
 
 __all__ = [
-    "DecryptionFailed", "InvalidRequest", "JWTSettings", "RegistryReader", "RegistryUnavailable",
-    "StoreConnection", "StoreUnavailable", "TenantContext", "TenantInactive", "TenantMismatch",
-    "TenantNotFound", "TenantRecord", "TenantResolver", "TenantResources", "TenantRuntime",
-    "TenantRuntimeError", "TenantStatus", "Tier", "Unauthenticated",
+    "AsyncTenantRuntime", "DecryptionFailed", "Gateway", "InvalidRequest", "JWTSettings", "KeyUnusable",
+    "KmsUnavailable", "RegistryReader", "RegistryUnavailable", "RevocationsUnavailable", "StoreConnection",
+    "StoreTimeout", "StoreUnavailable", "TenantContext", "TenantInactive", "TenantMismatch", "TenantNotFound",
+    "TenantRecord", "TenantResolver", "TenantResources", "TenantRuntime", "TenantRuntimeError", "TenantStatus", "Tier",
+    "TokenRevoked", "Unauthenticated", "UntrustedContext",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tenant_runtime' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -28,6 +28,11 @@ class TenantStatus(str, Enum):
 DEFAULT_CELL = "default"
 
 
+def tenant_prefix(tenant_id: str) -> str:
+    """The tenant's S3 prefix; the trailing slash keeps `acme` from matching `acme-corp`."""
+    return f"tenants/{tenant_id}/"
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

@@ -182,6 +182,13 @@ def client(service: str, *, session: Any | None = None, region: str | None = Non
     return made
 
 
+def service_endpoint(service: str) -> str | None:
+    """``AWS_ENDPOINT_URL_<SERVICE>`` when set: botocore's own per-service override,
+    kept above a target's endpoint so one service can be pointed elsewhere
+    (a DynamoDB Local, or a dead port in a fault drill)."""
+    return os.environ.get(f"AWS_ENDPOINT_URL_{service.upper().replace('-', '_')}") or None
+
+
 class Clients:
     """The clients of one target, each made once (``client()``'s retry policy):
     the sandbox's endpoint and credentials, or an AWS profile's session. Passed
@@ -203,12 +210,8 @@ class Clients:
         self._lock = threading.RLock()  # re-entered: in_account makes its STS client through __call__
 
     def endpoint_for(self, service: str) -> str | None:
-        """The endpoint a client of ``service`` gets: a service-specific
-        ``AWS_ENDPOINT_URL_<SERVICE>`` wins over the target's endpoint, as it
-        would in botocore's own configuration chain (an explicit endpoint
-        argument would otherwise silence it: the registry-unavailable tests
-        point DynamoDB elsewhere that way)."""
-        return os.environ.get(f"AWS_ENDPOINT_URL_{service.upper().replace('-', '_')}") or self.endpoint_url
+        """The endpoint a client of ``service`` gets (``service_endpoint`` first)."""
+        return service_endpoint(service) or self.endpoint_url
 
     def __call__(self, service: str, region: str | None = None) -> Any:
         region = region or self.region

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 
 class TenantctlError(Exception):
@@ -31,6 +32,21 @@ def engine_step(what: str) -> Iterator[None]:
         raise
     except Exception as exc:
         raise ApplyFailed(f"{what} failed: {exc}") from exc
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as a summary shows it: ours as written, anything else with its type."""
+    return str(exc) if isinstance(exc, TenantctlError) else f"{type(exc).__name__}: {exc}"
+
+
+@contextmanager
+def contained(result: Any) -> Iterator[None]:
+    """One tenant's failure recorded on its ``result`` (``ok``, ``error``) instead
+    of stopping the others (fleet runs: apply, refresh)."""
+    try:
+        yield
+    except Exception as exc:
+        result.ok, result.error = False, one_line(exc)
 
 
 class Conflict(TenantctlError):
@@ -82,7 +98,7 @@ class KeyUnusable(TenantctlError):
 EXIT_CODES = {
     0: "success",
     1: "unexpected error",
-    2: "usage error (bad flag or argument); `apply --preview`: changes pending",
+    2: "usage error (bad flag or argument); previews: changes pending; `refresh`: drift; `audit`: findings",
     InvalidInput.exit_code: "invalid input: tenant id, spec or option refused (message names the rule)",
     ApplyFailed.exit_code: "the engine failed to preview/apply/destroy (nothing further is changed)",
     Conflict.exit_code: "conflict: tenant locked by another run, or its record changed concurrently",

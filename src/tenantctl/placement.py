@@ -114,8 +114,8 @@ def place(ws: Workspace, spec: TenantSpec, record: TenantRecord | None) -> tuple
         if cell.draining:
             refusals.append(f"cell {cell.name}: draining")
             continue
-        ws.ensure_cell(cell.name)
-        walls = preflight.over(spec, ws.cell_clients(cell.name))
+        outputs = ws.ensure_cell(cell.name)
+        walls = preflight.over(spec, outputs, ws.cell_clients(cell.name))
         if walls:
             refusals.append(f"cell {cell.name}: " + "; ".join(w.explain() for w in walls))
             continue
@@ -131,6 +131,29 @@ def place(ws: Workspace, spec: TenantSpec, record: TenantRecord | None) -> tuple
         + f"; {add_cell_hint(spec.region)}, or free capacity and re-run")
 
 
+def choose(ws: Workspace, spec: TenantSpec, record: TenantRecord | None) -> TenantSpec:
+    """``spec`` with the cell a provision would place it in, taking no slot (a
+    preview): its record's, the forced one, or the least loaded fit of its
+    region. Raises as ``place`` does for a request no cell could take."""
+    if record is not None:
+        return spec.model_copy(update={"cell": record.cell})
+    cells = ws.cells()
+    if spec.cell is not None:
+        if spec.cell not in cells:
+            raise InvalidInput(f"--cell {spec.cell}: no such cell (`tenantctl cell list` shows them)")
+        problem = _unfit(cells[spec.cell], spec)
+        if problem:
+            raise InvalidInput(f"tenant {spec.id!r} cannot go to cell {spec.cell!r}: {problem}")
+        return spec
+    open_cells = [c for c in cells.values() if _unfit(c, spec) is None and not c.draining]
+    if not open_cells:
+        raise QuotaExceeded(f"tenant {spec.id!r} ({spec.tier.value}): no open cell in {spec.region} can take it; "
+                            f"{add_cell_hint(spec.region)}")
+    counts = ws.registry.cell_counts([c.name for c in open_cells])
+    best = min(open_cells, key=lambda c: _load(counts[c.name], c, spec.tier))
+    return spec.model_copy(update={"cell": best.name})
+
+
 def _existing(ws: Workspace, spec: TenantSpec, record: TenantRecord) -> tuple[TenantSpec, Placement]:
     """An existing tenant stays where it is; its account walls are checked again."""
     if spec.cell is not None and spec.cell != record.cell:
@@ -142,8 +165,8 @@ def _existing(ws: Workspace, spec: TenantSpec, record: TenantRecord) -> tuple[Te
     placement = Placement(cell=record.cell, account_id=record.account_id)
     if record.status in (TenantStatus.deprovisioning, TenantStatus.deprovisioned):
         return placed, placement  # the registry's hold refuses it with the tombstone's story
-    ws.ensure_cell(record.cell)
-    walls = preflight.over(spec, ws.cell_clients(record.cell))
+    outputs = ws.ensure_cell(record.cell)
+    walls = preflight.over(spec, outputs, ws.cell_clients(record.cell))
     if walls:
         raise QuotaExceeded(f"tenant {spec.id!r} refused before anything was changed: cell {record.cell}: "
                             + "; ".join(w.explain() for w in walls) + ". Free capacity (raise the quota) and re-run.")

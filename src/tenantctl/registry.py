@@ -15,7 +15,8 @@ import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -33,7 +34,7 @@ from tenant_runtime.registry import (
     item_to_record,
     record_to_item,
 )
-from tenantctl.errors import Conflict, InvalidInput, NotFound, TargetUnavailable, TenantctlError
+from tenantctl.errors import Conflict, InvalidInput, NotFound, TargetUnavailable, TenantctlError, one_line
 from tenantctl.models import (
     TenantLock,
     TenantRecord,
@@ -43,7 +44,7 @@ from tenantctl.models import (
     Tier,
     utcnow,
 )
-from tenantctl.naming import DEFAULT_CELL
+from tenantctl.naming import DEFAULT_CELL, broken_rule, require_valid
 
 
 def new_lock(operation: str) -> TenantLock:
@@ -55,12 +56,54 @@ def new_lock(operation: str) -> TenantLock:
     )
 
 
+def _process_started(pid: int) -> datetime | None:
+    """When process ``pid`` of this host started; None when there is no such
+    process. Without /proc (not Linux) a live pid reads as started at the epoch:
+    its reuse cannot be told apart there."""
+    if not Path("/proc/self/stat").exists():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:  # someone else's live process
+            pass
+        return datetime.fromtimestamp(0, UTC)
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # Field 22 (starttime, clock ticks after boot); the name in field 2 may hold spaces and ')'.
+    ticks = int(stat.rsplit(")", 1)[1].split()[19])
+    boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                if line.startswith("btime "))
+    return datetime.fromtimestamp(boot + ticks / os.sysconf("SC_CLK_TCK"), UTC)
+
+
+def lock_holder(lock: TenantLock) -> str:
+    """Whether the run holding ``lock`` is alive: ``running`` / ``gone`` (no
+    such pid on this host) / ``reused`` (the pid belongs to a process started
+    after the lock was taken, so not to its holder) / ``elsewhere`` (another
+    host: unknowable from here)."""
+    if lock.host != socket.gethostname():
+        return "elsewhere"
+    started = _process_started(lock.pid)
+    if started is None:
+        return "gone"
+    # btime is whole seconds and starttime counts ticks: allow a second of slack.
+    return "reused" if started > lock.acquired_at + timedelta(seconds=1) else "running"
+
+
 def describe_lock(tenant_id: str, lock: TenantLock) -> str:
-    return (
-        f"tenant {tenant_id!r} is locked by a running {lock.operation} "
-        f"(owner {lock.owner}, host {lock.host}, pid {lock.pid}, since {lock.acquired_at:%Y-%m-%d %H:%M:%S}Z); "
-        f"if that run is dead, `tenantctl unlock {tenant_id} --force` removes the lock"
-    )
+    holder = lock_holder(lock)
+    when = f"since {lock.acquired_at:%Y-%m-%d %H:%M:%S}Z"
+    unlock = f"`tenantctl unlock {tenant_id} --force` removes the lock"
+    if holder in ("gone", "reused"):
+        why = "no longer exists" if holder == "gone" else "now belongs to a process started after the lock was taken"
+        return (f"tenant {tenant_id!r} is locked by a {lock.operation} that is no longer running "
+                f"(owner {lock.owner}, host {lock.host}, pid {lock.pid} {why}, {when}); {unlock}")
+    alive = ", alive on this host" if holder == "running" else ""
+    return (f"tenant {tenant_id!r} is locked by a running {lock.operation} "
+            f"(owner {lock.owner}, host {lock.host}, pid {lock.pid}{alive}, {when}); if that run is dead, {unlock}")
 
 
 def decode_cursor(cursor: str) -> str:
@@ -74,9 +117,28 @@ def failure_text(exc: BaseException) -> str:
     """What a failed run leaves in the record's ``last_error``."""
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
-    if isinstance(exc, TenantctlError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+    return one_line(exc)
+
+
+def refusal(existing: TenantRecord | None, spec: TenantSpec, locks: bool = True) -> TenantctlError | None:
+    """Why a provision of ``spec`` would be refused by the registry as it stands
+    (None: it would be let through). Previews ask this so that a green preview
+    means a green apply; ``locks=False``: a lock (a run in progress) is not a refusal."""
+    if existing is None:
+        return None
+    if locks and existing.lock is not None:
+        return Conflict(describe_lock(spec.id, existing.lock))
+    if existing.status in (TenantStatus.deprovisioning, TenantStatus.deprovisioned):
+        return Conflict(
+            f"tenant id {spec.id!r} was deprovisioned on {existing.deprovisioned_at or existing.updated_at:%Y-%m-%d}; "
+            "ids are tombstoned and never reused (restore it with `tenantctl drill restore` or pick a new id)"
+        )
+    if existing.tier is not spec.tier:
+        return InvalidInput(
+            f"tenant {spec.id!r} is {existing.tier.value}; moving tiers in place is not supported "
+            "(provision a new tenant and migrate its data)"
+        )
+    return None
 
 
 class RegistryUnreachable(TargetUnavailable):
@@ -123,6 +185,7 @@ class RegistryWriter:
 
     # -- reads -----------------------------------------------------------
     def get(self, tenant_id: str) -> TenantRecord | None:
+        require_valid(tenant_id)  # an empty or malformed id is refused here, not by DynamoDB
         item = self._call("get_item", Key=item_key(tenant_id), ConsistentRead=True).get("Item")
         return item_to_record(item) if item and is_record_item(item) else None
 
@@ -291,6 +354,7 @@ class RegistryWriter:
 
     # -- writes ----------------------------------------------------------
     def _put(self, record: TenantRecord, expected_version: int | None) -> TenantRecord:
+        require_valid(record.tenant_id)  # nothing is ever written under an id the engine would refuse
         new = record.model_copy(update={"version": (expected_version or 0) + 1, "updated_at": utcnow()})
         item = record_to_item(new)
         if expected_version is None:
@@ -358,19 +422,9 @@ class RegistryWriter:
                 return self._put(record, None)
             except Conflict:
                 raise Conflict(f"tenant {spec.id!r} is being provisioned by another run") from None
-        if existing.lock is not None:
-            raise Conflict(describe_lock(spec.id, existing.lock))
-        if existing.status in (TenantStatus.deprovisioning, TenantStatus.deprovisioned):
-            when = existing.deprovisioned_at or existing.updated_at
-            raise Conflict(
-                f"tenant id {spec.id!r} was deprovisioned on {when:%Y-%m-%d}; "
-                "ids are tombstoned and never reused (restore it with `tenantctl drill restore` or pick a new id)"
-            )
-        if existing.tier is not spec.tier:
-            raise InvalidInput(
-                f"tenant {spec.id!r} is {existing.tier.value}; moving tiers in place is not supported "
-                "(provision a new tenant and migrate its data)"
-            )
+        refused = refusal(existing, spec)
+        if refused is not None:
+            raise refused
         updated = existing.model_copy(update={"lock": lock, "last_error": None})  # owner: once applied
         return self._put(updated, existing.version)
 
@@ -428,6 +482,33 @@ class RegistryWriter:
         except (ClientError, BotoCoreError):
             return False
         return True
+
+    def forget_invalid(self, tenant_id: str) -> TenantRecord | None:
+        """Delete the record of an id that breaks a naming rule (``tenantctl
+        forget``): the one read that skips the id check. None when there is no
+        record; a record naming resources is refused (they would be orphaned)."""
+        if broken_rule(tenant_id) is None:
+            raise InvalidInput(f"tenant id {tenant_id!r} is valid: its record is not forgotten, it is deprovisioned")
+        try:
+            item = self.client.get_item(TableName=self.table, Key=item_key(tenant_id), ConsistentRead=True).get("Item")
+        except (ClientError, BotoCoreError) as exc:
+            raise TargetUnavailable(f"registry table {self.table!r} unreadable: {exc}") from None
+        if item is None:
+            return None
+        record = item_to_record(item)
+        if record.resources is not None:
+            raise Conflict(f"the registry record of {tenant_id!r} names resources ({record.resources.kms_key_arn}, "
+                           "...): forgetting it would orphan them; remove them by hand first")
+        try:
+            self.client.delete_item(TableName=self.table, Key=item_key(tenant_id), ConditionExpression="version = :v",
+                                    ExpressionAttributeValues={":v": {"N": str(record.version)}})
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise Conflict(f"the registry record of {tenant_id!r} changed while forgetting it; re-run") from None
+            raise TargetUnavailable(f"registry delete failed: {exc}") from None
+        except BotoCoreError as exc:
+            raise TargetUnavailable(f"registry table {self.table!r} unreachable, delete failed: {exc}") from None
+        return record
 
     def force_unlock(self, tenant_id: str) -> TenantRecord:
         record = self.require(tenant_id)

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from tenantctl.errors import InvalidInput
 from tenantctl.files import write_atomic
 from tenantctl.models import CellSpec, TenantSpec, describe_validation_error
-from tenantctl.naming import CELL_STACK_PREFIX, DEFAULT_CELL, cell_of_stack, cell_stack
+from tenantctl.naming import CELL_STACK_PREFIX, DEFAULT_CELL, cell_of_stack, cell_stack, require_valid
 
 Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -67,7 +67,7 @@ def _write(path: Path, text: str) -> bool:
 
 def write_tenant(stacks_dir: Path, spec: TenantSpec) -> bool:
     """Write the tenant's stack file; True when its content changed."""
-    return _write(stack_file(stacks_dir, spec.id), render_tenant(spec))
+    return _write(stack_file(stacks_dir, require_valid(spec.id)), render_tenant(spec))
 
 
 def write_cell(stacks_dir: Path, spec: CellSpec) -> bool:

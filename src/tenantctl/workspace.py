@@ -22,6 +22,11 @@ from tenantctl.naming import DEFAULT_CELL, PLATFORM_STACK, cell_stack
 from tenantctl.project import PROJECT_FILE, Project, ensure_project_file, find_root
 from tenantctl.registry import RegistryWriter
 
+# Platform outputs the sandbox must have: a platform applied before one of them
+# existed is applied again (on AWS that is `tenantctl platform up`'s job).
+PLATFORM_OUTPUTS = ("registry_table", "revocation_table", "gateway_secret_arn")  # the home cell's
+CELL_OUTPUTS = ("bucket", "gateway_secret_arn")  # every other cell's
+
 
 class Workspace:
     def __init__(self, project_dir: Path | None = None, cwd: Path | None = None) -> None:
@@ -115,11 +120,14 @@ class Workspace:
         return self.client.in_account(spec.account_role_arn, record.region)
 
     def ensure_cell(self, name: str, on_event: EventSink | None = None) -> dict[str, Any]:
-        """The cell's outputs, applying it first when it is not up yet: on the
+        """The cell's outputs, applying it first when it is not up yet (or was
+        applied by a tenantctl that did not export every output yet): on the
         sandbox any cell with a stack file (the default cell's is written on
         first use); on AWS only ever through `platform up` / `cell add`."""
         outputs = self.cell_outputs(name)
-        if outputs.get("bucket") and (name != DEFAULT_CELL or outputs.get("registry_table")):
+        wanted = PLATFORM_OUTPUTS if name == DEFAULT_CELL else CELL_OUTPUTS
+        # Off the sandbox the first output says it was applied; the sandbox re-applies an older cell.
+        if outputs.get("bucket") and all(outputs.get(k) for k in (wanted if self.is_sandbox else wanted[:1])):
             return outputs
         if not self.is_sandbox:
             command = "tenantctl platform up" if name == DEFAULT_CELL else f"tenantctl cell add {name}"

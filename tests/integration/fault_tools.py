@@ -73,9 +73,10 @@ class Cli:
         if launcher is None:
             launcher = any((env or {}).get(name) for name in FAULT_ENVS)
         command = [str(LAUNCHER)] if launcher else ["-m", "tenantctl"]
+        # No stdin: a command that asks (deprovision without --yes) reads EOF and aborts.
         return subprocess.Popen([sys.executable, *command, *args], cwd=self.root,
-                                env={**self.env, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+                                env={**self.env, **(env or {})}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
 
     def __call__(self, *args: str, env: dict[str, str] | None = None, timeout: float = 600,
                  launcher: bool | None = None) -> Run:
@@ -175,21 +176,50 @@ def inventory(sandbox, tenant_id: str, region: str | None = None, account: str |
         kinds["iam:role"] += 1
     except iam.exceptions.NoSuchEntityException:
         pass
-    dbname = database or platform_outputs(sandbox)["db_name"]
+    platform = platform_outputs(sandbox)
+    dbname = database or platform["db_name"]
     with psycopg.connect(sandbox.pg_dsn(dbname), autocommit=True) as conn:
         kinds["pg:schema"] += conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s",
                                            (naming.schema_name(tenant_id),)).fetchone()[0]
         kinds["pg:role"] += conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s",
                                          (naming.db_role_name(tenant_id),)).fetchone()[0]
+    kinds.update(_rotation_and_db_access(sandbox, platform, tenant_id, kms, sm))
     return {k: v for k, v in sorted(kinds.items()) if v}
 
 
+def _rotation_and_db_access(sandbox, platform: dict, tenant_id: str, kms, sm) -> Counter[str]:
+    """The rule admitting the tenant's group into the shared database's group,
+    the rotation function's grant on the tenant key, the secret's rotation."""
+    kinds: Counter[str] = Counter()
+    ec2 = aws(sandbox, "ec2")
+    own = {g["GroupId"] for g in ec2.describe_security_groups(
+        Filters=[{"Name": "tag:tenant", "Values": [tenant_id]}])["SecurityGroups"]}
+    rules = ec2.describe_security_group_rules(
+        Filters=[{"Name": "group-id", "Values": [platform["db_security_group_id"]]}])["SecurityGroupRules"]
+    kinds["ec2:db-ingress-rule"] = sum((r.get("ReferencedGroupInfo") or {}).get("GroupId") in own for r in rules
+                                       if not r.get("IsEgress"))
+    try:
+        key = kms.describe_key(KeyId=naming.kms_alias(tenant_id))["KeyMetadata"]
+        if key["KeyState"] != "PendingDeletion":
+            kinds["kms:grant"] = len(kms.list_grants(KeyId=key["KeyId"])["Grants"])
+    except kms.exceptions.NotFoundException:
+        pass
+    try:
+        secret = sm.describe_secret(SecretId=naming.secret_name(tenant_id))
+        kinds["secretsmanager:rotation"] = int(bool(secret.get("RotationEnabled")) and not secret.get("DeletedDate"))
+    except sm.exceptions.ResourceNotFoundException:
+        pass
+    return kinds
+
+
 # A pooled tenant, exactly once each: one key (+ its alias, checked apart), two
-# queues (jobs + DLQ), one role, one secret, one schema + role, one security
-# group, its alarms and topic. No lifecycle rule: its cell's bucket holds one
-# rule per retention class for every tenant.
+# queues (jobs + DLQ), one role, one secret (rotated, by a grant on the key),
+# one schema + role, one security group and the one rule admitting it into the
+# shared database's, its alarms and topic. No lifecycle rule: its cell's bucket
+# holds one rule per retention class for every tenant.
 POOLED = {
-    "cloudwatch:alarm": 2, "ec2:security-group": 1, "iam:role": 1, "kms:key": 1, "pg:role": 1, "pg:schema": 1,
+    "cloudwatch:alarm": 2, "ec2:db-ingress-rule": 1, "ec2:security-group": 1, "iam:role": 1, "kms:grant": 1,
+    "kms:key": 1, "pg:role": 1, "pg:schema": 1, "secretsmanager:rotation": 1,
     "secretsmanager:secret": 1, "sns": 1, "sqs": 2,
 }
 

@@ -27,7 +27,7 @@ from faults import FAULT_AFTER_ENV, FAULT_EXIT_CODE, FAULT_POINT_ENV
 pytestmark = pytest.mark.integration
 
 RUN = run_id()
-POOLED_WRITES = 12  # resource writes of a pooled tenant's up (and of its destroy): one per resource
+POOLED_WRITES = 15  # resource writes of a pooled tenant's up (and of its destroy): one per resource
 
 # (TENANTCTL_FAULT_AFTER, TENANTCTL_FAULT_POINT): the registry steps by name,
 # every resource write between the sandbox call and the state record (the
@@ -79,7 +79,7 @@ def assert_lock_reported(cli: Cli, tenant_id: str, operation: str, pid: int, sta
 def assert_refused_then_unlocked(cli: Cli, tenant_id: str, pid: int, *rerun: str, all_checks: bool) -> None:
     refused = cli(*rerun)
     assert refused.returncode == 5, refused
-    assert f"pid {pid}" in refused.stderr and "locked by a running" in refused.stderr
+    assert f"pid {pid} no longer exists" in refused.stderr and "that is no longer running" in refused.stderr
     assert f"tenantctl unlock {tenant_id} --force" in refused.stderr
     if all_checks:
         assert cli("unlock", tenant_id).returncode == 3  # --force is required

@@ -157,7 +157,8 @@ def test_sandbox_target_never_opens_the_pulumi_engine(project: Path, monkeypatch
         raise AssertionError("a sandbox target reached the PulumiEngine")
 
     monkeypatch.setattr(engines_mod, "_open_pulumi", no_pulumi)
-    monkeypatch.setattr(engines_mod, "_open_local", lambda target, project_dir, gate, sandbox: opened.append((target.kind, project_dir)))
+    monkeypatch.setattr(engines_mod, "_open_local",
+                        lambda target, project_dir, gate, sandbox: opened.append((target.kind, project_dir)))
     open_engine(load_target(project, environ={}), project)
     assert opened == [("sandbox", project)]
 

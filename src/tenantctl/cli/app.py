@@ -12,14 +12,18 @@ import typer
 
 from tenantctl.cli import (
     apply_cmd,
+    audit_cmd,
     cell_cmd,
     check_cmd,
+    dev_cmd,
     drill_cmd,
     platform_cmd,
+    refresh_cmd,
     sandbox_cmd,
     setup_cmd,
     target_cmd,
     tenant_cmd,
+    token_cmd,
     usage_cmd,
 )
 from tenantctl.errors import TenantctlError
@@ -34,8 +38,8 @@ app = typer.Typer(
 
 
 # Top-level commands merge into the root app, groups keep their names; --help lists them in this order.
-for _module in (tenant_cmd, check_cmd, apply_cmd, cell_cmd, platform_cmd, sandbox_cmd, usage_cmd, drill_cmd,
-                target_cmd, setup_cmd):
+for _module in (tenant_cmd, check_cmd, apply_cmd, refresh_cmd, audit_cmd, cell_cmd, platform_cmd, sandbox_cmd,
+                usage_cmd, drill_cmd, token_cmd, dev_cmd, target_cmd, setup_cmd):
     app.add_typer(_module.app)
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from tenantctl.cli.output import console, err_console, print_json, table
+from tenantctl.cli.output import console, err_console, orphan_lines, print_json, steps_table, table
 
 if TYPE_CHECKING:
     from tenantctl.operations.apply import TenantResult
@@ -17,61 +17,55 @@ if TYPE_CHECKING:
 
 app = typer.Typer()
 
+
 def _changes(result: TenantResult) -> str:
-    return ", ".join(f"{op} {n}" for op, n in result.changes.items())
+    return ", ".join(f"{op} {n}" for op, n in result.changes.items() if op != "same")
+
+
+def _details(result: TenantResult, preview: bool) -> None:
+    """The tenant's resource steps with their changed properties; its drift and orphan resources."""
+    steps_table(f"{result.tenant_id} · {result.action.value}", result.resources)
+    if result.drift:
+        repaired = "" if preview or not result.ok else ", repaired"
+        steps_table(f"{result.tenant_id} · drift found (recorded → live){repaired}", result.drift)
+    orphan_lines(result.tenant_id, result.orphans, preview)
 
 
 @contextmanager
 def _progress(preview: bool) -> Iterator[tuple[Callable, Callable]]:
     """Per-tenant progress on stderr: the plan, then one line per finished
-    tenant (with a live bar when stderr is a terminal). stdout stays for the
-    summary (and --json)."""
+    tenant. stdout stays for the summary (and --json)."""
     from rich.markup import escape
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    verb = "previewing" if preview else "applying"
-    state = {"done": 0, "total": 0}
-    bar: Progress | None = None
-    task = None
+    from tenantctl.cli.progress import fleet_progress
 
-    def on_plan(results) -> None:
-        nonlocal bar, task
-        counts: dict[str, int] = {}
-        for r in results:
-            counts[r.action.value] = counts.get(r.action.value, 0) + 1
-        state["total"] = sum(counts.get(a, 0) for a in ("create", "update", "prune"))
-        text = ", ".join(f"{n} {a}" for a, n in counts.items()) or "no tenants"
-        err_console.print(f"plan: {text}" + (f"; {verb} {state['total']} tenant(s)" if state["total"] else ""),
-                          highlight=False)
-        if state["total"] and err_console.is_terminal:
-            bar = Progress(TextColumn(verb), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                           console=err_console, transient=True)
-            bar.start()
-            task = bar.add_task(verb, total=state["total"])
+    with fleet_progress("previewing" if preview else "applying") as progress:
+        def on_plan(results) -> None:
+            counts: dict[str, int] = {}
+            for r in results:
+                counts[r.action.value] = counts.get(r.action.value, 0) + 1
+            progress.plan(sum(counts.get(a, 0) for a in ("create", "update", "repair", "prune")),
+                          ", ".join(f"{n} {a}" for a, n in counts.items()) or "no tenants")
 
-    def on_result(result) -> None:
-        state["done"] += 1
-        mark = "[green]ok[/]" if result.ok else f"[red]failed[/]: {escape(result.error or '')}"
-        changes = f" · {_changes(result)}" if result.changes else ""
-        err_console.print(f"[{state['done']}/{state['total']}] {result.tenant_id}: {result.action.value} {mark} "
-                          f"({result.seconds:.1f}s){changes}", highlight=False)
-        if bar is not None:
-            bar.advance(task)
+        def on_result(result) -> None:
+            mark = "[green]ok[/]" if result.ok else f"[red]failed[/]: {escape(result.error or '')}"
+            changes = f" · {_changes(result)}" if result.changes else ""
+            progress.done(f"{result.tenant_id}: {result.action.value} {mark} ({result.seconds:.1f}s){changes}")
 
-    try:
         yield on_plan, on_result
-    finally:
-        if bar is not None:
-            bar.stop()
 
 
 @app.command()
 def apply(
     preview: Annotated[bool, typer.Option(
-        "--preview", help="Plan only. Exit 0: no changes, 2: changes pending, 1: error.")] = False,
+        "--preview", help="Plan only, with each resource's step and changed properties. Exit 0: no changes, "
+        "2: changes pending, 1: error (including what the run would refuse).")] = False,
+    refresh: Annotated[bool, typer.Option(
+        "--refresh", help="Read every tenant's live resources instead of trusting the fingerprint: drifted "
+        "tenants are repaired (resources reset or created again, orphan resources removed).")] = False,
     prune: Annotated[bool, typer.Option(
         "--prune", help="Deprovision tenants in the registry but not in stacks/ (only with --yes; without it "
-                        "they are listed).")] = False,
+        "they are listed).")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Confirm --prune.")] = False,
     parallel: Annotated[int, typer.Option(help="Tenants applied at once (each in a process of its own).")] = 4,
     shard: Annotated[Optional[str], typer.Option(
@@ -88,9 +82,14 @@ def apply(
 ) -> None:
     """Provision new tenants, update changed ones, skip unchanged ones, report orphans.
 
+    Previews list each resource's step (create / update / replace / delete) with
+    its changed properties, old → new; a replaced or deleted database, key,
+    bucket or secret is called out. Unchanged tenants are skipped by their
+    fingerprint; --refresh reads them live instead and repairs the drifted ones.
+
     Exit codes: 0 all applied (or, with --preview, nothing pending); 2 changes pending
-    (--preview); 1 at least one tenant failed (the summary says which and why).
-    Progress goes to stderr, the summary to stdout.
+    (--preview); 1 at least one tenant failed, or would be refused (the summary says
+    which and why). Progress goes to stderr, the summary to stdout.
     """
     from tenantctl.operations.apply import Action
     from tenantctl.operations.apply import apply as run
@@ -101,7 +100,7 @@ def apply(
     remove = prune and (yes or preview)
     with _progress(preview) as (on_plan, on_result):
         summary = run(Workspace(), preview=preview, prune=remove, parallel=parallel, shard=shard,
-                      match=match or (), cell=cell, on_plan=on_plan, on_result=on_result)
+                      match=match or (), cell=cell, refresh=refresh, on_plan=on_plan, on_result=on_result)
     if markdown:
         markdown.write_text(render("apply_summary.md.j2", summary=summary))
     if json_out:
@@ -113,6 +112,8 @@ def apply(
         if rows:
             table(f"apply{' --preview' if preview else ''} · shard {summary.shard} · {summary.seconds:.1f}s",
                   ["tenant", "action", "result", "why", "resources"], rows)
+        for result in shown:
+            _details(result, preview)
         console.print(", ".join(f"{n} {a}" for a, n in summary.counts.items()) or "no tenants in stacks/",
                       highlight=False)
     orphans = summary.orphans

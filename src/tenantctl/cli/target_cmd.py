@@ -50,7 +50,8 @@ def set_(
     backend_url: Annotated[Optional[str], typer.Option(help="aws: Pulumi backend (file://, s3://, https://).")] = None,
     secrets_provider: Annotated[Optional[str], typer.Option(help="aws: awskms://… or passphrase.")] = None,
     org: Annotated[Optional[str], typer.Option(help="aws: Pulumi Cloud organisation.")] = None,
-    path: Annotated[Optional[Path], typer.Option(help="File to write (default: tenantctl.toml at the project root).")] = None,
+    path: Annotated[Optional[Path], typer.Option(
+        help="File to write (default: tenantctl.toml at the project root).")] = None,
 ) -> None:
     """Write tenantctl.toml pinning the target (environment variables still override it)."""
     from pydantic import ValidationError

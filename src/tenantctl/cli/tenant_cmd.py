@@ -6,12 +6,23 @@ from typing import Annotated, Optional
 
 import typer
 
-from tenantctl.cli.options import JsonFlag
-from tenantctl.cli.output import changes_summary, changes_table, console, print_json, show, table
+from tenantctl.cli.options import JsonFlag, tenant_argument
+from tenantctl.cli.output import (
+    changes_summary,
+    changes_table,
+    console,
+    err_console,
+    orphan_lines,
+    print_json,
+    show,
+    steps_table,
+    table,
+)
 from tenantctl.engines.base import Op
 from tenantctl.models import TenantRecord, TenantStatus, Tier
 
 app = typer.Typer()
+
 
 def _record_rows(record: TenantRecord) -> list[tuple[str, str]]:
     rows = [("tenant", record.tenant_id), ("tier", record.tier.value), ("status", record.status.value),
@@ -28,8 +39,11 @@ def _record_rows(record: TenantRecord) -> list[tuple[str, str]]:
     if record.retain_until:
         rows.append(("retained until", f"{record.retain_until:%Y-%m-%d}"))
     if record.lock:
+        from tenantctl.registry import lock_holder
+
+        dead = " (that run is no longer running)" if lock_holder(record.lock) in ("gone", "reused") else ""
         rows.append(("lock", f"{record.lock.operation} by {record.lock.owner}@{record.lock.host} pid {record.lock.pid} "
-                             f"since {record.lock.acquired_at:%Y-%m-%d %H:%M:%S}Z"))
+                             f"since {record.lock.acquired_at:%Y-%m-%d %H:%M:%S}Z{dead}"))
     if record.last_error:
         rows.append(("last error", record.last_error))
     return rows
@@ -37,7 +51,8 @@ def _record_rows(record: TenantRecord) -> list[tuple[str, str]]:
 
 @app.command()
 def provision(
-    tenant_id: Annotated[str, typer.Argument(help="Tenant id: lowercase letters, digits, single hyphens.")],
+    tenant_id: Annotated[str, tenant_argument("Tenant id: lowercase letters, digits, single hyphens.",
+                                              existing=False)],
     tier: Annotated[Optional[Tier], typer.Option(help="pooled (shared VPC/DB) or dedicated (own VPC + RDS).")] = None,
     region: Annotated[Optional[str], typer.Option(help="AWS region: the tenant's data (backups included) "
                                                        "stays there; placement picks a cell in it.")] = None,
@@ -54,25 +69,28 @@ def provision(
     vpc_cidr: Annotated[Optional[str], typer.Option(help="Dedicated: VPC CIDR.")] = None,
     instance_class: Annotated[Optional[str], typer.Option(help="Dedicated: RDS instance class.")] = None,
     storage_gb: Annotated[Optional[int], typer.Option(help="Dedicated: RDS storage (GB).")] = None,
-    multi_az: Annotated[Optional[bool], typer.Option("--multi-az/--single-az", help="Dedicated: Multi-AZ RDS.")] = None,
+    multi_az: Annotated[Optional[bool], typer.Option("--multi-az/--single-az",
+                                                     help="Dedicated: Multi-AZ RDS.")] = None,
+    preview: Annotated[bool, typer.Option("--preview", help="Show each resource's step and changed properties; "
+                                          "change nothing. Exit 0: no changes, 2: changes pending.")] = False,
     json_out: JsonFlag = False,
 ) -> None:
     """Provision a tenant, or update it to the given options (idempotent).
 
     Places a new tenant in a cell of its region (tier, room, not draining; exit
     11 when the region is full), writes stacks/Pulumi.<ID>.yaml, applies it and
-    records the tenant in the registry. An existing tenant stays in its cell.
+    records the tenant in the registry. An existing tenant stays in its cell and
+    is repaired on the way: resources changed out of band are reset, deleted
+    ones created again, orphan resources removed; the output says what was
+    repaired. --preview shows all of it, refusing what the run would refuse
+    (with the run's exit code).
     """
     from tenantctl.cli.progress import engine_progress
-    from tenantctl.errors import InvalidInput
-    from tenantctl.naming import broken_rule
     from tenantctl.operations.provision import merge_options
+    from tenantctl.operations.provision import preview as plan
     from tenantctl.operations.provision import provision as run
     from tenantctl.workspace import Workspace
 
-    rule = broken_rule(tenant_id)
-    if rule is not None:  # checked before touching any target
-        raise InvalidInput(f"tenant id {tenant_id!r} breaks the {rule.name} rule: {rule.explain}")
     ws = Workspace()
     spec = merge_options(ws, tenant_id, {
         "tier": tier.value if tier else None, "region": region, "cell": cell, "owner": owner,
@@ -82,19 +100,43 @@ def provision(
         "dedicated.vpc_cidr": vpc_cidr, "dedicated.instance_class": instance_class,
         "dedicated.storage_gb": storage_gb, "dedicated.multi_az": multi_az,
     })
+    if preview:
+        _preview(tenant_id, plan(ws, spec), json_out)
+        return
     with engine_progress(f"provisioning {tenant_id}", quiet=json_out) as on_event:
         record, result = run(ws, spec, on_event=on_event)
+    steps = [c for c in result.changes.changes if c.op is not Op.same]
     if json_out:
-        print_json({"record": record, "changes": result.changes.summary()})
+        print_json({"record": record, "changes": result.changes.summary(), "resources": steps,
+                    "repaired": result.drift, "orphans": result.orphans})
         return
     console.print(f"[green]tenant {tenant_id} is {record.status.value}[/] ({changes_summary(result.changes)})")
     changes_table("resources", result.changes)
+    if result.drift:
+        steps_table("repaired: drift found (recorded → live), brought back", result.drift)
+    orphan_lines(tenant_id, result.orphans, preview=False)
     table("registry record", ["field", "value"], _record_rows(record))
+
+
+def _preview(tenant_id: str, planned, json_out: bool) -> None:
+    """provision --preview: exit 0 nothing to do, 2 changes pending."""
+    steps = [c for c in planned.changes.changes if c.op is not Op.same]
+    pending = bool(steps or planned.orphans)
+    if json_out:
+        print_json({"tenant_id": tenant_id, "existing": planned.existing, "changes": planned.changes.summary(),
+                    "resources": steps, "orphans": planned.orphans, "exit_code": 2 if pending else 0})
+    else:
+        changes_table(f"provision {tenant_id} --preview", planned.changes)
+        orphan_lines(tenant_id, planned.orphans, preview=True)
+        console.print(f"{tenant_id}: {changes_summary(planned.changes)}"
+                      + (f", {len(planned.orphans)} orphan resource(s)" if planned.orphans else ""), highlight=False)
+    if pending:
+        raise typer.Exit(2)
 
 
 @app.command()
 def deprovision(
-    tenant_id: Annotated[str, typer.Argument(help="Tenant to remove.")],
+    tenant_id: Annotated[str, tenant_argument("Tenant to remove.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     purge_data: Annotated[bool, typer.Option("--purge-data",
                                              help="Also delete every object under the tenant prefix.")] = False,
@@ -102,7 +144,7 @@ def deprovision(
                                                   "(`drill backup`) before destroying.")] = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """Remove a tenant's resources (asks first unless --yes).
+    """Remove a tenant's resources (lists them and asks first unless --yes).
 
     A final backup is taken first (not with --purge-data, which deletes the
     backups too; skip it with --no-final-backup): `tenantctl drill restore ID
@@ -111,13 +153,25 @@ def deprovision(
     The KMS key is scheduled for deletion (not deleted at once), objects stay
     unless --purge-data, and the registry keeps a tombstone for audit and restores.
     """
+    from tenantctl.cli.output import step_rows
     from tenantctl.cli.progress import engine_progress
     from tenantctl.operations.deprovision import deprovision as run
+    from tenantctl.operations.deprovision import planned
     from tenantctl.workspace import Workspace
 
     ws = Workspace()
     ws.registry.require(tenant_id)
     if not yes:
+        rows = step_rows(planned(ws, tenant_id).changes)
+        if rows:  # on stderr: stdout stays for --json
+            from rich.table import Table
+
+            listing = Table(title=f"deprovision {tenant_id} deletes", title_justify="left")
+            for column in ("op", "resource", "type", "note"):
+                listing.add_column(column)
+            for row in rows:
+                listing.add_row(*row)
+            err_console.print(listing)
         what = "and ALL its objects " if purge_data else ""
         if not typer.confirm(f"Deprovision tenant {tenant_id} {what}now?", default=False):
             raise typer.Abort()
@@ -135,7 +189,7 @@ def deprovision(
 
 @app.command()
 def status(
-    tenant_id: Annotated[str, typer.Argument(help="Tenant id.")],
+    tenant_id: Annotated[str, tenant_argument("Tenant id.")],
     json_out: JsonFlag = False,
 ) -> None:
     """Show a tenant's registry record: status, resources, lock, last error."""
@@ -154,26 +208,63 @@ def list_tenants(
     cell: Annotated[Optional[str], typer.Option(help="Only tenants of this cell.")] = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """List tenants in the registry, one page at a time."""
+    """List tenants in the registry, one page at a time.
+
+    Records and (on the first page) stack files under an id that breaks the
+    naming rules are shown as invalid: `tenantctl forget ID --yes` removes them."""
+    from tenantctl.operations.forget import leftovers
     from tenantctl.workspace import Workspace
 
     ws = Workspace()
     if cell is not None:
         ws.cell(cell)  # an unknown cell is an error (exit 6), not an empty page
     records, next_cursor = ws.registry.list(limit=limit, cursor=cursor, tier=tier, status=status, cell=cell)
+    invalid = leftovers(ws, records, stack_files=cursor is None)
     if json_out:
-        print_json({"tenants": records, "next_cursor": next_cursor})
+        print_json({"tenants": records, "next_cursor": next_cursor, "invalid_ids": invalid})
         return
+    rules = {e.tenant_id: e.rule for e in invalid}
     table("tenants", ["tenant", "tier", "status", "region", "cell", "owner", "updated"],
-          [(r.tenant_id, r.tier.value, r.status.value, r.region, r.cell, r.owner, f"{r.updated_at:%Y-%m-%d %H:%M}")
+          [(r.tenant_id + (f" (INVALID id: {rules[r.tenant_id]} rule)" if r.tenant_id in rules else ""),
+            r.tier.value, r.status.value, r.region, r.cell, r.owner, f"{r.updated_at:%Y-%m-%d %H:%M}")
            for r in records])
+    for entry in invalid:
+        where = ", ".join(w for w in ("registry record" if entry.record else "", entry.stack_file or "") if w)
+        console.print(f"[red]invalid tenant id {entry.tenant_id!r}[/] ({entry.rule} rule): {where}; "
+                      f"`tenantctl forget {entry.tenant_id} --yes` removes it", highlight=False)
     if next_cursor:
         console.print(f"more: --cursor {next_cursor}")
 
 
 @app.command()
+def forget(
+    tenant_id: Annotated[str, typer.Argument(help="An id that breaks the naming rules, as `list` shows it.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Remove the registry record and stack file of an id that breaks the naming rules.
+
+    No operation accepts such an id, so nothing in the cloud exists under it;
+    a record that names resources is refused (exit 5). A valid id is refused
+    (exit 3): `deprovision` removes tenants."""
+    from tenantctl.operations.forget import forget as run
+    from tenantctl.operations.forget import forgettable
+    from tenantctl.workspace import Workspace
+
+    forgettable(tenant_id)  # a valid id is refused before any target is touched
+    if not yes and not typer.confirm(f"Forget the registry record and stack file of {tenant_id!r}?", default=False):
+        raise typer.Abort()
+    gone = run(Workspace(), tenant_id)
+    if json_out:
+        print_json(gone)
+        return
+    what = " and ".join(w for w in ("its registry record" if gone.record else "", gone.stack_file or "") if w)
+    console.print(f"forgot {tenant_id!r} ({gone.rule} rule): removed {what}", highlight=False)
+
+
+@app.command()
 def unlock(
-    tenant_id: Annotated[str, typer.Argument(help="Tenant whose lock a dead run left behind.")],
+    tenant_id: Annotated[str, tenant_argument("Tenant whose lock a dead run left behind.")],
     force: Annotated[bool, typer.Option("--force", help="Required: you checked the run holding it is gone.")] = False,
     json_out: JsonFlag = False,
 ) -> None:

@@ -112,7 +112,7 @@ def show(ws: Workspace, name: str, recount: bool = False) -> CellInfo:
     info = _info(spec, outputs, registry.cell_counts([name])[name])
     if info.deployed:
         probe = TenantSpec(id="probe", region=spec.region, cell=name)
-        info.walls = [c.explain() for c in preflight.checks(probe, ws.cell_clients(name))]
+        info.walls = [c.explain() for c in preflight.checks(probe, ws.cell_outputs(name), ws.cell_clients(name))]
     return info
 
 

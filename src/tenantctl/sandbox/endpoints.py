@@ -19,7 +19,8 @@ DEFAULT_STATE_DIR = ".tenantctl"
 def resolve_state_dir(state_dir: str | Path | None = None) -> Path:
     """The state directory: explicit value, else $TENANTCTL_SANDBOX_DIR, else
     $TENANTCTL_HOME, else `.tenantctl/` in the working directory."""
-    chosen = state_dir or os.environ.get("TENANTCTL_SANDBOX_DIR") or os.environ.get("TENANTCTL_HOME") or DEFAULT_STATE_DIR
+    chosen = (state_dir or os.environ.get("TENANTCTL_SANDBOX_DIR") or os.environ.get("TENANTCTL_HOME")
+              or DEFAULT_STATE_DIR)
     return Path(chosen).expanduser().resolve()
 
 
