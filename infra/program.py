@@ -99,14 +99,14 @@ def build_platform(spec: CellSpec) -> dict[str, Any]:
     rotation = CredentialRotation("shared", CredentialRotationArgs(
         function_name=naming.rotation_function_name(stack), region=region, vpc_id=net.vpc_id,
         vpc_cidr=spec.vpc_cidr, subnet_ids=net.subnet_ids, kms_key_arn=key.arn, tags=tags))
-    db_name = naming.cell_database(spec.name)
+    db_name, role_arn = naming.cell_database(spec.name), assumed_role()
     db = PostgresInstance("shared", PostgresInstanceArgs(
         identifier=naming.cell_rds_identifier(spec.name), db_name=db_name, region=region,
         vpc_id=net.vpc_id, subnet_ids=net.subnet_ids, kms_key_arn=key.arn,
         monitoring_role_arn=monitoring.monitoring_role_arn, client_security_group_ids=[rotation.security_group_id],
         instance_class=spec.db_instance_class, storage_gb=spec.db_storage_gb,
         backup_retention_days=PLATFORM_BACKUP_DAYS, multi_az=spec.db_multi_az,
-        final_snapshot_identifier=resource_name(stack, "final"), tags=tags))
+        final_snapshot_identifier=resource_name(stack, "final"), tags=tags, account_role_arn=role_arn))
     bucket = SharedBucket("shared", SharedBucketArgs(
         bucket_name=bucket_name, logs_bucket_name=naming.cell_logs_bucket_name(account, region, spec.name),
         account_id=account, kms_key_arn=key.arn, tags=tags,
@@ -115,7 +115,7 @@ def build_platform(spec: CellSpec) -> dict[str, Any]:
     gateway = GatewayLogin("gateway", GatewayLoginArgs(
         role=naming.cell_gateway_role(spec.name), secret_name=naming.cell_gateway_secret(spec.name), region=region,
         host=db.address, port=db.port, database=db_name, admin_secret_arn=db.admin_secret_arn,
-        kms_key_arn=key.arn, tags=tags))
+        kms_key_arn=key.arn, tags=tags, account_role_arn=role_arn))
     # The gateway's password rotates like every tenant's, by the same function.
     SecretRotationSchedule("gateway", SecretRotationScheduleArgs(
         secret_arn=gateway.secret_arn, kms_key_arn=key.arn, function_arn=rotation.function_arn,

@@ -95,7 +95,8 @@ class TenantDatabase(pulumi.ComponentResource):
                 instance_class=ded.instance_class, storage_gb=ded.storage_gb,
                 backup_retention_days=spec.backup.retention_days,
                 final_snapshot_identifier=resource_name(spec.id, "final"), tags=tags,
-                multi_az=ded.multi_az, deletion_protection=ded.deletion_protection), opts=child)
+                multi_az=ded.multi_az, deletion_protection=ded.deletion_protection,
+                account_role_arn=args.account_role_arn), opts=child)
             self.db_identifier = db.identifier
             self.endpoint, self.port = db.address, db.port
             self.database = pulumi.Output.from_input(naming.database_name(spec.id))

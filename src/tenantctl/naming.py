@@ -263,8 +263,9 @@ def tenant_ids_in(text: str, tenant_id: str) -> set[str]:
         if text not in (schema_name(tenant_id), db_role_name(tenant_id)):
             found.add(text.removeprefix("tenant_").removesuffix("_app").replace("_", "-"))
     found.discard(tenant_id)
-    found.discard(PLATFORM_STACK)  # a reserved id: the platform's names are shared, never a tenant's
-    return found
+    # Cells' stacks (`platform`, `cell-<name>`) name shared resources, never a
+    # tenant's: those ids are reserved, so no tenant hides behind them.
+    return {f for f in found if cell_of_stack(f) is None}
 
 
 @dataclass(frozen=True)

@@ -183,21 +183,21 @@ def inventory(sandbox, tenant_id: str, region: str | None = None, account: str |
                                            (naming.schema_name(tenant_id),)).fetchone()[0]
         kinds["pg:role"] += conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s",
                                          (naming.db_role_name(tenant_id),)).fetchone()[0]
-    kinds.update(_rotation_and_db_access(sandbox, platform, tenant_id, kms, sm))
+    kinds.update(_rotation_and_db_access(tenant_id, client("ec2"), kms, sm))
     return {k: v for k, v in sorted(kinds.items()) if v}
 
 
-def _rotation_and_db_access(sandbox, platform: dict, tenant_id: str, kms, sm) -> Counter[str]:
-    """The rule admitting the tenant's group into the shared database's group,
-    the rotation function's grant on the tenant key, the secret's rotation."""
+def _rotation_and_db_access(tenant_id: str, ec2, kms, sm) -> Counter[str]:
+    """The rule admitting the tenant's group into a shared database's group (any
+    group of the account and region that is not the tenant's own: each cell has
+    its shared database), the rotation function's grant on the tenant key, the
+    secret's rotation."""
     kinds: Counter[str] = Counter()
-    ec2 = aws(sandbox, "ec2")
     own = {g["GroupId"] for g in ec2.describe_security_groups(
         Filters=[{"Name": "tag:tenant", "Values": [tenant_id]}])["SecurityGroups"]}
-    rules = ec2.describe_security_group_rules(
-        Filters=[{"Name": "group-id", "Values": [platform["db_security_group_id"]]}])["SecurityGroupRules"]
+    rules = ec2.describe_security_group_rules()["SecurityGroupRules"]
     kinds["ec2:db-ingress-rule"] = sum((r.get("ReferencedGroupInfo") or {}).get("GroupId") in own for r in rules
-                                       if not r.get("IsEgress"))
+                                       if not r.get("IsEgress") and r["GroupId"] not in own)
     try:
         key = kms.describe_key(KeyId=naming.kms_alias(tenant_id))["KeyMetadata"]
         if key["KeyState"] != "PendingDeletion":

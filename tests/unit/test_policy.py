@@ -157,6 +157,16 @@ def test_no_foreign_reference(pooled, ref):
     assert rules_hit(res) == {"no-foreign-reference"}
 
 
+@pytest.mark.parametrize("ref", [
+    "arn:aws:lambda:eu-west-1:222222222222:function:tenantctl-cell-eua-rot",
+    "arn:aws:rds:eu-west-1:222222222222:snapshot:tenantctl-cell-eua-final",
+])
+def test_a_cells_shared_names_are_not_another_tenant(pooled, ref):
+    # A pooled tenant of a cell names the cell's rotation function and database.
+    res = broken(pooled, "aws:secretsmanager/secret:Secret", lambda i: i.update(description=ref))
+    assert rules_hit(res) == set()
+
+
 def test_foreign_schema_in_a_dynamic_resource(pooled):
     res = broken(pooled, "pulumi-python:dynamic:Resource", lambda i: i.update(schema="tenant_globex"), "schema")
     assert rules_hit(res) == {"no-foreign-reference"}

@@ -48,7 +48,8 @@ class _NetworkChecks:
 
     @cached_property
     def instance(self) -> dict[str, Any]:
-        ident = naming.rds_identifier(naming.PLATFORM_STACK if self.pooled else self.tid)
+        # A pooled tenant's store is its cell's shared instance.
+        ident = naming.cell_rds_identifier(self.record.cell) if self.pooled else naming.rds_identifier(self.tid)
         return self._client("rds").describe_db_instances(DBInstanceIdentifier=ident)["DBInstances"][0]
 
     @cached_property
