@@ -167,8 +167,9 @@ def deprovision(
             from rich.table import Table
 
             listing = Table(title=f"deprovision {tenant_id} deletes", title_justify="left")
+            # Names and the data-loss note stay whole on a narrow (or no) terminal; the type folds.
             for column in ("op", "resource", "type", "note"):
-                listing.add_column(column)
+                listing.add_column(column, no_wrap=column != "type", overflow="fold")
             for row in rows:
                 listing.add_row(*row)
             err_console.print(listing)
