@@ -280,6 +280,8 @@ class DefaultSecurityGroupHandler(TaggedEc2Handler):
     type = "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup"
     replace_on = ("vpcId",)
     find_by_tag = False
+    # What read() describes it by (it is never created with tags, so no resource_type).
+    describe, result_key, id_key = SecurityGroupHandler.describe, SecurityGroupHandler.result_key, "GroupId"
 
     def find(self, ctx: Context, d: Desired) -> str | None:
         groups = ctx.client("ec2").describe_security_groups(Filters=[
