@@ -11,6 +11,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tenantctl.errors import InvalidInput
+
 # Ids never used for tenants: they name shared things or collide with provider
 # reserved words (PostgreSQL `pg_*`, KMS `alias/aws/*`, S3 `xn--`/`sthree-`).
 RESERVED_IDS = frozenset(
@@ -123,7 +125,8 @@ def tenant_ids_in(text: str, tenant_id: str) -> set[str]:
     found = {m.group(1) for p in _OWNED for m in p.finditer(text)}
     for token in _TOKEN.findall(text):
         body = token.removeprefix("tenantctl-")
-        if body == tenant_id or body.removeprefix(f"{tenant_id}-") in NAME_SUFFIXES and body.startswith(f"{tenant_id}-"):
+        if body == tenant_id or (body.startswith(f"{tenant_id}-")
+                                 and body.removeprefix(f"{tenant_id}-") in NAME_SUFFIXES):
             continue
         for suffix in NAME_SUFFIXES:
             if body.endswith(f"-{suffix}"):
@@ -180,6 +183,19 @@ def broken_rule(tenant_id: str) -> NamingRule | None:
         if not rule.ok(tenant_id):
             return rule
     return None
+
+
+def require_valid(tenant_id: str, hint: str = "") -> str:
+    """``tenant_id`` when every naming rule accepts it, else InvalidInput
+    (exit 3) naming the broken rule. Every operation calls it before its first
+    write or call, so an id that skipped TenantSpec's validation
+    (``model_construct``, a hand-built record) never reaches the registry,
+    stacks/ or a cloud API; ``hint`` is appended to the refusal."""
+    rule = broken_rule(tenant_id) if isinstance(tenant_id, str) else RULES[0]
+    if rule is not None:
+        raise InvalidInput(f"tenant id {tenant_id!r} breaks the {rule.name} rule: {rule.explain}{hint}",
+                           rule=rule.name)
+    return tenant_id
 
 
 def max_id_length() -> int:

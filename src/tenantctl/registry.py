@@ -37,6 +37,7 @@ from tenantctl.models import (
     Tier,
     utcnow,
 )
+from tenantctl.naming import require_valid
 
 
 def new_lock(operation: str) -> TenantLock:
@@ -91,6 +92,7 @@ class RegistryWriter:
 
     # -- reads -----------------------------------------------------------
     def get(self, tenant_id: str) -> TenantRecord | None:
+        require_valid(tenant_id)  # an empty or malformed id is refused here, not by DynamoDB
         try:
             item = self.client.get_item(
                 TableName=self.table, Key=item_key(tenant_id), ConsistentRead=True
@@ -223,7 +225,8 @@ class RegistryWriter:
             raise Conflict(describe_lock(spec.id, existing.lock))
         if existing.status in (TenantStatus.deprovisioning, TenantStatus.deprovisioned):
             raise Conflict(
-                f"tenant id {spec.id!r} was deprovisioned on {existing.deprovisioned_at or existing.updated_at:%Y-%m-%d}; "
+                f"tenant id {spec.id!r} was deprovisioned on "
+                f"{existing.deprovisioned_at or existing.updated_at:%Y-%m-%d}; "
                 "ids are tombstoned and never reused (restore it with `tenantctl drill restore` or pick a new id)"
             )
         if existing.tier is not spec.tier:

@@ -19,8 +19,8 @@ from typing import Any
 
 import boto3
 import psycopg
-
 from faults import FAULT_ENVS, LAUNCHER
+
 from tenantctl import naming
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,17 +69,18 @@ class Cli:
         return cls(root, env)
 
     def start(self, *args: str, env: dict[str, str] | None = None,
-              launcher: bool | None = None) -> subprocess.Popen:
+              launcher: bool | None = None, cwd: Path | None = None) -> subprocess.Popen:
         if launcher is None:
             launcher = any((env or {}).get(name) for name in FAULT_ENVS)
         command = [str(LAUNCHER)] if launcher else ["-m", "tenantctl"]
-        return subprocess.Popen([sys.executable, *command, *args], cwd=self.root,
+        return subprocess.Popen([sys.executable, *command, *args], cwd=cwd or self.root,
                                 env={**self.env, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
 
     def __call__(self, *args: str, env: dict[str, str] | None = None, timeout: float = 600,
-                 launcher: bool | None = None) -> Run:
-        proc = self.start(*args, env=env, launcher=launcher)
+                 launcher: bool | None = None, cwd: Path | None = None) -> Run:
+        """``cwd``: run there instead of the project root."""
+        proc = self.start(*args, env=env, launcher=launcher, cwd=cwd)
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -66,10 +66,15 @@ def backup(
     Pooled: pg_dump of its schema; dedicated: an RDS snapshot (a logical dump on
     the sandbox). The manifest (row counts, checksums, objects, registry record)
     goes to <prefix>backups/<backup-id>/ next to the encrypted dump."""
+    from tenantctl.cli.progress import engine_progress
     from tenantctl.drills.backup import backup as run
+    from tenantctl.engines.base import phase
 
     ws, ctx = _session()
-    manifest = run(ctx, ws.registry.require(tenant_id))
+    record = ws.registry.require(tenant_id)
+    with engine_progress(f"backing up {tenant_id}") as on_event:
+        phase(on_event, tenant_id, "dumping, encrypting and uploading")
+        manifest = run(ctx, record)
     if json_out:
         print_json(manifest.model_dump(mode="json", exclude={"record"}))
         return
@@ -84,37 +89,48 @@ def backup(
 def restore(
     tenant_id: Annotated[str, typer.Argument(help="Tenant whose backup to restore.")],
     backup_id: Annotated[str, typer.Option("--backup", help="Backup id, or 'latest'.")] = "latest",
-    target: Annotated[Target, typer.Option(help="scratch (a new database + prefix) or in-place (the live tenant).")] = Target.scratch,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Required for --target in-place.")] = False,
+    target: Annotated[Target, typer.Option(
+        help="scratch (a new database + prefix) or in-place (the live tenant).")] = Target.scratch,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="--target in-place without asking (asked on a "
+                                                          "terminal, refused elsewhere).")] = False,
     clean: Annotated[bool, typer.Option("--clean/--keep", help="Remove the scratch target after verifying.")] = False,
     markdown: MarkdownOut = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Restore a backup and verify it against its manifest (row counts, checksums, objects).
 
-    The live tenant is never touched unless --target in-place --yes, and then
-    only when its tables hold no rows. A tenant deprovisioned within its
+    The live tenant is never touched unless --target in-place is confirmed
+    (--yes, or a yes on a terminal), and then only when its tables hold no rows. A tenant deprovisioned within its
     retention window is brought back that way: re-provisioned (new KMS key),
     restored, verified, its data re-keyed, its record active again.
     Exit 9 when the verification fails, 10 when the tenant key is unusable."""
     from functools import partial
 
+    from tenantctl.cli.confirm import confirmation
+    from tenantctl.cli.progress import engine_progress
     from tenantctl.drills.restore import restore as restore_backup
     from tenantctl.drills.run import drill
-    from tenantctl.errors import DrillFailed, InvalidInput, KeyUnusable
+    from tenantctl.errors import DrillFailed, KeyUnusable
     from tenantctl.models import TenantStatus
 
-    if target is Target.in_place and not yes:
-        raise InvalidInput("--target in-place overwrites the live tenant: pass --yes to confirm")
     ws, ctx = _session()
     record = ws.registry.require(tenant_id)
     restorer = restore_backup
-    if target is Target.in_place and record.status is TenantStatus.deprovisioned:
+    tombstone = record.status is TenantStatus.deprovisioned
+    if target is Target.in_place:
+        what = (f"re-provision the deprovisioned tenant {tenant_id} (new KMS key) and restore backup {backup_id} "
+                "into it" if tombstone else f"restore backup {backup_id} into the live tenant {tenant_id}")
+        confirmation(yes).check(f"drill restore --target in-place: {what}",
+                                [f"the database of {tenant_id} is replaced by the backup's (refused when its tables "
+                                 "hold rows)", "the backup's objects are copied back under the tenant's prefix"])
+        yes = True
+    if target is Target.in_place and tombstone:
         from tenantctl.operations.revive import revive
 
         restorer = partial(revive, ws)  # a tombstone comes back by being provisioned again
-    report = drill(ctx, record, backup_id=backup_id, target=target, yes=yes, clean=clean, kind="restore",
-                   restorer=restorer)
+    with engine_progress(f"restoring {tenant_id}") as on_event:
+        report = drill(ctx, record, backup_id=backup_id, target=target, yes=yes, clean=clean, kind="restore",
+                       restorer=restorer, on_event=on_event)
     if json_out:
         print_json(report)
     _show(report, markdown, json_out)
@@ -137,6 +153,7 @@ def run(
 
     Exit 0 when every drill passes, 9 when any fails (mismatch, unreadable
     backup, unusable key, or --max-rto / --max-rpo exceeded)."""
+    from tenantctl.cli.progress import engine_progress
     from tenantctl.drills.run import drill
     from tenantctl.errors import DrillFailed, InvalidInput
     from tenantctl.models import TenantStatus
@@ -150,7 +167,8 @@ def run(
         records = [ws.registry.require(tenant_id)]
     reports = []
     for record in records:
-        report = drill(ctx, record, backup_id=backup_id, max_rto=max_rto, max_rpo=max_rpo)
+        with engine_progress(f"drilling {record.tenant_id}") as on_event:
+            report = drill(ctx, record, backup_id=backup_id, max_rto=max_rto, max_rpo=max_rpo, on_event=on_event)
         reports.append(report)
         _show(report, markdown, json_out)
     if json_out:

@@ -1,39 +1,99 @@
-"""Engine events drawn as a live progress line for people (stderr, so --json
-stdout stays clean)."""
+"""Progress of long commands on stderr (stdout stays for the result and --json).
+
+Off a terminal (CI logs, `2>file`) each phase of the operation is one line
+with the time since the command started, so a job never looks hung; on a
+terminal the same lines scroll above a live view of the current phase: the
+resource being changed and "N of M resources" once the engine's plan is known.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, ProgressColumn, SpinnerColumn, Task, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from tenantctl.cli.output import err_console
-from tenantctl.engines.base import EngineEvent, EventSink
+from tenantctl.engines.base import EngineEvent
+
+
+class _Resources(ProgressColumn):
+    """'N of M resources' once the plan gave M; nothing before."""
+
+    def render(self, task: Task) -> Text:
+        if task.total is None:
+            return Text("")
+        return Text(f"{int(task.completed)} of {int(task.total)} resources", style="progress.download")
+
+
+class ProgressView:
+    """An EventSink drawing engine and operation events for ``title`` (e.g.
+    "provisioning acme"); ``pause()`` stops the live view while a prompt waits."""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        self.started = time.monotonic()
+        self.live: Progress | None = None
+        self.task = None
+        if err_console.is_terminal:
+            self.live = Progress(SpinnerColumn(), TextColumn("{task.description}"), _Resources(),
+                                 TimeElapsedColumn(), console=err_console, transient=True)
+            self.task = self.live.add_task(title, total=None)
+
+    def line(self, text: str) -> None:
+        """One line, stamped with the time since the command started."""
+        err_console.print(f"[{time.monotonic() - self.started:6.1f}s] {self.title}: {text}", highlight=False,
+                          markup=False)
+
+    def __call__(self, event: EngineEvent) -> None:
+        if event.kind == "phase":
+            self.line(event.message)
+            self._update(description=f"{self.title}: {event.message}", total=None, completed=0)
+        elif event.kind == "plan":
+            self.line(f"{event.stack}: {event.total} resource(s) to change")
+            self._update(total=event.total or None, completed=0)
+        elif event.kind == "summary":
+            self.line(f"{event.stack}: {event.message}")
+        elif event.kind == "diagnostic" and event.message:
+            self.line(f"{event.stack}: {event.message}")
+        elif event.kind == "resource-done":
+            self._update(advance=1)
+        elif event.kind == "resource-pre":
+            op = event.op.value if event.op else ""
+            self._update(description=f"{self.title} [{event.stack}]: {op} {event.type} {event.name}")
+
+    def _update(self, **changes) -> None:
+        if self.live is not None:
+            self.live.update(self.task, **changes)
+
+    def start(self) -> None:
+        if self.live is not None:
+            self.live.start()
+
+    def stop(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+    @contextmanager
+    def pause(self) -> Iterator[None]:
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()
 
 
 @contextmanager
-def engine_progress(title: str, quiet: bool = False) -> Iterator[EventSink]:
-    if quiet or not err_console.is_terminal:
-        lines: list[str] = []
+def engine_progress(title: str) -> Iterator[ProgressView]:
+    """A ProgressView for the block (an EventSink to hand to operations and
+    engines); a last line says how long the whole thing took."""
+    view = ProgressView(title)
+    view.start()
+    try:
+        yield view
+    finally:
+        view.stop()
+    view.line("done")
 
-        def plain(event: EngineEvent) -> None:
-            if event.kind == "diagnostic" and event.message:
-                lines.append(event.message)
-
-        yield plain
-        return
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=err_console, transient=True) as progress:
-        task = progress.add_task(title, total=None)
-        done = 0
-
-        def draw(event: EngineEvent) -> None:
-            nonlocal done
-            if event.kind == "resource-done":
-                done += 1
-            if event.kind in ("resource-pre", "resource-done"):
-                op = event.op.value if event.op else ""
-                progress.update(task, description=f"{title} [{event.stack}] {done} done · {op} {event.type} {event.name}")
-
-        yield draw

@@ -26,6 +26,10 @@ def show(json_out: JsonFlag = False) -> None:
     config = find_config()
     root = find_root()
     details = {"config_file": str(config) if config else None, "project_dir": str(root)}
+    if target.kind == "sandbox":
+        from tenantctl.sandbox import resolve_state_dir
+
+        details["sandbox_dir"] = str(resolve_state_dir(target.sandbox.state_dir, root))
     if target.kind == "aws":
         project = Project.load(root).name
         details |= {"backend": backend_kind(target.aws.backend_url),
@@ -50,7 +54,8 @@ def set_(
     backend_url: Annotated[Optional[str], typer.Option(help="aws: Pulumi backend (file://, s3://, https://).")] = None,
     secrets_provider: Annotated[Optional[str], typer.Option(help="aws: awskms://… or passphrase.")] = None,
     org: Annotated[Optional[str], typer.Option(help="aws: Pulumi Cloud organisation.")] = None,
-    path: Annotated[Optional[Path], typer.Option(help="File to write (default: tenantctl.toml at the project root).")] = None,
+    path: Annotated[Optional[Path], typer.Option(
+        help="File to write (default: tenantctl.toml at the project root).")] = None,
 ) -> None:
     """Write tenantctl.toml pinning the target (environment variables still override it)."""
     from pydantic import ValidationError

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from tenantctl.cli.options import JsonFlag
+from tenantctl.cli.options import JsonFlag, YesFlag
 from tenantctl.cli.output import changes_summary, changes_table, console, print_json, table
 from tenantctl.engines.base import Op
 from tenantctl.models import TenantRecord, TenantStatus, Tier
@@ -22,7 +22,8 @@ def _record_rows(record: TenantRecord) -> list[tuple[str, str]]:
         rows += [("kms key", res.kms_key_arn), ("kms alias", res.kms_alias),
                  ("prefix", f"s3://{res.bucket}/{res.prefix}"), ("queue", res.queue_url), ("dlq", res.dlq_url),
                  ("role", res.role_arn), ("db secret", res.store.secret_arn),
-                 ("store", f"{res.store.endpoint}:{res.store.port}/{res.store.database} schema {res.store.schema_name}")]
+                 ("store",
+                  f"{res.store.endpoint}:{res.store.port}/{res.store.database} schema {res.store.schema_name}")]
     if record.retain_until:
         rows.append(("retained until", f"{record.retain_until:%Y-%m-%d}"))
     if record.lock:
@@ -48,22 +49,24 @@ def provision(
     instance_class: Annotated[Optional[str], typer.Option(help="Dedicated: RDS instance class.")] = None,
     storage_gb: Annotated[Optional[int], typer.Option(help="Dedicated: RDS storage (GB).")] = None,
     multi_az: Annotated[Optional[bool], typer.Option("--multi-az/--single-az", help="Dedicated: Multi-AZ RDS.")] = None,
+    yes: YesFlag = False,
     json_out: JsonFlag = False,
 ) -> None:
     """Provision a tenant, or update it to the given options (idempotent).
 
-    Writes stacks/Pulumi.<ID>.yaml, applies it and records the tenant in the registry.
+    Writes stacks/Pulumi.<ID>.yaml (an existing file is edited in place: its
+    comments stay), applies it and records the tenant in the registry. When
+    the plan would delete or replace a resource, it is listed and asked about
+    first (--yes to go ahead without asking; refused without a terminal).
     """
+    from tenantctl.cli.confirm import confirmation
     from tenantctl.cli.progress import engine_progress
-    from tenantctl.errors import InvalidInput
-    from tenantctl.naming import broken_rule
+    from tenantctl.naming import require_valid
     from tenantctl.operations.provision import merge_options
     from tenantctl.operations.provision import provision as run
     from tenantctl.workspace import Workspace
 
-    rule = broken_rule(tenant_id)
-    if rule is not None:  # checked before touching any target
-        raise InvalidInput(f"tenant id {tenant_id!r} breaks the {rule.name} rule: {rule.explain}")
+    require_valid(tenant_id)  # checked before touching any target
     ws = Workspace()
     spec = merge_options(ws, tenant_id, {
         "tier": tier.value if tier else None, "region": region, "owner": owner, "cost_centre": cost_centre,
@@ -72,8 +75,9 @@ def provision(
         "dedicated.vpc_cidr": vpc_cidr, "dedicated.instance_class": instance_class,
         "dedicated.storage_gb": storage_gb, "dedicated.multi_az": multi_az,
     })
-    with engine_progress(f"provisioning {tenant_id}", quiet=json_out) as on_event:
-        record, result = run(ws, spec, on_event=on_event)
+    with engine_progress(f"provisioning {tenant_id}") as view:
+        ws.approve = confirmation(yes, view)
+        record, result = run(ws, spec, on_event=view)
     if json_out:
         print_json({"record": record, "changes": result.changes.summary()})
         return
@@ -85,13 +89,14 @@ def provision(
 @app.command()
 def deprovision(
     tenant_id: Annotated[str, typer.Argument(help="Tenant to remove.")],
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-    purge_data: Annotated[bool, typer.Option("--purge-data", help="Also delete every object under the tenant prefix.")] = False,
+    yes: YesFlag = False,
+    purge_data: Annotated[bool, typer.Option(
+        "--purge-data", help="Also delete every object under the tenant prefix.")] = False,
     no_final_backup: Annotated[bool, typer.Option("--no-final-backup", help="Do not take the final backup "
                                                   "(`drill backup`) before destroying.")] = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """Remove a tenant's resources (asks first unless --yes).
+    """Remove a tenant's resources (lists them and asks first; --yes without asking).
 
     A final backup is taken first (not with --purge-data, which deletes the
     backups too; skip it with --no-final-backup): `tenantctl drill restore ID
@@ -100,17 +105,18 @@ def deprovision(
     The KMS key is scheduled for deletion (not deleted at once), objects stay
     unless --purge-data, and the registry keeps a tombstone for audit and restores.
     """
+    from tenantctl.cli.confirm import confirmation
     from tenantctl.cli.progress import engine_progress
     from tenantctl.operations.deprovision import deprovision as run
+    from tenantctl.operations.deprovision import what_goes
     from tenantctl.workspace import Workspace
 
     ws = Workspace()
-    ws.registry.require(tenant_id)
-    if not yes:
-        what = "and ALL its objects " if purge_data else ""
-        if not typer.confirm(f"Deprovision tenant {tenant_id} {what}now?", default=False):
-            raise typer.Abort()
-    with engine_progress(f"deprovisioning {tenant_id}", quiet=json_out) as on_event:
+    record = ws.registry.require(tenant_id)
+    if record.status is not TenantStatus.deprovisioned:  # a tombstone is refused by the operation, unasked
+        confirmation(yes).check(f"deprovision tenant {tenant_id}",
+                                what_goes(record, purge_data=purge_data, final_backup=not no_final_backup))
+    with engine_progress(f"deprovisioning {tenant_id}") as on_event:
         record, changes, details = run(ws, tenant_id, purge_data=purge_data, on_event=on_event,
                                        final_backup=not no_final_backup)
     if json_out:
@@ -143,12 +149,18 @@ def list_tenants(
     cursor: Annotated[Optional[str], typer.Option(help="next_cursor of the previous page.")] = None,
     tier: Annotated[Optional[Tier], typer.Option(help="Only this tier.")] = None,
     status: Annotated[Optional[TenantStatus], typer.Option(help="Only this status.")] = None,
+    all_pages: Annotated[bool, typer.Option("--all", help="Every page, fetched --limit records at a time "
+                                                         "(like the AWS CLI's auto-pagination).")] = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """List tenants in the registry, one page at a time."""
+    """List tenants in the registry, one page at a time (or every page with --all)."""
     from tenantctl.workspace import Workspace
 
-    records, next_cursor = Workspace().registry.list(limit=limit, cursor=cursor, tier=tier, status=status)
+    registry = Workspace().registry
+    records, next_cursor = registry.list(limit=limit, cursor=cursor, tier=tier, status=status)
+    while all_pages and next_cursor:
+        page, next_cursor = registry.list(limit=limit, cursor=next_cursor, tier=tier, status=status)
+        records += page
     if json_out:
         print_json({"tenants": records, "next_cursor": next_cursor})
         return

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 
 from tenantctl.drills import store
 from tenantctl.drills.backup import backup
@@ -18,6 +19,7 @@ from tenantctl.drills.history import save_report
 from tenantctl.drills.models import BackupManifest, DrillReport, RestoreResult, Target, Verdict
 from tenantctl.drills.restore import cleanup, restore
 from tenantctl.drills.verify import verify
+from tenantctl.engines.base import EventSink, phase
 from tenantctl.errors import KeyUnusable, NotFound, TenantctlError
 from tenantctl.models import TenantRecord, utcnow
 
@@ -59,11 +61,13 @@ def rpo_before(ctx: DrillContext, record: TenantRecord, at: datetime) -> float |
 def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = None,
           target: Target = Target.scratch, yes: bool = False, clean: bool = True,
           max_rto: float | None = None, max_rpo: float | None = None, kind: str = "run",
-          restorer: Callable[..., RestoreResult] = restore) -> DrillReport:
+          restorer: Callable[..., RestoreResult] = restore, on_event: EventSink | None = None) -> DrillReport:
     """One drill; failures become a fail verdict with the reason, never an exception
     (except NotFound for an unknown backup id). ``restorer(ctx, record, manifest,
-    target=, yes=)`` restores the backup: ``restore``, or a revive for a tombstone."""
+    target=, yes=)`` restores the backup: ``restore``, or a revive for a tombstone.
+    ``on_event``: each phase (backup, restore, verify, cleanup) as it starts."""
     started = utcnow()
+    step = partial(phase, on_event, record.tenant_id)
     report = DrillReport(drill_id=store.new_id(started), tenant_id=record.tenant_id, tier=record.tier.value,
                          kind=kind, target=target.value, started_at=started, finished_at=started,
                          max_rto=max_rto, max_rpo=max_rpo, verdict=Verdict.failed)
@@ -74,22 +78,25 @@ def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = No
     try:
         if record.resources is None:
             raise TenantctlError(f"tenant {record.tenant_id!r} has no resources recorded")
-        if backup_id == "latest":
-            manifest = store.latest_manifest(ctx.s3, record)
-        elif backup_id:
-            manifest = store.load_manifest(ctx.s3, record, backup_id)
+        if backup_id:
+            step(f"reading backup {backup_id}")
+            manifest = (store.latest_manifest(ctx.s3, record) if backup_id == "latest"
+                        else store.load_manifest(ctx.s3, record, backup_id))
         else:
+            step("backing up")
             manifest = backup(ctx, record)
         _fill_from(report, manifest)
         if report.rpo_seconds is None:
             report.rpo_seconds = (utcnow() - manifest.finished_at).total_seconds()
             report.rpo_basis = "the drill's own backup (no earlier backup)" if not backup_id else "the restored backup"
+        step(f"restoring backup {manifest.backup_id} ({target.value})")
         result = restorer(ctx, record, manifest, target=target, yes=yes)
         report.rto_seconds = result.seconds
         if result.target is Target.scratch:
             report.scratch = (f"{result.scratch_instance or result.database} + "
                               f"s3://{record.resources.bucket}/{result.object_prefix}")
         report.notes = list(result.notes)
+        step("verifying the restore against the backup's manifest")
         report.checks = result.checks if result.checks is not None else verify(ctx, record, manifest, result)
     except NotFound:
         raise
@@ -100,6 +107,7 @@ def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = No
         report.reasons.append(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
     finally:
         if result is not None and clean and result.target is Target.scratch:
+            step("removing the scratch target")
             try:
                 cleanup(ctx, record, result)
                 report.cleaned_up = True

@@ -14,8 +14,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tenantctl import __version__
-from tenantctl.engines.base import EventSink, UpResult
-from tenantctl.errors import InvalidInput, engine_step
+from tenantctl.engines.base import EventSink, UpResult, phase
+from tenantctl.errors import InvalidInput, NotConfirmed, engine_step
 from tenantctl.fingerprint import applied_hash
 from tenantctl.models import TenantRecord, TenantResources, TenantSpec, describe_validation_error
 from tenantctl.stackconfig import read_tenant, stack_file, write_tenant
@@ -77,21 +77,26 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
     from tenantctl.policy import PolicyRefused, refuse_unsafe_spec
 
     refuse_unsafe_spec(spec)  # the policy gate's spec rules (exit 8): before the registry or stacks/ are touched
+    phase(on_event, spec.id, "checking the platform")
     platform = ws.ensure_platform(on_event)
+    phase(on_event, spec.id, "preflight: quotas and shared-resource limits")
     preflight.check(spec, platform, ws.client)  # quotas and shared-bucket rules: refuse before anything exists
     registry = ws.registry
     path = stack_file(ws.stacks_dir, spec.id)
     committed = path.read_text() if path.exists() else None
+    phase(on_event, spec.id, "reserving the tenant in the registry")
     with registry.hold(spec.id, "provision", spec=spec) as held:
         try:
+            phase(on_event, spec.id, f"applying {path.name}")
             applied = apply_spec(ws, spec, on_event)
-        except PolicyRefused as refused:
-            if refused.changed_nothing:
-                # The engine's gate refused before its first change: put back what this run wrote.
+        except (PolicyRefused, NotConfirmed) as refused:
+            if getattr(refused, "changed_nothing", True):
+                # The engine's gate (or the operator) refused before its first change: put back what this run wrote.
                 _restore(path, committed)
                 registry.withdraw(held.record)
             # Refused during the up (CrossGuard): resources may exist, the record and file stay to converge.
             raise
+        phase(on_event, spec.id, "recording the tenant active, checking its isolation posture")
         held.record = activate(ws, held.record, spec, applied)
     return held.record, applied.result
 

@@ -71,6 +71,7 @@ class LocalEngine(Engine):
             plan = self._plan(stack, on_event)
             if self.gate is not None:
                 self.gate(stack, plan.planned, judged_at_apply=True)  # before the apply pass: refusing changes nothing
+            self.planned(ChangeSet(stack=stack, changes=plan.changes + plan.deletions()), on_event)
             project, config = self._config(stack)
             file = StateFile(self.state_root, stack)
             state = file.load()
@@ -104,6 +105,8 @@ class LocalEngine(Engine):
             from tenantctl.engines.local.passes import _Pass
 
             run = _Pass(stack, state, self._context(config), on_event, file)
+            if on_event is not None:
+                on_event(EngineEvent(stack=stack, kind="plan", total=len(state.resources)))
             deleted = self._delete(run, list(reversed(state.resources)))
             file.delete()
             changes = ChangeSet(stack=stack, changes=deleted)
