@@ -99,7 +99,7 @@ def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK) -> dict
     tid, tags = spec.id, spec.tags()
 
     role = TenantRole(tid, TenantRoleArgs(tenant_id=tid, runtime_principal_arn=shared("runtime_principal_arn"),
-                                          tags=tags))
+                                          tags=tags, suspended=spec.suspended))
     key = TenantKey(tid, TenantKeyArgs(alias=naming.kms_alias(tid), admin_arn=shared("admin_role_arn"),
                                        user_arns=[role.arn], tags=tags, description=f"tenantctl tenant {tid}"))
     secret = TenantSecret(tid, TenantSecretArgs(tenant_id=tid, kms_key_arn=key.arn, tags=tags))

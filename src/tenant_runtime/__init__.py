@@ -15,6 +15,7 @@ from tenant_runtime.errors import (
     TenantMismatch,
     TenantNotFound,
     TenantRuntimeError,
+    TenantWaking,
     Unauthenticated,
 )
 from tenant_runtime.models import (
@@ -31,5 +32,5 @@ __all__ = [
     "DecryptionFailed", "InvalidRequest", "JWTSettings", "RegistryReader", "RegistryUnavailable",
     "StoreConnection", "StoreUnavailable", "TenantContext", "TenantInactive", "TenantMismatch",
     "TenantNotFound", "TenantRecord", "TenantResolver", "TenantResources", "TenantRuntime",
-    "TenantRuntimeError", "TenantStatus", "Tier", "Unauthenticated",
+    "TenantRuntimeError", "TenantStatus", "TenantWaking", "Tier", "Unauthenticated",
 ]

@@ -75,13 +75,17 @@ async def _error(send: Callable, exc: TenantRuntimeError) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if exc.status_code == 401:
         headers.append((b"www-authenticate", b"Bearer"))
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:  # e.g. a hibernated tenant waking up
+        headers.append((b"retry-after", str(retry_after).encode()))
     await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
 class ErrorResponse:
     """A JSON error response as a bare ASGI app: ``{"error": code, "detail": message}``
-    with the error's status (and ``WWW-Authenticate: Bearer`` on 401)."""
+    with the error's status (and ``WWW-Authenticate: Bearer`` on 401, ``Retry-After``
+    when the error says when to retry)."""
 
     def __init__(self, exc: TenantRuntimeError) -> None:
         self.exc, self.status_code = exc, exc.status_code

@@ -8,6 +8,7 @@ from tenant_runtime.auth import JWTSettings, TenantResolver
 from tenant_runtime.context import TenantContext
 from tenant_runtime.credentials import ClientFactory, Mode
 from tenant_runtime.crypto import DataKeyCache, Envelope
+from tenant_runtime.hibernation import DatabaseWaker
 from tenant_runtime.jobs import JobQueue
 from tenant_runtime.objects import ObjectAccess
 from tenant_runtime.registry import RegistryReader
@@ -28,7 +29,9 @@ class TenantRuntime:
         self.registry = RegistryReader(registry_table, client=registry_client, ttl=registry_ttl)
         self.resolver = TenantResolver(jwt, self.registry)
         self.envelope = Envelope(lambda ctx: self.clients.client(ctx, "kms"), key_cache)
-        self.store = ContextStore(self.envelope, lambda ctx: self.clients.client(ctx, "secretsmanager"))
+        self.waker = DatabaseWaker(lambda region: self.clients.own_client("rds", region))
+        self.store = ContextStore(self.envelope, lambda ctx: self.clients.client(ctx, "secretsmanager"),
+                                  waker=self.waker)
         self.objects = ObjectAccess(lambda ctx: self.clients.client(ctx, "s3"))
         self.jobs = JobQueue(lambda ctx: self.clients.client(ctx, "sqs"))
 

@@ -41,6 +41,7 @@ from tenant_runtime.cache import TTLCache
 from tenant_runtime.context import TenantContext
 from tenant_runtime.crypto import Envelope
 from tenant_runtime.errors import InvalidRequest, StoreUnavailable, TenantMismatch
+from tenant_runtime.hibernation import DatabaseWaker
 
 Role = Literal["system", "user", "assistant", "tool"]
 MAX_CONTENT = 1 << 20
@@ -140,7 +141,8 @@ def decode_cursor(cursor: str, tenant_id: str, conversation_id: str) -> tuple[in
 # -- connections -----------------------------------------------------------------
 
 @contextmanager
-def tenant_transaction(conn: psycopg.Connection, tenant_id: str, role: str | None = None) -> Iterator[psycopg.Connection]:
+def tenant_transaction(conn: psycopg.Connection, tenant_id: str,
+                       role: str | None = None) -> Iterator[psycopg.Connection]:
     """One transaction scoped to ``tenant_id`` (and, for a gateway login, to the
     tenant ``role``); both settings end with it."""
     with conn.transaction():
@@ -184,11 +186,15 @@ class _Pool:
 
 
 class ContextStore:
+    """``waker``: starts a hibernated tenant's database before its store is used
+    (``tenant_runtime.hibernation``); None: hibernation is not looked at."""
+
     def __init__(self, envelope: Envelope, secret_client_for: Callable[[TenantContext], Any],
                  max_idle_per_tenant: int = 4, max_tenants: int = 256, secret_ttl: float = 300.0,
-                 connect_timeout: int = 5) -> None:
+                 connect_timeout: int = 5, waker: DatabaseWaker | None = None) -> None:
         self.envelope = envelope
         self.secret_client_for = secret_client_for
+        self.waker = waker
         self.max_idle, self.max_tenants, self.connect_timeout = max_idle_per_tenant, max_tenants, connect_timeout
         self._secrets: TTLCache[StoreSecret] = TTLCache(max_tenants, secret_ttl)
         self._pools: OrderedDict[str, _Pool] = OrderedDict()
@@ -216,6 +222,8 @@ class ContextStore:
         return secret
 
     def _pool(self, ctx: TenantContext) -> _Pool:
+        if self.waker is not None:
+            self.waker.ensure_awake(ctx)  # TenantWaking (503, retry) until a hibernated database is up
         with self._lock:
             pool = self._pools.get(ctx.tenant_id)
             if pool is not None:
@@ -305,7 +313,7 @@ class ContextStore:
         # Rows typed by PostgreSQL: built without re-validation.
         messages = [Message.model_construct(conversation_id=conversation_id, seq=seq, role=role,
                                             content=content.decode(), metadata=meta, created_at=created)
-                    for (seq, role, _, meta, created), content in zip(rows, contents)]
+                    for (seq, role, _, meta, created), content in zip(rows, contents, strict=True)]
         encode = partial(encode_cursor, ctx.tenant_id, conversation_id)
         return Page(
             messages=messages,

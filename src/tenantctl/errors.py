@@ -106,6 +106,8 @@ EXIT_CODES = {
     CHANGES_PENDING: "a preview found changes pending (`apply --preview`, `platform preview`)",
     NotConfirmed.exit_code: "not confirmed: an action that deletes or replaces needs --yes (or a yes on a terminal); "
                             "nothing was changed",
+    130: "interrupted (Ctrl-C): a tenant lock the run held is released with 'interrupted'",
+    143: "terminated (SIGTERM): a tenant lock the run held is released with 'interrupted'",
     InvalidInput.exit_code: "invalid input: tenant id, spec or option refused (message names the rule)",
     ApplyFailed.exit_code: "the engine failed to preview/apply/destroy (nothing further is changed)",
     Conflict.exit_code: "conflict: tenant locked by another run, or its record changed concurrently",
@@ -129,7 +131,7 @@ def interrupt_on_sigterm() -> None:
 
     def interrupt(signum: int, frame: object) -> None:
         _TERMINATED.append(signum)
-        raise KeyboardInterrupt(f"signal {signum}")
+        raise KeyboardInterrupt(signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, interrupt)
 

@@ -11,11 +11,13 @@ in the record turns that into a clear refusal instead of a retry loop.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -29,6 +31,7 @@ from tenant_runtime.registry import (
 )
 from tenantctl.errors import Conflict, InvalidInput, NotFound, TargetUnavailable, TenantctlError
 from tenantctl.models import (
+    Hibernation,
     TenantLock,
     TenantRecord,
     TenantResources,
@@ -38,6 +41,10 @@ from tenantctl.models import (
     utcnow,
 )
 from tenantctl.naming import require_valid
+
+log = logging.getLogger(__name__)  # notes for the operator (the CLI prints them on stderr)
+
+DEAD = ("gone", "reused")  # lock_holder() answers that prove the holder is not running
 
 
 def new_lock(operation: str) -> TenantLock:
@@ -49,12 +56,54 @@ def new_lock(operation: str) -> TenantLock:
     )
 
 
+def _process_started(pid: int) -> datetime | None:
+    """When process ``pid`` of this host started; None when there is no such
+    process. Without /proc (not Linux) a live pid reads as started at the epoch:
+    its reuse cannot be told apart there."""
+    if not Path("/proc/self/stat").exists():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:  # someone else's live process
+            pass
+        return datetime.fromtimestamp(0, UTC)
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # Field 22 (starttime, clock ticks after boot); the name in field 2 may hold spaces and ')'.
+    ticks = int(stat.rsplit(")", 1)[1].split()[19])
+    boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                if line.startswith("btime "))
+    return datetime.fromtimestamp(boot + ticks / os.sysconf("SC_CLK_TCK"), UTC)
+
+
+def lock_holder(lock: TenantLock) -> str:
+    """Whether the run holding ``lock`` is alive: ``running`` / ``gone`` (no
+    such pid on this host) / ``reused`` (the pid belongs to a process started
+    after the lock was taken, so not to its holder) / ``elsewhere`` (another
+    host: unknowable from here)."""
+    if lock.host != socket.gethostname():
+        return "elsewhere"
+    started = _process_started(lock.pid)
+    if started is None:
+        return "gone"
+    # btime is whole seconds and starttime counts ticks: allow a second of slack.
+    return "reused" if started > lock.acquired_at + timedelta(seconds=1) else "running"
+
+
 def describe_lock(tenant_id: str, lock: TenantLock) -> str:
-    return (
-        f"tenant {tenant_id!r} is locked by a running {lock.operation} "
-        f"(owner {lock.owner}, host {lock.host}, pid {lock.pid}, since {lock.acquired_at:%Y-%m-%d %H:%M:%S}Z); "
-        f"if that run is dead, `tenantctl unlock {tenant_id} --force` removes the lock"
-    )
+    holder = lock_holder(lock)
+    when = f"since {lock.acquired_at:%Y-%m-%d %H:%M:%S}Z"
+    unlock = f"`tenantctl unlock {tenant_id} --force` removes the lock"
+    if holder in ("gone", "reused"):
+        why = "no longer exists" if holder == "gone" else "now belongs to a process started after the lock was taken"
+        return (f"tenant {tenant_id!r} is locked by a {lock.operation} that is no longer running "
+                f"(owner {lock.owner}, host {lock.host}, pid {lock.pid} {why}, {when}); {unlock}")
+    alive = ", alive on this host" if holder == "running" else ""
+    return (f"tenant {tenant_id!r} is locked by a running {lock.operation} "
+            f"(owner {lock.owner}, host {lock.host}, pid {lock.pid}{alive}, {when}); if that run is dead, {unlock}")
 
 
 def decode_cursor(cursor: str) -> str:
@@ -66,8 +115,8 @@ def decode_cursor(cursor: str) -> str:
 
 def failure_text(exc: BaseException) -> str:
     """What a failed run leaves in the record's ``last_error``."""
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted"
+    if isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or SIGTERM (errors.interrupt_on_sigterm)
+        return f"interrupted ({exc})" if str(exc) else "interrupted"
     if isinstance(exc, TenantctlError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
@@ -222,7 +271,7 @@ class RegistryWriter:
             except Conflict:
                 raise Conflict(f"tenant {spec.id!r} is being provisioned by another run") from None
         if existing.lock is not None:
-            raise Conflict(describe_lock(spec.id, existing.lock))
+            existing = self.clear_dead_lock(existing)
         if existing.status in (TenantStatus.deprovisioning, TenantStatus.deprovisioned):
             raise Conflict(
                 f"tenant id {spec.id!r} was deprovisioned on "
@@ -241,19 +290,37 @@ class RegistryWriter:
         """Lock an existing tenant (deprovision, drills), optionally moving its status."""
         existing = self.require(tenant_id)
         if existing.lock is not None:
-            raise Conflict(describe_lock(tenant_id, existing.lock))
+            existing = self.clear_dead_lock(existing)
         update: dict[str, Any] = {"lock": new_lock(operation)}
         if status is not None:
             update["status"] = status
         return self._put(existing.model_copy(update=update), existing.version)
 
+    def clear_dead_lock(self, record: TenantRecord) -> TenantRecord:
+        """A lock whose holder provably died on this host (its pid gone, or
+        reused by a process started after the lock was taken: a killed run,
+        a closed terminal) is reported and cleared, and the record returned
+        without it; any other lock refuses the run (Conflict, exit 5)."""
+        lock = record.lock
+        holder = lock_holder(lock)
+        if holder not in DEAD:
+            raise Conflict(describe_lock(record.tenant_id, lock))
+        why = "is gone" if holder == "gone" else "now belongs to a newer process"
+        note = (f"the {lock.operation} holding its lock died (owner {lock.owner}, host {lock.host}, pid {lock.pid} "
+                f"{why}, since {lock.acquired_at:%Y-%m-%d %H:%M:%S}Z): lock cleared")
+        log.warning("tenant %r: %s", record.tenant_id, note)
+        cleared = record.model_copy(update={"lock": None, "last_error": f"{lock.operation} interrupted: {note}"})
+        return self._put(cleared, record.version)
+
     def mark_active(self, record: TenantRecord, resources: TenantResources, spec: TenantSpec,
                     program_version: str, applied_hash: str) -> TenantRecord:
-        """The tenant is applied as ``spec``: active, unlocked, and no longer a
-        tombstone (a revived tenant comes back through here too)."""
+        """The tenant is applied as ``spec``: active (suspended when the spec
+        says so), unlocked, and no longer a tombstone (a revived tenant comes
+        back through here too)."""
         return self._put(
             record.model_copy(update={
-                "status": TenantStatus.active, "resources": resources, "lock": None,
+                "status": TenantStatus.suspended if spec.suspended else TenantStatus.active,
+                "resources": resources, "lock": None,
                 "spec_hash": applied_hash, "program_version": program_version,
                 "region": spec.region, "owner": spec.owner, "last_error": None,
                 "deprovisioned_at": None, "retain_until": None,
@@ -270,6 +337,10 @@ class RegistryWriter:
             }),
             record.version,
         )
+
+    def mark_hibernation(self, record: TenantRecord, hibernation: Hibernation | None) -> TenantRecord:
+        """Record (or, None, clear) the tenant's hibernation and release the lock."""
+        return self._put(record.model_copy(update={"hibernation": hibernation, "lock": None}), record.version)
 
     def release(self, record: TenantRecord, error: str | None = None) -> TenantRecord:
         """Drop the lock after a failed run, keeping the error for `status`."""

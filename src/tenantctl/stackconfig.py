@@ -28,8 +28,7 @@ def _dump(data: dict) -> str:
 def render_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK) -> str:
     from tenantctl.templates import render
 
-    body = spec.model_dump(mode="json", exclude_none=True)
-    return render("stack.yaml.j2", spec=spec, platform_stack=platform_stack, tenant_yaml=_dump(body))
+    return render("stack.yaml.j2", spec=spec, platform_stack=platform_stack, tenant_yaml=_dump(spec.desired()))
 
 
 def render_platform(spec: PlatformSpec) -> str:

@@ -26,7 +26,7 @@ import yaml
 
 from tenantctl import naming
 from tenantctl.engines.local.state import StateFile
-from tenantctl.errors import CHANGES_PENDING
+from tenantctl.errors import CHANGES_PENDING, NotConfirmed
 from tenantctl.fingerprint import applied_hash, program_fingerprint
 from tenantctl.models import PlatformSpec, TenantSpec, TenantStatus
 from tenantctl.operations.apply import in_shard
@@ -265,7 +265,7 @@ def test_one_failed_tenant_does_not_stop_the_others(proj, sandbox):
     assert set(actions(summary).values()) == {"unchanged"}
 
 
-def test_prune_reports_without_yes_and_deprovisions_with_it(proj, sandbox, tmp_path):
+def test_prune_is_refused_without_yes_and_deprovisions_with_it(proj, sandbox, tmp_path):
     # A tenant of another project on the same registry: an orphan to this one
     # unless --match scopes apply to this project's tenants.
     other = Project(tmp_path / "other", sandbox)
@@ -281,10 +281,10 @@ def test_prune_reports_without_yes_and_deprovisions_with_it(proj, sandbox, tmp_p
     assert rc == 0, err  # orphans are reported, not pending
     assert {t for t, a in actions(summary, "ap-").items() if a == "orphan"} == {*gone, "ap-keep"}
 
-    rc, summary, err = proj.apply("--prune", *MATCH)
-    assert rc == 0, err
-    assert {t for t, a in actions(summary, "ap-").items() if a == "orphan"} == set(gone)
-    assert "--yes" in err
+    refused = proj.cli("apply", "--prune", "--json", *MATCH)  # no terminal to ask on, no --yes
+    assert refused.returncode == NotConfirmed.exit_code, refused.stderr
+    error = json.loads(refused.stdout)["error"]
+    assert "pass --yes" in error["message"] and sorted(error["details"]) == sorted(gone)
     recs = records(proj.workspace())
     assert all(recs[t].status is TenantStatus.active for t in gone)
 

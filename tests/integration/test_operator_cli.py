@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import socket
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import yaml
-from fault_tools import Cli, engine_state, registry_record
+from fault_tools import Cli, aws, engine_state, platform_outputs, registry_record
 from terminal import run_in_terminal
 
-from tenantctl import __version__
+from tenantctl import __version__, naming
 from tenantctl.errors import CHANGES_PENDING, NotConfirmed
 from tenantctl.models import TenantSpec
 from tenantctl.stackconfig import write_tenant
@@ -34,6 +38,14 @@ def acme(cli) -> dict:
     made = cli("provision", ACME, "--owner", "team-a", "--json")
     assert made.returncode == 0, made
     return cli("status", ACME, "--json").json()
+
+
+@pytest.fixture(scope="module")
+def dedicated(cli) -> dict:
+    """op-ded, a dedicated tenant (its own VPC and RDS instance), provisioned once."""
+    made = cli("provision", "op-ded", "--tier", "dedicated", "--json")
+    assert made.returncode == 0, made
+    return made.json()["record"]
 
 
 def error_of(run) -> dict:
@@ -157,9 +169,7 @@ def test_without_a_terminal_what_deletes_is_refused_until_yes(cli, acme, sandbox
     assert registry_record(sandbox, ACME) == before
 
 
-def test_a_provision_that_would_replace_resources_asks_first(cli, sandbox):
-    made = cli("provision", "op-ded", "--tier", "dedicated", "--json")
-    assert made.returncode == 0, made
+def test_a_provision_that_would_replace_resources_asks_first(cli, sandbox, dedicated):
     stack = cli.stack_file("op-ded").read_text()
     state = engine_state(sandbox, "op-ded").read_text()
 
@@ -225,7 +235,7 @@ def test_tables_keep_every_id_and_path_whole(cli, acme):
 
 # -- everyday verbs: --version, list --all, completion ---------------------------------
 
-def test_version_list_all_and_shell_completion(cli, acme):
+def test_version_list_all_and_shell_completion(cli, acme, dedicated):
     version = cli("--version")
     assert version.returncode == 0 and version.stdout.strip() == f"tenantctl {__version__}"
 
@@ -240,3 +250,178 @@ def test_version_list_all_and_shell_completion(cli, acme):
     assert completion.returncode == 0 and completion.stdout.split() == ["provision"]
     script = cli("--show-completion", "bash")
     assert script.returncode == 0 and "_TENANTCTL_COMPLETE=complete_bash" in script.stdout
+
+
+# -- locks: SIGTERM releases them; a dead run's lock is cleared by the next run ------------
+
+def wait_for_lock(sandbox, tenant_id: str, proc, timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = registry_record(sandbox, tenant_id)
+        if record and record["lock"]:
+            return record
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    pytest.fail(f"{tenant_id} was never locked")
+
+
+def test_sigterm_releases_the_lock_and_a_dead_runs_lock_is_cleared(cli, sandbox, acme):
+    proc = cli.start("provision", "op-term")
+    locked = wait_for_lock(sandbox, "op-term", proc)
+    assert locked["lock"]["pid"] == proc.pid
+    proc.send_signal(signal.SIGTERM)  # what a cancelled CI job gets
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "interrupted" in err
+    record = registry_record(sandbox, "op-term")
+    assert record["lock"] is None and record["last_error"].startswith("interrupted"), record
+    assert cli("provision", "op-term").returncode == 0  # and a re-run converges
+
+    # Killed outright (os._exit: no cleanup): the lock stays, naming a pid that is gone.
+    killed = cli("provision", "op-dead", env={"TENANTCTL_FAULT_AFTER": "provision:reserved"})
+    assert killed.returncode == 86, killed
+    assert registry_record(sandbox, "op-dead")["lock"]["pid"] == killed.pid
+    rerun = cli("provision", "op-dead")  # no unlock --force needed: the holder provably died on this host
+    assert rerun.returncode == 0, rerun
+    assert "note: tenant 'op-dead': the provision holding its lock died" in rerun.stderr
+    assert f"pid {killed.pid} is gone" in rerun.stderr
+    record = registry_record(sandbox, "op-dead")
+    assert record["status"] == "active" and record["lock"] is None
+
+    # A pid reused by a process started after the lock was taken is no proof of life either.
+    newer = subprocess.Popen(["sleep", "60"])
+    try:
+        stale = {**record, "lock": {"operation": "deprovision", "owner": "ci", "host": socket.gethostname(),
+                                    "pid": newer.pid, "acquired_at": "2020-01-01T00:00:00Z"}}
+        write_record(sandbox, stale)
+        unlocked = cli("unlock", "op-dead", "--json")  # no --force
+        assert unlocked.returncode == 0, unlocked
+        assert unlocked.json()["lock"] is None and "newer process" in unlocked.json()["last_error"]
+    finally:
+        newer.kill()
+    elsewhere = {**registry_record(sandbox, "op-dead")}
+    elsewhere["lock"] = {"operation": "provision", "owner": "ci", "host": "another-host", "pid": 1,
+                         "acquired_at": "2020-01-01T00:00:00Z"}
+    write_record(sandbox, elsewhere)
+    refused = cli("deprovision", "op-dead", "--yes")  # another host's run: unknowable, refused
+    assert refused.returncode == 5 and "another-host" in refused.stderr, refused
+    assert cli("unlock", "op-dead", "--force").returncode == 0
+
+
+def write_record(sandbox, record: dict) -> None:
+    """Put a record straight into the registry table (as a crashed run on another machine would leave it)."""
+    from tenant_runtime.registry import record_to_item
+    from tenantctl.models import TenantRecord
+
+    table = platform_outputs(sandbox)["registry_table"]
+    aws(sandbox, "dynamodb").put_item(TableName=table, Item=record_to_item(TenantRecord.model_validate(record)))
+
+
+# -- suspend, resume, hibernate --------------------------------------------------------
+
+def trust_allows_the_runtime(sandbox, tenant_id: str) -> bool:
+    from tenant_runtime.credentials import SESSION_TAG
+    from tenantctl.checks import iam_eval
+
+    role = aws(sandbox, "iam").get_role(RoleName=naming.iam_role_name(tenant_id))["Role"]
+    document = role["AssumeRolePolicyDocument"]
+    document = json.loads(document) if isinstance(document, str) else document
+    runtime = platform_outputs(sandbox)["runtime_principal_arn"]
+    return iam_eval.allows_all([document], iam_eval.assume_role(role["Arn"], runtime, {SESSION_TAG: tenant_id}))
+
+
+def test_a_suspended_tenant_is_refused_within_the_cache_ttl_and_its_role_cannot_be_assumed(cli, sandbox):
+    from runtime_tenants import jwt_settings, token
+
+    from tenant_runtime import TenantInactive
+    from tenant_runtime.auth import TenantResolver
+    from tenant_runtime.registry import RegistryReader
+
+    assert cli("provision", "op-sus").returncode == 0
+    now = [0.0]
+    reader = RegistryReader(platform_outputs(sandbox)["registry_table"], client=aws(sandbox, "dynamodb"), ttl=30,
+                            clock=lambda: now[0])
+    resolver = TenantResolver(jwt_settings(), reader)
+    assert resolver.resolve(token("op-sus"), "op-sus").tenant_id == "op-sus"
+    assert trust_allows_the_runtime(sandbox, "op-sus")
+
+    suspended = cli("suspend", "op-sus", "--json")
+    assert suspended.returncode == 0, suspended
+    assert suspended.json()["status"] == "suspended" and "suspended: true" in cli.stack_file("op-sus").read_text()
+    assert not trust_allows_the_runtime(sandbox, "op-sus")  # no role session is renewed
+    checked = cli("check", "op-sus", "--json")
+    assert checked.returncode == 0 and "suspended" in json.dumps(checked.json()), checked
+
+    now[0] = 29.9  # the runtime's cached record: served until the TTL runs out, never after
+    assert resolver.resolve(token("op-sus"), "op-sus").tenant_id == "op-sus"
+    now[0] = 30.1
+    with pytest.raises(TenantInactive, match="suspended"):
+        resolver.resolve(token("op-sus"), "op-sus")
+
+    resumed = cli("resume", "op-sus", "--json")
+    assert resumed.returncode == 0 and resumed.json()["done"] == ["suspension lifted"], resumed
+    assert resumed.json()["record"]["status"] == "active" and "suspended" not in cli.stack_file("op-sus").read_text()
+    assert trust_allows_the_runtime(sandbox, "op-sus")
+    now[0] = 61
+    assert resolver.resolve(token("op-sus"), "op-sus").tenant_id == "op-sus"
+
+
+def test_hibernate_stops_an_idle_dedicated_database_the_runtime_wakes_it_and_cost_shows_the_saving(
+        cli, sandbox, dedicated):
+    from runtime_tenants import jwt_settings, token
+
+    from tenant_runtime import TenantRuntime, TenantWaking
+    from tenant_runtime.hibernation import DatabaseWaker
+
+    rds = aws(sandbox, "rds")
+
+    def instance_state() -> str:
+        return rds.describe_db_instances(DBInstanceIdentifier=naming.rds_identifier("op-ded"))["DBInstances"][0][
+            "DBInstanceStatus"]
+
+    busy = cli("hibernate", "op-ded")  # provisioned minutes ago: not idle
+    assert busy.returncode == 3 and "not idle" in busy.stderr, busy
+    pooled = cli("hibernate", ACME)
+    assert pooled.returncode == 3 and "pooled" in pooled.stderr
+    assert instance_state() == "available"
+
+    slept = cli("hibernate", "op-ded", "--force", "--json")
+    assert slept.returncode == 0, slept
+    assert slept.json()["record"]["hibernation"]["db_instance"] == naming.rds_identifier("op-ded")
+    assert instance_state() == "stopped"
+    assert "hibernation" in cli("status", "op-ded").stdout
+
+    cost = cli("cost", "op-ded", "--json")
+    assert cost.returncode == 0, cost
+    [priced] = cost.json()["tenants"]
+    saving = priced["hibernation"]["monthly_saving"]
+    assert priced["hibernation"]["hibernated"] is True and saving > 0
+    [instance_line] = [line for line in priced["estimate"]["lines"] if line["item"] == "RDS instance"]
+    assert instance_line["monthly"] == 0 and f"saves ${saving:.2f}" in instance_line["detail"]
+    assert f"hibernated, its RDS instance is stopped: saves ${saving:,.2f}/month" in cli("cost", "op-ded").stdout
+
+    # The first request wakes it: 503 + retry while it starts, then served.
+    now = [0.0]
+    runtime = TenantRuntime(jwt_settings(), platform_outputs(sandbox)["registry_table"], region=sandbox.region,
+                            endpoint_url=sandbox.aws_endpoint_url)
+    runtime.store.waker = waker = DatabaseWaker(lambda region: aws(sandbox, "rds"), recheck=5, clock=lambda: now[0])
+    try:
+        ctx = runtime.resolve(token("op-ded"), "op-ded")
+        with pytest.raises(TenantWaking) as waking:
+            runtime.store.append(ctx, "c1", "user", "hello")
+        assert waking.value.status_code == 503 and waking.value.retry_after == 30
+        assert waker.starts == 1 and instance_state() != "stopped"
+        with pytest.raises(TenantWaking):  # within `recheck`: answered without another RDS call
+            runtime.store.append(ctx, "c1", "user", "hello")
+        assert waker.describes == 1
+        now[0] = 5.1
+        assert runtime.store.append(ctx, "c1", "user", "hello").content == "hello"
+        assert waker.describes == 2 and waker.starts == 1
+    finally:
+        runtime.close()
+
+    woken = cli("resume", "op-ded", "--json")
+    assert woken.returncode == 0 and woken.json()["done"] == ["woken from hibernation"], woken
+    assert woken.json()["record"]["hibernation"] is None and instance_state() == "available"
+    after = cli("cost", "op-ded", "--json").json()["tenants"][0]
+    assert after["hibernation"] == {"hibernated": False, "idle": False, "monthly_saving": saving}

@@ -76,6 +76,22 @@ def test_errors_raised_by_the_app_map_to_their_status(resolver):
     assert answer.status_code == 400 and answer.json() == {"error": "invalid_request", "detail": "bad cursor"}
 
 
+def test_a_waking_tenant_is_a_503_saying_when_to_retry(resolver):
+    from tenant_runtime.asgi import error_handler
+    from tenant_runtime.errors import TenantRuntimeError, TenantWaking
+
+    async def hibernated(request: Request):
+        raise TenantWaking("acme", "starting", retry_after=30)
+
+    app = Starlette(routes=[Route("/tenants/{tenant_id}/history", hibernated)])
+    app.add_exception_handler(TenantRuntimeError, error_handler)
+    for client in (TestClient(TenantMiddleware(app, resolver)), TestClient(TenantMiddleware(
+            lambda scope, receive, send: hibernated(None), resolver))):
+        answer = client.get("/tenants/acme/history", headers=bearer("acme"))
+        assert answer.status_code == 503 and answer.headers["retry-after"] == "30"
+        assert answer.json()["error"] == "tenant_waking" and "starting" in answer.json()["detail"]
+
+
 def test_fastapi_dependency_and_error_handler(resolver):
     fastapi = pytest.importorskip("fastapi")
     from tenant_runtime.asgi import error_handler

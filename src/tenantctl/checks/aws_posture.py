@@ -27,6 +27,7 @@ from urllib.parse import unquote
 from tenantctl import naming
 from tenantctl.checks import iam_eval
 from tenantctl.checks.results import CheckResult, run_each
+from tenantctl.models import TenantStatus
 from tenantctl.policy import MIN_BACKUP_RETENTION_DAYS, REQUIRED_TAGS, PlannedResource, check
 
 AREA = "aws"
@@ -164,7 +165,8 @@ class _AwsChecks:
             missing = [t for t in REQUIRED_TAGS if not tags.get(t)]
             if missing:
                 problems.append(f"{what}: missing {', '.join(missing)}")
-            elif tags["tenant"] != self.tid or tags["tier"] != self.record.tier.value or tags["managed-by"] != "tenantctl":
+            elif (tags["tenant"] != self.tid or tags["tier"] != self.record.tier.value
+                  or tags["managed-by"] != "tenantctl"):
                 problems.append(f"{what}: tagged tenant={tags['tenant']} tier={tags['tier']} "
                                 f"managed-by={tags['managed-by']}")
         return not problems, "; ".join(problems) or "key, queue, dlq, role, secret tagged"
@@ -177,8 +179,10 @@ class _AwsChecks:
         runtime, role = self.platform.get("runtime_principal_arn"), self.res.role_arn
         problems = [f"statement {s.get('Sid', '?')} trusts {p}" for s in doc.get("Statement", [])
                     if s.get("Effect") == "Allow" for p in _principals(s) if p != runtime]
+        # A suspended tenant's role may not be assumed at all (no session is renewed).
+        suspended = self.record.status is TenantStatus.suspended
         probes = [
-            (f"{SESSION_TAG}={self.tid}", iam_eval.assume_role(role, runtime, {SESSION_TAG: self.tid}), True),
+            (f"{SESSION_TAG}={self.tid}", iam_eval.assume_role(role, runtime, {SESSION_TAG: self.tid}), not suspended),
             ("no session tag", iam_eval.assume_role(role, runtime), False),
             (f"{SESSION_TAG}={self.tid}-x", iam_eval.assume_role(role, runtime, {SESSION_TAG: f"{self.tid}-x"}), False),
             ("an extra session tag", iam_eval.assume_role(role, runtime, {SESSION_TAG: self.tid, "tier": "x"}), False),
@@ -188,11 +192,14 @@ class _AwsChecks:
         for what, requests, expected in probes:
             if iam_eval.allows_all([doc], requests) != expected:
                 problems.append(f"assume with {what} is {'denied' if expected else 'allowed'}")
+        if suspended:
+            return not problems, "; ".join(problems) or "suspended: nobody may assume it"
         return not problems, "; ".join(problems) or f"only {runtime}, only with {SESSION_TAG}={self.tid}"
 
     def role_policy_scope(self) -> tuple[bool, str]:
         iam = self._client("iam")
-        attached = [p["PolicyArn"] for p in iam.list_attached_role_policies(RoleName=self.role_name)["AttachedPolicies"]]
+        attached = [p["PolicyArn"]
+                    for p in iam.list_attached_role_policies(RoleName=self.role_name)["AttachedPolicies"]]
         docs = [_doc(iam.get_role_policy(RoleName=self.role_name, PolicyName=name)["PolicyDocument"])
                 for name in iam.list_role_policies(RoleName=self.role_name)["PolicyNames"]]
         problems = [f"managed policy {arn} attached" for arn in attached]

@@ -20,6 +20,7 @@ from tenantctl.cli import (
     platform_cmd,
     sandbox_cmd,
     setup_cmd,
+    suspend_cmd,
     target_cmd,
     tenant_cmd,
     usage_cmd,
@@ -61,7 +62,7 @@ def root(
 
 
 # Top-level commands merge into the root app, groups keep their names; --help lists them in this order.
-for _module in (tenant_cmd, check_cmd, apply_cmd, platform_cmd, sandbox_cmd, usage_cmd, drill_cmd,
+for _module in (tenant_cmd, suspend_cmd, check_cmd, apply_cmd, platform_cmd, sandbox_cmd, usage_cmd, drill_cmd,
                 target_cmd, setup_cmd):
     app.add_typer(_module.app)
 
@@ -80,11 +81,25 @@ def _fail(code: int, message: str, rule: str | None, json_mode: bool, details: l
     sys.exit(code)
 
 
+def _notes_on_stderr() -> None:
+    """What operations report without failing (a dead run's lock cleared, ...)
+    goes to stderr as `note: ...` lines."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("note: %(message)s"))
+    logger = logging.getLogger("tenantctl")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def main() -> None:
     from tenantctl.errors import interrupt_on_sigterm, terminated
 
     json_mode = "--json" in sys.argv[1:]
     interrupt_on_sigterm()
+    _notes_on_stderr()
     try:
         # standalone_mode=False hands typer.Exit codes back instead of exiting.
         rc = app(prog_name="tenantctl", standalone_mode=False)

@@ -24,11 +24,16 @@ def _changes(result: TenantResult) -> str:
 @contextmanager
 def _progress(preview: bool) -> Iterator[tuple[Callable, Callable]]:
     """Per-tenant progress on stderr: the plan, then one line per finished
-    tenant (with a live bar when stderr is a terminal). stdout stays for the
-    summary (and --json)."""
+    tenant, each stamped with the time since the start (with a live bar when
+    stderr is a terminal). stdout stays for the summary (and --json)."""
+    import time
+
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from tenantctl.cli.progress import elapsed
+
+    started = time.monotonic()
     verb = "previewing" if preview else "applying"
     state = {"done": 0, "total": 0}
     bar: Progress | None = None
@@ -41,8 +46,8 @@ def _progress(preview: bool) -> Iterator[tuple[Callable, Callable]]:
             counts[r.action.value] = counts.get(r.action.value, 0) + 1
         state["total"] = sum(counts.get(a, 0) for a in ("create", "update", "prune"))
         text = ", ".join(f"{n} {a}" for a, n in counts.items()) or "no tenants"
-        err_console.print(f"plan: {text}" + (f"; {verb} {state['total']} tenant(s)" if state["total"] else ""),
-                          highlight=False)
+        err_console.print(f"{elapsed(started)} plan: {text}"
+                          + (f"; {verb} {state['total']} tenant(s)" if state["total"] else ""), highlight=False)
         if state["total"] and err_console.is_terminal:
             bar = Progress(TextColumn(verb), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                            console=err_console, transient=True)
@@ -53,8 +58,8 @@ def _progress(preview: bool) -> Iterator[tuple[Callable, Callable]]:
         state["done"] += 1
         mark = "[green]ok[/]" if result.ok else f"[red]failed[/]: {escape(result.error or '')}"
         changes = f" · {_changes(result)}" if result.changes else ""
-        err_console.print(f"[{state['done']}/{state['total']}] {result.tenant_id}: {result.action.value} {mark} "
-                          f"({result.seconds:.1f}s){changes}", highlight=False)
+        err_console.print(f"{elapsed(started)} \\[{state['done']}/{state['total']}] {result.tenant_id}: "
+                          f"{result.action.value} {mark} ({result.seconds:.1f}s){changes}", highlight=False)
         if bar is not None:
             bar.advance(task)
 

@@ -19,6 +19,11 @@ from tenantctl.cli.output import err_console
 from tenantctl.engines.base import EngineEvent
 
 
+def elapsed(started: float) -> str:
+    """What every progress line starts with: the seconds since ``started`` (the command's start)."""
+    return f"[{time.monotonic() - started:6.1f}s]"
+
+
 class _Resources(ProgressColumn):
     """'N of M resources' once the plan gave M; nothing before."""
 
@@ -44,8 +49,7 @@ class ProgressView:
 
     def line(self, text: str) -> None:
         """One line, stamped with the time since the command started."""
-        err_console.print(f"[{time.monotonic() - self.started:6.1f}s] {self.title}: {text}", highlight=False,
-                          markup=False)
+        err_console.print(f"{elapsed(self.started)} {self.title}: {text}", highlight=False, markup=False)
 
     def __call__(self, event: EngineEvent) -> None:
         if event.kind == "phase":

@@ -26,6 +26,9 @@ def _record_rows(record: TenantRecord) -> list[tuple[str, str]]:
                   f"{res.store.endpoint}:{res.store.port}/{res.store.database} schema {res.store.schema_name}")]
     if record.retain_until:
         rows.append(("retained until", f"{record.retain_until:%Y-%m-%d}"))
+    if record.hibernation:
+        rows.append(("hibernation", f"database instance {record.hibernation.db_instance} stopped since "
+                                    f"{record.hibernation.since:%Y-%m-%d %H:%M:%S}Z (woken by the next request)"))
     if record.lock:
         rows.append(("lock", f"{record.lock.operation} by {record.lock.owner}@{record.lock.host} pid {record.lock.pid} "
                              f"since {record.lock.acquired_at:%Y-%m-%d %H:%M:%S}Z"))
@@ -174,18 +177,28 @@ def list_tenants(
 @app.command()
 def unlock(
     tenant_id: Annotated[str, typer.Argument(help="Tenant whose lock a dead run left behind.")],
-    force: Annotated[bool, typer.Option("--force", help="Required: you checked the run holding it is gone.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Remove a lock this host cannot prove dead (a run on another host): you checked it is gone.")
+    ] = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """Remove a lock left by a killed provision/deprovision."""
+    """Remove a lock left by a killed provision/deprovision.
+
+    A lock whose run provably died on this host (its pid is gone, or belongs to
+    a process started after the lock was taken) is removed without --force (any
+    command on the tenant does the same); --force is for a run on another host.
+    """
     from tenantctl.errors import InvalidInput
-    from tenantctl.registry import describe_lock
+    from tenantctl.registry import DEAD, describe_lock, lock_holder
     from tenantctl.workspace import Workspace
 
     registry = Workspace().registry
     record = registry.require(tenant_id)
     if record.lock is None:
         message = f"tenant {tenant_id} is not locked"
+    elif lock_holder(record.lock) in DEAD:
+        record = registry.clear_dead_lock(record)
+        message = f"lock on {tenant_id} removed: {record.last_error}"
     elif not force:
         raise InvalidInput(describe_lock(tenant_id, record.lock) + " (pass --force)")
     else:
