@@ -1,28 +1,87 @@
-"""A no-change `tenantctl apply` over N tenants against previewing each tenant
-(the naive way to learn that nothing changed), measured in the same run on a
-fresh sandbox of its own.
+"""A no-change `tenantctl apply` over N tenants, what `apply --refresh` and
+`refresh --all` cost on top of it, each against a baseline measured in the same
+run on a fresh sandbox of its own.
 
     python bench/apply.py                 # 200 pooled tenants (provisioning them takes a while)
     python bench/apply.py --tenants 20    # quick run
 
 Setup (timed, reported, not compared): N pooled tenants written to stacks/ and
 provisioned by `apply --parallel P` on the LocalEngine. Then, with nothing
-changed:
-- ours: `apply` (in this process, then the `tenantctl apply` CLI as CI runs
-  it): one registry scan, N stack files read and fingerprinted, no engine call;
-- baseline: `engine.preview(tenant)` for each of the N tenants, one after the
-  other (the program run under the engine for every tenant, each finding no
-  change).
+changed, in interleaved rounds (min and median reported):
+- no-change apply: one registry scan, N stack files read and fingerprinted, no
+  engine call, no cloud read (the default);
+- apply --refresh: the same, plus every tenant read live (no drift: nothing runs);
+- refresh --all: every tenant read live through the engine, drift and orphans;
+- the floor: the bare boto3 / SQL reads of the same live properties of every
+  tenant (the calls the handlers make, by ids known beforehand, the shared
+  bucket's lifecycle rules read once, the same number of threads), plus the
+  one tag scan: no state, no diff, no engine.
+Once each: the `tenantctl apply` and `tenantctl refresh --all` CLI processes,
+and the old baseline of learning "nothing changed" by previewing each tenant.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from common import bench_sandbox, timed
+
+
+def floor_read(clients: Any, record: Any, platform: dict[str, Any], dsn: str, group_id: str) -> None:
+    """The live properties a refresh compares, read with the bare calls."""
+    import psycopg
+
+    from tenantctl import naming
+
+    res, tid = record.resources, record.tenant_id
+    kms, sqs, iam = clients("kms"), clients("sqs"), clients("iam")
+    sm, sns, cw = clients("secretsmanager"), clients("sns"), clients("cloudwatch")
+    kms.describe_key(KeyId=res.kms_key_arn)
+    kms.get_key_rotation_status(KeyId=res.kms_key_arn)
+    kms.get_key_policy(KeyId=res.kms_key_arn, PolicyName="default")
+    kms.list_resource_tags(KeyId=res.kms_key_arn)
+    kms.list_aliases(KeyId=res.kms_key_arn.rsplit("/", 1)[-1])
+    for url in (res.queue_url, res.dlq_url):
+        sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
+        sqs.list_queue_tags(QueueUrl=url)
+    role = naming.iam_role_name(tid)
+    iam.get_role(RoleName=role)
+    iam.get_role_policy(RoleName=role, PolicyName=iam.list_role_policies(RoleName=role)["PolicyNames"][0])
+    sm.describe_secret(SecretId=res.store.secret_arn)
+    topic = f"arn:aws:sns:{res.region}:{platform['account_id']}:{naming.resource_name(tid, 'alarms')}"
+    sns.get_topic_attributes(TopicArn=topic)
+    sns.list_tags_for_resource(ResourceArn=topic)
+    cw.describe_alarms(AlarmNames=[naming.resource_name(tid, "dlq-depth")])
+    cw.describe_alarms(AlarmNames=[naming.resource_name(tid, "queue-age")])
+    clients("ec2").describe_security_groups(GroupIds=[group_id])
+    with psycopg.connect(dsn, connect_timeout=10) as conn:
+        conn.execute("SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity FROM pg_class c JOIN pg_namespace n "
+                     "ON n.oid = c.relnamespace WHERE n.nspname = %s", (res.store.schema_name,)).fetchall()
+
+
+def floor_all(ws: Any, records: list[Any], platform: dict[str, Any], dsn: str, threads: int,
+              groups: dict[str, str]) -> None:
+    from tenantctl import inventory
+
+    inventory.scan(ws.client, {r.region for r in records}, claimed={r.resources.role_arn for r in records})
+    ws.client("s3").get_bucket_lifecycle_configuration(Bucket=platform["bucket"])
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(lambda r: floor_read(ws.client, r, platform, dsn, groups[r.tenant_id]), records))
+
+
+def security_groups(ws: Any, tenants: list[str]) -> dict[str, str]:
+    """Each tenant's security group id, from the engine's state (the floor knows its ids)."""
+    from tenantctl.engines.local.state import StateFile
+
+    root = ws.engine.state_root
+    return {t: next(r.id for r in StateFile(root, t).load().resources if r.type.endswith("SecurityGroup"))
+            for t in tenants}
 
 
 def main() -> None:
@@ -30,10 +89,13 @@ def main() -> None:
     parser.add_argument("--tenants", type=int, default=200, help="tenants in stacks/ (default 200)")
     parser.add_argument("--parallel", type=int, default=max(2, os.cpu_count() or 2),
                         help="apply's --parallel while provisioning (default: CPU count, at least 2)")
+    parser.add_argument("--threads", type=int, default=8, help="refresh's --parallel, and the floor's (default 8)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the compared runs (default 3)")
     args = parser.parse_args()
 
     from tenantctl.models import TenantSpec
     from tenantctl.operations.apply import Action, apply
+    from tenantctl.operations.refresh import refresh
     from tenantctl.stackconfig import write_tenant
 
     with bench_sandbox("apply") as (endpoints, ws, project):
@@ -66,39 +128,70 @@ def main() -> None:
             print(f"  the program changed while provisioning: re-applied {len(settle.pending)} tenant(s)",
                   file=sys.stderr)
 
-        # Ours: a no-change apply, in process and as the CLI.
-        again, apply_s = timed(lambda: apply(ws, parallel=args.parallel))
-        assert again.count(Action.unchanged) == args.tenants and not again.pending, again.counts
-        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-        cli, cli_s = timed(lambda: subprocess.run(
-            [sys.executable, "-m", "tenantctl", "apply", "--json", "--parallel", str(args.parallel)],
-            cwd=project, env=env, capture_output=True, text=True))
-        if cli.returncode != 0:
-            sys.exit(f"tenantctl apply exited {cli.returncode}: {cli.stderr}")
+        platform = ws.platform_outputs()
+        records = [r for r in ws.registry.iter_all() if r.tenant_id in set(tenants)]
+        dsn = endpoints.pg_dsn(platform["db_name"])
+        groups = security_groups(ws, tenants)
 
-        # Baseline: preview every tenant, one after the other.
+        def no_change() -> None:
+            again = apply(ws, parallel=args.parallel)
+            assert again.count(Action.unchanged) == args.tenants and not again.pending, again.counts
+
+        def apply_refresh() -> None:
+            again = apply(ws, parallel=args.parallel, refresh=True)
+            assert again.count(Action.unchanged) == args.tenants and not again.pending, again.counts
+
+        def refresh_all() -> None:
+            drift = refresh(ws, every=True, parallel=args.threads)
+            assert drift.exit_code() == 0 and len(drift.tenants) == args.tenants, drift.counts
+
+        runs = {"no-change apply (fingerprint skip)": no_change, "apply --refresh (live read, no drift)":
+                apply_refresh, "refresh --all": refresh_all,
+                "floor: bare reads of the same properties": lambda: floor_all(ws, records, platform, dsn,
+                                                                              args.threads, groups)}
+        refresh_all()  # warm: clients made, the providers' modules imported, as in any later run
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        print(f"{args.rounds} interleaved rounds ...", file=sys.stderr)
+        for round_ in range(args.rounds):
+            order = list(runs)[round_ % len(runs):] + list(runs)[:round_ % len(runs)]
+            for name in order:
+                times[name].append(timed(runs[name])[1])
+
+        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+        def cli(*argv: str) -> float:
+            run, seconds = timed(lambda: subprocess.run([sys.executable, "-m", "tenantctl", *argv], cwd=project,
+                                                        env=env, capture_output=True, text=True))
+            if run.returncode != 0:
+                sys.exit(f"tenantctl {' '.join(argv)} exited {run.returncode}: {run.stderr[-2000:]}")
+            return seconds
+
+        cli_apply_s = cli("apply", "--json", "--parallel", str(args.parallel))
+        cli_refresh_s = cli("refresh", "--all", "--json", "--parallel", str(args.threads))
+
         print(f"previewing {args.tenants} tenants one by one ...", file=sys.stderr)
         engine = ws.engine
-
-        def preview_all() -> int:
-            changed = 0
-            for tenant in tenants:
-                changed += engine.preview(tenant).has_changes
-            return changed
-
-        changed, preview_s = timed(preview_all)
+        changed, preview_s = timed(lambda: sum(engine.preview(t).has_changes for t in tenants))
 
         n = args.tenants
+        floor = times["floor: bare reads of the same properties"]
         print(f"{n} pooled tenants on the sandbox (LocalEngine); provisioning them with apply --parallel "
-              f"{args.parallel}: {provision_s:.1f} s ({provision_s / n:.2f} s/tenant)")
-        print(f"{'':44}{'seconds':>9}{'ms/tenant':>11}")
-        for name, secs in (("no-change apply (in process)", apply_s),
-                           ("no-change `tenantctl apply` (CLI process)", cli_s),
-                           ("engine.preview of each tenant (baseline)", preview_s)):
-            print(f"{name:44}{secs:9.2f}{secs / n * 1000:11.1f}")
+              f"{args.parallel}: {provision_s:.1f} s ({provision_s / n:.2f} s/tenant); reads {args.threads} "
+              f"threads; {args.rounds} interleaved rounds")
+        print(f"{'':44}{'min s':>8}{'median s':>10}{'ms/tenant':>11}{'x floor (min/median)':>24}")
+        for name, secs in times.items():
+            lo, mid = min(secs), statistics.median(secs)
+            print(f"{name:44}{lo:8.2f}{mid:10.2f}{mid / n * 1000:11.1f}"
+                  f"{lo / min(floor):13.2f} / {mid / statistics.median(floor):.2f}")
+        for name, secs in (("`tenantctl apply` (CLI process)", cli_apply_s),
+                           ("`tenantctl refresh --all` (CLI process)", cli_refresh_s),
+                           ("engine.preview of each tenant (old baseline)", preview_s)):
+            print(f"{name:44}{secs:8.2f}{'':10}{secs / n * 1000:11.1f}")
         print(f"previews that found changes: {changed} of {n} (expected 0)")
-        print(f"ratio (baseline / ours): {preview_s / apply_s:.0f}x faster in process, "
-              f"{preview_s / cli_s:.0f}x faster as the CLI")
+        skip = statistics.median(times["no-change apply (fingerprint skip)"])
+        live = statistics.median(times["apply --refresh (live read, no drift)"])
+        print(f"--refresh trades the fingerprint skip for a live read: {live / skip:.0f}x the no-change apply "
+              f"(median), {preview_s / live:.1f}x faster than previewing each tenant")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,21 @@
 """Routed context-store access (tenant_runtime) against the floor: the same SQL
 issued directly with psycopg, measured in the same run on a fresh sandbox with
-a tenant provisioned by the real operation; plus KMS calls per 1,000 messages.
+a tenant provisioned by the real operation; plus KMS calls per 1,000 messages;
+plus the async API and the shared pool, each against its own floor.
 
-    python bench/runtime.py               # 2,000 appends, 1,000 history pages
-    python bench/runtime.py --n 300       # quick run
+    python bench/runtime.py               # 2,000 appends, 1,000 history pages; async; shared pool, 1,000 tenants
+    python bench/runtime.py --n 300 --tenants 200 --rounds 3   # quick run
+    python bench/runtime.py --cases shared                     # one case (sync, kms, async, shared)
+
+Async = ``AsyncTenantRuntime`` (resolve + store call on the event loop, the
+tenant's own login) against a psycopg ``AsyncConnection`` as the same role
+running the same transaction. Shared pool = ``TenantRuntime(gateway=...)``
+serving ``--tenants`` pooled tenants round-robin from ``--threads`` threads
+through a pool of ``--pool`` gateway connections, against a psycopg_pool of the
+same size as the gateway doing ``SET LOCAL ROLE`` + tenant + the same INSERT
+(no token, no encryption); plus the connections each side holds. Both are
+interleaved in ``--rounds`` rounds (floor and routed alternate first); the
+p50 of each round is reported as min and median over rounds.
 
 Routed = what a request pays: verify the JWT and resolve the tenant (registry
 cache hit), then ``store.append`` (seal with the tenant's data key, pooled
@@ -59,14 +71,48 @@ def kms_calls(calls: Counter) -> int:
     return sum(n for (service, _), n in calls.items() if service == "kms")
 
 
+def statements(schema: str):
+    """The store's INSERT (upsert conversation + message) and newest-page SELECT, for the floors."""
+    from psycopg import sql
+
+    conv_t, msg_t = (sql.Identifier(schema, t) for t in ("conversations", "messages"))
+    insert = sql.SQL(
+        "WITH c AS (INSERT INTO {conv} (tenant_id, conversation_id) VALUES (%(t)s, %(c)s) "
+        "ON CONFLICT (tenant_id, conversation_id) DO UPDATE SET updated_at = now() RETURNING 1) "
+        "INSERT INTO {msg} (tenant_id, conversation_id, role, content, metadata) "
+        "SELECT %(t)s, %(c)s, %(r)s, %(b)s, %(m)s FROM c RETURNING seq, created_at").format(conv=conv_t, msg=msg_t)
+    select = sql.SQL(
+        "SELECT seq, role, content, metadata, created_at FROM {msg} "
+        "WHERE tenant_id = %(t)s AND conversation_id = %(c)s AND seq > %(a)s "
+        "AND seq < coalesce(%(b)s::bigint, 9223372036854775807) ORDER BY seq DESC LIMIT %(n)s").format(msg=msg_t)
+    return insert, select
+
+
+def rounds_table(title: str, samples: dict[str, list[list[float]]], ops: tuple[str, ...]) -> None:
+    """min / median over rounds of each round's p50, floor vs routed, in ms."""
+    print()
+    print(title)
+    print(f"{'operation':<12}{'floor p50 min':>15}{'median':>9}{'routed p50 min':>16}{'median':>9}{'ratio':>8}")
+    for op in ops:
+        f = [pct(r, .5) * 1e3 for r in samples[f"floor {op}"]]
+        r = [pct(x, .5) * 1e3 for x in samples[f"routed {op}"]]
+        fm, rm = statistics.median(f), statistics.median(r)
+        print(f"{op:<12}{min(f):13.3f}ms{fm:7.3f}ms{min(r):14.3f}ms{rm:7.3f}ms{rm / fm:7.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000, help="appends per side (history pages: n/2)")
+    parser.add_argument("--cases", default="sync,kms,async,shared", help="which cases to run")
+    parser.add_argument("--rounds", type=int, default=5, help="async / shared: interleaved rounds")
+    parser.add_argument("--tenants", type=int, default=1000, help="shared: pooled tenants active in the process")
+    parser.add_argument("--threads", type=int, default=8, help="shared: request threads")
+    parser.add_argument("--pool", type=int, default=10, help="shared: gateway connections per process")
     args = parser.parse_args()
+    cases = set(args.cases.split(","))
 
     import jwt
     import psycopg
-    from psycopg import sql
     from psycopg.types.json import Jsonb
 
     from tenant_runtime import JWTSettings, TenantRuntime
@@ -95,21 +141,13 @@ def main() -> None:
             SecretId=res.store.secret_arn)["SecretString"])
         floor = psycopg.connect(host=secret["host"], port=secret["port"], dbname=secret["dbname"],
                                 user=secret["username"], password=secret["password"])
-        conv_t, msg_t = (sql.Identifier(res.store.schema_name, t) for t in ("conversations", "messages"))
-        insert = sql.SQL(
-            "WITH c AS (INSERT INTO {conv} (tenant_id, conversation_id) VALUES (%(t)s, %(c)s) "
-            "ON CONFLICT (tenant_id, conversation_id) DO UPDATE SET updated_at = now() RETURNING 1) "
-            "INSERT INTO {msg} (tenant_id, conversation_id, role, content, metadata) "
-            "SELECT %(t)s, %(c)s, %(r)s, %(b)s, %(m)s FROM c RETURNING seq, created_at").format(conv=conv_t, msg=msg_t)
-        select = sql.SQL(
-            "SELECT seq, role, content, metadata, created_at FROM {msg} "
-            "WHERE tenant_id = %(t)s AND conversation_id = %(c)s AND seq > %(a)s "
-            "AND seq < coalesce(%(b)s::bigint, 9223372036854775807) ORDER BY seq DESC LIMIT %(n)s").format(msg=msg_t)
+        insert, select = statements(res.store.schema_name)
 
         def floor_append(conv: str, text: str) -> None:
             with floor.transaction():
                 floor.execute("SELECT set_config('app.tenant_id', %s, true)", (tid,))
-                floor.execute(insert, {"t": tid, "c": conv, "r": "user", "b": text.encode(), "m": Jsonb({"i": 1})}).fetchone()
+                floor.execute(insert, {"t": tid, "c": conv, "r": "user", "b": text.encode(),
+                                       "m": Jsonb({"i": 1})}).fetchone()
 
         def floor_history(conv: str) -> None:
             with floor.transaction():
@@ -123,77 +161,265 @@ def main() -> None:
             rt.store.history(rt.resolve(token, tid), conv, limit=PAGE)
 
         text = "What did the quarterly report say about churn in the APAC region? " * 6  # ~400 bytes
-        for i in range(HISTORY_LEN):  # warm-up (pools, caches, plans) and the conversations history reads
+        for _ in range(HISTORY_LEN):  # warm-up (pools, caches, plans) and the conversations history reads
             floor_append("hist-floor", text)
             routed_append("hist-routed", text)
             floor_history("hist-floor")
             routed_history("hist-routed")
 
-        timings: dict[str, list[float]] = {k: [] for k in ("floor append", "routed append", "floor history", "routed history")}
+        if "sync" in cases:
+            timings: dict[str, list[float]] = {k: [] for k in ("floor append", "routed append", "floor history",
+                                                               "routed history")}
 
-        def timed(label: str, fn, *fn_args) -> None:
-            start = time.perf_counter()
-            fn(*fn_args)
-            timings[label].append(time.perf_counter() - start)
+            def timed(label: str, fn, *fn_args) -> None:
+                start = time.perf_counter()
+                fn(*fn_args)
+                timings[label].append(time.perf_counter() - start)
 
-        print(f"timing {args.n} appends and {args.n // 2} history pages per side ...", file=sys.stderr)
-        for i in range(args.n):
-            conv = f"c{i // 20}"  # conversations of 20 messages
-            timed("floor append", floor_append, "f" + conv, text)
-            timed("routed append", routed_append, "r" + conv, text)
-        for i in range(args.n // 2):
-            timed("floor history", floor_history, "hist-floor")
-            timed("routed history", routed_history, "hist-routed")
+            print(f"timing {args.n} appends and {args.n // 2} history pages per side ...", file=sys.stderr)
+            for i in range(args.n):
+                conv = f"c{i // 20}"  # conversations of 20 messages
+                timed("floor append", floor_append, "f" + conv, text)
+                timed("routed append", routed_append, "r" + conv, text)
+            for _ in range(args.n // 2):
+                timed("floor history", floor_history, "hist-floor")
+                timed("routed history", routed_history, "hist-routed")
 
-        print()
-        print(f"{'operation':<10}{'floor p50':>11}{'p99':>9}{'routed p50':>12}{'p99':>9}{'ratio p50':>11}{'p99':>7}")
-        for op in ("append", "history"):
-            f, r = timings[f"floor {op}"], timings[f"routed {op}"]
-            fp50, fp99, rp50, rp99 = pct(f, .5) * 1e3, pct(f, .99) * 1e3, pct(r, .5) * 1e3, pct(r, .99) * 1e3
-            print(f"{op:<10}{fp50:9.2f}ms{fp99:7.2f}ms{rp50:10.2f}ms{rp99:7.2f}ms{rp50 / fp50:10.2f}x{rp99 / fp99:6.2f}x")
-        print(f"(append: ~{len(text)} bytes of content; history: newest page of {PAGE} from a conversation of "
-              f"{HISTORY_LEN} messages; routed means {statistics.mean(timings['routed append']) * 1e3:.2f} / "
-              f"{statistics.mean(timings['routed history']) * 1e3:.2f} ms)")
+            print()
+            print(f"{'operation':<10}{'floor p50':>11}{'p99':>9}{'routed p50':>12}{'p99':>9}{'ratio p50':>11}"
+                  f"{'p99':>7}")
+            for op in ("append", "history"):
+                f, r = timings[f"floor {op}"], timings[f"routed {op}"]
+                fp50, fp99, rp50, rp99 = pct(f, .5) * 1e3, pct(f, .99) * 1e3, pct(r, .5) * 1e3, pct(r, .99) * 1e3
+                print(f"{op:<10}{fp50:9.2f}ms{fp99:7.2f}ms{rp50:10.2f}ms{rp99:7.2f}ms{rp50 / fp50:10.2f}x"
+                      f"{rp99 / fp99:6.2f}x")
+            print(f"(append: ~{len(text)} bytes of content; history: newest page of {PAGE} from a conversation of "
+                  f"{HISTORY_LEN} messages; routed means {statistics.mean(timings['routed append']) * 1e3:.2f} / "
+                  f"{statistics.mean(timings['routed history']) * 1e3:.2f} ms)")
 
-        # KMS calls per 1,000 messages.
-        cache = rt.envelope.cache
-        print()
-        print(f"data-key cache: max_age={cache.max_age:g}s max_messages={cache.max_messages} "
-              f"max_entries={cache.max_entries}")
-        print(f"{'workload (1,000 messages, each on a fresh runtime)':<52}{'KMS calls':>10}")
+        if "kms" in cases:
+            # KMS calls per 1,000 messages.
+            cache = rt.envelope.cache
+            print()
+            print(f"data-key cache: max_age={cache.max_age:g}s max_messages={cache.max_messages} "
+                  f"max_entries={cache.max_entries}")
+            print(f"{'workload (1,000 messages, each on a fresh runtime)':<52}{'KMS calls':>10}")
 
-        def kms_for(label: str, fn) -> None:
-            fresh = new_runtime()
-            ctx = fresh.resolve(token, tid)
-            before = kms_calls(calls)
-            fn(fresh, ctx)
-            print(f"{label:<52}{kms_calls(calls) - before:>10}")
-            fresh.close()
+            def kms_for(label: str, fn) -> None:
+                fresh = new_runtime()
+                ctx = fresh.resolve(token, tid)
+                before = kms_calls(calls)
+                fn(fresh, ctx)
+                print(f"{label:<52}{kms_calls(calls) - before:>10}")
+                fresh.close()
 
-        def write_short(r, ctx):
-            for i in range(1000):
-                r.store.append(ctx, f"kms-short-{i // 20}", "user", text)
+            def write_short(r, ctx):
+                for i in range(1000):
+                    r.store.append(ctx, f"kms-short-{i // 20}", "user", text)
 
-        def write_items(r, ctx):
-            for i in range(1000):
-                r.store.append(ctx, f"kms-item-{i}", "tool", text)
+            def write_items(r, ctx):
+                for i in range(1000):
+                    r.store.append(ctx, f"kms-item-{i}", "tool", text)
 
-        def write_long(r, ctx):
-            for i in range(1000):
-                r.store.append(ctx, "kms-long", "user", text)
+            def write_long(r, ctx):
+                for _ in range(1000):
+                    r.store.append(ctx, "kms-long", "user", text)
 
-        def read_short(r, ctx):
-            for c in range(50):
-                assert len(r.store.history(ctx, f"kms-short-{c}", limit=PAGE).messages) == 20
+            def read_short(r, ctx):
+                for c in range(50):
+                    assert len(r.store.history(ctx, f"kms-short-{c}", limit=PAGE).messages) == 20
 
-        kms_for("append, 50 conversations of 20 messages", write_short)
-        kms_for("append, 1,000 one-message conversations", write_items)
-        kms_for("append, one conversation", write_long)
-        kms_for("history of the 50 conversations, cold cache", read_short)
-        by_op = Counter({op: n for (service, op), n in calls.items() if service == "kms"})
-        print(f"(KMS operations in this run: {dict(by_op)})")
+            kms_for("append, 50 conversations of 20 messages", write_short)
+            kms_for("append, 1,000 one-message conversations", write_items)
+            kms_for("append, one conversation", write_long)
+            kms_for("history of the 50 conversations, cold cache", read_short)
+            by_op = Counter({op: n for (service, op), n in calls.items() if service == "kms"})
+            print(f"(KMS operations in this run: {dict(by_op)})")
         rt.close()
         floor.close()
+        if "async" in cases:
+            import asyncio
+
+            asyncio.run(async_case(endpoints, table, settings, token, tid, secret, text, args))
+        if "shared" in cases:
+            shared_case(endpoints, ws, table, text, args)
+
+
+async def async_case(endpoints, table, settings, token, tid, secret, text, args) -> None:
+    """AsyncTenantRuntime (its own login) vs an AsyncConnection as the same role."""
+    import psycopg
+    from psycopg.types.json import Jsonb
+
+    from tenant_runtime.aio import AsyncTenantRuntime
+
+    art = AsyncTenantRuntime(settings, table, endpoint_url=endpoints.aws_endpoint_url, region=endpoints.region)
+    floor = await psycopg.AsyncConnection.connect(host=secret["host"], port=secret["port"], dbname=secret["dbname"],
+                                                  user=secret["username"], password=secret["password"])
+    ctx = await art.resolve(token, tid)
+    insert, select = statements(ctx.resources.store.schema_name)
+
+    async def floor_append(conv: str) -> None:
+        async with floor.transaction():
+            await floor.execute("SELECT set_config('app.tenant_id', %s, true)", (tid,))
+            await (await floor.execute(insert, {"t": tid, "c": conv, "r": "user", "b": text.encode(),
+                                                "m": Jsonb({"i": 1})})).fetchone()
+
+    async def floor_history(conv: str) -> None:
+        async with floor.transaction():
+            await floor.execute("SELECT set_config('app.tenant_id', %s, true)", (tid,))
+            await (await floor.execute(select, {"t": tid, "c": conv, "a": 0, "b": None, "n": PAGE + 1})).fetchall()
+
+    async def routed_append(conv: str) -> None:
+        await art.store.append(await art.resolve(token, tid), conv, "user", text, {"i": 1})
+
+    async def routed_history(conv: str) -> None:
+        await art.store.history(await art.resolve(token, tid), conv, limit=PAGE)
+
+    for _ in range(HISTORY_LEN):  # warm-up, and the conversations the history reads page through
+        await floor_append("async-hist-floor")
+        await routed_append("async-hist-routed")
+    samples: dict[str, list[list[float]]] = {f"{side} {op}": [] for side in ("floor", "routed")
+                                             for op in ("append", "history")}
+    per_round = max(50, args.n // args.rounds)
+    print(f"async: {args.rounds} rounds of {per_round} appends and {per_round // 2} history pages per side ...",
+          file=sys.stderr)
+    for r in range(args.rounds):
+        for op, floor_fn, routed_fn, count in (("append", floor_append, routed_append, per_round),
+                                               ("history", floor_history, routed_history, per_round // 2)):
+            f, g = [], []
+            for i in range(count):
+                pairs = ((f, floor_fn, "async-"), (g, routed_fn, "async-"))
+                for bucket, fn, prefix in (pairs if (r + i) % 2 == 0 else pairs[::-1]):
+                    conv = f"{prefix}hist-{'floor' if fn is floor_fn else 'routed'}" if op == "history" \
+                        else f"{prefix}c{r}-{i // 20}"
+                    start = time.perf_counter()
+                    await fn(conv)
+                    bucket.append(time.perf_counter() - start)
+            samples[f"floor {op}"].append(f)
+            samples[f"routed {op}"].append(g)
+    rounds_table(f"async (asyncio, one task; calls handed to the I/O pool, warm-up included: "
+                 f"{art.offload.offloaded})", samples, ("append", "history"))
+    await floor.close()
+    await art.aclose()
+
+
+def bench_tenants(ws, endpoints, count: int) -> list[str]:
+    """``count`` pooled tenants made the way the provisioning floor makes them:
+    the tenant schema SQL (gateway grant included) and a registry record; one
+    KMS key for all of them (their data keys still differ: one per tenant)."""
+    import psycopg
+
+    from tenant_runtime.registry import record_to_item
+    from tenantctl import naming
+    from tenantctl.models import StoreConnection, TenantRecord, TenantResources, TenantStatus, Tier
+    from tenantctl.tenant_schema_sql import schema_script
+
+    platform = ws.ensure_platform()
+    key = ws.client("kms").create_key(Description="bench: the shared-pool tenants")["KeyMetadata"]["Arn"]
+    ddb, ids = ws.client("dynamodb"), [f"pool-{i:04d}" for i in range(count)]
+    with psycopg.connect(endpoints.pg_dsn(platform["db_name"]), autocommit=True) as conn:
+        for tid in ids:
+            role, schema = naming.db_role_name(tid), naming.schema_name(tid)
+            conn.execute(schema_script(conn, tenant_id=tid, role=role, schema=schema,
+                                       gateway_role=platform["gateway_role"]))
+            store = StoreConnection(endpoint=platform["db_endpoint"], port=int(platform["db_port"]),
+                                    database=platform["db_name"], schema_name=schema, role=role,
+                                    secret_arn=f"unused:{tid}")
+            resources = TenantResources(
+                tenant_id=tid, tier=Tier.pooled, region=endpoints.region, store=store, kms_key_arn=key,
+                kms_alias=naming.kms_alias(tid), bucket=platform["bucket"], prefix=naming.s3_prefix(tid),
+                queue_url="unused", dlq_url="unused", role_arn="unused")
+            ddb.put_item(TableName=platform["registry_table"], Item=record_to_item(TenantRecord(
+                tenant_id=tid, tier=Tier.pooled, status=TenantStatus.active, region=endpoints.region,
+                resources=resources)))
+    return ids
+
+
+def shared_case(endpoints, ws, table, text, args) -> None:
+    """--tenants pooled tenants through the shared pool vs a gateway psycopg_pool floor."""
+    import json
+    import threading
+
+    import jwt
+    import psycopg
+    from psycopg.types.json import Jsonb
+    from psycopg_pool import ConnectionPool
+
+    from tenant_runtime import Gateway, JWTSettings, TenantRuntime
+    from tenant_runtime.crypto import DataKeyCache
+    from tenantctl import naming
+
+    print(f"shared: making {args.tenants} pooled tenants ...", file=sys.stderr)
+    ids = bench_tenants(ws, endpoints, args.tenants)
+    platform = ws.platform_outputs()
+    settings = JWTSettings(key=JWT_KEY, algorithms=("HS256",))
+    tokens = {tid: jwt.encode({"tenant_id": tid, "exp": time.time() + 7200}, JWT_KEY, "HS256") for tid in ids}
+    rt = TenantRuntime(settings, table, endpoint_url=endpoints.aws_endpoint_url, region=endpoints.region,
+                       gateway=Gateway(secret_arn=platform["gateway_secret_arn"], max_size=args.pool),
+                       key_cache=DataKeyCache(max_entries=2 * args.tenants))
+    gw = json.loads(ws.client("secretsmanager").get_secret_value(
+        SecretId=platform["gateway_secret_arn"])["SecretString"])
+    floor = ConnectionPool(kwargs={"host": gw["host"], "port": gw["port"], "dbname": gw["dbname"],
+                                   "user": gw["username"], "password": gw["password"], "prepare_threshold": None,
+                                   "application_name": "bench_floor"}, min_size=args.pool, max_size=args.pool)
+    statements_of = {tid: statements(naming.schema_name(tid))[0] for tid in ids}
+
+    def floor_append(tid: str, conv: str) -> None:
+        with floor.connection() as conn, conn.transaction():
+            conn.execute("SELECT set_config('role', %s, true), set_config('app.tenant_id', %s, true)",
+                         (naming.db_role_name(tid), tid))
+            conn.execute(statements_of[tid], {"t": tid, "c": conv, "r": "user", "b": text.encode(),
+                                              "m": Jsonb({"i": 1})}).fetchone()
+
+    def routed_append(tid: str, conv: str) -> None:
+        rt.store.append(rt.resolve(tokens[tid], tid), conv, "user", text, {"i": 1})
+
+    held: dict[str, int] = {"routed": 0, "floor": 0}
+    names = {"routed": "tenant_runtime_gateway", "floor": "bench_floor"}
+
+    def run(side: str, fn, ops_per_thread: int, offset: int) -> list[float]:
+        latencies: list[float] = []
+        lock = threading.Lock()
+
+        def worker(w: int) -> None:
+            mine = []
+            for i in range(ops_per_thread):
+                tid = ids[(offset + w * ops_per_thread + i) % len(ids)]
+                start = time.perf_counter()
+                fn(tid, f"c{i % 5}")
+                mine.append(time.perf_counter() - start)
+            with lock:
+                latencies.extend(mine)
+
+        threads = [threading.Thread(target=worker, args=(w,)) for w in range(args.threads)]
+        for t in threads:
+            t.start()
+        with psycopg.connect(endpoints.pg_dsn(), autocommit=True) as admin:
+            while any(t.is_alive() for t in threads):
+                n = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                                  (names[side],)).fetchone()[0]
+                held[side] = max(held[side], n)
+                time.sleep(0.05)
+        return latencies
+
+    print("shared: warm-up (every tenant once: registry read, data key) ...", file=sys.stderr)
+    per_thread = -(-len(ids) // args.threads)
+    run("routed", routed_append, per_thread, 0)
+    run("floor", floor_append, per_thread, 0)
+    samples: dict[str, list[list[float]]] = {"floor append": [], "routed append": []}
+    per_round = max(1, args.n // args.rounds // args.threads)
+    print(f"shared: {args.rounds} rounds x {args.threads} threads x {per_round} appends per side ...", file=sys.stderr)
+    for r in range(args.rounds):
+        order = (("floor", floor_append), ("routed", routed_append))
+        for side, fn in (order if r % 2 == 0 else order[::-1]):
+            samples[f"{side} append"].append(run(side, fn, per_round, r * 7919))
+    rounds_table(f"shared pool: {len(ids)} pooled tenants active in one process, {args.threads} threads, "
+                 f"pool of {args.pool}", samples, ("append",))
+    print(f"connections held (max seen in pg_stat_activity): routed {held['routed']}, floor {held['floor']} "
+          f"(per-tenant logins: at least one per active tenant, {len(ids)}; "
+          f"the sandbox allows max_connections=200)")
+    rt.close()
+    floor.close()
 
 
 if __name__ == "__main__":

@@ -15,11 +15,21 @@ import pulumi
 import pulumi_aws as aws
 from pydantic import ValidationError
 
-from infra.components.kms_key import TenantKey, TenantKeyArgs
+from infra.components.credential_rotation import (
+    CredentialRotation,
+    CredentialRotationArgs,
+    SecretRotationSchedule,
+    SecretRotationScheduleArgs,
+)
+from infra.components.kms_key import TenantKey, TenantKeyArgs, alarms_statement, logs_statement
 from infra.components.platform_bucket import SharedBucket, SharedBucketArgs
+from infra.components.platform_gateway import GatewayLogin, GatewayLoginArgs
+from infra.components.platform_monitoring import RDS_OS_METRICS, PlatformMonitoring, PlatformMonitoringArgs
 from infra.components.platform_registry import RegistryTable, RegistryTableArgs
+from infra.components.platform_revocations import RevocationTable, RevocationTableArgs
 from infra.components.postgres_instance import PostgresInstance, PostgresInstanceArgs
 from infra.components.private_network import PrivateNetwork, PrivateNetworkArgs
+from infra.components.runtime_role import RuntimeReads, RuntimeRole, RuntimeRoleArgs
 from infra.components.tenant_alarms import TenantAlarms, TenantAlarmsArgs
 from infra.components.tenant_database import SharedDatabaseRef, TenantDatabase, TenantDatabaseArgs
 from infra.components.tenant_queue import TenantQueue, TenantQueueArgs
@@ -38,7 +48,7 @@ from tenantctl.naming import PLATFORM_STACK, resource_name
 
 PLATFORM_DB_NAME = "tenantctl"
 PLATFORM_BACKUP_DAYS = 14
-REGISTRY_TABLE = "tenantctl-registry"
+REGISTRY_TABLE = naming.REGISTRY_TABLE
 
 
 def _account_root() -> tuple[str, str]:
@@ -55,21 +65,48 @@ def _check_region(region: str) -> None:
 def build_platform(spec: PlatformSpec) -> dict[str, Any]:
     _check_region(spec.region)
     account, root = _account_root()
-    tags = spec.tags()
+    region, tags = spec.region, spec.tags()
     azs = aws.get_availability_zones(state="available").names[: spec.az_count]
     key = TenantKey("platform", TenantKeyArgs(
         alias=naming.kms_alias(PLATFORM_STACK), admin_arn=root, tags=tags,
-        description="tenantctl platform: shared bucket default, shared database, registry"))
-    net = PrivateNetwork("shared", PrivateNetworkArgs(cidr=spec.vpc_cidr, region=spec.region, az_names=azs, tags=tags))
+        description="tenantctl platform: shared bucket default, shared database, registry, platform logs",
+        service_statements=[logs_statement(region, account, naming.own_log_groups(PLATFORM_STACK) + [RDS_OS_METRICS])]))
+    monitoring = PlatformMonitoring("platform", PlatformMonitoringArgs(region=region, account_id=account,
+                                                                       kms_key_arn=key.arn, tags=tags))
+    bucket_name = naming.shared_bucket_name(account, region)
+    net = PrivateNetwork("shared", PrivateNetworkArgs(
+        cidr=spec.vpc_cidr, region=region, az_names=azs, tags=tags, account_id=account,
+        bucket_arns=[f"arn:aws:s3:::{bucket_name}"], kms_key_arn=key.arn,
+        flow_logs_role_arn=monitoring.flow_logs_role_arn, log_scope=PLATFORM_STACK))
+    rotation = CredentialRotation("shared", CredentialRotationArgs(
+        function_name=naming.rotation_function_name(PLATFORM_STACK), region=region, vpc_id=net.vpc_id,
+        vpc_cidr=spec.vpc_cidr, subnet_ids=net.subnet_ids, kms_key_arn=key.arn, tags=tags))
     db = PostgresInstance("shared", PostgresInstanceArgs(
-        identifier=naming.rds_identifier(PLATFORM_STACK), db_name=PLATFORM_DB_NAME, vpc_id=net.vpc_id,
-        subnet_ids=net.subnet_ids, client_cidrs=[spec.vpc_cidr], kms_key_arn=key.arn,
+        identifier=naming.rds_identifier(PLATFORM_STACK), db_name=PLATFORM_DB_NAME, region=region,
+        vpc_id=net.vpc_id, subnet_ids=net.subnet_ids, kms_key_arn=key.arn,
+        monitoring_role_arn=monitoring.monitoring_role_arn, client_security_group_ids=[rotation.security_group_id],
         instance_class=spec.db_instance_class, storage_gb=spec.db_storage_gb,
-        backup_retention_days=PLATFORM_BACKUP_DAYS,
+        backup_retention_days=PLATFORM_BACKUP_DAYS, multi_az=spec.db_multi_az,
         final_snapshot_identifier=resource_name(PLATFORM_STACK, "final"), tags=tags))
     bucket = SharedBucket("shared", SharedBucketArgs(
-        bucket_name=naming.shared_bucket_name(account, spec.region), kms_key_arn=key.arn, tags=tags))
+        bucket_name=bucket_name, logs_bucket_name=naming.access_logs_bucket_name(account, region),
+        account_id=account, kms_key_arn=key.arn, tags=tags))
     registry = RegistryTable("registry", RegistryTableArgs(table_name=REGISTRY_TABLE, kms_key_arn=key.arn, tags=tags))
+    revocations = RevocationTable("revocations", RevocationTableArgs(
+        table_name=naming.REVOCATION_TABLE, kms_key_arn=key.arn, tags=tags))
+    gateway = GatewayLogin("gateway", GatewayLoginArgs(
+        role=naming.GATEWAY_ROLE, secret_name=naming.GATEWAY_SECRET, region=spec.region, host=db.address,
+        port=db.port, database=PLATFORM_DB_NAME, admin_secret_arn=db.admin_secret_arn, kms_key_arn=key.arn,
+        tags=tags))
+    # The gateway's password rotates like every tenant's, by the same function.
+    SecretRotationSchedule("gateway", SecretRotationScheduleArgs(
+        secret_arn=gateway.secret_arn, kms_key_arn=key.arn, function_arn=rotation.function_arn,
+        function_role_arn=rotation.role_arn, after=[gateway.login]))
+    # The one principal tenant roles trust: a role of the runtime's own, never the account root.
+    runtime = spec.runtime_principal_arn or RuntimeRole("runtime", RuntimeRoleArgs(
+        trusted=spec.runtime_trusted, tags=tags, reads=RuntimeReads(
+            registry_table_arn=registry.arn, revocation_table_arn=revocations.arn,
+            gateway_secret_arn=gateway.secret_arn, platform_key_arn=key.arn, region=spec.region))).arn
     return {
         "region": spec.region,
         "account_id": account,
@@ -83,12 +120,22 @@ def build_platform(spec: PlatformSpec) -> dict[str, Any]:
         "db_security_group_id": db.security_group_id,
         "bucket": bucket.bucket,
         "bucket_arn": bucket.arn,
+        "logs_bucket": bucket.logs_bucket,
         "platform_key_arn": key.arn,
         "registry_table": registry.name,
+        "revocation_table": revocations.name,
+        "gateway_role": gateway.role,
+        "gateway_secret_arn": gateway.secret_arn,
         # Beyond the shared-resource keys: the principals tenant stacks name in
-        # their key and trust policies, with the account-root default resolved.
+        # their key and trust policies (cells elsewhere carry this runtime's).
         "admin_role_arn": spec.admin_role_arn or root,
-        "runtime_principal_arn": spec.runtime_principal_arn or root,
+        "runtime_principal_arn": runtime,
+        # What tenant stacks reuse: the service roles of the cell, and the
+        # function rotating pooled tenants' passwords.
+        "flow_logs_role_arn": monitoring.flow_logs_role_arn,
+        "db_monitoring_role_arn": monitoring.monitoring_role_arn,
+        "rotation_function_arn": rotation.function_arn,
+        "rotation_role_arn": rotation.role_arn,
     }
 
 
@@ -97,28 +144,43 @@ def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK) -> dict
     platform = pulumi.StackReference(platform_stack)
     shared = platform.require_output
     tid, tags = spec.id, spec.tags()
+    account, dedicated = shared("account_id"), spec.tier is Tier.dedicated
 
     role = TenantRole(tid, TenantRoleArgs(tenant_id=tid, runtime_principal_arn=shared("runtime_principal_arn"),
                                           tags=tags, suspended=spec.suspended))
+    # AWS services using the key for the tenant: CloudWatch for its alarm topic;
+    # CloudWatch Logs for a dedicated tenant's own log groups.
+    services = [alarms_statement(spec.region, account, naming.alarm_names(tid, dedicated))]
+    if dedicated:
+        services.insert(0, logs_statement(spec.region, account, naming.own_log_groups(tid)))
     key = TenantKey(tid, TenantKeyArgs(alias=naming.kms_alias(tid), admin_arn=shared("admin_role_arn"),
-                                       user_arns=[role.arn], tags=tags, description=f"tenantctl tenant {tid}"))
+                                       user_arns=[role.arn], tags=tags, description=f"tenantctl tenant {tid}",
+                                       service_statements=services))
     secret = TenantSecret(tid, TenantSecretArgs(tenant_id=tid, kms_key_arn=key.arn, tags=tags))
     queue = TenantQueue(tid, TenantQueueArgs(tenant_id=tid, kms_key_arn=key.arn, spec=spec.queue, tags=tags))
     storage = TenantStorage(tid, TenantStorageArgs(tenant_id=tid, region=spec.region, bucket=shared("bucket"),
                                                    lifecycle=spec.lifecycle))
-    azs = aws.get_availability_zones(state="available").names if spec.tier is Tier.dedicated else []
+    azs = aws.get_availability_zones(state="available").names if dedicated else []
     db = TenantDatabase(tid, TenantDatabaseArgs(
         spec=spec, kms_key_arn=key.arn, secret_arn=secret.arn, az_names=azs,
-        shared=SharedDatabaseRef(vpc_id=shared("vpc_id"), vpc_cidr=shared("vpc_cidr"),
+        shared=SharedDatabaseRef(account_id=account, vpc_id=shared("vpc_id"), vpc_cidr=shared("vpc_cidr"),
                                  security_group_id=shared("db_security_group_id"), endpoint=shared("db_endpoint"),
                                  port=shared("db_port"), database=shared("db_name"),
-                                 admin_secret_arn=shared("db_admin_secret_arn"))))
+                                 admin_secret_arn=shared("db_admin_secret_arn"), bucket_arn=shared("bucket_arn"),
+                                 flow_logs_role_arn=shared("flow_logs_role_arn"),
+                                 monitoring_role_arn=shared("db_monitoring_role_arn"),
+                                 rotation_function_arn=shared("rotation_function_arn"),
+                                 rotation_role_arn=shared("rotation_role_arn"),
+                                 gateway_role=platform.get_output("gateway_role"))))
+    SecretRotationSchedule(tid, SecretRotationScheduleArgs(
+        secret_arn=secret.arn, kms_key_arn=key.arn, function_arn=db.rotation_function_arn,
+        function_role_arn=db.rotation_role_arn, after=[db.schema]))
     TenantRoleAccess(tid, TenantRoleAccessArgs(tenant_id=tid, role=role, grants=TenantGrants(
         bucket_arn=shared("bucket_arn"), queue_arns=[queue.arn, queue.dlq_arn], kms_key_arn=key.arn,
         secret_arn=secret.arn)))
     TenantAlarms(tid, TenantAlarmsArgs(
-        tenant_id=tid, queue_name=queue.queue_name, dlq_name=queue.dlq_name, delay_seconds=spec.queue.delay_seconds,
-        tags=tags, db_identifier=db.db_identifier,
+        tenant_id=tid, kms_key_arn=key.arn, queue_name=queue.queue_name, dlq_name=queue.dlq_name,
+        delay_seconds=spec.queue.delay_seconds, tags=tags, db_identifier=db.db_identifier,
         db_storage_gb=spec.dedicated.storage_gb if spec.dedicated else 0))
 
     store = pulumi.Output.all(endpoint=db.endpoint, port=db.port, database=db.database, secret_arn=secret.arn).apply(

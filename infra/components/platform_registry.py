@@ -19,6 +19,7 @@ class RegistryTableArgs:
 
 class RegistryTable(pulumi.ComponentResource):
     name: pulumi.Output[str]
+    arn: pulumi.Output[str]
 
     def __init__(self, name: str, args: RegistryTableArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("tenantctl:dynamodb:RegistryTable", name, None, opts)
@@ -28,5 +29,5 @@ class RegistryTable(pulumi.ComponentResource):
             point_in_time_recovery={"enabled": True},
             server_side_encryption={"enabled": True, "kms_key_arn": args.kms_key_arn},
             deletion_protection_enabled=True, tags=args.tags, opts=pulumi.ResourceOptions(parent=self))
-        self.name = table.name
-        self.register_outputs({"name": self.name})
+        self.name, self.arn = table.name, table.arn
+        self.register_outputs({"name": self.name, "arn": self.arn})

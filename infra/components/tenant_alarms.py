@@ -1,5 +1,8 @@
 """TenantAlarms: the tenant's SNS topic and CloudWatch alarms on its queues
-and (dedicated) database. Removed with the tenant like everything else."""
+and (dedicated) database. Removed with the tenant like everything else.
+
+The topic is encrypted with the tenant's key, whose policy lets CloudWatch use
+it for exactly these alarms (``naming.alarm_names``)."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ FREE_STORAGE_FRACTION = 0.1
 @dataclass
 class TenantAlarmsArgs:
     tenant_id: str
+    kms_key_arn: pulumi.Input[str]
     queue_name: str
     dlq_name: str
     delay_seconds: int
@@ -32,9 +36,8 @@ class TenantAlarms(pulumi.ComponentResource):
         super().__init__("tenantctl:cloudwatch:TenantAlarms", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         tid = args.tenant_id
-        # Unencrypted on purpose: CloudWatch cannot publish to a topic under a
-        # key whose policy does not name it, and alarms carry no tenant data.
-        self.topic = aws.sns.Topic(f"{name}-topic", name=resource_name(tid, "alarms"), tags=args.tags, opts=child)
+        self.topic = aws.sns.Topic(f"{name}-topic", name=resource_name(tid, "alarms"),
+                                   kms_master_key_id=args.kms_key_arn, tags=args.tags, opts=child)
 
         def alarm(suffix: str, namespace: str, metric: str, dimensions: dict[str, str], statistic: str,
                   comparison: str, threshold: float, periods: int = 1) -> None:

@@ -1,9 +1,12 @@
 """TenantDatabase: where the tenant's context store lives.
 
 pooled: a security group in the shared VPC (PostgreSQL only towards the shared
-database's group) and the tenant's schema in the shared database.
-dedicated: its own PrivateNetwork and PostgresInstance (encrypted with the
-tenant key), and the same schema inside its own database.
+database's group), the rule admitting that group (and no other source) into
+the shared database's group, and the tenant's schema in the shared database;
+its password is rotated by the platform's rotation function.
+dedicated: its own PrivateNetwork, rotation function and PostgresInstance
+(encrypted with the tenant key, admitting the tenant's app group and the
+rotation function only), and the same schema inside its own database.
 """
 
 from __future__ import annotations
@@ -12,9 +15,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
-import pulumi_aws as aws
 
-from infra.components.postgres_instance import POSTGRES_PORT, PostgresInstance, PostgresInstanceArgs
+from infra.components.credential_rotation import CredentialRotation, CredentialRotationArgs
+from infra.components.postgres_instance import (
+    PostgresInstance,
+    PostgresInstanceArgs,
+    client_security_group,
+    db_ingress_rule,
+)
 from infra.components.private_network import PrivateNetwork, PrivateNetworkArgs
 from infra.providers.tenant_schema import TenantSchema, TenantSchemaArgs
 from tenantctl import naming
@@ -22,12 +30,14 @@ from tenantctl.models import TenantSpec, Tier
 from tenantctl.naming import resource_name
 
 DEDICATED_AZ_COUNT = 2
+APP_GROUP_DESCRIPTION = "tenant workload: PostgreSQL and AWS endpoints only"
 
 
 @dataclass
 class SharedDatabaseRef:
-    """The platform's network and database, from its stack outputs."""
+    """The platform's network, database and shared roles, from its stack outputs."""
 
+    account_id: pulumi.Input[str]
     vpc_id: pulumi.Input[str]
     vpc_cidr: pulumi.Input[str]
     security_group_id: pulumi.Input[str]
@@ -35,6 +45,12 @@ class SharedDatabaseRef:
     port: pulumi.Input[int]
     database: pulumi.Input[str]
     admin_secret_arn: pulumi.Input[str]
+    bucket_arn: pulumi.Input[str]
+    flow_logs_role_arn: pulumi.Input[str]
+    monitoring_role_arn: pulumi.Input[str]
+    rotation_function_arn: pulumi.Input[str]
+    rotation_role_arn: pulumi.Input[str]
+    gateway_role: pulumi.Input[str] | None = None  # the shared pool's login (None: a platform without one)
 
 
 @dataclass
@@ -46,52 +62,60 @@ class TenantDatabaseArgs:
     az_names: Sequence[str] = ()
 
 
-def app_security_group(name: str, vpc_id: pulumi.Input[str], vpc_cidr: pulumi.Input[str], db_egress: dict,
-                       tags: dict[str, str], opts: pulumi.ResourceOptions) -> aws.ec2.SecurityGroup:
-    """The tenant workload's group: no ingress; out only to PostgreSQL and the VPC endpoints."""
-    return aws.ec2.SecurityGroup(
-        name, vpc_id=vpc_id, description="tenant workload: PostgreSQL and AWS endpoints only", ingress=[],
-        egress=[{"protocol": "tcp", "from_port": POSTGRES_PORT, "to_port": POSTGRES_PORT, **db_egress},
-                {"protocol": "tcp", "from_port": 443, "to_port": 443, "cidr_blocks": [vpc_cidr]}],
-        tags=tags, opts=opts)
-
-
 class TenantDatabase(pulumi.ComponentResource):
     endpoint: pulumi.Output[str]
     port: pulumi.Output[int]
+    rotation_function_arn: pulumi.Output[str]
+    rotation_role_arn: pulumi.Output[str]
 
     def __init__(self, name: str, args: TenantDatabaseArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("tenantctl:database:TenantDatabase", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        spec, tags = args.spec, args.spec.tags()
+        spec, tags, shared = args.spec, args.spec.tags(), args.shared
         self.db_identifier: str | None = None
         if spec.tier is Tier.dedicated:
             ded = spec.dedicated
             net = PrivateNetwork(f"{name}-net", PrivateNetworkArgs(
                 cidr=ded.vpc_cidr, region=spec.region, az_names=list(args.az_names)[:DEDICATED_AZ_COUNT],
-                tags=tags), opts=child)
-            app_security_group(f"{name}-app", net.vpc_id, ded.vpc_cidr, {"cidr_blocks": [ded.vpc_cidr]}, tags, child)
+                tags=tags, account_id=shared.account_id, bucket_arns=[shared.bucket_arn],
+                kms_key_arn=args.kms_key_arn, flow_logs_role_arn=shared.flow_logs_role_arn, log_scope=spec.id),
+                opts=child)
+            app = client_security_group(f"{name}-app", net.vpc_id, ded.vpc_cidr, {"cidr_blocks": [ded.vpc_cidr]},
+                                        APP_GROUP_DESCRIPTION, tags, child)
+            rotation = CredentialRotation(f"{name}-rotation", CredentialRotationArgs(
+                function_name=naming.rotation_function_name(spec.id), region=spec.region, vpc_id=net.vpc_id,
+                vpc_cidr=ded.vpc_cidr, subnet_ids=net.subnet_ids, kms_key_arn=args.kms_key_arn, tags=tags),
+                opts=child)
             db = PostgresInstance(f"{name}-pg", PostgresInstanceArgs(
-                identifier=naming.rds_identifier(spec.id), db_name=naming.database_name(spec.id),
-                vpc_id=net.vpc_id, subnet_ids=net.subnet_ids, client_cidrs=[ded.vpc_cidr],
-                kms_key_arn=args.kms_key_arn, instance_class=ded.instance_class, storage_gb=ded.storage_gb,
+                identifier=naming.rds_identifier(spec.id), db_name=naming.database_name(spec.id), region=spec.region,
+                vpc_id=net.vpc_id, subnet_ids=net.subnet_ids, kms_key_arn=args.kms_key_arn,
+                monitoring_role_arn=shared.monitoring_role_arn,
+                client_security_group_ids=[app.id, rotation.security_group_id],
+                instance_class=ded.instance_class, storage_gb=ded.storage_gb,
                 backup_retention_days=spec.backup.retention_days,
                 final_snapshot_identifier=resource_name(spec.id, "final"), tags=tags,
                 multi_az=ded.multi_az, deletion_protection=ded.deletion_protection), opts=child)
             self.db_identifier = db.identifier
             self.endpoint, self.port = db.address, db.port
             self.database = pulumi.Output.from_input(naming.database_name(spec.id))
-            admin_secret_arn = db.admin_secret_arn
+            self.rotation_function_arn, self.rotation_role_arn = rotation.function_arn, rotation.role_arn
+            admin_secret_arn, gateway_role = db.admin_secret_arn, None  # dedicated: per-tenant logins
         else:
-            shared = args.shared
-            app_security_group(f"{name}-app", shared.vpc_id, shared.vpc_cidr,
-                               {"security_groups": [shared.security_group_id]}, tags, child)
+            app = client_security_group(f"{name}-app", shared.vpc_id, shared.vpc_cidr,
+                                        {"security_groups": [shared.security_group_id]}, APP_GROUP_DESCRIPTION,
+                                        tags, child)
+            # The shared database admits this tenant's group by a rule the tenant owns.
+            db_ingress_rule(f"{name}-db-ingress", shared.security_group_id, app.id,
+                            f"PostgreSQL from tenant {spec.id}", tags, child)
             self.endpoint = pulumi.Output.from_input(shared.endpoint)
             self.port = pulumi.Output.from_input(shared.port)
             self.database = pulumi.Output.from_input(shared.database)
-            admin_secret_arn = shared.admin_secret_arn
-        TenantSchema(f"{name}-schema", TenantSchemaArgs(
+            self.rotation_function_arn = pulumi.Output.from_input(shared.rotation_function_arn)
+            self.rotation_role_arn = pulumi.Output.from_input(shared.rotation_role_arn)
+            admin_secret_arn, gateway_role = shared.admin_secret_arn, shared.gateway_role
+        self.schema = TenantSchema(f"{name}-schema", TenantSchemaArgs(
             tenant_id=spec.id, region=spec.region, host=self.endpoint, port=self.port, database=self.database,
             schema=naming.schema_name(spec.id), role=naming.db_role_name(spec.id),
-            admin_secret_arn=admin_secret_arn, tenant_secret_arn=args.secret_arn), opts=child)
+            admin_secret_arn=admin_secret_arn, tenant_secret_arn=args.secret_arn, gateway_role=gateway_role),
+            opts=child)
         self.register_outputs({"endpoint": self.endpoint, "port": self.port, "database": self.database})

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from infra.components.kms_key import TENANT_KEY_ACTIONS
 from tenant_runtime.credentials import SESSION_TAG
 from tenantctl import naming
 
@@ -24,8 +25,8 @@ S3_OBJECT_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:Abor
                      "s3:ListMultipartUploadParts"]
 SQS_ACTIONS = ["sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
                "sqs:GetQueueAttributes", "sqs:GetQueueUrl"]
-KMS_ACTIONS = ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:GenerateDataKeyWithoutPlaintext",
-               "kms:DescribeKey"]
+# The same list the key policy grants the role (one set of key permissions, not two).
+KMS_ACTIONS = TENANT_KEY_ACTIONS
 SECRET_ACTIONS = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
 
 

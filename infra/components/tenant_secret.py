@@ -26,7 +26,8 @@ class TenantSecret(pulumi.ComponentResource):
         super().__init__("tenantctl:secretsmanager:TenantSecret", name, None, opts)
         secret = aws.secretsmanager.Secret(
             f"{name}-secret", name=naming.secret_name(args.tenant_id), kms_key_id=args.kms_key_arn,
-            description=f"PostgreSQL credentials of tenant {args.tenant_id} (role {naming.db_role_name(args.tenant_id)})",
+            description=(f"PostgreSQL credentials of tenant {args.tenant_id} "
+                         f"(role {naming.db_role_name(args.tenant_id)})"),
             recovery_window_in_days=7, tags=args.tags, opts=pulumi.ResourceOptions(parent=self))
         self.arn = secret.arn
         self.register_outputs({"arn": self.arn})

@@ -1,4 +1,4 @@
-"""Diffing shared by the dynamic providers."""
+"""What the dynamic providers share: diffing, and their props as outputs."""
 
 from __future__ import annotations
 
@@ -13,3 +13,8 @@ def diff_inputs(olds: dict[str, Any], news: dict[str, Any], replace_on: tuple[st
     changed = sorted(k for k in keys if olds.get(k) != news.get(k))
     return DiffResult(changes=bool(changed), replaces=[k for k in changed if k in replace_on],
                       delete_before_replace=True)
+
+
+def public(props: dict[str, Any]) -> dict[str, Any]:
+    """The props without Pulumi's internals (``__provider``...): what a provider returns as outputs."""
+    return {k: v for k, v in props.items() if not k.startswith("__")}

@@ -7,12 +7,15 @@ owns (the model is tenantctl.bucket_lifecycle) and leaves the rest.
 Concurrent writers (parallel `apply` workers, CI shards on other machines)
 take turns through a lock (`_bucket_lock`): without it two read-modify-writes
 interleave and one tenant's rules are lost. The 1,000
-rules-per-bucket limit is refused here before S3 is asked.
+rules-per-bucket limit is refused here before S3 is asked. ``read`` returns
+the tenant's rules as they are in the bucket (a rule removed or changed out of
+band is drift; the update that follows writes the tenant's rules back).
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
-from infra.providers._diff import diff_inputs
-from tenantctl.bucket_lifecycle import MAX_RULES, others_rules
+from infra.providers._diff import diff_inputs, public
+from tenantctl.bucket_lifecycle import MAX_RULES, others_rules, owned, read_rules
 
 KIND = "prefix-lifecycle"
 
@@ -115,8 +118,31 @@ def _bucket_lock(s3, bucket: str) -> Iterator[None]:
                 remove(taken.get("VersionId"))
 
 
+# A fleet refresh reads every tenant's rules from the one shared configuration:
+# reads of a bucket within READ_TTL_SECONDS share one GetBucketLifecycleConfiguration
+# (hundreds of rules each time) instead of one per tenant; this process's writes
+# drop the bucket's entry, and a read only ever keeps the tenant's own rules.
+READ_TTL_SECONDS = 5.0
+_READS: dict[tuple[str, str], tuple[float, list[dict[str, Any]]]] = {}
+_READS_LOCK = threading.Lock()
+
+
+def _live_rules(region: str, bucket: str) -> list[dict[str, Any]]:
+    key = (region, bucket)
+    with _READS_LOCK:
+        hit = _READS.get(key)
+        if hit is not None and time.monotonic() - hit[0] < READ_TTL_SECONDS:
+            return hit[1]
+    rules = read_rules(_s3(region), bucket)
+    with _READS_LOCK:
+        _READS[key] = (time.monotonic(), rules)
+    return rules
+
+
 def _write_rules(props: dict[str, Any], own: list[dict[str, Any]]) -> None:
     s3 = _s3(props["region"])
+    with _READS_LOCK:
+        _READS.pop((props["region"], props["bucket"]), None)
     with _bucket_lock(s3, props["bucket"]):
         others = others_rules(s3, props["bucket"], props["tenant_id"], props["prefix"])
         rules = others + _integral(own)
@@ -136,14 +162,28 @@ class PrefixLifecycleProvider(ResourceProvider):
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         _write_rules(props, props["rules"])
-        return CreateResult(f"{props['bucket']}/{props['prefix']}", {k: v for k, v in props.items() if not k.startswith("__")})
+        return CreateResult(f"{props['bucket']}/{props['prefix']}", public(props))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         return diff_inputs(olds, news, self.REPLACE_ON)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         _write_rules(news, news["rules"])
-        return UpdateResult({k: v for k, v in news.items() if not k.startswith("__")})
+        return UpdateResult(public(news))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        from botocore.exceptions import ClientError
+
+        try:
+            rules = _live_rules(props["region"], props["bucket"])
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("NoSuchBucket", "404"):
+                return ReadResult(None, {})
+            raise
+        own = [r for r in rules if owned(r, props["tenant_id"], props["prefix"])]
+        order = [r.get("ID") for r in props.get("rules", [])]  # the declared order; the bucket's is not drift
+        own.sort(key=lambda r: order.index(r["ID"]) if r.get("ID") in order else len(order))
+        return ReadResult(id_ or f"{props['bucket']}/{props['prefix']}", {**public(props), "rules": own})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         _write_rules(props, [])

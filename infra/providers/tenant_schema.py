@@ -5,41 +5,32 @@ admin (credentials from the RDS-managed admin secret) and runs the script
 from tenantctl.tenant_schema_sql. It owns the tenant role's password: generated
 here, set on the role, and written only to the tenant's secret (never to
 Pulumi state or the registry).
+
+``row_security`` declares what the script leaves on every store table (RLS
+enabled and forced); ``read`` reports it live, so a refresh shows a table whose
+RLS was switched off as drift, and the update that follows re-runs the script.
+A schema or role dropped out of band reads as gone: the create that follows is
+the same idempotent script (existing rows are kept).
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
-from infra.providers._diff import diff_inputs
+from infra.providers._diff import diff_inputs, public
+from infra.providers._postgres import admin_connect as _admin_connect
+from infra.providers._postgres import secret_json as _secret_json
+from infra.providers._postgres import secrets_client as _secrets_client
+from tenant_runtime.store import TABLES
+from tenantctl.tenant_schema_sql import FORCED
 
 KIND = "tenant-schema"
-
-
-def _secrets_client(region: str):
-    from tenantctl import aws  # bounded backoff with jitter; endpoint from AWS_ENDPOINT_URL on the sandbox
-
-    return aws.client("secretsmanager", region=region)
-
-
-def _secret_json(region: str, secret_arn: str) -> dict[str, Any]:
-    value = _secrets_client(region).get_secret_value(SecretId=secret_arn)["SecretString"]
-    return json.loads(value)
-
-
-def _admin_connect(props: dict[str, Any]):
-    import psycopg
-
-    admin = _secret_json(props["region"], props["admin_secret_arn"])
-    return psycopg.connect(host=props["host"], port=int(props["port"]), dbname=props["database"],
-                           user=admin["username"], password=admin["password"], autocommit=True,
-                           connect_timeout=10)
 
 
 def _current_password(props: dict[str, Any]) -> str | None:
@@ -57,15 +48,17 @@ def _ensure(props: dict[str, Any], password: str) -> dict[str, Any]:
 
     role, schema = props["role"], props["schema"]
     with _admin_connect(props) as conn:
-        script = schema_script(conn, tenant_id=props["tenant_id"], role=role, schema=schema)
+        script = schema_script(conn, tenant_id=props["tenant_id"], role=role, schema=schema,
+                               gateway_role=props.get("gateway_role") or None)
         conn.execute(script)  # no parameters: simple protocol, several statements
         conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
     _secrets_client(props["region"]).put_secret_value(
         SecretId=props["tenant_secret_arn"],
-        SecretString=json.dumps({"username": role, "password": password, "host": props["host"],
+        # "engine": the rotation function refuses a secret that does not say postgres.
+        SecretString=json.dumps({"engine": "postgres", "username": role, "password": password, "host": props["host"],
                                  "port": int(props["port"]), "dbname": props["database"], "schema": schema}),
     )
-    return {k: v for k, v in props.items() if not k.startswith("__")}
+    return public(props)
 
 
 class TenantSchemaProvider(ResourceProvider):
@@ -83,6 +76,17 @@ class TenantSchemaProvider(ResourceProvider):
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         # Re-running the idempotent SQL repairs drift; the password is kept.
         return UpdateResult(_ensure(news, _current_password(news) or secrets.token_urlsafe(32)))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        from tenantctl.tenant_schema_sql import row_security
+
+        with _admin_connect(props) as conn:
+            schema = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (props["schema"],)).fetchone()
+            role = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (props["role"],)).fetchone()
+            if schema is None or role is None:
+                return ReadResult(None, {})
+            live = row_security(conn, props["schema"])
+        return ReadResult(id_ or f"{props['database']}/{props['schema']}", {**public(props), "row_security": live})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         from psycopg import sql
@@ -106,6 +110,8 @@ class TenantSchemaArgs:
     role: str
     admin_secret_arn: pulumi.Input[str]
     tenant_secret_arn: pulumi.Input[str]
+    row_security: dict[str, str] = field(default_factory=lambda: dict.fromkeys(TABLES, FORCED))
+    gateway_role: pulumi.Input[str] | None = None  # pooled: the shared pool's login, granted this role
 
 
 class TenantSchema(pulumi.dynamic.Resource):
@@ -114,4 +120,5 @@ class TenantSchema(pulumi.dynamic.Resource):
     database: pulumi.Output[str]
 
     def __init__(self, name: str, args: TenantSchemaArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__(TenantSchemaProvider(), name, {"kind": KIND, **{f.name: getattr(args, f.name) for f in fields(args)}}, opts)
+        props = {"kind": KIND, **{f.name: getattr(args, f.name) for f in fields(args)}}
+        super().__init__(TenantSchemaProvider(), name, props, opts)

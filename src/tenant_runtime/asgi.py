@@ -1,21 +1,27 @@
 """ASGI glue, without importing any web framework.
 
 ``TenantMiddleware`` (any ASGI app: Starlette, FastAPI, ...) resolves the bearer
-token of every HTTP request, compares the tenant with the one the path
-addresses (``/tenants/{id}/...`` by default) and puts the TenantContext in
-``scope["state"]["tenant"]`` (Starlette: ``request.state.tenant``). Errors become
-JSON responses with the status each error carries (401, 403, 404, 503...).
+token of every HTTP request without blocking the event loop (cached work on
+the loop, registry / JWKS / revocation reads on the runtime's I/O pool),
+compares the token's tenant with every tenant the request addresses — the
+path (``/tenants/{id}/...`` by default), the host name under ``host_suffix``
+(``acme.app.example.com``) and the ``X-Tenant-Id`` header — and puts the
+TenantContext in ``scope["state"]["tenant"]`` (Starlette: ``request.state.tenant``).
 
-Errors raised later, inside the application (a foreign cursor, a ciphertext
-that fails to decrypt, a bad filename...), map the same way: register
-``error_handler`` for ``TenantRuntimeError`` (Starlette/FastAPI:
-``app.add_exception_handler(TenantRuntimeError, error_handler)``); for a bare
-ASGI app the middleware itself answers them when no response has started.
+One error shape everywhere: every ``TenantRuntimeError`` is answered as an
+RFC 9457 problem (``application/problem+json``: ``type``, ``title``,
+``status``, ``detail``, ``instance``, plus the stable ``code``), with
+``WWW-Authenticate: Bearer ...`` on 401 (RFC 6750) and ``Retry-After`` on 503.
+The middleware answers its own refusals and errors raised later inside the
+application when no response has started; register ``error_handler`` for
+``TenantRuntimeError`` so the framework answers errors raised in routes and by
+``tenant_dependency`` the same way (Starlette/FastAPI:
+``app.add_exception_handler(TenantRuntimeError, error_handler)``).
 
 ``tenant_dependency(resolver)`` is the per-route alternative for FastAPI:
 ``ctx: TenantContext = Depends(tenant_dependency(resolver))``; it reads the
-``tenant_id`` path parameter and raises ``HTTPException`` when FastAPI (or
-Starlette) is installed, else the runtime error itself.
+``tenant_id`` path parameter (and host and header like the middleware) and
+raises the runtime error itself, which ``error_handler`` renders.
 """
 
 from __future__ import annotations
@@ -27,32 +33,119 @@ from typing import Any
 
 from tenant_runtime.auth import TenantResolver
 from tenant_runtime.context import TenantContext
-from tenant_runtime.errors import TenantRuntimeError
+from tenant_runtime.errors import TenantRuntimeError, Unauthenticated
 
 ADDRESSED = re.compile(r"^/tenants/([^/]+)(?:/|$)")
+TENANT_HEADER = "x-tenant-id"
+PROBLEM_TYPE = "urn:tenant-runtime:problem:{code}"
+REALM = "tenant_runtime"
 
 
-def _header(scope: dict[str, Any], name: bytes) -> str | None:
-    for key, value in scope.get("headers", []):
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return None
+def _path_tenant(path: str) -> str | None:
+    match = ADDRESSED.match(path)
+    return match.group(1) if match else None
 
+
+def _headers(scope: dict[str, Any], name: bytes) -> list[str]:
+    return [value.decode("latin-1") for key, value in scope.get("headers", []) if key.lower() == name]
+
+
+class Addressing:
+    """Where requests name the tenant they address; each source found in a
+    request must name the token's tenant (403 otherwise)."""
+
+    def __init__(self, path: Callable[[str], str | None] | None = _path_tenant, host_suffix: str | None = None,
+                 header: str | None = TENANT_HEADER) -> None:
+        self.path = path
+        self.host_suffix = "." + host_suffix.lower().strip(".") if host_suffix else None
+        self.header = header.lower().encode("latin-1") if header else None
+
+    def sources(self, scope: dict[str, Any], path_tenant: str | None = None) -> list[tuple[str, str]]:
+        """(source, tenant id) for every place this request names a tenant.
+        ``path_tenant``: the id a framework already parsed from the path."""
+        found: list[tuple[str, str]] = []
+        named = path_tenant if path_tenant is not None else (self.path(scope["path"]) if self.path else None)
+        if named is not None:
+            found.append(("the path", named))
+        if self.host_suffix:
+            host = next(iter(_headers(scope, b"host")), "").rsplit(":", 1)[0].lower().rstrip(".")
+            if host.endswith(self.host_suffix) and len(host) > len(self.host_suffix):
+                found.append((f"the host {host!r}", host[: -len(self.host_suffix)]))
+        if self.header:
+            found += [(f"the {self.header.decode()} header", value.strip()) for value in _headers(scope, self.header)]
+        return found
+
+
+# -- one error shape ---------------------------------------------------------------
+
+def problem(exc: TenantRuntimeError, instance: str | None = None) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """(status, headers, body) of the RFC 9457 problem for ``exc``."""
+    body: dict[str, Any] = {"type": PROBLEM_TYPE.format(code=exc.code), "title": exc.title,
+                            "status": exc.status_code, "detail": str(exc), "code": exc.code}
+    if instance:
+        body["instance"] = instance
+    payload = json.dumps(body).encode()
+    headers = [(b"content-type", b"application/problem+json"), (b"content-length", str(len(payload)).encode())]
+    if exc.status_code == 401:
+        challenge = f'Bearer realm="{REALM}"'
+        error = exc.bearer_error if isinstance(exc, Unauthenticated) else "invalid_token"
+        if error:  # RFC 6750 3.1: no error code when the request carried no credentials
+            detail = str(exc).replace("\\", "").replace('"', "'")
+            challenge += f', error="{error}", error_description="{detail}"'
+        headers.append((b"www-authenticate", challenge.encode("latin-1", "replace")))
+    if exc.status_code == 503:  # a waking tenant says how long its database takes; the rest, a second
+        headers.append((b"retry-after", str(getattr(exc, "retry_after", 1)).encode()))
+    return exc.status_code, headers, payload
+
+
+async def _answer(send: Callable, exc: TenantRuntimeError, instance: str | None) -> None:
+    status, headers, body = problem(exc, instance)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class ErrorResponse:
+    """The problem for ``exc`` as a bare ASGI app (what ``error_handler`` returns)."""
+
+    def __init__(self, exc: TenantRuntimeError, instance: str | None = None) -> None:
+        self.exc, self.instance, self.status_code = exc, instance, exc.status_code
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        await _answer(send, self.exc, self.instance or scope.get("path"))
+
+
+async def error_handler(request: Any, exc: TenantRuntimeError) -> ErrorResponse:
+    """Exception handler for Starlette / FastAPI (``add_exception_handler``)."""
+    return ErrorResponse(exc, request.url.path)
+
+
+# -- the middleware and the dependency ---------------------------------------------
 
 class TenantMiddleware:
-    def __init__(self, app: Callable[..., Awaitable[None]], resolver: TenantResolver,
-                 addressed: Callable[[str], str | None] | None = None, exempt: tuple[str, ...] = ()) -> None:
-        self.app, self.resolver, self.exempt = app, resolver, exempt
-        self.addressed = addressed or (lambda path: (m := ADDRESSED.match(path)) and m.group(1) or None)
+    """``resolver``: the runtime's resolver, sync (its blocking reads go to the
+    default I/O pool) or ``AsyncTenantResolver`` (``AsyncTenantRuntime.resolver``).
+    ``addressed``: path -> tenant id (default ``/tenants/{id}/...``);
+    ``host_suffix``: ``app.example.com`` makes ``acme.app.example.com`` address
+    ``acme``; ``tenant_header``: the header naming a tenant (None: ignored)."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], resolver: Any,
+                 addressed: Callable[[str], str | None] | None = None, exempt: tuple[str, ...] = (),
+                 host_suffix: str | None = None, tenant_header: str | None = TENANT_HEADER) -> None:
+        from tenant_runtime.aio import AsyncTenantResolver
+
+        self.app, self.exempt = app, exempt
+        self.resolver = AsyncTenantResolver.of(resolver)
+        self.addressing = Addressing(addressed or _path_tenant, host_suffix, tenant_header)
 
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
         if scope["type"] != "http" or scope["path"].startswith(self.exempt):
             await self.app(scope, receive, send)
             return
         try:
-            ctx = self.resolver.resolve_header(_header(scope, b"authorization"), self.addressed(scope["path"]))
+            ctx = await self.resolver.resolve_header(next(iter(_headers(scope, b"authorization")), None),
+                                                     self.addressing.sources(scope))
         except TenantRuntimeError as exc:
-            await _error(send, exc)
+            await _answer(send, exc, scope["path"])
             return
         scope.setdefault("state", {})["tenant"] = ctx
         started = False
@@ -67,48 +160,21 @@ class TenantMiddleware:
         except TenantRuntimeError as exc:
             if started:
                 raise
-            await _error(send, exc)
+            await _answer(send, exc, scope["path"])
 
 
-async def _error(send: Callable, exc: TenantRuntimeError) -> None:
-    body = json.dumps({"error": exc.code, "detail": str(exc)}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if exc.status_code == 401:
-        headers.append((b"www-authenticate", b"Bearer"))
-    retry_after = getattr(exc, "retry_after", None)
-    if retry_after is not None:  # e.g. a hibernated tenant waking up
-        headers.append((b"retry-after", str(retry_after).encode()))
-    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+def tenant_dependency(resolver: TenantResolver | Any, path_param: str = "tenant_id", host_suffix: str | None = None,
+                      tenant_header: str | None = TENANT_HEADER) -> Callable[[Any], Awaitable[TenantContext]]:
+    """A FastAPI dependency resolving the request's tenant like the middleware;
+    refusals raise the runtime error (render them with ``error_handler``)."""
+    from tenant_runtime.aio import AsyncTenantResolver
 
+    aresolver = AsyncTenantResolver.of(resolver)
+    addressing = Addressing(None, host_suffix, tenant_header)
 
-class ErrorResponse:
-    """A JSON error response as a bare ASGI app: ``{"error": code, "detail": message}``
-    with the error's status (and ``WWW-Authenticate: Bearer`` on 401, ``Retry-After``
-    when the error says when to retry)."""
-
-    def __init__(self, exc: TenantRuntimeError) -> None:
-        self.exc, self.status_code = exc, exc.status_code
-
-    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
-        await _error(send, self.exc)
-
-
-async def error_handler(request: Any, exc: TenantRuntimeError) -> ErrorResponse:
-    """Exception handler for Starlette / FastAPI (``add_exception_handler``)."""
-    return ErrorResponse(exc)
-
-
-def tenant_dependency(resolver: TenantResolver, path_param: str = "tenant_id") -> Callable[[Any], TenantContext]:
-    def dependency(request: Any) -> TenantContext:
-        try:
-            return resolver.resolve_header(request.headers.get("authorization"),
-                                           request.path_params.get(path_param))
-        except TenantRuntimeError as exc:
-            http_exception = _http_exception()
-            if http_exception is None:
-                raise
-            raise http_exception(status_code=exc.status_code, detail=str(exc)) from None
+    async def dependency(request: Any) -> TenantContext:
+        return await aresolver.resolve_header(request.headers.get("authorization"),
+                                              addressing.sources(request.scope, request.path_params.get(path_param)))
 
     try:  # FastAPI injects the request by its annotation: give it Starlette's Request.
         import inspect
@@ -121,14 +187,3 @@ def tenant_dependency(resolver: TenantResolver, path_param: str = "tenant_id") -
     except ImportError:
         pass
     return dependency
-
-
-def _http_exception() -> Any:
-    try:
-        from fastapi import HTTPException  # type: ignore[import-not-found]
-    except ImportError:
-        try:
-            from starlette.exceptions import HTTPException  # type: ignore[no-redef]
-        except ImportError:
-            return None
-    return HTTPException

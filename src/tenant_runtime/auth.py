@@ -8,22 +8,35 @@ or ``org.tenant``). Only then is the registry consulted.
 Verification is cached: a token that verified is remembered (by its exact
 text) for ``verified_cache_ttl`` seconds at most and never past its ``exp``;
 a hit re-checks ``exp``/``nbf`` against the clock, so an expired token is
-refused as before. A PEM key is loaded once, not per request.
+refused as before. A PEM key is loaded once, not per request. Revocation
+(``tenant_runtime.revocation``) is checked on every resolution, cache hit or
+not, so the cache never outlives a revocation by more than the list's bound.
+
+The addressed tenant may come from several places of one request (the path,
+the host name, an ``X-Tenant-Id`` header): every one of them must name the
+token's tenant, else ``TenantMismatch`` (403) naming the source.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import jwt
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from tenant_runtime.blocking import may_block
 from tenant_runtime.cache import TTLCache
-from tenant_runtime.context import TenantContext
+from tenant_runtime.context import TenantContext, from_registry
 from tenant_runtime.errors import TenantMismatch, Unauthenticated
 from tenant_runtime.registry import RegistryReader
+from tenant_runtime.revocation import RevocationList
+
+# Where a request named the tenant it addresses: (source, tenant id) pairs,
+# e.g. [("the path", "acme"), ("the X-Tenant-Id header", "acme")]. A bare string
+# is one source, "the request".
+Addressed = str | Iterable[tuple[str, str]] | None
 
 
 class JWTSettings(BaseModel):
@@ -53,11 +66,27 @@ class JWTSettings(BaseModel):
 
 def bearer_token(authorization: str | None) -> str:
     if not authorization:
-        raise Unauthenticated("missing Authorization header")
+        raise Unauthenticated("missing Authorization header", bearer_error=None)
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthenticated("Authorization must be 'Bearer <token>'")
+        raise Unauthenticated("Authorization must be 'Bearer <token>'", bearer_error="invalid_request")
     return token.strip()
+
+
+class _JWKClient(jwt.PyJWKClient):
+    """PyJWT's JWKS client, its one network call marked for the async API."""
+
+    def fetch_data(self) -> Any:
+        may_block()
+        return super().fetch_data()
+
+
+def check_addressed(tenant_id: str, addressed: Addressed) -> None:
+    """Every tenant the request addressed is ``tenant_id``, else TenantMismatch (403)."""
+    pairs = [("the request", addressed)] if isinstance(addressed, str) else addressed or ()
+    for source, named in pairs:
+        if named != tenant_id:
+            raise TenantMismatch(tenant_id, named, "tenant", source=source)
 
 
 def _prepared_key(settings: JWTSettings) -> Any:
@@ -77,9 +106,9 @@ def _prepared_key(settings: JWTSettings) -> Any:
 
 class TenantResolver:
     def __init__(self, settings: JWTSettings, registry: RegistryReader,
-                 clock: Callable[[], float] = time.time) -> None:
-        self.settings, self.registry, self.clock = settings, registry, clock
-        self._jwks = jwt.PyJWKClient(settings.jwks_url) if settings.jwks_url else None
+                 clock: Callable[[], float] = time.time, revocations: RevocationList | None = None) -> None:
+        self.settings, self.registry, self.clock, self.revocations = settings, registry, clock, revocations
+        self._jwks = _JWKClient(settings.jwks_url) if settings.jwks_url else None
         self._key = _prepared_key(settings)
         self._verified: TTLCache[dict[str, Any]] | None = (
             TTLCache(settings.verified_cache_size, settings.verified_cache_ttl, clock)
@@ -133,17 +162,18 @@ class TenantResolver:
             raise Unauthenticated(f"token has no {claim!r} claim naming a tenant")
         return value
 
-    def resolve(self, token: str, addressed_tenant: str | None = None) -> TenantContext:
-        """Verify the token, load the tenant (active only) and, when the request
-        addresses a tenant, refuse a different one with TenantMismatch."""
+    def resolve(self, token: str, addressed_tenant: Addressed = None) -> TenantContext:
+        """Verify the token, refuse it when revoked, load the tenant (active
+        only) and, when the request addresses a tenant (one id, or (source, id)
+        pairs), refuse any other with TenantMismatch."""
         claims = self.verify(token)
         tenant_id = self.tenant_of(claims)
-        if addressed_tenant is not None and addressed_tenant != tenant_id:
-            # Checked before the registry so a foreign id is not even looked up.
-            raise TenantMismatch(tenant_id, addressed_tenant, "tenant")
-        record = self.registry.get(tenant_id)
-        return TenantContext(tenant_id=tenant_id, record=record, subject=claims.get("sub"), claims=claims)
+        # Checked before the registry so a foreign id is not even looked up.
+        check_addressed(tenant_id, addressed_tenant)
+        if self.revocations is not None:
+            self.revocations.check(claims, tenant_id)
+        return from_registry(self.registry, tenant_id, subject=claims.get("sub"), claims=claims)
 
-    def resolve_header(self, authorization: str | None, addressed_tenant: str | None = None) -> TenantContext:
+    def resolve_header(self, authorization: str | None, addressed_tenant: Addressed = None) -> TenantContext:
         return self.resolve(bearer_token(authorization), addressed_tenant)
 

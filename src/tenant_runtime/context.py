@@ -1,28 +1,86 @@
-"""TenantContext: who a request acts for, resolved once per request."""
+"""TenantContext: who a request acts for, resolved once per request.
+
+Only the runtime's resolution makes one (``from_registry``, which
+``TenantResolver.resolve`` and ``TenantRuntime.context`` call: the record is
+always the registry reader's): the constructor
+wants a capability private to this module, a context is read-only, and copies
+(``copy``, ``deepcopy``) are the same object while ``dataclasses.replace`` and
+pickling are refused, so none of them makes a context with other contents.
+
+Every service (store, objects, jobs, envelope, client factory) passes what it
+is given through ``verified`` before any call: an object the resolution did not
+issue (duck-typed, or forged by hand) is an ``UntrustedContext``; a context
+whose record or resources were swapped after resolution, or whose record,
+resources and prefix do not all name its tenant, is refused as well.
+"""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
+from weakref import WeakKeyDictionary
 
-from tenant_runtime.errors import TenantMismatch
-from tenant_runtime.models import TenantRecord, TenantResources
+from tenant_runtime.errors import TenantMismatch, UntrustedContext
+from tenant_runtime.models import TenantRecord, TenantResources, tenant_prefix
+from tenant_runtime.registry import RegistryReader
+
+_CAPABILITY = object()  # held by this module only: what ``TenantContext(...)`` must be given
+# Every context the resolution issued, with the record and resources it was issued with.
+_ISSUED: WeakKeyDictionary[TenantContext, tuple[str, TenantRecord, TenantResources | None]] = WeakKeyDictionary()
+_ISSUED_LOCK = threading.Lock()
 
 
-@dataclass(frozen=True)
-class TenantContext:
-    tenant_id: str
-    record: TenantRecord
-    subject: str | None = None
-    claims: Mapping[str, Any] = field(default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
+def _check_owner(tenant_id: str, record: TenantRecord) -> None:
+    """The record, its resources and its prefix all belong to ``tenant_id``."""
+    if not isinstance(record, TenantRecord):
+        raise UntrustedContext(f"a context's record must be a TenantRecord, not {type(record).__name__}")
+    owners = {record.tenant_id} | ({record.resources.tenant_id} if record.resources else set())
+    if owners != {tenant_id}:
         # A context holding another tenant's record would route this tenant's
         # requests to that tenant's store, key, prefix and queue: refuse it.
-        owners = {self.record.tenant_id} | ({self.record.resources.tenant_id} if self.record.resources else set())
-        if owners != {self.tenant_id}:
-            raise TenantMismatch(self.tenant_id, ",".join(sorted(owners - {self.tenant_id})), "registry record")
+        raise TenantMismatch(tenant_id, ",".join(sorted(owners - {tenant_id})), "registry record")
+    if record.resources is not None and record.resources.prefix != tenant_prefix(tenant_id):
+        raise TenantMismatch(tenant_id, record.resources.prefix, "object prefix")
+
+
+class TenantContext:
+    """The tenant of one request and its registry record (read-only)."""
+
+    __slots__ = ("tenant_id", "record", "subject", "claims", "__weakref__")
+    tenant_id: str
+    record: TenantRecord
+    subject: str | None
+    claims: Mapping[str, Any]
+
+    def __init__(self, tenant_id: str, record: TenantRecord, subject: str | None = None,
+                 claims: Mapping[str, Any] | None = None, *, _capability: object = None) -> None:
+        if _capability is not _CAPABILITY:
+            raise UntrustedContext("a TenantContext is made only by the runtime's resolution "
+                                   "(TenantRuntime.resolve / TenantRuntime.context)")
+        _check_owner(tenant_id, record)
+        for name, value in (("tenant_id", tenant_id), ("record", record), ("subject", subject),
+                            ("claims", MappingProxyType(dict(claims or {})))):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("a TenantContext is read-only")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("a TenantContext is read-only")
+
+    def __copy__(self) -> TenantContext:
+        return self  # immutable: a copy is the context itself, still the one issued
+
+    def __deepcopy__(self, memo: dict) -> TenantContext:
+        return self
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a TenantContext cannot be pickled: resolve the tenant again where it is needed")
+
+    def __repr__(self) -> str:
+        return f"TenantContext(tenant_id={self.tenant_id!r}, subject={self.subject!r})"
 
     @property
     def resources(self) -> TenantResources:
@@ -34,3 +92,34 @@ class TenantContext:
         """Refuse (403) anything that belongs to another tenant."""
         if addressed_tenant != self.tenant_id:
             raise TenantMismatch(self.tenant_id, addressed_tenant, what)
+
+
+def from_registry(registry: RegistryReader, tenant_id: str, subject: str | None = None,
+                  claims: Mapping[str, Any] | None = None) -> TenantContext:
+    """The resolution's last step: a context for the registry's record of an
+    active tenant (``TenantResolver.resolve`` after the token,
+    ``TenantRuntime.context`` for work without one). The record comes from the
+    registry reader, never from the caller."""
+    if not isinstance(registry, RegistryReader):
+        raise UntrustedContext(f"contexts are resolved from a RegistryReader, not a {type(registry).__name__}")
+    record = registry.get(tenant_id)
+    ctx = TenantContext(tenant_id, record, subject, claims, _capability=_CAPABILITY)
+    with _ISSUED_LOCK:
+        _ISSUED[ctx] = (tenant_id, record, record.resources)
+    return ctx
+
+
+def verified(ctx: object) -> TenantContext:
+    """``ctx`` when it is a context the resolution issued, unaltered, whose
+    record, resources and prefix belong to its tenant; else refused before the
+    caller makes any call."""
+    issued = _ISSUED.get(ctx) if type(ctx) is TenantContext else None  # type: ignore[arg-type]
+    if issued is None:
+        raise UntrustedContext(f"{type(ctx).__name__} object is not a TenantContext the runtime resolved: "
+                               "refused before any call")
+    assert isinstance(ctx, TenantContext)
+    tenant_id, record, resources = issued
+    if ctx.tenant_id != tenant_id or ctx.record is not record or record.resources is not resources:
+        raise UntrustedContext(f"the context of tenant {tenant_id!r} was altered after resolution: refused")
+    _check_owner(tenant_id, record)
+    return ctx

@@ -12,6 +12,12 @@ Two modes behind one interface (``client(ctx, service)``):
   ``refresh_margin`` seconds before they expire, and that tenant's S3/SQS/KMS/
   Secrets Manager clients are built from them only, so a bug that hands tenant
   B's key or prefix to tenant A's client is refused by AWS itself.
+
+The calling principal is the platform's runtime role (``tenantctl-runtime``,
+the platform output ``runtime_principal_arn``): on AWS the process runs as it
+(an ECS task role, say); elsewhere (the sandbox, a laptop) pass
+``runtime_role_arn`` and the factory first assumes it with the process's own
+credentials, then assumes tenant roles as that role.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from tenant_runtime.context import TenantContext
+from tenant_runtime.blocking import may_block
+from tenant_runtime.context import TenantContext, verified
 
 Mode = Literal["ambient", "assume_role"]
 SESSION_TAG = "tenant_id"  # the tenant role's trust policy (infra/components/tenant_role.py) requires exactly this tag
@@ -30,7 +37,8 @@ SESSION_TAG = "tenant_id"  # the tenant role's trust policy (infra/components/te
 class ClientFactory:
     def __init__(self, mode: Mode = "ambient", session: Any | None = None, region: str | None = None,
                  endpoint_url: str | None = None, duration_seconds: int = 900,
-                 refresh_margin: float = 120.0, clock: Callable[[], datetime] | None = None) -> None:
+                 refresh_margin: float = 120.0, clock: Callable[[], datetime] | None = None,
+                 runtime_role_arn: str | None = None) -> None:
         import boto3
         from botocore.config import Config
 
@@ -43,10 +51,13 @@ class ClientFactory:
         self.config = Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32)
         self._shared: dict[str, Any] = {}
         self._scoped: dict[str, tuple[datetime, dict[str, Any], Any]] = {}
+        self.runtime_role_arn = runtime_role_arn
+        self._runtime: dict[str, tuple[datetime, Any]] = {}  # region -> (expiry, STS client as the runtime role)
         self._lock = threading.RLock()  # re-entered: _scoped_client -> _assume -> _shared_client
         self.assume_role_calls = 0
 
     def client(self, ctx: TenantContext, service: str) -> Any:
+        ctx = verified(ctx)  # credentials are chosen by the context: only a resolved one
         if self.mode == "ambient":
             return self._shared_client(service, ctx.resources.region)
         return self._scoped_client(ctx, service)
@@ -84,17 +95,34 @@ class ClientFactory:
                 clients[service] = self._new_client(entry[2], service, ctx.resources.region)
             return clients[service]
 
-    def _assume(self, ctx: TenantContext) -> dict[str, Any]:
-        sts = self._shared_client("sts", ctx.resources.region)
+    def _credentials(self, sts: Any, **params: Any) -> dict[str, Any]:
+        may_block()
         self.assume_role_calls += 1
-        resp = sts.assume_role(
-            RoleArn=ctx.resources.role_arn, RoleSessionName=f"tenant-{ctx.tenant_id}"[:64],
-            DurationSeconds=self.duration_seconds,
-            Tags=[{"Key": SESSION_TAG, "Value": ctx.tenant_id}],
-            TransitiveTagKeys=[SESSION_TAG],
-        )
-        creds = resp["Credentials"]
-        expiration = creds["Expiration"]
-        if expiration.tzinfo is None:
-            creds["Expiration"] = expiration.replace(tzinfo=UTC)
+        creds = sts.assume_role(DurationSeconds=self.duration_seconds, **params)["Credentials"]
+        if creds["Expiration"].tzinfo is None:
+            creds["Expiration"] = creds["Expiration"].replace(tzinfo=UTC)
         return creds
+
+    def runtime_sts(self, region: str) -> Any:
+        """The STS client tenant roles are assumed with: the process's own, or,
+        with ``runtime_role_arn``, one running as that role (refreshed like tenants')."""
+        if self.runtime_role_arn is None:
+            return self._shared_client("sts", region)
+        import boto3
+
+        with self._lock:
+            entry = self._runtime.get(region)
+            if entry is None or entry[0] - timedelta(seconds=self.refresh_margin) <= self.clock():
+                creds = self._credentials(self._shared_client("sts", region), RoleArn=self.runtime_role_arn,
+                                          RoleSessionName="tenant-runtime")
+                session = boto3.session.Session(
+                    aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
+                    aws_session_token=creds["SessionToken"], region_name=region)
+                entry = (creds["Expiration"], self._new_client(session, "sts", region))
+                self._runtime[region] = entry
+            return entry[1]
+
+    def _assume(self, ctx: TenantContext) -> dict[str, Any]:
+        return self._credentials(self.runtime_sts(ctx.resources.region), RoleArn=ctx.resources.role_arn,
+                                 RoleSessionName=f"tenant-{ctx.tenant_id}"[:64],
+                                 Tags=[{"Key": SESSION_TAG, "Value": ctx.tenant_id}], TransitiveTagKeys=[SESSION_TAG])

@@ -55,14 +55,22 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from tenant_runtime.context import TenantContext
-from tenant_runtime.errors import DecryptionFailed, TenantRuntimeError
+from tenant_runtime.blocking import may_block
+from tenant_runtime.context import TenantContext, verified
+from tenant_runtime.errors import DecryptionFailed, KeyUnusable, KmsUnavailable, TenantRuntimeError
 
 MAGIC = b"TRE2"
 _LEN = struct.Struct(">H")
 NONCE = 12
 PURPOSE = "tenant_runtime/context-store"
 MAX_DERIVED = 1_024  # per-conversation keys kept per data key
+# KMS error codes, by what they mean for the caller.
+UNUSABLE = frozenset({"DisabledException", "KMSInvalidStateException", "NotFoundException"})
+RETRYABLE = frozenset({"ThrottlingException", "KMSInternalException", "DependencyTimeoutException",
+                       "KeyUnavailableException"})
+# The ciphertext is not this tenant's under this key and context (moto answers a
+# foreign key with AccessDeniedException where KMS says IncorrectKeyException).
+FOREIGN = frozenset({"InvalidCiphertextException", "IncorrectKeyException", "AccessDeniedException"})
 
 
 def encryption_context(tenant_id: str, conversation_id: str) -> dict[str, str]:
@@ -106,16 +114,43 @@ class _DataKey:
 class DataKeyCache:
     """Bounded caches of data keys for sealing (age + message bounds) and of
     opened keys for reading (age bound), both LRU within max_entries; each key
-    carries its derived per-conversation keys (at most MAX_DERIVED)."""
+    carries its derived per-conversation keys (at most MAX_DERIVED).
+
+    ``recheck_after``: how long the tenant key's state (DescribeKey: Enabled)
+    is trusted. A key disabled or scheduled for deletion is no longer used by
+    this process, cached data keys included, ``recheck_after`` seconds after
+    its last check at the latest."""
 
     def __init__(self, max_age: float = 300.0, max_messages: int = 10_000, max_entries: int = 1_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        if max_age <= 0 or max_messages < 1 or max_entries < 1:
-            raise ValueError("max_age, max_messages and max_entries must be positive")
+                 clock: Callable[[], float] = time.monotonic, recheck_after: float = 60.0) -> None:
+        if max_age <= 0 or max_messages < 1 or max_entries < 1 or recheck_after <= 0:
+            raise ValueError("max_age, max_messages, max_entries and recheck_after must be positive")
         self.max_age, self.max_messages, self.max_entries, self.clock = max_age, max_messages, max_entries, clock
+        self.recheck_after = recheck_after
         self._seal: OrderedDict[tuple, _DataKey] = OrderedDict()
         self._open: OrderedDict[tuple, _DataKey] = OrderedDict()
+        self._checked: OrderedDict[str, float] = OrderedDict()  # KMS key ARN -> when its state was Enabled
         self._lock = threading.Lock()
+
+    def key_checked(self, key_arn: str) -> bool:
+        """True while the KMS key's last check is fresher than ``recheck_after``."""
+        with self._lock:
+            when = self._checked.get(key_arn)
+            return when is not None and self.clock() - when < self.recheck_after
+
+    def mark_checked(self, key_arn: str) -> None:
+        with self._lock:
+            self._checked[key_arn] = self.clock()
+            self._checked.move_to_end(key_arn)
+            self._bound(self._checked)
+
+    def forget_key(self, key_arn: str) -> None:
+        """Drop every data key made under the KMS key ``key_arn`` (it became unusable)."""
+        with self._lock:
+            self._checked.pop(key_arn, None)
+            for table in (self._seal, self._open):
+                for slot in [s for s in table if s[0] == key_arn]:
+                    del table[slot]
 
     def _bound(self, table: OrderedDict) -> None:
         while len(table) > self.max_entries:
@@ -162,50 +197,100 @@ class DataKeyCache:
 
 class Envelope:
     """Seal/open message content for a tenant context. ``kms_for(ctx)`` returns
-    the KMS client to use for that tenant (scoped credentials when configured)."""
+    the KMS client to use for that tenant (scoped credentials when configured).
+
+    ``seal`` / ``open`` name the tenant key explicitly, for operator tools that
+    re-key stored data (tenantctl's restore after deprovision); requests go
+    through ``encrypt`` / ``decrypt``, which take a resolved context only."""
 
     def __init__(self, kms_for: Callable[[TenantContext], Any], cache: DataKeyCache | None = None) -> None:
         self.kms_for = kms_for
         self.cache = cache or DataKeyCache()
-        self.kms_calls = 0
+        self.kms_calls = 0  # every KMS call, key-state checks included
+        self.key_checks = 0  # of which DescribeKey (the key-state check)
         self._count = threading.Lock()
 
-    def _counted(self) -> None:
+    def _counted(self, check: bool = False) -> None:
         with self._count:
             self.kms_calls += 1
+            self.key_checks += check
 
     def encrypt(self, ctx: TenantContext, conversation_id: str, plaintext: bytes) -> bytes:
-        key_arn = ctx.resources.kms_key_arn
-        slot = (key_arn, ctx.tenant_id)
-        key = self.cache.take_sealing_key(slot)
-        if key is None:
-            from botocore.exceptions import BotoCoreError, ClientError
-
-            self._counted()
-            try:
-                resp = self.kms_for(ctx).generate_data_key(KeyId=key_arn, KeySpec="AES_256",
-                                                           EncryptionContext=kms_context(ctx.tenant_id))
-            except ClientError as exc:
-                raise TenantRuntimeError(f"KMS refused a data key for tenant {ctx.tenant_id!r}: "
-                                         f"{exc.response['Error']['Code']}") from None
-            except BotoCoreError as exc:
-                raise TenantRuntimeError(f"KMS unreachable for tenant {ctx.tenant_id!r}: {exc}") from None
-            key = self.cache.put_sealing_key(slot, resp["Plaintext"], resp["CiphertextBlob"])
-        info = _canonical(encryption_context(ctx.tenant_id, conversation_id))
-        header = MAGIC + _LEN.pack(len(key.encrypted)) + key.encrypted + os.urandom(NONCE)
-        return header + AESGCM(key.derive(info)).encrypt(header[-NONCE:], plaintext, header + info)
+        ctx = verified(ctx)
+        return self.seal(lambda: self.kms_for(ctx), ctx.tenant_id, ctx.resources.kms_key_arn, conversation_id,
+                         plaintext)
 
     def decrypt(self, ctx: TenantContext, conversation_id: str, blob: bytes) -> bytes:
         return self.decrypt_many(ctx, conversation_id, [blob])[0]
 
     def decrypt_many(self, ctx: TenantContext, conversation_id: str, blobs: list[bytes]) -> list[bytes]:
         """Open several messages of one conversation (one context, keys looked up once each)."""
-        info = _canonical(encryption_context(ctx.tenant_id, conversation_id))
-        return [self._open_one(ctx, info, blob) for blob in blobs]
+        ctx = verified(ctx)
+        return self.open(lambda: self.kms_for(ctx), ctx.tenant_id, ctx.resources.kms_key_arn, conversation_id,
+                         blobs)
 
-    def _open_one(self, ctx: TenantContext, info: bytes, blob: bytes) -> bytes:
-        key_arn = ctx.resources.kms_key_arn
-        slot = (key_arn, ctx.tenant_id)
+    def _kms(self, kms: Callable[[], Any], tenant_id: str, key_arn: str, action: str, call: str,
+             **params: Any) -> dict[str, Any]:
+        """One KMS call for the tenant key, its failure mapped: throttling or an
+        unreachable KMS -> KmsUnavailable (503, retry); a disabled, pending-deletion
+        or missing key -> KeyUnusable (its cached data keys dropped); a ciphertext
+        KMS will not open under this key and context -> DecryptionFailed."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        may_block()
+        self._counted(check=call == "describe_key")
+        try:
+            return getattr(kms(), call)(KeyId=key_arn, **params)
+        except ClientError as exc:
+            code = exc.response["Error"]["Code"]
+            if code in UNUSABLE:
+                self.cache.forget_key(key_arn)
+                raise KeyUnusable(tenant_id, key_arn, f"{code}: {exc.response['Error'].get('Message', '')}") from None
+            if code in RETRYABLE:
+                raise KmsUnavailable(f"KMS could not {action} for tenant {tenant_id!r} ({code}): retry later") from None
+            if code in FOREIGN and call == "decrypt":
+                raise DecryptionFailed(f"KMS refused the data key ({code}): sealed for another tenant, or "
+                                       "tampered with") from None
+            raise TenantRuntimeError(f"KMS refused to {action} for tenant {tenant_id!r}: {code}") from None
+        except BotoCoreError as exc:
+            raise KmsUnavailable(f"KMS unreachable for tenant {tenant_id!r}: {exc}") from None
+
+    def _require_enabled(self, kms: Callable[[], Any], tenant_id: str, key_arn: str) -> None:
+        """The tenant key is Enabled, as checked within the cache's ``recheck_after``;
+        else its cached data keys are dropped and KeyUnusable is raised."""
+        if self.cache.key_checked(key_arn):
+            return
+        meta = self._kms(kms, tenant_id, key_arn, "describe the key", "describe_key")["KeyMetadata"]
+        state = meta.get("KeyState", "Unknown")
+        if state != "Enabled":
+            self.cache.forget_key(key_arn)
+            when = meta.get("DeletionDate")
+            raise KeyUnusable(tenant_id, key_arn, state + (f", deleted on {when:%Y-%m-%d}" if when else ""))
+        self.cache.mark_checked(key_arn)
+
+    def seal(self, kms: Callable[[], Any], tenant_id: str, key_arn: str, conversation_id: str,
+             plaintext: bytes) -> bytes:
+        """Seal under ``tenant_id``'s key ``key_arn``; ``kms()`` gives the client (called only when needed)."""
+        self._require_enabled(kms, tenant_id, key_arn)
+        slot = (key_arn, tenant_id)
+        key = self.cache.take_sealing_key(slot)
+        if key is None:
+            resp = self._kms(kms, tenant_id, key_arn, "generate a data key", "generate_data_key",
+                             KeySpec="AES_256", EncryptionContext=kms_context(tenant_id))
+            key = self.cache.put_sealing_key(slot, resp["Plaintext"], resp["CiphertextBlob"])
+        info = _canonical(encryption_context(tenant_id, conversation_id))
+        header = MAGIC + _LEN.pack(len(key.encrypted)) + key.encrypted + os.urandom(NONCE)
+        return header + AESGCM(key.derive(info)).encrypt(header[-NONCE:], plaintext, header + info)
+
+    def open(self, kms: Callable[[], Any], tenant_id: str, key_arn: str, conversation_id: str,
+             blobs: list[bytes]) -> list[bytes]:
+        """Open blobs of one conversation sealed under ``tenant_id``'s key ``key_arn``."""
+        self._require_enabled(kms, tenant_id, key_arn)
+        info = _canonical(encryption_context(tenant_id, conversation_id))
+        return [self._open_one(kms, tenant_id, key_arn, info, blob) for blob in blobs]
+
+    def _open_one(self, kms: Callable[[], Any], tenant_id: str, key_arn: str, info: bytes, blob: bytes) -> bytes:
+        slot = (key_arn, tenant_id)
         try:
             if blob[:4] != MAGIC:
                 raise ValueError("bad header")
@@ -218,22 +303,13 @@ class Envelope:
             raise DecryptionFailed("not a tenant_runtime ciphertext (bad or truncated header)") from None
         key = self.cache.opened_key(slot, edk)
         if key is None:
-            key = self.cache.put_opened_key(slot, edk, self._open_key(ctx, key_arn, edk))
+            key = self.cache.put_opened_key(slot, edk, self._open_key(kms, tenant_id, key_arn, edk))
         try:
             return AESGCM(key.derive(info)).decrypt(header[-NONCE:], blob[len(header):], header + info)
         except InvalidTag:
             raise DecryptionFailed("ciphertext failed authentication (tampered with, or sealed for "
                                    "another tenant or conversation)") from None
 
-    def _open_key(self, ctx: TenantContext, key_arn: str, edk: bytes) -> bytes:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        self._counted()
-        try:
-            return self.kms_for(ctx).decrypt(KeyId=key_arn, CiphertextBlob=edk,
-                                             EncryptionContext=kms_context(ctx.tenant_id))["Plaintext"]
-        except ClientError as exc:
-            raise DecryptionFailed(f"KMS refused the data key ({exc.response['Error']['Code']}): sealed for "
-                                   "another tenant, or tampered with") from None
-        except BotoCoreError as exc:
-            raise TenantRuntimeError(f"KMS unreachable for tenant {ctx.tenant_id!r}: {exc}") from None
+    def _open_key(self, kms: Callable[[], Any], tenant_id: str, key_arn: str, edk: bytes) -> bytes:
+        return self._kms(kms, tenant_id, key_arn, "decrypt a data key", "decrypt", CiphertextBlob=edk,
+                         EncryptionContext=kms_context(tenant_id))["Plaintext"]

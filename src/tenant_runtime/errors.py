@@ -1,5 +1,6 @@
 """Runtime errors. Each carries the HTTP status an application should answer
-with, so the ASGI layer (and any other) maps them without a table of its own."""
+with (and a stable ``code`` and ``title``), so the ASGI layer (and any other)
+maps them without a table of its own: one RFC 9457 problem per error."""
 
 from __future__ import annotations
 
@@ -7,13 +8,31 @@ from __future__ import annotations
 class TenantRuntimeError(Exception):
     status_code = 500
     code = "tenant_runtime_error"
+    title = "Tenant runtime error"
 
 
 class Unauthenticated(TenantRuntimeError):
-    """No token, a bad signature, expired, wrong audience/issuer, no tenant claim."""
+    """No token, a bad signature, expired, wrong audience/issuer, no tenant claim.
+
+    ``bearer_error`` is the RFC 6750 error code for ``WWW-Authenticate``: None
+    when the request carried no credentials at all, ``invalid_request`` for a
+    malformed header, ``invalid_token`` for a token that was refused."""
 
     status_code = 401
     code = "unauthenticated"
+    title = "Authentication required"
+
+    def __init__(self, message: str, bearer_error: str | None = "invalid_token") -> None:
+        super().__init__(message)
+        self.bearer_error = bearer_error
+
+
+class TokenRevoked(Unauthenticated):
+    """The token's ``jti`` is on the denylist, or its tenant revoked every token
+    issued before a time this one predates."""
+
+    code = "token_revoked"
+    title = "Token revoked"
 
 
 class TenantMismatch(TenantRuntimeError):
@@ -22,15 +41,18 @@ class TenantMismatch(TenantRuntimeError):
 
     status_code = 403
     code = "tenant_mismatch"
+    title = "Another tenant's resource"
 
-    def __init__(self, caller: str, addressed: str, what: str = "resource") -> None:
-        super().__init__(f"tenant {caller!r} may not access {what} of tenant {addressed!r}")
-        self.caller, self.addressed, self.what = caller, addressed, what
+    def __init__(self, caller: str, addressed: str, what: str = "resource", source: str | None = None) -> None:
+        target = f"tenant {addressed!r}" if what == "tenant" else f"{what} of tenant {addressed!r}"
+        super().__init__(f"tenant {caller!r} may not access {target}" + (f" (addressed by {source})" if source else ""))
+        self.caller, self.addressed, self.what, self.source = caller, addressed, what, source
 
 
 class TenantNotFound(TenantRuntimeError):
     status_code = 404
     code = "tenant_not_found"
+    title = "Unknown tenant"
 
 
 class TenantInactive(TenantRuntimeError):
@@ -39,6 +61,7 @@ class TenantInactive(TenantRuntimeError):
 
     status_code = 403
     code = "tenant_inactive"
+    title = "Tenant not active"
 
     def __init__(self, tenant_id: str, status: str) -> None:
         super().__init__(f"tenant {tenant_id!r} is {status}: requests are refused")
@@ -50,6 +73,16 @@ class RegistryUnavailable(TenantRuntimeError):
 
     status_code = 503
     code = "registry_unavailable"
+    title = "Tenant registry unavailable"
+
+
+class RevocationsUnavailable(TenantRuntimeError):
+    """The revocation list is older than its bound and could not be refreshed:
+    fail closed rather than serve a token that may have been revoked."""
+
+    status_code = 503
+    code = "revocations_unavailable"
+    title = "Token revocation list unavailable"
 
 
 class InvalidRequest(TenantRuntimeError):
@@ -57,6 +90,7 @@ class InvalidRequest(TenantRuntimeError):
 
     status_code = 400
     code = "invalid_request"
+    title = "Invalid request"
 
 
 class DecryptionFailed(TenantRuntimeError):
@@ -65,6 +99,39 @@ class DecryptionFailed(TenantRuntimeError):
 
     status_code = 403
     code = "decryption_failed"
+    title = "Ciphertext refused"
+
+
+class UntrustedContext(TenantRuntimeError, TypeError):
+    """A service was handed something that is not a TenantContext the runtime's
+    resolution made (or one altered since): an application bug, refused before
+    any call, never served."""
+
+    status_code = 500
+    code = "untrusted_context"
+    title = "Untrusted tenant context"
+
+
+class KeyUnusable(TenantRuntimeError):
+    """The tenant's KMS key is disabled, pending deletion or gone: nothing of
+    the tenant can be sealed or opened until an operator enables it again."""
+
+    status_code = 403
+    code = "key_unusable"
+    title = "Tenant key unusable"
+
+    def __init__(self, tenant_id: str, key_arn: str, state: str) -> None:
+        super().__init__(f"the KMS key of tenant {tenant_id!r} is unusable ({state}): {key_arn}")
+        self.tenant_id, self.key_arn, self.state = tenant_id, key_arn, state
+
+
+class KmsUnavailable(TenantRuntimeError):
+    """KMS throttled the call (after the client's retries) or could not be
+    reached: retry later."""
+
+    status_code = 503
+    code = "kms_unavailable"
+    title = "Key service unavailable"
 
 
 class TenantWaking(TenantRuntimeError):
@@ -73,6 +140,7 @@ class TenantWaking(TenantRuntimeError):
 
     status_code = 503
     code = "tenant_waking"
+    title = "Tenant waking from hibernation"
 
     def __init__(self, tenant_id: str, state: str, retry_after: int) -> None:
         super().__init__(f"tenant {tenant_id!r} is waking from hibernation (database {state}): "
@@ -83,3 +151,13 @@ class TenantWaking(TenantRuntimeError):
 class StoreUnavailable(TenantRuntimeError):
     status_code = 503
     code = "store_unavailable"
+    title = "Context store unavailable"
+
+
+class StoreTimeout(StoreUnavailable):
+    """A store query was cancelled: it ran past the store's statement timeout,
+    or was cancelled (PostgreSQL's ``query_canceled``). Nothing of it was
+    committed; retrying is safe."""
+
+    code = "store_timeout"
+    title = "Context store query cancelled"

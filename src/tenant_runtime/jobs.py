@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from tenant_runtime.context import TenantContext
+from tenant_runtime.context import TenantContext, verified
 from tenant_runtime.errors import InvalidRequest
 
 SQS_MAX_DELAY = 900
@@ -46,6 +46,7 @@ class JobQueue:
         self.sqs_for, self.clock, self.max_native_delay = sqs_for, clock, max_native_delay
 
     def schedule(self, ctx: TenantContext, job: Job, delay: int = 0) -> str:
+        ctx = verified(ctx)
         if type(delay) is not int or not 0 <= delay <= MAX_DELAY:
             raise InvalidRequest(f"delay must be whole seconds within 0..{MAX_DELAY}")
         message = JobMessage(tenant_id=ctx.tenant_id, job_id=uuid.uuid4().hex, due_at=self.clock() + delay, job=job)
@@ -61,6 +62,7 @@ class JobQueue:
         """Receive one batch from ctx's queue: run due jobs (deleted on success;
         a failing handler leaves the message for SQS's redrive), re-enqueue early
         ones, dead-letter foreign or malformed ones. Returns counts."""
+        ctx = verified(ctx)
         sqs, res = self.sqs_for(ctx), ctx.resources
         counts = {"done": 0, "deferred": 0, "dead_lettered": 0, "failed": 0}
         resp = sqs.receive_message(QueueUrl=res.queue_url, MaxNumberOfMessages=max_messages,

@@ -25,6 +25,11 @@ class TenantStatus(str, Enum):
     deprovisioned = "deprovisioned"
 
 
+def tenant_prefix(tenant_id: str) -> str:
+    """The tenant's S3 prefix; the trailing slash keeps `acme` from matching `acme-corp`."""
+    return f"tenants/{tenant_id}/"
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

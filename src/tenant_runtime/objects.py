@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tenant_runtime.context import TenantContext
+from tenant_runtime.context import TenantContext, verified
 from tenant_runtime.errors import InvalidRequest, TenantMismatch
 
 _FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,199}$")
@@ -64,6 +64,7 @@ class ObjectAccess:
         return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": ctx.resources.kms_key_arn}
 
     def presign_upload(self, ctx: TenantContext, filename: str, size: int, content_type: str) -> PresignedUpload:
+        ctx = verified(ctx)
         self.validate(filename, size, content_type)
         res = ctx.resources
         key = f"{res.prefix}uploads/{uuid.uuid4().hex}/{filename}"
@@ -84,12 +85,14 @@ class ObjectAccess:
         return PresignedUpload(key=key, headers={}, upload_id=upload_id, part_size=part_size, part_urls=urls)
 
     def complete_multipart(self, ctx: TenantContext, key: str, upload_id: str, etags: list[str]) -> None:
+        ctx = verified(ctx)
         self._confine(ctx, key)
         self.s3_for(ctx).complete_multipart_upload(
             Bucket=ctx.resources.bucket, Key=key, UploadId=upload_id,
             MultipartUpload={"Parts": [{"ETag": e, "PartNumber": n} for n, e in enumerate(etags, 1)]})
 
     def presign_download(self, ctx: TenantContext, key: str) -> str:
+        ctx = verified(ctx)
         self._confine(ctx, key)
         return self.s3_for(ctx).generate_presigned_url(
             "get_object", ExpiresIn=self.expires_in, Params={"Bucket": ctx.resources.bucket, "Key": key})

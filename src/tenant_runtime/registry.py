@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tenant_runtime import cursor as cursor_codec
+from tenant_runtime.blocking import may_block
 from tenant_runtime.cache import TTLCache
 from tenant_runtime.errors import RegistryUnavailable, TenantInactive, TenantNotFound
 from tenant_runtime.models import TenantRecord, TenantStatus
@@ -116,6 +117,7 @@ class RegistryReader:
     def _fetch(self, tenant_id: str) -> TenantRecord | None:
         from botocore.exceptions import BotoCoreError, ClientError
 
+        may_block()
         self.reads += 1
         try:
             item = self.client.get_item(TableName=self.table, Key=item_key(tenant_id)).get("Item")

@@ -4,39 +4,71 @@ from __future__ import annotations
 
 from typing import Any
 
-from tenant_runtime.auth import JWTSettings, TenantResolver
-from tenant_runtime.context import TenantContext
+from tenant_runtime.auth import Addressed, JWTSettings, TenantResolver
+from tenant_runtime.context import TenantContext, from_registry
 from tenant_runtime.credentials import ClientFactory, Mode
 from tenant_runtime.crypto import DataKeyCache, Envelope
+from tenant_runtime.gateway import Gateway, SharedPool
 from tenant_runtime.hibernation import DatabaseWaker
 from tenant_runtime.jobs import JobQueue
 from tenant_runtime.objects import ObjectAccess
 from tenant_runtime.registry import RegistryReader
+from tenant_runtime.revocation import MAX_AGE, REFRESH_INTERVAL, RevocationList
 from tenant_runtime.store import ContextStore
 
 
 class TenantRuntime:
     """Registry reader + JWT resolver + the routed services, sharing one client
     factory. ``runtime.resolve(token, addressed)`` gives the TenantContext every
-    service takes."""
+    service takes.
+
+    ``gateway``: serve pooled tenants through one shared pool per process
+    (``tenant_runtime.gateway``); without it every tenant logs in as its own
+    role. ``revocation_table``: check every token against the denylist
+    (``tenant_runtime.revocation``). ``statement_timeout``: seconds a store
+    query may run before PostgreSQL cancels it (StoreTimeout, 503).
+    ``runtime_role_arn``: in ``assume_role`` mode, the platform's runtime role
+    to assume first when this process does not run as it (the sandbox)."""
 
     def __init__(self, jwt: JWTSettings, registry_table: str | None = None, *, mode: Mode = "ambient",
                  region: str | None = None, endpoint_url: str | None = None, session: Any | None = None,
-                 key_cache: DataKeyCache | None = None, registry_ttl: float = 30.0) -> None:
-        self.clients = ClientFactory(mode, session=session, region=region, endpoint_url=endpoint_url)
-        registry_client = (session or self.clients.session).client(
-            "dynamodb", region_name=region, endpoint_url=endpoint_url, config=self.clients.config)
-        self.registry = RegistryReader(registry_table, client=registry_client, ttl=registry_ttl)
-        self.resolver = TenantResolver(jwt, self.registry)
+                 key_cache: DataKeyCache | None = None, registry_ttl: float = 30.0,
+                 gateway: Gateway | None = None, revocation_table: str | None = None,
+                 revocation_refresh: float = REFRESH_INTERVAL, statement_timeout: float | None = None,
+                 runtime_role_arn: str | None = None) -> None:
+        self.clients = ClientFactory(mode, session=session, region=region, endpoint_url=endpoint_url,
+                                     runtime_role_arn=runtime_role_arn)
+        self._platform = (session or self.clients.session, region, endpoint_url)
+        self._platform_clients: dict[str, Any] = {}
+        self.registry = RegistryReader(registry_table, client=self.platform_client("dynamodb"), ttl=registry_ttl)
+        self.revocations = RevocationList(revocation_table, client=self.registry.client,
+                                          refresh_interval=revocation_refresh,
+                                          max_age=max(MAX_AGE, 6 * revocation_refresh)) if revocation_table else None
+        self.resolver = TenantResolver(jwt, self.registry, revocations=self.revocations)
         self.envelope = Envelope(lambda ctx: self.clients.client(ctx, "kms"), key_cache)
+        shared = SharedPool(gateway, lambda: self.platform_client("secretsmanager")) if gateway else None
         self.waker = DatabaseWaker(lambda region: self.clients.own_client("rds", region))
         self.store = ContextStore(self.envelope, lambda ctx: self.clients.client(ctx, "secretsmanager"),
-                                  waker=self.waker)
+                                  gateway=shared, statement_timeout=statement_timeout, waker=self.waker)
         self.objects = ObjectAccess(lambda ctx: self.clients.client(ctx, "s3"))
         self.jobs = JobQueue(lambda ctx: self.clients.client(ctx, "sqs"))
 
-    def resolve(self, token: str, addressed_tenant: str | None = None) -> TenantContext:
+    def platform_client(self, service: str) -> Any:
+        """A client of the runtime's own principal (registry, revocations, the
+        gateway secret), never a tenant's; one per service."""
+        if service not in self._platform_clients:
+            session, region, endpoint_url = self._platform
+            self._platform_clients[service] = session.client(service, region_name=region, endpoint_url=endpoint_url,
+                                                             config=self.clients.config)
+        return self._platform_clients[service]
+
+    def resolve(self, token: str, addressed_tenant: Addressed = None) -> TenantContext:
         return self.resolver.resolve(token, addressed_tenant)
+
+    def context(self, tenant_id: str) -> TenantContext:
+        """The context of an active tenant for work without a request token (a
+        job worker, a maintenance task), from the registry like ``resolve``."""
+        return from_registry(self.registry, tenant_id, subject="service")
 
     def close(self) -> None:
         self.store.close()

@@ -1,14 +1,30 @@
 """The routed context store: conversation history of one tenant, in that
 tenant's schema (pooled: shared database; dedicated: its own database).
 
-Every connection logs in as the tenant role with the password from the tenant's
-secret (never from the registry record). Every unit of work is one transaction
-that starts with ``set_config('app.tenant_id', <id>, true)`` (= SET LOCAL): the
-setting ends with the transaction, so a connection returned to a pool carries
-no tenant, and a query outside a tenant transaction sees zero rows (FORCE RLS,
-``current_setting('app.tenant_id', true)`` is NULL or ''). Pools are per tenant
-role; ``tenant_transaction(..., role=...)`` also serves a shared gateway login
-that switches role per transaction (SET LOCAL ROLE), which leaks nothing either.
+Two ways to reach it (``tenant_runtime.gateway`` decides per tenant):
+
+* **per-tenant logins**: connections log in as the tenant role with the
+  password from the tenant's secret (never from the registry record), pooled
+  per tenant (``TenantLogins``). The option for dedicated tenants. The password
+  rotates (Secrets Manager, single-user): a refused login is retried with the
+  secret's AWSCURRENT read again, then its AWSPENDING, so new connections open
+  throughout a rotation; open ones are unaffected (a password is checked at login).
+* **shared pool**: one bounded pool per process logged in as the platform's
+  gateway role, which may only switch to tenant roles; every transaction
+  begins with ``SET LOCAL ROLE`` to the tenant's role.
+
+Either way every unit of work is one transaction that starts with
+``set_config('app.tenant_id', <id>, true)`` (= SET LOCAL, and the role too for
+the gateway, and ``statement_timeout`` when set): every setting ends with the
+transaction, so a connection returned to a pool carries no tenant and no role,
+and a query outside a tenant transaction sees zero rows (FORCE RLS,
+``current_setting('app.tenant_id', true)`` is NULL or ''). Nothing lives in the
+session, so the shared pool is safe behind PgBouncer in transaction mode.
+
+Every operation is written once, as a generator of steps (``Statement``: SQL
+run in the tenant's transaction; ``Compute``: sealing or opening content, which
+may need KMS on a cache miss), and driven by this module's ``ContextStore``
+(sync) or ``tenant_runtime.aio.AsyncContextStore`` (asyncio).
 
 Pagination is newest-first keyset on ``seq`` (an identity column) with an opaque
 cursor ``(tenant, conversation, seq)``: page n+1 is ``seq < last seq of page n``.
@@ -25,8 +41,9 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any, Literal
@@ -37,13 +54,16 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tenant_runtime import cursor as cursor_codec
+from tenant_runtime.blocking import may_block
 from tenant_runtime.cache import TTLCache
-from tenant_runtime.context import TenantContext
+from tenant_runtime.context import TenantContext, verified
 from tenant_runtime.crypto import Envelope
-from tenant_runtime.errors import InvalidRequest, StoreUnavailable, TenantMismatch
+from tenant_runtime.errors import InvalidRequest, StoreTimeout, StoreUnavailable, TenantMismatch
 from tenant_runtime.hibernation import DatabaseWaker
 
 Role = Literal["system", "user", "assistant", "tool"]
+# Secrets Manager's staging labels.
+CURRENT, PENDING = "AWSCURRENT", "AWSPENDING"
 MAX_CONTENT = 1 << 20
 MAX_METADATA = 64 << 10
 MAX_PAGE = 500
@@ -57,7 +77,8 @@ TABLES = (CONVERSATIONS, MESSAGES, CONTEXT_ITEMS)
 
 
 class StoreSecret(BaseModel):
-    """The tenant secret's JSON (Secrets Manager, ARN in StoreConnection.secret_arn)."""
+    """A login's secret JSON (Secrets Manager): the tenant's (ARN in
+    StoreConnection.secret_arn) or the gateway's (the platform's)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -138,79 +159,105 @@ def decode_cursor(cursor: str, tenant_id: str, conversation_id: str) -> tuple[in
     return before, after
 
 
-# -- connections -----------------------------------------------------------------
+# -- one transaction -------------------------------------------------------------
+
+def scope_statement(tenant_id: str, role: str | None = None,
+                    statement_timeout: float | None = None) -> tuple[sql.Composed, tuple]:
+    """The first statement of every tenant transaction, one round trip:
+    transaction-local tenant (and role for a gateway login, and statement
+    timeout when set)."""
+    settings: list[tuple[str, str]] = []
+    if role is not None:
+        settings.append(("role", role))  # = SET LOCAL ROLE: refused unless the login may become it
+    settings.append(("app.tenant_id", tenant_id))
+    if statement_timeout is not None:
+        settings.append(("statement_timeout", str(max(1, int(statement_timeout * 1000)))))
+    query = sql.SQL("SELECT ") + sql.SQL(", ").join(
+        sql.SQL("set_config({}, %s, true)").format(sql.Literal(name)) for name, _ in settings)
+    return query, tuple(value for _, value in settings)
+
 
 @contextmanager
-def tenant_transaction(conn: psycopg.Connection, tenant_id: str,
-                       role: str | None = None) -> Iterator[psycopg.Connection]:
+def tenant_transaction(conn: psycopg.Connection, tenant_id: str, role: str | None = None,
+                       statement_timeout: float | None = None) -> Iterator[psycopg.Connection]:
     """One transaction scoped to ``tenant_id`` (and, for a gateway login, to the
-    tenant ``role``); both settings end with it."""
+    tenant ``role``); every setting ends with it."""
     with conn.transaction():
-        if role is not None:
-            conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
-        conn.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant_id,))
+        conn.execute(*scope_statement(tenant_id, role, statement_timeout))
         yield conn
 
 
-class _Pool:
-    """Idle connections of one tenant role (bounded); broken or mid-transaction
-    connections are closed instead of reused."""
+@contextmanager
+def store_errors(tenant_id: str) -> Iterator[None]:
+    """Database failures as runtime errors: a cancelled or timed-out query is a
+    StoreTimeout (503, nothing committed), a lost connection StoreUnavailable."""
+    try:
+        yield
+    except psycopg.errors.QueryCanceled as exc:
+        raise StoreTimeout(f"store query of tenant {tenant_id!r} cancelled: {exc}".strip()) from None
+    except psycopg.OperationalError as exc:
+        raise StoreUnavailable(f"store of tenant {tenant_id!r} failed: {exc}".strip()) from None
 
-    def __init__(self, connect: Callable[[], psycopg.Connection], max_idle: int) -> None:
-        self.connect, self.max_idle = connect, max_idle
-        self.idle: list[psycopg.Connection] = []
+
+# -- per-tenant logins -------------------------------------------------------------
+
+class IdleConnections:
+    """Idle connections of one login (bounded). Only bookkeeping: the drivers
+    open and close connections, sync or async."""
+
+    def __init__(self, max_idle: int) -> None:
+        self.max_idle = max_idle
+        self.idle: list[Any] = []
         self.lock = threading.Lock()
 
-    @contextmanager
-    def connection(self) -> Iterator[psycopg.Connection]:
+    def take(self) -> Any | None:
         with self.lock:
-            conn = self.idle.pop() if self.idle else None
-        if conn is None:
-            conn = self.connect()
-        try:
-            yield conn
-        finally:
-            clean = not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-            with self.lock:
-                if clean and len(self.idle) < self.max_idle:
-                    self.idle.append(conn)
-                    conn = None
-            if conn is not None:
-                conn.close()
+            return self.idle.pop() if self.idle else None
 
-    def close(self) -> None:
+    def keep(self, conn: Any) -> bool:
+        """Keep ``conn`` for reuse when it is clean and there is room; False: close it."""
+        clean = not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        with self.lock:
+            if clean and len(self.idle) < self.max_idle:
+                self.idle.append(conn)
+                return True
+        return False
+
+    def drain(self) -> list[Any]:
         with self.lock:
             idle, self.idle = self.idle, []
-        for conn in idle:
-            conn.close()
+        return idle
 
 
-class ContextStore:
-    """``waker``: starts a hibernated tenant's database before its store is used
-    (``tenant_runtime.hibernation``); None: hibernation is not looked at."""
+class TenantLogins:
+    """Per-tenant logins: each tenant's credentials (from its secret, cached and
+    re-read after a failed login) and its idle connections (LRU over tenants)."""
 
-    def __init__(self, envelope: Envelope, secret_client_for: Callable[[TenantContext], Any],
-                 max_idle_per_tenant: int = 4, max_tenants: int = 256, secret_ttl: float = 300.0,
-                 connect_timeout: int = 5, waker: DatabaseWaker | None = None) -> None:
-        self.envelope = envelope
+    def __init__(self, secret_client_for: Callable[[TenantContext], Any], max_idle_per_tenant: int = 4,
+                 max_tenants: int = 256, secret_ttl: float = 300.0, connect_timeout: int = 5) -> None:
         self.secret_client_for = secret_client_for
-        self.waker = waker
         self.max_idle, self.max_tenants, self.connect_timeout = max_idle_per_tenant, max_tenants, connect_timeout
         self._secrets: TTLCache[StoreSecret] = TTLCache(max_tenants, secret_ttl)
-        self._pools: OrderedDict[str, _Pool] = OrderedDict()
+        self.pools: OrderedDict[str, IdleConnections] = OrderedDict()
         self._lock = threading.Lock()
 
-    # -- plumbing --------------------------------------------------------------
-
-    def _secret(self, ctx: TenantContext) -> StoreSecret:
+    def credentials(self, ctx: TenantContext) -> StoreSecret:
         store = ctx.resources.store
         hit, secret = self._secrets.get(store.secret_arn)
         if hit and secret is not None:
             return secret
+        secret = self._read_secret(ctx)
+        self._secrets.put(store.secret_arn, secret)
+        return secret
+
+    def _read_secret(self, ctx: TenantContext, stage: str = CURRENT) -> StoreSecret:
         from botocore.exceptions import BotoCoreError, ClientError
 
+        store = ctx.resources.store
+        may_block()
         try:
-            raw = self.secret_client_for(ctx).get_secret_value(SecretId=store.secret_arn)["SecretString"]
+            raw = self.secret_client_for(ctx).get_secret_value(SecretId=store.secret_arn,
+                                                               VersionStage=stage)["SecretString"]
             secret = StoreSecret.model_validate_json(raw)
         except (ClientError, BotoCoreError, KeyError, ValidationError) as exc:
             raise StoreUnavailable(f"store secret of tenant {ctx.tenant_id!r} unusable: {exc}") from None
@@ -218,53 +265,105 @@ class ContextStore:
         # elsewhere is refused rather than followed.
         if (secret.username, secret.schema_, secret.dbname) != (store.role, store.schema_name, store.database):
             raise TenantMismatch(ctx.tenant_id, f"{secret.dbname}/{secret.schema_}/{secret.username}", "store secret")
-        self._secrets.put(store.secret_arn, secret)
         return secret
 
-    def _pool(self, ctx: TenantContext) -> _Pool:
-        if self.waker is not None:
-            self.waker.ensure_awake(ctx)  # TenantWaking (503, retry) until a hibernated database is up
-        with self._lock:
-            pool = self._pools.get(ctx.tenant_id)
-            if pool is not None:
-                self._pools.move_to_end(ctx.tenant_id)
-                return pool
-        self._secret(ctx)  # fail early (and with the mismatch) when the secret is unusable
+    def login_failed(self, ctx: TenantContext, exc: Exception) -> StoreUnavailable:
+        self._secrets.pop(ctx.resources.store.secret_arn)  # re-read next time
+        return StoreUnavailable(f"store of tenant {ctx.tenant_id!r} unreachable: {exc}")
 
-        def connect() -> psycopg.Connection:
-            secret = self._secret(ctx)  # cached; re-read after a failed login (rotated password)
+    def rotated(self, ctx: TenantContext, refused: StoreSecret) -> list[StoreSecret]:
+        """Credentials to try after ``refused`` failed to log in, only those with
+        another password (libpq gives no SQLSTATE for a refused login, so any
+        failure asks): the secret's AWSCURRENT read again (a rotation finished
+        since it was cached), then AWSPENDING (a rotation between setting the new
+        password on the role and promoting it: single-user rotation's window)."""
+        self._secrets.pop(ctx.resources.store.secret_arn)
+        tried, found = {refused.password}, []
+        for stage in (CURRENT, PENDING):
             try:
-                return psycopg.connect(host=secret.host, port=secret.port, dbname=secret.dbname,
-                                       user=secret.username, password=secret.password,
-                                       connect_timeout=self.connect_timeout, application_name="tenant_runtime")
-            except psycopg.OperationalError as exc:
-                self._secrets.pop(ctx.resources.store.secret_arn)  # rotated password: re-read next time
-                raise StoreUnavailable(f"store of tenant {ctx.tenant_id!r} unreachable: {exc}") from None
+                candidate = self._read_secret(ctx, stage)
+            except StoreUnavailable:  # no AWSPENDING: no rotation in progress
+                continue
+            if candidate.password not in tried:
+                tried.add(candidate.password)
+                found.append(candidate)
+        return found
 
+    def remember(self, ctx: TenantContext, secret: StoreSecret) -> None:
+        """``secret`` logged in: the credentials to use from now on."""
+        self._secrets.put(ctx.resources.store.secret_arn, secret)
+
+    def connect_kwargs(self, secret: StoreSecret) -> dict[str, Any]:
+        return {"host": secret.host, "port": secret.port, "dbname": secret.dbname, "user": secret.username,
+                "password": secret.password, "connect_timeout": self.connect_timeout,
+                "application_name": "tenant_runtime"}
+
+    def idle(self, ctx: TenantContext) -> tuple[IdleConnections, list[Any]]:
+        """The tenant's idle connections, and the connections of tenants
+        evicted to make room (the caller closes them)."""
         with self._lock:
-            pool = self._pools.setdefault(ctx.tenant_id, _Pool(connect, self.max_idle))
-            while len(self._pools) > self.max_tenants:
-                self._pools.popitem(last=False)[1].close()
-            return pool
+            pool = self.pools.get(ctx.tenant_id)
+            if pool is not None:
+                self.pools.move_to_end(ctx.tenant_id)
+                return pool, []
+            pool = self.pools[ctx.tenant_id] = IdleConnections(self.max_idle)
+            evicted: list[Any] = []
+            while len(self.pools) > self.max_tenants:
+                evicted += self.pools.popitem(last=False)[1].drain()
+            return pool, evicted
 
-    @contextmanager
-    def transaction(self, ctx: TenantContext) -> Iterator[psycopg.Connection]:
-        with self._pool(ctx).connection() as conn, tenant_transaction(conn, ctx.tenant_id) as tx:
-            yield tx
+    def drain(self) -> list[Any]:
+        with self._lock:
+            pools, self.pools = list(self.pools.values()), OrderedDict()
+        return [conn for pool in pools for conn in pool.drain()]
 
-    def _table(self, ctx: TenantContext, table: str) -> sql.Composed:
+
+# -- operations, written once for both drivers ------------------------------------
+
+@dataclass(frozen=True)
+class Statement:
+    """SQL to run in the tenant's transaction; the driver sends back the row
+    (``one``), the rows (``all``) or the row count (``rowcount``)."""
+
+    query: sql.Composable
+    params: Mapping[str, Any] | Sequence[Any]
+    fetch: Literal["one", "all", "rowcount"]
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Work on content (sealing, opening) that needs KMS only on a cache miss:
+    the async driver runs it on the loop when it can, else on its executor."""
+
+    fn: Callable[..., Any]
+    args: tuple
+
+
+Step = Statement | Compute
+Operation = Generator[Step, Any, Any]
+
+
+def advance(operation: Operation, result: Any) -> tuple[bool, Any]:
+    """Send ``result`` to ``operation``: (True, its return value) once it is
+    done, else (False, its next step)."""
+    try:
+        return False, operation.send(result)
+    except StopIteration as done:
+        return True, done.value
+
+
+class StoreOperations:
+    """The store's API as operations: validation, SQL and results, no I/O."""
+
+    envelope: Envelope
+
+    @staticmethod
+    def _table(ctx: TenantContext, table: str) -> sql.Composed:
         return sql.Identifier(ctx.resources.store.schema_name, table)
 
-    def close(self) -> None:
-        with self._lock:
-            pools, self._pools = list(self._pools.values()), OrderedDict()
-        for pool in pools:
-            pool.close()
-
-    # -- API ---------------------------------------------------------------------
-
-    def append(self, ctx: TenantContext, conversation_id: str, role: str, content: str,
-               metadata: dict[str, Any] | None = None) -> Message:
+    def _append(self, ctx: TenantContext, conversation_id: str, role: str, content: str,
+                metadata: dict[str, Any] | None) -> Operation:
+        ctx = verified(ctx)  # first: a context the resolution did not issue reaches nothing
         _check_conversation(conversation_id)
         if role not in Role.__args__:  # type: ignore[attr-defined]
             raise InvalidRequest(f"role must be one of {', '.join(Role.__args__)}")  # type: ignore[attr-defined]
@@ -278,38 +377,32 @@ class ContextStore:
             raise InvalidRequest("metadata must be JSON-serialisable") from None
         if meta_size > MAX_METADATA:
             raise InvalidRequest(f"metadata is {meta_size} bytes of JSON; the limit is {MAX_METADATA}")
-        sealed = self.envelope.encrypt(ctx, conversation_id, body)
-        with self.transaction(ctx) as conn:
-            seq, created = conn.execute(
-                sql.SQL("WITH c AS (INSERT INTO {conv} (tenant_id, conversation_id) VALUES (%(t)s, %(c)s) "
-                        "ON CONFLICT (tenant_id, conversation_id) DO UPDATE SET updated_at = now() RETURNING 1) "
-                        "INSERT INTO {msg} (tenant_id, conversation_id, role, content, metadata) "
-                        "SELECT %(t)s, %(c)s, %(r)s, %(b)s, %(m)s FROM c RETURNING seq, created_at").format(
-                    conv=self._table(ctx, CONVERSATIONS), msg=self._table(ctx, MESSAGES)),
-                {"t": ctx.tenant_id, "c": conversation_id, "r": role, "b": sealed, "m": Jsonb(meta)},
-            ).fetchone()
+        sealed = yield Compute(self.envelope.encrypt, (ctx, conversation_id, body))
+        seq, created = yield Statement(
+            sql.SQL("WITH c AS (INSERT INTO {conv} (tenant_id, conversation_id) VALUES (%(t)s, %(c)s) "
+                    "ON CONFLICT (tenant_id, conversation_id) DO UPDATE SET updated_at = now() RETURNING 1) "
+                    "INSERT INTO {msg} (tenant_id, conversation_id, role, content, metadata) "
+                    "SELECT %(t)s, %(c)s, %(r)s, %(b)s, %(m)s FROM c RETURNING seq, created_at").format(
+                conv=self._table(ctx, CONVERSATIONS), msg=self._table(ctx, MESSAGES)),
+            {"t": ctx.tenant_id, "c": conversation_id, "r": role, "b": sealed, "m": Jsonb(meta)}, "one")
         return Message(conversation_id=conversation_id, seq=seq, role=role, content=content,
                        metadata=meta, created_at=created)
 
-    def history(self, ctx: TenantContext, conversation_id: str, limit: int = 50,
-                cursor: str | None = None) -> Page:
-        """Newest-first page of at most ``limit`` messages. ``cursor``: a
-        ``next_cursor`` (older messages) or a ``head_cursor`` (what arrived since)."""
+    def _history(self, ctx: TenantContext, conversation_id: str, limit: int, cursor: str | None) -> Operation:
+        ctx = verified(ctx)
         _check_conversation(conversation_id)
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}")
         before, after = decode_cursor(cursor, ctx.tenant_id, conversation_id) if cursor else (None, 0)
-        with self.transaction(ctx) as conn:
-            rows = conn.execute(
-                sql.SQL("SELECT seq, role, content, metadata, created_at FROM {msg} "
-                        "WHERE tenant_id = %(t)s AND conversation_id = %(c)s AND seq > %(a)s "
-                        "AND seq < coalesce(%(b)s::bigint, 9223372036854775807) "
-                        "ORDER BY seq DESC LIMIT %(n)s").format(msg=self._table(ctx, MESSAGES)),
-                {"t": ctx.tenant_id, "c": conversation_id, "a": after, "b": before, "n": limit + 1},
-            ).fetchall()
+        rows = yield Statement(
+            sql.SQL("SELECT seq, role, content, metadata, created_at FROM {msg} "
+                    "WHERE tenant_id = %(t)s AND conversation_id = %(c)s AND seq > %(a)s "
+                    "AND seq < coalesce(%(b)s::bigint, 9223372036854775807) "
+                    "ORDER BY seq DESC LIMIT %(n)s").format(msg=self._table(ctx, MESSAGES)),
+            {"t": ctx.tenant_id, "c": conversation_id, "a": after, "b": before, "n": limit + 1}, "all")
         more = len(rows) > limit
         rows = rows[:limit]
-        contents = self.envelope.decrypt_many(ctx, conversation_id, [bytes(row[2]) for row in rows])
+        contents = yield Compute(self.envelope.decrypt_many, (ctx, conversation_id, [bytes(row[2]) for row in rows]))
         # Rows typed by PostgreSQL: built without re-validation.
         messages = [Message.model_construct(conversation_id=conversation_id, seq=seq, role=role,
                                             content=content.decode(), metadata=meta, created_at=created)
@@ -322,33 +415,133 @@ class ContextStore:
             head_cursor=encode(None, rows[0][0] if rows else after) if before is None else None,
         )
 
-    def list_conversations(self, ctx: TenantContext, limit: int = 50, cursor: str | None = None) -> ConversationPage:
-        """The tenant's conversations by id, ``limit`` at a time (keyset on the
-        id: stable while conversations are added or deleted)."""
+    def _list_conversations(self, ctx: TenantContext, limit: int, cursor: str | None) -> Operation:
+        ctx = verified(ctx)
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}")
         after = decode_list_cursor(cursor, ctx.tenant_id) if cursor else ""
-        with self.transaction(ctx) as conn:
-            rows = conn.execute(
-                sql.SQL("SELECT conversation_id, created_at, updated_at FROM {conv} "
-                        "WHERE tenant_id = %(t)s AND conversation_id > %(a)s "
-                        "ORDER BY conversation_id LIMIT %(n)s").format(conv=self._table(ctx, CONVERSATIONS)),
-                {"t": ctx.tenant_id, "a": after, "n": limit + 1},
-            ).fetchall()
+        rows = yield Statement(
+            sql.SQL("SELECT conversation_id, created_at, updated_at FROM {conv} "
+                    "WHERE tenant_id = %(t)s AND conversation_id > %(a)s "
+                    "ORDER BY conversation_id LIMIT %(n)s").format(conv=self._table(ctx, CONVERSATIONS)),
+            {"t": ctx.tenant_id, "a": after, "n": limit + 1}, "all")
         more = len(rows) > limit
         rows = rows[:limit]
         return ConversationPage(
             conversations=[Conversation(conversation_id=c, created_at=cr, updated_at=up) for c, cr, up in rows],
             next_cursor=encode_list_cursor(ctx.tenant_id, rows[-1][0]) if more else None)
 
+    def _delete_conversation(self, ctx: TenantContext, conversation_id: str) -> Operation:
+        ctx = verified(ctx)
+        _check_conversation(conversation_id)
+        deleted = yield Statement(
+            sql.SQL("DELETE FROM {conv} WHERE tenant_id = %s AND conversation_id = %s").format(
+                conv=self._table(ctx, CONVERSATIONS)), (ctx.tenant_id, conversation_id), "rowcount")
+        return deleted > 0
+
+
+# -- the sync driver ----------------------------------------------------------------
+
+class ContextStore(StoreOperations):
+    """The context store for threads. ``gateway``: the shared pool
+    (``tenant_runtime.gateway.SharedPool``) for the tenants it serves; the
+    others, dedicated ones included, log in as their own role. ``waker``:
+    starts a hibernated tenant's database before its store is used
+    (``tenant_runtime.hibernation``); None: hibernation is not looked at."""
+
+    def __init__(self, envelope: Envelope, secret_client_for: Callable[[TenantContext], Any],
+                 max_idle_per_tenant: int = 4, max_tenants: int = 256, secret_ttl: float = 300.0,
+                 connect_timeout: int = 5, gateway: Any | None = None,
+                 statement_timeout: float | None = None, waker: DatabaseWaker | None = None) -> None:
+        self.envelope = envelope
+        self.logins = TenantLogins(secret_client_for, max_idle_per_tenant, max_tenants, secret_ttl, connect_timeout)
+        self.gateway, self.statement_timeout, self.waker = gateway, statement_timeout, waker
+
+    @contextmanager
+    def transaction(self, ctx: TenantContext) -> Iterator[psycopg.Connection]:
+        """A connection inside one transaction scoped to ``ctx``'s tenant;
+        database failures inside map to StoreTimeout / StoreUnavailable."""
+        ctx = verified(ctx)
+        with (store_errors(ctx.tenant_id), self._connection(ctx) as (conn, role),
+              tenant_transaction(conn, ctx.tenant_id, role, self.statement_timeout) as tx):
+            yield tx
+
+    def _connection(self, ctx: TenantContext) -> Any:
+        if self.gateway is not None and self.gateway.serves(ctx):
+            return self.gateway.connection(ctx)
+        return self._login(ctx)
+
+    @contextmanager
+    def _login(self, ctx: TenantContext) -> Iterator[tuple[psycopg.Connection, None]]:
+        if self.waker is not None:
+            self.waker.ensure_awake(ctx)  # TenantWaking (503, retry) until a hibernated database is up
+        pool, evicted = self.logins.idle(ctx)
+        for old in evicted:
+            old.close()
+        conn = pool.take()
+        if conn is None:
+            secret = self.logins.credentials(ctx)
+            try:
+                conn = psycopg.connect(**self.logins.connect_kwargs(secret))
+            except psycopg.OperationalError as exc:
+                conn = self._login_after_refusal(ctx, secret, exc)
+        try:
+            yield conn, None
+        finally:
+            if not pool.keep(conn):
+                conn.close()
+
+    def _login_after_refusal(self, ctx: TenantContext, refused: StoreSecret,
+                             exc: psycopg.OperationalError) -> psycopg.Connection:
+        for candidate in self.logins.rotated(ctx, refused):
+            try:
+                conn = psycopg.connect(**self.logins.connect_kwargs(candidate))
+            except psycopg.OperationalError as again:
+                exc = again
+                continue
+            self.logins.remember(ctx, candidate)
+            return conn
+        raise self.logins.login_failed(ctx, exc) from None
+
+    def _run(self, ctx: TenantContext, operation: Operation) -> Any:
+        done, step = advance(operation, None)
+        while not done:
+            done, step = advance(operation, step.fn(*step.args) if isinstance(step, Compute) else
+                                 self._statement(ctx, step))
+        return step
+
+    def _statement(self, ctx: TenantContext, step: Statement) -> Any:
+        with self.transaction(ctx) as conn:
+            cur = conn.execute(step.query, step.params)
+            return cur.rowcount if step.fetch == "rowcount" else (
+                cur.fetchone() if step.fetch == "one" else cur.fetchall())
+
+    def close(self) -> None:
+        for conn in self.logins.drain():
+            conn.close()
+        if self.gateway is not None:
+            self.gateway.close()
+
+    # -- API ---------------------------------------------------------------------
+
+    def append(self, ctx: TenantContext, conversation_id: str, role: str, content: str,
+               metadata: dict[str, Any] | None = None) -> Message:
+        return self._run(ctx, self._append(ctx, conversation_id, role, content, metadata))
+
+    def history(self, ctx: TenantContext, conversation_id: str, limit: int = 50,
+                cursor: str | None = None) -> Page:
+        """Newest-first page of at most ``limit`` messages. ``cursor``: a
+        ``next_cursor`` (older messages) or a ``head_cursor`` (what arrived since)."""
+        return self._run(ctx, self._history(ctx, conversation_id, limit, cursor))
+
+    def list_conversations(self, ctx: TenantContext, limit: int = 50, cursor: str | None = None) -> ConversationPage:
+        """The tenant's conversations by id, ``limit`` at a time (keyset on the
+        id: stable while conversations are added or deleted)."""
+        return self._run(ctx, self._list_conversations(ctx, limit, cursor))
+
     def delete_conversation(self, ctx: TenantContext, conversation_id: str) -> bool:
         """Delete a conversation and its messages; False when there was none."""
-        _check_conversation(conversation_id)
-        with self.transaction(ctx) as conn:
-            cur = conn.execute(
-                sql.SQL("DELETE FROM {conv} WHERE tenant_id = %s AND conversation_id = %s").format(
-                    conv=self._table(ctx, CONVERSATIONS)), (ctx.tenant_id, conversation_id))
-            return cur.rowcount > 0
+        return self._run(ctx, self._delete_conversation(ctx, conversation_id))
 
 
 def _check_conversation(conversation_id: str) -> None:

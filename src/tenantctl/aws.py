@@ -145,6 +145,13 @@ def client(service: str, *, session: Any | None = None, region: str | None = Non
     return made
 
 
+def service_endpoint(service: str) -> str | None:
+    """``AWS_ENDPOINT_URL_<SERVICE>`` when set: botocore's own per-service override,
+    kept above a target's endpoint so one service can be pointed elsewhere
+    (a DynamoDB Local, or a dead port in a fault drill)."""
+    return os.environ.get(f"AWS_ENDPOINT_URL_{service.upper().replace('-', '_')}") or None
+
+
 class Clients:
     """The clients of one target, each made once (``client()``'s retry policy):
     the sandbox's endpoint and credentials, or an AWS profile's session. Passed
@@ -172,5 +179,5 @@ class Clients:
 
                     self._session = boto3.session.Session(**self._session_args)
                 self._made[key] = client(service, session=self._session, region=region,
-                                         endpoint_url=self.endpoint_url)
+                                         endpoint_url=service_endpoint(service) or self.endpoint_url)
             return self._made[key]

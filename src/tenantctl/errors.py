@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 
 class TenantctlError(Exception):
@@ -41,6 +42,21 @@ def engine_step(what: str) -> Iterator[None]:
         raise
     except Exception as exc:
         raise ApplyFailed(f"{what} failed: {exc}") from exc
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as a summary shows it: ours as written, anything else with its type."""
+    return str(exc) if isinstance(exc, TenantctlError) else f"{type(exc).__name__}: {exc}"
+
+
+@contextmanager
+def contained(result: Any) -> Iterator[None]:
+    """One tenant's failure recorded on its ``result`` (``ok``, ``error``) instead
+    of stopping the others (fleet runs: apply, refresh)."""
+    try:
+        yield
+    except Exception as exc:
+        result.ok, result.error = False, one_line(exc)
 
 
 class Conflict(TenantctlError):
@@ -97,13 +113,14 @@ class NotConfirmed(TenantctlError):
 
 
 USAGE_ERROR = 2  # click's own code for a bad flag, argument or command
-CHANGES_PENDING = 12  # a preview found changes: distinct from a usage error, so CI can tell a typo from a diff
+CHANGES_PENDING = 12  # changes, drift or findings: distinct from a usage error, so CI can tell a typo from a diff
 
 EXIT_CODES = {
     0: "success",
     1: "unexpected error",
     USAGE_ERROR: "usage error: unknown command or flag, missing or malformed argument",
-    CHANGES_PENDING: "a preview found changes pending (`apply --preview`, `platform preview`)",
+    CHANGES_PENDING: "changes found: a preview's pending changes (`apply --preview`, `provision --preview`, "
+                     "`platform preview`), `refresh`'s drift, `audit`'s findings",
     NotConfirmed.exit_code: "not confirmed: an action that deletes or replaces needs --yes (or a yes on a terminal); "
                             "nothing was changed",
     130: "interrupted (Ctrl-C): a tenant lock the run held is released with 'interrupted'",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import re
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -34,6 +35,9 @@ __all__ = [
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 TagValue = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[\w .:/=+\-@]*$")]
+# A principal of its own (role or user), never an account (root ARN, bare id) or '*'.
+_PRINCIPAL = re.compile(r"arn:aws[\w-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+")
+_SERVICE = re.compile(r"[a-z0-9.-]+\.amazonaws\.com")
 
 
 class LifecycleSpec(BaseModel):
@@ -73,7 +77,9 @@ class DedicatedSpec(BaseModel):
     vpc_cidr: str = "10.42.0.0/16"
     instance_class: str = Field("db.t4g.micro", pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")
     storage_gb: int = Field(20, ge=20, le=65536)
-    multi_az: bool = False
+    # Multi-AZ as the shared database is: a dedicated tenant does not get a less
+    # available store than a pooled one unless it asks (`--single-az`).
+    multi_az: bool = True
     deletion_protection: bool = True
 
     @field_validator("vpc_cidr")
@@ -149,10 +155,33 @@ class PlatformSpec(BaseModel):
     az_count: int = Field(2, ge=2, le=6)
     db_instance_class: str = Field("db.t4g.medium", pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")
     db_storage_gb: int = Field(50, ge=20, le=65536)
+    db_multi_az: bool = Field(True, description="the shared database in two AZs: every pooled tenant depends on it "
+                                                "(false is refused by the policy gate)")
     admin_role_arn: str | None = Field(None, description="role allowed to administer every tenant key")
     runtime_principal_arn: str | None = Field(
-        None,
-        description="principal allowed to assume tenant roles (with the tenant session tag); default: account root")
+        None, description="an existing role (or user) the tenant runtime runs as: the only principal tenant roles "
+                          "trust; default: the platform creates the role tenantctl-runtime")
+    runtime_trusted: list[str] = Field(
+        default_factory=lambda: ["ecs-tasks.amazonaws.com"], min_length=1,
+        description="who may run as the created runtime role: service principals (*.amazonaws.com) or role/user ARNs")
+
+    @field_validator("runtime_principal_arn")
+    @classmethod
+    def _runtime_principal(cls, v: str | None) -> str | None:
+        if v is not None and not _PRINCIPAL.fullmatch(v):
+            raise ValueError("runtime_principal_arn must name the runtime's own IAM role or user "
+                             "(arn:aws:iam::<account>:role/...), never an account root, an account id or '*': "
+                             "tenant roles trust exactly this principal")
+        return v
+
+    @field_validator("runtime_trusted")
+    @classmethod
+    def _trusted(cls, v: list[str]) -> list[str]:
+        bad = [p for p in v if not (_SERVICE.fullmatch(p) or _PRINCIPAL.fullmatch(p))]
+        if bad:
+            raise ValueError(f"runtime_trusted: {', '.join(map(repr, bad))} is neither a service principal "
+                             "(<name>.amazonaws.com) nor a role/user ARN (account roots and '*' are refused)")
+        return v
 
     def tags(self) -> dict[str, str]:
         return {"tenant": "platform", "tier": "platform", "owner": self.owner, "managed-by": "tenantctl"}

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tenant_runtime.models import tenant_prefix
 from tenantctl.errors import InvalidInput
 
 # Ids never used for tenants: they name shared things or collide with provider
@@ -24,13 +25,15 @@ RESERVED_PREFIXES = ("pg", "aws-", "amazon-", "xn--", "sthree-")
 
 # The stack of what tenants share (network, database, bucket, registry).
 PLATFORM_STACK = "platform"
+# The role the tenant runtime runs as, made by the platform (infra/components/runtime_role.py).
+RUNTIME_ROLE = "tenantctl-runtime"
 
 # Suffixes of the `tenantctl-<id>-<suffix>` names a tenant's resources get.
 # Knowing them lets ``tenant_ids_in`` tell `acme`'s names from `acme-corp`'s
 # without a list of every other tenant.
 NAME_SUFFIXES = frozenset({
     "jobs", "jobs-dlq", "app", "final", "alarms", "dlq-depth", "queue-age",
-    "db-storage", "db-cpu", "tmp-expiry", "abort-multipart", "archive",
+    "db-storage", "db-cpu", "tmp-expiry", "abort-multipart", "archive", "rot",
 })
 
 
@@ -59,8 +62,8 @@ def kms_alias(tenant_id: str) -> str:
 
 
 def s3_prefix(tenant_id: str) -> str:
-    # The trailing slash keeps `acme` from matching `acme-corp`.
-    return f"tenants/{tenant_id}/"
+    # The contract the runtime checks contexts against: one definition.
+    return tenant_prefix(tenant_id)
 
 
 def queue_name(tenant_id: str) -> str:
@@ -83,12 +86,61 @@ def secret_name(tenant_id: str) -> str:
     return f"tenantctl/{tenant_id}/db"
 
 
+# The shared pool's login on the shared database (tenant_runtime.gateway), and its secret.
+GATEWAY_ROLE = "tenantctl_gateway"
+GATEWAY_SECRET = "tenantctl/platform/gateway"
+# The registry and the token denylist (tenant_runtime.revocation) beside it.
+REGISTRY_TABLE = "tenantctl-registry"
+REVOCATION_TABLE = "tenantctl-revocations"
+
+
 def stack_name(tenant_id: str) -> str:
     return tenant_id
 
 
 def shared_bucket_name(account_id: str, region: str) -> str:
     return f"tenantctl-shared-{account_id}-{region}"
+
+
+def access_logs_bucket_name(account_id: str, region: str) -> str:
+    """Where S3 delivers the shared bucket's server access logs."""
+    return f"tenantctl-logs-{account_id}-{region}"
+
+
+def rotation_function_name(stack: str) -> str:
+    """The Lambda function rotating the DB credentials of the stack's network
+    (the platform's, for pooled tenants; a dedicated tenant's own)."""
+    return resource_name(stack, "rot")
+
+
+def log_group_prefix(stack: str) -> str:
+    """Every CloudWatch Logs group a stack names itself (flow logs) starts here;
+    the trailing "/" keeps `acme`'s groups apart from `acme-corp`'s."""
+    return f"/tenantctl/{stack}/"
+
+
+def rds_log_group(identifier: str, log: str) -> str:
+    """The group RDS exports an instance's ``log`` (postgresql, upgrade) to."""
+    return f"/aws/rds/instance/{identifier}/{log}"
+
+
+def lambda_log_group(function_name: str) -> str:
+    return f"/aws/lambda/{function_name}"
+
+
+def own_log_groups(stack: str) -> list[str]:
+    """The log groups a stack's key encrypts (patterns, "*" a wildcard): its
+    flow logs (and anything else under its prefix), its RDS exports, its
+    rotation function's logs."""
+    return [f"{log_group_prefix(stack)}*", rds_log_group(rds_identifier(stack), "*"),
+            lambda_log_group(rotation_function_name(stack))]
+
+
+def alarm_names(tenant_id: str, dedicated: bool) -> list[str]:
+    """The tenant's CloudWatch alarms (infra TenantAlarms): its queues', and its
+    own database's for a dedicated tenant."""
+    suffixes = ["dlq-depth", "queue-age"] + (["db-storage", "db-cpu"] if dedicated else [])
+    return [resource_name(tenant_id, s) for s in suffixes]
 
 
 def scratch_database(tenant_id: str, restore_id: str) -> str:
@@ -125,8 +177,8 @@ def tenant_ids_in(text: str, tenant_id: str) -> set[str]:
     found = {m.group(1) for p in _OWNED for m in p.finditer(text)}
     for token in _TOKEN.findall(text):
         body = token.removeprefix("tenantctl-")
-        if body == tenant_id or (body.startswith(f"{tenant_id}-")
-                                 and body.removeprefix(f"{tenant_id}-") in NAME_SUFFIXES):
+        owned = body.removeprefix(f"{tenant_id}-") in NAME_SUFFIXES and body.startswith(f"{tenant_id}-")
+        if body == tenant_id or owned:
             continue
         for suffix in NAME_SUFFIXES:
             if body.endswith(f"-{suffix}"):
@@ -135,6 +187,7 @@ def tenant_ids_in(text: str, tenant_id: str) -> set[str]:
         if text not in (schema_name(tenant_id), db_role_name(tenant_id)):
             found.add(text.removeprefix("tenant_").removesuffix("_app").replace("_", "-"))
     found.discard(tenant_id)
+    found.discard(PLATFORM_STACK)  # a reserved id: the platform's names are shared, never a tenant's
     return found
 
 
@@ -149,6 +202,7 @@ _RDS = re.compile(r"^[a-z](?:[a-z0-9]|-(?!-))*(?<!-)$")
 _SQS = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 _KMS_ALIAS = re.compile(r"^alias/[A-Za-z0-9/_-]{1,250}$")
 _IAM_ROLE = re.compile(r"^[\w+=,.@-]{1,64}$")
+_LAMBDA = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _STACK = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 _S3_KEY_SAFE = re.compile(r"^[a-z0-9/-]+$")
 
@@ -166,6 +220,8 @@ RULES: tuple[NamingRule, ...] = (
                lambda i: all(_SQS.match(q) for q in (queue_name(i), dlq_name(i)))),
     NamingRule("iam-role-name", "IAM role name incl. the 'tenantctl-'/'-app' affixes <= 64 chars",
                lambda i: _IAM_ROLE.match(iam_role_name(i)) is not None),
+    NamingRule("lambda-function-name", "Lambda function name incl. the 'tenantctl-'/'-rot' affixes <= 64 chars",
+               lambda i: _LAMBDA.match(rotation_function_name(i)) is not None),
     NamingRule("kms-alias", "KMS alias characters and length",
                lambda i: _KMS_ALIAS.match(kms_alias(i)) is not None),
     NamingRule("s3-prefix", "S3 prefix of safe key characters",
@@ -196,6 +252,16 @@ def require_valid(tenant_id: str, hint: str = "") -> str:
         raise InvalidInput(f"tenant id {tenant_id!r} breaks the {rule.name} rule: {rule.explain}{hint}",
                            rule=rule.name)
     return tenant_id
+
+
+def forget_hint(tenant_id: str) -> str:
+    """What a refusal of an existing tenant's invalid id adds: how to remove what it left."""
+    import shlex
+
+    if not tenant_id:
+        return ""
+    return (f"; a registry record or stack file left under this id is removed by "
+            f"`tenantctl forget {shlex.quote(tenant_id)} --yes`")
 
 
 def max_id_length() -> int:

@@ -40,12 +40,21 @@ TAGGABLE = frozenset({
     "aws:rds/subnetGroup:SubnetGroup", "aws:rds/instance:Instance", "aws:kms/key:Key",
     "aws:s3/bucket:Bucket", "aws:dynamodb/table:Table", "aws:sqs/queue:Queue",
     "aws:iam/role:Role", "aws:secretsmanager/secret:Secret", "aws:sns/topic:Topic",
-    "aws:cloudwatch/metricAlarm:MetricAlarm",
+    "aws:cloudwatch/metricAlarm:MetricAlarm", "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup",
+    "aws:ec2/flowLog:FlowLog", "aws:cloudwatch/logGroup:LogGroup", "aws:rds/parameterGroup:ParameterGroup",
+    "aws:ec2/defaultNetworkAcl:DefaultNetworkAcl",
+    "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
+    "aws:serverlessrepository/cloudFormationStack:CloudFormationStack",
 })
 REQUIRED_TAGS = ("tenant", "tier", "owner", "managed-by")
 DYNAMIC = "pulumi-python:dynamic:Resource"
 
 MIN_BACKUP_RETENTION_DAYS = 7
+MAX_ROTATION_DAYS = 90  # prowler's default for secretsmanager_automatic_rotation_enabled
+POSTGRES_PORT = 5432
+# The parameters every instance's own parameter group must pin.
+REQUIRED_DB_PARAMETERS = {"rds.force_ssl": "1"}
+REQUIRED_DB_LOG_EXPORTS = ("postgresql",)
 
 # Actions that touch tenant data: never allowed on a wildcard resource.
 _DATA_SERVICES = ("s3:", "sqs:", "kms:", "secretsmanager:", "dynamodb:", "rds-db:", "rds-data:")
@@ -204,14 +213,19 @@ def _kms_rotation(plan: _Plan):
             yield r.name, "key rotation is off"
 
 
-@rule("queue-encryption")
-def _queue_encryption(plan: _Plan):
-    for r in plan.of("aws:sqs/queue:Queue"):
+def _encrypted_with_own_key(plan: _Plan, typ: str, what: str, missing: str) -> Iterator[tuple[str, str]]:
+    """Every ``typ`` resource names a KMS key (``kmsMasterKeyId``), this stack's own."""
+    for r in plan.of(typ):
         key = r.inputs.get("kmsMasterKeyId")
         if not key:
-            yield r.name, "queue has no SSE-KMS key"
+            yield r.name, missing
         elif not plan.owns_key(r, "kmsMasterKeyId", key):
-            yield r.name, f"queue encrypted with {key!r}, not this tenant's key"
+            yield r.name, f"{what} encrypted with {key!r}, not this tenant's key"
+
+
+@rule("queue-encryption")
+def _queue_encryption(plan: _Plan):
+    yield from _encrypted_with_own_key(plan, "aws:sqs/queue:Queue", "queue", "queue has no SSE-KMS key")
 
 
 @rule("lifecycle-scope")
@@ -246,6 +260,8 @@ def _statement_scope(plan: _Plan, r: PlannedResource, stmt: dict) -> Iterator[st
             if data:
                 yield f"wildcard resource {res!r} on data actions {actions}"
             continue
+        if plan.platform:  # the platform's roles are AWS services' (flow logs, monitoring): no tenant scope
+            continue
         service = res.split(":")[2] if res.count(":") >= 5 else ""
         if service == "s3":
             bucket, _, key = res.split(":::", 1)[-1].partition("/")
@@ -270,6 +286,30 @@ def _statement_scope(plan: _Plan, r: PlannedResource, stmt: dict) -> Iterator[st
             yield f"resource {res!r} of service {service or '?'} is not a tenant resource"
 
 
+# What the platform's runtime role may do (infra/components/runtime_role.py): assume
+# tenant roles (any account: cells) and read the platform's own tables, the
+# gateway secret and (through Secrets Manager) the key it is sealed with.
+_RUNTIME_GRANTS = {
+    "sts:assumerole": lambda res: res == f"arn:aws:iam::*:role/{naming.iam_role_name('*')}",
+    "sts:tagsession": lambda res: res == f"arn:aws:iam::*:role/{naming.iam_role_name('*')}",
+    "dynamodb:getitem": lambda res: res.startswith("arn:aws:dynamodb:") and ":table/" in res,
+    "dynamodb:scan": lambda res: res.startswith("arn:aws:dynamodb:") and ":table/" in res,
+    "secretsmanager:getsecretvalue": lambda res: res.startswith("arn:aws:secretsmanager:") and ":secret:" in res,
+    "kms:decrypt": lambda res: res.startswith("arn:aws:kms:") and ":key/" in res,
+}
+
+
+def _runtime_role_scope(stmt: dict) -> Iterator[str]:
+    for action in (a.lower() for a in _as_list(stmt.get("Action"))):
+        allowed = _RUNTIME_GRANTS.get(action)
+        if allowed is None:
+            yield f"action {action!r}: the runtime role may only assume tenant roles and read what the runtime reads"
+            continue
+        for res in _as_list(stmt.get("Resource")):
+            if _known(res) and not allowed(res):
+                yield f"{action} on {res!r}: outside what the runtime role may reach"
+
+
 @rule("iam-scope")
 def _iam_scope(plan: _Plan):
     for r in plan.of("aws:iam/rolePolicy:RolePolicy"):
@@ -285,8 +325,21 @@ def _iam_scope(plan: _Plan):
                 plan.unknown(r, f"policy statement {stmt.get('Sid', '?')} {'/'.join(unknown)}")
             if "NotResource" in stmt or "NotAction" in stmt:
                 yield r.name, f"statement {stmt.get('Sid', '?')} uses NotResource/NotAction"
-            for problem in _statement_scope(plan, r, stmt):
+            for problem in _role_policy_scope(plan, r, stmt):
                 yield r.name, problem
+
+
+def _role_policy_scope(plan: _Plan, r: PlannedResource, stmt: dict) -> Iterator[str]:
+    """A tenant stack's role is the tenant's; the platform's are the runtime's
+    and the cell's AWS service roles (flow-log delivery, RDS monitoring), which
+    reach no tenant data (the wildcard check)."""
+    if not plan.platform:
+        return _statement_scope(plan, r, stmt)
+    role = r.inputs.get("role")
+    if role == UNKNOWN:
+        plan.unknown(r, "role")
+        return iter(())
+    return _runtime_role_scope(stmt) if role == naming.RUNTIME_ROLE else _statement_scope(plan, r, stmt)
 
 
 def _instances(plan: _Plan) -> Iterator[PlannedResource]:
@@ -447,13 +500,27 @@ def _bucket_public_access(plan: _Plan):
             yield b.name, "no TLS-only (aws:SecureTransport) deny statement"
 
 
+def _logging_targets(plan: _Plan) -> set[str]:
+    """Buckets receiving another bucket's server access logs."""
+    return {_bucket_key(r.inputs.get("targetBucket")) for r in plan.of(*_BUCKET_LOGGING)
+            if _bucket_key(r.inputs.get("targetBucket")) != _bucket_key(r.inputs.get("bucket"))}
+
+
+_BUCKET_LOGGING = ("aws:s3/bucketLogging:BucketLogging", "aws:s3/bucketLoggingV2:BucketLoggingV2")
+_BUCKETS = ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2")
+
+
 @rule("bucket-encryption")
 def _bucket_encryption(plan: _Plan):
+    """Default SSE-KMS; SSE-S3 only on a bucket that receives server access logs
+    (S3 log delivery cannot write into a bucket whose default is SSE-KMS)."""
     sse = {_bucket_key(e.inputs.get("bucket")): e.inputs for e in plan.of(
         "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
         "aws:s3/bucketServerSideEncryptionConfigurationV2:BucketServerSideEncryptionConfigurationV2")}
-    for b in plan.of("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2"):
-        config = sse.get(_bucket_key(b.inputs.get("bucket")))
+    targets = _logging_targets(plan)
+    for b in plan.of(*_BUCKETS):
+        name = _bucket_key(b.inputs.get("bucket"))
+        config = sse.get(name)
         if config is None and not plan.complete:
             continue
         config = config or {}
@@ -466,8 +533,276 @@ def _bucket_encryption(plan: _Plan):
             continue
         if UNKNOWN in algorithms:
             plan.unknown(b, "encryption algorithm")
+        elif "AES256" in algorithms and name in targets and name != UNKNOWN:
+            continue  # a log target: S3 log delivery cannot write under SSE-KMS
+        elif "AES256" in algorithms and not plan.complete:
+            continue  # its logging may be registered later: the preview judged the whole set
         else:
             yield b.name, "no default SSE-KMS encryption"
+
+
+@rule("bucket-access-logging")
+def _bucket_access_logging(plan: _Plan):
+    """Every bucket's server access logs go to another bucket; a bucket receiving
+    logs does not log itself (log delivery would log its own writes)."""
+    logged = {_bucket_key(r.inputs.get("bucket")): r.inputs for r in plan.of(*_BUCKET_LOGGING)}
+    targets = _logging_targets(plan)
+    for b in plan.of(*_BUCKETS):
+        name = _bucket_key(b.inputs.get("bucket"))
+        if name in targets and name != UNKNOWN:
+            continue
+        target = (logged.get(name) or {}).get("targetBucket")
+        if target == UNKNOWN:
+            plan.unknown(b, "access log target")
+        elif not target and plan.complete:  # (an up judging resources as they come: registered later)
+            yield b.name, "no server access logging"
+        elif target == name:
+            yield b.name, "access logs delivered into the bucket itself"
+
+
+# -- the network ------------------------------------------------------------------------------
+
+def endpoint_policy_problems(doc: dict, service_name: str) -> list[str]:
+    """What is wrong with a VPC endpoint's policy (``doc``; {} when there is none):
+    missing (AWS's default is every action on every resource of every account),
+    an Allow of every action, or resources of any account: the S3 gateway must
+    name buckets and ``aws:ResourceAccount``, an interface endpoint must confine
+    principals or resources to an account."""
+    statements = _as_list(doc.get("Statement"))
+    if not statements:
+        return ["no endpoint policy: AWS's default allows every action on every resource of every account"]
+    s3 = service_name.endswith(".s3")
+    problems = []
+    for stmt in statements:
+        if stmt.get("Effect") != "Allow":
+            continue
+        sid = stmt.get("Sid", "?")
+        actions = [str(a) for a in _as_list(stmt.get("Action"))]
+        resources = [str(r) for r in _as_list(stmt.get("Resource"))]
+        keys = {k.lower() for op in (stmt.get("Condition") or {}).values() if isinstance(op, dict) for k in op}
+        if "*" in actions or "NotAction" in stmt or "NotResource" in stmt:
+            problems.append(f"statement {sid} allows every action")
+        if s3:
+            if any(r in ("*", "arn:aws:s3:::*", "arn:aws:s3:::*/*") for r in resources):
+                problems.append(f"statement {sid} reaches every bucket")
+            if "aws:resourceaccount" not in keys:
+                problems.append(f"statement {sid} has no aws:ResourceAccount condition")
+        elif not keys & {"aws:resourceaccount", "aws:principalaccount", "aws:resourceorgid", "aws:principalorgid"} \
+                and "*" in resources:
+            problems.append(f"statement {sid} is confined to no account")
+    return problems
+
+
+@rule("vpc-endpoint-policy")
+def _vpc_endpoint_policy(plan: _Plan):
+    for r in plan.of("aws:ec2/vpcEndpoint:VpcEndpoint"):
+        policy = r.inputs.get("policy")
+        if policy == UNKNOWN:
+            plan.unknown(r, "policy")
+            continue
+        for problem in endpoint_policy_problems(_doc(policy), str(r.inputs.get("serviceName", ""))):
+            yield r.name, problem
+
+
+def _per_vpc(plan: _Plan, typ: str, ok: Callable[[PlannedResource], bool], missing: str) -> Iterator[tuple[str, str]]:
+    """Each VPC of the plan needs one ``typ`` resource passing ``ok`` (a VPC's id
+    is not an input, so they are matched by count). Judged on a whole plan only:
+    the resource comes after its VPC in an up."""
+    if not plan.complete:
+        return
+    vpcs = list(plan.of("aws:ec2/vpc:Vpc"))
+    good = [r for r in plan.of(typ) if _known(r.inputs.get("vpcId")) or r.inputs.get("vpcId") == UNKNOWN]
+    good = [r for r in good if ok(r)]
+    for vpc in vpcs[len(good):]:
+        yield vpc.name, missing
+
+
+@rule("vpc-flow-logs")
+def _vpc_flow_logs(plan: _Plan):
+    def complete(r: PlannedResource) -> bool:
+        return r.inputs.get("trafficType") == "ALL" and bool(r.inputs.get("logDestination")
+                                                               or r.inputs.get("logGroupName"))
+    yield from _per_vpc(plan, "aws:ec2/flowLog:FlowLog", complete, "no flow log of ALL traffic")
+
+
+@rule("default-security-group")
+def _default_security_group(plan: _Plan):
+    groups = list(plan.of("aws:ec2/defaultSecurityGroup:DefaultSecurityGroup"))
+    for g in groups:
+        if g.inputs.get("ingress") or g.inputs.get("egress"):
+            yield g.name, "the default security group keeps rules (it must have none)"
+    yield from _per_vpc(plan, "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup", lambda g: True,
+                        "default security group not taken over (AWS's allows all egress and traffic within the group)")
+
+
+def _covers_postgres(protocol: Any, from_port: Any, to_port: Any) -> bool:
+    if str(protocol) in ("-1", "all"):
+        return True
+    try:
+        return int(float(from_port)) <= POSTGRES_PORT <= int(float(to_port))
+    except (TypeError, ValueError):
+        return False
+
+
+@rule("db-ingress-from-groups")
+def _db_ingress_from_groups(plan: _Plan):
+    """PostgreSQL is admitted from security groups (the tenants' app groups, the
+    rotation function), never from an address range such as the whole VPC."""
+    for r in plan.of("aws:ec2/securityGroup:SecurityGroup"):
+        for ing in r.inputs.get("ingress") or []:
+            ranges = _as_list(ing.get("cidrBlocks")) + _as_list(ing.get("ipv6CidrBlocks")) \
+                + _as_list(ing.get("prefixListIds"))
+            if not all(map(_known, ranges)):
+                plan.unknown(r, "ingress source")
+            if ranges and _covers_postgres(ing.get("protocol"), ing.get("fromPort"), ing.get("toPort")):
+                yield r.name, f"PostgreSQL ingress from {', '.join(map(str, ranges))}, not from a security group"
+    for r in plan.of("aws:ec2/securityGroupRule:SecurityGroupRule"):
+        i = r.inputs
+        ranges = _as_list(i.get("cidrBlocks")) + _as_list(i.get("ipv6CidrBlocks")) + _as_list(i.get("prefixListIds"))
+        if i.get("type") == "ingress" and ranges and _covers_postgres(i.get("protocol"), i.get("fromPort"),
+                                                                      i.get("toPort")):
+            yield r.name, f"PostgreSQL ingress from {', '.join(map(str, ranges))}, not from a security group"
+    for r in plan.of("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"):
+        i = r.inputs
+        ranges = [v for v in (i.get("cidrIpv4"), i.get("cidrIpv6"), i.get("prefixListId")) if v]
+        if ranges and _covers_postgres(i.get("ipProtocol"), i.get("fromPort"), i.get("toPort")):
+            yield r.name, f"PostgreSQL ingress from {', '.join(map(str, ranges))}, not from a security group"
+
+
+# -- the database instances ---------------------------------------------------------------------
+
+@rule("rds-hardening")
+def _rds_hardening(plan: _Plan):
+    """IAM database authentication, log exports, enhanced monitoring, and a
+    parameter group of its own that forces TLS."""
+    groups = {str(g.inputs.get("name")): g.inputs for g in plan.of("aws:rds/parameterGroup:ParameterGroup")}
+    for r in _instances(plan):
+        i = r.inputs
+        if i.get("iamDatabaseAuthenticationEnabled") is not True:
+            yield r.name, "IAM database authentication is off"
+        exports = _as_list(i.get("enabledCloudwatchLogsExports"))
+        if UNKNOWN not in exports and not set(REQUIRED_DB_LOG_EXPORTS) <= set(exports):
+            yield r.name, f"log exports {sorted(exports)} lack {', '.join(REQUIRED_DB_LOG_EXPORTS)}"
+        if not i.get("monitoringInterval") or not i.get("monitoringRoleArn"):
+            yield r.name, "enhanced monitoring is off"
+        name = i.get("parameterGroupName")
+        if name == UNKNOWN:
+            plan.unknown(r, "parameterGroupName")
+        elif not name or str(name).startswith("default."):
+            yield r.name, "default parameter group (rds.force_ssl not pinned)"
+        elif name != UNKNOWN and str(name) in groups:
+            pinned = {p.get("name"): str(p.get("value")) for p in _as_list(groups[str(name)].get("parameters"))}
+            for param, value in REQUIRED_DB_PARAMETERS.items():
+                if pinned.get(param) != value:
+                    yield r.name, f"parameter group {name} does not pin {param}={value}"
+
+
+@rule("shared-db-multi-az")
+def _shared_db_multi_az(plan: _Plan):
+    if not plan.platform:
+        return
+    for r in _instances(plan):
+        if r.inputs.get("multiAz") is not True:
+            yield r.name, "the shared database is single-AZ: every pooled tenant depends on it"
+
+
+@rule("database-public-privileges")
+def _database_public_privileges(plan: _Plan):
+    """Each instance's database strips PUBLIC of CONNECT and TEMPORARY (PostgreSQL
+    grants both to PUBLIC on every new database)."""
+    revoked = {str(r.inputs.get("database")) for r in plan.dynamic("database-acl")}
+    if not plan.complete:  # the ACL comes after its instance in an up
+        return
+    for r in _instances(plan):
+        database = r.inputs.get("dbName")
+        if _known(database) and str(database) not in revoked:
+            yield r.name, f"PUBLIC keeps CONNECT and TEMPORARY on {database}"
+
+
+# -- secrets, topics and keys --------------------------------------------------------------------
+
+@rule("secret-rotation")
+def _secret_rotation(plan: _Plan):
+    """Every secret rotates automatically, at most every ``MAX_ROTATION_DAYS``.
+    A secret's ARN is an output, so schedules naming an ARN not known yet are
+    paired with secrets by count."""
+    schedules = list(plan.of("aws:secretsmanager/secretRotation:SecretRotation"))
+    for r in schedules:
+        if r.inputs.get("rotationEnabled") is False:
+            yield r.name, "rotation disabled"
+        if not r.inputs.get("rotationLambdaArn"):
+            yield r.name, "no rotation function"
+        days = (r.inputs.get("rotationRules") or {}).get("automaticallyAfterDays")
+        if _known(days) and int(float(days)) > MAX_ROTATION_DAYS:  # Pulumi numbers arrive as floats
+            yield r.name, f"rotated every {int(float(days))} days (> {MAX_ROTATION_DAYS})"
+    if not plan.complete:  # a schedule comes after its secret in an up
+        return
+    ids = [str(r.inputs.get("secretId")) for r in schedules]
+    pending = ids.count(UNKNOWN)
+    for secret in plan.of("aws:secretsmanager/secret:Secret"):
+        name = str(secret.inputs.get("name"))
+        if any(i == name or f":secret:{name}-" in i for i in ids):
+            continue
+        if pending:
+            pending -= 1
+            continue
+        yield secret.name, "no automatic rotation"
+
+
+@rule("alarm-topic-encryption")
+def _alarm_topic_encryption(plan: _Plan):
+    yield from _encrypted_with_own_key(plan, "aws:sns/topic:Topic", "topic", "topic not encrypted (no KMS key)")
+
+
+def _lower(actions: Any) -> set[str]:
+    return {str(a).lower() for a in _as_list(actions)}
+
+
+def key_use_actions(key_policy: dict) -> set[str]:
+    """What a key policy lets IAM principals do besides administering it (the
+    ``kms:*`` statement): the tenant role's grant."""
+    found: set[str] = set()
+    for stmt in _as_list(key_policy.get("Statement")):
+        principal = stmt.get("Principal")
+        if stmt.get("Effect") != "Allow" or not isinstance(principal, dict) or "AWS" not in principal:
+            continue
+        actions = _lower(stmt.get("Action"))
+        if actions != {"kms:*"}:
+            found |= actions
+    return found
+
+
+def role_key_actions(role_policies: Iterable[dict]) -> set[str]:
+    """The KMS actions the role's identity policies allow."""
+    return {a for doc in role_policies for stmt in _as_list(doc.get("Statement")) if stmt.get("Effect") == "Allow"
+            for a in _lower(stmt.get("Action")) if a.startswith("kms:")}
+
+
+@rule("key-policy-matches-role")
+def _key_policy_matches_role(plan: _Plan):
+    """Within one account a key policy alone grants use of the key: what it grants
+    the tenant role must be exactly what the role's IAM policy grants, or the
+    role holds the union of both."""
+    policies = list(plan.of("aws:iam/rolePolicy:RolePolicy"))
+    if plan.platform or not policies:  # (an up: the role policy comes after the key)
+        return
+    unknown = [r for r in policies if not _known(r.inputs.get("policy"))]
+    for r in unknown:
+        plan.unknown(r, "policy")
+    if unknown:
+        return
+    role = role_key_actions(_doc(r.inputs.get("policy")) for r in policies)
+    for key in plan.of("aws:kms/key:Key"):
+        policy = key.inputs.get("policy")
+        if not _known(policy):
+            plan.unknown(key, "policy")
+            continue
+        granted = key_use_actions(_doc(policy))
+        if granted and granted != role:
+            extra, missing = sorted(granted - role), sorted(role - granted)
+            detail = "; ".join(x for x in (extra and f"key policy adds {', '.join(extra)}",
+                                           missing and f"lacks {', '.join(missing)}") if x)
+            yield key.name, f"key policy and role policy grant different KMS actions: {detail}"
 
 
 def judge(resources: Iterable[PlannedResource], tenant_id: str, platform: bool = False,
@@ -523,13 +858,18 @@ class ResolvedJudge:
 # A pooled tenant's backup retention (logical backups, the tombstone window)
 # is not an input of any resource, so the spec itself is judged too; the same
 # rule names as the resource rules, so a refusal reads the same either way.
-SPEC_RULES = ("backup-retention", "deletion-protection")
+SPEC_RULES = ("backup-retention", "deletion-protection", "shared-db-multi-az")
 
 
 def check_spec(spec: Any) -> list[Violation]:
-    """Violations of a TenantSpec (PlatformSpec has no unsafe options today)."""
-    from tenantctl.models import TenantSpec, Tier
+    """Violations of a TenantSpec or a PlatformSpec."""
+    from tenantctl.models import PlatformSpec, TenantSpec, Tier
 
+    if isinstance(spec, PlatformSpec):
+        if spec.db_multi_az:
+            return []
+        return [Violation(rule="shared-db-multi-az", resource=f"stacks/Pulumi.{naming.PLATFORM_STACK}.yaml",
+                          message="platform.db_multi_az is false: every pooled tenant depends on the shared database")]
     if not isinstance(spec, TenantSpec):
         return []
     where = f"stacks/Pulumi.{spec.id}.yaml"

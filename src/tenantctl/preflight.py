@@ -12,10 +12,15 @@ that would push a quota over its limit.
 - **Account quotas** a tenant needs: VPCs per region (Service Quotas
   ``vpc/L-F678F1CE``), RDS DB instances (``rds:DescribeAccountAttributes``,
   else Service Quotas ``rds/L-7B6409FD``) for a dedicated tenant; IAM roles
-  (``iam:GetAccountSummary``) for every tenant. What the tenant already has
-  (a re-run, an update) needs nothing more. When the account cannot say
+  (``iam:GetAccountSummary``) for every tenant (a dedicated one needs a second,
+  its rotation function's). What the tenant already has (a re-run, an update)
+  needs nothing more.
+- **Rules of the shared database's security group**: every pooled tenant adds
+  one ingress rule admitting its app group (Service Quotas ``vpc/L-0EA8095F``,
+  60 inbound rules per group by default, adjustable: the lowest wall a cell
+  meets, well before the 333 tenants the bucket's lifecycle rules allow). When the account cannot say
   (an API the target lacks), AWS's default quota is assumed and reported as such.
-  ``TENANTCTL_QUOTA_<NAME>`` (VPCS, DB_INSTANCES, IAM_ROLES, LIFECYCLE_RULES)
+  ``TENANTCTL_QUOTA_<NAME>`` (VPCS, DB_INSTANCES, IAM_ROLES, LIFECYCLE_RULES, DB_INGRESS_RULES)
   lowers a limit, e.g. to keep headroom for other workloads in the account.
 
 Two provisions racing for the last unit of a quota can both pass (the check
@@ -35,14 +40,15 @@ from tenantctl.errors import QuotaExceeded
 from tenantctl.models import TenantSpec, Tier
 
 # AWS's default quotas, used only when the account cannot be asked.
-DEFAULT_LIMITS = {"vpcs": 5, "db_instances": 40, "iam_roles": 1000}
+DEFAULT_LIMITS = {"vpcs": 5, "db_instances": 40, "iam_roles": 1000, "db_ingress_rules": 60}
 VPC_QUOTA = ("vpc", "L-F678F1CE")
 RDS_QUOTA = ("rds", "L-7B6409FD")
+SG_RULES_QUOTA = ("vpc", "L-0EA8095F")  # inbound (or outbound) rules per security group
 
 
 @dataclass(frozen=True)
 class QuotaCheck:
-    name: str  # vpcs | db_instances | iam_roles | lifecycle_rules
+    name: str  # vpcs | db_instances | iam_roles | lifecycle_rules | db_ingress_rules
     what: str  # what a person reads
     limit: int
     used: int
@@ -129,8 +135,29 @@ def iam_role_check(spec: TenantSpec, client: Callable[[str], Any]) -> QuotaCheck
     iam = client("iam")
     summary = iam.get_account_summary()["SummaryMap"]
     limit, source = _limit("iam_roles", lambda: (summary["RolesQuota"], "iam:GetAccountSummary RolesQuota"))
-    mine = _exists(lambda: iam.get_role(RoleName=naming.iam_role_name(spec.id)))
-    return QuotaCheck("iam_roles", "IAM roles in the account", limit, int(summary["Roles"]), 0 if mine else 1, source)
+    needed = 0 if _exists(lambda: iam.get_role(RoleName=naming.iam_role_name(spec.id))) else 1
+    if spec.tier is Tier.dedicated:  # its rotation function's execution role (named by AWS's application)
+        function = naming.rotation_function_name(spec.id)
+        needed += 0 if _exists(lambda: client("lambda").get_function(FunctionName=function)) else 1
+    return QuotaCheck("iam_roles", "IAM roles in the account", limit, int(summary["Roles"]), needed, source)
+
+
+def db_ingress_rule_check(spec: TenantSpec, group_id: str, client: Callable[[str], Any]) -> QuotaCheck:
+    ec2 = client("ec2")
+
+    def ask() -> tuple[float, str]:
+        quota = client("service-quotas").get_service_quota(ServiceCode=SG_RULES_QUOTA[0],
+                                                           QuotaCode=SG_RULES_QUOTA[1])
+        return quota["Quota"]["Value"], f"Service Quotas {SG_RULES_QUOTA[0]}/{SG_RULES_QUOTA[1]}"
+
+    limit, source = _limit("db_ingress_rules", ask)
+    rules = [r for r in ec2.describe_security_group_rules(
+        Filters=[{"Name": "group-id", "Values": [group_id]}])["SecurityGroupRules"] if not r.get("IsEgress")]
+    own = {g["GroupId"] for g in ec2.describe_security_groups(
+        Filters=[{"Name": "tag:tenant", "Values": [spec.id]}])["SecurityGroups"]}
+    mine = any((r.get("ReferencedGroupInfo") or {}).get("GroupId") in own for r in rules)
+    return QuotaCheck("db_ingress_rules", f"ingress rules of the shared database's security group {group_id}",
+                      limit, len(rules), 0 if mine else 1, source)
 
 
 def lifecycle_check(spec: TenantSpec, bucket: str, client: Callable[[str], Any]) -> QuotaCheck:
@@ -158,6 +185,8 @@ def checks(spec: TenantSpec, platform: dict[str, Any], clients: Callable[..., An
         out.append(lifecycle_check(spec, platform["bucket"], client))
     if spec.tier is Tier.dedicated:
         out += [vpc_check(spec, client), db_instance_check(spec, client)]
+    elif platform.get("db_security_group_id"):
+        out.append(db_ingress_rule_check(spec, platform["db_security_group_id"], client))
     out.append(iam_role_check(spec, client))
     return out
 

@@ -29,7 +29,7 @@ from tenant_runtime.registry import (
     item_to_record,
     record_to_item,
 )
-from tenantctl.errors import Conflict, InvalidInput, NotFound, TargetUnavailable, TenantctlError
+from tenantctl.errors import Conflict, InvalidInput, NotFound, TargetUnavailable, TenantctlError, one_line
 from tenantctl.models import (
     Hibernation,
     TenantLock,
@@ -40,7 +40,7 @@ from tenantctl.models import (
     Tier,
     utcnow,
 )
-from tenantctl.naming import require_valid
+from tenantctl.naming import broken_rule, require_valid
 
 log = logging.getLogger(__name__)  # notes for the operator (the CLI prints them on stderr)
 
@@ -117,9 +117,29 @@ def failure_text(exc: BaseException) -> str:
     """What a failed run leaves in the record's ``last_error``."""
     if isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or SIGTERM (errors.interrupt_on_sigterm)
         return f"interrupted ({exc})" if str(exc) else "interrupted"
-    if isinstance(exc, TenantctlError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+    return one_line(exc)
+
+
+def refusal(existing: TenantRecord | None, spec: TenantSpec, locks: bool = True) -> TenantctlError | None:
+    """Why a provision of ``spec`` would be refused by the registry as it stands
+    (None: it would be let through). Previews ask this so that a green preview
+    means a green apply; ``locks=False``: a lock (a run in progress) is not a refusal.
+    A lock whose holder provably died is not one either: the run clears it."""
+    if existing is None:
+        return None
+    if locks and existing.lock is not None and lock_holder(existing.lock) not in DEAD:
+        return Conflict(describe_lock(spec.id, existing.lock))
+    if existing.status in (TenantStatus.deprovisioning, TenantStatus.deprovisioned):
+        return Conflict(
+            f"tenant id {spec.id!r} was deprovisioned on {existing.deprovisioned_at or existing.updated_at:%Y-%m-%d}; "
+            "ids are tombstoned and never reused (restore it with `tenantctl drill restore` or pick a new id)"
+        )
+    if existing.tier is not spec.tier:
+        return InvalidInput(
+            f"tenant {spec.id!r} is {existing.tier.value}; moving tiers in place is not supported "
+            "(provision a new tenant and migrate its data)"
+        )
+    return None
 
 
 class Held:
@@ -206,6 +226,7 @@ class RegistryWriter:
 
     # -- writes ----------------------------------------------------------
     def _put(self, record: TenantRecord, expected_version: int | None) -> TenantRecord:
+        require_valid(record.tenant_id)  # nothing is ever written under an id the engine would refuse
         new = record.model_copy(update={"version": (expected_version or 0) + 1, "updated_at": utcnow()})
         item = record_to_item(new)
         if expected_version is None:
@@ -272,17 +293,9 @@ class RegistryWriter:
                 raise Conflict(f"tenant {spec.id!r} is being provisioned by another run") from None
         if existing.lock is not None:
             existing = self.clear_dead_lock(existing)
-        if existing.status in (TenantStatus.deprovisioning, TenantStatus.deprovisioned):
-            raise Conflict(
-                f"tenant id {spec.id!r} was deprovisioned on "
-                f"{existing.deprovisioned_at or existing.updated_at:%Y-%m-%d}; "
-                "ids are tombstoned and never reused (restore it with `tenantctl drill restore` or pick a new id)"
-            )
-        if existing.tier is not spec.tier:
-            raise InvalidInput(
-                f"tenant {spec.id!r} is {existing.tier.value}; moving tiers in place is not supported "
-                "(provision a new tenant and migrate its data)"
-            )
+        refused = refusal(existing, spec)
+        if refused is not None:
+            raise refused
         updated = existing.model_copy(update={"lock": lock, "last_error": None})  # owner: once applied
         return self._put(updated, existing.version)
 
@@ -362,6 +375,33 @@ class RegistryWriter:
         except (ClientError, BotoCoreError):
             return False
         return True
+
+    def forget_invalid(self, tenant_id: str) -> TenantRecord | None:
+        """Delete the record of an id that breaks a naming rule (``tenantctl
+        forget``): the one read that skips the id check. None when there is no
+        record; a record naming resources is refused (they would be orphaned)."""
+        if broken_rule(tenant_id) is None:
+            raise InvalidInput(f"tenant id {tenant_id!r} is valid: its record is not forgotten, it is deprovisioned")
+        try:
+            item = self.client.get_item(TableName=self.table, Key=item_key(tenant_id), ConsistentRead=True).get("Item")
+        except (ClientError, BotoCoreError) as exc:
+            raise TargetUnavailable(f"registry table {self.table!r} unreadable: {exc}") from None
+        if item is None:
+            return None
+        record = item_to_record(item)
+        if record.resources is not None:
+            raise Conflict(f"the registry record of {tenant_id!r} names resources ({record.resources.kms_key_arn}, "
+                           "...): forgetting it would orphan them; remove them by hand first")
+        try:
+            self.client.delete_item(TableName=self.table, Key=item_key(tenant_id), ConditionExpression="version = :v",
+                                    ExpressionAttributeValues={":v": {"N": str(record.version)}})
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise Conflict(f"the registry record of {tenant_id!r} changed while forgetting it; re-run") from None
+            raise TargetUnavailable(f"registry delete failed: {exc}") from None
+        except BotoCoreError as exc:
+            raise TargetUnavailable(f"registry table {self.table!r} unreachable, delete failed: {exc}") from None
+        return record
 
     def force_unlock(self, tenant_id: str) -> TenantRecord:
         record = self.require(tenant_id)

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from tenantctl.errors import InvalidInput
 from tenantctl.files import write_atomic
 from tenantctl.models import PlatformSpec, TenantSpec, describe_validation_error
-from tenantctl.naming import PLATFORM_STACK
+from tenantctl.naming import PLATFORM_STACK, require_valid
 
 
 def stack_file(stacks_dir: Path, stack: str) -> Path:
@@ -62,7 +62,7 @@ def _write(path: Path, text: str) -> bool:
 
 def write_tenant(stacks_dir: Path, spec: TenantSpec) -> bool:
     """Write the tenant's stack file; True when its content changed."""
-    return _write(stack_file(stacks_dir, spec.id), render_tenant(spec))
+    return _write(stack_file(stacks_dir, require_valid(spec.id)), render_tenant(spec))
 
 
 def write_platform(stacks_dir: Path, spec: PlatformSpec) -> bool:

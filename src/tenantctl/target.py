@@ -38,7 +38,8 @@ class AwsTarget(BaseModel):
 
     region: str | None = None
     profile: str | None = None
-    backend_url: str | None = Field(None, description="file://, s3://, or Pulumi Cloud (https://…); None: the CLI's login")
+    backend_url: str | None = Field(
+        None, description="file://, s3://, or Pulumi Cloud (https://…); None: the CLI's login")
     secrets_provider: str | None = Field(None, description="awskms://… for real use, passphrase for local trials")
     org: str | None = Field(None, description="Pulumi Cloud organisation: stacks become <org>/tenantctl/<stack>")
     pulumi_root: Path | None = Field(None, description="where `tenantctl setup pulumi --root` installed the CLI")

@@ -1,12 +1,15 @@
 """The SQL of a tenant's context store, in one place: templates/tenant_schema.sql.j2
 rendered for a connection (provisioning in infra/providers/tenant_schema.py and
-a drill restore, which re-applies roles, grants and policies, both run it), and
-the removal of the tenant's role. Both change the database ACL, under one lock."""
+a drill restore, which re-applies roles, grants and policies, both run it), the
+removal of the tenant's role, the shared pool's gateway role
+(infra/providers/gateway_role.py), and what PUBLIC loses on every database of an
+instance (infra/providers/database_acl.py). All change a database ACL, under one lock."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from tenant_runtime.store import TABLES  # the store's tables: each gets row-level security, forced
 from tenantctl.templates import render
 
 TEMPLATE = "tenant_schema.sql.j2"
@@ -14,12 +17,27 @@ TEMPLATE = "tenant_schema.sql.j2"
 # tenant's GRANT CONNECT rewrites the same pg_database row, and PostgreSQL fails
 # concurrent writers of one catalog row with "tuple concurrently updated".
 DATABASE_ACL_LOCK = 0x74656E616E74  # "tenant"
+FORCED = "forced"  # a table's row_security when the script left it as it should be
 
 
-def schema_script(conn: Any, *, tenant_id: str, role: str, schema: str) -> str:
+def row_security(conn: Any, schema: str) -> dict[str, str]:
+    """Each store table's live row-level security: ``forced`` (enabled and
+    forced, as the script leaves it), ``not forced``, ``disabled`` or ``missing``."""
+    rows = conn.execute(
+        "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r'",
+        (schema,)).fetchall()
+    live = {name: FORCED if enabled and forced else ("not forced" if enabled else "disabled")
+            for name, enabled, forced in rows}
+    return {table: live.get(table, "missing") for table in TABLES}
+
+
+def schema_script(conn: Any, *, tenant_id: str, role: str, schema: str, gateway_role: str | None = None) -> str:
     """The idempotent script for `conn` (identifiers and literals quoted by psycopg).
     Run it with no parameters: simple protocol, one implicit transaction, so the
-    ACL lock it takes is held until the script ends."""
+    ACL lock it takes is held until the script ends. ``gateway_role`` (pooled
+    tenants): the shared pool's login, granted membership in the tenant role
+    when it exists."""
     from psycopg import sql
 
     return render(
@@ -28,8 +46,39 @@ def schema_script(conn: Any, *, tenant_id: str, role: str, schema: str) -> str:
         role_literal=sql.Literal(role).as_string(conn),
         schema=sql.Identifier(schema).as_string(conn),
         tenant_literal=sql.Literal(tenant_id).as_string(conn),
+        gateway_literal=sql.Literal(gateway_role).as_string(conn) if gateway_role else None,
         acl_lock=DATABASE_ACL_LOCK,
+        tables=TABLES,
     )
+
+
+# Attributes the gateway role has, and may never lose or gain.
+GATEWAY_ATTRIBUTES = "LOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
+
+
+def ensure_gateway_role(conn: Any, *, role: str, password: str) -> list[str]:
+    """Create (or repair) the gateway role in ``conn``'s database: it may log in
+    and become the tenant roles of the pooled tenants already there, nothing
+    else. Returns those tenant roles. Idempotent."""
+    from psycopg import sql
+
+    ident = sql.Identifier(role)
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (DATABASE_ACL_LOCK,))
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+            conn.execute(sql.SQL("CREATE ROLE {} " + GATEWAY_ATTRIBUTES).format(ident))
+        conn.execute(sql.SQL("ALTER ROLE {} " + GATEWAY_ATTRIBUTES + " PASSWORD {}").format(
+            ident, sql.Literal(password)))
+        conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+            sql.Identifier(conn.info.dbname), ident))
+        # Pooled tenants provisioned before the gateway existed: each tenant
+        # schema here has its role (the template grants later ones itself).
+        tenant_roles = [r[0] for r in conn.execute(
+            "SELECT r.rolname FROM pg_namespace n JOIN pg_roles r ON r.rolname = n.nspname || '_app' "
+            "WHERE n.nspname LIKE 'tenant\\_%' ORDER BY 1").fetchall()]
+        for tenant_role in tenant_roles:
+            conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(tenant_role), ident))
+    return tenant_roles
 
 
 def drop_role(conn: Any, *, database: str, role: str) -> None:
@@ -42,3 +91,22 @@ def drop_role(conn: Any, *, database: str, role: str) -> None:
         conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(
             sql.Identifier(database), sql.Identifier(role)))
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+# The maintenance database every RDS PostgreSQL instance has besides its own.
+MAINTENANCE_DATABASE = "postgres"
+
+
+def revoke_public(conn: Any, databases: list[str]) -> list[str]:
+    """PUBLIC loses CONNECT and TEMPORARY on ``databases`` (those that exist; they
+    are returned): a tenant role connects only where it was granted CONNECT
+    explicitly, and creates no temporary tables anywhere."""
+    from psycopg import sql
+
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (DATABASE_ACL_LOCK,))
+        present = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s) ORDER BY 1",
+                                              (databases,))]
+        for name in present:
+            conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(sql.Identifier(name)))
+    return present

@@ -18,6 +18,10 @@ from tenantctl.naming import PLATFORM_STACK
 from tenantctl.project import PROJECT_FILE, Project, ensure_project_file, find_root
 from tenantctl.registry import RegistryWriter
 
+# Platform outputs the sandbox must have: a platform applied before one of them
+# existed is applied again (on AWS that is `tenantctl platform up`'s job).
+PLATFORM_OUTPUTS = ("registry_table", "revocation_table", "gateway_secret_arn")
+
 
 class Workspace:
     """``approve``: handed to the engine as its approve hook (``Engine.approve``):
@@ -84,9 +88,10 @@ class Workspace:
         return self.engine.outputs(PLATFORM_STACK)
 
     def ensure_platform(self, on_event: EventSink | None = None) -> dict[str, Any]:
-        """The platform's outputs, applying it first on the sandbox when it is not up yet."""
+        """The platform's outputs, applying it first on the sandbox when it is not up
+        yet (or was applied by a tenantctl that did not export every output yet)."""
         outputs = self.platform_outputs()
-        if outputs.get("registry_table"):
+        if outputs.get("registry_table") and (not self.is_sandbox or all(outputs.get(k) for k in PLATFORM_OUTPUTS)):
             return outputs
         if not self.is_sandbox:
             raise TargetUnavailable(

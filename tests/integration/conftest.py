@@ -3,7 +3,10 @@ session, in a temporary state directory, stopped at the end."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -54,6 +57,20 @@ def project(sandbox: SandboxEndpoints, tmp_path_factory: pytest.TempPathFactory)
     shutil.copy(REPO / "Pulumi.yaml", root / "Pulumi.yaml")
     (root / "stacks").mkdir()
     return root
+
+
+@pytest.fixture(scope="session")
+def tenantctl_cli(project: Path, sandbox: SandboxEndpoints) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """tenantctl_cli(*args): the CLI as a subprocess in the session's project
+    (the one the ``workspace`` fixture opens), on the session's sandbox."""
+    env = {**os.environ, "TENANTCTL_SANDBOX_DIR": str(sandbox.state_dir), "PYTHONWARNINGS": "ignore"}
+    env.pop("TENANTCTL_TARGET", None)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tenantctl", *args], cwd=project, env=env,
+                              capture_output=True, text=True, timeout=600)
+
+    return run
 
 
 @pytest.fixture(scope="session")

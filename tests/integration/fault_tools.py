@@ -73,9 +73,10 @@ class Cli:
         if launcher is None:
             launcher = any((env or {}).get(name) for name in FAULT_ENVS)
         command = [str(LAUNCHER)] if launcher else ["-m", "tenantctl"]
+        # No stdin and no terminal: a command that would ask (deprovision without --yes) is refused (exit 13).
         return subprocess.Popen([sys.executable, *command, *args], cwd=cwd or self.root,
-                                env={**self.env, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+                                env={**self.env, **(env or {})}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
 
     def __call__(self, *args: str, env: dict[str, str] | None = None, timeout: float = 600,
                  launcher: bool | None = None, cwd: Path | None = None) -> Run:
@@ -161,15 +162,43 @@ def inventory(sandbox, tenant_id: str) -> dict[str, int]:
         kinds["pg:role"] += conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s",
                                          (naming.db_role_name(tenant_id),)).fetchone()[0]
     kinds["s3:lifecycle-rule"] += len(tenant_rule_ids(sandbox, platform["bucket"], tenant_id))
+    kinds.update(_rotation_and_db_access(sandbox, platform, tenant_id, kms, sm))
     return {k: v for k, v in sorted(kinds.items()) if v}
 
 
+def _rotation_and_db_access(sandbox, platform: dict, tenant_id: str, kms, sm) -> Counter[str]:
+    """The rule admitting the tenant's group into the shared database's group,
+    the rotation function's grant on the tenant key, the secret's rotation."""
+    kinds: Counter[str] = Counter()
+    ec2 = aws(sandbox, "ec2")
+    own = {g["GroupId"] for g in ec2.describe_security_groups(
+        Filters=[{"Name": "tag:tenant", "Values": [tenant_id]}])["SecurityGroups"]}
+    rules = ec2.describe_security_group_rules(
+        Filters=[{"Name": "group-id", "Values": [platform["db_security_group_id"]]}])["SecurityGroupRules"]
+    kinds["ec2:db-ingress-rule"] = sum((r.get("ReferencedGroupInfo") or {}).get("GroupId") in own for r in rules
+                                       if not r.get("IsEgress"))
+    try:
+        key = kms.describe_key(KeyId=naming.kms_alias(tenant_id))["KeyMetadata"]
+        if key["KeyState"] != "PendingDeletion":
+            kinds["kms:grant"] = len(kms.list_grants(KeyId=key["KeyId"])["Grants"])
+    except kms.exceptions.NotFoundException:
+        pass
+    try:
+        secret = sm.describe_secret(SecretId=naming.secret_name(tenant_id))
+        kinds["secretsmanager:rotation"] = int(bool(secret.get("RotationEnabled")) and not secret.get("DeletedDate"))
+    except sm.exceptions.ResourceNotFoundException:
+        pass
+    return kinds
+
+
 # A pooled tenant, exactly once each: one key (+ its alias, checked apart), two
-# queues (jobs + DLQ), one role, one secret, one schema + role, one security
-# group, its alarms and topic, three lifecycle rules.
+# queues (jobs + DLQ), one role, one secret (rotated, by a grant on the key),
+# one schema + role, one security group and the one rule admitting it into the
+# shared database's, its alarms and topic, three lifecycle rules.
 POOLED = {
-    "cloudwatch:alarm": 2, "ec2:security-group": 1, "iam:role": 1, "kms:key": 1, "pg:role": 1, "pg:schema": 1,
-    "s3:lifecycle-rule": 3, "secretsmanager:secret": 1, "sns": 1, "sqs": 2,
+    "cloudwatch:alarm": 2, "ec2:db-ingress-rule": 1, "ec2:security-group": 1, "iam:role": 1, "kms:grant": 1,
+    "kms:key": 1, "pg:role": 1, "pg:schema": 1, "s3:lifecycle-rule": 3, "secretsmanager:rotation": 1,
+    "secretsmanager:secret": 1, "sns": 1, "sqs": 2,
 }
 
 

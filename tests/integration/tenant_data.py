@@ -22,8 +22,9 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from tenant_runtime.context import TenantContext
+from tenant_runtime.context import TenantContext, from_registry
 from tenant_runtime.crypto import Envelope
+from tenant_runtime.registry import RegistryReader
 from tenant_runtime.store import ContextStore
 from tenantctl.models import TenantRecord
 
@@ -49,8 +50,11 @@ class Sandbox:
         return ContextStore(Envelope(lambda _ctx: kms), lambda _ctx: secrets)
 
 
-def tenant_context(record: TenantRecord) -> TenantContext:
-    return TenantContext(tenant_id=record.tenant_id, record=record, subject="tests")
+def tenant_context(box: Sandbox, record: TenantRecord) -> TenantContext:
+    """The tenant's context as the runtime resolves it: from its registry record."""
+    from infra.program import REGISTRY_TABLE
+
+    return from_registry(RegistryReader(REGISTRY_TABLE, client=box.client("dynamodb")), record.tenant_id)
 
 
 def message_text(conversation: int, n: int) -> str:
@@ -61,7 +65,7 @@ def write_history(box: Sandbox, record: TenantRecord, conversations: int = 3, me
                   context_items: int = 1, item_bytes: int = 350) -> None:
     store = box.store()
     try:
-        ctx = tenant_context(record)
+        ctx = tenant_context(box, record)
         for c in range(conversations):
             for m in range(messages):
                 store.append(ctx, f"c{c}", "user" if m % 2 == 0 else "assistant", message_text(c, m), {"n": m})
@@ -103,7 +107,7 @@ def history(box: Sandbox, record: TenantRecord) -> dict[str, list[tuple[str, str
     """Every conversation's messages as tenant_runtime reads them (decrypted), oldest first."""
     store = box.store()
     try:
-        ctx = tenant_context(record)
+        ctx = tenant_context(box, record)
         with box.admin(record.resources.store.database) as conn, conn.transaction():
             conn.execute("SELECT set_config('app.tenant_id', %s, true)", (record.tenant_id,))
             conversations = [r[0] for r in conn.execute(sql.SQL("SELECT conversation_id FROM {} ORDER BY 1").format(
@@ -117,8 +121,8 @@ def history(box: Sandbox, record: TenantRecord) -> dict[str, list[tuple[str, str
 def objects(box: Sandbox, record: TenantRecord, folder: str = "uploads/") -> dict[str, bytes]:
     res = record.resources
     s3 = box.client("s3")
-    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=res.bucket, Prefix=res.prefix + folder)
-            for o in page.get("Contents", [])]
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=res.bucket, Prefix=res.prefix + folder)
+    keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
     return {k[len(res.prefix):]: s3.get_object(Bucket=res.bucket, Key=k)["Body"].read() for k in keys}
 
 

@@ -155,3 +155,91 @@ def test_read_only_commands_do_not_import_pulumi(cli, args):
                            timeout=120)
     loaded = json.loads(probe.stderr.strip().splitlines()[-1])
     assert loaded == [], f"`tenantctl {' '.join(args)}` imported {loaded}"
+
+
+# -- ids are checked by every operation, and what an invalid id left is removable ---------------
+
+@pytest.mark.parametrize("args", [["status", ""], ["drill", "backup", ""], ["check", ""], ["usage", ""],
+                                  ["deprovision", "", "--yes"], ["unlock", "", "--force"], ["status", "ACME"]])
+def test_an_empty_or_malformed_id_is_refused_naming_the_rule(cli, args):
+    refused = cli(*args)
+    assert refused.returncode == 3, refused
+    assert "breaks the charset rule" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_every_operation_refuses_an_id_that_skipped_validation(workspace, provision_tenant, sandbox):
+    from tenantctl.checks import check_tenant
+    from tenantctl.drills.backup import backup
+    from tenantctl.drills.context import context_from_workspace
+    from tenantctl.drills.run import drill
+    from tenantctl.errors import InvalidInput
+    from tenantctl.models import TenantSpec
+    from tenantctl.operations.deprovision import deprovision
+    from tenantctl.operations.provision import provision
+    from tenantctl.operations.revive import revive
+    from tenantctl.operations.usage import measure_tenants
+    from tenantctl.stackconfig import stack_file
+
+    table = workspace.ensure_platform()["registry_table"]
+    dynamodb = aws(sandbox, "dynamodb")
+    with pytest.raises(InvalidInput, match="'ACME' breaks the charset rule"):
+        provision(workspace, TenantSpec.model_construct(id="ACME"))
+    assert "Item" not in dynamodb.get_item(TableName=table, Key={"tenant_id": {"S": "ACME"}})
+    assert not stack_file(workspace.stacks_dir, "ACME").exists()
+
+    real = provision_tenant("iv-real")
+    forged = real.model_copy(update={"tenant_id": "IV-Real"})  # a real tenant's resources under a bad id
+    ctx = context_from_workspace(workspace)
+    for call in (lambda: deprovision(workspace, "ACME"), lambda: check_tenant(workspace, ""),
+                 lambda: measure_tenants(workspace, "", False), lambda: backup(ctx, forged),
+                 lambda: drill(ctx, forged), lambda: revive(workspace, ctx, forged, None, yes=True)):
+        with pytest.raises(InvalidInput, match="breaks the charset rule"):
+            call()
+    prefix = f"{real.resources.prefix}backups/"
+    assert aws(sandbox, "s3").list_objects_v2(Bucket=real.resources.bucket, Prefix=prefix)["KeyCount"] == 0
+
+
+def test_what_an_invalid_id_left_is_listed_and_forgotten(cli, sandbox):
+    from tenant_runtime.registry import record_to_item
+    from tenantctl.models import TenantRecord, TenantStatus, Tier
+
+    assert cli("provision", "cli-p1").returncode in (0,)  # the platform and a valid tenant exist
+    table = json.loads(cli("platform", "outputs", "--json").stdout)["registry_table"]
+    dynamodb = aws(sandbox, "dynamodb")
+    for bad in ("ACME", "Has-Resources"):  # as an older tenantctl left them
+        record = TenantRecord(tenant_id=bad, tier=Tier.pooled, status=TenantStatus.provisioning, region="us-east-1",
+                              version=1, last_error="the engine refused the stack")
+        dynamodb.put_item(TableName=table, Item=record_to_item(record))
+    good = json.loads(cli("status", "cli-p1", "--json").stdout)
+    with_resources = TenantRecord.model_validate({**good, "tenant_id": "Has-Resources"})
+    dynamodb.put_item(TableName=table, Item=record_to_item(with_resources))
+    stack = cli.root / "stacks" / "Pulumi.ACME.yaml"
+    stack.write_text("config:\n  tenantctl:tenant:\n    id: ACME\n")
+
+    listed = json.loads(cli("list", "--json", "--limit", "1000").stdout)
+    invalid = {e["tenant_id"]: e for e in listed["invalid_ids"]}
+    assert invalid["ACME"] == {"tenant_id": "ACME", "rule": "charset", "record": True, "stack_file": str(stack)}
+    assert invalid["Has-Resources"]["record"] and "cli-p1" not in invalid
+    people = " ".join(cli("list", "--limit", "1000").stdout.split())
+    assert "invalid tenant id 'ACME'" in people and "tenantctl forget ACME --yes" in people
+
+    preview = json.loads(cli("apply", "--preview", "--json", "--match", "ACME", "--match", "Has-*",
+                             "--match", "cli-p1").stdout)
+    refused = {r["tenant_id"]: r for r in preview["results"] if not r["ok"]}
+    assert set(refused) == {"ACME", "Has-Resources"}, refused
+    assert [r["ok"] for r in preview["results"] if r["tenant_id"] == "cli-p1"] == [True]  # valid ones as usual
+    assert all(r["action"] == "invalid" and "tenantctl forget" in r["error"] for r in refused.values())
+
+    kept = cli("deprovision", "ACME", "--yes")
+    assert kept.returncode == 3 and "tenantctl forget ACME --yes" in kept.stderr
+    assert cli("forget", "cli-p1", "--yes").returncode == 3  # valid ids are deprovisioned, not forgotten
+    orphaning = cli("forget", "Has-Resources", "--yes")
+    assert orphaning.returncode == 5 and "would orphan them" in orphaning.stderr
+
+    forgotten = cli("forget", "ACME", "--yes", "--json")
+    assert forgotten.returncode == 0, forgotten
+    assert json.loads(forgotten.stdout) == {"tenant_id": "ACME", "rule": "charset", "record": True,
+                                            "stack_file": str(stack)}
+    assert not stack.exists() and "Item" not in dynamodb.get_item(TableName=table, Key={"tenant_id": {"S": "ACME"}})
+    assert cli("forget", "ACME", "--yes").returncode == 6
+    dynamodb.delete_item(TableName=table, Key={"tenant_id": {"S": "Has-Resources"}})

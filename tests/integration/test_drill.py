@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import re
 
 import pytest
 from psycopg import sql
 from tenant_data import Sandbox, history, objects, put_objects, rows, scratch_databases, write_history
 
 from tenantctl import naming
-from tenantctl.drills import store
+from tenantctl.drills import envelope, store
 from tenantctl.drills.backup import backup
 from tenantctl.drills.context import DrillContext, context_from_workspace
 from tenantctl.drills.history import latest_verdicts, list_reports
@@ -36,6 +38,7 @@ def box(sandbox) -> Sandbox:
 
 @pytest.fixture(scope="module")
 def ctx(workspace) -> DrillContext:
+    workspace.ensure_platform()  # when a test runs alone, nothing else has brought it up
     return context_from_workspace(workspace)
 
 
@@ -73,6 +76,11 @@ def failing(report) -> str:
     return " | ".join(report.reasons)
 
 
+def latest(ctx, record):
+    """The newest backup's manifest, opened with the tenant's key."""
+    return store.load_manifest(ctx.s3, ctx.kms, record, store.latest_backup(ctx.s3, record).backup_id)
+
+
 def test_drill_restores_a_copy_that_matches_the_tenant(ctx, box, tenant):
     record = tenant("a")
     res = record.resources
@@ -86,7 +94,7 @@ def test_drill_restores_a_copy_that_matches_the_tenant(ctx, box, tenant):
     assert messages.expected == messages.actual == "15"
     assert report.object_count == 4 and report.rto_seconds is not None and report.rpo_seconds is not None
     assert len(scratch_databases(box)) == before  # scratch database dropped
-    manifest = store.latest_manifest(ctx.s3, record)
+    manifest = latest(ctx, record)
     assert manifest.backup_id == report.backup_id and manifest.reason == "manual"
     assert manifest.spec["id"] == record.tenant_id  # what a restore after deprovision re-provisions
 
@@ -110,13 +118,43 @@ def test_drill_restores_a_copy_that_matches_the_tenant(ctx, box, tenant):
     assert "**PASS**" in markdown and "table messages: checksum" in markdown
 
 
-def test_dedicated_tenant_gets_a_logical_backup_on_the_sandbox(ctx, tenant):
+def scratch_instances(box, record) -> list[str]:
+    return [i["DBInstanceIdentifier"] for i in box.client("rds").describe_db_instances()["DBInstances"]
+            if i["DBInstanceIdentifier"].startswith(f"drill-{record.tenant_id}")]
+
+
+def test_dedicated_drills_on_the_sandbox_take_both_paths(ctx, box, tenant):
+    """A logical dump into a scratch database (rows verified) and the snapshot
+    into a scratch instance (posture verified on what moto's RDS reports),
+    both removed afterwards."""
     record = tenant(DEDICATED, Tier.dedicated, conversations=2, messages=3, objects=1)
     assert record.resources.store.database == naming.database_name(record.tenant_id)
     report = drill(ctx, record)
     assert report.verdict is Verdict.passed, failing(report)
     assert report.backup_kind == "logical (sandbox)"
     assert "logical (sandbox)" in render_markdown(report)
+    checks = {c.name: c for c in report.checks}
+    assert checks["table messages: rows"].ok and checks["table messages: rows"].actual == "6"
+    posture = [f"scratch instance: {what}" for what in ("not public", "the tenant's key", "security groups",
+                                                        "subnet group", "tags", "deleted afterwards")]
+    assert all(checks[name].ok for name in posture), [checks.get(n) for n in posture]
+    assert checks["scratch instance: the tenant's key"].actual == record.resources.kms_key_arn
+    assert checks["scratch instance: deleted afterwards"].actual == "gone"
+    assert report.cleaned_up and scratch_instances(box, record) == []
+    assert latest(ctx, record).snapshot.instance == naming.rds_identifier(record.tenant_id)
+
+    # The checks can fail: a scratch instance made public behind the drill's back.
+    result = restore(ctx, record, latest(ctx, record))
+    try:
+        assert result.scratch_instance in scratch_instances(box, record)
+        box.client("rds").modify_db_instance(DBInstanceIdentifier=result.scratch_instance, PubliclyAccessible=True,
+                                             ApplyImmediately=True)
+        found = {c.name: c for c in verify(ctx, record, latest(ctx, record), result)}
+        assert not found["scratch instance: not public"].ok and found["table messages: checksum"].ok
+    finally:
+        assert all(c.ok for c in cleanup(ctx, record, result))
+    assert scratch_instances(box, record) == []
+
     # Limits for CI: any restore takes longer than 0 s; a day-old RPO limit holds for a fresh backup.
     limited = drill(ctx, record, backup_id="latest", max_rto=0.0, max_rpo=86400)
     assert limited.verdict is Verdict.failed and all(c.ok for c in limited.checks)
@@ -148,7 +186,8 @@ def test_a_changed_row_after_restore_fails_verification(ctx, box, tenant):
     result = restore(ctx, record, manifest)
     try:
         with box.admin(result.database) as conn:
-            conn.execute(sql.SQL("UPDATE {} SET metadata = '{{\"n\": 99}}' WHERE seq = (SELECT min(seq) FROM {})").format(
+            conn.execute(sql.SQL("UPDATE {} SET metadata = '{{\"n\": 99}}' "
+                                 "WHERE seq = (SELECT min(seq) FROM {})").format(
                 sql.Identifier(result.schema_name, "messages"), sql.Identifier(result.schema_name, "messages")))
         checks = {c.name: c for c in verify(ctx, record, manifest, result)}
         assert checks["table messages: rows"].ok and not checks["table messages: checksum"].ok
@@ -165,24 +204,74 @@ def test_a_tenant_cannot_restore_another_tenants_backup(ctx, box, tenant):
     theirs = backup(ctx, b)
     with pytest.raises(NotFound):
         drill(ctx, a, backup_id=theirs.backup_id)  # only A's prefix is ever read
-    # Even B's backup copied into A's prefix, its manifest rewritten to name A, stays closed:
-    # A's key and encryption context cannot open B's data key.
+    # B's backup copied into A's prefix is refused before any decryption: its index names B.
     src, dst = store.backup_dir(b, theirs.backup_id), store.backup_dir(a, theirs.backup_id)
-    dump_key = dst + "db.dump.enc"
-    s3.copy_object(Bucket=bucket, Key=dump_key, CopySource={"Bucket": bucket, "Key": src + "db.dump.enc"})
-    forged = theirs.model_copy(update={"tenant_id": a.tenant_id, "record": a,
-                                       "dump": theirs.dump.model_copy(update={"key": dump_key})})
-    store.put_manifest(s3, a, forged)
+    for name in (store.DUMP, store.MANIFEST, store.INDEX):
+        s3.copy_object(Bucket=bucket, Key=dst + name, CopySource={"Bucket": bucket, "Key": src + name})
+    report = drill(ctx, a, backup_id=theirs.backup_id)
+    assert report.verdict is Verdict.failed and f"names tenant {b.tenant_id!r}" in failing(report)
+    # Even with its index rewritten to name A it stays closed: A's key and encryption
+    # context cannot open B's data key, so neither its manifest nor its dump opens.
+    index = store.backup_index(s3, b, theirs.backup_id).model_copy(update={"tenant_id": a.tenant_id})
+    s3.put_object(Bucket=bucket, Key=dst + store.INDEX, Body=index.model_dump_json().encode())
     report = drill(ctx, a, backup_id=theirs.backup_id)
     assert report.verdict is Verdict.failed
     assert report.key_unusable and "KMS refused to decrypt the backup's data key" in failing(report)
-    # The unmodified copy is refused before any decryption.
-    s3.copy_object(Bucket=bucket, Key=dst + "manifest.json", CopySource={"Bucket": bucket, "Key": src + "manifest.json"})
-    report = drill(ctx, a, backup_id=theirs.backup_id)
-    assert report.verdict is Verdict.failed and f"names tenant {b.tenant_id!r}" in failing(report)
 
 
-def test_in_place_restores_a_live_tenant_only_with_yes_into_empty_tables(ctx, box, tenant, workspace):
+def test_everything_a_backup_writes_is_under_the_tenants_key(ctx, box, tenant, tenantctl_cli):
+    """Dump and manifest: sealed with a data key of the tenant key and stored
+    SSE-KMS under it; only the index is in clear, and it holds no tenant data.
+    History lists backups from the indexes without a KMS call."""
+    record = tenant("shred", conversations=2, messages=2, objects=2)
+    res = record.resources
+    manifest = backup(ctx, record)
+    s3 = box.client("s3")
+    where = store.backup_dir(record, manifest.backup_id)
+    stored = {o["Key"][len(where):] for o in s3.list_objects_v2(Bucket=res.bucket, Prefix=where)["Contents"]}
+    assert stored == {store.DUMP, store.MANIFEST, store.INDEX}
+    for name in (store.DUMP, store.MANIFEST):
+        head = s3.head_object(Bucket=res.bucket, Key=where + name)
+        assert head["ServerSideEncryption"] == "aws:kms" and head["SSEKMSKeyId"] == res.kms_key_arn, name
+    sealed = s3.get_object(Bucket=res.bucket, Key=where + store.MANIFEST)["Body"].read()
+    for secret in (b"messages", b"uploads/0.txt", manifest.tables["messages"].checksum.encode(),
+                   manifest.dump.sha256.encode(), res.store.secret_arn.encode()):
+        assert secret not in sealed
+    index = json.loads(s3.get_object(Bucket=res.bucket, Key=where + store.INDEX)["Body"].read())
+    assert set(index) == {"format", "backup_id", "tenant_id", "kind", "reason", "started_at", "finished_at",
+                          "key_arn", "encrypted_data_key", "manifest_nonce", "stored_bytes", "spec"}
+    assert "messages" not in json.dumps(index) and "uploads/" not in json.dumps(index)
+    # Another tenant's key opens none of it.
+    other = tenant("shred-other")
+    stranger = record.model_copy(update={"resources": res.model_copy(update={"kms_key_arn":
+                                                                              other.resources.kms_key_arn})})
+    with pytest.raises(KeyUnusable, match="KMS refused"):
+        store.load_manifest(ctx.s3, ctx.kms, stranger, manifest.backup_id)
+    # Listing needs no key: history works with KMS out of the way.
+    calls = []
+    ctx.kms.meta.events.register("before-call.kms", lambda **kw: calls.append(kw["model"].name))
+    assert [i.backup_id for i in store.list_backups(ctx.s3, record)][-1] == manifest.backup_id and calls == []
+    listed = json.loads(tenantctl_cli("drill", "history", record.tenant_id, "--json").stdout)
+    assert listed["backups"][-1]["backup_id"] == manifest.backup_id
+    assert listed["backups"][-1]["stored_bytes"] == manifest.dump.stored_bytes
+
+
+def test_a_backup_of_the_earlier_layout_is_still_restored(ctx, box, tenant):
+    """Format 1 (before manifests were sealed): manifest.json in clear, no index."""
+    record = tenant("shred")
+    manifest = backup(ctx, record)
+    s3, where = box.client("s3"), store.backup_dir(record, manifest.backup_id)
+    for name in (store.INDEX, store.MANIFEST):
+        s3.delete_object(Bucket=record.resources.bucket, Key=where + name)
+    legacy = manifest.model_copy(update={"format": 1})
+    s3.put_object(Bucket=record.resources.bucket, Key=where + store.LEGACY_MANIFEST, Body=legacy.model_dump_json())
+    index = store.backup_index(s3, record, manifest.backup_id)
+    assert index.format == 1 and index.encrypted_data_key is None and index.kind == manifest.kind
+    report = drill(ctx, record, backup_id=manifest.backup_id)
+    assert report.verdict is Verdict.passed, failing(report)
+
+
+def test_in_place_restores_a_live_tenant_only_with_yes_into_empty_tables(ctx, box, tenant, workspace, tenantctl_cli):
     record = tenant("inplace")
     res = record.resources
     written = history(box, record)
@@ -190,9 +279,16 @@ def test_in_place_restores_a_live_tenant_only_with_yes_into_empty_tables(ctx, bo
     manifest = backup(ctx, record)
     with pytest.raises(InvalidInput, match="--yes"):
         restore(ctx, record, manifest, target=Target.in_place)
-    refused = drill(ctx, record, backup_id=manifest.backup_id, target=Target.in_place, yes=True)
-    assert refused.verdict is Verdict.failed and "is not empty: refused (context_items: 1 rows" in failing(refused)
-    assert workspace.registry.require(record.tenant_id).lock is None  # the in-place lock was released
+    drills_before = list_reports(ctx.s3, record)
+    with pytest.raises(Conflict, match=r"is not empty: refused \(context_items: 1 rows"):
+        drill(ctx, record, backup_id=manifest.backup_id, target=Target.in_place, yes=True)
+    refused = tenantctl_cli("drill", "restore", record.tenant_id, "--backup", manifest.backup_id,
+                            "--target", "in-place", "--yes")
+    assert refused.returncode == 5 and "is not empty: refused" in refused.stderr, refused
+    # A conflict is not a drill: no failed drill in the history, nothing in the record.
+    assert list_reports(ctx.s3, record) == drills_before
+    after = workspace.registry.require(record.tenant_id)
+    assert after.lock is None and after.last_error is None and after.version == record.version
 
     # The data is lost (tables emptied, an upload deleted); the tables provisioning made are an empty target.
     with box.admin(res.store.database) as conn:
@@ -207,7 +303,7 @@ def test_in_place_restores_a_live_tenant_only_with_yes_into_empty_tables(ctx, bo
     assert workspace.registry.require(record.tenant_id).status is TenantStatus.active
 
 
-def test_a_key_pending_deletion_is_reported(ctx, box, tenant):
+def test_a_key_pending_deletion_is_reported(ctx, box, tenant, tenantctl_cli):
     record = tenant("pending")
     backup(ctx, record)
     box.client("kms").schedule_key_deletion(KeyId=record.resources.kms_key_arn.rsplit("/", 1)[-1],
@@ -217,6 +313,29 @@ def test_a_key_pending_deletion_is_reported(ctx, box, tenant):
     report = drill(ctx, record, backup_id="latest")
     assert report.verdict is Verdict.failed
     assert report.key_unusable and "is pending deletion (deleted on " in failing(report)
+    for args in (["run", record.tenant_id], ["restore", record.tenant_id]):
+        run = tenantctl_cli("drill", *args)
+        assert run.returncode == 10, (args, run.stdout, run.stderr)  # documented: 10, the key is unusable
+
+
+def test_overwrite_backs_the_live_tenant_up_first(ctx, box, tenant, workspace):
+    record = tenant("overwrite", conversations=2, messages=3)
+    res = record.resources
+    manifest = backup(ctx, record)
+    at_backup = rows(box, res.store.database, res.store.schema_name)
+    write_history(box, record, conversations=1, messages=4, context_items=0)  # written after the backup
+    live = rows(box, res.store.database, res.store.schema_name)
+    assert len(live["messages"]) == len(at_backup["messages"]) + 4
+
+    report = drill(ctx, record, backup_id=manifest.backup_id, target=Target.in_place, yes=True, overwrite=True)
+    assert report.verdict is Verdict.passed, failing(report)
+    assert rows(box, res.store.database, res.store.schema_name) == at_backup
+    [note] = [n for n in report.notes if "backed up before being overwritten" in n]
+    kept = store.load_manifest(ctx.s3, ctx.kms, record, re.search(r"backup (\S+) \(", note).group(1))
+    assert kept.reason == "before-overwrite" and kept.tables["messages"].rows == len(live["messages"])
+    assert workspace.registry.require(record.tenant_id).lock is None
+    with pytest.raises(InvalidInput, match="in-place only"):
+        restore(ctx, record, manifest, overwrite=True)
 
 
 @pytest.mark.parametrize("tier", [Tier.pooled, Tier.dedicated])
@@ -230,7 +349,7 @@ def test_restore_after_deprovision_brings_the_tenant_back(ctx, box, tenant, work
 
     tomb, _, details = deprovision(workspace, record.tenant_id)
     assert tomb.status is TenantStatus.deprovisioned and tomb.retain_until is not None
-    final = store.load_manifest(s3, tomb, details["final_backup"])
+    final = store.load_manifest(s3, ctx.kms, tomb, details["final_backup"])
     assert final.reason == "final" and final.tables["messages"].rows == 15
     assert kms.describe_key(KeyId=res.kms_key_arn)["KeyMetadata"]["KeyState"] == "PendingDeletion"
     with box.admin() as conn:  # the schema (dedicated: the whole database) is gone
@@ -270,7 +389,7 @@ def test_restore_after_deprovision_brings_the_tenant_back(ctx, box, tenant, work
     content = 4  # tenant_id, conversation_id, seq, role, *content*, metadata, created_at
     assert [r[:content] + r[content + 1:] for r in now_rows["messages"]] == \
         [r[:content] + r[content + 1:] for r in live_rows["messages"]]
-    assert all(a[content] != b[content] for a, b in zip(now_rows["messages"], live_rows["messages"]))
+    assert all(a[content] != b[content] for a, b in zip(now_rows["messages"], live_rows["messages"], strict=True))
     assert history(box, back) == written
     # Objects: the backup's versions, the later upload gone (a delete marker), SSE-KMS under the new key.
     assert objects(box, back) == live_objects
@@ -279,21 +398,22 @@ def test_restore_after_deprovision_brings_the_tenant_back(ctx, box, tenant, work
         assert head["SSEKMSKeyId"].rsplit("/", 1)[-1] == new.kms_key_arn.rsplit("/", 1)[-1]
 
     # A new backup chain under the new key, and the next drill of the live tenant passes.
-    after = store.latest_manifest(s3, back)
+    after = latest(ctx, back)
     assert after.reason == "after-restore" and after.key_arn == new.kms_key_arn
     assert drill(ctx, back).verdict is Verdict.passed
 
     # Deprovisioned again without a final backup; past the retention window nothing is restored.
-    backups = len(store.list_manifests(s3, back))
+    backups = len(store.list_backups(s3, back))
     again, _, details = deprovision(workspace, record.tenant_id, final_backup=False)
-    assert details["final_backup"] is None and len(store.list_manifests(s3, again)) == backups
+    assert details["final_backup"] is None and len(store.list_backups(s3, again)) == backups
     if tier is Tier.dedicated:
         snapshots = {snap["DBSnapshotIdentifier"] for snap in box.client("rds").describe_db_snapshots()["DBSnapshots"]}
         final = f"tenantctl-{record.tenant_id}-final"
         assert final in snapshots and any(name.startswith(final + "-") for name in snapshots)
     expired = again.model_copy(update={"retain_until": again.retain_until.replace(year=2000)})
     with pytest.raises(InvalidInput, match="retention window ended"):
-        revive(workspace, ctx, expired, after, target=Target.in_place, yes=True)
+        revive(workspace, ctx, expired, store.backup_index(s3, again, after.backup_id), target=Target.in_place,
+               yes=True)
 
 
 def test_a_restore_after_deprovision_that_cannot_verify_leaves_the_tenant_deprovisioned(ctx, box, tenant, workspace):
@@ -301,20 +421,25 @@ def test_a_restore_after_deprovision_that_cannot_verify_leaves_the_tenant_deprov
     tomb, _, details = deprovision(workspace, record.tenant_id)
     # The final backup's manifest promises other rows than its dump holds: the restore cannot verify.
     s3 = box.client("s3")
-    manifest = store.load_manifest(s3, tomb, details["final_backup"])
-    manifest = manifest.model_copy(update={"tables": {**manifest.tables, "messages": manifest.tables["messages"].model_copy(
+    manifest = store.load_manifest(s3, ctx.kms, tomb, details["final_backup"])
+    messages = manifest.tables["messages"]
+    manifest = manifest.model_copy(update={"tables": {**manifest.tables, "messages": messages.model_copy(
         update={"checksum": "12345"})}})
-    store.put_manifest(s3, tomb, manifest)
+    index = store.backup_index(s3, tomb, manifest.backup_id)  # sealed again, as an operator holding the key could
+    context = envelope.encryption_context(tomb.tenant_id, manifest.backup_id)
+    plain = envelope.open_data_key(ctx.kms, tomb.resources.kms_key_arn, index.encrypted_data_key, context)
+    store.put_backup(s3, tomb, manifest, envelope.DataKey(plain, index.encrypted_data_key, b""))
     report = drill(ctx, tomb, backup_id=manifest.backup_id, target=Target.in_place, yes=True,
                    restorer=functools.partial(revive, workspace))
     assert report.verdict is Verdict.failed
     assert any("stays deprovisioned" in n for n in report.notes), report.notes
     still = workspace.registry.require(record.tenant_id)
-    assert still.status is TenantStatus.deprovisioned and still.lock is None and "verification failed" in still.last_error
+    assert still.status is TenantStatus.deprovisioned and still.lock is None
+    assert "verification failed" in still.last_error
     # The backup's key stays usable for another attempt.
     assert box.client("kms").describe_key(KeyId=tomb.resources.kms_key_arn)["KeyMetadata"]["KeyState"] == "Enabled"
     with pytest.raises(Conflict, match="not empty"):  # and the restored copy is not overwritten blindly
-        revive(workspace, ctx, workspace.registry.require(record.tenant_id), manifest, target=Target.in_place,
+        revive(workspace, ctx, workspace.registry.require(record.tenant_id), index, target=Target.in_place,
                yes=True)
 
 
@@ -333,7 +458,7 @@ def test_dedicated_on_aws_uses_rds_snapshots(ctx, box, tenant):
     assert manifest.tables["messages"].rows == 6 and len(manifest.objects) == 1
     snaps = rds.describe_db_snapshots(DBSnapshotIdentifier=manifest.snapshot.identifier)["DBSnapshots"]
     assert snaps[0]["DBInstanceIdentifier"] == instance
-    assert store.latest_manifest(ctx.s3, record).snapshot == manifest.snapshot
+    assert latest(ctx, record).snapshot == manifest.snapshot
 
     result = restore(aws, record, manifest)
     assert result.scratch_instance.startswith("drill-") and result.scratch_instance != instance

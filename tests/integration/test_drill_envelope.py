@@ -10,7 +10,7 @@ import boto3
 import pytest
 
 from tenantctl.drills import envelope
-from tenantctl.errors import BackupCorrupt, KeyUnusable
+from tenantctl.errors import BackupCorrupt, KeyUnusable, TargetUnavailable
 
 pytestmark = pytest.mark.integration
 
@@ -71,3 +71,22 @@ def test_another_tenants_key_or_context_cannot_open_a_backup(kms, keys):
     with pytest.raises(KeyUnusable, match="KMS refused"):  # A's key, B's context
         opened(kms, keys["dr-env-a"], key, envelope.encryption_context("dr-env-b", "b1"), blob)
     assert opened(kms, keys["dr-env-a"], key, context, blob) == b"tenant a's rows"
+
+
+@pytest.mark.parametrize("code, error", [("ThrottlingException", TargetUnavailable),
+                                         ("KMSInternalException", TargetUnavailable),
+                                         ("DisabledException", KeyUnusable)])
+def test_kms_failures_keep_their_meaning(sandbox, keys, code, error):
+    """A throttled KMS (past the client's retries) is the target being unavailable
+    (exit 7), not an unusable key (exit 10)."""
+    from botocore.exceptions import ClientError
+
+    kms = boto3.client("kms", endpoint_url=sandbox.aws_endpoint_url, region_name=sandbox.region)
+    key, context, blob = seal(kms, keys["dr-env-a"], b"rows")
+
+    def fail(**_):
+        raise ClientError({"Error": {"Code": code, "Message": "injected"}}, "Decrypt")
+
+    kms.meta.events.register("before-call.kms.Decrypt", fail)
+    with pytest.raises(error, match=code if error is TargetUnavailable else "disabled"):
+        opened(kms, keys["dr-env-a"], key, context, blob)

@@ -5,7 +5,6 @@ test launcher (tests/faults/launch.py) reads mean nothing to the real
 from __future__ import annotations
 
 import pytest
-
 from fault_tools import Cli, registry_record, run_id
 from faults import FAULT_AFTER_ENV, FAULT_THROTTLE_ENV, FAULT_THROTTLE_FILE_ENV
 

@@ -18,8 +18,8 @@ import boto3
 import psycopg
 import pytest
 from botocore.client import BaseClient
-
 from faults import FAULT_AFTER_ENV, FAULT_EXIT_CODE, FAULT_POINT_ENV, IMPORT_ROOT
+
 from tenantctl import naming
 from tenantctl.engines.base import Op
 from tenantctl.engines.local import LocalEngine
@@ -206,7 +206,7 @@ endpoints = SandboxEndpoints.model_validate_json(Path(sys.argv[1]).read_text())
 engine = LocalEngine(Path(sys.argv[2]), endpoints)
 getattr(engine, sys.argv[3])(sys.argv[4])
 """
-POOLED_WRITES = 13  # resources of a pooled tenant stack: one write each
+POOLED_WRITES = 16  # resources of a pooled tenant stack: one write each
 
 
 def run_crashing(sandbox, project: Path, tmp_path: Path, action: str, stack: str, after: int, point: str):

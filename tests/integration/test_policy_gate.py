@@ -170,6 +170,23 @@ def test_engine_gate_alone_refuses_the_hand_edited_stack(ready, project, sandbox
     assert_nothing_created(sandbox, before, tenant)
 
 
+def test_cli_refuses_a_single_az_shared_database(ready, cli, sandbox):
+    """The platform spec's one unsafe option: `platform preview` (and so `up`)
+    exits 8 naming the rule, before the engine changes anything."""
+    path = stack_file(cli.root / "stacks", "platform")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({"config": {"aws:region": sandbox.region,
+                                               "tenantctl:platform": {"db_multi_az": False}}}))
+    before = inventory(sandbox)
+    try:
+        run = cli("platform", "preview", "--json")
+    finally:
+        path.unlink()
+    assert run.returncode == 8, run.stderr
+    assert "rule shared-db-multi-az" in run.stderr and "platform.db_multi_az is false" in run.stderr
+    assert inventory(sandbox) == before
+
+
 # -- only expressible by editing infra/: the program with one setting flipped ------------------
 
 def transformed(type_: str, **props: Any) -> Callable[[str], dict[str, Any]]:
@@ -231,6 +248,28 @@ PROGRAM_CASES = [
                  "public-database", "publicly accessible", id="public-db"),
     pytest.param("ck-gate-pub-bucket", "pooled", with_public_bucket,
                  "bucket-public-access", "public access not fully blocked", id="public-bucket"),
+    # The security scanners' findings, each put back into the program.
+    pytest.param("ck-gate-endpoint", "dedicated", transformed("aws:ec2/vpcEndpoint:VpcEndpoint", policy=None),
+                 "vpc-endpoint-policy", "no endpoint policy", id="endpoint-without-policy"),
+    pytest.param("ck-gate-rotation-days", "pooled",
+                 transformed("aws:secretsmanager/secretRotation:SecretRotation",
+                             rotation_rules={"automatically_after_days": 365}),
+                 "secret-rotation", "rotated every 365 days", id="secret-rotated-yearly"),
+    pytest.param("ck-gate-flow-log", "dedicated", transformed("aws:ec2/flowLog:FlowLog", traffic_type="REJECT"),
+                 "vpc-flow-logs", "no flow log of ALL traffic", id="flow-log-rejects-only"),
+    pytest.param("ck-gate-rds-iam", "dedicated",
+                 transformed("aws:rds/instance:Instance", iam_database_authentication_enabled=False),
+                 "rds-hardening", "IAM database authentication is off", id="rds-without-iam-auth"),
+    pytest.param("ck-gate-topic", "pooled", transformed("aws:sns/topic:Topic", kms_master_key_id=None),
+                 "alarm-topic-encryption", "topic not encrypted", id="plain-alarm-topic"),
+    pytest.param("ck-gate-default-sg", "dedicated",
+                 transformed("aws:ec2/defaultSecurityGroup:DefaultSecurityGroup",
+                             egress=[{"protocol": "-1", "from_port": 0, "to_port": 0, "cidr_blocks": ["0.0.0.0/0"]}]),
+                 "default-security-group", "the default security group keeps rules", id="default-sg-egress"),
+    pytest.param("ck-gate-db-cidr", "pooled",
+                 transformed("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
+                             referenced_security_group_id=None, cidr_ipv4="10.0.0.0/16"),
+                 "db-ingress-from-groups", "PostgreSQL ingress from 10.0.0.0/16", id="db-ingress-from-vpc-range"),
 ]
 
 

@@ -10,7 +10,7 @@ import pytest
 from psycopg import sql
 from runtime_tenants import jwt_settings, runtime, runtime_env  # noqa: F401  (fixtures)
 
-from tenant_runtime import DecryptionFailed, TenantContext, TenantMismatch, TenantRuntime
+from tenant_runtime import DecryptionFailed, TenantContext, TenantMismatch, TenantRuntime, UntrustedContext
 from tenant_runtime.jobs import Job, JobMessage, JobQueue
 from tenant_runtime.objects import MIN_PART, ObjectAccess
 
@@ -24,7 +24,8 @@ def ab(runtime, runtime_env):
 def queue_depth(env, url: str) -> tuple[int, int]:
     attrs = env.client("sqs").get_queue_attributes(
         QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed"])
-    return int(attrs["Attributes"]["ApproximateNumberOfMessages"]), int(attrs["Attributes"]["ApproximateNumberOfMessagesDelayed"])
+    found = attrs["Attributes"]
+    return int(found["ApproximateNumberOfMessages"]), int(found["ApproximateNumberOfMessagesDelayed"])
 
 
 # -- the runtime check: A's token addressing B -------------------------------------
@@ -57,8 +58,35 @@ def test_a_token_addressing_b_is_refused_before_any_operation(runtime, runtime_e
 
 def test_a_context_can_never_hold_b_record(runtime, ab):
     a, _, _, ctx_b = ab
-    with pytest.raises(TenantMismatch):
+    with pytest.raises(UntrustedContext):
         TenantContext(tenant_id=a, record=ctx_b.record)
+
+
+def test_only_a_resolved_context_reaches_b(runtime, runtime_env, ab):
+    """A duck-typed object with A's id and B's record, or A's real context with
+    B's record slipped in, is refused by every service before any call: no URL
+    for B's object, nothing on B's queue, none of B's history."""
+    from types import SimpleNamespace
+
+    a, b, ctx_a, ctx_b = ab
+    runtime.store.append(ctx_b, "conv-b-duck", "user", "b's own")
+    key = f"{ctx_b.resources.prefix}uploads/secret.pdf"
+    runtime_env.client("s3").put_object(Bucket=ctx_b.resources.bucket, Key=key, Body=b"b's document")
+    depth = queue_depth(runtime_env, ctx_b.resources.queue_url)
+    duck = SimpleNamespace(tenant_id=a, record=ctx_b.record, resources=ctx_b.resources, subject="x", claims={})
+    slipped = runtime.resolve(runtime_env.token(a), a)
+    object.__setattr__(slipped, "record", ctx_b.record.model_copy(update={"tenant_id": a}))
+    for forged in (duck, slipped):
+        with pytest.raises(UntrustedContext):
+            runtime.objects.presign_download(forged, key)
+        with pytest.raises(UntrustedContext):
+            runtime.jobs.schedule(forged, Job(kind="steal"), 0)
+        with pytest.raises(UntrustedContext):
+            runtime.store.history(forged, "conv-b-duck")
+    assert queue_depth(runtime_env, ctx_b.resources.queue_url) == depth
+    # A job worker gets its context from the registry too, without a token.
+    worker = runtime.context(a)
+    assert worker.tenant_id == a and worker.resources == ctx_a.resources and worker.subject == "service"
 
 
 def test_http_requests_map_to_statuses(runtime, runtime_env, ab):
@@ -80,7 +108,8 @@ def test_http_requests_map_to_statuses(runtime, runtime_env, ab):
 
     async def history(request: Request):
         ctx = request.state.tenant
-        page = runtime.store.history(ctx, request.path_params["conv"], limit=2, cursor=request.query_params.get("cursor"))
+        page = runtime.store.history(ctx, request.path_params["conv"], limit=2,
+                                     cursor=request.query_params.get("cursor"))
         return JSONResponse({"messages": [m.content for m in page.messages], "next": page.next_cursor})
 
     app = Starlette(routes=[Route("/tenants/{tenant_id}/conversations/{conv}", history)])
@@ -90,10 +119,10 @@ def test_http_requests_map_to_statuses(runtime, runtime_env, ab):
     own = client.get(f"/tenants/{a}/conversations/conv-http", headers=auth)
     assert own.status_code == 200 and own.json()["messages"] == ["a via http"]
     foreign = client.get(f"/tenants/{b}/conversations/conv-http", headers=auth)
-    assert foreign.status_code == 403 and foreign.json()["error"] == "tenant_mismatch"
+    assert foreign.status_code == 403 and foreign.json()["code"] == "tenant_mismatch"
     b_cursor = runtime.store.history(ctx_b, "conv-http", limit=1).next_cursor
     smuggled = client.get(f"/tenants/{a}/conversations/conv-http", params={"cursor": b_cursor}, headers=auth)
-    assert smuggled.status_code == 403 and smuggled.json()["error"] == "tenant_mismatch"
+    assert smuggled.status_code == 403 and smuggled.json()["code"] == "tenant_mismatch"
     assert client.get(f"/tenants/{a}/conversations/conv-http").status_code == 401
 
 

@@ -13,7 +13,9 @@ import pytest
 from psycopg import sql
 from runtime_tenants import runtime, runtime_env  # noqa: F401  (fixtures)
 
-from tenant_runtime import TenantContext, TenantMismatch
+from tenant_runtime import RegistryReader, TenantMismatch
+from tenant_runtime.context import from_registry
+from tenant_runtime.registry import record_to_item
 from tenant_runtime.store import ContextStore
 
 
@@ -57,18 +59,22 @@ def test_credentials_come_from_the_secret_not_the_record(runtime, runtime_env):
     item = runtime_env.client("dynamodb").get_item(TableName=runtime_env.registry_table,
                                                   Key={"tenant_id": {"S": a}})["Item"]
     assert password not in str(item) and "password" not in item["record"]["S"]
-    # A record (for A) pointing at B's secret is refused, not followed.
+    # A registry record (for A) pointing at B's secret, as an operator's slip would leave it: refused, not followed.
     ctx_a = ctx_of(runtime, runtime_env, "a")
     res = ctx_a.resources
     wrong = res.model_copy(update={"store": res.store.model_copy(
         update={"secret_arn": runtime_env.tenants[b].resources.store.secret_arn})})
-    forged = TenantContext(tenant_id=a, record=ctx_a.record.model_copy(update={"resources": wrong}))
+    dynamodb = runtime_env.client("dynamodb")
+    dynamodb.put_item(TableName=runtime_env.registry_table,
+                      Item=record_to_item(ctx_a.record.model_copy(update={"resources": wrong})))
     store = ContextStore(runtime.envelope, lambda ctx: runtime.clients.client(ctx, "secretsmanager"))
     try:
+        reader = RegistryReader(runtime_env.registry_table, client=dynamodb)
         with pytest.raises(TenantMismatch, match="store secret"):
-            store.history(forged, "conv-any")
+            store.history(from_registry(reader, a), "conv-any")
     finally:
         store.close()
+        dynamodb.put_item(TableName=runtime_env.registry_table, Item=record_to_item(ctx_a.record))
 
 
 def test_conversation_list_pages_are_complete_while_conversations_are_added(runtime, runtime_env):
@@ -136,7 +142,7 @@ def test_pages_are_complete_and_disjoint_while_inserts_run(runtime, runtime_env)
 def test_pooled_connection_carries_no_tenant_after_a_request(runtime, runtime_env):
     ctx = ctx_of(runtime, runtime_env, "a")
     runtime.store.append(ctx, "conv-pool", "user", "hello")
-    pool = runtime.store._pools[ctx.tenant_id]
+    pool = runtime.store.logins.pools[ctx.tenant_id]
     conn = pool.idle[-1]  # the very connection the request used, back in the pool
     # Outside a tenant transaction the setting is gone: RLS shows nothing (fail closed).
     assert conn.execute("SELECT current_setting('app.tenant_id', true)").fetchone()[0] in (None, "")
@@ -156,9 +162,13 @@ def test_gateway_connection_reused_across_tenants_leaks_nothing(runtime, runtime
     runtime.store.append(ctx_b, "conv-gw", "user", "from b")
     gateway, password = f"gateway_{uuid.uuid4().hex[:8]}", "gw-password"
     with runtime_env.admin() as admin:
-        admin.execute(sql.SQL("CREATE ROLE {} LOGIN NOINHERIT PASSWORD {}").format(sql.Identifier(gateway), sql.Literal(password)))
-        admin.execute(sql.SQL("GRANT {}, {} TO {}").format(sql.Identifier(a.resources.store.role),
-                                                           sql.Identifier(b.resources.store.role), sql.Identifier(gateway)))
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN NOINHERIT PASSWORD {}").format(
+            sql.Identifier(gateway), sql.Literal(password)))
+        admin.execute(sql.SQL("GRANT {}, {} TO {}").format(
+            sql.Identifier(a.resources.store.role), sql.Identifier(b.resources.store.role), sql.Identifier(gateway)))
+        # PUBLIC has no CONNECT on the shared database: the login is granted it, as the real gateway is
+        admin.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+            sql.Identifier(a.resources.store.database), sql.Identifier(gateway)))
     try:
         with psycopg.connect(host=runtime_env.sandbox.pg_host, port=runtime_env.sandbox.pg_port,
                              dbname=a.resources.store.database, user=gateway, password=password) as conn:
@@ -177,9 +187,12 @@ def test_gateway_connection_reused_across_tenants_leaks_nothing(runtime, runtime
             assert conn.execute("SELECT current_user, current_setting('app.tenant_id', true)").fetchone() in (
                 (gateway, None), (gateway, ""))
             with pytest.raises(psycopg.errors.InsufficientPrivilege):  # no role between transactions
-                conn.execute(sql.SQL("SELECT 1 FROM {}").format(sql.Identifier(a.resources.store.schema_name, "messages")))
+                conn.execute(sql.SQL("SELECT 1 FROM {}").format(
+                    sql.Identifier(a.resources.store.schema_name, "messages")))
     finally:
         with runtime_env.admin() as admin:
+            admin.execute(sql.SQL("REVOKE CONNECT ON DATABASE {} FROM {}").format(
+                sql.Identifier(a.resources.store.database), sql.Identifier(gateway)))
             admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(gateway)))
 
 
@@ -270,3 +283,60 @@ def test_row_level_security_holds_even_if_a_schema_were_mis_granted(runtime, run
         assert conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE conversation_id = 'conv-rls'").format(msgs)
                             ).fetchone()[0] == 1
         assert not conn.execute("SELECT has_schema_privilege(%s, %s, 'USAGE')", (role, schema)).fetchone()[0]
+
+
+@pytest.mark.parametrize("key", ["b", "d"])  # pooled (the platform's function), dedicated (its own)
+def test_the_store_survives_a_password_rotation_mid_traffic(runtime, runtime_env, key):
+    """A real single-user rotation of the tenant's secret (Secrets Manager's four
+    steps on moto, ALTER ROLE on the sandbox PostgreSQL) while a writer appends
+    without pause, every append on a fresh login: not one request fails, also
+    inside the window where the role already has the AWSPENDING password and
+    AWSCURRENT still holds the old one; afterwards the old password is refused."""
+    from tenantctl.sandbox import rotation
+
+    tid = runtime_env.ids[key]
+    ctx = ctx_of(runtime, runtime_env, key)
+    arn = ctx.resources.store.secret_arn
+    sm = runtime_env.client("secretsmanager")
+    old = runtime_env.secret(tid)
+    store = ContextStore(runtime.envelope, lambda c: runtime.clients.client(c, "secretsmanager"),
+                         max_idle_per_tenant=0)  # no pooling: every append logs in
+    conversation = f"conv-rotation-{uuid.uuid4().hex[:8]}"
+    done, errors, stop = [], [], threading.Event()
+
+    def writer() -> None:
+        while not stop.is_set():
+            try:
+                done.append(store.append(ctx, conversation, "user", f"m{len(done)}").seq)
+            except Exception as exc:  # noqa: BLE001 - every failure is the test's finding
+                errors.append(repr(exc))
+
+    def appends_go_on(at_least: int = 3) -> None:
+        target = len(done) + at_least
+        for _ in range(600):
+            if len(done) >= target or errors:
+                return
+            stop.wait(0.05)
+        raise AssertionError("the writer stalled")
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        appends_go_on()
+        token = rotation.rotate(sm, arn, steps=("createSecret", "setSecret"))
+        appends_go_on()  # the window: the role has the new password, AWSCURRENT the old one
+        assert runtime_env.secret(tid)["password"] == old["password"]
+        rotation.rotate(sm, arn, steps=("testSecret", "finishSecret"), token=token)
+        appends_go_on()
+    finally:
+        stop.set()
+        thread.join(30)
+        store.close()
+    assert errors == []
+    new = runtime_env.secret(tid)
+    assert new["password"] != old["password"] and new["username"] == old["username"]
+    assert "AWSPENDING" not in str(sm.describe_secret(SecretId=arn)["VersionIdsToStages"])
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(host=old["host"], port=old["port"], dbname=old["dbname"], user=old["username"],
+                        password=old["password"]).close()
+    assert len(runtime.store.history(ctx, conversation, limit=500).messages) == len(done)

@@ -83,9 +83,8 @@ def test_status_and_ensure_running_find_the_running_sandbox(sandbox: SandboxEndp
 
 
 def test_cli_status_json_and_state_dir_from_the_environment(sandbox: SandboxEndpoints):
-    from tenantctl.cli.app import _register, app
+    from tenantctl.cli.app import app
 
-    _register()
     # TENANTCTL_SANDBOX_DIR (set by the fixture) chooses the directory when --state-dir is absent.
     result = CliRunner().invoke(app, ["sandbox", "status", "--json"])
     assert result.exit_code == 0, result.output

@@ -31,8 +31,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from infra.components.tenant_role import trust_document
-from tenant_runtime.context import TenantContext
+from tenant_runtime.context import from_registry
 from tenant_runtime.credentials import SESSION_TAG, ClientFactory
+from tenant_runtime.registry import RegistryReader
 from tenantctl.checks import iam_eval
 
 A, TWIN, OTHER = "ck-acme", "ck-acme-corp", "ck-other"
@@ -45,6 +46,13 @@ def aws(sandbox, service: str, **kw):
 @pytest.fixture(scope="module")
 def tenants(provision_tenant):
     return {t: provision_tenant(t) for t in (A, TWIN, OTHER)}
+
+
+@pytest.fixture(scope="module")
+def resolve(tenants, workspace, sandbox):
+    """tenant id -> its TenantContext, resolved from the registry as the runtime does."""
+    reader = RegistryReader(workspace.ensure_platform()["registry_table"], client=aws(sandbox, "dynamodb"))
+    return lambda tenant_id: from_registry(reader, tenant_id)
 
 
 def role_documents(sandbox, record) -> tuple[dict, list[dict]]:
@@ -137,23 +145,69 @@ def test_trust_policy_pins_the_caller_and_the_tenant_tag(tenants, workspace, san
     assert iam_eval.allows_all([trust], iam_eval.assume_role(role, runtime, {SESSION_TAG: A}))
     for tags in ({SESSION_TAG: TWIN}, {SESSION_TAG: "ck-acm"}, {}, {SESSION_TAG: A, "tenant": TWIN}, {"tenant": A}):
         assert not iam_eval.allows_all([trust], iam_eval.assume_role(role, runtime, tags)), tags
-    assert not iam_eval.allows_all([trust], iam_eval.assume_role(role, "arn:aws:iam::000000000000:root", {SESSION_TAG: A}))
+    elsewhere = iam_eval.assume_role(role, "arn:aws:iam::000000000000:root", {SESSION_TAG: A})
+    assert not iam_eval.allows_all([trust], elsewhere)
 
 
-def test_the_runtimes_assume_role_request_satisfies_the_trust_policy(tenants, sandbox):
+def runtime_factory(sandbox, workspace) -> ClientFactory:
+    """The runtime in assume_role mode, running as the platform's runtime role
+    (on the sandbox it assumes that role first)."""
+    return ClientFactory("assume_role", region=sandbox.region, endpoint_url=sandbox.aws_endpoint_url,
+                         runtime_role_arn=workspace.ensure_platform()["runtime_principal_arn"])
+
+
+def test_tenant_roles_trust_the_platforms_runtime_role_only(tenants, sandbox, workspace, resolve):
+    """Not the account root: a role of the runtime's own, which only its runners
+    may become and which may only assume tenant roles and read the registry;
+    the runtime's tenant credentials come through it."""
+    from infra.components.runtime_role import runtime_access_document, runtime_trust_document
+
+    iam = aws(sandbox, "iam")
+    runtime = workspace.ensure_platform()["runtime_principal_arn"]
+    account = aws(sandbox, "sts").get_caller_identity()["Account"]
+    assert runtime == f"arn:aws:iam::{account}:role/tenantctl-runtime"
+    role = iam.get_role(RoleName="tenantctl-runtime")["Role"]
+    assert role["AssumeRolePolicyDocument"] == runtime_trust_document(["ecs-tasks.amazonaws.com"])
+    [name] = iam.list_role_policies(RoleName="tenantctl-runtime")["PolicyNames"]
+    access = iam.get_role_policy(RoleName="tenantctl-runtime", PolicyName=name)["PolicyDocument"]
+    platform = workspace.ensure_platform()
+    dynamodb = aws(sandbox, "dynamodb")
+    tables = [dynamodb.describe_table(TableName=platform[t])["Table"]["TableArn"]
+              for t in ("registry_table", "revocation_table")]
+    assert access == runtime_access_document(*tables, platform["gateway_secret_arn"], platform["platform_key_arn"],
+                                             sandbox.region)
+    assert allowed([access], iam_eval.Request("sts:AssumeRole", tenants[A].resources.role_arn))
+    assert not allowed([access], iam_eval.Request("sts:AssumeRole", f"arn:aws:iam::{account}:role/admin"))
+    assert not allowed([access], iam_eval.s3_object("s3:GetObject", tenants[A].resources.bucket, f"tenants/{A}/x"))
+
+    factory = runtime_factory(sandbox, workspace)
+    as_runtime = factory.runtime_sts(sandbox.region).get_caller_identity()["Arn"]
+    assert as_runtime.startswith(f"arn:aws:sts::{account}:assumed-role/tenantctl-runtime/")
+    tenant_sts = factory.client(resolve(A), "sts")
+    assert tenant_sts.get_caller_identity()["Arn"] == \
+        f"arn:aws:sts::{account}:assumed-role/tenantctl-{A}-app/tenant-{A}"
+    trust, _ = role_documents(sandbox, tenants[A])
+    tag = {SESSION_TAG: A}
+    assert iam_eval.allows_all([trust], iam_eval.assume_role(tenants[A].resources.role_arn, as_runtime, tag))
+    for other in (f"arn:aws:iam::{account}:root", f"arn:aws:iam::{account}:user/intruder",
+                  f"arn:aws:sts::{account}:assumed-role/tenantctl-{TWIN}-app/tenant-{TWIN}"):
+        assert not iam_eval.allows_all([trust], iam_eval.assume_role(tenants[A].resources.role_arn, other, tag)), other
+
+
+def test_the_runtimes_assume_role_request_satisfies_the_trust_policy(tenants, sandbox, workspace, resolve):
     """The AssumeRole parameters the runtime really sends, judged against the live
     trust policy: its own tenant's role yes, the twin's role no."""
-    factory = ClientFactory("assume_role", region=sandbox.region, endpoint_url=sandbox.aws_endpoint_url)
+    factory = runtime_factory(sandbox, workspace)
     sent: list[dict] = []
-    sts = factory._shared_client("sts", sandbox.region)
+    sts = factory.runtime_sts(sandbox.region)
     sts.meta.events.register("provide-client-params.sts.AssumeRole", lambda params, **_: sent.append(dict(params)))
-    ctx = TenantContext(tenant_id=A, record=tenants[A])
+    ctx = resolve(A)
     factory.client(ctx, "s3")
     [params] = sent
     assert params["RoleArn"] == tenants[A].resources.role_arn
     tags = {t["Key"]: t["Value"] for t in params["Tags"]}
     assert tags == {SESSION_TAG: A} and params["TransitiveTagKeys"] == [SESSION_TAG]
-    caller = aws(sandbox, "sts").get_caller_identity()["Arn"]  # the sandbox's own identity (account root)
+    caller = sts.get_caller_identity()["Arn"]  # a session of the platform's runtime role
     trust_a, _ = role_documents(sandbox, tenants[A])
     trust_twin, _ = role_documents(sandbox, tenants[TWIN])
     assert iam_eval.allows_all([trust_a], iam_eval.assume_role(params["RoleArn"], caller, tags))
@@ -162,22 +216,23 @@ def test_the_runtimes_assume_role_request_satisfies_the_trust_policy(tenants, sa
 
 # -- enforced by moto itself -----------------------------------------------------------------------
 
-def test_moto_denies_a_tenant_credential_on_other_prefixes(tenants, sandbox):
+def test_moto_denies_a_tenant_credential_on_other_prefixes(tenants, sandbox, resolve):
     bucket = tenants[A].resources.bucket
     admin_s3 = aws(sandbox, "s3")
     for t in (A, TWIN, OTHER):
         admin_s3.put_object(Bucket=bucket, Key=f"tenants/{t}/probe.txt", Body=t.encode())
     factory = ClientFactory("assume_role", region=sandbox.region, endpoint_url=sandbox.aws_endpoint_url)
-    ctx = TenantContext(tenant_id=A, record=tenants[A])
+    ctx = resolve(A)
     s3, sqs = factory.client(ctx, "s3"), factory.client(ctx, "sqs")  # AssumeRole happens here, auth still off
     with moto_enforces_iam(sandbox):
         assert denied(lambda: admin_s3.list_buckets()) == "InvalidAccessKeyId"  # auth really is on
         assert s3.get_object(Bucket=bucket, Key=f"tenants/{A}/probe.txt")["Body"].read() == A.encode()
         s3.put_object(Bucket=bucket, Key=f"tenants/{A}/uploads/new.txt", Body=b"mine")
         for other in (TWIN, OTHER):
-            assert denied(lambda: s3.get_object(Bucket=bucket, Key=f"tenants/{other}/probe.txt")) == "AccessDenied"
-            assert denied(lambda: s3.put_object(Bucket=bucket, Key=f"tenants/{other}/x.txt", Body=b"x")) == "AccessDenied"
-            assert denied(lambda: s3.delete_object(Bucket=bucket, Key=f"tenants/{other}/probe.txt")) == "AccessDenied"
+            probe, new = f"tenants/{other}/probe.txt", f"tenants/{other}/x.txt"
+            assert denied(lambda k=probe: s3.get_object(Bucket=bucket, Key=k)) == "AccessDenied"
+            assert denied(lambda k=new: s3.put_object(Bucket=bucket, Key=k, Body=b"x")) == "AccessDenied"
+            assert denied(lambda k=probe: s3.delete_object(Bucket=bucket, Key=k)) == "AccessDenied"
         assert denied(lambda: s3.get_object(Bucket=bucket, Key=f"tenants/{A}x/probe.txt")) == "AccessDenied"
         # SQS: moto resolves the queue ARN, so the queue grant is enforced too.
         sqs.send_message(QueueUrl=tenants[A].resources.queue_url, MessageBody="mine")
@@ -186,13 +241,13 @@ def test_moto_denies_a_tenant_credential_on_other_prefixes(tenants, sandbox):
     assert admin_s3.get_object(Bucket=bucket, Key=f"tenants/{TWIN}/probe.txt")["Body"].read() == TWIN.encode()
 
 
-def test_what_moto_does_not_enforce(tenants, sandbox):
+def test_what_moto_does_not_enforce(tenants, sandbox, resolve):
     """Pinned so a moto upgrade that starts enforcing these shows up here (then
     the README's table should move them to "enforced on the sandbox")."""
     bucket = tenants[A].resources.bucket
     _, docs = role_documents(sandbox, tenants[A])
     factory = ClientFactory("assume_role", region=sandbox.region, endpoint_url=sandbox.aws_endpoint_url)
-    ctx = TenantContext(tenant_id=A, record=tenants[A])
+    ctx = resolve(A)
     s3, kms = factory.client(ctx, "s3"), factory.client(ctx, "kms")
     with moto_enforces_iam(sandbox):
         # s3:prefix on ListBucket: moto lists the twin's prefix; the document denies it.
@@ -242,11 +297,11 @@ def test_moto_enforces_the_pinned_caller_but_not_the_tag(tenants, sandbox):
 
 # -- the cache --------------------------------------------------------------------------------------
 
-def test_credentials_are_cached_until_shortly_before_expiry(tenants, sandbox):
+def test_credentials_are_cached_until_shortly_before_expiry(tenants, sandbox, resolve):
     now = [datetime.now(UTC)]
     factory = ClientFactory("assume_role", region=sandbox.region, endpoint_url=sandbox.aws_endpoint_url,
                             duration_seconds=900, refresh_margin=120, clock=lambda: now[0])
-    ctx_a, ctx_twin = (TenantContext(tenant_id=t, record=tenants[t]) for t in (A, TWIN))
+    ctx_a, ctx_twin = resolve(A), resolve(TWIN)
     first = factory.client(ctx_a, "s3")
     expiry = factory._scoped[A][0]
     assert timedelta(seconds=800) < expiry - now[0] <= timedelta(seconds=905)  # DurationSeconds=900

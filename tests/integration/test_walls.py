@@ -286,6 +286,23 @@ def test_iam_role_quota_refuses_before_anything_exists(cli: Cli, sandbox):
     refused = cli("provision", tenant_id, "--tier", "dedicated", env={"TENANTCTL_QUOTA_IAM_ROLES": roles})
     assert refused.returncode == QUOTA_EXIT, refused
     flat = " ".join(refused.stderr.split())
-    assert f"IAM roles in the account: {roles} of {roles} in use, the tenant needs 1 more" in flat
+    # the tenant role and its rotation function's execution role
+    assert f"IAM roles in the account: {roles} of {roles} in use, the tenant needs 2 more" in flat
     assert "iam:GetAccountSummary RolesQuota" in flat
     assert_dedicated_nothing_created(cli, sandbox, tenant_id)
+
+
+def test_shared_database_group_rule_quota_refuses_a_pooled_tenant_before_anything_exists(cli: Cli, sandbox):
+    """A pooled tenant adds one rule to the shared database's security group:
+    the group's rule quota (60 by default) is a cell's lowest wall."""
+    group = platform_outputs(sandbox)["db_security_group_id"]
+    rules = aws(sandbox, "ec2").describe_security_group_rules(
+        Filters=[{"Name": "group-id", "Values": [group]}])["SecurityGroupRules"]
+    used = str(sum(not r["IsEgress"] for r in rules))
+    tenant_id = f"ft-q{RUN}-sgr"
+    refused = cli("provision", tenant_id, env={"TENANTCTL_QUOTA_DB_INGRESS_RULES": used})
+    assert refused.returncode == QUOTA_EXIT, refused
+    flat = " ".join(refused.stderr.split())
+    assert (f"ingress rules of the shared database's security group {group}: {used} of {used} in use, "
+            "the tenant needs 1 more") in flat
+    assert_nothing_created(cli, sandbox, tenant_id)

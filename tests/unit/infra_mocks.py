@@ -43,8 +43,15 @@ def platform_outputs(account: str = ACCOUNT, region: str = REGION) -> dict[str, 
         "db_port": 5432, "db_name": "tenantctl",
         "db_admin_secret_arn": f"arn:aws:secretsmanager:{region}:{account}:secret:rds!db-shared-AbCdEf",
         "db_security_group_id": "sg-shared-db", "bucket": bucket, "bucket_arn": f"arn:aws:s3:::{bucket}",
+        "logs_bucket": f"tenantctl-logs-{account}-{region}",
         "platform_key_arn": f"arn:aws:kms:{region}:{account}:key/platform", "registry_table": "tenantctl-registry",
-        "admin_role_arn": root, "runtime_principal_arn": root,
+        "admin_role_arn": root, "runtime_principal_arn": root, "revocation_table": "tenantctl-revocations",
+        "gateway_role": "tenantctl_gateway",
+        "gateway_secret_arn": f"arn:aws:secretsmanager:{region}:{account}:secret:tenantctl/platform/gateway-AbCdEf",
+        "flow_logs_role_arn": f"arn:aws:iam::{account}:role/tenantctl-flow-logs-{region}",
+        "db_monitoring_role_arn": f"arn:aws:iam::{account}:role/tenantctl-rds-monitoring-{region}",
+        "rotation_function_arn": f"arn:aws:lambda:{region}:{account}:function:tenantctl-platform-rot",
+        "rotation_role_arn": f"arn:aws:iam::{account}:role/serverlessrepo-tenantctl-platform-rot-role",
     }
 
 
@@ -97,8 +104,14 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 return physical, {"arn": f"arn:aws:dynamodb:{r}:{a}:table/{physical}", "name": physical}
             case "aws:sns/topic:Topic":
                 return f"arn:aws:sns:{r}:{a}:{physical}", {"arn": f"arn:aws:sns:{r}:{a}:{physical}"}
-            case "aws:rds/subnetGroup:SubnetGroup":
+            case "aws:rds/subnetGroup:SubnetGroup" | "aws:rds/parameterGroup:ParameterGroup":
                 return physical, {"name": physical}
+            case "aws:cloudwatch/logGroup:LogGroup":
+                return physical, {"arn": f"arn:aws:logs:{r}:{a}:log-group:{physical}"}
+            case "aws:serverlessrepository/cloudFormationStack:CloudFormationStack":
+                function = inputs["parameters"]["functionName"]
+                return f"arn:aws:cloudformation:{r}:{a}:stack/serverlessrepo-{physical}/{_hex(name)}", {
+                    "outputs": {"RotationLambdaARN": f"arn:aws:lambda:{r}:{a}:function:{function}"}}
         return rid, {}
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str, dict]:
@@ -127,6 +140,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 return {"names": names, "zoneIds": [f"use1-az{i}" for i in range(1, 4)], "id": r, "region": r}, []
             case "aws:index/getRegion:getRegion":
                 return {"name": r, "region": r, "id": r, "endpoint": f"ec2.{r}.amazonaws.com"}, []
+            case "aws:lambda/getFunction:getFunction":
+                name = args.args["functionName"].rsplit(":", 1)[-1]
+                return {"arn": args.args["functionName"], "functionName": name,
+                        "role": f"arn:aws:iam::{a}:role/serverlessrepo-{name}-role"}, []
         raise NotImplementedError(f"mock has no answer for invoke {args.token}")
 
 

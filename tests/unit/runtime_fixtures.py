@@ -1,12 +1,16 @@
-"""Shared builders for the runtime unit tests (records and contexts, no I/O)."""
+"""Shared builders for the runtime unit tests: records, an in-memory registry
+and the contexts it resolves (no I/O)."""
 
 from __future__ import annotations
 
-from tenant_runtime.context import TenantContext
+from tenant_runtime.context import TenantContext, from_registry
 from tenant_runtime.models import StoreConnection, TenantRecord, TenantResources, TenantStatus, Tier
+from tenant_runtime.registry import RegistryReader
+
+KEY = "arn:aws:kms:us-east-1:123456789012:key/x"
 
 
-def record(tenant_id: str, status: TenantStatus = TenantStatus.active, key_arn: str = "arn:aws:kms:us-east-1:123456789012:key/x") -> TenantRecord:
+def record(tenant_id: str, status: TenantStatus = TenantStatus.active, key_arn: str = KEY) -> TenantRecord:
     store = StoreConnection(endpoint="127.0.0.1", database="postgres", schema_name=f"tenant_{tenant_id}",
                             role=f"tenant_{tenant_id}_app", secret_arn=f"arn:secret:{tenant_id}")
     resources = TenantResources(
@@ -17,5 +21,20 @@ def record(tenant_id: str, status: TenantStatus = TenantStatus.active, key_arn: 
     return TenantRecord(tenant_id=tenant_id, tier=Tier.pooled, status=status, region="us-east-1", resources=resources)
 
 
+class Registry(RegistryReader):
+    """A RegistryReader answering from records in memory (its DynamoDB reads
+    and cache are tested with a Stubber in test_runtime_registry.py)."""
+
+    def __init__(self, *records: TenantRecord) -> None:
+        super().__init__("registry", client=object(), ttl=1e-9, negative_ttl=1e-9)
+        self.records = {r.tenant_id: r for r in records}
+        self.asked: list[str] = []
+
+    def _fetch(self, tenant_id: str) -> TenantRecord | None:
+        self.asked.append(tenant_id)
+        return self.records.get(tenant_id)
+
+
 def context(tenant_id: str, **kwargs) -> TenantContext:
-    return TenantContext(tenant_id=tenant_id, record=record(tenant_id, **kwargs))
+    """A context resolved the way the runtime resolves one (from a registry record)."""
+    return from_registry(Registry(record(tenant_id, **kwargs)), tenant_id)

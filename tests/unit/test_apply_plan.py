@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from tenantctl.engines.base import Op, PropertyDiff, ResourceChange
 from tenantctl.errors import CHANGES_PENDING, InvalidInput
 from tenantctl.fingerprint import applied_hash
 from tenantctl.models import PlatformSpec, TenantRecord, TenantSpec, TenantStatus, Tier
@@ -72,6 +73,43 @@ def test_markdown_summary_names_failures_and_orphans():
     assert "`old`" in text and "--prune --yes" in text
 
 
+def _queue_change() -> ResourceChange:
+    return ResourceChange(op=Op.update, type="aws:sqs/queue:Queue", name="acme-queue", diffs=[
+        PropertyDiff(path="delaySeconds", old=0, new=30)])
+
+
+def test_markdown_preview_lists_each_resource_with_its_changed_properties():
+    key = ResourceChange(op=Op.replace, type="aws:kms/key:Key", name="acme-key", diffs=[
+        PropertyDiff(path="keyUsage", old="ENCRYPT_DECRYPT", new="SIGN_VERIFY")])
+    policy = ResourceChange(op=Op.update, type="aws:iam/rolePolicy:RolePolicy", name="acme-access", diffs=[
+        PropertyDiff(path="policy.Statement[0].Resource", old="a|b", new="x" * 400)])
+    text = render("apply_summary.md.j2", summary=summary(
+        True,
+        TenantResult(tenant_id="acme", action=Action.update, reason="spec or program changed since the last apply",
+                     changes={"update": 2, "replace": 1, "same": 9}, resources=[_queue_change(), policy, key]),
+        TenantResult(tenant_id="same", action=Action.unchanged)))
+    assert "| `acme` | update | ok | spec or program changed since the last apply | update 2, replace 1 |" in text
+    assert "| update | `acme-queue` | `aws:sqs/queue:Queue` | `delaySeconds`: `0` → `30` |" in text
+    assert "`policy.Statement[0].Resource`: `a\\|b` → `" + "x" * 160 + "…`" in text  # pipes escaped, long cut
+    assert "| replace :warning: | `acme-key` |" in text and "replaced: its data is lost" in text
+    assert ":rotating_light: **data-bearing resources replaced or deleted**: `acme` (replace `acme-key`)" in text
+    assert "same 9" not in text and "\n\n\n" not in text
+
+
+def test_markdown_of_a_repair_shows_the_drift_and_the_orphans():
+    from tenantctl.operations.refresh import Orphan
+
+    drift = ResourceChange(op=Op.update, type="aws:sqs/queue:Queue", name="acme-queue", diffs=[
+        PropertyDiff(path="delaySeconds", old=0, new=600)])
+    orphan = Orphan(arn="arn:aws:sqs:r:1:tenantctl-acme-extra", kind="sqs", name="tenantctl-acme-extra",
+                    removable=True, removed="deleted")
+    result = TenantResult(tenant_id="acme", action=Action.repair, reason="drift: 1 changed, 1 orphan(s)",
+                          changes={"update": 1}, resources=[_queue_change()], drift=[drift], orphans=[orphan])
+    text = render("apply_summary.md.j2", summary=summary(False, result).model_copy(update={"refresh": True}))
+    assert "### tenantctl apply --refresh" in text and "Drift found (recorded → live), repaired:" in text
+    assert "`delaySeconds`: `0` → `600`" in text and "- `sqs` `tenantctl-acme-extra`: deleted" in text
+
+
 # -- planning from stack files + registry records (no engine, no registry service) --
 
 
@@ -113,6 +151,24 @@ def test_plan_actions_and_reasons(ws):
 
     pruned = {r.tenant_id: r.action for r in plan(ws, (1, 1), records, prune=True)}
     assert pruned["orphan"] is Action.prune
+
+
+def test_plan_refuses_what_the_run_would_refuse(ws):
+    """A stack file of a tombstoned tenant, or one moving tiers, is an error in the
+    plan (so in a preview too), not a green update that then fails on main."""
+    for spec in (TenantSpec(id="gone"), TenantSpec(id="moving", tier="dedicated"), TenantSpec(id="busy")):
+        write_tenant(ws.stacks_dir, spec)
+    from tenantctl.models import TenantLock
+
+    records = {"gone": record("gone", status=TenantStatus.deprovisioned), "moving": record("moving"),
+               "busy": record("busy", lock=TenantLock(operation="provision", owner="x", host="h", pid=1))}
+    got = {r.tenant_id: r for r in plan(ws, (1, 1), records)}
+    assert got["gone"].action is Action.invalid and not got["gone"].ok
+    assert "tombstoned" in got["gone"].error and "never reused" in got["gone"].error
+    assert got["moving"].action is Action.invalid and "moving tiers" in got["moving"].error
+    # A lock is a run in progress, not a refusal of this change.
+    assert got["busy"].action is Action.update and got["busy"].ok
+    assert summary(True, *got.values()).exit_code() == 1
 
 
 def test_plan_match_scopes_files_and_records(ws):
@@ -195,6 +251,6 @@ def test_the_engine_prepares_once_before_the_worker_pool(ws, monkeypatch):
     ws.cwd, ws.ensure_platform = ws.project_dir, dict
     ws.registry = SimpleNamespace(iter_all=list)
     ws.engine = SimpleNamespace(prepare=lambda: order.append("prepare"))
-    monkeypatch.setattr(apply_op, "run_pool", lambda todo, *args: order.append(f"pool of {len(todo)}"))
+    monkeypatch.setattr(apply_op, "run_pool", lambda todo, *args, **kw: order.append(f"pool of {len(todo)}"))
     apply_op.apply(ws, preview=True, parallel=2)
     assert order == ["prepare", "pool of 2"]

@@ -42,7 +42,7 @@ ROUND_TABLE = {
         "backup_daily_change": 0.1, "storage_headroom": 1.25,
     },
 }
-PLATFORM = PlatformSpec(db_instance_class="db.t4g.medium", db_storage_gb=50, az_count=2)
+PLATFORM = PlatformSpec(db_instance_class="db.t4g.medium", db_storage_gb=50, az_count=2, db_multi_az=False)
 S3 = {"STANDARD": 10 * GIB, "GLACIER": 5 * GIB}
 
 
@@ -54,6 +54,7 @@ def prices(tmp_path):
 
 
 def inputs(tier: Tier, db_gb: float = 1, **kw) -> CostInputs:
+    kw.setdefault("dedicated", DedicatedSpec(multi_az=False))  # single-AZ figures below; Multi-AZ has its own test
     return CostInputs(tenant_id="acme", tier=tier, s3_bytes_by_class=S3, db_bytes=int(db_gb * GIB), **kw)
 
 
@@ -64,6 +65,12 @@ def lines(est) -> dict[str, float]:
 def test_platform_cost_is_shared_instance_storage_and_endpoints(prices):
     # 1000 h x 0.05 + 50 GB x 0.1 + 2 endpoints x 2 AZ x 1000 h x 0.01
     assert platform_cost(prices, PLATFORM) == pytest.approx(50 + 5 + 40)
+
+
+def test_the_default_multi_az_shared_database_costs_twice_the_instance_and_storage(prices):
+    multi_az = PLATFORM.model_copy(update={"db_multi_az": True})
+    assert PlatformSpec().db_multi_az is True
+    assert platform_cost(prices, multi_az) == pytest.approx(2 * 50 + 2 * 5 + 40)
 
 
 def test_pooled_tenant_pays_its_own_resources_and_an_even_platform_share(prices):

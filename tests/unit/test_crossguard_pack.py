@@ -103,7 +103,10 @@ def test_a_waived_rule_is_disabled_through_the_packs_config() -> None:
 def test_the_platform_stack_is_judged_as_the_platform() -> None:
     key = PlannedResource(type="aws:rds/instance:Instance", name="shared-db", inputs={
         "storageEncrypted": True, "publiclyAccessible": False, "deletionProtection": True,
-        "backupRetentionPeriod": 14, "kmsKeyId": "arn:aws:kms:us-east-1:1:key/platform",
+        "backupRetentionPeriod": 14, "kmsKeyId": "arn:aws:kms:us-east-1:1:key/platform", "multiAz": True,
+        "iamDatabaseAuthenticationEnabled": True, "enabledCloudwatchLogsExports": ["postgresql"],
+        "monitoringInterval": 60, "monitoringRoleArn": "arn:aws:iam::1:role/monitoring",
+        "parameterGroupName": "tenantctl-platform",
         "tags": {"tenant": "platform", "tier": "platform", "owner": "ops", "managed-by": "tenantctl"}})
     assert analyze_all(analyzer(), "platform", [key]) == []
     assert stack_of("urn:pulumi:platform::tenantctl::aws:rds/instance:Instance::shared-db") == "platform"

@@ -5,17 +5,25 @@ are armed at die, that the shipped package holds no fault path, the retry budget
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import boto3
 import pytest
-
 from faults import (
-    FAULT_AFTER_ENV, FAULT_POINT_ENV, FAULT_THROTTLE_ENV, FAULT_THROTTLE_FILE_ENV, STEPS, Faults, SharedTokenBucket,
-    arm, parse_throttle,
+    FAULT_AFTER_ENV,
+    FAULT_POINT_ENV,
+    FAULT_THROTTLE_ENV,
+    FAULT_THROTTLE_FILE_ENV,
+    STEPS,
+    Faults,
+    SharedTokenBucket,
+    arm,
+    parse_throttle,
 )
+
 from tenantctl import aws
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from infra.components.tenant_role import access_document, trust_document
+from tenant_runtime.credentials import SESSION_TAG
 from tenantctl.checks.iam_eval import (
     Decision,
     Request,
@@ -26,7 +27,8 @@ RUNTIME = f"arn:aws:iam::{ACCOUNT}:role/tenantctl-runtime"
 def grants(tenant: str) -> dict:
     return access_document(
         tenant, f"arn:aws:s3:::{BUCKET}",
-        [f"arn:aws:sqs:us-east-1:{ACCOUNT}:tenantctl-{tenant}-jobs", f"arn:aws:sqs:us-east-1:{ACCOUNT}:tenantctl-{tenant}-jobs-dlq"],
+        [f"arn:aws:sqs:us-east-1:{ACCOUNT}:tenantctl-{tenant}-jobs",
+         f"arn:aws:sqs:us-east-1:{ACCOUNT}:tenantctl-{tenant}-jobs-dlq"],
         f"arn:aws:kms:us-east-1:{ACCOUNT}:key/{tenant}-key",
         f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:tenantctl/{tenant}/db-AbCdEf")
 
@@ -60,7 +62,8 @@ def test_queues_keys_and_secrets_are_the_tenants_own():
     assert not evaluate(doc, Request("sqs:SendMessage", twin_q)).allowed
     assert not evaluate(doc, Request("sqs:DeleteQueue", own_q)).allowed
     assert evaluate(doc, Request("kms:Decrypt", f"arn:aws:kms:us-east-1:{ACCOUNT}:key/acme-key")).allowed
-    assert not evaluate(doc, Request("kms:ScheduleKeyDeletion", f"arn:aws:kms:us-east-1:{ACCOUNT}:key/acme-key")).allowed
+    schedule = Request("kms:ScheduleKeyDeletion", f"arn:aws:kms:us-east-1:{ACCOUNT}:key/acme-key")
+    assert not evaluate(doc, schedule).allowed
     assert not evaluate(doc, Request("kms:Decrypt", f"arn:aws:kms:us-east-1:{ACCOUNT}:key/acme-corp-key")).allowed
     assert not evaluate(doc, Request("secretsmanager:GetSecretValue",
                                      f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:tenantctl/acme-corp/db-X")).allowed
@@ -130,3 +133,15 @@ def test_actions_are_case_insensitive_resources_are_not():
     doc = {"Statement": [{"Effect": "Allow", "Action": "S3:getobject", "Resource": "arn:aws:s3:::b/A*"}]}
     assert evaluate([doc], s3_object("s3:GetObject", "b", "Ab")).allowed
     assert not evaluate([doc], s3_object("s3:GetObject", "b", "ab")).allowed
+
+
+def test_a_role_principal_matches_its_sessions_only():
+    runtime = f"arn:aws:iam::{ACCOUNT}:role/ops/tenantctl-runtime"
+    doc = [trust_document("acme", runtime)]
+    role = f"arn:aws:iam::{ACCOUNT}:role/tenantctl-acme-app"
+    session = f"arn:aws:sts::{ACCOUNT}:assumed-role/tenantctl-runtime/tenant-acme"
+    assert allows_all(doc, assume_role(role, session, {SESSION_TAG: "acme"}))
+    for caller in (f"arn:aws:sts::{ACCOUNT}:assumed-role/tenantctl-runtime-x/s",  # another role's session
+                   "arn:aws:sts::000000000000:assumed-role/tenantctl-runtime/s",  # the same name elsewhere
+                   f"arn:aws:iam::{ACCOUNT}:user/intruder"):  # another principal of the account
+        assert not allows_all(doc, assume_role(role, caller, {SESSION_TAG: "acme"})), caller

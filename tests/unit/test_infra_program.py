@@ -12,27 +12,34 @@ TENANT_TYPES = {
     "pulumi:pulumi:StackReference", "aws:kms/key:Key", "aws:kms/alias:Alias", "aws:iam/role:Role",
     "aws:iam/rolePolicy:RolePolicy", "aws:secretsmanager/secret:Secret", "aws:sqs/queue:Queue",
     "aws:ec2/securityGroup:SecurityGroup", "aws:sns/topic:Topic", "aws:cloudwatch/metricAlarm:MetricAlarm",
-    "pulumi-python:dynamic:Resource",
+    "pulumi-python:dynamic:Resource", "aws:kms/grant:Grant", "aws:secretsmanager/secretRotation:SecretRotation",
 }
-DEDICATED_EXTRA = {
+POOLED_EXTRA = {"aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"}  # into the shared database's group
+NETWORK_TYPES = {
     "aws:ec2/vpc:Vpc", "aws:ec2/subnet:Subnet", "aws:ec2/routeTable:RouteTable",
     "aws:ec2/routeTableAssociation:RouteTableAssociation", "aws:ec2/vpcEndpoint:VpcEndpoint",
-    "aws:rds/subnetGroup:SubnetGroup", "aws:rds/instance:Instance",
+    "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup", "aws:ec2/defaultNetworkAcl:DefaultNetworkAcl",
+    "aws:ec2/flowLog:FlowLog", "aws:cloudwatch/logGroup:LogGroup",
+    "aws:ec2/securityGroup:SecurityGroup", "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
+    "aws:rds/subnetGroup:SubnetGroup", "aws:rds/parameterGroup:ParameterGroup", "aws:rds/instance:Instance",
+    "aws:serverlessrepository/cloudFormationStack:CloudFormationStack", "pulumi-python:dynamic:Resource",
 }
-PLATFORM_TYPES = {
-    "aws:ec2/vpc:Vpc", "aws:ec2/subnet:Subnet", "aws:ec2/routeTable:RouteTable",
-    "aws:ec2/routeTableAssociation:RouteTableAssociation", "aws:ec2/securityGroup:SecurityGroup",
-    "aws:ec2/vpcEndpoint:VpcEndpoint", "aws:rds/subnetGroup:SubnetGroup", "aws:rds/instance:Instance",
+DEDICATED_EXTRA = NETWORK_TYPES
+PLATFORM_TYPES = NETWORK_TYPES | {
     "aws:kms/key:Key", "aws:kms/alias:Alias", "aws:s3/bucket:Bucket",
     "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", "aws:s3/bucketPolicy:BucketPolicy",
-    "aws:s3/bucketVersioning:BucketVersioning",
+    "aws:s3/bucketVersioning:BucketVersioning", "aws:s3/bucketOwnershipControls:BucketOwnershipControls",
     "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
-    "aws:dynamodb/table:Table",
+    "aws:s3/bucketLogging:BucketLogging", "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration",
+    "aws:dynamodb/table:Table", "aws:secretsmanager/secret:Secret", "aws:iam/role:Role",
+    "aws:iam/rolePolicy:RolePolicy",
+    "aws:kms/grant:Grant", "aws:secretsmanager/secretRotation:SecretRotation",  # the gateway's password rotates
 }
 PLATFORM_OUTPUTS = {
     "region", "account_id", "vpc_id", "vpc_cidr", "private_subnet_ids", "db_endpoint", "db_port", "db_name",
     "db_admin_secret_arn", "db_security_group_id", "bucket", "bucket_arn", "platform_key_arn", "registry_table",
-    "admin_role_arn", "runtime_principal_arn",
+    "admin_role_arn", "runtime_principal_arn", "revocation_table", "gateway_role", "gateway_secret_arn",
+    "logs_bucket", "flow_logs_role_arn", "db_monitoring_role_arn", "rotation_function_arn", "rotation_role_arn",
 }
 
 
@@ -58,7 +65,7 @@ def platform():
 
 
 def test_pooled_resource_types(pooled):
-    assert pooled[1].types() == TENANT_TYPES
+    assert pooled[1].types() == TENANT_TYPES | POOLED_EXTRA
 
 
 def test_dedicated_resource_types(dedicated):
@@ -93,6 +100,46 @@ def test_platform_outputs(platform):
     assert len(outputs["private_subnet_ids"]) == 2
 
 
+def test_the_platform_makes_the_runtime_a_role_of_its_own(platform):
+    """Tenant roles trust the runtime principal: a dedicated role, never the
+    account root; only its runners may become it, and it may only assume
+    tenant roles and read the registry."""
+    import json
+
+    from infra.components.runtime_role import runtime_access_document, runtime_trust_document
+
+    outputs, mocks = platform
+    [role] = [r for r in mocks.of_type("aws:iam/role:Role") if r.inputs["name"] == "tenantctl-runtime"]
+    assert role.inputs["name"] == "tenantctl-runtime"
+    assert outputs["runtime_principal_arn"].endswith(":role/tenantctl-runtime")
+    assert not outputs["runtime_principal_arn"].endswith(":root")
+    assert json.loads(role.inputs["assumeRolePolicy"]) == runtime_trust_document(["ecs-tasks.amazonaws.com"])
+    [access] = [r for r in mocks.of_type("aws:iam/rolePolicy:RolePolicy") if r.name == "runtime-access"]
+    doc = json.loads(access.inputs["policy"])
+    by_sid = {stmt["Sid"]: stmt for stmt in doc["Statement"]}
+    assert doc == runtime_access_document(by_sid["ReadRegistry"]["Resource"], by_sid["ReadRevocations"]["Resource"],
+                                          by_sid["ReadGatewaySecret"]["Resource"],
+                                          by_sid["OpenGatewaySecret"]["Resource"], "us-east-1")
+    assert by_sid["ReadRegistry"]["Resource"].endswith(":table/tenantctl-registry")
+    assert by_sid["AssumeTenantRoles"]["Resource"] == "arn:aws:iam::*:role/tenantctl-*-app"
+    # A runtime role that may do more is refused by the gate on the platform stack.
+    wider = json.dumps({**doc, "Statement": doc["Statement"] + [{"Effect": "Allow", "Action": "s3:GetObject",
+                                                                 "Resource": "arn:aws:s3:::b/*"}]})
+    tampered = [r.model_copy(update={"inputs": {**r.inputs, "policy": wider}}) if r is access else r
+                for r in mocks.resources]
+    assert [v.rule for v in policy.check(tampered, "platform", platform=True)] == ["iam-scope"]
+
+
+def test_a_named_runtime_principal_is_used_as_is():
+    mocks = RecordingMocks()
+    outputs = run_program("platform", platform_config({"runtime_principal_arn": "arn:aws:iam::123456789012:role/svc"}),
+                          mocks)
+    assert outputs["runtime_principal_arn"] == "arn:aws:iam::123456789012:role/svc"
+    # only the cell's AWS service roles (flow-log delivery, RDS monitoring)
+    assert {r.inputs["name"] for r in mocks.of_type("aws:iam/role:Role")} == {
+        "tenantctl-flow-logs-us-east-1", "tenantctl-rds-monitoring-us-east-1"}
+
+
 @pytest.mark.parametrize(("stack", "tenant_id", "is_platform"),
                          [("pooled", "acme", False), ("dedicated", "globex", False), ("platform", "platform", True)])
 def test_generated_stacks_pass_every_policy_rule(stack, tenant_id, is_platform, request):
@@ -118,9 +165,26 @@ def test_queue_delay_and_redrive_follow_the_spec(pooled):
     assert "tenantctl-acme-jobs-dlq" in queues["tenantctl-acme-jobs"]["redrivePolicy"]
 
 
-def test_dynamic_resources_name_their_provider(pooled):
+def test_dynamic_resources_name_their_provider(pooled, platform):
     kinds = {r.inputs["kind"] for r in pooled[1].of_type("pulumi-python:dynamic:Resource")}
-    assert kinds == set(PROVIDERS) == {"tenant-schema", "prefix-lifecycle"}
+    platform_kinds = {r.inputs["kind"] for r in platform[1].of_type("pulumi-python:dynamic:Resource")}
+    assert kinds == {"tenant-schema", "prefix-lifecycle"}
+    # the platform's and a dedicated tenant's instance revoke PUBLIC's defaults (database-acl)
+    assert kinds | platform_kinds == set(PROVIDERS) == {"tenant-schema", "prefix-lifecycle", "gateway-role",
+                                                        "database-acl"}
+
+
+def test_only_pooled_tenants_grant_their_role_to_the_gateway(pooled, dedicated, platform):
+    def schema_inputs(mocks):
+        [schema] = [r for r in mocks.of_type("pulumi-python:dynamic:Resource") if r.inputs["kind"] == "tenant-schema"]
+        return schema.inputs
+
+    assert schema_inputs(pooled[1])["gateway_role"] == platform_outputs()["gateway_role"] == "tenantctl_gateway"
+    assert schema_inputs(dedicated[1]).get("gateway_role") is None  # per-tenant logins
+    [gateway] = [r for r in platform[1].of_type("pulumi-python:dynamic:Resource") if r.inputs["kind"] == "gateway-role"]
+    assert gateway.inputs["role"] == platform[0]["gateway_role"] and gateway.inputs["database"] == "tenantctl"
+    tables = {t.inputs["name"]: t.inputs for t in platform[1].of_type("aws:dynamodb/table:Table")}
+    assert tables["tenantctl-revocations"]["ttl"] == {"attributeName": "expires_at", "enabled": True}
 
 
 def test_prefix_twins_stay_apart():

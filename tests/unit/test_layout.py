@@ -46,7 +46,8 @@ def _top_level_imports(path: Path, name: str, known: set[str]) -> dict[str, list
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:
-                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                    parts = package.split(".")
+                    base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
                 for alias in node.names:
                     sub = f"{base}.{alias.name}"
                     found.setdefault(sub if sub in known else base, []).append(alias.name)

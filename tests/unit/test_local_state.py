@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from faults import Faults
 
 from tenantctl.engines.base import Op
-from faults import Faults
 from tenantctl.engines.local.handlers import HANDLERS
 from tenantctl.engines.local.handlers.base import Desired
 from tenantctl.engines.local.passes import classify, unsupported_reason
@@ -104,3 +104,24 @@ def test_stack_config_comes_from_the_projects_stack_config_dir(tmp_path: Path) -
     project, config = LocalEngine(tmp_path, endpoints)._config("acme")
     assert project == "tenantctl"
     assert config == {"aws:region": "eu-west-1", "tenantctl:tenant": {"id": "acme"}, "tenantctl:plain": 3}
+
+
+def test_concurrent_refreshes_share_the_sandbox_environment_until_the_last_leaves(tmp_path: Path,
+                                                                                  monkeypatch) -> None:
+    """Refreshes run in threads and each points the providers' clients at the
+    sandbox: the first to leave must not take the setting from the others."""
+    import os
+
+    from tenantctl.engines.local import LocalEngine
+    from tenantctl.sandbox.endpoints import SandboxEndpoints
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    endpoints = SandboxEndpoints(aws_endpoint_url="http://127.0.0.1:1", pg_port=1, pg_password="x",
+                                 pg_bin_dir=tmp_path, state_dir=tmp_path)
+    first, second = LocalEngine(tmp_path, endpoints)._aws_env(), LocalEngine(tmp_path, endpoints)._aws_env()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert os.environ.get("AWS_ENDPOINT_URL") == "http://127.0.0.1:1"  # the second is still reading
+    second.__exit__(None, None, None)
+    assert "AWS_ENDPOINT_URL" not in os.environ  # put back as it was found

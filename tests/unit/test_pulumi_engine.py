@@ -605,6 +605,17 @@ def test_refresh_reports_drift_from_the_result_ops_of_a_preview_only_refresh(pro
     assert cli.ran("stack", "init") == []
 
 
+def test_refresh_names_each_resources_arn_for_the_orphan_check(project: Path, cli: FakeCli) -> None:
+    role_arn, queue_arn = "arn:aws:iam::1:role/tenantctl-acme-app", "arn:aws:sqs:us-east-1:1:tenantctl-acme-jobs"
+    cli.script("preview-refresh", {"events": refresh_stream("acme", [
+        refreshed("acme", ROLE, "acme-role", {"arn": role_arn}, {"arn": role_arn}),
+        refreshed("acme", QUEUE, "acme-jobs", {"arn": queue_arn}, None),
+        refreshed("acme", KEY, "acme-key", {"keyId": "k"}, {"keyId": "k"}),
+    ])})
+    changes = {c.name: c for c in engine_on(project, cli).refresh("acme").changes}
+    assert (changes["acme-role"].arn, changes["acme-jobs"].arn, changes["acme-key"].arn) == (role_arn, queue_arn, "")
+
+
 def test_a_stack_never_applied_has_no_drift_and_nothing_to_destroy(project: Path, cli: FakeCli) -> None:
     engine = engine_on(project, cli)
     assert engine.refresh("ghost").changes == [] and engine.destroy("ghost").changes == []

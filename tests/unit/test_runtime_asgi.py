@@ -1,4 +1,6 @@
-"""The ASGI middleware and the dependency, on a real Starlette app (TestClient)."""
+"""The ASGI middleware and the FastAPI dependency on real Starlette / FastAPI
+apps (TestClient): one RFC 9457 problem shape for every refusal, whichever
+answers it, and the addressed tenant from the path, the host or a header."""
 
 from __future__ import annotations
 
@@ -6,60 +8,165 @@ import time
 
 import jwt
 import pytest
-from runtime_fixtures import record
+from runtime_fixtures import Registry, record
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
-from test_runtime_jwt import Registry
 
-from tenant_runtime.asgi import TenantMiddleware, tenant_dependency
+from tenant_runtime.asgi import TenantMiddleware, error_handler, tenant_dependency
 from tenant_runtime.auth import JWTSettings, TenantResolver
+from tenant_runtime.errors import (
+    DecryptionFailed,
+    InvalidRequest,
+    RegistryUnavailable,
+    TenantMismatch,
+    TenantRuntimeError,
+)
 
 SECRET = "s" * 32
 
 
-def bearer(tenant: str) -> dict[str, str]:
-    return {"Authorization": "Bearer " + jwt.encode({"tenant_id": tenant, "exp": time.time() + 60}, SECRET, "HS256")}
+def bearer(tenant: str, **claims) -> dict[str, str]:
+    body = {"tenant_id": tenant, "exp": time.time() + 3600, **claims}  # tokens of REFUSALS outlive the suite
+    return {"Authorization": "Bearer " + jwt.encode(body, SECRET, "HS256")}
+
+
+class FlakyRegistry(Registry):
+    def get(self, tenant_id):
+        if tenant_id == "down":
+            raise RegistryUnavailable("registry table 'reg' unreadable: timeout")
+        return super().get(tenant_id)
 
 
 @pytest.fixture
 def resolver():
-    return TenantResolver(JWTSettings(key=SECRET, algorithms=("HS256",)), Registry(record("acme"), record("beta")))
+    return TenantResolver(JWTSettings(key=SECRET, algorithms=("HS256",)),
+                          FlakyRegistry(record("acme"), record("beta")))
+
+
+async def whoami(request: Request):
+    return JSONResponse({"tenant": request.state.tenant.tenant_id})
+
+
+def middleware_client(resolver, **options) -> TestClient:
+    app = Starlette(routes=[Route("/tenants/{tenant_id}/me", whoami), Route("/me", whoami),
+                            Route("/health", lambda r: JSONResponse({}))])
+    return TestClient(TenantMiddleware(app, resolver, exempt=("/health",), **options))
+
+
+def dependency_client(resolver, **options) -> TestClient:
+    fastapi = pytest.importorskip("fastapi")
+    from tenant_runtime.context import TenantContext
+
+    app = fastapi.FastAPI()
+    app.add_exception_handler(TenantRuntimeError, error_handler)
+    current_tenant = tenant_dependency(resolver, **options)
+
+    @app.get("/tenants/{tenant_id}/me")
+    def me(ctx: TenantContext = fastapi.Depends(current_tenant)):
+        return {"tenant": ctx.tenant_id}
+
+    @app.get("/me")
+    def me_anywhere(ctx: TenantContext = fastapi.Depends(current_tenant)):
+        return {"tenant": ctx.tenant_id}
+
+    return TestClient(app)
 
 
 def test_middleware_routes_and_refuses(resolver):
-    async def whoami(request: Request):
-        return JSONResponse({"tenant": request.state.tenant.tenant_id})
-
-    app = Starlette(routes=[Route("/tenants/{tenant_id}/me", whoami), Route("/me", whoami),
-                            Route("/health", lambda r: JSONResponse({}))])
-    client = TestClient(TenantMiddleware(app, resolver, exempt=("/health",)))
+    client = middleware_client(resolver)
     assert client.get("/tenants/acme/me", headers=bearer("acme")).json() == {"tenant": "acme"}
     assert client.get("/me", headers=bearer("beta")).json() == {"tenant": "beta"}
     refused = client.get("/tenants/beta/me", headers=bearer("acme"))
-    assert refused.status_code == 403 and refused.json()["error"] == "tenant_mismatch"
+    assert refused.status_code == 403 and refused.json()["code"] == "tenant_mismatch"
+    assert refused.json()["detail"] == "tenant 'acme' may not access tenant 'beta' (addressed by the path)"
     assert client.get("/tenants/acme/me").status_code == 401
     assert client.get("/me", headers=bearer("ghost")).status_code == 404
     assert client.get("/health").status_code == 200
 
 
-def test_dependency_raises_http_exceptions(resolver):
-    dependency = tenant_dependency(resolver)
+REFUSALS = {
+    "no token": ("/tenants/acme/me", {}, 401),
+    "not a bearer header": ("/tenants/acme/me", {"Authorization": "Basic eDp5"}, 401),
+    "bad signature": ("/tenants/acme/me", {"Authorization": "Bearer " + jwt.encode(
+        {"tenant_id": "acme", "exp": time.time() + 600}, "x" * 32, "HS256")}, 401),
+    "expired": ("/tenants/acme/me", bearer("acme", exp=time.time() - 10), 401),
+    "another tenant": ("/tenants/beta/me", bearer("acme"), 403),
+    "another tenant by header": ("/tenants/acme/me", {**bearer("acme"), "X-Tenant-Id": "beta"}, 403),
+    "unknown tenant": ("/tenants/ghost/me", bearer("ghost"), 404),
+    "registry down": ("/tenants/down/me", bearer("down"), 503),
+}
 
-    async def whoami(request: Request):
-        return JSONResponse({"tenant": dependency(request).tenant_id})
 
-    client = TestClient(Starlette(routes=[Route("/tenants/{tenant_id}/me", whoami)]))
-    assert client.get("/tenants/acme/me", headers=bearer("acme")).json() == {"tenant": "acme"}
-    assert client.get("/tenants/acme/me", headers=bearer("beta")).status_code == 403
+@pytest.mark.parametrize(("path", "headers", "status"), REFUSALS.values(), ids=REFUSALS.keys())
+def test_error_shape_is_identical_across_middleware_and_dependency(resolver, path, headers, status):
+    via_middleware = middleware_client(resolver).get(path, headers=headers)
+    via_dependency = dependency_client(resolver).get(path, headers=headers)
+    for answer in (via_middleware, via_dependency):
+        assert answer.status_code == status
+        assert answer.headers["content-type"] == "application/problem+json"
+        problem = answer.json()
+        assert set(problem) == {"type", "title", "status", "detail", "code", "instance"}
+        assert problem["status"] == status and problem["type"].endswith(":" + problem["code"])
+        assert problem["instance"] == path
+    assert via_middleware.json() == via_dependency.json()
+    for name in ("www-authenticate", "retry-after"):
+        assert via_middleware.headers.get(name) == via_dependency.headers.get(name)
+    if status == 401:  # RFC 6750: a challenge, with an error code once credentials were presented
+        challenge = via_middleware.headers["www-authenticate"]
+        assert challenge.startswith('Bearer realm="tenant_runtime"')
+        assert ("error=" in challenge) == ("Authorization" in headers)
+    else:
+        assert "www-authenticate" not in via_middleware.headers
+    assert ("retry-after" in via_middleware.headers) == (status == 503)
+
+
+ADDRESSING = {
+    # (host, extra headers, path) -> status for a token of acme
+    "host of its tenant": ("acme.app.example.com", {}, "/me", 200),
+    "host of another tenant": ("beta.app.example.com", {}, "/me", 403),
+    "host with a port": ("beta.app.example.com:8443", {}, "/me", 403),
+    "host outside the suffix": ("api.example.org", {}, "/me", 200),
+    "the bare suffix": ("app.example.com", {}, "/me", 200),
+    "header of its tenant": ("api.example.org", {"X-Tenant-Id": "acme"}, "/me", 200),
+    "header of another tenant": ("api.example.org", {"X-Tenant-Id": "beta"}, "/me", 403),
+    "empty header": ("api.example.org", {"X-Tenant-Id": ""}, "/me", 403),
+    "host and path agree": ("acme.app.example.com", {}, "/tenants/acme/me", 200),
+    "host right, path wrong": ("acme.app.example.com", {}, "/tenants/beta/me", 403),
+    "path right, header wrong": ("acme.app.example.com", {"X-Tenant-Id": "beta"}, "/tenants/acme/me", 403),
+}
+
+
+@pytest.mark.parametrize(("host", "extra", "path", "status"), ADDRESSING.values(), ids=ADDRESSING.keys())
+@pytest.mark.parametrize("make_client", [middleware_client, dependency_client], ids=["middleware", "dependency"])
+def test_host_and_header_are_compared_with_the_token(resolver, make_client, host, extra, path, status):
+    client = make_client(resolver, host_suffix="app.example.com")
+    answer = client.get(path, headers={**bearer("acme"), "Host": host, **extra})
+    assert answer.status_code == status, answer.text
+    if status == 403:
+        detail = answer.json()["detail"]
+        assert detail.startswith("tenant 'acme' may not access tenant ") and "(addressed by the " in detail
+        assert "tenant of tenant" not in detail
+
+
+def test_a_mismatch_names_the_source_that_addressed_the_other_tenant(resolver):
+    client = middleware_client(resolver, host_suffix="app.example.com")
+    by_host = client.get("/me", headers={**bearer("acme"), "Host": "beta.app.example.com"}).json()["detail"]
+    by_header = client.get("/me", headers={**bearer("acme"), "X-Tenant-Id": "beta"}).json()["detail"]
+    assert by_host == "tenant 'acme' may not access tenant 'beta' (addressed by the host 'beta.app.example.com')"
+    assert by_header == "tenant 'acme' may not access tenant 'beta' (addressed by the x-tenant-id header)"
+    # Resources keep their wording.
+    assert str(TenantMismatch("acme", "beta", "cursor")) == "tenant 'acme' may not access cursor of tenant 'beta'"
+
+
+def test_header_routing_can_be_switched_off(resolver):
+    client = middleware_client(resolver, tenant_header=None)
+    assert client.get("/me", headers={**bearer("acme"), "X-Tenant-Id": "beta"}).status_code == 200
 
 
 def test_errors_raised_by_the_app_map_to_their_status(resolver):
-    from tenant_runtime.asgi import error_handler
-    from tenant_runtime.errors import DecryptionFailed, InvalidRequest, TenantRuntimeError
-
     async def broken(request: Request):
         raise DecryptionFailed("sealed for another tenant")
 
@@ -67,52 +174,14 @@ def test_errors_raised_by_the_app_map_to_their_status(resolver):
     app.add_exception_handler(TenantRuntimeError, error_handler)
     client = TestClient(TenantMiddleware(app, resolver))
     answer = client.get("/tenants/acme/broken", headers=bearer("acme"))
-    assert answer.status_code == 403 and answer.json()["error"] == "decryption_failed"
+    assert answer.status_code == 403 and answer.json()["code"] == "decryption_failed"
+    assert answer.headers["content-type"] == "application/problem+json"
 
     async def bare(scope, receive, send):  # no framework: the middleware answers
         raise InvalidRequest("bad cursor")
 
     answer = TestClient(TenantMiddleware(bare, resolver)).get("/tenants/acme/x", headers=bearer("acme"))
-    assert answer.status_code == 400 and answer.json() == {"error": "invalid_request", "detail": "bad cursor"}
-
-
-def test_a_waking_tenant_is_a_503_saying_when_to_retry(resolver):
-    from tenant_runtime.asgi import error_handler
-    from tenant_runtime.errors import TenantRuntimeError, TenantWaking
-
-    async def hibernated(request: Request):
-        raise TenantWaking("acme", "starting", retry_after=30)
-
-    app = Starlette(routes=[Route("/tenants/{tenant_id}/history", hibernated)])
-    app.add_exception_handler(TenantRuntimeError, error_handler)
-    for client in (TestClient(TenantMiddleware(app, resolver)), TestClient(TenantMiddleware(
-            lambda scope, receive, send: hibernated(None), resolver))):
-        answer = client.get("/tenants/acme/history", headers=bearer("acme"))
-        assert answer.status_code == 503 and answer.headers["retry-after"] == "30"
-        assert answer.json()["error"] == "tenant_waking" and "starting" in answer.json()["detail"]
-
-
-def test_fastapi_dependency_and_error_handler(resolver):
-    fastapi = pytest.importorskip("fastapi")
-    from tenant_runtime.asgi import error_handler
-    from tenant_runtime.context import TenantContext
-    from tenant_runtime.errors import InvalidRequest, TenantRuntimeError
-
-    app = fastapi.FastAPI()
-    app.add_exception_handler(TenantRuntimeError, error_handler)
-    current_tenant = tenant_dependency(resolver)
-
-    @app.get("/tenants/{tenant_id}/me")
-    def whoami(ctx: TenantContext = fastapi.Depends(current_tenant)):
-        return {"tenant": ctx.tenant_id}
-
-    @app.get("/tenants/{tenant_id}/bad")
-    def bad(ctx: TenantContext = fastapi.Depends(current_tenant)):
-        raise InvalidRequest("bad cursor")
-
-    client = TestClient(app)
-    assert client.get("/tenants/acme/me", headers=bearer("acme")).json() == {"tenant": "acme"}
-    assert client.get("/tenants/acme/me", headers=bearer("beta")).status_code == 403
-    assert client.get("/tenants/acme/me").status_code == 401
-    answer = client.get("/tenants/acme/bad", headers=bearer("acme"))
-    assert answer.status_code == 400 and answer.json()["error"] == "invalid_request"
+    assert answer.status_code == 400
+    assert answer.json() == {"type": "urn:tenant-runtime:problem:invalid_request", "title": "Invalid request",
+                             "status": 400, "detail": "bad cursor", "code": "invalid_request",
+                             "instance": "/tenants/acme/x"}

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 from runtime_fixtures import context
 
 from tenant_runtime.crypto import MAGIC, DataKeyCache, Envelope
-from tenant_runtime.errors import DecryptionFailed
+from tenant_runtime.errors import DecryptionFailed, KeyUnusable, KmsUnavailable
 
 
 class Clock:
@@ -32,6 +33,11 @@ def tenants(kms):
 
 def envelope(kms, **bounds) -> Envelope:
     return Envelope(lambda ctx: kms, DataKeyCache(**bounds))
+
+
+def data_key_calls(env: Envelope) -> int:
+    """GenerateDataKey + Decrypt calls (the key-state checks aside)."""
+    return env.kms_calls - env.key_checks
 
 
 def test_round_trip_and_fresh_nonce_per_message(kms, tenants):
@@ -73,9 +79,10 @@ def test_kms_binds_the_data_key_to_its_tenant(kms, tenants):
     from tenant_runtime.crypto import kms_context
 
     a = tenants["acme"]
-    resp = kms.generate_data_key(KeyId=a.resources.kms_key_arn, KeySpec="AES_256", EncryptionContext=kms_context("beta"))
+    key = a.resources.kms_key_arn
+    resp = kms.generate_data_key(KeyId=key, KeySpec="AES_256", EncryptionContext=kms_context("beta"))
     with pytest.raises(kms.exceptions.InvalidCiphertextException):
-        kms.decrypt(KeyId=a.resources.kms_key_arn, CiphertextBlob=resp["CiphertextBlob"], EncryptionContext=kms_context("acme"))
+        kms.decrypt(KeyId=key, CiphertextBlob=resp["CiphertextBlob"], EncryptionContext=kms_context("acme"))
 
 
 def test_data_key_reuse_is_bounded_by_messages_age_and_entries(kms, tenants):
@@ -84,13 +91,13 @@ def test_data_key_reuse_is_bounded_by_messages_age_and_entries(kms, tenants):
     a, b = tenants["acme"], tenants["beta"]
     for i in range(25):
         env.encrypt(a, f"c{i % 7}", b"x")  # one data key per tenant, whatever the conversation
-    assert env.kms_calls == 3  # 10 + 10 + 5 messages
+    assert data_key_calls(env) == 3  # 10 + 10 + 5 messages
     clock.now = 60
     env.encrypt(a, "c1", b"x")
-    assert env.kms_calls == 4  # too old: a new key
+    assert data_key_calls(env) == 4  # too old: a new key
     env.encrypt(b, "c1", b"x")  # evicts acme's key (LRU, 1 entry)
     env.encrypt(a, "c1", b"x")
-    assert env.kms_calls == 6
+    assert data_key_calls(env) == 6
 
 
 def test_reading_costs_one_kms_decrypt_per_data_key(kms, tenants):
@@ -100,7 +107,80 @@ def test_reading_costs_one_kms_decrypt_per_data_key(kms, tenants):
     blobs += [writer.encrypt(a, f"c{i % 10}", b"w%d" % i) for i in range(100)]  # 2 keys, 10 conversations
     reader = envelope(kms)
     convs = ["c1"] * 3 + [f"c{i % 10}" for i in range(100)]
-    opened = [reader.decrypt(a, c, b) for c, b in zip(convs, blobs)]
+    opened = [reader.decrypt(a, c, b) for c, b in zip(convs, blobs, strict=True)]
     assert opened[:3] == [b"m0", b"m1", b"m2"] and opened[-1] == b"w99"
-    assert reader.kms_calls == 5
-    assert writer.decrypt(a, "c9", blobs[-1]) == b"w99" and writer.kms_calls == 2  # its own keys: no Decrypt
+    assert data_key_calls(reader) == 5 and reader.key_checks == 1  # one key-state check within recheck_after
+    assert writer.decrypt(a, "c9", blobs[-1]) == b"w99" and data_key_calls(writer) == 2  # its own keys: no Decrypt
+
+
+# -- KMS failures: throttled, key unusable, integrity -------------------------------------------
+
+def kms_answers(kms, operation: str, code: str) -> None:
+    """Every call of ``operation`` on this client fails with ``code`` (what the
+    client raises once its own retries are spent)."""
+    def fail(**_):
+        raise ClientError({"Error": {"Code": code, "Message": f"injected {code}"}}, operation)
+
+    kms.meta.events.register(f"before-call.kms.{operation}", fail)
+
+
+def sealed(kms, tenants) -> bytes:
+    return envelope(kms).encrypt(tenants["acme"], "c1", b"secret")
+
+
+@pytest.mark.parametrize("code", ["ThrottlingException", "KMSInternalException", "DependencyTimeoutException",
+                                  "KeyUnavailableException"])
+def test_a_throttled_or_failing_kms_is_a_retryable_503(kms, tenants, code):
+    blob = sealed(kms, tenants)
+    kms_answers(kms, "Decrypt", code)
+    with pytest.raises(KmsUnavailable, match=code) as err:
+        envelope(kms).decrypt(tenants["acme"], "c1", blob)
+    assert err.value.status_code == 503 and not isinstance(err.value, DecryptionFailed)
+    kms_answers(kms, "GenerateDataKey", code)
+    with pytest.raises(KmsUnavailable):
+        envelope(kms).encrypt(tenants["acme"], "c1", b"x")
+
+
+@pytest.mark.parametrize("code", ["DisabledException", "KMSInvalidStateException", "NotFoundException"])
+def test_an_unusable_key_is_its_own_error(kms, tenants, code):
+    blob = sealed(kms, tenants)
+    kms_answers(kms, "Decrypt", code)
+    with pytest.raises(KeyUnusable, match=code) as err:
+        envelope(kms).decrypt(tenants["acme"], "c1", blob)
+    assert err.value.status_code == 403 and err.value.code == "key_unusable"
+    assert not isinstance(err.value, DecryptionFailed)
+
+
+def test_only_an_integrity_failure_is_decryption_failed(kms, tenants):
+    blob = sealed(kms, tenants)
+    kms_answers(kms, "Decrypt", "InvalidCiphertextException")
+    with pytest.raises(DecryptionFailed, match="InvalidCiphertextException"):
+        envelope(kms).decrypt(tenants["acme"], "c1", blob)
+
+
+@pytest.mark.parametrize("retire", ["disable", "schedule-deletion"])
+def test_a_retired_key_stops_being_used_within_recheck_after(kms, tenants, retire):
+    """The bound: a process stops sealing and opening with a key (cached data keys
+    included) at most ``recheck_after`` seconds after it last saw it Enabled."""
+    clock = Clock()
+    env = envelope(kms, clock=clock, recheck_after=60)
+    a = tenants["acme"]
+    blob = env.encrypt(a, "c1", b"before")  # the key is checked, a data key cached
+    key = a.resources.kms_key_arn
+    key_id = key.rsplit("/", 1)[-1]  # moto's key-state calls want the bare id
+    if retire == "disable":
+        kms.disable_key(KeyId=key_id)
+    else:
+        kms.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)
+    clock.now = 59.9  # within the bound: the cached data keys still serve (no KMS call at all)
+    calls = env.kms_calls
+    assert env.decrypt(a, "c1", env.encrypt(a, "c1", b"during")) == b"during" and env.kms_calls == calls
+    clock.now = 60
+    state = "Disabled" if retire == "disable" else "PendingDeletion"
+    for call in (lambda: env.encrypt(a, "c1", b"after"), lambda: env.decrypt(a, "c1", blob)):
+        with pytest.raises(KeyUnusable, match=state):
+            call()
+    assert env.cache.take_sealing_key((key, "acme")) is None  # its data keys are gone from the cache
+    if retire == "disable":  # enabled again: served again after the next check
+        kms.enable_key(KeyId=key_id)
+        assert env.decrypt(a, "c1", blob) == b"before"

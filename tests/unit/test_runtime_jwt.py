@@ -8,7 +8,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from runtime_fixtures import record
+from runtime_fixtures import Registry, record
 
 from tenant_runtime.auth import JWTSettings, TenantResolver, bearer_token
 from tenant_runtime.errors import TenantInactive, TenantMismatch, TenantNotFound, Unauthenticated
@@ -24,23 +24,6 @@ def _pem_pair():
 
 PRIVATE, PUBLIC = _pem_pair()
 OTHER_PRIVATE, _ = _pem_pair()
-
-
-class Registry:
-    """Stands in for RegistryReader.get only (its own behaviour is tested separately)."""
-
-    def __init__(self, *records):
-        self.records = {r.tenant_id: r for r in records}
-        self.asked: list[str] = []
-
-    def get(self, tenant_id):
-        self.asked.append(tenant_id)
-        rec = self.records.get(tenant_id)
-        if rec is None:
-            raise TenantNotFound(tenant_id)
-        if rec.status is not TenantStatus.active:
-            raise TenantInactive(tenant_id, rec.status.value)
-        return rec
 
 
 def token(claims=None, key=PRIVATE, alg="RS256", **extra):
@@ -78,7 +61,8 @@ def test_token_for_another_tenant_is_a_mismatch_before_any_lookup(resolver):
     (lambda: token(tenant_id=None), "no 'tenant_id' claim"),
     (lambda: token(tenant_id=""), "no 'tenant_id' claim"),
     (lambda: token(alg="HS256", key="shared-secret-that-is-32-bytes-long"), "alg value is not allowed"),
-    (lambda: jwt.encode({"tenant_id": "acme", "exp": time.time() + 60}, None, algorithm="none"), "alg value is not allowed"),
+    (lambda: jwt.encode({"tenant_id": "acme", "exp": time.time() + 60}, None, algorithm="none"),
+     "alg value is not allowed"),
 ])
 def test_unverifiable_tokens_are_unauthenticated(resolver, bad, match):
     with pytest.raises(Unauthenticated, match=match) as err:
@@ -96,7 +80,8 @@ def test_inactive_and_unknown_tenants_are_refused(resolver):
 def test_claim_name_is_configurable_including_nested_and_url_claims():
     registry = Registry(record("acme"))
     nested = TenantResolver(JWTSettings(key="k" * 32, algorithms=("HS256",), tenant_claim="org.tenant"), registry)
-    assert nested.resolve(token({"org": {"tenant": "acme"}, "tenant_id": None}, key="k" * 32, alg="HS256")).tenant_id == "acme"
+    nested_token = token({"org": {"tenant": "acme"}, "tenant_id": None}, key="k" * 32, alg="HS256")
+    assert nested.resolve(nested_token).tenant_id == "acme"
     url = TenantResolver(JWTSettings(key="k" * 32, algorithms=("HS256",), tenant_claim="https://x.io/tenant"), registry)
     assert url.resolve(token({"https://x.io/tenant": "acme"}, key="k" * 32, alg="HS256")).tenant_id == "acme"
 
@@ -141,7 +126,8 @@ def test_verified_tokens_are_cached_but_never_past_their_expiry(monkeypatch):
 
 
 def test_verified_token_cache_can_be_switched_off(monkeypatch):
-    settings = JWTSettings(key=PUBLIC, algorithms=("RS256",), audience="api", issuer="https://idp", verified_cache_ttl=0)
+    settings = JWTSettings(key=PUBLIC, algorithms=("RS256",), audience="api", issuer="https://idp",
+                           verified_cache_ttl=0)
     resolver = TenantResolver(settings, Registry(record("acme")))
     decodes = []
     real_decode = jwt.decode

@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 from runtime_fixtures import context
 
-from tenant_runtime.errors import InvalidRequest, TenantMismatch
+from tenant_runtime.context import from_registry
+from tenant_runtime.credentials import ClientFactory
+from tenant_runtime.crypto import Envelope
+from tenant_runtime.errors import InvalidRequest, TenantMismatch, UntrustedContext
 from tenant_runtime.jobs import Job, JobQueue
 from tenant_runtime.objects import ObjectAccess
 from tenant_runtime.store import ContextStore
@@ -77,14 +80,96 @@ def test_store_input_is_validated(call, match):
         call()
 
 
-def test_a_context_holding_another_tenants_record_is_refused():
+# -- only a context the resolution made is served ------------------------------------------------
+
+def test_a_context_holding_another_tenants_record_is_never_resolved():
+    from runtime_fixtures import Registry, record
+
+    beta = record("beta")
+    registry = Registry(beta)
+    registry.records["acme"] = beta  # the registry answers acme's id with beta's record
+    with pytest.raises(TenantMismatch, match="registry record"):
+        from_registry(registry, "acme")
+    registry.records["acme"] = beta.model_copy(update={"tenant_id": "acme"})  # resources still beta's
+    with pytest.raises(TenantMismatch, match="registry record"):
+        from_registry(registry, "acme")
+    twin = record("acme")
+    registry.records["acme"] = twin.model_copy(update={"resources": twin.resources.model_copy(
+        update={"prefix": "tenants/acme-corp/"})})
+    with pytest.raises(TenantMismatch, match="prefix"):
+        from_registry(registry, "acme")
+
+
+def _duck(tenant_id: str, of: str):
+    """What a buggy application might pass: A's id with B's record and resources."""
+    from types import SimpleNamespace
+
+    from runtime_fixtures import record
+
+    theirs = record(of)
+    return SimpleNamespace(tenant_id=tenant_id, record=theirs, resources=theirs.resources, subject=None, claims={},
+                           require=lambda *a, **k: None)
+
+
+def _forgeries():
+    """Objects carrying acme's id that the resolution did not issue, or altered since."""
+    import copy
+    import dataclasses
+
+    from runtime_fixtures import record
+
+    yield "duck-typed", _duck("acme", "beta")
+    genuine = context("acme")
+    assert copy.copy(genuine) is genuine and copy.deepcopy(genuine) is genuine
+    with pytest.raises(TypeError):
+        dataclasses.replace(genuine, record=record("beta"))
+    with pytest.raises(AttributeError):
+        genuine.record = record("beta")
+    swapped = context("acme")
+    object.__setattr__(swapped, "record", record("acme", key_arn="arn:aws:kms:us-east-1:123456789012:key/beta"))
+    yield "record swapped", swapped
+    mutated = context("acme")
+    mutated.record.resources = record("acme", key_arn="arn:aws:kms:us-east-1:123456789012:key/beta").resources
+    yield "resources swapped", mutated
+
+
+SERVICES = {
+    "store.history": lambda ctx: store.history(ctx, "c1"),
+    "store.append": lambda ctx: store.append(ctx, "c", "user", "x"),
+    "store.list": lambda ctx: store.list_conversations(ctx),
+    "store.delete": lambda ctx: store.delete_conversation(ctx, "c"),
+    "objects.presign_download": lambda ctx: objects.presign_download(ctx, "tenants/beta/a.pdf"),
+    "objects.presign_upload": lambda ctx: objects.presign_upload(ctx, "a.pdf", 10, "application/pdf"),
+    "objects.complete_multipart": lambda ctx: objects.complete_multipart(ctx, "tenants/beta/a.pdf", "u", ["e"]),
+    "jobs.schedule": lambda ctx: JobQueue(unreachable).schedule(ctx, Job(kind="k")),
+    "jobs.work": lambda ctx: JobQueue(unreachable).work(ctx, lambda job, msg: None),
+    "envelope.encrypt": lambda ctx: Envelope(unreachable).encrypt(ctx, "c1", b"x"),
+    "envelope.decrypt": lambda ctx: Envelope(unreachable).decrypt(ctx, "c1", b"TRE2"),
+    "clients": lambda ctx: ClientFactory("ambient", session=object()).client(ctx, "s3"),
+}
+
+
+@pytest.mark.parametrize("service", SERVICES.values(), ids=SERVICES.keys())
+def test_services_refuse_any_context_the_resolution_did_not_issue(service):
+    forged = dict(_forgeries())
+    for what, ctx in forged.items():
+        with pytest.raises(UntrustedContext) as err:
+            service(ctx)  # `unreachable` clients fail the test if anything gets that far
+        assert err.value.status_code == 500, what
+    service_ok = context("acme")  # the genuine article passes the check (and then fails later, elsewhere)
+    with pytest.raises(Exception) as err:
+        service(service_ok)
+    assert not isinstance(err.value, UntrustedContext)
+
+
+def test_a_context_cannot_be_constructed_or_pickled():
+    import pickle
+
     from runtime_fixtures import record
 
     from tenant_runtime.context import TenantContext
 
-    with pytest.raises(TenantMismatch, match="registry record"):
-        TenantContext(tenant_id="acme", record=record("beta"))
-    beta = record("beta")
-    forged = beta.model_copy(update={"tenant_id": "acme"})  # resources still beta's
-    with pytest.raises(TenantMismatch, match="registry record"):
-        TenantContext(tenant_id="acme", record=forged)
+    with pytest.raises(UntrustedContext, match="only by the runtime's resolution"):
+        TenantContext("acme", record("acme"))
+    with pytest.raises(TypeError, match="pickled"):
+        pickle.dumps(context("acme"))

@@ -76,3 +76,22 @@ def test_tags_and_content_hash():
                            "managed-by": "tenantctl", "cost-centre": "cc-1"}
     assert spec.content_hash() == TenantSpec(id="acme", owner="team-a", cost_centre="cc-1").content_hash()
     assert spec.content_hash() != TenantSpec(id="acme", owner="team-b", cost_centre="cc-1").content_hash()
+
+
+@pytest.mark.parametrize("field, value", [
+    ("runtime_principal_arn", "arn:aws:iam::123456789012:root"),
+    ("runtime_principal_arn", "123456789012"),
+    ("runtime_principal_arn", "*"),
+    ("runtime_trusted", ["arn:aws:iam::123456789012:root"]),
+    ("runtime_trusted", ["*"]),
+    ("runtime_trusted", []),
+])
+def test_the_runtime_principal_is_never_an_account(field, value):
+    from pydantic import ValidationError
+
+    from tenantctl.models import PlatformSpec
+
+    with pytest.raises(ValidationError, match=field):
+        PlatformSpec.model_validate({field: value})
+    assert PlatformSpec(runtime_principal_arn="arn:aws:iam::123456789012:role/svc-runtime",
+                        runtime_trusted=["lambda.amazonaws.com", "arn:aws:iam::123456789012:role/ci"])

@@ -6,9 +6,17 @@ One module per concern:
 - ``db_posture``: the tenant's PostgreSQL role and tables (role attributes and
   ownership, RLS enabled + forced, unique keys including the tenant column, a
   session without the tenant setting fails closed);
+- ``gateway_posture``: a pooled tenant's shared-pool gateway role (NOINHERIT,
+  member of tenant roles only, owns and may read nothing as itself);
 - ``aws_posture``: KMS rotation and key policy, queue/DLQ encryption, bucket
-  public access block and encryption, tags, the role's trust and access
-  policies (the latter judged with ``iam_eval``);
+  public access block, encryption and access logging, secret rotation, the
+  alarm topic's encryption, tags, the role's trust and access policies (the
+  latter judged with ``iam_eval``);
+- ``network_posture``: the tenant's VPC (endpoint policies, flow logs, the
+  default security group) and database instance (ingress from security
+  groups only, hardening);
+- ``rls_lints``: Supabase splinter's generic lints, adapted to a tenant schema
+  (run by ``db_posture``);
 - ``iam_eval``: a small IAM policy evaluator.
 
 Every check yields one ``CheckResult`` named by a stable id; ``pass`` / ``fail``
@@ -30,8 +38,12 @@ def check_tenant(ws: Any, tenant_id: str, record: Any = None) -> PostureReport:
     """Every posture check of ``tenant_id`` on its live resources."""
     from tenantctl.checks.aws_posture import aws_checks
     from tenantctl.checks.db_posture import database_checks
+    from tenantctl.checks.gateway_posture import gateway_checks
+    from tenantctl.checks.network_posture import network_checks
     from tenantctl.errors import InvalidInput
+    from tenantctl.naming import require_valid
 
+    require_valid(tenant_id)
     record = record or ws.registry.require(tenant_id)
     if record.status.value in ("deprovisioning", "deprovisioned"):
         raise InvalidInput(f"tenant {tenant_id!r} is {record.status.value}: its resources are gone, nothing to check")
@@ -41,7 +53,10 @@ def check_tenant(ws: Any, tenant_id: str, record: Any = None) -> PostureReport:
     platform = ws.platform_outputs()
     report = PostureReport(tenant_id=tenant_id)
     report.checks += list(database_checks(record, ws.client))
+    if record.tier.value == "pooled" and platform.get("gateway_secret_arn"):
+        report.checks += list(gateway_checks(record, platform, ws.client))
     report.checks += list(aws_checks(record, platform, ws.client))
+    report.checks += list(network_checks(record, platform, ws.client))
     return report
 
 

@@ -1,15 +1,29 @@
 """AWS posture of one tenant, read from the live resources:
 
+- ``kms-key-state``: the tenant key is Enabled (a disabled or pending-deletion
+  key fails, naming its state: the tenant's data cannot be read or written);
 - ``kms-rotation``: automatic rotation of the tenant key is on;
 - ``kms-key-policy``: the key policy names only the platform admin and the
   tenant role, never ``*``, and grants use of the key to the tenant role only;
+  AWS services only as CloudWatch (for the tenant's own alarms) and CloudWatch
+  Logs (for the tenant's own log groups), each confined by its condition;
+- ``kms-key-policy-matches-role``: the key policy grants the tenant role
+  exactly the KMS actions of the role's IAM policy (within one account either
+  one alone suffices, so any difference widens the role);
 - ``queue-encryption`` / ``dlq-encryption``: SSE-KMS with the tenant's key;
 - ``bucket-public-access``: the shared bucket's public access block has all
   four flags on and its policy allows nobody unconditionally;
 - ``bucket-encryption``: default SSE-KMS on the shared bucket;
+- ``bucket-access-logging``: the shared bucket's server access logs go to
+  another bucket;
+- ``secret-rotation``: the DB secret rotates automatically (at most every
+  90 days) with the rotation function of the tenant's network;
+- ``alarm-topic-encryption``: the alarm topic is encrypted with the tenant key;
 - ``tags``: key, queues, role and secret carry tenant/tier/owner/managed-by;
 - ``role-trust``: only the runtime principal may assume the tenant role, and
-  only with the session tag ``tenant_id=<id>`` (judged with ``iam_eval``);
+  only with the session tag ``tenant_id=<id>`` (judged with ``iam_eval``); a
+  trust naming an account root (so any principal of the account with
+  sts:AssumeRole), or a platform whose runtime principal is one, fails;
 - ``role-policy-scope``: no managed policies; the inline policy passes the
   ``iam-scope`` rule and ``iam_eval`` allows the tenant's own prefix but denies
   prefix twins (``<id>-x/``, ``<id>x/``), other tenants and bucket-wide listing;
@@ -28,7 +42,15 @@ from tenantctl import naming
 from tenantctl.checks import iam_eval
 from tenantctl.checks.results import CheckResult, run_each
 from tenantctl.models import TenantStatus
-from tenantctl.policy import MIN_BACKUP_RETENTION_DAYS, REQUIRED_TAGS, PlannedResource, check
+from tenantctl.policy import (
+    MAX_ROTATION_DAYS,
+    MIN_BACKUP_RETENTION_DAYS,
+    REQUIRED_TAGS,
+    PlannedResource,
+    check,
+    key_use_actions,
+    role_key_actions,
+)
 
 AREA = "aws"
 USE_ACTIONS = ("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:ReEncryptFrom")
@@ -42,6 +64,20 @@ def _doc(value: Any) -> dict:
         return json.loads(text)
     except ValueError:
         return json.loads(unquote(text))  # IAM hands documents out URL-encoded
+
+
+# Condition keys that confine a service principal's use of the key to resources.
+_SCOPE_KEYS = ("aws:sourcearn", "kms:encryptioncontext:aws:logs:arn")
+
+
+def _scope_arns(stmt: dict) -> list[str]:
+    return [str(v) for op in (stmt.get("Condition") or {}).values() if isinstance(op, dict)
+            for k, vals in op.items() if k.lower() in _SCOPE_KEYS for v in (vals if isinstance(vals, list) else [vals])]
+
+
+def _is_account(principal: str) -> bool:
+    """An account (root ARN, bare id) or everyone: a principal that delegates, not the runtime's own."""
+    return principal == "*" or principal.endswith(":root") or principal.isdigit()
 
 
 def _principals(stmt: dict) -> list[str]:
@@ -65,16 +101,42 @@ class _AwsChecks:
         return self.res.role_arn.rsplit("/", 1)[-1]
 
     # -- KMS -----------------------------------------------------------------------------
+    def kms_key_state(self) -> tuple[bool, str]:
+        meta = self._client("kms").describe_key(KeyId=self.res.kms_key_arn)["KeyMetadata"]
+        state, when = meta.get("KeyState", "Unknown"), meta.get("DeletionDate")
+        detail = f"{self.res.kms_key_arn} is {state}" + (f" (deleted on {when:%Y-%m-%d})" if when else "")
+        return state == "Enabled", detail
+
     def kms_rotation(self) -> tuple[bool, str]:
         on = self._client("kms").get_key_rotation_status(KeyId=self.res.kms_key_arn)["KeyRotationEnabled"]
         return on, "automatic rotation on" if on else f"rotation is off for {self.res.kms_key_arn}"
 
+    def _key_policy(self) -> dict:
+        return _doc(self._client("kms").get_key_policy(KeyId=self.res.kms_key_arn, PolicyName="default")["Policy"])
+
+    def _service_scope(self) -> dict[str, set[str]]:
+        """The resources each AWS service may use the tenant key for: its alarms, its log groups."""
+        region, account = self.record.region, self.platform.get("account_id")
+        dedicated = self.record.tier.value == "dedicated"
+        alarms = {f"arn:aws:cloudwatch:{region}:{account}:alarm:{n}" for n in naming.alarm_names(self.tid, dedicated)}
+        groups = {f"arn:aws:logs:{region}:{account}:log-group:{g}" for g in naming.own_log_groups(self.tid)}
+        return {"cloudwatch.amazonaws.com": alarms, f"logs.{region}.amazonaws.com": groups if dedicated else set()}
+
+    def _service_statement_ok(self, stmt: dict) -> bool:
+        spec = stmt.get("Principal")
+        services = (spec or {}).get("Service") if isinstance(spec, dict) else None
+        if not services or set(spec) != {"Service"}:
+            return False
+        scope, arns = self._service_scope(), _scope_arns(stmt)
+        return bool(arns) and all(s in scope and set(arns) <= scope[s]
+                                  for s in (services if isinstance(services, list) else [services]))
+
     def kms_key_policy(self) -> tuple[bool, str]:
-        doc = _doc(self._client("kms").get_key_policy(KeyId=self.res.kms_key_arn, PolicyName="default")["Policy"])
+        doc = self._key_policy()
         admin, role = self.platform.get("admin_role_arn"), self.res.role_arn
         problems = []
         for stmt in doc.get("Statement", []):
-            if stmt.get("Effect") != "Allow":
+            if stmt.get("Effect") != "Allow" or self._service_statement_ok(stmt):
                 continue
             for principal in _principals(stmt):
                 if principal not in (admin, role):
@@ -86,16 +148,49 @@ class _AwsChecks:
                     problems.append(f"key use granted to {', '.join(users)}")
         return not problems, "; ".join(dict.fromkeys(problems)) or f"principals: admin {admin}, tenant role {role}"
 
+    def kms_key_policy_matches_role(self) -> tuple[bool, str]:
+        granted = key_use_actions(self._key_policy())
+        role = role_key_actions(self._role_policies())
+        if granted == role:
+            return True, f"key policy and role policy both grant {', '.join(sorted(role))}"
+        return False, (f"key policy grants {', '.join(sorted(granted)) or 'nothing'}; role policy "
+                       f"{', '.join(sorted(role)) or 'nothing'}")
+
+    def secret_rotation(self) -> tuple[bool, str]:
+        secret = self._client("secretsmanager").describe_secret(SecretId=self.res.store.secret_arn)
+        days = (secret.get("RotationRules") or {}).get("AutomaticallyAfterDays")
+        function = secret.get("RotationLambdaARN") or ""
+        expected = (self.platform.get("rotation_function_arn") if self.record.tier.value == "pooled"
+                    else f":function:{naming.rotation_function_name(self.tid)}")
+        problems = []
+        if not secret.get("RotationEnabled"):
+            problems.append("rotation is off")
+        if not function or not function.endswith(str(expected)):
+            problems.append(f"rotated by {function or 'no function'}, not {expected}")
+        if days is None or int(days) > MAX_ROTATION_DAYS:
+            problems.append(f"rotated every {days} days (> {MAX_ROTATION_DAYS})" if days else "no rotation period")
+        return not problems, "; ".join(problems) or f"rotated every {days} days by {function}"
+
+    def alarm_topic_encryption(self) -> tuple[bool, str]:
+        sns = self._client("sns")
+        topic = naming.resource_name(self.tid, "alarms")
+        arn = f"arn:aws:sns:{self.record.region}:{self.platform.get('account_id')}:{topic}"
+        return self._tenant_key_encrypts(arn, sns.get_topic_attributes(TopicArn=arn)["Attributes"].get(
+            "KmsMasterKeyId"))
+
+    def _tenant_key_encrypts(self, what: str, key: str | None) -> tuple[bool, str]:
+        """``key`` (an id, alias or ARN, as services report it) is the tenant's."""
+        if not key:
+            return False, f"{what}: no SSE-KMS key"
+        arn = self._client("kms").describe_key(KeyId=key)["KeyMetadata"]["Arn"]
+        if arn != self.res.kms_key_arn:
+            return False, f"{what}: encrypted with {arn}, not the tenant key"
+        return True, f"{what}: SSE-KMS with {arn}"
+
     # -- SQS -----------------------------------------------------------------------------
     def _queue_key(self, url: str) -> tuple[bool, str]:
         attrs = self._client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["KmsMasterKeyId"])
-        key = attrs.get("Attributes", {}).get("KmsMasterKeyId")
-        if not key:
-            return False, f"{url}: no SSE-KMS key"
-        arn = self._client("kms").describe_key(KeyId=key)["KeyMetadata"]["Arn"]
-        if arn != self.res.kms_key_arn:
-            return False, f"{url}: encrypted with {arn}, not the tenant key"
-        return True, f"SSE-KMS with {arn}"
+        return self._tenant_key_encrypts(url, attrs.get("Attributes", {}).get("KmsMasterKeyId"))
 
     def queue_encryption(self) -> tuple[bool, str]:
         return self._queue_key(self.res.queue_url)
@@ -129,6 +224,15 @@ class _AwsChecks:
         if public:
             return False, f"bucket {bucket}: policy statement(s) {', '.join(public)} allow everyone"
         return True, f"bucket {bucket}: all four public access blocks on"
+
+    def bucket_access_logging(self) -> tuple[bool, str]:
+        status = self._client("s3").get_bucket_logging(Bucket=self.res.bucket).get("LoggingEnabled") or {}
+        target = status.get("TargetBucket")
+        if not target:
+            return False, f"bucket {self.res.bucket}: server access logging off"
+        if target == self.res.bucket:
+            return False, f"bucket {self.res.bucket} logs into itself"
+        return True, f"bucket {self.res.bucket}: access logs to {target}/{status.get('TargetPrefix', '')}"
 
     def bucket_encryption(self) -> tuple[bool, str]:
         from botocore.exceptions import ClientError
@@ -165,8 +269,7 @@ class _AwsChecks:
             missing = [t for t in REQUIRED_TAGS if not tags.get(t)]
             if missing:
                 problems.append(f"{what}: missing {', '.join(missing)}")
-            elif (tags["tenant"] != self.tid or tags["tier"] != self.record.tier.value
-                  or tags["managed-by"] != "tenantctl"):
+            elif (tags["tenant"], tags["tier"], tags["managed-by"]) != (self.tid, self.record.tier.value, "tenantctl"):
                 problems.append(f"{what}: tagged tenant={tags['tenant']} tier={tags['tier']} "
                                 f"managed-by={tags['managed-by']}")
         return not problems, "; ".join(problems) or "key, queue, dlq, role, secret tagged"
@@ -177,15 +280,27 @@ class _AwsChecks:
 
         doc = _doc(self._client("iam").get_role(RoleName=self.role_name)["Role"]["AssumeRolePolicyDocument"])
         runtime, role = self.platform.get("runtime_principal_arn"), self.res.role_arn
-        problems = [f"statement {s.get('Sid', '?')} trusts {p}" for s in doc.get("Statement", [])
-                    if s.get("Effect") == "Allow" for p in _principals(s) if p != runtime]
+        account = role.split(":")[4]
+        trusted = [p for s in doc.get("Statement", []) if s.get("Effect") == "Allow" for p in _principals(s)]
+        problems = [f"trusts the account root {p}: any principal of the account allowed sts:AssumeRole could "
+                    "become this tenant" for p in trusted if _is_account(p)]
+        problems += [f"trusts {p}, not the runtime principal" for p in trusted if p != runtime and not _is_account(p)]
+        if runtime is None or _is_account(runtime):
+            problems.append(f"the platform's runtime principal is {runtime or 'unset'}, not a role of the runtime's "
+                            "own: apply the platform stack again (it creates tenantctl-runtime)")
+        # How the runtime calls: as a session of its role (or as the user it names).
+        caller = runtime or ""
+        if ":role/" in caller:
+            caller = f"arn:aws:sts::{caller.split(':')[4]}:assumed-role/{caller.rsplit('/', 1)[-1]}/tenant-{self.tid}"
         # A suspended tenant's role may not be assumed at all (no session is renewed).
         suspended = self.record.status is TenantStatus.suspended
         probes = [
-            (f"{SESSION_TAG}={self.tid}", iam_eval.assume_role(role, runtime, {SESSION_TAG: self.tid}), not suspended),
-            ("no session tag", iam_eval.assume_role(role, runtime), False),
-            (f"{SESSION_TAG}={self.tid}-x", iam_eval.assume_role(role, runtime, {SESSION_TAG: f"{self.tid}-x"}), False),
-            ("an extra session tag", iam_eval.assume_role(role, runtime, {SESSION_TAG: self.tid, "tier": "x"}), False),
+            (f"{SESSION_TAG}={self.tid}", iam_eval.assume_role(role, caller, {SESSION_TAG: self.tid}), not suspended),
+            ("another principal of the account",
+             iam_eval.assume_role(role, f"arn:aws:iam::{account}:user/intruder", {SESSION_TAG: self.tid}), False),
+            ("no session tag", iam_eval.assume_role(role, caller), False),
+            (f"{SESSION_TAG}={self.tid}-x", iam_eval.assume_role(role, caller, {SESSION_TAG: f"{self.tid}-x"}), False),
+            ("an extra session tag", iam_eval.assume_role(role, caller, {SESSION_TAG: self.tid, "tier": "x"}), False),
             ("a principal of another account",
              iam_eval.assume_role(role, "arn:aws:iam::000000000000:role/elsewhere", {SESSION_TAG: self.tid}), False),
         ]
@@ -196,12 +311,16 @@ class _AwsChecks:
             return not problems, "; ".join(problems) or "suspended: nobody may assume it"
         return not problems, "; ".join(problems) or f"only {runtime}, only with {SESSION_TAG}={self.tid}"
 
+    def _role_policies(self) -> list[dict]:
+        iam = self._client("iam")
+        return [_doc(iam.get_role_policy(RoleName=self.role_name, PolicyName=name)["PolicyDocument"])
+                for name in iam.list_role_policies(RoleName=self.role_name)["PolicyNames"]]
+
     def role_policy_scope(self) -> tuple[bool, str]:
         iam = self._client("iam")
         attached = [p["PolicyArn"]
                     for p in iam.list_attached_role_policies(RoleName=self.role_name)["AttachedPolicies"]]
-        docs = [_doc(iam.get_role_policy(RoleName=self.role_name, PolicyName=name)["PolicyDocument"])
-                for name in iam.list_role_policies(RoleName=self.role_name)["PolicyNames"]]
+        docs = self._role_policies()
         problems = [f"managed policy {arn} attached" for arn in attached]
         if not docs:
             problems.append("no inline policy")
@@ -242,8 +361,9 @@ class _AwsChecks:
         return not problems, "; ".join(problems) or f"{ident}: encrypted, private, protected, backups kept"
 
 
-NAMES = ("kms-rotation", "kms-key-policy", "queue-encryption", "dlq-encryption", "bucket-public-access",
-         "bucket-encryption", "tags", "role-trust", "role-policy-scope")
+NAMES = ("kms-key-state", "kms-rotation", "kms-key-policy", "kms-key-policy-matches-role", "queue-encryption",
+         "dlq-encryption", "bucket-public-access", "bucket-encryption", "bucket-access-logging", "secret-rotation",
+         "alarm-topic-encryption", "tags", "role-trust", "role-policy-scope")
 
 
 def aws_checks(record: Any, platform: dict[str, Any], clients: Callable[..., Any]) -> Iterator[CheckResult]:

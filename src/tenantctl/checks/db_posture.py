@@ -16,6 +16,11 @@ transaction that is always rolled back (nothing is ever committed):
 - ``unique-keys-include-tenant``: every unique index / primary key includes
   ``tenant_id``;
 - ``no-foreign-schema-access``: no USAGE on another tenant's schema;
+- ``db-public-privileges``: PUBLIC has neither CONNECT nor TEMPORARY on the
+  tenant's database or the ``postgres`` maintenance database, the role cannot
+  connect to ``postgres`` nor create temporary tables;
+- ``rls-lints``: Supabase splinter's generic lints, adapted to the tenant
+  schema (``rls_lints``), find nothing;
 - ``fail-closed``: without ``app.tenant_id`` the role sees zero rows of every
   table (or gets an error) and cannot insert, while the canaries are visible
   once the setting names the tenant (so "zero rows" is not vacuous).
@@ -28,14 +33,14 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from tenantctl.checks.results import CheckResult, Outcome, run_each
+from tenantctl.checks.results import CheckResult, run_connected
 
 AREA = "database"
 TENANT_COLUMN = "tenant_id"
 SETTING = "app.tenant_id"
 NAMES = ("role-not-superuser", "role-no-bypassrls", "role-no-admin-attributes", "role-owns-nothing",
          "role-no-memberships", "rls-enabled", "rls-forced", "rls-policy", "unique-keys-include-tenant",
-         "no-foreign-schema-access", "fail-closed")
+         "no-foreign-schema-access", "db-public-privileges", "rls-lints", "fail-closed")
 
 # Canary rows for the tables templates/tenant_schema.sql.j2 creates ({id}: a fresh uuid).
 CANARIES: dict[str, tuple[str, tuple]] = {
@@ -102,7 +107,8 @@ class _DbChecks:
 
     def role_owns_nothing(self) -> tuple[bool, str]:
         owned = [f"schema {r[0]}" for r in self.all(
-            "SELECT nspname FROM pg_namespace WHERE nspowner = (SELECT oid FROM pg_roles WHERE rolname = %s)", self.role)]
+            "SELECT nspname FROM pg_namespace WHERE nspowner = (SELECT oid FROM pg_roles WHERE rolname = %s)",
+            self.role)]
         owned += [f"{r[0]}.{r[1]}" for r in self.all(
             "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE c.relowner = (SELECT oid FROM pg_roles WHERE rolname = %s) ORDER BY 1, 2", self.role)]
@@ -166,6 +172,31 @@ class _DbChecks:
             "AND has_schema_privilege(%s, oid, 'USAGE') ORDER BY 1", self.schema, self.role)]
         return not others, f"USAGE on {', '.join(others)}" if others else "no access to other tenant schemas"
 
+    def db_public_privileges(self) -> tuple[bool, str]:
+        from tenantctl.tenant_schema_sql import MAINTENANCE_DATABASE
+
+        rows = self.all(
+            "SELECT datname, has_database_privilege('public', oid, 'CONNECT'), "
+            "has_database_privilege('public', oid, 'TEMPORARY'), has_database_privilege(%s, oid, 'CONNECT'), "
+            "has_database_privilege(%s, oid, 'TEMPORARY') FROM pg_database "
+            "WHERE datname IN (current_database(), %s) ORDER BY datname", self.role, self.role, MAINTENANCE_DATABASE)
+        problems = []
+        for name, public_connect, public_temp, connect, temp in rows:
+            problems += [f"PUBLIC has {p} on {name}" for p, v in (("CONNECT", public_connect),
+                                                                   ("TEMPORARY", public_temp)) if v]
+            if temp:
+                problems.append(f"{self.role} may create temporary tables in {name}")
+            if connect and name == MAINTENANCE_DATABASE and self.one("SELECT current_database()")[0] != name:
+                problems.append(f"{self.role} may connect to {name}")
+        return not problems, "; ".join(problems) or (
+            f"PUBLIC has no CONNECT/TEMPORARY on {', '.join(r[0] for r in rows)}; {self.role}: CONNECT here only")
+
+    def rls_lints(self) -> tuple[bool, str]:
+        from tenantctl.checks.rls_lints import LINTS, lint_schema
+
+        found = lint_schema(self.conn, self.schema)
+        return not found, "; ".join(map(str, found)) or f"{len(LINTS)} lints, nothing found in {self.schema}"
+
     # -- behaviour ---------------------------------------------------------------------------
     def fail_closed(self) -> tuple[bool, str]:
         from psycopg import sql
@@ -220,13 +251,5 @@ class _DbChecks:
 
 
 def database_checks(record: Any, clients: Callable[..., Any]) -> Iterator[CheckResult]:
-    try:
-        conn = connect_as_tenant(record, clients)
-    except Exception as exc:  # noqa: BLE001 - every check reports it
-        for name in NAMES:
-            yield CheckResult(area=AREA, name=name, outcome=Outcome.error,
-                              detail=f"cannot connect as the tenant role: {type(exc).__name__}: {exc}")
-        return
-    with conn:
-        checks = _DbChecks(conn, record)
-        yield from run_each(AREA, [(name, getattr(checks, name.replace("-", "_"))) for name in NAMES])
+    yield from run_connected(AREA, NAMES, lambda: connect_as_tenant(record, clients),
+                             lambda conn: _DbChecks(conn, record), "the tenant role")

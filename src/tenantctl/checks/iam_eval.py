@@ -9,7 +9,8 @@ guarantees"). The logic, after the IAM documentation's evaluation flow:
 - an explicit Deny in any statement wins; otherwise any Allow allows; otherwise
   the request is implicitly denied;
 - a statement applies when its Action/NotAction, Resource/NotResource,
-  Principal/NotPrincipal and every Condition match;
+  Principal/NotPrincipal and every Condition match; an account principal
+  matches every principal of the account, a role principal its sessions;
 - wildcards ``*`` and ``?``; actions case-insensitive, resources case-sensitive;
 - conditions: the String*, Arn*, Bool and Null operators, with ``IfExists`` and
   the ``ForAnyValue:``/``ForAllValues:`` set qualifiers; condition keys are
@@ -70,6 +71,17 @@ def _account_of(arn: str) -> str | None:
     return parts[4] if len(parts) > 5 and parts[0] == "arn" else None
 
 
+def _session_of(role_arn: str, principal: str) -> bool:
+    """A role named as principal matches that role's sessions (the caller of an
+    assumed role is ``arn:aws:sts::<account>:assumed-role/<name>/<session>``;
+    the role's path is not part of it)."""
+    role = re.fullmatch(r"arn:(aws[\w-]*):iam::(\d{12}):role/(?:[^*?]*/)?([^/*?]+)", role_arn)
+    if role is None:
+        return False
+    partition, account, name = role.groups()
+    return re.fullmatch(rf"arn:{partition}:sts::{account}:assumed-role/{re.escape(name)}/[^/]+", principal) is not None
+
+
 def _principal_matches(spec: Any, principal: str) -> bool:
     if spec == "*":
         return True
@@ -85,6 +97,8 @@ def _principal_matches(spec: Any, principal: str) -> bool:
                 root = re.fullmatch(r"arn:aws[\w-]*:iam::(\d{12}):root", value)
                 account = root.group(1) if root else value if re.fullmatch(r"\d{12}", value) else None
                 if account is not None and _account_of(principal) == account:
+                    return True
+                if _session_of(value, principal):
                     return True
     return False
 

@@ -77,3 +77,19 @@ def run_each(area: str, checks: list[tuple[str, Check]]) -> Iterator[CheckResult
             yield CheckResult(area=area, name=name, outcome=Outcome.error, detail=f"{type(exc).__name__}: {exc}")
             continue
         yield CheckResult(area=area, name=name, outcome=Outcome.passed if ok else Outcome.failed, detail=detail)
+
+
+def run_connected(area: str, names: tuple[str, ...], connect: Callable[[], Any], checks: Callable[[Any], Any],
+                  who: str) -> Iterator[CheckResult]:
+    """Connect (as ``who``), then run each named check, a method of ``checks(conn)``
+    (``rls-forced`` -> ``rls_forced``); no connection is an error of every check."""
+    try:
+        conn = connect()
+    except Exception as exc:  # noqa: BLE001 - every check reports it
+        for name in names:
+            yield CheckResult(area=area, name=name, outcome=Outcome.error,
+                              detail=f"cannot connect as {who}: {type(exc).__name__}: {exc}")
+        return
+    with conn:
+        target = checks(conn)
+        yield from run_each(area, [(name, getattr(target, name.replace("-", "_"))) for name in names])

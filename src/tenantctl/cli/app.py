@@ -15,14 +15,18 @@ import typer
 
 from tenantctl.cli import (
     apply_cmd,
+    audit_cmd,
     check_cmd,
+    dev_cmd,
     drill_cmd,
     platform_cmd,
+    refresh_cmd,
     sandbox_cmd,
     setup_cmd,
     suspend_cmd,
     target_cmd,
     tenant_cmd,
+    token_cmd,
     usage_cmd,
 )
 from tenantctl.errors import USAGE_ERROR, NotConfirmed, TenantctlError
@@ -62,8 +66,8 @@ def root(
 
 
 # Top-level commands merge into the root app, groups keep their names; --help lists them in this order.
-for _module in (tenant_cmd, suspend_cmd, check_cmd, apply_cmd, platform_cmd, sandbox_cmd, usage_cmd, drill_cmd,
-                target_cmd, setup_cmd):
+for _module in (tenant_cmd, suspend_cmd, check_cmd, apply_cmd, refresh_cmd, audit_cmd, platform_cmd, sandbox_cmd,
+                usage_cmd, drill_cmd, token_cmd, dev_cmd, target_cmd, setup_cmd):
     app.add_typer(_module.app)
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from tenantctl.cli.output import console, err_console, print_json, table
+from tenantctl.cli.output import console, err_console, orphan_lines, print_json, steps_table, table
 
 if TYPE_CHECKING:
     from tenantctl.operations.apply import TenantResult
@@ -17,63 +17,53 @@ if TYPE_CHECKING:
 
 app = typer.Typer()
 
+
 def _changes(result: TenantResult) -> str:
-    return ", ".join(f"{op} {n}" for op, n in result.changes.items())
+    return ", ".join(f"{op} {n}" for op, n in result.changes.items() if op != "same")
+
+
+def _details(result: TenantResult, preview: bool) -> None:
+    """The tenant's resource steps with their changed properties; its drift and orphan resources."""
+    steps_table(f"{result.tenant_id} · {result.action.value}", result.resources)
+    if result.drift:
+        repaired = "" if preview or not result.ok else ", repaired"
+        steps_table(f"{result.tenant_id} · drift found (recorded → live){repaired}", result.drift)
+    orphan_lines(result.tenant_id, result.orphans, preview)
 
 
 @contextmanager
 def _progress(preview: bool) -> Iterator[tuple[Callable, Callable]]:
     """Per-tenant progress on stderr: the plan, then one line per finished
-    tenant, each stamped with the time since the start (with a live bar when
-    stderr is a terminal). stdout stays for the summary (and --json)."""
-    import time
-
+    tenant, each stamped with the time since the start. stdout stays for the
+    summary (and --json)."""
     from rich.markup import escape
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from tenantctl.cli.progress import elapsed
+    from tenantctl.cli.progress import fleet_progress
 
-    started = time.monotonic()
-    verb = "previewing" if preview else "applying"
-    state = {"done": 0, "total": 0}
-    bar: Progress | None = None
-    task = None
+    with fleet_progress("previewing" if preview else "applying") as progress:
+        def on_plan(results) -> None:
+            counts: dict[str, int] = {}
+            for r in results:
+                counts[r.action.value] = counts.get(r.action.value, 0) + 1
+            progress.plan(sum(counts.get(a, 0) for a in ("create", "update", "repair", "prune")),
+                          ", ".join(f"{n} {a}" for a, n in counts.items()) or "no tenants")
 
-    def on_plan(results) -> None:
-        nonlocal bar, task
-        counts: dict[str, int] = {}
-        for r in results:
-            counts[r.action.value] = counts.get(r.action.value, 0) + 1
-        state["total"] = sum(counts.get(a, 0) for a in ("create", "update", "prune"))
-        text = ", ".join(f"{n} {a}" for a, n in counts.items()) or "no tenants"
-        err_console.print(f"{elapsed(started)} plan: {text}"
-                          + (f"; {verb} {state['total']} tenant(s)" if state["total"] else ""), highlight=False)
-        if state["total"] and err_console.is_terminal:
-            bar = Progress(TextColumn(verb), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                           console=err_console, transient=True)
-            bar.start()
-            task = bar.add_task(verb, total=state["total"])
+        def on_result(result) -> None:
+            mark = "[green]ok[/]" if result.ok else f"[red]failed[/]: {escape(result.error or '')}"
+            changes = f" · {_changes(result)}" if result.changes else ""
+            progress.done(f"{result.tenant_id}: {result.action.value} {mark} ({result.seconds:.1f}s){changes}")
 
-    def on_result(result) -> None:
-        state["done"] += 1
-        mark = "[green]ok[/]" if result.ok else f"[red]failed[/]: {escape(result.error or '')}"
-        changes = f" · {_changes(result)}" if result.changes else ""
-        err_console.print(f"{elapsed(started)} \\[{state['done']}/{state['total']}] {result.tenant_id}: "
-                          f"{result.action.value} {mark} ({result.seconds:.1f}s){changes}", highlight=False)
-        if bar is not None:
-            bar.advance(task)
-
-    try:
         yield on_plan, on_result
-    finally:
-        if bar is not None:
-            bar.stop()
 
 
 @app.command()
 def apply(
     preview: Annotated[bool, typer.Option(
-        "--preview", help="Plan only. Exit 0: no changes, 12: changes pending, 1: error.")] = False,
+        "--preview", help="Plan only, with each resource's step and changed properties. Exit 0: no changes, "
+        "12: changes pending, 1: error (including what the run would refuse).")] = False,
+    refresh: Annotated[bool, typer.Option(
+        "--refresh", help="Read every tenant's live resources instead of trusting the fingerprint: drifted "
+        "tenants are repaired (resources reset or created again, orphan resources removed).")] = False,
     prune: Annotated[bool, typer.Option(
         "--prune", help="Deprovision tenants in the registry but not in stacks/ (asked first on a terminal; "
                         "elsewhere only with --yes).")] = False,
@@ -84,17 +74,23 @@ def apply(
     shard: Annotated[Optional[str], typer.Option(
         help="I/N: only this runner's deterministic share of tenants.")] = None,
     match: Annotated[Optional[list[str]], typer.Option(
-        metavar="GLOB", help="Only tenants whose id matches this glob (repeatable), in stacks/ and in the registry "
-                             "alike.")] = None,
+        metavar="GLOB", help="Only tenants whose id matches this glob (repeatable), in stacks/ and in the "
+        "registry alike.")] = None,
     markdown: Annotated[Optional[Path], typer.Option(
         help="Also write a markdown summary (pull-request comment) here.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
 ) -> None:
     """Provision new tenants, update changed ones, skip unchanged ones, report orphans.
 
+    Previews list each resource's step (create / update / replace / delete) with
+    its changed properties, old → new; a replaced or deleted database, key,
+    bucket or secret is called out. Unchanged tenants are skipped by their
+    fingerprint; --refresh reads them live instead and repairs the drifted ones.
+
     Exit codes: 0 all applied (or, with --preview, nothing pending); 12 changes pending
-    (--preview); 1 at least one tenant failed (the summary says which and why); 2 a usage error.
-    Progress goes to stderr, the summary to stdout.
+    (--preview); 1 at least one tenant failed, or would be refused (the summary says
+    which and why); 13 not confirmed; 2 a usage error. Progress goes to stderr, the
+    summary to stdout.
     """
     from tenantctl.cli.confirm import confirmation
     from tenantctl.operations.apply import Action
@@ -113,8 +109,8 @@ def apply(
 
     with _progress(preview) as (on_plan, on_result):
         summary = run(Workspace(), preview=preview, prune=prune, parallel=parallel, shard=shard,
-                      match=match or (), yes=yes, on_plan=lambda r: (on_plan(r), confirm_prunes(r)),
-                      on_result=on_result)
+                      match=match or (), refresh=refresh, yes=yes,
+                      on_plan=lambda r: (on_plan(r), confirm_prunes(r)), on_result=on_result)
     if markdown:
         markdown.write_text(render("apply_summary.md.j2", summary=summary))
     if json_out:
@@ -126,6 +122,8 @@ def apply(
         if rows:
             table(f"apply{' --preview' if preview else ''} · shard {summary.shard} · {summary.seconds:.1f}s",
                   ["tenant", "action", "result", "why", "resources"], rows)
+        for result in shown:
+            _details(result, preview)
         console.print(", ".join(f"{n} {a}" for a, n in summary.counts.items()) or "no tenants in stacks/",
                       highlight=False)
     orphans = summary.orphans

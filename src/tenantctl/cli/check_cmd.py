@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from tenantctl.cli.options import tenant_argument
 from tenantctl.cli.output import console, print_json, table
 
 app = typer.Typer()
@@ -15,7 +16,7 @@ _STYLE = {"pass": "green", "fail": "bold red", "error": "yellow"}
 
 @app.command()
 def check(
-    tenant_id: Annotated[str, typer.Argument(help="Tenant to verify.")],
+    tenant_id: Annotated[str, tenant_argument("Tenant to verify.")],
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
 ) -> None:
     """Verify a tenant's isolation on its LIVE resources (also run after every provision).
@@ -23,8 +24,12 @@ def check(
     Database, as the tenant's own role: not superuser, no BYPASSRLS, owns
     nothing, RLS enabled and forced on every table, unique keys include the
     tenant, a session without the tenant setting sees no rows (fail closed).
-    AWS: key rotation and key policy principals, queue/DLQ and bucket
-    encryption, no public access, tags, the role's trust and access policies.
+    splinter's RLS lints on its schema; PUBLIC without CONNECT/TEMP.
+    AWS: key state (Enabled), rotation and key policy (= the role's KMS
+    actions), queue/DLQ, alarm topic and bucket encryption, no public access,
+    bucket access logging, secret rotation, tags, the role's trust and access
+    policies. Network: endpoint policies, flow logs, empty default group,
+    PostgreSQL from security groups only, RDS hardening.
 
     Exit codes: 0 all pass, 8 a check failed, 7 a check could not run.
     """
@@ -38,7 +43,8 @@ def check(
         table(f"posture of tenant {tenant_id}", ["area", "check", "result", "detail"],
               [(c.area, c.name, f"[{_STYLE[c.outcome.value]}]{c.outcome.value}[/]", c.detail) for c in report.checks])
         if report.failed:
-            console.print(f"[bold red]{len(report.failed)} check(s) failed:[/] {', '.join(c.name for c in report.failed)}")
+            console.print(f"[bold red]{len(report.failed)} check(s) failed:[/] "
+                          f"{', '.join(c.name for c in report.failed)}")
         elif report.errors:
             console.print(f"[yellow]{len(report.errors)} check(s) could not run:[/] "
                           f"{', '.join(c.name for c in report.errors)}")

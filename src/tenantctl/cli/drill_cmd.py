@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from tenantctl.cli.options import JsonFlag
+from tenantctl.cli.options import JsonFlag, tenant_argument
 from tenantctl.cli.output import console, print_json, table
 from tenantctl.drills.models import Target
 
@@ -58,7 +58,7 @@ def _show(report: DrillReport, markdown: Optional[Path], json_out: bool) -> None
 
 @app.command()
 def backup(
-    tenant_id: Annotated[str, typer.Argument(help="Tenant to back up.")],
+    tenant_id: Annotated[str, tenant_argument("Tenant to back up.")],
     json_out: JsonFlag = False,
 ) -> None:
     """Back up a tenant's database and object manifest, encrypted with the tenant key.
@@ -87,12 +87,14 @@ def backup(
 
 @app.command()
 def restore(
-    tenant_id: Annotated[str, typer.Argument(help="Tenant whose backup to restore.")],
+    tenant_id: Annotated[str, tenant_argument("Tenant whose backup to restore.")],
     backup_id: Annotated[str, typer.Option("--backup", help="Backup id, or 'latest'.")] = "latest",
     target: Annotated[Target, typer.Option(
         help="scratch (a new database + prefix) or in-place (the live tenant).")] = Target.scratch,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="--target in-place without asking (asked on a "
                                                           "terminal, refused elsewhere).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="With --target in-place: restore over a "
+                                            "tenant whose tables hold rows, after backing it up.")] = False,
     clean: Annotated[bool, typer.Option("--clean/--keep", help="Remove the scratch target after verifying.")] = False,
     markdown: MarkdownOut = None,
     json_out: JsonFlag = False,
@@ -100,19 +102,24 @@ def restore(
     """Restore a backup and verify it against its manifest (row counts, checksums, objects).
 
     The live tenant is never touched unless --target in-place is confirmed
-    (--yes, or a yes on a terminal), and then only when its tables hold no rows. A tenant deprovisioned within its
-    retention window is brought back that way: re-provisioned (new KMS key),
-    restored, verified, its data re-keyed, its record active again.
-    Exit 9 when the verification fails, 10 when the tenant key is unusable."""
+    (--yes, or a yes on a terminal), and then only when its tables hold no rows
+    (else exit 5, a conflict: nothing is recorded) or with --overwrite, which
+    first backs the live tenant up (reason before-overwrite, its id in the
+    report's notes). A tenant deprovisioned within its retention window is
+    brought back in place: re-provisioned (new KMS key), restored, verified,
+    its data re-keyed, its record active again. Exit 9 when the verification
+    fails, 10 when the tenant key is unusable, 13 when not confirmed."""
     from functools import partial
 
     from tenantctl.cli.confirm import confirmation
     from tenantctl.cli.progress import engine_progress
-    from tenantctl.drills.restore import restore as restore_backup
-    from tenantctl.drills.run import drill
-    from tenantctl.errors import DrillFailed, KeyUnusable
+    from tenantctl.drills.restore import restore_backup
+    from tenantctl.drills.run import drill, exit_code
+    from tenantctl.errors import InvalidInput
     from tenantctl.models import TenantStatus
 
+    if overwrite and target is not Target.in_place:
+        raise InvalidInput("--overwrite applies to --target in-place only (a scratch target is always new)")
     ws, ctx = _session()
     record = ws.registry.require(tenant_id)
     restorer = restore_backup
@@ -120,9 +127,11 @@ def restore(
     if target is Target.in_place:
         what = (f"re-provision the deprovisioned tenant {tenant_id} (new KMS key) and restore backup {backup_id} "
                 "into it" if tombstone else f"restore backup {backup_id} into the live tenant {tenant_id}")
+        rows = ("its tables' rows are backed up first, then replaced (--overwrite)" if overwrite
+                else "refused when its tables hold rows")
         confirmation(yes).check(f"drill restore --target in-place: {what}",
-                                [f"the database of {tenant_id} is replaced by the backup's (refused when its tables "
-                                 "hold rows)", "the backup's objects are copied back under the tenant's prefix"])
+                                [f"the database of {tenant_id} is replaced by the backup's ({rows})",
+                                 "the backup's objects are copied back under the tenant's prefix"])
         yes = True
     if target is Target.in_place and tombstone:
         from tenantctl.operations.revive import revive
@@ -130,17 +139,17 @@ def restore(
         restorer = partial(revive, ws)  # a tombstone comes back by being provisioned again
     with engine_progress(f"restoring {tenant_id}") as on_event:
         report = drill(ctx, record, backup_id=backup_id, target=target, yes=yes, clean=clean, kind="restore",
-                       restorer=restorer, on_event=on_event)
+                       restorer=restorer, overwrite=overwrite, on_event=on_event)
     if json_out:
         print_json(report)
     _show(report, markdown, json_out)
     if not report.passed:
-        raise typer.Exit(KeyUnusable.exit_code if report.key_unusable else DrillFailed.exit_code)
+        raise typer.Exit(exit_code([report]))
 
 
 @app.command()
 def run(
-    tenant_id: Annotated[Optional[str], typer.Argument(help="Tenant to drill (or --all).")] = None,
+    tenant_id: Annotated[Optional[str], tenant_argument("Tenant to drill (or --all).")] = None,
     all_tenants: Annotated[bool, typer.Option("--all", help="Every active or suspended tenant.")] = False,
     backup_id: Annotated[Optional[str], typer.Option("--backup", help="Restore this backup (or 'latest') "
                                                     "instead of taking a new one.")] = None,
@@ -152,10 +161,13 @@ def run(
     """The full drill: back up, restore into a scratch target, verify, clean up, report.
 
     Exit 0 when every drill passes, 9 when any fails (mismatch, unreadable
-    backup, unusable key, or --max-rto / --max-rpo exceeded)."""
+    backup, --max-rto / --max-rpo exceeded), 10 when every failure is an
+    unusable tenant key, 5 when a drill could not run (a conflict: with --all
+    the others still run)."""
+    from tenantctl.cli.output import error
     from tenantctl.cli.progress import engine_progress
-    from tenantctl.drills.run import drill
-    from tenantctl.errors import DrillFailed, InvalidInput
+    from tenantctl.drills.run import drill, exit_code
+    from tenantctl.errors import Conflict, InvalidInput
     from tenantctl.models import TenantStatus
 
     if bool(tenant_id) == all_tenants:
@@ -165,42 +177,53 @@ def run(
         records = [r for r in ws.registry.iter_all() if r.status in (TenantStatus.active, TenantStatus.suspended)]
     else:
         records = [ws.registry.require(tenant_id)]
-    reports = []
+    reports, conflicts = [], 0
     for record in records:
-        with engine_progress(f"drilling {record.tenant_id}") as on_event:
-            report = drill(ctx, record, backup_id=backup_id, max_rto=max_rto, max_rpo=max_rpo, on_event=on_event)
+        try:
+            with engine_progress(f"drilling {record.tenant_id}") as on_event:
+                report = drill(ctx, record, backup_id=backup_id, max_rto=max_rto, max_rpo=max_rpo,
+                               on_event=on_event)
+        except Conflict as exc:
+            if not all_tenants:
+                raise
+            conflicts += 1
+            error(str(exc))
+            continue
         reports.append(report)
         _show(report, markdown, json_out)
     if json_out:
         print_json(reports if all_tenants else reports[0])
-    if any(not r.passed for r in reports):
-        raise typer.Exit(DrillFailed.exit_code)
+    if exit_code(reports, conflicts):
+        raise typer.Exit(exit_code(reports, conflicts))
 
 
 @app.command()
 def history(
-    tenant_id: Annotated[str, typer.Argument(help="Tenant whose drills and backups to list.")],
+    tenant_id: Annotated[str, tenant_argument("Tenant whose drills and backups to list.")],
     limit: Annotated[int, typer.Option(help="Newest drills to show.")] = 20,
     json_out: JsonFlag = False,
 ) -> None:
-    """List a tenant's drills (newest first) and its backups."""
+    """List a tenant's drills (newest first) and its backups.
+
+    Backups are listed from their clear index files, without opening anything
+    under the tenant's key (so also while that key is pending deletion)."""
     from tenantctl.drills.history import list_reports
-    from tenantctl.drills.store import list_manifests
+    from tenantctl.drills.store import list_backups
 
     ws, ctx = _session()
     record = ws.registry.require(tenant_id)
     reports = list_reports(ctx.s3, record, limit=limit)
-    backups = list_manifests(ctx.s3, record) if record.resources else []
+    backups = list_backups(ctx.s3, record) if record.resources else []
     if json_out:
         print_json({"drills": reports,
-                    "backups": [m.model_dump(mode="json", include={"backup_id", "kind", "reason", "finished_at"})
-                                for m in backups]})
+                    "backups": [b.model_dump(mode="json", include={"backup_id", "kind", "reason", "finished_at",
+                                                                   "stored_bytes"}) for b in backups]})
         return
     table(f"drills of {tenant_id}", ["drill", "kind", "backup", "verdict", "RTO s", "RPO s", "finished"],
           [(r.drill_id, r.kind, r.backup_id or "", r.verdict.value,
             "" if r.rto_seconds is None else f"{r.rto_seconds:.1f}",
             "" if r.rpo_seconds is None else f"{r.rpo_seconds:.1f}", f"{r.finished_at:%Y-%m-%d %H:%M:%S}")
            for r in reports])
-    table(f"backups of {tenant_id}", ["backup", "kind", "reason", "finished", "dump bytes", "objects"],
-          [(m.backup_id, m.kind, m.reason, f"{m.finished_at:%Y-%m-%d %H:%M:%S}",
-            m.dump.plaintext_bytes if m.dump else "", len(m.objects)) for m in reversed(backups)])
+    table(f"backups of {tenant_id}", ["backup", "kind", "reason", "finished", "stored bytes"],
+          [(b.backup_id, b.kind, b.reason, f"{b.finished_at:%Y-%m-%d %H:%M:%S}",
+            "" if b.stored_bytes is None else b.stored_bytes) for b in reversed(backups)])

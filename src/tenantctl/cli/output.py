@@ -73,12 +73,44 @@ def error(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
 
 
+def step_rows(steps: Iterable[Any]) -> list[tuple[str, str, str, str]]:
+    """(op, name, type, what changes) per ResourceChange that is not ``same``:
+    changed properties old → new one per line, a data-bearing replace or delete flagged."""
+    from rich.markup import escape
+
+    from tenantctl.engines.diffs import describe
+
+    rows = []
+    for c in steps:
+        if c.op.value == "same":
+            continue
+        op = f"[bold red]{c.op.value} ⚠[/]" if c.loses_data else c.op.value
+        loss = "replaced: its data is lost" if c.op.value == "replace" else "deleted with its data"
+        what = [f"[bold red]{loss}[/]"] if c.loses_data else []
+        what += [escape(describe(d)) for d in c.diffs]
+        rows.append((op, escape(c.name), escape(c.type), "\n".join(what)))
+    return rows
+
+
 def changes_table(title: str, changes: Any) -> None:
-    """The resources a ChangeSet creates, updates or deletes; nothing when unchanged."""
-    rows = [(c.op.value, c.type, c.name) for c in changes.changes if c.op.value != "same"]
+    """Each resource a ChangeSet creates, updates, replaces or deletes, with
+    its changed properties; nothing when unchanged."""
+    steps_table(title, changes.changes)
+
+
+def steps_table(title: str, steps: Iterable[Any]) -> None:
+    rows = step_rows(steps)
     if rows:
-        table(title, ["op", "type", "name"], rows)
+        table(title, ["op", "resource", "type", "changes (old → new)"], rows)
 
 
 def changes_summary(changes: Any) -> str:
     return ", ".join(f"{n} {op}" for op, n in changes.summary().items()) or "no changes"
+
+
+def orphan_lines(tenant_id: str, orphans: Iterable[Any], preview: bool) -> None:
+    """One line per orphan resource: what was (or would be) done with it."""
+    for orphan in orphans:
+        fate = orphan.removed or (f"not removed: {orphan.error}" if orphan.error else
+                                  "would be removed" if preview and orphan.removable else "left for a person")
+        console.print(f"{tenant_id} · orphan resource {orphan.kind} {orphan.name}: {fate}", highlight=False)

@@ -4,6 +4,7 @@ Off a terminal (CI logs, `2>file`) each phase of the operation is one line
 with the time since the command started, so a job never looks hung; on a
 terminal the same lines scroll above a live view of the current phase: the
 resource being changed and "N of M resources" once the engine's plan is known.
+Fleet runs (apply, refresh) print a plan line, then a stamped line per tenant.
 """
 
 from __future__ import annotations
@@ -101,3 +102,46 @@ def engine_progress(title: str) -> Iterator[ProgressView]:
         view.stop()
     view.line("done")
 
+
+class FleetProgress:
+    """Progress over many tenants on stderr: a plan line, then one line per
+    finished tenant, each stamped with the time since the start (a live bar
+    as well when stderr is a terminal)."""
+
+    def __init__(self, verb: str) -> None:
+        self.verb, self.done_count, self.total = verb, 0, 0
+        self.started = time.monotonic()
+        self._bar: Progress | None = None
+        self._task = None
+
+    def plan(self, total: int, text: str) -> None:
+        self.total = total
+        more = f"; {self.verb} {total} tenant(s)" if total else ""
+        err_console.print(f"{elapsed(self.started)} plan: {text}{more}", highlight=False)
+        if total and err_console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn
+
+            self._bar = Progress(TextColumn(self.verb), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                 console=err_console, transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task(self.verb, total=total)
+
+    def done(self, line: str) -> None:
+        """One finished tenant; ``line`` is rich markup."""
+        self.done_count += 1
+        err_console.print(f"{elapsed(self.started)} \\[{self.done_count}/{self.total}] {line}", highlight=False)
+        if self._bar is not None:
+            self._bar.advance(self._task)
+
+    def stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+@contextmanager
+def fleet_progress(verb: str) -> Iterator[FleetProgress]:
+    progress = FleetProgress(verb)
+    try:
+        yield progress
+    finally:
+        progress.stop()

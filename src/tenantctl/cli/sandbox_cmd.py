@@ -93,13 +93,29 @@ def status(json_out: JsonFlag = False, state_dir: StateDir = None) -> None:
 
 
 @app.command("env")
-def env(state_dir: StateDir = None) -> None:
-    """Shell `export` lines pointing AWS SDKs and psql at the running sandbox."""
+def env(state_dir: StateDir = None, json_out: JsonFlag = False) -> None:
+    """Shell `export` lines pointing AWS SDKs, psql and tenant_runtime at the running sandbox.
+
+    AWS_ENDPOINT_URL, AWS_* credentials and region (moto), DATABASE_URL (the
+    superuser), TENANT_REGISTRY_TABLE, TENANT_REVOCATION_TABLE,
+    TENANT_GATEWAY_SECRET_ARN (the shared pool's login) and TENANT_JWKS_URL
+    (verifies `tenantctl dev token`). Use: eval "$(tenantctl sandbox env)".
+    """
+    from tenant_runtime.gateway import SECRET_ENV
+    from tenant_runtime.registry import TABLE_ENV as REGISTRY_ENV
+    from tenant_runtime.revocation import TABLE_ENV as REVOCATION_ENV
+    from tenantctl import naming
     from tenantctl.errors import TargetUnavailable
+    from tenantctl.sandbox.dev_tokens import jwks_url
 
     endpoints = _sandbox(state_dir).endpoints()
     if endpoints is None:
         raise TargetUnavailable("the sandbox is not running: start it with `tenantctl sandbox up`")
-    variables = {**endpoints.aws_env(), "DATABASE_URL": endpoints.pg_dsn()}
+    variables = {**endpoints.aws_env(), "DATABASE_URL": endpoints.pg_dsn(),
+                 REGISTRY_ENV: naming.REGISTRY_TABLE, REVOCATION_ENV: naming.REVOCATION_TABLE,
+                 SECRET_ENV: naming.GATEWAY_SECRET, "TENANT_JWKS_URL": jwks_url(endpoints.aws_endpoint_url)}
+    if json_out:
+        print_json(variables)
+        return
     for name, value in variables.items():
         typer.echo(f"export {name}={shlex.quote(value)}")

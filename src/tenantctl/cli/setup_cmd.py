@@ -15,7 +15,8 @@ app = typer.Typer(name="setup", no_args_is_help=True,
 
 @app.command("pulumi")
 def pulumi(
-    version: Annotated[Optional[str], typer.Option(help="CLI version (default: the one matching the installed pulumi SDK).")] = None,
+    version: Annotated[Optional[str], typer.Option(
+        help="CLI version (default: the one matching the installed pulumi SDK).")] = None,
     root: Annotated[Optional[Path], typer.Option(help="Install root (default: ~/.pulumi/versions/<version>).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
 ) -> None:
@@ -28,7 +29,8 @@ def pulumi(
     from tenantctl.engines.pulumi.cli import default_root, install
 
     if not json_out:
-        console.print(f"installing the Pulumi CLI into {root or default_root(version.lstrip('v') if version else None)} …")
+        into = root or default_root(version.lstrip("v") if version else None)
+        console.print(f"installing the Pulumi CLI into {into} …")
     result = install(version, root)
     if json_out:
         print_json(result)

@@ -6,12 +6,21 @@ from typing import Annotated, Optional
 
 import typer
 
-from tenantctl.cli.options import JsonFlag, YesFlag
-from tenantctl.cli.output import changes_summary, changes_table, console, print_json, table
+from tenantctl.cli.options import JsonFlag, YesFlag, tenant_argument
+from tenantctl.cli.output import (
+    changes_summary,
+    changes_table,
+    console,
+    orphan_lines,
+    print_json,
+    steps_table,
+    table,
+)
 from tenantctl.engines.base import Op
 from tenantctl.models import TenantRecord, TenantStatus, Tier
 
 app = typer.Typer()
+
 
 def _record_rows(record: TenantRecord) -> list[tuple[str, str]]:
     rows = [("tenant", record.tenant_id), ("tier", record.tier.value), ("status", record.status.value),
@@ -22,16 +31,19 @@ def _record_rows(record: TenantRecord) -> list[tuple[str, str]]:
         rows += [("kms key", res.kms_key_arn), ("kms alias", res.kms_alias),
                  ("prefix", f"s3://{res.bucket}/{res.prefix}"), ("queue", res.queue_url), ("dlq", res.dlq_url),
                  ("role", res.role_arn), ("db secret", res.store.secret_arn),
-                 ("store",
-                  f"{res.store.endpoint}:{res.store.port}/{res.store.database} schema {res.store.schema_name}")]
+                 ("store", f"{res.store.endpoint}:{res.store.port}/{res.store.database} "
+                           f"schema {res.store.schema_name}")]
     if record.retain_until:
         rows.append(("retained until", f"{record.retain_until:%Y-%m-%d}"))
     if record.hibernation:
         rows.append(("hibernation", f"database instance {record.hibernation.db_instance} stopped since "
                                     f"{record.hibernation.since:%Y-%m-%d %H:%M:%S}Z (woken by the next request)"))
     if record.lock:
+        from tenantctl.registry import lock_holder
+
+        dead = " (that run is no longer running)" if lock_holder(record.lock) in ("gone", "reused") else ""
         rows.append(("lock", f"{record.lock.operation} by {record.lock.owner}@{record.lock.host} pid {record.lock.pid} "
-                             f"since {record.lock.acquired_at:%Y-%m-%d %H:%M:%S}Z"))
+                             f"since {record.lock.acquired_at:%Y-%m-%d %H:%M:%S}Z{dead}"))
     if record.last_error:
         rows.append(("last error", record.last_error))
     return rows
@@ -39,7 +51,8 @@ def _record_rows(record: TenantRecord) -> list[tuple[str, str]]:
 
 @app.command()
 def provision(
-    tenant_id: Annotated[str, typer.Argument(help="Tenant id: lowercase letters, digits, single hyphens.")],
+    tenant_id: Annotated[str, tenant_argument("Tenant id: lowercase letters, digits, single hyphens.",
+                                              existing=False)],
     tier: Annotated[Optional[Tier], typer.Option(help="pooled (shared VPC/DB) or dedicated (own VPC + RDS).")] = None,
     region: Annotated[Optional[str], typer.Option(help="AWS region.")] = None,
     owner: Annotated[Optional[str], typer.Option(help="Owner tag.")] = None,
@@ -51,25 +64,31 @@ def provision(
     vpc_cidr: Annotated[Optional[str], typer.Option(help="Dedicated: VPC CIDR.")] = None,
     instance_class: Annotated[Optional[str], typer.Option(help="Dedicated: RDS instance class.")] = None,
     storage_gb: Annotated[Optional[int], typer.Option(help="Dedicated: RDS storage (GB).")] = None,
-    multi_az: Annotated[Optional[bool], typer.Option("--multi-az/--single-az", help="Dedicated: Multi-AZ RDS.")] = None,
+    multi_az: Annotated[Optional[bool], typer.Option("--multi-az/--single-az",
+                                                     help="Dedicated: Multi-AZ RDS.")] = None,
+    preview: Annotated[bool, typer.Option("--preview", help="Show each resource's step and changed properties; "
+                                          "change nothing. Exit 0: no changes, 12: changes pending.")] = False,
     yes: YesFlag = False,
     json_out: JsonFlag = False,
 ) -> None:
     """Provision a tenant, or update it to the given options (idempotent).
 
     Writes stacks/Pulumi.<ID>.yaml (an existing file is edited in place: its
-    comments stay), applies it and records the tenant in the registry. When
-    the plan would delete or replace a resource, it is listed and asked about
-    first (--yes to go ahead without asking; refused without a terminal).
+    comments stay), applies it and records the tenant in the registry.
+    An existing tenant is repaired on the way: resources changed out of band are
+    reset, deleted ones created again, orphan resources removed; the output says
+    what was repaired. When the plan would delete or replace a resource (or
+    remove orphans), it is listed and asked about first (--yes to go ahead
+    without asking; refused without a terminal). --preview shows all of it,
+    refusing what the run would refuse (with the run's exit code).
     """
     from tenantctl.cli.confirm import confirmation
     from tenantctl.cli.progress import engine_progress
-    from tenantctl.naming import require_valid
     from tenantctl.operations.provision import merge_options
+    from tenantctl.operations.provision import preview as plan
     from tenantctl.operations.provision import provision as run
     from tenantctl.workspace import Workspace
 
-    require_valid(tenant_id)  # checked before touching any target
     ws = Workspace()
     spec = merge_options(ws, tenant_id, {
         "tier": tier.value if tier else None, "region": region, "owner": owner, "cost_centre": cost_centre,
@@ -78,23 +97,50 @@ def provision(
         "dedicated.vpc_cidr": vpc_cidr, "dedicated.instance_class": instance_class,
         "dedicated.storage_gb": storage_gb, "dedicated.multi_az": multi_az,
     })
+    if preview:
+        _preview(tenant_id, plan(ws, spec), json_out)
+        return
     with engine_progress(f"provisioning {tenant_id}") as view:
         ws.approve = confirmation(yes, view)
         record, result = run(ws, spec, on_event=view)
+    steps = [c for c in result.changes.changes if c.op is not Op.same]
     if json_out:
-        print_json({"record": record, "changes": result.changes.summary()})
+        print_json({"record": record, "changes": result.changes.summary(), "resources": steps,
+                    "repaired": result.drift, "orphans": result.orphans})
         return
     console.print(f"[green]tenant {tenant_id} is {record.status.value}[/] ({changes_summary(result.changes)})")
     changes_table("resources", result.changes)
+    if result.drift:
+        steps_table("repaired: drift found (recorded → live), brought back", result.drift)
+    orphan_lines(tenant_id, result.orphans, preview=False)
     table("registry record", ["field", "value"], _record_rows(record))
+
+
+def _preview(tenant_id: str, planned, json_out: bool) -> None:
+    """provision --preview: exit 0 nothing to do, 12 changes pending."""
+    from tenantctl.errors import CHANGES_PENDING
+
+    steps = [c for c in planned.changes.changes if c.op is not Op.same]
+    pending = bool(steps or planned.orphans)
+    if json_out:
+        print_json({"tenant_id": tenant_id, "existing": planned.existing, "changes": planned.changes.summary(),
+                    "resources": steps, "orphans": planned.orphans,
+                    "exit_code": CHANGES_PENDING if pending else 0})
+    else:
+        changes_table(f"provision {tenant_id} --preview", planned.changes)
+        orphan_lines(tenant_id, planned.orphans, preview=True)
+        console.print(f"{tenant_id}: {changes_summary(planned.changes)}"
+                      + (f", {len(planned.orphans)} orphan resource(s)" if planned.orphans else ""), highlight=False)
+    if pending:
+        raise typer.Exit(CHANGES_PENDING)
 
 
 @app.command()
 def deprovision(
-    tenant_id: Annotated[str, typer.Argument(help="Tenant to remove.")],
+    tenant_id: Annotated[str, tenant_argument("Tenant to remove.")],
     yes: YesFlag = False,
-    purge_data: Annotated[bool, typer.Option(
-        "--purge-data", help="Also delete every object under the tenant prefix.")] = False,
+    purge_data: Annotated[bool, typer.Option("--purge-data",
+                                             help="Also delete every object under the tenant prefix.")] = False,
     no_final_backup: Annotated[bool, typer.Option("--no-final-backup", help="Do not take the final backup "
                                                   "(`drill backup`) before destroying.")] = False,
     json_out: JsonFlag = False,
@@ -110,15 +156,15 @@ def deprovision(
     """
     from tenantctl.cli.confirm import confirmation
     from tenantctl.cli.progress import engine_progress
+    from tenantctl.operations.deprovision import confirmation_items
     from tenantctl.operations.deprovision import deprovision as run
-    from tenantctl.operations.deprovision import what_goes
     from tenantctl.workspace import Workspace
 
     ws = Workspace()
     record = ws.registry.require(tenant_id)
     if record.status is not TenantStatus.deprovisioned:  # a tombstone is refused by the operation, unasked
-        confirmation(yes).check(f"deprovision tenant {tenant_id}",
-                                what_goes(record, purge_data=purge_data, final_backup=not no_final_backup))
+        confirmation(yes).check(f"deprovision tenant {tenant_id}", confirmation_items(
+            ws, record, purge_data=purge_data, final_backup=not no_final_backup))
     with engine_progress(f"deprovisioning {tenant_id}") as on_event:
         record, changes, details = run(ws, tenant_id, purge_data=purge_data, on_event=on_event,
                                        final_backup=not no_final_backup)
@@ -133,7 +179,7 @@ def deprovision(
 
 @app.command()
 def status(
-    tenant_id: Annotated[str, typer.Argument(help="Tenant id.")],
+    tenant_id: Annotated[str, tenant_argument("Tenant id.")],
     json_out: JsonFlag = False,
 ) -> None:
     """Show a tenant's registry record: status, resources, lock, last error."""
@@ -156,27 +202,64 @@ def list_tenants(
                                                          "(like the AWS CLI's auto-pagination).")] = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """List tenants in the registry, one page at a time (or every page with --all)."""
+    """List tenants in the registry, one page at a time (or every page with --all).
+
+    Records and (on the first page) stack files under an id that breaks the
+    naming rules are shown as invalid: `tenantctl forget ID --yes` removes them."""
+    from tenantctl.operations.forget import leftovers
     from tenantctl.workspace import Workspace
 
-    registry = Workspace().registry
-    records, next_cursor = registry.list(limit=limit, cursor=cursor, tier=tier, status=status)
+    ws = Workspace()
+    records, next_cursor = ws.registry.list(limit=limit, cursor=cursor, tier=tier, status=status)
     while all_pages and next_cursor:
-        page, next_cursor = registry.list(limit=limit, cursor=next_cursor, tier=tier, status=status)
+        page, next_cursor = ws.registry.list(limit=limit, cursor=next_cursor, tier=tier, status=status)
         records += page
+    invalid = leftovers(ws, records, stack_files=cursor is None)
     if json_out:
-        print_json({"tenants": records, "next_cursor": next_cursor})
+        print_json({"tenants": records, "next_cursor": next_cursor, "invalid_ids": invalid})
         return
+    rules = {e.tenant_id: e.rule for e in invalid}
     table("tenants", ["tenant", "tier", "status", "region", "owner", "updated"],
-          [(r.tenant_id, r.tier.value, r.status.value, r.region, r.owner, f"{r.updated_at:%Y-%m-%d %H:%M}")
-           for r in records])
+          [(r.tenant_id + (f" (INVALID id: {rules[r.tenant_id]} rule)" if r.tenant_id in rules else ""),
+            r.tier.value, r.status.value, r.region, r.owner, f"{r.updated_at:%Y-%m-%d %H:%M}") for r in records])
+    for entry in invalid:
+        where = ", ".join(w for w in ("registry record" if entry.record else "", entry.stack_file or "") if w)
+        console.print(f"[red]invalid tenant id {entry.tenant_id!r}[/] ({entry.rule} rule): {where}; "
+                      f"`tenantctl forget {entry.tenant_id} --yes` removes it", highlight=False)
     if next_cursor:
         console.print(f"more: --cursor {next_cursor}")
 
 
 @app.command()
+def forget(
+    tenant_id: Annotated[str, typer.Argument(help="An id that breaks the naming rules, as `list` shows it.")],
+    yes: YesFlag = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Remove the registry record and stack file of an id that breaks the naming rules.
+
+    No operation accepts such an id, so nothing in the cloud exists under it;
+    a record that names resources is refused (exit 5). A valid id is refused
+    (exit 3): `deprovision` removes tenants."""
+    from tenantctl.cli.confirm import confirmation
+    from tenantctl.operations.forget import forget as run
+    from tenantctl.operations.forget import forgettable
+    from tenantctl.workspace import Workspace
+
+    forgettable(tenant_id)  # a valid id is refused before any target is touched
+    confirmation(yes).check(f"forget {tenant_id!r}", [f"the registry record and the stack file of {tenant_id!r}, "
+                                                      "if either exists"])
+    gone = run(Workspace(), tenant_id)
+    if json_out:
+        print_json(gone)
+        return
+    what = " and ".join(w for w in ("its registry record" if gone.record else "", gone.stack_file or "") if w)
+    console.print(f"forgot {tenant_id!r} ({gone.rule} rule): removed {what}", highlight=False)
+
+
+@app.command()
 def unlock(
-    tenant_id: Annotated[str, typer.Argument(help="Tenant whose lock a dead run left behind.")],
+    tenant_id: Annotated[str, tenant_argument("Tenant whose lock a dead run left behind.")],
     force: Annotated[bool, typer.Option(
         "--force", help="Remove a lock this host cannot prove dead (a run on another host): you checked it is gone.")
     ] = False,

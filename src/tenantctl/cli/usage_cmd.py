@@ -7,11 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from tenantctl.cli.options import JsonFlag
+from tenantctl.cli.options import JsonFlag, tenant_argument
 from tenantctl.cli.output import console, error, print_json, table
 from tenantctl.models import Tier
 
-TenantArg = Annotated[Optional[str], typer.Argument(help="Tenant id (or --all).")]
+TenantArg = Annotated[Optional[str], tenant_argument("Tenant id (or --all).")]
 AllFlag = Annotated[bool, typer.Option("--all", help="Every active or suspended tenant in the registry.")]
 TierOpt = Annotated[Optional[Tier], typer.Option(help="With --all: only this tier.")]
 IdleDays = Annotated[int, typer.Option(min=1, help="A tenant with no activity for this many days is idle.")]

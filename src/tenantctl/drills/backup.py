@@ -5,7 +5,9 @@ database): a REPEATABLE READ transaction exports its snapshot, the row counts
 and checksums are taken in it and pg_dump dumps that very snapshot, so the
 manifest describes exactly what the dump holds. The dump streams through
 envelope encryption into a multipart upload: never whole in memory or on disk.
-Dedicated on AWS: an RDS snapshot (checksums taken from the instance just before)."""
+Dedicated on AWS: an RDS snapshot (checksums taken from the instance just before);
+dedicated on the sandbox: the logical dump, plus a snapshot of the tenant's
+moto instance, so that drills exercise the snapshot path too."""
 
 from __future__ import annotations
 
@@ -22,12 +24,14 @@ from tenantctl.drills.pgtools import find_tools, pg_env
 from tenantctl.drills.tables import server_major, table_checks
 from tenantctl.errors import InvalidInput, KeyUnusable, TenantctlError
 from tenantctl.models import TenantRecord, TenantStatus, Tier, utcnow
+from tenantctl.naming import require_valid
 
 
 def backup_kind(record: TenantRecord, ctx: DrillContext) -> BackupKind:
     if record.tier is Tier.pooled:
         return "pg_dump-schema"
-    return "rds-snapshot" if ctx.rds is not None else "logical (sandbox)"
+    # The sandbox's RDS instances are moto's (no data): a logical dump, which also snapshots the instance.
+    return "logical (sandbox)" if ctx.is_sandbox else "rds-snapshot"
 
 
 def key_state(kms: Any, key_arn: str) -> tuple[str, str]:
@@ -61,6 +65,7 @@ def committed_spec(ctx: DrillContext, tenant_id: str) -> dict[str, Any] | None:
 
 
 def backup(ctx: DrillContext, record: TenantRecord, reason: BackupReason = "manual") -> BackupManifest:
+    require_valid(record.tenant_id)
     if record.resources is None:
         raise InvalidInput(f"tenant {record.tenant_id!r} has no resources recorded (never provisioned)")
     if record.status in (TenantStatus.deprovisioning, TenantStatus.deprovisioned):
@@ -114,7 +119,7 @@ def logical_backup(ctx: DrillContext, record: TenantRecord, kind: BackupKind,
     backup_id = store.new_id(started)
     context = envelope.encryption_context(record.tenant_id, backup_id)
     key = envelope.new_data_key(ctx.kms, res.kms_key_arn, context)
-    dump_key = store.backup_dir(record, backup_id) + "db.dump.enc"
+    dump_key = store.backup_dir(record, backup_id) + store.DUMP
     digest, plain_bytes = hashlib.sha256(), 0
 
     def count(chunk: bytes) -> None:
@@ -139,16 +144,23 @@ def logical_backup(ctx: DrillContext, record: TenantRecord, kind: BackupKind,
             def upload(stdout) -> None:
                 nonlocal stored
                 stored = store.upload_stream(ctx.s3, res.bucket, dump_key,
-                                             envelope.encrypt_stream(stdout, key, context, on_plain=count))
+                                             envelope.encrypt_stream(stdout, key, context, on_plain=count),
+                                             store.tenant_sse(record))
 
             _stream_dump(cmd, env, upload)
+    snapshot = None
+    if record.tier is Tier.dedicated and ctx.rds is not None:  # the snapshot path is drilled as well
+        from tenantctl.drills.rds import take_snapshot
+
+        snapshot = take_snapshot(ctx, record, backup_id)
     manifest = BackupManifest(
         backup_id=backup_id, tenant_id=record.tenant_id, kind=kind, started_at=started, finished_at=utcnow(),
         key_arn=res.kms_key_arn, database=store_conn.database, schema_name=store_conn.schema_name,
         dump=DumpInfo(key=dump_key, plaintext_bytes=plain_bytes, stored_bytes=stored, sha256=digest.hexdigest(),
                       encrypted_data_key=key.encrypted_b64, nonce_prefix=key.nonce_prefix.hex(),
                       chunk_bytes=envelope.CHUNK),
-        tables=tables, objects=object_manifest(ctx.s3, res.bucket, res.prefix), record=record, **(extra or {}),
+        snapshot=snapshot, tables=tables, objects=object_manifest(ctx.s3, res.bucket, res.prefix), record=record,
+        **(extra or {}),
     )
-    store.put_manifest(ctx.s3, record, manifest)
+    store.put_backup(ctx.s3, record, manifest, key)
     return manifest

@@ -18,7 +18,7 @@ class DrillContext:
     admin_user: str
     admin_password: str
     registry: Any = None            # RegistryWriter (restore-after-deprovision re-activates the record)
-    rds: Any = None                 # None on the sandbox: dedicated tenants get a logical backup there
+    rds: Any = None                 # dedicated tenants' snapshots (on the sandbox: of moto's instances)
     pg_bin_dir: Path | None = None  # where pg_dump / pg_restore live; None: search
     is_sandbox: bool = True
     # The tenantctl Workspace (engine, stacks/): a restore after deprovision
@@ -49,6 +49,6 @@ def context_from_workspace(ws: Any) -> DrillContext:
     pg_bin = ws.sandbox.pg_bin_dir if ws.is_sandbox else None
     return DrillContext(
         s3=ws.client("s3"), kms=ws.client("kms"), admin_user=user, admin_password=password,
-        registry=ws.registry, rds=None if ws.is_sandbox else ws.client("rds"),
+        registry=ws.registry, rds=ws.client("rds"),
         pg_bin_dir=Path(pg_bin) if pg_bin else None, is_sandbox=ws.is_sandbox, workspace=ws,
     )

@@ -8,6 +8,11 @@ final-chunk flag, so chunks cannot be swapped between backups or tenants,
 reordered, or the stream truncated without the decryption failing.
 
 Frame layout: ``MAGIC`` once, then per chunk ``u32 length | ciphertext+tag``.
+
+The backup's manifest is sealed the same way, as a stream of its own, under a
+key derived from the backup's data key (HKDF-SHA256, info ``MANIFEST_INFO``)
+with its own random nonce prefix: one KMS data key per backup, and neither
+stream can pass for the other.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from botocore.exceptions import ClientError
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from tenantctl.errors import BackupCorrupt, KeyUnusable, TenantctlError
+from tenant_runtime.crypto import RETRYABLE
+from tenantctl.errors import BackupCorrupt, KeyUnusable, TargetUnavailable, TenantctlError
 
 MAGIC = b"TCDRILL1"
 CHUNK = 1 << 20  # 1 MiB of plaintext per AES-GCM seal
@@ -43,6 +49,10 @@ class DataKey:
 def _kms_error(exc: ClientError, key_arn: str, action: str) -> TenantctlError:
     code = exc.response["Error"]["Code"]
     message = exc.response["Error"].get("Message", "")
+    if code in RETRYABLE:  # throttled past the client's retries, or KMS failing: not the key's fault
+        return TargetUnavailable(f"KMS could not {action} with key {key_arn} ({code}): retry later")
+    if code == "DisabledException":
+        return KeyUnusable(f"KMS key {key_arn} cannot {action}: it is disabled")
     if code == "KMSInvalidStateException":
         return KeyUnusable(f"KMS key {key_arn} cannot {action}: {message or 'key is pending deletion or disabled'} "
                            "(a deprovisioned tenant: `tenantctl drill restore ID --target in-place --yes` "
@@ -69,6 +79,32 @@ def open_data_key(kms: Any, key_arn: str, encrypted_b64: str, context: dict[str,
                            EncryptionContext=context)["Plaintext"]
     except ClientError as exc:
         raise _kms_error(exc, key_arn, "decrypt the backup's data key") from None
+
+
+MANIFEST_INFO = b"tenantctl/backup-manifest"
+
+
+def _manifest_key(data_key: bytes) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=MANIFEST_INFO).derive(data_key)
+
+
+def seal_document(key: DataKey, context: dict[str, str], body: bytes) -> tuple[bytes, bytes]:
+    """(sealed bytes, nonce prefix) of a small document under the backup's key."""
+    import io
+    import os
+
+    derived = DataKey(_manifest_key(key.plaintext), key.encrypted_b64, os.urandom(8))
+    return b"".join(encrypt_stream(io.BytesIO(body), derived, context)), derived.nonce_prefix
+
+
+def open_document(data_key: bytes, nonce_prefix: bytes, context: dict[str, str], sealed: bytes, where: str) -> bytes:
+    """The document ``seal_document`` sealed; BackupCorrupt when it does not authenticate."""
+    import io
+
+    return b"".join(decrypt_stream(io.BytesIO(sealed), _manifest_key(data_key), nonce_prefix, context, where))
 
 
 def _aad(context: dict[str, str], index: int, final: bool) -> bytes:

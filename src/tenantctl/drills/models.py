@@ -13,8 +13,9 @@ from tenantctl.models import TenantRecord
 
 BackupKind = Literal["pg_dump-schema", "logical (sandbox)", "rds-snapshot"]
 # Why a backup was taken: by hand / `drill run`, by `deprovision` just before
-# destroying, or right after a restore brought a deprovisioned tenant back.
-BackupReason = Literal["manual", "final", "after-restore"]
+# destroying, right after a restore brought a deprovisioned tenant back, or of
+# the live tenant just before `drill restore --overwrite` replaced it.
+BackupReason = Literal["manual", "final", "after-restore", "before-overwrite"]
 
 
 class TableCheck(BaseModel):
@@ -47,7 +48,10 @@ class SnapshotInfo(BaseModel):
 
 
 class BackupManifest(BaseModel):
-    format: Literal[1] = 1
+    """Everything about one backup (sealed under the tenant's key as manifest.enc;
+    format 1 backups stored it in clear as manifest.json)."""
+
+    format: Literal[1, 2] = 2
     backup_id: str
     tenant_id: str
     kind: BackupKind
@@ -71,6 +75,29 @@ class BackupManifest(BaseModel):
         return sum(o.size for o in self.objects)
 
 
+class BackupIndex(BaseModel):
+    """What a backup keeps in clear (index.json, written last): enough to list
+    backups and to prepare a restore without KMS, and no tenant data — ids,
+    kind, reason, times, the key's ARN, the backup's data key as KMS wrapped it
+    (opens only with the tenant's key), the sealed manifest's nonce, the
+    encrypted dump's size, and the committed stack spec (configuration that
+    git keeps in clear anyway; a restore after deprovision re-provisions from
+    it before the key's deletion is cancelled)."""
+
+    format: Literal[1, 2] = 2
+    backup_id: str
+    tenant_id: str
+    kind: BackupKind
+    reason: BackupReason = "manual"
+    started_at: datetime
+    finished_at: datetime
+    key_arn: str
+    encrypted_data_key: str | None = None  # None: a format 1 backup (manifest.json in clear)
+    manifest_nonce: str | None = None      # hex
+    stored_bytes: int | None = None        # the encrypted dump; None for an RDS snapshot
+    spec: dict[str, Any] | None = None
+
+
 class Target(str, Enum):
     scratch = "scratch"
     in_place = "in-place"
@@ -88,11 +115,13 @@ class RestoreResult(BaseModel):
     objects_restored: int
     started_at: datetime
     finished_at: datetime
-    scratch_instance: str | None = None  # AWS: the RDS instance restored from the snapshot
+    scratch_instance: str | None = None  # the RDS instance restored from the snapshot
     # Set when the restore verified itself (restore after deprovision verifies
     # before re-keying, so a later verification would compare re-keyed rows).
     checks: list[Check] | None = None
     notes: list[str] = Field(default_factory=list)
+    # The manifest the restore opened (under the tenant's key); not part of any report.
+    manifest: BackupManifest | None = Field(default=None, exclude=True, repr=False)
 
     @property
     def seconds(self) -> float:

@@ -45,20 +45,23 @@ def is_empty(s3: Any, bucket: str, prefix: str) -> bool:
     return not s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("KeyCount", 0)
 
 
-def _copy(s3: Any, bucket: str, source_key: str, entry: ObjectEntry, dest_key: str) -> None:
+def _copy(s3: Any, bucket: str, source_key: str, entry: ObjectEntry, dest_key: str, sse: dict[str, str]) -> None:
     source = {"Bucket": bucket, "Key": source_key}
     if entry.version_id:
         source["VersionId"] = entry.version_id
     if entry.size <= COPY_LIMIT:
-        s3.copy_object(Bucket=bucket, Key=dest_key, CopySource=source)
+        s3.copy_object(Bucket=bucket, Key=dest_key, CopySource=source, **sse)
     else:  # managed multipart copy (the ETag then differs: verified by size)
-        s3.copy(source, bucket, dest_key)
+        s3.copy(source, bucket, dest_key, ExtraArgs=sse)
 
 
-def restore_objects(s3: Any, bucket: str, prefix: str, entries: list[ObjectEntry], dest_prefix: str) -> int:
-    """Copy each manifest version to ``dest_prefix``; in place (dest == prefix)
-    only what differs from the manifest is copied and objects created after it
-    get a delete marker (recoverable on a versioned bucket)."""
+def restore_objects(s3: Any, bucket: str, prefix: str, entries: list[ObjectEntry], dest_prefix: str,
+                    sse: dict[str, str]) -> int:
+    """Copy each manifest version to ``dest_prefix``, stored with ``sse`` (the
+    tenant's key: a copy without it would take the bucket's default, the
+    platform key); in place (dest == prefix) only what differs from the
+    manifest is copied and objects created after it get a delete marker
+    (recoverable on a versioned bucket)."""
     in_place = dest_prefix == prefix
     current = {e.key: e for e in object_manifest(s3, bucket, prefix)} if in_place else {}
     copied = 0
@@ -66,7 +69,7 @@ def restore_objects(s3: Any, bucket: str, prefix: str, entries: list[ObjectEntry
         now = current.pop(entry.key, None)
         if in_place and now is not None and now.etag == entry.etag and now.size == entry.size:
             continue
-        _copy(s3, bucket, prefix + entry.key, entry, dest_prefix + entry.key)
+        _copy(s3, bucket, prefix + entry.key, entry, dest_prefix + entry.key, sse)
         copied += 1
     for stray in current:  # in place only: newer than the backup
         s3.delete_object(Bucket=bucket, Key=prefix + stray)

@@ -23,17 +23,9 @@ from psycopg import sql
 
 from tenantctl.drills.context import DrillContext
 from tenantctl.drills.objects import COPY_LIMIT, object_manifest
-from tenantctl.models import TenantRecord, TenantResources, TenantStatus
+from tenantctl.models import TenantResources
 
 BATCH = 500
-
-
-def _context(tenant_id: str, resources: TenantResources):
-    from tenant_runtime.context import TenantContext
-
-    return TenantContext(tenant_id=tenant_id, record=TenantRecord(
-        tenant_id=tenant_id, tier=resources.tier, status=TenantStatus.active, region=resources.region,
-        resources=resources))
 
 
 def rekey_messages(ctx: DrillContext, tenant_id: str, old: TenantResources, new: TenantResources) -> tuple[int, int]:
@@ -42,10 +34,11 @@ def rekey_messages(ctx: DrillContext, tenant_id: str, old: TenantResources, new:
     from tenant_runtime.crypto import MAGIC, Envelope
 
     envelope = Envelope(lambda _ctx: ctx.kms)
-    source, dest = _context(tenant_id, old), _context(tenant_id, new)
+    kms = lambda: ctx.kms  # noqa: E731 - the operator's client: the keys are named explicitly below
     store = new.store
     table = sql.Identifier(store.schema_name, "messages")
-    update = sql.SQL("UPDATE {} SET content = %s WHERE tenant_id = %s AND conversation_id = %s AND seq = %s").format(table)
+    update = sql.SQL("UPDATE {} SET content = %s WHERE tenant_id = %s AND conversation_id = %s AND seq = %s"
+                     ).format(table)
     resealed = skipped = 0
     with ctx.connect(store.endpoint, store.port, store.database) as conn, conn.transaction():
         conn.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant_id,))
@@ -58,14 +51,16 @@ def rekey_messages(ctx: DrillContext, tenant_id: str, old: TenantResources, new:
 
         with conn.cursor(name="tenantctl_rekey") as cur:
             cur.itersize = BATCH
-            cur.execute(sql.SQL("SELECT conversation_id, seq, content FROM {} ORDER BY conversation_id, seq").format(table))
+            cur.execute(sql.SQL("SELECT conversation_id, seq, content FROM {} ORDER BY conversation_id, seq"
+                                ).format(table))
             for conversation_id, seq, content in cur:
                 blob = bytes(content)
                 if blob[:len(MAGIC)] != MAGIC:
                     skipped += 1
                     continue
-                plain = envelope.decrypt(source, conversation_id, blob)
-                pending.append((envelope.encrypt(dest, conversation_id, plain), tenant_id, conversation_id, seq))
+                [plain] = envelope.open(kms, tenant_id, old.kms_key_arn, conversation_id, [blob])
+                sealed = envelope.seal(kms, tenant_id, new.kms_key_arn, conversation_id, plain)
+                pending.append((sealed, tenant_id, conversation_id, seq))
                 resealed += 1
                 if len(pending) >= BATCH:
                     flush()

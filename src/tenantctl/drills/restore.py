@@ -4,11 +4,13 @@ Scratch: a new database ``drill_<id>_<ts>`` on the same server (the schema keeps
 its name there) restored with --no-acl, so only the admin can read the copy,
 and the objects copied to ``<prefix>backups/scratch/<restore-id>/``. In place
 (``--yes`` required): the live schema must hold no rows (absent, or the empty
-tables provisioning makes); the schema template is re-applied afterwards for
-the tenant role, its grants and policies. A tombstoned tenant inside its
-retention window is brought back by ``tenantctl.operations.revive``
+tables provisioning makes) unless ``--overwrite``, which backs the live tenant
+up first (reason ``before-overwrite``); the schema template is re-applied
+afterwards for the tenant role, its grants and policies. A tombstoned tenant
+inside its retention window is brought back by ``tenantctl.operations.revive``
 (re-provision, then ``restore_logical`` in place). Restoring into a target that
-holds rows is always refused.
+holds rows is otherwise a conflict (exit 5), refused before the tenant's lock
+is taken and not recorded as a drill.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ from tenantctl import naming
 from tenantctl.drills import envelope, store
 from tenantctl.drills.backup import require_usable_key
 from tenantctl.drills.context import DrillContext
-from tenantctl.drills.models import BackupManifest, RestoreResult, Target
+from tenantctl.drills.models import BackupIndex, BackupManifest, Check, RestoreResult, Target
 from tenantctl.drills.objects import delete_prefix, is_empty, restore_objects, scratch_prefix
 from tenantctl.drills.pgtools import find_tools, pg_env
-from tenantctl.drills.rds import drop_scratch_instance, snapshot_restore
+from tenantctl.drills.rds import drop_scratch_instance, restore_instance, snapshot_restore
 from tenantctl.drills.tables import server_major, table_rows
 from tenantctl.errors import BackupCorrupt, Conflict, InvalidInput, TenantctlError
 from tenantctl.models import TenantRecord, TenantStatus, Tier, utcnow
@@ -92,9 +94,14 @@ def _check_in_place(record: TenantRecord, yes: bool) -> None:
 
 
 def restore(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest,
-            target: Target = Target.scratch, yes: bool = False) -> RestoreResult:
-    """Restore ``manifest`` and return where it landed (timed: the RTO)."""
+            target: Target = Target.scratch, yes: bool = False, overwrite: bool = False) -> RestoreResult:
+    """Restore ``manifest`` and return where it landed (timed: the RTO).
+    ``overwrite`` (in place only): a target that holds rows is backed up
+    (reason ``before-overwrite``) and then replaced, instead of refused."""
+    naming.require_valid(record.tenant_id)
     started = utcnow()
+    if overwrite and target is not Target.in_place:
+        raise InvalidInput("--overwrite applies to --target in-place only (a scratch target is always new)")
     if target is Target.in_place:
         _check_in_place(record, yes)
     if manifest.kind == "rds-snapshot":
@@ -102,30 +109,86 @@ def restore(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest,
             raise InvalidInput("in-place restore of an RDS snapshot is a new instance + DNS cut-over: "
                                "restore to scratch and follow docs/drills.md")
         return snapshot_restore(ctx, record, manifest, started)
-    if target is Target.in_place and ctx.registry is not None:
-        # In place mutates the tenant: hold its registry lock like provision/deprovision do.
-        with ctx.registry.hold(record.tenant_id, "drill-restore") as held:
-            return restore_logical(ctx, held.record, manifest, target, started)
-    return restore_logical(ctx, record, manifest, target, started)
+    if target is Target.scratch:
+        result = restore_logical(ctx, record, manifest, target, started)
+        if manifest.snapshot is None or ctx.rds is None:
+            return result
+        # A logical backup with a snapshot (a dedicated tenant on the sandbox): the snapshot path too.
+        try:
+            instance = restore_instance(ctx, record, manifest.snapshot, store.new_id(started))
+        except BaseException:
+            drop_scratch(ctx, record, result.database, result.object_prefix)
+            raise
+        return result.model_copy(update={"scratch_instance": instance, "finished_at": utcnow()})
+    if not overwrite:  # refused before the lock is even taken: a conflict leaves no trace
+        refuse_rows(ctx, record, manifest.schema_name)
+    if ctx.registry is None:
+        return _overwrite(ctx, record, manifest, overwrite)
+    # In place mutates the tenant: hold its registry lock like provision/deprovision do.
+    with ctx.registry.hold(record.tenant_id, "drill-restore") as held:
+        return _overwrite(ctx, held.record, manifest, overwrite)
 
 
-def _empty_target(conn: Any, database: str, schema: str, tenant_id: str) -> None:
-    """Refuse a target schema that holds rows; drop one that holds only empty
-    tables (what provisioning makes), so pg_restore can create it."""
+def restore_backup(ctx: DrillContext, record: TenantRecord, index: BackupIndex, target: Target = Target.scratch,
+                   yes: bool = False, overwrite: bool = False) -> RestoreResult:
+    """``restore`` of the backup ``index`` names: its manifest is opened with the
+    tenant's key (the registry's) first, and returned with the result."""
+    naming.require_valid(record.tenant_id)
+    require_usable_key(ctx.kms, record)  # "pending deletion" in plain words, not a KMS error
+    manifest = store.load_manifest(ctx.s3, ctx.kms, record, index.backup_id)
+    result = restore(ctx, record, manifest, target=target, yes=yes, overwrite=overwrite)
+    return result.model_copy(update={"manifest": manifest})
+
+
+def _overwrite(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest, overwrite: bool) -> RestoreResult:
+    """In place; with ``overwrite``, the live target is backed up first (the RTO clock starts after it)."""
+    notes = []
+    if overwrite:
+        from tenantctl.drills.backup import backup
+
+        kept = backup(ctx, record, reason="before-overwrite")
+        notes.append(f"the target was backed up before being overwritten: backup {kept.backup_id} "
+                     f"({', '.join(f'{n}: {t.rows} rows' for n, t in kept.tables.items())})")
+    result = restore_logical(ctx, record, manifest, Target.in_place, utcnow(), overwrite=overwrite)
+    return result.model_copy(update={"notes": result.notes + notes})
+
+
+def _refuse_full(conn: Any, database: str, schema: str, tenant_id: str) -> dict[str, int]:
+    """The target schema's row counts; a Conflict (exit 5) when any table holds rows."""
     rows = table_rows(conn, schema, tenant_id)
     full = {name: n for name, n in rows.items() if n}
     if full:
         raise Conflict(f"target {database}.{schema} is not empty: refused ("
                        + ", ".join(f"{name}: {n} rows" for name, n in full.items())
-                       + "); restore to scratch, or empty it first")
+                       + "); restore to scratch, empty it first, or pass --overwrite (which backs it up first)")
+    return rows
+
+
+def refuse_rows(ctx: DrillContext, record: TenantRecord, schema: str) -> None:
+    """Refuse an in-place restore into a live schema that holds rows (a conflict, not a failed drill)."""
+    store_conn = record.resources.store
+    with ctx.connect(store_conn.endpoint, store_conn.port, "postgres") as admin:
+        if record.tier is Tier.dedicated and not _database_exists(admin, store_conn.database):
+            return
+    with ctx.connect(store_conn.endpoint, store_conn.port, store_conn.database) as conn:
+        _refuse_full(conn, store_conn.database, schema, record.tenant_id)
+
+
+def _empty_target(conn: Any, database: str, schema: str, tenant_id: str, overwrite: bool = False) -> None:
+    """Refuse a target schema that holds rows (unless ``overwrite``); drop it
+    when it holds only empty tables (what provisioning makes), so pg_restore
+    can create it."""
+    rows = table_rows(conn, schema, tenant_id) if overwrite else _refuse_full(conn, database, schema, tenant_id)
     drop = "DROP SCHEMA IF EXISTS {} CASCADE" if rows else "DROP SCHEMA IF EXISTS {}"
     conn.execute(sql.SQL(drop).format(sql.Identifier(schema)))
 
 
 def restore_logical(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest,
-                     target: Target, started: datetime, key_arn: str | None = None) -> RestoreResult:
+                    target: Target, started: datetime, key_arn: str | None = None,
+                    overwrite: bool = False) -> RestoreResult:
     """``key_arn`` opens the backup (default: the record's key); restore after
-    deprovision passes the tombstone's key while ``record`` holds the new resources."""
+    deprovision passes the tombstone's key while ``record`` holds the new resources.
+    ``overwrite``: a live target that holds rows is dropped (its backup was taken)."""
     res = record.resources
     restore_id = store.new_id(started)
     scratch = target is Target.scratch
@@ -144,10 +207,11 @@ def restore_logical(ctx: DrillContext, record: TenantRecord, manifest: BackupMan
                 raise Conflict(f"scratch database {database!r} already exists: refused")
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
     with ctx.connect(host, port, database) as conn:
-        _empty_target(conn, database, manifest.schema_name, record.tenant_id)
+        _empty_target(conn, database, manifest.schema_name, record.tenant_id, overwrite)
     try:
         _pg_restore(ctx, record, manifest, host, port, database, tools, key_arn)
-        copied = restore_objects(ctx.s3, res.bucket, res.prefix, manifest.objects, dest_prefix)
+        copied = restore_objects(ctx.s3, res.bucket, res.prefix, manifest.objects, dest_prefix,
+                                 store.tenant_sse(record))
     except BaseException:
         if scratch:
             drop_scratch(ctx, record, database, dest_prefix)
@@ -175,11 +239,13 @@ def drop_scratch(ctx: DrillContext, record: TenantRecord, database: str, prefix:
     delete_prefix(ctx.s3, res.bucket, prefix)
 
 
-def cleanup(ctx: DrillContext, record: TenantRecord, result: RestoreResult) -> None:
+def cleanup(ctx: DrillContext, record: TenantRecord, result: RestoreResult) -> list[Check]:
+    """Remove a scratch restore; the checks say the scratch instance is gone."""
     if result.target is not Target.scratch:
-        return
-    if result.scratch_instance:
-        drop_scratch_instance(ctx, result.scratch_instance)
+        return []
+    checks = [drop_scratch_instance(ctx, result.scratch_instance)] if result.scratch_instance else []
+    if result.database.startswith("drill_"):  # a scratch database (not the scratch instance's own)
+        drop_scratch(ctx, record, result.database, result.object_prefix, result.host, result.port)
+    else:
         delete_prefix(ctx.s3, record.resources.bucket, result.object_prefix)
-        return
-    drop_scratch(ctx, record, result.database, result.object_prefix, result.host, result.port)
+    return checks

@@ -17,11 +17,12 @@ from tenantctl.drills.backup import backup
 from tenantctl.drills.context import DrillContext
 from tenantctl.drills.history import save_report
 from tenantctl.drills.models import BackupManifest, DrillReport, RestoreResult, Target, Verdict
-from tenantctl.drills.restore import cleanup, restore
+from tenantctl.drills.restore import cleanup, restore_backup
 from tenantctl.drills.verify import verify
 from tenantctl.engines.base import EventSink, phase
-from tenantctl.errors import KeyUnusable, NotFound, TenantctlError
+from tenantctl.errors import Conflict, DrillFailed, KeyUnusable, NotConfirmed, NotFound, TenantctlError
 from tenantctl.models import TenantRecord, utcnow
+from tenantctl.naming import require_valid
 
 
 def judge(report: DrillReport) -> DrillReport:
@@ -39,12 +40,21 @@ def judge(report: DrillReport) -> DrillReport:
                                      "verdict": Verdict.failed if reasons else Verdict.passed})
 
 
+def exit_code(reports: list[DrillReport], conflicts: int = 0) -> int:
+    """0 when every drill passed; 9 when one failed its verdict; 10 when every
+    failure was an unusable key; 5 when the only problem was a conflict (a
+    drill that could not run)."""
+    failed = [r for r in reports if not r.passed]
+    if failed:
+        return KeyUnusable.exit_code if all(r.key_unusable for r in failed) else DrillFailed.exit_code
+    return Conflict.exit_code if conflicts else 0
+
+
 def _secs(value: float | None) -> str:
     return "unknown" if value is None else f"{value:.1f}s"
 
 
 def _fill_from(report: DrillReport, manifest: BackupManifest) -> None:
-    report.backup_id, report.backup_kind = manifest.backup_id, manifest.kind
     report.dump_bytes = manifest.dump.plaintext_bytes if manifest.dump else None
     report.stored_bytes = manifest.dump.stored_bytes if manifest.dump else None
     report.object_count, report.object_bytes = len(manifest.objects), manifest.object_bytes
@@ -52,7 +62,7 @@ def _fill_from(report: DrillReport, manifest: BackupManifest) -> None:
 
 def rpo_before(ctx: DrillContext, record: TenantRecord, at: datetime) -> float | None:
     try:
-        previous = store.list_manifests(ctx.s3, record)
+        previous = store.list_backups(ctx.s3, record)
     except Exception:
         return None
     return (at - previous[-1].finished_at).total_seconds() if previous else None
@@ -61,11 +71,17 @@ def rpo_before(ctx: DrillContext, record: TenantRecord, at: datetime) -> float |
 def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = None,
           target: Target = Target.scratch, yes: bool = False, clean: bool = True,
           max_rto: float | None = None, max_rpo: float | None = None, kind: str = "run",
-          restorer: Callable[..., RestoreResult] = restore, on_event: EventSink | None = None) -> DrillReport:
-    """One drill; failures become a fail verdict with the reason, never an exception
-    (except NotFound for an unknown backup id). ``restorer(ctx, record, manifest,
-    target=, yes=)`` restores the backup: ``restore``, or a revive for a tombstone.
-    ``on_event``: each phase (backup, restore, verify, cleanup) as it starts."""
+          restorer: Callable[..., RestoreResult] = restore_backup, overwrite: bool = False,
+          on_event: EventSink | None = None) -> DrillReport:
+    """One drill; failures become a fail verdict with the reason, never an exception,
+    except NotFound (an unknown backup id) and Conflict (a target that holds rows,
+    a tenant locked or mid-operation: the drill did not run, so it is not
+    recorded). ``restorer(ctx, record, index, target=, yes=, overwrite=)``
+    restores the backup ``index`` names (the restorer opens its manifest:
+    ``restore_backup``, or a revive for a tombstone, whose key must be revived
+    first) and returns the result with that manifest. ``on_event``: each phase
+    (backup, restore, verify, cleanup) as it starts."""
+    require_valid(record.tenant_id)
     started = utcnow()
     step = partial(phase, on_event, record.tenant_id)
     report = DrillReport(drill_id=store.new_id(started), tenant_id=record.tenant_id, tier=record.tier.value,
@@ -78,19 +94,23 @@ def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = No
     try:
         if record.resources is None:
             raise TenantctlError(f"tenant {record.tenant_id!r} has no resources recorded")
-        if backup_id:
+        if backup_id == "latest":
+            step("reading the latest backup")
+            index = store.latest_backup(ctx.s3, record)
+        elif backup_id:
             step(f"reading backup {backup_id}")
-            manifest = (store.latest_manifest(ctx.s3, record) if backup_id == "latest"
-                        else store.load_manifest(ctx.s3, record, backup_id))
-        else:
+            index = store.backup_index(ctx.s3, record, backup_id)
+        else:  # a fresh backup unless one is named
             step("backing up")
-            manifest = backup(ctx, record)
-        _fill_from(report, manifest)
+            index = store.backup_index(ctx.s3, record, backup(ctx, record).backup_id)
+        report.backup_id, report.backup_kind = index.backup_id, index.kind
         if report.rpo_seconds is None:
-            report.rpo_seconds = (utcnow() - manifest.finished_at).total_seconds()
+            report.rpo_seconds = (utcnow() - index.finished_at).total_seconds()
             report.rpo_basis = "the drill's own backup (no earlier backup)" if not backup_id else "the restored backup"
-        step(f"restoring backup {manifest.backup_id} ({target.value})")
-        result = restorer(ctx, record, manifest, target=target, yes=yes)
+        step(f"restoring backup {index.backup_id} ({target.value})")
+        result = restorer(ctx, record, index, target=target, yes=yes, overwrite=overwrite)
+        manifest = result.manifest
+        _fill_from(report, manifest)
         report.rto_seconds = result.seconds
         if result.target is Target.scratch:
             report.scratch = (f"{result.scratch_instance or result.database} + "
@@ -98,7 +118,7 @@ def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = No
         report.notes = list(result.notes)
         step("verifying the restore against the backup's manifest")
         report.checks = result.checks if result.checks is not None else verify(ctx, record, manifest, result)
-    except NotFound:
+    except (NotFound, Conflict, NotConfirmed):  # refused, not run: no failed drill in the history
         raise
     except TenantctlError as exc:
         report.key_unusable = isinstance(exc, KeyUnusable)
@@ -109,7 +129,7 @@ def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = No
         if result is not None and clean and result.target is Target.scratch:
             step("removing the scratch target")
             try:
-                cleanup(ctx, record, result)
+                report.checks = report.checks + cleanup(ctx, record, result)
                 report.cleaned_up = True
             except Exception as exc:
                 report.reasons.append(f"cleanup of {result.database} failed: {exc}")

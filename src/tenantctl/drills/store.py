@@ -1,24 +1,38 @@
-"""Where backups live: ``s3://<bucket>/<prefix>backups/<backup-id>/`` with
-``db.dump.enc`` and ``manifest.json`` (written last: a backup without a
-manifest is incomplete and ignored). Reads are confined to the tenant's own
-prefix, and a manifest naming another tenant is refused."""
+"""Where backups live: ``s3://<bucket>/<prefix>backups/<backup-id>/``.
+
+Everything a backup holds is under the tenant's key, so crypto-shredding the
+key shreds the backup: ``db.dump.enc`` (envelope-encrypted with a data key of
+the tenant key, and stored SSE-KMS under it) and ``manifest.enc`` (the
+manifest, sealed with a key derived from that data key, SSE-KMS likewise).
+Only ``index.json`` is in clear (``BackupIndex``: no tenant data), written
+last: a backup without it is incomplete and ignored. Listing reads indexes
+only (no KMS call); the manifest is opened with the tenant's current key from
+the registry, never a key a file names. Backups of format 1 kept the manifest
+in clear (``manifest.json``): they are still listed and restored.
+
+Reads are confined to the tenant's own prefix, and a manifest or index naming
+another tenant or backup is refused.
+"""
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
 
-from tenantctl.drills.models import BackupManifest
+from tenantctl.drills import envelope
+from tenantctl.drills.models import BackupIndex, BackupManifest
 from tenantctl.drills.objects import backups_prefix
 from tenantctl.errors import BackupCorrupt, NotFound
 from tenantctl.models import TenantRecord
 
 PART = 8 * 1024 * 1024  # multipart part size (S3 minimum is 5 MiB)
 RESERVED = ("drills", "scratch")  # folders under backups/ that are not backups
+DUMP, MANIFEST, INDEX, LEGACY_MANIFEST = "db.dump.enc", "manifest.enc", "index.json", "manifest.json"
+Doc = TypeVar("Doc", BackupIndex, BackupManifest)
 
 
 def new_id(now: datetime) -> str:
@@ -29,9 +43,14 @@ def backup_dir(record: TenantRecord, backup_id: str) -> str:
     return f"{backups_prefix(record.resources.prefix)}{backup_id}/"
 
 
-def upload_stream(s3: Any, bucket: str, key: str, chunks: Iterable[bytes]) -> int:
+def tenant_sse(record: TenantRecord) -> dict[str, str]:
+    """S3 encryption at rest under the tenant's key (not the bucket's platform default)."""
+    return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": record.resources.kms_key_arn}
+
+
+def upload_stream(s3: Any, bucket: str, key: str, chunks: Iterable[bytes], sse: dict[str, str]) -> int:
     """Multipart upload of a byte stream holding at most one part in memory."""
-    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, **sse)["UploadId"]
     parts, buf, total = [], bytearray(), 0
 
     def flush() -> None:
@@ -54,9 +73,20 @@ def upload_stream(s3: Any, bucket: str, key: str, chunks: Iterable[bytes]) -> in
     return total
 
 
-def put_manifest(s3: Any, record: TenantRecord, manifest: BackupManifest) -> None:
-    s3.put_object(Bucket=record.resources.bucket, Key=backup_dir(record, manifest.backup_id) + "manifest.json",
-                  Body=manifest.model_dump_json(indent=2).encode(), ContentType="application/json")
+def put_backup(s3: Any, record: TenantRecord, manifest: BackupManifest, key: envelope.DataKey) -> BackupIndex:
+    """Seal and store the manifest, then write the index that completes the backup."""
+    context = envelope.encryption_context(record.tenant_id, manifest.backup_id)
+    sealed, nonce = envelope.seal_document(key, context, manifest.model_dump_json().encode())
+    where, bucket = backup_dir(record, manifest.backup_id), record.resources.bucket
+    s3.put_object(Bucket=bucket, Key=where + MANIFEST, Body=sealed, ContentType="application/octet-stream",
+                  **tenant_sse(record))
+    index = BackupIndex(backup_id=manifest.backup_id, tenant_id=manifest.tenant_id, kind=manifest.kind,
+                        reason=manifest.reason, started_at=manifest.started_at, finished_at=manifest.finished_at,
+                        key_arn=manifest.key_arn, encrypted_data_key=key.encrypted_b64, manifest_nonce=nonce.hex(),
+                        stored_bytes=manifest.dump.stored_bytes if manifest.dump else None, spec=manifest.spec)
+    s3.put_object(Bucket=bucket, Key=where + INDEX, Body=index.model_dump_json(indent=2).encode(),
+                  ContentType="application/json")
+    return index
 
 
 def _backup_ids(s3: Any, record: TenantRecord) -> Iterator[str]:
@@ -69,40 +99,82 @@ def _backup_ids(s3: Any, record: TenantRecord) -> Iterator[str]:
                 yield name
 
 
-def load_manifest(s3: Any, record: TenantRecord, backup_id: str) -> BackupManifest:
-    if "/" in backup_id or backup_id in RESERVED or not backup_id:
-        raise NotFound(f"no backup {backup_id!r} for tenant {record.tenant_id!r}")
-    key = backup_dir(record, backup_id) + "manifest.json"
+def _read(s3: Any, record: TenantRecord, key: str) -> bytes | None:
     try:
-        body = s3.get_object(Bucket=record.resources.bucket, Key=key)["Body"].read()
+        return s3.get_object(Bucket=record.resources.bucket, Key=key)["Body"].read()
     except ClientError as exc:
         if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
-            raise NotFound(f"no backup {backup_id!r} for tenant {record.tenant_id!r} "
-                           f"(nothing at s3://{record.resources.bucket}/{key})") from None
+            return None
         raise
+
+
+def _parse(model: type[Doc], body: bytes, record: TenantRecord, backup_id: str, name: str) -> Doc:
+    """``body`` as ``model``; refused when unreadable or naming another tenant or backup."""
     try:
-        manifest = BackupManifest.model_validate_json(body)
+        found = model.model_validate_json(body)
     except ValueError as exc:
-        raise BackupCorrupt(f"backup {backup_id}: manifest.json is unreadable ({str(exc).splitlines()[0]})") from None
-    if manifest.tenant_id != record.tenant_id or manifest.backup_id != backup_id:
+        raise BackupCorrupt(f"backup {backup_id}: {name} is unreadable ({str(exc).splitlines()[0]})") from None
+    if found.tenant_id != record.tenant_id or found.backup_id != backup_id:
         raise BackupCorrupt(f"backup {backup_id} under tenant {record.tenant_id!r} names tenant "
-                            f"{manifest.tenant_id!r} / backup {manifest.backup_id!r}: refused")
-    return manifest
+                            f"{found.tenant_id!r} / backup {found.backup_id!r}: refused")
+    return found
 
 
-def list_manifests(s3: Any, record: TenantRecord) -> list[BackupManifest]:
-    """Complete backups, oldest first (unreadable ones are skipped here; restoring them reports why)."""
+def _legacy(s3: Any, record: TenantRecord, backup_id: str) -> BackupManifest | None:
+    """A format 1 backup's manifest (in clear)."""
+    body = _read(s3, record, backup_dir(record, backup_id) + LEGACY_MANIFEST)
+    return None if body is None else _parse(BackupManifest, body, record, backup_id, LEGACY_MANIFEST)
+
+
+def backup_index(s3: Any, record: TenantRecord, backup_id: str) -> BackupIndex:
+    """The clear index of one backup (no KMS call)."""
+    if "/" in backup_id or backup_id in RESERVED or not backup_id:
+        raise NotFound(f"no backup {backup_id!r} for tenant {record.tenant_id!r}")
+    key = backup_dir(record, backup_id) + INDEX
+    body = _read(s3, record, key)
+    if body is None:
+        legacy = _legacy(s3, record, backup_id)
+        if legacy is None:
+            raise NotFound(f"no backup {backup_id!r} for tenant {record.tenant_id!r} "
+                           f"(nothing at s3://{record.resources.bucket}/{key})")
+        return BackupIndex(format=1, stored_bytes=legacy.dump.stored_bytes if legacy.dump else None,
+                           **legacy.model_dump(include={"backup_id", "tenant_id", "kind", "reason", "started_at",
+                                                        "finished_at", "key_arn", "spec"}))
+    return _parse(BackupIndex, body, record, backup_id, INDEX)
+
+
+def load_manifest(s3: Any, kms: Any, record: TenantRecord, backup_id: str) -> BackupManifest:
+    """The manifest of one backup, opened with the tenant's key (``record``'s,
+    the registry's): a KMS call; KeyUnusable when that key cannot open it."""
+    index = backup_index(s3, record, backup_id)
+    if index.format == 1:
+        return _legacy(s3, record, backup_id)
+    context = envelope.encryption_context(record.tenant_id, backup_id)
+    data_key = envelope.open_data_key(kms, record.resources.kms_key_arn, index.encrypted_data_key, context)
+    where = backup_dir(record, backup_id) + MANIFEST
+    sealed = _read(s3, record, where)
+    if sealed is None:
+        raise BackupCorrupt(f"backup {backup_id}: {MANIFEST} is missing although its index exists")
+    body = envelope.open_document(data_key, bytes.fromhex(index.manifest_nonce), context, sealed, where)
+    return _parse(BackupManifest, body, record, backup_id, "the manifest")
+
+
+def list_backups(s3: Any, record: TenantRecord) -> list[BackupIndex]:
+    """Complete backups, oldest first, from their indexes (no KMS call;
+    unreadable ones are skipped here, restoring them reports why)."""
     out = []
     for backup_id in sorted(_backup_ids(s3, record)):
         try:
-            out.append(load_manifest(s3, record, backup_id))
+            out.append(backup_index(s3, record, backup_id))
         except (NotFound, BackupCorrupt):
             continue
     return out
 
 
-def latest_manifest(s3: Any, record: TenantRecord) -> BackupManifest:
-    manifests = list_manifests(s3, record)
-    if not manifests:
-        raise NotFound(f"tenant {record.tenant_id!r} has no backup yet: run `tenantctl drill backup {record.tenant_id}`")
-    return manifests[-1]
+def latest_backup(s3: Any, record: TenantRecord) -> BackupIndex:
+    backups = list_backups(s3, record)
+    if not backups:
+        raise NotFound(f"tenant {record.tenant_id!r} has no backup yet: "
+                       f"run `tenantctl drill backup {record.tenant_id}`")
+    return backups[-1]
+

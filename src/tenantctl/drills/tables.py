@@ -42,8 +42,8 @@ def table_rows(conn: Any, schema: str, tenant_id: str) -> dict[str, int]:
         conn.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant_id,))
         names = [r[0] for r in conn.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY tablename", (schema,))]
-        return {name: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name))).fetchone()[0]
-                for name in names}
+        count = sql.SQL("SELECT count(*) FROM {}")
+        return {name: conn.execute(count.format(sql.Identifier(schema, name))).fetchone()[0] for name in names}
 
 
 def server_major(conn: Any) -> int:

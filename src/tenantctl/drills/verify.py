@@ -1,5 +1,7 @@
 """Compare a restored target with the backup's manifest: per-table row counts
-and checksums, object count, sizes and ETags. Nothing compared = not verified."""
+and checksums, object count, sizes and ETags, and a scratch instance's
+posture (not public, the tenant's key, its security groups and subnet group,
+tags). Nothing compared = not verified."""
 
 from __future__ import annotations
 
@@ -30,4 +32,8 @@ def verify(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest, re
     if not manifest.tables:
         checks.append(Check(name="tables", expected="at least one table in the backup", actual="none", ok=False))
     checks += verify_objects(ctx.s3, record.resources.bucket, result.object_prefix, manifest.objects)
+    if result.scratch_instance:
+        from tenantctl.drills.rds import instance_checks
+
+        checks += instance_checks(ctx, record, result.scratch_instance)
     return checks

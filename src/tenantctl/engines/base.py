@@ -33,6 +33,15 @@ class PropertyDiff(BaseModel):
     new: Any = None
 
 
+# Resources whose replacement or deletion loses data: a preview calls them out.
+DATA_BEARING_TYPES = frozenset({
+    "aws:rds/instance:Instance", "aws:rds/cluster:Cluster", "aws:kms/key:Key", "aws:s3/bucket:Bucket",
+    "aws:s3/bucketV2:BucketV2", "aws:secretsmanager/secret:Secret", "aws:dynamodb/table:Table",
+})
+# A dynamic resource under the tenant's database component is its schema (its tables, its rows).
+DATA_BEARING_PARENTS = ("tenantctl:database:TenantDatabase$pulumi-python:dynamic:Resource",)
+
+
 class ResourceChange(BaseModel):
     op: Op
     type: str
@@ -40,6 +49,18 @@ class ResourceChange(BaseModel):
     urn: str = ""
     # For update / replace (a preview) and drift (a refresh): what differs.
     diffs: list[PropertyDiff] = Field(default_factory=list)
+    # The resource's ARN when it has one (a refresh fills it): the refresh
+    # operation tells a tagged resource the state knows from an orphan by it.
+    arn: str = ""
+
+    @property
+    def data_bearing(self) -> bool:
+        """Replacing or deleting it loses data: a database, a key, a bucket, a secret, the tenant schema."""
+        return self.type in DATA_BEARING_TYPES or any(p in self.urn for p in DATA_BEARING_PARENTS)
+
+    @property
+    def loses_data(self) -> bool:
+        return self.data_bearing and self.op in (Op.replace, Op.delete)
 
 
 class ChangeSet(BaseModel):
@@ -87,6 +108,9 @@ class UpResult(BaseModel):
     stack: str
     outputs: dict[str, Any]
     changes: ChangeSet
+    # up(refresh=True): what the refresh found out of line (recorded -> live),
+    # which this up then brought back; the repair's own steps are in ``changes``.
+    drift: list[ResourceChange] = Field(default_factory=list)
 
 
 class Engine(ABC):
@@ -110,10 +134,15 @@ class Engine(ABC):
             self.approve(changes)
 
     @abstractmethod
-    def preview(self, stack: str, on_event: EventSink | None = None) -> ChangeSet: ...
+    def preview(self, stack: str, on_event: EventSink | None = None, *, refresh: bool = False) -> ChangeSet:
+        """What ``up`` would change, with property diffs for updates and
+        replaces; ``refresh``: against the live state instead of the recorded one."""
 
     @abstractmethod
-    def up(self, stack: str, on_event: EventSink | None = None) -> UpResult: ...
+    def up(self, stack: str, on_event: EventSink | None = None, *, refresh: bool = False) -> UpResult:
+        """Apply the stack; ``refresh``: first take the live state of every
+        resource (drift), so drifted resources are brought back to the program's
+        inputs (a resource deleted out of band is created again)."""
 
     @abstractmethod
     def destroy(self, stack: str, on_event: EventSink | None = None) -> ChangeSet: ...
@@ -124,6 +153,10 @@ class Engine(ABC):
         live) for a changed resource, ``delete`` for one gone out of band,
         ``same`` otherwise."""
         raise NotImplementedError(f"{type(self).__name__} cannot refresh")
+
+    def preview_destroy(self, stack: str, on_event: EventSink | None = None) -> ChangeSet:
+        """What ``destroy`` would delete (each resource the stack's state knows), changing nothing."""
+        raise NotImplementedError(f"{type(self).__name__} cannot preview a destroy")
 
     def prepare(self) -> None:
         """Called once before several stacks run at once (a parallel `apply`):

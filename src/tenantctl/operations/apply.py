@@ -10,6 +10,14 @@ of their id so CI runners get disjoint sets that cover everything.
 A worker process that dies (a crash, the OOM killer) breaks the whole pool; the
 tenants it left unfinished are then re-run one process each, so the tenant that
 crashed is the one reported failed and the others still run.
+
+The fingerprint never looks at the cloud. ``refresh=True`` (`apply --refresh`)
+trades the skip for a live read: every tenant the fingerprint would skip is
+refreshed (in threads, in this process), and one that drifted is planned as a
+``repair``, which re-applies it against its live state and removes its orphan
+resources. Previews list each resource's step with its changed properties, and
+classify what the run would refuse (invalid file, tombstoned id, tier move,
+policy gate, quota) as failures, so a green preview means a green apply.
 """
 
 from __future__ import annotations
@@ -27,9 +35,13 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from tenantctl.confirmation import Confirmation
-from tenantctl.errors import CHANGES_PENDING, InvalidInput, TenantctlError, interrupt_on_sigterm
+from tenantctl.engines.base import Op, ResourceChange
+from tenantctl.errors import CHANGES_PENDING, InvalidInput, TenantctlError, contained, interrupt_on_sigterm
 from tenantctl.fingerprint import applied_hash, program_fingerprint
 from tenantctl.models import TenantRecord, TenantStatus
+from tenantctl.naming import broken_rule, forget_hint, require_valid
+from tenantctl.operations.refresh import Orphan, refresh_many
+from tenantctl.registry import refusal
 from tenantctl.stackconfig import read_tenant, tenant_stack_files
 from tenantctl.workspace import Workspace
 
@@ -37,13 +49,14 @@ from tenantctl.workspace import Workspace
 class Action(str, Enum):
     create = "create"
     update = "update"
+    repair = "repair"  # --refresh: unchanged spec and program, but the live resources drifted
     unchanged = "unchanged"
     orphan = "orphan"  # in the registry, not in stacks/: reported, removed only with --prune --yes
     prune = "prune"
     invalid = "invalid"
 
 
-RUNS = (Action.create, Action.update, Action.prune)  # actions that reach the engine
+RUNS = (Action.create, Action.update, Action.repair, Action.prune)  # actions that reach the engine
 SETTLED = (TenantStatus.active, TenantStatus.suspended)  # statuses an unchanged fingerprint can skip
 GONE = (TenantStatus.deprovisioned, TenantStatus.deprovisioning)
 
@@ -55,11 +68,21 @@ class TenantResult(BaseModel):
     error: str | None = None
     reason: str = ""  # why the action was planned (people read it in the summary)
     changes: dict[str, int] = Field(default_factory=dict)
+    # Each resource's step (not the unchanged ones), with its changed properties for updates and replaces.
+    resources: list[ResourceChange] = Field(default_factory=list)
+    drift: list[ResourceChange] = Field(default_factory=list)  # --refresh: what was out of line (recorded -> live)
+    orphans: list[Orphan] = Field(default_factory=list)  # --refresh: resources tagged as its own its state lacks
     seconds: float = 0.0
+
+    @property
+    def loses_data(self) -> list[ResourceChange]:
+        """Steps that replace or delete a data-bearing resource (a database, a key, a bucket, a secret)."""
+        return [r for r in self.resources if r.loses_data]
 
 
 class ApplySummary(BaseModel):
     preview: bool
+    refresh: bool = False
     shard: str
     match: list[str] = Field(default_factory=list)
     seconds: float
@@ -136,20 +159,32 @@ def plan(ws: Workspace, shard: tuple[int, int], records: dict[str, TenantRecord]
     files = {t: p for t, p in tenant_stack_files(ws.stacks_dir).items() if mine(t)}
     for tenant_id, path in files.items():
         try:
+            require_valid(tenant_id, hint=forget_hint(tenant_id))  # the file's name, before its content
             spec = read_tenant(path)
         except TenantctlError as exc:
             results.append(TenantResult(tenant_id=tenant_id, action=Action.invalid, ok=False, error=str(exc),
                                         reason="stack file refused"))
             continue
         record = records.get(tenant_id)
-        if record is None:
+        refused = refusal(record, spec, locks=False)  # what the run would refuse is an error, in a preview too
+        if refused is not None:
+            results.append(TenantResult(tenant_id=tenant_id, action=Action.invalid, ok=False, error=str(refused),
+                                        reason="refused by the registry"))
+        elif record is None:
             results.append(TenantResult(tenant_id=tenant_id, action=Action.create, reason="not in the registry"))
         elif record.status in SETTLED and record.spec_hash == applied_hash(spec, ws.project_dir):
             results.append(TenantResult(tenant_id=tenant_id, action=Action.unchanged))
         else:
             results.append(TenantResult(tenant_id=tenant_id, action=Action.update, reason=_update_reason(record)))
     for tenant_id, record in records.items():
-        if tenant_id not in files and record.status not in GONE and mine(tenant_id):
+        if tenant_id in files or not mine(tenant_id):
+            continue
+        rule = broken_rule(tenant_id)
+        if rule is not None:  # never deprovisioned by --prune: no operation accepts the id
+            results.append(TenantResult(tenant_id=tenant_id, action=Action.invalid, ok=False,
+                                        error=f"registry record under an id that breaks the {rule.name} rule"
+                                              + forget_hint(tenant_id), reason="registry record refused"))
+        elif record.status not in GONE:
             results.append(TenantResult(tenant_id=tenant_id, action=Action.prune if prune else Action.orphan,
                                         reason="in the registry, not in stacks/"))
     return sorted(results, key=lambda r: r.tenant_id)
@@ -157,26 +192,43 @@ def plan(ws: Workspace, shard: tuple[int, int], records: dict[str, TenantRecord]
 
 # -- one tenant's work ----------------------------------------------------------
 
-def _apply_one(ws: Workspace, tenant_id: str, action: Action, preview: bool) -> TenantResult:
+def _steps(changes: list[ResourceChange]) -> list[ResourceChange]:
+    return [c for c in changes if c.op is not Op.same]
+
+
+def _preview_one(ws: Workspace, tenant_id: str, action: Action, refresh: bool, result: TenantResult) -> None:
+    from tenantctl import preflight
+
+    if action is Action.prune:
+        try:
+            result.resources = ws.engine.preview_destroy(tenant_id).changes
+        except NotImplementedError:
+            pass
+        result.changes = {Op.delete.value: len(result.resources)} if result.resources else {}
+        return
+    # What provision would refuse before its engine runs (the engine's preview runs the policy gate).
+    preflight.check(read_tenant(ws.stacks_dir / f"Pulumi.{tenant_id}.yaml"), ws.platform_outputs(), ws.client)
+    changes = ws.engine.preview(tenant_id, refresh=refresh and action is not Action.create)
+    result.changes, result.resources = changes.summary(), _steps(changes.changes)
+
+
+def _apply_one(ws: Workspace, tenant_id: str, action: Action, preview: bool, refresh: bool = False) -> TenantResult:
     from tenantctl.operations.deprovision import deprovision
     from tenantctl.operations.provision import provision
 
     started = time.monotonic()
     result = TenantResult(tenant_id=tenant_id, action=action)
-    try:
+    with contained(result):  # one tenant's failure never stops the others
         if preview:
-            if action is not Action.prune:
-                result.changes = ws.engine.preview(tenant_id).summary()
+            _preview_one(ws, tenant_id, action, refresh, result)
         elif action is Action.prune:
             _, changes, _ = deprovision(ws, tenant_id)
-            result.changes = changes.summary()
+            result.changes, result.resources = changes.summary(), _steps(changes.changes)
         else:
-            _, up = provision(ws, read_tenant(ws.stacks_dir / f"Pulumi.{tenant_id}.yaml"))
-            result.changes = up.changes.summary()
-    except TenantctlError as exc:
-        result.ok, result.error = False, str(exc)
-    except Exception as exc:  # one tenant's failure never stops the others
-        result.ok, result.error = False, f"{type(exc).__name__}: {exc}"
+            spec = read_tenant(ws.stacks_dir / f"Pulumi.{tenant_id}.yaml")
+            _, up = provision(ws, spec, refresh=refresh)
+            result.changes, result.resources = up.changes.summary(), _steps(up.changes.changes)
+            result.drift, result.orphans = up.drift, up.orphans
     result.seconds = round(time.monotonic() - started, 3)
     return result
 
@@ -184,7 +236,8 @@ def _apply_one(ws: Workspace, tenant_id: str, action: Action, preview: bool) -> 
 _WORKSPACES: dict[tuple[str, str, bool], Workspace] = {}
 
 
-def _worker(project_dir: str, cwd: str, yes: bool, tenant_id: str, action: str, preview: bool) -> TenantResult:
+def _worker(project_dir: str, cwd: str, yes: bool, tenant_id: str, action: str, preview: bool,
+            refresh: bool = False) -> TenantResult:
     """Entry point in a pool process (module-level so it pickles). The process
     keeps its Workspace (engine, registry client) from one tenant to the next;
     it has no terminal to ask on, so a plan that deletes or replaces needs ``yes``."""
@@ -192,10 +245,10 @@ def _worker(project_dir: str, cwd: str, yes: bool, tenant_id: str, action: str, 
     if key not in _WORKSPACES:
         interrupt_on_sigterm()  # a cancelled CI job releases the locks its workers hold
         _WORKSPACES[key] = Workspace(project_dir=Path(project_dir), cwd=Path(cwd), approve=Confirmation(yes))
-    return _apply_one(_WORKSPACES[key], tenant_id, Action(action), preview)
+    return _apply_one(_WORKSPACES[key], tenant_id, Action(action), preview, refresh)
 
 
-Worker = Callable[[str, str, bool, str, str, bool], TenantResult]
+Worker = Callable[..., TenantResult]  # (project_dir, cwd, yes, tenant_id, action, preview[, refresh=])
 
 
 def _died(r: TenantResult) -> TenantResult:
@@ -205,15 +258,16 @@ def _died(r: TenantResult) -> TenantResult:
 
 
 def run_pool(todo: Iterable[TenantResult], args: tuple[str, str, bool], preview: bool, parallel: int,
-             report: Callable[[TenantResult], None], worker: Worker = _worker) -> None:
+             report: Callable[[TenantResult], None], worker: Worker = _worker, refresh: bool = False) -> None:
     """Run `todo` in at most `parallel` spawned processes, calling `report` as each finishes."""
     todo = list(todo)
+    extra = {"refresh": True} if refresh else {}
     ctx = get_context("spawn")  # not fork: the parent may hold gRPC/boto3 threads that fork would break
     broken: list[TenantResult] = []
     pool = ProcessPoolExecutor(max_workers=min(parallel, len(todo)), mp_context=ctx)
     try:
         futures: dict[Future, TenantResult] = {
-            pool.submit(worker, *args, r.tenant_id, r.action.value, preview): r for r in todo}
+            pool.submit(worker, *args, r.tenant_id, r.action.value, preview, **extra): r for r in todo}
         for future in as_completed(futures):
             planned = futures[future]
             try:
@@ -235,13 +289,30 @@ def run_pool(todo: Iterable[TenantResult], args: tuple[str, str, bool], preview:
     def isolated(r: TenantResult) -> TenantResult:
         with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as one:
             try:
-                return one.submit(worker, *args, r.tenant_id, r.action.value, preview).result()
+                return one.submit(worker, *args, r.tenant_id, r.action.value, preview, **extra).result()
             except BrokenProcessPool:
                 return _died(r)
 
     with ThreadPoolExecutor(max_workers=min(parallel, len(broken))) as threads:
         for future in as_completed([threads.submit(isolated, r) for r in broken]):
             report(future.result())
+
+
+def _drift_check(ws: Workspace, results: list[TenantResult], records: dict[str, TenantRecord],
+                 parallel: int) -> list[TenantResult]:
+    """--refresh: read every tenant the fingerprint would skip; a drifted one becomes a repair."""
+    unchanged = [records[r.tenant_id] for r in results if r.action is Action.unchanged]
+    drifts = {d.tenant_id: d for d in refresh_many(ws, unchanged, parallel=max(parallel, 8))}
+    checked = []
+    for r in results:
+        drift = drifts.get(r.tenant_id)
+        if drift is not None and not drift.ok:
+            r = r.model_copy(update={"ok": False, "error": f"refresh failed: {drift.error}", "reason": "refresh"})
+        elif drift is not None and drift.drifted:
+            r = r.model_copy(update={"action": Action.repair, "reason": f"drift: {drift.headline()}",
+                                     "drift": drift.resources, "orphans": drift.orphans})
+        checked.append(r)
+    return checked
 
 
 def check_scope(ws: Workspace, prune: bool, match: Sequence[str]) -> None:
@@ -265,16 +336,18 @@ def apply(
     shard: str | None = None,
     match: Sequence[str] = (),
     yes: bool = False,
+    refresh: bool = False,
     on_plan: Callable[[list[TenantResult]], None] | None = None,
     on_result: Callable[[TenantResult], None] | None = None,
 ) -> ApplySummary:
     """Reconcile stacks/ with the registry. `prune`: orphans become `prune`
     actions (previewed, or deprovisioned when not previewing); without it they
-    are only reported. Stack files are read, never the platform stack's.
-    ``yes``: a tenant whose plan deletes or replaces resources goes ahead
-    (without it that tenant is refused: NotConfirmed, the others still run).
-    ``on_plan`` sees the plan before anything runs; raising there stops the run
-    with nothing changed."""
+    are only reported. `refresh`: tenants the fingerprint would skip are read
+    live, and the drifted ones repaired. Stack files are read, never the
+    platform stack's. ``yes``: a tenant whose plan deletes or replaces
+    resources goes ahead (without it that tenant is refused: NotConfirmed, the
+    others still run). ``on_plan`` sees the plan before anything runs; raising
+    there stops the run with nothing changed."""
     if parallel < 1:
         raise InvalidInput("--parallel must be at least 1")
     started = time.monotonic()
@@ -285,14 +358,18 @@ def apply(
     ws.ensure_platform()
     records = {r.tenant_id: r for r in ws.registry.iter_all()}
     results = plan(ws, (index, total), records, match=match, prune=prune)
+    if refresh:
+        results = _drift_check(ws, results, records, parallel)
     if on_plan:
         on_plan(results)
     todo = [r for r in results if r.action in RUNS]
-    reasons = {r.tenant_id: r.reason for r in todo}
+    planned = {r.tenant_id: r for r in todo}
     done: dict[str, TenantResult] = {}
 
     def report(res: TenantResult) -> None:
-        res = res.model_copy(update={"reason": reasons[res.tenant_id]})
+        found = planned[res.tenant_id]  # the plan's why, and the drift check's findings
+        res = res.model_copy(update={"reason": found.reason, "drift": res.drift or found.drift,
+                                     "orphans": res.orphans or found.orphans})
         done[res.tenant_id] = res
         if on_result:
             on_result(res)
@@ -301,10 +378,10 @@ def apply(
     if parallel == 1 or len(todo) == 1:
         # In this process: no spawn (a few seconds of imports) for one tenant at a time.
         for r in todo:
-            report(_apply_one(ws, r.tenant_id, r.action, preview))
+            report(_apply_one(ws, r.tenant_id, r.action, preview, refresh))
     elif todo:
         ws.engine.prepare()  # e.g. provider plugins installed once, not raced for by every worker
-        run_pool(todo, (str(ws.project_dir), str(ws.cwd), yes), preview, parallel, report)
+        run_pool(todo, (str(ws.project_dir), str(ws.cwd), yes), preview, parallel, report, refresh=refresh)
     merged = [done.get(r.tenant_id, r) for r in results]
-    return ApplySummary(preview=preview, shard=f"{index}/{total}", match=match,
+    return ApplySummary(preview=preview, refresh=refresh, shard=f"{index}/{total}", match=match,
                         seconds=round(time.monotonic() - started, 3), results=merged)

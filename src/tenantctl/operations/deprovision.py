@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from tenantctl.engines.base import ChangeSet, EventSink, phase
+from tenantctl.engines.base import ChangeSet, EventSink, Op, ResourceChange, phase
 from tenantctl.errors import Conflict, engine_step
 from tenantctl.models import TenantRecord, TenantStatus, Tier
+from tenantctl.naming import forget_hint, require_valid
 from tenantctl.stackconfig import read_tenant, stack_file, write_tenant
 from tenantctl.workspace import Workspace
 
@@ -56,9 +57,38 @@ def what_goes(record: TenantRecord, purge_data: bool, final_backup: bool) -> lis
     ]
 
 
+def planned(ws: Workspace, tenant_id: str) -> ChangeSet:
+    """What a deprovision would delete, for its confirmation: each resource the
+    engine's state knows; the registry record's resources when the engine
+    cannot say (the data-bearing ones flagged either way)."""
+    try:
+        return ws.engine.preview_destroy(tenant_id)
+    except NotImplementedError:
+        pass
+    record = ws.registry.require(tenant_id)
+    res = record.resources
+    if res is None:
+        return ChangeSet(stack=tenant_id)
+    known = [("aws:kms/key:Key", "key", res.kms_key_arn), ("aws:kms/alias:Alias", "alias", res.kms_alias),
+             ("aws:sqs/queue:Queue", "queue", res.queue_url), ("aws:sqs/queue:Queue", "dlq", res.dlq_url),
+             ("aws:iam/role:Role", "role", res.role_arn),
+             ("aws:secretsmanager/secret:Secret", "secret", res.store.secret_arn)]
+    return ChangeSet(stack=tenant_id, changes=[
+        ResourceChange(op=Op.delete, type=typ, name=f"{tenant_id}-{name}", arn=ref) for typ, name, ref in known])
+
+
+def confirmation_items(ws: Workspace, record: TenantRecord, purge_data: bool, final_backup: bool) -> list[str]:
+    """What deprovision's confirmation lists: what goes and what stays, then
+    each resource the destroy deletes (the data-bearing ones flagged)."""
+    steps = [c for c in planned(ws, record.tenant_id).changes if c.op is not Op.same]
+    return what_goes(record, purge_data, final_backup) + [
+        f"{c.op.value} {c.type} {c.name}" + (": its data is lost" if c.loses_data else "") for c in steps]
+
+
 def deprovision(ws: Workspace, tenant_id: str, purge_data: bool = False,
                 on_event: EventSink | None = None,
                 final_backup: bool = True) -> tuple[TenantRecord, ChangeSet, dict[str, Any]]:
+    require_valid(tenant_id, hint=forget_hint(tenant_id))
     registry = ws.registry
     current = registry.require(tenant_id)
     if current.status is TenantStatus.deprovisioned:

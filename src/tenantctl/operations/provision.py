@@ -4,26 +4,39 @@ stack file, apply, record the outputs, verify the live posture.
 The reservation comes first, so a run that cannot reserve creates nothing; a
 failed run leaves the lock released and the error on the record, and a re-run
 converges. ``apply_spec`` + ``activate`` are the apply-and-verify step a revive
-shares."""
+shares.
+
+An existing tenant is repaired as it is updated: its up refreshes first (a
+resource changed out of band is reset, one deleted is created again) and the
+resources tagged as its own that its state does not know (orphans) are removed
+where tenantctl may remove them; the result says what was repaired.
+``preview`` shows all of that without doing it, refused where the run would be.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tenantctl import __version__
-from tenantctl.engines.base import EventSink, UpResult, phase
-from tenantctl.errors import InvalidInput, NotConfirmed, engine_step
+from tenantctl import __version__, inventory
+from tenantctl.engines.base import ChangeSet, EventSink, UpResult, phase
+from tenantctl.errors import InvalidInput, NotConfirmed, TargetUnavailable, engine_step
 from tenantctl.fingerprint import applied_hash
 from tenantctl.models import TenantRecord, TenantResources, TenantSpec, describe_validation_error
+from tenantctl.naming import require_valid
+from tenantctl.operations.refresh import Orphan, orphans_of, remove_orphans
+from tenantctl.registry import refusal
 from tenantctl.stackconfig import read_tenant, stack_file, write_tenant
 from tenantctl.workspace import Workspace
 
 
 def merge_options(ws: Workspace, tenant_id: str, options: dict[str, Any]) -> TenantSpec:
     """The committed spec (if any) with the given options laid over it."""
+    require_valid(tenant_id)
     path = stack_file(ws.stacks_dir, tenant_id)
     base = read_tenant(path).model_dump(mode="json", exclude_none=True) if path.exists() else {"id": tenant_id}
     for key, value in options.items():
@@ -42,6 +55,22 @@ def merge_options(ws: Workspace, tenant_id: str, options: dict[str, Any]) -> Ten
         raise InvalidInput(describe_validation_error(exc)) from None
 
 
+class Provisioned(UpResult):
+    """What a provision did: the up (``drift``: what its refresh found out of
+    line and the up brought back) and the orphans it found (removed where it may)."""
+
+    orphans: list[Orphan] = Field(default_factory=list)
+
+
+class Preview(BaseModel):
+    """What a provision would do: the planned steps (with property diffs) and
+    the orphans it would remove."""
+
+    changes: ChangeSet
+    orphans: list[Orphan] = Field(default_factory=list)
+    existing: bool = False
+
+
 class Applied(BaseModel):
     """What an up of a tenant's stack produced."""
 
@@ -52,12 +81,13 @@ class Applied(BaseModel):
     fingerprint: str
 
 
-def apply_spec(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None) -> Applied:
-    """Write the tenant's stack file and apply it (the caller holds the tenant's lock)."""
+def apply_spec(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None, refresh: bool = False) -> Applied:
+    """Write the tenant's stack file and apply it (the caller holds the tenant's
+    lock); ``refresh``: against the live state (drift is repaired)."""
     write_tenant(ws.stacks_dir, spec)
     fingerprint = applied_hash(spec, ws.project_dir)  # of the program about to run, not one edited meanwhile
     with engine_step(f"provisioning {spec.id!r}"):
-        result = ws.engine.up(spec.id, on_event=on_event)
+        result = ws.engine.up(spec.id, on_event=on_event, refresh=refresh)
         resources = TenantResources.model_validate(result.outputs)
     return Applied(resources=resources, result=result, fingerprint=fingerprint)
 
@@ -72,10 +102,14 @@ def activate(ws: Workspace, record: TenantRecord, spec: TenantSpec, applied: App
     return verify_provisioned(ws, record)
 
 
-def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None) -> tuple[TenantRecord, UpResult]:
+def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None,
+              refresh: bool | None = None) -> tuple[TenantRecord, Provisioned]:
+    """``refresh``: repair drift and orphans while applying (default: when the
+    tenant already exists; `apply` passes its --refresh)."""
     from tenantctl import preflight
     from tenantctl.policy import PolicyRefused, refuse_unsafe_spec
 
+    require_valid(spec.id)  # a spec built without validation must not reach the registry or stacks/
     refuse_unsafe_spec(spec)  # the policy gate's spec rules (exit 8): before the registry or stacks/ are touched
     phase(on_event, spec.id, "checking the platform")
     platform = ws.ensure_platform(on_event)
@@ -86,9 +120,12 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
     committed = path.read_text() if path.exists() else None
     phase(on_event, spec.id, "reserving the tenant in the registry")
     with registry.hold(spec.id, "provision", spec=spec) as held:
+        repair = held.record.resources is not None if refresh is None else refresh
+        # Tagged before the up: what this run creates can never look like an orphan.
+        tagged = inventory.scan(ws.client, [spec.region], tenant=spec.id) if repair else []
         try:
             phase(on_event, spec.id, f"applying {path.name}")
-            applied = apply_spec(ws, spec, on_event)
+            applied = apply_spec(ws, spec, on_event, refresh=repair)
         except (PolicyRefused, NotConfirmed) as refused:
             if getattr(refused, "changed_nothing", True):
                 # The engine's gate (or the operator) refused before its first change: put back what this run wrote.
@@ -96,9 +133,49 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
                 registry.withdraw(held.record)
             # Refused during the up (CrossGuard): resources may exist, the record and file stay to converge.
             raise
+        orphans = remove_orphans(ws, held.record, applied.result.changes, tagged) if repair else []
         phase(on_event, spec.id, "recording the tenant active, checking its isolation posture")
         held.record = activate(ws, held.record, spec, applied)
-    return held.record, applied.result
+    return held.record, Provisioned.model_validate({**applied.result.model_dump(), "orphans": orphans})
+
+
+def preview(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None) -> Preview:
+    """What ``provision(ws, spec)`` would do, changing nothing; raises what the
+    run would refuse with (invalid or unsafe spec, tombstoned id, tier move,
+    lock, quota, policy gate), so a clean preview means the run goes through."""
+    from tenantctl import preflight
+    from tenantctl.policy import refuse_unsafe_spec
+
+    require_valid(spec.id)
+    refuse_unsafe_spec(spec)
+    platform = ws.platform_outputs()
+    if not platform.get("registry_table"):
+        raise TargetUnavailable("no platform is deployed on this target yet: nothing to preview a tenant against "
+                                "(`tenantctl provision` brings it up first; `tenantctl platform up` alone)")
+    preflight.check(spec, platform, ws.client)
+    record = ws.registry.get(spec.id)
+    refused = refusal(record, spec)
+    if refused is not None:
+        raise refused
+    existing = record is not None and record.resources is not None
+    tagged = inventory.scan(ws.client, [spec.region], tenant=spec.id) if existing else []
+    with proposed(ws, spec), engine_step(f"previewing {spec.id!r}"):
+        changes = ws.engine.preview(spec.id, on_event=on_event, refresh=existing)
+    found = orphans_of(ws, record, changes, tagged)[0] if existing else []
+    return Preview(changes=changes, orphans=[Orphan.of(t) for t in found], existing=existing)
+
+
+@contextmanager
+def proposed(ws: Workspace, spec: TenantSpec) -> Iterator[None]:
+    """The spec in its stack file for the length of a preview (the engines read
+    stacks/), then the committed file exactly as it was, or none."""
+    path = stack_file(ws.stacks_dir, spec.id)
+    committed = path.read_text() if path.exists() else None
+    write_tenant(ws.stacks_dir, spec)
+    try:
+        yield
+    finally:
+        _restore(path, committed)
 
 
 def _restore(path: Path, committed: str | None) -> None:

@@ -2,9 +2,9 @@
 window (`tenantctl drill restore ID --target in-place --yes` on a tombstone).
 
 1. The tombstone is locked; the old KMS key's deletion is cancelled and the
-   key enabled (the backup's data key is sealed under it).
-2. The tenant is provisioned again from the spec saved in the backup (or its
-   committed stack file) through provision's own apply step: queues, role,
+   key enabled (the backup's data key and manifest are sealed under it).
+2. The tenant is provisioned again from the spec saved in the backup's index
+   (or its committed stack file) through provision's own apply step: queues, role,
    secret, alarms, schema and a **new** KMS key (the destroyed stack no longer
    owns the old one).
 3. Database and objects are restored in place, the backup opened with the old
@@ -24,12 +24,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from tenantctl.drills import store
 from tenantctl.drills.backup import backup, key_state
 from tenantctl.drills.context import DrillContext
-from tenantctl.drills.models import BackupManifest, RestoreResult, Target
+from tenantctl.drills.models import BackupIndex, RestoreResult, Target
 from tenantctl.errors import InvalidInput
 from tenantctl.models import TenantRecord, TenantSpec, Tier, utcnow
-from tenantctl.naming import resource_name
+from tenantctl.naming import require_valid, resource_name
 from tenantctl.operations.provision import activate, apply_spec
 from tenantctl.workspace import Workspace
 
@@ -54,16 +55,17 @@ def revive_key(kms: Any, key_arn: str) -> bool:
     return False
 
 
-def spec_for(ws: Workspace, manifest: BackupManifest, tomb: TenantRecord) -> tuple[TenantSpec, str]:
+def spec_for(ws: Workspace, index: BackupIndex, tomb: TenantRecord) -> tuple[TenantSpec, str]:
     """What to re-provision: a committed stack file if one exists again, else
-    the spec saved in the backup, else the defaults for the tombstone's tier."""
+    the spec saved in the backup's index (readable while the old key is still
+    pending deletion), else the defaults for the tombstone's tier."""
     from tenantctl.stackconfig import read_tenant, stack_file
 
     path = stack_file(ws.stacks_dir, tomb.tenant_id)
     if path.exists():
         return read_tenant(path), f"spec from {path.name}"
-    if manifest.spec:
-        return TenantSpec.model_validate(manifest.spec), f"spec saved in backup {manifest.backup_id}"
+    if index.spec:
+        return TenantSpec.model_validate(index.spec), f"spec saved in backup {index.backup_id}"
     return (TenantSpec(id=tomb.tenant_id, tier=tomb.tier, region=tomb.region, owner=tomb.owner),
             "default spec (the backup holds none)")
 
@@ -87,7 +89,8 @@ def set_aside_final_snapshot(rds: Any, tomb: TenantRecord, new_key_arn: str) -> 
     aside = f"{name}-{when:%Y%m%d%H%M%S}"
     rds.copy_db_snapshot(SourceDBSnapshotIdentifier=name, TargetDBSnapshotIdentifier=aside, KmsKeyId=new_key_arn,
                          CopyTags=True)
-    rds.get_waiter("db_snapshot_available").wait(DBSnapshotIdentifier=aside, WaiterConfig={"Delay": 30, "MaxAttempts": 240})
+    rds.get_waiter("db_snapshot_available").wait(DBSnapshotIdentifier=aside,
+                                                  WaiterConfig={"Delay": 30, "MaxAttempts": 240})
     rds.delete_db_snapshot(DBSnapshotIdentifier=name)
     return aside
 
@@ -104,23 +107,29 @@ def _check_window(tomb: TenantRecord, now: datetime) -> None:
         raise InvalidInput(describe_lock(tomb.tenant_id, tomb.lock))
 
 
-def revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, manifest: BackupManifest,
-           target: Target = Target.in_place, yes: bool = False) -> RestoreResult:
-    """Re-provision the tombstoned tenant and restore ``manifest`` into it (the
-    drill's restore step for a tombstone, see ``tenantctl.drills.run.drill``)."""
+def revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, index: BackupIndex,
+           target: Target = Target.in_place, yes: bool = False, overwrite: bool = False) -> RestoreResult:
+    """Re-provision the tombstoned tenant and restore the backup ``index`` names
+    into it (the drill's restore step for a tombstone, see
+    ``tenantctl.drills.run.drill``). The backup's manifest is sealed under the
+    old key, so it is opened only once that key's deletion is cancelled."""
     from tenantctl import preflight
     from tenantctl.drills.rekey import rekey_messages, rekey_objects
     from tenantctl.drills.restore import restore_logical
     from tenantctl.drills.verify import verify
     from tenantctl.policy import refuse_unsafe_spec
 
+    require_valid(tomb.tenant_id)
     started = utcnow()
     if target is not Target.in_place or not yes:
         raise InvalidInput(f"tenant {tomb.tenant_id!r} is deprovisioned: only `--target in-place --yes` brings it back")
+    if overwrite:
+        raise InvalidInput(f"tenant {tomb.tenant_id!r} is deprovisioned: it comes back into new resources, "
+                           "there is nothing to --overwrite")
     _check_window(tomb, started)
     old = tomb.resources
     notes: list[str] = []
-    spec, source = spec_for(ws, manifest, tomb)
+    spec, source = spec_for(ws, index, tomb)
     # What provisioning refuses before touching anything, refused here too (before the key or registry change).
     refuse_unsafe_spec(spec)
     preflight.check(spec, ws.ensure_platform(), ws.client)
@@ -128,6 +137,7 @@ def revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, manifest: Backu
     with registry.hold(tomb.tenant_id, "drill-restore") as held:
         if revive_key(ctx.kms, old.kms_key_arn):
             notes.append(f"old key {old.kms_key_arn}: deletion cancelled, enabled")
+        manifest = store.load_manifest(ctx.s3, ctx.kms, tomb, index.backup_id)
         applied = apply_spec(ws, spec)
         new = applied.resources
         notes.append(f"re-provisioned ({source}); new key {new.kms_key_arn}")
@@ -140,7 +150,8 @@ def revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, manifest: Backu
                          f"{new.store.schema_name} for inspection")
             held.record = registry.release(held.record, error=f"drill restore of {manifest.backup_id}: "
                                                               "verification failed")
-            return result.model_copy(update={"checks": checks, "notes": notes, "finished_at": utcnow()})
+            return result.model_copy(update={"checks": checks, "notes": notes, "finished_at": utcnow(),
+                                             "manifest": manifest})
         if tomb.tier is Tier.dedicated:
             aside = set_aside_final_snapshot(ctx.rds or ws.client("rds", region=new.region), tomb, new.kms_key_arn)
             if aside:
@@ -150,8 +161,8 @@ def revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, manifest: Backu
         if rekeyed:
             resealed, skipped = rekey_messages(ctx, tomb.tenant_id, old, new)
             moved = rekey_objects(ctx.s3, new.bucket, new.prefix, old.kms_key_arn, new.kms_key_arn)
-            notes.append(f"re-keyed to the new key: {resealed} messages, {moved} SSE-KMS objects"
-                         + (f" ({skipped} messages not in tenant_runtime's format left as they are)" if skipped else ""))
+            left = f" ({skipped} messages not in tenant_runtime's format left as they are)" if skipped else ""
+            notes.append(f"re-keyed to the new key: {resealed} messages, {moved} SSE-KMS objects{left}")
         held.record = activate(ws, held.record, spec, applied)
     result = result.model_copy(update={"checks": checks, "finished_at": utcnow()})
     if rekeyed:  # only once the tenant is back: until then a retry may still need the old key
@@ -166,5 +177,5 @@ def revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, manifest: Backu
         notes.append(f"new backup {fresh.backup_id} under the new key")
     except Exception as exc:  # the tenant is back; the next scheduled backup will try again
         notes.append(f"backup after the restore failed: {exc}")
-    return result.model_copy(update={"notes": notes})
+    return result.model_copy(update={"notes": notes, "manifest": manifest})
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from tenantctl.errors import InvalidInput
 from tenantctl.models import PlatformSpec, TenantRecord, TenantSpec, TenantStatus, Tier
+from tenantctl.naming import require_valid
 from tenantctl.stackconfig import read_platform, read_tenant, stack_file
 from tenantctl.usage.cost import (
     GIB,
@@ -37,6 +38,8 @@ from tenantctl.workspace import Workspace
 # -- what to measure, and with what ------------------------------------------------
 def check_selection(tenant_id: str | None, all_: bool) -> None:
     """Exactly one of a tenant id and --all (checked before touching any target)."""
+    if tenant_id is not None:
+        require_valid(tenant_id)
     if bool(tenant_id) == all_:
         raise InvalidInput("give either a tenant id or --all")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import urllib.error
@@ -49,6 +50,7 @@ class MotoServer:
         self.pid_file.write_text(f"{proc.pid}\n{port}\n")
         wait_until(lambda: answers(port), f"moto server on port {port}", timeout, self.log,
                    still_alive=lambda: proc.poll() is None)
+        configure(port)
         return proc.pid
 
     def stop(self) -> None:
@@ -56,6 +58,19 @@ class MotoServer:
         if pid:
             terminate(pid, MARKER)
         self.pid_file.unlink(missing_ok=True)
+
+
+# moto would run Lambda functions in Docker (there is none): its stand-in
+# answers invocations instead, which is all RotateSecret needs to record a
+# rotation schedule (tenantctl.sandbox.rotation does the rotation's work).
+CONFIG = {"lambda": {"use_docker": False}}
+
+
+def configure(port: int) -> None:
+    request = urllib.request.Request(f"{MotoServer.url(port)}/moto-api/config", data=json.dumps(CONFIG).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=5) as resp:
+        resp.read()
 
 
 def answers(port: int) -> bool:

@@ -53,7 +53,8 @@ def _major(path: str) -> int:
 def candidate_bin_dirs() -> list[Path]:
     """In order of preference: $TENANTCTL_PG_BIN_DIR, the wheel, the machine's
     newest /usr/lib/postgresql/N/bin, the directory of pg_ctl on PATH."""
-    found: list[Path | None] = [Path(os.environ["TENANTCTL_PG_BIN_DIR"])] if os.environ.get("TENANTCTL_PG_BIN_DIR") else []
+    pinned = os.environ.get("TENANTCTL_PG_BIN_DIR")
+    found: list[Path | None] = [Path(pinned)] if pinned else []
     found.append(wheel_bin_dir())
     found += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_major, reverse=True)]
     on_path = shutil.which("pg_ctl")

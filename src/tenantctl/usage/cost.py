@@ -221,10 +221,13 @@ def platform_lines(prices: PriceTable, platform: PlatformSpec) -> list[CostLine]
     h, a, v = prices.hours_per_month, prices.assumptions, prices.vpc
     rate = prices.instance_hour(platform.db_instance_class)
     n_ep = len(a.interface_endpoints)
+    factor = prices.rds_postgres.multi_az_factor if platform.db_multi_az else 1
+    az = "Multi-AZ" if platform.db_multi_az else "Single-AZ"
     return [
-        _line("shared RDS instance", h * rate, f"{platform.db_instance_class}: {h:g} h x ${rate:g}"),
-        _line("shared RDS storage", platform.db_storage_gb * prices.rds_postgres.storage_gb_month,
-              f"{platform.db_storage_gb} GB x ${prices.rds_postgres.storage_gb_month:g}"),
+        _line("shared RDS instance", h * rate * factor,
+              f"{platform.db_instance_class} {az}: {h:g} h x ${rate:g} x {factor:g}"),
+        _line("shared RDS storage", platform.db_storage_gb * prices.rds_postgres.storage_gb_month * factor,
+              f"{platform.db_storage_gb} GB x ${prices.rds_postgres.storage_gb_month:g} x {factor:g}"),
         _line("shared VPC interface endpoints", n_ep * platform.az_count * h * v.interface_endpoint_hour,
               f"{n_ep} endpoints x {platform.az_count} AZ x {h:g} h x ${v.interface_endpoint_hour:g}"),
     ]

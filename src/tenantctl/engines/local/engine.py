@@ -5,6 +5,12 @@ sandbox PostgreSQL), with its own state file per stack.
 up = plan pass (records, fails on unsupported types, feeds the policy gate)
    + apply pass (creates / updates / replaces / leaves alone)
    + deletion, in reverse creation order, of what the program no longer declares.
+
+refresh = each recorded resource read live through its handler and compared
+with its recorded inputs (no program run, nothing written). ``up(refresh=True)``
+first folds that drift into the state, as Pulumi's refresh does (a resource gone
+out of band leaves it, a changed one records its live values), so the passes
+then create or update exactly what drifted.
 """
 
 from __future__ import annotations
@@ -17,8 +23,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tenantctl.engines.base import ChangeSet, Engine, EngineEvent, EventSink, Op, ResourceChange, UpResult
-from tenantctl.engines.local.state import StateFile
+from tenantctl.engines.base import (
+    ChangeSet,
+    Engine,
+    EngineEvent,
+    EventSink,
+    Op,
+    PropertyDiff,
+    ResourceChange,
+    UpResult,
+)
+from tenantctl.engines.local.state import ResourceState, StackState, StateFile
 from tenantctl.errors import ApplyFailed, PolicyViolation, TargetUnavailable
 from tenantctl.policy import PolicyGate
 from tenantctl.project import Project
@@ -33,6 +48,10 @@ if TYPE_CHECKING:  # pulumi (and so the passes) load only when a program runs: `
 # Pulumi's runtime settings are process-global: one program run at a time.
 RUN_LOCK = threading.RLock()
 RETRY_MODE, MAX_ATTEMPTS = "adaptive", 10
+# The environment the program's providers read is process-wide: refreshes run
+# in threads share one setting of it, restored when the last one leaves.
+_ENV_LOCK = threading.Lock()
+_ENV_USERS: list[dict[str, str | None]] = []
 
 
 def _load_program(stack: str) -> dict[str, Any]:
@@ -57,23 +76,33 @@ class LocalEngine(Engine):
         self.program = program or _load_program
         self._sessions: dict[str, Any] = {}
         self._clients: dict[tuple[str, str], Any] = {}
+        self._clients_lock = threading.Lock()  # refreshes of several stacks run in threads
 
     # -- the Engine interface -------------------------------------------------
-    def preview(self, stack: str, on_event: EventSink | None = None) -> ChangeSet:
+    def preview(self, stack: str, on_event: EventSink | None = None, *, refresh: bool = False) -> ChangeSet:
         with RUN_LOCK, self._aws_env():
-            plan = self._plan(stack, on_event)
+            state = StateFile(self.state_root, stack).load()
+            if refresh:
+                self._fold(stack, state, on_event)  # in memory only: a preview writes nothing
+            plan = self._plan(stack, on_event, state)
             if self.gate is not None:
                 self.gate(stack, plan.planned, judged_at_apply=True)  # an unsafe plan fails its preview as up would
             return ChangeSet(stack=stack, changes=plan.changes + plan.deletions())
 
-    def up(self, stack: str, on_event: EventSink | None = None) -> UpResult:
+    def up(self, stack: str, on_event: EventSink | None = None, *, refresh: bool = False) -> UpResult:
         with RUN_LOCK, self._aws_env():
+            file = StateFile(self.state_root, stack)
+            drift: list[ResourceChange] = []
+            if refresh:
+                state = file.load()
+                drift = self._fold(stack, state, on_event)
+                if drift:
+                    file.save(state)  # the state now says what is live, as a Pulumi refresh leaves it
             plan = self._plan(stack, on_event)
             if self.gate is not None:
                 self.gate(stack, plan.planned, judged_at_apply=True)  # before the apply pass: refusing changes nothing
             self.planned(ChangeSet(stack=stack, changes=plan.changes + plan.deletions()), on_event)
             project, config = self._config(stack)
-            file = StateFile(self.state_root, stack)
             state = file.load()
             from tenantctl.engines.local import runtime
             from tenantctl.engines.local.passes import ApplyPass
@@ -95,7 +124,26 @@ class LocalEngine(Engine):
             file.save(state)
             changes = ChangeSet(stack=stack, changes=run.changes + deleted)
             self._summary(stack, changes, on_event)
-            return UpResult(stack=stack, outputs=state.outputs, changes=changes)
+            return UpResult(stack=stack, outputs=state.outputs, changes=changes, drift=drift)
+
+    def refresh(self, stack: str, on_event: EventSink | None = None) -> ChangeSet:
+        """Drift of every resource the stack's state knows, live against recorded;
+        writes nothing. No program run, so stacks may be refreshed from several threads."""
+        with self._aws_env():
+            file = StateFile(self.state_root, stack)
+            if not file.exists():  # a record the engine knows nothing of is not "no drift"
+                raise ApplyFailed(f"stack {stack}: no state on this sandbox (never applied here, or the sandbox "
+                                  "was reset since): nothing to compare its live resources with")
+            state = file.load()
+            ctx = self._context(self._config(stack)[1] if self._stack_file(stack).exists() else {})
+            changes = [self._drift(ctx, stack, entry, on_event)[0] for entry in state.resources]
+            return ChangeSet(stack=stack, changes=changes)
+
+    def preview_destroy(self, stack: str, on_event: EventSink | None = None) -> ChangeSet:
+        state = StateFile(self.state_root, stack).load()
+        return ChangeSet(stack=stack, changes=[
+            ResourceChange(op=Op.delete, type=r.type, name=r.name, urn=r.urn, arn=str(r.outputs.get("arn") or ""))
+            for r in reversed(state.resources)])
 
     def destroy(self, stack: str, on_event: EventSink | None = None) -> ChangeSet:
         with RUN_LOCK, self._aws_env():
@@ -120,12 +168,60 @@ class LocalEngine(Engine):
         return file.load().outputs
 
     # -- internals ------------------------------------------------------------
-    def _plan(self, stack: str, on_event: EventSink | None) -> PlanPass:
+    def _drift(self, ctx: Context, stack: str, entry: ResourceState,
+               on_event: EventSink | None) -> tuple[ResourceChange, dict[str, Any]]:
+        """One resource read live: (its drift, the live values of what differs)."""
+        from tenantctl.engines.diffs import like, property_diffs, same
+        from tenantctl.engines.local.handlers import HANDLERS, Desired
+
+        change = ResourceChange(op=Op.same, type=entry.type, name=entry.name, urn=entry.urn,
+                                arn=str(entry.outputs.get("arn") or ""))
+        if entry.status != "created":  # an interrupted run's intent: the next up adopts or deletes it
+            change.op = Op.update
+            change.diffs = [PropertyDiff(path="(state)", old="created", new=f"{entry.status} (a run was interrupted)")]
+            return change, {}
+        handler = HANDLERS.get(entry.type)
+        if handler is None:
+            raise ApplyFailed(f"stack {stack}: cannot refresh {entry.name}: type {entry.type} is not supported")
+        if on_event:
+            on_event(EngineEvent(stack=stack, kind="resource-pre", op=Op.same, type=entry.type, name=entry.name))
+        try:
+            live = handler.read(ctx, entry.id, Desired(entry.urn, entry.type, entry.name, entry.inputs))
+        except Exception as exc:
+            raise ApplyFailed(f"stack {stack}: {entry.name} ({entry.type}): read failed: {exc}") from exc
+        if live is None:
+            change.op = Op.delete
+            return change, {}
+        expected = {**handler.read_defaults, **entry.inputs}
+        keys = set(live) & set(expected)
+        live = {k: like(expected[k], live[k]) for k in keys}
+        change.diffs = property_diffs(expected, live, keys)
+        if change.diffs:
+            change.op = Op.update
+        return change, {k: live[k] for k in keys if not same(expected.get(k), live[k])}
+
+    def _fold(self, stack: str, state: StackState, on_event: EventSink | None) -> list[ResourceChange]:
+        """Make ``state`` say what is live (gone resources leave it, drifted
+        inputs take their live values); returns the drift found."""
+        ctx = self._context(self._config(stack)[1])
+        drift = []
+        for entry in list(state.resources):
+            change, live = self._drift(ctx, stack, entry, on_event)
+            if change.op is Op.delete:
+                state.remove(entry.urn)
+            elif change.op is Op.update and live:
+                state.put(entry.model_copy(update={"inputs": {**entry.inputs, **live}}))
+            if change.op is not Op.same:
+                drift.append(change)
+        return drift
+
+    def _plan(self, stack: str, on_event: EventSink | None, state: StackState | None = None) -> PlanPass:
         from tenantctl.engines.local import runtime
         from tenantctl.engines.local.passes import PlanPass
 
         project, config = self._config(stack)
-        plan = PlanPass(stack, StateFile(self.state_root, stack).load(), self._context(config), on_event)
+        state = state if state is not None else StateFile(self.state_root, stack).load()
+        plan = PlanPass(stack, state, self._context(config), on_event)
         try:
             runtime.run_program(self.program, project, stack, config, plan, plan.current, preview=True)
         except Exception as exc:
@@ -191,14 +287,15 @@ class LocalEngine(Engine):
             # Kept for the engine's life (plan and apply passes, every stack of an
             # `apply` worker): making a client costs ~50 ms, a run uses a dozen.
             key = (region, service)
-            if key not in self._clients:  # bounded backoff with jitter, throttling retried longest (tenantctl.aws)
-                if region not in self._sessions:
-                    self._sessions[region] = boto3.session.Session(
-                        aws_access_key_id=ep.aws_env()["AWS_ACCESS_KEY_ID"],
-                        aws_secret_access_key=ep.aws_env()["AWS_SECRET_ACCESS_KEY"], region_name=region)
-                self._clients[key] = aws.client(service, session=self._sessions[region],
-                                                endpoint_url=ep.aws_endpoint_url)
-            return self._clients[key]
+            with self._clients_lock:  # a boto3 session is not thread-safe while it makes clients
+                if key not in self._clients:  # bounded backoff with jitter, throttling retried longest (tenantctl.aws)
+                    if region not in self._sessions:
+                        self._sessions[region] = boto3.session.Session(
+                            aws_access_key_id=ep.aws_env()["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=ep.aws_env()["AWS_SECRET_ACCESS_KEY"], region_name=region)
+                    self._clients[key] = aws.client(service, session=self._sessions[region],
+                                                    endpoint_url=ep.aws_endpoint_url)
+                return self._clients[key]
 
         def pg_connect(dbname: str | None = None) -> Any:
             import psycopg
@@ -220,15 +317,20 @@ class LocalEngine(Engine):
 
     @contextmanager
     def _aws_env(self) -> Iterator[None]:
-        """Point every boto3 client the program's providers make at moto, with bounded retries."""
+        """Point every boto3 client the program's providers make at moto, with
+        bounded retries; nested and concurrent uses share one setting."""
         wanted = {**self.endpoints.aws_env(), "AWS_RETRY_MODE": RETRY_MODE, "AWS_MAX_ATTEMPTS": str(MAX_ATTEMPTS)}
-        saved = {k: os.environ.get(k) for k in wanted}
-        os.environ.update(wanted)
+        with _ENV_LOCK:
+            _ENV_USERS.append({k: os.environ.get(k) for k in wanted})
+            os.environ.update(wanted)
         try:
             yield
         finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+            with _ENV_LOCK:
+                saved = _ENV_USERS.pop()
+                if not _ENV_USERS:  # the last one out puts back what the first one found
+                    for key, value in saved.items():
+                        if value is None:
+                            os.environ.pop(key, None)
+                        else:
+                            os.environ[key] = value

@@ -18,6 +18,7 @@ import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
 
 from tenantctl.engines.base import EngineEvent, EventSink, Op, ResourceChange
+from tenantctl.engines.diffs import property_diffs
 from tenantctl.engines.local.handlers import HANDLERS, INVOKES, Context, Desired, Handler
 from tenantctl.engines.local.handlers.stack_reference import TYPE as STACK_REFERENCE
 from tenantctl.engines.local.handlers.stack_reference import reference_outputs
@@ -39,6 +40,14 @@ def unsupported_reason(typ: str, inputs: dict[str, Any]) -> str | None:
         return f"resource type {typ} is not supported by the LocalEngine"
     supports = getattr(handler, "supports", None)
     return supports(inputs) if supports else None
+
+
+def change(op: Op, typ: str, name: str, urn: str, prior: ResourceState | None,
+           inputs: dict[str, Any]) -> ResourceChange:
+    """The step for one resource, with what changes (recorded -> declared) for an update or replace."""
+    diffs = property_diffs(prior.inputs, inputs) if prior is not None and op in (Op.update, Op.replace) else []
+    arn = str((prior.outputs if prior is not None else {}).get("arn") or "")
+    return ResourceChange(op=op, type=typ, name=name, urn=urn, diffs=diffs, arn=arn)
 
 
 def classify(handler: Handler, prior: ResourceState | None, inputs: dict[str, Any]) -> Op:
@@ -102,10 +111,11 @@ class PlanPass(_Pass):
             self.unsupported.append(f"{name}: {reason}")
             return "", {}
         clean = normalized(inputs)
-        self.planned.append(planned_resource(typ, name, inputs))  # unknowns as policy.UNKNOWN for the gate
+        planned = planned_resource(typ, name, inputs)  # unknowns as policy.UNKNOWN for the gate
+        self.planned.append(planned)
         prior = self.state.get(urn)
         op = classify(HANDLERS[typ], prior, clean)
-        self.changes.append(ResourceChange(op=op, type=typ, name=name, urn=urn))
+        self.changes.append(change(op, typ, name, urn, prior, planned.inputs))
         if op is Op.same:
             return prior.id, prior.outputs
         if op is Op.update:
@@ -137,7 +147,8 @@ class ApplyPass(_Pass):
         d = Desired(urn, typ, name, normalized(inputs))
         prior = self.state.get(urn)
         op = classify(handler, prior, d.inputs)
-        self.changes.append(ResourceChange(op=op, type=typ, name=name, urn=urn))
+        step = change(op, typ, name, urn, prior, d.inputs)
+        self.changes.append(step)
         if op is Op.same:
             return prior.id, prior.outputs
         self.emit("resource-pre", op, typ, name)
@@ -151,6 +162,7 @@ class ApplyPass(_Pass):
                 entry = self.create(handler, d, recovering=prior is not None and op is Op.create)
         except Exception as exc:
             raise RuntimeError(f"{name} ({typ}): {op.value} failed: {exc}") from exc
+        step.arn = str(entry.outputs.get("arn") or "")  # a new resource's, once it exists
         self.emit("resource-done", op, typ, name)
         return entry.id, entry.outputs
 

@@ -30,6 +30,8 @@ from collections.abc import Collection
 from typing import Any
 
 from tenantctl.engines.base import ChangeSet, EngineEvent, EventSink, Op, PropertyDiff, ResourceChange
+from tenantctl.engines.diffs import SECRET
+from tenantctl.engines.diffs import UNKNOWN_TEXT as DIFF_UNKNOWN_TEXT
 from tenantctl.errors import ApplyFailed
 
 # Pulumi's step ops (OpType values) folded onto the five the CLI draws.
@@ -60,7 +62,7 @@ _COLOR = re.compile(r"<\{%[^%]*%\}>")
 
 SECRET_SIG = "4dabf18193072939515e22adb298388d"  # Pulumi's signature key of a serialised secret
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # Pulumi's unknown value, as the engine serialises it
-SECRET_TEXT, UNKNOWN_TEXT = "[secret]", "[unknown]"
+SECRET_TEXT, UNKNOWN_TEXT = SECRET, DIFF_UNKNOWN_TEXT  # as both engines' diffs spell them
 MANDATORY = "mandatory"
 
 
@@ -193,6 +195,16 @@ def property_diffs(meta: Any, live: bool = False) -> list[PropertyDiff]:
     return found
 
 
+def _arn(meta: Any) -> str:
+    """The resource's ARN from a step's states (its outputs): the refresh
+    operation tells a tagged resource the stack knows from an orphan by it."""
+    for state in (meta.new, meta.old):
+        arn = (getattr(state, "outputs", None) or {}).get("arn")
+        if isinstance(arn, str) and arn.startswith("arn:"):
+            return arn
+    return ""
+
+
 # -- the collector --------------------------------------------------------------------------
 
 class ChangeCollector:
@@ -253,7 +265,8 @@ class ChangeCollector:
             elif seen is not None and op is Op.same:
                 op = seen.op
             self._changes[meta.urn] = ResourceChange(op=op, type=meta.type, name=urn_name(meta.urn), urn=meta.urn,
-                                                     diffs=diffs or (seen.diffs if seen else []))
+                                                     diffs=diffs or (seen.diffs if seen else []),
+                                                     arn=_arn(meta) or (seen.arn if seen else ""))
 
     def _record_policy(self, policy: Any) -> None:
         from tenantctl.policy import Violation

@@ -11,9 +11,11 @@ from tenantctl.engines.local.handlers import (
     ec2,
     iam,
     kms,
+    logs,
     rds,
     s3,
     secretsmanager,
+    serverlessrepository,
     sns,
     sqs,
     stack_reference,
@@ -23,7 +25,8 @@ from tenantctl.engines.local.handlers.invokes import INVOKES
 
 HANDLERS: dict[str, Handler] = {
     h.type: h
-    for module in (kms, s3, sqs, iam, secretsmanager, ec2, rds, dynamodb, sns, cloudwatch, dynamic, stack_reference)
+    for module in (kms, s3, sqs, iam, secretsmanager, ec2, rds, dynamodb, sns, cloudwatch, logs,
+                   serverlessrepository, dynamic, stack_reference)
     for h in module.HANDLERS
 }
 

@@ -7,17 +7,30 @@ deterministic name, or by the ``tenantctl:urn`` tag where the service has no
 names: KMS keys, VPCs, subnets...) and adopts it; only then does it make one.
 Tag scans cost a call per candidate, so handlers that need them only scan
 when the state holds a ``creating`` intent for the urn (``recovering``).
+
+``read`` is the refresh's half: the live values of exactly the inputs the
+handler's ``configure`` sets, keyed and shaped like the inputs, so drift is a
+plain diff and an update resets every drifted value it reports.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
+T = TypeVar("T")
 URN_TAG = "tenantctl:urn"
 MAX_TAG_VALUE = 256
+
+
+def urn_tag(urn: str) -> str:
+    """The value of a resource's ``tenantctl:urn`` tag: its urn, hashed when over the tag value limit."""
+    if len(urn) <= MAX_TAG_VALUE:
+        return urn
+    return "sha256:" + hashlib.sha256(urn.encode()).hexdigest()
 
 
 @dataclass
@@ -40,9 +53,7 @@ class Desired:
 
     @property
     def urn_tag(self) -> str:
-        if len(self.urn) <= MAX_TAG_VALUE:
-            return self.urn
-        return "sha256:" + hashlib.sha256(self.urn.encode()).hexdigest()
+        return urn_tag(self.urn)
 
     def tags(self, with_urn: bool = False) -> dict[str, str]:
         tags = {k: str(v) for k, v in (self.inputs.get("tags") or {}).items()}
@@ -77,6 +88,13 @@ def error_code(exc: Exception) -> str:
     return str(response.get("Error", {}).get("Code", ""))
 
 
+def is_missing(exc: Exception, *codes: str) -> bool:
+    """The error says the resource does not exist (any service's spelling of it)."""
+    code = error_code(exc)
+    return bool(code) and (code in codes or any(
+        word in code for word in ("NotFound", "NoSuch", "NonExistent", "DoesNotExist")))
+
+
 def ignore_missing(fn: Callable[[], Any], *codes: str) -> None:
     """Run a delete; a resource that is already gone is success (deletes must be re-runnable)."""
     from botocore.exceptions import ClientError
@@ -84,10 +102,58 @@ def ignore_missing(fn: Callable[[], Any], *codes: str) -> None:
     try:
         fn()
     except ClientError as exc:
-        code = error_code(exc)
-        if code in codes or "NotFound" in code or "NoSuch" in code or "NonExistent" in code:
+        if is_missing(exc, *codes):
             return
         raise
+
+
+def read_or_none(fn: Callable[[], Any], *codes: str) -> Any:
+    """The result of a describe call, or None when the resource is gone."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return fn()
+    except ClientError as exc:
+        if is_missing(exc, *codes):
+            return None
+        raise
+
+
+def managed_tags(d: Desired, live: dict[str, str]) -> dict[str, str | None]:
+    """The live values of the tags the program declares (others, the urn tag
+    included, are not tenantctl's to judge: configure never removes them)."""
+    return {k: live.get(k) for k in d.tags()}
+
+
+# IAM is eventually consistent: a principal created moments before (a tenant role
+# named in its key policy, the runtime role in a tenant trust policy) can be
+# refused as unknown for a few seconds. Those calls are retried with these
+# waits (~30 s in all, AWS's "a few seconds" with a margin); anything else that
+# is malformed fails at once. The Pulumi AWS provider does the same on real
+# AWS (docs/aws.md, "IAM propagation").
+PROPAGATION_WAITS = (1.0, 2.0, 4.0, 8.0, 15.0)
+_UNKNOWN_PRINCIPAL_CODES = ("MalformedPolicyDocumentException", "MalformedPolicyDocument")
+
+
+def names_unknown_principal(exc: Exception) -> bool:
+    """A policy refused because a principal it names is not (yet) known to IAM."""
+    error = (getattr(exc, "response", None) or {}).get("Error", {})
+    return error.get("Code") in _UNKNOWN_PRINCIPAL_CODES and "principal" in str(error.get("Message", "")).lower()
+
+
+def once_principals_exist(call: Callable[[], T]) -> T:
+    """``call()``, retried (bounded by PROPAGATION_WAITS) while it is refused for
+    naming a principal IAM has not propagated yet."""
+    from botocore.exceptions import ClientError
+
+    for wait in (*PROPAGATION_WAITS, None):
+        try:
+            return call()
+        except ClientError as exc:
+            if wait is None or not names_unknown_principal(exc):
+                raise
+            time.sleep(wait)
+    raise AssertionError("unreachable")
 
 
 def as_int(value: Any) -> int:
@@ -103,6 +169,8 @@ class Handler:
     replace_on: ClassVar[tuple[str, ...]] = ()
     # True when find() scans by tag: only worth it after a crash.
     find_by_tag: ClassVar[bool] = False
+    # The value configure gives an input the program leaves unset: what a read compares the live value with.
+    read_defaults: ClassVar[dict[str, Any]] = {}
 
     def find(self, ctx: Context, d: Desired) -> str | None:
         return None
@@ -119,6 +187,12 @@ class Handler:
 
     def remove(self, ctx: Context, rid: str, d: Desired) -> None:
         raise NotImplementedError
+
+    def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
+        """The live values of the inputs ``configure`` manages (keyed and shaped
+        like ``d.inputs``), or None when the resource is gone. Changes nothing.
+        The default knows existence only."""
+        return None if self.find(ctx, d) is None else {}
 
     # The protocol the engine calls.
     def create(self, ctx: Context, d: Desired, recovering: bool) -> tuple[str, dict[str, Any]]:

@@ -6,10 +6,26 @@ from typing import Any
 
 from tenantctl.engines.local.handlers.base import Context, Desired, Handler, as_int, ignore_missing
 
+# input -> DescribeAlarms field, for what a refresh reads back (tags are only set on create).
+FIELDS = {"namespace": "Namespace", "metricName": "MetricName", "statistic": "Statistic", "period": "Period",
+          "evaluationPeriods": "EvaluationPeriods", "threshold": "Threshold",
+          "comparisonOperator": "ComparisonOperator", "treatMissingData": "TreatMissingData",
+          "alarmActions": "AlarmActions", "okActions": "OKActions", "actionsEnabled": "ActionsEnabled"}
+
 
 class MetricAlarmHandler(Handler):
     type = "aws:cloudwatch/metricAlarm:MetricAlarm"
     replace_on = ("name",)
+    read_defaults = {"treatMissingData": "missing", "alarmActions": [], "okActions": [], "actionsEnabled": True}
+
+    def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
+        alarms = ctx.client("cloudwatch").describe_alarms(AlarmNames=[rid or d.physical_name()])["MetricAlarms"]
+        if not alarms:
+            return None
+        alarm = alarms[0]
+        live = {key: alarm.get(field) for key, field in FIELDS.items()}
+        live["dimensions"] = {dim["Name"]: dim["Value"] for dim in alarm.get("Dimensions", [])}
+        return live
 
     def make(self, ctx: Context, d: Desired) -> str:
         return d.physical_name()

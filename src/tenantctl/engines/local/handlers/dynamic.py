@@ -43,6 +43,10 @@ class DynamicHandler(Handler):
         result = provider_for(d.get("kind")).update(rid, _props(olds), _props(d.inputs))
         return dict(result.outs or _props(d.inputs))
 
+    def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
+        result = provider_for(d.get("kind")).read(rid or "", _props(d.inputs))
+        return dict(result.outs or {}) if result.id else None
+
     def delete(self, ctx: Context, rid: str | None, d: Desired) -> None:
         # An interrupted create has no id: the providers' deletes key on the props alone.
         provider_for(d.get("kind")).delete(rid or "", _props(d.inputs))

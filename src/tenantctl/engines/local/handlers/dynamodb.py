@@ -4,12 +4,34 @@ from __future__ import annotations
 
 from typing import Any
 
-from tenantctl.engines.local.handlers.base import Context, Desired, Handler, error_code, ignore_missing
+from tenantctl.engines.local.handlers.base import (
+    Context,
+    Desired,
+    Handler,
+    error_code,
+    ignore_missing,
+    managed_tags,
+    read_or_none,
+)
 
 
 class TableHandler(Handler):
     type = "aws:dynamodb/table:Table"
     replace_on = ("name", "hashKey", "rangeKey")
+    read_defaults = {"deletionProtectionEnabled": False, "pointInTimeRecovery": {"enabled": False}}
+
+    def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
+        ddb, name = ctx.client("dynamodb"), rid or d.physical_name()
+        got = read_or_none(lambda: ddb.describe_table(TableName=name))
+        if got is None:
+            return None
+        table = got["Table"]
+        backups = ddb.describe_continuous_backups(TableName=name)["ContinuousBackupsDescription"]
+        pitr = backups.get("PointInTimeRecoveryDescription", {}).get("PointInTimeRecoveryStatus") == "ENABLED"
+        tags = ddb.list_tags_of_resource(ResourceArn=table["TableArn"]).get("Tags", [])
+        return {"deletionProtectionEnabled": table.get("DeletionProtectionEnabled", False),
+                "pointInTimeRecovery": {"enabled": pitr},
+                "tags": managed_tags(d, {t["Key"]: t["Value"] for t in tags})}
 
     def find(self, ctx: Context, d: Desired) -> str | None:
         from botocore.exceptions import ClientError
@@ -48,6 +70,12 @@ class TableHandler(Handler):
         pitr = bool((d.get("pointInTimeRecovery") or {}).get("enabled", False))
         ddb.update_continuous_backups(TableName=rid, PointInTimeRecoverySpecification={
             "PointInTimeRecoveryEnabled": pitr})
+        ttl = d.get("ttl") or {}
+        if ttl.get("enabled"):  # entries expire by DynamoDB TTL (the revocation table)
+            current = ddb.describe_time_to_live(TableName=rid)["TimeToLiveDescription"]
+            if current.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+                ddb.update_time_to_live(TableName=rid, TimeToLiveSpecification={
+                    "Enabled": True, "AttributeName": ttl["attributeName"]})
         table = ddb.describe_table(TableName=rid)["Table"]
         if olds is not None:
             protect = bool(d.get("deletionProtectionEnabled", False))

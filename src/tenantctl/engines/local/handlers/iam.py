@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from tenantctl.engines.local.handlers.base import Context, Desired, Handler, as_int, error_code, ignore_missing
+from tenantctl.engines.local.handlers.base import (
+    Context,
+    Desired,
+    Handler,
+    as_int,
+    error_code,
+    ignore_missing,
+    managed_tags,
+    once_principals_exist,
+    read_or_none,
+)
 
 
 def _exists(call) -> bool:
@@ -22,6 +32,7 @@ def _exists(call) -> bool:
 class RoleHandler(Handler):
     type = "aws:iam/role:Role"
     replace_on = ("name", "namePrefix", "path")
+    read_defaults = {"maxSessionDuration": 3600, "description": ""}
 
     def find(self, ctx: Context, d: Desired) -> str | None:
         name = d.physical_name()
@@ -29,16 +40,27 @@ class RoleHandler(Handler):
 
     def make(self, ctx: Context, d: Desired) -> str:
         name = d.physical_name()
-        ctx.client("iam").create_role(
+        # The trust policy names the runtime role, perhaps created moments before.
+        once_principals_exist(lambda: ctx.client("iam").create_role(
             RoleName=name, Path=d.get("path", "/"), AssumeRolePolicyDocument=d.get("assumeRolePolicy"),
             MaxSessionDuration=as_int(d.get("maxSessionDuration", 3600)), Description=d.get("description", ""),
-            Tags=d.tag_list())
+            Tags=d.tag_list()))
         return name
+
+    def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
+        got = read_or_none(lambda: ctx.client("iam").get_role(RoleName=rid or d.physical_name()))
+        if got is None:
+            return None
+        role = got["Role"]
+        return {"assumeRolePolicy": role.get("AssumeRolePolicyDocument"), "description": role.get("Description", ""),
+                "maxSessionDuration": role.get("MaxSessionDuration"),
+                "tags": managed_tags(d, {t["Key"]: t["Value"] for t in role.get("Tags", [])})}
 
     def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
         iam = ctx.client("iam")
         if olds is not None:
-            iam.update_assume_role_policy(RoleName=rid, PolicyDocument=d.get("assumeRolePolicy"))
+            once_principals_exist(lambda: iam.update_assume_role_policy(RoleName=rid,
+                                                                        PolicyDocument=d.get("assumeRolePolicy")))
             iam.update_role(RoleName=rid, MaxSessionDuration=as_int(d.get("maxSessionDuration", 3600)),
                             Description=d.get("description", ""))
             if d.tags():
@@ -67,6 +89,11 @@ class RolePolicyHandler(Handler):
         return f"{d.get('role')}:{d.physical_name()}"
 
     make = find
+
+    def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
+        role, name = (rid or self.find(ctx, d)).split(":", 1)
+        got = read_or_none(lambda: ctx.client("iam").get_role_policy(RoleName=role, PolicyName=name))
+        return None if got is None else {"policy": got["PolicyDocument"]}
 
     def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
         role, name = rid.split(":", 1)

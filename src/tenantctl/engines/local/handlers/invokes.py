@@ -25,8 +25,16 @@ def region(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
             "endpoint": f"ec2.{ctx.region}.amazonaws.com", "description": ctx.region}
 
 
+def lambda_function(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
+    fn = ctx.client("lambda").get_function(FunctionName=args["functionName"])["Configuration"]
+    return {"arn": fn["FunctionArn"], "functionName": fn["FunctionName"], "role": fn["Role"],
+            "runtime": fn.get("Runtime", ""), "handler": fn.get("Handler", ""), "id": fn["FunctionName"],
+            "qualifiedArn": fn["FunctionArn"], "version": fn.get("Version", "$LATEST")}
+
+
 INVOKES = {
     "aws:index/getCallerIdentity:getCallerIdentity": caller_identity,
     "aws:index/getAvailabilityZones:getAvailabilityZones": availability_zones,
     "aws:index/getRegion:getRegion": region,
+    "aws:lambda/getFunction:getFunction": lambda_function,
 }

@@ -1,16 +1,31 @@
-"""KMS: keys (no names: found by the urn tag) and aliases."""
+"""KMS: keys (no names: found by the urn tag), aliases, and grants (found by
+their name on their key)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from tenantctl.engines.local.handlers.base import URN_TAG, Context, Desired, Handler, as_int, ignore_missing
+from tenantctl.engines.local.handlers.base import (
+    URN_TAG,
+    Context,
+    Desired,
+    Handler,
+    as_int,
+    ignore_missing,
+    managed_tags,
+    once_principals_exist,
+    read_or_none,
+)
+
+# Key states a refresh reads as ``isEnabled: false``: the key exists but cannot be used.
+UNUSABLE = ("Disabled", "PendingDeletion", "PendingReplicaDeletion", "Unavailable")
 
 
 class KeyHandler(Handler):
     type = "aws:kms/key:Key"
     replace_on = ("keyUsage", "customerMasterKeySpec", "keySpec", "multiRegion")
     find_by_tag = True
+    read_defaults = {"isEnabled": True, "enableKeyRotation": False, "description": ""}
 
     def find(self, ctx: Context, d: Desired) -> str | None:
         kms = ctx.client("kms")
@@ -25,21 +40,44 @@ class KeyHandler(Handler):
         return None
 
     def make(self, ctx: Context, d: Desired) -> str:
-        args: dict[str, Any] = {"Description": d.get("description", ""), "KeyUsage": d.get("keyUsage", "ENCRYPT_DECRYPT"),
+        args: dict[str, Any] = {"Description": d.get("description", ""),
+                                "KeyUsage": d.get("keyUsage", "ENCRYPT_DECRYPT"),
                                 "Tags": d.tag_list(with_urn=True, key="TagKey", value="TagValue")}
         if d.get("policy"):
             args["Policy"] = d.get("policy")
-        return ctx.client("kms").create_key(**args)["KeyMetadata"]["KeyId"]
+        # The policy names the tenant role, created moments before.
+        return once_principals_exist(lambda: ctx.client("kms").create_key(**args))["KeyMetadata"]["KeyId"]
+
+    def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
+        kms = ctx.client("kms")
+        described = rid and read_or_none(lambda: kms.describe_key(KeyId=rid))
+        if not described:
+            return None
+        meta = described["KeyMetadata"]
+        tags = {t["TagKey"]: t["TagValue"] for t in kms.list_resource_tags(KeyId=rid).get("Tags", [])}
+        return {"isEnabled": meta.get("KeyState") not in UNUSABLE, "description": meta.get("Description", ""),
+                "enableKeyRotation": kms.get_key_rotation_status(KeyId=rid)["KeyRotationEnabled"],
+                "policy": kms.get_key_policy(KeyId=rid, PolicyName="default")["Policy"],
+                "tags": managed_tags(d, tags)}
 
     def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
         kms = ctx.client("kms")
+        if olds is not None and d.get("isEnabled", True):
+            # A key disabled or scheduled for deletion out of band is the tenant's
+            # data key: bring it back rather than replace it (its data would be lost).
+            state = kms.describe_key(KeyId=rid)["KeyMetadata"].get("KeyState")
+            if state == "PendingDeletion":
+                kms.cancel_key_deletion(KeyId=rid)  # leaves it Disabled
+            if state in ("PendingDeletion", "Disabled"):
+                kms.enable_key(KeyId=rid)
         if d.get("enableKeyRotation"):
             kms.enable_key_rotation(KeyId=rid)
         else:
             kms.disable_key_rotation(KeyId=rid)
         if olds is not None:  # create already set these
             if d.get("policy"):
-                kms.put_key_policy(KeyId=rid, PolicyName="default", Policy=d.get("policy"))
+                policy = d.get("policy")
+                once_principals_exist(lambda: kms.put_key_policy(KeyId=rid, PolicyName="default", Policy=policy))
             kms.update_key_description(KeyId=rid, Description=d.get("description", ""))
             kms.tag_resource(KeyId=rid, Tags=d.tag_list(with_urn=True, key="TagKey", value="TagValue"))
         meta = kms.describe_key(KeyId=rid)["KeyMetadata"]
@@ -67,6 +105,21 @@ class AliasHandler(Handler):
         ctx.client("kms").create_alias(AliasName=name, TargetKeyId=d.get("targetKeyId"))
         return name
 
+    def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
+        name, target = rid or d.physical_name(), str(d.get("targetKeyId", ""))
+        kms = ctx.client("kms")
+        key_id = target.rsplit("/", 1)[-1]
+        # The recorded key's aliases first (one call); the whole list only when it moved elsewhere.
+        first = key_id and read_or_none(lambda: kms.list_aliases(KeyId=key_id))
+        alias = next((a for a in (first or {}).get("Aliases", []) if a["AliasName"] == name), None)
+        if alias is None:
+            alias = next((a for page in kms.get_paginator("list_aliases").paginate()
+                          for a in page["Aliases"] if a["AliasName"] == name), None)
+        if alias is None:
+            return None
+        live = alias.get("TargetKeyId", "")
+        return {"targetKeyId": target if live and target.endswith(live) else live}
+
     def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
         target = d.get("targetKeyId")
         if olds is not None:
@@ -77,4 +130,45 @@ class AliasHandler(Handler):
         ignore_missing(lambda: ctx.client("kms").delete_alias(AliasName=rid))
 
 
-HANDLERS = (KeyHandler(), AliasHandler())
+_CONSTRAINTS = {"encryptionContextSubset": "EncryptionContextSubset",
+                "encryptionContextEquals": "EncryptionContextEquals"}
+
+
+class GrantHandler(Handler):
+    """A grant on a key (id ``<key id>:<grant id>``, as Pulumi's); immutable, so
+    any change replaces it. Named after its resource so a re-run finds it."""
+
+    type = "aws:kms/grant:Grant"
+    replace_on = ("keyId", "granteePrincipal", "operations", "constraints", "name", "retiringPrincipal")
+
+    def find(self, ctx: Context, d: Desired) -> str | None:
+        kms, name = ctx.client("kms"), d.physical_name()
+        for page in kms.get_paginator("list_grants").paginate(KeyId=d.get("keyId")):
+            for grant in page["Grants"]:
+                if grant.get("Name") == name:
+                    return f"{grant['KeyId']}:{grant['GrantId']}"
+        return None
+
+    def make(self, ctx: Context, d: Desired) -> str:
+        args: dict[str, Any] = {"KeyId": d.get("keyId"), "GranteePrincipal": d.get("granteePrincipal"),
+                                "Operations": list(d.get("operations")), "Name": d.physical_name()}
+        constraints = {_CONSTRAINTS[k]: v for c in d.get("constraints", []) for k, v in c.items() if k in _CONSTRAINTS}
+        if constraints:
+            args["Constraints"] = constraints
+        if d.get("retiringPrincipal"):
+            args["RetiringPrincipal"] = d.get("retiringPrincipal")
+        kms = ctx.client("kms")
+        grant_id = kms.create_grant(**args)["GrantId"]
+        key_id = kms.describe_key(KeyId=d.get("keyId"))["KeyMetadata"]["KeyId"]
+        return f"{key_id}:{grant_id}"
+
+    def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
+        return {"grantId": rid.split(":", 1)[1]}
+
+    def remove(self, ctx: Context, rid: str, d: Desired) -> None:
+        key_id, grant_id = rid.split(":", 1)
+        ignore_missing(lambda: ctx.client("kms").revoke_grant(KeyId=key_id, GrantId=grant_id),
+                       "KMSInvalidStateException")  # the key is already pending deletion
+
+
+HANDLERS = (KeyHandler(), AliasHandler(), GrantHandler())

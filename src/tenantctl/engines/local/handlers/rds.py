@@ -1,11 +1,18 @@
-"""RDS: subnet groups, and PostgreSQL instances stood in for by the sandbox.
+"""RDS: subnet groups, parameter groups, and PostgreSQL instances stood in for
+by the sandbox.
 
 The instance record is created in moto's RDS (so describe/ARNs/alarms behave)
 while the database itself is a database of the sandbox PostgreSQL: the
 instance's ``dbName`` is created there (the sandbox's main database is used as
 is), its address/port are the sandbox's, and a managed master password
-becomes a Secrets Manager secret holding the sandbox superuser's credentials.
-Deleting the instance drops that database and its secret.
+becomes a Secrets Manager secret holding the sandbox superuser's credentials,
+with RDS's 7-day rotation schedule recorded on it (the sandbox never rotates
+its superuser). Deleting the instance drops that database and its secret.
+
+Settings the sandbox PostgreSQL cannot take from moto are recorded, not
+applied: the parameter group (``rds.force_ssl``: sandbox connections stay
+plain TCP on the loopback), IAM database authentication, log exports and
+enhanced monitoring. The checks read them from moto as they would from RDS.
 """
 
 from __future__ import annotations
@@ -14,7 +21,15 @@ import json
 import secrets
 from typing import Any
 
-from tenantctl.engines.local.handlers.base import Context, Desired, Handler, as_int, error_code, ignore_missing
+from tenantctl.engines.local.handlers.base import (
+    Context,
+    Desired,
+    Handler,
+    as_int,
+    error_code,
+    ignore_missing,
+    read_or_none,
+)
 from tenantctl.engines.local.handlers.secretsmanager import delete_secret, find_secret
 
 
@@ -39,6 +54,15 @@ class SubnetGroupHandler(Handler):
             SubnetIds=list(d.get("subnetIds", [])), Tags=d.tag_list())
         return d.physical_name()
 
+    def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
+        got = read_or_none(lambda: ctx.client("rds").describe_db_subnet_groups(
+            DBSubnetGroupName=rid or d.physical_name()))
+        if got is None:
+            return None
+        live = [s["SubnetIdentifier"] for s in got["DBSubnetGroups"][0]["Subnets"]]
+        wanted = list(d.get("subnetIds", []))
+        return {"subnetIds": wanted if set(live) == set(wanted) else live}  # order is not drift
+
     def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
         rds = ctx.client("rds")
         group = rds.describe_db_subnet_groups(DBSubnetGroupName=rid)["DBSubnetGroups"][0]
@@ -54,13 +78,70 @@ class SubnetGroupHandler(Handler):
         ignore_missing(lambda: ctx.client("rds").delete_db_subnet_group(DBSubnetGroupName=rid))
 
 
+class ParameterGroupHandler(Handler):
+    type = "aws:rds/parameterGroup:ParameterGroup"
+    replace_on = ("name", "namePrefix", "family", "description")
+
+    def find(self, ctx: Context, d: Desired) -> str | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            groups = ctx.client("rds").describe_db_parameter_groups(
+                DBParameterGroupName=d.physical_name())["DBParameterGroups"]
+        except ClientError as exc:
+            if error_code(exc) in ("DBParameterGroupNotFound", "DBParameterGroupNotFoundFault"):
+                return None
+            raise
+        return d.physical_name() if groups else None  # moto answers an unknown name with none
+
+    def make(self, ctx: Context, d: Desired) -> str:
+        ctx.client("rds").create_db_parameter_group(
+            DBParameterGroupName=d.physical_name(), DBParameterGroupFamily=d.get("family"),
+            Description=d.get("description", "Managed by Pulumi"), Tags=d.tag_list())
+        return d.physical_name()
+
+    def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
+        rds = ctx.client("rds")
+        params = [{"ParameterName": p["name"], "ParameterValue": str(p["value"]),
+                   "ApplyMethod": p.get("applyMethod", "immediate")} for p in d.get("parameters", [])]
+        if params:
+            rds.modify_db_parameter_group(DBParameterGroupName=rid, Parameters=params)
+        dropped = {p["name"] for p in (olds or {}).get("parameters", [])} - {p["ParameterName"] for p in params}
+        if dropped:
+            rds.reset_db_parameter_group(DBParameterGroupName=rid, Parameters=[
+                {"ParameterName": n, "ApplyMethod": "pending-reboot"} for n in sorted(dropped)])
+        group = rds.describe_db_parameter_groups(DBParameterGroupName=rid)["DBParameterGroups"][0]
+        return {"arn": group.get("DBParameterGroupArn", ""), "name": rid, "tagsAll": d.tags()}
+
+    def remove(self, ctx: Context, rid: str, d: Desired) -> None:
+        ignore_missing(lambda: ctx.client("rds").delete_db_parameter_group(DBParameterGroupName=rid))
+
+
+MASTER_ROTATION_DAYS = 7
+
+
 def master_secret_name(identifier: str) -> str:
     return f"rds!db-{identifier}"
+
+
+# input -> DescribeDBInstances field: what configure modifies, so what a refresh reads back.
+INSTANCE_FIELDS = {"instanceClass": "DBInstanceClass", "allocatedStorage": "AllocatedStorage",
+                   "deletionProtection": "DeletionProtection", "backupRetentionPeriod": "BackupRetentionPeriod",
+                   "multiAz": "MultiAZ"}
 
 
 class InstanceHandler(Handler):
     type = "aws:rds/instance:Instance"
     replace_on = ("identifier", "engine", "dbName", "username", "storageEncrypted", "kmsKeyId")
+    read_defaults = {"allocatedStorage": 20, "deletionProtection": False, "backupRetentionPeriod": 0,
+                     "multiAz": False}
+
+    def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
+        got = read_or_none(lambda: ctx.client("rds").describe_db_instances(DBInstanceIdentifier=rid or self._ident(d)))
+        if got is None:
+            return None
+        instance = got["DBInstances"][0]
+        return {key: instance.get(field) for key, field in INSTANCE_FIELDS.items()}
 
     def _ident(self, d: Desired) -> str:
         return d.physical_name("identifier")
@@ -88,8 +169,10 @@ class InstanceHandler(Handler):
             "DeletionProtection": bool(d.get("deletionProtection", False)),
             "BackupRetentionPeriod": as_int(d.get("backupRetentionPeriod", 0)),
             "CopyTagsToSnapshot": bool(d.get("copyTagsToSnapshot", False)),
-            "MultiAZ": bool(d.get("multiAz", False)), "Tags": d.tag_list(),
+            "MultiAZ": bool(d.get("multiAz", False)), "Tags": d.tag_list(), **self._hardening(d),
         }
+        if d.get("enabledCloudwatchLogsExports"):
+            args["EnableCloudwatchLogsExports"] = list(d.get("enabledCloudwatchLogsExports"))
         for key, arg in (("engineVersion", "EngineVersion"), ("storageType", "StorageType"), ("dbName", "DBName"),
                          ("kmsKeyId", "KmsKeyId"), ("dbSubnetGroupName", "DBSubnetGroupName")):
             if d.get(key):
@@ -99,19 +182,38 @@ class InstanceHandler(Handler):
         ctx.client("rds").create_db_instance(**args)
         return self._ident(d)
 
+    @staticmethod
+    def _hardening(d: Desired) -> dict[str, Any]:
+        """Settings CreateDBInstance and ModifyDBInstance take alike."""
+        args: dict[str, Any] = {
+            "EnableIAMDatabaseAuthentication": bool(d.get("iamDatabaseAuthenticationEnabled", False)),
+            "MonitoringInterval": as_int(d.get("monitoringInterval", 0)),
+            "AutoMinorVersionUpgrade": bool(d.get("autoMinorVersionUpgrade", True)),
+        }
+        if d.get("monitoringRoleArn"):
+            args["MonitoringRoleArn"] = d.get("monitoringRoleArn")
+        if d.get("parameterGroupName"):
+            args["DBParameterGroupName"] = d.get("parameterGroupName")
+        return args
+
     def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
         rds = ctx.client("rds")
         if olds is not None:
+            current = rds.describe_db_instances(DBInstanceIdentifier=rid)["DBInstances"][0]
+            exports = set(current.get("EnabledCloudwatchLogsExports") or [])
+            wanted = set(d.get("enabledCloudwatchLogsExports") or [])
             rds.modify_db_instance(
                 DBInstanceIdentifier=rid, ApplyImmediately=True, DBInstanceClass=d.get("instanceClass"),
                 AllocatedStorage=as_int(d.get("allocatedStorage", 20)),
                 DeletionProtection=bool(d.get("deletionProtection", False)),
                 BackupRetentionPeriod=as_int(d.get("backupRetentionPeriod", 0)),
-                MultiAZ=bool(d.get("multiAz", False)))
+                MultiAZ=bool(d.get("multiAz", False)), **self._hardening(d),
+                CloudwatchLogsExportConfiguration={"EnableLogTypes": sorted(wanted - exports),
+                                                   "DisableLogTypes": sorted(exports - wanted)})
         instance = rds.describe_db_instances(DBInstanceIdentifier=rid)["DBInstances"][0]
         host, port, main_db, user, password = ctx.pg_endpoint
         db_name = d.get("dbName") or main_db
-        self._ensure_database(ctx, db_name, main_db, own=d.tags().get("tier") == "dedicated")
+        self._ensure_database(ctx, db_name, main_db)
         outputs: dict[str, Any] = {"arn": instance["DBInstanceArn"], "address": host, "port": port,
                                    "endpoint": f"{host}:{port}", "dbName": db_name, "resourceId":
                                    instance.get("DbiResourceId", rid), "tagsAll": d.tags()}
@@ -122,7 +224,9 @@ class InstanceHandler(Handler):
         return outputs
 
     @staticmethod
-    def _ensure_database(ctx: Context, db_name: str, main_db: str, own: bool) -> None:
+    def _ensure_database(ctx: Context, db_name: str, main_db: str) -> None:
+        """The instance's database (PUBLIC's CONNECT and TEMPORARY on it are
+        revoked by the program's DatabaseAcl, as on RDS)."""
         if db_name == main_db:
             return
         from psycopg import sql
@@ -130,9 +234,6 @@ class InstanceHandler(Handler):
         with ctx.pg_connect() as conn:
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db_name,)).fetchone() is None:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db_name)))
-            if own:  # a dedicated tenant's instance holds no other tenant's roles: on the
-                # shared sandbox server only roles granted CONNECT (its own) may log in.
-                conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(sql.Identifier(db_name)))
 
     @staticmethod
     def _ensure_master_secret(ctx: Context, rid: str, d: Desired, user: str, password: str) -> str:
@@ -144,7 +245,12 @@ class InstanceHandler(Handler):
                                     "Description": f"master credentials of {rid} (sandbox PostgreSQL)"}
             if d.get("masterUserSecretKmsKeyId"):
                 args["KmsKeyId"] = d.get("masterUserSecretKmsKeyId")
-            return sm.create_secret(**args)["ARN"]
+            arn = sm.create_secret(**args)["ARN"]
+            # RDS rotates the secrets it manages every 7 days; the schedule is
+            # recorded (moto's RotateSecret without a function keeps the value).
+            sm.rotate_secret(SecretId=arn, RotationRules={"AutomaticallyAfterDays": MASTER_ROTATION_DAYS},
+                             RotateImmediately=False)
+            return arn
         sm.put_secret_value(SecretId=arn, SecretString=value)
         return arn
 
@@ -165,4 +271,4 @@ class InstanceHandler(Handler):
             delete_secret(ctx, master_secret_name(rid), 0)
 
 
-HANDLERS = (SubnetGroupHandler(), InstanceHandler())
+HANDLERS = (SubnetGroupHandler(), ParameterGroupHandler(), InstanceHandler())

@@ -1,13 +1,23 @@
 """S3: buckets (found by name) and the bucket-level settings Pulumi models as
 their own resources (public access block, policy, versioning, default
-encryption), each keyed by its bucket and put idempotently."""
+encryption, ownership controls, server access logging), each keyed by its
+bucket and put idempotently."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
-from tenantctl.engines.local.handlers.base import Context, Desired, Handler, error_code, ignore_missing
+from tenantctl.engines.local.handlers.base import (
+    Context,
+    Desired,
+    Handler,
+    error_code,
+    ignore_missing,
+    managed_tags,
+    read_or_none,
+)
 
 
 class BucketHandler(Handler):
@@ -35,6 +45,13 @@ class BucketHandler(Handler):
         ctx.client("s3").create_bucket(**args)
         return self._name(d)
 
+    def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
+        s3, name = ctx.client("s3"), rid or self._name(d)
+        if self.find(ctx, d) is None:
+            return None
+        tagging = read_or_none(lambda: s3.get_bucket_tagging(Bucket=name), "NoSuchTagSet") or {}
+        return {"tags": managed_tags(d, {t["Key"]: t["Value"] for t in tagging.get("TagSet", [])})}
+
     def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
         s3 = ctx.client("s3")
         if d.tags():
@@ -56,14 +73,21 @@ class BucketHandler(Handler):
         ignore_missing(lambda: s3.delete_bucket(Bucket=rid))
 
 
+Getter = Callable[[Any, str, Desired], "dict[str, Any] | None"]
+
+
 class BucketSettingHandler(Handler):
     """A setting of one bucket: id = the bucket; put is idempotent, so there is nothing to find."""
 
     replace_on = ("bucket",)
 
-    def __init__(self, type_: str, put: Callable[[Any, str, Desired], Any], clear: Callable[[Any, str], Any]) -> None:
+    def __init__(self, type_: str, put: Callable[[Any, str, Desired], Any], clear: Callable[[Any, str], Any],
+                 get: Getter) -> None:
         self.type = type_
-        self._put, self._clear = put, clear
+        self._put, self._clear, self._get = put, clear, get
+
+    def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
+        return self._get(ctx.client("s3"), rid or d.get("bucket"), d)
 
     def find(self, ctx: Context, d: Desired) -> str | None:
         return d.get("bucket")
@@ -79,15 +103,36 @@ class BucketSettingHandler(Handler):
         ignore_missing(lambda: self._clear(ctx.client("s3"), rid))
 
 
+PUBLIC_ACCESS_KEYS = ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets")
+
+
+def _camel(key: str) -> str:
+    return key[0].lower() + key[1:]
+
+
 def _public_access_block(s3, bucket: str, d: Desired) -> None:
-    keys = ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets")
     s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
-        k: bool(d.get(k[0].lower() + k[1:], False)) for k in keys})
+        k: bool(d.get(_camel(k), False)) for k in PUBLIC_ACCESS_KEYS})
+
+
+def _get_public_access_block(s3, bucket: str, d: Desired) -> dict[str, Any] | None:
+    got = read_or_none(lambda: s3.get_public_access_block(Bucket=bucket))
+    if got is None:
+        return None
+    config = got["PublicAccessBlockConfiguration"]
+    return {_camel(k): bool(config.get(k, False)) for k in PUBLIC_ACCESS_KEYS}
 
 
 def _versioning(s3, bucket: str, d: Desired) -> None:
     status = (d.get("versioningConfiguration") or {}).get("status", "Enabled")
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": status})
+
+
+def _get_versioning(s3, bucket: str, d: Desired) -> dict[str, Any] | None:
+    got = read_or_none(lambda: s3.get_bucket_versioning(Bucket=bucket))
+    if got is None:
+        return None
+    return {"versioningConfiguration": {**(d.get("versioningConfiguration") or {}), "status": got.get("Status")}}
 
 
 def _encryption(s3, bucket: str, d: Desired) -> None:
@@ -102,34 +147,129 @@ def _encryption(s3, bucket: str, d: Desired) -> None:
     s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": rules})
 
 
-def _policy(s3, bucket: str, d: Desired) -> None:
+def _get_encryption(s3, bucket: str, d: Desired) -> dict[str, Any] | None:
+    got = read_or_none(lambda: s3.get_bucket_encryption(Bucket=bucket),
+                       "ServerSideEncryptionConfigurationNotFoundError")
+    if got is None:
+        return None
+    rules = []
+    for rule in got["ServerSideEncryptionConfiguration"].get("Rules", []):
+        default = rule.get("ApplyServerSideEncryptionByDefault") or {}
+        by_default = {"sseAlgorithm": default.get("SSEAlgorithm")}
+        if default.get("KMSMasterKeyID"):
+            by_default["kmsMasterKeyId"] = default["KMSMasterKeyID"]
+        rules.append({"applyServerSideEncryptionByDefault": by_default,
+                      "bucketKeyEnabled": bool(rule.get("BucketKeyEnabled", False))})
+    return {"rules": rules}
+
+
+def _ownership(s3, bucket: str, d: Desired) -> None:
+    rule = d.get("rule") or {}
+    s3.put_bucket_ownership_controls(Bucket=bucket, OwnershipControls={"Rules": [
+        {"ObjectOwnership": rule.get("objectOwnership", "BucketOwnerEnforced")}]})
+
+
+def _get_ownership(s3, bucket: str, d: Desired) -> dict[str, Any] | None:
+    got = read_or_none(lambda: s3.get_bucket_ownership_controls(Bucket=bucket), "OwnershipControlsNotFoundError")
+    if got is None:
+        return None
+    rules = got["OwnershipControls"].get("Rules") or [{}]
+    return {"rule": {**(d.get("rule") or {}), "objectOwnership": rules[0].get("ObjectOwnership")}}
+
+
+def _logging(s3, bucket: str, d: Desired) -> None:
+    s3.put_bucket_logging(Bucket=bucket, BucketLoggingStatus={"LoggingEnabled": {
+        "TargetBucket": d.get("targetBucket"), "TargetPrefix": d.get("targetPrefix", "")}})
+
+
+def _get_logging(s3, bucket: str, d: Desired) -> dict[str, Any] | None:
+    enabled = (read_or_none(lambda: s3.get_bucket_logging(Bucket=bucket)) or {}).get("LoggingEnabled")
+    if not enabled:
+        return None
+    return {"targetBucket": enabled.get("TargetBucket"), "targetPrefix": enabled.get("TargetPrefix", "")}
+
+
+def _lifecycle_rules(d: Desired) -> list[dict[str, Any]]:
+    rules = []
+    for rule in d.get("rules", []):
+        out: dict[str, Any] = {"ID": rule["id"], "Status": rule.get("status", "Enabled"),
+                               "Filter": {"Prefix": (rule.get("filter") or {}).get("prefix", "")}}
+        if rule.get("expiration"):
+            out["Expiration"] = {"Days": int(rule["expiration"]["days"])}
+        if rule.get("noncurrentVersionExpiration"):
+            out["NoncurrentVersionExpiration"] = {
+                "NoncurrentDays": int(rule["noncurrentVersionExpiration"]["noncurrentDays"])}
+        if rule.get("abortIncompleteMultipartUpload"):
+            out["AbortIncompleteMultipartUpload"] = {
+                "DaysAfterInitiation": int(rule["abortIncompleteMultipartUpload"]["daysAfterInitiation"])}
+        rules.append(out)
+    return rules
+
+
+def _lifecycle(s3, bucket: str, d: Desired) -> None:
+    """A bucket's whole lifecycle configuration (the log bucket's: the shared
+    bucket's is merged per tenant by infra.providers.prefix_lifecycle)."""
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": _lifecycle_rules(d)})
+
+
+def _get_lifecycle(s3, bucket: str, d: Desired) -> dict[str, Any] | None:
+    got = read_or_none(lambda: s3.get_bucket_lifecycle_configuration(Bucket=bucket),
+                       "NoSuchLifecycleConfiguration")
+    if got is None:
+        return None
+    live = sorted(got.get("Rules", []), key=lambda r: r.get("ID", ""))
+    wanted = sorted(_lifecycle_rules(d), key=lambda r: r["ID"])
+    # What was put, read back: no drift (the live shape is S3's, not the program's).
+    return {"rules": d.get("rules") if live == wanted else live}
+
+
+def _sandbox_policy(d: Desired) -> dict[str, Any] | None:
     """The declared policy, less the Deny statements moto cannot evaluate: moto
     (5.2) skips condition operators other than StringEquals, so a conditional
     Deny such as the TLS-only ``Bool aws:SecureTransport=false`` statement would
     deny every object request on the sandbox (which speaks plain HTTP). The
-    declared policy itself is unchanged (checked by tenantctl.policy)."""
-    import json
-
+    declared policy itself is unchanged (checked by tenantctl.policy). None: no
+    statement left."""
     policy = json.loads(d.get("policy"))
     statements = policy.get("Statement", [])
     statements = [statements] if isinstance(statements, dict) else statements
     kept = [s for s in statements
             if not (s.get("Effect") == "Deny" and set(s.get("Condition") or {}) - {"StringEquals"})]
-    if kept:
-        s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({**policy, "Statement": kept}))
+    return {**policy, "Statement": kept} if kept else None
+
+
+def _policy(s3, bucket: str, d: Desired) -> None:
+    policy = _sandbox_policy(d)
+    if policy is not None:
+        s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
     else:
         ignore_missing(lambda: s3.delete_bucket_policy(Bucket=bucket))
+
+
+def _get_policy(s3, bucket: str, d: Desired) -> dict[str, Any] | None:
+    got = read_or_none(lambda: s3.get_bucket_policy(Bucket=bucket))
+    live = json.loads(got["Policy"]) if got else None
+    # What was put is the sandbox's cut of the declared policy: that is "no drift".
+    return {"policy": d.get("policy") if live == _sandbox_policy(d) else live}
 
 
 HANDLERS = (
     BucketHandler(),
     BucketSettingHandler("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", _public_access_block,
-                         lambda s3, b: s3.delete_public_access_block(Bucket=b)),
+                         lambda s3, b: s3.delete_public_access_block(Bucket=b), _get_public_access_block),
     BucketSettingHandler("aws:s3/bucketPolicy:BucketPolicy", _policy,
-                         lambda s3, b: s3.delete_bucket_policy(Bucket=b)),
+                         lambda s3, b: s3.delete_bucket_policy(Bucket=b), _get_policy),
     # Versioning cannot be switched off once on: deleting the resource suspends it (as Pulumi does).
     BucketSettingHandler("aws:s3/bucketVersioning:BucketVersioning", _versioning,
-                         lambda s3, b: s3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Suspended"})),
+                         lambda s3, b: s3.put_bucket_versioning(
+                             Bucket=b, VersioningConfiguration={"Status": "Suspended"}),
+                         _get_versioning),
     BucketSettingHandler("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
-                         _encryption, lambda s3, b: s3.delete_bucket_encryption(Bucket=b)),
+                         _encryption, lambda s3, b: s3.delete_bucket_encryption(Bucket=b), _get_encryption),
+    BucketSettingHandler("aws:s3/bucketOwnershipControls:BucketOwnershipControls", _ownership,
+                         lambda s3, b: s3.delete_bucket_ownership_controls(Bucket=b), _get_ownership),
+    BucketSettingHandler("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", _lifecycle,
+                         lambda s3, b: s3.delete_bucket_lifecycle(Bucket=b), _get_lifecycle),
+    BucketSettingHandler("aws:s3/bucketLogging:BucketLogging", _logging,
+                         lambda s3, b: s3.put_bucket_logging(Bucket=b, BucketLoggingStatus={}), _get_logging),
 )

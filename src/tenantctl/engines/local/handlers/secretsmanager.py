@@ -1,10 +1,26 @@
-"""Secrets Manager secrets, found by name (a secret pending deletion is restored, not duplicated)."""
+"""Secrets Manager secrets, found by name (a secret pending deletion is
+restored, not duplicated), and their rotation schedules.
+
+A schedule is recorded in moto as RotateSecret records it (function,
+period, rotation enabled), with ``RotateImmediately`` off: moto cannot run the
+function (no Docker), and its stand-in would promote an empty version. The
+rotation itself runs on the sandbox through ``tenantctl.sandbox.rotation``,
+the same four steps the function runs on AWS."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from tenantctl.engines.local.handlers.base import Context, Desired, Handler, as_int, error_code, ignore_missing
+from tenantctl.engines.local.handlers.base import (
+    Context,
+    Desired,
+    Handler,
+    as_int,
+    error_code,
+    ignore_missing,
+    managed_tags,
+    read_or_none,
+)
 
 
 def find_secret(ctx: Context, name: str) -> str | None:
@@ -35,9 +51,17 @@ def delete_secret(ctx: Context, secret_id: str, recovery_days: int) -> None:
 class SecretHandler(Handler):
     type = "aws:secretsmanager/secret:Secret"
     replace_on = ("name", "namePrefix")
+    read_defaults = {"description": ""}
 
     def find(self, ctx: Context, d: Desired) -> str | None:
         return find_secret(ctx, d.physical_name())
+
+    def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
+        got = read_or_none(lambda: ctx.client("secretsmanager").describe_secret(SecretId=rid or d.physical_name()))
+        if got is None or got.get("DeletedDate"):  # scheduled for deletion: gone (a create restores it)
+            return None
+        return {"description": got.get("Description", ""), "kmsKeyId": got.get("KmsKeyId"),
+                "tags": managed_tags(d, {t["Key"]: t["Value"] for t in got.get("Tags", [])})}
 
     def make(self, ctx: Context, d: Desired) -> str:
         args: dict[str, Any] = {"Name": d.physical_name(), "Description": d.get("description", ""),
@@ -61,4 +85,40 @@ class SecretHandler(Handler):
         delete_secret(ctx, rid, as_int(d.get("recoveryWindowInDays", 30)))
 
 
-HANDLERS = (SecretHandler(),)
+PENDING = "AWSPENDING"
+
+
+class SecretRotationHandler(Handler):
+    """Id: the secret's ARN, as Pulumi's."""
+
+    type = "aws:secretsmanager/secretRotation:SecretRotation"
+    replace_on = ("secretId",)
+
+    def make(self, ctx: Context, d: Desired) -> str:
+        return ctx.client("secretsmanager").describe_secret(SecretId=d.get("secretId"))["ARN"]
+
+    def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
+        sm = ctx.client("secretsmanager")
+        rules: dict[str, Any] = {}
+        days = (d.get("rotationRules") or {}).get("automaticallyAfterDays")
+        if days:
+            rules["AutomaticallyAfterDays"] = as_int(days)
+        if (d.get("rotationRules") or {}).get("scheduleExpression"):
+            rules["ScheduleExpression"] = d.get("rotationRules")["scheduleExpression"]
+        sm.rotate_secret(SecretId=rid, RotationLambdaARN=d.get("rotationLambdaArn"), RotationRules=rules,
+                         RotateImmediately=False)
+        # moto's RotateSecret leaves AWSPENDING on a copy of the current value
+        # (AWS runs the function's testSecret step instead): take it off, so a
+        # pending version means a rotation in progress, as on AWS.
+        stages = sm.describe_secret(SecretId=rid).get("VersionIdsToStages", {})
+        for version, labels in stages.items():
+            if PENDING in labels and "AWSCURRENT" not in labels:
+                sm.update_secret_version_stage(SecretId=rid, VersionStage=PENDING, RemoveFromVersionId=version)
+        return {"rotationEnabled": True}
+
+    def remove(self, ctx: Context, rid: str, d: Desired) -> None:
+        ignore_missing(lambda: ctx.client("secretsmanager").cancel_rotate_secret(SecretId=rid),
+                       "ResourceNotFoundException", "InvalidRequestException")
+
+
+HANDLERS = (SecretHandler(), SecretRotationHandler())

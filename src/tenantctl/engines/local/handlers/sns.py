@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tenantctl.engines.local.handlers.base import Context, Desired, Handler, ignore_missing
+from tenantctl.engines.local.handlers.base import Context, Desired, Handler, ignore_missing, managed_tags, read_or_none
 
 ATTRIBUTES = {"displayName": "DisplayName", "kmsMasterKeyId": "KmsMasterKeyId", "policy": "Policy"}
 
@@ -15,6 +15,17 @@ class TopicHandler(Handler):
 
     def make(self, ctx: Context, d: Desired) -> str:
         return ctx.client("sns").create_topic(Name=d.physical_name(), Tags=d.tag_list())["TopicArn"]
+
+    def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
+        sns = ctx.client("sns")
+        got = rid and read_or_none(lambda: sns.get_topic_attributes(TopicArn=rid))
+        if not got:
+            return None
+        attrs = got.get("Attributes", {})
+        live: dict[str, Any] = {key: attrs.get(attr) for key, attr in ATTRIBUTES.items() if d.get(key) is not None}
+        tags = sns.list_tags_for_resource(ResourceArn=rid).get("Tags", [])
+        live["tags"] = managed_tags(d, {t["Key"]: t["Value"] for t in tags})
+        return live
 
     def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
         sns = ctx.client("sns")

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from tenantctl.engines.local.handlers.base import Context, Desired, Handler, error_code, ignore_missing
+from tenantctl.engines.local.handlers.base import (
+    Context,
+    Desired,
+    Handler,
+    ignore_missing,
+    managed_tags,
+    read_or_none,
+)
 
 # pulumi_aws input -> SQS attribute
 ATTRIBUTES = {
@@ -29,6 +36,10 @@ def _attr(value: Any) -> str:
     return str(value)
 
 
+# What SQS gives an attribute the program leaves unset (configure resets these).
+DEFAULTS = {"DelaySeconds": "0", "MessageRetentionPeriod": "345600", "VisibilityTimeout": "30"}
+
+
 def queue_attributes(d: Desired) -> dict[str, str]:
     return {attr: _attr(d.inputs[key]) for key, attr in ATTRIBUTES.items() if d.inputs.get(key) not in (None, "")}
 
@@ -36,16 +47,22 @@ def queue_attributes(d: Desired) -> dict[str, str]:
 class QueueHandler(Handler):
     type = "aws:sqs/queue:Queue"
     replace_on = ("name", "fifoQueue")
+    read_defaults = {key: int(DEFAULTS[attr]) for key, attr in ATTRIBUTES.items() if attr in DEFAULTS}
 
     def find(self, ctx: Context, d: Desired) -> str | None:
-        from botocore.exceptions import ClientError
+        found = read_or_none(lambda: ctx.client("sqs").get_queue_url(QueueName=d.physical_name()))
+        return None if found is None else found["QueueUrl"]
 
-        try:
-            return ctx.client("sqs").get_queue_url(QueueName=d.physical_name())["QueueUrl"]
-        except ClientError as exc:
-            if "NonExistentQueue" in error_code(exc):
-                return None
-            raise
+    def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
+        sqs = ctx.client("sqs")
+        rid = rid or self.find(ctx, d)
+        got = rid and read_or_none(lambda: sqs.get_queue_attributes(QueueUrl=rid, AttributeNames=["All"]))
+        if not got:
+            return None
+        attrs = got.get("Attributes", {})
+        live: dict[str, Any] = {key: attrs.get(attr) for key, attr in ATTRIBUTES.items()}
+        live["tags"] = managed_tags(d, sqs.list_queue_tags(QueueUrl=rid).get("Tags", {}))
+        return live
 
     def make(self, ctx: Context, d: Desired) -> str:
         return ctx.client("sqs").create_queue(QueueName=d.physical_name(), Attributes=queue_attributes(d),
@@ -55,8 +72,7 @@ class QueueHandler(Handler):
         sqs = ctx.client("sqs")
         if olds is not None:
             # Inputs dropped since the last run fall back to SQS defaults.
-            defaults = {"DelaySeconds": "0", "MessageRetentionPeriod": "345600", "VisibilityTimeout": "30"}
-            sqs.set_queue_attributes(QueueUrl=rid, Attributes={**defaults, **queue_attributes(d)})
+            sqs.set_queue_attributes(QueueUrl=rid, Attributes={**DEFAULTS, **queue_attributes(d)})
             if d.tags():
                 sqs.tag_queue(QueueUrl=rid, Tags=d.tags())
         arn = sqs.get_queue_attributes(QueueUrl=rid, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]

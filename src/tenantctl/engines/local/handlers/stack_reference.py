@@ -32,6 +32,9 @@ class StackReferenceHandler(Handler):
     def delete(self, ctx: Context, rid: str | None, d: Desired) -> None:
         return None
 
+    def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
+        return {}  # nothing on the sandbox: another stack's outputs, read again by every run
+
 
 class ProviderHandler(Handler):
     """``pulumi:providers:aws``: an explicit provider; the sandbox needs no setup."""
@@ -46,6 +49,9 @@ class ProviderHandler(Handler):
 
     def delete(self, ctx: Context, rid: str | None, d: Desired) -> None:
         return None
+
+    def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
+        return {}
 
 
 HANDLERS = (StackReferenceHandler(), ProviderHandler())

@@ -1,0 +1,149 @@
+"""A small assistant service on tenant_runtime's async API (FastAPI).
+
+Every route is under /tenants/{tenant_id}/ and answers only the token's tenant
+(403 for any other, whether the path, the host or an X-Tenant-Id header names
+it). Conversations live in the tenant's context store (encrypted with its key);
+documents are uploaded straight to S3 through a pre-signed URL under the
+tenant's prefix; posting a message schedules a delayed "reply" job on the
+tenant's queue, which the worker (worker.py, started with the app) answers.
+
+Configuration, all from the environment (`eval "$(tenantctl sandbox env)"`
+sets every one for the sandbox):
+
+    TENANT_JWKS_URL            keys verifying access tokens (the IdP's; the sandbox's for dev tokens)
+    TENANT_REGISTRY_TABLE      the registry
+    TENANT_REVOCATION_TABLE    the token denylist (optional)
+    TENANT_GATEWAY_SECRET_ARN  shared-pool mode for pooled tenants (optional: per-tenant logins without it)
+    AWS_ENDPOINT_URL, AWS_REGION   where AWS is (moto on the sandbox)
+    ASSISTANT_HOST_SUFFIX      e.g. app.example.com: acme.app.example.com addresses acme (optional)
+    ASSISTANT_WORKER_TENANTS   comma-separated tenants whose queues the in-process worker serves
+    ASSISTANT_REPLY_DELAY      seconds before the assistant's reply (default 1)
+
+Run it with `python examples/assistant/run.py` (sandbox, two tenants, tokens).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from pydantic import BaseModel, Field
+from worker import REPLY, run_worker
+
+from tenant_runtime import Gateway, JWTSettings, TenantContext, TenantRuntimeError
+from tenant_runtime.aio import AsyncTenantRuntime
+from tenant_runtime.asgi import error_handler, tenant_dependency
+from tenant_runtime.jobs import Job
+
+
+def build_runtime() -> AsyncTenantRuntime:
+    env = os.environ
+    gateway = Gateway(secret_arn=env["TENANT_GATEWAY_SECRET_ARN"]) if env.get("TENANT_GATEWAY_SECRET_ARN") else None
+    return AsyncTenantRuntime(
+        JWTSettings(jwks_url=env["TENANT_JWKS_URL"], algorithms=("RS256",)),
+        env.get("TENANT_REGISTRY_TABLE"), revocation_table=env.get("TENANT_REVOCATION_TABLE") or None,
+        gateway=gateway, endpoint_url=env.get("AWS_ENDPOINT_URL"), region=env.get("AWS_REGION"),
+        statement_timeout=5.0)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    runtime = app.state.runtime = build_runtime()
+    stop = asyncio.Event()
+    tenants = [t for t in os.environ.get("ASSISTANT_WORKER_TENANTS", "").split(",") if t]
+    worker = asyncio.create_task(run_worker(runtime, tenants, stop)) if tenants else None
+    try:
+        yield
+    finally:
+        stop.set()
+        if worker is not None:
+            await worker
+        await runtime.aclose()
+
+
+app = FastAPI(title="assistant (tenant_runtime example)", lifespan=lifespan)
+app.add_exception_handler(TenantRuntimeError, error_handler)  # one problem+json shape for every refusal
+
+
+class _LazyResolver:
+    """The dependency is declared at import; the runtime exists once the app starts."""
+
+    def __init__(self) -> None:
+        self.dependency: Any = None
+
+    async def __call__(self, request: Request) -> TenantContext:
+        if self.dependency is None:
+            self.dependency = tenant_dependency(request.app.state.runtime.resolver,
+                                                host_suffix=os.environ.get("ASSISTANT_HOST_SUFFIX") or None)
+        return await self.dependency(request)
+
+
+current_tenant = _LazyResolver()
+
+
+def runtime_of(request: Request) -> AsyncTenantRuntime:
+    return request.app.state.runtime
+
+
+class NewMessage(BaseModel):
+    content: str = Field(min_length=1, max_length=10_000)
+    role: str = "user"
+
+
+class NewDocument(BaseModel):
+    filename: str
+    size: int
+    content_type: str
+
+
+@app.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@app.get("/tenants/{tenant_id}/conversations")
+async def conversations(request: Request, cursor: str | None = None,
+                        ctx: TenantContext = Depends(current_tenant)) -> dict[str, Any]:
+    page = await runtime_of(request).store.list_conversations(ctx, limit=50, cursor=cursor)
+    return page.model_dump(mode="json")
+
+
+@app.post("/tenants/{tenant_id}/conversations/{conversation_id}/messages", status_code=201)
+async def post_message(conversation_id: str, body: NewMessage, request: Request,
+                       ctx: TenantContext = Depends(current_tenant)) -> dict[str, Any]:
+    runtime = runtime_of(request)
+    message = await runtime.store.append(ctx, conversation_id, body.role, body.content)
+    delay = int(os.environ.get("ASSISTANT_REPLY_DELAY", "1"))
+    job_id = await runtime.jobs.schedule(ctx, Job(kind=REPLY, payload={"conversation_id": conversation_id,
+                                                                        "seq": message.seq}), delay=delay)
+    return {"message": message.model_dump(mode="json"), "reply_job": job_id}
+
+
+@app.get("/tenants/{tenant_id}/conversations/{conversation_id}/messages")
+async def history(conversation_id: str, request: Request, cursor: str | None = None, limit: int = 50,
+                  ctx: TenantContext = Depends(current_tenant)) -> dict[str, Any]:
+    page = await runtime_of(request).store.history(ctx, conversation_id, limit=limit, cursor=cursor)
+    return page.model_dump(mode="json")
+
+
+@app.delete("/tenants/{tenant_id}/conversations/{conversation_id}", status_code=204)
+async def delete_conversation(conversation_id: str, request: Request,
+                              ctx: TenantContext = Depends(current_tenant)) -> None:
+    await runtime_of(request).store.delete_conversation(ctx, conversation_id)
+
+
+@app.post("/tenants/{tenant_id}/documents", status_code=201)
+async def new_document(body: NewDocument, request: Request,
+                       ctx: TenantContext = Depends(current_tenant)) -> dict[str, Any]:
+    """A pre-signed upload: the client PUTs the file to ``url`` with exactly ``headers``."""
+    upload = await runtime_of(request).objects.presign_upload(ctx, body.filename, body.size, body.content_type)
+    return upload.model_dump(mode="json")
+
+
+@app.get("/tenants/{tenant_id}/documents/download")
+async def download(key: str, request: Request, ctx: TenantContext = Depends(current_tenant)) -> dict[str, str]:
+    """A pre-signed download of one of the tenant's own keys (403 for anyone else's)."""
+    return {"url": await runtime_of(request).objects.presign_download(ctx, key)}

@@ -1,0 +1,93 @@
+"""RuntimeRole: the IAM role the tenant runtime runs as (tenant_runtime's
+``assume_role`` mode), the one principal every tenant role's trust policy names.
+
+Its trust policy names only who runs the runtime (by default ECS tasks; set
+``PlatformSpec.runtime_trusted``), never the account root, so no other
+principal of the account can become it, and through it any tenant. It may
+assume the tenant roles (``tenantctl-*-app``, any account, for cells
+elsewhere; each tenant role's own trust policy is the gate) with a session tag,
+and read what the runtime reads as itself: the registry, the token
+revocation list, and the shared-pool gateway's secret (decrypted through
+Secrets Manager with the platform key). The documents are plain functions so
+tests and checks judge exactly what is deployed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from tenantctl import naming
+
+TENANT_ROLES = f"arn:aws:iam::*:role/{naming.iam_role_name('*')}"
+ASSUME_ACTIONS = ["sts:AssumeRole", "sts:TagSession"]
+
+
+@dataclass
+class RuntimeReads:
+    """What the runtime reads as itself (not as a tenant)."""
+
+    registry_table_arn: pulumi.Input[str]
+    revocation_table_arn: pulumi.Input[str]
+    gateway_secret_arn: pulumi.Input[str]
+    platform_key_arn: pulumi.Input[str]
+    region: str
+
+
+@dataclass
+class RuntimeRoleArgs:
+    trusted: Sequence[str]  # service principals (ecs-tasks.amazonaws.com) and role/user ARNs that run the runtime
+    reads: RuntimeReads
+    tags: dict[str, str]
+
+
+def runtime_trust_document(trusted: Sequence[str]) -> dict:
+    """Who may run as the runtime role: exactly ``trusted``."""
+    services = sorted(p for p in trusted if p.endswith(".amazonaws.com"))
+    principals = sorted(p for p in trusted if not p.endswith(".amazonaws.com"))
+    principal: dict[str, list[str]] = {}
+    if services:
+        principal["Service"] = services
+    if principals:
+        principal["AWS"] = principals
+    return {"Version": "2012-10-17", "Statement": [{
+        "Sid": "RunsTheTenantRuntime", "Effect": "Allow", "Principal": principal, "Action": "sts:AssumeRole"}]}
+
+
+def runtime_access_document(registry_table_arn: str, revocation_table_arn: str, gateway_secret_arn: str,
+                            platform_key_arn: str, region: str) -> dict:
+    """What the runtime role may do: assume tenant roles (with the session tag
+    their trust policies require) and read the registry, the revocation list
+    and the gateway's secret."""
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "AssumeTenantRoles", "Effect": "Allow", "Action": ASSUME_ACTIONS, "Resource": TENANT_ROLES},
+        {"Sid": "ReadRegistry", "Effect": "Allow", "Action": ["dynamodb:GetItem"], "Resource": registry_table_arn},
+        {"Sid": "ReadRevocations", "Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:Scan"],
+         "Resource": revocation_table_arn},
+        {"Sid": "ReadGatewaySecret", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
+         "Resource": gateway_secret_arn},
+        {"Sid": "OpenGatewaySecret", "Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": platform_key_arn,
+         "Condition": {"StringEquals": {"kms:ViaService": f"secretsmanager.{region}.amazonaws.com"}}},
+    ]}
+
+
+class RuntimeRole(pulumi.ComponentResource):
+    arn: pulumi.Output[str]
+
+    def __init__(self, name: str, args: RuntimeRoleArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("tenantctl:iam:RuntimeRole", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        role = aws.iam.Role(f"{name}-role", name=naming.RUNTIME_ROLE, max_session_duration=3600,
+                            assume_role_policy=json.dumps(runtime_trust_document(args.trusted)),
+                            tags=args.tags, opts=child)
+        reads = args.reads
+        policy = pulumi.Output.all(reads.registry_table_arn, reads.revocation_table_arn, reads.gateway_secret_arn,
+                                   reads.platform_key_arn).apply(
+            lambda v: json.dumps(runtime_access_document(*v, region=reads.region)))
+        aws.iam.RolePolicy(f"{name}-access", role=role.name, policy=policy, opts=child)
+        self.arn = role.arn
+        self.register_outputs({"arn": self.arn})

@@ -1,0 +1,336 @@
+"""The async API: ``AsyncTenantRuntime`` for asyncio applications.
+
+Same rules, same code: resolution, the store's operations and the services are
+the sync implementations, driven so that the event loop never waits on I/O:
+
+* PostgreSQL through psycopg's async connections (``AsyncContextStore``: the
+  store's operations with an async driver; per-tenant logins or the shared
+  pool as ``psycopg_pool.AsyncConnectionPool``).
+* AWS through a bounded thread pool (``Offloader``, ``io_workers`` threads).
+  Work that is usually served from a cache — token verification, the registry
+  record, the revocation list, sealing/opening content with a cached data key
+  — runs on the loop, and is handed to the pool only when it would make a
+  network call (``tenant_runtime.blocking``). Pre-signing, SQS and anything
+  uncached run on the pool.
+
+Why threads and not aioboto3/aiobotocore: aiobotocore pins botocore to a
+narrow range (3.10 wants botocore < 1.43.118; boto3 1.44 is current), so an
+application would have to hold its boto3 back for the runtime's sake; and
+the runtime's AWS calls are rare (cached) or single calls, where a bounded
+thread pool costs one hop, keeps one set of clients, retries and assume-role
+credentials for both APIs, and cannot starve the loop's default executor.
+A task cancelled while its AWS call runs gets CancelledError at once; the
+thread finishes that one call and its result is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import psycopg
+
+from tenant_runtime.auth import Addressed, JWTSettings, TenantResolver
+from tenant_runtime.blocking import WouldBlock, blocking_allowed, inline
+from tenant_runtime.context import TenantContext, verified
+from tenant_runtime.gateway import Gateway, PoolBase
+from tenant_runtime.jobs import Job, JobMessage
+from tenant_runtime.objects import PresignedUpload
+from tenant_runtime.runtime import TenantRuntime
+from tenant_runtime.store import (
+    Compute,
+    ConversationPage,
+    Message,
+    Operation,
+    Page,
+    Statement,
+    StoreOperations,
+    TenantLogins,
+    advance,
+    scope_statement,
+    store_errors,
+)
+
+T = TypeVar("T")
+
+
+def _allowed(fn: Callable[..., T], args: tuple) -> T:
+    with blocking_allowed():
+        return fn(*args)
+
+
+class Offloader:
+    """A bounded thread pool for blocking calls, and the inline-first policy."""
+
+    def __init__(self, max_workers: int = 8) -> None:
+        self.executor = ThreadPoolExecutor(max_workers, thread_name_prefix="tenant-runtime-io")
+        self.offloaded = 0  # calls handed to the pool, for tests and metrics
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the pool."""
+        self.offloaded += 1
+        return await asyncio.get_running_loop().run_in_executor(self.executor, _allowed, fn, args)
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the loop when it needs nothing but cached state,
+        else (it reached ``may_block()``, having changed nothing) on the pool."""
+        try:
+            with inline():
+                return fn(*args)
+        except WouldBlock:
+            pass
+        return await self.run(fn, *args)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+_DEFAULT: Offloader | None = None
+
+
+def default_offloader() -> Offloader:
+    """The process's offloader for resolvers given without one (the middleware
+    over a sync ``TenantResolver``)."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = Offloader()
+    return _DEFAULT
+
+
+class AsyncTenantResolver:
+    """``TenantResolver`` for the event loop."""
+
+    def __init__(self, resolver: TenantResolver, offload: Offloader | None = None) -> None:
+        self.resolver, self.offload = resolver, offload or default_offloader()
+
+    @classmethod
+    def of(cls, resolver: TenantResolver | AsyncTenantResolver) -> AsyncTenantResolver:
+        return resolver if isinstance(resolver, AsyncTenantResolver) else cls(resolver)
+
+    async def resolve(self, token: str, addressed_tenant: Addressed = None) -> TenantContext:
+        return await self.offload.call(self.resolver.resolve, token, addressed_tenant)
+
+    async def resolve_header(self, authorization: str | None, addressed_tenant: Addressed = None) -> TenantContext:
+        return await self.offload.call(self.resolver.resolve_header, authorization, addressed_tenant)
+
+
+class AsyncSharedPool(PoolBase):
+    """The shared pool for the event loop (``psycopg_pool.AsyncConnectionPool``)."""
+
+    def __init__(self, settings: Gateway, secret_client: Callable[[], Any], offload: Offloader) -> None:
+        super().__init__(settings, secret_client)
+        self.offload = offload
+        self._opening: asyncio.Lock | None = None
+
+    async def serves(self, ctx: TenantContext) -> bool:
+        return await self.offload.call(self.login.serves, ctx)
+
+    async def _kwargs(self) -> dict[str, Any]:
+        return await self.offload.call(self.login.connect_kwargs)
+
+    async def pool(self) -> Any:
+        if self._pool is None:
+            self._opening = self._opening or asyncio.Lock()
+            async with self._opening:
+                if self._pool is None:
+                    from psycopg_pool import AsyncConnectionPool
+
+                    s = self.settings
+                    pool = AsyncConnectionPool(kwargs=self._kwargs, min_size=s.min_size, max_size=s.max_size,
+                                               max_idle=s.max_idle, timeout=s.timeout,
+                                               name="tenant_runtime_gateway", open=False)
+                    await pool.open()
+                    self._pool = pool
+        return self._pool
+
+    @asynccontextmanager
+    async def connection(self, ctx: TenantContext) -> AsyncIterator[tuple[Any, str]]:
+        from psycopg_pool import PoolTimeout
+
+        pool = await self.pool()
+        try:
+            async with pool.connection() as conn:
+                yield conn, ctx.resources.store.role
+        except PoolTimeout as exc:
+            raise self.exhausted(exc) from None
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+
+class AsyncContextStore(StoreOperations):
+    """The context store for the event loop: the sync store's operations,
+    driven over psycopg's async connections (``waker``: see ContextStore)."""
+
+    def __init__(self, envelope: Any, logins: TenantLogins, offload: Offloader,
+                 gateway: AsyncSharedPool | None = None, statement_timeout: float | None = None,
+                 waker: Any | None = None) -> None:
+        self.envelope, self.logins, self.offload = envelope, logins, offload
+        self.gateway, self.statement_timeout, self.waker = gateway, statement_timeout, waker
+
+    @asynccontextmanager
+    async def transaction(self, ctx: TenantContext) -> AsyncIterator[psycopg.AsyncConnection]:
+        """An async connection inside one transaction scoped to ``ctx``'s tenant."""
+        ctx = verified(ctx)
+        with store_errors(ctx.tenant_id):
+            async with self._connection(ctx) as (conn, role), conn.transaction():
+                await conn.execute(*scope_statement(ctx.tenant_id, role, self.statement_timeout))
+                yield conn
+
+    @asynccontextmanager
+    async def _connection(self, ctx: TenantContext) -> AsyncIterator[tuple[Any, str | None]]:
+        if self.gateway is not None and await self.gateway.serves(ctx):
+            async with self.gateway.connection(ctx) as pair:
+                yield pair
+            return
+        if self.waker is not None:  # see ContextStore: TenantWaking until a hibernated database is up
+            await self.offload.call(self.waker.ensure_awake, ctx)
+        pool, evicted = self.logins.idle(ctx)
+        for old in evicted:
+            await old.close()
+        conn = pool.take() or await self._connect(ctx)
+        try:
+            yield conn, None
+        finally:
+            if not pool.keep(conn):
+                await conn.close()
+
+    async def _connect(self, ctx: TenantContext) -> psycopg.AsyncConnection:
+        secret = await self.offload.call(self.logins.credentials, ctx)
+        try:
+            return await psycopg.AsyncConnection.connect(**self.logins.connect_kwargs(secret))
+        except psycopg.OperationalError as exc:
+            error = exc
+        # A rotated password (TenantLogins.rotated): AWSCURRENT read again, then AWSPENDING.
+        for candidate in await self.offload.call(self.logins.rotated, ctx, secret):
+            try:
+                conn = await psycopg.AsyncConnection.connect(**self.logins.connect_kwargs(candidate))
+            except psycopg.OperationalError as again:
+                error = again
+                continue
+            self.logins.remember(ctx, candidate)
+            return conn
+        raise self.logins.login_failed(ctx, error) from None
+
+    async def _run(self, ctx: TenantContext, operation: Operation) -> Any:
+        done, step = advance(operation, None)
+        while not done:
+            done, step = advance(operation, await (self.offload.call(step.fn, *step.args)
+                                                   if isinstance(step, Compute) else self._statement(ctx, step)))
+        return step
+
+    async def _statement(self, ctx: TenantContext, step: Statement) -> Any:
+        async with self.transaction(ctx) as conn:
+            cur = await conn.execute(step.query, step.params)
+            if step.fetch == "rowcount":
+                return cur.rowcount
+            return await (cur.fetchone() if step.fetch == "one" else cur.fetchall())
+
+    async def close(self) -> None:
+        for conn in self.logins.drain():
+            await conn.close()
+        if self.gateway is not None:
+            await self.gateway.close()
+
+    # -- API (see ContextStore) -------------------------------------------------
+
+    async def append(self, ctx: TenantContext, conversation_id: str, role: str, content: str,
+                     metadata: dict[str, Any] | None = None) -> Message:
+        return await self._run(ctx, self._append(ctx, conversation_id, role, content, metadata))
+
+    async def history(self, ctx: TenantContext, conversation_id: str, limit: int = 50,
+                      cursor: str | None = None) -> Page:
+        return await self._run(ctx, self._history(ctx, conversation_id, limit, cursor))
+
+    async def list_conversations(self, ctx: TenantContext, limit: int = 50,
+                                 cursor: str | None = None) -> ConversationPage:
+        return await self._run(ctx, self._list_conversations(ctx, limit, cursor))
+
+    async def delete_conversation(self, ctx: TenantContext, conversation_id: str) -> bool:
+        return await self._run(ctx, self._delete_conversation(ctx, conversation_id))
+
+
+class AsyncObjectAccess:
+    """``ObjectAccess`` on the pool (signing may refresh credentials; multipart
+    uploads call S3)."""
+
+    def __init__(self, objects: Any, offload: Offloader) -> None:
+        self.objects, self.offload = objects, offload
+
+    async def presign_upload(self, ctx: TenantContext, filename: str, size: int,
+                             content_type: str) -> PresignedUpload:
+        return await self.offload.run(self.objects.presign_upload, ctx, filename, size, content_type)
+
+    async def complete_multipart(self, ctx: TenantContext, key: str, upload_id: str, etags: list[str]) -> None:
+        await self.offload.run(self.objects.complete_multipart, ctx, key, upload_id, etags)
+
+    async def presign_download(self, ctx: TenantContext, key: str) -> str:
+        return await self.offload.run(self.objects.presign_download, ctx, key)
+
+
+class AsyncJobQueue:
+    """``JobQueue`` on the pool; ``work`` takes a sync or an async handler (an
+    async one runs on the loop). A long poll (``wait_seconds``) holds one pool
+    thread for its duration: size ``io_workers`` for the workers you run."""
+
+    def __init__(self, jobs: Any, offload: Offloader) -> None:
+        self.jobs, self.offload = jobs, offload
+
+    async def schedule(self, ctx: TenantContext, job: Job, delay: int = 0) -> str:
+        return await self.offload.run(self.jobs.schedule, ctx, job, delay)
+
+    async def work(self, ctx: TenantContext, handler: Callable[[Job, JobMessage], Any], max_messages: int = 10,
+                   wait_seconds: int = 0) -> dict[str, int]:
+        if inspect.iscoroutinefunction(handler):
+            loop, coroutine = asyncio.get_running_loop(), handler
+
+            def handler(job: Job, message: JobMessage) -> Any:  # noqa: F811 - runs on a pool thread
+                return asyncio.run_coroutine_threadsafe(coroutine(job, message), loop).result()
+
+        return await self.offload.run(self.jobs.work, ctx, handler, max_messages, wait_seconds)
+
+
+class AsyncTenantRuntime:
+    """``TenantRuntime`` for asyncio: the same settings (and ``io_workers``,
+    the AWS thread pool's size); ``await runtime.resolve(...)``, ``await
+    runtime.store.append(...)``; ``await runtime.aclose()`` at shutdown (or
+    ``async with``)."""
+
+    def __init__(self, jwt: JWTSettings, registry_table: str | None = None, *, gateway: Gateway | None = None,
+                 io_workers: int = 8, **settings: Any) -> None:
+        self.sync = TenantRuntime(jwt, registry_table, **settings)
+        self.offload = Offloader(io_workers)
+        self.clients, self.registry, self.envelope = self.sync.clients, self.sync.registry, self.sync.envelope
+        self.revocations = self.sync.revocations
+        self.resolver = AsyncTenantResolver(self.sync.resolver, self.offload)
+        shared = AsyncSharedPool(gateway, lambda: self.sync.platform_client("secretsmanager"),
+                                 self.offload) if gateway else None
+        logins = TenantLogins(lambda ctx: self.clients.client(ctx, "secretsmanager"))
+        self.store = AsyncContextStore(self.envelope, logins, self.offload, shared, self.sync.store.statement_timeout,
+                                       self.sync.waker)
+        self.objects = AsyncObjectAccess(self.sync.objects, self.offload)
+        self.jobs = AsyncJobQueue(self.sync.jobs, self.offload)
+
+    async def resolve(self, token: str, addressed_tenant: Addressed = None) -> TenantContext:
+        return await self.resolver.resolve(token, addressed_tenant)
+
+    async def context(self, tenant_id: str) -> TenantContext:
+        """See ``TenantRuntime.context`` (workers, maintenance)."""
+        return await self.offload.call(self.sync.context, tenant_id)
+
+    async def aclose(self) -> None:
+        await self.store.close()
+        self.sync.close()
+        self.offload.close()
+
+    async def __aenter__(self) -> AsyncTenantRuntime:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

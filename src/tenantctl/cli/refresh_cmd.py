@@ -1,0 +1,68 @@
+"""`tenantctl refresh`: drift of tenants' live resources against their state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from tenantctl.cli.options import JsonFlag
+from tenantctl.cli.output import console, orphan_lines, print_json, steps_table, table
+
+app = typer.Typer()
+
+
+@app.command()
+def refresh(
+    tenant_ids: Annotated[Optional[list[str]], typer.Argument(metavar="ID", help="Tenants to refresh.")] = None,
+    every: Annotated[bool, typer.Option("--all", help="Every tenant in the registry (not deprovisioned).")] = False,
+    parallel: Annotated[int, typer.Option(help="Tenants read at once.")] = 8,
+    markdown: Annotated[Optional[Path], typer.Option(
+        help="Also write a markdown summary (an issue or pull-request comment) here.")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Report drift: each tenant's live resources against its state (changes nothing).
+
+    Per resource and property (expected → live), resources deleted out of band,
+    and orphan resources (tagged as the tenant's, unknown to its state).
+    `apply --refresh` or `provision ID` repairs.
+
+    Exit codes: 0 no drift, 12 drift found, 1 a tenant could not be refreshed
+    (the same convention as `apply --preview`).
+    """
+    from rich.markup import escape
+
+    from tenantctl.cli.progress import fleet_progress
+    from tenantctl.operations.refresh import refresh as run
+    from tenantctl.templates import render
+    from tenantctl.workspace import Workspace
+
+    with fleet_progress("refreshing") as progress:
+        def on_result(t) -> None:
+            mark = ("[red]failed[/]: " + escape(t.error or "")) if not t.ok else (
+                f"[yellow]{t.headline()}[/]" if t.drifted else escape(t.note or t.headline()))
+            progress.done(f"{t.tenant_id}: {mark} ({t.seconds:.1f}s)")
+
+        summary = run(Workspace(), tenant_ids or (), every=every, parallel=parallel,
+                      on_plan=lambda n: progress.plan(n, f"{n} tenant(s)"), on_result=on_result)
+    if markdown:
+        markdown.write_text(render("refresh_summary.md.j2", summary=summary))
+    if json_out:
+        print_json({**summary.model_dump(mode="json"), "counts": summary.counts, "exit_code": summary.exit_code()})
+    else:
+        rows = [(t.tenant_id, "failed: " + (t.error or "") if not t.ok else t.headline(), t.checked, t.note)
+                for t in summary.tenants if t.drifted or not t.ok or t.note]
+        if rows:
+            table(f"refresh · {len(summary.tenants)} tenant(s) · {summary.seconds:.1f}s",
+                  ["tenant", "drift", "resources read", "note"], rows)
+        for t in summary.drifted:
+            steps_table(f"{t.tenant_id} · drift (expected → live)", t.resources)
+            orphan_lines(t.tenant_id, t.orphans, preview=True)
+        counts = summary.counts
+        console.print(f"{counts['drifted']} of {counts['tenants']} tenant(s) drifted: {counts['resources']} "
+                      f"resource(s), {counts['orphans']} orphan resource(s)"
+                      + (f"; {counts['failed']} failed" if counts["failed"] else "")
+                      + ("; `tenantctl apply --refresh` (or `provision ID`) repairs" if counts["drifted"] else ""),
+                      highlight=False)
+    raise typer.Exit(summary.exit_code())

@@ -1,0 +1,87 @@
+"""Serverless Application Repository stacks, stood in for on the sandbox.
+
+tenantctl deploys one application: AWS's single-user rotation function for
+RDS PostgreSQL (infra.components.credential_rotation). moto has no Serverless
+Application Repository and runs no Lambda code without Docker, so the stack
+becomes what it creates that others refer to: a Lambda function of the
+requested name (a stub body, the requested VPC configuration) and its
+execution role, trusted by Lambda only. The function's work, when a
+rotation is run on the sandbox, is done by ``tenantctl.sandbox.rotation``
+(the same four Secrets Manager steps against the sandbox PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from typing import Any
+
+from tenantctl.engines.local.handlers.base import Context, Desired, Handler, error_code, ignore_missing
+
+RUNTIME = "python3.12"
+STUB = ("def lambda_handler(event, context):\n"
+        "    raise NotImplementedError('sandbox stand-in: see tenantctl.sandbox.rotation')\n")
+LAMBDA_TRUST = json.dumps({"Version": "2012-10-17", "Statement": [{
+    "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
+
+
+def _stub_zip() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("lambda_function.py", STUB)
+    return buf.getvalue()
+
+
+class CloudFormationStackHandler(Handler):
+    type = "aws:serverlessrepository/cloudFormationStack:CloudFormationStack"
+    replace_on = ("name", "applicationId")
+
+    @staticmethod
+    def _function(d: Desired) -> str:
+        return str((d.get("parameters") or {}).get("functionName") or d.physical_name())
+
+    def _stack_id(self, ctx: Context, d: Desired) -> str:
+        return f"arn:aws:cloudformation:{ctx.region}:{ctx.account_id}:stack/serverlessrepo-{d.physical_name()}/sandbox"
+
+    def find(self, ctx: Context, d: Desired) -> str | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            ctx.client("lambda").get_function(FunctionName=self._function(d))
+            return self._stack_id(ctx, d)
+        except ClientError as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                return None
+            raise
+
+    def make(self, ctx: Context, d: Desired) -> str:
+        iam, name = ctx.client("iam"), self._function(d)
+        role = f"{name}-role"
+        try:
+            arn = iam.create_role(
+                RoleName=role, AssumeRolePolicyDocument=LAMBDA_TRUST, Tags=d.tag_list(),
+                Description="execution role of the sandbox's stand-in rotation function")["Role"]["Arn"]
+        except iam.exceptions.EntityAlreadyExistsException:  # a crashed create made it
+            arn = iam.get_role(RoleName=role)["Role"]["Arn"]
+        params = d.get("parameters") or {}
+        vpc = {"SubnetIds": [s for s in str(params.get("vpcSubnetIds", "")).split(",") if s],
+               "SecurityGroupIds": [g for g in str(params.get("vpcSecurityGroupIds", "")).split(",") if g]}
+        ctx.client("lambda").create_function(
+            FunctionName=name, Runtime=RUNTIME, Role=arn, Handler="lambda_function.lambda_handler",
+            Code={"ZipFile": _stub_zip()}, Timeout=30, VpcConfig=vpc, Tags=d.tags(),
+            Environment={"Variables": {"SECRETS_MANAGER_ENDPOINT": str(params.get("endpoint", ""))}})
+        return self._stack_id(ctx, d)
+
+    def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
+        fn = ctx.client("lambda").get_function(FunctionName=self._function(d))["Configuration"]
+        return {"outputs": {"RotationLambdaARN": fn["FunctionArn"]}, "semanticVersion": "sandbox",
+                "tagsAll": d.tags()}
+
+    def remove(self, ctx: Context, rid: str, d: Desired) -> None:
+        name = self._function(d)
+        ignore_missing(lambda: ctx.client("lambda").delete_function(FunctionName=name))
+        ignore_missing(lambda: ctx.client("iam").delete_role(RoleName=f"{name}-role"))
+
+
+HANDLERS = (CloudFormationStackHandler(),)

@@ -1,0 +1,175 @@
+"""What exists in the account tagged ``managed-by=tenantctl``, whoever's state
+knows it: the refresh's orphans (tagged as a tenant's, unknown to its state) and
+the audit's unclaimed resources (tagged for a tenant no record names) both come
+from here, and so does removing one.
+
+One Resource Groups Tagging API scan per region covers every service tenantctl
+tags except IAM, which that API does not cover: roles named ``tenantctl-...``
+are listed and their tags read one by one. A key pending deletion or a secret
+in its recovery window is not live (``is_live``): it is the tail of a deletion,
+not a leftover.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from tenantctl.engines.local.handlers.base import URN_TAG, urn_tag
+from tenantctl.errors import InvalidInput
+
+MANAGED_BY = {"Key": "managed-by", "Values": ["tenantctl"]}
+ROLE_PREFIX = "tenantctl-"
+# Kinds whose leftovers tenantctl removes when it repairs; anything else (a
+# database, a bucket, a VPC...) is reported and left to a person.
+REMOVABLE = ("sqs", "sns", "cloudwatch:alarm", "kms:key", "secretsmanager:secret", "iam:role",
+             "ec2:security-group")
+KEY_DELETION_DAYS = 30  # a removed key is only scheduled for deletion: the window is the undo
+SECRET_RECOVERY_DAYS = 7
+
+Clients = Callable[..., Any]  # (service, region=None) -> boto3 client: Workspace.client
+
+
+class Tagged(BaseModel):
+    """One tagged resource, by ARN."""
+
+    model_config = ConfigDict(frozen=True)
+
+    arn: str
+    region: str
+    tags: dict[str, str]
+
+    @property
+    def service(self) -> str:
+        return self.arn.split(":")[2]
+
+    def _split(self) -> tuple[str, str]:
+        """(resource type, resource name) of the ARN's last part: ``key/abc``, ``alarm:x``, or a bare name."""
+        resource = self.arn.split(":", 5)[5] if self.arn.count(":") >= 5 else ""
+        cuts = [i for i in (resource.find("/"), resource.find(":")) if i >= 0]
+        if self.service in ("sqs", "sns", "s3") or not cuts:
+            return "", resource
+        return resource[:min(cuts)], resource[min(cuts) + 1:]
+
+    @property
+    def kind(self) -> str:
+        """``sqs``, ``kms:key``, ``ec2:security-group``, ``rds:db``... (service, then the ARN's resource type)."""
+        typ = self._split()[0]
+        return f"{self.service}:{typ}" if typ else self.service
+
+    @property
+    def name(self) -> str:
+        return self._split()[1]
+
+    @property
+    def urn(self) -> str | None:
+        return self.tags.get(URN_TAG)
+
+    @property
+    def tenant(self) -> str | None:
+        """The tenant it is tagged for: its ``tenant`` tag, else the stack in its urn tag."""
+        if self.tags.get("tenant"):
+            return self.tags["tenant"]
+        urn = self.urn or ""
+        return urn.split(":", 2)[2].split("::", 1)[0] if urn.startswith("urn:pulumi:") else None
+
+    @property
+    def removable(self) -> bool:
+        return self.kind in REMOVABLE or self.service in REMOVABLE
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.name}"
+
+
+def unknown(resources: Iterable[Tagged], arns: set[str], urns: set[str]) -> list[Tagged]:
+    """The resources known neither by ARN nor by the urn tag of one of ``urns``."""
+    tags = urns | {urn_tag(u) for u in urns}
+    return [r for r in resources if r.arn not in arns and not (r.urn and r.urn in tags)]
+
+
+def _roles(clients: Clients, tenant: str | None, claimed: set[str]) -> Iterable[Tagged]:
+    iam = clients("iam")
+    prefix = f"{ROLE_PREFIX}{tenant}-" if tenant else ROLE_PREFIX
+    for page in iam.get_paginator("list_roles").paginate():
+        for role in page["Roles"]:
+            if not role["RoleName"].startswith(prefix) or role["Arn"] in claimed:
+                continue
+            tags = {t["Key"]: t["Value"] for t in iam.list_role_tags(RoleName=role["RoleName"]).get("Tags", [])}
+            if tags.get("managed-by") == "tenantctl":
+                yield Tagged(arn=role["Arn"], region="global", tags=tags)
+
+
+def scan(clients: Clients, regions: Iterable[str], tenant: str | None = None,
+         claimed: Iterable[str] = ()) -> list[Tagged]:
+    """Every resource tagged ``managed-by=tenantctl`` in ``regions`` (and IAM),
+    only ``tenant``'s when given. IAM lists no tags: each role's are read with a
+    call of its own, so roles in ``claimed`` (ARNs a caller already accounts
+    for, e.g. the registry's tenant roles) are left out rather than read."""
+    filters = [MANAGED_BY] + ([{"Key": "tenant", "Values": [tenant]}] if tenant else [])
+    found: dict[str, Tagged] = {}
+    regions = sorted(set(regions))
+    for region in regions:
+        pages = clients("resourcegroupstaggingapi", region).get_paginator("get_resources").paginate(
+            TagFilters=filters, ResourcesPerPage=100)
+        for page in pages:
+            for item in page.get("ResourceTagMappingList", []):
+                tags = {t["Key"]: t["Value"] for t in item.get("Tags", [])}
+                found[item["ResourceARN"]] = Tagged(arn=item["ResourceARN"], region=region, tags=tags)
+    if regions:
+        found.update({r.arn: r for r in _roles(clients, tenant, set(claimed))})
+    return sorted(found.values(), key=lambda r: r.arn)
+
+
+def is_live(clients: Clients, resource: Tagged) -> bool:
+    """False for the tail of a deletion: a key pending deletion, a secret in its recovery window."""
+    from botocore.exceptions import ClientError
+
+    try:
+        if resource.kind == "kms:key":
+            state = clients("kms", resource.region).describe_key(KeyId=resource.arn)["KeyMetadata"]["KeyState"]
+            return state not in ("PendingDeletion", "PendingReplicaDeletion")
+        if resource.kind == "secretsmanager:secret":
+            described = clients("secretsmanager", resource.region).describe_secret(SecretId=resource.arn)
+            return not described.get("DeletedDate")
+    except ClientError as exc:
+        if "NotFound" in exc.response["Error"]["Code"]:
+            return False
+        raise
+    return True
+
+
+def remove(clients: Clients, resource: Tagged) -> str:
+    """Remove a leftover nothing claims; returns what was done. Keys and secrets
+    are scheduled for deletion (their window is the undo), never deleted at once."""
+    region = resource.region
+    if resource.service == "sqs":
+        sqs = clients("sqs", region)
+        sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=resource.name)["QueueUrl"])
+        return "deleted"
+    if resource.service == "sns":
+        clients("sns", region).delete_topic(TopicArn=resource.arn)
+        return "deleted"
+    if resource.kind == "cloudwatch:alarm":
+        clients("cloudwatch", region).delete_alarms(AlarmNames=[resource.name])
+        return "deleted"
+    if resource.kind == "kms:key":
+        clients("kms", region).schedule_key_deletion(KeyId=resource.arn, PendingWindowInDays=KEY_DELETION_DAYS)
+        return f"scheduled for deletion in {KEY_DELETION_DAYS} days"
+    if resource.kind == "secretsmanager:secret":
+        clients("secretsmanager", region).delete_secret(SecretId=resource.arn,
+                                                        RecoveryWindowInDays=SECRET_RECOVERY_DAYS)
+        return f"scheduled for deletion in {SECRET_RECOVERY_DAYS} days"
+    if resource.kind == "iam:role":
+        iam = clients("iam")
+        for name in iam.list_role_policies(RoleName=resource.name)["PolicyNames"]:
+            iam.delete_role_policy(RoleName=resource.name, PolicyName=name)
+        for attached in iam.list_attached_role_policies(RoleName=resource.name)["AttachedPolicies"]:
+            iam.detach_role_policy(RoleName=resource.name, PolicyArn=attached["PolicyArn"])
+        iam.delete_role(RoleName=resource.name)
+        return "deleted"
+    if resource.kind == "ec2:security-group":
+        clients("ec2", region).delete_security_group(GroupId=resource.name)
+        return "deleted"
+    raise InvalidInput(f"{resource.describe()} ({resource.arn}) is not removed by tenantctl: remove it by hand")

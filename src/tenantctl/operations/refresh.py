@@ -1,0 +1,215 @@
+"""Drift: every resource of each tenant read live and compared with what its
+stack's state recorded (per resource, per property: expected -> live), the
+resources deleted out of band, and orphans: resources tagged as the tenant's
+(``managed-by=tenantctl`` + ``tenant=<id>``) that its state does not know.
+
+The engine reads the resources (``Engine.refresh``); the orphans come from one
+tag inventory of the account (``tenantctl.inventory``) shared by every tenant
+of the run. Tenants are refreshed in threads: a refresh runs no program, it
+only reads, so 200 tenants take seconds on the sandbox. Nothing is changed;
+``apply --refresh`` and ``provision`` of an existing tenant repair
+(``remove_orphans`` is their half for orphans).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+
+from pydantic import BaseModel, Field
+
+from tenantctl import inventory
+from tenantctl.engines.base import ChangeSet, Op, ResourceChange
+from tenantctl.errors import CHANGES_PENDING, InvalidInput, NotConfirmed, contained
+from tenantctl.models import TenantRecord, TenantStatus
+from tenantctl.registry import describe_lock
+from tenantctl.workspace import Workspace
+
+GONE = (TenantStatus.deprovisioned, TenantStatus.deprovisioning)
+
+
+class Orphan(BaseModel):
+    """A resource tagged as the tenant's that its state does not know."""
+
+    arn: str
+    kind: str
+    name: str
+    removable: bool  # tenantctl removes it on repair (else a person must)
+    removed: str | None = None  # what a repair did with it
+    error: str | None = None  # why a repair could not remove it (the repair itself still succeeds)
+
+    @classmethod
+    def of(cls, tagged: inventory.Tagged) -> Orphan:
+        return cls(arn=tagged.arn, kind=tagged.kind, name=tagged.name, removable=tagged.removable)
+
+
+class TenantDrift(BaseModel):
+    tenant_id: str
+    ok: bool = True
+    error: str | None = None
+    note: str = ""  # why it was skipped, or what could not be checked
+    checked: int = 0  # resources read
+    resources: list[ResourceChange] = Field(default_factory=list)  # drifted: update (with diffs) or delete
+    orphans: list[Orphan] = Field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def drifted(self) -> bool:
+        return bool(self.resources or self.orphans)
+
+    def headline(self) -> str:
+        """``2 changed, 1 deleted, 1 orphan`` (or ``no drift``)."""
+        parts = [f"{n} {what}" for n, what in (
+            (sum(1 for r in self.resources if r.op is Op.update), "changed"),
+            (sum(1 for r in self.resources if r.op is Op.delete), "deleted out of band"),
+            (len(self.orphans), "orphan(s)")) if n]
+        return ", ".join(parts) or "no drift"
+
+
+class RefreshSummary(BaseModel):
+    seconds: float
+    tenants: list[TenantDrift]
+
+    @property
+    def drifted(self) -> list[TenantDrift]:
+        return [t for t in self.tenants if t.drifted]
+
+    @property
+    def failed(self) -> list[TenantDrift]:
+        return [t for t in self.tenants if not t.ok]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {"tenants": len(self.tenants), "drifted": len(self.drifted), "failed": len(self.failed),
+                "resources": sum(len(t.resources) for t in self.tenants),
+                "orphans": sum(len(t.orphans) for t in self.tenants)}
+
+    def exit_code(self) -> int:
+        """0 no drift, 12 drift, 1 a tenant could not be refreshed (as `apply --preview`)."""
+        if self.failed:
+            return 1
+        return CHANGES_PENDING if self.drifted else 0
+
+
+# -- which tenants ---------------------------------------------------------------
+
+def select(ws: Workspace, tenant_ids: Sequence[str], every: bool) -> list[TenantRecord]:
+    """The records to refresh: the named tenants, or every tenant not deprovisioned."""
+    if bool(tenant_ids) == every:
+        raise InvalidInput("name the tenants to refresh, or pass --all (not both)")
+    if every:
+        return [r for r in ws.registry.iter_all() if r.status not in GONE]
+    records = []
+    for tenant_id in dict.fromkeys(tenant_ids):
+        record = ws.registry.require(tenant_id)
+        if record.status in GONE:
+            raise InvalidInput(f"tenant {tenant_id!r} is {record.status.value}: nothing to refresh")
+        records.append(record)
+    return records
+
+
+# -- orphans ------------------------------------------------------------------------
+
+def _known(record: TenantRecord, changes: ChangeSet) -> tuple[set[str], set[str]]:
+    """(ARNs, urns) of what the tenant's state and record know."""
+    arns = {c.arn for c in changes.changes if c.arn}
+    res = record.resources
+    if res is not None:  # the record's word too: never call the tenant's own key or role an orphan
+        arns |= {res.kms_key_arn, res.role_arn, res.store.secret_arn}
+    urns = {c.urn for c in changes.changes if c.urn}
+    return arns, urns
+
+
+def orphans_of(ws: Workspace, record: TenantRecord, changes: ChangeSet,
+               tagged: Iterable[inventory.Tagged]) -> tuple[list[inventory.Tagged], str]:
+    """Tagged resources of the tenant that neither its state nor its record
+    knows, and a note when that cannot be told (an engine naming no ARNs)."""
+    if changes.changes and not any(c.arn for c in changes.changes):
+        return [], "orphans not checked: this engine's refresh names no resource ARNs"
+    arns, urns = _known(record, changes)
+    candidates = inventory.unknown([t for t in tagged if t.tenant == record.tenant_id], arns, urns)
+    return [t for t in candidates if inventory.is_live(ws.client, t)], ""
+
+
+def remove_orphans(ws: Workspace, record: TenantRecord, changes: ChangeSet,
+                   tagged: list[inventory.Tagged]) -> list[Orphan]:
+    """Repair's half for orphans: those of ``tagged`` (the tenant's tag scan,
+    taken before the up) its state does not know after the up (``changes``) are
+    removed where tenantctl may; the rest are reported for a person."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    found, _ = orphans_of(ws, record, changes, tagged)
+    removable = [t for t in found if t.removable]
+    refused = ""
+    if removable and ws.approve is not None:  # deleting them follows the confirmation rule too
+        try:
+            ws.approve(ChangeSet(stack=record.tenant_id, changes=[
+                ResourceChange(op=Op.delete, type=f"orphan {t.kind}", name=t.name, arn=t.arn) for t in removable]))
+        except NotConfirmed as exc:  # the tenant is still repaired; the orphans stay, reported
+            refused = f"not removed: {exc}"
+    done = []
+    for resource in found:
+        orphan = Orphan.of(resource)
+        if orphan.removable and refused:
+            orphan.error = refused
+        elif orphan.removable:
+            try:
+                orphan.removed = inventory.remove(ws.client, resource)
+            except (ClientError, BotoCoreError) as exc:  # reported; the tenant itself is repaired
+                orphan.error = str(exc)
+        done.append(orphan)
+    return done
+
+
+# -- one tenant, then the fleet -------------------------------------------------------
+
+def refresh_tenant(ws: Workspace, record: TenantRecord, tagged: list[inventory.Tagged]) -> TenantDrift:
+    started = time.monotonic()
+    result = TenantDrift(tenant_id=record.tenant_id)
+    if record.lock is not None:
+        result.note = "skipped: " + describe_lock(record.tenant_id, record.lock)
+        return result
+    with contained(result):
+        changes = ws.engine.refresh(record.tenant_id)
+        result.checked = len(changes.changes)
+        result.resources = [c for c in changes.changes if c.op is not Op.same]
+        found, result.note = orphans_of(ws, record, changes, tagged)
+        result.orphans = [Orphan.of(t) for t in found]
+    result.seconds = round(time.monotonic() - started, 3)
+    return result
+
+
+def refresh_many(ws: Workspace, records: list[TenantRecord], parallel: int = 8,
+                 on_result: Callable[[TenantDrift], None] | None = None) -> list[TenantDrift]:
+    """Drift of ``records``, ``parallel`` tenants at a time, sorted by id."""
+    if parallel < 1:
+        raise InvalidInput("--parallel must be at least 1")
+    if not records:
+        return []
+    _ = ws.engine  # made once, before the threads share it
+    # The tenants' own roles are known from their records: no tag read for those.
+    tagged = inventory.scan(ws.client, {r.region for r in records}, claimed=_record_roles(records))
+    done: list[TenantDrift] = []
+    with ThreadPoolExecutor(max_workers=min(parallel, len(records))) as pool:
+        futures = [pool.submit(refresh_tenant, ws, r, tagged) for r in records]
+        for future in as_completed(futures):
+            done.append(future.result())
+            if on_result:
+                on_result(done[-1])
+    return sorted(done, key=lambda t: t.tenant_id)
+
+
+def _record_roles(records: Iterable[TenantRecord]) -> set[str]:
+    return {r.resources.role_arn for r in records if r.resources is not None}
+
+
+def refresh(ws: Workspace, tenant_ids: Sequence[str] = (), every: bool = False, parallel: int = 8,
+            on_plan: Callable[[int], None] | None = None,
+            on_result: Callable[[TenantDrift], None] | None = None) -> RefreshSummary:
+    started = time.monotonic()
+    records = select(ws, tenant_ids, every)
+    if on_plan:
+        on_plan(len(records))
+    tenants = refresh_many(ws, records, parallel, on_result)
+    return RefreshSummary(seconds=round(time.monotonic() - started, 3), tenants=tenants)

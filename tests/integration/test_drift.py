@@ -1,0 +1,289 @@
+"""Drift you can see and repair, on the sandbox, through the real CLI.
+
+Each kind of resource is changed out of band (a queue attribute and its
+encryption, key rotation, the role's policy, the bucket's lifecycle rules, a
+table's forced RLS, a deleted queue, an extra queue tagged as the tenant's):
+`refresh` names each one (resource, property, expected -> live), `apply
+--refresh` repairs each, and a second `refresh` exits 0. Then: `provision` of
+an existing tenant repairs and says so; a one-field spec change previews
+exactly its properties in the table, --json and markdown; previews refuse what
+the run would refuse; `audit` finds what the registry and the cloud disagree
+on; deprovision lists what it would delete before asking.
+
+The tests run in file order and share their tenants (provisioning is the slow
+part); they run in a project directory of their own (`dr-*` tenants).
+"""
+
+from __future__ import annotations
+
+import json
+
+import psycopg
+import pytest
+import yaml
+from fault_tools import POOLED, Cli, aws, inventory, lifecycle_rules, platform_outputs, tenant_rule_ids
+from psycopg import sql
+
+from tenant_runtime.registry import item_key, record_to_item
+from tenantctl import naming
+from tenantctl.errors import CHANGES_PENDING
+from tenantctl.models import StoreConnection, TenantRecord, TenantResources, TenantStatus, Tier
+
+TENANT, GONE = "dr-acme", "dr-gone"
+MATCH = ("--match", "dr-*")
+EXTRA_QUEUE = f"tenantctl-{TENANT}-extra"
+
+
+@pytest.fixture(scope="module")
+def cli(sandbox, tmp_path_factory) -> Cli:
+    return Cli.create(sandbox, tmp_path_factory.mktemp("drift-project"))
+
+
+@pytest.fixture(scope="module")
+def acme(cli) -> TenantRecord:
+    run = cli("provision", TENANT, "--json")
+    assert run.returncode == 0, run
+    return TenantRecord.model_validate(run.json()["record"])
+
+
+def pg(sandbox, record: TenantRecord) -> psycopg.Connection:
+    return psycopg.connect(sandbox.pg_dsn(record.resources.store.database), autocommit=True)
+
+
+def row_security(sandbox, record: TenantRecord, table: str) -> tuple[bool, bool]:
+    with pg(sandbox, record) as conn:
+        return conn.execute("SELECT relrowsecurity, relforcerowsecurity FROM pg_class c JOIN pg_namespace n "
+                            "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+                            (record.resources.store.schema_name, table)).fetchone()
+
+
+def access_policy(sandbox) -> tuple[str, dict]:
+    iam, role = aws(sandbox, "iam"), naming.iam_role_name(TENANT)
+    name = iam.list_role_policies(RoleName=role)["PolicyNames"][0]
+    return name, iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+
+
+def queue_attributes(sandbox, url: str) -> dict[str, str]:
+    return aws(sandbox, "sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+
+
+def queue_names(sandbox) -> set[str]:
+    urls = aws(sandbox, "sqs").list_queues(QueueNamePrefix=f"tenantctl-{TENANT}-").get("QueueUrls", [])
+    return {u.rsplit("/", 1)[1] for u in urls}
+
+
+def by_name(changes: list[dict]) -> dict[str, dict]:
+    return {c["name"]: c for c in changes}
+
+
+def diffs(change: dict) -> dict[str, tuple]:
+    return {d["path"]: (d["old"], d["new"]) for d in change["diffs"]}
+
+
+# -- every kind of drift, named, repaired -----------------------------------------------
+
+def test_refresh_names_each_out_of_band_change(acme, cli, sandbox):
+    res = acme.resources
+    sqs, kms, iam, s3 = (aws(sandbox, s) for s in ("sqs", "kms", "iam", "s3"))
+    assert cli("refresh", TENANT).returncode == 0  # freshly provisioned: no drift, no orphan
+
+    # The issue's queue: a longer delay, and its encryption removed.
+    sqs.set_queue_attributes(QueueUrl=res.queue_url, Attributes={"DelaySeconds": "600", "KmsMasterKeyId": ""})
+    kms.disable_key_rotation(KeyId=res.kms_key_arn)
+    name, doc = access_policy(sandbox)
+    doc["Statement"][0]["Resource"] = doc["Statement"][0]["Resource"].replace(f"/{TENANT}/*", f"/{TENANT}*")
+    iam.put_role_policy(RoleName=naming.iam_role_name(TENANT), PolicyName=name, PolicyDocument=json.dumps(doc))
+    kept = [r for r in lifecycle_rules(sandbox, res.bucket) if r["ID"] != f"tenantctl-{TENANT}-tmp-expiry"]
+    s3.put_bucket_lifecycle_configuration(Bucket=res.bucket, LifecycleConfiguration={"Rules": kept})
+    with pg(sandbox, acme) as conn:
+        conn.execute(sql.SQL("ALTER TABLE {}.messages NO FORCE ROW LEVEL SECURITY").format(
+            sql.Identifier(res.store.schema_name)))
+    sqs.delete_queue(QueueUrl=res.dlq_url)
+    sqs.create_queue(QueueName=EXTRA_QUEUE, tags={"tenant": TENANT, "managed-by": "tenantctl"})
+
+    md = cli.root / "drift.md"
+    run = cli("refresh", TENANT, "--json", "--markdown", str(md))
+    assert run.returncode == CHANGES_PENDING, run
+    out = run.json()
+    assert out["exit_code"] == CHANGES_PENDING and out["counts"]["drifted"] == 1
+    [tenant] = out["tenants"]
+    changed = by_name(tenant["resources"])
+    assert set(changed) == {f"{TENANT}-{n}" for n in ("queue", "key", "access", "lifecycle", "schema", "dlq")}
+    assert diffs(changed[f"{TENANT}-key"]) == {"enableKeyRotation": (True, False)}
+    queue = diffs(changed[f"{TENANT}-queue"])
+    assert queue["delaySeconds"] == (0, 600) and queue["kmsMasterKeyId"] == (res.kms_key_arn, None)
+    assert diffs(changed[f"{TENANT}-access"]) == {"policy.Statement[0].Resource": (
+        f"{platform_outputs(sandbox)['bucket_arn']}/tenants/{TENANT}/*",
+        f"{platform_outputs(sandbox)['bucket_arn']}/tenants/{TENANT}*")}
+    assert list(diffs(changed[f"{TENANT}-lifecycle"])) == ["rules"]  # 3 rules recorded, 2 live
+    assert diffs(changed[f"{TENANT}-schema"]) == {"row_security.messages": ("forced", "not forced")}
+    assert changed[f"{TENANT}-dlq"]["op"] == "delete"
+    assert [o["name"] for o in tenant["orphans"]] == [EXTRA_QUEUE]
+
+    text = md.read_text()
+    assert "`row_security.messages`: `forced` → `not forced`" in text
+    assert "`enableKeyRotation`: `true` → `false`" in text
+    assert f"| delete | `{TENANT}-dlq` |" in text and f"`sqs` `{EXTRA_QUEUE}`" in text
+    human = cli("refresh", TENANT)
+    assert human.returncode == CHANGES_PENDING, human
+    assert "delaySeconds: 0 → 600" in human.stdout and EXTRA_QUEUE in human.stdout
+
+
+def test_apply_refresh_repairs_each_and_a_second_refresh_is_clean(acme, cli, sandbox):
+    res = acme.resources
+    kms = aws(sandbox, "kms")
+    preview = cli("apply", "--preview", "--refresh", "--json", *MATCH)
+    assert preview.returncode == CHANGES_PENDING, preview
+    planned = {r["tenant_id"]: r for r in preview.json()["results"]}[TENANT]
+    assert planned["action"] == "repair" and planned["reason"].startswith("drift: 5 changed, 1 deleted")
+    assert diffs(by_name(planned["resources"])[f"{TENANT}-queue"])["delaySeconds"] == (600, 0)
+    assert by_name(planned["resources"])[f"{TENANT}-dlq"]["op"] == "create"
+    assert kms.get_key_rotation_status(KeyId=res.kms_key_arn)["KeyRotationEnabled"] is False  # a preview
+
+    run = cli("apply", "--refresh", "--json", *MATCH)
+    assert run.returncode == 0, run
+    done = {r["tenant_id"]: r for r in run.json()["results"]}[TENANT]
+    assert done["action"] == "repair" and done["ok"]
+    assert [(o["name"], o["removed"]) for o in done["orphans"]] == [(EXTRA_QUEUE, "deleted")]
+    assert {c["name"] for c in done["drift"]} >= {f"{TENANT}-key", f"{TENANT}-dlq"}
+
+    # Repaired, as the sandbox itself says.
+    assert kms.get_key_rotation_status(KeyId=res.kms_key_arn)["KeyRotationEnabled"] is True
+    attrs = queue_attributes(sandbox, res.queue_url)
+    assert attrs["DelaySeconds"] == "0" and attrs["KmsMasterKeyId"] == res.kms_key_arn
+    assert access_policy(sandbox)[1]["Statement"][0]["Resource"].endswith(f"/tenants/{TENANT}/*")
+    assert len(tenant_rule_ids(sandbox, res.bucket, TENANT)) == 3
+    assert row_security(sandbox, acme, "messages") == (True, True)
+    assert queue_names(sandbox) == {naming.queue_name(TENANT), naming.dlq_name(TENANT)}
+    assert queue_attributes(sandbox, res.dlq_url)["KmsMasterKeyId"] == res.kms_key_arn
+    assert inventory(sandbox, TENANT) == POOLED
+
+    again = cli("refresh", TENANT, "--json")
+    assert again.returncode == 0, again
+    assert again.json()["tenants"][0]["resources"] == [] and again.json()["tenants"][0]["orphans"] == []
+
+
+def test_provision_of_an_existing_tenant_repairs_and_says_so(acme, cli, sandbox):
+    res = acme.resources
+    aws(sandbox, "kms").disable_key_rotation(KeyId=res.kms_key_arn)
+    aws(sandbox, "cloudwatch").delete_alarms(AlarmNames=[naming.resource_name(TENANT, "queue-age")])
+
+    run = cli("provision", TENANT, "--json")
+    assert run.returncode == 0, run  # not 8: the posture check runs on the repaired tenant
+    out = run.json()
+    repaired = by_name(out["repaired"])
+    assert diffs(repaired[f"{TENANT}-key"]) == {"enableKeyRotation": (True, False)}
+    assert repaired[f"{TENANT}-queue-age"]["op"] == "delete"
+    steps = by_name(out["resources"])
+    assert steps[f"{TENANT}-queue-age"]["op"] == "create" and steps[f"{TENANT}-key"]["op"] == "update"
+    assert out["record"]["last_error"] is None
+    assert aws(sandbox, "kms").get_key_rotation_status(KeyId=res.kms_key_arn)["KeyRotationEnabled"] is True
+    assert cli("refresh", TENANT).returncode == 0
+
+
+# -- readable previews ------------------------------------------------------------------------
+
+ONE_FIELD = {f"{TENANT}-queue": {"delaySeconds": (0, 30)}, f"{TENANT}-queue-age": {"threshold": (1800, 1830)}}
+
+
+def test_a_one_field_change_previews_exactly_its_properties_in_all_three_formats(acme, cli):
+    path = cli.stack_file(TENANT)
+    committed = path.read_text()
+    doc = yaml.safe_load(committed)
+    doc["config"]["tenantctl:tenant"]["queue"]["delay_seconds"] = 30  # the pull request's one edit
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    try:
+        md = cli.root / "preview.md"
+        run = cli("apply", "--preview", "--json", "--markdown", str(md), *MATCH)
+        assert run.returncode == CHANGES_PENDING, run
+        result = {r["tenant_id"]: r for r in run.json()["results"]}[TENANT]
+        assert result["action"] == "update" and result["changes"] == {"update": 2, "same": 11}
+        assert {c["name"]: diffs(c) for c in result["resources"]} == ONE_FIELD
+        assert all(c["op"] == "update" for c in result["resources"])
+
+        text = md.read_text()
+        assert f"| update | `{TENANT}-queue` | `aws:sqs/queue:Queue` | `delaySeconds`: `0` → `30` |" in text
+        assert f"| update | `{TENANT}-queue-age` | `aws:cloudwatch/metricAlarm:MetricAlarm` | " \
+               "`threshold`: `1800` → `1830` |" in text
+        assert f"<details open><summary><code>{TENANT}</code> · update: update 2</summary>" in text
+
+        table = cli("apply", "--preview", *MATCH)
+        assert table.returncode == CHANGES_PENDING and "delaySeconds: 0 → 30" in table.stdout
+        assert "threshold: 1800 → 1830" in table.stdout
+
+        edited = path.read_text()
+        single = cli("provision", TENANT, "--preview", "--json")
+        assert single.returncode == CHANGES_PENDING, single
+        assert {c["name"]: diffs(c) for c in single.json()["resources"]} == ONE_FIELD
+        assert path.read_text() == edited  # a preview writes nothing
+    finally:
+        path.write_text(committed)
+    assert cli("provision", TENANT, "--preview").returncode == 0
+
+
+def test_previews_refuse_what_the_run_would_refuse(acme, cli):
+    made = cli("provision", GONE, "--json")
+    assert made.returncode == 0, made
+    committed = cli.stack_file(GONE).read_text()
+    gone = cli("deprovision", GONE, "--yes", "--no-final-backup", "--json")
+    assert gone.returncode == 0, gone
+    cli.stack_file(GONE).write_text(committed)  # re-committed by a pull request
+
+    run = cli("apply", "--preview", "--json", *MATCH)
+    assert run.returncode == 1, run  # not a green "update" that then fails on main
+    refused = {r["tenant_id"]: r for r in run.json()["results"]}[GONE]
+    assert refused["action"] == "invalid" and not refused["ok"] and "tombstoned" in refused["error"]
+    assert cli("provision", GONE, "--preview").returncode == 5
+    unsafe = cli("provision", TENANT, "--backup-retention-days", "3", "--preview")
+    assert unsafe.returncode == 8 and "backup-retention" in unsafe.stderr
+
+
+# -- audit, and deprovision's confirmation ---------------------------------------------------------
+
+def _put_record(sandbox, record: TenantRecord) -> None:
+    table = platform_outputs(sandbox)["registry_table"]
+    aws(sandbox, "dynamodb").put_item(TableName=table, Item=record_to_item(record))
+
+
+def test_audit_finds_what_the_registry_and_the_cloud_disagree_on(acme, cli, sandbox):
+    table = platform_outputs(sandbox)["registry_table"]
+    ghost = aws(sandbox, "sqs").create_queue(QueueName="tenantctl-dr-ghost-jobs",
+                                             tags={"tenant": "dr-ghost", "managed-by": "tenantctl"})["QueueUrl"]
+    bad = TenantRecord(tenant_id="Dr_Bad", tier=Tier.pooled, status=TenantStatus.active, region="us-east-1")
+    phantom_arn = "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000"
+    phantom = TenantRecord(
+        tenant_id="dr-phantom", tier=Tier.pooled, status=TenantStatus.active, region="us-east-1",
+        resources=TenantResources(
+            tenant_id="dr-phantom", tier=Tier.pooled, region="us-east-1", kms_key_arn=phantom_arn,
+            kms_alias=naming.kms_alias("dr-phantom"), bucket=acme.resources.bucket, prefix="tenants/dr-phantom/",
+            queue_url=acme.resources.queue_url.replace(TENANT, "dr-phantom"),
+            dlq_url=acme.resources.dlq_url.replace(TENANT, "dr-phantom"),
+            role_arn=acme.resources.role_arn.replace(TENANT, "dr-phantom"),
+            store=StoreConnection(endpoint="localhost", database="tenantctl", schema_name="tenant_dr_phantom",
+                                  role="tenant_dr_phantom_app", secret_arn=acme.resources.store.secret_arn + "x")))
+    for record in (bad, phantom):
+        _put_record(sandbox, record)
+    try:
+        md = cli.root / "audit.md"
+        run = cli("audit", "--json", "--markdown", str(md))
+        assert run.returncode == CHANGES_PENDING, run
+        found = {(f["kind"], f["tenant_id"]) for f in run.json()["findings"]}
+        assert {("tombstoned-stack-file", GONE), ("unclaimed", "dr-ghost"), ("bad-name", "Dr_Bad"),
+                ("resources-gone", "dr-phantom")} <= found
+        assert not {f for f in found if f[1] in (TENANT, GONE) and f[0] != "tombstoned-stack-file"}
+        detail = {f["tenant_id"]: f["detail"] for f in run.json()["findings"] if f["kind"] == "resources-gone"}
+        assert "kms key, queue, dead-letter queue, role, db secret are gone" in detail["dr-phantom"]
+        assert "| tombstoned-stack-file | `dr-gone` | `Pulumi.dr-gone.yaml` |" in md.read_text()
+    finally:
+        aws(sandbox, "sqs").delete_queue(QueueUrl=ghost)
+        for record in (bad, phantom):
+            aws(sandbox, "dynamodb").delete_item(TableName=table, Key=item_key(record.tenant_id))
+        cli.stack_file(GONE).unlink()
+
+
+def test_deprovision_lists_what_it_deletes_before_asking(acme, cli, sandbox):
+    run = cli("deprovision", TENANT)  # no terminal to answer: the prompt aborts
+    assert run.returncode == 1 and "aborted" in run.stderr
+    assert f"deprovision {TENANT} deletes" in run.stderr
+    assert f"{TENANT}-key" in run.stderr and "deleted with its data" in run.stderr and f"{TENANT}-queue" in run.stderr
+    assert inventory(sandbox, TENANT) == POOLED  # nothing was removed

@@ -1,0 +1,141 @@
+"""The example assistant (examples/assistant) served by uvicorn against the
+sandbox, driven over HTTP for two tenants with sandbox dev tokens: isolation,
+the delayed reply written by its worker, a pre-signed upload, and the 401 /
+403 / 404 / 503 answers in the one problem+json shape."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from runtime_tenants import runtime_env  # noqa: F401  (fixture)
+
+from tenant_runtime.gateway import SECRET_ENV
+from tenantctl import naming
+from tenantctl.operations.revoke import revoke_jti
+from tenantctl.sandbox.dev_tokens import jwks_url, sign
+
+APP_DIR = Path(__file__).resolve().parents[2] / "examples" / "assistant"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve(sandbox, **overrides: str) -> Iterator[httpx.Client]:
+    port = free_port()
+    env = {**os.environ, **sandbox.aws_env(), "TENANT_REGISTRY_TABLE": naming.REGISTRY_TABLE,
+           "TENANT_REVOCATION_TABLE": naming.REVOCATION_TABLE, SECRET_ENV: naming.GATEWAY_SECRET,
+           "TENANT_JWKS_URL": jwks_url(sandbox.aws_endpoint_url), "ASSISTANT_REPLY_DELAY": "1", **overrides}
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app:app", "--app-dir", str(APP_DIR),
+                             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            for _ in range(200):
+                try:
+                    if client.get("/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    if proc.poll() is not None:
+                        raise AssertionError(proc.stdout.read().decode()) from None
+                    time.sleep(0.1)
+            yield client
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+@pytest.fixture(scope="module")
+def app(runtime_env):
+    tenants = ",".join(runtime_env.ids[k] for k in ("a", "b"))
+    with serve(runtime_env.sandbox, ASSISTANT_WORKER_TENANTS=tenants) as client:
+        yield client
+
+
+def bearer(tenant_id: str, **claims) -> dict[str, str]:
+    return {"Authorization": f"Bearer {sign(tenant_id, claims=claims)[0]}"}
+
+
+def test_two_tenants_each_see_only_their_conversations_and_get_replies(app, runtime_env):
+    a, b = runtime_env.ids["a"], runtime_env.ids["b"]
+    for tenant in (a, b):
+        posted = app.post(f"/tenants/{tenant}/conversations/example-chat/messages", headers=bearer(tenant),
+                          json={"content": f"hello from {tenant}"})
+        assert posted.status_code == 201, posted.text
+    for tenant in (a, b):
+        deadline, contents = time.monotonic() + 20, []
+        while time.monotonic() < deadline:  # the worker answers after ASSISTANT_REPLY_DELAY
+            page = app.get(f"/tenants/{tenant}/conversations/example-chat/messages", headers=bearer(tenant)).json()
+            contents = [(m["role"], m["content"]) for m in page["messages"]]
+            if contents and contents[0][0] == "assistant":
+                break
+            time.sleep(0.3)
+        assert contents[0][0] == "assistant", contents
+        assert ("user", f"hello from {tenant}") in contents
+        assert all("hello from" not in c or c.endswith(tenant) for _, c in contents)  # nothing of the other
+        listed = app.get(f"/tenants/{tenant}/conversations", headers=bearer(tenant)).json()
+        assert "example-chat" in {c["conversation_id"] for c in listed["conversations"]}
+
+
+def test_a_document_goes_up_and_down_through_pre_signed_urls(app, runtime_env):
+    a, b = runtime_env.ids["a"], runtime_env.ids["b"]
+    body = b"quarterly report: churn is down"
+    upload = app.post(f"/tenants/{a}/documents", headers=bearer(a),
+                      json={"filename": "q3.txt", "size": len(body), "content_type": "text/plain"}).json()
+    assert upload["key"].startswith(f"tenants/{a}/uploads/")
+    assert httpx.put(upload["url"], content=body, headers=upload["headers"]).status_code == 200
+    url = app.get(f"/tenants/{a}/documents/download", params={"key": upload["key"]}, headers=bearer(a)).json()["url"]
+    assert httpx.get(url).content == body
+    # B asking for A's key, through its own path: refused.
+    foreign = app.get(f"/tenants/{b}/documents/download", params={"key": upload["key"]}, headers=bearer(b))
+    assert foreign.status_code == 403 and foreign.json()["code"] == "tenant_mismatch"
+
+
+def problem(answer: httpx.Response, status: int, code: str) -> dict:
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    body = answer.json()
+    assert body["status"] == status and body["code"] == code
+    return body
+
+
+def test_refusals_over_http(app, runtime_env, workspace):
+    a, b = runtime_env.ids["a"], runtime_env.ids["b"]
+    path = f"/tenants/{a}/conversations"
+    problem(app.get(path), 401, "unauthenticated")
+    assert app.get(path).headers["www-authenticate"] == 'Bearer realm="tenant_runtime"'
+    problem(app.get(path, headers={"Authorization": "Bearer not-a-jwt"}), 401, "unauthenticated")
+    problem(app.get(f"/tenants/{b}/conversations", headers=bearer(a)), 403, "tenant_mismatch")
+    problem(app.get(path, headers={**bearer(a), "X-Tenant-Id": b}), 403, "tenant_mismatch")
+    problem(app.get("/tenants/rt-ghost/conversations", headers=bearer("rt-ghost")), 404, "tenant_not_found")
+    # A revoked token: refused within the runtime's refresh interval (5 s).
+    token, claims = sign(a)
+    assert app.get(path, headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    revoke_jti(workspace, claims["jti"])
+    deadline, status = time.monotonic() + 8, 200
+    while time.monotonic() < deadline and status == 200:
+        time.sleep(0.5)
+        answer = app.get(path, headers={"Authorization": f"Bearer {token}"})
+        status = answer.status_code
+    body = problem(answer, 401, "token_revoked")
+    assert 'error="invalid_token"' in answer.headers["www-authenticate"] and body["detail"] == "token revoked"
+
+
+def test_a_registry_that_cannot_be_read_is_a_503(runtime_env):
+    with serve(runtime_env.sandbox, TENANT_REGISTRY_TABLE="tenantctl-no-such-table") as broken:
+        a = runtime_env.ids["a"]
+        answer = broken.get(f"/tenants/{a}/conversations", headers=bearer(a))
+        problem(answer, 503, "registry_unavailable")
+        assert answer.headers["retry-after"] == "1"

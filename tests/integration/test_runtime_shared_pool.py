@@ -1,0 +1,227 @@
+"""Shared-pool mode and the async API on the sandbox, tenants provisioned by the
+real operation (runtime_tenants.py): the gateway role alone reads nothing, one
+connection serves A's transaction then B's and leaks nothing, a query cancelled
+mid-flight leaves the connection clean for the next tenant, timeouts map to
+StoreTimeout, connections stay bounded, and `tenantctl check` watches the role."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+
+import psycopg
+import pytest
+from psycopg import sql
+from runtime_tenants import jwt_settings, runtime, runtime_env  # noqa: F401  (fixtures)
+
+from tenant_runtime import Gateway, StoreTimeout, TenantRuntime
+from tenant_runtime.aio import AsyncTenantRuntime
+
+
+@pytest.fixture(scope="module")
+def platform(workspace):
+    return workspace.ensure_platform()
+
+
+@pytest.fixture(scope="module")
+def gateway_secret(runtime_env, platform):
+    return json.loads(runtime_env.client("secretsmanager").get_secret_value(
+        SecretId=platform["gateway_secret_arn"])["SecretString"])
+
+
+def settings(runtime_env, platform, **options):
+    return dict(endpoint_url=runtime_env.sandbox.aws_endpoint_url, region=runtime_env.sandbox.region,
+                gateway=Gateway(secret_arn=platform["gateway_secret_arn"], **options))
+
+
+@pytest.fixture(scope="module")
+def shared(runtime_env, platform):
+    """A runtime whose shared pool holds one connection: every pooled request uses it."""
+    rt = TenantRuntime(jwt_settings(), runtime_env.registry_table, **settings(runtime_env, platform, max_size=1))
+    yield rt
+    rt.close()
+
+
+def ctx_of(rt, env, key):
+    tid = env.ids[key]
+    return rt.resolve(env.token(tid), tid)
+
+
+def test_the_gateway_role_alone_reads_nothing(runtime, runtime_env, gateway_secret):
+    """Logged in as the gateway, without switching role: every tenant table of
+    both pooled tenants refuses reads and writes, tenant setting or not."""
+    for key in ("a", "b"):
+        runtime.store.append(ctx_of(runtime, runtime_env, key), "conv-gw-alone", "user", "a row to hide")
+    s = gateway_secret
+    with psycopg.connect(host=s["host"], port=s["port"], dbname=s["dbname"], user=s["username"],
+                         password=s["password"], autocommit=True) as conn:
+        assert conn.execute("SELECT current_user, rolinherit FROM pg_roles WHERE rolname = current_user"
+                            ).fetchone() == (s["username"], False)
+        for key in ("a", "b"):
+            record = runtime_env.record(key)
+            schema = record.resources.store.schema_name
+            assert not conn.execute("SELECT has_schema_privilege(%s, 'USAGE')", (schema,)).fetchone()[0]
+            for table in ("conversations", "messages", "context_items"):
+                for setting in (None, record.tenant_id):
+                    for statement in ("SELECT count(*) FROM {}", "DELETE FROM {}"):
+                        with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
+                            if setting:
+                                conn.execute("SELECT set_config('app.tenant_id', %s, true)", (setting,))
+                            conn.execute(sql.SQL(statement).format(sql.Identifier(schema, table)))
+        # It cannot become anything but a tenant role either.
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
+            conn.execute("SET LOCAL ROLE postgres")
+
+
+def test_one_connection_serves_a_then_b_and_leaks_nothing(shared, runtime_env):
+    ctx_a, ctx_b = ctx_of(shared, runtime_env, "a"), ctx_of(shared, runtime_env, "b")
+    assert shared.store.gateway.serves(ctx_a) and shared.store.gateway.serves(ctx_b)
+    shared.store.append(ctx_a, "conv-shared", "user", "only a's")
+    shared.store.append(ctx_b, "conv-shared", "user", "only b's")
+    seen = []
+    for ctx in (ctx_a, ctx_b, ctx_a):
+        with shared.store.transaction(ctx) as conn:
+            pid, user, tenant = conn.execute("SELECT pg_backend_pid(), current_user, "
+                                             "current_setting('app.tenant_id')").fetchone()
+            rows = conn.execute(sql.SQL("SELECT DISTINCT tenant_id FROM {}").format(
+                sql.Identifier(ctx.resources.store.schema_name, "messages"))).fetchall()
+        seen.append(pid)
+        assert (user, tenant, rows) == (ctx.resources.store.role, ctx.tenant_id, [(ctx.tenant_id,)])
+        assert [m.content for m in shared.store.history(ctx, "conv-shared").messages] == [
+            f"only {ctx.tenant_id[-1]}'s"]
+    assert len(set(seen)) == 1  # the same physical connection throughout
+    # Between transactions the connection is the gateway again, with no tenant.
+    with shared.store.gateway.pool().connection() as conn:
+        assert conn.execute("SELECT pg_backend_pid(), current_user, current_setting('app.tenant_id', true)"
+                            ).fetchone() in ((seen[0], runtime_env.record("a").resources.store.role, None),
+                                             (seen[0], "tenantctl_gateway", None), (seen[0], "tenantctl_gateway", ""))
+        assert conn.execute("SELECT current_user").fetchone() == ("tenantctl_gateway",)
+    # A's role cannot be used with B's schema, even on this connection.
+    with pytest.raises(psycopg.errors.InsufficientPrivilege), shared.store.transaction(ctx_a) as conn:
+        conn.execute(sql.SQL("SELECT 1 FROM {}").format(
+            sql.Identifier(ctx_b.resources.store.schema_name, "messages")))
+
+
+def test_dedicated_tenants_keep_their_own_login(shared, runtime_env):
+    ctx_d = ctx_of(shared, runtime_env, "d")
+    assert not shared.store.gateway.serves(ctx_d)
+    shared.store.append(ctx_d, "conv-own-login", "user", "dedicated")
+    with shared.store.transaction(ctx_d) as conn:
+        assert conn.execute("SELECT session_user").fetchone() == (ctx_d.resources.store.role,)
+
+
+def gateway_connections(env) -> int:
+    with env.admin() as admin:
+        return admin.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                             "'tenant_runtime_gateway' AND usename = 'tenantctl_gateway'").fetchone()[0]
+
+
+def test_connections_stay_bounded_whatever_the_concurrency(runtime_env, platform):
+    others = gateway_connections(runtime_env)  # other runtimes of this module
+    rt = TenantRuntime(jwt_settings(), runtime_env.registry_table, **settings(runtime_env, platform, max_size=2))
+    ctxs = [ctx_of(rt, runtime_env, key) for key in ("a", "b")]
+    errors: list[Exception] = []
+
+    def work(i: int) -> None:
+        try:
+            for n in range(10):
+                rt.store.append(ctxs[(i + n) % 2], f"conv-bounded-{i}", "user", f"message {n}")
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert not errors
+        stats = rt.store.gateway.stats()
+        assert gateway_connections(runtime_env) - others <= 2
+        assert stats["pool_size"] <= 2 and stats["requests_num"] >= 120
+    finally:
+        rt.close()
+
+
+def test_a_statement_timeout_is_a_store_timeout(runtime_env, platform):
+    rt = TenantRuntime(jwt_settings(), runtime_env.registry_table, statement_timeout=0.2,
+                       **settings(runtime_env, platform, max_size=1))
+    try:
+        ctx = ctx_of(rt, runtime_env, "a")
+        with pytest.raises(StoreTimeout) as err, rt.store.transaction(ctx) as conn:
+            conn.execute("SELECT pg_sleep(2)")
+        assert err.value.status_code == 503 and err.value.code == "store_timeout"
+        rt.store.append(ctx, "conv-after-timeout", "user", "the connection still works")
+    finally:
+        rt.close()
+
+
+# -- the async API ---------------------------------------------------------------------
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+async def _cancel_mid_query_then_serve_b(art, runtime_env, key_a: str, key_b: str) -> tuple[int, int]:
+    ctx_a, ctx_b = await art.resolve(runtime_env.token(runtime_env.ids[key_a]), runtime_env.ids[key_a]), \
+        await art.resolve(runtime_env.token(runtime_env.ids[key_b]), runtime_env.ids[key_b])
+    await art.store.append(ctx_b, "conv-cancel", "user", "b after a's cancelled query")
+    started = asyncio.Event()
+    pids = []
+
+    async def slow_for_a() -> None:
+        async with art.store.transaction(ctx_a) as conn:
+            pids.append((await (await conn.execute("SELECT pg_backend_pid()")).fetchone())[0])
+            started.set()
+            await conn.execute("SELECT pg_sleep(30)")
+
+    task = asyncio.create_task(slow_for_a())
+    await asyncio.wait_for(started.wait(), 10)
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)  # cancelled on the server too: not 30 s
+    async with art.store.transaction(ctx_b) as conn:
+        pid, user, tenant = await (await conn.execute(
+            "SELECT pg_backend_pid(), current_user, current_setting('app.tenant_id')")).fetchone()
+        assert (user, tenant) == (ctx_b.resources.store.role, ctx_b.tenant_id)
+    page = await art.store.history(ctx_b, "conv-cancel")
+    assert {m.content for m in page.messages} == {"b after a's cancelled query"}
+    return pids[0], pid
+
+
+@pytest.mark.anyio
+async def test_async_cancellation_mid_query_then_the_next_tenant_on_the_same_connection(runtime_env, platform):
+    async with AsyncTenantRuntime(jwt_settings(), runtime_env.registry_table,
+                                  **settings(runtime_env, platform, max_size=1)) as art:
+        before, after = await _cancel_mid_query_then_serve_b(art, runtime_env, "a", "b")
+        assert before == after  # one connection: the cancelled query left it clean, role and tenant gone
+
+
+@pytest.mark.anyio
+async def test_async_round_trip_with_per_tenant_logins_and_timeouts(runtime_env):
+    async with AsyncTenantRuntime(jwt_settings(), runtime_env.registry_table, statement_timeout=0.2,
+                                  endpoint_url=runtime_env.sandbox.aws_endpoint_url,
+                                  region=runtime_env.sandbox.region) as art:
+        for key in ("a", "d"):  # pooled and dedicated, each as its own role
+            ctx = await art.resolve(runtime_env.token(runtime_env.ids[key]), runtime_env.ids[key])
+            for i in range(3):
+                await art.store.append(ctx, "conv-async", "user", f"async {i}")
+            page = await art.store.history(ctx, "conv-async", limit=2)
+            assert [m.content for m in page.messages] == ["async 2", "async 1"]
+            rest = await art.store.history(ctx, "conv-async", cursor=page.next_cursor)
+            assert [m.content for m in rest.messages][-1] == "async 0"
+            assert "conv-async" in {c.conversation_id for c in (await art.store.list_conversations(ctx)).conversations}
+            with pytest.raises(StoreTimeout):
+                async with art.store.transaction(ctx) as conn:
+                    await conn.execute("SELECT pg_sleep(2)")
+            assert await art.store.delete_conversation(ctx, "conv-async") is True
+            upload = await art.objects.presign_upload(ctx, "notes.txt", 5, "text/plain")
+            assert upload.key.startswith(ctx.resources.prefix)
+        # Served from caches after the first request: nothing handed to the pool.
+        offloaded = art.offload.offloaded
+        ctx = await art.resolve(runtime_env.token(runtime_env.ids["a"]), runtime_env.ids["a"])
+        await art.store.append(ctx, "conv-async-2", "user", "cached")
+        assert art.offload.offloaded == offloaded

@@ -1,0 +1,87 @@
+"""What `refresh` and `audit` report, without a sandbox: exit codes, the
+markdown summaries, and how a tagged resource is read off its ARN and tags."""
+
+from __future__ import annotations
+
+import pytest
+
+from tenantctl.engines.base import Op, PropertyDiff, ResourceChange
+from tenantctl.engines.local.handlers.base import urn_tag
+from tenantctl.errors import CHANGES_PENDING
+from tenantctl.inventory import Tagged, unknown
+from tenantctl.operations.audit import AuditReport, Finding
+from tenantctl.operations.refresh import Orphan, RefreshSummary, TenantDrift
+from tenantctl.templates import render
+
+KEY_DRIFT = ResourceChange(op=Op.update, type="aws:kms/key:Key", name="acme-key",
+                           diffs=[PropertyDiff(path="enableKeyRotation", old=True, new=False)])
+GONE = ResourceChange(op=Op.delete, type="aws:sqs/queue:Queue", name="acme-dlq")
+EXTRA = Orphan(arn="arn:aws:sqs:us-east-1:1:tenantctl-acme-extra", kind="sqs", name="tenantctl-acme-extra",
+               removable=True)
+
+
+def refresh_summary(*tenants: TenantDrift) -> RefreshSummary:
+    return RefreshSummary(seconds=1.5, tenants=list(tenants))
+
+
+def test_exit_codes_follow_apply_preview():
+    clean = TenantDrift(tenant_id="beta", checked=13)
+    drifted = TenantDrift(tenant_id="acme", checked=13, resources=[KEY_DRIFT])
+    only_orphan = TenantDrift(tenant_id="gamma", orphans=[EXTRA])
+    failed = TenantDrift(tenant_id="delta", ok=False, error="read failed")
+    assert refresh_summary(clean).exit_code() == 0
+    assert refresh_summary(clean, drifted).exit_code() == CHANGES_PENDING
+    assert refresh_summary(only_orphan).exit_code() == CHANGES_PENDING
+    assert refresh_summary(clean, drifted, failed).exit_code() == 1
+    assert refresh_summary(clean, drifted, only_orphan).counts == {
+        "tenants": 3, "drifted": 2, "failed": 0, "resources": 1, "orphans": 1}
+
+
+def test_markdown_names_each_drifted_property_and_orphan():
+    drifted = TenantDrift(tenant_id="acme", checked=13, resources=[KEY_DRIFT, GONE], orphans=[EXTRA])
+    text = render("refresh_summary.md.j2", summary=refresh_summary(drifted, TenantDrift(tenant_id="beta")))
+    assert ":warning: **1 tenant(s) drifted**: 2 resource(s), 1 orphan resource(s)" in text
+    assert "| `acme` | 1 changed, 1 deleted out of band, 1 orphan(s) |  |" in text
+    assert "| update | `acme-key` | `aws:kms/key:Key` | `enableKeyRotation`: `true` → `false` |" in text
+    assert "| delete | `acme-dlq` | `aws:sqs/queue:Queue` |  |" in text
+    assert "- `sqs` `tenantctl-acme-extra`" in text and "`beta`" not in text
+    clean = render("refresh_summary.md.j2", summary=refresh_summary(TenantDrift(tenant_id="beta")))
+    assert ":white_check_mark: **no drift**" in clean and "|" not in clean
+
+
+def test_audit_markdown_and_exit_code():
+    found = Finding(kind="unclaimed", tenant_id="ghost", subject="arn:aws:sqs:us-east-1:1:tenantctl-ghost-jobs",
+                    detail="sqs tenantctl-ghost-jobs: tagged for tenant 'ghost', which no registry record names")
+    report = AuditReport(seconds=0.5, records=3, stack_files=2, tagged=40, findings=[found])
+    text = render("audit_report.md.j2", report=report)
+    assert report.exit_code() == CHANGES_PENDING and report.counts["unclaimed"] == 1
+    assert "| unclaimed | `ghost` | `arn:aws:sqs:us-east-1:1:tenantctl-ghost-jobs` |" in text
+    empty = AuditReport(seconds=0.5, records=3, stack_files=2, tagged=40)
+    assert empty.exit_code() == 0 and "nothing found" in render("audit_report.md.j2", report=empty)
+
+
+@pytest.mark.parametrize("arn, kind, name, removable", [
+    ("arn:aws:sqs:us-east-1:1:tenantctl-a-jobs", "sqs", "tenantctl-a-jobs", True),
+    ("arn:aws:kms:us-east-1:1:key/abc", "kms:key", "abc", True),
+    ("arn:aws:iam::1:role/tenantctl-a-app", "iam:role", "tenantctl-a-app", True),
+    ("arn:aws:cloudwatch:us-east-1:1:alarm:tenantctl-a-dlq-depth", "cloudwatch:alarm", "tenantctl-a-dlq-depth", True),
+    ("arn:aws:secretsmanager:us-east-1:1:secret:tenantctl/a/db-AbC1", "secretsmanager:secret", "tenantctl/a/db-AbC1",
+     True),
+    ("arn:aws:rds:us-east-1:1:db:tenantctl-a", "rds:db", "tenantctl-a", False),
+    ("arn:aws:s3:::tenantctl-shared-1-us-east-1", "s3", "tenantctl-shared-1-us-east-1", False),
+])
+def test_a_tagged_resource_is_read_off_its_arn(arn, kind, name, removable):
+    tagged = Tagged(arn=arn, region="us-east-1", tags={"tenant": "a", "managed-by": "tenantctl"})
+    assert (tagged.kind, tagged.name, tagged.removable, tagged.tenant) == (kind, name, removable, "a")
+
+
+def test_the_tenant_comes_from_the_urn_tag_when_the_tenant_tag_is_gone_and_known_urns_match():
+    urn = "urn:pulumi:acme::tenantctl::tenantctl:kms:TenantKey$aws:kms/key:Key::acme-key"
+    long_urn = "urn:pulumi:acme::tenantctl::" + "x" * 300
+    key = Tagged(arn="arn:aws:kms:us-east-1:1:key/k", region="us-east-1", tags={"tenantctl:urn": urn})
+    hashed = Tagged(arn="arn:aws:kms:us-east-1:1:key/h", region="us-east-1",
+                    tags={"tenant": "acme", "tenantctl:urn": urn_tag(long_urn)})
+    stray = Tagged(arn="arn:aws:sqs:us-east-1:1:extra", region="us-east-1", tags={"tenant": "acme"})
+    assert key.tenant == "acme"
+    assert unknown([key, hashed, stray], arns=set(), urns={urn, long_urn}) == [stray]
+    assert unknown([key, hashed, stray], arns={stray.arn}, urns=set()) == [key, hashed]
