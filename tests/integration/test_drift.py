@@ -26,7 +26,7 @@ from psycopg import sql
 
 from tenant_runtime.registry import item_key, record_to_item
 from tenantctl import naming
-from tenantctl.errors import CHANGES_PENDING
+from tenantctl.errors import CHANGES_PENDING, NotConfirmed
 from tenantctl.models import StoreConnection, TenantRecord, TenantResources, TenantStatus, Tier
 
 TENANT, GONE = "dr-acme", "dr-gone"
@@ -140,7 +140,7 @@ def test_apply_refresh_repairs_each_and_a_second_refresh_is_clean(acme, cli, san
     assert by_name(planned["resources"])[f"{TENANT}-dlq"]["op"] == "create"
     assert kms.get_key_rotation_status(KeyId=res.kms_key_arn)["KeyRotationEnabled"] is False  # a preview
 
-    run = cli("apply", "--refresh", "--json", *MATCH)
+    run = cli("apply", "--refresh", "--yes", "--json", *MATCH)  # --yes: removing the orphan deletes it
     assert run.returncode == 0, run
     done = {r["tenant_id"]: r for r in run.json()["results"]}[TENANT]
     assert done["action"] == "repair" and done["ok"]
@@ -282,8 +282,8 @@ def test_audit_finds_what_the_registry_and_the_cloud_disagree_on(acme, cli, sand
 
 
 def test_deprovision_lists_what_it_deletes_before_asking(acme, cli, sandbox):
-    run = cli("deprovision", TENANT)  # no terminal to answer: the prompt aborts
-    assert run.returncode == 1 and "aborted" in run.stderr
-    assert f"deprovision {TENANT} deletes" in run.stderr
+    run = cli("deprovision", TENANT)  # no terminal to answer: refused, naming --yes
+    assert run.returncode == NotConfirmed.exit_code and "pass --yes" in run.stderr, run
+    assert f"deprovision tenant {TENANT}" in run.stderr
     assert f"{TENANT}-key" in run.stderr and "deleted with its data" in run.stderr and f"{TENANT}-queue" in run.stderr
     assert inventory(sandbox, TENANT) == POOLED  # nothing was removed

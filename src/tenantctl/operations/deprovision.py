@@ -81,8 +81,9 @@ def confirmation_items(ws: Workspace, record: TenantRecord, purge_data: bool, fi
     """What deprovision's confirmation lists: what goes and what stays, then
     each resource the destroy deletes (the data-bearing ones flagged)."""
     steps = [c for c in planned(ws, record.tenant_id).changes if c.op is not Op.same]
+    loss = {Op.delete: ": deleted with its data", Op.replace: ": replaced, its data is lost"}
     return what_goes(record, purge_data, final_backup) + [
-        f"{c.op.value} {c.type} {c.name}" + (": its data is lost" if c.loses_data else "") for c in steps]
+        f"{c.op.value} {c.type} {c.name}" + (loss[c.op] if c.loses_data else "") for c in steps]
 
 
 def deprovision(ws: Workspace, tenant_id: str, purge_data: bool = False,
