@@ -138,3 +138,14 @@ def test_every_ec2_handler_can_read_its_resource_back():
     for handler in ec2:
         for attribute in ("describe", "result_key", "id_key"):
             assert getattr(handler, attribute, None), (handler.type, attribute)
+
+
+def test_every_handler_can_tell_its_resource_exists():
+    """The default read knows a resource by ``find``: a handler with neither
+    reads every resource of its type as deleted out of band, and every
+    re-provision (a refresh) would create it again."""
+    from tenantctl.engines.local.handlers import HANDLERS
+    from tenantctl.engines.local.handlers.base import Handler
+
+    blind = [t for t, h in HANDLERS.items() if type(h).find is Handler.find and type(h).read is Handler.read]
+    assert blind == []
