@@ -147,7 +147,7 @@ def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK) -> dict
     account, dedicated = shared("account_id"), spec.tier is Tier.dedicated
 
     role = TenantRole(tid, TenantRoleArgs(tenant_id=tid, runtime_principal_arn=shared("runtime_principal_arn"),
-                                          tags=tags))
+                                          tags=tags, suspended=spec.suspended))
     # AWS services using the key for the tenant: CloudWatch for its alarm topic;
     # CloudWatch Logs for a dedicated tenant's own log groups.
     services = [alarms_statement(spec.region, account, naming.alarm_names(tid, dedicated))]

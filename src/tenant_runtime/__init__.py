@@ -23,8 +23,8 @@ _EXPORTS = {
                     "tenant_runtime.models"),
     **dict.fromkeys(("DecryptionFailed", "InvalidRequest", "KeyUnusable", "KmsUnavailable", "RegistryUnavailable",
                      "RevocationsUnavailable", "StoreTimeout", "StoreUnavailable", "TenantInactive",
-                     "TenantMismatch", "TenantNotFound", "TenantRuntimeError", "TokenRevoked", "Unauthenticated",
-                     "UntrustedContext"), "tenant_runtime.errors"),
+                     "TenantMismatch", "TenantNotFound", "TenantRuntimeError", "TenantWaking", "TokenRevoked",
+                     "Unauthenticated", "UntrustedContext"), "tenant_runtime.errors"),
 }
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         TenantMismatch,
         TenantNotFound,
         TenantRuntimeError,
+        TenantWaking,
         TokenRevoked,
         Unauthenticated,
         UntrustedContext,
@@ -57,7 +58,8 @@ __all__ = [
     "AsyncTenantRuntime", "DecryptionFailed", "Gateway", "InvalidRequest", "JWTSettings", "KeyUnusable",
     "KmsUnavailable", "RegistryReader", "RegistryUnavailable", "RevocationsUnavailable", "StoreConnection",
     "StoreTimeout", "StoreUnavailable", "TenantContext", "TenantInactive", "TenantMismatch", "TenantNotFound",
-    "TenantRecord", "TenantResolver", "TenantResources", "TenantRuntime", "TenantRuntimeError", "TenantStatus", "Tier",
+    "TenantRecord", "TenantResolver", "TenantResources", "TenantRuntime", "TenantRuntimeError", "TenantStatus",
+    "TenantWaking", "Tier",
     "TokenRevoked", "Unauthenticated", "UntrustedContext",
 ]
 

@@ -166,12 +166,13 @@ class AsyncSharedPool(PoolBase):
 
 class AsyncContextStore(StoreOperations):
     """The context store for the event loop: the sync store's operations,
-    driven over psycopg's async connections."""
+    driven over psycopg's async connections (``waker``: see ContextStore)."""
 
     def __init__(self, envelope: Any, logins: TenantLogins, offload: Offloader,
-                 gateway: AsyncSharedPool | None = None, statement_timeout: float | None = None) -> None:
+                 gateway: AsyncSharedPool | None = None, statement_timeout: float | None = None,
+                 waker: Any | None = None) -> None:
         self.envelope, self.logins, self.offload = envelope, logins, offload
-        self.gateway, self.statement_timeout = gateway, statement_timeout
+        self.gateway, self.statement_timeout, self.waker = gateway, statement_timeout, waker
 
     @asynccontextmanager
     async def transaction(self, ctx: TenantContext) -> AsyncIterator[psycopg.AsyncConnection]:
@@ -188,6 +189,8 @@ class AsyncContextStore(StoreOperations):
             async with self.gateway.connection(ctx) as pair:
                 yield pair
             return
+        if self.waker is not None:  # see ContextStore: TenantWaking until a hibernated database is up
+            await self.offload.call(self.waker.ensure_awake, ctx)
         pool, evicted = self.logins.idle(ctx)
         for old in evicted:
             await old.close()
@@ -309,7 +312,8 @@ class AsyncTenantRuntime:
         shared = AsyncSharedPool(gateway, lambda: self.sync.platform_client("secretsmanager"),
                                  self.offload) if gateway else None
         logins = TenantLogins(lambda ctx: self.clients.client(ctx, "secretsmanager"))
-        self.store = AsyncContextStore(self.envelope, logins, self.offload, shared, self.sync.store.statement_timeout)
+        self.store = AsyncContextStore(self.envelope, logins, self.offload, shared, self.sync.store.statement_timeout,
+                                       self.sync.waker)
         self.objects = AsyncObjectAccess(self.sync.objects, self.offload)
         self.jobs = AsyncJobQueue(self.sync.jobs, self.offload)
 

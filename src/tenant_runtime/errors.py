@@ -134,6 +134,20 @@ class KmsUnavailable(TenantRuntimeError):
     title = "Key service unavailable"
 
 
+class TenantWaking(TenantRuntimeError):
+    """The tenant was hibernated (its database instance stopped while idle) and
+    is starting again: retry after ``retry_after`` seconds."""
+
+    status_code = 503
+    code = "tenant_waking"
+    title = "Tenant waking from hibernation"
+
+    def __init__(self, tenant_id: str, state: str, retry_after: int) -> None:
+        super().__init__(f"tenant {tenant_id!r} is waking from hibernation (database {state}): "
+                         f"retry in {retry_after} s")
+        self.tenant_id, self.state, self.retry_after = tenant_id, state, retry_after
+
+
 class StoreUnavailable(TenantRuntimeError):
     status_code = 503
     code = "store_unavailable"

@@ -77,6 +77,17 @@ class TenantLock(BaseModel):
     acquired_at: datetime = Field(default_factory=utcnow)
 
 
+class Hibernation(BaseModel):
+    """A dedicated tenant's database instance stopped while the tenant is idle
+    (`tenantctl hibernate`). The runtime starts it on the tenant's first request
+    and answers TenantWaking (503, retry) until it is available; tenantctl clears
+    this once it is awake (`tenantctl resume`)."""
+
+    db_instance: str
+    region: str
+    since: datetime = Field(default_factory=utcnow)
+
+
 class TenantRecord(BaseModel):
     """One registry item per tenant. Written only by tenantctl, with optimistic
     concurrency on ``version``; read by tenant_runtime."""
@@ -96,3 +107,4 @@ class TenantRecord(BaseModel):
     retain_until: datetime | None = None
     lock: TenantLock | None = None
     last_error: str | None = None
+    hibernation: Hibernation | None = None

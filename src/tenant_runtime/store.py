@@ -59,6 +59,7 @@ from tenant_runtime.cache import TTLCache
 from tenant_runtime.context import TenantContext, verified
 from tenant_runtime.crypto import Envelope
 from tenant_runtime.errors import InvalidRequest, StoreTimeout, StoreUnavailable, TenantMismatch
+from tenant_runtime.hibernation import DatabaseWaker
 
 Role = Literal["system", "user", "assistant", "tool"]
 # Secrets Manager's staging labels.
@@ -444,15 +445,17 @@ class StoreOperations:
 class ContextStore(StoreOperations):
     """The context store for threads. ``gateway``: the shared pool
     (``tenant_runtime.gateway.SharedPool``) for the tenants it serves; the
-    others, dedicated ones included, log in as their own role."""
+    others, dedicated ones included, log in as their own role. ``waker``:
+    starts a hibernated tenant's database before its store is used
+    (``tenant_runtime.hibernation``); None: hibernation is not looked at."""
 
     def __init__(self, envelope: Envelope, secret_client_for: Callable[[TenantContext], Any],
                  max_idle_per_tenant: int = 4, max_tenants: int = 256, secret_ttl: float = 300.0,
                  connect_timeout: int = 5, gateway: Any | None = None,
-                 statement_timeout: float | None = None) -> None:
+                 statement_timeout: float | None = None, waker: DatabaseWaker | None = None) -> None:
         self.envelope = envelope
         self.logins = TenantLogins(secret_client_for, max_idle_per_tenant, max_tenants, secret_ttl, connect_timeout)
-        self.gateway, self.statement_timeout = gateway, statement_timeout
+        self.gateway, self.statement_timeout, self.waker = gateway, statement_timeout, waker
 
     @contextmanager
     def transaction(self, ctx: TenantContext) -> Iterator[psycopg.Connection]:
@@ -470,6 +473,8 @@ class ContextStore(StoreOperations):
 
     @contextmanager
     def _login(self, ctx: TenantContext) -> Iterator[tuple[psycopg.Connection, None]]:
+        if self.waker is not None:
+            self.waker.ensure_awake(ctx)  # TenantWaking (503, retry) until a hibernated database is up
         pool, evicted = self.logins.idle(ctx)
         for old in evicted:
             old.close()

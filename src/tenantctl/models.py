@@ -15,6 +15,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tenant_runtime.models import (
+    Hibernation,
     StoreConnection,
     TenantLock,
     TenantRecord,
@@ -26,7 +27,7 @@ from tenant_runtime.models import (
 from tenantctl import naming
 
 __all__ = [
-    "BackupSpec", "DedicatedSpec", "LifecycleSpec", "PlatformSpec", "QueueSpec",
+    "BackupSpec", "DedicatedSpec", "Hibernation", "LifecycleSpec", "PlatformSpec", "QueueSpec",
     "StoreConnection", "TenantLock", "TenantRecord", "TenantResources", "TenantSpec",
     "TenantStatus", "Tier", "describe_validation_error", "utcnow",
 ]
@@ -104,6 +105,10 @@ class TenantSpec(BaseModel):
     queue: QueueSpec = QueueSpec()
     backup: BackupSpec = BackupSpec()
     dedicated: DedicatedSpec | None = None
+    # Suspended (`tenantctl suspend`): the registry says so (the runtime refuses
+    # the tenant) and the role's trust policy denies every AssumeRole, so no
+    # role session is renewed. Written to the stack file only when true.
+    suspended: bool = False
 
     @field_validator("id")
     @classmethod
@@ -127,9 +132,15 @@ class TenantSpec(BaseModel):
             tags["cost-centre"] = self.cost_centre
         return tags
 
+    def desired(self) -> dict:
+        """The spec as the stack file holds it: every option, defaults included,
+        except ``suspended`` while false (files written before it existed stay as they were)."""
+        return self.model_dump(mode="json", exclude_none=True, exclude=set() if self.suspended else {"suspended"})
+
     def content_hash(self) -> str:
         """Stable hash of the desired state (used to skip unchanged tenants)."""
-        body = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        body = json.dumps(self.model_dump(mode="json", exclude=set() if self.suspended else {"suspended"}),
+                          sort_keys=True)
         return hashlib.sha256(body.encode()).hexdigest()
 
 

@@ -28,8 +28,7 @@ def _dump(data: dict) -> str:
 def render_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK) -> str:
     from tenantctl.templates import render
 
-    body = spec.model_dump(mode="json", exclude_none=True)
-    return render("stack.yaml.j2", spec=spec, platform_stack=platform_stack, tenant_yaml=_dump(body))
+    return render("stack.yaml.j2", spec=spec, platform_stack=platform_stack, tenant_yaml=_dump(spec.desired()))
 
 
 def render_platform(spec: PlatformSpec) -> str:
@@ -39,23 +38,35 @@ def render_platform(spec: PlatformSpec) -> str:
     return render("platform.yaml.j2", spec=spec, platform_yaml=_dump(body))
 
 
-def write_tenant(stacks_dir: Path, spec: TenantSpec) -> bool:
-    """Write the tenant's stack file; True when its content changed."""
-    path = stack_file(stacks_dir, require_valid(spec.id))
-    text = render_tenant(spec)
-    if path.exists() and path.read_text() == text:
-        return False
+# Depth below which a stack file's keys are tenantctl's own (the spec mappings
+# under `config`): a key the new spec lacks goes. Above it (top-level keys such
+# as the `secretsprovider` Pulumi records, other config keys) nothing is removed.
+_OWNED_DEPTH = 2
+
+
+def _write(path: Path, text: str) -> bool:
+    """Write the stack file rendered as ``text``; True when its content changed.
+    An existing file is edited round-trip instead of replaced: hand-written
+    comments, key order and keys tenantctl does not own stay."""
+    if path.exists():
+        from tenantctl import yamledit
+
+        current = path.read_text()
+        wanted = yaml.safe_load(text)
+        text = yamledit.edit(current, lambda doc: yamledit.set_tree(doc, wanted, prune_from=_OWNED_DEPTH))
+        if text == current:
+            return False
     write_atomic(path, text)
     return True
+
+
+def write_tenant(stacks_dir: Path, spec: TenantSpec) -> bool:
+    """Write the tenant's stack file; True when its content changed."""
+    return _write(stack_file(stacks_dir, require_valid(spec.id)), render_tenant(spec))
 
 
 def write_platform(stacks_dir: Path, spec: PlatformSpec) -> bool:
-    path = stack_file(stacks_dir, PLATFORM_STACK)
-    text = render_platform(spec)
-    if path.exists() and path.read_text() == text:
-        return False
-    write_atomic(path, text)
-    return True
+    return _write(stack_file(stacks_dir, PLATFORM_STACK), render_platform(spec))
 
 
 def _config(path: Path) -> dict:

@@ -82,13 +82,16 @@ def cost(
         min=0, help="What-if: S3 Standard GB (overrides the measured objects).")] = None,
     pooled_tenants: Annotated[Optional[int], typer.Option(
         min=1, help="Active pooled tenants sharing the platform (default: count the registry).")] = None,
+    idle_days: IdleDays = 30,
     prices: PricesOpt = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Estimate a tenant's monthly cost, and pooled vs dedicated for its usage.
 
     Priced from the documented table (docs/cost.md), with the assumptions printed;
-    the comparison says from which context-store size the tiers break even.
+    the comparison says from which context-store size the tiers break even. A
+    dedicated tenant that is hibernated is priced with its instance stopped
+    (the saving shown); one idle for --idle-days shows what hibernating would save.
 
     Without a tenant id or --all, --db-gb/--s3-gb describe a hypothetical tenant.
     """
@@ -98,7 +101,7 @@ def cost(
 
     table_ = load_prices(prices)
     priced = estimate_costs(Workspace(), table_, tenant_id, all_, tier=tier, db_gb=db_gb, s3_gb=s3_gb,
-                            pooled_tenants=pooled_tenants)
+                            pooled_tenants=pooled_tenants, idle_days=idle_days)
     results = [(t.estimate, t.comparison) for t in priced.tenants]
     if json_out:
         print_json(priced)
@@ -114,6 +117,10 @@ def cost(
     for est, c in results:
         if len(results) == 1 or c.cheaper is not est.tier:
             console.print(f"{est.tenant_id}: {c.advice}", highlight=False)
+    for t in priced.tenants:
+        advice = t.hibernation.advice(t.estimate.tenant_id) if t.hibernation else None
+        if advice:
+            console.print(advice, highlight=False, markup=False)
     console.print("assumptions:", highlight=False)
     for a in priced.assumptions:
         console.print(f"  - {a}", highlight=False)

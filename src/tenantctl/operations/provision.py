@@ -23,8 +23,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tenantctl import __version__, inventory
-from tenantctl.engines.base import ChangeSet, EventSink, UpResult
-from tenantctl.errors import InvalidInput, TargetUnavailable, engine_step
+from tenantctl.engines.base import ChangeSet, EventSink, UpResult, phase
+from tenantctl.errors import InvalidInput, NotConfirmed, TargetUnavailable, engine_step
 from tenantctl.fingerprint import applied_hash
 from tenantctl.models import TenantRecord, TenantResources, TenantSpec, describe_validation_error
 from tenantctl.naming import require_valid
@@ -111,25 +111,30 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
 
     require_valid(spec.id)  # a spec built without validation must not reach the registry or stacks/
     refuse_unsafe_spec(spec)  # the policy gate's spec rules (exit 8): before the registry or stacks/ are touched
+    phase(on_event, spec.id, "checking the platform")
     platform = ws.ensure_platform(on_event)
+    phase(on_event, spec.id, "preflight: quotas and shared-resource limits")
     preflight.check(spec, platform, ws.client)  # quotas and shared-bucket rules: refuse before anything exists
     registry = ws.registry
     path = stack_file(ws.stacks_dir, spec.id)
     committed = path.read_text() if path.exists() else None
+    phase(on_event, spec.id, "reserving the tenant in the registry")
     with registry.hold(spec.id, "provision", spec=spec) as held:
         repair = held.record.resources is not None if refresh is None else refresh
         # Tagged before the up: what this run creates can never look like an orphan.
         tagged = inventory.scan(ws.client, [spec.region], tenant=spec.id) if repair else []
         try:
+            phase(on_event, spec.id, f"applying {path.name}")
             applied = apply_spec(ws, spec, on_event, refresh=repair)
-        except PolicyRefused as refused:
-            if refused.changed_nothing:
-                # The engine's gate refused before its first change: put back what this run wrote.
+        except (PolicyRefused, NotConfirmed) as refused:
+            if getattr(refused, "changed_nothing", True):
+                # The engine's gate (or the operator) refused before its first change: put back what this run wrote.
                 _restore(path, committed)
                 registry.withdraw(held.record)
             # Refused during the up (CrossGuard): resources may exist, the record and file stay to converge.
             raise
         orphans = remove_orphans(ws, held.record, applied.result.changes, tagged) if repair else []
+        phase(on_event, spec.id, "recording the tenant active, checking its isolation posture")
         held.record = activate(ws, held.record, spec, applied)
     return held.record, Provisioned.model_validate({**applied.result.model_dump(), "orphans": orphans})
 

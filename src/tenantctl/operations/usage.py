@@ -28,6 +28,7 @@ from tenantctl.usage.cost import (
     compare_tiers,
     cost_inputs,
     estimate,
+    hibernation_saving,
 )
 from tenantctl.usage.html_report import ReportData, build_report, latest_drill_verdicts, write_report
 from tenantctl.usage.measure import MEASURED_STATUSES, TenantUsage, clients_from_workspace, measure
@@ -76,9 +77,27 @@ def active_pooled(ws: Workspace) -> int:
 
 
 # -- cost ------------------------------------------------------------------------------
+class HibernationCost(BaseModel):
+    """A dedicated tenant's hibernation: whether its instance is stopped now,
+    whether it is idle, and what stopping it saves per month."""
+
+    hibernated: bool
+    idle: bool
+    monthly_saving: float
+
+    def advice(self, tenant_id: str) -> str | None:
+        if self.hibernated:
+            return f"{tenant_id}: hibernated, its RDS instance is stopped: saves ${self.monthly_saving:,.2f}/month"
+        if self.idle:
+            return (f"{tenant_id}: idle; `tenantctl hibernate {tenant_id}` would save "
+                    f"${self.monthly_saving:,.2f}/month (its RDS instance)")
+        return None
+
+
 class TenantCost(BaseModel):
     estimate: CostEstimate
     comparison: TierComparison
+    hibernation: HibernationCost | None = None  # dedicated tenants
 
 
 class CostReport(BaseModel):
@@ -98,29 +117,52 @@ def what_if(inputs: CostInputs, db_gb: float | None = None, s3_gb: float | None 
 
 def estimate_costs(ws: Workspace, prices: PriceTable, tenant_id: str | None = None, all_: bool = False,
                    tier: Tier | None = None, db_gb: float | None = None, s3_gb: float | None = None,
-                   pooled_tenants: int | None = None) -> CostReport:
+                   pooled_tenants: int | None = None, idle_days: int = 30) -> CostReport:
     """Estimates and the tier comparison for one tenant, all of them (measured,
     with ``db_gb`` / ``s3_gb`` overriding the measured figures), or, with
     neither, a hypothetical tenant of ``tier`` described by ``db_gb`` / ``s3_gb``.
-    ``pooled_tenants`` replaces the registry's count of active pooled tenants."""
+    ``pooled_tenants`` replaces the registry's count of active pooled tenants.
+    A dedicated tenant also gets its hibernation: stopped now (its instance
+    priced at 0), idle for ``idle_days``, and what stopping it saves."""
     hypothetical = not tenant_id and not all_
     if hypothetical and db_gb is None and s3_gb is None:
         raise InvalidInput("give a tenant id, --all, or a what-if usage (--db-gb and/or --s3-gb)")
     platform = platform_spec(ws)
     n = pooled_tenants or active_pooled(ws)
+    sleep: dict[str, HibernationCost] = {}
     if hypothetical:
         inputs_list = [CostInputs(tenant_id="what-if", tier=tier or Tier.pooled)]
         n = max(n, 1)
     else:
-        _, usages = measure_tenants(ws, tenant_id, all_, tier, idle_days=30)
+        records, usages = measure_tenants(ws, tenant_id, all_, tier, idle_days=idle_days)
         specs = committed_specs(ws, [u.tenant_id for u in usages])
-        inputs_list = [cost_inputs(u, specs.get(u.tenant_id)) for u in usages]
+        inputs_list = []
+        for record, usage in zip(records, usages, strict=True):
+            inputs = cost_inputs(usage, specs.get(usage.tenant_id))
+            if record.tier is Tier.dedicated:
+                asleep = _hibernated(ws, record)
+                inputs = inputs.model_copy(update={"hibernated": asleep})
+                sleep[record.tenant_id] = HibernationCost(hibernated=asleep, idle=usage.idle,
+                                                          monthly_saving=hibernation_saving(inputs, prices))
+            inputs_list.append(inputs)
     inputs_list = [what_if(i, db_gb, s3_gb) for i in inputs_list]
     return CostReport(
-        tenants=[TenantCost(estimate=estimate(i, prices, platform, n), comparison=compare_tiers(i, prices, platform, n))
+        tenants=[TenantCost(estimate=estimate(i, prices, platform, n), comparison=compare_tiers(i, prices, platform, n),
+                            hibernation=sleep.get(i.tenant_id))
                  for i in inputs_list],
         assumptions=assumptions_text(prices, platform, n),
     )
+
+
+def _hibernated(ws: Workspace, record: TenantRecord) -> bool:
+    """Its instance is stopped now: the record says hibernated and the runtime has not woken it since."""
+    from tenantctl.errors import TenantctlError
+    from tenantctl.operations.hibernate import instance_state
+
+    try:
+        return instance_state(ws, record) in ("stopping", "stopped")
+    except TenantctlError:  # unreadable: trust the record
+        return record.hibernation is not None
 
 
 # -- report ----------------------------------------------------------------------------

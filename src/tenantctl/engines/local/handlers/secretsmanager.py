@@ -116,6 +116,13 @@ class SecretRotationHandler(Handler):
                 sm.update_secret_version_stage(SecretId=rid, VersionStage=PENDING, RemoveFromVersionId=version)
         return {"rotationEnabled": True}
 
+    def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
+        """Gone when the secret is, or no longer rotates (the default read
+        knows existence by ``find``, which this resource has none of)."""
+        secret = read_or_none(lambda: ctx.client("secretsmanager").describe_secret(SecretId=rid or d.get("secretId")),
+                              "ResourceNotFoundException")
+        return {} if secret and secret.get("RotationEnabled") and not secret.get("DeletedDate") else None
+
     def remove(self, ctx: Context, rid: str, d: Desired) -> None:
         ignore_missing(lambda: ctx.client("secretsmanager").cancel_rotate_secret(SecretId=rid),
                        "ResourceNotFoundException", "InvalidRequestException")
