@@ -59,8 +59,8 @@ def stem(word: str) -> str:
     if not word.isascii() or not word.isalpha() or len(word) <= 3:
         return word
     base = _strip_suffix(word)
-    # "rotate", "rotates", "rotating" -> "rotat"
-    return base[:-1] if base.endswith("e") and len(base) >= 4 else base
+    # "rotate", "rotates" -> "rotat" (as "rotating", "rotated"); "tree", "free" stay
+    return base[:-1] if base.endswith("e") and len(base) >= 5 else base
 
 
 def _strip_suffix(word: str) -> str:
@@ -71,6 +71,8 @@ def _strip_suffix(word: str) -> str:
                 return word
             if suffix == "es" and not word.endswith(("ches", "shes", "xes", "sses", "zes")):
                 continue
+            if suffix == "ed" and word.endswith("eed"):  # speed, need, agreed
+                return word
             base = word[: len(word) - len(suffix)] + repl
             # "running" -> "runn" -> "run"
             if suffix in ("ing", "ed") and len(base) > 3 and base[-1] == base[-2] and base[-1] not in "lsz":
@@ -141,7 +143,8 @@ def index_terms(title: str, body: str) -> tuple[Counter[str], int]:
         for tok in toks:
             counts["w:" + tok.term] += weight
             if not tok.cjk:
-                counts.update("g:" + g for g in grams(tok.surface))
+                for g in grams(tok.surface):
+                    counts["g:" + g] += weight
     for tok in title_tokens:
         for n in range(2, min(len(tok.surface), MAX_PREFIX) + 1):
             counts["p:" + tok.surface[:n]] += 1

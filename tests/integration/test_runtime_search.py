@@ -6,6 +6,7 @@ contexts and cursors, key rotation (reindex) and crypto-shredding."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from psycopg import sql
@@ -31,10 +32,14 @@ CORPUS = [
      {"lang": "en", "topic": "search"}),
     ("en-cook", "Baking bread at home", "Flour, water, salt and yeast: the oven does the rest.",
      {"lang": "en", "topic": "food"}),
-    ("ja-tokyo", "東京の天気", "東京都は明日晴れる予報です。気温は二十度まで上がります。", {"lang": "ja", "topic": "weather"}),
-    ("ja-kyoto", "京都の観光", "京都には古い寺がたくさんあります。秋の紅葉が美しい。", {"lang": "ja", "topic": "travel"}),
-    ("ja-db", "データベースの索引", "索引を使うと検索が速くなります。PostgreSQL の GIN 索引。", {"lang": "ja", "topic": "db"}),
-    ("ja-key", "暗号鍵の管理", "鍵の管理はクラウドの鍵管理サービスに任せます。", {"lang": "ja", "topic": "security"}),
+    ("ja-tokyo", "東京の天気", "東京都は明日晴れる予報です。気温は二十度まで上がります。",
+     {"lang": "ja", "topic": "weather"}),
+    ("ja-kyoto", "京都の観光", "京都には古い寺がたくさんあります。秋の紅葉が美しい。",
+     {"lang": "ja", "topic": "travel"}),
+    ("ja-db", "データベースの索引", "索引を使うと検索が速くなります。PostgreSQL の GIN 索引。",
+     {"lang": "ja", "topic": "db"}),
+    ("ja-key", "暗号鍵の管理", "鍵の管理はクラウドの鍵管理サービスに任せます。",
+     {"lang": "ja", "topic": "security"}),
 ]
 # query -> the expected top hit
 JUDGED = {
@@ -178,18 +183,22 @@ def test_b_index_rows_copied_into_a_give_a_no_hits(runtime, runtime_env, corpus)
             sql.Identifier(sa.schema_name, "documents")))
 
 
-def test_reindex_rotates_the_search_key_and_keeps_every_answer(runtime, runtime_env, corpus):
+def test_reindex_rotates_the_search_key_and_keeps_every_answer(runtime, runtime_env, corpus, tenantctl_cli):
     a, _ = corpus
     answers = {q: [h.doc_id for h in runtime.store.search(a, q).hits] for q in JUDGED}
     record = runtime_env.record("a")
     old_terms = {bytes(r[2]) for r in rows_of(runtime_env, record, "search_postings")}
-    result = runtime.store.reindex(a)
-    assert result.documents == len(CORPUS)
+    done = tenantctl_cli("search", "reindex", a.tenant_id, "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["documents"] == len(CORPUS) and result["key_version"] == 2
     keys = rows_of(runtime_env, record, "search_keys")
-    assert [k[1] for k in keys] == [result.key_version]  # the old key is gone
+    assert [k[1] for k in keys] == [2]  # the old key is gone
     new_terms = {bytes(r[2]) for r in rows_of(runtime_env, record, "search_postings")}
     assert new_terms and not new_terms & old_terms
     assert {q: [h.doc_id for h in runtime.store.search(a, q).hits] for q in JUDGED} == answers
+    refused = tenantctl_cli("search", "reindex", "rt-nobody")
+    assert refused.returncode == 6 and "not in the registry" in refused.stderr
 
 
 def test_after_key_deletion_the_index_cannot_be_searched(runtime, runtime_env, provision_tenant):
