@@ -34,8 +34,9 @@ from pydantic import BaseModel
 from tenant_runtime import analyzer
 from tenant_runtime import cursor as cursor_codec
 from tenant_runtime.blind_index import SEARCH_KEY_SCOPE, blind, document_scope, new_search_key
+from tenant_runtime.cache import TTLCache
 from tenant_runtime.context import TenantContext, verified
-from tenant_runtime.errors import InvalidRequest, TenantMismatch
+from tenant_runtime.errors import InvalidRequest, StoreUnavailable, TenantMismatch
 
 # The tables (templates/tenant_schema.sql.j2 creates them; tenant_runtime.store lists them in TABLES).
 DOCUMENTS = "documents"
@@ -47,7 +48,9 @@ MAX_RESULTS = 100
 MAX_QUERY = 1_000
 REINDEX_BATCH = 200
 SNIPPET = 160
+HIGHLIGHT_SCAN = 4_000
 BM25_K1, BM25_B = 1.2, 0.75
+KEY_CACHE_TENANTS, KEY_CACHE_TTL = 1_000, 300.0
 
 
 class Document(BaseModel):
@@ -130,7 +133,8 @@ def highlight(body: str, words: set[str]) -> tuple[str, list[tuple[int, int]]]:
     """A snippet of ``body`` (NFKC) around its first token whose term is in
     ``words``, and the spans of every such token inside it."""
     text = analyzer.nfkc(body)
-    hits = [(t.start, t.end) for t in analyzer.tokens(body, index=True) if t.term in words]
+    # Only the beginning is analysed (long bodies cost no more than this).
+    hits = [(t.start, t.end) for t in analyzer.tokens(text[:HIGHLIGHT_SCAN], index=True) if t.term in words]
     start = max(0, hits[0][0] - SNIPPET // 4) if hits else 0
     if start:  # begin at a word boundary
         space = text.rfind(" ", 0, start)
@@ -147,9 +151,29 @@ class DocumentOperations:
 
     # -- the search key ---------------------------------------------------------
 
+    def _cached_keys(self, ctx: TenantContext) -> list[tuple[int, bytes]] | None:
+        """The tenant's search keys as last unsealed, while the tenant's KMS key
+        was checked Enabled within the envelope's ``recheck_after``: a key
+        disabled or scheduled for deletion stops search as fast as it stops
+        decryption. Statements that use them verify the versions are still the
+        live ones (a reindex elsewhere), else the keys are read again."""
+        cache = self.__dict__.get("_search_key_cache")
+        if cache is None or not self.envelope.cache.key_checked(ctx.resources.kms_key_arn):
+            return None
+        hit, keys = cache.get((ctx.tenant_id, ctx.resources.kms_key_arn))
+        return keys if hit else None
+
+    def _forget_keys(self, ctx: TenantContext) -> None:
+        cache = self.__dict__.get("_search_key_cache")
+        if cache is not None:
+            cache.pop((ctx.tenant_id, ctx.resources.kms_key_arn))
+
     def _search_keys(self, ctx: TenantContext, create: bool) -> Any:
         """[(version, key)] of the tenant's live search keys, oldest first;
         with ``create``, the first one is made when there is none."""
+        cached = self._cached_keys(ctx)
+        if cached:
+            return cached
         table = self._table(ctx, SEARCH_KEYS)
         select = sql.SQL("SELECT version, sealed FROM {} WHERE tenant_id = %s ORDER BY version").format(table)
         rows = yield self._statement_step(select, (ctx.tenant_id,), "all")
@@ -161,7 +185,11 @@ class DocumentOperations:
             rows = yield self._statement_step(select, (ctx.tenant_id,), "all")  # ours, or a racing writer's
         keys = yield self._compute_step(self.envelope.decrypt_many, ctx, SEARCH_KEY_SCOPE,
                                         [bytes(r[1]) for r in rows])
-        return [(r[0], k) for r, k in zip(rows, keys, strict=True)]
+        found = [(r[0], k) for r, k in zip(rows, keys, strict=True)]
+        if found:
+            self.__dict__.setdefault("_search_key_cache", TTLCache(KEY_CACHE_TENANTS, KEY_CACHE_TTL)).put(
+                (ctx.tenant_id, ctx.resources.kms_key_arn), found)
+        return found
 
     # -- writing ---------------------------------------------------------------------
 
@@ -199,16 +227,26 @@ class DocumentOperations:
         if source is not None and (not isinstance(source, str) or len(source) > 2_000):
             raise InvalidRequest("source must be a link of at most 2000 characters")
         counts, length = analyzer.index_terms(title, body)
-        version, key = (yield from self._search_keys(ctx, create=True))[-1]
         sealed = yield self._compute_step(self.envelope.encrypt, ctx, document_scope(doc_id), content)
+        # Written under the newest key only: a key made since (a reindex) sends it round again.
         head = sql.SQL(
             "INSERT INTO {docs} (tenant_id, doc_id, content, metadata, source, length, key_version) "
-            "VALUES (%(t)s, %(d)s, %(c)s, %(m)s, %(s)s, %(n)s, %(v)s) ON CONFLICT (tenant_id, doc_id) DO UPDATE "
+            "SELECT %(t)s, %(d)s, %(c)s, %(m)s, %(s)s, %(n)s, %(v)s WHERE %(v)s = "
+            "(SELECT max(version) FROM {keys} WHERE tenant_id = %(t)s) "
+            "ON CONFLICT (tenant_id, doc_id) DO UPDATE "
             "SET content = EXCLUDED.content, metadata = EXCLUDED.metadata, source = EXCLUDED.source, "
             "length = EXCLUDED.length, key_version = EXCLUDED.key_version, updated_at = now() "
-            "RETURNING doc_id, created_at, updated_at").format(docs=self._table(ctx, DOCUMENTS))
-        rows = yield from self._index_write(ctx, head, {"d": doc_id, "c": sealed, "m": Jsonb(meta), "s": source,
-                                                        "n": length}, version, key, counts)
+            "RETURNING doc_id, created_at, updated_at").format(docs=self._table(ctx, DOCUMENTS),
+                                                               keys=self._table(ctx, SEARCH_KEYS))
+        for _ in range(3):
+            version, key = (yield from self._search_keys(ctx, create=True))[-1]
+            rows = yield from self._index_write(ctx, head, {"d": doc_id, "c": sealed, "m": Jsonb(meta),
+                                                            "s": source, "n": length}, version, key, counts)
+            if rows:
+                break
+            self._forget_keys(ctx)
+        else:
+            raise StoreUnavailable(f"search key of tenant {ctx.tenant_id!r} kept changing: retry")
         _, created, updated = rows[0]
         return Document(doc_id=doc_id, title=title, body=body, metadata=meta, source=source,
                         created_at=created, updated_at=updated)
@@ -218,6 +256,7 @@ class DocumentOperations:
         one statement per document, a document changed meanwhile is left to
         its writer, who already used the new key); then the old keys go."""
         ctx = verified(ctx)
+        self._forget_keys(ctx)
         keys = yield from self._search_keys(ctx, create=False)
         version = (keys[-1][0] if keys else 0) + 1
         sealed = yield self._compute_step(self.envelope.encrypt, ctx, SEARCH_KEY_SCOPE, new_search_key())
@@ -247,6 +286,7 @@ class DocumentOperations:
             sql.SQL("DELETE FROM {keys} k WHERE tenant_id = %s AND version < %s AND NOT EXISTS "
                     "(SELECT 1 FROM {docs} d WHERE d.tenant_id = k.tenant_id AND d.key_version = k.version)").format(
                 keys=self._table(ctx, SEARCH_KEYS), docs=docs), (ctx.tenant_id, version), "rowcount")
+        self._forget_keys(ctx)
         return ReindexResult(key_version=version, documents=done)
 
     # -- reading -------------------------------------------------------------------
@@ -321,21 +361,27 @@ class DocumentOperations:
                 after_score, after_doc = Decimal(data["s"]), data["d"]
             except InvalidOperation:
                 raise InvalidRequest("invalid cursor: pass a cursor returned by search()") from None
-        keys = yield from self._search_keys(ctx, create=False)
-        if not keys:
-            return SearchResult(hits=[], total=0, facets={}, next_cursor=None)
-        q = [(i, version, blind(key, term), w) for i, (term, w) in enumerate(weights.items()) for version, key in keys]
-        idx, versions, terms, ws = (list(col) for col in zip(*q, strict=True))
-        rows = yield self._statement_step(self._search_sql(ctx), {
-            "t": ctx.tenant_id, "idx": idx, "ver": versions, "term": terms, "w": ws, "f": Jsonb(filters),
-            "facets": facets, "cs": after_score, "cd": after_doc, "n": limit + 1, "o": offset}, "all")
+        for _ in range(3):
+            keys = yield from self._search_keys(ctx, create=False)
+            if not keys:
+                return SearchResult(hits=[], total=0, facets={}, next_cursor=None)
+            q = [(i, v, blind(key, term), w) for i, (term, w) in enumerate(weights.items()) for v, key in keys]
+            idx, versions, terms, ws = (list(col) for col in zip(*q, strict=True))
+            rows = yield self._statement_step(self._search_sql(ctx), {
+                "t": ctx.tenant_id, "idx": idx, "ver": versions, "term": terms, "w": ws, "f": Jsonb(filters),
+                "facets": facets, "cs": after_score, "cd": after_doc, "n": limit + 1, "o": offset}, "all")
+            if rows[0][7] == [v for v, _ in keys]:  # hashed under exactly the live keys
+                break
+            self._forget_keys(ctx)
+        else:
+            raise StoreUnavailable(f"search key of tenant {ctx.tenant_id!r} kept changing: retry")
         total, facet_counts = rows[0][0], rows[0][1]
         page = [r for r in rows if r[2] is not None]
         more, page = len(page) > limit, page[:limit]
         opened = yield self._compute_step(self._open_documents, ctx, [(r[2], bytes(r[4])) for r in page])
         words = {t[2:] for t in weights if t.startswith("w:")}
         hits = []
-        for (_, _, doc_id, score, _, meta, source), (title, body) in zip(page, opened, strict=True):
+        for (_, _, doc_id, score, _, meta, source, _), (title, body) in zip(page, opened, strict=True):
             snippet, matches = highlight(body, words)
             hits.append(SearchHit(doc_id=doc_id, score=float(score), title=title, snippet=snippet, matches=matches,
                                   metadata=meta, source=source))
@@ -365,12 +411,14 @@ class DocumentOperations:
             "  (SELECT coalesce(jsonb_object_agg(k, vals), '{{}}') FROM (SELECT k, jsonb_object_agg(v, c) AS vals "
             "   FROM (SELECT f.k, s.metadata ->> f.k AS v, count(*) AS c FROM scored s "
             "         CROSS JOIN unnest(%(facets)s::text[]) AS f(k) WHERE s.metadata ? f.k GROUP BY 1, 2) x "
-            "   GROUP BY k) y) AS facets) "
-            "SELECT m.total, m.facets, p.doc_id, p.score, d.content, d.metadata, d.source FROM summary m "
+            "   GROUP BY k) y) AS facets, "
+            "  (SELECT array_agg(version ORDER BY version) FROM {keys} WHERE tenant_id = %(t)s) AS versions) "
+            "SELECT m.total, m.facets, p.doc_id, p.score, d.content, d.metadata, d.source, m.versions FROM summary m "
             "LEFT JOIN (page p JOIN {docs} d ON d.tenant_id = %(t)s AND d.doc_id = p.doc_id) ON true "
             "ORDER BY p.score DESC, p.doc_id").format(
             docs=self._table(ctx, DOCUMENTS), post=self._table(ctx, SEARCH_POSTINGS),
-            k1=sql.Literal(BM25_K1), k1p1=sql.Literal(BM25_K1 + 1), b=sql.Literal(BM25_B))
+            keys=self._table(ctx, SEARCH_KEYS), k1=sql.Literal(BM25_K1), k1p1=sql.Literal(BM25_K1 + 1),
+            b=sql.Literal(BM25_B))
 
     def _suggest(self, ctx: TenantContext, prefix: str, limit: int) -> Any:
         """Title words starting with ``prefix``'s last word: the blind prefix
