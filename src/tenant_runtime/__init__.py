@@ -1,41 +1,57 @@
 """tenant_runtime: route every request's context to its tenant's store and nowhere else.
 
 Imports neither pulumi, typer nor tenantctl (tests/unit/test_import_boundary.py);
-web frameworks are optional (tenant_runtime.asgi imports none). The async API
-(``AsyncTenantRuntime``, tenant_runtime.aio) is imported on first use.
+web frameworks are optional (tenant_runtime.asgi imports none). Every name is
+imported on first use.
 """
 
-from typing import Any
+from __future__ import annotations
 
-from tenant_runtime.auth import JWTSettings, TenantResolver
-from tenant_runtime.context import TenantContext
-from tenant_runtime.errors import (
-    DecryptionFailed,
-    InvalidRequest,
-    KeyUnusable,
-    KmsUnavailable,
-    RegistryUnavailable,
-    RevocationsUnavailable,
-    StoreTimeout,
-    StoreUnavailable,
-    TenantInactive,
-    TenantMismatch,
-    TenantNotFound,
-    TenantRuntimeError,
-    TokenRevoked,
-    Unauthenticated,
-    UntrustedContext,
-)
-from tenant_runtime.gateway import Gateway
-from tenant_runtime.models import (
-    StoreConnection,
-    TenantRecord,
-    TenantResources,
-    TenantStatus,
-    Tier,
-)
-from tenant_runtime.registry import RegistryReader
-from tenant_runtime.runtime import TenantRuntime
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Names are imported on first use (PEP 562): the control side reads the models
+# and the registry codec without paying for psycopg, jwt and cryptography.
+_EXPORTS = {
+    "AsyncTenantRuntime": "tenant_runtime.aio",
+    "JWTSettings": "tenant_runtime.auth", "TenantResolver": "tenant_runtime.auth",
+    "TenantContext": "tenant_runtime.context",
+    "Gateway": "tenant_runtime.gateway",
+    "RegistryReader": "tenant_runtime.registry",
+    "TenantRuntime": "tenant_runtime.runtime",
+    **dict.fromkeys(("StoreConnection", "TenantRecord", "TenantResources", "TenantStatus", "Tier"),
+                    "tenant_runtime.models"),
+    **dict.fromkeys(("DecryptionFailed", "InvalidRequest", "KeyUnusable", "KmsUnavailable", "RegistryUnavailable",
+                     "RevocationsUnavailable", "StoreTimeout", "StoreUnavailable", "TenantInactive",
+                     "TenantMismatch", "TenantNotFound", "TenantRuntimeError", "TokenRevoked", "Unauthenticated",
+                     "UntrustedContext"), "tenant_runtime.errors"),
+}
+
+if TYPE_CHECKING:
+    from tenant_runtime.aio import AsyncTenantRuntime
+    from tenant_runtime.auth import JWTSettings, TenantResolver
+    from tenant_runtime.context import TenantContext
+    from tenant_runtime.errors import (
+        DecryptionFailed,
+        InvalidRequest,
+        KeyUnusable,
+        KmsUnavailable,
+        RegistryUnavailable,
+        RevocationsUnavailable,
+        StoreTimeout,
+        StoreUnavailable,
+        TenantInactive,
+        TenantMismatch,
+        TenantNotFound,
+        TenantRuntimeError,
+        TokenRevoked,
+        Unauthenticated,
+        UntrustedContext,
+    )
+    from tenant_runtime.gateway import Gateway
+    from tenant_runtime.models import StoreConnection, TenantRecord, TenantResources, TenantStatus, Tier
+    from tenant_runtime.registry import RegistryReader
+    from tenant_runtime.runtime import TenantRuntime
 
 __all__ = [
     "AsyncTenantRuntime", "DecryptionFailed", "Gateway", "InvalidRequest", "JWTSettings", "KeyUnusable",
@@ -47,8 +63,13 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name == "AsyncTenantRuntime":  # asyncio and the async drivers only for applications that use them
-        from tenant_runtime.aio import AsyncTenantRuntime
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tenant_runtime' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
-        return AsyncTenantRuntime
-    raise AttributeError(f"module 'tenant_runtime' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -136,21 +136,25 @@ def test_list_paginates(cli):
 PROBE = """
 import json, sys
 from tenantctl.cli.app import main
-sys.argv = ["tenantctl", *sys.argv[1:]]
+heavy = set(sys.argv[1].split(","))
+sys.argv = ["tenantctl", *sys.argv[2:]]
 try:
     main()
 except SystemExit:
     pass
-sys.stderr.write(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {"pulumi", "pulumi_aws"})))
+sys.stderr.write(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & heavy)))
 """
+# What a read-only command has no use for: the deploy engine, the store's driver, token and crypto libraries.
+HEAVY = ("pulumi", "pulumi_aws", "psycopg", "jwt", "cryptography", "jinja2")
 
 
 @pytest.mark.parametrize("args", [["--help"], ["provision", "--help"], ["list", "--json"],
                                   ["status", "cli-p1", "--json"], ["sandbox", "status"]])
-def test_read_only_commands_do_not_import_pulumi(cli, args):
+def test_read_only_commands_import_nothing_heavy(cli, args):
     if not cli("list", "--json").stdout.count('"cli-p1"'):  # the platform and a tenant exist: these only read
         assert cli("provision", "cli-p1").returncode == 0
-    probe = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=cli.root, capture_output=True, text=True,
+    probe = subprocess.run([sys.executable, "-c", PROBE, ",".join(HEAVY), *args], cwd=cli.root,
+                           capture_output=True, text=True,
                            env={**os.environ, "TENANTCTL_SANDBOX_DIR": cli.env["TENANTCTL_SANDBOX_DIR"]},
                            timeout=120)
     loaded = json.loads(probe.stderr.strip().splitlines()[-1])
