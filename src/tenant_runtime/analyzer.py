@@ -9,13 +9,14 @@
   unigrams), the classic dictionary-free CJK approach (recall is good, precision lower: a
   query for 東京都 also matches a text with 京都 only, ranked below).
 * Character trigrams of each word (``^``/``$`` padded) for typo and partial
-  matching (``fuzzy=True`` searches): they are what makes "serch" find "search".
+  matching (``fuzzy=True`` searches): they are what makes "serch" find
+  "search" (through the tenant's vocabulary, not per document).
 * Prefixes (2..MAX_PREFIX characters) of title words, for suggestions.
 
 The analyzer is part of the index format: changing it (or installing the
 Japanese extra on a tenant indexed without it) needs ``tenantctl search
-reindex``. Kinds are prefixes of the term text ("w:", "g:", "p:") so one
-posting table holds them all.
+reindex``. Kinds are prefixes of the term text ("w:" words, "p:" title
+prefixes in the postings; "g:" trigrams in the vocabulary).
 """
 
 from __future__ import annotations
@@ -134,35 +135,49 @@ def grams(surface: str) -> list[str]:
     return [padded[i:i + GRAM] for i in range(len(padded) - GRAM + 1)]
 
 
-def index_terms(title: str, body: str) -> tuple[Counter[str], int]:
-    """Term frequencies of a document (kinded terms) and its length in word
-    tokens. Title words count twice (a light field boost)."""
+@dataclass
+class Analysed:
+    """What a document puts in the index."""
+
+    counts: Counter[str]  # kinded term -> frequency (words, title prefixes)
+    length: int  # word tokens (title counted twice)
+    vocabulary: set[tuple[str, str]]  # (trigram, word term) pairs of its Latin words, for fuzzy queries
+
+
+def index_terms(title: str, body: str) -> Analysed:
+    """Term frequencies of a document and its length in word tokens. Title
+    words count twice (a light field boost). Trigrams are not postings: they
+    go to the tenant's vocabulary (trigram -> word), once per word, where a
+    fuzzy query finds the words it may mean."""
     title_tokens, body_tokens = tokens(title, index=True), tokens(body, index=True)
     counts: Counter[str] = Counter()
+    vocabulary: set[tuple[str, str]] = set()
     for weight, toks in ((2, title_tokens), (1, body_tokens)):
         for tok in toks:
-            counts["w:" + tok.term] += weight
-            if not tok.cjk:
-                for g in grams(tok.surface):
-                    counts["g:" + g] += weight
+            term = "w:" + tok.term
+            if not tok.cjk and term not in counts:
+                vocabulary.update(("g:" + g, term) for g in grams(tok.surface))
+            counts[term] += weight
     for tok in title_tokens:
         for n in range(2, min(len(tok.surface), MAX_PREFIX) + 1):
             counts["p:" + tok.surface[:n]] += 1
-    return counts, 2 * len(title_tokens) + len(body_tokens)
+    return Analysed(counts, 2 * len(title_tokens) + len(body_tokens), vocabulary)
 
 
-def query_terms(query: str, fuzzy: bool = False) -> dict[str, float]:
-    """Query terms with their weights: words 1.0; with ``fuzzy``, the words'
-    trigrams too, each a fraction of a word (a typo still shares most of them)."""
-    weights: dict[str, float] = {}
-    for tok in tokens(query):
-        weights["w:" + tok.term] = 1.0
-        if fuzzy and not tok.cjk:
-            gs = grams(tok.surface)
-            for g in gs:
-                weights.setdefault("g:" + g, 0.0)
-                weights["g:" + g] += 1.0 / len(gs)
-    return weights
+def query_terms(query: str) -> list[str]:
+    """The query's word terms, each once."""
+    return list(dict.fromkeys("w:" + tok.term for tok in tokens(query)))
+
+
+def query_grams(query: str) -> list[tuple[int, str, int]]:
+    """(query word, trigram, trigrams of that word) for a fuzzy query: a
+    vocabulary word sharing at least half of a query word's trigrams is
+    searched too (a typo or a partial word still shares most of them)."""
+    out = []
+    for i, tok in enumerate(t for t in tokens(query) if not t.cjk):
+        gs = list(dict.fromkeys(grams(tok.surface)))
+        out += [(i, "g:" + g, len(gs)) for g in gs]
+    return out
 
 
 def prefix_term(prefix: str) -> str | None:

@@ -42,6 +42,7 @@ from tenant_runtime.errors import InvalidRequest, StoreUnavailable, TenantMismat
 DOCUMENTS = "documents"
 SEARCH_KEYS = "search_keys"
 SEARCH_POSTINGS = "search_postings"
+SEARCH_VOCAB = "search_vocab"
 MAX_DOCUMENT = 1 << 20  # title + body, bytes of UTF-8
 MAX_DOC_METADATA = 64 << 10
 MAX_RESULTS = 100
@@ -50,6 +51,9 @@ REINDEX_BATCH = 200
 SNIPPET = 160
 HIGHLIGHT_SCAN = 4_000
 BM25_K1, BM25_B = 1.2, 0.75
+FUZZY_SIMILARITY = 0.5  # share of a query word's trigrams a vocabulary word must have
+FUZZY_WEIGHT = 0.8  # a fuzzy match counts less than the word itself
+FUZZY_WORDS = 20  # vocabulary words per query word at most
 KEY_CACHE_TENANTS, KEY_CACHE_TTL = 1_000, 300.0
 
 
@@ -194,21 +198,29 @@ class DocumentOperations:
     # -- writing ---------------------------------------------------------------------
 
     def _index_write(self, ctx: TenantContext, head: sql.Composable, params: dict[str, Any], version: int,
-                     key: bytes, counts: dict[str, int]) -> Any:
+                     key: bytes, analysed: analyzer.Analysed) -> Any:
         """One statement: ``head`` (a CTE named ``d`` writing the document row,
-        returning doc_id), then the document's postings replaced by ``counts``
-        under key ``version``; returns the rows of ``d``."""
+        returning doc_id), then the document's postings replaced by its terms
+        under key ``version`` and its words added to the vocabulary; returns
+        the rows of ``d``."""
+        counts = analysed.counts
         terms = [blind(key, term) for term in counts]
+        pairs = sorted(analysed.vocabulary)
         query = sql.SQL(
             "WITH d AS ({head}), "
             "gone AS (DELETE FROM {post} p USING d WHERE p.tenant_id = %(t)s AND p.doc_id = d.doc_id "
             "  AND NOT (p.key_version = %(v)s AND p.term = ANY(%(terms)s::bytea[]))), "
             "ins AS (INSERT INTO {post} (tenant_id, key_version, term, doc_id, tf) "
             "  SELECT %(t)s, %(v)s, u.term, d.doc_id, u.tf FROM d, unnest(%(terms)s::bytea[], %(tfs)s::int[]) "
-            "  AS u(term, tf) ON CONFLICT (tenant_id, key_version, term, doc_id) DO UPDATE SET tf = EXCLUDED.tf) "
-            "SELECT * FROM d").format(head=head, post=self._table(ctx, SEARCH_POSTINGS))
-        rows = yield self._statement_step(query, {**params, "t": ctx.tenant_id, "v": version, "terms": terms,
-                                                  "tfs": list(counts.values())}, "all")
+            "  AS u(term, tf) ON CONFLICT (tenant_id, key_version, term, doc_id) DO UPDATE SET tf = EXCLUDED.tf), "
+            "voc AS (INSERT INTO {vocab} (tenant_id, key_version, gram, term) "
+            "  SELECT DISTINCT %(t)s, %(v)s, u.gram, u.term FROM d, unnest(%(grams)s::bytea[], %(words)s::bytea[]) "
+            "  AS u(gram, term) ON CONFLICT DO NOTHING) "
+            "SELECT * FROM d").format(head=head, post=self._table(ctx, SEARCH_POSTINGS),
+                                      vocab=self._table(ctx, SEARCH_VOCAB))
+        rows = yield self._statement_step(query, {
+            **params, "t": ctx.tenant_id, "v": version, "terms": terms, "tfs": list(counts.values()),
+            "grams": [blind(key, g) for g, _ in pairs], "words": [blind(key, w) for _, w in pairs]}, "all")
         return rows
 
     def _put_document(self, ctx: TenantContext, doc_id: str, title: str, body: str,
@@ -226,7 +238,7 @@ class DocumentOperations:
         _json_size(meta, "metadata", MAX_DOC_METADATA)
         if source is not None and (not isinstance(source, str) or len(source) > 2_000):
             raise InvalidRequest("source must be a link of at most 2000 characters")
-        counts, length = analyzer.index_terms(title, body)
+        analysed = analyzer.index_terms(title, body)
         sealed = yield self._compute_step(self.envelope.encrypt, ctx, document_scope(doc_id), content)
         # Written under the newest key only: a key made since (a reindex) sends it round again.
         head = sql.SQL(
@@ -241,7 +253,8 @@ class DocumentOperations:
         for _ in range(3):
             version, key = (yield from self._search_keys(ctx, create=True))[-1]
             rows = yield from self._index_write(ctx, head, {"d": doc_id, "c": sealed, "m": Jsonb(meta),
-                                                            "s": source, "n": length}, version, key, counts)
+                                                            "s": source, "n": analysed.length}, version, key,
+                                                analysed)
             if rows:
                 break
             self._forget_keys(ctx)
@@ -277,15 +290,21 @@ class DocumentOperations:
                 break
             opened = yield self._compute_step(self._open_documents, ctx, [(r[0], bytes(r[1])) for r in rows])
             for (doc_id, blob), (title, body) in zip(rows, opened, strict=True):
-                counts, length = analyzer.index_terms(title, body)
-                written = yield from self._index_write(ctx, head, {"d": doc_id, "c": blob, "n": length},
-                                                       version, key, counts)
+                analysed = analyzer.index_terms(title, body)
+                written = yield from self._index_write(ctx, head, {"d": doc_id, "c": blob, "n": analysed.length},
+                                                       version, key, analysed)
                 done += len(written)
             after = rows[-1][0]
         yield self._statement_step(
             sql.SQL("DELETE FROM {keys} k WHERE tenant_id = %s AND version < %s AND NOT EXISTS "
                     "(SELECT 1 FROM {docs} d WHERE d.tenant_id = k.tenant_id AND d.key_version = k.version)").format(
                 keys=self._table(ctx, SEARCH_KEYS), docs=docs), (ctx.tenant_id, version), "rowcount")
+        # The vocabulary of keys gone goes too (the new one was rebuilt from the documents).
+        yield self._statement_step(
+            sql.SQL("DELETE FROM {vocab} v WHERE tenant_id = %s AND NOT EXISTS "
+                    "(SELECT 1 FROM {keys} k WHERE k.tenant_id = v.tenant_id AND k.version = v.key_version)").format(
+                vocab=self._table(ctx, SEARCH_VOCAB), keys=self._table(ctx, SEARCH_KEYS)), (ctx.tenant_id,),
+            "rowcount")
         self._forget_keys(ctx)
         return ReindexResult(key_version=version, documents=done)
 
@@ -348,9 +367,10 @@ class DocumentOperations:
         if not isinstance(filters, dict) or not all(isinstance(f, str) for f in facets):
             raise InvalidRequest("filters must be a JSON object and facets a list of field names")
         _json_size(filters, "filters", MAX_DOC_METADATA)
-        weights = analyzer.query_terms(query, fuzzy)
-        if not weights:
+        words = analyzer.query_terms(query)
+        if not words:
             raise InvalidRequest("query has no searchable words")
+        qgrams = analyzer.query_grams(query) if fuzzy else []
         fingerprint = hashlib.sha256(json.dumps([query, filters, fuzzy], sort_keys=True).encode()).hexdigest()[:16]
         after_score, after_doc = None, ""
         if cursor:
@@ -365,11 +385,13 @@ class DocumentOperations:
             keys = yield from self._search_keys(ctx, create=False)
             if not keys:
                 return SearchResult(hits=[], total=0, facets={}, next_cursor=None)
-            q = [(i, v, blind(key, term), w) for i, (term, w) in enumerate(weights.items()) for v, key in keys]
-            idx, versions, terms, ws = (list(col) for col in zip(*q, strict=True))
+            q = [(i, v, blind(key, term)) for i, term in enumerate(words) for v, key in keys]
+            g = [(qi, v, blind(key, gram), n) for qi, gram, n in qgrams for v, key in keys]
             rows = yield self._statement_step(self._search_sql(ctx), {
-                "t": ctx.tenant_id, "idx": idx, "ver": versions, "term": terms, "w": ws, "f": Jsonb(filters),
-                "facets": facets, "cs": after_score, "cd": after_doc, "n": limit + 1, "o": offset}, "all")
+                "t": ctx.tenant_id, "idx": [r[0] for r in q], "ver": [r[1] for r in q], "term": [r[2] for r in q],
+                "gqi": [r[0] for r in g], "gver": [r[1] for r in g], "gram": [r[2] for r in g],
+                "gn": [r[3] for r in g], "f": Jsonb(filters), "facets": facets, "cs": after_score, "cd": after_doc,
+                "n": limit + 1, "o": offset}, "all")
             if rows[0][7] == [v for v, _ in keys]:  # hashed under exactly the live keys
                 break
             self._forget_keys(ctx)
@@ -379,7 +401,7 @@ class DocumentOperations:
         page = [r for r in rows if r[2] is not None]
         more, page = len(page) > limit, page[:limit]
         opened = yield self._compute_step(self._open_documents, ctx, [(r[2], bytes(r[4])) for r in page])
-        words = {t[2:] for t in weights if t.startswith("w:")}
+        words = {t[2:] for t in words}
         hits = []
         for (_, _, doc_id, score, _, meta, source, _), (title, body) in zip(page, opened, strict=True):
             snippet, matches = highlight(body, words)
@@ -394,8 +416,18 @@ class DocumentOperations:
         normalisation from documents.length; one row per hit of the page (or
         one empty row), each carrying the total and the facet counts."""
         return sql.SQL(
-            "WITH q AS (SELECT * FROM unnest(%(idx)s::int[], %(ver)s::int[], %(term)s::bytea[], %(w)s::float8[]) "
-            "  AS q(idx, key_version, term, w)), "
+            "WITH exact AS (SELECT *, 1.0::float8 AS w FROM unnest(%(idx)s::int[], %(ver)s::int[], %(term)s::bytea[]) "
+            "  AS e(idx, key_version, term)), "
+            # fuzzy: vocabulary words sharing enough of a query word's trigrams, best first
+            "cand AS (SELECT g.qi, v.key_version, v.term, count(*)::float8 / max(g.n) AS sim "
+            "  FROM unnest(%(gqi)s::int[], %(gver)s::int[], %(gram)s::bytea[], %(gn)s::int[]) AS g(qi, key_version, "
+            "  gram, n) JOIN {vocab} v ON v.tenant_id = %(t)s AND v.key_version = g.key_version AND v.gram = g.gram "
+            "  GROUP BY g.qi, v.key_version, v.term HAVING count(*)::float8 / max(g.n) >= {sim}), "
+            "fuzzy AS (SELECT 1000000 + row_number() OVER () AS idx, key_version, term, {fw} * max(sim) AS w "
+            "  FROM (SELECT *, row_number() OVER (PARTITION BY qi ORDER BY sim DESC, term) AS r FROM cand) c "
+            "  WHERE r <= {fn} AND (key_version, term) NOT IN (SELECT key_version, term FROM exact) "
+            "  GROUP BY key_version, term), "
+            "q AS (SELECT * FROM exact UNION ALL SELECT * FROM fuzzy), "
             "stats AS (SELECT count(*)::float8 AS n, greatest(coalesce(avg(length), 1), 1)::float8 AS avgdl "
             "  FROM {docs} WHERE tenant_id = %(t)s), "
             "hits AS (SELECT p.doc_id, p.tf, q.idx, q.w FROM {post} p JOIN q "
@@ -417,7 +449,9 @@ class DocumentOperations:
             "LEFT JOIN (page p JOIN {docs} d ON d.tenant_id = %(t)s AND d.doc_id = p.doc_id) ON true "
             "ORDER BY p.score DESC, p.doc_id").format(
             docs=self._table(ctx, DOCUMENTS), post=self._table(ctx, SEARCH_POSTINGS),
-            keys=self._table(ctx, SEARCH_KEYS), k1=sql.Literal(BM25_K1), k1p1=sql.Literal(BM25_K1 + 1),
+            keys=self._table(ctx, SEARCH_KEYS), vocab=self._table(ctx, SEARCH_VOCAB),
+            sim=sql.Literal(FUZZY_SIMILARITY), fw=sql.Literal(FUZZY_WEIGHT), fn=sql.Literal(FUZZY_WORDS),
+            k1=sql.Literal(BM25_K1), k1p1=sql.Literal(BM25_K1 + 1),
             b=sql.Literal(BM25_B))
 
     def _suggest(self, ctx: TenantContext, prefix: str, limit: int) -> Any:

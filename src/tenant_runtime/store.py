@@ -62,6 +62,7 @@ from tenant_runtime.documents import (
     DOCUMENTS,
     SEARCH_KEYS,
     SEARCH_POSTINGS,
+    SEARCH_VOCAB,
     Document,
     DocumentOperations,
     DocumentPage,
@@ -83,8 +84,8 @@ CONVERSATIONS = "conversations"
 MESSAGES = "messages"
 CONTEXT_ITEMS = "context_items"
 # Documents and their blind search index (tenant_runtime.documents): a tier
-# move, a backup or a restore must carry all three together.
-TABLES = (CONVERSATIONS, MESSAGES, CONTEXT_ITEMS, DOCUMENTS, SEARCH_KEYS, SEARCH_POSTINGS)
+# move, a backup or a restore must carry all four together.
+TABLES = (CONVERSATIONS, MESSAGES, CONTEXT_ITEMS, DOCUMENTS, SEARCH_KEYS, SEARCH_POSTINGS, SEARCH_VOCAB)
 
 
 class StoreSecret(BaseModel):

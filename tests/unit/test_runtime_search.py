@@ -41,16 +41,19 @@ def test_japanese_with_the_extra_gives_content_words_in_dictionary_form():
     assert (tok.start, tok.end, tok.surface) == (3, 5, "速く")
 
 
-def test_fuzzy_query_terms_share_most_trigrams_with_a_typo():
-    word = set(analyzer.query_terms("postgresql", fuzzy=True))
-    typo = set(analyzer.query_terms("postgrsql", fuzzy=True))
-    assert "w:postgresql" in word and "w:postgrsql" in typo
-    assert len(word & typo) >= 5 and analyzer.query_terms("postgresql") == {"w:postgresql": 1.0}
+def test_a_typo_shares_most_trigrams_with_the_vocabulary_word():
+    vocabulary = analyzer.index_terms("", "postgresql").vocabulary
+    assert {w for _, w in vocabulary} == {"w:postgresql"}
+    typo = analyzer.query_grams("postgrsql")
+    shared = {g for _, g, _ in typo} & {g for g, _ in vocabulary}
+    assert len(shared) / typo[0][2] >= 0.5  # FUZZY_SIMILARITY
+    assert analyzer.query_terms("PostgreSQL postgresql") == ["w:postgresql"]
 
 
 def test_title_words_weigh_double_and_give_bounded_prefixes():
-    counts, length = analyzer.index_terms("Rotating keys", "keys")
-    assert counts["w:key"] == 3 and length == 5
+    analysed = analyzer.index_terms("Rotating keys", "keys")
+    counts, length = analysed.counts, analysed.length
+    assert counts["w:key"] == 3 and length == 5 and not any(t.startswith("g:") for t in counts)
     assert {t for t in counts if t.startswith("p:")} == {f"p:{'rotating'[:n]}" for n in range(2, 9)} | {
         "p:ke", "p:key", "p:keys"}
     assert analyzer.prefix_term("how to rota") == "p:rota" and analyzer.prefix_term("r") is None
@@ -72,7 +75,7 @@ def test_highlight_marks_every_matching_word_in_the_snippet():
 
 
 def test_the_store_lists_the_document_tables():
-    assert {"documents", "search_keys", "search_postings"} <= set(TABLES)
+    assert {"documents", "search_keys", "search_postings", "search_vocab"} <= set(TABLES)
     assert issubclass(StoreOperations, DocumentOperations)
 
 

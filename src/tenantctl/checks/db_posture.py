@@ -52,6 +52,8 @@ CANARIES: dict[str, tuple[str, tuple]] = {
     "search_keys": ("(version, sealed) VALUES (2147483647, '\\x00'::bytea)", ()),
     "search_postings": ("(key_version, term, doc_id, tf) VALUES (1, decode(md5(%s), 'hex'), %s, 1)",
                         ("{id}", "{id}")),
+    "search_vocab": ("(key_version, gram, term) VALUES (1, decode(md5(%s), 'hex'), decode(md5(%s), 'hex'))",
+                     ("{id}", "{id}")),
 }
 
 
