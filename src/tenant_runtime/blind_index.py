@@ -45,4 +45,5 @@ def new_search_key() -> bytes:
 
 
 def blind(key: bytes, term: str) -> bytes:
-    return hmac.new(key, term.encode(), hashlib.sha256).digest()[:TERM_BYTES]
+    # hmac.digest: OpenSSL's one-shot HMAC, several times faster than hmac.new per term.
+    return hmac.digest(key, term.encode(), hashlib.sha256)[:TERM_BYTES]

@@ -204,23 +204,24 @@ class DocumentOperations:
         under key ``version`` and its words added to the vocabulary; returns
         the rows of ``d``."""
         counts = analysed.counts
-        terms = [blind(key, term) for term in counts]
         pairs = sorted(analysed.vocabulary)
+        hashed = {t: blind(key, t) for t in {*counts, *(g for g, _ in pairs), *(w for _, w in pairs)}}
+        terms = [hashed[term] for term in counts]
         query = sql.SQL(
             "WITH d AS ({head}), "
             "gone AS (DELETE FROM {post} p USING d WHERE p.tenant_id = %(t)s AND p.doc_id = d.doc_id "
-            "  AND NOT (p.key_version = %(v)s AND p.term = ANY(%(terms)s::bytea[]))), "
+            "  AND NOT (p.key_version = %(v)s AND p.term = ANY(%(terms)b::bytea[]))), "
             "ins AS (INSERT INTO {post} (tenant_id, key_version, term, doc_id, tf) "
-            "  SELECT %(t)s, %(v)s, u.term, d.doc_id, u.tf FROM d, unnest(%(terms)s::bytea[], %(tfs)s::int[]) "
+            "  SELECT %(t)s, %(v)s, u.term, d.doc_id, u.tf FROM d, unnest(%(terms)b::bytea[], %(tfs)b::int[]) "
             "  AS u(term, tf) ON CONFLICT (tenant_id, key_version, term, doc_id) DO UPDATE SET tf = EXCLUDED.tf), "
             "voc AS (INSERT INTO {vocab} (tenant_id, key_version, gram, term) "
-            "  SELECT DISTINCT %(t)s, %(v)s, u.gram, u.term FROM d, unnest(%(grams)s::bytea[], %(words)s::bytea[]) "
+            "  SELECT DISTINCT %(t)s, %(v)s, u.gram, u.term FROM d, unnest(%(grams)b::bytea[], %(words)b::bytea[]) "
             "  AS u(gram, term) ON CONFLICT DO NOTHING) "
             "SELECT * FROM d").format(head=head, post=self._table(ctx, SEARCH_POSTINGS),
                                       vocab=self._table(ctx, SEARCH_VOCAB))
         rows = yield self._statement_step(query, {
             **params, "t": ctx.tenant_id, "v": version, "terms": terms, "tfs": list(counts.values()),
-            "grams": [blind(key, g) for g, _ in pairs], "words": [blind(key, w) for _, w in pairs]}, "all")
+            "grams": [hashed[g] for g, _ in pairs], "words": [hashed[w] for _, w in pairs]}, "all")
         return rows
 
     def _put_document(self, ctx: TenantContext, doc_id: str, title: str, body: str,
@@ -416,11 +417,11 @@ class DocumentOperations:
         normalisation from documents.length; one row per hit of the page (or
         one empty row), each carrying the total and the facet counts."""
         return sql.SQL(
-            "WITH exact AS (SELECT *, 1.0::float8 AS w FROM unnest(%(idx)s::int[], %(ver)s::int[], %(term)s::bytea[]) "
+            "WITH exact AS (SELECT *, 1.0::float8 AS w FROM unnest(%(idx)b::int[], %(ver)b::int[], %(term)b::bytea[]) "
             "  AS e(idx, key_version, term)), "
             # fuzzy: vocabulary words sharing enough of a query word's trigrams, best first
             "cand AS (SELECT g.qi, v.key_version, v.term, count(*)::float8 / max(g.n) AS sim "
-            "  FROM unnest(%(gqi)s::int[], %(gver)s::int[], %(gram)s::bytea[], %(gn)s::int[]) AS g(qi, key_version, "
+            "  FROM unnest(%(gqi)b::int[], %(gver)b::int[], %(gram)b::bytea[], %(gn)b::int[]) AS g(qi, key_version, "
             "  gram, n) JOIN {vocab} v ON v.tenant_id = %(t)s AND v.key_version = g.key_version AND v.gram = g.gram "
             "  GROUP BY g.qi, v.key_version, v.term HAVING count(*)::float8 / max(g.n) >= {sim}), "
             "fuzzy AS (SELECT 1000000 + row_number() OVER () AS idx, key_version, term, {fw} * max(sim) AS w "
@@ -468,7 +469,7 @@ class DocumentOperations:
         rows = yield self._statement_step(
             sql.SQL("SELECT d.doc_id, d.content FROM {post} p JOIN {docs} d ON d.tenant_id = p.tenant_id "
                     "AND d.doc_id = p.doc_id WHERE p.tenant_id = %s AND (p.key_version, p.term) IN "
-                    "(SELECT * FROM unnest(%s::int[], %s::bytea[])) ORDER BY p.tf DESC, d.doc_id LIMIT 50").format(
+                    "(SELECT * FROM unnest(%b::int[], %b::bytea[])) ORDER BY p.tf DESC, d.doc_id LIMIT 50").format(
                 post=self._table(ctx, SEARCH_POSTINGS), docs=self._table(ctx, DOCUMENTS)),
             (ctx.tenant_id, [v for v, _ in keys], [blind(k, term) for _, k in keys]), "all")
         opened = yield self._compute_step(self._open_documents, ctx, [(r[0], bytes(r[1])) for r in rows])
