@@ -37,6 +37,7 @@ import psycopg
 from tenant_runtime.auth import Addressed, JWTSettings, TenantResolver
 from tenant_runtime.blocking import WouldBlock, blocking_allowed, inline
 from tenant_runtime.context import TenantContext, verified
+from tenant_runtime.documents import Document, DocumentPage, ReindexResult, SearchResult
 from tenant_runtime.gateway import Gateway, PoolBase
 from tenant_runtime.jobs import Job, JobMessage
 from tenant_runtime.objects import PresignedUpload
@@ -254,6 +255,30 @@ class AsyncContextStore(StoreOperations):
 
     async def delete_conversation(self, ctx: TenantContext, conversation_id: str) -> bool:
         return await self._run(ctx, self._delete_conversation(ctx, conversation_id))
+
+    async def put_document(self, ctx: TenantContext, doc_id: str, title: str, body: str,
+                           metadata: dict[str, Any] | None = None, source: str | None = None) -> Document:
+        return await self._run(ctx, self._put_document(ctx, doc_id, title, body, metadata, source))
+
+    async def get_document(self, ctx: TenantContext, doc_id: str) -> Document | None:
+        return await self._run(ctx, self._get_document(ctx, doc_id))
+
+    async def list_documents(self, ctx: TenantContext, limit: int = 50, cursor: str | None = None) -> DocumentPage:
+        return await self._run(ctx, self._list_documents(ctx, limit, cursor))
+
+    async def delete_document(self, ctx: TenantContext, doc_id: str) -> bool:
+        return await self._run(ctx, self._delete_document(ctx, doc_id))
+
+    async def search(self, ctx: TenantContext, query: str, *, filters: dict[str, Any] | None = None,
+                     facets: list[str] | None = None, limit: int = 10, offset: int = 0, cursor: str | None = None,
+                     fuzzy: bool = False) -> SearchResult:
+        return await self._run(ctx, self._search(ctx, query, filters, facets, limit, offset, cursor, fuzzy))
+
+    async def suggest(self, ctx: TenantContext, prefix: str, limit: int = 10) -> list[str]:
+        return await self._run(ctx, self._suggest(ctx, prefix, limit))
+
+    async def reindex(self, ctx: TenantContext) -> ReindexResult:
+        return await self._run(ctx, self._reindex(ctx))
 
 
 class AsyncObjectAccess:

@@ -58,6 +58,17 @@ from tenant_runtime.blocking import may_block
 from tenant_runtime.cache import TTLCache
 from tenant_runtime.context import TenantContext, verified
 from tenant_runtime.crypto import Envelope
+from tenant_runtime.documents import (
+    DOCUMENTS,
+    SEARCH_KEYS,
+    SEARCH_POSTINGS,
+    SEARCH_VOCAB,
+    Document,
+    DocumentOperations,
+    DocumentPage,
+    ReindexResult,
+    SearchResult,
+)
 from tenant_runtime.errors import InvalidRequest, StoreTimeout, StoreUnavailable, TenantMismatch
 from tenant_runtime.hibernation import DatabaseWaker
 
@@ -73,7 +84,9 @@ MAX_PAGE = 500
 CONVERSATIONS = "conversations"
 MESSAGES = "messages"
 CONTEXT_ITEMS = "context_items"
-TABLES = (CONVERSATIONS, MESSAGES, CONTEXT_ITEMS)
+# Documents and their blind search index (tenant_runtime.documents): a tier
+# move, a backup or a restore must carry all four together.
+TABLES = (CONVERSATIONS, MESSAGES, CONTEXT_ITEMS, DOCUMENTS, SEARCH_KEYS, SEARCH_POSTINGS, SEARCH_VOCAB)
 
 
 class StoreSecret(BaseModel):
@@ -352,10 +365,19 @@ def advance(operation: Operation, result: Any) -> tuple[bool, Any]:
         return True, done.value
 
 
-class StoreOperations:
+class StoreOperations(DocumentOperations):
     """The store's API as operations: validation, SQL and results, no I/O."""
 
     envelope: Envelope
+
+    @staticmethod
+    def _statement_step(query: sql.Composable, params: Mapping[str, Any] | Sequence[Any],
+                        fetch: Literal["one", "all", "rowcount"]) -> Statement:
+        return Statement(query, params, fetch)
+
+    @staticmethod
+    def _compute_step(fn: Callable[..., Any], *args: Any) -> Compute:
+        return Compute(fn, args)
 
     @staticmethod
     def _table(ctx: TenantContext, table: str) -> sql.Composed:
@@ -542,6 +564,40 @@ class ContextStore(StoreOperations):
     def delete_conversation(self, ctx: TenantContext, conversation_id: str) -> bool:
         """Delete a conversation and its messages; False when there was none."""
         return self._run(ctx, self._delete_conversation(ctx, conversation_id))
+
+    # -- documents and search (tenant_runtime.documents) ---------------------------
+
+    def put_document(self, ctx: TenantContext, doc_id: str, title: str, body: str,
+                     metadata: dict[str, Any] | None = None, source: str | None = None) -> Document:
+        """Create or replace a document and its index entries (one transaction)."""
+        return self._run(ctx, self._put_document(ctx, doc_id, title, body, metadata, source))
+
+    def get_document(self, ctx: TenantContext, doc_id: str) -> Document | None:
+        return self._run(ctx, self._get_document(ctx, doc_id))
+
+    def list_documents(self, ctx: TenantContext, limit: int = 50, cursor: str | None = None) -> DocumentPage:
+        """The tenant's documents by id (keyset on the id)."""
+        return self._run(ctx, self._list_documents(ctx, limit, cursor))
+
+    def delete_document(self, ctx: TenantContext, doc_id: str) -> bool:
+        return self._run(ctx, self._delete_document(ctx, doc_id))
+
+    def search(self, ctx: TenantContext, query: str, *, filters: dict[str, Any] | None = None,
+               facets: list[str] | None = None, limit: int = 10, offset: int = 0, cursor: str | None = None,
+               fuzzy: bool = False) -> SearchResult:
+        """BM25 over the tenant's blind index. ``filters``: metadata the hits
+        contain (JSON containment); ``facets``: metadata fields to count values
+        of over all matches; ``offset`` or ``cursor`` (``next_cursor``) paging;
+        ``fuzzy``: character trigrams too (typos, partial words)."""
+        return self._run(ctx, self._search(ctx, query, filters, facets, limit, offset, cursor, fuzzy))
+
+    def suggest(self, ctx: TenantContext, prefix: str, limit: int = 10) -> list[str]:
+        """Title words completing ``prefix``'s last word, commonest first."""
+        return self._run(ctx, self._suggest(ctx, prefix, limit))
+
+    def reindex(self, ctx: TenantContext) -> ReindexResult:
+        """Rotate the tenant's search key and re-hash every document under it."""
+        return self._run(ctx, self._reindex(ctx))
 
 
 def _check_conversation(conversation_id: str) -> None:

@@ -22,6 +22,7 @@ from tenantctl.cli import (
     platform_cmd,
     refresh_cmd,
     sandbox_cmd,
+    search_cmd,
     setup_cmd,
     suspend_cmd,
     target_cmd,
@@ -67,7 +68,7 @@ def root(
 
 # Top-level commands merge into the root app, groups keep their names; --help lists them in this order.
 for _module in (tenant_cmd, suspend_cmd, check_cmd, apply_cmd, refresh_cmd, audit_cmd, platform_cmd, sandbox_cmd,
-                usage_cmd, drill_cmd, token_cmd, dev_cmd, target_cmd, setup_cmd):
+                usage_cmd, drill_cmd, search_cmd, token_cmd, dev_cmd, target_cmd, setup_cmd):
     app.add_typer(_module.app)
 
 

@@ -61,8 +61,9 @@ def usage(
             f"{q.visible}+{q.in_flight}+{q.delayed}" if q else "n/a",
             str(q.dlq_visible) if q else "n/a", _when(u.last_activity),
         ))
-    table("usage", ["tenant", "tier", "objects", "noncurrent", "db size", "conv/msg/items",
-                    "queue vis+flight+delayed", "dlq", "last activity"], rows)
+    table("usage", ["tenant", "tier", "objects", "noncurrent", "db size",
+                    "rows: conv/msg/items/docs/keys/postings/vocab", "queue vis+flight+delayed", "dlq",
+                    "last activity"], rows)
     for u in usages:
         for e in u.errors:
             console.print(f"[red]{u.tenant_id}[/]: {e}", highlight=False)
