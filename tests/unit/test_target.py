@@ -7,6 +7,7 @@ import importlib.util
 import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -151,7 +152,9 @@ def test_an_absolute_program_path_written_earlier_is_made_portable_in_place(tmp_
     (tmp_path / "Pulumi.yaml").write_text(old)
     ensure_project_file(tmp_path)
     text = (tmp_path / "Pulumi.yaml").read_text()
-    assert text == old.replace(str(Path(infra.__file__).parent), "tenantctl_program/")
+    # ruamel keeps the comment's column when it can: the gap before it depends on the old path's length.
+    expected = old.replace(str(Path(infra.__file__).parent), "tenantctl_program/")
+    assert re.sub(r" +#", " #", text) == re.sub(r" +#", " #", expected)
     assert (tmp_path / "tenantctl_program" / "__main__.py").is_file()
     ensure_project_file(tmp_path)  # idempotent
     assert (tmp_path / "Pulumi.yaml").read_text() == text
