@@ -197,7 +197,9 @@ def test_a_one_field_change_previews_exactly_its_properties_in_all_three_formats
         run = cli("apply", "--preview", "--json", "--markdown", str(md), *MATCH)
         assert run.returncode == CHANGES_PENDING, run
         result = {r["tenant_id"]: r for r in run.json()["results"]}[TENANT]
-        assert result["action"] == "update" and result["changes"] == {"update": 2, "same": 11}
+        # two updates, nothing created, replaced or deleted; the rest unchanged (however many the program has)
+        assert result["action"] == "update" and result["changes"]["update"] == 2
+        assert set(result["changes"]) == {"update", "same"} and result["changes"]["same"] > 0
         assert {c["name"]: diffs(c) for c in result["resources"]} == ONE_FIELD
         assert all(c["op"] == "update" for c in result["resources"])
 
