@@ -37,6 +37,7 @@ class TenantRoleArgs:
     tenant_id: str
     runtime_principal_arn: pulumi.Input[str]
     tags: dict[str, str]
+    suspended: bool = False
 
 
 @dataclass
@@ -51,17 +52,22 @@ class TenantGrants:
 # (its ``assume_role`` mode); the trust policy requires it to equal the tenant id.
 
 
-def trust_document(tenant_id: str, principal: str) -> dict:
+def trust_document(tenant_id: str, principal: str, suspended: bool = False) -> dict:
     """Who may assume the tenant role: only ``principal`` (the runtime; the
     platform's ``runtime_principal_arn``), and only for a session tagged
     ``tenant_id=<id>`` and nothing else, so a caller cannot assume acme's role
-    while acting for another tenant."""
-    return {"Version": "2012-10-17", "Statement": [{
+    while acting for another tenant. ``suspended``: nobody (an explicit Deny
+    wins over the Allow), so the runtime cannot renew a role session."""
+    statements = [{
         "Sid": "RuntimeAssumesWithTenantTag", "Effect": "Allow", "Principal": {"AWS": principal},
         "Action": ["sts:AssumeRole", "sts:TagSession"],
         "Condition": {"StringEquals": {f"aws:RequestTag/{SESSION_TAG}": tenant_id},
                       "ForAllValues:StringEquals": {"aws:TagKeys": [SESSION_TAG]}},
-    }]}
+    }]
+    if suspended:
+        statements.append({"Sid": "TenantSuspended", "Effect": "Deny", "Principal": {"AWS": "*"},
+                           "Action": ["sts:AssumeRole", "sts:TagSession"]})
+    return {"Version": "2012-10-17", "Statement": statements}
 
 
 def access_document(tenant_id: str, bucket_arn: str, queue_arns: list[str], kms_key_arn: str,
@@ -81,8 +87,8 @@ def access_document(tenant_id: str, bucket_arn: str, queue_arns: list[str], kms_
     ]}
 
 
-def trust_policy(tenant_id: str, principal: pulumi.Input[str]) -> pulumi.Output[str]:
-    return pulumi.Output.from_input(principal).apply(lambda p: json.dumps(trust_document(tenant_id, p)))
+def trust_policy(tenant_id: str, principal: pulumi.Input[str], suspended: bool = False) -> pulumi.Output[str]:
+    return pulumi.Output.from_input(principal).apply(lambda p: json.dumps(trust_document(tenant_id, p, suspended)))
 
 
 def access_policy(tenant_id: str, grants: TenantGrants) -> pulumi.Output[str]:
@@ -97,7 +103,8 @@ class TenantRole(pulumi.ComponentResource):
     def __init__(self, name: str, args: TenantRoleArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("tenantctl:iam:TenantRole", name, None, opts)
         role = aws.iam.Role(f"{name}-role", name=naming.iam_role_name(args.tenant_id),
-                            assume_role_policy=trust_policy(args.tenant_id, args.runtime_principal_arn),
+                            assume_role_policy=trust_policy(args.tenant_id, args.runtime_principal_arn,
+                                                            args.suspended),
                             max_session_duration=3600, tags=args.tags, opts=pulumi.ResourceOptions(parent=self))
         self.arn, self.role_name = role.arn, role.name
         self.register_outputs({"arn": self.arn, "role_name": self.role_name})

@@ -37,6 +37,7 @@ import psycopg
 from tenant_runtime.auth import Addressed, JWTSettings, TenantResolver
 from tenant_runtime.blocking import WouldBlock, blocking_allowed, inline
 from tenant_runtime.context import TenantContext, verified
+from tenant_runtime.documents import Document, DocumentPage, ReindexResult, SearchResult
 from tenant_runtime.gateway import Gateway, PoolBase
 from tenant_runtime.jobs import Job, JobMessage
 from tenant_runtime.objects import PresignedUpload
@@ -51,6 +52,7 @@ from tenant_runtime.store import (
     StoreOperations,
     TenantLogins,
     advance,
+    moved_store,
     scope_statement,
     store_errors,
 )
@@ -166,12 +168,13 @@ class AsyncSharedPool(PoolBase):
 
 class AsyncContextStore(StoreOperations):
     """The context store for the event loop: the sync store's operations,
-    driven over psycopg's async connections."""
+    driven over psycopg's async connections (``waker``: see ContextStore)."""
 
     def __init__(self, envelope: Any, logins: TenantLogins, offload: Offloader,
-                 gateway: AsyncSharedPool | None = None, statement_timeout: float | None = None) -> None:
+                 gateway: AsyncSharedPool | None = None, statement_timeout: float | None = None,
+                 waker: Any | None = None) -> None:
         self.envelope, self.logins, self.offload = envelope, logins, offload
-        self.gateway, self.statement_timeout = gateway, statement_timeout
+        self.gateway, self.statement_timeout, self.waker = gateway, statement_timeout, waker
 
     @asynccontextmanager
     async def transaction(self, ctx: TenantContext) -> AsyncIterator[psycopg.AsyncConnection]:
@@ -188,6 +191,8 @@ class AsyncContextStore(StoreOperations):
             async with self.gateway.connection(ctx) as pair:
                 yield pair
             return
+        if self.waker is not None:  # see ContextStore: TenantWaking until a hibernated database is up
+            await self.offload.call(self.waker.ensure_awake, ctx)
         pool, evicted = self.logins.idle(ctx)
         for old in evicted:
             await old.close()
@@ -201,13 +206,14 @@ class AsyncContextStore(StoreOperations):
     async def _connect(self, ctx: TenantContext) -> psycopg.AsyncConnection:
         secret = await self.offload.call(self.logins.credentials, ctx)
         try:
-            return await psycopg.AsyncConnection.connect(**self.logins.connect_kwargs(secret))
+            return await psycopg.AsyncConnection.connect(**self.logins.connect_kwargs(secret, ctx.resources.store))
         except psycopg.OperationalError as exc:
             error = exc
         # A rotated password (TenantLogins.rotated): AWSCURRENT read again, then AWSPENDING.
         for candidate in await self.offload.call(self.logins.rotated, ctx, secret):
             try:
-                conn = await psycopg.AsyncConnection.connect(**self.logins.connect_kwargs(candidate))
+                kwargs = self.logins.connect_kwargs(candidate, ctx.resources.store)
+                conn = await psycopg.AsyncConnection.connect(**kwargs)
             except psycopg.OperationalError as again:
                 error = again
                 continue
@@ -239,7 +245,8 @@ class AsyncContextStore(StoreOperations):
 
     async def append(self, ctx: TenantContext, conversation_id: str, role: str, content: str,
                      metadata: dict[str, Any] | None = None) -> Message:
-        return await self._run(ctx, self._append(ctx, conversation_id, role, content, metadata))
+        with moved_store(ctx.tenant_id):
+            return await self._run(ctx, self._append(ctx, conversation_id, role, content, metadata))
 
     async def history(self, ctx: TenantContext, conversation_id: str, limit: int = 50,
                       cursor: str | None = None) -> Page:
@@ -250,7 +257,32 @@ class AsyncContextStore(StoreOperations):
         return await self._run(ctx, self._list_conversations(ctx, limit, cursor))
 
     async def delete_conversation(self, ctx: TenantContext, conversation_id: str) -> bool:
-        return await self._run(ctx, self._delete_conversation(ctx, conversation_id))
+        with moved_store(ctx.tenant_id):
+            return await self._run(ctx, self._delete_conversation(ctx, conversation_id))
+
+    async def put_document(self, ctx: TenantContext, doc_id: str, title: str, body: str,
+                           metadata: dict[str, Any] | None = None, source: str | None = None) -> Document:
+        return await self._run(ctx, self._put_document(ctx, doc_id, title, body, metadata, source))
+
+    async def get_document(self, ctx: TenantContext, doc_id: str) -> Document | None:
+        return await self._run(ctx, self._get_document(ctx, doc_id))
+
+    async def list_documents(self, ctx: TenantContext, limit: int = 50, cursor: str | None = None) -> DocumentPage:
+        return await self._run(ctx, self._list_documents(ctx, limit, cursor))
+
+    async def delete_document(self, ctx: TenantContext, doc_id: str) -> bool:
+        return await self._run(ctx, self._delete_document(ctx, doc_id))
+
+    async def search(self, ctx: TenantContext, query: str, *, filters: dict[str, Any] | None = None,
+                     facets: list[str] | None = None, limit: int = 10, offset: int = 0, cursor: str | None = None,
+                     fuzzy: bool = False) -> SearchResult:
+        return await self._run(ctx, self._search(ctx, query, filters, facets, limit, offset, cursor, fuzzy))
+
+    async def suggest(self, ctx: TenantContext, prefix: str, limit: int = 10) -> list[str]:
+        return await self._run(ctx, self._suggest(ctx, prefix, limit))
+
+    async def reindex(self, ctx: TenantContext) -> ReindexResult:
+        return await self._run(ctx, self._reindex(ctx))
 
 
 class AsyncObjectAccess:
@@ -309,7 +341,8 @@ class AsyncTenantRuntime:
         shared = AsyncSharedPool(gateway, lambda: self.sync.platform_client("secretsmanager"),
                                  self.offload) if gateway else None
         logins = TenantLogins(lambda ctx: self.clients.client(ctx, "secretsmanager"))
-        self.store = AsyncContextStore(self.envelope, logins, self.offload, shared, self.sync.store.statement_timeout)
+        self.store = AsyncContextStore(self.envelope, logins, self.offload, shared, self.sync.store.statement_timeout,
+                                       self.sync.waker)
         self.objects = AsyncObjectAccess(self.sync.objects, self.offload)
         self.jobs = AsyncJobQueue(self.sync.jobs, self.offload)
 

@@ -93,8 +93,8 @@ def problem(exc: TenantRuntimeError, instance: str | None = None) -> tuple[int, 
             detail = str(exc).replace("\\", "").replace('"', "'")
             challenge += f', error="{error}", error_description="{detail}"'
         headers.append((b"www-authenticate", challenge.encode("latin-1", "replace")))
-    if exc.status_code == 503:
-        headers.append((b"retry-after", b"1"))
+    if exc.status_code == 503:  # a waking tenant says how long its database takes; the rest, a second
+        headers.append((b"retry-after", str(getattr(exc, "retry_after", 1)).encode()))
     return exc.status_code, headers, payload
 
 

@@ -62,6 +62,11 @@ class ClientFactory:
             return self._shared_client(service, ctx.resources.region)
         return self._scoped_client(ctx, service)
 
+    def own_client(self, service: str, region: str) -> Any:
+        """A client of the runtime's own credentials, never a tenant role's: for
+        what only the runtime may do (waking a hibernated tenant's database)."""
+        return self._shared_client(service, region)
+
     def _new_client(self, session: Any, service: str, region: str) -> Any:
         return session.client(service, region_name=region, endpoint_url=self.endpoint_url, config=self.config)
 

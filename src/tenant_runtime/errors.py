@@ -134,6 +134,20 @@ class KmsUnavailable(TenantRuntimeError):
     title = "Key service unavailable"
 
 
+class TenantWaking(TenantRuntimeError):
+    """The tenant was hibernated (its database instance stopped while idle) and
+    is starting again: retry after ``retry_after`` seconds."""
+
+    status_code = 503
+    code = "tenant_waking"
+    title = "Tenant waking from hibernation"
+
+    def __init__(self, tenant_id: str, state: str, retry_after: int) -> None:
+        super().__init__(f"tenant {tenant_id!r} is waking from hibernation (database {state}): "
+                         f"retry in {retry_after} s")
+        self.tenant_id, self.state, self.retry_after = tenant_id, state, retry_after
+
+
 class StoreUnavailable(TenantRuntimeError):
     status_code = 503
     code = "store_unavailable"
@@ -147,3 +161,26 @@ class StoreTimeout(StoreUnavailable):
 
     code = "store_timeout"
     title = "Context store query cancelled"
+
+
+class WritesFrozen(TenantRuntimeError):
+    """The tenant is being moved and its store takes no writes for a few
+    seconds; reads go on. Retry after ``retry_after`` seconds."""
+
+    status_code = 503
+    code = "writes_frozen"
+    title = "Tenant writes briefly frozen"
+    retry_after = 1
+
+    def __init__(self, tenant_id: str) -> None:
+        super().__init__(f"tenant {tenant_id!r} is being moved: writes are refused for a few seconds, retry")
+        self.tenant_id = tenant_id
+
+
+class StoreMoved(StoreUnavailable):
+    """The store named by this runtime's (cached) record refused a write: the
+    tenant was moved and its old store is read-only. The runtime re-reads the
+    registry and retries once; surfacing it means retrying later."""
+
+    code = "store_moved"
+    title = "Tenant store moved"

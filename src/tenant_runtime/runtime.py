@@ -9,6 +9,7 @@ from tenant_runtime.context import TenantContext, from_registry
 from tenant_runtime.credentials import ClientFactory, Mode
 from tenant_runtime.crypto import DataKeyCache, Envelope
 from tenant_runtime.gateway import Gateway, SharedPool
+from tenant_runtime.hibernation import DatabaseWaker
 from tenant_runtime.jobs import JobQueue
 from tenant_runtime.objects import ObjectAccess
 from tenant_runtime.registry import RegistryReader
@@ -46,8 +47,10 @@ class TenantRuntime:
         self.resolver = TenantResolver(jwt, self.registry, revocations=self.revocations)
         self.envelope = Envelope(lambda ctx: self.clients.client(ctx, "kms"), key_cache)
         shared = SharedPool(gateway, lambda: self.platform_client("secretsmanager")) if gateway else None
+        self.waker = DatabaseWaker(lambda region: self.clients.own_client("rds", region))
         self.store = ContextStore(self.envelope, lambda ctx: self.clients.client(ctx, "secretsmanager"),
-                                  gateway=shared, statement_timeout=statement_timeout)
+                                  gateway=shared, statement_timeout=statement_timeout, waker=self.waker,
+                                  reresolve=self._reresolve)
         self.objects = ObjectAccess(lambda ctx: self.clients.client(ctx, "s3"))
         self.jobs = JobQueue(lambda ctx: self.clients.client(ctx, "sqs"))
 
@@ -67,6 +70,12 @@ class TenantRuntime:
         """The context of an active tenant for work without a request token (a
         job worker, a maintenance task), from the registry like ``resolve``."""
         return from_registry(self.registry, tenant_id, subject="service")
+
+    def _reresolve(self, ctx: TenantContext) -> TenantContext:
+        """``ctx``'s tenant read from the registry again (its cached record named
+        a store the tenant was moved away from), same subject and claims."""
+        self.registry.invalidate(ctx.tenant_id)
+        return from_registry(self.registry, ctx.tenant_id, subject=ctx.subject, claims=ctx.claims)
 
     def close(self) -> None:
         self.store.close()

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 
 class TenantctlError(Exception):
+    """``rule``: the naming or policy rule the refusal names; ``details``: lines
+    shown under the one-line message (what a refused action would have done).
+    ``--json`` errors carry both."""
+
     exit_code = 1
+
+    def __init__(self, message: str = "", *, rule: str | None = None, details: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.details = list(details or [])
 
 
 class InvalidInput(TenantctlError):
@@ -95,10 +105,26 @@ class KeyUnusable(TenantctlError):
     exit_code = 10
 
 
+class NotConfirmed(TenantctlError):
+    """An action that deletes or replaces something was not confirmed: no --yes
+    and no terminal to ask on, or the operator said no. Nothing was changed."""
+
+    exit_code = 13
+
+
+USAGE_ERROR = 2  # click's own code for a bad flag, argument or command
+CHANGES_PENDING = 12  # changes, drift or findings: distinct from a usage error, so CI can tell a typo from a diff
+
 EXIT_CODES = {
     0: "success",
     1: "unexpected error",
-    2: "usage error (bad flag or argument); previews: changes pending; `refresh`: drift; `audit`: findings",
+    USAGE_ERROR: "usage error: unknown command or flag, missing or malformed argument",
+    CHANGES_PENDING: "changes found: a preview's pending changes (`apply --preview`, `provision --preview`, "
+                     "`platform preview`), `refresh`'s drift, `audit`'s findings",
+    NotConfirmed.exit_code: "not confirmed: an action that deletes or replaces needs --yes (or a yes on a terminal); "
+                            "nothing was changed",
+    130: "interrupted (Ctrl-C): a tenant lock the run held is released with 'interrupted'",
+    143: "terminated (SIGTERM): a tenant lock the run held is released with 'interrupted'",
     InvalidInput.exit_code: "invalid input: tenant id, spec or option refused (message names the rule)",
     ApplyFailed.exit_code: "the engine failed to preview/apply/destroy (nothing further is changed)",
     Conflict.exit_code: "conflict: tenant locked by another run, or its record changed concurrently",
@@ -110,3 +136,24 @@ EXIT_CODES = {
     QuotaExceeded.exit_code: "no cell of the tenant's region has room (cells full or draining, account quotas): "
                              "refused before anything was created",
 }
+
+
+_TERMINATED: list[int] = []
+
+
+def interrupt_on_sigterm() -> None:
+    """SIGTERM (a CI job cancelled, `kill PID`) unwinds like Ctrl-C: KeyboardInterrupt
+    is raised in the main thread, so a run holding a tenant's registry lock
+    releases it with "interrupted" in ``last_error`` instead of dying with it
+    (Python's default for SIGTERM is to exit at once, no cleanup)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        _TERMINATED.append(signum)
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def terminated() -> int:
+    """The signal number that interrupted this process by ``interrupt_on_sigterm``, else 0."""
+    return _TERMINATED[0] if _TERMINATED else 0

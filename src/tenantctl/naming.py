@@ -326,7 +326,8 @@ def require_valid(tenant_id: str, hint: str = "") -> str:
     stacks/ or a cloud API; ``hint`` is appended to the refusal."""
     rule = broken_rule(tenant_id) if isinstance(tenant_id, str) else RULES[0]
     if rule is not None:
-        raise InvalidInput(f"tenant id {tenant_id!r} breaks the {rule.name} rule: {rule.explain}{hint}")
+        raise InvalidInput(f"tenant id {tenant_id!r} breaks the {rule.name} rule: {rule.explain}{hint}",
+                           rule=rule.name)
     return tenant_id
 
 

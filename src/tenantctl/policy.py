@@ -934,7 +934,7 @@ class PolicyRefused(PolicyViolation):
         rules = ", ".join(dict.fromkeys(v.rule for v in violations))
         details = "; ".join(str(v) for v in violations)
         when = (BEFORE_CHANGES if changed_nothing else DURING_UP).format(stack=stack)
-        super().__init__(f"{when} (rule {rules}): {details}")
+        super().__init__(f"{when} (rule {rules}): {details}", rule=rules)
 
 
 def refuse_unsafe_spec(spec: Any) -> None:

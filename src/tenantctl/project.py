@@ -50,17 +50,57 @@ def find_root(cwd: Path | None = None) -> Path:
     return start
 
 
+# A new project's program: a two-line entry point that imports the `infra`
+# package installed with tenantctl, referenced by a relative `main`, so the
+# committed Pulumi.yaml works on any machine or CI runner that installed
+# tenantctl (an absolute path to site-packages works only where it was written).
+PROGRAM_DIR = "tenantctl_program"
+PROGRAM_SOURCE = '''"""Pulumi entry point of this project: the infra program installed with tenantctl."""
+from infra.program import main
+
+main()
+'''
+
+
 def ensure_project_file(project_dir: Path) -> None:
     """Write Pulumi.yaml for a new project, its program the installed `infra`
-    package, so an installed tenantctl never writes into its own checkout."""
+    package (an installed tenantctl never writes into its own checkout). A
+    Pulumi.yaml an older tenantctl wrote, whose `main` is the absolute path of
+    an installed infra package, is moved to the portable entry point in place
+    (its comments and other keys kept)."""
     import importlib.util
 
     from tenantctl.templates import render
 
     path = project_dir / PROJECT_FILE
     if path.is_file():
+        _make_program_portable(project_dir)
         return
-    spec = importlib.util.find_spec("infra")
-    if spec is None or spec.origin is None:
+    if importlib.util.find_spec("infra") is None:
         raise TargetUnavailable("the infra program is not installed next to tenantctl (reinstall the package)")
-    path.write_text(render("project.yaml.j2", main=str(Path(spec.origin).parent)) + "\n")
+    _write_program(project_dir)
+    path.write_text(render("project.yaml.j2", main=f"{PROGRAM_DIR}/") + "\n")
+
+
+def _write_program(project_dir: Path) -> None:
+    entry = project_dir / PROGRAM_DIR / "__main__.py"
+    if not entry.is_file():
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        entry.write_text(PROGRAM_SOURCE)
+
+
+def _make_program_portable(project_dir: Path) -> None:
+    import yaml
+
+    from tenantctl import yamledit
+
+    path = project_dir / PROJECT_FILE
+    text = path.read_text()
+    try:
+        main = (yaml.safe_load(text) or {}).get("main")
+    except (yaml.YAMLError, AttributeError):
+        return  # Project.load reports a broken file
+    if not isinstance(main, str) or not Path(main).is_absolute() or Path(main).name != "infra":
+        return  # a relative program (the repository's own `infra/`, or the entry point above): portable
+    _write_program(project_dir)
+    path.write_text(yamledit.edit(text, lambda doc: doc.__setitem__("main", f"{PROGRAM_DIR}/")))

@@ -11,6 +11,7 @@ in the record turns that into a clear refusal instead of a retry loop.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ from tenant_runtime.registry import (
 )
 from tenantctl.errors import Conflict, InvalidInput, NotFound, TargetUnavailable, TenantctlError, one_line
 from tenantctl.models import (
+    Hibernation,
     TenantLock,
     TenantRecord,
     TenantResources,
@@ -45,6 +47,10 @@ from tenantctl.models import (
     utcnow,
 )
 from tenantctl.naming import DEFAULT_CELL, broken_rule, require_valid
+
+log = logging.getLogger(__name__)  # notes for the operator (the CLI prints them on stderr)
+
+DEAD = ("gone", "reused")  # lock_holder() answers that prove the holder is not running
 
 
 def new_lock(operation: str) -> TenantLock:
@@ -115,28 +121,32 @@ def decode_cursor(cursor: str) -> str:
 
 def failure_text(exc: BaseException) -> str:
     """What a failed run leaves in the record's ``last_error``."""
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted"
+    if isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or SIGTERM (errors.interrupt_on_sigterm)
+        return f"interrupted ({exc})" if str(exc) else "interrupted"
     return one_line(exc)
 
 
 def refusal(existing: TenantRecord | None, spec: TenantSpec, locks: bool = True) -> TenantctlError | None:
     """Why a provision of ``spec`` would be refused by the registry as it stands
     (None: it would be let through). Previews ask this so that a green preview
-    means a green apply; ``locks=False``: a lock (a run in progress) is not a refusal."""
+    means a green apply; ``locks=False``: a lock (a run in progress) is not a refusal.
+    A lock whose holder provably died is not one either: the run clears it."""
     if existing is None:
         return None
-    if locks and existing.lock is not None:
+    if locks and existing.lock is not None and lock_holder(existing.lock) not in DEAD:
         return Conflict(describe_lock(spec.id, existing.lock))
     if existing.status in (TenantStatus.deprovisioning, TenantStatus.deprovisioned):
         return Conflict(
             f"tenant id {spec.id!r} was deprovisioned on {existing.deprovisioned_at or existing.updated_at:%Y-%m-%d}; "
             "ids are tombstoned and never reused (restore it with `tenantctl drill restore` or pick a new id)"
         )
+    if existing.move is not None:
+        return Conflict(f"tenant {spec.id!r} is being moved ({existing.move.phase.value}): finish the move first "
+                        f"(`tenantctl move {spec.id}`, `--finalize` or `--rollback`)")
     if existing.tier is not spec.tier:
         return InvalidInput(
-            f"tenant {spec.id!r} is {existing.tier.value}; moving tiers in place is not supported "
-            "(provision a new tenant and migrate its data)"
+            f"tenant {spec.id!r} is {existing.tier.value}; a provision does not change tiers: "
+            f"`tenantctl move {spec.id} --tier {spec.tier.value}` moves it with its data"
         )
     return None
 
@@ -422,6 +432,8 @@ class RegistryWriter:
                 return self._put(record, None)
             except Conflict:
                 raise Conflict(f"tenant {spec.id!r} is being provisioned by another run") from None
+        if existing.lock is not None:
+            existing = self.clear_dead_lock(existing)
         refused = refusal(existing, spec)
         if refused is not None:
             raise refused
@@ -432,19 +444,37 @@ class RegistryWriter:
         """Lock an existing tenant (deprovision, drills), optionally moving its status."""
         existing = self.require(tenant_id)
         if existing.lock is not None:
-            raise Conflict(describe_lock(tenant_id, existing.lock))
+            existing = self.clear_dead_lock(existing)
         update: dict[str, Any] = {"lock": new_lock(operation)}
         if status is not None:
             update["status"] = status
         return self._put(existing.model_copy(update=update), existing.version)
 
+    def clear_dead_lock(self, record: TenantRecord) -> TenantRecord:
+        """A lock whose holder provably died on this host (its pid gone, or
+        reused by a process started after the lock was taken: a killed run,
+        a closed terminal) is reported and cleared, and the record returned
+        without it; any other lock refuses the run (Conflict, exit 5)."""
+        lock = record.lock
+        holder = lock_holder(lock)
+        if holder not in DEAD:
+            raise Conflict(describe_lock(record.tenant_id, lock))
+        why = "is gone" if holder == "gone" else "now belongs to a newer process"
+        note = (f"the {lock.operation} holding its lock died (owner {lock.owner}, host {lock.host}, pid {lock.pid} "
+                f"{why}, since {lock.acquired_at:%Y-%m-%d %H:%M:%S}Z): lock cleared")
+        log.warning("tenant %r: %s", record.tenant_id, note)
+        cleared = record.model_copy(update={"lock": None, "last_error": f"{lock.operation} interrupted: {note}"})
+        return self._put(cleared, record.version)
+
     def mark_active(self, record: TenantRecord, resources: TenantResources, spec: TenantSpec,
                     program_version: str, applied_hash: str) -> TenantRecord:
-        """The tenant is applied as ``spec``: active, unlocked, and no longer a
-        tombstone (a revived tenant comes back through here too)."""
+        """The tenant is applied as ``spec``: active (suspended when the spec
+        says so), unlocked, and no longer a tombstone (a revived tenant comes
+        back through here too)."""
         return self._put(
             record.model_copy(update={
-                "status": TenantStatus.active, "resources": resources, "lock": None,
+                "status": TenantStatus.suspended if spec.suspended else TenantStatus.active,
+                "resources": resources, "lock": None,
                 "spec_hash": applied_hash, "program_version": program_version,
                 "region": spec.region, "owner": spec.owner, "last_error": None,
                 "deprovisioned_at": None, "retain_until": None,
@@ -461,6 +491,14 @@ class RegistryWriter:
             }),
             record.version,
         )
+
+    def mark_hibernation(self, record: TenantRecord, hibernation: Hibernation | None) -> TenantRecord:
+        """Record (or, None, clear) the tenant's hibernation and release the lock."""
+        return self._put(record.model_copy(update={"hibernation": hibernation, "lock": None}), record.version)
+    def save(self, record: TenantRecord, **changes: Any) -> TenantRecord:
+        """Write ``changes`` to a record this run holds (a move's steps),
+        conditional on its version: atomic with respect to every other writer."""
+        return self._put(record.model_copy(update=changes), record.version)
 
     def release(self, record: TenantRecord, error: str | None = None) -> TenantRecord:
         """Drop the lock after a failed run, keeping the error for `status`."""

@@ -46,9 +46,8 @@ def _dump(data: dict) -> str:
 def render_tenant(spec: TenantSpec) -> str:
     from tenantctl.templates import render
 
-    body = spec.model_dump(mode="json", exclude_none=True)
     return render("stack.yaml.j2", spec=spec, platform_stack=cell_stack(spec.cell or DEFAULT_CELL),
-                  tenant_yaml=_dump(body))
+                  tenant_yaml=_dump(spec.desired()))
 
 
 def render_cell(spec: CellSpec) -> str:
@@ -58,9 +57,24 @@ def render_cell(spec: CellSpec) -> str:
     return render("platform.yaml.j2", spec=spec, platform_yaml=_dump(body))
 
 
+# Depth below which a stack file's keys are tenantctl's own (the spec mappings
+# under `config`): a key the new spec lacks goes. Above it (top-level keys such
+# as the `secretsprovider` Pulumi records, other config keys) nothing is removed.
+_OWNED_DEPTH = 2
+
+
 def _write(path: Path, text: str) -> bool:
-    if path.exists() and path.read_text() == text:
-        return False
+    """Write the stack file rendered as ``text``; True when its content changed.
+    An existing file is edited round-trip instead of replaced: hand-written
+    comments, key order and keys tenantctl does not own stay."""
+    if path.exists():
+        from tenantctl import yamledit
+
+        current = path.read_text()
+        wanted = load_yaml(text)
+        text = yamledit.edit(current, lambda doc: yamledit.set_tree(doc, wanted, prune_from=_OWNED_DEPTH))
+        if text == current:
+            return False
     write_atomic(path, text)
     return True
 

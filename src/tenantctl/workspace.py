@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tenantctl.aws import Clients
-from tenantctl.engines.base import Engine, EventSink, UpResult
+from tenantctl.engines.base import Approval, Engine, EventSink, UpResult
 from tenantctl.errors import NotFound, TargetUnavailable
 from tenantctl.models import CellSpec, TenantRecord
 from tenantctl.naming import DEFAULT_CELL, PLATFORM_STACK, cell_stack
@@ -29,13 +29,28 @@ CELL_OUTPUTS = ("bucket", "gateway_secret_arn")  # every other cell's
 
 
 class Workspace:
-    def __init__(self, project_dir: Path | None = None, cwd: Path | None = None) -> None:
+    """``approve``: handed to the engine as its approve hook (``Engine.approve``):
+    what may go ahead when an up's plan deletes or replaces something."""
+
+    def __init__(self, project_dir: Path | None = None, cwd: Path | None = None,
+                 approve: Approval | None = None) -> None:
         from tenantctl.target import load_target
 
         self.cwd = cwd or Path.cwd()
         self.project_dir = project_dir or find_root(self.cwd)
         self.target = load_target(self.cwd)
         self._outputs: dict[str, dict[str, Any]] = {}
+        self._approve = approve
+
+    @property
+    def approve(self) -> Approval | None:
+        return self._approve
+
+    @approve.setter
+    def approve(self, hook: Approval | None) -> None:
+        self._approve = hook
+        if "engine" in self.__dict__:  # already opened
+            self.engine.approve = hook
 
     @property
     def stacks_dir(self) -> Path:
@@ -52,16 +67,18 @@ class Workspace:
         """The running sandbox's endpoints (started when needed); sandbox targets only."""
         if not self.is_sandbox:
             raise TargetUnavailable("this target is AWS, not the sandbox")
-        from tenantctl.sandbox import ensure_running
+        from tenantctl.sandbox import ensure_running, resolve_state_dir
 
-        return ensure_running(self.target.sandbox.state_dir)
+        return ensure_running(resolve_state_dir(self.target.sandbox.state_dir, self.project_dir))
 
     @cached_property
     def engine(self) -> Engine:
         from tenantctl.engines import open_engine
 
         ensure_project_file(self.project_dir)
-        return open_engine(self.target, self.project_dir, sandbox=self.sandbox if self.is_sandbox else None)
+        engine = open_engine(self.target, self.project_dir, sandbox=self.sandbox if self.is_sandbox else None)
+        engine.approve = self.approve
+        return engine
 
     @cached_property
     def client(self) -> Clients:

@@ -69,18 +69,19 @@ class Cli:
         return cls(root, env)
 
     def start(self, *args: str, env: dict[str, str] | None = None,
-              launcher: bool | None = None) -> subprocess.Popen:
+              launcher: bool | None = None, cwd: Path | None = None) -> subprocess.Popen:
         if launcher is None:
             launcher = any((env or {}).get(name) for name in FAULT_ENVS)
         command = [str(LAUNCHER)] if launcher else ["-m", "tenantctl"]
-        # No stdin: a command that asks (deprovision without --yes) reads EOF and aborts.
-        return subprocess.Popen([sys.executable, *command, *args], cwd=self.root,
+        # No stdin and no terminal: a command that would ask (deprovision without --yes) is refused (exit 13).
+        return subprocess.Popen([sys.executable, *command, *args], cwd=cwd or self.root,
                                 env={**self.env, **(env or {})}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
 
     def __call__(self, *args: str, env: dict[str, str] | None = None, timeout: float = 600,
-                 launcher: bool | None = None) -> Run:
-        proc = self.start(*args, env=env, launcher=launcher)
+                 launcher: bool | None = None, cwd: Path | None = None) -> Run:
+        """``cwd``: run there instead of the project root."""
+        proc = self.start(*args, env=env, launcher=launcher, cwd=cwd)
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -29,7 +29,10 @@ from tenant_runtime.store import ContextStore
 from tenantctl.models import TenantRecord
 
 CONTEXT_TABLES = {"conversations": "conversation_id", "messages": "conversation_id, seq",
-                  "context_items": "item_id"}
+                  "context_items": "item_id", "documents": "doc_id", "search_keys": "version",
+                  "search_postings": "key_version, term, doc_id", "search_vocab": "key_version, gram, term"}
+# Queries a restored tenant must answer as before (documents written by write_history).
+QUERIES = ("report", "conversation message", "repotr")
 
 
 @dataclass
@@ -69,6 +72,7 @@ def write_history(box: Sandbox, record: TenantRecord, conversations: int = 3, me
         for c in range(conversations):
             for m in range(messages):
                 store.append(ctx, f"c{c}", "user" if m % 2 == 0 else "assistant", message_text(c, m), {"n": m})
+            store.put_document(ctx, f"doc-{c}", f"Report {c}", message_text(c, 0), {"c": c})
     finally:
         store.close()
     res = record.resources.store
@@ -104,7 +108,8 @@ def rows(box: Sandbox, database: str, schema: str) -> dict[str, list[tuple]]:
 
 
 def history(box: Sandbox, record: TenantRecord) -> dict[str, list[tuple[str, str]]]:
-    """Every conversation's messages as tenant_runtime reads them (decrypted), oldest first."""
+    """Every conversation's messages as tenant_runtime reads them (decrypted),
+    oldest first, and the search answers to QUERIES (``search:`` keys)."""
     store = box.store()
     try:
         ctx = tenant_context(box, record)
@@ -112,8 +117,10 @@ def history(box: Sandbox, record: TenantRecord) -> dict[str, list[tuple[str, str
             conn.execute("SELECT set_config('app.tenant_id', %s, true)", (record.tenant_id,))
             conversations = [r[0] for r in conn.execute(sql.SQL("SELECT conversation_id FROM {} ORDER BY 1").format(
                 sql.Identifier(record.resources.store.schema_name, "conversations")))]
-        return {c: [(m.role, m.content) for m in reversed(store.history(ctx, c, limit=500).messages)]
-                for c in conversations}
+        answers = {f"search:{q}": [(h.doc_id, h.title, h.score) for h in store.search(ctx, q, fuzzy=True).hits]
+                   for q in QUERIES}
+        return answers | {c: [(m.role, m.content) for m in reversed(store.history(ctx, c, limit=500).messages)]
+                          for c in conversations}
     finally:
         store.close()
 

@@ -26,6 +26,7 @@ import yaml
 
 from tenantctl import naming
 from tenantctl.engines.local.state import StateFile
+from tenantctl.errors import CHANGES_PENDING, NotConfirmed
 from tenantctl.fingerprint import applied_hash, program_fingerprint
 from tenantctl.models import CellSpec, TenantSpec, TenantStatus
 from tenantctl.operations.apply import in_shard
@@ -175,7 +176,7 @@ def test_editing_one_file_changes_exactly_that_tenant(proj, sandbox):
 
     md = proj.root / "preview.md"
     rc, summary, err = proj.apply("--preview", "--markdown", str(md))
-    assert rc == 2, err
+    assert rc == CHANGES_PENDING, err
     assert {t: a for t, a in actions(summary).items() if a != "unchanged"} == {edited: "update"}
     assert results(summary)[edited]["changes"].get("update", 0) >= 1
     assert "1 tenant(s) with changes pending" in md.read_text() and f"`{edited}`" in md.read_text()
@@ -199,7 +200,7 @@ def test_editing_one_file_changes_exactly_that_tenant(proj, sandbox):
 def test_shards_are_disjoint_and_cover_all(proj):
     proj.write("ap-t20")  # new: pending in exactly one shard
     rc, whole, err = proj.apply("--preview")
-    assert rc == 2, err
+    assert rc == CHANGES_PENDING, err
     everyone = {r["tenant_id"] for r in whole["results"]}
     assert set(TENANTS) | {"ap-t20"} <= everyone
 
@@ -215,7 +216,7 @@ def test_shards_are_disjoint_and_cover_all(proj):
     assert sum(len(s) for s in seen) == len(set().union(*seen))  # disjoint
     assert set().union(*seen) == everyone  # cover all
     owner = next(i for i in (1, 2, 3) if "ap-t20" in seen[i - 1])
-    assert codes[owner] == 2 and all(codes[i] == 0 for i in (1, 2, 3) if i != owner)
+    assert codes[owner] == CHANGES_PENDING and all(codes[i] == 0 for i in (1, 2, 3) if i != owner)
 
     bad = proj.cli("apply", "--preview", "--shard", "4/3")
     assert bad.returncode == 3 and "--shard" in bad.stderr
@@ -246,7 +247,7 @@ def test_one_failed_tenant_does_not_stop_the_others(proj, sandbox):
     assert res["ap-tbadspec"]["action"] == "invalid" and not res["ap-tbadspec"]["ok"]
     assert "delay_seconds" in res["ap-tbadspec"]["error"]
     assert res["ap-t05"]["action"] == "invalid" and not res["ap-t05"]["ok"]
-    assert "moving tiers" in res["ap-t05"]["error"]
+    assert "tenantctl move ap-t05" in res["ap-t05"]["error"]
     assert {t for t, r in res.items() if not r["ok"]} == {"ap-tbadspec", "ap-t05"}
     text = md.read_text()
     assert "**2 failed**" in text and "`ap-tbadspec`" in text and "`ap-t05`" in text
@@ -263,7 +264,7 @@ def test_one_failed_tenant_does_not_stop_the_others(proj, sandbox):
     assert set(actions(summary).values()) == {"unchanged"}
 
 
-def test_prune_reports_without_yes_and_deprovisions_with_it(proj, sandbox, tmp_path):
+def test_prune_is_refused_without_yes_and_deprovisions_with_it(proj, sandbox, tmp_path):
     # A tenant of another project on the same registry: an orphan to this one
     # unless --match scopes apply to this project's tenants.
     other = Project(tmp_path / "other", sandbox)
@@ -279,15 +280,15 @@ def test_prune_reports_without_yes_and_deprovisions_with_it(proj, sandbox, tmp_p
     assert rc == 0, err  # orphans are reported, not pending
     assert {t for t, a in actions(summary, "ap-").items() if a == "orphan"} == {*gone, "ap-keep"}
 
-    rc, summary, err = proj.apply("--prune", *MATCH)
-    assert rc == 0, err
-    assert {t for t, a in actions(summary, "ap-").items() if a == "orphan"} == set(gone)
-    assert "--yes" in err
+    refused = proj.cli("apply", "--prune", "--json", *MATCH)  # no terminal to ask on, no --yes
+    assert refused.returncode == NotConfirmed.exit_code, refused.stderr
+    error = json.loads(refused.stdout)["error"]
+    assert "pass --yes" in error["message"] and sorted(error["details"]) == sorted(gone)
     recs = records(proj.workspace())
     assert all(recs[t].status is TenantStatus.active for t in gone)
 
     rc, summary, err = proj.apply("--preview", "--prune", *MATCH)
-    assert rc == 2, err
+    assert rc == CHANGES_PENDING, err
     assert {t for t, a in actions(summary, "ap-").items() if a == "prune"} == set(gone)
 
     keys = {t: recs[t].resources.kms_key_arn for t in gone}

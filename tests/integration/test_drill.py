@@ -13,6 +13,7 @@ import pytest
 from psycopg import sql
 from tenant_data import Sandbox, history, objects, put_objects, rows, scratch_databases, write_history
 
+from tenant_runtime.store import TABLES as STORE_TABLES
 from tenantctl import naming
 from tenantctl.drills import envelope, store
 from tenantctl.drills.backup import backup
@@ -292,8 +293,8 @@ def test_in_place_restores_a_live_tenant_only_with_yes_into_empty_tables(ctx, bo
 
     # The data is lost (tables emptied, an upload deleted); the tables provisioning made are an empty target.
     with box.admin(res.store.database) as conn:
-        conn.execute(sql.SQL("TRUNCATE {}, {}, {}").format(*(sql.Identifier(res.store.schema_name, t) for t in
-                                                            ("messages", "conversations", "context_items"))))
+        conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(
+            sql.Identifier(res.store.schema_name, t) for t in STORE_TABLES)))
     box.client("s3").delete_object(Bucket=res.bucket, Key=res.prefix + "uploads/3.txt")
     report = drill(ctx, record, backup_id=manifest.backup_id, target=Target.in_place, yes=True)
     assert report.verdict is Verdict.passed, failing(report)

@@ -115,7 +115,9 @@ def test_cli_refuses_short_backup_retention(ready, cli, sandbox):
     run = cli("provision", tenant, "--backup-retention-days", "3", "--json")
     assert run.returncode == 8, run.stderr
     assert "rule backup-retention" in run.stderr and "backup.retention_days 3 < 7 days" in run.stderr
-    assert run.stdout == ""
+    # --json: the refusal as an object on stdout (scripts read the code and the rule, not the text)
+    error = json.loads(run.stdout)["error"]
+    assert error["code"] == 8 and error["rule"] == "backup-retention" and "< 7 days" in error["message"]
     assert_nothing_created(sandbox, before, tenant)
     assert not stack_file(cli.root / "stacks", tenant).exists()
     assert ready.registry.get(tenant) is None  # refused before the reservation

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tenant_runtime.store import TABLES as STORE_TABLES
 from tenantctl.checks import check_tenant
 from tenantctl.checks.aws_posture import NAMES as AWS_CHECKS
 from tenantctl.checks.db_posture import NAMES as DB_CHECKS
@@ -62,7 +63,7 @@ def test_a_fresh_tenant_passes_every_check(clean, workspace, tenantctl_cli):
 def test_check_leaves_no_canary_behind(clean, sandbox):
     with admin(sandbox, clean) as conn:
         schema = clean.resources.store.schema_name
-        for table in ("conversations", "messages", "context_items"):
+        for table in STORE_TABLES:
             count = conn.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(
                 sql.Identifier(schema), sql.Identifier(table))).fetchone()[0]
             assert count == 0, table

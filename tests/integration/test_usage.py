@@ -16,6 +16,7 @@ import pytest
 from psycopg import sql
 from tenant_data import Sandbox, write_history
 
+from tenant_runtime.store import TABLES as STORE_TABLES
 from tenantctl import naming
 from tenantctl.models import CellSpec, TenantRecord, TenantStatus, Tier, utcnow
 from tenantctl.operations.deprovision import deprovision
@@ -111,15 +112,15 @@ def direct_db(box: Sandbox, record: TenantRecord) -> dict:
         conn.execute("SELECT set_config('app.tenant_id', %s, true)", (record.tenant_id,))
         sizes = [conn.execute("SELECT pg_total_relation_size(to_regclass(%s))",
                               (f"{store.schema_name}.{t}",)).fetchone()[0]
-                 for t in ("conversations", "messages", "context_items")]
+                 for t in STORE_TABLES]
         database = conn.execute("SELECT pg_database_size(%s)", (store.database,)).fetchone()[0]
         counts = {t: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
             sql.Identifier(store.schema_name, t))).fetchone()[0]
-                  for t in ("conversations", "messages", "context_items")}
+                  for t in STORE_TABLES}
         writes = [conn.execute(sql.SQL("SELECT max({}) FROM {}").format(
             sql.Identifier(column), sql.Identifier(store.schema_name, table))).fetchone()[0]
             for table, column in (("messages", "created_at"), ("context_items", "created_at"),
-                                  ("conversations", "updated_at"))]
+                                  ("conversations", "updated_at"), ("documents", "updated_at"))]
     return {"schema_bytes": sum(sizes), "database_bytes": database, "rows": counts, "writes": [w for w in writes if w]}
 
 
@@ -177,9 +178,12 @@ def test_usage_matches_what_was_written_and_direct_counts(box, clients, tenants,
     assert sum(objects.bytes_by_class.values()) == objects.current_bytes + objects.noncurrent_bytes
 
     db = usage.db
-    written = {"conversations": load.conversations, "messages": load.conversations * load.messages_per_conversation,
-               "context_items": load.context_items}
     direct = direct_db(box, record)
+    written = {"conversations": load.conversations, "messages": load.conversations * load.messages_per_conversation,
+               "context_items": load.context_items, "documents": load.conversations,  # one per conversation
+               "search_keys": 1 if load.conversations else 0,
+               # as many as the analyzer made:
+               "search_postings": direct["rows"]["search_postings"], "search_vocab": direct["rows"]["search_vocab"]}
     assert db.rows == written == direct["rows"]
     if record.tier is Tier.dedicated:
         assert db.scope == "database" and db.size_bytes == direct["database_bytes"]

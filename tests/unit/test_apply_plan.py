@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from tenantctl.engines.base import Op, PropertyDiff, ResourceChange
-from tenantctl.errors import InvalidInput
+from tenantctl.errors import CHANGES_PENDING, InvalidInput
 from tenantctl.fingerprint import applied_hash
 from tenantctl.models import CellSpec, TenantRecord, TenantSpec, TenantStatus, Tier
 from tenantctl.operations.apply import (
@@ -52,7 +52,7 @@ def test_exit_codes():
     new = TenantResult(tenant_id="b", action=Action.create)
     bad = TenantResult(tenant_id="c", action=Action.update, ok=False, error="boom")
     assert summary(True, same).exit_code() == 0
-    assert summary(True, same, new).exit_code() == 2
+    assert summary(True, same, new).exit_code() == CHANGES_PENDING == 12  # never 2, a usage error
     assert summary(True, same, new, bad).exit_code() == 1
     assert summary(False, same, new).exit_code() == 0
     assert summary(False, new, bad).exit_code() == 1
@@ -188,7 +188,7 @@ def test_plan_refuses_what_the_run_would_refuse(ws):
     got = {r.tenant_id: r for r in plan(ws, (1, 1), records)}
     assert got["gone"].action is Action.invalid and not got["gone"].ok
     assert "tombstoned" in got["gone"].error and "never reused" in got["gone"].error
-    assert got["moving"].action is Action.invalid and "moving tiers" in got["moving"].error
+    assert got["moving"].action is Action.invalid and "tenantctl move moving" in got["moving"].error
     # A lock is a run in progress, not a refusal of this change.
     assert got["busy"].action is Action.update and got["busy"].ok
     assert summary(True, *got.values()).exit_code() == 1
@@ -228,7 +228,7 @@ def test_a_program_change_changes_the_fingerprint(tmp_path):
 
 # -- the process pool: a worker that dies fails its own tenant only --
 
-def crashing_worker(project_dir, cwd, tenant_id, action, preview):
+def crashing_worker(project_dir, cwd, yes, tenant_id, action, preview):
     """Runs in a spawned process (module-level, so it pickles by reference)."""
     if tenant_id == "crash":
         os._exit(3)
@@ -239,7 +239,7 @@ def crashing_worker(project_dir, cwd, tenant_id, action, preview):
 def test_a_dead_worker_fails_only_its_own_tenant():
     ids = ["a", "b", "crash", "c", "d"]
     got: list[TenantResult] = []
-    run_pool([TenantResult(tenant_id=t, action=Action.create) for t in ids], ("/p", "/p"), False, 2,
+    run_pool([TenantResult(tenant_id=t, action=Action.create) for t in ids], ("/p", "/p", False), False, 2,
              got.append, worker=crashing_worker)
     by_id = {r.tenant_id: r for r in got}
     assert sorted(by_id) == sorted(ids) and len(got) == len(ids)

@@ -18,6 +18,7 @@ from tenantctl.usage.cost import (
     assumptions_text,
     compare_tiers,
     estimate,
+    hibernation_saving,
     load_prices,
     platform_cost,
 )
@@ -105,6 +106,18 @@ def test_dedicated_tenant_pays_rds_endpoints_and_four_alarms(prices):
         "VPC interface endpoints": 40.1,  # 2 x 2 AZ x 1000 h x 0.01 + 10 GB x 0.01
     })
     assert est.total == pytest.approx(55.44)
+
+
+def test_a_hibernated_tenant_saves_its_instance_hours_and_nothing_else(prices):
+    awake = estimate(inputs(Tier.dedicated), prices, PLATFORM, active_pooled=5)
+    asleep = estimate(inputs(Tier.dedicated, hibernated=True), prices, PLATFORM, active_pooled=5)
+    assert lines(asleep) == {**lines(awake), "RDS instance": 0}  # storage, backups, endpoints bill on
+    saving = hibernation_saving(inputs(Tier.dedicated), prices)
+    assert saving == pytest.approx(10.0) == awake.total - asleep.total
+    assert "hibernated (stopped): saves $10.00" in next(x.detail for x in asleep.lines if x.item == "RDS instance")
+    multi_az = DedicatedSpec(instance_class="db.t4g.medium", multi_az=True)
+    assert hibernation_saving(inputs(Tier.dedicated, dedicated=multi_az), prices) == pytest.approx(100.0)
+    assert hibernation_saving(inputs(Tier.pooled), prices) == 0  # nothing of its own to stop
 
 
 def test_dedicated_multi_az_doubles_instance_and_storage_and_bills_backups_beyond_storage(prices):

@@ -34,3 +34,11 @@ def test_the_probe_does_block():
     probe = PROBE.replace("import tenant_runtime, tenant_runtime.asgi, tenant_runtime.runtime", "import tenantctl")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "blocked by the import-boundary test" in out.stderr
+
+
+def test_every_exported_name_resolves_lazily() -> None:
+    import tenant_runtime
+
+    assert set(tenant_runtime.__all__) == set(tenant_runtime._EXPORTS)
+    for name in tenant_runtime.__all__:
+        assert getattr(tenant_runtime, name).__name__ == name

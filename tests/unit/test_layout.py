@@ -117,3 +117,12 @@ def test_no_module_imports_private_names_of_another_package() -> None:
             problems += [f"{name} imports {node.module}.{a.name}" for a in node.names
                          if a.name.startswith("_") and a.name != "__version__"]
     assert not problems, problems
+
+
+def test_no_two_test_modules_share_a_basename() -> None:
+    # The test directories are not packages: pytest imports each module under
+    # its basename, and a second module of the same name fails the whole run's collection.
+    seen: dict[str, Path] = {}
+    for path in sorted((REPO / "tests").rglob("test_*.py")):
+        assert path.name not in seen, f"{path} and {seen[path.name]} share a basename"
+        seen[path.name] = path

@@ -125,3 +125,27 @@ def test_concurrent_refreshes_share_the_sandbox_environment_until_the_last_leave
     assert os.environ.get("AWS_ENDPOINT_URL") == "http://127.0.0.1:1"  # the second is still reading
     second.__exit__(None, None, None)
     assert "AWS_ENDPOINT_URL" not in os.environ  # put back as it was found
+
+
+def test_every_ec2_handler_can_read_its_resource_back():
+    """A refresh reads every resource of a stack: an EC2 handler without its
+    describe call fails the whole refresh (a dedicated tenant's default group)."""
+    from tenantctl.engines.local.handlers import HANDLERS
+    from tenantctl.engines.local.handlers.ec2 import TaggedEc2Handler
+
+    ec2 = [h for h in HANDLERS.values() if isinstance(h, TaggedEc2Handler)]
+    assert any(h.type == "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup" for h in ec2)
+    for handler in ec2:
+        for attribute in ("describe", "result_key", "id_key"):
+            assert getattr(handler, attribute, None), (handler.type, attribute)
+
+
+def test_every_handler_can_tell_its_resource_exists():
+    """The default read knows a resource by ``find``: a handler with neither
+    reads every resource of its type as deleted out of band, and every
+    re-provision (a refresh) would create it again."""
+    from tenantctl.engines.local.handlers import HANDLERS
+    from tenantctl.engines.local.handlers.base import Handler
+
+    blind = [t for t, h in HANDLERS.items() if type(h).find is Handler.find and type(h).read is Handler.read]
+    assert blind == []

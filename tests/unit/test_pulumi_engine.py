@@ -34,6 +34,7 @@ from pulumi_cli_double import (
     preview_stream,
     refresh_stream,
     refreshed,
+    replacement,
     stack_step,
     state,
     summary,
@@ -41,6 +42,7 @@ from pulumi_cli_double import (
 )
 from pulumi_cli_double import pre as pre_json
 
+from tenantctl.confirmation import Confirmation
 from tenantctl.crossguard import pack_dir
 from tenantctl.engines.base import EngineEvent, Op, PropertyDiff
 from tenantctl.engines.pulumi import cli as pulumi_cli
@@ -54,7 +56,7 @@ from tenantctl.engines.pulumi.engine import (
 )
 from tenantctl.engines.pulumi.errors import MISSING_CLI, first_line, map_error
 from tenantctl.engines.pulumi.events import SECRET_SIG, UNKNOWN, ChangeCollector, translate
-from tenantctl.errors import ApplyFailed, Conflict, InvalidInput, NotFound, TargetUnavailable
+from tenantctl.errors import ApplyFailed, Conflict, InvalidInput, NotConfirmed, NotFound, TargetUnavailable
 from tenantctl.models import TenantSpec
 from tenantctl.policy import PolicyGate, PolicyRefused, waived
 from tenantctl.stackconfig import write_tenant
@@ -557,6 +559,30 @@ def test_a_crossguard_violation_during_up_is_the_gates_refusal(project: Path, cl
     assert "during its up" in str(err.value) and "rule queue-encryption" in str(err.value)
     assert [e.message for e in seen if e.kind == "diagnostic"] == [
         f"error: policy queue-encryption: {detail}", "warning: policy tenant-tag: advisory only"]
+
+
+def test_an_up_whose_plan_replaces_waits_for_approval_and_reports_its_size(project: Path, cli: FakeCli) -> None:
+    """The approve hook sees the judged plan before `up` runs: a replacement
+    (the logical `replace` step) refused there leaves AWS untouched; the plan
+    event gives the progress display its M."""
+    steps, later = replacement("acme", QUEUE, "acme-jobs", {"name": "tenantctl-acme-jobs", "fifoQueue": False},
+                               {"name": "tenantctl-acme-jobs", "fifoQueue": True}, ["fifoQueue"])
+    stream = preview_stream("acme", [steps, planned("acme", KEY, "acme-key", {"enableKeyRotation": True}, op="same")],
+                            later=[later])
+    cli.script("preview", {"events": stream}, {"events": stream})
+    engine = engine_on(project, cli)
+    engine.approve = Confirmation(yes=False)  # no terminal to ask on
+    with pytest.raises(NotConfirmed, match="deletes or replaces 1 resource") as refused:
+        engine.up("acme")
+    assert refused.value.details == [f"replace {QUEUE} acme-jobs"] and cli.ran("up") == []
+
+    seen: list[EngineEvent] = []
+    approved: list = []
+    cli.script("up", {"events": preview_stream("acme", [])})
+    engine.approve = approved.append
+    engine.up("acme", seen.append)
+    assert [c.op for c in approved[0].changes if c.op is not Op.same] == [Op.replace]
+    assert [e.total for e in seen if e.kind == "plan"] == [1] and len(cli.ran("up")) == 1
 
 
 def test_refresh_reports_drift_from_the_result_ops_of_a_preview_only_refresh(project: Path, cli: FakeCli) -> None:

@@ -7,6 +7,7 @@ import pytest
 
 from tenantctl.engines.base import Op, PropertyDiff, ResourceChange
 from tenantctl.engines.local.handlers.base import urn_tag
+from tenantctl.errors import CHANGES_PENDING
 from tenantctl.inventory import Tagged, unknown
 from tenantctl.operations.audit import AuditReport, Finding
 from tenantctl.operations.refresh import Orphan, RefreshSummary, TenantDrift
@@ -29,8 +30,8 @@ def test_exit_codes_follow_apply_preview():
     only_orphan = TenantDrift(tenant_id="gamma", orphans=[EXTRA])
     failed = TenantDrift(tenant_id="delta", ok=False, error="read failed")
     assert refresh_summary(clean).exit_code() == 0
-    assert refresh_summary(clean, drifted).exit_code() == 2
-    assert refresh_summary(only_orphan).exit_code() == 2
+    assert refresh_summary(clean, drifted).exit_code() == CHANGES_PENDING
+    assert refresh_summary(only_orphan).exit_code() == CHANGES_PENDING
     assert refresh_summary(clean, drifted, failed).exit_code() == 1
     assert refresh_summary(clean, drifted, only_orphan).counts == {
         "tenants": 3, "drifted": 2, "failed": 0, "resources": 1, "orphans": 1}
@@ -53,7 +54,7 @@ def test_audit_markdown_and_exit_code():
                     detail="sqs tenantctl-ghost-jobs: tagged for tenant 'ghost', which no registry record names")
     report = AuditReport(seconds=0.5, records=3, stack_files=2, tagged=40, findings=[found])
     text = render("audit_report.md.j2", report=report)
-    assert report.exit_code() == 2 and report.counts["unclaimed"] == 1
+    assert report.exit_code() == CHANGES_PENDING and report.counts["unclaimed"] == 1
     assert "| unclaimed | `ghost` | `arn:aws:sqs:us-east-1:1:tenantctl-ghost-jobs` |" in text
     empty = AuditReport(seconds=0.5, records=3, stack_files=2, tagged=40)
     assert empty.exit_code() == 0 and "nothing found" in render("audit_report.md.j2", report=empty)

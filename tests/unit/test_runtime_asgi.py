@@ -185,3 +185,19 @@ def test_errors_raised_by_the_app_map_to_their_status(resolver):
     assert answer.json() == {"type": "urn:tenant-runtime:problem:invalid_request", "title": "Invalid request",
                              "status": 400, "detail": "bad cursor", "code": "invalid_request",
                              "instance": "/tenants/acme/x"}
+
+
+def test_a_waking_tenant_is_a_503_saying_when_to_retry(resolver):
+    from tenant_runtime.errors import TenantWaking
+
+    async def hibernated(request: Request):
+        raise TenantWaking("acme", "starting", retry_after=30)
+
+    app = Starlette(routes=[Route("/tenants/{tenant_id}/history", hibernated)])
+    app.add_exception_handler(TenantRuntimeError, error_handler)
+    for client in (TestClient(TenantMiddleware(app, resolver)),
+                   TestClient(TenantMiddleware(lambda scope, receive, send: hibernated(None), resolver))):
+        answer = client.get("/tenants/acme/history", headers=bearer("acme"))
+        assert answer.status_code == 503 and answer.headers["retry-after"] == "30"
+        assert answer.json()["code"] == "tenant_waking" and "starting" in answer.json()["detail"]
+        assert answer.json()["title"] == "Tenant waking from hibernation"

@@ -30,3 +30,33 @@ def test_bad_yaml_and_bad_values_are_one_line(tmp_path):
     path.write_text("config: [unclosed\n")
     with pytest.raises(InvalidInput, match="not valid YAML"):
         read_tenant(path)
+
+
+def test_an_edit_keeps_comments_order_and_keys_it_does_not_own(tmp_path):
+    write_tenant(tmp_path, TenantSpec(id="acme", tier=Tier.dedicated, owner="team-a"))
+    path = stack_file(tmp_path, "acme")
+    text = path.read_text()
+    # A reviewer's comments, a reordered block, and what `pulumi stack init` records at the top level.
+    text = text.replace("    owner: team-a\n", "    owner: team-a  # on call: #team-a\n")
+    text = text.replace("  tenantctl:tenant:\n", "  # sized for the Q3 launch\n  tenantctl:tenant:\n")
+    text = text.replace("      multi_az: false\n      deletion_protection: true\n",
+                        "      deletion_protection: true\n      multi_az: false\n")
+    text += "secretsprovider: awskms://alias/tenantctl\nencryptedkey: abc==\n"
+    path.write_text(text)
+
+    spec = TenantSpec(id="acme", tier=Tier.dedicated, owner="team-b", dedicated={"storage_gb": 50})
+    assert write_tenant(tmp_path, spec) is True
+    edited = path.read_text()
+    assert edited == (text.replace("owner: team-a  # on call", "owner: team-b  # on call")
+                      .replace("storage_gb: 20", "storage_gb: 50"))
+    assert read_tenant(path) == spec
+    assert write_tenant(tmp_path, spec) is False and path.read_text() == edited
+
+
+def test_an_edit_drops_spec_keys_the_spec_no_longer_has(tmp_path):
+    write_tenant(tmp_path, TenantSpec(id="acme", cost_centre="cc-1"))
+    path = stack_file(tmp_path, "acme")
+    path.write_text(path.read_text() + "# end of file\n")
+    write_tenant(tmp_path, TenantSpec(id="acme"))
+    assert "cost_centre" not in path.read_text() and "# end of file" in path.read_text()
+    assert read_tenant(path) == TenantSpec(id="acme")

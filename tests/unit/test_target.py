@@ -7,6 +7,7 @@ import importlib.util
 import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ import yaml
 from tenantctl import engines as engines_mod
 from tenantctl.engines import open_engine
 from tenantctl.errors import InvalidInput
-from tenantctl.project import ensure_project_file
+from tenantctl.project import Project, ensure_project_file
 from tenantctl.project import find_root as project_root
 from tenantctl.target import Target, find_config, load_target, render_config
 
@@ -135,8 +136,28 @@ def test_project_root_walks_up_else_a_new_project_in_cwd(project: Path, tmp_path
     written = yaml.safe_load((elsewhere / "Pulumi.yaml").read_text())
     assert written["stackConfigDir"] == "stacks" and written["name"] == yaml.safe_load(
         (REPO / "Pulumi.yaml").read_text())["name"]
-    assert (Path(written["main"]) / "__main__.py").is_file()  # the installed program
+    # The installed program through a relative entry point: the file works on any machine that installed tenantctl.
+    assert not Path(written["main"]).is_absolute() and str(Path.home()) not in (elsewhere / "Pulumi.yaml").read_text()
+    entry = elsewhere / written["main"] / "__main__.py"
+    assert "from infra.program import main" in entry.read_text()
+    assert Project.load(elsewhere).main == elsewhere / "tenantctl_program"
     assert project_root(elsewhere / "sub") == elsewhere.resolve()
+
+
+def test_an_absolute_program_path_written_earlier_is_made_portable_in_place(tmp_path: Path) -> None:
+    import infra
+
+    old = (f"# our tenants\nname: tenantctl\nruntime: python\nmain: {Path(infra.__file__).parent}  # machine-specific\n"
+           "stackConfigDir: stacks\nextra: kept\n")
+    (tmp_path / "Pulumi.yaml").write_text(old)
+    ensure_project_file(tmp_path)
+    text = (tmp_path / "Pulumi.yaml").read_text()
+    # ruamel keeps the comment's column when it can: the gap before it depends on the old path's length.
+    expected = old.replace(str(Path(infra.__file__).parent), "tenantctl_program/")
+    assert re.sub(r" +#", " #", text) == re.sub(r" +#", " #", expected)
+    assert (tmp_path / "tenantctl_program" / "__main__.py").is_file()
+    ensure_project_file(tmp_path)  # idempotent
+    assert (tmp_path / "Pulumi.yaml").read_text() == text
 
 
 def test_aws_target_opens_the_pulumi_engine_and_never_the_local_one(project: Path, monkeypatch) -> None:

@@ -74,7 +74,7 @@ def verify_provisioned(ws: Any, record: Any) -> Any:
     operator's machine) are noted in ``last_error`` but do not fail the provision."""
     report = check_tenant(ws, record.tenant_id, record)
     if report.failed:
-        raise PolicyViolation(report.summary())
+        raise PolicyViolation(report.summary(), rule=", ".join(f"{c.area}/{c.name}" for c in report.failed))
     if report.errors:
         return ws.registry.release(record, error=report.summary())
     return record

@@ -41,6 +41,7 @@ from urllib.parse import unquote
 from tenantctl import naming
 from tenantctl.checks import iam_eval
 from tenantctl.checks.results import CheckResult, run_each
+from tenantctl.models import TenantStatus
 from tenantctl.policy import (
     MAX_ROTATION_DAYS,
     MIN_BACKUP_RETENTION_DAYS,
@@ -291,8 +292,10 @@ class _AwsChecks:
         caller = runtime or ""
         if ":role/" in caller:
             caller = f"arn:aws:sts::{caller.split(':')[4]}:assumed-role/{caller.rsplit('/', 1)[-1]}/tenant-{self.tid}"
+        # A suspended tenant's role may not be assumed at all (no session is renewed).
+        suspended = self.record.status is TenantStatus.suspended
         probes = [
-            (f"{SESSION_TAG}={self.tid}", iam_eval.assume_role(role, caller, {SESSION_TAG: self.tid}), True),
+            (f"{SESSION_TAG}={self.tid}", iam_eval.assume_role(role, caller, {SESSION_TAG: self.tid}), not suspended),
             ("another principal of the account",
              iam_eval.assume_role(role, f"arn:aws:iam::{account}:user/intruder", {SESSION_TAG: self.tid}), False),
             ("no session tag", iam_eval.assume_role(role, caller), False),
@@ -304,6 +307,8 @@ class _AwsChecks:
         for what, requests, expected in probes:
             if iam_eval.allows_all([doc], requests) != expected:
                 problems.append(f"assume with {what} is {'denied' if expected else 'allowed'}")
+        if suspended:
+            return not problems, "; ".join(problems) or "suspended: nobody may assume it"
         return not problems, "; ".join(problems) or f"only {runtime}, only with {SESSION_TAG}={self.tid}"
 
     def _role_policies(self) -> list[dict]:

@@ -47,6 +47,13 @@ CANARIES: dict[str, tuple[str, tuple]] = {
     "conversations": ("(conversation_id) VALUES (%s)", ("{id}",)),
     "messages": ("(conversation_id, role, content) VALUES (%s, 'system', '\\x00'::bytea)", ("{id}",)),
     "context_items": ("(item_id, kind, content) VALUES (%s, 'tenantctl-check', '\\x00'::bytea)", ("{id}",)),
+    "documents": ("(doc_id, content, key_version) VALUES (%s, '\\x00'::bytea, 1)", ("{id}",)),
+    # A version no real key has (versions start at 1): the check never shadows one.
+    "search_keys": ("(version, sealed) VALUES (2147483647, '\\x00'::bytea)", ()),
+    "search_postings": ("(key_version, term, doc_id, tf) VALUES (1, decode(md5(%s), 'hex'), %s, 1)",
+                        ("{id}", "{id}")),
+    "search_vocab": ("(key_version, gram, term) VALUES (1, decode(md5(%s), 'hex'), decode(md5(%s), 'hex'))",
+                     ("{id}", "{id}")),
 }
 
 

@@ -6,7 +6,10 @@ module level, so `--help`, `list` and `status` stay fast.
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
@@ -17,64 +20,118 @@ from tenantctl.cli import (
     check_cmd,
     dev_cmd,
     drill_cmd,
+    move_cmd,
     platform_cmd,
     refresh_cmd,
     sandbox_cmd,
+    search_cmd,
     setup_cmd,
+    suspend_cmd,
     target_cmd,
     tenant_cmd,
     token_cmd,
     usage_cmd,
 )
-from tenantctl.errors import TenantctlError
+from tenantctl.errors import USAGE_ERROR, NotConfirmed, TenantctlError
 
 app = typer.Typer(
     name="tenantctl",
-    help="Provision, operate and verify isolated tenants of a multi-tenant SaaS on AWS.",
+    help="Provision, operate and verify isolated tenants of a multi-tenant SaaS on AWS.\n\n"
+         "Works from anywhere inside the project (the directory holding Pulumi.yaml); every command takes "
+         "--json. Exit codes: README.md, \"Exit codes\".",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: rich's option panels print `<bool>` after every flag and cut
+    # long option names to fit 80 columns.
+    rich_markup_mode=None,
 )
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from tenantctl import __version__
+
+        typer.echo(f"tenantctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    cwd: Annotated[Optional[Path], typer.Option(
+        "-C", "--cwd", metavar="DIR", exists=True, file_okay=False, resolve_path=True,
+        help="Run as if started in DIR (like `pulumi -C`, `terraform -chdir`): the project (the nearest "
+             "Pulumi.yaml), its stacks/ and its sandbox are found from there.")] = None,
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_show_version,
+                                          help="Print tenantctl's version and exit.")] = False,
+) -> None:
+    if cwd is not None:
+        os.chdir(cwd)
+
+
 # Top-level commands merge into the root app, groups keep their names; --help lists them in this order.
-for _module in (tenant_cmd, check_cmd, apply_cmd, refresh_cmd, audit_cmd, cell_cmd, platform_cmd, sandbox_cmd,
-                usage_cmd, drill_cmd, token_cmd, dev_cmd, target_cmd, setup_cmd):
+for _module in (tenant_cmd, suspend_cmd, move_cmd, check_cmd, apply_cmd, refresh_cmd, audit_cmd, cell_cmd,
+                platform_cmd, sandbox_cmd, usage_cmd, drill_cmd, search_cmd, token_cmd, dev_cmd, target_cmd, setup_cmd):
     app.add_typer(_module.app)
 
 
+def _fail(code: int, message: str, rule: str | None, json_mode: bool, details: list[str] | None = None) -> None:
+    """One line on stderr (and the details under it); with --json also the
+    error as an object on stdout, so scripts read ``error.code`` instead of
+    parsing text."""
+    from tenantctl.cli.output import err_console, error, print_json
+
+    if json_mode:
+        print_json({"error": {"code": code, "message": message, "rule": rule, "details": details or []}})
+    error(message)
+    for line in details or []:
+        err_console.print(f"  - {line}", markup=False, highlight=False)
+    sys.exit(code)
+
+
+def _notes_on_stderr() -> None:
+    """What operations report without failing (a dead run's lock cleared, ...)
+    goes to stderr as `note: ...` lines."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("note: %(message)s"))
+    logger = logging.getLogger("tenantctl")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def main() -> None:
+    from tenantctl.errors import interrupt_on_sigterm, terminated
+
+    json_mode = "--json" in sys.argv[1:]
+    interrupt_on_sigterm()
+    _notes_on_stderr()
     try:
         # standalone_mode=False hands typer.Exit codes back instead of exiting.
-        rc = app(standalone_mode=False)
-        if isinstance(rc, int) and rc:
-            sys.exit(rc)
+        rc = app(prog_name="tenantctl", standalone_mode=False)
     except TenantctlError as exc:
-        from tenantctl.cli.output import error
+        _fail(exc.exit_code, str(exc), exc.rule, json_mode, exc.details)
+    except typer.Abort:  # a prompt's input ended (EOF) before an answer
+        _fail(NotConfirmed.exit_code, "aborted: nothing was changed", None, json_mode)
+    except typer.TyperException as exc:  # usage errors (typer's own click): exit 2, as documented
+        code = getattr(exc, "exit_code", USAGE_ERROR) or USAGE_ERROR
+        if json_mode:
+            _fail(code, exc.format_message(), None, json_mode)
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        else:
+            from tenantctl.cli.output import error
 
-        error(str(exc))
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        from tenantctl.cli.output import error
-
-        error("aborted")
-        sys.exit(1)
-    except KeyboardInterrupt:
-        from tenantctl.cli.output import error
-
-        error("interrupted")
-        sys.exit(130)
+            error(exc.format_message())
+        sys.exit(code)
     except SystemExit:
         raise
-    except Exception as exc:  # click usage errors and the unexpected
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        from tenantctl.cli.output import error
-
-        error(f"unexpected {type(exc).__name__}: {exc}")
-        sys.exit(1)
+    except Exception as exc:
+        _fail(1, f"unexpected {type(exc).__name__}: {exc}", None, json_mode)
+    else:
+        if rc == 130:  # typer turns Ctrl-C (and SIGTERM, see interrupt_on_sigterm) into Exit(130)
+            _fail(128 + terminated() if terminated() else 130, "interrupted", None, json_mode)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)

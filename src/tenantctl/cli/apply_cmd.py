@@ -34,7 +34,8 @@ def _details(result: TenantResult, preview: bool) -> None:
 @contextmanager
 def _progress(preview: bool) -> Iterator[tuple[Callable, Callable]]:
     """Per-tenant progress on stderr: the plan, then one line per finished
-    tenant. stdout stays for the summary (and --json)."""
+    tenant, each stamped with the time since the start. stdout stays for the
+    summary (and --json)."""
     from rich.markup import escape
 
     from tenantctl.cli.progress import fleet_progress
@@ -59,14 +60,16 @@ def _progress(preview: bool) -> Iterator[tuple[Callable, Callable]]:
 def apply(
     preview: Annotated[bool, typer.Option(
         "--preview", help="Plan only, with each resource's step and changed properties. Exit 0: no changes, "
-        "2: changes pending, 1: error (including what the run would refuse).")] = False,
+        "12: changes pending, 1: error (including what the run would refuse).")] = False,
     refresh: Annotated[bool, typer.Option(
         "--refresh", help="Read every tenant's live resources instead of trusting the fingerprint: drifted "
         "tenants are repaired (resources reset or created again, orphan resources removed).")] = False,
     prune: Annotated[bool, typer.Option(
-        "--prune", help="Deprovision tenants in the registry but not in stacks/ (only with --yes; without it "
-        "they are listed).")] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Confirm --prune.")] = False,
+        "--prune", help="Deprovision tenants in the registry but not in stacks/ (asked first on a terminal; "
+                        "elsewhere only with --yes).")] = False,
+    yes: Annotated[bool, typer.Option(
+        "--yes", "-y", help="Go ahead with what deletes: --prune's deprovisions, and tenant updates whose plan "
+                            "deletes or replaces resources (without it such a tenant is refused).")] = False,
     parallel: Annotated[int, typer.Option(help="Tenants applied at once (each in a process of its own).")] = 4,
     shard: Annotated[Optional[str], typer.Option(
         help="I/N: only this runner's deterministic share of tenants.")] = None,
@@ -87,20 +90,30 @@ def apply(
     bucket or secret is called out. Unchanged tenants are skipped by their
     fingerprint; --refresh reads them live instead and repairs the drifted ones.
 
-    Exit codes: 0 all applied (or, with --preview, nothing pending); 2 changes pending
+    Exit codes: 0 all applied (or, with --preview, nothing pending); 12 changes pending
     (--preview); 1 at least one tenant failed, or would be refused (the summary says
-    which and why). Progress goes to stderr, the summary to stdout.
+    which and why); 13 not confirmed; 2 a usage error. Progress goes to stderr, the
+    summary to stdout.
     """
+    from tenantctl.cli.confirm import confirmation
     from tenantctl.operations.apply import Action
     from tenantctl.operations.apply import apply as run
     from tenantctl.templates import render
     from tenantctl.workspace import Workspace
 
-    # --prune alone lists the orphans it would remove; --preview --prune shows them as pending.
-    remove = prune and (yes or preview)
+    confirm = confirmation(yes)
+
+    def confirm_prunes(results) -> None:
+        # Before anything runs: the orphans --prune would deprovision (a preview only shows them).
+        doomed = [r.tenant_id for r in results if r.action is Action.prune]
+        if doomed and not preview:
+            confirm.check(f"apply --prune: deprovision {len(doomed)} tenant(s) missing from stacks/ "
+                          "(final backup, keys scheduled for deletion, tombstones kept)", doomed)
+
     with _progress(preview) as (on_plan, on_result):
-        summary = run(Workspace(), preview=preview, prune=remove, parallel=parallel, shard=shard,
-                      match=match or (), cell=cell, refresh=refresh, on_plan=on_plan, on_result=on_result)
+        summary = run(Workspace(), preview=preview, prune=prune, parallel=parallel, shard=shard,
+                      match=match or (), cell=cell, refresh=refresh, yes=yes,
+                      on_plan=lambda r: (on_plan(r), confirm_prunes(r)), on_result=on_result)
     if markdown:
         markdown.write_text(render("apply_summary.md.j2", summary=summary))
     if json_out:
@@ -119,7 +132,7 @@ def apply(
     orphans = summary.orphans
     if orphans:
         names = ", ".join(r.tenant_id for r in orphans)
-        hint = "pass --yes to deprovision them" if prune else "`--prune --yes` deprovisions them"
+        hint = "`--prune` deprovisions them"
         err_console.print(f"[yellow]{len(orphans)} orphan(s)[/] (in the registry, not in stacks/): {names}; {hint}",
                           highlight=False)
     raise typer.Exit(summary.exit_code())

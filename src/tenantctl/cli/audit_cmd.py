@@ -24,7 +24,7 @@ def audit(
     that no record claims, stack files of tombstoned tenants, ids that break
     the naming rules.
 
-    Exit codes: 0 nothing found, 2 findings, 1 error.
+    Exit codes: 0 nothing found, 12 findings, 1 error, 2 a usage error.
     """
     from tenantctl.operations.audit import audit as run
     from tenantctl.templates import render

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from tenantctl.cli import output
-from tenantctl.cli.options import JsonFlag
+from tenantctl.cli.options import JsonFlag, YesFlag
 from tenantctl.cli.output import changes_summary, console, print_json, table
 from tenantctl.models import Tier
 
@@ -49,6 +49,7 @@ def add(
     vpc_cidr: Annotated[Optional[str], typer.Option(help="The cell's VPC CIDR.")] = None,
     db_instance_class: Annotated[Optional[str], typer.Option(help="Its shared RDS instance class.")] = None,
     owner: Annotated[Optional[str], typer.Option(help="Owner tag of its shared resources.")] = None,
+    yes: YesFlag = False,
     json_out: JsonFlag = False,
 ) -> None:
     """Add a cell (or apply changed options to one): write stacks/Pulumi.cell-NAME.yaml and apply it.
@@ -57,14 +58,18 @@ def add(
     With --account-role the cell lives in another account, reached by assuming
     that role (which must exist there and trust the operator). Placement never
     adds cells by itself: when a region is full, provisioning says so (exit 11)."""
+    from tenantctl.cli.confirm import confirmation
     from tenantctl.cli.progress import engine_progress
     from tenantctl.operations.cell import add as run
     from tenantctl.workspace import Workspace
 
     options = {"region": region, "account_role_arn": account_role, "tiers": tier, "max_pooled_tenants": max_pooled,
                "vpc_cidr": vpc_cidr, "db_instance_class": db_instance_class, "owner": owner}
-    with engine_progress(f"applying cell {name}", quiet=json_out) as on_event:
-        info, result = run(Workspace(), name, options, on_event=on_event)
+    ws = Workspace()
+    with engine_progress(f"applying cell {name}") as view:
+        # A changed option that replaces a shared resource is asked about first, as `platform up` does.
+        ws.approve = confirmation(yes, view)
+        info, result = run(ws, name, options, on_event=view)
     if json_out:
         print_json({"cell": info, "changes": result.changes.summary()})
         return

@@ -68,10 +68,14 @@ def backup(
     Pooled: pg_dump of its schema; dedicated: an RDS snapshot (a logical dump on
     the sandbox). The manifest (row counts, checksums, objects, registry record)
     goes to <prefix>backups/<backup-id>/ next to the encrypted dump."""
+    from tenantctl.cli.progress import engine_progress
     from tenantctl.drills.backup import backup as run
+    from tenantctl.engines.base import phase
 
     _, record, ctx = _session(tenant_id)
-    manifest = run(ctx, record)
+    with engine_progress(f"backing up {tenant_id}") as on_event:
+        phase(on_event, tenant_id, "dumping, encrypting and uploading")
+        manifest = run(ctx, record)
     if json_out:
         print_json(manifest.model_dump(mode="json", exclude={"record"}))
         return
@@ -88,8 +92,9 @@ def restore(
     backup_id: Annotated[str, typer.Option("--backup", help="Backup id, or 'latest'.")] = "latest",
     target: Annotated[Target, typer.Option(
         help="scratch (a new database + prefix) or in-place (the live tenant).")] = Target.scratch,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Required for --target in-place.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="With --target in-place --yes: restore over a "
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="--target in-place without asking (asked on a "
+                                                          "terminal, refused elsewhere).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="With --target in-place: restore over a "
                                             "tenant whose tables hold rows, after backing it up.")] = False,
     clean: Annotated[bool, typer.Option("--clean/--keep", help="Remove the scratch target after verifying.")] = False,
     markdown: MarkdownOut = None,
@@ -97,33 +102,44 @@ def restore(
 ) -> None:
     """Restore a backup and verify it against its manifest (row counts, checksums, objects).
 
-    The live tenant is never touched unless --target in-place --yes, and then
-    only when its tables hold no rows (else exit 5, a conflict: nothing is
-    recorded) or with --overwrite, which first backs the live tenant up
-    (reason before-overwrite, its id in the report's notes). A tenant
-    deprovisioned within its retention window is brought back in place:
-    re-provisioned (new KMS key), restored, verified, its data re-keyed, its
-    record active again. Exit 9 when the verification fails, 10 when the tenant
-    key is unusable."""
+    The live tenant is never touched unless --target in-place is confirmed
+    (--yes, or a yes on a terminal), and then only when its tables hold no rows
+    (else exit 5, a conflict: nothing is recorded) or with --overwrite, which
+    first backs the live tenant up (reason before-overwrite, its id in the
+    report's notes). A tenant deprovisioned within its retention window is
+    brought back in place: re-provisioned (new KMS key), restored, verified,
+    its data re-keyed, its record active again. Exit 9 when the verification
+    fails, 10 when the tenant key is unusable, 13 when not confirmed."""
     from functools import partial
 
+    from tenantctl.cli.confirm import confirmation
+    from tenantctl.cli.progress import engine_progress
     from tenantctl.drills.restore import restore_backup
     from tenantctl.drills.run import drill, exit_code
     from tenantctl.errors import InvalidInput
     from tenantctl.models import TenantStatus
 
-    if target is Target.in_place and not yes:
-        raise InvalidInput("--target in-place overwrites the live tenant: pass --yes to confirm")
     if overwrite and target is not Target.in_place:
         raise InvalidInput("--overwrite applies to --target in-place only (a scratch target is always new)")
     ws, record, ctx = _session(tenant_id)
     restorer = restore_backup
-    if target is Target.in_place and record.status is TenantStatus.deprovisioned:
+    tombstone = record.status is TenantStatus.deprovisioned
+    if target is Target.in_place:
+        what = (f"re-provision the deprovisioned tenant {tenant_id} (new KMS key) and restore backup {backup_id} "
+                "into it" if tombstone else f"restore backup {backup_id} into the live tenant {tenant_id}")
+        rows = ("its tables' rows are backed up first, then replaced (--overwrite)" if overwrite
+                else "refused when its tables hold rows")
+        confirmation(yes).check(f"drill restore --target in-place: {what}",
+                                [f"the database of {tenant_id} is replaced by the backup's ({rows})",
+                                 "the backup's objects are copied back under the tenant's prefix"])
+        yes = True
+    if target is Target.in_place and tombstone:
         from tenantctl.operations.revive import revive
 
         restorer = partial(revive, ws)  # a tombstone comes back by being provisioned again
-    report = drill(ctx, record, backup_id=backup_id, target=target, yes=yes, clean=clean, kind="restore",
-                   restorer=restorer, overwrite=overwrite)
+    with engine_progress(f"restoring {tenant_id}") as on_event:
+        report = drill(ctx, record, backup_id=backup_id, target=target, yes=yes, clean=clean, kind="restore",
+                       restorer=restorer, overwrite=overwrite, on_event=on_event)
     if json_out:
         print_json(report)
     _show(report, markdown, json_out)
@@ -149,6 +165,7 @@ def run(
     unusable tenant key, 5 when a drill could not run (a conflict: with --all
     the others still run)."""
     from tenantctl.cli.output import error
+    from tenantctl.cli.progress import engine_progress
     from tenantctl.drills.run import drill, exit_code
     from tenantctl.errors import Conflict, InvalidInput
     from tenantctl.models import TenantStatus
@@ -166,8 +183,9 @@ def run(
     reports, conflicts = [], 0
     for record in records:
         try:
-            report = drill(context_from_workspace(ws, record), record, backup_id=backup_id, max_rto=max_rto,
-                           max_rpo=max_rpo)
+            with engine_progress(f"drilling {record.tenant_id}") as on_event:
+                report = drill(context_from_workspace(ws, record), record, backup_id=backup_id, max_rto=max_rto,
+                               max_rpo=max_rpo, on_event=on_event)
         except Conflict as exc:
             if not all_tenants:
                 raise

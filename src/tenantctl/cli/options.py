@@ -7,6 +7,9 @@ from typing import Annotated, Any, Optional
 import typer
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+YesFlag = Annotated[bool, typer.Option(
+    "--yes", "-y", help="Go ahead with what deletes or replaces without asking (without it: listed and asked on a "
+                        "terminal, refused elsewhere with exit 13).")]
 
 
 def tenant_argument(help: str, *, existing: bool = True) -> Any:

@@ -13,6 +13,10 @@ from rich.table import Table
 
 console = Console(emoji=False)
 err_console = Console(stderr=True, emoji=False)
+for _console in (console, err_console):
+    # Off a terminal rich would wrap every line at 80 columns, splitting ids,
+    # cursors and paths a script or a person copies: lines stay whole there.
+    _console.soft_wrap = not _console.is_terminal
 
 
 def to_jsonable(data: Any) -> Any:
@@ -31,11 +35,19 @@ def print_json(data: Any) -> None:
 
 
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """A table of ``rows`` (cells may hold rich markup). On a terminal, boxed,
+    its cells folded onto more lines when the screen is narrow, never cut;
+    elsewhere (a pipe, a CI log) plain: the title, then one line per row,
+    columns padded to their widest cell, whatever the width."""
+    cells = [["" if v is None else str(v) for v in r] for r in rows]
+    if not console.is_terminal:
+        _plain_table(title, columns, cells)
+        return
     t = Table(title=title, title_justify="left")
     for c in columns:
-        t.add_column(c)
-    for r in rows:
-        t.add_row(*("" if v is None else str(v) for v in r))
+        t.add_column(c, overflow="fold")
+    for r in cells:
+        t.add_row(*r)
     console.print(t)
 
 
@@ -45,6 +57,24 @@ def show(data: Any, title: str, rows: Iterable[Sequence[Any]], json_out: bool) -
         print_json(data)
     else:
         table(title, ["field", "value"], rows)
+
+
+def _plain(cell: str) -> str:
+    from rich.errors import MarkupError
+    from rich.text import Text
+
+    try:
+        return Text.from_markup(cell).plain
+    except MarkupError:
+        return cell
+
+
+def _plain_table(title: str, columns: Sequence[str], rows: list[list[str]]) -> None:
+    lines = [list(columns)] + [[_plain(c) for c in r] for r in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(columns))]
+    out = [title] + ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines]
+    sys.stdout.write("\n".join(out) + "\n\n")
+    sys.stdout.flush()
 
 
 def error(message: str) -> None:

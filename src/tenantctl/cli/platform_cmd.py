@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from tenantctl.cli.options import JsonFlag
+from tenantctl.cli.options import JsonFlag, YesFlag
 from tenantctl.cli.output import changes_summary, changes_table, console, print_json, table
 
 app = typer.Typer(name="platform", no_args_is_help=True,
@@ -32,38 +32,43 @@ def preview(
     region: Annotated[Optional[str], typer.Option(help="AWS region of the platform (new stack file only).")] = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """What `platform up` would change. Exit 0: nothing; 2: changes pending."""
+    """What `platform up` would change. Exit 0: nothing; 12: changes pending."""
     from tenantctl.cli.progress import engine_progress
+    from tenantctl.errors import CHANGES_PENDING
     from tenantctl.naming import PLATFORM_STACK
     from tenantctl.workspace import Workspace
 
     ws = Workspace()
     _ensure_stack_file(ws, region, None)
-    with engine_progress("previewing platform", quiet=json_out) as on_event:
+    with engine_progress("previewing platform") as on_event:
         changes = ws.engine.preview(PLATFORM_STACK, on_event=on_event)
     if json_out:
         print_json({"changes": changes.summary()})
     else:
         console.print(f"platform: {changes_summary(changes)}")
         changes_table("platform changes", changes)
-    raise typer.Exit(2 if changes.has_changes else 0)
+    raise typer.Exit(CHANGES_PENDING if changes.has_changes else 0)
 
 
 @app.command("up")
 def up(
     region: Annotated[Optional[str], typer.Option(help="AWS region of the platform (writes the stack file).")] = None,
     owner: Annotated[Optional[str], typer.Option(help="Owner tag of the shared resources.")] = None,
+    yes: YesFlag = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """Create or update the platform stack (idempotent)."""
+    """Create or update the platform stack (idempotent). A plan that deletes or
+    replaces a shared resource is listed and asked about first."""
+    from tenantctl.cli.confirm import confirmation
     from tenantctl.cli.progress import engine_progress
     from tenantctl.naming import DEFAULT_CELL
     from tenantctl.workspace import Workspace
 
     ws = Workspace()
     _ensure_stack_file(ws, region, owner)
-    with engine_progress("applying platform", quiet=json_out) as on_event:
-        result = ws.up_cell(DEFAULT_CELL, on_event)
+    with engine_progress("applying platform") as view:
+        ws.approve = confirmation(yes, view)
+        result = ws.up_cell(DEFAULT_CELL, on_event=view)
     if json_out:
         print_json({"changes": result.changes.summary(), "outputs": result.outputs})
         return

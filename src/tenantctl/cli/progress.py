@@ -1,57 +1,123 @@
-"""Progress for people on stderr (so --json stdout stays clean): engine events
-as a live line, and fleet runs (apply, refresh) as a line per tenant."""
+"""Progress of long commands on stderr (stdout stays for the result and --json).
+
+Off a terminal (CI logs, `2>file`) each phase of the operation is one line
+with the time since the command started, so a job never looks hung; on a
+terminal the same lines scroll above a live view of the current phase: the
+resource being changed and "N of M resources" once the engine's plan is known.
+Fleet runs (apply, refresh) print a plan line, then a stamped line per tenant.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, ProgressColumn, SpinnerColumn, Task, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from tenantctl.cli.output import err_console
-from tenantctl.engines.base import EngineEvent, EventSink
+from tenantctl.engines.base import EngineEvent
+
+
+def elapsed(started: float) -> str:
+    """What every progress line starts with: the seconds since ``started`` (the command's start)."""
+    return f"[{time.monotonic() - started:6.1f}s]"
+
+
+class _Resources(ProgressColumn):
+    """'N of M resources' once the plan gave M; nothing before."""
+
+    def render(self, task: Task) -> Text:
+        if task.total is None:
+            return Text("")
+        return Text(f"{int(task.completed)} of {int(task.total)} resources", style="progress.download")
+
+
+class ProgressView:
+    """An EventSink drawing engine and operation events for ``title`` (e.g.
+    "provisioning acme"); ``pause()`` stops the live view while a prompt waits."""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        self.started = time.monotonic()
+        self.live: Progress | None = None
+        self.task = None
+        if err_console.is_terminal:
+            self.live = Progress(SpinnerColumn(), TextColumn("{task.description}"), _Resources(),
+                                 TimeElapsedColumn(), console=err_console, transient=True)
+            self.task = self.live.add_task(title, total=None)
+
+    def line(self, text: str) -> None:
+        """One line, stamped with the time since the command started."""
+        err_console.print(f"{elapsed(self.started)} {self.title}: {text}", highlight=False, markup=False)
+
+    def __call__(self, event: EngineEvent) -> None:
+        if event.kind == "phase":
+            self.line(event.message)
+            self._update(description=f"{self.title}: {event.message}", total=None, completed=0)
+        elif event.kind == "plan":
+            self.line(f"{event.stack}: {event.total} resource(s) to change")
+            self._update(total=event.total or None, completed=0)
+        elif event.kind == "summary":
+            self.line(f"{event.stack}: {event.message}")
+        elif event.kind == "diagnostic" and event.message:
+            self.line(f"{event.stack}: {event.message}")
+        elif event.kind == "resource-done":
+            self._update(advance=1)
+        elif event.kind == "resource-pre":
+            op = event.op.value if event.op else ""
+            self._update(description=f"{self.title} [{event.stack}]: {op} {event.type} {event.name}")
+
+    def _update(self, **changes) -> None:
+        if self.live is not None:
+            self.live.update(self.task, **changes)
+
+    def start(self) -> None:
+        if self.live is not None:
+            self.live.start()
+
+    def stop(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+    @contextmanager
+    def pause(self) -> Iterator[None]:
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()
 
 
 @contextmanager
-def engine_progress(title: str, quiet: bool = False) -> Iterator[EventSink]:
-    if quiet or not err_console.is_terminal:
-        lines: list[str] = []
-
-        def plain(event: EngineEvent) -> None:
-            if event.kind == "diagnostic" and event.message:
-                lines.append(event.message)
-
-        yield plain
-        return
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=err_console, transient=True) as progress:
-        task = progress.add_task(title, total=None)
-        done = 0
-
-        def draw(event: EngineEvent) -> None:
-            nonlocal done
-            if event.kind == "resource-done":
-                done += 1
-            if event.kind in ("resource-pre", "resource-done"):
-                op = event.op.value if event.op else ""
-                progress.update(task, description=f"{title} [{event.stack}] {done} done · "
-                                                  f"{op} {event.type} {event.name}")
-
-        yield draw
+def engine_progress(title: str) -> Iterator[ProgressView]:
+    """A ProgressView for the block (an EventSink to hand to operations and
+    engines); a last line says how long the whole thing took."""
+    view = ProgressView(title)
+    view.start()
+    try:
+        yield view
+    finally:
+        view.stop()
+    view.line("done")
 
 
 class FleetProgress:
     """Progress over many tenants on stderr: a plan line, then one line per
-    finished tenant (a live bar as well when stderr is a terminal)."""
+    finished tenant, each stamped with the time since the start (a live bar
+    as well when stderr is a terminal)."""
 
     def __init__(self, verb: str) -> None:
         self.verb, self.done_count, self.total = verb, 0, 0
+        self.started = time.monotonic()
         self._bar: Progress | None = None
         self._task = None
 
     def plan(self, total: int, text: str) -> None:
         self.total = total
-        err_console.print(f"plan: {text}" + (f"; {self.verb} {total} tenant(s)" if total else ""), highlight=False)
+        more = f"; {self.verb} {total} tenant(s)" if total else ""
+        err_console.print(f"{elapsed(self.started)} plan: {text}{more}", highlight=False)
         if total and err_console.is_terminal:
             from rich.progress import BarColumn, MofNCompleteColumn
 
@@ -63,7 +129,7 @@ class FleetProgress:
     def done(self, line: str) -> None:
         """One finished tenant; ``line`` is rich markup."""
         self.done_count += 1
-        err_console.print(f"[{self.done_count}/{self.total}] {line}", highlight=False)
+        err_console.print(f"{elapsed(self.started)} \\[{self.done_count}/{self.total}] {line}", highlight=False)
         if self._bar is not None:
             self._bar.advance(self._task)
 

@@ -28,7 +28,7 @@ def refresh(
     and orphan resources (tagged as the tenant's, unknown to its state).
     `apply --refresh` or `provision ID` repairs.
 
-    Exit codes: 0 no drift, 2 drift found, 1 a tenant could not be refreshed
+    Exit codes: 0 no drift, 12 drift found, 1 a tenant could not be refreshed
     (the same convention as `apply --preview`).
     """
     from rich.markup import escape

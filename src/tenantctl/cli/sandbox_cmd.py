@@ -20,17 +20,18 @@ app = typer.Typer(name="sandbox", no_args_is_help=True,
 
 StateDir = Annotated[
     Optional[Path],
-    typer.Option("--state-dir", help="Sandbox state directory (default: target config, $TENANTCTL_SANDBOX_DIR, "
-                                     "$TENANTCTL_HOME, else .tenantctl/ here)."),
+    typer.Option("--state-dir", help="Sandbox state directory (default: $TENANTCTL_SANDBOX_DIR, target config, "
+                                     "$TENANTCTL_HOME, else .tenantctl/ in the project directory)."),
 ]
 
 
 def _sandbox(state_dir: Path | None) -> Sandbox:
-    from tenantctl.sandbox import Sandbox
+    from tenantctl.project import find_root
+    from tenantctl.sandbox import Sandbox, resolve_state_dir
     from tenantctl.target import load_target
 
-    # Same directory `provision` uses when no flag is given: the target's sandbox.state_dir.
-    return Sandbox(state_dir or load_target().sandbox.state_dir)
+    # Same directory `provision` uses when no flag is given (Workspace.sandbox).
+    return Sandbox(resolve_state_dir(state_dir or load_target().sandbox.state_dir, find_root()))
 
 
 def _print_endpoints(endpoints: SandboxEndpoints) -> None:

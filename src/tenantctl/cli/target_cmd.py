@@ -26,6 +26,10 @@ def show(json_out: JsonFlag = False) -> None:
     config = find_config()
     root = find_root()
     details = {"config_file": str(config) if config else None, "project_dir": str(root)}
+    if target.kind == "sandbox":
+        from tenantctl.sandbox import resolve_state_dir
+
+        details["sandbox_dir"] = str(resolve_state_dir(target.sandbox.state_dir, root))
     if target.kind == "aws":
         project = Project.load(root).name
         details |= {"backend": backend_kind(target.aws.backend_url),

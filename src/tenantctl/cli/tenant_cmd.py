@@ -6,12 +6,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from tenantctl.cli.options import JsonFlag, tenant_argument
+from tenantctl.cli.options import JsonFlag, YesFlag, tenant_argument
 from tenantctl.cli.output import (
     changes_summary,
     changes_table,
     console,
-    err_console,
     orphan_lines,
     print_json,
     show,
@@ -38,12 +37,20 @@ def _record_rows(record: TenantRecord) -> list[tuple[str, str]]:
                  ("store", f"{store.endpoint}:{store.port}/{store.database} schema {store.schema_name}")]
     if record.retain_until:
         rows.append(("retained until", f"{record.retain_until:%Y-%m-%d}"))
+    if record.hibernation:
+        rows.append(("hibernation", f"database instance {record.hibernation.db_instance} stopped since "
+                                    f"{record.hibernation.since:%Y-%m-%d %H:%M:%S}Z (woken by the next request)"))
     if record.lock:
         from tenantctl.registry import lock_holder
 
         dead = " (that run is no longer running)" if lock_holder(record.lock) in ("gone", "reused") else ""
         rows.append(("lock", f"{record.lock.operation} by {record.lock.owner}@{record.lock.host} pid {record.lock.pid} "
                              f"since {record.lock.acquired_at:%Y-%m-%d %H:%M:%S}Z{dead}"))
+    if record.move:
+        mv = record.move
+        window = f", rollback window until {mv.window_ends_at:%Y-%m-%d %H:%M}Z" if mv.window_ends_at else ""
+        rows.append(("move", f"{mv.from_tier.value} -> {mv.to_tier.value}: {mv.phase.value} "
+                             f"since {mv.phase_at:%Y-%m-%d %H:%M:%S}Z{window}"))
     if record.last_error:
         rows.append(("last error", record.last_error))
     return rows
@@ -72,19 +79,24 @@ def provision(
     multi_az: Annotated[Optional[bool], typer.Option("--multi-az/--single-az",
                                                      help="Dedicated: Multi-AZ RDS.")] = None,
     preview: Annotated[bool, typer.Option("--preview", help="Show each resource's step and changed properties; "
-                                          "change nothing. Exit 0: no changes, 2: changes pending.")] = False,
+                                          "change nothing. Exit 0: no changes, 12: changes pending.")] = False,
+    yes: YesFlag = False,
     json_out: JsonFlag = False,
 ) -> None:
     """Provision a tenant, or update it to the given options (idempotent).
 
     Places a new tenant in a cell of its region (tier, room, not draining; exit
-    11 when the region is full), writes stacks/Pulumi.<ID>.yaml, applies it and
-    records the tenant in the registry. An existing tenant stays in its cell and
-    is repaired on the way: resources changed out of band are reset, deleted
-    ones created again, orphan resources removed; the output says what was
-    repaired. --preview shows all of it, refusing what the run would refuse
-    (with the run's exit code).
+    11 when the region is full), writes stacks/Pulumi.<ID>.yaml (an existing
+    file is edited in place: its comments stay), applies it and records the
+    tenant in the registry. An existing tenant stays in its cell and is
+    repaired on the way: resources changed out of band are reset, deleted ones
+    created again, orphan resources removed; the output says what was repaired.
+    When the plan would delete or replace a resource (or remove orphans), it is
+    listed and asked about first (--yes to go ahead without asking; refused
+    without a terminal). --preview shows all of it, refusing what the run would
+    refuse (with the run's exit code).
     """
+    from tenantctl.cli.confirm import confirmation
     from tenantctl.cli.progress import engine_progress
     from tenantctl.operations.provision import merge_options
     from tenantctl.operations.provision import preview as plan
@@ -103,8 +115,9 @@ def provision(
     if preview:
         _preview(tenant_id, plan(ws, spec), json_out)
         return
-    with engine_progress(f"provisioning {tenant_id}", quiet=json_out) as on_event:
-        record, result = run(ws, spec, on_event=on_event)
+    with engine_progress(f"provisioning {tenant_id}") as view:
+        ws.approve = confirmation(yes, view)
+        record, result = run(ws, spec, on_event=view)
     steps = [c for c in result.changes.changes if c.op is not Op.same]
     if json_out:
         print_json({"record": record, "changes": result.changes.summary(), "resources": steps,
@@ -119,32 +132,35 @@ def provision(
 
 
 def _preview(tenant_id: str, planned, json_out: bool) -> None:
-    """provision --preview: exit 0 nothing to do, 2 changes pending."""
+    """provision --preview: exit 0 nothing to do, 12 changes pending."""
+    from tenantctl.errors import CHANGES_PENDING
+
     steps = [c for c in planned.changes.changes if c.op is not Op.same]
     pending = bool(steps or planned.orphans)
     if json_out:
         print_json({"tenant_id": tenant_id, "existing": planned.existing, "changes": planned.changes.summary(),
-                    "resources": steps, "orphans": planned.orphans, "exit_code": 2 if pending else 0})
+                    "resources": steps, "orphans": planned.orphans,
+                    "exit_code": CHANGES_PENDING if pending else 0})
     else:
         changes_table(f"provision {tenant_id} --preview", planned.changes)
         orphan_lines(tenant_id, planned.orphans, preview=True)
         console.print(f"{tenant_id}: {changes_summary(planned.changes)}"
                       + (f", {len(planned.orphans)} orphan resource(s)" if planned.orphans else ""), highlight=False)
     if pending:
-        raise typer.Exit(2)
+        raise typer.Exit(CHANGES_PENDING)
 
 
 @app.command()
 def deprovision(
     tenant_id: Annotated[str, tenant_argument("Tenant to remove.")],
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: YesFlag = False,
     purge_data: Annotated[bool, typer.Option("--purge-data",
                                              help="Also delete every object under the tenant prefix.")] = False,
     no_final_backup: Annotated[bool, typer.Option("--no-final-backup", help="Do not take the final backup "
                                                   "(`drill backup`) before destroying.")] = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """Remove a tenant's resources (lists them and asks first unless --yes).
+    """Remove a tenant's resources (lists them and asks first; --yes without asking).
 
     A final backup is taken first (not with --purge-data, which deletes the
     backups too; skip it with --no-final-backup): `tenantctl drill restore ID
@@ -153,30 +169,18 @@ def deprovision(
     The KMS key is scheduled for deletion (not deleted at once), objects stay
     unless --purge-data, and the registry keeps a tombstone for audit and restores.
     """
-    from tenantctl.cli.output import step_rows
+    from tenantctl.cli.confirm import confirmation
     from tenantctl.cli.progress import engine_progress
+    from tenantctl.operations.deprovision import confirmation_items
     from tenantctl.operations.deprovision import deprovision as run
-    from tenantctl.operations.deprovision import planned
     from tenantctl.workspace import Workspace
 
     ws = Workspace()
-    ws.registry.require(tenant_id)
-    if not yes:
-        rows = step_rows(planned(ws, tenant_id).changes)
-        if rows:  # on stderr: stdout stays for --json
-            from rich.table import Table
-
-            listing = Table(title=f"deprovision {tenant_id} deletes", title_justify="left")
-            # Names and the data-loss note stay whole on a narrow (or no) terminal; the type folds.
-            for column in ("op", "resource", "type", "note"):
-                listing.add_column(column, no_wrap=column != "type", overflow="fold")
-            for row in rows:
-                listing.add_row(*row)
-            err_console.print(listing)
-        what = "and ALL its objects " if purge_data else ""
-        if not typer.confirm(f"Deprovision tenant {tenant_id} {what}now?", default=False):
-            raise typer.Abort()
-    with engine_progress(f"deprovisioning {tenant_id}", quiet=json_out) as on_event:
+    record = ws.registry.require(tenant_id)
+    if record.status is not TenantStatus.deprovisioned:  # a tombstone is refused by the operation, unasked
+        confirmation(yes).check(f"deprovision tenant {tenant_id}", confirmation_items(
+            ws, record, purge_data=purge_data, final_backup=not no_final_backup))
+    with engine_progress(f"deprovisioning {tenant_id}") as on_event:
         record, changes, details = run(ws, tenant_id, purge_data=purge_data, on_event=on_event,
                                        final_backup=not no_final_backup)
     if json_out:
@@ -207,9 +211,11 @@ def list_tenants(
     tier: Annotated[Optional[Tier], typer.Option(help="Only this tier.")] = None,
     status: Annotated[Optional[TenantStatus], typer.Option(help="Only this status.")] = None,
     cell: Annotated[Optional[str], typer.Option(help="Only tenants of this cell.")] = None,
+    all_pages: Annotated[bool, typer.Option("--all", help="Every page, fetched --limit records at a time "
+                                                         "(like the AWS CLI's auto-pagination).")] = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """List tenants in the registry, one page at a time.
+    """List tenants in the registry, one page at a time (or every page with --all).
 
     Records and (on the first page) stack files under an id that breaks the
     naming rules are shown as invalid: `tenantctl forget ID --yes` removes them."""
@@ -220,6 +226,9 @@ def list_tenants(
     if cell is not None:
         ws.cell(cell)  # an unknown cell is an error (exit 6), not an empty page
     records, next_cursor = ws.registry.list(limit=limit, cursor=cursor, tier=tier, status=status, cell=cell)
+    while all_pages and next_cursor:
+        page, next_cursor = ws.registry.list(limit=limit, cursor=next_cursor, tier=tier, status=status, cell=cell)
+        records += page
     invalid = leftovers(ws, records, stack_files=cursor is None)
     if json_out:
         print_json({"tenants": records, "next_cursor": next_cursor, "invalid_ids": invalid})
@@ -240,7 +249,7 @@ def list_tenants(
 @app.command()
 def forget(
     tenant_id: Annotated[str, typer.Argument(help="An id that breaks the naming rules, as `list` shows it.")],
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: YesFlag = False,
     json_out: JsonFlag = False,
 ) -> None:
     """Remove the registry record and stack file of an id that breaks the naming rules.
@@ -248,13 +257,14 @@ def forget(
     No operation accepts such an id, so nothing in the cloud exists under it;
     a record that names resources is refused (exit 5). A valid id is refused
     (exit 3): `deprovision` removes tenants."""
+    from tenantctl.cli.confirm import confirmation
     from tenantctl.operations.forget import forget as run
     from tenantctl.operations.forget import forgettable
     from tenantctl.workspace import Workspace
 
     forgettable(tenant_id)  # a valid id is refused before any target is touched
-    if not yes and not typer.confirm(f"Forget the registry record and stack file of {tenant_id!r}?", default=False):
-        raise typer.Abort()
+    confirmation(yes).check(f"forget {tenant_id!r}", [f"the registry record and the stack file of {tenant_id!r}, "
+                                                      "if either exists"])
     gone = run(Workspace(), tenant_id)
     if json_out:
         print_json(gone)
@@ -266,18 +276,28 @@ def forget(
 @app.command()
 def unlock(
     tenant_id: Annotated[str, tenant_argument("Tenant whose lock a dead run left behind.")],
-    force: Annotated[bool, typer.Option("--force", help="Required: you checked the run holding it is gone.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Remove a lock this host cannot prove dead (a run on another host): you checked it is gone.")
+    ] = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """Remove a lock left by a killed provision/deprovision."""
+    """Remove a lock left by a killed provision/deprovision.
+
+    A lock whose run provably died on this host (its pid is gone, or belongs to
+    a process started after the lock was taken) is removed without --force (any
+    command on the tenant does the same); --force is for a run on another host.
+    """
     from tenantctl.errors import InvalidInput
-    from tenantctl.registry import describe_lock
+    from tenantctl.registry import DEAD, describe_lock, lock_holder
     from tenantctl.workspace import Workspace
 
     registry = Workspace().registry
     record = registry.require(tenant_id)
     if record.lock is None:
         message = f"tenant {tenant_id} is not locked"
+    elif lock_holder(record.lock) in DEAD:
+        record = registry.clear_dead_lock(record)
+        message = f"lock on {tenant_id} removed: {record.last_error}"
     elif not force:
         raise InvalidInput(describe_lock(tenant_id, record.lock) + " (pass --force)")
     else:

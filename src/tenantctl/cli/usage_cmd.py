@@ -63,8 +63,9 @@ def usage(
             f"{q.visible}+{q.in_flight}+{q.delayed}" if q else "n/a",
             str(q.dlq_visible) if q else "n/a", _when(u.last_activity),
         ))
-    table("usage", ["tenant", "tier", "objects", "noncurrent", "db size", "conv/msg/items",
-                    "queue vis+flight+delayed", "dlq", "last activity"], rows)
+    table("usage", ["tenant", "tier", "objects", "noncurrent", "db size",
+                    "rows: conv/msg/items/docs/keys/postings/vocab", "queue vis+flight+delayed", "dlq",
+                    "last activity"], rows)
     for u in usages:
         for e in u.errors:
             console.print(f"[red]{u.tenant_id}[/]: {e}", highlight=False)
@@ -85,6 +86,7 @@ def cost(
     pooled_tenants: Annotated[Optional[int], typer.Option(
         min=1, help="Active pooled tenants sharing a cell's platform (default: count the registry).")] = None,
     cell: CellOpt = None,
+    idle_days: IdleDays = 30,
     prices: PricesOpt = None,
     json_out: JsonFlag = False,
 ) -> None:
@@ -92,7 +94,9 @@ def cost(
 
     Each tenant is priced with its own cell's platform, split over that cell's
     active pooled tenants. Priced from the documented table (docs/cost.md), with the assumptions printed;
-    the comparison says from which context-store size the tiers break even.
+    the comparison says from which context-store size the tiers break even. A
+    dedicated tenant that is hibernated is priced with its instance stopped
+    (the saving shown); one idle for --idle-days shows what hibernating would save.
 
     Without a tenant id or --all, --db-gb/--s3-gb describe a hypothetical tenant.
     """
@@ -102,7 +106,7 @@ def cost(
 
     table_ = load_prices(prices)
     priced = estimate_costs(Workspace(), table_, tenant_id, all_, tier=tier, db_gb=db_gb, s3_gb=s3_gb,
-                            pooled_tenants=pooled_tenants, cell=cell)
+                            pooled_tenants=pooled_tenants, cell=cell, idle_days=idle_days)
     results = [(t.estimate, t.comparison) for t in priced.tenants]
     if json_out:
         print_json(priced)
@@ -118,6 +122,10 @@ def cost(
     for est, c in results:
         if len(results) == 1 or c.cheaper is not est.tier:
             console.print(f"{est.tenant_id}: {c.advice}", highlight=False)
+    for t in priced.tenants:
+        advice = t.hibernation.advice(t.estimate.tenant_id) if t.hibernation else None
+        if advice:
+            console.print(advice, highlight=False, markup=False)
     console.print("assumptions:", highlight=False)
     for a in priced.assumptions:
         console.print(f"  - {a}", highlight=False)

@@ -5,9 +5,12 @@ one was scheduled for deletion, and the destroyed stack no longer owns it).
 Its restored data is still sealed under the old key, which tenant_runtime no
 longer uses, so:
 
-* messages: tenant_runtime's envelope format (``tenant_runtime.crypto``): each
-  blob is opened with the old key and sealed again with the new one, same
-  encryption context ``{tenant_id, conversation_id}``. The data key is bound
+* messages, documents and the search key (``SEALED``): tenant_runtime's
+  envelope format (``tenant_runtime.crypto``): each blob is opened with the old
+  key and sealed again with the new one, same encryption context
+  ``{tenant_id, conversation_id}`` (for documents and the search key, their
+  scope in that slot). The search postings are HMACs under the search key,
+  which is the same key re-sealed: they need nothing. The data key is bound
   into the blob's AES-GCM associated data, so a KMS ReEncrypt of the data key
   alone would not do. Blobs not in that format are left as they are.
 * objects under the prefix stored with SSE-KMS under the old key are copied
@@ -17,10 +20,13 @@ longer uses, so:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from psycopg import sql
 
+from tenant_runtime.blind_index import SEARCH_KEY_SCOPE, document_scope
+from tenant_runtime.store import DOCUMENTS, MESSAGES, SEARCH_KEYS
 from tenantctl.drills.context import DrillContext
 from tenantctl.drills.objects import COPY_LIMIT, object_manifest
 from tenantctl.models import TenantResources
@@ -28,43 +34,56 @@ from tenantctl.models import TenantResources
 BATCH = 500
 
 
-def rekey_messages(ctx: DrillContext, tenant_id: str, old: TenantResources, new: TenantResources) -> tuple[int, int]:
-    """(re-sealed, left alone) message counts; one transaction, read as the admin
-    with ``app.tenant_id`` set (FORCE RLS admits exactly the tenant's rows)."""
+# The store's sealed columns: (table, key columns, sealed column, the row's envelope scope from its key).
+SEALED: tuple[tuple[str, tuple[str, ...], str, Callable[[tuple], str]], ...] = (
+    (MESSAGES, ("conversation_id", "seq"), "content", lambda key: key[0]),
+    (DOCUMENTS, ("doc_id",), "content", lambda key: document_scope(key[0])),
+    # The search key itself: its postings (HMACs) stay valid once it is re-sealed.
+    (SEARCH_KEYS, ("version",), "sealed", lambda key: SEARCH_KEY_SCOPE),
+)
+
+
+def rekey_store(ctx: DrillContext, tenant_id: str, old: TenantResources, new: TenantResources) -> tuple[int, int]:
+    """(re-sealed, left alone) counts over every sealed table (messages,
+    documents, search keys); one transaction, read as the admin with
+    ``app.tenant_id`` set (FORCE RLS admits exactly the tenant's rows)."""
     from tenant_runtime.crypto import MAGIC, Envelope
 
     envelope = Envelope(lambda _ctx: ctx.kms)
     kms = lambda: ctx.kms  # noqa: E731 - the operator's client: the keys are named explicitly below
     store = new.store
-    table = sql.Identifier(store.schema_name, "messages")
-    update = sql.SQL("UPDATE {} SET content = %s WHERE tenant_id = %s AND conversation_id = %s AND seq = %s"
-                     ).format(table)
     resealed = skipped = 0
     with ctx.connect(store.endpoint, store.port, store.database) as conn, conn.transaction():
         conn.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant_id,))
-        pending: list[tuple[Any, ...]] = []
+        for table_name, keys, column, scope_of in SEALED:
+            table = sql.Identifier(store.schema_name, table_name)
+            key_cols = sql.SQL(", ").join(map(sql.Identifier, keys))
+            update = sql.SQL("UPDATE {} SET {} = %s WHERE tenant_id = %s AND ({}) = ({})").format(
+                table, sql.Identifier(column), key_cols, sql.SQL(", ").join(sql.Placeholder() * len(keys)))
+            pending: list[tuple[Any, ...]] = []
 
-        def flush() -> None:
-            if pending:
-                conn.cursor().executemany(update, pending)
-                pending.clear()
+            def flush(update: sql.Composed = update, pending: list = pending) -> None:
+                if pending:
+                    conn.cursor().executemany(update, pending)
+                    pending.clear()
 
-        with conn.cursor(name="tenantctl_rekey") as cur:
-            cur.itersize = BATCH
-            cur.execute(sql.SQL("SELECT conversation_id, seq, content FROM {} ORDER BY conversation_id, seq"
-                                ).format(table))
-            for conversation_id, seq, content in cur:
-                blob = bytes(content)
-                if blob[:len(MAGIC)] != MAGIC:
-                    skipped += 1
-                    continue
-                [plain] = envelope.open(kms, tenant_id, old.kms_key_arn, conversation_id, [blob])
-                sealed = envelope.seal(kms, tenant_id, new.kms_key_arn, conversation_id, plain)
-                pending.append((sealed, tenant_id, conversation_id, seq))
-                resealed += 1
-                if len(pending) >= BATCH:
-                    flush()
-        flush()
+            with conn.cursor(name="tenantctl_rekey") as cur:
+                cur.itersize = BATCH
+                cur.execute(sql.SQL("SELECT {}, {} FROM {} ORDER BY {}").format(
+                    key_cols, sql.Identifier(column), table, key_cols))
+                for *key, content in cur:
+                    blob = bytes(content)
+                    if blob[:len(MAGIC)] != MAGIC:
+                        skipped += 1
+                        continue
+                    scope = scope_of(tuple(key))
+                    [plain] = envelope.open(kms, tenant_id, old.kms_key_arn, scope, [blob])
+                    sealed = envelope.seal(kms, tenant_id, new.kms_key_arn, scope, plain)
+                    pending.append((sealed, tenant_id, *key))
+                    resealed += 1
+                    if len(pending) >= BATCH:
+                        flush()
+            flush()
     return resealed, skipped
 
 

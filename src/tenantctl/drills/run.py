@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 
 from tenantctl.drills import store
 from tenantctl.drills.backup import backup
@@ -18,7 +19,8 @@ from tenantctl.drills.history import save_report
 from tenantctl.drills.models import BackupManifest, DrillReport, RestoreResult, Target, Verdict
 from tenantctl.drills.restore import cleanup, restore_backup
 from tenantctl.drills.verify import verify
-from tenantctl.errors import Conflict, DrillFailed, KeyUnusable, NotFound, TenantctlError
+from tenantctl.engines.base import EventSink, phase
+from tenantctl.errors import Conflict, DrillFailed, KeyUnusable, NotConfirmed, NotFound, TenantctlError
 from tenantctl.models import TenantRecord, utcnow
 from tenantctl.naming import require_valid
 
@@ -69,16 +71,19 @@ def rpo_before(ctx: DrillContext, record: TenantRecord, at: datetime) -> float |
 def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = None,
           target: Target = Target.scratch, yes: bool = False, clean: bool = True,
           max_rto: float | None = None, max_rpo: float | None = None, kind: str = "run",
-          restorer: Callable[..., RestoreResult] = restore_backup, overwrite: bool = False) -> DrillReport:
+          restorer: Callable[..., RestoreResult] = restore_backup, overwrite: bool = False,
+          on_event: EventSink | None = None) -> DrillReport:
     """One drill; failures become a fail verdict with the reason, never an exception,
     except NotFound (an unknown backup id) and Conflict (a target that holds rows,
     a tenant locked or mid-operation: the drill did not run, so it is not
     recorded). ``restorer(ctx, record, index, target=, yes=, overwrite=)``
     restores the backup ``index`` names (the restorer opens its manifest:
     ``restore_backup``, or a revive for a tombstone, whose key must be revived
-    first) and returns the result with that manifest."""
+    first) and returns the result with that manifest. ``on_event``: each phase
+    (backup, restore, verify, cleanup) as it starts."""
     require_valid(record.tenant_id)
     started = utcnow()
+    step = partial(phase, on_event, record.tenant_id)
     report = DrillReport(drill_id=store.new_id(started), tenant_id=record.tenant_id, tier=record.tier.value,
                          kind=kind, target=target.value, started_at=started, finished_at=started,
                          max_rto=max_rto, max_rpo=max_rpo, verdict=Verdict.failed)
@@ -90,13 +95,19 @@ def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = No
         if record.resources is None:
             raise TenantctlError(f"tenant {record.tenant_id!r} has no resources recorded")
         if backup_id == "latest":
+            step("reading the latest backup")
             index = store.latest_backup(ctx.s3, record)
+        elif backup_id:
+            step(f"reading backup {backup_id}")
+            index = store.backup_index(ctx.s3, record, backup_id)
         else:  # a fresh backup unless one is named
-            index = store.backup_index(ctx.s3, record, backup_id or backup(ctx, record).backup_id)
+            step("backing up")
+            index = store.backup_index(ctx.s3, record, backup(ctx, record).backup_id)
         report.backup_id, report.backup_kind = index.backup_id, index.kind
         if report.rpo_seconds is None:
             report.rpo_seconds = (utcnow() - index.finished_at).total_seconds()
             report.rpo_basis = "the drill's own backup (no earlier backup)" if not backup_id else "the restored backup"
+        step(f"restoring backup {index.backup_id} ({target.value})")
         result = restorer(ctx, record, index, target=target, yes=yes, overwrite=overwrite)
         manifest = result.manifest
         _fill_from(report, manifest)
@@ -105,8 +116,9 @@ def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = No
             report.scratch = (f"{result.scratch_instance or result.database} + "
                               f"s3://{record.resources.bucket}/{result.object_prefix}")
         report.notes = list(result.notes)
+        step("verifying the restore against the backup's manifest")
         report.checks = result.checks if result.checks is not None else verify(ctx, record, manifest, result)
-    except (NotFound, Conflict):
+    except (NotFound, Conflict, NotConfirmed):  # refused, not run: no failed drill in the history
         raise
     except TenantctlError as exc:
         report.key_unusable = isinstance(exc, KeyUnusable)
@@ -115,6 +127,7 @@ def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = No
         report.reasons.append(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
     finally:
         if result is not None and clean and result.target is Target.scratch:
+            step("removing the scratch target")
             try:
                 report.checks = report.checks + cleanup(ctx, record, result)
                 report.cleaned_up = True

@@ -81,17 +81,27 @@ class ChangeSet(BaseModel):
 
 
 class EngineEvent(BaseModel):
-    """One step of progress: a resource starting/finishing, or a diagnostic."""
+    """One step of progress: a resource starting/finishing, a diagnostic, the
+    plan of an up (``total``: resources it will change, before the first
+    change), or a phase of an operation (``message``: what it does now)."""
 
     stack: str
-    kind: str  # "resource-pre" | "resource-done" | "diagnostic" | "summary"
+    kind: str  # "resource-pre" | "resource-done" | "diagnostic" | "summary" | "plan" | "phase"
     op: Op | None = None
     type: str = ""
     name: str = ""
     message: str = ""
+    total: int | None = None
 
 
 EventSink = Callable[[EngineEvent], None]
+Approval = Callable[[ChangeSet], None]
+
+
+def phase(on_event: EventSink | None, stack: str, message: str) -> None:
+    """Tell the progress display an operation entered a phase (`reserving`, `applying`...)."""
+    if on_event is not None:
+        on_event(EngineEvent(stack=stack, kind="phase", message=message))
 
 
 class UpResult(BaseModel):
@@ -104,9 +114,24 @@ class UpResult(BaseModel):
 
 
 class Engine(ABC):
-    """Applies the infra/ program for one stack at a time."""
+    """Applies the infra/ program for one stack at a time.
+
+    ``approve``: called by every ``up`` with its plan once the policy gate has
+    judged it, before the first change; raising there (``NotConfirmed``) stops
+    the up with nothing changed. The CLI sets it to ask before a delete or a
+    replacement (``cli/confirm.py``)."""
 
     name: str
+    approve: Approval | None = None
+
+    def planned(self, changes: ChangeSet, on_event: EventSink | None) -> None:
+        """An up's plan is known and judged: report how many resources it
+        changes (the progress display's "N of M"), then let ``approve`` see it."""
+        if on_event is not None:
+            on_event(EngineEvent(stack=changes.stack, kind="plan",
+                                 total=sum(1 for c in changes.changes if c.op is not Op.same)))
+        if self.approve is not None:
+            self.approve(changes)
 
     @abstractmethod
     def preview(self, stack: str, on_event: EventSink | None = None, *, refresh: bool = False) -> ChangeSet:

@@ -34,8 +34,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from tenantctl.confirmation import Confirmation
 from tenantctl.engines.base import Op, ResourceChange
-from tenantctl.errors import InvalidInput, TenantctlError, contained
+from tenantctl.errors import CHANGES_PENDING, InvalidInput, TenantctlError, contained, interrupt_on_sigterm
 from tenantctl.fingerprint import applied_hash, program_fingerprint
 from tenantctl.models import TenantRecord, TenantStatus
 from tenantctl.naming import DEFAULT_CELL, broken_rule, forget_hint, require_valid
@@ -108,11 +109,11 @@ class ApplySummary(BaseModel):
         return [r for r in self.results if r.action is Action.orphan]
 
     def exit_code(self) -> int:
-        """apply: 0 ok / 1 a tenant failed; preview: 0 nothing to do / 2 changes pending / 1 error."""
+        """apply: 0 ok / 1 a tenant failed; preview: 0 nothing to do / 12 changes pending / 1 error."""
         if self.failed:
             return 1
         if self.preview and self.pending:
-            return 2
+            return CHANGES_PENDING
         return 0
 
 
@@ -260,20 +261,22 @@ def _pin_cell(ws: Workspace, tenant_id: str) -> None:
         write_tenant(ws.stacks_dir, spec.model_copy(update={"cell": record.cell}))
 
 
-_WORKSPACES: dict[tuple[str, str], Workspace] = {}
+_WORKSPACES: dict[tuple[str, str, bool], Workspace] = {}
 
 
-def _worker(project_dir: str, cwd: str, tenant_id: str, action: str, preview: bool,
+def _worker(project_dir: str, cwd: str, yes: bool, tenant_id: str, action: str, preview: bool,
             refresh: bool = False) -> TenantResult:
     """Entry point in a pool process (module-level so it pickles). The process
-    keeps its Workspace (engine, registry client) from one tenant to the next."""
-    key = (project_dir, cwd)
+    keeps its Workspace (engine, registry client) from one tenant to the next;
+    it has no terminal to ask on, so a plan that deletes or replaces needs ``yes``."""
+    key = (project_dir, cwd, yes)
     if key not in _WORKSPACES:
-        _WORKSPACES[key] = Workspace(project_dir=Path(project_dir), cwd=Path(cwd))
+        interrupt_on_sigterm()  # a cancelled CI job releases the locks its workers hold
+        _WORKSPACES[key] = Workspace(project_dir=Path(project_dir), cwd=Path(cwd), approve=Confirmation(yes))
     return _apply_one(_WORKSPACES[key], tenant_id, Action(action), preview, refresh)
 
 
-Worker = Callable[..., TenantResult]  # (project_dir, cwd, tenant_id, action, preview[, refresh=])
+Worker = Callable[..., TenantResult]  # (project_dir, cwd, yes, tenant_id, action, preview[, refresh=])
 
 
 def _died(r: TenantResult) -> TenantResult:
@@ -282,7 +285,7 @@ def _died(r: TenantResult) -> TenantResult:
         f"still locked, check its resources, then `tenantctl unlock {r.tenant_id} --force` and re-run")})
 
 
-def run_pool(todo: Iterable[TenantResult], args: tuple[str, str], preview: bool, parallel: int,
+def run_pool(todo: Iterable[TenantResult], args: tuple[str, str, bool], preview: bool, parallel: int,
              report: Callable[[TenantResult], None], worker: Worker = _worker, refresh: bool = False) -> None:
     """Run `todo` in at most `parallel` spawned processes, calling `report` as each finishes."""
     todo = list(todo)
@@ -361,6 +364,7 @@ def apply(
     shard: str | None = None,
     match: Sequence[str] = (),
     cell: str | None = None,
+    yes: bool = False,
     refresh: bool = False,
     on_plan: Callable[[list[TenantResult]], None] | None = None,
     on_result: Callable[[TenantResult], None] | None = None,
@@ -369,7 +373,11 @@ def apply(
     actions (previewed, or deprovisioned when not previewing); without it they
     are only reported. `cell`: only that cell's tenants. `refresh`: tenants the
     fingerprint would skip are read live, and the drifted ones repaired. Tenant
-    stack files are read, never the cells' (`tenantctl cell add` applies those)."""
+    stack files are read, never the cells' (`tenantctl cell add` applies those).
+    ``yes``: a tenant whose plan deletes or replaces resources goes ahead
+    (without it that tenant is refused: NotConfirmed, the others still run).
+    ``on_plan`` sees the plan before anything runs; raising there stops the
+    run with nothing changed."""
     if parallel < 1:
         raise InvalidInput("--parallel must be at least 1")
     started = time.monotonic()
@@ -398,13 +406,14 @@ def apply(
         if on_result:
             on_result(res)
 
+    ws.approve = Confirmation(yes)  # the same rule in this process as in the workers
     if parallel == 1 or len(todo) == 1:
         # In this process: no spawn (a few seconds of imports) for one tenant at a time.
         for r in todo:
             report(_apply_one(ws, r.tenant_id, r.action, preview, refresh))
     elif todo:
         ws.engine.prepare()  # e.g. provider plugins installed once, not raced for by every worker
-        run_pool(todo, (str(ws.project_dir), str(ws.cwd)), preview, parallel, report, refresh=refresh)
+        run_pool(todo, (str(ws.project_dir), str(ws.cwd), yes), preview, parallel, report, refresh=refresh)
     merged = [done.get(r.tenant_id, r) for r in results]
     return ApplySummary(preview=preview, refresh=refresh, shard=f"{index}/{total}", match=match, cell=cell,
                         seconds=round(time.monotonic() - started, 3), results=merged)

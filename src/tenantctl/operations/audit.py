@@ -10,7 +10,7 @@
 - ``bad-name``: a registry record or stack file whose id breaks the naming rules.
 
 Read-only: one registry scan, one tag inventory per region (``tenantctl.inventory``),
-a key-state read per live record. Exit 2 when anything is found.
+a key-state read per live record. Exit 12 when anything is found.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from tenantctl import inventory
+from tenantctl.errors import CHANGES_PENDING
 from tenantctl.models import TenantRecord, TenantStatus
 from tenantctl.naming import PLATFORM_STACK, broken_rule
 from tenantctl.stackconfig import tenant_stack_files
@@ -53,7 +54,7 @@ class AuditReport(BaseModel):
         return {k: sum(1 for f in self.findings if f.kind == k) for k in KINDS}
 
     def exit_code(self) -> int:
-        return 2 if self.findings else 0
+        return CHANGES_PENDING if self.findings else 0
 
 
 def _gone(ws: Workspace, record: TenantRecord, by_arn: dict[str, inventory.Tagged],

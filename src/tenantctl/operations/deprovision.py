@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tenantctl.engines.base import ChangeSet, EventSink, Op, ResourceChange
+from tenantctl.engines.base import ChangeSet, EventSink, Op, ResourceChange, phase
 from tenantctl.errors import Conflict, engine_step
 from tenantctl.models import TenantRecord, TenantStatus, Tier
 from tenantctl.naming import forget_hint, require_valid
@@ -34,6 +34,29 @@ def purge_prefix(s3: Any, bucket: str, prefix: str) -> int:
             s3.delete_objects(Bucket=bucket, Delete={"Objects": batch[i:i + 1000], "Quiet": True})
             removed += len(batch[i:i + 1000])
     return removed
+
+
+def what_goes(record: TenantRecord, purge_data: bool, final_backup: bool) -> list[str]:
+    """What a deprovision of ``record`` deletes and what it keeps, one line each
+    (what its confirmation shows)."""
+    res = record.resources
+    if res is None:
+        return [f"the registry record of {record.tenant_id} becomes a tombstone (no resources recorded)"]
+    store = res.store
+    data = (f"the RDS instance at {store.endpoint} (a final snapshot is kept)" if record.tier is Tier.dedicated
+            else f"schema {store.schema_name} and role {store.role} in database {store.database}")
+    backup = ("a final backup is taken first" if final_backup and not purge_data
+              else "NO final backup" + (" (--purge-data deletes the backups too)" if purge_data else ""))
+    return [
+        f"{data}: its data is deleted; {backup}",
+        f"queues {res.queue_url} and {res.dlq_url}, with their messages",
+        f"IAM role {res.role_arn}",
+        f"database secret {res.store.secret_arn}",
+        f"KMS key {res.kms_key_arn} ({res.kms_alias}): scheduled for deletion (cancellable for 30 days)",
+        f"the tenant's lifecycle rules on s3://{res.bucket}",
+        (f"EVERY object under s3://{res.bucket}/{res.prefix}, all versions (--purge-data)" if purge_data
+         else f"objects under s3://{res.bucket}/{res.prefix}: kept"),
+    ]
 
 
 def planned(ws: Workspace, tenant_id: str) -> ChangeSet:
@@ -56,6 +79,15 @@ def planned(ws: Workspace, tenant_id: str) -> ChangeSet:
         ResourceChange(op=Op.delete, type=typ, name=f"{tenant_id}-{name}", arn=ref) for typ, name, ref in known])
 
 
+def confirmation_items(ws: Workspace, record: TenantRecord, purge_data: bool, final_backup: bool) -> list[str]:
+    """What deprovision's confirmation lists: what goes and what stays, then
+    each resource the destroy deletes (the data-bearing ones flagged)."""
+    steps = [c for c in planned(ws, record.tenant_id).changes if c.op is not Op.same]
+    loss = {Op.delete: ": deleted with its data", Op.replace: ": replaced, its data is lost"}
+    return what_goes(record, purge_data, final_backup) + [
+        f"{c.op.value} {c.type} {c.name}" + (loss[c.op] if c.loses_data else "") for c in steps]
+
+
 def deprovision(ws: Workspace, tenant_id: str, purge_data: bool = False,
                 on_event: EventSink | None = None,
                 final_backup: bool = True) -> tuple[TenantRecord, ChangeSet, dict[str, Any]]:
@@ -72,9 +104,11 @@ def deprovision(ws: Workspace, tenant_id: str, purge_data: bool = False,
             and current.status in (TenantStatus.active, TenantStatus.suspended)):
         from tenantctl.drills.backup import final_backup as take_final_backup
 
+        phase(on_event, tenant_id, "final backup")
         final = take_final_backup(ws, current).backup_id
     path = stack_file(ws.stacks_dir, tenant_id)
     details: dict[str, Any] = {"purged_objects": 0, "final_backup": final}
+    phase(on_event, tenant_id, "marking the tenant deprovisioning")
     with registry.hold(tenant_id, "deprovision", status=TenantStatus.deprovisioning) as held:
         retention_days = 14
         with engine_step(f"deprovisioning {tenant_id!r}"):
@@ -89,13 +123,17 @@ def deprovision(ws: Workspace, tenant_id: str, purge_data: bool = False,
                     write_tenant(ws.stacks_dir, spec)
                     from tenantctl.policy import waived
 
+                    phase(on_event, tenant_id, "lifting the database's deletion protection")
                     with waived("deletion-protection"):  # the policy gate lets exactly this update through
                         ws.engine.up(tenant_id, on_event=on_event)
+            phase(on_event, tenant_id, "destroying its resources")
             changes = ws.engine.destroy(tenant_id, on_event=on_event)
             if purge_data and held.record.resources is not None:
                 res = held.record.resources
+                phase(on_event, tenant_id, f"purging every object under s3://{res.bucket}/{res.prefix}")
                 details["purged_objects"] = purge_prefix(ws.clients_for(held.record)("s3"), res.bucket, res.prefix)
         path.unlink(missing_ok=True)
+        phase(on_event, tenant_id, "recording the tombstone")
         held.record = registry.mark_deprovisioned(held.record, retention_days)
     registry.release_slot(held.record.cell, held.record.tier)
     return held.record, changes, details

@@ -25,8 +25,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tenantctl import __version__, inventory
-from tenantctl.engines.base import ChangeSet, EventSink, UpResult
-from tenantctl.errors import InvalidInput, TargetUnavailable, TenantctlError, engine_step
+from tenantctl.engines.base import ChangeSet, EventSink, UpResult, phase
+from tenantctl.errors import InvalidInput, NotConfirmed, TargetUnavailable, TenantctlError, engine_step
 from tenantctl.fingerprint import applied_hash
 from tenantctl.models import TenantRecord, TenantResources, TenantSpec, describe_validation_error
 from tenantctl.naming import require_valid
@@ -114,8 +114,10 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
 
     require_valid(spec.id)  # a spec built without validation must not reach the registry or stacks/
     refuse_unsafe_spec(spec)  # the policy gate's spec rules (exit 8): before the registry or stacks/ are touched
+    phase(on_event, spec.id, "checking the platform")
     ws.ensure_platform(on_event)  # the home cell: the registry lives there
     registry = ws.registry
+    phase(on_event, spec.id, "placing: cells, quotas and shared-resource limits")
     try:
         current = registry.get(spec.id)
         # The cell, its account walls and a slot: refused (exit 11) before anything exists.
@@ -126,6 +128,7 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
     path = stack_file(ws.stacks_dir, spec.id)
     committed = path.read_text() if path.exists() else None
     reserved = False
+    phase(on_event, spec.id, "reserving the tenant in the registry")
     try:
         with registry.hold(spec.id, "provision", spec=spec, account_id=placement.account_id,
                            read=(current,)) as held:
@@ -135,16 +138,19 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
             clients = ws.cell_clients(spec.cell)  # the tenant's resources live in its cell's account
             tagged = inventory.scan(clients, [spec.region], tenant=spec.id) if repair else []
             try:
+                phase(on_event, spec.id, f"applying {path.name}")
                 applied = apply_spec(ws, spec, on_event, refresh=repair)
-            except PolicyRefused as refused:
-                if refused.changed_nothing:
-                    # The engine's gate refused before its first change: put back what this run wrote.
+            except (PolicyRefused, NotConfirmed) as refused:
+                if getattr(refused, "changed_nothing", True):
+                    # The engine's gate (or the operator) refused before its first change: put back what
+                    # this run wrote.
                     _restore(path, committed)
                     if registry.withdraw(held.record):
                         _give_back(registry, placement, spec)
                 # Refused during the up (CrossGuard): resources may exist, the record, file and slot stay.
                 raise
             orphans = remove_orphans(ws, held.record, applied.result.changes, tagged) if repair else []
+            phase(on_event, spec.id, "recording the tenant active, checking its isolation posture")
             held.record = activate(ws, held.record, spec, applied)
     except BaseException:
         if not reserved:  # refused by the registry (locked, tombstoned, unreachable): nothing was created

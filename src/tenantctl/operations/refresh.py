@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from tenantctl import inventory
 from tenantctl.engines.base import ChangeSet, Op, ResourceChange
-from tenantctl.errors import InvalidInput, contained
+from tenantctl.errors import CHANGES_PENDING, InvalidInput, NotConfirmed, contained
 from tenantctl.models import TenantRecord, TenantStatus
 from tenantctl.registry import describe_lock
 from tenantctl.workspace import Workspace
@@ -86,10 +86,10 @@ class RefreshSummary(BaseModel):
                 "orphans": sum(len(t.orphans) for t in self.tenants)}
 
     def exit_code(self) -> int:
-        """0 no drift, 2 drift, 1 a tenant could not be refreshed (as `apply --preview`)."""
+        """0 no drift, 12 drift, 1 a tenant could not be refreshed (as `apply --preview`)."""
         if self.failed:
             return 1
-        return 2 if self.drifted else 0
+        return CHANGES_PENDING if self.drifted else 0
 
 
 # -- which tenants ---------------------------------------------------------------
@@ -140,10 +140,20 @@ def remove_orphans(ws: Workspace, record: TenantRecord, changes: ChangeSet,
     from botocore.exceptions import BotoCoreError, ClientError
 
     found, _ = orphans_of(ws, record, changes, tagged)
+    removable = [t for t in found if t.removable]
+    refused = ""
+    if removable and ws.approve is not None:  # deleting them follows the confirmation rule too
+        try:
+            ws.approve(ChangeSet(stack=record.tenant_id, changes=[
+                ResourceChange(op=Op.delete, type=f"orphan {t.kind}", name=t.name, arn=t.arn) for t in removable]))
+        except NotConfirmed as exc:  # the tenant is still repaired; the orphans stay, reported
+            refused = f"not removed: {exc}"
     done = []
     for resource in found:
         orphan = Orphan.of(resource)
-        if orphan.removable:
+        if orphan.removable and refused:
+            orphan.error = refused
+        elif orphan.removable:
             try:
                 orphan.removed = inventory.remove(ws.client, resource)
             except (ClientError, BotoCoreError) as exc:  # reported; the tenant itself is repaired

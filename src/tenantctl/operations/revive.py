@@ -147,7 +147,7 @@ def revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, index: BackupIn
 
 def _revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, index: BackupIndex, spec: TenantSpec,
             source: str, started: datetime, notes: list[str]) -> RestoreResult:
-    from tenantctl.drills.rekey import rekey_messages, rekey_objects
+    from tenantctl.drills.rekey import rekey_objects, rekey_store
     from tenantctl.drills.restore import restore_logical
     from tenantctl.drills.verify import verify
 
@@ -178,10 +178,11 @@ def _revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, index: BackupI
                              "next deprovision can take its own")
         rekeyed = new.kms_key_arn != old.kms_key_arn
         if rekeyed:
-            resealed, skipped = rekey_messages(ctx, tomb.tenant_id, old, new)
+            resealed, skipped = rekey_store(ctx, tomb.tenant_id, old, new)
             moved = rekey_objects(ctx.s3, new.bucket, new.prefix, old.kms_key_arn, new.kms_key_arn)
-            left = f" ({skipped} messages not in tenant_runtime's format left as they are)" if skipped else ""
-            notes.append(f"re-keyed to the new key: {resealed} messages, {moved} SSE-KMS objects{left}")
+            left = f" ({skipped} rows not in tenant_runtime's format left as they are)" if skipped else ""
+            notes.append(f"re-keyed to the new key: {resealed} sealed rows (messages, documents, search key), "
+                         f"{moved} SSE-KMS objects{left}")
         held.record = activate(ws, held.record, spec, applied)
     result = result.model_copy(update={"checks": checks, "finished_at": utcnow()})
     if rekeyed:  # only once the tenant is back: until then a retry may still need the old key

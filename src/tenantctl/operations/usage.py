@@ -29,6 +29,7 @@ from tenantctl.usage.cost import (
     compare_tiers,
     cost_inputs,
     estimate,
+    hibernation_saving,
 )
 from tenantctl.usage.html_report import ReportData, build_report, latest_drill_verdicts, write_report
 from tenantctl.usage.measure import MEASURED_STATUSES, TenantUsage, UsageClients, clients_from_workspace, measure
@@ -102,9 +103,27 @@ def active_pooled(ws: Workspace, cell: str = DEFAULT_CELL) -> int:
 
 
 # -- cost ------------------------------------------------------------------------------
+class HibernationCost(BaseModel):
+    """A dedicated tenant's hibernation: whether its instance is stopped now,
+    whether it is idle, and what stopping it saves per month."""
+
+    hibernated: bool
+    idle: bool
+    monthly_saving: float
+
+    def advice(self, tenant_id: str) -> str | None:
+        if self.hibernated:
+            return f"{tenant_id}: hibernated, its RDS instance is stopped: saves ${self.monthly_saving:,.2f}/month"
+        if self.idle:
+            return (f"{tenant_id}: idle; `tenantctl hibernate {tenant_id}` would save "
+                    f"${self.monthly_saving:,.2f}/month (its RDS instance)")
+        return None
+
+
 class TenantCost(BaseModel):
     estimate: CostEstimate
     comparison: TierComparison
+    hibernation: HibernationCost | None = None  # dedicated tenants
 
 
 class CostReport(BaseModel):
@@ -124,23 +143,34 @@ def what_if(inputs: CostInputs, db_gb: float | None = None, s3_gb: float | None 
 
 def estimate_costs(ws: Workspace, prices: PriceTable, tenant_id: str | None = None, all_: bool = False,
                    tier: Tier | None = None, db_gb: float | None = None, s3_gb: float | None = None,
-                   pooled_tenants: int | None = None, cell: str | None = None) -> CostReport:
+                   pooled_tenants: int | None = None, cell: str | None = None, idle_days: int = 30) -> CostReport:
     """Estimates and the tier comparison for one tenant, all of them (of
     ``cell``; measured, with ``db_gb`` / ``s3_gb`` overriding the measured
     figures), or, with neither, a hypothetical tenant of ``tier`` in ``cell``
     described by ``db_gb`` / ``s3_gb``. Each tenant is priced with its own
     cell's platform split over that cell's active pooled tenants;
-    ``pooled_tenants`` replaces the registry's count."""
+    ``pooled_tenants`` replaces the registry's count. A dedicated tenant also
+    gets its hibernation: stopped now (its instance priced at 0), idle for
+    ``idle_days``, and what stopping it saves."""
     hypothetical = not tenant_id and not all_
     if hypothetical and db_gb is None and s3_gb is None:
         raise InvalidInput("give a tenant id, --all, or a what-if usage (--db-gb and/or --s3-gb)")
+    sleep: dict[str, HibernationCost] = {}
     if hypothetical:
         where = cell or DEFAULT_CELL
         placed = [(where, CostInputs(tenant_id="what-if", tier=tier or Tier.pooled))]
     else:
-        records, usages = measure_tenants(ws, tenant_id, all_, tier, idle_days=30, cell=cell)
+        records, usages = measure_tenants(ws, tenant_id, all_, tier, idle_days=idle_days, cell=cell)
         specs = committed_specs(ws, [u.tenant_id for u in usages])
-        placed = [(r.cell, cost_inputs(u, specs.get(u.tenant_id))) for r, u in zip(records, usages, strict=True)]
+        placed = []
+        for record, usage in zip(records, usages, strict=True):
+            inputs = cost_inputs(usage, specs.get(usage.tenant_id))
+            if record.tier is Tier.dedicated:
+                asleep = _hibernated(ws, record)
+                inputs = inputs.model_copy(update={"hibernated": asleep})
+                sleep[record.tenant_id] = HibernationCost(hibernated=asleep, idle=usage.idle,
+                                                          monthly_saving=hibernation_saving(inputs, prices))
+            placed.append((record.cell, inputs))
     platforms = {c: platform_spec(ws, c) for c in {c for c, _ in placed}}
     sharing = {c: pooled_tenants or active_pooled(ws, c) for c in platforms}
     if hypothetical:
@@ -149,10 +179,22 @@ def estimate_costs(ws: Workspace, prices: PriceTable, tenant_id: str | None = No
     for c, inputs in placed:
         inputs = what_if(inputs, db_gb, s3_gb)
         tenants.append(TenantCost(estimate=estimate(inputs, prices, platforms[c], sharing[c]),
-                                  comparison=compare_tiers(inputs, prices, platforms[c], sharing[c])))
+                                  comparison=compare_tiers(inputs, prices, platforms[c], sharing[c]),
+                                  hibernation=sleep.get(inputs.tenant_id)))
     first = next(iter(platforms), DEFAULT_CELL)
     return CostReport(tenants=tenants, assumptions=assumptions_text(prices, platforms.get(first) or CellSpec(),
                                                                     sharing.get(first, 1)))
+
+
+def _hibernated(ws: Workspace, record: TenantRecord) -> bool:
+    """Its instance is stopped now: the record says hibernated and the runtime has not woken it since."""
+    from tenantctl.errors import TenantctlError
+    from tenantctl.operations.hibernate import instance_state
+
+    try:
+        return instance_state(ws, record) in ("stopping", "stopped")
+    except TenantctlError:  # unreadable: trust the record
+        return record.hibernation is not None
 
 
 # -- report ----------------------------------------------------------------------------

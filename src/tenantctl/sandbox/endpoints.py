@@ -16,11 +16,16 @@ DEFAULT_REGION = "us-east-1"
 DEFAULT_STATE_DIR = ".tenantctl"
 
 
-def resolve_state_dir(state_dir: str | Path | None = None) -> Path:
+def resolve_state_dir(state_dir: str | Path | None = None, project_dir: Path | None = None) -> Path:
     """The state directory: explicit value, else $TENANTCTL_SANDBOX_DIR, else
-    $TENANTCTL_HOME, else `.tenantctl/` in the working directory."""
-    chosen = (state_dir or os.environ.get("TENANTCTL_SANDBOX_DIR") or os.environ.get("TENANTCTL_HOME")
-              or DEFAULT_STATE_DIR)
+    $TENANTCTL_HOME, else `.tenantctl/` in the project directory (``project_dir``,
+    by default the nearest Pulumi.yaml above the working directory): a command
+    run in a subdirectory reaches the project's sandbox, not a new empty one."""
+    chosen = state_dir or os.environ.get("TENANTCTL_SANDBOX_DIR") or os.environ.get("TENANTCTL_HOME")
+    if not chosen:
+        from tenantctl.project import find_root
+
+        chosen = (project_dir or find_root()) / DEFAULT_STATE_DIR
     return Path(chosen).expanduser().resolve()
 
 

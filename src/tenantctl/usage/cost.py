@@ -167,6 +167,7 @@ class CostInputs(BaseModel):
     db_bytes: int = 0
     dedicated: DedicatedSpec = DedicatedSpec()
     backup_retention_days: int = 14
+    hibernated: bool = False  # dedicated: its instance is stopped (`tenantctl hibernate`), storage still billed
 
 
 def cost_inputs(usage: TenantUsage, spec: TenantSpec | None) -> CostInputs:
@@ -284,8 +285,11 @@ def _dedicated_lines(inputs: CostInputs, prices: PriceTable) -> list[CostLine]:
     backup_gb = db_gb * (1 + a.backup_daily_change * inputs.backup_retention_days)
     billable_backup = max(0.0, backup_gb - storage_gb)
     n_ep = len(a.interface_endpoints)
+    instance = _line("RDS instance", h * rate * factor, f"{d.instance_class} {az}: {h:g} h x ${rate:g} x {factor:g}")
+    if inputs.hibernated:
+        instance = _line("RDS instance", 0, f"hibernated (stopped): saves ${instance.monthly:.2f} ({instance.detail})")
     return [
-        _line("RDS instance", h * rate * factor, f"{d.instance_class} {az}: {h:g} h x ${rate:g} x {factor:g}"),
+        instance,
         _line("RDS storage", storage_gb * r.storage_gb_month * factor,
               f"{storage_gb} GB x ${r.storage_gb_month:g} x {factor:g}"),
         _line("RDS backups", billable_backup * r.backup_gb_month,
@@ -294,6 +298,16 @@ def _dedicated_lines(inputs: CostInputs, prices: PriceTable) -> list[CostLine]:
               + a.endpoint_data_gb_month * v.endpoint_data_gb,
               f"{n_ep} endpoints x {a.dedicated_az_count} AZ x {h:g} h + {a.endpoint_data_gb_month:g} GB processed"),
     ]
+
+
+def hibernation_saving(inputs: CostInputs, prices: PriceTable) -> float:
+    """What a dedicated tenant saves per month while hibernated: its instance
+    hours (storage, backups and endpoints bill on). 0 for a pooled tenant."""
+    if inputs.tier is not Tier.dedicated:
+        return 0.0
+    d, r = inputs.dedicated, prices.rds_postgres
+    return round(prices.hours_per_month * prices.instance_hour(d.instance_class)
+                 * (r.multi_az_factor if d.multi_az else 1), 4)
 
 
 def estimate(inputs: CostInputs, prices: PriceTable, platform: CellSpec, active_pooled: int) -> CostEstimate:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from tenant_runtime.store import CONTEXT_ITEMS, CONVERSATIONS, MESSAGES, TABLES
+from tenant_runtime.store import CONTEXT_ITEMS, CONVERSATIONS, DOCUMENTS, MESSAGES, TABLES
 from tenantctl.models import StoreConnection, TenantRecord, TenantStatus, Tier, utcnow
 
 
@@ -152,9 +152,9 @@ def db_usage(conn: Any, tenant_id: str, store: StoreConnection, tier: Tier) -> D
             rows[table] = int(cur.fetchone()[0])
         cur.execute(sql.SQL(
             "SELECT greatest((SELECT max(created_at) FROM {m}), (SELECT max(created_at) FROM {c}), "
-            "(SELECT max(updated_at) FROM {v}))"
+            "(SELECT max(updated_at) FROM {v}), (SELECT max(updated_at) FROM {d}))"
         ).format(m=sql.Identifier(schema, MESSAGES), c=sql.Identifier(schema, CONTEXT_ITEMS),
-                 v=sql.Identifier(schema, CONVERSATIONS)))
+                 v=sql.Identifier(schema, CONVERSATIONS), d=sql.Identifier(schema, DOCUMENTS)))
         last_write = cur.fetchone()[0]
     return DbUsage(scope=scope, size_bytes=size, rows=rows, last_write=last_write)
 

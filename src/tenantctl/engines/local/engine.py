@@ -93,14 +93,16 @@ class LocalEngine(Engine):
         with RUN_LOCK, self._aws_env():
             file = StateFile(self.state_root, stack)
             drift: list[ResourceChange] = []
+            refreshed = None
             if refresh:
-                state = file.load()
-                drift = self._fold(stack, state, on_event)
-                if drift:
-                    file.save(state)  # the state now says what is live, as a Pulumi refresh leaves it
-            plan = self._plan(stack, on_event)
+                refreshed = file.load()
+                drift = self._fold(stack, refreshed, on_event)
+            plan = self._plan(stack, on_event, refreshed)
             if self.gate is not None:
                 self.gate(stack, plan.planned, judged_at_apply=True)  # before the apply pass: refusing changes nothing
+            self.planned(ChangeSet(stack=stack, changes=plan.changes + plan.deletions()), on_event)
+            if drift:  # judged and approved: the state now says what is live, as a Pulumi refresh leaves it
+                file.save(refreshed)
             project, config = self._config(stack)
             state = file.load()
             from tenantctl.engines.local import runtime
@@ -152,6 +154,8 @@ class LocalEngine(Engine):
             from tenantctl.engines.local.passes import _Pass
 
             run = _Pass(stack, state, self._context(config), on_event, file)
+            if on_event is not None:
+                on_event(EngineEvent(stack=stack, kind="plan", total=len(state.resources)))
             deleted = self._delete(run, list(reversed(state.resources)))
             file.delete()
             changes = ChangeSet(stack=stack, changes=deleted)

@@ -305,9 +305,11 @@ class PulumiEngine(Engine):
 
     def up(self, stack: str, on_event: EventSink | None = None, *, refresh: bool = False) -> UpResult:
         handle = None
-        if self.gate is not None:
-            # Preview first and let the gate judge the plan: a refusal leaves AWS untouched.
-            handle = self._plan(stack, on_event, refresh, create=True)[1]
+        if self.gate is not None or self.approve is not None:
+            # Preview first and let the gate judge the plan (and `approve` see
+            # it): a refusal leaves AWS untouched.
+            plan, handle = self._plan(stack, on_event, refresh, create=True)
+            self.planned(plan.changeset(), on_event)
         handle = handle or self._stack(stack, create=True)
         collector = ChangeCollector(stack, on_event)
         result = self._operate("up", stack, handle, collector, lambda s, o: s.up(**o), refresh=refresh, policy=True)

@@ -272,16 +272,14 @@ class SecurityGroupHandler(TaggedEc2Handler):
         ignore_missing(lambda: ctx.client("ec2").delete_security_group(GroupId=rid), "InvalidGroup.NotFound")
 
 
-class DefaultSecurityGroupHandler(TaggedEc2Handler):
+class DefaultSecurityGroupHandler(SecurityGroupHandler):
     """The group EC2 gives every VPC, adopted (never created) and held to the
     declared rules; deleting the resource leaves the group to its VPC, as
-    Pulumi does."""
+    Pulumi does. Read (refresh) like any security group."""
 
     type = "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup"
     replace_on = ("vpcId",)
     find_by_tag = False
-    # What read() describes it by (it is never created with tags, so no resource_type).
-    describe, result_key, id_key = SecurityGroupHandler.describe, SecurityGroupHandler.result_key, "GroupId"
 
     def find(self, ctx: Context, d: Desired) -> str | None:
         groups = ctx.client("ec2").describe_security_groups(Filters=[

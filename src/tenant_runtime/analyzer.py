@@ -1,0 +1,188 @@
+"""Text analysis for the per-tenant search index: text -> terms, with offsets.
+
+* NFKC + casefold (full-width letters and digits, ligatures, case).
+* Latin/digit words: a light English stemmer (plural, -ing, -ed, -ly; no
+  dictionary), so "Searching" and "searches" meet at "search".
+* Japanese/CJK runs: the optional Japanese analyzer (``pip install
+  tenantctl[ja]``: SudachiPy + sudachidict-small, split mode C) gives words;
+  without it every run is indexed as overlapping character bigrams (and
+  unigrams), the classic dictionary-free CJK approach (recall is good, precision lower: a
+  query for 東京都 also matches a text with 京都 only, ranked below).
+* Character trigrams of each word (``^``/``$`` padded) for typo and partial
+  matching (``fuzzy=True`` searches): they are what makes "serch" find
+  "search" (through the tenant's vocabulary, not per document).
+* Prefixes (2..MAX_PREFIX characters) of title words, for suggestions.
+
+The analyzer is part of the index format: changing it (or installing the
+Japanese extra on a tenant indexed without it) needs ``tenantctl search
+reindex``. Kinds are prefixes of the term text ("w:" words, "p:" title
+prefixes in the postings; "g:" trigrams in the vocabulary).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+MAX_PREFIX = 8
+GRAM = 3
+_RUNS = re.compile(r"(?P<cjk>[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\u30fc]+)"
+                   r"|(?P<word>[^\W_]+)")
+_STOP = frozenset("a an and are as at be by for from in is it of on or that the this to was were with".split())
+
+
+@dataclass(frozen=True)
+class Token:
+    term: str  # normalised form (stemmed word, CJK word or bigram)
+    surface: str  # lowercased text as written (for trigrams and prefixes)
+    start: int
+    end: int
+    cjk: bool
+
+
+def normalise(text: str) -> str:
+    """NFKC + casefold (for comparing words; offsets come from ``nfkc``)."""
+    return nfkc(text).casefold()
+
+
+def nfkc(text: str) -> str:
+    """The text token offsets refer to: NFKC only (casefolding may change
+    lengths, so words are casefolded one by one)."""
+    return unicodedata.normalize("NFKC", text)
+
+
+def stem(word: str) -> str:
+    """A light English stemmer: enough for plural/tense variants, never below 3 letters."""
+    if not word.isascii() or not word.isalpha() or len(word) <= 3:
+        return word
+    base = _strip_suffix(word)
+    # "rotate", "rotates" -> "rotat" (as "rotating", "rotated"); "tree", "free" stay
+    return base[:-1] if base.endswith("e") and len(base) >= 5 else base
+
+
+def _strip_suffix(word: str) -> str:
+    for suffix, repl in (("ies", "y"), ("sses", "ss"), ("ness", ""), ("ing", ""), ("edly", ""), ("ed", ""),
+                         ("ly", ""), ("es", ""), ("s", "")):
+        if word.endswith(suffix) and len(word) - len(suffix) + len(repl) >= 3:
+            if suffix == "s" and word.endswith(("ss", "us", "is")):
+                return word
+            if suffix == "es" and not word.endswith(("ches", "shes", "xes", "sses", "zes")):
+                continue
+            if suffix == "ed" and word.endswith("eed"):  # speed, need, agreed
+                return word
+            base = word[: len(word) - len(suffix)] + repl
+            # "running" -> "runn" -> "run"
+            if suffix in ("ing", "ed") and len(base) > 3 and base[-1] == base[-2] and base[-1] not in "lsz":
+                base = base[:-1]
+            return base
+    return word
+
+
+@functools.lru_cache(maxsize=1)
+def japanese_tokenizer():  # noqa: ANN201 - a callable over sudachipy, when installed
+    """SudachiPy (split mode C, the small dictionary) when the ``ja`` extra is
+    installed, else None. Gives (normalised form, begin, end) of content
+    words: particles, auxiliaries and punctuation are left out."""
+    try:
+        from sudachipy import Dictionary, SplitMode
+        tok = Dictionary(dict="small").tokenizer(SplitMode.C)
+    except Exception:  # noqa: BLE001 - not installed, or no dictionary: the bigram fallback
+        return None
+
+    def words(text: str) -> list[tuple[str, int, int]]:
+        return [(m.normalized_form(), m.begin(), m.end()) for m in tok.tokenize(text)
+                if m.part_of_speech()[0] not in _JA_SKIP]
+
+    return words
+
+
+_JA_SKIP = frozenset({"助詞", "助動詞", "補助記号", "空白"})
+
+
+def _cjk_tokens(run: str, offset: int, index: bool) -> Iterator[Token]:
+    ja = japanese_tokenizer()
+    if ja is not None:
+        for form, begin, end in ja(run):
+            if form.strip():
+                yield Token(form, run[begin:end], offset + begin, offset + end, True)
+        return
+    for i in range(len(run)):
+        if index or len(run) == 1:  # unigrams: what a one-character query matches
+            yield Token(run[i], run[i], offset + i, offset + i + 1, True)
+        if i + 1 < len(run):
+            yield Token(run[i:i + 2], run[i:i + 2], offset + i, offset + i + 2, True)
+
+
+def tokens(text: str, index: bool = False) -> list[Token]:
+    """Tokens of ``text`` (offsets into ``nfkc(text)``), stop words dropped.
+    ``index``: a document's (CJK unigrams too, so one-character queries match;
+    a query's runs give bigrams only, unigrams only for a single character)."""
+    out: list[Token] = []
+    for m in _RUNS.finditer(nfkc(text)):
+        if m.group("cjk"):
+            out.extend(_cjk_tokens(m.group("cjk"), m.start(), index))
+        elif (word := m.group("word").casefold()) not in _STOP:
+            out.append(Token(stem(word), word, m.start(), m.end(), False))
+    return out
+
+
+def grams(surface: str) -> list[str]:
+    padded = f"^{surface}$"
+    return [padded[i:i + GRAM] for i in range(len(padded) - GRAM + 1)]
+
+
+@dataclass
+class Analysed:
+    """What a document puts in the index."""
+
+    counts: Counter[str]  # kinded term -> frequency (words, title prefixes)
+    length: int  # word tokens (title counted twice)
+    vocabulary: set[tuple[str, str]]  # (trigram, word term) pairs of its Latin words, for fuzzy queries
+
+
+def index_terms(title: str, body: str) -> Analysed:
+    """Term frequencies of a document and its length in word tokens. Title
+    words count twice (a light field boost). Trigrams are not postings: they
+    go to the tenant's vocabulary (trigram -> word), once per word, where a
+    fuzzy query finds the words it may mean."""
+    title_tokens, body_tokens = tokens(title, index=True), tokens(body, index=True)
+    counts: Counter[str] = Counter()
+    vocabulary: set[tuple[str, str]] = set()
+    for weight, toks in ((2, title_tokens), (1, body_tokens)):
+        for tok in toks:
+            term = "w:" + tok.term
+            if not tok.cjk and term not in counts:
+                vocabulary.update(("g:" + g, term) for g in grams(tok.surface))
+            counts[term] += weight
+    for tok in title_tokens:
+        for n in range(2, min(len(tok.surface), MAX_PREFIX) + 1):
+            counts["p:" + tok.surface[:n]] += 1
+    return Analysed(counts, 2 * len(title_tokens) + len(body_tokens), vocabulary)
+
+
+def query_terms(query: str) -> list[str]:
+    """The query's word terms, each once."""
+    return list(dict.fromkeys("w:" + tok.term for tok in tokens(query)))
+
+
+def query_grams(query: str) -> list[tuple[int, str, int]]:
+    """(query word, trigram, trigrams of that word) for a fuzzy query: a
+    vocabulary word sharing at least half of a query word's trigrams is
+    searched too (a typo or a partial word still shares most of them)."""
+    out = []
+    for i, tok in enumerate(t for t in tokens(query) if not t.cjk):
+        gs = list(dict.fromkeys(grams(tok.surface)))
+        out += [(i, "g:" + g, len(gs)) for g in gs]
+    return out
+
+
+def prefix_term(prefix: str) -> str | None:
+    """The prefix term of a suggestion query (its last word, at most MAX_PREFIX characters)."""
+    words = normalise(prefix).split()
+    if not words or len(words[-1]) < 2:
+        return None
+    return "p:" + words[-1][:MAX_PREFIX]

@@ -1,0 +1,49 @@
+"""The blind index: search terms as keyed hashes, under a per-tenant search key.
+
+A term is stored as ``HMAC-SHA256(search_key, term)[:16]``, never as text. The
+search key is 32 random bytes generated once per tenant (and again by
+``reindex``), stored in the tenant's own ``search_keys`` table *sealed* with
+the tenant's envelope (a data key from the tenant's KMS key, AES-GCM bound to
+tenant id + a scope no conversation or document can have). So:
+
+* a copied index reveals neither the words (no key, no dictionary attack) nor
+  which tenants share words (each tenant's hashes differ for the same word);
+* rows copied into another tenant's schema never match its queries (they were
+  hashed under another key);
+* deprovisioning schedules the tenant's KMS key for deletion: the search key
+  can no longer be unsealed, so even a superuser holding every row can
+  compute no query term (crypto-shredding).
+
+What it still leaks, to someone who holds the rows (a DBA, a backup): within
+one tenant, how often each (unknown) term occurs, posting-list sizes,
+document lengths and which documents share terms (co-occurrence). Frequency
+analysis against a known corpus could guess the commonest terms of a large
+tenant. Acceptable here: the rows sit behind the same walls as the
+ciphertexts (RLS, per-tenant roles, encrypted storage), the words, bodies and
+cross-tenant links stay hidden, and ranking needs these statistics in SQL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+
+TERM_BYTES = 16
+KEY_BYTES = 32
+# Envelope scopes (the "conversation" slot of the encryption context): a NUL
+# cannot be stored in a PostgreSQL text column, so no conversation id has one.
+SEARCH_KEY_SCOPE = "\x00search-key"
+
+
+def document_scope(doc_id: str) -> str:
+    return "\x00document:" + doc_id
+
+
+def new_search_key() -> bytes:
+    return os.urandom(KEY_BYTES)
+
+
+def blind(key: bytes, term: str) -> bytes:
+    # hmac.digest: OpenSSL's one-shot HMAC, several times faster than hmac.new per term.
+    return hmac.digest(key, term.encode(), hashlib.sha256)[:TERM_BYTES]

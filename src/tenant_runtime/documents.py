@@ -1,0 +1,485 @@
+"""Per-tenant documents and search, in the tenant's own store.
+
+Documents (``documents``): title and body sealed together with the tenant's
+envelope (bound to the document id), metadata in clear JSON (filters and
+facets run on it in SQL), an optional source link. The search index
+(``search_postings``) is blind (``tenant_runtime.blind_index``): one row per
+(key version, hashed term, document) with the term's frequency; ranking is
+BM25 computed in SQL over those rows (document frequency = posting-list size,
+document lengths from ``documents.length``). A write updates the document and
+its postings in one statement, so one transaction.
+
+Operations are written once as step generators (``tenant_runtime.store``) and
+mixed into both drivers (``ContextStore``, ``AsyncContextStore``).
+
+Search key versions: a document is indexed under exactly one version (the
+newest when it was written); a query is hashed under every live version, so
+``reindex`` (a new key, every document re-hashed in batches, then the old key
+dropped) never leaves a window where documents cannot be found.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from psycopg import sql
+from psycopg.types.json import Jsonb
+from pydantic import BaseModel
+
+from tenant_runtime import analyzer
+from tenant_runtime import cursor as cursor_codec
+from tenant_runtime.blind_index import SEARCH_KEY_SCOPE, blind, document_scope, new_search_key
+from tenant_runtime.cache import TTLCache
+from tenant_runtime.context import TenantContext, check_writable, verified
+from tenant_runtime.errors import InvalidRequest, StoreUnavailable, TenantMismatch
+
+# The tables (templates/tenant_schema.sql.j2 creates them; tenant_runtime.store lists them in TABLES).
+DOCUMENTS = "documents"
+SEARCH_KEYS = "search_keys"
+SEARCH_POSTINGS = "search_postings"
+SEARCH_VOCAB = "search_vocab"
+MAX_DOCUMENT = 1 << 20  # title + body, bytes of UTF-8
+MAX_DOC_METADATA = 64 << 10
+MAX_RESULTS = 100
+MAX_QUERY = 1_000
+REINDEX_BATCH = 200
+SNIPPET = 160
+HIGHLIGHT_SCAN = 4_000
+BM25_K1, BM25_B = 1.2, 0.75
+FUZZY_SIMILARITY = 0.5  # share of a query word's trigrams a vocabulary word must have
+FUZZY_WEIGHT = 0.8  # a fuzzy match counts less than the word itself
+FUZZY_WORDS = 20  # vocabulary words per query word at most
+KEY_CACHE_TENANTS, KEY_CACHE_TTL = 1_000, 300.0
+
+
+class Document(BaseModel):
+    doc_id: str
+    title: str
+    body: str
+    metadata: dict[str, Any]
+    source: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class DocumentSummary(BaseModel):
+    doc_id: str
+    title: str
+    metadata: dict[str, Any]
+    source: str | None
+    updated_at: datetime
+
+
+class DocumentPage(BaseModel):
+    documents: list[DocumentSummary]  # by doc_id
+    next_cursor: str | None
+
+
+class SearchHit(BaseModel):
+    doc_id: str
+    score: float
+    title: str
+    snippet: str  # part of the body around the first match
+    matches: list[tuple[int, int]]  # [start, end) of matched words in ``snippet``
+    metadata: dict[str, Any]
+    source: str | None
+
+
+class SearchResult(BaseModel):
+    hits: list[SearchHit]  # best first (score, then doc_id)
+    total: int  # documents matching the query and filters
+    facets: dict[str, dict[str, int]]  # field -> value -> count, over all matches
+    next_cursor: str | None
+
+
+class ReindexResult(BaseModel):
+    key_version: int
+    documents: int
+
+
+def _check_id(doc_id: str) -> None:
+    if not isinstance(doc_id, str) or not 1 <= len(doc_id) <= 200:
+        raise InvalidRequest("doc_id must be 1..200 characters")
+
+
+def _json_size(value: Any, what: str, limit: int) -> None:
+    try:
+        size = len(json.dumps(value))
+    except (TypeError, ValueError):
+        raise InvalidRequest(f"{what} must be JSON-serialisable") from None
+    if size > limit:
+        raise InvalidRequest(f"{what} is {size} bytes of JSON; the limit is {limit}")
+
+
+def _page_limit(limit: int, most: int) -> None:
+    if not 1 <= limit <= most:
+        raise InvalidRequest(f"limit must be between 1 and {most}")
+
+
+def _decode(cursor: str, tenant_id: str, fields: tuple[str, ...], what: str) -> dict[str, Any]:
+    try:
+        data = cursor_codec.decode(cursor)
+        if not all(isinstance(data[f], str) for f in ("t", *fields)):
+            raise ValueError
+    except (ValueError, KeyError):
+        raise InvalidRequest(f"invalid cursor: pass a cursor returned by {what}()") from None
+    if data["t"] != tenant_id:
+        raise TenantMismatch(tenant_id, data["t"], "cursor")
+    return data
+
+
+def highlight(body: str, words: set[str]) -> tuple[str, list[tuple[int, int]]]:
+    """A snippet of ``body`` (NFKC) around its first token whose term is in
+    ``words``, and the spans of every such token inside it."""
+    text = analyzer.nfkc(body)
+    # Only the beginning is analysed (long bodies cost no more than this).
+    hits = [(t.start, t.end) for t in analyzer.tokens(text[:HIGHLIGHT_SCAN], index=True) if t.term in words]
+    start = max(0, hits[0][0] - SNIPPET // 4) if hits else 0
+    if start:  # begin at a word boundary
+        space = text.rfind(" ", 0, start)
+        start = space + 1 if space >= start - 20 else start
+    end = min(len(text), start + SNIPPET)
+    return text[start:end], [(s - start, e - start) for s, e in hits if s >= start and e <= end]
+
+
+class DocumentOperations:
+    """Documents and search as store operations (mixed into the store drivers)."""
+
+    envelope: Any
+    _table: Callable[[TenantContext, str], sql.Composed]
+
+    # -- the search key ---------------------------------------------------------
+
+    def _cached_keys(self, ctx: TenantContext) -> list[tuple[int, bytes]] | None:
+        """The tenant's search keys as last unsealed, while the tenant's KMS key
+        was checked Enabled within the envelope's ``recheck_after``: a key
+        disabled or scheduled for deletion stops search as fast as it stops
+        decryption. Statements that use them verify the versions are still the
+        live ones (a reindex elsewhere), else the keys are read again."""
+        cache = self.__dict__.get("_search_key_cache")
+        if cache is None or not self.envelope.cache.key_checked(ctx.resources.kms_key_arn):
+            return None
+        hit, keys = cache.get((ctx.tenant_id, ctx.resources.kms_key_arn))
+        return keys if hit else None
+
+    def _forget_keys(self, ctx: TenantContext) -> None:
+        cache = self.__dict__.get("_search_key_cache")
+        if cache is not None:
+            cache.pop((ctx.tenant_id, ctx.resources.kms_key_arn))
+
+    def _search_keys(self, ctx: TenantContext, create: bool) -> Any:
+        """[(version, key)] of the tenant's live search keys, oldest first;
+        with ``create``, the first one is made when there is none."""
+        cached = self._cached_keys(ctx)
+        if cached:
+            return cached
+        table = self._table(ctx, SEARCH_KEYS)
+        select = sql.SQL("SELECT version, sealed FROM {} WHERE tenant_id = %s ORDER BY version").format(table)
+        rows = yield self._statement_step(select, (ctx.tenant_id,), "all")
+        if not rows and create:
+            sealed = yield self._compute_step(self.envelope.encrypt, ctx, SEARCH_KEY_SCOPE, new_search_key())
+            yield self._statement_step(
+                sql.SQL("INSERT INTO {} (tenant_id, version, sealed) VALUES (%s, 1, %s) "
+                        "ON CONFLICT DO NOTHING").format(table), (ctx.tenant_id, sealed), "rowcount")
+            rows = yield self._statement_step(select, (ctx.tenant_id,), "all")  # ours, or a racing writer's
+        keys = yield self._compute_step(self.envelope.decrypt_many, ctx, SEARCH_KEY_SCOPE,
+                                        [bytes(r[1]) for r in rows])
+        found = [(r[0], k) for r, k in zip(rows, keys, strict=True)]
+        if found:
+            self.__dict__.setdefault("_search_key_cache", TTLCache(KEY_CACHE_TENANTS, KEY_CACHE_TTL)).put(
+                (ctx.tenant_id, ctx.resources.kms_key_arn), found)
+        return found
+
+    # -- writing ---------------------------------------------------------------------
+
+    def _index_write(self, ctx: TenantContext, head: sql.Composable, params: dict[str, Any], version: int,
+                     key: bytes, analysed: analyzer.Analysed) -> Any:
+        """One statement: ``head`` (a CTE named ``d`` writing the document row,
+        returning doc_id), then the document's postings replaced by its terms
+        under key ``version`` and its words added to the vocabulary; returns
+        the rows of ``d``."""
+        counts = analysed.counts
+        pairs = sorted(analysed.vocabulary)
+        hashed = {t: blind(key, t) for t in {*counts, *(g for g, _ in pairs), *(w for _, w in pairs)}}
+        terms = [hashed[term] for term in counts]
+        query = sql.SQL(
+            "WITH d AS ({head}), "
+            "gone AS (DELETE FROM {post} p USING d WHERE p.tenant_id = %(t)s AND p.doc_id = d.doc_id "
+            "  AND NOT (p.key_version = %(v)s AND p.term = ANY(%(terms)b::bytea[]))), "
+            "ins AS (INSERT INTO {post} (tenant_id, key_version, term, doc_id, tf) "
+            "  SELECT %(t)s, %(v)s, u.term, d.doc_id, u.tf FROM d, unnest(%(terms)b::bytea[], %(tfs)b::int[]) "
+            "  AS u(term, tf) ON CONFLICT (tenant_id, key_version, term, doc_id) DO UPDATE SET tf = EXCLUDED.tf), "
+            "voc AS (INSERT INTO {vocab} (tenant_id, key_version, gram, term) "
+            "  SELECT DISTINCT %(t)s, %(v)s, u.gram, u.term FROM d, unnest(%(grams)b::bytea[], %(words)b::bytea[]) "
+            "  AS u(gram, term) ON CONFLICT DO NOTHING) "
+            "SELECT * FROM d").format(head=head, post=self._table(ctx, SEARCH_POSTINGS),
+                                      vocab=self._table(ctx, SEARCH_VOCAB))
+        rows = yield self._statement_step(query, {
+            **params, "t": ctx.tenant_id, "v": version, "terms": terms, "tfs": list(counts.values()),
+            "grams": [hashed[g] for g, _ in pairs], "words": [hashed[w] for _, w in pairs]}, "all")
+        return rows
+
+    def _put_document(self, ctx: TenantContext, doc_id: str, title: str, body: str,
+                      metadata: dict[str, Any] | None, source: str | None) -> Any:
+        ctx = verified(ctx)
+        check_writable(ctx)
+        _check_id(doc_id)
+        if not isinstance(title, str) or not isinstance(body, str):
+            raise InvalidRequest("title and body must be strings")
+        content = json.dumps({"title": title, "body": body}).encode()
+        if len(content) > MAX_DOCUMENT:
+            raise InvalidRequest(f"document is {len(content)} bytes; the limit is {MAX_DOCUMENT}")
+        meta = metadata or {}
+        if not isinstance(meta, dict):
+            raise InvalidRequest("metadata must be a JSON object")
+        _json_size(meta, "metadata", MAX_DOC_METADATA)
+        if source is not None and (not isinstance(source, str) or len(source) > 2_000):
+            raise InvalidRequest("source must be a link of at most 2000 characters")
+        analysed = analyzer.index_terms(title, body)
+        sealed = yield self._compute_step(self.envelope.encrypt, ctx, document_scope(doc_id), content)
+        # Written under the newest key only: a key made since (a reindex) sends it round again.
+        head = sql.SQL(
+            "INSERT INTO {docs} (tenant_id, doc_id, content, metadata, source, length, key_version) "
+            "SELECT %(t)s, %(d)s, %(c)s, %(m)s, %(s)s, %(n)s, %(v)s WHERE %(v)s = "
+            "(SELECT max(version) FROM {keys} WHERE tenant_id = %(t)s) "
+            "ON CONFLICT (tenant_id, doc_id) DO UPDATE "
+            "SET content = EXCLUDED.content, metadata = EXCLUDED.metadata, source = EXCLUDED.source, "
+            "length = EXCLUDED.length, key_version = EXCLUDED.key_version, updated_at = now() "
+            "RETURNING doc_id, created_at, updated_at").format(docs=self._table(ctx, DOCUMENTS),
+                                                               keys=self._table(ctx, SEARCH_KEYS))
+        for _ in range(3):
+            version, key = (yield from self._search_keys(ctx, create=True))[-1]
+            rows = yield from self._index_write(ctx, head, {"d": doc_id, "c": sealed, "m": Jsonb(meta),
+                                                            "s": source, "n": analysed.length}, version, key,
+                                                analysed)
+            if rows:
+                break
+            self._forget_keys(ctx)
+        else:
+            raise StoreUnavailable(f"search key of tenant {ctx.tenant_id!r} kept changing: retry")
+        _, created, updated = rows[0]
+        return Document(doc_id=doc_id, title=title, body=body, metadata=meta, source=source,
+                        created_at=created, updated_at=updated)
+
+    def _reindex(self, ctx: TenantContext) -> Any:
+        """A new search key; every document re-hashed under it (batches, each
+        one statement per document, a document changed meanwhile is left to
+        its writer, who already used the new key); then the old keys go."""
+        ctx = verified(ctx)
+        check_writable(ctx)
+        self._forget_keys(ctx)
+        keys = yield from self._search_keys(ctx, create=False)
+        version = (keys[-1][0] if keys else 0) + 1
+        sealed = yield self._compute_step(self.envelope.encrypt, ctx, SEARCH_KEY_SCOPE, new_search_key())
+        yield self._statement_step(
+            sql.SQL("INSERT INTO {} (tenant_id, version, sealed) VALUES (%s, %s, %s)").format(
+                self._table(ctx, SEARCH_KEYS)), (ctx.tenant_id, version, sealed), "rowcount")
+        key = yield self._compute_step(self.envelope.decrypt, ctx, SEARCH_KEY_SCOPE, sealed)
+        docs = self._table(ctx, DOCUMENTS)
+        done, after = 0, ""
+        head = sql.SQL("UPDATE {docs} SET key_version = %(v)s, length = %(n)s WHERE tenant_id = %(t)s "
+                       "AND doc_id = %(d)s AND content = %(c)s RETURNING doc_id").format(docs=docs)
+        while True:
+            rows = yield self._statement_step(
+                sql.SQL("SELECT doc_id, content FROM {} WHERE tenant_id = %s AND doc_id > %s AND key_version < %s "
+                        "ORDER BY doc_id LIMIT %s").format(docs), (ctx.tenant_id, after, version, REINDEX_BATCH),
+                "all")
+            if not rows:
+                break
+            opened = yield self._compute_step(self._open_documents, ctx, [(r[0], bytes(r[1])) for r in rows])
+            for (doc_id, blob), (title, body) in zip(rows, opened, strict=True):
+                analysed = analyzer.index_terms(title, body)
+                written = yield from self._index_write(ctx, head, {"d": doc_id, "c": blob, "n": analysed.length},
+                                                       version, key, analysed)
+                done += len(written)
+            after = rows[-1][0]
+        yield self._statement_step(
+            sql.SQL("DELETE FROM {keys} k WHERE tenant_id = %s AND version < %s AND NOT EXISTS "
+                    "(SELECT 1 FROM {docs} d WHERE d.tenant_id = k.tenant_id AND d.key_version = k.version)").format(
+                keys=self._table(ctx, SEARCH_KEYS), docs=docs), (ctx.tenant_id, version), "rowcount")
+        # The vocabulary of keys gone goes too (the new one was rebuilt from the documents).
+        yield self._statement_step(
+            sql.SQL("DELETE FROM {vocab} v WHERE tenant_id = %s AND NOT EXISTS "
+                    "(SELECT 1 FROM {keys} k WHERE k.tenant_id = v.tenant_id AND k.version = v.key_version)").format(
+                vocab=self._table(ctx, SEARCH_VOCAB), keys=self._table(ctx, SEARCH_KEYS)), (ctx.tenant_id,),
+            "rowcount")
+        self._forget_keys(ctx)
+        return ReindexResult(key_version=version, documents=done)
+
+    # -- reading -------------------------------------------------------------------
+
+    def _open_documents(self, ctx: TenantContext, rows: list[tuple[str, bytes]]) -> list[tuple[str, str]]:
+        out = []
+        for doc_id, blob in rows:
+            data = json.loads(self.envelope.decrypt(ctx, document_scope(doc_id), blob))
+            out.append((data["title"], data["body"]))
+        return out
+
+    def _get_document(self, ctx: TenantContext, doc_id: str) -> Any:
+        ctx = verified(ctx)
+        _check_id(doc_id)
+        row = yield self._statement_step(
+            sql.SQL("SELECT content, metadata, source, created_at, updated_at FROM {} "
+                    "WHERE tenant_id = %s AND doc_id = %s").format(self._table(ctx, DOCUMENTS)),
+            (ctx.tenant_id, doc_id), "one")
+        if row is None:
+            return None
+        [(title, body)] = yield self._compute_step(self._open_documents, ctx, [(doc_id, bytes(row[0]))])
+        return Document(doc_id=doc_id, title=title, body=body, metadata=row[1], source=row[2],
+                        created_at=row[3], updated_at=row[4])
+
+    def _list_documents(self, ctx: TenantContext, limit: int, cursor: str | None) -> Any:
+        ctx = verified(ctx)
+        _page_limit(limit, MAX_RESULTS)
+        after = _decode(cursor, ctx.tenant_id, ("l",), "list_documents")["l"] if cursor else ""
+        rows = yield self._statement_step(
+            sql.SQL("SELECT doc_id, content, metadata, source, updated_at FROM {} WHERE tenant_id = %s "
+                    "AND doc_id > %s ORDER BY doc_id LIMIT %s").format(self._table(ctx, DOCUMENTS)),
+            (ctx.tenant_id, after, limit + 1), "all")
+        more, rows = len(rows) > limit, rows[:limit]
+        opened = yield self._compute_step(self._open_documents, ctx, [(r[0], bytes(r[1])) for r in rows])
+        return DocumentPage(
+            documents=[DocumentSummary(doc_id=r[0], title=t, metadata=r[2], source=r[3], updated_at=r[4])
+                       for r, (t, _) in zip(rows, opened, strict=True)],
+            next_cursor=cursor_codec.encode({"t": ctx.tenant_id, "l": rows[-1][0]}) if more else None)
+
+    def _delete_document(self, ctx: TenantContext, doc_id: str) -> Any:
+        ctx = verified(ctx)
+        check_writable(ctx)
+        _check_id(doc_id)
+        deleted = yield self._statement_step(  # its postings go with it (ON DELETE CASCADE)
+            sql.SQL("DELETE FROM {} WHERE tenant_id = %s AND doc_id = %s").format(self._table(ctx, DOCUMENTS)),
+            (ctx.tenant_id, doc_id), "rowcount")
+        return deleted > 0
+
+    # -- search --------------------------------------------------------------------
+
+    def _search(self, ctx: TenantContext, query: str, filters: dict[str, Any] | None, facets: list[str] | None,
+                limit: int, offset: int, cursor: str | None, fuzzy: bool) -> Any:
+        ctx = verified(ctx)
+        if not isinstance(query, str) or not 1 <= len(query) <= MAX_QUERY:
+            raise InvalidRequest(f"query must be 1..{MAX_QUERY} characters")
+        _page_limit(limit, MAX_RESULTS)
+        if not isinstance(offset, int) or offset < 0 or (cursor and offset):
+            raise InvalidRequest("offset must be >= 0, and 0 with a cursor")
+        filters, facets = filters or {}, list(facets or [])
+        if not isinstance(filters, dict) or not all(isinstance(f, str) for f in facets):
+            raise InvalidRequest("filters must be a JSON object and facets a list of field names")
+        _json_size(filters, "filters", MAX_DOC_METADATA)
+        words = analyzer.query_terms(query)
+        if not words:
+            raise InvalidRequest("query has no searchable words")
+        qgrams = analyzer.query_grams(query) if fuzzy else []
+        fingerprint = hashlib.sha256(json.dumps([query, filters, fuzzy], sort_keys=True).encode()).hexdigest()[:16]
+        after_score, after_doc = None, ""
+        if cursor:
+            data = _decode(cursor, ctx.tenant_id, ("q", "s", "d"), "search")
+            if data["q"] != fingerprint:
+                raise InvalidRequest("cursor belongs to another query")
+            try:
+                after_score, after_doc = Decimal(data["s"]), data["d"]
+            except InvalidOperation:
+                raise InvalidRequest("invalid cursor: pass a cursor returned by search()") from None
+        for _ in range(3):
+            keys = yield from self._search_keys(ctx, create=False)
+            if not keys:
+                return SearchResult(hits=[], total=0, facets={}, next_cursor=None)
+            q = [(i, v, blind(key, term)) for i, term in enumerate(words) for v, key in keys]
+            g = [(qi, v, blind(key, gram), n) for qi, gram, n in qgrams for v, key in keys]
+            rows = yield self._statement_step(self._search_sql(ctx), {
+                "t": ctx.tenant_id, "idx": [r[0] for r in q], "ver": [r[1] for r in q], "term": [r[2] for r in q],
+                "gqi": [r[0] for r in g], "gver": [r[1] for r in g], "gram": [r[2] for r in g],
+                "gn": [r[3] for r in g], "f": Jsonb(filters), "facets": facets, "cs": after_score, "cd": after_doc,
+                "n": limit + 1, "o": offset}, "all")
+            if rows[0][7] == [v for v, _ in keys]:  # hashed under exactly the live keys
+                break
+            self._forget_keys(ctx)
+        else:
+            raise StoreUnavailable(f"search key of tenant {ctx.tenant_id!r} kept changing: retry")
+        total, facet_counts = rows[0][0], rows[0][1]
+        page = [r for r in rows if r[2] is not None]
+        more, page = len(page) > limit, page[:limit]
+        opened = yield self._compute_step(self._open_documents, ctx, [(r[2], bytes(r[4])) for r in page])
+        words = {t[2:] for t in words}
+        hits = []
+        for (_, _, doc_id, score, _, meta, source, _), (title, body) in zip(page, opened, strict=True):
+            snippet, matches = highlight(body, words)
+            hits.append(SearchHit(doc_id=doc_id, score=float(score), title=title, snippet=snippet, matches=matches,
+                                  metadata=meta, source=source))
+        next_cursor = cursor_codec.encode({"t": ctx.tenant_id, "q": fingerprint, "s": str(page[-1][3]),
+                                           "d": page[-1][2]}) if more else None
+        return SearchResult(hits=hits, total=total, facets=facet_counts, next_cursor=next_cursor)
+
+    def _search_sql(self, ctx: TenantContext) -> sql.Composed:
+        """BM25 over the blind postings: idf from posting-list sizes, length
+        normalisation from documents.length; one row per hit of the page (or
+        one empty row), each carrying the total and the facet counts."""
+        return sql.SQL(
+            "WITH exact AS (SELECT *, 1.0::float8 AS w FROM unnest(%(idx)b::int[], %(ver)b::int[], %(term)b::bytea[]) "
+            "  AS e(idx, key_version, term)), "
+            # fuzzy: vocabulary words sharing enough of a query word's trigrams, best first
+            "cand AS (SELECT g.qi, v.key_version, v.term, count(*)::float8 / max(g.n) AS sim "
+            "  FROM unnest(%(gqi)b::int[], %(gver)b::int[], %(gram)b::bytea[], %(gn)b::int[]) AS g(qi, key_version, "
+            "  gram, n) JOIN {vocab} v ON v.tenant_id = %(t)s AND v.key_version = g.key_version AND v.gram = g.gram "
+            "  GROUP BY g.qi, v.key_version, v.term HAVING count(*)::float8 / max(g.n) >= {sim}), "
+            "fuzzy AS (SELECT 1000000 + row_number() OVER () AS idx, key_version, term, {fw} * max(sim) AS w "
+            "  FROM (SELECT *, row_number() OVER (PARTITION BY qi ORDER BY sim DESC, term) AS r FROM cand) c "
+            "  WHERE r <= {fn} AND (key_version, term) NOT IN (SELECT key_version, term FROM exact) "
+            "  GROUP BY key_version, term), "
+            "q AS (SELECT * FROM exact UNION ALL SELECT * FROM fuzzy), "
+            "stats AS (SELECT count(*)::float8 AS n, greatest(coalesce(avg(length), 1), 1)::float8 AS avgdl "
+            "  FROM {docs} WHERE tenant_id = %(t)s), "
+            "hits AS (SELECT p.doc_id, p.tf, q.idx, q.w FROM {post} p JOIN q "
+            "  ON p.key_version = q.key_version AND p.term = q.term WHERE p.tenant_id = %(t)s), "
+            "df AS (SELECT idx, count(*)::float8 AS df FROM hits GROUP BY idx), "
+            "scored AS (SELECT d.doc_id, d.metadata, round(sum(h.w * ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5)) "
+            "  * h.tf * {k1p1} / (h.tf + {k1} * (1 - {b} + {b} * d.length / s.avgdl)))::numeric, 9) AS score "
+            "  FROM hits h JOIN df USING (idx) JOIN {docs} d ON d.tenant_id = %(t)s AND d.doc_id = h.doc_id "
+            "  CROSS JOIN stats s WHERE d.metadata @> %(f)s GROUP BY d.doc_id, d.metadata), "
+            "page AS (SELECT doc_id, score FROM scored WHERE %(cs)s::numeric IS NULL OR score < %(cs)s "
+            "  OR (score = %(cs)s AND doc_id > %(cd)s) ORDER BY score DESC, doc_id LIMIT %(n)s OFFSET %(o)s), "
+            "summary AS (SELECT (SELECT count(*) FROM scored) AS total, "
+            "  (SELECT coalesce(jsonb_object_agg(k, vals), '{{}}') FROM (SELECT k, jsonb_object_agg(v, c) AS vals "
+            "   FROM (SELECT f.k, s.metadata ->> f.k AS v, count(*) AS c FROM scored s "
+            "         CROSS JOIN unnest(%(facets)s::text[]) AS f(k) WHERE s.metadata ? f.k GROUP BY 1, 2) x "
+            "   GROUP BY k) y) AS facets, "
+            "  (SELECT array_agg(version ORDER BY version) FROM {keys} WHERE tenant_id = %(t)s) AS versions) "
+            "SELECT m.total, m.facets, p.doc_id, p.score, d.content, d.metadata, d.source, m.versions FROM summary m "
+            "LEFT JOIN (page p JOIN {docs} d ON d.tenant_id = %(t)s AND d.doc_id = p.doc_id) ON true "
+            "ORDER BY p.score DESC, p.doc_id").format(
+            docs=self._table(ctx, DOCUMENTS), post=self._table(ctx, SEARCH_POSTINGS),
+            keys=self._table(ctx, SEARCH_KEYS), vocab=self._table(ctx, SEARCH_VOCAB),
+            sim=sql.Literal(FUZZY_SIMILARITY), fw=sql.Literal(FUZZY_WEIGHT), fn=sql.Literal(FUZZY_WORDS),
+            k1=sql.Literal(BM25_K1), k1p1=sql.Literal(BM25_K1 + 1),
+            b=sql.Literal(BM25_B))
+
+    def _suggest(self, ctx: TenantContext, prefix: str, limit: int) -> Any:
+        """Title words starting with ``prefix``'s last word: the blind prefix
+        finds the documents, their decrypted titles give the words."""
+        ctx = verified(ctx)
+        _page_limit(limit, MAX_RESULTS)
+        term = analyzer.prefix_term(prefix) if isinstance(prefix, str) else None
+        if term is None:
+            return []
+        keys = yield from self._search_keys(ctx, create=False)
+        if not keys:
+            return []
+        rows = yield self._statement_step(
+            sql.SQL("SELECT d.doc_id, d.content FROM {post} p JOIN {docs} d ON d.tenant_id = p.tenant_id "
+                    "AND d.doc_id = p.doc_id WHERE p.tenant_id = %s AND (p.key_version, p.term) IN "
+                    "(SELECT * FROM unnest(%b::int[], %b::bytea[])) ORDER BY p.tf DESC, d.doc_id LIMIT 50").format(
+                post=self._table(ctx, SEARCH_POSTINGS), docs=self._table(ctx, DOCUMENTS)),
+            (ctx.tenant_id, [v for v, _ in keys], [blind(k, term) for _, k in keys]), "all")
+        opened = yield self._compute_step(self._open_documents, ctx, [(r[0], bytes(r[1])) for r in rows])
+        stem = term[2:]
+        seen: dict[str, int] = {}
+        for title, _ in opened:
+            for tok in analyzer.tokens(title):
+                if tok.surface.startswith(stem):
+                    seen[tok.surface] = seen.get(tok.surface, 0) + 1
+        return sorted(seen, key=lambda w: (-seen[w], w))[:limit]

@@ -1,0 +1,111 @@
+"""`tenantctl suspend | resume | hibernate`: a tenant that keeps its data and
+serves nothing, or sleeps while idle."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from tenantctl.cli.options import JsonFlag
+from tenantctl.cli.output import console, print_json
+
+app = typer.Typer()
+
+TenantArg = Annotated[str, typer.Argument(help="Tenant id.")]
+
+
+@app.command()
+def suspend(tenant_id: TenantArg, json_out: JsonFlag = False) -> None:
+    """Stop a tenant from serving, keeping every resource and its data.
+
+    The registry record becomes `suspended` (the runtime refuses the tenant as
+    soon as its registry cache entry expires, 30 s by default) and the tenant
+    role's trust policy denies every AssumeRole (no role session is renewed).
+    Written to the stack file as `suspended: true`: commit it. `resume` undoes it.
+    """
+    from tenantctl.cli.progress import engine_progress
+    from tenantctl.operations.suspend import set_suspended
+    from tenantctl.workspace import Workspace
+
+    with engine_progress(f"suspending {tenant_id}") as view:
+        record, _ = set_suspended(Workspace(), tenant_id, True, on_event=view)
+    if json_out:
+        print_json(record)
+        return
+    console.print(f"[yellow]tenant {tenant_id} is {record.status.value}[/]: the runtime refuses it within its "
+                  "registry cache TTL; its role can no longer be assumed", highlight=False)
+
+
+@app.command()
+def resume(tenant_id: TenantArg, json_out: JsonFlag = False) -> None:
+    """Serve a suspended or hibernated tenant again (idempotent).
+
+    Lifts a suspension (stack file and trust policy) and wakes a hibernated
+    tenant's database (started, waited for until available).
+    """
+    from tenantctl.cli.progress import engine_progress
+    from tenantctl.operations.suspend import resume as run
+    from tenantctl.workspace import Workspace
+
+    with engine_progress(f"resuming {tenant_id}") as view:
+        record, done = run(Workspace(), tenant_id, on_event=view)
+    if json_out:
+        print_json({"record": record, "done": done})
+        return
+    console.print(f"[green]tenant {tenant_id} is {record.status.value}[/]"
+                  + (f": {', '.join(done)}" if done else ": it was neither suspended nor hibernated"),
+                  highlight=False)
+
+
+@app.command()
+def hibernate(
+    tenant_id: Annotated[Optional[str], typer.Argument(help="Tenant id (or --all).")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every idle dedicated tenant (a nightly job: AWS starts a "
+                                                     "stopped instance by itself after 7 days).")] = False,
+    idle_days: Annotated[int, typer.Option(min=1, help="Idle means no write or upload for this many days.")] = 30,
+    force: Annotated[bool, typer.Option("--force", help="Hibernate it even if it was active within "
+                                                        "--idle-days.")] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Stop an idle dedicated tenant's database instance until it is needed.
+
+    The first request after wakes it: the runtime starts the instance and
+    answers 503 with Retry-After until it is up. `tenantctl resume` wakes it
+    by hand; `tenantctl cost` shows what hibernation saves. Storage, backups
+    and VPC endpoints keep billing.
+    """
+    from tenantctl.cli.progress import engine_progress
+    from tenantctl.errors import InvalidInput
+    from tenantctl.models import TenantStatus, Tier
+    from tenantctl.operations.hibernate import hibernate as run
+    from tenantctl.workspace import Workspace
+
+    if bool(tenant_id) == all_:
+        raise InvalidInput("give one tenant id or --all")
+    ws = Workspace()
+    if all_:
+        ids = [r.tenant_id for r in ws.registry.iter_all(tier=Tier.dedicated, status=TenantStatus.active)]
+    else:
+        ids = [tenant_id]
+    done, skipped = [], {}
+    for tid in ids:
+        with engine_progress(f"hibernating {tid}") as view:
+            try:
+                record, usage = run(ws, tid, idle_days=idle_days, force=force, on_event=view)
+            except InvalidInput as exc:
+                if not all_:
+                    raise
+                skipped[tid] = str(exc)  # --all: the tenants that are not idle stay up
+                continue
+        done.append({"record": record, "last_activity": usage.last_activity})
+    if json_out:
+        print_json(done[0] if not all_ else {"hibernated": done, "skipped": skipped})
+        return
+    for item in done:
+        record = item["record"]
+        console.print(f"[green]tenant {record.tenant_id} hibernates[/]: database instance "
+                      f"{record.hibernation.db_instance} stopped since {record.hibernation.since:%Y-%m-%d %H:%M}Z",
+                      highlight=False)
+    for tid, why in skipped.items():
+        console.print(f"{tid}: skipped: {why}", highlight=False, markup=False)

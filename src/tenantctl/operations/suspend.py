@@ -1,0 +1,59 @@
+"""Suspend and resume a tenant: it keeps every resource and all its data, and
+serves nothing while suspended.
+
+- The registry record says `suspended`: the runtime refuses the tenant
+  (TenantInactive, 403) as soon as its registry cache entry expires (30 s by
+  default, ``TenantRuntime(registry_ttl=...)``).
+- The tenant role's trust policy gets an explicit Deny of every AssumeRole, so
+  the runtime cannot renew a role session (one already issued runs out within
+  its duration: 15 min with the runtime's default).
+
+Suspension is desired state like any provision option: ``suspended: true`` in
+the tenant's stack file, applied by a provision (commit the file: an `apply` of
+one without it resumes the tenant). ``resume`` clears it, and wakes a
+hibernated tenant (``operations.hibernate``) too.
+"""
+
+from __future__ import annotations
+
+from tenantctl.engines.base import EventSink, UpResult
+from tenantctl.errors import InvalidInput
+from tenantctl.models import TenantRecord, TenantStatus
+from tenantctl.operations.provision import provision
+from tenantctl.stackconfig import read_tenant, stack_file
+from tenantctl.workspace import Workspace
+
+SERVING = (TenantStatus.active, TenantStatus.suspended)
+
+
+def set_suspended(ws: Workspace, tenant_id: str, suspended: bool,
+                  on_event: EventSink | None = None) -> tuple[TenantRecord, UpResult]:
+    """Suspend (or resume) ``tenant_id``: its committed spec with ``suspended``
+    set, provisioned (idempotent: a suspended tenant suspended again changes nothing)."""
+    record = ws.registry.require(tenant_id)
+    if record.status not in SERVING:
+        raise InvalidInput(f"tenant {tenant_id!r} is {record.status.value}: only an active or suspended tenant is "
+                           "suspended or resumed")
+    path = stack_file(ws.stacks_dir, tenant_id)
+    if not path.exists():
+        raise InvalidInput(f"{path} does not exist: suspending changes the tenant's committed spec, so run it in "
+                           "the project that holds its stack file")
+    spec = read_tenant(path).model_copy(update={"suspended": suspended})
+    return provision(ws, spec, on_event=on_event)
+
+
+def resume(ws: Workspace, tenant_id: str, on_event: EventSink | None = None) -> tuple[TenantRecord, list[str]]:
+    """Serve the tenant again: wake its database when it hibernates, lift a
+    suspension. Returns the record and what was done (nothing when it was active)."""
+    from tenantctl.operations.hibernate import wake
+
+    record = ws.registry.require(tenant_id)
+    done: list[str] = []
+    if record.hibernation is not None:
+        record = wake(ws, tenant_id, on_event=on_event)
+        done.append("woken from hibernation")
+    path = stack_file(ws.stacks_dir, tenant_id)
+    if record.status is TenantStatus.suspended or (path.exists() and read_tenant(path).suspended):
+        record, _ = set_suspended(ws, tenant_id, False, on_event=on_event)
+        done.append("suspension lifted")
+    return record, done

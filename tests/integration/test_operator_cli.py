@@ -1,0 +1,427 @@
+"""The CLI a platform engineer trusts in a terminal and in CI: every test runs
+`python -m tenantctl` as a subprocess in a project of its own on the session's
+sandbox, with stdout/stderr piped (CI) or on a pseudo-terminal (a person), and
+checks exit codes, what was printed, files, and the registry itself."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from fault_tools import Cli, aws, engine_state, platform_outputs, registry_record
+from terminal import run_in_terminal
+
+from tenantctl import __version__, naming
+from tenantctl.errors import CHANGES_PENDING, NotConfirmed
+from tenantctl.models import TenantSpec
+from tenantctl.stackconfig import write_tenant
+
+ACME = "op-acme"
+NOT_CONFIRMED = NotConfirmed.exit_code
+
+
+@pytest.fixture(scope="module")
+def cli(sandbox, tmp_path_factory) -> Cli:
+    return Cli.create(sandbox, tmp_path_factory.mktemp("operator"))
+
+
+@pytest.fixture(scope="module")
+def acme(cli) -> dict:
+    """op-acme, provisioned once (pooled), as `status --json` shows it."""
+    made = cli("provision", ACME, "--owner", "team-a", "--json")
+    assert made.returncode == 0, made
+    return cli("status", ACME, "--json").json()
+
+
+@pytest.fixture(scope="module")
+def dedicated(cli) -> dict:
+    """op-ded, a dedicated tenant (its own VPC and RDS instance), provisioned once."""
+    made = cli("provision", "op-ded", "--tier", "dedicated", "--json")
+    assert made.returncode == 0, made
+    return made.json()["record"]
+
+
+def error_of(run) -> dict:
+    """The --json error object a failed run printed on stdout."""
+    return json.loads(run.stdout)["error"]
+
+
+# -- exit codes: usage errors are 2, a pending preview 12, a bad id 3 -----------------
+
+@pytest.mark.parametrize("args, needle", [
+    (["list", "-o", "json"], "No such option: -o"),
+    (["status"], "Missing argument"),
+    (["statsu"], "No such command 'statsu'"),
+    (["list", "--limit", "abc"], "'--limit'"),
+    (["provision", "x", "--tier", "huge"], "'--tier'"),
+])
+def test_usage_errors_exit_2_with_a_clear_message(cli, args, needle):
+    run = cli(*args)
+    assert run.returncode == 2, run
+    assert needle in run.stderr and "Traceback" not in run.stderr and "unexpected" not in run.stderr
+    as_json = cli(*args, "--json")
+    assert as_json.returncode == 2 and error_of(as_json)["code"] == 2 and needle in error_of(as_json)["message"]
+
+
+def test_a_pending_preview_exits_12_and_an_empty_id_3(cli, acme, sandbox):
+    write_tenant(cli.root / "stacks", TenantSpec(id="op-pending"))
+    try:
+        pending = cli("apply", "--preview", "--match", "op-pending", "--json")
+        assert pending.returncode == CHANGES_PENDING == 12, pending
+        assert pending.json()["exit_code"] == 12 and pending.json()["counts"] == {"create": 1}
+    finally:
+        cli.stack_file("op-pending").unlink()
+    clean = cli("apply", "--preview", "--match", ACME, "--json")
+    assert clean.returncode == 0 and clean.json()["counts"] == {"unchanged": 1}, clean
+
+    for args in (["status", ""], ["provision", ""], ["deprovision", "", "--yes"]):
+        empty = cli(*args, "--json")
+        assert empty.returncode == 3, empty
+        assert error_of(empty)["rule"] and "tenant id ''" in error_of(empty)["message"]
+    assert registry_record(sandbox, "op-pending") is None
+
+
+# -- everything is anchored to the project directory; -C/--cwd -----------------------
+
+def test_a_subdirectory_reaches_the_projects_sandbox_and_stacks(cli, acme, tmp_path):
+    sub = cli.root / "app" / "src"
+    sub.mkdir(parents=True)
+    own = {"TENANTCTL_SANDBOX_DIR": "", "TENANTCTL_HOME": ""}  # the default: no override
+    for where, args in ((sub, ()), (tmp_path, ("-C", str(sub)))):
+        shown = cli(*args, "target", "show", "--json", env=own, cwd=where)
+        assert shown.returncode == 0, shown
+        assert shown.json()["project_dir"] == str(cli.root.resolve())
+        assert shown.json()["sandbox_dir"] == str(cli.root.resolve() / ".tenantctl")
+
+    for where, args in ((sub, ()), (tmp_path, ("--cwd", str(cli.root)))):
+        listed = cli(*args, "list", "--all", "--json", cwd=where)
+        assert listed.returncode == 0, listed
+        assert ACME in {t["tenant_id"] for t in listed.json()["tenants"]}
+        assert cli(*args, "status", ACME, "--json", cwd=where).json()["tenant_id"] == ACME
+    assert list(sub.iterdir()) == [] and sorted(p.name for p in (cli.root / "app").iterdir()) == ["src"]
+
+    missing = cli("-C", str(tmp_path / "nowhere"), "list")
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+# -- progress: a line per phase off a terminal, "N of M resources" on one ---------------
+
+def test_progress_off_a_terminal_is_a_line_per_phase_with_the_elapsed_time(cli):
+    made = cli("provision", "op-lines")
+    assert made.returncode == 0, made
+    lines = [line for line in made.stderr.splitlines() if "provisioning op-lines: " in line]
+    stamps = [re.fullmatch(r"\[\s*(\d+\.\d)s\] provisioning op-lines: (.+)", line) for line in lines]
+    assert all(stamps), lines
+    seconds = [float(m.group(1)) for m in stamps]
+    phases = [m.group(2) for m in stamps]
+    assert seconds == sorted(seconds)
+    assert phases[-1] == "done"
+    for expected in ("reserving the tenant in the registry", "applying Pulumi.op-lines.yaml",
+                     "recording the tenant active, checking its isolation posture"):
+        assert expected in phases, phases
+    planned = [p for p in phases if p.startswith("op-lines: ") and p.endswith(" resource(s) to change")]
+    assert planned and int(planned[0].split()[1]) > 5
+
+    gone = cli("deprovision", "op-lines", "--yes")
+    assert gone.returncode == 0, gone
+    phases = [line.split(": ", 1)[1] for line in gone.stderr.splitlines() if "deprovisioning op-lines: " in line]
+    assert {"final backup", "destroying its resources", "recording the tombstone", "done"} <= set(phases), phases
+
+
+def test_a_terminal_sees_a_live_count_of_resources_and_is_asked_before_a_deprovision(cli, sandbox):
+    made = run_in_terminal(cli, "provision", "op-tty")
+    assert made.returncode == 0, made.text
+    assert re.search(r"\d+ of \d+ resources", made.text), made.text
+    assert "provisioning op-tty: reserving the tenant in the registry" in made.text
+
+    record = registry_record(sandbox, "op-tty")
+    declined = run_in_terminal(cli, "deprovision", "op-tty", answer="n")
+    assert declined.returncode == NOT_CONFIRMED, declined.text
+    assert record["resources"]["kms_key_arn"] in declined.text and record["resources"]["queue_url"] in declined.text
+    assert "not confirmed; nothing was changed" in declined.text
+    assert registry_record(sandbox, "op-tty") == record  # not even a lock was taken
+
+    confirmed = run_in_terminal(cli, "deprovision", "op-tty", answer="y")
+    assert confirmed.returncode == 0, confirmed.text
+    assert registry_record(sandbox, "op-tty")["status"] == "deprovisioned"
+
+
+# -- one confirmation rule: what deletes or replaces needs --yes off a terminal -------------
+
+def test_without_a_terminal_what_deletes_is_refused_until_yes(cli, acme, sandbox):
+    before = registry_record(sandbox, ACME)
+    refused = cli("deprovision", ACME)
+    assert refused.returncode == NOT_CONFIRMED, refused
+    assert "pass --yes" in refused.stderr and "aborted" not in refused.stderr
+    assert acme["resources"]["role_arn"] in refused.stderr  # what it would have deleted
+    as_json = cli("deprovision", ACME, "--json")
+    assert as_json.returncode == NOT_CONFIRMED and error_of(as_json)["code"] == NOT_CONFIRMED
+
+    restore = cli("drill", "restore", ACME, "--target", "in-place")
+    assert restore.returncode == NOT_CONFIRMED and "pass --yes" in restore.stderr, restore
+    assert registry_record(sandbox, ACME) == before
+
+
+def test_a_provision_that_would_replace_resources_asks_first(cli, sandbox, dedicated):
+    stack = cli.stack_file("op-ded").read_text()
+    state = engine_state(sandbox, "op-ded").read_text()
+
+    refused = cli("provision", "op-ded", "--vpc-cidr", "10.77.0.0/16")  # a new VPC: replaces it and its subnets
+    assert refused.returncode == NOT_CONFIRMED, refused
+    assert "replace aws:ec2/vpc:Vpc" in refused.stderr and "pass --yes" in refused.stderr
+    assert cli.stack_file("op-ded").read_text() == stack
+    assert engine_state(sandbox, "op-ded").read_text() == state
+    record = registry_record(sandbox, "op-ded")
+    assert record["lock"] is None and record["status"] == "active"
+
+    declined = run_in_terminal(cli, "provision", "op-ded", "--vpc-cidr", "10.77.0.0/16", answer="n")
+    assert declined.returncode == NOT_CONFIRMED and "replace aws:ec2/subnet:Subnet" in declined.text
+    assert engine_state(sandbox, "op-ded").read_text() == state
+
+
+# -- stack files are edited round-trip; Pulumi.yaml is portable ---------------------------
+
+def test_provision_edits_the_stack_file_keeping_hand_written_comments(cli, acme):
+    path = cli.stack_file(ACME)
+    text = path.read_text()
+    assert "    owner: team-a\n" in text
+    edited = (text.replace("    owner: team-a\n", "    owner: team-a  # pager: #team-a\n")
+              + "# reviewed by the platform team\n")
+    path.write_text(edited)
+    run = cli("provision", ACME, "--owner", "team-b", "--json")
+    assert run.returncode == 0, run
+    assert path.read_text() == edited.replace("owner: team-a  # pager", "owner: team-b  # pager")
+    assert run.json()["record"]["owner"] == "team-b"
+
+
+def test_a_new_project_gets_a_program_reference_that_works_on_any_machine(cli, tmp_path):
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    run = cli("platform", "outputs", "--json", cwd=fresh)
+    assert run.returncode == 0, run
+    project = yaml.safe_load((fresh / "Pulumi.yaml").read_text())
+    assert project["main"] == "tenantctl_program/"
+    assert str(Path.home()) not in (fresh / "Pulumi.yaml").read_text() and "site-packages" not in (
+        fresh / "Pulumi.yaml").read_text()
+    assert "from infra.program import main" in (fresh / "tenantctl_program" / "__main__.py").read_text()
+
+
+# -- output: never cut ids or paths; readable help --------------------------------------
+
+def test_tables_keep_every_id_and_path_whole(cli, acme):
+    backup = cli("drill", "backup", ACME, "--json")
+    assert backup.returncode == 0, backup
+    backup_id = backup.json()["backup_id"]
+    history = cli("drill", "history", ACME)  # piped: plain table, whatever the width
+    assert history.returncode == 0 and backup_id in history.stdout and "…" not in history.stdout, history
+    status = cli("status", ACME)
+    for value in (acme["resources"]["kms_key_arn"], acme["resources"]["role_arn"], acme["resources"]["dlq_url"]):
+        assert value in status.stdout
+    narrow = run_in_terminal(cli, "status", ACME, columns=60)
+    assert narrow.returncode == 0 and "…" not in narrow.text and "tenant op-acme" in narrow.text
+
+    helped = cli("provision", "--help")
+    assert helped.returncode == 0
+    assert "--backup-retention-days" in helped.stdout and "--multi-az / --single-az" in helped.stdout
+    assert "<bool>" not in helped.stdout and "…" not in helped.stdout
+
+
+# -- everyday verbs: --version, list --all, completion ---------------------------------
+
+def test_version_list_all_and_shell_completion(cli, acme, dedicated):
+    version = cli("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"tenantctl {__version__}"
+
+    one = cli("list", "--limit", "1", "--json").json()
+    assert len(one["tenants"]) == 1 and one["next_cursor"]
+    every = cli("list", "--all", "--limit", "1", "--json").json()
+    ids = [t["tenant_id"] for t in every["tenants"]]
+    assert every["next_cursor"] is None and len(ids) == len(set(ids)) and {ACME, "op-ded"} <= set(ids)
+
+    completion = cli(env={"_TENANTCTL_COMPLETE": "complete_bash", "COMP_WORDS": "tenantctl prov",
+                          "COMP_CWORD": "1"})
+    assert completion.returncode == 0 and completion.stdout.split() == ["provision"]
+    script = cli("--show-completion", "bash")
+    assert script.returncode == 0 and "_TENANTCTL_COMPLETE=complete_bash" in script.stdout
+
+
+# -- locks: SIGTERM releases them; a dead run's lock is cleared by the next run ------------
+
+def wait_for_lock(sandbox, tenant_id: str, proc, timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = registry_record(sandbox, tenant_id)
+        if record and record["lock"]:
+            return record
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    pytest.fail(f"{tenant_id} was never locked")
+
+
+def test_sigterm_releases_the_lock_and_a_dead_runs_lock_is_cleared(cli, sandbox, acme):
+    proc = cli.start("provision", "op-term")
+    locked = wait_for_lock(sandbox, "op-term", proc)
+    assert locked["lock"]["pid"] == proc.pid
+    proc.send_signal(signal.SIGTERM)  # what a cancelled CI job gets
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "interrupted" in err
+    record = registry_record(sandbox, "op-term")
+    assert record["lock"] is None and record["last_error"].startswith("interrupted"), record
+    assert cli("provision", "op-term").returncode == 0  # and a re-run converges
+
+    # Killed outright (os._exit: no cleanup): the lock stays, naming a pid that is gone.
+    killed = cli("provision", "op-dead", env={"TENANTCTL_FAULT_AFTER": "provision:reserved"})
+    assert killed.returncode == 86, killed
+    assert registry_record(sandbox, "op-dead")["lock"]["pid"] == killed.pid
+    rerun = cli("provision", "op-dead")  # no unlock --force needed: the holder provably died on this host
+    assert rerun.returncode == 0, rerun
+    assert "note: tenant 'op-dead': the provision holding its lock died" in rerun.stderr
+    assert f"pid {killed.pid} is gone" in rerun.stderr
+    record = registry_record(sandbox, "op-dead")
+    assert record["status"] == "active" and record["lock"] is None
+
+    # A pid reused by a process started after the lock was taken is no proof of life either.
+    newer = subprocess.Popen(["sleep", "60"])
+    try:
+        stale = {**record, "lock": {"operation": "deprovision", "owner": "ci", "host": socket.gethostname(),
+                                    "pid": newer.pid, "acquired_at": "2020-01-01T00:00:00Z"}}
+        write_record(sandbox, stale)
+        unlocked = cli("unlock", "op-dead", "--json")  # no --force
+        assert unlocked.returncode == 0, unlocked
+        assert unlocked.json()["lock"] is None and "newer process" in unlocked.json()["last_error"]
+    finally:
+        newer.kill()
+    elsewhere = {**registry_record(sandbox, "op-dead")}
+    elsewhere["lock"] = {"operation": "provision", "owner": "ci", "host": "another-host", "pid": 1,
+                         "acquired_at": "2020-01-01T00:00:00Z"}
+    write_record(sandbox, elsewhere)
+    refused = cli("deprovision", "op-dead", "--yes")  # another host's run: unknowable, refused
+    assert refused.returncode == 5 and "another-host" in refused.stderr, refused
+    assert cli("unlock", "op-dead", "--force").returncode == 0
+
+
+def write_record(sandbox, record: dict) -> None:
+    """Put a record straight into the registry table (as a crashed run on another machine would leave it)."""
+    from tenant_runtime.registry import record_to_item
+    from tenantctl.models import TenantRecord
+
+    table = platform_outputs(sandbox)["registry_table"]
+    aws(sandbox, "dynamodb").put_item(TableName=table, Item=record_to_item(TenantRecord.model_validate(record)))
+
+
+# -- suspend, resume, hibernate --------------------------------------------------------
+
+def trust_allows_the_runtime(sandbox, tenant_id: str) -> bool:
+    from tenant_runtime.credentials import SESSION_TAG
+    from tenantctl.checks import iam_eval
+
+    role = aws(sandbox, "iam").get_role(RoleName=naming.iam_role_name(tenant_id))["Role"]
+    document = role["AssumeRolePolicyDocument"]
+    document = json.loads(document) if isinstance(document, str) else document
+    runtime = platform_outputs(sandbox)["runtime_principal_arn"]
+    return iam_eval.allows_all([document], iam_eval.assume_role(role["Arn"], runtime, {SESSION_TAG: tenant_id}))
+
+
+def test_a_suspended_tenant_is_refused_within_the_cache_ttl_and_its_role_cannot_be_assumed(cli, sandbox):
+    from runtime_tenants import jwt_settings, token
+
+    from tenant_runtime import TenantInactive
+    from tenant_runtime.auth import TenantResolver
+    from tenant_runtime.registry import RegistryReader
+
+    assert cli("provision", "op-sus").returncode == 0
+    now = [0.0]
+    reader = RegistryReader(platform_outputs(sandbox)["registry_table"], client=aws(sandbox, "dynamodb"), ttl=30,
+                            clock=lambda: now[0])
+    resolver = TenantResolver(jwt_settings(), reader)
+    assert resolver.resolve(token("op-sus"), "op-sus").tenant_id == "op-sus"
+    assert trust_allows_the_runtime(sandbox, "op-sus")
+
+    suspended = cli("suspend", "op-sus", "--json")
+    assert suspended.returncode == 0, suspended
+    assert suspended.json()["status"] == "suspended" and "suspended: true" in cli.stack_file("op-sus").read_text()
+    assert not trust_allows_the_runtime(sandbox, "op-sus")  # no role session is renewed
+    checked = cli("check", "op-sus", "--json")
+    assert checked.returncode == 0 and "suspended" in json.dumps(checked.json()), checked
+
+    now[0] = 29.9  # the runtime's cached record: served until the TTL runs out, never after
+    assert resolver.resolve(token("op-sus"), "op-sus").tenant_id == "op-sus"
+    now[0] = 30.1
+    with pytest.raises(TenantInactive, match="suspended"):
+        resolver.resolve(token("op-sus"), "op-sus")
+
+    resumed = cli("resume", "op-sus", "--json")
+    assert resumed.returncode == 0 and resumed.json()["done"] == ["suspension lifted"], resumed
+    assert resumed.json()["record"]["status"] == "active" and "suspended" not in cli.stack_file("op-sus").read_text()
+    assert trust_allows_the_runtime(sandbox, "op-sus")
+    now[0] = 61
+    assert resolver.resolve(token("op-sus"), "op-sus").tenant_id == "op-sus"
+
+
+def test_hibernate_stops_an_idle_dedicated_database_the_runtime_wakes_it_and_cost_shows_the_saving(
+        cli, sandbox, dedicated):
+    from runtime_tenants import jwt_settings, token
+
+    from tenant_runtime import TenantRuntime, TenantWaking
+    from tenant_runtime.hibernation import DatabaseWaker
+
+    rds = aws(sandbox, "rds")
+
+    def instance_state() -> str:
+        return rds.describe_db_instances(DBInstanceIdentifier=naming.rds_identifier("op-ded"))["DBInstances"][0][
+            "DBInstanceStatus"]
+
+    busy = cli("hibernate", "op-ded")  # provisioned minutes ago: not idle
+    assert busy.returncode == 3 and "not idle" in busy.stderr, busy
+    pooled = cli("hibernate", ACME)
+    assert pooled.returncode == 3 and "pooled" in pooled.stderr
+    assert instance_state() == "available"
+
+    slept = cli("hibernate", "op-ded", "--force", "--json")
+    assert slept.returncode == 0, slept
+    assert slept.json()["record"]["hibernation"]["db_instance"] == naming.rds_identifier("op-ded")
+    assert instance_state() == "stopped"
+    assert "hibernation" in cli("status", "op-ded").stdout
+
+    cost = cli("cost", "op-ded", "--json")
+    assert cost.returncode == 0, cost
+    [priced] = cost.json()["tenants"]
+    saving = priced["hibernation"]["monthly_saving"]
+    assert priced["hibernation"]["hibernated"] is True and saving > 0
+    [instance_line] = [line for line in priced["estimate"]["lines"] if line["item"] == "RDS instance"]
+    assert instance_line["monthly"] == 0 and f"saves ${saving:.2f}" in instance_line["detail"]
+    assert f"hibernated, its RDS instance is stopped: saves ${saving:,.2f}/month" in cli("cost", "op-ded").stdout
+
+    # The first request wakes it: 503 + retry while it starts, then served.
+    now = [0.0]
+    runtime = TenantRuntime(jwt_settings(), platform_outputs(sandbox)["registry_table"], region=sandbox.region,
+                            endpoint_url=sandbox.aws_endpoint_url)
+    runtime.store.waker = waker = DatabaseWaker(lambda region: aws(sandbox, "rds"), recheck=5, clock=lambda: now[0])
+    try:
+        ctx = runtime.resolve(token("op-ded"), "op-ded")
+        with pytest.raises(TenantWaking) as waking:
+            runtime.store.append(ctx, "c1", "user", "hello")
+        assert waking.value.status_code == 503 and waking.value.retry_after == 30
+        assert waker.starts == 1 and instance_state() != "stopped"
+        with pytest.raises(TenantWaking):  # within `recheck`: answered without another RDS call
+            runtime.store.append(ctx, "c1", "user", "hello")
+        assert waker.describes == 1
+        now[0] = 5.1
+        assert runtime.store.append(ctx, "c1", "user", "hello").content == "hello"
+        assert waker.describes == 2 and waker.starts == 1
+    finally:
+        runtime.close()
+
+    woken = cli("resume", "op-ded", "--json")
+    assert woken.returncode == 0 and woken.json()["done"] == ["woken from hibernation"], woken
+    assert woken.json()["record"]["hibernation"] is None and instance_state() == "available"
+    after = cli("cost", "op-ded", "--json").json()["tenants"][0]
+    assert after["hibernation"] == {"hibernated": False, "idle": False, "monthly_saving": saving}

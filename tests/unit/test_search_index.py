@@ -1,0 +1,99 @@
+"""The search index's pure parts: analysis (English stemming, CJK bigrams,
+trigrams, prefixes), the blind terms, highlights and the operations' input
+checks (refused before any I/O)."""
+
+from __future__ import annotations
+
+import pytest
+from runtime_fixtures import context
+
+from tenant_runtime import InvalidRequest, UntrustedContext, analyzer
+from tenant_runtime.blind_index import blind, document_scope
+from tenant_runtime.documents import DocumentOperations, highlight
+from tenant_runtime.store import TABLES, StoreOperations
+
+
+def terms(text: str) -> list[str]:
+    return [t.term for t in analyzer.tokens(text)]
+
+
+def test_english_variants_meet_at_one_stem_and_stop_words_go():
+    assert terms("Searching the SEARCHES searched") == ["search"] * 3
+    assert terms("indexes index running runs cities") == ["index", "index", "run", "run", "city"]
+    assert terms("rotate rotates rotating rotated") == ["rotat"] * 4
+    assert terms("class bus this speed tree") == ["class", "bus", "speed", "tree"]  # no over-stripping
+
+
+def test_full_width_and_case_are_normalised():
+    assert terms("ＰｏｓｔｇｒｅＳＱＬ") == terms("postgresql") == ["postgresql"]
+
+
+def test_japanese_without_the_extra_is_indexed_as_bigrams(monkeypatch):
+    monkeypatch.setattr(analyzer, "japanese_tokenizer", lambda: None)
+    assert terms("東京都") == ["東京", "京都"] and terms("鍵") == ["鍵"]
+    assert [t.term for t in analyzer.tokens("東京都", index=True)] == ["東", "東京", "京", "京都", "都"]
+
+
+@pytest.mark.skipif(analyzer.japanese_tokenizer() is None, reason="the Japanese extra (ja) is not installed")
+def test_japanese_with_the_extra_gives_content_words_in_dictionary_form():
+    assert terms("索引を使うと検索が速くなります") == ["索引", "使う", "検索", "速い", "成る"]
+    tok = next(t for t in analyzer.tokens("検索が速く") if t.term == "速い")
+    assert (tok.start, tok.end, tok.surface) == (3, 5, "速く")
+
+
+def test_a_typo_shares_most_trigrams_with_the_vocabulary_word():
+    vocabulary = analyzer.index_terms("", "postgresql").vocabulary
+    assert {w for _, w in vocabulary} == {"w:postgresql"}
+    typo = analyzer.query_grams("postgrsql")
+    shared = {g for _, g, _ in typo} & {g for g, _ in vocabulary}
+    assert len(shared) / typo[0][2] >= 0.5  # FUZZY_SIMILARITY
+    assert analyzer.query_terms("PostgreSQL postgresql") == ["w:postgresql"]
+
+
+def test_title_words_weigh_double_and_give_bounded_prefixes():
+    analysed = analyzer.index_terms("Rotating keys", "keys")
+    counts, length = analysed.counts, analysed.length
+    assert counts["w:key"] == 3 and length == 5 and not any(t.startswith("g:") for t in counts)
+    assert {t for t in counts if t.startswith("p:")} == {f"p:{'rotating'[:n]}" for n in range(2, 9)} | {
+        "p:ke", "p:key", "p:keys"}
+    assert analyzer.prefix_term("how to rota") == "p:rota" and analyzer.prefix_term("r") is None
+
+
+def test_blind_terms_differ_per_key_and_reveal_nothing():
+    k1, k2 = b"1" * 32, b"2" * 32
+    assert blind(k1, "w:secret") != blind(k2, "w:secret") and len(blind(k1, "w:secret")) == 16
+    assert blind(k1, "w:secret") == blind(k1, "w:secret") and b"secret" not in blind(k1, "w:secret")
+    assert "\x00" in document_scope("x")  # no conversation id (text) can share the envelope scope
+
+
+def test_highlight_marks_every_matching_word_in_the_snippet():
+    snippet, matches = highlight("Keys rotate. Rotating KMS keys is cheap.", {"key", "rotat"})
+    assert [snippet[s:e] for s, e in matches] == ["Keys", "rotate", "Rotating", "keys"]
+    long = "filler " * 100 + "needle here"
+    snippet, matches = highlight(long, set(terms("needles")))
+    assert snippet.startswith("filler") and [snippet[s:e] for s, e in matches] == ["needle"]
+
+
+def test_the_store_lists_the_document_tables():
+    assert {"documents", "search_keys", "search_postings", "search_vocab"} <= set(TABLES)
+    assert issubclass(StoreOperations, DocumentOperations)
+
+
+@pytest.mark.parametrize("call", [
+    lambda ops, ctx: ops._search(ctx, "", None, None, 10, 0, None, False),
+    lambda ops, ctx: ops._search(ctx, "x", None, None, 0, 0, None, False),
+    lambda ops, ctx: ops._search(ctx, "x", None, None, 10, 1, "cursor", False),
+    lambda ops, ctx: ops._search(ctx, "the of", None, None, 10, 0, None, False),
+    lambda ops, ctx: ops._search(ctx, "x", None, None, 10, 0, "not-a-cursor", False),
+    lambda ops, ctx: ops._put_document(ctx, "", "t", "b", None, None),
+    lambda ops, ctx: ops._put_document(ctx, "d", "t", "b" * (1 << 20), None, None),
+    lambda ops, ctx: ops._put_document(ctx, "d", "t", "b", {"x": object()}, None),
+])
+def test_bad_input_is_refused_before_any_io(call):
+    with pytest.raises(InvalidRequest):
+        next(call(StoreOperations(), context("acme")))
+
+
+def test_an_untrusted_context_reaches_nothing():
+    with pytest.raises(UntrustedContext):
+        next(StoreOperations()._search({"tenant_id": "a"}, "x", None, None, 10, 0, None, False))
