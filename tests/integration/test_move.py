@@ -227,7 +227,8 @@ def test_a_killed_move_resumes_or_rolls_back_with_nothing_lost_and_nothing_left(
     killed = cli("move", tid, "--tier", "dedicated", env={"TENANTCTL_FAULT_AFTER": "move:freezing"})
     assert killed.returncode == 86, killed
     assert registry_record(sandbox, tid)["move"]["phase"] == "freezing"
-    # The killed run's lock names a process gone from this host: the next run clears it itself.
+    assert cli("move", tid).returncode == 5  # the dead run's lock
+    assert cli("unlock", tid, "--force").returncode == 0
     rolled = cli("move", tid, "--rollback", "--json")
     assert rolled.returncode == 0, rolled
     record = registry_record(sandbox, tid)
