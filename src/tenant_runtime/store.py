@@ -56,7 +56,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tenant_runtime import cursor as cursor_codec
 from tenant_runtime.blocking import may_block
 from tenant_runtime.cache import TTLCache
-from tenant_runtime.context import TenantContext, check_writable, verified
+from tenant_runtime.context import TenantContext, verified
 from tenant_runtime.crypto import Envelope
 from tenant_runtime.documents import (
     DOCUMENTS,
@@ -75,6 +75,7 @@ from tenant_runtime.errors import (
     StoreTimeout,
     StoreUnavailable,
     TenantMismatch,
+    WritesFrozen,
 )
 from tenant_runtime.hibernation import DatabaseWaker
 from tenant_runtime.models import StoreConnection
@@ -396,6 +397,13 @@ def advance(operation: Operation, result: Any) -> tuple[bool, Any]:
         return True, done.value
 
 
+def check_writable(ctx: TenantContext) -> None:
+    """Writes are refused, retryably, while a move freezes them; reads go on."""
+    move = ctx.record.move
+    if move is not None and move.writes_frozen:
+        raise WritesFrozen(ctx.tenant_id)
+
+
 class StoreOperations(DocumentOperations):
     """The store's API as operations: validation, SQL and results, no I/O."""
 
@@ -627,7 +635,7 @@ class ContextStore(StoreOperations):
     def put_document(self, ctx: TenantContext, doc_id: str, title: str, body: str,
                      metadata: dict[str, Any] | None = None, source: str | None = None) -> Document:
         """Create or replace a document and its index entries (one transaction)."""
-        return self._write(ctx, lambda c: self._put_document(c, doc_id, title, body, metadata, source))
+        return self._run(ctx, self._put_document(ctx, doc_id, title, body, metadata, source))
 
     def get_document(self, ctx: TenantContext, doc_id: str) -> Document | None:
         return self._run(ctx, self._get_document(ctx, doc_id))
@@ -637,7 +645,7 @@ class ContextStore(StoreOperations):
         return self._run(ctx, self._list_documents(ctx, limit, cursor))
 
     def delete_document(self, ctx: TenantContext, doc_id: str) -> bool:
-        return self._write(ctx, lambda c: self._delete_document(c, doc_id))
+        return self._run(ctx, self._delete_document(ctx, doc_id))
 
     def search(self, ctx: TenantContext, query: str, *, filters: dict[str, Any] | None = None,
                facets: list[str] | None = None, limit: int = 10, offset: int = 0, cursor: str | None = None,
@@ -654,7 +662,7 @@ class ContextStore(StoreOperations):
 
     def reindex(self, ctx: TenantContext) -> ReindexResult:
         """Rotate the tenant's search key and re-hash every document under it."""
-        return self._write(ctx, self._reindex)
+        return self._run(ctx, self._reindex(ctx))
 
 
 def _check_conversation(conversation_id: str) -> None:
