@@ -22,11 +22,11 @@ HERE = Path(__file__).parent
 REPO = HERE.parents[1]
 
 
-# Modules that provision many tenants at once and remove them afterwards, run
-# first: the session's one platform is an account with AWS's default quotas
-# (60 rules in the shared database's security group: one per pooled tenant;
-# 5 VPCs), which the tenants other modules keep for the session use up.
-FIRST = ("test_throttling.py", "test_walls.py", "test_policy_gate.py")
+# Modules that provision many tenants and remove them afterwards, run first:
+# the session's one platform is an account with AWS's default quotas (60 rules
+# in the shared database's security group: one per pooled tenant; 5 VPCs),
+# which the tenants other modules keep for the session use up.
+FIRST = ("test_throttling.py", "test_walls.py", "test_policy_gate.py", "test_usage.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
