@@ -22,9 +22,9 @@ _EXPORTS = {
     **dict.fromkeys(("StoreConnection", "TenantRecord", "TenantResources", "TenantStatus", "Tier"),
                     "tenant_runtime.models"),
     **dict.fromkeys(("DecryptionFailed", "InvalidRequest", "KeyUnusable", "KmsUnavailable", "RegistryUnavailable",
-                     "RevocationsUnavailable", "StoreMoved", "StoreTimeout", "StoreUnavailable", "TenantInactive",
+                     "RevocationsUnavailable", "StoreTimeout", "StoreUnavailable", "TenantInactive",
                      "TenantMismatch", "TenantNotFound", "TenantRuntimeError", "TenantWaking", "TokenRevoked",
-                     "Unauthenticated", "UntrustedContext", "WritesFrozen"), "tenant_runtime.errors"),
+                     "Unauthenticated", "UntrustedContext"), "tenant_runtime.errors"),
 }
 
 if TYPE_CHECKING:
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
         KmsUnavailable,
         RegistryUnavailable,
         RevocationsUnavailable,
-        StoreMoved,
         StoreTimeout,
         StoreUnavailable,
         TenantInactive,
@@ -49,7 +48,6 @@ if TYPE_CHECKING:
         TokenRevoked,
         Unauthenticated,
         UntrustedContext,
-        WritesFrozen,
     )
     from tenant_runtime.gateway import Gateway
     from tenant_runtime.models import StoreConnection, TenantRecord, TenantResources, TenantStatus, Tier
@@ -59,9 +57,10 @@ if TYPE_CHECKING:
 __all__ = [
     "AsyncTenantRuntime", "DecryptionFailed", "Gateway", "InvalidRequest", "JWTSettings", "KeyUnusable",
     "KmsUnavailable", "RegistryReader", "RegistryUnavailable", "RevocationsUnavailable", "StoreConnection",
-    "StoreMoved", "StoreTimeout", "StoreUnavailable", "TenantContext", "TenantInactive", "TenantMismatch",
-    "TenantNotFound", "TenantRecord", "TenantResolver", "TenantResources", "TenantRuntime", "TenantRuntimeError",
-    "TenantStatus", "TenantWaking", "Tier", "TokenRevoked", "Unauthenticated", "UntrustedContext", "WritesFrozen",
+    "StoreTimeout", "StoreUnavailable", "TenantContext", "TenantInactive", "TenantMismatch", "TenantNotFound",
+    "TenantRecord", "TenantResolver", "TenantResources", "TenantRuntime", "TenantRuntimeError", "TenantStatus",
+    "TenantWaking", "Tier",
+    "TokenRevoked", "Unauthenticated", "UntrustedContext",
 ]
 
 

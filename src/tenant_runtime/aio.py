@@ -52,7 +52,6 @@ from tenant_runtime.store import (
     StoreOperations,
     TenantLogins,
     advance,
-    moved_store,
     scope_statement,
     store_errors,
 )
@@ -206,14 +205,13 @@ class AsyncContextStore(StoreOperations):
     async def _connect(self, ctx: TenantContext) -> psycopg.AsyncConnection:
         secret = await self.offload.call(self.logins.credentials, ctx)
         try:
-            return await psycopg.AsyncConnection.connect(**self.logins.connect_kwargs(secret, ctx.resources.store))
+            return await psycopg.AsyncConnection.connect(**self.logins.connect_kwargs(secret))
         except psycopg.OperationalError as exc:
             error = exc
         # A rotated password (TenantLogins.rotated): AWSCURRENT read again, then AWSPENDING.
         for candidate in await self.offload.call(self.logins.rotated, ctx, secret):
             try:
-                kwargs = self.logins.connect_kwargs(candidate, ctx.resources.store)
-                conn = await psycopg.AsyncConnection.connect(**kwargs)
+                conn = await psycopg.AsyncConnection.connect(**self.logins.connect_kwargs(candidate))
             except psycopg.OperationalError as again:
                 error = again
                 continue
@@ -245,8 +243,7 @@ class AsyncContextStore(StoreOperations):
 
     async def append(self, ctx: TenantContext, conversation_id: str, role: str, content: str,
                      metadata: dict[str, Any] | None = None) -> Message:
-        with moved_store(ctx.tenant_id):
-            return await self._run(ctx, self._append(ctx, conversation_id, role, content, metadata))
+        return await self._run(ctx, self._append(ctx, conversation_id, role, content, metadata))
 
     async def history(self, ctx: TenantContext, conversation_id: str, limit: int = 50,
                       cursor: str | None = None) -> Page:
@@ -257,8 +254,7 @@ class AsyncContextStore(StoreOperations):
         return await self._run(ctx, self._list_conversations(ctx, limit, cursor))
 
     async def delete_conversation(self, ctx: TenantContext, conversation_id: str) -> bool:
-        with moved_store(ctx.tenant_id):
-            return await self._run(ctx, self._delete_conversation(ctx, conversation_id))
+        return await self._run(ctx, self._delete_conversation(ctx, conversation_id))
 
     async def put_document(self, ctx: TenantContext, doc_id: str, title: str, body: str,
                            metadata: dict[str, Any] | None = None, source: str | None = None) -> Document:

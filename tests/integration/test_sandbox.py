@@ -14,6 +14,7 @@ import boto3
 import psutil
 import psycopg
 import pytest
+from psycopg import sql
 from typer.testing import CliRunner
 
 from tenantctl.errors import TargetUnavailable
@@ -48,6 +49,9 @@ def test_postgres_takes_password_logins_over_tcp_also_for_non_superusers(sandbox
         assert admin.execute("select current_setting('server_version_num')::int").fetchone()[0] > 0
         admin.execute("drop role if exists sandbox_probe")
         admin.execute("create role sandbox_probe login password 'probe-pw'")
+        # PUBLIC has no CONNECT on the shared database once a platform is applied.
+        admin.execute(sql.SQL("grant connect on database {} to sandbox_probe").format(
+            sql.Identifier(sandbox.pg_database)))
     probe = dict(host=sandbox.pg_host, port=sandbox.pg_port, dbname=sandbox.pg_database, user="sandbox_probe")
     with psycopg.connect(**probe, password="probe-pw") as conn:
         assert conn.execute("select current_user").fetchone()[0] == "sandbox_probe"

@@ -91,8 +91,12 @@ def tenants(provision_tenant, box, workspace) -> dict[str, tuple[TenantRecord, L
         write_load(box, record, load)
         out[tenant_id] = (workspace.registry.require(tenant_id), load)
     yield out
-    # The session's sandbox is shared, and its VPC quota (5) with it: the dedicated tenant goes.
-    deprovision(workspace, "us-ded", final_backup=False)
+    # The session's sandbox is shared, and its quotas with it (5 VPCs; 60 rules in the shared
+    # database's security group, one per pooled tenant): every tenant this module made goes.
+    for tenant_id in [*LOADS, "us-alarmed", "us-drilled"]:
+        record = workspace.registry.get(tenant_id)
+        if record is not None and record.status is TenantStatus.active:
+            deprovision(workspace, tenant_id, final_backup=False)
 
 
 # -- direct counts -----------------------------------------------------------------
