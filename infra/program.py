@@ -31,7 +31,7 @@ from infra.components.platform_gateway import GatewayLogin, GatewayLoginArgs
 from infra.components.platform_monitoring import RDS_OS_METRICS, PlatformMonitoring, PlatformMonitoringArgs
 from infra.components.platform_registry import RegistryTable, RegistryTableArgs
 from infra.components.platform_revocations import RevocationTable, RevocationTableArgs
-from infra.components.postgres_instance import PostgresInstance, PostgresInstanceArgs
+from infra.components.postgres_instance import PostgresInstance, PostgresInstanceArgs, client_security_group
 from infra.components.private_network import PrivateNetwork, PrivateNetworkArgs
 from infra.components.runtime_role import RuntimeReads, RuntimeRole, RuntimeRoleArgs
 from infra.components.tenant_alarms import TenantAlarms, TenantAlarmsArgs
@@ -89,8 +89,7 @@ def build_platform(spec: CellSpec) -> dict[str, Any]:
     monitoring = PlatformMonitoring("platform", PlatformMonitoringArgs(
         region=region, account_id=account, kms_key_arn=key.arn, tags=tags,
         scope=None if spec.home else spec.name,
-        # A cell in the home's account uses the home's group (one per account and region).
-        os_metrics_group=spec.home or spec.account_role_arn is not None))
+        os_metrics_group=spec.os_metrics_group))
     bucket_name = naming.cell_bucket_name(account, region, spec.name)
     net = PrivateNetwork("shared", PrivateNetworkArgs(
         cidr=spec.vpc_cidr, region=region, az_names=azs, tags=tags, account_id=account,
@@ -99,11 +98,17 @@ def build_platform(spec: CellSpec) -> dict[str, Any]:
     rotation = CredentialRotation("shared", CredentialRotationArgs(
         function_name=naming.rotation_function_name(stack), region=region, vpc_id=net.vpc_id,
         vpc_cidr=spec.vpc_cidr, subnet_ids=net.subnet_ids, kms_key_arn=key.arn, tags=tags))
+    # Every pooled tenant's workloads run in this one group, admitted by one rule
+    # (a rule per tenant would stop the cell at a security group's 60 rules).
+    pooled_clients = client_security_group(
+        "pooled-clients", net.vpc_id, spec.vpc_cidr, {"cidr_blocks": [spec.vpc_cidr]},
+        f"pooled tenants of cell {spec.name}: PostgreSQL and AWS endpoints only", tags, pulumi.ResourceOptions())
     db_name, role_arn = naming.cell_database(spec.name), assumed_role()
     db = PostgresInstance("shared", PostgresInstanceArgs(
         identifier=naming.cell_rds_identifier(spec.name), db_name=db_name, region=region,
         vpc_id=net.vpc_id, subnet_ids=net.subnet_ids, kms_key_arn=key.arn,
-        monitoring_role_arn=monitoring.monitoring_role_arn, client_security_group_ids=[rotation.security_group_id],
+        monitoring_role_arn=monitoring.monitoring_role_arn,
+        client_security_group_ids=[rotation.security_group_id, pooled_clients.id],
         instance_class=spec.db_instance_class, storage_gb=spec.db_storage_gb,
         backup_retention_days=PLATFORM_BACKUP_DAYS, multi_az=spec.db_multi_az,
         final_snapshot_identifier=resource_name(stack, "final"), tags=tags, account_role_arn=role_arn))
@@ -149,6 +154,7 @@ def build_platform(spec: CellSpec) -> dict[str, Any]:
         "db_name": naming.cell_database(spec.name),
         "db_admin_secret_arn": db.admin_secret_arn,
         "db_security_group_id": db.security_group_id,
+        "pooled_clients_security_group_id": pooled_clients.id,
         "bucket": bucket.bucket,
         "bucket_arn": bucket.arn,
         "logs_bucket": bucket.logs_bucket,
@@ -190,8 +196,7 @@ def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK) -> dict
     azs = aws.get_availability_zones(state="available").names if dedicated else []
     db = TenantDatabase(tid, TenantDatabaseArgs(
         spec=spec, kms_key_arn=key.arn, secret_arn=secret.arn, az_names=azs, account_role_arn=assumed_role(),
-        shared=SharedDatabaseRef(account_id=account, vpc_id=shared("vpc_id"), vpc_cidr=shared("vpc_cidr"),
-                                 security_group_id=shared("db_security_group_id"), endpoint=shared("db_endpoint"),
+        shared=SharedDatabaseRef(account_id=account, endpoint=shared("db_endpoint"),
                                  port=shared("db_port"), database=shared("db_name"),
                                  admin_secret_arn=shared("db_admin_secret_arn"), bucket_arn=shared("bucket_arn"),
                                  flow_logs_role_arn=shared("flow_logs_role_arn"),

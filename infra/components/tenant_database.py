@@ -1,9 +1,11 @@
 """TenantDatabase: where the tenant's context store lives.
 
-pooled: a security group in the shared VPC (PostgreSQL only towards the shared
-database's group), the rule admitting that group (and no other source) into
-the shared database's group, and the tenant's schema in the shared database;
-its password is rotated by the platform's rotation function.
+pooled: the tenant's schema in its cell's shared database; its password is
+rotated by the cell's rotation function. No network resource of its own: its
+workloads run in the cell's pooled-clients group, the one group the shared
+database admits for every pooled tenant (a rule per tenant would stop a cell
+at the 60 rules of a security group). Pooled tenants share a server, so what
+keeps them apart is the database role and row-level security, not the network.
 dedicated: its own PrivateNetwork, rotation function and PostgresInstance
 (encrypted with the tenant key, admitting the tenant's app group and the
 rotation function only), and the same schema inside its own database.
@@ -21,7 +23,6 @@ from infra.components.postgres_instance import (
     PostgresInstance,
     PostgresInstanceArgs,
     client_security_group,
-    db_ingress_rule,
 )
 from infra.components.private_network import PrivateNetwork, PrivateNetworkArgs
 from infra.providers.tenant_schema import TenantSchema, TenantSchemaArgs
@@ -38,9 +39,6 @@ class SharedDatabaseRef:
     """The platform's network, database and shared roles, from its stack outputs."""
 
     account_id: pulumi.Input[str]
-    vpc_id: pulumi.Input[str]
-    vpc_cidr: pulumi.Input[str]
-    security_group_id: pulumi.Input[str]
     endpoint: pulumi.Input[str]
     port: pulumi.Input[int]
     database: pulumi.Input[str]
@@ -103,12 +101,6 @@ class TenantDatabase(pulumi.ComponentResource):
             self.rotation_function_arn, self.rotation_role_arn = rotation.function_arn, rotation.role_arn
             admin_secret_arn, gateway_role = db.admin_secret_arn, None  # dedicated: per-tenant logins
         else:
-            app = client_security_group(f"{name}-app", shared.vpc_id, shared.vpc_cidr,
-                                        {"security_groups": [shared.security_group_id]}, APP_GROUP_DESCRIPTION,
-                                        tags, child)
-            # The shared database admits this tenant's group by a rule the tenant owns.
-            db_ingress_rule(f"{name}-db-ingress", shared.security_group_id, app.id,
-                            f"PostgreSQL from tenant {spec.id}", tags, child)
             self.endpoint = pulumi.Output.from_input(shared.endpoint)
             self.port = pulumi.Output.from_input(shared.port)
             self.database = pulumi.Output.from_input(shared.database)

@@ -268,6 +268,9 @@ class CellSpec(BaseModel):
     retention: RetentionMenu = Field(default_factory=RetentionMenu)
     abort_multipart_days: int = Field(ABORT_MULTIPART_DEFAULT, ge=1, le=30,
                                       description="incomplete multipart uploads aborted after N days (cell-wide)")
+    os_metrics_group: bool = Field(
+        True, description="this cell creates the RDSOSMetrics log group of its account and region (a name RDS "
+                          "fixes: one per account and region); `cell add` sets false when another cell has it")
 
     @field_validator("runtime_principal_arn")
     @classmethod

@@ -10,17 +10,16 @@ anything is created (no registry record, no stack file, no resource).
   (``iam:GetAccountSummary``) for every tenant (a dedicated one needs a second,
   its rotation function's). What the tenant already has (a re-run, an update)
   needs nothing more.
-- **Rules of the shared database's security group**: every pooled tenant adds
-  one ingress rule admitting its app group (Service Quotas ``vpc/L-0EA8095F``,
-  60 inbound rules per group by default, adjustable: the lowest wall a cell
-  meets, well before the 333 tenants the bucket's lifecycle rules allow). When the account cannot say
-  (an API the target lacks), AWS's default quota is assumed and reported as such.
-  ``TENANTCTL_QUOTA_<NAME>`` (VPCS, DB_INSTANCES, IAM_ROLES, DB_INGRESS_RULES)
-  lowers a limit, e.g. to keep headroom for other workloads in the account.
+  When the account cannot say (an API the target lacks), AWS's default quota is
+  assumed and reported as such. ``TENANTCTL_QUOTA_<NAME>`` (VPCS, DB_INSTANCES,
+  IAM_ROLES) lowers a limit, e.g. to keep headroom for other workloads in the
+  account.
 
-Lifecycle rules are no wall any more: a cell's bucket holds one rule per
-retention class, however many tenants it has (``CellSpec`` refuses a menu over
-S3's 1,000 rules). Each check is one or a few calls, whatever the fleet size.
+Lifecycle rules and security-group rules are no wall: a cell's bucket holds one
+rule per retention class (``CellSpec`` refuses a menu over S3's 1,000 rules),
+and its database admits every pooled tenant through one pooled-clients group.
+What bounds a cell's pooled tenants is ``max_pooled_tenants``. Each check is
+one or a few calls, whatever the fleet size.
 
 Two provisions racing for the last unit of a quota can both pass (the check
 is a read); the later one then fails in the engine and converges on re-run or
@@ -39,15 +38,14 @@ from tenantctl.errors import QuotaExceeded
 from tenantctl.models import TenantSpec, Tier
 
 # AWS's default quotas, used only when the account cannot be asked.
-DEFAULT_LIMITS = {"vpcs": 5, "db_instances": 40, "iam_roles": 1000, "db_ingress_rules": 60}
+DEFAULT_LIMITS = {"vpcs": 5, "db_instances": 40, "iam_roles": 1000}
 VPC_QUOTA = ("vpc", "L-F678F1CE")
 RDS_QUOTA = ("rds", "L-7B6409FD")
-SG_RULES_QUOTA = ("vpc", "L-0EA8095F")  # inbound (or outbound) rules per security group
 
 
 @dataclass(frozen=True)
 class QuotaCheck:
-    name: str  # vpcs | db_instances | iam_roles | db_ingress_rules
+    name: str  # vpcs | db_instances | iam_roles
     what: str  # what a person reads
     limit: int
     used: int
@@ -141,24 +139,6 @@ def iam_role_check(spec: TenantSpec, client: Callable[[str], Any]) -> QuotaCheck
     return QuotaCheck("iam_roles", "IAM roles in the account", limit, int(summary["Roles"]), needed, source)
 
 
-def db_ingress_rule_check(spec: TenantSpec, group_id: str, client: Callable[[str], Any]) -> QuotaCheck:
-    ec2 = client("ec2")
-
-    def ask() -> tuple[float, str]:
-        quota = client("service-quotas").get_service_quota(ServiceCode=SG_RULES_QUOTA[0],
-                                                           QuotaCode=SG_RULES_QUOTA[1])
-        return quota["Quota"]["Value"], f"Service Quotas {SG_RULES_QUOTA[0]}/{SG_RULES_QUOTA[1]}"
-
-    limit, source = _limit("db_ingress_rules", ask)
-    rules = [r for r in ec2.describe_security_group_rules(
-        Filters=[{"Name": "group-id", "Values": [group_id]}])["SecurityGroupRules"] if not r.get("IsEgress")]
-    own = {g["GroupId"] for g in ec2.describe_security_groups(
-        Filters=[{"Name": "tag:tenant", "Values": [spec.id]}])["SecurityGroups"]}
-    mine = any((r.get("ReferencedGroupInfo") or {}).get("GroupId") in own for r in rules)
-    return QuotaCheck("db_ingress_rules", f"ingress rules of the shared database's security group {group_id}",
-                      limit, len(rules), 0 if mine else 1, source)
-
-
 def checks(spec: TenantSpec, platform: dict[str, Any], clients: Callable[..., Any]) -> list[QuotaCheck]:
     """Every quota the tenant touches, read from the cell's account (no writes).
     ``platform``: the cell's outputs; ``clients(service, region=)``: the cell's
@@ -170,8 +150,6 @@ def checks(spec: TenantSpec, platform: dict[str, Any], clients: Callable[..., An
     out = []
     if spec.tier is Tier.dedicated:
         out += [vpc_check(spec, client), db_instance_check(spec, client)]
-    elif platform.get("db_security_group_id"):
-        out.append(db_ingress_rule_check(spec, platform["db_security_group_id"], client))
     out.append(iam_role_check(spec, client))
     return out
 

@@ -215,11 +215,11 @@ def _rotation_and_db_access(tenant_id: str, ec2, kms, sm) -> Counter[str]:
 
 # A pooled tenant, exactly once each: one key (+ its alias, checked apart), two
 # queues (jobs + DLQ), one role, one secret (rotated, by a grant on the key),
-# one schema + role, one security group and the one rule admitting it into the
-# shared database's, its alarms and topic. No lifecycle rule: its cell's bucket
+# one schema + role, its alarms and topic; no security group or rule (its
+# workloads use the cell's pooled-clients group). No lifecycle rule: its cell's bucket
 # holds one rule per retention class for every tenant.
 POOLED = {
-    "cloudwatch:alarm": 2, "ec2:db-ingress-rule": 1, "ec2:security-group": 1, "iam:role": 1, "kms:grant": 1,
+    "cloudwatch:alarm": 2, "iam:role": 1, "kms:grant": 1,
     "kms:key": 1, "pg:role": 1, "pg:schema": 1, "secretsmanager:rotation": 1,
     "secretsmanager:secret": 1, "sns": 1, "sqs": 2,
 }

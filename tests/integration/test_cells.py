@@ -232,6 +232,28 @@ def test_the_runtime_reaches_each_tenant_in_its_own_account_and_cells_stay_apart
             assert conn.execute("SELECT current_database()").fetchone()[0] == own.resources.store.database
 
 
+def test_refresh_of_a_cell_reads_its_own_account(fleet: Fleet, sandbox):
+    """Drift and orphans of another account's cell are read in that account:
+    an orphan queue tagged as cl-e1's in account A is found, and no tenant of
+    another cell is read."""
+    from tenantctl.operations.refresh import refresh
+
+    sqs = aws(sandbox, "sqs", EU, ACCOUNT_A)
+    url = sqs.create_queue(QueueName="tenantctl-cl-e1-stray", tags={
+        "managed-by": "tenantctl", "tenant": "cl-e1"})["QueueUrl"]
+    try:
+        summary = refresh(fleet.ws, cell="eua")
+    finally:
+        sqs.delete_queue(QueueUrl=url)
+    drift = {t.tenant_id: t for t in summary.tenants}
+    assert "cl-e1" in drift and not summary.failed
+    assert {fleet.tenants[t].cell for t in drift} == {"eua"}  # cl-h1 (default) and cl-e2 (eub) not read
+    assert [(o.kind, o.name) for o in drift["cl-e1"].orphans] == [("sqs", "tenantctl-cl-e1-stray")]
+    assert not drift["cl-e1"].resources and all(not d.drifted for t, d in drift.items() if t != "cl-e1")
+    with pytest.raises(InvalidInput, match="not both"):
+        refresh(fleet.ws, ["cl-e1"], cell="eua")
+
+
 def test_deprovision_leaves_nothing_in_either_account(fleet: Fleet, sandbox):
     for tenant_id in ("cl-h1", "cl-e1", "cl-e2", "cl-e4"):
         record, _, _ = deprovision(fleet.ws, tenant_id, final_backup=tenant_id == "cl-e2", purge_data=False)

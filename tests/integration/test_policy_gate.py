@@ -183,7 +183,7 @@ def test_cli_refuses_a_single_az_shared_database(ready, cli, sandbox):
     finally:
         path.unlink()
     assert run.returncode == 8, run.stderr
-    assert "rule shared-db-multi-az" in run.stderr and "platform.db_multi_az is false" in run.stderr
+    assert "rule shared-db-multi-az" in run.stderr and "cell default: db_multi_az is false" in run.stderr
     assert inventory(sandbox) == before
 
 

@@ -147,17 +147,27 @@ def test_concurrent_writers_of_the_shared_lifecycle_configuration_lose_nothing(s
     assert {r["ID"] for r in lifecycle_rules(sandbox, bucket)} == before
 
 
+def db_ingress_rules(sandbox) -> int:
+    group = platform_outputs(sandbox)["db_security_group_id"]
+    rules = aws(sandbox, "ec2").describe_security_group_rules(
+        Filters=[{"Name": "group-id", "Values": [group]}])["SecurityGroupRules"]
+    return sum(not r["IsEgress"] for r in rules)
+
+
 def test_concurrent_provisions_write_no_lifecycle_rule_and_count_their_slots(cli: Cli, sandbox, bucket: str):
     """A tenant's retention is its cell's rules (one per class, by object tag):
     provisioning never reads or writes the bucket's configuration, so parallel
-    provisions have nothing to lose there; their cell slots are counted exactly."""
+    provisions have nothing to lose there; their cell slots are counted exactly.
+    Nor do they add rules to the database's security group (60 per group would
+    stop a cell at 60 pooled tenants): the cell's pooled-clients group is admitted once."""
     tenants = [f"ft-cp{RUN}-{i}" for i in range(6)]
-    before, placed = lifecycle_rules(sandbox, bucket), cell_count(sandbox)
+    before, placed, rules = lifecycle_rules(sandbox, bucket), cell_count(sandbox), db_ingress_rules(sandbox)
     with ThreadPoolExecutor(len(tenants)) as pool:
         runs = list(pool.map(lambda t: cli("provision", t), tenants))
     assert [r for r in runs if r.returncode != 0] == []
     assert lifecycle_rules(sandbox, bucket) == before
     assert cell_count(sandbox) == placed + len(tenants)
+    assert db_ingress_rules(sandbox) == rules
     with ThreadPoolExecutor(len(tenants)) as pool:
         gone = list(pool.map(lambda t: cli("deprovision", t, "--yes", "--no-final-backup"), tenants))
     assert [r for r in gone if r.returncode != 0] == []
@@ -285,19 +295,3 @@ def test_iam_role_quota_refuses_before_anything_exists(cli: Cli, sandbox):
     assert f"IAM roles in the account: {roles} of {roles} in use, the tenant needs 2 more" in flat
     assert "iam:GetAccountSummary RolesQuota" in flat
     assert_dedicated_nothing_created(cli, sandbox, tenant_id)
-
-
-def test_shared_database_group_rule_quota_refuses_a_pooled_tenant_before_anything_exists(cli: Cli, sandbox):
-    """A pooled tenant adds one rule to the shared database's security group:
-    the group's rule quota (60 by default) is a cell's lowest wall."""
-    group = platform_outputs(sandbox)["db_security_group_id"]
-    rules = aws(sandbox, "ec2").describe_security_group_rules(
-        Filters=[{"Name": "group-id", "Values": [group]}])["SecurityGroupRules"]
-    used = str(sum(not r["IsEgress"] for r in rules))
-    tenant_id = f"ft-q{RUN}-sgr"
-    refused = cli("provision", tenant_id, env={"TENANTCTL_QUOTA_DB_INGRESS_RULES": used})
-    assert refused.returncode == QUOTA_EXIT, refused
-    flat = " ".join(refused.stderr.split())
-    assert (f"ingress rules of the shared database's security group {group}: {used} of {used} in use, "
-            "the tenant needs 1 more") in flat
-    assert_nothing_created(cli, sandbox, tenant_id)

@@ -16,6 +16,7 @@ from tenantctl import naming
 from tenantctl.aws import Clients
 from tenantctl.errors import InvalidInput, QuotaExceeded
 from tenantctl.models import CellSpec, LifecycleSpec, RetentionMenu, TenantRecord, TenantSpec, TenantStatus, Tier
+from tenantctl.operations.cell import _shares_account_region
 from tenantctl.placement import place
 from tenantctl.registry import RegistryWriter
 from tenantctl.stackconfig import (
@@ -175,6 +176,23 @@ def workspace(tmp_path: Path, registry: RegistryWriter, cells: list[CellSpec]) -
                            cell=lambda name: cell_specs(tmp_path)[name],
                            cell_clients=lambda name: clients.in_account(cell_specs(tmp_path)[name].account_role_arn,
                                                                         cell_specs(tmp_path)[name].region))
+
+
+def test_the_first_cell_of_an_account_and_region_owns_its_rds_os_metrics_group():
+    home = CellSpec()  # the target's own account (111111111111 here), us-east-1
+    cells = {"platform": home, "eua": CellSpec(name="eua", region="eu-west-1", account_role_arn=ROLE_A)}
+    ws = SimpleNamespace(cells=lambda: cells)
+
+    def shares(spec: CellSpec) -> bool:
+        return _shares_account_region(ws, spec, "111111111111")
+
+    assert shares(CellSpec(name="use2", region="us-east-1"))  # the home's account and region
+    assert shares(CellSpec(name="use3", region="us-east-1",
+                           account_role_arn="arn:aws:iam::111111111111:role/x"))  # the same account by a role
+    assert not shares(CellSpec(name="euh", region="eu-west-1"))  # the home's account, another region
+    assert shares(CellSpec(name="eub", region="eu-west-1", account_role_arn=ROLE_A))
+    cells["eua"] = cells["eua"].model_copy(update={"os_metrics_group": False})
+    assert not shares(CellSpec(name="eub", region="eu-west-1", account_role_arn=ROLE_A))  # nobody has it yet
 
 
 def test_placement_picks_the_least_loaded_cell_of_the_region(tmp_path: Path, registry: RegistryWriter):

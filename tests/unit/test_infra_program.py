@@ -11,10 +11,9 @@ from tenantctl.models import CellSpec, TenantResources
 TENANT_TYPES = {
     "pulumi:pulumi:StackReference", "aws:kms/key:Key", "aws:kms/alias:Alias", "aws:iam/role:Role",
     "aws:iam/rolePolicy:RolePolicy", "aws:secretsmanager/secret:Secret", "aws:sqs/queue:Queue",
-    "aws:ec2/securityGroup:SecurityGroup", "aws:sns/topic:Topic", "aws:cloudwatch/metricAlarm:MetricAlarm",
+    "aws:sns/topic:Topic", "aws:cloudwatch/metricAlarm:MetricAlarm",
     "pulumi-python:dynamic:Resource", "aws:kms/grant:Grant", "aws:secretsmanager/secretRotation:SecretRotation",
 }
-POOLED_EXTRA = {"aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"}  # into the shared database's group
 NETWORK_TYPES = {
     "aws:ec2/vpc:Vpc", "aws:ec2/subnet:Subnet", "aws:ec2/routeTable:RouteTable",
     "aws:ec2/routeTableAssociation:RouteTableAssociation", "aws:ec2/vpcEndpoint:VpcEndpoint",
@@ -35,9 +34,11 @@ PLATFORM_TYPES = NETWORK_TYPES | {
     "aws:iam/rolePolicy:RolePolicy",
     "aws:kms/grant:Grant", "aws:secretsmanager/secretRotation:SecretRotation",  # the gateway's password rotates
 }
+ROLE_ARN = "arn:aws:iam::123456789012:role/tenantctl-runtime"
 PLATFORM_OUTPUTS = {
     "cell", "region", "account_id", "vpc_id", "vpc_cidr", "private_subnet_ids", "db_endpoint", "db_port", "db_name",
-    "db_admin_secret_arn", "db_security_group_id", "bucket", "bucket_arn", "platform_key_arn", "registry_table",
+    "db_admin_secret_arn", "db_security_group_id", "pooled_clients_security_group_id", "bucket", "bucket_arn",
+    "platform_key_arn", "registry_table",
     "admin_role_arn", "runtime_principal_arn", "revocation_table", "gateway_role", "gateway_secret_arn",
     "logs_bucket", "flow_logs_role_arn", "db_monitoring_role_arn", "rotation_function_arn", "rotation_role_arn",
 }
@@ -65,7 +66,8 @@ def platform():
 
 
 def test_pooled_resource_types(pooled):
-    assert pooled[1].types() == TENANT_TYPES | POOLED_EXTRA
+    # No network resource: its workloads run in the cell's pooled-clients group.
+    assert pooled[1].types() == TENANT_TYPES
 
 
 def test_dedicated_resource_types(dedicated):
@@ -197,6 +199,20 @@ def test_a_cell_declares_one_rule_per_retention_class_whatever_its_tenant_count(
     assert rules["tenantctl-abort-multipart"]["abortIncompleteMultipartUpload"]["daysAfterInitiation"] == 1
 
 
+def test_a_cells_database_admits_its_pooled_tenants_by_one_rule_whatever_their_count(platform):
+    """One rule per pooled tenant stopped a cell at a security group's 60 rules."""
+    outputs, mocks = platform
+    [clients] = [g for g in mocks.of_type("aws:ec2/securityGroup:SecurityGroup") if g.name == "pooled-clients"]
+    rules = mocks.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+    # mock ids are "<resource name>-<hash>"
+    into_db = sorted(r.inputs["referencedSecurityGroupId"].rsplit("-", 1)[0] for r in rules
+                     if r.inputs["securityGroupId"].startswith("shared-db-"))
+    assert into_db == ["pooled-clients", "shared-sg"]  # and the rotation function's group
+    assert outputs["pooled_clients_security_group_id"].startswith("pooled-clients-")
+    assert {e["cidrBlocks"][0] for e in clients.inputs["egress"]} == {"10.0.0.0/16"}
+    assert not clients.inputs["ingress"]
+
+
 def test_another_cell_has_names_of_its_own_and_no_registry():
     mocks = RecordingMocks(account="222222222222", region="eu-west-1")
     runtime = "arn:aws:iam::123456789012:role/tenantctl-runtime"  # the home cell's, written in by `cell add`
@@ -219,6 +235,17 @@ def test_another_cell_has_names_of_its_own_and_no_registry():
     assert alias.inputs["name"] == "alias/tenantctl/cell-eu1"
     # A cell's stack passes the gate as a platform stack named after it.
     assert policy.check(mocks.resources, "cell-eu1", platform=True) == []
+
+
+@pytest.mark.parametrize("owns", [True, False])
+def test_one_cell_per_account_and_region_declares_the_rds_os_metrics_group(owns):
+    """RDS fixes the group's name, so two cells of one account and region
+    cannot both create it (`cell add` picks the first)."""
+    mocks = RecordingMocks(account="222222222222", region="eu-west-1")
+    run_program("cell-eu1", platform_config({"name": "eu1", "region": "eu-west-1", "os_metrics_group": owns,
+                                             "runtime_principal_arn": ROLE_ARN}, region="eu-west-1"), mocks)
+    groups = {g.inputs["name"] for g in mocks.of_type("aws:cloudwatch/logGroup:LogGroup")}
+    assert ("RDSOSMetrics" in groups) is owns
 
 
 def test_a_cell_outside_home_needs_the_homes_runtime_principal():

@@ -372,13 +372,14 @@ def test_default_security_group(dedicated):
     assert rules_hit(egress, "globex") == {"default-security-group"}
 
 
-def test_db_ingress_from_groups(dedicated, pooled):
+def test_db_ingress_from_groups(dedicated, platform):
     vpc_range = broken(dedicated, "aws:ec2/securityGroup:SecurityGroup", lambda i: i.update(
         ingress=[{"protocol": "tcp", "fromPort": 5432, "toPort": 5432, "cidrBlocks": ["10.42.0.0/16"]}]), "pg-db")
     assert rules_hit(vpc_range, "globex") == {"db-ingress-from-groups"}
-    rule_resource = broken(pooled, "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule", lambda i: (
-        i.pop("referencedSecurityGroupId"), i.update(cidrIpv4="10.0.0.0/16")))
-    assert rules_hit(rule_resource) == {"db-ingress-from-groups"}
+    # the cell's one rule admitting its pooled tenants, turned into an address range
+    rule_resource = broken(platform, "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule", lambda i: (
+        i.pop("referencedSecurityGroupId"), i.update(cidrIpv4="10.0.0.0/16")), "db-client-1")
+    assert rules_hit(rule_resource, "platform", platform=True) == {"db-ingress-from-groups"}
 
 
 def test_database_public_privileges(platform, dedicated):

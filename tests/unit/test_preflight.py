@@ -64,27 +64,3 @@ def test_an_override_only_lowers_a_limit_and_a_refusal_names_every_quota(account
     assert "VPCs in us-east-1: " in message and "IAM roles in the account: " in message
     assert "TENANTCTL_QUOTA_VPCS=0 (the account allows 5" in message
     assert "RDS DB instances" not in message  # within its limit
-
-
-def test_a_pooled_tenant_needs_one_rule_in_the_shared_database_group(account, monkeypatch):
-    ec2 = boto3.client("ec2")
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    db = ec2.create_security_group(GroupName="db", Description="db", VpcId=vpc)["GroupId"]
-    platform = {"bucket": BUCKET, "db_security_group_id": db}
-
-    def admit(tenant_id: str) -> None:
-        app = ec2.create_security_group(GroupName=f"{tenant_id}-app", Description="app", VpcId=vpc, TagSpecifications=[
-            {"ResourceType": "security-group", "Tags": [{"Key": "tenant", "Value": tenant_id}]}])["GroupId"]
-        ec2.authorize_security_group_ingress(GroupId=db, IpPermissions=[
-            {"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432, "UserIdGroupPairs": [{"GroupId": app}]}])
-
-    for other in ("globex", "initech"):
-        admit(other)
-    rule = by_name(preflight.checks(TenantSpec(id="acme"), platform, clients))["db_ingress_rules"]
-    assert (rule.used, rule.needed, rule.limit) == (2, 1, 60)  # moto has no such quota: AWS's default
-    monkeypatch.setenv("TENANTCTL_QUOTA_DB_INGRESS_RULES", "2")
-    with pytest.raises(QuotaExceeded, match="ingress rules of the shared database's security group"):
-        preflight.check(TenantSpec(id="acme"), platform, clients)
-    admit("acme")
-    again = by_name(preflight.checks(TenantSpec(id="acme"), platform, clients))["db_ingress_rules"]
-    assert again.needed == 0  # a re-run: its rule exists

@@ -83,11 +83,21 @@ def add(ws: Workspace, name: str, options: dict[str, Any],
         # Tenant roles of the cell must trust the runtime, which reads the registry
         # in the home account: written down explicitly in the cell's spec.
         spec = spec.model_copy(update={"runtime_principal_arn": home["runtime_principal_arn"]})
+    if spec.name not in ws.cells() and "os_metrics_group" not in options:
+        spec = spec.model_copy(update={"os_metrics_group": not _shares_account_region(ws, spec, home["account_id"])})
     write_cell(ws.stacks_dir, spec)
     result = ws.up_cell(spec.name, on_event)
     registry = ws.registry
     registry.set_draining(spec.name, spec.draining)  # starts the counter (a recount: once per cell)
     return _info(spec, result.outputs, registry.cell_counts([spec.name])[spec.name]), result
+
+
+def _shares_account_region(ws: Workspace, spec: CellSpec, target_account: str) -> bool:
+    """Another cell already runs in ``spec``'s account and region (so has the
+    account-and-region resources AWS names itself, such as RDSOSMetrics)."""
+    where = (spec.account_id or target_account, spec.region)
+    return any((c.account_id or target_account, c.region) == where and c.os_metrics_group
+               for c in ws.cells().values() if c.name != spec.name)
 
 
 def list_cells(ws: Workspace) -> list[CellInfo]:
