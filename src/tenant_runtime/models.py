@@ -107,7 +107,8 @@ class MovePhase(str, Enum):
 class TenantMove(BaseModel):
     """A move in progress, in the tenant's registry record. ``old_store`` /
     ``new_store``: the stores the move is between (the record's ``resources``
-    name the writable one); a target = tier + cell (only the default cell today)."""
+    name the writable one). A move changes the tier within the tenant's cell:
+    ``from_cell`` and ``to_cell`` are that cell."""
 
     from_tier: Tier
     to_tier: Tier

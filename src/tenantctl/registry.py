@@ -333,11 +333,14 @@ class RegistryWriter:
 
     def recount(self, cell: str) -> dict[str, int]:
         """The tenants holding a slot in ``cell``, counted from their records (a
-        full scan): every record of the cell but tombstones."""
+        full scan): every record of the cell but tombstones; a tenant with an
+        open move holds one of each tier (both its stores exist)."""
         counts = {tier.value: 0 for tier in Tier}
         for record in self.iter_all(cell=cell):
             if record.status is not TenantStatus.deprovisioned:
-                counts[record.tier.value] += 1
+                held = {record.tier} | ({record.move.from_tier, record.move.to_tier} if record.move else set())
+                for tier in held:
+                    counts[tier.value] += 1
         return counts
 
     def _init_counter(self, cell: str) -> bool:

@@ -116,17 +116,30 @@ def wait(what: str, done: Callable[[], bool], timeout: float, interval: float = 
 def quiesce(connect: Connect, store: StoreConnection) -> str:
     """Revoke the role's writes on ``store``, wait for the writes already under
     way (a SHARE lock waits for them; a writer queued behind it is refused by
-    the revoke), and return the WAL position every acknowledged write is before."""
+    the revoke), and return a WAL position after the commit of every write the
+    store acknowledged, already flushed (the walsender sends flushed WAL only).
+
+    Not ``pg_current_wal_lsn()``: that is how far WAL was *written*, and an
+    asynchronous commit (``synchronous_commit = off``: the sandbox's setting, or
+    a client's) is acknowledged before its commit record is written, so a
+    subscription can confirm that position without the last commits. The
+    position returned is the end of a logical message written under the lock,
+    after every acknowledged commit, and flushed by this transaction's
+    synchronous commit."""
     with connect(store) as conn:
         with conn.transaction():
             set_writable(conn, store, False)
         with conn.transaction():
             conn.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(_tables(store)))
-            return conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+            conn.execute("SET LOCAL synchronous_commit = on")
+            return conn.execute("SELECT pg_logical_emit_message(true, 'tenantctl_move', 'frozen')::text"
+                                ).fetchone()[0]
 
 
 def caught_up(connect: Connect, link: Link, lsn: str) -> bool:
-    """Whether the subscription confirmed everything up to ``lsn``."""
+    """Whether the subscription confirmed everything up to ``lsn``: its slot's
+    ``confirmed_flush_lsn``, which the subscriber advances only past changes it
+    applied and flushed (or past WAL that held none for it)."""
     with connect(link.source) as src:
         row = src.execute("SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots WHERE slot_name = %s",
                           (lsn, link.name)).fetchone()

@@ -15,17 +15,20 @@ from dataclasses import dataclass, field
 import psycopg
 import pytest
 from fault_tools import POOLED, Cli, inventory, registry_record, run_id
+from psycopg import sql
 from runtime_tenants import jwt_settings
 
 from tenant_runtime import TenantRuntime, WritesFrozen
 from tenant_runtime.errors import StoreMoved, StoreUnavailable
 from tenant_runtime.models import MovePhase
+from tenantctl import store_sync
 from tenantctl.drills.context import context_from_workspace
 from tenantctl.drills.models import Verdict
 from tenantctl.drills.run import drill
 from tenantctl.drills.tables import table_checks
-from tenantctl.errors import InvalidInput, QuotaExceeded
+from tenantctl.errors import Conflict, InvalidInput, QuotaExceeded, TargetUnavailable
 from tenantctl.models import TenantStatus, Tier
+from tenantctl.operations import move as move_operation
 from tenantctl.operations.deprovision import deprovision
 from tenantctl.operations.move import move
 from tenantctl.store_sync import compare
@@ -93,6 +96,16 @@ def _rows(sandbox, record) -> list[tuple[int, str]]:
         return conn.execute(f'SELECT seq, conversation_id FROM "{store.schema_name}".messages ORDER BY seq').fetchall()
 
 
+def _slots(workspace, record) -> dict[str, int]:
+    """The slots of each tier taken in the tenant's cell."""
+    counts = workspace.registry.cell_counts([record.cell])[record.cell][0]
+    return {tier.value: counts.get(tier.value, 0) for tier in Tier}
+
+
+def _admin(sandbox):
+    return lambda s: psycopg.connect(sandbox.pg_dsn(s.database), autocommit=True)
+
+
 def _writing(runtime, tenant_id):
     writer = Writer(runtime, tenant_id)
     thread = threading.Thread(target=writer.run, daemon=True)
@@ -103,6 +116,7 @@ def _writing(runtime, tenant_id):
 def test_move_with_a_writer_keeps_every_acknowledged_write_and_rolls_back(moved, workspace, runtime, sandbox):
     for i in range(200):  # history before the move
         runtime.store.append(runtime.context(MOVED), f"c{i % 7}", "user", f"before {i}")
+    slots = _slots(workspace, moved)
     writer, thread = _writing(runtime, MOVED)
     time.sleep(0.3)
     result = move(workspace, MOVED, tier=Tier.dedicated)
@@ -113,6 +127,11 @@ def test_move_with_a_writer_keeps_every_acknowledged_write_and_rolls_back(moved,
     record = workspace.registry.require(MOVED)
     assert result.outcome == "switched" and record.tier is Tier.dedicated
     assert result.rows["messages"] > 200  # verified (counts + checksums) as of the freeze
+    # Both stores exist: the move holds a dedicated slot beside its pooled one, in the tenant's cell.
+    assert record.cell == moved.cell and record.account_id == moved.account_id
+    assert _slots(workspace, record) == {**slots, "dedicated": slots["dedicated"] + 1}
+    with pytest.raises(Conflict, match="being moved"):  # not with two stores and a link between them
+        deprovision(workspace, MOVED, final_backup=False)
     assert record.move.phase is MovePhase.switched and record.lock is None
     old, new = record.move.old_store, record.resources.store
     assert new.database != old.database
@@ -121,9 +140,8 @@ def test_move_with_a_writer_keeps_every_acknowledged_write_and_rolls_back(moved,
     assert {seq for seq, _ in writer.acked} <= seqs
     assert len(writer.acked) > 20
     # The old store is read-only for the tenant role and follows the new one.
-    connect = lambda s: psycopg.connect(sandbox.pg_dsn(s.database), autocommit=True)  # noqa: E731
     time.sleep(0.5)
-    compare(connect, MOVED, new, old)
+    compare(_admin(sandbox), MOVED, new, old)
     page = runtime.store.history(runtime.context(MOVED), "live", limit=500)
     assert [m.content for m in reversed(page.messages)] == [c for _, c in writer.acked][-500:]
 
@@ -137,6 +155,7 @@ def test_move_with_a_writer_keeps_every_acknowledged_write_and_rolls_back(moved,
     record = workspace.registry.require(MOVED)
     assert back.outcome == "rolled_back" and record.tier is Tier.pooled and record.move is None
     assert record.resources.store == old
+    assert _slots(workspace, record) == slots  # the dedicated slot went back with the dedicated store
     assert {seq for seq, _ in writer.acked} <= {seq for seq, _ in _rows(sandbox, record)}
     with psycopg.connect(sandbox.pg_dsn(), autocommit=True) as admin:
         assert admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (new.database,)).fetchone() is None
@@ -145,6 +164,7 @@ def test_move_with_a_writer_keeps_every_acknowledged_write_and_rolls_back(moved,
 
 def test_a_stale_runtime_fails_closed_on_the_old_store_and_recovers_then_the_move_finalizes(
         moved, workspace, runtime, sandbox):
+    slots = _slots(workspace, moved)
     stale = TenantRuntime(jwt_settings(), workspace.ensure_platform()["registry_table"],
                           endpoint_url=sandbox.aws_endpoint_url, region=sandbox.region, registry_ttl=3600)
     try:
@@ -172,6 +192,8 @@ def test_a_stale_runtime_fails_closed_on_the_old_store_and_recovers_then_the_mov
     done = move(workspace, MOVED, finalize=True)  # final backup, old store removed, `check` passes
     record = workspace.registry.require(MOVED)
     assert done.outcome == "finalized" and record.move is None and record.tier is Tier.dedicated
+    # The pooled slot was given back with the pooled store; the dedicated one stays.
+    assert _slots(workspace, record) == {"pooled": slots["pooled"] - 1, "dedicated": slots["dedicated"] + 1}
     with psycopg.connect(sandbox.pg_dsn(), autocommit=True) as admin:
         assert admin.execute("SELECT count(*) FROM pg_replication_slots").fetchone()[0] == 0
         assert admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (new.role,)).fetchone()  # still used
@@ -182,17 +204,75 @@ def test_a_stale_runtime_fails_closed_on_the_old_store_and_recovers_then_the_mov
     assert runtime.store.history(runtime.context(MOVED), "stale").messages[0].content == "after the switch"
 
 
-def test_refusals_create_nothing(moved, workspace, monkeypatch):
-    before = workspace.registry.require(MOVED)
+def test_refusals_create_nothing(moved, workspace):
+    before = workspace.registry.require(MOVED)  # dedicated by now
     spec_file = (workspace.stacks_dir / f"Pulumi.{MOVED}.yaml").read_text()
-    with pytest.raises(InvalidInput, match="cells are not available yet"):
-        move(workspace, MOVED, tier=Tier.pooled, cell="eu-1")
-    monkeypatch.setenv("TENANTCTL_QUOTA_DB_INGRESS_RULES", "0")  # a pooled store needs one: quota wall
-    with pytest.raises(QuotaExceeded):
-        move(workspace, MOVED, tier=Tier.pooled)
+    with pytest.raises(InvalidInput, match="never changes cells"):
+        move(workspace, MOVED, tier=Tier.pooled, cell=before.cell)
+    # The tenant's cell holds as many pooled tenants as it takes: no pooled slot for the move.
+    slots = _slots(workspace, before)
+    full = {**slots, "pooled": workspace.cell(before.cell).max_pooled_tenants}
+    workspace.registry.set_counts(before.cell, full)
+    try:
+        with pytest.raises(QuotaExceeded, match="no pooled slot"):
+            move(workspace, MOVED, tier=Tier.pooled)
+        assert _slots(workspace, before) == full  # nothing taken
+    finally:
+        workspace.registry.set_counts(before.cell, slots)
     after = workspace.registry.require(MOVED)
     assert (after.version, after.move, after.lock) == (before.version, None, None)
     assert (workspace.stacks_dir / f"Pulumi.{MOVED}.yaml").read_text() == spec_file
+
+
+def test_the_freeze_waits_for_a_position_after_every_acknowledged_commit(moved, workspace, runtime, sandbox):
+    """With asynchronous commit (the sandbox's), a write is acknowledged before
+    its commit record is written: the WAL position the catch-up waits for must
+    be after that commit, and flushed, or the subscription confirms it early."""
+    store = workspace.registry.require(MOVED).resources.store
+    runtime.store.append(runtime.context(MOVED), "freeze", "user", "acknowledged")
+    with psycopg.connect(sandbox.pg_dsn(store.database), autocommit=True) as conn:
+        committed = conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]  # past that commit record
+        try:
+            frozen_at = store_sync.quiesce(_admin(sandbox), store)
+            flushed = conn.execute("SELECT pg_current_wal_flush_lsn()").fetchone()[0]
+        finally:
+            store_sync.set_writable(conn, store, True)
+        assert conn.execute("SELECT %s::pg_lsn >= %s::pg_lsn AND %s::pg_lsn >= %s::pg_lsn",
+                            (frozen_at, str(committed), str(flushed), frozen_at)).fetchone()[0], \
+            (frozen_at, committed, flushed)
+
+
+def test_a_target_not_caught_up_in_time_ends_the_freeze_with_nothing_switched(
+        moved, workspace, runtime, sandbox, monkeypatch):
+    """The subscription is stopped as the freeze begins, so the target never
+    confirms the freeze's position: the move fails (exit 7) after the catch-up
+    timeout with the tenant writable on its store; a re-run switches."""
+    before = workspace.registry.require(MOVED)  # dedicated by now
+    freeze = store_sync.quiesce
+
+    def stalled(connect, store):
+        with connect(workspace.registry.require(MOVED).move.new_store) as conn:
+            for (name,) in conn.execute("SELECT subname FROM pg_subscription").fetchall():
+                conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(sql.Identifier(name)))
+        return freeze(connect, store)
+
+    monkeypatch.setattr(move_operation, "CATCH_UP_TIMEOUT", 1.0)
+    monkeypatch.setattr(store_sync, "quiesce", stalled)
+    with pytest.raises(TargetUnavailable, match="catch-up"):
+        move(workspace, MOVED, tier=Tier.pooled)
+    record = workspace.registry.require(MOVED)
+    assert (record.tier, record.resources, record.move.phase, record.lock) == (
+        Tier.dedicated, before.resources, MovePhase.copying, None)
+    runtime.store.append(runtime.context(MOVED), "stalled", "user", "the source takes writes again")
+    monkeypatch.undo()
+    with _admin(sandbox)(record.move.new_store) as conn:
+        for (name,) in conn.execute("SELECT subname FROM pg_subscription").fetchall():
+            conn.execute(sql.SQL("ALTER SUBSCRIPTION {} ENABLE").format(sql.Identifier(name)))
+    assert move(workspace, MOVED).outcome == "switched"
+    assert runtime.store.history(runtime.context(MOVED), "stalled").messages[0].content == \
+        "the source takes writes again"
+    assert move(workspace, MOVED, rollback=True).outcome == "rolled_back"
+    assert workspace.registry.require(MOVED).resources == before.resources
 
 
 def _checks(sandbox, store: dict, tenant_id: str) -> dict:
@@ -240,7 +320,6 @@ def test_a_killed_move_resumes_or_rolls_back_with_nothing_lost_and_nothing_left(
 
     killed = cli("move", tid, "--tier", "dedicated", env={"TENANTCTL_FAULT_AFTER": "move:copying"})
     assert killed.returncode == 86, killed
-    assert cli("unlock", tid, "--force").returncode == 0
     resumed = cli("move", tid, "--json")
     assert resumed.returncode == 0 and resumed.json()["outcome"] == "switched", resumed
     record = registry_record(sandbox, tid)

@@ -17,7 +17,7 @@ app = typer.Typer()
 def move(
     tenant_id: Annotated[str, tenant_argument("Tenant to move.")],
     tier: Annotated[Optional[Tier], typer.Option(help="Target tier (starts a move).")] = None,
-    cell: Annotated[Optional[str], typer.Option(help="Target cell (not available yet).")] = None,
+    cell: Annotated[Optional[str], typer.Option(help="Refused (exit 3): a move keeps the tenant's cell.")] = None,
     rollback: Annotated[bool, typer.Option("--rollback", help="Put the tenant back where the move started.")] = False,
     finalize: Annotated[bool, typer.Option("--finalize", help="End the rollback window: final backup, the old "
                                                                "store removed.")] = False,
@@ -31,13 +31,16 @@ def move(
     serves (logical replication), freeze writes for the last changes (runtimes
     answer 503 + Retry-After; reads go on), verify counts and checksums, switch
     the registry record; the old store stays read-only, in step, for the
-    rollback window. `move ID` alone resumes a killed move (after `unlock
-    --force`); `--rollback` undoes it (with the writes made since the switch);
+    rollback window. The tenant stays in its cell (`--cell` is refused).
+    `move ID` alone resumes a killed move (the dead run's lock is cleared);
+    `--rollback` undoes it (with the writes made since the switch);
     `--finalize` removes the old store after a final backup.
 
     Exit codes: 0 done, 3 refused (nothing created), 5 locked or changed
-    concurrently, 6 unknown tenant, 7 target unavailable, 8 policy gate,
-    9 the target's rows differ from the source's (nothing switched), 11 quota.
+    concurrently, 6 unknown tenant, 7 target unavailable or not caught up in
+    time (writes resumed, nothing switched), 8 policy gate, 9 the target's rows
+    differed from the source's as of the freeze (switched back: the tenant is
+    on its old store), 11 a quota, or no slot of the target tier in its cell.
     """
     from datetime import timedelta
 

@@ -1,5 +1,5 @@
-"""Move a tenant to another tier (a target = tier + cell; only the default
-cell exists until cells land) with its data, while it serves.
+"""Move a tenant to another tier of its cell with its data, while it serves
+(a move never changes cells: the tenant keeps its cell, account and region).
 
     preparing     the target store is created beside the current one: the stack
                   declares both (the spec's ``retiring`` store), one `up`
@@ -16,8 +16,15 @@ cell exists until cells land) with its data, while it serves.
 
 Each phase is written to the record (``TenantRecord.move``) before its work,
 under the tenant's lock, so a killed run is resumed (``move ID``) or undone
-(``move ID --rollback``) after ``unlock --force``. At every point exactly one
-store takes the tenant role's writes.
+(``move ID --rollback``); the lock of a run that provably died on this host
+is cleared by that next run. At every point exactly one store takes the tenant
+role's writes.
+
+Cell slots: an open move holds a slot of both tiers in the tenant's cell (both
+stores exist). The target tier's is taken before anything is created (a
+pooled target under the cell's ``max_pooled_tenants``: refused with exit 11
+when the cell is full); ``--finalize`` gives the old tier's back once the old
+store is gone, ``--rollback`` the target tier's.
 """
 
 from __future__ import annotations
@@ -41,17 +48,18 @@ from tenant_runtime.models import (
     utcnow,
 )
 from tenantctl import store_sync
-from tenantctl.errors import DrillFailed, InvalidInput
+from tenantctl.errors import DrillFailed, InvalidInput, TargetUnavailable
 from tenantctl.models import DedicatedSpec, RetiringStore, TenantSpec
 from tenantctl.naming import require_valid
+from tenantctl.placement import take_slot
 from tenantctl.stackconfig import read_tenant, stack_file
 from tenantctl.workspace import Workspace
 
 DEFAULT_WINDOW = timedelta(days=1)
 COPY_TIMEOUT = 6 * 3600.0
 CATCH_UP_TIMEOUT = 120.0
-CELLS_UNAVAILABLE = ("cells are not available yet: a move changes the tier within the default cell "
-                     "(`--cell` arrives with cells)")
+CELL_KEPT = ("a move changes a tenant's tier within its cell and never changes cells (`--cell` is refused): "
+             "the tenant's cell, account and region stay")
 
 Progress = Callable[[str], None]
 
@@ -75,7 +83,7 @@ class Mover:
         from tenantctl.drills.context import context_from_workspace
 
         self.ws, self.held, self.say = ws, held, progress or (lambda _line: None)
-        self.admin = context_from_workspace(ws)
+        self.admin = context_from_workspace(ws, held.record)
         self.result_extra: dict[str, Any] = {}
 
     # -- plumbing ---------------------------------------------------------------
@@ -110,7 +118,9 @@ class Mover:
         return store_sync.Link(store_sync.link_name(self.record.tenant_id, old_gen), self.move.old_store, new_store)
 
     def spec(self) -> TenantSpec:
-        return read_tenant(stack_file(self.ws.stacks_dir, self.record.tenant_id))
+        # The record's cell: a stack file CI did not commit placement back to may lack it.
+        spec = read_tenant(stack_file(self.ws.stacks_dir, self.record.tenant_id))
+        return spec.model_copy(update={"cell": self.record.cell})
 
     def resources_at(self, tier: Tier, store: StoreConnection) -> TenantResources:
         assert self.record.resources is not None
@@ -118,7 +128,7 @@ class Mover:
 
     def point_secret(self, store: StoreConnection) -> None:
         """The tenant's secret names the store the registry routes to (same role and password)."""
-        sm = self.ws.client("secretsmanager")
+        sm = self.ws.clients_for(self.record)("secretsmanager")
         current = json.loads(sm.get_secret_value(SecretId=store.secret_arn)["SecretString"])
         wanted = {**current, "host": store.endpoint, "port": store.port, "dbname": store.database,
                   "schema": store.schema_name, "username": store.role}
@@ -157,7 +167,7 @@ class Mover:
 
     def switch(self, window: timedelta) -> None:
         frozen_at = self.move.phase_at
-        pinned = self.catch_up(self.link())
+        pinned = self.catch_up(self.link(), MovePhase.copying)
         spec = self.spec()
         new_store = self.move.new_store
         assert new_store is not None
@@ -181,18 +191,27 @@ class Mover:
                 self.rollback(verified=False)  # back to the old store, which kept every write since
                 raise
 
-    def catch_up(self, link: store_sync.Link) -> tuple[Any, Any] | None:
+    def catch_up(self, link: store_sync.Link, unfrozen: MovePhase) -> tuple[Any, Any] | None:
         """Freeze ``link``'s source, let the target catch up, pin a snapshot of
         both (verified after the freeze), make the target the writable one.
-        None: the link was dropped by an earlier run (which got this far)."""
+        None: the link was dropped by an earlier run (which got this far). A
+        target not caught up in time ends the freeze, nothing switched: the
+        source takes writes again, the move is back in phase ``unfrozen`` and a
+        re-run freezes again."""
         pinned = None
         with self.connect(link.target) as conn:
             following = conn.execute("SELECT 1 FROM pg_subscription WHERE subname = %s",
                                      (link.name,)).fetchone() is not None
         if following:
             lsn = store_sync.quiesce(self.connect, link.source)
-            store_sync.wait("replication catch-up", lambda: store_sync.caught_up(self.connect, link, lsn),
-                            CATCH_UP_TIMEOUT, 0.02)
+            try:
+                store_sync.wait("replication catch-up", lambda: store_sync.caught_up(self.connect, link, lsn),
+                                CATCH_UP_TIMEOUT, 0.02)
+            except TargetUnavailable:
+                with self.connect(link.source) as conn:
+                    store_sync.set_writable(conn, link.source, True)
+                self.phase(unfrozen)
+                raise
             pinned = (store_sync.pin(self.connect, link.source), store_sync.pin(self.connect, link.target))
             store_sync.align_sequences(self.connect, link.target)
             store_sync.stop(self.connect, link)
@@ -218,20 +237,23 @@ class Mover:
         final = spec.model_copy(update={"retiring": None})
         applied = self.apply(final)
         self.save(move=None)
+        # After the record (a run killed in between keeps a slot too many, never one too few).
+        self.ws.registry.release_slot(self.record.cell, spec.retiring.tier)
         self.held.record = activate(self.ws, self.record, final, applied)
 
     # -- backward ---------------------------------------------------------------
     def rollback(self, verified: bool = True) -> None:
         """``verified``: compare the stores as of the freeze before switching
         back (not when undoing a switch whose own verification failed)."""
-        spec = self.spec()
+        spec, target_tier = self.spec(), self.move.to_tier
         if spec.retiring is None:  # killed before the target spec was written: nothing was created
             self.save(move=None)
+            self.ws.registry.release_slot(self.record.cell, target_tier)
             return
         if self.move.phase in (MovePhase.switched, MovePhase.rolling_back):
             if self.move.phase is MovePhase.switched:
                 self.phase(MovePhase.rolling_back)
-            pinned = self.catch_up(self.link(backwards=True))
+            pinned = self.catch_up(self.link(backwards=True), MovePhase.switched)
             self.save(tier=spec.retiring.tier, resources=self.resources_at(spec.retiring.tier, self.move.old_store),
                       move=self.move.model_copy(update={"phase": MovePhase.preparing, "phase_at": utcnow(),
                                                         "switched_at": None, "window_ends_at": None}))
@@ -255,6 +277,7 @@ class Mover:
                                        "store_generation": spec.retiring.generation, "retiring": None})
         self.apply(back)
         self.save(move=None)
+        self.ws.registry.release_slot(self.record.cell, target_tier)
 
 
 def target_spec(spec: TenantSpec, tier: Tier, started: datetime | None = None) -> TenantSpec:
@@ -277,7 +300,7 @@ def move(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: str |
     """Start, resume, finalize or roll back the move of ``tenant_id``."""
     require_valid(tenant_id)
     if cell is not None:
-        raise InvalidInput(CELLS_UNAVAILABLE)
+        raise InvalidInput(CELL_KEPT)
     if rollback and finalize:
         raise InvalidInput("--rollback and --finalize exclude each other")
     record = ws.registry.require(tenant_id)
@@ -292,6 +315,9 @@ def move(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: str |
         if tier is record.tier:
             return MoveResult(tenant_id=tenant_id, outcome="unchanged", from_tier=record.tier, to_tier=tier)
         target = _refuse_or_target(ws, record, tier)
+        # Both stores exist while the move is open: it holds a slot of both tiers in the cell (exit 11: full).
+        take_slot(ws, record.cell, tier, f"tenant {tenant_id!r} refused before anything was created "
+                                         "(a move never changes cells: free a slot there and re-run)")
     elif tier is not None and tier is not record.move.to_tier:
         raise InvalidInput(f"tenant {tenant_id!r} is being moved to {record.move.to_tier.value}: "
                            f"finish or roll back that move first")
@@ -299,14 +325,21 @@ def move(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: str |
         raise InvalidInput(f"tenant {tenant_id!r}'s move is {record.move.phase.value}: only a switched move is "
                            "finalized (`tenantctl move ID` resumes it)")
 
-    with ws.registry.hold(tenant_id, "move") as held:
-        if target is not None:
-            assert held.record.resources is not None
-            held.record = ws.registry.save(held.record, last_error=None, move=TenantMove(
-                from_tier=held.record.tier, to_tier=tier, old_store=held.record.resources.store))
-        mover = Mover(ws, held, progress)
-        run = mover.move
-        outcome = _drive(mover, target, rollback, finalize, window)
+    started = False
+    try:
+        with ws.registry.hold(tenant_id, "move") as held:
+            if target is not None:
+                assert held.record.resources is not None and tier is not None
+                held.record = ws.registry.save(held.record, last_error=None, move=TenantMove(
+                    from_tier=held.record.tier, to_tier=tier, from_cell=held.record.cell, to_cell=held.record.cell,
+                    old_store=held.record.resources.store))
+            started = True
+            mover = Mover(ws, held, progress)
+            run = mover.move
+            outcome = _drive(mover, target, rollback, finalize, window)
+    finally:
+        if target is not None and tier is not None and not started:  # no move recorded: its slot goes back
+            ws.registry.release_slot(record.cell, tier)
     return MoveResult(tenant_id=tenant_id, outcome=outcome, from_tier=run.from_tier, to_tier=run.to_tier,
                       phase=held.record.move.phase if held.record.move else None,
                       window_ends_at=(held.record.move.window_ends_at.isoformat()
@@ -350,9 +383,10 @@ def _refuse_or_target(ws: Workspace, record: TenantRecord, tier: Tier) -> Tenant
     path = stack_file(ws.stacks_dir, record.tenant_id)
     if not path.exists():
         raise InvalidInput(f"tenant {record.tenant_id!r} has no committed stack file ({path}): nothing to move from")
-    target = target_spec(read_tenant(path), tier)
+    target = target_spec(read_tenant(path).model_copy(update={"cell": record.cell}), tier)
     if target.region != record.region:
         raise InvalidInput(f"tenant {record.tenant_id!r} lives in {record.region}; a move never leaves its region")
     refuse_unsafe_spec(target)
-    preflight.check(target, ws.ensure_platform(), ws.client)
+    preflight.check(target, ws.ensure_cell(record.cell), ws.clients_for(record))
     return target
+
