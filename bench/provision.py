@@ -31,7 +31,7 @@ def floor_provision(tenant_id: str, platform: dict, dsn_admin: str) -> None:
 
     tags = {"tenant": tenant_id, "managed-by": "tenantctl"}
     kms, sqs, iam = boto3.client("kms"), boto3.client("sqs"), boto3.client("iam")
-    s3, sm, cw, sns, ddb = (boto3.client(s) for s in ("s3", "secretsmanager", "cloudwatch", "sns", "dynamodb"))
+    sm, cw, sns, ddb = (boto3.client(s) for s in ("secretsmanager", "cloudwatch", "sns", "dynamodb"))
     table = platform["registry_table"]
     ddb.put_item(TableName=table, Item={"tenant_id": {"S": tenant_id}, "status": {"S": "provisioning"}},
                  ConditionExpression="attribute_not_exists(tenant_id)")
@@ -49,14 +49,10 @@ def floor_provision(tenant_id: str, platform: dict, dsn_admin: str) -> None:
     sqs.create_queue(QueueName=naming.queue_name(tenant_id), tags=tags, Attributes={
         **encryption, "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5})})
 
+    # The cell slot (one conditional counter update); no lifecycle rule: the cell's bucket has them.
+    ddb.update_item(TableName=table, Key={"tenant_id": {"S": "cell#floor"}}, UpdateExpression="ADD pooled :one",
+                    ExpressionAttributeValues={":one": {"N": "1"}})
     prefix = naming.s3_prefix(tenant_id)
-    try:
-        rules = s3.get_bucket_lifecycle_configuration(Bucket=platform["bucket"])["Rules"]
-    except s3.exceptions.ClientError:
-        rules = []
-    rules.append({"ID": f"tenantctl-{tenant_id}-tmp-expiry", "Status": "Enabled",
-                  "Filter": {"Prefix": prefix + "uploads/tmp/"}, "Expiration": {"Days": 7}})
-    s3.put_bucket_lifecycle_configuration(Bucket=platform["bucket"], LifecycleConfiguration={"Rules": rules})
 
     trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
                                                      "Principal": {"AWS": platform["runtime_principal_arn"]}}]}

@@ -1,8 +1,12 @@
-"""The Pulumi program: the `platform` stack, or one tenant's stack.
+"""The Pulumi program: a cell's platform stack, or one tenant's stack.
 
-Config (namespace `tenantctl`): `platform` (PlatformSpec) for the stack named
-`platform`; `tenant` (TenantSpec) and `platformStack` (default "platform", the
-StackReference a tenant reads shared outputs from) for tenant stacks.
+Config (namespace `tenantctl`): `platform` (CellSpec) for a cell's stack
+(`platform` for the default cell, `cell-<name>` for the others); `tenant`
+(TenantSpec) and `platformStack` (default "platform": the StackReference to the
+tenant's cell, whose shared outputs it reads) for tenant stacks. A stack in
+another account than the target's runs with pulumi-aws's `aws:assumeRoles`
+(laid over its stack file by the engines, from its cell's spec); the dynamic
+providers, which call AWS themselves, get that role as an input.
 ``build`` returns the stack outputs; ``main`` exports them. A tenant stack's
 outputs are exactly tenant_runtime.models.TenantResources.
 """
@@ -27,7 +31,7 @@ from infra.components.platform_gateway import GatewayLogin, GatewayLoginArgs
 from infra.components.platform_monitoring import RDS_OS_METRICS, PlatformMonitoring, PlatformMonitoringArgs
 from infra.components.platform_registry import RegistryTable, RegistryTableArgs
 from infra.components.platform_revocations import RevocationTable, RevocationTableArgs
-from infra.components.postgres_instance import PostgresInstance, PostgresInstanceArgs
+from infra.components.postgres_instance import PostgresInstance, PostgresInstanceArgs, client_security_group
 from infra.components.private_network import PrivateNetwork, PrivateNetworkArgs
 from infra.components.runtime_role import RuntimeReads, RuntimeRole, RuntimeRoleArgs
 from infra.components.tenant_alarms import TenantAlarms, TenantAlarmsArgs
@@ -43,10 +47,10 @@ from infra.components.tenant_role import (
 from infra.components.tenant_secret import TenantSecret, TenantSecretArgs
 from infra.components.tenant_storage import TenantStorage, TenantStorageArgs
 from tenantctl import naming
-from tenantctl.models import PlatformSpec, TenantSpec, Tier, describe_validation_error
-from tenantctl.naming import PLATFORM_STACK, resource_name
+from tenantctl.bucket_lifecycle import cell_rules, tenant_classes
+from tenantctl.models import CellSpec, TenantSpec, Tier, describe_validation_error
+from tenantctl.naming import PLATFORM_STACK, cell_of_stack, resource_name
 
-PLATFORM_DB_NAME = "tenantctl"
 PLATFORM_BACKUP_DAYS = 14
 REGISTRY_TABLE = naming.REGISTRY_TABLE
 
@@ -62,52 +66,84 @@ def _check_region(region: str) -> None:
         raise ValueError(f"aws:region {configured!r} differs from the spec's region {region!r}")
 
 
-def build_platform(spec: PlatformSpec) -> dict[str, Any]:
+def assumed_role() -> str | None:
+    """The role the AWS provider assumes for this stack (its cell's account), for
+    the dynamic providers, which make their own AWS clients."""
+    roles = pulumi.Config("aws").get_object("assumeRoles") or []
+    return roles[0].get("roleArn") if roles else None
+
+
+def build_platform(spec: CellSpec) -> dict[str, Any]:
+    """A cell's shared resources: the default cell keeps the names (and URNs)
+    the single platform always had, and is the only one with the registry,
+    the revocation table and the runtime role (cells elsewhere name its runtime)."""
     _check_region(spec.region)
     account, root = _account_root()
-    region, tags = spec.region, spec.tags()
+    region, tags, stack = spec.region, spec.tags(), spec.stack
     azs = aws.get_availability_zones(state="available").names[: spec.az_count]
     key = TenantKey("platform", TenantKeyArgs(
-        alias=naming.kms_alias(PLATFORM_STACK), admin_arn=root, tags=tags,
-        description="tenantctl platform: shared bucket default, shared database, registry, platform logs",
-        service_statements=[logs_statement(region, account, naming.own_log_groups(PLATFORM_STACK) + [RDS_OS_METRICS])]))
-    monitoring = PlatformMonitoring("platform", PlatformMonitoringArgs(region=region, account_id=account,
-                                                                       kms_key_arn=key.arn, tags=tags))
-    bucket_name = naming.shared_bucket_name(account, region)
+        alias=naming.cell_key_alias(spec.name), admin_arn=root, tags=tags,
+        description=f"tenantctl cell {spec.name}: shared bucket default, shared database, platform logs"
+                    + (", registry" if spec.home else ""),
+        service_statements=[logs_statement(region, account, naming.own_log_groups(stack) + [RDS_OS_METRICS])]))
+    monitoring = PlatformMonitoring("platform", PlatformMonitoringArgs(
+        region=region, account_id=account, kms_key_arn=key.arn, tags=tags,
+        scope=None if spec.home else spec.name,
+        os_metrics_group=spec.os_metrics_group))
+    bucket_name = naming.cell_bucket_name(account, region, spec.name)
     net = PrivateNetwork("shared", PrivateNetworkArgs(
         cidr=spec.vpc_cidr, region=region, az_names=azs, tags=tags, account_id=account,
         bucket_arns=[f"arn:aws:s3:::{bucket_name}"], kms_key_arn=key.arn,
-        flow_logs_role_arn=monitoring.flow_logs_role_arn, log_scope=PLATFORM_STACK))
+        flow_logs_role_arn=monitoring.flow_logs_role_arn, log_scope=stack))
     rotation = CredentialRotation("shared", CredentialRotationArgs(
-        function_name=naming.rotation_function_name(PLATFORM_STACK), region=region, vpc_id=net.vpc_id,
+        function_name=naming.rotation_function_name(stack), region=region, vpc_id=net.vpc_id,
         vpc_cidr=spec.vpc_cidr, subnet_ids=net.subnet_ids, kms_key_arn=key.arn, tags=tags))
+    # Every pooled tenant's workloads run in this one group, admitted by one rule
+    # (a rule per tenant would stop the cell at a security group's 60 rules).
+    pooled_clients = client_security_group(
+        "pooled-clients", net.vpc_id, spec.vpc_cidr, {"cidr_blocks": [spec.vpc_cidr]},
+        f"pooled tenants of cell {spec.name}: PostgreSQL and AWS endpoints only", tags, pulumi.ResourceOptions())
+    db_name, role_arn = naming.cell_database(spec.name), assumed_role()
     db = PostgresInstance("shared", PostgresInstanceArgs(
-        identifier=naming.rds_identifier(PLATFORM_STACK), db_name=PLATFORM_DB_NAME, region=region,
+        identifier=naming.cell_rds_identifier(spec.name), db_name=db_name, region=region,
         vpc_id=net.vpc_id, subnet_ids=net.subnet_ids, kms_key_arn=key.arn,
-        monitoring_role_arn=monitoring.monitoring_role_arn, client_security_group_ids=[rotation.security_group_id],
+        monitoring_role_arn=monitoring.monitoring_role_arn,
+        client_security_group_ids=[rotation.security_group_id, pooled_clients.id],
         instance_class=spec.db_instance_class, storage_gb=spec.db_storage_gb,
         backup_retention_days=PLATFORM_BACKUP_DAYS, multi_az=spec.db_multi_az,
-        final_snapshot_identifier=resource_name(PLATFORM_STACK, "final"), tags=tags))
+        final_snapshot_identifier=resource_name(stack, "final"), tags=tags, account_role_arn=role_arn))
     bucket = SharedBucket("shared", SharedBucketArgs(
-        bucket_name=bucket_name, logs_bucket_name=naming.access_logs_bucket_name(account, region),
-        account_id=account, kms_key_arn=key.arn, tags=tags))
-    registry = RegistryTable("registry", RegistryTableArgs(table_name=REGISTRY_TABLE, kms_key_arn=key.arn, tags=tags))
-    revocations = RevocationTable("revocations", RevocationTableArgs(
-        table_name=naming.REVOCATION_TABLE, kms_key_arn=key.arn, tags=tags))
+        bucket_name=bucket_name, logs_bucket_name=naming.cell_logs_bucket_name(account, region, spec.name),
+        account_id=account, kms_key_arn=key.arn, tags=tags,
+        lifecycle_rules=cell_rules(spec.retention, spec.abort_multipart_days)))
+    # Each cell's PostgreSQL has its own shared-pool login (one server on the sandbox: own names).
     gateway = GatewayLogin("gateway", GatewayLoginArgs(
-        role=naming.GATEWAY_ROLE, secret_name=naming.GATEWAY_SECRET, region=spec.region, host=db.address,
-        port=db.port, database=PLATFORM_DB_NAME, admin_secret_arn=db.admin_secret_arn, kms_key_arn=key.arn,
-        tags=tags))
+        role=naming.cell_gateway_role(spec.name), secret_name=naming.cell_gateway_secret(spec.name), region=region,
+        host=db.address, port=db.port, database=db_name, admin_secret_arn=db.admin_secret_arn,
+        kms_key_arn=key.arn, tags=tags, account_role_arn=role_arn))
     # The gateway's password rotates like every tenant's, by the same function.
     SecretRotationSchedule("gateway", SecretRotationScheduleArgs(
         secret_arn=gateway.secret_arn, kms_key_arn=key.arn, function_arn=rotation.function_arn,
         function_role_arn=rotation.role_arn, after=[gateway.login]))
-    # The one principal tenant roles trust: a role of the runtime's own, never the account root.
-    runtime = spec.runtime_principal_arn or RuntimeRole("runtime", RuntimeRoleArgs(
-        trusted=spec.runtime_trusted, tags=tags, reads=RuntimeReads(
-            registry_table_arn=registry.arn, revocation_table_arn=revocations.arn,
-            gateway_secret_arn=gateway.secret_arn, platform_key_arn=key.arn, region=spec.region))).arn
+    outputs: dict[str, Any] = {"gateway_role": gateway.role, "gateway_secret_arn": gateway.secret_arn}
+    if spec.home:
+        registry = RegistryTable("registry", RegistryTableArgs(table_name=REGISTRY_TABLE, kms_key_arn=key.arn,
+                                                               tags=tags))
+        revocations = RevocationTable("revocations", RevocationTableArgs(
+            table_name=naming.REVOCATION_TABLE, kms_key_arn=key.arn, tags=tags))
+        outputs.update(registry_table=registry.name, revocation_table=revocations.name)
+        # The one principal tenant roles trust: a role of the runtime's own, never the account root.
+        runtime = spec.runtime_principal_arn or RuntimeRole("runtime", RuntimeRoleArgs(
+            trusted=spec.runtime_trusted, tags=tags, reads=RuntimeReads(
+                registry_table_arn=registry.arn, revocation_table_arn=revocations.arn,
+                gateway_secret_arn=gateway.secret_arn, platform_key_arn=key.arn, region=region))).arn
+    elif spec.runtime_principal_arn:
+        runtime = spec.runtime_principal_arn  # the home cell's runtime (`cell add` writes it into the spec)
+    else:
+        raise ValueError(f"cell {spec.name}: runtime_principal_arn is required outside the home cell "
+                         "(`tenantctl cell add` fills it in from the home cell)")
     return {
+        "cell": spec.name,
         "region": spec.region,
         "account_id": account,
         "vpc_id": net.vpc_id,
@@ -115,17 +151,15 @@ def build_platform(spec: PlatformSpec) -> dict[str, Any]:
         "private_subnet_ids": net.subnet_ids,
         "db_endpoint": db.address,
         "db_port": db.port,
-        "db_name": PLATFORM_DB_NAME,
+        "db_name": naming.cell_database(spec.name),
         "db_admin_secret_arn": db.admin_secret_arn,
         "db_security_group_id": db.security_group_id,
+        "pooled_clients_security_group_id": pooled_clients.id,
         "bucket": bucket.bucket,
         "bucket_arn": bucket.arn,
         "logs_bucket": bucket.logs_bucket,
         "platform_key_arn": key.arn,
-        "registry_table": registry.name,
-        "revocation_table": revocations.name,
-        "gateway_role": gateway.role,
-        "gateway_secret_arn": gateway.secret_arn,
+        **outputs,
         # Beyond the shared-resource keys: the principals tenant stacks name in
         # their key and trust policies (cells elsewhere carry this runtime's).
         "admin_role_arn": spec.admin_role_arn or root,
@@ -158,13 +192,11 @@ def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK) -> dict
                                        service_statements=services))
     secret = TenantSecret(tid, TenantSecretArgs(tenant_id=tid, kms_key_arn=key.arn, tags=tags))
     queue = TenantQueue(tid, TenantQueueArgs(tenant_id=tid, kms_key_arn=key.arn, spec=spec.queue, tags=tags))
-    storage = TenantStorage(tid, TenantStorageArgs(tenant_id=tid, region=spec.region, bucket=shared("bucket"),
-                                                   lifecycle=spec.lifecycle))
+    storage = TenantStorage(tid, TenantStorageArgs(tenant_id=tid, bucket=shared("bucket")))
     azs = aws.get_availability_zones(state="available").names if dedicated else []
     db = TenantDatabase(tid, TenantDatabaseArgs(
-        spec=spec, kms_key_arn=key.arn, secret_arn=secret.arn, az_names=azs,
-        shared=SharedDatabaseRef(account_id=account, vpc_id=shared("vpc_id"), vpc_cidr=shared("vpc_cidr"),
-                                 security_group_id=shared("db_security_group_id"), endpoint=shared("db_endpoint"),
+        spec=spec, kms_key_arn=key.arn, secret_arn=secret.arn, az_names=azs, account_role_arn=assumed_role(),
+        shared=SharedDatabaseRef(account_id=account, endpoint=shared("db_endpoint"),
                                  port=shared("db_port"), database=shared("db_name"),
                                  admin_secret_arn=shared("db_admin_secret_arn"), bucket_arn=shared("bucket_arn"),
                                  flow_logs_role_arn=shared("flow_logs_role_arn"),
@@ -199,6 +231,9 @@ def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK) -> dict
         "queue_url": queue.url,
         "dlq_url": queue.dlq_url,
         "role_arn": role.arn,
+        # The object tags of the cell's retention rules this tenant's spec picks.
+        "lifecycle_classes": tenant_classes(spec.lifecycle.temp_upload_days, spec.lifecycle.archive_transition_days,
+                                            spec.lifecycle.archive_expiry_days),
     }
 
 
@@ -206,8 +241,12 @@ def build(stack_name: str) -> dict[str, Any]:
     """Declare the stack's resources from config; returns its outputs."""
     config = pulumi.Config("tenantctl")
     try:
-        if stack_name == PLATFORM_STACK:
-            return build_platform(PlatformSpec.model_validate(config.get_object("platform") or {}))
+        cell = cell_of_stack(stack_name)
+        if cell is not None:
+            spec = CellSpec.model_validate({"name": cell, **(config.get_object("platform") or {})})
+            if spec.name != cell:
+                raise ValueError(f"stack {stack_name!r} holds cell {spec.name!r}: the stack must be named after it")
+            return build_platform(spec)
         spec = TenantSpec.model_validate(config.require_object("tenant"))
     except ValidationError as exc:
         raise ValueError(f"stack {stack_name}: {describe_validation_error(exc)}") from None

@@ -1,7 +1,9 @@
-"""SharedBucket: the bucket tenant prefixes live in. Public access blocked,
-TLS-only bucket policy, ACLs disabled, versioning, SSE-KMS by default with the
-platform key (the runtime writes each tenant's objects with that tenant's own
-key), and server access logging into a bucket of its own (logs kept a year).
+"""SharedBucket: the bucket a cell's tenant prefixes live in. Public access
+blocked, TLS-only bucket policy, ACLs disabled, versioning, SSE-KMS by default
+with the cell's platform key (the runtime writes each tenant's objects with
+that tenant's own key), the cell's whole lifecycle configuration: one rule per
+retention class, declared once here (tenantctl.bucket_lifecycle), and server
+access logging into a bucket of its own (logs kept a year).
 
 The access-log bucket is locked down the same way except for its default
 encryption: S3 log delivery cannot write into a bucket whose default is
@@ -9,14 +11,16 @@ SSE-KMS, so it is SSE-S3 (the gate's ``bucket-encryption`` rule allows that
 for a logging target only). Its policy lets the S3 logging service write
 this account's shared bucket's logs, and nothing else.
 """
-
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
 import pulumi_aws as aws
+
+from tenantctl.bucket_lifecycle import CLASS_TAG, TENANTS_PREFIX, ClassRule
 
 ACCESS_LOG_PREFIX = "s3-access/"
 ACCESS_LOG_DAYS = 365
@@ -29,6 +33,26 @@ class SharedBucketArgs:
     account_id: pulumi.Input[str]
     kms_key_arn: pulumi.Input[str]
     tags: dict[str, str]
+    lifecycle_rules: Sequence[ClassRule] = field(default_factory=list)
+
+
+def lifecycle_rule(rule: ClassRule) -> aws.s3.BucketLifecycleConfigurationRuleArgs:
+    """One retention-class rule as pulumi-aws declares it."""
+    if rule.tag is None:
+        where = aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=TENANTS_PREFIX)
+    else:
+        tagged = aws.s3.BucketLifecycleConfigurationRuleFilterAndArgs(prefix=TENANTS_PREFIX, tags={CLASS_TAG: rule.tag})
+        where = aws.s3.BucketLifecycleConfigurationRuleFilterArgs(and_=tagged)
+    return aws.s3.BucketLifecycleConfigurationRuleArgs(
+        id=rule.id, status="Enabled", filter=where,
+        expiration=(aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(days=rule.expiration_days)
+                    if rule.expiration_days is not None else None),
+        transitions=([aws.s3.BucketLifecycleConfigurationRuleTransitionArgs(days=rule.glacier_after_days,
+                                                                             storage_class="GLACIER")]
+                     if rule.glacier_after_days is not None else None),
+        abort_incomplete_multipart_upload=(
+            aws.s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
+                days_after_initiation=rule.abort_multipart_days) if rule.abort_multipart_days is not None else None))
 
 
 def _deny_insecure_transport(bucket_arn: pulumi.Input[str]) -> dict[str, Any]:
@@ -89,8 +113,11 @@ class SharedBucket(pulumi.ComponentResource):
             f"{name}-access-logs", args.logs_bucket_name,
             {"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}},
             lambda arn: access_logs_policy(arn, bucket.arn, args.account_id), args.tags, self)
-        # Not on the shared bucket: its one lifecycle configuration holds the
-        # tenants' rules (infra.providers.prefix_lifecycle).
+        if args.lifecycle_rules:
+            # The whole configuration, owned here: a tenant never writes lifecycle rules.
+            aws.s3.BucketLifecycleConfiguration(f"{name}-lifecycle", bucket=bucket.bucket,
+                                                rules=[lifecycle_rule(r) for r in args.lifecycle_rules],
+                                                opts=pulumi.ResourceOptions(parent=self))
         aws.s3.BucketLifecycleConfiguration(
             f"{name}-access-logs-lifecycle", bucket=logs.bucket, rules=[{
                 "id": "expire-access-logs", "status": "Enabled", "filter": {"prefix": ACCESS_LOG_PREFIX},

@@ -27,6 +27,7 @@ class GatewayLoginArgs:
     admin_secret_arn: pulumi.Input[str]
     kms_key_arn: pulumi.Input[str]
     tags: dict[str, str]
+    account_role_arn: str | None = None  # the cell's account, for the provider's own AWS calls
 
 
 class GatewayLogin(pulumi.ComponentResource):
@@ -42,7 +43,8 @@ class GatewayLogin(pulumi.ComponentResource):
             opts=child)
         role = GatewayRole(f"{name}-role", GatewayRoleArgs(
             region=args.region, host=args.host, port=args.port, database=args.database, role=args.role,
-            admin_secret_arn=args.admin_secret_arn, gateway_secret_arn=secret.arn), opts=child)
+            admin_secret_arn=args.admin_secret_arn, gateway_secret_arn=secret.arn,
+            account_role_arn=args.account_role_arn), opts=child)
         self.secret_arn, self.role = secret.arn, role.role
         self.login = role  # what writes the secret's value (a rotation schedule comes after it)
         self.register_outputs({"secret_arn": self.secret_arn, "role": self.role})

@@ -62,6 +62,15 @@ class PlatformMonitoringArgs:
     account_id: pulumi.Input[str]
     kms_key_arn: pulumi.Input[str]
     tags: dict[str, str]
+    # Another cell in the same account and region: its own role names. None: the names the platform always had.
+    scope: str | None = None
+    # RDSOSMetrics is one group per account and region (a name RDS fixes): made by one cell only.
+    os_metrics_group: bool = True
+
+
+def _scoped(what: str, scope: str | None, region: str) -> str:
+    # Within IAM's 64 characters for a 20-character cell name and the longest region.
+    return f"tenantctl-{what}-{region}" if scope is None else f"tenantctl-{scope}-{what[:7]}-{region}"
 
 
 def _role(name: str, role_name: str, trust: pulumi.Output[str], policy: pulumi.Output[str], description: str,
@@ -81,17 +90,18 @@ class PlatformMonitoring(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         region, account = args.region, pulumi.Output.from_input(args.account_id)
         flow_logs = _role(
-            f"{name}-flow-logs", f"tenantctl-flow-logs-{region}",
+            f"{name}-flow-logs", _scoped("flow-logs", args.scope, region),
             account.apply(lambda a: json.dumps(service_trust_document(
                 "vpc-flow-logs.amazonaws.com", a, f"arn:aws:ec2:{region}:{a}:vpc-flow-log/*"))),
             account.apply(lambda a: json.dumps(flow_logs_document(region, a))),
             "VPC flow logs delivery into tenantctl's log groups", args.tags, child)
         monitoring = _role(
-            f"{name}-rds-monitoring", f"tenantctl-rds-monitoring-{region}",
+            f"{name}-rds-monitoring", _scoped("rds-monitoring", args.scope, region),
             account.apply(lambda a: json.dumps(service_trust_document("monitoring.rds.amazonaws.com", a))),
             account.apply(lambda a: json.dumps(monitoring_document(region, a))),
             "RDS enhanced monitoring of tenantctl's instances", args.tags, child)
-        log_group(f"{name}-os-metrics", RDS_OS_METRICS, args.kms_key_arn, args.tags, child)
+        if args.os_metrics_group:
+            log_group(f"{name}-os-metrics", RDS_OS_METRICS, args.kms_key_arn, args.tags, child)
         self.flow_logs_role_arn = flow_logs.arn
         self.monitoring_role_arn = monitoring.arn
         self.register_outputs({"flow_logs_role_arn": self.flow_logs_role_arn,

@@ -51,6 +51,7 @@ class PostgresInstanceArgs:
     multi_az: bool = False
     deletion_protection: bool = True
     engine_version: str = "16"
+    account_role_arn: str | None = None  # the cell's account, for the ACL provider's own AWS calls
 
 
 def client_security_group(name: str, vpc_id: pulumi.Input[str], vpc_cidr: pulumi.Input[str], db_egress: dict,
@@ -146,7 +147,8 @@ class PostgresInstance(pulumi.ComponentResource):
         self.admin_secret_arn = self.instance.master_user_secrets.apply(lambda s: s[0].secret_arn)
         self.security_group_id = sg.id
         DatabaseAcl(f"{name}-acl", DatabaseAclArgs(region=args.region, host=self.address, port=self.port,
-                                                   database=args.db_name, admin_secret_arn=self.admin_secret_arn),
+                                                   database=args.db_name, admin_secret_arn=self.admin_secret_arn,
+                                                   account_role_arn=args.account_role_arn),
                     opts=child)
         self.register_outputs({"address": self.address, "port": self.port,
                                "admin_secret_arn": self.admin_secret_arn, "security_group_id": sg.id})

@@ -1,9 +1,11 @@
 """TenantDatabase: where the tenant's context store lives.
 
-pooled: a security group in the shared VPC (PostgreSQL only towards the shared
-database's group), the rule admitting that group (and no other source) into
-the shared database's group, and the tenant's schema in the shared database;
-its password is rotated by the platform's rotation function.
+pooled: the tenant's schema in its cell's shared database; its password is
+rotated by the cell's rotation function. No network resource of its own: its
+workloads run in the cell's pooled-clients group, the one group the shared
+database admits for every pooled tenant (a rule per tenant would stop a cell
+at the 60 rules of a security group). Pooled tenants share a server, so what
+keeps them apart is the database role and row-level security, not the network.
 dedicated: its own PrivateNetwork, rotation function and PostgresInstance
 (encrypted with the tenant key, admitting the tenant's app group and the
 rotation function only), and the same schema inside its own database.
@@ -21,7 +23,6 @@ from infra.components.postgres_instance import (
     PostgresInstance,
     PostgresInstanceArgs,
     client_security_group,
-    db_ingress_rule,
 )
 from infra.components.private_network import PrivateNetwork, PrivateNetworkArgs
 from infra.providers.tenant_schema import TenantSchema, TenantSchemaArgs
@@ -38,9 +39,6 @@ class SharedDatabaseRef:
     """The platform's network, database and shared roles, from its stack outputs."""
 
     account_id: pulumi.Input[str]
-    vpc_id: pulumi.Input[str]
-    vpc_cidr: pulumi.Input[str]
-    security_group_id: pulumi.Input[str]
     endpoint: pulumi.Input[str]
     port: pulumi.Input[int]
     database: pulumi.Input[str]
@@ -60,6 +58,7 @@ class TenantDatabaseArgs:
     secret_arn: pulumi.Input[str]
     shared: SharedDatabaseRef
     az_names: Sequence[str] = ()
+    account_role_arn: str | None = None  # the cell's account, for the schema provider's own AWS calls
 
 
 class TenantDatabase(pulumi.ComponentResource):
@@ -94,19 +93,14 @@ class TenantDatabase(pulumi.ComponentResource):
                 instance_class=ded.instance_class, storage_gb=ded.storage_gb,
                 backup_retention_days=spec.backup.retention_days,
                 final_snapshot_identifier=resource_name(spec.id, "final"), tags=tags,
-                multi_az=ded.multi_az, deletion_protection=ded.deletion_protection), opts=child)
+                multi_az=ded.multi_az, deletion_protection=ded.deletion_protection,
+                account_role_arn=args.account_role_arn), opts=child)
             self.db_identifier = db.identifier
             self.endpoint, self.port = db.address, db.port
             self.database = pulumi.Output.from_input(naming.database_name(spec.id))
             self.rotation_function_arn, self.rotation_role_arn = rotation.function_arn, rotation.role_arn
             admin_secret_arn, gateway_role = db.admin_secret_arn, None  # dedicated: per-tenant logins
         else:
-            app = client_security_group(f"{name}-app", shared.vpc_id, shared.vpc_cidr,
-                                        {"security_groups": [shared.security_group_id]}, APP_GROUP_DESCRIPTION,
-                                        tags, child)
-            # The shared database admits this tenant's group by a rule the tenant owns.
-            db_ingress_rule(f"{name}-db-ingress", shared.security_group_id, app.id,
-                            f"PostgreSQL from tenant {spec.id}", tags, child)
             self.endpoint = pulumi.Output.from_input(shared.endpoint)
             self.port = pulumi.Output.from_input(shared.port)
             self.database = pulumi.Output.from_input(shared.database)
@@ -116,6 +110,6 @@ class TenantDatabase(pulumi.ComponentResource):
         self.schema = TenantSchema(f"{name}-schema", TenantSchemaArgs(
             tenant_id=spec.id, region=spec.region, host=self.endpoint, port=self.port, database=self.database,
             schema=naming.schema_name(spec.id), role=naming.db_role_name(spec.id),
-            admin_secret_arn=admin_secret_arn, tenant_secret_arn=args.secret_arn, gateway_role=gateway_role),
-            opts=child)
+            admin_secret_arn=admin_secret_arn, tenant_secret_arn=args.secret_arn, gateway_role=gateway_role,
+            account_role_arn=args.account_role_arn), opts=child)
         self.register_outputs({"endpoint": self.endpoint, "port": self.port, "database": self.database})

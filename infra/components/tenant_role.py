@@ -21,8 +21,10 @@ from infra.components.kms_key import TENANT_KEY_ACTIONS
 from tenant_runtime.credentials import SESSION_TAG
 from tenantctl import naming
 
-S3_OBJECT_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload",
-                     "s3:ListMultipartUploadParts"]
+# PutObjectTagging: S3 requires it for a PutObject carrying tags (the
+# retention class of uploads/tmp/ and archive/ objects).
+S3_OBJECT_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:PutObjectTagging", "s3:DeleteObject",
+                     "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]
 SQS_ACTIONS = ["sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
                "sqs:GetQueueAttributes", "sqs:GetQueueUrl"]
 # The same list the key policy grants the role (one set of key permissions, not two).

@@ -52,6 +52,7 @@ class DatabaseAclArgs:
     port: pulumi.Input[int]
     database: str
     admin_secret_arn: pulumi.Input[str]
+    account_role_arn: str | None = None  # the cell's account, where the admin secret lives
 
 
 class DatabaseAcl(pulumi.dynamic.Resource):

@@ -29,7 +29,7 @@ def _ensure(props: dict[str, Any], password: str) -> dict[str, Any]:
 
     with _admin_connect(props) as conn:
         ensure_gateway_role(conn, role=props["role"], password=password)
-    _secrets_client(props["region"]).put_secret_value(
+    _secrets_client(props["region"], props.get("account_role_arn")).put_secret_value(
         SecretId=props["gateway_secret_arn"],
         # "engine": the rotation function refuses a secret that does not say postgres.
         SecretString=json.dumps({"engine": "postgres", "username": props["role"], "password": password,
@@ -50,7 +50,8 @@ class GatewayRoleProvider(ResourceProvider):
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         try:
-            password = _secret_json(news["region"], news["gateway_secret_arn"]).get("password")
+            password = _secret_json(news["region"], news["gateway_secret_arn"],
+                                    news.get("account_role_arn")).get("password")
         except Exception:  # noqa: BLE001 - no value yet
             password = None
         return UpdateResult(_ensure(news, password or secrets.token_urlsafe(32)))
@@ -72,6 +73,7 @@ class GatewayRoleArgs:
     role: str
     admin_secret_arn: pulumi.Input[str]
     gateway_secret_arn: pulumi.Input[str]
+    account_role_arn: str | None = None  # the cell's account, where both secrets live
 
 
 class GatewayRole(pulumi.dynamic.Resource):

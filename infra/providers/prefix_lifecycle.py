@@ -1,4 +1,9 @@
-"""PrefixLifecycleRules: one tenant's lifecycle rules inside a shared bucket.
+"""PrefixLifecycleRules (legacy): one tenant's lifecycle rules inside a shared bucket.
+
+No program declares it any more (a cell's bucket holds one rule per retention
+class, see tenantctl.bucket_lifecycle). It stays registered so that a tenant
+applied before cells, whose state still holds one, gets it deleted on its next
+apply: the delete below removes that tenant's three rules and nobody else's.
 
 S3 holds ONE lifecycle configuration per bucket, so a per-tenant
 BucketLifecycleConfiguration resource would overwrite every other tenant's.

@@ -36,7 +36,7 @@ KIND = "tenant-schema"
 def _current_password(props: dict[str, Any]) -> str | None:
     """The password already in the tenant secret (kept across updates)."""
     try:
-        return _secret_json(props["region"], props["tenant_secret_arn"]).get("password")
+        return _secret_json(props["region"], props["tenant_secret_arn"], props.get("account_role_arn")).get("password")
     except Exception:  # noqa: BLE001 - no value yet (first create, or a failed one)
         return None
 
@@ -52,7 +52,7 @@ def _ensure(props: dict[str, Any], password: str) -> dict[str, Any]:
                                gateway_role=props.get("gateway_role") or None)
         conn.execute(script)  # no parameters: simple protocol, several statements
         conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
-    _secrets_client(props["region"]).put_secret_value(
+    _secrets_client(props["region"], props.get("account_role_arn")).put_secret_value(
         SecretId=props["tenant_secret_arn"],
         # "engine": the rotation function refuses a secret that does not say postgres.
         SecretString=json.dumps({"engine": "postgres", "username": role, "password": password, "host": props["host"],
@@ -112,6 +112,7 @@ class TenantSchemaArgs:
     tenant_secret_arn: pulumi.Input[str]
     row_security: dict[str, str] = field(default_factory=lambda: dict.fromkeys(TABLES, FORCED))
     gateway_role: pulumi.Input[str] | None = None  # pooled: the shared pool's login, granted this role
+    account_role_arn: str | None = None
 
 
 class TenantSchema(pulumi.dynamic.Resource):
@@ -120,5 +121,6 @@ class TenantSchema(pulumi.dynamic.Resource):
     database: pulumi.Output[str]
 
     def __init__(self, name: str, args: TenantSchemaArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        props = {"kind": KIND, **{f.name: getattr(args, f.name) for f in fields(args)}}
-        super().__init__(TenantSchemaProvider(), name, props, opts)
+        # A None input is left out: stacks applied before cells keep the inputs they had.
+        props = {f.name: getattr(args, f.name) for f in fields(args) if getattr(args, f.name) is not None}
+        super().__init__(TenantSchemaProvider(), name, {"kind": KIND, **props}, opts)

@@ -25,6 +25,9 @@ class TenantStatus(str, Enum):
     deprovisioned = "deprovisioned"
 
 
+DEFAULT_CELL = "default"
+
+
 def tenant_prefix(tenant_id: str) -> str:
     """The tenant's S3 prefix; the trailing slash keeps `acme` from matching `acme-corp`."""
     return f"tenants/{tenant_id}/"
@@ -65,6 +68,10 @@ class TenantResources(BaseModel):
     queue_url: str
     dlq_url: str
     role_arn: str
+    # Retention class -> the object tag value (`tenantctl-class=<value>`) the
+    # cell's lifecycle rule for it matches: "tmp" (uploads/tmp/), "archive".
+    # Empty for tenants applied before retention classes.
+    lifecycle_classes: dict[str, str] = Field(default_factory=dict)
 
 
 class TenantLock(BaseModel):
@@ -96,6 +103,10 @@ class TenantRecord(BaseModel):
     tier: Tier
     status: TenantStatus
     region: str
+    # Where the tenant lives: its cell (records written before cells are the
+    # default cell's) and that cell's account (None: the registry's own account).
+    cell: str = DEFAULT_CELL
+    account_id: str | None = None
     owner: str = ""
     resources: TenantResources | None = None
     version: int = 0

@@ -3,6 +3,11 @@
 Uploads are keyed ``<prefix>uploads/<random>/<filename>`` by the runtime (the
 caller never chooses the key), signed with SSE-KMS under the tenant's key as
 signed headers, so the upload fails unless it is encrypted with that key.
+With a ``retention`` class, ``tmp`` (``<prefix>uploads/tmp/...``) or
+``archive`` (``<prefix>archive/...``), the upload also carries the object tag
+``tenantctl-class=<the tenant's class>`` as a signed header: the cell's
+lifecycle rule for that class expires (and archives) it. Untagged objects are
+kept.
 Files above ``multipart_threshold`` get a multipart upload: one pre-signed URL
 per part, completed through ``complete_multipart``. Downloads are signed only
 for keys under the caller's prefix; another tenant's key is a TenantMismatch.
@@ -15,7 +20,7 @@ import posixpath
 import re
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -30,6 +35,9 @@ DEFAULT_TYPES = frozenset({
 })
 MIN_PART = 5 << 20  # S3's minimum part size (all parts but the last)
 MAX_PARTS = 10_000
+CLASS_TAG = "tenantctl-class"  # what the cell's lifecycle rules match (tenantctl.bucket_lifecycle)
+RETENTION_FOLDERS = {"tmp": "uploads/tmp/", "archive": "archive/"}
+Retention = Literal["tmp", "archive"]
 
 
 class PresignedUpload(BaseModel):
@@ -63,22 +71,37 @@ class ObjectAccess:
     def _sse(self, ctx: TenantContext) -> dict[str, str]:
         return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": ctx.resources.kms_key_arn}
 
-    def presign_upload(self, ctx: TenantContext, filename: str, size: int, content_type: str) -> PresignedUpload:
+    def _tagging(self, ctx: TenantContext, retention: Retention | None) -> dict[str, str]:
+        if retention is None:
+            return {}
+        if retention not in RETENTION_FOLDERS:
+            raise InvalidRequest(f"retention must be one of {', '.join(RETENTION_FOLDERS)}")
+        value = ctx.resources.lifecycle_classes.get(retention)
+        if not value:  # a tenant applied before retention classes: re-apply it first
+            raise InvalidRequest(f"tenant {ctx.tenant_id!r} has no {retention!r} retention class recorded")
+        return {"Tagging": f"{CLASS_TAG}={value}"}
+
+    def presign_upload(self, ctx: TenantContext, filename: str, size: int, content_type: str,
+                       retention: Retention | None = None) -> PresignedUpload:
         ctx = verified(ctx)
         self.validate(filename, size, content_type)
+        tagging = self._tagging(ctx, retention)
         res = ctx.resources
-        key = f"{res.prefix}uploads/{uuid.uuid4().hex}/{filename}"
+        folder = RETENTION_FOLDERS[retention] if retention else "uploads/"
+        key = f"{res.prefix}{folder}{uuid.uuid4().hex}/{filename}"
         s3 = self.s3_for(ctx)
         headers = {"Content-Type": content_type, "x-amz-server-side-encryption": "aws:kms",
                    "x-amz-server-side-encryption-aws-kms-key-id": res.kms_key_arn}
+        if tagging:
+            headers["x-amz-tagging"] = tagging["Tagging"]
         if size <= self.multipart_threshold:
             url = s3.generate_presigned_url("put_object", ExpiresIn=self.expires_in, Params={
                 "Bucket": res.bucket, "Key": key, "ContentType": content_type, "ContentLength": size,
-                **self._sse(ctx)})
+                **self._sse(ctx), **tagging})
             return PresignedUpload(key=key, url=url, headers={**headers, "Content-Length": str(size)})
         part_size = max(self.part_size, math.ceil(size / MAX_PARTS))
         upload_id = s3.create_multipart_upload(Bucket=res.bucket, Key=key, ContentType=content_type,
-                                               **self._sse(ctx))["UploadId"]
+                                               **self._sse(ctx), **tagging)["UploadId"]
         urls = [s3.generate_presigned_url("upload_part", ExpiresIn=self.expires_in, Params={
                     "Bucket": res.bucket, "Key": key, "UploadId": upload_id, "PartNumber": n})
                 for n in range(1, math.ceil(size / part_size) + 1)]

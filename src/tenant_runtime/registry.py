@@ -6,8 +6,15 @@ per tenant in the table the application names (e.g. ``$TENANT_REGISTRY_TABLE``):
     tenant_id  (S)  hash key
     status     (S)  TenantStatus value, for filters
     tier       (S)  Tier value, for filters
+    cell       (S)  the tenant's cell, for filters (absent on items written before cells: the default cell)
     version    (N)  optimistic-concurrency counter
     record     (S)  TenantRecord.model_dump_json()   <- the only attribute read here
+
+The same table holds one counter item per cell, keyed ``cell#<name>`` (never a
+tenant id: ids are ``[a-z][a-z0-9-]*``), with no ``record``: the tenants placed
+in the cell per tier (``pooled``, ``dedicated``: N) and whether it is
+``draining`` (BOOL). Placement reserves a slot there with one conditional
+UpdateItem; listings and this reader skip such items.
 
 Lookups are cached: found records for ``ttl`` seconds, unknown ids for
 ``negative_ttl`` seconds (a flood of bad ids costs one read per id per window),
@@ -27,12 +34,16 @@ from tenant_runtime import cursor as cursor_codec
 from tenant_runtime.blocking import may_block
 from tenant_runtime.cache import TTLCache
 from tenant_runtime.errors import RegistryUnavailable, TenantInactive, TenantNotFound
-from tenant_runtime.models import TenantRecord, TenantStatus
+from tenant_runtime.models import TenantRecord, TenantStatus, Tier
 
 TABLE_ENV = "TENANT_REGISTRY_TABLE"
 
 # -- the item codec: the one definition of the layout above -------------------
 HASH_KEY = "tenant_id"
+RECORD = "record"
+CELL = "cell"
+COUNTER_PREFIX = "cell#"
+DRAINING = "draining"
 
 
 def item_key(tenant_id: str) -> dict[str, Any]:
@@ -44,14 +55,31 @@ def record_to_item(record: TenantRecord) -> dict[str, Any]:
         HASH_KEY: {"S": record.tenant_id},
         "status": {"S": record.status.value},
         "tier": {"S": record.tier.value},
+        CELL: {"S": record.cell},
         "version": {"N": str(record.version)},
-        "record": {"S": record.model_dump_json()},
+        RECORD: {"S": record.model_dump_json()},
     }
+
+
+def is_record_item(item: dict[str, Any]) -> bool:
+    """A tenant's record, not a cell counter."""
+    return RECORD in item
 
 
 def item_to_record(item: dict[str, Any]) -> TenantRecord:
     """ValueError or KeyError for an item that is not a record."""
-    return TenantRecord.model_validate_json(item["record"]["S"])
+    return TenantRecord.model_validate_json(item[RECORD]["S"])
+
+
+def counter_key(cell: str) -> dict[str, Any]:
+    return item_key(f"{COUNTER_PREFIX}{cell}")
+
+
+def item_to_counts(item: dict[str, Any] | None) -> tuple[dict[str, int], bool]:
+    """A counter item's tenants per tier and its draining flag ({} and False for no item)."""
+    item = item or {}
+    counts = {tier.value: int(item[tier.value]["N"]) for tier in Tier if tier.value in item}
+    return counts, bool(item.get(DRAINING, {}).get("BOOL", False))
 
 
 def encode_list_cursor(after_tenant_id: str) -> str:
@@ -123,7 +151,7 @@ class RegistryReader:
             item = self.client.get_item(TableName=self.table, Key=item_key(tenant_id)).get("Item")
         except (ClientError, BotoCoreError) as exc:
             raise RegistryUnavailable(f"registry table {self.table!r} unreadable: {exc}") from None
-        if item is None:
+        if item is None or not is_record_item(item):  # a cell counter is no tenant
             return None
         try:
             return item_to_record(item)

@@ -111,33 +111,70 @@ def _env_key() -> tuple:
                         if k.startswith(("AWS_", "TENANTCTL_AWS_"))))
 
 
+SESSION_NAME = "tenantctl"
+
+
+def assumed_session(sts: Any, role_arn: str, region: str | None) -> Any:
+    """A boto3 Session acting as ``role_arn`` (a cell's account), its
+    credentials from ``sts.assume_role`` and refreshed by botocore before they
+    expire. On the sandbox, moto serves the requests made with them in the
+    role's account."""
+    import boto3
+    import botocore.session
+    from botocore.credentials import RefreshableCredentials
+
+    def fetch() -> dict[str, str]:
+        creds = sts.assume_role(RoleArn=role_arn, RoleSessionName=SESSION_NAME)["Credentials"]
+        return {"access_key": creds["AccessKeyId"], "secret_key": creds["SecretAccessKey"],
+                "token": creds["SessionToken"], "expiry_time": creds["Expiration"].isoformat()}
+
+    core = botocore.session.get_session()
+    # botocore's documented way to hand a session refreshable credentials.
+    core._credentials = RefreshableCredentials.create_from_metadata(
+        metadata=fetch(), refresh_using=fetch, method="sts-assume-role")
+    return boto3.session.Session(botocore_session=core, region_name=region)
+
+
+_ASSUMED: dict[tuple, Any] = {}
+
+
 def client(service: str, *, session: Any | None = None, region: str | None = None,
-           endpoint_url: str | None = None, **kwargs: Any) -> Any:
+           endpoint_url: str | None = None, role_arn: str | None = None, **kwargs: Any) -> Any:
     """A boto3 client with tenantctl's retry policy.
 
     ``session``: a boto3 Session (default: boto3's default session, which reads
     AWS_* from the environment: on the sandbox AWS_ENDPOINT_URL points at moto).
+    ``role_arn``: act in another account (a cell's), assuming that role with the
+    default session's credentials (the dynamic providers, which run inside the
+    program and know their cell's account only from their inputs).
     Default-session clients are cached per arguments and AWS_* environment
     (making one costs ~50 ms; botocore clients are thread-safe)."""
     import boto3
 
-    key = None
+    key, shared = None, session is None  # shared: a session of this module's (default or assumed)
     if session is None and not kwargs:
-        key = (service, region, endpoint_url, _env_key())
+        key = (service, region, endpoint_url, role_arn, _env_key())
         with _CACHE_LOCK:
             if key in _CACHE:
                 return _CACHE[key]
+    if role_arn and session is None:
+        account = (role_arn, region, endpoint_url, _env_key())
+        session = _ASSUMED.get(account)
+        if session is None:
+            made = assumed_session(client("sts", region=region, endpoint_url=endpoint_url), role_arn, region)
+            with _CACHE_LOCK:
+                session = _ASSUMED.setdefault(account, made)
     args: dict[str, Any] = {"config": config()}
     if region:
         args["region_name"] = region
     if endpoint_url:
         args["endpoint_url"] = endpoint_url
     args.update(kwargs)
-    if session is not None:
+    if not shared:
         made = session.client(service, **args)
     else:
-        with _CACHE_LOCK:  # boto3's default session is not thread-safe while it makes clients
-            made = boto3.client(service, **args)
+        with _CACHE_LOCK:  # boto3 sessions are not thread-safe while they make clients
+            made = (session or boto3).client(service, **args)
     _install_retries(made)
     if key is not None:
         with _CACHE_LOCK:
@@ -155,19 +192,26 @@ def service_endpoint(service: str) -> str | None:
 class Clients:
     """The clients of one target, each made once (``client()``'s retry policy):
     the sandbox's endpoint and credentials, or an AWS profile's session. Passed
-    explicitly, so no command changes the process environment to reach its target."""
+    explicitly, so no command changes the process environment to reach its target.
+    ``in_account(role_arn, region)``: the clients of a cell in another account."""
 
     def __init__(self, *, region: str | None = None, endpoint_url: str | None = None,
-                 credentials: tuple[str, str] | None = None, profile: str | None = None) -> None:
+                 credentials: tuple[str, str] | None = None, profile: str | None = None,
+                 session: Any = None) -> None:
         self.region, self.endpoint_url = region, endpoint_url
         self._session_args: dict[str, Any] = {}
         if credentials is not None:
             self._session_args.update(aws_access_key_id=credentials[0], aws_secret_access_key=credentials[1])
         if profile:
             self._session_args["profile_name"] = profile
-        self._session: Any = None
+        self._session: Any = session
         self._made: dict[tuple[str, str | None], Any] = {}
-        self._lock = threading.Lock()
+        self._accounts: dict[tuple[str | None, str | None], Clients] = {}
+        self._lock = threading.RLock()  # re-entered: in_account makes its STS client through __call__
+
+    def endpoint_for(self, service: str) -> str | None:
+        """The endpoint a client of ``service`` gets (``service_endpoint`` first)."""
+        return service_endpoint(service) or self.endpoint_url
 
     def __call__(self, service: str, region: str | None = None) -> Any:
         region = region or self.region
@@ -179,5 +223,19 @@ class Clients:
 
                     self._session = boto3.session.Session(**self._session_args)
                 self._made[key] = client(service, session=self._session, region=region,
-                                         endpoint_url=service_endpoint(service) or self.endpoint_url)
+                                         endpoint_url=self.endpoint_for(service))
             return self._made[key]
+
+    def in_account(self, role_arn: str | None, region: str | None = None) -> Clients:
+        """Clients acting as ``role_arn`` (None: these same credentials), by
+        default in ``region``; made once per role and region."""
+        key = (role_arn, region)
+        with self._lock:
+            if key not in self._accounts:
+                session = assumed_session(self("sts", region), role_arn, region) if role_arn else self._session
+                if session is None:
+                    self("sts", region)  # makes the session
+                    session = self._session
+                self._accounts[key] = Clients(region=region or self.region, endpoint_url=self.endpoint_url,
+                                              session=session)
+            return self._accounts[key]

@@ -24,8 +24,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from tenantctl import naming
-from tenantctl.policy import RULES, UNKNOWN, PlannedResource, ResolvedJudge, Violation
+from tenantctl.policy import RULES, UNKNOWN, PlannedResource, ResolvedJudge, Violation, is_platform
 
 PACK_NAME = "tenantctl-isolation"
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -100,7 +99,7 @@ class PackRun:
         with self._lock:
             if urn not in self._found:
                 stack = stack_of(urn)
-                judge = self._judges.setdefault(stack, ResolvedJudge(stack, stack == naming.PLATFORM_STACK))
+                judge = self._judges.setdefault(stack, ResolvedJudge(stack, is_platform(stack)))
                 resource = PlannedResource(type=resource_type, name=name, inputs=plain(props))
                 self._found[urn] = judge(resource, urn)
             return self._found[urn]

@@ -82,9 +82,9 @@ class PolicyViolation(TenantctlError):
 
 
 class QuotaExceeded(TenantctlError):
-    """Provisioning would exceed an account quota or a shared-resource limit
-    (VPCs, RDS instances, IAM roles, 1,000 lifecycle rules per bucket): refused
-    by the preflight before anything was created."""
+    """No cell of the tenant's region can take it (every one full, draining, or
+    its account out of VPCs, RDS instances or IAM roles), or the forced cell
+    cannot: refused by placement before anything was created."""
 
     exit_code = 11
 
@@ -133,7 +133,8 @@ EXIT_CODES = {
     PolicyViolation.exit_code: "an isolation invariant is violated",
     DrillFailed.exit_code: "a drill's verdict is fail (mismatch, corrupt backup, RTO/RPO over the limit)",
     KeyUnusable.exit_code: "the tenant's KMS key is unusable (pending deletion, disabled, or not the tenant's)",
-    QuotaExceeded.exit_code: "a quota or shared-resource limit would be exceeded: refused before anything was created",
+    QuotaExceeded.exit_code: "no cell of the tenant's region has room (cells full or draining, account quotas): "
+                             "refused before anything was created",
 }
 
 

@@ -57,5 +57,7 @@ def program_fingerprint(project_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def applied_hash(spec: TenantSpec, project_dir: Path) -> str:
-    return hashlib.sha256(f"{spec.content_hash()}:{program_fingerprint(project_dir)}".encode()).hexdigest()
+def applied_hash(spec: TenantSpec, project_dir: Path, program: str | None = None) -> str:
+    """``program``: the program fingerprint when the caller already has it (a plan over many tenants)."""
+    program = program or program_fingerprint(project_dir)
+    return hashlib.sha256(f"{spec.content_hash()}:{program}".encode()).hexdigest()

@@ -1,7 +1,9 @@
 """Every model that crosses a boundary on the provisioning side.
 
-TenantSpec is the desired state (stacks/Pulumi.<id>.yaml, CLI flags); registry
-models come from tenant_runtime so both sides share one definition.
+TenantSpec is a tenant's desired state (stacks/Pulumi.<id>.yaml, CLI flags),
+CellSpec a cell's (stacks/Pulumi.platform.yaml for the default cell,
+stacks/Pulumi.cell-<name>.yaml for the others); registry models come from
+tenant_runtime so both sides share one definition.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import hashlib
 import ipaddress
 import json
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -27,7 +29,8 @@ from tenant_runtime.models import (
 from tenantctl import naming
 
 __all__ = [
-    "BackupSpec", "DedicatedSpec", "Hibernation", "LifecycleSpec", "PlatformSpec", "QueueSpec",
+    "ArchiveClass", "BackupSpec", "CellSpec", "DedicatedSpec", "Hibernation", "LifecycleSpec", "QueueSpec",
+    "RetentionMenu",
     "StoreConnection", "TenantLock", "TenantRecord", "TenantResources", "TenantSpec",
     "TenantStatus", "Tier", "describe_validation_error", "utcnow",
 ]
@@ -40,20 +43,42 @@ _PRINCIPAL = re.compile(r"arn:aws[\w-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+")
 _SERVICE = re.compile(r"[a-z0-9.-]+\.amazonaws\.com")
 
 
+Region = Annotated[str, Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")]
+
+
+def _expiry_after(transition_days: int, expiry_days: int, field_prefix: str = "") -> None:
+    """Archived objects expire after they move to Glacier, not before."""
+    if expiry_days <= transition_days:
+        raise ValueError(f"{field_prefix}expiry_days must be greater than {field_prefix}transition_days")
+ABORT_MULTIPART_DEFAULT = 1
+
+
 class LifecycleSpec(BaseModel):
-    """Lifecycle of objects under the tenant prefix."""
+    """Lifecycle of objects under the tenant prefix: retention classes its cell's
+    bucket offers (one shared rule per class, matched by the object tag the
+    runtime's uploads carry), so a tenant writes no lifecycle rule of its own."""
 
     model_config = _STRICT
 
     temp_upload_days: int = Field(7, ge=1, le=365, description="uploads/tmp/ objects expire after N days")
     archive_transition_days: int = Field(30, ge=1, le=3650, description="archive/ moves to Glacier after N days")
     archive_expiry_days: int = Field(365, ge=2, le=36500, description="archive/ expires after N days")
-    abort_multipart_days: int = Field(1, ge=1, le=30, description="incomplete multipart uploads aborted after N days")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _abort_multipart_moved_to_the_cell(cls, data: Any) -> Any:
+        # Stack files written before cells carry abort_multipart_days; S3 cannot
+        # filter that action by object tag, so it is one rule of the whole cell now.
+        if isinstance(data, dict) and "abort_multipart_days" in data:
+            data = dict(data)
+            if data.pop("abort_multipart_days") != ABORT_MULTIPART_DEFAULT:
+                raise ValueError("abort_multipart_days is a setting of the tenant's cell now "
+                                 "(abort_multipart_days in its cell's stack file): remove it here")
+        return data
 
     @model_validator(mode="after")
     def _expiry_after_transition(self) -> LifecycleSpec:
-        if self.archive_expiry_days <= self.archive_transition_days:
-            raise ValueError("archive_expiry_days must be greater than archive_transition_days")
+        _expiry_after(self.archive_transition_days, self.archive_expiry_days, "archive_")
         return self
 
 
@@ -98,7 +123,9 @@ class TenantSpec(BaseModel):
 
     id: str = Field(description="tenant id: it names every resource of the tenant")
     tier: Tier = Tier.pooled
-    region: str = Field("us-east-1", pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+    region: Region = Field("us-east-1", description="where the tenant's data lives, backups included (residency)")
+    cell: str | None = Field(None, description="the cell it is placed in: chosen by placement on first provision "
+                                               "(or forced with --cell), then kept")
     owner: TagValue = "unknown"
     cost_centre: TagValue | None = None
     lifecycle: LifecycleSpec = LifecycleSpec()
@@ -116,6 +143,14 @@ class TenantSpec(BaseModel):
         rule = naming.broken_rule(v)
         if rule is not None:
             raise ValueError(f"tenant id {v!r} breaks the {rule.name} rule: {rule.explain}")
+        return v
+
+    @field_validator("cell")
+    @classmethod
+    def _cell(cls, v: str | None) -> str | None:
+        problem = naming.cell_name_problem(v) if v is not None else None
+        if problem:
+            raise ValueError(f"cell {v!r}: {problem}")
         return v
 
     @model_validator(mode="after")
@@ -138,18 +173,77 @@ class TenantSpec(BaseModel):
         return self.model_dump(mode="json", exclude_none=True, exclude=set() if self.suspended else {"suspended"})
 
     def content_hash(self) -> str:
-        """Stable hash of the desired state (used to skip unchanged tenants)."""
-        body = json.dumps(self.model_dump(mode="json", exclude=set() if self.suspended else {"suspended"}),
+        """Stable hash of the desired state (used to skip unchanged tenants). The
+        cell is left out: placement writes it into a stack file CI may not commit
+        back, and a tenant never changes cells in place (`apply` compares it with
+        the registry's apart). ``suspended`` is left out at its default, so specs
+        never suspended hash as before."""
+        body = json.dumps(self.model_dump(mode="json", exclude={"cell"} if self.suspended else {"cell", "suspended"}),
                           sort_keys=True)
         return hashlib.sha256(body.encode()).hexdigest()
 
 
-class PlatformSpec(BaseModel):
-    """What tenants share: one per account/region."""
+class ArchiveClass(BaseModel):
+    model_config = _STRICT
+
+    transition_days: int = Field(ge=1, le=3650)
+    expiry_days: int = Field(ge=2, le=36500)
+
+    @model_validator(mode="after")
+    def _expiry_after_transition(self) -> ArchiveClass:
+        _expiry_after(self.transition_days, self.expiry_days)
+        return self
+
+
+class RetentionMenu(BaseModel):
+    """The retention classes a cell's bucket offers: one lifecycle rule per
+    class, shared by every tenant of the cell (objects carry the class as a tag)."""
 
     model_config = _STRICT
 
-    region: str = Field("us-east-1", pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+    temp_upload_days: list[int] = Field(default_factory=lambda: [1, 3, 7, 14, 30, 90])
+    archive: list[ArchiveClass] = Field(default_factory=lambda: [
+        ArchiveClass(transition_days=t, expiry_days=e)
+        for t, e in ((30, 365), (90, 365), (30, 730), (90, 730), (90, 2555), (365, 3650))])
+
+    @field_validator("temp_upload_days")
+    @classmethod
+    def _days(cls, v: list[int]) -> list[int]:
+        if any(not 1 <= d <= 365 for d in v):
+            raise ValueError("temp_upload_days values are between 1 and 365")
+        return sorted(set(v))
+
+    @property
+    def rule_count(self) -> int:
+        return len(self.temp_upload_days) + len(self.archive)
+
+    def refuses(self, lifecycle: LifecycleSpec) -> str | None:
+        """Why ``lifecycle`` is not on this menu, or None."""
+        if lifecycle.temp_upload_days not in self.temp_upload_days:
+            return (f"temp_upload_days {lifecycle.temp_upload_days} is not offered "
+                    f"(offered: {', '.join(map(str, self.temp_upload_days))})")
+        pair = (lifecycle.archive_transition_days, lifecycle.archive_expiry_days)
+        if pair not in {(a.transition_days, a.expiry_days) for a in self.archive}:
+            offered = ", ".join(f"{a.transition_days}/{a.expiry_days}" for a in self.archive)
+            return f"archive transition/expiry {pair[0]}/{pair[1]} days is not offered (offered: {offered})"
+        return None
+
+
+S3_MAX_LIFECYCLE_RULES = 1000
+
+
+class CellSpec(BaseModel):
+    """One cell: an instance of what pooled tenants share (network, PostgreSQL,
+    bucket) in one account and region. The default cell (stack `platform`) is
+    the home of the registry and runs in the target's own account."""
+
+    model_config = _STRICT
+
+    name: str = naming.DEFAULT_CELL
+    region: Region = "us-east-1"
+    account_role_arn: str | None = Field(
+        None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$",
+        description="role assumed in the cell's account (None: the target's own account)")
     owner: TagValue = "platform"
     vpc_cidr: str = "10.0.0.0/16"
     az_count: int = Field(2, ge=2, le=6)
@@ -160,10 +254,23 @@ class PlatformSpec(BaseModel):
     admin_role_arn: str | None = Field(None, description="role allowed to administer every tenant key")
     runtime_principal_arn: str | None = Field(
         None, description="an existing role (or user) the tenant runtime runs as: the only principal tenant roles "
-                          "trust; default: the platform creates the role tenantctl-runtime")
+                          "trust; default: the home cell creates the role tenantctl-runtime (other cells: "
+                          "the home's)")
     runtime_trusted: list[str] = Field(
         default_factory=lambda: ["ecs-tasks.amazonaws.com"], min_length=1,
         description="who may run as the created runtime role: service principals (*.amazonaws.com) or role/user ARNs")
+
+    tiers: list[Tier] = Field(default_factory=lambda: [Tier.pooled, Tier.dedicated],
+                              description="tiers placement may put here")
+    max_pooled_tenants: int = Field(500, ge=1, le=20000,
+                                    description="pooled tenants (schemas) the cell's one PostgreSQL takes")
+    draining: bool = Field(False, description="placement puts no new tenant here")
+    retention: RetentionMenu = Field(default_factory=RetentionMenu)
+    abort_multipart_days: int = Field(ABORT_MULTIPART_DEFAULT, ge=1, le=30,
+                                      description="incomplete multipart uploads aborted after N days (cell-wide)")
+    os_metrics_group: bool = Field(
+        True, description="this cell creates the RDSOSMetrics log group of its account and region (a name RDS "
+                          "fixes: one per account and region); `cell add` sets false when another cell has it")
 
     @field_validator("runtime_principal_arn")
     @classmethod
@@ -183,8 +290,41 @@ class PlatformSpec(BaseModel):
                              "(<name>.amazonaws.com) nor a role/user ARN (account roots and '*' are refused)")
         return v
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        problem = naming.cell_name_problem(v)
+        if problem:
+            raise ValueError(f"cell {v!r}: {problem}")
+        return v
+
+    @model_validator(mode="after")
+    def _home_and_rules(self) -> CellSpec:
+        if self.name == naming.DEFAULT_CELL and self.account_role_arn:
+            raise ValueError("the default cell is the home of the registry: it runs in the target's own "
+                             "account (no account_role_arn); add another cell for another account")
+        # The one lifecycle limit left: the cell's own menu (+1: the abort-multipart rule).
+        if self.retention.rule_count + 1 > S3_MAX_LIFECYCLE_RULES:
+            raise ValueError(f"the retention menu needs {self.retention.rule_count + 1} lifecycle rules; "
+                             f"S3 allows {S3_MAX_LIFECYCLE_RULES} per bucket")
+        return self
+
+    @property
+    def stack(self) -> str:
+        return naming.cell_stack(self.name)
+
+    @property
+    def home(self) -> bool:
+        """The default cell: the registry, revocations and runtime role live there."""
+        return self.name == naming.DEFAULT_CELL
+
+    @property
+    def account_id(self) -> str | None:
+        """The cell's account when it names one (None: the target's own account)."""
+        return naming.account_of_arn(self.account_role_arn)
+
     def tags(self) -> dict[str, str]:
-        return {"tenant": "platform", "tier": "platform", "owner": self.owner, "managed-by": "tenantctl"}
+        return {"tenant": self.stack, "tier": "platform", "owner": self.owner, "managed-by": "tenantctl"}
 
 
 def describe_validation_error(exc: ValidationError) -> str:

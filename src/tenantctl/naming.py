@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tenant_runtime.models import tenant_prefix
+from tenant_runtime.models import DEFAULT_CELL, tenant_prefix  # records default to it: one definition
 from tenantctl.errors import InvalidInput
 
 # Ids never used for tenants: they name shared things or collide with provider
@@ -19,12 +19,18 @@ from tenantctl.errors import InvalidInput
 RESERVED_IDS = frozenset(
     {"platform", "admin", "public", "root", "default", "system", "shared",
      "registry", "tenantctl", "tenant", "aws", "amazon", "postgres", "template0",
-     "template1", "test", "null", "none"}
+     "template1", "test", "null", "none", "cell"}
 )
-RESERVED_PREFIXES = ("pg", "aws-", "amazon-", "xn--", "sthree-")
+# `cell-` names the stacks and shared resources of cells (`tenantctl-cell-<name>`
+# is a cell's database instance), so no tenant id may start with it.
+RESERVED_PREFIXES = ("pg", "aws-", "amazon-", "xn--", "sthree-", "cell-")
 
-# The stack of what tenants share (network, database, bucket, registry).
+# The stack of what tenants share (network, database, bucket, registry): the
+# default cell, which is also the home of the registry.
 PLATFORM_STACK = "platform"
+CELL_STACK_PREFIX = "cell-"
+MAX_CELL_NAME = 20  # tenantctl-cell-<name>-<account>-<region> stays within S3's 63
+_CELL_NAME = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
 # The role the tenant runtime runs as, made by the platform (infra/components/runtime_role.py).
 RUNTIME_ROLE = "tenantctl-runtime"
 
@@ -100,6 +106,76 @@ def stack_name(tenant_id: str) -> str:
 
 def shared_bucket_name(account_id: str, region: str) -> str:
     return f"tenantctl-shared-{account_id}-{region}"
+
+
+# -- cells: the default cell keeps the names the single platform always had ---------
+def cell_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a cell, or None."""
+    if not _CELL_NAME.match(name or ""):
+        return "a cell name is lowercase letters and digits in hyphen-separated words, starting with a letter"
+    if len(name) > MAX_CELL_NAME:
+        return f"a cell name is at most {MAX_CELL_NAME} characters (it goes into bucket names)"
+    return None
+
+
+def cell_stack(cell: str) -> str:
+    """The Pulumi stack of a cell: `platform` for the default cell, `cell-<name>` else."""
+    return PLATFORM_STACK if cell == DEFAULT_CELL else f"{CELL_STACK_PREFIX}{cell}"
+
+
+def cell_of_stack(stack: str) -> str | None:
+    """The cell a stack is the platform of, None for a tenant stack."""
+    if stack == PLATFORM_STACK:
+        return DEFAULT_CELL
+    if stack.startswith(CELL_STACK_PREFIX) and cell_name_problem(stack.removeprefix(CELL_STACK_PREFIX)) is None:
+        return stack.removeprefix(CELL_STACK_PREFIX)
+    return None
+
+
+def cell_database(cell: str) -> str:
+    """The cell's shared PostgreSQL database (one database per cell on the sandbox's one server)."""
+    return "tenantctl" if cell == DEFAULT_CELL else "tenantctl_cell_" + cell.replace("-", "_")
+
+
+def cell_rds_identifier(cell: str) -> str:
+    return rds_identifier(cell_stack(cell))
+
+
+def cell_key_alias(cell: str) -> str:
+    return kms_alias(cell_stack(cell))
+
+
+def cell_bucket_name(account_id: str, region: str, cell: str) -> str:
+    if cell == DEFAULT_CELL:
+        return shared_bucket_name(account_id, region)
+    return f"tenantctl-{cell_stack(cell)}-{account_id}-{region}"
+
+
+def cell_logs_bucket_name(account_id: str, region: str, cell: str) -> str:
+    """Where S3 delivers the cell bucket's access logs (tenantctl-logs-<name>-<account>-<region> fits in 63)."""
+    if cell == DEFAULT_CELL:
+        return access_logs_bucket_name(account_id, region)
+    return f"tenantctl-logs-{cell}-{account_id}-{region}"
+
+
+def cell_gateway_role(cell: str) -> str:
+    """The shared-pool login of the cell's PostgreSQL (roles are server-wide: the sandbox has one server)."""
+    return GATEWAY_ROLE if cell == DEFAULT_CELL else f"{GATEWAY_ROLE}_{cell.replace('-', '_')}"
+
+
+def cell_gateway_secret(cell: str) -> str:
+    return GATEWAY_SECRET if cell == DEFAULT_CELL else f"tenantctl/{cell_stack(cell)}/gateway"
+
+
+def account_of_arn(arn: str | None) -> str | None:
+    """The account id field of an ARN (None when there is none, e.g. S3 bucket ARNs)."""
+    parts = (arn or "").split(":")
+    return parts[4] if len(parts) > 5 and parts[0] == "arn" and parts[4] else None
+
+
+def region_of_arn(arn: str | None) -> str | None:
+    parts = (arn or "").split(":")
+    return parts[3] if len(parts) > 5 and parts[0] == "arn" and parts[3] else None
 
 
 def access_logs_bucket_name(account_id: str, region: str) -> str:
@@ -187,8 +263,9 @@ def tenant_ids_in(text: str, tenant_id: str) -> set[str]:
         if text not in (schema_name(tenant_id), db_role_name(tenant_id)):
             found.add(text.removeprefix("tenant_").removesuffix("_app").replace("_", "-"))
     found.discard(tenant_id)
-    found.discard(PLATFORM_STACK)  # a reserved id: the platform's names are shared, never a tenant's
-    return found
+    # Cells' stacks (`platform`, `cell-<name>`) name shared resources, never a
+    # tenant's: those ids are reserved, so no tenant hides behind them.
+    return {f for f in found if cell_of_stack(f) is None}
 
 
 @dataclass(frozen=True)

@@ -228,9 +228,18 @@ def _queue_encryption(plan: _Plan):
     yield from _encrypted_with_own_key(plan, "aws:sqs/queue:Queue", "queue", "queue has no SSE-KMS key")
 
 
+LIFECYCLE_CONFIGURATIONS = ("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration",
+                            "aws:s3/bucketLifecycleConfigurationV2:BucketLifecycleConfigurationV2")
+
+
 @rule("lifecycle-scope")
 def _lifecycle_scope(plan: _Plan):
     prefix = naming.s3_prefix(plan.tenant_id)
+    if not plan.platform:
+        # A bucket holds one lifecycle configuration: a tenant declaring one
+        # would replace its whole cell's retention rules.
+        for r in plan.of(*LIFECYCLE_CONFIGURATIONS):
+            yield r.name, "a tenant stack must not own a bucket's lifecycle configuration (its cell's stack does)"
     for r in plan.dynamic("prefix-lifecycle"):
         if plan.platform:
             yield r.name, "the platform stack must not own tenant lifecycle rules"
@@ -810,7 +819,8 @@ def judge(resources: Iterable[PlannedResource], tenant_id: str, platform: bool =
     """The violations of the named rules (all rules by default), and what they
     could not judge because it is unknown until apply.
 
-    For the platform stack pass ``tenant_id="platform", platform=True``.
+    For a cell's stack pass its stack name and ``platform=True`` (``tenant_id="platform"``
+    for the default cell).
     """
     plan = _Plan(resources, tenant_id, platform, complete)
     selected = list(RULES) if rules is None else list(rules)
@@ -862,14 +872,15 @@ SPEC_RULES = ("backup-retention", "deletion-protection", "shared-db-multi-az")
 
 
 def check_spec(spec: Any) -> list[Violation]:
-    """Violations of a TenantSpec or a PlatformSpec."""
-    from tenantctl.models import PlatformSpec, TenantSpec, Tier
+    """Violations of a TenantSpec or a CellSpec."""
+    from tenantctl.models import CellSpec, TenantSpec, Tier
 
-    if isinstance(spec, PlatformSpec):
+    if isinstance(spec, CellSpec):
         if spec.db_multi_az:
             return []
-        return [Violation(rule="shared-db-multi-az", resource=f"stacks/Pulumi.{naming.PLATFORM_STACK}.yaml",
-                          message="platform.db_multi_az is false: every pooled tenant depends on the shared database")]
+        return [Violation(rule="shared-db-multi-az", resource=f"stacks/Pulumi.{spec.stack}.yaml",
+                          message=f"cell {spec.name}: db_multi_az is false: every pooled tenant of the cell "
+                                  "depends on the shared database")]
     if not isinstance(spec, TenantSpec):
         return []
     where = f"stacks/Pulumi.{spec.id}.yaml"
@@ -934,6 +945,12 @@ def refuse_unsafe_spec(spec: Any) -> None:
         raise PolicyRefused(getattr(spec, "id", "platform"), found)
 
 
+def is_platform(stack: str) -> bool:
+    """A cell's stack (`platform` or `cell-<name>`) is judged as the platform,
+    its resources tagged with its own stack name; any other stack is a tenant's."""
+    return naming.cell_of_stack(stack) is not None
+
+
 class PolicyGate:
     """``gate(stack, planned)``: raises PolicyRefused when the plan of ``stack``
     (or its committed spec) breaks an invariant. Engines call it between their
@@ -950,10 +967,11 @@ class PolicyGate:
         return Project.load(self.project_dir).stacks_dir
 
     def _spec(self, stack: str) -> Any:
-        from tenantctl.stackconfig import read_platform, read_tenant, stack_file
+        from tenantctl.stackconfig import read_cell, read_tenant, stack_file
 
-        if stack == naming.PLATFORM_STACK:
-            return read_platform(self.stacks_dir)
+        cell = naming.cell_of_stack(stack)
+        if cell is not None:
+            return read_cell(self.stacks_dir, cell)
         path = stack_file(self.stacks_dir, stack)
         return read_tenant(path) if path.exists() else None
 
@@ -963,7 +981,7 @@ class PolicyGate:
         (``resolved``); without that a value the rules need but cannot see yet is
         refused (fail closed). Returns the judgment (its ``unjudged``: what the
         apply will judge)."""
-        platform = stack == naming.PLATFORM_STACK
+        platform = is_platform(stack)
         waived_now = waived_rules()
         judgment = judge(planned, stack, platform=platform)
         found = [v for v in check_spec(self._spec(stack)) + judgment.violations if v.rule not in waived_now]
@@ -979,4 +997,4 @@ class PolicyGate:
     def resolved(stack: str) -> ResolvedJudge:
         """The per-resource judgment with resolved values for an up of ``stack``
         (the rules waived around the call stay waived)."""
-        return ResolvedJudge(stack, stack == naming.PLATFORM_STACK, waived_rules())
+        return ResolvedJudge(stack, is_platform(stack), waived_rules())

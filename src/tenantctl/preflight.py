@@ -1,27 +1,25 @@
-"""Preflight of a provision against shared-resource walls: refuse, before
-anything is created (no registry record, no stack file, no resource), a tenant
-that would push a quota over its limit.
+"""Preflight of a provision against the account walls of a cell: placement
+(``tenantctl.placement``) runs it for each candidate cell, with that cell's
+clients (its account, the tenant's region), and skips a cell whose account
+would go over a quota; when no cell is left the provision is refused before
+anything is created (no registry record, no stack file, no resource).
 
-- **Lifecycle rules of the shared bucket**: S3 allows 1,000 rules per bucket and
-  a pooled or dedicated tenant adds ``len(tenant_rules)`` (3) to the shared
-  bucket's one configuration. tenantctl does not shard tenants across buckets:
-  it refuses the tenant that would not fit (exit 11). The serialized writer in
-  ``infra.providers.prefix_lifecycle`` checks again under its lock, so a race
-  between two provisions near the limit fails the later apply instead of
-  writing a 1,001st rule.
 - **Account quotas** a tenant needs: VPCs per region (Service Quotas
   ``vpc/L-F678F1CE``), RDS DB instances (``rds:DescribeAccountAttributes``,
   else Service Quotas ``rds/L-7B6409FD``) for a dedicated tenant; IAM roles
   (``iam:GetAccountSummary``) for every tenant (a dedicated one needs a second,
   its rotation function's). What the tenant already has (a re-run, an update)
   needs nothing more.
-- **Rules of the shared database's security group**: every pooled tenant adds
-  one ingress rule admitting its app group (Service Quotas ``vpc/L-0EA8095F``,
-  60 inbound rules per group by default, adjustable: the lowest wall a cell
-  meets, well before the 333 tenants the bucket's lifecycle rules allow). When the account cannot say
-  (an API the target lacks), AWS's default quota is assumed and reported as such.
-  ``TENANTCTL_QUOTA_<NAME>`` (VPCS, DB_INSTANCES, IAM_ROLES, LIFECYCLE_RULES, DB_INGRESS_RULES)
-  lowers a limit, e.g. to keep headroom for other workloads in the account.
+  When the account cannot say (an API the target lacks), AWS's default quota is
+  assumed and reported as such. ``TENANTCTL_QUOTA_<NAME>`` (VPCS, DB_INSTANCES,
+  IAM_ROLES) lowers a limit, e.g. to keep headroom for other workloads in the
+  account.
+
+Lifecycle rules and security-group rules are no wall: a cell's bucket holds one
+rule per retention class (``CellSpec`` refuses a menu over S3's 1,000 rules),
+and its database admits every pooled tenant through one pooled-clients group.
+What bounds a cell's pooled tenants is ``max_pooled_tenants``. Each check is
+one or a few calls, whatever the fleet size.
 
 Two provisions racing for the last unit of a quota can both pass (the check
 is a read); the later one then fails in the engine and converges on re-run or
@@ -40,15 +38,14 @@ from tenantctl.errors import QuotaExceeded
 from tenantctl.models import TenantSpec, Tier
 
 # AWS's default quotas, used only when the account cannot be asked.
-DEFAULT_LIMITS = {"vpcs": 5, "db_instances": 40, "iam_roles": 1000, "db_ingress_rules": 60}
+DEFAULT_LIMITS = {"vpcs": 5, "db_instances": 40, "iam_roles": 1000}
 VPC_QUOTA = ("vpc", "L-F678F1CE")
 RDS_QUOTA = ("rds", "L-7B6409FD")
-SG_RULES_QUOTA = ("vpc", "L-0EA8095F")  # inbound (or outbound) rules per security group
 
 
 @dataclass(frozen=True)
 class QuotaCheck:
-    name: str  # vpcs | db_instances | iam_roles | lifecycle_rules | db_ingress_rules
+    name: str  # vpcs | db_instances | iam_roles
     what: str  # what a person reads
     limit: int
     used: int
@@ -142,62 +139,33 @@ def iam_role_check(spec: TenantSpec, client: Callable[[str], Any]) -> QuotaCheck
     return QuotaCheck("iam_roles", "IAM roles in the account", limit, int(summary["Roles"]), needed, source)
 
 
-def db_ingress_rule_check(spec: TenantSpec, group_id: str, client: Callable[[str], Any]) -> QuotaCheck:
-    ec2 = client("ec2")
-
-    def ask() -> tuple[float, str]:
-        quota = client("service-quotas").get_service_quota(ServiceCode=SG_RULES_QUOTA[0],
-                                                           QuotaCode=SG_RULES_QUOTA[1])
-        return quota["Quota"]["Value"], f"Service Quotas {SG_RULES_QUOTA[0]}/{SG_RULES_QUOTA[1]}"
-
-    limit, source = _limit("db_ingress_rules", ask)
-    rules = [r for r in ec2.describe_security_group_rules(
-        Filters=[{"Name": "group-id", "Values": [group_id]}])["SecurityGroupRules"] if not r.get("IsEgress")]
-    own = {g["GroupId"] for g in ec2.describe_security_groups(
-        Filters=[{"Name": "tag:tenant", "Values": [spec.id]}])["SecurityGroups"]}
-    mine = any((r.get("ReferencedGroupInfo") or {}).get("GroupId") in own for r in rules)
-    return QuotaCheck("db_ingress_rules", f"ingress rules of the shared database's security group {group_id}",
-                      limit, len(rules), 0 if mine else 1, source)
-
-
-def lifecycle_check(spec: TenantSpec, bucket: str, client: Callable[[str], Any]) -> QuotaCheck:
-    from tenantctl.bucket_lifecycle import MAX_RULES, others_rules, tenant_rules
-
-    prefix = naming.s3_prefix(spec.id)
-    lc = spec.lifecycle
-    own = tenant_rules(spec.id, prefix, lc.temp_upload_days, lc.abort_multipart_days,
-                       lc.archive_transition_days, lc.archive_expiry_days)
-    others = others_rules(client("s3"), bucket, spec.id, prefix)
-    limit, source = _override("lifecycle_rules", MAX_RULES, "S3's per-bucket limit")
-    return QuotaCheck("lifecycle_rules", f"lifecycle rules of the shared bucket {bucket}", limit, len(others),
-                      len(own), source + "; tenants are not sharded across buckets")
-
-
 def checks(spec: TenantSpec, platform: dict[str, Any], clients: Callable[..., Any]) -> list[QuotaCheck]:
-    """Every quota the tenant touches, read from the target (no writes).
-    ``clients(service, region)``: the target's clients (``Workspace.client``)."""
+    """Every quota the tenant touches, read from the cell's account (no writes).
+    ``platform``: the cell's outputs; ``clients(service, region=)``: the cell's
+    clients (``Workspace.cell_clients``)."""
 
     def client(service: str) -> Any:
         return clients(service, region=spec.region)
 
     out = []
-    if platform.get("bucket"):
-        out.append(lifecycle_check(spec, platform["bucket"], client))
     if spec.tier is Tier.dedicated:
         out += [vpc_check(spec, client), db_instance_check(spec, client)]
-    elif platform.get("db_security_group_id"):
-        out.append(db_ingress_rule_check(spec, platform["db_security_group_id"], client))
     out.append(iam_role_check(spec, client))
     return out
+
+
+def over(spec: TenantSpec, platform: dict[str, Any], clients: Callable[..., Any]) -> list[QuotaCheck]:
+    """The quotas ``spec`` would exceed in the cell of ``platform`` and ``clients``."""
+    return [c for c in checks(spec, platform, clients) if not c.ok]
 
 
 def check(spec: TenantSpec, platform: dict[str, Any], clients: Callable[..., Any]) -> list[QuotaCheck]:
     """Raise QuotaExceeded (exit 11) naming every quota the tenant would exceed."""
     done = checks(spec, platform, clients)
-    over = [c for c in done if not c.ok]
-    if over:
+    exceeded = [c for c in done if not c.ok]
+    if exceeded:
         raise QuotaExceeded(
             f"tenant {spec.id!r} refused before anything was created: "
-            + "; ".join(c.explain() for c in over)
+            + "; ".join(c.explain() for c in exceeded)
             + ". Free capacity (deprovision tenants, raise the quota) and re-run.")
     return done

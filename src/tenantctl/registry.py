@@ -23,9 +23,15 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tenant_runtime.registry import (
+    CELL,
+    DRAINING,
+    RECORD,
+    counter_key,
     decode_list_cursor,
     encode_list_cursor,
+    is_record_item,
     item_key,
+    item_to_counts,
     item_to_record,
     record_to_item,
 )
@@ -40,7 +46,7 @@ from tenantctl.models import (
     Tier,
     utcnow,
 )
-from tenantctl.naming import broken_rule, require_valid
+from tenantctl.naming import DEFAULT_CELL, broken_rule, require_valid
 
 log = logging.getLogger(__name__)  # notes for the operator (the CLI prints them on stderr)
 
@@ -142,6 +148,18 @@ def refusal(existing: TenantRecord | None, spec: TenantSpec, locks: bool = True)
     return None
 
 
+class RegistryUnreachable(TargetUnavailable):
+    """The registry table cannot be read or written (endpoint down, table
+    missing, retries exhausted): exit 7, like any unavailable target."""
+
+
+CONDITION_FAILED = "ConditionalCheckFailedException"
+
+
+def condition_failed(exc: ClientError) -> bool:
+    return exc.response["Error"]["Code"] == CONDITION_FAILED
+
+
 class Held:
     """The record a ``RegistryWriter.hold`` block works on: assign each write's
     result back to ``record`` so the block ends on the latest version."""
@@ -159,16 +177,24 @@ class RegistryWriter:
         self.table = table_name
         self.client = client or aws.client("dynamodb")  # bounded backoff with jitter (tenantctl.aws)
 
+    def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
+        """One DynamoDB call on the table. A failed condition is raised as is
+        (the caller's to judge); anything else (missing table, endpoint down,
+        retries exhausted) is RegistryUnreachable."""
+        try:
+            return getattr(self.client, operation)(TableName=self.table, **kwargs)
+        except ClientError as exc:
+            if condition_failed(exc):
+                raise
+            raise RegistryUnreachable(f"registry table {self.table!r} unusable ({operation}): {exc}") from None
+        except BotoCoreError as exc:
+            raise RegistryUnreachable(f"registry table {self.table!r} unreachable ({operation}): {exc}") from None
+
     # -- reads -----------------------------------------------------------
     def get(self, tenant_id: str) -> TenantRecord | None:
         require_valid(tenant_id)  # an empty or malformed id is refused here, not by DynamoDB
-        try:
-            item = self.client.get_item(
-                TableName=self.table, Key=item_key(tenant_id), ConsistentRead=True
-            ).get("Item")
-        except (ClientError, BotoCoreError) as exc:  # missing table, endpoint down, retries exhausted
-            raise TargetUnavailable(f"registry table {self.table!r} unreadable: {exc}") from None
-        return item_to_record(item) if item else None
+        item = self._call("get_item", Key=item_key(tenant_id), ConsistentRead=True).get("Item")
+        return item_to_record(item) if item and is_record_item(item) else None
 
     def require(self, tenant_id: str) -> TenantRecord:
         record = self.get(tenant_id)
@@ -176,18 +202,12 @@ class RegistryWriter:
             raise NotFound(f"tenant {tenant_id!r} is not in the registry")
         return record
 
-    def list(
-        self,
-        limit: int = 50,
-        cursor: str | None = None,
-        tier: Tier | None = None,
-        status: TenantStatus | None = None,
-    ) -> tuple[list[TenantRecord], str | None]:
-        """One page of records and the cursor of the next page (None at the end)."""
-        if not 1 <= limit <= 1000:
-            raise InvalidInput("--limit must be between 1 and 1000")
-        kwargs: dict[str, Any] = {"TableName": self.table}
-        filters, values, names = [], {}, {}
+    def _scan_args(self, tier: Tier | None = None, status: TenantStatus | None = None,
+                   cell: str | None = None) -> dict[str, Any]:
+        """Scan arguments returning records only (never cell counters), filtered."""
+        filters = ["attribute_exists(#rec)"]
+        values: dict[str, Any] = {}
+        names = {"#rec": RECORD}
         if tier is not None:
             filters.append("tier = :tier")
             values[":tier"] = {"S": tier.value}
@@ -195,16 +215,43 @@ class RegistryWriter:
             filters.append("#st = :status")
             values[":status"] = {"S": status.value}
             names["#st"] = "status"
-        if filters:
-            kwargs["FilterExpression"] = " AND ".join(filters)
+        if cell is not None:
+            # Items written before cells carry no cell attribute: they are the default cell's.
+            default = " OR attribute_not_exists(#cell)" if cell == DEFAULT_CELL else ""
+            filters.append(f"(#cell = :cell{default})")
+            values[":cell"] = {"S": cell}
+            names["#cell"] = CELL
+        kwargs: dict[str, Any] = {"FilterExpression": " AND ".join(filters), "ExpressionAttributeNames": names}
+        if values:
             kwargs["ExpressionAttributeValues"] = values
-        if names:
-            kwargs["ExpressionAttributeNames"] = names
+        return kwargs
+
+    def _scan(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return self._call("scan", **kwargs)
+
+    def list(
+        self,
+        limit: int = 50,
+        cursor: str | None = None,
+        tier: Tier | None = None,
+        status: TenantStatus | None = None,
+        cell: str | None = None,
+    ) -> tuple[list[TenantRecord], str | None]:
+        """One page of records and the cursor of the next page (None at the end).
+
+        Unfiltered, a page is one Scan of ``limit`` items; filtered, Scan reads
+        DynamoDB's 1 MB pages (a ``Limit`` would count items read before the
+        filter, so a selective filter would cost a round trip per few matches)."""
+        if not 1 <= limit <= 1000:
+            raise InvalidInput("--limit must be between 1 and 1000")
+        kwargs = self._scan_args(tier, status, cell)
+        if tier is None and status is None and cell is None:
+            kwargs["Limit"] = limit + 1  # +1: a cell counter may sit in the page
         if cursor:
             kwargs["ExclusiveStartKey"] = item_key(decode_cursor(cursor))
         page: list[TenantRecord] = []
         while True:
-            resp = self.client.scan(Limit=max(limit, 25), **kwargs)
+            resp = self._scan(kwargs)
             for item in resp.get("Items", []):
                 page.append(item_to_record(item))
                 if len(page) == limit:
@@ -216,13 +263,101 @@ class RegistryWriter:
                 return page, None
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
-    def iter_all(self, **filters: Any) -> Iterator[TenantRecord]:
-        cursor = None
+    def iter_all(self, tier: Tier | None = None, status: TenantStatus | None = None,
+                 cell: str | None = None) -> Iterator[TenantRecord]:
+        """Every record (filtered), read in DynamoDB's 1 MB scan pages."""
+        kwargs = self._scan_args(tier, status, cell)
         while True:
-            page, cursor = self.list(limit=100, cursor=cursor, **filters)
-            yield from page
-            if cursor is None:
+            resp = self._scan(kwargs)
+            for item in resp.get("Items", []):
+                yield item_to_record(item)
+            if "LastEvaluatedKey" not in resp:
                 return
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    # -- cell counters: tenants placed per cell, reserved race-free ------------------
+    def cell_counts(self, cells: list[str]) -> dict[str, tuple[dict[str, int], bool] | None]:
+        """Each cell's tenants per tier and draining flag, in one BatchGetItem per
+        100 cells (None: the cell has no counter yet)."""
+        out: dict[str, tuple[dict[str, int], bool] | None] = {c: None for c in cells}
+        for i in range(0, len(cells), 100):
+            request = {self.table: {"Keys": [counter_key(c) for c in cells[i:i + 100]], "ConsistentRead": True}}
+            while request:
+                try:
+                    resp = self.client.batch_get_item(RequestItems=request)
+                except (ClientError, BotoCoreError) as exc:
+                    raise RegistryUnreachable(f"registry table {self.table!r} unreadable: {exc}") from None
+                for item in resp.get("Responses", {}).get(self.table, []):
+                    out[item["tenant_id"]["S"].split("#", 1)[1]] = item_to_counts(item)
+                request = resp.get("UnprocessedKeys") or {}
+        return out
+
+    def reserve_slot(self, cell: str, tier: Tier, cap: int | None) -> bool:
+        """Take one of the cell's slots for a ``tier`` tenant: one conditional
+        UpdateItem (fewer than ``cap`` placed, cell not draining), so two
+        placements racing for the last slot cannot both win. False: full or
+        draining."""
+        names = {"#key": "tenant_id", "#t": tier.value, "#d": DRAINING}
+        values: dict[str, Any] = {":one": {"N": "1"}, ":no": {"BOOL": False}}
+        condition = "attribute_exists(#key) AND (attribute_not_exists(#d) OR #d = :no)"
+        if cap is not None:
+            condition += " AND (attribute_not_exists(#t) OR #t < :cap)"
+            values[":cap"] = {"N": str(cap)}
+        for _ in range(2):
+            try:
+                self._call("update_item", Key=counter_key(cell), UpdateExpression="ADD #t :one",
+                           ConditionExpression=condition, ExpressionAttributeNames=names,
+                           ExpressionAttributeValues=values)
+                return True
+            except ClientError:  # the condition: no counter yet, or full, or draining
+                if not self._init_counter(cell):
+                    return False  # the counter exists: the cell is full or draining
+        return False
+
+    def release_slot(self, cell: str, tier: Tier) -> None:
+        """Give back a slot (deprovisioned, or a reservation nothing came of). Never below 0."""
+        try:
+            self._call("update_item", Key=counter_key(cell), UpdateExpression="ADD #t :minus",
+                       ConditionExpression="#t > :zero", ExpressionAttributeNames={"#t": tier.value},
+                       ExpressionAttributeValues={":minus": {"N": "-1"}, ":zero": {"N": "0"}})
+        except ClientError:
+            pass  # already 0 (or no counter): nothing to give back
+
+    def set_draining(self, cell: str, draining: bool) -> None:
+        self._init_counter(cell)
+        self._call("update_item", Key=counter_key(cell), UpdateExpression="SET #d = :v",
+                   ExpressionAttributeNames={"#d": DRAINING}, ExpressionAttributeValues={":v": {"BOOL": draining}})
+
+    def recount(self, cell: str) -> dict[str, int]:
+        """The tenants holding a slot in ``cell``, counted from their records (a
+        full scan): every record of the cell but tombstones."""
+        counts = {tier.value: 0 for tier in Tier}
+        for record in self.iter_all(cell=cell):
+            if record.status is not TenantStatus.deprovisioned:
+                counts[record.tier.value] += 1
+        return counts
+
+    def _init_counter(self, cell: str) -> bool:
+        """Create the cell's counter from a recount when it has none (a cell
+        that predates counters, or a new one): once per cell, never per
+        provision. True when this call (or a racing one) created it."""
+        if self._call("get_item", Key=counter_key(cell), ConsistentRead=True).get("Item"):
+            return False
+        counts = self.recount(cell)
+        item = {**counter_key(cell), **{t: {"N": str(n)} for t, n in counts.items()}, DRAINING: {"BOOL": False}}
+        try:
+            self._call("put_item", Item=item, ConditionExpression="attribute_not_exists(tenant_id)")
+        except ClientError:
+            pass  # a racing run made it first
+        return True
+
+    def set_counts(self, cell: str, counts: dict[str, int]) -> None:
+        """Overwrite the cell's counts (`tenantctl cell show --recount`), keeping its draining flag."""
+        self._init_counter(cell)
+        self._call("update_item", Key=counter_key(cell),
+                   UpdateExpression="SET " + ", ".join(f"#{t} = :{t}" for t in counts),
+                   ExpressionAttributeNames={f"#{t}": t for t in counts},
+                   ExpressionAttributeValues={f":{t}": {"N": str(n)} for t, n in counts.items()})
 
     # -- writes ----------------------------------------------------------
     def _put(self, record: TenantRecord, expected_version: int | None) -> TenantRecord:
@@ -237,25 +372,23 @@ class RegistryWriter:
                 "ExpressionAttributeValues": {":v": {"N": str(expected_version)}},
             }
         try:
-            self.client.put_item(TableName=self.table, Item=item, **cond)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise Conflict(
-                    f"tenant {record.tenant_id!r} changed in the registry while this run held it; re-run"
-                ) from None
-            raise TargetUnavailable(f"registry write failed: {exc}") from None
-        except BotoCoreError as exc:
-            raise TargetUnavailable(f"registry table {self.table!r} unreachable, write failed: {exc}") from None
+            self._call("put_item", Item=item, **cond)
+        except ClientError:
+            raise Conflict(
+                f"tenant {record.tenant_id!r} changed in the registry while this run held it; re-run"
+            ) from None
         return new
 
     @contextmanager
     def hold(self, tenant_id: str, operation: str, *, status: TenantStatus | None = None,
-             spec: TenantSpec | None = None) -> Iterator[Held]:
+             spec: TenantSpec | None = None, account_id: str | None = None,
+             read: tuple[TenantRecord | None] | None = None) -> Iterator[Held]:
         """Lock the tenant for one run of ``operation`` (with ``spec``: reserve it
-        for a provision, see ``acquire``). A block that raises, Ctrl-C included,
+        for a provision in ``spec.cell``, see ``acquire``). A block that raises, Ctrl-C included,
         releases the lock with the failure in ``last_error``; one that returns
         without a final write (``mark_active``, ``mark_deprovisioned``) releases it."""
-        record = self.acquire(spec, operation) if spec is not None else self.lock_for(tenant_id, operation, status)
+        record = (self.acquire(spec, operation, account_id, read) if spec is not None
+                  else self.lock_for(tenant_id, operation, status))
         held = Held(record)
         try:
             yield held
@@ -268,24 +401,29 @@ class RegistryWriter:
         if held.record.lock is not None:
             held.record = self.release(held.record)
 
-    def acquire(self, spec: TenantSpec, operation: str) -> TenantRecord:
+    def acquire(self, spec: TenantSpec, operation: str, account_id: str | None = None,
+                read: tuple[TenantRecord | None] | None = None) -> TenantRecord:
         """Reserve the tenant for a provision: create its record (status
         provisioning) or lock the existing one. Refuses locked tenants and
         tombstones (a deprovisioned id is never reused). A registry that cannot
         be written is reported before anything was created."""
         try:
-            return self._acquire(spec, operation)
+            return self._acquire(spec, operation, account_id, read)
         except TargetUnavailable as exc:
             raise TargetUnavailable(f"cannot reserve tenant {spec.id!r} in the registry, nothing was created: "
                                     f"{exc}") from None
 
-    def _acquire(self, spec: TenantSpec, operation: str) -> TenantRecord:
-        existing = self.get(spec.id)
+    def _acquire(self, spec: TenantSpec, operation: str, account_id: str | None,
+                 read: tuple[TenantRecord | None] | None) -> TenantRecord:
+        # A record the caller just read saves a read: every write below is
+        # conditional on it (absent, or at its version), so a stale one is refused.
+        existing = read[0] if read is not None else self.get(spec.id)
         lock = new_lock(operation)
         if existing is None:
             record = TenantRecord(
                 tenant_id=spec.id, tier=spec.tier, status=TenantStatus.provisioning,
-                region=spec.region, owner=spec.owner, lock=lock,
+                region=spec.region, cell=spec.cell or DEFAULT_CELL, account_id=account_id, owner=spec.owner,
+                lock=lock,
             )
             try:
                 return self._put(record, None)

@@ -1,8 +1,11 @@
 """Where a command runs: the project (Pulumi.yaml, stacks/), its target, the
-target's engine and AWS clients, and the registry named by the platform stack.
+target's engine and AWS clients, its cells (and each cell's clients, in the
+cell's account and region), and the registry named by the default cell's
+platform stack (the home cell).
 
-Nothing here deploys anything as a side effect of being read: the platform is
-brought up only through ``ensure_platform()``, which provisioning calls.
+Nothing here deploys anything as a side effect of being read: a cell is
+brought up only through ``ensure_cell()`` / ``ensure_platform()``, which
+provisioning and `tenantctl cell add` call.
 """
 
 from __future__ import annotations
@@ -12,15 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from tenantctl.aws import Clients
-from tenantctl.engines.base import Approval, Engine, EventSink
-from tenantctl.errors import TargetUnavailable
-from tenantctl.naming import PLATFORM_STACK
+from tenantctl.engines.base import Approval, Engine, EventSink, UpResult
+from tenantctl.errors import NotFound, TargetUnavailable
+from tenantctl.models import CellSpec, TenantRecord
+from tenantctl.naming import DEFAULT_CELL, PLATFORM_STACK, cell_stack
 from tenantctl.project import PROJECT_FILE, Project, ensure_project_file, find_root
 from tenantctl.registry import RegistryWriter
 
 # Platform outputs the sandbox must have: a platform applied before one of them
 # existed is applied again (on AWS that is `tenantctl platform up`'s job).
-PLATFORM_OUTPUTS = ("registry_table", "revocation_table", "gateway_secret_arn")
+PLATFORM_OUTPUTS = ("registry_table", "revocation_table", "gateway_secret_arn")  # the home cell's
+CELL_OUTPUTS = ("bucket", "gateway_secret_arn")  # every other cell's
 
 
 class Workspace:
@@ -34,6 +39,7 @@ class Workspace:
         self.cwd = cwd or Path.cwd()
         self.project_dir = project_dir or find_root(self.cwd)
         self.target = load_target(self.cwd)
+        self._outputs: dict[str, dict[str, Any]] = {}
         self._approve = approve
 
     @property
@@ -84,27 +90,79 @@ class Workspace:
         return Clients(region=self.target.aws.region, profile=self.target.aws.profile)
 
     def platform_outputs(self) -> dict[str, Any]:
-        """The platform stack's outputs; {} before it was first applied."""
-        return self.engine.outputs(PLATFORM_STACK)
+        """The home (default) cell's platform outputs; {} before it was first applied."""
+        return self.cell_outputs(DEFAULT_CELL)
 
     def ensure_platform(self, on_event: EventSink | None = None) -> dict[str, Any]:
-        """The platform's outputs, applying it first on the sandbox when it is not up
-        yet (or was applied by a tenantctl that did not export every output yet)."""
-        outputs = self.platform_outputs()
-        if outputs.get("registry_table") and (not self.is_sandbox or all(outputs.get(k) for k in PLATFORM_OUTPUTS)):
+        """The home cell's outputs, applying it first on the sandbox when it is not up yet."""
+        return self.ensure_cell(DEFAULT_CELL, on_event)
+
+    # -- cells -------------------------------------------------------------------------
+    def cells(self) -> dict[str, CellSpec]:
+        """Every cell of the project (read from stacks/ each time: `cell add` may add one)."""
+        from tenantctl.stackconfig import cell_specs
+
+        return cell_specs(self.stacks_dir)
+
+    def cell(self, name: str) -> CellSpec:
+        from tenantctl.stackconfig import read_cell
+
+        spec = read_cell(self.stacks_dir, name)
+        if spec is None:
+            if name == DEFAULT_CELL:
+                return CellSpec()
+            raise NotFound(f"no cell {name!r} in {self.stacks_dir} (`tenantctl cell list` shows the cells; "
+                           f"`tenantctl cell add {name} --region REGION` adds it)")
+        return spec
+
+    def cell_outputs(self, name: str) -> dict[str, Any]:
+        """The cell's platform outputs; {} before it was first applied. Kept for
+        the workspace's life once known (placement asks for every candidate on
+        every provision; the PulumiEngine answers through the CLI)."""
+        if name not in self._outputs:
+            outputs = self.engine.outputs(cell_stack(name))
+            if not outputs:
+                return outputs
+            self._outputs[name] = outputs
+        return self._outputs[name]
+
+    def cell_clients(self, name: str) -> Clients:
+        """AWS clients in the cell's account (its role assumed) and region."""
+        spec = self.cell(name)
+        return self.client.in_account(spec.account_role_arn, spec.region)
+
+    def clients_for(self, record: TenantRecord) -> Clients:
+        """AWS clients where the tenant lives: its cell's account, its own region."""
+        spec = self.cell(record.cell)
+        return self.client.in_account(spec.account_role_arn, record.region)
+
+    def ensure_cell(self, name: str, on_event: EventSink | None = None) -> dict[str, Any]:
+        """The cell's outputs, applying it first when it is not up yet (or was
+        applied by a tenantctl that did not export every output yet): on the
+        sandbox any cell with a stack file (the default cell's is written on
+        first use); on AWS only ever through `platform up` / `cell add`."""
+        outputs = self.cell_outputs(name)
+        wanted = PLATFORM_OUTPUTS if name == DEFAULT_CELL else CELL_OUTPUTS
+        # Off the sandbox the first output says it was applied; the sandbox re-applies an older cell.
+        if outputs.get("bucket") and all(outputs.get(k) for k in (wanted if self.is_sandbox else wanted[:1])):
             return outputs
         if not self.is_sandbox:
-            raise TargetUnavailable(
-                "the platform stack has no outputs on this target: run `tenantctl platform up` first")
-        from tenantctl.stackconfig import stack_file, write_platform
+            command = "tenantctl platform up" if name == DEFAULT_CELL else f"tenantctl cell add {name}"
+            raise TargetUnavailable(f"cell {name!r} has no platform outputs on this target: run `{command}` first")
+        from tenantctl.stackconfig import stack_file, write_cell
 
-        if not stack_file(self.stacks_dir, PLATFORM_STACK).exists():
-            from tenantctl.models import PlatformSpec
+        if name == DEFAULT_CELL and not stack_file(self.stacks_dir, PLATFORM_STACK).exists():
+            write_cell(self.stacks_dir, CellSpec())
+        self.cell(name)  # NotFound for a cell without a stack file
+        return self.up_cell(name, on_event).outputs
 
-            write_platform(self.stacks_dir, PlatformSpec())
-        outputs = self.engine.up(PLATFORM_STACK, on_event=on_event).outputs
-        self.__dict__.pop("registry", None)
-        return outputs
+    def up_cell(self, name: str, on_event: EventSink | None = None) -> UpResult:
+        """Apply the cell's platform stack (its stack file must exist)."""
+        result = self.engine.up(cell_stack(name), on_event=on_event)
+        self._outputs[name] = result.outputs
+        if name == DEFAULT_CELL:
+            self.__dict__.pop("registry", None)
+        return result
 
     @cached_property
     def registry(self) -> RegistryWriter:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tenantctl.models import PlatformSpec, TenantStatus, Tier
+from tenantctl.models import CellSpec, TenantStatus, Tier
 from tenantctl.usage.cost import GIB, load_prices
 from tenantctl.usage.html_report import DrillVerdict, build_report, write_report
 from tenantctl.usage.measure import DbUsage, ObjectUsage, QueueUsage, TenantUsage
@@ -43,7 +43,7 @@ def report_file(tmp_path):
         usage("initech", Tier.pooled, 1 * GIB, GIB // 4, idle=True, errors=[f"queues: {HOSTILE}"]),
     ]
     drills = {"acme": [DrillVerdict(drill="restore", verdict="pass", finished_at=NOW, detail="rto 41s")]}
-    data = build_report(usages, {}, load_prices(), PlatformSpec(), idle_days=30, drills=drills)
+    data = build_report(usages, {}, load_prices(), CellSpec(), idle_days=30, drills=drills)
     return write_report(data, tmp_path / "report.html"), data
 
 
@@ -111,7 +111,7 @@ def test_cost_what_if_from_the_cli_follows_the_price_table(tmp_path):
     out = json.loads(proc.stdout)
     inputs = CostInputs(tenant_id="what-if", tier=Tier.pooled, db_bytes=40 * GIB,
                         s3_bytes_by_class={"STANDARD": 200 * GIB})
-    expected = compare_tiers(inputs, load_prices(), PlatformSpec(), 12)
+    expected = compare_tiers(inputs, load_prices(), CellSpec(), 12)
     got = out["tenants"][0]
     assert got["estimate"]["total"] == pytest.approx(expected.pooled)
     assert got["comparison"]["cheaper"] == "dedicated"

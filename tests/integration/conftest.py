@@ -23,9 +23,8 @@ REPO = HERE.parents[1]
 
 
 # Modules that provision many tenants and remove them afterwards, run first:
-# the session's one platform is an account with AWS's default quotas (60 rules
-# in the shared database's security group: one per pooled tenant; 5 VPCs),
-# which the tenants other modules keep for the session use up.
+# the session's one platform is an account with AWS's default quotas (5 VPCs,
+# for instance), which the tenants other modules keep for the session use up.
 FIRST = ("test_throttling.py", "test_walls.py", "test_policy_gate.py", "test_usage.py")
 
 

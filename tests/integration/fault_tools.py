@@ -93,9 +93,16 @@ class Cli:
         return self.root / "stacks" / f"Pulumi.{tenant_id}.yaml"
 
 
-def aws(sandbox, service: str):
-    return boto3.client(service, endpoint_url=sandbox.aws_endpoint_url, region_name=sandbox.region,
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
+def aws(sandbox, service: str, region: str | None = None, account: str | None = None):
+    """A client on the sandbox: the home account, or ``account`` (a role assumed
+    there: moto serves assumed-role credentials in the role's account)."""
+    creds = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    if account is not None:
+        sts = boto3.client("sts", endpoint_url=sandbox.aws_endpoint_url, region_name=sandbox.region, **creds)
+        got = sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/inventory", RoleSessionName="tests")["Credentials"]
+        creds = {"aws_access_key_id": got["AccessKeyId"], "aws_secret_access_key": got["SecretAccessKey"],
+                 "aws_session_token": got["SessionToken"]}
+    return boto3.client(service, endpoint_url=sandbox.aws_endpoint_url, region_name=region or sandbox.region, **creds)
 
 
 def platform_outputs(sandbox) -> dict[str, Any]:
@@ -110,6 +117,14 @@ def registry_record(sandbox, tenant_id: str) -> dict[str, Any] | None:
     return json.loads(item["record"]["S"]) if item else None
 
 
+def cell_count(sandbox, cell: str = "default", tier: str = "pooled") -> int:
+    """Tenants holding a slot in ``cell``, as its counter item in the registry says."""
+    table = platform_outputs(sandbox)["registry_table"]
+    item = aws(sandbox, "dynamodb").get_item(TableName=table, Key={"tenant_id": {"S": f"cell#{cell}"}},
+                                             ConsistentRead=True).get("Item") or {}
+    return int(item.get(tier, {}).get("N", 0))
+
+
 def lifecycle_rules(sandbox, bucket: str) -> list[dict[str, Any]]:
     s3 = aws(sandbox, "s3")
     try:
@@ -122,19 +137,26 @@ def lifecycle_rules(sandbox, bucket: str) -> list[dict[str, Any]]:
 
 def tenant_rule_ids(sandbox, bucket: str, tenant_id: str) -> set[str]:
     prefix = naming.s3_prefix(tenant_id)
+    """A tenant's own (pre-cells) rules: its id in the rule id, its prefix in the filter."""
     return {r["ID"] for r in lifecycle_rules(sandbox, bucket)
             if r["ID"].startswith(f"tenantctl-{tenant_id}-")
             and r.get("Filter", {}).get("Prefix", "").startswith(prefix)}
 
 
-def inventory(sandbox, tenant_id: str) -> dict[str, int]:
-    """How many live resources of each kind the sandbox holds for the tenant:
-    everything tagged tenant=<id> (KMS keys pending deletion and secrets
-    scheduled for deletion are not live), plus the IAM role, the PostgreSQL
-    schema and role, and the tenant's lifecycle rules in the shared bucket."""
+def inventory(sandbox, tenant_id: str, region: str | None = None, account: str | None = None,
+              database: str | None = None) -> dict[str, int]:
+    """How many live resources of each kind the sandbox holds for the tenant in
+    one account and region (default: the home account and the sandbox's
+    region): everything tagged tenant=<id> (KMS keys pending deletion and
+    secrets scheduled for deletion are not live), plus the IAM role, and the
+    PostgreSQL schema and role (in ``database``, default the default cell's)."""
     kinds: Counter[str] = Counter()
-    tagging = aws(sandbox, "resourcegroupstaggingapi")
-    kms, sm = aws(sandbox, "kms"), aws(sandbox, "secretsmanager")
+
+    def client(service: str):
+        return aws(sandbox, service, region, account)
+
+    tagging = client("resourcegroupstaggingapi")
+    kms, sm = client("kms"), client("secretsmanager")
     for page in tagging.get_paginator("get_resources").paginate(TagFilters=[{"Key": "tenant", "Values": [tenant_id]}]):
         for item in page["ResourceTagMappingList"]:
             arn = item["ResourceARN"]
@@ -149,34 +171,34 @@ def inventory(sandbox, tenant_id: str) -> dict[str, int]:
                 except sm.exceptions.ResourceNotFoundException:
                     continue
             kinds[kind] += 1
-    iam = aws(sandbox, "iam")
+    iam = client("iam")
     try:
         iam.get_role(RoleName=naming.iam_role_name(tenant_id))
         kinds["iam:role"] += 1
     except iam.exceptions.NoSuchEntityException:
         pass
     platform = platform_outputs(sandbox)
-    with psycopg.connect(sandbox.pg_dsn(platform["db_name"]), autocommit=True) as conn:
+    dbname = database or platform["db_name"]
+    with psycopg.connect(sandbox.pg_dsn(dbname), autocommit=True) as conn:
         kinds["pg:schema"] += conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s",
                                            (naming.schema_name(tenant_id),)).fetchone()[0]
         kinds["pg:role"] += conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s",
                                          (naming.db_role_name(tenant_id),)).fetchone()[0]
-    kinds["s3:lifecycle-rule"] += len(tenant_rule_ids(sandbox, platform["bucket"], tenant_id))
-    kinds.update(_rotation_and_db_access(sandbox, platform, tenant_id, kms, sm))
+    kinds.update(_rotation_and_db_access(tenant_id, client("ec2"), kms, sm))
     return {k: v for k, v in sorted(kinds.items()) if v}
 
 
-def _rotation_and_db_access(sandbox, platform: dict, tenant_id: str, kms, sm) -> Counter[str]:
-    """The rule admitting the tenant's group into the shared database's group,
-    the rotation function's grant on the tenant key, the secret's rotation."""
+def _rotation_and_db_access(tenant_id: str, ec2, kms, sm) -> Counter[str]:
+    """The rule admitting the tenant's group into a shared database's group (any
+    group of the account and region that is not the tenant's own: each cell has
+    its shared database), the rotation function's grant on the tenant key, the
+    secret's rotation."""
     kinds: Counter[str] = Counter()
-    ec2 = aws(sandbox, "ec2")
     own = {g["GroupId"] for g in ec2.describe_security_groups(
         Filters=[{"Name": "tag:tenant", "Values": [tenant_id]}])["SecurityGroups"]}
-    rules = ec2.describe_security_group_rules(
-        Filters=[{"Name": "group-id", "Values": [platform["db_security_group_id"]]}])["SecurityGroupRules"]
+    rules = ec2.describe_security_group_rules()["SecurityGroupRules"]
     kinds["ec2:db-ingress-rule"] = sum((r.get("ReferencedGroupInfo") or {}).get("GroupId") in own for r in rules
-                                       if not r.get("IsEgress"))
+                                       if not r.get("IsEgress") and r["GroupId"] not in own)
     try:
         key = kms.describe_key(KeyId=naming.kms_alias(tenant_id))["KeyMetadata"]
         if key["KeyState"] != "PendingDeletion":
@@ -193,11 +215,12 @@ def _rotation_and_db_access(sandbox, platform: dict, tenant_id: str, kms, sm) ->
 
 # A pooled tenant, exactly once each: one key (+ its alias, checked apart), two
 # queues (jobs + DLQ), one role, one secret (rotated, by a grant on the key),
-# one schema + role, one security group and the one rule admitting it into the
-# shared database's, its alarms and topic, three lifecycle rules.
+# one schema + role, its alarms and topic; no security group or rule (its
+# workloads use the cell's pooled-clients group). No lifecycle rule: its cell's bucket
+# holds one rule per retention class for every tenant.
 POOLED = {
-    "cloudwatch:alarm": 2, "ec2:db-ingress-rule": 1, "ec2:security-group": 1, "iam:role": 1, "kms:grant": 1,
-    "kms:key": 1, "pg:role": 1, "pg:schema": 1, "s3:lifecycle-rule": 3, "secretsmanager:rotation": 1,
+    "cloudwatch:alarm": 2, "iam:role": 1, "kms:grant": 1,
+    "kms:key": 1, "pg:role": 1, "pg:schema": 1, "secretsmanager:rotation": 1,
     "secretsmanager:secret": 1, "sns": 1, "sqs": 2,
 }
 

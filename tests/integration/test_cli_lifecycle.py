@@ -74,7 +74,10 @@ def test_provision_status_deprovision(cli, sandbox):
     dlq = sqs.get_queue_attributes(QueueUrl=res["dlq_url"], AttributeNames=["QueueArn"])["Attributes"]
     assert json.loads(queue["RedrivePolicy"])["deadLetterTargetArn"] == dlq["QueueArn"]
     assert res["queue_url"].endswith(naming.queue_name(TENANT))
-    assert {rid for rid in lifecycle_rule_ids(sandbox, res["bucket"]) if rid.startswith(f"tenantctl-{TENANT}-")}
+    # Its retention classes are rules of the shared bucket (one per class, for every tenant): none of its own.
+    rule_ids = lifecycle_rule_ids(sandbox, res["bucket"])
+    assert {f"tenantctl-class-{c}" for c in res["lifecycle_classes"].values()} <= rule_ids
+    assert not {rid for rid in rule_ids if rid.startswith(f"tenantctl-{TENANT}-")}
     assert aws(sandbox, "iam").get_role(RoleName=naming.iam_role_name(TENANT))["Role"]["Arn"] == res["role_arn"]
     secret = aws(sandbox, "secretsmanager").describe_secret(SecretId=res["store"]["secret_arn"])
     assert secret["Name"] == naming.secret_name(TENANT)
@@ -99,7 +102,7 @@ def test_provision_status_deprovision(cli, sandbox):
     assert queues == []
     with pytest.raises(aws(sandbox, "iam").exceptions.NoSuchEntityException):
         aws(sandbox, "iam").get_role(RoleName=naming.iam_role_name(TENANT))
-    assert not {rid for rid in lifecycle_rule_ids(sandbox, res["bucket"]) if rid.startswith(f"tenantctl-{TENANT}-")}
+    assert lifecycle_rule_ids(sandbox, res["bucket"]) == rule_ids  # the bucket's rules are untouched by tenants
     assert not schema_exists(sandbox, res["store"]["database"], res["store"]["schema_name"])
     assert not (cli.root / "stacks" / f"Pulumi.{TENANT}.yaml").exists()
 

@@ -1,10 +1,11 @@
 """Drift you can see and repair, on the sandbox, through the real CLI.
 
 Each kind of resource is changed out of band (a queue attribute and its
-encryption, key rotation, the role's policy, the bucket's lifecycle rules, a
-table's forced RLS, a deleted queue, an extra queue tagged as the tenant's):
-`refresh` names each one (resource, property, expected -> live), `apply
---refresh` repairs each, and a second `refresh` exits 0. Then: `provision` of
+encryption, key rotation, the role's policy, a table's forced RLS, a deleted
+queue, an extra queue tagged as the tenant's): `refresh` names each one
+(resource, property, expected -> live), `apply --refresh` repairs each, and a
+second `refresh` exits 0. (A tenant has no lifecycle rule of its own any more:
+its cell's bucket holds the retention classes.) Then: `provision` of
 an existing tenant repairs and says so; a one-field spec change previews
 exactly its properties in the table, --json and markdown; previews refuse what
 the run would refuse; `audit` finds what the registry and the cloud disagree
@@ -21,7 +22,7 @@ import json
 import psycopg
 import pytest
 import yaml
-from fault_tools import POOLED, Cli, aws, inventory, lifecycle_rules, platform_outputs, tenant_rule_ids
+from fault_tools import POOLED, Cli, aws, inventory, platform_outputs
 from psycopg import sql
 
 from tenant_runtime.registry import item_key, record_to_item
@@ -84,7 +85,7 @@ def diffs(change: dict) -> dict[str, tuple]:
 
 def test_refresh_names_each_out_of_band_change(acme, cli, sandbox):
     res = acme.resources
-    sqs, kms, iam, s3 = (aws(sandbox, s) for s in ("sqs", "kms", "iam", "s3"))
+    sqs, kms, iam = (aws(sandbox, s) for s in ("sqs", "kms", "iam"))
     assert cli("refresh", TENANT).returncode == 0  # freshly provisioned: no drift, no orphan
 
     # The issue's queue: a longer delay, and its encryption removed.
@@ -93,8 +94,6 @@ def test_refresh_names_each_out_of_band_change(acme, cli, sandbox):
     name, doc = access_policy(sandbox)
     doc["Statement"][0]["Resource"] = doc["Statement"][0]["Resource"].replace(f"/{TENANT}/*", f"/{TENANT}*")
     iam.put_role_policy(RoleName=naming.iam_role_name(TENANT), PolicyName=name, PolicyDocument=json.dumps(doc))
-    kept = [r for r in lifecycle_rules(sandbox, res.bucket) if r["ID"] != f"tenantctl-{TENANT}-tmp-expiry"]
-    s3.put_bucket_lifecycle_configuration(Bucket=res.bucket, LifecycleConfiguration={"Rules": kept})
     with pg(sandbox, acme) as conn:
         conn.execute(sql.SQL("ALTER TABLE {}.messages NO FORCE ROW LEVEL SECURITY").format(
             sql.Identifier(res.store.schema_name)))
@@ -108,14 +107,13 @@ def test_refresh_names_each_out_of_band_change(acme, cli, sandbox):
     assert out["exit_code"] == CHANGES_PENDING and out["counts"]["drifted"] == 1
     [tenant] = out["tenants"]
     changed = by_name(tenant["resources"])
-    assert set(changed) == {f"{TENANT}-{n}" for n in ("queue", "key", "access", "lifecycle", "schema", "dlq")}
+    assert set(changed) == {f"{TENANT}-{n}" for n in ("queue", "key", "access", "schema", "dlq")}
     assert diffs(changed[f"{TENANT}-key"]) == {"enableKeyRotation": (True, False)}
     queue = diffs(changed[f"{TENANT}-queue"])
     assert queue["delaySeconds"] == (0, 600) and queue["kmsMasterKeyId"] == (res.kms_key_arn, None)
     assert diffs(changed[f"{TENANT}-access"]) == {"policy.Statement[0].Resource": (
         f"{platform_outputs(sandbox)['bucket_arn']}/tenants/{TENANT}/*",
         f"{platform_outputs(sandbox)['bucket_arn']}/tenants/{TENANT}*")}
-    assert list(diffs(changed[f"{TENANT}-lifecycle"])) == ["rules"]  # 3 rules recorded, 2 live
     assert diffs(changed[f"{TENANT}-schema"]) == {"row_security.messages": ("forced", "not forced")}
     assert changed[f"{TENANT}-dlq"]["op"] == "delete"
     assert [o["name"] for o in tenant["orphans"]] == [EXTRA_QUEUE]
@@ -135,7 +133,7 @@ def test_apply_refresh_repairs_each_and_a_second_refresh_is_clean(acme, cli, san
     preview = cli("apply", "--preview", "--refresh", "--json", *MATCH)
     assert preview.returncode == CHANGES_PENDING, preview
     planned = {r["tenant_id"]: r for r in preview.json()["results"]}[TENANT]
-    assert planned["action"] == "repair" and planned["reason"].startswith("drift: 5 changed, 1 deleted")
+    assert planned["action"] == "repair" and planned["reason"].startswith("drift: 4 changed, 1 deleted")
     assert diffs(by_name(planned["resources"])[f"{TENANT}-queue"])["delaySeconds"] == (600, 0)
     assert by_name(planned["resources"])[f"{TENANT}-dlq"]["op"] == "create"
     assert kms.get_key_rotation_status(KeyId=res.kms_key_arn)["KeyRotationEnabled"] is False  # a preview
@@ -152,7 +150,6 @@ def test_apply_refresh_repairs_each_and_a_second_refresh_is_clean(acme, cli, san
     attrs = queue_attributes(sandbox, res.queue_url)
     assert attrs["DelaySeconds"] == "0" and attrs["KmsMasterKeyId"] == res.kms_key_arn
     assert access_policy(sandbox)[1]["Statement"][0]["Resource"].endswith(f"/tenants/{TENANT}/*")
-    assert len(tenant_rule_ids(sandbox, res.bucket, TENANT)) == 3
     assert row_security(sandbox, acme, "messages") == (True, True)
     assert queue_names(sandbox) == {naming.queue_name(TENANT), naming.dlq_name(TENANT)}
     assert queue_attributes(sandbox, res.dlq_url)["KmsMasterKeyId"] == res.kms_key_arn

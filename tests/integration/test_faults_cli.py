@@ -29,7 +29,7 @@ from faults import FAULT_AFTER_ENV, FAULT_EXIT_CODE, FAULT_POINT_ENV
 pytestmark = pytest.mark.integration
 
 RUN = run_id()
-POOLED_WRITES = 16  # resource writes of a pooled tenant's up (and of its destroy): one per resource
+POOLED_WRITES = 13  # resource writes of a pooled tenant's up (and of its destroy): one per resource
 
 # (TENANTCTL_FAULT_AFTER, TENANTCTL_FAULT_POINT): the registry steps by name,
 # every resource write between the sandbox call and the state record (the

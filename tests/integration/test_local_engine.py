@@ -24,8 +24,8 @@ from tenantctl import naming
 from tenantctl.engines.base import Op
 from tenantctl.engines.local import LocalEngine
 from tenantctl.errors import ApplyFailed
-from tenantctl.models import DedicatedSpec, PlatformSpec, QueueSpec, TenantSpec
-from tenantctl.stackconfig import write_platform, write_tenant
+from tenantctl.models import CellSpec, DedicatedSpec, QueueSpec, TenantSpec
+from tenantctl.stackconfig import write_cell, write_tenant
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,7 @@ def project(tmp_path_factory) -> Path:
     """A project dir of our own: the repo's Pulumi.yaml and a private stacks/."""
     root = tmp_path_factory.mktemp("project")
     shutil.copy(ROOT / "Pulumi.yaml", root / "Pulumi.yaml")
-    write_platform(root / "stacks", PlatformSpec())
+    write_cell(root / "stacks", CellSpec())
     return root
 
 
@@ -104,8 +104,10 @@ def assert_tenant_exists(sandbox, out: dict[str, Any]) -> None:
     secret = json.loads(sm.get_secret_value(SecretId=out["store"]["secret_arn"])["SecretString"])
     assert secret["username"] == naming.db_role_name(tid)
     assert schema_exists(sandbox, out["store"]["database"], out["store"]["schema_name"])
-    rules = aws(sandbox, "s3").get_bucket_lifecycle_configuration(Bucket=out["bucket"])["Rules"]
-    assert any(r["ID"].startswith(f"tenantctl-{tid}-") for r in rules)
+    # No rule of its own: the bucket's rules for the retention classes it picks (by object tag).
+    rules = {r["ID"] for r in aws(sandbox, "s3").get_bucket_lifecycle_configuration(Bucket=out["bucket"])["Rules"]}
+    assert {f"tenantctl-class-{c}" for c in out["lifecycle_classes"].values()} <= rules
+    assert not any(r.startswith(f"tenantctl-{tid}-") for r in rules)
 
 
 def test_platform_pooled_and_dedicated_tenants_exist_on_the_sandbox(engine: LocalEngine, project: Path, sandbox):
@@ -206,7 +208,7 @@ endpoints = SandboxEndpoints.model_validate_json(Path(sys.argv[1]).read_text())
 engine = LocalEngine(Path(sys.argv[2]), endpoints)
 getattr(engine, sys.argv[3])(sys.argv[4])
 """
-POOLED_WRITES = 16  # resources of a pooled tenant stack: one write each
+POOLED_WRITES = 13  # resources of a pooled tenant stack: one write each
 
 
 def run_crashing(sandbox, project: Path, tmp_path: Path, action: str, stack: str, after: int, point: str):
@@ -229,15 +231,13 @@ def tenant_inventory(sandbox, tid: str) -> dict[str, int]:
         meta = kms.describe_key(KeyId=k["KeyId"])["KeyMetadata"]
         tags = {t["TagKey"]: t["TagValue"] for t in kms.list_resource_tags(KeyId=k["KeyId"]).get("Tags", [])}
         keys += meta["KeyState"] != "PendingDeletion" and tags.get("tenant") == tid
-    groups = aws(sandbox, "ec2").describe_security_groups(
-        Filters=[{"Name": "tag:tenant", "Values": [tid]}])["SecurityGroups"]
     roles = [r for r in iam.list_roles()["Roles"] if r["RoleName"] == naming.iam_role_name(tid)]
     return {"keys": keys, "queues": len(sqs.list_queues(QueueNamePrefix=f"tenantctl-{tid}-").get("QueueUrls", [])),
-            "roles": len(roles), "security_groups": len(groups)}
+            "roles": len(roles)}
 
 
-NOTHING = {"keys": 0, "queues": 0, "roles": 0, "security_groups": 0}
-ONE_EACH = {"keys": 1, "queues": 2, "roles": 1, "security_groups": 1}
+NOTHING = {"keys": 0, "queues": 0, "roles": 0}
+ONE_EACH = {"keys": 1, "queues": 2, "roles": 1}  # a pooled tenant has no security group: its cell's group admits it
 
 
 # Every step for a crash between the sandbox call and the state write (the

@@ -183,7 +183,7 @@ def test_cli_refuses_a_single_az_shared_database(ready, cli, sandbox):
     finally:
         path.unlink()
     assert run.returncode == 8, run.stderr
-    assert "rule shared-db-multi-az" in run.stderr and "platform.db_multi_az is false" in run.stderr
+    assert "rule shared-db-multi-az" in run.stderr and "cell default: db_multi_az is false" in run.stderr
     assert inventory(sandbox) == before
 
 
@@ -242,7 +242,8 @@ PROGRAM_CASES = [
                  "kms-rotation", "key rotation is off", id="rotation-off"),
     pytest.param("ck-gate-sse", "pooled", transformed("aws:sqs/queue:Queue", kms_master_key_id=None),
                  "queue-encryption", "queue has no SSE-KMS key", id="queue-without-sse"),
-    pytest.param("ck-gate-ingress", "pooled", transformed("aws:ec2/securityGroup:SecurityGroup", ingress=OPEN_INGRESS),
+    pytest.param("ck-gate-ingress", "dedicated",
+                 transformed("aws:ec2/securityGroup:SecurityGroup", ingress=OPEN_INGRESS),
                  "no-open-ingress", "ingress open to 0.0.0.0/0 on port 443", id="open-ingress"),
     pytest.param("ck-gate-public-db", "dedicated", transformed("aws:rds/instance:Instance", publicly_accessible=True),
                  "public-database", "publicly accessible", id="public-db"),
@@ -266,7 +267,8 @@ PROGRAM_CASES = [
                  transformed("aws:ec2/defaultSecurityGroup:DefaultSecurityGroup",
                              egress=[{"protocol": "-1", "from_port": 0, "to_port": 0, "cidr_blocks": ["0.0.0.0/0"]}]),
                  "default-security-group", "the default security group keeps rules", id="default-sg-egress"),
-    pytest.param("ck-gate-db-cidr", "pooled",
+    # the rule admitting the dedicated tenant's app group into its database's group
+    pytest.param("ck-gate-db-cidr", "dedicated",
                  transformed("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
                              referenced_security_group_id=None, cidr_ipv4="10.0.0.0/16"),
                  "db-ingress-from-groups", "PostgreSQL ingress from 10.0.0.0/16", id="db-ingress-from-vpc-range"),

@@ -20,13 +20,14 @@ from tenantctl.checks.aws_posture import NAMES as AWS_CHECKS
 from tenantctl.checks.db_posture import NAMES as DB_CHECKS
 from tenantctl.checks.gateway_posture import NAMES as GATEWAY_CHECKS
 from tenantctl.checks.network_posture import NAMES as NETWORK_CHECKS
+from tenantctl.checks.placement import NAMES as PLACEMENT_CHECKS
 from tenantctl.errors import PolicyViolation
 from tenantctl.models import TenantSpec
 from tenantctl.naming import GATEWAY_ROLE
 from tenantctl.operations.provision import provision
 
 CLEAN = "ck-posture"
-ALL_CHECKS = DB_CHECKS + GATEWAY_CHECKS + AWS_CHECKS + NETWORK_CHECKS
+ALL_CHECKS = DB_CHECKS + GATEWAY_CHECKS + AWS_CHECKS + NETWORK_CHECKS + PLACEMENT_CHECKS
 
 
 def aws(sandbox, service: str):
@@ -345,6 +346,22 @@ def test_aws_tampering_fails_the_named_check(clean, workspace, sandbox, what, ex
         undo()
     after = check_tenant(workspace, CLEAN)
     assert after.ok, after.summary()
+
+
+@pytest.mark.parametrize(("forge", "expected"), [
+    (lambda r: {"region": "eu-west-1"}, {"cell", "bucket"}),
+    (lambda r: {"resources": r.resources.model_copy(update={
+        "kms_key_arn": r.resources.kms_key_arn.replace(":123456789012:", ":222222222222:")})}, {"account-region"}),
+    (lambda r: {"resources": r.resources.model_copy(update={"bucket": "tenantctl-cell-x-222222222222-us-east-1"})},
+     {"bucket"}),
+])
+def test_a_record_out_of_its_cells_account_or_region_fails_placement(clean, workspace, forge, expected):
+    """The placement checks read where the resources live: a record (or resource)
+    claiming another region, account or bucket than its cell's is caught."""
+    forged = clean.model_copy(update=forge(clean))
+    report = check_tenant(workspace, clean.tenant_id, forged)
+    failed = {c.name for c in report.failed if c.area == "placement"}
+    assert expected <= failed, report.summary()
 
 
 @pytest.mark.parametrize("what, state", [("key-disabled", "is Disabled"),

@@ -10,7 +10,7 @@ call over the rate gets AWS's own throttling response
 with exponential backoff and jitter. KMS CreateKey is held to 1 call/s (AWS
 allows 5), every other KMS, IAM, S3, SQS, Secrets Manager and DynamoDB
 operation to a shared per-service rate, so the registry, the handlers, the
-dynamic providers, the preflight and the lifecycle lock are throttled too.
+dynamic providers, the preflight and the cell slot reservations are throttled too.
 
 Parallelism: WORKERS `tenantctl` processes at a time (2 cores)."""
 
@@ -25,6 +25,7 @@ from fault_tools import (
     POOLED,
     Cli,
     alias_target,
+    cell_count,
     inventory,
     live_tenant_keys,
     platform_outputs,
@@ -64,6 +65,7 @@ def test_fifty_parallel_provisions_under_throttling_all_succeed(cli: Cli, sandbo
     state = tmp_path / "throttle.json"
     env = {FAULT_THROTTLE_ENV: THROTTLE, FAULT_THROTTLE_FILE_ENV: str(state)}
 
+    placed = cell_count(sandbox)
     started = time.monotonic()
     runs = parallel(cli, env, lambda t: ("provision", t, "--json"), tenants)
     provisioned_in = time.monotonic() - started
@@ -82,8 +84,9 @@ def test_fifty_parallel_provisions_under_throttling_all_succeed(cli: Cli, sandbo
         assert record["status"] == "active" and record["lock"] is None
         keys = live_tenant_keys(sandbox, tenant_id)
         assert len(keys) == 1 and alias_target(sandbox, tenant_id) == keys[0] == record["resources"]["kms_key_arn"]
-        assert len(tenant_rule_ids(sandbox, bucket, tenant_id)) == 3  # concurrent lifecycle writers lost nothing
+        assert not tenant_rule_ids(sandbox, bucket, tenant_id)  # no lifecycle rule of its own
     assert inventory(sandbox, tenants[0]) == POOLED and inventory(sandbox, tenants[-1]) == POOLED
+    assert cell_count(sandbox) == placed + TENANTS  # every slot reservation counted once, none lost
 
     started = time.monotonic()
     gone = parallel(cli, env, lambda t: ("deprovision", t, "--yes", "--no-final-backup", "--json"), tenants)
@@ -93,6 +96,7 @@ def test_fifty_parallel_provisions_under_throttling_all_succeed(cli: Cli, sandbo
     for tenant_id in tenants:
         assert inventory(sandbox, tenant_id) == {}
         assert registry_record(sandbox, tenant_id)["status"] == "deprovisioned"
+    assert cell_count(sandbox) == placed  # every slot given back
     after = SharedTokenBucket(state).counts()
     with capsys.disabled():
         print(f"\n{TENANTS} pooled tenants, {WORKERS} processes: provisioned in {provisioned_in:.0f} s, "

@@ -18,7 +18,7 @@ from tenant_data import Sandbox, write_history
 
 from tenant_runtime.store import TABLES as STORE_TABLES
 from tenantctl import naming
-from tenantctl.models import PlatformSpec, TenantRecord, TenantStatus, Tier, utcnow
+from tenantctl.models import CellSpec, TenantRecord, TenantStatus, Tier, utcnow
 from tenantctl.operations.deprovision import deprovision
 from tenantctl.usage.cost import load_prices
 from tenantctl.usage.html_report import build_report, latest_drill_verdicts, render_html, write_report
@@ -269,7 +269,7 @@ def test_report_html_carries_each_tenants_figures_and_drill_verdicts(box, client
     assert report.passed, report.reasons
     records = [r for r, _ in tenants.values()] + [workspace.registry.require(drilled.tenant_id)]
     usages = [measure(r, clients) for r in records]
-    data = build_report(usages, {}, load_prices(), PlatformSpec(), idle_days=30,
+    data = build_report(usages, {}, load_prices(), CellSpec(), idle_days=30,
                         drills=latest_drill_verdicts(records, s3=box.client("s3")))
     html = render_html(data)
     big = next(row for row in data.rows if row.usage.tenant_id == "us-big")

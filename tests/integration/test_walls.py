@@ -3,10 +3,10 @@ sandbox through the real `tenantctl` CLI:
 
 - registry unreachable (endpoint down) or its table missing: provision exits 7
   with a clear message and creates nothing; deprovision removes nothing;
-- the shared bucket's lifecycle configuration has one serialized writer:
-  concurrent writers (processes) never lose each other's rules;
-- the 1,000-rules-per-bucket limit: a tenant that would not fit is refused at
-  preflight (exit 11) before anything exists; one that fits exactly is accepted;
+- lifecycle rules: provisioning writes none (a cell's bucket holds one rule per
+  retention class), so a full configuration is no wall and parallel provisions
+  lose nothing; the legacy per-tenant writer, which still removes the rules of
+  tenants applied before cells, serialises its read-modify-writes;
 - account quotas a dedicated tenant needs (VPCs, RDS instances, IAM roles):
   refused at preflight (exit 11) before anything exists.
 """
@@ -24,6 +24,7 @@ from fault_tools import (
     POOLED,
     Cli,
     aws,
+    cell_count,
     engine_state,
     inventory,
     lifecycle_rules,
@@ -107,7 +108,7 @@ def test_registry_down_deprovision_exits_7_and_removes_nothing(cli: Cli, sandbox
     assert inventory(sandbox, tenant_id) == {}
 
 
-# -- the shared bucket's lifecycle rules --------------------------------------------
+# -- lifecycle rules: the legacy per-tenant writer, and no wall any more ----------------
 
 WRITER = """
 import sys, time
@@ -146,22 +147,37 @@ def test_concurrent_writers_of_the_shared_lifecycle_configuration_lose_nothing(s
     assert {r["ID"] for r in lifecycle_rules(sandbox, bucket)} == before
 
 
-def test_concurrent_provisions_keep_every_tenants_rules(cli: Cli, sandbox, bucket: str):
+def db_ingress_rules(sandbox) -> int:
+    group = platform_outputs(sandbox)["db_security_group_id"]
+    rules = aws(sandbox, "ec2").describe_security_group_rules(
+        Filters=[{"Name": "group-id", "Values": [group]}])["SecurityGroupRules"]
+    return sum(not r["IsEgress"] for r in rules)
+
+
+def test_concurrent_provisions_write_no_lifecycle_rule_and_count_their_slots(cli: Cli, sandbox, bucket: str):
+    """A tenant's retention is its cell's rules (one per class, by object tag):
+    provisioning never reads or writes the bucket's configuration, so parallel
+    provisions have nothing to lose there; their cell slots are counted exactly.
+    Nor do they add rules to the database's security group (60 per group would
+    stop a cell at 60 pooled tenants): the cell's pooled-clients group is admitted once."""
     tenants = [f"ft-cp{RUN}-{i}" for i in range(6)]
+    before, placed, rules = lifecycle_rules(sandbox, bucket), cell_count(sandbox), db_ingress_rules(sandbox)
     with ThreadPoolExecutor(len(tenants)) as pool:
         runs = list(pool.map(lambda t: cli("provision", t), tenants))
     assert [r for r in runs if r.returncode != 0] == []
-    assert {t: len(tenant_rule_ids(sandbox, bucket, t)) for t in tenants} == {t: 3 for t in tenants}
+    assert lifecycle_rules(sandbox, bucket) == before
+    assert cell_count(sandbox) == placed + len(tenants)
+    assert db_ingress_rules(sandbox) == rules
     with ThreadPoolExecutor(len(tenants)) as pool:
         gone = list(pool.map(lambda t: cli("deprovision", t, "--yes", "--no-final-backup"), tenants))
     assert [r for r in gone if r.returncode != 0] == []
-    assert {t: len(tenant_rule_ids(sandbox, bucket, t)) for t in tenants} == {t: 0 for t in tenants}
+    assert lifecycle_rules(sandbox, bucket) == before and cell_count(sandbox) == placed
 
 
 @pytest.fixture
 def preload(sandbox, bucket: str):
     """preload(n): fill the shared bucket's configuration up to n rules with
-    rules of no tenant (restored afterwards)."""
+    rules of no tenant (the cell's own rules restored afterwards)."""
     s3 = aws(sandbox, "s3")
     original = lifecycle_rules(sandbox, bucket)
 
@@ -172,33 +188,20 @@ def preload(sandbox, bucket: str):
         assert len(lifecycle_rules(sandbox, bucket)) == total
 
     yield fill
-    current = [r for r in lifecycle_rules(sandbox, bucket) if not r["ID"].startswith("filler-")]
-    if current:
-        s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": current})
-    else:
-        s3.delete_bucket_lifecycle(Bucket=bucket)
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": original})
 
 
-def test_the_1000_rule_limit_is_refused_at_preflight_before_anything_exists(cli: Cli, sandbox, bucket: str,
-                                                                           preload):
-    preload(998)  # a tenant adds 3: 1,001 would not fit
-    refused_id = f"ft-lim{RUN}-no"
-    refused = cli("provision", refused_id)
-    assert refused.returncode == QUOTA_EXIT, refused
-    flat = " ".join(refused.stderr.split())
-    assert f"lifecycle rules of the shared bucket {bucket}: 998 of 1000 in use, the tenant needs 3 more" in flat
-    assert "not sharded" in flat and "refused before anything was created" in flat
-    assert_nothing_created(cli, sandbox, refused_id)
-    assert len(lifecycle_rules(sandbox, bucket)) == 998
-
-    preload(997)  # exactly 1,000 with the tenant: accepted
-    fits = f"ft-lim{RUN}-yes"
-    assert cli("provision", fits).returncode == 0
-    assert len(lifecycle_rules(sandbox, bucket)) == 1000 and len(tenant_rule_ids(sandbox, bucket, fits)) == 3
-    again = cli("provision", fits)  # a re-run of a tenant already in: needs nothing more
-    assert again.returncode == 0, again
-    assert cli("deprovision", fits, "--yes", "--no-final-backup").returncode == 0
-    assert len(lifecycle_rules(sandbox, bucket)) == 997
+def test_a_full_lifecycle_configuration_is_no_wall(cli: Cli, sandbox, bucket: str, preload):
+    """At S3's 1,000 rules (the old wall: 333 tenants of 3 rules each) a tenant is
+    still accepted and the configuration is left exactly as it was."""
+    preload(1000)
+    full = lifecycle_rules(sandbox, bucket)
+    tenant_id = f"ft-lim{RUN}-yes"
+    made = cli("provision", tenant_id)
+    assert made.returncode == 0, made
+    assert lifecycle_rules(sandbox, bucket) == full
+    assert cli("deprovision", tenant_id, "--yes", "--no-final-backup").returncode == 0
+    assert lifecycle_rules(sandbox, bucket) == full
 
 
 def test_the_serialized_writer_refuses_rule_1001_itself(sandbox, bucket: str, preload):
@@ -245,6 +248,8 @@ def test_vpc_quota_refuses_a_dedicated_tenant_before_anything_exists(cli: Cli, s
         flat = " ".join(refused.stderr.split())
         assert f"VPCs in {sandbox.region}: {used} of {limit} in use, the tenant needs 1 more" in flat
         assert "Service Quotas vpc/L-F678F1CE" in flat and "refused before anything was created" in flat
+        # The region's only cell is full: placement names it and how to add one.
+        assert "cell default: VPCs" in flat and f"`tenantctl cell add NAME --region {sandbox.region}`" in flat
         assert_dedicated_nothing_created(cli, sandbox, tenant_id)
         if not fillers:
             pytest.skip(f"the sandbox already holds {used} VPCs (limit {limit}): the refusal is checked, "
@@ -290,19 +295,3 @@ def test_iam_role_quota_refuses_before_anything_exists(cli: Cli, sandbox):
     assert f"IAM roles in the account: {roles} of {roles} in use, the tenant needs 2 more" in flat
     assert "iam:GetAccountSummary RolesQuota" in flat
     assert_dedicated_nothing_created(cli, sandbox, tenant_id)
-
-
-def test_shared_database_group_rule_quota_refuses_a_pooled_tenant_before_anything_exists(cli: Cli, sandbox):
-    """A pooled tenant adds one rule to the shared database's security group:
-    the group's rule quota (60 by default) is a cell's lowest wall."""
-    group = platform_outputs(sandbox)["db_security_group_id"]
-    rules = aws(sandbox, "ec2").describe_security_group_rules(
-        Filters=[{"Name": "group-id", "Values": [group]}])["SecurityGroupRules"]
-    used = str(sum(not r["IsEgress"] for r in rules))
-    tenant_id = f"ft-q{RUN}-sgr"
-    refused = cli("provision", tenant_id, env={"TENANTCTL_QUOTA_DB_INGRESS_RULES": used})
-    assert refused.returncode == QUOTA_EXIT, refused
-    flat = " ".join(refused.stderr.split())
-    assert (f"ingress rules of the shared database's security group {group}: {used} of {used} in use, "
-            "the tenant needs 1 more") in flat
-    assert_nothing_created(cli, sandbox, tenant_id)

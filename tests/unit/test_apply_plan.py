@@ -10,7 +10,7 @@ import pytest
 from tenantctl.engines.base import Op, PropertyDiff, ResourceChange
 from tenantctl.errors import CHANGES_PENDING, InvalidInput
 from tenantctl.fingerprint import applied_hash
-from tenantctl.models import PlatformSpec, TenantRecord, TenantSpec, TenantStatus, Tier
+from tenantctl.models import CellSpec, TenantRecord, TenantSpec, TenantStatus, Tier
 from tenantctl.operations.apply import (
     Action,
     ApplySummary,
@@ -21,7 +21,7 @@ from tenantctl.operations.apply import (
     plan,
     run_pool,
 )
-from tenantctl.stackconfig import stack_file, write_platform, write_tenant
+from tenantctl.stackconfig import stack_file, write_cell, write_tenant
 from tenantctl.templates import render
 
 IDS = [f"tenant-{i:03d}" for i in range(200)]
@@ -123,7 +123,7 @@ def record(spec_or_id, status=TenantStatus.active, project=None, **fields):
 @pytest.fixture
 def ws(tmp_path):
     (tmp_path / "stacks").mkdir()
-    write_platform(tmp_path / "stacks", PlatformSpec())
+    write_cell(tmp_path / "stacks", CellSpec())
     return SimpleNamespace(project_dir=tmp_path, stacks_dir=tmp_path / "stacks")
 
 
@@ -151,6 +151,29 @@ def test_plan_actions_and_reasons(ws):
 
     pruned = {r.tenant_id: r.action for r in plan(ws, (1, 1), records, prune=True)}
     assert pruned["orphan"] is Action.prune
+
+
+def test_plan_per_cell_and_a_cell_change_is_refused(ws):
+    write_cell(ws.stacks_dir, CellSpec(name="eu1", region="eu-west-1"))
+    placed = TenantSpec(id="eu-a", region="eu-west-1", cell="eu1")
+    unpinned = TenantSpec(id="eu-b", region="eu-west-1")  # CI did not commit the placement back
+    home, moved, fresh = TenantSpec(id="home"), TenantSpec(id="moved", cell="eu1"), TenantSpec(id="fresh", cell="eu1")
+    for spec in (placed, unpinned, home, moved, fresh):
+        write_tenant(ws.stacks_dir, spec)
+    records = {
+        "eu-a": record(placed, project=ws.project_dir, cell="eu1"),
+        "eu-b": record(unpinned, project=ws.project_dir, cell="eu1"),
+        "home": record(home, project=ws.project_dir),
+        "moved": record(moved, project=ws.project_dir),  # lives in the default cell
+        "eu-gone": record("eu-gone", cell="eu1"),
+    }
+    assert "cell-eu1" not in {r.tenant_id for r in plan(ws, (1, 1), records)}  # a cell's stack is no tenant
+    got = {r.tenant_id: r for r in plan(ws, (1, 1), records, cell="eu1")}
+    # The cell is not part of the fingerprint: placed or not in the file, an unchanged tenant is skipped.
+    assert {t: r.action for t, r in got.items()} == {
+        "eu-a": Action.unchanged, "eu-b": Action.unchanged, "fresh": Action.create, "eu-gone": Action.orphan}
+    everyone = {r.tenant_id: r for r in plan(ws, (1, 1), records)}
+    assert everyone["moved"].action is Action.invalid and "do not change cells in place" in everyone["moved"].error
 
 
 def test_plan_refuses_what_the_run_would_refuse(ws):

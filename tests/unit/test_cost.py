@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tenantctl.errors import InvalidInput
-from tenantctl.models import DedicatedSpec, PlatformSpec, Tier
+from tenantctl.models import CellSpec, DedicatedSpec, Tier
 from tenantctl.usage.cost import (
     DEFAULT_PRICES,
     GIB,
@@ -42,7 +42,7 @@ ROUND_TABLE = {
         "backup_daily_change": 0.1, "storage_headroom": 1.25,
     },
 }
-PLATFORM = PlatformSpec(db_instance_class="db.t4g.medium", db_storage_gb=50, az_count=2, db_multi_az=False)
+PLATFORM = CellSpec(db_instance_class="db.t4g.medium", db_storage_gb=50, az_count=2, db_multi_az=False)
 S3 = {"STANDARD": 10 * GIB, "GLACIER": 5 * GIB}
 
 
@@ -69,7 +69,7 @@ def test_platform_cost_is_shared_instance_storage_and_endpoints(prices):
 
 def test_the_default_multi_az_shared_database_costs_twice_the_instance_and_storage(prices):
     multi_az = PLATFORM.model_copy(update={"db_multi_az": True})
-    assert PlatformSpec().db_multi_az is True
+    assert CellSpec().db_multi_az is True
     assert platform_cost(prices, multi_az) == pytest.approx(2 * 50 + 2 * 5 + 40)
 
 
@@ -184,5 +184,5 @@ def test_shipped_table_is_dated_sourced_and_prices_the_default_instance_classes(
     assert dt.date.fromisoformat(table.as_of)
     for section in ("kms", "s3", "sqs", "secrets_manager", "cloudwatch", "rds_postgres", "vpc"):
         assert getattr(table, section).source.startswith("https://aws.amazon.com/")
-    for cls in (DedicatedSpec().instance_class, PlatformSpec().db_instance_class):
+    for cls in (DedicatedSpec().instance_class, CellSpec().db_instance_class):
         assert table.instance_hour(cls) > 0

@@ -6,15 +6,14 @@ from infra_mocks import RecordingMocks, platform_config, platform_outputs, run_p
 from infra.program import build_platform  # noqa: F401  (import check: the program loads)
 from infra.providers import PROVIDERS
 from tenantctl import policy
-from tenantctl.models import TenantResources
+from tenantctl.models import CellSpec, TenantResources
 
 TENANT_TYPES = {
     "pulumi:pulumi:StackReference", "aws:kms/key:Key", "aws:kms/alias:Alias", "aws:iam/role:Role",
     "aws:iam/rolePolicy:RolePolicy", "aws:secretsmanager/secret:Secret", "aws:sqs/queue:Queue",
-    "aws:ec2/securityGroup:SecurityGroup", "aws:sns/topic:Topic", "aws:cloudwatch/metricAlarm:MetricAlarm",
+    "aws:sns/topic:Topic", "aws:cloudwatch/metricAlarm:MetricAlarm",
     "pulumi-python:dynamic:Resource", "aws:kms/grant:Grant", "aws:secretsmanager/secretRotation:SecretRotation",
 }
-POOLED_EXTRA = {"aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"}  # into the shared database's group
 NETWORK_TYPES = {
     "aws:ec2/vpc:Vpc", "aws:ec2/subnet:Subnet", "aws:ec2/routeTable:RouteTable",
     "aws:ec2/routeTableAssociation:RouteTableAssociation", "aws:ec2/vpcEndpoint:VpcEndpoint",
@@ -35,9 +34,11 @@ PLATFORM_TYPES = NETWORK_TYPES | {
     "aws:iam/rolePolicy:RolePolicy",
     "aws:kms/grant:Grant", "aws:secretsmanager/secretRotation:SecretRotation",  # the gateway's password rotates
 }
+ROLE_ARN = "arn:aws:iam::123456789012:role/tenantctl-runtime"
 PLATFORM_OUTPUTS = {
-    "region", "account_id", "vpc_id", "vpc_cidr", "private_subnet_ids", "db_endpoint", "db_port", "db_name",
-    "db_admin_secret_arn", "db_security_group_id", "bucket", "bucket_arn", "platform_key_arn", "registry_table",
+    "cell", "region", "account_id", "vpc_id", "vpc_cidr", "private_subnet_ids", "db_endpoint", "db_port", "db_name",
+    "db_admin_secret_arn", "db_security_group_id", "pooled_clients_security_group_id", "bucket", "bucket_arn",
+    "platform_key_arn", "registry_table",
     "admin_role_arn", "runtime_principal_arn", "revocation_table", "gateway_role", "gateway_secret_arn",
     "logs_bucket", "flow_logs_role_arn", "db_monitoring_role_arn", "rotation_function_arn", "rotation_role_arn",
 }
@@ -65,7 +66,8 @@ def platform():
 
 
 def test_pooled_resource_types(pooled):
-    assert pooled[1].types() == TENANT_TYPES | POOLED_EXTRA
+    # No network resource: its workloads run in the cell's pooled-clients group.
+    assert pooled[1].types() == TENANT_TYPES
 
 
 def test_dedicated_resource_types(dedicated):
@@ -168,10 +170,106 @@ def test_queue_delay_and_redrive_follow_the_spec(pooled):
 def test_dynamic_resources_name_their_provider(pooled, platform):
     kinds = {r.inputs["kind"] for r in pooled[1].of_type("pulumi-python:dynamic:Resource")}
     platform_kinds = {r.inputs["kind"] for r in platform[1].of_type("pulumi-python:dynamic:Resource")}
-    assert kinds == {"tenant-schema", "prefix-lifecycle"}
-    # the platform's and a dedicated tenant's instance revoke PUBLIC's defaults (database-acl)
-    assert kinds | platform_kinds == set(PROVIDERS) == {"tenant-schema", "prefix-lifecycle", "gateway-role",
-                                                        "database-acl"}
+    assert kinds == {"tenant-schema"}
+    # the platform's and a dedicated tenant's instance revoke PUBLIC's defaults (database-acl); the legacy
+    # per-tenant lifecycle provider stays registered: pre-cell tenants' state deletes through it.
+    assert kinds | platform_kinds | {"prefix-lifecycle"} == set(PROVIDERS) == {
+        "tenant-schema", "prefix-lifecycle", "gateway-role", "database-acl"}
+
+
+def test_a_tenant_declares_no_lifecycle_rule_and_records_its_retention_classes(pooled):
+    outputs, mocks = pooled
+    assert not mocks.of_type("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")
+    assert outputs["lifecycle_classes"] == {"tmp": "tmp-7d", "archive": "archive-30d-365d"}
+
+
+def test_a_cell_declares_one_rule_per_retention_class_whatever_its_tenant_count(platform):
+    [config] = [r for r in platform[1].of_type("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")
+                if "access-logs" not in r.name]  # the cell bucket's, not its log bucket's
+    rules = {r["id"]: r for r in config.inputs["rules"]}
+    menu = CellSpec().retention
+    assert len(rules) == len(menu.temp_upload_days) + len(menu.archive) + 1
+    tmp = rules["tenantctl-class-tmp-7d"]
+    assert tmp["filter"]["and"] == {"prefix": "tenants/", "tags": {"tenantctl-class": "tmp-7d"}}
+    assert tmp["expiration"]["days"] == 7
+    archive = rules["tenantctl-class-archive-30d-365d"]
+    assert archive["transitions"] == [{"days": 30, "storageClass": "GLACIER"}] and archive["expiration"]["days"] == 365
+    # S3 cannot filter AbortIncompleteMultipartUpload by tag: one prefix rule for the whole cell.
+    assert rules["tenantctl-abort-multipart"]["filter"] == {"prefix": "tenants/"}
+    assert rules["tenantctl-abort-multipart"]["abortIncompleteMultipartUpload"]["daysAfterInitiation"] == 1
+
+
+def test_a_cells_database_admits_its_pooled_tenants_by_one_rule_whatever_their_count(platform):
+    """One rule per pooled tenant stopped a cell at a security group's 60 rules."""
+    outputs, mocks = platform
+    [clients] = [g for g in mocks.of_type("aws:ec2/securityGroup:SecurityGroup") if g.name == "pooled-clients"]
+    rules = mocks.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+    # mock ids are "<resource name>-<hash>"
+    into_db = sorted(r.inputs["referencedSecurityGroupId"].rsplit("-", 1)[0] for r in rules
+                     if r.inputs["securityGroupId"].startswith("shared-db-"))
+    assert into_db == ["pooled-clients", "shared-sg"]  # and the rotation function's group
+    assert outputs["pooled_clients_security_group_id"].startswith("pooled-clients-")
+    assert {e["cidrBlocks"][0] for e in clients.inputs["egress"]} == {"10.0.0.0/16"}
+    assert not clients.inputs["ingress"]
+
+
+def test_another_cell_has_names_of_its_own_and_no_registry():
+    mocks = RecordingMocks(account="222222222222", region="eu-west-1")
+    runtime = "arn:aws:iam::123456789012:role/tenantctl-runtime"  # the home cell's, written in by `cell add`
+    outputs = run_program("cell-eu1", platform_config({"name": "eu1", "region": "eu-west-1",
+                                                       "runtime_principal_arn": runtime}, region="eu-west-1"), mocks)
+    assert outputs["cell"] == "eu1" and "registry_table" not in outputs and "revocation_table" not in outputs
+    assert not mocks.of_type("aws:dynamodb/table:Table")
+    assert outputs["runtime_principal_arn"] == runtime
+    roles = {r.inputs["name"] for r in mocks.of_type("aws:iam/role:Role")}
+    assert "tenantctl-runtime" not in roles and "tenantctl-flow-logs-eu-west-1" not in roles  # the home's names
+    assert all(len(name) <= 64 for name in roles)
+    # Its own shared-pool login and log bucket: one PostgreSQL server and one account may hold several cells.
+    assert outputs["gateway_role"] == "tenantctl_gateway_eu1"
+    assert outputs["logs_bucket"] == "tenantctl-logs-eu1-222222222222-eu-west-1"
+    assert outputs["bucket"] == "tenantctl-cell-eu1-222222222222-eu-west-1"
+    assert outputs["db_name"] == "tenantctl_cell_eu1"
+    [instance] = mocks.of_type("aws:rds/instance:Instance")
+    assert instance.inputs["identifier"] == "tenantctl-cell-eu1"
+    [alias] = mocks.of_type("aws:kms/alias:Alias")
+    assert alias.inputs["name"] == "alias/tenantctl/cell-eu1"
+    # A cell's stack passes the gate as a platform stack named after it.
+    assert policy.check(mocks.resources, "cell-eu1", platform=True) == []
+
+
+@pytest.mark.parametrize("owns", [True, False])
+def test_one_cell_per_account_and_region_declares_the_rds_os_metrics_group(owns):
+    """RDS fixes the group's name, so two cells of one account and region
+    cannot both create it (`cell add` picks the first)."""
+    mocks = RecordingMocks(account="222222222222", region="eu-west-1")
+    run_program("cell-eu1", platform_config({"name": "eu1", "region": "eu-west-1", "os_metrics_group": owns,
+                                             "runtime_principal_arn": ROLE_ARN}, region="eu-west-1"), mocks)
+    groups = {g.inputs["name"] for g in mocks.of_type("aws:cloudwatch/logGroup:LogGroup")}
+    assert ("RDSOSMetrics" in groups) is owns
+
+
+def test_a_cell_outside_home_needs_the_homes_runtime_principal():
+    with pytest.raises(ValueError, match="runtime_principal_arn is required"):
+        run_program("cell-eu1", platform_config({"name": "eu1", "region": "eu-west-1"}, region="eu-west-1"),
+                    RecordingMocks(region="eu-west-1"))
+
+
+def test_a_cell_stack_must_hold_its_own_cell():
+    with pytest.raises(ValueError, match="named after it"):
+        run_program("cell-eu1", platform_config({"name": "eu2", "region": "eu-west-1"}, region="eu-west-1"),
+                    RecordingMocks(region="eu-west-1"))
+
+
+def test_the_schema_provider_gets_the_cells_role_only_in_another_account():
+    role = "arn:aws:iam::222222222222:role/tenantctl-cell"
+    _, mocks = run_tenant({"id": "acme"})
+    [schema] = mocks.of_type("pulumi-python:dynamic:Resource")
+    assert "account_role_arn" not in schema.inputs  # unchanged inputs for stacks applied before cells
+    config = {**tenant_config({"id": "acme", "cell": "eu1"}), "aws:assumeRoles": [{"roleArn": role}]}
+    mocks = RecordingMocks()
+    run_program("acme", config, mocks)
+    [schema] = mocks.of_type("pulumi-python:dynamic:Resource")
+    assert schema.inputs["account_role_arn"] == role
 
 
 def test_only_pooled_tenants_grant_their_role_to_the_gateway(pooled, dedicated, platform):
@@ -202,3 +300,14 @@ def test_stack_must_be_named_after_the_tenant():
 def test_bad_spec_is_refused_naming_the_rule():
     with pytest.raises(ValueError, match="reserved"):
         run_program("admin", tenant_config({"id": "admin"}), RecordingMocks())
+
+
+def test_the_local_engine_puts_exactly_the_rules_a_cell_declares(platform):
+    from tenantctl.bucket_lifecycle import cell_rules
+    from tenantctl.engines.local.handlers.base import Desired
+    from tenantctl.engines.local.handlers.s3 import lifecycle_rules
+
+    [config] = [r for r in platform[1].of_type("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")
+                if "access-logs" not in r.name]  # the cell bucket's, not its log bucket's
+    put = lifecycle_rules(Desired("urn", config.type, config.name, config.inputs))
+    assert put == [r.s3() for r in cell_rules(CellSpec().retention, CellSpec().abort_multipart_days)]

@@ -70,10 +70,17 @@ def test_queue_encryption(pooled):
     assert rules_hit(broken(pooled, queue, lambda i: i.update(kmsMasterKeyId=other), "queue")) == {"queue-encryption"}
 
 
-def test_lifecycle_scope(pooled):
-    def widen(inputs):
-        inputs["rules"][0]["Filter"]["Prefix"] = "tenants/"
-    assert rules_hit(broken(pooled, "pulumi-python:dynamic:Resource", widen, "lifecycle")) == {"lifecycle-scope"}
+def test_lifecycle_scope(pooled, platform):
+    # A tenant declaring a bucket's lifecycle configuration would replace its whole cell's rules.
+    [config] = [r for r in platform if r.type.startswith("aws:s3/bucketLifecycleConfiguration")
+              and "access-logs" not in r.name]  # the cell bucket's, not its log bucket's
+    assert rules_hit(pooled + [config]) == {"lifecycle-scope"}
+    assert check(platform, "platform", platform=True, rules=["lifecycle-scope"]) == []
+    # Legacy per-tenant rules (still deleted through their provider) stay under the tenant's prefix.
+    legacy = PlannedResource(type="pulumi-python:dynamic:Resource", name="acme-lifecycle", inputs={
+        "kind": "prefix-lifecycle", "tenant_id": "acme",
+        "rules": [{"ID": "tenantctl-acme-archive", "Filter": {"Prefix": "tenants/"}}]})
+    assert rules_hit(pooled + [legacy]) == {"lifecycle-scope"}
 
 
 def _edit_policy(edit):
@@ -148,6 +155,16 @@ def test_no_open_ingress(dedicated, cidr):
 def test_no_foreign_reference(pooled, ref):
     res = broken(pooled, "aws:secretsmanager/secret:Secret", lambda i: i.update(description=ref))
     assert rules_hit(res) == {"no-foreign-reference"}
+
+
+@pytest.mark.parametrize("ref", [
+    "arn:aws:lambda:eu-west-1:222222222222:function:tenantctl-cell-eua-rot",
+    "arn:aws:rds:eu-west-1:222222222222:snapshot:tenantctl-cell-eua-final",
+])
+def test_a_cells_shared_names_are_not_another_tenant(pooled, ref):
+    # A pooled tenant of a cell names the cell's rotation function and database.
+    res = broken(pooled, "aws:secretsmanager/secret:Secret", lambda i: i.update(description=ref))
+    assert rules_hit(res) == set()
 
 
 def test_foreign_schema_in_a_dynamic_resource(pooled):
@@ -331,11 +348,11 @@ def test_shared_database_multi_az(platform, dedicated):
 
 
 def test_shared_database_multi_az_in_the_platform_spec():
-    from tenantctl.models import PlatformSpec
+    from tenantctl.models import CellSpec
     from tenantctl.policy import check_spec
 
-    assert check_spec(PlatformSpec()) == []
-    [v] = check_spec(PlatformSpec(db_multi_az=False))
+    assert check_spec(CellSpec()) == []
+    [v] = check_spec(CellSpec(db_multi_az=False))
     assert (v.rule, v.resource) == ("shared-db-multi-az", "stacks/Pulumi.platform.yaml")
 
 
@@ -355,13 +372,14 @@ def test_default_security_group(dedicated):
     assert rules_hit(egress, "globex") == {"default-security-group"}
 
 
-def test_db_ingress_from_groups(dedicated, pooled):
+def test_db_ingress_from_groups(dedicated, platform):
     vpc_range = broken(dedicated, "aws:ec2/securityGroup:SecurityGroup", lambda i: i.update(
         ingress=[{"protocol": "tcp", "fromPort": 5432, "toPort": 5432, "cidrBlocks": ["10.42.0.0/16"]}]), "pg-db")
     assert rules_hit(vpc_range, "globex") == {"db-ingress-from-groups"}
-    rule_resource = broken(pooled, "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule", lambda i: (
-        i.pop("referencedSecurityGroupId"), i.update(cidrIpv4="10.0.0.0/16")))
-    assert rules_hit(rule_resource) == {"db-ingress-from-groups"}
+    # the cell's one rule admitting its pooled tenants, turned into an address range
+    rule_resource = broken(platform, "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule", lambda i: (
+        i.pop("referencedSecurityGroupId"), i.update(cidrIpv4="10.0.0.0/16")), "db-client-1")
+    assert rules_hit(rule_resource, "platform", platform=True) == {"db-ingress-from-groups"}
 
 
 def test_database_public_privileges(platform, dedicated):

@@ -40,6 +40,35 @@ def test_bad_content_types(content_type):
         objects.presign_upload(context("acme"), "a.pdf", 10, content_type)
 
 
+@pytest.mark.parametrize("retention", ["forever", "TMP", ""])
+def test_unknown_retention_classes_are_refused(retention):
+    with pytest.raises(InvalidRequest, match="retention"):
+        objects.presign_upload(context("acme"), "a.pdf", 10, "application/pdf", retention=retention)
+
+
+def test_a_tenant_without_retention_classes_cannot_upload_with_one():
+    # Applied before retention classes: its record names none (re-applying it records them).
+    with pytest.raises(InvalidRequest, match="no 'tmp' retention class"):
+        objects.presign_upload(context("acme"), "a.pdf", 10, "application/pdf", retention="tmp")
+
+
+def test_an_upload_with_a_retention_class_signs_its_tag_and_folder():
+    import boto3
+    from runtime_fixtures import Registry, record
+
+    rec = record("acme")
+    rec = rec.model_copy(update={"resources": rec.resources.model_copy(
+        update={"lifecycle_classes": {"tmp": "tmp-7d", "archive": "archive-30d-365d"}})})
+    s3 = boto3.client("s3", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    signing = ObjectAccess(lambda ctx: s3)
+    for retention, folder, tag in (("tmp", "uploads/tmp/", "tmp-7d"), ("archive", "archive/", "archive-30d-365d")):
+        up = signing.presign_upload(from_registry(Registry(rec), "acme"), "a.pdf", 10, "application/pdf",
+                                    retention=retention)
+        assert up.key.startswith(f"tenants/acme/{folder}")
+        assert up.headers["x-amz-tagging"] == f"tenantctl-class={tag}"
+        assert "x-amz-tagging" in up.url  # a signed header: an upload with another tag fails the signature
+
+
 @pytest.mark.parametrize("key", ["tenants/beta/uploads/x/a.pdf", "tenants/acme-corp/a.pdf", "tenants/acme",
                                  "tenants/acme/../beta/a.pdf", "tenants/acme//a.pdf", "other/acme/a.pdf",
                                  "/tenants/acme/a.pdf"])

@@ -89,9 +89,9 @@ def test_tags_and_content_hash():
 def test_the_runtime_principal_is_never_an_account(field, value):
     from pydantic import ValidationError
 
-    from tenantctl.models import PlatformSpec
+    from tenantctl.models import CellSpec
 
     with pytest.raises(ValidationError, match=field):
-        PlatformSpec.model_validate({field: value})
-    assert PlatformSpec(runtime_principal_arn="arn:aws:iam::123456789012:role/svc-runtime",
+        CellSpec.model_validate({field: value})
+    assert CellSpec(runtime_principal_arn="arn:aws:iam::123456789012:role/svc-runtime",
                         runtime_trusted=["lambda.amazonaws.com", "arn:aws:iam::123456789012:role/ci"])

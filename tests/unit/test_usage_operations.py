@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from tenantctl.errors import InvalidInput
-from tenantctl.models import DedicatedSpec, PlatformSpec, TenantRecord, TenantSpec, TenantStatus, Tier
+from tenantctl.models import CellSpec, DedicatedSpec, TenantRecord, TenantSpec, TenantStatus, Tier
 from tenantctl.operations.apply import Action, ApplySummary, TenantResult
 from tenantctl.operations.usage import (
     active_pooled,
@@ -21,7 +21,7 @@ from tenantctl.operations.usage import (
     selected_records,
     what_if,
 )
-from tenantctl.stackconfig import write_platform, write_tenant
+from tenantctl.stackconfig import write_cell, write_tenant
 from tenantctl.templates import _env, render
 from tenantctl.usage.cost import GIB, CostInputs, compare_tiers, estimate, load_prices
 
@@ -41,10 +41,10 @@ class Registry:
         self.calls.append(("require", tenant_id))
         return next(r for r in self.records if r.tenant_id == tenant_id)
 
-    def iter_all(self, tier: Tier | None = None, status: TenantStatus | None = None):
+    def iter_all(self, tier: Tier | None = None, status: TenantStatus | None = None, cell: str | None = None):
         self.calls.append(("iter_all", tier, status))
         return iter([r for r in self.records if (tier is None or r.tier is tier)
-                     and (status is None or r.status is status)])
+                     and (status is None or r.status is status) and (cell is None or r.cell == cell)])
 
 
 @pytest.fixture
@@ -74,9 +74,9 @@ def test_active_pooled_counts_the_registry(ws):
 
 
 def test_specs_and_platform_come_from_the_committed_stack_files(ws):
-    assert platform_spec(ws) == PlatformSpec()
-    committed = PlatformSpec(db_instance_class="db.t4g.large", db_storage_gb=200)
-    write_platform(ws.stacks_dir, committed)
+    assert platform_spec(ws) == CellSpec()
+    committed = CellSpec(db_instance_class="db.t4g.large", db_storage_gb=200)
+    write_cell(ws.stacks_dir, committed)
     assert platform_spec(ws) == committed
     big = TenantSpec(id="big", tier=Tier.dedicated, dedicated=DedicatedSpec(instance_class="db.t4g.small"))
     write_tenant(ws.stacks_dir, big)
@@ -96,7 +96,7 @@ def test_a_hypothetical_tenant_is_priced_without_measuring(ws):
     inputs = CostInputs(tenant_id="what-if", tier=Tier.dedicated, db_bytes=40 * GIB,
                         s3_bytes_by_class={"STANDARD": 200 * GIB})
     assert [(t.estimate, t.comparison) for t in out.tenants] == [
-        (estimate(inputs, prices, PlatformSpec(), 12), compare_tiers(inputs, prices, PlatformSpec(), 12))]
+        (estimate(inputs, prices, CellSpec(), 12), compare_tiers(inputs, prices, CellSpec(), 12))]
     assert ws.registry.calls == []  # --pooled-tenants given: the registry is not read
     assert any("12 active pooled tenant(s)" in a for a in out.assumptions)
 

@@ -12,6 +12,8 @@ One module per concern:
   public access block, encryption and access logging, secret rotation, the
   alarm topic's encryption, tags, the role's trust and access policies (the
   latter judged with ``iam_eval``);
+- ``placement``: the tenant's cell, account and region (every resource ARN in
+  the cell's account and the tenant's region, the prefix in the cell's bucket);
 - ``network_posture``: the tenant's VPC (endpoint policies, flow logs, the
   default security group) and database instance (ingress from security
   groups only, hardening);
@@ -50,13 +52,18 @@ def check_tenant(ws: Any, tenant_id: str, record: Any = None) -> PostureReport:
     if record.resources is None:
         raise InvalidInput(f"tenant {tenant_id!r} has no resources recorded (status {record.status.value}): "
                            "nothing to check")
-    platform = ws.platform_outputs()
+    from tenantctl.checks.placement import placement_checks
+
+    cell = ws.cell(record.cell)
+    platform = ws.cell_outputs(record.cell)  # the principals and shared resources of the tenant's own cell
+    clients = ws.clients_for(record)  # its cell's account, its region
     report = PostureReport(tenant_id=tenant_id)
-    report.checks += list(database_checks(record, ws.client))
+    report.checks += list(placement_checks(record, cell, platform, clients))
+    report.checks += list(database_checks(record, clients))
     if record.tier.value == "pooled" and platform.get("gateway_secret_arn"):
-        report.checks += list(gateway_checks(record, platform, ws.client))
-    report.checks += list(aws_checks(record, platform, ws.client))
-    report.checks += list(network_checks(record, platform, ws.client))
+        report.checks += list(gateway_checks(record, platform, clients))
+    report.checks += list(aws_checks(record, platform, clients))
+    report.checks += list(network_checks(record, platform, clients))
     return report
 
 

@@ -8,7 +8,8 @@ pooled tenant, its own for a dedicated one):
 - ``vpc-flow-logs``: an active flow log of ALL traffic on the VPC;
 - ``default-security-group``: the VPC's default security group has no rules;
 - ``db-ingress``: the database's security groups admit PostgreSQL from
-  security groups only, the tenant's own among them (no address range);
+  security groups only (no address range), among them the tenant's own
+  (dedicated) or its cell's pooled-clients group (pooled);
 - ``rds-hardening``: IAM database authentication, the ``postgresql`` log
   exported, enhanced monitoring, a parameter group of its own pinning
   ``rds.force_ssl=1``; the shared instance in two AZs.
@@ -48,7 +49,8 @@ class _NetworkChecks:
 
     @cached_property
     def instance(self) -> dict[str, Any]:
-        ident = naming.rds_identifier(naming.PLATFORM_STACK if self.pooled else self.tid)
+        # A pooled tenant's store is its cell's shared instance.
+        ident = naming.cell_rds_identifier(self.record.cell) if self.pooled else naming.rds_identifier(self.tid)
         return self._client("rds").describe_db_instances(DBInstanceIdentifier=ident)["DBInstances"][0]
 
     @cached_property
@@ -96,13 +98,18 @@ class _NetworkChecks:
                 if ranges:
                     problems.append(f"{g['GroupId']} admits PostgreSQL from {', '.join(ranges)}")
                 sources |= {p["GroupId"] for p in perm.get("UserIdGroupPairs", [])}
-        own = ec2.describe_security_groups(Filters=[{"Name": "group-id", "Values": sorted(sources)},
-                                                    {"Name": "tag:tenant", "Values": [self.tid]}])["SecurityGroups"] \
-            if sources else []
-        if not own:
-            problems.append(f"no security group of tenant {self.tid} is admitted")
+        if self.pooled:
+            group = self.platform.get("pooled_clients_security_group_id")
+            admitted, missing = group if group in sources else None, f"the cell's pooled-clients group {group} is not"
+        else:
+            own = ec2.describe_security_groups(Filters=[
+                {"Name": "group-id", "Values": sorted(sources)},
+                {"Name": "tag:tenant", "Values": [self.tid]}])["SecurityGroups"] if sources else []
+            admitted, missing = own[0]["GroupId"] if own else None, f"no security group of tenant {self.tid} is"
+        if admitted is None:
+            problems.append(f"{missing} admitted")
         return not problems, "; ".join(problems) or (
-            f"PostgreSQL from {len(sources)} security group(s) only, {own[0]['GroupId']} the tenant's")
+            f"PostgreSQL from {len(sources)} security group(s) only, {admitted} among them")
 
     def rds_hardening(self) -> tuple[bool, str]:
         db, problems = self.instance, []

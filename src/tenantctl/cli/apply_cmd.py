@@ -75,7 +75,10 @@ def apply(
         help="I/N: only this runner's deterministic share of tenants.")] = None,
     match: Annotated[Optional[list[str]], typer.Option(
         metavar="GLOB", help="Only tenants whose id matches this glob (repeatable), in stacks/ and in the "
-        "registry alike.")] = None,
+                             "registry alike.")] = None,
+    cell: Annotated[Optional[str], typer.Option(
+        help="Only tenants of this cell (by their registry record; a new tenant by the cell its stack file "
+             "names).")] = None,
     markdown: Annotated[Optional[Path], typer.Option(
         help="Also write a markdown summary (pull-request comment) here.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
@@ -109,7 +112,7 @@ def apply(
 
     with _progress(preview) as (on_plan, on_result):
         summary = run(Workspace(), preview=preview, prune=prune, parallel=parallel, shard=shard,
-                      match=match or (), refresh=refresh, yes=yes,
+                      match=match or (), cell=cell, refresh=refresh, yes=yes,
                       on_plan=lambda r: (on_plan(r), confirm_prunes(r)), on_result=on_result)
     if markdown:
         markdown.write_text(render("apply_summary.md.j2", summary=summary))

@@ -29,7 +29,9 @@ def check(
     actions), queue/DLQ, alarm topic and bucket encryption, no public access,
     bucket access logging, secret rotation, tags, the role's trust and access
     policies. Network: endpoint policies, flow logs, empty default group,
-    PostgreSQL from security groups only, RDS hardening.
+    PostgreSQL from security groups only, RDS hardening. Placement: its cell
+    is in its region, every resource ARN in the cell's account and the
+    tenant's region, its prefix in its cell's bucket.
 
     Exit codes: 0 all pass, 8 a check failed, 7 a check could not run.
     """

@@ -23,12 +23,14 @@ MarkdownOut = Annotated[Optional[Path], typer.Option("--markdown", help="Also wr
 
 
 
-def _session():
+def _session(tenant_id: str):
+    """The workspace, the tenant's record and its drill context (its cell's account, its region)."""
     from tenantctl.drills.context import context_from_workspace
     from tenantctl.workspace import Workspace
 
     ws = Workspace()
-    return ws, context_from_workspace(ws)
+    record = ws.registry.require(tenant_id)
+    return ws, record, context_from_workspace(ws, record)
 
 
 def _show(report: DrillReport, markdown: Optional[Path], json_out: bool) -> None:
@@ -70,8 +72,7 @@ def backup(
     from tenantctl.drills.backup import backup as run
     from tenantctl.engines.base import phase
 
-    ws, ctx = _session()
-    record = ws.registry.require(tenant_id)
+    _, record, ctx = _session(tenant_id)
     with engine_progress(f"backing up {tenant_id}") as on_event:
         phase(on_event, tenant_id, "dumping, encrypting and uploading")
         manifest = run(ctx, record)
@@ -120,8 +121,7 @@ def restore(
 
     if overwrite and target is not Target.in_place:
         raise InvalidInput("--overwrite applies to --target in-place only (a scratch target is always new)")
-    ws, ctx = _session()
-    record = ws.registry.require(tenant_id)
+    ws, record, ctx = _session(tenant_id)
     restorer = restore_backup
     tombstone = record.status is TenantStatus.deprovisioned
     if target is Target.in_place:
@@ -172,7 +172,10 @@ def run(
 
     if bool(tenant_id) == all_tenants:
         raise InvalidInput("give one tenant id or --all")
-    ws, ctx = _session()
+    from tenantctl.drills.context import context_from_workspace
+    from tenantctl.workspace import Workspace
+
+    ws = Workspace()
     if all_tenants:
         records = [r for r in ws.registry.iter_all() if r.status in (TenantStatus.active, TenantStatus.suspended)]
     else:
@@ -181,8 +184,8 @@ def run(
     for record in records:
         try:
             with engine_progress(f"drilling {record.tenant_id}") as on_event:
-                report = drill(ctx, record, backup_id=backup_id, max_rto=max_rto, max_rpo=max_rpo,
-                               on_event=on_event)
+                report = drill(context_from_workspace(ws, record), record, backup_id=backup_id, max_rto=max_rto,
+                               max_rpo=max_rpo, on_event=on_event)
         except Conflict as exc:
             if not all_tenants:
                 raise
@@ -210,8 +213,7 @@ def history(
     from tenantctl.drills.history import list_reports
     from tenantctl.drills.store import list_backups
 
-    ws, ctx = _session()
-    record = ws.registry.require(tenant_id)
+    _, record, ctx = _session(tenant_id)
     reports = list_reports(ctx.s3, record, limit=limit)
     backups = list_backups(ctx.s3, record) if record.resources else []
     if json_out:

@@ -51,6 +51,14 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> 
     console.print(t)
 
 
+def show(data: Any, title: str, rows: Iterable[Sequence[Any]], json_out: bool) -> None:
+    """One object: its JSON for machines, a field/value table for people."""
+    if json_out:
+        print_json(data)
+    else:
+        table(title, ["field", "value"], rows)
+
+
 def _plain(cell: str) -> str:
     from rich.errors import MarkupError
     from rich.text import Text

@@ -1,7 +1,7 @@
-"""`tenantctl platform preview | up | outputs`: the shared stack every tenant
-
-stands on (VPC, shared PostgreSQL, shared bucket, registry table). On the
-sandbox it is applied on first use; on AWS it is applied once, explicitly."""
+"""`tenantctl platform preview | up | outputs`: the default cell's stack (VPC,
+shared PostgreSQL, shared bucket, and the registry table every cell's tenants
+are recorded in). On the sandbox it is applied on first use; on AWS it is
+applied once, explicitly. Other cells: `tenantctl cell`."""
 
 from __future__ import annotations
 
@@ -17,14 +17,14 @@ app = typer.Typer(name="platform", no_args_is_help=True,
 
 
 def _ensure_stack_file(ws, region: Optional[str], owner: Optional[str]) -> None:
-    from tenantctl.models import PlatformSpec
-    from tenantctl.naming import PLATFORM_STACK
-    from tenantctl.stackconfig import stack_file, write_platform
+    """The default cell's stack file, with the given options laid over what it holds."""
+    from tenantctl.naming import DEFAULT_CELL, PLATFORM_STACK
+    from tenantctl.operations.cell import cell_spec
+    from tenantctl.stackconfig import stack_file, write_cell
 
     if stack_file(ws.stacks_dir, PLATFORM_STACK).exists() and region is None and owner is None:
         return
-    options = {k: v for k, v in {"region": region, "owner": owner}.items() if v is not None}
-    write_platform(ws.stacks_dir, PlatformSpec(**options))
+    write_cell(ws.stacks_dir, cell_spec(ws, DEFAULT_CELL, {"region": region, "owner": owner}))
 
 
 @app.command("preview")
@@ -61,14 +61,14 @@ def up(
     replaces a shared resource is listed and asked about first."""
     from tenantctl.cli.confirm import confirmation
     from tenantctl.cli.progress import engine_progress
-    from tenantctl.naming import PLATFORM_STACK
+    from tenantctl.naming import DEFAULT_CELL
     from tenantctl.workspace import Workspace
 
     ws = Workspace()
     _ensure_stack_file(ws, region, owner)
     with engine_progress("applying platform") as view:
         ws.approve = confirmation(yes, view)
-        result = ws.engine.up(PLATFORM_STACK, on_event=view)
+        result = ws.up_cell(DEFAULT_CELL, on_event=view)
     if json_out:
         print_json({"changes": result.changes.summary(), "outputs": result.outputs})
         return

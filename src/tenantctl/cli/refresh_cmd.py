@@ -17,6 +17,7 @@ app = typer.Typer()
 def refresh(
     tenant_ids: Annotated[Optional[list[str]], typer.Argument(metavar="ID", help="Tenants to refresh.")] = None,
     every: Annotated[bool, typer.Option("--all", help="Every tenant in the registry (not deprovisioned).")] = False,
+    cell: Annotated[Optional[str], typer.Option(help="Every tenant of this cell (not deprovisioned).")] = None,
     parallel: Annotated[int, typer.Option(help="Tenants read at once.")] = 8,
     markdown: Annotated[Optional[Path], typer.Option(
         help="Also write a markdown summary (an issue or pull-request comment) here.")] = None,
@@ -44,7 +45,7 @@ def refresh(
                 f"[yellow]{t.headline()}[/]" if t.drifted else escape(t.note or t.headline()))
             progress.done(f"{t.tenant_id}: {mark} ({t.seconds:.1f}s)")
 
-        summary = run(Workspace(), tenant_ids or (), every=every, parallel=parallel,
+        summary = run(Workspace(), tenant_ids or (), every=every, cell=cell, parallel=parallel,
                       on_plan=lambda n: progress.plan(n, f"{n} tenant(s)"), on_result=on_result)
     if markdown:
         markdown.write_text(render("refresh_summary.md.j2", summary=summary))

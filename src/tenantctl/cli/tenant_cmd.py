@@ -13,6 +13,7 @@ from tenantctl.cli.output import (
     console,
     orphan_lines,
     print_json,
+    show,
     steps_table,
     table,
 )
@@ -24,15 +25,16 @@ app = typer.Typer()
 
 def _record_rows(record: TenantRecord) -> list[tuple[str, str]]:
     rows = [("tenant", record.tenant_id), ("tier", record.tier.value), ("status", record.status.value),
-            ("region", record.region), ("owner", record.owner), ("version", str(record.version)),
+            ("region", record.region), ("cell", record.cell), ("account", record.account_id or "the registry's"),
+            ("owner", record.owner), ("version", str(record.version)),
             ("updated", f"{record.updated_at:%Y-%m-%d %H:%M:%S}Z")]
     res = record.resources
     if res is not None:
+        store = res.store
         rows += [("kms key", res.kms_key_arn), ("kms alias", res.kms_alias),
                  ("prefix", f"s3://{res.bucket}/{res.prefix}"), ("queue", res.queue_url), ("dlq", res.dlq_url),
-                 ("role", res.role_arn), ("db secret", res.store.secret_arn),
-                 ("store", f"{res.store.endpoint}:{res.store.port}/{res.store.database} "
-                           f"schema {res.store.schema_name}")]
+                 ("role", res.role_arn), ("db secret", store.secret_arn),
+                 ("store", f"{store.endpoint}:{store.port}/{store.database} schema {store.schema_name}")]
     if record.retain_until:
         rows.append(("retained until", f"{record.retain_until:%Y-%m-%d}"))
     if record.hibernation:
@@ -54,12 +56,17 @@ def provision(
     tenant_id: Annotated[str, tenant_argument("Tenant id: lowercase letters, digits, single hyphens.",
                                               existing=False)],
     tier: Annotated[Optional[Tier], typer.Option(help="pooled (shared VPC/DB) or dedicated (own VPC + RDS).")] = None,
-    region: Annotated[Optional[str], typer.Option(help="AWS region.")] = None,
+    region: Annotated[Optional[str], typer.Option(help="AWS region: the tenant's data (backups included) "
+                                                       "stays there; placement picks a cell in it.")] = None,
+    cell: Annotated[Optional[str], typer.Option(help="Force this cell (it must be in the region, take the tier "
+                                                     "and have room); default: placement chooses.")] = None,
     owner: Annotated[Optional[str], typer.Option(help="Owner tag.")] = None,
     cost_centre: Annotated[Optional[str], typer.Option(help="Cost-centre tag.")] = None,
     delay_seconds: Annotated[Optional[int], typer.Option(help="Default queue delay, 0..900 s.")] = None,
     max_receive_count: Annotated[Optional[int], typer.Option(help="Receives before a message goes to the DLQ.")] = None,
-    temp_upload_days: Annotated[Optional[int], typer.Option(help="Days before uploads/tmp/ objects expire.")] = None,
+    temp_upload_days: Annotated[Optional[int], typer.Option(
+        help="Days before uploads/tmp/ objects expire: one of its cell's retention classes "
+             "(1, 3, 7, 14, 30, 90 by default).")] = None,
     backup_retention_days: Annotated[Optional[int], typer.Option(help="Days backups are kept.")] = None,
     vpc_cidr: Annotated[Optional[str], typer.Option(help="Dedicated: VPC CIDR.")] = None,
     instance_class: Annotated[Optional[str], typer.Option(help="Dedicated: RDS instance class.")] = None,
@@ -73,14 +80,16 @@ def provision(
 ) -> None:
     """Provision a tenant, or update it to the given options (idempotent).
 
-    Writes stacks/Pulumi.<ID>.yaml (an existing file is edited in place: its
-    comments stay), applies it and records the tenant in the registry.
-    An existing tenant is repaired on the way: resources changed out of band are
-    reset, deleted ones created again, orphan resources removed; the output says
-    what was repaired. When the plan would delete or replace a resource (or
-    remove orphans), it is listed and asked about first (--yes to go ahead
-    without asking; refused without a terminal). --preview shows all of it,
-    refusing what the run would refuse (with the run's exit code).
+    Places a new tenant in a cell of its region (tier, room, not draining; exit
+    11 when the region is full), writes stacks/Pulumi.<ID>.yaml (an existing
+    file is edited in place: its comments stay), applies it and records the
+    tenant in the registry. An existing tenant stays in its cell and is
+    repaired on the way: resources changed out of band are reset, deleted ones
+    created again, orphan resources removed; the output says what was repaired.
+    When the plan would delete or replace a resource (or remove orphans), it is
+    listed and asked about first (--yes to go ahead without asking; refused
+    without a terminal). --preview shows all of it, refusing what the run would
+    refuse (with the run's exit code).
     """
     from tenantctl.cli.confirm import confirmation
     from tenantctl.cli.progress import engine_progress
@@ -91,7 +100,8 @@ def provision(
 
     ws = Workspace()
     spec = merge_options(ws, tenant_id, {
-        "tier": tier.value if tier else None, "region": region, "owner": owner, "cost_centre": cost_centre,
+        "tier": tier.value if tier else None, "region": region, "cell": cell, "owner": owner,
+        "cost_centre": cost_centre,
         "queue.delay_seconds": delay_seconds, "queue.max_receive_count": max_receive_count,
         "lifecycle.temp_upload_days": temp_upload_days, "backup.retention_days": backup_retention_days,
         "dedicated.vpc_cidr": vpc_cidr, "dedicated.instance_class": instance_class,
@@ -186,10 +196,7 @@ def status(
     from tenantctl.workspace import Workspace
 
     record = Workspace().registry.require(tenant_id)
-    if json_out:
-        print_json(record)
-    else:
-        table(f"tenant {tenant_id}", ["field", "value"], _record_rows(record))
+    show(record, f"tenant {tenant_id}", _record_rows(record), json_out)
 
 
 @app.command("list")
@@ -198,6 +205,7 @@ def list_tenants(
     cursor: Annotated[Optional[str], typer.Option(help="next_cursor of the previous page.")] = None,
     tier: Annotated[Optional[Tier], typer.Option(help="Only this tier.")] = None,
     status: Annotated[Optional[TenantStatus], typer.Option(help="Only this status.")] = None,
+    cell: Annotated[Optional[str], typer.Option(help="Only tenants of this cell.")] = None,
     all_pages: Annotated[bool, typer.Option("--all", help="Every page, fetched --limit records at a time "
                                                          "(like the AWS CLI's auto-pagination).")] = False,
     json_out: JsonFlag = False,
@@ -210,18 +218,21 @@ def list_tenants(
     from tenantctl.workspace import Workspace
 
     ws = Workspace()
-    records, next_cursor = ws.registry.list(limit=limit, cursor=cursor, tier=tier, status=status)
+    if cell is not None:
+        ws.cell(cell)  # an unknown cell is an error (exit 6), not an empty page
+    records, next_cursor = ws.registry.list(limit=limit, cursor=cursor, tier=tier, status=status, cell=cell)
     while all_pages and next_cursor:
-        page, next_cursor = ws.registry.list(limit=limit, cursor=next_cursor, tier=tier, status=status)
+        page, next_cursor = ws.registry.list(limit=limit, cursor=next_cursor, tier=tier, status=status, cell=cell)
         records += page
     invalid = leftovers(ws, records, stack_files=cursor is None)
     if json_out:
         print_json({"tenants": records, "next_cursor": next_cursor, "invalid_ids": invalid})
         return
     rules = {e.tenant_id: e.rule for e in invalid}
-    table("tenants", ["tenant", "tier", "status", "region", "owner", "updated"],
+    table("tenants", ["tenant", "tier", "status", "region", "cell", "owner", "updated"],
           [(r.tenant_id + (f" (INVALID id: {rules[r.tenant_id]} rule)" if r.tenant_id in rules else ""),
-            r.tier.value, r.status.value, r.region, r.owner, f"{r.updated_at:%Y-%m-%d %H:%M}") for r in records])
+            r.tier.value, r.status.value, r.region, r.cell, r.owner, f"{r.updated_at:%Y-%m-%d %H:%M}")
+           for r in records])
     for entry in invalid:
         where = ", ".join(w for w in ("registry record" if entry.record else "", entry.stack_file or "") if w)
         console.print(f"[red]invalid tenant id {entry.tenant_id!r}[/] ({entry.rule} rule): {where}; "

@@ -16,6 +16,7 @@ AllFlag = Annotated[bool, typer.Option("--all", help="Every active or suspended 
 TierOpt = Annotated[Optional[Tier], typer.Option(help="With --all: only this tier.")]
 IdleDays = Annotated[int, typer.Option(min=1, help="A tenant with no activity for this many days is idle.")]
 PricesOpt = Annotated[Optional[Path], typer.Option(help="Price table YAML (default: the packaged us-east-1 table).")]
+CellOpt = Annotated[Optional[str], typer.Option(help="With --all: only this cell's tenants. For a what-if: its cell.")]
 
 app = typer.Typer()
 
@@ -30,6 +31,7 @@ def usage(
     tenant_id: TenantArg = None,
     all_: AllFlag = False,
     tier: TierOpt = None,
+    cell: CellOpt = None,
     idle_days: IdleDays = 30,
     json_out: JsonFlag = False,
 ) -> None:
@@ -44,7 +46,7 @@ def usage(
     from tenantctl.usage.html_report import human_bytes
     from tenantctl.workspace import Workspace
 
-    _, usages = measure_tenants(Workspace(), tenant_id, all_, tier, idle_days)
+    _, usages = measure_tenants(Workspace(), tenant_id, all_, tier, idle_days, cell=cell)
     idle = [u.tenant_id for u in usages if u.idle]
     if json_out:
         print_json(usages[0] if tenant_id else {"tenants": usages, "idle": idle, "idle_days": idle_days})
@@ -82,14 +84,16 @@ def cost(
     s3_gb: Annotated[Optional[float], typer.Option(
         min=0, help="What-if: S3 Standard GB (overrides the measured objects).")] = None,
     pooled_tenants: Annotated[Optional[int], typer.Option(
-        min=1, help="Active pooled tenants sharing the platform (default: count the registry).")] = None,
+        min=1, help="Active pooled tenants sharing a cell's platform (default: count the registry).")] = None,
+    cell: CellOpt = None,
     idle_days: IdleDays = 30,
     prices: PricesOpt = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Estimate a tenant's monthly cost, and pooled vs dedicated for its usage.
 
-    Priced from the documented table (docs/cost.md), with the assumptions printed;
+    Each tenant is priced with its own cell's platform, split over that cell's
+    active pooled tenants. Priced from the documented table (docs/cost.md), with the assumptions printed;
     the comparison says from which context-store size the tiers break even. A
     dedicated tenant that is hibernated is priced with its instance stopped
     (the saving shown); one idle for --idle-days shows what hibernating would save.
@@ -102,7 +106,7 @@ def cost(
 
     table_ = load_prices(prices)
     priced = estimate_costs(Workspace(), table_, tenant_id, all_, tier=tier, db_gb=db_gb, s3_gb=s3_gb,
-                            pooled_tenants=pooled_tenants, idle_days=idle_days)
+                            pooled_tenants=pooled_tenants, cell=cell, idle_days=idle_days)
     results = [(t.estimate, t.comparison) for t in priced.tenants]
     if json_out:
         print_json(priced)

@@ -87,7 +87,7 @@ def final_backup(ws: Any, record: TenantRecord) -> BackupManifest:
     from tenantctl.drills.context import context_from_workspace
 
     try:
-        return backup(context_from_workspace(ws), record, reason="final")
+        return backup(context_from_workspace(ws, record), record, reason="final")
     except Exception as exc:
         cls = type(exc) if isinstance(exc, TenantctlError) else TenantctlError
         raise cls(f"final backup of {record.tenant_id!r} failed, nothing was removed: {exc} "

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tenantctl.errors import TargetUnavailable
+from tenantctl.naming import DEFAULT_CELL
 
 
 @dataclass
@@ -39,16 +40,21 @@ def admin_credentials(secrets: Any, secret_arn: str) -> tuple[str, str]:
     return data.get("username") or data["user"], data["password"]
 
 
-def context_from_workspace(ws: Any) -> DrillContext:
-    """The drill context of the workspace's target (sandbox or AWS)."""
-    outputs = ws.platform_outputs()
+def context_from_workspace(ws: Any, record: Any = None) -> DrillContext:
+    """The drill context of a tenant (``record``): its cell's admin credentials
+    and clients in its cell's account and its own region, so its backups are
+    written and read in that region only (residency). Without a record, the
+    home cell's."""
+    cell = record.cell if record is not None else DEFAULT_CELL
+    outputs = ws.cell_outputs(cell)
     arn = outputs.get("db_admin_secret_arn")
     if not arn:
-        raise TargetUnavailable("the platform stack has no db_admin_secret_arn output: cannot back up as admin")
-    user, password = admin_credentials(ws.client("secretsmanager"), arn)
+        raise TargetUnavailable(f"cell {cell!r} has no db_admin_secret_arn output: cannot back up as admin")
+    clients = ws.clients_for(record) if record is not None else ws.cell_clients(cell)
+    user, password = admin_credentials(clients("secretsmanager"), arn)
     pg_bin = ws.sandbox.pg_bin_dir if ws.is_sandbox else None
     return DrillContext(
-        s3=ws.client("s3"), kms=ws.client("kms"), admin_user=user, admin_password=password,
-        registry=ws.registry, rds=ws.client("rds"),
+        s3=clients("s3"), kms=clients("kms"), admin_user=user, admin_password=password,
+        registry=ws.registry, rds=clients("rds"),
         pg_bin_dir=Path(pg_bin) if pg_bin else None, is_sandbox=ws.is_sandbox, workspace=ws,
     )

@@ -39,10 +39,10 @@ from tenantctl.engines.base import Op, ResourceChange
 from tenantctl.errors import CHANGES_PENDING, InvalidInput, TenantctlError, contained, interrupt_on_sigterm
 from tenantctl.fingerprint import applied_hash, program_fingerprint
 from tenantctl.models import TenantRecord, TenantStatus
-from tenantctl.naming import broken_rule, forget_hint, require_valid
+from tenantctl.naming import DEFAULT_CELL, broken_rule, forget_hint, require_valid
 from tenantctl.operations.refresh import Orphan, refresh_many
 from tenantctl.registry import refusal
-from tenantctl.stackconfig import read_tenant, tenant_stack_files
+from tenantctl.stackconfig import read_tenant, tenant_stack_files, write_tenant
 from tenantctl.workspace import Workspace
 
 
@@ -85,6 +85,7 @@ class ApplySummary(BaseModel):
     refresh: bool = False
     shard: str
     match: list[str] = Field(default_factory=list)
+    cell: str | None = None
     seconds: float
     results: list[TenantResult]
 
@@ -148,9 +149,12 @@ def _update_reason(record: TenantRecord) -> str:
 
 
 def plan(ws: Workspace, shard: tuple[int, int], records: dict[str, TenantRecord],
-         match: Sequence[str] = (), prune: bool = False) -> list[TenantResult]:
-    """What apply would do per tenant, from the stack files and one registry read."""
+         match: Sequence[str] = (), prune: bool = False, cell: str | None = None) -> list[TenantResult]:
+    """What apply would do per tenant, from the stack files and one registry read.
+    ``cell``: only tenants of that cell (by their record; a new tenant by the
+    cell its stack file forces)."""
     index, total = shard
+    fingerprint = program_fingerprint(ws.project_dir)
 
     def mine(tenant_id: str) -> bool:
         return in_shard(tenant_id, index, total) and matches(tenant_id, match)
@@ -158,26 +162,34 @@ def plan(ws: Workspace, shard: tuple[int, int], records: dict[str, TenantRecord]
     results: list[TenantResult] = []
     files = {t: p for t, p in tenant_stack_files(ws.stacks_dir).items() if mine(t)}
     for tenant_id, path in files.items():
+        record = records.get(tenant_id)
         try:
             require_valid(tenant_id, hint=forget_hint(tenant_id))  # the file's name, before its content
             spec = read_tenant(path)
         except TenantctlError as exc:
-            results.append(TenantResult(tenant_id=tenant_id, action=Action.invalid, ok=False, error=str(exc),
-                                        reason="stack file refused"))
+            if cell is None or (record is not None and record.cell == cell):
+                results.append(TenantResult(tenant_id=tenant_id, action=Action.invalid, ok=False, error=str(exc),
+                                            reason="stack file refused"))
             continue
-        record = records.get(tenant_id)
+        if cell is not None and (record.cell if record is not None else spec.cell) != cell:
+            continue
         refused = refusal(record, spec, locks=False)  # what the run would refuse is an error, in a preview too
         if refused is not None:
             results.append(TenantResult(tenant_id=tenant_id, action=Action.invalid, ok=False, error=str(refused),
                                         reason="refused by the registry"))
         elif record is None:
             results.append(TenantResult(tenant_id=tenant_id, action=Action.create, reason="not in the registry"))
-        elif record.status in SETTLED and record.spec_hash == applied_hash(spec, ws.project_dir):
+        elif spec.cell is not None and spec.cell != record.cell and record.status not in GONE:
+            results.append(TenantResult(tenant_id=tenant_id, action=Action.invalid, ok=False,
+                                        error=f"the stack file names cell {spec.cell!r}, the tenant lives in "
+                                              f"{record.cell!r}: tenants do not change cells in place",
+                                        reason="cell changed"))
+        elif record.status in SETTLED and record.spec_hash == applied_hash(spec, ws.project_dir, fingerprint):
             results.append(TenantResult(tenant_id=tenant_id, action=Action.unchanged))
         else:
             results.append(TenantResult(tenant_id=tenant_id, action=Action.update, reason=_update_reason(record)))
     for tenant_id, record in records.items():
-        if tenant_id in files or not mine(tenant_id):
+        if tenant_id in files or not mine(tenant_id) or (cell is not None and record.cell != cell):
             continue
         rule = broken_rule(tenant_id)
         if rule is not None:  # never deprovisioned by --prune: no operation accepts the id
@@ -207,7 +219,9 @@ def _preview_one(ws: Workspace, tenant_id: str, action: Action, refresh: bool, r
         result.changes = {Op.delete.value: len(result.resources)} if result.resources else {}
         return
     # What provision would refuse before its engine runs (the engine's preview runs the policy gate).
-    preflight.check(read_tenant(ws.stacks_dir / f"Pulumi.{tenant_id}.yaml"), ws.platform_outputs(), ws.client)
+    spec = read_tenant(ws.stacks_dir / f"Pulumi.{tenant_id}.yaml")
+    cell = spec.cell or DEFAULT_CELL  # pinned from its record for an existing tenant
+    preflight.check(spec, ws.cell_outputs(cell), ws.cell_clients(cell))
     changes = ws.engine.preview(tenant_id, refresh=refresh and action is not Action.create)
     result.changes, result.resources = changes.summary(), _steps(changes.changes)
 
@@ -220,6 +234,8 @@ def _apply_one(ws: Workspace, tenant_id: str, action: Action, preview: bool, ref
     result = TenantResult(tenant_id=tenant_id, action=action)
     with contained(result):  # one tenant's failure never stops the others
         if preview:
+            if action is not Action.prune:
+                _pin_cell(ws, tenant_id)
             _preview_one(ws, tenant_id, action, refresh, result)
         elif action is Action.prune:
             _, changes, _ = deprovision(ws, tenant_id)
@@ -231,6 +247,18 @@ def _apply_one(ws: Workspace, tenant_id: str, action: Action, preview: bool, ref
             result.drift, result.orphans = up.drift, up.orphans
     result.seconds = round(time.monotonic() - started, 3)
     return result
+
+
+def _pin_cell(ws: Workspace, tenant_id: str) -> None:
+    """Before previewing an existing tenant, name its cell in its stack file
+    when the committed file does not (placement wrote it on the machine that
+    provisioned it; CI may not have committed it back): the preview must run
+    against the tenant's own cell and account, as its up will."""
+    path = ws.stacks_dir / f"Pulumi.{tenant_id}.yaml"
+    spec = read_tenant(path)
+    record = ws.registry.get(tenant_id) if spec.cell is None else None
+    if record is not None:
+        write_tenant(ws.stacks_dir, spec.model_copy(update={"cell": record.cell}))
 
 
 _WORKSPACES: dict[tuple[str, str, bool], Workspace] = {}
@@ -335,6 +363,7 @@ def apply(
     parallel: int = 4,
     shard: str | None = None,
     match: Sequence[str] = (),
+    cell: str | None = None,
     yes: bool = False,
     refresh: bool = False,
     on_plan: Callable[[list[TenantResult]], None] | None = None,
@@ -342,22 +371,25 @@ def apply(
 ) -> ApplySummary:
     """Reconcile stacks/ with the registry. `prune`: orphans become `prune`
     actions (previewed, or deprovisioned when not previewing); without it they
-    are only reported. `refresh`: tenants the fingerprint would skip are read
-    live, and the drifted ones repaired. Stack files are read, never the
-    platform stack's. ``yes``: a tenant whose plan deletes or replaces
-    resources goes ahead (without it that tenant is refused: NotConfirmed, the
-    others still run). ``on_plan`` sees the plan before anything runs; raising
-    there stops the run with nothing changed."""
+    are only reported. `cell`: only that cell's tenants. `refresh`: tenants the
+    fingerprint would skip are read live, and the drifted ones repaired. Tenant
+    stack files are read, never the cells' (`tenantctl cell add` applies those).
+    ``yes``: a tenant whose plan deletes or replaces resources goes ahead
+    (without it that tenant is refused: NotConfirmed, the others still run).
+    ``on_plan`` sees the plan before anything runs; raising there stops the
+    run with nothing changed."""
     if parallel < 1:
         raise InvalidInput("--parallel must be at least 1")
     started = time.monotonic()
     index, total = parse_shard(shard)
     match = list(match)
     check_scope(ws, prune=prune and not preview, match=match)
+    if cell is not None:
+        ws.cell(cell)  # NotFound (exit 6) for an unknown cell
     program_fingerprint.cache_clear()  # the program as it is now, even in a long-lived process
     ws.ensure_platform()
-    records = {r.tenant_id: r for r in ws.registry.iter_all()}
-    results = plan(ws, (index, total), records, match=match, prune=prune)
+    records = {r.tenant_id: r for r in ws.registry.iter_all()}  # every cell's: a stack file may name any
+    results = plan(ws, (index, total), records, match=match, prune=prune, cell=cell)
     if refresh:
         results = _drift_check(ws, results, records, parallel)
     if on_plan:
@@ -383,5 +415,5 @@ def apply(
         ws.engine.prepare()  # e.g. provider plugins installed once, not raced for by every worker
         run_pool(todo, (str(ws.project_dir), str(ws.cwd), yes), preview, parallel, report, refresh=refresh)
     merged = [done.get(r.tenant_id, r) for r in results]
-    return ApplySummary(preview=preview, refresh=refresh, shard=f"{index}/{total}", match=match,
+    return ApplySummary(preview=preview, refresh=refresh, shard=f"{index}/{total}", match=match, cell=cell,
                         seconds=round(time.monotonic() - started, 3), results=merged)

@@ -6,7 +6,9 @@ tenant's objects stay unless the operator asks to purge them.
 A run killed at any point leaves the record locked (`status` names owner, host,
 pid and time) and `deprovisioning`; after `tenantctl unlock ID --force` a re-run
 finishes the job: the engine's deletes are idempotent and its state file says
-what is left."""
+what is left. The tombstone gives the tenant's slot in its cell back (a run
+killed between the two leaves the slot counted: `tenantctl cell show NAME
+--recount` corrects a cell's counts)."""
 
 from __future__ import annotations
 
@@ -129,8 +131,9 @@ def deprovision(ws: Workspace, tenant_id: str, purge_data: bool = False,
             if purge_data and held.record.resources is not None:
                 res = held.record.resources
                 phase(on_event, tenant_id, f"purging every object under s3://{res.bucket}/{res.prefix}")
-                details["purged_objects"] = purge_prefix(ws.client("s3", region=res.region), res.bucket, res.prefix)
+                details["purged_objects"] = purge_prefix(ws.clients_for(held.record)("s3"), res.bucket, res.prefix)
         path.unlink(missing_ok=True)
         phase(on_event, tenant_id, "recording the tombstone")
         held.record = registry.mark_deprovisioned(held.record, retention_days)
+    registry.release_slot(held.record.cell, held.record.tier)
     return held.record, changes, details

@@ -44,14 +44,14 @@ def hibernate(ws: Workspace, tenant_id: str, idle_days: int = 30, force: bool = 
     if record.status is not TenantStatus.active or record.resources is None:
         raise InvalidInput(f"tenant {tenant_id!r} is {record.status.value}: only an active tenant is hibernated")
     phase(on_event, tenant_id, "measuring its activity")
-    usage = measure(record, clients_from_workspace(ws), idle_days)
+    usage = measure(record, clients_from_workspace(ws, record), idle_days)
     if not usage.idle and not force:
         when = f"{usage.last_activity:%Y-%m-%d %H:%M}Z" if usage.last_activity else \
             f"never (created {record.created_at:%Y-%m-%d})"
         raise InvalidInput(f"tenant {tenant_id!r} is not idle: last activity {when}, within --idle-days {idle_days} "
                            "(--force hibernates it anyway)")
     instance = naming.rds_identifier(tenant_id)
-    rds = ws.client("rds", region=record.region)
+    rds = ws.clients_for(record)("rds")  # its cell's account, its region
     with ws.registry.hold(tenant_id, "hibernate") as held:
         state = _state(rds, instance)
         if state not in ("stopped", "stopping"):
@@ -72,7 +72,7 @@ def wake(ws: Workspace, tenant_id: str, on_event: EventSink | None = None) -> Te
     if record.hibernation is None:
         return record
     instance, region = record.hibernation.db_instance, record.hibernation.region
-    rds = ws.client("rds", region=region)
+    rds = ws.clients_for(record)("rds", region=region)
     with ws.registry.hold(tenant_id, "wake") as held:
         state = _state(rds, instance)
         if state == "stopping":
@@ -91,7 +91,7 @@ def instance_state(ws: Workspace, record: TenantRecord) -> str | None:
     `available`...); None when the record holds no hibernation."""
     if record.hibernation is None:
         return None
-    return _state(ws.client("rds", region=record.hibernation.region), record.hibernation.db_instance)
+    return _state(ws.clients_for(record)("rds", region=record.hibernation.region), record.hibernation.db_instance)
 
 
 def _state(rds: Any, instance: str) -> str:

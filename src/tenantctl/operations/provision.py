@@ -1,10 +1,12 @@
-"""Provision (or update) one tenant: reserve it in the registry, write its
-stack file, apply, record the outputs, verify the live posture.
+"""Provision (or update) one tenant: place it in a cell, reserve it in the
+registry, write its stack file, apply, record the outputs, verify the live
+posture.
 
-The reservation comes first, so a run that cannot reserve creates nothing; a
-failed run leaves the lock released and the error on the record, and a re-run
-converges. ``apply_spec`` + ``activate`` are the apply-and-verify step a revive
-shares.
+Placement (``tenantctl.placement``) and the registry reservation come first,
+so a run that cannot place or reserve creates nothing (the cell slot a refused
+run took is given back); a failed apply leaves the lock released, the error on
+the record and the slot held (resources may exist), and a re-run converges.
+``apply_spec`` + ``activate`` are the apply-and-verify step a revive shares.
 
 An existing tenant is repaired as it is updated: its up refreshes first (a
 resource changed out of band is reset, one deleted is created again) and the
@@ -24,12 +26,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tenantctl import __version__, inventory
 from tenantctl.engines.base import ChangeSet, EventSink, UpResult, phase
-from tenantctl.errors import InvalidInput, NotConfirmed, TargetUnavailable, engine_step
+from tenantctl.errors import InvalidInput, NotConfirmed, TargetUnavailable, TenantctlError, engine_step
 from tenantctl.fingerprint import applied_hash
 from tenantctl.models import TenantRecord, TenantResources, TenantSpec, describe_validation_error
 from tenantctl.naming import require_valid
 from tenantctl.operations.refresh import Orphan, orphans_of, remove_orphans
-from tenantctl.registry import refusal
+from tenantctl.placement import Placement
+from tenantctl.registry import RegistryUnreachable, RegistryWriter, refusal
 from tenantctl.stackconfig import read_tenant, stack_file, write_tenant
 from tenantctl.workspace import Workspace
 
@@ -106,59 +109,79 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
               refresh: bool | None = None) -> tuple[TenantRecord, Provisioned]:
     """``refresh``: repair drift and orphans while applying (default: when the
     tenant already exists; `apply` passes its --refresh)."""
-    from tenantctl import preflight
+    from tenantctl.placement import place
     from tenantctl.policy import PolicyRefused, refuse_unsafe_spec
 
     require_valid(spec.id)  # a spec built without validation must not reach the registry or stacks/
     refuse_unsafe_spec(spec)  # the policy gate's spec rules (exit 8): before the registry or stacks/ are touched
     phase(on_event, spec.id, "checking the platform")
-    platform = ws.ensure_platform(on_event)
-    phase(on_event, spec.id, "preflight: quotas and shared-resource limits")
-    preflight.check(spec, platform, ws.client)  # quotas and shared-bucket rules: refuse before anything exists
+    ws.ensure_platform(on_event)  # the home cell: the registry lives there
     registry = ws.registry
+    phase(on_event, spec.id, "placing: cells, quotas and shared-resource limits")
+    try:
+        current = registry.get(spec.id)
+        # The cell, its account walls and a slot: refused (exit 11) before anything exists.
+        spec, placement = place(ws, spec, current)
+    except RegistryUnreachable as exc:
+        raise TargetUnavailable(f"cannot reserve tenant {spec.id!r} in the registry, nothing was created: "
+                                f"{exc}") from None
     path = stack_file(ws.stacks_dir, spec.id)
     committed = path.read_text() if path.exists() else None
+    reserved = False
     phase(on_event, spec.id, "reserving the tenant in the registry")
-    with registry.hold(spec.id, "provision", spec=spec) as held:
-        repair = held.record.resources is not None if refresh is None else refresh
-        # Tagged before the up: what this run creates can never look like an orphan.
-        tagged = inventory.scan(ws.client, [spec.region], tenant=spec.id) if repair else []
-        try:
-            phase(on_event, spec.id, f"applying {path.name}")
-            applied = apply_spec(ws, spec, on_event, refresh=repair)
-        except (PolicyRefused, NotConfirmed) as refused:
-            if getattr(refused, "changed_nothing", True):
-                # The engine's gate (or the operator) refused before its first change: put back what this run wrote.
-                _restore(path, committed)
-                registry.withdraw(held.record)
-            # Refused during the up (CrossGuard): resources may exist, the record and file stay to converge.
-            raise
-        orphans = remove_orphans(ws, held.record, applied.result.changes, tagged) if repair else []
-        phase(on_event, spec.id, "recording the tenant active, checking its isolation posture")
-        held.record = activate(ws, held.record, spec, applied)
+    try:
+        with registry.hold(spec.id, "provision", spec=spec, account_id=placement.account_id,
+                           read=(current,)) as held:
+            reserved = True
+            repair = held.record.resources is not None if refresh is None else refresh
+            # Tagged before the up: what this run creates can never look like an orphan.
+            clients = ws.cell_clients(spec.cell)  # the tenant's resources live in its cell's account
+            tagged = inventory.scan(clients, [spec.region], tenant=spec.id) if repair else []
+            try:
+                phase(on_event, spec.id, f"applying {path.name}")
+                applied = apply_spec(ws, spec, on_event, refresh=repair)
+            except (PolicyRefused, NotConfirmed) as refused:
+                if getattr(refused, "changed_nothing", True):
+                    # The engine's gate (or the operator) refused before its first change: put back what
+                    # this run wrote.
+                    _restore(path, committed)
+                    if registry.withdraw(held.record):
+                        _give_back(registry, placement, spec)
+                # Refused during the up (CrossGuard): resources may exist, the record, file and slot stay.
+                raise
+            orphans = remove_orphans(ws, held.record, applied.result.changes, tagged) if repair else []
+            phase(on_event, spec.id, "recording the tenant active, checking its isolation posture")
+            held.record = activate(ws, held.record, spec, applied)
+    except BaseException:
+        if not reserved:  # refused by the registry (locked, tombstoned, unreachable): nothing was created
+            _give_back(registry, placement, spec)
+        raise
     return held.record, Provisioned.model_validate({**applied.result.model_dump(), "orphans": orphans})
 
 
 def preview(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None) -> Preview:
     """What ``provision(ws, spec)`` would do, changing nothing; raises what the
     run would refuse with (invalid or unsafe spec, tombstoned id, tier move,
-    lock, quota, policy gate), so a clean preview means the run goes through."""
+    lock, quota, policy gate), so a clean preview means the run goes through.
+    A new tenant is previewed in the cell placement would pick (no slot is taken)."""
     from tenantctl import preflight
+    from tenantctl.placement import choose
     from tenantctl.policy import refuse_unsafe_spec
 
     require_valid(spec.id)
     refuse_unsafe_spec(spec)
-    platform = ws.platform_outputs()
-    if not platform.get("registry_table"):
+    if not ws.platform_outputs().get("registry_table"):
         raise TargetUnavailable("no platform is deployed on this target yet: nothing to preview a tenant against "
                                 "(`tenantctl provision` brings it up first; `tenantctl platform up` alone)")
-    preflight.check(spec, platform, ws.client)
     record = ws.registry.get(spec.id)
     refused = refusal(record, spec)
     if refused is not None:
         raise refused
+    spec = choose(ws, spec, record)
+    clients = ws.cell_clients(spec.cell)
+    preflight.check(spec, ws.cell_outputs(spec.cell), clients)
     existing = record is not None and record.resources is not None
-    tagged = inventory.scan(ws.client, [spec.region], tenant=spec.id) if existing else []
+    tagged = inventory.scan(clients, [spec.region], tenant=spec.id) if existing else []
     with proposed(ws, spec), engine_step(f"previewing {spec.id!r}"):
         changes = ws.engine.preview(spec.id, on_event=on_event, refresh=existing)
     found = orphans_of(ws, record, changes, tagged)[0] if existing else []
@@ -176,6 +199,15 @@ def proposed(ws: Workspace, spec: TenantSpec) -> Iterator[None]:
         yield
     finally:
         _restore(path, committed)
+
+
+def _give_back(registry: RegistryWriter, placement: Placement, spec: TenantSpec) -> None:
+    """Release the slot a refused run took; a registry gone meanwhile keeps it
+    counted (`tenantctl cell show NAME --recount` corrects that), never hides the refusal."""
+    try:
+        placement.release(registry, spec.tier)
+    except TenantctlError:
+        pass
 
 
 def _restore(path: Path, committed: str | None) -> None:

@@ -94,10 +94,14 @@ class RefreshSummary(BaseModel):
 
 # -- which tenants ---------------------------------------------------------------
 
-def select(ws: Workspace, tenant_ids: Sequence[str], every: bool) -> list[TenantRecord]:
-    """The records to refresh: the named tenants, or every tenant not deprovisioned."""
-    if bool(tenant_ids) == every:
-        raise InvalidInput("name the tenants to refresh, or pass --all (not both)")
+def select(ws: Workspace, tenant_ids: Sequence[str], every: bool, cell: str | None = None) -> list[TenantRecord]:
+    """The records to refresh: the named tenants, or every tenant not
+    deprovisioned (of ``cell`` only, when given)."""
+    if bool(tenant_ids) == (every or cell is not None):
+        raise InvalidInput("name the tenants to refresh, or pass --all or --cell (not both)")
+    if cell is not None:
+        ws.cell(cell)  # an unknown cell is refused (exit 6), not an empty report
+        return [r for r in ws.registry.iter_all(cell=cell) if r.status not in GONE]
     if every:
         return [r for r in ws.registry.iter_all() if r.status not in GONE]
     records = []
@@ -129,7 +133,7 @@ def orphans_of(ws: Workspace, record: TenantRecord, changes: ChangeSet,
         return [], "orphans not checked: this engine's refresh names no resource ARNs"
     arns, urns = _known(record, changes)
     candidates = inventory.unknown([t for t in tagged if t.tenant == record.tenant_id], arns, urns)
-    return [t for t in candidates if inventory.is_live(ws.client, t)], ""
+    return [t for t in candidates if inventory.is_live(ws.clients_for(record), t)], ""
 
 
 def remove_orphans(ws: Workspace, record: TenantRecord, changes: ChangeSet,
@@ -155,7 +159,7 @@ def remove_orphans(ws: Workspace, record: TenantRecord, changes: ChangeSet,
             orphan.error = refused
         elif orphan.removable:
             try:
-                orphan.removed = inventory.remove(ws.client, resource)
+                orphan.removed = inventory.remove(ws.clients_for(record), resource)
             except (ClientError, BotoCoreError) as exc:  # reported; the tenant itself is repaired
                 orphan.error = str(exc)
         done.append(orphan)
@@ -188,11 +192,12 @@ def refresh_many(ws: Workspace, records: list[TenantRecord], parallel: int = 8,
     if not records:
         return []
     _ = ws.engine  # made once, before the threads share it
-    # The tenants' own roles are known from their records: no tag read for those.
-    tagged = inventory.scan(ws.client, {r.region for r in records}, claimed=_record_roles(records))
+    cells = ws.cells()
+    roles = {r.tenant_id: (cells.get(r.cell) or ws.cell(r.cell)).account_role_arn for r in records}
+    tagged = _tagged_by_account(ws, records, roles)
     done: list[TenantDrift] = []
     with ThreadPoolExecutor(max_workers=min(parallel, len(records))) as pool:
-        futures = [pool.submit(refresh_tenant, ws, r, tagged) for r in records]
+        futures = [pool.submit(refresh_tenant, ws, r, tagged[roles[r.tenant_id]]) for r in records]
         for future in as_completed(futures):
             done.append(future.result())
             if on_result:
@@ -204,11 +209,24 @@ def _record_roles(records: Iterable[TenantRecord]) -> set[str]:
     return {r.resources.role_arn for r in records if r.resources is not None}
 
 
+def _tagged_by_account(ws: Workspace, records: list[TenantRecord],
+                       roles: dict[str, str | None]) -> dict[str | None, list[inventory.Tagged]]:
+    """One tag inventory per account the tenants' cells are in (``roles``: each
+    tenant's cell account role; None: the target's own account), over their
+    regions. The tenants' own roles are known from their records: no tag read
+    for those."""
+    by_role: dict[str | None, list[TenantRecord]] = {}
+    for record in records:
+        by_role.setdefault(roles[record.tenant_id], []).append(record)
+    return {role: inventory.scan(ws.client.in_account(role), {r.region for r in group}, claimed=_record_roles(group))
+            for role, group in by_role.items()}
+
+
 def refresh(ws: Workspace, tenant_ids: Sequence[str] = (), every: bool = False, parallel: int = 8,
             on_plan: Callable[[int], None] | None = None,
-            on_result: Callable[[TenantDrift], None] | None = None) -> RefreshSummary:
+            on_result: Callable[[TenantDrift], None] | None = None, cell: str | None = None) -> RefreshSummary:
     started = time.monotonic()
-    records = select(ws, tenant_ids, every)
+    records = select(ws, tenant_ids, every, cell)
     if on_plan:
         on_plan(len(records))
     tenants = refresh_many(ws, records, parallel, on_result)

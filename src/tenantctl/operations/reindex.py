@@ -26,10 +26,9 @@ def reindex_search(ws: Any, tenant_id: str) -> ReindexResult:
     record = ws.registry.require(tenant_id)
     if record.status is not TenantStatus.active:
         raise InvalidInput(f"tenant {tenant_id!r} is {record.status.value}: only an active tenant is reindexed")
-    clients = ws.client
-    reader = RegistryReader(ws.platform_outputs()["registry_table"], client=clients("dynamodb"))
-    store = ContextStore(Envelope(lambda _ctx: clients("kms", region=record.region)),
-                         lambda _ctx: clients("secretsmanager", region=record.region))
+    reader = RegistryReader(ws.platform_outputs()["registry_table"], client=ws.client("dynamodb"))
+    clients = ws.clients_for(record)  # its key and secret: in its cell's account, its region
+    store = ContextStore(Envelope(lambda _ctx: clients("kms")), lambda _ctx: clients("secretsmanager"))
     try:
         return store.reindex(from_registry(reader, tenant_id, subject="tenantctl"))
     except runtime_errors.KeyUnusable as exc:

@@ -29,7 +29,7 @@ from tenantctl.drills.backup import backup, key_state
 from tenantctl.drills.context import DrillContext
 from tenantctl.drills.models import BackupIndex, RestoreResult, Target
 from tenantctl.errors import InvalidInput
-from tenantctl.models import TenantRecord, TenantSpec, Tier, utcnow
+from tenantctl.models import TenantRecord, TenantSpec, TenantStatus, Tier, utcnow
 from tenantctl.naming import require_valid, resource_name
 from tenantctl.operations.provision import activate, apply_spec
 from tenantctl.workspace import Workspace
@@ -114,9 +114,7 @@ def revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, index: BackupIn
     ``tenantctl.drills.run.drill``). The backup's manifest is sealed under the
     old key, so it is opened only once that key's deletion is cancelled."""
     from tenantctl import preflight
-    from tenantctl.drills.rekey import rekey_objects, rekey_store
-    from tenantctl.drills.restore import restore_logical
-    from tenantctl.drills.verify import verify
+    from tenantctl.placement import reserve_again
     from tenantctl.policy import refuse_unsafe_spec
 
     require_valid(tomb.tenant_id)
@@ -127,12 +125,33 @@ def revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, index: BackupIn
         raise InvalidInput(f"tenant {tomb.tenant_id!r} is deprovisioned: it comes back into new resources, "
                            "there is nothing to --overwrite")
     _check_window(tomb, started)
-    old = tomb.resources
     notes: list[str] = []
     spec, source = spec_for(ws, index, tomb)
+    # Back into its own cell and region: its data and backups are there (residency).
+    spec = spec.model_copy(update={"cell": tomb.cell, "region": tomb.region})
     # What provisioning refuses before touching anything, refused here too (before the key or registry change).
     refuse_unsafe_spec(spec)
-    preflight.check(spec, ws.ensure_platform(), ws.client)
+    preflight.check(spec, ws.ensure_cell(tomb.cell), ws.cell_clients(tomb.cell))
+    registry = ws.registry
+    placement = reserve_again(ws, tomb)  # the deprovision gave its slot back
+    back = False
+    try:
+        result = _revive(ws, ctx, tomb, index, spec, source, started, notes)
+        current = registry.get(tomb.tenant_id)
+        back = current is not None and current.status is TenantStatus.active
+        return result
+    finally:
+        if not back:  # still a tombstone (failed, or not verified): the slot goes back too
+            placement.release(registry, tomb.tier)
+
+
+def _revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, index: BackupIndex, spec: TenantSpec,
+            source: str, started: datetime, notes: list[str]) -> RestoreResult:
+    from tenantctl.drills.rekey import rekey_objects, rekey_store
+    from tenantctl.drills.restore import restore_logical
+    from tenantctl.drills.verify import verify
+
+    old = tomb.resources
     registry = ws.registry
     with registry.hold(tomb.tenant_id, "drill-restore") as held:
         if revive_key(ctx.kms, old.kms_key_arn):
@@ -153,7 +172,7 @@ def revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, index: BackupIn
             return result.model_copy(update={"checks": checks, "notes": notes, "finished_at": utcnow(),
                                              "manifest": manifest})
         if tomb.tier is Tier.dedicated:
-            aside = set_aside_final_snapshot(ctx.rds or ws.client("rds", region=new.region), tomb, new.kms_key_arn)
+            aside = set_aside_final_snapshot(ctx.rds or ws.clients_for(tomb)("rds"), tomb, new.kms_key_arn)
             if aside:
                 notes.append(f"final RDS snapshot of the deprovision kept as {aside} (new key), so that the "
                              "next deprovision can take its own")

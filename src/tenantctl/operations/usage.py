@@ -1,6 +1,7 @@
-"""What `tenantctl usage | cost | report` compute: which tenants to measure,
-the committed specs and platform they are priced with, how many pooled tenants
-share the platform, and what-if overrides.
+"""What `tenantctl usage | cost | report` compute: which tenants to measure
+(one, all, or all of a cell), the committed specs and the cell they are priced
+with, how many pooled tenants share each cell's platform, and what-if overrides.
+Each tenant is measured with clients in its own cell's account and region.
 
 The measuring and pricing themselves are `tenantctl.usage`; this module ties
 them to a workspace (its registry, its stacks/ directory), so that a command,
@@ -14,10 +15,10 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from tenantctl.errors import InvalidInput
-from tenantctl.models import PlatformSpec, TenantRecord, TenantSpec, TenantStatus, Tier
-from tenantctl.naming import require_valid
-from tenantctl.stackconfig import read_platform, read_tenant, stack_file
+from tenantctl.errors import InvalidInput, TenantctlError
+from tenantctl.models import CellSpec, TenantRecord, TenantSpec, TenantStatus, Tier, utcnow
+from tenantctl.naming import DEFAULT_CELL, require_valid
+from tenantctl.stackconfig import read_cell, read_tenant, stack_file
 from tenantctl.usage.cost import (
     GIB,
     CostEstimate,
@@ -31,7 +32,7 @@ from tenantctl.usage.cost import (
     hibernation_saving,
 )
 from tenantctl.usage.html_report import ReportData, build_report, latest_drill_verdicts, write_report
-from tenantctl.usage.measure import MEASURED_STATUSES, TenantUsage, clients_from_workspace, measure
+from tenantctl.usage.measure import MEASURED_STATUSES, TenantUsage, UsageClients, clients_from_workspace, measure
 from tenantctl.workspace import Workspace
 
 
@@ -44,21 +45,46 @@ def check_selection(tenant_id: str | None, all_: bool) -> None:
         raise InvalidInput("give either a tenant id or --all")
 
 
-def selected_records(ws: Workspace, tenant_id: str | None, tier: Tier | None = None) -> list[TenantRecord]:
+def selected_records(ws: Workspace, tenant_id: str | None, tier: Tier | None = None,
+                     cell: str | None = None) -> list[TenantRecord]:
     """The named tenant whatever its status, or every active or suspended tenant
-    (of ``tier``), the registry walked page by page."""
+    (of ``tier``, of ``cell``), the registry walked page by page."""
     if tenant_id:
         return [ws.registry.require(tenant_id)]
-    return [r for r in ws.registry.iter_all(tier=tier) if r.status in MEASURED_STATUSES]
+    if cell is not None:
+        ws.cell(cell)  # NotFound for an unknown cell rather than an empty answer
+    return [r for r in ws.registry.iter_all(tier=tier, cell=cell) if r.status in MEASURED_STATUSES]
+
+
+def per_place(ws: Workspace) -> Callable[[TenantRecord], UsageClients]:
+    """Usage clients per (cell, region), made once each."""
+    made: dict[tuple[str, str], UsageClients] = {}
+
+    def clients(record: TenantRecord) -> UsageClients:
+        key = (record.cell, record.region)
+        if key not in made:
+            made[key] = clients_from_workspace(ws, record)
+        return made[key]
+
+    return clients
 
 
 def measure_tenants(ws: Workspace, tenant_id: str | None, all_: bool, tier: Tier | None = None,
-                    idle_days: int = 30) -> tuple[list[TenantRecord], list[TenantUsage]]:
+                    idle_days: int = 30, cell: str | None = None) -> tuple[list[TenantRecord], list[TenantUsage]]:
     """The records selected and the usage of each, in the same order."""
     check_selection(tenant_id, all_)
-    clients = clients_from_workspace(ws)
-    records = selected_records(ws, tenant_id, tier)
-    return records, [measure(r, clients, idle_days) for r in records]
+    records = selected_records(ws, tenant_id, tier, cell)
+    clients = per_place(ws)
+
+    def one(record: TenantRecord) -> TenantUsage:
+        try:
+            where = clients(record)
+        except TenantctlError as exc:  # e.g. its cell is not in this project's stacks/: the others still count
+            return TenantUsage(tenant_id=record.tenant_id, tier=record.tier, status=record.status,
+                               measured_at=utcnow(), idle_days=idle_days, errors=[str(exc)])
+        return measure(record, where, idle_days)
+
+    return records, [one(r) for r in records]
 
 
 def committed_specs(ws: Workspace, ids: list[str]) -> dict[str, TenantSpec]:
@@ -66,14 +92,14 @@ def committed_specs(ws: Workspace, ids: list[str]) -> dict[str, TenantSpec]:
     return {i: read_tenant(stack_file(ws.stacks_dir, i)) for i in ids if stack_file(ws.stacks_dir, i).exists()}
 
 
-def platform_spec(ws: Workspace) -> PlatformSpec:
-    """The committed platform spec (the shared database priced for pooled tenants), or the defaults."""
-    return read_platform(ws.stacks_dir) or PlatformSpec()
+def platform_spec(ws: Workspace, cell: str = DEFAULT_CELL) -> CellSpec:
+    """A cell's committed spec (its shared database priced for its pooled tenants), or the defaults."""
+    return read_cell(ws.stacks_dir, cell) or CellSpec(name=cell)
 
 
-def active_pooled(ws: Workspace) -> int:
-    """Active pooled tenants in the registry: those the platform cost is split over."""
-    return sum(1 for _ in ws.registry.iter_all(tier=Tier.pooled, status=TenantStatus.active))
+def active_pooled(ws: Workspace, cell: str = DEFAULT_CELL) -> int:
+    """Active pooled tenants of a cell: those its platform cost is split over."""
+    return sum(1 for _ in ws.registry.iter_all(tier=Tier.pooled, status=TenantStatus.active, cell=cell))
 
 
 # -- cost ------------------------------------------------------------------------------
@@ -117,26 +143,26 @@ def what_if(inputs: CostInputs, db_gb: float | None = None, s3_gb: float | None 
 
 def estimate_costs(ws: Workspace, prices: PriceTable, tenant_id: str | None = None, all_: bool = False,
                    tier: Tier | None = None, db_gb: float | None = None, s3_gb: float | None = None,
-                   pooled_tenants: int | None = None, idle_days: int = 30) -> CostReport:
-    """Estimates and the tier comparison for one tenant, all of them (measured,
-    with ``db_gb`` / ``s3_gb`` overriding the measured figures), or, with
-    neither, a hypothetical tenant of ``tier`` described by ``db_gb`` / ``s3_gb``.
-    ``pooled_tenants`` replaces the registry's count of active pooled tenants.
-    A dedicated tenant also gets its hibernation: stopped now (its instance
-    priced at 0), idle for ``idle_days``, and what stopping it saves."""
+                   pooled_tenants: int | None = None, cell: str | None = None, idle_days: int = 30) -> CostReport:
+    """Estimates and the tier comparison for one tenant, all of them (of
+    ``cell``; measured, with ``db_gb`` / ``s3_gb`` overriding the measured
+    figures), or, with neither, a hypothetical tenant of ``tier`` in ``cell``
+    described by ``db_gb`` / ``s3_gb``. Each tenant is priced with its own
+    cell's platform split over that cell's active pooled tenants;
+    ``pooled_tenants`` replaces the registry's count. A dedicated tenant also
+    gets its hibernation: stopped now (its instance priced at 0), idle for
+    ``idle_days``, and what stopping it saves."""
     hypothetical = not tenant_id and not all_
     if hypothetical and db_gb is None and s3_gb is None:
         raise InvalidInput("give a tenant id, --all, or a what-if usage (--db-gb and/or --s3-gb)")
-    platform = platform_spec(ws)
-    n = pooled_tenants or active_pooled(ws)
     sleep: dict[str, HibernationCost] = {}
     if hypothetical:
-        inputs_list = [CostInputs(tenant_id="what-if", tier=tier or Tier.pooled)]
-        n = max(n, 1)
+        where = cell or DEFAULT_CELL
+        placed = [(where, CostInputs(tenant_id="what-if", tier=tier or Tier.pooled))]
     else:
-        records, usages = measure_tenants(ws, tenant_id, all_, tier, idle_days=idle_days)
+        records, usages = measure_tenants(ws, tenant_id, all_, tier, idle_days=idle_days, cell=cell)
         specs = committed_specs(ws, [u.tenant_id for u in usages])
-        inputs_list = []
+        placed = []
         for record, usage in zip(records, usages, strict=True):
             inputs = cost_inputs(usage, specs.get(usage.tenant_id))
             if record.tier is Tier.dedicated:
@@ -144,14 +170,20 @@ def estimate_costs(ws: Workspace, prices: PriceTable, tenant_id: str | None = No
                 inputs = inputs.model_copy(update={"hibernated": asleep})
                 sleep[record.tenant_id] = HibernationCost(hibernated=asleep, idle=usage.idle,
                                                           monthly_saving=hibernation_saving(inputs, prices))
-            inputs_list.append(inputs)
-    inputs_list = [what_if(i, db_gb, s3_gb) for i in inputs_list]
-    return CostReport(
-        tenants=[TenantCost(estimate=estimate(i, prices, platform, n), comparison=compare_tiers(i, prices, platform, n),
-                            hibernation=sleep.get(i.tenant_id))
-                 for i in inputs_list],
-        assumptions=assumptions_text(prices, platform, n),
-    )
+            placed.append((record.cell, inputs))
+    platforms = {c: platform_spec(ws, c) for c in {c for c, _ in placed}}
+    sharing = {c: pooled_tenants or active_pooled(ws, c) for c in platforms}
+    if hypothetical:
+        sharing = {c: max(n, 1) for c, n in sharing.items()}
+    tenants = []
+    for c, inputs in placed:
+        inputs = what_if(inputs, db_gb, s3_gb)
+        tenants.append(TenantCost(estimate=estimate(inputs, prices, platforms[c], sharing[c]),
+                                  comparison=compare_tiers(inputs, prices, platforms[c], sharing[c]),
+                                  hibernation=sleep.get(inputs.tenant_id)))
+    first = next(iter(platforms), DEFAULT_CELL)
+    return CostReport(tenants=tenants, assumptions=assumptions_text(prices, platforms.get(first) or CellSpec(),
+                                                                    sharing.get(first, 1)))
 
 
 def _hibernated(ws: Workspace, record: TenantRecord) -> bool:
@@ -175,7 +207,10 @@ def write_html_report(ws: Workspace, prices: PriceTable, out: Path, idle_days: i
     records, usages = measure_tenants(ws, None, True, None, idle_days)
     ids = [u.tenant_id for u in usages]
     try:
-        drills = latest_drill_verdicts(records, ws.client("s3"))
+        drills = {}
+        clients = per_place(ws)
+        for record in records:  # each tenant's history is in its own cell's bucket
+            drills.update(latest_drill_verdicts([record], clients(record).s3))
     except Exception as exc:  # the drill history must not cost the operator the usage/cost page
         if on_drill_error is not None:
             on_drill_error(exc)

@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field
 
 from tenantctl.errors import InvalidInput
-from tenantctl.models import DedicatedSpec, PlatformSpec, TenantSpec, Tier, describe_validation_error
+from tenantctl.models import CellSpec, DedicatedSpec, TenantSpec, Tier, describe_validation_error
 from tenantctl.usage.measure import TenantUsage
 
 GIB = 2**30
@@ -215,7 +215,7 @@ def _line(item: str, monthly: float, detail: str) -> CostLine:
 
 
 # -- the model -----------------------------------------------------------------
-def platform_lines(prices: PriceTable, platform: PlatformSpec) -> list[CostLine]:
+def platform_lines(prices: PriceTable, platform: CellSpec) -> list[CostLine]:
     """What all pooled tenants share: the shared RDS instance, its storage, the
     shared VPC's interface endpoints."""
     h, a, v = prices.hours_per_month, prices.assumptions, prices.vpc
@@ -233,7 +233,7 @@ def platform_lines(prices: PriceTable, platform: PlatformSpec) -> list[CostLine]
     ]
 
 
-def platform_cost(prices: PriceTable, platform: PlatformSpec) -> float:
+def platform_cost(prices: PriceTable, platform: CellSpec) -> float:
     return round(sum(line.monthly for line in platform_lines(prices, platform)), 4)
 
 
@@ -260,13 +260,13 @@ def _common_lines(inputs: CostInputs, prices: PriceTable) -> list[CostLine]:
     ]
 
 
-def pooled_share(db_bytes: int, platform: PlatformSpec, active_pooled: int) -> float:
+def pooled_share(db_bytes: int, platform: CellSpec, active_pooled: int) -> float:
     """The tenant's fraction of the platform: an even split, or its share of the
     shared database's provisioned storage when larger."""
     return max(1 / max(active_pooled, 1), db_bytes / (platform.db_storage_gb * GIB))
 
 
-def _pooled_lines(inputs: CostInputs, prices: PriceTable, platform: PlatformSpec, active_pooled: int) -> list[CostLine]:
+def _pooled_lines(inputs: CostInputs, prices: PriceTable, platform: CellSpec, active_pooled: int) -> list[CostLine]:
     share = pooled_share(inputs.db_bytes, platform, active_pooled)
     total = platform_cost(prices, platform)
     return [_line("platform share", total * share,
@@ -310,7 +310,7 @@ def hibernation_saving(inputs: CostInputs, prices: PriceTable) -> float:
                  * (r.multi_az_factor if d.multi_az else 1), 4)
 
 
-def estimate(inputs: CostInputs, prices: PriceTable, platform: PlatformSpec, active_pooled: int) -> CostEstimate:
+def estimate(inputs: CostInputs, prices: PriceTable, platform: CellSpec, active_pooled: int) -> CostEstimate:
     """The monthly estimate for the tier in ``inputs``. ``active_pooled`` counts the
     active pooled tenants sharing the platform (this one included when pooled)."""
     lines = _common_lines(inputs, prices)
@@ -321,7 +321,7 @@ def estimate(inputs: CostInputs, prices: PriceTable, platform: PlatformSpec, act
     return CostEstimate(tenant_id=inputs.tenant_id, tier=inputs.tier, lines=lines)
 
 
-def compare_tiers(inputs: CostInputs, prices: PriceTable, platform: PlatformSpec, active_pooled: int) -> TierComparison:
+def compare_tiers(inputs: CostInputs, prices: PriceTable, platform: CellSpec, active_pooled: int) -> TierComparison:
     """Both tiers for the same usage, and the context-store size where they cross.
 
     A dedicated tenant moved to pooled would join the active pooled tenants, so
@@ -367,7 +367,7 @@ def _break_even_bytes(diff, hi: int = 65536 * GIB) -> int | None:
     return hi
 
 
-def assumptions_text(prices: PriceTable, platform: PlatformSpec, active_pooled: int) -> list[str]:
+def assumptions_text(prices: PriceTable, platform: CellSpec, active_pooled: int) -> list[str]:
     """The assumptions behind every estimate, printed next to it."""
     a = prices.assumptions
     return [

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from tenantctl.files import write_atomic
-from tenantctl.models import PlatformSpec, TenantRecord, TenantSpec, Tier, utcnow
+from tenantctl.models import CellSpec, TenantRecord, TenantSpec, Tier, utcnow
 from tenantctl.templates import render
 from tenantctl.usage.cost import (
     CostEstimate,
@@ -107,7 +107,7 @@ def bar_chart(title: str, items: Iterable[tuple[str, float, str, str]], width: i
 
 
 def build_report(usages: Iterable[TenantUsage], specs: dict[str, TenantSpec], prices: PriceTable,
-                 platform: PlatformSpec, idle_days: int,
+                 platform: CellSpec, idle_days: int,
                  drills: dict[str, list[DrillVerdict]] | None) -> ReportData:
     usages = list(usages)
     active_pooled = sum(1 for u in usages if u.tier is Tier.pooled and u.status.value == "active")

@@ -246,16 +246,19 @@ def measure_all(records: Iterable[TenantRecord], clients: UsageClients, idle_day
             yield measure(record, clients, idle_days, now)
 
 
-def clients_from_workspace(ws: Any) -> UsageClients:
-    """Clients for the workspace's target; the admin secret is the platform's
+def clients_from_workspace(ws: Any, record: TenantRecord | None = None) -> UsageClients:
+    """Clients where a tenant (``record``) lives, its cell's account and its
+    region (without one: the home cell's); the admin secret is the cell's
     ``db_admin_secret_arn`` output (dedicated on AWS: the instance's own)."""
     from tenantctl.errors import TargetUnavailable
+    from tenantctl.naming import DEFAULT_CELL
 
-    outputs = ws.platform_outputs()
-    arn = outputs.get("db_admin_secret_arn")
+    cell = record.cell if record is not None else DEFAULT_CELL
+    arn = ws.cell_outputs(cell).get("db_admin_secret_arn")
     if not arn:
-        raise TargetUnavailable("the platform stack has no db_admin_secret_arn output: cannot read DB sizes as admin")
+        raise TargetUnavailable(f"cell {cell!r} has no db_admin_secret_arn output: cannot read DB sizes as admin")
+    clients = ws.clients_for(record) if record is not None else ws.cell_clients(cell)
     # On the sandbox dedicated stores live in the sandbox PostgreSQL, whose admin is the platform's.
-    rds = None if ws.is_sandbox else ws.client("rds")
-    return UsageClients(s3=ws.client("s3"), sqs=ws.client("sqs"),
-                        admin_connect=admin_connector(ws.client("secretsmanager"), arn, rds=rds))
+    rds = None if ws.is_sandbox else clients("rds")
+    return UsageClients(s3=clients("s3"), sqs=clients("sqs"),
+                        admin_connect=admin_connector(clients("secretsmanager"), arn, rds=rds))

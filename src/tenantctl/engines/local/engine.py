@@ -74,8 +74,8 @@ class LocalEngine(Engine):
         self.state_root = Path(state_dir or endpoints.state_dir) / "local-engine"
         self.gate = gate  # the CLI's policy gate: raises to block an unsafe plan
         self.program = program or _load_program
-        self._sessions: dict[str, Any] = {}
-        self._clients: dict[tuple[str, str], Any] = {}
+        self._sessions: dict[tuple[str, str | None], Any] = {}
+        self._clients: dict[tuple[str, str | None, str], Any] = {}
         self._clients_lock = threading.Lock()  # refreshes of several stacks run in threads
 
     # -- the Engine interface -------------------------------------------------
@@ -267,34 +267,50 @@ class LocalEngine(Engine):
         return Project.load(self.project_dir).stack_file(stack)
 
     def _config(self, stack: str) -> tuple[str, dict[str, Any]]:
+        """The stack file's config, with its cell's account (``aws:assumeRoles``) laid over it."""
+        from tenantctl.stackconfig import program_config
+
         project = Project.load(self.project_dir)
         name = project.name
         path = project.stack_file(stack)
         if not path.exists():
             raise ApplyFailed(f"stack {stack}: no stack config {path}")
-        from tenantctl.stackconfig import program_config
-
         return name, program_config(path, name)
 
-    def _context(self, config: dict[str, Any]) -> Context:
+    def _session(self, region: str, role_arn: str | None) -> Any:
+        """The sandbox's credentials, or a role in another account assumed with
+        them (moto serves requests made with those credentials in that account)."""
         import boto3
 
         from tenantctl import aws
 
+        key = (region, role_arn)
+        if key not in self._sessions:
+            env = self.endpoints.aws_env()
+            if role_arn is None:
+                self._sessions[key] = boto3.session.Session(
+                    aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+                    region_name=region)
+            else:
+                sts = aws.client("sts", session=self._session(region, None), endpoint_url=env["AWS_ENDPOINT_URL"])
+                self._sessions[key] = aws.assumed_session(sts, role_arn, region)
+        return self._sessions[key]
+
+    def _context(self, config: dict[str, Any]) -> Context:
+        from tenantctl import aws
+
         ep = self.endpoints
         region = str(config.get("aws:region") or ep.region)
+        roles = config.get("aws:assumeRoles") or []
+        role_arn = roles[0].get("roleArn") if roles else None
 
         def client(service: str) -> Any:
             # Kept for the engine's life (plan and apply passes, every stack of an
             # `apply` worker): making a client costs ~50 ms, a run uses a dozen.
-            key = (region, service)
+            key = (region, role_arn, service)
             with self._clients_lock:  # a boto3 session is not thread-safe while it makes clients
                 if key not in self._clients:  # bounded backoff with jitter, throttling retried longest (tenantctl.aws)
-                    if region not in self._sessions:
-                        self._sessions[region] = boto3.session.Session(
-                            aws_access_key_id=ep.aws_env()["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=ep.aws_env()["AWS_SECRET_ACCESS_KEY"], region_name=region)
-                    self._clients[key] = aws.client(service, session=self._sessions[region],
+                    self._clients[key] = aws.client(service, session=self._session(region, role_arn),
                                                     endpoint_url=ep.aws_endpoint_url)
                 return self._clients[key]
 

@@ -46,8 +46,7 @@ from tenantctl.engines.pulumi.events import ChangeCollector
 from tenantctl.errors import InvalidInput, NotFound
 from tenantctl.naming import PLATFORM_STACK
 from tenantctl.project import Project
-
-PLATFORM_REF_KEY = "tenantctl:platformStack"
+from tenantctl.stackconfig import PLATFORM_REF_KEY, load_yaml
 
 BackendKind = Literal["cloud", "file", "s3", "azblob", "gs"]
 
@@ -94,19 +93,26 @@ def workspace_options(target: Any, project: Project) -> WorkspaceOptions:
     return WorkspaceOptions(work_dir=str(project.dir), env_vars=env, secrets_provider=aws.secrets_provider)
 
 
-def effective_config(stack_file: Path, platform_ref: str) -> dict | None:
-    """The stack file with its bare platform reference qualified for the backend,
-    or None when the committed file is right as it is (or absent)."""
+def effective_config(stack_file: Path, platform_ref: str, provider: dict | None = None) -> dict | None:
+    """The stack file with a bare platform (cell) reference qualified like
+    ``platform_ref`` (the default cell's qualified name) and ``provider`` (its
+    cell's account: ``stackconfig.provider_config``) laid over its config, or
+    None when the committed file is right as it is (or absent)."""
     if not stack_file.is_file():
         return None
-    data = yaml.safe_load(stack_file.read_text()) or {}
-    config = data.get("config") or {}
+    data = load_yaml(stack_file.read_text()) or {}
+    config = dict(data.get("config") or {})
+    changed = False
     current = config.get(PLATFORM_REF_KEY)
-    if not isinstance(current, str) or "/" in current or current == platform_ref:
-        return None  # no reference, or one the author qualified on purpose
-    if platform_ref.rsplit("/", 1)[-1] != current:
-        return None  # refers to another platform stack by bare name: leave it to the backend
-    return {**data, "config": {**config, PLATFORM_REF_KEY: platform_ref}}
+    scope = platform_ref.rpartition("/")[0]
+    if isinstance(current, str) and "/" not in current and scope:  # a bare name: qualify it like the default cell's
+        config[PLATFORM_REF_KEY] = f"{scope}/{current}"
+        changed = True
+    for key, value in (provider or {}).items():
+        if config.get(key) != value:
+            config[key] = value
+            changed = True
+    return {**data, "config": config} if changed else None
 
 
 def op_options(collector: ChangeCollector, *, refresh: bool = False, config_file: str | None = None) -> dict[str, Any]:
@@ -184,10 +190,13 @@ class PulumiEngine(Engine):
     @contextmanager
     def _scratch(self, stack: str, copy_config: bool) -> Iterator[tuple[Path, str | None]]:
         """A scratch directory, and the `--config-file` to pass: the stack file with
-        its platform reference qualified, or (``copy_config``) at least a copy, so
-        the CLI writes nothing into the committed file."""
+        its platform reference qualified and its cell's account laid over it, or
+        (``copy_config``) at least a copy, so the CLI writes nothing into the
+        committed file."""
+        from tenantctl.stackconfig import provider_config
+
         path = self.project.stack_file(stack)
-        data = effective_config(path, self.qualified(PLATFORM_STACK))
+        data = effective_config(path, self.qualified(PLATFORM_STACK), provider_config(self.project.stacks_dir, stack))
         with tempfile.TemporaryDirectory(prefix="tenantctl-pulumi-") as tmp:
             scratch = Path(tmp)
             config = scratch / path.name
@@ -274,7 +283,9 @@ class PulumiEngine(Engine):
             raise NotFound(f"stack {stack!r}: no stack file {path} and no stack on {self.backend}")
         config = program_config(path, self.project.name)
         region = str(config.get("aws:region") or self.target.aws.region or "")
-        clients = Clients(region=region or None, profile=self.target.aws.profile)
+        roles = config.get("aws:assumeRoles") or []  # a cell in another account: its invokes are answered there
+        clients = Clients(region=region or None, profile=self.target.aws.profile).in_account(
+            roles[0].get("roleArn") if roles else None, region or None)
 
         def references(name: str) -> dict[str, Any]:
             return self.outputs(name.rsplit("/", 1)[-1])

@@ -11,6 +11,7 @@ from tenantctl.engines.local.handlers.base import (
     Desired,
     Handler,
     as_int,
+    error_code,
     ignore_missing,
     managed_tags,
     once_principals_exist,
@@ -94,11 +95,18 @@ class AliasHandler(Handler):
     replace_on = ("name",)
 
     def find(self, ctx: Context, d: Desired) -> str | None:
+        # DescribeKey resolves the alias itself: one call, not a listing of every
+        # alias in the account (which grew each tenant's create with the fleet).
+        from botocore.exceptions import ClientError
+
         name = d.physical_name()
-        for page in ctx.client("kms").get_paginator("list_aliases").paginate():
-            if any(a["AliasName"] == name for a in page["Aliases"]):
-                return name
-        return None
+        try:
+            ctx.client("kms").describe_key(KeyId=name)
+        except ClientError as exc:
+            if error_code(exc) in ("NotFoundException", "NotFound"):
+                return None
+            raise
+        return name
 
     def make(self, ctx: Context, d: Desired) -> str:
         name = d.physical_name()

@@ -1,7 +1,7 @@
 """S3: buckets (found by name) and the bucket-level settings Pulumi models as
 their own resources (public access block, policy, versioning, default
-encryption, ownership controls, server access logging), each keyed by its
-bucket and put idempotently."""
+encryption, ownership controls, server access logging, lifecycle
+configuration), each keyed by its bucket and put idempotently."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from tenantctl.engines.local.handlers.base import (
     Context,
     Desired,
     Handler,
+    as_int,
     error_code,
     ignore_missing,
     managed_tags,
@@ -189,36 +190,13 @@ def _get_logging(s3, bucket: str, d: Desired) -> dict[str, Any] | None:
     return {"targetBucket": enabled.get("TargetBucket"), "targetPrefix": enabled.get("TargetPrefix", "")}
 
 
-def _lifecycle_rules(d: Desired) -> list[dict[str, Any]]:
-    rules = []
-    for rule in d.get("rules", []):
-        out: dict[str, Any] = {"ID": rule["id"], "Status": rule.get("status", "Enabled"),
-                               "Filter": {"Prefix": (rule.get("filter") or {}).get("prefix", "")}}
-        if rule.get("expiration"):
-            out["Expiration"] = {"Days": int(rule["expiration"]["days"])}
-        if rule.get("noncurrentVersionExpiration"):
-            out["NoncurrentVersionExpiration"] = {
-                "NoncurrentDays": int(rule["noncurrentVersionExpiration"]["noncurrentDays"])}
-        if rule.get("abortIncompleteMultipartUpload"):
-            out["AbortIncompleteMultipartUpload"] = {
-                "DaysAfterInitiation": int(rule["abortIncompleteMultipartUpload"]["daysAfterInitiation"])}
-        rules.append(out)
-    return rules
-
-
-def _lifecycle(s3, bucket: str, d: Desired) -> None:
-    """A bucket's whole lifecycle configuration (the log bucket's: the shared
-    bucket's is merged per tenant by infra.providers.prefix_lifecycle)."""
-    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": _lifecycle_rules(d)})
-
-
 def _get_lifecycle(s3, bucket: str, d: Desired) -> dict[str, Any] | None:
     got = read_or_none(lambda: s3.get_bucket_lifecycle_configuration(Bucket=bucket),
                        "NoSuchLifecycleConfiguration")
     if got is None:
         return None
     live = sorted(got.get("Rules", []), key=lambda r: r.get("ID", ""))
-    wanted = sorted(_lifecycle_rules(d), key=lambda r: r["ID"])
+    wanted = sorted(lifecycle_rules(d), key=lambda r: r["ID"])
     # What was put, read back: no drift (the live shape is S3's, not the program's).
     return {"rules": d.get("rules") if live == wanted else live}
 
@@ -244,6 +222,41 @@ def _policy(s3, bucket: str, d: Desired) -> None:
         s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
     else:
         ignore_missing(lambda: s3.delete_bucket_policy(Bucket=bucket))
+
+
+def lifecycle_rules(d: Desired) -> list[dict[str, Any]]:
+    """pulumi-aws's BucketLifecycleConfiguration rules (camelCase) in the S3 API's shape."""
+    out = []
+    for rule in d.get("rules", []):
+        s3_rule: dict[str, Any] = {"ID": rule["id"], "Status": rule.get("status", "Enabled")}
+        where = rule.get("filter") or {}
+        if where.get("and"):
+            both = where["and"]
+            s3_rule["Filter"] = {"And": {"Prefix": both.get("prefix", ""),
+                                         "Tags": [{"Key": k, "Value": v} for k, v in (both.get("tags") or {}).items()]}}
+        elif where.get("tag"):
+            s3_rule["Filter"] = {"Tag": {"Key": where["tag"]["key"], "Value": where["tag"]["value"]}}
+        else:
+            s3_rule["Filter"] = {"Prefix": where.get("prefix", "")}
+        if rule.get("transitions"):
+            s3_rule["Transitions"] = [{"Days": as_int(t["days"]), "StorageClass": t["storageClass"]}
+                                      for t in rule["transitions"]]
+        if (rule.get("expiration") or {}).get("days") is not None:
+            s3_rule["Expiration"] = {"Days": as_int(rule["expiration"]["days"])}
+        if (rule.get("noncurrentVersionExpiration") or {}).get("noncurrentDays") is not None:
+            s3_rule["NoncurrentVersionExpiration"] = {
+                "NoncurrentDays": as_int(rule["noncurrentVersionExpiration"]["noncurrentDays"])}
+        if (rule.get("abortIncompleteMultipartUpload") or {}).get("daysAfterInitiation") is not None:
+            s3_rule["AbortIncompleteMultipartUpload"] = {
+                "DaysAfterInitiation": as_int(rule["abortIncompleteMultipartUpload"]["daysAfterInitiation"])}
+        out.append(s3_rule)
+    return out
+
+
+def _lifecycle(s3, bucket: str, d: Desired) -> None:
+    """A bucket's whole lifecycle configuration: a cell bucket's retention
+    classes (tenantctl.bucket_lifecycle), the access-log bucket's expiry."""
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": lifecycle_rules(d)})
 
 
 def _get_policy(s3, bucket: str, d: Desired) -> dict[str, Any] | None:

@@ -94,6 +94,14 @@ class SecretRotationHandler(Handler):
     type = "aws:secretsmanager/secretRotation:SecretRotation"
     replace_on = ("secretId",)
 
+    def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
+        # No find(): the default read would call every rotation deleted. It is
+        # gone with its secret, or when rotation was turned off.
+        got = read_or_none(lambda: ctx.client("secretsmanager").describe_secret(SecretId=rid or d.get("secretId")))
+        if got is None or got.get("DeletedDate") or not got.get("RotationEnabled"):
+            return None
+        return {"rotationLambdaArn": got.get("RotationLambdaARN")}
+
     def make(self, ctx: Context, d: Desired) -> str:
         return ctx.client("secretsmanager").describe_secret(SecretId=d.get("secretId"))["ARN"]
 
@@ -115,13 +123,6 @@ class SecretRotationHandler(Handler):
             if PENDING in labels and "AWSCURRENT" not in labels:
                 sm.update_secret_version_stage(SecretId=rid, VersionStage=PENDING, RemoveFromVersionId=version)
         return {"rotationEnabled": True}
-
-    def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
-        """Gone when the secret is, or no longer rotates (the default read
-        knows existence by ``find``, which this resource has none of)."""
-        secret = read_or_none(lambda: ctx.client("secretsmanager").describe_secret(SecretId=rid or d.get("secretId")),
-                              "ResourceNotFoundException")
-        return {} if secret and secret.get("RotationEnabled") and not secret.get("DeletedDate") else None
 
     def remove(self, ctx: Context, rid: str, d: Desired) -> None:
         ignore_missing(lambda: ctx.client("secretsmanager").cancel_rotate_secret(SecretId=rid),

@@ -1,0 +1,125 @@
+"""`tenantctl cell add | list | show | drain`: the cells tenants are placed in."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from tenantctl.cli import output
+from tenantctl.cli.options import JsonFlag, YesFlag
+from tenantctl.cli.output import changes_summary, console, print_json, table
+from tenantctl.models import Tier
+
+if TYPE_CHECKING:
+    from tenantctl.operations.cell import CellInfo
+
+app = typer.Typer(name="cell", no_args_is_help=True,
+                  help="Cells: instances of the shared platform, per account and region, that tenants are placed in.")
+
+CellArg = Annotated[str, typer.Argument(help="Cell name (`default` is the platform stack).")]
+
+
+def _count(value: int | None, cap: int | None = None) -> str:
+    if value is None:
+        return "-"
+    return f"{value}/{cap}" if cap is not None else str(value)
+
+
+def _rows(info: CellInfo) -> list[tuple[str, str]]:
+    rows = [("cell", info.name), ("stack", info.stack), ("region", info.region),
+            ("account", info.account_id or "the target's own"), ("account role", info.account_role_arn or "-"),
+            ("tiers", ", ".join(t.value for t in info.tiers)),
+            ("pooled tenants", _count(info.pooled, info.max_pooled_tenants)),
+            ("dedicated tenants", _count(info.dedicated)), ("draining", "yes" if info.draining else "no"),
+            ("deployed", "yes" if info.deployed else "no"), ("bucket", info.bucket or "-"),
+            ("database", info.database or "-")]
+    rows += [("account wall", w) for w in info.walls]
+    return rows
+
+
+@app.command("add")
+def add(
+    name: CellArg,
+    region: Annotated[Optional[str], typer.Option(help="AWS region (required for a new cell; never changes).")] = None,
+    account_role: Annotated[Optional[str], typer.Option(
+        help="Role ARN to assume in the cell's account (default: the target's own account; never changes).")] = None,
+    tier: Annotated[Optional[list[Tier]], typer.Option(help="Tiers placed here (repeatable; default both).")] = None,
+    max_pooled: Annotated[Optional[int], typer.Option(help="Pooled tenants (schemas) its PostgreSQL takes.")] = None,
+    vpc_cidr: Annotated[Optional[str], typer.Option(help="The cell's VPC CIDR.")] = None,
+    db_instance_class: Annotated[Optional[str], typer.Option(help="Its shared RDS instance class.")] = None,
+    owner: Annotated[Optional[str], typer.Option(help="Owner tag of its shared resources.")] = None,
+    yes: YesFlag = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Add a cell (or apply changed options to one): write stacks/Pulumi.cell-NAME.yaml and apply it.
+
+    A cell is a VPC, a shared PostgreSQL and a bucket in one account and region.
+    With --account-role the cell lives in another account, reached by assuming
+    that role (which must exist there and trust the operator). Placement never
+    adds cells by itself: when a region is full, provisioning says so (exit 11)."""
+    from tenantctl.cli.confirm import confirmation
+    from tenantctl.cli.progress import engine_progress
+    from tenantctl.operations.cell import add as run
+    from tenantctl.workspace import Workspace
+
+    options = {"region": region, "account_role_arn": account_role, "tiers": tier, "max_pooled_tenants": max_pooled,
+               "vpc_cidr": vpc_cidr, "db_instance_class": db_instance_class, "owner": owner}
+    ws = Workspace()
+    with engine_progress(f"applying cell {name}") as view:
+        # A changed option that replaces a shared resource is asked about first, as `platform up` does.
+        ws.approve = confirmation(yes, view)
+        info, result = run(ws, name, options, on_event=view)
+    if json_out:
+        print_json({"cell": info, "changes": result.changes.summary()})
+        return
+    console.print(f"[green]cell {name} applied[/] ({changes_summary(result.changes)})")
+    table(f"cell {name}", ["field", "value"], _rows(info))
+
+
+@app.command("list")
+def list_cells(json_out: JsonFlag = False) -> None:
+    """Every cell: region, account, tenants placed against its caps, draining."""
+    from tenantctl.operations.cell import list_cells as run
+    from tenantctl.workspace import Workspace
+
+    cells = run(Workspace())
+    if json_out:
+        print_json({"cells": cells})
+        return
+    table("cells", ["cell", "region", "account", "tiers", "pooled", "dedicated", "draining", "deployed"],
+          [(c.name, c.region, c.account_id or "own", ",".join(t.value for t in c.tiers),
+            _count(c.pooled, c.max_pooled_tenants), _count(c.dedicated), "yes" if c.draining else "no",
+            "yes" if c.deployed else "no") for c in cells])
+
+
+@app.command("show")
+def show_cell(
+    name: CellArg,
+    recount: Annotated[bool, typer.Option("--recount", help="Count its tenants from the registry (a full scan) "
+                                                              "and correct its counter.")] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """One cell: where it is, its tenants against its caps, its account's walls."""
+    from tenantctl.operations.cell import show as run
+    from tenantctl.workspace import Workspace
+
+    info = run(Workspace(), name, recount=recount)
+    output.show(info, f"cell {name}", _rows(info), json_out)
+
+
+@app.command("drain")
+def drain(
+    name: CellArg,
+    undo: Annotated[bool, typer.Option("--undo", help="Place new tenants here again.")] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Place no new tenant in the cell (its tenants stay and keep being updated)."""
+    from tenantctl.operations.cell import drain as run
+    from tenantctl.workspace import Workspace
+
+    info = run(Workspace(), name, draining=not undo)
+    if json_out:
+        print_json(info)
+    else:
+        console.print(f"cell {name}: {'draining: no new tenants' if info.draining else 'takes new tenants'}")

@@ -1,0 +1,137 @@
+"""Cells: add one (write its stack file, apply its platform stack, start its
+counter), list them, show one (counts, caps, the account's walls), drain one
+(no new tenant is placed there; its tenants stay and keep being updated).
+
+A cell's region and account are fixed once it exists: its tenants' data lives
+there. Adding a cell is the only way a region gets more room (placement never
+creates one by itself): it is a new VPC, PostgreSQL and bucket, possibly in
+another account whose role must exist first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from tenantctl.engines.base import EventSink, UpResult
+from tenantctl.errors import InvalidInput
+from tenantctl.models import CellSpec, Tier, describe_validation_error
+from tenantctl.naming import DEFAULT_CELL
+from tenantctl.stackconfig import write_cell
+from tenantctl.workspace import Workspace
+
+
+class CellInfo(BaseModel):
+    """A cell as `cell list` / `cell show` report it."""
+
+    name: str
+    stack: str
+    region: str
+    account_id: str | None  # from its outputs once applied, else from its role (None: the target's own)
+    account_role_arn: str | None
+    tiers: list[Tier]
+    max_pooled_tenants: int
+    draining: bool
+    deployed: bool
+    pooled: int | None = None  # tenants holding a slot (None: the cell has no counter yet)
+    dedicated: int | None = None
+    bucket: str | None = None
+    database: str | None = None
+    walls: list[str] = []  # `show`: the account quotas a new pooled tenant would meet
+
+
+def _info(spec: CellSpec, outputs: dict[str, Any], counts: tuple[dict[str, int], bool] | None) -> CellInfo:
+    placed = counts[0] if counts else None
+    return CellInfo(
+        name=spec.name, stack=spec.stack, region=spec.region,
+        account_id=outputs.get("account_id") or spec.account_id, account_role_arn=spec.account_role_arn,
+        tiers=spec.tiers, max_pooled_tenants=spec.max_pooled_tenants,
+        draining=spec.draining or bool(counts and counts[1]), deployed=bool(outputs.get("bucket")),
+        pooled=None if placed is None else placed.get(Tier.pooled.value, 0),
+        dedicated=None if placed is None else placed.get(Tier.dedicated.value, 0),
+        bucket=outputs.get("bucket"), database=outputs.get("db_name"))
+
+
+def cell_spec(ws: Workspace, name: str, options: dict[str, Any]) -> CellSpec:
+    """The committed spec of ``name`` (if any) with ``options`` laid over it. A
+    cell's region and account never change (its tenants' data is there)."""
+    existing = ws.cells().get(name)
+    base = existing.model_dump(mode="json", exclude_none=True) if existing else {"name": name}
+    given = {k: v for k, v in options.items() if v is not None}
+    if existing is not None:
+        for key in ("region", "account_role_arn"):
+            if key in given and given[key] != getattr(existing, key):
+                raise InvalidInput(f"cell {name!r} is in {existing.region} "
+                                   f"({existing.account_role_arn or 'the target account'}): a cell's region and "
+                                   "account never change (add another cell)")
+    elif "region" not in given and name != DEFAULT_CELL:
+        raise InvalidInput(f"cell {name!r} is new: give its --region")
+    try:
+        return CellSpec.model_validate({**base, **given})
+    except ValidationError as exc:
+        raise InvalidInput(describe_validation_error(exc)) from None
+
+
+def add(ws: Workspace, name: str, options: dict[str, Any],
+        on_event: EventSink | None = None) -> tuple[CellInfo, UpResult]:
+    """Write the cell's stack file and apply it (idempotent: a re-run applies
+    changed options). The home cell comes first: the registry is there."""
+    spec = cell_spec(ws, name, options)
+    home = ws.ensure_platform(on_event)
+    if spec.name != DEFAULT_CELL and spec.runtime_principal_arn is None:
+        # Tenant roles of the cell must trust the runtime, which reads the registry
+        # in the home account: written down explicitly in the cell's spec.
+        spec = spec.model_copy(update={"runtime_principal_arn": home["runtime_principal_arn"]})
+    if spec.name not in ws.cells() and "os_metrics_group" not in options:
+        spec = spec.model_copy(update={"os_metrics_group": not _shares_account_region(ws, spec, home["account_id"])})
+    write_cell(ws.stacks_dir, spec)
+    result = ws.up_cell(spec.name, on_event)
+    registry = ws.registry
+    registry.set_draining(spec.name, spec.draining)  # starts the counter (a recount: once per cell)
+    return _info(spec, result.outputs, registry.cell_counts([spec.name])[spec.name]), result
+
+
+def _shares_account_region(ws: Workspace, spec: CellSpec, target_account: str) -> bool:
+    """Another cell already runs in ``spec``'s account and region (so has the
+    account-and-region resources AWS names itself, such as RDSOSMetrics)."""
+    where = (spec.account_id or target_account, spec.region)
+    return any((c.account_id or target_account, c.region) == where and c.os_metrics_group
+               for c in ws.cells().values() if c.name != spec.name)
+
+
+def list_cells(ws: Workspace) -> list[CellInfo]:
+    """Every cell with its counts (one BatchGetItem for all of them)."""
+    cells = ws.cells()
+    counts = ws.registry.cell_counts(list(cells)) if ws.platform_outputs().get("registry_table") else {}
+    return [_info(spec, ws.cell_outputs(name), counts.get(name)) for name, spec in cells.items()]
+
+
+def show(ws: Workspace, name: str, recount: bool = False) -> CellInfo:
+    """One cell; ``recount``: count its tenants from the registry (a full scan)
+    and correct its counter, e.g. after a deprovision killed between its
+    tombstone and giving the slot back."""
+    from tenantctl import preflight
+    from tenantctl.models import TenantSpec
+
+    spec = ws.cell(name)
+    registry = ws.registry
+    if recount:
+        registry.set_counts(name, registry.recount(name))
+    outputs = ws.cell_outputs(name)
+    info = _info(spec, outputs, registry.cell_counts([name])[name])
+    if info.deployed:
+        probe = TenantSpec(id="probe", region=spec.region, cell=name)
+        info.walls = [c.explain() for c in preflight.checks(probe, ws.cell_outputs(name), ws.cell_clients(name))]
+    return info
+
+
+def drain(ws: Workspace, name: str, draining: bool = True) -> CellInfo:
+    """Stop (or, ``draining=False``, resume) placing new tenants in the cell:
+    in its stack file (the desired state) and in its counter item (what the
+    race-free reservation checks)."""
+    spec = ws.cell(name).model_copy(update={"draining": draining})
+    write_cell(ws.stacks_dir, spec)
+    registry = ws.registry
+    registry.set_draining(name, draining)
+    return _info(spec, ws.cell_outputs(name), registry.cell_counts([name])[name])

@@ -1,0 +1,184 @@
+"""Placement: the cell a tenant is provisioned into.
+
+A new tenant goes to a cell that
+
+1. is in the tenant's region: its data, backups included, never leaves that
+   region (residency). No cell there: refused, never placed elsewhere;
+2. takes its tier (``CellSpec.tiers``) and offers its retention classes
+   (``CellSpec.retention``);
+3. is not draining (``tenantctl cell drain``);
+4. has room: the account walls the tenant would hit there (IAM roles; VPCs and
+   RDS instances for a dedicated tenant: ``tenantctl.preflight``, read from the
+   cell's account) and a slot under the cell's cap of pooled tenants per
+   PostgreSQL (``max_pooled_tenants``).
+
+Candidates are tried least loaded first (one BatchGetItem of the cells'
+counters). The slot is taken with one conditional UpdateItem on the cell's
+counter item in the registry (fewer than the cap placed and not draining), so
+two provisions racing for a cell's last slot cannot both get it, and nothing is
+counted per tenant (no registry scan per provision). ``--cell`` forces a cell,
+which must still satisfy 1-4.
+
+When no cell can take the tenant, the provision is refused before anything
+exists (exit 11), naming each cell's wall and the command that adds a cell.
+Cells are never created automatically: a cell is a new VPC, PostgreSQL and
+bucket, possibly in another account, and adding one is a deliberate act.
+
+An existing tenant stays in its cell (moving cells is a `move`, not an update):
+its account walls are checked again for what an update may add, and it holds
+the slot it took when it was first placed until it is deprovisioned.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+
+from tenantctl import preflight
+from tenantctl.errors import InvalidInput, QuotaExceeded
+from tenantctl.models import CellSpec, TenantRecord, TenantSpec, TenantStatus, Tier
+
+if TYPE_CHECKING:
+    from tenantctl.registry import RegistryWriter
+    from tenantctl.workspace import Workspace
+
+
+class Placement(BaseModel):
+    cell: str
+    account_id: str | None = None  # None: the registry's own account
+    reserved: bool = False  # this placement took a slot: give it back if the provision creates nothing
+
+    def release(self, registry: RegistryWriter, tier: Tier) -> None:
+        if self.reserved:
+            registry.release_slot(self.cell, tier)
+            self.reserved = False
+
+
+def add_cell_hint(region: str) -> str:
+    return (f"add a cell: `tenantctl cell add NAME --region {region}` "
+            "(`--account-role ARN` for another account)")
+
+
+def _unfit(cell: CellSpec, spec: TenantSpec) -> str | None:
+    """Why ``cell`` can never take ``spec`` (capacity aside), or None."""
+    if cell.region != spec.region:
+        return f"it is in {cell.region}, the tenant's data must stay in {spec.region}"
+    if spec.tier not in cell.tiers:
+        return f"it takes {', '.join(t.value for t in cell.tiers)} tenants, not {spec.tier.value}"
+    menu = cell.retention.refuses(spec.lifecycle)
+    if menu:
+        return f"its retention menu does not offer the tenant's lifecycle: {menu}"
+    return None
+
+
+def _load(counts: tuple[dict[str, int], bool] | None, cell: CellSpec, tier: Tier) -> float:
+    placed = (counts or ({}, False))[0].get(tier.value, 0)
+    return placed / cell.max_pooled_tenants if tier is Tier.pooled else placed
+
+
+def _full(registry: RegistryWriter, cell: CellSpec, tier: Tier) -> str:
+    counts, draining = registry.cell_counts([cell.name]).get(cell.name) or ({}, False)
+    if draining:
+        return "draining"
+    if tier is Tier.pooled:
+        return (f"{counts.get(tier.value, 0)} of {cell.max_pooled_tenants} pooled tenants placed "
+                "(max_pooled_tenants: schemas per PostgreSQL)")
+    return "no slot could be taken"
+
+
+def place(ws: Workspace, spec: TenantSpec, record: TenantRecord | None) -> tuple[TenantSpec, Placement]:
+    """The cell ``spec`` goes to (its slot taken for a new tenant) and ``spec``
+    with that cell set. Raises InvalidInput (exit 3) for a request no cell could
+    ever satisfy, QuotaExceeded (exit 11) when the region's cells are full."""
+    if record is not None:
+        return _existing(ws, spec, record)
+    cells = ws.cells()
+    if spec.cell is not None:
+        if spec.cell not in cells:
+            raise InvalidInput(f"--cell {spec.cell}: no such cell (`tenantctl cell list` shows them)")
+        forced = cells[spec.cell]
+        problem = _unfit(forced, spec)
+        if problem:
+            raise InvalidInput(f"tenant {spec.id!r} cannot go to cell {forced.name!r}: {problem}")
+        candidates = [forced]
+    else:
+        candidates = [c for c in cells.values() if _unfit(c, spec) is None]
+    refusals = [f"cell {c.name}: {_unfit(c, spec)}" for c in cells.values()
+                if c not in candidates and c.region == spec.region]
+    registry = ws.registry
+    if len(candidates) > 1:  # one BatchGetItem orders them; a lone candidate needs no read
+        counts = registry.cell_counts([c.name for c in candidates])
+        candidates = sorted(candidates, key=lambda c: _load(counts[c.name], c, spec.tier))
+    for cell in candidates:
+        if cell.draining:
+            refusals.append(f"cell {cell.name}: draining")
+            continue
+        outputs = ws.ensure_cell(cell.name)
+        walls = preflight.over(spec, outputs, ws.cell_clients(cell.name))
+        if walls:
+            refusals.append(f"cell {cell.name}: " + "; ".join(w.explain() for w in walls))
+            continue
+        cap = cell.max_pooled_tenants if spec.tier is Tier.pooled else None
+        if registry.reserve_slot(cell.name, spec.tier, cap):
+            placed = spec.model_copy(update={"cell": cell.name})
+            return placed, Placement(cell=cell.name, account_id=cell.account_id, reserved=True)
+        refusals.append(f"cell {cell.name}: {_full(registry, cell, spec.tier)}")
+    where = f"cell {spec.cell}" if spec.cell else f"no cell in {spec.region}"
+    raise QuotaExceeded(
+        f"tenant {spec.id!r} ({spec.tier.value}) refused before anything was created: {where} can take it"
+        + (" (" + "; ".join(refusals) + ")" if refusals else " (the region has no cell)")
+        + f"; {add_cell_hint(spec.region)}, or free capacity and re-run")
+
+
+def choose(ws: Workspace, spec: TenantSpec, record: TenantRecord | None) -> TenantSpec:
+    """``spec`` with the cell a provision would place it in, taking no slot (a
+    preview): its record's, the forced one, or the least loaded fit of its
+    region. Raises as ``place`` does for a request no cell could take."""
+    if record is not None:
+        return spec.model_copy(update={"cell": record.cell})
+    cells = ws.cells()
+    if spec.cell is not None:
+        if spec.cell not in cells:
+            raise InvalidInput(f"--cell {spec.cell}: no such cell (`tenantctl cell list` shows them)")
+        problem = _unfit(cells[spec.cell], spec)
+        if problem:
+            raise InvalidInput(f"tenant {spec.id!r} cannot go to cell {spec.cell!r}: {problem}")
+        return spec
+    open_cells = [c for c in cells.values() if _unfit(c, spec) is None and not c.draining]
+    if not open_cells:
+        raise QuotaExceeded(f"tenant {spec.id!r} ({spec.tier.value}): no open cell in {spec.region} can take it; "
+                            f"{add_cell_hint(spec.region)}")
+    counts = ws.registry.cell_counts([c.name for c in open_cells])
+    best = min(open_cells, key=lambda c: _load(counts[c.name], c, spec.tier))
+    return spec.model_copy(update={"cell": best.name})
+
+
+def _existing(ws: Workspace, spec: TenantSpec, record: TenantRecord) -> tuple[TenantSpec, Placement]:
+    """An existing tenant stays where it is; its account walls are checked again."""
+    if spec.cell is not None and spec.cell != record.cell:
+        raise InvalidInput(f"tenant {spec.id!r} lives in cell {record.cell!r}, the spec names {spec.cell!r}: "
+                           "a tenant does not change cells in place (provision a new tenant and move its data)")
+    if spec.region != record.region:
+        raise InvalidInput(f"tenant {spec.id!r} lives in {record.region}: its region never changes (residency)")
+    placed = spec.model_copy(update={"cell": record.cell})
+    placement = Placement(cell=record.cell, account_id=record.account_id)
+    if record.status in (TenantStatus.deprovisioning, TenantStatus.deprovisioned):
+        return placed, placement  # the registry's hold refuses it with the tombstone's story
+    outputs = ws.ensure_cell(record.cell)
+    walls = preflight.over(spec, outputs, ws.cell_clients(record.cell))
+    if walls:
+        raise QuotaExceeded(f"tenant {spec.id!r} refused before anything was changed: cell {record.cell}: "
+                            + "; ".join(w.explain() for w in walls) + ". Free capacity (raise the quota) and re-run.")
+    return placed, placement
+
+
+def reserve_again(ws: Workspace, record: TenantRecord) -> Placement:
+    """A tombstone coming back (a revive) takes a slot in its old cell again:
+    its backups and data are there, in its region."""
+    cell = ws.cell(record.cell)
+    cap = cell.max_pooled_tenants if record.tier is Tier.pooled else None
+    if cell.draining or not ws.registry.reserve_slot(cell.name, record.tier, cap):
+        raise QuotaExceeded(f"tenant {record.tenant_id!r} cannot come back into cell {cell.name!r}: "
+                            f"{_full(ws.registry, cell, record.tier) if not cell.draining else 'draining'}")
+    return Placement(cell=cell.name, account_id=cell.account_id, reserved=True)

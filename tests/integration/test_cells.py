@@ -1,0 +1,263 @@
+"""Cells across accounts and regions, on the session's sandbox: several
+accounts live on the one moto server (it serves requests made with an assumed
+role's credentials in that role's account), several regions too.
+
+A project of its own holds three cells: the default one (home account,
+us-east-1: the registry's home), ``eua`` (account 222222222222, eu-west-1, two
+pooled tenants at most) and ``eub`` (account 444444444444, eu-west-1, one).
+Everything is looked up on the sandbox itself, in the account and region it
+should be in (and looked for in the others), never taken from tenantctl's word.
+
+The tests run in order and share the fleet they build: placement fills the
+region's cells least loaded first and then refuses the region; a drained cell
+gets nothing; every resource ARN is in its cell's account and region; backups
+stay in the tenant's region; the runtime reaches each tenant in its own
+account and cells stay apart; deprovision leaves nothing in any account.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from fault_tools import POOLED, aws, cell_count, inventory, registry_record
+from runtime_tenants import jwt_settings, token
+
+from tenant_runtime import TenantRuntime
+from tenant_runtime.errors import TenantMismatch
+from tenantctl import naming
+from tenantctl.checks import check_tenant
+from tenantctl.errors import InvalidInput, QuotaExceeded
+from tenantctl.models import TenantRecord, TenantSpec
+from tenantctl.operations import cell as cells
+from tenantctl.operations.deprovision import deprovision
+from tenantctl.operations.provision import provision
+from tenantctl.workspace import Workspace
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+HOME, ACCOUNT_A, ACCOUNT_B = "123456789012", "222222222222", "444444444444"
+US, EU = "us-east-1", "eu-west-1"
+# cell -> (account, region, database)
+WHERE = {"default": (HOME, US, "tenantctl"), "eua": (ACCOUNT_A, EU, "tenantctl_cell_eua"),
+         "eub": (ACCOUNT_B, EU, "tenantctl_cell_eub")}
+
+
+@dataclass
+class Fleet:
+    ws: Workspace
+    root: Path
+    tenants: dict[str, TenantRecord] = field(default_factory=dict)
+
+    def provision(self, tenant_id: str, **fields) -> TenantRecord:
+        record, _ = provision(self.ws, TenantSpec(id=tenant_id, **fields))
+        self.tenants[tenant_id] = record
+        return record
+
+
+@pytest.fixture(scope="module")
+def fleet(sandbox, tmp_path_factory) -> Fleet:
+    root = tmp_path_factory.mktemp("cells-project")
+    shutil.copy(REPO / "Pulumi.yaml", root / "Pulumi.yaml")
+    (root / "stacks").mkdir()
+    ws = Workspace(project_dir=root, cwd=root)
+    cells.add(ws, "eua", {"region": EU, "account_role_arn": f"arn:aws:iam::{ACCOUNT_A}:role/tenantctl-cell",
+                          "max_pooled_tenants": 2})
+    cells.add(ws, "eub", {"region": EU, "account_role_arn": f"arn:aws:iam::{ACCOUNT_B}:role/tenantctl-cell",
+                          "max_pooled_tenants": 1})
+    return Fleet(ws, root)
+
+
+def everywhere(sandbox, tenant_id: str) -> dict[str, dict[str, int]]:
+    """The tenant's live resources in each cell's account, region and database
+    (only non-empty ones). PostgreSQL roles belong to the sandbox's one server,
+    not to a database: they are counted once, as ``server``."""
+    found: dict[str, dict[str, int]] = {}
+    for cell, (account, region, database) in WHERE.items():
+        kinds = inventory(sandbox, tenant_id, region, None if account == HOME else account, database)
+        roles = kinds.pop("pg:role", 0)
+        found |= {cell: kinds} if kinds else {}
+        found |= {"server": {"pg:role": roles}} if roles else {}
+    return found
+
+
+def pooled_in(cell: str) -> dict[str, dict[str, int]]:
+    return {cell: {k: v for k, v in POOLED.items() if k != "pg:role"}, "server": {"pg:role": 1}}
+
+
+def test_placement_fills_the_least_loaded_cell_of_the_region_then_refuses_it(fleet: Fleet, sandbox):
+    assert [fleet.provision(t, region=EU).cell for t in ("cl-e1", "cl-e2", "cl-e3")] == ["eua", "eub", "eua"]
+    assert (cell_count(sandbox, "eua"), cell_count(sandbox, "eub")) == (2, 1)
+
+    with pytest.raises(QuotaExceeded) as refused:
+        fleet.provision("cl-e4", region=EU)
+    message = str(refused.value)
+    assert refused.value.exit_code == 11
+    assert "cell eua: 2 of 2 pooled tenants placed" in message and "cell eub: 1 of 1 pooled tenants" in message
+    assert f"`tenantctl cell add NAME --region {EU}`" in message
+    # Refused before anything existed, and no slot was kept.
+    assert registry_record(sandbox, "cl-e4") is None and not (fleet.root / "stacks" / "Pulumi.cl-e4.yaml").exists()
+    assert everywhere(sandbox, "cl-e4") == {}
+    assert (cell_count(sandbox, "eua"), cell_count(sandbox, "eub")) == (2, 1)
+    # Residency: a region without a cell is refused, never placed in another.
+    with pytest.raises(QuotaExceeded, match="no cell in ap-south-1 can take it"):
+        fleet.provision("cl-ap", region="ap-south-1")
+    with pytest.raises(InvalidInput, match="it is in eu-west-1, the tenant's data must stay in us-east-1"):
+        fleet.provision("cl-forced", cell="eua")
+
+
+def test_a_drained_cell_gets_nothing(fleet: Fleet, sandbox):
+    deprovision(fleet.ws, "cl-e3", final_backup=False)
+    assert cell_count(sandbox, "eua") == 1  # the tombstone gave its slot back
+    cells.drain(fleet.ws, "eua")
+    with pytest.raises(QuotaExceeded, match="cell eua: draining"):
+        fleet.provision("cl-e4", region=EU)
+    with pytest.raises(QuotaExceeded, match="draining"):
+        fleet.provision("cl-e4", region=EU, cell="eua")
+    assert registry_record(sandbox, "cl-e4") is None and cell_count(sandbox, "eua") == 1
+    # Its tenants stay and keep being updated.
+    assert fleet.provision("cl-e1", region=EU, owner="team-eu").owner == "team-eu"
+    cells.drain(fleet.ws, "eua", draining=False)
+    assert fleet.provision("cl-e4", region=EU).cell == "eua"
+
+    listed = subprocess.run([sys.executable, "-m", "tenantctl", "cell", "list", "--json"], cwd=fleet.root,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"}, capture_output=True, text=True,
+                            timeout=300)
+    assert listed.returncode == 0, listed.stderr
+    counts = {c["name"]: (c["pooled"], c["max_pooled_tenants"], c["draining"], c["account_id"], c["region"])
+              for c in json.loads(listed.stdout)["cells"]}
+    assert counts["eua"] == (2, 2, False, ACCOUNT_A, EU) and counts["eub"] == (1, 1, False, ACCOUNT_B, EU)
+
+
+def test_two_accounts_two_regions_every_arn_where_it_belongs(fleet: Fleet, sandbox):
+    fleet.provision("cl-h1")  # the default cell: home account, us-east-1
+    for tenant_id, cell in (("cl-h1", "default"), ("cl-e1", "eua"), ("cl-e2", "eub")):
+        account, region, database = WHERE[cell]
+        # What each account holds, read there: everything once, and nothing in the other accounts.
+        assert everywhere(sandbox, tenant_id) == pooled_in(cell), tenant_id
+        kms = aws(sandbox, "kms", region, None if account == HOME else account)
+        key_arn = kms.describe_key(KeyId=naming.kms_alias(tenant_id))["KeyMetadata"]["Arn"]
+        sqs = aws(sandbox, "sqs", region, None if account == HOME else account)
+        url = sqs.get_queue_url(QueueName=naming.queue_name(tenant_id))["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        secret_arn = aws(sandbox, "secretsmanager", region, None if account == HOME else account).describe_secret(
+            SecretId=naming.secret_name(tenant_id))["ARN"]
+        for arn in (key_arn, queue_arn, secret_arn):
+            assert naming.account_of_arn(arn) == account and naming.region_of_arn(arn) == region, arn
+        role_arn = aws(sandbox, "iam", region, None if account == HOME else account).get_role(
+            RoleName=naming.iam_role_name(tenant_id))["Role"]["Arn"]
+        assert naming.account_of_arn(role_arn) == account
+        record = fleet.tenants[tenant_id]
+        assert (record.cell, record.region, record.resources.store.database) == (cell, region, database)
+        assert record.resources.kms_key_arn == key_arn and record.resources.role_arn == role_arn
+        # `tenantctl check` verifies the same from its side: cell, account and region of every ARN.
+        report = check_tenant(fleet.ws, tenant_id)
+        assert report.ok, report.summary()
+        assert {c.name for c in report.checks if c.area == "placement"} == {"cell", "account-region", "bucket",
+                                                                             "store"}
+
+
+def test_backups_stay_in_the_tenants_region(fleet: Fleet, sandbox):
+    from tenantctl.drills.context import context_from_workspace
+    from tenantctl.drills.run import drill
+
+    record = fleet.tenants["cl-e1"]
+    report = drill(context_from_workspace(fleet.ws, record), record)  # backup, scratch restore, verify
+    assert report.passed, report.reasons
+    bucket, prefix = record.resources.bucket, record.resources.prefix
+    s3 = aws(sandbox, "s3", EU, ACCOUNT_A)
+    assert s3.get_bucket_location(Bucket=bucket)["LocationConstraint"] == EU
+    kept = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}backups/").get("Contents", [])]
+    assert any(k.endswith(f"{report.backup_id}/db.dump.enc") for k in kept), kept
+    # Nothing of the tenant in any bucket outside its cell (the home account's included).
+    for other in aws(sandbox, "s3").list_buckets()["Buckets"]:
+        if other["Name"] != bucket:
+            assert not aws(sandbox, "s3").list_objects_v2(Bucket=other["Name"], Prefix=prefix).get("Contents")
+
+
+def test_the_runtime_reaches_each_tenant_in_its_own_account_and_cells_stay_apart(fleet: Fleet, sandbox):
+    home, eu = fleet.tenants["cl-h1"], fleet.tenants["cl-e1"]
+    runtime = TenantRuntime(jwt_settings(), fleet.ws.platform_outputs()["registry_table"], mode="assume_role",
+                            endpoint_url=sandbox.aws_endpoint_url, region=US)
+    try:
+        ctx = {t: runtime.resolve(token(t), addressed_tenant=t) for t in ("cl-h1", "cl-e1")}
+        for tenant_id, c in ctx.items():  # the store: its cell's database, its account's key and secret
+            runtime.store.append(c, "conv-1", "user", f"hello from {tenant_id}")
+            assert [m.content for m in runtime.store.history(c, "conv-1").messages] == [f"hello from {tenant_id}"]
+        assert runtime.clients.assume_role_calls == 2  # one tenant role each, in its own account
+
+        # An upload with a retention class lands in the EU tenant's bucket (account A), tagged with the
+        # class a rule of that cell's bucket matches.
+        up = runtime.objects.presign_upload(ctx["cl-e1"], "note.txt", 5, "text/plain", retention="tmp")
+        assert httpx.put(up.url, content=b"hello", headers=up.headers).status_code == 200
+        s3 = aws(sandbox, "s3", EU, ACCOUNT_A)
+        tags = s3.get_object_tagging(Bucket=eu.resources.bucket, Key=up.key)["TagSet"]
+        assert tags == [{"Key": "tenantctl-class", "Value": "tmp-7d"}]
+        rules = s3.get_bucket_lifecycle_configuration(Bucket=eu.resources.bucket)["Rules"]
+        [rule] = [r for r in rules if r["Filter"].get("And", {}).get("Tags") == tags]
+        assert rule["Expiration"]["Days"] == 7 and up.key.startswith(f"{eu.resources.prefix}uploads/tmp/")
+
+        # Apart: the runtime refuses the other cell's tenant's objects...
+        with pytest.raises(TenantMismatch):
+            runtime.objects.presign_download(ctx["cl-h1"], up.key)
+        # ...its credentials (account A) do not even see the home tenant's key, queue or secret...
+        eu_kms, eu_sqs = runtime.clients.client(ctx["cl-e1"], "kms"), runtime.clients.client(ctx["cl-e1"], "sqs")
+        with pytest.raises(eu_kms.exceptions.NotFoundException):
+            eu_kms.describe_key(KeyId=home.resources.kms_key_arn)
+        with pytest.raises(eu_sqs.exceptions.QueueDoesNotExist):
+            eu_sqs.get_queue_attributes(QueueUrl=home.resources.queue_url, AttributeNames=["QueueArn"])
+    finally:
+        runtime.close()
+    # ...and PostgreSQL keeps each cell's tenants out of the other's database: each
+    # cell's DatabaseAcl strips PUBLIC's CONNECT, so neither login even connects.
+    secret = {t: json.loads(aws(sandbox, "secretsmanager", *(r.region, None if r.cell == "default" else
+                                                            WHERE[r.cell][0])).get_secret_value(
+        SecretId=r.resources.store.secret_arn)["SecretString"]) for t, r in (("cl-h1", home), ("cl-e1", eu))}
+    login = {t: {"host": s["host"], "port": s["port"], "user": s["username"], "password": s["password"]}
+             for t, s in secret.items()}
+    for tenant_id, other in (("cl-h1", eu), ("cl-e1", home)):
+        with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+            psycopg.connect(dbname=other.resources.store.database, **login[tenant_id])
+    for tenant_id, own in (("cl-h1", home), ("cl-e1", eu)):  # while each still reaches its own
+        with psycopg.connect(dbname=own.resources.store.database, **login[tenant_id]) as conn:
+            assert conn.execute("SELECT current_database()").fetchone()[0] == own.resources.store.database
+
+
+def test_refresh_of_a_cell_reads_its_own_account(fleet: Fleet, sandbox):
+    """Drift and orphans of another account's cell are read in that account:
+    an orphan queue tagged as cl-e1's in account A is found, and no tenant of
+    another cell is read."""
+    from tenantctl.operations.refresh import refresh
+
+    sqs = aws(sandbox, "sqs", EU, ACCOUNT_A)
+    url = sqs.create_queue(QueueName="tenantctl-cl-e1-stray", tags={
+        "managed-by": "tenantctl", "tenant": "cl-e1"})["QueueUrl"]
+    try:
+        summary = refresh(fleet.ws, cell="eua")
+    finally:
+        sqs.delete_queue(QueueUrl=url)
+    drift = {t.tenant_id: t for t in summary.tenants}
+    assert "cl-e1" in drift and not summary.failed
+    assert {fleet.tenants[t].cell for t in drift} == {"eua"}  # cl-h1 (default) and cl-e2 (eub) not read
+    assert [(o.kind, o.name) for o in drift["cl-e1"].orphans] == [("sqs", "tenantctl-cl-e1-stray")]
+    assert not drift["cl-e1"].resources and all(not d.drifted for t, d in drift.items() if t != "cl-e1")
+    with pytest.raises(InvalidInput, match="not both"):
+        refresh(fleet.ws, ["cl-e1"], cell="eua")
+
+
+def test_deprovision_leaves_nothing_in_either_account(fleet: Fleet, sandbox):
+    for tenant_id in ("cl-h1", "cl-e1", "cl-e2", "cl-e4"):
+        record, _, _ = deprovision(fleet.ws, tenant_id, final_backup=tenant_id == "cl-e2", purge_data=False)
+        assert record.status.value == "deprovisioned"
+    for tenant_id in ("cl-h1", "cl-e1", "cl-e2", "cl-e3", "cl-e4"):
+        assert everywhere(sandbox, tenant_id) == {}, tenant_id
+    assert (cell_count(sandbox, "eua"), cell_count(sandbox, "eub")) == (0, 0)

@@ -1,0 +1,235 @@
+"""Cells without a sandbox: names and specs, their stack files, the registry's
+per-cell counters (moto in-process), placement's choices (a stand-in
+workspace over that registry and moto's accounts), and the two engines'
+provider config for a cell in another account."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import boto3
+import pytest
+
+from tenant_runtime.registry import counter_key, record_to_item
+from tenantctl import naming
+from tenantctl.aws import Clients
+from tenantctl.errors import InvalidInput, QuotaExceeded
+from tenantctl.models import CellSpec, LifecycleSpec, RetentionMenu, TenantRecord, TenantSpec, TenantStatus, Tier
+from tenantctl.operations.cell import _shares_account_region
+from tenantctl.placement import place
+from tenantctl.registry import RegistryWriter
+from tenantctl.stackconfig import (
+    cell_specs,
+    provider_config,
+    read_cell,
+    read_tenant,
+    render_tenant,
+    tenant_stack_files,
+    write_cell,
+    write_tenant,
+)
+
+ROLE_A = "arn:aws:iam::222222222222:role/tenantctl-cell"
+TABLE = "reg"
+
+
+# -- names and specs -------------------------------------------------------------------
+def test_cell_names_never_collide_with_tenant_names():
+    assert naming.cell_stack("default") == "platform" and naming.cell_stack("eu1") == "cell-eu1"
+    assert naming.cell_of_stack("cell-eu1") == "eu1" and naming.cell_of_stack("platform") == "default"
+    assert naming.cell_of_stack("acme") is None
+    assert naming.broken_rule("cell-eu1").name == "reserved"  # a tenant can never be named like a cell's stack
+    assert naming.cell_rds_identifier("eu1") == "tenantctl-cell-eu1"
+    assert naming.cell_database("eu-1") == "tenantctl_cell_eu_1" and naming.cell_database("default") == "tenantctl"
+    longest = naming.cell_bucket_name("123456789012", "ap-southeast-3", "a" * naming.MAX_CELL_NAME)
+    assert len(longest) <= 63
+    assert naming.cell_name_problem("a" * (naming.MAX_CELL_NAME + 1))
+    assert naming.cell_name_problem("Eu_1") and naming.cell_name_problem("eu--1")
+
+
+def test_a_cell_spec_validates_its_account_and_its_menu():
+    assert CellSpec(name="eu1", account_role_arn=ROLE_A).account_id == "222222222222"
+    with pytest.raises(ValueError, match="home of the registry"):
+        CellSpec(account_role_arn=ROLE_A)  # the default cell runs in the target's own account
+    with pytest.raises(ValueError, match="account_role_arn"):
+        CellSpec(name="eu1", account_role_arn="arn:aws:iam::2222:user/x")
+    with pytest.raises(ValueError, match="S3 allows 1000 per bucket"):
+        CellSpec(retention=RetentionMenu(temp_upload_days=list(range(1, 366)),
+                                         archive=[{"transition_days": t, "expiry_days": 3650} for t in range(1, 700)]))
+    menu = RetentionMenu()
+    assert menu.refuses(LifecycleSpec()) is None
+    assert "not offered" in menu.refuses(LifecycleSpec(temp_upload_days=5))
+    assert "30/400" in menu.refuses(LifecycleSpec(archive_expiry_days=400))
+
+
+def test_old_stack_files_with_the_default_abort_days_still_read(tmp_path: Path):
+    assert LifecycleSpec.model_validate({"abort_multipart_days": 1}) == LifecycleSpec()
+    with pytest.raises(ValueError, match="setting of the tenant's cell"):
+        LifecycleSpec.model_validate({"abort_multipart_days": 3})
+
+
+def test_the_cell_is_left_out_of_the_fingerprint_but_pinned_in_the_stack_file(tmp_path: Path):
+    placed = TenantSpec(id="acme", region="eu-west-1", cell="eu1")
+    assert placed.content_hash() == placed.model_copy(update={"cell": None}).content_hash()
+    write_tenant(tmp_path, placed)
+    assert read_tenant(tmp_path / "Pulumi.acme.yaml") == placed
+    assert "tenantctl:platformStack: cell-eu1" in render_tenant(placed)
+
+
+def test_stack_files_of_cells_and_tenants_stay_apart(tmp_path: Path):
+    assert cell_specs(tmp_path) == {"default": CellSpec()}  # a fresh project: the default cell's defaults
+    write_cell(tmp_path, CellSpec(name="eu1", region="eu-west-1", account_role_arn=ROLE_A))
+    write_cell(tmp_path, CellSpec())
+    write_tenant(tmp_path, TenantSpec(id="acme", cell="eu1", region="eu-west-1"))
+    write_tenant(tmp_path, TenantSpec(id="beta"))
+    assert list(cell_specs(tmp_path)) == ["default", "eu1"]
+    assert read_cell(tmp_path, "eu1").account_id == "222222222222"
+    assert set(tenant_stack_files(tmp_path)) == {"acme", "beta"}
+    # Both engines lay the cell's account over the stacks that run in it, and only those.
+    assumed = {"aws:assumeRoles": [{"roleArn": ROLE_A, "sessionName": "tenantctl"}]}
+    assert provider_config(tmp_path, "cell-eu1") == assumed
+    assert provider_config(tmp_path, "acme") == assumed
+    assert provider_config(tmp_path, "beta") == {} and provider_config(tmp_path, "platform") == {}
+
+
+def test_the_pulumi_engine_qualifies_a_cell_reference_and_adds_the_account(tmp_path: Path):
+    from tenantctl.engines.pulumi.engine import effective_config
+
+    write_cell(tmp_path, CellSpec(name="eu1", region="eu-west-1", account_role_arn=ROLE_A))
+    write_tenant(tmp_path, TenantSpec(id="acme", cell="eu1", region="eu-west-1"))
+    path = tmp_path / "Pulumi.acme.yaml"
+    data = effective_config(path, "org/tenantctl/platform", provider_config(tmp_path, "acme"))
+    assert data["config"]["tenantctl:platformStack"] == "org/tenantctl/cell-eu1"
+    assert data["config"]["aws:assumeRoles"] == [{"roleArn": ROLE_A, "sessionName": "tenantctl"}]
+    assert effective_config(path, "platform", {}) is None  # a DIY backend, own account: the file as it is
+
+
+# -- the registry's counters ---------------------------------------------------------------
+@pytest.fixture
+def registry(moto_account) -> RegistryWriter:
+    dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+    dynamodb.create_table(TableName=TABLE, KeySchema=[{"AttributeName": "tenant_id", "KeyType": "HASH"}],
+                          AttributeDefinitions=[{"AttributeName": "tenant_id", "AttributeType": "S"}],
+                          BillingMode="PAY_PER_REQUEST")
+    return RegistryWriter(TABLE, client=dynamodb)
+
+
+def put_record(registry: RegistryWriter, tenant_id: str, cell: str | None = None,
+               status: TenantStatus = TenantStatus.active, tier: Tier = Tier.pooled) -> None:
+    item = record_to_item(TenantRecord(tenant_id=tenant_id, tier=tier, status=status, region="us-east-1",
+                                       cell=cell or "default"))
+    if cell is None:  # written before cells: no cell attribute, no cell in the record JSON
+        item.pop("cell")
+    registry.client.put_item(TableName=TABLE, Item=item)
+
+
+def test_slots_are_reserved_up_to_the_cap_never_while_draining_and_given_back(registry: RegistryWriter):
+    assert [registry.reserve_slot("eu1", Tier.pooled, cap=2) for _ in range(3)] == [True, True, False]
+    assert registry.reserve_slot("eu1", Tier.dedicated, cap=None)  # counted apart, no cap
+    assert registry.cell_counts(["eu1", "nope"]) == {"eu1": ({"pooled": 2, "dedicated": 1}, False), "nope": None}
+    registry.release_slot("eu1", Tier.pooled)
+    registry.set_draining("eu1", True)
+    assert not registry.reserve_slot("eu1", Tier.pooled, cap=2)
+    registry.set_draining("eu1", False)
+    assert registry.reserve_slot("eu1", Tier.pooled, cap=2)
+    for _ in range(4):
+        registry.release_slot("eu1", Tier.dedicated)
+    assert registry.cell_counts(["eu1"])["eu1"] == ({"pooled": 2, "dedicated": 0}, False)  # never below 0
+
+
+def test_a_counter_starts_from_one_recount_of_the_cells_records(registry: RegistryWriter):
+    put_record(registry, "old-a")  # before cells: the default cell's
+    put_record(registry, "old-b", status=TenantStatus.deprovisioned)  # a tombstone holds no slot
+    put_record(registry, "eu-a", cell="eu1")
+    assert registry.reserve_slot("default", Tier.pooled, cap=2)  # counter made: 1 existing + this one
+    assert not registry.reserve_slot("default", Tier.pooled, cap=2)
+    assert registry.recount("default") == {"pooled": 1, "dedicated": 0}  # the reservation has no record yet
+
+
+def test_listings_skip_counters_and_filter_by_cell(registry: RegistryWriter):
+    for i in range(5):
+        put_record(registry, f"t{i}", cell="eu1" if i % 2 else None)
+    registry.reserve_slot("eu1", Tier.pooled, cap=10)
+    assert registry.client.get_item(TableName=TABLE, Key=counter_key("eu1"))["Item"]
+    with pytest.raises(InvalidInput, match="charset"):  # a counter's key is no tenant id: never read as one
+        registry.get("cell#eu1")
+    assert sorted(r.tenant_id for r in registry.iter_all()) == ["t0", "t1", "t2", "t3", "t4"]
+    assert sorted(r.tenant_id for r in registry.iter_all(cell="eu1")) == ["t1", "t3"]
+    assert sorted(r.tenant_id for r in registry.iter_all(cell="default")) == ["t0", "t2", "t4"]
+    seen, cursor = [], None
+    while True:  # pages of 2 walk every record once, counters never among them
+        page, cursor = registry.list(limit=2, cursor=cursor)
+        seen += [r.tenant_id for r in page]
+        if cursor is None:
+            break
+    assert sorted(seen) == ["t0", "t1", "t2", "t3", "t4"]
+
+
+# -- placement ----------------------------------------------------------------------------
+def workspace(tmp_path: Path, registry: RegistryWriter, cells: list[CellSpec]) -> SimpleNamespace:
+    """The workspace calls placement makes, over real stack files, the moto registry and moto accounts."""
+    for cell in cells:
+        write_cell(tmp_path, cell)
+    clients = Clients(region="us-east-1", credentials=("testing", "testing"))
+    return SimpleNamespace(registry=registry, cells=lambda: cell_specs(tmp_path), ensure_cell=lambda name: {},
+                           cell=lambda name: cell_specs(tmp_path)[name],
+                           cell_clients=lambda name: clients.in_account(cell_specs(tmp_path)[name].account_role_arn,
+                                                                        cell_specs(tmp_path)[name].region))
+
+
+def test_the_first_cell_of_an_account_and_region_owns_its_rds_os_metrics_group():
+    home = CellSpec()  # the target's own account (111111111111 here), us-east-1
+    cells = {"platform": home, "eua": CellSpec(name="eua", region="eu-west-1", account_role_arn=ROLE_A)}
+    ws = SimpleNamespace(cells=lambda: cells)
+
+    def shares(spec: CellSpec) -> bool:
+        return _shares_account_region(ws, spec, "111111111111")
+
+    assert shares(CellSpec(name="use2", region="us-east-1"))  # the home's account and region
+    assert shares(CellSpec(name="use3", region="us-east-1",
+                           account_role_arn="arn:aws:iam::111111111111:role/x"))  # the same account by a role
+    assert not shares(CellSpec(name="euh", region="eu-west-1"))  # the home's account, another region
+    assert shares(CellSpec(name="eub", region="eu-west-1", account_role_arn=ROLE_A))
+    cells["eua"] = cells["eua"].model_copy(update={"os_metrics_group": False})
+    assert not shares(CellSpec(name="eub", region="eu-west-1", account_role_arn=ROLE_A))  # nobody has it yet
+
+
+def test_placement_picks_the_least_loaded_cell_of_the_region(tmp_path: Path, registry: RegistryWriter):
+    ws = workspace(tmp_path, registry, [
+        CellSpec(name="eua", region="eu-west-1", account_role_arn=ROLE_A, max_pooled_tenants=4),
+        CellSpec(name="eub", region="eu-west-1", max_pooled_tenants=2),
+        CellSpec(name="ded", region="eu-west-1", tiers=[Tier.dedicated])])
+    chosen = []
+    for i in range(6):
+        spec, placement = place(ws, TenantSpec(id=f"t{i}", region="eu-west-1"), None)
+        assert spec.cell == placement.cell and placement.reserved
+        assert placement.account_id == ("222222222222" if placement.cell == "eua" else None)
+        chosen.append(placement.cell)
+    assert sorted(chosen) == ["eua"] * 4 + ["eub"] * 2  # filled by load (placed / cap), never the dedicated-only cell
+    assert chosen[:2] == ["eua", "eub"]
+    with pytest.raises(QuotaExceeded) as full:
+        place(ws, TenantSpec(id="t9", region="eu-west-1"), None)
+    assert "cell eua: 4 of 4" in str(full.value) and "cell ded: it takes dedicated tenants" in str(full.value)
+    with pytest.raises(InvalidInput, match="retention menu"):
+        place(ws, TenantSpec(id="t9", region="eu-west-1", cell="eub", lifecycle={"temp_upload_days": 5}), None)
+
+
+def test_an_existing_tenant_stays_in_its_cell_and_region(tmp_path: Path, registry: RegistryWriter):
+    ws = workspace(tmp_path, registry, [CellSpec(name="eua", region="eu-west-1", account_role_arn=ROLE_A)])
+    record = TenantRecord(tenant_id="acme", tier=Tier.pooled, status=TenantStatus.active, region="eu-west-1",
+                          cell="eua", account_id="222222222222")
+    spec, placement = place(ws, TenantSpec(id="acme", region="eu-west-1"), record)
+    assert (spec.cell, placement.cell, placement.reserved) == ("eua", "eua", False)  # no second slot
+    with pytest.raises(InvalidInput, match="does not change cells in place"):
+        place(ws, TenantSpec(id="acme", region="eu-west-1", cell="default"), record)
+    with pytest.raises(InvalidInput, match="residency"):
+        place(ws, TenantSpec(id="acme", region="us-east-1"), record)
+
+
+def test_a_service_specific_endpoint_wins_over_the_targets(monkeypatch):
+    clients = Clients(region="us-east-1", endpoint_url="http://127.0.0.1:1", credentials=("x", "x"))
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:2")
+    assert clients("dynamodb").meta.endpoint_url == "http://127.0.0.1:2"
+    assert clients("s3").meta.endpoint_url == "http://127.0.0.1:1"
+    assert clients.in_account(None, "eu-west-1")("dynamodb").meta.endpoint_url == "http://127.0.0.1:2"
