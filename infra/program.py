@@ -35,7 +35,12 @@ from infra.components.postgres_instance import PostgresInstance, PostgresInstanc
 from infra.components.private_network import PrivateNetwork, PrivateNetworkArgs
 from infra.components.runtime_role import RuntimeReads, RuntimeRole, RuntimeRoleArgs
 from infra.components.tenant_alarms import TenantAlarms, TenantAlarmsArgs
-from infra.components.tenant_database import SharedDatabaseRef, TenantDatabase, TenantDatabaseArgs
+from infra.components.tenant_database import (
+    SharedDatabaseRef,
+    TenantDatabase,
+    TenantDatabaseArgs,
+    store_component_name,
+)
 from infra.components.tenant_queue import TenantQueue, TenantQueueArgs
 from infra.components.tenant_role import (
     TenantGrants,
@@ -185,7 +190,7 @@ def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK) -> dict
     # AWS services using the key for the tenant: CloudWatch for its alarm topic;
     # CloudWatch Logs for a dedicated tenant's own log groups.
     services = [alarms_statement(spec.region, account, naming.alarm_names(tid, dedicated))]
-    if dedicated:
+    if dedicated or (spec.retiring is not None and spec.retiring.tier is Tier.dedicated):
         services.insert(0, logs_statement(spec.region, account, naming.own_log_groups(tid)))
     key = TenantKey(tid, TenantKeyArgs(alias=naming.kms_alias(tid), admin_arn=shared("admin_role_arn"),
                                        user_arns=[role.arn], tags=tags, description=f"tenantctl tenant {tid}",
@@ -193,17 +198,28 @@ def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK) -> dict
     secret = TenantSecret(tid, TenantSecretArgs(tenant_id=tid, kms_key_arn=key.arn, tags=tags))
     queue = TenantQueue(tid, TenantQueueArgs(tenant_id=tid, kms_key_arn=key.arn, spec=spec.queue, tags=tags))
     storage = TenantStorage(tid, TenantStorageArgs(tenant_id=tid, bucket=shared("bucket")))
-    azs = aws.get_availability_zones(state="available").names if dedicated else []
-    db = TenantDatabase(tid, TenantDatabaseArgs(
-        spec=spec, kms_key_arn=key.arn, secret_arn=secret.arn, az_names=azs, account_role_arn=assumed_role(),
-        shared=SharedDatabaseRef(account_id=account, endpoint=shared("db_endpoint"),
+    role_arn = assumed_role()
+    moving = spec.retiring is not None
+    azs = aws.get_availability_zones(state="available").names if dedicated or moving else []
+    shared_db = SharedDatabaseRef(account_id=account, endpoint=shared("db_endpoint"),
                                  port=shared("db_port"), database=shared("db_name"),
                                  admin_secret_arn=shared("db_admin_secret_arn"), bucket_arn=shared("bucket_arn"),
                                  flow_logs_role_arn=shared("flow_logs_role_arn"),
                                  monitoring_role_arn=shared("db_monitoring_role_arn"),
                                  rotation_function_arn=shared("rotation_function_arn"),
                                  rotation_role_arn=shared("rotation_role_arn"),
-                                 gateway_role=platform.get_output("gateway_role"))))
+                                 gateway_role=platform.get_output("gateway_role"))
+    db = TenantDatabase(store_component_name(tid, spec.store_generation), TenantDatabaseArgs(
+        spec=spec, kms_key_arn=key.arn, secret_arn=secret.arn, az_names=azs, shared=shared_db, owns_secret=not moving,
+        account_role_arn=role_arn))
+    if spec.retiring is not None:
+        # A move is open: the store being retired stays declared, unchanged, beside the new one.
+        old = spec.retiring
+        TenantDatabase(store_component_name(tid, old.generation), TenantDatabaseArgs(
+            spec=spec.model_copy(update={"tier": old.tier, "dedicated": old.dedicated,
+                                         "store_generation": old.generation, "retiring": None}),
+            kms_key_arn=key.arn, secret_arn=secret.arn, az_names=azs, shared=shared_db, owns_secret=False,
+            account_role_arn=role_arn))
     SecretRotationSchedule(tid, SecretRotationScheduleArgs(
         secret_arn=secret.arn, kms_key_arn=key.arn, function_arn=db.rotation_function_arn,
         function_role_arn=db.rotation_role_arn, after=[db.schema]))

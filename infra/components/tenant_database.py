@@ -59,6 +59,16 @@ class TenantDatabaseArgs:
     shared: SharedDatabaseRef
     az_names: Sequence[str] = ()
     account_role_arn: str | None = None  # the cell's account, for the schema provider's own AWS calls
+    # False for the stores of an open move (the new one until the move ends,
+    # the retiring one): the tenant's secret keeps naming the store the
+    # registry routes to; the move rewrites it at the switch.
+    owns_secret: bool = True
+
+
+def store_component_name(tenant_id: str, generation: int) -> str:
+    """The TenantDatabase of the tenant's store ``generation`` (0: the store it
+    was provisioned with; each move adds one, so the two stores of a move differ)."""
+    return tenant_id if generation == 0 else f"{tenant_id}-s{generation}"
 
 
 class TenantDatabase(pulumi.ComponentResource):
@@ -92,7 +102,8 @@ class TenantDatabase(pulumi.ComponentResource):
                 client_security_group_ids=[app.id, rotation.security_group_id],
                 instance_class=ded.instance_class, storage_gb=ded.storage_gb,
                 backup_retention_days=spec.backup.retention_days,
-                final_snapshot_identifier=resource_name(spec.id, "final"), tags=tags,
+                final_snapshot_identifier=resource_name(spec.id, "final") + (
+                    f"-{ded.final_snapshot_suffix}" if ded.final_snapshot_suffix else ""), tags=tags,
                 multi_az=ded.multi_az, deletion_protection=ded.deletion_protection,
                 account_role_arn=args.account_role_arn), opts=child)
             self.db_identifier = db.identifier
@@ -111,5 +122,5 @@ class TenantDatabase(pulumi.ComponentResource):
             tenant_id=spec.id, region=spec.region, host=self.endpoint, port=self.port, database=self.database,
             schema=naming.schema_name(spec.id), role=naming.db_role_name(spec.id),
             admin_secret_arn=admin_secret_arn, tenant_secret_arn=args.secret_arn, gateway_role=gateway_role,
-            account_role_arn=args.account_role_arn), opts=child)
+            account_role_arn=args.account_role_arn, owns_secret=args.owns_secret), opts=child)
         self.register_outputs({"endpoint": self.endpoint, "port": self.port, "database": self.database})

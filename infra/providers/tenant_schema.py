@@ -52,6 +52,8 @@ def _ensure(props: dict[str, Any], password: str) -> dict[str, Any]:
                                gateway_role=props.get("gateway_role") or None)
         conn.execute(script)  # no parameters: simple protocol, several statements
         conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+    if not props.get("owns_secret", True):
+        return public(props)  # a move's other store: the secret names the store the tenant is served from
     _secrets_client(props["region"], props.get("account_role_arn")).put_secret_value(
         SecretId=props["tenant_secret_arn"],
         # "engine": the rotation function refuses a secret that does not say postgres.
@@ -61,13 +63,23 @@ def _ensure(props: dict[str, Any], password: str) -> dict[str, Any]:
     return public(props)
 
 
+def _connects_elsewhere(conn: Any, database: str, role: str) -> bool:
+    """Whether ``role`` was granted CONNECT on another database of this server."""
+    return conn.execute(
+        "SELECT 1 FROM pg_database d, aclexplode(d.datacl) a JOIN pg_roles r ON r.oid = a.grantee "
+        "WHERE r.rolname = %s AND d.datname <> %s AND a.privilege_type = 'CONNECT'", (role, database)).fetchone() \
+        is not None
+
+
 class TenantSchemaProvider(ResourceProvider):
     # Replacing means a new database or role: drop the old one only after the
     # new one exists is impossible for the same names, hence delete first.
     REPLACE_ON = ("host", "port", "database", "schema", "role", "tenant_id")
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        outs = _ensure(props, secrets.token_urlsafe(32))
+        # A move's new store takes the role's current password: one secret serves both stores.
+        fresh = _current_password(props) if not props.get("owns_secret", True) else None
+        outs = _ensure(props, fresh or secrets.token_urlsafe(32))
         return CreateResult(f"{props['database']}/{props['schema']}", outs)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
@@ -96,7 +108,16 @@ class TenantSchemaProvider(ResourceProvider):
         with _admin_connect(props) as conn:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(props["schema"])))
             if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (props["role"],)).fetchone():
-                drop_role(conn, database=props["database"], role=props["role"])
+                if _connects_elsewhere(conn, props["database"], props["role"]):
+                    # A move's other store on the same server still uses the role (the sandbox).
+                    conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(
+                        sql.Identifier(props["database"]), sql.Identifier(props["role"])))
+                    gateway = props.get("gateway_role")
+                    if gateway and conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (gateway,)).fetchone():
+                        conn.execute(sql.SQL("REVOKE {} FROM {}").format(
+                            sql.Identifier(props["role"]), sql.Identifier(gateway)))
+                else:
+                    drop_role(conn, database=props["database"], role=props["role"])
 
 
 @dataclass
@@ -113,6 +134,7 @@ class TenantSchemaArgs:
     row_security: dict[str, str] = field(default_factory=lambda: dict.fromkeys(TABLES, FORCED))
     gateway_role: pulumi.Input[str] | None = None  # pooled: the shared pool's login, granted this role
     account_role_arn: str | None = None
+    owns_secret: bool = True  # False: a move's other store (keeps the role's password, leaves the secret)
 
 
 class TenantSchema(pulumi.dynamic.Resource):

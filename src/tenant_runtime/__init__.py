@@ -22,9 +22,9 @@ _EXPORTS = {
     **dict.fromkeys(("StoreConnection", "TenantRecord", "TenantResources", "TenantStatus", "Tier"),
                     "tenant_runtime.models"),
     **dict.fromkeys(("DecryptionFailed", "InvalidRequest", "KeyUnusable", "KmsUnavailable", "RegistryUnavailable",
-                     "RevocationsUnavailable", "StoreTimeout", "StoreUnavailable", "TenantInactive",
+                     "RevocationsUnavailable", "StoreMoved", "StoreTimeout", "StoreUnavailable", "TenantInactive",
                      "TenantMismatch", "TenantNotFound", "TenantRuntimeError", "TenantWaking", "TokenRevoked",
-                     "Unauthenticated", "UntrustedContext"), "tenant_runtime.errors"),
+                     "Unauthenticated", "UntrustedContext", "WritesFrozen"), "tenant_runtime.errors"),
 }
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         KmsUnavailable,
         RegistryUnavailable,
         RevocationsUnavailable,
+        StoreMoved,
         StoreTimeout,
         StoreUnavailable,
         TenantInactive,
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
         TokenRevoked,
         Unauthenticated,
         UntrustedContext,
+        WritesFrozen,
     )
     from tenant_runtime.gateway import Gateway
     from tenant_runtime.models import StoreConnection, TenantRecord, TenantResources, TenantStatus, Tier
@@ -57,10 +59,9 @@ if TYPE_CHECKING:
 __all__ = [
     "AsyncTenantRuntime", "DecryptionFailed", "Gateway", "InvalidRequest", "JWTSettings", "KeyUnusable",
     "KmsUnavailable", "RegistryReader", "RegistryUnavailable", "RevocationsUnavailable", "StoreConnection",
-    "StoreTimeout", "StoreUnavailable", "TenantContext", "TenantInactive", "TenantMismatch", "TenantNotFound",
-    "TenantRecord", "TenantResolver", "TenantResources", "TenantRuntime", "TenantRuntimeError", "TenantStatus",
-    "TenantWaking", "Tier",
-    "TokenRevoked", "Unauthenticated", "UntrustedContext",
+    "StoreMoved", "StoreTimeout", "StoreUnavailable", "TenantContext", "TenantInactive", "TenantMismatch",
+    "TenantNotFound", "TenantRecord", "TenantResolver", "TenantResources", "TenantRuntime", "TenantRuntimeError",
+    "TenantStatus", "TenantWaking", "Tier", "TokenRevoked", "Unauthenticated", "UntrustedContext", "WritesFrozen",
 ]
 
 

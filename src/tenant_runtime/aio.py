@@ -52,6 +52,7 @@ from tenant_runtime.store import (
     StoreOperations,
     TenantLogins,
     advance,
+    moved_store,
     scope_statement,
     store_errors,
 )
@@ -205,13 +206,14 @@ class AsyncContextStore(StoreOperations):
     async def _connect(self, ctx: TenantContext) -> psycopg.AsyncConnection:
         secret = await self.offload.call(self.logins.credentials, ctx)
         try:
-            return await psycopg.AsyncConnection.connect(**self.logins.connect_kwargs(secret))
+            return await psycopg.AsyncConnection.connect(**self.logins.connect_kwargs(secret, ctx.resources.store))
         except psycopg.OperationalError as exc:
             error = exc
         # A rotated password (TenantLogins.rotated): AWSCURRENT read again, then AWSPENDING.
         for candidate in await self.offload.call(self.logins.rotated, ctx, secret):
             try:
-                conn = await psycopg.AsyncConnection.connect(**self.logins.connect_kwargs(candidate))
+                kwargs = self.logins.connect_kwargs(candidate, ctx.resources.store)
+                conn = await psycopg.AsyncConnection.connect(**kwargs)
             except psycopg.OperationalError as again:
                 error = again
                 continue
@@ -243,7 +245,8 @@ class AsyncContextStore(StoreOperations):
 
     async def append(self, ctx: TenantContext, conversation_id: str, role: str, content: str,
                      metadata: dict[str, Any] | None = None) -> Message:
-        return await self._run(ctx, self._append(ctx, conversation_id, role, content, metadata))
+        with moved_store(ctx.tenant_id):
+            return await self._run(ctx, self._append(ctx, conversation_id, role, content, metadata))
 
     async def history(self, ctx: TenantContext, conversation_id: str, limit: int = 50,
                       cursor: str | None = None) -> Page:
@@ -254,7 +257,8 @@ class AsyncContextStore(StoreOperations):
         return await self._run(ctx, self._list_conversations(ctx, limit, cursor))
 
     async def delete_conversation(self, ctx: TenantContext, conversation_id: str) -> bool:
-        return await self._run(ctx, self._delete_conversation(ctx, conversation_id))
+        with moved_store(ctx.tenant_id):
+            return await self._run(ctx, self._delete_conversation(ctx, conversation_id))
 
     async def put_document(self, ctx: TenantContext, doc_id: str, title: str, body: str,
                            metadata: dict[str, Any] | None = None, source: str | None = None) -> Document:

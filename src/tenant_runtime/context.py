@@ -22,7 +22,7 @@ from types import MappingProxyType
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from tenant_runtime.errors import TenantMismatch, UntrustedContext
+from tenant_runtime.errors import TenantMismatch, UntrustedContext, WritesFrozen
 from tenant_runtime.models import TenantRecord, TenantResources, tenant_prefix
 from tenant_runtime.registry import RegistryReader
 
@@ -123,3 +123,10 @@ def verified(ctx: object) -> TenantContext:
         raise UntrustedContext(f"the context of tenant {tenant_id!r} was altered after resolution: refused")
     _check_owner(tenant_id, record)
     return ctx
+
+
+def check_writable(ctx: TenantContext) -> None:
+    """Writes are refused, retryably, while a move freezes them; reads go on."""
+    move = ctx.record.move
+    if move is not None and move.writes_frozen:
+        raise WritesFrozen(ctx.tenant_id)

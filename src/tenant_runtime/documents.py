@@ -35,7 +35,7 @@ from tenant_runtime import analyzer
 from tenant_runtime import cursor as cursor_codec
 from tenant_runtime.blind_index import SEARCH_KEY_SCOPE, blind, document_scope, new_search_key
 from tenant_runtime.cache import TTLCache
-from tenant_runtime.context import TenantContext, verified
+from tenant_runtime.context import TenantContext, check_writable, verified
 from tenant_runtime.errors import InvalidRequest, StoreUnavailable, TenantMismatch
 
 # The tables (templates/tenant_schema.sql.j2 creates them; tenant_runtime.store lists them in TABLES).
@@ -227,6 +227,7 @@ class DocumentOperations:
     def _put_document(self, ctx: TenantContext, doc_id: str, title: str, body: str,
                       metadata: dict[str, Any] | None, source: str | None) -> Any:
         ctx = verified(ctx)
+        check_writable(ctx)
         _check_id(doc_id)
         if not isinstance(title, str) or not isinstance(body, str):
             raise InvalidRequest("title and body must be strings")
@@ -270,6 +271,7 @@ class DocumentOperations:
         one statement per document, a document changed meanwhile is left to
         its writer, who already used the new key); then the old keys go."""
         ctx = verified(ctx)
+        check_writable(ctx)
         self._forget_keys(ctx)
         keys = yield from self._search_keys(ctx, create=False)
         version = (keys[-1][0] if keys else 0) + 1
@@ -348,6 +350,7 @@ class DocumentOperations:
 
     def _delete_document(self, ctx: TenantContext, doc_id: str) -> Any:
         ctx = verified(ctx)
+        check_writable(ctx)
         _check_id(doc_id)
         deleted = yield self._statement_step(  # its postings go with it (ON DELETE CASCADE)
             sql.SQL("DELETE FROM {} WHERE tenant_id = %s AND doc_id = %s").format(self._table(ctx, DOCUMENTS)),

@@ -161,3 +161,26 @@ class StoreTimeout(StoreUnavailable):
 
     code = "store_timeout"
     title = "Context store query cancelled"
+
+
+class WritesFrozen(TenantRuntimeError):
+    """The tenant is being moved and its store takes no writes for a few
+    seconds; reads go on. Retry after ``retry_after`` seconds."""
+
+    status_code = 503
+    code = "writes_frozen"
+    title = "Tenant writes briefly frozen"
+    retry_after = 1
+
+    def __init__(self, tenant_id: str) -> None:
+        super().__init__(f"tenant {tenant_id!r} is being moved: writes are refused for a few seconds, retry")
+        self.tenant_id = tenant_id
+
+
+class StoreMoved(StoreUnavailable):
+    """The store named by this runtime's (cached) record refused a write: the
+    tenant was moved and its old store is read-only. The runtime re-reads the
+    registry and retries once; surfacing it means retrying later."""
+
+    code = "store_moved"
+    title = "Tenant store moved"

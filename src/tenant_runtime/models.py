@@ -93,6 +93,38 @@ class Hibernation(BaseModel):
     db_instance: str
     region: str
     since: datetime = Field(default_factory=utcnow)
+class MovePhase(str, Enum):
+    """Where a `tenantctl move` stands (one step after another, each recorded
+    before the next begins, so a killed move resumes or rolls back)."""
+
+    preparing = "preparing"  # the target store is being created beside the current one
+    copying = "copying"  # the target follows the current store (logical replication) while it serves
+    freezing = "freezing"  # writes refused (503 + Retry-After); the target catches up and is verified
+    switched = "switched"  # the record names the target; the old store is read-only, kept in step, for rollback
+    rolling_back = "rolling_back"  # writes refused while the old store takes over again
+
+
+class TenantMove(BaseModel):
+    """A move in progress, in the tenant's registry record. ``old_store`` /
+    ``new_store``: the stores the move is between (the record's ``resources``
+    name the writable one). A move changes the tier within the tenant's cell:
+    ``from_cell`` and ``to_cell`` are that cell."""
+
+    from_tier: Tier
+    to_tier: Tier
+    from_cell: str = "default"
+    to_cell: str = "default"
+    phase: MovePhase = MovePhase.preparing
+    old_store: StoreConnection
+    new_store: StoreConnection | None = None
+    started_at: datetime = Field(default_factory=utcnow)
+    phase_at: datetime = Field(default_factory=utcnow)
+    switched_at: datetime | None = None
+    window_ends_at: datetime | None = None
+
+    @property
+    def writes_frozen(self) -> bool:
+        return self.phase in (MovePhase.freezing, MovePhase.rolling_back)
 
 
 class TenantRecord(BaseModel):
@@ -119,3 +151,4 @@ class TenantRecord(BaseModel):
     lock: TenantLock | None = None
     last_error: str | None = None
     hibernation: Hibernation | None = None
+    move: TenantMove | None = None

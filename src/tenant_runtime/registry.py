@@ -37,6 +37,9 @@ from tenant_runtime.errors import RegistryUnavailable, TenantInactive, TenantNot
 from tenant_runtime.models import TenantRecord, TenantStatus, Tier
 
 TABLE_ENV = "TENANT_REGISTRY_TABLE"
+# How long a record whose writes a move froze is cached (the freeze is short;
+# writes are refused until the record says otherwise).
+FROZEN_TTL = 0.2
 
 # -- the item codec: the one definition of the layout above -------------------
 HASH_KEY = "tenant_id"
@@ -122,7 +125,13 @@ class RegistryReader:
         if hit:
             return record
         record = self._fetch(tenant_id)
-        self._cache.put(tenant_id, record, None if record is not None else self.negative_ttl)
+        if record is None:
+            ttl: float | None = self.negative_ttl
+        elif record.move is not None and record.move.writes_frozen:
+            ttl = min(self._cache.ttl, FROZEN_TTL)  # a freeze lasts about a second: see its end soon
+        else:
+            ttl = None
+        self._cache.put(tenant_id, record, ttl)
         return record
 
     def get(self, tenant_id: str) -> TenantRecord:

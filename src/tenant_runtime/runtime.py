@@ -49,7 +49,8 @@ class TenantRuntime:
         shared = SharedPool(gateway, lambda: self.platform_client("secretsmanager")) if gateway else None
         self.waker = DatabaseWaker(lambda region: self.clients.own_client("rds", region))
         self.store = ContextStore(self.envelope, lambda ctx: self.clients.client(ctx, "secretsmanager"),
-                                  gateway=shared, statement_timeout=statement_timeout, waker=self.waker)
+                                  gateway=shared, statement_timeout=statement_timeout, waker=self.waker,
+                                  reresolve=self._reresolve)
         self.objects = ObjectAccess(lambda ctx: self.clients.client(ctx, "s3"))
         self.jobs = JobQueue(lambda ctx: self.clients.client(ctx, "sqs"))
 
@@ -69,6 +70,12 @@ class TenantRuntime:
         """The context of an active tenant for work without a request token (a
         job worker, a maintenance task), from the registry like ``resolve``."""
         return from_registry(self.registry, tenant_id, subject="service")
+
+    def _reresolve(self, ctx: TenantContext) -> TenantContext:
+        """``ctx``'s tenant read from the registry again (its cached record named
+        a store the tenant was moved away from), same subject and claims."""
+        self.registry.invalidate(ctx.tenant_id)
+        return from_registry(self.registry, ctx.tenant_id, subject=ctx.subject, claims=ctx.claims)
 
     def close(self) -> None:
         self.store.close()

@@ -56,7 +56,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tenant_runtime import cursor as cursor_codec
 from tenant_runtime.blocking import may_block
 from tenant_runtime.cache import TTLCache
-from tenant_runtime.context import TenantContext, verified
+from tenant_runtime.context import TenantContext, check_writable, verified
 from tenant_runtime.crypto import Envelope
 from tenant_runtime.documents import (
     DOCUMENTS,
@@ -69,8 +69,15 @@ from tenant_runtime.documents import (
     ReindexResult,
     SearchResult,
 )
-from tenant_runtime.errors import InvalidRequest, StoreTimeout, StoreUnavailable, TenantMismatch
+from tenant_runtime.errors import (
+    InvalidRequest,
+    StoreMoved,
+    StoreTimeout,
+    StoreUnavailable,
+    TenantMismatch,
+)
 from tenant_runtime.hibernation import DatabaseWaker
+from tenant_runtime.models import StoreConnection
 
 Role = Literal["system", "user", "assistant", "tool"]
 # Secrets Manager's staging labels.
@@ -212,14 +219,25 @@ def store_errors(tenant_id: str) -> Iterator[None]:
         raise StoreUnavailable(f"store of tenant {tenant_id!r} failed: {exc}".strip()) from None
 
 
+@contextmanager
+def moved_store(tenant_id: str) -> Iterator[None]:
+    """Around the store's own writes: the tenant role always may write its own
+    tables, except on a store a move retired (its write rights revoked at the
+    switch), so a refusal there means the record used is stale: fail closed."""
+    try:
+        yield
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise StoreMoved(f"store of tenant {tenant_id!r} refused the write (moved?): {exc}".strip()) from None
+
+
 # -- per-tenant logins -------------------------------------------------------------
 
 class IdleConnections:
     """Idle connections of one login (bounded). Only bookkeeping: the drivers
     open and close connections, sync or async."""
 
-    def __init__(self, max_idle: int) -> None:
-        self.max_idle = max_idle
+    def __init__(self, max_idle: int, store: StoreConnection | None = None) -> None:
+        self.max_idle, self.store = max_idle, store  # the store they are connected to
         self.idle: list[Any] = []
         self.lock = threading.Lock()
 
@@ -274,9 +292,11 @@ class TenantLogins:
             secret = StoreSecret.model_validate_json(raw)
         except (ClientError, BotoCoreError, KeyError, ValidationError) as exc:
             raise StoreUnavailable(f"store secret of tenant {ctx.tenant_id!r} unusable: {exc}") from None
-        # The secret must name this tenant's role and schema: a secret pointing
-        # elsewhere is refused rather than followed.
-        if (secret.username, secret.schema_, secret.dbname) != (store.role, store.schema_name, store.database):
+        # The secret must name this tenant's role and schema: a secret of another
+        # login is refused. Its host and database are not followed: connections
+        # go to the store the registry record names (during a move the secret is
+        # rewritten a moment after the record).
+        if (secret.username, secret.schema_) != (store.role, store.schema_name):
             raise TenantMismatch(ctx.tenant_id, f"{secret.dbname}/{secret.schema_}/{secret.username}", "store secret")
         return secret
 
@@ -302,25 +322,36 @@ class TenantLogins:
                 found.append(candidate)
         return found
 
+    def forget(self, ctx: TenantContext) -> list[Any]:
+        """Forget the tenant's secret and idle connections (its store moved);
+        returns the connections for the caller to close."""
+        self._secrets.pop(ctx.resources.store.secret_arn)
+        with self._lock:
+            pool = self.pools.pop(ctx.tenant_id, None)
+        return pool.drain() if pool is not None else []
+
     def remember(self, ctx: TenantContext, secret: StoreSecret) -> None:
         """``secret`` logged in: the credentials to use from now on."""
         self._secrets.put(ctx.resources.store.secret_arn, secret)
 
-    def connect_kwargs(self, secret: StoreSecret) -> dict[str, Any]:
-        return {"host": secret.host, "port": secret.port, "dbname": secret.dbname, "user": secret.username,
+    def connect_kwargs(self, secret: StoreSecret, store: StoreConnection) -> dict[str, Any]:
+        return {"host": store.endpoint, "port": store.port, "dbname": store.database, "user": secret.username,
                 "password": secret.password, "connect_timeout": self.connect_timeout,
                 "application_name": "tenant_runtime"}
 
     def idle(self, ctx: TenantContext) -> tuple[IdleConnections, list[Any]]:
         """The tenant's idle connections, and the connections of tenants
         evicted to make room (the caller closes them)."""
+        store = ctx.resources.store
         with self._lock:
             pool = self.pools.get(ctx.tenant_id)
-            if pool is not None:
+            if pool is not None and pool.store == store:
                 self.pools.move_to_end(ctx.tenant_id)
                 return pool, []
-            pool = self.pools[ctx.tenant_id] = IdleConnections(self.max_idle)
-            evicted: list[Any] = []
+            # None yet, or connected to a store the tenant was moved away from: never reused.
+            evicted: list[Any] = pool.drain() if pool is not None else []
+            pool = self.pools[ctx.tenant_id] = IdleConnections(self.max_idle, store)
+            self.pools.move_to_end(ctx.tenant_id)
             while len(self.pools) > self.max_tenants:
                 evicted += self.pools.popitem(last=False)[1].drain()
             return pool, evicted
@@ -386,6 +417,7 @@ class StoreOperations(DocumentOperations):
     def _append(self, ctx: TenantContext, conversation_id: str, role: str, content: str,
                 metadata: dict[str, Any] | None) -> Operation:
         ctx = verified(ctx)  # first: a context the resolution did not issue reaches nothing
+        check_writable(ctx)
         _check_conversation(conversation_id)
         if role not in Role.__args__:  # type: ignore[attr-defined]
             raise InvalidRequest(f"role must be one of {', '.join(Role.__args__)}")  # type: ignore[attr-defined]
@@ -455,6 +487,7 @@ class StoreOperations(DocumentOperations):
 
     def _delete_conversation(self, ctx: TenantContext, conversation_id: str) -> Operation:
         ctx = verified(ctx)
+        check_writable(ctx)
         _check_conversation(conversation_id)
         deleted = yield Statement(
             sql.SQL("DELETE FROM {conv} WHERE tenant_id = %s AND conversation_id = %s").format(
@@ -474,10 +507,14 @@ class ContextStore(StoreOperations):
     def __init__(self, envelope: Envelope, secret_client_for: Callable[[TenantContext], Any],
                  max_idle_per_tenant: int = 4, max_tenants: int = 256, secret_ttl: float = 300.0,
                  connect_timeout: int = 5, gateway: Any | None = None,
-                 statement_timeout: float | None = None, waker: DatabaseWaker | None = None) -> None:
+                 statement_timeout: float | None = None, waker: DatabaseWaker | None = None,
+                 reresolve: Callable[[TenantContext], TenantContext] | None = None) -> None:
         self.envelope = envelope
         self.logins = TenantLogins(secret_client_for, max_idle_per_tenant, max_tenants, secret_ttl, connect_timeout)
         self.gateway, self.statement_timeout, self.waker = gateway, statement_timeout, waker
+        # A context read from the registry again (cache bypassed), for a write
+        # the old store of a moved tenant refused.
+        self.reresolve = reresolve
 
     @contextmanager
     def transaction(self, ctx: TenantContext) -> Iterator[psycopg.Connection]:
@@ -504,7 +541,7 @@ class ContextStore(StoreOperations):
         if conn is None:
             secret = self.logins.credentials(ctx)
             try:
-                conn = psycopg.connect(**self.logins.connect_kwargs(secret))
+                conn = psycopg.connect(**self.logins.connect_kwargs(secret, ctx.resources.store))
             except psycopg.OperationalError as exc:
                 conn = self._login_after_refusal(ctx, secret, exc)
         try:
@@ -517,7 +554,7 @@ class ContextStore(StoreOperations):
                              exc: psycopg.OperationalError) -> psycopg.Connection:
         for candidate in self.logins.rotated(ctx, refused):
             try:
-                conn = psycopg.connect(**self.logins.connect_kwargs(candidate))
+                conn = psycopg.connect(**self.logins.connect_kwargs(candidate, ctx.resources.store))
             except psycopg.OperationalError as again:
                 exc = again
                 continue
@@ -531,6 +568,26 @@ class ContextStore(StoreOperations):
             done, step = advance(operation, step.fn(*step.args) if isinstance(step, Compute) else
                                  self._statement(ctx, step))
         return step
+
+    def _write(self, ctx: TenantContext, make: Callable[[TenantContext], Operation]) -> Any:
+        """Run a write; when a stale record routed it to a moved tenant's old
+        store (StoreMoved), forget what this process cached about the tenant's
+        store and retry once on the store the registry names now."""
+        try:
+            with moved_store(ctx.tenant_id):
+                return self._run(ctx, make(ctx))
+        except StoreMoved:
+            if self.reresolve is None:
+                raise
+            self.forget(ctx)
+            fresh = self.reresolve(ctx)
+            with moved_store(fresh.tenant_id):
+                return self._run(fresh, make(fresh))
+
+    def forget(self, ctx: TenantContext) -> None:
+        """Drop the tenant's cached secret and idle connections (its store moved)."""
+        for conn in self.logins.forget(ctx):
+            conn.close()
 
     def _statement(self, ctx: TenantContext, step: Statement) -> Any:
         with self.transaction(ctx) as conn:
@@ -548,7 +605,7 @@ class ContextStore(StoreOperations):
 
     def append(self, ctx: TenantContext, conversation_id: str, role: str, content: str,
                metadata: dict[str, Any] | None = None) -> Message:
-        return self._run(ctx, self._append(ctx, conversation_id, role, content, metadata))
+        return self._write(ctx, lambda c: self._append(c, conversation_id, role, content, metadata))
 
     def history(self, ctx: TenantContext, conversation_id: str, limit: int = 50,
                 cursor: str | None = None) -> Page:
@@ -563,14 +620,14 @@ class ContextStore(StoreOperations):
 
     def delete_conversation(self, ctx: TenantContext, conversation_id: str) -> bool:
         """Delete a conversation and its messages; False when there was none."""
-        return self._run(ctx, self._delete_conversation(ctx, conversation_id))
+        return self._write(ctx, lambda c: self._delete_conversation(c, conversation_id))
 
     # -- documents and search (tenant_runtime.documents) ---------------------------
 
     def put_document(self, ctx: TenantContext, doc_id: str, title: str, body: str,
                      metadata: dict[str, Any] | None = None, source: str | None = None) -> Document:
         """Create or replace a document and its index entries (one transaction)."""
-        return self._run(ctx, self._put_document(ctx, doc_id, title, body, metadata, source))
+        return self._write(ctx, lambda c: self._put_document(c, doc_id, title, body, metadata, source))
 
     def get_document(self, ctx: TenantContext, doc_id: str) -> Document | None:
         return self._run(ctx, self._get_document(ctx, doc_id))
@@ -580,7 +637,7 @@ class ContextStore(StoreOperations):
         return self._run(ctx, self._list_documents(ctx, limit, cursor))
 
     def delete_document(self, ctx: TenantContext, doc_id: str) -> bool:
-        return self._run(ctx, self._delete_document(ctx, doc_id))
+        return self._write(ctx, lambda c: self._delete_document(c, doc_id))
 
     def search(self, ctx: TenantContext, query: str, *, filters: dict[str, Any] | None = None,
                facets: list[str] | None = None, limit: int = 10, offset: int = 0, cursor: str | None = None,
@@ -597,7 +654,7 @@ class ContextStore(StoreOperations):
 
     def reindex(self, ctx: TenantContext) -> ReindexResult:
         """Rotate the tenant's search key and re-hash every document under it."""
-        return self._run(ctx, self._reindex(ctx))
+        return self._write(ctx, self._reindex)
 
 
 def _check_conversation(conversation_id: str) -> None:

@@ -129,12 +129,15 @@ EXIT_CODES = {
     ApplyFailed.exit_code: "the engine failed to preview/apply/destroy (nothing further is changed)",
     Conflict.exit_code: "conflict: tenant locked by another run, or its record changed concurrently",
     NotFound.exit_code: "unknown tenant or backup",
-    TargetUnavailable.exit_code: "target unavailable: sandbox not running/startable, AWS or Pulumi CLI missing",
+    TargetUnavailable.exit_code: "target unavailable: sandbox not running/startable, AWS or Pulumi CLI missing; a "
+                                 "move's target not caught up in time (writes resumed, nothing switched)",
     PolicyViolation.exit_code: "an isolation invariant is violated",
-    DrillFailed.exit_code: "a drill's verdict is fail (mismatch, corrupt backup, RTO/RPO over the limit)",
+    DrillFailed.exit_code: "a drill's verdict is fail (mismatch, corrupt backup, RTO/RPO over the limit); a move's "
+                           "stores differed as of the freeze (switched back to the old store)",
     KeyUnusable.exit_code: "the tenant's KMS key is unusable (pending deletion, disabled, or not the tenant's)",
-    QuotaExceeded.exit_code: "no cell of the tenant's region has room (cells full or draining, account quotas): "
-                             "refused before anything was created",
+    QuotaExceeded.exit_code: "no cell of the tenant's region has room (cells full or draining, account quotas), "
+                             "or a move's target tier has no slot in the tenant's cell: refused before anything "
+                             "was created",
 }
 
 

@@ -30,7 +30,7 @@ from tenantctl import naming
 
 __all__ = [
     "ArchiveClass", "BackupSpec", "CellSpec", "DedicatedSpec", "Hibernation", "LifecycleSpec", "QueueSpec",
-    "RetentionMenu",
+    "RetentionMenu", "RetiringStore",
     "StoreConnection", "TenantLock", "TenantRecord", "TenantResources", "TenantSpec",
     "TenantStatus", "Tier", "describe_validation_error", "utcnow",
 ]
@@ -106,6 +106,10 @@ class DedicatedSpec(BaseModel):
     # available store than a pooled one unless it asks (`--single-az`).
     multi_az: bool = True
     deletion_protection: bool = True
+    # Set by `move` on the dedicated store it creates: that store's final
+    # snapshot gets a name of its own (a tenant moved back and forth deletes
+    # more than one instance, and snapshot names are unique).
+    final_snapshot_suffix: str | None = Field(None, pattern=r"^[0-9]{14}$")
 
     @field_validator("vpc_cidr")
     @classmethod
@@ -114,6 +118,18 @@ class DedicatedSpec(BaseModel):
         if not net.is_private or net.version != 4 or not 16 <= net.prefixlen <= 24:
             raise ValueError("vpc_cidr must be a private IPv4 network between /16 and /24")
         return str(net)
+
+
+class RetiringStore(BaseModel):
+    """The store a move is retiring, declared beside the tenant's current one
+    while the move is open (so one `up` creates the new store and deletes
+    nothing); dropped from the spec when the move is finalized or rolled back."""
+
+    model_config = _STRICT
+
+    tier: Tier
+    generation: int = Field(0, ge=0)
+    dedicated: DedicatedSpec | None = None
 
 
 class TenantSpec(BaseModel):
@@ -136,6 +152,11 @@ class TenantSpec(BaseModel):
     # the tenant) and the role's trust policy denies every AssumeRole, so no
     # role session is renewed. Written to the stack file only when true.
     suspended: bool = False
+    # Which store the tenant's data is in: 0 for the store it was provisioned
+    # with, +1 per move (each store's resources are named after its generation,
+    # so the old and the new store of a move never share a name).
+    store_generation: int = Field(0, ge=0)
+    retiring: RetiringStore | None = None
 
     @field_validator("id")
     @classmethod
@@ -176,10 +197,16 @@ class TenantSpec(BaseModel):
         """Stable hash of the desired state (used to skip unchanged tenants). The
         cell is left out: placement writes it into a stack file CI may not commit
         back, and a tenant never changes cells in place (`apply` compares it with
-        the registry's apart). ``suspended`` is left out at its default, so specs
-        never suspended hash as before."""
-        body = json.dumps(self.model_dump(mode="json", exclude={"cell"} if self.suspended else {"cell", "suspended"}),
-                          sort_keys=True)
+        the registry's apart)."""
+        dumped = self.model_dump(mode="json", exclude={"cell"})
+        # Fields only suspensions and moves set are left out at their defaults:
+        # specs never suspended or moved hash as before.
+        for name, default in (("suspended", False), ("store_generation", 0), ("retiring", None)):
+            if dumped.get(name) == default:
+                dumped.pop(name)
+        if dumped.get("dedicated") and dumped["dedicated"].get("final_snapshot_suffix") is None:
+            dumped["dedicated"].pop("final_snapshot_suffix")
+        body = json.dumps(dumped, sort_keys=True)
         return hashlib.sha256(body.encode()).hexdigest()
 
 

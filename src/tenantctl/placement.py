@@ -77,7 +77,8 @@ def _load(counts: tuple[dict[str, int], bool] | None, cell: CellSpec, tier: Tier
     return placed / cell.max_pooled_tenants if tier is Tier.pooled else placed
 
 
-def _full(registry: RegistryWriter, cell: CellSpec, tier: Tier) -> str:
+def full_reason(registry: RegistryWriter, cell: CellSpec, tier: Tier) -> str:
+    """Why ``cell`` has no ``tier`` slot (its draining flag, or its pooled count against the cap)."""
     counts, draining = registry.cell_counts([cell.name]).get(cell.name) or ({}, False)
     if draining:
         return "draining"
@@ -123,7 +124,7 @@ def place(ws: Workspace, spec: TenantSpec, record: TenantRecord | None) -> tuple
         if registry.reserve_slot(cell.name, spec.tier, cap):
             placed = spec.model_copy(update={"cell": cell.name})
             return placed, Placement(cell=cell.name, account_id=cell.account_id, reserved=True)
-        refusals.append(f"cell {cell.name}: {_full(registry, cell, spec.tier)}")
+        refusals.append(f"cell {cell.name}: {full_reason(registry, cell, spec.tier)}")
     where = f"cell {spec.cell}" if spec.cell else f"no cell in {spec.region}"
     raise QuotaExceeded(
         f"tenant {spec.id!r} ({spec.tier.value}) refused before anything was created: {where} can take it"
@@ -173,12 +174,19 @@ def _existing(ws: Workspace, spec: TenantSpec, record: TenantRecord) -> tuple[Te
     return placed, placement
 
 
+def take_slot(ws: Workspace, cell_name: str, tier: Tier, refused: str) -> Placement:
+    """A ``tier`` slot in cell ``cell_name`` for an existing tenant (its cell
+    never changes); QuotaExceeded (exit 11) starting with ``refused`` when the
+    cell is full or draining."""
+    cell = ws.cell(cell_name)
+    cap = cell.max_pooled_tenants if tier is Tier.pooled else None
+    if cell.draining or not ws.registry.reserve_slot(cell.name, tier, cap):
+        why = "draining" if cell.draining else full_reason(ws.registry, cell, tier)
+        raise QuotaExceeded(f"{refused}: cell {cell.name!r} has no {tier.value} slot ({why})")
+    return Placement(cell=cell.name, account_id=cell.account_id, reserved=True)
+
+
 def reserve_again(ws: Workspace, record: TenantRecord) -> Placement:
     """A tombstone coming back (a revive) takes a slot in its old cell again:
     its backups and data are there, in its region."""
-    cell = ws.cell(record.cell)
-    cap = cell.max_pooled_tenants if record.tier is Tier.pooled else None
-    if cell.draining or not ws.registry.reserve_slot(cell.name, record.tier, cap):
-        raise QuotaExceeded(f"tenant {record.tenant_id!r} cannot come back into cell {cell.name!r}: "
-                            f"{_full(ws.registry, cell, record.tier) if not cell.draining else 'draining'}")
-    return Placement(cell=cell.name, account_id=cell.account_id, reserved=True)
+    return take_slot(ws, record.cell, record.tier, f"tenant {record.tenant_id!r} cannot come back into its cell")

@@ -140,10 +140,13 @@ def refusal(existing: TenantRecord | None, spec: TenantSpec, locks: bool = True)
             f"tenant id {spec.id!r} was deprovisioned on {existing.deprovisioned_at or existing.updated_at:%Y-%m-%d}; "
             "ids are tombstoned and never reused (restore it with `tenantctl drill restore` or pick a new id)"
         )
+    if existing.move is not None:
+        return Conflict(f"tenant {spec.id!r} is being moved ({existing.move.phase.value}): finish the move first "
+                        f"(`tenantctl move {spec.id}`, `--finalize` or `--rollback`)")
     if existing.tier is not spec.tier:
         return InvalidInput(
-            f"tenant {spec.id!r} is {existing.tier.value}; moving tiers in place is not supported "
-            "(provision a new tenant and migrate its data)"
+            f"tenant {spec.id!r} is {existing.tier.value}; a provision does not change tiers: "
+            f"`tenantctl move {spec.id} --tier {spec.tier.value}` moves it with its data"
         )
     return None
 
@@ -330,11 +333,14 @@ class RegistryWriter:
 
     def recount(self, cell: str) -> dict[str, int]:
         """The tenants holding a slot in ``cell``, counted from their records (a
-        full scan): every record of the cell but tombstones."""
+        full scan): every record of the cell but tombstones; a tenant with an
+        open move holds one of each tier (both its stores exist)."""
         counts = {tier.value: 0 for tier in Tier}
         for record in self.iter_all(cell=cell):
             if record.status is not TenantStatus.deprovisioned:
-                counts[record.tier.value] += 1
+                held = {record.tier} | ({record.move.from_tier, record.move.to_tier} if record.move else set())
+                for tier in held:
+                    counts[tier.value] += 1
         return counts
 
     def _init_counter(self, cell: str) -> bool:
@@ -492,6 +498,10 @@ class RegistryWriter:
     def mark_hibernation(self, record: TenantRecord, hibernation: Hibernation | None) -> TenantRecord:
         """Record (or, None, clear) the tenant's hibernation and release the lock."""
         return self._put(record.model_copy(update={"hibernation": hibernation, "lock": None}), record.version)
+    def save(self, record: TenantRecord, **changes: Any) -> TenantRecord:
+        """Write ``changes`` to a record this run holds (a move's steps),
+        conditional on its version: atomic with respect to every other writer."""
+        return self._put(record.model_copy(update=changes), record.version)
 
     def release(self, record: TenantRecord, error: str | None = None) -> TenantRecord:
         """Drop the lock after a failed run, keeping the error for `status`."""

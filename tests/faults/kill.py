@@ -10,7 +10,10 @@
   ``provision:reserved`` (the registry reservation is written, nothing else),
   ``provision:applied`` (every resource exists, the record is not yet active),
   ``deprovision:marked`` (record locked and ``deprovisioning``, nothing removed),
-  ``deprovision:destroyed`` (every resource removed, no tombstone yet).
+  ``deprovision:destroyed`` (every resource removed, no tombstone yet),
+  ``move:<phase>`` (a move's record has just been written with that phase:
+  ``preparing``, ``copying``, ``freezing``, ``switched``, ``rolling_back``; the
+  phase's work not begun) and ``move:cleared`` (the move's record removed).
 
 ``Faults`` only counts and dies; ``faults.seams`` calls it from the package's seams.
 """
@@ -25,7 +28,8 @@ FAULT_AFTER_ENV = "TENANTCTL_FAULT_AFTER"
 FAULT_POINT_ENV = "TENANTCTL_FAULT_POINT"
 FAULT_EXIT_CODE = 86
 POINTS = ("recorded", "unrecorded")
-STEPS = ("provision:reserved", "provision:applied", "deprovision:marked", "deprovision:destroyed")
+STEPS = ("provision:reserved", "provision:applied", "deprovision:marked", "deprovision:destroyed",
+         "move:preparing", "move:copying", "move:freezing", "move:switched", "move:rolling_back", "move:cleared")
 
 
 class Faults:

@@ -10,7 +10,8 @@ package keeps anyway, so the shipped code holds no hook at all.
 - registry steps: ``RegistryWriter.acquire`` returned (``provision:reserved``),
   ``mark_active`` about to run (``provision:applied``), ``lock_for`` returned
   with status ``deprovisioning`` (``deprovision:marked``), ``mark_deprovisioned``
-  about to run (``deprovision:destroyed``).
+  about to run (``deprovision:destroyed``); ``save`` returned with a move's
+  record (``move:<phase>``, ``move:cleared``).
 - throttling: ``botocore.session.Session.create_client``, which boto3's default
   session and every explicit one go through: each client the process makes gets
   the ``before-send`` hooks of ``faults.throttle``.
@@ -122,6 +123,14 @@ def _arm_steps(faults: Faults, patches: _Patches) -> None:
     around("mark_active", before=lambda _: "provision:applied")
     around("lock_for", after=marked)
     around("mark_deprovisioned", before=lambda _: "deprovision:destroyed")
+
+    def moved(bound: inspect.BoundArguments) -> str | None:
+        changes = bound.arguments.get("changes", {})
+        if "move" not in changes:
+            return None
+        return f"move:{changes['move'].phase.value}" if changes["move"] is not None else "move:cleared"
+
+    around("save", after=moved)
 
 
 def _arm_throttle(rules: Mapping[str, float], bucket: SharedTokenBucket, patches: _Patches) -> None:

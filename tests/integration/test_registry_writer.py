@@ -80,7 +80,7 @@ def test_only_one_of_many_concurrent_reservations_wins(registry):
 def test_tombstone_is_not_reused_and_tier_change_is_refused(registry):
     spec = TenantSpec(id="delta")
     record = registry.mark_active(registry.acquire(spec, "provision"), resources("delta"), spec, "0.1.0", "h")
-    with pytest.raises(InvalidInput, match="moving tiers"):
+    with pytest.raises(InvalidInput, match="tenantctl move"):
         registry.acquire(TenantSpec(id="delta", tier=Tier.dedicated), "provision")
     record = registry.lock_for("delta", "deprovision", status=TenantStatus.deprovisioning)
     tomb = registry.mark_deprovisioned(record, retention_days=14)

@@ -188,7 +188,7 @@ def test_plan_refuses_what_the_run_would_refuse(ws):
     got = {r.tenant_id: r for r in plan(ws, (1, 1), records)}
     assert got["gone"].action is Action.invalid and not got["gone"].ok
     assert "tombstoned" in got["gone"].error and "never reused" in got["gone"].error
-    assert got["moving"].action is Action.invalid and "moving tiers" in got["moving"].error
+    assert got["moving"].action is Action.invalid and "tenantctl move moving" in got["moving"].error
     # A lock is a run in progress, not a refusal of this change.
     assert got["busy"].action is Action.update and got["busy"].ok
     assert summary(True, *got.values()).exit_code() == 1

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import boto3
 import pytest
 
+from tenant_runtime.models import StoreConnection, TenantMove
 from tenant_runtime.registry import counter_key, record_to_item
 from tenantctl import naming
 from tenantctl.aws import Clients
@@ -116,9 +117,10 @@ def registry(moto_account) -> RegistryWriter:
 
 
 def put_record(registry: RegistryWriter, tenant_id: str, cell: str | None = None,
-               status: TenantStatus = TenantStatus.active, tier: Tier = Tier.pooled) -> None:
+               status: TenantStatus = TenantStatus.active, tier: Tier = Tier.pooled,
+               move: TenantMove | None = None) -> None:
     item = record_to_item(TenantRecord(tenant_id=tenant_id, tier=tier, status=status, region="us-east-1",
-                                       cell=cell or "default"))
+                                       cell=cell or "default", move=move))
     if cell is None:  # written before cells: no cell attribute, no cell in the record JSON
         item.pop("cell")
     registry.client.put_item(TableName=TABLE, Item=item)
@@ -145,6 +147,16 @@ def test_a_counter_starts_from_one_recount_of_the_cells_records(registry: Regist
     assert registry.reserve_slot("default", Tier.pooled, cap=2)  # counter made: 1 existing + this one
     assert not registry.reserve_slot("default", Tier.pooled, cap=2)
     assert registry.recount("default") == {"pooled": 1, "dedicated": 0}  # the reservation has no record yet
+
+
+def test_a_tenant_being_moved_holds_a_slot_of_both_tiers_in_its_cell(registry: RegistryWriter):
+    store = StoreConnection(endpoint="h", port=5432, database="d", schema_name="s", role="r", secret_arn="a")
+    put_record(registry, "mv-p", cell="eu1", move=TenantMove(from_tier=Tier.pooled, to_tier=Tier.dedicated,
+                                                             old_store=store))
+    put_record(registry, "mv-d", cell="eu1", tier=Tier.pooled,  # switched: the record names the new tier
+               move=TenantMove(from_tier=Tier.dedicated, to_tier=Tier.pooled, old_store=store))
+    put_record(registry, "still", cell="eu1", tier=Tier.dedicated)
+    assert registry.recount("eu1") == {"pooled": 2, "dedicated": 3}
 
 
 def test_listings_skip_counters_and_filter_by_cell(registry: RegistryWriter):

@@ -20,6 +20,7 @@ from tenantctl.cli import (
     check_cmd,
     dev_cmd,
     drill_cmd,
+    move_cmd,
     platform_cmd,
     refresh_cmd,
     sandbox_cmd,
@@ -68,7 +69,8 @@ def root(
 
 
 # Top-level commands merge into the root app, groups keep their names; --help lists them in this order.
-for _module in (tenant_cmd, suspend_cmd, check_cmd, apply_cmd, refresh_cmd, audit_cmd, cell_cmd, platform_cmd,
+for _module in (tenant_cmd, suspend_cmd, move_cmd, check_cmd, apply_cmd, refresh_cmd, audit_cmd, cell_cmd,
+                platform_cmd,
                 sandbox_cmd, usage_cmd, drill_cmd, search_cmd, token_cmd, dev_cmd, target_cmd, setup_cmd):
     app.add_typer(_module.app)
 

