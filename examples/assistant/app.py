@@ -2,10 +2,14 @@
 
 Every route is under /tenants/{tenant_id}/ and answers only the token's tenant
 (403 for any other, whether the path, the host or an X-Tenant-Id header names
-it). Conversations live in the tenant's context store (encrypted with its key);
-documents are uploaded straight to S3 through a pre-signed URL under the
-tenant's prefix; posting a message schedules a delayed "reply" job on the
-tenant's queue, which the worker (worker.py, started with the app) answers.
+it). Conversations and documents live in the tenant's context store
+(encrypted with its key); documents are searchable through the tenant's own
+blind index (filters, facets, highlights, typo-tolerant matching, prefix
+suggestions); files go straight to S3 through a pre-signed URL under the
+tenant's prefix, and a document can point at one (``source``). Posting a
+message schedules a delayed "reply" job on the tenant's queue, which the
+worker (worker.py, started with the app) answers with the best-matching
+document of that tenant.
 
 Configuration, all from the environment (`eval "$(tenantctl sandbox env)"`
 sets every one for the sandbox):
@@ -29,11 +33,11 @@ import os
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from pydantic import BaseModel, Field
 from worker import REPLY, run_worker
 
-from tenant_runtime import Gateway, JWTSettings, TenantContext, TenantRuntimeError
+from tenant_runtime import Gateway, InvalidRequest, JWTSettings, TenantContext, TenantRuntimeError
 from tenant_runtime.aio import AsyncTenantRuntime
 from tenant_runtime.asgi import error_handler, tenant_dependency
 from tenant_runtime.jobs import Job
@@ -62,6 +66,12 @@ async def lifespan(app: FastAPI):
         if worker is not None:
             await worker
         await runtime.aclose()
+
+
+class DocumentNotFound(TenantRuntimeError):
+    status_code = 404
+    code = "document_not_found"
+    title = "No such document"
 
 
 app = FastAPI(title="assistant (tenant_runtime example)", lifespan=lifespan)
@@ -93,10 +103,25 @@ class NewMessage(BaseModel):
     role: str = "user"
 
 
-class NewDocument(BaseModel):
+class NewUpload(BaseModel):
     filename: str
     size: int
     content_type: str
+
+
+class DocumentBody(BaseModel):
+    title: str
+    body: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    source: str | None = None  # e.g. the key of an uploaded file
+
+
+def parse_filters(filters: list[str]) -> dict[str, str]:
+    """``?filter=lang:ja&filter=team:legal`` -> {"lang": "ja", "team": "legal"}."""
+    pairs = [f.partition(":") for f in filters]
+    if any(not field or not sep for field, sep, _ in pairs):
+        raise InvalidRequest("a filter is field:value")
+    return {field: value for field, _, value in pairs}
 
 
 @app.get("/health")
@@ -135,15 +160,61 @@ async def delete_conversation(conversation_id: str, request: Request,
     await runtime_of(request).store.delete_conversation(ctx, conversation_id)
 
 
-@app.post("/tenants/{tenant_id}/documents", status_code=201)
-async def new_document(body: NewDocument, request: Request,
+@app.put("/tenants/{tenant_id}/documents/{doc_id}")
+async def put_document(doc_id: str, body: DocumentBody, request: Request,
                        ctx: TenantContext = Depends(current_tenant)) -> dict[str, Any]:
+    """Create or replace a document; the index changes in the same transaction."""
+    document = await runtime_of(request).store.put_document(ctx, doc_id, body.title, body.body,
+                                                            body.metadata, body.source)
+    return document.model_dump(mode="json")
+
+
+@app.get("/tenants/{tenant_id}/documents")
+async def list_documents(request: Request, cursor: str | None = None,
+                         ctx: TenantContext = Depends(current_tenant)) -> dict[str, Any]:
+    page = await runtime_of(request).store.list_documents(ctx, limit=50, cursor=cursor)
+    return page.model_dump(mode="json")
+
+
+@app.get("/tenants/{tenant_id}/documents/{doc_id}")
+async def get_document(doc_id: str, request: Request, ctx: TenantContext = Depends(current_tenant)) -> dict[str, Any]:
+    document = await runtime_of(request).store.get_document(ctx, doc_id)
+    if document is None:
+        raise DocumentNotFound(f"no document {doc_id!r}")
+    return document.model_dump(mode="json")
+
+
+@app.delete("/tenants/{tenant_id}/documents/{doc_id}", status_code=204)
+async def delete_document(doc_id: str, request: Request, ctx: TenantContext = Depends(current_tenant)) -> None:
+    if not await runtime_of(request).store.delete_document(ctx, doc_id):
+        raise DocumentNotFound(f"no document {doc_id!r}")
+
+
+@app.get("/tenants/{tenant_id}/search")
+async def search(request: Request, q: str, filters: list[str] = Query(default=[], alias="filter"),
+                 facets: list[str] = Query(default=[], alias="facet"), fuzzy: bool = False, limit: int = 10,
+                 offset: int = 0, cursor: str | None = None,
+                 ctx: TenantContext = Depends(current_tenant)) -> dict[str, Any]:
+    """The tenant's documents ranked by BM25, with facet counts and highlighted snippets."""
+    result = await runtime_of(request).store.search(ctx, q, filters=parse_filters(filters), facets=facets,
+                                                    limit=limit, offset=offset, cursor=cursor, fuzzy=fuzzy)
+    return result.model_dump(mode="json")
+
+
+@app.get("/tenants/{tenant_id}/suggest")
+async def suggest(prefix: str, request: Request, ctx: TenantContext = Depends(current_tenant)) -> dict[str, Any]:
+    return {"suggestions": await runtime_of(request).store.suggest(ctx, prefix)}
+
+
+@app.post("/tenants/{tenant_id}/uploads", status_code=201)
+async def new_upload(body: NewUpload, request: Request,
+                     ctx: TenantContext = Depends(current_tenant)) -> dict[str, Any]:
     """A pre-signed upload: the client PUTs the file to ``url`` with exactly ``headers``."""
     upload = await runtime_of(request).objects.presign_upload(ctx, body.filename, body.size, body.content_type)
     return upload.model_dump(mode="json")
 
 
-@app.get("/tenants/{tenant_id}/documents/download")
+@app.get("/tenants/{tenant_id}/uploads/download")
 async def download(key: str, request: Request, ctx: TenantContext = Depends(current_tenant)) -> dict[str, str]:
     """A pre-signed download of one of the tenant's own keys (403 for anyone else's)."""
     return {"url": await runtime_of(request).objects.presign_download(ctx, key)}

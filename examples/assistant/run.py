@@ -70,8 +70,12 @@ def main() -> None:
         print(f"export TOKEN_{tenant.upper().replace('-', '_')}={token}")
     first = tenants[0].upper().replace("-", "_")
     print(f"""
+curl -s -X PUT -H "Authorization: Bearer $TOKEN_{first}" -H 'content-type: application/json' \\
+     -d '{{"title": "Q3 report", "body": "Churn fell to 2%; revenue grew 8%.", "metadata": {{"team": "sales"}}}}' \\
+     {base}/tenants/{tenants[0]}/documents/q3
+curl -s -H "Authorization: Bearer $TOKEN_{first}" "{base}/tenants/{tenants[0]}/search?q=churn&facet=team"
 curl -s -X POST -H "Authorization: Bearer $TOKEN_{first}" -H 'content-type: application/json' \\
-     -d '{{"content": "What did the Q3 report say?"}}' {base}/tenants/{tenants[0]}/conversations/c1/messages
+     -d '{{"content": "What did the Q3 report say about churn?"}}' {base}/tenants/{tenants[0]}/conversations/c1/messages
 curl -s -H "Authorization: Bearer $TOKEN_{first}" {base}/tenants/{tenants[0]}/conversations/c1/messages
 curl -s -H "Authorization: Bearer $TOKEN_{first}" {base}/tenants/{tenants[-1]}/conversations   # 403
 """)

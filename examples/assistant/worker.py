@@ -1,5 +1,7 @@
 """The assistant's job worker: drains each tenant's delay queue and answers
-"reply" jobs by appending the assistant's message to the conversation.
+"reply" jobs by appending the assistant's message to the conversation: the
+answer cites the tenant's best-matching document (its own search index, never
+another tenant's), where a real assistant would hand the hits to a model.
 
 The queue is the tenant's own (its URL comes from the registry record), and
 ``JobQueue.work`` runs a job only when its body names that same tenant:
@@ -13,7 +15,9 @@ import asyncio
 import logging
 import sys
 
+from tenant_runtime import InvalidRequest, TenantContext
 from tenant_runtime.aio import AsyncTenantRuntime
+from tenant_runtime.documents import MAX_QUERY, SearchResult
 from tenant_runtime.jobs import Job, JobMessage
 
 REPLY = "reply"
@@ -21,9 +25,19 @@ POLL_SECONDS = 0.5
 log = logging.getLogger("assistant.worker")
 
 
-def reply_to(text: str) -> str:
-    """Stands in for the model call a real assistant would make."""
-    return f"You said {len(text.split())} words; here is my answer."
+def reply_to(text: str, result: SearchResult) -> str:
+    """Stands in for the model call a real assistant would make with the hits."""
+    if not result.hits:
+        return f"You said {len(text.split())} words; none of your documents match."
+    best = result.hits[0]
+    return f"From {best.title!r} ({best.doc_id}): {best.snippet}"
+
+
+async def best_match(runtime: AsyncTenantRuntime, ctx: TenantContext, text: str) -> SearchResult:
+    try:
+        return await runtime.store.search(ctx, text[:MAX_QUERY], limit=1, fuzzy=True)
+    except InvalidRequest:  # nothing searchable in the message (only punctuation, say)
+        return SearchResult(hits=[], total=0, facets={}, next_cursor=None)
 
 
 async def handle(runtime: AsyncTenantRuntime, tenant_id: str, job: Job, message: JobMessage) -> None:
@@ -34,7 +48,9 @@ async def handle(runtime: AsyncTenantRuntime, tenant_id: str, job: Job, message:
     conversation = job.payload["conversation_id"]
     page = await runtime.store.history(ctx, conversation, limit=1)
     asked = page.messages[0].content if page.messages else ""
-    await runtime.store.append(ctx, conversation, "assistant", reply_to(asked), {"in_reply_to": job.payload["seq"]})
+    found = await best_match(runtime, ctx, asked)
+    await runtime.store.append(ctx, conversation, "assistant", reply_to(asked, found),
+                               {"in_reply_to": job.payload["seq"], "cited": [h.doc_id for h in found.hits]})
 
 
 async def run_worker(runtime: AsyncTenantRuntime, tenant_ids: list[str], stop: asyncio.Event) -> None:

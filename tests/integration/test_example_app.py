@@ -1,7 +1,8 @@
 """The example assistant (examples/assistant) served by uvicorn against the
 sandbox, driven over HTTP for two tenants with sandbox dev tokens: isolation,
-the delayed reply written by its worker, a pre-signed upload, and the 401 /
-403 / 404 / 503 answers in the one problem+json shape."""
+the delayed reply written by its worker (citing the tenant's own documents),
+documents and search, a pre-signed upload, and the 401 / 403 / 404 / 503
+answers in the one problem+json shape."""
 
 from __future__ import annotations
 
@@ -68,6 +69,18 @@ def bearer(tenant_id: str, **claims) -> dict[str, str]:
     return {"Authorization": f"Bearer {sign(tenant_id, claims=claims)[0]}"}
 
 
+def wait_for_reply(app: httpx.Client, tenant: str, conversation: str) -> list[dict]:
+    """The conversation's messages, newest first, once the worker has answered."""
+    deadline, messages = time.monotonic() + 20, []
+    while time.monotonic() < deadline:  # the worker answers after ASSISTANT_REPLY_DELAY
+        messages = app.get(f"/tenants/{tenant}/conversations/{conversation}/messages", headers=bearer(tenant)).json()[
+            "messages"]
+        if messages and messages[0]["role"] == "assistant":
+            return messages
+        time.sleep(0.3)
+    raise AssertionError(f"no reply in {conversation} of {tenant}: {messages}")
+
+
 def test_two_tenants_each_see_only_their_conversations_and_get_replies(app, runtime_env):
     a, b = runtime_env.ids["a"], runtime_env.ids["b"]
     for tenant in (a, b):
@@ -75,31 +88,76 @@ def test_two_tenants_each_see_only_their_conversations_and_get_replies(app, runt
                           json={"content": f"hello from {tenant}"})
         assert posted.status_code == 201, posted.text
     for tenant in (a, b):
-        deadline, contents = time.monotonic() + 20, []
-        while time.monotonic() < deadline:  # the worker answers after ASSISTANT_REPLY_DELAY
-            page = app.get(f"/tenants/{tenant}/conversations/example-chat/messages", headers=bearer(tenant)).json()
-            contents = [(m["role"], m["content"]) for m in page["messages"]]
-            if contents and contents[0][0] == "assistant":
-                break
-            time.sleep(0.3)
-        assert contents[0][0] == "assistant", contents
+        contents = [(m["role"], m["content"]) for m in wait_for_reply(app, tenant, "example-chat")]
         assert ("user", f"hello from {tenant}") in contents
         assert all("hello from" not in c or c.endswith(tenant) for _, c in contents)  # nothing of the other
         listed = app.get(f"/tenants/{tenant}/conversations", headers=bearer(tenant)).json()
         assert "example-chat" in {c["conversation_id"] for c in listed["conversations"]}
 
 
+POLICIES = {  # the same words in both tenants: only the tenant's own document may come back
+    "a": "Travel policy: flights are booked in economy class, hotels up to 150 euros a night.",
+    "b": "Travel policy: flights are booked in business class, any hotel the team likes.",
+}
+
+
+def test_documents_and_search_stay_within_each_tenant(app, runtime_env):
+    a, b = runtime_env.ids["a"], runtime_env.ids["b"]
+    for key, tenant in (("a", a), ("b", b)):
+        put = app.put(f"/tenants/{tenant}/documents/travel", headers=bearer(tenant),
+                      json={"title": "Travel policy", "body": POLICIES[key], "metadata": {"team": "ops"}})
+        assert put.status_code == 200, put.text
+    app.put(f"/tenants/{a}/documents/expenses", headers=bearer(a),
+            json={"title": "Expense report", "body": "Flights and hotels are filed in the expense report.",
+                  "metadata": {"team": "finance"}}).raise_for_status()
+
+    found = app.get(f"/tenants/{a}/search", params={"q": "economy flights", "facet": "team"}, headers=bearer(a))
+    assert found.status_code == 200, found.text
+    result = found.json()
+    assert [h["doc_id"] for h in result["hits"]] == ["travel", "expenses"]
+    assert result["facets"] == {"team": {"ops": 1, "finance": 1}}
+    start, end = result["hits"][0]["matches"][0]
+    assert result["hits"][0]["snippet"][start:end].lower() in {"economy", "flights"}
+    theirs = app.get(f"/tenants/{b}/search", params={"q": "economy flights"}, headers=bearer(b)).json()
+    assert [h["doc_id"] for h in theirs["hits"]] == ["travel"] and "business" in theirs["hits"][0]["snippet"]
+
+    filtered = app.get(f"/tenants/{a}/search", params={"q": "flights", "filter": "team:finance"},
+                       headers=bearer(a)).json()
+    assert [h["doc_id"] for h in filtered["hits"]] == ["expenses"]
+    fuzzy = app.get(f"/tenants/{a}/search", params={"q": "econmy", "fuzzy": "true"}, headers=bearer(a)).json()
+    assert [h["doc_id"] for h in fuzzy["hits"]] == ["travel"]
+    suggested = {t: app.get(f"/tenants/{t}/suggest", params={"prefix": "ex"}, headers=bearer(t)).json()["suggestions"]
+                 for t in (a, b)}  # from title words: only A has an "Expense report"
+    assert suggested == {a: ["expense"], b: []}
+    problem(app.get(f"/tenants/{a}/search", params={"q": "flights", "filter": "team"}, headers=bearer(a)),
+            400, "invalid_request")
+    problem(app.get(f"/tenants/{a}/search", params={"q": "flights"}, headers=bearer(b)), 403, "tenant_mismatch")
+
+    # The worker's reply cites the asking tenant's own document.
+    app.post(f"/tenants/{a}/conversations/travel-chat/messages", headers=bearer(a),
+             json={"content": "Which class are flights booked in?"}).raise_for_status()
+    reply = wait_for_reply(app, a, "travel-chat")[0]
+    assert "economy" in reply["content"] and reply["metadata"]["cited"] == ["travel"]
+
+    assert app.get(f"/tenants/{b}/documents/travel", headers=bearer(b)).json()["body"] == POLICIES["b"]
+    assert [d["doc_id"] for d in app.get(f"/tenants/{a}/documents", headers=bearer(a)).json()["documents"]] == [
+        "expenses", "travel"]
+    assert app.delete(f"/tenants/{a}/documents/expenses", headers=bearer(a)).status_code == 204
+    problem(app.get(f"/tenants/{a}/documents/expenses", headers=bearer(a)), 404, "document_not_found")
+    problem(app.delete(f"/tenants/{a}/documents/expenses", headers=bearer(a)), 404, "document_not_found")
+
+
 def test_a_document_goes_up_and_down_through_pre_signed_urls(app, runtime_env):
     a, b = runtime_env.ids["a"], runtime_env.ids["b"]
     body = b"quarterly report: churn is down"
-    upload = app.post(f"/tenants/{a}/documents", headers=bearer(a),
+    upload = app.post(f"/tenants/{a}/uploads", headers=bearer(a),
                       json={"filename": "q3.txt", "size": len(body), "content_type": "text/plain"}).json()
     assert upload["key"].startswith(f"tenants/{a}/uploads/")
     assert httpx.put(upload["url"], content=body, headers=upload["headers"]).status_code == 200
-    url = app.get(f"/tenants/{a}/documents/download", params={"key": upload["key"]}, headers=bearer(a)).json()["url"]
+    url = app.get(f"/tenants/{a}/uploads/download", params={"key": upload["key"]}, headers=bearer(a)).json()["url"]
     assert httpx.get(url).content == body
     # B asking for A's key, through its own path: refused.
-    foreign = app.get(f"/tenants/{b}/documents/download", params={"key": upload["key"]}, headers=bearer(b))
+    foreign = app.get(f"/tenants/{b}/uploads/download", params={"key": upload["key"]}, headers=bearer(b))
     assert foreign.status_code == 403 and foreign.json()["code"] == "tenant_mismatch"
 
 
