@@ -1,22 +1,28 @@
 """Backup and restore throughput of `tenantctl drill` against plain pg_dump /
-pg_restore of the same schema, measured in the same run on a fresh sandbox.
+pg_restore of the same schema, per compression method, measured in the same
+run on a fresh sandbox.
 
-    python bench/drill.py            # a few hundred MB of rows (default 300)
-    python bench/drill.py --mb 20    # quick run
+    python bench/drill.py                      # a few hundred MB of rows (default 300), 3 rounds
+    python bench/drill.py --mb 20 --rounds 3   # quick run
 
 The tenant is made by the real provision operation (LocalEngine on a sandbox
 of its own, in a temporary directory), its schema filled with message rows.
-Ours: pg_dump (custom format) streamed through AES-GCM envelope encryption
-into an S3 multipart upload (moto server), and back: S3 -> decrypt ->
-pg_restore into a scratch database. Baseline: pg_dump -Fc to a local file,
-pg_restore -d from that file. Message content is random (ciphertext in real
-life), so compression does not flatter either side.
+Ours: pg_dump (custom format, ``--compress`` as `drill backup --compress`)
+streamed through AES-GCM envelope encryption into an S3 multipart upload (moto
+server), and back: S3 -> decrypt -> pg_restore into a scratch database. Floors:
+pg_dump -Fc to a local file (default gzip) and pg_dump -Fc -Z0 (none), plus
+zstd / lz4 when this pg_dump has them, then pg_restore -d from that file.
+Every method's four runs (floor dump, drill backup, floor restore, drill
+restore) repeat ``--rounds`` times, floor and drill alternating first; min
+and median per run. Message content is random (ciphertext in real life), so
+compression does not flatter either side.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 
@@ -29,12 +35,14 @@ TENANT = "bench"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=300, help="MB of message rows to load (default 300)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every method, both sides (default 3)")
     args = parser.parse_args()
 
     import psycopg
     from psycopg import sql
 
     from tenantctl.drills.backup import backup
+    from tenantctl.drills.compression import Compression, supported
     from tenantctl.drills.context import context_from_workspace
     from tenantctl.drills.pgtools import find_tools, pg_env
     from tenantctl.drills.restore import cleanup, restore
@@ -69,38 +77,67 @@ def main() -> None:
         tools = find_tools(server_major(admin), ctx.pg_bin_dir)
         env = pg_env(ctx.admin_user, ctx.admin_password, TENANT)
         host, port = store.endpoint, str(store.port)
-
-        # Baseline: plain pg_dump -Fc of the schema to a file, pg_restore into a fresh database.
+        methods = supported(tools)
         dump_file = project / "plain.dump"
-        _, base_dump = timed(lambda: subprocess.run(
-            [str(tools / "pg_dump"), "-Fc", f"--schema={store.schema_name}", "-h", host, "-p", port,
-             "-d", store.database, "-f", str(dump_file)], env=env, check=True))
-        admin.execute("CREATE DATABASE bench_plain")
-        _, base_restore = timed(lambda: subprocess.run(
-            [str(tools / "pg_restore"), "--no-owner", "--no-acl", "--exit-on-error", "--single-transaction",
-             "-h", host, "-p", port, "-d", "bench_plain", str(dump_file)], env=env, check=True))
-        admin.execute("DROP DATABASE bench_plain WITH (FORCE)")
-        dump_file.unlink()
 
-        # Ours: the drill's backup and (scratch) restore; verification is reported, not timed.
-        manifest, ours_dump = timed(lambda: backup(ctx, record))
-        result, ours_restore = timed(lambda: restore(ctx, record, manifest))
-        checks, verify_secs = timed(lambda: verify(ctx, record, manifest, result))
-        cleanup(ctx, record, result)
+        def floor_dump(method: str) -> None:
+            subprocess.run([str(tools / "pg_dump"), "-Fc", *Compression(method).pg_dump_args(),
+                            f"--schema={store.schema_name}", "-h", host, "-p", port, "-d", store.database,
+                            "-f", str(dump_file)], env=env, check=True)
+
+        def floor_restore() -> None:
+            admin.execute("CREATE DATABASE bench_plain")
+            try:
+                subprocess.run([str(tools / "pg_restore"), "--no-owner", "--no-acl", "--exit-on-error",
+                                "--single-transaction", "-h", host, "-p", port, "-d", "bench_plain", str(dump_file)],
+                               env=env, check=True)
+            finally:
+                admin.execute("DROP DATABASE bench_plain WITH (FORCE)")
+
+        times: dict[tuple[str, str], list[float]] = {}
+        sizes: dict[str, tuple[int, int]] = {}
+        failed: list[str] = []
+        print(f"{args.rounds} rounds of {', '.join(methods)} (this pg_dump's methods) ...", file=sys.stderr)
+        def ours(method: str) -> None:
+            manifest, secs = timed(lambda: backup(ctx, record, compression=Compression(method)))
+            times.setdefault(("drill backup", method), []).append(secs)
+            result, secs = timed(lambda: restore(ctx, record, manifest))
+            times.setdefault(("drill restore (scratch)", method), []).append(secs)
+            failed.extend(c.name for c in verify(ctx, record, manifest, result) if not c.ok)  # reported, not timed
+            cleanup(ctx, record, result)
+            sizes[method] = (manifest.dump.plaintext_bytes, sizes.get(method, (0, 0))[1])
+
+        def plain(method: str) -> None:
+            times.setdefault(("pg_dump -Fc (floor)", method), []).append(timed(lambda: floor_dump(method))[1])
+            sizes[method] = (sizes.get(method, (0, 0))[0], dump_file.stat().st_size)
+            times.setdefault(("pg_restore (floor)", method), []).append(timed(floor_restore)[1])
+
+        for r in range(args.rounds):
+            for method in methods:
+                for side in ((plain, ours) if r % 2 == 0 else (ours, plain)):
+                    side(method)
+        dump_file.unlink()
         admin.close()
 
-        mb = manifest.dump.plaintext_bytes / 1024 / 1024
-        print(f"dump size: {mb:.1f} MiB plaintext, {manifest.dump.stored_bytes / 1024 / 1024:.1f} MiB stored "
-              f"encrypted; verification {'passed' if all(c.ok for c in checks) else 'FAILED'} "
-              f"({len(checks)} checks, {verify_secs:.2f} s)")
-        print(f"{'':28}{'seconds':>9}{'MiB/s':>9}")
-        for name, secs in (("pg_dump -Fc (baseline)", base_dump), ("drill backup", ours_dump),
-                           ("pg_restore (baseline)", base_restore), ("drill restore (scratch)", ours_restore)):
-            print(f"{name:28}{secs:9.2f}{mb / secs:9.1f}")
-        print(f"backup  throughput ratio (drill / plain): {base_dump / ours_dump:.2f}x  "
-              f"(time overhead {ours_dump / base_dump:.2f}x)")
-        print(f"restore throughput ratio (drill / plain): {base_restore / ours_restore:.2f}x  "
-              f"(time overhead {ours_restore / base_restore:.2f}x)")
+        print(f"verification {'FAILED: ' + ', '.join(sorted(set(failed))) if failed else 'passed'} "
+              f"({args.rounds * len(methods)} restores); rows: ~{args.mb} MB of random bytes")
+        for method in methods:
+            ours_bytes, plain_bytes = sizes[method]
+            print(f"{method}: drill dump {ours_bytes / 2**20:.1f} MiB, pg_dump file {plain_bytes / 2**20:.1f} MiB "
+                  "(bytea goes out as hex: uncompressed, random rows take twice their size)")
+        print(f"{'':26}{'method':>8}{'min s':>8}{'median s':>10}{'rows MiB/s':>11}{'x floor (min/median)':>24}")
+        for step, floor_step in (("drill backup", "pg_dump -Fc (floor)"),
+                                 ("drill restore (scratch)", "pg_restore (floor)")):
+            for method in methods:
+                for name in (floor_step, step):
+                    secs, floor = times[(name, method)], times[(floor_step, method)]
+                    print(f"{name:26}{method:>8}{min(secs):8.2f}{statistics.median(secs):10.2f}"
+                          f"{args.mb / statistics.median(secs):11.1f}{min(secs) / min(floor):13.2f} / "
+                          f"{statistics.median(secs) / statistics.median(floor):.2f}")
+        if "none" in methods:
+            for step in ("drill backup", "drill restore (scratch)"):
+                gzip, none = (statistics.median(times[(step, m)]) for m in ("gzip", "none"))
+                print(f"{step}: --compress none / gzip (median time): {none / gzip:.2f}x")
 
 
 if __name__ == "__main__":

@@ -1,110 +1,315 @@
 """Time per pooled tenant of `provision` on the LocalEngine against the floor:
-the bare sequence of boto3 / SQL calls that create the same resources and the
-same two registry writes, measured in the same run on a fresh sandbox.
+the bare sequence of boto3 / SQL calls that create the same resources with the
+same documents and the same registry writes, measured in the same run on a
+fresh sandbox.
 
-    python bench/provision.py                 # N = 1, 10, 50
-    python bench/provision.py --sizes 1,5     # quick run
+    python bench/provision.py                              # N = 1, 10, 50; 3 rounds; 3 fresh-process rounds
+    python bench/provision.py --sizes 1,5 --rounds 3       # quick run
+    python bench/provision.py --sizes 1 --process-rounds 5 # mostly the fresh-process case
 
-The floor makes no read-back, diff, state-file or Pulumi program work: it is
-what a hand-written script that already knows every ARN would do. The ratio is
-the engine's overhead for idempotence, dependency ordering and the state that
-makes re-runs and crash recovery converge.
+The floor is what a hand-written script that already knows every name and ARN
+would do: no read-back, diff, state file, Pulumi program or post-provision
+check. It makes its boto3 clients once per run, as the engine does (one
+session, tenantctl's retry policy, a client per service kept for the run), and
+writes what the tenant stack writes: the role's trust policy, the key policy
+(administrator, the tenant role, CloudWatch for the tenant's alarms), key
+rotation and alias, the secret (tenant key, description, tags) and its value
+and rotation schedule with the rotation function's KMS grant, both queues
+with their attributes and redrive, the SNS topic under the tenant key, both
+alarms as the stack declares them, the schema script (gateway grant included),
+the role's full inline policy and the two registry writes. A pooled tenant
+writes no lifecycle rule: its retention classes are the cell bucket's rules,
+selected by object tag. After the first round the documents of an engine
+tenant and a floor tenant are read back and compared; the run stops if they
+differ (the floor no longer does the engine's work).
+
+In process: a warm-up tenant per side (the first one pays the program's
+imports), then ``--rounds`` rounds of N tenants per side, engine and floor
+tenants alternating one by one; per round the mean per tenant, reported as
+min and median over rounds. Fresh process: `tenantctl provision ID --json` as
+its own process against this script's floor for one tenant as its own process
+(``--floor-tenant``), alternating, ``--process-rounds`` times.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
+import statistics
+import subprocess
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+OWNER = "unknown"  # TenantSpec's default owner, as the engine side provisions
+FLOOR_ENV = "BENCH_PROVISION_FLOOR"  # the platform outputs and sandbox, for a --floor-tenant process
 
 
-def floor_provision(tenant_id: str, platform: dict, dsn_admin: str) -> None:
-    """The resources a pooled tenant stack creates, as direct calls."""
+def floor_clients(endpoints: Any) -> Callable[[str], Any]:
+    """Clients made once per run and kept, as the LocalEngine keeps its own."""
     import boto3
+
+    from tenantctl import aws
+
+    env = endpoints.aws_env()
+    session = boto3.session.Session(aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                                    aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=endpoints.region)
+    made: dict[str, Any] = {}
+
+    def client(service: str) -> Any:
+        if service not in made:
+            made[service] = aws.client(service, session=session, endpoint_url=endpoints.aws_endpoint_url)
+        return made[service]
+
+    return client
+
+
+def statement(sid: str, principal: dict, actions: Any, **extra: Any) -> dict:
+    return {"Sid": sid, "Effect": "Allow", "Principal": principal, "Action": actions, "Resource": "*", **extra}
+
+
+KEY_ACTIONS = ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:GenerateDataKeyWithoutPlaintext",
+               "kms:DescribeKey"]
+OBJECT_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:PutObjectTagging", "s3:DeleteObject",
+                  "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]
+QUEUE_ACTIONS = ["sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
+                 "sqs:GetQueueAttributes", "sqs:GetQueueUrl"]
+
+
+def floor_provision(client: Callable[[str], Any], tenant_id: str, platform: dict, dsn_admin: str,
+                    region: str) -> None:
+    """The resources and documents a pooled tenant stack writes, as direct calls."""
     import psycopg
     from psycopg import sql
 
     from tenantctl import naming
     from tenantctl.tenant_schema_sql import schema_script
 
-    tags = {"tenant": tenant_id, "managed-by": "tenantctl"}
-    kms, sqs, iam = boto3.client("kms"), boto3.client("sqs"), boto3.client("iam")
-    sm, cw, sns, ddb = (boto3.client(s) for s in ("secretsmanager", "cloudwatch", "sns", "dynamodb"))
-    table = platform["registry_table"]
-    ddb.put_item(TableName=table, Item={"tenant_id": {"S": tenant_id}, "status": {"S": "provisioning"}},
+    tid, account, table = tenant_id, platform["account_id"], platform["registry_table"]
+    tags = {"managed-by": "tenantctl", "owner": OWNER, "tenant": tid, "tier": "pooled"}
+    iam_tags = [{"Key": k, "Value": v} for k, v in tags.items()]
+    kms, sqs, iam, sm, cw, sns, ddb = (client(s) for s in ("kms", "sqs", "iam", "secretsmanager", "cloudwatch",
+                                                           "sns", "dynamodb"))
+    ddb.put_item(TableName=table, Item={"tenant_id": {"S": tid}, "status": {"S": "provisioning"},
+                                        "tier": {"S": "pooled"}, "cell": {"S": "default"}, "version": {"N": "1"}},
                  ConditionExpression="attribute_not_exists(tenant_id)")
+    # The cell slot: one conditional counter update (a counter of the floor's own).
+    ddb.update_item(TableName=table, Key={"tenant_id": {"S": "cell#floor"}}, UpdateExpression="ADD pooled :one",
+                    ConditionExpression="attribute_not_exists(pooled) OR pooled < :cap",
+                    ExpressionAttributeValues={":one": {"N": "1"}, ":cap": {"N": "100000"}})
 
-    key = kms.create_key(Description=f"tenant {tenant_id}",
+    role_name = naming.iam_role_name(tid)
+    trust = {"Version": "2012-10-17", "Statement": [{
+        "Sid": "RuntimeAssumesWithTenantTag", "Effect": "Allow",
+        "Principal": {"AWS": platform["runtime_principal_arn"]},
+        "Action": ["sts:AssumeRole", "sts:TagSession"],
+        "Condition": {"StringEquals": {"aws:RequestTag/tenant_id": tid},
+                      "ForAllValues:StringEquals": {"aws:TagKeys": ["tenant_id"]}}}]}
+    role_arn = iam.create_role(RoleName=role_name, AssumeRolePolicyDocument=json.dumps(trust), MaxSessionDuration=3600,
+                               Tags=iam_tags)["Role"]["Arn"]
+    alarms = naming.alarm_names(tid, dedicated=False)
+    key_policy = {"Version": "2012-10-17", "Statement": [
+        statement("Administer", {"AWS": platform["admin_role_arn"]}, "kms:*"),
+        statement("TenantUse", {"AWS": [role_arn]}, KEY_ACTIONS),
+        statement("CloudWatchAlarms", {"Service": "cloudwatch.amazonaws.com"}, ["kms:Decrypt", "kms:GenerateDataKey"],
+                  Condition={"StringEquals": {"aws:SourceAccount": account}, "ArnLike": {"aws:SourceArn": [
+                      f"arn:aws:cloudwatch:{region}:{account}:alarm:{a}" for a in alarms]}})]}
+    key = kms.create_key(Description=f"tenantctl tenant {tid}", KeyUsage="ENCRYPT_DECRYPT",
+                         Policy=json.dumps(key_policy),
                          Tags=[{"TagKey": k, "TagValue": v} for k, v in tags.items()])["KeyMetadata"]["Arn"]
     kms.enable_key_rotation(KeyId=key)
-    kms.create_alias(AliasName=naming.kms_alias(tenant_id), TargetKeyId=key)
-    secret = sm.create_secret(Name=naming.secret_name(tenant_id), KmsKeyId=key,
-                              Tags=[{"Key": k, "Value": v} for k, v in tags.items()])["ARN"]
+    kms.create_alias(AliasName=naming.kms_alias(tid), TargetKeyId=key)
+
+    role, schema = naming.db_role_name(tid), naming.schema_name(tid)
+    secret = sm.create_secret(Name=naming.secret_name(tid), KmsKeyId=key, Tags=iam_tags,
+                              Description=f"PostgreSQL credentials of tenant {tid} (role {role})")["ARN"]
     encryption = {"KmsMasterKeyId": key, "KmsDataKeyReusePeriodSeconds": "300"}
-    dlq_url = sqs.create_queue(QueueName=naming.dlq_name(tenant_id), tags=tags,
-                               Attributes={**encryption, "MessageRetentionPeriod": "1209600"})["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    sqs.create_queue(QueueName=naming.queue_name(tenant_id), tags=tags, Attributes={
-        **encryption, "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5})})
+    queue_arn = f"arn:aws:sqs:{region}:{account}:{{}}".format
+    sqs.create_queue(QueueName=naming.dlq_name(tid), tags=tags,
+                     Attributes={"MessageRetentionPeriod": "1209600", **encryption})
+    sqs.create_queue(QueueName=naming.queue_name(tid), tags=tags, Attributes={
+        "DelaySeconds": "0", "MessageRetentionPeriod": "345600", **encryption,
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": queue_arn(naming.dlq_name(tid)), "maxReceiveCount": 5})})
+    topic = sns.create_topic(Name=naming.resource_name(tid, "alarms"), Attributes={"KmsMasterKeyId": key},
+                             Tags=iam_tags)["TopicArn"]
+    kms.create_grant(KeyId=key, GranteePrincipal=platform["rotation_role_arn"], Name=f"{tid}-rotation-grant",
+                     Operations=["Decrypt", "GenerateDataKey"],
+                     Constraints={"EncryptionContextSubset": {"SecretARN": secret}})
 
-    # The cell slot (one conditional counter update); no lifecycle rule: the cell's bucket has them.
-    ddb.update_item(TableName=table, Key={"tenant_id": {"S": "cell#floor"}}, UpdateExpression="ADD pooled :one",
-                    ExpressionAttributeValues={":one": {"N": "1"}})
-    prefix = naming.s3_prefix(tenant_id)
-
-    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                                                     "Principal": {"AWS": platform["runtime_principal_arn"]}}]}
-    iam.create_role(RoleName=naming.iam_role_name(tenant_id), AssumeRolePolicyDocument=json.dumps(trust),
-                    Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
-    access = {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{platform['bucket_arn']}/{prefix}*"}]}
-    iam.put_role_policy(RoleName=naming.iam_role_name(tenant_id), PolicyName="access",
-                        PolicyDocument=json.dumps(access))
-    topic = sns.create_topic(Name=f"tenantctl-{tenant_id}-alarms")["TopicArn"]
-    for metric, queue in (("ApproximateNumberOfMessagesVisible", naming.dlq_name(tenant_id)),
-                          ("ApproximateAgeOfOldestMessage", naming.queue_name(tenant_id))):
-        cw.put_metric_alarm(AlarmName=f"tenantctl-{tenant_id}-{metric}", Namespace="AWS/SQS", MetricName=metric,
-                            Dimensions=[{"Name": "QueueName", "Value": queue}], Statistic="Maximum", Period=300,
-                            EvaluationPeriods=1, Threshold=0, ComparisonOperator="GreaterThanThreshold",
-                            AlarmActions=[topic])
-
-    role, schema, password = naming.db_role_name(tenant_id), naming.schema_name(tenant_id), secrets.token_urlsafe(32)
+    password = secrets.token_urlsafe(32)
     with psycopg.connect(dsn_admin, autocommit=True) as conn:
-        conn.execute(schema_script(conn, tenant_id=tenant_id, role=role, schema=schema))
+        conn.execute(schema_script(conn, tenant_id=tid, role=role, schema=schema,
+                                   gateway_role=platform["gateway_role"]))
         conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
-    sm.put_secret_value(SecretId=secret, SecretString=json.dumps({"username": role, "password": password}))
-    ddb.put_item(TableName=table, Item={"tenant_id": {"S": tenant_id}, "status": {"S": "active"}})
+    sm.put_secret_value(SecretId=secret, SecretString=json.dumps({
+        "engine": "postgres", "username": role, "password": password, "host": platform["db_endpoint"],
+        "port": int(platform["db_port"]), "dbname": platform["db_name"], "schema": schema}))
+    for name, metric, queue, threshold in ((alarms[0], "ApproximateNumberOfMessagesVisible", naming.dlq_name(tid), 0),
+                                           (alarms[1], "ApproximateAgeOfOldestMessage", naming.queue_name(tid), 1800)):
+        cw.put_metric_alarm(AlarmName=name, Namespace="AWS/SQS", MetricName=metric, Statistic="Maximum",
+                            Dimensions=[{"Name": "QueueName", "Value": queue}], Period=300, EvaluationPeriods=1,
+                            Threshold=threshold, ComparisonOperator="GreaterThanThreshold",
+                            TreatMissingData="notBreaching", AlarmActions=[topic], OKActions=[topic], Tags=iam_tags)
+    sm.rotate_secret(SecretId=secret, RotationLambdaARN=platform["rotation_function_arn"],
+                     RotationRules={"AutomaticallyAfterDays": 30}, RotateImmediately=False)
+
+    bucket, prefix = platform["bucket_arn"], naming.s3_prefix(tid)
+    access = {"Version": "2012-10-17", "Statement": [
+        {"Sid": "TenantObjects", "Effect": "Allow", "Action": OBJECT_ACTIONS, "Resource": f"{bucket}/{prefix}*"},
+        {"Sid": "ListTenantPrefix", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket,
+         "Condition": {"StringLike": {"s3:prefix": [f"{prefix}*"]}}},
+        {"Sid": "TenantQueues", "Effect": "Allow", "Action": QUEUE_ACTIONS,
+         "Resource": [queue_arn(naming.queue_name(tid)), queue_arn(naming.dlq_name(tid))]},
+        {"Sid": "TenantKey", "Effect": "Allow", "Action": KEY_ACTIONS, "Resource": key},
+        {"Sid": "TenantDbSecret", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue",
+                                                                "secretsmanager:DescribeSecret"],
+         "Resource": secret}]}
+    iam.put_role_policy(RoleName=role_name, PolicyName=f"{tid}-access", PolicyDocument=json.dumps(access))
+    record = {"tenant_id": tid, "tier": "pooled", "status": "active", "region": region, "cell": "default",
+              "resources": {"kms_key_arn": key, "role_arn": role_arn, "bucket": platform["bucket"], "prefix": prefix,
+                            "store": {"schema_name": schema, "role": role, "secret_arn": secret}}}
+    ddb.put_item(TableName=table, Item={"tenant_id": {"S": tid}, "status": {"S": "active"}, "tier": {"S": "pooled"},
+                                        "cell": {"S": "default"}, "version": {"N": "2"},
+                                        "record": {"S": json.dumps(record)}})
 
 
-def per_tenant(fn, ids: list[str]) -> float:
-    start = time.perf_counter()
-    for tenant_id in ids:
-        fn(tenant_id)
-    return (time.perf_counter() - start) / len(ids)
+def documents(client: Callable[[str], Any], tid: str) -> dict[str, Any]:
+    """What both sides wrote for ``tid``, read back, with the tenant's id, key and
+    secret suffix replaced so an engine tenant and a floor tenant compare equal."""
+    from tenantctl import naming
+
+    kms, iam, sqs, sm, cw = (client(s) for s in ("kms", "iam", "sqs", "secretsmanager", "cloudwatch"))
+    key = kms.describe_key(KeyId=naming.kms_alias(tid))["KeyMetadata"]
+    role = naming.iam_role_name(tid)
+    secret = sm.describe_secret(SecretId=naming.secret_name(tid))
+    queues = {name: sqs.get_queue_attributes(QueueUrl=sqs.get_queue_url(QueueName=name)["QueueUrl"],
+                                             AttributeNames=["All"])["Attributes"]
+              for name in (naming.queue_name(tid), naming.dlq_name(tid))}
+    volatile = ("CreatedTimestamp", "LastModifiedTimestamp", "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed")
+    alarms = cw.describe_alarms(AlarmNames=naming.alarm_names(tid, dedicated=False))["MetricAlarms"]
+    found = {
+        "key policy": json.loads(kms.get_key_policy(KeyId=key["KeyId"], PolicyName="default")["Policy"]),
+        "key rotation": kms.get_key_rotation_status(KeyId=key["KeyId"])["KeyRotationEnabled"],
+        "trust policy": iam.get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"],
+        "role policy": [iam.get_role_policy(RoleName=role, PolicyName=p)["PolicyDocument"]
+                        for p in iam.list_role_policies(RoleName=role)["PolicyNames"]],
+        "queues": {n: {k: v for k, v in a.items() if k not in volatile} for n, a in queues.items()},
+        "secret": {k: secret.get(k) for k in ("Description", "KmsKeyId", "RotationLambdaARN", "RotationRules")},
+        "secret value": sorted(json.loads(sm.get_secret_value(SecretId=secret["ARN"])["SecretString"])),
+        "alarms": [{k: a.get(k) for k in ("AlarmName", "Namespace", "MetricName", "Dimensions", "Statistic",
+                                          "Period", "EvaluationPeriods", "Threshold", "ComparisonOperator",
+                                          "TreatMissingData")} | {"actions": len(a["AlarmActions"] + a["OKActions"])}
+                   for a in sorted(alarms, key=lambda a: a["AlarmName"])],
+    }
+    text = json.dumps(found, sort_keys=True, default=str)
+    for value, placeholder in ((key["Arn"], "<key-arn>"), (key["KeyId"], "<key-id>"), (secret["ARN"], "<secret>"),
+                               (tid, "<tenant>")):
+        text = text.replace(value, placeholder)
+    return json.loads(text)
+
+
+def same_documents(client: Callable[[str], Any], engine_tid: str, floor_tid: str) -> None:
+    engine, floor = documents(client, engine_tid), documents(client, floor_tid)
+    differ = [k for k in engine if engine[k] != floor[k]]
+    if differ:
+        for k in differ:
+            print(f"{k}:\n  engine {engine[k]}\n  floor  {floor[k]}", file=sys.stderr)
+        sys.exit(f"the floor no longer writes what the engine writes ({', '.join(differ)}): fix floor_provision")
+    print(f"documents of {engine_tid} (engine) and {floor_tid} (floor) compared equal: {', '.join(engine)}",
+          file=sys.stderr)
+
+
+def interleaved(sides: dict[str, Callable[[str], None]], n: int, rounds: int, tag: str) -> dict[str, list[float]]:
+    """Per round and side the mean seconds per tenant; the sides alternate tenant by tenant."""
+    per_round: dict[str, list[float]] = {side: [] for side in sides}
+    names = list(sides)
+    for r in range(rounds):
+        spent = dict.fromkeys(names, 0.0)
+        for i in range(n):
+            for side in (names if (r + i) % 2 == 0 else names[::-1]):
+                start = time.perf_counter()
+                sides[side](f"{side[0]}{tag}-{r}-{i}")
+                spent[side] += time.perf_counter() - start
+        for side in names:
+            per_round[side].append(spent[side] / n)
+    return per_round
+
+
+def summary(label: str, times: dict[str, list[float]]) -> str:
+    e, f = times["engine"], times["floor"]
+    return (f"{label:>12}{min(e):9.3f}{statistics.median(e):9.3f}{min(f):9.3f}{statistics.median(f):9.3f}"
+            f"{min(e) / min(f):9.2f}x{statistics.median(e) / statistics.median(f):8.2f}x")
+
+
+def process_case(endpoints: Any, project: Path, platform: dict, dsn_admin: str, rounds: int) -> dict[str, list[float]]:
+    """`tenantctl provision` as its own process against the floor as its own process."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    floor_env = {**env, FLOOR_ENV: json.dumps({"platform": platform, "dsn": dsn_admin, "region": endpoints.region})}
+
+    def run(cmd: list[str], run_env: dict[str, str]) -> None:
+        done = subprocess.run(cmd, cwd=project, env=run_env, capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(f"{' '.join(cmd)} exited {done.returncode}: {done.stderr[-2000:]}")
+
+    sides = {"engine": lambda tid: run([sys.executable, "-m", "tenantctl", "provision", tid, "--json"], env),
+             "floor": lambda tid: run([sys.executable, __file__, "--floor-tenant", tid], floor_env)}
+    return interleaved(sides, 1, rounds, "proc")
+
+
+def floor_process(tenant_id: str) -> None:
+    """One floor tenant in this process: what the fresh-process case times."""
+    from types import SimpleNamespace
+
+    given = json.loads(os.environ[FLOOR_ENV])
+    endpoints = SimpleNamespace(region=given["region"], aws_endpoint_url=os.environ["AWS_ENDPOINT_URL"],
+                                aws_env=lambda: os.environ)
+    floor_provision(floor_clients(endpoints), tenant_id, given["platform"], given["dsn"], given["region"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1,10,50", help="comma-separated tenant counts (default 1,10,50)")
+    parser.add_argument("--sizes", default="1,10,50", help="comma-separated tenant counts per round (default 1,10,50)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per size (default 3)")
+    parser.add_argument("--process-rounds", type=int, default=3,
+                        help="fresh-process rounds: one tenant per side each (default 3; 0: skip)")
+    parser.add_argument("--floor-tenant", help=argparse.SUPPRESS)  # the fresh-process floor's child
     args = parser.parse_args()
+    if args.floor_tenant:
+        floor_process(args.floor_tenant)
+        return
     sizes = [int(n) for n in args.sizes.split(",")]
 
-    from common import bench_sandbox
+    from common import bench_sandbox, timed
 
     from tenantctl.models import TenantSpec
     from tenantctl.operations.provision import provision
 
-    with bench_sandbox("provision") as (endpoints, ws, _):
+    with bench_sandbox("provision") as (endpoints, ws, project):
         print("applying the platform stack ...", file=sys.stderr)
         platform = ws.ensure_platform()
         dsn_admin = endpoints.pg_dsn(platform["db_name"])
-        print(f"{'N':>4}{'engine s/tenant':>17}{'floor s/tenant':>16}{'ratio':>8}")
+        client = floor_clients(endpoints)
+        sides = {"engine": lambda tid: provision(ws, TenantSpec(id=tid)),
+                 "floor": lambda tid: floor_provision(client, tid, platform, dsn_admin, endpoints.region)}
+        first = {side: timed(lambda fn=fn, side=side: fn(f"{side[0]}warm"))[1] for side, fn in sides.items()}
+        same_documents(client, "ewarm", "fwarm")
+
+        print(f"{'':>12}{'engine s/tenant':>18}{'floor s/tenant':>18}{'ratio':>18}")
+        print(f"{'N':>12}{'min':>9}{'median':>9}{'min':>9}{'median':>9}{'min':>10}{'median':>9}")
+        print(f"{'first':>12}{first['engine']:9.3f}{'':9}{first['floor']:9.3f}{'':9}"
+              f"{first['engine'] / first['floor']:9.2f}x   (the first tenant in this process: imports, clients)")
         for n in sizes:
-            engine = per_tenant(lambda tid: provision(ws, TenantSpec(id=tid)), [f"e{n}-{i}" for i in range(n)])
-            floor = per_tenant(lambda tid: floor_provision(tid, platform, dsn_admin), [f"f{n}-{i}" for i in range(n)])
-            print(f"{n:>4}{engine:17.3f}{floor:16.3f}{engine / floor:7.1f}x", flush=True)
+            print(summary(str(n), interleaved(sides, n, args.rounds, f"n{n}")), flush=True)
+        if args.process_rounds:
+            print(summary("process", process_case(endpoints, project, platform, dsn_admin, args.process_rounds)))
+        print(f"({args.rounds} rounds per size, engine and floor tenants alternating; 'process': "
+              f"`tenantctl provision ID --json` vs the floor as its own process, {args.process_rounds} rounds; "
+              f"load average {os.getloadavg()[0]:.1f})")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ plus the async API and the shared pool, each against its own floor.
 
     python bench/runtime.py               # 2,000 appends, 1,000 history pages; async; shared pool, 1,000 tenants
     python bench/runtime.py --n 300 --tenants 200 --rounds 3   # quick run
-    python bench/runtime.py --cases shared                     # one case (sync, kms, async, shared)
+    python bench/runtime.py --cases shared                     # one case (sync, jwt, kms, lowrate, async, shared)
 
 Async = ``AsyncTenantRuntime`` (resolve + store call on the event loop, the
 tenant's own login) against a psycopg ``AsyncConnection`` as the same role
@@ -29,7 +29,17 @@ KMS calls are counted on every botocore call the process makes (wrapping
 ``BaseClient._make_api_call``), for workloads of 1,000 messages, each on a fresh
 runtime (another process, cold caches): writes in conversations of 20 messages,
 in one-message conversations (context items), in one long conversation, and
-reads of the first workload.
+reads of the first workload. Those run as fast as they can (a burst: the best
+case for a data key that lives 300 s). ``lowrate``: 1,000 appends at 1, 10 and
+100 messages/s per tenant, each on a fresh runtime whose data-key cache runs on
+a simulated clock advanced 1/rate s per message (no sleeping for minutes):
+data keys renewed at their age limit and the key-state rechecks both show.
+
+``jwt``: every request carries a fresh RS256 token (its own ``jti``, so the
+verified-token cache never hits): what the signature check costs a request.
+Floor: PyJWT's ``jwt.decode`` of the same tokens with the same public key,
+then the direct psycopg append. Tokens are signed beforehand, outside the
+timing (the caller's identity provider signs them), and the sides alternate.
 """
 
 from __future__ import annotations
@@ -103,7 +113,7 @@ def rounds_table(title: str, samples: dict[str, list[list[float]]], ops: tuple[s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000, help="appends per side (history pages: n/2)")
-    parser.add_argument("--cases", default="sync,kms,async,shared", help="which cases to run")
+    parser.add_argument("--cases", default="sync,jwt,kms,lowrate,async,shared", help="which cases to run")
     parser.add_argument("--rounds", type=int, default=5, help="async / shared: interleaved rounds")
     parser.add_argument("--tenants", type=int, default=1000, help="shared: pooled tenants active in the process")
     parser.add_argument("--threads", type=int, default=8, help="shared: request threads")
@@ -129,8 +139,9 @@ def main() -> None:
         settings = JWTSettings(key=JWT_KEY, algorithms=("HS256",), audience="bench")
         token = jwt.encode({"tenant_id": tid, "aud": "bench", "exp": time.time() + 3600}, JWT_KEY, "HS256")
 
-        def new_runtime() -> TenantRuntime:
-            return TenantRuntime(settings, table, endpoint_url=endpoints.aws_endpoint_url, region=endpoints.region)
+        def new_runtime(**options) -> TenantRuntime:
+            return TenantRuntime(settings, table, endpoint_url=endpoints.aws_endpoint_url, region=endpoints.region,
+                                 **options)
 
         rt = new_runtime()
 
@@ -235,6 +246,10 @@ def main() -> None:
             kms_for("history of the 50 conversations, cold cache", read_short)
             by_op = Counter({op: n for (service, op), n in calls.items() if service == "kms"})
             print(f"(KMS operations in this run: {dict(by_op)})")
+        if "lowrate" in cases:
+            lowrate_case(new_runtime, token, tid, text)
+        if "jwt" in cases:
+            jwt_case(endpoints, table, tid, floor_append, text, args.n)
         rt.close()
         floor.close()
         if "async" in cases:
@@ -243,6 +258,77 @@ def main() -> None:
             asyncio.run(async_case(endpoints, table, settings, token, tid, secret, text, args))
         if "shared" in cases:
             shared_case(endpoints, ws, table, text, args)
+
+
+def lowrate_case(new_runtime, token: str, tid: str, text: str) -> None:
+    """KMS calls per 1,000 appends at a steady rate per tenant, on a simulated clock."""
+    from tenant_runtime.crypto import DataKeyCache
+
+    print()
+    print(f"{'1,000 appends at a steady rate, fresh runtime':<48}{'KMS calls':>10}{'data keys':>11}"
+          f"{'key checks':>12}{'simulated s':>13}")
+    for rate in (1, 10, 100):
+        now = [0.0]
+        cache = DataKeyCache(clock=lambda now=now: now[0])  # the runtime's defaults, on the simulated clock
+        rt = new_runtime(key_cache=cache)
+        ctx = rt.resolve(token, tid)
+        for i in range(1000):
+            rt.store.append(ctx, f"lowrate-{rate}-{i // 20}", "user", text)
+            now[0] += 1 / rate
+        env = rt.envelope
+        print(f"{f'{rate} message(s)/s per tenant':<48}{env.kms_calls:>10}{env.kms_calls - env.key_checks:>11}"
+              f"{env.key_checks:>12}{now[0]:>13.0f}")
+        rt.close()
+    print(f"(data key max age {cache.max_age:g} s, key state rechecked after {cache.recheck_after:g} s)")
+
+
+def jwt_case(endpoints, table, tid: str, floor_append, text: str, n: int) -> None:
+    """A fresh RS256 token per request, routed vs PyJWT's decode + the direct append."""
+    import uuid
+
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from tenant_runtime import JWTSettings, TenantRuntime
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public_pem = private.public_key().public_bytes(serialization.Encoding.PEM,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    settings = JWTSettings(key=public_pem, algorithms=("RS256",), audience="bench")
+    rt = TenantRuntime(settings, table, endpoint_url=endpoints.aws_endpoint_url, region=endpoints.region)
+    public = jwt.algorithms.RSAAlgorithm.from_jwk(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key()))
+    print(f"jwt: signing {2 * n} RS256 tokens (outside the timing) ...", file=sys.stderr)
+    tokens = [jwt.encode({"tenant_id": tid, "aud": "bench", "exp": time.time() + 3600, "jti": uuid.uuid4().hex},
+                         private, "RS256") for _ in range(2 * n + 100)]
+
+    def floor(token: str, conv: str) -> None:
+        claims = jwt.decode(token, public, algorithms=["RS256"], audience="bench", options={"require": ["exp"]})
+        if claims["tenant_id"] == tid:
+            floor_append(conv, text)
+
+    def routed(token: str, conv: str) -> None:
+        rt.store.append(rt.resolve(token, tid), conv, "user", text, {"i": 1})
+
+    for _ in range(50):  # warm-up: registry read, data key, pool, plans
+        floor(tokens.pop(), "jwt-warm-f")
+        routed(tokens.pop(), "jwt-warm-r")
+    timings: dict[str, list[float]] = {"floor": [], "routed": []}
+    for i in range(n):
+        pair = (("floor", floor), ("routed", routed))
+        for side, fn in (pair if i % 2 == 0 else pair[::-1]):
+            token = tokens.pop()
+            start = time.perf_counter()
+            fn(token, f"jwt-{side}-{i // 20}")
+            timings[side].append(time.perf_counter() - start)
+    f, r = timings["floor"], timings["routed"]
+    print()
+    print(f"fresh RS256 token per request ({n} appends per side, alternating; verified-token cache never hits)")
+    print(f"{'':<28}{'floor p50':>11}{'p99':>9}{'routed p50':>12}{'p99':>9}{'ratio p50':>11}{'p99':>7}")
+    fp50, fp99, rp50, rp99 = pct(f, .5) * 1e3, pct(f, .99) * 1e3, pct(r, .5) * 1e3, pct(r, .99) * 1e3
+    print(f"{'verify + append':<28}{fp50:9.2f}ms{fp99:7.2f}ms{rp50:10.2f}ms{rp99:7.2f}ms{rp50 / fp50:10.2f}x"
+          f"{rp99 / fp99:6.2f}x")
+    rt.close()
 
 
 async def async_case(endpoints, table, settings, token, tid, secret, text, args) -> None:

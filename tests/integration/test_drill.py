@@ -17,12 +17,15 @@ from tenant_runtime.store import TABLES as STORE_TABLES
 from tenantctl import naming
 from tenantctl.drills import envelope, store
 from tenantctl.drills.backup import backup
+from tenantctl.drills.compression import METHODS, Compression, CompressionUnsupported, supported
 from tenantctl.drills.context import DrillContext, context_from_workspace
 from tenantctl.drills.history import latest_verdicts, list_reports
 from tenantctl.drills.models import Target, Verdict
+from tenantctl.drills.pgtools import find_tools
 from tenantctl.drills.report import render_markdown
 from tenantctl.drills.restore import cleanup, restore
 from tenantctl.drills.run import drill
+from tenantctl.drills.tables import server_major
 from tenantctl.drills.verify import verify
 from tenantctl.errors import Conflict, InvalidInput, KeyUnusable, NotFound
 from tenantctl.models import TenantStatus, Tier
@@ -270,6 +273,43 @@ def test_a_backup_of_the_earlier_layout_is_still_restored(ctx, box, tenant):
     assert index.format == 1 and index.encrypted_data_key is None and index.kind == manifest.kind
     report = drill(ctx, record, backup_id=manifest.backup_id)
     assert report.verdict is Verdict.passed, failing(report)
+
+
+def test_the_dump_compression_is_chosen_recorded_and_restored_or_refused(ctx, box, tenant, tenantctl_cli):
+    """--compress: each method the sandbox's pg_dump has is recorded in the
+    manifest and restores to an equal copy; a method it lacks (zstd and lz4 in
+    the embedded build) is refused with exit 3 before anything is written, for
+    a backup, a drill and a restore of a dump that names it."""
+    record = tenant("shred")
+    res = record.resources
+    with ctx.connect(res.store.endpoint, res.store.port, res.store.database) as conn:
+        tools = find_tools(server_major(conn), ctx.pg_bin_dir)
+    methods = supported(tools)
+    gzip = backup(ctx, record)
+    assert gzip.compression == "gzip"  # the default, recorded
+    for method in (m for m in methods if m != "gzip"):
+        report = drill(ctx, record, compression=Compression(method))
+        assert report.verdict is Verdict.passed, (method, failing(report))
+        manifest = store.load_manifest(ctx.s3, ctx.kms, record, report.backup_id)
+        assert manifest.compression == method
+        if method == "none":  # really uncompressed: the same rows take more bytes than gzip's
+            assert manifest.dump.plaintext_bytes > gzip.dump.plaintext_bytes
+
+    lacking = [m for m in METHODS if m not in methods]
+    if not lacking:
+        pytest.skip(f"this pg_dump supports every method ({', '.join(methods)}): nothing to refuse")
+    backups, drills = len(store.list_backups(ctx.s3, record)), len(list_reports(ctx.s3, record))
+    for args in (["backup", record.tenant_id], ["run", record.tenant_id]):
+        run = tenantctl_cli("drill", *args, "--compress", f"{lacking[0]}:1", "--json")
+        assert run.returncode == 3, (args, run.stdout, run.stderr)
+        refused = json.loads(run.stdout)["error"]
+        assert refused["code"] == 3 and f"--compress {lacking[0]}:1" in refused["message"]
+        assert f"they support: {', '.join(methods)}" in refused["message"], refused["message"]
+    assert len(store.list_backups(ctx.s3, record)) == backups and len(list_reports(ctx.s3, record)) == drills
+    scratch = scratch_databases(box)
+    with pytest.raises(CompressionUnsupported, match=f"cannot restore a dump compressed with --compress {lacking[0]}"):
+        restore(ctx, record, gzip.model_copy(update={"compression": lacking[0]}))
+    assert scratch_databases(box) == scratch  # refused before the scratch database was made
 
 
 def test_in_place_restores_a_live_tenant_only_with_yes_into_empty_tables(ctx, box, tenant, workspace, tenantctl_cli):

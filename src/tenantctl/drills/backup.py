@@ -17,6 +17,7 @@ import tempfile
 from typing import Any
 
 from tenantctl.drills import envelope, store
+from tenantctl.drills.compression import Compression, require
 from tenantctl.drills.context import DrillContext
 from tenantctl.drills.models import BackupKind, BackupManifest, BackupReason, DumpInfo
 from tenantctl.drills.objects import object_manifest
@@ -64,7 +65,9 @@ def committed_spec(ctx: DrillContext, tenant_id: str) -> dict[str, Any] | None:
     return read_tenant(path).model_dump(mode="json") if path.exists() else None
 
 
-def backup(ctx: DrillContext, record: TenantRecord, reason: BackupReason = "manual") -> BackupManifest:
+def backup(ctx: DrillContext, record: TenantRecord, reason: BackupReason = "manual",
+           compression: Compression | None = None) -> BackupManifest:
+    """``compression``: the logical dump's (default gzip); an RDS snapshot has none."""
     require_valid(record.tenant_id)
     if record.resources is None:
         raise InvalidInput(f"tenant {record.tenant_id!r} has no resources recorded (never provisioned)")
@@ -78,7 +81,7 @@ def backup(ctx: DrillContext, record: TenantRecord, reason: BackupReason = "manu
         from tenantctl.drills.rds import snapshot_backup
 
         return snapshot_backup(ctx, record, extra)
-    return logical_backup(ctx, record, kind, extra)
+    return logical_backup(ctx, record, kind, extra, compression or Compression())
 
 
 def final_backup(ws: Any, record: TenantRecord) -> BackupManifest:
@@ -112,8 +115,9 @@ def _stream_dump(cmd: list[str], env: dict[str, str], sink) -> None:
 
 
 def logical_backup(ctx: DrillContext, record: TenantRecord, kind: BackupKind,
-                   extra: dict[str, Any] | None = None) -> BackupManifest:
+                   extra: dict[str, Any] | None = None, compression: Compression | None = None) -> BackupManifest:
     res = record.resources
+    compression = compression or Compression()
     store_conn = res.store
     started = utcnow()
     backup_id = store.new_id(started)
@@ -129,13 +133,15 @@ def logical_backup(ctx: DrillContext, record: TenantRecord, kind: BackupKind,
 
     with ctx.connect(store_conn.endpoint, store_conn.port, store_conn.database) as conn:
         tools = find_tools(server_major(conn), ctx.pg_bin_dir)
+        compress = require(tools, compression)  # refused here: nothing dumped or uploaded yet
         with conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
             # Same snapshot for the checks and the dump: the manifest describes the dump exactly.
             tables = table_checks(conn, store_conn.schema_name, record.tenant_id, in_transaction=True)
-            cmd = [str(tools / "pg_dump"), "--format=custom", "--no-password", f"--snapshot={snapshot}",
-                   "-h", store_conn.endpoint, "-p", str(store_conn.port), "-d", store_conn.database]
+            cmd = [str(tools / "pg_dump"), "--format=custom", *compress, "--no-password",
+                   f"--snapshot={snapshot}", "-h", store_conn.endpoint, "-p", str(store_conn.port),
+                   "-d", store_conn.database]
             if kind == "pg_dump-schema":
                 cmd.append(f"--schema={store_conn.schema_name}")
             env = pg_env(ctx.admin_user, ctx.admin_password, record.tenant_id)
@@ -156,6 +162,7 @@ def logical_backup(ctx: DrillContext, record: TenantRecord, kind: BackupKind,
     manifest = BackupManifest(
         backup_id=backup_id, tenant_id=record.tenant_id, kind=kind, started_at=started, finished_at=utcnow(),
         key_arn=res.kms_key_arn, database=store_conn.database, schema_name=store_conn.schema_name,
+        compression=str(compression),
         dump=DumpInfo(key=dump_key, plaintext_bytes=plain_bytes, stored_bytes=stored, sha256=digest.hexdigest(),
                       encrypted_data_key=key.encrypted_b64, nonce_prefix=key.nonce_prefix.hex(),
                       chunk_bytes=envelope.CHUNK),

@@ -61,6 +61,9 @@ class BackupManifest(BaseModel):
     database: str
     schema_name: str
     dump: DumpInfo | None = None          # logical backups
+    # The dump's pg_dump --compress (tenantctl.drills.compression); None: an RDS
+    # snapshot, or a logical backup from before the option (gzip, pg_dump's default).
+    compression: str | None = None
     snapshot: SnapshotInfo | None = None  # rds-snapshot backups
     tables: dict[str, TableCheck]
     objects: list[ObjectEntry]

@@ -26,6 +26,7 @@ from psycopg import sql
 from tenantctl import naming
 from tenantctl.drills import envelope, store
 from tenantctl.drills.backup import require_usable_key
+from tenantctl.drills.compression import Compression, require
 from tenantctl.drills.context import DrillContext
 from tenantctl.drills.models import BackupIndex, BackupManifest, Check, RestoreResult, Target
 from tenantctl.drills.objects import delete_prefix, is_empty, restore_objects, scratch_prefix
@@ -202,6 +203,8 @@ def restore_logical(ctx: DrillContext, record: TenantRecord, manifest: BackupMan
     # The admin reaches every database of the server through the maintenance database.
     with ctx.connect(host, port, "postgres") as admin:
         tools = find_tools(server_major(admin), ctx.pg_bin_dir)
+        # pg_restore reads what its build reads: a dump it cannot open is refused before the target exists.
+        require(tools, Compression.parse(manifest.compression), doing="restore a dump compressed")
         if scratch or (record.tier is Tier.dedicated and not _database_exists(admin, database)):
             if scratch and _database_exists(admin, database):
                 raise Conflict(f"scratch database {database!r} already exists: refused")

@@ -14,6 +14,7 @@ from functools import partial
 
 from tenantctl.drills import store
 from tenantctl.drills.backup import backup
+from tenantctl.drills.compression import Compression, CompressionUnsupported
 from tenantctl.drills.context import DrillContext
 from tenantctl.drills.history import save_report
 from tenantctl.drills.models import BackupManifest, DrillReport, RestoreResult, Target, Verdict
@@ -72,7 +73,7 @@ def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = No
           target: Target = Target.scratch, yes: bool = False, clean: bool = True,
           max_rto: float | None = None, max_rpo: float | None = None, kind: str = "run",
           restorer: Callable[..., RestoreResult] = restore_backup, overwrite: bool = False,
-          on_event: EventSink | None = None) -> DrillReport:
+          on_event: EventSink | None = None, compression: Compression | None = None) -> DrillReport:
     """One drill; failures become a fail verdict with the reason, never an exception,
     except NotFound (an unknown backup id) and Conflict (a target that holds rows,
     a tenant locked or mid-operation: the drill did not run, so it is not
@@ -80,7 +81,8 @@ def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = No
     restores the backup ``index`` names (the restorer opens its manifest:
     ``restore_backup``, or a revive for a tombstone, whose key must be revived
     first) and returns the result with that manifest. ``on_event``: each phase
-    (backup, restore, verify, cleanup) as it starts."""
+    (backup, restore, verify, cleanup) as it starts. ``compression``: the new
+    backup's (a method the tools lack is refused like a conflict: not run)."""
     require_valid(record.tenant_id)
     started = utcnow()
     step = partial(phase, on_event, record.tenant_id)
@@ -102,7 +104,7 @@ def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = No
             index = store.backup_index(ctx.s3, record, backup_id)
         else:  # a fresh backup unless one is named
             step("backing up")
-            index = store.backup_index(ctx.s3, record, backup(ctx, record).backup_id)
+            index = store.backup_index(ctx.s3, record, backup(ctx, record, compression=compression).backup_id)
         report.backup_id, report.backup_kind = index.backup_id, index.kind
         if report.rpo_seconds is None:
             report.rpo_seconds = (utcnow() - index.finished_at).total_seconds()
@@ -118,7 +120,7 @@ def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = No
         report.notes = list(result.notes)
         step("verifying the restore against the backup's manifest")
         report.checks = result.checks if result.checks is not None else verify(ctx, record, manifest, result)
-    except (NotFound, Conflict, NotConfirmed):  # refused, not run: no failed drill in the history
+    except (NotFound, Conflict, NotConfirmed, CompressionUnsupported):  # refused, not run: no failed drill in history
         raise
     except TenantctlError as exc:
         report.key_unusable = isinstance(exc, KeyUnusable)

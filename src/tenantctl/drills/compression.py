@@ -1,0 +1,100 @@
+"""How a logical backup's dump is compressed: pg_dump's ``--compress=METHOD[:LEVEL]``.
+
+gzip (pg_dump's own default for the custom format) stays the default. zstd
+and lz4 are faster for the same size or better, but only when pg_dump was
+built with them (the embedded PostgreSQL's is not): a method is tried on the
+pg_dump a backup would run before anything is dumped or uploaded, and refused
+in one line naming what that pg_dump can do. pg_restore reads whatever its
+build reads, so a restore makes the same check on its own tools first.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from tenantctl.errors import InvalidInput
+
+METHODS = ("gzip", "zstd", "lz4", "none")
+DEFAULT = "gzip"
+LEVELS = {"gzip": (1, 9), "zstd": (1, 22), "lz4": (1, 12)}  # what PostgreSQL accepts (zstd: its usual range)
+
+
+class CompressionUnsupported(InvalidInput):
+    """The method is valid but the pg_dump / pg_restore at hand was built without it."""
+
+
+@dataclass(frozen=True)
+class Compression:
+    method: str = DEFAULT
+    level: int | None = None
+
+    @classmethod
+    def parse(cls, text: str | None) -> Compression:
+        """``gzip``, ``zstd:3``, ``none`` ...; InvalidInput (exit 3) naming what is allowed."""
+        if text is None or not text.strip():
+            return cls()
+        method, sep, level_text = text.strip().lower().partition(":")
+        if method not in METHODS:
+            raise InvalidInput(f"--compress {text!r}: the method is one of {', '.join(METHODS)}", rule="compress")
+        if not sep:
+            return cls(method)
+        if method == "none":
+            raise InvalidInput("--compress none takes no level", rule="compress")
+        low, high = LEVELS[method]
+        if not level_text.isdigit() or not low <= int(level_text) <= high:
+            raise InvalidInput(f"--compress {text!r}: a {method} level is a whole number from {low} to {high}",
+                               rule="compress")
+        return cls(method, int(level_text))
+
+    def __str__(self) -> str:
+        return self.method if self.level is None else f"{self.method}:{self.level}"
+
+    @property
+    def is_default(self) -> bool:
+        return self.method == DEFAULT and self.level is None
+
+    def pg_dump_args(self) -> list[str]:
+        """The default passes nothing (what backups always did, any pg_dump version);
+        ``none`` as level 0, which every pg_dump reads as no compression."""
+        if self.is_default:
+            return []
+        return ["--compress=0" if self.method == "none" else f"--compress={self}"]
+
+
+@lru_cache(maxsize=32)
+def refusal(pg_dump: str, args: tuple[str, ...]) -> str | None:
+    """pg_dump's own complaint about ``args`` (None: accepted). The compression
+    option is checked while options are parsed, before any connection, so the
+    probe connects to a socket directory that does not exist and fails at once."""
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PGCONNECT_TIMEOUT": "1"}
+    probe = subprocess.run([pg_dump, *args, "--format=custom", "--schema-only",
+                            "--dbname=host=/nonexistent-tenantctl-probe port=1 dbname=probe user=probe"],
+                           capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+    for line in probe.stderr.splitlines():
+        if "compress" in line.lower():
+            return line.removeprefix("pg_dump: error: ").strip()
+    return None
+
+
+def supported(tools: Path) -> list[str]:
+    """The methods the pg_dump in ``tools`` accepts."""
+    return [m for m in METHODS if refusal(str(tools / "pg_dump"), tuple(Compression(m).pg_dump_args())) is None]
+
+
+def require(tools: Path, compression: Compression, doing: str = "back up") -> list[str]:
+    """pg_dump's arguments for ``compression``, or CompressionUnsupported when the
+    tools in ``tools`` cannot ``doing`` with it."""
+    args = compression.pg_dump_args()
+    if not args:
+        return args
+    why = refusal(str(tools / "pg_dump"), tuple(args))
+    if why is not None:
+        raise CompressionUnsupported(
+            f"cannot {doing} with --compress {compression}: the PostgreSQL tools in {tools} say \"{why}\" "
+            f"(they support: {', '.join(supported(tools)) or 'none of ' + ', '.join(METHODS)}); "
+            "nothing was written", rule="compress")
+    return args
