@@ -132,11 +132,15 @@ def iam_role_check(spec: TenantSpec, client: Callable[[str], Any]) -> QuotaCheck
     iam = client("iam")
     summary = iam.get_account_summary()["SummaryMap"]
     limit, source = _limit("iam_roles", lambda: (summary["RolesQuota"], "iam:GetAccountSummary RolesQuota"))
-    needed = 0 if _exists(lambda: iam.get_role(RoleName=naming.iam_role_name(spec.id))) else 1
+    used = int(summary["Roles"])
+    # Whether the tenant's role exists already matters only at the wall: below it, one more role fits anyway.
+    needed = 1
+    if used + 1 > limit:
+        needed = 0 if _exists(lambda: iam.get_role(RoleName=naming.iam_role_name(spec.id))) else 1
     if spec.tier is Tier.dedicated:  # its rotation function's execution role (named by AWS's application)
         function = naming.rotation_function_name(spec.id)
         needed += 0 if _exists(lambda: client("lambda").get_function(FunctionName=function)) else 1
-    return QuotaCheck("iam_roles", "IAM roles in the account", limit, int(summary["Roles"]), needed, source)
+    return QuotaCheck("iam_roles", "IAM roles in the account", limit, used, needed, source)
 
 
 def checks(spec: TenantSpec, platform: dict[str, Any], clients: Callable[..., Any]) -> list[QuotaCheck]:

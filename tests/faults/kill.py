@@ -48,7 +48,8 @@ class Faults:
         self.point = env.get(FAULT_POINT_ENV) or "recorded"
         if self.point not in POINTS:
             raise ValueError(f"{FAULT_POINT_ENV} must be one of {POINTS}, not {self.point!r}")
-        self.writes = 0
+        self.calls = 0  # sandbox calls of resource writes returned
+        self.writes = 0  # of those, recorded in the state file
 
     def die(self, where: str) -> None:
         sys.stderr.write(f"tenantctl: injected fault at {where}\n")
@@ -57,7 +58,8 @@ class Faults:
 
     def applied(self) -> None:
         """The sandbox call of a write returned; the state does not know yet."""
-        if self.after is not None and self.point == "unrecorded" and self.writes + 1 == self.after:
+        self.calls += 1
+        if self.after is not None and self.point == "unrecorded" and self.calls == self.after:
             self.die(f"resource write {self.after} ({self.point})")
 
     def recorded(self) -> None:

@@ -5,8 +5,10 @@ package keeps anyway, so the shipped code holds no hook at all.
   ``delete`` (``tenantctl.engines.local.handlers.HANDLERS``): when one returns,
   the sandbox has the write and the state does not (the ``unrecorded`` point);
   the next ``StateFile.save`` on that thread records it (the ``recorded``
-  point). The saves before a handler call (the ``creating`` intent, the
-  ``deleting`` mark) follow no call, so they do not count.
+  point): the engine writes what a call returned with its next intent or mark,
+  or at the end of the run (maybe on another thread), so one save of a
+  stack's state records every call on that stack since its last save (each
+  counts). A save with no call before it records nothing.
 - registry steps: ``RegistryWriter.acquire`` returned (``provision:reserved``),
   ``mark_active`` about to run (``provision:applied``), ``lock_for`` returned
   with status ``deprovisioning`` (``deprovision:marked``), ``mark_deprovisioned``
@@ -66,14 +68,22 @@ def _arm_writes(faults: Faults, patches: _Patches) -> None:
     from tenantctl.engines.local.handlers import HANDLERS
     from tenantctl.engines.local.state import StateFile
 
-    written = threading.local()  # a handler call returned on this thread, no save since
+    from tenantctl.engines.local.handlers import Desired
+
+    # Handler calls returned per stack since its state's last save. Per stack, not per thread: the program's
+    # resources run on Pulumi's executor threads, and the save that records a call may run on another.
+    pending: dict[str, int] = {}
+    lock = threading.Lock()
 
     def sandbox_call(call: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(call)
         def write(*args: Any, **kwargs: Any) -> Any:
             result = call(*args, **kwargs)
             faults.applied()
-            written.pending = True
+            d = next(a for a in args if isinstance(a, Desired))
+            stack = d.urn.split("::", 1)[0].rsplit(":", 1)[-1]  # urn:pulumi:<stack>::<project>::...
+            with lock:
+                pending[stack] = pending.get(stack, 0) + 1
             return result
 
         return write
@@ -86,9 +96,10 @@ def _arm_writes(faults: Faults, patches: _Patches) -> None:
 
     @functools.wraps(save)
     def recording_save(self: StateFile, *args: Any, **kwargs: Any) -> Any:
-        pending, written.pending = getattr(written, "pending", False), False
+        with lock:
+            count = pending.pop(self.stack, 0)
         result = save(self, *args, **kwargs)
-        if pending:
+        for _ in range(count):
             faults.recorded()
         return result
 

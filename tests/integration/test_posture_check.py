@@ -462,3 +462,38 @@ def test_rls_lints_find_nothing_in_any_tenant_schema(clean, sandbox):
                 found += [f"{database}/{schema}: {f}" for f in lint_schema(conn, schema)]
     assert f"tenantctl/{clean.resources.store.schema_name}" in linted
     assert found == []
+
+
+def test_a_pooled_provision_makes_at_most_25_aws_calls(clean, workspace, monkeypatch):
+    """The apply's creates, the registry's writes, the preflight and a post-provision check that reuses what
+    the apply wrote (the cell's shared resources were read by the check of `clean`, moments before)."""
+    from botocore.client import BaseClient
+
+    calls: list[str] = []
+    make_api_call = BaseClient._make_api_call
+
+    def counted(self, operation, params):
+        calls.append(f"{self.meta.service_model.service_name}.{operation}")
+        return make_api_call(self, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", counted)
+    record, _ = provision(workspace, TenantSpec(id="ck-calls"))
+    assert record.last_error is None
+    assert len(calls) <= 25, sorted(calls)
+    # Nothing the apply just wrote is read back.
+    assert not {"iam.GetRole", "kms.DescribeKey", "sqs.ListQueueTags", "secretsmanager.DescribeSecret"} & set(calls)
+
+
+def test_what_the_apply_established_is_still_judged(clean, workspace):
+    """The post-provision check takes a setting from the apply instead of reading it, and judges it as it
+    would the live one: a key policy granting everyone, no rotation, no tags, as if the apply had written them."""
+    from tenantctl.engines.base import AppliedResource
+
+    res = clean.resources
+    wide = {"Version": "2012-10-17", "Statement": [{"Sid": "Everyone", "Effect": "Allow", "Principal": "*",
+                                                    "Action": "kms:*", "Resource": "*"}]}
+    applied = [AppliedResource(type="aws:kms/key:Key", name="key", outputs={"arn": res.kms_key_arn},
+                               inputs={"policy": json.dumps(wide), "enableKeyRotation": False})]
+    report = check_tenant(workspace, CLEAN, applied=applied)
+    assert {c.name for c in report.failed} == {"kms-key-policy", "kms-key-policy-matches-role", "kms-rotation", "tags"}
+    assert outcomes(check_tenant(workspace, CLEAN))["kms-key-policy"] == "pass"  # live: the real policy

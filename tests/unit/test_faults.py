@@ -142,6 +142,10 @@ def queue_handler(monkeypatch):
     return handler
 
 
+def urn(name: str) -> str:
+    return f"urn:pulumi:s::p::{QUEUE}::{name}"
+
+
 def apply_four_writes(tmp_path: Path, handler: Any):
     """What an ApplyPass and a destroy do: intent + create (twice), an update, deleting mark + delete."""
     from tenantctl.engines.local.passes import ApplyPass, delete_resource
@@ -149,19 +153,21 @@ def apply_four_writes(tmp_path: Path, handler: Any):
 
     file = StateFile(tmp_path, "s")
     run = ApplyPass("s", StackState(stack="s"), None, None, file)
-    run.resource("a", QUEUE, "a", {"name": "a"})
-    run.resource("b", QUEUE, "b", {"name": "b"})
-    run.resource("a", QUEUE, "a", {"name": "a", "delaySeconds": 5})
-    delete_resource(run, handler, run.state.get("b"))
+    run.resource(urn("a"), QUEUE, "a", {"name": "a"})
+    run.resource(urn("b"), QUEUE, "b", {"name": "b"})
+    run.resource(urn("a"), QUEUE, "a", {"name": "a", "delaySeconds": 5})
+    delete_resource(run, handler, run.state.get(urn("b")))
+    file.save(run.state)  # the end of the run
     return file
 
 
-# The state file as the kill at each write leaves it: (urn, status, delaySeconds) per entry.
-BEFORE_WRITE = [[], [("a", "created", None)], [("a", "created", None), ("b", "created", None)],
-                [("a", "created", 5), ("b", "created", None)]]
+# The state file as the kill at each write leaves it: (name, status, delaySeconds) per entry. What a call
+# returned reaches the file with the next intent or mark (or the run's end): until then the file holds the
+# intent, which is what a re-run needs to adopt the resource.
 UNRECORDED = [[("a", "creating", None)], [("a", "created", None), ("b", "creating", None)],
-              [("a", "created", None), ("b", "created", None)], [("a", "created", 5), ("b", "deleting", None)]]
-RECORDED = BEFORE_WRITE[1:] + [[("a", "created", 5)]]
+              [("a", "created", None), ("b", "creating", None)], [("a", "created", 5), ("b", "deleting", None)]]
+RECORDED = [[("a", "created", None), ("b", "creating", None)], [("a", "created", 5), ("b", "deleting", None)],
+            [("a", "created", 5), ("b", "deleting", None)], [("a", "created", 5)], [("a", "created", 5)]]
 
 
 @pytest.mark.parametrize("point", ["unrecorded", "recorded"])
@@ -172,7 +178,7 @@ def test_resource_writes_die_between_the_sandbox_call_and_the_state_record_or_af
 
     def saved() -> list[tuple[str, str, Any]]:
         state = StateFile(tmp_path, "s").load()
-        return [(r.urn, r.status, r.inputs.get("delaySeconds")) for r in state.resources]
+        return [(r.name, r.status, r.inputs.get("delaySeconds")) for r in state.resources]
 
     with armed({FAULT_AFTER_ENV: str(after), FAULT_POINT_ENV: point}):
         if after > WRITES:  # past the last write: nothing dies
@@ -181,7 +187,7 @@ def test_resource_writes_die_between_the_sandbox_call_and_the_state_record_or_af
             return
         with pytest.raises(Killed, match=f"resource write {after} \\({point}\\)"):
             apply_four_writes(tmp_path, queue_handler)
-    # The intent saved before a create and the mark saved before a delete are not writes.
+    # The intent saved before a create and the mark saved before a delete are not writes (they record earlier ones).
     assert saved() == (UNRECORDED if point == "unrecorded" else RECORDED)[after - 1]
 
 

@@ -58,7 +58,8 @@ ROLE_CREATED = {"Role": {"Path": "/", "RoleName": "tenantctl-acme-app", "RoleId"
 def test_a_key_policy_naming_a_new_role_is_retried_until_iam_knows_it(waits):
     kms, stub = stubbed("kms")
     refuse(stub, "create_key", KMS_UNKNOWN, 2)
-    stub.add_response("create_key", {"KeyMetadata": {"KeyId": "key-1"}})
+    stub.add_response("create_key", {"KeyMetadata": {"KeyId": "key-1",
+                                                     "Arn": "arn:aws:kms:us-east-1:123456789012:key/key-1"}})
     with stub:
         assert KeyHandler().make(context(kms), KEY) == "key-1"
         stub.assert_no_pending_responses()

@@ -41,15 +41,19 @@ def test_a_dedicated_tenant_needs_a_vpc_an_instance_and_a_role(account):
     assert set(pooled) == {"iam_roles"}
 
 
-def test_what_the_tenant_already_has_needs_nothing_more(account):
+def test_what_the_tenant_already_has_needs_nothing_more(account, monkeypatch):
     boto3.client("iam").create_role(RoleName=naming.iam_role_name("acme"), AssumeRolePolicyDocument="{}")
     boto3.client("ec2").create_vpc(CidrBlock="10.42.0.0/16", TagSpecifications=[
         {"ResourceType": "vpc", "Tags": [{"Key": "tenant", "Value": "acme"}]}])
+    # Below the wall one more role fits whether or not the tenant has its own: counted, not looked up.
+    assert by_name(preflight.checks(TenantSpec(id="acme"), {}, clients))["iam_roles"].ok
+    roles = len(boto3.client("iam").list_roles()["Roles"])
+    monkeypatch.setenv("TENANTCTL_QUOTA_IAM_ROLES", str(roles))  # at the wall: what it has matters
     done = by_name(preflight.checks(TenantSpec(id="acme", tier="dedicated"), {}, clients))
     assert (done["vpcs"].needed, done["iam_roles"].needed, done["db_instances"].needed) == (0, 1, 1)
     # ...while the prefix twin's role is someone else's.
     twin = by_name(preflight.checks(TenantSpec(id="acme-corp"), {}, clients))
-    assert twin["iam_roles"].needed == 1
+    assert twin["iam_roles"].needed == 1 and not twin["iam_roles"].ok
 
 
 def test_an_override_only_lowers_a_limit_and_a_refusal_names_every_quota(account, monkeypatch):

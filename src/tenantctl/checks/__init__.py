@@ -36,8 +36,9 @@ from tenantctl.errors import PolicyViolation
 __all__ = ["CheckResult", "Outcome", "PostureReport", "check_tenant", "run_each", "verify_provisioned"]
 
 
-def check_tenant(ws: Any, tenant_id: str, record: Any = None) -> PostureReport:
-    """Every posture check of ``tenant_id`` on its live resources."""
+def check_tenant(ws: Any, tenant_id: str, record: Any = None, applied: list[Any] | None = None) -> PostureReport:
+    """Every posture check of ``tenant_id`` on its live resources; ``applied``: what the up that just ran
+    established (``UpResult.applied``), reused instead of read back (``checks.reads``)."""
     from tenantctl.checks.aws_posture import aws_checks
     from tenantctl.checks.db_posture import database_checks
     from tenantctl.checks.gateway_posture import gateway_checks
@@ -53,26 +54,32 @@ def check_tenant(ws: Any, tenant_id: str, record: Any = None) -> PostureReport:
         raise InvalidInput(f"tenant {tenant_id!r} has no resources recorded (status {record.status.value}): "
                            "nothing to check")
     from tenantctl.checks.placement import placement_checks
+    from tenantctl.checks.reads import AppliedReads, LiveReads, cell_reads_memoized
 
     cell = ws.cell(record.cell)
     platform = ws.cell_outputs(record.cell)  # the principals and shared resources of the tenant's own cell
     clients = ws.clients_for(record)  # its cell's account, its region
+    reads = LiveReads(record, clients)
+    if applied is not None:
+        reads = AppliedReads(record, clients, applied)
+        if record.tier.value == "pooled":
+            clients = cell_reads_memoized(clients, (record.cell, record.account_id, record.region))
     report = PostureReport(tenant_id=tenant_id)
-    report.checks += list(placement_checks(record, cell, platform, clients))
+    report.checks += list(placement_checks(record, cell, platform, clients, reads))
     report.checks += list(database_checks(record, clients))
     if record.tier.value == "pooled" and platform.get("gateway_secret_arn"):
         report.checks += list(gateway_checks(record, platform, clients))
-    report.checks += list(aws_checks(record, platform, clients))
+    report.checks += list(aws_checks(record, platform, clients, reads))
     report.checks += list(network_checks(record, platform, clients))
     return report
 
 
-def verify_provisioned(ws: Any, record: Any) -> Any:
+def verify_provisioned(ws: Any, record: Any, applied: list[Any] | None = None) -> Any:
     """The check at the end of every provision: a violation raises
     PolicyViolation (exit 8; the registry hold puts it in ``last_error``).
     Checks that could not run (say, a private RDS endpoint unreachable from the
     operator's machine) are noted in ``last_error`` but do not fail the provision."""
-    report = check_tenant(ws, record.tenant_id, record)
+    report = check_tenant(ws, record.tenant_id, record, applied)
     if report.failed:
         raise PolicyViolation(report.summary(), rule=", ".join(f"{c.area}/{c.name}" for c in report.failed))
     if report.errors:

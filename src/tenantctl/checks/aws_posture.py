@@ -40,6 +40,7 @@ from urllib.parse import unquote
 
 from tenantctl import naming
 from tenantctl.checks import iam_eval
+from tenantctl.checks.reads import LiveReads
 from tenantctl.checks.results import CheckResult, run_each
 from tenantctl.models import TenantStatus
 from tenantctl.policy import (
@@ -91,10 +92,11 @@ def _principals(stmt: dict) -> list[str]:
 
 
 class _AwsChecks:
-    def __init__(self, record: Any, platform: dict[str, Any], clients: Callable[..., Any]) -> None:
+    def __init__(self, record: Any, platform: dict[str, Any], clients: Callable[..., Any], reads: LiveReads) -> None:
         self.record, self.res, self.tid = record, record.resources, record.tenant_id
         self.platform = platform
         self._client = lambda service: clients(service, region=record.region)
+        self.reads = reads
 
     @property
     def role_name(self) -> str:
@@ -102,17 +104,17 @@ class _AwsChecks:
 
     # -- KMS -----------------------------------------------------------------------------
     def kms_key_state(self) -> tuple[bool, str]:
-        meta = self._client("kms").describe_key(KeyId=self.res.kms_key_arn)["KeyMetadata"]
+        meta = self.reads.key_metadata()
         state, when = meta.get("KeyState", "Unknown"), meta.get("DeletionDate")
         detail = f"{self.res.kms_key_arn} is {state}" + (f" (deleted on {when:%Y-%m-%d})" if when else "")
         return state == "Enabled", detail
 
     def kms_rotation(self) -> tuple[bool, str]:
-        on = self._client("kms").get_key_rotation_status(KeyId=self.res.kms_key_arn)["KeyRotationEnabled"]
+        on = self.reads.key_rotation()
         return on, "automatic rotation on" if on else f"rotation is off for {self.res.kms_key_arn}"
 
     def _key_policy(self) -> dict:
-        return _doc(self._client("kms").get_key_policy(KeyId=self.res.kms_key_arn, PolicyName="default")["Policy"])
+        return _doc(self.reads.key_policy())
 
     def _service_scope(self) -> dict[str, set[str]]:
         """The resources each AWS service may use the tenant key for: its alarms, its log groups."""
@@ -157,7 +159,7 @@ class _AwsChecks:
                        f"{', '.join(sorted(role)) or 'nothing'}")
 
     def secret_rotation(self) -> tuple[bool, str]:
-        secret = self._client("secretsmanager").describe_secret(SecretId=self.res.store.secret_arn)
+        secret = self.reads.secret()
         days = (secret.get("RotationRules") or {}).get("AutomaticallyAfterDays")
         function = secret.get("RotationLambdaARN") or ""
         expected = (self.platform.get("rotation_function_arn") if self.record.tier.value == "pooled"
@@ -172,25 +174,22 @@ class _AwsChecks:
         return not problems, "; ".join(problems) or f"rotated every {days} days by {function}"
 
     def alarm_topic_encryption(self) -> tuple[bool, str]:
-        sns = self._client("sns")
         topic = naming.resource_name(self.tid, "alarms")
         arn = f"arn:aws:sns:{self.record.region}:{self.platform.get('account_id')}:{topic}"
-        return self._tenant_key_encrypts(arn, sns.get_topic_attributes(TopicArn=arn)["Attributes"].get(
-            "KmsMasterKeyId"))
+        return self._tenant_key_encrypts(arn, self.reads.topic_key(arn))
 
     def _tenant_key_encrypts(self, what: str, key: str | None) -> tuple[bool, str]:
         """``key`` (an id, alias or ARN, as services report it) is the tenant's."""
         if not key:
             return False, f"{what}: no SSE-KMS key"
-        arn = self._client("kms").describe_key(KeyId=key)["KeyMetadata"]["Arn"]
+        arn = self.reads.key_arn(key)
         if arn != self.res.kms_key_arn:
             return False, f"{what}: encrypted with {arn}, not the tenant key"
         return True, f"{what}: SSE-KMS with {arn}"
 
     # -- SQS -----------------------------------------------------------------------------
     def _queue_key(self, url: str) -> tuple[bool, str]:
-        attrs = self._client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["KmsMasterKeyId"])
-        return self._tenant_key_encrypts(url, attrs.get("Attributes", {}).get("KmsMasterKeyId"))
+        return self._tenant_key_encrypts(url, self.reads.queue_attributes(url).get("KmsMasterKeyId"))
 
     def queue_encryption(self) -> tuple[bool, str]:
         return self._queue_key(self.res.queue_url)
@@ -250,15 +249,12 @@ class _AwsChecks:
 
     # -- tags ------------------------------------------------------------------------------
     def _tag_sets(self) -> dict[str, dict[str, str]]:
-        kms, sqs = self._client("kms"), self._client("sqs")
-        key_tags = kms.list_resource_tags(KeyId=self.res.kms_key_arn).get("Tags", [])
-        role_tags = self._client("iam").list_role_tags(RoleName=self.role_name).get("Tags", [])
-        secret_tags = self._client("secretsmanager").describe_secret(
-            SecretId=self.res.store.secret_arn).get("Tags", [])
+        reads = self.reads
+        role_tags, secret_tags = reads.role_tags(), reads.secret().get("Tags", [])
         return {
-            "kms key": {t["TagKey"]: t["TagValue"] for t in key_tags},
-            "queue": sqs.list_queue_tags(QueueUrl=self.res.queue_url).get("Tags", {}),
-            "dlq": sqs.list_queue_tags(QueueUrl=self.res.dlq_url).get("Tags", {}),
+            "kms key": {t["TagKey"]: t["TagValue"] for t in reads.key_tags()},
+            "queue": reads.queue_tags(self.res.queue_url),
+            "dlq": reads.queue_tags(self.res.dlq_url),
             "role": {t["Key"]: t["Value"] for t in role_tags},
             "secret": {t["Key"]: t["Value"] for t in secret_tags},
         }
@@ -278,7 +274,7 @@ class _AwsChecks:
     def role_trust(self) -> tuple[bool, str]:
         from tenant_runtime.credentials import SESSION_TAG
 
-        doc = _doc(self._client("iam").get_role(RoleName=self.role_name)["Role"]["AssumeRolePolicyDocument"])
+        doc = _doc(self.reads.trust_policy())
         runtime, role = self.platform.get("runtime_principal_arn"), self.res.role_arn
         account = role.split(":")[4]
         trusted = [p for s in doc.get("Statement", []) if s.get("Effect") == "Allow" for p in _principals(s)]
@@ -312,14 +308,10 @@ class _AwsChecks:
         return not problems, "; ".join(problems) or f"only {runtime}, only with {SESSION_TAG}={self.tid}"
 
     def _role_policies(self) -> list[dict]:
-        iam = self._client("iam")
-        return [_doc(iam.get_role_policy(RoleName=self.role_name, PolicyName=name)["PolicyDocument"])
-                for name in iam.list_role_policies(RoleName=self.role_name)["PolicyNames"]]
+        return [_doc(self.reads.role_policy(name)) for name in self.reads.role_policy_names()]
 
     def role_policy_scope(self) -> tuple[bool, str]:
-        iam = self._client("iam")
-        attached = [p["PolicyArn"]
-                    for p in iam.list_attached_role_policies(RoleName=self.role_name)["AttachedPolicies"]]
+        attached = self.reads.attached_policies()
         docs = self._role_policies()
         problems = [f"managed policy {arn} attached" for arn in attached]
         if not docs:
@@ -366,8 +358,10 @@ NAMES = ("kms-key-state", "kms-rotation", "kms-key-policy", "kms-key-policy-matc
          "alarm-topic-encryption", "tags", "role-trust", "role-policy-scope")
 
 
-def aws_checks(record: Any, platform: dict[str, Any], clients: Callable[..., Any]) -> Iterator[CheckResult]:
-    """``clients(service, region=)``: the target's AWS clients (``Workspace.client``)."""
-    checks = _AwsChecks(record, platform, clients)
+def aws_checks(record: Any, platform: dict[str, Any], clients: Callable[..., Any],
+               reads: LiveReads | None = None) -> Iterator[CheckResult]:
+    """``clients(service, region=)``: the target's AWS clients (``Workspace.client``); ``reads``: where the
+    tenant resources' settings come from (default: live, each read once)."""
+    checks = _AwsChecks(record, platform, clients, reads or LiveReads(record, clients))
     names = list(NAMES) + (["rds-posture"] if record.tier.value == "dedicated" else [])
     yield from run_each(AREA, [(name, getattr(checks, name.replace("-", "_"))) for name in names])

@@ -4,7 +4,8 @@
   tenant's resources say that region too;
 - ``account-region``: every resource ARN (key, role, secret, queue, DLQ) is in
   the cell's account, and every regional one in the tenant's region (IAM is
-  global: account only); the queue ARNs are read from SQS, not derived;
+  global: account only); the queue ARNs are read from SQS (by the check, or
+  by the up that just made the queues), not derived;
 - ``bucket``: the tenant's prefix is in its cell's bucket, and that bucket is
   in the tenant's region (residency: objects and backups live there);
 - ``store``: a pooled tenant's schema is in its cell's PostgreSQL database.
@@ -15,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from tenantctl.checks.reads import LiveReads
 from tenantctl.checks.results import CheckResult, run_each
 from tenantctl.naming import account_of_arn, region_of_arn
 
@@ -22,9 +24,10 @@ AREA = "placement"
 
 
 class _PlacementChecks:
-    def __init__(self, record: Any, cell: Any, outputs: dict[str, Any], clients: Callable[..., Any]) -> None:
+    def __init__(self, record: Any, cell: Any, outputs: dict[str, Any], clients: Callable[..., Any],
+                 reads: LiveReads) -> None:
         self.record, self.res, self.spec, self.outputs = record, record.resources, cell, outputs
-        self.clients = clients
+        self.clients, self.reads = clients, reads
         self.account = outputs.get("account_id")
 
     def cell(self) -> tuple[bool, str]:
@@ -38,11 +41,9 @@ class _PlacementChecks:
         return not problems, "; ".join(problems) or f"cell {self.spec.name} in {self.spec.region}"
 
     def _arns(self) -> dict[str, str]:
-        sqs = self.clients("sqs")
-        queue_arn = sqs.get_queue_attributes(QueueUrl=self.res.queue_url, AttributeNames=["QueueArn"])
-        dlq_arn = sqs.get_queue_attributes(QueueUrl=self.res.dlq_url, AttributeNames=["QueueArn"])
         return {"kms key": self.res.kms_key_arn, "db secret": self.res.store.secret_arn,
-                "queue": queue_arn["Attributes"]["QueueArn"], "dlq": dlq_arn["Attributes"]["QueueArn"],
+                "queue": self.reads.queue_attributes(self.res.queue_url)["QueueArn"],
+                "dlq": self.reads.queue_attributes(self.res.dlq_url)["QueueArn"],
                 "role": self.res.role_arn}
 
     def account_region(self) -> tuple[bool, str]:
@@ -80,9 +81,10 @@ class _PlacementChecks:
 NAMES = ("cell", "account-region", "bucket", "store")
 
 
-def placement_checks(record: Any, cell: Any, outputs: dict[str, Any],
-                     clients: Callable[..., Any]) -> Iterator[CheckResult]:
+def placement_checks(record: Any, cell: Any, outputs: dict[str, Any], clients: Callable[..., Any],
+                     reads: LiveReads | None = None) -> Iterator[CheckResult]:
     """``cell``: the tenant's CellSpec; ``outputs``: its platform outputs;
-    ``clients(service)``: clients in the cell's account and the tenant's region."""
-    checks = _PlacementChecks(record, cell, outputs, clients)
+    ``clients(service)``: clients in the cell's account and the tenant's region; ``reads``: where the
+    queue ARNs come from (default: SQS, live)."""
+    checks = _PlacementChecks(record, cell, outputs, clients, reads or LiveReads(record, clients))
     yield from run_each(AREA, [(name, getattr(checks, name.replace("-", "_"))) for name in NAMES])

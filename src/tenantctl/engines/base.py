@@ -104,6 +104,17 @@ def phase(on_event: EventSink | None, stack: str, message: str) -> None:
         on_event(EngineEvent(stack=stack, kind="phase", message=message))
 
 
+class AppliedResource(BaseModel):
+    """A resource as the up itself left it: made, updated or replaced by it,
+    or read live by its refresh (``inputs``: what it holds, as declared)."""
+
+    type: str
+    name: str
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    made: bool = False  # made by this up: it holds nothing the up did not put in it
+
+
 class UpResult(BaseModel):
     stack: str
     outputs: dict[str, Any]
@@ -111,6 +122,10 @@ class UpResult(BaseModel):
     # up(refresh=True): what the refresh found out of line (recorded -> live),
     # which this up then brought back; the repair's own steps are in ``changes``.
     drift: list[ResourceChange] = Field(default_factory=list)
+    # What the up established (the post-provision check reuses it instead of
+    # reading it back: checks/reads.py). Empty when an engine cannot say: then
+    # everything is read live. Not part of any command's output.
+    applied: list[AppliedResource] = Field(default_factory=list, exclude=True)
 
 
 class Engine(ABC):

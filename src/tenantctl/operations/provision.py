@@ -102,7 +102,7 @@ def activate(ws: Workspace, record: TenantRecord, spec: TenantSpec, applied: App
 
     record = ws.registry.mark_active(record, applied.resources, spec, program_version=__version__,
                                      applied_hash=applied.fingerprint)
-    return verify_provisioned(ws, record)
+    return verify_provisioned(ws, record, applied.result.applied)  # reuses what the up wrote or read
 
 
 def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None,

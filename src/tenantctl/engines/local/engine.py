@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tenantctl.engines.base import (
+    AppliedResource,
     ChangeSet,
     Engine,
     EngineEvent,
@@ -76,6 +77,7 @@ class LocalEngine(Engine):
         self.program = program or _load_program
         self._sessions: dict[tuple[str, str | None], Any] = {}
         self._clients: dict[tuple[str, str | None, str], Any] = {}
+        self._identities: dict[tuple[str, str | None], dict[str, Any]] = {}
         self._clients_lock = threading.Lock()  # refreshes of several stacks run in threads
 
     # -- the Engine interface -------------------------------------------------
@@ -111,13 +113,16 @@ class LocalEngine(Engine):
             run = ApplyPass(stack, state, self._context(config), on_event, file)
             if self.gate is not None:
                 run.judge = self.gate.resolved(stack)  # unknowns the gate could not judge, judged here
-            try:
-                outputs = runtime.run_program(self.program, project, stack, config, run, run.current, preview=False)
-            except Exception as exc:
-                raise self._failure(stack, run.error or exc) from exc
-            if run.error is not None:
-                raise self._failure(stack, run.error) from run.error
-            deleted = self._delete(run, [r for r in reversed(state.resources) if r.urn not in set(run.registered)])
+            with self._recorded_on_failure(file, state):
+                try:
+                    outputs = runtime.run_program(self.program, project, stack, config, run, run.current,
+                                                  preview=False)
+                except Exception as exc:
+                    raise self._failure(stack, run.error or exc) from exc
+                if run.error is not None:
+                    raise self._failure(stack, run.error) from run.error
+                deleted = self._delete(run, [r for r in reversed(state.resources)
+                                             if r.urn not in set(run.registered)])
             # Every survivor was registered by this run: its registration order is a dependency order.
             position = {urn: i for i, urn in enumerate(run.registered)}
             state.resources.sort(key=lambda r: position.get(r.urn, -1))
@@ -125,7 +130,12 @@ class LocalEngine(Engine):
             file.save(state)
             changes = ChangeSet(stack=stack, changes=run.changes + deleted)
             self._summary(stack, changes, on_event)
-            return UpResult(stack=stack, outputs=state.outputs, changes=changes, drift=drift)
+            # Established by this up: what it wrote, and with a refresh every survivor (read live just now).
+            touched = {c.urn for c in run.changes if c.op in (Op.create, Op.update, Op.replace)}
+            applied = [AppliedResource(type=r.type, name=r.name, inputs=r.inputs, outputs=r.outputs,
+                                       made=r.urn in run.made)
+                       for r in state.resources if r.status == "created" and (refresh or r.urn in touched)]
+            return UpResult(stack=stack, outputs=state.outputs, changes=changes, drift=drift, applied=applied)
 
     def refresh(self, stack: str, on_event: EventSink | None = None) -> ChangeSet:
         """Drift of every resource the stack's state knows, live against recorded;
@@ -156,7 +166,8 @@ class LocalEngine(Engine):
             run = _Pass(stack, state, self._context(config), on_event, file)
             if on_event is not None:
                 on_event(EngineEvent(stack=stack, kind="plan", total=len(state.resources)))
-            deleted = self._delete(run, list(reversed(state.resources)))
+            with self._recorded_on_failure(file, state):
+                deleted = self._delete(run, list(reversed(state.resources)))
             file.delete()
             changes = ChangeSet(stack=stack, changes=deleted)
             self._summary(stack, changes, on_event)
@@ -251,6 +262,17 @@ class LocalEngine(Engine):
         return done
 
     @staticmethod
+    @contextmanager
+    def _recorded_on_failure(file: StateFile, state: StackState) -> Iterator[None]:
+        """A run that fails still writes what its calls returned (held in memory
+        until the next write): the next run then starts from it, not from intents."""
+        try:
+            yield
+        except BaseException:
+            file.save(state)
+            raise
+
+    @staticmethod
     def _failure(stack: str, error: BaseException) -> Exception:
         """What a failed apply pass raises: a policy refusal as itself (exit 8)."""
         if isinstance(error, PolicyViolation):
@@ -314,6 +336,12 @@ class LocalEngine(Engine):
                                                     endpoint_url=ep.aws_endpoint_url)
                 return self._clients[key]
 
+        def identity() -> dict[str, Any]:
+            key = (region, role_arn)
+            if key not in self._identities:  # the same credentials are the same caller for the engine's life
+                self._identities[key] = client("sts").get_caller_identity()
+            return self._identities[key]
+
         def pg_connect(dbname: str | None = None) -> Any:
             import psycopg
 
@@ -330,7 +358,7 @@ class LocalEngine(Engine):
 
         return Context(region=region, client=client, pg_connect=pg_connect,
                        pg_endpoint=(ep.pg_host, ep.pg_port, ep.pg_database, ep.pg_user, ep.pg_password),
-                       stack_outputs=stack_outputs)
+                       stack_outputs=stack_outputs, identity=identity)
 
     @contextmanager
     def _aws_env(self) -> Iterator[None]:

@@ -133,6 +133,10 @@ class ApplyPass(_Pass):
     # judged with resolved values before it is touched, as CrossGuard does on AWS.
     judge: Callable[[PlannedResource, str], list] | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.made: set[str] = set()  # urns this pass made (not adopted)
+
     def save(self) -> None:
         self.file.save(self.state)
 
@@ -167,29 +171,29 @@ class ApplyPass(_Pass):
         return entry.id, entry.outputs
 
     def create(self, handler: Handler, d: Desired, recovering: bool) -> ResourceState:
-        # The intent goes to disk first: a crash after the create still leaves
-        # a trace the next run adopts (or deletes when no longer declared).
+        # The intent goes to disk first (with what earlier calls returned): a
+        # crash after the create still leaves a trace the next run adopts (or
+        # deletes when no longer declared).
         self.state.put(ResourceState(urn=d.urn, type=d.type, name=d.name, inputs=d.inputs, status="creating"))
         self.save()
         rid, computed = handler.create(self.ctx, d, recovering)
+        if d.made:
+            self.made.add(d.urn)
         return self.record(d, rid, computed, "created")
 
     def record(self, d: Desired, rid: str | None, computed: dict[str, Any], status: str) -> ResourceState:
+        """In memory only: the next intent or the end of the run writes it (state.py says why that is safe)."""
         entry = ResourceState(urn=d.urn, type=d.type, name=d.name, id=rid, inputs=d.inputs,
                               outputs=normalized({**d.inputs, **computed}), status=status)
         self.state.put(entry)
-        self.save()
         return entry
 
 
 def delete_resource(run: _Pass, handler: Handler, entry: ResourceState) -> None:
-    """Delete one recorded resource: mark it, delete (idempotent), forget it."""
-    def save() -> None:
-        run.file.save(run.state)
-
+    """Delete one recorded resource: mark it (on disk), delete (idempotent),
+    forget it (in memory until the next write or the end of the run)."""
     entry_id = entry.id if entry.status != "creating" else None
     run.state.put(entry.model_copy(update={"status": "deleting"}))
-    save()
+    run.file.save(run.state)
     handler.delete(run.ctx, entry_id, Desired(entry.urn, entry.type, entry.name, entry.inputs))
     run.state.remove(entry.urn)
-    save()

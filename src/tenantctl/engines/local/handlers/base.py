@@ -7,6 +7,11 @@ deterministic name, or by the ``tenantctl:urn`` tag where the service has no
 names: KMS keys, VPCs, subnets...) and adopts it; only then does it make one.
 Tag scans cost a call per candidate, so handlers that need them only scan
 when the state holds a ``creating`` intent for the urn (``recovering``).
+Handlers whose make() is refused when the name is taken (``taken_codes``)
+skip the lookup when not recovering: they make at once and adopt only on that
+refusal, so the common create costs no read and a taken name still ends adopted.
+What the make call answered (an ARN, an id) goes in ``Desired.known`` so
+configure need not read it back.
 
 ``read`` is the refresh's half: the live values of exactly the inputs the
 handler's ``configure`` sets, keyed and shaped like the inputs, so drift is a
@@ -41,6 +46,8 @@ class Desired:
     type: str
     name: str
     inputs: dict[str, Any]
+    known: dict[str, Any] = field(default_factory=dict)  # outputs the make call already answered
+    made: bool = False  # made by this create (not adopted): it holds nothing this run did not put in it
 
     def get(self, key: str, default: Any = None) -> Any:
         value = self.inputs.get(key)
@@ -74,13 +81,22 @@ class Context:
     pg_connect: Callable[..., Any]  # (dbname=None) -> psycopg connection (autocommit) as the sandbox superuser
     pg_endpoint: tuple[str, int, str, str, str]  # host, port, main database, user, password
     stack_outputs: Callable[[str], dict[str, Any]]  # another stack's outputs, from its state
-    _account: list[str] = field(default_factory=list)
+    _account: list[dict[str, Any]] = field(default_factory=list)
+
+    # The caller identity of these credentials: the engine keeps it for its life
+    # (identity never changes for a set of credentials), so a run asks once.
+    identity: Callable[[], dict[str, Any]] | None = None
+
+    def caller_identity(self) -> dict[str, Any]:
+        if self.identity is not None:
+            return self.identity()
+        if not self._account:
+            self._account.append(self.client("sts").get_caller_identity())
+        return self._account[0]
 
     @property
     def account_id(self) -> str:
-        if not self._account:
-            self._account.append(self.client("sts").get_caller_identity()["Account"])
-        return self._account[0]
+        return str(self.caller_identity()["Account"])
 
 
 def error_code(exc: Exception) -> str:
@@ -171,6 +187,8 @@ class Handler:
     find_by_tag: ClassVar[bool] = False
     # The value configure gives an input the program leaves unset: what a read compares the live value with.
     read_defaults: ClassVar[dict[str, Any]] = {}
+    # Error codes with which make() says the name is taken (see the module doc).
+    taken_codes: ClassVar[tuple[str, ...]] = ()
 
     def find(self, ctx: Context, d: Desired) -> str | None:
         return None
@@ -196,9 +214,21 @@ class Handler:
 
     # The protocol the engine calls.
     def create(self, ctx: Context, d: Desired, recovering: bool) -> tuple[str, dict[str, Any]]:
+        if self.taken_codes and not recovering:
+            from botocore.exceptions import ClientError
+
+            try:
+                rid = self.make(ctx, d)
+            except ClientError as exc:
+                if error_code(exc) not in self.taken_codes:
+                    raise
+            else:
+                d.made = True
+                return rid, self.configure(ctx, rid, d, None)
         rid = self.find(ctx, d) if (recovering or not self.find_by_tag) else None
         if rid is None:
             rid = self.make(ctx, d)
+            d.made = True
             return rid, self.configure(ctx, rid, d, None)
         # Adopted: it may predate the inputs (a crash mid-configure), converge all.
         return rid, self.configure(ctx, rid, d, {})

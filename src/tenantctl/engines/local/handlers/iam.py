@@ -33,6 +33,7 @@ class RoleHandler(Handler):
     type = "aws:iam/role:Role"
     replace_on = ("name", "namePrefix", "path")
     read_defaults = {"maxSessionDuration": 3600, "description": ""}
+    taken_codes = ("EntityAlreadyExists",)
 
     def find(self, ctx: Context, d: Desired) -> str | None:
         name = d.physical_name()
@@ -41,10 +42,11 @@ class RoleHandler(Handler):
     def make(self, ctx: Context, d: Desired) -> str:
         name = d.physical_name()
         # The trust policy names the runtime role, perhaps created moments before.
-        once_principals_exist(lambda: ctx.client("iam").create_role(
+        role = once_principals_exist(lambda: ctx.client("iam").create_role(
             RoleName=name, Path=d.get("path", "/"), AssumeRolePolicyDocument=d.get("assumeRolePolicy"),
             MaxSessionDuration=as_int(d.get("maxSessionDuration", 3600)), Description=d.get("description", ""),
-            Tags=d.tag_list()))
+            Tags=d.tag_list()))["Role"]
+        d.known.update(Arn=role["Arn"], RoleId=role["RoleId"])
         return name
 
     def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
@@ -65,7 +67,7 @@ class RoleHandler(Handler):
                             Description=d.get("description", ""))
             if d.tags():
                 iam.tag_role(RoleName=rid, Tags=d.tag_list())
-        role = iam.get_role(RoleName=rid)["Role"]
+        role = d.known if olds is None and d.known else iam.get_role(RoleName=rid)["Role"]
         return {"arn": role["Arn"], "name": rid, "uniqueId": role["RoleId"], "tagsAll": d.tags()}
 
     def remove(self, ctx: Context, rid: str, d: Desired) -> None:

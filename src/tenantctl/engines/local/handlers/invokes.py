@@ -8,7 +8,7 @@ from tenantctl.engines.local.handlers.base import Context
 
 
 def caller_identity(ctx: Context, args: dict[str, Any]) -> dict[str, Any]:
-    who = ctx.client("sts").get_caller_identity()
+    who = ctx.caller_identity()
     return {"accountId": who["Account"], "arn": who["Arn"], "userId": who["UserId"], "id": who["Account"]}
 
 

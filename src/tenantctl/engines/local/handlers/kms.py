@@ -47,7 +47,9 @@ class KeyHandler(Handler):
         if d.get("policy"):
             args["Policy"] = d.get("policy")
         # The policy names the tenant role, created moments before.
-        return once_principals_exist(lambda: ctx.client("kms").create_key(**args))["KeyMetadata"]["KeyId"]
+        meta = once_principals_exist(lambda: ctx.client("kms").create_key(**args))["KeyMetadata"]
+        d.known.update(Arn=meta["Arn"], KeyId=meta["KeyId"])
+        return meta["KeyId"]
 
     def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
         kms = ctx.client("kms")
@@ -81,7 +83,7 @@ class KeyHandler(Handler):
                 once_principals_exist(lambda: kms.put_key_policy(KeyId=rid, PolicyName="default", Policy=policy))
             kms.update_key_description(KeyId=rid, Description=d.get("description", ""))
             kms.tag_resource(KeyId=rid, Tags=d.tag_list(with_urn=True, key="TagKey", value="TagValue"))
-        meta = kms.describe_key(KeyId=rid)["KeyMetadata"]
+        meta = d.known if olds is None and d.known else kms.describe_key(KeyId=rid)["KeyMetadata"]
         return {"arn": meta["Arn"], "keyId": meta["KeyId"], "tagsAll": d.tags()}
 
     def remove(self, ctx: Context, rid: str, d: Desired) -> None:
@@ -93,6 +95,7 @@ class KeyHandler(Handler):
 class AliasHandler(Handler):
     type = "aws:kms/alias:Alias"
     replace_on = ("name",)
+    taken_codes = ("AlreadyExistsException",)
 
     def find(self, ctx: Context, d: Desired) -> str | None:
         # DescribeKey resolves the alias itself: one call, not a listing of every
@@ -148,6 +151,9 @@ class GrantHandler(Handler):
 
     type = "aws:kms/grant:Grant"
     replace_on = ("keyId", "granteePrincipal", "operations", "constraints", "name", "retiringPrincipal")
+    # Found by listing the key's grants: only worth it after a crash (the intent
+    # says when), as for a tag scan.
+    find_by_tag = True
 
     def find(self, ctx: Context, d: Desired) -> str | None:
         kms, name = ctx.client("kms"), d.physical_name()
@@ -167,8 +173,10 @@ class GrantHandler(Handler):
             args["RetiringPrincipal"] = d.get("retiringPrincipal")
         kms = ctx.client("kms")
         grant_id = kms.create_grant(**args)["GrantId"]
-        key_id = kms.describe_key(KeyId=d.get("keyId"))["KeyMetadata"]["KeyId"]
-        return f"{key_id}:{grant_id}"
+        key = str(d.get("keyId"))
+        if ":key/" in key:  # a key ARN names its id
+            return f"{key.rsplit('/', 1)[-1]}:{grant_id}"
+        return f"{kms.describe_key(KeyId=key)['KeyMetadata']['KeyId']}:{grant_id}"
 
     def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
         return {"grantId": rid.split(":", 1)[1]}

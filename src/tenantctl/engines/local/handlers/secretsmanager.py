@@ -9,6 +9,7 @@ the same four steps the function runs on AWS."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from tenantctl.engines.local.handlers.base import (
@@ -52,6 +53,8 @@ class SecretHandler(Handler):
     type = "aws:secretsmanager/secret:Secret"
     replace_on = ("name", "namePrefix")
     read_defaults = {"description": ""}
+    # Taken by a live secret, or by one scheduled for deletion (find restores that one).
+    taken_codes = ("ResourceExistsException", "InvalidRequestException")
 
     def find(self, ctx: Context, d: Desired) -> str | None:
         return find_secret(ctx, d.physical_name())
@@ -103,7 +106,10 @@ class SecretRotationHandler(Handler):
         return {"rotationLambdaArn": got.get("RotationLambdaARN")}
 
     def make(self, ctx: Context, d: Desired) -> str:
-        return ctx.client("secretsmanager").describe_secret(SecretId=d.get("secretId"))["ARN"]
+        secret = str(d.get("secretId"))
+        if secret.startswith("arn:"):  # the id is the secret's ARN already: nothing to look up
+            return secret
+        return ctx.client("secretsmanager").describe_secret(SecretId=secret)["ARN"]
 
     def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
         sm = ctx.client("secretsmanager")
@@ -113,15 +119,21 @@ class SecretRotationHandler(Handler):
             rules["AutomaticallyAfterDays"] = as_int(days)
         if (d.get("rotationRules") or {}).get("scheduleExpression"):
             rules["ScheduleExpression"] = d.get("rotationRules")["scheduleExpression"]
+        token = str(uuid.uuid4())  # the id of the version RotateSecret adds: known, not looked up
         sm.rotate_secret(SecretId=rid, RotationLambdaARN=d.get("rotationLambdaArn"), RotationRules=rules,
-                         RotateImmediately=False)
+                         RotateImmediately=False, ClientRequestToken=token)
         # moto's RotateSecret leaves AWSPENDING on a copy of the current value
         # (AWS runs the function's testSecret step instead): take it off, so a
-        # pending version means a rotation in progress, as on AWS.
-        stages = sm.describe_secret(SecretId=rid).get("VersionIdsToStages", {})
-        for version, labels in stages.items():
-            if PENDING in labels and "AWSCURRENT" not in labels:
-                sm.update_secret_version_stage(SecretId=rid, VersionStage=PENDING, RemoveFromVersionId=version)
+        # pending version means a rotation in progress, as on AWS. (Older
+        # versions lost the label to this one.) Refused when the version did not
+        # get the label (none added, or made current at once): nothing to take off.
+        from botocore.exceptions import ClientError
+
+        try:
+            sm.update_secret_version_stage(SecretId=rid, VersionStage=PENDING, RemoveFromVersionId=token)
+        except ClientError as exc:
+            if error_code(exc) != "InvalidParameterException":
+                raise
         return {"rotationEnabled": True}
 
     def remove(self, ctx: Context, rid: str, d: Desired) -> None:

@@ -1,4 +1,5 @@
-"""SNS topics: CreateTopic is idempotent by name, so find and make are one call."""
+"""SNS topics: CreateTopic is idempotent by name, so find and make are one call,
+which also sets the attributes (a topic made by an earlier run gets them again in configure)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,11 @@ class TopicHandler(Handler):
     replace_on = ("name", "namePrefix", "fifoTopic")
 
     def make(self, ctx: Context, d: Desired) -> str:
-        return ctx.client("sns").create_topic(Name=d.physical_name(), Tags=d.tag_list())["TopicArn"]
+        attributes = {attr: str(d.get(key)) for key, attr in ATTRIBUTES.items() if d.get(key) is not None}
+        arn = ctx.client("sns").create_topic(Name=d.physical_name(), Tags=d.tag_list(),
+                                             Attributes=attributes)["TopicArn"]
+        d.known["attributes"] = True
+        return arn
 
     def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
         sns = ctx.client("sns")
@@ -30,7 +35,7 @@ class TopicHandler(Handler):
     def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
         sns = ctx.client("sns")
         for key, attr in ATTRIBUTES.items():
-            if d.get(key) is not None:
+            if d.get(key) is not None and not (olds is None and d.known.get("attributes")):
                 sns.set_topic_attributes(TopicArn=rid, AttributeName=attr, AttributeValue=str(d.get(key)))
         if olds is not None and d.tags():
             sns.tag_resource(ResourceArn=rid, Tags=d.tag_list())

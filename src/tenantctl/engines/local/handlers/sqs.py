@@ -48,6 +48,8 @@ class QueueHandler(Handler):
     type = "aws:sqs/queue:Queue"
     replace_on = ("name", "fifoQueue")
     read_defaults = {key: int(DEFAULTS[attr]) for key, attr in ATTRIBUTES.items() if attr in DEFAULTS}
+    # CreateQueue answers the existing queue's URL when the attributes match, else refuses.
+    taken_codes = ("QueueAlreadyExists", "QueueNameExists", "QueueDeletedRecently")
 
     def find(self, ctx: Context, d: Desired) -> str | None:
         found = read_or_none(lambda: ctx.client("sqs").get_queue_url(QueueName=d.physical_name()))
@@ -75,6 +77,7 @@ class QueueHandler(Handler):
             sqs.set_queue_attributes(QueueUrl=rid, Attributes={**DEFAULTS, **queue_attributes(d)})
             if d.tags():
                 sqs.tag_queue(QueueUrl=rid, Tags=d.tags())
+        # Read, not derived from the URL: the posture check's placement verdict reuses it (region, account).
         arn = sqs.get_queue_attributes(QueueUrl=rid, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         return {"arn": arn, "url": rid, "name": d.physical_name(), "tagsAll": d.tags()}
 

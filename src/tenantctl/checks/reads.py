@@ -1,0 +1,247 @@
+"""Where the AWS posture checks get a tenant resource's settings from.
+
+``LiveReads``: the live resources, each read once per check run (`tenantctl
+check` and every check that has no apply behind it).
+
+``AppliedReads``: after a provision, the settings the up itself just wrote or
+read live (its creates, updates and replacements, and with a refresh every
+resource the refresh read), as the engine recorded them (``UpResult.applied``);
+anything else is read live. The checks judge those settings exactly as they
+judge live ones: only where a value comes from changes. What an up does not
+establish is always read live: the role's inline and managed policy *lists*
+(a put writes one policy; it does not say there is no other) unless the up
+made the role itself, whatever the up left alone, and everything outside the tenant's own resources (the cell's
+bucket, network, database).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+KEY, ROLE, QUEUE = "aws:kms/key:Key", "aws:iam/role:Role", "aws:sqs/queue:Queue"
+ROLE_POLICY, ATTACHMENT = "aws:iam/rolePolicy:RolePolicy", "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
+SECRET, ROTATION, TOPIC = ("aws:secretsmanager/secret:Secret", "aws:secretsmanager/secretRotation:SecretRotation",
+                           "aws:sns/topic:Topic")
+
+
+def _tag_pairs(tags: dict[str, Any], key: str = "Key", value: str = "Value") -> list[dict[str, str]]:
+    return [{key: k, value: str(v)} for k, v in (tags or {}).items()]
+
+
+class LiveReads:
+    def __init__(self, record: Any, clients: Callable[..., Any]) -> None:
+        self.res = record.resources
+        self._client = lambda service: clients(service, region=record.region)
+        self._done: dict[tuple, Any] = {}
+
+    def _once(self, key: tuple, read: Callable[[], Any]) -> Any:
+        if key not in self._done:
+            self._done[key] = read()
+        return self._done[key]
+
+    @property
+    def role_name(self) -> str:
+        return self.res.role_arn.rsplit("/", 1)[-1]
+
+    # -- KMS -------------------------------------------------------------------
+    def key_metadata(self, key_id: str | None = None) -> dict[str, Any]:
+        key_id = key_id or self.res.kms_key_arn
+        return self._once(("key", key_id), lambda: self._client("kms").describe_key(KeyId=key_id)["KeyMetadata"])
+
+    def key_arn(self, key_id: str) -> str:
+        """The ARN of ``key_id`` (an id, alias or ARN, as services report it)."""
+        if key_id == self.res.kms_key_arn:  # the tenant key's own ARN names it: nothing to resolve
+            return key_id
+        return self.key_metadata(key_id)["Arn"]
+
+    def key_rotation(self) -> bool:
+        return self._once(("rotation",), lambda: self._client("kms").get_key_rotation_status(
+            KeyId=self.res.kms_key_arn)["KeyRotationEnabled"])
+
+    def key_policy(self) -> str:
+        return self._once(("key-policy",), lambda: self._client("kms").get_key_policy(
+            KeyId=self.res.kms_key_arn, PolicyName="default")["Policy"])
+
+    def key_tags(self) -> list[dict[str, str]]:
+        return self._once(("key-tags",), lambda: self._client("kms").list_resource_tags(
+            KeyId=self.res.kms_key_arn).get("Tags", []))
+
+    # -- SQS -------------------------------------------------------------------
+    def queue_attributes(self, url: str) -> dict[str, str]:
+        """KmsMasterKeyId and QueueArn."""
+        return self._once(("queue", url), lambda: self._client("sqs").get_queue_attributes(
+            QueueUrl=url, AttributeNames=["KmsMasterKeyId", "QueueArn"]).get("Attributes", {}))
+
+    def queue_tags(self, url: str) -> dict[str, str]:
+        return self._once(("queue-tags", url), lambda: self._client("sqs").list_queue_tags(
+            QueueUrl=url).get("Tags", {}))
+
+    # -- Secrets Manager, SNS --------------------------------------------------
+    def secret(self) -> dict[str, Any]:
+        """RotationEnabled, RotationRules, RotationLambdaARN, Tags."""
+        return self._once(("secret",), lambda: self._client("secretsmanager").describe_secret(
+            SecretId=self.res.store.secret_arn))
+
+    def topic_key(self, arn: str) -> str | None:
+        return self._once(("topic", arn), lambda: self._client("sns").get_topic_attributes(
+            TopicArn=arn)["Attributes"].get("KmsMasterKeyId"))
+
+    # -- IAM -------------------------------------------------------------------
+    def trust_policy(self) -> Any:
+        return self._once(("role",), lambda: self._client("iam").get_role(
+            RoleName=self.role_name)["Role"]["AssumeRolePolicyDocument"])
+
+    def role_tags(self) -> list[dict[str, str]]:
+        return self._once(("role-tags",), lambda: self._client("iam").list_role_tags(
+            RoleName=self.role_name).get("Tags", []))
+
+    def role_policy_names(self) -> list[str]:
+        return self._once(("role-policies",), lambda: self._client("iam").list_role_policies(
+            RoleName=self.role_name)["PolicyNames"])
+
+    def role_policy(self, name: str) -> Any:
+        return self._once(("role-policy", name), lambda: self._client("iam").get_role_policy(
+            RoleName=self.role_name, PolicyName=name)["PolicyDocument"])
+
+    def attached_policies(self) -> list[str]:
+        return self._once(("attached",), lambda: [p["PolicyArn"] for p in self._client(
+            "iam").list_attached_role_policies(RoleName=self.role_name)["AttachedPolicies"]])
+
+
+class AppliedReads(LiveReads):
+    """``applied``: the resources the up established (``UpResult.applied``), as (type, inputs, outputs)."""
+
+    def __init__(self, record: Any, clients: Callable[..., Any], applied: list[Any]) -> None:
+        super().__init__(record, clients)
+        self.applied = applied
+
+    def _find(self, typ: str, key: str, value: str, side: str = "outputs") -> dict[str, Any] | None:
+        """The established resource of ``typ`` whose ``side`` (inputs/outputs) has ``key`` == ``value``."""
+        for r in self.applied:
+            if r.type == typ and str(getattr(r, side).get(key)) == value:
+                return r
+        return None
+
+    def key_metadata(self, key_id: str | None = None) -> dict[str, Any]:
+        key = self._find(KEY, "arn", key_id or self.res.kms_key_arn)
+        if key is None or not key.inputs.get("isEnabled", True):
+            return super().key_metadata(key_id)
+        # Made or brought back to Enabled by this up (configure enables a disabled or pending-deletion key).
+        return {"Arn": key.outputs["arn"], "KeyId": key.outputs.get("keyId"), "KeyState": "Enabled"}
+
+    def key_rotation(self) -> bool:
+        key = self._find(KEY, "arn", self.res.kms_key_arn)
+        return bool(key.inputs.get("enableKeyRotation")) if key is not None else super().key_rotation()
+
+    def key_policy(self) -> str:
+        key = self._find(KEY, "arn", self.res.kms_key_arn)
+        return key.inputs["policy"] if key is not None and key.inputs.get("policy") else super().key_policy()
+
+    def key_tags(self) -> list[dict[str, str]]:
+        key = self._find(KEY, "arn", self.res.kms_key_arn)
+        return _tag_pairs(key.inputs.get("tags"), "TagKey", "TagValue") if key is not None else super().key_tags()
+
+    def queue_attributes(self, url: str) -> dict[str, str]:
+        queue = self._find(QUEUE, "url", url)
+        if queue is None:
+            return super().queue_attributes(url)
+        return {"QueueArn": queue.outputs["arn"], **({"KmsMasterKeyId": queue.inputs["kmsMasterKeyId"]}
+                                                     if queue.inputs.get("kmsMasterKeyId") else {})}
+
+    def queue_tags(self, url: str) -> dict[str, str]:
+        queue = self._find(QUEUE, "url", url)
+        return dict(queue.inputs.get("tags") or {}) if queue is not None else super().queue_tags(url)
+
+    def secret(self) -> dict[str, Any]:
+        arn = self.res.store.secret_arn
+        secret, rotation = self._find(SECRET, "arn", arn), self._find(ROTATION, "secretId", arn, "inputs")
+        if secret is None or rotation is None:
+            return super().secret()
+        days = (rotation.inputs.get("rotationRules") or {}).get("automaticallyAfterDays")
+        return {"ARN": arn, "Tags": _tag_pairs(secret.inputs.get("tags")), "RotationEnabled": True,
+                "RotationLambdaARN": rotation.inputs.get("rotationLambdaArn"),
+                "RotationRules": {"AutomaticallyAfterDays": int(days)} if days else {}}
+
+    def topic_key(self, arn: str) -> str | None:
+        topic = self._find(TOPIC, "arn", arn)
+        return topic.inputs.get("kmsMasterKeyId") if topic is not None else super().topic_key(arn)
+
+    def trust_policy(self) -> Any:
+        role = self._find(ROLE, "arn", self.res.role_arn)
+        return role.inputs["assumeRolePolicy"] if role is not None else super().trust_policy()
+
+    def role_tags(self) -> list[dict[str, str]]:
+        role = self._find(ROLE, "arn", self.res.role_arn)
+        return _tag_pairs(role.inputs.get("tags")) if role is not None else super().role_tags()
+
+    def _made_role(self) -> bool:
+        role = self._find(ROLE, "arn", self.res.role_arn)
+        return role is not None and role.made
+
+    def role_policy_names(self) -> list[str]:
+        if not self._made_role():  # a put says nothing of policies already there: listed live
+            return super().role_policy_names()
+        # A role this up made holds exactly the inline policies the up put on it.
+        return [str(r.outputs.get("name")) for r in self.applied
+                if r.type == ROLE_POLICY and r.inputs.get("role") == self.role_name]
+
+    def attached_policies(self) -> list[str]:
+        if not self._made_role():
+            return super().attached_policies()
+        return [str(r.inputs.get("policyArn")) for r in self.applied
+                if r.type == ATTACHMENT and r.inputs.get("role") == self.role_name]
+
+    def role_policy(self, name: str) -> Any:
+        put = self._find(ROLE_POLICY, "name", name)
+        if put is None or put.inputs.get("role") != self.role_name:
+            return super().role_policy(name)
+        return put.inputs["policy"]
+
+
+# The cell's shared resources (bucket, network, database) as a pooled tenant's
+# post-provision check reads them: the same read with the same arguments within
+# CELL_READ_TTL seconds in this process is answered from its last live answer.
+# Provisioning N tenants of a cell in a row then reads them once, not N times.
+# Only the post-provision check of a pooled tenant uses it (the up changed none
+# of them); `tenantctl check` always reads live.
+CELL_READ_TTL = 60.0
+CELL_SERVICES = ("s3", "ec2", "rds")
+_cell_reads: dict[tuple, tuple[float, Any, Exception | None]] = {}
+
+
+class _MemoClient:
+    def __init__(self, client: Any, scope: tuple) -> None:
+        self._client, self._scope = client, scope
+
+    def __getattr__(self, op: str) -> Any:
+        import json
+        import time
+
+        call = getattr(self._client, op)
+
+        def memo(**kwargs: Any) -> Any:
+            key = (*self._scope, op, json.dumps(kwargs, sort_keys=True, default=str))
+            hit = _cell_reads.get(key)
+            if hit is None or time.monotonic() - hit[0] >= CELL_READ_TTL:
+                from botocore.exceptions import ClientError
+
+                try:
+                    hit = (time.monotonic(), call(**kwargs), None)
+                except ClientError as exc:  # an answer too ("no bucket policy"): the checks read its code
+                    hit = (time.monotonic(), None, exc)
+                _cell_reads[key] = hit
+            if hit[2] is not None:
+                raise hit[2]
+            return hit[1]
+
+        return memo
+
+
+def cell_reads_memoized(clients: Callable[..., Any], scope: tuple) -> Callable[..., Any]:
+    """``clients`` whose s3 / ec2 / rds reads are memoized (``scope``: the cell's account and region)."""
+    def client(service: str, **kwargs: Any) -> Any:
+        made = clients(service, **kwargs)
+        return _MemoClient(made, (*scope, service, kwargs.get("region"))) if service in CELL_SERVICES else made
+
+    return client
