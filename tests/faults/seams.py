@@ -7,8 +7,9 @@ package keeps anyway, so the shipped code holds no hook at all.
   the next ``StateFile.save`` on that thread records it (the ``recorded``
   point): the engine writes what a call returned with its next intent or mark,
   or at the end of the run (maybe on another thread), so one save of a
-  stack's state records every call on that stack since its last save (each
-  counts). A save with no call before it records nothing.
+  stack's state (or, ending a destroy, its removal) records every call on
+  that stack since its last save (each counts). A save with no call before it
+  records nothing.
 - registry steps: ``RegistryWriter.acquire`` returned (``provision:reserved``),
   ``mark_active`` about to run (``provision:applied``), ``lock_for`` returned
   with status ``deprovisioning`` (``deprovision:marked``), ``mark_deprovisioned``
@@ -65,10 +66,8 @@ def arm(environ: Mapping[str, str] | None = None, faults: Faults | None = None) 
 
 
 def _arm_writes(faults: Faults, patches: _Patches) -> None:
-    from tenantctl.engines.local.handlers import HANDLERS
+    from tenantctl.engines.local.handlers import HANDLERS, Desired
     from tenantctl.engines.local.state import StateFile
-
-    from tenantctl.engines.local.handlers import Desired
 
     # Handler calls returned per stack since its state's last save. Per stack, not per thread: the program's
     # resources run on Pulumi's executor threads, and the save that records a call may run on another.
@@ -92,18 +91,21 @@ def _arm_writes(faults: Faults, patches: _Patches) -> None:
         for name in ("create", "update", "delete"):
             patches.set(handler, name, sandbox_call(getattr(handler, name)))
 
-    save = StateFile.save
+    def recording(write: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(write)
+        def recorded(self: StateFile, *args: Any, **kwargs: Any) -> Any:
+            with lock:
+                count = pending.pop(self.stack, 0)
+            result = write(self, *args, **kwargs)
+            for _ in range(count):
+                faults.recorded()
+            return result
 
-    @functools.wraps(save)
-    def recording_save(self: StateFile, *args: Any, **kwargs: Any) -> Any:
-        with lock:
-            count = pending.pop(self.stack, 0)
-        result = save(self, *args, **kwargs)
-        for _ in range(count):
-            faults.recorded()
-        return result
+        return recorded
 
-    patches.set(StateFile, "save", recording_save)
+    # A destroy's last deletes are recorded by removing the state file itself.
+    for name in ("save", "delete"):
+        patches.set(StateFile, name, recording(getattr(StateFile, name)))
 
 
 def _arm_steps(faults: Faults, patches: _Patches) -> None:
