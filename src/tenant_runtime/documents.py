@@ -566,8 +566,9 @@ class DocumentOperations:
             raise InvalidRequest("query has no searchable words")
         qgrams = analyzer.query_grams(query) if fuzzy else []
         summaries = bool(include_summaries)
-        fingerprint = hashlib.sha256(json.dumps([query, filters, fuzzy, summaries],
-                                                sort_keys=True).encode()).hexdigest()[:16]
+        # Summaries are in the fingerprint only when asked: a documents-only cursor stays what it was.
+        bound = [query, filters, fuzzy, *(["summaries"] if summaries else [])]
+        fingerprint = hashlib.sha256(json.dumps(bound, sort_keys=True).encode()).hexdigest()[:16]
         after_score, after_doc, after_kind = None, "", ""
         if cursor:
             data = _decode(cursor, ctx.tenant_id, ("q", "s", "d"), "search")

@@ -310,6 +310,8 @@ def test_summaries_are_searched_only_when_asked_and_only_the_tenants_own(runtime
     rest = runtime.store.search(a, "wombats burrows", include_summaries=True, cursor=both.next_cursor)
     assert both.total == 2 and {(h.kind, h.doc_id) for h in both.hits + rest.hits} == {
         ("document", "wombat-doc"), ("summary", "conv-wombat")}
+    with pytest.raises(InvalidRequest, match="another query"):  # a cursor is bound to the sources too
+        runtime.store.search(a, "wombats burrows", cursor=both.next_cursor)
     [summary] = [h for h in both.hits + rest.hits if h.kind == "summary"]
     assert summary.snippet.startswith(a.tenant_id) and summary.title == ""
     assert runtime.store.get_summary(a, "conv-wombat").text.startswith(a.tenant_id)
