@@ -37,7 +37,7 @@ import psycopg
 from tenant_runtime.auth import Addressed, JWTSettings, TenantResolver
 from tenant_runtime.blocking import WouldBlock, blocking_allowed, inline
 from tenant_runtime.context import TenantContext, verified
-from tenant_runtime.documents import Document, DocumentPage, ReindexResult, SearchResult
+from tenant_runtime.documents import Document, DocumentPage, ReindexResult, SearchResult, Summary
 from tenant_runtime.gateway import Gateway, PoolBase
 from tenant_runtime.jobs import Job, JobMessage
 from tenant_runtime.objects import PresignedUpload
@@ -172,8 +172,8 @@ class AsyncContextStore(StoreOperations):
 
     def __init__(self, envelope: Any, logins: TenantLogins, offload: Offloader,
                  gateway: AsyncSharedPool | None = None, statement_timeout: float | None = None,
-                 waker: Any | None = None) -> None:
-        self.envelope, self.logins, self.offload = envelope, logins, offload
+                 waker: Any | None = None, objects: Any | None = None) -> None:
+        self.envelope, self.logins, self.offload, self.objects = envelope, logins, offload, objects
         self.gateway, self.statement_timeout, self.waker = gateway, statement_timeout, waker
 
     @asynccontextmanager
@@ -224,8 +224,13 @@ class AsyncContextStore(StoreOperations):
     async def _run(self, ctx: TenantContext, operation: Operation) -> Any:
         done, step = advance(operation, None)
         while not done:
-            done, step = advance(operation, await (self.offload.call(step.fn, *step.args)
-                                                   if isinstance(step, Compute) else self._statement(ctx, step)))
+            try:
+                result = await (self.offload.call(step.fn, *step.args) if isinstance(step, Compute)
+                                else self._statement(ctx, step))
+            except Exception as exc:  # noqa: BLE001 - raised inside the operation (see ContextStore._run)
+                done, step = advance(operation, None, exc)
+            else:
+                done, step = advance(operation, result)
         return step
 
     async def _statement(self, ctx: TenantContext, step: Statement) -> Any:
@@ -245,7 +250,7 @@ class AsyncContextStore(StoreOperations):
 
     async def append(self, ctx: TenantContext, conversation_id: str, role: str, content: str,
                      metadata: dict[str, Any] | None = None) -> Message:
-        with moved_store(ctx.tenant_id):
+        with moved_store(verified(ctx).tenant_id):
             return await self._run(ctx, self._append(ctx, conversation_id, role, content, metadata))
 
     async def history(self, ctx: TenantContext, conversation_id: str, limit: int = 50,
@@ -257,12 +262,17 @@ class AsyncContextStore(StoreOperations):
         return await self._run(ctx, self._list_conversations(ctx, limit, cursor))
 
     async def delete_conversation(self, ctx: TenantContext, conversation_id: str) -> bool:
-        with moved_store(ctx.tenant_id):
+        with moved_store(verified(ctx).tenant_id):
             return await self._run(ctx, self._delete_conversation(ctx, conversation_id))
 
     async def put_document(self, ctx: TenantContext, doc_id: str, title: str, body: str,
                            metadata: dict[str, Any] | None = None, source: str | None = None) -> Document:
         return await self._run(ctx, self._put_document(ctx, doc_id, title, body, metadata, source))
+
+    async def put_document_from_upload(self, ctx: TenantContext, doc_id: str, title: str, key: str,
+                                       metadata: dict[str, Any] | None = None,
+                                       source: str | None = None) -> Document:
+        return await self._run(ctx, self._put_document_from_upload(ctx, doc_id, title, key, metadata, source))
 
     async def get_document(self, ctx: TenantContext, doc_id: str) -> Document | None:
         return await self._run(ctx, self._get_document(ctx, doc_id))
@@ -275,8 +285,15 @@ class AsyncContextStore(StoreOperations):
 
     async def search(self, ctx: TenantContext, query: str, *, filters: dict[str, Any] | None = None,
                      facets: list[str] | None = None, limit: int = 10, offset: int = 0, cursor: str | None = None,
-                     fuzzy: bool = False) -> SearchResult:
-        return await self._run(ctx, self._search(ctx, query, filters, facets, limit, offset, cursor, fuzzy))
+                     fuzzy: bool = False, include_summaries: bool = False) -> SearchResult:
+        return await self._run(ctx, self._search(ctx, query, filters, facets, limit, offset, cursor, fuzzy,
+                                                 include_summaries))
+
+    async def put_summary(self, ctx: TenantContext, conversation_id: str, text: str) -> Summary:
+        return await self._run(ctx, self._put_summary(ctx, conversation_id, text))
+
+    async def get_summary(self, ctx: TenantContext, conversation_id: str) -> Summary | None:
+        return await self._run(ctx, self._get_summary(ctx, conversation_id))
 
     async def suggest(self, ctx: TenantContext, prefix: str, limit: int = 10) -> list[str]:
         return await self._run(ctx, self._suggest(ctx, prefix, limit))
@@ -342,7 +359,7 @@ class AsyncTenantRuntime:
                                  self.offload) if gateway else None
         logins = TenantLogins(lambda ctx: self.clients.client(ctx, "secretsmanager"))
         self.store = AsyncContextStore(self.envelope, logins, self.offload, shared, self.sync.store.statement_timeout,
-                                       self.sync.waker)
+                                       self.sync.waker, self.sync.objects)
         self.objects = AsyncObjectAccess(self.sync.objects, self.offload)
         self.jobs = AsyncJobQueue(self.sync.jobs, self.offload)
 

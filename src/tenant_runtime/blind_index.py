@@ -40,6 +40,10 @@ def document_scope(doc_id: str) -> str:
     return "\x00document:" + doc_id
 
 
+def summary_scope(conversation_id: str) -> str:
+    return "\x00summary:" + conversation_id
+
+
 def new_search_key() -> bytes:
     return os.urandom(KEY_BYTES)
 

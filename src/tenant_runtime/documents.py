@@ -9,6 +9,18 @@ BM25 computed in SQL over those rows (document frequency = posting-list size,
 document lengths from ``documents.length``). A write updates the document and
 its postings in one statement, so one transaction.
 
+Large bodies (over ``LARGE_BODY`` bytes) live in the tenant's S3 prefix
+(``tenant_runtime.objects``: SSE-KMS under the tenant's key): the sealed row
+keeps the title, the body's beginning (for highlights) and a pointer (key
+relative to the prefix, size, SHA-256); ``get_document`` fetches and checks
+the body, ``delete_document`` deletes the object, the index is built from the
+whole body. ``put_document_from_upload`` makes a document of an object
+uploaded through ``presign_upload``.
+
+Conversation summaries (``summaries``, ``summary_postings``) are indexed under
+the same search key; ``search(include_summaries=True)`` ranks them with the
+documents, each hit saying its ``kind``.
+
 Operations are written once as step generators (``tenant_runtime.store``) and
 mixed into both drivers (``ContextStore``, ``AsyncContextStore``).
 
@@ -23,9 +35,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Literal
 
 from psycopg import sql
 from psycopg.types.json import Jsonb
@@ -33,17 +46,21 @@ from pydantic import BaseModel
 
 from tenant_runtime import analyzer
 from tenant_runtime import cursor as cursor_codec
-from tenant_runtime.blind_index import SEARCH_KEY_SCOPE, blind, document_scope, new_search_key
+from tenant_runtime.blind_index import SEARCH_KEY_SCOPE, blind, document_scope, new_search_key, summary_scope
 from tenant_runtime.cache import TTLCache
 from tenant_runtime.context import TenantContext, check_writable, verified
-from tenant_runtime.errors import InvalidRequest, StoreUnavailable, TenantMismatch
+from tenant_runtime.errors import DecryptionFailed, InvalidRequest, StoreUnavailable, TenantMismatch
 
 # The tables (templates/tenant_schema.sql.j2 creates them; tenant_runtime.store lists them in TABLES).
 DOCUMENTS = "documents"
 SEARCH_KEYS = "search_keys"
 SEARCH_POSTINGS = "search_postings"
 SEARCH_VOCAB = "search_vocab"
-MAX_DOCUMENT = 1 << 20  # title + body, bytes of UTF-8
+SUMMARIES = "summaries"
+SUMMARY_POSTINGS = "summary_postings"
+MAX_DOCUMENT = 1 << 20  # the sealed row's JSON (title + body, or title + beginning + pointer), bytes
+LARGE_BODY = 256 << 10  # bodies above this many bytes of UTF-8 go to S3
+MAX_BODY = 8 << 20  # an S3 body: read whole to index it
 MAX_DOC_METADATA = 64 << 10
 MAX_RESULTS = 100
 MAX_QUERY = 1_000
@@ -65,6 +82,14 @@ class Document(BaseModel):
     source: str | None
     created_at: datetime
     updated_at: datetime
+    body_key: str | None = None  # the S3 key of a large body (presign_download gives it to a browser)
+
+
+class Summary(BaseModel):
+    conversation_id: str
+    text: str
+    created_at: datetime
+    updated_at: datetime
 
 
 class DocumentSummary(BaseModel):
@@ -81,7 +106,8 @@ class DocumentPage(BaseModel):
 
 
 class SearchHit(BaseModel):
-    doc_id: str
+    doc_id: str  # a summary's: its conversation id
+    kind: Literal["document", "summary"] = "document"
     score: float
     title: str
     snippet: str  # part of the body around the first match
@@ -100,11 +126,52 @@ class SearchResult(BaseModel):
 class ReindexResult(BaseModel):
     key_version: int
     documents: int
+    summaries: int = 0
 
 
-def _check_id(doc_id: str) -> None:
-    if not isinstance(doc_id, str) or not 1 <= len(doc_id) <= 200:
-        raise InvalidRequest("doc_id must be 1..200 characters")
+@dataclass(frozen=True)
+class _Source:
+    """What the index covers: a table of sealed items and its postings."""
+
+    kind: str
+    table: str
+    id_column: str
+    postings: str
+    scope: Callable[[str], str]
+
+
+DOCUMENT_SOURCE = _Source("document", DOCUMENTS, "doc_id", SEARCH_POSTINGS, document_scope)
+SUMMARY_SOURCE = _Source("summary", SUMMARIES, "conversation_id", SUMMARY_POSTINGS, summary_scope)
+SOURCES = (DOCUMENT_SOURCE, SUMMARY_SOURCE)
+
+
+def _check_id(value: str, what: str = "doc_id") -> None:
+    if not isinstance(value, str) or not 1 <= len(value) <= 200:
+        raise InvalidRequest(f"{what} must be 1..200 characters")
+
+
+def _check_fields(title: str, metadata: dict[str, Any] | None, source: str | None) -> dict[str, Any]:
+    """The document's metadata ({} for None) once title, metadata and source are valid."""
+    if not isinstance(title, str):
+        raise InvalidRequest("title must be a string")
+    meta = metadata or {}
+    if not isinstance(meta, dict):
+        raise InvalidRequest("metadata must be a JSON object")
+    _json_size(meta, "metadata", MAX_DOC_METADATA)
+    if source is not None and (not isinstance(source, str) or len(source) > 2_000):
+        raise InvalidRequest("source must be a link of at most 2000 characters")
+    return meta
+
+
+def _pointer(rel: str, data: bytes) -> dict[str, Any]:
+    return {"key": rel, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _sealable(content: dict[str, Any], what: str) -> bytes:
+    data = json.dumps(content).encode()
+    if len(data) > MAX_DOCUMENT:
+        raise InvalidRequest(f"{what} is {len(data)} bytes; the limit is {MAX_DOCUMENT}")
+    return data
 
 
 def _json_size(value: Any, what: str, limit: int) -> None:
@@ -151,6 +218,7 @@ class DocumentOperations:
     """Documents and search as store operations (mixed into the store drivers)."""
 
     envelope: Any
+    objects: Any = None  # tenant_runtime.objects.ObjectAccess: large bodies
     _table: Callable[[TenantContext, str], sql.Composed]
 
     # -- the search key ---------------------------------------------------------
@@ -198,11 +266,11 @@ class DocumentOperations:
     # -- writing ---------------------------------------------------------------------
 
     def _index_write(self, ctx: TenantContext, head: sql.Composable, params: dict[str, Any], version: int,
-                     key: bytes, analysed: analyzer.Analysed) -> Any:
-        """One statement: ``head`` (a CTE named ``d`` writing the document row,
-        returning doc_id), then the document's postings replaced by its terms
-        under key ``version`` and its words added to the vocabulary; returns
-        the rows of ``d``."""
+                     key: bytes, analysed: analyzer.Analysed, postings: str = SEARCH_POSTINGS) -> Any:
+        """One statement: ``head`` (a CTE named ``d`` writing the item's row,
+        returning its id as doc_id), then the item's ``postings`` replaced by
+        its terms under key ``version`` and its words added to the vocabulary;
+        returns the rows of ``d``."""
         counts = analysed.counts
         pairs = sorted(analysed.vocabulary)
         hashed = {t: blind(key, t) for t in {*counts, *(g for g, _ in pairs), *(w for _, w in pairs)}}
@@ -217,59 +285,138 @@ class DocumentOperations:
             "voc AS (INSERT INTO {vocab} (tenant_id, key_version, gram, term) "
             "  SELECT DISTINCT %(t)s, %(v)s, u.gram, u.term FROM d, unnest(%(grams)b::bytea[], %(words)b::bytea[]) "
             "  AS u(gram, term) ON CONFLICT DO NOTHING) "
-            "SELECT * FROM d").format(head=head, post=self._table(ctx, SEARCH_POSTINGS),
+            "SELECT * FROM d").format(head=head, post=self._table(ctx, postings),
                                       vocab=self._table(ctx, SEARCH_VOCAB))
         rows = yield self._statement_step(query, {
             **params, "t": ctx.tenant_id, "v": version, "terms": terms, "tfs": list(counts.values()),
             "grams": [hashed[g] for g, _ in pairs], "words": [hashed[w] for _, w in pairs]}, "all")
         return rows
 
+    def _keyed_write(self, ctx: TenantContext, head: sql.Composable, params: dict[str, Any],
+                     analysed: analyzer.Analysed, postings: str) -> Any:
+        """``_index_write`` under the newest search key; ``head`` writes only
+        while ``%(v)s`` is still the newest (a key made since, by a reindex,
+        sends it round again)."""
+        for _ in range(3):
+            version, key = (yield from self._search_keys(ctx, create=True))[-1]
+            rows = yield from self._index_write(ctx, head, params, version, key, analysed, postings)
+            if rows:
+                return rows
+            self._forget_keys(ctx)
+        raise StoreUnavailable(f"search key of tenant {ctx.tenant_id!r} kept changing: retry")
+
+    def _objects(self) -> Any:
+        if self.objects is None:
+            raise InvalidRequest(f"bodies over {LARGE_BODY} bytes need object storage: build the store with objects")
+        return self.objects
+
     def _put_document(self, ctx: TenantContext, doc_id: str, title: str, body: str,
                       metadata: dict[str, Any] | None, source: str | None) -> Any:
         ctx = verified(ctx)
         check_writable(ctx)
         _check_id(doc_id)
-        if not isinstance(title, str) or not isinstance(body, str):
-            raise InvalidRequest("title and body must be strings")
-        content = json.dumps({"title": title, "body": body}).encode()
-        if len(content) > MAX_DOCUMENT:
-            raise InvalidRequest(f"document is {len(content)} bytes; the limit is {MAX_DOCUMENT}")
-        meta = metadata or {}
-        if not isinstance(meta, dict):
-            raise InvalidRequest("metadata must be a JSON object")
-        _json_size(meta, "metadata", MAX_DOC_METADATA)
-        if source is not None and (not isinstance(source, str) or len(source) > 2_000):
-            raise InvalidRequest("source must be a link of at most 2000 characters")
+        meta = _check_fields(title, metadata, source)
+        if not isinstance(body, str):
+            raise InvalidRequest("body must be a string")
+        data = body.encode()
+        if len(data) <= LARGE_BODY:
+            return (yield from self._write_document(ctx, doc_id, title, body, meta, source, None))
+        if len(data) > MAX_BODY:
+            raise InvalidRequest(f"body is {len(data)} bytes; the limit is {MAX_BODY}")
+        objects = self._objects()
+        rel = yield self._compute_step(objects.put_body, ctx, data)
+        try:
+            return (yield from self._write_document(ctx, doc_id, title, body, meta, source, _pointer(rel, data)))
+        except Exception:  # the row was not written: neither is the object
+            yield self._compute_step(objects.delete_body, ctx, rel)
+            raise
+
+    def _put_document_from_upload(self, ctx: TenantContext, doc_id: str, title: str, key: str,
+                                  metadata: dict[str, Any] | None, source: str | None) -> Any:
+        """A document whose body is an object uploaded through
+        ``presign_upload`` (UTF-8 text, SSE-KMS under the tenant's key): read
+        once to index it; the row keeps the pointer and owns the object."""
+        ctx = verified(ctx)
+        check_writable(ctx)
+        _check_id(doc_id)
+        meta = _check_fields(title, metadata, source)
+        objects = self._objects()
+        rel = objects.upload_key(ctx, key)  # another tenant's key: TenantMismatch, before any S3 call
+        owner = yield self._statement_step(
+            sql.SQL("SELECT doc_id FROM {} WHERE tenant_id = %s AND body_key = %s AND doc_id <> %s").format(
+                self._table(ctx, DOCUMENTS)), (ctx.tenant_id, rel, doc_id), "one")
+        if owner is not None:
+            raise InvalidRequest(f"{key!r} is already the body of document {owner[0]!r}")
+        data = yield self._compute_step(objects.read_body, ctx, rel, MAX_BODY)
+        try:
+            body = data.decode()
+        except UnicodeDecodeError:
+            raise InvalidRequest(f"{key!r} is not UTF-8 text") from None
+        return (yield from self._write_document(ctx, doc_id, title, body, meta, source, _pointer(rel, data)))
+
+    def _write_document(self, ctx: TenantContext, doc_id: str, title: str, body: str, meta: dict[str, Any],
+                        source: str | None, pointer: dict[str, Any] | None) -> Any:
+        """The row (the body inline, or its beginning and ``pointer``) and its
+        postings in one statement; the object of a replaced body goes after."""
+        sealed_body = {"body": body} if pointer is None else {"body": body[:HIGHLIGHT_SCAN], "s3": pointer}
+        content = _sealable({"title": title, **sealed_body}, "document")
         analysed = analyzer.index_terms(title, body)
         sealed = yield self._compute_step(self.envelope.encrypt, ctx, document_scope(doc_id), content)
-        # Written under the newest key only: a key made since (a reindex) sends it round again.
+        docs = self._table(ctx, DOCUMENTS)
         head = sql.SQL(
-            "INSERT INTO {docs} (tenant_id, doc_id, content, metadata, source, length, key_version) "
-            "SELECT %(t)s, %(d)s, %(c)s, %(m)s, %(s)s, %(n)s, %(v)s WHERE %(v)s = "
+            "INSERT INTO {docs} (tenant_id, doc_id, content, metadata, source, length, key_version, body_key) "
+            "SELECT %(t)s, %(d)s, %(c)s, %(m)s, %(s)s, %(n)s, %(v)s, %(k)s WHERE %(v)s = "
             "(SELECT max(version) FROM {keys} WHERE tenant_id = %(t)s) "
             "ON CONFLICT (tenant_id, doc_id) DO UPDATE "
             "SET content = EXCLUDED.content, metadata = EXCLUDED.metadata, source = EXCLUDED.source, "
-            "length = EXCLUDED.length, key_version = EXCLUDED.key_version, updated_at = now() "
-            "RETURNING doc_id, created_at, updated_at").format(docs=self._table(ctx, DOCUMENTS),
-                                                               keys=self._table(ctx, SEARCH_KEYS))
-        for _ in range(3):
-            version, key = (yield from self._search_keys(ctx, create=True))[-1]
-            rows = yield from self._index_write(ctx, head, {"d": doc_id, "c": sealed, "m": Jsonb(meta),
-                                                            "s": source, "n": analysed.length}, version, key,
-                                                analysed)
-            if rows:
-                break
-            self._forget_keys(ctx)
-        else:
-            raise StoreUnavailable(f"search key of tenant {ctx.tenant_id!r} kept changing: retry")
-        _, created, updated = rows[0]
+            "length = EXCLUDED.length, key_version = EXCLUDED.key_version, body_key = EXCLUDED.body_key, "
+            "updated_at = now() "
+            # The statement's snapshot: the body key before this write.
+            "RETURNING doc_id, created_at, updated_at, "
+            "(SELECT o.body_key FROM {docs} o WHERE o.tenant_id = %(t)s AND o.doc_id = %(d)s)").format(
+            docs=docs, keys=self._table(ctx, SEARCH_KEYS))
+        new_key = pointer["key"] if pointer else None
+        rows = yield from self._keyed_write(ctx, head, {"d": doc_id, "c": sealed, "m": Jsonb(meta), "s": source,
+                                                        "n": analysed.length, "k": new_key}, analysed,
+                                            SEARCH_POSTINGS)
+        _, created, updated, old_key = rows[0]
+        if old_key and old_key != new_key:
+            yield self._compute_step(self._objects().delete_body, ctx, old_key)
         return Document(doc_id=doc_id, title=title, body=body, metadata=meta, source=source,
-                        created_at=created, updated_at=updated)
+                        created_at=created, updated_at=updated,
+                        body_key=ctx.resources.prefix + new_key if new_key else None)
+
+    def _put_summary(self, ctx: TenantContext, conversation_id: str, text: str) -> Any:
+        ctx = verified(ctx)
+        check_writable(ctx)
+        _check_id(conversation_id, "conversation_id")
+        if not isinstance(text, str) or not text:
+            raise InvalidRequest("summary must be a non-empty string")
+        content = _sealable({"body": text}, "summary")
+        analysed = analyzer.index_terms("", text)
+        sealed = yield self._compute_step(self.envelope.encrypt, ctx, summary_scope(conversation_id), content)
+        found = yield self._statement_step(
+            sql.SQL("SELECT 1 FROM {} WHERE tenant_id = %s AND conversation_id = %s").format(
+                self._table(ctx, "conversations")), (ctx.tenant_id, conversation_id), "one")
+        if found is None:
+            raise InvalidRequest(f"no conversation {conversation_id!r} to summarise")
+        head = sql.SQL(
+            "INSERT INTO {sums} (tenant_id, conversation_id, content, length, key_version) "
+            "SELECT %(t)s, %(d)s, %(c)s, %(n)s, %(v)s WHERE %(v)s = "
+            "(SELECT max(version) FROM {keys} WHERE tenant_id = %(t)s) "
+            "ON CONFLICT (tenant_id, conversation_id) DO UPDATE "
+            "SET content = EXCLUDED.content, length = EXCLUDED.length, key_version = EXCLUDED.key_version, "
+            "updated_at = now() RETURNING conversation_id AS doc_id, created_at, updated_at").format(
+            sums=self._table(ctx, SUMMARIES), keys=self._table(ctx, SEARCH_KEYS))
+        rows = yield from self._keyed_write(ctx, head, {"d": conversation_id, "c": sealed, "n": analysed.length},
+                                            analysed, SUMMARY_POSTINGS)
+        _, created, updated = rows[0]
+        return Summary(conversation_id=conversation_id, text=text, created_at=created, updated_at=updated)
 
     def _reindex(self, ctx: TenantContext) -> Any:
-        """A new search key; every document re-hashed under it (batches, each
-        one statement per document, a document changed meanwhile is left to
-        its writer, who already used the new key); then the old keys go."""
+        """A new search key; every document and summary re-hashed under it
+        (batches, each one statement per item, an item changed meanwhile is
+        left to its writer, who already used the new key); then the old keys go."""
         ctx = verified(ctx)
         check_writable(ctx)
         self._forget_keys(ctx)
@@ -280,45 +427,67 @@ class DocumentOperations:
             sql.SQL("INSERT INTO {} (tenant_id, version, sealed) VALUES (%s, %s, %s)").format(
                 self._table(ctx, SEARCH_KEYS)), (ctx.tenant_id, version, sealed), "rowcount")
         key = yield self._compute_step(self.envelope.decrypt, ctx, SEARCH_KEY_SCOPE, sealed)
-        docs = self._table(ctx, DOCUMENTS)
-        done, after = 0, ""
-        head = sql.SQL("UPDATE {docs} SET key_version = %(v)s, length = %(n)s WHERE tenant_id = %(t)s "
-                       "AND doc_id = %(d)s AND content = %(c)s RETURNING doc_id").format(docs=docs)
-        while True:
-            rows = yield self._statement_step(
-                sql.SQL("SELECT doc_id, content FROM {} WHERE tenant_id = %s AND doc_id > %s AND key_version < %s "
-                        "ORDER BY doc_id LIMIT %s").format(docs), (ctx.tenant_id, after, version, REINDEX_BATCH),
-                "all")
-            if not rows:
-                break
-            opened = yield self._compute_step(self._open_documents, ctx, [(r[0], bytes(r[1])) for r in rows])
-            for (doc_id, blob), (title, body) in zip(rows, opened, strict=True):
-                analysed = analyzer.index_terms(title, body)
-                written = yield from self._index_write(ctx, head, {"d": doc_id, "c": blob, "n": analysed.length},
-                                                       version, key, analysed)
-                done += len(written)
-            after = rows[-1][0]
+        done = {}
+        for src in SOURCES:
+            done[src.kind] = yield from self._reindex_source(ctx, src, version, key)
         yield self._statement_step(
             sql.SQL("DELETE FROM {keys} k WHERE tenant_id = %s AND version < %s AND NOT EXISTS "
-                    "(SELECT 1 FROM {docs} d WHERE d.tenant_id = k.tenant_id AND d.key_version = k.version)").format(
-                keys=self._table(ctx, SEARCH_KEYS), docs=docs), (ctx.tenant_id, version), "rowcount")
-        # The vocabulary of keys gone goes too (the new one was rebuilt from the documents).
+                    "(SELECT 1 FROM {docs} d WHERE d.tenant_id = k.tenant_id AND d.key_version = k.version) "
+                    "AND NOT EXISTS (SELECT 1 FROM {sums} s WHERE s.tenant_id = k.tenant_id "
+                    "AND s.key_version = k.version)").format(
+                keys=self._table(ctx, SEARCH_KEYS), docs=self._table(ctx, DOCUMENTS),
+                sums=self._table(ctx, SUMMARIES)), (ctx.tenant_id, version), "rowcount")
+        # The vocabulary of keys gone goes too (the new one was rebuilt from the items).
         yield self._statement_step(
             sql.SQL("DELETE FROM {vocab} v WHERE tenant_id = %s AND NOT EXISTS "
                     "(SELECT 1 FROM {keys} k WHERE k.tenant_id = v.tenant_id AND k.version = v.key_version)").format(
                 vocab=self._table(ctx, SEARCH_VOCAB), keys=self._table(ctx, SEARCH_KEYS)), (ctx.tenant_id,),
             "rowcount")
         self._forget_keys(ctx)
-        return ReindexResult(key_version=version, documents=done)
+        return ReindexResult(key_version=version, documents=done["document"], summaries=done["summary"])
+
+    def _reindex_source(self, ctx: TenantContext, src: _Source, version: int, key: bytes) -> Any:
+        table, ident = self._table(ctx, src.table), sql.Identifier(src.id_column)
+        head = sql.SQL("UPDATE {table} SET key_version = %(v)s, length = %(n)s WHERE tenant_id = %(t)s "
+                       "AND {id} = %(d)s AND content = %(c)s RETURNING {id} AS doc_id").format(table=table, id=ident)
+        done, after = 0, ""
+        while True:
+            rows = yield self._statement_step(
+                sql.SQL("SELECT {id}, content FROM {table} WHERE tenant_id = %s AND {id} > %s AND key_version < %s "
+                        "ORDER BY {id} LIMIT %s").format(id=ident, table=table),
+                (ctx.tenant_id, after, version, REINDEX_BATCH), "all")
+            if not rows:
+                return done
+            opened = yield self._compute_step(self._open_contents, ctx, [(src.scope(r[0]), bytes(r[1])) for r in rows])
+            for (item_id, blob), data in zip(rows, opened, strict=True):
+                body = yield from self._whole_body(ctx, data)
+                analysed = analyzer.index_terms(data.get("title", ""), body)
+                written = yield from self._index_write(ctx, head, {"d": item_id, "c": blob, "n": analysed.length},
+                                                       version, key, analysed, src.postings)
+                done += len(written)
+            after = rows[-1][0]
 
     # -- reading -------------------------------------------------------------------
 
+    def _open_contents(self, ctx: TenantContext, rows: list[tuple[str, bytes]]) -> list[dict[str, Any]]:
+        """Sealed rows as their JSON, each opened under its (scope, blob)."""
+        return [json.loads(self.envelope.decrypt(ctx, scope, blob)) for scope, blob in rows]
+
     def _open_documents(self, ctx: TenantContext, rows: list[tuple[str, bytes]]) -> list[tuple[str, str]]:
-        out = []
-        for doc_id, blob in rows:
-            data = json.loads(self.envelope.decrypt(ctx, document_scope(doc_id), blob))
-            out.append((data["title"], data["body"]))
-        return out
+        """(title, body) of (doc_id, blob) rows; a large body's beginning only."""
+        opened = self._open_contents(ctx, [(document_scope(doc_id), blob) for doc_id, blob in rows])
+        return [(data["title"], data["body"]) for data in opened]
+
+    def _whole_body(self, ctx: TenantContext, data: dict[str, Any]) -> Any:
+        """An opened row's whole body: inline, or fetched from S3 and checked
+        against the pointer sealed in the row."""
+        pointer = data.get("s3")
+        if pointer is None:
+            return data["body"]
+        raw = yield self._compute_step(self._objects().read_body, ctx, pointer["key"], MAX_BODY)
+        if len(raw) != pointer["size"] or hashlib.sha256(raw).hexdigest() != pointer["sha256"]:
+            raise DecryptionFailed(f"the body object {pointer['key']!r} changed since it was indexed")
+        return raw.decode()
 
     def _get_document(self, ctx: TenantContext, doc_id: str) -> Any:
         ctx = verified(ctx)
@@ -329,9 +498,24 @@ class DocumentOperations:
             (ctx.tenant_id, doc_id), "one")
         if row is None:
             return None
-        [(title, body)] = yield self._compute_step(self._open_documents, ctx, [(doc_id, bytes(row[0]))])
-        return Document(doc_id=doc_id, title=title, body=body, metadata=row[1], source=row[2],
-                        created_at=row[3], updated_at=row[4])
+        [data] = yield self._compute_step(self._open_contents, ctx, [(document_scope(doc_id), bytes(row[0]))])
+        body = yield from self._whole_body(ctx, data)
+        pointer = data.get("s3")
+        return Document(doc_id=doc_id, title=data["title"], body=body, metadata=row[1], source=row[2],
+                        created_at=row[3], updated_at=row[4],
+                        body_key=ctx.resources.prefix + pointer["key"] if pointer else None)
+
+    def _get_summary(self, ctx: TenantContext, conversation_id: str) -> Any:
+        ctx = verified(ctx)
+        _check_id(conversation_id, "conversation_id")
+        row = yield self._statement_step(
+            sql.SQL("SELECT content, created_at, updated_at FROM {} WHERE tenant_id = %s "
+                    "AND conversation_id = %s").format(self._table(ctx, SUMMARIES)), (ctx.tenant_id, conversation_id),
+            "one")
+        if row is None:
+            return None
+        [data] = yield self._compute_step(self._open_contents, ctx, [(summary_scope(conversation_id), bytes(row[0]))])
+        return Summary(conversation_id=conversation_id, text=data["body"], created_at=row[1], updated_at=row[2])
 
     def _list_documents(self, ctx: TenantContext, limit: int, cursor: str | None) -> Any:
         ctx = verified(ctx)
@@ -349,18 +533,24 @@ class DocumentOperations:
             next_cursor=cursor_codec.encode({"t": ctx.tenant_id, "l": rows[-1][0]}) if more else None)
 
     def _delete_document(self, ctx: TenantContext, doc_id: str) -> Any:
+        """The row (its postings go with it, ON DELETE CASCADE), then its body
+        object: a failure between the two leaves an unreferenced object, never
+        a row pointing at nothing."""
         ctx = verified(ctx)
         check_writable(ctx)
         _check_id(doc_id)
-        deleted = yield self._statement_step(  # its postings go with it (ON DELETE CASCADE)
-            sql.SQL("DELETE FROM {} WHERE tenant_id = %s AND doc_id = %s").format(self._table(ctx, DOCUMENTS)),
-            (ctx.tenant_id, doc_id), "rowcount")
-        return deleted > 0
+        deleted = yield self._statement_step(
+            sql.SQL("DELETE FROM {} WHERE tenant_id = %s AND doc_id = %s RETURNING body_key").format(
+                self._table(ctx, DOCUMENTS)), (ctx.tenant_id, doc_id), "all")
+        for (body_key,) in deleted:
+            if body_key:
+                yield self._compute_step(self._objects().delete_body, ctx, body_key)
+        return bool(deleted)
 
     # -- search --------------------------------------------------------------------
 
     def _search(self, ctx: TenantContext, query: str, filters: dict[str, Any] | None, facets: list[str] | None,
-                limit: int, offset: int, cursor: str | None, fuzzy: bool) -> Any:
+                limit: int, offset: int, cursor: str | None, fuzzy: bool, include_summaries: bool = False) -> Any:
         ctx = verified(ctx)
         if not isinstance(query, str) or not 1 <= len(query) <= MAX_QUERY:
             raise InvalidRequest(f"query must be 1..{MAX_QUERY} characters")
@@ -375,14 +565,18 @@ class DocumentOperations:
         if not words:
             raise InvalidRequest("query has no searchable words")
         qgrams = analyzer.query_grams(query) if fuzzy else []
-        fingerprint = hashlib.sha256(json.dumps([query, filters, fuzzy], sort_keys=True).encode()).hexdigest()[:16]
-        after_score, after_doc = None, ""
+        summaries = bool(include_summaries)
+        # Summaries are in the fingerprint only when asked: a documents-only cursor stays what it was.
+        bound = [query, filters, fuzzy, *(["summaries"] if summaries else [])]
+        fingerprint = hashlib.sha256(json.dumps(bound, sort_keys=True).encode()).hexdigest()[:16]
+        after_score, after_doc, after_kind = None, "", ""
         if cursor:
             data = _decode(cursor, ctx.tenant_id, ("q", "s", "d"), "search")
             if data["q"] != fingerprint:
                 raise InvalidRequest("cursor belongs to another query")
             try:
-                after_score, after_doc = Decimal(data["s"]), data["d"]
+                # A cursor without a kind is from before summaries: it names a document.
+                after_score, after_doc, after_kind = Decimal(data["s"]), data["d"], str(data.get("k", "document"))
             except InvalidOperation:
                 raise InvalidRequest("invalid cursor: pass a cursor returned by search()") from None
         for _ in range(3):
@@ -391,34 +585,47 @@ class DocumentOperations:
                 return SearchResult(hits=[], total=0, facets={}, next_cursor=None)
             q = [(i, v, blind(key, term)) for i, term in enumerate(words) for v, key in keys]
             g = [(qi, v, blind(key, gram), n) for qi, gram, n in qgrams for v, key in keys]
-            rows = yield self._statement_step(self._search_sql(ctx), {
+            rows = yield self._statement_step(self._search_sql(ctx, summaries), {
                 "t": ctx.tenant_id, "idx": [r[0] for r in q], "ver": [r[1] for r in q], "term": [r[2] for r in q],
                 "gqi": [r[0] for r in g], "gver": [r[1] for r in g], "gram": [r[2] for r in g],
                 "gn": [r[3] for r in g], "f": Jsonb(filters), "facets": facets, "cs": after_score, "cd": after_doc,
-                "n": limit + 1, "o": offset}, "all")
-            if rows[0][7] == [v for v, _ in keys]:  # hashed under exactly the live keys
+                "ck": after_kind, "n": limit + 1, "o": offset}, "all")
+            if rows[0][8] == [v for v, _ in keys]:  # hashed under exactly the live keys
                 break
             self._forget_keys(ctx)
         else:
             raise StoreUnavailable(f"search key of tenant {ctx.tenant_id!r} kept changing: retry")
         total, facet_counts = rows[0][0], rows[0][1]
-        page = [r for r in rows if r[2] is not None]
+        page = [r for r in rows if r[3] is not None]
         more, page = len(page) > limit, page[:limit]
-        opened = yield self._compute_step(self._open_documents, ctx, [(r[2], bytes(r[4])) for r in page])
+        scope = {src.kind: src.scope for src in SOURCES}
+        opened = yield self._compute_step(self._open_contents, ctx, [(scope[r[2]](r[3]), bytes(r[5])) for r in page])
         words = {t[2:] for t in words}
         hits = []
-        for (_, _, doc_id, score, _, meta, source, _), (title, body) in zip(page, opened, strict=True):
-            snippet, matches = highlight(body, words)
-            hits.append(SearchHit(doc_id=doc_id, score=float(score), title=title, snippet=snippet, matches=matches,
-                                  metadata=meta, source=source))
-        next_cursor = cursor_codec.encode({"t": ctx.tenant_id, "q": fingerprint, "s": str(page[-1][3]),
-                                           "d": page[-1][2]}) if more else None
+        for (_, _, kind, doc_id, score, _, meta, source, _), data in zip(page, opened, strict=True):
+            snippet, matches = highlight(data["body"], words)
+            hits.append(SearchHit(doc_id=doc_id, kind=kind, score=float(score), title=data.get("title", ""),
+                                  snippet=snippet, matches=matches, metadata=meta, source=source))
+        next_cursor = cursor_codec.encode({"t": ctx.tenant_id, "q": fingerprint, "s": str(page[-1][4]),
+                                           "d": page[-1][3], "k": page[-1][2]}) if more else None
         return SearchResult(hits=hits, total=total, facets=facet_counts, next_cursor=next_cursor)
 
-    def _search_sql(self, ctx: TenantContext) -> sql.Composed:
+    def _search_sql(self, ctx: TenantContext, summaries: bool) -> sql.Composed:
         """BM25 over the blind postings: idf from posting-list sizes, length
-        normalisation from documents.length; one row per hit of the page (or
-        one empty row), each carrying the total and the facet counts."""
+        normalisation from the items' lengths; one row per hit of the page (or
+        one empty row), each carrying the total and the facet counts. The
+        items are the documents, and with ``summaries`` the conversation
+        summaries too (kind, id): one ranking, one idf, over both."""
+        items = [sql.SQL("SELECT 'document'::text AS kind, doc_id, metadata, length, content, source FROM {} "
+                         "WHERE tenant_id = %(t)s").format(self._table(ctx, DOCUMENTS))]
+        postings = [sql.SQL("SELECT 'document'::text AS kind, key_version, term, doc_id, tf FROM {} "
+                            "WHERE tenant_id = %(t)s").format(self._table(ctx, SEARCH_POSTINGS))]
+        if summaries:
+            items.append(sql.SQL("SELECT 'summary', conversation_id, '{{}}'::jsonb, length, content, NULL FROM {} "
+                                 "WHERE tenant_id = %(t)s").format(self._table(ctx, SUMMARIES)))
+            postings.append(sql.SQL("SELECT 'summary', key_version, term, doc_id, tf FROM {} "
+                                    "WHERE tenant_id = %(t)s").format(self._table(ctx, SUMMARY_POSTINGS)))
+        union = sql.SQL(" UNION ALL ")
         return sql.SQL(
             "WITH exact AS (SELECT *, 1.0::float8 AS w FROM unnest(%(idx)b::int[], %(ver)b::int[], %(term)b::bytea[]) "
             "  AS e(idx, key_version, term)), "
@@ -433,26 +640,27 @@ class DocumentOperations:
             "  GROUP BY key_version, term), "
             "q AS (SELECT * FROM exact UNION ALL SELECT * FROM fuzzy), "
             "stats AS (SELECT count(*)::float8 AS n, greatest(coalesce(avg(length), 1), 1)::float8 AS avgdl "
-            "  FROM {docs} WHERE tenant_id = %(t)s), "
-            "hits AS (SELECT p.doc_id, p.tf, q.idx, q.w FROM {post} p JOIN q "
-            "  ON p.key_version = q.key_version AND p.term = q.term WHERE p.tenant_id = %(t)s), "
+            "  FROM ({items}) i), "
+            "hits AS (SELECT p.kind, p.doc_id, p.tf, q.idx, q.w FROM ({post}) p JOIN q "
+            "  ON p.key_version = q.key_version AND p.term = q.term), "
             "df AS (SELECT idx, count(*)::float8 AS df FROM hits GROUP BY idx), "
-            "scored AS (SELECT d.doc_id, d.metadata, round(sum(h.w * ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5)) "
-            "  * h.tf * {k1p1} / (h.tf + {k1} * (1 - {b} + {b} * d.length / s.avgdl)))::numeric, 9) AS score "
-            "  FROM hits h JOIN df USING (idx) JOIN {docs} d ON d.tenant_id = %(t)s AND d.doc_id = h.doc_id "
-            "  CROSS JOIN stats s WHERE d.metadata @> %(f)s GROUP BY d.doc_id, d.metadata), "
-            "page AS (SELECT doc_id, score FROM scored WHERE %(cs)s::numeric IS NULL OR score < %(cs)s "
-            "  OR (score = %(cs)s AND doc_id > %(cd)s) ORDER BY score DESC, doc_id LIMIT %(n)s OFFSET %(o)s), "
+            "scored AS (SELECT d.kind, d.doc_id, d.metadata, round(sum(h.w * ln(1 + (s.n - df.df + 0.5) / "
+            "  (df.df + 0.5)) * h.tf * {k1p1} / (h.tf + {k1} * (1 - {b} + {b} * d.length / s.avgdl)))::numeric, 9) "
+            "  AS score FROM hits h JOIN df USING (idx) JOIN ({items}) d ON d.kind = h.kind AND d.doc_id = h.doc_id "
+            "  CROSS JOIN stats s WHERE d.metadata @> %(f)s GROUP BY d.kind, d.doc_id, d.metadata), "
+            "page AS (SELECT kind, doc_id, score FROM scored WHERE %(cs)s::numeric IS NULL OR score < %(cs)s "
+            "  OR (score = %(cs)s AND (doc_id, kind) > (%(cd)s::text, %(ck)s::text)) "
+            "  ORDER BY score DESC, doc_id, kind LIMIT %(n)s OFFSET %(o)s), "
             "summary AS (SELECT (SELECT count(*) FROM scored) AS total, "
             "  (SELECT coalesce(jsonb_object_agg(k, vals), '{{}}') FROM (SELECT k, jsonb_object_agg(v, c) AS vals "
             "   FROM (SELECT f.k, s.metadata ->> f.k AS v, count(*) AS c FROM scored s "
             "         CROSS JOIN unnest(%(facets)s::text[]) AS f(k) WHERE s.metadata ? f.k GROUP BY 1, 2) x "
             "   GROUP BY k) y) AS facets, "
             "  (SELECT array_agg(version ORDER BY version) FROM {keys} WHERE tenant_id = %(t)s) AS versions) "
-            "SELECT m.total, m.facets, p.doc_id, p.score, d.content, d.metadata, d.source, m.versions FROM summary m "
-            "LEFT JOIN (page p JOIN {docs} d ON d.tenant_id = %(t)s AND d.doc_id = p.doc_id) ON true "
-            "ORDER BY p.score DESC, p.doc_id").format(
-            docs=self._table(ctx, DOCUMENTS), post=self._table(ctx, SEARCH_POSTINGS),
+            "SELECT m.total, m.facets, p.kind, p.doc_id, p.score, d.content, d.metadata, d.source, m.versions "
+            "FROM summary m LEFT JOIN (page p JOIN ({items}) d ON d.kind = p.kind AND d.doc_id = p.doc_id) ON true "
+            "ORDER BY p.score DESC, p.doc_id, p.kind").format(
+            items=union.join(items), post=union.join(postings),
             keys=self._table(ctx, SEARCH_KEYS), vocab=self._table(ctx, SEARCH_VOCAB),
             sim=sql.Literal(FUZZY_SIMILARITY), fw=sql.Literal(FUZZY_WEIGHT), fn=sql.Literal(FUZZY_WORDS),
             k1=sql.Literal(BM25_K1), k1p1=sql.Literal(BM25_K1 + 1),

@@ -11,6 +11,10 @@ kept.
 Files above ``multipart_threshold`` get a multipart upload: one pre-signed URL
 per part, completed through ``complete_multipart``. Downloads are signed only
 for keys under the caller's prefix; another tenant's key is a TenantMismatch.
+
+Large document bodies (``tenant_runtime.documents``) are objects too:
+``<prefix>documents/<random>`` written by ``put_body``, or a plain upload
+(``upload_key``), read back only if SSE-KMS under the tenant's key.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Literal
 
+from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
+from tenant_runtime.blocking import may_block
 from tenant_runtime.context import TenantContext, verified
 from tenant_runtime.errors import InvalidRequest, TenantMismatch
 
@@ -37,6 +43,7 @@ MIN_PART = 5 << 20  # S3's minimum part size (all parts but the last)
 MAX_PARTS = 10_000
 CLASS_TAG = "tenantctl-class"  # what the cell's lifecycle rules match (tenantctl.bucket_lifecycle)
 RETENTION_FOLDERS = {"tmp": "uploads/tmp/", "archive": "archive/"}
+BODIES = "documents/"  # large document bodies (put_body)
 Retention = Literal["tmp", "archive"]
 
 
@@ -121,9 +128,61 @@ class ObjectAccess:
             "get_object", ExpiresIn=self.expires_in, Params={"Bucket": ctx.resources.bucket, "Key": key})
 
     def _confine(self, ctx: TenantContext, key: str) -> None:
-        prefix = ctx.resources.prefix
-        if not prefix.endswith("/"):  # `acme` must never match `acme-corp`
-            raise InvalidRequest(f"tenant prefix {prefix!r} lacks its trailing '/'")
-        if posixpath.normpath(key) != key.rstrip("/") or "//" in key or not key.startswith(prefix):
-            owner = key.split("/")[1] if key.startswith("tenants/") and key.count("/") >= 2 else "unknown"
-            raise TenantMismatch(ctx.tenant_id, owner, f"object {key!r}")
+        confine(ctx, key)
+
+    # -- document bodies (tenant_runtime.documents): keys relative to the prefix --------
+
+    def put_body(self, ctx: TenantContext, data: bytes) -> str:
+        """Store a large document body under ``<prefix>documents/``, SSE-KMS
+        with the tenant's key; its key relative to the prefix. A fresh key per
+        write: the row committed before a replace keeps pointing at a whole body."""
+        may_block()
+        rel = f"{BODIES}{uuid.uuid4().hex}"
+        self.s3_for(ctx).put_object(Bucket=ctx.resources.bucket, Key=ctx.resources.prefix + rel, Body=data,
+                                    ContentType="text/plain; charset=utf-8", **self._sse(ctx))
+        return rel
+
+    def read_body(self, ctx: TenantContext, rel: str, limit: int) -> bytes:
+        """The object at ``rel``, refused unless it is SSE-KMS under the
+        tenant's key (what ``put_body`` and ``presign_upload`` make) and at
+        most ``limit`` bytes."""
+        may_block()
+        res = ctx.resources
+        try:
+            obj = self.s3_for(ctx).get_object(Bucket=res.bucket, Key=res.prefix + rel)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise InvalidRequest(f"no object at {res.prefix + rel!r}") from None
+            raise
+        with obj["Body"] as body:
+            if obj.get("ServerSideEncryption") != "aws:kms" or obj.get("SSEKMSKeyId") != res.kms_key_arn:
+                raise InvalidRequest(f"object {res.prefix + rel!r} is not encrypted with the tenant's key")
+            if obj["ContentLength"] > limit:
+                raise InvalidRequest(f"object {res.prefix + rel!r} is {obj['ContentLength']} bytes; "
+                                     f"the limit is {limit}")
+            return body.read()
+
+    def delete_body(self, ctx: TenantContext, rel: str) -> None:
+        may_block()
+        self.s3_for(ctx).delete_object(Bucket=ctx.resources.bucket, Key=ctx.resources.prefix + rel)
+
+    @staticmethod
+    def upload_key(ctx: TenantContext, key: str) -> str:
+        """``key`` (as ``presign_upload`` returned it) relative to the tenant's
+        prefix; another tenant's key is a TenantMismatch. Only plain uploads:
+        the retention classes' objects expire or are archived by lifecycle."""
+        confine(ctx, key)
+        rel = key[len(ctx.resources.prefix):]
+        if not rel.startswith("uploads/") or rel.startswith(RETENTION_FOLDERS["tmp"]):
+            raise InvalidRequest(f"{key!r} is not an upload made without a retention class")
+        return rel
+
+
+def confine(ctx: TenantContext, key: str) -> None:
+    """Refuse a key outside the tenant's prefix (TenantMismatch, naming its owner when it has one)."""
+    prefix = ctx.resources.prefix
+    if not prefix.endswith("/"):  # `acme` must never match `acme-corp`
+        raise InvalidRequest(f"tenant prefix {prefix!r} lacks its trailing '/'")
+    if posixpath.normpath(key) != key.rstrip("/") or "//" in key or not key.startswith(prefix):
+        owner = key.split("/")[1] if key.startswith("tenants/") and key.count("/") >= 2 else "unknown"
+        raise TenantMismatch(ctx.tenant_id, owner, f"object {key!r}")

@@ -48,10 +48,10 @@ class TenantRuntime:
         self.envelope = Envelope(lambda ctx: self.clients.client(ctx, "kms"), key_cache)
         shared = SharedPool(gateway, lambda: self.platform_client("secretsmanager")) if gateway else None
         self.waker = DatabaseWaker(lambda region: self.clients.own_client("rds", region))
+        self.objects = ObjectAccess(lambda ctx: self.clients.client(ctx, "s3"))
         self.store = ContextStore(self.envelope, lambda ctx: self.clients.client(ctx, "secretsmanager"),
                                   gateway=shared, statement_timeout=statement_timeout, waker=self.waker,
-                                  reresolve=self._reresolve)
-        self.objects = ObjectAccess(lambda ctx: self.clients.client(ctx, "s3"))
+                                  reresolve=self._reresolve, objects=self.objects)
         self.jobs = JobQueue(lambda ctx: self.clients.client(ctx, "sqs"))
 
     def platform_client(self, service: str) -> Any:

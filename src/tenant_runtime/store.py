@@ -63,11 +63,14 @@ from tenant_runtime.documents import (
     SEARCH_KEYS,
     SEARCH_POSTINGS,
     SEARCH_VOCAB,
+    SUMMARIES,
+    SUMMARY_POSTINGS,
     Document,
     DocumentOperations,
     DocumentPage,
     ReindexResult,
     SearchResult,
+    Summary,
 )
 from tenant_runtime.errors import (
     InvalidRequest,
@@ -91,9 +94,11 @@ MAX_PAGE = 500
 CONVERSATIONS = "conversations"
 MESSAGES = "messages"
 CONTEXT_ITEMS = "context_items"
-# Documents and their blind search index (tenant_runtime.documents): a tier
-# move, a backup or a restore must carry all four together.
-TABLES = (CONVERSATIONS, MESSAGES, CONTEXT_ITEMS, DOCUMENTS, SEARCH_KEYS, SEARCH_POSTINGS, SEARCH_VOCAB)
+# Documents, conversation summaries and their blind search index
+# (tenant_runtime.documents): a tier move, a backup or a restore must carry
+# them all together.
+TABLES = (CONVERSATIONS, MESSAGES, CONTEXT_ITEMS, DOCUMENTS, SEARCH_KEYS, SEARCH_POSTINGS, SEARCH_VOCAB, SUMMARIES,
+          SUMMARY_POSTINGS)
 
 
 class StoreSecret(BaseModel):
@@ -387,11 +392,12 @@ Step = Statement | Compute
 Operation = Generator[Step, Any, Any]
 
 
-def advance(operation: Operation, result: Any) -> tuple[bool, Any]:
-    """Send ``result`` to ``operation``: (True, its return value) once it is
-    done, else (False, its next step)."""
+def advance(operation: Operation, result: Any, error: Exception | None = None) -> tuple[bool, Any]:
+    """Send ``result`` to ``operation`` (or raise ``error``, the failure of
+    its last step, inside it, so it can undo what it made before re-raising):
+    (True, its return value) once it is done, else (False, its next step)."""
     try:
-        return False, operation.send(result)
+        return False, (operation.throw(error) if error is not None else operation.send(result))
     except StopIteration as done:
         return True, done.value
 
@@ -502,14 +508,17 @@ class ContextStore(StoreOperations):
     (``tenant_runtime.gateway.SharedPool``) for the tenants it serves; the
     others, dedicated ones included, log in as their own role. ``waker``:
     starts a hibernated tenant's database before its store is used
-    (``tenant_runtime.hibernation``); None: hibernation is not looked at."""
+    (``tenant_runtime.hibernation``); None: hibernation is not looked at.
+    ``objects``: the tenant's S3 prefix (``tenant_runtime.objects.ObjectAccess``)
+    for document bodies over ``LARGE_BODY``; None: such bodies are refused."""
 
     def __init__(self, envelope: Envelope, secret_client_for: Callable[[TenantContext], Any],
                  max_idle_per_tenant: int = 4, max_tenants: int = 256, secret_ttl: float = 300.0,
                  connect_timeout: int = 5, gateway: Any | None = None,
                  statement_timeout: float | None = None, waker: DatabaseWaker | None = None,
-                 reresolve: Callable[[TenantContext], TenantContext] | None = None) -> None:
-        self.envelope = envelope
+                 reresolve: Callable[[TenantContext], TenantContext] | None = None,
+                 objects: Any | None = None) -> None:
+        self.envelope, self.objects = envelope, objects  # objects: ObjectAccess, for large document bodies
         self.logins = TenantLogins(secret_client_for, max_idle_per_tenant, max_tenants, secret_ttl, connect_timeout)
         self.gateway, self.statement_timeout, self.waker = gateway, statement_timeout, waker
         # A context read from the registry again (cache bypassed), for a write
@@ -565,14 +574,19 @@ class ContextStore(StoreOperations):
     def _run(self, ctx: TenantContext, operation: Operation) -> Any:
         done, step = advance(operation, None)
         while not done:
-            done, step = advance(operation, step.fn(*step.args) if isinstance(step, Compute) else
-                                 self._statement(ctx, step))
+            try:
+                result = step.fn(*step.args) if isinstance(step, Compute) else self._statement(ctx, step)
+            except Exception as exc:  # noqa: BLE001 - raised inside the operation, which re-raises it
+                done, step = advance(operation, None, exc)
+            else:
+                done, step = advance(operation, result)
         return step
 
     def _write(self, ctx: TenantContext, make: Callable[[TenantContext], Operation]) -> Any:
         """Run a write; when a stale record routed it to a moved tenant's old
         store (StoreMoved), forget what this process cached about the tenant's
         store and retry once on the store the registry names now."""
+        ctx = verified(ctx)  # before its tenant id is read: anything else is UntrustedContext
         try:
             with moved_store(ctx.tenant_id):
                 return self._run(ctx, make(ctx))
@@ -629,6 +643,14 @@ class ContextStore(StoreOperations):
         """Create or replace a document and its index entries (one transaction)."""
         return self._write(ctx, lambda c: self._put_document(c, doc_id, title, body, metadata, source))
 
+    def put_document_from_upload(self, ctx: TenantContext, doc_id: str, title: str, key: str,
+                                 metadata: dict[str, Any] | None = None, source: str | None = None) -> Document:
+        """Create or replace a document whose body is the UTF-8 text object
+        ``key`` uploaded through ``objects.presign_upload`` (the tenant's
+        own prefix only: another tenant's key is a TenantMismatch); the
+        document then owns the object (``delete_document`` deletes it)."""
+        return self._write(ctx, lambda c: self._put_document_from_upload(c, doc_id, title, key, metadata, source))
+
     def get_document(self, ctx: TenantContext, doc_id: str) -> Document | None:
         return self._run(ctx, self._get_document(ctx, doc_id))
 
@@ -641,12 +663,22 @@ class ContextStore(StoreOperations):
 
     def search(self, ctx: TenantContext, query: str, *, filters: dict[str, Any] | None = None,
                facets: list[str] | None = None, limit: int = 10, offset: int = 0, cursor: str | None = None,
-               fuzzy: bool = False) -> SearchResult:
+               fuzzy: bool = False, include_summaries: bool = False) -> SearchResult:
         """BM25 over the tenant's blind index. ``filters``: metadata the hits
         contain (JSON containment); ``facets``: metadata fields to count values
         of over all matches; ``offset`` or ``cursor`` (``next_cursor``) paging;
-        ``fuzzy``: character trigrams too (typos, partial words)."""
-        return self._run(ctx, self._search(ctx, query, filters, facets, limit, offset, cursor, fuzzy))
+        ``fuzzy``: character trigrams too (typos, partial words);
+        ``include_summaries``: conversation summaries ranked with the
+        documents (``SearchHit.kind``)."""
+        return self._run(ctx, self._search(ctx, query, filters, facets, limit, offset, cursor, fuzzy,
+                                           include_summaries))
+
+    def put_summary(self, ctx: TenantContext, conversation_id: str, text: str) -> Summary:
+        """Create or replace a conversation's summary (sealed, indexed; it goes with the conversation)."""
+        return self._write(ctx, lambda c: self._put_summary(c, conversation_id, text))
+
+    def get_summary(self, ctx: TenantContext, conversation_id: str) -> Summary | None:
+        return self._run(ctx, self._get_summary(ctx, conversation_id))
 
     def suggest(self, ctx: TenantContext, prefix: str, limit: int = 10) -> list[str]:
         """Title words completing ``prefix``'s last word, commonest first."""

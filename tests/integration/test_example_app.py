@@ -101,7 +101,16 @@ POLICIES = {  # the same words in both tenants: only the tenant's own document m
 }
 
 
-def test_documents_and_search_stay_within_each_tenant(app, runtime_env):
+@pytest.fixture
+def documents_removed_after(app, runtime_env):
+    """The runtime tenants are shared with the search tests, which count their documents."""
+    yield
+    for tenant in (runtime_env.ids["a"], runtime_env.ids["b"]):
+        for doc in ("travel", "expenses"):
+            app.delete(f"/tenants/{tenant}/documents/{doc}", headers=bearer(tenant))
+
+
+def test_documents_and_search_stay_within_each_tenant(app, runtime_env, documents_removed_after):
     a, b = runtime_env.ids["a"], runtime_env.ids["b"]
     for key, tenant in (("a", a), ("b", b)):
         put = app.put(f"/tenants/{tenant}/documents/travel", headers=bearer(tenant),

@@ -1,19 +1,23 @@
 """Per-tenant documents and blind-index search on the sandbox (real PostgreSQL,
 real KMS of moto): a judged relevance set, the documents API in both drivers,
 isolation between tenants with the same words, copied index rows, forged
-contexts and cursors, key rotation (reindex) and crypto-shredding."""
+contexts and cursors, key rotation (reindex) and crypto-shredding; large
+bodies in S3 and documents made from uploads; conversation summaries."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 
+import httpx
 import pytest
+from botocore.exceptions import ClientError
 from psycopg import sql
 from runtime_tenants import jwt_settings, runtime, runtime_env  # noqa: F401  (fixtures)
 
 from tenant_runtime import (
     AsyncTenantRuntime,
+    DecryptionFailed,
     InvalidRequest,
     KeyUnusable,
     TenantMismatch,
@@ -21,6 +25,7 @@ from tenant_runtime import (
     UntrustedContext,
 )
 from tenant_runtime.context import from_registry
+from tenant_runtime.documents import LARGE_BODY
 
 # A small judged set: (doc_id, title, body, metadata).
 CORPUS = [
@@ -229,3 +234,94 @@ def test_after_key_deletion_the_index_cannot_be_searched(runtime, runtime_env, p
     assert rows_of(runtime_env, record, "search_postings") and rows_of(runtime_env, record, "search_keys")
     state = kms.describe_key(KeyId=record.resources.kms_key_arn)["KeyMetadata"]["KeyState"]
     assert state == "PendingDeletion"
+
+
+def object_state(runtime_env, key):
+    """(SSE algorithm, KMS key) of the object at ``key``, or None when there is none."""
+    try:
+        head = runtime_env.client("s3").head_object(Bucket=runtime_env.record("a").resources.bucket, Key=key)
+    except ClientError as exc:
+        assert exc.response["Error"]["Code"] in ("404", "NoSuchKey")
+        return None
+    return head.get("ServerSideEncryption"), head.get("SSEKMSKeyId")
+
+
+def test_large_bodies_live_in_s3_under_the_tenant_key_and_are_searched_whole(runtime, runtime_env, corpus):
+    a, _ = corpus
+    res = runtime_env.record("a").resources
+    # The only rare word sits past the beginning the row keeps: found only if the whole body was indexed.
+    body = "filler words about nothing in particular. " * (LARGE_BODY // 40) + "the xylophonist arrived late."
+    doc = runtime.store.put_document(a, "big", "A large report", body, {"lang": "en"})
+    assert doc.body_key.startswith(f"{res.prefix}documents/")
+    assert object_state(runtime_env, doc.body_key) == ("aws:kms", res.kms_key_arn)
+    [row] = [r for r in rows_of(runtime_env, runtime_env.record("a"), "documents") if r[1] == "big"]
+    assert len(bytes(row[2])) < LARGE_BODY and b"filler" not in bytes(row[2])  # the row: beginning + pointer, sealed
+    got = runtime.store.get_document(a, "big")
+    assert got.body == body and got.body_key == doc.body_key
+    assert [h.doc_id for h in runtime.store.search(a, "xylophonist").hits] == ["big"]
+    # Rotating the search key re-indexes the whole body again (read back from S3).
+    runtime.store.reindex(a)
+    assert [h.doc_id for h in runtime.store.search(a, "xylophonist").hits] == ["big"]
+    # A body swapped in S3 behind the row's back is refused, not served.
+    runtime_env.client("s3").put_object(Bucket=res.bucket, Key=doc.body_key, Body=b"swapped",
+                                        ServerSideEncryption="aws:kms", SSEKMSKeyId=res.kms_key_arn)
+    with pytest.raises(DecryptionFailed):
+        runtime.store.get_document(a, "big")
+    # Replaced by a small body: the old object goes; then a large one again, deleted with its object.
+    runtime.store.put_document(a, "big", "A small report", "short now")
+    assert object_state(runtime_env, doc.body_key) is None and runtime.store.search(a, "xylophonist").hits == []
+    again = runtime.store.put_document(a, "big", "A large report", body)
+    assert runtime.store.delete_document(a, "big") and object_state(runtime_env, again.body_key) is None
+
+
+def test_a_document_from_an_upload_is_confined_to_its_tenant(runtime, runtime_env, corpus):
+    a, b = corpus
+    text = "会議のメモ: the okapi sanctuary opens in spring.\n".encode()
+    up = runtime.objects.presign_upload(a, "notes.txt", len(text), "text/plain")
+    assert httpx.put(up.url, content=text, headers=up.headers).status_code == 200
+    # B names A's upload: refused before any S3 call, as a 403.
+    with pytest.raises(TenantMismatch) as refused:
+        runtime.store.put_document_from_upload(b, "stolen", "Stolen", up.key)
+    assert refused.value.status_code == 403 and runtime.store.search(b, "okapi").hits == []
+
+    async def from_async():
+        async with AsyncTenantRuntime(jwt_settings(), runtime_env.registry_table,
+                                      endpoint_url=runtime_env.sandbox.aws_endpoint_url,
+                                      region=runtime_env.sandbox.region) as art:
+            ctx = await art.resolve(runtime_env.token(a.tenant_id), a.tenant_id)
+            return await art.store.put_document_from_upload(ctx, "notes", "Uploaded notes", up.key, {"lang": "en"})
+
+    doc = asyncio.run(from_async())
+    assert doc.body_key == up.key and runtime.store.get_document(a, "notes").body == text.decode()
+    assert [h.doc_id for h in runtime.store.search(a, "okapi").hits] == ["notes"]
+    with pytest.raises(InvalidRequest, match="already the body"):
+        runtime.store.put_document_from_upload(a, "notes-2", "Twice", up.key)
+    assert runtime.store.delete_document(a, "notes") and object_state(runtime_env, up.key) is None
+
+
+def test_summaries_are_searched_only_when_asked_and_only_the_tenants_own(runtime, runtime_env, corpus):
+    a, b = corpus
+    for ctx in (a, b):
+        runtime.store.append(ctx, "conv-wombat", "user", "tell me about wombats")
+        runtime.store.put_summary(ctx, "conv-wombat", f"{ctx.tenant_id} asked how wombats dig burrows.")
+    runtime.store.put_document(a, "wombat-doc", "Wombat field guide", "wombats dig long burrows")
+    assert [(h.kind, h.doc_id) for h in runtime.store.search(a, "wombats").hits] == [("document", "wombat-doc")]
+    both = runtime.store.search(a, "wombats burrows", include_summaries=True, limit=1)
+    rest = runtime.store.search(a, "wombats burrows", include_summaries=True, cursor=both.next_cursor)
+    assert both.total == 2 and {(h.kind, h.doc_id) for h in both.hits + rest.hits} == {
+        ("document", "wombat-doc"), ("summary", "conv-wombat")}
+    with pytest.raises(InvalidRequest, match="another query"):  # a cursor is bound to the sources too
+        runtime.store.search(a, "wombats burrows", cursor=both.next_cursor)
+    [summary] = [h for h in both.hits + rest.hits if h.kind == "summary"]
+    assert summary.snippet.startswith(a.tenant_id) and summary.title == ""
+    assert runtime.store.get_summary(a, "conv-wombat").text.startswith(a.tenant_id)
+    stored = b"".join(bytes(r[2]) for r in rows_of(runtime_env, runtime_env.record("a"), "summaries"))
+    assert b"wombat" not in stored
+    with pytest.raises(InvalidRequest, match="no conversation"):
+        runtime.store.put_summary(a, "conv-nobody", "a summary of nothing")
+    # The summary goes with its conversation, index entries included.
+    assert runtime.store.delete_conversation(a, "conv-wombat") and runtime.store.get_summary(a, "conv-wombat") is None
+    assert [h.kind for h in runtime.store.search(a, "burrows", include_summaries=True).hits] == ["document"]
+    assert rows_of(runtime_env, runtime_env.record("a"), "summary_postings") == []
+    assert [h.kind for h in runtime.store.search(b, "burrows", include_summaries=True).hits] == ["summary"]
+    runtime.store.delete_document(a, "wombat-doc")

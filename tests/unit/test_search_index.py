@@ -7,10 +7,11 @@ from __future__ import annotations
 import pytest
 from runtime_fixtures import context
 
-from tenant_runtime import InvalidRequest, UntrustedContext, analyzer
-from tenant_runtime.blind_index import blind, document_scope
-from tenant_runtime.documents import DocumentOperations, highlight
-from tenant_runtime.store import TABLES, StoreOperations
+from tenant_runtime import InvalidRequest, StoreUnavailable, TenantMismatch, UntrustedContext, analyzer
+from tenant_runtime.blind_index import blind, document_scope, summary_scope
+from tenant_runtime.documents import LARGE_BODY, MAX_BODY, DocumentOperations, highlight
+from tenant_runtime.objects import ObjectAccess
+from tenant_runtime.store import TABLES, Compute, Statement, StoreOperations, advance
 
 
 def terms(text: str) -> list[str]:
@@ -64,6 +65,7 @@ def test_blind_terms_differ_per_key_and_reveal_nothing():
     assert blind(k1, "w:secret") != blind(k2, "w:secret") and len(blind(k1, "w:secret")) == 16
     assert blind(k1, "w:secret") == blind(k1, "w:secret") and b"secret" not in blind(k1, "w:secret")
     assert "\x00" in document_scope("x")  # no conversation id (text) can share the envelope scope
+    assert len({document_scope("x"), summary_scope("x"), "x"}) == 3
 
 
 def test_highlight_marks_every_matching_word_in_the_snippet():
@@ -75,7 +77,8 @@ def test_highlight_marks_every_matching_word_in_the_snippet():
 
 
 def test_the_store_lists_the_document_tables():
-    assert {"documents", "search_keys", "search_postings", "search_vocab"} <= set(TABLES)
+    assert {"documents", "search_keys", "search_postings", "search_vocab", "summaries",
+            "summary_postings"} <= set(TABLES)
     assert issubclass(StoreOperations, DocumentOperations)
 
 
@@ -86,7 +89,10 @@ def test_the_store_lists_the_document_tables():
     lambda ops, ctx: ops._search(ctx, "the of", None, None, 10, 0, None, False),
     lambda ops, ctx: ops._search(ctx, "x", None, None, 10, 0, "not-a-cursor", False),
     lambda ops, ctx: ops._put_document(ctx, "", "t", "b", None, None),
-    lambda ops, ctx: ops._put_document(ctx, "d", "t", "b" * (1 << 20), None, None),
+    lambda ops, ctx: ops._put_document(ctx, "d", "t", "b" * (MAX_BODY + 1), None, None),
+    lambda ops, ctx: ops._put_document(ctx, "d", "t" * (1 << 20), "b", None, None),
+    # A large body with no object storage to put it in.
+    lambda ops, ctx: ops._put_document(ctx, "d", "t", "b" * (LARGE_BODY + 1), None, None),
     lambda ops, ctx: ops._put_document(ctx, "d", "t", "b", {"x": object()}, None),
 ])
 def test_bad_input_is_refused_before_any_io(call):
@@ -97,3 +103,48 @@ def test_bad_input_is_refused_before_any_io(call):
 def test_an_untrusted_context_reaches_nothing():
     with pytest.raises(UntrustedContext):
         next(StoreOperations()._search({"tenant_id": "a"}, "x", None, None, 10, 0, None, False))
+
+
+def no_s3(ctx):
+    raise AssertionError("no S3 call expected")
+
+
+@pytest.mark.parametrize(("key", "error"), [
+    ("tenants/other/uploads/abc/notes.txt", TenantMismatch),  # another tenant's upload
+    ("tenants/acme/uploads/../../other/uploads/abc/x.txt", TenantMismatch),
+    ("tenants/acme/uploads/tmp/abc/notes.txt", InvalidRequest),  # expires by lifecycle
+    ("tenants/acme/documents/abc", InvalidRequest),  # not an upload
+])
+def test_a_document_from_an_upload_is_refused_before_any_io(key, error):
+    ops = StoreOperations()
+    ops.objects = ObjectAccess(no_s3)
+    with pytest.raises(error):
+        next(ops._put_document_from_upload(context("acme"), "d", "t", key, None, None))
+
+
+class Sealing:
+    def encrypt(self, ctx, scope, data):
+        return b"sealed"
+
+    def decrypt_many(self, ctx, scope, blobs):
+        return [b"k" * 32 for _ in blobs]
+
+
+def test_a_large_body_whose_row_is_not_written_leaves_no_object():
+    """The driver raises the failed statement inside the operation: it
+    deletes the object it put, then the error goes on to the caller."""
+    ops = StoreOperations()
+    ops.envelope, ops.objects = Sealing(), ObjectAccess(no_s3)
+    ctx = context("acme")
+    op = ops._put_document(ctx, "d", "t", "x" * (LARGE_BODY + 1), None, None)
+    step, made = next(op), "documents/new"
+    assert isinstance(step, Compute) and step.fn == ops.objects.put_body
+    results = {ops.objects.put_body: made, ops.envelope.encrypt: b"sealed", ops.envelope.decrypt_many: [b"k" * 32]}
+    done, step = advance(op, made)
+    while isinstance(step, Compute) or step.query.as_string(None).startswith("SELECT version"):  # the search key
+        done, step = advance(op, results[step.fn] if isinstance(step, Compute) else [(1, b"sealed")])
+    assert isinstance(step, Statement) and step.query.as_string(None).startswith("WITH d AS (INSERT")
+    done, step = advance(op, None, StoreUnavailable("connection lost"))
+    assert not done and step.fn == ops.objects.delete_body and step.args == (ctx, made)
+    with pytest.raises(StoreUnavailable):
+        advance(op, None)

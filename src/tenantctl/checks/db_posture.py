@@ -54,6 +54,10 @@ CANARIES: dict[str, tuple[str, tuple]] = {
                         ("{id}", "{id}")),
     "search_vocab": ("(key_version, gram, term) VALUES (1, decode(md5(%s), 'hex'), decode(md5(%s), 'hex'))",
                      ("{id}", "{id}")),
+    # Planted by name order: after the conversation canary they belong to.
+    "summaries": ("(conversation_id, content, key_version) VALUES (%s, '\\x00'::bytea, 1)", ("{id}",)),
+    "summary_postings": ("(key_version, term, doc_id, tf) VALUES (1, decode(md5(%s), 'hex'), %s, 1)",
+                         ("{id}", "{id}")),
 }
 
 

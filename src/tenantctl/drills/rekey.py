@@ -5,7 +5,7 @@ one was scheduled for deletion, and the destroyed stack no longer owns it).
 Its restored data is still sealed under the old key, which tenant_runtime no
 longer uses, so:
 
-* messages, documents and the search key (``SEALED``): tenant_runtime's
+* messages, documents, summaries and the search key (``SEALED``): tenant_runtime's
   envelope format (``tenant_runtime.crypto``): each blob is opened with the old
   key and sealed again with the new one, same encryption context
   ``{tenant_id, conversation_id}`` (for documents and the search key, their
@@ -25,8 +25,8 @@ from typing import Any
 
 from psycopg import sql
 
-from tenant_runtime.blind_index import SEARCH_KEY_SCOPE, document_scope
-from tenant_runtime.store import DOCUMENTS, MESSAGES, SEARCH_KEYS
+from tenant_runtime.blind_index import SEARCH_KEY_SCOPE, document_scope, summary_scope
+from tenant_runtime.store import DOCUMENTS, MESSAGES, SEARCH_KEYS, SUMMARIES
 from tenantctl.drills.context import DrillContext
 from tenantctl.drills.objects import COPY_LIMIT, object_manifest
 from tenantctl.models import TenantResources
@@ -38,6 +38,7 @@ BATCH = 500
 SEALED: tuple[tuple[str, tuple[str, ...], str, Callable[[tuple], str]], ...] = (
     (MESSAGES, ("conversation_id", "seq"), "content", lambda key: key[0]),
     (DOCUMENTS, ("doc_id",), "content", lambda key: document_scope(key[0])),
+    (SUMMARIES, ("conversation_id",), "content", lambda key: summary_scope(key[0])),
     # The search key itself: its postings (HMACs) stay valid once it is re-sealed.
     (SEARCH_KEYS, ("version",), "sealed", lambda key: SEARCH_KEY_SCOPE),
 )
@@ -45,7 +46,7 @@ SEALED: tuple[tuple[str, tuple[str, ...], str, Callable[[tuple], str]], ...] = (
 
 def rekey_store(ctx: DrillContext, tenant_id: str, old: TenantResources, new: TenantResources) -> tuple[int, int]:
     """(re-sealed, left alone) counts over every sealed table (messages,
-    documents, search keys); one transaction, read as the admin with
+    documents, summaries, search keys); one transaction, read as the admin with
     ``app.tenant_id`` set (FORCE RLS admits exactly the tenant's rows)."""
     from tenant_runtime.crypto import MAGIC, Envelope
 
