@@ -394,12 +394,12 @@ class DocumentOperations:
             raise InvalidRequest("summary must be a non-empty string")
         content = _sealable({"body": text}, "summary")
         analysed = analyzer.index_terms("", text)
-        sealed = yield self._compute_step(self.envelope.encrypt, ctx, summary_scope(conversation_id), content)
         found = yield self._statement_step(
             sql.SQL("SELECT 1 FROM {} WHERE tenant_id = %s AND conversation_id = %s").format(
                 self._table(ctx, "conversations")), (ctx.tenant_id, conversation_id), "one")
-        if found is None:
+        if found is None:  # checked before sealing: no KMS call for a summary that is refused
             raise InvalidRequest(f"no conversation {conversation_id!r} to summarise")
+        sealed = yield self._compute_step(self.envelope.encrypt, ctx, summary_scope(conversation_id), content)
         head = sql.SQL(
             "INSERT INTO {sums} (tenant_id, conversation_id, content, length, key_version) "
             "SELECT %(t)s, %(d)s, %(c)s, %(n)s, %(v)s WHERE %(v)s = "

@@ -116,19 +116,16 @@ class ObjectAccess:
 
     def complete_multipart(self, ctx: TenantContext, key: str, upload_id: str, etags: list[str]) -> None:
         ctx = verified(ctx)
-        self._confine(ctx, key)
+        confine(ctx, key)
         self.s3_for(ctx).complete_multipart_upload(
             Bucket=ctx.resources.bucket, Key=key, UploadId=upload_id,
             MultipartUpload={"Parts": [{"ETag": e, "PartNumber": n} for n, e in enumerate(etags, 1)]})
 
     def presign_download(self, ctx: TenantContext, key: str) -> str:
         ctx = verified(ctx)
-        self._confine(ctx, key)
+        confine(ctx, key)
         return self.s3_for(ctx).generate_presigned_url(
             "get_object", ExpiresIn=self.expires_in, Params={"Bucket": ctx.resources.bucket, "Key": key})
-
-    def _confine(self, ctx: TenantContext, key: str) -> None:
-        confine(ctx, key)
 
     # -- document bodies (tenant_runtime.documents): keys relative to the prefix --------
 
