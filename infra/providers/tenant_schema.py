@@ -27,7 +27,7 @@ from infra.providers._diff import diff_inputs, public
 from infra.providers._postgres import admin_connect as _admin_connect
 from infra.providers._postgres import secret_json as _secret_json
 from infra.providers._postgres import secrets_client as _secrets_client
-from tenant_runtime.store import TABLES
+from tenant_runtime.tables import TABLES
 from tenantctl.tenant_schema_sql import FORCED
 
 KIND = "tenant-schema"

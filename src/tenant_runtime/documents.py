@@ -50,14 +50,16 @@ from tenant_runtime.blind_index import SEARCH_KEY_SCOPE, blind, document_scope, 
 from tenant_runtime.cache import TTLCache
 from tenant_runtime.context import TenantContext, check_writable, verified
 from tenant_runtime.errors import DecryptionFailed, InvalidRequest, StoreUnavailable, TenantMismatch
+from tenant_runtime.tables import (
+    CONVERSATIONS,
+    DOCUMENTS,
+    SEARCH_KEYS,
+    SEARCH_POSTINGS,
+    SEARCH_VOCAB,
+    SUMMARIES,
+    SUMMARY_POSTINGS,
+)
 
-# The tables (templates/tenant_schema.sql.j2 creates them; tenant_runtime.store lists them in TABLES).
-DOCUMENTS = "documents"
-SEARCH_KEYS = "search_keys"
-SEARCH_POSTINGS = "search_postings"
-SEARCH_VOCAB = "search_vocab"
-SUMMARIES = "summaries"
-SUMMARY_POSTINGS = "summary_postings"
 MAX_DOCUMENT = 1 << 20  # the sealed row's JSON (title + body, or title + beginning + pointer), bytes
 LARGE_BODY = 256 << 10  # bodies above this many bytes of UTF-8 go to S3
 MAX_BODY = 8 << 20  # an S3 body: read whole to index it
@@ -396,7 +398,7 @@ class DocumentOperations:
         analysed = analyzer.index_terms("", text)
         found = yield self._statement_step(
             sql.SQL("SELECT 1 FROM {} WHERE tenant_id = %s AND conversation_id = %s").format(
-                self._table(ctx, "conversations")), (ctx.tenant_id, conversation_id), "one")
+                self._table(ctx, CONVERSATIONS)), (ctx.tenant_id, conversation_id), "one")
         if found is None:  # checked before sealing: no KMS call for a summary that is refused
             raise InvalidRequest(f"no conversation {conversation_id!r} to summarise")
         sealed = yield self._compute_step(self.envelope.encrypt, ctx, summary_scope(conversation_id), content)

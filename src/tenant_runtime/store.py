@@ -59,12 +59,6 @@ from tenant_runtime.cache import TTLCache
 from tenant_runtime.context import TenantContext, check_writable, verified
 from tenant_runtime.crypto import Envelope
 from tenant_runtime.documents import (
-    DOCUMENTS,
-    SEARCH_KEYS,
-    SEARCH_POSTINGS,
-    SEARCH_VOCAB,
-    SUMMARIES,
-    SUMMARY_POSTINGS,
     Document,
     DocumentOperations,
     DocumentPage,
@@ -81,6 +75,7 @@ from tenant_runtime.errors import (
 )
 from tenant_runtime.hibernation import DatabaseWaker
 from tenant_runtime.models import StoreConnection
+from tenant_runtime.tables import CONVERSATIONS, MESSAGES
 
 Role = Literal["system", "user", "assistant", "tool"]
 # Secrets Manager's staging labels.
@@ -89,16 +84,6 @@ MAX_CONTENT = 1 << 20
 MAX_METADATA = 64 << 10
 MAX_PAGE = 500
 
-# The store's tables, in every tenant schema (templates/tenant_schema.sql.j2
-# creates them; checks, drills and usage read them by these names).
-CONVERSATIONS = "conversations"
-MESSAGES = "messages"
-CONTEXT_ITEMS = "context_items"
-# Documents, conversation summaries and their blind search index
-# (tenant_runtime.documents): a tier move, a backup or a restore must carry
-# them all together.
-TABLES = (CONVERSATIONS, MESSAGES, CONTEXT_ITEMS, DOCUMENTS, SEARCH_KEYS, SEARCH_POSTINGS, SEARCH_VOCAB, SUMMARIES,
-          SUMMARY_POSTINGS)
 
 
 class StoreSecret(BaseModel):

@@ -29,7 +29,7 @@ from typing import Any
 from psycopg import sql
 
 from tenant_runtime.models import StoreConnection
-from tenant_runtime.store import TABLES
+from tenant_runtime.tables import TABLES
 from tenantctl.drills.tables import table_checks
 from tenantctl.errors import DrillFailed, TargetUnavailable
 

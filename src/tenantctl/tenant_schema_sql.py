@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tenant_runtime.store import TABLES  # the store's tables: each gets row-level security, forced
+from tenant_runtime.tables import TABLES  # the store's tables: each gets row-level security, forced
 from tenantctl.templates import render
 
 TEMPLATE = "tenant_schema.sql.j2"

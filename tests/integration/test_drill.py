@@ -13,7 +13,7 @@ import pytest
 from psycopg import sql
 from tenant_data import Sandbox, history, objects, put_objects, rows, scratch_databases, write_history
 
-from tenant_runtime.store import TABLES as STORE_TABLES
+from tenant_runtime.tables import TABLES as STORE_TABLES
 from tenantctl import naming
 from tenantctl.drills import envelope, store
 from tenantctl.drills.backup import backup

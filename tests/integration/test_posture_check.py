@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tenant_runtime.store import TABLES as STORE_TABLES
+from tenant_runtime.tables import TABLES as STORE_TABLES
 from tenantctl.checks import check_tenant
 from tenantctl.checks.aws_posture import NAMES as AWS_CHECKS
 from tenantctl.checks.db_posture import NAMES as DB_CHECKS

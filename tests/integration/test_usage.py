@@ -16,7 +16,7 @@ import pytest
 from psycopg import sql
 from tenant_data import Sandbox, write_history
 
-from tenant_runtime.store import TABLES as STORE_TABLES
+from tenant_runtime.tables import TABLES as STORE_TABLES
 from tenantctl import naming
 from tenantctl.models import CellSpec, TenantRecord, TenantStatus, Tier, utcnow
 from tenantctl.operations.deprovision import deprovision

@@ -11,7 +11,8 @@ from tenant_runtime import InvalidRequest, StoreUnavailable, TenantMismatch, Unt
 from tenant_runtime.blind_index import blind, document_scope, summary_scope
 from tenant_runtime.documents import LARGE_BODY, MAX_BODY, DocumentOperations, highlight
 from tenant_runtime.objects import ObjectAccess
-from tenant_runtime.store import TABLES, Compute, Statement, StoreOperations, advance
+from tenant_runtime.store import Compute, Statement, StoreOperations, advance
+from tenant_runtime.tables import TABLES
 
 
 def terms(text: str) -> list[str]:

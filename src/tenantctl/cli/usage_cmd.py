@@ -41,7 +41,7 @@ def usage(
     apart), context-store size and rows (read as the DB admin), queue and DLQ
     depth, and the newest write or upload. With --all, walks the registry page by page and lists the idle tenants.
     """
-    from tenant_runtime.store import TABLES
+    from tenant_runtime.tables import TABLES
     from tenantctl.operations.usage import measure_tenants
     from tenantctl.usage.html_report import human_bytes
     from tenantctl.workspace import Workspace

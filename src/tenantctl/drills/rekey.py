@@ -26,7 +26,7 @@ from typing import Any
 from psycopg import sql
 
 from tenant_runtime.blind_index import SEARCH_KEY_SCOPE, document_scope, summary_scope
-from tenant_runtime.store import DOCUMENTS, MESSAGES, SEARCH_KEYS, SUMMARIES
+from tenant_runtime.tables import DOCUMENTS, MESSAGES, SEARCH_KEYS, SUMMARIES
 from tenantctl.drills.context import DrillContext
 from tenantctl.drills.objects import COPY_LIMIT, object_manifest
 from tenantctl.models import TenantResources

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from tenant_runtime.store import CONTEXT_ITEMS, CONVERSATIONS, DOCUMENTS, MESSAGES, TABLES
+from tenant_runtime.tables import CONTEXT_ITEMS, CONVERSATIONS, DOCUMENTS, MESSAGES, TABLES
 from tenantctl.models import StoreConnection, TenantRecord, TenantStatus, Tier, utcnow
 
 
