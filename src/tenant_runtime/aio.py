@@ -38,6 +38,7 @@ from tenant_runtime.auth import Addressed, JWTSettings, TenantResolver
 from tenant_runtime.blocking import WouldBlock, blocking_allowed, inline
 from tenant_runtime.context import TenantContext, verified
 from tenant_runtime.documents import Document, DocumentPage, ReindexResult, SearchResult, Summary
+from tenant_runtime.errors import StoreMoved
 from tenant_runtime.gateway import Gateway, PoolBase
 from tenant_runtime.jobs import Job, JobMessage
 from tenant_runtime.objects import PresignedUpload
@@ -172,9 +173,11 @@ class AsyncContextStore(StoreOperations):
 
     def __init__(self, envelope: Any, logins: TenantLogins, offload: Offloader,
                  gateway: AsyncSharedPool | None = None, statement_timeout: float | None = None,
-                 waker: Any | None = None, objects: Any | None = None) -> None:
+                 waker: Any | None = None, objects: Any | None = None,
+                 reresolve: Callable[[TenantContext], TenantContext] | None = None) -> None:
         self.envelope, self.logins, self.offload, self.objects = envelope, logins, offload, objects
         self.gateway, self.statement_timeout, self.waker = gateway, statement_timeout, waker
+        self.reresolve = reresolve
 
     @asynccontextmanager
     async def transaction(self, ctx: TenantContext) -> AsyncIterator[psycopg.AsyncConnection]:
@@ -233,6 +236,22 @@ class AsyncContextStore(StoreOperations):
                 done, step = advance(operation, result)
         return step
 
+    async def _write(self, ctx: TenantContext, make: Callable[[TenantContext], Operation]) -> Any:
+        """See ContextStore._write: a write refused by a moved tenant's old
+        store is retried once on the store the registry names now."""
+        ctx = verified(ctx)
+        try:
+            with moved_store(ctx.tenant_id):
+                return await self._run(ctx, make(ctx))
+        except StoreMoved:
+            if self.reresolve is None:
+                raise
+            for conn in self.logins.forget(ctx):
+                await conn.close()
+            fresh = await self.offload.call(self.reresolve, ctx)
+            with moved_store(fresh.tenant_id):
+                return await self._run(fresh, make(fresh))
+
     async def _statement(self, ctx: TenantContext, step: Statement) -> Any:
         async with self.transaction(ctx) as conn:
             cur = await conn.execute(step.query, step.params)
@@ -250,8 +269,7 @@ class AsyncContextStore(StoreOperations):
 
     async def append(self, ctx: TenantContext, conversation_id: str, role: str, content: str,
                      metadata: dict[str, Any] | None = None) -> Message:
-        with moved_store(verified(ctx).tenant_id):
-            return await self._run(ctx, self._append(ctx, conversation_id, role, content, metadata))
+        return await self._write(ctx, lambda c: self._append(c, conversation_id, role, content, metadata))
 
     async def history(self, ctx: TenantContext, conversation_id: str, limit: int = 50,
                       cursor: str | None = None) -> Page:
@@ -262,17 +280,17 @@ class AsyncContextStore(StoreOperations):
         return await self._run(ctx, self._list_conversations(ctx, limit, cursor))
 
     async def delete_conversation(self, ctx: TenantContext, conversation_id: str) -> bool:
-        with moved_store(verified(ctx).tenant_id):
-            return await self._run(ctx, self._delete_conversation(ctx, conversation_id))
+        return await self._write(ctx, lambda c: self._delete_conversation(c, conversation_id))
 
     async def put_document(self, ctx: TenantContext, doc_id: str, title: str, body: str,
                            metadata: dict[str, Any] | None = None, source: str | None = None) -> Document:
-        return await self._run(ctx, self._put_document(ctx, doc_id, title, body, metadata, source))
+        return await self._write(ctx, lambda c: self._put_document(c, doc_id, title, body, metadata, source))
 
     async def put_document_from_upload(self, ctx: TenantContext, doc_id: str, title: str, key: str,
                                        metadata: dict[str, Any] | None = None,
                                        source: str | None = None) -> Document:
-        return await self._run(ctx, self._put_document_from_upload(ctx, doc_id, title, key, metadata, source))
+        return await self._write(ctx, lambda c: self._put_document_from_upload(c, doc_id, title, key, metadata,
+                                                                                source))
 
     async def get_document(self, ctx: TenantContext, doc_id: str) -> Document | None:
         return await self._run(ctx, self._get_document(ctx, doc_id))
@@ -281,7 +299,7 @@ class AsyncContextStore(StoreOperations):
         return await self._run(ctx, self._list_documents(ctx, limit, cursor))
 
     async def delete_document(self, ctx: TenantContext, doc_id: str) -> bool:
-        return await self._run(ctx, self._delete_document(ctx, doc_id))
+        return await self._write(ctx, lambda c: self._delete_document(c, doc_id))
 
     async def search(self, ctx: TenantContext, query: str, *, filters: dict[str, Any] | None = None,
                      facets: list[str] | None = None, limit: int = 10, offset: int = 0, cursor: str | None = None,
@@ -290,7 +308,7 @@ class AsyncContextStore(StoreOperations):
                                                  include_summaries))
 
     async def put_summary(self, ctx: TenantContext, conversation_id: str, text: str) -> Summary:
-        return await self._run(ctx, self._put_summary(ctx, conversation_id, text))
+        return await self._write(ctx, lambda c: self._put_summary(c, conversation_id, text))
 
     async def get_summary(self, ctx: TenantContext, conversation_id: str) -> Summary | None:
         return await self._run(ctx, self._get_summary(ctx, conversation_id))
@@ -299,7 +317,7 @@ class AsyncContextStore(StoreOperations):
         return await self._run(ctx, self._suggest(ctx, prefix, limit))
 
     async def reindex(self, ctx: TenantContext) -> ReindexResult:
-        return await self._run(ctx, self._reindex(ctx))
+        return await self._write(ctx, self._reindex)
 
 
 class AsyncObjectAccess:
@@ -359,7 +377,7 @@ class AsyncTenantRuntime:
                                  self.offload) if gateway else None
         logins = TenantLogins(lambda ctx: self.clients.client(ctx, "secretsmanager"))
         self.store = AsyncContextStore(self.envelope, logins, self.offload, shared, self.sync.store.statement_timeout,
-                                       self.sync.waker, self.sync.objects)
+                                       self.sync.waker, self.sync.objects, reresolve=self.sync._reresolve)
         self.objects = AsyncObjectAccess(self.sync.objects, self.offload)
         self.jobs = AsyncJobQueue(self.sync.jobs, self.offload)
 

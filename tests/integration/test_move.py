@@ -7,6 +7,7 @@ a dedicated one costs a VPC of the sandbox's 5)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from fault_tools import POOLED, Cli, inventory, registry_record, run_id
 from psycopg import sql
 from runtime_tenants import jwt_settings
 
-from tenant_runtime import TenantRuntime, WritesFrozen
+from tenant_runtime import AsyncTenantRuntime, TenantRuntime, WritesFrozen
 from tenant_runtime.errors import StoreMoved, StoreUnavailable
 from tenant_runtime.models import MovePhase
 from tenantctl import store_sync
@@ -165,10 +166,17 @@ def test_move_with_a_writer_keeps_every_acknowledged_write_and_rolls_back(moved,
 def test_a_stale_runtime_fails_closed_on_the_old_store_and_recovers_then_the_move_finalizes(
         moved, workspace, runtime, sandbox):
     slots = _slots(workspace, moved)
-    stale = TenantRuntime(jwt_settings(), workspace.ensure_platform()["registry_table"],
-                          endpoint_url=sandbox.aws_endpoint_url, region=sandbox.region, registry_ttl=3600)
+    settings = dict(endpoint_url=sandbox.aws_endpoint_url, region=sandbox.region, registry_ttl=3600)
+    stale = TenantRuntime(jwt_settings(), workspace.ensure_platform()["registry_table"], **settings)
+    astale = AsyncTenantRuntime(jwt_settings(), workspace.ensure_platform()["registry_table"], **settings)
+    loop = asyncio.new_event_loop()  # one loop for both halves: the async runtime's connections belong to it
+
+    async def put_document(title: str):
+        return await astale.store.put_document(await astale.context(MOVED), "stale-doc", title, "written async")
+
     try:
         stale.store.append(stale.context(MOVED), "stale", "user", "cached")  # caches the record and a connection
+        loop.run_until_complete(put_document("cached"))
         result = move(workspace, MOVED, tier=Tier.dedicated)
         assert result.outcome == "switched" and result.freeze_seconds < 30
         record = workspace.registry.require(MOVED)
@@ -186,8 +194,13 @@ def test_a_stale_runtime_fails_closed_on_the_old_store_and_recovers_then_the_mov
         msg = stale.store.append(stale_ctx, "stale", "user", "after the switch")
         assert (msg.seq, "stale") in _rows(sandbox, record)
         assert stale.context(MOVED).resources.store == new
+        # The async runtime's writes (a document here) recover the same way.
+        assert loop.run_until_complete(put_document("after the switch")).title == "after the switch"
+        assert loop.run_until_complete(astale.context(MOVED)).resources.store == new
     finally:
         stale.close()
+        loop.run_until_complete(astale.aclose())
+        loop.close()
 
     done = move(workspace, MOVED, finalize=True)  # final backup, old store removed, `check` passes
     record = workspace.registry.require(MOVED)
@@ -202,6 +215,7 @@ def test_a_stale_runtime_fails_closed_on_the_old_store_and_recovers_then_the_mov
     report = drill(context_from_workspace(workspace), record)
     assert report.verdict is Verdict.passed, report
     assert runtime.store.history(runtime.context(MOVED), "stale").messages[0].content == "after the switch"
+    assert runtime.store.get_document(runtime.context(MOVED), "stale-doc").title == "after the switch"
 
 
 def test_refusals_create_nothing(moved, workspace):
