@@ -113,6 +113,11 @@ class TenantResolver:
         self._verified: TTLCache[dict[str, Any]] | None = (
             TTLCache(settings.verified_cache_size, settings.verified_cache_ttl, clock)
             if settings.verified_cache_ttl > 0 else None)
+        # The last context issued per verified token: a request repeating a token
+        # gets it again while the registry's record is the same (not re-made per call).
+        self._contexts: TTLCache[TenantContext] | None = (
+            TTLCache(settings.verified_cache_size, settings.verified_cache_ttl, clock)
+            if settings.verified_cache_ttl > 0 else None)
 
     def verify(self, token: str) -> dict[str, Any]:
         if self._verified is not None:
@@ -172,7 +177,13 @@ class TenantResolver:
         check_addressed(tenant_id, addressed_tenant)
         if self.revocations is not None:
             self.revocations.check(claims, tenant_id)
-        return from_registry(self.registry, tenant_id, subject=claims.get("sub"), claims=claims)
+        if self._contexts is None:
+            return from_registry(self.registry, tenant_id, subject=claims.get("sub"), claims=claims)
+        _, last = self._contexts.get(token)
+        ctx = from_registry(self.registry, tenant_id, subject=claims.get("sub"), claims=claims, reuse=last)
+        if ctx is not last:
+            self._contexts.put(token, ctx)
+        return ctx
 
     def resolve_header(self, authorization: str | None, addressed_tenant: Addressed = None) -> TenantContext:
         return self.resolve(bearer_token(authorization), addressed_tenant)

@@ -95,14 +95,18 @@ class TenantContext:
 
 
 def from_registry(registry: RegistryReader, tenant_id: str, subject: str | None = None,
-                  claims: Mapping[str, Any] | None = None) -> TenantContext:
+                  claims: Mapping[str, Any] | None = None, reuse: TenantContext | None = None) -> TenantContext:
     """The resolution's last step: a context for the registry's record of an
     active tenant (``TenantResolver.resolve`` after the token,
     ``TenantRuntime.context`` for work without one). The record comes from the
-    registry reader, never from the caller."""
+    registry reader, never from the caller. ``reuse``: a context issued before
+    for the same subject and claims (the same token), given back while the
+    registry still gives the record it holds (contexts are read-only)."""
     if not isinstance(registry, RegistryReader):
         raise UntrustedContext(f"contexts are resolved from a RegistryReader, not a {type(registry).__name__}")
     record = registry.get(tenant_id)
+    if reuse is not None and reuse.record is record and reuse.tenant_id == tenant_id:
+        return verified(reuse)
     ctx = TenantContext(tenant_id, record, subject, claims, _capability=_CAPABILITY)
     with _ISSUED_LOCK:
         _ISSUED[ctx] = (tenant_id, record, record.resources)
@@ -121,7 +125,10 @@ def verified(ctx: object) -> TenantContext:
     tenant_id, record, resources = issued
     if ctx.tenant_id != tenant_id or ctx.record is not record or record.resources is not resources:
         raise UntrustedContext(f"the context of tenant {tenant_id!r} was altered after resolution: refused")
-    _check_owner(tenant_id, record)
+    if record.tenant_id != tenant_id:
+        # The resources (frozen, the same object) and the prefix passed _check_owner at
+        # issuance; only the record's own id can have changed since: check the whole again.
+        _check_owner(tenant_id, record)
     return ctx
 
 

@@ -48,6 +48,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -87,6 +88,12 @@ def _canonical(context: dict[str, str]) -> bytes:
     return json.dumps(context, sort_keys=True, separators=(",", ":")).encode()
 
 
+@lru_cache(maxsize=MAX_DERIVED)
+def _info(tenant_id: str, conversation_id: str) -> bytes:
+    """The canonical encryption context of a conversation (derivation info and associated data)."""
+    return _canonical(encryption_context(tenant_id, conversation_id))
+
+
 def _derive(data_key: bytes, info: bytes) -> bytes:
     """The conversation's key: HKDF-SHA256 of the data key, info = version + canonical context."""
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=MAGIC + info).derive(data_key)
@@ -98,13 +105,13 @@ class _DataKey:
     encrypted: bytes
     created: float
     uses: int = 0
-    # Per-conversation keys derived from this one; they live and die with it.
-    derived: dict[bytes, bytes] = field(default_factory=dict, repr=False)
+    # Per-conversation keys derived from this one, ready to use; they live and die with it.
+    derived: dict[bytes, AESGCM] = field(default_factory=dict, repr=False)
 
-    def derive(self, info: bytes) -> bytes:
+    def aead(self, info: bytes) -> AESGCM:
         key = self.derived.get(info)
         if key is None:
-            key = _derive(self.plaintext, info)
+            key = AESGCM(_derive(self.plaintext, info))
             if len(self.derived) >= MAX_DERIVED:
                 self.derived.clear()
             self.derived[info] = key
@@ -278,15 +285,16 @@ class Envelope:
             resp = self._kms(kms, tenant_id, key_arn, "generate a data key", "generate_data_key",
                              KeySpec="AES_256", EncryptionContext=kms_context(tenant_id))
             key = self.cache.put_sealing_key(slot, resp["Plaintext"], resp["CiphertextBlob"])
-        info = _canonical(encryption_context(tenant_id, conversation_id))
-        header = MAGIC + _LEN.pack(len(key.encrypted)) + key.encrypted + os.urandom(NONCE)
-        return header + AESGCM(key.derive(info)).encrypt(header[-NONCE:], plaintext, header + info)
+        info = _info(tenant_id, conversation_id)
+        nonce = os.urandom(NONCE)
+        header = MAGIC + _LEN.pack(len(key.encrypted)) + key.encrypted + nonce
+        return header + key.aead(info).encrypt(nonce, plaintext, header + info)
 
     def open(self, kms: Callable[[], Any], tenant_id: str, key_arn: str, conversation_id: str,
              blobs: list[bytes]) -> list[bytes]:
         """Open blobs of one conversation sealed under ``tenant_id``'s key ``key_arn``."""
         self._require_enabled(kms, tenant_id, key_arn)
-        info = _canonical(encryption_context(tenant_id, conversation_id))
+        info = _info(tenant_id, conversation_id)
         return [self._open_one(kms, tenant_id, key_arn, info, blob) for blob in blobs]
 
     def _open_one(self, kms: Callable[[], Any], tenant_id: str, key_arn: str, info: bytes, blob: bytes) -> bytes:
@@ -305,7 +313,7 @@ class Envelope:
         if key is None:
             key = self.cache.put_opened_key(slot, edk, self._open_key(kms, tenant_id, key_arn, edk))
         try:
-            return AESGCM(key.derive(info)).decrypt(header[-NONCE:], blob[len(header):], header + info)
+            return key.aead(info).decrypt(header[-NONCE:], blob[len(header):], header + info)
         except InvalidTag:
             raise DecryptionFailed("ciphertext failed authentication (tampered with, or sealed for "
                                    "another tenant or conversation)") from None

@@ -45,7 +45,7 @@ from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, Literal
 
 import psycopg
@@ -172,7 +172,7 @@ def decode_cursor(cursor: str, tenant_id: str, conversation_id: str) -> tuple[in
 # -- one transaction -------------------------------------------------------------
 
 def scope_statement(tenant_id: str, role: str | None = None,
-                    statement_timeout: float | None = None) -> tuple[sql.Composed, tuple]:
+                    statement_timeout: float | None = None) -> tuple[bytes, tuple]:
     """The first statement of every tenant transaction, one round trip:
     transaction-local tenant (and role for a gateway login, and statement
     timeout when set)."""
@@ -182,9 +182,22 @@ def scope_statement(tenant_id: str, role: str | None = None,
     settings.append(("app.tenant_id", tenant_id))
     if statement_timeout is not None:
         settings.append(("statement_timeout", str(max(1, int(statement_timeout * 1000)))))
-    query = sql.SQL("SELECT ") + sql.SQL(", ").join(
-        sql.SQL("set_config({}, %s, true)").format(sql.Literal(name)) for name, _ in settings)
-    return query, tuple(value for _, value in settings)
+    return _scope_query(tuple(name for name, _ in settings)), tuple(value for _, value in settings)
+
+
+@lru_cache(maxsize=8)
+def _scope_query(names: tuple[str, ...]) -> bytes:
+    # Composing costs more than the rest of a warm append's client work: once per shape.
+    return (sql.SQL("SELECT ") + sql.SQL(", ").join(
+        sql.SQL("set_config({}, %s, true)").format(sql.Literal(name)) for name in names)).as_bytes(None)
+
+
+@lru_cache(maxsize=4096)
+def schema_statement(template: str, schema: str, **tables: str) -> bytes:
+    """``template`` with each ``{name}`` replaced by the quoted table ``schema.tables[name]``,
+    rendered once per schema (the quoting is libpq's, done in Python: the same bytes)."""
+    return sql.SQL(template).format(**{name: sql.Identifier(schema, table) for name, table in tables.items()}
+                                    ).as_bytes(None)
 
 
 @contextmanager
@@ -335,7 +348,7 @@ class TenantLogins:
         store = ctx.resources.store
         with self._lock:
             pool = self.pools.get(ctx.tenant_id)
-            if pool is not None and pool.store == store:
+            if pool is not None and (pool.store is store or pool.store == store):
                 self.pools.move_to_end(ctx.tenant_id)
                 return pool, []
             # None yet, or connected to a store the tenant was moved away from: never reused.
@@ -359,7 +372,7 @@ class Statement:
     """SQL to run in the tenant's transaction; the driver sends back the row
     (``one``), the rows (``all``) or the row count (``rowcount``)."""
 
-    query: sql.Composable
+    query: sql.Composable | bytes
     params: Mapping[str, Any] | Sequence[Any]
     fetch: Literal["one", "all", "rowcount"]
 
@@ -405,6 +418,11 @@ class StoreOperations(DocumentOperations):
     def _table(ctx: TenantContext, table: str) -> sql.Composed:
         return sql.Identifier(ctx.resources.store.schema_name, table)
 
+    @staticmethod
+    def _sql(ctx: TenantContext, template: str, **tables: str) -> bytes:
+        """``template`` over the tenant's tables (``{name}`` = ``tables[name]``), rendered once per schema."""
+        return schema_statement(template, ctx.resources.store.schema_name, **tables)
+
     def _append(self, ctx: TenantContext, conversation_id: str, role: str, content: str,
                 metadata: dict[str, Any] | None) -> Operation:
         ctx = verified(ctx)  # first: a context the resolution did not issue reaches nothing
@@ -417,19 +435,20 @@ class StoreOperations(DocumentOperations):
             raise InvalidRequest(f"content is {len(body)} bytes; the limit is {MAX_CONTENT}")
         meta = metadata or {}
         try:
-            meta_size = len(json.dumps(meta))
+            meta_json = json.dumps(meta)
         except (TypeError, ValueError):
             raise InvalidRequest("metadata must be JSON-serialisable") from None
-        if meta_size > MAX_METADATA:
-            raise InvalidRequest(f"metadata is {meta_size} bytes of JSON; the limit is {MAX_METADATA}")
+        if len(meta_json) > MAX_METADATA:
+            raise InvalidRequest(f"metadata is {len(meta_json)} bytes of JSON; the limit is {MAX_METADATA}")
         sealed = yield Compute(self.envelope.encrypt, (ctx, conversation_id, body))
         seq, created = yield Statement(
-            sql.SQL("WITH c AS (INSERT INTO {conv} (tenant_id, conversation_id) VALUES (%(t)s, %(c)s) "
-                    "ON CONFLICT (tenant_id, conversation_id) DO UPDATE SET updated_at = now() RETURNING 1) "
-                    "INSERT INTO {msg} (tenant_id, conversation_id, role, content, metadata) "
-                    "SELECT %(t)s, %(c)s, %(r)s, %(b)s, %(m)s FROM c RETURNING seq, created_at").format(
-                conv=self._table(ctx, CONVERSATIONS), msg=self._table(ctx, MESSAGES)),
-            {"t": ctx.tenant_id, "c": conversation_id, "r": role, "b": sealed, "m": Jsonb(meta)}, "one")
+            self._sql(ctx, "WITH c AS (INSERT INTO {conv} (tenant_id, conversation_id) VALUES (%(t)s, %(c)s) "
+                      "ON CONFLICT (tenant_id, conversation_id) DO UPDATE SET updated_at = now() RETURNING 1) "
+                      "INSERT INTO {msg} (tenant_id, conversation_id, role, content, metadata) "
+                      "SELECT %(t)s, %(c)s, %(r)s, %(b)s, %(m)s FROM c RETURNING seq, created_at",
+                      conv=CONVERSATIONS, msg=MESSAGES),
+            {"t": ctx.tenant_id, "c": conversation_id, "r": role, "b": sealed, "m": Jsonb(meta_json, dumps=_as_is)},
+            "one")
         return Message(conversation_id=conversation_id, seq=seq, role=role, content=content,
                        metadata=meta, created_at=created)
 
@@ -440,10 +459,10 @@ class StoreOperations(DocumentOperations):
             raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}")
         before, after = decode_cursor(cursor, ctx.tenant_id, conversation_id) if cursor else (None, 0)
         rows = yield Statement(
-            sql.SQL("SELECT seq, role, content, metadata, created_at FROM {msg} "
-                    "WHERE tenant_id = %(t)s AND conversation_id = %(c)s AND seq > %(a)s "
-                    "AND seq < coalesce(%(b)s::bigint, 9223372036854775807) "
-                    "ORDER BY seq DESC LIMIT %(n)s").format(msg=self._table(ctx, MESSAGES)),
+            self._sql(ctx, "SELECT seq, role, content, metadata, created_at FROM {msg} "
+                      "WHERE tenant_id = %(t)s AND conversation_id = %(c)s AND seq > %(a)s "
+                      "AND seq < coalesce(%(b)s::bigint, 9223372036854775807) "
+                      "ORDER BY seq DESC LIMIT %(n)s", msg=MESSAGES),
             {"t": ctx.tenant_id, "c": conversation_id, "a": after, "b": before, "n": limit + 1}, "all")
         more = len(rows) > limit
         rows = rows[:limit]
@@ -672,6 +691,11 @@ class ContextStore(StoreOperations):
     def reindex(self, ctx: TenantContext) -> ReindexResult:
         """Rotate the tenant's search key and re-hash every document under it."""
         return self._write(ctx, self._reindex)
+
+
+def _as_is(text: str) -> str:
+    """Jsonb's dumps for JSON already dumped (to measure it): once is enough."""
+    return text
 
 
 def _check_conversation(conversation_id: str) -> None:

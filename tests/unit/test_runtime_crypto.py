@@ -184,3 +184,17 @@ def test_a_retired_key_stops_being_used_within_recheck_after(kms, tenants, retir
     if retire == "disable":  # enabled again: served again after the next check
         kms.enable_key(KeyId=key_id)
         assert env.decrypt(a, "c1", blob) == b"before"
+
+
+@pytest.mark.parametrize("rate, data_keys, checks", [(1, 4, 17), (10, 1, 2), (100, 1, 1)])
+def test_kms_calls_at_a_steady_rate_are_the_fewest_the_two_bounds_allow(kms, tenants, rate, data_keys, checks):
+    """1,000 messages at ``rate`` per second: one data key per ``max_age`` (300 s)
+    and one key-state check per ``recheck_after`` (60 s) of use, nothing more.
+    At 10 messages/s that is 3 per 1,000 (100 s: a data key, checks at 0 and 60 s);
+    ≤ 1 would need a recheck less often than every 100 s, a weaker bound."""
+    clock = Clock()
+    env = envelope(kms, clock=clock)  # the runtime's defaults
+    for i in range(1000):
+        env.encrypt(tenants["acme"], f"c{i // 20}", b"x")
+        clock.now += 1 / rate
+    assert (data_key_calls(env), env.key_checks) == (data_keys, checks)

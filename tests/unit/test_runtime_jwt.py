@@ -141,3 +141,26 @@ def test_verified_token_cache_can_be_switched_off(monkeypatch):
 def test_an_unusable_pem_key_is_refused_at_start():
     with pytest.raises(ValueError, match="unusable"):
         TenantResolver(JWTSettings(key="not a pem", algorithms=("RS256",)), Registry())
+
+
+def test_a_repeated_token_gets_its_context_again_while_the_record_is_the_same():
+    """Not re-made per request (a warm request's largest cost after the store),
+    yet every check still runs: a changed record makes a new context, an
+    inactive tenant and an expired token are refused."""
+    clock = WallClock()
+    settings = JWTSettings(key=PUBLIC, algorithms=("RS256",), audience="api", issuer="https://idp")
+    registry = Registry(record("acme"))  # gives the same record object until it is replaced
+    resolver = TenantResolver(settings, registry, clock=clock)
+    good = token(exp=clock.now + 30)
+    first = resolver.resolve(good, "acme")
+    assert resolver.resolve(good, "acme") is first
+    assert resolver.resolve(token(sub="u2", exp=clock.now + 30), "acme") is not first  # another token
+    registry.records["acme"] = record("acme", key_arn="arn:aws:kms:us-east-1:123456789012:key/rotated")
+    again = resolver.resolve(good, "acme")
+    assert again is not first and again.resources.kms_key_arn.endswith("/rotated")
+    registry.records["acme"] = record("acme", TenantStatus.suspended)
+    with pytest.raises(TenantInactive):
+        resolver.resolve(good, "acme")
+    clock.now += 31
+    with pytest.raises(Unauthenticated, match="expired"):
+        resolver.resolve(good, "acme")

@@ -202,3 +202,14 @@ def test_a_context_cannot_be_constructed_or_pickled():
         TenantContext("acme", record("acme"))
     with pytest.raises(TypeError, match="pickled"):
         pickle.dumps(context("acme"))
+
+
+def test_a_context_whose_record_was_renamed_after_resolution_is_refused():
+    """Its resources (frozen) passed the owner check when it was issued; the
+    record's own id is checked again on every use."""
+    from tenant_runtime.context import verified
+
+    renamed = context("acme")
+    renamed.record.tenant_id = "beta"
+    with pytest.raises(TenantMismatch):
+        verified(renamed)

@@ -1,0 +1,41 @@
+"""The store's SQL on the hot path: rendered once per schema (not composed and
+quoted again on every call), to the bytes libpq's quoting gives."""
+
+from __future__ import annotations
+
+from runtime_fixtures import context
+
+from tenant_runtime.crypto import Envelope
+from tenant_runtime.store import Compute, ContextStore, Statement, schema_statement, scope_statement
+
+
+def unreachable(ctx):
+    raise AssertionError("no client is needed to build a statement")
+
+
+def insert_of(store: ContextStore, ctx) -> Statement:
+    operation = store._append(ctx, "c1", "user", "hello", {"k": 1})
+    assert isinstance(next(operation), Compute)  # sealing comes first
+    return operation.send(b"sealed")
+
+
+def test_the_append_statement_is_rendered_once_per_schema():
+    store = ContextStore(Envelope(unreachable), unreachable)
+    first = insert_of(store, context("acme"))
+    assert isinstance(first.query, bytes) and b'INSERT INTO "tenant_acme"."messages"' in first.query
+    assert insert_of(store, context("acme")).query is first.query  # another request, same schema
+    beta = insert_of(store, context("beta")).query
+    assert beta is not first.query and b'"tenant_beta"."conversations"' in beta
+
+
+def test_identifiers_are_quoted_as_libpq_quotes_them():
+    assert schema_statement("SELECT 1 FROM {t}", 'we"ird', t="messages") == b'SELECT 1 FROM "we""ird"."messages"'
+
+
+def test_the_scope_statement_is_one_rendered_query_per_shape():
+    query, params = scope_statement("acme", "tenant_acme_app", 1.5)
+    assert query == (b"SELECT set_config('role', %s, true), set_config('app.tenant_id', %s, true), "
+                     b"set_config('statement_timeout', %s, true)")
+    assert params == ("tenant_acme_app", "acme", "1500")
+    assert scope_statement("beta", "tenant_beta_app", 9.0)[0] is query
+    assert scope_statement("acme") == (b"SELECT set_config('app.tenant_id', %s, true)", ("acme",))
