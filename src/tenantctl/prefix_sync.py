@@ -1,0 +1,109 @@
+"""Keeping a tenant's objects in step between two cells' buckets (the same
+prefix in both): what a move between cells of one account and region does to
+the tenant's S3 prefix while ``store_sync`` moves its store.
+
+Objects are copied server-side (CopyObject: the bytes never leave S3), SSE-KMS
+under the tenant's key, with their tags (the retention class the cell's
+lifecycle rules match) and metadata. A pass copies what changed since the
+last one and deletes from the target what the source no longer holds, so the
+pass inside the write freeze only carries the last changes.
+
+What changed is judged on the source side only: the source's key and ETag
+against the ETag it had when it was last copied (``Copied``). A copy's own
+ETag cannot be compared with its source's: under SSE-KMS an ETag is not a
+digest of the content. A run that has no ``Copied`` (a resumed move) copies
+every object once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from tenantctl.errors import TenantctlError
+
+DELETE_BATCH = 1000  # DeleteObjects takes at most 1,000 keys
+
+
+@dataclass(frozen=True)
+class Place:
+    bucket: str
+    prefix: str
+
+
+@dataclass
+class Copied:
+    """Source key -> the source ETag it had when copied (one move's run)."""
+
+    etags: dict[str, str] = field(default_factory=dict)
+    objects: int = 0  # copied by the passes so far
+    removed: int = 0
+
+
+def listing(s3: Any, place: Place) -> dict[str, str]:
+    """Key -> ETag of every current object under the place's prefix."""
+    found: dict[str, str] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=place.bucket, Prefix=place.prefix):
+        found.update({o["Key"]: o["ETag"] for o in page.get("Contents", [])})
+    return found
+
+
+def sync(s3: Any, source: Place, target: Place, kms_key_arn: str, copied: Copied) -> Copied:
+    """One pass: ``target`` holds what ``source`` holds (new and changed
+    objects copied, objects gone from the source deleted)."""
+    have = listing(s3, source)
+    there = listing(s3, target)
+    for key, etag in have.items():
+        if copied.etags.get(key) == etag and key in there:
+            continue
+        _copy(s3, source, target, key, kms_key_arn)
+        copied.etags[key] = etag
+        copied.objects += 1
+    gone = [key for key in there if key not in have]
+    _delete(s3, target.bucket, [{"Key": key} for key in gone])
+    for key in gone:
+        copied.etags.pop(key, None)
+    copied.removed += len(gone)
+    return copied
+
+
+def carry_late(s3: Any, source: Place, target: Place, kms_key_arn: str) -> list[str]:
+    """Copy the objects ``source`` holds that ``target`` never had (no version,
+    no delete marker): written to the old prefix after the freeze's pass by a
+    runtime still holding the old record, or through an upload URL signed
+    before the switch. An object the tenant deleted in ``target`` since has a
+    delete marker there and stays deleted. Returns the keys copied."""
+    seen = {v["Key"] for v in _versions(s3, target)}
+    late = [key for key in listing(s3, source) if key not in seen]
+    for key in late:
+        _copy(s3, source, target, key, kms_key_arn)
+    return late
+
+
+def remove(s3: Any, place: Place) -> int:
+    """Every version and delete marker under the prefix (the buckets are
+    versioned): nothing of the tenant is left there. Returns the count."""
+    versions = list(_versions(s3, place))
+    _delete(s3, place.bucket, versions)
+    return len(versions)
+
+
+def _copy(s3: Any, source: Place, target: Place, key: str, kms_key_arn: str) -> None:
+    s3.copy_object(Bucket=target.bucket, Key=key, CopySource={"Bucket": source.bucket, "Key": key},
+                   ServerSideEncryption="aws:kms", SSEKMSKeyId=kms_key_arn,
+                   MetadataDirective="COPY", TaggingDirective="COPY")
+
+
+def _versions(s3: Any, place: Place) -> Iterator[dict[str, str]]:
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=place.bucket, Prefix=place.prefix):
+        for item in page.get("Versions", []) + page.get("DeleteMarkers", []):
+            yield {"Key": item["Key"], "VersionId": item["VersionId"]}
+
+
+def _delete(s3: Any, bucket: str, objects: list[dict[str, str]]) -> None:
+    for start in range(0, len(objects), DELETE_BATCH):
+        failed = s3.delete_objects(Bucket=bucket, Delete={"Objects": objects[start:start + DELETE_BATCH],
+                                                          "Quiet": True}).get("Errors")
+        if failed:
+            raise TenantctlError(f"s3://{bucket}: {len(failed)} objects not deleted, first: {failed[0]}")
