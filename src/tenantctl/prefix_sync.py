@@ -18,12 +18,14 @@ every object once.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from tenantctl.errors import TenantctlError
 
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1,000 keys
+COPY_WORKERS = 8  # CopyObject calls at once: each is a round trip with no bytes through this process
 
 
 @dataclass(frozen=True)
@@ -51,16 +53,19 @@ def listing(s3: Any, place: Place) -> dict[str, str]:
 
 def sync(s3: Any, source: Place, target: Place, kms_key_arn: str, copied: Copied) -> Copied:
     """One pass: ``target`` holds what ``source`` holds (new and changed
-    objects copied, objects gone from the source deleted)."""
+    objects copied, objects deleted from the source deleted). An object the
+    source never held (no version there) stays: written to the target by a
+    runtime still holding the other record (the buckets are versioned)."""
     have = listing(s3, source)
     there = listing(s3, target)
-    for key, etag in have.items():
-        if copied.etags.get(key) == etag and key in there:
-            continue
-        _copy(s3, source, target, key, kms_key_arn)
-        copied.etags[key] = etag
-        copied.objects += 1
+    changed = [key for key, etag in have.items() if copied.etags.get(key) != etag or key not in there]
+    _copy_all(s3, source, target, changed, kms_key_arn)
+    copied.etags.update({key: have[key] for key in changed})
+    copied.objects += len(changed)
     gone = [key for key in there if key not in have]
+    if gone:
+        held = {v["Key"] for v in _versions(s3, source)}
+        gone = [key for key in gone if key in held]
     _delete(s3, target.bucket, [{"Key": key} for key in gone])
     for key in gone:
         copied.etags.pop(key, None)
@@ -76,8 +81,7 @@ def carry_late(s3: Any, source: Place, target: Place, kms_key_arn: str) -> list[
     delete marker there and stays deleted. Returns the keys copied."""
     seen = {v["Key"] for v in _versions(s3, target)}
     late = [key for key in listing(s3, source) if key not in seen]
-    for key in late:
-        _copy(s3, source, target, key, kms_key_arn)
+    _copy_all(s3, source, target, late, kms_key_arn)
     return late
 
 
@@ -89,10 +93,17 @@ def remove(s3: Any, place: Place) -> int:
     return len(versions)
 
 
-def _copy(s3: Any, source: Place, target: Place, key: str, kms_key_arn: str) -> None:
-    s3.copy_object(Bucket=target.bucket, Key=key, CopySource={"Bucket": source.bucket, "Key": key},
-                   ServerSideEncryption="aws:kms", SSEKMSKeyId=kms_key_arn,
-                   MetadataDirective="COPY", TaggingDirective="COPY")
+def _copy_all(s3: Any, source: Place, target: Place, keys: list[str], kms_key_arn: str) -> None:
+    """CopyObject each key, ``COPY_WORKERS`` at a time (a boto3 client is thread-safe)."""
+    def copy(key: str) -> None:
+        s3.copy_object(Bucket=target.bucket, Key=key, CopySource={"Bucket": source.bucket, "Key": key},
+                       ServerSideEncryption="aws:kms", SSEKMSKeyId=kms_key_arn,
+                       MetadataDirective="COPY", TaggingDirective="COPY")
+
+    if not keys:
+        return
+    with ThreadPoolExecutor(min(COPY_WORKERS, len(keys))) as pool:
+        list(pool.map(copy, keys))  # the first failure is raised here
 
 
 def _versions(s3: Any, place: Place) -> Iterator[dict[str, str]]:

@@ -389,6 +389,9 @@ def test_a_tenant_moves_to_another_cell_of_its_region_with_its_data_and_objects_
 
     # Rollback: back to eua with the writes and objects made since the switch; nothing left in euc.
     after_switch = rt.objects.put_body(ctx, b"written in euc")
+    stale = f"{prefix}uploads/stale"  # by a runtime still holding the record before the switch: kept
+    s3.put_object(Bucket=_bucket("eua"), Key=stale, Body=b"stale", ServerSideEncryption="aws:kms",
+                  SSEKMSKeyId=before.resources.kms_key_arn)
     writer, thread = writing(rt, MOVER)
     time.sleep(0.3)
     assert move(fleet.ws, MOVER, rollback=True).outcome == "rolled_back"
@@ -397,6 +400,7 @@ def test_a_tenant_moves_to_another_cell_of_its_region_with_its_data_and_objects_
     assert (record.cell, record.move, record.resources) == ("eua", None, before.resources)
     assert {seq for seq, _ in writer.acked} <= {seq for seq, _ in _rows(sandbox, old)}
     assert rt.objects.read_body(rt.context(MOVER), after_switch, 100) == b"written in euc"
+    assert s3.get_object(Bucket=_bucket("eua"), Key=stale)["Body"].read() == b"stale"
     assert _versions(sandbox, "euc", prefix) == [] and not _schema_in(sandbox, EUC_DB, MOVER)
     assert (cell_count(sandbox, "eua"), cell_count(sandbox, "euc")) == slots
     rt.store.append(rt.context(MOVER), "live", "user", "writable again in eua")
@@ -408,7 +412,7 @@ def test_a_finalized_move_between_cells_leaves_nothing_in_the_old_cell(fleet: Fl
     assert move(fleet.ws, MOVER, cell="euc").outcome == "switched"
     # A runtime still holding the old record (or an upload URL signed before the switch) writes to the old prefix.
     s3 = aws(sandbox, "s3", EU, ACCOUNT_A)
-    s3.put_object(Bucket=_bucket("eua"), Key=f"{prefix}uploads/stale", Body=b"stale", ServerSideEncryption="aws:kms",
+    s3.put_object(Bucket=_bucket("eua"), Key=f"{prefix}uploads/late", Body=b"late", ServerSideEncryption="aws:kms",
                   SSEKMSKeyId=before.resources.kms_key_arn)
     done = move(fleet.ws, MOVER, finalize=True)  # final backup, old store and old prefix removed, `check` passes
     record = fleet.ws.registry.require(MOVER)
@@ -419,7 +423,7 @@ def test_a_finalized_move_between_cells_leaves_nothing_in_the_old_cell(fleet: Fl
     assert not _schema_in(sandbox, WHERE["eua"][2], MOVER) and _versions(sandbox, "eua", prefix) == []
     assert inventory(sandbox, MOVER, EU, ACCOUNT_A, EUC_DB) == POOLED
     assert any(k.startswith(f"{prefix}backups/") for k in _versions(sandbox, "euc", prefix))  # the final backup
-    assert s3.get_object(Bucket=_bucket("euc"), Key=f"{prefix}uploads/stale")["Body"].read() == b"stale"
+    assert s3.get_object(Bucket=_bucket("euc"), Key=f"{prefix}uploads/late")["Body"].read() == b"late"
     iam, role = aws(sandbox, "iam", EU, ACCOUNT_A), naming.iam_role_name(MOVER)
     policies = json.dumps([iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
                            for name in iam.list_role_policies(RoleName=role)["PolicyNames"]])

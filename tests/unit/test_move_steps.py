@@ -69,6 +69,18 @@ def test_a_move_between_cells_retires_the_store_of_the_old_cell():
         TenantSpec.model_validate({**across.model_dump(mode="json"), "retiring": {"tier": "pooled", "cell": "Bad!"}})
 
 
+def test_the_stack_file_of_a_move_between_cells_names_the_new_cell_and_keeps_the_old_one(tmp_path):
+    from tenantctl.engines.pulumi.engine import effective_config
+    from tenantctl.stackconfig import PLATFORM_REF_KEY, read_config, read_tenant, stack_file, write_tenant
+
+    across = target_spec(TenantSpec(id="acme", cell="eu1"), Tier.pooled, cell="eu2")
+    write_tenant(tmp_path, across)
+    path = stack_file(tmp_path, "acme")
+    assert read_config(path)[PLATFORM_REF_KEY] == "cell-eu2"  # the tenant's (new) cell from the move's start
+    assert effective_config(path, "org/tenantctl/platform")["config"][PLATFORM_REF_KEY] == "org/tenantctl/cell-eu2"
+    assert read_tenant(path).retiring.cell == "eu1"
+
+
 def test_an_open_move_between_cells_reads_the_retiring_store_from_the_old_cells_stack():
     """The new store is the target cell's (its platformStack), the retiring one
     the old cell's (a second StackReference, qualified like the first); the
