@@ -237,7 +237,8 @@ class Mover:
                                                     "switched_at": now, "window_ends_at": now + window}))
         self.point_secret(new_store)
         self.result_extra["freeze_seconds"] = (utcnow() - frozen_at).total_seconds()
-        self.say(f"move {self.record.tenant_id}: switched to the {spec.tier.value} store "
+        where = f" of cell {self.move.to_cell}" if self.move.to_cell != self.move.from_cell else ""
+        self.say(f"move {self.record.tenant_id}: switched to the {spec.tier.value} store{where} "
                  f"(writes refused {self.result_extra['freeze_seconds']:.2f} s); the old one is read-only")
         if pinned is not None:
             self.say(f"move {self.record.tenant_id}: verifying (counts + checksums as of the freeze)")
