@@ -4,6 +4,7 @@ declares while a move is open, the runtime's write freeze and its 503."""
 from __future__ import annotations
 
 import json
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -67,6 +68,39 @@ def test_a_move_between_cells_retires_the_store_of_the_old_cell():
     assert target_spec(spec, Tier.dedicated).retiring.cell is None  # within its cell: no cell of its own
     with pytest.raises(ValueError, match="cell"):
         TenantSpec.model_validate({**across.model_dump(mode="json"), "retiring": {"tier": "pooled", "cell": "Bad!"}})
+
+
+@pytest.mark.parametrize("tier,to_cell,refused", [
+    (Tier.pooled, "eu2", None),
+    (Tier.dedicated, "eu2", None),
+    (Tier.pooled, "other", "in account 444444444444, the tenant in 222222222222; a move to another account or "
+                           "region is not built: the tenant's KMS key, role, queues and secret would have to be "
+                           "created again there and every ciphertext re-wrapped"),
+    (Tier.pooled, "us", "it is in us-east-1, the tenant's data must stay in eu-west-1 (residency)"),
+    (Tier.pooled, "dedicated-only", "it takes dedicated tenants, not pooled"),
+    (Tier.pooled, "nowhere", "--cell nowhere: no such cell"),
+])
+@pytest.mark.parametrize("from_tier", [Tier.pooled, Tier.dedicated])
+def test_a_target_cell_must_share_the_account_and_region_and_take_the_tier(from_tier, tier, to_cell, refused):
+    from tenantctl.models import CellSpec, TenantRecord, TenantStatus
+    from tenantctl.operations.move import _refuse_cell
+
+    def cell(name: str, account: str = "222222222222", region: str = "eu-west-1", **extra) -> CellSpec:
+        return CellSpec(name=name, region=region, account_role_arn=f"arn:aws:iam::{account}:role/c", **extra)
+
+    cells = {c.name: c for c in (cell("eu1"), cell("eu2"), cell("other", account="444444444444"),
+                                 cell("us", region="us-east-1"), cell("dedicated-only", tiers=[Tier.dedicated]))}
+    ws = SimpleNamespace(cells=lambda: cells, cell=cells.__getitem__, cell_outputs=lambda _name: {})
+    record = TenantRecord(tenant_id="acme", tier=from_tier, status=TenantStatus.active, region="eu-west-1",
+                          cell="eu1")
+    spec = TenantSpec(id="acme", region="eu-west-1", cell="eu1", tier=from_tier)
+    if from_tier is Tier.dedicated and tier is Tier.dedicated and refused is None:
+        refused = "a second one cannot stand beside it; move it with --tier pooled"
+    if refused is None:
+        _refuse_cell(ws, record, spec, tier, to_cell)  # type: ignore[arg-type]
+        return
+    with pytest.raises(InvalidInput, match=re.escape(refused)):
+        _refuse_cell(ws, record, spec, tier, to_cell)  # type: ignore[arg-type]
 
 
 def test_the_stack_file_of_a_move_between_cells_names_the_new_cell_and_keeps_the_old_one(tmp_path):
