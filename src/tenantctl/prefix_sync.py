@@ -11,8 +11,10 @@ pass inside the write freeze only carries the last changes.
 What changed is judged on the source side only: the source's key and ETag
 against the ETag it had when it was last copied (``Copied``). A copy's own
 ETag cannot be compared with its source's: under SSE-KMS an ETag is not a
-digest of the content. A run that has no ``Copied`` (a resumed move) copies
-every object once.
+digest of the content. A pass that has no ``Copied`` for an object the target
+holds copies it again, unless given ``since``: the time both prefixes were
+last in step (a rollback's switch), after which only objects modified since
+are copied.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
 
 from tenantctl.errors import TenantctlError
 
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1,000 keys
 COPY_WORKERS = 8  # CopyObject calls at once: each is a round trip with no bytes through this process
+CLOCK_SLACK = timedelta(minutes=1)  # S3's LastModified against this host's clock, with ``since``
 
 
 @dataclass(frozen=True)
@@ -43,24 +47,38 @@ class Copied:
     removed: int = 0
 
 
-def listing(s3: Any, place: Place) -> dict[str, str]:
-    """Key -> ETag of every current object under the place's prefix."""
-    found: dict[str, str] = {}
+class Listed(NamedTuple):
+    etag: str
+    modified: datetime
+
+
+def listing(s3: Any, place: Place) -> dict[str, Listed]:
+    """Key -> ETag and LastModified of every current object under the place's prefix."""
+    found: dict[str, Listed] = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=place.bucket, Prefix=place.prefix):
-        found.update({o["Key"]: o["ETag"] for o in page.get("Contents", [])})
+        found.update({o["Key"]: Listed(o["ETag"], o["LastModified"]) for o in page.get("Contents", [])})
     return found
 
 
-def sync(s3: Any, source: Place, target: Place, kms_key_arn: str, copied: Copied) -> Copied:
+def sync(s3: Any, source: Place, target: Place, kms_key_arn: str, copied: Copied,
+         since: datetime | None = None) -> Copied:
     """One pass: ``target`` holds what ``source`` holds (new and changed
     objects copied, objects deleted from the source deleted). An object the
     source never held (no version there) stays: written to the target by a
     runtime still holding the other record (the buckets are versioned)."""
     have = listing(s3, source)
     there = listing(s3, target)
-    changed = [key for key, etag in have.items() if copied.etags.get(key) != etag or key not in there]
+
+    def changed_since(key: str, obj: Listed) -> bool:
+        if key not in there:
+            return True
+        if key in copied.etags:
+            return copied.etags[key] != obj.etag
+        return since is None or obj.modified > since - CLOCK_SLACK
+
+    changed = [key for key, obj in have.items() if changed_since(key, obj)]
     _copy_all(s3, source, target, changed, kms_key_arn)
-    copied.etags.update({key: have[key] for key in changed})
+    copied.etags.update({key: have[key].etag for key in changed})
     copied.objects += len(changed)
     gone = [key for key in there if key not in have]
     if gone:

@@ -3,6 +3,8 @@ cells), on moto in process: versioned buckets as the cells have them."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import boto3
 import pytest
 
@@ -66,3 +68,14 @@ def test_late_objects_are_carried_unless_deleted_in_the_target_and_removal_leave
     assert carry_late(s3, OLD, NEW, key_arn) == [PREFIX + "late"]
     assert names(s3, NEW) == {"a", "late"}
     assert remove(s3, OLD) == 3 and s3.list_object_versions(Bucket=OLD.bucket, Prefix=PREFIX).get("Versions") is None
+
+
+def test_a_pass_since_both_prefixes_were_in_step_copies_only_what_changed_after(s3, key_arn):
+    put(s3, OLD, "a")
+    put(s3, OLD, "b")
+    sync(s3, OLD, NEW, key_arn, Copied())  # in step, as at a switch
+    put(s3, NEW, "after-the-switch")
+    switched = datetime.now(UTC) + timedelta(hours=1)  # every object here older than the switch: in step then
+    assert sync(s3, NEW, OLD, key_arn, Copied(), since=switched).objects == 1  # only the one missing there
+    assert names(s3, OLD) == {"a", "b", "after-the-switch"}
+    assert sync(s3, NEW, OLD, key_arn, Copied()).objects == 3  # without ``since``: every object once more

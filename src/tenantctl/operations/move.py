@@ -142,12 +142,15 @@ class Mover:
         return (places[1], places[0]) if backwards else places
 
     def sync_objects(self, backwards: bool = False) -> None:
+        """A pass over the prefix; backwards (a rollback), only what changed in
+        the new prefix since the switch (both were in step then)."""
         places = self.prefixes(backwards)
         if places is None:
             return
         assert self.record.resources is not None
         copied = prefix_sync.sync(self.ws.clients_for(self.record)("s3"), *places,
-                                  self.record.resources.kms_key_arn, self.objects[backwards])
+                                  self.record.resources.kms_key_arn, self.objects[backwards],
+                                  since=self.move.switched_at if backwards else None)
         self.result_extra["objects_copied"] = copied.objects + copied.removed
 
     def save(self, **changes: Any) -> None:
