@@ -3,6 +3,7 @@ and back, while a writer appends through the runtime throughout.
 
     python bench/move.py                 # 10 and 100 MB
     python bench/move.py --mb 10 100 1000
+    python bench/move.py --cells --objects 500   # pooled, to a second cell of the region and back
 
 Per size and direction: the total time of the move (prepare + copy + freeze +
 switch), the initial copy, the write freeze as the move recorded it (from the
@@ -10,7 +11,9 @@ freezing phase being written to the switch) and as the writer saw it (the
 longest run of refused writes: 503 / StoreMoved, retried every 20 ms), and the
 freeze as a fraction of the copy time: the floor an offline move (freeze for
 the whole copy) cannot go below is 1.0. Every acknowledged write is checked to
-be in the final store.
+be in the final store. ``--cells``: the tenant stays pooled and moves to a
+second cell of the same account and region (added by the bench) and back,
+with ``--objects`` objects under its prefix copied between the cells' buckets.
 """
 
 from __future__ import annotations
@@ -73,6 +76,14 @@ def load(ws, record, mb: int) -> None:
                 copy.write_row((record.tenant_id, "bulk", "user", os.urandom(ROW_BYTES)))
 
 
+def put_objects(ws, record, n: int) -> None:
+    """``n`` small objects under the tenant's prefix, SSE-KMS under its key, as the runtime writes them."""
+    s3, res = ws.clients_for(record)("s3"), record.resources
+    for i in range(n):
+        s3.put_object(Bucket=res.bucket, Key=f"{res.prefix}documents/bench-{i}", Body=os.urandom(1024),
+                      ServerSideEncryption="aws:kms", SSEKMSKeyId=res.kms_key_arn)
+
+
 def stored_seqs(ws, record) -> set[int]:
     import psycopg
 
@@ -88,6 +99,8 @@ def stored_seqs(ws, record) -> set[int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, nargs="+", default=[10, 100], help="MB of message rows (default 10 100)")
+    parser.add_argument("--cells", action="store_true", help="move between two cells of the region, not tiers")
+    parser.add_argument("--objects", type=int, default=200, help="with --cells: objects under the prefix")
     args = parser.parse_args()
 
     from tenant_runtime import JWTSettings, TenantRuntime
@@ -99,23 +112,33 @@ def main() -> None:
         table = ws.ensure_platform()["registry_table"]
         runtime = TenantRuntime(JWTSettings(key="x" * 32, algorithms=("HS256",)), table, registry_ttl=1.0,
                                 endpoint_url=endpoints.aws_endpoint_url, region=endpoints.region)
+        moves: list[dict] = [{"tier": Tier.dedicated}, {"tier": Tier.pooled}]
+        if args.cells:
+            from tenantctl.operations import cell as cells
+
+            cells.add(ws, "benchb", {"region": endpoints.region, "max_pooled_tenants": 100})
+            moves = [{"cell": "benchb"}, {"cell": "default"}]
         print("| MB | move | total s | copy s | freeze s (recorded) | longest refused run s (writer) "
               "| freeze / copy | writes acked |")
         print("|---|---|---|---|---|---|---|---|")
         for mb in args.mb:
             tid = f"bench-{mb}"
             print(f"provisioning {tid} and loading {mb} MB ...", file=sys.stderr)
-            record, _ = provision(ws, TenantSpec(id=tid))
+            record, _ = provision(ws, TenantSpec(id=tid, cell="default" if args.cells else None))
             load(ws, record, mb)
+            if args.cells:
+                put_objects(ws, record, args.objects)
             writer = Writer(runtime, tid)
             writer.start()
-            for tier in (Tier.dedicated, Tier.pooled):
+            for target in moves:
                 start = time.perf_counter()
-                result = move(ws, tid, tier=tier, progress=lambda line: print(line, file=sys.stderr))
+                result = move(ws, tid, **target, progress=lambda line: print(line, file=sys.stderr))
                 total = time.perf_counter() - start
                 time.sleep(1.5)  # writes on the new store
                 move(ws, tid, finalize=True)
-                print(f"| {mb} | {result.from_tier.value} -> {result.to_tier.value} | {total:.1f} "
+                what = (f"cell {result.from_cell} -> {result.to_cell}, {result.objects_copied} objects"
+                        if args.cells else f"{result.from_tier.value} -> {result.to_tier.value}")
+                print(f"| {mb} | {what} | {total:.1f} "
                       f"| {result.copy_seconds:.1f} | {result.freeze_seconds:.2f} | {writer.longest_refusal:.2f} "
                       f"| {result.freeze_seconds / result.copy_seconds:.3f} | {len(writer.acked)} |", flush=True)
                 writer.longest_refusal = 0.0

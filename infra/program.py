@@ -178,19 +178,45 @@ def build_platform(spec: CellSpec) -> dict[str, Any]:
     }
 
 
+def _shared_database(platform: pulumi.StackReference) -> SharedDatabaseRef:
+    """What a tenant store uses of the cell whose platform stack ``platform`` references."""
+    shared = platform.require_output
+    return SharedDatabaseRef(account_id=shared("account_id"), endpoint=shared("db_endpoint"),
+                             port=shared("db_port"), database=shared("db_name"),
+                             admin_secret_arn=shared("db_admin_secret_arn"), bucket_arn=shared("bucket_arn"),
+                             flow_logs_role_arn=shared("flow_logs_role_arn"),
+                             monitoring_role_arn=shared("db_monitoring_role_arn"),
+                             rotation_function_arn=shared("rotation_function_arn"),
+                             rotation_role_arn=shared("rotation_role_arn"),
+                             gateway_role=platform.get_output("gateway_role"))
+
+
+def sibling_stack(platform_stack: str, cell: str) -> str:
+    """Cell ``cell``'s platform stack, qualified like ``platform_stack`` (the
+    tenant's own cell's reference: org/project/stack on a Pulumi backend)."""
+    scope = platform_stack.rpartition("/")[0]
+    return f"{scope}/{naming.cell_stack(cell)}" if scope else naming.cell_stack(cell)
+
+
 def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK) -> dict[str, Any]:
     _check_region(spec.region)
     platform = pulumi.StackReference(platform_stack)
     shared = platform.require_output
     tid, tags = spec.id, spec.tags()
     account, dedicated = shared("account_id"), spec.tier is Tier.dedicated
+    old = spec.retiring
+    retiring_dedicated = old is not None and old.tier is Tier.dedicated
+    # A move between cells (same account and region): the retiring store and
+    # the old prefix are in the old cell, read from its own platform stack.
+    old_platform = (pulumi.StackReference(sibling_stack(platform_stack, old.cell))
+                    if old is not None and old.cell is not None else None)
 
     role = TenantRole(tid, TenantRoleArgs(tenant_id=tid, runtime_principal_arn=shared("runtime_principal_arn"),
                                           tags=tags, suspended=spec.suspended))
     # AWS services using the key for the tenant: CloudWatch for its alarm topic;
     # CloudWatch Logs for a dedicated tenant's own log groups.
     services = [alarms_statement(spec.region, account, naming.alarm_names(tid, dedicated))]
-    if dedicated or (spec.retiring is not None and spec.retiring.tier is Tier.dedicated):
+    if dedicated or retiring_dedicated:
         services.insert(0, logs_statement(spec.region, account, naming.own_log_groups(tid)))
     key = TenantKey(tid, TenantKeyArgs(alias=naming.kms_alias(tid), admin_arn=shared("admin_role_arn"),
                                        user_arns=[role.arn], tags=tags, description=f"tenantctl tenant {tid}",
@@ -199,33 +225,29 @@ def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK) -> dict
     queue = TenantQueue(tid, TenantQueueArgs(tenant_id=tid, kms_key_arn=key.arn, spec=spec.queue, tags=tags))
     storage = TenantStorage(tid, TenantStorageArgs(tenant_id=tid, bucket=shared("bucket")))
     role_arn = assumed_role()
-    moving = spec.retiring is not None
+    moving = old is not None
     azs = aws.get_availability_zones(state="available").names if dedicated or moving else []
-    shared_db = SharedDatabaseRef(account_id=account, endpoint=shared("db_endpoint"),
-                                 port=shared("db_port"), database=shared("db_name"),
-                                 admin_secret_arn=shared("db_admin_secret_arn"), bucket_arn=shared("bucket_arn"),
-                                 flow_logs_role_arn=shared("flow_logs_role_arn"),
-                                 monitoring_role_arn=shared("db_monitoring_role_arn"),
-                                 rotation_function_arn=shared("rotation_function_arn"),
-                                 rotation_role_arn=shared("rotation_role_arn"),
-                                 gateway_role=platform.get_output("gateway_role"))
+    shared_db = _shared_database(platform)
     db = TenantDatabase(store_component_name(tid, spec.store_generation), TenantDatabaseArgs(
         spec=spec, kms_key_arn=key.arn, secret_arn=secret.arn, az_names=azs, shared=shared_db, owns_secret=not moving,
         account_role_arn=role_arn))
-    if spec.retiring is not None:
+    if old is not None:
         # A move is open: the store being retired stays declared, unchanged, beside the new one.
-        old = spec.retiring
         TenantDatabase(store_component_name(tid, old.generation), TenantDatabaseArgs(
-            spec=spec.model_copy(update={"tier": old.tier, "dedicated": old.dedicated,
+            spec=spec.model_copy(update={"tier": old.tier, "dedicated": old.dedicated, "cell": old.cell or spec.cell,
                                          "store_generation": old.generation, "retiring": None}),
-            kms_key_arn=key.arn, secret_arn=secret.arn, az_names=azs, shared=shared_db, owns_secret=False,
+            kms_key_arn=key.arn, secret_arn=secret.arn, az_names=azs,
+            shared=_shared_database(old_platform) if old_platform is not None else shared_db, owns_secret=False,
             account_role_arn=role_arn))
     SecretRotationSchedule(tid, SecretRotationScheduleArgs(
         secret_arn=secret.arn, kms_key_arn=key.arn, function_arn=db.rotation_function_arn,
         function_role_arn=db.rotation_role_arn, after=[db.schema]))
+    # While a move between cells is open the role reaches its prefix in both
+    # cells' buckets: runtimes still holding the old record read the old one.
     TenantRoleAccess(tid, TenantRoleAccessArgs(tenant_id=tid, role=role, grants=TenantGrants(
         bucket_arn=shared("bucket_arn"), queue_arns=[queue.arn, queue.dlq_arn], kms_key_arn=key.arn,
-        secret_arn=secret.arn)))
+        secret_arn=secret.arn,
+        moving_bucket_arn=old_platform.require_output("bucket_arn") if old_platform is not None else None)))
     TenantAlarms(tid, TenantAlarmsArgs(
         tenant_id=tid, kms_key_arn=key.arn, queue_name=queue.queue_name, dlq_name=queue.dlq_name,
         delay_seconds=spec.queue.delay_seconds, tags=tags, db_identifier=db.db_identifier,

@@ -46,6 +46,8 @@ class TenantGrants:
     queue_arns: list[pulumi.Input[str]]
     kms_key_arn: pulumi.Input[str]
     secret_arn: pulumi.Input[str]
+    # The old cell's bucket while a move between cells is open (the same prefix there).
+    moving_bucket_arn: pulumi.Input[str] | None = None
 
 
 # SESSION_TAG: the session tag tenant_runtime.credentials passes on AssumeRole
@@ -71,15 +73,19 @@ def trust_document(tenant_id: str, principal: str, suspended: bool = False) -> d
 
 
 def access_document(tenant_id: str, bucket_arn: str, queue_arns: list[str], kms_key_arn: str,
-                    secret_arn: str) -> dict:
+                    secret_arn: str, moving_bucket_arn: str | None = None) -> dict:
     """What the tenant role may do: objects under ``tenants/<id>/`` only (the
     trailing "/" keeps ``acme`` out of ``acme-corp``), listing only with an
-    ``s3:prefix`` under it, its two queues, its key, its DB secret."""
+    ``s3:prefix`` under it, its two queues, its key, its DB secret. With
+    ``moving_bucket_arn`` (a move between cells): the same prefix in both buckets."""
     prefix = naming.s3_prefix(tenant_id)
+    buckets = [bucket_arn] + ([moving_bucket_arn] if moving_bucket_arn else [])
+    objects = [f"{b}/{prefix}*" for b in buckets]
     return {"Version": "2012-10-17", "Statement": [
         {"Sid": "TenantObjects", "Effect": "Allow", "Action": S3_OBJECT_ACTIONS,
-         "Resource": f"{bucket_arn}/{prefix}*"},
-        {"Sid": "ListTenantPrefix", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn,
+         "Resource": objects[0] if len(objects) == 1 else objects},
+        {"Sid": "ListTenantPrefix", "Effect": "Allow", "Action": "s3:ListBucket",
+         "Resource": bucket_arn if len(buckets) == 1 else buckets,
          "Condition": {"StringLike": {"s3:prefix": [f"{prefix}*"]}}},
         {"Sid": "TenantQueues", "Effect": "Allow", "Action": SQS_ACTIONS, "Resource": list(queue_arns)},
         {"Sid": "TenantKey", "Effect": "Allow", "Action": KMS_ACTIONS, "Resource": kms_key_arn},
@@ -92,8 +98,9 @@ def trust_policy(tenant_id: str, principal: pulumi.Input[str], suspended: bool =
 
 
 def access_policy(tenant_id: str, grants: TenantGrants) -> pulumi.Output[str]:
-    return pulumi.Output.all(grants.bucket_arn, grants.kms_key_arn, grants.secret_arn, *grants.queue_arns).apply(
-        lambda v: json.dumps(access_document(tenant_id, v[0], list(v[3:]), v[1], v[2])))
+    return pulumi.Output.all(grants.bucket_arn, grants.kms_key_arn, grants.secret_arn, grants.moving_bucket_arn,
+                             *grants.queue_arns).apply(
+        lambda v: json.dumps(access_document(tenant_id, v[0], list(v[4:]), v[1], v[2], v[3])))
 
 
 class TenantRole(pulumi.ComponentResource):

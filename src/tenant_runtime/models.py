@@ -107,8 +107,10 @@ class MovePhase(str, Enum):
 class TenantMove(BaseModel):
     """A move in progress, in the tenant's registry record. ``old_store`` /
     ``new_store``: the stores the move is between (the record's ``resources``
-    name the writable one). A move changes the tier within the tenant's cell:
-    ``from_cell`` and ``to_cell`` are that cell."""
+    name the writable one). A move changes the tier, the cell (of the same
+    account and region), or both: ``from_cell`` / ``to_cell``. A move between
+    cells also moves the tenant's prefix from ``old_bucket`` (the old cell's
+    bucket) to ``new_bucket``; both are None when the cell stays."""
 
     from_tier: Tier
     to_tier: Tier
@@ -117,6 +119,8 @@ class TenantMove(BaseModel):
     phase: MovePhase = MovePhase.preparing
     old_store: StoreConnection
     new_store: StoreConnection | None = None
+    old_bucket: str | None = None
+    new_bucket: str | None = None
     started_at: datetime = Field(default_factory=utcnow)
     phase_at: datetime = Field(default_factory=utcnow)
     switched_at: datetime | None = None

@@ -136,7 +136,7 @@ EXIT_CODES = {
                            "stores differed as of the freeze (switched back to the old store)",
     KeyUnusable.exit_code: "the tenant's KMS key is unusable (pending deletion, disabled, or not the tenant's)",
     QuotaExceeded.exit_code: "no cell of the tenant's region has room (cells full or draining, account quotas), "
-                             "or a move's target tier has no slot in the tenant's cell: refused before anything "
+                             "or a move's target tier has no slot in its target cell: refused before anything "
                              "was created",
 }
 

@@ -14,7 +14,7 @@ import json
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tenant_runtime.models import (
     Hibernation,
@@ -44,6 +44,16 @@ _SERVICE = re.compile(r"[a-z0-9.-]+\.amazonaws\.com")
 
 
 Region = Annotated[str, Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")]
+
+
+def _cell_name(v: str) -> str:
+    problem = naming.cell_name_problem(v)
+    if problem:
+        raise ValueError(f"cell {v!r}: {problem}")
+    return v
+
+
+CellName = Annotated[str, AfterValidator(_cell_name)]
 
 
 def _expiry_after(transition_days: int, expiry_days: int, field_prefix: str = "") -> None:
@@ -130,6 +140,10 @@ class RetiringStore(BaseModel):
     tier: Tier
     generation: int = Field(0, ge=0)
     dedicated: DedicatedSpec | None = None
+    # The cell the retiring store is in when the move changes cells (None: the
+    # tenant's own cell). Only a cell of the same account and region: the
+    # tenant's key, role, queues and secret stay where they are.
+    cell: CellName | None = None
 
 
 class TenantSpec(BaseModel):
@@ -140,8 +154,8 @@ class TenantSpec(BaseModel):
     id: str = Field(description="tenant id: it names every resource of the tenant")
     tier: Tier = Tier.pooled
     region: Region = Field("us-east-1", description="where the tenant's data lives, backups included (residency)")
-    cell: str | None = Field(None, description="the cell it is placed in: chosen by placement on first provision "
-                                               "(or forced with --cell), then kept")
+    cell: CellName | None = Field(None, description="the cell it is placed in: chosen by placement on first "
+                                                    "provision (or forced with --cell), then changed only by a move")
     owner: TagValue = "unknown"
     cost_centre: TagValue | None = None
     lifecycle: LifecycleSpec = LifecycleSpec()
@@ -164,14 +178,6 @@ class TenantSpec(BaseModel):
         rule = naming.broken_rule(v)
         if rule is not None:
             raise ValueError(f"tenant id {v!r} breaks the {rule.name} rule: {rule.explain}")
-        return v
-
-    @field_validator("cell")
-    @classmethod
-    def _cell(cls, v: str | None) -> str | None:
-        problem = naming.cell_name_problem(v) if v is not None else None
-        if problem:
-            raise ValueError(f"cell {v!r}: {problem}")
         return v
 
     @model_validator(mode="after")

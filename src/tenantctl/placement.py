@@ -60,7 +60,7 @@ def add_cell_hint(region: str) -> str:
             "(`--account-role ARN` for another account)")
 
 
-def _unfit(cell: CellSpec, spec: TenantSpec) -> str | None:
+def unfit(cell: CellSpec, spec: TenantSpec) -> str | None:
     """Why ``cell`` can never take ``spec`` (capacity aside), or None."""
     if cell.region != spec.region:
         return f"it is in {cell.region}, the tenant's data must stay in {spec.region}"
@@ -99,13 +99,13 @@ def place(ws: Workspace, spec: TenantSpec, record: TenantRecord | None) -> tuple
         if spec.cell not in cells:
             raise InvalidInput(f"--cell {spec.cell}: no such cell (`tenantctl cell list` shows them)")
         forced = cells[spec.cell]
-        problem = _unfit(forced, spec)
+        problem = unfit(forced, spec)
         if problem:
             raise InvalidInput(f"tenant {spec.id!r} cannot go to cell {forced.name!r}: {problem}")
         candidates = [forced]
     else:
-        candidates = [c for c in cells.values() if _unfit(c, spec) is None]
-    refusals = [f"cell {c.name}: {_unfit(c, spec)}" for c in cells.values()
+        candidates = [c for c in cells.values() if unfit(c, spec) is None]
+    refusals = [f"cell {c.name}: {unfit(c, spec)}" for c in cells.values()
                 if c not in candidates and c.region == spec.region]
     registry = ws.registry
     if len(candidates) > 1:  # one BatchGetItem orders them; a lone candidate needs no read
@@ -142,11 +142,11 @@ def choose(ws: Workspace, spec: TenantSpec, record: TenantRecord | None) -> Tena
     if spec.cell is not None:
         if spec.cell not in cells:
             raise InvalidInput(f"--cell {spec.cell}: no such cell (`tenantctl cell list` shows them)")
-        problem = _unfit(cells[spec.cell], spec)
+        problem = unfit(cells[spec.cell], spec)
         if problem:
             raise InvalidInput(f"tenant {spec.id!r} cannot go to cell {spec.cell!r}: {problem}")
         return spec
-    open_cells = [c for c in cells.values() if _unfit(c, spec) is None and not c.draining]
+    open_cells = [c for c in cells.values() if unfit(c, spec) is None and not c.draining]
     if not open_cells:
         raise QuotaExceeded(f"tenant {spec.id!r} ({spec.tier.value}): no open cell in {spec.region} can take it; "
                             f"{add_cell_hint(spec.region)}")

@@ -171,6 +171,16 @@ class Held:
         self.record = record
 
 
+def held_slots(record: TenantRecord) -> set[tuple[str, Tier]]:
+    """The (cell, tier) slots a live record holds: its own, or both stores' while a move is open."""
+    move = record.move
+    if move is None:
+        return {(record.cell, record.tier)}
+    if move.from_cell == move.to_cell:  # within its cell (records of moves before cells name no cell)
+        return {(record.cell, move.from_tier), (record.cell, move.to_tier)}
+    return {(move.from_cell, move.from_tier), (move.to_cell, move.to_tier)}
+
+
 class RegistryWriter:
     """Reads and conditionally writes TenantRecords in the DynamoDB registry table."""
 
@@ -334,13 +344,15 @@ class RegistryWriter:
     def recount(self, cell: str) -> dict[str, int]:
         """The tenants holding a slot in ``cell``, counted from their records (a
         full scan): every record of the cell but tombstones; a tenant with an
-        open move holds one of each tier (both its stores exist)."""
+        open move holds a slot where each of its stores is (one of each tier in
+        its cell; between cells, the old tier's in the old cell and the target
+        tier's in the target), whichever cell its record names now."""
         counts = {tier.value: 0 for tier in Tier}
-        for record in self.iter_all(cell=cell):
+        for record in self.iter_all():
             if record.status is not TenantStatus.deprovisioned:
-                held = {record.tier} | ({record.move.from_tier, record.move.to_tier} if record.move else set())
-                for tier in held:
-                    counts[tier.value] += 1
+                for held_cell, tier in held_slots(record):
+                    if held_cell == cell:
+                        counts[tier.value] += 1
         return counts
 
     def _init_counter(self, cell: str) -> bool:

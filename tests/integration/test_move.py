@@ -8,19 +8,17 @@ a dedicated one costs a VPC of the sandbox's 5)."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import psycopg
 import pytest
 from fault_tools import POOLED, Cli, inventory, registry_record, run_id
+from move_tools import writing
 from psycopg import sql
 from runtime_tenants import jwt_settings
 
-from tenant_runtime import AsyncTenantRuntime, TenantRuntime, WritesFrozen
-from tenant_runtime.errors import StoreMoved, StoreUnavailable
+from tenant_runtime import AsyncTenantRuntime, TenantRuntime
 from tenant_runtime.models import MovePhase
 from tenantctl import store_sync
 from tenantctl.drills.context import context_from_workspace
@@ -37,38 +35,6 @@ from tenantctl.store_sync import compare
 pytestmark = pytest.mark.integration
 
 MOVED = "mv-a"  # pooled -> dedicated -> (rollback) pooled -> dedicated (finalized)
-
-
-@dataclass
-class Writer:
-    """Appends one message after another through a TenantRuntime, retrying the
-    retryable refusals; keeps what was acknowledged and what was refused."""
-
-    runtime: TenantRuntime
-    tenant_id: str
-    acked: list[tuple[int, str]] = field(default_factory=list)  # (seq, content) the store acknowledged
-    frozen: list[float] = field(default_factory=list)  # times a write was refused (503)
-    errors: list[BaseException] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        n = 0
-        while not self.stop.is_set():
-            n += 1
-            content = f"w{n}"
-            try:
-                ctx = self.runtime.context(self.tenant_id)
-                msg = self.runtime.store.append(ctx, "live", "user", content)
-            except (WritesFrozen, StoreMoved):
-                self.frozen.append(time.monotonic())
-                time.sleep(0.02)
-                continue
-            except StoreUnavailable as exc:  # a connection cut by a revoke mid-transaction: retried
-                self.errors.append(exc)
-                time.sleep(0.02)
-                continue
-            self.acked.append((msg.seq, content))
-            time.sleep(0.005)
 
 
 @pytest.fixture(scope="module")
@@ -107,18 +73,11 @@ def _admin(sandbox):
     return lambda s: psycopg.connect(sandbox.pg_dsn(s.database), autocommit=True)
 
 
-def _writing(runtime, tenant_id):
-    writer = Writer(runtime, tenant_id)
-    thread = threading.Thread(target=writer.run, daemon=True)
-    thread.start()
-    return writer, thread
-
-
 def test_move_with_a_writer_keeps_every_acknowledged_write_and_rolls_back(moved, workspace, runtime, sandbox):
     for i in range(200):  # history before the move
         runtime.store.append(runtime.context(MOVED), f"c{i % 7}", "user", f"before {i}")
     slots = _slots(workspace, moved)
-    writer, thread = _writing(runtime, MOVED)
+    writer, thread = writing(runtime, MOVED)
     time.sleep(0.3)
     result = move(workspace, MOVED, tier=Tier.dedicated)
     time.sleep(0.5)  # writes after the switch, on the new store
@@ -147,7 +106,7 @@ def test_move_with_a_writer_keeps_every_acknowledged_write_and_rolls_back(moved,
     assert [m.content for m in reversed(page.messages)] == [c for _, c in writer.acked][-500:]
 
     # Rollback inside the window: back to pooled with the writes made since the switch.
-    writer, thread = _writing(runtime, MOVED)
+    writer, thread = writing(runtime, MOVED)
     time.sleep(0.3)
     back = move(workspace, MOVED, rollback=True)
     time.sleep(0.3)
@@ -221,8 +180,9 @@ def test_a_stale_runtime_fails_closed_on_the_old_store_and_recovers_then_the_mov
 def test_refusals_create_nothing(moved, workspace):
     before = workspace.registry.require(MOVED)  # dedicated by now
     spec_file = (workspace.stacks_dir / f"Pulumi.{MOVED}.yaml").read_text()
-    with pytest.raises(InvalidInput, match="never changes cells"):
-        move(workspace, MOVED, tier=Tier.pooled, cell=before.cell)
+    with pytest.raises(InvalidInput, match="no such cell"):
+        move(workspace, MOVED, tier=Tier.pooled, cell="nowhere")
+    assert move(workspace, MOVED, cell=before.cell).outcome == "unchanged"  # its own cell, its own tier
     # The tenant's cell holds as many pooled tenants as it takes: no pooled slot for the move.
     slots = _slots(workspace, before)
     full = {**slots, "pooled": workspace.cell(before.cell).max_pooled_tenants}

@@ -58,8 +58,9 @@ def platform_outputs(account: str = ACCOUNT, region: str = REGION) -> dict[str, 
 
 class RecordingMocks(pulumi.runtime.Mocks):
     def __init__(self, platform: dict[str, Any] | None = None, account: str = ACCOUNT, region: str = REGION,
-                 preview: bool = False) -> None:
+                 preview: bool = False, stacks: dict[str, dict[str, Any]] | None = None) -> None:
         self.platform = platform if platform is not None else platform_outputs(account, region)
+        self.stacks = stacks or {}  # other referenced stacks' outputs by name (default: ``platform``)
         self.account, self.region = account, region
         self.preview = preview
         self.resources: list[PlannedResource] = []  # custom resources: what gets created
@@ -123,7 +124,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return f"{args.name}-component", {}
         self.resources.append(planned)
         if args.typ == "pulumi:pulumi:StackReference":
-            return args.inputs["name"], {"name": args.inputs["name"], "outputs": self.platform,
+            outputs = self.stacks.get(args.inputs["name"], self.platform)
+            return args.inputs["name"], {"name": args.inputs["name"], "outputs": outputs,
                                          "secretOutputNames": []}
         if self.preview:
             return "", dict(args.inputs)  # an empty id and the missing outputs are unknown

@@ -159,6 +159,16 @@ def test_a_tenant_being_moved_holds_a_slot_of_both_tiers_in_its_cell(registry: R
     assert registry.recount("eu1") == {"pooled": 2, "dedicated": 3}
 
 
+def test_a_tenant_moving_between_cells_holds_a_slot_in_each_whichever_its_record_names(registry: RegistryWriter):
+    store = StoreConnection(endpoint="h", port=5432, database="d", schema_name="s", role="r", secret_arn="a")
+    move = TenantMove(from_tier=Tier.pooled, to_tier=Tier.pooled, from_cell="eu1", to_cell="eu2", old_store=store)
+    put_record(registry, "across", cell="eu1", move=move)  # before the switch
+    put_record(registry, "switched", cell="eu2", tier=Tier.dedicated,
+               move=move.model_copy(update={"to_tier": Tier.dedicated}))
+    assert registry.recount("eu1") == {"pooled": 2, "dedicated": 0}
+    assert registry.recount("eu2") == {"pooled": 1, "dedicated": 1}
+
+
 def test_listings_skip_counters_and_filter_by_cell(registry: RegistryWriter):
     for i in range(5):
         put_record(registry, f"t{i}", cell="eu1" if i % 2 else None)

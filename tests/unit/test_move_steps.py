@@ -3,10 +3,12 @@ declares while a move is open, the runtime's write freeze and its 503."""
 
 from __future__ import annotations
 
+import json
+import re
 from types import SimpleNamespace
 
 import pytest
-from infra_mocks import RecordingMocks, run_program, tenant_config
+from infra_mocks import RecordingMocks, platform_outputs, run_program, tenant_config
 from runtime_fixtures import Registry, record
 
 from tenant_runtime.asgi import problem
@@ -56,6 +58,93 @@ def test_an_open_move_declares_both_stores_under_different_names_and_neither_own
         mode="json", exclude_none=True)), done := RecordingMocks())
     assert set(_schemas(done)) == {"acme-s1-schema"} and _schemas(done)["acme-s1-schema"]["owns_secret"]
     assert finished["store"] == outputs["store"]
+
+
+def test_a_move_between_cells_retires_the_store_of_the_old_cell():
+    spec = TenantSpec(id="acme", cell="eu1", region="eu-west-1")
+    across = target_spec(spec, Tier.pooled, cell="eu2")
+    assert (across.cell, across.tier, across.store_generation) == ("eu2", Tier.pooled, 1)
+    assert (across.retiring.cell, across.retiring.tier, across.retiring.generation) == ("eu1", Tier.pooled, 0)
+    assert target_spec(spec, Tier.dedicated).retiring.cell is None  # within its cell: no cell of its own
+    with pytest.raises(ValueError, match="cell"):
+        TenantSpec.model_validate({**across.model_dump(mode="json"), "retiring": {"tier": "pooled", "cell": "Bad!"}})
+
+
+@pytest.mark.parametrize("tier,to_cell,refused", [
+    (Tier.pooled, "eu2", None),
+    (Tier.dedicated, "eu2", None),
+    (Tier.pooled, "other", "in account 444444444444, the tenant in 222222222222; a move to another account or "
+                           "region is not built: the tenant's KMS key, role, queues and secret would have to be "
+                           "created again there and every ciphertext re-wrapped"),
+    (Tier.pooled, "us", "it is in us-east-1, the tenant's data must stay in eu-west-1 (residency)"),
+    (Tier.pooled, "dedicated-only", "it takes dedicated tenants, not pooled"),
+    (Tier.pooled, "nowhere", "--cell nowhere: no such cell"),
+])
+@pytest.mark.parametrize("from_tier", [Tier.pooled, Tier.dedicated])
+def test_a_target_cell_must_share_the_account_and_region_and_take_the_tier(from_tier, tier, to_cell, refused):
+    from tenantctl.models import CellSpec, TenantRecord, TenantStatus
+    from tenantctl.operations.move import _refuse_cell
+
+    def cell(name: str, account: str = "222222222222", region: str = "eu-west-1", **extra) -> CellSpec:
+        return CellSpec(name=name, region=region, account_role_arn=f"arn:aws:iam::{account}:role/c", **extra)
+
+    cells = {c.name: c for c in (cell("eu1"), cell("eu2"), cell("other", account="444444444444"),
+                                 cell("us", region="us-east-1"), cell("dedicated-only", tiers=[Tier.dedicated]))}
+    ws = SimpleNamespace(cells=lambda: cells, cell=cells.__getitem__, cell_outputs=lambda _name: {})
+    record = TenantRecord(tenant_id="acme", tier=from_tier, status=TenantStatus.active, region="eu-west-1",
+                          cell="eu1")
+    spec = TenantSpec(id="acme", region="eu-west-1", cell="eu1", tier=from_tier)
+    if from_tier is Tier.dedicated and tier is Tier.dedicated and refused is None:
+        refused = "a second one cannot stand beside it; move it with --tier pooled"
+    if refused is None:
+        _refuse_cell(ws, record, spec, tier, to_cell)  # type: ignore[arg-type]
+        return
+    with pytest.raises(InvalidInput, match=re.escape(refused)):
+        _refuse_cell(ws, record, spec, tier, to_cell)  # type: ignore[arg-type]
+
+
+def test_the_stack_file_of_a_move_between_cells_names_the_new_cell_and_keeps_the_old_one(tmp_path):
+    from tenantctl.engines.pulumi.engine import effective_config
+    from tenantctl.stackconfig import PLATFORM_REF_KEY, read_config, read_tenant, stack_file, write_tenant
+
+    across = target_spec(TenantSpec(id="acme", cell="eu1"), Tier.pooled, cell="eu2")
+    write_tenant(tmp_path, across)
+    path = stack_file(tmp_path, "acme")
+    assert read_config(path)[PLATFORM_REF_KEY] == "cell-eu2"  # the tenant's (new) cell from the move's start
+    assert effective_config(path, "org/tenantctl/platform")["config"][PLATFORM_REF_KEY] == "org/tenantctl/cell-eu2"
+    assert read_tenant(path).retiring.cell == "eu1"
+
+
+def test_an_open_move_between_cells_reads_the_retiring_store_from_the_old_cells_stack():
+    """The new store is the target cell's (its platformStack), the retiring one
+    the old cell's (a second StackReference, qualified like the first); the
+    role reaches the prefix in both cells' buckets until the move ends."""
+    old, new = platform_outputs(), platform_outputs()
+    for outputs, cell in ((old, "eu1"), (new, "eu2")):
+        outputs.update(db_endpoint=f"{cell}.rds", db_name=f"tenantctl_cell_{cell}", bucket=f"bucket-{cell}",
+                       bucket_arn=f"arn:aws:s3:::bucket-{cell}", gateway_role=f"tenantctl_gateway_{cell}")
+    moving = target_spec(TenantSpec(id="acme", cell="eu1"), Tier.pooled, cell="eu2")
+    config = {**tenant_config(moving.model_dump(mode="json", exclude_none=True)),
+              "tenantctl:platformStack": "org/tenantctl/cell-eu2"}
+    mocks = RecordingMocks(platform=new, stacks={"org/tenantctl/cell-eu1": old})
+    outputs = run_program("acme", config, mocks)
+    references = {r.inputs["name"] for r in mocks.of_type("pulumi:pulumi:StackReference")}
+    assert references == {"org/tenantctl/cell-eu2", "org/tenantctl/cell-eu1"}
+    schemas = _schemas(mocks)
+    assert (schemas["acme-s1-schema"]["database"], schemas["acme-s1-schema"]["gateway_role"]) == (
+        "tenantctl_cell_eu2", "tenantctl_gateway_eu2")
+    assert (schemas["acme-schema"]["database"], schemas["acme-schema"]["gateway_role"]) == (
+        "tenantctl_cell_eu1", "tenantctl_gateway_eu1")
+    assert (outputs["bucket"], outputs["store"]["database"]) == ("bucket-eu2", "tenantctl_cell_eu2")
+    [policy] = mocks.of_type("aws:iam/rolePolicy:RolePolicy")
+    objects = next(st for st in json.loads(policy.inputs["policy"])["Statement"] if st["Sid"] == "TenantObjects")
+    assert objects["Resource"] == ["arn:aws:s3:::bucket-eu2/tenants/acme/*", "arn:aws:s3:::bucket-eu1/tenants/acme/*"]
+    # Finalized: one reference, one store, one bucket.
+    done = RecordingMocks(platform=new, stacks={"org/tenantctl/cell-eu1": old})
+    run_program("acme", {**config, "tenantctl:tenant": moving.model_copy(update={"retiring": None}).model_dump(
+        mode="json", exclude_none=True)}, done)
+    assert len(done.of_type("pulumi:pulumi:StackReference")) == 1 and "bucket-eu1" not in str(
+        done.of_type("aws:iam/rolePolicy:RolePolicy")[0].inputs["policy"])
 
 
 def _moving(phase: MovePhase):

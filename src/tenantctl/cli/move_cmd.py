@@ -1,4 +1,4 @@
-"""`tenantctl move ID --tier T | --rollback | --finalize`: a tenant to another tier, with its data."""
+"""`tenantctl move ID --tier T | --cell C | --rollback | --finalize`: a tenant to another tier or cell."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ app = typer.Typer()
 def move(
     tenant_id: Annotated[str, tenant_argument("Tenant to move.")],
     tier: Annotated[Optional[Tier], typer.Option(help="Target tier (starts a move).")] = None,
-    cell: Annotated[Optional[str], typer.Option(help="Refused (exit 3): a move keeps the tenant's cell.")] = None,
+    cell: Annotated[Optional[str], typer.Option(help="Target cell, of the tenant's account and region (starts a "
+                                                     "move; with --tier, both change).")] = None,
     rollback: Annotated[bool, typer.Option("--rollback", help="Put the tenant back where the move started.")] = False,
     finalize: Annotated[bool, typer.Option("--finalize", help="End the rollback window: final backup, the old "
                                                                "store removed.")] = False,
@@ -25,13 +26,16 @@ def move(
     = 24.0,
     json_out: JsonFlag = False,
 ) -> None:
-    """Move a tenant to another tier with its data while it serves.
+    """Move a tenant to another tier or cell with its data while it serves.
 
     Prepare the target store beside the current one, copy while the tenant
     serves (logical replication), freeze writes for the last changes (runtimes
     answer 503 + Retry-After; reads go on), verify counts and checksums, switch
     the registry record; the old store stays read-only, in step, for the
-    rollback window. The tenant stays in its cell (`--cell` is refused).
+    rollback window. `--cell C`: a cell of the tenant's account and region
+    (another account or region is refused, exit 3); its prefix's objects are
+    copied server-side to C's bucket too, and removed from the old one at
+    `--finalize`.
     `move ID` alone resumes a killed move (the dead run's lock is cleared);
     `--rollback` undoes it (with the writes made since the switch);
     `--finalize` removes the old store after a final backup.
@@ -40,7 +44,8 @@ def move(
     concurrently, 6 unknown tenant, 7 target unavailable or not caught up in
     time (writes resumed, nothing switched), 8 policy gate, 9 the target's rows
     differed from the source's as of the freeze (switched back: the tenant is
-    on its old store), 11 a quota, or no slot of the target tier in its cell.
+    on its old store), 11 a quota, or no slot of the target tier in the target
+    cell (full or draining).
     """
     from datetime import timedelta
 
@@ -56,7 +61,8 @@ def move(
     if json_out:
         print_json(result)
         return
-    line = f"tenant {tenant_id}: {result.outcome} ({result.from_tier.value} -> {result.to_tier.value})"
+    line = f"tenant {tenant_id}: {result.outcome} ({result.from_tier.value} -> {result.to_tier.value}"
+    line += f", cell {result.from_cell} -> {result.to_cell})" if result.from_cell != result.to_cell else ")"
     if result.freeze_seconds is not None:
         line += f"; writes refused {result.freeze_seconds:.2f} s"
     if result.window_ends_at:

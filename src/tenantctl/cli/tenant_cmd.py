@@ -49,7 +49,8 @@ def _record_rows(record: TenantRecord) -> list[tuple[str, str]]:
     if record.move:
         mv = record.move
         window = f", rollback window until {mv.window_ends_at:%Y-%m-%d %H:%M}Z" if mv.window_ends_at else ""
-        rows.append(("move", f"{mv.from_tier.value} -> {mv.to_tier.value}: {mv.phase.value} "
+        cells = f", cell {mv.from_cell} -> {mv.to_cell}" if mv.from_cell != mv.to_cell else ""
+        rows.append(("move", f"{mv.from_tier.value} -> {mv.to_tier.value}{cells}: {mv.phase.value} "
                              f"since {mv.phase_at:%Y-%m-%d %H:%M:%S}Z{window}"))
     if record.last_error:
         rows.append(("last error", record.last_error))

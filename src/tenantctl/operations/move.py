@@ -1,18 +1,26 @@
-"""Move a tenant to another tier of its cell with its data, while it serves
-(a move never changes cells: the tenant keeps its cell, account and region).
+"""Move a tenant to another tier, another cell of its account and region, or
+both, with its data, while it serves (the tenant keeps its account and region:
+its key, role, queues and secret stay; what moves is its store and, between
+cells, its prefix, from the old cell's bucket to the new one's).
 
     preparing     the target store is created beside the current one: the stack
                   declares both (the spec's ``retiring`` store), one `up`
     copying       the target follows the current store (logical replication:
-                  initial copy, then every change) while the tenant serves
+                  initial copy, then every change) while the tenant serves;
+                  between cells, the prefix's objects copied (server-side)
     freezing      writes refused (runtimes: 503 + Retry-After; stale ones by the
-                  revoked write rights), the target catches up, counts and
-                  checksums compared, the registry record switched (conditional write)
+                  revoked write rights), the objects changed since copied, the
+                  target catches up, counts and checksums compared, the
+                  registry record switched (conditional write: tier, cell,
+                  store and bucket at once)
     switched      the record names the target; the old store is read-only and
-                  follows the new one for the rollback window
-    --finalize    final backup, the old store removed (the spec without ``retiring``)
+                  follows the new one for the rollback window (the old prefix
+                  stays, the role reaches both)
+    --finalize    final backup, the old store (and the old prefix's objects)
+                  removed (the spec without ``retiring``)
     --rollback    before the switch: the target removed; after it: a freeze the
-                  other way round, the record switched back, then the target removed
+                  other way round (objects included), the record switched back,
+                  then the target removed
 
 Each phase is written to the record (``TenantRecord.move``) before its work,
 under the tenant's lock, so a killed run is resumed (``move ID``) or undone
@@ -20,11 +28,18 @@ under the tenant's lock, so a killed run is resumed (``move ID``) or undone
 is cleared by that next run. At every point exactly one store takes the tenant
 role's writes.
 
-Cell slots: an open move holds a slot of both tiers in the tenant's cell (both
-stores exist). The target tier's is taken before anything is created (a
-pooled target under the cell's ``max_pooled_tenants``: refused with exit 11
-when the cell is full); ``--finalize`` gives the old tier's back once the old
-store is gone, ``--rollback`` the target tier's.
+Cell slots: an open move holds a slot where each store is (the old tier's in
+the old cell, the target tier's in the target cell). The target's is taken
+before anything is created (refused with exit 11 when that cell is full or
+draining); ``--finalize`` gives the old one back once the old store is gone,
+``--rollback`` the target's.
+
+A target cell of another account or region is refused (exit 3): the tenant's
+key, role, queues and secret would have to be created again there and every
+ciphertext re-wrapped under the new key, which is not built. So is a
+dedicated tenant's move to another cell as dedicated: its store is its own
+(VPC, instance) and named after the tenant, so a second one cannot stand
+beside it; move it as pooled.
 """
 
 from __future__ import annotations
@@ -47,19 +62,20 @@ from tenant_runtime.models import (
     Tier,
     utcnow,
 )
-from tenantctl import store_sync
+from tenantctl import prefix_sync, store_sync
 from tenantctl.errors import DrillFailed, InvalidInput, TargetUnavailable
-from tenantctl.models import DedicatedSpec, RetiringStore, TenantSpec
+from tenantctl.models import CellSpec, DedicatedSpec, RetiringStore, TenantSpec
 from tenantctl.naming import require_valid
-from tenantctl.placement import take_slot
+from tenantctl.placement import take_slot, unfit
 from tenantctl.stackconfig import read_tenant, stack_file
 from tenantctl.workspace import Workspace
 
 DEFAULT_WINDOW = timedelta(days=1)
 COPY_TIMEOUT = 6 * 3600.0
 CATCH_UP_TIMEOUT = 120.0
-CELL_KEPT = ("a move changes a tenant's tier within its cell and never changes cells (`--cell` is refused): "
-             "the tenant's cell, account and region stay")
+NOT_BUILT = ("a move to another account or region is not built: the tenant's KMS key, role, queues and secret "
+             "would have to be created again there and every ciphertext re-wrapped under the new key; only a cell "
+             "of the tenant's own account and region is a target")
 
 Progress = Callable[[str], None]
 
@@ -69,10 +85,13 @@ class MoveResult(BaseModel):
     outcome: str  # switched | finalized | rolled_back | unchanged
     from_tier: Tier
     to_tier: Tier
+    from_cell: str | None = None
+    to_cell: str | None = None
     phase: MovePhase | None = None
     copy_seconds: float | None = None
     freeze_seconds: float | None = None  # writes refused, from the freeze being recorded to the switch
     rows: dict[str, int] = {}
+    objects_copied: int | None = None  # a move between cells: objects copied (and deleted) by its passes
     window_ends_at: str | None = None
 
 
@@ -80,11 +99,11 @@ class Mover:
     """One run of a move over a held record (``held.record`` is kept current)."""
 
     def __init__(self, ws: Workspace, held: Any, progress: Progress | None = None) -> None:
-        from tenantctl.drills.context import context_from_workspace
-
         self.ws, self.held, self.say = ws, held, progress or (lambda _line: None)
-        self.admin = context_from_workspace(ws, held.record)
+        self.admins: dict[str, Any] = {}
         self.result_extra: dict[str, Any] = {}
+        # What this run copied of the prefix, each way (a resumed run copies every object once).
+        self.objects = {False: prefix_sync.Copied(), True: prefix_sync.Copied()}
 
     # -- plumbing ---------------------------------------------------------------
     @property
@@ -96,8 +115,43 @@ class Mover:
         assert self.record.move is not None
         return self.record.move
 
+    def admin(self, store: StoreConnection) -> Any:
+        """The admin context of the cell ``store`` is in (each cell's database has its own admin)."""
+        from tenantctl.drills.context import context_from_workspace
+
+        cell = self.move.from_cell if store == self.move.old_store else self.move.to_cell
+        if cell not in self.admins:
+            self.admins[cell] = context_from_workspace(self.ws, self.record.model_copy(update={"cell": cell}))
+        return self.admins[cell]
+
     def connect(self, store: StoreConnection) -> Any:
-        return self.admin.connect(store.endpoint, store.port, store.database)
+        return self.admin(store).connect(store.endpoint, store.port, store.database)
+
+    def follow(self, link: store_sync.Link, copy_data: bool = True) -> None:
+        source = self.admin(link.source)
+        store_sync.start(self.connect, link, source.admin_user, source.admin_password, copy_data=copy_data)
+
+    def prefixes(self, backwards: bool = False) -> tuple[prefix_sync.Place, prefix_sync.Place] | None:
+        """The prefix in the old and the new cell's bucket (reversed ``backwards``); None within a cell."""
+        old, new = self.move.old_bucket, self.move.new_bucket
+        if old is None or new is None:
+            return None
+        assert self.record.resources is not None
+        prefix = self.record.resources.prefix
+        places = (prefix_sync.Place(old, prefix), prefix_sync.Place(new, prefix))
+        return (places[1], places[0]) if backwards else places
+
+    def sync_objects(self, backwards: bool = False) -> None:
+        """A pass over the prefix; backwards (a rollback), only what changed in
+        the new prefix since the switch (both were in step then)."""
+        places = self.prefixes(backwards)
+        if places is None:
+            return
+        assert self.record.resources is not None
+        copied = prefix_sync.sync(self.ws.clients_for(self.record)("s3"), *places,
+                                  self.record.resources.kms_key_arn, self.objects[backwards],
+                                  since=self.move.switched_at if backwards else None)
+        self.result_extra["objects_copied"] = copied.objects + copied.removed
 
     def save(self, **changes: Any) -> None:
         self.held.record = self.ws.registry.save(self.record, **changes)
@@ -118,13 +172,16 @@ class Mover:
         return store_sync.Link(store_sync.link_name(self.record.tenant_id, old_gen), self.move.old_store, new_store)
 
     def spec(self) -> TenantSpec:
-        # The record's cell: a stack file CI did not commit placement back to may lack it.
+        # The record's cell (a stack file CI did not commit placement back to may
+        # lack it); while the target spec is written, the cell the move goes to.
         spec = read_tenant(stack_file(self.ws.stacks_dir, self.record.tenant_id))
-        return spec.model_copy(update={"cell": self.record.cell})
+        moving = self.record.move is not None and spec.retiring is not None
+        return spec.model_copy(update={"cell": self.move.to_cell if moving else self.record.cell})
 
-    def resources_at(self, tier: Tier, store: StoreConnection) -> TenantResources:
+    def resources_at(self, tier: Tier, store: StoreConnection, bucket: str | None = None) -> TenantResources:
         assert self.record.resources is not None
-        return self.record.resources.model_copy(update={"tier": tier, "store": store})
+        return self.record.resources.model_copy(update={"tier": tier, "store": store,
+                                                        "bucket": bucket or self.record.resources.bucket})
 
     def point_secret(self, store: StoreConnection) -> None:
         """The tenant's secret names the store the registry routes to (same role and password)."""
@@ -152,35 +209,39 @@ class Mover:
     def prepare(self, target: TenantSpec) -> None:
         self.say(f"move {self.record.tenant_id}: creating the {target.tier.value} store beside the current one")
         applied = self.apply(target)
-        self.phase(MovePhase.copying, new_store=applied.resources.store)
+        self.phase(MovePhase.copying, new_store=applied.resources.store,
+                   new_bucket=applied.resources.bucket if self.move.old_bucket is not None else None)
 
     def copy(self) -> None:
         link = self.link()
         started = time.monotonic()
         with self.connect(link.target) as conn:  # nothing but the replication writes the target before the switch
             store_sync.set_writable(conn, link.target, False)
-        store_sync.start(self.connect, link, self.admin.admin_user, self.admin.admin_password)
+        self.follow(link)
         self.say(f"move {self.record.tenant_id}: copying while the tenant serves")
+        self.sync_objects()  # while the store's initial copy runs
         store_sync.wait("initial copy", lambda: store_sync.copied(self.connect, link), COPY_TIMEOUT, 0.2)
         self.result_extra["copy_seconds"] = time.monotonic() - started
         self.phase(MovePhase.freezing)
 
     def switch(self, window: timedelta) -> None:
         frozen_at = self.move.phase_at
+        self.sync_objects()  # what changed since the first pass (writes are refused from here)
         pinned = self.catch_up(self.link(), MovePhase.copying)
         spec = self.spec()
         new_store = self.move.new_store
         assert new_store is not None
         # The old store follows the new one from here, read-only: a rollback keeps every write.
-        store_sync.start(self.connect, self.link(backwards=True), self.admin.admin_user, self.admin.admin_password,
-                         copy_data=False)
+        self.follow(self.link(backwards=True), copy_data=False)
         now = utcnow()
-        self.save(tier=spec.tier, resources=self.resources_at(spec.tier, new_store),
+        self.save(tier=spec.tier, cell=self.move.to_cell,
+                  resources=self.resources_at(spec.tier, new_store, self.move.new_bucket),
                   move=self.move.model_copy(update={"phase": MovePhase.switched, "phase_at": now,
                                                     "switched_at": now, "window_ends_at": now + window}))
         self.point_secret(new_store)
         self.result_extra["freeze_seconds"] = (utcnow() - frozen_at).total_seconds()
-        self.say(f"move {self.record.tenant_id}: switched to the {spec.tier.value} store "
+        where = f" of cell {self.move.to_cell}" if self.move.to_cell != self.move.from_cell else ""
+        self.say(f"move {self.record.tenant_id}: switched to the {spec.tier.value} store{where} "
                  f"(writes refused {self.result_extra['freeze_seconds']:.2f} s); the old one is read-only")
         if pinned is not None:
             self.say(f"move {self.record.tenant_id}: verifying (counts + checksums as of the freeze)")
@@ -225,10 +286,20 @@ class Mover:
 
         spec = self.spec()
         assert spec.retiring is not None
-        old = self.resources_at(spec.retiring.tier, self.move.old_store)
+        old = self.resources_at(spec.retiring.tier, self.move.old_store)  # backed up into the new prefix: kept
         self.say(f"move {self.record.tenant_id}: final backup of the old store")
-        final_backup(self.ws, self.record.model_copy(update={"tier": spec.retiring.tier, "resources": old}))
+        final_backup(self.ws, self.record.model_copy(update={"tier": spec.retiring.tier, "resources": old,
+                                                             "cell": self.move.from_cell}))
         store_sync.stop(self.connect, self.link(backwards=True))
+        places = self.prefixes()
+        if places is not None:
+            assert self.record.resources is not None
+            late = prefix_sync.carry_late(self.ws.clients_for(self.record)("s3"), *places,
+                                          self.record.resources.kms_key_arn)
+            if late:
+                self.say(f"move {self.record.tenant_id}: {len(late)} objects written to the old prefix after "
+                         "the switch carried over")
+        self.remove_objects(backwards=False)
         ded = spec.retiring.dedicated
         if ded is not None and ded.deletion_protection:
             self.unprotect(spec.model_copy(update={"retiring": spec.retiring.model_copy(update={
@@ -236,25 +307,28 @@ class Mover:
         self.say(f"move {self.record.tenant_id}: removing the old store")
         final = spec.model_copy(update={"retiring": None})
         applied = self.apply(final)
+        from_cell = self.move.from_cell
         self.save(move=None)
         # After the record (a run killed in between keeps a slot too many, never one too few).
-        self.ws.registry.release_slot(self.record.cell, spec.retiring.tier)
+        self.ws.registry.release_slot(from_cell, spec.retiring.tier)
         self.held.record = activate(self.ws, self.record, final, applied)
 
     # -- backward ---------------------------------------------------------------
     def rollback(self, verified: bool = True) -> None:
         """``verified``: compare the stores as of the freeze before switching
         back (not when undoing a switch whose own verification failed)."""
-        spec, target_tier = self.spec(), self.move.to_tier
+        spec, target_tier, target_cell = self.spec(), self.move.to_tier, self.move.to_cell
         if spec.retiring is None:  # killed before the target spec was written: nothing was created
             self.save(move=None)
-            self.ws.registry.release_slot(self.record.cell, target_tier)
+            self.ws.registry.release_slot(target_cell, target_tier)
             return
         if self.move.phase in (MovePhase.switched, MovePhase.rolling_back):
             if self.move.phase is MovePhase.switched:
                 self.phase(MovePhase.rolling_back)
+            self.sync_objects(backwards=True)  # the objects written since the switch go back too
             pinned = self.catch_up(self.link(backwards=True), MovePhase.switched)
-            self.save(tier=spec.retiring.tier, resources=self.resources_at(spec.retiring.tier, self.move.old_store),
+            self.save(tier=spec.retiring.tier, cell=self.move.from_cell,
+                      resources=self.resources_at(spec.retiring.tier, self.move.old_store, self.move.old_bucket),
                       move=self.move.model_copy(update={"phase": MovePhase.preparing, "phase_at": utcnow(),
                                                         "switched_at": None, "window_ends_at": None}))
             self.point_secret(self.move.old_store)
@@ -270,23 +344,38 @@ class Mover:
             store_sync.set_writable(conn, self.move.old_store, True)
         self.point_secret(self.move.old_store)
         self.say(f"move {self.record.tenant_id}: removing the {spec.tier.value} store")
+        self.remove_objects(backwards=True)
         if spec.dedicated is not None and spec.dedicated.deletion_protection:
             self.unprotect(spec.model_copy(update={"dedicated": spec.dedicated.model_copy(
                 update={"deletion_protection": False})}))
         back = spec.model_copy(update={"tier": spec.retiring.tier, "dedicated": spec.retiring.dedicated,
+                                       "cell": spec.retiring.cell or spec.cell,
                                        "store_generation": spec.retiring.generation, "retiring": None})
         self.apply(back)
         self.save(move=None)
-        self.ws.registry.release_slot(self.record.cell, target_tier)
+        self.ws.registry.release_slot(target_cell, target_tier)
+
+    def remove_objects(self, backwards: bool) -> None:
+        """The prefix the move leaves (the old one at --finalize; the new one at
+        --rollback), every version of it: nothing of the tenant stays in that cell."""
+        places = self.prefixes()
+        if places is not None:
+            gone = places[1] if backwards else places[0]
+            self.say(f"move {self.record.tenant_id}: removing its objects from s3://{gone.bucket}/{gone.prefix}")
+            prefix_sync.remove(self.ws.clients_for(self.record)("s3"), gone)
 
 
-def target_spec(spec: TenantSpec, tier: Tier, started: datetime | None = None) -> TenantSpec:
-    """``spec`` moved to ``tier``: the next store generation, the current one
-    retiring; a dedicated target's final snapshot named after ``started``."""
+def target_spec(spec: TenantSpec, tier: Tier, started: datetime | None = None,
+                cell: str | None = None) -> TenantSpec:
+    """``spec`` moved to ``tier`` (and to ``cell``, default its own): the next
+    store generation, the current one retiring (with its cell when the move
+    changes cells); a dedicated target's final snapshot named after ``started``."""
+    to_cell = cell or spec.cell
     body = spec.model_dump(mode="json", exclude_none=True)
-    body.update(tier=tier.value, store_generation=spec.store_generation + 1,
-                retiring=RetiringStore(tier=spec.tier, generation=spec.store_generation,
-                                       dedicated=spec.dedicated).model_dump(mode="json", exclude_none=True))
+    body.update(tier=tier.value, cell=to_cell, store_generation=spec.store_generation + 1,
+                retiring=RetiringStore(tier=spec.tier, generation=spec.store_generation, dedicated=spec.dedicated,
+                                       cell=spec.cell if to_cell != spec.cell else None,
+                                       ).model_dump(mode="json", exclude_none=True))
     body.pop("dedicated", None)
     if tier is Tier.dedicated:
         body["dedicated"] = DedicatedSpec(final_snapshot_suffix=f"{started or utcnow():%Y%m%d%H%M%S}").model_dump(
@@ -299,28 +388,28 @@ def move(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: str |
          progress: Progress | None = None) -> MoveResult:
     """Start, resume, finalize or roll back the move of ``tenant_id``."""
     require_valid(tenant_id)
-    if cell is not None:
-        raise InvalidInput(CELL_KEPT)
     if rollback and finalize:
         raise InvalidInput("--rollback and --finalize exclude each other")
     record = ws.registry.require(tenant_id)
     target: TenantSpec | None = None
+    to_tier, to_cell = tier or record.tier, cell or record.cell
     if record.move is None:
         if rollback or finalize:
             raise InvalidInput(f"tenant {tenant_id!r} has no move to {'roll back' if rollback else 'finalize'}")
-        if tier is None:
-            raise InvalidInput("--tier is required to start a move")
+        if tier is None and cell is None:
+            raise InvalidInput("--tier or --cell is required to start a move")
         if record.status is not TenantStatus.active or record.resources is None:
             raise InvalidInput(f"tenant {tenant_id!r} is {record.status.value}: only an active tenant is moved")
-        if tier is record.tier:
-            return MoveResult(tenant_id=tenant_id, outcome="unchanged", from_tier=record.tier, to_tier=tier)
-        target = _refuse_or_target(ws, record, tier)
-        # Both stores exist while the move is open: it holds a slot of both tiers in the cell (exit 11: full).
-        take_slot(ws, record.cell, tier, f"tenant {tenant_id!r} refused before anything was created "
-                                         "(a move never changes cells: free a slot there and re-run)")
-    elif tier is not None and tier is not record.move.to_tier:
-        raise InvalidInput(f"tenant {tenant_id!r} is being moved to {record.move.to_tier.value}: "
-                           f"finish or roll back that move first")
+        if to_tier is record.tier and to_cell == record.cell:
+            return MoveResult(tenant_id=tenant_id, outcome="unchanged", from_tier=record.tier, to_tier=to_tier,
+                              from_cell=record.cell, to_cell=to_cell)
+        target = _refuse_or_target(ws, record, to_tier, to_cell)
+        # Both stores exist while the move is open: it holds a slot where each is (exit 11: full or draining).
+        take_slot(ws, to_cell, to_tier, f"tenant {tenant_id!r} refused before anything was created "
+                                        "(free a slot there, or undrain it, and re-run)")
+    elif (tier is not None and tier is not record.move.to_tier) or (cell is not None and cell != record.move.to_cell):
+        raise InvalidInput(f"tenant {tenant_id!r} is being moved to {record.move.to_tier.value} in cell "
+                           f"{record.move.to_cell!r}: finish or roll back that move first")
     elif finalize and record.move.phase is not MovePhase.switched:
         raise InvalidInput(f"tenant {tenant_id!r}'s move is {record.move.phase.value}: only a switched move is "
                            "finalized (`tenantctl move ID` resumes it)")
@@ -329,18 +418,20 @@ def move(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: str |
     try:
         with ws.registry.hold(tenant_id, "move") as held:
             if target is not None:
-                assert held.record.resources is not None and tier is not None
+                resources = held.record.resources
+                assert resources is not None
                 held.record = ws.registry.save(held.record, last_error=None, move=TenantMove(
-                    from_tier=held.record.tier, to_tier=tier, from_cell=held.record.cell, to_cell=held.record.cell,
-                    old_store=held.record.resources.store))
+                    from_tier=held.record.tier, to_tier=to_tier, from_cell=held.record.cell, to_cell=to_cell,
+                    old_store=resources.store, old_bucket=resources.bucket if to_cell != held.record.cell else None))
             started = True
             mover = Mover(ws, held, progress)
             run = mover.move
             outcome = _drive(mover, target, rollback, finalize, window)
     finally:
-        if target is not None and tier is not None and not started:  # no move recorded: its slot goes back
-            ws.registry.release_slot(record.cell, tier)
+        if target is not None and not started:  # no move recorded: its slot goes back
+            ws.registry.release_slot(to_cell, to_tier)
     return MoveResult(tenant_id=tenant_id, outcome=outcome, from_tier=run.from_tier, to_tier=run.to_tier,
+                      from_cell=run.from_cell, to_cell=run.to_cell,
                       phase=held.record.move.phase if held.record.move else None,
                       window_ends_at=(held.record.move.window_ends_at.isoformat()
                                       if held.record.move and held.record.move.window_ends_at else None),
@@ -362,7 +453,7 @@ def _drive(mover: Mover, target: TenantSpec | None, rollback: bool, finalize: bo
         if target is None:  # resumed: the spec was written (or not yet, when killed right after the record)
             spec = mover.spec()
             target = spec if spec.retiring is not None else target_spec(spec, mover.move.to_tier,
-                                                                        mover.move.started_at)
+                                                                        mover.move.started_at, mover.move.to_cell)
         mover.prepare(target)
         phase = MovePhase.copying
     if phase is MovePhase.copying:
@@ -373,20 +464,51 @@ def _drive(mover: Mover, target: TenantSpec | None, rollback: bool, finalize: bo
     return "switched"
 
 
-def _refuse_or_target(ws: Workspace, record: TenantRecord, tier: Tier) -> TenantSpec:
+def _refuse_or_target(ws: Workspace, record: TenantRecord, tier: Tier, cell: str) -> TenantSpec:
     """The spec of the move's target, after every check that refuses a move
-    before anything is created: the policy gate's spec rules, quotas, and
-    residency (the target is in the tenant's region)."""
+    before anything is created: the target cell (known, same account and
+    region, takes the tier and the tenant's retention classes), the policy
+    gate's spec rules, quotas, and residency (the target is in the tenant's region)."""
     from tenantctl import preflight
     from tenantctl.policy import refuse_unsafe_spec
 
     path = stack_file(ws.stacks_dir, record.tenant_id)
     if not path.exists():
         raise InvalidInput(f"tenant {record.tenant_id!r} has no committed stack file ({path}): nothing to move from")
-    target = target_spec(read_tenant(path).model_copy(update={"cell": record.cell}), tier)
+    spec = read_tenant(path).model_copy(update={"cell": record.cell})
+    if cell != record.cell:
+        _refuse_cell(ws, record, spec, tier, cell)
+    target = target_spec(spec, tier, cell=cell)
     if target.region != record.region:
         raise InvalidInput(f"tenant {record.tenant_id!r} lives in {record.region}; a move never leaves its region")
     refuse_unsafe_spec(target)
-    preflight.check(target, ws.ensure_cell(record.cell), ws.clients_for(record))
+    preflight.check(target, ws.ensure_cell(cell), ws.cell_clients(cell))
     return target
 
+
+def _refuse_cell(ws: Workspace, record: TenantRecord, spec: TenantSpec, tier: Tier, cell: str) -> None:
+    """Why ``cell`` cannot take the tenant as ``tier`` (InvalidInput, exit 3); draining and
+    full cells are refused when the slot is taken (exit 11)."""
+    cells = ws.cells()
+    if cell not in cells:
+        raise InvalidInput(f"--cell {cell}: no such cell (`tenantctl cell list` shows them)")
+    target, current = cells[cell], cells.get(record.cell) or ws.cell(record.cell)
+    refused = f"tenant {record.tenant_id!r} cannot move to cell {cell!r}"
+    if target.region != record.region:
+        raise InvalidInput(f"{refused}: it is in {target.region}, the tenant's data must stay in {record.region} "
+                           f"(residency); besides, {NOT_BUILT}")
+    if _account(ws, target) != _account(ws, current):
+        raise InvalidInput(f"{refused}: it is in account {_account(ws, target)}, the tenant in "
+                           f"{_account(ws, current)}; {NOT_BUILT}")
+    if tier is Tier.dedicated and record.tier is Tier.dedicated:
+        raise InvalidInput(f"{refused} as dedicated: a dedicated store is the tenant's own (VPC, database "
+                           "instance, named after the tenant), so a second one cannot stand beside it; move it "
+                           "with --tier pooled (then back to dedicated within the cell if wanted)")
+    problem = unfit(target, spec.model_copy(update={"tier": tier, "dedicated": None}))
+    if problem:
+        raise InvalidInput(f"{refused}: {problem}")
+
+
+def _account(ws: Workspace, cell: CellSpec) -> str:
+    """The cell's account id (a cell without a role: the target's own account)."""
+    return cell.account_id or ws.cell_outputs(cell.name).get("account_id") or "the target's own"

@@ -1,0 +1,138 @@
+"""Keeping a tenant's objects in step between two cells' buckets (the same
+prefix in both): what a move between cells of one account and region does to
+the tenant's S3 prefix while ``store_sync`` moves its store.
+
+Objects are copied server-side (CopyObject: the bytes never leave S3), SSE-KMS
+under the tenant's key, with their tags (the retention class the cell's
+lifecycle rules match) and metadata. A pass copies what changed since the
+last one and deletes from the target what the source no longer holds, so the
+pass inside the write freeze only carries the last changes.
+
+What changed is judged on the source side only: the source's key and ETag
+against the ETag it had when it was last copied (``Copied``). A copy's own
+ETag cannot be compared with its source's: under SSE-KMS an ETag is not a
+digest of the content. A pass that has no ``Copied`` for an object the target
+holds copies it again, unless given ``since``: the time both prefixes were
+last in step (a rollback's switch), after which only objects modified since
+are copied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
+
+from tenantctl.errors import TenantctlError
+
+DELETE_BATCH = 1000  # DeleteObjects takes at most 1,000 keys
+COPY_WORKERS = 8  # CopyObject calls at once: each is a round trip with no bytes through this process
+CLOCK_SLACK = timedelta(minutes=1)  # S3's LastModified against this host's clock, with ``since``
+
+
+@dataclass(frozen=True)
+class Place:
+    bucket: str
+    prefix: str
+
+
+@dataclass
+class Copied:
+    """Source key -> the source ETag it had when copied (one move's run)."""
+
+    etags: dict[str, str] = field(default_factory=dict)
+    objects: int = 0  # copied by the passes so far
+    removed: int = 0
+
+
+class Listed(NamedTuple):
+    etag: str
+    modified: datetime
+
+
+def listing(s3: Any, place: Place) -> dict[str, Listed]:
+    """Key -> ETag and LastModified of every current object under the place's prefix."""
+    found: dict[str, Listed] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=place.bucket, Prefix=place.prefix):
+        found.update({o["Key"]: Listed(o["ETag"], o["LastModified"]) for o in page.get("Contents", [])})
+    return found
+
+
+def sync(s3: Any, source: Place, target: Place, kms_key_arn: str, copied: Copied,
+         since: datetime | None = None) -> Copied:
+    """One pass: ``target`` holds what ``source`` holds (new and changed
+    objects copied, objects deleted from the source deleted). An object the
+    source never held (no version there) stays: written to the target by a
+    runtime still holding the other record (the buckets are versioned)."""
+    have = listing(s3, source)
+    there = listing(s3, target)
+
+    def changed_since(key: str, obj: Listed) -> bool:
+        if key not in there:
+            return True
+        if key in copied.etags:
+            return copied.etags[key] != obj.etag
+        return since is None or obj.modified > since - CLOCK_SLACK
+
+    changed = [key for key, obj in have.items() if changed_since(key, obj)]
+    _copy_all(s3, source, target, changed, kms_key_arn)
+    copied.etags.update({key: have[key].etag for key in changed})
+    copied.objects += len(changed)
+    gone = [key for key in there if key not in have]
+    if gone:
+        held = {v["Key"] for v in _versions(s3, source)}
+        gone = [key for key in gone if key in held]
+    _delete(s3, target.bucket, [{"Key": key} for key in gone])
+    for key in gone:
+        copied.etags.pop(key, None)
+    copied.removed += len(gone)
+    return copied
+
+
+def carry_late(s3: Any, source: Place, target: Place, kms_key_arn: str) -> list[str]:
+    """Copy the objects ``source`` holds that ``target`` never had (no version,
+    no delete marker): written to the old prefix after the freeze's pass by a
+    runtime still holding the old record, or through an upload URL signed
+    before the switch. An object the tenant deleted in ``target`` since has a
+    delete marker there and stays deleted. Returns the keys copied."""
+    seen = {v["Key"] for v in _versions(s3, target)}
+    late = [key for key in listing(s3, source) if key not in seen]
+    _copy_all(s3, source, target, late, kms_key_arn)
+    return late
+
+
+def remove(s3: Any, place: Place) -> int:
+    """Every version and delete marker under the prefix (the buckets are
+    versioned): nothing of the tenant is left there. Returns the count."""
+    versions = list(_versions(s3, place))
+    _delete(s3, place.bucket, versions)
+    return len(versions)
+
+
+def _copy_all(s3: Any, source: Place, target: Place, keys: list[str], kms_key_arn: str) -> None:
+    """CopyObject each key, ``COPY_WORKERS`` at a time (a boto3 client is thread-safe)."""
+    def copy(key: str) -> None:
+        s3.copy_object(Bucket=target.bucket, Key=key, CopySource={"Bucket": source.bucket, "Key": key},
+                       ServerSideEncryption="aws:kms", SSEKMSKeyId=kms_key_arn,
+                       MetadataDirective="COPY", TaggingDirective="COPY")
+
+    if not keys:
+        return
+    with ThreadPoolExecutor(min(COPY_WORKERS, len(keys))) as pool:
+        list(pool.map(copy, keys))  # the first failure is raised here
+
+
+def _versions(s3: Any, place: Place) -> Iterator[dict[str, str]]:
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=place.bucket, Prefix=place.prefix):
+        for item in page.get("Versions", []) + page.get("DeleteMarkers", []):
+            yield {"Key": item["Key"], "VersionId": item["VersionId"]}
+
+
+def _delete(s3: Any, bucket: str, objects: list[dict[str, str]]) -> None:
+    for start in range(0, len(objects), DELETE_BATCH):
+        failed = s3.delete_objects(Bucket=bucket, Delete={"Objects": objects[start:start + DELETE_BATCH],
+                                                          "Quiet": True}).get("Errors")
+        if failed:
+            raise TenantctlError(f"s3://{bucket}: {len(failed)} objects not deleted, first: {failed[0]}")

@@ -1,0 +1,57 @@
+"""Shared by the move tests: a writer appending through a TenantRuntime while
+a move runs, keeping what the store acknowledged and what it refused."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from tenant_runtime import TenantRuntime, WritesFrozen
+from tenant_runtime.errors import StoreMoved, StoreUnavailable
+
+
+@dataclass
+class Writer:
+    """Appends one message after another through a TenantRuntime, retrying the
+    retryable refusals; keeps what was acknowledged and what was refused."""
+
+    runtime: TenantRuntime
+    tenant_id: str
+    conversation: str = "live"
+    acked: list[tuple[int, str]] = field(default_factory=list)  # (seq, content) the store acknowledged
+    frozen: list[float] = field(default_factory=list)  # times a write was refused (503)
+    errors: list[BaseException] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        n = 0
+        while not self.stop.is_set():
+            n += 1
+            content = f"w{n}"
+            try:
+                ctx = self.runtime.context(self.tenant_id)
+                msg = self.runtime.store.append(ctx, self.conversation, "user", content)
+            except (WritesFrozen, StoreMoved):
+                self.frozen.append(time.monotonic())
+                time.sleep(0.02)
+                continue
+            except StoreUnavailable as exc:  # a connection cut by a revoke mid-transaction: retried
+                self.errors.append(exc)
+                time.sleep(0.02)
+                continue
+            self.acked.append((msg.seq, content))
+            time.sleep(0.005)
+
+
+def writing(runtime: TenantRuntime, tenant_id: str, conversation: str = "live") -> tuple[Writer, threading.Thread]:
+    writer = Writer(runtime, tenant_id, conversation)
+    thread = threading.Thread(target=writer.run, daemon=True)
+    thread.start()
+    return writer, thread
+
+
+def stopped(writer: Writer, thread: threading.Thread) -> Writer:
+    writer.stop.set()
+    thread.join(10)
+    return writer

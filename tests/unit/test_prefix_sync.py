@@ -1,0 +1,81 @@
+"""A tenant's prefix kept in step between two cells' buckets (a move between
+cells), on moto in process: versioned buckets as the cells have them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import boto3
+import pytest
+
+from tenantctl.prefix_sync import Copied, Place, carry_late, listing, remove, sync
+
+PREFIX = "tenants/acme/"
+OLD, NEW = Place("cell-a", PREFIX), Place("cell-b", PREFIX)
+
+
+@pytest.fixture
+def s3(moto_account):
+    client = boto3.client("s3", region_name="us-east-1")
+    for place in (OLD, NEW):
+        client.create_bucket(Bucket=place.bucket)
+        client.put_bucket_versioning(Bucket=place.bucket, VersioningConfiguration={"Status": "Enabled"})
+    return client
+
+
+@pytest.fixture
+def key_arn(moto_account) -> str:
+    return boto3.client("kms", region_name="us-east-1").create_key()["KeyMetadata"]["Arn"]
+
+
+def put(s3, place: Place, name: str, body: bytes = b"x", **extra) -> None:
+    s3.put_object(Bucket=place.bucket, Key=place.prefix + name, Body=body, **extra)
+
+
+def names(s3, place: Place) -> set[str]:
+    return {key.removeprefix(place.prefix) for key in listing(s3, place)}
+
+
+def test_passes_copy_what_changed_keep_tags_and_key_and_delete_only_what_the_source_held(s3, key_arn):
+    put(s3, OLD, "a", b"one")
+    put(s3, OLD, "uploads/tmp/b", Tagging="tenantctl-class=tmp-7d")
+    s3.put_object(Bucket=OLD.bucket, Key="tenants/acme-corp/c", Body=b"twin")  # another tenant's: not ours
+    copied = sync(s3, OLD, NEW, key_arn, Copied())
+    assert {o["Key"] for o in s3.list_objects_v2(Bucket=NEW.bucket)["Contents"]} == {
+        PREFIX + "a", PREFIX + "uploads/tmp/b"} and copied.objects == 2
+    head = s3.head_object(Bucket=NEW.bucket, Key=PREFIX + "a")
+    assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", key_arn)
+    assert s3.get_object_tagging(Bucket=NEW.bucket, Key=PREFIX + "uploads/tmp/b")["TagSet"] == [
+        {"Key": "tenantctl-class", "Value": "tmp-7d"}]
+
+    assert sync(s3, OLD, NEW, key_arn, copied).objects == 2  # nothing changed: nothing copied
+    put(s3, OLD, "a", b"two")  # changed
+    s3.delete_object(Bucket=OLD.bucket, Key=PREFIX + "uploads/tmp/b")  # deleted
+    put(s3, OLD, "c")  # new
+    put(s3, NEW, "stale")  # written to the target by a runtime holding the other record: never in the source
+    copied = sync(s3, OLD, NEW, key_arn, copied)
+    assert (copied.objects, copied.removed) == (4, 1)
+    assert names(s3, NEW) == {"a", "c", "stale"}
+    assert s3.get_object(Bucket=NEW.bucket, Key=PREFIX + "a")["Body"].read() == b"two"
+
+
+def test_late_objects_are_carried_unless_deleted_in_the_target_and_removal_leaves_no_version(s3, key_arn):
+    put(s3, OLD, "a")
+    put(s3, OLD, "deleted-since")
+    sync(s3, OLD, NEW, key_arn, Copied())
+    s3.delete_object(Bucket=NEW.bucket, Key=PREFIX + "deleted-since")  # the tenant deleted it after the switch
+    put(s3, OLD, "late")
+    assert carry_late(s3, OLD, NEW, key_arn) == [PREFIX + "late"]
+    assert names(s3, NEW) == {"a", "late"}
+    assert remove(s3, OLD) == 3 and s3.list_object_versions(Bucket=OLD.bucket, Prefix=PREFIX).get("Versions") is None
+
+
+def test_a_pass_since_both_prefixes_were_in_step_copies_only_what_changed_after(s3, key_arn):
+    put(s3, OLD, "a")
+    put(s3, OLD, "b")
+    sync(s3, OLD, NEW, key_arn, Copied())  # in step, as at a switch
+    put(s3, NEW, "after-the-switch")
+    switched = datetime.now(UTC) + timedelta(hours=1)  # every object here older than the switch: in step then
+    assert sync(s3, NEW, OLD, key_arn, Copied(), since=switched).objects == 1  # only the one missing there
+    assert names(s3, OLD) == {"a", "b", "after-the-switch"}
+    assert sync(s3, NEW, OLD, key_arn, Copied()).objects == 3  # without ``since``: every object once more
