@@ -427,10 +427,16 @@ def _ctrl_c_during(stops_after: float, grace: float) -> list[str]:
         time.sleep(stops_after)
         release.set()
 
-    threading.Thread(target=press_ctrl_c, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        pulumi_cli.run_cancellable(operation, cancel, grace=grace)
-    release.set()
+    # A process started in the background by a non-interactive shell inherits
+    # SIGINT ignored: Python's own handler is what a terminal's Ctrl-C reaches.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=press_ctrl_c, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            pulumi_cli.run_cancellable(operation, cancel, grace=grace)
+    finally:
+        release.set()
+        signal.signal(signal.SIGINT, previous)
     return order
 
 
