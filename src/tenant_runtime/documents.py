@@ -694,9 +694,11 @@ class DocumentOperations:
         Every step is a MATERIALIZED CTE computed once: the planner, which
         cannot estimate the unnested query terms, otherwise re-ran the
         corpus statistics once per hit (a nested loop: minutes at 10,000
-        documents). The matching items are read once (length, metadata:
-        filter, facets, total), scores are summed per item id only, and the
-        sealed content is read for the returned page alone."""
+        documents). The items' (length, metadata) are read in one scan that
+        gives the statistics and, hash-joined to the hits, the matching
+        items (filter, facets, total): cheaper than one index probe per
+        matching item once a term is common. Scores are summed per item id;
+        the sealed content is read for the returned page alone."""
         items = [sql.SQL("SELECT 'document'::text AS kind, doc_id, metadata, length, content, source FROM {} "
                          "WHERE tenant_id = %(t)s").format(self._table(ctx, DOCUMENTS))]
         postings = [sql.SQL("SELECT 'document'::text AS kind, key_version, term, doc_id, tf FROM {} "
@@ -722,11 +724,12 @@ class DocumentOperations:
             "q AS MATERIALIZED (SELECT * FROM exact UNION ALL SELECT * FROM fuzzy), "
             "hits AS MATERIALIZED (SELECT p.kind, p.doc_id, p.tf, q.idx, q.w FROM ({post}) p JOIN q "
             "  ON p.key_version = q.key_version AND p.term = q.term), "
+            "docs AS MATERIALIZED (SELECT kind, doc_id, length, metadata FROM ({items}) i), "
             "stats AS MATERIALIZED (SELECT count(*)::float8 AS n, greatest(coalesce(avg(length), 1), 1)::float8 "
-            "  AS avgdl FROM ({items}) i), "
+            "  AS avgdl FROM docs), "
             "df AS MATERIALIZED (SELECT idx, ln(1 + (s.n - count(*) + 0.5) / (count(*) + 0.5)) AS idf "
             "  FROM hits CROSS JOIN stats s GROUP BY idx, s.n), "
-            "matched AS MATERIALIZED (SELECT d.kind, d.doc_id, d.length, d.metadata FROM ({items}) d "
+            "matched AS MATERIALIZED (SELECT d.kind, d.doc_id, d.length, d.metadata FROM docs d "
             "  WHERE (d.kind, d.doc_id) IN (SELECT kind, doc_id FROM hits) AND d.metadata @> %(f)s), "
             "scored AS MATERIALIZED (SELECT m.kind, m.doc_id, round(sum(h.w * df.idf * h.tf * {k1p1} / "
             "  (h.tf + {k1} * (1 - {b} + {b} * m.length / s.avgdl)))::numeric, 9) AS score "
