@@ -4,21 +4,25 @@ unencrypted PostgreSQL full-text floor on the same documents, in the same run.
     python bench/search.py                    # 10,000 documents
     python bench/search.py --docs 100000      # the large size
     python bench/search.py --docs 2000 --rounds 3 --queries 20   # quick run
+    python bench/search.py --batch 1          # one document per call on both sides
 
 Corpus: generated, deterministic (seeded): 70% English-like documents (words
 drawn Zipf-like from 3,000 synthetic words plus common English ones), 30%
 Japanese (sentences from a small vocabulary), each with a title, a 40-120 word
 body and metadata {"lang", "cat"} (8 categories).
 
-Routed = ``TenantRuntime.store`` as the tenant: ``put_document`` (analysis,
-HMAC of every term, sealing, one statement for document + postings) and
+Routed = ``TenantRuntime.store`` as the tenant: ``put_documents`` in batches
+of ``--batch`` (``put_document`` one by one with ``--batch 1``: analysis, HMAC
+of every term, sealing, one statement for the documents + postings) and
 ``search`` (BM25 over the blind postings, facets, decrypting the hits,
 highlights). Floor = a table in the same database with the plaintext and a
 ``tsvector`` (GIN) built from the *same* analysed terms (``to_tsvector('simple',
 ...)``, so Japanese is segmented the same way), ranked by ``ts_rank``, the
 same filter and facet counts in SQL, no encryption, no highlights, as the
-admin (no RLS). Fuzzy: ours uses the trigram postings; the floor a prefix
-query (``lexeme:*`` on the first 4 characters), PostgreSQL's usual stand-in.
+admin (no RLS), written in the same batches (one transaction of ``--batch``
+inserts; with ``--batch 1`` one autocommitted insert per document).
+Fuzzy: ours uses the tenant's trigram vocabulary; the floor a prefix query
+(``lexeme:*`` on the first 4 characters), PostgreSQL's usual stand-in.
 
 Indexing: the documents go in ``--rounds`` chunks, floor and routed
 alternating which goes first; throughput per chunk, min and median reported.
@@ -76,6 +80,7 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--queries", type=int, default=40, help="queries per kind per round and side")
+    parser.add_argument("--batch", type=int, default=100, help="documents per write call, both sides")
     args = parser.parse_args()
 
     import psycopg
@@ -100,14 +105,20 @@ def main() -> None:
                       "metadata jsonb, tsv tsvector)")
         admin.execute("CREATE INDEX ON bench_floor.docs USING gin (tsv)")
 
-        def floor_put(doc: tuple) -> None:
-            doc_id, title, body, meta = doc
-            analysed = " ".join(t.term for t in analyzer.tokens(title + " " + title + " " + body, index=True))
-            admin.execute("INSERT INTO bench_floor.docs VALUES (%s, %s, %s, %s, to_tsvector('simple', %s))",
-                          (doc_id, title, body, Jsonb(meta), analysed))
+        def floor_put(batch: list[tuple]) -> None:
+            rows = [(doc_id, title, body, Jsonb(meta),
+                     " ".join(t.term for t in analyzer.tokens(title + " " + title + " " + body, index=True)))
+                    for doc_id, title, body, meta in batch]
+            with admin.transaction(), admin.cursor() as cur:
+                cur.executemany("INSERT INTO bench_floor.docs VALUES (%s, %s, %s, %s, to_tsvector('simple', %s))",
+                                rows)
 
-        def routed_put(doc: tuple) -> None:
-            rt.store.put_document(ctx, doc[0], doc[1], doc[2], doc[3])
+        def routed_put(batch: list[tuple]) -> None:
+            if len(batch) == 1:
+                rt.store.put_document(ctx, *batch[0])
+            else:
+                rt.store.put_documents(ctx, [{"doc_id": d[0], "title": d[1], "body": d[2], "metadata": d[3]}
+                                             for d in batch])
 
         # -- indexing, in interleaved chunks ---------------------------------------------
         chunk = max(1, len(docs) // args.rounds)
@@ -117,13 +128,13 @@ def main() -> None:
             for side in (("floor", "routed") if r % 2 == 0 else ("routed", "floor")):
                 put = floor_put if side == "floor" else routed_put
                 start = time.perf_counter()
-                for doc in part:
-                    put(doc)
+                for i in range(0, len(part), args.batch):
+                    put(part[i:i + args.batch])
                 rates[side].append(len(part) / (time.perf_counter() - start))
             print(f"  indexed {min(len(docs), (r + 1) * chunk)}/{len(docs)}", file=sys.stderr)
         admin.execute("ANALYZE bench_floor.docs")
-        admin.execute(sql.SQL("ANALYZE {}, {}").format(sql.Identifier(store.schema_name, "documents"),
-                                                       sql.Identifier(store.schema_name, "search_postings")))
+        admin.execute(sql.SQL("ANALYZE {}, {}, {}").format(*(sql.Identifier(store.schema_name, t) for t in (
+            "documents", "search_postings", "search_vocab"))))
 
         # -- queries ---------------------------------------------------------------------------
         rng = random.Random(11)
@@ -170,7 +181,7 @@ def main() -> None:
             results[kind] = (p50s, p95s)
 
         print(f"\n{args.docs} documents ({sum(d[3]['lang'] == 'ja' for d in docs)} Japanese), "
-              f"{args.rounds} rounds")
+              f"{args.rounds} rounds, batches of {args.batch}")
         print("\nindexing (docs/s, per chunk)      min       median")
         for side in ("floor", "routed"):
             print(f"  {side:<30} {min(rates[side]):8.0f} {statistics.median(rates[side]):10.0f}")

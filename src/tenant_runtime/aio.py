@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -37,7 +37,7 @@ import psycopg
 from tenant_runtime.auth import Addressed, JWTSettings, TenantResolver
 from tenant_runtime.blocking import WouldBlock, blocking_allowed, inline
 from tenant_runtime.context import TenantContext, verified
-from tenant_runtime.documents import Document, DocumentPage, ReindexResult, SearchResult, Summary
+from tenant_runtime.documents import Document, DocumentPage, NewDocument, ReindexResult, SearchResult, Summary
 from tenant_runtime.errors import StoreMoved
 from tenant_runtime.gateway import Gateway, PoolBase
 from tenant_runtime.jobs import Job, JobMessage
@@ -285,6 +285,10 @@ class AsyncContextStore(StoreOperations):
     async def put_document(self, ctx: TenantContext, doc_id: str, title: str, body: str,
                            metadata: dict[str, Any] | None = None, source: str | None = None) -> Document:
         return await self._write(ctx, lambda c: self._put_document(c, doc_id, title, body, metadata, source))
+
+    async def put_documents(self, ctx: TenantContext,
+                            documents: Sequence[NewDocument | Mapping[str, Any]]) -> list[Document]:
+        return await self._write(ctx, lambda c: self._put_documents(c, documents))
 
     async def put_document_from_upload(self, ctx: TenantContext, doc_id: str, title: str, key: str,
                                        metadata: dict[str, Any] | None = None,

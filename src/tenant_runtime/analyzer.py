@@ -27,16 +27,17 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 MAX_PREFIX = 8
+WORD_CACHE = 1 << 16  # words whose stem and trigrams are remembered
 GRAM = 3
 _RUNS = re.compile(r"(?P<cjk>[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\u30fc]+)"
                    r"|(?P<word>[^\W_]+)")
 _STOP = frozenset("a an and are as at be by for from in is it of on or that the this to was were with".split())
 
 
-@dataclass(frozen=True)
-class Token:
+class Token(NamedTuple):  # a tuple: built per word, several times cheaper than a frozen dataclass
     term: str  # normalised form (stemmed word, CJK word or bigram)
     surface: str  # lowercased text as written (for trigrams and prefixes)
     start: int
@@ -55,6 +56,7 @@ def nfkc(text: str) -> str:
     return unicodedata.normalize("NFKC", text)
 
 
+@functools.lru_cache(maxsize=WORD_CACHE)
 def stem(word: str) -> str:
     """A light English stemmer: enough for plural/tense variants, never below 3 letters."""
     if not word.isascii() or not word.isalpha() or len(word) <= 3:
@@ -135,13 +137,24 @@ def grams(surface: str) -> list[str]:
     return [padded[i:i + GRAM] for i in range(len(padded) - GRAM + 1)]
 
 
+@functools.lru_cache(maxsize=WORD_CACHE)
+def vocabulary_pairs(surface: str, term: str) -> tuple[tuple[str, str], ...]:
+    # Words repeat across a tenant's documents: their trigrams are worked out once.
+    return tuple(("g:" + g, term) for g in grams(surface))
+
+
 @dataclass
 class Analysed:
     """What a document puts in the index."""
 
     counts: Counter[str]  # kinded term -> frequency (words, title prefixes)
     length: int  # word tokens (title counted twice)
-    vocabulary: set[tuple[str, str]]  # (trigram, word term) pairs of its Latin words, for fuzzy queries
+    words: set[tuple[str, str]]  # (surface, word term) of its Latin words: what ``vocabulary`` is made of
+
+    @property
+    def vocabulary(self) -> set[tuple[str, str]]:
+        """(trigram, word term) pairs of its Latin words, for fuzzy queries."""
+        return {pair for surface, term in self.words for pair in vocabulary_pairs(surface, term)}
 
 
 def index_terms(title: str, body: str) -> Analysed:
@@ -151,17 +164,17 @@ def index_terms(title: str, body: str) -> Analysed:
     fuzzy query finds the words it may mean."""
     title_tokens, body_tokens = tokens(title, index=True), tokens(body, index=True)
     counts: Counter[str] = Counter()
-    vocabulary: set[tuple[str, str]] = set()
+    words: set[tuple[str, str]] = set()
     for weight, toks in ((2, title_tokens), (1, body_tokens)):
         for tok in toks:
             term = "w:" + tok.term
             if not tok.cjk and term not in counts:
-                vocabulary.update(("g:" + g, term) for g in grams(tok.surface))
+                words.add((tok.surface, term))
             counts[term] += weight
     for tok in title_tokens:
         for n in range(2, min(len(tok.surface), MAX_PREFIX) + 1):
             counts["p:" + tok.surface[:n]] += 1
-    return Analysed(counts, 2 * len(title_tokens) + len(body_tokens), vocabulary)
+    return Analysed(counts, 2 * len(title_tokens) + len(body_tokens), words)
 
 
 def query_terms(query: str) -> list[str]:

@@ -31,6 +31,7 @@ import os
 
 TERM_BYTES = 16
 KEY_BYTES = 32
+MEMO_TERMS = 200_000  # per key: ~30 MiB at most
 # Envelope scopes (the "conversation" slot of the encryption context): a NUL
 # cannot be stored in a PostgreSQL text column, so no conversation id has one.
 SEARCH_KEY_SCOPE = "\x00search-key"
@@ -51,3 +52,34 @@ def new_search_key() -> bytes:
 def blind(key: bytes, term: str) -> bytes:
     # hmac.digest: OpenSSL's one-shot HMAC, several times faster than hmac.new per term.
     return hmac.digest(key, term.encode(), hashlib.sha256)[:TERM_BYTES]
+
+
+class TermHasher:
+    """``blind`` under one search key, remembering what it hashed: a tenant's
+    words and trigrams repeat from document to document, so after a few
+    hundred documents nearly every term is a dictionary hit instead of an
+    HMAC. Lives exactly as long as the unsealed key it holds (the runtime's
+    search-key cache); bounded (forgets everything past ``MEMO_TERMS``)."""
+
+    __slots__ = ("key", "_memo", "written")
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+        self._memo: dict[str, bytes] = {}
+        # Vocabulary words (surface, term) this process has committed under
+        # this key: their trigram rows exist, a later document need not send
+        # them again. Bounded like the memo.
+        self.written: set[tuple[str, str]] = set()
+
+    def wrote(self, words: list[tuple[str, str]]) -> None:
+        if len(self.written) + len(words) > MEMO_TERMS:
+            self.written.clear()
+        self.written.update(words)
+
+    def __call__(self, term: str) -> bytes:
+        hashed = self._memo.get(term)
+        if hashed is None:
+            if len(self._memo) >= MEMO_TERMS:
+                self._memo.clear()
+            hashed = self._memo[term] = blind(self.key, term)
+        return hashed

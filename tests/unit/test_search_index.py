@@ -5,10 +5,11 @@ checks (refused before any I/O)."""
 from __future__ import annotations
 
 import pytest
+from psycopg import sql
 from runtime_fixtures import context
 
 from tenant_runtime import InvalidRequest, StoreUnavailable, TenantMismatch, UntrustedContext, analyzer
-from tenant_runtime.blind_index import blind, document_scope, summary_scope
+from tenant_runtime.blind_index import TermHasher, blind, document_scope, summary_scope
 from tenant_runtime.documents import LARGE_BODY, MAX_BODY, DocumentOperations, highlight
 from tenant_runtime.objects import ObjectAccess
 from tenant_runtime.store import Compute, Statement, StoreOperations, advance
@@ -140,7 +141,7 @@ def test_a_large_body_whose_row_is_not_written_leaves_no_object():
     op = ops._put_document(ctx, "d", "t", "x" * (LARGE_BODY + 1), None, None)
     step, made = next(op), "documents/new"
     assert isinstance(step, Compute) and step.fn == ops.objects.put_body
-    results = {ops.objects.put_body: made, ops.envelope.encrypt: b"sealed", ops.envelope.decrypt_many: [b"k" * 32]}
+    results = {ops.objects.put_body: made, ops._seal_contents: [b"sealed"], ops.envelope.decrypt_many: [b"k" * 32]}
     done, step = advance(op, made)
     while isinstance(step, Compute) or step.query.as_string(None).startswith("SELECT version"):  # the search key
         done, step = advance(op, results[step.fn] if isinstance(step, Compute) else [(1, b"sealed")])
@@ -149,3 +150,26 @@ def test_a_large_body_whose_row_is_not_written_leaves_no_object():
     assert not done and step.fn == ops.objects.delete_body and step.args == (ctx, made)
     with pytest.raises(StoreUnavailable):
         advance(op, None)
+
+
+def test_the_term_hasher_remembers_what_it_hashed_under_its_own_key_only():
+    k1, k2 = b"1" * 32, b"2" * 32
+    h1 = TermHasher(k1)
+    assert h1("w:secret") == h1("w:secret") == blind(k1, "w:secret") != TermHasher(k2)("w:secret")
+
+
+def test_vocabulary_words_are_sent_until_a_write_of_them_committed():
+    """A word's trigram rows go with the first committed write of it; a
+    statement that wrote nothing (a newer key) leaves the word to be sent again."""
+    ops, hasher = StoreOperations(), TermHasher(b"k" * 32)
+    analysed = analyzer.index_terms("", "quixotic plans")
+    head = sql.SQL("SELECT 'd' AS doc_id")
+
+    def sent(rows):
+        op = ops._index_write(context("acme"), head, {}, 1, hasher, [("d", analysed)])
+        step = next(op)
+        advance(op, rows)
+        return len(step.params["grams"])
+
+    assert sent([]) == sent([("d",)]) == len(analysed.vocabulary) > 0
+    assert sent([("d",)]) == 0
