@@ -4,7 +4,8 @@ apart from the tenant's other workspaces as tenants are kept apart.
 It reuses the tenant's components under the workspace's own names
 (naming.OwnerNames): its own KMS key (its role the only user), IAM role (a
 session tagged with the workspace key ``<id>/<ws>``, reaching only its prefix
-``tenants/<id>/ws/<ws>/``, its key, its two queues and its secret), delay
+``tenants/<id>--<ws>/`` (beside the tenant's, which the tenant role's
+``tenants/<id>/*`` does not cover), its key, its two queues and its secret), delay
 queue + DLQ under its key (its own, not an attribute on the tenant's queue: a
 message is then readable only with the workspace's role and key), secret, and
 a schema of its own with FORCE RLS keyed on ``<id>/<ws>`` and its own role in
