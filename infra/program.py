@@ -51,6 +51,7 @@ from infra.components.tenant_role import (
 )
 from infra.components.tenant_secret import TenantSecret, TenantSecretArgs
 from infra.components.tenant_storage import TenantStorage, TenantStorageArgs
+from infra.components.tenant_workspace import TenantWorkspace, TenantWorkspaceArgs, component_name
 from tenantctl import naming
 from tenantctl.bucket_lifecycle import cell_rules, tenant_classes
 from tenantctl.models import CellSpec, TenantSpec, Tier, describe_validation_error
@@ -253,6 +254,13 @@ def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK) -> dict
         delay_seconds=spec.queue.delay_seconds, tags=tags, db_identifier=db.db_identifier,
         db_storage_gb=spec.dedicated.storage_gb if spec.dedicated else 0))
 
+    # The tenant's workspaces, each with its own key, role, queues, secret and schema in the tenant's store.
+    workspaces = {w.name: TenantWorkspace(component_name(tid, w.name), TenantWorkspaceArgs(
+        spec=spec, workspace=w, database=db, runtime_principal_arn=shared("runtime_principal_arn"),
+        admin_arn=shared("admin_role_arn"), account_id=account, bucket_arn=shared("bucket_arn"),
+        account_role_arn=role_arn)).outputs
+        for w in spec.workspaces}
+
     store = pulumi.Output.all(endpoint=db.endpoint, port=db.port, database=db.database, secret_arn=secret.arn).apply(
         lambda v: {"engine": "postgres", "endpoint": v["endpoint"], "port": int(v["port"]),
                    "database": v["database"], "schema_name": naming.schema_name(tid),
@@ -272,6 +280,8 @@ def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK) -> dict
         # The object tags of the cell's retention rules this tenant's spec picks.
         "lifecycle_classes": tenant_classes(spec.lifecycle.temp_upload_days, spec.lifecycle.archive_transition_days,
                                             spec.lifecycle.archive_expiry_days),
+        # Only when there are some: the outputs of a tenant without stay as they were.
+        **({"workspaces": workspaces} if workspaces else {}),
     }
 
 

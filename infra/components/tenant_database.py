@@ -118,6 +118,8 @@ class TenantDatabase(pulumi.ComponentResource):
             self.rotation_function_arn = pulumi.Output.from_input(shared.rotation_function_arn)
             self.rotation_role_arn = pulumi.Output.from_input(shared.rotation_role_arn)
             admin_secret_arn, gateway_role = shared.admin_secret_arn, shared.gateway_role
+        # What the tenant's workspaces (TenantWorkspace) need to put their schemas beside the tenant's.
+        self.admin_secret_arn, self.gateway_role = admin_secret_arn, gateway_role
         self.schema = TenantSchema(f"{name}-schema", TenantSchemaArgs(
             tenant_id=spec.id, region=spec.region, host=self.endpoint, port=self.port, database=self.database,
             schema=naming.schema_name(spec.id), role=naming.db_role_name(spec.id),

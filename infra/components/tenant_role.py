@@ -38,6 +38,7 @@ class TenantRoleArgs:
     runtime_principal_arn: pulumi.Input[str]
     tags: dict[str, str]
     suspended: bool = False
+    workspace: str | None = None  # a workspace's role (its own name and session tag), else the tenant's
 
 
 @dataclass
@@ -58,8 +59,9 @@ def trust_document(tenant_id: str, principal: str, suspended: bool = False) -> d
     """Who may assume the tenant role: only ``principal`` (the runtime; the
     platform's ``runtime_principal_arn``), and only for a session tagged
     ``tenant_id=<id>`` and nothing else, so a caller cannot assume acme's role
-    while acting for another tenant. ``suspended``: nobody (an explicit Deny
-    wins over the Allow), so the runtime cannot renew a role session."""
+    while acting for another tenant. A workspace's role passes its key
+    (``<id>/<ws>``, tenant_runtime.models.workspace_key) as ``tenant_id``. ``suspended``: nobody
+    (an explicit Deny wins over the Allow), so the runtime cannot renew a role session."""
     statements = [{
         "Sid": "RuntimeAssumesWithTenantTag", "Effect": "Allow", "Principal": {"AWS": principal},
         "Action": ["sts:AssumeRole", "sts:TagSession"],
@@ -73,12 +75,15 @@ def trust_document(tenant_id: str, principal: str, suspended: bool = False) -> d
 
 
 def access_document(tenant_id: str, bucket_arn: str, queue_arns: list[str], kms_key_arn: str,
-                    secret_arn: str, moving_bucket_arn: str | None = None) -> dict:
+                    secret_arn: str, moving_bucket_arn: str | None = None, workspace: str | None = None) -> dict:
     """What the tenant role may do: objects under ``tenants/<id>/`` only (the
     trailing "/" keeps ``acme`` out of ``acme-corp``), listing only with an
     ``s3:prefix`` under it, its two queues, its key, its DB secret. With
-    ``moving_bucket_arn`` (a move between cells): the same prefix in both buckets."""
-    prefix = naming.s3_prefix(tenant_id)
+    ``moving_bucket_arn`` (a move between cells): the same prefix in both buckets.
+    A ``workspace``'s role gets the same grants on its own prefix
+    (``tenants/<id>--<ws>/``, which the tenant's ``tenants/<id>/*`` does not
+    cover), queues, key and secret."""
+    prefix = naming.OwnerNames(tenant_id, workspace).s3_prefix
     buckets = [bucket_arn] + ([moving_bucket_arn] if moving_bucket_arn else [])
     objects = [f"{b}/{prefix}*" for b in buckets]
     return {"Version": "2012-10-17", "Statement": [
@@ -97,10 +102,10 @@ def trust_policy(tenant_id: str, principal: pulumi.Input[str], suspended: bool =
     return pulumi.Output.from_input(principal).apply(lambda p: json.dumps(trust_document(tenant_id, p, suspended)))
 
 
-def access_policy(tenant_id: str, grants: TenantGrants) -> pulumi.Output[str]:
+def access_policy(tenant_id: str, grants: TenantGrants, workspace: str | None = None) -> pulumi.Output[str]:
     return pulumi.Output.all(grants.bucket_arn, grants.kms_key_arn, grants.secret_arn, grants.moving_bucket_arn,
                              *grants.queue_arns).apply(
-        lambda v: json.dumps(access_document(tenant_id, v[0], list(v[4:]), v[1], v[2], v[3])))
+        lambda v: json.dumps(access_document(tenant_id, v[0], list(v[4:]), v[1], v[2], v[3], workspace)))
 
 
 class TenantRole(pulumi.ComponentResource):
@@ -109,8 +114,9 @@ class TenantRole(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: TenantRoleArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("tenantctl:iam:TenantRole", name, None, opts)
-        role = aws.iam.Role(f"{name}-role", name=naming.iam_role_name(args.tenant_id),
-                            assume_role_policy=trust_policy(args.tenant_id, args.runtime_principal_arn,
+        names = naming.OwnerNames(args.tenant_id, args.workspace)
+        role = aws.iam.Role(f"{name}-role", name=names.iam_role,
+                            assume_role_policy=trust_policy(names.key, args.runtime_principal_arn,
                                                             args.suspended),
                             max_session_duration=3600, tags=args.tags, opts=pulumi.ResourceOptions(parent=self))
         self.arn, self.role_name = role.arn, role.name
@@ -122,6 +128,7 @@ class TenantRoleAccessArgs:
     tenant_id: str
     role: TenantRole
     grants: TenantGrants
+    workspace: str | None = None
 
 
 class TenantRoleAccess(pulumi.ComponentResource):
@@ -132,6 +139,6 @@ class TenantRoleAccess(pulumi.ComponentResource):
         # The policy used to be a child of TenantRole: the alias keeps its URN, so
         # stacks deployed before do not replace it (a moment with no access).
         policy = aws.iam.RolePolicy(f"{name}-access", role=args.role.role_name,
-                                    policy=access_policy(args.tenant_id, args.grants),
+                                    policy=access_policy(args.tenant_id, args.grants, args.workspace),
                                     opts=pulumi.ResourceOptions(parent=self, aliases=[pulumi.Alias(parent=args.role)]))
         self.register_outputs({"policy_name": policy.name})

@@ -33,6 +33,25 @@ def tenant_prefix(tenant_id: str) -> str:
     return f"tenants/{tenant_id}/"
 
 
+# Between a tenant id and one of its workspaces' names: tenant ids never hold "--",
+# so `tenants/<id>--<ws>/` is no tenant's prefix and lies under none.
+WORKSPACE_SEP = "--"
+
+
+def workspace_prefix(tenant_id: str, workspace: str) -> str:
+    """A workspace's S3 prefix: beside its tenant's, not under it, so neither the
+    tenant's role (``tenants/<id>/*``) nor a listing of the tenant's prefix reaches
+    it; the trailing slash keeps `legal` from matching `legal-x`."""
+    return f"tenants/{tenant_id}{WORKSPACE_SEP}{workspace}/"
+
+
+def workspace_key(tenant_id: str, workspace: str) -> str:
+    """A workspace's RLS row key (``app.tenant_id`` in its schema) and its role's
+    session tag value: `<id>/<ws>` ("/" is in no tenant id, so no tenant-level
+    setting matches a workspace's rows)."""
+    return f"{tenant_id}/{workspace}"
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -50,6 +69,23 @@ class StoreConnection(BaseModel):
     schema_name: str
     role: str
     secret_arn: str
+
+
+class WorkspaceResources(BaseModel):
+    """One workspace of a tenant (a department or project): its own schema and
+    role in the tenant's store, key, prefix under the tenant's, queues and role.
+    Exactly the items of a tenant stack's ``workspaces`` output."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    store: StoreConnection
+    kms_key_arn: str
+    kms_alias: str
+    prefix: str
+    queue_url: str
+    dlq_url: str
+    role_arn: str
 
 
 class TenantResources(BaseModel):
@@ -72,6 +108,8 @@ class TenantResources(BaseModel):
     # cell's lifecycle rule for it matches: "tmp" (uploads/tmp/), "archive".
     # Empty for tenants applied before retention classes.
     lifecycle_classes: dict[str, str] = Field(default_factory=dict)
+    # The tenant's workspaces by name (the stack exports the key only when it has some).
+    workspaces: dict[str, WorkspaceResources] = Field(default_factory=dict)
 
 
 class TenantLock(BaseModel):
@@ -156,3 +194,8 @@ class TenantRecord(BaseModel):
     last_error: str | None = None
     hibernation: Hibernation | None = None
     move: TenantMove | None = None
+
+    @property
+    def workspaces(self) -> dict[str, WorkspaceResources]:
+        """The tenant's applied workspaces (recorded with its resources, as its stack outputs them)."""
+        return self.resources.workspaces if self.resources is not None else {}

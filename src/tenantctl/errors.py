@@ -128,7 +128,7 @@ EXIT_CODES = {
     InvalidInput.exit_code: "invalid input: tenant id, spec or option refused (message names the rule)",
     ApplyFailed.exit_code: "the engine failed to preview/apply/destroy (nothing further is changed)",
     Conflict.exit_code: "conflict: tenant locked by another run, or its record changed concurrently",
-    NotFound.exit_code: "unknown tenant or backup",
+    NotFound.exit_code: "unknown tenant, workspace or backup",
     TargetUnavailable.exit_code: "target unavailable: sandbox not running/startable, AWS or Pulumi CLI missing; a "
                                  "move's target not caught up in time (writes resumed, nothing switched)",
     PolicyViolation.exit_code: "an isolation invariant is violated",

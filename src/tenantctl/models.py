@@ -24,6 +24,7 @@ from tenant_runtime.models import (
     TenantResources,
     TenantStatus,
     Tier,
+    WorkspaceResources,
     utcnow,
 )
 from tenantctl import naming
@@ -32,7 +33,7 @@ __all__ = [
     "ArchiveClass", "BackupSpec", "CellSpec", "DedicatedSpec", "Hibernation", "LifecycleSpec", "QueueSpec",
     "RetentionMenu", "RetiringStore",
     "StoreConnection", "TenantLock", "TenantRecord", "TenantResources", "TenantSpec",
-    "TenantStatus", "Tier", "describe_validation_error", "utcnow",
+    "TenantStatus", "Tier", "WorkspaceResources", "WorkspaceSpec", "describe_validation_error", "utcnow",
 ]
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -146,6 +147,18 @@ class RetiringStore(BaseModel):
     cell: CellName | None = None
 
 
+class WorkspaceSpec(BaseModel):
+    """A workspace of the tenant (a department or project): its own key, schema
+    and role in the tenant's store, prefix, queues and IAM role. ``name`` is
+    checked against the tenant's id by TenantSpec (its names must fit)."""
+
+    model_config = _STRICT
+
+    name: str = Field(description="workspace name: lowercase words joined by single hyphens")
+    owner: TagValue | None = None
+    queue: QueueSpec = QueueSpec()
+
+
 class TenantSpec(BaseModel):
     """Desired state of one tenant."""
 
@@ -171,6 +184,8 @@ class TenantSpec(BaseModel):
     # so the old and the new store of a move never share a name).
     store_generation: int = Field(0, ge=0)
     retiring: RetiringStore | None = None
+    # Written to the stack file only when there are some (files without stay as they were).
+    workspaces: list[WorkspaceSpec] = Field(default_factory=list)
 
     @field_validator("id")
     @classmethod
@@ -186,7 +201,17 @@ class TenantSpec(BaseModel):
             raise ValueError("dedicated options (vpc_cidr, instance class, storage, multi-AZ) need tier=dedicated")
         if self.tier is Tier.dedicated and self.dedicated is None:
             object.__setattr__(self, "dedicated", DedicatedSpec())
+        names = [w.name for w in self.workspaces]
+        if len(set(names)) != len(names):
+            raise ValueError(f"workspaces: a name appears twice ({', '.join(sorted(names))})")
+        for name in names:
+            problem = naming.workspace_problem(self.id, name)
+            if problem:
+                raise ValueError(f"workspace {name!r}: {problem}")
         return self
+
+    def workspace(self, name: str) -> WorkspaceSpec | None:
+        return next((w for w in self.workspaces if w.name == name), None)
 
     def tags(self) -> dict[str, str]:
         tags = {"tenant": self.id, "tier": self.tier.value, "owner": self.owner, "managed-by": "tenantctl"}
@@ -196,8 +221,11 @@ class TenantSpec(BaseModel):
 
     def desired(self) -> dict:
         """The spec as the stack file holds it: every option, defaults included,
-        except ``suspended`` while false (files written before it existed stay as they were)."""
-        return self.model_dump(mode="json", exclude_none=True, exclude=set() if self.suspended else {"suspended"})
+        except ``suspended`` while false and ``workspaces`` while empty (files written before
+        they existed stay as they were)."""
+        unset = {name for name, empty in (("suspended", not self.suspended), ("workspaces", not self.workspaces))
+                 if empty}
+        return self.model_dump(mode="json", exclude_none=True, exclude=unset)
 
     def content_hash(self) -> str:
         """Stable hash of the desired state (used to skip unchanged tenants). The
@@ -205,9 +233,9 @@ class TenantSpec(BaseModel):
         back, and a tenant never changes cells in place (`apply` compares it with
         the registry's apart)."""
         dumped = self.model_dump(mode="json", exclude={"cell"})
-        # Fields only suspensions and moves set are left out at their defaults:
+        # Fields only suspensions, moves and workspaces set are left out at their defaults:
         # specs never suspended or moved hash as before.
-        for name, default in (("suspended", False), ("store_generation", 0), ("retiring", None)):
+        for name, default in (("suspended", False), ("store_generation", 0), ("retiring", None), ("workspaces", [])):
             if dumped.get(name) == default:
                 dumped.pop(name)
         if dumped.get("dedicated") and dumped["dedicated"].get("final_snapshot_suffix") is None:

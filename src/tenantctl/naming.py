@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from tenant_runtime.models import DEFAULT_CELL, tenant_prefix  # records default to it: one definition
+from tenant_runtime.models import (  # records default to it, the runtime keys and confines by them: one definition
+    DEFAULT_CELL,
+    WORKSPACE_SEP,
+    tenant_prefix,
+    workspace_key,
+    workspace_prefix,
+)
 from tenantctl.errors import InvalidInput
 
 # Ids never used for tenants: they name shared things or collide with provider
@@ -237,11 +243,166 @@ def drill_snapshot(tenant_id: str, backup_id: str) -> str:
     return f"{rds_identifier(tenant_id)}-drill-{backup_id.lower().replace('t', '').replace('z', '')}"[:255]
 
 
+# -- workspaces: a tenant's departments or projects, each with names of its own ------
+# Tenant ids never hold "--" (the rds-identifier rule), so "--" (and "__" in
+# PostgreSQL names, "/ws/" in alias and secret paths) separates a tenant from
+# its workspace: no tenant id, and no other tenant's workspace, can produce the same name.
+WS_SEP = WORKSPACE_SEP
+_WS_NAME = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
+
+
+def ws_schema_name(tenant_id: str, workspace: str) -> str:
+    return f"{schema_name(tenant_id)}__ws_{workspace.replace('-', '_')}"
+
+
+def ws_db_role_name(tenant_id: str, workspace: str) -> str:
+    return ws_schema_name(tenant_id, workspace) + "_app"
+
+
+def ws_kms_alias(tenant_id: str, workspace: str) -> str:
+    return f"{kms_alias(tenant_id)}/ws/{workspace}"
+
+
+def ws_s3_prefix(tenant_id: str, workspace: str) -> str:
+    """`tenants/<id>--<ws>/`: beside the tenant's prefix, never under it."""
+    return workspace_prefix(tenant_id, workspace)
+
+
+def ws_stem(tenant_id: str, workspace: str) -> str:
+    """`<id>--<ws>`: what `tenantctl-<stem>-<suffix>` names (queues, IAM role) carry."""
+    return f"{tenant_id}{WS_SEP}{workspace}"
+
+
+def ws_queue_name(tenant_id: str, workspace: str) -> str:
+    return queue_name(ws_stem(tenant_id, workspace))
+
+
+def ws_dlq_name(tenant_id: str, workspace: str) -> str:
+    return dlq_name(ws_stem(tenant_id, workspace))
+
+
+def ws_iam_role_name(tenant_id: str, workspace: str) -> str:
+    return iam_role_name(ws_stem(tenant_id, workspace))
+
+
+def ws_secret_name(tenant_id: str, workspace: str) -> str:
+    return f"tenantctl/{tenant_id}/ws/{workspace}/db"
+
+
+# Each kind of name: how a tenant's is formed, and how a workspace's.
+_NAME_FORMS: dict[str, tuple[Callable[[str], str], Callable[[str, str], str]]] = {
+    "schema": (schema_name, ws_schema_name),
+    "db_role": (db_role_name, ws_db_role_name),
+    "kms_alias": (kms_alias, ws_kms_alias),
+    "s3_prefix": (s3_prefix, ws_s3_prefix),
+    "queue": (queue_name, ws_queue_name),
+    "dlq": (dlq_name, ws_dlq_name),
+    "iam_role": (iam_role_name, ws_iam_role_name),
+    "secret": (secret_name, ws_secret_name),
+}
+
+
+@dataclass(frozen=True)
+class OwnerNames:
+    """Every name of one owner of resources: a tenant (``workspace`` None) or one
+    of its workspaces. The components take it, so a tenant and a workspace are
+    declared by the same code. ``key``: the RLS row key and session tag value."""
+
+    tenant_id: str
+    workspace: str | None = None
+    key: str = field(init=False, compare=False)
+    schema: str = field(init=False, compare=False)
+    db_role: str = field(init=False, compare=False)
+    kms_alias: str = field(init=False, compare=False)
+    s3_prefix: str = field(init=False, compare=False)
+    queue: str = field(init=False, compare=False)
+    dlq: str = field(init=False, compare=False)
+    iam_role: str = field(init=False, compare=False)
+    secret: str = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        tid, ws = self.tenant_id, self.workspace
+        object.__setattr__(self, "key", tid if ws is None else workspace_key(tid, ws))
+        for kind, (tenant, of_workspace) in _NAME_FORMS.items():
+            object.__setattr__(self, kind, tenant(tid) if ws is None else of_workspace(tid, ws))
+
+    def all(self) -> dict[str, str]:
+        return {kind: getattr(self, kind) for kind in _NAME_FORMS}
+
+
+def _ws_fits(tenant_id: str, workspace: str) -> bool:
+    """Every derived name within its service's limit: PostgreSQL 63 bytes, IAM 64, SQS 80."""
+    names = OwnerNames(tenant_id, workspace)
+    return (len(names.db_role.encode()) <= 63 and _IAM_ROLE.match(names.iam_role) is not None
+            and all(_SQS.match(q) for q in (names.queue, names.dlq)))
+
+
+def workspace_problem(tenant_id: str, workspace: str) -> str | None:
+    """Why ``workspace`` cannot name a workspace of ``tenant_id``, or None."""
+    if not _WS_NAME.match(workspace or ""):
+        return ("a workspace name is lowercase letters and digits in single-hyphen-separated words, "
+                "starting with a letter")
+    if not _ws_fits(tenant_id, workspace):
+        return (f"too long for tenant {tenant_id!r}: its PostgreSQL role, IAM role or queue names would exceed "
+                f"their limits (at most {max_workspace_length(tenant_id)} characters here)")
+    return None
+
+
+def max_workspace_length(tenant_id: str) -> int:
+    """Longest workspace name every rule accepts for ``tenant_id`` (0: none fits)."""
+    n = 0
+    while _ws_fits(tenant_id, "a" * (n + 1)):
+        n += 1
+    return n
+
+
+def require_valid_workspace(tenant_id: str, workspace: str) -> str:
+    """``workspace`` when it can name a workspace of ``tenant_id``, else InvalidInput (exit 3)."""
+    problem = workspace_problem(tenant_id, workspace) if isinstance(workspace, str) else "not a string"
+    if problem:
+        raise InvalidInput(f"workspace {workspace!r}: {problem}", rule="workspace-name")
+    return workspace
+
+
+def _ws_part(text: str, head: str, tail: str) -> bool:
+    """``text`` is ``head<workspace>tail`` for a well-formed workspace name."""
+    middle = text[len(head):len(text) - len(tail)] if text.startswith(head) and text.endswith(tail) else ""
+    return _WS_NAME.match(middle) is not None
+
+
+def owns_queue(tenant_id: str, name: str) -> bool:
+    """``name`` is a queue of the tenant or of one of its workspaces."""
+    return name in (queue_name(tenant_id), dlq_name(tenant_id)) or any(
+        _ws_part(name, f"tenantctl-{tenant_id}{WS_SEP}", tail) for tail in ("-jobs", "-jobs-dlq"))
+
+
+def owns_secret(tenant_id: str, name: str) -> bool:
+    """``name`` (a secret's name, or an ARN's, with the random suffix AWS adds) is
+    the tenant's DB secret or one of its workspaces'."""
+    own = re.escape(f"tenantctl/{tenant_id}/")
+    ws = _WS_NAME.pattern.strip("^$")
+    return re.fullmatch(rf"{own}(?:ws/{ws}/)?db(?:-[A-Za-z0-9]+)?", name.rsplit(":", 1)[-1]) is not None
+
+
+def owns_key_path(tenant_id: str, key: str) -> bool:
+    """``key`` (an object key or pattern) lies under the tenant's prefix or one of its workspaces'."""
+    owner, sep, _ = key.partition("/")[2].partition("/") if key.startswith("tenants/") else ("", "", "")
+    if not sep:
+        return False
+    tenant, ws_sep, workspace = owner.partition(WS_SEP)
+    return tenant == tenant_id and (not ws_sep or _WS_NAME.match(workspace) is not None)
+
+
+def owns_alias(tenant_id: str, alias: str) -> bool:
+    """``alias`` is the tenant's key alias or one of its workspaces'."""
+    return alias == kms_alias(tenant_id) or _ws_part(alias, f"{kms_alias(tenant_id)}/ws/", "")
+
+
 # -- parsing: which tenants a name belongs to --------------------------------------
 _OWNED = (
-    re.compile(r"tenants/([a-z][a-z0-9-]*)/"),          # S3 prefix
-    re.compile(r"alias/tenantctl/([a-z][a-z0-9-]*)"),   # KMS alias
-    re.compile(r"tenantctl/([a-z][a-z0-9-]*)/db"),      # secret name
+    re.compile(r"tenants/([a-z][a-z0-9-]*)/"),          # S3 prefix (a workspace's: tenants/<id>--<ws>/)
+    re.compile(r"alias/tenantctl/([a-z][a-z0-9-]*)"),   # KMS alias (a workspace's: <tenant's>/ws/<name>)
+    re.compile(r"tenantctl/([a-z][a-z0-9-]*)/(?:ws/[a-z0-9-]+/)?db"),  # secret name
 )
 _TOKEN = re.compile(r"tenantctl-[a-z0-9-]+")
 _SCHEMA = re.compile(r"^tenant_[a-z0-9_]+$")
@@ -250,9 +411,15 @@ _SCHEMA = re.compile(r"^tenant_[a-z0-9_]+$")
 def tenant_ids_in(text: str, tenant_id: str) -> set[str]:
     """Ids of tenants other than ``tenant_id`` whose names appear in ``text``
     (a `tenantctl-<x>-<suffix>` token belongs to ``tenant_id`` when x is its id)."""
-    found = {m.group(1) for p in _OWNED for m in p.finditer(text)}
+    # An S3 prefix `tenants/<id>--<ws>/` is a workspace's: its tenant's.
+    found = {m.group(1).partition(WS_SEP)[0] for p in _OWNED for m in p.finditer(text)}
     for token in _TOKEN.findall(text):
         body = token.removeprefix("tenantctl-")
+        owner, sep, rest = body.partition(WS_SEP)
+        if sep:  # a workspace's `tenantctl-<id>--<ws>-<suffix>`: its tenant's
+            if owner != tenant_id and any(rest.endswith(f"-{s}") for s in NAME_SUFFIXES):
+                found.add(owner)
+            continue
         owned = body.removeprefix(f"{tenant_id}-") in NAME_SUFFIXES and body.startswith(f"{tenant_id}-")
         if body == tenant_id or owned:
             continue
@@ -260,7 +427,10 @@ def tenant_ids_in(text: str, tenant_id: str) -> set[str]:
             if body.endswith(f"-{suffix}"):
                 found.add(body.removesuffix(f"-{suffix}"))
     if _SCHEMA.match(text) and text != "tenant_id":
-        if text not in (schema_name(tenant_id), db_role_name(tenant_id)):
+        owner, ws, _ = text.partition("__ws_")  # a workspace's schema or role: its tenant's
+        if ws and owner != schema_name(tenant_id):
+            found.add(owner.removeprefix("tenant_").replace("_", "-"))
+        elif not ws and text not in (schema_name(tenant_id), db_role_name(tenant_id)):
             found.add(text.removeprefix("tenant_").removesuffix("_app").replace("_", "-"))
     found.discard(tenant_id)
     # Cells' stacks (`platform`, `cell-<name>`) name shared resources, never a

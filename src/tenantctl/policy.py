@@ -138,9 +138,10 @@ class _Plan:
 
     @property
     def own_key_refs(self) -> set[str]:
-        """ARNs/ids of this stack's own keys: what its aliases point at."""
+        """ARNs/ids of this stack's own keys: what its aliases point at (the
+        tenant's key and its workspaces')."""
         return {str(a.inputs.get("targetKeyId")) for a in self.of("aws:kms/alias:Alias")
-                if a.inputs.get("name") == naming.kms_alias(self.tenant_id)}
+                if naming.owns_alias(self.tenant_id, str(a.inputs.get("name")))}
 
     def owns_key(self, resource: PlannedResource, field: str, ref: Any) -> bool:
         """Whether ``ref`` may stand as one of this stack's keys: it is one, or it
@@ -275,21 +276,21 @@ def _statement_scope(plan: _Plan, r: PlannedResource, stmt: dict) -> Iterator[st
         if service == "s3":
             bucket, _, key = res.split(":::", 1)[-1].partition("/")
             if key:
-                if not key.startswith(prefix):
-                    yield f"S3 resource {res!r} outside {prefix}"
+                if not naming.owns_key_path(tid, key):
+                    yield f"S3 resource {res!r} outside {prefix} (or its workspaces')"
             else:
                 cond = stmt.get("Condition") or {}
                 prefixes = [p for op in cond.values() for p in _as_list(op.get("s3:prefix"))]
-                if not prefixes or any(not p.startswith(prefix) for p in prefixes):
+                if not prefixes or any(not naming.owns_key_path(tid, p) for p in prefixes):
                     yield f"bucket-level {res!r} without an s3:prefix condition under {prefix}"
         elif service == "sqs":
-            if res.rsplit(":", 1)[-1] not in (naming.queue_name(tid), naming.dlq_name(tid)):
+            if not naming.owns_queue(tid, res.rsplit(":", 1)[-1]):
                 yield f"queue {res!r} is not this tenant's"
         elif service == "kms":
             if not plan.owns_key(r, "policy key resource", res):
                 yield f"key {res!r} is not this tenant's"
         elif service == "secretsmanager":
-            if f":secret:{naming.secret_name(tid)}" not in res:
+            if ":secret:" not in res or not naming.owns_secret(tid, res.split(":secret:", 1)[1]):
                 yield f"secret {res!r} is not this tenant's"
         else:
             yield f"resource {res!r} of service {service or '?'} is not a tenant resource"

@@ -8,8 +8,8 @@ anything is created (no registry record, no stack file, no resource).
   ``vpc/L-F678F1CE``), RDS DB instances (``rds:DescribeAccountAttributes``,
   else Service Quotas ``rds/L-7B6409FD``) for a dedicated tenant; IAM roles
   (``iam:GetAccountSummary``) for every tenant (a dedicated one needs a second,
-  its rotation function's). What the tenant already has (a re-run, an update)
-  needs nothing more.
+  its rotation function's; each workspace one more). What the tenant already
+  has (a re-run, an update) needs nothing more.
   When the account cannot say (an API the target lacks), AWS's default quota is
   assumed and reported as such. ``TENANTCTL_QUOTA_<NAME>`` (VPCS, DB_INSTANCES,
   IAM_ROLES) lowers a limit, e.g. to keep headroom for other workloads in the
@@ -133,10 +133,12 @@ def iam_role_check(spec: TenantSpec, client: Callable[[str], Any]) -> QuotaCheck
     summary = iam.get_account_summary()["SummaryMap"]
     limit, source = _limit("iam_roles", lambda: (summary["RolesQuota"], "iam:GetAccountSummary RolesQuota"))
     used = int(summary["Roles"])
-    # Whether the tenant's role exists already matters only at the wall: below it, one more role fits anyway.
-    needed = 1
-    if used + 1 > limit:
-        needed = 0 if _exists(lambda: iam.get_role(RoleName=naming.iam_role_name(spec.id))) else 1
+    # The tenant's role and one per workspace. Which exist already matters only at
+    # the wall: below it, they all fit anyway (counted, not looked up).
+    roles = [naming.iam_role_name(spec.id)] + [naming.ws_iam_role_name(spec.id, w.name) for w in spec.workspaces]
+    needed = len(roles)
+    if used + needed > limit:
+        needed = sum(not _exists(lambda r=r: iam.get_role(RoleName=r)) for r in roles)
     if spec.tier is Tier.dedicated:  # its rotation function's execution role (named by AWS's application)
         function = naming.rotation_function_name(spec.id)
         needed += 0 if _exists(lambda: client("lambda").get_function(FunctionName=function)) else 1

@@ -110,6 +110,98 @@ def test_provision_status_deprovision(cli, sandbox):
     assert reused.returncode == 5 and "tombstoned" in reused.stderr
 
 
+def as_role(sandbox, secret_arn: str) -> psycopg.Connection:
+    """A connection as the login whose credentials the secret holds."""
+    creds = json.loads(aws(sandbox, "secretsmanager").get_secret_value(SecretId=secret_arn)["SecretString"])
+    return psycopg.connect(host=creds["host"], port=creds["port"], dbname=creds["dbname"], user=creds["username"],
+                           password=creds["password"], autocommit=True)
+
+
+def workspace_gone(sandbox, ws: dict) -> None:
+    """Nothing of the workspace is left but its key, waiting out its deletion window."""
+    assert aws(sandbox, "kms").describe_key(KeyId=ws["kms_key_arn"])["KeyMetadata"]["KeyState"] == "PendingDeletion"
+    for url in (ws["queue_url"], ws["dlq_url"]):
+        with pytest.raises(aws(sandbox, "sqs").exceptions.ClientError):
+            aws(sandbox, "sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
+    with pytest.raises(aws(sandbox, "iam").exceptions.NoSuchEntityException):
+        aws(sandbox, "iam").get_role(RoleName=ws["role_arn"].rsplit("/", 1)[1])
+    store = ws["store"]
+    assert not schema_exists(sandbox, store["database"], store["schema_name"])
+    with psycopg.connect(sandbox.pg_dsn(store["database"])) as conn:
+        assert conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (store["role"],)).fetchone() is None
+
+
+def test_a_workspace_is_added_isolated_removed_and_goes_with_its_tenant(cli, sandbox):
+    tenant = "cli-ws"
+    assert cli("provision", tenant).returncode == 0
+    stack = cli.root / "stacks" / f"Pulumi.{tenant}.yaml"
+    committed = stack.read_text()
+    for args, code in ((("workspace", "add", tenant, "Legal"), 3), (("workspace", "add", tenant, "le--gal"), 3),
+                       (("workspace", "add", "never-made", "legal"), 6),
+                       (("workspace", "remove", tenant, "legal", "--yes", "--no-final-backup"), 6)):
+        refused = cli(*args)
+        assert refused.returncode == code, (args, refused.stderr)
+        assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
+    assert stack.read_text() == committed  # refusals wrote nothing
+
+    added = cli("workspace", "add", tenant, "legal", "--json")
+    assert added.returncode == 0, added.stderr
+    record = json.loads(added.stdout)["record"]
+    tenant_res, ws = record["resources"], record["resources"]["workspaces"]["legal"]
+    names = naming.OwnerNames(tenant, "legal")
+    assert "legal" in stack.read_text()
+
+    # Its own key, role, queues and secret, looked up on moto.
+    key = aws(sandbox, "kms").describe_key(KeyId=names.kms_alias)["KeyMetadata"]
+    assert key["Arn"] == ws["kms_key_arn"] != tenant_res["kms_key_arn"] and key["KeyState"] == "Enabled"
+    for url in (ws["queue_url"], ws["dlq_url"]):
+        attrs = aws(sandbox, "sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        assert attrs["KmsMasterKeyId"] == ws["kms_key_arn"]
+    assert ws["queue_url"].endswith(names.queue)
+    iam = aws(sandbox, "iam")
+    assert iam.get_role(RoleName=names.iam_role)["Role"]["Arn"] == ws["role_arn"]
+    [policy_name] = iam.list_role_policies(RoleName=names.iam_role)["PolicyNames"]
+    doc = iam.get_role_policy(RoleName=names.iam_role, PolicyName=policy_name)["PolicyDocument"]
+    doc = json.loads(doc) if isinstance(doc, str) else doc
+    objects = next(st for st in doc["Statement"] if st["Sid"] == "TenantObjects")
+    assert objects["Resource"].endswith(f"/{names.s3_prefix}*")
+    assert aws(sandbox, "secretsmanager").describe_secret(SecretId=ws["store"]["secret_arn"])["Name"] == names.secret
+
+    # Its schema: RLS forced on every table, keyed on `<tenant>/<workspace>`; its role sees nothing of the tenant's.
+    store = ws["store"]
+    assert (store["schema_name"], store["role"]) == (names.schema, names.db_role)
+    with psycopg.connect(sandbox.pg_dsn(store["database"])) as conn:
+        from tenantctl.tenant_schema_sql import FORCED, row_security
+
+        assert set(row_security(conn, names.schema).values()) == {FORCED}
+    with as_role(sandbox, store["secret_arn"]) as conn:
+        assert conn.execute("SELECT count(*) FROM conversations").fetchone() == (0,)  # its own schema, fail closed
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(f"SELECT * FROM {tenant_res['store']['schema_name']}.conversations")
+    with as_role(sandbox, tenant_res["store"]["secret_arn"]) as conn, \
+            pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute(f"SELECT * FROM {names.schema}.conversations")
+
+    again = cli("workspace", "add", tenant, "legal", "--json")  # idempotent: nothing changes
+    assert again.returncode == 0 and json.loads(again.stdout)["changed"] is False
+    listed = json.loads(cli("workspace", "list", tenant, "--json").stdout)
+    assert [(v["name"], v["desired"], v["applied"]) for v in listed] == [("legal", True, True)]
+
+    assert cli("workspace", "remove", tenant, "legal", "--yes").returncode == 3  # no final backup yet: said so
+    assert cli("workspace", "remove", tenant, "legal", "--no-final-backup").returncode == 13  # not confirmed
+    removed = cli("workspace", "remove", tenant, "legal", "--yes", "--no-final-backup", "--json")
+    assert removed.returncode == 0, removed.stderr
+    assert json.loads(removed.stdout)["record"]["resources"].get("workspaces", {}) == {}
+    assert "legal" not in stack.read_text()
+    workspace_gone(sandbox, ws)
+    assert schema_exists(sandbox, tenant_res["store"]["database"], tenant_res["store"]["schema_name"])
+
+    # Deprovisioning the tenant takes its workspaces with it.
+    finance = json.loads(cli("workspace", "add", tenant, "finance", "--json").stdout)["workspace"]
+    assert cli("deprovision", tenant, "--yes").returncode == 0
+    workspace_gone(sandbox, finance)
+
+
 def test_bad_input_is_one_line_and_creates_nothing(cli):
     bad = cli("provision", "Pg_Bad--id")
     assert bad.returncode == 3

@@ -20,11 +20,14 @@ never reused."""
 from __future__ import annotations
 
 import socket
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from fault_tools import POOLED, Cli, alias_target, engine_state, inventory, live_tenant_keys, run_id
+from fault_tools import POOLED, Cli, alias_target, aws, engine_state, inventory, live_tenant_keys, run_id
 from faults import FAULT_AFTER_ENV, FAULT_EXIT_CODE, FAULT_POINT_ENV
+
+from tenantctl.naming import OwnerNames
 
 pytestmark = pytest.mark.integration
 
@@ -137,6 +140,47 @@ def test_deprovision_killed_at_every_step_converges(cli: Cli, sandbox, step: tup
     assert_lock_reported(cli, tenant_id, "deprovision", killed.pid, status="deprovisioning", table=named)
     rerun_clearing_the_dead_lock(cli, tenant_id, killed.pid, "deprovision", tenant_id, "--yes", "--no-final-backup",
                                  by_unlock=named)
+    assert_gone(cli, sandbox, tenant_id)
+
+
+# What one workspace adds to its tenant's tagged inventory: its key, queue + DLQ,
+# secret, alarm topic and two alarms (its IAM role, schema and DB role apart).
+WORKSPACE = {"kms:key": 1, "sqs": 2, "secretsmanager:secret": 1, "sns": 1, "cloudwatch:alarm": 2}
+
+
+def assert_workspace(sandbox, tenant_id: str, ws: str, present: bool) -> None:
+    """Exactly one of each of the workspace's resources when ``present``, none else (its key pending deletion)."""
+    names, kms, iam = OwnerNames(tenant_id, ws), aws(sandbox, "kms"), aws(sandbox, "iam")
+    expected = Counter(POOLED) + (Counter(WORKSPACE) if present else Counter())
+    assert inventory(sandbox, tenant_id) == dict(sorted(expected.items()))
+    try:
+        key = kms.describe_key(KeyId=names.kms_alias)["KeyMetadata"]
+    except kms.exceptions.NotFoundException:
+        key = None
+    assert (key is not None) == present
+    assert key is None or (key["KeyState"] == "Enabled" and key["Arn"] in live_tenant_keys(sandbox, tenant_id))
+    try:
+        role = iam.get_role(RoleName=names.iam_role)["Role"]
+    except iam.exceptions.NoSuchEntityException:
+        role = None
+    assert (role is not None) == present
+
+
+def test_workspace_add_and_remove_killed_midway_converge(cli: Cli, sandbox):
+    tenant_id = f"ft-w{RUN}"
+    assert cli("provision", tenant_id).returncode == 0
+    # Killed after a write the engine's state does not hold yet: the re-run clears the dead lock, finishes.
+    killed = kill_at(cli, ("5", "unrecorded"), "workspace", "add", tenant_id, "legal")
+    assert_lock_reported(cli, tenant_id, "provision", killed.pid, status="active", table=False)
+    again = rerun_clearing_the_dead_lock(cli, tenant_id, killed.pid, "workspace", "add", tenant_id, "legal", "--json",
+                                         by_unlock=False)
+    assert again.json()["changed"] is True
+    assert_workspace(sandbox, tenant_id, "legal", present=True)
+    killed = kill_at(cli, ("3", "unrecorded"), "workspace", "remove", tenant_id, "legal", "--yes", "--no-final-backup")
+    rerun_clearing_the_dead_lock(cli, tenant_id, killed.pid, "workspace", "remove", tenant_id, "legal", "--yes",
+                                 "--no-final-backup", by_unlock=False)
+    assert_workspace(sandbox, tenant_id, "legal", present=False)
+    assert cli("deprovision", tenant_id, "--yes", "--no-final-backup").returncode == 0
     assert_gone(cli, sandbox, tenant_id)
 
 

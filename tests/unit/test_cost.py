@@ -88,6 +88,15 @@ def test_pooled_tenant_pays_its_own_resources_and_an_even_platform_share(prices)
     assert est.total == pytest.approx(22.14)
 
 
+def test_each_workspace_adds_a_key_a_secret_and_its_queues_alarms(prices):
+    est = estimate(inputs(Tier.pooled, workspaces=3), prices, PLATFORM, active_pooled=5)
+    assert lines(est)["workspace KMS keys"] == pytest.approx(3.0)   # 3 x 1.0
+    assert lines(est)["workspace secrets"] == pytest.approx(1.5)    # 3 x 0.5
+    assert lines(est)["workspace alarms"] == pytest.approx(0.6)     # 3 x 2 x 0.1
+    assert est.total == pytest.approx(22.14 + 5.1)
+    assert "workspace KMS keys" not in lines(estimate(inputs(Tier.pooled), prices, PLATFORM, active_pooled=5))
+
+
 def test_pooled_share_follows_the_shared_db_fraction_when_larger_than_even(prices):
     est = estimate(inputs(Tier.pooled, db_gb=20), prices, PLATFORM, active_pooled=5)
     assert lines(est)["platform share"] == pytest.approx(95 * 20 / 50)

@@ -71,6 +71,8 @@ def edited(resources: list[PlannedResource], typ: str, **inputs: Any) -> list[Pl
 def test_the_program_passes_the_pack_resource_by_resource() -> None:
     assert analyze_all(analyzer(), "acme", program({"id": "acme"})) == []
     assert analyze_all(analyzer(), "globex", program({"id": "globex", "tier": "dedicated"})) == []
+    # A workspace's key is registered (with its alias) before what it encrypts.
+    assert analyze_all(analyzer(), "acme", program({"id": "acme", "workspaces": [{"name": "legal"}]})) == []
 
 
 def test_the_pack_refuses_what_only_the_up_can_see() -> None:

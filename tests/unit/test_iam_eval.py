@@ -145,3 +145,40 @@ def test_a_role_principal_matches_its_sessions_only():
                    "arn:aws:sts::000000000000:assumed-role/tenantctl-runtime/s",  # the same name elsewhere
                    f"arn:aws:iam::{ACCOUNT}:user/intruder"):  # another principal of the account
         assert not allows_all(doc, assume_role(role, caller, {SESSION_TAG: "acme"})), caller
+
+
+def workspace_grants(tenant: str, workspace: str) -> dict:
+    stem = f"{tenant}--{workspace}"
+    return access_document(
+        tenant, f"arn:aws:s3:::{BUCKET}",
+        [f"arn:aws:sqs:us-east-1:{ACCOUNT}:tenantctl-{stem}-jobs",
+         f"arn:aws:sqs:us-east-1:{ACCOUNT}:tenantctl-{stem}-jobs-dlq"],
+        f"arn:aws:kms:us-east-1:{ACCOUNT}:key/{stem}-key",
+        f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:tenantctl/{tenant}/ws/{workspace}/db-AbCdEf",
+        workspace=workspace)
+
+
+def test_the_tenant_role_never_reaches_its_workspaces_prefixes():
+    # A workspace's prefix is beside the tenant's (`tenants/acme--legal/`), not under it.
+    doc = [grants("acme")]
+    assert evaluate(doc, s3_object("s3:GetObject", BUCKET, "tenants/acme/uploads/f")).allowed
+    for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"):
+        assert evaluate(doc, s3_object(action, BUCKET, "tenants/acme--legal/f")) is Decision.implicit_deny
+    assert not evaluate(doc, s3_list(BUCKET, "tenants/acme--legal/")).allowed
+
+
+@pytest.mark.parametrize("tenant, ws, others", [
+    ("acme", "legal", ["tenants/acme/f", "tenants/acme--legal-x/f", "tenants/acme--finance/f",
+                       "tenants/acme-legal/f", "tenants/acme--legalx/f"]),
+    ("acme", "legal-x", ["tenants/acme--legal/f", "tenants/acme-legal--x/f"]),
+])
+def test_a_workspace_role_reaches_its_own_prefix_only(tenant, ws, others):
+    doc = [workspace_grants(tenant, ws)]
+    assert evaluate(doc, s3_object("s3:PutObject", BUCKET, f"tenants/{tenant}--{ws}/f")).allowed
+    assert evaluate(doc, s3_list(BUCKET, f"tenants/{tenant}--{ws}/")).allowed
+    for key in others:
+        assert not evaluate(doc, s3_object("s3:GetObject", BUCKET, key)).allowed, key
+    assert not evaluate(doc, s3_list(BUCKET, f"tenants/{tenant}/")).allowed
+    tenant_q = f"arn:aws:sqs:us-east-1:{ACCOUNT}:tenantctl-{tenant}-jobs"
+    assert not evaluate(doc, Request("sqs:SendMessage", tenant_q)).allowed
+    assert not evaluate(doc, Request("kms:Decrypt", f"arn:aws:kms:us-east-1:{ACCOUNT}:key/{tenant}-key")).allowed

@@ -81,7 +81,8 @@ def test_platform_resource_types(platform):
 @pytest.mark.parametrize("stack", ["pooled", "dedicated"])
 def test_tenant_outputs_are_exactly_tenant_resources(stack, request):
     outputs, _ = request.getfixturevalue(stack)
-    assert set(outputs) == set(TenantResources.model_fields)
+    # `workspaces` only when the tenant has some: the outputs of one without stay as they were.
+    assert set(outputs) == set(TenantResources.model_fields) - {"workspaces"}
     resources = TenantResources.model_validate(outputs)
     assert resources.prefix == f"tenants/{resources.tenant_id}/"
     assert resources.store.secret_arn.split(":secret:")[1].startswith(f"tenantctl/{resources.tenant_id}/db")
@@ -311,3 +312,81 @@ def test_the_local_engine_puts_exactly_the_rules_a_cell_declares(platform):
                 if "access-logs" not in r.name]  # the cell bucket's, not its log bucket's
     put = lifecycle_rules(Desired("urn", config.type, config.name, config.inputs))
     assert put == [r.s3() for r in cell_rules(CellSpec().retention, CellSpec().abort_multipart_days)]
+
+
+@pytest.fixture(scope="module")
+def with_workspaces():
+    return run_tenant({"id": "acme", "workspaces": [{"name": "legal", "owner": "legal-dept"}, {"name": "finance"}]})
+
+
+def test_each_workspace_gets_its_own_key_role_queues_secret_and_schema(with_workspaces):
+    import json
+
+    from infra.components.tenant_role import access_document
+    from tenant_runtime.credentials import SESSION_TAG
+    from tenantctl.naming import OwnerNames
+
+    outputs, mocks = with_workspaces
+    resources = TenantResources.model_validate(outputs)
+    assert set(resources.workspaces) == {"legal", "finance"}
+    # The tenant's own components again, under the workspace's name.
+    assert {c.type for c in mocks.components if c.name == "acme--legal"} == {
+        "tenantctl:workspace:TenantWorkspace", "tenantctl:kms:TenantKey", "tenantctl:iam:TenantRole",
+        "tenantctl:iam:TenantRoleAccess", "tenantctl:secretsmanager:TenantSecret", "tenantctl:sqs:TenantQueue",
+        "tenantctl:secretsmanager:SecretRotationSchedule", "tenantctl:cloudwatch:TenantAlarms"}
+    for ws in ("legal", "finance"):
+        names, out = OwnerNames("acme", ws), resources.workspaces[ws]
+        assert (out.store.schema_name, out.store.role, out.kms_alias, out.prefix) == (
+            names.schema, names.db_role, names.kms_alias, names.s3_prefix)
+        assert out.store.endpoint == resources.store.endpoint and out.store.database == resources.store.database
+        [alias] = [a for a in mocks.of_type("aws:kms/alias:Alias") if a.inputs["name"] == names.kms_alias]
+        assert alias.inputs["targetKeyId"] != resources.kms_key_arn
+        assert out.kms_key_arn == alias.inputs["targetKeyId"]
+        queues = {q.inputs["name"]: q for q in mocks.of_type("aws:sqs/queue:Queue")}
+        assert queues[names.queue].inputs["kmsMasterKeyId"] == out.kms_key_arn
+        assert queues[names.dlq].inputs["kmsMasterKeyId"] == out.kms_key_arn
+        [role] = [r for r in mocks.of_type("aws:iam/role:Role") if r.inputs["name"] == names.iam_role]
+        trust = json.loads(role.inputs["assumeRolePolicy"])
+        assert trust["Statement"][0]["Condition"]["StringEquals"] == {f"aws:RequestTag/{SESSION_TAG}": f"acme/{ws}"}
+        [access] = [p for p in mocks.of_type("aws:iam/rolePolicy:RolePolicy") if p.name == f"acme--{ws}-access"]
+        doc = json.loads(access.inputs["policy"])
+        queue_arns = [f"arn:aws:sqs:us-east-1:123456789012:{q}" for q in (names.queue, names.dlq)]
+        assert doc == access_document("acme", platform_outputs()["bucket_arn"], queue_arns, out.kms_key_arn,
+                                      out.store.secret_arn, workspace=ws)
+        [secret] = [s for s in mocks.of_type("aws:secretsmanager/secret:Secret") if s.inputs["name"] == names.secret]
+        assert secret.inputs["kmsKeyId"] == out.kms_key_arn
+        [schema] = [s for s in mocks.of_type("pulumi-python:dynamic:Resource")
+                    if s.inputs.get("schema") == names.schema]
+        # Its RLS key is `<id>/<ws>`: no tenant-level setting of app.tenant_id reads it.
+        assert (schema.inputs["role"], schema.inputs["tenant_id"]) == (names.db_role, f"acme/{ws}")
+        assert schema.inputs["gateway_role"] == platform_outputs()["gateway_role"]
+        tags = secret.inputs["tags"]
+        assert (tags["tenant"], tags["workspace"]) == ("acme", ws)
+        alarms = {a.inputs["name"]: a for a in mocks.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
+        assert alarms[f"tenantctl-acme--{ws}-dlq-depth"].inputs["dimensions"] == {"QueueName": names.dlq}
+    assert policy.check(mocks.resources, "acme") == []
+
+
+def test_neither_the_tenant_role_nor_a_sibling_reaches_a_workspaces_prefix(with_workspaces):
+    import json
+
+    from tenantctl.checks.iam_eval import evaluate, s3_list, s3_object
+
+    _, mocks = with_workspaces
+    bucket = platform_outputs()["bucket"]
+    docs = {p.name: [json.loads(p.inputs["policy"])] for p in mocks.of_type("aws:iam/rolePolicy:RolePolicy")}
+    own = {"acme-access": "tenants/acme/", "acme--legal-access": "tenants/acme--legal/",
+           "acme--finance-access": "tenants/acme--finance/"}
+    for name, prefix in own.items():
+        for other in set(own.values()) - {prefix}:
+            assert not evaluate(docs[name], s3_object("s3:GetObject", bucket, f"{other}f")).allowed, (name, other)
+            assert not evaluate(docs[name], s3_list(bucket, other)).allowed, (name, other)
+        assert evaluate(docs[name], s3_object("s3:GetObject", bucket, f"{prefix}f")).allowed
+
+
+def test_a_dedicated_tenants_workspace_lives_in_the_tenants_own_database():
+    outputs, mocks = run_tenant({"id": "globex", "tier": "dedicated", "workspaces": [{"name": "rnd"}]})
+    resources = TenantResources.model_validate(outputs)
+    assert resources.workspaces["rnd"].store.endpoint == resources.store.endpoint
+    assert resources.workspaces["rnd"].store.endpoint.startswith("tenantctl-globex.")
+    assert policy.check(mocks.resources, "globex") == []

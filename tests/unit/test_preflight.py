@@ -56,6 +56,17 @@ def test_what_the_tenant_already_has_needs_nothing_more(account, monkeypatch):
     assert twin["iam_roles"].needed == 1 and not twin["iam_roles"].ok
 
 
+def test_each_workspace_needs_a_role_of_its_own(account, monkeypatch):
+    spec = TenantSpec(id="acme", workspaces=[{"name": "legal"}, {"name": "finance"}])
+    assert by_name(preflight.checks(spec, {}, clients))["iam_roles"].needed == 3
+    iam = boto3.client("iam")
+    for name in (naming.iam_role_name("acme"), naming.ws_iam_role_name("acme", "legal")):
+        iam.create_role(RoleName=name, AssumeRolePolicyDocument="{}")
+    monkeypatch.setenv("TENANTCTL_QUOTA_IAM_ROLES", str(len(iam.list_roles()["Roles"])))  # at the wall
+    done = by_name(preflight.checks(spec, {}, clients))["iam_roles"]
+    assert done.needed == 1 and not done.ok  # finance's role is missing: `workspace add` refused, exit 11
+
+
 def test_an_override_only_lowers_a_limit_and_a_refusal_names_every_quota(account, monkeypatch):
     monkeypatch.setenv("TENANTCTL_QUOTA_IAM_ROLES", "5000")  # above the account's: ignored
     assert by_name(preflight.checks(TenantSpec(id="acme"), {}, clients))["iam_roles"].limit == 1000

@@ -77,6 +77,13 @@ def test_downloads_outside_the_prefix_are_mismatches(key):
         objects.presign_download(context("acme"), key)
 
 
+@pytest.mark.parametrize("key", ["tenants/acme--legal/a.pdf", "tenants/acme--legal/uploads/x/a.pdf"])
+def test_a_tenant_level_context_is_refused_its_workspaces_objects(key):
+    # A workspace's prefix is beside its tenant's, never under it.
+    with pytest.raises(TenantMismatch):
+        objects.presign_download(context("acme"), key)
+
+
 @pytest.mark.parametrize("delay", [-1, 1.5, 366 * 24 * 3600, "5"])
 def test_bad_delays(delay):
     with pytest.raises(InvalidRequest, match="delay"):

@@ -31,6 +31,7 @@ from tenantctl.cli import (
     tenant_cmd,
     token_cmd,
     usage_cmd,
+    workspace_cmd,
 )
 from tenantctl.errors import USAGE_ERROR, NotConfirmed, TenantctlError
 
@@ -69,8 +70,8 @@ def root(
 
 
 # Top-level commands merge into the root app, groups keep their names; --help lists them in this order.
-for _module in (tenant_cmd, suspend_cmd, move_cmd, check_cmd, apply_cmd, refresh_cmd, audit_cmd, cell_cmd,
-                platform_cmd,
+for _module in (tenant_cmd, suspend_cmd, workspace_cmd, move_cmd, check_cmd, apply_cmd, refresh_cmd, audit_cmd,
+                cell_cmd, platform_cmd,
                 sandbox_cmd, usage_cmd, drill_cmd, search_cmd, token_cmd, dev_cmd, target_cmd, setup_cmd):
     app.add_typer(_module.app)
 

@@ -35,6 +35,8 @@ def _record_rows(record: TenantRecord) -> list[tuple[str, str]]:
                  ("prefix", f"s3://{res.bucket}/{res.prefix}"), ("queue", res.queue_url), ("dlq", res.dlq_url),
                  ("role", res.role_arn), ("db secret", store.secret_arn),
                  ("store", f"{store.endpoint}:{store.port}/{store.database} schema {store.schema_name}")]
+        rows += [("workspace", f"{name}: schema {w.store.schema_name}, key {w.kms_alias}, prefix {w.prefix}")
+                 for name, w in sorted(res.workspaces.items())]
     if record.retain_until:
         rows.append(("retained until", f"{record.retain_until:%Y-%m-%d}"))
     if record.hibernation:

@@ -56,7 +56,10 @@ def what_goes(record: TenantRecord, purge_data: bool, final_backup: bool) -> lis
         f"the tenant's lifecycle rules on s3://{res.bucket}",
         (f"EVERY object under s3://{res.bucket}/{res.prefix}, all versions (--purge-data)" if purge_data
          else f"objects under s3://{res.bucket}/{res.prefix}: kept"),
-    ]
+    ] + [f"workspace {name}: schema {w.store.schema_name} (its data, with NO final backup: the final backup "
+         f"covers the tenant's schema only), role, queues, IAM role and secret deleted; KMS key {w.kms_key_arn} "
+         f"scheduled for deletion; objects under {w.prefix} " + ("purged" if purge_data else "kept")
+         for name, w in sorted(res.workspaces.items())]
 
 
 def planned(ws: Workspace, tenant_id: str) -> ChangeSet:
@@ -133,8 +136,11 @@ def deprovision(ws: Workspace, tenant_id: str, purge_data: bool = False,
             changes = ws.engine.destroy(tenant_id, on_event=on_event)
             if purge_data and held.record.resources is not None:
                 res = held.record.resources
-                phase(on_event, tenant_id, f"purging every object under s3://{res.bucket}/{res.prefix}")
-                details["purged_objects"] = purge_prefix(ws.clients_for(held.record)("s3"), res.bucket, res.prefix)
+                s3 = ws.clients_for(held.record)("s3")
+                # Its workspaces' prefixes are beside its own, not under it.
+                for prefix in [res.prefix, *(w.prefix for w in res.workspaces.values())]:
+                    phase(on_event, tenant_id, f"purging every object under s3://{res.bucket}/{prefix}")
+                    details["purged_objects"] += purge_prefix(s3, res.bucket, prefix)
         path.unlink(missing_ok=True)
         phase(on_event, tenant_id, "recording the tombstone")
         held.record = registry.mark_deprovisioned(held.record, retention_days)

@@ -168,6 +168,7 @@ class CostInputs(BaseModel):
     dedicated: DedicatedSpec = DedicatedSpec()
     backup_retention_days: int = 14
     hibernated: bool = False  # dedicated: its instance is stopped (`tenantctl hibernate`), storage still billed
+    workspaces: int = Field(0, ge=0)  # each has a KMS key and a DB secret of its own
 
 
 def cost_inputs(usage: TenantUsage, spec: TenantSpec | None) -> CostInputs:
@@ -178,6 +179,7 @@ def cost_inputs(usage: TenantUsage, spec: TenantSpec | None) -> CostInputs:
         db_bytes=usage.db.size_bytes if usage.db else 0,
         dedicated=(spec.dedicated if spec and spec.dedicated else DedicatedSpec()),
         backup_retention_days=spec.backup.retention_days if spec else 14,
+        workspaces=len(spec.workspaces) if spec else 0,
     )
 
 
@@ -257,7 +259,21 @@ def _common_lines(inputs: CostInputs, prices: PriceTable) -> list[CostLine]:
               + a.secrets_api_calls_month / 10000 * prices.secrets_manager.api_calls_per_10k,
               f"{secrets} secret(s) + {a.secrets_api_calls_month} API calls (assumed)"),
         _line("CloudWatch alarms", alarms * prices.cloudwatch.alarm_month, f"{alarms} alarms"),
-    ]
+    ] + _workspace_lines(inputs.workspaces, prices)
+
+
+def _workspace_lines(n: int, prices: PriceTable) -> list[CostLine]:
+    """A key, a secret and two queue alarms per workspace (none: no line, so
+    tenants without workspaces price as before)."""
+    if not n:
+        return []
+    alarms = n * prices.assumptions.alarms.pooled  # its queues' two, as a pooled tenant's
+    return [_line("workspace KMS keys", n * prices.kms.key_month,
+                  f"{n} customer managed key(s), one per workspace, ${prices.kms.key_month:g} each"),
+            _line("workspace secrets", n * prices.secrets_manager.secret_month,
+                  f"{n} DB secret(s), one per workspace"),
+            _line("workspace alarms", alarms * prices.cloudwatch.alarm_month,
+                  f"{alarms} alarms on the workspaces' queues")]
 
 
 def pooled_share(db_bytes: int, platform: CellSpec, active_pooled: int) -> float:
