@@ -476,6 +476,7 @@ def _refuse_or_target(ws: Workspace, record: TenantRecord, tier: Tier, cell: str
     if not path.exists():
         raise InvalidInput(f"tenant {record.tenant_id!r} has no committed stack file ({path}): nothing to move from")
     spec = read_tenant(path).model_copy(update={"cell": record.cell})
+    refuse_workspaces(record, spec)
     if cell != record.cell:
         _refuse_cell(ws, record, spec, tier, cell)
     target = target_spec(spec, tier, cell=cell)
@@ -484,6 +485,16 @@ def _refuse_or_target(ws: Workspace, record: TenantRecord, tier: Tier, cell: str
     refuse_unsafe_spec(target)
     preflight.check(target, ws.ensure_cell(cell), ws.cell_clients(cell))
     return target
+
+
+def refuse_workspaces(record: TenantRecord, spec: TenantSpec) -> None:
+    """A tenant with workspaces (applied or desired) is not moved: their schemas
+    live in the tenant's store and their prefixes beside its prefix, and the
+    copy carries neither yet, so the move would leave them behind."""
+    names = sorted(set(record.workspaces) | {w.name for w in spec.workspaces})
+    if names:
+        raise InvalidInput(f"tenant {record.tenant_id!r} has workspaces ({', '.join(names)}): a move does not carry "
+                           "workspaces yet, so it is refused before anything is created")
 
 
 def _refuse_cell(ws: Workspace, record: TenantRecord, spec: TenantSpec, tier: Tier, cell: str) -> None:
