@@ -24,7 +24,8 @@ _EXPORTS = {
     **dict.fromkeys(("DecryptionFailed", "InvalidRequest", "KeyUnusable", "KmsUnavailable", "RegistryUnavailable",
                      "RevocationsUnavailable", "StoreMoved", "StoreTimeout", "StoreUnavailable", "TenantInactive",
                      "TenantMismatch", "TenantNotFound", "TenantRuntimeError", "TenantWaking", "TokenRevoked",
-                     "Unauthenticated", "UntrustedContext", "WritesFrozen"), "tenant_runtime.errors"),
+                     "Unauthenticated", "UntrustedContext", "WorkspaceForbidden", "WritesFrozen"),
+                    "tenant_runtime.errors"),
 }
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
         TokenRevoked,
         Unauthenticated,
         UntrustedContext,
+        WorkspaceForbidden,
         WritesFrozen,
     )
     from tenant_runtime.gateway import Gateway
@@ -61,7 +63,8 @@ __all__ = [
     "KmsUnavailable", "RegistryReader", "RegistryUnavailable", "RevocationsUnavailable", "StoreConnection",
     "StoreMoved", "StoreTimeout", "StoreUnavailable", "TenantContext", "TenantInactive", "TenantMismatch",
     "TenantNotFound", "TenantRecord", "TenantResolver", "TenantResources", "TenantRuntime", "TenantRuntimeError",
-    "TenantStatus", "TenantWaking", "Tier", "TokenRevoked", "Unauthenticated", "UntrustedContext", "WritesFrozen",
+    "TenantStatus", "TenantWaking", "Tier", "TokenRevoked", "Unauthenticated", "UntrustedContext",
+    "WorkspaceForbidden", "WritesFrozen",
 ]
 
 

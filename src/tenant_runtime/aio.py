@@ -114,11 +114,13 @@ class AsyncTenantResolver:
     def of(cls, resolver: TenantResolver | AsyncTenantResolver) -> AsyncTenantResolver:
         return resolver if isinstance(resolver, AsyncTenantResolver) else cls(resolver)
 
-    async def resolve(self, token: str, addressed_tenant: Addressed = None) -> TenantContext:
-        return await self.offload.call(self.resolver.resolve, token, addressed_tenant)
+    async def resolve(self, token: str, addressed_tenant: Addressed = None,
+                      workspace: str | None = None) -> TenantContext:
+        return await self.offload.call(self.resolver.resolve, token, addressed_tenant, workspace)
 
-    async def resolve_header(self, authorization: str | None, addressed_tenant: Addressed = None) -> TenantContext:
-        return await self.offload.call(self.resolver.resolve_header, authorization, addressed_tenant)
+    async def resolve_header(self, authorization: str | None, addressed_tenant: Addressed = None,
+                             workspace: str | None = None) -> TenantContext:
+        return await self.offload.call(self.resolver.resolve_header, authorization, addressed_tenant, workspace)
 
 
 class AsyncSharedPool(PoolBase):
@@ -183,9 +185,9 @@ class AsyncContextStore(StoreOperations):
     async def transaction(self, ctx: TenantContext) -> AsyncIterator[psycopg.AsyncConnection]:
         """An async connection inside one transaction scoped to ``ctx``'s tenant."""
         ctx = verified(ctx)
-        with store_errors(ctx.tenant_id):
+        with store_errors(ctx.key):
             async with self._connection(ctx) as (conn, role), conn.transaction():
-                await conn.execute(*scope_statement(ctx.tenant_id, role, self.statement_timeout))
+                await conn.execute(*scope_statement(ctx.key, role, self.statement_timeout))
                 yield conn
 
     @asynccontextmanager
@@ -241,7 +243,7 @@ class AsyncContextStore(StoreOperations):
         store is retried once on the store the registry names now."""
         ctx = verified(ctx)
         try:
-            with moved_store(ctx.tenant_id):
+            with moved_store(ctx.key):
                 return await self._run(ctx, make(ctx))
         except StoreMoved:
             if self.reresolve is None:
@@ -385,12 +387,13 @@ class AsyncTenantRuntime:
         self.objects = AsyncObjectAccess(self.sync.objects, self.offload)
         self.jobs = AsyncJobQueue(self.sync.jobs, self.offload)
 
-    async def resolve(self, token: str, addressed_tenant: Addressed = None) -> TenantContext:
-        return await self.resolver.resolve(token, addressed_tenant)
+    async def resolve(self, token: str, addressed_tenant: Addressed = None,
+                      workspace: str | None = None) -> TenantContext:
+        return await self.resolver.resolve(token, addressed_tenant, workspace)
 
-    async def context(self, tenant_id: str) -> TenantContext:
+    async def context(self, tenant_id: str, workspace: str | None = None) -> TenantContext:
         """See ``TenantRuntime.context`` (workers, maintenance)."""
-        return await self.offload.call(self.sync.context, tenant_id)
+        return await self.offload.call(self.sync.context, tenant_id, workspace)
 
     async def aclose(self) -> None:
         await self.store.close()

@@ -7,6 +7,10 @@ compares the token's tenant with every tenant the request addresses — the
 path (``/tenants/{id}/...`` by default), the host name under ``host_suffix``
 (``acme.app.example.com``) and the ``X-Tenant-Id`` header — and puts the
 TenantContext in ``scope["state"]["tenant"]`` (Starlette: ``request.state.tenant``).
+A request addresses one workspace of its tenant with the ``X-Workspace``
+header (a header, not the path, so an application's routes stay the same for
+the tenant and its workspaces): the context is then the workspace's, refused
+(403) unless the token lists it; without the header, the tenant's.
 
 One error shape everywhere: every ``TenantRuntimeError`` is answered as an
 RFC 9457 problem (``application/problem+json``: ``type``, ``title``,
@@ -33,10 +37,11 @@ from typing import Any
 
 from tenant_runtime.auth import TenantResolver
 from tenant_runtime.context import TenantContext
-from tenant_runtime.errors import TenantRuntimeError, Unauthenticated
+from tenant_runtime.errors import InvalidRequest, TenantRuntimeError, Unauthenticated
 
 ADDRESSED = re.compile(r"^/tenants/([^/]+)(?:/|$)")
 TENANT_HEADER = "x-tenant-id"
+WORKSPACE_HEADER = "x-workspace"
 PROBLEM_TYPE = "urn:tenant-runtime:problem:{code}"
 REALM = "tenant_runtime"
 
@@ -55,10 +60,19 @@ class Addressing:
     request must name the token's tenant (403 otherwise)."""
 
     def __init__(self, path: Callable[[str], str | None] | None = _path_tenant, host_suffix: str | None = None,
-                 header: str | None = TENANT_HEADER) -> None:
+                 header: str | None = TENANT_HEADER, workspace_header: str | None = WORKSPACE_HEADER) -> None:
         self.path = path
         self.host_suffix = "." + host_suffix.lower().strip(".") if host_suffix else None
         self.header = header.lower().encode("latin-1") if header else None
+        self.workspace_header = workspace_header.lower().encode("latin-1") if workspace_header else None
+
+    def workspace(self, scope: dict[str, Any]) -> str | None:
+        """The workspace the request addresses (None: the tenant itself); the
+        header repeated with different names is refused (400)."""
+        named = {v.strip() for v in _headers(scope, self.workspace_header)} if self.workspace_header else set()
+        if len(named) > 1 or "" in named:
+            raise InvalidRequest(f"the {self.workspace_header.decode()} header must name one workspace")  # type: ignore[union-attr]
+        return next(iter(named), None)
 
     def sources(self, scope: dict[str, Any], path_tenant: str | None = None) -> list[tuple[str, str]]:
         """(source, tenant id) for every place this request names a tenant.
@@ -126,16 +140,18 @@ class TenantMiddleware:
     default I/O pool) or ``AsyncTenantResolver`` (``AsyncTenantRuntime.resolver``).
     ``addressed``: path -> tenant id (default ``/tenants/{id}/...``);
     ``host_suffix``: ``app.example.com`` makes ``acme.app.example.com`` address
-    ``acme``; ``tenant_header``: the header naming a tenant (None: ignored)."""
+    ``acme``; ``tenant_header``: the header naming a tenant (None: ignored);
+    ``workspace_header``: the header naming the workspace (None: ignored)."""
 
     def __init__(self, app: Callable[..., Awaitable[None]], resolver: Any,
                  addressed: Callable[[str], str | None] | None = None, exempt: tuple[str, ...] = (),
-                 host_suffix: str | None = None, tenant_header: str | None = TENANT_HEADER) -> None:
+                 host_suffix: str | None = None, tenant_header: str | None = TENANT_HEADER,
+                 workspace_header: str | None = WORKSPACE_HEADER) -> None:
         from tenant_runtime.aio import AsyncTenantResolver
 
         self.app, self.exempt = app, exempt
         self.resolver = AsyncTenantResolver.of(resolver)
-        self.addressing = Addressing(addressed or _path_tenant, host_suffix, tenant_header)
+        self.addressing = Addressing(addressed or _path_tenant, host_suffix, tenant_header, workspace_header)
 
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
         if scope["type"] != "http" or scope["path"].startswith(self.exempt):
@@ -143,7 +159,7 @@ class TenantMiddleware:
             return
         try:
             ctx = await self.resolver.resolve_header(next(iter(_headers(scope, b"authorization")), None),
-                                                     self.addressing.sources(scope))
+                                                     self.addressing.sources(scope), self.addressing.workspace(scope))
         except TenantRuntimeError as exc:
             await _answer(send, exc, scope["path"])
             return
@@ -164,17 +180,19 @@ class TenantMiddleware:
 
 
 def tenant_dependency(resolver: TenantResolver | Any, path_param: str = "tenant_id", host_suffix: str | None = None,
-                      tenant_header: str | None = TENANT_HEADER) -> Callable[[Any], Awaitable[TenantContext]]:
-    """A FastAPI dependency resolving the request's tenant like the middleware;
-    refusals raise the runtime error (render them with ``error_handler``)."""
+                      tenant_header: str | None = TENANT_HEADER, workspace_header: str | None = WORKSPACE_HEADER,
+                      ) -> Callable[[Any], Awaitable[TenantContext]]:
+    """A FastAPI dependency resolving the request's tenant (and workspace) like
+    the middleware; refusals raise the runtime error (render them with ``error_handler``)."""
     from tenant_runtime.aio import AsyncTenantResolver
 
     aresolver = AsyncTenantResolver.of(resolver)
-    addressing = Addressing(None, host_suffix, tenant_header)
+    addressing = Addressing(None, host_suffix, tenant_header, workspace_header)
 
     async def dependency(request: Any) -> TenantContext:
         return await aresolver.resolve_header(request.headers.get("authorization"),
-                                              addressing.sources(request.scope, request.path_params.get(path_param)))
+                                              addressing.sources(request.scope, request.path_params.get(path_param)),
+                                              addressing.workspace(request.scope))
 
     try:  # FastAPI injects the request by its annotation: give it Starlette's Request.
         import inspect

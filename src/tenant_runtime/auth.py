@@ -12,6 +12,13 @@ refused as before. A PEM key is loaded once, not per request. Revocation
 (``tenant_runtime.revocation``) is checked on every resolution, cache hit or
 not, so the cache never outlives a revocation by more than the list's bound.
 
+A request may address one workspace of its tenant (``resolve(..., workspace=)``;
+the ASGI glue reads the ``X-Workspace`` header). The token must list it in the
+``workspaces_claim`` (a list of names, or one name; a dotted path like the
+tenant claim): else ``WorkspaceForbidden`` (403), raised before the revocation
+list, the registry or any store, KMS or S3 call; a workspace the tenant's
+record lacks is refused the same way. No workspace: the tenant-level context.
+
 The addressed tenant may come from several places of one request (the path,
 the host name, an ``X-Tenant-Id`` header): every one of them must name the
 token's tenant, else ``TenantMismatch`` (403) naming the source.
@@ -29,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from tenant_runtime.blocking import may_block
 from tenant_runtime.cache import TTLCache
 from tenant_runtime.context import TenantContext, from_registry
-from tenant_runtime.errors import TenantMismatch, Unauthenticated
+from tenant_runtime.errors import TenantMismatch, Unauthenticated, WorkspaceForbidden
 from tenant_runtime.registry import RegistryReader
 from tenant_runtime.revocation import RevocationList
 
@@ -51,6 +58,7 @@ class JWTSettings(BaseModel):
     audience: str | tuple[str, ...] | None = None
     issuer: str | None = None
     tenant_claim: str = "tenant_id"
+    workspaces_claim: str = "workspaces"  # the workspaces the subject may use (a list, or one name)
     leeway: float = 0.0
     verified_cache_ttl: float = 60.0  # 0 disables the cache of verified tokens
     verified_cache_size: int = 10_000
@@ -155,36 +163,61 @@ class TenantResolver:
             raise Unauthenticated(f"invalid token: {exc}") from None
 
     def tenant_of(self, claims: dict[str, Any]) -> str:
-        value: Any = claims
         claim = self.settings.tenant_claim
-        # An exact (possibly URL-like) claim name wins over a dotted path.
-        if claim in claims:
-            value = claims[claim]
-        else:
-            for part in claim.split("."):
-                value = value.get(part) if isinstance(value, dict) else None
+        value = _claim(claims, claim)
         if not isinstance(value, str) or not value:
             raise Unauthenticated(f"token has no {claim!r} claim naming a tenant")
         return value
 
-    def resolve(self, token: str, addressed_tenant: Addressed = None) -> TenantContext:
+    def workspaces_of(self, claims: dict[str, Any]) -> frozenset[str]:
+        """The workspaces the token lists (none when the claim is absent or malformed)."""
+        value = _claim(claims, self.settings.workspaces_claim)
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            return frozenset()
+        return frozenset(v for v in value if isinstance(v, str) and v)
+
+    def check_workspace(self, claims: dict[str, Any], tenant_id: str, workspace: str | None) -> None:
+        """A request addressing ``workspace`` is refused unless its token lists it."""
+        if workspace is not None and workspace not in self.workspaces_of(claims):
+            raise WorkspaceForbidden(tenant_id, workspace,
+                                     f"the token's {self.settings.workspaces_claim!r} claim does not list it")
+
+    def resolve(self, token: str, addressed_tenant: Addressed = None, workspace: str | None = None) -> TenantContext:
         """Verify the token, refuse it when revoked, load the tenant (active
         only) and, when the request addresses a tenant (one id, or (source, id)
-        pairs), refuse any other with TenantMismatch."""
+        pairs), refuse any other with TenantMismatch. ``workspace``: the
+        workspace the request addresses (the token must list it)."""
         claims = self.verify(token)
         tenant_id = self.tenant_of(claims)
         # Checked before the registry so a foreign id is not even looked up.
         check_addressed(tenant_id, addressed_tenant)
+        self.check_workspace(claims, tenant_id, workspace)
         if self.revocations is not None:
             self.revocations.check(claims, tenant_id)
         if self._contexts is None:
-            return from_registry(self.registry, tenant_id, subject=claims.get("sub"), claims=claims)
-        _, last = self._contexts.get(token)
-        ctx = from_registry(self.registry, tenant_id, subject=claims.get("sub"), claims=claims, reuse=last)
+            return from_registry(self.registry, tenant_id, subject=claims.get("sub"), claims=claims,
+                                 workspace=workspace)
+        slot = (token, workspace)  # one token, a context per workspace it addresses
+        _, last = self._contexts.get(slot)
+        ctx = from_registry(self.registry, tenant_id, subject=claims.get("sub"), claims=claims, reuse=last,
+                            workspace=workspace)
         if ctx is not last:
-            self._contexts.put(token, ctx)
+            self._contexts.put(slot, ctx)
         return ctx
 
-    def resolve_header(self, authorization: str | None, addressed_tenant: Addressed = None) -> TenantContext:
-        return self.resolve(bearer_token(authorization), addressed_tenant)
+    def resolve_header(self, authorization: str | None, addressed_tenant: Addressed = None,
+                       workspace: str | None = None) -> TenantContext:
+        return self.resolve(bearer_token(authorization), addressed_tenant, workspace)
+
+
+def _claim(claims: dict[str, Any], claim: str) -> Any:
+    """A claim by name; an exact (possibly URL-like) name wins over a dotted path."""
+    if claim in claims:
+        return claims[claim]
+    value: Any = claims
+    for part in claim.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 

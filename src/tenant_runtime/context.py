@@ -12,6 +12,15 @@ is given through ``verified`` before any call: an object the resolution did not
 issue (duck-typed, or forged by hand) is an ``UntrustedContext``; a context
 whose record or resources were swapped after resolution, or whose record,
 resources and prefix do not all name its tenant, is refused as well.
+
+A workspace context (``workspace`` set) is its tenant's context routed one
+level down: ``resources`` is the tenant's with the workspace's store, key,
+prefix, queues and role in their place (bucket, region, tier and retention
+classes stay the tenant's), and ``key`` (``<id>/<ws>``) replaces the tenant id
+wherever the runtime scopes by it: the store's ``app.tenant_id`` and row key,
+the envelope's encryption context, cursors, job bodies and the role's session
+tag. Every service reads only ``resources`` and ``key``, so none of them can
+mix a workspace's data with its tenant's or a sibling's.
 """
 
 from __future__ import annotations
@@ -22,13 +31,15 @@ from types import MappingProxyType
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from tenant_runtime.errors import TenantMismatch, UntrustedContext, WritesFrozen
-from tenant_runtime.models import TenantRecord, TenantResources, tenant_prefix
+from tenant_runtime.errors import TenantMismatch, UntrustedContext, WorkspaceForbidden, WritesFrozen
+from tenant_runtime.models import TenantRecord, TenantResources, tenant_prefix, workspace_key, workspace_prefix
 from tenant_runtime.registry import RegistryReader
 
 _CAPABILITY = object()  # held by this module only: what ``TenantContext(...)`` must be given
 # Every context the resolution issued, with the record and resources it was issued with.
-_ISSUED: WeakKeyDictionary[TenantContext, tuple[str, TenantRecord, TenantResources | None]] = WeakKeyDictionary()
+# (tenant, workspace, record, resources, workspace view)
+_ISSUED: WeakKeyDictionary[TenantContext, tuple[str, str | None, TenantRecord, TenantResources | None,
+                                                TenantResources | None]] = WeakKeyDictionary()
 _ISSUED_LOCK = threading.Lock()
 
 
@@ -45,23 +56,43 @@ def _check_owner(tenant_id: str, record: TenantRecord) -> None:
         raise TenantMismatch(tenant_id, record.resources.prefix, "object prefix")
 
 
-class TenantContext:
-    """The tenant of one request and its registry record (read-only)."""
+def _workspace_view(tenant_id: str, record: TenantRecord, workspace: str) -> TenantResources:
+    """The tenant's resources with the workspace's own in their place: what every
+    service of a workspace context routes to."""
+    ws = record.workspaces.get(workspace)
+    if ws is None:
+        raise WorkspaceForbidden(tenant_id, workspace, "the tenant has no such workspace")
+    if ws.name != workspace or ws.prefix != workspace_prefix(tenant_id, workspace):
+        raise TenantMismatch(tenant_id, ws.prefix, "workspace prefix")
+    assert record.resources is not None
+    return record.resources.model_copy(update={
+        "store": ws.store, "kms_key_arn": ws.kms_key_arn, "kms_alias": ws.kms_alias, "prefix": ws.prefix,
+        "queue_url": ws.queue_url, "dlq_url": ws.dlq_url, "role_arn": ws.role_arn, "workspaces": {}})
 
-    __slots__ = ("tenant_id", "record", "subject", "claims", "__weakref__")
+
+class TenantContext:
+    """The tenant of one request, its registry record and, for a workspace
+    context, the workspace it acts in (read-only)."""
+
+    __slots__ = ("tenant_id", "record", "subject", "claims", "workspace", "_view", "__weakref__")
     tenant_id: str
     record: TenantRecord
     subject: str | None
     claims: Mapping[str, Any]
+    workspace: str | None
+    _view: TenantResources | None
 
     def __init__(self, tenant_id: str, record: TenantRecord, subject: str | None = None,
-                 claims: Mapping[str, Any] | None = None, *, _capability: object = None) -> None:
+                 claims: Mapping[str, Any] | None = None, *, workspace: str | None = None,
+                 _capability: object = None) -> None:
         if _capability is not _CAPABILITY:
             raise UntrustedContext("a TenantContext is made only by the runtime's resolution "
                                    "(TenantRuntime.resolve / TenantRuntime.context)")
         _check_owner(tenant_id, record)
+        view = _workspace_view(tenant_id, record, workspace) if workspace is not None else None
         for name, value in (("tenant_id", tenant_id), ("record", record), ("subject", subject),
-                            ("claims", MappingProxyType(dict(claims or {})))):
+                            ("claims", MappingProxyType(dict(claims or {}))), ("workspace", workspace),
+                            ("_view", view)):
             object.__setattr__(self, name, value)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -80,10 +111,19 @@ class TenantContext:
         raise TypeError("a TenantContext cannot be pickled: resolve the tenant again where it is needed")
 
     def __repr__(self) -> str:
-        return f"TenantContext(tenant_id={self.tenant_id!r}, subject={self.subject!r})"
+        ws = f", workspace={self.workspace!r}" if self.workspace is not None else ""
+        return f"TenantContext(tenant_id={self.tenant_id!r}{ws}, subject={self.subject!r})"
+
+    @property
+    def key(self) -> str:
+        """What the runtime scopes by: the tenant id, or ``<id>/<ws>`` for a workspace."""
+        return self.tenant_id if self.workspace is None else workspace_key(self.tenant_id, self.workspace)
 
     @property
     def resources(self) -> TenantResources:
+        """The resources this context reaches: the tenant's, or its workspace's."""
+        if self._view is not None:
+            return self._view
         # RegistryReader.get refuses records without resources, so this holds.
         assert self.record.resources is not None
         return self.record.resources
@@ -95,21 +135,25 @@ class TenantContext:
 
 
 def from_registry(registry: RegistryReader, tenant_id: str, subject: str | None = None,
-                  claims: Mapping[str, Any] | None = None, reuse: TenantContext | None = None) -> TenantContext:
+                  claims: Mapping[str, Any] | None = None, reuse: TenantContext | None = None,
+                  workspace: str | None = None) -> TenantContext:
     """The resolution's last step: a context for the registry's record of an
     active tenant (``TenantResolver.resolve`` after the token,
     ``TenantRuntime.context`` for work without one). The record comes from the
     registry reader, never from the caller. ``reuse``: a context issued before
     for the same subject and claims (the same token), given back while the
-    registry still gives the record it holds (contexts are read-only)."""
+    registry still gives the record it holds (contexts are read-only).
+    ``workspace``: a context of that workspace of the tenant (WorkspaceForbidden
+    when the record has none of that name)."""
     if not isinstance(registry, RegistryReader):
         raise UntrustedContext(f"contexts are resolved from a RegistryReader, not a {type(registry).__name__}")
     record = registry.get(tenant_id)
-    if reuse is not None and reuse.record is record and reuse.tenant_id == tenant_id:
+    if (reuse is not None and reuse.record is record and reuse.tenant_id == tenant_id
+            and reuse.workspace == workspace):
         return verified(reuse)
-    ctx = TenantContext(tenant_id, record, subject, claims, _capability=_CAPABILITY)
+    ctx = TenantContext(tenant_id, record, subject, claims, workspace=workspace, _capability=_CAPABILITY)
     with _ISSUED_LOCK:
-        _ISSUED[ctx] = (tenant_id, record, record.resources)
+        _ISSUED[ctx] = (tenant_id, workspace, record, record.resources, ctx._view)
     return ctx
 
 
@@ -122,8 +166,9 @@ def verified(ctx: object) -> TenantContext:
         raise UntrustedContext(f"{type(ctx).__name__} object is not a TenantContext the runtime resolved: "
                                "refused before any call")
     assert isinstance(ctx, TenantContext)
-    tenant_id, record, resources = issued
-    if ctx.tenant_id != tenant_id or ctx.record is not record or record.resources is not resources:
+    tenant_id, workspace, record, resources, view = issued
+    if (ctx.tenant_id != tenant_id or ctx.workspace != workspace or ctx.record is not record
+            or record.resources is not resources or ctx._view is not view):
         raise UntrustedContext(f"the context of tenant {tenant_id!r} was altered after resolution: refused")
     if record.tenant_id != tenant_id:
         # The resources (frozen, the same object) and the prefix passed _check_owner at

@@ -11,7 +11,9 @@ Two modes behind one interface (``client(ctx, service)``):
   calling principal and that tag. The credentials are cached per tenant until
   ``refresh_margin`` seconds before they expire, and that tenant's S3/SQS/KMS/
   Secrets Manager clients are built from them only, so a bug that hands tenant
-  B's key or prefix to tenant A's client is refused by AWS itself.
+  B's key or prefix to tenant A's client is refused by AWS itself. A
+  workspace context assumes the workspace's role with the tag ``<id>/<ws>``
+  (its trust policy's value), cached apart from its tenant's.
 
 The calling principal is the platform's runtime role (``tenantctl-runtime``,
 the platform output ``runtime_principal_arn``): on AWS the process runs as it
@@ -82,14 +84,14 @@ class ClientFactory:
 
         now = self.clock()
         with self._lock:
-            entry = self._scoped.get(ctx.tenant_id)
+            entry = self._scoped.get(ctx.key)
             if entry is None or entry[0] - timedelta(seconds=self.refresh_margin) <= now:
                 creds = self._assume(ctx)
                 session = boto3.session.Session(
                     aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
                     aws_session_token=creds["SessionToken"], region_name=ctx.resources.region)
                 entry = (creds["Expiration"], {}, session)
-                self._scoped[ctx.tenant_id] = entry
+                self._scoped[ctx.key] = entry
             clients = entry[1]
             if service not in clients:
                 clients[service] = self._new_client(entry[2], service, ctx.resources.region)
@@ -124,5 +126,5 @@ class ClientFactory:
 
     def _assume(self, ctx: TenantContext) -> dict[str, Any]:
         return self._credentials(self.runtime_sts(ctx.resources.region), RoleArn=ctx.resources.role_arn,
-                                 RoleSessionName=f"tenant-{ctx.tenant_id}"[:64],
-                                 Tags=[{"Key": SESSION_TAG, "Value": ctx.tenant_id}], TransitiveTagKeys=[SESSION_TAG])
+                                 RoleSessionName=f"tenant-{ctx.key.replace('/', '--')}"[:64],  # no '/' in names
+                                 Tags=[{"Key": SESSION_TAG, "Value": ctx.key}], TransitiveTagKeys=[SESSION_TAG])

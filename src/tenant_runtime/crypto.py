@@ -11,7 +11,10 @@ conversation twice over:
 * moved to another tenant, a ciphertext fails in KMS (another key, another
   KMS context: the encrypted data key opens only for its tenant) and in AES-GCM;
 * moved to another conversation of the same tenant, it fails in AES-GCM (other
-  derived key, other associated data).
+  derived key, other associated data);
+* a workspace context seals under the workspace's own key with ``tenant_id``
+  set to its key ``<id>/<ws>`` in both contexts, so moved to its tenant or a
+  sibling workspace a ciphertext fails the same two ways.
 
 Why the conversation is not in the KMS context: measured (bench/runtime.py),
 a data key per conversation costs one GenerateDataKey per conversation and one
@@ -224,7 +227,7 @@ class Envelope:
 
     def encrypt(self, ctx: TenantContext, conversation_id: str, plaintext: bytes) -> bytes:
         ctx = verified(ctx)
-        return self.seal(lambda: self.kms_for(ctx), ctx.tenant_id, ctx.resources.kms_key_arn, conversation_id,
+        return self.seal(lambda: self.kms_for(ctx), ctx.key, ctx.resources.kms_key_arn, conversation_id,
                          plaintext)
 
     def decrypt(self, ctx: TenantContext, conversation_id: str, blob: bytes) -> bytes:
@@ -233,7 +236,7 @@ class Envelope:
     def decrypt_many(self, ctx: TenantContext, conversation_id: str, blobs: list[bytes]) -> list[bytes]:
         """Open several messages of one conversation (one context, keys looked up once each)."""
         ctx = verified(ctx)
-        return self.open(lambda: self.kms_for(ctx), ctx.tenant_id, ctx.resources.kms_key_arn, conversation_id,
+        return self.open(lambda: self.kms_for(ctx), ctx.key, ctx.resources.kms_key_arn, conversation_id,
                          blobs)
 
     def _kms(self, kms: Callable[[], Any], tenant_id: str, key_arn: str, action: str, call: str,

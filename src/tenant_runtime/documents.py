@@ -268,13 +268,13 @@ class DocumentOperations:
         cache = self.__dict__.get("_search_key_cache")
         if cache is None or not self.envelope.cache.key_checked(ctx.resources.kms_key_arn):
             return None
-        hit, keys = cache.get((ctx.tenant_id, ctx.resources.kms_key_arn))
+        hit, keys = cache.get((ctx.key, ctx.resources.kms_key_arn))
         return keys if hit else None
 
     def _forget_keys(self, ctx: TenantContext) -> None:
         cache = self.__dict__.get("_search_key_cache")
         if cache is not None:
-            cache.pop((ctx.tenant_id, ctx.resources.kms_key_arn))
+            cache.pop((ctx.key, ctx.resources.kms_key_arn))
 
     def _search_keys(self, ctx: TenantContext, create: bool) -> Any:
         """[(version, hasher)] of the tenant's live search keys, oldest first;
@@ -284,19 +284,19 @@ class DocumentOperations:
             return cached
         table = self._table(ctx, SEARCH_KEYS)
         select = sql.SQL("SELECT version, sealed FROM {} WHERE tenant_id = %s ORDER BY version").format(table)
-        rows = yield self._statement_step(select, (ctx.tenant_id,), "all")
+        rows = yield self._statement_step(select, (ctx.key,), "all")
         if not rows and create:
             sealed = yield self._compute_step(self.envelope.encrypt, ctx, SEARCH_KEY_SCOPE, new_search_key())
             yield self._statement_step(
                 sql.SQL("INSERT INTO {} (tenant_id, version, sealed) VALUES (%s, 1, %s) "
-                        "ON CONFLICT DO NOTHING").format(table), (ctx.tenant_id, sealed), "rowcount")
-            rows = yield self._statement_step(select, (ctx.tenant_id,), "all")  # ours, or a racing writer's
+                        "ON CONFLICT DO NOTHING").format(table), (ctx.key, sealed), "rowcount")
+            rows = yield self._statement_step(select, (ctx.key,), "all")  # ours, or a racing writer's
         keys = yield self._compute_step(self.envelope.decrypt_many, ctx, SEARCH_KEY_SCOPE,
                                         [bytes(r[1]) for r in rows])
         found = [(r[0], TermHasher(k)) for r, k in zip(rows, keys, strict=True)]
         if found:
             self.__dict__.setdefault("_search_key_cache", TTLCache(KEY_CACHE_TENANTS, KEY_CACHE_TTL)).put(
-                (ctx.tenant_id, ctx.resources.kms_key_arn), found)
+                (ctx.key, ctx.resources.kms_key_arn), found)
         return found
 
     # -- writing ---------------------------------------------------------------------
@@ -337,7 +337,7 @@ class DocumentOperations:
             "SELECT * FROM d").format(head=head, post=self._table(ctx, postings),
                                       vocab=self._table(ctx, SEARCH_VOCAB))
         rows = yield self._statement_step(query, {
-            **params, "t": ctx.tenant_id, "v": version, "pdoc": pdoc, "terms": terms, "tfs": tfs,
+            **params, "t": ctx.key, "v": version, "pdoc": pdoc, "terms": terms, "tfs": tfs,
             "grams": [hasher(g) for g, _ in pairs], "words": [hasher(w) for _, w in pairs]}, "all")
         if rows:  # committed (each statement is its transaction)
             hasher.wrote(new_words)
@@ -354,7 +354,7 @@ class DocumentOperations:
             if rows:
                 return rows
             self._forget_keys(ctx)
-        raise StoreUnavailable(f"search key of tenant {ctx.tenant_id!r} kept changing: retry")
+        raise StoreUnavailable(f"search key of tenant {ctx.key!r} kept changing: retry")
 
     def _objects(self) -> Any:
         if self.objects is None:
@@ -408,7 +408,7 @@ class DocumentOperations:
         rel = objects.upload_key(ctx, key)  # another tenant's key: TenantMismatch, before any S3 call
         owner = yield self._statement_step(
             sql.SQL("SELECT doc_id FROM {} WHERE tenant_id = %s AND body_key = %s AND doc_id <> %s").format(
-                self._table(ctx, DOCUMENTS)), (ctx.tenant_id, rel, doc_id), "one")
+                self._table(ctx, DOCUMENTS)), (ctx.key, rel, doc_id), "one")
         if owner is not None:
             raise InvalidRequest(f"{key!r} is already the body of document {owner[0]!r}")
         data = yield self._compute_step(objects.read_body, ctx, rel, MAX_BODY)
@@ -473,7 +473,7 @@ class DocumentOperations:
         analysed = analyzer.index_terms("", text)
         found = yield self._statement_step(
             sql.SQL("SELECT 1 FROM {} WHERE tenant_id = %s AND conversation_id = %s").format(
-                self._table(ctx, CONVERSATIONS)), (ctx.tenant_id, conversation_id), "one")
+                self._table(ctx, CONVERSATIONS)), (ctx.key, conversation_id), "one")
         if found is None:  # checked before sealing: no KMS call for a summary that is refused
             raise InvalidRequest(f"no conversation {conversation_id!r} to summarise")
         sealed = yield self._compute_step(self.envelope.encrypt, ctx, summary_scope(conversation_id), content)
@@ -502,7 +502,7 @@ class DocumentOperations:
         sealed = yield self._compute_step(self.envelope.encrypt, ctx, SEARCH_KEY_SCOPE, new_search_key())
         yield self._statement_step(
             sql.SQL("INSERT INTO {} (tenant_id, version, sealed) VALUES (%s, %s, %s)").format(
-                self._table(ctx, SEARCH_KEYS)), (ctx.tenant_id, version, sealed), "rowcount")
+                self._table(ctx, SEARCH_KEYS)), (ctx.key, version, sealed), "rowcount")
         key = yield self._compute_step(self.envelope.decrypt, ctx, SEARCH_KEY_SCOPE, sealed)
         done = {}
         for src in SOURCES:
@@ -513,12 +513,12 @@ class DocumentOperations:
                     "AND NOT EXISTS (SELECT 1 FROM {sums} s WHERE s.tenant_id = k.tenant_id "
                     "AND s.key_version = k.version)").format(
                 keys=self._table(ctx, SEARCH_KEYS), docs=self._table(ctx, DOCUMENTS),
-                sums=self._table(ctx, SUMMARIES)), (ctx.tenant_id, version), "rowcount")
+                sums=self._table(ctx, SUMMARIES)), (ctx.key, version), "rowcount")
         # The vocabulary of keys gone goes too (the new one was rebuilt from the items).
         yield self._statement_step(
             sql.SQL("DELETE FROM {vocab} v WHERE tenant_id = %s AND NOT EXISTS "
                     "(SELECT 1 FROM {keys} k WHERE k.tenant_id = v.tenant_id AND k.version = v.key_version)").format(
-                vocab=self._table(ctx, SEARCH_VOCAB), keys=self._table(ctx, SEARCH_KEYS)), (ctx.tenant_id,),
+                vocab=self._table(ctx, SEARCH_VOCAB), keys=self._table(ctx, SEARCH_KEYS)), (ctx.key,),
             "rowcount")
         self._forget_keys(ctx)
         return ReindexResult(key_version=version, documents=done["document"], summaries=done["summary"])
@@ -532,7 +532,7 @@ class DocumentOperations:
             rows = yield self._statement_step(
                 sql.SQL("SELECT {id}, content FROM {table} WHERE tenant_id = %s AND {id} > %s AND key_version < %s "
                         "ORDER BY {id} LIMIT %s").format(id=ident, table=table),
-                (ctx.tenant_id, after, version, REINDEX_BATCH), "all")
+                (ctx.key, after, version, REINDEX_BATCH), "all")
             if not rows:
                 return done
             opened = yield self._compute_step(self._open_contents, ctx, [(src.scope(r[0]), bytes(r[1])) for r in rows])
@@ -572,7 +572,7 @@ class DocumentOperations:
         row = yield self._statement_step(
             sql.SQL("SELECT content, metadata, source, created_at, updated_at FROM {} "
                     "WHERE tenant_id = %s AND doc_id = %s").format(self._table(ctx, DOCUMENTS)),
-            (ctx.tenant_id, doc_id), "one")
+            (ctx.key, doc_id), "one")
         if row is None:
             return None
         [data] = yield self._compute_step(self._open_contents, ctx, [(document_scope(doc_id), bytes(row[0]))])
@@ -587,7 +587,7 @@ class DocumentOperations:
         _check_id(conversation_id, "conversation_id")
         row = yield self._statement_step(
             sql.SQL("SELECT content, created_at, updated_at FROM {} WHERE tenant_id = %s "
-                    "AND conversation_id = %s").format(self._table(ctx, SUMMARIES)), (ctx.tenant_id, conversation_id),
+                    "AND conversation_id = %s").format(self._table(ctx, SUMMARIES)), (ctx.key, conversation_id),
             "one")
         if row is None:
             return None
@@ -597,17 +597,17 @@ class DocumentOperations:
     def _list_documents(self, ctx: TenantContext, limit: int, cursor: str | None) -> Any:
         ctx = verified(ctx)
         _page_limit(limit, MAX_RESULTS)
-        after = _decode(cursor, ctx.tenant_id, ("l",), "list_documents")["l"] if cursor else ""
+        after = _decode(cursor, ctx.key, ("l",), "list_documents")["l"] if cursor else ""
         rows = yield self._statement_step(
             sql.SQL("SELECT doc_id, content, metadata, source, updated_at FROM {} WHERE tenant_id = %s "
                     "AND doc_id > %s ORDER BY doc_id LIMIT %s").format(self._table(ctx, DOCUMENTS)),
-            (ctx.tenant_id, after, limit + 1), "all")
+            (ctx.key, after, limit + 1), "all")
         more, rows = len(rows) > limit, rows[:limit]
         opened = yield self._compute_step(self._open_documents, ctx, [(r[0], bytes(r[1])) for r in rows])
         return DocumentPage(
             documents=[DocumentSummary(doc_id=r[0], title=t, metadata=r[2], source=r[3], updated_at=r[4])
                        for r, (t, _) in zip(rows, opened, strict=True)],
-            next_cursor=cursor_codec.encode({"t": ctx.tenant_id, "l": rows[-1][0]}) if more else None)
+            next_cursor=cursor_codec.encode({"t": ctx.key, "l": rows[-1][0]}) if more else None)
 
     def _delete_document(self, ctx: TenantContext, doc_id: str) -> Any:
         """The row (its postings go with it, ON DELETE CASCADE), then its body
@@ -618,7 +618,7 @@ class DocumentOperations:
         _check_id(doc_id)
         deleted = yield self._statement_step(
             sql.SQL("DELETE FROM {} WHERE tenant_id = %s AND doc_id = %s RETURNING body_key").format(
-                self._table(ctx, DOCUMENTS)), (ctx.tenant_id, doc_id), "all")
+                self._table(ctx, DOCUMENTS)), (ctx.key, doc_id), "all")
         for (body_key,) in deleted:
             if body_key:
                 yield self._compute_step(self._objects().delete_body, ctx, body_key)
@@ -648,7 +648,7 @@ class DocumentOperations:
         fingerprint = hashlib.sha256(json.dumps(bound, sort_keys=True).encode()).hexdigest()[:16]
         after_score, after_doc, after_kind = None, "", ""
         if cursor:
-            data = _decode(cursor, ctx.tenant_id, ("q", "s", "d"), "search")
+            data = _decode(cursor, ctx.key, ("q", "s", "d"), "search")
             if data["q"] != fingerprint:
                 raise InvalidRequest("cursor belongs to another query")
             try:
@@ -663,7 +663,7 @@ class DocumentOperations:
             q = [(i, v, hasher(term)) for i, term in enumerate(words) for v, hasher in keys]
             g = [(qi, v, hasher(gram), n) for qi, gram, n in qgrams for v, hasher in keys]
             rows = yield self._statement_step(self._search_sql(ctx, summaries), {
-                "t": ctx.tenant_id, "idx": [r[0] for r in q], "ver": [r[1] for r in q], "term": [r[2] for r in q],
+                "t": ctx.key, "idx": [r[0] for r in q], "ver": [r[1] for r in q], "term": [r[2] for r in q],
                 "gqi": [r[0] for r in g], "gver": [r[1] for r in g], "gram": [r[2] for r in g],
                 "gn": [r[3] for r in g], "f": Jsonb(filters), "facets": facets, "cs": after_score, "cd": after_doc,
                 "ck": after_kind, "n": limit + 1, "o": offset}, "all")
@@ -671,7 +671,7 @@ class DocumentOperations:
                 break
             self._forget_keys(ctx)
         else:
-            raise StoreUnavailable(f"search key of tenant {ctx.tenant_id!r} kept changing: retry")
+            raise StoreUnavailable(f"search key of tenant {ctx.key!r} kept changing: retry")
         total, facet_counts = rows[0][0], rows[0][1]
         page = [r for r in rows if r[3] is not None]
         more, page = len(page) > limit, page[:limit]
@@ -683,7 +683,7 @@ class DocumentOperations:
             snippet, matches = highlight(data["body"], words)
             hits.append(SearchHit(doc_id=doc_id, kind=kind, score=float(score), title=data.get("title", ""),
                                   snippet=snippet, matches=matches, metadata=meta, source=source))
-        next_cursor = cursor_codec.encode({"t": ctx.tenant_id, "q": fingerprint, "s": str(page[-1][4]),
+        next_cursor = cursor_codec.encode({"t": ctx.key, "q": fingerprint, "s": str(page[-1][4]),
                                            "d": page[-1][3], "k": page[-1][2]}) if more else None
         return SearchResult(hits=hits, total=total, facets=facet_counts, next_cursor=next_cursor)
 
@@ -780,7 +780,7 @@ class DocumentOperations:
                     "AND d.doc_id = p.doc_id WHERE p.tenant_id = %s AND (p.key_version, p.term) IN "
                     "(SELECT * FROM unnest(%b::int[], %b::bytea[])) ORDER BY p.tf DESC, d.doc_id LIMIT 50").format(
                 post=self._table(ctx, SEARCH_POSTINGS), docs=self._table(ctx, DOCUMENTS)),
-            (ctx.tenant_id, [v for v, _ in keys], [hasher(term) for _, hasher in keys]), "all")
+            (ctx.key, [v for v, _ in keys], [hasher(term) for _, hasher in keys]), "all")
         opened = yield self._compute_step(self._open_documents, ctx, [(r[0], bytes(r[1])) for r in rows])
         stem = term[2:]
         seen: dict[str, int] = {}

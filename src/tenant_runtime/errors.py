@@ -49,6 +49,19 @@ class TenantMismatch(TenantRuntimeError):
         self.caller, self.addressed, self.what, self.source = caller, addressed, what, source
 
 
+class WorkspaceForbidden(TenantRuntimeError):
+    """The request addressed a workspace its token does not list, or one its
+    tenant does not have: refused before any store, KMS or S3 call."""
+
+    status_code = 403
+    code = "workspace_forbidden"
+    title = "Workspace not allowed"
+
+    def __init__(self, tenant_id: str, workspace: str, reason: str) -> None:
+        super().__init__(f"tenant {tenant_id!r} may not use workspace {workspace!r}: {reason}")
+        self.tenant_id, self.workspace, self.reason = tenant_id, workspace, reason
+
+
 class TenantNotFound(TenantRuntimeError):
     status_code = 404
     code = "tenant_not_found"

@@ -49,7 +49,7 @@ class JobQueue:
         ctx = verified(ctx)
         if type(delay) is not int or not 0 <= delay <= MAX_DELAY:
             raise InvalidRequest(f"delay must be whole seconds within 0..{MAX_DELAY}")
-        message = JobMessage(tenant_id=ctx.tenant_id, job_id=uuid.uuid4().hex, due_at=self.clock() + delay, job=job)
+        message = JobMessage(tenant_id=ctx.key, job_id=uuid.uuid4().hex, due_at=self.clock() + delay, job=job)
         self._send(ctx, message, delay)
         return message.job_id
 
@@ -70,8 +70,8 @@ class JobQueue:
         for raw in resp.get("Messages", []):
             try:
                 message = JobMessage.model_validate_json(raw["Body"])
-                reason = None if message.tenant_id == ctx.tenant_id else \
-                    f"tenant {message.tenant_id!r} on the queue of {ctx.tenant_id!r}"
+                reason = None if message.tenant_id == ctx.key else \
+                    f"tenant {message.tenant_id!r} on the queue of {ctx.key!r}"
             except ValidationError:
                 message, reason = None, "malformed job message"
             if reason is not None:

@@ -63,19 +63,24 @@ class TenantRuntime:
                                                              config=self.clients.config)
         return self._platform_clients[service]
 
-    def resolve(self, token: str, addressed_tenant: Addressed = None) -> TenantContext:
-        return self.resolver.resolve(token, addressed_tenant)
+    def resolve(self, token: str, addressed_tenant: Addressed = None, workspace: str | None = None) -> TenantContext:
+        """``workspace``: the workspace the request addresses; the token must
+        list it (``JWTSettings.workspaces_claim``), else WorkspaceForbidden (403)
+        before any store, KMS or S3 call. None: the tenant-level context."""
+        return self.resolver.resolve(token, addressed_tenant, workspace)
 
-    def context(self, tenant_id: str) -> TenantContext:
-        """The context of an active tenant for work without a request token (a
-        job worker, a maintenance task), from the registry like ``resolve``."""
-        return from_registry(self.registry, tenant_id, subject="service")
+    def context(self, tenant_id: str, workspace: str | None = None) -> TenantContext:
+        """The context of an active tenant (or of one of its workspaces) for work
+        without a request token (a job worker, a maintenance task), from the
+        registry like ``resolve``."""
+        return from_registry(self.registry, tenant_id, subject="service", workspace=workspace)
 
     def _reresolve(self, ctx: TenantContext) -> TenantContext:
         """``ctx``'s tenant read from the registry again (its cached record named
         a store the tenant was moved away from), same subject and claims."""
         self.registry.invalidate(ctx.tenant_id)
-        return from_registry(self.registry, ctx.tenant_id, subject=ctx.subject, claims=ctx.claims)
+        return from_registry(self.registry, ctx.tenant_id, subject=ctx.subject, claims=ctx.claims,
+                             workspace=ctx.workspace)
 
     def close(self) -> None:
         self.store.close()

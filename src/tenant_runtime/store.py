@@ -295,18 +295,18 @@ class TenantLogins:
                                                                VersionStage=stage)["SecretString"]
             secret = StoreSecret.model_validate_json(raw)
         except (ClientError, BotoCoreError, KeyError, ValidationError) as exc:
-            raise StoreUnavailable(f"store secret of tenant {ctx.tenant_id!r} unusable: {exc}") from None
+            raise StoreUnavailable(f"store secret of tenant {ctx.key!r} unusable: {exc}") from None
         # The secret must name this tenant's role and schema: a secret of another
         # login is refused. Its host and database are not followed: connections
         # go to the store the registry record names (during a move the secret is
         # rewritten a moment after the record).
         if (secret.username, secret.schema_) != (store.role, store.schema_name):
-            raise TenantMismatch(ctx.tenant_id, f"{secret.dbname}/{secret.schema_}/{secret.username}", "store secret")
+            raise TenantMismatch(ctx.key, f"{secret.dbname}/{secret.schema_}/{secret.username}", "store secret")
         return secret
 
     def login_failed(self, ctx: TenantContext, exc: Exception) -> StoreUnavailable:
         self._secrets.pop(ctx.resources.store.secret_arn)  # re-read next time
-        return StoreUnavailable(f"store of tenant {ctx.tenant_id!r} unreachable: {exc}")
+        return StoreUnavailable(f"store of tenant {ctx.key!r} unreachable: {exc}")
 
     def rotated(self, ctx: TenantContext, refused: StoreSecret) -> list[StoreSecret]:
         """Credentials to try after ``refused`` failed to log in, only those with
@@ -331,7 +331,7 @@ class TenantLogins:
         returns the connections for the caller to close."""
         self._secrets.pop(ctx.resources.store.secret_arn)
         with self._lock:
-            pool = self.pools.pop(ctx.tenant_id, None)
+            pool = self.pools.pop(ctx.key, None)
         return pool.drain() if pool is not None else []
 
     def remember(self, ctx: TenantContext, secret: StoreSecret) -> None:
@@ -348,14 +348,14 @@ class TenantLogins:
         evicted to make room (the caller closes them)."""
         store = ctx.resources.store
         with self._lock:
-            pool = self.pools.get(ctx.tenant_id)
+            pool = self.pools.get(ctx.key)
             if pool is not None and (pool.store is store or pool.store == store):
-                self.pools.move_to_end(ctx.tenant_id)
+                self.pools.move_to_end(ctx.key)
                 return pool, []
             # None yet, or connected to a store the tenant was moved away from: never reused.
             evicted: list[Any] = pool.drain() if pool is not None else []
-            pool = self.pools[ctx.tenant_id] = IdleConnections(self.max_idle, store)
-            self.pools.move_to_end(ctx.tenant_id)
+            pool = self.pools[ctx.key] = IdleConnections(self.max_idle, store)
+            self.pools.move_to_end(ctx.key)
             while len(self.pools) > self.max_tenants:
                 evicted += self.pools.popitem(last=False)[1].drain()
             return pool, evicted
@@ -448,7 +448,7 @@ class StoreOperations(DocumentOperations):
                       "INSERT INTO {msg} (tenant_id, conversation_id, role, content, metadata) "
                       "SELECT %(t)s, %(c)s, %(r)s, %(b)s, %(m)s FROM c RETURNING seq, created_at",
                       conv=CONVERSATIONS, msg=MESSAGES),
-            {"t": ctx.tenant_id, "c": conversation_id, "r": role, "b": sealed, "m": Jsonb(meta_json, dumps=_as_is)},
+            {"t": ctx.key, "c": conversation_id, "r": role, "b": sealed, "m": Jsonb(meta_json, dumps=_as_is)},
             "one")
         return Message(conversation_id=conversation_id, seq=seq, role=role, content=content,
                        metadata=meta, created_at=created)
@@ -458,13 +458,13 @@ class StoreOperations(DocumentOperations):
         _check_conversation(conversation_id)
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}")
-        before, after = decode_cursor(cursor, ctx.tenant_id, conversation_id) if cursor else (None, 0)
+        before, after = decode_cursor(cursor, ctx.key, conversation_id) if cursor else (None, 0)
         rows = yield Statement(
             self._sql(ctx, "SELECT seq, role, content, metadata, created_at FROM {msg} "
                       "WHERE tenant_id = %(t)s AND conversation_id = %(c)s AND seq > %(a)s "
                       "AND seq < coalesce(%(b)s::bigint, 9223372036854775807) "
                       "ORDER BY seq DESC LIMIT %(n)s", msg=MESSAGES),
-            {"t": ctx.tenant_id, "c": conversation_id, "a": after, "b": before, "n": limit + 1}, "all")
+            {"t": ctx.key, "c": conversation_id, "a": after, "b": before, "n": limit + 1}, "all")
         more = len(rows) > limit
         rows = rows[:limit]
         contents = yield Compute(self.envelope.decrypt_many, (ctx, conversation_id, [bytes(row[2]) for row in rows]))
@@ -472,7 +472,7 @@ class StoreOperations(DocumentOperations):
         messages = [Message.model_construct(conversation_id=conversation_id, seq=seq, role=role,
                                             content=content.decode(), metadata=meta, created_at=created)
                     for (seq, role, _, meta, created), content in zip(rows, contents, strict=True)]
-        encode = partial(encode_cursor, ctx.tenant_id, conversation_id)
+        encode = partial(encode_cursor, ctx.key, conversation_id)
         return Page(
             messages=messages,
             next_cursor=encode(rows[-1][0], after) if more else None,
@@ -484,17 +484,17 @@ class StoreOperations(DocumentOperations):
         ctx = verified(ctx)
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}")
-        after = decode_list_cursor(cursor, ctx.tenant_id) if cursor else ""
+        after = decode_list_cursor(cursor, ctx.key) if cursor else ""
         rows = yield Statement(
             sql.SQL("SELECT conversation_id, created_at, updated_at FROM {conv} "
                     "WHERE tenant_id = %(t)s AND conversation_id > %(a)s "
                     "ORDER BY conversation_id LIMIT %(n)s").format(conv=self._table(ctx, CONVERSATIONS)),
-            {"t": ctx.tenant_id, "a": after, "n": limit + 1}, "all")
+            {"t": ctx.key, "a": after, "n": limit + 1}, "all")
         more = len(rows) > limit
         rows = rows[:limit]
         return ConversationPage(
             conversations=[Conversation(conversation_id=c, created_at=cr, updated_at=up) for c, cr, up in rows],
-            next_cursor=encode_list_cursor(ctx.tenant_id, rows[-1][0]) if more else None)
+            next_cursor=encode_list_cursor(ctx.key, rows[-1][0]) if more else None)
 
     def _delete_conversation(self, ctx: TenantContext, conversation_id: str) -> Operation:
         ctx = verified(ctx)
@@ -502,7 +502,7 @@ class StoreOperations(DocumentOperations):
         _check_conversation(conversation_id)
         deleted = yield Statement(
             sql.SQL("DELETE FROM {conv} WHERE tenant_id = %s AND conversation_id = %s").format(
-                conv=self._table(ctx, CONVERSATIONS)), (ctx.tenant_id, conversation_id), "rowcount")
+                conv=self._table(ctx, CONVERSATIONS)), (ctx.key, conversation_id), "rowcount")
         return deleted > 0
 
 
@@ -535,8 +535,8 @@ class ContextStore(StoreOperations):
         """A connection inside one transaction scoped to ``ctx``'s tenant;
         database failures inside map to StoreTimeout / StoreUnavailable."""
         ctx = verified(ctx)
-        with (store_errors(ctx.tenant_id), self._connection(ctx) as (conn, role),
-              tenant_transaction(conn, ctx.tenant_id, role, self.statement_timeout) as tx):
+        with (store_errors(ctx.key), self._connection(ctx) as (conn, role),
+              tenant_transaction(conn, ctx.key, role, self.statement_timeout) as tx):
             yield tx
 
     def _connection(self, ctx: TenantContext) -> Any:
@@ -593,14 +593,14 @@ class ContextStore(StoreOperations):
         store and retry once on the store the registry names now."""
         ctx = verified(ctx)  # before its tenant id is read: anything else is UntrustedContext
         try:
-            with moved_store(ctx.tenant_id):
+            with moved_store(ctx.key):
                 return self._run(ctx, make(ctx))
         except StoreMoved:
             if self.reresolve is None:
                 raise
             self.forget(ctx)
             fresh = self.reresolve(ctx)
-            with moved_store(fresh.tenant_id):
+            with moved_store(fresh.key):
                 return self._run(fresh, make(fresh))
 
     def forget(self, ctx: TenantContext) -> None:

@@ -5,7 +5,9 @@ credentials from the tenant's secret (what a buggy application would hold).
 
 Tenant ids start with ``rt`` (ids are shared by the whole test session):
 ``rt-a`` and ``rt-b`` are pooled neighbours, ``rt-a-corp`` is ``rt-a``'s prefix
-twin, ``rt-ded`` is a dedicated tenant (its own database).
+twin, ``rt-ded`` is a dedicated tenant (its own database). ``rt-ws`` (the
+``ws_tenant`` fixture, provisioned only by the modules that use it) has two
+workspaces, ``finance`` and ``legal``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from tenant_runtime import JWTSettings, TenantRecord, TenantRuntime
 JWT_SECRET = "runtime-integration-secret-0123456789"
 AUDIENCE = "runtime-tests"
 TENANTS = {"a": ("rt-a", {}), "b": ("rt-b", {}), "twin": ("rt-a-corp", {}), "d": ("rt-ded", {"tier": "dedicated"})}
+WS_TENANT, WORKSPACES = "rt-ws", ("finance", "legal")
 
 
 def token(tenant_id: str, **claims: Any) -> str:
@@ -55,14 +58,16 @@ class RuntimeEnv:
     def admin(self, database: str | None = None) -> psycopg.Connection:
         return psycopg.connect(self.sandbox.pg_dsn(database), autocommit=True)
 
-    def secret(self, tenant_id: str) -> dict[str, Any]:
-        """The tenant's store credentials, read the way the runtime reads them."""
-        arn = self.tenants[tenant_id].resources.store.secret_arn
+    def secret(self, tenant_id: str, workspace: str | None = None) -> dict[str, Any]:
+        """The tenant's (or its workspace's) store credentials, read the way the runtime reads them."""
+        resources = self.tenants[tenant_id].resources
+        arn = (resources.workspaces[workspace] if workspace else resources).store.secret_arn
         return json.loads(self.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"])
 
-    def connect_as(self, tenant_id: str, database: str | None = None, **kwargs: Any) -> psycopg.Connection:
-        """A raw connection as the tenant's role, bypassing every runtime check."""
-        s = self.secret(tenant_id)
+    def connect_as(self, tenant_id: str, database: str | None = None, workspace: str | None = None,
+                   **kwargs: Any) -> psycopg.Connection:
+        """A raw connection as the tenant's (or workspace's) role, bypassing every runtime check."""
+        s = self.secret(tenant_id, workspace)
         return psycopg.connect(host=s["host"], port=s["port"], dbname=database or s["dbname"],
                                user=s["username"], password=s["password"], **kwargs)
 
@@ -76,6 +81,14 @@ def runtime_env(sandbox, workspace, provision_tenant) -> RuntimeEnv:
     for tid, fields in TENANTS.values():
         env.tenants[tid] = provision_tenant(tid, **fields)
     return env
+
+
+@pytest.fixture(scope="module")
+def ws_tenant(runtime_env, provision_tenant) -> TenantRecord:
+    """``rt-ws`` with its workspaces (one provision for the session)."""
+    record = provision_tenant(WS_TENANT, workspaces=[{"name": ws} for ws in WORKSPACES])
+    runtime_env.tenants[WS_TENANT] = record
+    return record
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,19 @@ from __future__ import annotations
 import json
 
 import httpx
+import psycopg
 import pytest
 from psycopg import sql
-from runtime_tenants import jwt_settings, runtime, runtime_env  # noqa: F401  (fixtures)
+from runtime_tenants import WS_TENANT, jwt_settings, runtime, runtime_env, ws_tenant  # noqa: F401  (fixtures)
 
-from tenant_runtime import DecryptionFailed, TenantContext, TenantMismatch, TenantRuntime, UntrustedContext
+from tenant_runtime import (
+    DecryptionFailed,
+    TenantContext,
+    TenantMismatch,
+    TenantRuntime,
+    UntrustedContext,
+    WorkspaceForbidden,
+)
 from tenant_runtime.jobs import Job, JobMessage, JobQueue
 from tenant_runtime.objects import MIN_PART, ObjectAccess
 
@@ -311,3 +319,89 @@ def test_scoped_credentials_are_per_tenant_and_cached(runtime_env, ab):
     key_a, key_b = (c._request_signer._credentials.access_key for c in (kms_a, kms_b))
     assert key_a != key_b and sqs_a._request_signer._credentials.access_key == key_a
     assert kms_a.describe_key(KeyId=ctx_a.resources.kms_key_arn)["KeyMetadata"]["Arn"] == ctx_a.resources.kms_key_arn
+
+
+# -- two workspaces of one tenant: the same ids and words, nothing crosses ----------------
+
+@pytest.fixture(scope="module")
+def workspaces(runtime, runtime_env, ws_tenant):
+    """The tenant-level context and one per workspace, each from a token listing only its own."""
+    contexts = {ws: runtime.resolve(runtime_env.token(WS_TENANT, workspaces=[ws]), WS_TENANT, workspace=ws)
+                for ws in ("finance", "legal")}
+    return runtime.resolve(runtime_env.token(WS_TENANT), WS_TENANT), contexts["finance"], contexts["legal"]
+
+
+def test_workspaces_of_one_tenant_share_no_history_search_object_or_job(runtime, runtime_env, workspaces):
+    tenant, finance, legal = workspaces
+    everyone = {"tenant": tenant, "finance": finance, "legal": legal}
+    for name, ctx in everyone.items():  # the same conversation and document ids, the same words
+        runtime.store.append(ctx, "conv-1", "user", f"quarterly budget of {name}")
+        runtime.store.put_document(ctx, "doc-1", f"{name} memo", f"quarterly budget memo kept by {name}")
+    for name, ctx in everyone.items():
+        assert [m.content for m in runtime.store.history(ctx, "conv-1").messages] == [f"quarterly budget of {name}"]
+        hits = runtime.store.search(ctx, "quarterly budget").hits
+        assert [(h.doc_id, h.title) for h in hits] == [("doc-1", f"{name} memo")]
+    # Cursors carry the workspace key: finance's are refused in legal's context.
+    runtime.store.append(finance, "conv-1", "assistant", "second")
+    cursor = runtime.store.history(finance, "conv-1", limit=1).next_cursor
+    with pytest.raises(TenantMismatch):
+        runtime.store.history(legal, "conv-1", cursor=cursor)
+
+    # Objects: each under its own prefix; another workspace's key (or the tenant's) is refused.
+    upload = runtime.objects.presign_upload(finance, "a.pdf", 10, "application/pdf")
+    assert upload.key.startswith(f"tenants/{WS_TENANT}--finance/uploads/")
+    assert upload.headers["x-amz-server-side-encryption-aws-kms-key-id"] == finance.resources.kms_key_arn
+    for other in (legal, tenant):
+        with pytest.raises(TenantMismatch):
+            runtime.objects.presign_download(other, upload.key)
+    with pytest.raises(TenantMismatch):  # legal's prefix is not under finance's, nor the tenant's under either
+        runtime.objects.presign_download(finance, f"{tenant.resources.prefix}uploads/x/a.pdf")
+
+    # Jobs: each workspace its own queue; a finance job put on legal's queue is dead-lettered there.
+    runtime.jobs.schedule(finance, Job(kind="finance-job"), 0)
+    ran: list[str] = []
+    assert drain(runtime.jobs, legal, lambda job, msg: ran.append(job.kind))["done"] == 0
+    assert drain(runtime.jobs, tenant, lambda job, msg: ran.append(job.kind))["done"] == 0
+    assert drain(runtime.jobs, finance, lambda job, msg: ran.append(job.kind))["done"] == 1 and ran == ["finance-job"]
+    forged = JobMessage(tenant_id=finance.key, job_id="x", due_at=0, job=Job(kind="steal"))
+    runtime_env.client("sqs").send_message(QueueUrl=legal.resources.queue_url, MessageBody=forged.model_dump_json())
+    assert drain(runtime.jobs, legal, lambda job, msg: ran.append(job.kind))["dead_lettered"] == 1
+    assert "steal" not in ran
+
+
+def test_a_workspace_role_sees_nothing_of_its_sibling_and_its_key_opens_none_of_its_ciphertexts(
+        runtime, runtime_env, workspaces):
+    tenant, finance, legal = workspaces
+    runtime.store.append(finance, "conv-sql", "user", "finance only")
+    runtime.store.append(legal, "conv-sql", "user", "legal only")
+    fin, leg = finance.resources.store, legal.resources.store
+    assert len({fin.schema_name, leg.schema_name, tenant.resources.store.schema_name}) == 3
+    with runtime_env.connect_as(WS_TENANT, workspace="legal", autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(fin.schema_name, "messages")))
+        own = sql.SQL("SELECT count(*) FROM {} WHERE conversation_id = 'conv-sql'").format(
+            sql.Identifier(leg.schema_name, "messages"))
+        for key, seen in ((finance.key, 0), (WS_TENANT, 0), (legal.key, 1)):  # FORCE RLS on `<id>/<ws>`
+            with conn.transaction():
+                conn.execute("SELECT set_config('app.tenant_id', %s, true)", (key,))
+                assert conn.execute(own).fetchone() == (seen,)
+
+    with runtime_env.admin(fin.database) as conn:
+        (blob,) = conn.execute(sql.SQL("SELECT content FROM {} WHERE conversation_id = 'conv-sql'")
+                               .format(sql.Identifier(fin.schema_name, "messages"))).fetchone()
+    fresh = TenantRuntime(jwt_settings(), runtime_env.registry_table, endpoint_url=runtime_env.sandbox.aws_endpoint_url,
+                          region=runtime_env.sandbox.region)  # empty key cache: KMS itself must refuse
+    try:
+        for other in (fresh.context(WS_TENANT, "legal"), fresh.context(WS_TENANT)):
+            with pytest.raises(DecryptionFailed, match="KMS refused"):
+                fresh.envelope.decrypt(other, "conv-sql", bytes(blob))
+        assert fresh.envelope.decrypt(fresh.context(WS_TENANT, "finance"), "conv-sql", bytes(blob)) == b"finance only"
+    finally:
+        fresh.close()
+
+
+def test_a_token_listing_only_finance_is_refused_on_legal(runtime, runtime_env, workspaces):
+    with pytest.raises(WorkspaceForbidden):
+        runtime.resolve(runtime_env.token(WS_TENANT, workspaces=["finance"]), WS_TENANT, workspace="legal")
+    with pytest.raises(WorkspaceForbidden):  # another tenant's token naming this tenant's workspace
+        runtime.resolve(runtime_env.token(runtime_env.ids["a"], workspaces=["legal"]), workspace="legal")

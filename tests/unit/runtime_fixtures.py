@@ -4,7 +4,15 @@ and the contexts it resolves (no I/O)."""
 from __future__ import annotations
 
 from tenant_runtime.context import TenantContext, from_registry
-from tenant_runtime.models import StoreConnection, TenantRecord, TenantResources, TenantStatus, Tier
+from tenant_runtime.models import (
+    StoreConnection,
+    TenantRecord,
+    TenantResources,
+    TenantStatus,
+    Tier,
+    WorkspaceResources,
+    workspace_prefix,
+)
 from tenant_runtime.registry import RegistryReader
 
 KEY = "arn:aws:kms:us-east-1:123456789012:key/x"
@@ -19,6 +27,19 @@ def record(tenant_id: str, status: TenantStatus = TenantStatus.active, key_arn: 
         queue_url=f"https://sqs/{tenant_id}", dlq_url=f"https://sqs/{tenant_id}-dlq",
         role_arn=f"arn:aws:iam::123456789012:role/tenantctl-{tenant_id}-app")
     return TenantRecord(tenant_id=tenant_id, tier=Tier.pooled, status=status, region="us-east-1", resources=resources)
+
+
+def with_workspaces(rec: TenantRecord, *names: str) -> TenantRecord:
+    """``rec`` with workspaces of those names, each with names of its own (as a stack outputs them)."""
+    tid = rec.tenant_id
+    workspaces = {ws: WorkspaceResources(
+        name=ws, store=StoreConnection(endpoint="127.0.0.1", database="postgres", schema_name=f"tenant_{tid}__ws_{ws}",
+                                       role=f"tenant_{tid}__ws_{ws}_app", secret_arn=f"arn:secret:{tid}--{ws}"),
+        kms_key_arn=f"{KEY}-{ws}", kms_alias=f"alias/tenantctl/{tid}--{ws}", prefix=workspace_prefix(tid, ws),
+        queue_url=f"https://sqs/{tid}--{ws}", dlq_url=f"https://sqs/{tid}--{ws}-dlq",
+        role_arn=f"arn:aws:iam::123456789012:role/tenantctl-{tid}--{ws}-app") for ws in names}
+    assert rec.resources is not None
+    return rec.model_copy(update={"resources": rec.resources.model_copy(update={"workspaces": workspaces})})
 
 
 class Registry(RegistryReader):
