@@ -13,7 +13,7 @@ import threading
 import psycopg
 import pytest
 from psycopg import sql
-from runtime_tenants import jwt_settings, runtime, runtime_env  # noqa: F401  (fixtures)
+from runtime_tenants import WS_TENANT, jwt_settings, runtime, runtime_env, ws_tenant  # noqa: F401  (fixtures)
 
 from tenant_runtime import Gateway, StoreTimeout, TenantRuntime
 from tenant_runtime.aio import AsyncTenantRuntime
@@ -101,6 +101,26 @@ def test_one_connection_serves_a_then_b_and_leaks_nothing(shared, runtime_env):
     with pytest.raises(psycopg.errors.InsufficientPrivilege), shared.store.transaction(ctx_a) as conn:
         conn.execute(sql.SQL("SELECT 1 FROM {}").format(
             sql.Identifier(ctx_b.resources.store.schema_name, "messages")))
+
+
+@pytest.mark.anyio
+async def test_workspaces_ride_the_shared_pool_and_the_async_api_as_their_own_roles(
+        shared, runtime_env, platform, ws_tenant):
+    token = runtime_env.token(WS_TENANT, workspaces=["finance", "legal"])
+    contexts = [shared.resolve(token, WS_TENANT, workspace=ws) for ws in (None, "finance", "legal")]
+    for ctx in contexts:  # one gateway connection, switched to the workspace's role and key per transaction
+        assert shared.store.gateway.serves(ctx)
+        shared.store.append(ctx, "conv-ws-pool", "user", f"only {ctx.key}")
+        with shared.store.transaction(ctx) as conn:
+            assert conn.execute("SELECT current_user, current_setting('app.tenant_id')").fetchone() == (
+                ctx.resources.store.role, ctx.key)
+    for ctx in contexts:
+        assert [m.content for m in shared.store.history(ctx, "conv-ws-pool").messages] == [f"only {ctx.key}"]
+    async with AsyncTenantRuntime(jwt_settings(), runtime_env.registry_table, **settings(runtime_env, platform)) as art:
+        for ws in ("finance", "legal"):
+            ctx = await art.resolve(token, WS_TENANT, workspace=ws)
+            await art.store.append(ctx, "conv-ws-async", "user", ws)
+            assert [m.content for m in (await art.store.history(ctx, "conv-ws-async")).messages] == [ws]
 
 
 def test_dedicated_tenants_keep_their_own_login(shared, runtime_env):
