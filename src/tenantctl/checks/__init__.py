@@ -88,7 +88,9 @@ def workspace_checks(record: Any, workspace: str, platform: dict[str, Any], clie
     from tenantctl.drills.scope import workspace_view
     from tenantctl.naming import OwnerNames
 
-    view = workspace_view(record, workspace)
+    # The tenant's tier, not the drills' one-schema view of it: a dedicated tenant's workspace secret is
+    # rotated by the tenant's own rotation function.
+    view = workspace_view(record, workspace).model_copy(update={"tier": record.tier})
     area = f"workspace {workspace}"
     return [*database_checks(view, clients, row_key=OwnerNames(record.tenant_id, workspace).key,
                              area=f"{area}/database"),
