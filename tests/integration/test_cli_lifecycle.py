@@ -131,6 +131,27 @@ def workspace_gone(sandbox, ws: dict) -> None:
         assert conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (store["role"],)).fetchone() is None
 
 
+def write_as_workspace(sandbox, ws: dict, row_key: str, bucket: str) -> list[tuple]:
+    """Two conversations written as the workspace's own role, and an object under its prefix and key."""
+    with as_role(sandbox, ws["store"]["secret_arn"]) as conn, conn.transaction():
+        conn.execute("SELECT set_config('app.tenant_id', %s, true)", (row_key,))
+        for c in ("c1", "c2"):
+            conn.execute("INSERT INTO conversations (conversation_id) VALUES (%s)", (c,))
+    aws(sandbox, "s3").put_object(Bucket=bucket, Key=f"{ws['prefix']}uploads/a.txt", Body=b"legal memo",
+                                  ServerSideEncryption="aws:kms", SSEKMSKeyId=ws["kms_key_arn"])
+    return read_as_workspace(sandbox, ws, row_key)
+
+
+def read_as_workspace(sandbox, ws: dict, row_key: str) -> list[tuple]:
+    with as_role(sandbox, ws["store"]["secret_arn"]) as conn, conn.transaction():
+        conn.execute("SELECT set_config('app.tenant_id', %s, true)", (row_key,))
+        return conn.execute("SELECT tenant_id, conversation_id FROM conversations ORDER BY 2").fetchall()
+
+
+def s3_key_of(sandbox, bucket: str, key: str) -> str:
+    return aws(sandbox, "s3").head_object(Bucket=bucket, Key=key)["SSEKMSKeyId"]
+
+
 def test_a_workspace_is_added_isolated_removed_and_goes_with_its_tenant(cli, sandbox):
     tenant = "cli-ws"
     assert cli("provision", tenant).returncode == 0
@@ -187,14 +208,38 @@ def test_a_workspace_is_added_isolated_removed_and_goes_with_its_tenant(cli, san
     listed = json.loads(cli("workspace", "list", tenant, "--json").stdout)
     assert [(v["name"], v["desired"], v["applied"]) for v in listed] == [("legal", True, True)]
 
-    assert cli("workspace", "remove", tenant, "legal", "--yes").returncode == 3  # no final backup yet: said so
-    assert cli("workspace", "remove", tenant, "legal", "--no-final-backup").returncode == 13  # not confirmed
-    removed = cli("workspace", "remove", tenant, "legal", "--yes", "--no-final-backup", "--json")
+    written = write_as_workspace(sandbox, ws, names.key, tenant_res["bucket"])
+    backed = cli("drill", "backup", tenant, "--workspace", "legal", "--json")
+    assert backed.returncode == 0, backed.stderr
+    manifest = json.loads(backed.stdout)
+    assert (manifest["workspace"], manifest["key_arn"], manifest["schema_name"]) == \
+        ("legal", ws["kms_key_arn"], names.schema)
+    assert manifest["tables"]["conversations"]["rows"] == 2 and manifest["dump"]["key"].startswith(names.s3_prefix)
+
+    assert cli("workspace", "remove", tenant, "legal").returncode == 13  # not confirmed
+    removed = cli("workspace", "remove", tenant, "legal", "--yes", "--json")
     assert removed.returncode == 0, removed.stderr
+    final = json.loads(removed.stdout)["final_backup"]
     assert json.loads(removed.stdout)["record"]["resources"].get("workspaces", {}) == {}
     assert "legal" not in stack.read_text()
     workspace_gone(sandbox, ws)
     assert schema_exists(sandbox, tenant_res["store"]["database"], tenant_res["store"]["schema_name"])
+    listed = json.loads(cli("drill", "history", tenant, "--workspace", "legal", "--json").stdout)["backups"]
+    assert [(b["backup_id"], b["reason"]) for b in listed][-1] == (final, "final")
+
+    # Within its key's window the removed workspace comes back from its final backup, under a new key.
+    back = cli("drill", "restore", tenant, "--workspace", "legal", "--backup", final, "--target", "in-place",
+               "--yes", "--json")
+    assert back.returncode == 0, back.stdout + back.stderr
+    revived = json.loads(cli("workspace", "show", tenant, "legal", "--json").stdout)["resources"]
+    assert revived["kms_key_arn"] != ws["kms_key_arn"]
+    kms = aws(sandbox, "kms")
+    assert kms.describe_key(KeyId=ws["kms_key_arn"])["KeyMetadata"]["KeyState"] == "PendingDeletion"
+    assert read_as_workspace(sandbox, revived, names.key) == written
+    assert s3_key_of(sandbox, tenant_res["bucket"], f"{names.s3_prefix}uploads/a.txt") == revived["kms_key_arn"]
+    removed = cli("workspace", "remove", tenant, "legal", "--yes", "--no-final-backup")
+    assert removed.returncode == 0, removed.stderr
+    workspace_gone(sandbox, revived)
 
     # Deprovisioning the tenant takes its workspaces with it.
     finance = json.loads(cli("workspace", "add", tenant, "finance", "--json").stdout)["workspace"]

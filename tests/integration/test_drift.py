@@ -28,7 +28,7 @@ from psycopg import sql
 from tenant_runtime.registry import item_key, record_to_item
 from tenantctl import naming
 from tenantctl.errors import CHANGES_PENDING, NotConfirmed
-from tenantctl.models import StoreConnection, TenantRecord, TenantResources, TenantStatus, Tier
+from tenantctl.models import StoreConnection, TenantRecord, TenantResources, TenantStatus, Tier, WorkspaceResources
 
 TENANT, GONE = "dr-acme", "dr-gone"
 MATCH = ("--match", "dr-*")
@@ -250,6 +250,15 @@ def test_audit_finds_what_the_registry_and_the_cloud_disagree_on(acme, cli, sand
                                              tags={"tenant": "dr-ghost", "managed-by": "tenantctl"})["QueueUrl"]
     bad = TenantRecord(tenant_id="Dr_Bad", tier=Tier.pooled, status=TenantStatus.active, region="us-east-1")
     phantom_arn = "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000"
+    # A live workspace of the phantom: its key, queues, role and secret are gone as well.
+    legal = WorkspaceResources(
+        name="legal", kms_key_arn=phantom_arn[:-1] + "1", kms_alias=naming.OwnerNames("dr-phantom", "legal").kms_alias,
+        prefix=naming.OwnerNames("dr-phantom", "legal").s3_prefix,
+        queue_url=acme.resources.queue_url.replace(TENANT, "dr-phantom--legal"),
+        dlq_url=acme.resources.dlq_url.replace(TENANT, "dr-phantom--legal"),
+        role_arn=acme.resources.role_arn.replace(TENANT, "dr-phantom--legal"),
+        store=StoreConnection(endpoint="localhost", database="tenantctl", schema_name="ws", role="ws_app",
+                              secret_arn=acme.resources.store.secret_arn + "y"))
     phantom = TenantRecord(
         tenant_id="dr-phantom", tier=Tier.pooled, status=TenantStatus.active, region="us-east-1",
         resources=TenantResources(
@@ -259,7 +268,8 @@ def test_audit_finds_what_the_registry_and_the_cloud_disagree_on(acme, cli, sand
             dlq_url=acme.resources.dlq_url.replace(TENANT, "dr-phantom"),
             role_arn=acme.resources.role_arn.replace(TENANT, "dr-phantom"),
             store=StoreConnection(endpoint="localhost", database="tenantctl", schema_name="tenant_dr_phantom",
-                                  role="tenant_dr_phantom_app", secret_arn=acme.resources.store.secret_arn + "x")))
+                                  role="tenant_dr_phantom_app", secret_arn=acme.resources.store.secret_arn + "x"),
+            workspaces={"legal": legal}))
     for record in (bad, phantom):
         _put_record(sandbox, record)
     try:
@@ -271,7 +281,9 @@ def test_audit_finds_what_the_registry_and_the_cloud_disagree_on(acme, cli, sand
                 ("resources-gone", "dr-phantom")} <= found
         assert not {f for f in found if f[1] in (TENANT, GONE) and f[0] != "tombstoned-stack-file"}
         detail = {f["tenant_id"]: f["detail"] for f in run.json()["findings"] if f["kind"] == "resources-gone"}
-        assert "kms key, queue, dead-letter queue, role, db secret are gone" in detail["dr-phantom"]
+        assert "kms key, queue, dead-letter queue, role, db secret, workspace legal's kms key, workspace legal's " \
+               "queue, workspace legal's dead-letter queue, workspace legal's role, workspace legal's db secret " \
+               "are gone" in detail["dr-phantom"]
         assert "| tombstoned-stack-file | `dr-gone` | `Pulumi.dr-gone.yaml` |" in md.read_text()
     finally:
         aws(sandbox, "sqs").delete_queue(QueueUrl=ghost)

@@ -243,7 +243,7 @@ def test_everything_a_backup_writes_is_under_the_tenants_key(ctx, box, tenant, t
         assert secret not in sealed
     index = json.loads(s3.get_object(Bucket=res.bucket, Key=where + store.INDEX)["Body"].read())
     assert set(index) == {"format", "backup_id", "tenant_id", "kind", "reason", "started_at", "finished_at",
-                          "key_arn", "encrypted_data_key", "manifest_nonce", "stored_bytes", "spec"}
+                          "key_arn", "encrypted_data_key", "manifest_nonce", "stored_bytes", "spec", "workspace"}
     assert "messages" not in json.dumps(index) and "uploads/" not in json.dumps(index)
     # Another tenant's key opens none of it.
     other = tenant("shred-other")

@@ -497,3 +497,24 @@ def test_what_the_apply_established_is_still_judged(clean, workspace):
     report = check_tenant(workspace, CLEAN, applied=applied)
     assert {c.name for c in report.failed} == {"kms-key-policy", "kms-key-policy-matches-role", "kms-rotation", "tags"}
     assert outcomes(check_tenant(workspace, CLEAN))["kms-key-policy"] == "pass"  # live: the real policy
+
+
+def test_each_workspace_is_checked_and_a_tampered_one_fails_by_name(workspace, provision_tenant, sandbox,
+                                                                     tenantctl_cli):
+    from tenantctl.checks.aws_posture import WORKSPACE_NAMES
+
+    provision_tenant("ck-ws", workspaces=[{"name": "legal"}])  # provision ran the check, the workspace's included
+    report = check_tenant(workspace, "ck-ws")
+    mine = {(c.area, c.name): c.outcome.value for c in report.checks if c.area.startswith("workspace legal/")}
+    assert mine == ({("workspace legal/database", n): "pass" for n in DB_CHECKS}
+                    | {("workspace legal/aws", n): "pass" for n in WORKSPACE_NAMES}), report.summary()
+    key = workspace.registry.require("ck-ws").workspaces["legal"].kms_key_arn
+    kms = aws(sandbox, "kms")
+    kms.disable_key_rotation(KeyId=key)
+    try:
+        run = tenantctl_cli("check", "ck-ws", "--json")
+        assert run.returncode == 8, run.stderr
+        failed = [(c["area"], c["name"]) for c in json.loads(run.stdout)["checks"] if c["outcome"] == "fail"]
+        assert failed == [("workspace legal/aws", "kms-rotation")]
+    finally:
+        kms.enable_key_rotation(KeyId=key)

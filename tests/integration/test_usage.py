@@ -308,3 +308,24 @@ def test_a_dedicated_instance_is_read_with_its_own_rds_master_secret(box, tenant
     assert dedicated.errors == [] and dedicated.db.rows["context_items"] == load.context_items
     pooled = measure(tenants["us-small"][0], clients)
     assert pooled.db is None and pooled.errors[0].startswith("db:") and "no_such_admin" in pooled.errors[0]
+
+
+def test_each_workspace_is_measured_apart_from_its_tenant(box, provision_tenant, workspace):
+    record = provision_tenant("us-ws", workspaces=[{"name": "legal"}])
+    legal = record.workspaces["legal"]
+    with box.admin(legal.store.database) as conn, conn.transaction():
+        conn.execute("SELECT set_config('app.tenant_id', %s, true)", (naming.OwnerNames("us-ws", "legal").key,))
+        for c in range(3):
+            conn.execute(sql.SQL("INSERT INTO {} (conversation_id) VALUES (%s)").format(
+                sql.Identifier(legal.store.schema_name, "conversations")), (f"c{c}",))
+    box.client("s3").put_object(Bucket=record.resources.bucket, Key=f"{legal.prefix}uploads/a.txt", Body=b"x" * 700,
+                                ServerSideEncryption="aws:kms", SSEKMSKeyId=legal.kms_key_arn)
+
+    usage = measure(record, clients_from_workspace(workspace))  # (the platform is up once a tenant is)
+    ws = usage.workspaces["legal"]
+    assert ws.errors == [] and usage.errors == []
+    assert ws.db.scope == "schema" and ws.db.rows["conversations"] == 3 and ws.db.size_bytes > 0
+    assert (ws.objects.current_objects, ws.objects.current_bytes) == (1, 700)
+    assert ws.queues is not None  # its activity is the tenant's: the tenant itself did nothing
+    assert usage.last_activity == max(t for t in (ws.db.last_write, ws.objects.last_modified) if t)
+    assert usage.db.rows["conversations"] == 0 and usage.objects.current_objects == 0  # the tenant's own, apart

@@ -21,6 +21,10 @@ One module per concern:
   (run by ``db_posture``);
 - ``iam_eval``: a small IAM policy evaluator.
 
+Each workspace of the tenant gets the database checks and the AWS checks of
+what it has of its own (key, queues, secret, role), in areas named after it
+(``workspace legal/database``, ``workspace legal/aws``).
+
 Every check yields one ``CheckResult`` named by a stable id; ``pass`` / ``fail``
 (an invariant is broken: exit 8) / ``error`` (could not be verified, e.g. the
 database is unreachable from here: exit 7 when nothing failed).
@@ -71,7 +75,26 @@ def check_tenant(ws: Any, tenant_id: str, record: Any = None, applied: list[Any]
         report.checks += list(gateway_checks(record, platform, clients))
     report.checks += list(aws_checks(record, platform, clients, reads))
     report.checks += list(network_checks(record, platform, clients))
+    for name in sorted(record.workspaces):
+        report.checks += list(workspace_checks(record, name, platform, clients))
     return report
+
+
+def workspace_checks(record: Any, workspace: str, platform: dict[str, Any], clients: Any) -> list[CheckResult]:
+    """The tenant's database and AWS checks of what a workspace has of its own,
+    on its live resources, in areas named after it (``workspace legal/aws``)."""
+    from tenantctl.checks.aws_posture import workspace_aws_checks
+    from tenantctl.checks.db_posture import database_checks
+    from tenantctl.drills.scope import workspace_view
+    from tenantctl.naming import OwnerNames
+
+    # The tenant's tier, not the drills' one-schema view of it: a dedicated tenant's workspace secret is
+    # rotated by the tenant's own rotation function.
+    view = workspace_view(record, workspace).model_copy(update={"tier": record.tier})
+    area = f"workspace {workspace}"
+    return [*database_checks(view, clients, row_key=OwnerNames(record.tenant_id, workspace).key,
+                             area=f"{area}/database"),
+            *workspace_aws_checks(view, workspace, platform, clients, area=f"{area}/aws")]
 
 
 def verify_provisioned(ws: Any, record: Any, applied: list[Any] | None = None) -> Any:

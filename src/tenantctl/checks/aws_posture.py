@@ -92,8 +92,16 @@ def _principals(stmt: dict) -> list[str]:
 
 
 class _AwsChecks:
-    def __init__(self, record: Any, platform: dict[str, Any], clients: Callable[..., Any], reads: LiveReads) -> None:
+    """The checks of one owner of resources: the tenant, or (``workspace``) one of its
+    workspaces, whose ``record`` is then its view (``tenantctl.drills.scope``)."""
+
+    def __init__(self, record: Any, platform: dict[str, Any], clients: Callable[..., Any], reads: LiveReads,
+                 workspace: str | None = None) -> None:
         self.record, self.res, self.tid = record, record.resources, record.tenant_id
+        self.names = naming.OwnerNames(record.tenant_id, workspace)
+        # The session tag value its role's trust requires, and the stem of its alarms' names.
+        self.subject = self.names.key
+        self.stem = self.tid if workspace is None else naming.ws_stem(self.tid, workspace)
         self.platform = platform
         self._client = lambda service: clients(service, region=record.region)
         self.reads = reads
@@ -120,7 +128,7 @@ class _AwsChecks:
         """The resources each AWS service may use the tenant key for: its alarms, its log groups."""
         region, account = self.record.region, self.platform.get("account_id")
         dedicated = self.record.tier.value == "dedicated"
-        alarms = {f"arn:aws:cloudwatch:{region}:{account}:alarm:{n}" for n in naming.alarm_names(self.tid, dedicated)}
+        alarms = {f"arn:aws:cloudwatch:{region}:{account}:alarm:{n}" for n in naming.alarm_names(self.stem, dedicated)}
         groups = {f"arn:aws:logs:{region}:{account}:log-group:{g}" for g in naming.own_log_groups(self.tid)}
         return {"cloudwatch.amazonaws.com": alarms, f"logs.{region}.amazonaws.com": groups if dedicated else set()}
 
@@ -285,27 +293,29 @@ class _AwsChecks:
             problems.append(f"the platform's runtime principal is {runtime or 'unset'}, not a role of the runtime's "
                             "own: apply the platform stack again (it creates tenantctl-runtime)")
         # How the runtime calls: as a session of its role (or as the user it names).
-        caller = runtime or ""
+        caller, me = runtime or "", self.subject
         if ":role/" in caller:
-            caller = f"arn:aws:sts::{caller.split(':')[4]}:assumed-role/{caller.rsplit('/', 1)[-1]}/tenant-{self.tid}"
+            # (a session name holds no "/": a workspace's key has one)
+            session = f"tenant-{me}".replace("/", ".")
+            caller = f"arn:aws:sts::{caller.split(':')[4]}:assumed-role/{caller.rsplit('/', 1)[-1]}/{session}"
         # A suspended tenant's role may not be assumed at all (no session is renewed).
         suspended = self.record.status is TenantStatus.suspended
         probes = [
-            (f"{SESSION_TAG}={self.tid}", iam_eval.assume_role(role, caller, {SESSION_TAG: self.tid}), not suspended),
+            (f"{SESSION_TAG}={me}", iam_eval.assume_role(role, caller, {SESSION_TAG: me}), not suspended),
             ("another principal of the account",
-             iam_eval.assume_role(role, f"arn:aws:iam::{account}:user/intruder", {SESSION_TAG: self.tid}), False),
+             iam_eval.assume_role(role, f"arn:aws:iam::{account}:user/intruder", {SESSION_TAG: me}), False),
             ("no session tag", iam_eval.assume_role(role, caller), False),
-            (f"{SESSION_TAG}={self.tid}-x", iam_eval.assume_role(role, caller, {SESSION_TAG: f"{self.tid}-x"}), False),
-            ("an extra session tag", iam_eval.assume_role(role, caller, {SESSION_TAG: self.tid, "tier": "x"}), False),
+            (f"{SESSION_TAG}={me}-x", iam_eval.assume_role(role, caller, {SESSION_TAG: f"{me}-x"}), False),
+            ("an extra session tag", iam_eval.assume_role(role, caller, {SESSION_TAG: me, "tier": "x"}), False),
             ("a principal of another account",
-             iam_eval.assume_role(role, "arn:aws:iam::000000000000:role/elsewhere", {SESSION_TAG: self.tid}), False),
+             iam_eval.assume_role(role, "arn:aws:iam::000000000000:role/elsewhere", {SESSION_TAG: me}), False),
         ]
         for what, requests, expected in probes:
             if iam_eval.allows_all([doc], requests) != expected:
                 problems.append(f"assume with {what} is {'denied' if expected else 'allowed'}")
         if suspended:
             return not problems, "; ".join(problems) or "suspended: nobody may assume it"
-        return not problems, "; ".join(problems) or f"only {runtime}, only with {SESSION_TAG}={self.tid}"
+        return not problems, "; ".join(problems) or f"only {runtime}, only with {SESSION_TAG}={me}"
 
     def _role_policies(self) -> list[dict]:
         return [_doc(self.reads.role_policy(name)) for name in self.reads.role_policy_names()]
@@ -317,16 +327,19 @@ class _AwsChecks:
         if not docs:
             problems.append("no inline policy")
         alias = PlannedResource(type="aws:kms/alias:Alias", name="alias",
-                                inputs={"name": naming.kms_alias(self.tid), "targetKeyId": self.res.kms_key_arn})
+                                inputs={"name": self.names.kms_alias, "targetKeyId": self.res.kms_key_arn})
         planned = [PlannedResource(type="aws:iam/rolePolicy:RolePolicy", name=f"{self.role_name}/{i}",
                                    inputs={"policy": json.dumps(d)}) for i, d in enumerate(docs)]
         problems += [v.message for v in check(planned + [alias], self.tid, rules=["iam-scope"])]
-        bucket, own = self.res.bucket, naming.s3_prefix(self.tid)
+        bucket, own = self.res.bucket, self.names.s3_prefix
         allowed = [iam_eval.s3_object("s3:GetObject", bucket, f"{own}probe"),
                    iam_eval.s3_object("s3:PutObject", bucket, f"{own}uploads/probe"),
                    iam_eval.s3_list(bucket, own)]
         denied = [iam_eval.s3_list(bucket, ""), iam_eval.s3_list(bucket, "tenants/")]
-        for other in (f"tenants/{self.tid}-x/", f"tenants/{self.tid}x/", f"tenants/{self.tid}", "tenants/other/"):
+        stem, tenant_prefix = own.rstrip("/"), naming.s3_prefix(self.tid)
+        # Its twins, another tenant's, and (for a workspace) its tenant's own prefix.
+        others = [f"{stem}-x/", f"{stem}x/", stem, "tenants/other/"] + ([tenant_prefix] if own != tenant_prefix else [])
+        for other in others:
             denied += [iam_eval.s3_object("s3:GetObject", bucket, f"{other}probe"),
                        iam_eval.s3_object("s3:PutObject", bucket, f"{other}probe"), iam_eval.s3_list(bucket, other)]
         problems += [f"{r.action} {r.resource} {r.context or ''} is denied" for r in allowed
@@ -356,6 +369,18 @@ class _AwsChecks:
 NAMES = ("kms-key-state", "kms-rotation", "kms-key-policy", "kms-key-policy-matches-role", "queue-encryption",
          "dlq-encryption", "bucket-public-access", "bucket-encryption", "bucket-access-logging", "secret-rotation",
          "alarm-topic-encryption", "tags", "role-trust", "role-policy-scope")
+
+
+# What a workspace has of its own (the bucket, alarm topic and database instance are its tenant's).
+WORKSPACE_NAMES = ("kms-key-state", "kms-rotation", "kms-key-policy", "kms-key-policy-matches-role",
+                   "queue-encryption", "dlq-encryption", "secret-rotation", "role-trust", "role-policy-scope")
+
+
+def workspace_aws_checks(view: Any, workspace: str, platform: dict[str, Any], clients: Callable[..., Any],
+                         area: str) -> Iterator[CheckResult]:
+    """The tenant's checks of what a workspace has of its own, on its resources (``view``: its record's view)."""
+    checks = _AwsChecks(view, platform, clients, LiveReads(view, clients), workspace=workspace)
+    yield from run_each(area, [(name, getattr(checks, name.replace("-", "_"))) for name in WORKSPACE_NAMES])
 
 
 def aws_checks(record: Any, platform: dict[str, Any], clients: Callable[..., Any],

@@ -78,9 +78,9 @@ def connect_as_tenant(record: Any, clients: Callable[..., Any]) -> Any:
 
 
 class _DbChecks:
-    def __init__(self, conn: Any, record: Any) -> None:
+    def __init__(self, conn: Any, record: Any, row_key: str | None = None) -> None:
         self.conn = conn
-        self.tenant_id = record.tenant_id
+        self.tenant_id = row_key or record.tenant_id  # a workspace's rows carry its key
         self.schema = record.resources.store.schema_name
         self.role = record.resources.store.role
 
@@ -261,6 +261,9 @@ class _DbChecks:
         return not problems, "; ".join(problems) or detail
 
 
-def database_checks(record: Any, clients: Callable[..., Any]) -> Iterator[CheckResult]:
-    yield from run_connected(AREA, NAMES, lambda: connect_as_tenant(record, clients),
-                             lambda conn: _DbChecks(conn, record), "the tenant role")
+def database_checks(record: Any, clients: Callable[..., Any], row_key: str | None = None,
+                    area: str = AREA) -> Iterator[CheckResult]:
+    """``row_key`` and ``area``: a workspace's (``record`` its view), else the tenant's."""
+    who = "the tenant role" if row_key is None else "the workspace role"
+    yield from run_connected(area, NAMES, lambda: connect_as_tenant(record, clients),
+                             lambda conn: _DbChecks(conn, record, row_key), who)

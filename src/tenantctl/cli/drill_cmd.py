@@ -27,14 +27,26 @@ MarkdownOut = Annotated[Optional[Path], typer.Option("--markdown", help="Also wr
 
 
 
-def _session(tenant_id: str):
-    """The workspace, the tenant's record and its drill context (its cell's account, its region)."""
+WorkspaceOpt = Annotated[Optional[str], typer.Option(
+    "--workspace", metavar="WS", help="A workspace of the tenant instead of the tenant itself: its schema and "
+                                      "prefix, under its own key.")]
+
+
+def _session(tenant_id: str, workspace: str | None = None):
+    """The workspace, the record and the drill context (its cell's account, its
+    region) of the tenant, or of one of its workspaces (``tenantctl.drills.scope``)."""
     from tenantctl.drills.context import context_from_workspace
+    from tenantctl.drills.scope import scoped_context
     from tenantctl.workspace import Workspace
 
     ws = Workspace()
     record = ws.registry.require(tenant_id)
-    return ws, record, context_from_workspace(ws, record)
+    ctx, record = scoped_context(context_from_workspace(ws, record), record, workspace)
+    return ws, record, ctx
+
+
+def _of(tenant_id: str, workspace: str | None) -> str:
+    return tenant_id if workspace is None else f"workspace {workspace} of {tenant_id}"
 
 
 def _show(report: DrillReport, markdown: Optional[Path], json_out: bool) -> None:
@@ -65,6 +77,7 @@ def _show(report: DrillReport, markdown: Optional[Path], json_out: bool) -> None
 @app.command()
 def backup(
     tenant_id: Annotated[str, tenant_argument("Tenant to back up.")],
+    workspace: WorkspaceOpt = None,
     compress: Compress = None,
     json_out: JsonFlag = False,
 ) -> None:
@@ -79,8 +92,8 @@ def backup(
     from tenantctl.engines.base import phase
 
     compression = Compression.parse(compress)  # a bad value is refused before the sandbox is touched
-    _, record, ctx = _session(tenant_id)
-    with engine_progress(f"backing up {tenant_id}") as on_event:
+    _, record, ctx = _session(tenant_id, workspace)
+    with engine_progress(f"backing up {_of(tenant_id, workspace)}") as on_event:
         phase(on_event, tenant_id, f"dumping ({compression}), encrypting and uploading")
         manifest = run(ctx, record, compression=compression)
     if json_out:
@@ -89,7 +102,7 @@ def backup(
     size = f"{manifest.dump.plaintext_bytes} bytes dumped, {manifest.dump.stored_bytes} stored" if manifest.dump \
         else f"snapshot {manifest.snapshot.identifier}"
     kind = f"{manifest.kind}, {manifest.compression}" if manifest.compression else manifest.kind
-    console.print(f"[green]backup {manifest.backup_id}[/] of {tenant_id} ({kind}): {size}; "
+    console.print(f"[green]backup {manifest.backup_id}[/] of {_of(tenant_id, workspace)} ({kind}): {size}; "
                   f"{len(manifest.objects)} objects in the manifest")
     table("tables", ["table", "rows", "checksum"], [(n, t.rows, t.checksum) for n, t in manifest.tables.items()])
 
@@ -97,6 +110,7 @@ def backup(
 @app.command()
 def restore(
     tenant_id: Annotated[str, tenant_argument("Tenant whose backup to restore.")],
+    workspace: WorkspaceOpt = None,
     backup_id: Annotated[str, typer.Option("--backup", help="Backup id, or 'latest'.")] = "latest",
     target: Annotated[Target, typer.Option(
         help="scratch (a new database + prefix) or in-place (the live tenant).")] = Target.scratch,
@@ -129,23 +143,27 @@ def restore(
 
     if overwrite and target is not Target.in_place:
         raise InvalidInput("--overwrite applies to --target in-place only (a scratch target is always new)")
-    ws, record, ctx = _session(tenant_id)
+    ws, record, ctx = _session(tenant_id, workspace)
     restorer = restore_backup
-    tombstone = record.status is TenantStatus.deprovisioned
+    removed = workspace is not None and not record.resources.kms_key_arn
+    tombstone = record.status is TenantStatus.deprovisioned or removed
+    who = _of(tenant_id, workspace)
     if target is Target.in_place:
-        what = (f"re-provision the deprovisioned tenant {tenant_id} (new KMS key) and restore backup {backup_id} "
-                "into it" if tombstone else f"restore backup {backup_id} into the live tenant {tenant_id}")
+        gone = "removed" if removed else "deprovisioned"
+        what = (f"re-provision the {gone} {who} (new KMS key) and restore backup {backup_id} "
+                "into it" if tombstone else f"restore backup {backup_id} into the live {who}")
         rows = ("its tables' rows are backed up first, then replaced (--overwrite)" if overwrite
                 else "refused when its tables hold rows")
         confirmation(yes).check(f"drill restore --target in-place: {what}",
-                                [f"the database of {tenant_id} is replaced by the backup's ({rows})",
-                                 "the backup's objects are copied back under the tenant's prefix"])
+                                [f"the database of {who} is replaced by the backup's ({rows})",
+                                 f"the backup's objects are copied back under the prefix of {who}"])
         yes = True
     if target is Target.in_place and tombstone:
-        from tenantctl.operations.revive import revive
+        from tenantctl.operations.revive import revive, revive_workspace
 
-        restorer = partial(revive, ws)  # a tombstone comes back by being provisioned again
-    with engine_progress(f"restoring {tenant_id}") as on_event:
+        # A tombstone (or a removed workspace) comes back by being provisioned again.
+        restorer = partial(revive_workspace if removed else revive, ws)
+    with engine_progress(f"restoring {who}") as on_event:
         report = drill(ctx, record, backup_id=backup_id, target=target, yes=yes, clean=clean, kind="restore",
                        restorer=restorer, overwrite=overwrite, on_event=on_event)
     if json_out:
@@ -159,6 +177,7 @@ def restore(
 def run(
     tenant_id: Annotated[Optional[str], tenant_argument("Tenant to drill (or --all).")] = None,
     all_tenants: Annotated[bool, typer.Option("--all", help="Every active or suspended tenant.")] = False,
+    workspace: WorkspaceOpt = None,
     backup_id: Annotated[Optional[str], typer.Option("--backup", help="Restore this backup (or 'latest') "
                                                     "instead of taking a new one.")] = None,
     max_rto: Annotated[Optional[float], typer.Option(help="Fail when the restore took longer (seconds).")] = None,
@@ -182,10 +201,13 @@ def run(
 
     if bool(tenant_id) == all_tenants:
         raise InvalidInput("give one tenant id or --all")
+    if workspace is not None and all_tenants:
+        raise InvalidInput("--workspace names a workspace of one tenant: not with --all")
     if compress is not None and backup_id is not None:
         raise InvalidInput("--compress applies to the drill's own backup, not to a --backup it restores")
     compression = Compression.parse(compress)
     from tenantctl.drills.context import context_from_workspace
+    from tenantctl.drills.scope import scoped_context
     from tenantctl.workspace import Workspace
 
     ws = Workspace()
@@ -196,8 +218,9 @@ def run(
     reports, conflicts = [], 0
     for record in records:
         try:
-            with engine_progress(f"drilling {record.tenant_id}") as on_event:
-                report = drill(context_from_workspace(ws, record), record, backup_id=backup_id, max_rto=max_rto,
+            with engine_progress(f"drilling {_of(record.tenant_id, workspace)}") as on_event:
+                ctx, scoped = scoped_context(context_from_workspace(ws, record), record, workspace)
+                report = drill(ctx, scoped, backup_id=backup_id, max_rto=max_rto,
                                max_rpo=max_rpo, on_event=on_event, compression=compression)
         except Conflict as exc:
             if not all_tenants:
@@ -216,6 +239,7 @@ def run(
 @app.command()
 def history(
     tenant_id: Annotated[str, tenant_argument("Tenant whose drills and backups to list.")],
+    workspace: WorkspaceOpt = None,
     limit: Annotated[int, typer.Option(help="Newest drills to show.")] = 20,
     json_out: JsonFlag = False,
 ) -> None:
@@ -226,7 +250,8 @@ def history(
     from tenantctl.drills.history import list_reports
     from tenantctl.drills.store import list_backups
 
-    _, record, ctx = _session(tenant_id)
+    _, record, ctx = _session(tenant_id, workspace)
+    tenant_id = _of(tenant_id, workspace)
     reports = list_reports(ctx.s3, record, limit=limit)
     backups = list_backups(ctx.s3, record) if record.resources else []
     if json_out:

@@ -93,8 +93,8 @@ def remove(
     tenant_id: Annotated[str, tenant_argument("Tenant the workspace belongs to.")],
     name: WorkspaceArg,
     no_final_backup: Annotated[bool, typer.Option(
-        "--no-final-backup", help="Required for now: a workspace's final backup is not built yet, so its schema's "
-                                  "data is deleted without one.")] = False,
+        "--no-final-backup", help="Remove without the final backup (its schema's data is then gone for good).")]
+    = False,
     yes: YesFlag = False,
     json_out: JsonFlag = False,
 ) -> None:
@@ -104,22 +104,20 @@ def remove(
     key is scheduled for deletion (cancellable for 30 days); its objects stay."""
     from tenantctl.cli.confirm import confirmation
     from tenantctl.cli.progress import engine_progress
-    from tenantctl.errors import InvalidInput
     from tenantctl.operations.workspaces import remove as run
     from tenantctl.operations.workspaces import view, what_goes
     from tenantctl.workspace import Workspace
 
     ws = Workspace()
     view(ws, tenant_id, name)  # unknown tenant or workspace: refused before anything is asked
-    if not no_final_backup:
-        raise InvalidInput("a workspace's final backup is not built yet: pass --no-final-backup to remove it and "
-                           "its data without one")
     confirmation(yes).check(f"remove workspace {name} of tenant {tenant_id}",
-                            what_goes(ws.registry.require(tenant_id), name))
+                            what_goes(ws.registry.require(tenant_id), name, final_backup=not no_final_backup))
     with engine_progress(f"removing workspace {name} of {tenant_id}") as progress:
-        done = run(ws, tenant_id, name, on_event=progress)
+        done = run(ws, tenant_id, name, on_event=progress, final_backup=not no_final_backup)
     if json_out:
-        print_json({"record": done.record, "removed": name, "changed": done.changed})
+        print_json({"record": done.record, "removed": name, "changed": done.changed,
+                    "final_backup": done.final_backup})
         return
-    console.print(f"[yellow]workspace {name} of tenant {tenant_id} removed[/]: key scheduled for deletion, "
-                  "objects kept", highlight=False)
+    backup = f"final backup {done.final_backup}" if done.final_backup else "no final backup"
+    console.print(f"[yellow]workspace {name} of tenant {tenant_id} removed[/]: {backup}; key scheduled for "
+                  "deletion (restorable for 30 days), objects kept", highlight=False)

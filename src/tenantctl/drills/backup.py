@@ -22,10 +22,11 @@ from tenantctl.drills.context import DrillContext
 from tenantctl.drills.models import BackupKind, BackupManifest, BackupReason, DumpInfo
 from tenantctl.drills.objects import object_manifest
 from tenantctl.drills.pgtools import find_tools, pg_env
+from tenantctl.drills.scope import scoped_context
 from tenantctl.drills.tables import server_major, table_checks
 from tenantctl.errors import InvalidInput, KeyUnusable, TenantctlError
 from tenantctl.models import TenantRecord, TenantStatus, Tier, utcnow
-from tenantctl.naming import require_valid
+from tenantctl.naming import OwnerNames, require_valid
 
 
 def backup_kind(record: TenantRecord, ctx: DrillContext) -> BackupKind:
@@ -67,16 +68,21 @@ def committed_spec(ctx: DrillContext, tenant_id: str) -> dict[str, Any] | None:
 
 def backup(ctx: DrillContext, record: TenantRecord, reason: BackupReason = "manual",
            compression: Compression | None = None) -> BackupManifest:
-    """``compression``: the logical dump's (default gzip); an RDS snapshot has none."""
+    """``compression``: the logical dump's (default gzip); an RDS snapshot has none.
+    A context scoped to a workspace (``tenantctl.drills.scope``) backs that
+    workspace up: ``record`` is then its view."""
     require_valid(record.tenant_id)
     if record.resources is None:
         raise InvalidInput(f"tenant {record.tenant_id!r} has no resources recorded (never provisioned)")
     if record.status in (TenantStatus.deprovisioning, TenantStatus.deprovisioned):
         raise InvalidInput(f"tenant {record.tenant_id!r} is {record.status.value}: nothing live to back up "
                            f"(its earlier backups can still be restored)")
+    if not record.resources.kms_key_arn:  # a removed workspace's view
+        raise InvalidInput(f"workspace {ctx.scope!r} of {record.tenant_id!r} was removed: nothing live to back up "
+                           "(its backups can still be restored)")
     require_usable_key(ctx.kms, record)
     kind = backup_kind(record, ctx)
-    extra = {"reason": reason, "spec": committed_spec(ctx, record.tenant_id)}
+    extra = {"reason": reason, "spec": committed_spec(ctx, record.tenant_id), "workspace": ctx.scope}
     if kind == "rds-snapshot":
         from tenantctl.drills.rds import snapshot_backup
 
@@ -84,17 +90,21 @@ def backup(ctx: DrillContext, record: TenantRecord, reason: BackupReason = "manu
     return logical_backup(ctx, record, kind, extra, compression or Compression())
 
 
-def final_backup(ws: Any, record: TenantRecord) -> BackupManifest:
-    """The backup `deprovision` takes before destroying anything (pass
-    --no-final-backup to go without). Failing it stops the deprovision."""
+def final_backup(ws: Any, record: TenantRecord, workspace: str | None = None) -> BackupManifest:
+    """The backup `deprovision` (or `workspace remove`, of ``workspace``) takes
+    before destroying anything (pass --no-final-backup to go without). Failing
+    it stops the removal."""
     from tenantctl.drills.context import context_from_workspace
 
+    what = record.tenant_id if workspace is None else f"workspace {workspace} of {record.tenant_id}"
+    command = "deprovision" if workspace is None else "workspace remove"
     try:
-        return backup(context_from_workspace(ws, record), record, reason="final")
+        ctx, scoped = scoped_context(context_from_workspace(ws, record), record, workspace)
+        return backup(ctx, scoped, reason="final")
     except Exception as exc:
         cls = type(exc) if isinstance(exc, TenantctlError) else TenantctlError
-        raise cls(f"final backup of {record.tenant_id!r} failed, nothing was removed: {exc} "
-                  "(`tenantctl deprovision --no-final-backup` goes ahead without one)") from None
+        raise cls(f"final backup of {what!r} failed, nothing was removed: {exc} "
+                  f"(`tenantctl {command} --no-final-backup` goes ahead without one)") from None
 
 
 def _stream_dump(cmd: list[str], env: dict[str, str], sink) -> None:
@@ -121,7 +131,8 @@ def logical_backup(ctx: DrillContext, record: TenantRecord, kind: BackupKind,
     store_conn = res.store
     started = utcnow()
     backup_id = store.new_id(started)
-    context = envelope.encryption_context(record.tenant_id, backup_id)
+    workspace = (extra or {}).get("workspace")
+    context = envelope.encryption_context(record.tenant_id, backup_id, workspace)
     key = envelope.new_data_key(ctx.kms, res.kms_key_arn, context)
     dump_key = store.backup_dir(record, backup_id) + store.DUMP
     digest, plain_bytes = hashlib.sha256(), 0
@@ -138,7 +149,8 @@ def logical_backup(ctx: DrillContext, record: TenantRecord, kind: BackupKind,
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
             # Same snapshot for the checks and the dump: the manifest describes the dump exactly.
-            tables = table_checks(conn, store_conn.schema_name, record.tenant_id, in_transaction=True)
+            tables = table_checks(conn, store_conn.schema_name, OwnerNames(record.tenant_id, workspace).key,
+                                  in_transaction=True)
             cmd = [str(tools / "pg_dump"), "--format=custom", *compress, "--no-password",
                    f"--snapshot={snapshot}", "-h", store_conn.endpoint, "-p", str(store_conn.port),
                    "-d", store_conn.database]

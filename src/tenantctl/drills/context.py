@@ -25,6 +25,8 @@ class DrillContext:
     # The tenantctl Workspace (engine, stacks/): a restore after deprovision
     # re-provisions through it, and backups record the committed spec from it.
     workspace: Any = None
+    # The workspace of the tenant the drill is of (None: the tenant itself); see tenantctl.drills.scope.
+    scope: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def connect(self, host: str, port: int, database: str, autocommit: bool = True):

@@ -35,8 +35,10 @@ CHUNK = 1 << 20  # 1 MiB of plaintext per AES-GCM seal
 _LEN = struct.Struct(">I")
 
 
-def encryption_context(tenant_id: str, backup_id: str) -> dict[str, str]:
-    return {"tenant_id": tenant_id, "purpose": "backup", "backup_id": backup_id}
+def encryption_context(tenant_id: str, backup_id: str, workspace: str | None = None) -> dict[str, str]:
+    """A workspace's backups also name the workspace: one can't be opened as the tenant's or another's."""
+    context = {"tenant_id": tenant_id, "purpose": "backup", "backup_id": backup_id}
+    return {**context, "workspace": workspace} if workspace else context
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,8 @@ class BackupManifest(BaseModel):
     objects: list[ObjectEntry]
     record: TenantRecord
     reason: BackupReason = "manual"
+    # A workspace's backup (its schema, prefix and key); None: the tenant's own.
+    workspace: str | None = None
     # The committed stack spec (stacks/Pulumi.<id>.yaml) at backup time: what a
     # restore after deprovision re-provisions (the stack file is gone by then).
     spec: dict[str, Any] | None = None
@@ -99,6 +101,7 @@ class BackupIndex(BaseModel):
     manifest_nonce: str | None = None      # hex
     stored_bytes: int | None = None        # the encrypted dump; None for an RDS snapshot
     spec: dict[str, Any] | None = None
+    workspace: str | None = None           # a workspace's backup
 
 
 class Target(str, Enum):

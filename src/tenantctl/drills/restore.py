@@ -32,6 +32,7 @@ from tenantctl.drills.models import BackupIndex, BackupManifest, Check, RestoreR
 from tenantctl.drills.objects import delete_prefix, is_empty, restore_objects, scratch_prefix
 from tenantctl.drills.pgtools import find_tools, pg_env
 from tenantctl.drills.rds import drop_scratch_instance, restore_instance, snapshot_restore
+from tenantctl.drills.scope import workspace_view
 from tenantctl.drills.tables import server_major, table_rows
 from tenantctl.errors import BackupCorrupt, Conflict, InvalidInput, TenantctlError
 from tenantctl.models import TenantRecord, TenantStatus, Tier, utcnow
@@ -47,7 +48,7 @@ def _pg_restore(ctx: DrillContext, record: TenantRecord, manifest: BackupManifes
     ``key_arn``: the registry's key of the tenant (default: the record's)."""
     dump = manifest.dump
     where = f"backup {manifest.backup_id} ({dump.key})"
-    context = envelope.encryption_context(record.tenant_id, manifest.backup_id)
+    context = envelope.encryption_context(record.tenant_id, manifest.backup_id, manifest.workspace)
     # The tenant's own key, never the one the manifest names: a foreign backup cannot be opened.
     data_key = envelope.open_data_key(ctx.kms, key_arn or record.resources.kms_key_arn, dump.encrypted_data_key,
                                       context)
@@ -76,12 +77,13 @@ def _pg_restore(ctx: DrillContext, record: TenantRecord, manifest: BackupManifes
             raise TenantctlError(f"pg_restore of {where} failed: {err.read().decode(errors='replace').strip()[-800:]}")
 
 
-def _reapply_schema_template(conn: Any, tenant_id: str) -> None:
-    """Role, grants and policies as provisioning makes them (the template is idempotent)."""
+def _reapply_schema_template(conn: Any, tenant_id: str, workspace: str | None = None) -> None:
+    """Role, grants and policies as provisioning makes them (the template is idempotent),
+    for the tenant or the workspace the backup is of."""
     from tenantctl.tenant_schema_sql import schema_script
 
-    conn.execute(schema_script(conn, tenant_id=tenant_id, role=naming.db_role_name(tenant_id),
-                               schema=naming.schema_name(tenant_id)))
+    names = naming.OwnerNames(tenant_id, workspace)
+    conn.execute(schema_script(conn, tenant_id=names.key, role=names.db_role, schema=names.schema))
 
 
 def _check_in_place(record: TenantRecord, yes: bool) -> None:
@@ -127,7 +129,7 @@ def restore(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest,
         return _overwrite(ctx, record, manifest, overwrite)
     # In place mutates the tenant: hold its registry lock like provision/deprovision do.
     with ctx.registry.hold(record.tenant_id, "drill-restore") as held:
-        return _overwrite(ctx, held.record, manifest, overwrite)
+        return _overwrite(ctx, workspace_view(held.record, ctx.scope), manifest, overwrite)
 
 
 def restore_backup(ctx: DrillContext, record: TenantRecord, index: BackupIndex, target: Target = Target.scratch,
@@ -172,7 +174,7 @@ def refuse_rows(ctx: DrillContext, record: TenantRecord, schema: str) -> None:
         if record.tier is Tier.dedicated and not _database_exists(admin, store_conn.database):
             return
     with ctx.connect(store_conn.endpoint, store_conn.port, store_conn.database) as conn:
-        _refuse_full(conn, store_conn.database, schema, record.tenant_id)
+        _refuse_full(conn, store_conn.database, schema, naming.OwnerNames(record.tenant_id, ctx.scope).key)
 
 
 def _empty_target(conn: Any, database: str, schema: str, tenant_id: str, overwrite: bool = False) -> None:
@@ -210,7 +212,8 @@ def restore_logical(ctx: DrillContext, record: TenantRecord, manifest: BackupMan
                 raise Conflict(f"scratch database {database!r} already exists: refused")
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
     with ctx.connect(host, port, database) as conn:
-        _empty_target(conn, database, manifest.schema_name, record.tenant_id, overwrite)
+        _empty_target(conn, database, manifest.schema_name, naming.OwnerNames(record.tenant_id, manifest.workspace).key,
+                      overwrite)
     try:
         _pg_restore(ctx, record, manifest, host, port, database, tools, key_arn)
         copied = restore_objects(ctx.s3, res.bucket, res.prefix, manifest.objects, dest_prefix,
@@ -220,11 +223,11 @@ def restore_logical(ctx: DrillContext, record: TenantRecord, manifest: BackupMan
             drop_scratch(ctx, record, database, dest_prefix)
         else:  # the live tenant keeps a usable (empty) schema: pg_restore ran in one transaction
             with ctx.connect(host, port, database) as conn:
-                _reapply_schema_template(conn, record.tenant_id)
+                _reapply_schema_template(conn, record.tenant_id, manifest.workspace)
         raise
     if not scratch:
         with ctx.connect(host, port, database) as conn:
-            _reapply_schema_template(conn, record.tenant_id)
+            _reapply_schema_template(conn, record.tenant_id, manifest.workspace)
     return RestoreResult(tenant_id=record.tenant_id, backup_id=manifest.backup_id, target=target,
                          database=database, schema_name=manifest.schema_name, host=host, port=port,
                          object_prefix=dest_prefix, objects_restored=copied, started_at=started,

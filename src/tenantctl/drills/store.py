@@ -75,7 +75,7 @@ def upload_stream(s3: Any, bucket: str, key: str, chunks: Iterable[bytes], sse: 
 
 def put_backup(s3: Any, record: TenantRecord, manifest: BackupManifest, key: envelope.DataKey) -> BackupIndex:
     """Seal and store the manifest, then write the index that completes the backup."""
-    context = envelope.encryption_context(record.tenant_id, manifest.backup_id)
+    context = envelope.encryption_context(record.tenant_id, manifest.backup_id, manifest.workspace)
     sealed, nonce = envelope.seal_document(key, context, manifest.model_dump_json().encode())
     where, bucket = backup_dir(record, manifest.backup_id), record.resources.bucket
     s3.put_object(Bucket=bucket, Key=where + MANIFEST, Body=sealed, ContentType="application/octet-stream",
@@ -83,7 +83,8 @@ def put_backup(s3: Any, record: TenantRecord, manifest: BackupManifest, key: env
     index = BackupIndex(backup_id=manifest.backup_id, tenant_id=manifest.tenant_id, kind=manifest.kind,
                         reason=manifest.reason, started_at=manifest.started_at, finished_at=manifest.finished_at,
                         key_arn=manifest.key_arn, encrypted_data_key=key.encrypted_b64, manifest_nonce=nonce.hex(),
-                        stored_bytes=manifest.dump.stored_bytes if manifest.dump else None, spec=manifest.spec)
+                        stored_bytes=manifest.dump.stored_bytes if manifest.dump else None, spec=manifest.spec,
+                        workspace=manifest.workspace)
     s3.put_object(Bucket=bucket, Key=where + INDEX, Body=index.model_dump_json(indent=2).encode(),
                   ContentType="application/json")
     return index
@@ -149,7 +150,7 @@ def load_manifest(s3: Any, kms: Any, record: TenantRecord, backup_id: str) -> Ba
     index = backup_index(s3, record, backup_id)
     if index.format == 1:
         return _legacy(s3, record, backup_id)
-    context = envelope.encryption_context(record.tenant_id, backup_id)
+    context = envelope.encryption_context(record.tenant_id, backup_id, index.workspace)
     data_key = envelope.open_data_key(kms, record.resources.kms_key_arn, index.encrypted_data_key, context)
     where = backup_dir(record, backup_id) + MANIFEST
     sealed = _read(s3, record, where)

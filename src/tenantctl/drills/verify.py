@@ -10,6 +10,7 @@ from tenantctl.drills.models import BackupManifest, Check, RestoreResult
 from tenantctl.drills.objects import verify_objects
 from tenantctl.drills.tables import table_checks
 from tenantctl.models import TenantRecord
+from tenantctl.naming import OwnerNames
 
 
 def compare_tables(expected: dict, actual: dict) -> list[Check]:
@@ -27,7 +28,7 @@ def compare_tables(expected: dict, actual: dict) -> list[Check]:
 
 def verify(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest, result: RestoreResult) -> list[Check]:
     with ctx.connect(result.host, result.port, result.database) as conn:
-        actual = table_checks(conn, result.schema_name, record.tenant_id)
+        actual = table_checks(conn, result.schema_name, OwnerNames(record.tenant_id, manifest.workspace).key)
     checks = compare_tables(manifest.tables, actual)
     if not manifest.tables:
         checks.append(Check(name="tables", expected="at least one table in the backup", actual="none", ok=False))

@@ -16,7 +16,7 @@ a key-state read per live record. Exit 12 when anything is found.
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -57,19 +57,27 @@ class AuditReport(BaseModel):
         return CHANGES_PENDING if self.findings else 0
 
 
-def _gone(ws: Workspace, record: TenantRecord, by_arn: dict[str, inventory.Tagged],
-          names: set[str], roles: set[str]) -> Finding | None:
-    res = record.resources
-    if res is None:
-        return None
+def _missing(ws: Workspace, res: Any, by_arn: dict[str, inventory.Tagged], names: set[str],
+             roles: set[str]) -> list[str]:
+    """What of ``res`` (a tenant's or a workspace's resources: the same fields) is gone."""
     key = by_arn.get(res.kms_key_arn)
-    missing = [what for what, present in (
+    return [what for what, present in (
         ("kms key", key is not None and inventory.is_live(ws.client, key)),
         ("queue", res.queue_url.rsplit("/", 1)[-1] in names),
         ("dead-letter queue", res.dlq_url.rsplit("/", 1)[-1] in names),
         ("role", res.role_arn in roles),
         ("db secret", res.store.secret_arn in by_arn and inventory.is_live(ws.client, by_arn[res.store.secret_arn])))
         if not present]
+
+
+def _gone(ws: Workspace, record: TenantRecord, by_arn: dict[str, inventory.Tagged],
+          names: set[str], roles: set[str]) -> Finding | None:
+    res = record.resources
+    if res is None:
+        return None
+    missing = _missing(ws, res, by_arn, names, roles)
+    for name, workspace in sorted(res.workspaces.items()):
+        missing += [f"workspace {name}'s {what}" for what in _missing(ws, workspace, by_arn, names, roles)]
     if not missing:
         return None
     return Finding(kind="resources-gone", tenant_id=record.tenant_id, subject=f"registry record {record.tenant_id}",

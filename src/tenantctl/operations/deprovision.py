@@ -105,15 +105,20 @@ def deprovision(ws: Workspace, tenant_id: str, purge_data: bool = False,
     # Final backup (tenantctl.drills) before anything is marked or removed, so a
     # failed one leaves the tenant as it was. Not with --purge-data (which deletes
     # the backups too), nor on a retry of a deprovision that already started.
-    final = None
+    final, workspace_finals = None, {}
     if (final_backup and not purge_data and current.lock is None and current.resources is not None
             and current.status in (TenantStatus.active, TenantStatus.suspended)):
         from tenantctl.drills.backup import final_backup as take_final_backup
 
         phase(on_event, tenant_id, "final backup")
         final = take_final_backup(ws, current).backup_id
+        # Each workspace is its own schema, prefix and key: each gets its own final backup.
+        for name in sorted(current.workspaces):
+            phase(on_event, tenant_id, f"final backup of workspace {name}")
+            workspace_finals[name] = take_final_backup(ws, current, workspace=name).backup_id
     path = stack_file(ws.stacks_dir, tenant_id)
-    details: dict[str, Any] = {"purged_objects": 0, "final_backup": final}
+    details: dict[str, Any] = {"purged_objects": 0, "final_backup": final,
+                               "workspace_final_backups": workspace_finals}
     phase(on_event, tenant_id, "marking the tenant deprovisioning")
     with registry.hold(tenant_id, "deprovision", status=TenantStatus.deprovisioning) as held:
         retention_days = 14

@@ -119,8 +119,9 @@ def _known(record: TenantRecord, changes: ChangeSet) -> tuple[set[str], set[str]
     """(ARNs, urns) of what the tenant's state and record know."""
     arns = {c.arn for c in changes.changes if c.arn}
     res = record.resources
-    if res is not None:  # the record's word too: never call the tenant's own key or role an orphan
-        arns |= {res.kms_key_arn, res.role_arn, res.store.secret_arn}
+    if res is not None:  # the record's word too: never call the tenant's (or a workspace's) key or role an orphan
+        for owner in (res, *res.workspaces.values()):
+            arns |= {owner.kms_key_arn, owner.role_arn, owner.store.secret_arn}
     urns = {c.urn for c in changes.changes if c.urn}
     return arns, urns
 
@@ -206,7 +207,8 @@ def refresh_many(ws: Workspace, records: list[TenantRecord], parallel: int = 8,
 
 
 def _record_roles(records: Iterable[TenantRecord]) -> set[str]:
-    return {r.resources.role_arn for r in records if r.resources is not None}
+    return {owner.role_arn for r in records if r.resources is not None
+            for owner in (r.resources, *r.resources.workspaces.values())}
 
 
 def _tagged_by_account(ws: Workspace, records: list[TenantRecord],

@@ -199,3 +199,62 @@ def _revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, index: BackupI
         notes.append(f"backup after the restore failed: {exc}")
     return result.model_copy(update={"notes": notes, "manifest": manifest})
 
+
+
+def _require_workspace_key(kms: Any, key_arn: str, tenant_id: str, workspace: str) -> None:
+    """The key a removed workspace's backup names is trusted only when KMS tags
+    it as that workspace's of that tenant (the registry no longer records it)."""
+    tags = {t["TagKey"]: t["TagValue"] for t in kms.list_resource_tags(KeyId=_key_id(key_arn)).get("Tags", [])}
+    if tags.get("tenant") != tenant_id or tags.get("workspace") != workspace:
+        raise InvalidInput(f"key {key_arn} is not tagged as workspace {workspace!r} of tenant {tenant_id!r} "
+                           f"(tags {tags}): refused")
+
+
+def revive_workspace(ws: Workspace, ctx: DrillContext, record: TenantRecord, index: BackupIndex,
+                     target: Target = Target.in_place, yes: bool = False, overwrite: bool = False) -> RestoreResult:
+    """Bring a removed workspace (``ctx.scope``) of a live tenant back from its
+    backup ``index``, within its key's deletion window: the old key's deletion
+    cancelled, the workspace added again (a new key, schema, role, queues),
+    the backup restored in place with the old key and verified, its ciphertext
+    moved to the new key, the old key scheduled for deletion again and a fresh
+    backup taken. ``record``: the removed workspace's view (``removed_view``)."""
+    from tenantctl.drills.rekey import rekey_objects, rekey_store
+    from tenantctl.drills.restore import restore_logical
+    from tenantctl.drills.scope import workspace_view
+    from tenantctl.drills.verify import verify
+    from tenantctl.naming import OwnerNames
+    from tenantctl.operations.workspaces import add
+
+    name, started, notes = ctx.scope, utcnow(), []
+    if target is not Target.in_place or not yes or overwrite:
+        raise InvalidInput(f"workspace {name!r} of {record.tenant_id!r} was removed: only `--target in-place --yes` "
+                           "(without --overwrite) brings it back")
+    old_key = index.key_arn
+    _require_workspace_key(ctx.kms, old_key, record.tenant_id, name)
+    state, _ = key_state(ctx.kms, old_key)
+    if state not in ("PendingDeletion", "Disabled", "Enabled"):
+        raise InvalidInput(f"workspace {name!r}: its key {old_key} is {state}: its backups can no longer be opened")
+    if revive_key(ctx.kms, old_key):
+        notes.append(f"old key {old_key}: deletion cancelled, enabled")
+    old = record.model_copy(update={"resources": record.resources.model_copy(update={"kms_key_arn": old_key})})
+    manifest = store.load_manifest(ctx.s3, ctx.kms, old, index.backup_id)
+    tenant = add(ws, record.tenant_id, name).record
+    live = workspace_view(tenant, name)
+    notes.append(f"workspace added again; new key {live.resources.kms_key_arn}")
+    with ws.registry.hold(record.tenant_id, "drill-restore"):
+        result = restore_logical(ctx, live, manifest, Target.in_place, started, key_arn=old_key)
+        checks = verify(ctx, live, manifest, result)
+        if not all(c.ok for c in checks):
+            notes.append("restored copy does not match the backup: the old key stays enabled, the copy stays in "
+                         f"{live.resources.store.schema_name} for inspection")
+            return result.model_copy(update={"checks": checks, "notes": notes, "manifest": manifest})
+        resealed, _ = rekey_store(ctx, OwnerNames(record.tenant_id, name).key, old.resources, live.resources)
+        moved = rekey_objects(ctx.s3, live.resources.bucket, live.resources.prefix, old_key,
+                              live.resources.kms_key_arn)
+        notes.append(f"re-keyed to the new key: {resealed} sealed rows, {moved} SSE-KMS objects")
+    ctx.kms.schedule_key_deletion(KeyId=_key_id(old_key), PendingWindowInDays=OLD_KEY_PENDING_DAYS)
+    notes.append(f"old key scheduled for deletion again ({OLD_KEY_PENDING_DAYS} days)")
+    fresh = backup(ctx, live, reason="after-restore")
+    notes.append(f"new backup {fresh.backup_id} under the new key")
+    return result.model_copy(update={"checks": checks, "notes": notes, "finished_at": utcnow(),
+                                     "manifest": manifest})

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ValidationError
 
-from tenantctl.engines.base import EventSink
+from tenantctl.engines.base import EventSink, phase
 from tenantctl.errors import InvalidInput, NotFound
 from tenantctl.models import (
     TenantRecord,
@@ -49,6 +49,7 @@ class WorkspaceView(BaseModel):
 class Changed(BaseModel):
     record: TenantRecord
     changed: bool  # False: it already was as asked (an idempotent re-run)
+    final_backup: str | None = None  # the backup `remove` took before removing
 
 
 def _committed(ws: Workspace, tenant_id: str) -> tuple[TenantRecord, TenantSpec]:
@@ -98,19 +99,29 @@ def add(ws: Workspace, tenant_id: str, name: str, owner: str | None = None,
     return Changed(record=record, changed=True)
 
 
-def remove(ws: Workspace, tenant_id: str, name: str, on_event: EventSink | None = None) -> Changed:
-    """Remove workspace ``name``: its schema (with its data), role, queues and secret
-    are deleted, its key scheduled for deletion (30 days, cancellable), its
-    objects kept. Unknown to both the stack file and the registry: NotFound."""
+def remove(ws: Workspace, tenant_id: str, name: str, on_event: EventSink | None = None,
+           final_backup: bool = True) -> Changed:
+    """Remove workspace ``name``: a final backup of it first (unless
+    ``final_backup`` is False; failing it stops the removal, nothing changed),
+    then its schema (with its data), role, queues and secret are deleted, its
+    key scheduled for deletion (30 days, cancellable: the window a final
+    backup can be restored in), its objects kept. Unknown to both the stack
+    file and the registry: NotFound."""
     require_valid(tenant_id)
     require_valid_workspace(tenant_id, name)
     record, spec = _committed(ws, tenant_id)
     if spec.workspace(name) is None and name not in record.workspaces:
         raise NotFound(f"tenant {tenant_id!r} has no workspace {name!r}")
     _serving(record)
+    final = None
+    if final_backup and name in record.workspaces:  # never applied: nothing to back up
+        from tenantctl.drills.backup import final_backup as take_final_backup
+
+        phase(on_event, tenant_id, f"final backup of workspace {name}")
+        final = take_final_backup(ws, record, workspace=name).backup_id
     # Gone from the stack file but still applied: a killed remove converges.
     record, _ = provision(ws, _with(spec, [w for w in spec.workspaces if w.name != name]), on_event=on_event)
-    return Changed(record=record, changed=True)
+    return Changed(record=record, changed=True, final_backup=final)
 
 
 def views(ws: Workspace, tenant_id: str) -> list[WorkspaceView]:
@@ -130,14 +141,15 @@ def view(ws: Workspace, tenant_id: str, name: str) -> WorkspaceView:
     return found[0]
 
 
-def what_goes(record: TenantRecord, name: str) -> list[str]:
+def what_goes(record: TenantRecord, name: str, final_backup: bool = True) -> list[str]:
     """What removing workspace ``name`` deletes and keeps, one line each (its confirmation)."""
     res = record.workspaces.get(name)
     if res is None:
         return [f"workspace {name} of tenant {record.tenant_id} (in its stack file, never applied)"]
     return [
         f"schema {res.store.schema_name} and role {res.store.role} in database {res.store.database}: its data is "
-        "deleted, with NO final backup (workspace backups are not built yet)",
+        "deleted; " + ("a final backup is taken first (under the workspace's key)" if final_backup
+                       else "NO final backup"),
         f"queues {res.queue_url} and {res.dlq_url}, with their messages",
         f"IAM role {res.role_arn}",
         f"database secret {res.store.secret_arn}",

@@ -58,6 +58,16 @@ class QueueUsage(BaseModel):
     dlq_in_flight: int
 
 
+class WorkspaceUsage(BaseModel):
+    """One workspace of the tenant: its prefix, its schema (in the tenant's store), its queues."""
+
+    name: str
+    objects: ObjectUsage | None = None
+    db: DbUsage | None = None
+    queues: QueueUsage | None = None
+    errors: list[str] = Field(default_factory=list)
+
+
 class TenantUsage(BaseModel):
     tenant_id: str
     tier: Tier
@@ -70,6 +80,9 @@ class TenantUsage(BaseModel):
     idle: bool = False
     idle_days: int
     errors: list[str] = Field(default_factory=list)
+    # Each workspace measured apart (the tenant's own figures above exclude them: their prefixes and schemas
+    # are beside the tenant's); its activity counts towards the tenant's.
+    workspaces: dict[str, WorkspaceUsage] = Field(default_factory=dict)
 
 
 AdminConnect = Callable[[TenantRecord], AbstractContextManager[Any]]
@@ -212,26 +225,47 @@ def measure(record: TenantRecord, clients: UsageClients, idle_days: int = 30,
     if res is None:
         usage.errors.append("no resources recorded (never provisioned successfully)")
         return usage
-    parts: list[tuple[str, Callable[[], None]]] = [
-        ("objects", lambda: setattr(usage, "objects", object_usage(clients.s3, res.bucket, res.prefix))),
-        ("queues", lambda: setattr(usage, "queues", queue_usage(clients.sqs, res.queue_url, res.dlq_url))),
-        ("db", lambda: setattr(usage, "db", _db(record, clients))),
-    ]
-    for name, run in parts:
-        try:
-            run()
-        except Exception as exc:  # one broken part must not hide the others
-            usage.errors.append(f"{name}: {_describe(exc)}")
-    usage.last_activity = _newest(usage.objects and usage.objects.last_modified, usage.db and usage.db.last_write)
+    _fill(usage, clients, res.bucket, res, lambda: _db(record, clients))
+    for name, ws in sorted(record.workspaces.items()):
+        usage.workspaces[name] = _fill(WorkspaceUsage(name=name), clients, res.bucket, ws,
+                                       lambda ws=ws, name=name: _db(record, clients, ws.store, name))
+    usage.last_activity = _newest(*(_activity(u) for u in [usage, *usage.workspaces.values()]))
     # A tenant that never did anything is idle once it is older than the window.
     since = usage.last_activity or record.created_at
     usage.idle = now - since > timedelta(days=idle_days)
     return usage
 
 
-def _db(record: TenantRecord, clients: UsageClients) -> DbUsage:
+def _fill(usage: TenantUsage | WorkspaceUsage, clients: UsageClients, bucket: str, res: Any,
+          db: Callable[[], DbUsage]) -> TenantUsage | WorkspaceUsage:
+    """Objects under ``res.prefix``, ``res``'s queues and ``db()`` into ``usage``; a part that fails lands in
+    its ``errors``."""
+    parts: list[tuple[str, Callable[[], None]]] = [
+        ("objects", lambda: setattr(usage, "objects", object_usage(clients.s3, bucket, res.prefix))),
+        ("queues", lambda: setattr(usage, "queues", queue_usage(clients.sqs, res.queue_url, res.dlq_url))),
+        ("db", lambda: setattr(usage, "db", db())),
+    ]
+    for name, run in parts:
+        try:
+            run()
+        except Exception as exc:  # one broken part must not hide the others
+            usage.errors.append(f"{name}: {_describe(exc)}")
+    return usage
+
+
+def _activity(usage: TenantUsage | WorkspaceUsage) -> datetime | None:
+    return _newest(usage.objects and usage.objects.last_modified, usage.db and usage.db.last_write)
+
+
+def _db(record: TenantRecord, clients: UsageClients, store: StoreConnection | None = None,
+        workspace: str | None = None) -> DbUsage:
+    """The tenant's store, or (``store``, ``workspace``) a workspace's schema in it, counted under its row key."""
+    from tenantctl.naming import OwnerNames
+
     with clients.admin_connect(record) as conn:
-        return db_usage(conn, record.tenant_id, record.resources.store, record.tier)
+        if store is None:
+            return db_usage(conn, record.tenant_id, record.resources.store, record.tier)
+        return db_usage(conn, OwnerNames(record.tenant_id, workspace).key, store, Tier.pooled)
 
 
 MEASURED_STATUSES = (TenantStatus.active, TenantStatus.suspended)

@@ -1,0 +1,55 @@
+"""A drill of a workspace sees the workspace's schema, prefix and key, never the tenant's."""
+
+from __future__ import annotations
+
+import pytest
+from runtime_fixtures import record
+
+from tenant_runtime.models import StoreConnection, Tier, WorkspaceResources
+from tenantctl.drills.context import DrillContext
+from tenantctl.drills.envelope import encryption_context
+from tenantctl.drills.scope import scoped_context, workspace_view
+from tenantctl.errors import NotFound
+from tenantctl.naming import OwnerNames
+
+WS_KEY = "arn:aws:kms:us-east-1:123456789012:key/legal"
+
+
+def with_legal(tier: Tier = Tier.pooled):
+    names = OwnerNames("acme", "legal")
+    base = record("acme")
+    legal = WorkspaceResources(
+        name="legal", store=StoreConnection(endpoint="127.0.0.1", database="postgres", schema_name=names.schema,
+                                            role=names.db_role, secret_arn="arn:secret:legal"),
+        kms_key_arn=WS_KEY, kms_alias=names.kms_alias, prefix=names.s3_prefix, queue_url="https://sqs/legal",
+        dlq_url="https://sqs/legal-dlq", role_arn="arn:aws:iam::123456789012:role/legal")
+    resources = base.resources.model_copy(update={"tier": tier, "workspaces": {"legal": legal}})
+    return base.model_copy(update={"tier": tier, "resources": resources})
+
+
+@pytest.mark.parametrize("tier", [Tier.pooled, Tier.dedicated])
+def test_a_workspace_view_has_its_schema_prefix_and_key_and_is_one_schema(tier):
+    tenant = with_legal(tier)
+    view = workspace_view(tenant, "legal")
+    names = OwnerNames("acme", "legal")
+    assert (view.tenant_id, view.tier, view.resources.tier) == ("acme", Tier.pooled, Tier.pooled)
+    assert (view.resources.kms_key_arn, view.resources.prefix, view.resources.store.schema_name) == \
+        (WS_KEY, names.s3_prefix, names.schema)
+    assert view.resources.bucket == tenant.resources.bucket and view.resources.workspaces == {}
+    assert workspace_view(tenant, None) is tenant
+
+
+def test_a_removed_workspace_is_seen_from_its_names_with_no_key():
+    tenant = record("acme")  # no workspace applied any more
+    ctx, view = scoped_context(DrillContext(s3=None, kms=None, admin_user="a", admin_password="p"), tenant, "legal")
+    names = OwnerNames("acme", "legal")
+    assert ctx.scope == "legal" and view.resources.kms_key_arn == ""
+    assert (view.resources.prefix, view.resources.store.schema_name) == (names.s3_prefix, names.schema)
+    with pytest.raises(NotFound):
+        workspace_view(tenant, "legal")
+
+
+def test_a_workspace_backup_is_sealed_in_its_own_encryption_context():
+    assert encryption_context("acme", "b1") == {"tenant_id": "acme", "purpose": "backup", "backup_id": "b1"}
+    assert encryption_context("acme", "b1", "legal") != encryption_context("acme", "b1")
+    assert encryption_context("acme", "b1", "legal")["workspace"] == "legal"
