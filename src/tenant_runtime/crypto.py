@@ -39,6 +39,13 @@ for an application library; this module is ~240 lines over `cryptography`.
 Blob layout (v2)::
 
     b"TRE2" | u16 len(edk) | edk | nonce(12) | AES-GCM(ciphertext || tag)
+
+The whole header, ``edk`` included, is AES-GCM associated data. So moving a
+blob to another KMS key (a move to another account or region) cannot just
+swap ``edk`` for the data key wrapped under the new key: ``rewrap_blob``
+opens the content with the (unchanged) data key and seals it again with the
+new header and a fresh nonce. That is local AES work; KMS is asked once per
+data key (tenantctl's ``rewrap``), not once per blob.
 """
 
 from __future__ import annotations
@@ -103,7 +110,9 @@ def _derive(data_key: bytes, info: bytes) -> bytes:
 
 
 @dataclass
-class _DataKey:
+class DataKey:
+    """An opened data key: its plaintext, its KMS-encrypted form (``edk``)."""
+
     plaintext: bytes
     encrypted: bytes
     created: float
@@ -137,8 +146,8 @@ class DataKeyCache:
             raise ValueError("max_age, max_messages, max_entries and recheck_after must be positive")
         self.max_age, self.max_messages, self.max_entries, self.clock = max_age, max_messages, max_entries, clock
         self.recheck_after = recheck_after
-        self._seal: OrderedDict[tuple, _DataKey] = OrderedDict()
-        self._open: OrderedDict[tuple, _DataKey] = OrderedDict()
+        self._seal: OrderedDict[tuple, DataKey] = OrderedDict()
+        self._open: OrderedDict[tuple, DataKey] = OrderedDict()
         self._checked: OrderedDict[str, float] = OrderedDict()  # KMS key ARN -> when its state was Enabled
         self._lock = threading.Lock()
 
@@ -166,7 +175,7 @@ class DataKeyCache:
         while len(table) > self.max_entries:
             table.popitem(last=False)
 
-    def take_sealing_key(self, slot: tuple) -> _DataKey | None:
+    def take_sealing_key(self, slot: tuple) -> DataKey | None:
         """A usable key for ``slot``, its use counted; None when a new one is due."""
         with self._lock:
             key = self._seal.get(slot)
@@ -177,9 +186,9 @@ class DataKeyCache:
             self._seal.move_to_end(slot)
             return key
 
-    def put_sealing_key(self, slot: tuple, plaintext: bytes, encrypted: bytes) -> _DataKey:
+    def put_sealing_key(self, slot: tuple, plaintext: bytes, encrypted: bytes) -> DataKey:
         with self._lock:
-            key = _DataKey(plaintext, encrypted, self.clock(), uses=1)
+            key = DataKey(plaintext, encrypted, self.clock(), uses=1)
             self._seal[slot] = key
             self._seal.move_to_end(slot)
             self._bound(self._seal)
@@ -188,7 +197,7 @@ class DataKeyCache:
             self._bound(self._open)
             return key
 
-    def opened_key(self, slot: tuple, encrypted: bytes) -> _DataKey | None:
+    def opened_key(self, slot: tuple, encrypted: bytes) -> DataKey | None:
         with self._lock:
             key = self._open.get(slot + (encrypted,))
             if key is None or self.clock() - key.created >= self.max_age:
@@ -197,9 +206,9 @@ class DataKeyCache:
             self._open.move_to_end(slot + (encrypted,))
             return key
 
-    def put_opened_key(self, slot: tuple, encrypted: bytes, plaintext: bytes) -> _DataKey:
+    def put_opened_key(self, slot: tuple, encrypted: bytes, plaintext: bytes) -> DataKey:
         with self._lock:
-            key = _DataKey(plaintext, encrypted, self.clock())
+            key = DataKey(plaintext, encrypted, self.clock())
             self._open[slot + (encrypted,)] = key
             self._bound(self._open)
             return key
@@ -288,10 +297,7 @@ class Envelope:
             resp = self._kms(kms, tenant_id, key_arn, "generate a data key", "generate_data_key",
                              KeySpec="AES_256", EncryptionContext=kms_context(tenant_id))
             key = self.cache.put_sealing_key(slot, resp["Plaintext"], resp["CiphertextBlob"])
-        info = _info(tenant_id, conversation_id)
-        nonce = os.urandom(NONCE)
-        header = MAGIC + _LEN.pack(len(key.encrypted)) + key.encrypted + nonce
-        return header + key.aead(info).encrypt(nonce, plaintext, header + info)
+        return _seal_content(key, key.encrypted, _info(tenant_id, conversation_id), plaintext)
 
     def open(self, kms: Callable[[], Any], tenant_id: str, key_arn: str, conversation_id: str,
              blobs: list[bytes]) -> list[bytes]:
@@ -302,25 +308,60 @@ class Envelope:
 
     def _open_one(self, kms: Callable[[], Any], tenant_id: str, key_arn: str, info: bytes, blob: bytes) -> bytes:
         slot = (key_arn, tenant_id)
-        try:
-            if blob[:4] != MAGIC:
-                raise ValueError("bad header")
-            (n,) = _LEN.unpack_from(blob, 4)
-            edk = blob[6:6 + n]
-            header = blob[:6 + n + NONCE]
-            if n == 0 or len(edk) != n or len(header) != 6 + n + NONCE:
-                raise ValueError("truncated")
-        except (ValueError, struct.error):
-            raise DecryptionFailed("not a tenant_runtime ciphertext (bad or truncated header)") from None
+        edk = blob_edk(blob)
         key = self.cache.opened_key(slot, edk)
         if key is None:
             key = self.cache.put_opened_key(slot, edk, self._open_key(kms, tenant_id, key_arn, edk))
-        try:
-            return key.aead(info).decrypt(header[-NONCE:], blob[len(header):], header + info)
-        except InvalidTag:
-            raise DecryptionFailed("ciphertext failed authentication (tampered with, or sealed for "
-                                   "another tenant or conversation)") from None
+        return _open_content(key, info, blob)
 
     def _open_key(self, kms: Callable[[], Any], tenant_id: str, key_arn: str, edk: bytes) -> bytes:
         return self._kms(kms, tenant_id, key_arn, "decrypt a data key", "decrypt", CiphertextBlob=edk,
                          EncryptionContext=kms_context(tenant_id))["Plaintext"]
+
+
+def _header_length(blob: bytes) -> int:
+    """Length of a v2 blob's header (magic, edk length, edk, nonce); DecryptionFailed when it has none."""
+    try:
+        if blob[:4] != MAGIC:
+            raise ValueError("bad header")
+        (n,) = _LEN.unpack_from(blob, 4)
+        if n == 0 or len(blob) < 6 + n + NONCE:
+            raise ValueError("truncated")
+    except (ValueError, struct.error):
+        raise DecryptionFailed("not a tenant_runtime ciphertext (bad or truncated header)") from None
+    return 6 + n + NONCE
+
+
+def blob_edk(blob: bytes) -> bytes:
+    """The encrypted data key a blob names (the KMS ciphertext of its data key)."""
+    return blob[6:_header_length(blob) - NONCE]
+
+
+def _open_content(key: DataKey, info: bytes, blob: bytes) -> bytes:
+    size = _header_length(blob)
+    header = blob[:size]
+    try:
+        return key.aead(info).decrypt(header[-NONCE:], blob[size:], header + info)
+    except InvalidTag:
+        raise DecryptionFailed("ciphertext failed authentication (tampered with, or sealed for "
+                               "another tenant or conversation)") from None
+
+
+def _seal_content(key: DataKey, edk: bytes, info: bytes, plaintext: bytes) -> bytes:
+    nonce = os.urandom(NONCE)
+    header = MAGIC + _LEN.pack(len(edk)) + edk + nonce
+    return header + key.aead(info).encrypt(nonce, plaintext, header + info)
+
+
+def rewrap_blob(key: DataKey, new_edk: bytes, tenant_id: str, conversation_id: str, blob: bytes) -> bytes:
+    """``blob`` (sealed with ``key`` for ``tenant_id``'s ``conversation_id``) with
+    ``new_edk`` -- the same data key wrapped under another KMS key -- in its
+    header. The content is authenticated first (a tampered blob, or one of
+    another tenant or conversation, raises DecryptionFailed) and sealed again
+    under a fresh nonce: the old blob may outlive the move (rollback window),
+    and one nonce under one derived key with two associated data would give
+    the GHASH key away."""
+    if not new_edk or len(new_edk) > 0xFFFF:
+        raise ValueError("an encrypted data key is 1..65535 bytes")
+    info = _info(tenant_id, conversation_id)
+    return _seal_content(key, new_edk, info, _open_content(key, info, blob))

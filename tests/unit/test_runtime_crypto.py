@@ -113,6 +113,30 @@ def test_reading_costs_one_kms_decrypt_per_data_key(kms, tenants):
     assert writer.decrypt(a, "c9", blobs[-1]) == b"w99" and data_key_calls(writer) == 2  # its own keys: no Decrypt
 
 
+def test_a_blob_moves_to_another_wrapping_of_its_data_key_only_by_sealing_again(kms, tenants):
+    """The edk is part of the associated data: swapped alone, the blob fails;
+    ``rewrap_blob`` re-seals it (fresh nonce, new edk) and it opens with the
+    same data key under the new wrapping."""
+    from tenant_runtime.crypto import NONCE, DataKey, blob_edk, kms_context, rewrap_blob
+
+    a = tenants["acme"]
+    blob = envelope(kms).encrypt(a, "c1", b"secret")
+    edk, key_arn = blob_edk(blob), a.resources.kms_key_arn
+    plaintext = kms.decrypt(KeyId=key_arn, CiphertextBlob=edk, EncryptionContext=kms_context("acme"))["Plaintext"]
+    new_edk = kms.encrypt(KeyId=key_arn, Plaintext=plaintext, EncryptionContext=kms_context("acme"))["CiphertextBlob"]
+    assert new_edk != edk
+    swapped = blob.replace(edk, new_edk)
+    with pytest.raises(DecryptionFailed, match="authentication"):
+        envelope(kms).decrypt(a, "c1", swapped)
+    moved = rewrap_blob(DataKey(plaintext, new_edk, 0.0), new_edk, "acme", "c1", blob)
+    assert blob_edk(moved) == new_edk
+    nonce_at = lambda b, e: b[6 + len(e):6 + len(e) + NONCE]  # noqa: E731
+    assert nonce_at(moved, new_edk) != nonce_at(blob, edk)
+    assert envelope(kms).decrypt(a, "c1", moved) == b"secret"
+    with pytest.raises(DecryptionFailed, match="authentication"):
+        rewrap_blob(DataKey(plaintext, new_edk, 0.0), new_edk, "acme", "c2", blob)
+
+
 # -- KMS failures: throttled, key unusable, integrity -------------------------------------------
 
 def kms_answers(kms, operation: str, code: str) -> None:
