@@ -6,6 +6,13 @@ Documents, conversation summaries and their blind search index belong with
 the conversations: a tier move, a backup or a restore carries them all together.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+from tenant_runtime.blind_index import SEARCH_KEY_SCOPE, document_scope, summary_scope
+
 CONVERSATIONS = "conversations"
 MESSAGES = "messages"
 CONTEXT_ITEMS = "context_items"
@@ -18,3 +25,24 @@ SUMMARY_POSTINGS = "summary_postings"
 
 TABLES = (CONVERSATIONS, MESSAGES, CONTEXT_ITEMS, DOCUMENTS, SEARCH_KEYS, SEARCH_POSTINGS, SEARCH_VOCAB, SUMMARIES,
           SUMMARY_POSTINGS)
+
+
+class Sealed(NamedTuple):
+    """A column the runtime seals with the tenant's envelope (``tenant_runtime.crypto``),
+    and the envelope scope (its ``conversation_id``) of a row, from the row's key."""
+
+    table: str
+    keys: tuple[str, ...]
+    column: str
+    scope_of: Callable[[tuple], str]
+
+
+# Every sealed column: what a re-key (revive) or a re-wrap (a move to another key) must carry.
+SEALED: tuple[Sealed, ...] = (
+    Sealed(MESSAGES, ("conversation_id", "seq"), "content", lambda key: key[0]),
+    Sealed(DOCUMENTS, ("doc_id",), "content", lambda key: document_scope(key[0])),
+    Sealed(SUMMARIES, ("conversation_id",), "content", lambda key: summary_scope(key[0])),
+    # The search key itself: its postings (HMACs) stay valid once it is carried.
+    Sealed(SEARCH_KEYS, ("version",), "sealed", lambda key: SEARCH_KEY_SCOPE),
+)
+SEALED_BY_TABLE = {s.table: s for s in SEALED}

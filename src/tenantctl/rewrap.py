@@ -27,6 +27,7 @@ from typing import Any
 
 from tenant_runtime.crypto import FOREIGN, RETRYABLE, UNUSABLE, DataKey, blob_edk, kms_context, rewrap_blob
 from tenant_runtime.errors import DecryptionFailed
+from tenant_runtime.tables import SEALED_BY_TABLE
 from tenantctl.errors import DrillFailed, KeyUnusable, TargetUnavailable, TenantctlError
 
 MAX_KEYS = 100_000  # opened data keys held (32 bytes each, plus their derived keys)
@@ -69,6 +70,15 @@ class Rewrapper:
                                 f"{exc}") from None
         self.blobs += 1
         return out
+
+    def rewrap_column(self, table: str, key: tuple, blob: bytes) -> bytes:
+        """The sealed column of ``table``'s row ``key`` (its key columns' values,
+        in ``tenant_runtime.tables.SEALED`` order) under the new key: the scope
+        is the row's, as the runtime sealed it."""
+        sealed = SEALED_BY_TABLE.get(table)
+        if sealed is None:
+            raise ValueError(f"{table!r} has no sealed column")
+        return self.rewrap(sealed.scope_of(key), blob)
 
     def rewrap_many(self, items: Iterable[tuple[str, bytes]]) -> Iterator[bytes]:
         """Each (conversation_id, blob) re-wrapped, in order."""

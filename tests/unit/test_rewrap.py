@@ -8,8 +8,10 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from tenant_runtime.blind_index import SEARCH_KEY_SCOPE, document_scope, summary_scope
 from tenant_runtime.crypto import DataKeyCache, Envelope, blob_edk
 from tenant_runtime.errors import DecryptionFailed
+from tenant_runtime.tables import DOCUMENTS, MESSAGES, SEALED, SEARCH_KEYS, SUMMARIES
 from tenantctl.errors import KeyUnusable
 from tenantctl.rewrap import KmsKey, Rewrapper, RewrapRefused
 
@@ -69,6 +71,22 @@ def test_kms_is_asked_twice_per_distinct_data_key_and_readers_once(keys):
     assert [opened(keys["new"], "acme", conv, b, reader) for (conv, _), b in zip(items, moved, strict=True)] == [
         plain for _, plain in items]
     assert reader.kms_calls - reader.key_checks == 4
+
+
+def test_each_sealed_column_is_rewrapped_in_its_rows_scope(keys):
+    """A row's blob is carried with the scope the runtime sealed it in (from
+    the row's key); any other scope is refused."""
+    rows = {MESSAGES: (("c1", 7), "c1"), DOCUMENTS: (("d1",), document_scope("d1")),
+            SUMMARIES: (("c1",), summary_scope("c1")), SEARCH_KEYS: ((1,), SEARCH_KEY_SCOPE)}
+    assert set(rows) == {s.table for s in SEALED}
+    rewrapper = Rewrapper("acme", keys["acme"], keys["new"])
+    for table, (key, scope) in rows.items():
+        [blob] = seal(keys["acme"], "acme", [(scope, table.encode())])
+        assert opened(keys["new"], "acme", scope, rewrapper.rewrap_column(table, key, blob)) == table.encode()
+        with pytest.raises(RewrapRefused, match="authentication"):
+            rewrapper.rewrap_column(DOCUMENTS if table != DOCUMENTS else SUMMARIES, ("x",), blob)
+    with pytest.raises(ValueError, match="no sealed column"):
+        rewrapper.rewrap_column("search_postings", ("x",), b"")
 
 
 def test_an_evicted_data_key_is_opened_again(keys):

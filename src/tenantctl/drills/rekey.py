@@ -20,28 +20,16 @@ longer uses, so:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from psycopg import sql
 
-from tenant_runtime.blind_index import SEARCH_KEY_SCOPE, document_scope, summary_scope
-from tenant_runtime.tables import DOCUMENTS, MESSAGES, SEARCH_KEYS, SUMMARIES
+from tenant_runtime.tables import SEALED
 from tenantctl.drills.context import DrillContext
 from tenantctl.drills.objects import COPY_LIMIT, object_manifest
 from tenantctl.models import TenantResources
 
 BATCH = 500
-
-
-# The store's sealed columns: (table, key columns, sealed column, the row's envelope scope from its key).
-SEALED: tuple[tuple[str, tuple[str, ...], str, Callable[[tuple], str]], ...] = (
-    (MESSAGES, ("conversation_id", "seq"), "content", lambda key: key[0]),
-    (DOCUMENTS, ("doc_id",), "content", lambda key: document_scope(key[0])),
-    (SUMMARIES, ("conversation_id",), "content", lambda key: summary_scope(key[0])),
-    # The search key itself: its postings (HMACs) stay valid once it is re-sealed.
-    (SEARCH_KEYS, ("version",), "sealed", lambda key: SEARCH_KEY_SCOPE),
-)
 
 
 def rekey_store(ctx: DrillContext, tenant_id: str, old: TenantResources, new: TenantResources) -> tuple[int, int]:
