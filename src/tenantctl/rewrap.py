@@ -10,6 +10,9 @@ wrapped once under the new key (KMS Encrypt, in the new one, same context),
 and every blob of that data key is then re-sealed locally with the new
 ``edk`` in its header (``tenant_runtime.crypto.rewrap_blob``): two KMS calls
 per data key, i.e. about two per 1,000 messages, however many rows there are.
+A backup's data key (``rewrap_edk``) is carried the same way, but its
+chunks do not bind it: the new encrypted key replaces the old in the
+backup's index and no chunk is touched.
 
 Refused, not re-wrapped (``RewrapRefused``, nothing of it returned): a blob
 KMS will not open under the old key with this tenant's context (another
@@ -90,15 +93,25 @@ class Rewrapper:
         """Distinct data keys held (re-wrapped so far, within ``max_keys``)."""
         return len(self._keys)
 
+    def rewrap_edk(self, edk: bytes, context: dict[str, str]) -> bytes:
+        """A data key KMS encrypted under the old key with ``context`` (a
+        backup's: its chunks do not bind it), encrypted under the new one."""
+        return self._rewrapped(edk, context)[1]
+
+    def _rewrapped(self, edk: bytes, context: dict[str, str]) -> tuple[bytes, bytes]:
+        """(plaintext, new edk) of ``edk``: Decrypt under the old key, Encrypt under the new."""
+        if context.get("tenant_id") != self.tenant_id:
+            raise RewrapRefused(f"tenant {self.tenant_id!r}: a data key of context {context} is not its own")
+        plaintext = self._call(self.old, "decrypt", CiphertextBlob=edk, EncryptionContext=context)["Plaintext"]
+        return plaintext, self._call(self.new, "encrypt", Plaintext=plaintext,
+                                     EncryptionContext=context)["CiphertextBlob"]
+
     def _key(self, edk: bytes) -> DataKey:
         key = self._keys.get(edk)
         if key is not None:
             self._keys.move_to_end(edk)
             return key
-        context = kms_context(self.tenant_id)
-        plaintext = self._call(self.old, "decrypt", CiphertextBlob=edk, EncryptionContext=context)["Plaintext"]
-        new_edk = self._call(self.new, "encrypt", Plaintext=plaintext, EncryptionContext=context)["CiphertextBlob"]
-        key = self._keys[edk] = DataKey(plaintext, new_edk, 0.0)
+        key = self._keys[edk] = DataKey(*self._rewrapped(edk, kms_context(self.tenant_id)), 0.0)
         while len(self._keys) > self.max_keys:
             self._keys.popitem(last=False)
         return key

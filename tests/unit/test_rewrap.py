@@ -4,6 +4,8 @@ what opens where, what KMS is asked, what is refused."""
 
 from __future__ import annotations
 
+import base64
+
 import boto3
 import pytest
 from moto import mock_aws
@@ -135,3 +137,28 @@ def test_a_missing_new_key_is_exit_10(keys):
     with pytest.raises(KeyUnusable, match="NotFoundException") as refused:
         Rewrapper("acme", keys["acme"], gone).rewrap("c1", blob)
     assert refused.value.exit_code == 10
+
+
+def test_a_backups_data_key_is_rewrapped_and_its_chunks_open_unchanged(keys):
+    """A backup's chunks do not bind its encrypted data key: re-wrapping the
+    key (what its index holds) carries the backup without reading a chunk."""
+    import io
+
+    from tenantctl.drills import envelope as backup
+
+    context = backup.encryption_context("acme", "b1")
+    key = backup.new_data_key(keys["acme"].kms, keys["acme"].key_arn, context)
+    stream = b"".join(backup.encrypt_stream(io.BytesIO(b"x" * (backup.CHUNK + 5)), key, context))
+    rewrapper = Rewrapper("acme", keys["acme"], keys["new"])
+    new_b64 = base64.b64encode(rewrapper.rewrap_edk(base64.b64decode(key.encrypted_b64), context)).decode()
+    plaintext = backup.open_data_key(keys["new"].kms, keys["new"].key_arn, new_b64, context)
+    assert b"".join(backup.decrypt_stream(io.BytesIO(stream), plaintext, key.nonce_prefix, context, "b1")) == (
+        b"x" * (backup.CHUNK + 5))
+    with pytest.raises(KeyUnusable):
+        backup.open_data_key(keys["acme"].kms, keys["acme"].key_arn, new_b64, context)
+    assert rewrapper.kms_calls == 2
+    # Another backup's context, or another tenant's: refused.
+    with pytest.raises(RewrapRefused, match="another tenant"):
+        rewrapper.rewrap_edk(base64.b64decode(key.encrypted_b64), backup.encryption_context("acme", "b2"))
+    with pytest.raises(RewrapRefused, match="not its own"):
+        rewrapper.rewrap_edk(base64.b64decode(key.encrypted_b64), backup.encryption_context("beta", "b1"))
