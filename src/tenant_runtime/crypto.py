@@ -308,11 +308,12 @@ class Envelope:
 
     def _open_one(self, kms: Callable[[], Any], tenant_id: str, key_arn: str, info: bytes, blob: bytes) -> bytes:
         slot = (key_arn, tenant_id)
-        edk = blob_edk(blob)
+        size = _header_length(blob)
+        edk = blob[6:size - NONCE]
         key = self.cache.opened_key(slot, edk)
         if key is None:
             key = self.cache.put_opened_key(slot, edk, self._open_key(kms, tenant_id, key_arn, edk))
-        return _open_content(key, info, blob)
+        return _open_content(key, info, blob, size)
 
     def _open_key(self, kms: Callable[[], Any], tenant_id: str, key_arn: str, edk: bytes) -> bytes:
         return self._kms(kms, tenant_id, key_arn, "decrypt a data key", "decrypt", CiphertextBlob=edk,
@@ -337,8 +338,8 @@ def blob_edk(blob: bytes) -> bytes:
     return blob[6:_header_length(blob) - NONCE]
 
 
-def _open_content(key: DataKey, info: bytes, blob: bytes) -> bytes:
-    size = _header_length(blob)
+def _open_content(key: DataKey, info: bytes, blob: bytes, size: int) -> bytes:
+    """The content of ``blob``, whose header is ``size`` bytes long (``_header_length``)."""
     header = blob[:size]
     try:
         return key.aead(info).decrypt(header[-NONCE:], blob[size:], header + info)
@@ -364,4 +365,4 @@ def rewrap_blob(key: DataKey, new_edk: bytes, tenant_id: str, conversation_id: s
     if not new_edk or len(new_edk) > 0xFFFF:
         raise ValueError("an encrypted data key is 1..65535 bytes")
     info = _info(tenant_id, conversation_id)
-    return _seal_content(key, new_edk, info, _open_content(key, info, blob))
+    return _seal_content(key, new_edk, info, _open_content(key, info, blob, _header_length(blob)))

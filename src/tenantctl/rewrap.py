@@ -51,7 +51,9 @@ class KmsKey:
 
 class Rewrapper:
     """Re-wraps ``tenant_id``'s blobs from ``old`` to ``new``; ``kms_calls``
-    counts every KMS call (two per distinct data key)."""
+    counts every KMS call (two per distinct data key). One per thread: its
+    cache is not locked (two threads meeting a new data key would each wrap
+    it, giving its blobs two new edks -- valid, but twice the KMS calls)."""
 
     def __init__(self, tenant_id: str, old: KmsKey, new: KmsKey, max_keys: int = MAX_KEYS) -> None:
         if max_keys < 1:
