@@ -13,8 +13,9 @@ body and metadata {"lang", "cat"} (8 categories).
 
 Routed = ``TenantRuntime.store`` as the tenant: ``put_documents`` in batches
 of ``--batch`` (``put_document`` one by one with ``--batch 1``: analysis, HMAC
-of every term, sealing, one statement for the documents + postings) and
-``search`` (BM25 over the blind postings, facets, decrypting the hits,
+of every term, sealing, one statement writing each document's row with its
+hashed terms) and ``search`` (BM25 over the rows' blind terms found through
+their GIN index, facets, decrypting the hits,
 highlights). Floor = a table in the same database with the plaintext and a
 ``tsvector`` (GIN) built from the *same* analysed terms (``to_tsvector('simple',
 ...)``, so Japanese is segmented the same way), ranked by ``ts_rank``, the
@@ -134,7 +135,7 @@ def main() -> None:
             print(f"  indexed {min(len(docs), (r + 1) * chunk)}/{len(docs)}", file=sys.stderr)
         admin.execute("ANALYZE bench_floor.docs")
         admin.execute(sql.SQL("ANALYZE {}, {}, {}").format(*(sql.Identifier(store.schema_name, t) for t in (
-            "documents", "search_postings", "search_vocab"))))
+            "documents", "search_vocab"))))
 
         # -- queries ---------------------------------------------------------------------------
         rng = random.Random(11)
@@ -194,10 +195,9 @@ def main() -> None:
                   f"   {min(p50s['routed']):8.2f} {r50:8.2f} {statistics.median(p95s['routed']):8.2f}"
                   f"   {r50 / f50:6.2f}x")
         sizes = admin.execute(
-            "SELECT pg_total_relation_size('bench_floor.docs'), "
-            "pg_total_relation_size(%s) + pg_total_relation_size(%s)",
-            (f"{store.schema_name}.documents", f"{store.schema_name}.search_postings")).fetchone()
-        print(f"\nsize: floor {sizes[0] / 2**20:.1f} MiB, routed (documents + postings) {sizes[1] / 2**20:.1f} MiB")
+            "SELECT pg_total_relation_size('bench_floor.docs'), pg_total_relation_size(%s)",
+            (f"{store.schema_name}.documents",)).fetchone()
+        print(f"\nsize: floor {sizes[0] / 2**20:.1f} MiB, routed (documents with terms) {sizes[1] / 2**20:.1f} MiB")
         print(json.dumps({"docs": args.docs, "index_rates": rates}), file=sys.stderr)
         rt.close()
         admin.close()

@@ -1,6 +1,8 @@
 """The blind index: search terms as keyed hashes, under a per-tenant search key.
 
-A term is stored as ``HMAC-SHA256(search_key, term)[:16]``, never as text. The
+A term is stored as a truncated ``HMAC-SHA256(search_key, term)``, never as
+text: an item's terms as the first 8 bytes (a signed int8, ``term_id``: one
+row per item, an int8[] under GIN), the fuzzy vocabulary's as 16 bytes. The
 search key is 32 random bytes generated once per tenant (and again by
 ``reindex``), stored in the tenant's own ``search_keys`` table *sealed* with
 the tenant's envelope (a data key from the tenant's KMS key, AES-GCM bound to
@@ -15,7 +17,7 @@ tenant id + a scope no conversation or document can have). So:
   compute no query term (crypto-shredding).
 
 What it still leaks, to someone who holds the rows (a DBA, a backup): within
-one tenant, how often each (unknown) term occurs, posting-list sizes,
+one tenant, how often each (unknown) term occurs, how many items hold it,
 document lengths and which documents share terms (co-occurrence). Frequency
 analysis against a known corpus could guess the commonest terms of a large
 tenant. Acceptable here: the rows sit behind the same walls as the
@@ -54,6 +56,17 @@ def blind(key: bytes, term: str) -> bytes:
     return hmac.digest(key, term.encode(), hashlib.sha256)[:TERM_BYTES]
 
 
+# term_id in SQL, of a bytea expression ({}): bit(64) -> int8 is two's complement, as signed=True.
+TERM_ID_SQL = "('x' || encode(substr({}, 1, 8), 'hex'))::bit(64)::int8"
+
+
+def term_id(hashed: bytes) -> int:
+    """A blind term's first 8 bytes as a signed int8 (``TERM_ID_SQL``). 64
+    bits: a collision within one tenant's vocabulary (~10^6 terms) has odds
+    ~10^-7, and would only add a hit for that one term."""
+    return int.from_bytes(hashed[:8], "big", signed=True)
+
+
 class TermHasher:
     """``blind`` under one search key, remembering what it hashed: a tenant's
     words and trigrams repeat from document to document, so after a few
@@ -61,11 +74,12 @@ class TermHasher:
     HMAC. Lives exactly as long as the unsealed key it holds (the runtime's
     search-key cache); bounded (forgets everything past ``MEMO_TERMS``)."""
 
-    __slots__ = ("key", "_memo", "written")
+    __slots__ = ("key", "_memo", "_ids", "written")
 
     def __init__(self, key: bytes) -> None:
         self.key = key
         self._memo: dict[str, bytes] = {}
+        self._ids: dict[str, int] = {}
         # Vocabulary words (surface, term) this process has committed under
         # this key: their trigram rows exist, a later document need not send
         # them again. Bounded like the memo.
@@ -83,3 +97,12 @@ class TermHasher:
                 self._memo.clear()
             hashed = self._memo[term] = blind(self.key, term)
         return hashed
+
+    def id(self, term: str) -> int:
+        """The term as an item's index stores it (``term_id``), remembered the same way."""
+        found = self._ids.get(term)
+        if found is None:
+            if len(self._ids) >= MEMO_TERMS:
+                self._ids.clear()
+            found = self._ids[term] = term_id(self(term))
+        return found

@@ -2,12 +2,15 @@
 
 Documents (``documents``): title and body sealed together with the tenant's
 envelope (bound to the document id), metadata in clear JSON (filters and
-facets run on it in SQL), an optional source link. The search index
-(``search_postings``) is blind (``tenant_runtime.blind_index``): one row per
-(key version, hashed term, document) with the term's frequency; ranking is
-BM25 computed in SQL over those rows (document frequency = posting-list size,
-document lengths from ``documents.length``). A write updates the document and
-its postings in one statement, so one transaction.
+facets run on it in SQL), an optional source link. The search index is
+blind (``tenant_runtime.blind_index``) and lives in the item's own row:
+``terms``, its hashed terms as int8 (``term_id``) under a GIN index, and
+``tfs``, their frequencies in the same order (the layout of a tsvector +
+GIN). Ranking is BM25 computed in SQL over the matching rows (document
+frequency counted among them, document lengths from ``length``). A write is
+one row per item, so a document and its index are one statement, one
+transaction. ``terms`` NULL: an item of a store from before this layout,
+found again once ``reindex`` ran.
 
 Large bodies (over ``LARGE_BODY`` bytes) live in the tenant's S3 prefix
 (``tenant_runtime.objects``: SSE-KMS under the tenant's key): the sealed row
@@ -17,7 +20,7 @@ the body, ``delete_document`` deletes the object, the index is built from the
 whole body. ``put_document_from_upload`` makes a document of an object
 uploaded through ``presign_upload``.
 
-Conversation summaries (``summaries``, ``summary_postings``) are indexed under
+Conversation summaries (``summaries``) are indexed the same way, under
 the same search key; ``search(include_summaries=True)`` ranks them with the
 documents, each hit saying its ``kind``.
 
@@ -48,6 +51,7 @@ from tenant_runtime import analyzer
 from tenant_runtime import cursor as cursor_codec
 from tenant_runtime.blind_index import (
     SEARCH_KEY_SCOPE,
+    TERM_ID_SQL,
     TermHasher,
     document_scope,
     new_search_key,
@@ -60,10 +64,8 @@ from tenant_runtime.tables import (
     CONVERSATIONS,
     DOCUMENTS,
     SEARCH_KEYS,
-    SEARCH_POSTINGS,
     SEARCH_VOCAB,
     SUMMARIES,
-    SUMMARY_POSTINGS,
 )
 
 MAX_DOCUMENT = 1 << 20  # the sealed row's JSON (title + body, or title + beginning + pointer), bytes
@@ -77,7 +79,6 @@ MAX_BATCH = 500  # documents per put_documents call
 SNIPPET = 160
 HIGHLIGHT_SCAN = 4_000
 BM25_K1, BM25_B = 1.2, 0.75
-WIDE_QUERY = 8  # a query matching over 1/8 of the items reads them all once
 FUZZY_SIMILARITY = 0.5  # share of a query word's trigrams a vocabulary word must have
 FUZZY_WEIGHT = 0.8  # a fuzzy match counts less than the word itself
 FUZZY_WORDS = 20  # vocabulary words per query word at most
@@ -151,17 +152,16 @@ class ReindexResult(BaseModel):
 
 @dataclass(frozen=True)
 class _Source:
-    """What the index covers: a table of sealed items and its postings."""
+    """What the index covers: a table of sealed items, each row holding its terms."""
 
     kind: str
     table: str
     id_column: str
-    postings: str
     scope: Callable[[str], str]
 
 
-DOCUMENT_SOURCE = _Source("document", DOCUMENTS, "doc_id", SEARCH_POSTINGS, document_scope)
-SUMMARY_SOURCE = _Source("summary", SUMMARIES, "conversation_id", SUMMARY_POSTINGS, summary_scope)
+DOCUMENT_SOURCE = _Source("document", DOCUMENTS, "doc_id", document_scope)
+SUMMARY_SOURCE = _Source("summary", SUMMARIES, "conversation_id", summary_scope)
 SOURCES = (DOCUMENT_SOURCE, SUMMARY_SOURCE)
 
 
@@ -302,21 +302,23 @@ class DocumentOperations:
     # -- writing ---------------------------------------------------------------------
 
     def _index_write(self, ctx: TenantContext, head: sql.Composable, params: dict[str, Any], version: int,
-                     hasher: TermHasher, items: list[tuple[str, analyzer.Analysed]],
-                     postings: str = SEARCH_POSTINGS) -> Any:
-        """One statement: ``head`` (a CTE named ``d`` writing the items' rows,
-        returning each one's id as doc_id), then each written item's
-        ``postings`` replaced by its terms under key ``version`` and its words
-        added to the vocabulary; returns the rows of ``d``. ``items``: (id,
-        analysis) of every item ``head`` may write."""
-        pdoc: list[str] = []
-        terms: list[bytes] = []
+                     hasher: TermHasher, items: list[tuple[str, analyzer.Analysed]]) -> Any:
+        """One statement: ``head`` (a CTE named ``d`` writing the items' rows
+        with their terms, returning each one's id as doc_id), then the items'
+        words added to the vocabulary; returns the rows of ``d``. ``items``:
+        (id, analysis) of every item ``head`` may write, in order; ``head``
+        reads item i's terms and frequencies as ``%(ft)b::int8[]`` and
+        ``%(ftf)b::int4[]`` sliced ``[lo[i]:hi[i]]`` (all of them for one item)."""
+        terms: list[int] = []
         tfs: list[int] = []
+        lo: list[int] = []
+        hi: list[int] = []
         new_words: set[tuple[str, str]] = set()
-        for item_id, analysed in items:
-            pdoc += [item_id] * len(analysed.counts)
-            terms += [hasher(term) for term in analysed.counts]
+        for _, analysed in items:
+            lo.append(len(terms) + 1)
+            terms += [hasher.id(term) for term in analysed.counts]
             tfs += analysed.counts.values()
+            hi.append(len(terms))
             # Only words this process has not yet written under this key: after
             # a few hundred documents nearly every word is known, and its ~6
             # trigram rows would only be probed and skipped (ON CONFLICT) again.
@@ -324,33 +326,25 @@ class DocumentOperations:
         pairs = sorted({pair for surface, term in new_words for pair in analyzer.vocabulary_pairs(surface, term)})
         query = sql.SQL(
             "WITH d AS ({head}), "
-            "new AS MATERIALIZED (SELECT * FROM unnest(%(pdoc)s::text[], %(terms)b::bytea[], %(tfs)b::int[]) "
-            "  AS u(doc_id, term, tf)), "
-            "gone AS (DELETE FROM {post} p USING d WHERE p.tenant_id = %(t)s AND p.doc_id = d.doc_id "
-            "  AND NOT (p.key_version = %(v)s AND (p.doc_id, p.term) IN (SELECT doc_id, term FROM new))), "
-            "ins AS (INSERT INTO {post} (tenant_id, key_version, term, doc_id, tf) "
-            "  SELECT %(t)s, %(v)s, u.term, u.doc_id, u.tf FROM new u JOIN d ON d.doc_id = u.doc_id "
-            "  ON CONFLICT (tenant_id, key_version, term, doc_id) DO UPDATE SET tf = EXCLUDED.tf), "
             "voc AS (INSERT INTO {vocab} (tenant_id, key_version, gram, term) "
             "  SELECT DISTINCT %(t)s, %(v)s, u.gram, u.term FROM unnest(%(grams)b::bytea[], %(words)b::bytea[]) "
             "  AS u(gram, term) WHERE EXISTS (SELECT FROM d) ON CONFLICT DO NOTHING) "
-            "SELECT * FROM d").format(head=head, post=self._table(ctx, postings),
-                                      vocab=self._table(ctx, SEARCH_VOCAB))
+            "SELECT * FROM d").format(head=head, vocab=self._table(ctx, SEARCH_VOCAB))
         rows = yield self._statement_step(query, {
-            **params, "t": ctx.key, "v": version, "pdoc": pdoc, "terms": terms, "tfs": tfs,
+            **params, "t": ctx.key, "v": version, "ft": terms, "ftf": tfs, "lo": lo, "hi": hi,
             "grams": [hasher(g) for g, _ in pairs], "words": [hasher(w) for _, w in pairs]}, "all")
         if rows:  # committed (each statement is its transaction)
             hasher.wrote(new_words)
         return rows
 
     def _keyed_write(self, ctx: TenantContext, head: sql.Composable, params: dict[str, Any],
-                     items: list[tuple[str, analyzer.Analysed]], postings: str) -> Any:
+                     items: list[tuple[str, analyzer.Analysed]]) -> Any:
         """``_index_write`` under the newest search key; ``head`` writes only
         while ``%(v)s`` is still the newest (a key made since, by a reindex,
         sends it round again)."""
         for _ in range(3):
             version, hasher = (yield from self._search_keys(ctx, create=True))[-1]
-            rows = yield from self._index_write(ctx, head, params, version, hasher, items, postings)
+            rows = yield from self._index_write(ctx, head, params, version, hasher, items)
             if rows:
                 return rows
             self._forget_keys(ctx)
@@ -422,7 +416,7 @@ class DocumentOperations:
 
     def _write_documents(self, ctx: TenantContext, entries: list[tuple[NewDocument, dict[str, Any] | None]]) -> Any:
         """The rows (each body inline, or its beginning and its S3 pointer)
-        and their postings in one statement; objects of replaced bodies go after."""
+        with their terms in one statement; objects of replaced bodies go after."""
         contents, analysed = [], []
         for d, pointer in entries:
             sealed_body = {"body": d.body} if pointer is None else {"body": d.body[:HIGHLIGHT_SCAN], "s3": pointer}
@@ -431,15 +425,18 @@ class DocumentOperations:
         sealed = yield self._compute_step(self._seal_contents, ctx, contents)
         docs = self._table(ctx, DOCUMENTS)
         head = sql.SQL(
-            "INSERT INTO {docs} AS n (tenant_id, doc_id, content, metadata, source, length, key_version, body_key) "
-            "SELECT %(t)s, i.doc_id, i.content, i.metadata, i.source, i.length, %(v)s, i.body_key "
+            "INSERT INTO {docs} AS n (tenant_id, doc_id, content, metadata, source, length, key_version, body_key, "
+            "  terms, tfs) "
+            "SELECT %(t)s, i.doc_id, i.content, i.metadata, i.source, i.length, %(v)s, i.body_key, "
+            "  (%(ft)b::int8[])[i.lo:i.hi], (%(ftf)b::int4[])[i.lo:i.hi] "
             "FROM unnest(%(d)s::text[], %(c)b::bytea[], %(m)s::jsonb[], %(s)s::text[], %(n)s::int[], "
-            "  %(k)s::text[]) AS i(doc_id, content, metadata, source, length, body_key) "
+            "  %(k)s::text[], %(lo)b::int[], %(hi)b::int[]) AS i(doc_id, content, metadata, source, length, body_key, "
+            "  lo, hi) "
             "WHERE %(v)s = (SELECT max(version) FROM {keys} WHERE tenant_id = %(t)s) "
             "ON CONFLICT (tenant_id, doc_id) DO UPDATE "
             "SET content = EXCLUDED.content, metadata = EXCLUDED.metadata, source = EXCLUDED.source, "
             "length = EXCLUDED.length, key_version = EXCLUDED.key_version, body_key = EXCLUDED.body_key, "
-            "updated_at = now() "
+            "terms = EXCLUDED.terms, tfs = EXCLUDED.tfs, updated_at = now() "
             # The statement's snapshot: the body key before this write.
             "RETURNING n.doc_id, n.created_at, n.updated_at, "
             "(SELECT o.body_key FROM {docs} o WHERE o.tenant_id = %(t)s AND o.doc_id = n.doc_id)").format(
@@ -448,7 +445,7 @@ class DocumentOperations:
         rows = yield from self._keyed_write(ctx, head, {
             "d": [d.doc_id for d, _ in entries], "c": sealed, "m": [Jsonb(d.metadata) for d, _ in entries],
             "s": [d.source for d, _ in entries], "n": [a.length for _, a in analysed], "k": new_keys},
-            analysed, SEARCH_POSTINGS)
+            analysed)
         written = {r[0]: r[1:] for r in rows}
         out = []
         for (d, _), new_key in zip(entries, new_keys, strict=True):
@@ -478,15 +475,16 @@ class DocumentOperations:
             raise InvalidRequest(f"no conversation {conversation_id!r} to summarise")
         sealed = yield self._compute_step(self.envelope.encrypt, ctx, summary_scope(conversation_id), content)
         head = sql.SQL(
-            "INSERT INTO {sums} (tenant_id, conversation_id, content, length, key_version) "
-            "SELECT %(t)s, %(d)s, %(c)s, %(n)s, %(v)s WHERE %(v)s = "
+            "INSERT INTO {sums} (tenant_id, conversation_id, content, length, key_version, terms, tfs) "
+            "SELECT %(t)s, %(d)s, %(c)s, %(n)s, %(v)s, %(ft)b::int8[], %(ftf)b::int4[] WHERE %(v)s = "
             "(SELECT max(version) FROM {keys} WHERE tenant_id = %(t)s) "
             "ON CONFLICT (tenant_id, conversation_id) DO UPDATE "
             "SET content = EXCLUDED.content, length = EXCLUDED.length, key_version = EXCLUDED.key_version, "
-            "updated_at = now() RETURNING conversation_id AS doc_id, created_at, updated_at").format(
+            "terms = EXCLUDED.terms, tfs = EXCLUDED.tfs, updated_at = now() "
+            "RETURNING conversation_id AS doc_id, created_at, updated_at").format(
             sums=self._table(ctx, SUMMARIES), keys=self._table(ctx, SEARCH_KEYS))
         rows = yield from self._keyed_write(ctx, head, {"d": conversation_id, "c": sealed, "n": analysed.length},
-                                            [(conversation_id, analysed)], SUMMARY_POSTINGS)
+                                            [(conversation_id, analysed)])
         _, created, updated = rows[0]
         return Summary(conversation_id=conversation_id, text=text, created_at=created, updated_at=updated)
 
@@ -525,7 +523,8 @@ class DocumentOperations:
 
     def _reindex_source(self, ctx: TenantContext, src: _Source, version: int, hasher: TermHasher) -> Any:
         table, ident = self._table(ctx, src.table), sql.Identifier(src.id_column)
-        head = sql.SQL("UPDATE {table} SET key_version = %(v)s, length = %(n)s WHERE tenant_id = %(t)s "
+        head = sql.SQL("UPDATE {table} SET key_version = %(v)s, length = %(n)s, terms = %(ft)b::int8[], "
+                       "tfs = %(ftf)b::int4[] WHERE tenant_id = %(t)s "
                        "AND {id} = %(d)s AND content = %(c)s RETURNING {id} AS doc_id").format(table=table, id=ident)
         done, after = 0, ""
         while True:
@@ -540,7 +539,7 @@ class DocumentOperations:
                 body = yield from self._whole_body(ctx, data)
                 analysed = analyzer.index_terms(data.get("title", ""), body)
                 written = yield from self._index_write(ctx, head, {"d": item_id, "c": blob, "n": analysed.length},
-                                                       version, hasher, [(item_id, analysed)], src.postings)
+                                                       version, hasher, [(item_id, analysed)])
                 done += len(written)
             after = rows[-1][0]
 
@@ -610,7 +609,7 @@ class DocumentOperations:
             next_cursor=cursor_codec.encode({"t": ctx.key, "l": rows[-1][0]}) if more else None)
 
     def _delete_document(self, ctx: TenantContext, doc_id: str) -> Any:
-        """The row (its postings go with it, ON DELETE CASCADE), then its body
+        """The row (its index terms are in it), then its body
         object: a failure between the two leaves an unreferenced object, never
         a row pointing at nothing."""
         ctx = verified(ctx)
@@ -660,7 +659,7 @@ class DocumentOperations:
             keys = yield from self._search_keys(ctx, create=False)
             if not keys:
                 return SearchResult(hits=[], total=0, facets={}, next_cursor=None)
-            q = [(i, v, hasher(term)) for i, term in enumerate(words) for v, hasher in keys]
+            q = [(i, v, hasher.id(term)) for i, term in enumerate(words) for v, hasher in keys]
             g = [(qi, v, hasher(gram), n) for qi, gram, n in qgrams for v, hasher in keys]
             rows = yield self._statement_step(self._search_sql(ctx, summaries), {
                 "t": ctx.key, "idx": [r[0] for r in q], "ver": [r[1] for r in q], "term": [r[2] for r in q],
@@ -688,37 +687,31 @@ class DocumentOperations:
         return SearchResult(hits=hits, total=total, facets=facet_counts, next_cursor=next_cursor)
 
     def _search_sql(self, ctx: TenantContext, summaries: bool) -> sql.Composed:
-        """BM25 over the blind postings: idf from posting-list sizes, length
-        normalisation from the items' lengths; one row per hit of the page (or
-        one empty row), each carrying the total and the facet counts. The
+        """BM25 over the items' blind terms: the items holding any query term
+        are found through the GIN index on ``terms`` (one bitmap scan, as the
+        floor's tsvector), each query term's frequency read from the row
+        (``tfs`` at the term's position), idf from how many of them hold it,
+        length normalisation from their lengths; one row per hit of the page
+        (or one empty row), each carrying the total and the facet counts. The
         items are the documents, and with ``summaries`` the conversation
         summaries too (kind, id): one ranking, one idf, over both.
 
         Every step is a MATERIALIZED CTE computed once: the planner, which
         cannot estimate the unnested query terms, otherwise re-ran the
-        corpus statistics once per hit (a nested loop: minutes at 10,000
-        documents). The matching items (length, metadata: filter, facets,
-        total) are read by one index probe each when they are few, by one
-        scan of the items hash-joined to the hits when they are over
-        1/``WIDE_QUERY`` of them (probes cost more than the scan there:
-        measured 123 vs 79 ms for a common word, 13 vs 23 ms for a rare one,
-        at 10,000 documents). Scores are summed per item id; the sealed
-        content is read for the returned page alone."""
-        items = [sql.SQL("SELECT 'document'::text AS kind, doc_id, metadata, length, content, source FROM {} "
-                         "WHERE tenant_id = %(t)s").format(self._table(ctx, DOCUMENTS))]
-        postings = [sql.SQL("SELECT 'document'::text AS kind, key_version, term, doc_id, tf FROM {} "
-                            "WHERE tenant_id = %(t)s").format(self._table(ctx, SEARCH_POSTINGS))]
+        corpus statistics once per hit. The sealed content is read for the
+        returned page alone."""
+        columns = "doc_id, metadata, length, content, source, key_version, terms, tfs"
+        items = [sql.SQL("SELECT 'document'::text AS kind, " + columns + " FROM {} WHERE tenant_id = %(t)s").format(
+            self._table(ctx, DOCUMENTS))]
         if summaries:
-            items.append(sql.SQL("SELECT 'summary', conversation_id, '{{}}'::jsonb, length, content, NULL FROM {} "
-                                 "WHERE tenant_id = %(t)s").format(self._table(ctx, SUMMARIES)))
-            postings.append(sql.SQL("SELECT 'summary', key_version, term, doc_id, tf FROM {} "
-                                    "WHERE tenant_id = %(t)s").format(self._table(ctx, SUMMARY_POSTINGS)))
-        union = sql.SQL(" UNION ALL ")
+            items.append(sql.SQL("SELECT 'summary', conversation_id, '{{}}'::jsonb, length, content, NULL, "
+                                 "key_version, terms, tfs FROM {} WHERE tenant_id = %(t)s").format(
+                self._table(ctx, SUMMARIES)))
         return sql.SQL(
             "WITH exact AS MATERIALIZED (SELECT *, 1.0::float8 AS w FROM unnest(%(idx)b::int[], %(ver)b::int[], "
-            "  %(term)b::bytea[]) AS e(idx, key_version, term)), "
+            "  %(term)b::int8[]) AS e(idx, key_version, term)), "
             # fuzzy: vocabulary words sharing enough of a query word's trigrams, best first
-            "cand AS MATERIALIZED (SELECT g.qi, v.key_version, v.term, count(*)::float8 / max(g.n) AS sim "
+            "cand AS MATERIALIZED (SELECT g.qi, v.key_version, {term_id} AS term, count(*)::float8 / max(g.n) AS sim "
             "  FROM unnest(%(gqi)b::int[], %(gver)b::int[], %(gram)b::bytea[], %(gn)b::int[]) AS g(qi, key_version, "
             "  gram, n) JOIN {vocab} v ON v.tenant_id = %(t)s AND v.key_version = g.key_version AND v.gram = g.gram "
             "  GROUP BY g.qi, v.key_version, v.term HAVING count(*)::float8 / max(g.n) >= {sim}), "
@@ -727,21 +720,18 @@ class DocumentOperations:
             "  WHERE r <= {fn} AND (key_version, term) NOT IN (SELECT key_version, term FROM exact) "
             "  GROUP BY key_version, term), "
             "q AS MATERIALIZED (SELECT * FROM exact UNION ALL SELECT * FROM fuzzy), "
-            "hits AS MATERIALIZED (SELECT p.kind, p.doc_id, p.tf, q.idx, q.w FROM ({post}) p JOIN q "
-            "  ON p.key_version = q.key_version AND p.term = q.term), "
+            "qt AS MATERIALIZED (SELECT array_agg(DISTINCT term) AS terms FROM q), "
+            # The items holding any query term: the GIN index.
+            "matching AS MATERIALIZED (SELECT i.kind, i.doc_id, i.length, i.metadata, i.key_version, i.terms, i.tfs "
+            "  FROM ({items}) i WHERE i.terms && (SELECT terms FROM qt)), "
+            "hits AS MATERIALIZED (SELECT c.kind, c.doc_id, c.tfs[p.pos] AS tf, q.idx, q.w FROM matching c "
+            "  JOIN q ON q.key_version = c.key_version CROSS JOIN LATERAL array_position(c.terms, q.term) AS p(pos) "
+            "  WHERE p.pos IS NOT NULL), "
             "stats AS MATERIALIZED (SELECT count(*)::float8 AS n, greatest(coalesce(avg(length), 1), 1)::float8 "
             "  AS avgdl FROM ({items}) i), "
             "df AS MATERIALIZED (SELECT idx, ln(1 + (s.n - count(*) + 0.5) / (count(*) + 0.5)) AS idf "
             "  FROM hits CROSS JOIN stats s GROUP BY idx, s.n), "
-            "hit_items AS MATERIALIZED (SELECT DISTINCT kind, doc_id FROM hits), "
-            "wide AS MATERIALIZED (SELECT (SELECT count(*) FROM hit_items) * {wide} > n AS yes FROM stats), "
-            "docs AS MATERIALIZED (SELECT kind, doc_id, length, metadata FROM ({items}) i), "
-            # Few matches: one index probe per match; many: one scan of the items, hash-joined.
-            "matched AS MATERIALIZED (SELECT d.kind, d.doc_id, d.length, d.metadata FROM ({items}) d "
-            "  WHERE NOT (SELECT yes FROM wide) AND (d.kind, d.doc_id) IN (SELECT kind, doc_id FROM hit_items) "
-            "  AND d.metadata @> %(f)s "
-            "  UNION ALL SELECT d.kind, d.doc_id, d.length, d.metadata FROM docs d JOIN hit_items h "
-            "  ON h.kind = d.kind AND h.doc_id = d.doc_id WHERE (SELECT yes FROM wide) AND d.metadata @> %(f)s), "
+            "matched AS MATERIALIZED (SELECT kind, doc_id, length, metadata FROM matching WHERE metadata @> %(f)s), "
             "scored AS MATERIALIZED (SELECT m.kind, m.doc_id, round(sum(h.w * df.idf * h.tf * {k1p1} / "
             "  (h.tf + {k1} * (1 - {b} + {b} * m.length / s.avgdl)))::numeric, 9) AS score "
             "  FROM matched m JOIN hits h ON h.kind = m.kind AND h.doc_id = m.doc_id JOIN df USING (idx) "
@@ -749,6 +739,9 @@ class DocumentOperations:
             "page AS MATERIALIZED (SELECT kind, doc_id, score FROM scored WHERE %(cs)s::numeric IS NULL "
             "  OR score < %(cs)s OR (score = %(cs)s AND (doc_id, kind) > (%(cd)s::text, %(ck)s::text)) "
             "  ORDER BY score DESC, doc_id, kind LIMIT %(n)s OFFSET %(o)s), "
+            # The page's sealed rows, each read once (by the primary key, the page's ids as one array).
+            "sealed AS MATERIALIZED (SELECT d.kind, d.doc_id, d.content, d.metadata, d.source FROM ({items}) d "
+            "  WHERE d.doc_id = ANY((SELECT array_agg(doc_id) FROM page)::text[])), "
             "summary AS (SELECT (SELECT count(*) FROM matched) AS total, "
             "  (SELECT coalesce(jsonb_object_agg(k, vals), '{{}}') FROM (SELECT k, jsonb_object_agg(v, c) AS vals "
             "   FROM (SELECT f.k, m.metadata ->> f.k AS v, count(*) AS c FROM matched m "
@@ -756,11 +749,11 @@ class DocumentOperations:
             "   GROUP BY k) y) AS facets, "
             "  (SELECT array_agg(version ORDER BY version) FROM {keys} WHERE tenant_id = %(t)s) AS versions) "
             "SELECT m.total, m.facets, p.kind, p.doc_id, p.score, d.content, d.metadata, d.source, m.versions "
-            "FROM summary m LEFT JOIN (page p JOIN ({items}) d ON d.kind = p.kind AND d.doc_id = p.doc_id) ON true "
+            "FROM summary m LEFT JOIN (page p JOIN sealed d USING (kind, doc_id)) ON true "
             "ORDER BY p.score DESC, p.doc_id, p.kind").format(
-            items=union.join(items), post=union.join(postings),
+            items=sql.SQL(" UNION ALL ").join(items), term_id=sql.SQL(TERM_ID_SQL.format("v.term")),
             keys=self._table(ctx, SEARCH_KEYS), vocab=self._table(ctx, SEARCH_VOCAB),
-            wide=sql.Literal(WIDE_QUERY), sim=sql.Literal(FUZZY_SIMILARITY), fw=sql.Literal(FUZZY_WEIGHT),
+            sim=sql.Literal(FUZZY_SIMILARITY), fw=sql.Literal(FUZZY_WEIGHT),
             fn=sql.Literal(FUZZY_WORDS), k1=sql.Literal(BM25_K1), k1p1=sql.Literal(BM25_K1 + 1),
             b=sql.Literal(BM25_B))
 
@@ -775,12 +768,13 @@ class DocumentOperations:
         keys = yield from self._search_keys(ctx, create=False)
         if not keys:
             return []
+        ids = [hasher.id(term) for _, hasher in keys]
         rows = yield self._statement_step(
-            sql.SQL("SELECT d.doc_id, d.content FROM {post} p JOIN {docs} d ON d.tenant_id = p.tenant_id "
-                    "AND d.doc_id = p.doc_id WHERE p.tenant_id = %s AND (p.key_version, p.term) IN "
-                    "(SELECT * FROM unnest(%b::int[], %b::bytea[])) ORDER BY p.tf DESC, d.doc_id LIMIT 50").format(
-                post=self._table(ctx, SEARCH_POSTINGS), docs=self._table(ctx, DOCUMENTS)),
-            (ctx.key, [v for v, _ in keys], [hasher(term) for _, hasher in keys]), "all")
+            sql.SQL("SELECT d.doc_id, d.content FROM {docs} d JOIN unnest(%(v)b::int[], %(q)b::int8[]) AS q(v, term) "
+                    "ON d.key_version = q.v CROSS JOIN LATERAL array_position(d.terms, q.term) AS p(pos) "
+                    "WHERE d.tenant_id = %(t)s AND d.terms && %(q)b::int8[] AND p.pos IS NOT NULL "
+                    "ORDER BY d.tfs[p.pos] DESC, d.doc_id LIMIT 50").format(docs=self._table(ctx, DOCUMENTS)),
+            {"t": ctx.key, "v": [v for v, _ in keys], "q": ids}, "all")
         opened = yield self._compute_step(self._open_documents, ctx, [(r[0], bytes(r[1])) for r in rows])
         stem = term[2:]
         seen: dict[str, int] = {}

@@ -2,7 +2,8 @@
 runtime's statements, provisioning's SQL (templates/tenant_schema.sql.j2),
 checks, drills, usage and moves all read.
 
-Documents, conversation summaries and their blind search index belong with
+Documents, conversation summaries and their blind search index (the items'
+``terms``/``tfs`` columns, and the fuzzy vocabulary) belong with
 the conversations: a tier move, a backup or a restore carries them all together.
 """
 
@@ -18,13 +19,10 @@ MESSAGES = "messages"
 CONTEXT_ITEMS = "context_items"
 DOCUMENTS = "documents"
 SEARCH_KEYS = "search_keys"
-SEARCH_POSTINGS = "search_postings"
 SEARCH_VOCAB = "search_vocab"
 SUMMARIES = "summaries"
-SUMMARY_POSTINGS = "summary_postings"
 
-TABLES = (CONVERSATIONS, MESSAGES, CONTEXT_ITEMS, DOCUMENTS, SEARCH_KEYS, SEARCH_POSTINGS, SEARCH_VOCAB, SUMMARIES,
-          SUMMARY_POSTINGS)
+TABLES = (CONVERSATIONS, MESSAGES, CONTEXT_ITEMS, DOCUMENTS, SEARCH_KEYS, SEARCH_VOCAB, SUMMARIES)
 
 
 class Sealed(NamedTuple):
@@ -42,7 +40,7 @@ SEALED: tuple[Sealed, ...] = (
     Sealed(MESSAGES, ("conversation_id", "seq"), "content", lambda key: key[0]),
     Sealed(DOCUMENTS, ("doc_id",), "content", lambda key: document_scope(key[0])),
     Sealed(SUMMARIES, ("conversation_id",), "content", lambda key: summary_scope(key[0])),
-    # The search key itself: its postings (HMACs) stay valid once it is carried.
+    # The search key itself: the index's terms (HMACs) stay valid once it is carried.
     Sealed(SEARCH_KEYS, ("version",), "sealed", lambda key: SEARCH_KEY_SCOPE),
 )
 SEALED_BY_TABLE = {s.table: s for s in SEALED}

@@ -88,7 +88,7 @@ def test_each_sealed_column_is_rewrapped_in_its_rows_scope(keys):
         with pytest.raises(RewrapRefused, match="authentication"):
             rewrapper.rewrap_column(DOCUMENTS if table != DOCUMENTS else SUMMARIES, ("x",), blob)
     with pytest.raises(ValueError, match="no sealed column"):
-        rewrapper.rewrap_column("search_postings", ("x",), b"")
+        rewrapper.rewrap_column("search_vocab", ("x",), b"")
 
 
 def test_an_evicted_data_key_is_opened_again(keys):

@@ -9,7 +9,7 @@ from psycopg import sql
 from runtime_fixtures import context
 
 from tenant_runtime import InvalidRequest, StoreUnavailable, TenantMismatch, UntrustedContext, analyzer
-from tenant_runtime.blind_index import TermHasher, blind, document_scope, summary_scope
+from tenant_runtime.blind_index import TermHasher, blind, document_scope, summary_scope, term_id
 from tenant_runtime.documents import LARGE_BODY, MAX_BODY, DocumentOperations, highlight
 from tenant_runtime.objects import ObjectAccess
 from tenant_runtime.store import Compute, Statement, StoreOperations, advance
@@ -79,8 +79,9 @@ def test_highlight_marks_every_matching_word_in_the_snippet():
 
 
 def test_the_store_lists_the_document_tables():
-    assert {"documents", "search_keys", "search_postings", "search_vocab", "summaries",
-            "summary_postings"} <= set(TABLES)
+    # The index lives in the items' rows (terms, tfs): no table of postings.
+    assert {"documents", "search_keys", "search_vocab", "summaries"} <= set(TABLES)
+    assert not {"search_postings", "summary_postings"} & set(TABLES)
     assert issubclass(StoreOperations, DocumentOperations)
 
 
@@ -156,6 +157,27 @@ def test_the_term_hasher_remembers_what_it_hashed_under_its_own_key_only():
     k1, k2 = b"1" * 32, b"2" * 32
     h1 = TermHasher(k1)
     assert h1("w:secret") == h1("w:secret") == blind(k1, "w:secret") != TermHasher(k2)("w:secret")
+
+
+def test_an_items_terms_are_the_signed_first_8_bytes_of_their_hmacs():
+    hasher = TermHasher(b"k" * 32)
+    assert hasher.id("w:secret") == term_id(blind(b"k" * 32, "w:secret")) == int.from_bytes(
+        blind(b"k" * 32, "w:secret")[:8], "big", signed=True)
+    assert term_id(b"\xff" * 8) == -1 and term_id(b"\x7f" + b"\xff" * 7) == (1 << 63) - 1
+
+
+def test_a_batch_gives_each_item_its_own_slice_of_the_terms():
+    """Items are written in one statement: item i's terms and frequencies are
+    ``ft[lo[i]:hi[i]]`` (1-based, inclusive), an item without terms an empty slice."""
+    ops, hasher = StoreOperations(), TermHasher(b"k" * 32)
+    items = [("a", analyzer.index_terms("Rotating keys", "keys rotate")), ("b", analyzer.index_terms("", "")),
+             ("c", analyzer.index_terms("", "東京の索引"))]
+    op = ops._index_write(context("acme"), sql.SQL("SELECT 'a' AS doc_id"), {}, 1, hasher, items)
+    p = next(op).params
+    for (_, analysed), lo, hi in zip(items, p["lo"], p["hi"], strict=True):
+        assert p["ft"][lo - 1:hi] == [hasher.id(t) for t in analysed.counts]
+        assert p["ftf"][lo - 1:hi] == list(analysed.counts.values())
+    assert p["lo"][1] == p["hi"][1] + 1
 
 
 def test_vocabulary_words_are_sent_until_a_write_of_them_committed():

@@ -50,14 +50,10 @@ CANARIES: dict[str, tuple[str, tuple]] = {
     "documents": ("(doc_id, content, key_version) VALUES (%s, '\\x00'::bytea, 1)", ("{id}",)),
     # A version no real key has (versions start at 1): the check never shadows one.
     "search_keys": ("(version, sealed) VALUES (2147483647, '\\x00'::bytea)", ()),
-    "search_postings": ("(key_version, term, doc_id, tf) VALUES (1, decode(md5(%s), 'hex'), %s, 1)",
-                        ("{id}", "{id}")),
     "search_vocab": ("(key_version, gram, term) VALUES (1, decode(md5(%s), 'hex'), decode(md5(%s), 'hex'))",
                      ("{id}", "{id}")),
     # Planted by name order: after the conversation canary they belong to.
     "summaries": ("(conversation_id, content, key_version) VALUES (%s, '\\x00'::bytea, 1)", ("{id}",)),
-    "summary_postings": ("(key_version, term, doc_id, tf) VALUES (1, decode(md5(%s), 'hex'), %s, 1)",
-                         ("{id}", "{id}")),
 }
 
 

@@ -64,7 +64,7 @@ def usage(
             str(q.dlq_visible) if q else "n/a", _when(u.last_activity),
         ))
     table("usage", ["tenant", "tier", "objects", "noncurrent", "db size",
-                    "rows: conv/msg/items/docs/keys/postings/vocab", "queue vis+flight+delayed", "dlq",
+                    "rows: conv/msg/items/docs/keys/vocab/summaries", "queue vis+flight+delayed", "dlq",
                     "last activity"], rows)
     for u in usages:
         for e in u.errors:

@@ -9,7 +9,7 @@ longer uses, so:
   envelope format (``tenant_runtime.crypto``): each blob is opened with the old
   key and sealed again with the new one, same encryption context
   ``{tenant_id, conversation_id}`` (for documents and the search key, their
-  scope in that slot). The search postings are HMACs under the search key,
+  scope in that slot). The index's terms are HMACs under the search key,
   which is the same key re-sealed: they need nothing. The data key is bound
   into the blob's AES-GCM associated data, so a KMS ReEncrypt of the data key
   alone would not do. Blobs not in that format are left as they are.
