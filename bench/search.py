@@ -134,7 +134,7 @@ def main() -> None:
                 rates[side].append(len(part) / (time.perf_counter() - start))
             print(f"  indexed {min(len(docs), (r + 1) * chunk)}/{len(docs)}", file=sys.stderr)
         admin.execute("ANALYZE bench_floor.docs")
-        admin.execute(sql.SQL("ANALYZE {}, {}, {}").format(*(sql.Identifier(store.schema_name, t) for t in (
+        admin.execute(sql.SQL("ANALYZE {}, {}").format(*(sql.Identifier(store.schema_name, t) for t in (
             "documents", "search_vocab"))))
 
         # -- queries ---------------------------------------------------------------------------

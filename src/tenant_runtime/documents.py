@@ -316,8 +316,10 @@ class DocumentOperations:
         new_words: set[tuple[str, str]] = set()
         for _, analysed in items:
             lo.append(len(terms) + 1)
-            terms += [hasher.id(term) for term in analysed.counts]
-            tfs += analysed.counts.values()
+            # Sorted by term: a query finds a term's position by binary search (width_bucket).
+            for term, tf in sorted((hasher.id(term), tf) for term, tf in analysed.counts.items()):
+                terms.append(term)
+                tfs.append(tf)
             hi.append(len(terms))
             # Only words this process has not yet written under this key: after
             # a few hundred documents nearly every word is known, and its ~6
@@ -721,21 +723,23 @@ class DocumentOperations:
             "  GROUP BY key_version, term), "
             "q AS MATERIALIZED (SELECT * FROM exact UNION ALL SELECT * FROM fuzzy), "
             "qt AS MATERIALIZED (SELECT array_agg(DISTINCT term) AS terms FROM q), "
-            # The items holding any query term: the GIN index.
-            "matching AS MATERIALIZED (SELECT i.kind, i.doc_id, i.length, i.metadata, i.key_version, i.terms, i.tfs "
-            "  FROM ({items}) i WHERE i.terms && (SELECT terms FROM qt)), "
-            "hits AS MATERIALIZED (SELECT c.kind, c.doc_id, c.tfs[p.pos] AS tf, q.idx, q.w FROM matching c "
-            "  JOIN q ON q.key_version = c.key_version CROSS JOIN LATERAL array_position(c.terms, q.term) AS p(pos) "
-            "  WHERE p.pos IS NOT NULL), "
+            # The items holding any query term (GIN, or one scan when most do), read once; each
+            # term's frequency at its position in the item's sorted terms (a binary search).
+            "hits AS MATERIALIZED (SELECT i.kind, i.doc_id, i.length, i.metadata, i.tfs[p.pos] AS tf, q.idx, q.w "
+            "  FROM ({items}) i JOIN q ON q.key_version = i.key_version "
+            "  CROSS JOIN LATERAL (SELECT width_bucket(q.term, i.terms)) AS p(pos) "
+            "  WHERE i.terms && (SELECT terms FROM qt) AND i.terms[p.pos] = q.term), "
             "stats AS MATERIALIZED (SELECT count(*)::float8 AS n, greatest(coalesce(avg(length), 1), 1)::float8 "
             "  AS avgdl FROM ({items}) i), "
             "df AS MATERIALIZED (SELECT idx, ln(1 + (s.n - count(*) + 0.5) / (count(*) + 0.5)) AS idf "
             "  FROM hits CROSS JOIN stats s GROUP BY idx, s.n), "
-            "matched AS MATERIALIZED (SELECT kind, doc_id, length, metadata FROM matching WHERE metadata @> %(f)s), "
-            "scored AS MATERIALIZED (SELECT m.kind, m.doc_id, round(sum(h.w * df.idf * h.tf * {k1p1} / "
-            "  (h.tf + {k1} * (1 - {b} + {b} * m.length / s.avgdl)))::numeric, 9) AS score "
-            "  FROM matched m JOIN hits h ON h.kind = m.kind AND h.doc_id = m.doc_id JOIN df USING (idx) "
-            "  CROSS JOIN stats s GROUP BY m.kind, m.doc_id), "
+            "matched AS MATERIALIZED (SELECT DISTINCT ON (kind, doc_id) kind, doc_id, length, metadata FROM hits "
+            "  WHERE metadata @> %(f)s), "
+            # From the hits alone (they carry length and metadata): no join the planner could misjudge.
+            "scored AS MATERIALIZED (SELECT h.kind, h.doc_id, round(sum(h.w * df.idf * h.tf * {k1p1} / "
+            "  (h.tf + {k1} * (1 - {b} + {b} * h.length / s.avgdl)))::numeric, 9) AS score "
+            "  FROM hits h JOIN df USING (idx) CROSS JOIN stats s WHERE h.metadata @> %(f)s "
+            "  GROUP BY h.kind, h.doc_id), "
             "page AS MATERIALIZED (SELECT kind, doc_id, score FROM scored WHERE %(cs)s::numeric IS NULL "
             "  OR score < %(cs)s OR (score = %(cs)s AND (doc_id, kind) > (%(cd)s::text, %(ck)s::text)) "
             "  ORDER BY score DESC, doc_id, kind LIMIT %(n)s OFFSET %(o)s), "

@@ -168,15 +168,17 @@ def test_an_items_terms_are_the_signed_first_8_bytes_of_their_hmacs():
 
 def test_a_batch_gives_each_item_its_own_slice_of_the_terms():
     """Items are written in one statement: item i's terms and frequencies are
-    ``ft[lo[i]:hi[i]]`` (1-based, inclusive), an item without terms an empty slice."""
+    ``ft[lo[i]:hi[i]]`` (1-based, inclusive), sorted by term, an item without
+    terms an empty slice."""
     ops, hasher = StoreOperations(), TermHasher(b"k" * 32)
     items = [("a", analyzer.index_terms("Rotating keys", "keys rotate")), ("b", analyzer.index_terms("", "")),
              ("c", analyzer.index_terms("", "東京の索引"))]
     op = ops._index_write(context("acme"), sql.SQL("SELECT 'a' AS doc_id"), {}, 1, hasher, items)
     p = next(op).params
     for (_, analysed), lo, hi in zip(items, p["lo"], p["hi"], strict=True):
-        assert p["ft"][lo - 1:hi] == [hasher.id(t) for t in analysed.counts]
-        assert p["ftf"][lo - 1:hi] == list(analysed.counts.values())
+        # Sorted by term (a query binary-searches them), each frequency beside its term.
+        assert list(zip(p["ft"][lo - 1:hi], p["ftf"][lo - 1:hi], strict=True)) == sorted(
+            (hasher.id(t), tf) for t, tf in analysed.counts.items())
     assert p["lo"][1] == p["hi"][1] + 1
 
 
