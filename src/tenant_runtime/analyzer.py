@@ -16,7 +16,7 @@
 The analyzer is part of the index format: changing it (or installing the
 Japanese extra on a tenant indexed without it) needs ``tenantctl search
 reindex``. Kinds are prefixes of the term text ("w:" words, "p:" title
-prefixes in the postings; "g:" trigrams in the vocabulary).
+prefixes in the items' terms; "g:" trigrams in the vocabulary).
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ class Analysed:
 
 def index_terms(title: str, body: str) -> Analysed:
     """Term frequencies of a document and its length in word tokens. Title
-    words count twice (a light field boost). Trigrams are not postings: they
+    words count twice (a light field boost). Trigrams are not item terms: they
     go to the tenant's vocabulary (trigram -> word), once per word, where a
     fuzzy query finds the words it may mean."""
     title_tokens, body_tokens = tokens(title, index=True), tokens(body, index=True)

@@ -364,7 +364,7 @@ def test_a_batch_of_documents_is_written_whole_or_not_at_all(runtime, runtime_en
 def test_the_search_statement_reads_the_corpus_statistics_once(runtime, runtime_env, corpus, monkeypatch):
     """The planner cannot estimate the unnested query terms: unless every
     step is computed once, it re-read all of the tenant's documents once per
-    matching posting (a query took a minute at 10,000 documents)."""
+    matching posting of the earlier layout (a query took a minute at 10,000 documents)."""
     a, _ = corpus
     captured = []
     real = runtime.store._statement
@@ -378,7 +378,7 @@ def test_the_search_statement_reads_the_corpus_statistics_once(runtime, runtime_
         own = node["Actual Rows"] * node["Actual Loops"] if node.get("Relation Name") == "documents" else 0
         return own + sum(document_rows(child) for child in node.get("Plans", []))
 
-    # Once for the statistics, once per matching document, once per returned hit: never documents x postings.
+    # Once for the statistics, once per matching document, once per returned hit: never documents x hits.
     assert document_rows(plan[0]["Plan"]) <= 3 * len(rows_of(runtime_env, runtime_env.record("a"), "documents"))
 
 
