@@ -21,10 +21,10 @@ _EXPORTS = {
     "TenantRuntime": "tenant_runtime.runtime",
     **dict.fromkeys(("StoreConnection", "TenantRecord", "TenantResources", "TenantStatus", "Tier"),
                     "tenant_runtime.models"),
-    **dict.fromkeys(("DecryptionFailed", "InvalidRequest", "KeyUnusable", "KmsUnavailable", "RegistryUnavailable",
-                     "RevocationsUnavailable", "StoreMoved", "StoreTimeout", "StoreUnavailable", "TenantInactive",
-                     "TenantMismatch", "TenantNotFound", "TenantRuntimeError", "TenantWaking", "TokenRevoked",
-                     "Unauthenticated", "UntrustedContext", "WorkspaceForbidden", "WritesFrozen"),
+    **dict.fromkeys(("DecryptionFailed", "IndexIncomplete", "InvalidRequest", "KeyUnusable", "KmsUnavailable",
+                     "RegistryUnavailable", "RevocationsUnavailable", "StoreMoved", "StoreTimeout", "StoreUnavailable",
+                     "TenantInactive", "TenantMismatch", "TenantNotFound", "TenantRuntimeError", "TenantWaking",
+                     "TokenRevoked", "Unauthenticated", "UntrustedContext", "WorkspaceForbidden", "WritesFrozen"),
                     "tenant_runtime.errors"),
 }
 
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from tenant_runtime.context import TenantContext
     from tenant_runtime.errors import (
         DecryptionFailed,
+        IndexIncomplete,
         InvalidRequest,
         KeyUnusable,
         KmsUnavailable,
@@ -59,7 +60,8 @@ if TYPE_CHECKING:
     from tenant_runtime.runtime import TenantRuntime
 
 __all__ = [
-    "AsyncTenantRuntime", "DecryptionFailed", "Gateway", "InvalidRequest", "JWTSettings", "KeyUnusable",
+    "AsyncTenantRuntime", "DecryptionFailed", "Gateway", "IndexIncomplete", "InvalidRequest", "JWTSettings",
+    "KeyUnusable",
     "KmsUnavailable", "RegistryReader", "RegistryUnavailable", "RevocationsUnavailable", "StoreConnection",
     "StoreMoved", "StoreTimeout", "StoreUnavailable", "TenantContext", "TenantInactive", "TenantMismatch",
     "TenantNotFound", "TenantRecord", "TenantResolver", "TenantResources", "TenantRuntime", "TenantRuntimeError",

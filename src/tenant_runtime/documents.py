@@ -59,7 +59,7 @@ from tenant_runtime.blind_index import (
 )
 from tenant_runtime.cache import TTLCache
 from tenant_runtime.context import TenantContext, check_writable, verified
-from tenant_runtime.errors import DecryptionFailed, InvalidRequest, StoreUnavailable, TenantMismatch
+from tenant_runtime.errors import DecryptionFailed, IndexIncomplete, InvalidRequest, StoreUnavailable, TenantMismatch
 from tenant_runtime.tables import (
     CONVERSATIONS,
     DOCUMENTS,
@@ -490,12 +490,21 @@ class DocumentOperations:
         _, created, updated = rows[0]
         return Summary(conversation_id=conversation_id, text=text, created_at=created, updated_at=updated)
 
-    def _reindex(self, ctx: TenantContext) -> Any:
+    def _reindex(self, ctx: TenantContext, if_unindexed: bool = False) -> Any:
         """A new search key; every document and summary re-hashed under it
         (batches, each one statement per item, an item changed meanwhile is
-        left to its writer, who already used the new key); then the old keys go."""
+        left to its writer, who already used the new key); then the old keys go.
+        ``if_unindexed``: only when some item is in no index at all (a store
+        from before the one-row index, upgraded or restored); else None."""
         ctx = verified(ctx)
         check_writable(ctx)
+        if if_unindexed:
+            row = yield self._statement_step(
+                sql.SQL("SELECT (SELECT count(*) FROM {docs} WHERE tenant_id = %(t)s AND terms IS NULL) "
+                        "+ (SELECT count(*) FROM {sums} WHERE tenant_id = %(t)s AND terms IS NULL)").format(
+                    docs=self._table(ctx, DOCUMENTS), sums=self._table(ctx, SUMMARIES)), {"t": ctx.key}, "one")
+            if not row[0]:
+                return None
         self._forget_keys(ctx)
         keys = yield from self._search_keys(ctx, create=False)
         version = (keys[-1][0] if keys else 0) + 1
@@ -673,6 +682,8 @@ class DocumentOperations:
             self._forget_keys(ctx)
         else:
             raise StoreUnavailable(f"search key of tenant {ctx.key!r} kept changing: retry")
+        if rows[0][9]:  # an answer now could miss hits: say so rather than answer
+            raise IndexIncomplete(ctx.key, rows[0][9])
         total, facet_counts = rows[0][0], rows[0][1]
         page = [r for r in rows if r[3] is not None]
         more, page = len(page) > limit, page[:limit]
@@ -680,7 +691,7 @@ class DocumentOperations:
         opened = yield self._compute_step(self._open_contents, ctx, [(scope[r[2]](r[3]), bytes(r[5])) for r in page])
         words = {t[2:] for t in words}
         hits = []
-        for (_, _, kind, doc_id, score, _, meta, source, _), data in zip(page, opened, strict=True):
+        for (_, _, kind, doc_id, score, _, meta, source, _, _), data in zip(page, opened, strict=True):
             snippet, matches = highlight(data["body"], words)
             hits.append(SearchHit(doc_id=doc_id, kind=kind, score=float(score), title=data.get("title", ""),
                                   snippet=snippet, matches=matches, metadata=meta, source=source))
@@ -751,8 +762,11 @@ class DocumentOperations:
             "   FROM (SELECT f.k, m.metadata ->> f.k AS v, count(*) AS c FROM matched m "
             "         CROSS JOIN unnest(%(facets)s::text[]) AS f(k) WHERE m.metadata ? f.k GROUP BY 1, 2) x "
             "   GROUP BY k) y) AS facets, "
-            "  (SELECT array_agg(version ORDER BY version) FROM {keys} WHERE tenant_id = %(t)s) AS versions) "
-            "SELECT m.total, m.facets, p.kind, p.doc_id, p.score, d.content, d.metadata, d.source, m.versions "
+            "  (SELECT array_agg(version ORDER BY version) FROM {keys} WHERE tenant_id = %(t)s) AS versions, "
+            # Items the index does not cover (a store from before it): the partial index finds them, or none.
+            "  (SELECT count(*) FROM ({items}) i WHERE i.terms IS NULL) AS unindexed) "
+            "SELECT m.total, m.facets, p.kind, p.doc_id, p.score, d.content, d.metadata, d.source, m.versions, "
+            "m.unindexed "
             "FROM summary m LEFT JOIN (page p JOIN sealed d USING (kind, doc_id)) ON true "
             "ORDER BY p.score DESC, p.doc_id, p.kind").format(
             items=sql.SQL(" UNION ALL ").join(items), term_id=sql.SQL(TERM_ID_SQL.format("v.term")),

@@ -190,6 +190,24 @@ class WritesFrozen(TenantRuntimeError):
         self.tenant_id = tenant_id
 
 
+class IndexIncomplete(TenantRuntimeError):
+    """Search refused: the tenant's store holds items its search index does not
+    cover yet (``terms`` NULL: a store upgraded, or a backup restored, from
+    before the one-row-per-item index), so an answer could miss hits. Retry
+    once ``tenantctl search reindex`` rebuilt it; nothing else is affected."""
+
+    status_code = 503
+    code = "index_incomplete"
+    title = "Search index being rebuilt"
+    retry_after = 30
+
+    def __init__(self, tenant_id: str, unindexed: int) -> None:
+        super().__init__(f"tenant {tenant_id!r} has {unindexed} items not in its search index yet (a store from "
+                         f"before the one-row index): search is refused until `tenantctl search reindex "
+                         f"{tenant_id}` rebuilds it, retry")
+        self.tenant_id, self.unindexed = tenant_id, unindexed
+
+
 class StoreMoved(StoreUnavailable):
     """The store named by this runtime's (cached) record refused a write: the
     tenant was moved and its old store is read-only. The runtime re-reads the

@@ -695,9 +695,10 @@ class ContextStore(StoreOperations):
         """Title words completing ``prefix``'s last word, commonest first."""
         return self._run(ctx, self._suggest(ctx, prefix, limit))
 
-    def reindex(self, ctx: TenantContext) -> ReindexResult:
-        """Rotate the tenant's search key and re-hash every document under it."""
-        return self._write(ctx, self._reindex)
+    def reindex(self, ctx: TenantContext, if_unindexed: bool = False) -> ReindexResult | None:
+        """Rotate the tenant's search key and re-hash every document under it;
+        ``if_unindexed``: only when some item is in no index (else None)."""
+        return self._write(ctx, lambda c: self._reindex(c, if_unindexed))
 
 
 def _as_is(text: str) -> str:

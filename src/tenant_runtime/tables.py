@@ -24,6 +24,12 @@ SUMMARIES = "summaries"
 
 TABLES = (CONVERSATIONS, MESSAGES, CONTEXT_ITEMS, DOCUMENTS, SEARCH_KEYS, SEARCH_VOCAB, SUMMARIES)
 
+# The earlier index layout: a posting row per (term, item) in these tables. The
+# schema template drops them and adds INDEX_COLUMNS to the items, which reindex
+# fills: a backup of that layout restores as its items, less the index.
+RETIRED_TABLES = ("search_postings", "summary_postings")
+INDEX_COLUMNS = {DOCUMENTS: ("terms", "tfs"), SUMMARIES: ("terms", "tfs")}
+
 
 class Sealed(NamedTuple):
     """A column the runtime seals with the tenant's envelope (``tenant_runtime.crypto``),

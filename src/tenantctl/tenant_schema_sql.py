@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from tenant_runtime.tables import TABLES  # the store's tables: each gets row-level security, forced
+from tenant_runtime.tables import (
+    RETIRED_TABLES,
+    TABLES,  # the store's tables: each gets row-level security, forced
+)
 from tenantctl.templates import render
 
 TEMPLATE = "tenant_schema.sql.j2"
@@ -22,14 +25,18 @@ FORCED = "forced"  # a table's row_security when the script left it as it should
 
 def row_security(conn: Any, schema: str) -> dict[str, str]:
     """Each store table's live row-level security: ``forced`` (enabled and
-    forced, as the script leaves it), ``not forced``, ``disabled`` or ``missing``."""
+    forced, as the script leaves it), ``not forced``, ``disabled`` or ``missing``;
+    and a table of an earlier layout still there (``RETIRED_TABLES``): declared
+    by no stack, it reads as drift, and the update that follows (the script)
+    upgrades the store."""
     rows = conn.execute(
         "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity FROM pg_class c "
         "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r'",
         (schema,)).fetchall()
     live = {name: FORCED if enabled and forced else ("not forced" if enabled else "disabled")
             for name, enabled, forced in rows}
-    return {table: live.get(table, "missing") for table in TABLES}
+    return {table: live.get(table, "missing") for table in TABLES} | {
+        table: live[table] for table in RETIRED_TABLES if table in live}
 
 
 def schema_script(conn: Any, *, tenant_id: str, role: str, schema: str, gateway_role: str | None = None) -> str:

@@ -18,6 +18,7 @@ from runtime_tenants import jwt_settings, runtime, runtime_env  # noqa: F401  (f
 from tenant_runtime import (
     AsyncTenantRuntime,
     DecryptionFailed,
+    IndexIncomplete,
     InvalidRequest,
     KeyUnusable,
     TenantMismatch,
@@ -27,6 +28,14 @@ from tenant_runtime import (
 from tenant_runtime.context import from_registry
 from tenant_runtime.documents import LARGE_BODY
 from tenantctl import naming
+from tenantctl.drills.backup import backup
+from tenantctl.drills.context import context_from_workspace
+from tenantctl.drills.models import Target, Verdict
+from tenantctl.drills.restore import cleanup, restore
+from tenantctl.drills.run import drill
+from tenantctl.drills.verify import verify
+from tenantctl.operations.provision import provision
+from tenantctl.stackconfig import read_tenant
 from tenantctl.tenant_schema_sql import schema_script
 
 # A small judged set: (doc_id, title, body, metadata).
@@ -382,29 +391,76 @@ def test_the_search_statement_reads_the_corpus_statistics_once(runtime, runtime_
     assert document_rows(plan[0]["Plan"]) <= 3 * len(rows_of(runtime_env, runtime_env.record("a"), "documents"))
 
 
-def test_a_store_of_the_posting_layout_is_upgraded_then_rebuilt_by_reindex(runtime, runtime_env, corpus):
-    """A store from before the one-row-per-item index: posting rows, no
-    ``terms``. Re-applying the schema template (what `tenantctl apply` and a
-    drill restore run) adds the columns and drops the posting tables; its
-    documents are then unindexed (terms NULL: how such a store is told apart)
-    until reindex hashes them again, after which every answer is the same."""
-    a, _ = corpus
-    answers = {q: [h.doc_id for h in runtime.store.search(a, q).hits] for q in JUDGED}
-    record = runtime_env.record("a")
+def downgrade_to_posting_layout(env, record):
+    """The store as the earlier layout left it: no ``terms``/``tfs``, a posting table with rows."""
     store = record.resources.store
     schema = sql.Identifier(store.schema_name)
-    with runtime_env.admin(store.database) as conn:
+    with env.admin(store.database) as conn:
         for table in ("documents", "summaries"):
             conn.execute(sql.SQL("ALTER TABLE {}.{} DROP COLUMN terms, DROP COLUMN tfs").format(
                 schema, sql.Identifier(table)))
         conn.execute(sql.SQL("CREATE TABLE {}.search_postings (tenant_id text, key_version int, term bytea, "
                              "doc_id text, tf int)").format(schema))
-        names = naming.OwnerNames(a.tenant_id)
+        conn.execute(sql.SQL("INSERT INTO {}.search_postings SELECT tenant_id, key_version, "
+                             "decode(md5(doc_id), 'hex'), doc_id, 1 FROM {}.documents").format(schema, schema),
+                     prepare=False)
+
+
+def reapply_template(env, record, tenant_id):
+    """The schema template alone, no rebuild after it."""
+    names = naming.OwnerNames(tenant_id)
+    with env.admin(record.resources.store.database) as conn:
         conn.execute(schema_script(conn, tenant_id=names.key, role=names.db_role, schema=names.schema))
-        left = conn.execute("SELECT to_regclass(%s)", (f"{store.schema_name}.search_postings",)).fetchone()[0]
-    assert left is None
+
+
+def test_a_store_of_the_posting_layout_is_upgraded_and_rebuilt(runtime, runtime_env, corpus, workspace):
+    """A store from before the one-row-per-item index: posting rows, no
+    ``terms``. `tenantctl apply --refresh` sees its posting table as drift,
+    re-runs the schema template (columns added, posting tables dropped) and
+    reindexes what that left unindexed: every answer is the same, no manual
+    reindex. A backup of that layout restores to scratch (as it was) and in
+    place (upgraded, then reindexed) and verifies both ways. Where the
+    template ran with no rebuild after it, search refuses (retryable) rather
+    than miss the unindexed items."""
+    a, _ = corpus
+    answers = {q: [h.doc_id for h in runtime.store.search(a, q).hits] for q in JUDGED}
+    record = runtime_env.record("a")
+    store = record.resources.store
+    drills = context_from_workspace(workspace, record)
+
+    def upgraded_and_answering():
+        with runtime_env.admin(store.database) as conn:
+            assert conn.execute("SELECT to_regclass(%s)", (f"{store.schema_name}.search_postings",)).fetchone() \
+                == (None,)
+        assert all(terms_of(runtime_env, record).values())
+        assert {q: [h.doc_id for h in runtime.store.search(a, q).hits] for q in JUDGED} == answers
+
+    downgrade_to_posting_layout(runtime_env, record)
+    old = backup(drills, record)
+    assert old.tables["search_postings"].rows == len(rows_of(runtime_env, record, "documents"))
+    provision(workspace, read_tenant(workspace.stacks_dir / f"Pulumi.{a.tenant_id}.yaml"), refresh=True)
+    upgraded_and_answering()
+
+    scratch = restore(drills, record, old)
+    try:
+        checks = verify(drills, record, old, scratch)
+    finally:
+        cleanup(drills, record, scratch)
+    assert checks and all(c.ok for c in checks) and "table search_postings: checksum" in {c.name for c in checks}
+    report = drill(drills, record, backup_id=old.backup_id, target=Target.in_place, yes=True, overwrite=True,
+                   kind="restore")
+    assert report.verdict is Verdict.passed, report.reasons
+    assert "table search_postings: retired" in {c.name for c in report.checks}
+    assert any("search index of the tenant rebuilt" in n for n in report.notes), report.notes
+    upgraded_and_answering()
+
+    downgrade_to_posting_layout(runtime_env, record)
+    reapply_template(runtime_env, record, a.tenant_id)
     assert set(terms_of(runtime_env, record).values()) == {None}
-    assert runtime.store.search(a, next(iter(JUDGED))).hits == []
-    result = runtime.store.reindex(a)
-    assert result.documents == len(CORPUS) and all(terms_of(runtime_env, record).values())
-    assert {q: [h.doc_id for h in runtime.store.search(a, q).hits] for q in JUDGED} == answers
+    for summaries in (False, True):
+        with pytest.raises(IndexIncomplete) as refused:
+            runtime.store.search(a, next(iter(JUDGED)), include_summaries=summaries)
+        assert refused.value.status_code == 503 and refused.value.unindexed >= len(CORPUS)
+    assert runtime.store.reindex(a, if_unindexed=True).documents == len(CORPUS)
+    assert runtime.store.reindex(a, if_unindexed=True) is None  # nothing left unindexed: no new key
+    upgraded_and_answering()

@@ -120,6 +120,16 @@ def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = No
         report.notes = list(result.notes)
         step("verifying the restore against the backup's manifest")
         report.checks = result.checks if result.checks is not None else verify(ctx, record, manifest, result)
+        if result.target is Target.in_place and ctx.workspace is not None:
+            # After the verification (it compares the restored search key too): a backup of the
+            # earlier index layout is searchable once reindexed, under a new key.
+            from tenantctl.operations.reindex import rebuild_unindexed
+
+            step("rebuilding the search index of items the backup did not index")
+            for name, done in rebuild_unindexed(ctx.workspace, record.tenant_id).items():
+                report.notes.append(f"search index of {f'workspace {name}' if name else 'the tenant'} rebuilt "
+                                    f"(the backup was of the earlier layout): {done.documents} documents, "
+                                    f"{done.summaries} summaries under search key {done.key_version}")
     except (NotFound, Conflict, NotConfirmed, CompressionUnsupported):  # refused, not run: no failed drill in history
         raise
     except TenantctlError as exc:

@@ -156,6 +156,12 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
         if not reserved:  # refused by the registry (locked, tombstoned, unreachable): nothing was created
             _give_back(registry, placement, spec)
         raise
+    if current is not None and current.resources is not None:  # a new store holds no items yet
+        # The template just re-ran: a store of the earlier index layout lost its postings there.
+        from tenantctl.operations.reindex import rebuild_unindexed
+
+        phase(on_event, spec.id, "rebuilding the search index of items the schema upgrade left unindexed")
+        rebuild_unindexed(ws, spec.id)
     return held.record, Provisioned.model_validate({**applied.result.model_dump(), "orphans": orphans})
 
 

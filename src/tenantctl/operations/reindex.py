@@ -1,10 +1,14 @@
 """`tenantctl search reindex ID`: rotate a tenant's search key and re-hash its
 documents' index under it (tenant_runtime.documents owns the how; this module
 reaches the tenant the way the runtime does: its registry record, its own
-store login from its secret, its KMS key)."""
+store login from its secret, its KMS key). ``rebuild_unindexed``: the same
+reindex, run by provisioning and an in-place restore after the schema template
+re-ran, for each store of the tenant holding items in no index."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from tenant_runtime import errors as runtime_errors
@@ -14,8 +18,26 @@ from tenant_runtime.documents import ReindexResult
 from tenant_runtime.registry import RegistryReader
 from tenant_runtime.store import ContextStore
 from tenantctl.errors import InvalidInput, KeyUnusable, TargetUnavailable
-from tenantctl.models import TenantStatus
+from tenantctl.models import TenantRecord, TenantStatus
 from tenantctl.naming import require_valid
+
+
+@contextmanager
+def _tenant_store(ws: Any, record: TenantRecord) -> Iterator[tuple[ContextStore, Callable[[str | None], Any]]]:
+    """(workspace -> its context) and the tenant's store; runtime errors as tenantctl's."""
+    reader = RegistryReader(ws.platform_outputs()["registry_table"], client=ws.client("dynamodb"))
+    clients = ws.clients_for(record)  # its key and secret: in its cell's account, its region
+    store = ContextStore(Envelope(lambda _ctx: clients("kms")), lambda _ctx: clients("secretsmanager"))
+    try:
+        yield store, lambda workspace: from_registry(reader, record.tenant_id, subject="tenantctl",
+                                                     workspace=workspace)
+    except runtime_errors.KeyUnusable as exc:
+        raise KeyUnusable(str(exc)) from None
+    except (runtime_errors.StoreUnavailable, runtime_errors.KmsUnavailable, runtime_errors.RegistryUnavailable,
+            runtime_errors.TenantWaking) as exc:
+        raise TargetUnavailable(str(exc)) from None
+    finally:
+        store.close()
 
 
 def reindex_search(ws: Any, tenant_id: str) -> ReindexResult:
@@ -26,14 +48,29 @@ def reindex_search(ws: Any, tenant_id: str) -> ReindexResult:
     record = ws.registry.require(tenant_id)
     if record.status is not TenantStatus.active:
         raise InvalidInput(f"tenant {tenant_id!r} is {record.status.value}: only an active tenant is reindexed")
-    reader = RegistryReader(ws.platform_outputs()["registry_table"], client=ws.client("dynamodb"))
-    clients = ws.clients_for(record)  # its key and secret: in its cell's account, its region
-    store = ContextStore(Envelope(lambda _ctx: clients("kms")), lambda _ctx: clients("secretsmanager"))
+    with _tenant_store(ws, record) as (store, context):
+        return store.reindex(context(None))
+
+
+def rebuild_unindexed(ws: Any, tenant_id: str) -> dict[str, ReindexResult]:
+    """Reindex each store of an active tenant (its own, then each workspace's)
+    that holds items in no search index: a store of the earlier posting layout
+    once the schema template upgraded it (search refuses to answer there,
+    IndexIncomplete). Stores fully indexed are left as they are (one count
+    each). Returns {"": the tenant's, workspace: its} for the stores rebuilt."""
+    record = ws.registry.require(tenant_id)
+    if record.status is not TenantStatus.active or record.resources is None or record.hibernation is not None:
+        # Not searched meanwhile (or its database stopped): search refuses until the next apply or reindex.
+        return {}
+    rebuilt = {}
     try:
-        return store.reindex(from_registry(reader, tenant_id, subject="tenantctl"))
-    except runtime_errors.KeyUnusable as exc:
-        raise KeyUnusable(str(exc)) from None
-    except (runtime_errors.StoreUnavailable, runtime_errors.KmsUnavailable, runtime_errors.RegistryUnavailable) as exc:
-        raise TargetUnavailable(str(exc)) from None
-    finally:
-        store.close()
+        with _tenant_store(ws, record) as (store, context):
+            for workspace in (None, *sorted(record.resources.workspaces)):
+                done = store.reindex(context(workspace), if_unindexed=True)
+                if done is not None:
+                    rebuilt[workspace or ""] = done
+    except (KeyUnusable, TargetUnavailable) as exc:
+        raise type(exc)(f"tenant {tenant_id!r}: its search index could not be rebuilt after the schema upgrade "
+                        f"({exc}); search refuses to answer until `tenantctl search reindex {tenant_id}` "
+                        "(or this command again) rebuilds it") from None
+    return rebuilt
