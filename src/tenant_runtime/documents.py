@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -83,6 +84,7 @@ FUZZY_SIMILARITY = 0.5  # share of a query word's trigrams a vocabulary word mus
 FUZZY_WEIGHT = 0.8  # a fuzzy match counts less than the word itself
 FUZZY_WORDS = 20  # vocabulary words per query word at most
 KEY_CACHE_TENANTS, KEY_CACHE_TTL = 1_000, 300.0
+VERSION_JUMP = 1 << 20  # a rebuild's key version: up to this far past the store's newest
 
 
 class Document(BaseModel):
@@ -507,7 +509,9 @@ class DocumentOperations:
                 return None
         self._forget_keys(ctx)
         keys = yield from self._search_keys(ctx, create=False)
-        version = (keys[-1][0] if keys else 0) + 1
+        # After an upgrade or a restore the store's versions may be lower than ones a running
+        # process still caches (for another key): a rebuild jumps past them, at random.
+        version = (keys[-1][0] if keys else 0) + 1 + (secrets.randbelow(VERSION_JUMP) if if_unindexed else 0)
         sealed = yield self._compute_step(self.envelope.encrypt, ctx, SEARCH_KEY_SCOPE, new_search_key())
         yield self._statement_step(
             sql.SQL("INSERT INTO {} (tenant_id, version, sealed) VALUES (%s, %s, %s)").format(
