@@ -34,6 +34,19 @@ before anything is created (refused with exit 11 when that cell is full or
 draining); ``--finalize`` gives the old one back once the old store is gone,
 ``--rollback`` the target's.
 
+Workspaces: each has its schema and role in the tenant's store, so a tier
+move carries them with the tenant's: the target spec declares each
+workspace's schema in both stores (named by the store's generation), the one
+replication link carries the tenant's schema and every workspace's, the
+freeze revokes every workspace role's writes with the tenant role's, the
+counts and checksums are compared per schema, and the conditional registry
+write that switches the tenant's store switches its workspaces' with it (and
+their secrets after it). ``--rollback`` and ``--finalize`` cover them the
+same way (a final backup of each workspace's old schema under its own key).
+A move to another cell of a tenant with workspaces is refused (exit 3): their
+prefixes would have to follow the tenant's to the new cell's bucket, with
+their roles reaching both buckets meanwhile, which is not built.
+
 A target cell of another account or region is refused (exit 3): the tenant's
 key, role, queues and secret would have to be created again there and every
 ciphertext re-wrapped under the new key, which is not built. So is a
@@ -60,7 +73,9 @@ from tenant_runtime.models import (
     TenantResources,
     TenantStatus,
     Tier,
+    WorkspaceResources,
     utcnow,
+    workspace_key,
 )
 from tenantctl import prefix_sync, store_sync
 from tenantctl.errors import DrillFailed, InvalidInput, TargetUnavailable
@@ -161,15 +176,24 @@ class Mover:
         self.save(move=self.move.model_copy(update={"phase": phase, "phase_at": utcnow(), **move_changes}))
 
     def link(self, backwards: bool = False) -> store_sync.Link:
-        """Forward: the new store follows the old one; backwards: the reverse."""
+        """Forward: the new store follows the old one; backwards: the reverse.
+        Either way with every workspace's schema in the same two databases."""
         spec = self.spec()
         old_gen = spec.retiring.generation if spec.retiring else spec.store_generation
         new_store = self.move.new_store
         assert new_store is not None
-        if backwards:
-            return store_sync.Link(store_sync.link_name(self.record.tenant_id, spec.store_generation),
-                                   new_store, self.move.old_store)
-        return store_sync.Link(store_sync.link_name(self.record.tenant_id, old_gen), self.move.old_store, new_store)
+        source, target = (new_store, self.move.old_store) if backwards else (self.move.old_store, new_store)
+        assert self.record.resources is not None
+        workspaces = tuple((workspace_key(self.record.tenant_id, name), in_store(res, source), in_store(res, target))
+                           for name, res in sorted(self.record.resources.workspaces.items()))
+        name = store_sync.link_name(self.record.tenant_id, spec.store_generation if backwards else old_gen)
+        return store_sync.Link(name, source, target, workspaces)
+
+    def set_writable(self, stores: list[StoreConnection], writable: bool) -> None:
+        """The tenant's (or a workspace's) role's writes on each of ``stores`` (one database)."""
+        with self.connect(stores[0]) as conn:
+            for store in stores:
+                store_sync.set_writable(conn, store, writable)
 
     def spec(self) -> TenantSpec:
         # The record's cell (a stack file CI did not commit placement back to may
@@ -179,18 +203,24 @@ class Mover:
         return spec.model_copy(update={"cell": self.move.to_cell if moving else self.record.cell})
 
     def resources_at(self, tier: Tier, store: StoreConnection, bucket: str | None = None) -> TenantResources:
+        """The record's resources in ``store`` (its workspaces' schemas in the same database)."""
         assert self.record.resources is not None
-        return self.record.resources.model_copy(update={"tier": tier, "store": store,
+        workspaces = {name: res.model_copy(update={"store": in_store(res, store)})
+                      for name, res in self.record.resources.workspaces.items()}
+        return self.record.resources.model_copy(update={"tier": tier, "store": store, "workspaces": workspaces,
                                                         "bucket": bucket or self.record.resources.bucket})
 
     def point_secret(self, store: StoreConnection) -> None:
-        """The tenant's secret names the store the registry routes to (same role and password)."""
+        """The tenant's secret, and each workspace's, names the store the
+        registry routes to (same role and password)."""
         sm = self.ws.clients_for(self.record)("secretsmanager")
-        current = json.loads(sm.get_secret_value(SecretId=store.secret_arn)["SecretString"])
-        wanted = {**current, "host": store.endpoint, "port": store.port, "dbname": store.database,
-                  "schema": store.schema_name, "username": store.role}
-        if wanted != current:
-            sm.put_secret_value(SecretId=store.secret_arn, SecretString=json.dumps(wanted))
+        assert self.record.resources is not None
+        for each in (store, *(in_store(res, store) for res in self.record.resources.workspaces.values())):
+            current = json.loads(sm.get_secret_value(SecretId=each.secret_arn)["SecretString"])
+            wanted = {**current, "host": each.endpoint, "port": each.port, "dbname": each.database,
+                      "schema": each.schema_name, "username": each.role}
+            if wanted != current:
+                sm.put_secret_value(SecretId=each.secret_arn, SecretString=json.dumps(wanted))
 
     def apply(self, spec: TenantSpec) -> Any:
         from tenantctl.operations.provision import apply_spec
@@ -215,8 +245,7 @@ class Mover:
     def copy(self) -> None:
         link = self.link()
         started = time.monotonic()
-        with self.connect(link.target) as conn:  # nothing but the replication writes the target before the switch
-            store_sync.set_writable(conn, link.target, False)
+        self.set_writable(link.targets, False)  # nothing but the replication writes the target before the switch
         self.follow(link)
         self.say(f"move {self.record.tenant_id}: copying while the tenant serves")
         self.sync_objects()  # while the store's initial copy runs
@@ -247,7 +276,7 @@ class Mover:
             self.say(f"move {self.record.tenant_id}: verifying (counts + checksums as of the freeze)")
             try:
                 self.result_extra["rows"] = store_sync.compare_pinned(
-                    self.record.tenant_id, pinned, self.move.old_store, new_store)
+                    self.record.tenant_id, pinned, self.link().pairs(self.record.tenant_id))
             except DrillFailed:
                 self.rollback(verified=False)  # back to the old store, which kept every write since
                 raise
@@ -264,20 +293,19 @@ class Mover:
             following = conn.execute("SELECT 1 FROM pg_subscription WHERE subname = %s",
                                      (link.name,)).fetchone() is not None
         if following:
-            lsn = store_sync.quiesce(self.connect, link.source)
+            lsn = store_sync.quiesce(self.connect, *link.sources)
             try:
                 store_sync.wait("replication catch-up", lambda: store_sync.caught_up(self.connect, link, lsn),
                                 CATCH_UP_TIMEOUT, 0.02)
             except TargetUnavailable:
-                with self.connect(link.source) as conn:
-                    store_sync.set_writable(conn, link.source, True)
+                self.set_writable(link.sources, True)
                 self.phase(unfrozen)
                 raise
             pinned = (store_sync.pin(self.connect, link.source), store_sync.pin(self.connect, link.target))
-            store_sync.align_sequences(self.connect, link.target)
+            for target in link.targets:
+                store_sync.align_sequences(self.connect, target)
             store_sync.stop(self.connect, link)
-        with self.connect(link.target) as conn:
-            store_sync.set_writable(conn, link.target, True)
+        self.set_writable(link.targets, True)
         return pinned
 
     def finalize(self) -> None:
@@ -288,8 +316,11 @@ class Mover:
         assert spec.retiring is not None
         old = self.resources_at(spec.retiring.tier, self.move.old_store)  # backed up into the new prefix: kept
         self.say(f"move {self.record.tenant_id}: final backup of the old store")
-        final_backup(self.ws, self.record.model_copy(update={"tier": spec.retiring.tier, "resources": old,
-                                                             "cell": self.move.from_cell}))
+        was = self.record.model_copy(update={"tier": spec.retiring.tier, "resources": old,
+                                             "cell": self.move.from_cell})
+        final_backup(self.ws, was)
+        for name in sorted(old.workspaces):  # each under the workspace's own key
+            final_backup(self.ws, was, workspace=name)
         store_sync.stop(self.connect, self.link(backwards=True))
         places = self.prefixes()
         if places is not None:
@@ -333,15 +364,15 @@ class Mover:
                                                         "switched_at": None, "window_ends_at": None}))
             self.point_secret(self.move.old_store)
             if pinned is not None and verified:  # after the freeze; a difference keeps the new store for a person
-                store_sync.compare_pinned(self.record.tenant_id, pinned, self.move.new_store, self.move.old_store)
+                store_sync.compare_pinned(self.record.tenant_id, pinned,
+                                          self.link(backwards=True).pairs(self.record.tenant_id))
             elif pinned is not None:
                 for conn in pinned:
                     conn.close()
         # Before the switch (or switched back): the old store takes writes, the new one goes.
         if self.move.new_store is not None:
             store_sync.stop(self.connect, self.link())
-        with self.connect(self.move.old_store) as conn:
-            store_sync.set_writable(conn, self.move.old_store, True)
+        self.set_writable(self.link().sources if self.move.new_store is not None else [self.move.old_store], True)
         self.point_secret(self.move.old_store)
         self.say(f"move {self.record.tenant_id}: removing the {spec.tier.value} store")
         self.remove_objects(backwards=True)
@@ -363,6 +394,12 @@ class Mover:
             gone = places[1] if backwards else places[0]
             self.say(f"move {self.record.tenant_id}: removing its objects from s3://{gone.bucket}/{gone.prefix}")
             prefix_sync.remove(self.ws.clients_for(self.record)("s3"), gone)
+
+
+def in_store(workspace: WorkspaceResources, store: StoreConnection) -> StoreConnection:
+    """The workspace's schema and role in the tenant's store ``store`` (its database)."""
+    return workspace.store.model_copy(update={"endpoint": store.endpoint, "port": store.port,
+                                              "database": store.database})
 
 
 def target_spec(spec: TenantSpec, tier: Tier, started: datetime | None = None,
@@ -476,8 +513,8 @@ def _refuse_or_target(ws: Workspace, record: TenantRecord, tier: Tier, cell: str
     if not path.exists():
         raise InvalidInput(f"tenant {record.tenant_id!r} has no committed stack file ({path}): nothing to move from")
     spec = read_tenant(path).model_copy(update={"cell": record.cell})
-    refuse_workspaces(record, spec)
     if cell != record.cell:
+        refuse_workspaces(record, spec)
         _refuse_cell(ws, record, spec, tier, cell)
     target = target_spec(spec, tier, cell=cell)
     if target.region != record.region:
@@ -488,13 +525,14 @@ def _refuse_or_target(ws: Workspace, record: TenantRecord, tier: Tier, cell: str
 
 
 def refuse_workspaces(record: TenantRecord, spec: TenantSpec) -> None:
-    """A tenant with workspaces (applied or desired) is not moved: their schemas
-    live in the tenant's store and their prefixes beside its prefix, and the
-    copy carries neither yet, so the move would leave them behind."""
+    """A tenant with workspaces (applied or desired) is not moved to another
+    cell: their prefixes would have to follow the tenant's to the new cell's
+    bucket (their roles reaching both meanwhile), which is not built."""
     names = sorted(set(record.workspaces) | {w.name for w in spec.workspaces})
     if names:
-        raise InvalidInput(f"tenant {record.tenant_id!r} has workspaces ({', '.join(names)}): a move does not carry "
-                           "workspaces yet, so it is refused before anything is created")
+        raise InvalidInput(f"tenant {record.tenant_id!r} has workspaces ({', '.join(names)}): a move to another "
+                           "cell does not carry workspaces' objects yet, so it is refused before anything is "
+                           "created (a tier move within the cell carries them)")
 
 
 def _refuse_cell(ws: Workspace, record: TenantRecord, spec: TenantSpec, tier: Tier, cell: str) -> None:
