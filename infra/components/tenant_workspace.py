@@ -54,6 +54,9 @@ class TenantWorkspaceArgs:
     retiring: TenantDatabase | None = None
     generation: int = 0
     retiring_generation: int = 0
+    # A move between cells: the old cell's bucket, where the workspace's prefix
+    # stays readable by its role until the move ends (as the tenant's).
+    moving_bucket_arn: pulumi.Input[str] | None = None
 
 
 def component_name(tenant_id: str, workspace: str) -> str:
@@ -110,7 +113,7 @@ class TenantWorkspace(pulumi.ComponentResource):
             delay_seconds=args.workspace.queue.delay_seconds, tags=tags), opts=child)
         TenantRoleAccess(name, TenantRoleAccessArgs(tenant_id=tid, workspace=ws, role=role, grants=TenantGrants(
             bucket_arn=args.bucket_arn, queue_arns=[queue.arn, queue.dlq_arn], kms_key_arn=key.arn,
-            secret_arn=secret.arn)), opts=child)
+            secret_arn=secret.arn, moving_bucket_arn=args.moving_bucket_arn)), opts=child)
         # Exactly tenant_runtime.models.WorkspaceResources.
         self.outputs = pulumi.Output.all(
             endpoint=db.endpoint, port=db.port, database=db.database, secret_arn=secret.arn, key_arn=key.arn,

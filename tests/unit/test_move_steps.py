@@ -221,22 +221,6 @@ def test_a_frozen_record_is_cached_briefly_so_writes_resume_soon_after_the_switc
     assert registry.lookup("acme").move.phase is MovePhase.switched and len(registry.asked) == 2
 
 
-def test_a_tenant_with_workspaces_is_not_moved_to_another_cell():
-    from tenant_runtime.models import TenantResources, WorkspaceResources
-    from tenantctl.models import TenantRecord, TenantStatus, WorkspaceSpec
-    from tenantctl.operations.move import refuse_workspaces
-
-    record = TenantRecord(tenant_id="acme", tier=Tier.pooled, status=TenantStatus.active, region="us-east-1")
-    plain = TenantSpec(id="acme")
-    refuse_workspaces(record, plain)  # no workspace: nothing to refuse
-    with pytest.raises(InvalidInput, match=r"has workspaces \(legal\): a move to another cell does not carry"):
-        refuse_workspaces(record, plain.model_copy(update={"workspaces": [WorkspaceSpec(name="legal")]}))
-    applied = WorkspaceResources.model_construct(name="finance")
-    record = record.model_copy(update={"resources": TenantResources.model_construct(workspaces={"finance": applied})})
-    with pytest.raises(InvalidInput, match=r"\(finance\)"):
-        refuse_workspaces(record, plain)
-
-
 def test_an_open_move_declares_each_workspace_schema_in_both_stores_without_replacing_the_old_one():
     from tenantctl.models import WorkspaceSpec
 

@@ -41,11 +41,11 @@ replication link carries the tenant's schema and every workspace's, the
 freeze revokes every workspace role's writes with the tenant role's, the
 counts and checksums are compared per schema, and the conditional registry
 write that switches the tenant's store switches its workspaces' with it (and
-their secrets after it). ``--rollback`` and ``--finalize`` cover them the
-same way (a final backup of each workspace's old schema under its own key).
-A move to another cell of a tenant with workspaces is refused (exit 3): their
-prefixes would have to follow the tenant's to the new cell's bucket, with
-their roles reaching both buckets meanwhile, which is not built.
+their secrets after it); between cells each workspace's prefix is copied
+with the tenant's (under the workspace's key), and its role reaches it in
+both buckets while the move is open. ``--rollback`` and ``--finalize`` cover
+them the same way (a final backup of each workspace's old schema under its
+own key; its old prefix removed).
 
 A target cell of another account or region is refused (exit 3): the tenant's
 key, role, queues and secret would have to be created again there and every
@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -117,8 +118,9 @@ class Mover:
         self.ws, self.held, self.say = ws, held, progress or (lambda _line: None)
         self.admins: dict[str, Any] = {}
         self.result_extra: dict[str, Any] = {}
-        # What this run copied of the prefix, each way (a resumed run copies every object once).
-        self.objects = {False: prefix_sync.Copied(), True: prefix_sync.Copied()}
+        # What this run copied of each prefix (the tenant's, each workspace's), each way
+        # (a resumed run copies every object once).
+        self.objects: dict[tuple[bool, str], prefix_sync.Copied] = defaultdict(prefix_sync.Copied)
 
     # -- plumbing ---------------------------------------------------------------
     @property
@@ -146,27 +148,30 @@ class Mover:
         source = self.admin(link.source)
         store_sync.start(self.connect, link, source.admin_user, source.admin_password, copy_data=copy_data)
 
-    def prefixes(self, backwards: bool = False) -> tuple[prefix_sync.Place, prefix_sync.Place] | None:
-        """The prefix in the old and the new cell's bucket (reversed ``backwards``); None within a cell."""
+    def prefixes(self, backwards: bool = False) -> list[tuple[prefix_sync.Place, prefix_sync.Place, str]]:
+        """The tenant's prefix and each workspace's, in the old and the new
+        cell's bucket (reversed ``backwards``), each with the key its objects
+        are encrypted under; none within a cell."""
         old, new = self.move.old_bucket, self.move.new_bucket
         if old is None or new is None:
-            return None
-        assert self.record.resources is not None
-        prefix = self.record.resources.prefix
-        places = (prefix_sync.Place(old, prefix), prefix_sync.Place(new, prefix))
-        return (places[1], places[0]) if backwards else places
+            return []
+        res = self.record.resources
+        assert res is not None
+        owners = [(res.prefix, res.kms_key_arn),
+                  *((w.prefix, w.kms_key_arn) for _, w in sorted(res.workspaces.items()))]
+        pairs = [(prefix_sync.Place(old, prefix), prefix_sync.Place(new, prefix), key) for prefix, key in owners]
+        return [(b, a, key) for a, b, key in pairs] if backwards else pairs
 
     def sync_objects(self, backwards: bool = False) -> None:
-        """A pass over the prefix; backwards (a rollback), only what changed in
+        """A pass over each prefix; backwards (a rollback), only what changed in
         the new prefix since the switch (both were in step then)."""
-        places = self.prefixes(backwards)
-        if places is None:
-            return
-        assert self.record.resources is not None
-        copied = prefix_sync.sync(self.ws.clients_for(self.record)("s3"), *places,
-                                  self.record.resources.kms_key_arn, self.objects[backwards],
-                                  since=self.move.switched_at if backwards else None)
-        self.result_extra["objects_copied"] = copied.objects + copied.removed
+        s3 = self.ws.clients_for(self.record)("s3")
+        for source, target, key in self.prefixes(backwards):
+            prefix_sync.sync(s3, source, target, key, self.objects[backwards, source.prefix],
+                             since=self.move.switched_at if backwards else None)
+        if self.move.old_bucket is not None:
+            self.result_extra["objects_copied"] = sum(c.objects + c.removed for (way, _), c in self.objects.items()
+                                                      if way is backwards)
 
     def save(self, **changes: Any) -> None:
         self.held.record = self.ws.registry.save(self.record, **changes)
@@ -322,14 +327,12 @@ class Mover:
         for name in sorted(old.workspaces):  # each under the workspace's own key
             final_backup(self.ws, was, workspace=name)
         store_sync.stop(self.connect, self.link(backwards=True))
-        places = self.prefixes()
-        if places is not None:
-            assert self.record.resources is not None
-            late = prefix_sync.carry_late(self.ws.clients_for(self.record)("s3"), *places,
-                                          self.record.resources.kms_key_arn)
+        s3 = self.ws.clients_for(self.record)("s3")
+        for source, target, key in self.prefixes():
+            late = prefix_sync.carry_late(s3, source, target, key)
             if late:
-                self.say(f"move {self.record.tenant_id}: {len(late)} objects written to the old prefix after "
-                         "the switch carried over")
+                self.say(f"move {self.record.tenant_id}: {len(late)} objects written to the old prefix "
+                         f"{source.prefix} after the switch carried over")
         self.remove_objects(backwards=False)
         ded = spec.retiring.dedicated
         if ded is not None and ded.deletion_protection:
@@ -387,11 +390,11 @@ class Mover:
         self.ws.registry.release_slot(target_cell, target_tier)
 
     def remove_objects(self, backwards: bool) -> None:
-        """The prefix the move leaves (the old one at --finalize; the new one at
-        --rollback), every version of it: nothing of the tenant stays in that cell."""
-        places = self.prefixes()
-        if places is not None:
-            gone = places[1] if backwards else places[0]
+        """The prefixes the move leaves (the old ones at --finalize; the new ones
+        at --rollback), every version of them: nothing of the tenant or its
+        workspaces stays in that cell."""
+        for old, new, _ in self.prefixes():
+            gone = new if backwards else old
             self.say(f"move {self.record.tenant_id}: removing its objects from s3://{gone.bucket}/{gone.prefix}")
             prefix_sync.remove(self.ws.clients_for(self.record)("s3"), gone)
 
@@ -514,7 +517,6 @@ def _refuse_or_target(ws: Workspace, record: TenantRecord, tier: Tier, cell: str
         raise InvalidInput(f"tenant {record.tenant_id!r} has no committed stack file ({path}): nothing to move from")
     spec = read_tenant(path).model_copy(update={"cell": record.cell})
     if cell != record.cell:
-        refuse_workspaces(record, spec)
         _refuse_cell(ws, record, spec, tier, cell)
     target = target_spec(spec, tier, cell=cell)
     if target.region != record.region:
@@ -522,17 +524,6 @@ def _refuse_or_target(ws: Workspace, record: TenantRecord, tier: Tier, cell: str
     refuse_unsafe_spec(target)
     preflight.check(target, ws.ensure_cell(cell), ws.cell_clients(cell))
     return target
-
-
-def refuse_workspaces(record: TenantRecord, spec: TenantSpec) -> None:
-    """A tenant with workspaces (applied or desired) is not moved to another
-    cell: their prefixes would have to follow the tenant's to the new cell's
-    bucket (their roles reaching both meanwhile), which is not built."""
-    names = sorted(set(record.workspaces) | {w.name for w in spec.workspaces})
-    if names:
-        raise InvalidInput(f"tenant {record.tenant_id!r} has workspaces ({', '.join(names)}): a move to another "
-                           "cell does not carry workspaces' objects yet, so it is refused before anything is "
-                           "created (a tier move within the cell carries them)")
 
 
 def _refuse_cell(ws: Workspace, record: TenantRecord, spec: TenantSpec, tier: Tier, cell: str) -> None:
