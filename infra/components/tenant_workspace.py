@@ -63,10 +63,11 @@ def component_name(tenant_id: str, workspace: str) -> str:
     return naming.ws_stem(tenant_id, workspace)
 
 
-def schema_component_name(name: str, generation: int) -> str:
-    """The workspace's TenantSchema in the tenant's store ``generation`` (as
-    ``store_component_name``: 0 keeps the name it was first given)."""
-    return f"{name}-schema" if generation == 0 else f"{name}-schema-s{generation}"
+def schema_component_name(name: str, generation: int, plain: int) -> str:
+    """The workspace's TenantSchema in the tenant's store ``generation``: the
+    plain name in generation ``plain`` (WorkspaceSpec.schema_generation), the
+    generation's own elsewhere."""
+    return f"{name}-schema" if generation == plain else f"{name}-schema-s{generation}"
 
 
 class TenantWorkspace(pulumi.ComponentResource):
@@ -91,11 +92,14 @@ class TenantWorkspace(pulumi.ComponentResource):
         queue = TenantQueue(name, TenantQueueArgs(tenant_id=tid, workspace=ws, kms_key_arn=key.arn,
                                                   spec=args.workspace.queue, tags=tags), opts=child)
         moving = args.retiring is not None
+        plain = args.workspace.schema_generation
+        if plain is None:
+            plain = args.retiring_generation if moving else args.generation
 
         def schema_in(store: TenantDatabase, generation: int) -> TenantSchema:
-            # Named by the store's generation like the tenant's own: a move's
-            # new schema is another resource, so nothing of the old is replaced.
-            return TenantSchema(schema_component_name(name, generation), TenantSchemaArgs(
+            # Named by the store's generation: a move's new schema is another
+            # resource, so nothing of the old one is replaced.
+            return TenantSchema(schema_component_name(name, generation, plain), TenantSchemaArgs(
                 tenant_id=names.key, region=spec.region, host=store.endpoint, port=store.port,
                 database=store.database, schema=names.schema, role=names.db_role,
                 admin_secret_arn=store.admin_secret_arn, tenant_secret_arn=secret.arn,

@@ -240,6 +240,21 @@ def test_an_open_move_declares_each_workspace_schema_in_both_stores_without_repl
     assert list(after) == ["acme--legal-schema-s1"] and after["acme--legal-schema-s1"]["owns_secret"]
 
 
+def test_a_workspace_schema_keeps_the_resource_name_it_has_when_a_move_starts():
+    """A workspace added after the tenant's first move has its schema under the
+    plain name in that generation: the next move pins it there, so neither
+    store's resource is renamed (a rename plans a delete, which drops the schema)."""
+    from tenantctl.models import WorkspaceSpec
+
+    spec = TenantSpec(id="acme", store_generation=1, workspaces=[WorkspaceSpec(name="legal")])
+    names = lambda s: sorted(n for n in _all_schemas(s) if "legal" in n)  # noqa: E731
+    assert names(spec) == ["acme--legal-schema"]
+    moving = target_spec(spec, Tier.dedicated)
+    assert moving.workspace("legal").schema_generation == 1
+    assert names(moving) == ["acme--legal-schema", "acme--legal-schema-s2"]
+    assert names(moving.model_copy(update={"retiring": None})) == ["acme--legal-schema-s2"]
+
+
 def _all_schemas(spec: TenantSpec) -> dict:
     mocks = RecordingMocks()
     run_program(spec.id, tenant_config(spec.model_dump(mode="json", exclude_none=True)), mocks)

@@ -417,6 +417,9 @@ def target_spec(spec: TenantSpec, tier: Tier, started: datetime | None = None,
                                        cell=spec.cell if to_cell != spec.cell else None,
                                        ).model_dump(mode="json", exclude_none=True))
     body.pop("dedicated", None)
+    # Each workspace's schema keeps the resource name it has now (see WorkspaceSpec.schema_generation).
+    for workspace in body.get("workspaces", []):
+        workspace.setdefault("schema_generation", spec.store_generation)
     if tier is Tier.dedicated:
         body["dedicated"] = DedicatedSpec(final_snapshot_suffix=f"{started or utcnow():%Y%m%d%H%M%S}").model_dump(
             mode="json")
