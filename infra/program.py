@@ -232,9 +232,10 @@ def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK) -> dict
     db = TenantDatabase(store_component_name(tid, spec.store_generation), TenantDatabaseArgs(
         spec=spec, kms_key_arn=key.arn, secret_arn=secret.arn, az_names=azs, shared=shared_db, owns_secret=not moving,
         account_role_arn=role_arn))
+    retiring_db = None
     if old is not None:
         # A move is open: the store being retired stays declared, unchanged, beside the new one.
-        TenantDatabase(store_component_name(tid, old.generation), TenantDatabaseArgs(
+        retiring_db = TenantDatabase(store_component_name(tid, old.generation), TenantDatabaseArgs(
             spec=spec.model_copy(update={"tier": old.tier, "dedicated": old.dedicated, "cell": old.cell or spec.cell,
                                          "store_generation": old.generation, "retiring": None}),
             kms_key_arn=key.arn, secret_arn=secret.arn, az_names=azs,
@@ -245,10 +246,10 @@ def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK) -> dict
         function_role_arn=db.rotation_role_arn, after=[db.schema]))
     # While a move between cells is open the role reaches its prefix in both
     # cells' buckets: runtimes still holding the old record read the old one.
+    moving_bucket_arn = old_platform.require_output("bucket_arn") if old_platform is not None else None
     TenantRoleAccess(tid, TenantRoleAccessArgs(tenant_id=tid, role=role, grants=TenantGrants(
         bucket_arn=shared("bucket_arn"), queue_arns=[queue.arn, queue.dlq_arn], kms_key_arn=key.arn,
-        secret_arn=secret.arn,
-        moving_bucket_arn=old_platform.require_output("bucket_arn") if old_platform is not None else None)))
+        secret_arn=secret.arn, moving_bucket_arn=moving_bucket_arn)))
     TenantAlarms(tid, TenantAlarmsArgs(
         tenant_id=tid, kms_key_arn=key.arn, queue_name=queue.queue_name, dlq_name=queue.dlq_name,
         delay_seconds=spec.queue.delay_seconds, tags=tags, db_identifier=db.db_identifier,
@@ -258,7 +259,8 @@ def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK) -> dict
     workspaces = {w.name: TenantWorkspace(component_name(tid, w.name), TenantWorkspaceArgs(
         spec=spec, workspace=w, database=db, runtime_principal_arn=shared("runtime_principal_arn"),
         admin_arn=shared("admin_role_arn"), account_id=account, bucket_arn=shared("bucket_arn"),
-        account_role_arn=role_arn)).outputs
+        account_role_arn=role_arn, retiring=retiring_db, generation=spec.store_generation,
+        retiring_generation=old.generation if old is not None else 0, moving_bucket_arn=moving_bucket_arn)).outputs
         for w in spec.workspaces}
 
     store = pulumi.Output.all(endpoint=db.endpoint, port=db.port, database=db.database, secret_arn=secret.arn).apply(

@@ -157,6 +157,11 @@ class WorkspaceSpec(BaseModel):
     name: str = Field(description="workspace name: lowercase words joined by single hyphens")
     owner: TagValue | None = None
     queue: QueueSpec = QueueSpec()
+    # The tenant store generation whose schema resource keeps the plain name
+    # (`<id>--<ws>-schema`; another generation's is `...-schema-s<N>`). None:
+    # the tenant's current store (the retiring one while a move is open); a move
+    # pins it, so neither store's resource is renamed (a rename would drop it).
+    schema_generation: int | None = Field(None, ge=0)
 
 
 class TenantSpec(BaseModel):
@@ -238,6 +243,9 @@ class TenantSpec(BaseModel):
         for name, default in (("suspended", False), ("store_generation", 0), ("retiring", None), ("workspaces", [])):
             if dumped.get(name) == default:
                 dumped.pop(name)
+        for workspace in dumped.get("workspaces", []):  # unpinned: hashed as before the pin existed
+            if workspace.get("schema_generation") is None:
+                workspace.pop("schema_generation", None)
         if dumped.get("dedicated") and dumped["dedicated"].get("final_snapshot_suffix") is None:
             dumped["dedicated"].pop("final_snapshot_suffix")
         body = json.dumps(dumped, sort_keys=True)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from fault_tools import POOLED, Cli, inventory, registry_record, run_id
-from move_tools import writing
+from move_tools import stopped, writing
 from psycopg import sql
 from runtime_tenants import jwt_settings
 
@@ -24,6 +24,8 @@ from tenantctl import store_sync
 from tenantctl.drills.context import context_from_workspace
 from tenantctl.drills.models import Verdict
 from tenantctl.drills.run import drill
+from tenantctl.drills.scope import workspace_view
+from tenantctl.drills.store import list_backups
 from tenantctl.drills.tables import table_checks
 from tenantctl.errors import Conflict, InvalidInput, QuotaExceeded, TargetUnavailable
 from tenantctl.models import TenantStatus, Tier
@@ -175,6 +177,80 @@ def test_a_stale_runtime_fails_closed_on_the_old_store_and_recovers_then_the_mov
     assert report.verdict is Verdict.passed, report
     assert runtime.store.history(runtime.context(MOVED), "stale").messages[0].content == "after the switch"
     assert runtime.store.get_document(runtime.context(MOVED), "stale-doc").title == "after the switch"
+
+
+def _seqs(sandbox, store) -> set[int]:
+    with psycopg.connect(sandbox.pg_dsn(store.database), autocommit=True) as conn:
+        return {r[0] for r in conn.execute(f'SELECT seq FROM "{store.schema_name}".messages')}
+
+
+def _ws_writable(sandbox, store) -> bool:
+    with psycopg.connect(sandbox.pg_dsn(store.database), autocommit=True) as conn:
+        return store_sync.writable(conn, store)
+
+
+def test_a_tier_move_carries_the_workspaces_schemas_rolls_them_back_and_finalizes(
+        provision_tenant, workspace, runtime, sandbox):
+    """Pooled -> dedicated with a writer in workspace ``legal``: its schema is
+    copied by the same link as the tenant's, frozen with it (its role's writes
+    revoked), verified and switched in the same registry write; the rollback
+    brings it back with the writes made since, and leaves no link behind; a
+    second move is finalized: the old schemas go, each after a final backup."""
+    tid = f"mv-w{run_id()}"
+    provision_tenant(tid, workspaces=[{"name": "legal"}, {"name": "finance"}])
+    legal, finance = runtime.context(tid, "legal"), runtime.context(tid, "finance")
+    for i in range(40):
+        runtime.store.append(legal, f"c{i % 3}", "user", f"legal {i}")
+    runtime.store.append(finance, "f", "user", "finance only")
+    runtime.store.append(runtime.context(tid), "t", "user", "the tenant's")
+    old = workspace.registry.require(tid)
+    writer, thread = writing(runtime, tid, workspace="legal")
+    time.sleep(0.3)
+    try:
+        result = move(workspace, tid, tier=Tier.dedicated)
+        time.sleep(0.3)  # writes after the switch, on the new store
+    finally:
+        stopped(writer, thread)
+    record = workspace.registry.require(tid)
+    assert result.outcome == "switched" and record.tier is Tier.dedicated
+    assert result.rows[f"{tid}/legal:messages"] >= 40 and result.rows[f"{tid}/finance:messages"] == 1
+    new_db = record.resources.store.database
+    for name in ("legal", "finance"):  # switched with the tenant, in the same write; the old schema read-only
+        moved_ws, was = record.workspaces[name].store, old.workspaces[name].store
+        assert (moved_ws.database, moved_ws.schema_name, moved_ws.role) == (new_db, was.schema_name, was.role)
+        assert (_ws_writable(sandbox, was), _ws_writable(sandbox, moved_ws)) == (False, True)
+    acked = {seq for seq, _ in writer.acked}  # with the seq each was acknowledged with
+    assert len(acked) > 10 and acked <= _seqs(sandbox, record.workspaces["legal"].store)
+    assert runtime.store.history(runtime.context(tid, "finance"), "f").messages[0].content == "finance only"
+    assert runtime.store.history(runtime.context(tid), "t").messages[0].content == "the tenant's"
+
+    writer, thread = writing(runtime, tid, workspace="legal")
+    time.sleep(0.3)
+    try:
+        assert move(workspace, tid, rollback=True).outcome == "rolled_back"
+    finally:
+        stopped(writer, thread)
+    record = workspace.registry.require(tid)
+    assert record.tier is Tier.pooled and record.resources.workspaces == old.resources.workspaces
+    # Every write acknowledged on either store, the ones since the switch included, is back in the old one.
+    assert acked | {seq for seq, _ in writer.acked} <= _seqs(sandbox, old.workspaces["legal"].store)
+    assert all(_ws_writable(sandbox, old.workspaces[n].store) for n in ("legal", "finance"))
+    assert _replication_left(sandbox) == []
+
+    assert move(workspace, tid, tier=Tier.dedicated).outcome == "switched"
+    assert move(workspace, tid, finalize=True).outcome == "finalized"
+    record = workspace.registry.require(tid)
+    assert record.move is None and {w.store.database for w in record.workspaces.values()} == {
+        record.resources.store.database} != {old.resources.store.database}
+    with psycopg.connect(sandbox.pg_dsn(old.resources.store.database), autocommit=True) as conn:
+        assert conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)", (
+            [w.store.schema_name for w in old.workspaces.values()],)).fetchall() == []
+    admin = context_from_workspace(workspace)
+    for name in ("legal", "finance"):  # each old schema backed up under its own key before it went
+        finals = [b for b in list_backups(admin.s3, workspace_view(record, name)) if b.reason == "final"]
+        assert [(b.workspace, b.key_arn) for b in finals][-1:] == [(name, record.workspaces[name].kms_key_arn)]
+    assert len(_seqs(sandbox, record.workspaces["finance"].store)) == 1
+    deprovision(workspace, tid, final_backup=False)
 
 
 def test_refusals_create_nothing(moved, workspace):

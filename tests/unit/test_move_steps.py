@@ -221,17 +221,42 @@ def test_a_frozen_record_is_cached_briefly_so_writes_resume_soon_after_the_switc
     assert registry.lookup("acme").move.phase is MovePhase.switched and len(registry.asked) == 2
 
 
-def test_a_tenant_with_workspaces_is_not_moved_until_a_move_carries_them():
-    from tenant_runtime.models import TenantResources, WorkspaceResources
-    from tenantctl.models import TenantRecord, TenantStatus, WorkspaceSpec
-    from tenantctl.operations.move import refuse_workspaces
+def test_an_open_move_declares_each_workspace_schema_in_both_stores_without_replacing_the_old_one():
+    from tenantctl.models import WorkspaceSpec
 
-    record = TenantRecord(tenant_id="acme", tier=Tier.pooled, status=TenantStatus.active, region="us-east-1")
-    plain = TenantSpec(id="acme")
-    refuse_workspaces(record, plain)  # no workspace: nothing to refuse
-    with pytest.raises(InvalidInput, match=r"has workspaces \(legal\): a move does not carry workspaces yet"):
-        refuse_workspaces(record, plain.model_copy(update={"workspaces": [WorkspaceSpec(name="legal")]}))
-    applied = WorkspaceResources.model_construct(name="finance")
-    record = record.model_copy(update={"resources": TenantResources.model_construct(workspaces={"finance": applied})})
-    with pytest.raises(InvalidInput, match=r"\(finance\)"):
-        refuse_workspaces(record, plain)
+    spec = TenantSpec(id="acme", workspaces=[WorkspaceSpec(name="legal")])
+    schemas = lambda s: {n: i for n, i in _all_schemas(s).items() if "legal" in n}  # noqa: E731
+    before = schemas(spec)
+    assert list(before) == ["acme--legal-schema"] and before["acme--legal-schema"]["owns_secret"]
+    moving = target_spec(spec, Tier.dedicated)
+    during = schemas(moving)
+    # The old store's keeps its name (not replaced: its rows stay until the move ends); the new one is another.
+    assert set(during) == {"acme--legal-schema", "acme--legal-schema-s1"}
+    assert during["acme--legal-schema"]["database"] == before["acme--legal-schema"]["database"]
+    assert during["acme--legal-schema-s1"]["database"] != before["acme--legal-schema"]["database"]
+    assert {i["schema"] for i in during.values()} == {before["acme--legal-schema"]["schema"]}
+    assert not any(i["owns_secret"] for i in during.values())  # the move points the secret at the switch
+    after = schemas(moving.model_copy(update={"retiring": None}))
+    assert list(after) == ["acme--legal-schema-s1"] and after["acme--legal-schema-s1"]["owns_secret"]
+
+
+def test_a_workspace_schema_keeps_the_resource_name_it_has_when_a_move_starts():
+    """A workspace added after the tenant's first move has its schema under the
+    plain name in that generation: the next move pins it there, so neither
+    store's resource is renamed (a rename plans a delete, which drops the schema)."""
+    from tenantctl.models import WorkspaceSpec
+
+    spec = TenantSpec(id="acme", store_generation=1, workspaces=[WorkspaceSpec(name="legal")])
+    names = lambda s: sorted(n for n in _all_schemas(s) if "legal" in n)  # noqa: E731
+    assert names(spec) == ["acme--legal-schema"]
+    moving = target_spec(spec, Tier.dedicated)
+    assert moving.workspace("legal").schema_generation == 1
+    assert names(moving) == ["acme--legal-schema", "acme--legal-schema-s2"]
+    assert names(moving.model_copy(update={"retiring": None})) == ["acme--legal-schema-s2"]
+
+
+def _all_schemas(spec: TenantSpec) -> dict:
+    mocks = RecordingMocks()
+    run_program(spec.id, tenant_config(spec.model_dump(mode="json", exclude_none=True)), mocks)
+    return {r.name: r.inputs for r in mocks.resources if r.type == "pulumi-python:dynamic:Resource"
+            and "-schema" in r.name}
