@@ -265,3 +265,31 @@ def test_a_tenant_with_workspaces_is_not_moved_until_a_move_carries_them():
     record = record.model_copy(update={"resources": TenantResources.model_construct(workspaces={"finance": applied})})
     with pytest.raises(InvalidInput, match=r"\(finance\)"):
         refuse_workspaces(record, plain)
+
+
+def test_a_move_target_is_applied_in_the_tenants_second_stack_leaving_the_first_as_it_was(tmp_path):
+    from runtime_fixtures import record as applied_record
+
+    from tenantctl.engines.base import ChangeSet, UpResult
+    from tenantctl.operations.provision import apply_spec
+    from tenantctl.stackconfig import read_tenant, stack_file, write_tenant
+
+    outputs = applied_record("acme").resources.model_dump(mode="json")
+    ups: list[str] = []
+
+    def up(stack, on_event=None, refresh=False):
+        ups.append(stack)
+        return UpResult(stack=stack, outputs=outputs, changes=ChangeSet(stack=stack))
+
+    stacks = tmp_path / "stacks"
+    stacks.mkdir()
+    current, target = TenantSpec(id="acme"), TenantSpec(id="acme", region="eu-west-1")
+    write_tenant(stacks, current)
+    before = stack_file(stacks, "acme").read_text()
+    ws = SimpleNamespace(stacks_dir=stacks, project_dir=tmp_path, engine=SimpleNamespace(up=up))
+    applied = apply_spec(ws, target, stack="acme.k1")  # type: ignore[arg-type]
+    assert ups == ["acme.k1"] and applied.resources.tenant_id == "acme"
+    assert read_tenant(stack_file(stacks, "acme.k1")) == target
+    assert stack_file(stacks, "acme").read_text() == before
+    apply_spec(ws, current)  # type: ignore[arg-type]
+    assert ups == ["acme.k1", "acme"]
