@@ -28,6 +28,7 @@ through the parent's delete (the children's own entries then find nothing).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from typing import Any
@@ -45,6 +46,8 @@ BATCH = 500
 
 # table, the row's key (one value per key column, in order), the sealed blob -> the blob under the new key
 Rewrap = Callable[[str, tuple, bytes], bytes]
+# table, the row's key, a sealed blob -> its plaintext (each store opened with its own key)
+Open = Callable[[str, tuple, bytes], bytes]
 
 _FUNCTION_BODY = """
 DECLARE
@@ -120,6 +123,40 @@ def pending(conn: Any, store: StoreConnection) -> int:
     """Changelog entries not yet relayed (the relay's lag, in changes)."""
     return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
         sql.Identifier(store.schema_name, CHANGELOG))).fetchone()[0]
+
+
+def digests(conn: Any, store: StoreConnection, open_blob: Open) -> dict[str, tuple[int, str]]:
+    """Per table, the row count and a digest both stores of a move agree on
+    although their sealed bytes differ: in key order, the md5 of each row's
+    unsealed columns (as PostgreSQL prints them) and the SHA-256 of its sealed
+    column's plaintext. Run it on each side inside a transaction pinned to the
+    snapshot the verification compares (after the freeze)."""
+    schema = store.schema_name
+    keys = primary_keys(conn, schema)
+    columns: dict[str, list[str]] = {}
+    for table, column in conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = %s "
+            "AND table_name = ANY(%s) ORDER BY table_name, ordinal_position", (schema, list(TABLES))).fetchall():
+        columns.setdefault(table, []).append(column)
+    out = {}
+    for table in TABLES:
+        sealed = SEALED_BY_TABLE.get(table)
+        plain = [c for c in columns[table] if sealed is None or c != sealed.column]
+        row_md5 = sql.SQL("md5(ROW({})::text)").format(sql.SQL(", ").join(map(sql.Identifier, plain)))
+        extra = (sql.SQL(", {}").format(sql.SQL(", ").join(map(sql.Identifier, (*sealed.keys, sealed.column))))
+                 if sealed is not None else sql.SQL(""))
+        cur = conn.execute(sql.SQL("SELECT {}{} FROM {} ORDER BY {}").format(
+            row_md5, extra, sql.Identifier(schema, table), sql.SQL(", ").join(map(sql.Identifier, keys[table]))))
+        digest, count = hashlib.sha256(), 0
+        for row in cur:
+            count += 1
+            digest.update(row[0].encode())
+            if sealed is not None:
+                blob = row[-1]
+                plaintext = b"" if blob is None else open_blob(table, tuple(row[1:-1]), bytes(blob))
+                digest.update(hashlib.sha256(plaintext).digest())
+        out[table] = (count, digest.hexdigest())
+    return out
 
 
 class Relay:

@@ -374,6 +374,14 @@ def test_the_row_relay_carries_every_acknowledged_write_re_wrapped_and_leaves_no
             sql.Identifier(target.schema_name, "messages")))}
         assert {seq for seq, _ in writer.acked} <= live  # every acknowledged write is in the target
         assert set(wrapped) == {"messages"}  # sealed columns only, never a key or another column
+        # The verification: each side opened with its own key, the digests agree, and see a difference.
+        opened = row_relay.digests(src, source, lambda table, key, blob: blob)
+        assert opened == row_relay.digests(dst, target, lambda table, key, blob: blob.removeprefix(b"NEWKEY"))
+        assert opened["messages"][0] == len(_table_rows(src, source.schema_name, "messages", keys["messages"]))
+        dst.execute(sql.SQL("UPDATE {} SET content = content || 'x'::bytea WHERE seq = %s").format(
+            sql.Identifier(target.schema_name, "messages")), (writer.acked[-1][0],))
+        changed = row_relay.digests(dst, target, lambda table, key, blob: blob.removeprefix(b"NEWKEY"))
+        assert changed["messages"] != opened["messages"] and changed["conversations"] == opened["conversations"]
         row_relay.remove(src, source)
         row_relay.remove(src, source)
         left = src.execute("SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
