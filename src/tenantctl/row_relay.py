@@ -125,6 +125,20 @@ def pending(conn: Any, store: StoreConnection) -> int:
         sql.Identifier(store.schema_name, CHANGELOG))).fetchone()[0]
 
 
+def advance_identities(conn: Any, store: StoreConnection) -> None:
+    """Move each identity column's sequence past its highest value: relayed rows
+    were inserted with their source values (``OVERRIDING SYSTEM VALUE``), which
+    does not advance it, so the runtime's next append on the target would
+    collide. Run on the target in the freeze, before the switch (idempotent)."""
+    for table, column in conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = %s "
+            "AND is_identity = 'YES' ORDER BY table_name", (store.schema_name,)).fetchall():
+        conn.execute(sql.SQL("SELECT setval(pg_get_serial_sequence({}, {}), "
+                             "GREATEST((SELECT max({}) FROM {}), 1), (SELECT max({}) FROM {}) IS NOT NULL)").format(
+            sql.Literal(f'"{store.schema_name}"."{table}"'), sql.Literal(column), sql.Identifier(column),
+            sql.Identifier(store.schema_name, table), sql.Identifier(column), sql.Identifier(store.schema_name, table)))
+
+
 def digests(conn: Any, store: StoreConnection, open_blob: Open) -> dict[str, tuple[int, str]]:
     """Per table, the row count and a digest both stores of a move agree on
     although their sealed bytes differ: in key order, the md5 of each row's

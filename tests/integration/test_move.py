@@ -382,6 +382,13 @@ def test_the_row_relay_carries_every_acknowledged_write_re_wrapped_and_leaves_no
             sql.Identifier(target.schema_name, "messages")), (writer.acked[-1][0],))
         changed = row_relay.digests(dst, target, lambda table, key, blob: blob.removeprefix(b"NEWKEY"))
         assert changed["messages"] != opened["messages"] and changed["conversations"] == opened["conversations"]
+        # The target's identity moved past the relayed rows: the next append there does not collide.
+        row_relay.advance_identities(dst, target)
+        row_relay.advance_identities(dst, target)
+        (seq,) = dst.execute(sql.SQL("INSERT INTO {} (tenant_id, conversation_id, role, content) "
+                                     "VALUES (%s, 'live', 'user', 'x') RETURNING seq").format(
+            sql.Identifier(target.schema_name, "messages")), (RELAYED,)).fetchone()
+        assert seq > max(live)
         row_relay.remove(src, source)
         row_relay.remove(src, source)
         left = src.execute("SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
