@@ -199,7 +199,7 @@ def sibling_stack(platform_stack: str, cell: str) -> str:
     return f"{scope}/{naming.cell_stack(cell)}" if scope else naming.cell_stack(cell)
 
 
-def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK) -> dict[str, Any]:
+def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK, key_generation: int = 0) -> dict[str, Any]:
     _check_region(spec.region)
     platform = pulumi.StackReference(platform_stack)
     shared = platform.require_output
@@ -213,7 +213,7 @@ def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK) -> dict
                     if old is not None and old.cell is not None else None)
 
     role = TenantRole(tid, TenantRoleArgs(tenant_id=tid, runtime_principal_arn=shared("runtime_principal_arn"),
-                                          tags=tags, suspended=spec.suspended))
+                                          tags=tags, suspended=spec.suspended, key_generation=key_generation))
     # AWS services using the key for the tenant: CloudWatch for its alarm topic;
     # CloudWatch Logs for a dedicated tenant's own log groups.
     services = [alarms_statement(spec.region, account, naming.alarm_names(tid, dedicated))]
@@ -300,9 +300,11 @@ def build(stack_name: str) -> dict[str, Any]:
         spec = TenantSpec.model_validate(config.require_object("tenant"))
     except ValidationError as exc:
         raise ValueError(f"stack {stack_name}: {describe_validation_error(exc)}") from None
-    if naming.stack_name(spec.id) != stack_name:
-        raise ValueError(f"stack {stack_name!r} holds tenant {spec.id!r}: the stack must be named after the tenant")
-    return build_tenant(spec, config.get("platformStack") or PLATFORM_STACK)
+    tenant_id, key_generation = naming.stack_tenant(stack_name) or ("", 0)
+    if tenant_id != spec.id:
+        raise ValueError(f"stack {stack_name!r} holds tenant {spec.id!r}: the stack must be named after the tenant "
+                         f"(`<id>`, or `<id>.k<N>` for its key generation N)")
+    return build_tenant(spec, config.get("platformStack") or PLATFORM_STACK, key_generation)
 
 
 def main() -> None:

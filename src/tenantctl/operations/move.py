@@ -537,9 +537,13 @@ def _refuse_cell(ws: Workspace, record: TenantRecord, spec: TenantSpec, tier: Ti
         raise InvalidInput(f"--cell {cell}: no such cell (`tenantctl cell list` shows them)")
     target, current = cells[cell], cells.get(record.cell) or ws.cell(record.cell)
     refused = f"tenant {record.tenant_id!r} cannot move to cell {cell!r}"
+    allowed = spec.allowed_regions
+    if target.region not in allowed:
+        raise InvalidInput(f"{refused}: it is in {target.region}, the tenant's data must stay in "
+                           f"{' or '.join(allowed)} (residency)")
     if target.region != record.region:
-        raise InvalidInput(f"{refused}: it is in {target.region}, the tenant's data must stay in {record.region} "
-                           f"(residency); besides, {NOT_BUILT}")
+        raise InvalidInput(f"{refused}: it is in {target.region}, which the tenant's residency allows, but "
+                           f"{NOT_BUILT}")
     if _account(ws, target) != _account(ws, current):
         raise InvalidInput(f"{refused}: it is in account {_account(ws, target)}, the tenant in "
                            f"{_account(ws, current)}; {NOT_BUILT}")
