@@ -6,6 +6,7 @@ fresh sandbox.
     python bench/provision.py                              # N = 1, 10, 50; 3 rounds; 3 fresh-process rounds
     python bench/provision.py --sizes 1,5 --rounds 3       # quick run
     python bench/provision.py --sizes 1 --process-rounds 5 # mostly the fresh-process case
+    python bench/provision.py --sizes 1 --process-rounds 0 --workspace-sizes 1,5  # mostly `workspace add`
 
 The floor is what a hand-written script that already knows every name and ARN
 would do: no read-back, diff, state file, Pulumi program or post-provision
@@ -29,6 +30,16 @@ tenants alternating one by one; per round the mean per tenant, reported as
 min and median over rounds. Fresh process: `tenantctl provision ID --json` as
 its own process against this script's floor for one tenant as its own process
 (``--floor-tenant``), alternating, ``--process-rounds`` times.
+
+`workspace add` (``--workspace-sizes``): per round N fresh pooled tenants per
+side (the engine's provisioned, the floor's written by the floor, before the
+timer), then one workspace added to each, engine and floor alternating: the
+engine runs `workspace add` (stack file, lock, the tenant's whole stack
+planned and applied again with the workspace's 13 resources, check, record);
+the floor writes the workspace's resources and documents with the same calls
+as a tenant's (``floor_owner``: its names, tags, key policy, trust on
+``<id>/<ws>``, schema script keyed on it) and the lock and record writes. The
+documents of the first engine and floor workspace are compared as for tenants.
 """
 
 from __future__ import annotations
@@ -80,76 +91,69 @@ QUEUE_ACTIONS = ["sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "
                  "sqs:GetQueueAttributes", "sqs:GetQueueUrl"]
 
 
-def floor_provision(client: Callable[[str], Any], tenant_id: str, platform: dict, dsn_admin: str,
-                    region: str) -> None:
-    """The resources and documents a pooled tenant stack writes, as direct calls."""
+def floor_owner(client: Callable[[str], Any], names: Any, platform: dict, dsn_admin: str, region: str) -> dict:
+    """The resources and documents of one owner (a pooled tenant, or one of its
+    workspaces: ``names`` is its naming.OwnerNames), as direct calls."""
     import psycopg
     from psycopg import sql
 
     from tenantctl import naming
     from tenantctl.tenant_schema_sql import schema_script
 
-    tid, account, table = tenant_id, platform["account_id"], platform["registry_table"]
-    tags = {"managed-by": "tenantctl", "owner": OWNER, "tenant": tid, "tier": "pooled"}
+    tid, ws, account = names.tenant_id, names.workspace, platform["account_id"]
+    stem = tid if ws is None else naming.ws_stem(tid, ws)  # `tenantctl-<stem>-<suffix>` names, component names
+    owner = f"tenant {tid}" + (f" workspace {ws}" if ws else "")
+    tags = {"managed-by": "tenantctl", "owner": OWNER, "tenant": tid, "tier": "pooled",
+            **({"workspace": ws} if ws else {})}
     iam_tags = [{"Key": k, "Value": v} for k, v in tags.items()]
-    kms, sqs, iam, sm, cw, sns, ddb = (client(s) for s in ("kms", "sqs", "iam", "secretsmanager", "cloudwatch",
-                                                           "sns", "dynamodb"))
-    ddb.put_item(TableName=table, Item={"tenant_id": {"S": tid}, "status": {"S": "provisioning"},
-                                        "tier": {"S": "pooled"}, "cell": {"S": "default"}, "version": {"N": "1"}},
-                 ConditionExpression="attribute_not_exists(tenant_id)")
-    # The cell slot: one conditional counter update (a counter of the floor's own).
-    ddb.update_item(TableName=table, Key={"tenant_id": {"S": "cell#floor"}}, UpdateExpression="ADD pooled :one",
-                    ConditionExpression="attribute_not_exists(pooled) OR pooled < :cap",
-                    ExpressionAttributeValues={":one": {"N": "1"}, ":cap": {"N": "100000"}})
+    kms, sqs, iam, sm, cw, sns = (client(s) for s in ("kms", "sqs", "iam", "secretsmanager", "cloudwatch", "sns"))
 
-    role_name = naming.iam_role_name(tid)
     trust = {"Version": "2012-10-17", "Statement": [{
         "Sid": "RuntimeAssumesWithTenantTag", "Effect": "Allow",
         "Principal": {"AWS": platform["runtime_principal_arn"]},
         "Action": ["sts:AssumeRole", "sts:TagSession"],
-        "Condition": {"StringEquals": {"aws:RequestTag/tenant_id": tid},
+        "Condition": {"StringEquals": {"aws:RequestTag/tenant_id": names.key},
                       "ForAllValues:StringEquals": {"aws:TagKeys": ["tenant_id"]}}}]}
-    role_arn = iam.create_role(RoleName=role_name, AssumeRolePolicyDocument=json.dumps(trust), MaxSessionDuration=3600,
-                               Tags=iam_tags)["Role"]["Arn"]
-    alarms = naming.alarm_names(tid, dedicated=False)
+    role_arn = iam.create_role(RoleName=names.iam_role, AssumeRolePolicyDocument=json.dumps(trust),
+                               MaxSessionDuration=3600, Tags=iam_tags)["Role"]["Arn"]
+    alarms = naming.alarm_names(stem, dedicated=False)
     key_policy = {"Version": "2012-10-17", "Statement": [
         statement("Administer", {"AWS": platform["admin_role_arn"]}, "kms:*"),
         statement("TenantUse", {"AWS": [role_arn]}, KEY_ACTIONS),
         statement("CloudWatchAlarms", {"Service": "cloudwatch.amazonaws.com"}, ["kms:Decrypt", "kms:GenerateDataKey"],
                   Condition={"StringEquals": {"aws:SourceAccount": account}, "ArnLike": {"aws:SourceArn": [
                       f"arn:aws:cloudwatch:{region}:{account}:alarm:{a}" for a in alarms]}})]}
-    key = kms.create_key(Description=f"tenantctl tenant {tid}", KeyUsage="ENCRYPT_DECRYPT",
+    key = kms.create_key(Description=f"tenantctl {owner}", KeyUsage="ENCRYPT_DECRYPT",
                          Policy=json.dumps(key_policy),
                          Tags=[{"TagKey": k, "TagValue": v} for k, v in tags.items()])["KeyMetadata"]["Arn"]
     kms.enable_key_rotation(KeyId=key)
-    kms.create_alias(AliasName=naming.kms_alias(tid), TargetKeyId=key)
+    kms.create_alias(AliasName=names.kms_alias, TargetKeyId=key)
 
-    role, schema = naming.db_role_name(tid), naming.schema_name(tid)
-    secret = sm.create_secret(Name=naming.secret_name(tid), KmsKeyId=key, Tags=iam_tags,
-                              Description=f"PostgreSQL credentials of tenant {tid} (role {role})")["ARN"]
+    role, schema = names.db_role, names.schema
+    secret = sm.create_secret(Name=names.secret, KmsKeyId=key, Tags=iam_tags,
+                              Description=f"PostgreSQL credentials of {owner} (role {role})")["ARN"]
     encryption = {"KmsMasterKeyId": key, "KmsDataKeyReusePeriodSeconds": "300"}
     queue_arn = f"arn:aws:sqs:{region}:{account}:{{}}".format
-    sqs.create_queue(QueueName=naming.dlq_name(tid), tags=tags,
-                     Attributes={"MessageRetentionPeriod": "1209600", **encryption})
-    sqs.create_queue(QueueName=naming.queue_name(tid), tags=tags, Attributes={
+    sqs.create_queue(QueueName=names.dlq, tags=tags, Attributes={"MessageRetentionPeriod": "1209600", **encryption})
+    sqs.create_queue(QueueName=names.queue, tags=tags, Attributes={
         "DelaySeconds": "0", "MessageRetentionPeriod": "345600", **encryption,
-        "RedrivePolicy": json.dumps({"deadLetterTargetArn": queue_arn(naming.dlq_name(tid)), "maxReceiveCount": 5})})
-    topic = sns.create_topic(Name=naming.resource_name(tid, "alarms"), Attributes={"KmsMasterKeyId": key},
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": queue_arn(names.dlq), "maxReceiveCount": 5})})
+    topic = sns.create_topic(Name=naming.resource_name(stem, "alarms"), Attributes={"KmsMasterKeyId": key},
                              Tags=iam_tags)["TopicArn"]
-    kms.create_grant(KeyId=key, GranteePrincipal=platform["rotation_role_arn"], Name=f"{tid}-rotation-grant",
+    kms.create_grant(KeyId=key, GranteePrincipal=platform["rotation_role_arn"], Name=f"{stem}-rotation-grant",
                      Operations=["Decrypt", "GenerateDataKey"],
                      Constraints={"EncryptionContextSubset": {"SecretARN": secret}})
 
     password = secrets.token_urlsafe(32)
     with psycopg.connect(dsn_admin, autocommit=True) as conn:
-        conn.execute(schema_script(conn, tenant_id=tid, role=role, schema=schema,
+        conn.execute(schema_script(conn, tenant_id=names.key, role=role, schema=schema,
                                    gateway_role=platform["gateway_role"]))
         conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
     sm.put_secret_value(SecretId=secret, SecretString=json.dumps({
         "engine": "postgres", "username": role, "password": password, "host": platform["db_endpoint"],
         "port": int(platform["db_port"]), "dbname": platform["db_name"], "schema": schema}))
-    for name, metric, queue, threshold in ((alarms[0], "ApproximateNumberOfMessagesVisible", naming.dlq_name(tid), 0),
-                                           (alarms[1], "ApproximateAgeOfOldestMessage", naming.queue_name(tid), 1800)):
+    for name, metric, queue, threshold in ((alarms[0], "ApproximateNumberOfMessagesVisible", names.dlq, 0),
+                                           (alarms[1], "ApproximateAgeOfOldestMessage", names.queue, 1800)):
         cw.put_metric_alarm(AlarmName=name, Namespace="AWS/SQS", MetricName=metric, Statistic="Maximum",
                             Dimensions=[{"Name": "QueueName", "Value": queue}], Period=300, EvaluationPeriods=1,
                             Threshold=threshold, ComparisonOperator="GreaterThanThreshold",
@@ -157,41 +161,78 @@ def floor_provision(client: Callable[[str], Any], tenant_id: str, platform: dict
     sm.rotate_secret(SecretId=secret, RotationLambdaARN=platform["rotation_function_arn"],
                      RotationRules={"AutomaticallyAfterDays": 30}, RotateImmediately=False)
 
-    bucket, prefix = platform["bucket_arn"], naming.s3_prefix(tid)
+    bucket, prefix = platform["bucket_arn"], names.s3_prefix
     access = {"Version": "2012-10-17", "Statement": [
         {"Sid": "TenantObjects", "Effect": "Allow", "Action": OBJECT_ACTIONS, "Resource": f"{bucket}/{prefix}*"},
         {"Sid": "ListTenantPrefix", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket,
          "Condition": {"StringLike": {"s3:prefix": [f"{prefix}*"]}}},
         {"Sid": "TenantQueues", "Effect": "Allow", "Action": QUEUE_ACTIONS,
-         "Resource": [queue_arn(naming.queue_name(tid)), queue_arn(naming.dlq_name(tid))]},
+         "Resource": [queue_arn(names.queue), queue_arn(names.dlq)]},
         {"Sid": "TenantKey", "Effect": "Allow", "Action": KEY_ACTIONS, "Resource": key},
         {"Sid": "TenantDbSecret", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue",
                                                                 "secretsmanager:DescribeSecret"],
          "Resource": secret}]}
-    iam.put_role_policy(RoleName=role_name, PolicyName=f"{tid}-access", PolicyDocument=json.dumps(access))
+    iam.put_role_policy(RoleName=names.iam_role, PolicyName=f"{stem}-access", PolicyDocument=json.dumps(access))
+    return {"kms_key_arn": key, "role_arn": role_arn, "bucket": platform["bucket"], "prefix": prefix,
+            "store": {"schema_name": schema, "role": role, "secret_arn": secret}}
+
+
+def floor_provision(client: Callable[[str], Any], tenant_id: str, platform: dict, dsn_admin: str,
+                    region: str) -> None:
+    """What a pooled tenant's provision writes: its reservation and cell slot, its resources, its record."""
+    from tenantctl.naming import OwnerNames
+
+    tid, table, ddb = tenant_id, platform["registry_table"], client("dynamodb")
+    ddb.put_item(TableName=table, Item={"tenant_id": {"S": tid}, "status": {"S": "provisioning"},
+                                        "tier": {"S": "pooled"}, "cell": {"S": "default"}, "version": {"N": "1"}},
+                 ConditionExpression="attribute_not_exists(tenant_id)")
+    # The cell slot: one conditional counter update (a counter of the floor's own).
+    ddb.update_item(TableName=table, Key={"tenant_id": {"S": "cell#floor"}}, UpdateExpression="ADD pooled :one",
+                    ConditionExpression="attribute_not_exists(pooled) OR pooled < :cap",
+                    ExpressionAttributeValues={":one": {"N": "1"}, ":cap": {"N": "100000"}})
+    resources = floor_owner(client, OwnerNames(tid), platform, dsn_admin, region)
     record = {"tenant_id": tid, "tier": "pooled", "status": "active", "region": region, "cell": "default",
-              "resources": {"kms_key_arn": key, "role_arn": role_arn, "bucket": platform["bucket"], "prefix": prefix,
-                            "store": {"schema_name": schema, "role": role, "secret_arn": secret}}}
+              "resources": resources}
     ddb.put_item(TableName=table, Item={"tenant_id": {"S": tid}, "status": {"S": "active"}, "tier": {"S": "pooled"},
                                         "cell": {"S": "default"}, "version": {"N": "2"},
                                         "record": {"S": json.dumps(record)}})
 
 
-def documents(client: Callable[[str], Any], tid: str) -> dict[str, Any]:
-    """What both sides wrote for ``tid``, read back, with the tenant's id, key and
-    secret suffix replaced so an engine tenant and a floor tenant compare equal."""
+def floor_workspace_add(client: Callable[[str], Any], tenant_id: str, workspace: str, platform: dict,
+                        dsn_admin: str, region: str) -> None:
+    """What `workspace add` writes on an active pooled tenant: the tenant's lock
+    (a conditional write), the workspace's resources, the record with them."""
+    from tenantctl.naming import OwnerNames
+
+    table, ddb, key = platform["registry_table"], client("dynamodb"), {"tenant_id": {"S": tenant_id}}
+    ddb.update_item(TableName=table, Key=key, UpdateExpression="SET #v = :next, locked = :me",
+                    ConditionExpression="#v = :at", ExpressionAttributeNames={"#v": "version"},
+                    ExpressionAttributeValues={":at": {"N": "2"}, ":next": {"N": "3"}, ":me": {"S": "floor"}})
+    made = floor_owner(client, OwnerNames(tenant_id, workspace), platform, dsn_admin, region)
+    ddb.update_item(TableName=table, Key=key, UpdateExpression="SET #v = :next, #w = :ws REMOVE locked",
+                    ConditionExpression="#v = :at", ExpressionAttributeNames={"#v": "version", "#w": "workspaces"},
+                    ExpressionAttributeValues={":at": {"N": "3"}, ":next": {"N": "4"},
+                                               ":ws": {"S": json.dumps({workspace: made})}})
+
+
+def documents(client: Callable[[str], Any], names: Any) -> dict[str, Any]:
+    """What both sides wrote for one owner (``names``: a tenant's or a
+    workspace's naming.OwnerNames), read back, with the tenant's id, key and
+    secret suffix replaced so an engine owner and a floor owner compare equal."""
     from tenantctl import naming
 
+    tid = names.tenant_id
+    stem = tid if names.workspace is None else naming.ws_stem(tid, names.workspace)
     kms, iam, sqs, sm, cw = (client(s) for s in ("kms", "iam", "sqs", "secretsmanager", "cloudwatch"))
-    key = kms.describe_key(KeyId=naming.kms_alias(tid))["KeyMetadata"]
-    role = naming.iam_role_name(tid)
-    secret = sm.describe_secret(SecretId=naming.secret_name(tid))
+    key = kms.describe_key(KeyId=names.kms_alias)["KeyMetadata"]
+    role = names.iam_role
+    secret = sm.describe_secret(SecretId=names.secret)
     queues = {name: sqs.get_queue_attributes(QueueUrl=sqs.get_queue_url(QueueName=name)["QueueUrl"],
                                              AttributeNames=["All"])["Attributes"]
-              for name in (naming.queue_name(tid), naming.dlq_name(tid))}
+              for name in (names.queue, names.dlq)}
     volatile = ("CreatedTimestamp", "LastModifiedTimestamp", "ApproximateNumberOfMessages",
                 "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed")
-    alarms = cw.describe_alarms(AlarmNames=naming.alarm_names(tid, dedicated=False))["MetricAlarms"]
+    alarms = cw.describe_alarms(AlarmNames=naming.alarm_names(stem, dedicated=False))["MetricAlarms"]
     found = {
         "key policy": json.loads(kms.get_key_policy(KeyId=key["KeyId"], PolicyName="default")["Policy"]),
         "key rotation": kms.get_key_rotation_status(KeyId=key["KeyId"])["KeyRotationEnabled"],
@@ -213,8 +254,11 @@ def documents(client: Callable[[str], Any], tid: str) -> dict[str, Any]:
     return json.loads(text)
 
 
-def same_documents(client: Callable[[str], Any], engine_tid: str, floor_tid: str) -> None:
-    engine, floor = documents(client, engine_tid), documents(client, floor_tid)
+def same_documents(client: Callable[[str], Any], engine_tid: str, floor_tid: str, workspace: str | None = None) -> None:
+    from tenantctl.naming import OwnerNames
+
+    engine = documents(client, OwnerNames(engine_tid, workspace))
+    floor = documents(client, OwnerNames(floor_tid, workspace))
     differ = [k for k in engine if engine[k] != floor[k]]
     if differ:
         for k in differ:
@@ -224,16 +268,21 @@ def same_documents(client: Callable[[str], Any], engine_tid: str, floor_tid: str
           file=sys.stderr)
 
 
-def interleaved(sides: dict[str, Callable[[str], None]], n: int, rounds: int, tag: str) -> dict[str, list[float]]:
-    """Per round and side the mean seconds per tenant; the sides alternate tenant by tenant."""
+def interleaved(sides: dict[str, Callable[[str], None]], n: int, rounds: int, tag: str,
+                prepare: dict[str, Callable[[str], None]] | None = None) -> dict[str, list[float]]:
+    """Per round and side the mean seconds per tenant; the sides alternate tenant
+    by tenant. ``prepare``: per side, run on the tenant id before the timer starts."""
     per_round: dict[str, list[float]] = {side: [] for side in sides}
     names = list(sides)
     for r in range(rounds):
         spent = dict.fromkeys(names, 0.0)
         for i in range(n):
             for side in (names if (r + i) % 2 == 0 else names[::-1]):
+                tid = f"{side[0]}{tag}-{r}-{i}"
+                if prepare is not None:
+                    prepare[side](tid)
                 start = time.perf_counter()
-                sides[side](f"{side[0]}{tag}-{r}-{i}")
+                sides[side](tid)
                 spent[side] += time.perf_counter() - start
         for side in names:
             per_round[side].append(spent[side] / n)
@@ -271,12 +320,36 @@ def floor_process(tenant_id: str) -> None:
     floor_provision(floor_clients(endpoints), tenant_id, given["platform"], given["dsn"], given["region"])
 
 
+def workspace_case(ws: Any, client: Callable[[str], Any], tenants: dict[str, Callable[[str], None]], platform: dict,
+                   dsn_admin: str, region: str, sizes: list[int], rounds: int) -> None:
+    """`workspace add` on a fresh active pooled tenant against the floor's, the
+    tenants provisioned (each side its own way) before the timer starts."""
+    from common import timed
+
+    from tenantctl.operations.workspaces import add
+
+    sides = {"engine": lambda tid: add(ws, tid, "legal"),
+             "floor": lambda tid: floor_workspace_add(client, tid, "legal", platform, dsn_admin, region)}
+    first = {}
+    for side, fn in sides.items():
+        tenants[side](f"{side[0]}wswarm")
+        first[side] = timed(lambda fn=fn, side=side: fn(f"{side[0]}wswarm"))[1]
+    same_documents(client, "ewswarm", "fwswarm", "legal")
+    print(f"{'workspace add':>12}{'engine s/ws':>18}{'floor s/ws':>18}")
+    print(f"{'ws first':>12}{first['engine']:9.3f}{'':9}{first['floor']:9.3f}{'':9}"
+          f"{first['engine'] / first['floor']:9.2f}x   (the first workspace add in this process)")
+    for n in sizes:
+        print(summary(f"ws {n}", interleaved(sides, n, rounds, f"w{n}", prepare=tenants)), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,10,50", help="comma-separated tenant counts per round (default 1,10,50)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per size (default 3)")
     parser.add_argument("--process-rounds", type=int, default=3,
                         help="fresh-process rounds: one tenant per side each (default 3; 0: skip)")
+    parser.add_argument("--workspace-sizes", default="1,10",
+                        help="comma-separated workspace adds per round, one per fresh tenant (default 1,10; '' skips)")
     parser.add_argument("--floor-tenant", help=argparse.SUPPRESS)  # the fresh-process floor's child
     args = parser.parse_args()
     if args.floor_tenant:
@@ -307,6 +380,9 @@ def main() -> None:
             print(summary(str(n), interleaved(sides, n, args.rounds, f"n{n}")), flush=True)
         if args.process_rounds:
             print(summary("process", process_case(endpoints, project, platform, dsn_admin, args.process_rounds)))
+        if args.workspace_sizes:
+            workspace_case(ws, client, sides, platform, dsn_admin, endpoints.region,
+                           [int(n) for n in args.workspace_sizes.split(",")], args.rounds)
         print(f"({args.rounds} rounds per size, engine and floor tenants alternating; 'process': "
               f"`tenantctl provision ID --json` vs the floor as its own process, {args.process_rounds} rounds; "
               f"load average {os.getloadavg()[0]:.1f})")

@@ -199,7 +199,7 @@ def sibling_stack(platform_stack: str, cell: str) -> str:
     return f"{scope}/{naming.cell_stack(cell)}" if scope else naming.cell_stack(cell)
 
 
-def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK) -> dict[str, Any]:
+def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK, key_generation: int = 0) -> dict[str, Any]:
     _check_region(spec.region)
     platform = pulumi.StackReference(platform_stack)
     shared = platform.require_output
@@ -213,7 +213,7 @@ def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK) -> dict
                     if old is not None and old.cell is not None else None)
 
     role = TenantRole(tid, TenantRoleArgs(tenant_id=tid, runtime_principal_arn=shared("runtime_principal_arn"),
-                                          tags=tags, suspended=spec.suspended))
+                                          tags=tags, suspended=spec.suspended, key_generation=key_generation))
     # AWS services using the key for the tenant: CloudWatch for its alarm topic;
     # CloudWatch Logs for a dedicated tenant's own log groups.
     services = [alarms_statement(spec.region, account, naming.alarm_names(tid, dedicated))]
@@ -232,9 +232,10 @@ def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK) -> dict
     db = TenantDatabase(store_component_name(tid, spec.store_generation), TenantDatabaseArgs(
         spec=spec, kms_key_arn=key.arn, secret_arn=secret.arn, az_names=azs, shared=shared_db, owns_secret=not moving,
         account_role_arn=role_arn))
+    retiring_db = None
     if old is not None:
         # A move is open: the store being retired stays declared, unchanged, beside the new one.
-        TenantDatabase(store_component_name(tid, old.generation), TenantDatabaseArgs(
+        retiring_db = TenantDatabase(store_component_name(tid, old.generation), TenantDatabaseArgs(
             spec=spec.model_copy(update={"tier": old.tier, "dedicated": old.dedicated, "cell": old.cell or spec.cell,
                                          "store_generation": old.generation, "retiring": None}),
             kms_key_arn=key.arn, secret_arn=secret.arn, az_names=azs,
@@ -245,10 +246,10 @@ def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK) -> dict
         function_role_arn=db.rotation_role_arn, after=[db.schema]))
     # While a move between cells is open the role reaches its prefix in both
     # cells' buckets: runtimes still holding the old record read the old one.
+    moving_bucket_arn = old_platform.require_output("bucket_arn") if old_platform is not None else None
     TenantRoleAccess(tid, TenantRoleAccessArgs(tenant_id=tid, role=role, grants=TenantGrants(
         bucket_arn=shared("bucket_arn"), queue_arns=[queue.arn, queue.dlq_arn], kms_key_arn=key.arn,
-        secret_arn=secret.arn,
-        moving_bucket_arn=old_platform.require_output("bucket_arn") if old_platform is not None else None)))
+        secret_arn=secret.arn, moving_bucket_arn=moving_bucket_arn)))
     TenantAlarms(tid, TenantAlarmsArgs(
         tenant_id=tid, kms_key_arn=key.arn, queue_name=queue.queue_name, dlq_name=queue.dlq_name,
         delay_seconds=spec.queue.delay_seconds, tags=tags, db_identifier=db.db_identifier,
@@ -258,7 +259,8 @@ def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK) -> dict
     workspaces = {w.name: TenantWorkspace(component_name(tid, w.name), TenantWorkspaceArgs(
         spec=spec, workspace=w, database=db, runtime_principal_arn=shared("runtime_principal_arn"),
         admin_arn=shared("admin_role_arn"), account_id=account, bucket_arn=shared("bucket_arn"),
-        account_role_arn=role_arn)).outputs
+        account_role_arn=role_arn, retiring=retiring_db, generation=spec.store_generation,
+        retiring_generation=old.generation if old is not None else 0, moving_bucket_arn=moving_bucket_arn)).outputs
         for w in spec.workspaces}
 
     store = pulumi.Output.all(endpoint=db.endpoint, port=db.port, database=db.database, secret_arn=secret.arn).apply(
@@ -298,9 +300,11 @@ def build(stack_name: str) -> dict[str, Any]:
         spec = TenantSpec.model_validate(config.require_object("tenant"))
     except ValidationError as exc:
         raise ValueError(f"stack {stack_name}: {describe_validation_error(exc)}") from None
-    if naming.stack_name(spec.id) != stack_name:
-        raise ValueError(f"stack {stack_name!r} holds tenant {spec.id!r}: the stack must be named after the tenant")
-    return build_tenant(spec, config.get("platformStack") or PLATFORM_STACK)
+    tenant_id, key_generation = naming.stack_tenant(stack_name) or ("", 0)
+    if tenant_id != spec.id:
+        raise ValueError(f"stack {stack_name!r} holds tenant {spec.id!r}: the stack must be named after the tenant "
+                         f"(`<id>`, or `<id>.k<N>` for its key generation N)")
+    return build_tenant(spec, config.get("platformStack") or PLATFORM_STACK, key_generation)
 
 
 def main() -> None:

@@ -39,6 +39,9 @@ class TenantRoleArgs:
     tags: dict[str, str]
     suspended: bool = False
     workspace: str | None = None  # a workspace's role (its own name and session tag), else the tenant's
+    # The tenant's stack of key generation N >= 1 (a move to another account or
+    # region) names its role `tenantctl-<id>.k<N>-app`: IAM names are per account.
+    key_generation: int = 0
 
 
 @dataclass
@@ -115,7 +118,11 @@ class TenantRole(pulumi.ComponentResource):
     def __init__(self, name: str, args: TenantRoleArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("tenantctl:iam:TenantRole", name, None, opts)
         names = naming.OwnerNames(args.tenant_id, args.workspace)
-        role = aws.iam.Role(f"{name}-role", name=names.iam_role,
+        if args.key_generation and args.workspace is not None:
+            raise ValueError("a workspace's role has no key generation: tenants with workspaces do not move "
+                             "to another account or region")
+        role_name = naming.iam_role_name(args.tenant_id, args.key_generation) if args.key_generation else names.iam_role
+        role = aws.iam.Role(f"{name}-role", name=role_name,
                             assume_role_policy=trust_policy(names.key, args.runtime_principal_arn,
                                                             args.suspended),
                             max_session_duration=3600, tags=args.tags, opts=pulumi.ResourceOptions(parent=self))

@@ -48,10 +48,26 @@ class TenantWorkspaceArgs:
     account_id: pulumi.Input[str]
     bucket_arn: pulumi.Input[str]
     account_role_arn: str | None = None
+    # A move is open: the store it retires (the workspace's schema stays there
+    # too, unchanged, until the move is finalized or rolled back) and the
+    # generations of both stores, which name the two schemas apart.
+    retiring: TenantDatabase | None = None
+    generation: int = 0
+    retiring_generation: int = 0
+    # A move between cells: the old cell's bucket, where the workspace's prefix
+    # stays readable by its role until the move ends (as the tenant's).
+    moving_bucket_arn: pulumi.Input[str] | None = None
 
 
 def component_name(tenant_id: str, workspace: str) -> str:
     return naming.ws_stem(tenant_id, workspace)
+
+
+def schema_component_name(name: str, generation: int, plain: int) -> str:
+    """The workspace's TenantSchema in the tenant's store ``generation``: the
+    plain name in generation ``plain`` (WorkspaceSpec.schema_generation), the
+    generation's own elsewhere."""
+    return f"{name}-schema" if generation == plain else f"{name}-schema-s{generation}"
 
 
 class TenantWorkspace(pulumi.ComponentResource):
@@ -75,11 +91,24 @@ class TenantWorkspace(pulumi.ComponentResource):
                               opts=child)
         queue = TenantQueue(name, TenantQueueArgs(tenant_id=tid, workspace=ws, kms_key_arn=key.arn,
                                                   spec=args.workspace.queue, tags=tags), opts=child)
-        schema = TenantSchema(f"{name}-schema", TenantSchemaArgs(
-            tenant_id=names.key, region=spec.region, host=db.endpoint, port=db.port, database=db.database,
-            schema=names.schema, role=names.db_role, admin_secret_arn=db.admin_secret_arn,
-            tenant_secret_arn=secret.arn, gateway_role=db.gateway_role, account_role_arn=args.account_role_arn),
-            opts=child)
+        moving = args.retiring is not None
+        plain = args.workspace.schema_generation
+        if plain is None:
+            plain = args.retiring_generation if moving else args.generation
+
+        def schema_in(store: TenantDatabase, generation: int) -> TenantSchema:
+            # Named by the store's generation: a move's new schema is another
+            # resource, so nothing of the old one is replaced.
+            return TenantSchema(schema_component_name(name, generation, plain), TenantSchemaArgs(
+                tenant_id=names.key, region=spec.region, host=store.endpoint, port=store.port,
+                database=store.database, schema=names.schema, role=names.db_role,
+                admin_secret_arn=store.admin_secret_arn, tenant_secret_arn=secret.arn,
+                gateway_role=store.gateway_role, account_role_arn=args.account_role_arn,
+                owns_secret=not moving), opts=child)
+
+        schema = schema_in(db, args.generation)
+        if args.retiring is not None:
+            schema_in(args.retiring, args.retiring_generation)
         SecretRotationSchedule(name, SecretRotationScheduleArgs(
             secret_arn=secret.arn, kms_key_arn=key.arn, function_arn=db.rotation_function_arn,
             function_role_arn=db.rotation_role_arn, after=[schema]), opts=child)
@@ -88,7 +117,7 @@ class TenantWorkspace(pulumi.ComponentResource):
             delay_seconds=args.workspace.queue.delay_seconds, tags=tags), opts=child)
         TenantRoleAccess(name, TenantRoleAccessArgs(tenant_id=tid, workspace=ws, role=role, grants=TenantGrants(
             bucket_arn=args.bucket_arn, queue_arns=[queue.arn, queue.dlq_arn], kms_key_arn=key.arn,
-            secret_arn=secret.arn)), opts=child)
+            secret_arn=secret.arn, moving_bucket_arn=args.moving_bucket_arn)), opts=child)
         # Exactly tenant_runtime.models.WorkspaceResources.
         self.outputs = pulumi.Output.all(
             endpoint=db.endpoint, port=db.port, database=db.database, secret_arn=secret.arn, key_arn=key.arn,

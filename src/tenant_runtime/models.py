@@ -159,6 +159,9 @@ class TenantMove(BaseModel):
     new_store: StoreConnection | None = None
     old_bucket: str | None = None
     new_bucket: str | None = None
+    # A move to another account or region builds the tenant again in a second
+    # stack (`<id>.k<N>`): its name, None for a move that keeps the stack.
+    to_stack: str | None = None
     started_at: datetime = Field(default_factory=utcnow)
     phase_at: datetime = Field(default_factory=utcnow)
     switched_at: datetime | None = None
@@ -194,6 +197,18 @@ class TenantRecord(BaseModel):
     last_error: str | None = None
     hibernation: Hibernation | None = None
     move: TenantMove | None = None
+    # The tenant's Pulumi stack; None: the one named by its id (key generation 0).
+    stack: str | None = None
+
+    @property
+    def current_stack(self) -> str:
+        return self.stack or self.tenant_id
+
+    @property
+    def stacks(self) -> list[str]:
+        """Every stack of the tenant: its own, and an open move's second one."""
+        second = self.move.to_stack if self.move is not None else None
+        return [self.current_stack] + ([second] if second and second != self.current_stack else [])
 
     @property
     def workspaces(self) -> dict[str, WorkspaceResources]:

@@ -24,7 +24,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from tenantctl.policy import RULES, UNKNOWN, PlannedResource, ResolvedJudge, Violation, is_platform
+from tenantctl.policy import RULES, UNKNOWN, PlannedResource, ResolvedJudge, Violation, is_platform, judged_as
 
 PACK_NAME = "tenantctl-isolation"
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -99,7 +99,7 @@ class PackRun:
         with self._lock:
             if urn not in self._found:
                 stack = stack_of(urn)
-                judge = self._judges.setdefault(stack, ResolvedJudge(stack, is_platform(stack)))
+                judge = self._judges.setdefault(stack, ResolvedJudge(judged_as(stack), is_platform(stack)))
                 resource = PlannedResource(type=resource_type, name=name, inputs=plain(props))
                 self._found[urn] = judge(resource, urn)
             return self._found[urn]

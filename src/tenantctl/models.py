@@ -157,6 +157,11 @@ class WorkspaceSpec(BaseModel):
     name: str = Field(description="workspace name: lowercase words joined by single hyphens")
     owner: TagValue | None = None
     queue: QueueSpec = QueueSpec()
+    # The tenant store generation whose schema resource keeps the plain name
+    # (`<id>--<ws>-schema`; another generation's is `...-schema-s<N>`). None:
+    # the tenant's current store (the retiring one while a move is open); a move
+    # pins it, so neither store's resource is renamed (a rename would drop it).
+    schema_generation: int | None = Field(None, ge=0)
 
 
 class TenantSpec(BaseModel):
@@ -167,6 +172,9 @@ class TenantSpec(BaseModel):
     id: str = Field(description="tenant id: it names every resource of the tenant")
     tier: Tier = Tier.pooled
     region: Region = Field("us-east-1", description="where the tenant's data lives, backups included (residency)")
+    residency: list[Region] = Field(default_factory=list, description=(
+        "the regions the tenant's data may ever live in (a move to another region goes only there); "
+        "empty: its region alone"))
     cell: CellName | None = Field(None, description="the cell it is placed in: chosen by placement on first "
                                                     "provision (or forced with --cell), then changed only by a move")
     owner: TagValue = "unknown"
@@ -201,6 +209,9 @@ class TenantSpec(BaseModel):
             raise ValueError("dedicated options (vpc_cidr, instance class, storage, multi-AZ) need tier=dedicated")
         if self.tier is Tier.dedicated and self.dedicated is None:
             object.__setattr__(self, "dedicated", DedicatedSpec())
+        if self.residency and self.region not in self.residency:
+            raise ValueError(f"residency ({', '.join(self.residency)}) does not allow the tenant's own region "
+                             f"{self.region}")
         names = [w.name for w in self.workspaces]
         if len(set(names)) != len(names):
             raise ValueError(f"workspaces: a name appears twice ({', '.join(sorted(names))})")
@@ -209,6 +220,11 @@ class TenantSpec(BaseModel):
             if problem:
                 raise ValueError(f"workspace {name!r}: {problem}")
         return self
+
+    @property
+    def allowed_regions(self) -> list[str]:
+        """Where the tenant's data may live: its residency, or its region alone."""
+        return self.residency or [self.region]
 
     def workspace(self, name: str) -> WorkspaceSpec | None:
         return next((w for w in self.workspaces if w.name == name), None)
@@ -223,8 +239,8 @@ class TenantSpec(BaseModel):
         """The spec as the stack file holds it: every option, defaults included,
         except ``suspended`` while false and ``workspaces`` while empty (files written before
         they existed stay as they were)."""
-        unset = {name for name, empty in (("suspended", not self.suspended), ("workspaces", not self.workspaces))
-                 if empty}
+        unset = {name for name, empty in (("suspended", not self.suspended), ("workspaces", not self.workspaces),
+                                          ("residency", not self.residency)) if empty}
         return self.model_dump(mode="json", exclude_none=True, exclude=unset)
 
     def content_hash(self) -> str:
@@ -235,9 +251,13 @@ class TenantSpec(BaseModel):
         dumped = self.model_dump(mode="json", exclude={"cell"})
         # Fields only suspensions, moves and workspaces set are left out at their defaults:
         # specs never suspended or moved hash as before.
-        for name, default in (("suspended", False), ("store_generation", 0), ("retiring", None), ("workspaces", [])):
+        for name, default in (("suspended", False), ("store_generation", 0), ("retiring", None), ("workspaces", []),
+                              ("residency", [])):
             if dumped.get(name) == default:
                 dumped.pop(name)
+        for workspace in dumped.get("workspaces", []):  # unpinned: hashed as before the pin existed
+            if workspace.get("schema_generation") is None:
+                workspace.pop("schema_generation", None)
         if dumped.get("dedicated") and dumped["dedicated"].get("final_snapshot_suffix") is None:
             dumped["dedicated"].pop("final_snapshot_suffix")
         body = json.dumps(dumped, sort_keys=True)

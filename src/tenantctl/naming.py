@@ -86,8 +86,12 @@ def dlq_name(tenant_id: str) -> str:
     return f"tenantctl-{tenant_id}-jobs-dlq"
 
 
-def iam_role_name(tenant_id: str) -> str:
-    return f"tenantctl-{tenant_id}-app"
+def iam_role_name(tenant_id: str, key_generation: int = 0) -> str:
+    """`tenantctl-<id>-app`; `tenantctl-<id>.k<N>-app` for the role of key
+    generation N >= 1 (the target of a move to another region of the same
+    account, where IAM names collide). A dot, not a hyphen: `acme-k1` is a
+    valid tenant id, `acme.k1` is not, so no two tenants' roles can meet."""
+    return f"tenantctl-{tenant_id}{generation_suffix(key_generation)}-app"
 
 
 def rds_identifier(tenant_id: str) -> str:
@@ -106,8 +110,48 @@ REGISTRY_TABLE = "tenantctl-registry"
 REVOCATION_TABLE = "tenantctl-revocations"
 
 
-def stack_name(tenant_id: str) -> str:
-    return tenant_id
+# A tenant's stacks: `acme` holds key generation 0; a move to another account
+# or region builds the tenant again in `acme.k1`, `acme.k2`, ... (docs/moves.md).
+# Neither tenant ids nor cell names hold a dot, so the name parses back.
+KEY_GEN_SEP = "."
+_GENERATION = re.compile(r"^k([1-9][0-9]*)$")
+MAX_KEY_GENERATION = 99
+
+
+def generation_suffix(key_generation: int) -> str:
+    if not 0 <= key_generation <= MAX_KEY_GENERATION:
+        raise ValueError(f"key generation {key_generation} is outside 0..{MAX_KEY_GENERATION}")
+    return f"{KEY_GEN_SEP}k{key_generation}" if key_generation else ""
+
+
+def stack_name(tenant_id: str, key_generation: int = 0) -> str:
+    return f"{tenant_id}{generation_suffix(key_generation)}"
+
+
+def stack_tenant(stack: str) -> tuple[str, int] | None:
+    """(tenant id, key generation) of a tenant stack; None for a cell's stack or
+    a name no tenant stack has. The id is not validated here (``broken_rule``)."""
+    if cell_of_stack(stack) is not None:
+        return None
+    tenant_id, sep, generation = stack.partition(KEY_GEN_SEP)
+    if not sep:
+        return (tenant_id, 0) if tenant_id else None
+    found = _GENERATION.match(generation)
+    if not tenant_id or found is None or int(found.group(1)) > MAX_KEY_GENERATION:
+        return None
+    return tenant_id, int(found.group(1))
+
+
+def key_generation_problem(tenant_id: str, key_generation: int) -> str | None:
+    """Why the tenant cannot get names of ``key_generation`` (its role name would
+    pass IAM's 64 characters: ids near the limit), or None."""
+    if not 0 <= key_generation <= MAX_KEY_GENERATION:
+        return f"key generation {key_generation} is outside 0..{MAX_KEY_GENERATION}"
+    role = iam_role_name(tenant_id, key_generation)
+    if _IAM_ROLE.match(role) is None:
+        return (f"its IAM role of key generation {key_generation} ({role}) would break IAM's naming rule "
+                f"(64 characters): the id is too long for a move that needs a new role")
+    return None
 
 
 def shared_bucket_name(account_id: str, region: str) -> str:
@@ -405,6 +449,8 @@ _OWNED = (
     re.compile(r"tenantctl/([a-z][a-z0-9-]*)/(?:ws/[a-z0-9-]+/)?db"),  # secret name
 )
 _TOKEN = re.compile(r"tenantctl-[a-z0-9-]+")
+# `tenantctl-<id>.k<N>-<suffix>` (a role of key generation N) is read as `tenantctl-<id>-<suffix>`.
+_GENERATION_IN_NAME = re.compile(r"(tenantctl-[a-z0-9-]+)\.k[0-9]+-")
 _SCHEMA = re.compile(r"^tenant_[a-z0-9_]+$")
 
 
@@ -413,7 +459,7 @@ def tenant_ids_in(text: str, tenant_id: str) -> set[str]:
     (a `tenantctl-<x>-<suffix>` token belongs to ``tenant_id`` when x is its id)."""
     # An S3 prefix `tenants/<id>--<ws>/` is a workspace's: its tenant's.
     found = {m.group(1).partition(WS_SEP)[0] for p in _OWNED for m in p.finditer(text)}
-    for token in _TOKEN.findall(text):
+    for token in _TOKEN.findall(_GENERATION_IN_NAME.sub(r"\1-", text)):
         body = token.removeprefix("tenantctl-")
         owner, sep, rest = body.partition(WS_SEP)
         if sep:  # a workspace's `tenantctl-<id>--<ws>-<suffix>`: its tenant's

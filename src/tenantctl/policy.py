@@ -952,6 +952,13 @@ def is_platform(stack: str) -> bool:
     return naming.cell_of_stack(stack) is not None
 
 
+def judged_as(stack: str) -> str:
+    """Whose names a stack's resources must carry: a cell's stack its own name,
+    a tenant's stack (`acme`, or `acme.k1` of a move) its tenant's id."""
+    found = None if is_platform(stack) else naming.stack_tenant(stack)
+    return found[0] if found is not None else stack
+
+
 class PolicyGate:
     """``gate(stack, planned)``: raises PolicyRefused when the plan of ``stack``
     (or its committed spec) breaks an invariant. Engines call it between their
@@ -984,7 +991,7 @@ class PolicyGate:
         apply will judge)."""
         platform = is_platform(stack)
         waived_now = waived_rules()
-        judgment = judge(planned, stack, platform=platform)
+        judgment = judge(planned, judged_as(stack), platform=platform)
         found = [v for v in check_spec(self._spec(stack)) + judgment.violations if v.rule not in waived_now]
         unjudged = [u for u in judgment.unjudged if u.rule not in waived_now]
         if not judged_at_apply:
@@ -998,4 +1005,4 @@ class PolicyGate:
     def resolved(stack: str) -> ResolvedJudge:
         """The per-resource judgment with resolved values for an up of ``stack``
         (the rules waived around the call stay waived)."""
-        return ResolvedJudge(stack, is_platform(stack), waived_rules())
+        return ResolvedJudge(judged_as(stack), is_platform(stack), waived_rules())

@@ -36,6 +36,13 @@ CLOCK_SLACK = timedelta(minutes=1)  # S3's LastModified against this host's cloc
 class Place:
     bucket: str
     prefix: str
+    # The S3 client of the bucket's account and region when it is not the
+    # pass's own (a move to another account or region: the copy is sent to the
+    # target's region, CopySource naming the old bucket).
+    client: Any = field(default=None, compare=False)
+
+    def s3(self, default: Any) -> Any:
+        return self.client if self.client is not None else default
 
 
 @dataclass
@@ -66,8 +73,8 @@ def sync(s3: Any, source: Place, target: Place, kms_key_arn: str, copied: Copied
     objects copied, objects deleted from the source deleted). An object the
     source never held (no version there) stays: written to the target by a
     runtime still holding the other record (the buckets are versioned)."""
-    have = listing(s3, source)
-    there = listing(s3, target)
+    have = listing(source.s3(s3), source)
+    there = listing(target.s3(s3), target)
 
     def changed_since(key: str, obj: Listed) -> bool:
         if key not in there:
@@ -82,9 +89,9 @@ def sync(s3: Any, source: Place, target: Place, kms_key_arn: str, copied: Copied
     copied.objects += len(changed)
     gone = [key for key in there if key not in have]
     if gone:
-        held = {v["Key"] for v in _versions(s3, source)}
+        held = {v["Key"] for v in _versions(source.s3(s3), source)}
         gone = [key for key in gone if key in held]
-    _delete(s3, target.bucket, [{"Key": key} for key in gone])
+    _delete(target.s3(s3), target.bucket, [{"Key": key} for key in gone])
     for key in gone:
         copied.etags.pop(key, None)
     copied.removed += len(gone)
@@ -97,8 +104,8 @@ def carry_late(s3: Any, source: Place, target: Place, kms_key_arn: str) -> list[
     runtime still holding the old record, or through an upload URL signed
     before the switch. An object the tenant deleted in ``target`` since has a
     delete marker there and stays deleted. Returns the keys copied."""
-    seen = {v["Key"] for v in _versions(s3, target)}
-    late = [key for key in listing(s3, source) if key not in seen]
+    seen = {v["Key"] for v in _versions(target.s3(s3), target)}
+    late = [key for key in listing(source.s3(s3), source) if key not in seen]
     _copy_all(s3, source, target, late, kms_key_arn)
     return late
 
@@ -106,13 +113,16 @@ def carry_late(s3: Any, source: Place, target: Place, kms_key_arn: str) -> list[
 def remove(s3: Any, place: Place) -> int:
     """Every version and delete marker under the prefix (the buckets are
     versioned): nothing of the tenant is left there. Returns the count."""
-    versions = list(_versions(s3, place))
-    _delete(s3, place.bucket, versions)
+    versions = list(_versions(place.s3(s3), place))
+    _delete(place.s3(s3), place.bucket, versions)
     return len(versions)
 
 
 def _copy_all(s3: Any, source: Place, target: Place, keys: list[str], kms_key_arn: str) -> None:
-    """CopyObject each key, ``COPY_WORKERS`` at a time (a boto3 client is thread-safe)."""
+    """CopyObject each key, ``COPY_WORKERS`` at a time (a boto3 client is
+    thread-safe), sent to the target's account and region."""
+    s3 = target.s3(s3)
+
     def copy(key: str) -> None:
         s3.copy_object(Bucket=target.bucket, Key=key, CopySource={"Bucket": source.bucket, "Key": key},
                        ServerSideEncryption="aws:kms", SSEKMSKeyId=kms_key_arn,

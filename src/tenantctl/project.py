@@ -11,6 +11,9 @@ from pydantic import BaseModel
 from tenantctl.errors import InvalidInput, TargetUnavailable
 
 PROJECT_FILE = "Pulumi.yaml"
+# Pulumi.yaml parsed, by (path, mtime, size): a provision reads it ~10 times
+# (every stack file's path goes through it), each a YAML parse.
+_PARSED: dict[tuple[str, int, int], Project] = {}
 
 
 class Project(BaseModel):
@@ -26,15 +29,20 @@ class Project(BaseModel):
         path = Path(project_dir) / PROJECT_FILE
         if not path.is_file():
             raise InvalidInput(f"{project_dir}: no {PROJECT_FILE} (run tenantctl from the project)")
+        stat = path.stat()
+        key = (str(path), stat.st_mtime_ns, stat.st_size)
+        if key in _PARSED:
+            return _PARSED[key].model_copy()
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}  # noqa: S506
         except yaml.YAMLError as exc:
             raise InvalidInput(f"{path}: not valid YAML ({exc})") from None
         if not isinstance(data, dict) or not data.get("name"):
             raise InvalidInput(f"{path}: a Pulumi project file needs a `name`")
-        return cls(dir=Path(project_dir), name=data["name"],
-                   stacks_dir=Path(project_dir) / (data.get("stackConfigDir") or "."),
-                   main=Path(project_dir) / (data.get("main") or "."))
+        _PARSED[key] = cls(dir=Path(project_dir), name=data["name"],
+                           stacks_dir=Path(project_dir) / (data.get("stackConfigDir") or "."),
+                           main=Path(project_dir) / (data.get("main") or "."))
+        return _PARSED[key].model_copy()
 
     def stack_file(self, stack: str) -> Path:
         return self.stacks_dir / f"Pulumi.{stack}.yaml"

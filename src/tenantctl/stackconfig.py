@@ -11,6 +11,7 @@ Stack files parse with libyaml's C loader when PyYAML has it (a no-change
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from pydantic import ValidationError
 from tenantctl.errors import InvalidInput
 from tenantctl.files import write_atomic
 from tenantctl.models import CellSpec, TenantSpec, describe_validation_error
-from tenantctl.naming import CELL_STACK_PREFIX, DEFAULT_CELL, cell_of_stack, cell_stack, require_valid
+from tenantctl.naming import CELL_STACK_PREFIX, DEFAULT_CELL, cell_of_stack, cell_stack, require_valid, stack_tenant
 
 Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -79,9 +80,13 @@ def _write(path: Path, text: str) -> bool:
     return True
 
 
-def write_tenant(stacks_dir: Path, spec: TenantSpec) -> bool:
-    """Write the tenant's stack file; True when its content changed."""
-    return _write(stack_file(stacks_dir, require_valid(spec.id)), render_tenant(spec))
+def write_tenant(stacks_dir: Path, spec: TenantSpec, stack: str | None = None) -> bool:
+    """Write the tenant's stack file (``stack``: one of its stacks of another key
+    generation, else the one named by its id); True when its content changed."""
+    require_valid(spec.id)
+    if stack is not None and (stack_tenant(stack) or ("", 0))[0] != spec.id:
+        raise InvalidInput(f"stack {stack!r} is not one of tenant {spec.id!r}'s")
+    return _write(stack_file(stacks_dir, stack or spec.id), render_tenant(spec))
 
 
 def write_cell(stacks_dir: Path, spec: CellSpec) -> bool:
@@ -116,7 +121,8 @@ def read_tenant(path: Path) -> TenantSpec:
         spec = TenantSpec.model_validate(raw)
     except ValidationError as exc:
         raise InvalidInput(f"{path}: {describe_validation_error(exc)}") from None
-    expected = path.name.removeprefix("Pulumi.").removesuffix(".yaml")
+    stack = path.name.removeprefix("Pulumi.").removesuffix(".yaml")
+    expected = (stack_tenant(stack) or (stack, 0))[0]  # `acme.k1` holds tenant `acme`
     if spec.id != expected:
         raise InvalidInput(f"{path}: tenant id {spec.id!r} does not match the file name (expected {expected!r})")
     return spec
@@ -148,13 +154,31 @@ def cell_specs(stacks_dir: Path) -> dict[str, CellSpec]:
     return cells
 
 
-def tenant_stack_files(stacks_dir: Path) -> dict[str, Path]:
-    """Tenant id -> stack file, for every committed tenant (cells excluded)."""
-    out = {}
-    for path in sorted(stacks_dir.glob("Pulumi.*.yaml")):
+def tenant_stacks(stacks_dir: Path) -> dict[str, dict[str, Path]]:
+    """Tenant id -> {stack: file} of every committed tenant stack (cells
+    excluded), key generation 0 first. A name no tenant stack has (`x.y`) is
+    kept under its whole name, so the id checks refuse it."""
+    out: dict[str, dict[str, Path]] = {}
+    found = []
+    for path in stacks_dir.glob("Pulumi.*.yaml"):
         stack = path.name.removeprefix("Pulumi.").removesuffix(".yaml")
         if cell_of_stack(stack) is None:
-            out[stack] = path
+            tenant_id, generation = stack_tenant(stack) or (stack, 0)
+            found.append((tenant_id, generation, stack, path))
+    for tenant_id, _, stack, path in sorted(found):
+        out.setdefault(tenant_id, {})[stack] = path
+    return out
+
+
+def tenant_stack_files(stacks_dir: Path, current: Mapping[str, str] | None = None) -> dict[str, Path]:
+    """Tenant id -> the file of its current stack, for every committed tenant.
+    ``current``: tenant id -> the stack its registry record names (an open
+    move's second stack, or the one a finalized move left, is the tenant's,
+    never another tenant nor an orphan); without it, the lowest generation."""
+    current = current or {}
+    out = {}
+    for tenant_id, files in tenant_stacks(stacks_dir).items():
+        out[tenant_id] = files.get(current.get(tenant_id, ""), next(iter(files.values())))
     return out
 
 

@@ -9,6 +9,10 @@ serves and the freeze only waits for the last few changes; the verification
 reads snapshots of both stores pinned in the freeze after it has ended, so the
 freeze's length does not grow with the tenant's size.
 
+A tenant's workspaces have their schemas (and roles) in the tenant's store:
+one link carries the tenant's schema and every workspace's (one publication,
+slot and subscription), so they are frozen, caught up and switched together.
+
 Every step is idempotent (a killed move runs it again). The slot is created on
 its own before the subscription (``create_slot = false``): on one PostgreSQL
 server (the sandbox, where every store is a database of it) CREATE SUBSCRIPTION
@@ -39,11 +43,25 @@ WRITES = "INSERT, UPDATE, DELETE"
 @dataclass(frozen=True)
 class Link:
     """A replication link from ``source`` to ``target`` named ``name``
-    (publication, slot and subscription share it)."""
+    (publication, slot and subscription share it), with the tenant's
+    workspaces' schemas in the same two databases: (row key, source, target)."""
 
     name: str
     source: StoreConnection
     target: StoreConnection
+    workspaces: tuple[tuple[str, StoreConnection, StoreConnection], ...] = ()
+
+    @property
+    def sources(self) -> list[StoreConnection]:
+        return [self.source, *(s for _, s, _ in self.workspaces)]
+
+    @property
+    def targets(self) -> list[StoreConnection]:
+        return [self.target, *(t for _, _, t in self.workspaces)]
+
+    def pairs(self, tenant_id: str) -> list[tuple[str, StoreConnection, StoreConnection]]:
+        """(row key, source, target) of every schema the link carries, the tenant's first."""
+        return [(tenant_id, self.source, self.target), *self.workspaces]
 
 
 def link_name(tenant_id: str, generation: int) -> str:
@@ -54,8 +72,8 @@ def link_name(tenant_id: str, generation: int) -> str:
 Connect = Callable[[StoreConnection], Any]  # an autocommit admin connection to a store's database
 
 
-def _tables(store: StoreConnection) -> sql.Composed:
-    return sql.SQL(", ").join(sql.Identifier(store.schema_name, t) for t in TABLES)
+def _tables(*stores: StoreConnection) -> sql.Composed:
+    return sql.SQL(", ").join(sql.Identifier(store.schema_name, t) for store in stores for t in TABLES)
 
 
 def set_writable(conn: Any, store: StoreConnection, writable: bool) -> None:
@@ -79,14 +97,14 @@ def start(connect: Connect, link: Link, admin_user: str, admin_password: str, co
     with connect(link.source) as src:
         if src.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (link.name,)).fetchone() is None:
             src.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
-                sql.Identifier(link.name), _tables(link.source)))
+                sql.Identifier(link.name), _tables(*link.sources)))
         if src.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (link.name,)).fetchone() is None:
             src.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (link.name,))
     with connect(link.target) as dst:
         if dst.execute("SELECT 1 FROM pg_subscription WHERE subname = %s", (link.name,)).fetchone() is not None:
             return
         if copy_data:
-            dst.execute(sql.SQL("TRUNCATE {} CASCADE").format(_tables(link.target)))
+            dst.execute(sql.SQL("TRUNCATE {} CASCADE").format(_tables(*link.targets)))
         info = (f"host={link.source.endpoint} port={link.source.port} dbname={link.source.database} "
                 f"user={admin_user} password={admin_password}")
         dst.execute(sql.SQL("CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} "
@@ -101,7 +119,7 @@ def copied(connect: Connect, link: Link) -> bool:
         states = [r[0] for r in dst.execute(
             "SELECT r.srsubstate FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid "
             "WHERE s.subname = %s", (link.name,))]
-    return len(states) == len(TABLES) and all(state in ("r", "s") for state in states)
+    return len(states) == len(TABLES) * len(link.targets) and all(state in ("r", "s") for state in states)
 
 
 def wait(what: str, done: Callable[[], bool], timeout: float, interval: float = 0.05) -> float:
@@ -113,8 +131,9 @@ def wait(what: str, done: Callable[[], bool], timeout: float, interval: float = 
     return time.monotonic() - started
 
 
-def quiesce(connect: Connect, store: StoreConnection) -> str:
-    """Revoke the role's writes on ``store``, wait for the writes already under
+def quiesce(connect: Connect, store: StoreConnection, *others: StoreConnection) -> str:
+    """Revoke the role's writes on ``store`` (and on ``others``: its
+    workspaces' schemas in the same database, each with its role), wait for the writes already under
     way (a SHARE lock waits for them; a writer queued behind it is refused by
     the revoke), and return a WAL position after the commit of every write the
     store acknowledged, already flushed (the walsender sends flushed WAL only).
@@ -128,9 +147,10 @@ def quiesce(connect: Connect, store: StoreConnection) -> str:
     synchronous commit."""
     with connect(store) as conn:
         with conn.transaction():
-            set_writable(conn, store, False)
+            for each in (store, *others):
+                set_writable(conn, each, False)
         with conn.transaction():
-            conn.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(_tables(store)))
+            conn.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(_tables(store, *others)))
             conn.execute("SET LOCAL synchronous_commit = on")
             return conn.execute("SELECT pg_logical_emit_message(true, 'tenantctl_move', 'frozen')::text"
                                 ).fetchone()[0]
@@ -156,17 +176,22 @@ def pin(connect: Connect, store: StoreConnection) -> Any:
     return conn
 
 
-def compare_pinned(tenant_id: str, pinned: tuple[Any, Any], source: StoreConnection,
-                   target: StoreConnection) -> dict[str, Any]:
-    """``compare`` on two ``pin`` snapshots (closed afterwards)."""
+def compare_pinned(tenant_id: str, pinned: tuple[Any, Any],
+                   pairs: list[tuple[str, StoreConnection, StoreConnection]]) -> dict[str, Any]:
+    """``compare`` on two ``pin`` snapshots (closed afterwards), for each of
+    ``pairs`` (row key, source, target: ``Link.pairs``): the tenant's row
+    counts, then each workspace's under ``<key>:<table>``."""
     src, dst = pinned
+    rows: dict[str, Any] = {}
     try:
-        expected = table_checks(src, source.schema_name, tenant_id, in_transaction=True)
-        actual = table_checks(dst, target.schema_name, tenant_id, in_transaction=True)
+        for key, source, target in pairs:
+            same = _same(key, table_checks(src, source.schema_name, key, in_transaction=True),
+                         table_checks(dst, target.schema_name, key, in_transaction=True))
+            rows.update(same if key == tenant_id else {f"{key}:{t}": n for t, n in same.items()})
     finally:
         for conn in pinned:
             conn.close()
-    return _same(tenant_id, expected, actual)
+    return rows
 
 
 def compare(connect: Connect, tenant_id: str, source: StoreConnection, target: StoreConnection) -> dict[str, Any]:

@@ -13,7 +13,9 @@
   ``deprovision:destroyed`` (every resource removed, no tombstone yet),
   ``move:<phase>`` (a move's record has just been written with that phase:
   ``preparing``, ``copying``, ``freezing``, ``switched``, ``rolling_back``; the
-  phase's work not begun) and ``move:cleared`` (the move's record removed).
+  phase's work not begun) and ``move:cleared`` (the move's record removed),
+  ``workspace:backed-up`` (`workspace remove` took the workspace's final
+  backup, nothing removed yet).
 
 ``Faults`` only counts and dies; ``faults.seams`` calls it from the package's seams.
 """
@@ -29,7 +31,8 @@ FAULT_POINT_ENV = "TENANTCTL_FAULT_POINT"
 FAULT_EXIT_CODE = 86
 POINTS = ("recorded", "unrecorded")
 STEPS = ("provision:reserved", "provision:applied", "deprovision:marked", "deprovision:destroyed",
-         "move:preparing", "move:copying", "move:freezing", "move:switched", "move:rolling_back", "move:cleared")
+         "move:preparing", "move:copying", "move:freezing", "move:switched", "move:rolling_back", "move:cleared",
+         "workspace:backed-up")
 
 
 class Faults:

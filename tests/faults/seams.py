@@ -14,7 +14,8 @@ package keeps anyway, so the shipped code holds no hook at all.
   ``mark_active`` about to run (``provision:applied``), ``lock_for`` returned
   with status ``deprovisioning`` (``deprovision:marked``), ``mark_deprovisioned``
   about to run (``deprovision:destroyed``); ``save`` returned with a move's
-  record (``move:<phase>``, ``move:cleared``).
+  record (``move:<phase>``, ``move:cleared``); ``drills.backup.final_backup``
+  of a workspace returned (``workspace:backed-up``).
 - throttling: ``botocore.session.Session.create_client``, which boto3's default
   session and every explicit one go through: each client the process makes gets
   the ``before-send`` hooks of ``faults.throttle``.
@@ -144,6 +145,19 @@ def _arm_steps(faults: Faults, patches: _Patches) -> None:
         return f"move:{changes['move'].phase.value}" if changes["move"] is not None else "move:cleared"
 
     around("save", after=moved)
+
+    from tenantctl.drills import backup
+
+    final_backup = backup.final_backup
+
+    @functools.wraps(final_backup)
+    def backed_up(*args: Any, **kwargs: Any) -> Any:
+        result = final_backup(*args, **kwargs)
+        if kwargs.get("workspace") is not None:
+            faults.reached("workspace:backed-up")
+        return result
+
+    patches.set(backup, "final_backup", backed_up)
 
 
 def _arm_throttle(rules: Mapping[str, float], bucket: SharedTokenBucket, patches: _Patches) -> None:

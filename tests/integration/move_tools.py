@@ -19,6 +19,7 @@ class Writer:
     runtime: TenantRuntime
     tenant_id: str
     conversation: str = "live"
+    workspace: str | None = None  # a workspace's context: its own schema and role in the tenant's store
     acked: list[tuple[int, str]] = field(default_factory=list)  # (seq, content) the store acknowledged
     frozen: list[float] = field(default_factory=list)  # times a write was refused (503)
     errors: list[BaseException] = field(default_factory=list)
@@ -30,7 +31,7 @@ class Writer:
             n += 1
             content = f"w{n}"
             try:
-                ctx = self.runtime.context(self.tenant_id)
+                ctx = self.runtime.context(self.tenant_id, self.workspace)
                 msg = self.runtime.store.append(ctx, self.conversation, "user", content)
             except (WritesFrozen, StoreMoved):
                 self.frozen.append(time.monotonic())
@@ -44,8 +45,9 @@ class Writer:
             time.sleep(0.005)
 
 
-def writing(runtime: TenantRuntime, tenant_id: str, conversation: str = "live") -> tuple[Writer, threading.Thread]:
-    writer = Writer(runtime, tenant_id, conversation)
+def writing(runtime: TenantRuntime, tenant_id: str, conversation: str = "live",
+            workspace: str | None = None) -> tuple[Writer, threading.Thread]:
+    writer = Writer(runtime, tenant_id, conversation, workspace)
     thread = threading.Thread(target=writer.run, daemon=True)
     thread.start()
     return writer, thread

@@ -499,3 +499,51 @@ def test_deprovision_leaves_nothing_in_either_account(fleet: Fleet, sandbox):
     for moved in (MOVER, "cl-e4"):  # moved to euc before
         assert inventory(sandbox, moved, EU, ACCOUNT_A, EUC_DB) == kept.get(moved, {}).get("eua", {}), moved
     assert (cell_count(sandbox, "eua"), cell_count(sandbox, "eub"), cell_count(sandbox, "euc")) == (0, 0, 0)
+
+
+def test_a_tenants_workspaces_move_between_cells_with_their_objects_and_leave_nothing_behind(
+        fleet: Fleet, sandbox, eu_runtime):
+    """A workspace's schema and prefix follow its tenant to euc: rows by the
+    same link, objects copied under the workspace's key, its role reaching both
+    buckets until the move ends; the rollback and then the finalized move leave
+    nothing of it in the cell it left."""
+    tid, rt = "cl-w1", eu_runtime
+    record = fleet.provision(tid, region=EU, cell="eua", workspaces=[{"name": "legal"}])
+    legal = record.workspaces["legal"]
+    ctx = rt.context(tid, "legal")
+    rt.store.append(ctx, "c", "user", "legal's")
+    kept = rt.objects.put_body(ctx, b"legal's object")  # through the workspace's role, under its key
+    s3 = aws(sandbox, "s3", EU, ACCOUNT_A)
+
+    assert move(fleet.ws, tid, cell="euc").outcome == "switched"
+    moved = fleet.ws.registry.require(tid)
+    assert moved.workspaces["legal"].store.database == EUC_DB and moved.resources.bucket == _bucket("euc")
+    copied = s3.head_object(Bucket=_bucket("euc"), Key=legal.prefix + kept)
+    assert copied["SSEKMSKeyId"] == legal.kms_key_arn  # the workspace's key, not the tenant's
+    ctx = rt.context(tid, "legal")
+    assert rt.objects.read_body(ctx, kept, 100) == b"legal's object"
+    assert [m.content for m in rt.store.history(ctx, "c").messages] == ["legal's"]
+    after_switch = rt.objects.put_body(ctx, b"written in euc")
+
+    assert move(fleet.ws, tid, rollback=True).outcome == "rolled_back"
+    back = fleet.ws.registry.require(tid)
+    assert back.resources == record.resources and _versions(sandbox, "euc", legal.prefix) == []
+    assert rt.objects.read_body(rt.context(tid, "legal"), after_switch, 100) == b"written in euc"
+
+    assert move(fleet.ws, tid, cell="euc").outcome == "switched"
+    assert move(fleet.ws, tid, finalize=True).outcome == "finalized"
+    done = fleet.ws.registry.require(tid)
+    assert _versions(sandbox, "eua", legal.prefix) == [] and _versions(sandbox, "eua", done.resources.prefix) == []
+    with psycopg.connect(sandbox.pg_dsn(WHERE["eua"][2]), autocommit=True) as conn:
+        assert conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (legal.store.schema_name,)
+                            ).fetchone() is None
+    iam = aws(sandbox, "iam", EU, ACCOUNT_A)
+    names = naming.OwnerNames(tid, "legal")
+    policies = json.dumps([iam.get_role_policy(RoleName=names.iam_role, PolicyName=name)["PolicyDocument"]
+                           for name in iam.list_role_policies(RoleName=names.iam_role)["PolicyNames"]])
+    assert _bucket("euc") in policies and _bucket("eua") not in policies
+    ctx = rt.context(tid, "legal")
+    assert rt.objects.read_body(ctx, kept, 100) == b"legal's object"
+    assert check_tenant(fleet.ws, tid).ok
+    deprovision(fleet.ws, tid, final_backup=False, purge_data=True)
+    assert everywhere(sandbox, tid) == {} and inventory(sandbox, tid, EU, ACCOUNT_A, EUC_DB) == {}

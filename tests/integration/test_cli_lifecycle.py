@@ -29,8 +29,8 @@ def cli(sandbox, tmp_path_factory):
     env = {**os.environ, "TENANTCTL_SANDBOX_DIR": str(sandbox.state_dir), "PYTHONWARNINGS": "ignore"}
     env.pop("TENANTCTL_TARGET", None)
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "tenantctl", *args], cwd=root, env=env,
+    def run(*args: str, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tenantctl", *args], cwd=root, env={**env, **(extra or {})},
                               capture_output=True, text=True, timeout=300)
 
     run.root, run.env = root, env
@@ -215,6 +215,14 @@ def test_a_workspace_is_added_isolated_removed_and_goes_with_its_tenant(cli, san
     assert (manifest["workspace"], manifest["key_arn"], manifest["schema_name"]) == \
         ("legal", ws["kms_key_arn"], names.schema)
     assert manifest["tables"]["conversations"]["rows"] == 2 and manifest["dump"]["key"].startswith(names.s3_prefix)
+    ran = cli("drill", "run", tenant, "--workspace", "legal", "--json")  # what `drill run --all` does per workspace
+    assert ran.returncode == 0, ran.stderr
+    assert (json.loads(ran.stdout)["workspace"], json.loads(ran.stdout)["verdict"]) == ("legal", "pass")
+    # `usage`'s table: the workspace on a row of its own, its rows apart from the tenant's.
+    shown = cli("usage", tenant, extra={"COLUMNS": "250"})  # no column wrapped
+    assert shown.returncode == 0, shown.stderr
+    [mine] = [line.split() for line in shown.stdout.splitlines() if f"{tenant}/legal" in line]
+    assert mine[:2] == [f"{tenant}/legal", "workspace"] and any(c.startswith("2/0/") for c in mine), shown.stdout
 
     assert cli("workspace", "remove", tenant, "legal").returncode == 13  # not confirmed
     removed = cli("workspace", "remove", tenant, "legal", "--yes", "--json")

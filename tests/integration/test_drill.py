@@ -310,6 +310,12 @@ def test_the_dump_compression_is_chosen_recorded_and_restored_or_refused(ctx, bo
     with pytest.raises(CompressionUnsupported, match=f"cannot restore a dump compressed with --compress {lacking[0]}"):
         restore(ctx, record, gzip.model_copy(update={"compression": lacking[0]}))
     assert scratch_databases(box) == scratch  # refused before the scratch database was made
+    backups = len(store.list_backups(ctx.s3, record))
+    with pytest.raises(CompressionUnsupported, match="cannot restore a dump compressed"):
+        restore(ctx, record, gzip.model_copy(update={"compression": lacking[0]}),
+                target=Target.in_place, yes=True, overwrite=True)
+    # Refused before the before-overwrite backup: nothing written for a restore that can't run.
+    assert len(store.list_backups(ctx.s3, record)) == backups
 
 
 def test_in_place_restores_a_live_tenant_only_with_yes_into_empty_tables(ctx, box, tenant, workspace, tenantctl_cli):

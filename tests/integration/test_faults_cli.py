@@ -24,7 +24,17 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from fault_tools import POOLED, Cli, alias_target, aws, engine_state, inventory, live_tenant_keys, run_id
+from fault_tools import (
+    POOLED,
+    Cli,
+    alias_target,
+    aws,
+    engine_state,
+    inventory,
+    live_tenant_keys,
+    registry_record,
+    run_id,
+)
 from faults import FAULT_AFTER_ENV, FAULT_EXIT_CODE, FAULT_POINT_ENV
 
 from tenantctl.naming import OwnerNames
@@ -166,54 +176,55 @@ def assert_workspace(sandbox, tenant_id: str, ws: str, present: bool) -> None:
     assert (role is not None) == present
 
 
-def test_workspace_add_and_remove_killed_midway_converge(cli: Cli, sandbox):
+WS_WRITES = 13  # resource writes of adding a workspace (and of removing it): one per resource
+# Each step of `workspace add`, and the same step of `workspace remove`: the
+# lock taken, every resource write before the state records it, the last one
+# recorded, every resource applied with the record not yet written. A remove
+# is also killed right after its final backup (its add then runs whole).
+WORKSPACE_STEPS = ([(("provision:reserved", "recorded"),) * 2]
+                   + [((str(n), "unrecorded"),) * 2 for n in range(1, WS_WRITES + 1)]
+                   + [((str(WS_WRITES), "recorded"),) * 2, (("provision:applied", "recorded"),) * 2]
+                   + [(None, ("workspace:backed-up", "recorded"))])
+
+
+@pytest.fixture(scope="module")
+def ws_tenant(cli: Cli) -> str:
     tenant_id = f"ft-w{RUN}"
-    assert cli("provision", tenant_id).returncode == 0
-    # Killed after a write the engine's state does not hold yet: the re-run clears the dead lock, finishes.
-    killed = kill_at(cli, ("5", "unrecorded"), "workspace", "add", tenant_id, "legal")
-    assert_lock_reported(cli, tenant_id, "provision", killed.pid, status="active", table=False)
-    again = rerun_clearing_the_dead_lock(cli, tenant_id, killed.pid, "workspace", "add", tenant_id, "legal", "--json",
-                                         by_unlock=False)
-    assert again.json()["changed"] is True
-    assert_workspace(sandbox, tenant_id, "legal", present=True)
-    killed = kill_at(cli, ("3", "unrecorded"), "workspace", "remove", tenant_id, "legal", "--yes", "--no-final-backup")
-    rerun_clearing_the_dead_lock(cli, tenant_id, killed.pid, "workspace", "remove", tenant_id, "legal", "--yes",
-                                 "--no-final-backup", by_unlock=False)
-    assert_workspace(sandbox, tenant_id, "legal", present=False)
-    assert cli("deprovision", tenant_id, "--yes", "--no-final-backup").returncode == 0
-    assert_gone(cli, sandbox, tenant_id)
+    made = cli("provision", tenant_id)
+    assert made.returncode == 0, made
+    return tenant_id
 
 
-@pytest.mark.parametrize("operation", ["provision", "deprovision"])
-def test_the_steps_cover_every_resource_write(cli: Cli, sandbox, operation: str):
-    """One write past the last: the run is not killed, so the loops above hit every write."""
-    tenant_id = f"ft-{operation[:3]}{RUN}-all"
-    if operation == "deprovision":
-        assert cli("provision", tenant_id).returncode == 0
-    args = (operation, tenant_id) + (("--yes", "--no-final-backup") if operation == "deprovision" else ())
-    last = cli(*args, env={FAULT_AFTER_ENV: str(POOLED_WRITES), FAULT_POINT_ENV: "unrecorded"})
-    assert last.returncode == FAULT_EXIT_CODE, last
-    assert cli("unlock", tenant_id, "--force").returncode == 0
-    past = cli(*args, env={FAULT_AFTER_ENV: str(POOLED_WRITES + 1), FAULT_POINT_ENV: "unrecorded"})
-    assert past.returncode == 0, past
-    if operation == "provision":
-        assert_converged(cli, sandbox, tenant_id)
-        assert cli("deprovision", tenant_id, "--yes", "--no-final-backup").returncode == 0
-    assert_gone(cli, sandbox, tenant_id)
+@pytest.mark.parametrize("steps", WORKSPACE_STEPS, ids=[step_id(r) for _, r in WORKSPACE_STEPS])
+def test_workspace_add_and_remove_killed_at_every_step_converge(cli: Cli, sandbox, ws_tenant: str, steps):
+    """One workspace per step on one tenant: the re-run after each kill clears
+    the dead run's lock and leaves exactly the tenant plus the workspace's
+    resources (add), or the tenant alone (remove)."""
+    add, remove = steps
+    ws = f"s{WORKSPACE_STEPS.index(steps)}"
+    if add is None:
+        assert cli("workspace", "add", ws_tenant, ws).returncode == 0
+    else:
+        killed = kill_at(cli, add, "workspace", "add", ws_tenant, ws)
+        if not add[0].isdigit():  # the slower check once per registry step, not at every write
+            assert_lock_reported(cli, ws_tenant, "provision", killed.pid, status="active", table=False)
+        again = rerun_clearing_the_dead_lock(cli, ws_tenant, killed.pid, "workspace", "add", ws_tenant, ws,
+                                             "--json", by_unlock=False)
+        assert again.json()["changed"] is True
+    assert_workspace(sandbox, ws_tenant, ws, present=True)
+    backup = () if remove[0] == "workspace:backed-up" else ("--no-final-backup",)
+    killed = kill_at(cli, remove, "workspace", "remove", ws_tenant, ws, "--yes", *backup)
+    if backup:
+        rerun_clearing_the_dead_lock(cli, ws_tenant, killed.pid, "workspace", "remove", ws_tenant, ws, "--yes",
+                                     *backup, by_unlock=False)
+    else:  # killed before the remove took the lock: a plain re-run (which backs it up again)
+        assert cli("workspace", "remove", ws_tenant, ws, "--yes").returncode == 0
+    assert_workspace(sandbox, ws_tenant, ws, present=False)
+    record = registry_record(sandbox, ws_tenant)
+    assert record["resources"].get("workspaces", {}) == {} and record["lock"] is None
+    assert "workspaces" not in cli.stack_file(ws_tenant).read_text()
 
 
-def test_a_deprovisioned_id_is_a_tombstone_never_reused(cli: Cli, sandbox):
-    tenant_id = f"ft-t{RUN}-tomb"
-    assert cli("provision", tenant_id).returncode == 0
-    assert cli("deprovision", tenant_id, "--yes", "--no-final-backup").returncode == 0
-    before = cli("status", tenant_id, "--json").json()
-
-    reused = cli("provision", tenant_id)
-    assert reused.returncode == 5, reused
-    assert "tombstoned" in reused.stderr and "never reused" in reused.stderr
-    again = cli("deprovision", tenant_id, "--yes")
-    assert again.returncode == 5 and "already deprovisioned" in again.stderr
-    # Nothing was made or changed by the refused runs.
-    assert inventory(sandbox, tenant_id) == {}
-    assert not cli.stack_file(tenant_id).exists() and not engine_state(sandbox, tenant_id).exists()
-    assert cli("status", tenant_id, "--json").json() == before
+def test_a_tenant_whose_workspaces_were_killed_midway_deprovisions_to_nothing(cli: Cli, sandbox, ws_tenant: str):
+    assert cli("deprovision", ws_tenant, "--yes", "--no-final-backup").returncode == 0
+    assert_gone(cli, sandbox, ws_tenant)

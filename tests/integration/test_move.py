@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from fault_tools import POOLED, Cli, inventory, registry_record, run_id
-from move_tools import writing
+from move_tools import stopped, writing
 from psycopg import sql
 from runtime_tenants import jwt_settings
 
@@ -24,6 +24,8 @@ from tenantctl import store_sync
 from tenantctl.drills.context import context_from_workspace
 from tenantctl.drills.models import Verdict
 from tenantctl.drills.run import drill
+from tenantctl.drills.scope import workspace_view
+from tenantctl.drills.store import list_backups
 from tenantctl.drills.tables import table_checks
 from tenantctl.errors import Conflict, InvalidInput, QuotaExceeded, TargetUnavailable
 from tenantctl.models import TenantStatus, Tier
@@ -177,6 +179,80 @@ def test_a_stale_runtime_fails_closed_on_the_old_store_and_recovers_then_the_mov
     assert runtime.store.get_document(runtime.context(MOVED), "stale-doc").title == "after the switch"
 
 
+def _seqs(sandbox, store) -> set[int]:
+    with psycopg.connect(sandbox.pg_dsn(store.database), autocommit=True) as conn:
+        return {r[0] for r in conn.execute(f'SELECT seq FROM "{store.schema_name}".messages')}
+
+
+def _ws_writable(sandbox, store) -> bool:
+    with psycopg.connect(sandbox.pg_dsn(store.database), autocommit=True) as conn:
+        return store_sync.writable(conn, store)
+
+
+def test_a_tier_move_carries_the_workspaces_schemas_rolls_them_back_and_finalizes(
+        provision_tenant, workspace, runtime, sandbox):
+    """Pooled -> dedicated with a writer in workspace ``legal``: its schema is
+    copied by the same link as the tenant's, frozen with it (its role's writes
+    revoked), verified and switched in the same registry write; the rollback
+    brings it back with the writes made since, and leaves no link behind; a
+    second move is finalized: the old schemas go, each after a final backup."""
+    tid = f"mv-w{run_id()}"
+    provision_tenant(tid, workspaces=[{"name": "legal"}, {"name": "finance"}])
+    legal, finance = runtime.context(tid, "legal"), runtime.context(tid, "finance")
+    for i in range(40):
+        runtime.store.append(legal, f"c{i % 3}", "user", f"legal {i}")
+    runtime.store.append(finance, "f", "user", "finance only")
+    runtime.store.append(runtime.context(tid), "t", "user", "the tenant's")
+    old = workspace.registry.require(tid)
+    writer, thread = writing(runtime, tid, workspace="legal")
+    time.sleep(0.3)
+    try:
+        result = move(workspace, tid, tier=Tier.dedicated)
+        time.sleep(0.3)  # writes after the switch, on the new store
+    finally:
+        stopped(writer, thread)
+    record = workspace.registry.require(tid)
+    assert result.outcome == "switched" and record.tier is Tier.dedicated
+    assert result.rows[f"{tid}/legal:messages"] >= 40 and result.rows[f"{tid}/finance:messages"] == 1
+    new_db = record.resources.store.database
+    for name in ("legal", "finance"):  # switched with the tenant, in the same write; the old schema read-only
+        moved_ws, was = record.workspaces[name].store, old.workspaces[name].store
+        assert (moved_ws.database, moved_ws.schema_name, moved_ws.role) == (new_db, was.schema_name, was.role)
+        assert (_ws_writable(sandbox, was), _ws_writable(sandbox, moved_ws)) == (False, True)
+    acked = {seq for seq, _ in writer.acked}  # with the seq each was acknowledged with
+    assert len(acked) > 10 and acked <= _seqs(sandbox, record.workspaces["legal"].store)
+    assert runtime.store.history(runtime.context(tid, "finance"), "f").messages[0].content == "finance only"
+    assert runtime.store.history(runtime.context(tid), "t").messages[0].content == "the tenant's"
+
+    writer, thread = writing(runtime, tid, workspace="legal")
+    time.sleep(0.3)
+    try:
+        assert move(workspace, tid, rollback=True).outcome == "rolled_back"
+    finally:
+        stopped(writer, thread)
+    record = workspace.registry.require(tid)
+    assert record.tier is Tier.pooled and record.resources.workspaces == old.resources.workspaces
+    # Every write acknowledged on either store, the ones since the switch included, is back in the old one.
+    assert acked | {seq for seq, _ in writer.acked} <= _seqs(sandbox, old.workspaces["legal"].store)
+    assert all(_ws_writable(sandbox, old.workspaces[n].store) for n in ("legal", "finance"))
+    assert _replication_left(sandbox) == []
+
+    assert move(workspace, tid, tier=Tier.dedicated).outcome == "switched"
+    assert move(workspace, tid, finalize=True).outcome == "finalized"
+    record = workspace.registry.require(tid)
+    assert record.move is None and {w.store.database for w in record.workspaces.values()} == {
+        record.resources.store.database} != {old.resources.store.database}
+    with psycopg.connect(sandbox.pg_dsn(old.resources.store.database), autocommit=True) as conn:
+        assert conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)", (
+            [w.store.schema_name for w in old.workspaces.values()],)).fetchall() == []
+    admin = context_from_workspace(workspace)
+    for name in ("legal", "finance"):  # each old schema backed up under its own key before it went
+        finals = [b for b in list_backups(admin.s3, workspace_view(record, name)) if b.reason == "final"]
+        assert [(b.workspace, b.key_arn) for b in finals][-1:] == [(name, record.workspaces[name].kms_key_arn)]
+    assert len(_seqs(sandbox, record.workspaces["finance"].store)) == 1
+    deprovision(workspace, tid, final_backup=False)
+
+
 def test_refusals_create_nothing(moved, workspace):
     before = workspace.registry.require(MOVED)  # dedicated by now
     spec_file = (workspace.stacks_dir / f"Pulumi.{MOVED}.yaml").read_text()
@@ -302,3 +378,99 @@ def test_a_killed_move_resumes_or_rolls_back_with_nothing_lost_and_nothing_left(
     assert cli("move", tid, "--finalize").returncode == 0
     assert registry_record(sandbox, tid)["move"] is None and _replication_left(sandbox) == []
     assert cli("deprovision", tid, "--yes", "--no-final-backup").returncode == 0
+
+
+RELAYED = "mv-r"
+
+
+def _table_rows(conn, schema: str, table: str, keys: list[str]) -> list[dict]:
+    order = sql.SQL(", ").join(map(sql.Identifier, keys))
+    cur = conn.execute(sql.SQL("SELECT * FROM {} ORDER BY {}").format(sql.Identifier(schema, table), order))
+    return [dict(zip([d.name for d in cur.description], row, strict=True)) for row in cur.fetchall()]
+
+
+def test_the_row_relay_carries_every_acknowledged_write_re_wrapped_and_leaves_nothing_behind(
+        provision_tenant, workspace, runtime, sandbox):
+    """The relay of a move to another key, on the real store: rows copied and
+    then followed by change capture while a writer appends through the
+    runtime, a cascade delete carried, every sealed column through the
+    re-wrap and nothing else, the capture gone afterwards."""
+    from tenant_runtime.tables import SEALED_BY_TABLE, TABLES
+    from tenantctl import row_relay
+
+    record = provision_tenant(RELAYED)
+    source = record.resources.store
+    target = source.model_copy(update={"schema_name": f"{source.schema_name}_relay"})
+    wrapped: list[str] = []
+
+    def rewrap(table: str, key: tuple, blob: bytes) -> bytes:
+        wrapped.append(table)
+        return b"NEWKEY" + blob
+
+    connect = _admin(sandbox)
+    with connect(source) as src, connect(target) as dst:
+        dst.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(target.schema_name)))
+        dst.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(target.schema_name)))
+        for table in TABLES:  # the target's tables as the source's (keys, identities), in another schema
+            dst.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
+                sql.Identifier(target.schema_name, table), sql.Identifier(source.schema_name, table)))
+        ctx = runtime.context(RELAYED)
+        runtime.store.append(ctx, "gone", "user", "deleted while the move runs")
+        runtime.store.append(ctx, "kept", "user", "before the capture")
+        row_relay.install(src, source)
+        row_relay.install(src, source)  # idempotent: a resumed prepare runs it again
+        writer, thread = writing(runtime, RELAYED)
+        try:
+            relay = row_relay.Relay(src, source, dst, target, rewrap, batch=7)
+            assert relay.copy() >= 3
+            deadline = time.monotonic() + 1.5
+            while time.monotonic() < deadline:
+                relay.relay()
+            src.execute(sql.SQL("DELETE FROM {} WHERE conversation_id = 'gone'").format(
+                sql.Identifier(source.schema_name, "conversations")))
+        finally:
+            stopped(writer, thread)
+        assert len(writer.acked) > 10 and not writer.errors  # the tenant's login writes on under the triggers
+        assert row_relay.pending(src, source) > 0
+        relay.catch_up()
+        assert row_relay.pending(src, source) == 0
+        keys = row_relay.primary_keys(src, source.schema_name)
+        for table in TABLES:
+            expected = _table_rows(src, source.schema_name, table, keys[table])
+            sealed = SEALED_BY_TABLE.get(table)
+            if sealed is not None:
+                expected = [{**r, sealed.column: b"NEWKEY" + bytes(r[sealed.column])} for r in expected]
+            got = [{**r, **({sealed.column: bytes(r[sealed.column])} if sealed else {})}
+                   for r in _table_rows(dst, target.schema_name, table, keys[table])]
+            assert got == expected, table
+        carried = {c for (c,) in dst.execute(sql.SQL("SELECT DISTINCT conversation_id FROM {}").format(
+            sql.Identifier(target.schema_name, "messages")))}
+        assert carried == {"kept", "live"}  # the cascade delete reached the target
+        live = {s for (s,) in dst.execute(sql.SQL("SELECT seq FROM {} WHERE conversation_id = 'live'").format(
+            sql.Identifier(target.schema_name, "messages")))}
+        assert {seq for seq, _ in writer.acked} <= live  # every acknowledged write is in the target
+        assert set(wrapped) == {"messages"}  # sealed columns only, never a key or another column
+        # The verification: each side opened with its own key, the digests agree, and see a difference.
+        opened = row_relay.digests(src, source, lambda table, key, blob: blob)
+        assert opened == row_relay.digests(dst, target, lambda table, key, blob: blob.removeprefix(b"NEWKEY"))
+        assert opened["messages"][0] == len(_table_rows(src, source.schema_name, "messages", keys["messages"]))
+        dst.execute(sql.SQL("UPDATE {} SET content = content || 'x'::bytea WHERE seq = %s").format(
+            sql.Identifier(target.schema_name, "messages")), (writer.acked[-1][0],))
+        changed = row_relay.digests(dst, target, lambda table, key, blob: blob.removeprefix(b"NEWKEY"))
+        assert changed["messages"] != opened["messages"] and changed["conversations"] == opened["conversations"]
+        # The target's identity moved past the relayed rows: the next append there does not collide.
+        row_relay.advance_identities(dst, target)
+        row_relay.advance_identities(dst, target)
+        (seq,) = dst.execute(sql.SQL("INSERT INTO {} (tenant_id, conversation_id, role, content) "
+                                     "VALUES (%s, 'live', 'user', 'x') RETURNING seq").format(
+            sql.Identifier(target.schema_name, "messages")), (RELAYED,)).fetchone()
+        assert seq > max(live)
+        row_relay.remove(src, source)
+        row_relay.remove(src, source)
+        left = src.execute("SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+                           "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND t.tgname = %s",
+                           (source.schema_name, row_relay.TRIGGER)).fetchone()[0]
+        assert left == 0 and src.execute("SELECT to_regclass(%s)", (
+            f'"{source.schema_name}".{row_relay.CHANGELOG}',)).fetchone()[0] is None
+        dst.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(target.schema_name)))
+    deprovision(workspace, RELAYED, final_backup=False)

@@ -23,7 +23,7 @@ from tenantctl.checks.network_posture import NAMES as NETWORK_CHECKS
 from tenantctl.checks.placement import NAMES as PLACEMENT_CHECKS
 from tenantctl.errors import PolicyViolation
 from tenantctl.models import TenantSpec
-from tenantctl.naming import GATEWAY_ROLE
+from tenantctl.naming import GATEWAY_ROLE, database_name
 from tenantctl.operations.provision import provision
 
 CLEAN = "ck-posture"
@@ -523,3 +523,35 @@ def test_each_workspace_is_checked_and_a_tampered_one_fails_by_name(workspace, p
         assert failed == [("workspace legal/aws", "kms-rotation")]
     finally:
         kms.enable_key_rotation(KeyId=key)
+    # A workspace's queue tagged as its sibling's (or as the tenant's own) fails its tags check, by name.
+    sqs, queue = aws(sandbox, "sqs"), workspace.registry.require("ck-ws").workspaces["legal"].queue_url
+    for tampered in ({"workspace": "finance"}, None):
+        if tampered:
+            sqs.tag_queue(QueueUrl=queue, Tags=tampered)
+        else:
+            sqs.untag_queue(QueueUrl=queue, TagKeys=["workspace"])
+        try:
+            [tags] = [c for c in check_tenant(workspace, "ck-ws").failed]
+            assert (tags.area, tags.name) == ("workspace legal/aws", "tags")
+            assert f"queue: tagged workspace={tampered and 'finance'}" in tags.detail, tags
+        finally:
+            sqs.tag_queue(QueueUrl=queue, Tags={"workspace": "legal"})
+    assert check_tenant(workspace, "ck-ws").failed == []
+
+
+def test_a_dedicated_tenants_workspace_is_checked_on_its_own_database(workspace, sandbox):
+    """Its schema is in the tenant's own instance, its secret rotated by the
+    tenant's function: every check of the workspace passes there, tags included."""
+    from tenantctl.checks.aws_posture import WORKSPACE_NAMES
+    from tenantctl.operations.deprovision import deprovision
+
+    spec = TenantSpec.model_validate({"id": "ck-ws-ded", "tier": "dedicated", "workspaces": [{"name": "legal"}]})
+    record, _ = provision(workspace, spec)  # refused (PolicyViolation) if a check failed
+    try:
+        assert record.workspaces["legal"].store.database == record.resources.store.database == database_name(spec.id)
+        mine = {(c.area, c.name): c.outcome.value for c in check_tenant(workspace, spec.id).checks
+                if c.area.startswith("workspace legal/")}
+        assert mine == ({("workspace legal/database", n): "pass" for n in DB_CHECKS}
+                        | {("workspace legal/aws", n): "pass" for n in WORKSPACE_NAMES})
+    finally:
+        deprovision(workspace, spec.id, final_backup=False)

@@ -176,6 +176,23 @@ def test_plan_per_cell_and_a_cell_change_is_refused(ws):
     assert everyone["moved"].action is Action.invalid and "do not change cells in place" in everyone["moved"].error
 
 
+def test_a_tenants_second_stack_is_neither_a_tenant_nor_an_orphan(ws):
+    """A move to another account or region leaves two stacks of one tenant
+    (`acme`, `acme.k1`) while it is open, and `acme.k1` alone after it: the
+    plan reads the one the record names, and never sees tenant `acme.k1`."""
+    old, moved = TenantSpec(id="acme"), TenantSpec(id="acme", region="eu-west-1")
+    write_tenant(ws.stacks_dir, old)
+    write_tenant(ws.stacks_dir, moved, stack="acme.k1")
+    write_tenant(ws.stacks_dir, TenantSpec(id="done"), stack="done.k2")
+    records = {"acme": record(moved, project=ws.project_dir, stack="acme.k1"),
+               "done": record(TenantSpec(id="done"), project=ws.project_dir, stack="done.k2")}
+    got = {r.tenant_id: r.action for r in plan(ws, (1, 1), records)}
+    assert got == {"acme": Action.unchanged, "done": Action.unchanged}
+    # The record names the second stack: the first one's spec would be a change.
+    records["acme"] = record(old, project=ws.project_dir, stack="acme.k1")
+    assert {r.tenant_id: r.action for r in plan(ws, (1, 1), records)}["acme"] is Action.update
+
+
 def test_plan_refuses_what_the_run_would_refuse(ws):
     """A stack file of a tombstoned tenant, or one moving tiers, is an error in the
     plan (so in a preview too), not a green update that then fails on main."""

@@ -53,3 +53,16 @@ def test_a_workspace_backup_is_sealed_in_its_own_encryption_context():
     assert encryption_context("acme", "b1") == {"tenant_id": "acme", "purpose": "backup", "backup_id": "b1"}
     assert encryption_context("acme", "b1", "legal") != encryption_context("acme", "b1")
     assert encryption_context("acme", "b1", "legal")["workspace"] == "legal"
+
+
+def test_drill_all_covers_each_serving_tenant_and_each_of_its_workspaces():
+    from tenantctl.drills.run import drill_targets
+    from tenantctl.models import TenantStatus
+
+    acme = with_legal()
+    acme = acme.model_copy(update={"resources": acme.resources.model_copy(update={"workspaces": {
+        "zeta": acme.workspaces["legal"].model_copy(update={"name": "zeta"}), **acme.workspaces}})})
+    plain, gone = record("beta"), record("gamma").model_copy(update={"status": TenantStatus.deprovisioned})
+    paused = record("delta").model_copy(update={"status": TenantStatus.suspended})
+    assert [(r.tenant_id, w) for r, w in drill_targets([acme, plain, gone, paused])] == [
+        ("acme", None), ("acme", "legal"), ("acme", "zeta"), ("beta", None), ("delta", None)]

@@ -249,7 +249,7 @@ WRITTEN_AT = {"provision:reserved": ["provisioning"], "provision:applied": ["pro
               "deprovision:marked": ACTIVE + ["deprovisioning"], "deprovision:destroyed": ACTIVE + ["deprovisioning"]}
 
 
-@pytest.mark.parametrize("step", [s for s in STEPS if not s.startswith("move:")])
+@pytest.mark.parametrize("step", [s for s in STEPS if s.split(":")[0] in ("provision", "deprovision")])
 def test_registry_steps_die_after_the_reservation_and_mark_before_the_final_writes(step: str):
     writer = MemoryRegistry.make()
     with armed({FAULT_AFTER_ENV: step}), pytest.raises(Killed, match=f"step {step}"):
@@ -273,6 +273,18 @@ def test_move_steps_die_right_after_the_phase_is_written():
         with pytest.raises(Killed, match="step move:freezing"):
             writer.save(record, move=move.model_copy(update={"phase": MovePhase.freezing}))
     assert writer.get("acme").move.phase is MovePhase.freezing  # written, then killed
+
+
+def test_the_workspace_step_dies_after_a_workspaces_final_backup_only(monkeypatch):
+    from tenantctl.drills import backup
+
+    taken = []
+    monkeypatch.setattr(backup, "final_backup", lambda ws, record, workspace=None: taken.append(workspace))
+    with armed({FAULT_AFTER_ENV: "workspace:backed-up"}):
+        backup.final_backup(None, None)  # the tenant's own (deprovision): not this step
+        with pytest.raises(Killed, match="step workspace:backed-up"):
+            backup.final_backup(None, None, workspace="legal")
+    assert taken == [None, "legal"]  # killed after the backup was taken
 
 
 def test_throttle_hooks_every_client_the_process_makes(tmp_path, monkeypatch):

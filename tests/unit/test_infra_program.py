@@ -296,6 +296,21 @@ def test_prefix_twins_stay_apart():
 def test_stack_must_be_named_after_the_tenant():
     with pytest.raises(ValueError, match="named after the tenant"):
         run_program("other", tenant_config({"id": "acme"}), RecordingMocks())
+    for stack in ("acme-k1", "other.k1", "acme.k0", "acme.x"):
+        with pytest.raises(ValueError, match="named after the tenant"):
+            run_program(stack, tenant_config({"id": "acme"}), RecordingMocks())
+
+
+def test_a_second_stack_of_the_tenant_builds_it_again_with_its_generations_role():
+    mocks = RecordingMocks()
+    outputs = run_program("acme.k1", tenant_config({"id": "acme"}), mocks)
+    [role] = mocks.of_type("aws:iam/role:Role")
+    assert role.inputs["name"] == "tenantctl-acme.k1-app"
+    assert outputs["role_arn"].endswith(":role/tenantctl-acme.k1-app")
+    # Every other name is the tenant's own (per account and region), and every rule holds.
+    assert {q.inputs["name"] for q in mocks.of_type("aws:sqs/queue:Queue")} == {"tenantctl-acme-jobs",
+                                                                                "tenantctl-acme-jobs-dlq"}
+    assert policy.check(mocks.resources, "acme") == []
 
 
 def test_bad_spec_is_refused_naming_the_rule():

@@ -149,3 +149,41 @@ def test_every_handler_can_tell_its_resource_exists():
 
     blind = [t for t, h in HANDLERS.items() if type(h).find is Handler.find and type(h).read is Handler.read]
     assert blind == []
+
+
+def test_a_program_run_registers_without_walking_the_stack_and_puts_the_walk_back(monkeypatch) -> None:
+    import threading
+    import traceback
+
+    import pulumi
+    from pulumi.runtime import resource as pulumi_resource
+
+    from tenantctl.engines.local import runtime
+
+    walks = []
+    real_walk = traceback.extract_stack
+    monkeypatch.setattr(traceback, "extract_stack", lambda *a, **k: walks.append(1) or real_walk(*a, **k))
+    before = pulumi_resource._get_stack_trace
+    seen: list[tuple[str, str]] = []
+
+    class Mocks(pulumi.runtime.Mocks):
+        def new_resource(self, args):
+            seen.append((current.urn, args.inputs["size"]))
+            return f"{args.name}-id", {**args.inputs, "arn": f"arn:test:{args.name}"}
+
+        def call(self, args):
+            return {}, []
+
+    def program(stack: str) -> dict:
+        first = pulumi.CustomResource("test:index:Thing", "first", {"size": 1, "arn": None})
+        second = pulumi.CustomResource("test:index:Thing", "second", {"size": first.arn.apply(lambda a: a[-5:]),
+                                                                     "arn": None})
+        return {"arn": second.arn}
+
+    current = threading.local()
+    outputs = runtime.run_program(program, "proj", "dev", {}, Mocks(), current, preview=False)
+    assert outputs == {"arn": "arn:test:second"}
+    assert seen == [("urn:pulumi:dev::proj::pulumi:pulumi:Stack$test:index:Thing::first", 1),
+                    ("urn:pulumi:dev::proj::pulumi:pulumi:Stack$test:index:Thing::second", "first")]
+    assert walks == []  # no registration walked the Python stack (nothing under mocks reads where it was declared)
+    assert pulumi_resource._get_stack_trace is before  # and Pulumi's own walk is back after the run

@@ -70,6 +70,41 @@ def test_a_move_between_cells_retires_the_store_of_the_old_cell():
         TenantSpec.model_validate({**across.model_dump(mode="json"), "retiring": {"tier": "pooled", "cell": "Bad!"}})
 
 
+def _cells_ws():
+    from tenantctl.models import CellSpec
+
+    def cell(name: str, account: str = "222222222222", region: str = "eu-west-1", **extra) -> CellSpec:
+        return CellSpec(name=name, region=region, account_role_arn=f"arn:aws:iam::{account}:role/c", **extra)
+
+    cells = {c.name: c for c in (cell("eu1"), cell("eu2"), cell("other", account="444444444444"),
+                                 cell("us", region="us-east-1"), cell("dedicated-only", tiers=[Tier.dedicated]),
+                                 cell("euc", region="eu-central-1"))}
+    return SimpleNamespace(cells=lambda: cells, cell=cells.__getitem__, cell_outputs=lambda _name: {})
+
+
+def test_residency_says_which_regions_a_move_may_go_to():
+    from tenantctl.models import TenantRecord, TenantStatus
+    from tenantctl.operations.move import _refuse_cell
+
+    record = TenantRecord(tenant_id="acme", tier=Tier.pooled, status=TenantStatus.active, region="eu-west-1",
+                          cell="eu1")
+    spec = TenantSpec(id="acme", region="eu-west-1", cell="eu1", residency=["eu-west-1", "eu-central-1"])
+    assert spec.allowed_regions == ["eu-west-1", "eu-central-1"]
+    assert TenantSpec(id="acme", region="eu-west-1").allowed_regions == ["eu-west-1"]  # the default: its region
+    with pytest.raises(InvalidInput, match=re.escape("must stay in eu-west-1 or eu-central-1 (residency)")):
+        _refuse_cell(_cells_ws(), record, spec, Tier.pooled, "us")  # type: ignore[arg-type]
+    # Allowed by residency, but the move there is not built yet: still exit 3, nothing created.
+    with pytest.raises(InvalidInput, match="which the tenant's residency allows, but a move to another account"):
+        _refuse_cell(_cells_ws(), record, spec, Tier.pooled, "euc")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="does not allow the tenant's own region eu-west-1"):
+        TenantSpec(id="acme", region="eu-west-1", residency=["eu-central-1"])
+    # A spec without residency is written and hashed as before it existed.
+    plain = TenantSpec(id="acme", region="eu-west-1")
+    assert "residency" not in plain.desired()
+    assert plain.content_hash() == TenantSpec(id="acme", region="eu-west-1", residency=[]).content_hash()
+    assert spec.content_hash() != plain.content_hash() and spec.desired()["residency"] == spec.residency
+
+
 @pytest.mark.parametrize("tier,to_cell,refused", [
     (Tier.pooled, "eu2", None),
     (Tier.dedicated, "eu2", None),
@@ -82,15 +117,10 @@ def test_a_move_between_cells_retires_the_store_of_the_old_cell():
 ])
 @pytest.mark.parametrize("from_tier", [Tier.pooled, Tier.dedicated])
 def test_a_target_cell_must_share_the_account_and_region_and_take_the_tier(from_tier, tier, to_cell, refused):
-    from tenantctl.models import CellSpec, TenantRecord, TenantStatus
+    from tenantctl.models import TenantRecord, TenantStatus
     from tenantctl.operations.move import _refuse_cell
 
-    def cell(name: str, account: str = "222222222222", region: str = "eu-west-1", **extra) -> CellSpec:
-        return CellSpec(name=name, region=region, account_role_arn=f"arn:aws:iam::{account}:role/c", **extra)
-
-    cells = {c.name: c for c in (cell("eu1"), cell("eu2"), cell("other", account="444444444444"),
-                                 cell("us", region="us-east-1"), cell("dedicated-only", tiers=[Tier.dedicated]))}
-    ws = SimpleNamespace(cells=lambda: cells, cell=cells.__getitem__, cell_outputs=lambda _name: {})
+    ws = _cells_ws()
     record = TenantRecord(tenant_id="acme", tier=from_tier, status=TenantStatus.active, region="eu-west-1",
                           cell="eu1")
     spec = TenantSpec(id="acme", region="eu-west-1", cell="eu1", tier=from_tier)
@@ -221,17 +251,70 @@ def test_a_frozen_record_is_cached_briefly_so_writes_resume_soon_after_the_switc
     assert registry.lookup("acme").move.phase is MovePhase.switched and len(registry.asked) == 2
 
 
-def test_a_tenant_with_workspaces_is_not_moved_until_a_move_carries_them():
-    from tenant_runtime.models import TenantResources, WorkspaceResources
-    from tenantctl.models import TenantRecord, TenantStatus, WorkspaceSpec
-    from tenantctl.operations.move import refuse_workspaces
+def test_an_open_move_declares_each_workspace_schema_in_both_stores_without_replacing_the_old_one():
+    from tenantctl.models import WorkspaceSpec
 
-    record = TenantRecord(tenant_id="acme", tier=Tier.pooled, status=TenantStatus.active, region="us-east-1")
-    plain = TenantSpec(id="acme")
-    refuse_workspaces(record, plain)  # no workspace: nothing to refuse
-    with pytest.raises(InvalidInput, match=r"has workspaces \(legal\): a move does not carry workspaces yet"):
-        refuse_workspaces(record, plain.model_copy(update={"workspaces": [WorkspaceSpec(name="legal")]}))
-    applied = WorkspaceResources.model_construct(name="finance")
-    record = record.model_copy(update={"resources": TenantResources.model_construct(workspaces={"finance": applied})})
-    with pytest.raises(InvalidInput, match=r"\(finance\)"):
-        refuse_workspaces(record, plain)
+    spec = TenantSpec(id="acme", workspaces=[WorkspaceSpec(name="legal")])
+    schemas = lambda s: {n: i for n, i in _all_schemas(s).items() if "legal" in n}  # noqa: E731
+    before = schemas(spec)
+    assert list(before) == ["acme--legal-schema"] and before["acme--legal-schema"]["owns_secret"]
+    moving = target_spec(spec, Tier.dedicated)
+    during = schemas(moving)
+    # The old store's keeps its name (not replaced: its rows stay until the move ends); the new one is another.
+    assert set(during) == {"acme--legal-schema", "acme--legal-schema-s1"}
+    assert during["acme--legal-schema"]["database"] == before["acme--legal-schema"]["database"]
+    assert during["acme--legal-schema-s1"]["database"] != before["acme--legal-schema"]["database"]
+    assert {i["schema"] for i in during.values()} == {before["acme--legal-schema"]["schema"]}
+    assert not any(i["owns_secret"] for i in during.values())  # the move points the secret at the switch
+    after = schemas(moving.model_copy(update={"retiring": None}))
+    assert list(after) == ["acme--legal-schema-s1"] and after["acme--legal-schema-s1"]["owns_secret"]
+
+
+def test_a_workspace_schema_keeps_the_resource_name_it_has_when_a_move_starts():
+    """A workspace added after the tenant's first move has its schema under the
+    plain name in that generation: the next move pins it there, so neither
+    store's resource is renamed (a rename plans a delete, which drops the schema)."""
+    from tenantctl.models import WorkspaceSpec
+
+    spec = TenantSpec(id="acme", store_generation=1, workspaces=[WorkspaceSpec(name="legal")])
+    names = lambda s: sorted(n for n in _all_schemas(s) if "legal" in n)  # noqa: E731
+    assert names(spec) == ["acme--legal-schema"]
+    moving = target_spec(spec, Tier.dedicated)
+    assert moving.workspace("legal").schema_generation == 1
+    assert names(moving) == ["acme--legal-schema", "acme--legal-schema-s2"]
+    assert names(moving.model_copy(update={"retiring": None})) == ["acme--legal-schema-s2"]
+
+
+def _all_schemas(spec: TenantSpec) -> dict:
+    mocks = RecordingMocks()
+    run_program(spec.id, tenant_config(spec.model_dump(mode="json", exclude_none=True)), mocks)
+    return {r.name: r.inputs for r in mocks.resources if r.type == "pulumi-python:dynamic:Resource"
+            and "-schema" in r.name}
+
+
+def test_a_move_target_is_applied_in_the_tenants_second_stack_leaving_the_first_as_it_was(tmp_path):
+    from runtime_fixtures import record as applied_record
+
+    from tenantctl.engines.base import ChangeSet, UpResult
+    from tenantctl.operations.provision import apply_spec
+    from tenantctl.stackconfig import read_tenant, stack_file, write_tenant
+
+    outputs = applied_record("acme").resources.model_dump(mode="json")
+    ups: list[str] = []
+
+    def up(stack, on_event=None, refresh=False):
+        ups.append(stack)
+        return UpResult(stack=stack, outputs=outputs, changes=ChangeSet(stack=stack))
+
+    stacks = tmp_path / "stacks"
+    stacks.mkdir()
+    current, target = TenantSpec(id="acme"), TenantSpec(id="acme", region="eu-west-1")
+    write_tenant(stacks, current)
+    before = stack_file(stacks, "acme").read_text()
+    ws = SimpleNamespace(stacks_dir=stacks, project_dir=tmp_path, engine=SimpleNamespace(up=up))
+    applied = apply_spec(ws, target, stack="acme.k1")  # type: ignore[arg-type]
+    assert ups == ["acme.k1"] and applied.resources.tenant_id == "acme"
+    assert read_tenant(stack_file(stacks, "acme.k1")) == target
+    assert stack_file(stacks, "acme").read_text() == before
+    apply_spec(ws, current)  # type: ignore[arg-type]
+    assert ups == ["acme.k1", "acme"]

@@ -44,9 +44,9 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def planned_program(spec: dict[str, Any]) -> list[PlannedResource]:
+def planned_program(spec: dict[str, Any], stack: str | None = None) -> list[PlannedResource]:
     mocks = RecordingMocks()
-    run_program(spec["id"], tenant_config(spec), mocks)
+    run_program(stack or spec["id"], tenant_config(spec), mocks)
     return mocks.resources
 
 
@@ -91,6 +91,17 @@ def test_refuse_unsafe_spec_exits_8_and_names_the_rule() -> None:
 def test_gate_passes_the_generated_program(project: Path) -> None:
     write_tenant(project / "stacks", TenantSpec(id="acme"))
     PolicyGate(project)("acme", planned_program({"id": "acme"}))
+
+
+def test_gate_judges_a_tenants_second_stack_as_the_tenants(project: Path) -> None:
+    # `acme.k1` (a move's target) holds tenant acme: its names are acme's, its role `tenantctl-acme.k1-app`.
+    write_tenant(project / "stacks", TenantSpec(id="acme"), stack="acme.k1")
+    resources = planned_program({"id": "acme"}, stack="acme.k1")
+    PolicyGate(project)("acme.k1", resources)
+    judge = PolicyGate.resolved("acme.k1")
+    assert [v for r in resources for v in judge(r, r.name)] == []
+    with pytest.raises(PolicyRefused, match="no-foreign-reference"):
+        PolicyGate(project)("acme.k1", planned_program({"id": "beta"}, stack="beta.k1"))
 
 
 def test_gate_judges_plan_and_committed_spec_together(project: Path) -> None:

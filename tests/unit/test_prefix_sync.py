@@ -79,3 +79,26 @@ def test_a_pass_since_both_prefixes_were_in_step_copies_only_what_changed_after(
     assert sync(s3, NEW, OLD, key_arn, Copied(), since=switched).objects == 1  # only the one missing there
     assert names(s3, OLD) == {"a", "b", "after-the-switch"}
     assert sync(s3, NEW, OLD, key_arn, Copied()).objects == 3  # without ``since``: every object once more
+
+
+def test_a_prefix_moves_to_a_bucket_of_another_region_under_the_new_key_with_each_sides_client(s3, key_arn):
+    """A move to another account or region: each place with its own client,
+    the copy sent to the target's region and sealed under the target's key."""
+    eu = boto3.client("s3", region_name="eu-west-1")
+    eu.create_bucket(Bucket="cell-eu", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    eu.put_bucket_versioning(Bucket="cell-eu", VersioningConfiguration={"Status": "Enabled"})
+    new_key = boto3.client("kms", region_name="eu-west-1").create_key()["KeyMetadata"]["Arn"]
+    away = Place("cell-eu", PREFIX, client=eu)
+    put(s3, OLD, "a", b"one", Tagging="tenantctl-class=tmp-7d")
+    put(s3, OLD, "b")
+    unused = object()  # the pass's own client is never used when both places name theirs
+    copied = sync(unused, Place(OLD.bucket, PREFIX, client=s3), away, new_key, Copied())
+    assert copied.objects == 2 and names(eu, away) == {"a", "b"}
+    head = eu.head_object(Bucket="cell-eu", Key=PREFIX + "a")
+    assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", new_key)
+    assert eu.get_object_tagging(Bucket="cell-eu", Key=PREFIX + "a")["TagSet"] == [
+        {"Key": "tenantctl-class", "Value": "tmp-7d"}]
+    s3.delete_object(Bucket=OLD.bucket, Key=PREFIX + "b")
+    put(s3, OLD, "late")
+    assert sync(s3, OLD, away, new_key, copied).removed == 1 and names(eu, away) == {"a", "late"}
+    assert remove(s3, away) > 0 and names(eu, away) == set()

@@ -4,7 +4,7 @@ import pytest
 
 from tenantctl.errors import InvalidInput
 from tenantctl.models import TenantSpec, Tier
-from tenantctl.stackconfig import read_tenant, stack_file, tenant_stack_files, write_tenant
+from tenantctl.stackconfig import read_tenant, stack_file, tenant_stack_files, tenant_stacks, write_tenant
 
 
 def test_round_trip_and_idempotent_write(tmp_path):
@@ -60,3 +60,26 @@ def test_an_edit_drops_spec_keys_the_spec_no_longer_has(tmp_path):
     write_tenant(tmp_path, TenantSpec(id="acme"))
     assert "cost_centre" not in path.read_text() and "# end of file" in path.read_text()
     assert read_tenant(path) == TenantSpec(id="acme")
+
+
+def test_a_second_stack_of_another_key_generation_is_the_same_tenants(tmp_path):
+    old, new = TenantSpec(id="acme"), TenantSpec(id="acme", region="eu-west-1")
+    write_tenant(tmp_path, old)
+    write_tenant(tmp_path, new, stack="acme.k1")
+    write_tenant(tmp_path, TenantSpec(id="acme-k1"))  # a valid id of another tenant: no relation
+    assert read_tenant(stack_file(tmp_path, "acme.k1")) == new
+    assert tenant_stacks(tmp_path) == {"acme": {"acme": stack_file(tmp_path, "acme"),
+                                                "acme.k1": stack_file(tmp_path, "acme.k1")},
+                                       "acme-k1": {"acme-k1": stack_file(tmp_path, "acme-k1")}}
+    # Without a record: the lowest generation; with one, the stack it names.
+    assert tenant_stack_files(tmp_path)["acme"] == stack_file(tmp_path, "acme")
+    assert tenant_stack_files(tmp_path, {"acme": "acme.k1"})["acme"] == stack_file(tmp_path, "acme.k1")
+    # After a finalized move only the second stack is left: still tenant `acme`.
+    stack_file(tmp_path, "acme").unlink()
+    assert tenant_stack_files(tmp_path) == {"acme": stack_file(tmp_path, "acme.k1"),
+                                            "acme-k1": stack_file(tmp_path, "acme-k1")}
+    with pytest.raises(InvalidInput, match="not one of tenant 'beta'"):
+        write_tenant(tmp_path, TenantSpec(id="beta"), stack="acme.k1")
+    stack_file(tmp_path, "acme.k1").rename(tmp_path / "Pulumi.beta.k2.yaml")
+    with pytest.raises(InvalidInput, match="does not match the file name"):
+        read_tenant(tmp_path / "Pulumi.beta.k2.yaml")

@@ -144,6 +144,18 @@ def test_project_root_walks_up_else_a_new_project_in_cwd(project: Path, tmp_path
     assert project_root(elsewhere / "sub") == elsewhere.resolve()
 
 
+def test_the_project_file_is_parsed_once_until_it_changes(project: Path, monkeypatch) -> None:
+    parses = []
+    real_load = yaml.load
+    monkeypatch.setattr(yaml, "load", lambda *a, **k: parses.append(1) or real_load(*a, **k))
+    first = Project.load(project)
+    first.stacks_dir = project / "elsewhere"  # a caller's copy: changing it changes nobody else's
+    assert [Project.load(project).stacks_dir for _ in range(5)] == [project / "stacks"] * 5
+    assert len(parses) == 1
+    (project / "Pulumi.yaml").write_text("name: tenantctl\nruntime: python\nmain: infra/\nstackConfigDir: committed\n")
+    assert Project.load(project).stacks_dir == project / "committed" and len(parses) == 2
+
+
 def test_an_absolute_program_path_written_earlier_is_made_portable_in_place(tmp_path: Path) -> None:
     import infra
 

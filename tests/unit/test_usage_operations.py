@@ -80,7 +80,13 @@ def test_specs_and_platform_come_from_the_committed_stack_files(ws):
     assert platform_spec(ws) == committed
     big = TenantSpec(id="big", tier=Tier.dedicated, dedicated=DedicatedSpec(instance_class="db.t4g.small"))
     write_tenant(ws.stacks_dir, big)
-    assert committed_specs(ws, ["big", "acme"]) == {"big": big}
+    records = [record("big"), record("acme")]
+    assert committed_specs(ws, records) == {"big": big}
+    # A tenant whose record names its stack of another key generation is priced from that stack's file.
+    moved = big.model_copy(update={"region": "eu-west-1"})
+    write_tenant(ws.stacks_dir, moved, stack="big.k1")
+    records[0] = records[0].model_copy(update={"stack": "big.k1"})
+    assert committed_specs(ws, records) == {"big": moved}
 
 
 def test_what_if_replaces_only_what_is_given():

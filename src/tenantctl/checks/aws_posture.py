@@ -19,7 +19,8 @@
 - ``secret-rotation``: the DB secret rotates automatically (at most every
   90 days) with the rotation function of the tenant's network;
 - ``alarm-topic-encryption``: the alarm topic is encrypted with the tenant key;
-- ``tags``: key, queues, role and secret carry tenant/tier/owner/managed-by;
+- ``tags``: key, queues, role and secret carry tenant/tier/owner/managed-by
+  (a workspace's also ``workspace=<ws>``; the tenant's no ``workspace`` tag);
 - ``role-trust``: only the runtime principal may assume the tenant role, and
   only with the session tag ``tenant_id=<id>`` (judged with ``iam_eval``); a
   trust naming an account root (so any principal of the account with
@@ -98,6 +99,7 @@ class _AwsChecks:
     def __init__(self, record: Any, platform: dict[str, Any], clients: Callable[..., Any], reads: LiveReads,
                  workspace: str | None = None) -> None:
         self.record, self.res, self.tid = record, record.resources, record.tenant_id
+        self.workspace = workspace
         self.names = naming.OwnerNames(record.tenant_id, workspace)
         # The session tag value its role's trust requires, and the stem of its alarms' names.
         self.subject = self.names.key
@@ -276,6 +278,10 @@ class _AwsChecks:
             elif (tags["tenant"], tags["tier"], tags["managed-by"]) != (self.tid, self.record.tier.value, "tenantctl"):
                 problems.append(f"{what}: tagged tenant={tags['tenant']} tier={tags['tier']} "
                                 f"managed-by={tags['managed-by']}")
+            # A workspace's resources name it; the tenant's own name none (a cost or
+            # access rule keyed on the tag would otherwise count or admit the wrong owner).
+            if tags.get("workspace") != self.workspace:
+                problems.append(f"{what}: tagged workspace={tags.get('workspace')}")
         return not problems, "; ".join(problems) or "key, queue, dlq, role, secret tagged"
 
     # -- IAM -------------------------------------------------------------------------------
@@ -373,7 +379,8 @@ NAMES = ("kms-key-state", "kms-rotation", "kms-key-policy", "kms-key-policy-matc
 
 # What a workspace has of its own (the bucket, alarm topic and database instance are its tenant's).
 WORKSPACE_NAMES = ("kms-key-state", "kms-rotation", "kms-key-policy", "kms-key-policy-matches-role",
-                   "queue-encryption", "dlq-encryption", "secret-rotation", "role-trust", "role-policy-scope")
+                   "queue-encryption", "dlq-encryption", "secret-rotation", "tags", "role-trust",
+                   "role-policy-scope")
 
 
 def workspace_aws_checks(view: Any, workspace: str, platform: dict[str, Any], clients: Callable[..., Any],

@@ -59,7 +59,8 @@ def _show(report: DrillReport, markdown: Optional[Path], json_out: bool) -> None
     if json_out:
         return
     colour = "green" if report.passed else "red"
-    console.print(f"[{colour}]drill {report.drill_id} of {report.tenant_id}: {report.verdict.value.upper()}[/] "
+    who = _of(report.tenant_id, report.workspace)
+    console.print(f"[{colour}]drill {report.drill_id} of {who}: {report.verdict.value.upper()}[/] "
                   f"(backup {report.backup_id or 'none'}, {report.backup_kind or 'n/a'})")
     rows = [(c.name, c.expected, c.actual, "ok" if c.ok else "FAIL") for c in report.checks]
     if rows:
@@ -187,6 +188,7 @@ def run(
     json_out: JsonFlag = False,
 ) -> None:
     """The full drill: back up, restore into a scratch target, verify, clean up, report.
+    --all drills every active or suspended tenant and each of its workspaces.
 
     Exit 0 when every drill passes, 9 when any fails (mismatch, unreadable
     backup, --max-rto / --max-rpo exceeded), 10 when every failure is an
@@ -195,9 +197,8 @@ def run(
     from tenantctl.cli.output import error
     from tenantctl.cli.progress import engine_progress
     from tenantctl.drills.compression import Compression
-    from tenantctl.drills.run import drill, exit_code
+    from tenantctl.drills.run import drill, drill_targets, exit_code
     from tenantctl.errors import Conflict, InvalidInput
-    from tenantctl.models import TenantStatus
 
     if bool(tenant_id) == all_tenants:
         raise InvalidInput("give one tenant id or --all")
@@ -211,15 +212,13 @@ def run(
     from tenantctl.workspace import Workspace
 
     ws = Workspace()
-    if all_tenants:
-        records = [r for r in ws.registry.iter_all() if r.status in (TenantStatus.active, TenantStatus.suspended)]
-    else:
-        records = [ws.registry.require(tenant_id)]
+    targets = (drill_targets(ws.registry.iter_all()) if all_tenants
+               else [(ws.registry.require(tenant_id), workspace)])
     reports, conflicts = [], 0
-    for record in records:
+    for record, scope in targets:
         try:
-            with engine_progress(f"drilling {_of(record.tenant_id, workspace)}") as on_event:
-                ctx, scoped = scoped_context(context_from_workspace(ws, record), record, workspace)
+            with engine_progress(f"drilling {_of(record.tenant_id, scope)}") as on_event:
+                ctx, scoped = scoped_context(context_from_workspace(ws, record), record, scope)
                 report = drill(ctx, scoped, backup_id=backup_id, max_rto=max_rto,
                                max_rpo=max_rpo, on_event=on_event, compression=compression)
         except Conflict as exc:

@@ -39,7 +39,8 @@ def usage(
 
     Objects and bytes under the tenant prefix (current and noncurrent versions
     apart), context-store size and rows (read as the DB admin), queue and DLQ
-    depth, and the newest write or upload. With --all, walks the registry page by page and lists the idle tenants.
+    depth, and the newest write or upload; each workspace on a row of its own
+    (``TENANT/WS``) under its tenant. With --all, walks the registry page by page and lists the idle tenants.
     """
     from tenant_runtime.tables import TABLES
     from tenantctl.operations.usage import measure_tenants
@@ -51,24 +52,30 @@ def usage(
     if json_out:
         print_json(usages[0] if tenant_id else {"tenants": usages, "idle": idle, "idle_days": idle_days})
         return
+    def row(label: str, tier: str, o, d, q, last: str) -> tuple[str, ...]:
+        return (label, tier,
+                f"{o.current_objects} / {human_bytes(o.current_bytes)}" if o else "n/a",
+                f"{o.noncurrent_versions} / {human_bytes(o.noncurrent_bytes)}" if o else "n/a",
+                f"{human_bytes(d.size_bytes)} ({d.scope})" if d else "n/a",
+                "/".join(str(d.rows[t]) for t in TABLES) if d else "n/a",
+                f"{q.visible}+{q.in_flight}+{q.delayed}" if q else "n/a",
+                str(q.dlq_visible) if q else "n/a", last)
+
     rows = []
     for u in usages:
-        o, d, q = u.objects, u.db, u.queues
-        rows.append((
-            u.tenant_id + (" (idle)" if u.idle else ""), u.tier.value,
-            f"{o.current_objects} / {human_bytes(o.current_bytes)}" if o else "n/a",
-            f"{o.noncurrent_versions} / {human_bytes(o.noncurrent_bytes)}" if o else "n/a",
-            f"{human_bytes(d.size_bytes)} ({d.scope})" if d else "n/a",
-            "/".join(str(d.rows[t]) for t in TABLES) if d else "n/a",
-            f"{q.visible}+{q.in_flight}+{q.delayed}" if q else "n/a",
-            str(q.dlq_visible) if q else "n/a", _when(u.last_activity),
-        ))
+        rows.append(row(u.tenant_id + (" (idle)" if u.idle else ""), u.tier.value, u.objects, u.db, u.queues,
+                        _when(u.last_activity)))
+        # Each workspace on a row of its own under its tenant (the tenant's figures exclude them).
+        rows += [row(f"{u.tenant_id}/{w.name}", "workspace", w.objects, w.db, w.queues, "")
+                 for w in u.workspaces.values()]
     table("usage", ["tenant", "tier", "objects", "noncurrent", "db size",
                     "rows: conv/msg/items/docs/keys/vocab/summaries", "queue vis+flight+delayed", "dlq",
                     "last activity"], rows)
     for u in usages:
-        for e in u.errors:
-            console.print(f"[red]{u.tenant_id}[/]: {e}", highlight=False)
+        for who, errors in ((u.tenant_id, u.errors), *((f"{u.tenant_id}/{w.name}", w.errors)
+                                                         for w in u.workspaces.values())):
+            for e in errors:
+                console.print(f"[red]{who}[/]: {e}", highlight=False)
     if all_:
         console.print(f"idle (> {idle_days} days): {', '.join(idle) if idle else 'none'}")
 

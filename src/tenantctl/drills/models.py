@@ -151,6 +151,7 @@ class DrillReport(BaseModel):
     tenant_id: str
     tier: str
     kind: Literal["run", "restore"]
+    workspace: str | None = None  # a drill of one of the tenant's workspaces
     backup_id: str | None = None
     backup_kind: str | None = None
     target: str = "scratch"

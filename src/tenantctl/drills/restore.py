@@ -19,6 +19,7 @@ import hashlib
 import subprocess
 import tempfile
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from psycopg import sql
@@ -149,11 +150,25 @@ def _overwrite(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest
     if overwrite:
         from tenantctl.drills.backup import backup
 
+        _require_restorable(ctx, record, manifest)  # a dump pg_restore can't open must not cost a backup first
         kept = backup(ctx, record, reason="before-overwrite")
         notes.append(f"the target was backed up before being overwritten: backup {kept.backup_id} "
                      f"({', '.join(f'{n}: {t.rows} rows' for n, t in kept.tables.items())})")
     result = restore_logical(ctx, record, manifest, Target.in_place, utcnow(), overwrite=overwrite)
     return result.model_copy(update={"notes": result.notes + notes})
+
+
+def _restore_tools(ctx: DrillContext, admin: Any, manifest: BackupManifest) -> Path:
+    """The PostgreSQL tools for the server; CompressionUnsupported when their
+    pg_restore cannot read the dump (refused before the target exists)."""
+    tools = find_tools(server_major(admin), ctx.pg_bin_dir)
+    require(tools, Compression.parse(manifest.compression), doing="restore a dump compressed")
+    return tools
+
+
+def _require_restorable(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest) -> None:
+    with ctx.connect(record.resources.store.endpoint, record.resources.store.port, "postgres") as admin:
+        _restore_tools(ctx, admin, manifest)
 
 
 def _refuse_full(conn: Any, database: str, schema: str, tenant_id: str) -> dict[str, int]:
@@ -204,9 +219,7 @@ def restore_logical(ctx: DrillContext, record: TenantRecord, manifest: BackupMan
     require_usable_key(ctx.kms, record)
     # The admin reaches every database of the server through the maintenance database.
     with ctx.connect(host, port, "postgres") as admin:
-        tools = find_tools(server_major(admin), ctx.pg_bin_dir)
-        # pg_restore reads what its build reads: a dump it cannot open is refused before the target exists.
-        require(tools, Compression.parse(manifest.compression), doing="restore a dump compressed")
+        tools = _restore_tools(ctx, admin, manifest)
         if scratch or (record.tier is Tier.dedicated and not _database_exists(admin, database)):
             if scratch and _database_exists(admin, database):
                 raise Conflict(f"scratch database {database!r} already exists: refused")

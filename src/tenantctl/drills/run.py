@@ -8,7 +8,7 @@ with no earlier backup it is the age of the drill's own backup at restore time."
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from functools import partial
 
@@ -22,7 +22,7 @@ from tenantctl.drills.restore import cleanup, restore_backup
 from tenantctl.drills.verify import verify
 from tenantctl.engines.base import EventSink, phase
 from tenantctl.errors import Conflict, DrillFailed, KeyUnusable, NotConfirmed, NotFound, TenantctlError
-from tenantctl.models import TenantRecord, utcnow
+from tenantctl.models import TenantRecord, TenantStatus, utcnow
 from tenantctl.naming import require_valid
 
 
@@ -69,6 +69,14 @@ def rpo_before(ctx: DrillContext, record: TenantRecord, at: datetime) -> float |
     return (at - previous[-1].finished_at).total_seconds() if previous else None
 
 
+def drill_targets(records: Iterable[TenantRecord]) -> list[tuple[TenantRecord, str | None]]:
+    """What `drill run --all` drills: each active or suspended tenant, then
+    each of its workspaces (its own schema, prefix and key: a backup of the
+    tenant does not hold them)."""
+    return [(r, name) for r in records if r.status in (TenantStatus.active, TenantStatus.suspended)
+            for name in (None, *sorted(r.workspaces))]
+
+
 def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = None,
           target: Target = Target.scratch, yes: bool = False, clean: bool = True,
           max_rto: float | None = None, max_rpo: float | None = None, kind: str = "run",
@@ -87,7 +95,7 @@ def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = No
     started = utcnow()
     step = partial(phase, on_event, record.tenant_id)
     report = DrillReport(drill_id=store.new_id(started), tenant_id=record.tenant_id, tier=record.tier.value,
-                         kind=kind, target=target.value, started_at=started, finished_at=started,
+                         kind=kind, workspace=ctx.scope, target=target.value, started_at=started, finished_at=started,
                          max_rto=max_rto, max_rpo=max_rpo, verdict=Verdict.failed)
     rpo = rpo_before(ctx, record, started) if record.resources else None
     if rpo is not None:

@@ -160,7 +160,8 @@ def plan(ws: Workspace, shard: tuple[int, int], records: dict[str, TenantRecord]
         return in_shard(tenant_id, index, total) and matches(tenant_id, match)
 
     results: list[TenantResult] = []
-    files = {t: p for t, p in tenant_stack_files(ws.stacks_dir).items() if mine(t)}
+    current = {t: r.current_stack for t, r in records.items()}
+    files = {t: p for t, p in tenant_stack_files(ws.stacks_dir, current).items() if mine(t)}
     for tenant_id, path in files.items():
         record = records.get(tenant_id)
         try:

@@ -113,7 +113,8 @@ def _unclaimed(ws: Workspace, tagged: list[inventory.Tagged], records: dict[str,
 def audit(ws: Workspace) -> AuditReport:
     started = time.monotonic()
     records = {r.tenant_id: r for r in ws.registry.iter_all()}
-    files = tenant_stack_files(ws.stacks_dir) if ws.stacks_dir.is_dir() else {}
+    current = {t: r.current_stack for t, r in records.items()}
+    files = tenant_stack_files(ws.stacks_dir, current) if ws.stacks_dir.is_dir() else {}
     regions = {r.region for r in records.values()} | {ws.client.region or "us-east-1"}
     live_roles = {r.resources.role_arn for r in records.values() if r.status in LIVE and r.resources is not None}
     tagged = inventory.scan(ws.client, regions, claimed=live_roles)  # roles of live records: no tag read each

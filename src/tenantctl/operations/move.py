@@ -34,6 +34,19 @@ before anything is created (refused with exit 11 when that cell is full or
 draining); ``--finalize`` gives the old one back once the old store is gone,
 ``--rollback`` the target's.
 
+Workspaces: each has its schema and role in the tenant's store, so a tier
+move carries them with the tenant's: the target spec declares each
+workspace's schema in both stores (named by the store's generation), the one
+replication link carries the tenant's schema and every workspace's, the
+freeze revokes every workspace role's writes with the tenant role's, the
+counts and checksums are compared per schema, and the conditional registry
+write that switches the tenant's store switches its workspaces' with it (and
+their secrets after it); between cells each workspace's prefix is copied
+with the tenant's (under the workspace's key), and its role reaches it in
+both buckets while the move is open. ``--rollback`` and ``--finalize`` cover
+them the same way (a final backup of each workspace's old schema under its
+own key; its old prefix removed).
+
 A target cell of another account or region is refused (exit 3): the tenant's
 key, role, queues and secret would have to be created again there and every
 ciphertext re-wrapped under the new key, which is not built. So is a
@@ -46,6 +59,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -60,7 +74,9 @@ from tenant_runtime.models import (
     TenantResources,
     TenantStatus,
     Tier,
+    WorkspaceResources,
     utcnow,
+    workspace_key,
 )
 from tenantctl import prefix_sync, store_sync
 from tenantctl.errors import DrillFailed, InvalidInput, TargetUnavailable
@@ -102,8 +118,9 @@ class Mover:
         self.ws, self.held, self.say = ws, held, progress or (lambda _line: None)
         self.admins: dict[str, Any] = {}
         self.result_extra: dict[str, Any] = {}
-        # What this run copied of the prefix, each way (a resumed run copies every object once).
-        self.objects = {False: prefix_sync.Copied(), True: prefix_sync.Copied()}
+        # What this run copied of each prefix (the tenant's, each workspace's), each way
+        # (a resumed run copies every object once).
+        self.objects: dict[tuple[bool, str], prefix_sync.Copied] = defaultdict(prefix_sync.Copied)
 
     # -- plumbing ---------------------------------------------------------------
     @property
@@ -131,27 +148,30 @@ class Mover:
         source = self.admin(link.source)
         store_sync.start(self.connect, link, source.admin_user, source.admin_password, copy_data=copy_data)
 
-    def prefixes(self, backwards: bool = False) -> tuple[prefix_sync.Place, prefix_sync.Place] | None:
-        """The prefix in the old and the new cell's bucket (reversed ``backwards``); None within a cell."""
+    def prefixes(self, backwards: bool = False) -> list[tuple[prefix_sync.Place, prefix_sync.Place, str]]:
+        """The tenant's prefix and each workspace's, in the old and the new
+        cell's bucket (reversed ``backwards``), each with the key its objects
+        are encrypted under; none within a cell."""
         old, new = self.move.old_bucket, self.move.new_bucket
         if old is None or new is None:
-            return None
-        assert self.record.resources is not None
-        prefix = self.record.resources.prefix
-        places = (prefix_sync.Place(old, prefix), prefix_sync.Place(new, prefix))
-        return (places[1], places[0]) if backwards else places
+            return []
+        res = self.record.resources
+        assert res is not None
+        owners = [(res.prefix, res.kms_key_arn),
+                  *((w.prefix, w.kms_key_arn) for _, w in sorted(res.workspaces.items()))]
+        pairs = [(prefix_sync.Place(old, prefix), prefix_sync.Place(new, prefix), key) for prefix, key in owners]
+        return [(b, a, key) for a, b, key in pairs] if backwards else pairs
 
     def sync_objects(self, backwards: bool = False) -> None:
-        """A pass over the prefix; backwards (a rollback), only what changed in
+        """A pass over each prefix; backwards (a rollback), only what changed in
         the new prefix since the switch (both were in step then)."""
-        places = self.prefixes(backwards)
-        if places is None:
-            return
-        assert self.record.resources is not None
-        copied = prefix_sync.sync(self.ws.clients_for(self.record)("s3"), *places,
-                                  self.record.resources.kms_key_arn, self.objects[backwards],
-                                  since=self.move.switched_at if backwards else None)
-        self.result_extra["objects_copied"] = copied.objects + copied.removed
+        s3 = self.ws.clients_for(self.record)("s3")
+        for source, target, key in self.prefixes(backwards):
+            prefix_sync.sync(s3, source, target, key, self.objects[backwards, source.prefix],
+                             since=self.move.switched_at if backwards else None)
+        if self.move.old_bucket is not None:
+            self.result_extra["objects_copied"] = sum(c.objects + c.removed for (way, _), c in self.objects.items()
+                                                      if way is backwards)
 
     def save(self, **changes: Any) -> None:
         self.held.record = self.ws.registry.save(self.record, **changes)
@@ -161,15 +181,24 @@ class Mover:
         self.save(move=self.move.model_copy(update={"phase": phase, "phase_at": utcnow(), **move_changes}))
 
     def link(self, backwards: bool = False) -> store_sync.Link:
-        """Forward: the new store follows the old one; backwards: the reverse."""
+        """Forward: the new store follows the old one; backwards: the reverse.
+        Either way with every workspace's schema in the same two databases."""
         spec = self.spec()
         old_gen = spec.retiring.generation if spec.retiring else spec.store_generation
         new_store = self.move.new_store
         assert new_store is not None
-        if backwards:
-            return store_sync.Link(store_sync.link_name(self.record.tenant_id, spec.store_generation),
-                                   new_store, self.move.old_store)
-        return store_sync.Link(store_sync.link_name(self.record.tenant_id, old_gen), self.move.old_store, new_store)
+        source, target = (new_store, self.move.old_store) if backwards else (self.move.old_store, new_store)
+        assert self.record.resources is not None
+        workspaces = tuple((workspace_key(self.record.tenant_id, name), in_store(res, source), in_store(res, target))
+                           for name, res in sorted(self.record.resources.workspaces.items()))
+        name = store_sync.link_name(self.record.tenant_id, spec.store_generation if backwards else old_gen)
+        return store_sync.Link(name, source, target, workspaces)
+
+    def set_writable(self, stores: list[StoreConnection], writable: bool) -> None:
+        """The tenant's (or a workspace's) role's writes on each of ``stores`` (one database)."""
+        with self.connect(stores[0]) as conn:
+            for store in stores:
+                store_sync.set_writable(conn, store, writable)
 
     def spec(self) -> TenantSpec:
         # The record's cell (a stack file CI did not commit placement back to may
@@ -179,18 +208,24 @@ class Mover:
         return spec.model_copy(update={"cell": self.move.to_cell if moving else self.record.cell})
 
     def resources_at(self, tier: Tier, store: StoreConnection, bucket: str | None = None) -> TenantResources:
+        """The record's resources in ``store`` (its workspaces' schemas in the same database)."""
         assert self.record.resources is not None
-        return self.record.resources.model_copy(update={"tier": tier, "store": store,
+        workspaces = {name: res.model_copy(update={"store": in_store(res, store)})
+                      for name, res in self.record.resources.workspaces.items()}
+        return self.record.resources.model_copy(update={"tier": tier, "store": store, "workspaces": workspaces,
                                                         "bucket": bucket or self.record.resources.bucket})
 
     def point_secret(self, store: StoreConnection) -> None:
-        """The tenant's secret names the store the registry routes to (same role and password)."""
+        """The tenant's secret, and each workspace's, names the store the
+        registry routes to (same role and password)."""
         sm = self.ws.clients_for(self.record)("secretsmanager")
-        current = json.loads(sm.get_secret_value(SecretId=store.secret_arn)["SecretString"])
-        wanted = {**current, "host": store.endpoint, "port": store.port, "dbname": store.database,
-                  "schema": store.schema_name, "username": store.role}
-        if wanted != current:
-            sm.put_secret_value(SecretId=store.secret_arn, SecretString=json.dumps(wanted))
+        assert self.record.resources is not None
+        for each in (store, *(in_store(res, store) for res in self.record.resources.workspaces.values())):
+            current = json.loads(sm.get_secret_value(SecretId=each.secret_arn)["SecretString"])
+            wanted = {**current, "host": each.endpoint, "port": each.port, "dbname": each.database,
+                      "schema": each.schema_name, "username": each.role}
+            if wanted != current:
+                sm.put_secret_value(SecretId=each.secret_arn, SecretString=json.dumps(wanted))
 
     def apply(self, spec: TenantSpec) -> Any:
         from tenantctl.operations.provision import apply_spec
@@ -215,8 +250,7 @@ class Mover:
     def copy(self) -> None:
         link = self.link()
         started = time.monotonic()
-        with self.connect(link.target) as conn:  # nothing but the replication writes the target before the switch
-            store_sync.set_writable(conn, link.target, False)
+        self.set_writable(link.targets, False)  # nothing but the replication writes the target before the switch
         self.follow(link)
         self.say(f"move {self.record.tenant_id}: copying while the tenant serves")
         self.sync_objects()  # while the store's initial copy runs
@@ -247,7 +281,7 @@ class Mover:
             self.say(f"move {self.record.tenant_id}: verifying (counts + checksums as of the freeze)")
             try:
                 self.result_extra["rows"] = store_sync.compare_pinned(
-                    self.record.tenant_id, pinned, self.move.old_store, new_store)
+                    self.record.tenant_id, pinned, self.link().pairs(self.record.tenant_id))
             except DrillFailed:
                 self.rollback(verified=False)  # back to the old store, which kept every write since
                 raise
@@ -264,20 +298,19 @@ class Mover:
             following = conn.execute("SELECT 1 FROM pg_subscription WHERE subname = %s",
                                      (link.name,)).fetchone() is not None
         if following:
-            lsn = store_sync.quiesce(self.connect, link.source)
+            lsn = store_sync.quiesce(self.connect, *link.sources)
             try:
                 store_sync.wait("replication catch-up", lambda: store_sync.caught_up(self.connect, link, lsn),
                                 CATCH_UP_TIMEOUT, 0.02)
             except TargetUnavailable:
-                with self.connect(link.source) as conn:
-                    store_sync.set_writable(conn, link.source, True)
+                self.set_writable(link.sources, True)
                 self.phase(unfrozen)
                 raise
             pinned = (store_sync.pin(self.connect, link.source), store_sync.pin(self.connect, link.target))
-            store_sync.align_sequences(self.connect, link.target)
+            for target in link.targets:
+                store_sync.align_sequences(self.connect, target)
             store_sync.stop(self.connect, link)
-        with self.connect(link.target) as conn:
-            store_sync.set_writable(conn, link.target, True)
+        self.set_writable(link.targets, True)
         return pinned
 
     def finalize(self) -> None:
@@ -288,17 +321,18 @@ class Mover:
         assert spec.retiring is not None
         old = self.resources_at(spec.retiring.tier, self.move.old_store)  # backed up into the new prefix: kept
         self.say(f"move {self.record.tenant_id}: final backup of the old store")
-        final_backup(self.ws, self.record.model_copy(update={"tier": spec.retiring.tier, "resources": old,
-                                                             "cell": self.move.from_cell}))
+        was = self.record.model_copy(update={"tier": spec.retiring.tier, "resources": old,
+                                             "cell": self.move.from_cell})
+        final_backup(self.ws, was)
+        for name in sorted(old.workspaces):  # each under the workspace's own key
+            final_backup(self.ws, was, workspace=name)
         store_sync.stop(self.connect, self.link(backwards=True))
-        places = self.prefixes()
-        if places is not None:
-            assert self.record.resources is not None
-            late = prefix_sync.carry_late(self.ws.clients_for(self.record)("s3"), *places,
-                                          self.record.resources.kms_key_arn)
+        s3 = self.ws.clients_for(self.record)("s3")
+        for source, target, key in self.prefixes():
+            late = prefix_sync.carry_late(s3, source, target, key)
             if late:
-                self.say(f"move {self.record.tenant_id}: {len(late)} objects written to the old prefix after "
-                         "the switch carried over")
+                self.say(f"move {self.record.tenant_id}: {len(late)} objects written to the old prefix "
+                         f"{source.prefix} after the switch carried over")
         self.remove_objects(backwards=False)
         ded = spec.retiring.dedicated
         if ded is not None and ded.deletion_protection:
@@ -333,15 +367,15 @@ class Mover:
                                                         "switched_at": None, "window_ends_at": None}))
             self.point_secret(self.move.old_store)
             if pinned is not None and verified:  # after the freeze; a difference keeps the new store for a person
-                store_sync.compare_pinned(self.record.tenant_id, pinned, self.move.new_store, self.move.old_store)
+                store_sync.compare_pinned(self.record.tenant_id, pinned,
+                                          self.link(backwards=True).pairs(self.record.tenant_id))
             elif pinned is not None:
                 for conn in pinned:
                     conn.close()
         # Before the switch (or switched back): the old store takes writes, the new one goes.
         if self.move.new_store is not None:
             store_sync.stop(self.connect, self.link())
-        with self.connect(self.move.old_store) as conn:
-            store_sync.set_writable(conn, self.move.old_store, True)
+        self.set_writable(self.link().sources if self.move.new_store is not None else [self.move.old_store], True)
         self.point_secret(self.move.old_store)
         self.say(f"move {self.record.tenant_id}: removing the {spec.tier.value} store")
         self.remove_objects(backwards=True)
@@ -356,13 +390,19 @@ class Mover:
         self.ws.registry.release_slot(target_cell, target_tier)
 
     def remove_objects(self, backwards: bool) -> None:
-        """The prefix the move leaves (the old one at --finalize; the new one at
-        --rollback), every version of it: nothing of the tenant stays in that cell."""
-        places = self.prefixes()
-        if places is not None:
-            gone = places[1] if backwards else places[0]
+        """The prefixes the move leaves (the old ones at --finalize; the new ones
+        at --rollback), every version of them: nothing of the tenant or its
+        workspaces stays in that cell."""
+        for old, new, _ in self.prefixes():
+            gone = new if backwards else old
             self.say(f"move {self.record.tenant_id}: removing its objects from s3://{gone.bucket}/{gone.prefix}")
             prefix_sync.remove(self.ws.clients_for(self.record)("s3"), gone)
+
+
+def in_store(workspace: WorkspaceResources, store: StoreConnection) -> StoreConnection:
+    """The workspace's schema and role in the tenant's store ``store`` (its database)."""
+    return workspace.store.model_copy(update={"endpoint": store.endpoint, "port": store.port,
+                                              "database": store.database})
 
 
 def target_spec(spec: TenantSpec, tier: Tier, started: datetime | None = None,
@@ -377,6 +417,9 @@ def target_spec(spec: TenantSpec, tier: Tier, started: datetime | None = None,
                                        cell=spec.cell if to_cell != spec.cell else None,
                                        ).model_dump(mode="json", exclude_none=True))
     body.pop("dedicated", None)
+    # Each workspace's schema keeps the resource name it has now (see WorkspaceSpec.schema_generation).
+    for workspace in body.get("workspaces", []):
+        workspace.setdefault("schema_generation", spec.store_generation)
     if tier is Tier.dedicated:
         body["dedicated"] = DedicatedSpec(final_snapshot_suffix=f"{started or utcnow():%Y%m%d%H%M%S}").model_dump(
             mode="json")
@@ -476,7 +519,6 @@ def _refuse_or_target(ws: Workspace, record: TenantRecord, tier: Tier, cell: str
     if not path.exists():
         raise InvalidInput(f"tenant {record.tenant_id!r} has no committed stack file ({path}): nothing to move from")
     spec = read_tenant(path).model_copy(update={"cell": record.cell})
-    refuse_workspaces(record, spec)
     if cell != record.cell:
         _refuse_cell(ws, record, spec, tier, cell)
     target = target_spec(spec, tier, cell=cell)
@@ -487,16 +529,6 @@ def _refuse_or_target(ws: Workspace, record: TenantRecord, tier: Tier, cell: str
     return target
 
 
-def refuse_workspaces(record: TenantRecord, spec: TenantSpec) -> None:
-    """A tenant with workspaces (applied or desired) is not moved: their schemas
-    live in the tenant's store and their prefixes beside its prefix, and the
-    copy carries neither yet, so the move would leave them behind."""
-    names = sorted(set(record.workspaces) | {w.name for w in spec.workspaces})
-    if names:
-        raise InvalidInput(f"tenant {record.tenant_id!r} has workspaces ({', '.join(names)}): a move does not carry "
-                           "workspaces yet, so it is refused before anything is created")
-
-
 def _refuse_cell(ws: Workspace, record: TenantRecord, spec: TenantSpec, tier: Tier, cell: str) -> None:
     """Why ``cell`` cannot take the tenant as ``tier`` (InvalidInput, exit 3); draining and
     full cells are refused when the slot is taken (exit 11)."""
@@ -505,9 +537,13 @@ def _refuse_cell(ws: Workspace, record: TenantRecord, spec: TenantSpec, tier: Ti
         raise InvalidInput(f"--cell {cell}: no such cell (`tenantctl cell list` shows them)")
     target, current = cells[cell], cells.get(record.cell) or ws.cell(record.cell)
     refused = f"tenant {record.tenant_id!r} cannot move to cell {cell!r}"
+    allowed = spec.allowed_regions
+    if target.region not in allowed:
+        raise InvalidInput(f"{refused}: it is in {target.region}, the tenant's data must stay in "
+                           f"{' or '.join(allowed)} (residency)")
     if target.region != record.region:
-        raise InvalidInput(f"{refused}: it is in {target.region}, the tenant's data must stay in {record.region} "
-                           f"(residency); besides, {NOT_BUILT}")
+        raise InvalidInput(f"{refused}: it is in {target.region}, which the tenant's residency allows, but "
+                           f"{NOT_BUILT}")
     if _account(ws, target) != _account(ws, current):
         raise InvalidInput(f"{refused}: it is in account {_account(ws, target)}, the tenant in "
                            f"{_account(ws, current)}; {NOT_BUILT}")

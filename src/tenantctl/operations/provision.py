@@ -84,13 +84,16 @@ class Applied(BaseModel):
     fingerprint: str
 
 
-def apply_spec(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None, refresh: bool = False) -> Applied:
+def apply_spec(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None, refresh: bool = False,
+               stack: str | None = None) -> Applied:
     """Write the tenant's stack file and apply it (the caller holds the tenant's
-    lock); ``refresh``: against the live state (drift is repaired)."""
-    write_tenant(ws.stacks_dir, spec)
+    lock); ``refresh``: against the live state (drift is repaired). ``stack``:
+    one of the tenant's stacks of another key generation (a move's target,
+    ``acme.k1``), else the one named by its id."""
+    write_tenant(ws.stacks_dir, spec, stack=stack)
     fingerprint = applied_hash(spec, ws.project_dir)  # of the program about to run, not one edited meanwhile
     with engine_step(f"provisioning {spec.id!r}"):
-        result = ws.engine.up(spec.id, on_event=on_event, refresh=refresh)
+        result = ws.engine.up(stack or spec.id, on_event=on_event, refresh=refresh)
         resources = TenantResources.model_validate(result.outputs)
     return Applied(resources=resources, result=result, fingerprint=fingerprint)
 

@@ -176,7 +176,7 @@ def refresh_tenant(ws: Workspace, record: TenantRecord, tagged: list[inventory.T
         result.note = "skipped: " + describe_lock(record.tenant_id, record.lock)
         return result
     with contained(result):
-        changes = ws.engine.refresh(record.tenant_id)
+        changes = ws.engine.refresh(record.current_stack)
         result.checked = len(changes.changes)
         result.resources = [c for c in changes.changes if c.op is not Op.same]
         found, result.note = orphans_of(ws, record, changes, tagged)

@@ -87,9 +87,11 @@ def measure_tenants(ws: Workspace, tenant_id: str | None, all_: bool, tier: Tier
     return records, [one(r) for r in records]
 
 
-def committed_specs(ws: Workspace, ids: list[str]) -> dict[str, TenantSpec]:
-    """Committed specs (instance class, storage, retention) where the stack file exists."""
-    return {i: read_tenant(stack_file(ws.stacks_dir, i)) for i in ids if stack_file(ws.stacks_dir, i).exists()}
+def committed_specs(ws: Workspace, records: list[TenantRecord]) -> dict[str, TenantSpec]:
+    """Committed specs (instance class, storage, retention) where the stack file
+    exists: each tenant's current stack, as its record names it."""
+    paths = {r.tenant_id: stack_file(ws.stacks_dir, r.current_stack) for r in records}
+    return {i: read_tenant(p) for i, p in paths.items() if p.exists()}
 
 
 def platform_spec(ws: Workspace, cell: str = DEFAULT_CELL) -> CellSpec:
@@ -161,7 +163,7 @@ def estimate_costs(ws: Workspace, prices: PriceTable, tenant_id: str | None = No
         placed = [(where, CostInputs(tenant_id="what-if", tier=tier or Tier.pooled))]
     else:
         records, usages = measure_tenants(ws, tenant_id, all_, tier, idle_days=idle_days, cell=cell)
-        specs = committed_specs(ws, [u.tenant_id for u in usages])
+        specs = committed_specs(ws, records)
         placed = []
         for record, usage in zip(records, usages, strict=True):
             inputs = cost_inputs(usage, specs.get(usage.tenant_id))
@@ -205,7 +207,6 @@ def write_html_report(ws: Workspace, prices: PriceTable, out: Path, idle_days: i
     read is passed to ``on_drill_error`` and the page shows no drills rather than
     none of the usage and cost. Returns the path written and the report's data."""
     records, usages = measure_tenants(ws, None, True, None, idle_days)
-    ids = [u.tenant_id for u in usages]
     try:
         drills = {}
         clients = per_place(ws)
@@ -215,5 +216,5 @@ def write_html_report(ws: Workspace, prices: PriceTable, out: Path, idle_days: i
         if on_drill_error is not None:
             on_drill_error(exc)
         drills = None
-    data = build_report(usages, committed_specs(ws, ids), prices, platform_spec(ws), idle_days, drills)
+    data = build_report(usages, committed_specs(ws, records), prices, platform_spec(ws), idle_days, drills)
     return write_report(data, out), data

@@ -69,7 +69,7 @@ def _serving(record: TenantRecord) -> None:
                            "removed from an active or suspended tenant only")
     if record.move is not None:
         raise InvalidInput(f"tenant {record.tenant_id!r} has a move open ({record.move.phase.value}): finish or roll "
-                           "it back first (a move does not carry workspaces yet)")
+                           "it back first (the move carries the workspaces it started with)")
 
 
 def _with(spec: TenantSpec, workspaces: list[WorkspaceSpec]) -> TenantSpec:
