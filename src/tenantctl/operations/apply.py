@@ -139,12 +139,22 @@ def matches(tenant_id: str, patterns: Sequence[str]) -> bool:
     return not patterns or any(fnmatch.fnmatchcase(tenant_id, p) for p in patterns)
 
 
+def _rebuild_owed(record: TenantRecord) -> bool:
+    """A search index rebuild a provision put off (failed, or the tenant was not
+    serving) that can run now: the tenant is updated to run it."""
+    from tenantctl.operations.reindex import can_rebuild
+
+    return record.search_rebuild_due and can_rebuild(record)
+
+
 def _update_reason(record: TenantRecord) -> str:
     if record.status not in SETTLED:
         why = f"registry status {record.status.value}"
         return why + (f" (last error: {record.last_error})" if record.last_error else "")
     if not record.spec_hash:
         return "no fingerprint recorded"
+    if _rebuild_owed(record):
+        return "search index rebuild due after a schema upgrade"
     return "spec or program changed since the last apply"
 
 
@@ -185,7 +195,8 @@ def plan(ws: Workspace, shard: tuple[int, int], records: dict[str, TenantRecord]
                                         error=f"the stack file names cell {spec.cell!r}, the tenant lives in "
                                               f"{record.cell!r}: tenants do not change cells in place",
                                         reason="cell changed"))
-        elif record.status in SETTLED and record.spec_hash == applied_hash(spec, ws.project_dir, fingerprint):
+        elif (record.status in SETTLED and not _rebuild_owed(record)
+              and record.spec_hash == applied_hash(spec, ws.project_dir, fingerprint)):
             results.append(TenantResult(tenant_id=tenant_id, action=Action.unchanged))
         else:
             results.append(TenantResult(tenant_id=tenant_id, action=Action.update, reason=_update_reason(record)))

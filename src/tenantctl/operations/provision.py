@@ -156,6 +156,12 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
                         _give_back(registry, placement, spec)
                 # Refused during the up (CrossGuard): resources may exist, the record, file and slot stay.
                 raise
+            # A store that may hold items (a new tenant's holds none) whose schema template the up
+            # re-ran: one of the earlier index layout lost its postings there. Recorded at once, so
+            # that a run failing from here on still leaves the rebuild owed.
+            if current is not None and current.resources is not None and any(
+                    c.ran_schema_template for c in applied.result.changes.changes):
+                held.record = registry.save(held.record, search_rebuild_due=True)
             orphans = remove_orphans(ws, held.record, applied.result.changes, tagged) if repair else []
             phase(on_event, spec.id, "recording the tenant active, checking its isolation posture")
             held.record = activate(ws, held.record, spec, applied)
@@ -163,12 +169,11 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
         if not reserved:  # refused by the registry (locked, tombstoned, unreachable): nothing was created
             _give_back(registry, placement, spec)
         raise
-    if current is not None and current.resources is not None:  # a new store holds no items yet
-        # The template just re-ran: a store of the earlier index layout lost its postings there.
+    if held.record.search_rebuild_due:  # this up's, or one a failure or a suspension put off
         from tenantctl.operations.reindex import rebuild_unindexed
 
         phase(on_event, spec.id, "rebuilding the search index of items the schema upgrade left unindexed")
-        rebuild_unindexed(ws, spec.id)
+        held.record, _ = rebuild_unindexed(ws, held.record)
     return held.record, Provisioned.model_validate({**applied.result.model_dump(), "orphans": orphans})
 
 
