@@ -199,6 +199,10 @@ class TenantRecord(BaseModel):
     move: TenantMove | None = None
     # The tenant's Pulumi stack; None: the one named by its id (key generation 0).
     stack: str | None = None
+    # The schema template re-ran over the tenant's stores and the search index of
+    # the items it may have left unindexed is not rebuilt yet (the rebuild failed,
+    # or the tenant was not serving): the next provision rebuilds it.
+    search_rebuild_due: bool = False
 
     @property
     def current_stack(self) -> str:

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from tenantctl.errors import InvalidInput
 from tenantctl.files import write_atomic
-from tenantctl.models import CellSpec, TenantSpec, describe_validation_error
+from tenantctl.models import CellSpec, TenantRecord, TenantSpec, describe_validation_error
 from tenantctl.naming import CELL_STACK_PREFIX, DEFAULT_CELL, cell_of_stack, cell_stack, require_valid, stack_tenant
 
 Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -34,6 +34,13 @@ SESSION_NAME = "tenantctl"
 
 def stack_file(stacks_dir: Path, stack: str) -> Path:
     return stacks_dir / f"Pulumi.{stack}.yaml"
+
+
+def stack_of(tenant_id: str, record: TenantRecord | None) -> str:
+    """The stack a per-tenant operation runs on: the one the tenant's record
+    names (``acme.k1`` once a move to another account or region finished), its
+    id for a tenant not in the registry yet."""
+    return record.current_stack if record is not None else tenant_id
 
 
 def load_yaml(text: str) -> Any:

@@ -116,6 +116,13 @@ DB_TAMPERING = [
     pytest.param("CREATE POLICY ck_open ON {schema}.conversations USING (true)",
                  "DROP POLICY ck_open ON {schema}.conversations", {"rls-policy", "fail-closed", "rls-lints"},
                  id="open-policy"),
+    # A table whose read errors without the setting (closed) hides no other table's rows: an
+    # open read policy on conversations is still found.
+    pytest.param("CREATE POLICY ck_err ON {schema}.messages FOR SELECT "
+                 "USING (1 / length(coalesce(current_setting('app.tenant_id', true), '')) < 0); "
+                 "CREATE POLICY ck_open ON {schema}.conversations FOR SELECT USING (true)",
+                 "DROP POLICY ck_err ON {schema}.messages; DROP POLICY ck_open ON {schema}.conversations",
+                 {"rls-policy", "fail-closed", "rls-lints"}, id="erroring-table-beside-open-policy"),
     pytest.param("CREATE SCHEMA tenant_ck_other; GRANT USAGE ON SCHEMA tenant_ck_other TO {role}",
                  "DROP SCHEMA tenant_ck_other", {"no-foreign-schema-access"}, id="foreign-schema"),
     # PUBLIC's defaults given back on the maintenance database; TEMP to the role on its own.

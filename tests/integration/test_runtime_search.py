@@ -34,6 +34,8 @@ from tenantctl.drills.models import Target, Verdict
 from tenantctl.drills.restore import cleanup, restore
 from tenantctl.drills.run import drill
 from tenantctl.drills.verify import verify
+from tenantctl.engines.base import Op
+from tenantctl.models import TenantRecord
 from tenantctl.operations.provision import provision
 from tenantctl.stackconfig import read_tenant
 from tenantctl.tenant_schema_sql import schema_script
@@ -464,3 +466,46 @@ def test_a_store_of_the_posting_layout_is_upgraded_and_rebuilt(runtime, runtime_
     assert runtime.store.reindex(a, if_unindexed=True).documents == len(CORPUS)
     assert runtime.store.reindex(a, if_unindexed=True) is None  # nothing left unindexed: no new key
     upgraded_and_answering()
+
+
+def test_the_rebuild_runs_only_after_an_up_that_re_ran_the_schema_template(runtime_env, corpus, workspace,
+                                                                          monkeypatch):
+    """The layout migration costs a Secrets Manager read, a store login and a
+    count per store: an apply that leaves the schema alone (a tag) skips it;
+    one whose up re-runs the template (RLS switched off out of band, repaired)
+    runs it on the record provision holds. A rebuild that fails stays owed in
+    the record, and the next provision runs it though its up re-runs nothing."""
+    from tenantctl.errors import TargetUnavailable
+    from tenantctl.operations import reindex
+
+    a, _ = corpus
+    logins: list[TenantRecord] = []
+    fail = []
+    real = reindex._tenant_store
+
+    def counted(ws, record):
+        logins.append(record)
+        if fail:
+            raise TargetUnavailable(fail.pop())
+        return real(ws, record)
+
+    monkeypatch.setattr(reindex, "_tenant_store", counted)
+    spec = read_tenant(workspace.stacks_dir / f"Pulumi.{a.tenant_id}.yaml")
+    _, up = provision(workspace, spec.model_copy(update={"owner": f"{spec.owner}-retagged"}))
+    assert up.changes.count(Op.update) and not any(c.ran_schema_template for c in up.changes.changes)
+    assert logins == []
+
+    store = runtime_env.record("a").resources.store
+    with runtime_env.admin(store.database) as conn:
+        conn.execute(sql.SQL("ALTER TABLE {} NO FORCE ROW LEVEL SECURITY").format(
+            sql.Identifier(store.schema_name, "documents")))
+    fail.append("the store is down")
+    with pytest.raises(TargetUnavailable, match="could not be rebuilt"):
+        provision(workspace, spec, refresh=True)
+    assert len(logins) == 1 and logins[0].search_rebuild_due  # the held record, recorded as owing it
+    assert workspace.registry.require(a.tenant_id).search_rebuild_due
+
+    held, up = provision(workspace, spec)  # nothing left to change: the owed rebuild runs anyway
+    assert not any(c.ran_schema_template for c in up.changes.changes)
+    assert len(logins) == 2 and not held.search_rebuild_due
+    assert not workspace.registry.require(a.tenant_id).search_rebuild_due

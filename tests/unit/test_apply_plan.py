@@ -294,3 +294,23 @@ def test_the_engine_prepares_once_before_the_worker_pool(ws, monkeypatch):
     monkeypatch.setattr(apply_op, "run_pool", lambda todo, *args, **kw: order.append(f"pool of {len(todo)}"))
     apply_op.apply(ws, preview=True, parallel=2)
     assert order == ["prepare", "pool of 2"]
+
+
+def test_a_search_rebuild_put_off_makes_the_tenant_an_update_once_it_can_run(ws):
+    """A provision whose rebuild failed (or found the tenant suspended) left it
+    owed: the next apply runs it, without re-applying a suspended tenant every time."""
+    from runtime_fixtures import record as applied
+
+    resources = applied("owed").resources
+    for tenant_id in ("owed", "asleep", "done"):
+        write_tenant(ws.stacks_dir, TenantSpec(id=tenant_id))
+    records = {
+        "owed": record(TenantSpec(id="owed"), project=ws.project_dir, resources=resources, search_rebuild_due=True),
+        "asleep": record(TenantSpec(id="asleep"), TenantStatus.suspended, project=ws.project_dir,
+                         resources=resources, search_rebuild_due=True),
+        "done": record(TenantSpec(id="done"), project=ws.project_dir, resources=resources),
+    }
+    got = {r.tenant_id: r for r in plan(ws, (1, 1), records)}
+    assert {t: r.action for t, r in got.items()} == {
+        "owed": Action.update, "asleep": Action.unchanged, "done": Action.unchanged}
+    assert got["owed"].reason == "search index rebuild due after a schema upgrade"

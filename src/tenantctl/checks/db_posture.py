@@ -31,7 +31,10 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from functools import cached_property
+from typing import Any, NamedTuple
+
+from psycopg import sql
 
 from tenantctl.checks.results import CheckResult, run_connected
 
@@ -73,7 +76,19 @@ def connect_as_tenant(record: Any, clients: Callable[..., Any]) -> Any:
                            autocommit=True)
 
 
+class _Table(NamedTuple):
+    oid: int
+    name: str
+    rls: bool
+    forced: bool
+    has_tenant_column: bool
+
+
 class _DbChecks:
+    """Each catalog is read once per concern, every row the checks of that
+    concern need in one round trip, and judged here: the checks run back to
+    back on one connection, so a read is shared by the checks that use it."""
+
     def __init__(self, conn: Any, record: Any, row_key: str | None = None) -> None:
         self.conn = conn
         self.tenant_id = row_key or record.tenant_id  # a workspace's rows carry its key
@@ -86,17 +101,35 @@ class _DbChecks:
     def all(self, query: str, *params: Any) -> list:
         return self.conn.execute(query, params).fetchall()
 
-    def _attrs(self) -> tuple:
-        row = self.one("SELECT rolsuper, rolbypassrls, rolcreaterole, rolcreatedb, rolreplication "
-                       "FROM pg_roles WHERE rolname = %s", self.role)
+    @cached_property
+    def _role_facts(self) -> tuple:
+        """(superuser, bypassrls, createrole, createdb, replication, [what it owns], [roles it is a member of])."""
+        row = self.one(
+            "SELECT r.rolsuper, r.rolbypassrls, r.rolcreaterole, r.rolcreatedb, r.rolreplication, "
+            "ARRAY(SELECT 'schema ' || nspname FROM pg_namespace WHERE nspowner = r.oid ORDER BY 1) "
+            "|| ARRAY(SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE c.relowner = r.oid ORDER BY n.nspname, c.relname) "
+            "|| ARRAY(SELECT 'function ' || proname FROM pg_proc WHERE proowner = r.oid ORDER BY 1), "
+            "ARRAY(SELECT g.rolname::text FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
+            "WHERE m.member = r.oid ORDER BY 1) "
+            "FROM pg_roles r WHERE r.rolname = %s", self.role)
         if row is None:
             raise LookupError(f"role {self.role!r} does not exist")
         return row
 
-    def tables(self) -> list[tuple[int, str, bool, bool]]:
-        return self.all("SELECT c.oid, c.relname, c.relrowsecurity, c.relforcerowsecurity FROM pg_class c "
-                        "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') ORDER BY c.relname", self.schema)
+    def _attrs(self) -> tuple:
+        return self._role_facts[:5]
+
+    @cached_property
+    def _tables(self) -> list[_Table]:
+        return [_Table(*row) for row in self.all(
+            "SELECT c.oid, c.relname, c.relrowsecurity, c.relforcerowsecurity, EXISTS (SELECT 1 FROM pg_attribute a "
+            "WHERE a.attrelid = c.oid AND a.attname = %s AND NOT a.attisdropped) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') ORDER BY c.relname", TENANT_COLUMN, self.schema)]
+
+    def tables(self) -> list[_Table]:
+        return self._tables
 
     # -- role ----------------------------------------------------------------------------
     def role_not_superuser(self) -> tuple[bool, str]:
@@ -113,20 +146,11 @@ class _DbChecks:
         return not found, f"{self.role} has {', '.join(found)}" if found else "no CREATEROLE/CREATEDB/REPLICATION"
 
     def role_owns_nothing(self) -> tuple[bool, str]:
-        owned = [f"schema {r[0]}" for r in self.all(
-            "SELECT nspname FROM pg_namespace WHERE nspowner = (SELECT oid FROM pg_roles WHERE rolname = %s)",
-            self.role)]
-        owned += [f"{r[0]}.{r[1]}" for r in self.all(
-            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE c.relowner = (SELECT oid FROM pg_roles WHERE rolname = %s) ORDER BY 1, 2", self.role)]
-        owned += [f"function {r[0]}" for r in self.all(
-            "SELECT proname FROM pg_proc WHERE proowner = (SELECT oid FROM pg_roles WHERE rolname = %s)", self.role)]
+        owned = self._role_facts[5]
         return not owned, f"{self.role} owns {', '.join(owned)}" if owned else f"{self.role} owns no object"
 
     def role_no_memberships(self) -> tuple[bool, str]:
-        granted = [r[0] for r in self.all(
-            "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
-            "JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = %s ORDER BY 1", self.role)]
+        granted = self._role_facts[6]
         return not granted, f"{self.role} is a member of {', '.join(granted)}" if granted else "no role memberships"
 
     # -- tables ---------------------------------------------------------------------------
@@ -146,23 +170,25 @@ class _DbChecks:
         return self._per_table(3, "FORCE ROW LEVEL SECURITY")
 
     def rls_policy(self) -> tuple[bool, str]:
+        tables = self.tables()
+        policies: dict[int, list[tuple]] = {t.oid: [] for t in tables}
+        for relid, *policy in self.all(
+                "SELECT polrelid, polname, polcmd, polpermissive, pg_get_expr(polqual, polrelid), "
+                "pg_get_expr(polwithcheck, polrelid) FROM pg_policy WHERE polrelid = ANY(%s)", [t.oid for t in tables]):
+            policies[relid].append(policy)
         problems = []
-        for oid, name, _, _ in self.tables():
-            policies = self.all("SELECT polname, polcmd, polpermissive, pg_get_expr(polqual, polrelid), "
-                                "pg_get_expr(polwithcheck, polrelid) FROM pg_policy WHERE polrelid = %s", oid)
-            keyed = [p for p in policies if p[1] == "*" and SETTING in (p[3] or "")
+        for table in tables:
+            keyed = [p for p in policies[table.oid] if p[1] == "*" and SETTING in (p[3] or "")
                      and (p[4] is None or SETTING in p[4])]
             if not keyed:
-                problems.append(f"{name}: no policy on {SETTING} for all commands")
-            for p in policies:
+                problems.append(f"{table.name}: no policy on {SETTING} for all commands")
+            for p in policies[table.oid]:
                 if p[2] and SETTING not in (p[3] or "") and p[1] in ("*", "r"):
-                    problems.append(f"{name}: permissive policy {p[0]} not keyed on {SETTING}")
+                    problems.append(f"{table.name}: permissive policy {p[0]} not keyed on {SETTING}")
         return not problems, "; ".join(problems) or f"every table filtered on {SETTING}"
 
     def unique_keys_include_tenant(self) -> tuple[bool, str]:
-        problems = [f"{t[1]} has no {TENANT_COLUMN} column" for t in self.tables() if self.one(
-            "SELECT 1 FROM pg_attribute WHERE attrelid = %s AND attname = %s AND NOT attisdropped",
-            t[0], TENANT_COLUMN) is None]
+        problems = [f"{t.name} has no {TENANT_COLUMN} column" for t in self.tables() if not t.has_tenant_column]
         rows = self.all(
             "SELECT c.relname, i.relname, ix.indkey::int2[], a.attnum FROM pg_index ix "
             "JOIN pg_class c ON c.oid = ix.indrelid JOIN pg_class i ON i.oid = ix.indexrelid "
@@ -185,15 +211,15 @@ class _DbChecks:
         rows = self.all(
             "SELECT datname, has_database_privilege('public', oid, 'CONNECT'), "
             "has_database_privilege('public', oid, 'TEMPORARY'), has_database_privilege(%s, oid, 'CONNECT'), "
-            "has_database_privilege(%s, oid, 'TEMPORARY') FROM pg_database "
+            "has_database_privilege(%s, oid, 'TEMPORARY'), current_database() FROM pg_database "
             "WHERE datname IN (current_database(), %s) ORDER BY datname", self.role, self.role, MAINTENANCE_DATABASE)
         problems = []
-        for name, public_connect, public_temp, connect, temp in rows:
+        for name, public_connect, public_temp, connect, temp, here in rows:
             problems += [f"PUBLIC has {p} on {name}" for p, v in (("CONNECT", public_connect),
                                                                    ("TEMPORARY", public_temp)) if v]
             if temp:
                 problems.append(f"{self.role} may create temporary tables in {name}")
-            if connect and name == MAINTENANCE_DATABASE and self.one("SELECT current_database()")[0] != name:
+            if connect and name == MAINTENANCE_DATABASE and here != name:
                 problems.append(f"{self.role} may connect to {name}")
         return not problems, "; ".join(problems) or (
             f"PUBLIC has no CONNECT/TEMPORARY on {', '.join(r[0] for r in rows)}; {self.role}: CONNECT here only")
@@ -206,10 +232,8 @@ class _DbChecks:
 
     # -- behaviour ---------------------------------------------------------------------------
     def fail_closed(self) -> tuple[bool, str]:
-        from psycopg import sql
-
         canary = f"tenantctl-check-{uuid.uuid4().hex[:12]}"
-        tables = [t[1] for t in self.tables()]
+        tables = [t.name for t in self.tables()]
         if not tables:
             return False, f"no tables in schema {self.schema}"
         problems: list[str] = []
@@ -217,22 +241,9 @@ class _DbChecks:
         try:
             with self.conn.transaction(force_rollback=True):
                 self.conn.execute("SELECT set_config(%s, %s, true)", (SETTING, self.tenant_id))
-                planted = []
-                for table in tables:
-                    if table in CANARIES:
-                        columns, params = CANARIES[table]
-                        self.conn.execute(sql.SQL("INSERT INTO {}.{} ").format(
-                            sql.Identifier(self.schema), sql.Identifier(table)) + sql.SQL(columns),
-                            tuple(p.format(id=canary) for p in params))
-                        planted.append(table)
+                planted = self._plant(canary, [t for t in tables if t in CANARIES])
                 self.conn.execute(f"RESET {SETTING}")  # as in a session that never set it
-                for table in tables:
-                    try:
-                        with self.conn.transaction():
-                            seen = self.conn.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(
-                                sql.Identifier(self.schema), sql.Identifier(table))).fetchone()[0]
-                    except Exception:  # noqa: BLE001 - an error is closed too
-                        continue
+                for table, seen in self._unset_counts(tables).items():
                     if seen:
                         problems.append(f"{table}: {seen} rows visible without {SETTING}")
                 try:
@@ -245,9 +256,7 @@ class _DbChecks:
                 except Exception:  # noqa: BLE001 - refused: closed
                     pass
                 self.conn.execute("SELECT set_config(%s, %s, true)", (SETTING, self.tenant_id))
-                for table in planted:
-                    seen = self.conn.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(
-                        sql.Identifier(self.schema), sql.Identifier(table))).fetchone()[0]
+                for table, seen in zip(planted, self._counts(planted), strict=True):
                     if not seen:
                         problems.append(f"{table}: canary invisible with {SETTING} set (probe inconclusive)")
         finally:
@@ -255,6 +264,47 @@ class _DbChecks:
         detail = (f"without {SETTING}: 0 rows in {len(tables)} tables, insert refused; "
                   f"canaries visible to {self.tenant_id}; rolled back")
         return not problems, "; ".join(problems) or detail
+
+    def _plant(self, canary: str, tables: list[str]) -> list[str]:
+        """A canary row in each of ``tables``, in one statement (data-modifying CTEs;
+        the foreign keys are checked at its end, so a summary may name the
+        conversation planted beside it). Returns the tables planted."""
+        if not tables:
+            return []
+        inserts, params = [], []
+        for i, table in enumerate(tables):
+            columns, values = CANARIES[table]
+            inserts.append(sql.SQL("{} AS (INSERT INTO {}.{} ").format(
+                sql.Identifier(f"c{i}"), sql.Identifier(self.schema), sql.Identifier(table)) + sql.SQL(columns + ")"))
+            params += [p.format(id=canary) for p in values]
+        self.conn.execute(sql.SQL("WITH ") + sql.SQL(", ").join(inserts) + sql.SQL(" SELECT 1"), params)
+        return tables
+
+    def _counts(self, tables: list[str]) -> list[int]:
+        """The rows the role sees in each table, in one statement."""
+        if not tables:
+            return []
+        counts = sql.SQL(", ").join(sql.SQL("(SELECT count(*) FROM {})").format(sql.Identifier(self.schema, t))
+                                    for t in tables)
+        return list(self.conn.execute(sql.SQL("SELECT ") + counts).fetchone())
+
+    def _unset_counts(self, tables: list[str]) -> dict[str, int]:
+        """The rows visible in each table without the setting; a table whose read
+        errors is closed (0). All in one statement; when that errors, table by
+        table, so one table's error hides no other's rows."""
+        try:
+            with self.conn.transaction():
+                return dict(zip(tables, self._counts(tables), strict=True))
+        except Exception:  # noqa: BLE001 - some table refused the read: find which
+            pass
+        seen = {}
+        for table in tables:
+            try:
+                with self.conn.transaction():
+                    seen[table] = self._counts([table])[0]
+            except Exception:  # noqa: BLE001 - an error is closed too
+                seen[table] = 0
+        return seen
 
 
 def database_checks(record: Any, clients: Callable[..., Any], row_key: str | None = None,

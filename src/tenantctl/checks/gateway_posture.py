@@ -18,6 +18,7 @@ from the platform's gateway secret, as the runtime logs in.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -91,7 +92,6 @@ class _GatewayChecks:
         return not problems, "; ".join(problems) or "no privilege on any tenant schema or table as itself"
 
     def gateway_reads_nothing(self) -> tuple[bool, str]:
-        import psycopg
         from psycopg import sql
 
         tables = [r[0] for r in self.all(
@@ -99,18 +99,27 @@ class _GatewayChecks:
             "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') ORDER BY 1", self.schema)]
         if not tables:
             return False, f"no tables in schema {self.schema} (probe inconclusive)"
-        allowed: list[str] = []
-        for table in tables:
-            name = sql.Identifier(self.schema, table)
-            for verb, statement in (("read", sql.SQL("SELECT count(*) FROM {}").format(name)),
-                                    ("delete from", sql.SQL("DELETE FROM {}").format(name))):
-                try:
-                    with self.conn.transaction(force_rollback=True):
-                        self.conn.execute("SELECT set_config('app.tenant_id', %s, true)", (self.tenant_id,))
-                        self.conn.execute(statement)
-                    allowed.append(f"{verb} {table}")
-                except psycopg.errors.InsufficientPrivilege:
-                    pass  # refused: what must happen
+        # Every probe in one round trip: a block runs each read and write as the gateway (a DO
+        # block has its caller's rights) in a subtransaction of its own, so a refusal ends only
+        # that probe; any error but a refusal fails the block (the check errors). What went
+        # through is passed back in a transaction-local setting; the whole is rolled back.
+        probes = [(f"{verb} {table}", sql.SQL(f"{statement} {{}}").format(sql.Identifier(self.schema, table)))
+                  for table in tables for verb, statement in (("read", "SELECT count(*) FROM"),
+                                                              ("delete from", "DELETE FROM"))]
+        body = sql.SQL(" ").join(
+            sql.SQL("BEGIN EXECUTE {}; allowed := array_append(allowed, {}::text); "
+                    "EXCEPTION WHEN insufficient_privilege THEN NULL; END;").format(
+                sql.Literal(statement.as_string(self.conn)), sql.Literal(what))
+            for what, statement in probes)
+        tag = sql.SQL(f"$probe{uuid.uuid4().hex}$")  # no name inside can close the block early
+        block = sql.SQL("DO {} DECLARE allowed text[] := '{{}}'; BEGIN "
+                        "PERFORM set_config('app.tenant_id', {}, true); {} "
+                        "PERFORM set_config('tenantctl.allowed', array_to_string(allowed, ','), true); "
+                        "END {}").format(tag, sql.Literal(self.tenant_id), body, tag)
+        with self.conn.transaction(force_rollback=True):
+            self.conn.execute(block)
+            allowed = [a for a in self.conn.execute("SELECT current_setting('tenantctl.allowed')").fetchone()[0]
+                       .split(",") if a]
         return not allowed, (f"as itself the gateway could {', '.join(allowed)}" if allowed else
                              f"as itself the gateway is refused every read and write of {len(tables)} tables")
 

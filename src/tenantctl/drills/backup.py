@@ -55,14 +55,15 @@ def require_usable_key(kms: Any, record: TenantRecord) -> None:
         raise KeyUnusable(f"tenant {record.tenant_id!r}: KMS key {record.resources.kms_key_arn} is {state}")
 
 
-def committed_spec(ctx: DrillContext, tenant_id: str) -> dict[str, Any] | None:
-    """The tenant's committed stack spec, when the context has a workspace."""
+def committed_spec(ctx: DrillContext, record: TenantRecord) -> dict[str, Any] | None:
+    """The tenant's committed stack spec (of the stack its record names), when
+    the context has a workspace."""
     ws = ctx.workspace
     if ws is None:
         return None
     from tenantctl.stackconfig import read_tenant, stack_file
 
-    path = stack_file(ws.stacks_dir, tenant_id)
+    path = stack_file(ws.stacks_dir, record.current_stack)
     return read_tenant(path).model_dump(mode="json") if path.exists() else None
 
 
@@ -82,7 +83,7 @@ def backup(ctx: DrillContext, record: TenantRecord, reason: BackupReason = "manu
                            "(its backups can still be restored)")
     require_usable_key(ctx.kms, record)
     kind = backup_kind(record, ctx)
-    extra = {"reason": reason, "spec": committed_spec(ctx, record.tenant_id), "workspace": ctx.scope}
+    extra = {"reason": reason, "spec": committed_spec(ctx, record), "workspace": ctx.scope}
     if kind == "rds-snapshot":
         from tenantctl.drills.rds import snapshot_backup
 

@@ -134,7 +134,8 @@ def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = No
             from tenantctl.operations.reindex import rebuild_unindexed
 
             step("rebuilding the search index of items the backup did not index")
-            for name, done in rebuild_unindexed(ctx.workspace, record.tenant_id).items():
+            restored = ctx.workspace.registry.require(record.tenant_id)  # a revive gave it new resources
+            for name, done in rebuild_unindexed(ctx.workspace, restored)[1].items():
                 report.notes.append(f"search index of {f'workspace {name}' if name else 'the tenant'} rebuilt "
                                     f"(the backup was of the earlier layout): {done.documents} documents, "
                                     f"{done.summaries} summaries under search key {done.key_version}")

@@ -40,6 +40,9 @@ DATA_BEARING_TYPES = frozenset({
 })
 # A dynamic resource under the tenant's database component is its schema (its tables, its rows).
 DATA_BEARING_PARENTS = ("tenantctl:database:TenantDatabase$pulumi-python:dynamic:Resource",)
+# The dynamic resources that run the schema template (templates/tenant_schema.sql.j2) when
+# made, updated or replaced: the tenant's schema and each workspace's.
+SCHEMA_PARENTS = (*DATA_BEARING_PARENTS, "tenantctl:workspace:TenantWorkspace$pulumi-python:dynamic:Resource")
 
 
 class ResourceChange(BaseModel):
@@ -61,6 +64,11 @@ class ResourceChange(BaseModel):
     @property
     def loses_data(self) -> bool:
         return self.data_bearing and self.op in (Op.replace, Op.delete)
+
+    @property
+    def ran_schema_template(self) -> bool:
+        """A step of an up that ran a store's schema template (a schema made, updated or replaced)."""
+        return self.op in (Op.create, Op.update, Op.replace) and any(p in self.urn for p in SCHEMA_PARENTS)
 
 
 class ChangeSet(BaseModel):

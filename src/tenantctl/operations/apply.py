@@ -42,7 +42,7 @@ from tenantctl.models import TenantRecord, TenantStatus
 from tenantctl.naming import DEFAULT_CELL, broken_rule, forget_hint, require_valid
 from tenantctl.operations.refresh import Orphan, refresh_many
 from tenantctl.registry import refusal
-from tenantctl.stackconfig import read_tenant, tenant_stack_files, write_tenant
+from tenantctl.stackconfig import read_tenant, stack_file, stack_of, tenant_stack_files, write_tenant
 from tenantctl.workspace import Workspace
 
 
@@ -139,12 +139,22 @@ def matches(tenant_id: str, patterns: Sequence[str]) -> bool:
     return not patterns or any(fnmatch.fnmatchcase(tenant_id, p) for p in patterns)
 
 
+def _rebuild_owed(record: TenantRecord) -> bool:
+    """A search index rebuild a provision put off (failed, or the tenant was not
+    serving) that can run now: the tenant is updated to run it."""
+    from tenantctl.operations.reindex import can_rebuild
+
+    return record.search_rebuild_due and can_rebuild(record)
+
+
 def _update_reason(record: TenantRecord) -> str:
     if record.status not in SETTLED:
         why = f"registry status {record.status.value}"
         return why + (f" (last error: {record.last_error})" if record.last_error else "")
     if not record.spec_hash:
         return "no fingerprint recorded"
+    if _rebuild_owed(record):
+        return "search index rebuild due after a schema upgrade"
     return "spec or program changed since the last apply"
 
 
@@ -185,7 +195,8 @@ def plan(ws: Workspace, shard: tuple[int, int], records: dict[str, TenantRecord]
                                         error=f"the stack file names cell {spec.cell!r}, the tenant lives in "
                                               f"{record.cell!r}: tenants do not change cells in place",
                                         reason="cell changed"))
-        elif record.status in SETTLED and record.spec_hash == applied_hash(spec, ws.project_dir, fingerprint):
+        elif (record.status in SETTLED and not _rebuild_owed(record)
+              and record.spec_hash == applied_hash(spec, ws.project_dir, fingerprint)):
             results.append(TenantResult(tenant_id=tenant_id, action=Action.unchanged))
         else:
             results.append(TenantResult(tenant_id=tenant_id, action=Action.update, reason=_update_reason(record)))
@@ -209,21 +220,21 @@ def _steps(changes: list[ResourceChange]) -> list[ResourceChange]:
     return [c for c in changes if c.op is not Op.same]
 
 
-def _preview_one(ws: Workspace, tenant_id: str, action: Action, refresh: bool, result: TenantResult) -> None:
+def _preview_one(ws: Workspace, stack: str, action: Action, refresh: bool, result: TenantResult) -> None:
     from tenantctl import preflight
 
     if action is Action.prune:
         try:
-            result.resources = ws.engine.preview_destroy(tenant_id).changes
+            result.resources = ws.engine.preview_destroy(stack).changes
         except NotImplementedError:
             pass
         result.changes = {Op.delete.value: len(result.resources)} if result.resources else {}
         return
     # What provision would refuse before its engine runs (the engine's preview runs the policy gate).
-    spec = read_tenant(ws.stacks_dir / f"Pulumi.{tenant_id}.yaml")
+    spec = read_tenant(stack_file(ws.stacks_dir, stack))
     cell = spec.cell or DEFAULT_CELL  # pinned from its record for an existing tenant
     preflight.check(spec, ws.cell_outputs(cell), ws.cell_clients(cell))
-    changes = ws.engine.preview(tenant_id, refresh=refresh and action is not Action.create)
+    changes = ws.engine.preview(stack, refresh=refresh and action is not Action.create)
     result.changes, result.resources = changes.summary(), _steps(changes.changes)
 
 
@@ -234,32 +245,31 @@ def _apply_one(ws: Workspace, tenant_id: str, action: Action, preview: bool, ref
     started = time.monotonic()
     result = TenantResult(tenant_id=tenant_id, action=action)
     with contained(result):  # one tenant's failure never stops the others
+        record = ws.registry.get(tenant_id)
+        stack = stack_of(tenant_id, record)  # the one the plan read (a finished move's `acme.k1`)
         if preview:
             if action is not Action.prune:
-                _pin_cell(ws, tenant_id)
-            _preview_one(ws, tenant_id, action, refresh, result)
+                _pin_cell(ws, stack, record)
+            _preview_one(ws, stack, action, refresh, result)
         elif action is Action.prune:
             _, changes, _ = deprovision(ws, tenant_id)
             result.changes, result.resources = changes.summary(), _steps(changes.changes)
         else:
-            spec = read_tenant(ws.stacks_dir / f"Pulumi.{tenant_id}.yaml")
-            _, up = provision(ws, spec, refresh=refresh)
+            _, up = provision(ws, read_tenant(stack_file(ws.stacks_dir, stack)), refresh=refresh)
             result.changes, result.resources = up.changes.summary(), _steps(up.changes.changes)
             result.drift, result.orphans = up.drift, up.orphans
     result.seconds = round(time.monotonic() - started, 3)
     return result
 
 
-def _pin_cell(ws: Workspace, tenant_id: str) -> None:
+def _pin_cell(ws: Workspace, stack: str, record: TenantRecord | None) -> None:
     """Before previewing an existing tenant, name its cell in its stack file
     when the committed file does not (placement wrote it on the machine that
     provisioned it; CI may not have committed it back): the preview must run
     against the tenant's own cell and account, as its up will."""
-    path = ws.stacks_dir / f"Pulumi.{tenant_id}.yaml"
-    spec = read_tenant(path)
-    record = ws.registry.get(tenant_id) if spec.cell is None else None
-    if record is not None:
-        write_tenant(ws.stacks_dir, spec.model_copy(update={"cell": record.cell}))
+    spec = read_tenant(stack_file(ws.stacks_dir, stack))
+    if record is not None and spec.cell is None:
+        write_tenant(ws.stacks_dir, spec.model_copy(update={"cell": record.cell}), stack=stack)
 
 
 _WORKSPACES: dict[tuple[str, str, bool], Workspace] = {}

@@ -62,30 +62,29 @@ def what_goes(record: TenantRecord, purge_data: bool, final_backup: bool) -> lis
          for name, w in sorted(res.workspaces.items())]
 
 
-def planned(ws: Workspace, tenant_id: str) -> ChangeSet:
+def planned(ws: Workspace, record: TenantRecord) -> ChangeSet:
     """What a deprovision would delete, for its confirmation: each resource the
     engine's state knows; the registry record's resources when the engine
     cannot say (the data-bearing ones flagged either way)."""
     try:
-        return ws.engine.preview_destroy(tenant_id)
+        return ws.engine.preview_destroy(record.current_stack)
     except NotImplementedError:
         pass
-    record = ws.registry.require(tenant_id)
-    res = record.resources
+    tenant_id, res = record.tenant_id, record.resources
     if res is None:
-        return ChangeSet(stack=tenant_id)
+        return ChangeSet(stack=record.current_stack)
     known = [("aws:kms/key:Key", "key", res.kms_key_arn), ("aws:kms/alias:Alias", "alias", res.kms_alias),
              ("aws:sqs/queue:Queue", "queue", res.queue_url), ("aws:sqs/queue:Queue", "dlq", res.dlq_url),
              ("aws:iam/role:Role", "role", res.role_arn),
              ("aws:secretsmanager/secret:Secret", "secret", res.store.secret_arn)]
-    return ChangeSet(stack=tenant_id, changes=[
+    return ChangeSet(stack=record.current_stack, changes=[
         ResourceChange(op=Op.delete, type=typ, name=f"{tenant_id}-{name}", arn=ref) for typ, name, ref in known])
 
 
 def confirmation_items(ws: Workspace, record: TenantRecord, purge_data: bool, final_backup: bool) -> list[str]:
     """What deprovision's confirmation lists: what goes and what stays, then
     each resource the destroy deletes (the data-bearing ones flagged)."""
-    steps = [c for c in planned(ws, record.tenant_id).changes if c.op is not Op.same]
+    steps = [c for c in planned(ws, record).changes if c.op is not Op.same]
     loss = {Op.delete: ": deleted with its data", Op.replace: ": replaced, its data is lost"}
     return what_goes(record, purge_data, final_backup) + [
         f"{c.op.value} {c.type} {c.name}" + (loss[c.op] if c.loses_data else "") for c in steps]
@@ -116,7 +115,8 @@ def deprovision(ws: Workspace, tenant_id: str, purge_data: bool = False,
         for name in sorted(current.workspaces):
             phase(on_event, tenant_id, f"final backup of workspace {name}")
             workspace_finals[name] = take_final_backup(ws, current, workspace=name).backup_id
-    path = stack_file(ws.stacks_dir, tenant_id)
+    stack = current.current_stack
+    path = stack_file(ws.stacks_dir, stack)
     details: dict[str, Any] = {"purged_objects": 0, "final_backup": final,
                                "workspace_final_backups": workspace_finals}
     phase(on_event, tenant_id, "marking the tenant deprovisioning")
@@ -131,14 +131,14 @@ def deprovision(ws: Workspace, tenant_id: str, purge_data: bool = False,
                     # in one update, then destroy (the final snapshot is still taken).
                     spec = spec.model_copy(update={"dedicated": spec.dedicated.model_copy(
                         update={"deletion_protection": False})})
-                    write_tenant(ws.stacks_dir, spec)
+                    write_tenant(ws.stacks_dir, spec, stack=stack)
                     from tenantctl.policy import waived
 
                     phase(on_event, tenant_id, "lifting the database's deletion protection")
                     with waived("deletion-protection"):  # the policy gate lets exactly this update through
-                        ws.engine.up(tenant_id, on_event=on_event)
+                        ws.engine.up(stack, on_event=on_event)
             phase(on_event, tenant_id, "destroying its resources")
-            changes = ws.engine.destroy(tenant_id, on_event=on_event)
+            changes = ws.engine.destroy(stack, on_event=on_event)
             if purge_data and held.record.resources is not None:
                 res = held.record.resources
                 s3 = ws.clients_for(held.record)("s3")

@@ -33,14 +33,17 @@ from tenantctl.naming import require_valid
 from tenantctl.operations.refresh import Orphan, orphans_of, remove_orphans
 from tenantctl.placement import Placement
 from tenantctl.registry import RegistryUnreachable, RegistryWriter, refusal
-from tenantctl.stackconfig import read_tenant, stack_file, write_tenant
+from tenantctl.stackconfig import read_tenant, stack_file, stack_of, write_tenant
 from tenantctl.workspace import Workspace
 
 
 def merge_options(ws: Workspace, tenant_id: str, options: dict[str, Any]) -> TenantSpec:
-    """The committed spec (if any) with the given options laid over it."""
+    """The committed spec (if any, in the stack its record names) with the
+    given options laid over it."""
     require_valid(tenant_id)
-    path = stack_file(ws.stacks_dir, tenant_id)
+    # Before the first provision on a target there is no registry: no record, the stack is the id.
+    record = ws.registry.get(tenant_id) if ws.platform_outputs().get("registry_table") else None
+    path = stack_file(ws.stacks_dir, stack_of(tenant_id, record))
     base = read_tenant(path).model_dump(mode="json", exclude_none=True) if path.exists() else {"id": tenant_id}
     for key, value in options.items():
         if value is None:
@@ -128,7 +131,8 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
     except RegistryUnreachable as exc:
         raise TargetUnavailable(f"cannot reserve tenant {spec.id!r} in the registry, nothing was created: "
                                 f"{exc}") from None
-    path = stack_file(ws.stacks_dir, spec.id)
+    stack = stack_of(spec.id, current)
+    path = stack_file(ws.stacks_dir, stack)
     committed = path.read_text() if path.exists() else None
     reserved = False
     phase(on_event, spec.id, "reserving the tenant in the registry")
@@ -142,7 +146,7 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
             tagged = inventory.scan(clients, [spec.region], tenant=spec.id) if repair else []
             try:
                 phase(on_event, spec.id, f"applying {path.name}")
-                applied = apply_spec(ws, spec, on_event, refresh=repair)
+                applied = apply_spec(ws, spec, on_event, refresh=repair, stack=stack)
             except (PolicyRefused, NotConfirmed) as refused:
                 if getattr(refused, "changed_nothing", True):
                     # The engine's gate (or the operator) refused before its first change: put back what
@@ -152,6 +156,12 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
                         _give_back(registry, placement, spec)
                 # Refused during the up (CrossGuard): resources may exist, the record, file and slot stay.
                 raise
+            # A store that may hold items (a new tenant's holds none) whose schema template the up
+            # re-ran: one of the earlier index layout lost its postings there. Recorded at once, so
+            # that a run failing from here on still leaves the rebuild owed.
+            if current is not None and current.resources is not None and any(
+                    c.ran_schema_template for c in applied.result.changes.changes):
+                held.record = registry.save(held.record, search_rebuild_due=True)
             orphans = remove_orphans(ws, held.record, applied.result.changes, tagged) if repair else []
             phase(on_event, spec.id, "recording the tenant active, checking its isolation posture")
             held.record = activate(ws, held.record, spec, applied)
@@ -159,12 +169,11 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
         if not reserved:  # refused by the registry (locked, tombstoned, unreachable): nothing was created
             _give_back(registry, placement, spec)
         raise
-    if current is not None and current.resources is not None:  # a new store holds no items yet
-        # The template just re-ran: a store of the earlier index layout lost its postings there.
+    if held.record.search_rebuild_due:  # this up's, or one a failure or a suspension put off
         from tenantctl.operations.reindex import rebuild_unindexed
 
         phase(on_event, spec.id, "rebuilding the search index of items the schema upgrade left unindexed")
-        rebuild_unindexed(ws, spec.id)
+        held.record, _ = rebuild_unindexed(ws, held.record)
     return held.record, Provisioned.model_validate({**applied.result.model_dump(), "orphans": orphans})
 
 
@@ -191,19 +200,21 @@ def preview(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None) 
     preflight.check(spec, ws.cell_outputs(spec.cell), clients)
     existing = record is not None and record.resources is not None
     tagged = inventory.scan(clients, [spec.region], tenant=spec.id) if existing else []
-    with proposed(ws, spec), engine_step(f"previewing {spec.id!r}"):
-        changes = ws.engine.preview(spec.id, on_event=on_event, refresh=existing)
+    stack = stack_of(spec.id, record)
+    with proposed(ws, spec, stack), engine_step(f"previewing {spec.id!r}"):
+        changes = ws.engine.preview(stack, on_event=on_event, refresh=existing)
     found = orphans_of(ws, record, changes, tagged)[0] if existing else []
     return Preview(changes=changes, orphans=[Orphan.of(t) for t in found], existing=existing)
 
 
 @contextmanager
-def proposed(ws: Workspace, spec: TenantSpec) -> Iterator[None]:
-    """The spec in its stack file for the length of a preview (the engines read
-    stacks/), then the committed file exactly as it was, or none."""
-    path = stack_file(ws.stacks_dir, spec.id)
+def proposed(ws: Workspace, spec: TenantSpec, stack: str | None = None) -> Iterator[None]:
+    """The spec in its stack file (``stack``: the one its record names, else
+    its id) for the length of a preview (the engines read stacks/), then the
+    committed file exactly as it was, or none."""
+    path = stack_file(ws.stacks_dir, stack or spec.id)
     committed = path.read_text() if path.exists() else None
-    write_tenant(ws.stacks_dir, spec)
+    write_tenant(ws.stacks_dir, spec, stack=stack)
     try:
         yield
     finally:

@@ -49,19 +49,33 @@ def reindex_search(ws: Any, tenant_id: str) -> ReindexResult:
     if record.status is not TenantStatus.active:
         raise InvalidInput(f"tenant {tenant_id!r} is {record.status.value}: only an active tenant is reindexed")
     with _tenant_store(ws, record) as (store, context):
-        return store.reindex(context(None))
+        done = store.reindex(context(None))
+    if record.search_rebuild_due and not record.workspaces:  # a workspace's store stays owed to a provision
+        ws.registry.save(record, search_rebuild_due=False)
+    return done
 
 
-def rebuild_unindexed(ws: Any, tenant_id: str) -> dict[str, ReindexResult]:
+def can_rebuild(record: TenantRecord) -> bool:
+    """Its stores can be reindexed now: the tenant is active, its database awake."""
+    return record.status is TenantStatus.active and record.resources is not None and record.hibernation is None
+
+
+def rebuild_unindexed(ws: Any, record: TenantRecord) -> tuple[TenantRecord, dict[str, ReindexResult]]:
     """Reindex each store of an active tenant (its own, then each workspace's)
     that holds items in no search index: a store of the earlier posting layout
     once the schema template upgraded it (search refuses to answer there,
     IndexIncomplete). Stores fully indexed are left as they are (one count
-    each). Returns {"": the tenant's, workspace: its} for the stores rebuilt."""
-    record = ws.registry.require(tenant_id)
-    if record.status is not TenantStatus.active or record.resources is None or record.hibernation is not None:
-        # Not searched meanwhile (or its database stopped): search refuses until the next apply or reindex.
-        return {}
+    each). ``record``: the tenant's, as the caller just wrote or read it; the
+    rebuild is recorded as due (``search_rebuild_due``) until it finished, so
+    a failed one, or one a tenant not serving put off, is run by the next
+    provision. Returns the record and {"": the tenant's, workspace: its} for
+    the stores rebuilt."""
+    tenant_id = record.tenant_id
+    if not record.search_rebuild_due:
+        record = ws.registry.save(record, search_rebuild_due=True)
+    if not can_rebuild(record):
+        # Not searched meanwhile (or its database stopped): search refuses until the next provision or reindex.
+        return record, {}
     rebuilt = {}
     try:
         with _tenant_store(ws, record) as (store, context):
@@ -72,5 +86,5 @@ def rebuild_unindexed(ws: Any, tenant_id: str) -> dict[str, ReindexResult]:
     except (KeyUnusable, TargetUnavailable) as exc:
         raise type(exc)(f"tenant {tenant_id!r}: its search index could not be rebuilt after the schema upgrade "
                         f"({exc}); search refuses to answer until `tenantctl search reindex {tenant_id}` "
-                        "(or this command again) rebuilds it") from None
-    return rebuilt
+                        "(or a provision of the tenant) rebuilds it") from None
+    return ws.registry.save(record, search_rebuild_due=False), rebuilt

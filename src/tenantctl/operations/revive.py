@@ -61,7 +61,7 @@ def spec_for(ws: Workspace, index: BackupIndex, tomb: TenantRecord) -> tuple[Ten
     pending deletion), else the defaults for the tombstone's tier."""
     from tenantctl.stackconfig import read_tenant, stack_file
 
-    path = stack_file(ws.stacks_dir, tomb.tenant_id)
+    path = stack_file(ws.stacks_dir, tomb.current_stack)
     if path.exists():
         return read_tenant(path), f"spec from {path.name}"
     if index.spec:
@@ -157,7 +157,7 @@ def _revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, index: BackupI
         if revive_key(ctx.kms, old.kms_key_arn):
             notes.append(f"old key {old.kms_key_arn}: deletion cancelled, enabled")
         manifest = store.load_manifest(ctx.s3, ctx.kms, tomb, index.backup_id)
-        applied = apply_spec(ws, spec)
+        applied = apply_spec(ws, spec, stack=tomb.current_stack)  # back into the stack it was destroyed from
         new = applied.resources
         notes.append(f"re-provisioned ({source}); new key {new.kms_key_arn}")
         live = held.record.model_copy(update={"resources": new})

@@ -34,7 +34,7 @@ def set_suspended(ws: Workspace, tenant_id: str, suspended: bool,
     if record.status not in SERVING:
         raise InvalidInput(f"tenant {tenant_id!r} is {record.status.value}: only an active or suspended tenant is "
                            "suspended or resumed")
-    path = stack_file(ws.stacks_dir, tenant_id)
+    path = stack_file(ws.stacks_dir, record.current_stack)
     if not path.exists():
         raise InvalidInput(f"{path} does not exist: suspending changes the tenant's committed spec, so run it in "
                            "the project that holds its stack file")
@@ -52,7 +52,7 @@ def resume(ws: Workspace, tenant_id: str, on_event: EventSink | None = None) -> 
     if record.hibernation is not None:
         record = wake(ws, tenant_id, on_event=on_event)
         done.append("woken from hibernation")
-    path = stack_file(ws.stacks_dir, tenant_id)
+    path = stack_file(ws.stacks_dir, record.current_stack)
     if record.status is TenantStatus.suspended or (path.exists() and read_tenant(path).suspended):
         record, _ = set_suspended(ws, tenant_id, False, on_event=on_event)
         done.append("suspension lifted")

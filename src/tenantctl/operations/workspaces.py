@@ -56,7 +56,7 @@ def _committed(ws: Workspace, tenant_id: str) -> tuple[TenantRecord, TenantSpec]
     """The tenant's record and committed spec, or the refusal (nothing written)."""
     require_valid(tenant_id)
     record = ws.registry.require(tenant_id)
-    path = stack_file(ws.stacks_dir, tenant_id)
+    path = stack_file(ws.stacks_dir, record.current_stack)
     if not path.exists():
         raise InvalidInput(f"{path} does not exist: workspaces are part of the tenant's committed spec, so run this "
                            "in the project that holds its stack file")
