@@ -187,7 +187,7 @@ def _refuse_or_target(ws: Workspace, record: TenantRecord, tier: Tier, cell: str
     from tenantctl import preflight
     from tenantctl.policy import refuse_unsafe_spec
 
-    path = stack_file(ws.stacks_dir, record.tenant_id)
+    path = stack_file(ws.stacks_dir, record.current_stack)
     if not path.exists():
         raise InvalidInput(f"tenant {record.tenant_id!r} has no committed stack file ({path}): nothing to move from")
     spec = read_tenant(path).model_copy(update={"cell": record.cell})

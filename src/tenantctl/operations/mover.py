@@ -127,7 +127,7 @@ class Mover:
     def spec(self) -> TenantSpec:
         # The record's cell (a stack file CI did not commit placement back to may
         # lack it); while the target spec is written, the cell the move goes to.
-        spec = read_tenant(stack_file(self.ws.stacks_dir, self.record.tenant_id))
+        spec = read_tenant(stack_file(self.ws.stacks_dir, self.record.current_stack))
         moving = self.record.move is not None and spec.retiring is not None
         return spec.model_copy(update={"cell": self.move.to_cell if moving else self.record.cell})
 
@@ -154,7 +154,7 @@ class Mover:
     def apply(self, spec: TenantSpec) -> Any:
         from tenantctl.operations.provision import apply_spec
 
-        return apply_spec(self.ws, spec, on_event=None)
+        return apply_spec(self.ws, spec, on_event=None, stack=self.record.stack)
 
     def unprotect(self, spec: TenantSpec) -> None:
         """Apply ``spec``, in which the dedicated store about to go has its
