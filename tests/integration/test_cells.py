@@ -635,24 +635,26 @@ def test_a_pooled_tenant_moves_to_another_region_under_a_new_key_while_written_t
         fleet.ws.engine.destroy(f"{KEYED}.k1")
 
 
-def test_a_move_to_another_region_killed_rolls_back_or_resumes_and_rolls_back_after_the_switch(
+def test_a_move_to_another_account_killed_rolls_back_or_resumes_and_rolls_back_after_the_switch(
         fleet: Fleet, sandbox, eu_runtime):
-    """Real CLI processes killed right after the move recorded `copying` (then
-    rolled back: the target stack gone) and `freezing` (then resumed to the
-    switch); a writer appends through the runtime while the switched move is
-    rolled back: its writes made under the new key are back in the old store
-    under the old key, and nothing of the tenant is left in eu-central-1."""
+    """cl-k2 from eua (account A) to eub (account B, same region): real CLI
+    processes killed right after the move recorded `copying` (then rolled
+    back: the target stack gone) and `freezing` (then resumed to the switch:
+    the tenant served from account B under its key there); a writer appends
+    through the runtime while the switched move is rolled back: its writes
+    made under account B's key are back in the old store under the old key,
+    and nothing of the tenant is left in account B."""
     cli, tid, rt = Cli.create(sandbox, fleet.root), "cl-k2", eu_runtime
-    before = fleet.provision(tid, region=EU, cell="eua", residency=[EU, DE]).resources
+    before = fleet.provision(tid, region=EU, cell="eua").resources
     rt.store.append(rt.context(tid), "c", "user", "before the move")
-    slots = (cell_count(sandbox, "eua"), cell_count(sandbox, "eud"))
-    iam = aws(sandbox, "iam", DE, ACCOUNT_A)
+    slots = (cell_count(sandbox, "eua"), cell_count(sandbox, "eub"))
+    iam = aws(sandbox, "iam", EU, ACCOUNT_B)
 
-    def in_eud() -> dict[str, int]:  # IAM is the account's: the generation-0 role is eua's tenant's
-        return {k: v for k, v in inventory(sandbox, tid, DE, ACCOUNT_A, EUD_DB).items() if k != "iam:role"}
+    def in_eub() -> dict[str, int]:  # without IAM: the generation-0 role is looked for there
+        return {k: v for k, v in inventory(sandbox, tid, EU, ACCOUNT_B, WHERE["eub"][2]).items() if k != "iam:role"}
 
-    def nothing_in_eud() -> None:
-        assert in_eud() == {"pg:role": 1}  # the database role: the sandbox's one server's
+    def nothing_in_eub() -> None:
+        assert in_eub() == {"pg:role": 1}  # the database role: the sandbox's one server's
         with pytest.raises(iam.exceptions.NoSuchEntityException):
             iam.get_role(RoleName=naming.iam_role_name(tid, 1))
         assert not (fleet.root / "stacks" / f"Pulumi.{tid}.k1.yaml").exists()
@@ -660,41 +662,44 @@ def test_a_move_to_another_region_killed_rolls_back_or_resumes_and_rolls_back_af
             assert store_sync.writable(conn, before.store)
             assert conn.execute("SELECT to_regclass(%s)", (f'tenantctl_move."{before.store.schema_name}"',)
                                 ).fetchone()[0] is None  # the capture is gone
-        assert (cell_count(sandbox, "eua"), cell_count(sandbox, "eud")) == slots
+        assert (cell_count(sandbox, "eua"), cell_count(sandbox, "eub")) == slots
 
-    killed = cli("move", tid, "--cell", "eud", env={"TENANTCTL_FAULT_AFTER": "move:copying"})
+    killed = cli("move", tid, "--cell", "eub", env={"TENANTCTL_FAULT_AFTER": "move:copying"})
     assert killed.returncode == 86, killed
     assert registry_record(sandbox, tid)["move"]["to_stack"] == f"{tid}.k1"
-    assert in_eud() == {k: v for k, v in POOLED.items() if k != "iam:role"}  # the target stack
+    assert in_eub() == {k: v for k, v in POOLED.items() if k != "iam:role"}  # the target stack, in account B
     iam.get_role(RoleName=naming.iam_role_name(tid, 1))
     rolled = cli("move", tid, "--rollback", "--json")
     assert rolled.returncode == 0 and rolled.json()["outcome"] == "rolled_back", rolled
     record = fleet.ws.registry.require(tid)
     assert (record.cell, record.move, record.stack, record.lock, record.resources) == ("eua", None, None, None, before)
-    nothing_in_eud()
+    nothing_in_eub()
 
-    killed = cli("move", tid, "--cell", "eud", env={"TENANTCTL_FAULT_AFTER": "move:freezing"})
+    killed = cli("move", tid, "--cell", "eub", env={"TENANTCTL_FAULT_AFTER": "move:freezing"})
     assert killed.returncode == 86, killed
     resumed = cli("move", tid, "--json")
     assert resumed.returncode == 0 and resumed.json()["outcome"] == "switched", resumed
     switched = fleet.ws.registry.require(tid)
-    assert (switched.cell, switched.region, switched.stack) == ("eud", DE, f"{tid}.k1")
+    assert (switched.cell, switched.account_id, switched.stack) == ("eub", ACCOUNT_B, f"{tid}.k1")
+    assert naming.account_of_arn(switched.resources.kms_key_arn) == ACCOUNT_B
+    assert naming.account_of_arn(switched.resources.role_arn) == ACCOUNT_B
     rt.store.append(rt.context(tid), "c", "user", "after the switch")
+    assert check_tenant(fleet.ws, tid).ok
     writer, thread = writing(rt, tid)
     time.sleep(0.3)
     assert move(fleet.ws, tid, rollback=True).outcome == "rolled_back"
     time.sleep(0.3)  # writes after the switch back, on the old store again
     stopped(writer, thread)
     record = fleet.ws.registry.require(tid)
-    assert (record.cell, record.region, record.move, record.stack, record.resources) == ("eua", EU, None, None,
-                                                                                         before)
+    assert (record.cell, record.account_id, record.move, record.stack, record.resources) == (
+        "eua", ACCOUNT_A, None, None, before)
     assert len(writer.acked) > 10 and not writer.errors
     assert {seq for seq, _ in writer.acked} <= {seq for seq, _ in _rows(sandbox, before.store)}
     ctx = rt.context(tid)
     assert [m.content for m in rt.store.history(ctx, "c").messages][::-1] == ["before the move", "after the switch"]
     assert [m.content for m in reversed(rt.store.history(ctx, "live", limit=500).messages)] == [
         c for _, c in writer.acked][-500:]
-    nothing_in_eud()
+    nothing_in_eub()
     assert check_tenant(fleet.ws, tid).ok
     deprovision(fleet.ws, tid, final_backup=False, purge_data=True)
     assert everywhere(sandbox, tid) == {}

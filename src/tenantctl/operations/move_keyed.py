@@ -52,7 +52,7 @@ from tenant_runtime.tables import SEALED_BY_TABLE
 from tenantctl import naming, prefix_sync, queue_forward, row_relay, store_sync
 from tenantctl.errors import DrillFailed, InvalidInput, TargetUnavailable
 from tenantctl.models import TenantSpec
-from tenantctl.operations.mover import CATCH_UP_TIMEOUT, Mover
+from tenantctl.operations.mover import CATCH_UP_TIMEOUT, Mover, Progress
 from tenantctl.rewrap import KmsKey, Rewrapper
 from tenantctl.stackconfig import read_tenant, stack_file
 from tenantctl.workspace import Workspace
@@ -106,6 +106,10 @@ def opener(tenant_id: str, key: KmsKey) -> row_relay.Open:
 class KeyedMover(Mover):
     """A move to a second stack of the tenant in another account or region."""
 
+    def __init__(self, ws: Workspace, held: Any, progress: Progress | None = None) -> None:
+        super().__init__(ws, held, progress)
+        self.rewrappers: dict[bool, Rewrapper] = {}  # by direction (backwards)
+
     # -- the two sides ----------------------------------------------------------
     @property
     def to_stack(self) -> str:
@@ -139,9 +143,10 @@ class KeyedMover(Mover):
     def relaying(self, backwards: bool = False) -> Iterator[row_relay.Relay]:
         """The relay old -> new (or back), sealed columns re-wrapped between the two keys."""
         source, target = self.stores(backwards)
-        rewrapper = Rewrapper(self.record.tenant_id, *self.key(backwards))
+        if backwards not in self.rewrappers:  # one per direction for the run: the freeze reuses the copy's keys
+            self.rewrappers[backwards] = Rewrapper(self.record.tenant_id, *self.key(backwards))
         with self.connect(source) as src, self.connect(target) as dst:
-            yield row_relay.Relay(src, source, dst, target, rewrapper.rewrap_column)
+            yield row_relay.Relay(src, source, dst, target, self.rewrappers[backwards].rewrap_column)
 
     def spec(self) -> TenantSpec:
         """The spec the move leaves (its stack file stays until finalize)."""
