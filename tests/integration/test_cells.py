@@ -630,6 +630,11 @@ def test_a_pooled_tenant_moves_to_another_region_under_a_new_key_while_written_t
     assert backups  # the final backup, of the new store under the new key
     rt.store.append(rt.context(KEYED), "live", "user", "after finalize")
     assert check_tenant(fleet.ws, KEYED).ok
+    from tenantctl.drills.context import context_from_workspace
+    from tenantctl.drills.run import drill
+
+    report = drill(context_from_workspace(fleet.ws, record), record)  # backup, scratch restore, verify
+    assert report.passed, report.reasons
     deprovision(fleet.ws, KEYED, final_backup=False, purge_data=True)
     if (fleet.root / "stacks" / f"Pulumi.{KEYED}.k1.yaml").exists():  # until deprovision takes record.current_stack
         fleet.ws.engine.destroy(f"{KEYED}.k1")
