@@ -646,7 +646,8 @@ def test_a_move_to_another_account_killed_rolls_back_or_resumes_and_rolls_back_a
     processes killed right after the move recorded `copying` (then rolled
     back: the target stack gone) and `freezing` (then resumed to the switch:
     the tenant served from account B under its key there); a writer appends
-    through the runtime while the switched move is rolled back: its writes
+    through the runtime while the switched move is rolled back (a CLI run
+    killed right after recording `rolling_back`, then finished): its writes
     made under account B's key are back in the old store under the old key,
     and nothing of the tenant is left in account B."""
     cli, tid, rt = Cli.create(sandbox, fleet.root), "cl-k2", eu_runtime
@@ -692,7 +693,9 @@ def test_a_move_to_another_account_killed_rolls_back_or_resumes_and_rolls_back_a
     assert check_tenant(fleet.ws, tid).ok
     writer, thread = writing(rt, tid)
     time.sleep(0.3)
-    assert move(fleet.ws, tid, rollback=True).outcome == "rolled_back"
+    killed = cli("move", tid, "--rollback", env={"TENANTCTL_FAULT_AFTER": "move:rolling_back"})
+    assert killed.returncode == 86 and registry_record(sandbox, tid)["move"]["phase"] == "rolling_back", killed
+    assert move(fleet.ws, tid, rollback=True).outcome == "rolled_back"  # finishes the killed one
     time.sleep(0.3)  # writes after the switch back, on the old store again
     stopped(writer, thread)
     record = fleet.ws.registry.require(tid)
