@@ -653,6 +653,7 @@ def test_a_move_to_another_account_killed_rolls_back_or_resumes_and_rolls_back_a
     cli, tid, rt = Cli.create(sandbox, fleet.root), "cl-k2", eu_runtime
     before = fleet.provision(tid, region=EU, cell="eua").resources
     rt.store.append(rt.context(tid), "c", "user", "before the move")
+    kept = rt.objects.put_body(rt.context(tid), b"kept body")
     slots = (cell_count(sandbox, "eua"), cell_count(sandbox, "eub"))
     iam = aws(sandbox, "iam", EU, ACCOUNT_B)
 
@@ -689,6 +690,11 @@ def test_a_move_to_another_account_killed_rolls_back_or_resumes_and_rolls_back_a
     assert (switched.cell, switched.account_id, switched.stack) == ("eub", ACCOUNT_B, f"{tid}.k1")
     assert naming.account_of_arn(switched.resources.kms_key_arn) == ACCOUNT_B
     assert naming.account_of_arn(switched.resources.role_arn) == ACCOUNT_B
+    # The object, read by account A's role and written by account B's (no cross-account grant), under B's key.
+    b_s3 = aws(sandbox, "s3", EU, ACCOUNT_B)
+    head = b_s3.head_object(Bucket=switched.resources.bucket, Key=switched.resources.prefix + kept)
+    assert head["SSEKMSKeyId"] == switched.resources.kms_key_arn
+    assert rt.objects.read_body(rt.context(tid), kept, 100) == b"kept body"
     rt.store.append(rt.context(tid), "c", "user", "after the switch")
     assert check_tenant(fleet.ws, tid).ok
     writer, thread = writing(rt, tid)
@@ -708,6 +714,8 @@ def test_a_move_to_another_account_killed_rolls_back_or_resumes_and_rolls_back_a
     assert [m.content for m in reversed(rt.store.history(ctx, "live", limit=500).messages)] == [
         c for _, c in writer.acked][-500:]
     nothing_in_eub()
+    assert rt.objects.read_body(ctx, kept, 100) == b"kept body"
+    assert b_s3.list_object_versions(Bucket=switched.resources.bucket, Prefix=before.prefix).get("Versions") is None
     assert check_tenant(fleet.ws, tid).ok
     deprovision(fleet.ws, tid, final_backup=False, purge_data=True)
     assert everywhere(sandbox, tid) == {}

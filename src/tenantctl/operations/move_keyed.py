@@ -162,10 +162,14 @@ class KeyedMover(Mover):
 
     def prefixes(self, backwards: bool = False) -> list[tuple[prefix_sync.Place, prefix_sync.Place, str]]:
         """The tenant's prefix in each cell's bucket, each with its side's S3
-        client; the key is the target's (objects are copied under it)."""
+        client; the key is the target's (objects are copied under it). Across
+        accounts each object is read and written by its own side's client."""
         old, new = self.stack_resources(self.from_stack), self.stack_resources(self.to_stack)
-        there = prefix_sync.Place(old.bucket, old.prefix, client=self.clients(self.move.from_cell)("s3"))
-        here = prefix_sync.Place(new.bucket, new.prefix, client=self.clients(self.move.to_cell)("s3"))
+        apart = naming.account_of_arn(old.kms_key_arn) != naming.account_of_arn(new.kms_key_arn)
+        there = prefix_sync.Place(old.bucket, old.prefix, client=self.clients(self.move.from_cell)("s3"),
+                                  other_account=apart)
+        here = prefix_sync.Place(new.bucket, new.prefix, client=self.clients(self.move.to_cell)("s3"),
+                                 other_account=apart)
         return [(here, there, old.kms_key_arn)] if backwards else [(there, here, new.kms_key_arn)]
 
     def capture(self, store: StoreConnection, installed: bool = True) -> None:
