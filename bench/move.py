@@ -4,6 +4,7 @@ and back, while a writer appends through the runtime throughout.
     python bench/move.py                 # 10 and 100 MB
     python bench/move.py --mb 10 100 1000
     python bench/move.py --cells --objects 500   # pooled, to a second cell of the region and back
+    python bench/move.py --regions --objects 500 # pooled, to a cell of another region (new key) and back
 
 Per size and direction: the total time of the move (prepare + copy + freeze +
 switch), the initial copy, the write freeze as the move recorded it (from the
@@ -14,6 +15,10 @@ the whole copy) cannot go below is 1.0. Every acknowledged write is checked to
 be in the final store. ``--cells``: the tenant stays pooled and moves to a
 second cell of the same account and region (added by the bench) and back,
 with ``--objects`` objects under its prefix copied between the cells' buckets.
+``--regions``: the same, to a cell of another region (eu-central-1, added by
+the bench, within the tenant's residency) and back: the tenant built again
+under a new key each way, its rows (sealed, as the runtime seals them)
+relayed and re-wrapped.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import time
 from common import bench_sandbox
 
 ROW_BYTES = 4096
+OTHER_REGION = "eu-central-1"
 
 
 class Writer(threading.Thread):
@@ -57,14 +63,25 @@ class Writer(threading.Thread):
             time.sleep(0.01)
 
 
-def load(ws, record, mb: int) -> None:
+def load(ws, record, mb: int, sealed: bool = False) -> None:
+    """``mb`` of message rows; ``sealed``: each under the tenant's key, as the
+    runtime seals them (a move to another key opens every one)."""
     import psycopg
     from psycopg import sql
 
+    from tenant_runtime.crypto import Envelope
     from tenantctl.drills.context import context_from_workspace
 
     ctx, store = context_from_workspace(ws), record.resources.store
     rows = mb * 1024 * 1024 // ROW_BYTES
+    kms, envelope = ws.clients_for(record)("kms"), Envelope(lambda _ctx: None)
+
+    def content() -> bytes:
+        if not sealed:
+            return os.urandom(ROW_BYTES)
+        return envelope.seal(lambda: kms, record.tenant_id, record.resources.kms_key_arn, "bulk",
+                             os.urandom(ROW_BYTES))
+
     with psycopg.connect(host=store.endpoint, port=store.port, dbname=store.database, user=ctx.admin_user,
                          password=ctx.admin_password, autocommit=True) as admin, admin.transaction():
         admin.execute("SELECT set_config('app.tenant_id', %s, true)", (record.tenant_id,))
@@ -73,7 +90,7 @@ def load(ws, record, mb: int) -> None:
         with admin.cursor().copy(sql.SQL("COPY {} (tenant_id, conversation_id, role, content) FROM STDIN")
                                  .format(sql.Identifier(store.schema_name, "messages"))) as copy:
             for _ in range(rows):
-                copy.write_row((record.tenant_id, "bulk", "user", os.urandom(ROW_BYTES)))
+                copy.write_row((record.tenant_id, "bulk", "user", content()))
 
 
 def put_objects(ws, record, n: int) -> None:
@@ -100,7 +117,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, nargs="+", default=[10, 100], help="MB of message rows (default 10 100)")
     parser.add_argument("--cells", action="store_true", help="move between two cells of the region, not tiers")
-    parser.add_argument("--objects", type=int, default=200, help="with --cells: objects under the prefix")
+    parser.add_argument("--regions", action="store_true", help="move to a cell of another region (a new key) and "
+                                                                   "back, not tiers")
+    parser.add_argument("--objects", type=int, default=200, help="with --cells/--regions: objects under the prefix")
     args = parser.parse_args()
 
     from tenant_runtime import JWTSettings, TenantRuntime
@@ -118,15 +137,22 @@ def main() -> None:
 
             cells.add(ws, "benchb", {"region": endpoints.region, "max_pooled_tenants": 100})
             moves = [{"cell": "benchb"}, {"cell": "default"}]
+        residency = [endpoints.region, OTHER_REGION] if args.regions else []
+        if args.regions:
+            from tenantctl.operations import cell as cells
+
+            cells.add(ws, "benchr", {"region": OTHER_REGION, "max_pooled_tenants": 100})
+            moves = [{"cell": "benchr"}, {"cell": "default"}]
+        across = args.cells or args.regions
         print("| MB | move | total s | copy s | freeze s (recorded) | longest refused run s (writer) "
               "| freeze / copy | writes acked |")
         print("|---|---|---|---|---|---|---|---|")
         for mb in args.mb:
             tid = f"bench-{mb}"
             print(f"provisioning {tid} and loading {mb} MB ...", file=sys.stderr)
-            record, _ = provision(ws, TenantSpec(id=tid, cell="default" if args.cells else None))
-            load(ws, record, mb)
-            if args.cells:
+            record, _ = provision(ws, TenantSpec(id=tid, cell="default" if across else None, residency=residency))
+            load(ws, record, mb, sealed=args.regions)
+            if across:
                 put_objects(ws, record, args.objects)
             writer = Writer(runtime, tid)
             writer.start()
@@ -137,7 +163,7 @@ def main() -> None:
                 time.sleep(1.5)  # writes on the new store
                 move(ws, tid, finalize=True)
                 what = (f"cell {result.from_cell} -> {result.to_cell}, {result.objects_copied} objects"
-                        if args.cells else f"{result.from_tier.value} -> {result.to_tier.value}")
+                        if across else f"{result.from_tier.value} -> {result.to_tier.value}")
                 print(f"| {mb} | {what} | {total:.1f} "
                       f"| {result.copy_seconds:.1f} | {result.freeze_seconds:.2f} | {writer.longest_refusal:.2f} "
                       f"| {result.freeze_seconds / result.copy_seconds:.3f} | {len(writer.acked)} |", flush=True)

@@ -52,7 +52,8 @@ class ClientFactory:
         # Bounded retries with jitter (botocore "standard" mode) on throttling.
         self.config = Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32)
         self._shared: dict[str, Any] = {}
-        self._scoped: dict[str, tuple[datetime, dict[str, Any], Any]] = {}
+        # ctx.key -> (expiry, clients, session, (role ARN, region) they were made for)
+        self._scoped: dict[str, tuple[datetime, dict[str, Any], Any, tuple[str, str]]] = {}
         self.runtime_role_arn = runtime_role_arn
         self._runtime: dict[str, tuple[datetime, Any]] = {}  # region -> (expiry, STS client as the runtime role)
         self._lock = threading.RLock()  # re-entered: _scoped_client -> _assume -> _shared_client
@@ -85,12 +86,15 @@ class ClientFactory:
         now = self.clock()
         with self._lock:
             entry = self._scoped.get(ctx.key)
-            if entry is None or entry[0] - timedelta(seconds=self.refresh_margin) <= now:
+            # A tenant moved to another account or region has another role there: its
+            # cached session (the old role's, the old region's) cannot reach the new key.
+            made_for = (ctx.resources.role_arn, ctx.resources.region)
+            if entry is None or entry[0] - timedelta(seconds=self.refresh_margin) <= now or entry[3] != made_for:
                 creds = self._assume(ctx)
                 session = boto3.session.Session(
                     aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
                     aws_session_token=creds["SessionToken"], region_name=ctx.resources.region)
-                entry = (creds["Expiration"], {}, session)
+                entry = (creds["Expiration"], {}, session, made_for)
                 self._scoped[ctx.key] = entry
             clients = entry[1]
             if service not in clients:

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
+from urllib.parse import urlencode
 
 from tenantctl.errors import TenantctlError
 
@@ -40,6 +41,12 @@ class Place:
     # pass's own (a move to another account or region: the copy is sent to the
     # target's region, CopySource naming the old bucket).
     client: Any = field(default=None, compare=False)
+    # A target in another account than its source: objects are read with the
+    # source's client and written with this one (streamed through tenantctl),
+    # so neither account is granted anything on the other's bucket or key; a
+    # server-side copy would need the target's role to read the old bucket
+    # (its policy) and the old key (a grant).
+    other_account: bool = field(default=False, compare=False)
 
     def s3(self, default: Any) -> Any:
         return self.client if self.client is not None else default
@@ -119,19 +126,29 @@ def remove(s3: Any, place: Place) -> int:
 
 
 def _copy_all(s3: Any, source: Place, target: Place, keys: list[str], kms_key_arn: str) -> None:
-    """CopyObject each key, ``COPY_WORKERS`` at a time (a boto3 client is
-    thread-safe), sent to the target's account and region."""
-    s3 = target.s3(s3)
+    """Copy each key, ``COPY_WORKERS`` at a time (a boto3 client is
+    thread-safe): CopyObject sent to the target's account and region, or,
+    to another account, read and written by each side's own client."""
+    src, dst = source.s3(s3), target.s3(s3)
 
-    def copy(key: str) -> None:
-        s3.copy_object(Bucket=target.bucket, Key=key, CopySource={"Bucket": source.bucket, "Key": key},
-                       ServerSideEncryption="aws:kms", SSEKMSKeyId=kms_key_arn,
-                       MetadataDirective="COPY", TaggingDirective="COPY")
+    def server_side(key: str) -> None:
+        dst.copy_object(Bucket=target.bucket, Key=key, CopySource={"Bucket": source.bucket, "Key": key},
+                        ServerSideEncryption="aws:kms", SSEKMSKeyId=kms_key_arn,
+                        MetadataDirective="COPY", TaggingDirective="COPY")
+
+    def streamed(key: str) -> None:
+        obj = src.get_object(Bucket=source.bucket, Key=key)
+        tags = src.get_object_tagging(Bucket=source.bucket, Key=key)["TagSet"]
+        extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key_arn, "Metadata": obj.get("Metadata", {}),
+                 **({"ContentType": obj["ContentType"]} if obj.get("ContentType") else {}),
+                 **({"Tagging": urlencode({t["Key"]: t["Value"] for t in tags})} if tags else {})}
+        with obj["Body"] as body:  # multipart above boto3's threshold, never whole in memory
+            dst.upload_fileobj(body, target.bucket, key, ExtraArgs=extra)
 
     if not keys:
         return
     with ThreadPoolExecutor(min(COPY_WORKERS, len(keys))) as pool:
-        list(pool.map(copy, keys))  # the first failure is raised here
+        list(pool.map(streamed if target.other_account else server_side, keys))  # the first failure is raised
 
 
 def _versions(s3: Any, place: Place) -> Iterator[dict[str, str]]:

@@ -6,10 +6,14 @@ target database to reach the source across accounts or regions. tenantctl
 reaches both with each cell's admin login, so it relays, from a change
 capture made of plain SQL:
 
-* ``install``: a changelog table in the tenant's schema and one row trigger
-  per store table, recording which key changed (not the row). The trigger
-  function is the admin's (``SECURITY DEFINER``): the tenant's login writes
-  its tables as before and needs no right on the changelog.
+* ``install``: a changelog table and one row trigger per store table,
+  recording which key changed (not the row). The trigger function is the
+  admin's (``SECURITY DEFINER``): the tenant's login writes its tables as
+  before and needs no right on the changelog. The changelog lives in the
+  admin's schema ``tenantctl_move`` (one table per tenant schema, named after
+  it), not in the tenant's: every table of a tenant schema must pass the
+  posture checks (row-level security on ``tenant_id``), and tenantctl's own
+  bookkeeping has no tenant column.
 * ``copy``: every table in key order, in batches, after ``install`` (so a row
   changed while it is copied is also in the changelog).
 * ``relay``: the changelog in order, each changed key once per batch: the
@@ -39,7 +43,7 @@ from psycopg.types.json import Jsonb
 from tenant_runtime.models import StoreConnection
 from tenant_runtime.tables import SEALED_BY_TABLE, TABLES
 
-CHANGELOG = "tenantctl_move_changes"
+CAPTURE_SCHEMA = "tenantctl_move"
 FUNCTION = "tenantctl_move_capture"
 TRIGGER = "tenantctl_move_capture"
 BATCH = 500
@@ -87,17 +91,23 @@ def primary_keys(conn: Any, schema: str) -> dict[str, list[str]]:
     return keys
 
 
+def changelog(store: StoreConnection) -> sql.Identifier:
+    """The changelog of ``store``'s tenant schema (its database's ``tenantctl_move`` schema)."""
+    return sql.Identifier(CAPTURE_SCHEMA, store.schema_name)
+
+
 def install(conn: Any, store: StoreConnection) -> None:
     """The changelog, the capture function and a trigger per table (idempotent;
     ``conn``: the source cell's admin, autocommit)."""
     schema = store.schema_name
-    changelog = sql.Identifier(schema, CHANGELOG)
+    log = changelog(store)
     function = sql.Identifier(schema, FUNCTION)
     keys = primary_keys(conn, schema)
     with conn.transaction():
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(CAPTURE_SCHEMA)))
         conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (seq bigserial PRIMARY KEY, tbl text NOT NULL, "
-                             "key jsonb NOT NULL)").format(changelog))
-        body = _FUNCTION_BODY.format(changelog=changelog.as_string(conn))
+                             "key jsonb NOT NULL)").format(log))
+        body = _FUNCTION_BODY.format(changelog=log.as_string(conn))
         conn.execute(sql.SQL("CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
                              "SET search_path = pg_catalog AS {}").format(function, sql.Literal(body)))
         for table in TABLES:
@@ -116,13 +126,26 @@ def remove(conn: Any, store: StoreConnection) -> None:
             conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
                 sql.Identifier(TRIGGER), sql.Identifier(schema, table)))
         conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(schema, FUNCTION)))
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(schema, CHANGELOG)))
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(changelog(store)))
 
 
 def pending(conn: Any, store: StoreConnection) -> int:
     """Changelog entries not yet relayed (the relay's lag, in changes)."""
-    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
-        sql.Identifier(store.schema_name, CHANGELOG))).fetchone()[0]
+    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(changelog(store))).fetchone()[0]
+
+
+def settled(conn: Any, store: StoreConnection) -> bool:
+    """Whether no other session holds (or waits for) a write lock on the
+    store's tables. Run after revoking the role's writes: a statement takes
+    its lock before its privileges are checked, so once none is left every
+    write the store acknowledged is committed, and visible to the relay. Not
+    a ``SHARE`` lock on every table, as the subscription's freeze takes: a
+    transaction writing two tables in the other order deadlocks with it."""
+    return bool(conn.execute(
+        "SELECT NOT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = ANY(%s) "
+        "AND l.mode = 'RowExclusiveLock' AND l.pid <> pg_backend_pid())",
+        (store.schema_name, list(TABLES))).fetchone()[0])
 
 
 def advance_identities(conn: Any, store: StoreConnection) -> None:
@@ -214,9 +237,9 @@ class Relay:
     def relay(self) -> int:
         """One batch of the changelog applied to the target; returns the keys
         applied (0: caught up)."""
-        changelog = sql.Identifier(self.source.schema_name, CHANGELOG)
+        log = changelog(self.source)
         entries = self.src.execute(sql.SQL("SELECT seq, tbl, key FROM {} ORDER BY seq LIMIT {}").format(
-            changelog, sql.Literal(self.batch))).fetchall()
+            log, sql.Literal(self.batch))).fetchall()
         if not entries:
             return 0
         changed: dict[tuple[str, str], dict] = {}  # first appearance first
@@ -225,7 +248,7 @@ class Relay:
         with self.dst.transaction():
             for (table, _), key in changed.items():
                 self._apply(table, key)
-        self.src.execute(sql.SQL("DELETE FROM {} WHERE seq = ANY(%s)").format(changelog),
+        self.src.execute(sql.SQL("DELETE FROM {} WHERE seq = ANY(%s)").format(log),
                          ([seq for seq, _, _ in entries],))
         return len(changed)
 

@@ -29,7 +29,7 @@ from tenantctl.drills.store import list_backups
 from tenantctl.drills.tables import table_checks
 from tenantctl.errors import Conflict, InvalidInput, QuotaExceeded, TargetUnavailable
 from tenantctl.models import TenantStatus, Tier
-from tenantctl.operations import move as move_operation
+from tenantctl.operations import mover
 from tenantctl.operations.deprovision import deprovision
 from tenantctl.operations.move import move
 from tenantctl.store_sync import compare
@@ -306,7 +306,7 @@ def test_a_target_not_caught_up_in_time_ends_the_freeze_with_nothing_switched(
                 conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(sql.Identifier(name)))
         return freeze(connect, store)
 
-    monkeypatch.setattr(move_operation, "CATCH_UP_TIMEOUT", 1.0)
+    monkeypatch.setattr(mover, "CATCH_UP_TIMEOUT", 1.0)
     monkeypatch.setattr(store_sync, "quiesce", stalled)
     with pytest.raises(TargetUnavailable, match="catch-up"):
         move(workspace, MOVED, tier=Tier.pooled)
@@ -471,6 +471,6 @@ def test_the_row_relay_carries_every_acknowledged_write_re_wrapped_and_leaves_no
                            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND t.tgname = %s",
                            (source.schema_name, row_relay.TRIGGER)).fetchone()[0]
         assert left == 0 and src.execute("SELECT to_regclass(%s)", (
-            f'"{source.schema_name}".{row_relay.CHANGELOG}',)).fetchone()[0] is None
+            row_relay.changelog(source).as_string(src),)).fetchone()[0] is None
         dst.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(target.schema_name)))
     deprovision(workspace, RELAYED, final_backup=False)

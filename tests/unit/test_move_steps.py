@@ -93,9 +93,9 @@ def test_residency_says_which_regions_a_move_may_go_to():
     assert TenantSpec(id="acme", region="eu-west-1").allowed_regions == ["eu-west-1"]  # the default: its region
     with pytest.raises(InvalidInput, match=re.escape("must stay in eu-west-1 or eu-central-1 (residency)")):
         _refuse_cell(_cells_ws(), record, spec, Tier.pooled, "us")  # type: ignore[arg-type]
-    # Allowed by residency, but the move there is not built yet: still exit 3, nothing created.
-    with pytest.raises(InvalidInput, match="which the tenant's residency allows, but a move to another account"):
-        _refuse_cell(_cells_ws(), record, spec, Tier.pooled, "euc")  # type: ignore[arg-type]
+    # Allowed by residency: another region, so the move builds the tenant again there (the keyed path).
+    assert _refuse_cell(_cells_ws(), record, spec, Tier.pooled, "euc") is True  # type: ignore[arg-type]
+    assert _refuse_cell(_cells_ws(), record, spec, Tier.pooled, "eu2") is False  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="does not allow the tenant's own region eu-west-1"):
         TenantSpec(id="acme", region="eu-west-1", residency=["eu-central-1"])
     # A spec without residency is written and hashed as before it existed.
@@ -108,15 +108,13 @@ def test_residency_says_which_regions_a_move_may_go_to():
 @pytest.mark.parametrize("tier,to_cell,refused", [
     (Tier.pooled, "eu2", None),
     (Tier.dedicated, "eu2", None),
-    (Tier.pooled, "other", "in account 444444444444, the tenant in 222222222222; a move to another account or "
-                           "region is not built: the tenant's KMS key, role, queues and secret would have to be "
-                           "created again there and every ciphertext re-wrapped"),
+    (Tier.pooled, "other", None),  # another account: the keyed path's own refusals follow
     (Tier.pooled, "us", "it is in us-east-1, the tenant's data must stay in eu-west-1 (residency)"),
     (Tier.pooled, "dedicated-only", "it takes dedicated tenants, not pooled"),
     (Tier.pooled, "nowhere", "--cell nowhere: no such cell"),
 ])
 @pytest.mark.parametrize("from_tier", [Tier.pooled, Tier.dedicated])
-def test_a_target_cell_must_share_the_account_and_region_and_take_the_tier(from_tier, tier, to_cell, refused):
+def test_a_target_cell_is_known_within_residency_and_takes_the_tier(from_tier, tier, to_cell, refused):
     from tenantctl.models import TenantRecord, TenantStatus
     from tenantctl.operations.move import _refuse_cell
 
@@ -124,10 +122,10 @@ def test_a_target_cell_must_share_the_account_and_region_and_take_the_tier(from_
     record = TenantRecord(tenant_id="acme", tier=from_tier, status=TenantStatus.active, region="eu-west-1",
                           cell="eu1")
     spec = TenantSpec(id="acme", region="eu-west-1", cell="eu1", tier=from_tier)
-    if from_tier is Tier.dedicated and tier is Tier.dedicated and refused is None:
+    if from_tier is Tier.dedicated and tier is Tier.dedicated and refused is None and to_cell != "other":
         refused = "a second one cannot stand beside it; move it with --tier pooled"
     if refused is None:
-        _refuse_cell(ws, record, spec, tier, to_cell)  # type: ignore[arg-type]
+        assert _refuse_cell(ws, record, spec, tier, to_cell) is (to_cell == "other")  # type: ignore[arg-type]
         return
     with pytest.raises(InvalidInput, match=re.escape(refused)):
         _refuse_cell(ws, record, spec, tier, to_cell)  # type: ignore[arg-type]
@@ -318,3 +316,24 @@ def test_a_move_target_is_applied_in_the_tenants_second_stack_leaving_the_first_
     assert stack_file(stacks, "acme").read_text() == before
     apply_spec(ws, current)  # type: ignore[arg-type]
     assert ups == ["acme.k1", "acme"]
+
+
+@pytest.mark.parametrize("tier,to_tier,workspaces,stack,refused", [
+    (Tier.pooled, Tier.pooled, [], None, None),
+    (Tier.pooled, Tier.pooled, [], "acme.k1", None),
+    (Tier.dedicated, Tier.pooled, [], None, "only a pooled tenant moves to another account or region"),
+    (Tier.pooled, Tier.dedicated, [], None, "only a pooled tenant moves to another account or region"),
+    (Tier.pooled, Tier.pooled, [{"name": "legal"}], None, "a tenant with workspaces does not move"),
+    (Tier.pooled, Tier.pooled, [], "acme.k99", "key generation 100 is outside"),
+])
+def test_a_move_to_another_account_or_region_takes_pooled_tenants_without_workspaces(
+        tier, to_tier, workspaces, stack, refused):
+    from tenantctl.models import TenantRecord, TenantStatus
+    from tenantctl.operations.move_keyed import keyed_refusal, next_generation
+
+    record = TenantRecord(tenant_id="acme", tier=tier, status=TenantStatus.active, region="eu-west-1", cell="eu1",
+                          stack=stack)
+    spec = TenantSpec(id="acme", region="eu-west-1", cell="eu1", tier=tier, workspaces=workspaces)
+    problem = keyed_refusal(record, spec, to_tier)
+    assert (problem is None) if refused is None else (refused in problem), problem
+    assert next_generation(record) == (2 if stack == "acme.k1" else 100 if stack else 1)

@@ -102,3 +102,39 @@ def test_a_prefix_moves_to_a_bucket_of_another_region_under_the_new_key_with_eac
     put(s3, OLD, "late")
     assert sync(s3, OLD, away, new_key, copied).removed == 1 and names(eu, away) == {"a", "late"}
     assert remove(s3, away) > 0 and names(eu, away) == set()
+
+
+class _NoServerSideCopy:
+    """A target account's client that may not read the source's bucket: a server-side copy fails the test."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+
+    def __getattr__(self, name: str):
+        if name == "copy_object":
+            raise AssertionError("a server-side copy across accounts needs the old bucket's policy")
+        return getattr(self.client, name)
+
+
+def test_a_prefix_moves_to_another_account_read_and_written_by_each_sides_own_client(s3, key_arn):
+    """Across accounts, no account reads the other's bucket or key: each
+    object is read by the source's client and written by the target's, under
+    the new key, with its tags, metadata and content type."""
+    eu = boto3.client("s3", region_name="eu-west-1")
+    eu.create_bucket(Bucket="cell-other", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    eu.put_bucket_versioning(Bucket="cell-other", VersioningConfiguration={"Status": "Enabled"})
+    new_key = boto3.client("kms", region_name="eu-west-1").create_key()["KeyMetadata"]["Arn"]
+    away = Place("cell-other", PREFIX, client=_NoServerSideCopy(eu), other_account=True)
+    put(s3, OLD, "a", b"one", Tagging="tenantctl-class=tmp-7d&b=2", Metadata={"origin": "upload"},
+        ContentType="text/plain")
+    put(s3, OLD, "b", b"two")
+    copied = sync(object(), Place(OLD.bucket, PREFIX, client=s3), away, new_key, Copied())
+    assert copied.objects == 2 and names(eu, away) == {"a", "b"}
+    got = eu.get_object(Bucket="cell-other", Key=PREFIX + "a")
+    assert (got["Body"].read(), got["ServerSideEncryption"], got["SSEKMSKeyId"]) == (b"one", "aws:kms", new_key)
+    assert (got["Metadata"], got["ContentType"]) == ({"origin": "upload"}, "text/plain")
+    assert eu.get_object_tagging(Bucket="cell-other", Key=PREFIX + "a")["TagSet"] == [
+        {"Key": "tenantctl-class", "Value": "tmp-7d"}, {"Key": "b", "Value": "2"}]
+    assert eu.get_object_tagging(Bucket="cell-other", Key=PREFIX + "b")["TagSet"] == []
+    put(s3, OLD, "late")
+    assert carry_late(object(), Place(OLD.bucket, PREFIX, client=s3), away, new_key) == [PREFIX + "late"]

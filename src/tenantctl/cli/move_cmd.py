@@ -17,8 +17,8 @@ app = typer.Typer()
 def move(
     tenant_id: Annotated[str, tenant_argument("Tenant to move.")],
     tier: Annotated[Optional[Tier], typer.Option(help="Target tier (starts a move).")] = None,
-    cell: Annotated[Optional[str], typer.Option(help="Target cell, of the tenant's account and region (starts a "
-                                                     "move; with --tier, both change).")] = None,
+    cell: Annotated[Optional[str], typer.Option(help="Target cell (starts a move; with --tier, both change; "
+                                                     "another account or region: pooled tenants only).")] = None,
     rollback: Annotated[bool, typer.Option("--rollback", help="Put the tenant back where the move started.")] = False,
     finalize: Annotated[bool, typer.Option("--finalize", help="End the rollback window: final backup, the old "
                                                                "store removed.")] = False,
@@ -32,10 +32,13 @@ def move(
     serves (logical replication), freeze writes for the last changes (runtimes
     answer 503 + Retry-After; reads go on), verify counts and checksums, switch
     the registry record; the old store stays read-only, in step, for the
-    rollback window. `--cell C`: a cell of the tenant's account and region
-    (another account or region is refused, exit 3); its prefix's objects are
-    copied server-side to C's bucket too, and removed from the old one at
-    `--finalize`.
+    rollback window. `--cell C`: its prefix's objects are copied server-side
+    to C's bucket too, and removed from the old one at `--finalize`. A cell of
+    another account or region (within the spec's residency) takes a pooled
+    tenant without workspaces only: it is built again there as stack
+    `<id>.k<N>` under a new key, its rows relayed with every sealed column
+    re-wrapped, and `--finalize` forwards the old queues' messages and destroys
+    the old stack (anything else there: exit 3, nothing created).
     `move ID` alone resumes a killed move (the dead run's lock is cleared);
     `--rollback` undoes it (with the writes made since the switch);
     `--finalize` removes the old store after a final backup.

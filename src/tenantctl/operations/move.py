@@ -47,53 +47,35 @@ both buckets while the move is open. ``--rollback`` and ``--finalize`` cover
 them the same way (a final backup of each workspace's old schema under its
 own key; its old prefix removed).
 
-A target cell of another account or region is refused (exit 3): the tenant's
-key, role, queues and secret would have to be created again there and every
-ciphertext re-wrapped under the new key, which is not built. So is a
-dedicated tenant's move to another cell as dedicated: its store is its own
+A target cell of another account or region needs the tenant's key, role,
+queues and secret created again there and every ciphertext re-wrapped under
+the new key: that move is ``move_keyed.KeyedMover``'s (a second stack of the
+tenant), on this plumbing. A dedicated tenant's move to another cell as
+dedicated is refused: its store is its own
 (VPC, instance) and named after the tenant, so a second one cannot stand
 beside it; move it as pooled.
 """
 
 from __future__ import annotations
 
-import json
-import time
-from collections import defaultdict
-from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel
 
-from tenant_runtime.models import (
-    MovePhase,
-    StoreConnection,
-    TenantMove,
-    TenantRecord,
-    TenantResources,
-    TenantStatus,
-    Tier,
-    WorkspaceResources,
-    utcnow,
-    workspace_key,
-)
-from tenantctl import prefix_sync, store_sync
-from tenantctl.errors import DrillFailed, InvalidInput, TargetUnavailable
-from tenantctl.models import CellSpec, DedicatedSpec, RetiringStore, TenantSpec
+from tenant_runtime.models import MovePhase, TenantMove, TenantRecord, TenantStatus, Tier
+from tenantctl.errors import InvalidInput
+from tenantctl.models import CellSpec, TenantSpec
 from tenantctl.naming import require_valid
+from tenantctl.operations.move_keyed import KeyedMover, refuse_or_target
+from tenantctl.operations.mover import Mover, Progress, in_store, target_spec
 from tenantctl.placement import take_slot, unfit
 from tenantctl.stackconfig import read_tenant, stack_file
 from tenantctl.workspace import Workspace
 
-DEFAULT_WINDOW = timedelta(days=1)
-COPY_TIMEOUT = 6 * 3600.0
-CATCH_UP_TIMEOUT = 120.0
-NOT_BUILT = ("a move to another account or region is not built: the tenant's KMS key, role, queues and secret "
-             "would have to be created again there and every ciphertext re-wrapped under the new key; only a cell "
-             "of the tenant's own account and region is a target")
+__all__ = ["KeyedMover", "MoveResult", "Mover", "in_store", "move", "target_spec"]
 
-Progress = Callable[[str], None]
+DEFAULT_WINDOW = timedelta(days=1)
 
 
 class MoveResult(BaseModel):
@@ -111,321 +93,6 @@ class MoveResult(BaseModel):
     window_ends_at: str | None = None
 
 
-class Mover:
-    """One run of a move over a held record (``held.record`` is kept current)."""
-
-    def __init__(self, ws: Workspace, held: Any, progress: Progress | None = None) -> None:
-        self.ws, self.held, self.say = ws, held, progress or (lambda _line: None)
-        self.admins: dict[str, Any] = {}
-        self.result_extra: dict[str, Any] = {}
-        # What this run copied of each prefix (the tenant's, each workspace's), each way
-        # (a resumed run copies every object once).
-        self.objects: dict[tuple[bool, str], prefix_sync.Copied] = defaultdict(prefix_sync.Copied)
-
-    # -- plumbing ---------------------------------------------------------------
-    @property
-    def record(self) -> TenantRecord:
-        return self.held.record
-
-    @property
-    def move(self) -> TenantMove:
-        assert self.record.move is not None
-        return self.record.move
-
-    def admin(self, store: StoreConnection) -> Any:
-        """The admin context of the cell ``store`` is in (each cell's database has its own admin)."""
-        from tenantctl.drills.context import context_from_workspace
-
-        cell = self.move.from_cell if store == self.move.old_store else self.move.to_cell
-        if cell not in self.admins:
-            self.admins[cell] = context_from_workspace(self.ws, self.record.model_copy(update={"cell": cell}))
-        return self.admins[cell]
-
-    def connect(self, store: StoreConnection) -> Any:
-        return self.admin(store).connect(store.endpoint, store.port, store.database)
-
-    def follow(self, link: store_sync.Link, copy_data: bool = True) -> None:
-        source = self.admin(link.source)
-        store_sync.start(self.connect, link, source.admin_user, source.admin_password, copy_data=copy_data)
-
-    def prefixes(self, backwards: bool = False) -> list[tuple[prefix_sync.Place, prefix_sync.Place, str]]:
-        """The tenant's prefix and each workspace's, in the old and the new
-        cell's bucket (reversed ``backwards``), each with the key its objects
-        are encrypted under; none within a cell."""
-        old, new = self.move.old_bucket, self.move.new_bucket
-        if old is None or new is None:
-            return []
-        res = self.record.resources
-        assert res is not None
-        owners = [(res.prefix, res.kms_key_arn),
-                  *((w.prefix, w.kms_key_arn) for _, w in sorted(res.workspaces.items()))]
-        pairs = [(prefix_sync.Place(old, prefix), prefix_sync.Place(new, prefix), key) for prefix, key in owners]
-        return [(b, a, key) for a, b, key in pairs] if backwards else pairs
-
-    def sync_objects(self, backwards: bool = False) -> None:
-        """A pass over each prefix; backwards (a rollback), only what changed in
-        the new prefix since the switch (both were in step then)."""
-        s3 = self.ws.clients_for(self.record)("s3")
-        for source, target, key in self.prefixes(backwards):
-            prefix_sync.sync(s3, source, target, key, self.objects[backwards, source.prefix],
-                             since=self.move.switched_at if backwards else None)
-        if self.move.old_bucket is not None:
-            self.result_extra["objects_copied"] = sum(c.objects + c.removed for (way, _), c in self.objects.items()
-                                                      if way is backwards)
-
-    def save(self, **changes: Any) -> None:
-        self.held.record = self.ws.registry.save(self.record, **changes)
-
-    def phase(self, phase: MovePhase, **move_changes: Any) -> None:
-        self.say(f"move {self.record.tenant_id}: {phase.value}")
-        self.save(move=self.move.model_copy(update={"phase": phase, "phase_at": utcnow(), **move_changes}))
-
-    def link(self, backwards: bool = False) -> store_sync.Link:
-        """Forward: the new store follows the old one; backwards: the reverse.
-        Either way with every workspace's schema in the same two databases."""
-        spec = self.spec()
-        old_gen = spec.retiring.generation if spec.retiring else spec.store_generation
-        new_store = self.move.new_store
-        assert new_store is not None
-        source, target = (new_store, self.move.old_store) if backwards else (self.move.old_store, new_store)
-        assert self.record.resources is not None
-        workspaces = tuple((workspace_key(self.record.tenant_id, name), in_store(res, source), in_store(res, target))
-                           for name, res in sorted(self.record.resources.workspaces.items()))
-        name = store_sync.link_name(self.record.tenant_id, spec.store_generation if backwards else old_gen)
-        return store_sync.Link(name, source, target, workspaces)
-
-    def set_writable(self, stores: list[StoreConnection], writable: bool) -> None:
-        """The tenant's (or a workspace's) role's writes on each of ``stores`` (one database)."""
-        with self.connect(stores[0]) as conn:
-            for store in stores:
-                store_sync.set_writable(conn, store, writable)
-
-    def spec(self) -> TenantSpec:
-        # The record's cell (a stack file CI did not commit placement back to may
-        # lack it); while the target spec is written, the cell the move goes to.
-        spec = read_tenant(stack_file(self.ws.stacks_dir, self.record.tenant_id))
-        moving = self.record.move is not None and spec.retiring is not None
-        return spec.model_copy(update={"cell": self.move.to_cell if moving else self.record.cell})
-
-    def resources_at(self, tier: Tier, store: StoreConnection, bucket: str | None = None) -> TenantResources:
-        """The record's resources in ``store`` (its workspaces' schemas in the same database)."""
-        assert self.record.resources is not None
-        workspaces = {name: res.model_copy(update={"store": in_store(res, store)})
-                      for name, res in self.record.resources.workspaces.items()}
-        return self.record.resources.model_copy(update={"tier": tier, "store": store, "workspaces": workspaces,
-                                                        "bucket": bucket or self.record.resources.bucket})
-
-    def point_secret(self, store: StoreConnection) -> None:
-        """The tenant's secret, and each workspace's, names the store the
-        registry routes to (same role and password)."""
-        sm = self.ws.clients_for(self.record)("secretsmanager")
-        assert self.record.resources is not None
-        for each in (store, *(in_store(res, store) for res in self.record.resources.workspaces.values())):
-            current = json.loads(sm.get_secret_value(SecretId=each.secret_arn)["SecretString"])
-            wanted = {**current, "host": each.endpoint, "port": each.port, "dbname": each.database,
-                      "schema": each.schema_name, "username": each.role}
-            if wanted != current:
-                sm.put_secret_value(SecretId=each.secret_arn, SecretString=json.dumps(wanted))
-
-    def apply(self, spec: TenantSpec) -> Any:
-        from tenantctl.operations.provision import apply_spec
-
-        return apply_spec(self.ws, spec, on_event=None)
-
-    def unprotect(self, spec: TenantSpec) -> None:
-        """Apply ``spec``, in which the dedicated store about to go has its
-        deletion protection lifted: a step of its own, as deprovision does."""
-        from tenantctl.policy import waived
-
-        with waived("deletion-protection"):
-            self.apply(spec)
-
-    # -- forward ----------------------------------------------------------------
-    def prepare(self, target: TenantSpec) -> None:
-        self.say(f"move {self.record.tenant_id}: creating the {target.tier.value} store beside the current one")
-        applied = self.apply(target)
-        self.phase(MovePhase.copying, new_store=applied.resources.store,
-                   new_bucket=applied.resources.bucket if self.move.old_bucket is not None else None)
-
-    def copy(self) -> None:
-        link = self.link()
-        started = time.monotonic()
-        self.set_writable(link.targets, False)  # nothing but the replication writes the target before the switch
-        self.follow(link)
-        self.say(f"move {self.record.tenant_id}: copying while the tenant serves")
-        self.sync_objects()  # while the store's initial copy runs
-        store_sync.wait("initial copy", lambda: store_sync.copied(self.connect, link), COPY_TIMEOUT, 0.2)
-        self.result_extra["copy_seconds"] = time.monotonic() - started
-        self.phase(MovePhase.freezing)
-
-    def switch(self, window: timedelta) -> None:
-        frozen_at = self.move.phase_at
-        self.sync_objects()  # what changed since the first pass (writes are refused from here)
-        pinned = self.catch_up(self.link(), MovePhase.copying)
-        spec = self.spec()
-        new_store = self.move.new_store
-        assert new_store is not None
-        # The old store follows the new one from here, read-only: a rollback keeps every write.
-        self.follow(self.link(backwards=True), copy_data=False)
-        now = utcnow()
-        self.save(tier=spec.tier, cell=self.move.to_cell,
-                  resources=self.resources_at(spec.tier, new_store, self.move.new_bucket),
-                  move=self.move.model_copy(update={"phase": MovePhase.switched, "phase_at": now,
-                                                    "switched_at": now, "window_ends_at": now + window}))
-        self.point_secret(new_store)
-        self.result_extra["freeze_seconds"] = (utcnow() - frozen_at).total_seconds()
-        where = f" of cell {self.move.to_cell}" if self.move.to_cell != self.move.from_cell else ""
-        self.say(f"move {self.record.tenant_id}: switched to the {spec.tier.value} store{where} "
-                 f"(writes refused {self.result_extra['freeze_seconds']:.2f} s); the old one is read-only")
-        if pinned is not None:
-            self.say(f"move {self.record.tenant_id}: verifying (counts + checksums as of the freeze)")
-            try:
-                self.result_extra["rows"] = store_sync.compare_pinned(
-                    self.record.tenant_id, pinned, self.link().pairs(self.record.tenant_id))
-            except DrillFailed:
-                self.rollback(verified=False)  # back to the old store, which kept every write since
-                raise
-
-    def catch_up(self, link: store_sync.Link, unfrozen: MovePhase) -> tuple[Any, Any] | None:
-        """Freeze ``link``'s source, let the target catch up, pin a snapshot of
-        both (verified after the freeze), make the target the writable one.
-        None: the link was dropped by an earlier run (which got this far). A
-        target not caught up in time ends the freeze, nothing switched: the
-        source takes writes again, the move is back in phase ``unfrozen`` and a
-        re-run freezes again."""
-        pinned = None
-        with self.connect(link.target) as conn:
-            following = conn.execute("SELECT 1 FROM pg_subscription WHERE subname = %s",
-                                     (link.name,)).fetchone() is not None
-        if following:
-            lsn = store_sync.quiesce(self.connect, *link.sources)
-            try:
-                store_sync.wait("replication catch-up", lambda: store_sync.caught_up(self.connect, link, lsn),
-                                CATCH_UP_TIMEOUT, 0.02)
-            except TargetUnavailable:
-                self.set_writable(link.sources, True)
-                self.phase(unfrozen)
-                raise
-            pinned = (store_sync.pin(self.connect, link.source), store_sync.pin(self.connect, link.target))
-            for target in link.targets:
-                store_sync.align_sequences(self.connect, target)
-            store_sync.stop(self.connect, link)
-        self.set_writable(link.targets, True)
-        return pinned
-
-    def finalize(self) -> None:
-        from tenantctl.drills.backup import final_backup
-        from tenantctl.operations.provision import activate
-
-        spec = self.spec()
-        assert spec.retiring is not None
-        old = self.resources_at(spec.retiring.tier, self.move.old_store)  # backed up into the new prefix: kept
-        self.say(f"move {self.record.tenant_id}: final backup of the old store")
-        was = self.record.model_copy(update={"tier": spec.retiring.tier, "resources": old,
-                                             "cell": self.move.from_cell})
-        final_backup(self.ws, was)
-        for name in sorted(old.workspaces):  # each under the workspace's own key
-            final_backup(self.ws, was, workspace=name)
-        store_sync.stop(self.connect, self.link(backwards=True))
-        s3 = self.ws.clients_for(self.record)("s3")
-        for source, target, key in self.prefixes():
-            late = prefix_sync.carry_late(s3, source, target, key)
-            if late:
-                self.say(f"move {self.record.tenant_id}: {len(late)} objects written to the old prefix "
-                         f"{source.prefix} after the switch carried over")
-        self.remove_objects(backwards=False)
-        ded = spec.retiring.dedicated
-        if ded is not None and ded.deletion_protection:
-            self.unprotect(spec.model_copy(update={"retiring": spec.retiring.model_copy(update={
-                "dedicated": ded.model_copy(update={"deletion_protection": False})})}))
-        self.say(f"move {self.record.tenant_id}: removing the old store")
-        final = spec.model_copy(update={"retiring": None})
-        applied = self.apply(final)
-        from_cell = self.move.from_cell
-        self.save(move=None)
-        # After the record (a run killed in between keeps a slot too many, never one too few).
-        self.ws.registry.release_slot(from_cell, spec.retiring.tier)
-        self.held.record = activate(self.ws, self.record, final, applied)
-
-    # -- backward ---------------------------------------------------------------
-    def rollback(self, verified: bool = True) -> None:
-        """``verified``: compare the stores as of the freeze before switching
-        back (not when undoing a switch whose own verification failed)."""
-        spec, target_tier, target_cell = self.spec(), self.move.to_tier, self.move.to_cell
-        if spec.retiring is None:  # killed before the target spec was written: nothing was created
-            self.save(move=None)
-            self.ws.registry.release_slot(target_cell, target_tier)
-            return
-        if self.move.phase in (MovePhase.switched, MovePhase.rolling_back):
-            if self.move.phase is MovePhase.switched:
-                self.phase(MovePhase.rolling_back)
-            self.sync_objects(backwards=True)  # the objects written since the switch go back too
-            pinned = self.catch_up(self.link(backwards=True), MovePhase.switched)
-            self.save(tier=spec.retiring.tier, cell=self.move.from_cell,
-                      resources=self.resources_at(spec.retiring.tier, self.move.old_store, self.move.old_bucket),
-                      move=self.move.model_copy(update={"phase": MovePhase.preparing, "phase_at": utcnow(),
-                                                        "switched_at": None, "window_ends_at": None}))
-            self.point_secret(self.move.old_store)
-            if pinned is not None and verified:  # after the freeze; a difference keeps the new store for a person
-                store_sync.compare_pinned(self.record.tenant_id, pinned,
-                                          self.link(backwards=True).pairs(self.record.tenant_id))
-            elif pinned is not None:
-                for conn in pinned:
-                    conn.close()
-        # Before the switch (or switched back): the old store takes writes, the new one goes.
-        if self.move.new_store is not None:
-            store_sync.stop(self.connect, self.link())
-        self.set_writable(self.link().sources if self.move.new_store is not None else [self.move.old_store], True)
-        self.point_secret(self.move.old_store)
-        self.say(f"move {self.record.tenant_id}: removing the {spec.tier.value} store")
-        self.remove_objects(backwards=True)
-        if spec.dedicated is not None and spec.dedicated.deletion_protection:
-            self.unprotect(spec.model_copy(update={"dedicated": spec.dedicated.model_copy(
-                update={"deletion_protection": False})}))
-        back = spec.model_copy(update={"tier": spec.retiring.tier, "dedicated": spec.retiring.dedicated,
-                                       "cell": spec.retiring.cell or spec.cell,
-                                       "store_generation": spec.retiring.generation, "retiring": None})
-        self.apply(back)
-        self.save(move=None)
-        self.ws.registry.release_slot(target_cell, target_tier)
-
-    def remove_objects(self, backwards: bool) -> None:
-        """The prefixes the move leaves (the old ones at --finalize; the new ones
-        at --rollback), every version of them: nothing of the tenant or its
-        workspaces stays in that cell."""
-        for old, new, _ in self.prefixes():
-            gone = new if backwards else old
-            self.say(f"move {self.record.tenant_id}: removing its objects from s3://{gone.bucket}/{gone.prefix}")
-            prefix_sync.remove(self.ws.clients_for(self.record)("s3"), gone)
-
-
-def in_store(workspace: WorkspaceResources, store: StoreConnection) -> StoreConnection:
-    """The workspace's schema and role in the tenant's store ``store`` (its database)."""
-    return workspace.store.model_copy(update={"endpoint": store.endpoint, "port": store.port,
-                                              "database": store.database})
-
-
-def target_spec(spec: TenantSpec, tier: Tier, started: datetime | None = None,
-                cell: str | None = None) -> TenantSpec:
-    """``spec`` moved to ``tier`` (and to ``cell``, default its own): the next
-    store generation, the current one retiring (with its cell when the move
-    changes cells); a dedicated target's final snapshot named after ``started``."""
-    to_cell = cell or spec.cell
-    body = spec.model_dump(mode="json", exclude_none=True)
-    body.update(tier=tier.value, cell=to_cell, store_generation=spec.store_generation + 1,
-                retiring=RetiringStore(tier=spec.tier, generation=spec.store_generation, dedicated=spec.dedicated,
-                                       cell=spec.cell if to_cell != spec.cell else None,
-                                       ).model_dump(mode="json", exclude_none=True))
-    body.pop("dedicated", None)
-    # Each workspace's schema keeps the resource name it has now (see WorkspaceSpec.schema_generation).
-    for workspace in body.get("workspaces", []):
-        workspace.setdefault("schema_generation", spec.store_generation)
-    if tier is Tier.dedicated:
-        body["dedicated"] = DedicatedSpec(final_snapshot_suffix=f"{started or utcnow():%Y%m%d%H%M%S}").model_dump(
-            mode="json")
-    return TenantSpec.model_validate(body)
-
-
 def move(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: str | None = None,
          rollback: bool = False, finalize: bool = False, window: timedelta = DEFAULT_WINDOW,
          progress: Progress | None = None) -> MoveResult:
@@ -435,6 +102,7 @@ def move(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: str |
         raise InvalidInput("--rollback and --finalize exclude each other")
     record = ws.registry.require(tenant_id)
     target: TenantSpec | None = None
+    to_stack: str | None = None
     to_tier, to_cell = tier or record.tier, cell or record.cell
     if record.move is None:
         if rollback or finalize:
@@ -446,7 +114,7 @@ def move(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: str |
         if to_tier is record.tier and to_cell == record.cell:
             return MoveResult(tenant_id=tenant_id, outcome="unchanged", from_tier=record.tier, to_tier=to_tier,
                               from_cell=record.cell, to_cell=to_cell)
-        target = _refuse_or_target(ws, record, to_tier, to_cell)
+        target, to_stack = _refuse_or_target(ws, record, to_tier, to_cell)
         # Both stores exist while the move is open: it holds a slot where each is (exit 11: full or draining).
         take_slot(ws, to_cell, to_tier, f"tenant {tenant_id!r} refused before anything was created "
                                         "(free a slot there, or undrain it, and re-run)")
@@ -465,9 +133,10 @@ def move(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: str |
                 assert resources is not None
                 held.record = ws.registry.save(held.record, last_error=None, move=TenantMove(
                     from_tier=held.record.tier, to_tier=to_tier, from_cell=held.record.cell, to_cell=to_cell,
-                    old_store=resources.store, old_bucket=resources.bucket if to_cell != held.record.cell else None))
+                    old_store=resources.store, old_bucket=resources.bucket if to_cell != held.record.cell else None,
+                    to_stack=to_stack))
             started = True
-            mover = Mover(ws, held, progress)
+            mover = _mover(ws, held, progress)
             run = mover.move
             outcome = _drive(mover, target, rollback, finalize, window)
     finally:
@@ -479,6 +148,12 @@ def move(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: str |
                       window_ends_at=(held.record.move.window_ends_at.isoformat()
                                       if held.record.move and held.record.move.window_ends_at else None),
                       **mover.result_extra)
+
+
+def _mover(ws: Workspace, held: Any, progress: Progress | None) -> Mover:
+    """A move building the tenant again in a second stack (another account or
+    region) is the KeyedMover's; every other move keeps the tenant's stack."""
+    return (Mover if held.record.move.to_stack is None else KeyedMover)(ws, held, progress)
 
 
 def _drive(mover: Mover, target: TenantSpec | None, rollback: bool, finalize: bool, window: timedelta) -> str:
@@ -493,11 +168,7 @@ def _drive(mover: Mover, target: TenantSpec | None, rollback: bool, finalize: bo
         raise InvalidInput(f"tenant {mover.record.tenant_id!r} is rolling back: `tenantctl move ID --rollback` "
                            "finishes it")
     if phase is MovePhase.preparing:
-        if target is None:  # resumed: the spec was written (or not yet, when killed right after the record)
-            spec = mover.spec()
-            target = spec if spec.retiring is not None else target_spec(spec, mover.move.to_tier,
-                                                                        mover.move.started_at, mover.move.to_cell)
-        mover.prepare(target)
+        mover.prepare(target or mover.resumed_target())
         phase = MovePhase.copying
     if phase is MovePhase.copying:
         mover.copy()
@@ -507,31 +178,33 @@ def _drive(mover: Mover, target: TenantSpec | None, rollback: bool, finalize: bo
     return "switched"
 
 
-def _refuse_or_target(ws: Workspace, record: TenantRecord, tier: Tier, cell: str) -> TenantSpec:
-    """The spec of the move's target, after every check that refuses a move
-    before anything is created: the target cell (known, same account and
-    region, takes the tier and the tenant's retention classes), the policy
-    gate's spec rules, quotas, and residency (the target is in the tenant's region)."""
+def _refuse_or_target(ws: Workspace, record: TenantRecord, tier: Tier, cell: str) -> tuple[TenantSpec, str | None]:
+    """The spec of the move's target and, for a cell of another account or
+    region, the second stack it is built in (else None), after every check
+    that refuses a move before anything is created: the target cell (known,
+    within the tenant's residency, takes the tier and the tenant's retention
+    classes), the policy gate's spec rules and quotas."""
     from tenantctl import preflight
     from tenantctl.policy import refuse_unsafe_spec
 
-    path = stack_file(ws.stacks_dir, record.tenant_id)
+    path = stack_file(ws.stacks_dir, record.current_stack)
     if not path.exists():
         raise InvalidInput(f"tenant {record.tenant_id!r} has no committed stack file ({path}): nothing to move from")
     spec = read_tenant(path).model_copy(update={"cell": record.cell})
-    if cell != record.cell:
-        _refuse_cell(ws, record, spec, tier, cell)
+    if cell != record.cell and _refuse_cell(ws, record, spec, tier, cell):
+        return refuse_or_target(ws, record, spec, tier, cell)
     target = target_spec(spec, tier, cell=cell)
     if target.region != record.region:
         raise InvalidInput(f"tenant {record.tenant_id!r} lives in {record.region}; a move never leaves its region")
     refuse_unsafe_spec(target)
     preflight.check(target, ws.ensure_cell(cell), ws.cell_clients(cell))
-    return target
+    return target, None
 
 
-def _refuse_cell(ws: Workspace, record: TenantRecord, spec: TenantSpec, tier: Tier, cell: str) -> None:
+def _refuse_cell(ws: Workspace, record: TenantRecord, spec: TenantSpec, tier: Tier, cell: str) -> bool:
     """Why ``cell`` cannot take the tenant as ``tier`` (InvalidInput, exit 3); draining and
-    full cells are refused when the slot is taken (exit 11)."""
+    full cells are refused when the slot is taken (exit 11). True: the cell is in
+    another account or region (the KeyedMover's refusals follow)."""
     cells = ws.cells()
     if cell not in cells:
         raise InvalidInput(f"--cell {cell}: no such cell (`tenantctl cell list` shows them)")
@@ -541,12 +214,8 @@ def _refuse_cell(ws: Workspace, record: TenantRecord, spec: TenantSpec, tier: Ti
     if target.region not in allowed:
         raise InvalidInput(f"{refused}: it is in {target.region}, the tenant's data must stay in "
                            f"{' or '.join(allowed)} (residency)")
-    if target.region != record.region:
-        raise InvalidInput(f"{refused}: it is in {target.region}, which the tenant's residency allows, but "
-                           f"{NOT_BUILT}")
-    if _account(ws, target) != _account(ws, current):
-        raise InvalidInput(f"{refused}: it is in account {_account(ws, target)}, the tenant in "
-                           f"{_account(ws, current)}; {NOT_BUILT}")
+    if target.region != record.region or _account(ws, target) != _account(ws, current):
+        return True
     if tier is Tier.dedicated and record.tier is Tier.dedicated:
         raise InvalidInput(f"{refused} as dedicated: a dedicated store is the tenant's own (VPC, database "
                            "instance, named after the tenant), so a second one cannot stand beside it; move it "
@@ -554,6 +223,7 @@ def _refuse_cell(ws: Workspace, record: TenantRecord, spec: TenantSpec, tier: Ti
     problem = unfit(target, spec.model_copy(update={"tier": tier, "dedicated": None}))
     if problem:
         raise InvalidInput(f"{refused}: {problem}")
+    return False
 
 
 def _account(ws: Workspace, cell: CellSpec) -> str:

@@ -1,0 +1,357 @@
+"""The plumbing of a move (``Mover``), shared by the move within an account
+and region and the move to another one (``move_keyed.KeyedMover``); the
+phases and guarantees are described in ``operations/move.py``."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from tenant_runtime.models import (
+    MovePhase,
+    StoreConnection,
+    TenantMove,
+    TenantRecord,
+    TenantResources,
+    Tier,
+    WorkspaceResources,
+    utcnow,
+    workspace_key,
+)
+from tenantctl import prefix_sync, store_sync
+from tenantctl.errors import DrillFailed, TargetUnavailable
+from tenantctl.models import DedicatedSpec, RetiringStore, TenantSpec
+from tenantctl.stackconfig import read_tenant, stack_file
+from tenantctl.workspace import Workspace
+
+COPY_TIMEOUT = 6 * 3600.0
+CATCH_UP_TIMEOUT = 120.0
+Progress = Callable[[str], None]
+
+
+class Mover:
+    """One run of a move over a held record (``held.record`` is kept current)."""
+
+    def __init__(self, ws: Workspace, held: Any, progress: Progress | None = None) -> None:
+        self.ws, self.held, self.say = ws, held, progress or (lambda _line: None)
+        self.admins: dict[str, Any] = {}
+        self.result_extra: dict[str, Any] = {}
+        # What this run copied of each prefix (the tenant's, each workspace's), each way
+        # (a resumed run copies every object once).
+        self.objects: dict[tuple[bool, str], prefix_sync.Copied] = defaultdict(prefix_sync.Copied)
+
+    # -- plumbing ---------------------------------------------------------------
+    @property
+    def record(self) -> TenantRecord:
+        return self.held.record
+
+    @property
+    def move(self) -> TenantMove:
+        assert self.record.move is not None
+        return self.record.move
+
+    def admin(self, store: StoreConnection) -> Any:
+        """The admin context of the cell ``store`` is in (each cell's database has its own admin)."""
+        from tenantctl.drills.context import context_from_workspace
+
+        cell = self.move.from_cell if store == self.move.old_store else self.move.to_cell
+        if cell not in self.admins:  # in the cell's own region (a move to another region has two)
+            where = {"cell": cell, "region": self.ws.cell(cell).region if cell != self.record.cell else
+                     self.record.region}
+            self.admins[cell] = context_from_workspace(self.ws, self.record.model_copy(update=where))
+        return self.admins[cell]
+
+    def connect(self, store: StoreConnection) -> Any:
+        return self.admin(store).connect(store.endpoint, store.port, store.database)
+
+    def follow(self, link: store_sync.Link, copy_data: bool = True) -> None:
+        source = self.admin(link.source)
+        store_sync.start(self.connect, link, source.admin_user, source.admin_password, copy_data=copy_data)
+
+    def prefixes(self, backwards: bool = False) -> list[tuple[prefix_sync.Place, prefix_sync.Place, str]]:
+        """The tenant's prefix and each workspace's, in the old and the new
+        cell's bucket (reversed ``backwards``), each with the key its objects
+        are encrypted under; none within a cell."""
+        old, new = self.move.old_bucket, self.move.new_bucket
+        if old is None or new is None:
+            return []
+        res = self.record.resources
+        assert res is not None
+        owners = [(res.prefix, res.kms_key_arn),
+                  *((w.prefix, w.kms_key_arn) for _, w in sorted(res.workspaces.items()))]
+        pairs = [(prefix_sync.Place(old, prefix), prefix_sync.Place(new, prefix), key) for prefix, key in owners]
+        return [(b, a, key) for a, b, key in pairs] if backwards else pairs
+
+    def sync_objects(self, backwards: bool = False) -> None:
+        """A pass over each prefix; backwards (a rollback), only what changed in
+        the new prefix since the switch (both were in step then)."""
+        s3 = self.ws.clients_for(self.record)("s3")
+        for source, target, key in self.prefixes(backwards):
+            prefix_sync.sync(s3, source, target, key, self.objects[backwards, source.prefix],
+                             since=self.move.switched_at if backwards else None)
+        if self.move.old_bucket is not None:
+            self.result_extra["objects_copied"] = sum(c.objects + c.removed for (way, _), c in self.objects.items()
+                                                      if way is backwards)
+
+    def save(self, **changes: Any) -> None:
+        self.held.record = self.ws.registry.save(self.record, **changes)
+
+    def phase(self, phase: MovePhase, **move_changes: Any) -> None:
+        self.say(f"move {self.record.tenant_id}: {phase.value}")
+        self.save(move=self.move.model_copy(update={"phase": phase, "phase_at": utcnow(), **move_changes}))
+
+    def link(self, backwards: bool = False) -> store_sync.Link:
+        """Forward: the new store follows the old one; backwards: the reverse.
+        Either way with every workspace's schema in the same two databases."""
+        spec = self.spec()
+        old_gen = spec.retiring.generation if spec.retiring else spec.store_generation
+        new_store = self.move.new_store
+        assert new_store is not None
+        source, target = (new_store, self.move.old_store) if backwards else (self.move.old_store, new_store)
+        assert self.record.resources is not None
+        workspaces = tuple((workspace_key(self.record.tenant_id, name), in_store(res, source), in_store(res, target))
+                           for name, res in sorted(self.record.resources.workspaces.items()))
+        name = store_sync.link_name(self.record.tenant_id, spec.store_generation if backwards else old_gen)
+        return store_sync.Link(name, source, target, workspaces)
+
+    def set_writable(self, stores: list[StoreConnection], writable: bool) -> None:
+        """The tenant's (or a workspace's) role's writes on each of ``stores`` (one database)."""
+        with self.connect(stores[0]) as conn:
+            for store in stores:
+                store_sync.set_writable(conn, store, writable)
+
+    def spec(self) -> TenantSpec:
+        # The record's cell (a stack file CI did not commit placement back to may
+        # lack it); while the target spec is written, the cell the move goes to.
+        spec = read_tenant(stack_file(self.ws.stacks_dir, self.record.current_stack))
+        moving = self.record.move is not None and spec.retiring is not None
+        return spec.model_copy(update={"cell": self.move.to_cell if moving else self.record.cell})
+
+    def resources_at(self, tier: Tier, store: StoreConnection, bucket: str | None = None) -> TenantResources:
+        """The record's resources in ``store`` (its workspaces' schemas in the same database)."""
+        assert self.record.resources is not None
+        workspaces = {name: res.model_copy(update={"store": in_store(res, store)})
+                      for name, res in self.record.resources.workspaces.items()}
+        return self.record.resources.model_copy(update={"tier": tier, "store": store, "workspaces": workspaces,
+                                                        "bucket": bucket or self.record.resources.bucket})
+
+    def point_secret(self, store: StoreConnection) -> None:
+        """The tenant's secret, and each workspace's, names the store the
+        registry routes to (same role and password)."""
+        sm = self.ws.clients_for(self.record)("secretsmanager")
+        assert self.record.resources is not None
+        for each in (store, *(in_store(res, store) for res in self.record.resources.workspaces.values())):
+            current = json.loads(sm.get_secret_value(SecretId=each.secret_arn)["SecretString"])
+            wanted = {**current, "host": each.endpoint, "port": each.port, "dbname": each.database,
+                      "schema": each.schema_name, "username": each.role}
+            if wanted != current:
+                sm.put_secret_value(SecretId=each.secret_arn, SecretString=json.dumps(wanted))
+
+    def apply(self, spec: TenantSpec) -> Any:
+        from tenantctl.operations.provision import apply_spec
+
+        return apply_spec(self.ws, spec, on_event=None, stack=self.record.stack)
+
+    def unprotect(self, spec: TenantSpec) -> None:
+        """Apply ``spec``, in which the dedicated store about to go has its
+        deletion protection lifted: a step of its own, as deprovision does."""
+        from tenantctl.policy import waived
+
+        with waived("deletion-protection"):
+            self.apply(spec)
+
+    # -- forward ----------------------------------------------------------------
+    def resumed_target(self) -> TenantSpec:
+        """The target spec of a move resumed in ``preparing``: written already,
+        or not yet when the run was killed right after recording the move."""
+        spec = self.spec()
+        return spec if spec.retiring is not None else target_spec(spec, self.move.to_tier, self.move.started_at,
+                                                                  self.move.to_cell)
+
+    def prepare(self, target: TenantSpec) -> None:
+        self.say(f"move {self.record.tenant_id}: creating the {target.tier.value} store beside the current one")
+        applied = self.apply(target)
+        self.phase(MovePhase.copying, new_store=applied.resources.store,
+                   new_bucket=applied.resources.bucket if self.move.old_bucket is not None else None)
+
+    def copy(self) -> None:
+        link = self.link()
+        started = time.monotonic()
+        self.set_writable(link.targets, False)  # nothing but the replication writes the target before the switch
+        self.follow(link)
+        self.say(f"move {self.record.tenant_id}: copying while the tenant serves")
+        self.sync_objects()  # while the store's initial copy runs
+        store_sync.wait("initial copy", lambda: store_sync.copied(self.connect, link), COPY_TIMEOUT, 0.2)
+        self.result_extra["copy_seconds"] = time.monotonic() - started
+        self.phase(MovePhase.freezing)
+
+    def switch(self, window: timedelta) -> None:
+        frozen_at = self.move.phase_at
+        self.sync_objects()  # what changed since the first pass (writes are refused from here)
+        pinned = self.catch_up(self.link(), MovePhase.copying)
+        spec = self.spec()
+        new_store = self.move.new_store
+        assert new_store is not None
+        # The old store follows the new one from here, read-only: a rollback keeps every write.
+        self.follow(self.link(backwards=True), copy_data=False)
+        now = utcnow()
+        self.save(tier=spec.tier, cell=self.move.to_cell,
+                  resources=self.resources_at(spec.tier, new_store, self.move.new_bucket),
+                  move=self.move.model_copy(update={"phase": MovePhase.switched, "phase_at": now,
+                                                    "switched_at": now, "window_ends_at": now + window}))
+        self.point_secret(new_store)
+        self.result_extra["freeze_seconds"] = (utcnow() - frozen_at).total_seconds()
+        where = f" of cell {self.move.to_cell}" if self.move.to_cell != self.move.from_cell else ""
+        self.say(f"move {self.record.tenant_id}: switched to the {spec.tier.value} store{where} "
+                 f"(writes refused {self.result_extra['freeze_seconds']:.2f} s); the old one is read-only")
+        if pinned is not None:
+            self.say(f"move {self.record.tenant_id}: verifying (counts + checksums as of the freeze)")
+            try:
+                self.result_extra["rows"] = store_sync.compare_pinned(
+                    self.record.tenant_id, pinned, self.link().pairs(self.record.tenant_id))
+            except DrillFailed:
+                self.rollback(verified=False)  # back to the old store, which kept every write since
+                raise
+
+    def catch_up(self, link: store_sync.Link, unfrozen: MovePhase) -> tuple[Any, Any] | None:
+        """Freeze ``link``'s source, let the target catch up, pin a snapshot of
+        both (verified after the freeze), make the target the writable one.
+        None: the link was dropped by an earlier run (which got this far). A
+        target not caught up in time ends the freeze, nothing switched: the
+        source takes writes again, the move is back in phase ``unfrozen`` and a
+        re-run freezes again."""
+        pinned = None
+        with self.connect(link.target) as conn:
+            following = conn.execute("SELECT 1 FROM pg_subscription WHERE subname = %s",
+                                     (link.name,)).fetchone() is not None
+        if following:
+            lsn = store_sync.quiesce(self.connect, *link.sources)
+            try:
+                store_sync.wait("replication catch-up", lambda: store_sync.caught_up(self.connect, link, lsn),
+                                CATCH_UP_TIMEOUT, 0.02)
+            except TargetUnavailable:
+                self.set_writable(link.sources, True)
+                self.phase(unfrozen)
+                raise
+            pinned = (store_sync.pin(self.connect, link.source), store_sync.pin(self.connect, link.target))
+            for target in link.targets:
+                store_sync.align_sequences(self.connect, target)
+            store_sync.stop(self.connect, link)
+        self.set_writable(link.targets, True)
+        return pinned
+
+    def finalize(self) -> None:
+        from tenantctl.drills.backup import final_backup
+        from tenantctl.operations.provision import activate
+
+        spec = self.spec()
+        assert spec.retiring is not None
+        old = self.resources_at(spec.retiring.tier, self.move.old_store)  # backed up into the new prefix: kept
+        self.say(f"move {self.record.tenant_id}: final backup of the old store")
+        was = self.record.model_copy(update={"tier": spec.retiring.tier, "resources": old,
+                                             "cell": self.move.from_cell})
+        final_backup(self.ws, was)
+        for name in sorted(old.workspaces):  # each under the workspace's own key
+            final_backup(self.ws, was, workspace=name)
+        store_sync.stop(self.connect, self.link(backwards=True))
+        s3 = self.ws.clients_for(self.record)("s3")
+        for source, target, key in self.prefixes():
+            late = prefix_sync.carry_late(s3, source, target, key)
+            if late:
+                self.say(f"move {self.record.tenant_id}: {len(late)} objects written to the old prefix "
+                         f"{source.prefix} after the switch carried over")
+        self.remove_objects(backwards=False)
+        ded = spec.retiring.dedicated
+        if ded is not None and ded.deletion_protection:
+            self.unprotect(spec.model_copy(update={"retiring": spec.retiring.model_copy(update={
+                "dedicated": ded.model_copy(update={"deletion_protection": False})})}))
+        self.say(f"move {self.record.tenant_id}: removing the old store")
+        final = spec.model_copy(update={"retiring": None})
+        applied = self.apply(final)
+        from_cell = self.move.from_cell
+        self.save(move=None)
+        # After the record (a run killed in between keeps a slot too many, never one too few).
+        self.ws.registry.release_slot(from_cell, spec.retiring.tier)
+        self.held.record = activate(self.ws, self.record, final, applied)
+
+    # -- backward ---------------------------------------------------------------
+    def rollback(self, verified: bool = True) -> None:
+        """``verified``: compare the stores as of the freeze before switching
+        back (not when undoing a switch whose own verification failed)."""
+        spec, target_tier, target_cell = self.spec(), self.move.to_tier, self.move.to_cell
+        if spec.retiring is None:  # killed before the target spec was written: nothing was created
+            self.save(move=None)
+            self.ws.registry.release_slot(target_cell, target_tier)
+            return
+        if self.move.phase in (MovePhase.switched, MovePhase.rolling_back):
+            if self.move.phase is MovePhase.switched:
+                self.phase(MovePhase.rolling_back)
+            self.sync_objects(backwards=True)  # the objects written since the switch go back too
+            pinned = self.catch_up(self.link(backwards=True), MovePhase.switched)
+            self.save(tier=spec.retiring.tier, cell=self.move.from_cell,
+                      resources=self.resources_at(spec.retiring.tier, self.move.old_store, self.move.old_bucket),
+                      move=self.move.model_copy(update={"phase": MovePhase.preparing, "phase_at": utcnow(),
+                                                        "switched_at": None, "window_ends_at": None}))
+            self.point_secret(self.move.old_store)
+            if pinned is not None and verified:  # after the freeze; a difference keeps the new store for a person
+                store_sync.compare_pinned(self.record.tenant_id, pinned,
+                                          self.link(backwards=True).pairs(self.record.tenant_id))
+            elif pinned is not None:
+                for conn in pinned:
+                    conn.close()
+        # Before the switch (or switched back): the old store takes writes, the new one goes.
+        if self.move.new_store is not None:
+            store_sync.stop(self.connect, self.link())
+        self.set_writable(self.link().sources if self.move.new_store is not None else [self.move.old_store], True)
+        self.point_secret(self.move.old_store)
+        self.say(f"move {self.record.tenant_id}: removing the {spec.tier.value} store")
+        self.remove_objects(backwards=True)
+        if spec.dedicated is not None and spec.dedicated.deletion_protection:
+            self.unprotect(spec.model_copy(update={"dedicated": spec.dedicated.model_copy(
+                update={"deletion_protection": False})}))
+        back = spec.model_copy(update={"tier": spec.retiring.tier, "dedicated": spec.retiring.dedicated,
+                                       "cell": spec.retiring.cell or spec.cell,
+                                       "store_generation": spec.retiring.generation, "retiring": None})
+        self.apply(back)
+        self.save(move=None)
+        self.ws.registry.release_slot(target_cell, target_tier)
+
+    def remove_objects(self, backwards: bool) -> None:
+        """The prefixes the move leaves (the old ones at --finalize; the new ones
+        at --rollback), every version of them: nothing of the tenant or its
+        workspaces stays in that cell."""
+        for old, new, _ in self.prefixes():
+            gone = new if backwards else old
+            self.say(f"move {self.record.tenant_id}: removing its objects from s3://{gone.bucket}/{gone.prefix}")
+            prefix_sync.remove(self.ws.clients_for(self.record)("s3"), gone)
+
+
+def in_store(workspace: WorkspaceResources, store: StoreConnection) -> StoreConnection:
+    """The workspace's schema and role in the tenant's store ``store`` (its database)."""
+    return workspace.store.model_copy(update={"endpoint": store.endpoint, "port": store.port,
+                                              "database": store.database})
+
+
+def target_spec(spec: TenantSpec, tier: Tier, started: datetime | None = None,
+                cell: str | None = None) -> TenantSpec:
+    """``spec`` moved to ``tier`` (and to ``cell``, default its own): the next
+    store generation, the current one retiring (with its cell when the move
+    changes cells); a dedicated target's final snapshot named after ``started``."""
+    to_cell = cell or spec.cell
+    body = spec.model_dump(mode="json", exclude_none=True)
+    body.update(tier=tier.value, cell=to_cell, store_generation=spec.store_generation + 1,
+                retiring=RetiringStore(tier=spec.tier, generation=spec.store_generation, dedicated=spec.dedicated,
+                                       cell=spec.cell if to_cell != spec.cell else None,
+                                       ).model_dump(mode="json", exclude_none=True))
+    body.pop("dedicated", None)
+    # Each workspace's schema keeps the resource name it has now (see WorkspaceSpec.schema_generation).
+    for workspace in body.get("workspaces", []):
+        workspace.setdefault("schema_generation", spec.store_generation)
+    if tier is Tier.dedicated:
+        body["dedicated"] = DedicatedSpec(final_snapshot_suffix=f"{started or utcnow():%Y%m%d%H%M%S}").model_dump(
+            mode="json")
+    return TenantSpec.model_validate(body)
