@@ -464,3 +464,35 @@ def test_a_store_of_the_posting_layout_is_upgraded_and_rebuilt(runtime, runtime_
     assert runtime.store.reindex(a, if_unindexed=True).documents == len(CORPUS)
     assert runtime.store.reindex(a, if_unindexed=True) is None  # nothing left unindexed: no new key
     upgraded_and_answering()
+
+
+def test_a_key_remade_under_a_known_version_is_not_taken_for_the_cached_one(runtime, runtime_env, corpus, workspace):
+    """A restore brings back an older ``search_keys`` row, then a reindex (by
+    another process) makes the next version number: the number this runtime
+    still caches, for the key the restore threw away. Keys are matched by
+    their sealed digest too, so its write and its search read the keys again
+    instead of hashing under the wrong one."""
+    a, _ = corpus
+    record = runtime_env.record("a")
+    drills = context_from_workspace(workspace, record)
+    answers = {q: [h.doc_id for h in runtime.store.search(a, q).hits] for q in JUDGED}
+    saved = backup(drills, record)
+    runtime.store.reindex(a)
+    assert {q: [h.doc_id for h in runtime.store.search(a, q).hits] for q in JUDGED} == answers  # caches the new key
+    [(cached, _)] = [(k[1], k[2]) for k in rows_of(runtime_env, record, "search_keys")]
+    report = drill(drills, record, backup_id=saved.backup_id, target=Target.in_place, yes=True, overwrite=True,
+                   kind="restore")
+    assert report.verdict is Verdict.passed, report.reasons
+    other = TenantRuntime(jwt_settings(), runtime_env.registry_table, endpoint_url=runtime_env.sandbox.aws_endpoint_url,
+                          region=runtime_env.sandbox.region)
+    try:
+        other_ctx = from_registry(other.registry, a.tenant_id)
+        assert other.store.reindex(other_ctx).key_version == cached  # the same number, another key
+        runtime.store.put_document(a, "after-restore", "Pangolin notes", "a pangolin after the restore")
+        # Written under the store's key: the other process (which made it) finds it.
+        assert [h.doc_id for h in other.store.search(other_ctx, "pangolin").hits] == ["after-restore"]
+        assert {q: [h.doc_id for h in runtime.store.search(a, q).hits] for q in JUDGED} == answers
+        assert runtime.store.suggest(a, "pango") == ["pangolin"]
+    finally:
+        other.close()
+        runtime.store.delete_document(a, "after-restore")

@@ -12,6 +12,7 @@ from tenant_runtime import InvalidRequest, StoreUnavailable, TenantMismatch, Unt
 from tenant_runtime.blind_index import TermHasher, blind, document_scope, summary_scope, term_id
 from tenant_runtime.documents import LARGE_BODY, MAX_BODY, DocumentOperations, highlight
 from tenant_runtime.objects import ObjectAccess
+from tenant_runtime.search_keys import SearchKey
 from tenant_runtime.store import Compute, Statement, StoreOperations, advance
 from tenant_runtime.tables import TABLES
 
@@ -173,7 +174,7 @@ def test_a_batch_gives_each_item_its_own_slice_of_the_terms():
     ops, hasher = StoreOperations(), TermHasher(b"k" * 32)
     items = [("a", analyzer.index_terms("Rotating keys", "keys rotate")), ("b", analyzer.index_terms("", "")),
              ("c", analyzer.index_terms("", "東京の索引"))]
-    op = ops._index_write(context("acme"), sql.SQL("SELECT 'a' AS doc_id"), {}, 1, hasher, items)
+    op = ops._index_write(context("acme"), sql.SQL("SELECT 'a' AS doc_id"), {}, SearchKey(1, b"d", hasher), items)
     p = next(op).params
     for (_, analysed), lo, hi in zip(items, p["lo"], p["hi"], strict=True):
         # Sorted by term (a query binary-searches them), each frequency beside its term.
@@ -190,7 +191,7 @@ def test_vocabulary_words_are_sent_until_a_write_of_them_committed():
     head = sql.SQL("SELECT 'd' AS doc_id")
 
     def sent(rows):
-        op = ops._index_write(context("acme"), head, {}, 1, hasher, [("d", analysed)])
+        op = ops._index_write(context("acme"), head, {}, SearchKey(1, b"d", hasher), [("d", analysed)])
         step = next(op)
         advance(op, rows)
         return len(step.params["grams"])
