@@ -24,7 +24,7 @@ from tenant_runtime.blind_index import SEARCH_KEY_SCOPE, TermHasher, new_search_
 from tenant_runtime.cache import TTLCache
 from tenant_runtime.context import TenantContext
 from tenant_runtime.errors import StoreUnavailable
-from tenant_runtime.tables import SEARCH_KEYS
+from tenant_runtime.tables import SEARCH_KEYS, SEARCH_STATS
 
 KEY_CACHE_TENANTS, KEY_CACHE_TTL = 1_000, 300.0
 KEY_TRIES = 3  # a statement sent round again after the keys changed under it, at most
@@ -34,6 +34,7 @@ class SearchKey(NamedTuple):
     version: int
     digest: bytes  # SHA-256 of the sealed key row
     hasher: TermHasher  # the unsealed key
+    counted: bool = True  # its document frequencies kept in search_stats since it was made
 
 
 def sealed_digest(sealed: bytes) -> bytes:
@@ -70,28 +71,35 @@ class SearchKeyOperations:
         cached = self._cached_keys(ctx)
         if cached:
             return cached
-        table = self._table(ctx, SEARCH_KEYS)
-        select = sql.SQL("SELECT version, sealed FROM {} WHERE tenant_id = %s ORDER BY version").format(table)
+        select = sql.SQL(
+            "SELECT k.version, k.sealed, EXISTS (SELECT FROM {stats} s WHERE s.tenant_id = k.tenant_id "
+            "AND s.kind = '' AND s.key_version = k.version) FROM {keys} k WHERE k.tenant_id = %s "
+            "ORDER BY k.version").format(keys=self._table(ctx, SEARCH_KEYS), stats=self._table(ctx, SEARCH_STATS))
         rows = yield self._statement_step(select, (ctx.key,), "all")
         if not rows and create:
             yield from self._add_search_key(ctx, 1, conflict_ok=True)
             rows = yield self._statement_step(select, (ctx.key,), "all")  # ours, or a racing writer's
         keys = yield self._compute_step(self.envelope.decrypt_many, ctx, SEARCH_KEY_SCOPE,
                                         [bytes(r[1]) for r in rows])
-        found = [SearchKey(r[0], sealed_digest(bytes(r[1])), TermHasher(k)) for r, k in zip(rows, keys, strict=True)]
+        found = [SearchKey(r[0], sealed_digest(bytes(r[1])), TermHasher(k), r[2])
+                 for r, k in zip(rows, keys, strict=True)]
         if found:
             self.__dict__.setdefault("_search_key_cache", TTLCache(KEY_CACHE_TENANTS, KEY_CACHE_TTL)).put(
                 (ctx.key, ctx.resources.kms_key_arn), found)
         return found
 
     def _add_search_key(self, ctx: TenantContext, version: int, conflict_ok: bool = False) -> Any:
-        """A new random key row at ``version``; returns it (unsealed, to hash with)."""
+        """A new random key row at ``version``, marked counted (search_stats) in
+        the same statement; returns it (unsealed, to hash with)."""
         key = new_search_key()
         sealed = yield self._compute_step(self.envelope.encrypt, ctx, SEARCH_KEY_SCOPE, key)
         yield self._statement_step(
-            sql.SQL("INSERT INTO {} (tenant_id, version, sealed) VALUES (%s, %s, %s)"
-                    + (" ON CONFLICT DO NOTHING" if conflict_ok else "")).format(self._table(ctx, SEARCH_KEYS)),
-            (ctx.key, version, sealed), "rowcount")
+            sql.SQL("WITH k AS (INSERT INTO {keys} (tenant_id, version, sealed) VALUES (%(t)s, %(v)s, %(s)s)"
+                    + (" ON CONFLICT DO NOTHING" if conflict_ok else "") + " RETURNING version) "
+                    "INSERT INTO {stats} (tenant_id, kind, key_version, term, items) "
+                    "SELECT %(t)s, '', version, 0, 0 FROM k").format(
+                keys=self._table(ctx, SEARCH_KEYS), stats=self._table(ctx, SEARCH_STATS)),
+            {"t": ctx.key, "v": version, "s": sealed}, "rowcount")
         return SearchKey(version, sealed_digest(sealed), TermHasher(key))
 
     def _with_live_keys(self, ctx: TenantContext, run: Callable[[list[SearchKey]], Any]) -> Any:
