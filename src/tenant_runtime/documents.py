@@ -705,12 +705,13 @@ class DocumentOperations(SearchKeyOperations):
         corpus statistics once per hit. The sealed content is read for the
         returned page alone."""
         if counted:  # the same idf either way: items of the searched kinds holding the term, per query term
+            # Each query term looked up by the primary key (the terms outer: the planner would
+            # otherwise read every count of the tenant and probe the terms for each).
             df = sql.SQL(
                 "df AS MATERIALIZED (SELECT c.idx, ln(1 + (s.n - c.n + 0.5) / (c.n + 0.5)) AS idf FROM (SELECT q.idx, "
-                "  sum(st.items)::float8 AS n FROM q JOIN {stats} st ON st.tenant_id = %(t)s "
-                "  AND st.kind = ANY({kinds}) AND st.key_version = q.key_version AND st.term = q.term "
-                "  GROUP BY q.idx HAVING sum(st.items) > 0) c "
-                "  CROSS JOIN stats s), ").format(
+                "  sum(k.n)::float8 AS n FROM q CROSS JOIN LATERAL (SELECT sum(st.items) AS n FROM {stats} st "
+                "  WHERE st.tenant_id = %(t)s AND st.kind = ANY({kinds}) AND st.key_version = q.key_version "
+                "  AND st.term = q.term) k GROUP BY q.idx HAVING sum(k.n) > 0) c CROSS JOIN stats s), ").format(
                 stats=self._table(ctx, SEARCH_STATS),
                 kinds=sql.Literal([src.kind for src in SOURCES if summaries or src is DOCUMENT_SOURCE]))
         else:
