@@ -30,14 +30,14 @@ mixed into both drivers (``ContextStore``, ``AsyncContextStore``).
 Search key versions: a document is indexed under exactly one version (the
 newest when it was written); a query is hashed under every live version, so
 ``reindex`` (a new key, every document re-hashed in batches, then the old key
-dropped) never leaves a window where documents cannot be found.
+dropped) never leaves a window where documents cannot be found. Keys are
+told apart by version and sealed digest (``tenant_runtime.search_keys``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -50,24 +50,11 @@ from pydantic import BaseModel, ValidationError
 
 from tenant_runtime import analyzer
 from tenant_runtime import cursor as cursor_codec
-from tenant_runtime.blind_index import (
-    SEARCH_KEY_SCOPE,
-    TERM_ID_SQL,
-    TermHasher,
-    document_scope,
-    new_search_key,
-    summary_scope,
-)
-from tenant_runtime.cache import TTLCache
+from tenant_runtime.blind_index import TERM_ID_SQL, document_scope, summary_scope
 from tenant_runtime.context import TenantContext, check_writable, verified
 from tenant_runtime.errors import DecryptionFailed, IndexIncomplete, InvalidRequest, StoreUnavailable, TenantMismatch
-from tenant_runtime.tables import (
-    CONVERSATIONS,
-    DOCUMENTS,
-    SEARCH_KEYS,
-    SEARCH_VOCAB,
-    SUMMARIES,
-)
+from tenant_runtime.search_keys import KEY_TRIES, SearchKey, SearchKeyOperations
+from tenant_runtime.tables import CONVERSATIONS, DOCUMENTS, SEARCH_KEYS, SEARCH_STATS, SEARCH_VOCAB, SUMMARIES
 
 MAX_DOCUMENT = 1 << 20  # the sealed row's JSON (title + body, or title + beginning + pointer), bytes
 LARGE_BODY = 256 << 10  # bodies above this many bytes of UTF-8 go to S3
@@ -83,8 +70,9 @@ BM25_K1, BM25_B = 1.2, 0.75
 FUZZY_SIMILARITY = 0.5  # share of a query word's trigrams a vocabulary word must have
 FUZZY_WEIGHT = 0.8  # a fuzzy match counts less than the word itself
 FUZZY_WORDS = 20  # vocabulary words per query word at most
-KEY_CACHE_TENANTS, KEY_CACHE_TTL = 1_000, 300.0
-VERSION_JUMP = 1 << 20  # a rebuild's key version: up to this far past the store's newest
+# What an item write returns after its own columns, for search_stats: the item's key
+# version and terms after the write, and before it (NULL: no item).
+STATS_RETURNING = 4
 
 
 class Document(BaseModel):
@@ -252,65 +240,26 @@ def highlight(body: str, words: set[str]) -> tuple[str, list[tuple[int, int]]]:
     return text[start:end], [(s - start, e - start) for s, e in hits if s >= start and e <= end]
 
 
-class DocumentOperations:
+class DocumentOperations(SearchKeyOperations):
     """Documents and search as store operations (mixed into the store drivers)."""
 
     envelope: Any
     objects: Any = None  # tenant_runtime.objects.ObjectAccess: large bodies
     _table: Callable[[TenantContext, str], sql.Composed]
 
-    # -- the search key ---------------------------------------------------------
-
-    def _cached_keys(self, ctx: TenantContext) -> list[tuple[int, TermHasher]] | None:
-        """The tenant's search keys as last unsealed, while the tenant's KMS key
-        was checked Enabled within the envelope's ``recheck_after``: a key
-        disabled or scheduled for deletion stops search as fast as it stops
-        decryption. Statements that use them verify the versions are still the
-        live ones (a reindex elsewhere), else the keys are read again."""
-        cache = self.__dict__.get("_search_key_cache")
-        if cache is None or not self.envelope.cache.key_checked(ctx.resources.kms_key_arn):
-            return None
-        hit, keys = cache.get((ctx.key, ctx.resources.kms_key_arn))
-        return keys if hit else None
-
-    def _forget_keys(self, ctx: TenantContext) -> None:
-        cache = self.__dict__.get("_search_key_cache")
-        if cache is not None:
-            cache.pop((ctx.key, ctx.resources.kms_key_arn))
-
-    def _search_keys(self, ctx: TenantContext, create: bool) -> Any:
-        """[(version, hasher)] of the tenant's live search keys, oldest first;
-        with ``create``, the first one is made when there is none."""
-        cached = self._cached_keys(ctx)
-        if cached:
-            return cached
-        table = self._table(ctx, SEARCH_KEYS)
-        select = sql.SQL("SELECT version, sealed FROM {} WHERE tenant_id = %s ORDER BY version").format(table)
-        rows = yield self._statement_step(select, (ctx.key,), "all")
-        if not rows and create:
-            sealed = yield self._compute_step(self.envelope.encrypt, ctx, SEARCH_KEY_SCOPE, new_search_key())
-            yield self._statement_step(
-                sql.SQL("INSERT INTO {} (tenant_id, version, sealed) VALUES (%s, 1, %s) "
-                        "ON CONFLICT DO NOTHING").format(table), (ctx.key, sealed), "rowcount")
-            rows = yield self._statement_step(select, (ctx.key,), "all")  # ours, or a racing writer's
-        keys = yield self._compute_step(self.envelope.decrypt_many, ctx, SEARCH_KEY_SCOPE,
-                                        [bytes(r[1]) for r in rows])
-        found = [(r[0], TermHasher(k)) for r, k in zip(rows, keys, strict=True)]
-        if found:
-            self.__dict__.setdefault("_search_key_cache", TTLCache(KEY_CACHE_TENANTS, KEY_CACHE_TTL)).put(
-                (ctx.key, ctx.resources.kms_key_arn), found)
-        return found
-
     # -- writing ---------------------------------------------------------------------
 
-    def _index_write(self, ctx: TenantContext, head: sql.Composable, params: dict[str, Any], version: int,
-                     hasher: TermHasher, items: list[tuple[str, analyzer.Analysed]]) -> Any:
+    def _index_write(self, ctx: TenantContext, head: sql.Composable, params: dict[str, Any], key: SearchKey,
+                     items: list[tuple[str, analyzer.Analysed]], kind: str = "document") -> Any:
         """One statement: ``head`` (a CTE named ``d`` writing the items' rows
         with their terms, returning each one's id as doc_id), then the items'
         words added to the vocabulary; returns the rows of ``d``. ``items``:
         (id, analysis) of every item ``head`` may write, in order; ``head``
         reads item i's terms and frequencies as ``%(ft)b::int8[]`` and
-        ``%(ftf)b::int4[]`` sliced ``[lo[i]:hi[i]]`` (all of them for one item)."""
+        ``%(ftf)b::int4[]`` sliced ``[lo[i]:hi[i]]`` (all of them for one item),
+        and returns ``STATS_RETURNING`` columns last (``_stats_sql``), which
+        keep the document frequencies of ``kind`` and are not returned."""
+        hasher = key.hasher
         terms: list[int] = []
         tfs: list[int] = []
         lo: list[int] = []
@@ -332,23 +281,57 @@ class DocumentOperations:
             "WITH d AS ({head}), "
             "voc AS (INSERT INTO {vocab} (tenant_id, key_version, gram, term) "
             "  SELECT DISTINCT %(t)s, %(v)s, u.gram, u.term FROM unnest(%(grams)b::bytea[], %(words)b::bytea[]) "
-            "  AS u(gram, term) WHERE EXISTS (SELECT FROM d) ON CONFLICT DO NOTHING) "
-            "SELECT * FROM d").format(head=head, vocab=self._table(ctx, SEARCH_VOCAB))
+            "  AS u(gram, term) WHERE EXISTS (SELECT FROM d) ON CONFLICT DO NOTHING), "
+            "{stats} SELECT * FROM d").format(head=head, vocab=self._table(ctx, SEARCH_VOCAB),
+                                              stats=self._stats_sql(ctx))
         rows = yield self._statement_step(query, {
-            **params, "t": ctx.key, "v": version, "ft": terms, "ftf": tfs, "lo": lo, "hi": hi,
+            **params, "t": ctx.key, "kind": kind, "v": key.version, "vd": key.digest, "ft": terms, "ftf": tfs,
+            "lo": lo, "hi": hi,
             "grams": [hasher(g) for g, _ in pairs], "words": [hasher(w) for _, w in pairs]}, "all")
         if rows:  # committed (each statement is its transaction)
             hasher.wrote(new_words)
-        return rows
+        return [r[:-STATS_RETURNING] for r in rows]
+
+    def _stats_sql(self, ctx: TenantContext) -> sql.Composed:
+        """CTE ``st``: the document-frequency changes of CTE ``d``'s items
+        (columns s_kv, s_terms: after; s_okv, s_oterms: before) applied to
+        search_stats for ``%(kind)s``, in (version, term) order: concurrent
+        writers lock the rows they share in the same order."""
+        return sql.SQL(
+            "st AS (INSERT INTO {stats} AS s (tenant_id, kind, key_version, term, items) "
+            "  SELECT %(t)s, %(kind)s, c.kv, c.term, sum(c.n)::int FROM ("
+            "    SELECT d.s_kv AS kv, x.term, 1 AS n FROM d CROSS JOIN LATERAL unnest(d.s_terms) AS x(term) "
+            "    UNION ALL SELECT d.s_okv, x.term, -1 FROM d CROSS JOIN LATERAL unnest(d.s_oterms) AS x(term)) c "
+            "  GROUP BY c.kv, c.term HAVING sum(c.n) <> 0 ORDER BY c.kv, c.term "
+            "  ON CONFLICT (tenant_id, kind, key_version, term) DO UPDATE SET items = s.items + EXCLUDED.items) "
+        ).format(stats=self._table(ctx, SEARCH_STATS))
+
+    def _delete_item_sql(self, ctx: TenantContext, src: _Source, tail: sql.Composable) -> sql.Composed:
+        """Item ``%(d)s`` of ``src`` deleted (CTE ``d``, every column) with its
+        document frequencies (``%(kind)s``), then ``tail`` (reading ``d``, or
+        a statement of its own)."""
+        return sql.SQL(
+            "WITH d AS (DELETE FROM {table} WHERE tenant_id = %(t)s AND {id} = %(d)s RETURNING *, "
+            "NULL::int AS s_kv, NULL::int8[] AS s_terms, key_version AS s_okv, terms AS s_oterms), "
+            "{stats}{tail}").format(table=self._table(ctx, src.table), id=sql.Identifier(src.id_column),
+                                    stats=self._stats_sql(ctx), tail=tail)
+
+    @staticmethod
+    def _stats_returning(old: sql.Composable) -> sql.Composed:
+        """The ``STATS_RETURNING`` columns of a write's RETURNING; ``old``: a
+        FROM clause finding the item as it was (the statement's snapshot)."""
+        return sql.SQL("key_version AS s_kv, terms AS s_terms, (SELECT o.key_version FROM {old}) AS s_okv, "
+                       "(SELECT o.terms FROM {old}) AS s_oterms").format(old=old)
 
     def _keyed_write(self, ctx: TenantContext, head: sql.Composable, params: dict[str, Any],
-                     items: list[tuple[str, analyzer.Analysed]]) -> Any:
+                     items: list[tuple[str, analyzer.Analysed]], kind: str) -> Any:
         """``_index_write`` under the newest search key; ``head`` writes only
-        while ``%(v)s`` is still the newest (a key made since, by a reindex,
-        sends it round again)."""
-        for _ in range(3):
-            version, hasher = (yield from self._search_keys(ctx, create=True))[-1]
-            rows = yield from self._index_write(ctx, head, params, version, hasher, items)
+        under ``_newest_key_sql``, true while that key (version and sealed digest) is
+        still the store's newest: a key made since (a reindex, also one after a
+        restore that reused the version number) sends it round again."""
+        for _ in range(KEY_TRIES):
+            key = (yield from self._search_keys(ctx, create=True))[-1]
+            rows = yield from self._index_write(ctx, head, params, key, items, kind)
             if rows:
                 return rows
             self._forget_keys(ctx)
@@ -436,20 +419,21 @@ class DocumentOperations:
             "FROM unnest(%(d)s::text[], %(c)b::bytea[], %(m)s::jsonb[], %(s)s::text[], %(n)s::int[], "
             "  %(k)s::text[], %(lo)b::int[], %(hi)b::int[]) AS i(doc_id, content, metadata, source, length, body_key, "
             "  lo, hi) "
-            "WHERE %(v)s = (SELECT max(version) FROM {keys} WHERE tenant_id = %(t)s) "
+            "WHERE {newest} "
             "ON CONFLICT (tenant_id, doc_id) DO UPDATE "
             "SET content = EXCLUDED.content, metadata = EXCLUDED.metadata, source = EXCLUDED.source, "
             "length = EXCLUDED.length, key_version = EXCLUDED.key_version, body_key = EXCLUDED.body_key, "
             "terms = EXCLUDED.terms, tfs = EXCLUDED.tfs, updated_at = now() "
             # The statement's snapshot: the body key before this write.
             "RETURNING n.doc_id, n.created_at, n.updated_at, "
-            "(SELECT o.body_key FROM {docs} o WHERE o.tenant_id = %(t)s AND o.doc_id = n.doc_id)").format(
-            docs=docs, keys=self._table(ctx, SEARCH_KEYS))
+            "(SELECT o.body_key FROM {docs} o WHERE o.tenant_id = %(t)s AND o.doc_id = n.doc_id), {stats}").format(
+            docs=docs, newest=self._newest_key_sql(ctx), stats=self._stats_returning(
+                sql.SQL("{} o WHERE o.tenant_id = %(t)s AND o.doc_id = n.doc_id").format(docs)))
         new_keys = [pointer["key"] if pointer else None for _, pointer in entries]
         rows = yield from self._keyed_write(ctx, head, {
             "d": [d.doc_id for d, _ in entries], "c": sealed, "m": [Jsonb(d.metadata) for d, _ in entries],
             "s": [d.source for d, _ in entries], "n": [a.length for _, a in analysed], "k": new_keys},
-            analysed)
+            analysed, "document")
         written = {r[0]: r[1:] for r in rows}
         out = []
         for (d, _), new_key in zip(entries, new_keys, strict=True):
@@ -480,15 +464,16 @@ class DocumentOperations:
         sealed = yield self._compute_step(self.envelope.encrypt, ctx, summary_scope(conversation_id), content)
         head = sql.SQL(
             "INSERT INTO {sums} (tenant_id, conversation_id, content, length, key_version, terms, tfs) "
-            "SELECT %(t)s, %(d)s, %(c)s, %(n)s, %(v)s, %(ft)b::int8[], %(ftf)b::int4[] WHERE %(v)s = "
-            "(SELECT max(version) FROM {keys} WHERE tenant_id = %(t)s) "
+            "SELECT %(t)s, %(d)s, %(c)s, %(n)s, %(v)s, %(ft)b::int8[], %(ftf)b::int4[] WHERE {newest} "
             "ON CONFLICT (tenant_id, conversation_id) DO UPDATE "
             "SET content = EXCLUDED.content, length = EXCLUDED.length, key_version = EXCLUDED.key_version, "
             "terms = EXCLUDED.terms, tfs = EXCLUDED.tfs, updated_at = now() "
-            "RETURNING conversation_id AS doc_id, created_at, updated_at").format(
-            sums=self._table(ctx, SUMMARIES), keys=self._table(ctx, SEARCH_KEYS))
+            "RETURNING conversation_id AS doc_id, created_at, updated_at, {stats}").format(
+            sums=self._table(ctx, SUMMARIES), newest=self._newest_key_sql(ctx), stats=self._stats_returning(
+                sql.SQL("{} o WHERE o.tenant_id = %(t)s AND o.conversation_id = %(d)s").format(
+                    self._table(ctx, SUMMARIES))))
         rows = yield from self._keyed_write(ctx, head, {"d": conversation_id, "c": sealed, "n": analysed.length},
-                                            [(conversation_id, analysed)])
+                                            [(conversation_id, analysed)], "summary")
         _, created, updated = rows[0]
         return Summary(conversation_id=conversation_id, text=text, created_at=created, updated_at=updated)
 
@@ -509,17 +494,13 @@ class DocumentOperations:
                 return None
         self._forget_keys(ctx)
         keys = yield from self._search_keys(ctx, create=False)
-        # After an upgrade or a restore the store's versions may be lower than ones a running
-        # process still caches (for another key): a rebuild jumps past them, at random.
-        version = (keys[-1][0] if keys else 0) + 1 + (secrets.randbelow(VERSION_JUMP) if if_unindexed else 0)
-        sealed = yield self._compute_step(self.envelope.encrypt, ctx, SEARCH_KEY_SCOPE, new_search_key())
-        yield self._statement_step(
-            sql.SQL("INSERT INTO {} (tenant_id, version, sealed) VALUES (%s, %s, %s)").format(
-                self._table(ctx, SEARCH_KEYS)), (ctx.key, version, sealed), "rowcount")
-        key = yield self._compute_step(self.envelope.decrypt, ctx, SEARCH_KEY_SCOPE, sealed)
+        # The next version number; after a restore it may be one a running process
+        # caches for another key: the key's sealed digest tells them apart.
+        key = yield from self._add_search_key(ctx, (keys[-1].version if keys else 0) + 1)
+        version = key.version
         done = {}
         for src in SOURCES:
-            done[src.kind] = yield from self._reindex_source(ctx, src, version, TermHasher(key))
+            done[src.kind] = yield from self._reindex_source(ctx, src, key)
         yield self._statement_step(
             sql.SQL("DELETE FROM {keys} k WHERE tenant_id = %s AND version < %s AND NOT EXISTS "
                     "(SELECT 1 FROM {docs} d WHERE d.tenant_id = k.tenant_id AND d.key_version = k.version) "
@@ -527,26 +508,28 @@ class DocumentOperations:
                     "AND s.key_version = k.version)").format(
                 keys=self._table(ctx, SEARCH_KEYS), docs=self._table(ctx, DOCUMENTS),
                 sums=self._table(ctx, SUMMARIES)), (ctx.key, version), "rowcount")
-        # The vocabulary of keys gone goes too (the new one was rebuilt from the items).
-        yield self._statement_step(
-            sql.SQL("DELETE FROM {vocab} v WHERE tenant_id = %s AND NOT EXISTS "
-                    "(SELECT 1 FROM {keys} k WHERE k.tenant_id = v.tenant_id AND k.version = v.key_version)").format(
-                vocab=self._table(ctx, SEARCH_VOCAB), keys=self._table(ctx, SEARCH_KEYS)), (ctx.key,),
-            "rowcount")
+        # The vocabulary and counts of keys gone go too (the new key's were rebuilt from the items).
+        for table in (SEARCH_VOCAB, SEARCH_STATS):
+            yield self._statement_step(
+                sql.SQL("DELETE FROM {table} v WHERE tenant_id = %s AND NOT EXISTS (SELECT 1 FROM {keys} k "
+                        "WHERE k.tenant_id = v.tenant_id AND k.version = v.key_version)").format(
+                    table=self._table(ctx, table), keys=self._table(ctx, SEARCH_KEYS)), (ctx.key,), "rowcount")
         self._forget_keys(ctx)
         return ReindexResult(key_version=version, documents=done["document"], summaries=done["summary"])
 
-    def _reindex_source(self, ctx: TenantContext, src: _Source, version: int, hasher: TermHasher) -> Any:
+    def _reindex_source(self, ctx: TenantContext, src: _Source, key: SearchKey) -> Any:
         table, ident = self._table(ctx, src.table), sql.Identifier(src.id_column)
         head = sql.SQL("UPDATE {table} SET key_version = %(v)s, length = %(n)s, terms = %(ft)b::int8[], "
                        "tfs = %(ftf)b::int4[] WHERE tenant_id = %(t)s "
-                       "AND {id} = %(d)s AND content = %(c)s RETURNING {id} AS doc_id").format(table=table, id=ident)
+                       "AND {id} = %(d)s AND content = %(c)s RETURNING {id} AS doc_id, {stats}").format(
+            table=table, id=ident, stats=self._stats_returning(
+                sql.SQL("{} o WHERE o.tenant_id = %(t)s AND o.{} = %(d)s").format(table, ident)))
         done, after = 0, ""
         while True:
             rows = yield self._statement_step(
                 sql.SQL("SELECT {id}, content FROM {table} WHERE tenant_id = %s AND {id} > %s AND key_version < %s "
                         "ORDER BY {id} LIMIT %s").format(id=ident, table=table),
-                (ctx.key, after, version, REINDEX_BATCH), "all")
+                (ctx.key, after, key.version, REINDEX_BATCH), "all")
             if not rows:
                 return done
             opened = yield self._compute_step(self._open_contents, ctx, [(src.scope(r[0]), bytes(r[1])) for r in rows])
@@ -554,7 +537,7 @@ class DocumentOperations:
                 body = yield from self._whole_body(ctx, data)
                 analysed = analyzer.index_terms(data.get("title", ""), body)
                 written = yield from self._index_write(ctx, head, {"d": item_id, "c": blob, "n": analysed.length},
-                                                       version, hasher, [(item_id, analysed)])
+                                                       key, [(item_id, analysed)], src.kind)
                 done += len(written)
             after = rows[-1][0]
 
@@ -631,8 +614,8 @@ class DocumentOperations:
         check_writable(ctx)
         _check_id(doc_id)
         deleted = yield self._statement_step(
-            sql.SQL("DELETE FROM {} WHERE tenant_id = %s AND doc_id = %s RETURNING body_key").format(
-                self._table(ctx, DOCUMENTS)), (ctx.key, doc_id), "all")
+            self._delete_item_sql(ctx, DOCUMENT_SOURCE, sql.SQL("SELECT body_key FROM d")),
+            {"t": ctx.key, "kind": "document", "d": doc_id}, "all")
         for (body_key,) in deleted:
             if body_key:
                 yield self._compute_step(self._objects().delete_body, ctx, body_key)
@@ -670,22 +653,21 @@ class DocumentOperations:
                 after_score, after_doc, after_kind = Decimal(data["s"]), data["d"], str(data.get("k", "document"))
             except InvalidOperation:
                 raise InvalidRequest("invalid cursor: pass a cursor returned by search()") from None
-        for _ in range(3):
-            keys = yield from self._search_keys(ctx, create=False)
-            if not keys:
-                return SearchResult(hits=[], total=0, facets={}, next_cursor=None)
-            q = [(i, v, hasher.id(term)) for i, term in enumerate(words) for v, hasher in keys]
-            g = [(qi, v, hasher(gram), n) for qi, gram, n in qgrams for v, hasher in keys]
-            rows = yield self._statement_step(self._search_sql(ctx, summaries), {
+
+        def run(keys: list[SearchKey]) -> Any:
+            q = [(i, k.version, k.hasher.id(term)) for i, term in enumerate(words) for k in keys]
+            g = [(qi, k.version, k.hasher(gram), n) for qi, gram, n in qgrams for k in keys]
+            counted = all(k.counted for k in keys)
+            rows = yield self._statement_step(self._search_sql(ctx, summaries, counted), {
                 "t": ctx.key, "idx": [r[0] for r in q], "ver": [r[1] for r in q], "term": [r[2] for r in q],
                 "gqi": [r[0] for r in g], "gver": [r[1] for r in g], "gram": [r[2] for r in g],
                 "gn": [r[3] for r in g], "f": Jsonb(filters), "facets": facets, "cs": after_score, "cd": after_doc,
-                "ck": after_kind, "n": limit + 1, "o": offset}, "all")
-            if rows[0][8] == [v for v, _ in keys]:  # hashed under exactly the live keys
-                break
-            self._forget_keys(ctx)
-        else:
-            raise StoreUnavailable(f"search key of tenant {ctx.key!r} kept changing: retry")
+                "ck": after_kind, "n": limit + 1, "o": offset, **self._key_params(keys)}, "all")
+            return rows, rows[0][8]  # hashed under exactly the live keys
+
+        rows = yield from self._with_live_keys(ctx, run)
+        if rows is None:
+            return SearchResult(hits=[], total=0, facets={}, next_cursor=None)
         if rows[0][9]:  # an answer now could miss hits: say so rather than answer
             raise IndexIncomplete(ctx.key, rows[0][9])
         total, facet_counts = rows[0][0], rows[0][1]
@@ -703,7 +685,7 @@ class DocumentOperations:
                                            "d": page[-1][3], "k": page[-1][2]}) if more else None
         return SearchResult(hits=hits, total=total, facets=facet_counts, next_cursor=next_cursor)
 
-    def _search_sql(self, ctx: TenantContext, summaries: bool) -> sql.Composed:
+    def _search_sql(self, ctx: TenantContext, summaries: bool, counted: bool) -> sql.Composed:
         """BM25 over the items' blind terms: the items holding any query term
         are found through the GIN index on ``terms`` (one bitmap scan, as the
         floor's tsvector), each query term's frequency read from the row
@@ -713,10 +695,28 @@ class DocumentOperations:
         items are the documents, and with ``summaries`` the conversation
         summaries too (kind, id): one ranking, one idf, over both.
 
+        ``counted`` (every live key's document frequencies are in
+        search_stats): idf is read from there, and only the items the filters
+        keep are read and scored; else idf is counted among every item holding
+        a query term, filtered or not (a key from before search_stats).
+
         Every step is a MATERIALIZED CTE computed once: the planner, which
         cannot estimate the unnested query terms, otherwise re-ran the
         corpus statistics once per hit. The sealed content is read for the
         returned page alone."""
+        if counted:  # the same idf either way: items of the searched kinds holding the term, per query term
+            # Each query term looked up by the primary key (the terms outer: the planner would
+            # otherwise read every count of the tenant and probe the terms for each).
+            df = sql.SQL(
+                "df AS MATERIALIZED (SELECT c.idx, ln(1 + (s.n - c.n + 0.5) / (c.n + 0.5)) AS idf FROM (SELECT q.idx, "
+                "  sum(k.n)::float8 AS n FROM q CROSS JOIN LATERAL (SELECT sum(st.items) AS n FROM {stats} st "
+                "  WHERE st.tenant_id = %(t)s AND st.kind = ANY({kinds}) AND st.key_version = q.key_version "
+                "  AND st.term = q.term) k GROUP BY q.idx HAVING sum(k.n) > 0) c CROSS JOIN stats s), ").format(
+                stats=self._table(ctx, SEARCH_STATS),
+                kinds=sql.Literal([src.kind for src in SOURCES if summaries or src is DOCUMENT_SOURCE]))
+        else:
+            df = sql.SQL("df AS MATERIALIZED (SELECT idx, ln(1 + (s.n - count(*) + 0.5) / (count(*) + 0.5)) AS idf "
+                         "  FROM hits CROSS JOIN stats s GROUP BY idx, s.n), ")
         columns = "doc_id, metadata, length, content, source, key_version, terms, tfs"
         items = [sql.SQL("SELECT 'document'::text AS kind, " + columns + " FROM {} WHERE tenant_id = %(t)s").format(
             self._table(ctx, DOCUMENTS))]
@@ -738,20 +738,23 @@ class DocumentOperations:
             "  GROUP BY key_version, term), "
             "q AS MATERIALIZED (SELECT * FROM exact UNION ALL SELECT * FROM fuzzy), "
             "qt AS MATERIALIZED (SELECT array_agg(DISTINCT term) AS terms FROM q), "
-            # The items holding any query term (GIN, or one scan when most do), read once; each
-            # term's frequency at its position in the item's sorted terms (a binary search).
-            "hits AS MATERIALIZED (SELECT i.kind, i.doc_id, i.length, i.metadata, i.tfs[p.pos] AS tf, q.idx, q.w "
-            "  FROM ({items}) i JOIN q ON q.key_version = i.key_version "
-            "  CROSS JOIN LATERAL (SELECT width_bucket(q.term, i.terms)) AS p(pos) "
-            "  WHERE i.terms && (SELECT terms FROM qt) AND i.terms[p.pos] = q.term), "
+            # The items holding any query term (GIN, or one scan when most do; with counted, those
+            # the filters keep), each read once; each term's frequency at its position in the
+            # item's sorted terms (a binary search).
+            "qa AS MATERIALIZED (SELECT array_agg(idx) AS idx, array_agg(key_version) AS ver, array_agg(term) AS term, "
+            "  array_agg(w) AS w FROM q), "
+            "hits AS MATERIALIZED (SELECT i.kind, i.doc_id, i.length, i.metadata, i.tfs[p.pos] AS tf, x.idx, x.w "
+            "  FROM qa CROSS JOIN ({items}) i "
+            "  CROSS JOIN LATERAL unnest(qa.idx, qa.ver, qa.term, qa.w) AS x(idx, key_version, term, w) "
+            "  CROSS JOIN LATERAL (SELECT width_bucket(x.term, i.terms)) AS p(pos) "
+            "  WHERE i.terms && (SELECT terms FROM qt) AND x.key_version = i.key_version AND i.terms[p.pos] = x.term"
+            + (" AND i.metadata @> %(f)s" if counted else "") + "), "
             "stats AS MATERIALIZED (SELECT count(*)::float8 AS n, greatest(coalesce(avg(length), 1), 1)::float8 "
             "  AS avgdl FROM ({items}) i), "
-            "df AS MATERIALIZED (SELECT idx, ln(1 + (s.n - count(*) + 0.5) / (count(*) + 0.5)) AS idf "
-            "  FROM hits CROSS JOIN stats s GROUP BY idx, s.n), "
-            "matched AS MATERIALIZED (SELECT DISTINCT ON (kind, doc_id) kind, doc_id, length, metadata FROM hits "
-            "  WHERE metadata @> %(f)s), "
+            "{df}"
             # From the hits alone (they carry length and metadata): no join the planner could misjudge.
-            "scored AS MATERIALIZED (SELECT h.kind, h.doc_id, round(sum(h.w * df.idf * h.tf * {k1p1} / "
+            "scored AS MATERIALIZED (SELECT h.kind, h.doc_id, any_value(h.metadata) AS metadata, "
+            "  round(sum(h.w * df.idf * h.tf * {k1p1} / "
             "  (h.tf + {k1} * (1 - {b} + {b} * h.length / s.avgdl)))::numeric, 9) AS score "
             "  FROM hits h JOIN df USING (idx) CROSS JOIN stats s WHERE h.metadata @> %(f)s "
             "  GROUP BY h.kind, h.doc_id), "
@@ -761,20 +764,20 @@ class DocumentOperations:
             # The page's sealed rows, each read once (by the primary key, the page's ids as one array).
             "sealed AS MATERIALIZED (SELECT d.kind, d.doc_id, d.content, d.metadata, d.source FROM ({items}) d "
             "  WHERE d.doc_id = ANY((SELECT array_agg(doc_id) FROM page)::text[])), "
-            "summary AS (SELECT (SELECT count(*) FROM matched) AS total, "
+            "summary AS (SELECT (SELECT count(*) FROM scored) AS total, "
             "  (SELECT coalesce(jsonb_object_agg(k, vals), '{{}}') FROM (SELECT k, jsonb_object_agg(v, c) AS vals "
-            "   FROM (SELECT f.k, m.metadata ->> f.k AS v, count(*) AS c FROM matched m "
+            "   FROM (SELECT f.k, m.metadata ->> f.k AS v, count(*) AS c FROM scored m "
             "         CROSS JOIN unnest(%(facets)s::text[]) AS f(k) WHERE m.metadata ? f.k GROUP BY 1, 2) x "
             "   GROUP BY k) y) AS facets, "
-            "  (SELECT array_agg(version ORDER BY version) FROM {keys} WHERE tenant_id = %(t)s) AS versions, "
+            "  {live} AS live, "
             # Items the index does not cover (a store from before it): the partial index finds them, or none.
             "  (SELECT count(*) FROM ({items}) i WHERE i.terms IS NULL) AS unindexed) "
-            "SELECT m.total, m.facets, p.kind, p.doc_id, p.score, d.content, d.metadata, d.source, m.versions, "
+            "SELECT m.total, m.facets, p.kind, p.doc_id, p.score, d.content, d.metadata, d.source, m.live, "
             "m.unindexed "
             "FROM summary m LEFT JOIN (page p JOIN sealed d USING (kind, doc_id)) ON true "
             "ORDER BY p.score DESC, p.doc_id, p.kind").format(
             items=sql.SQL(" UNION ALL ").join(items), term_id=sql.SQL(TERM_ID_SQL.format("v.term")),
-            keys=self._table(ctx, SEARCH_KEYS), vocab=self._table(ctx, SEARCH_VOCAB),
+            live=self._keys_live_sql(ctx), vocab=self._table(ctx, SEARCH_VOCAB), df=df,
             sim=sql.Literal(FUZZY_SIMILARITY), fw=sql.Literal(FUZZY_WEIGHT),
             fn=sql.Literal(FUZZY_WORDS), k1=sql.Literal(BM25_K1), k1p1=sql.Literal(BM25_K1 + 1),
             b=sql.Literal(BM25_B))
@@ -787,16 +790,22 @@ class DocumentOperations:
         term = analyzer.prefix_term(prefix) if isinstance(prefix, str) else None
         if term is None:
             return []
-        keys = yield from self._search_keys(ctx, create=False)
-        if not keys:
+
+        def run(keys: list[SearchKey]) -> Any:
+            rows = yield self._statement_step(
+                sql.SQL("SELECT l.live, m.doc_id, m.content FROM (SELECT {live} AS live) l LEFT JOIN ("
+                        "  SELECT d.doc_id, d.content FROM {docs} d "
+                        "  JOIN unnest(%(kv)s::int[], %(q)b::int8[]) AS q(v, term) ON d.key_version = q.v "
+                        "  CROSS JOIN LATERAL array_position(d.terms, q.term) AS p(pos) "
+                        "  WHERE d.tenant_id = %(t)s AND d.terms && %(q)b::int8[] AND p.pos IS NOT NULL "
+                        "  ORDER BY d.tfs[p.pos] DESC, d.doc_id LIMIT 50) m ON true").format(
+                    live=self._keys_live_sql(ctx), docs=self._table(ctx, DOCUMENTS)),
+                {"t": ctx.key, "q": [k.hasher.id(term) for k in keys], **self._key_params(keys)}, "all")
+            return [r[1:] for r in rows if r[1] is not None], rows[0][0]
+
+        rows = yield from self._with_live_keys(ctx, run)
+        if rows is None:
             return []
-        ids = [hasher.id(term) for _, hasher in keys]
-        rows = yield self._statement_step(
-            sql.SQL("SELECT d.doc_id, d.content FROM {docs} d JOIN unnest(%(v)b::int[], %(q)b::int8[]) AS q(v, term) "
-                    "ON d.key_version = q.v CROSS JOIN LATERAL array_position(d.terms, q.term) AS p(pos) "
-                    "WHERE d.tenant_id = %(t)s AND d.terms && %(q)b::int8[] AND p.pos IS NOT NULL "
-                    "ORDER BY d.tfs[p.pos] DESC, d.doc_id LIMIT 50").format(docs=self._table(ctx, DOCUMENTS)),
-            {"t": ctx.key, "v": [v for v, _ in keys], "q": ids}, "all")
         opened = yield self._compute_step(self._open_documents, ctx, [(r[0], bytes(r[1])) for r in rows])
         stem = term[2:]
         seen: dict[str, int] = {}

@@ -59,6 +59,7 @@ from tenant_runtime.cache import TTLCache
 from tenant_runtime.context import TenantContext, check_writable, verified
 from tenant_runtime.crypto import Envelope
 from tenant_runtime.documents import (
+    SUMMARY_SOURCE,
     Document,
     DocumentOperations,
     DocumentPage,
@@ -500,9 +501,11 @@ class StoreOperations(DocumentOperations):
         ctx = verified(ctx)
         check_writable(ctx)
         _check_conversation(conversation_id)
-        deleted = yield Statement(
-            sql.SQL("DELETE FROM {conv} WHERE tenant_id = %s AND conversation_id = %s").format(
-                conv=self._table(ctx, CONVERSATIONS)), (ctx.key, conversation_id), "rowcount")
+        # Its summary first (the foreign key would cascade to it), with the summary's document frequencies.
+        deleted = yield Statement(self._delete_item_sql(ctx, SUMMARY_SOURCE, sql.SQL(
+            "DELETE FROM {conv} WHERE tenant_id = %(t)s AND conversation_id = %(d)s").format(
+                conv=self._table(ctx, CONVERSATIONS))), {"t": ctx.key, "kind": "summary", "d": conversation_id},
+            "rowcount")
         return deleted > 0
 
 

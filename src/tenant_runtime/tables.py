@@ -3,7 +3,8 @@ runtime's statements, provisioning's SQL (templates/tenant_schema.sql.j2),
 checks, drills, usage and moves all read.
 
 Documents, conversation summaries and their blind search index (the items'
-``terms``/``tfs`` columns, and the fuzzy vocabulary) belong with
+``terms``/``tfs`` columns, the fuzzy vocabulary and the per-term document
+counts of ``search_stats``) belong with
 the conversations: a tier move, a backup or a restore carries them all together.
 """
 
@@ -21,8 +22,9 @@ DOCUMENTS = "documents"
 SEARCH_KEYS = "search_keys"
 SEARCH_VOCAB = "search_vocab"
 SUMMARIES = "summaries"
+SEARCH_STATS = "search_stats"
 
-TABLES = (CONVERSATIONS, MESSAGES, CONTEXT_ITEMS, DOCUMENTS, SEARCH_KEYS, SEARCH_VOCAB, SUMMARIES)
+TABLES = (CONVERSATIONS, MESSAGES, CONTEXT_ITEMS, DOCUMENTS, SEARCH_KEYS, SEARCH_VOCAB, SUMMARIES, SEARCH_STATS)
 
 # The earlier index layout: a posting row per (term, item) in these tables. The
 # schema template drops them and adds INDEX_COLUMNS to the items, which reindex

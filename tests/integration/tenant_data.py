@@ -30,7 +30,8 @@ from tenantctl.models import TenantRecord
 
 CONTEXT_TABLES = {"conversations": "conversation_id", "messages": "conversation_id, seq",
                   "context_items": "item_id", "documents": "doc_id", "search_keys": "version",
-                  "search_vocab": "key_version, gram, term"}
+                  "search_vocab": "key_version, gram, term",
+                  "search_stats": "kind, key_version, term"}
 # Queries a restored tenant must answer as before (documents written by write_history).
 QUERIES = ("report", "conversation message", "repotr")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 
 import httpx
 import pytest
@@ -24,9 +25,10 @@ from tenant_runtime import (
     TenantMismatch,
     TenantRuntime,
     UntrustedContext,
+    analyzer,
 )
 from tenant_runtime.context import from_registry
-from tenant_runtime.documents import LARGE_BODY
+from tenant_runtime.documents import BM25_B, BM25_K1, LARGE_BODY
 from tenantctl import naming
 from tenantctl.drills.backup import backup
 from tenantctl.drills.context import context_from_workspace
@@ -110,6 +112,59 @@ def test_judged_queries_rank_the_expected_document_first(runtime, corpus):
     assert runtime.store.search(a, "postgrsql").hits == []
     assert runtime.store.search(a, "postgrsql", fuzzy=True).hits[0].doc_id == "en-pg"
     assert runtime.store.suggest(a, "rot") == ["rotating"]
+
+
+def brute_force_bm25(docs, query):
+    """BM25 as the statement computes it, in Python, over (doc_id, title, body, metadata) documents:
+    {doc_id: score rounded to 9 places} of those holding a query word."""
+    analysed = {d[0]: analyzer.index_terms(d[1], d[2]) for d in docs}
+    n, avgdl = len(analysed), max(sum(a.length for a in analysed.values()) / len(analysed), 1)
+    scores = {}
+    for term in analyzer.query_terms(query):
+        holding = {doc_id: a for doc_id, a in analysed.items() if term in a.counts}
+        idf = math.log(1 + (n - len(holding) + 0.5) / (len(holding) + 0.5))
+        for doc_id, a in holding.items():
+            tf = a.counts[term]
+            scores[doc_id] = scores.get(doc_id, 0.0) + idf * tf * (BM25_K1 + 1) / (
+                tf + BM25_K1 * (1 - BM25_B + BM25_B * a.length / avgdl))
+    return {doc_id: round(score, 9) for doc_id, score in scores.items()}
+
+
+def test_ranking_matches_a_brute_force_bm25_with_counted_and_counting_idf(runtime, runtime_env, corpus):
+    """Scores and order of a Python BM25 over the corpus, for plain and
+    filtered queries (idf over every document, filtered or not): with the
+    document frequencies kept in search_stats, and counted per query when
+    the key has none (a key from before search_stats)."""
+    a, _ = corpus
+    queries = [(q, None) for q in JUDGED] + [("索引 indexes keys 鍵", {"lang": "ja"}), ("keys rotate", {"topic": "db"})]
+
+    def ranked():
+        out = []
+        for query, filters in queries:
+            result = runtime.store.search(a, query, filters=filters, facets=["lang"])
+            out.append([(h.doc_id, round(h.score, 9)) for h in result.hits] + [result.total, result.facets])
+        return out
+
+    counted = ranked()
+    for (query, filters), got in zip(queries, counted, strict=True):
+        expected = brute_force_bm25(CORPUS, query)  # idf over every document
+        kept = {d[0] for d in CORPUS if not filters or filters.items() <= d[3].items()}
+        want = sorted(((doc_id, score) for doc_id, score in expected.items() if doc_id in kept),
+                      key=lambda x: (-x[1], x[0]))
+        assert [doc_id for doc_id, _ in got[:-2]] == [doc_id for doc_id, _ in want], (query, filters)
+        assert all(abs(s - w) < 1e-8 for (_, s), (_, w) in zip(got[:-2], want, strict=True)), (query, got, want)
+        assert got[-2] == len(want)
+    record = runtime_env.record("a")
+    stats = sql.Identifier(record.resources.store.schema_name, "search_stats")
+    with runtime_env.admin(record.resources.store.database) as conn:
+        marks = conn.execute(sql.SQL("DELETE FROM {} WHERE kind = '' RETURNING *").format(stats)).fetchall()
+        assert marks
+        runtime.store._forget_keys(a)
+        try:
+            assert ranked() == counted
+        finally:
+            conn.cursor().executemany(sql.SQL("INSERT INTO {} VALUES (%s, %s, %s, %s, %s)").format(stats), marks)
+            runtime.store._forget_keys(a)
 
 
 def test_filters_facets_highlights_and_paging(runtime, corpus):
@@ -509,3 +564,52 @@ def test_the_rebuild_runs_only_after_an_up_that_re_ran_the_schema_template(runti
     assert not any(c.ran_schema_template for c in up.changes.changes)
     assert len(logins) == 2 and not held.search_rebuild_due
     assert not workspace.registry.require(a.tenant_id).search_rebuild_due
+
+
+def test_a_key_remade_under_a_known_version_is_not_taken_for_the_cached_one(runtime, runtime_env, corpus, workspace):
+    """A restore brings back an older ``search_keys`` row, then a reindex (by
+    another process) makes the next version number: the number this runtime
+    still caches, for the key the restore threw away. Keys are matched by
+    their sealed digest too, so its write and its search read the keys again
+    instead of hashing under the wrong one."""
+    a, _ = corpus
+    record = runtime_env.record("a")
+    drills = context_from_workspace(workspace, record)
+    answers = {q: [h.doc_id for h in runtime.store.search(a, q).hits] for q in JUDGED}
+    saved = backup(drills, record)
+    runtime.store.reindex(a)
+    assert {q: [h.doc_id for h in runtime.store.search(a, q).hits] for q in JUDGED} == answers  # caches the new key
+    [(cached, _)] = [(k[1], k[2]) for k in rows_of(runtime_env, record, "search_keys")]
+    report = drill(drills, record, backup_id=saved.backup_id, target=Target.in_place, yes=True, overwrite=True,
+                   kind="restore")
+    assert report.verdict is Verdict.passed, report.reasons
+    other = TenantRuntime(jwt_settings(), runtime_env.registry_table, endpoint_url=runtime_env.sandbox.aws_endpoint_url,
+                          region=runtime_env.sandbox.region)
+    try:
+        other_ctx = from_registry(other.registry, a.tenant_id)
+        assert other.store.reindex(other_ctx).key_version == cached  # the same number, another key
+        runtime.store.put_document(a, "after-restore", "Pangolin notes", "a pangolin after the restore")
+        # Written under the store's key: the other process (which made it) finds it.
+        assert [h.doc_id for h in other.store.search(other_ctx, "pangolin").hits] == ["after-restore"]
+        assert {q: [h.doc_id for h in runtime.store.search(a, q).hits] for q in JUDGED} == answers
+        assert runtime.store.suggest(a, "pango") == ["pangolin"]
+    finally:
+        other.close()
+        runtime.store.delete_document(a, "after-restore")
+
+
+def test_the_kept_document_counts_are_those_of_the_items(runtime_env, corpus):
+    """After every kind of write the tests above made (puts, batches, replaced
+    and deleted documents, summaries and their conversations deleted, reindexes,
+    restores): search_stats holds exactly how many items hold each term."""
+    for key in ("a", "b"):
+        store = runtime_env.record(key).resources.store
+        schema = sql.Identifier(store.schema_name)
+        with runtime_env.admin(store.database) as conn:
+            kept = conn.execute(sql.SQL("SELECT kind, key_version, term, items FROM {}.search_stats "
+                                        "WHERE kind <> '' AND items <> 0 ORDER BY 1, 2, 3").format(schema)).fetchall()
+            counted = conn.execute(sql.SQL(
+                "SELECT kind, key_version, term, count(*) FROM (SELECT 'document' AS kind, key_version, "
+                "unnest(terms) AS term FROM {s}.documents UNION ALL SELECT 'summary', key_version, unnest(terms) "
+                "FROM {s}.summaries) x GROUP BY 1, 2, 3 ORDER BY 1, 2, 3").format(s=schema)).fetchall()
+        assert kept and kept == counted, key

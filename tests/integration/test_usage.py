@@ -187,7 +187,8 @@ def test_usage_matches_what_was_written_and_direct_counts(box, clients, tenants,
                "context_items": load.context_items, "documents": load.conversations,  # one per conversation
                "search_keys": 1 if load.conversations else 0, "summaries": 0,
                # as many as the analyzer made:
-               "search_vocab": direct["rows"]["search_vocab"]}
+               "search_vocab": direct["rows"]["search_vocab"],
+               "search_stats": direct["rows"]["search_stats"]}
     assert db.rows == written == direct["rows"]
     if record.tier is Tier.dedicated:
         assert db.scope == "database" and db.size_bytes == direct["database_bytes"]

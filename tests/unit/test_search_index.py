@@ -12,6 +12,7 @@ from tenant_runtime import InvalidRequest, StoreUnavailable, TenantMismatch, Unt
 from tenant_runtime.blind_index import TermHasher, blind, document_scope, summary_scope, term_id
 from tenant_runtime.documents import LARGE_BODY, MAX_BODY, DocumentOperations, highlight
 from tenant_runtime.objects import ObjectAccess
+from tenant_runtime.search_keys import SearchKey
 from tenant_runtime.store import Compute, Statement, StoreOperations, advance
 from tenant_runtime.tables import TABLES
 
@@ -144,8 +145,8 @@ def test_a_large_body_whose_row_is_not_written_leaves_no_object():
     assert isinstance(step, Compute) and step.fn == ops.objects.put_body
     results = {ops.objects.put_body: made, ops._seal_contents: [b"sealed"], ops.envelope.decrypt_many: [b"k" * 32]}
     done, step = advance(op, made)
-    while isinstance(step, Compute) or step.query.as_string(None).startswith("SELECT version"):  # the search key
-        done, step = advance(op, results[step.fn] if isinstance(step, Compute) else [(1, b"sealed")])
+    while isinstance(step, Compute) or step.query.as_string(None).startswith("SELECT k.version"):  # the search key
+        done, step = advance(op, results[step.fn] if isinstance(step, Compute) else [(1, b"sealed", True)])
     assert isinstance(step, Statement) and step.query.as_string(None).startswith("WITH d AS (INSERT")
     done, step = advance(op, None, StoreUnavailable("connection lost"))
     assert not done and step.fn == ops.objects.delete_body and step.args == (ctx, made)
@@ -173,7 +174,7 @@ def test_a_batch_gives_each_item_its_own_slice_of_the_terms():
     ops, hasher = StoreOperations(), TermHasher(b"k" * 32)
     items = [("a", analyzer.index_terms("Rotating keys", "keys rotate")), ("b", analyzer.index_terms("", "")),
              ("c", analyzer.index_terms("", "東京の索引"))]
-    op = ops._index_write(context("acme"), sql.SQL("SELECT 'a' AS doc_id"), {}, 1, hasher, items)
+    op = ops._index_write(context("acme"), sql.SQL("SELECT 'a' AS doc_id"), {}, SearchKey(1, b"d", hasher), items)
     p = next(op).params
     for (_, analysed), lo, hi in zip(items, p["lo"], p["hi"], strict=True):
         # Sorted by term (a query binary-searches them), each frequency beside its term.
@@ -190,7 +191,7 @@ def test_vocabulary_words_are_sent_until_a_write_of_them_committed():
     head = sql.SQL("SELECT 'd' AS doc_id")
 
     def sent(rows):
-        op = ops._index_write(context("acme"), head, {}, 1, hasher, [("d", analysed)])
+        op = ops._index_write(context("acme"), head, {}, SearchKey(1, b"d", hasher), [("d", analysed)])
         step = next(op)
         advance(op, rows)
         return len(step.params["grams"])

@@ -55,6 +55,8 @@ CANARIES: dict[str, tuple[str, tuple]] = {
     "search_keys": ("(version, sealed) VALUES (2147483647, '\\x00'::bytea)", ()),
     "search_vocab": ("(key_version, gram, term) VALUES (1, decode(md5(%s), 'hex'), decode(md5(%s), 'hex'))",
                      ("{id}", "{id}")),
+    # A kind no item has (a uuid): the check never shadows a count.
+    "search_stats": ("(kind, key_version, term, items) VALUES (%s, 2147483647, 0, 0)", ("{id}",)),
     # Planted by name order: after the conversation canary they belong to.
     "summaries": ("(conversation_id, content, key_version) VALUES (%s, '\\x00'::bytea, 1)", ("{id}",)),
 }
