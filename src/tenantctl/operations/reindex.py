@@ -17,7 +17,7 @@ from tenant_runtime.crypto import Envelope
 from tenant_runtime.documents import ReindexResult
 from tenant_runtime.registry import RegistryReader
 from tenant_runtime.store import ContextStore
-from tenantctl.errors import InvalidInput, KeyUnusable, TargetUnavailable
+from tenantctl.errors import Conflict, InvalidInput, KeyUnusable, TargetUnavailable
 from tenantctl.models import TenantRecord, TenantStatus
 from tenantctl.naming import require_valid
 
@@ -50,9 +50,22 @@ def reindex_search(ws: Any, tenant_id: str) -> ReindexResult:
         raise InvalidInput(f"tenant {tenant_id!r} is {record.status.value}: only an active tenant is reindexed")
     with _tenant_store(ws, record) as (store, context):
         done = store.reindex(context(None))
-    if record.search_rebuild_due and not record.workspaces:  # a workspace's store stays owed to a provision
-        ws.registry.save(record, search_rebuild_due=False)
+    if not record.workspaces:  # a workspace's store stays owed to a provision
+        _settled(ws, record)
     return done
+
+
+def _settled(ws: Any, record: TenantRecord) -> TenantRecord:
+    """``record`` with no rebuild owed any more. Written conditionally on its
+    version: a record that moved on meanwhile keeps the flag (the next
+    provision finds nothing to rebuild: one count per store), never fails the
+    rebuild that just finished."""
+    if not record.search_rebuild_due:
+        return record
+    try:
+        return ws.registry.save(record, search_rebuild_due=False)
+    except Conflict:
+        return record
 
 
 def can_rebuild(record: TenantRecord) -> bool:
@@ -87,4 +100,4 @@ def rebuild_unindexed(ws: Any, record: TenantRecord) -> tuple[TenantRecord, dict
         raise type(exc)(f"tenant {tenant_id!r}: its search index could not be rebuilt after the schema upgrade "
                         f"({exc}); search refuses to answer until `tenantctl search reindex {tenant_id}` "
                         "(or a provision of the tenant) rebuilds it") from None
-    return ws.registry.save(record, search_rebuild_due=False), rebuilt
+    return _settled(ws, record), rebuilt
