@@ -342,6 +342,17 @@ def workspace_case(ws: Any, client: Callable[[str], Any], tenants: dict[str, Cal
         print(summary(f"ws {n}", interleaved(sides, n, rounds, f"w{n}", prepare=tenants)), flush=True)
 
 
+def counts(parser: argparse.ArgumentParser, option: str, text: str) -> list[int]:
+    """Comma-separated counts, each at least 1 (a round of 0 has no time per tenant); '' is none."""
+    try:
+        found = [int(n) for n in text.split(",") if n.strip()]
+    except ValueError:
+        parser.error(f"{option}: comma-separated whole numbers, got {text!r}")
+    if any(n < 1 for n in found):
+        parser.error(f"{option}: every count must be at least 1, got {text!r}")
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,10,50", help="comma-separated tenant counts per round (default 1,10,50)")
@@ -355,7 +366,8 @@ def main() -> None:
     if args.floor_tenant:
         floor_process(args.floor_tenant)
         return
-    sizes = [int(n) for n in args.sizes.split(",")]
+    sizes, workspace_sizes = counts(parser, "--sizes", args.sizes), counts(parser, "--workspace-sizes",
+                                                                         args.workspace_sizes)
 
     from common import bench_sandbox, timed
 
@@ -380,9 +392,8 @@ def main() -> None:
             print(summary(str(n), interleaved(sides, n, args.rounds, f"n{n}")), flush=True)
         if args.process_rounds:
             print(summary("process", process_case(endpoints, project, platform, dsn_admin, args.process_rounds)))
-        if args.workspace_sizes:
-            workspace_case(ws, client, sides, platform, dsn_admin, endpoints.region,
-                           [int(n) for n in args.workspace_sizes.split(",")], args.rounds)
+        if workspace_sizes:
+            workspace_case(ws, client, sides, platform, dsn_admin, endpoints.region, workspace_sizes, args.rounds)
         print(f"({args.rounds} rounds per size, engine and floor tenants alternating; 'process': "
               f"`tenantctl provision ID --json` vs the floor as its own process, {args.process_rounds} rounds; "
               f"load average {os.getloadavg()[0]:.1f})")

@@ -77,6 +77,10 @@ def test_unknowns_read_as_known_after_apply_and_keys_can_be_limited():
     ("aws:sqs/queue:Queue", "", Op.replace, False),
     ("pulumi-python:dynamic:Resource",
      "urn:pulumi:a::p::tenantctl:database:TenantDatabase$pulumi-python:dynamic:Resource::a-schema", Op.replace, True),
+    ("pulumi-python:dynamic:Resource", "urn:pulumi:a::p::tenantctl:index:Tenant$tenantctl:workspace:TenantWorkspace"
+     "$pulumi-python:dynamic:Resource::a-legal-schema", Op.delete, True),
+    ("aws:kms/key:Key", "urn:pulumi:a::p::tenantctl:index:Tenant$tenantctl:workspace:TenantWorkspace"
+     "$tenantctl:kms:TenantKey$aws:kms/key:Key::a-legal-key", Op.update, False),
     ("pulumi-python:dynamic:Resource",
      "urn:pulumi:a::p::tenantctl:s3:TenantStorage$pulumi-python:dynamic:Resource::a-lifecycle", Op.replace, False),
 ])

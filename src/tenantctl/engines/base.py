@@ -38,11 +38,12 @@ DATA_BEARING_TYPES = frozenset({
     "aws:rds/instance:Instance", "aws:rds/cluster:Cluster", "aws:kms/key:Key", "aws:s3/bucket:Bucket",
     "aws:s3/bucketV2:BucketV2", "aws:secretsmanager/secret:Secret", "aws:dynamodb/table:Table",
 })
-# A dynamic resource under the tenant's database component is its schema (its tables, its rows).
-DATA_BEARING_PARENTS = ("tenantctl:database:TenantDatabase$pulumi-python:dynamic:Resource",)
-# The dynamic resources that run the schema template (templates/tenant_schema.sql.j2) when
-# made, updated or replaced: the tenant's schema and each workspace's.
-SCHEMA_PARENTS = (*DATA_BEARING_PARENTS, "tenantctl:workspace:TenantWorkspace$pulumi-python:dynamic:Resource")
+# The dynamic resource under the tenant's database component, and the one under each
+# workspace's, is a schema (its tables, its rows); each runs the schema template
+# (templates/tenant_schema.sql.j2) when made, updated or replaced.
+SCHEMA_PARENTS = ("tenantctl:database:TenantDatabase$pulumi-python:dynamic:Resource",
+                  "tenantctl:workspace:TenantWorkspace$pulumi-python:dynamic:Resource")
+DATA_BEARING_PARENTS = SCHEMA_PARENTS
 
 
 class ResourceChange(BaseModel):
@@ -58,7 +59,7 @@ class ResourceChange(BaseModel):
 
     @property
     def data_bearing(self) -> bool:
-        """Replacing or deleting it loses data: a database, a key, a bucket, a secret, the tenant schema."""
+        """Replacing or deleting it loses data: a database, a key, a bucket, a secret, a schema."""
         return self.type in DATA_BEARING_TYPES or any(p in self.urn for p in DATA_BEARING_PARENTS)
 
     @property
