@@ -138,10 +138,7 @@ def _copy_all(s3: Any, source: Place, target: Place, keys: list[str], kms_key_ar
 
     def streamed(key: str) -> None:
         obj = src.get_object(Bucket=source.bucket, Key=key)
-        tags = src.get_object_tagging(Bucket=source.bucket, Key=key)["TagSet"]
-        extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key_arn, "Metadata": obj.get("Metadata", {}),
-                 **({"ContentType": obj["ContentType"]} if obj.get("ContentType") else {}),
-                 **({"Tagging": urlencode({t["Key"]: t["Value"] for t in tags})} if tags else {})}
+        extra = _as_written(obj, src.get_object_tagging(Bucket=source.bucket, Key=key)["TagSet"], kms_key_arn)
         with obj["Body"] as body:  # multipart above boto3's threshold, never whole in memory
             dst.upload_fileobj(body, target.bucket, key, ExtraArgs=extra)
 
@@ -149,6 +146,41 @@ def _copy_all(s3: Any, source: Place, target: Place, keys: list[str], kms_key_ar
         return
     with ThreadPoolExecutor(min(COPY_WORKERS, len(keys))) as pool:
         list(pool.map(streamed if target.other_account else server_side, keys))  # the first failure is raised
+
+
+def copy_version(s3: Any, source: Place, target: Place, key: str, version_id: str, kms_key_arn: str) -> str:
+    """One version of ``key`` in ``source`` (one a backup pins) written to
+    ``target`` as its newest version, under ``kms_key_arn``; returns its id
+    there. Across accounts read and written by each side's client (the
+    version read whole: backups pin small objects more than large ones)."""
+    src, dst = source.s3(s3), target.s3(s3)
+    if not target.other_account:
+        return dst.copy_object(Bucket=target.bucket, Key=key, ServerSideEncryption="aws:kms", SSEKMSKeyId=kms_key_arn,
+                               CopySource={"Bucket": source.bucket, "Key": key, "VersionId": version_id},
+                               MetadataDirective="COPY", TaggingDirective="COPY")["VersionId"]
+    obj = src.get_object(Bucket=source.bucket, Key=key, VersionId=version_id)
+    tags = src.get_object_tagging(Bucket=source.bucket, Key=key, VersionId=version_id)["TagSet"]
+    with obj["Body"] as body:
+        return dst.put_object(Bucket=target.bucket, Key=key, Body=body.read(),
+                              **_as_written(obj, tags, kms_key_arn))["VersionId"]
+
+
+def latest(s3: Any, place: Place) -> dict[str, str | None]:
+    """Key -> the version id of its current object under the prefix (None: a
+    delete marker is current)."""
+    found: dict[str, str | None] = {}
+    for page in place.s3(s3).get_paginator("list_object_versions").paginate(Bucket=place.bucket,
+                                                                           Prefix=place.prefix):
+        found.update({v["Key"]: v["VersionId"] for v in page.get("Versions", []) if v["IsLatest"]})
+        found.update({m["Key"]: None for m in page.get("DeleteMarkers", []) if m["IsLatest"]})
+    return found
+
+
+def _as_written(obj: dict[str, Any], tags: list[dict[str, str]], kms_key_arn: str) -> dict[str, Any]:
+    """The write parameters that keep an object's metadata, type and tags, under ``kms_key_arn``."""
+    return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key_arn, "Metadata": obj.get("Metadata", {}),
+            **({"ContentType": obj["ContentType"]} if obj.get("ContentType") else {}),
+            **({"Tagging": urlencode({t["Key"]: t["Value"] for t in tags})} if tags else {})}
 
 
 def _versions(s3: Any, place: Place) -> Iterator[dict[str, str]]:

@@ -100,6 +100,11 @@ class Rewrapper:
         backup's: its chunks do not bind it), encrypted under the new one."""
         return self._rewrapped(edk, context)[1]
 
+    def open_and_rewrap(self, edk: bytes, context: dict[str, str]) -> tuple[bytes, bytes]:
+        """(plaintext, new edk) of a backup's data key: its manifest, sealed with
+        it, names the edk too and is sealed again with the new one."""
+        return self._rewrapped(edk, context)
+
     def _rewrapped(self, edk: bytes, context: dict[str, str]) -> tuple[bytes, bytes]:
         """(plaintext, new edk) of ``edk``: Decrypt under the old key, Encrypt under the new."""
         if context.get("tenant_id") != self.tenant_id:

@@ -110,8 +110,11 @@ def install(conn: Any, store: StoreConnection) -> None:
         body = _FUNCTION_BODY.format(changelog=log.as_string(conn))
         conn.execute(sql.SQL("CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
                              "SET search_path = pg_catalog AS {}").format(function, sql.Literal(body)))
-        for table in TABLES:
-            target = sql.Identifier(schema, table)
+    # One table per transaction: a trigger's lock on every table at once deadlocks with a writer
+    # holding one table and writing the next (the copy starts after the last, so none is missed).
+    for table in TABLES:
+        target = sql.Identifier(schema, table)
+        with conn.transaction():
             conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(TRIGGER), target))
             conn.execute(sql.SQL("CREATE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE ON {} FOR EACH ROW "
                                  "EXECUTE FUNCTION {}({})").format(
@@ -121,10 +124,10 @@ def install(conn: Any, store: StoreConnection) -> None:
 def remove(conn: Any, store: StoreConnection) -> None:
     """Triggers, function and changelog gone (idempotent)."""
     schema = store.schema_name
+    for table in TABLES:  # one table per transaction, as installed
+        conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
+            sql.Identifier(TRIGGER), sql.Identifier(schema, table)))
     with conn.transaction():
-        for table in TABLES:
-            conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
-                sql.Identifier(TRIGGER), sql.Identifier(schema, table)))
         conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(schema, FUNCTION)))
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(changelog(store)))
 

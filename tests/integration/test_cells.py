@@ -43,6 +43,10 @@ from tenant_runtime.errors import TenantMismatch
 from tenant_runtime.models import MovePhase
 from tenantctl import naming, prefix_sync, store_sync
 from tenantctl.checks import check_tenant
+from tenantctl.drills.backup import backup
+from tenantctl.drills.context import context_from_workspace
+from tenantctl.drills.run import drill
+from tenantctl.drills.store import load_manifest
 from tenantctl.errors import InvalidInput, QuotaExceeded
 from tenantctl.models import TenantRecord, TenantSpec, Tier
 from tenantctl.operations import cell as cells
@@ -179,8 +183,6 @@ def test_two_accounts_two_regions_every_arn_where_it_belongs(fleet: Fleet, sandb
 
 
 def test_backups_stay_in_the_tenants_region(fleet: Fleet, sandbox):
-    from tenantctl.drills.context import context_from_workspace
-    from tenantctl.drills.run import drill
 
     record = fleet.tenants["cl-e1"]
     report = drill(context_from_workspace(fleet.ws, record), record)  # backup, scratch restore, verify
@@ -573,6 +575,14 @@ def test_a_pooled_tenant_moves_to_another_region_under_a_new_key_while_written_t
         rt.store.append(ctx, f"c{i % 5}", "user", f"before {i}")
     kept = rt.objects.put_body(ctx, b"kept body")
     aws(sandbox, "sqs", EU, ACCOUNT_A).send_message(QueueUrl=old.queue_url, MessageBody="left in the old queue")
+    eu_s3 = aws(sandbox, "s3", EU, ACCOUNT_A)
+    for name, body in (("changed", b"as backed up"), ("gone", b"deleted after the backup")):
+        eu_s3.put_object(Bucket=old.bucket, Key=f"{old.prefix}documents/{name}", Body=body,
+                         ServerSideEncryption="aws:kms", SSEKMSKeyId=old.kms_key_arn)
+    earlier = backup(context_from_workspace(fleet.ws, before), before).backup_id  # under the old key
+    eu_s3.put_object(Bucket=old.bucket, Key=f"{old.prefix}documents/changed", Body=b"changed since",
+                     ServerSideEncryption="aws:kms", SSEKMSKeyId=old.kms_key_arn)
+    eu_s3.delete_object(Bucket=old.bucket, Key=f"{old.prefix}documents/gone")
     writer, thread = writing(rt, KEYED)
     time.sleep(0.3)
     result = move(fleet.ws, KEYED, cell="eud")
@@ -630,11 +640,21 @@ def test_a_pooled_tenant_moves_to_another_region_under_a_new_key_while_written_t
     assert backups  # the final backup, of the new store under the new key
     rt.store.append(rt.context(KEYED), "live", "user", "after finalize")
     assert check_tenant(fleet.ws, KEYED).ok
-    from tenantctl.drills.context import context_from_workspace
-    from tenantctl.drills.run import drill
-
     report = drill(context_from_workspace(fleet.ws, record), record)  # backup, scratch restore, verify
     assert report.passed, report.reasons
+    # The backup taken before the move restores under the new key (the old one pending deletion), with the
+    # object versions it pinned, while the tenant's current objects stay as they were.
+    report = drill(context_from_workspace(fleet.ws, record), record, backup_id=earlier)
+    assert report.passed, report.reasons
+    assert de_s3.get_object(Bucket=new.bucket, Key=f"{new.prefix}documents/changed")["Body"].read() == b"changed since"
+    with pytest.raises(ClientError):
+        de_s3.head_object(Bucket=new.bucket, Key=f"{new.prefix}documents/gone")
+    restored = {}
+    for entry in load_manifest(de_s3, new_kms, record, earlier).objects:
+        restored[entry.key] = de_s3.get_object(Bucket=new.bucket, Key=new.prefix + entry.key,
+                                               VersionId=entry.version_id)["Body"].read()
+    assert (restored["documents/changed"], restored["documents/gone"]) == (b"as backed up",
+                                                                           b"deleted after the backup")
     deprovision(fleet.ws, KEYED, final_backup=False, purge_data=True)
     if (fleet.root / "stacks" / f"Pulumi.{KEYED}.k1.yaml").exists():  # until deprovision takes record.current_stack
         fleet.ws.engine.destroy(f"{KEYED}.k1")

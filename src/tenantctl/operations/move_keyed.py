@@ -49,7 +49,7 @@ from typing import Any
 from tenant_runtime.crypto import Envelope
 from tenant_runtime.models import MovePhase, StoreConnection, TenantRecord, TenantResources, Tier, utcnow
 from tenant_runtime.tables import SEALED_BY_TABLE
-from tenantctl import naming, prefix_sync, queue_forward, row_relay, store_sync
+from tenantctl import backup_carry, naming, prefix_sync, queue_forward, row_relay, store_sync
 from tenantctl.errors import DrillFailed, InvalidInput, TargetUnavailable
 from tenantctl.models import TenantSpec
 from tenantctl.operations.mover import CATCH_UP_TIMEOUT, Mover, Progress
@@ -298,6 +298,7 @@ class KeyedMover(Mover):
             if late:
                 self.say(f"move {self.record.tenant_id}: {len(late)} objects written to the old prefix after the "
                          "switch carried over")
+        self.carry_backups(old)
         self.remove_objects(backwards=False)
         self.destroy(self.from_stack)
         from_cell, stack, target = self.move.from_cell, self.to_stack, self.target()
@@ -305,6 +306,15 @@ class KeyedMover(Mover):
         # After the record (a run killed in between keeps a slot too many, never one too few).
         self.ws.registry.release_slot(from_cell, Tier.pooled)
         self.held.record = activate(self.ws, self.record, target, apply_spec(self.ws, target, stack=stack))
+
+    def carry_backups(self, old: TenantResources) -> None:
+        """The backups taken before the move, their data keys wrapped under the
+        new key (their dumps came with the prefix's objects), while the old key
+        still opens them."""
+        was = self.record.model_copy(update={"cell": self.move.from_cell, "region": old.region, "resources": old})
+        [(source, target, _)] = self.prefixes()
+        carried = backup_carry.carry(source, was, target, self.record, Rewrapper(self.record.tenant_id, *self.key()))
+        self.say(f"move {self.record.tenant_id}: {len(carried)} backups re-wrapped under the new key")
 
     def rollback(self, verified: bool = True) -> None:
         """``verified``: unused here, the digests are compared either way."""
