@@ -655,9 +655,9 @@ def test_a_pooled_tenant_moves_to_another_region_under_a_new_key_while_written_t
                                                VersionId=entry.version_id)["Body"].read()
     assert (restored["documents/changed"], restored["documents/gone"]) == (b"as backed up",
                                                                            b"deleted after the backup")
-    deprovision(fleet.ws, KEYED, final_backup=False, purge_data=True)
-    if (fleet.root / "stacks" / f"Pulumi.{KEYED}.k1.yaml").exists():  # until deprovision takes record.current_stack
-        fleet.ws.engine.destroy(f"{KEYED}.k1")
+    deprovision(fleet.ws, KEYED, final_backup=False, purge_data=True)  # the stack the record names: <id>.k1
+    assert not (fleet.root / "stacks" / f"Pulumi.{KEYED}.k1.yaml").exists()
+    assert everywhere(sandbox, KEYED) == {} and inventory(sandbox, KEYED, DE, ACCOUNT_A, EUD_DB) == {}
 
 
 def test_a_move_to_another_account_killed_rolls_back_or_resumes_and_rolls_back_after_the_switch(
