@@ -37,12 +37,19 @@ from tenantctl.stackconfig import read_tenant, stack_file, stack_of, write_tenan
 from tenantctl.workspace import Workspace
 
 
+def unreserved(tenant_id: str, exc: RegistryUnreachable) -> TargetUnavailable:
+    return TargetUnavailable(f"cannot reserve tenant {tenant_id!r} in the registry, nothing was created: {exc}")
+
+
 def merge_options(ws: Workspace, tenant_id: str, options: dict[str, Any]) -> TenantSpec:
     """The committed spec (if any, in the stack its record names) with the
     given options laid over it."""
     require_valid(tenant_id)
     # Before the first provision on a target there is no registry: no record, the stack is the id.
-    record = ws.registry.get(tenant_id) if ws.platform_outputs().get("registry_table") else None
+    try:
+        record = ws.registry.get(tenant_id) if ws.platform_outputs().get("registry_table") else None
+    except RegistryUnreachable as exc:
+        raise unreserved(tenant_id, exc) from None
     path = stack_file(ws.stacks_dir, stack_of(tenant_id, record))
     base = read_tenant(path).model_dump(mode="json", exclude_none=True) if path.exists() else {"id": tenant_id}
     for key, value in options.items():
@@ -129,8 +136,7 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
         # The cell, its account walls and a slot: refused (exit 11) before anything exists.
         spec, placement = place(ws, spec, current)
     except RegistryUnreachable as exc:
-        raise TargetUnavailable(f"cannot reserve tenant {spec.id!r} in the registry, nothing was created: "
-                                f"{exc}") from None
+        raise unreserved(spec.id, exc) from None
     stack = stack_of(spec.id, current)
     path = stack_file(ws.stacks_dir, stack)
     committed = path.read_text() if path.exists() else None
