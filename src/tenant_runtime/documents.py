@@ -699,8 +699,9 @@ class DocumentOperations(SearchKeyOperations):
         are found through the GIN index on ``terms`` (one bitmap scan, as the
         floor's tsvector), each query term's frequency read from the row
         (``tfs`` at the term's position), idf from how many of them hold it,
-        length normalisation from their lengths; one row per hit of the page
-        (or one empty row), each carrying the total and the facet counts. The
+        length normalisation from their lengths; total and facets from the
+        scored items (one row each); one row per hit of the page (or one empty
+        row), each carrying the total and the facet counts. The
         items are the documents, and with ``summaries`` the conversation
         summaries too (kind, id): one ranking, one idf, over both.
 
@@ -748,7 +749,8 @@ class DocumentOperations(SearchKeyOperations):
             "  WHERE i.terms && (SELECT terms FROM qt) AND x.key_version = i.key_version AND i.terms[p.pos] = x.term"
             + (" AND i.metadata @> %(f)s" if counted else "") + "), "
             "{stats}{df}"
-            # From the hits alone (they carry length and metadata): no join the planner could misjudge.
+            # From the hits alone (they carry length and metadata): no join the planner could misjudge;
+            # one row per item the filters keep, which total and facets count.
             "scored AS MATERIALIZED (SELECT h.kind, h.doc_id, any_value(h.metadata) AS metadata, "
             "  round(sum(h.w * df.idf * h.tf * {k1p1} / "
             "  (h.tf + {k1} * (1 - {b} + {b} * h.length / s.avgdl)))::numeric, 9) AS score "
