@@ -71,8 +71,8 @@ FUZZY_SIMILARITY = 0.5  # share of a query word's trigrams a vocabulary word mus
 FUZZY_WEIGHT = 0.8  # a fuzzy match counts less than the word itself
 FUZZY_WORDS = 20  # vocabulary words per query word at most
 # What an item write returns after its own columns, for search_stats: the item's key
-# version and terms after the write, and before it (NULL: no item).
-STATS_RETURNING = 4
+# version, terms and length after the write, and before it (NULL: no item).
+STATS_RETURNING = 6
 
 
 class Document(BaseModel):
@@ -293,17 +293,24 @@ class DocumentOperations(SearchKeyOperations):
         return [r[:-STATS_RETURNING] for r in rows]
 
     def _stats_sql(self, ctx: TenantContext) -> sql.Composed:
-        """CTE ``st``: the document-frequency changes of CTE ``d``'s items
-        (columns s_kv, s_terms: after; s_okv, s_oterms: before) applied to
-        search_stats for ``%(kind)s``, in (version, term) order: concurrent
-        writers lock the rows they share in the same order."""
+        """CTE ``st``: the changes CTE ``d``'s items (columns s_kv, s_terms,
+        s_len: after; s_okv, s_oterms, s_olen: before) make to search_stats for
+        ``%(kind)s``: each term's document count, and the corpus row of each
+        key version (kind '#' + kind, term 0: its indexed items and their total
+        length). Rows are locked in (kind, version, term) order: concurrent
+        writers wait for each other, never in a cycle."""
         return sql.SQL(
-            "st AS (INSERT INTO {stats} AS s (tenant_id, kind, key_version, term, items) "
-            "  SELECT %(t)s, %(kind)s, c.kv, c.term, sum(c.n)::int FROM ("
-            "    SELECT d.s_kv AS kv, x.term, 1 AS n FROM d CROSS JOIN LATERAL unnest(d.s_terms) AS x(term) "
-            "    UNION ALL SELECT d.s_okv, x.term, -1 FROM d CROSS JOIN LATERAL unnest(d.s_oterms) AS x(term)) c "
-            "  GROUP BY c.kv, c.term HAVING sum(c.n) <> 0 ORDER BY c.kv, c.term "
-            "  ON CONFLICT (tenant_id, kind, key_version, term) DO UPDATE SET items = s.items + EXCLUDED.items) "
+            "st AS (INSERT INTO {stats} AS s (tenant_id, kind, key_version, term, items, length) "
+            "  SELECT %(t)s, c.kind, c.kv, c.term, sum(c.n)::int, sum(c.len) FROM ("
+            "    SELECT %(kind)s AS kind, d.s_kv AS kv, x.term, 1 AS n, 0 AS len "
+            "    FROM d CROSS JOIN LATERAL unnest(d.s_terms) AS x(term) "
+            "    UNION ALL SELECT %(kind)s, d.s_okv, x.term, -1, 0 "
+            "    FROM d CROSS JOIN LATERAL unnest(d.s_oterms) AS x(term) "
+            "    UNION ALL SELECT '#' || %(kind)s, d.s_kv, 0, 1, d.s_len FROM d WHERE d.s_terms IS NOT NULL "
+            "    UNION ALL SELECT '#' || %(kind)s, d.s_okv, 0, -1, -d.s_olen FROM d WHERE d.s_oterms IS NOT NULL) c "
+            "  GROUP BY c.kind, c.kv, c.term HAVING sum(c.n) <> 0 OR sum(c.len) <> 0 ORDER BY c.kind, c.kv, c.term "
+            "  ON CONFLICT (tenant_id, kind, key_version, term) "
+            "  DO UPDATE SET items = s.items + EXCLUDED.items, length = s.length + EXCLUDED.length) "
         ).format(stats=self._table(ctx, SEARCH_STATS))
 
     def _delete_item_sql(self, ctx: TenantContext, src: _Source, tail: sql.Composable) -> sql.Composed:
@@ -312,7 +319,8 @@ class DocumentOperations(SearchKeyOperations):
         a statement of its own)."""
         return sql.SQL(
             "WITH d AS (DELETE FROM {table} WHERE tenant_id = %(t)s AND {id} = %(d)s RETURNING *, "
-            "NULL::int AS s_kv, NULL::int8[] AS s_terms, key_version AS s_okv, terms AS s_oterms), "
+            "NULL::int AS s_kv, NULL::int8[] AS s_terms, NULL::int AS s_len, key_version AS s_okv, "
+            "terms AS s_oterms, length AS s_olen), "
             "{stats}{tail}").format(table=self._table(ctx, src.table), id=sql.Identifier(src.id_column),
                                     stats=self._stats_sql(ctx), tail=tail)
 
@@ -320,8 +328,9 @@ class DocumentOperations(SearchKeyOperations):
     def _stats_returning(old: sql.Composable) -> sql.Composed:
         """The ``STATS_RETURNING`` columns of a write's RETURNING; ``old``: a
         FROM clause finding the item as it was (the statement's snapshot)."""
-        return sql.SQL("key_version AS s_kv, terms AS s_terms, (SELECT o.key_version FROM {old}) AS s_okv, "
-                       "(SELECT o.terms FROM {old}) AS s_oterms").format(old=old)
+        return sql.SQL("key_version AS s_kv, terms AS s_terms, length AS s_len, "
+                       "(SELECT o.key_version FROM {old}) AS s_okv, (SELECT o.terms FROM {old}) AS s_oterms, "
+                       "(SELECT o.length FROM {old}) AS s_olen").format(old=old)
 
     def _keyed_write(self, ctx: TenantContext, head: sql.Composable, params: dict[str, Any],
                      items: list[tuple[str, analyzer.Analysed]], kind: str) -> Any:
@@ -690,8 +699,9 @@ class DocumentOperations(SearchKeyOperations):
         are found through the GIN index on ``terms`` (one bitmap scan, as the
         floor's tsvector), each query term's frequency read from the row
         (``tfs`` at the term's position), idf from how many of them hold it,
-        length normalisation from their lengths; one row per hit of the page
-        (or one empty row), each carrying the total and the facet counts. The
+        length normalisation from their lengths; total and facets from the
+        scored items (one row each); one row per hit of the page (or one empty
+        row), each carrying the total and the facet counts. The
         items are the documents, and with ``summaries`` the conversation
         summaries too (kind, id): one ranking, one idf, over both.
 
@@ -704,19 +714,6 @@ class DocumentOperations(SearchKeyOperations):
         cannot estimate the unnested query terms, otherwise re-ran the
         corpus statistics once per hit. The sealed content is read for the
         returned page alone."""
-        if counted:  # the same idf either way: items of the searched kinds holding the term, per query term
-            # Each query term looked up by the primary key (the terms outer: the planner would
-            # otherwise read every count of the tenant and probe the terms for each).
-            df = sql.SQL(
-                "df AS MATERIALIZED (SELECT c.idx, ln(1 + (s.n - c.n + 0.5) / (c.n + 0.5)) AS idf FROM (SELECT q.idx, "
-                "  sum(k.n)::float8 AS n FROM q CROSS JOIN LATERAL (SELECT sum(st.items) AS n FROM {stats} st "
-                "  WHERE st.tenant_id = %(t)s AND st.kind = ANY({kinds}) AND st.key_version = q.key_version "
-                "  AND st.term = q.term) k GROUP BY q.idx HAVING sum(k.n) > 0) c CROSS JOIN stats s), ").format(
-                stats=self._table(ctx, SEARCH_STATS),
-                kinds=sql.Literal([src.kind for src in SOURCES if summaries or src is DOCUMENT_SOURCE]))
-        else:
-            df = sql.SQL("df AS MATERIALIZED (SELECT idx, ln(1 + (s.n - count(*) + 0.5) / (count(*) + 0.5)) AS idf "
-                         "  FROM hits CROSS JOIN stats s GROUP BY idx, s.n), ")
         columns = "doc_id, metadata, length, content, source, key_version, terms, tfs"
         items = [sql.SQL("SELECT 'document'::text AS kind, " + columns + " FROM {} WHERE tenant_id = %(t)s").format(
             self._table(ctx, DOCUMENTS))]
@@ -724,6 +721,8 @@ class DocumentOperations(SearchKeyOperations):
             items.append(sql.SQL("SELECT 'summary', conversation_id, '{{}}'::jsonb, length, content, NULL, "
                                  "key_version, terms, tfs FROM {} WHERE tenant_id = %(t)s").format(
                 self._table(ctx, SUMMARIES)))
+        kinds = [src.kind for src in SOURCES if summaries or src is DOCUMENT_SOURCE]
+        stats, df = self._corpus_sql(ctx, kinds, sql.SQL(" UNION ALL ").join(items), counted)
         return sql.SQL(
             "WITH exact AS MATERIALIZED (SELECT *, 1.0::float8 AS w FROM unnest(%(idx)b::int[], %(ver)b::int[], "
             "  %(term)b::int8[]) AS e(idx, key_version, term)), "
@@ -749,10 +748,9 @@ class DocumentOperations(SearchKeyOperations):
             "  CROSS JOIN LATERAL (SELECT width_bucket(x.term, i.terms)) AS p(pos) "
             "  WHERE i.terms && (SELECT terms FROM qt) AND x.key_version = i.key_version AND i.terms[p.pos] = x.term"
             + (" AND i.metadata @> %(f)s" if counted else "") + "), "
-            "stats AS MATERIALIZED (SELECT count(*)::float8 AS n, greatest(coalesce(avg(length), 1), 1)::float8 "
-            "  AS avgdl FROM ({items}) i), "
-            "{df}"
-            # From the hits alone (they carry length and metadata): no join the planner could misjudge.
+            "{stats}{df}"
+            # From the hits alone (they carry length and metadata): no join the planner could misjudge;
+            # one row per item the filters keep, which total and facets count.
             "scored AS MATERIALIZED (SELECT h.kind, h.doc_id, any_value(h.metadata) AS metadata, "
             "  round(sum(h.w * df.idf * h.tf * {k1p1} / "
             "  (h.tf + {k1} * (1 - {b} + {b} * h.length / s.avgdl)))::numeric, 9) AS score "
@@ -777,10 +775,36 @@ class DocumentOperations(SearchKeyOperations):
             "FROM summary m LEFT JOIN (page p JOIN sealed d USING (kind, doc_id)) ON true "
             "ORDER BY p.score DESC, p.doc_id, p.kind").format(
             items=sql.SQL(" UNION ALL ").join(items), term_id=sql.SQL(TERM_ID_SQL.format("v.term")),
-            live=self._keys_live_sql(ctx), vocab=self._table(ctx, SEARCH_VOCAB), df=df,
+            live=self._keys_live_sql(ctx), vocab=self._table(ctx, SEARCH_VOCAB), stats=stats, df=df,
             sim=sql.Literal(FUZZY_SIMILARITY), fw=sql.Literal(FUZZY_WEIGHT),
             fn=sql.Literal(FUZZY_WORDS), k1=sql.Literal(BM25_K1), k1p1=sql.Literal(BM25_K1 + 1),
             b=sql.Literal(BM25_B))
+
+    def _corpus_sql(self, ctx: TenantContext, kinds: list[str], items: sql.Composable,
+                    counted: bool) -> tuple[sql.Composed, sql.Composed]:
+        """CTEs ``stats`` (n, avgdl: the searched items' count and average
+        length) and ``df`` (idf by query term idx, after ``q`` and ``hits``):
+        read from search_stats when ``counted``, else counted over the items."""
+        if not counted:  # a scan of every item's length; idf among the hits (every item holding a term)
+            return sql.SQL(
+                "stats AS MATERIALIZED (SELECT count(*)::float8 AS n, greatest(coalesce(avg(length), 1), 1)::float8 "
+                "  AS avgdl FROM ({items}) i), ").format(items=items), sql.SQL(
+                "df AS MATERIALIZED (SELECT idx, ln(1 + (s.n - count(*) + 0.5) / (count(*) + 0.5)) AS idf "
+                "  FROM hits CROSS JOIN stats s GROUP BY idx, s.n), ")
+        table = self._table(ctx, SEARCH_STATS)
+        # The corpus rows of every key version; each query term's counts looked up by the
+        # primary key (the terms outer: the planner would otherwise read every count of the
+        # tenant and probe the terms for each).
+        return sql.SQL(
+            "stats AS MATERIALIZED (SELECT coalesce(sum(items), 0)::float8 AS n, greatest(coalesce("
+            "  sum(length)::float8 / nullif(sum(items), 0), 1), 1) AS avgdl FROM {stats} WHERE tenant_id = %(t)s "
+            "  AND kind = ANY({corpus}) AND term = 0), ").format(
+            stats=table, corpus=sql.Literal(["#" + kind for kind in kinds])), sql.SQL(
+            "df AS MATERIALIZED (SELECT c.idx, ln(1 + (s.n - c.n + 0.5) / (c.n + 0.5)) AS idf FROM (SELECT q.idx, "
+            "  sum(k.n)::float8 AS n FROM q CROSS JOIN LATERAL (SELECT sum(st.items) AS n FROM {stats} st "
+            "  WHERE st.tenant_id = %(t)s AND st.kind = ANY({kinds}) AND st.key_version = q.key_version "
+            "  AND st.term = q.term) k GROUP BY q.idx HAVING sum(k.n) > 0) c CROSS JOIN stats s), ").format(
+            stats=table, kinds=sql.Literal(kinds))
 
     def _suggest(self, ctx: TenantContext, prefix: str, limit: int) -> Any:
         """Title words starting with ``prefix``'s last word: the blind prefix

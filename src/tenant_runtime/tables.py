@@ -31,6 +31,10 @@ TABLES = (CONVERSATIONS, MESSAGES, CONTEXT_ITEMS, DOCUMENTS, SEARCH_KEYS, SEARCH
 # fills: a backup of that layout restores as its items, less the index.
 RETIRED_TABLES = ("search_postings", "summary_postings")
 INDEX_COLUMNS = {DOCUMENTS: ("terms", "tfs"), SUMMARIES: ("terms", "tfs")}
+# Tables a backup from before them lacks: the schema template re-applied by a
+# restore creates them empty (search keys restored from such a backup are not
+# counted, so search counts per query until the next reindex).
+ADDED_TABLES = (SEARCH_STATS,)
 
 
 class Sealed(NamedTuple):

@@ -163,7 +163,7 @@ def test_ranking_matches_a_brute_force_bm25_with_counted_and_counting_idf(runtim
         try:
             assert ranked() == counted
         finally:
-            conn.cursor().executemany(sql.SQL("INSERT INTO {} VALUES (%s, %s, %s, %s, %s)").format(stats), marks)
+            conn.cursor().executemany(sql.SQL("INSERT INTO {} VALUES (%s, %s, %s, %s, %s, %s)").format(stats), marks)
             runtime.store._forget_keys(a)
 
 
@@ -601,15 +601,20 @@ def test_a_key_remade_under_a_known_version_is_not_taken_for_the_cached_one(runt
 def test_the_kept_document_counts_are_those_of_the_items(runtime_env, corpus):
     """After every kind of write the tests above made (puts, batches, replaced
     and deleted documents, summaries and their conversations deleted, reindexes,
-    restores): search_stats holds exactly how many items hold each term."""
+    restores): search_stats holds exactly how many items hold each term, and
+    each key version's corpus row how many items it indexes and their length."""
+    items = ("SELECT 'document' AS kind, key_version, terms, length FROM {s}.documents "
+             "UNION ALL SELECT 'summary', key_version, terms, length FROM {s}.summaries")
     for key in ("a", "b"):
         store = runtime_env.record(key).resources.store
         schema = sql.Identifier(store.schema_name)
         with runtime_env.admin(store.database) as conn:
-            kept = conn.execute(sql.SQL("SELECT kind, key_version, term, items FROM {}.search_stats "
-                                        "WHERE kind <> '' AND items <> 0 ORDER BY 1, 2, 3").format(schema)).fetchall()
+            kept = conn.execute(sql.SQL("SELECT kind, key_version, term, items, length FROM {}.search_stats "
+                                        "WHERE kind <> '' AND (items, length) <> (0, 0) ORDER BY 1, 2, 3").format(
+                schema)).fetchall()
             counted = conn.execute(sql.SQL(
-                "SELECT kind, key_version, term, count(*) FROM (SELECT 'document' AS kind, key_version, "
-                "unnest(terms) AS term FROM {s}.documents UNION ALL SELECT 'summary', key_version, unnest(terms) "
-                "FROM {s}.summaries) x GROUP BY 1, 2, 3 ORDER BY 1, 2, 3").format(s=schema)).fetchall()
+                "SELECT kind, key_version, term, count(*), 0 FROM (SELECT kind, key_version, unnest(terms) AS term "
+                "FROM (" + items + ") i) x GROUP BY 1, 2, 3 UNION ALL SELECT '#' || kind, key_version, 0, count(*), "
+                "sum(length) FROM (" + items + ") i WHERE terms IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2, 3").format(
+                s=schema)).fetchall()
         assert kept and kept == counted, key
