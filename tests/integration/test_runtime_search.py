@@ -167,6 +167,41 @@ def test_ranking_matches_a_brute_force_bm25_with_counted_and_counting_idf(runtim
             runtime.store._forget_keys(a)
 
 
+def test_ties_at_the_cut_deleted_documents_and_pages_past_the_top_k_rank_as_a_brute_force(runtime, corpus):
+    """Items scored row by row, ranked by score then doc_id: identical
+    documents tie across a page boundary (cursor and offset walk them in
+    doc_id order, each once), a deleted document is neither ranked nor
+    counted, a query word no document holds adds nothing, and an offset at
+    or past the total returns no hit with the same total."""
+    a, _ = corpus
+    same = [(f"tie-{i}", "Zephyr quorum", "zephyr quorum ledger", {"lang": "en", "topic": "tie"}) for i in range(5)]
+    extra = [*same, ("tie-top", "Zephyr quorum", "zephyr zephyr quorum", {"lang": "en", "topic": "tie"})]
+    for doc_id, title, body, meta in [*extra, ("tie-gone", "Zephyr", "zephyr quorum quorum", {"lang": "en"})]:
+        runtime.store.put_document(a, doc_id, title, body, meta)
+    try:
+        assert runtime.store.delete_document(a, "tie-gone")
+        for query in ("zephyr quorum", "zephyr unheardofword"):
+            expected = brute_force_bm25(CORPUS + extra, query)
+            want = sorted(expected.items(), key=lambda x: (-x[1], x[0]))
+            whole = runtime.store.search(a, query, limit=20)
+            assert [(h.doc_id, round(h.score, 9)) for h in whole.hits] == want and whole.total == len(want)
+            assert len({h.score for h in whole.hits if h.doc_id.startswith("tie-") and h.doc_id != "tie-top"}) == 1
+            walked, cursor = [], None
+            while True:  # pages of 2: the tie is cut between pages
+                page = runtime.store.search(a, query, limit=2, cursor=cursor)
+                walked += [h.doc_id for h in page.hits]
+                if not (cursor := page.next_cursor):
+                    break
+            by_offset = [h.doc_id for o in range(0, len(want), 2)
+                         for h in runtime.store.search(a, query, limit=2, offset=o).hits]
+            assert walked == by_offset == [doc_id for doc_id, _ in want]
+            past = runtime.store.search(a, query, limit=2, offset=len(want))
+            assert past.hits == [] and past.total == len(want) and past.next_cursor is None
+    finally:
+        for doc_id, *_ in extra:
+            runtime.store.delete_document(a, doc_id)
+
+
 def test_filters_facets_highlights_and_paging(runtime, corpus):
     a, _ = corpus
     everything = runtime.store.search(a, "索引 indexes keys 鍵", facets=["lang", "topic"], limit=2)
