@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 import unicodedata
 from collections import Counter
 from collections.abc import Iterator
@@ -88,14 +89,21 @@ def _strip_suffix(word: str) -> str:
 def japanese_tokenizer():  # noqa: ANN201 - a callable over sudachipy, when installed
     """SudachiPy (split mode C, the small dictionary) when the ``ja`` extra is
     installed, else None. Gives (normalised form, begin, end) of content
-    words: particles, auxiliaries and punctuation are left out."""
+    words: particles, auxiliaries and punctuation are left out. One tokenizer
+    per thread over the one dictionary: a SudachiPy tokenizer refuses a second
+    caller while in use (two threads writing documents at once)."""
     try:
         from sudachipy import Dictionary, SplitMode
-        tok = Dictionary(dict="small").tokenizer(SplitMode.C)
+        dictionary = Dictionary(dict="small")
+        local = threading.local()
+        local.tok = dictionary.tokenizer(SplitMode.C)
     except Exception:  # noqa: BLE001 - not installed, or no dictionary: the bigram fallback
         return None
 
     def words(text: str) -> list[tuple[str, int, int]]:
+        tok = getattr(local, "tok", None)
+        if tok is None:
+            tok = local.tok = dictionary.tokenizer(SplitMode.C)
         return [(m.normalized_form(), m.begin(), m.end()) for m in tok.tokenize(text)
                 if m.part_of_speech()[0] not in _JA_SKIP]
 

@@ -4,6 +4,8 @@ checks (refused before any I/O)."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from psycopg import sql
 from runtime_fixtures import context
@@ -43,6 +45,14 @@ def test_japanese_with_the_extra_gives_content_words_in_dictionary_form():
     assert terms("索引を使うと検索が速くなります") == ["索引", "使う", "検索", "速い", "成る"]
     tok = next(t for t in analyzer.tokens("検索が速く") if t.term == "速い")
     assert (tok.start, tok.end, tok.surface) == (3, 5, "速く")
+
+
+@pytest.mark.skipif(analyzer.japanese_tokenizer() is None, reason="the Japanese extra (ja) is not installed")
+def test_threads_analyse_japanese_at_once():
+    text = "東京都は明日晴れる予報です。" * 20
+    want = analyzer.japanese_tokenizer()(text)
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda _: analyzer.japanese_tokenizer()(text), range(200))) == [want] * 200
 
 
 def test_a_typo_shares_most_trigrams_with_the_vocabulary_word():
