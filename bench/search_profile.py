@@ -21,7 +21,8 @@ from typing import Any
 from common import bench_sandbox
 from search import JWT_KEY, corpus
 
-QUERIES = {"single-term": "report", "multi-term": "report security 東京"}
+QUERIES = {"single-term": ("report", None), "multi-term": ("report security 東京", None),
+           "filtered+faceted": ("report security", {"lang": "en", "cat": "finance"})}
 
 
 def timing(parts: dict[str, list[float]], name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -71,20 +72,20 @@ def main() -> None:
         rt.store._statement = timing(parts, "sql", recorded)
         rt.store._open_contents = timing(parts, "open", rt.store._open_contents)
         documents.highlight = timing(parts, "highlight", documents.highlight)
-        for kind, query in QUERIES.items():
+        for kind, (query, filters) in QUERIES.items():
             parts.clear()
             for run in range(args.runs + 1):
                 for name in ("sql", "open", "highlight"):
                     parts[name].append(0.0)
                 start = time.perf_counter()
-                result = rt.store.search(ctx, query, facets=["cat"], limit=10)
+                result = rt.store.search(ctx, query, filters=filters, facets=["cat"], limit=10)
                 parts["total"].append((time.perf_counter() - start) * 1000)
                 if run == 0:  # the warm-up: caches filled
                     for samples in parts.values():
                         samples.pop()
             med = {name: statistics.median(samples) for name, samples in parts.items()}
             rest = med["total"] - med["sql"] - med["open"] - med["highlight"]
-            print(f"\n== {kind} {query!r}: {result.total} matches, {args.runs} runs, median ms: "
+            print(f"\n== {kind} {query!r} {filters or ''}: {result.total} matches, {args.runs} runs, median ms: "
                   f"total {med['total']:.1f}, statement {med['sql']:.1f}, opening the page {med['open']:.1f}, "
                   f"highlights {med['highlight']:.1f}, other Python {rest:.1f}")
             step = last[0]
