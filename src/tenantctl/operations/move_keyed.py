@@ -234,20 +234,17 @@ class KeyedMover(Mover):
             raise
 
     def freeze(self, backwards: bool) -> tuple[Any, Any]:
-        """Writes on the source revoked (a SHARE lock waits out those under
-        way), the relay drained, the target's identities advanced and its
-        writes allowed; forward, the capture the other way installed on the
+        """Writes on the source revoked and those under way waited out
+        (``store_sync.freeze``, as within an account), the relay drained,
+        the target's identities advanced and its writes allowed; forward, the capture the other way installed on the
         new store first (a rollback carries the writes made after the
         switch). Returns snapshots of (source, target) pinned as of now."""
         source, target = self.stores(backwards)
         self.sync_objects(backwards)  # what changed since the last pass (writes are refused from here)
         with self.connect(source) as conn:
-            store_sync.set_writable(conn, source, False)
             try:
-                store_sync.wait("the writes under way on the store moved from",
-                                lambda: row_relay.settled(conn, source), CATCH_UP_TIMEOUT, 0.02)
+                store_sync.freeze(conn, [source], CATCH_UP_TIMEOUT)
             except TargetUnavailable:  # a writer that never ends: the freeze ends, nothing switched
-                store_sync.set_writable(conn, source, True)
                 self.phase(MovePhase.switched if backwards else MovePhase.copying)
                 raise
         with self.relaying(backwards) as relay:
