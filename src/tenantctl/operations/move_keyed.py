@@ -276,10 +276,26 @@ class KeyedMover(Mover):
 
     # -- finalize / rollback ----------------------------------------------------
     def finalize(self) -> None:
-        from tenantctl.drills.backup import final_backup
         from tenantctl.operations.provision import activate, apply_spec
 
-        old = self.stack_resources(self.from_stack)
+        outputs = self.ws.engine.outputs(self.from_stack)
+        if outputs:
+            self.leave(TenantResources.model_validate(outputs))
+        else:  # a run killed after destroying the old stack had done every step before it, not the last
+            stack_file(self.ws.stacks_dir, self.from_stack).unlink(missing_ok=True)
+        from_cell, stack, target = self.move.from_cell, self.to_stack, self.target()
+        self.save(move=None)
+        # After the record (a run killed in between keeps a slot too many, never one too few).
+        self.ws.registry.release_slot(from_cell, Tier.pooled)
+        self.held.record = activate(self.ws, self.record, target, apply_spec(self.ws, target, stack=stack))
+
+    def leave(self, old: TenantResources) -> None:
+        """The old side gone, after a final backup of the new store: its
+        queues' messages forwarded, the capture removed from both stores, late
+        objects carried, backups re-wrapped, the old prefix and stack removed.
+        Each step finds its work done by a killed run (or does it again)."""
+        from tenantctl.drills.backup import final_backup
+
         self.say(f"move {self.record.tenant_id}: final backup of the new store")
         final_backup(self.ws, self.record)
         old_sqs, new_sqs = self.clients(self.move.from_cell)("sqs"), self.clients(self.move.to_cell)("sqs")
@@ -298,11 +314,6 @@ class KeyedMover(Mover):
         self.carry_backups(old)
         self.remove_objects(backwards=False)
         self.destroy(self.from_stack)
-        from_cell, stack, target = self.move.from_cell, self.to_stack, self.target()
-        self.save(move=None)
-        # After the record (a run killed in between keeps a slot too many, never one too few).
-        self.ws.registry.release_slot(from_cell, Tier.pooled)
-        self.held.record = activate(self.ws, self.record, target, apply_spec(self.ws, target, stack=stack))
 
     def carry_backups(self, old: TenantResources) -> None:
         """The backups taken before the move, their data keys wrapped under the
