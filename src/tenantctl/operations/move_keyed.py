@@ -342,7 +342,8 @@ class KeyedMover(Mover):
         # Before the switch (or switched back): the old store takes writes, the target goes.
         self.capture(self.move.old_store, installed=False)
         self.set_writable([self.move.old_store], True)
-        if self.move.new_store is not None:
+        # No outputs: a run killed after destroying the target stack removed its objects before.
+        if self.move.new_store is not None and self.ws.engine.outputs(self.to_stack):
             self.remove_objects(backwards=True)
         self.destroy(self.to_stack)
         to_cell = self.move.to_cell
