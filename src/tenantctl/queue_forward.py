@@ -8,7 +8,8 @@ message attributes, and deleted from the old one only once SQS accepted the
 send. At least once: a run killed between the send and the delete sends that
 message again on the next run (jobs are at-least-once with SQS anyway). A
 message SQS refused to take is left in the old queue, visible again after its
-visibility timeout, and the run fails naming it (nothing lost).
+visibility timeout, and the run fails naming it (nothing lost). A source
+queue that no longer exists has nothing to forward.
 """
 
 from __future__ import annotations
@@ -26,8 +27,14 @@ def forward(source_sqs: Any, source_url: str, target_sqs: Any, target_url: str) 
     the client of its own account and region); returns how many were moved."""
     moved = 0
     while True:
-        received = source_sqs.receive_message(QueueUrl=source_url, MaxNumberOfMessages=BATCH, WaitTimeSeconds=0,
-                                              VisibilityTimeout=VISIBILITY, MessageAttributeNames=["All"])
+        try:
+            received = source_sqs.receive_message(QueueUrl=source_url, MaxNumberOfMessages=BATCH,
+                                                  WaitTimeSeconds=0, VisibilityTimeout=VISIBILITY,
+                                                  MessageAttributeNames=["All"])
+        except source_sqs.exceptions.QueueDoesNotExist:
+            # Only the old stack's destroy removes it, after a forward that ended: a finalize killed
+            # while destroying it and run again finds nothing left to forward.
+            return moved
         messages = received.get("Messages", [])
         if not messages:
             return moved

@@ -137,20 +137,6 @@ def pending(conn: Any, store: StoreConnection) -> int:
     return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(changelog(store))).fetchone()[0]
 
 
-def settled(conn: Any, store: StoreConnection) -> bool:
-    """Whether no other session holds (or waits for) a write lock on the
-    store's tables. Run after revoking the role's writes: a statement takes
-    its lock before its privileges are checked, so once none is left every
-    write the store acknowledged is committed, and visible to the relay. Not
-    a ``SHARE`` lock on every table, as the subscription's freeze takes: a
-    transaction writing two tables in the other order deadlocks with it."""
-    return bool(conn.execute(
-        "SELECT NOT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = ANY(%s) "
-        "AND l.mode = 'RowExclusiveLock' AND l.pid <> pg_backend_pid())",
-        (store.schema_name, list(TABLES))).fetchone()[0])
-
-
 def advance_identities(conn: Any, store: StoreConnection) -> None:
     """Move each identity column's sequence past its highest value: relayed rows
     were inserted with their source values (``OVERRIDING SYSTEM VALUE``), which

@@ -131,26 +131,54 @@ def wait(what: str, done: Callable[[], bool], timeout: float, interval: float = 
     return time.monotonic() - started
 
 
-def quiesce(connect: Connect, store: StoreConnection, *others: StoreConnection) -> str:
-    """Revoke the role's writes on ``store`` (and on ``others``: its
-    workspaces' schemas in the same database, each with its role), wait for the writes already under
-    way (a SHARE lock waits for them; a writer queued behind it is refused by
-    the revoke), and return a WAL position after the commit of every write the
-    store acknowledged, already flushed (the walsender sends flushed WAL only).
+def settled(conn: Any, *stores: StoreConnection) -> bool:
+    """Whether no other session holds (or waits for) a write lock on the
+    tables of ``stores`` (one database). Run after revoking the roles' writes:
+    a statement takes its lock before its privileges are checked, so once none
+    is left every write the stores acknowledged has ended (its commit record
+    written), and a writer that came later was refused. Not a ``SHARE`` lock on
+    every table: a transaction writing two tables in the other order
+    deadlocks with it."""
+    return bool(conn.execute(
+        "SELECT NOT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = ANY(%s) AND c.relname = ANY(%s) "
+        "AND l.mode = 'RowExclusiveLock' AND l.pid <> pg_backend_pid())",
+        ([s.schema_name for s in stores], list(TABLES))).fetchone()[0])
+
+
+def freeze(conn: Any, stores: list[StoreConnection], timeout: float) -> None:
+    """Revoke the roles' writes on ``stores`` (a tenant's schema and its
+    workspaces', one database) and wait until the writes under way have ended
+    (``settled``). A writer still holding its lock after ``timeout``: the
+    writes are granted again and TargetUnavailable (exit 7) is raised, nothing
+    frozen."""
+    with conn.transaction():
+        for store in stores:
+            set_writable(conn, store, False)
+    try:
+        wait("the writes under way on the store moved from", lambda: settled(conn, *stores), timeout, 0.02)
+    except TargetUnavailable:
+        with conn.transaction():
+            for store in stores:
+                set_writable(conn, store, True)
+        raise
+
+
+def quiesce(connect: Connect, stores: list[StoreConnection], timeout: float) -> str:
+    """``freeze`` ``stores``, then return a WAL position after the commit of
+    every write they acknowledged, already flushed (the walsender sends
+    flushed WAL only).
 
     Not ``pg_current_wal_lsn()``: that is how far WAL was *written*, and an
     asynchronous commit (``synchronous_commit = off``: the sandbox's setting, or
     a client's) is acknowledged before its commit record is written, so a
     subscription can confirm that position without the last commits. The
-    position returned is the end of a logical message written under the lock,
-    after every acknowledged commit, and flushed by this transaction's
-    synchronous commit."""
-    with connect(store) as conn:
+    position returned is the end of a logical message written once no write
+    is under way (every commit record inserted before it), and flushed by
+    this transaction's synchronous commit (WAL is flushed in order)."""
+    with connect(stores[0]) as conn:
+        freeze(conn, stores, timeout)
         with conn.transaction():
-            for each in (store, *others):
-                set_writable(conn, each, False)
-        with conn.transaction():
-            conn.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(_tables(store, *others)))
             conn.execute("SET LOCAL synchronous_commit = on")
             return conn.execute("SELECT pg_logical_emit_message(true, 'tenantctl_move', 'frozen')::text"
                                 ).fetchone()[0]

@@ -47,6 +47,7 @@ from tenantctl.drills.backup import backup
 from tenantctl.drills.context import context_from_workspace
 from tenantctl.drills.run import drill
 from tenantctl.drills.store import load_manifest
+from tenantctl.engines.local.state import StateFile
 from tenantctl.errors import InvalidInput, QuotaExceeded
 from tenantctl.models import TenantRecord, TenantSpec, Tier
 from tenantctl.operations import cell as cells
@@ -565,7 +566,8 @@ def test_a_pooled_tenant_moves_to_another_region_under_a_new_key_while_written_t
     re-wrapped under the new key while a writer appends through the runtime,
     its objects copied under the new key, one registry write switching
     region, key, role, queues, secret, store, bucket, cell and stack; then
-    finalized, leaving nothing in eu-west-1."""
+    finalized (a CLI run killed inside it, then run again), leaving nothing
+    in eu-west-1."""
     cells.add(fleet.ws, "eud", {"region": DE, "account_role_arn": f"arn:aws:iam::{ACCOUNT_A}:role/tenantctl-cell",
                                 "max_pooled_tenants": 1})
     rt, before = eu_runtime, fleet.provision(KEYED, region=EU, cell="eua", residency=[EU, DE])
@@ -625,6 +627,16 @@ def test_a_pooled_tenant_moves_to_another_region_under_a_new_key_while_written_t
     report = check_tenant(fleet.ws, KEYED)
     assert report.ok, report.summary()
 
+    # CLI runs killed inside --finalize (the final backup taken, the old queues forwarded, the old prefix
+    # removed): half-way through destroying the old stack, then at its last delete (its state gone, the
+    # record not yet cleared). The move stays switched each time; the next --finalize finishes it.
+    cli, old_state = Cli.create(sandbox, fleet.root), StateFile(sandbox.state_dir / "local-engine", KEYED)
+    for half in (True, False):
+        deletes = len(old_state.load().resources)
+        at = deletes // 2 if half else deletes
+        killed = cli("move", KEYED, "--finalize", env={"TENANTCTL_FAULT_AFTER": str(at)})
+        assert killed.returncode == 86 and registry_record(sandbox, KEYED)["move"]["phase"] == "switched", killed
+        assert old_state.exists() is half and (fleet.root / "stacks" / f"Pulumi.{KEYED}.yaml").exists()
     done = move(fleet.ws, KEYED, finalize=True)
     record = fleet.ws.registry.require(KEYED)
     assert (done.outcome, record.move, record.stack, record.cell) == ("finalized", None, f"{KEYED}.k1", "eud")
@@ -663,8 +675,9 @@ def test_a_pooled_tenant_moves_to_another_region_under_a_new_key_while_written_t
 def test_a_move_to_another_account_killed_rolls_back_or_resumes_and_rolls_back_after_the_switch(
         fleet: Fleet, sandbox, eu_runtime):
     """cl-k2 from eua (account A) to eub (account B, same region): real CLI
-    processes killed right after the move recorded `copying` (then rolled
-    back: the target stack gone) and `freezing` (then resumed to the switch:
+    processes killed right after the move recorded `preparing` (nothing
+    built), half-way through the target stack's apply and right after it
+    recorded `copying` (each then rolled back: the target stack gone) and `freezing` (then resumed to the switch:
     the tenant served from account B under its key there); a writer appends
     through the runtime while the switched move is rolled back (a CLI run
     killed right after recording `rolling_back`, then finished): its writes
@@ -691,16 +704,28 @@ def test_a_move_to_another_account_killed_rolls_back_or_resumes_and_rolls_back_a
                                 ).fetchone()[0] is None  # the capture is gone
         assert (cell_count(sandbox, "eua"), cell_count(sandbox, "eub")) == slots
 
-    killed = cli("move", tid, "--cell", "eub", env={"TENANTCTL_FAULT_AFTER": "move:copying"})
-    assert killed.returncode == 86, killed
-    assert registry_record(sandbox, tid)["move"]["to_stack"] == f"{tid}.k1"
-    assert in_eub() == {k: v for k, v in POOLED.items() if k != "iam:role"}  # the target stack, in account B
-    iam.get_role(RoleName=naming.iam_role_name(tid, 1))
-    rolled = cli("move", tid, "--rollback", "--json")
-    assert rolled.returncode == 0 and rolled.json()["outcome"] == "rolled_back", rolled
-    record = fleet.ws.registry.require(tid)
-    assert (record.cell, record.move, record.stack, record.lock, record.resources) == ("eua", None, None, None, before)
-    nothing_in_eub()
+    # Killed right after recording the move (nothing built yet), at the 5th resource write of the target
+    # stack (half built) and right after recording `copying` (the target stack built): each rolled back.
+    built = {k: v for k, v in POOLED.items() if k != "iam:role"}
+    for fault in ("move:preparing", "5", "move:copying"):
+        killed = cli("move", tid, "--cell", "eub", env={"TENANTCTL_FAULT_AFTER": fault})
+        assert killed.returncode == 86, killed
+        assert registry_record(sandbox, tid)["move"]["to_stack"] == f"{tid}.k1"
+        found, expected = in_eub(), {"move:preparing": {"pg:role": 1}, "move:copying": built}.get(fault)
+        assert found == expected if expected else found not in ({"pg:role": 1}, built), (fault, found)
+        if fault == "move:copying":  # its rollback killed at the target stack's last delete, then run again
+            iam.get_role(RoleName=naming.iam_role_name(tid, 1))
+            target_state = StateFile(sandbox.state_dir / "local-engine", f"{tid}.k1")
+            killed = cli("move", tid, "--rollback", env={"TENANTCTL_FAULT_AFTER": str(len(
+                target_state.load().resources))})
+            assert killed.returncode == 86 and not target_state.exists(), killed
+            assert registry_record(sandbox, tid)["move"]["phase"] == "copying"
+        rolled = cli("move", tid, "--rollback", "--json")
+        assert rolled.returncode == 0 and rolled.json()["outcome"] == "rolled_back", (fault, rolled)
+        record = fleet.ws.registry.require(tid)
+        assert (record.cell, record.move, record.stack, record.lock, record.resources) == (
+            "eua", None, None, None, before), fault
+        nothing_in_eub()
 
     killed = cli("move", tid, "--cell", "eub", env={"TENANTCTL_FAULT_AFTER": "move:freezing"})
     assert killed.returncode == 86, killed

@@ -8,6 +8,7 @@ a dedicated one costs a VPC of the sandbox's 5)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 
@@ -20,6 +21,7 @@ from runtime_tenants import jwt_settings
 
 from tenant_runtime import AsyncTenantRuntime, TenantRuntime
 from tenant_runtime.models import MovePhase
+from tenant_runtime.tables import TABLES
 from tenantctl import store_sync
 from tenantctl.drills.context import context_from_workspace
 from tenantctl.drills.models import Verdict
@@ -283,13 +285,41 @@ def test_the_freeze_waits_for_a_position_after_every_acknowledged_commit(moved, 
     with psycopg.connect(sandbox.pg_dsn(store.database), autocommit=True) as conn:
         committed = conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]  # past that commit record
         try:
-            frozen_at = store_sync.quiesce(_admin(sandbox), store)
+            frozen_at = store_sync.quiesce(_admin(sandbox), [store], 10.0)
             flushed = conn.execute("SELECT pg_current_wal_flush_lsn()").fetchone()[0]
         finally:
             store_sync.set_writable(conn, store, True)
         assert conn.execute("SELECT %s::pg_lsn >= %s::pg_lsn AND %s::pg_lsn >= %s::pg_lsn",
                             (frozen_at, str(committed), str(flushed), frozen_at)).fetchone()[0], \
             (frozen_at, committed, flushed)
+
+
+def test_the_freeze_waits_out_a_writer_writing_the_tables_in_the_other_order(moved, workspace, sandbox):
+    """A transaction holding the last table when the freeze begins, then
+    writing the first: the freeze waits for it to end and returns a position
+    after its commit. (A SHARE lock taken on every table in order deadlocked
+    with it: the lock holds the first table and waits for the last.)"""
+    store = workspace.registry.require(MOVED).resources.store
+    tables = [sql.Identifier(store.schema_name, t) for t in (TABLES[-1], TABLES[0])]
+    frozen: list[str] = []
+    with psycopg.connect(sandbox.pg_dsn(store.database), autocommit=True) as writer:
+        try:
+            writer.execute("BEGIN")
+            writer.execute(sql.SQL("LOCK TABLE {} IN ROW EXCLUSIVE MODE").format(tables[0]))  # a write's lock
+            freezing = threading.Thread(target=lambda: frozen.append(
+                store_sync.quiesce(_admin(sandbox), [store], 10.0)))
+            freezing.start()
+            time.sleep(0.5)
+            assert freezing.is_alive() and not frozen  # waiting for the write under way
+            writer.execute(sql.SQL("LOCK TABLE {} IN ROW EXCLUSIVE MODE").format(tables[1]))
+            writer.execute("SELECT pg_logical_emit_message(true, 'test', 'a write')")  # a commit record
+            writer.execute("COMMIT")
+            committed = writer.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]
+            freezing.join(10)
+            assert frozen and writer.execute("SELECT %s::pg_lsn >= %s::pg_lsn",
+                                             (frozen[0], str(committed))).fetchone()[0], (frozen, committed)
+        finally:
+            store_sync.set_writable(writer, store, True)
 
 
 def test_a_target_not_caught_up_in_time_ends_the_freeze_with_nothing_switched(
@@ -300,11 +330,11 @@ def test_a_target_not_caught_up_in_time_ends_the_freeze_with_nothing_switched(
     before = workspace.registry.require(MOVED)  # dedicated by now
     freeze = store_sync.quiesce
 
-    def stalled(connect, store):
+    def stalled(connect, stores, timeout):
         with connect(workspace.registry.require(MOVED).move.new_store) as conn:
             for (name,) in conn.execute("SELECT subname FROM pg_subscription").fetchall():
                 conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(sql.Identifier(name)))
-        return freeze(connect, store)
+        return freeze(connect, stores, timeout)
 
     monkeypatch.setattr(mover, "CATCH_UP_TIMEOUT", 1.0)
     monkeypatch.setattr(store_sync, "quiesce", stalled)

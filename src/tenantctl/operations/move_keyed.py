@@ -234,20 +234,17 @@ class KeyedMover(Mover):
             raise
 
     def freeze(self, backwards: bool) -> tuple[Any, Any]:
-        """Writes on the source revoked (a SHARE lock waits out those under
-        way), the relay drained, the target's identities advanced and its
-        writes allowed; forward, the capture the other way installed on the
+        """Writes on the source revoked and those under way waited out
+        (``store_sync.freeze``, as within an account), the relay drained,
+        the target's identities advanced and its writes allowed; forward, the capture the other way installed on the
         new store first (a rollback carries the writes made after the
         switch). Returns snapshots of (source, target) pinned as of now."""
         source, target = self.stores(backwards)
         self.sync_objects(backwards)  # what changed since the last pass (writes are refused from here)
         with self.connect(source) as conn:
-            store_sync.set_writable(conn, source, False)
             try:
-                store_sync.wait("the writes under way on the store moved from",
-                                lambda: row_relay.settled(conn, source), CATCH_UP_TIMEOUT, 0.02)
+                store_sync.freeze(conn, [source], CATCH_UP_TIMEOUT)
             except TargetUnavailable:  # a writer that never ends: the freeze ends, nothing switched
-                store_sync.set_writable(conn, source, True)
                 self.phase(MovePhase.switched if backwards else MovePhase.copying)
                 raise
         with self.relaying(backwards) as relay:
@@ -279,10 +276,26 @@ class KeyedMover(Mover):
 
     # -- finalize / rollback ----------------------------------------------------
     def finalize(self) -> None:
-        from tenantctl.drills.backup import final_backup
         from tenantctl.operations.provision import activate, apply_spec
 
-        old = self.stack_resources(self.from_stack)
+        outputs = self.ws.engine.outputs(self.from_stack)
+        if outputs:
+            self.leave(TenantResources.model_validate(outputs))
+        else:  # a run killed after destroying the old stack had done every step before it, not the last
+            stack_file(self.ws.stacks_dir, self.from_stack).unlink(missing_ok=True)
+        from_cell, stack, target = self.move.from_cell, self.to_stack, self.target()
+        self.save(move=None)
+        # After the record (a run killed in between keeps a slot too many, never one too few).
+        self.ws.registry.release_slot(from_cell, Tier.pooled)
+        self.held.record = activate(self.ws, self.record, target, apply_spec(self.ws, target, stack=stack))
+
+    def leave(self, old: TenantResources) -> None:
+        """The old side gone, after a final backup of the new store: its
+        queues' messages forwarded, the capture removed from both stores, late
+        objects carried, backups re-wrapped, the old prefix and stack removed.
+        Each step finds its work done by a killed run (or does it again)."""
+        from tenantctl.drills.backup import final_backup
+
         self.say(f"move {self.record.tenant_id}: final backup of the new store")
         final_backup(self.ws, self.record)
         old_sqs, new_sqs = self.clients(self.move.from_cell)("sqs"), self.clients(self.move.to_cell)("sqs")
@@ -301,11 +314,6 @@ class KeyedMover(Mover):
         self.carry_backups(old)
         self.remove_objects(backwards=False)
         self.destroy(self.from_stack)
-        from_cell, stack, target = self.move.from_cell, self.to_stack, self.target()
-        self.save(move=None)
-        # After the record (a run killed in between keeps a slot too many, never one too few).
-        self.ws.registry.release_slot(from_cell, Tier.pooled)
-        self.held.record = activate(self.ws, self.record, target, apply_spec(self.ws, target, stack=stack))
 
     def carry_backups(self, old: TenantResources) -> None:
         """The backups taken before the move, their data keys wrapped under the
@@ -334,7 +342,8 @@ class KeyedMover(Mover):
         # Before the switch (or switched back): the old store takes writes, the target goes.
         self.capture(self.move.old_store, installed=False)
         self.set_writable([self.move.old_store], True)
-        if self.move.new_store is not None:
+        # No outputs: a run killed after destroying the target stack removed its objects before.
+        if self.move.new_store is not None and self.ws.engine.outputs(self.to_stack):
             self.remove_objects(backwards=True)
         self.destroy(self.to_stack)
         to_cell = self.move.to_cell

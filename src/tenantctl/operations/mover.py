@@ -229,8 +229,8 @@ class Mover:
             following = conn.execute("SELECT 1 FROM pg_subscription WHERE subname = %s",
                                      (link.name,)).fetchone() is not None
         if following:
-            lsn = store_sync.quiesce(self.connect, *link.sources)
             try:
+                lsn = store_sync.quiesce(self.connect, link.sources, CATCH_UP_TIMEOUT)
                 store_sync.wait("replication catch-up", lambda: store_sync.caught_up(self.connect, link, lsn),
                                 CATCH_UP_TIMEOUT, 0.02)
             except TargetUnavailable:
