@@ -307,9 +307,6 @@ def test_a_move_to_a_cell_it_cannot_go_to_is_refused_with_nothing_created(fleet:
     counts = {c: cell_count(sandbox, c) for c in ("eua", "eub", "euc", "default")}
     refusals = [
         (InvalidInput, "--cell nowhere: no such cell", {"cell": "nowhere"}),
-        # Another account of the region: the tenant is built again there, as pooled only.
-        (InvalidInput, "cannot move to cell 'eub': only a pooled tenant moves to another account or region",
-         {"cell": "eub", "tier": Tier.dedicated}),
         (InvalidInput, f"it is in {US}, the tenant's data must stay in {EU} \\(residency\\)", {"cell": "default"}),
     ]
     for error, message, args in refusals:

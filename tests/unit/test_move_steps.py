@@ -321,12 +321,13 @@ def test_a_move_target_is_applied_in_the_tenants_second_stack_leaving_the_first_
 @pytest.mark.parametrize("tier,to_tier,workspaces,stack,refused", [
     (Tier.pooled, Tier.pooled, [], None, None),
     (Tier.pooled, Tier.pooled, [], "acme.k1", None),
-    (Tier.dedicated, Tier.pooled, [], None, "only a pooled tenant moves to another account or region"),
-    (Tier.pooled, Tier.dedicated, [], None, "only a pooled tenant moves to another account or region"),
+    (Tier.dedicated, Tier.pooled, [], None, None),
+    (Tier.pooled, Tier.dedicated, [], None, None),
+    (Tier.dedicated, Tier.dedicated, [], None, None),  # whether it can stand beside: keyed_tier's, by the cells
     (Tier.pooled, Tier.pooled, [{"name": "legal"}], None, "a tenant with workspaces does not move"),
     (Tier.pooled, Tier.pooled, [], "acme.k99", "key generation 100 is outside"),
 ])
-def test_a_move_to_another_account_or_region_takes_pooled_tenants_without_workspaces(
+def test_a_move_to_another_account_or_region_takes_either_tier_without_workspaces(
         tier, to_tier, workspaces, stack, refused):
     from tenantctl.models import TenantRecord, TenantStatus
     from tenantctl.operations.move_keyed import keyed_refusal, next_generation
@@ -337,3 +338,57 @@ def test_a_move_to_another_account_or_region_takes_pooled_tenants_without_worksp
     problem = keyed_refusal(record, spec, to_tier)
     assert (problem is None) if refused is None else (refused in problem), problem
     assert next_generation(record) == (2 if stack == "acme.k1" else 100 if stack else 1)
+
+
+def test_a_keyed_target_takes_the_tier_with_its_dedicated_settings_and_a_snapshot_name_of_its_own():
+    from datetime import UTC, datetime
+
+    from tenantctl.models import DedicatedSpec
+    from tenantctl.operations.keyed_tier import keyed_target
+
+    euc, started = _cells_ws().cell("euc"), datetime(2026, 12, 4, 18, 0, 1, tzinfo=UTC)
+    pooled = TenantSpec(id="acme", region="eu-west-1", cell="eu1", residency=["eu-west-1", "eu-central-1"])
+    up = keyed_target(pooled, Tier.dedicated, euc, started)
+    assert (up.cell, up.region, up.tier, up.dedicated) == (
+        "euc", "eu-central-1", Tier.dedicated, DedicatedSpec(final_snapshot_suffix="20261204180001"))
+    assert up.retiring is None and up.store_generation == pooled.store_generation  # a stack of its own
+    own = up.model_copy(update={"dedicated": DedicatedSpec(instance_class="db.r6g.large", storage_gb=100)})
+    again = keyed_target(own, Tier.dedicated, euc, started)
+    assert (again.dedicated.instance_class, again.dedicated.storage_gb, again.dedicated.deletion_protection) == (
+        "db.r6g.large", 100, True)
+    down = keyed_target(up, Tier.pooled, euc, started)
+    assert (down.tier, down.dedicated) == (Tier.pooled, None)
+
+
+@pytest.mark.parametrize("from_tier,tier,endpoints,refused", [
+    (Tier.dedicated, Tier.dedicated, ("pg", "pg"), True),  # the sandbox: one server for every cell
+    (Tier.dedicated, Tier.dedicated, ("rds-a", "rds-b"), False),  # AWS: each cell's own instance
+    (Tier.pooled, Tier.dedicated, ("pg", "pg"), False),
+    (Tier.dedicated, Tier.pooled, ("pg", "pg"), False),
+])
+def test_a_second_dedicated_store_is_refused_only_where_it_would_share_the_first_ones_server(
+        from_tier, tier, endpoints, refused):
+    from tenantctl.operations.keyed_tier import one_server_refusal
+
+    outputs = dict(zip(("eu1", "euc"), ({"db_endpoint": e, "db_port": 5432} for e in endpoints), strict=True))
+    ws = SimpleNamespace(cell_outputs=outputs.__getitem__)
+    problem = one_server_refusal(ws, from_tier, tier, "eu1", "euc")  # type: ignore[arg-type]
+    assert (problem is not None) is refused, problem
+    assert problem is None or "a second one cannot stand beside it; move it with --tier pooled" in problem
+
+
+def test_a_dedicated_target_the_cell_does_not_take_is_refused_before_the_preflight(monkeypatch):
+    from tenantctl import preflight
+    from tenantctl.models import CellSpec, TenantRecord, TenantStatus
+    from tenantctl.operations.move_keyed import refuse_or_target
+
+    monkeypatch.setattr(preflight, "check", lambda *_a: pytest.fail("preflight reached"))
+    ws = _cells_ws()
+    pooled_only = CellSpec(name="euc", region="eu-central-1", account_role_arn="arn:aws:iam::222222222222:role/c",
+                           tiers=[Tier.pooled])
+    ws.cell = {"euc": pooled_only}.get
+    record = TenantRecord(tenant_id="acme", tier=Tier.pooled, status=TenantStatus.active, region="eu-west-1",
+                          cell="eu1")
+    spec = TenantSpec(id="acme", region="eu-west-1", cell="eu1", residency=["eu-west-1", "eu-central-1"])
+    with pytest.raises(InvalidInput, match="cannot move to cell 'euc': it takes pooled tenants, not dedicated"):
+        refuse_or_target(ws, record, spec, Tier.dedicated, "euc")  # type: ignore[arg-type]

@@ -18,7 +18,8 @@ from tenantctl.engines.base import ChangeSet, EventSink, Op, ResourceChange, pha
 from tenantctl.errors import Conflict, engine_step
 from tenantctl.models import TenantRecord, TenantStatus, Tier
 from tenantctl.naming import forget_hint, require_valid
-from tenantctl.stackconfig import read_tenant, stack_file, write_tenant
+from tenantctl.operations.deletion_protection import lift
+from tenantctl.stackconfig import stack_file
 from tenantctl.workspace import Workspace
 
 
@@ -123,20 +124,9 @@ def deprovision(ws: Workspace, tenant_id: str, purge_data: bool = False,
     with registry.hold(tenant_id, "deprovision", status=TenantStatus.deprovisioning) as held:
         retention_days = 14
         with engine_step(f"deprovisioning {tenant_id!r}"):
-            if path.exists():
-                spec = read_tenant(path)
+            spec = lift(ws, stack, on_event)
+            if spec is not None:
                 retention_days = spec.backup.retention_days
-                if spec.tier is Tier.dedicated and spec.dedicated and spec.dedicated.deletion_protection:
-                    # RDS refuses to delete a protected instance: lift the protection
-                    # in one update, then destroy (the final snapshot is still taken).
-                    spec = spec.model_copy(update={"dedicated": spec.dedicated.model_copy(
-                        update={"deletion_protection": False})})
-                    write_tenant(ws.stacks_dir, spec, stack=stack)
-                    from tenantctl.policy import waived
-
-                    phase(on_event, tenant_id, "lifting the database's deletion protection")
-                    with waived("deletion-protection"):  # the policy gate lets exactly this update through
-                        ws.engine.up(stack, on_event=on_event)
             phase(on_event, tenant_id, "destroying its resources")
             changes = ws.engine.destroy(stack, on_event=on_event)
             if purge_data and held.record.resources is not None:

@@ -52,6 +52,8 @@ from tenant_runtime.tables import SEALED_BY_TABLE
 from tenantctl import backup_carry, naming, prefix_sync, queue_forward, row_relay, store_sync
 from tenantctl.errors import DrillFailed, InvalidInput, TargetUnavailable
 from tenantctl.models import TenantSpec
+from tenantctl.operations import deletion_protection
+from tenantctl.operations.keyed_tier import keyed_target, one_server_refusal
 from tenantctl.operations.mover import CATCH_UP_TIMEOUT, Mover, Progress
 from tenantctl.rewrap import KmsKey, Rewrapper
 from tenantctl.stackconfig import read_tenant, stack_file
@@ -59,10 +61,8 @@ from tenantctl.workspace import Workspace
 
 
 def keyed_refusal(record: TenantRecord, spec: TenantSpec, tier: Tier) -> str | None:
-    """Why the tenant cannot move to another account or region (None: it can)."""
-    if record.tier is not Tier.pooled or tier is not Tier.pooled:
-        return ("only a pooled tenant moves to another account or region (a dedicated store is not built for "
-                "this path): move it to pooled within its account and region first")
+    """Why the tenant cannot move to another account or region (None: it can);
+    the tier's own refusal needs the cells (``keyed_tier.one_server_refusal``)."""
     if spec.workspaces or record.workspaces:
         return ("a tenant with workspaces does not move to another account or region yet (each workspace has "
                 "its own key to re-wrap under)")
@@ -76,15 +76,17 @@ def next_generation(record: TenantRecord) -> int:
 def refuse_or_target(ws: Workspace, record: TenantRecord, spec: TenantSpec, tier: Tier,
                      cell: str) -> tuple[TenantSpec, str]:
     """The target spec and its stack, after the refusals of this path: the
-    tenant's tier and workspaces (exit 3), the cell's fit, the policy gate's
+    tenant's workspaces, a dedicated store that cannot stand beside the
+    tenant's (exit 3), the cell's fit (it takes the tier), the policy gate's
     spec rules (exit 8) and the target cell's quotas."""
     from tenantctl import preflight
     from tenantctl.placement import unfit
     from tenantctl.policy import refuse_unsafe_spec
 
     refused = f"tenant {record.tenant_id!r} cannot move to cell {cell!r}"
-    target = spec.model_copy(update={"cell": cell, "region": ws.cell(cell).region})
-    problem = keyed_refusal(record, spec, tier) or unfit(ws.cell(cell), target)
+    target = keyed_target(spec, tier, ws.cell(cell), utcnow())
+    problem = (keyed_refusal(record, spec, tier) or one_server_refusal(ws, record.tier, tier, record.cell, cell)
+               or unfit(ws.cell(cell), target))
     if problem:
         raise InvalidInput(f"{refused}: {problem}")
     refuse_unsafe_spec(target)
@@ -157,8 +159,7 @@ class KeyedMover(Mover):
         return read_tenant(stack_file(self.ws.stacks_dir, self.to_stack))
 
     def resumed_target(self) -> TenantSpec:
-        cell = self.ws.cell(self.move.to_cell)
-        return self.spec().model_copy(update={"cell": cell.name, "region": cell.region})
+        return keyed_target(self.spec(), self.move.to_tier, self.ws.cell(self.move.to_cell), self.move.started_at)
 
     def prefixes(self, backwards: bool = False) -> list[tuple[prefix_sync.Place, prefix_sync.Place, str]]:
         """The tenant's prefix in each cell's bucket, each with its side's S3
@@ -220,7 +221,8 @@ class KeyedMover(Mover):
         new = self.stack_resources(self.to_stack)
         cell = self.ws.cell(self.move.to_cell)
         now = utcnow()
-        self.save(cell=cell.name, account_id=cell.account_id, region=new.region, stack=self.to_stack, resources=new,
+        self.save(tier=self.move.to_tier, cell=cell.name, account_id=cell.account_id, region=new.region,
+                  stack=self.to_stack, resources=new,
                   move=self.move.model_copy(update={"phase": MovePhase.switched, "phase_at": now,
                                                     "switched_at": now, "window_ends_at": now + window}))
         self.result_extra["freeze_seconds"] = (utcnow() - frozen_at).total_seconds()
@@ -283,10 +285,10 @@ class KeyedMover(Mover):
             self.leave(TenantResources.model_validate(outputs))
         else:  # a run killed after destroying the old stack had done every step before it, not the last
             stack_file(self.ws.stacks_dir, self.from_stack).unlink(missing_ok=True)
-        from_cell, stack, target = self.move.from_cell, self.to_stack, self.target()
+        from_cell, from_tier, stack, target = self.move.from_cell, self.move.from_tier, self.to_stack, self.target()
         self.save(move=None)
         # After the record (a run killed in between keeps a slot too many, never one too few).
-        self.ws.registry.release_slot(from_cell, Tier.pooled)
+        self.ws.registry.release_slot(from_cell, from_tier)
         self.held.record = activate(self.ws, self.record, target, apply_spec(self.ws, target, stack=stack))
 
     def leave(self, old: TenantResources) -> None:
@@ -334,7 +336,7 @@ class KeyedMover(Mover):
             pinned = self.freeze(backwards=True)
             cell = self.ws.cell(self.move.from_cell)
             old = self.stack_resources(self.from_stack)
-            self.save(cell=cell.name, account_id=cell.account_id, region=old.region,
+            self.save(tier=self.move.from_tier, cell=cell.name, account_id=cell.account_id, region=old.region,
                       stack=None if self.from_stack == self.record.tenant_id else self.from_stack, resources=old,
                       move=self.move.model_copy(update={"phase": MovePhase.preparing, "phase_at": utcnow(),
                                                         "switched_at": None, "window_ends_at": None}))
@@ -346,12 +348,14 @@ class KeyedMover(Mover):
         if self.move.new_store is not None and self.ws.engine.outputs(self.to_stack):
             self.remove_objects(backwards=True)
         self.destroy(self.to_stack)
-        to_cell = self.move.to_cell
+        to_cell, to_tier = self.move.to_cell, self.move.to_tier
         self.save(move=None)
-        self.ws.registry.release_slot(to_cell, Tier.pooled)
+        self.ws.registry.release_slot(to_cell, to_tier)
 
     def destroy(self, stack: str) -> None:
-        """The stack's resources (its key scheduled for deletion) and its file."""
+        """The stack's resources (its key scheduled for deletion; a dedicated
+        store's protection lifted first) and its file."""
         self.say(f"move {self.record.tenant_id}: destroying stack {stack}")
+        deletion_protection.lift(self.ws, stack)
         self.ws.engine.destroy(stack)
         stack_file(self.ws.stacks_dir, stack).unlink(missing_ok=True)
