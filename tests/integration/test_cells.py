@@ -556,6 +556,13 @@ def test_a_tenants_workspaces_move_between_cells_with_their_objects_and_leave_no
 DE, KEYED, EUD_DB = "eu-central-1", "cl-k1", "tenantctl_cell_eud"
 
 
+def _eud(fleet: Fleet) -> None:
+    """Cell eud (account A, eu-central-1), added by the first test that needs it."""
+    if "eud" not in fleet.ws.cells():
+        cells.add(fleet.ws, "eud", {"region": DE, "account_role_arn": f"arn:aws:iam::{ACCOUNT_A}:role/tenantctl-cell",
+                                    "max_pooled_tenants": 1})
+
+
 def test_a_pooled_tenant_moves_to_another_region_under_a_new_key_while_written_then_finalizes(
         fleet: Fleet, sandbox, eu_runtime):
     """cl-k1 from eua (account A, eu-west-1) to eud (account A, eu-central-1,
@@ -565,8 +572,7 @@ def test_a_pooled_tenant_moves_to_another_region_under_a_new_key_while_written_t
     region, key, role, queues, secret, store, bucket, cell and stack; then
     finalized (a CLI run killed inside it, then run again), leaving nothing
     in eu-west-1."""
-    cells.add(fleet.ws, "eud", {"region": DE, "account_role_arn": f"arn:aws:iam::{ACCOUNT_A}:role/tenantctl-cell",
-                                "max_pooled_tenants": 1})
+    _eud(fleet)
     rt, before = eu_runtime, fleet.provision(KEYED, region=EU, cell="eua", residency=[EU, DE])
     old = before.resources
     ctx = rt.context(KEYED)
@@ -758,6 +764,90 @@ def test_a_move_to_another_account_killed_rolls_back_or_resumes_and_rolls_back_a
     nothing_in_eub()
     assert rt.objects.read_body(ctx, kept, 100) == b"kept body"
     assert b_s3.list_object_versions(Bucket=switched.resources.bucket, Prefix=before.prefix).get("Versions") is None
+    assert check_tenant(fleet.ws, tid).ok
+    deprovision(fleet.ws, tid, final_backup=False, purge_data=True)
+    assert everywhere(sandbox, tid) == {}
+
+
+def _moved_while_written(fleet: Fleet, sandbox, rt, tid: str, **target) -> TenantRecord:
+    """``move`` to ``target`` while a writer appends through the runtime: the
+    switched record, every acknowledged write in its new store, `check` passing."""
+    writer, thread = writing(rt, tid)
+    time.sleep(0.3)
+    result = move(fleet.ws, tid, **target)
+    time.sleep(0.3)  # writes after the switch, on the new store under the new key
+    stopped(writer, thread)
+    record = fleet.ws.registry.require(tid)
+    assert (result.outcome, record.move.phase, record.tier) == ("switched", MovePhase.switched, target["tier"])
+    assert len(writer.acked) > 10 and not writer.errors
+    assert {seq for seq, _ in writer.acked} <= {seq for seq, _ in _rows(sandbox, record.resources.store)}
+    report = check_tenant(fleet.ws, tid)
+    assert report.ok, report.summary()
+    return record
+
+
+def test_a_pooled_tenant_moves_to_dedicated_in_another_region_and_back_to_pooled_while_written(
+        fleet: Fleet, sandbox, eu_runtime):
+    """cl-k3 from eua (pooled, account A, eu-west-1) to a dedicated store in
+    eud (eu-central-1) as stack cl-k3.k1, with a writer, then finalized:
+    nothing left in eu-west-1. A dedicated -> dedicated move back is refused
+    on the sandbox (one PostgreSQL server: the database named after the
+    tenant cannot be there twice), nothing created. Then back to pooled in eua
+    (cl-k3.k2) with a writer and finalized: the dedicated store and its
+    network gone from eu-central-1 (its deletion protection lifted)."""
+    _eud(fleet)
+    tid, rt = "cl-k3", eu_runtime
+    fleet.provision(tid, region=EU, cell="eua", residency=[EU, DE])
+    rt.store.append(rt.context(tid), "c", "user", "before the move")
+    kept = rt.objects.put_body(rt.context(tid), b"kept body")
+    slots = {(c, t): cell_count(sandbox, c, t) for c in ("eua", "eud") for t in ("pooled", "dedicated")}
+    de_rds = aws(sandbox, "rds", DE, ACCOUNT_A)
+
+    record = _moved_while_written(fleet, sandbox, rt, tid, cell="eud", tier=Tier.dedicated)
+    new = record.resources
+    assert (record.cell, record.region, record.stack, new.tier) == ("eud", DE, f"{tid}.k1", Tier.dedicated)
+    assert new.store.database == naming.database_name(tid) and naming.region_of_arn(new.kms_key_arn) == DE
+    [instance] = de_rds.describe_db_instances(DBInstanceIdentifier=naming.rds_identifier(tid))["DBInstances"]
+    assert instance["DeletionProtection"] and instance["DBInstanceArn"].split(":")[3] == DE
+    # Both stores hold a slot while the move is open: the target's is a dedicated one.
+    assert cell_count(sandbox, "eud", "dedicated") == slots["eud", "dedicated"] + 1
+    assert move(fleet.ws, tid, finalize=True).outcome == "finalized"
+    assert everywhere(sandbox, tid) == {"server": {"pg:role": 1}}  # nothing in eu-west-1
+    assert cell_count(sandbox, "eua", "pooled") == slots["eua", "pooled"] - 1
+    ctx = rt.context(tid)
+    assert rt.objects.read_body(ctx, kept, 100) == b"kept body"
+    assert [m.content for m in rt.store.history(ctx, "c").messages] == ["before the move"]
+    assert check_tenant(fleet.ws, tid).ok
+
+    dedicated = fleet.ws.registry.require(tid)
+    with pytest.raises(InvalidInput, match="both cells' databases are on one PostgreSQL server") as refused:
+        move(fleet.ws, tid, cell="eua", tier=Tier.dedicated)
+    assert refused.value.exit_code == 3
+    assert fleet.ws.registry.require(tid).version == dedicated.version
+    assert not (fleet.root / "stacks" / f"Pulumi.{tid}.k2.yaml").exists()
+
+    record = _moved_while_written(fleet, sandbox, rt, tid, cell="eua", tier=Tier.pooled)
+    assert (record.cell, record.region, record.stack) == ("eua", EU, f"{tid}.k2")
+    assert record.resources.store.database == WHERE["eua"][2]
+    assert move(fleet.ws, tid, finalize=True).outcome == "finalized"
+    # Left in eu-central-1: the dedicated store's snapshots (the final backup's, taken at the first finalize,
+    # and the instance's final one), under its key, now pending deletion; and the server's database role.
+    assert inventory(sandbox, tid, DE, ACCOUNT_A, EUD_DB) == {"pg:role": 1, "rds:snapshot": 2}
+    snapshots = [s for s in de_rds.describe_db_snapshots()["DBSnapshots"]
+                 if s["DBInstanceIdentifier"] == naming.rds_identifier(tid)]
+    assert {s.get("KmsKeyId") for s in snapshots} == {new.kms_key_arn}, snapshots
+    assert any(s["DBSnapshotIdentifier"].startswith(naming.resource_name(tid, "final")) for s in snapshots)
+    assert aws(sandbox, "kms", DE, ACCOUNT_A).describe_key(KeyId=new.kms_key_arn)["KeyMetadata"]["KeyState"] == (
+        "PendingDeletion")
+    assert not [i for i in de_rds.describe_db_instances()["DBInstances"]
+                if i["DBInstanceIdentifier"] == naming.rds_identifier(tid)]
+    with psycopg.connect(sandbox.pg_dsn(WHERE["eua"][2]), autocommit=True) as conn:
+        assert conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                            (naming.database_name(tid),)).fetchone() is None
+    assert {k: cell_count(sandbox, *k) for k in slots} == {**slots, ("eua", "pooled"): slots["eua", "pooled"]}
+    ctx = rt.context(tid)
+    assert rt.objects.read_body(ctx, kept, 100) == b"kept body"
+    assert [m.content for m in rt.store.history(ctx, "c").messages] == ["before the move"]
     assert check_tenant(fleet.ws, tid).ok
     deprovision(fleet.ws, tid, final_backup=False, purge_data=True)
     assert everywhere(sandbox, tid) == {}
