@@ -371,10 +371,39 @@ def test_a_second_dedicated_store_is_refused_only_where_it_would_share_the_first
     from tenantctl.operations.keyed_tier import one_server_refusal
 
     outputs = dict(zip(("eu1", "euc"), ({"db_endpoint": e, "db_port": 5432} for e in endpoints), strict=True))
-    ws = SimpleNamespace(cell_outputs=outputs.__getitem__)
+    ws = SimpleNamespace(cell_outputs=outputs.__getitem__, ensure_cell=outputs.__getitem__)
     problem = one_server_refusal(ws, from_tier, tier, "eu1", "euc")  # type: ignore[arg-type]
     assert (problem is not None) is refused, problem
     assert problem is None or "a second one cannot stand beside it; move it with --tier pooled" in problem
+
+
+def test_the_target_cells_quotas_are_checked_for_the_target_tier(monkeypatch):
+    from tenantctl import preflight
+    from tenantctl.errors import QuotaExceeded
+    from tenantctl.models import TenantRecord, TenantStatus
+    from tenantctl.operations.move_keyed import refuse_or_target
+
+    asked: list[tuple[Tier, str, str]] = []
+
+    def check(spec: TenantSpec, platform: dict, clients) -> None:
+        asked.append((spec.tier, spec.region, clients))
+        if spec.tier is Tier.dedicated:
+            raise QuotaExceeded("VPCs: 5 of 5 used in eu-central-1")
+
+    monkeypatch.setattr(preflight, "check", check)
+    ws = _cells_ws()
+    # Endpoints not known: no refusal of a second dedicated store on their account (AWS: never one server).
+    ws.ensure_cell, ws.cell_clients = (lambda _cell: {}), (lambda cell: f"clients of {cell}")
+    record = TenantRecord(tenant_id="acme", tier=Tier.dedicated, status=TenantStatus.active, region="eu-west-1",
+                          cell="eu1")
+    spec = TenantSpec(id="acme", region="eu-west-1", cell="eu1", tier=Tier.dedicated,
+                      residency=["eu-west-1", "eu-central-1"])
+    with pytest.raises(QuotaExceeded, match="VPCs: 5 of 5") as refused:
+        refuse_or_target(ws, record, spec, Tier.dedicated, "euc")  # type: ignore[arg-type]
+    assert refused.value.exit_code == 11
+    target, stack = refuse_or_target(ws, record, spec, Tier.pooled, "euc")  # type: ignore[arg-type]
+    assert (target.tier, target.dedicated, target.cell, stack) == (Tier.pooled, None, "euc", "acme.k1")
+    assert asked == [(tier, "eu-central-1", "clients of euc") for tier in (Tier.dedicated, Tier.pooled)]
 
 
 def test_a_dedicated_target_the_cell_does_not_take_is_refused_before_the_preflight(monkeypatch):

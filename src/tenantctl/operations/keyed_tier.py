@@ -39,8 +39,10 @@ def one_server_refusal(ws: Workspace, from_tier: Tier, tier: Tier, from_cell: st
     (both cells' databases on one server: the sandbox), or None."""
     if from_tier is not Tier.dedicated or tier is not Tier.dedicated:
         return None
-    here, there = ws.cell_outputs(from_cell), ws.cell_outputs(to_cell)
-    if (here.get("db_endpoint"), here.get("db_port")) != (there.get("db_endpoint"), there.get("db_port")):
+    # The target cell is applied first if it is not up yet (as its preflight would): its endpoint must be known.
+    here, there = ws.cell_outputs(from_cell), ws.ensure_cell(to_cell)
+    where = [(outputs.get("db_endpoint"), outputs.get("db_port")) for outputs in (here, there)]
+    if None in where[0] or where[0] != where[1]:
         return None
     return ("its dedicated database is named after it and both cells' databases are on one PostgreSQL server "
             "(the sandbox), so a second one cannot stand beside it; move it with --tier pooled (then back to "

@@ -50,10 +50,11 @@ own key; its old prefix removed).
 A target cell of another account or region needs the tenant's key, role,
 queues and secret created again there and every ciphertext re-wrapped under
 the new key: that move is ``move_keyed.KeyedMover``'s (a second stack of the
-tenant), on this plumbing. A dedicated tenant's move to another cell as
-dedicated is refused: its store is its own
-(VPC, instance) and named after the tenant, so a second one cannot stand
-beside it; move it as pooled.
+tenant), on this plumbing, for either tier on either side. A dedicated
+tenant's move to another cell of its account and region as dedicated is
+refused: its store's resources (VPC, instance, database) are named after the
+tenant, not the stack, and those names are unique per account and region, so
+a second one cannot stand beside it; move it as pooled.
 """
 
 from __future__ import annotations

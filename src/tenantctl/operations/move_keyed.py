@@ -32,9 +32,13 @@ bookkeeping, the lock and the resume/rollback rules are ``Mover``'s:
                   ``Rewrapper(new key -> old key)``), the record switched back,
                   then the target stack removed
 
-Only pooled tenants without workspaces take this path (a workspace has its
-own key; a dedicated store would need its own relay endpoints): refused with
-exit 3 before anything is created.
+Pooled and dedicated tenants, to either tier, take this path; what the tier
+changes is in ``keyed_tier`` (the target spec, dedicated -> dedicated on one
+server refused) and ``deletion_protection`` (lifted before a dedicated stack
+is destroyed). The relay needs no endpoint of its own for a dedicated store:
+it connects to each side's StoreConnection with that cell's admin login.
+Tenants with workspaces are refused with exit 3 before anything is created (a
+workspace has its own key).
 """
 
 from __future__ import annotations
