@@ -35,8 +35,8 @@ def move(
     rollback window. `--cell C`: its prefix's objects are copied server-side
     to C's bucket too, and removed from the old one at `--finalize`. A cell of
     another account or region (within the spec's residency) takes a pooled
-    tenant without workspaces only: it is built again there as stack
-    `<id>.k<N>` under a new key, its rows relayed with every sealed column
+    tenant (with its workspaces) only: it is built again there as stack
+    `<id>.k<N>` under new keys (the tenant's and each workspace's), its rows relayed with every sealed column
     re-wrapped, and `--finalize` forwards the old queues' messages and destroys
     the old stack (anything else there: exit 3, nothing created).
     `move ID` alone resumes a killed move (the dead run's lock is cleared);

@@ -32,9 +32,17 @@ bookkeeping, the lock and the resume/rollback rules are ``Mover``'s:
                   ``Rewrapper(new key -> old key)``), the record switched back,
                   then the target stack removed
 
-Only pooled tenants without workspaces take this path (a workspace has its
-own key; a dedicated store would need its own relay endpoints): refused with
-exit 3 before anything is created.
+A tenant's workspaces move with it (``owners``): the target stack declares
+each again (own key, role of the generation, queues, secret, schema,
+prefix); each schema has its own relay with a ``Rewrapper`` of its owner's
+keys (a workspace's blobs are sealed in the context ``<id>/<ws>``), each
+prefix is copied under its owner's new key, the freeze, digests, switch,
+rollback and finalize (a final backup and carried backups per workspace)
+cover every schema.
+
+Only pooled tenants take this path (a dedicated store would need its own
+relay endpoints), and only when the spec lists the workspaces applied:
+refused with exit 3 before anything is created.
 """
 
 from __future__ import annotations
@@ -47,17 +55,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from tenant_runtime import models as runtime_models
 from tenant_runtime.crypto import Envelope
-from tenant_runtime.models import (
-    MovePhase,
-    StoreConnection,
-    TenantRecord,
-    TenantResources,
-    Tier,
-    WorkspaceResources,
-    utcnow,
-    workspace_key,
-)
+from tenant_runtime.models import MovePhase, StoreConnection, TenantRecord, TenantResources, Tier, utcnow
 from tenant_runtime.tables import SEALED_BY_TABLE
 from tenantctl import backup_carry, naming, prefix_sync, queue_forward, row_relay, store_sync
 from tenantctl.drills.scope import workspace_view
@@ -124,8 +124,8 @@ class Owner:
 
     scope: str  # the tenant id, or a workspace's `<id>/<ws>` (what its blobs are sealed for)
     workspace: str | None
-    old: TenantResources | WorkspaceResources
-    new: TenantResources | WorkspaceResources
+    old: TenantResources | runtime_models.WorkspaceResources
+    new: TenantResources | runtime_models.WorkspaceResources
 
     @property
     def label(self) -> str:
@@ -173,7 +173,7 @@ class KeyedMover(Mover):
         """The tenant, then each workspace (by name), on both sides."""
         old, new = self.stack_resources(self.from_stack), self.stack_resources(self.to_stack)
         return [Owner(self.record.tenant_id, None, old, new),
-                *(Owner(workspace_key(self.record.tenant_id, name), name, res, new.workspaces[name])
+                *(Owner(runtime_models.workspace_key(self.record.tenant_id, name), name, res, new.workspaces[name])
                   for name, res in sorted(old.workspaces.items()))]
 
     def key(self, owner: Owner, backwards: bool = False) -> tuple[KmsKey, KmsKey]:
