@@ -46,6 +46,7 @@ from tenantctl.checks import check_tenant
 from tenantctl.drills.backup import backup
 from tenantctl.drills.context import context_from_workspace
 from tenantctl.drills.run import drill
+from tenantctl.drills.scope import scoped_context
 from tenantctl.drills.store import load_manifest
 from tenantctl.engines.local.state import StateFile
 from tenantctl.errors import InvalidInput, QuotaExceeded
@@ -791,12 +792,13 @@ def test_a_tenants_workspace_moves_to_another_region_under_its_own_new_key_rolls
     finalized, leaving nothing of the tenant or its workspace in eu-west-1."""
     _eud(fleet)
     tid, rt, scope = "cl-k3", eu_runtime, workspace_key("cl-k3", "legal")
-    before = fleet.provision(tid, region=EU, cell="eua", residency=[EU, DE], workspaces=[{"name": "legal"}]).resources
-    old = before.workspaces["legal"]
+    record = fleet.provision(tid, region=EU, cell="eua", residency=[EU, DE], workspaces=[{"name": "legal"}])
+    before, old = record.resources, record.resources.workspaces["legal"]
     rt.store.append(rt.context(tid), "c", "user", "the tenant's")
     for i in range(20):
         rt.store.append(rt.context(tid, "legal"), f"c{i % 3}", "user", f"legal's {i}")
     kept = rt.objects.put_body(rt.context(tid, "legal"), b"legal's object")
+    earlier = backup(*scoped_context(context_from_workspace(fleet.ws, record), record, "legal")).backup_id
     writer, thread = writing(rt, tid, workspace="legal")
     time.sleep(0.3)
     result = move(fleet.ws, tid, cell="eud")
@@ -848,6 +850,10 @@ def test_a_tenants_workspace_moves_to_another_region_under_its_own_new_key_rolls
     assert rt.store.history(legal, "c0").messages[0].content == "after the switch"
     assert rt.objects.read_body(legal, kept, 100) == b"legal's object"
     assert de_s3.list_objects_v2(Bucket=done.resources.bucket, Prefix=f"{new.prefix}backups/").get("KeyCount")
+    # The workspace's backup taken before the move (under its old key, now pending deletion) restores under its
+    # new key: carried at finalize.
+    report = drill(*scoped_context(context_from_workspace(fleet.ws, done), done, "legal"), backup_id=earlier)
+    assert report.passed, report.reasons
     assert check_tenant(fleet.ws, tid).ok
     deprovision(fleet.ws, tid, final_backup=False, purge_data=True)
     assert everywhere(sandbox, tid) == {} and inventory(sandbox, tid, DE, ACCOUNT_A, EUD_DB) == {}
