@@ -260,7 +260,8 @@ def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK, key_gen
         spec=spec, workspace=w, database=db, runtime_principal_arn=shared("runtime_principal_arn"),
         admin_arn=shared("admin_role_arn"), account_id=account, bucket_arn=shared("bucket_arn"),
         account_role_arn=role_arn, retiring=retiring_db, generation=spec.store_generation,
-        retiring_generation=old.generation if old is not None else 0, moving_bucket_arn=moving_bucket_arn)).outputs
+        retiring_generation=old.generation if old is not None else 0, moving_bucket_arn=moving_bucket_arn,
+        key_generation=key_generation)).outputs
         for w in spec.workspaces}
 
     store = pulumi.Output.all(endpoint=db.endpoint, port=db.port, database=db.database, secret_arn=secret.arn).apply(

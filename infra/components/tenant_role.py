@@ -40,7 +40,8 @@ class TenantRoleArgs:
     suspended: bool = False
     workspace: str | None = None  # a workspace's role (its own name and session tag), else the tenant's
     # The tenant's stack of key generation N >= 1 (a move to another account or
-    # region) names its role `tenantctl-<id>.k<N>-app`: IAM names are per account.
+    # region) names its role `tenantctl-<id>.k<N>-app` (a workspace's
+    # `tenantctl-<id>--<ws>.k<N>-app`): IAM names are per account.
     key_generation: int = 0
 
 
@@ -118,10 +119,8 @@ class TenantRole(pulumi.ComponentResource):
     def __init__(self, name: str, args: TenantRoleArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("tenantctl:iam:TenantRole", name, None, opts)
         names = naming.OwnerNames(args.tenant_id, args.workspace)
-        if args.key_generation and args.workspace is not None:
-            raise ValueError("a workspace's role has no key generation: tenants with workspaces do not move "
-                             "to another account or region")
-        role_name = naming.iam_role_name(args.tenant_id, args.key_generation) if args.key_generation else names.iam_role
+        role_name = (naming.ws_iam_role_name(args.tenant_id, args.workspace, args.key_generation)
+                     if args.workspace is not None else naming.iam_role_name(args.tenant_id, args.key_generation))
         role = aws.iam.Role(f"{name}-role", name=role_name,
                             assume_role_policy=trust_policy(names.key, args.runtime_principal_arn,
                                                             args.suspended),

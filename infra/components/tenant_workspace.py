@@ -57,6 +57,8 @@ class TenantWorkspaceArgs:
     # A move between cells: the old cell's bucket, where the workspace's prefix
     # stays readable by its role until the move ends (as the tenant's).
     moving_bucket_arn: pulumi.Input[str] | None = None
+    # The tenant's stack of key generation N (a move to another account or region): the role's name.
+    key_generation: int = 0
 
 
 def component_name(tenant_id: str, workspace: str) -> str:
@@ -80,7 +82,8 @@ class TenantWorkspace(pulumi.ComponentResource):
         tid, names = spec.id, naming.OwnerNames(spec.id, args.workspace.name)
         tags = {**spec.tags(), "workspace": ws, **({"owner": args.workspace.owner} if args.workspace.owner else {})}
         role = TenantRole(name, TenantRoleArgs(tenant_id=tid, workspace=ws, tags=tags, suspended=spec.suspended,
-                                               runtime_principal_arn=args.runtime_principal_arn), opts=child)
+                                               runtime_principal_arn=args.runtime_principal_arn,
+                                               key_generation=args.key_generation), opts=child)
         stem = naming.ws_stem(tid, ws)  # `tenantctl-<stem>-<suffix>` names: its queues', role's and alarms'
         key = TenantKey(name, TenantKeyArgs(
             alias=names.kms_alias, admin_arn=args.admin_arn, user_arns=[role.arn], tags=tags,

@@ -325,8 +325,19 @@ def ws_dlq_name(tenant_id: str, workspace: str) -> str:
     return dlq_name(ws_stem(tenant_id, workspace))
 
 
-def ws_iam_role_name(tenant_id: str, workspace: str) -> str:
-    return iam_role_name(ws_stem(tenant_id, workspace))
+def ws_iam_role_name(tenant_id: str, workspace: str, key_generation: int = 0) -> str:
+    """`tenantctl-<id>--<ws>-app`; of key generation N, `tenantctl-<id>--<ws>.k<N>-app`
+    (read back as the workspace's by ``tenant_ids_in``, like the tenant's)."""
+    return iam_role_name(ws_stem(tenant_id, workspace), key_generation)
+
+
+def ws_key_generation_problem(tenant_id: str, workspace: str, key_generation: int) -> str | None:
+    """Why workspace ``workspace`` of the tenant cannot get the role of ``key_generation``, or None."""
+    role = ws_iam_role_name(tenant_id, workspace, key_generation)
+    if _IAM_ROLE.match(role) is None:
+        return (f"the IAM role of its workspace {workspace!r} of key generation {key_generation} ({role}) would "
+                "break IAM's naming rule (64 characters): the names are too long for a move that needs new roles")
+    return None
 
 
 def ws_secret_name(tenant_id: str, workspace: str) -> str:

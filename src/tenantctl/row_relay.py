@@ -287,3 +287,14 @@ class Relay:
 def _param(value: Any) -> Any:
     """A column value as read, ready to be written back (the store's json columns are jsonb)."""
     return Jsonb(value) if isinstance(value, dict | list) else value
+
+
+class Relays(list[Relay]):
+    """The relays of one move's schemas (a tenant's and each of its
+    workspaces', each with its own re-wrap), run one after the other."""
+
+    def copy(self) -> int:
+        return sum(relay.copy() for relay in self)
+
+    def catch_up(self) -> int:
+        return sum(relay.catch_up() for relay in self)

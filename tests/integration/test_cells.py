@@ -40,12 +40,13 @@ from runtime_tenants import jwt_settings, token
 from tenant_runtime import TenantRuntime
 from tenant_runtime.crypto import blob_edk, kms_context
 from tenant_runtime.errors import TenantMismatch
-from tenant_runtime.models import MovePhase
+from tenant_runtime.models import MovePhase, workspace_key
 from tenantctl import naming, prefix_sync, store_sync
 from tenantctl.checks import check_tenant
 from tenantctl.drills.backup import backup
 from tenantctl.drills.context import context_from_workspace
 from tenantctl.drills.run import drill
+from tenantctl.drills.scope import scoped_context
 from tenantctl.drills.store import load_manifest
 from tenantctl.engines.local.state import StateFile
 from tenantctl.errors import InvalidInput, QuotaExceeded
@@ -563,6 +564,22 @@ def _eud(fleet: Fleet) -> None:
                                     "max_pooled_tenants": 1})
 
 
+def _opened_under_the_new_key_only(sandbox, scope: str, new, old) -> None:
+    """Every sealed blob of ``new``'s store (the tenant's or a workspace's
+    resources in eud) names a data key KMS opens under ``new``'s key, with the
+    context ``scope`` (`<id>` or `<id>/<ws>`), and not under ``old``'s."""
+    with psycopg.connect(sandbox.pg_dsn(new.store.database), autocommit=True) as conn:
+        edks = {blob_edk(bytes(b)) for (b,) in conn.execute(
+            f'SELECT content FROM "{new.store.schema_name}".messages')}
+    assert edks
+    context = kms_context(scope)
+    new_kms, old_kms = aws(sandbox, "kms", DE, ACCOUNT_A), aws(sandbox, "kms", EU, ACCOUNT_A)
+    for edk in edks:
+        assert new_kms.decrypt(CiphertextBlob=edk, EncryptionContext=context)["KeyId"] == new.kms_key_arn
+        with pytest.raises(ClientError):
+            old_kms.decrypt(CiphertextBlob=edk, EncryptionContext=context, KeyId=old.kms_key_arn)
+
+
 def test_a_pooled_tenant_moves_to_another_region_under_a_new_key_while_written_then_finalizes(
         fleet: Fleet, sandbox, eu_runtime):
     """cl-k1 from eua (account A, eu-west-1) to eud (account A, eu-central-1,
@@ -612,15 +629,8 @@ def test_a_pooled_tenant_moves_to_another_region_under_a_new_key_while_written_t
     page = rt.store.history(rt.context(KEYED), "live", limit=500)
     assert [m.content for m in reversed(page.messages)] == [c for _, c in writer.acked][-500:]
     # ...where every sealed blob names a data key KMS opens under the new key only.
-    with psycopg.connect(sandbox.pg_dsn(EUD_DB), autocommit=True) as conn:
-        edks = {blob_edk(bytes(b)) for (b,) in conn.execute(
-            f'SELECT content FROM "{new.store.schema_name}".messages')}
-    context = kms_context(KEYED)
+    _opened_under_the_new_key_only(sandbox, KEYED, new, old)
     new_kms, old_kms = aws(sandbox, "kms", DE, ACCOUNT_A), aws(sandbox, "kms", EU, ACCOUNT_A)
-    for edk in edks:
-        assert new_kms.decrypt(CiphertextBlob=edk, EncryptionContext=context)["KeyId"] == new.kms_key_arn
-        with pytest.raises(ClientError):
-            old_kms.decrypt(CiphertextBlob=edk, EncryptionContext=context, KeyId=old.kms_key_arn)
     # The old store refuses the old role's writes; the object moved under the new key.
     with psycopg.connect(sandbox.pg_dsn(WHERE["eua"][2]), autocommit=True) as conn:
         assert not store_sync.writable(conn, old.store)
@@ -849,3 +859,80 @@ def test_a_pooled_tenant_moves_to_dedicated_in_another_region_and_back_to_pooled
     assert [m.content for m in rt.store.history(ctx, "c").messages] == ["before the move"]
     deprovision(fleet.ws, tid, final_backup=False, purge_data=True)
     assert everywhere(sandbox, tid) == {}
+
+
+def test_a_tenants_workspace_moves_to_another_region_under_its_own_new_key_rolls_back_and_finalizes(
+        fleet: Fleet, sandbox, eu_runtime):
+    """cl-k4 and its workspace legal from eua to eud (account A, eu-west-1 ->
+    eu-central-1) while a writer appends in the workspace: the workspace's
+    rows re-wrapped under its own new key (context `<id>/<ws>`), its objects
+    copied under it, its role of key generation 1 beside the old one; rolled
+    back after the switch with the writes made since, moved again and
+    finalized, leaving nothing of the tenant or its workspace in eu-west-1."""
+    _eud(fleet)
+    tid, rt, scope = "cl-k4", eu_runtime, workspace_key("cl-k4", "legal")
+    record = fleet.provision(tid, region=EU, cell="eua", residency=[EU, DE], workspaces=[{"name": "legal"}])
+    before, old = record.resources, record.resources.workspaces["legal"]
+    rt.store.append(rt.context(tid), "c", "user", "the tenant's")
+    for i in range(20):
+        rt.store.append(rt.context(tid, "legal"), f"c{i % 3}", "user", f"legal's {i}")
+    kept = rt.objects.put_body(rt.context(tid, "legal"), b"legal's object")
+    earlier = backup(*scoped_context(context_from_workspace(fleet.ws, record), record, "legal")).backup_id
+    writer, thread = writing(rt, tid, workspace="legal")
+    time.sleep(0.3)
+    result = move(fleet.ws, tid, cell="eud")
+    time.sleep(0.3)  # writes after the switch, in the workspace's new schema under its new key
+    stopped(writer, thread)
+
+    moved = fleet.ws.registry.require(tid).resources
+    new = moved.workspaces["legal"]
+    assert result.outcome == "switched" and result.rows["legal/messages"] >= 20 and result.rows["messages"] == 1
+    assert new.store.database == EUD_DB and naming.region_of_arn(new.kms_key_arn) == DE
+    assert new.role_arn.endswith(f":role/{naming.ws_iam_role_name(tid, 'legal', 1)}")
+    assert len(writer.acked) > 10 and not writer.errors
+    assert {seq for seq, _ in writer.acked} <= {seq for seq, _ in _rows(sandbox, new.store)}
+    legal = rt.context(tid, "legal")
+    assert [m.content for m in reversed(rt.store.history(legal, "live", limit=500).messages)] == [
+        c for _, c in writer.acked][-500:]
+    assert [m.content for m in rt.store.history(rt.context(tid), "c").messages] == ["the tenant's"]
+    _opened_under_the_new_key_only(sandbox, scope, new, old)
+    _opened_under_the_new_key_only(sandbox, tid, moved, before)
+    de_s3 = aws(sandbox, "s3", DE, ACCOUNT_A)
+    assert de_s3.head_object(Bucket=moved.bucket, Key=new.prefix + kept)["SSEKMSKeyId"] == new.kms_key_arn
+    assert rt.objects.read_body(legal, kept, 100) == b"legal's object"
+    rt.store.append(legal, "c0", "user", "after the switch")
+    assert check_tenant(fleet.ws, tid).ok
+
+    assert move(fleet.ws, tid, rollback=True).outcome == "rolled_back"
+    back = fleet.ws.registry.require(tid)
+    assert (back.cell, back.stack, back.move, back.resources) == ("eua", None, None, before)
+    assert rt.store.history(rt.context(tid, "legal"), "c0").messages[0].content == "after the switch"
+    # Nothing left in eud: the database role is the sandbox's one server's, IAM's the account's (the old role).
+    assert inventory(sandbox, tid, DE, ACCOUNT_A, EUD_DB) == {"pg:role": 1, "iam:role": 1}
+    iam = aws(sandbox, "iam", EU, ACCOUNT_A)
+    with pytest.raises(iam.exceptions.NoSuchEntityException):
+        iam.get_role(RoleName=naming.ws_iam_role_name(tid, "legal", 1))
+
+    assert move(fleet.ws, tid, cell="eud").outcome == "switched"
+    assert move(fleet.ws, tid, finalize=True).outcome == "finalized"
+    done = fleet.ws.registry.require(tid)
+    new = done.resources.workspaces["legal"]
+    assert everywhere(sandbox, tid) == {"server": {"pg:role": 1}}  # the workspace's key, queues, secret included
+    assert _versions(sandbox, "eua", old.prefix) == [] and _versions(sandbox, "eua", before.prefix) == []
+    with psycopg.connect(sandbox.pg_dsn(WHERE["eua"][2]), autocommit=True) as conn:
+        assert conn.execute("SELECT to_regnamespace(%s)", (old.store.schema_name,)).fetchone()[0] is None
+    with pytest.raises(iam.exceptions.NoSuchEntityException):
+        iam.get_role(RoleName=naming.ws_iam_role_name(tid, "legal"))
+    kms = aws(sandbox, "kms", EU, ACCOUNT_A)
+    assert kms.describe_key(KeyId=old.kms_key_arn)["KeyMetadata"]["KeyState"] == "PendingDeletion"
+    legal = rt.context(tid, "legal")
+    assert rt.store.history(legal, "c0").messages[0].content == "after the switch"
+    assert rt.objects.read_body(legal, kept, 100) == b"legal's object"
+    assert de_s3.list_objects_v2(Bucket=done.resources.bucket, Prefix=f"{new.prefix}backups/").get("KeyCount")
+    # The workspace's backup taken before the move (under its old key, now pending deletion) restores under its
+    # new key: carried at finalize.
+    report = drill(*scoped_context(context_from_workspace(fleet.ws, done), done, "legal"), backup_id=earlier)
+    assert report.passed, report.reasons
+    assert check_tenant(fleet.ws, tid).ok
+    deprovision(fleet.ws, tid, final_backup=False, purge_data=True)
+    assert everywhere(sandbox, tid) == {} and inventory(sandbox, tid, DE, ACCOUNT_A, EUD_DB) == {}

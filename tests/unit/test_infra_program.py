@@ -313,6 +313,17 @@ def test_a_second_stack_of_the_tenant_builds_it_again_with_its_generations_role(
     assert policy.check(mocks.resources, "acme") == []
 
 
+def test_a_second_stack_gives_each_workspace_a_role_of_its_generation():
+    """IAM names are per account: a move to another region of the account
+    builds every role again beside the old one, the workspaces' included."""
+    mocks = RecordingMocks()
+    outputs = run_program("acme.k1", tenant_config({"id": "acme", "workspaces": [{"name": "legal"}]}), mocks)
+    assert {r.inputs["name"] for r in mocks.of_type("aws:iam/role:Role")} == {"tenantctl-acme.k1-app",
+                                                                              "tenantctl-acme--legal.k1-app"}
+    assert outputs["workspaces"]["legal"]["role_arn"].endswith(":role/tenantctl-acme--legal.k1-app")
+    assert policy.check(mocks.resources, "acme") == []
+
+
 def test_bad_spec_is_refused_naming_the_rule():
     with pytest.raises(ValueError, match="reserved"):
         run_program("admin", tenant_config({"id": "admin"}), RecordingMocks())

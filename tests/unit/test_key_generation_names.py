@@ -59,6 +59,19 @@ def test_an_id_too_long_for_a_new_role_is_told_before_anything_is_made():
     assert "outside" in naming.key_generation_problem("acme", naming.MAX_KEY_GENERATION + 1)
 
 
+
+def test_a_workspace_role_of_a_generation_belongs_to_its_tenant_and_is_checked_for_length():
+    role = naming.ws_iam_role_name("acme", "legal", 1)
+    assert role == "tenantctl-acme--legal.k1-app"
+    assert naming.ws_iam_role_name("acme", "legal") == "tenantctl-acme--legal-app"
+    assert naming.tenant_ids_in(role, "acme") == set() and naming.tenant_ids_in(role, "acme-corp") == {"acme"}
+    assert _glob(RUNTIME_TENANT_ROLES, f"arn:aws:iam::222222222222:role/{role}")
+    assert naming.ws_key_generation_problem("acme", "legal", 1) is None
+    longest = "w" * naming.max_workspace_length("acme")  # fits generation 0, not the 3 more characters of `.k1`
+    assert naming.ws_key_generation_problem("acme", longest, 0) is None
+    assert "64 characters" in naming.ws_key_generation_problem("acme", longest, 1)
+
+
 def test_a_record_names_its_stacks():
     record = TenantRecord(tenant_id="acme", tier=Tier.pooled, status=TenantStatus.active, region="us-east-1")
     assert record.current_stack == "acme" and record.stacks == ["acme"]

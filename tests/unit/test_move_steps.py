@@ -18,6 +18,7 @@ from tenant_runtime.errors import StoreMoved, WritesFrozen
 from tenant_runtime.models import MovePhase, TenantMove
 from tenant_runtime.registry import FROZEN_TTL
 from tenant_runtime.store import ContextStore
+from tenantctl import naming
 from tenantctl.errors import Conflict, InvalidInput
 from tenantctl.models import TenantSpec, Tier
 from tenantctl.operations.move import target_spec
@@ -318,26 +319,37 @@ def test_a_move_target_is_applied_in_the_tenants_second_stack_leaving_the_first_
     assert ups == ["acme.k1", "acme"]
 
 
-@pytest.mark.parametrize("tier,to_tier,workspaces,stack,refused", [
-    (Tier.pooled, Tier.pooled, [], None, None),
-    (Tier.pooled, Tier.pooled, [], "acme.k1", None),
-    (Tier.dedicated, Tier.pooled, [], None, None),
-    (Tier.pooled, Tier.dedicated, [], None, None),
-    (Tier.dedicated, Tier.dedicated, [], None, None),  # whether it can stand beside: keyed_tier's, by the cells
-    (Tier.pooled, Tier.pooled, [{"name": "legal"}], None, "a tenant with workspaces does not move"),
-    (Tier.pooled, Tier.pooled, [], "acme.k99", "key generation 100 is outside"),
+LONG_WS = "w" * naming.max_workspace_length("acme")  # its role fits generation 0, not `.k1`
+
+
+@pytest.mark.parametrize("tier,to_tier,workspaces,applied,stack,refused", [
+    (Tier.pooled, Tier.pooled, [], [], None, None),
+    (Tier.pooled, Tier.pooled, [], [], "acme.k1", None),
+    (Tier.dedicated, Tier.pooled, [], [], None, None),
+    (Tier.pooled, Tier.dedicated, [], [], None, None),
+    (Tier.dedicated, Tier.dedicated, [], [], None, None),  # whether it can stand beside: keyed_tier's, by the cells
+    (Tier.pooled, Tier.pooled, ["legal", "finance"], ["legal", "finance"], None, None),
+    (Tier.pooled, Tier.pooled, ["legal", "finance"], ["legal"], None,
+     "its spec lists workspaces ['finance', 'legal'] but ['legal'] are applied"),
+    (Tier.pooled, Tier.pooled, [], ["legal"], None, "its spec lists workspaces [] but ['legal'] are applied"),
+    (Tier.pooled, Tier.pooled, [LONG_WS], [LONG_WS], None, f"workspace {LONG_WS!r} of key generation 1"),
+    (Tier.pooled, Tier.pooled, [], [], "acme.k99", "key generation 100 is outside"),
 ])
-def test_a_move_to_another_account_or_region_takes_either_tier_without_workspaces(
-        tier, to_tier, workspaces, stack, refused):
+def test_a_move_to_another_account_or_region_takes_either_tier_and_the_applied_workspaces(
+        tier, to_tier, workspaces, applied, stack, refused):
+    from runtime_fixtures import with_workspaces
+
     from tenantctl.models import TenantRecord, TenantStatus
     from tenantctl.operations.move_keyed import keyed_refusal, next_generation
 
-    record = TenantRecord(tenant_id="acme", tier=tier, status=TenantStatus.active, region="eu-west-1", cell="eu1",
-                          stack=stack)
-    spec = TenantSpec(id="acme", region="eu-west-1", cell="eu1", tier=tier, workspaces=workspaces)
-    problem = keyed_refusal(record, spec, to_tier)
+    resources = with_workspaces(record("acme"), *applied).resources
+    moving = TenantRecord(tenant_id="acme", tier=tier, status=TenantStatus.active, region="eu-west-1", cell="eu1",
+                          stack=stack, resources=resources)
+    spec = TenantSpec(id="acme", region="eu-west-1", cell="eu1", tier=tier,
+                      workspaces=[{"name": name} for name in workspaces])
+    problem = keyed_refusal(moving, spec, to_tier)
     assert (problem is None) if refused is None else (refused in problem), problem
-    assert next_generation(record) == (2 if stack == "acme.k1" else 100 if stack else 1)
+    assert next_generation(moving) == (2 if stack == "acme.k1" else 100 if stack else 1)
 
 
 def test_a_keyed_target_takes_the_tier_with_its_dedicated_settings_and_a_snapshot_name_of_its_own():

@@ -18,7 +18,7 @@ def move(
     tenant_id: Annotated[str, tenant_argument("Tenant to move.")],
     tier: Annotated[Optional[Tier], typer.Option(help="Target tier (starts a move).")] = None,
     cell: Annotated[Optional[str], typer.Option(help="Target cell (starts a move; with --tier, both change; "
-                                                     "another account or region: either tier, no workspaces).")] = None,
+                                                     "another account or region too).")] = None,
     rollback: Annotated[bool, typer.Option("--rollback", help="Put the tenant back where the move started.")] = False,
     finalize: Annotated[bool, typer.Option("--finalize", help="End the rollback window: final backup, the old "
                                                                "store removed.")] = False,
@@ -34,12 +34,12 @@ def move(
     the registry record; the old store stays read-only, in step, for the
     rollback window. `--cell C`: its prefix's objects are copied server-side
     to C's bucket too, and removed from the old one at `--finalize`. A cell of
-    another account or region (within the spec's residency) takes a tenant
-    without workspaces, pooled or dedicated, to either tier: it is built again
-    there as stack `<id>.k<N>` under a new key, its rows relayed with every
-    sealed column re-wrapped, and `--finalize` forwards the old queues'
-    messages and destroys the old stack (a tenant with workspaces, or
-    dedicated -> dedicated on one database server: exit 3, nothing created).
+    another account or region (within the spec's residency) takes a tenant,
+    pooled or dedicated, to either tier, with its workspaces: it is built
+    again there as stack `<id>.k<N>` under new keys (the tenant's and each
+    workspace's), its rows relayed with every sealed column re-wrapped, and
+    `--finalize` forwards the old queues' messages and destroys the old stack
+    (dedicated -> dedicated on one database server: exit 3, nothing created).
     `move ID` alone resumes a killed move (the dead run's lock is cleared);
     `--rollback` undoes it (with the writes made since the switch);
     `--finalize` removes the old store after a final backup.

@@ -37,8 +37,17 @@ changes is in ``keyed_tier`` (the target spec, dedicated -> dedicated on one
 server refused) and ``deletion_protection`` (lifted before a dedicated stack
 is destroyed). The relay needs no endpoint of its own for a dedicated store:
 it connects to each side's StoreConnection with that cell's admin login.
-Tenants with workspaces are refused with exit 3 before anything is created (a
-workspace has its own key).
+
+A tenant's workspaces move with it (``owners``): the target stack declares
+each again (own key, role of the generation, queues, secret, schema,
+prefix); each schema has its own relay with a ``Rewrapper`` of its owner's
+keys (a workspace's blobs are sealed in the context ``<id>/<ws>``), each
+prefix is copied under its owner's new key, the freeze, digests, switch,
+rollback and finalize (a final backup and carried backups per workspace)
+cover every schema.
+
+A tenant whose spec does not list the workspaces applied is refused with
+exit 3 before anything is created.
 """
 
 from __future__ import annotations
@@ -47,13 +56,16 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from tenant_runtime import models as runtime_models
 from tenant_runtime.crypto import Envelope
 from tenant_runtime.models import MovePhase, StoreConnection, TenantRecord, TenantResources, Tier, utcnow
 from tenant_runtime.tables import SEALED_BY_TABLE
 from tenantctl import backup_carry, naming, prefix_sync, queue_forward, row_relay, store_sync
+from tenantctl.drills.scope import workspace_view
 from tenantctl.errors import DrillFailed, InvalidInput, TargetUnavailable
 from tenantctl.models import TenantSpec
 from tenantctl.operations import deletion_protection
@@ -67,10 +79,23 @@ from tenantctl.workspace import Workspace
 def keyed_refusal(record: TenantRecord, spec: TenantSpec, tier: Tier) -> str | None:
     """Why the tenant cannot move to another account or region (None: it can);
     the tier's own refusal needs the cells (``keyed_tier.one_server_refusal``)."""
-    if spec.workspaces or record.workspaces:
-        return ("a tenant with workspaces does not move to another account or region yet (each workspace has "
-                "its own key to re-wrap under)")
+    if (problem := workspaces_refusal(record, spec)) is not None:
+        return problem
     return naming.key_generation_problem(record.tenant_id, next_generation(record))
+
+
+def workspaces_refusal(record: TenantRecord, spec: TenantSpec) -> str | None:
+    """Why the tenant's workspaces cannot come along (None: they can): the
+    target stack is built from the spec, the relay carries what the record
+    has, so both must list the same workspaces; and each workspace's role of
+    the next generation must fit IAM's names."""
+    listed, applied = {w.name for w in spec.workspaces}, set(record.workspaces)
+    if listed != applied:
+        return (f"its spec lists workspaces {sorted(listed)} but {sorted(applied)} are applied: "
+                "`tenantctl apply` first")
+    generation = next_generation(record)
+    return next((p for name in sorted(applied)
+                 if (p := naming.ws_key_generation_problem(record.tenant_id, name, generation))), None)
 
 
 def next_generation(record: TenantRecord) -> int:
@@ -98,6 +123,23 @@ def refuse_or_target(ws: Workspace, record: TenantRecord, spec: TenantSpec, tier
     return target, naming.stack_name(record.tenant_id, next_generation(record))
 
 
+@dataclass(frozen=True)
+class Owner:
+    """The tenant or one of its workspaces, with its resources in the stack the
+    move leaves (``old``) and in its target (``new``): each owner's rows are
+    re-wrapped under its own new key, in its own KMS context (``scope``)."""
+
+    scope: str  # the tenant id, or a workspace's `<id>/<ws>` (what its blobs are sealed for)
+    workspace: str | None
+    old: TenantResources | runtime_models.WorkspaceResources
+    new: TenantResources | runtime_models.WorkspaceResources
+
+    @property
+    def label(self) -> str:
+        """What the owner's tables are reported under (the tenant's: their own names)."""
+        return "" if self.workspace is None else f"{self.workspace}/"
+
+
 def opener(tenant_id: str, key: KmsKey) -> row_relay.Open:
     """A sealed column's plaintext, opened under ``key`` (KMS once per data key)."""
     envelope = Envelope(lambda _ctx: key.kms)
@@ -114,7 +156,7 @@ class KeyedMover(Mover):
 
     def __init__(self, ws: Workspace, held: Any, progress: Progress | None = None) -> None:
         super().__init__(ws, held, progress)
-        self.rewrappers: dict[bool, Rewrapper] = {}  # by direction (backwards)
+        self.rewrappers: dict[tuple[bool, str], Rewrapper] = {}  # by direction (backwards) and owner
 
     # -- the two sides ----------------------------------------------------------
     @property
@@ -134,11 +176,33 @@ class KeyedMover(Mover):
     def clients(self, cell: str) -> Any:
         return self.ws.cell_clients(cell)
 
-    def key(self, backwards: bool = False) -> tuple[KmsKey, KmsKey]:
-        """(source key, target key) of the relay's direction."""
-        old = KmsKey(self.clients(self.move.from_cell)("kms"), self.stack_resources(self.from_stack).kms_key_arn)
-        new = KmsKey(self.clients(self.move.to_cell)("kms"), self.stack_resources(self.to_stack).kms_key_arn)
+    def owners(self) -> list[Owner]:
+        """The tenant, then each workspace (by name), on both sides."""
+        old, new = self.stack_resources(self.from_stack), self.stack_resources(self.to_stack)
+        return [Owner(self.record.tenant_id, None, old, new),
+                *(Owner(runtime_models.workspace_key(self.record.tenant_id, name), name, res, new.workspaces[name])
+                  for name, res in sorted(old.workspaces.items()))]
+
+    def key(self, owner: Owner, backwards: bool = False) -> tuple[KmsKey, KmsKey]:
+        """(source key, target key) of ``owner`` in the relay's direction."""
+        old = KmsKey(self.clients(self.move.from_cell)("kms"), owner.old.kms_key_arn)
+        new = KmsKey(self.clients(self.move.to_cell)("kms"), owner.new.kms_key_arn)
         return (new, old) if backwards else (old, new)
+
+    def rewrapper(self, owner: Owner, backwards: bool) -> Rewrapper:
+        """One per owner and direction for the run: the freeze reuses the copy's keys."""
+        if (backwards, owner.scope) not in self.rewrappers:
+            self.rewrappers[backwards, owner.scope] = Rewrapper(owner.scope, *self.key(owner, backwards))
+        return self.rewrappers[backwards, owner.scope]
+
+    def schemas(self, store: StoreConnection) -> list[StoreConnection]:
+        """``store`` (the tenant's schema on one side) and its workspaces'
+        schemas beside it, in the same database (none while that side's stack
+        is not built)."""
+        stack = self.from_stack if store == self.move.old_store else self.to_stack
+        outputs = self.ws.engine.outputs(stack)
+        workspaces = TenantResources.model_validate(outputs).workspaces if outputs else {}
+        return [store, *(res.store for _, res in sorted(workspaces.items()))]
 
     def stores(self, backwards: bool = False) -> tuple[StoreConnection, StoreConnection]:
         new = self.move.new_store
@@ -146,13 +210,15 @@ class KeyedMover(Mover):
         return (new, self.move.old_store) if backwards else (self.move.old_store, new)
 
     @contextmanager
-    def relaying(self, backwards: bool = False) -> Iterator[row_relay.Relay]:
-        """The relay old -> new (or back), sealed columns re-wrapped between the two keys."""
+    def relaying(self, backwards: bool = False) -> Iterator[row_relay.Relays]:
+        """The relays old -> new (or back) of the tenant's schema and each
+        workspace's, sealed columns re-wrapped between each owner's two keys."""
         source, target = self.stores(backwards)
-        if backwards not in self.rewrappers:  # one per direction for the run: the freeze reuses the copy's keys
-            self.rewrappers[backwards] = Rewrapper(self.record.tenant_id, *self.key(backwards))
         with self.connect(source) as src, self.connect(target) as dst:
-            yield row_relay.Relay(src, source, dst, target, self.rewrappers[backwards].rewrap_column)
+            yield row_relay.Relays(
+                row_relay.Relay(src, owner.new.store if backwards else owner.old.store, dst,
+                                owner.old.store if backwards else owner.new.store,
+                                self.rewrapper(owner, backwards).rewrap_column) for owner in self.owners())
 
     def spec(self) -> TenantSpec:
         """The spec the move leaves (its stack file stays until finalize)."""
@@ -166,20 +232,29 @@ class KeyedMover(Mover):
         return keyed_target(self.spec(), self.move.to_tier, self.ws.cell(self.move.to_cell), self.move.started_at)
 
     def prefixes(self, backwards: bool = False) -> list[tuple[prefix_sync.Place, prefix_sync.Place, str]]:
-        """The tenant's prefix in each cell's bucket, each with its side's S3
-        client; the key is the target's (objects are copied under it). Across
-        accounts each object is read and written by its own side's client."""
+        """The tenant's prefix and each workspace's (``owners`` order) in each
+        cell's bucket, each with its side's S3 client; the key is the target's
+        owner's (objects are copied under it). Across accounts each object is
+        read and written by its own side's client."""
         old, new = self.stack_resources(self.from_stack), self.stack_resources(self.to_stack)
         apart = naming.account_of_arn(old.kms_key_arn) != naming.account_of_arn(new.kms_key_arn)
-        there = prefix_sync.Place(old.bucket, old.prefix, client=self.clients(self.move.from_cell)("s3"),
-                                  other_account=apart)
-        here = prefix_sync.Place(new.bucket, new.prefix, client=self.clients(self.move.to_cell)("s3"),
-                                 other_account=apart)
-        return [(here, there, old.kms_key_arn)] if backwards else [(there, here, new.kms_key_arn)]
+        old_s3, new_s3 = self.clients(self.move.from_cell)("s3"), self.clients(self.move.to_cell)("s3")
+        out = []
+        for owner in self.owners():
+            there = prefix_sync.Place(old.bucket, owner.old.prefix, client=old_s3, other_account=apart)
+            here = prefix_sync.Place(new.bucket, owner.new.prefix, client=new_s3, other_account=apart)
+            out.append((here, there, owner.old.kms_key_arn) if backwards else (there, here, owner.new.kms_key_arn))
+        return out
 
     def capture(self, store: StoreConnection, installed: bool = True) -> None:
+        """The change capture on ``store``'s schema and its workspaces'."""
         with self.connect(store) as conn:
-            (row_relay.install if installed else row_relay.remove)(conn, store)
+            for schema in self.schemas(store):
+                (row_relay.install if installed else row_relay.remove)(conn, schema)
+
+    def set_writable(self, stores: list[StoreConnection], writable: bool) -> None:
+        """The tenant's role's writes on each of ``stores``, and its workspaces' roles' beside them."""
+        super().set_writable([schema for store in stores for schema in self.schemas(store)], writable)
 
     def share_login(self, new: StoreConnection) -> None:
         """Two stores on one PostgreSQL server (the sandbox's cells) share the
@@ -191,11 +266,13 @@ class KeyedMover(Mover):
             return
         new_sm, old_sm = self.clients(self.move.to_cell)("secretsmanager"), self.clients(
             self.move.from_cell)("secretsmanager")
-        password = json.loads(new_sm.get_secret_value(SecretId=new.secret_arn)["SecretString"])["password"]
-        current = json.loads(old_sm.get_secret_value(SecretId=old.secret_arn)["SecretString"])
-        if current.get("password") != password:
-            old_sm.put_secret_value(SecretId=old.secret_arn, SecretString=json.dumps({**current,
-                                                                                      "password": password}))
+        for owner in self.owners():  # each workspace's role too
+            secret = owner.new.store.secret_arn
+            password = json.loads(new_sm.get_secret_value(SecretId=secret)["SecretString"])["password"]
+            current = json.loads(old_sm.get_secret_value(SecretId=owner.old.store.secret_arn)["SecretString"])
+            if current.get("password") != password:
+                old_sm.put_secret_value(SecretId=owner.old.store.secret_arn,
+                                        SecretString=json.dumps({**current, "password": password}))
 
     # -- forward ----------------------------------------------------------------
     def prepare(self, target: TenantSpec) -> None:
@@ -249,14 +326,15 @@ class KeyedMover(Mover):
         self.sync_objects(backwards)  # what changed since the last pass (writes are refused from here)
         with self.connect(source) as conn:
             try:
-                store_sync.freeze(conn, [source], CATCH_UP_TIMEOUT)
+                store_sync.freeze(conn, self.schemas(source), CATCH_UP_TIMEOUT)
             except TargetUnavailable:  # a writer that never ends: the freeze ends, nothing switched
                 self.phase(MovePhase.switched if backwards else MovePhase.copying)
                 raise
         with self.relaying(backwards) as relay:
             relay.catch_up()
         with self.connect(target) as conn:
-            row_relay.advance_identities(conn, target)
+            for schema in self.schemas(target):
+                row_relay.advance_identities(conn, schema)
         if not backwards:
             self.capture(target)
         pinned = (store_sync.pin(self.connect, source), store_sync.pin(self.connect, target))
@@ -266,11 +344,8 @@ class KeyedMover(Mover):
     def verify(self, pinned: tuple[Any, Any], backwards: bool = False) -> dict[str, int]:
         """Both pinned snapshots' digests, each opened with its own key; a
         difference raises DrillFailed (exit 9)."""
-        source, target = self.stores(backwards)
-        keys = self.key(backwards)
         try:
-            found = [row_relay.digests(conn, store, opener(self.record.tenant_id, key))
-                     for conn, store, key in zip(pinned, (source, target), keys, strict=True)]
+            found = [self.digests(conn, side, backwards) for side, conn in enumerate(pinned)]
         finally:
             for conn in pinned:
                 conn.close()
@@ -279,6 +354,18 @@ class KeyedMover(Mover):
             raise DrillFailed(f"tenant {self.record.tenant_id!r}: the target store differs from the source as of "
                               f"the freeze in {', '.join(differ)}")
         return {table: count for table, (count, _) in found[0].items()}
+
+    def digests(self, conn: Any, side: int, backwards: bool) -> dict[str, tuple[int, str]]:
+        """``row_relay.digests`` of every owner's schema on one side (0: the
+        source) of the pinned ``conn``, each opened with that owner's key
+        there; a workspace's tables reported as `<ws>/<table>`."""
+        found: dict[str, tuple[int, str]] = {}
+        for owner in self.owners():
+            stores = (owner.new.store, owner.old.store) if backwards else (owner.old.store, owner.new.store)
+            open_blob = opener(owner.scope, self.key(owner, backwards)[side])
+            found |= {owner.label + table: digest
+                      for table, digest in row_relay.digests(conn, stores[side], open_blob).items()}
+        return found
 
     # -- finalize / rollback ----------------------------------------------------
     def finalize(self) -> None:
@@ -304,11 +391,12 @@ class KeyedMover(Mover):
 
         self.say(f"move {self.record.tenant_id}: final backup of the new store")
         final_backup(self.ws, self.record)
+        for name in sorted(self.record.workspaces):  # each under the workspace's new key
+            final_backup(self.ws, self.record, workspace=name)
         old_sqs, new_sqs = self.clients(self.move.from_cell)("sqs"), self.clients(self.move.to_cell)("sqs")
-        res = self.record.resources
-        assert res is not None
         moved = sum(queue_forward.forward(old_sqs, source, new_sqs, target)
-                    for source, target in ((old.queue_url, res.queue_url), (old.dlq_url, res.dlq_url)))
+                    for owner in self.owners() for source, target in ((owner.old.queue_url, owner.new.queue_url),
+                                                                      (owner.old.dlq_url, owner.new.dlq_url)))
         self.say(f"move {self.record.tenant_id}: {moved} messages left in the old queues forwarded")
         for store in self.stores():
             self.capture(store, installed=False)
@@ -326,9 +414,13 @@ class KeyedMover(Mover):
         new key (their dumps came with the prefix's objects), while the old key
         still opens them."""
         was = self.record.model_copy(update={"cell": self.move.from_cell, "region": old.region, "resources": old})
-        [(source, target, _)] = self.prefixes()
-        carried = backup_carry.carry(source, was, target, self.record, Rewrapper(self.record.tenant_id, *self.key()))
-        self.say(f"move {self.record.tenant_id}: {len(carried)} backups re-wrapped under the new key")
+        for owner, (source, target, _) in zip(self.owners(), self.prefixes(), strict=True):
+            # A workspace's backups: its prefix, its key, the tenant's context naming the workspace.
+            rewrapper = Rewrapper(self.record.tenant_id, *self.key(owner))
+            carried = backup_carry.carry(source, workspace_view(was, owner.workspace), target,
+                                         workspace_view(self.record, owner.workspace), rewrapper)
+            self.say(f"move {self.record.tenant_id}: {len(carried)} backups of {owner.workspace or 'the tenant'} "
+                     "re-wrapped under the new key")
 
     def rollback(self, verified: bool = True) -> None:
         """``verified``: unused here, the digests are compared either way."""
