@@ -162,6 +162,9 @@ class TenantMove(BaseModel):
     # A move to another account or region builds the tenant again in a second
     # stack (`<id>.k<N>`): its name, None for a move that keeps the stack.
     to_stack: str | None = None
+    # The final backup a finalize took of the new store: recorded before the
+    # steps after it, so a finalize re-run after a kill does not take another.
+    final_backup_id: str | None = None
     started_at: datetime = Field(default_factory=utcnow)
     phase_at: datetime = Field(default_factory=utcnow)
     switched_at: datetime | None = None

@@ -630,13 +630,18 @@ def test_a_pooled_tenant_moves_to_another_region_under_a_new_key_while_written_t
     # CLI runs killed inside --finalize (the final backup taken, the old queues forwarded, the old prefix
     # removed): half-way through destroying the old stack, then at its last delete (its state gone, the
     # record not yet cleared). The move stays switched each time; the next --finalize finishes it.
+    # The final backup is taken once: its id recorded by the first run, skipped by the next ones.
     cli, old_state = Cli.create(sandbox, fleet.root), StateFile(sandbox.state_dir / "local-engine", KEYED)
+    final_ids = set()
     for half in (True, False):
         deletes = len(old_state.load().resources)
         at = deletes // 2 if half else deletes
         killed = cli("move", KEYED, "--finalize", env={"TENANTCTL_FAULT_AFTER": str(at)})
-        assert killed.returncode == 86 and registry_record(sandbox, KEYED)["move"]["phase"] == "switched", killed
+        left = registry_record(sandbox, KEYED)["move"]
+        assert killed.returncode == 86 and left["phase"] == "switched", killed
         assert old_state.exists() is half and (fleet.root / "stacks" / f"Pulumi.{KEYED}.yaml").exists()
+        final_ids.add(left["final_backup_id"])
+    assert len(final_ids) == 1 and None not in final_ids
     done = move(fleet.ws, KEYED, finalize=True)
     record = fleet.ws.registry.require(KEYED)
     assert (done.outcome, record.move, record.stack, record.cell) == ("finalized", None, f"{KEYED}.k1", "eud")
@@ -649,7 +654,8 @@ def test_a_pooled_tenant_moves_to_another_region_under_a_new_key_while_written_t
     left = aws(sandbox, "sqs", DE, ACCOUNT_A).receive_message(QueueUrl=new.queue_url, WaitTimeSeconds=0)
     assert [m["Body"] for m in left.get("Messages", [])] == ["left in the old queue"]
     backups = de_s3.list_objects_v2(Bucket=new.bucket, Prefix=f"{new.prefix}backups/").get("Contents", [])
-    assert backups  # the final backup, of the new store under the new key
+    taken = {o["Key"][len(f"{new.prefix}backups/"):].split("/")[0] for o in backups}
+    assert taken == {earlier, *final_ids}  # the carried one and one final backup, of the new store under the new key
     rt.store.append(rt.context(KEYED), "live", "user", "after finalize")
     assert check_tenant(fleet.ws, KEYED).ok
     report = drill(context_from_workspace(fleet.ws, record), record)  # backup, scratch restore, verify

@@ -294,10 +294,7 @@ class KeyedMover(Mover):
         queues' messages forwarded, the capture removed from both stores, late
         objects carried, backups re-wrapped, the old prefix and stack removed.
         Each step finds its work done by a killed run (or does it again)."""
-        from tenantctl.drills.backup import final_backup
-
-        self.say(f"move {self.record.tenant_id}: final backup of the new store")
-        final_backup(self.ws, self.record)
+        self.final_backup()
         old_sqs, new_sqs = self.clients(self.move.from_cell)("sqs"), self.clients(self.move.to_cell)("sqs")
         res = self.record.resources
         assert res is not None
@@ -314,6 +311,20 @@ class KeyedMover(Mover):
         self.carry_backups(old)
         self.remove_objects(backwards=False)
         self.destroy(self.from_stack)
+
+    def final_backup(self) -> None:
+        """One final backup of the new store per finalize: its id is recorded
+        before anything after it, so a re-run skips it (a run killed between
+        the backup and that write leaves one backup more, never none)."""
+        from tenantctl.drills.backup import final_backup
+
+        taken = self.move.final_backup_id
+        if taken is not None:
+            self.say(f"move {self.record.tenant_id}: final backup {taken} taken by an earlier run")
+            return
+        self.say(f"move {self.record.tenant_id}: final backup of the new store")
+        manifest = final_backup(self.ws, self.record)
+        self.save(move=self.move.model_copy(update={"final_backup_id": manifest.backup_id}))
 
     def carry_backups(self, old: TenantResources) -> None:
         """The backups taken before the move, their data keys wrapped under the
