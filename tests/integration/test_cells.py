@@ -41,6 +41,7 @@ from tenant_runtime import TenantRuntime
 from tenant_runtime.crypto import blob_edk, kms_context
 from tenant_runtime.errors import TenantMismatch
 from tenant_runtime.models import MovePhase
+from tenantctl import inventory as inv
 from tenantctl import naming, prefix_sync, store_sync
 from tenantctl.checks import check_tenant
 from tenantctl.drills.backup import backup
@@ -55,6 +56,7 @@ from tenantctl.operations import move as move_operation
 from tenantctl.operations.deprovision import deprovision
 from tenantctl.operations.move import move
 from tenantctl.operations.provision import provision
+from tenantctl.operations.refresh import refresh_tenant
 from tenantctl.workspace import Workspace
 
 pytestmark = pytest.mark.integration
@@ -626,6 +628,13 @@ def test_a_pooled_tenant_moves_to_another_region_under_a_new_key_while_written_t
     assert de_s3.head_object(Bucket=new.bucket, Key=new.prefix + kept)["SSEKMSKeyId"] == new.kms_key_arn
     report = check_tenant(fleet.ws, KEYED)
     assert report.ok, report.summary()
+    # In the rollback window the record lists both stacks, and drift reads both: with the tag scan over
+    # both regions, nothing of either stack is an orphan (the old one's key, role, queues, secret included).
+    assert record.stacks == [f"{KEYED}.k1", KEYED]
+    tagged = inv.scan(fleet.ws.client.in_account(fleet.ws.cell("eud").account_role_arn), [EU, DE], tenant=KEYED)
+    drift = refresh_tenant(fleet.ws, record, tagged)
+    both = sum(len(StateFile(sandbox.state_dir / "local-engine", s).load().resources) for s in record.stacks)
+    assert (drift.ok, drift.checked, drift.orphans, drift.resources) == (True, both, [], []), drift
 
     # CLI runs killed inside --finalize (the final backup taken, the old queues forwarded, the old prefix
     # removed): half-way through destroying the old stack, then at its last delete (its state gone, the

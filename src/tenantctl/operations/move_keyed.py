@@ -118,7 +118,9 @@ class KeyedMover(Mover):
 
     @property
     def from_stack(self) -> str:
-        """The stack the move leaves: the generation before the target's."""
+        """The stack the move leaves (a move recorded without it: the generation before the target's)."""
+        if self.move.from_stack is not None:
+            return self.move.from_stack
         tenant_id, generation = naming.stack_tenant(self.to_stack) or (self.record.tenant_id, 1)
         return naming.stack_name(tenant_id, generation - 1)
 
