@@ -168,6 +168,9 @@ class TenantMove(BaseModel):
     # The final backup a finalize took of the new store: recorded before the
     # steps after it, so a finalize re-run after a kill does not take another.
     final_backup_id: str | None = None
+    # The stack it leaves was applied retired (its role sends to its queues no
+    # more); a re-run skips that up, which would build a half-destroyed stack again.
+    old_stack_retired: bool = False
     started_at: datetime = Field(default_factory=utcnow)
     phase_at: datetime = Field(default_factory=utcnow)
     switched_at: datetime | None = None

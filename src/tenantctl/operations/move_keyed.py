@@ -23,10 +23,12 @@ bookkeeping, the lock and the resume/rollback rules are ``Mover``'s:
                   key), a difference rolls the move back
     switched      the new stack serves; the old store is read-only, and a
                   rollback relays the writes made since back to it
-    --finalize    final backup of the new store, queue leftovers forwarded,
-                  capture removed, late objects carried, the old prefix and the
-                  old stack removed (its key scheduled for deletion); the
-                  tenant's stack is ``<id>.k<N>`` for good
+    --finalize    final backup of the new store (once), the old stack retired
+                  (its role's sends to the old queues denied), capture removed,
+                  late objects carried, the old prefix removed, queue leftovers
+                  forwarded, the old stack destroyed (its key scheduled for
+                  deletion); the tenant's stack is ``<id>.k<N>`` for good; a
+                  rollback is refused once it began
     --rollback    before the switch: the target stack removed; after it: the
                   freeze the other way (relay new -> old with a
                   ``Rewrapper(new key -> old key)``), the record switched back,
@@ -292,17 +294,13 @@ class KeyedMover(Mover):
         self.held.record = activate(self.ws, self.record, target, apply_spec(self.ws, target, stack=stack))
 
     def leave(self, old: TenantResources) -> None:
-        """The old side gone, after a final backup of the new store: its
-        queues' messages forwarded, the capture removed from both stores, late
-        objects carried, backups re-wrapped, the old prefix and stack removed.
-        Each step finds its work done by a killed run (or does it again)."""
+        """The old side gone, after a final backup of the new store: the old
+        stack retired, the capture removed from both stores, late objects
+        carried, backups re-wrapped, the old prefix removed, the old queues'
+        messages forwarded, the old stack destroyed. Each step finds its work
+        done by a killed run (or does it again)."""
         self.final_backup()
-        old_sqs, new_sqs = self.clients(self.move.from_cell)("sqs"), self.clients(self.move.to_cell)("sqs")
-        res = self.record.resources
-        assert res is not None
-        moved = sum(queue_forward.forward(old_sqs, source, new_sqs, target)
-                    for source, target in ((old.queue_url, res.queue_url), (old.dlq_url, res.dlq_url)))
-        self.say(f"move {self.record.tenant_id}: {moved} messages left in the old queues forwarded")
+        self.retire()
         for store in self.stores():
             self.capture(store, installed=False)
         for source, target, key in self.prefixes():
@@ -312,7 +310,35 @@ class KeyedMover(Mover):
                          "switch carried over")
         self.carry_backups(old)
         self.remove_objects(backwards=False)
+        self.forward_queues(old)
         self.destroy(self.from_stack)
+
+    def retire(self) -> None:
+        """The old stack applied ``retired``: its role's sends to the old
+        queues denied, so a worker still holding the old record fails closed
+        on enqueue (and re-reads the registry) instead of leaving a message
+        there after the forward. Its other rights stay: workers drain the old
+        queue until the destroy. Recorded, as an up of a stack a killed run
+        half destroyed would build it again."""
+        from tenantctl.operations.provision import apply_spec
+
+        if self.move.old_stack_retired:
+            return
+        self.say(f"move {self.record.tenant_id}: retiring stack {self.from_stack} (its role sends to its queues "
+                 "no more)")
+        apply_spec(self.ws, self.spec().model_copy(update={"retired": True}), stack=self.from_stack)
+        self.save(move=self.move.model_copy(update={"old_stack_retired": True}))
+
+    def forward_queues(self, old: TenantResources) -> None:
+        """What is left in the old queue and DLQ, to the new ones: after the
+        retirement (the longer after it, the surer IAM has applied the deny
+        everywhere), right before the old queues are destroyed."""
+        old_sqs, new_sqs = self.clients(self.move.from_cell)("sqs"), self.clients(self.move.to_cell)("sqs")
+        res = self.record.resources
+        assert res is not None
+        moved = sum(queue_forward.forward(old_sqs, source, new_sqs, target)
+                    for source, target in ((old.queue_url, res.queue_url), (old.dlq_url, res.dlq_url)))
+        self.say(f"move {self.record.tenant_id}: {moved} messages left in the old queues forwarded")
 
     def final_backup(self) -> None:
         """One final backup of the new store per finalize: its id is recorded
@@ -339,6 +365,10 @@ class KeyedMover(Mover):
 
     def rollback(self, verified: bool = True) -> None:
         """``verified``: unused here, the digests are compared either way."""
+        if self.move.final_backup_id is not None:  # the old side is being removed (its queues refuse sends)
+            raise InvalidInput(f"tenant {self.record.tenant_id!r}: a --finalize has begun removing the old side "
+                               f"(stack {self.from_stack}); `tenantctl move {self.record.tenant_id} --finalize` "
+                               "finishes it")
         if self.move.new_store is None:  # killed before the target stack was recorded
             self.say(f"move {self.record.tenant_id}: removing stack {self.to_stack}")
         elif self.move.phase in (MovePhase.switched, MovePhase.rolling_back):
