@@ -788,6 +788,8 @@ def test_a_move_to_another_account_killed_rolls_back_or_resumes_and_rolls_back_a
     assert rt.objects.read_body(rt.context(tid), kept, 100) == b"kept body"
     rt.store.append(rt.context(tid), "c", "user", "after the switch")
     assert check_tenant(fleet.ws, tid).ok
+    aws(sandbox, "sqs", EU, ACCOUNT_B).send_message(QueueUrl=switched.resources.queue_url,
+                                                    MessageBody="enqueued after the switch")
     writer, thread = writing(rt, tid)
     time.sleep(0.3)
     killed = cli("move", tid, "--rollback", env={"TENANTCTL_FAULT_AFTER": "move:rolling_back"})
@@ -805,6 +807,8 @@ def test_a_move_to_another_account_killed_rolls_back_or_resumes_and_rolls_back_a
     assert [m.content for m in reversed(rt.store.history(ctx, "live", limit=500).messages)] == [
         c for _, c in writer.acked][-500:]
     nothing_in_eub()
+    back = aws(sandbox, "sqs", EU, ACCOUNT_A).receive_message(QueueUrl=before.queue_url, MaxNumberOfMessages=10)
+    assert [m["Body"] for m in back.get("Messages", [])] == ["enqueued after the switch"]  # forwarded back
     assert rt.objects.read_body(ctx, kept, 100) == b"kept body"
     assert b_s3.list_object_versions(Bucket=switched.resources.bucket, Prefix=before.prefix).get("Versions") is None
     assert check_tenant(fleet.ws, tid).ok

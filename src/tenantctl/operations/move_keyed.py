@@ -310,7 +310,7 @@ class KeyedMover(Mover):
                          "switch carried over")
         self.carry_backups(old)
         self.remove_objects(backwards=False)
-        self.forward_queues(old)
+        self.forward_queues(backwards=False)
         self.destroy(self.from_stack)
 
     def retire(self) -> None:
@@ -329,16 +329,19 @@ class KeyedMover(Mover):
         apply_spec(self.ws, self.spec().model_copy(update={"retired": True}), stack=self.from_stack)
         self.save(move=self.move.model_copy(update={"old_stack_retired": True}))
 
-    def forward_queues(self, old: TenantResources) -> None:
-        """What is left in the old queue and DLQ, to the new ones: after the
-        retirement (the longer after it, the surer IAM has applied the deny
-        everywhere), right before the old queues are destroyed."""
-        old_sqs, new_sqs = self.clients(self.move.from_cell)("sqs"), self.clients(self.move.to_cell)("sqs")
-        res = self.record.resources
-        assert res is not None
-        moved = sum(queue_forward.forward(old_sqs, source, new_sqs, target)
-                    for source, target in ((old.queue_url, res.queue_url), (old.dlq_url, res.dlq_url)))
-        self.say(f"move {self.record.tenant_id}: {moved} messages left in the old queues forwarded")
+    def forward_queues(self, backwards: bool) -> None:
+        """What is left in the queue and DLQ of the stack the move leaves, to
+        the other stack's, right before they are destroyed: at finalize after
+        the retirement (the longer after it, the surer IAM has applied the deny
+        everywhere); at a rollback the jobs enqueued on the new queues since
+        the switch."""
+        sides = [(self.clients(self.move.from_cell)("sqs"), self.stack_resources(self.from_stack)),
+                 (self.clients(self.move.to_cell)("sqs"), self.stack_resources(self.to_stack))]
+        (source_sqs, source), (target_sqs, target) = sides[::-1] if backwards else sides
+        moved = sum(queue_forward.forward(source_sqs, a, target_sqs, b)
+                    for a, b in ((source.queue_url, target.queue_url), (source.dlq_url, target.dlq_url)))
+        self.say(f"move {self.record.tenant_id}: {moved} messages left in the queues of the stack it leaves "
+                 "forwarded")
 
     def final_backup(self) -> None:
         """One final backup of the new store per finalize: its id is recorded
@@ -388,6 +391,7 @@ class KeyedMover(Mover):
         # No outputs: a run killed after destroying the target stack removed its objects before.
         if self.move.new_store is not None and self.ws.engine.outputs(self.to_stack):
             self.remove_objects(backwards=True)
+            self.forward_queues(backwards=True)
         self.destroy(self.to_stack)
         to_cell = self.move.to_cell
         self.save(move=None)
