@@ -249,7 +249,7 @@ def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK, key_gen
     moving_bucket_arn = old_platform.require_output("bucket_arn") if old_platform is not None else None
     TenantRoleAccess(tid, TenantRoleAccessArgs(tenant_id=tid, role=role, grants=TenantGrants(
         bucket_arn=shared("bucket_arn"), queue_arns=[queue.arn, queue.dlq_arn], kms_key_arn=key.arn,
-        secret_arn=secret.arn, moving_bucket_arn=moving_bucket_arn)))
+        secret_arn=secret.arn, moving_bucket_arn=moving_bucket_arn, queue_sends=not spec.retired)))
     TenantAlarms(tid, TenantAlarmsArgs(
         tenant_id=tid, kms_key_arn=key.arn, queue_name=queue.queue_name, dlq_name=queue.dlq_name,
         delay_seconds=spec.queue.delay_seconds, tags=tags, db_identifier=db.db_identifier,

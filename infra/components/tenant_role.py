@@ -53,6 +53,8 @@ class TenantGrants:
     secret_arn: pulumi.Input[str]
     # The old cell's bucket while a move between cells is open (the same prefix there).
     moving_bucket_arn: pulumi.Input[str] | None = None
+    # False: the stack a move leaves, retired at finalize (``access_document``'s ``sends``).
+    queue_sends: bool = True
 
 
 # SESSION_TAG: the session tag tenant_runtime.credentials passes on AssumeRole
@@ -79,14 +81,17 @@ def trust_document(tenant_id: str, principal: str, suspended: bool = False) -> d
 
 
 def access_document(tenant_id: str, bucket_arn: str, queue_arns: list[str], kms_key_arn: str,
-                    secret_arn: str, moving_bucket_arn: str | None = None, workspace: str | None = None) -> dict:
+                    secret_arn: str, moving_bucket_arn: str | None = None, workspace: str | None = None,
+                    sends: bool = True) -> dict:
     """What the tenant role may do: objects under ``tenants/<id>/`` only (the
     trailing "/" keeps ``acme`` out of ``acme-corp``), listing only with an
     ``s3:prefix`` under it, its two queues, its key, its DB secret. With
     ``moving_bucket_arn`` (a move between cells): the same prefix in both buckets.
     A ``workspace``'s role gets the same grants on its own prefix
     (``tenants/<id>--<ws>/``, which the tenant's ``tenants/<id>/*`` does not
-    cover), queues, key and secret."""
+    cover), queues, key and secret. ``sends=False`` (a retired stack): its
+    queues are read and emptied but never sent to, by an explicit Deny (a
+    grant anywhere else, e.g. a queue policy, cannot lift it)."""
     prefix = naming.OwnerNames(tenant_id, workspace).s3_prefix
     buckets = [bucket_arn] + ([moving_bucket_arn] if moving_bucket_arn else [])
     objects = [f"{b}/{prefix}*" for b in buckets]
@@ -96,10 +101,13 @@ def access_document(tenant_id: str, bucket_arn: str, queue_arns: list[str], kms_
         {"Sid": "ListTenantPrefix", "Effect": "Allow", "Action": "s3:ListBucket",
          "Resource": bucket_arn if len(buckets) == 1 else buckets,
          "Condition": {"StringLike": {"s3:prefix": [f"{prefix}*"]}}},
-        {"Sid": "TenantQueues", "Effect": "Allow", "Action": SQS_ACTIONS, "Resource": list(queue_arns)},
+        {"Sid": "TenantQueues", "Effect": "Allow",
+         "Action": SQS_ACTIONS if sends else [a for a in SQS_ACTIONS if a != "sqs:SendMessage"],
+         "Resource": list(queue_arns)},
         {"Sid": "TenantKey", "Effect": "Allow", "Action": KMS_ACTIONS, "Resource": kms_key_arn},
         {"Sid": "TenantDbSecret", "Effect": "Allow", "Action": SECRET_ACTIONS, "Resource": secret_arn},
-    ]}
+    ] + ([] if sends else [
+        {"Sid": "RetiredQueues", "Effect": "Deny", "Action": "sqs:SendMessage", "Resource": list(queue_arns)}])}
 
 
 def trust_policy(tenant_id: str, principal: pulumi.Input[str], suspended: bool = False) -> pulumi.Output[str]:
@@ -109,7 +117,8 @@ def trust_policy(tenant_id: str, principal: pulumi.Input[str], suspended: bool =
 def access_policy(tenant_id: str, grants: TenantGrants, workspace: str | None = None) -> pulumi.Output[str]:
     return pulumi.Output.all(grants.bucket_arn, grants.kms_key_arn, grants.secret_arn, grants.moving_bucket_arn,
                              *grants.queue_arns).apply(
-        lambda v: json.dumps(access_document(tenant_id, v[0], list(v[4:]), v[1], v[2], v[3], workspace)))
+        lambda v: json.dumps(access_document(tenant_id, v[0], list(v[4:]), v[1], v[2], v[3], workspace,
+                                             grants.queue_sends)))
 
 
 class TenantRole(pulumi.ComponentResource):

@@ -160,8 +160,17 @@ class TenantMove(BaseModel):
     old_bucket: str | None = None
     new_bucket: str | None = None
     # A move to another account or region builds the tenant again in a second
-    # stack (`<id>.k<N>`): its name, None for a move that keeps the stack.
+    # stack (`<id>.k<N>`): its name, None for a move that keeps the stack; and
+    # the stack it leaves (the record's when the move began), which the record
+    # no longer names once switched.
     to_stack: str | None = None
+    from_stack: str | None = None
+    # The final backup a finalize took of the new store: recorded before the
+    # steps after it, so a finalize re-run after a kill does not take another.
+    final_backup_id: str | None = None
+    # The stack it leaves was applied retired (its role sends to its queues no
+    # more); a re-run skips that up, which would build a half-destroyed stack again.
+    old_stack_retired: bool = False
     started_at: datetime = Field(default_factory=utcnow)
     phase_at: datetime = Field(default_factory=utcnow)
     switched_at: datetime | None = None
@@ -210,9 +219,12 @@ class TenantRecord(BaseModel):
 
     @property
     def stacks(self) -> list[str]:
-        """Every stack of the tenant: its own, and an open move's second one."""
-        second = self.move.to_stack if self.move is not None else None
-        return [self.current_stack] + ([second] if second and second != self.current_stack else [])
+        """Every stack of the tenant, the one it is served from first: while a
+        move to a second stack is open, both (before the switch, after it and
+        after switching back); once finalized or rolled back, the one left."""
+        move = self.move
+        others = (move.from_stack, move.to_stack) if move is not None else ()
+        return list(dict.fromkeys([self.current_stack, *(s for s in others if s)]))
 
     @property
     def workspaces(self) -> dict[str, WorkspaceResources]:

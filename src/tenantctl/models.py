@@ -187,6 +187,11 @@ class TenantSpec(BaseModel):
     # the tenant) and the role's trust policy denies every AssumeRole, so no
     # role session is renewed. Written to the stack file only when true.
     suspended: bool = False
+    # The stack a move to another account or region leaves, retired by its
+    # finalize before the old queues are forwarded: the role may no longer send
+    # to them (a runtime holding the old record fails closed on enqueue), so no
+    # message lands there after the forward. Written to the stack file only when true.
+    retired: bool = False
     # Which store the tenant's data is in: 0 for the store it was provisioned
     # with, +1 per move (each store's resources are named after its generation,
     # so the old and the new store of a move never share a name).
@@ -237,10 +242,10 @@ class TenantSpec(BaseModel):
 
     def desired(self) -> dict:
         """The spec as the stack file holds it: every option, defaults included,
-        except ``suspended`` while false and ``workspaces`` while empty (files written before
+        except ``suspended`` / ``retired`` while false and ``workspaces`` while empty (files written before
         they existed stay as they were)."""
         unset = {name for name, empty in (("suspended", not self.suspended), ("workspaces", not self.workspaces),
-                                          ("residency", not self.residency)) if empty}
+                                          ("residency", not self.residency), ("retired", not self.retired)) if empty}
         return self.model_dump(mode="json", exclude_none=True, exclude=unset)
 
     def content_hash(self) -> str:
@@ -252,7 +257,7 @@ class TenantSpec(BaseModel):
         # Fields only suspensions, moves and workspaces set are left out at their defaults:
         # specs never suspended or moved hash as before.
         for name, default in (("suspended", False), ("store_generation", 0), ("retiring", None), ("workspaces", []),
-                              ("residency", [])):
+                              ("residency", []), ("retired", False)):
             if dumped.get(name) == default:
                 dumped.pop(name)
         for workspace in dumped.get("workspaces", []):  # unpinned: hashed as before the pin existed

@@ -28,6 +28,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote
 
 import httpx
 import psycopg
@@ -41,8 +42,10 @@ from tenant_runtime import TenantRuntime
 from tenant_runtime.crypto import blob_edk, kms_context
 from tenant_runtime.errors import TenantMismatch
 from tenant_runtime.models import MovePhase, workspace_key
+from tenantctl import inventory as inv
 from tenantctl import naming, prefix_sync, store_sync
 from tenantctl.checks import check_tenant
+from tenantctl.checks.iam_eval import Decision, Request, evaluate
 from tenantctl.drills.backup import backup
 from tenantctl.drills.context import context_from_workspace
 from tenantctl.drills.run import drill
@@ -56,6 +59,7 @@ from tenantctl.operations import move as move_operation
 from tenantctl.operations.deprovision import deprovision
 from tenantctl.operations.move import move
 from tenantctl.operations.provision import provision
+from tenantctl.operations.refresh import refresh_tenant
 from tenantctl.workspace import Workspace
 
 pytestmark = pytest.mark.integration
@@ -639,17 +643,29 @@ def test_a_pooled_tenant_moves_to_another_region_under_a_new_key_while_written_t
     assert de_s3.head_object(Bucket=new.bucket, Key=new.prefix + kept)["SSEKMSKeyId"] == new.kms_key_arn
     report = check_tenant(fleet.ws, KEYED)
     assert report.ok, report.summary()
+    # In the rollback window the record lists both stacks, and drift reads both: with the tag scan over
+    # both regions, nothing of either stack is an orphan (the old one's key, role, queues, secret included).
+    assert record.stacks == [f"{KEYED}.k1", KEYED]
+    tagged = inv.scan(fleet.ws.client.in_account(fleet.ws.cell("eud").account_role_arn), [EU, DE], tenant=KEYED)
+    drift = refresh_tenant(fleet.ws, record, tagged)
+    both = sum(len(StateFile(sandbox.state_dir / "local-engine", s).load().resources) for s in record.stacks)
+    assert (drift.ok, drift.checked, drift.orphans, drift.resources) == (True, both, [], []), drift
 
     # CLI runs killed inside --finalize (the final backup taken, the old queues forwarded, the old prefix
     # removed): half-way through destroying the old stack, then at its last delete (its state gone, the
     # record not yet cleared). The move stays switched each time; the next --finalize finishes it.
+    # The final backup is taken once: its id recorded by the first run, skipped by the next ones.
     cli, old_state = Cli.create(sandbox, fleet.root), StateFile(sandbox.state_dir / "local-engine", KEYED)
+    final_ids = {_killed_retiring(sandbox, cli, old)}
     for half in (True, False):
         deletes = len(old_state.load().resources)
         at = deletes // 2 if half else deletes
         killed = cli("move", KEYED, "--finalize", env={"TENANTCTL_FAULT_AFTER": str(at)})
-        assert killed.returncode == 86 and registry_record(sandbox, KEYED)["move"]["phase"] == "switched", killed
+        left = registry_record(sandbox, KEYED)["move"]
+        assert killed.returncode == 86 and left["phase"] == "switched", killed
         assert old_state.exists() is half and (fleet.root / "stacks" / f"Pulumi.{KEYED}.yaml").exists()
+        final_ids.add(left["final_backup_id"])
+    assert len(final_ids) == 1
     done = move(fleet.ws, KEYED, finalize=True)
     record = fleet.ws.registry.require(KEYED)
     assert (done.outcome, record.move, record.stack, record.cell) == ("finalized", None, f"{KEYED}.k1", "eud")
@@ -659,10 +675,12 @@ def test_a_pooled_tenant_moves_to_another_region_under_a_new_key_while_written_t
     assert old_kms.describe_key(KeyId=old.kms_key_arn)["KeyMetadata"]["KeyState"] == "PendingDeletion"
     assert inventory(sandbox, KEYED, DE, ACCOUNT_A, EUD_DB) == {k: v for k, v in POOLED.items() if k != "iam:role"}
     aws(sandbox, "iam", DE, ACCOUNT_A).get_role(RoleName=naming.iam_role_name(KEYED, 1))
-    left = aws(sandbox, "sqs", DE, ACCOUNT_A).receive_message(QueueUrl=new.queue_url, WaitTimeSeconds=0)
-    assert [m["Body"] for m in left.get("Messages", [])] == ["left in the old queue"]
+    left = aws(sandbox, "sqs", DE, ACCOUNT_A).receive_message(QueueUrl=new.queue_url, WaitTimeSeconds=0,
+                                                             MaxNumberOfMessages=10)
+    assert sorted(m["Body"] for m in left.get("Messages", [])) == ["left in the old queue", "sent after retiring"]
     backups = de_s3.list_objects_v2(Bucket=new.bucket, Prefix=f"{new.prefix}backups/").get("Contents", [])
-    assert backups  # the final backup, of the new store under the new key
+    taken = {o["Key"][len(f"{new.prefix}backups/"):].split("/")[0] for o in backups}
+    assert taken == {earlier, *final_ids}  # the carried one and one final backup, of the new store under the new key
     rt.store.append(rt.context(KEYED), "live", "user", "after finalize")
     assert check_tenant(fleet.ws, KEYED).ok
     report = drill(context_from_workspace(fleet.ws, record), record)  # backup, scratch restore, verify
@@ -683,6 +701,34 @@ def test_a_pooled_tenant_moves_to_another_region_under_a_new_key_while_written_t
     deprovision(fleet.ws, KEYED, final_backup=False, purge_data=True)  # the stack the record names: <id>.k1
     assert not (fleet.root / "stacks" / f"Pulumi.{KEYED}.k1.yaml").exists()
     assert everywhere(sandbox, KEYED) == {} and inventory(sandbox, KEYED, DE, ACCOUNT_A, EUD_DB) == {}
+
+
+def _killed_retiring(sandbox, cli: Cli, old) -> str:
+    """A --finalize killed at its first resource write, the retirement of the
+    stack it leaves: the old role's policy denies sends to the old queues (moto
+    enforces no IAM: the document is judged), which still hold their message,
+    so the forward comes after the deny; a message a stale worker sends now is
+    forwarded by the re-run. The final backup's id is recorded; a rollback is
+    refused from here. Returns that id."""
+    killed = cli("move", KEYED, "--finalize", env={"TENANTCTL_FAULT_AFTER": "1"})
+    left = registry_record(sandbox, KEYED)["move"]
+    assert killed.returncode == 86 and left["final_backup_id"] and not left["old_stack_retired"], killed
+    iam, sqs = aws(sandbox, "iam", EU, ACCOUNT_A), aws(sandbox, "sqs", EU, ACCOUNT_A)
+    role = naming.OwnerNames(KEYED).iam_role
+    [name] = iam.list_role_policies(RoleName=role)["PolicyNames"]
+    doc = iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+    doc = doc if isinstance(doc, dict) else json.loads(unquote(doc))
+    for url in (old.queue_url, old.dlq_url):
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        assert evaluate([doc], Request("sqs:SendMessage", arn)) is Decision.explicit_deny
+        assert evaluate([doc], Request("sqs:ReceiveMessage", arn)).allowed
+    assert sqs.get_queue_attributes(QueueUrl=old.queue_url, AttributeNames=["ApproximateNumberOfMessages"])[
+        "Attributes"]["ApproximateNumberOfMessages"] == "1"
+    sqs.send_message(QueueUrl=old.queue_url, MessageBody="sent after retiring")
+    refused = cli("move", KEYED, "--rollback")
+    assert refused.returncode == 3 and "finalize has begun" in " ".join(refused.stderr.split()), refused
+    assert registry_record(sandbox, KEYED)["move"]["phase"] == "switched"
+    return left["final_backup_id"]
 
 
 def test_a_move_to_another_account_killed_rolls_back_or_resumes_and_rolls_back_after_the_switch(
@@ -755,6 +801,8 @@ def test_a_move_to_another_account_killed_rolls_back_or_resumes_and_rolls_back_a
     assert rt.objects.read_body(rt.context(tid), kept, 100) == b"kept body"
     rt.store.append(rt.context(tid), "c", "user", "after the switch")
     assert check_tenant(fleet.ws, tid).ok
+    aws(sandbox, "sqs", EU, ACCOUNT_B).send_message(QueueUrl=switched.resources.queue_url,
+                                                    MessageBody="enqueued after the switch")
     writer, thread = writing(rt, tid)
     time.sleep(0.3)
     killed = cli("move", tid, "--rollback", env={"TENANTCTL_FAULT_AFTER": "move:rolling_back"})
@@ -772,6 +820,8 @@ def test_a_move_to_another_account_killed_rolls_back_or_resumes_and_rolls_back_a
     assert [m.content for m in reversed(rt.store.history(ctx, "live", limit=500).messages)] == [
         c for _, c in writer.acked][-500:]
     nothing_in_eub()
+    back = aws(sandbox, "sqs", EU, ACCOUNT_A).receive_message(QueueUrl=before.queue_url, MaxNumberOfMessages=10)
+    assert [m["Body"] for m in back.get("Messages", [])] == ["enqueued after the switch"]  # forwarded back
     assert rt.objects.read_body(ctx, kept, 100) == b"kept body"
     assert b_s3.list_object_versions(Bucket=switched.resources.bucket, Prefix=before.prefix).get("Versions") is None
     assert check_tenant(fleet.ws, tid).ok

@@ -5,8 +5,8 @@ from infra_mocks import RecordingMocks, platform_config, platform_outputs, run_p
 
 from infra.program import build_platform  # noqa: F401  (import check: the program loads)
 from infra.providers import PROVIDERS
-from tenantctl import policy
-from tenantctl.models import CellSpec, TenantResources
+from tenantctl import naming, policy
+from tenantctl.models import CellSpec, TenantResources, TenantSpec
 
 TENANT_TYPES = {
     "pulumi:pulumi:StackReference", "aws:kms/key:Key", "aws:kms/alias:Alias", "aws:iam/role:Role",
@@ -416,3 +416,37 @@ def test_a_dedicated_tenants_workspace_lives_in_the_tenants_own_database():
     assert resources.workspaces["rnd"].store.endpoint == resources.store.endpoint
     assert resources.workspaces["rnd"].store.endpoint.startswith("tenantctl-globex.")
     assert policy.check(mocks.resources, "globex") == []
+
+
+def test_a_retired_stack_only_denies_its_role_sends_to_its_queues(pooled):
+    """A move's finalize applies the stack it leaves ``retired`` before forwarding
+    its queues: that up changes the role's access policy and nothing else (the
+    old store stays read-only, the key and queues as they are), and the policy
+    denies SendMessage on both queues while the role still drains them."""
+    import json
+
+    from infra.components.tenant_role import access_document
+    from tenantctl.checks.iam_eval import Decision, Request, evaluate
+
+    retired = run_tenant({"id": "acme", "owner": "team-a", "queue": {"delay_seconds": 30}, "retired": True})
+    assert retired[0] == pooled[0]
+    before, after = ({(r.type, r.name): r.inputs for r in mocks.resources} for mocks in (pooled[1], retired[1]))
+    assert before.keys() == after.keys()
+    changed = {key for key in before if before[key] != after[key]}
+    assert changed == {("aws:iam/rolePolicy:RolePolicy", "acme-access")}
+    doc = json.loads(after["aws:iam/rolePolicy:RolePolicy", "acme-access"]["policy"])
+    out = TenantResources.model_validate(retired[0])
+    queue_arns = [f"arn:aws:sqs:us-east-1:123456789012:{q}" for q in (naming.OwnerNames("acme").queue,
+                                                                     naming.OwnerNames("acme").dlq)]
+    assert doc == access_document("acme", platform_outputs()["bucket_arn"], queue_arns, out.kms_key_arn,
+                                  out.store.secret_arn, sends=False)
+    for arn in queue_arns:
+        assert evaluate([doc], Request("sqs:SendMessage", arn)) is Decision.explicit_deny
+        for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"):
+            assert evaluate([doc], Request(action, arn)).allowed
+    live = json.loads(before["aws:iam/rolePolicy:RolePolicy", "acme-access"]["policy"])
+    assert evaluate([live], Request("sqs:SendMessage", queue_arns[0])).allowed
+    # Written to the stack file, and hashed, only when true: every other spec is as before.
+    spec = TenantSpec(id="acme")
+    assert "retired" not in spec.desired()
+    assert spec.content_hash() != spec.model_copy(update={"retired": True}).content_hash()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from infra.components.runtime_role import TENANT_ROLES as RUNTIME_TENANT_ROLES
+from tenant_runtime.models import MovePhase, StoreConnection, TenantMove
 from tenantctl import naming
 from tenantctl.checks.iam_eval import _glob
 from tenantctl.models import CellSpec, TenantRecord, TenantSpec, TenantStatus, Tier
@@ -79,3 +80,21 @@ def test_a_record_names_its_stacks():
     assert TenantRecord.model_validate_json(record.model_dump_json(exclude={"stack"})).current_stack == "acme"
     moved = record.model_copy(update={"stack": "acme.k1"})
     assert moved.current_stack == "acme.k1" and moved.stacks == ["acme.k1"]
+
+
+def test_an_open_move_to_a_second_stack_lists_both_until_it_ends():
+    store = StoreConnection(endpoint="db", port=5432, database="d", schema_name="t_acme", role="acme",
+                            secret_arn="arn:aws:secretsmanager:us-east-1:1:secret:x")
+    record = TenantRecord(tenant_id="acme", tier=Tier.pooled, status=TenantStatus.active, region="us-east-1")
+    move = TenantMove(from_tier=Tier.pooled, to_tier=Tier.pooled, old_store=store, to_stack="acme.k1",
+                      from_stack="acme")
+    preparing = record.model_copy(update={"move": move})
+    switched = preparing.model_copy(update={"stack": "acme.k1", "move": move.model_copy(update={
+        "phase": MovePhase.switched})})
+    assert preparing.stacks == ["acme", "acme.k1"]  # served from the first
+    assert switched.stacks == ["acme.k1", "acme"]  # the old one stays listed through the rollback window
+    assert switched.model_copy(update={"move": None}).stacks == ["acme.k1"]  # finalized
+    assert preparing.model_copy(update={"move": None}).stacks == ["acme"]  # rolled back
+    # A move within the stack (to_stack None) lists the one stack.
+    assert record.model_copy(update={"move": move.model_copy(update={"to_stack": None, "from_stack": None})}
+                             ).stacks == ["acme"]

@@ -54,6 +54,8 @@ def _record_rows(record: TenantRecord) -> list[tuple[str, str]]:
         cells = f", cell {mv.from_cell} -> {mv.to_cell}" if mv.from_cell != mv.to_cell else ""
         rows.append(("move", f"{mv.from_tier.value} -> {mv.to_tier.value}{cells}: {mv.phase.value} "
                              f"since {mv.phase_at:%Y-%m-%d %H:%M:%S}Z{window}"))
+        if len(record.stacks) > 1:  # served from the first
+            rows.append(("stacks", ", ".join(record.stacks)))
     if record.last_error:
         rows.append(("last error", record.last_error))
     return rows

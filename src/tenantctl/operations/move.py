@@ -135,7 +135,7 @@ def move(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: str |
                 held.record = ws.registry.save(held.record, last_error=None, move=TenantMove(
                     from_tier=held.record.tier, to_tier=to_tier, from_cell=held.record.cell, to_cell=to_cell,
                     old_store=resources.store, old_bucket=resources.bucket if to_cell != held.record.cell else None,
-                    to_stack=to_stack))
+                    to_stack=to_stack, from_stack=held.record.current_stack if to_stack else None))
             started = True
             mover = _mover(ws, held, progress)
             run = mover.move

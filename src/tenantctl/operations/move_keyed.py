@@ -23,10 +23,12 @@ bookkeeping, the lock and the resume/rollback rules are ``Mover``'s:
                   key), a difference rolls the move back
     switched      the new stack serves; the old store is read-only, and a
                   rollback relays the writes made since back to it
-    --finalize    final backup of the new store, queue leftovers forwarded,
-                  capture removed, late objects carried, the old prefix and the
-                  old stack removed (its key scheduled for deletion); the
-                  tenant's stack is ``<id>.k<N>`` for good
+    --finalize    final backup of the new store (once), the old stack retired
+                  (its role's sends to the old queues denied), capture removed,
+                  late objects carried, the old prefix removed, queue leftovers
+                  forwarded, the old stack destroyed (its key scheduled for
+                  deletion); the tenant's stack is ``<id>.k<N>`` for good; a
+                  rollback is refused once it began
     --rollback    before the switch: the target stack removed; after it: the
                   freeze the other way (relay new -> old with a
                   ``Rewrapper(new key -> old key)``), the record switched back,
@@ -166,7 +168,9 @@ class KeyedMover(Mover):
 
     @property
     def from_stack(self) -> str:
-        """The stack the move leaves: the generation before the target's."""
+        """The stack the move leaves (a move recorded without it: the generation before the target's)."""
+        if self.move.from_stack is not None:
+            return self.move.from_stack
         tenant_id, generation = naming.stack_tenant(self.to_stack) or (self.record.tenant_id, 1)
         return naming.stack_name(tenant_id, generation - 1)
 
@@ -383,21 +387,13 @@ class KeyedMover(Mover):
         self.held.record = activate(self.ws, self.record, target, apply_spec(self.ws, target, stack=stack))
 
     def leave(self, old: TenantResources) -> None:
-        """The old side gone, after a final backup of the new store: its
-        queues' messages forwarded, the capture removed from both stores, late
-        objects carried, backups re-wrapped, the old prefix and stack removed.
-        Each step finds its work done by a killed run (or does it again)."""
-        from tenantctl.drills.backup import final_backup
-
-        self.say(f"move {self.record.tenant_id}: final backup of the new store")
-        final_backup(self.ws, self.record)
-        for name in sorted(self.record.workspaces):  # each under the workspace's new key
-            final_backup(self.ws, self.record, workspace=name)
-        old_sqs, new_sqs = self.clients(self.move.from_cell)("sqs"), self.clients(self.move.to_cell)("sqs")
-        moved = sum(queue_forward.forward(old_sqs, source, new_sqs, target)
-                    for owner in self.owners() for source, target in ((owner.old.queue_url, owner.new.queue_url),
-                                                                      (owner.old.dlq_url, owner.new.dlq_url)))
-        self.say(f"move {self.record.tenant_id}: {moved} messages left in the old queues forwarded")
+        """The old side gone, after a final backup of the new store: the old
+        stack retired, the capture removed from both stores, late objects
+        carried, backups re-wrapped, the old prefix removed, the old queues'
+        messages forwarded, the old stack destroyed. Each step finds its work
+        done by a killed run (or does it again)."""
+        self.final_backup()
+        self.retire()
         for store in self.stores():
             self.capture(store, installed=False)
         for source, target, key in self.prefixes():
@@ -407,7 +403,57 @@ class KeyedMover(Mover):
                          "switch carried over")
         self.carry_backups(old)
         self.remove_objects(backwards=False)
+        self.forward_queues(backwards=False)
         self.destroy(self.from_stack)
+
+    def retire(self) -> None:
+        """The old stack applied ``retired``: its role's sends to the old
+        queues denied, so a worker still holding the old record fails closed
+        on enqueue (and re-reads the registry) instead of leaving a message
+        there after the forward. Its other rights stay: workers drain the old
+        queue until the destroy. Recorded, as an up of a stack a killed run
+        half destroyed would build it again."""
+        from tenantctl.operations.provision import apply_spec
+
+        if self.move.old_stack_retired:
+            return
+        self.say(f"move {self.record.tenant_id}: retiring stack {self.from_stack} (its role sends to its queues "
+                 "no more)")
+        apply_spec(self.ws, self.spec().model_copy(update={"retired": True}), stack=self.from_stack)
+        self.save(move=self.move.model_copy(update={"old_stack_retired": True}))
+
+    def forward_queues(self, backwards: bool) -> None:
+        """What is left in the queue and DLQ of the stack the move leaves
+        (the tenant's and each workspace's), to the other stack's, right before
+        they are destroyed: at finalize after the retirement (the longer after
+        it, the surer IAM has applied the deny everywhere); at a rollback the
+        jobs enqueued on the new queues since the switch."""
+        sqs = [self.clients(self.move.from_cell)("sqs"), self.clients(self.move.to_cell)("sqs")]
+        source_sqs, target_sqs = sqs[::-1] if backwards else sqs
+        moved = 0
+        for owner in self.owners():
+            source, target = (owner.new, owner.old) if backwards else (owner.old, owner.new)
+            moved += sum(queue_forward.forward(source_sqs, a, target_sqs, b)
+                         for a, b in ((source.queue_url, target.queue_url), (source.dlq_url, target.dlq_url)))
+        self.say(f"move {self.record.tenant_id}: {moved} messages left in the queues of the stack it leaves "
+                 "forwarded")
+
+    def final_backup(self) -> None:
+        """One final backup of the new store (and of each workspace) per
+        finalize: the tenant's id is recorded after them all and before
+        anything else, so a re-run skips them (a run killed before that write
+        leaves one backup more, never none)."""
+        from tenantctl.drills.backup import final_backup
+
+        taken = self.move.final_backup_id
+        if taken is not None:
+            self.say(f"move {self.record.tenant_id}: final backup {taken} taken by an earlier run")
+            return
+        self.say(f"move {self.record.tenant_id}: final backup of the new store")
+        manifest = final_backup(self.ws, self.record)
+        for name in sorted(self.record.workspaces):  # each under the workspace's new key
+            final_backup(self.ws, self.record, workspace=name)
+        self.save(move=self.move.model_copy(update={"final_backup_id": manifest.backup_id}))
 
     def carry_backups(self, old: TenantResources) -> None:
         """The backups taken before the move, their data keys wrapped under the
@@ -424,6 +470,10 @@ class KeyedMover(Mover):
 
     def rollback(self, verified: bool = True) -> None:
         """``verified``: unused here, the digests are compared either way."""
+        if self.move.final_backup_id is not None:  # the old side is being removed (its queues refuse sends)
+            raise InvalidInput(f"tenant {self.record.tenant_id!r}: a --finalize has begun removing the old side "
+                               f"(stack {self.from_stack}); `tenantctl move {self.record.tenant_id} --finalize` "
+                               "finishes it")
         if self.move.new_store is None:  # killed before the target stack was recorded
             self.say(f"move {self.record.tenant_id}: removing stack {self.to_stack}")
         elif self.move.phase in (MovePhase.switched, MovePhase.rolling_back):
@@ -443,6 +493,7 @@ class KeyedMover(Mover):
         # No outputs: a run killed after destroying the target stack removed its objects before.
         if self.move.new_store is not None and self.ws.engine.outputs(self.to_stack):
             self.remove_objects(backwards=True)
+            self.forward_queues(backwards=True)
         self.destroy(self.to_stack)
         to_cell, to_tier = self.move.to_cell, self.move.to_tier
         self.save(move=None)

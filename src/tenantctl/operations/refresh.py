@@ -176,13 +176,23 @@ def refresh_tenant(ws: Workspace, record: TenantRecord, tagged: list[inventory.T
         result.note = "skipped: " + describe_lock(record.tenant_id, record.lock)
         return result
     with contained(result):
-        changes = ws.engine.refresh(record.current_stack)
+        changes = refresh_stacks(ws, record)
         result.checked = len(changes.changes)
         result.resources = [c for c in changes.changes if c.op is not Op.same]
         found, result.note = orphans_of(ws, record, changes, tagged)
         result.orphans = [Orphan.of(t) for t in found]
     result.seconds = round(time.monotonic() - started, 3)
     return result
+
+
+def refresh_stacks(ws: Workspace, record: TenantRecord) -> ChangeSet:
+    """Every stack of the tenant read live, as one change set: while a move to
+    a second stack is open, the stack it leaves or goes to too (its resources
+    are the tenant's, not orphans), once that stack has a state (a move killed
+    before building it has none)."""
+    changes = [c for stack in record.stacks if stack == record.current_stack or ws.engine.outputs(stack)
+               for c in ws.engine.refresh(stack).changes]
+    return ChangeSet(stack=record.current_stack, changes=changes)
 
 
 def refresh_many(ws: Workspace, records: list[TenantRecord], parallel: int = 8,
