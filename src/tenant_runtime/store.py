@@ -177,13 +177,13 @@ def scope_statement(tenant_id: str, role: str | None = None,
     """The first statement of every tenant transaction, one round trip:
     transaction-local tenant (and role for a gateway login, and statement
     timeout when set)."""
-    settings: list[tuple[str, str]] = []
-    if role is not None:
-        settings.append(("role", role))  # = SET LOCAL ROLE: refused unless the login may become it
-    settings.append(("app.tenant_id", tenant_id))
+    names: tuple[str, ...] = ("app.tenant_id",)
+    values: tuple[str, ...] = (tenant_id,)
+    if role is not None:  # = SET LOCAL ROLE, first: refused unless the login may become it
+        names, values = ("role", *names), (role, *values)
     if statement_timeout is not None:
-        settings.append(("statement_timeout", str(max(1, int(statement_timeout * 1000)))))
-    return _scope_query(tuple(name for name, _ in settings)), tuple(value for _, value in settings)
+        names, values = (*names, "statement_timeout"), (*values, str(max(1, int(statement_timeout * 1000))))
+    return _scope_query(names), values
 
 
 @lru_cache(maxsize=8)
@@ -484,9 +484,9 @@ class StoreOperations(DocumentOperations):
         more = len(rows) > limit
         rows = rows[:limit]
         contents = yield Compute(self.envelope.decrypt_many, (ctx, conversation_id, [bytes(row[2]) for row in rows]))
-        # Rows typed by PostgreSQL: built without re-validation.
-        messages = [Message.model_construct(conversation_id=conversation_id, seq=seq, role=role,
-                                            content=content.decode(), metadata=meta, created_at=created)
+        # Validated, not model_construct: pydantic's validation (Rust) is the faster of the two (2.7 vs 6 us).
+        messages = [Message(conversation_id=conversation_id, seq=seq, role=role,
+                            content=content.decode(), metadata=meta, created_at=created)
                     for (seq, role, _, meta, created), content in zip(rows, contents, strict=True)]
         encode = partial(encode_cursor, ctx.key, conversation_id)
         return Page(
