@@ -484,9 +484,10 @@ class StoreOperations(DocumentOperations):
         more = len(rows) > limit
         rows = rows[:limit]
         contents = yield Compute(self.envelope.decrypt_many, (ctx, conversation_id, [bytes(row[2]) for row in rows]))
-        # Validated, not model_construct: pydantic's validation (Rust) is the faster of the two (2.7 vs 6 us).
-        messages = [Message(conversation_id=conversation_id, seq=seq, role=role,
-                            content=content.decode(), metadata=meta, created_at=created)
+        # Mappings the Page validates into Messages in one pydantic (Rust) call: measured 2-3x faster
+        # for a page of 50 than a Message per row, and faster still than model_construct.
+        messages = [{"conversation_id": conversation_id, "seq": seq, "role": role, "content": content.decode(),
+                     "metadata": meta, "created_at": created}
                     for (seq, role, _, meta, created), content in zip(rows, contents, strict=True)]
         encode = partial(encode_cursor, ctx.key, conversation_id)
         return Page(
