@@ -25,7 +25,8 @@ and decoded). Floor = a psycopg connection as the same role, the same
 transaction and statements with the plaintext bytes, no token, no encryption,
 no models. Both run interleaved, one call each in turn, the first side
 alternating (the second call of a pair ran measurably slower on a loaded
-machine), so drift and order hit both.
+machine), so drift and order hit both; in ``--rounds`` rounds, each round's
+p50 reported and their min and median.
 
 KMS calls are counted on every botocore call the process makes (wrapping
 ``BaseClient._make_api_call``), for workloads of 1,000 messages, each on a fresh
@@ -116,7 +117,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000, help="appends per side (history pages: n/2)")
     parser.add_argument("--cases", default="sync,jwt,kms,lowrate,async,shared", help="which cases to run")
-    parser.add_argument("--rounds", type=int, default=5, help="async / shared: interleaved rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="sync / async / shared: interleaved rounds")
     parser.add_argument("--tenants", type=int, default=1000, help="shared: pooled tenants active in the process")
     parser.add_argument("--threads", type=int, default=8, help="shared: request threads")
     parser.add_argument("--pool", type=int, default=10, help="shared: gateway connections per process")
@@ -181,37 +182,7 @@ def main() -> None:
             routed_history("hist-routed")
 
         if "sync" in cases:
-            timings: dict[str, list[float]] = {k: [] for k in ("floor append", "routed append", "floor history",
-                                                               "routed history")}
-
-            def timed(label: str, fn, *fn_args) -> None:
-                start = time.perf_counter()
-                fn(*fn_args)
-                timings[label].append(time.perf_counter() - start)
-
-            print(f"timing {args.n} appends and {args.n // 2} history pages per side ...", file=sys.stderr)
-            for i in range(args.n):
-                conv = f"c{i // 20}"  # conversations of 20 messages
-                pair = (("floor append", floor_append, "f"), ("routed append", routed_append, "r"))
-                for label, fn, prefix in (pair if i % 2 == 0 else pair[::-1]):  # neither side always second
-                    timed(label, fn, prefix + conv, text)
-            for i in range(args.n // 2):
-                pair = (("floor history", floor_history, "hist-floor"),
-                        ("routed history", routed_history, "hist-routed"))
-                for label, fn, conv in (pair if i % 2 == 0 else pair[::-1]):
-                    timed(label, fn, conv)
-
-            print()
-            print(f"{'operation':<10}{'floor p50':>11}{'p99':>9}{'routed p50':>12}{'p99':>9}{'ratio p50':>11}"
-                  f"{'p99':>7}")
-            for op in ("append", "history"):
-                f, r = timings[f"floor {op}"], timings[f"routed {op}"]
-                fp50, fp99, rp50, rp99 = pct(f, .5) * 1e3, pct(f, .99) * 1e3, pct(r, .5) * 1e3, pct(r, .99) * 1e3
-                print(f"{op:<10}{fp50:9.2f}ms{fp99:7.2f}ms{rp50:10.2f}ms{rp99:7.2f}ms{rp50 / fp50:10.2f}x"
-                      f"{rp99 / fp99:6.2f}x")
-            print(f"(append: ~{len(text)} bytes of content; history: newest page of {PAGE} from a conversation of "
-                  f"{HISTORY_LEN} messages; routed means {statistics.mean(timings['routed append']) * 1e3:.2f} / "
-                  f"{statistics.mean(timings['routed history']) * 1e3:.2f} ms)")
+            sync_case(floor_append, routed_append, floor_history, routed_history, text, args)
 
         if "kms" in cases:
             # KMS calls per 1,000 messages.
@@ -263,6 +234,44 @@ def main() -> None:
             asyncio.run(async_case(endpoints, table, settings, token, tid, secret, text, args))
         if "shared" in cases:
             shared_case(endpoints, ws, table, text, args)
+
+
+def sync_case(floor_append, routed_append, floor_history, routed_history, text: str, args) -> None:
+    """``--rounds`` rounds of ``--n`` appends and n/2 history pages per side,
+    one call of each side in turn (the first side alternating): each round's
+    p50 and p99, then min / median of the rounds' p50."""
+    samples: dict[str, list[list[float]]] = {
+        k: [] for k in ("floor append", "routed append", "floor history", "routed history")}
+    print(f"timing {args.rounds} rounds of {args.n} appends and {args.n // 2} history pages per side ...",
+          file=sys.stderr)
+    print()
+    print(f"{'round':<6}{'operation':<10}{'floor p50':>11}{'p99':>9}{'routed p50':>12}{'p99':>9}{'ratio p50':>11}")
+    for rnd in range(args.rounds):
+        timings: dict[str, list[float]] = {k: [] for k in samples}
+
+        def timed(label: str, fn, *fn_args, timings=timings) -> None:
+            start = time.perf_counter()
+            fn(*fn_args)
+            timings[label].append(time.perf_counter() - start)
+
+        for i in range(args.n):
+            conv = f"r{rnd}-c{i // 20}"  # conversations of 20 messages
+            pair = (("floor append", floor_append, "f"), ("routed append", routed_append, "r"))
+            for label, fn, prefix in (pair if (i + rnd) % 2 == 0 else pair[::-1]):  # neither side always second
+                timed(label, fn, prefix + conv, text)
+        for i in range(args.n // 2):
+            pair = (("floor history", floor_history, "hist-floor"), ("routed history", routed_history, "hist-routed"))
+            for label, fn, conv in (pair if (i + rnd) % 2 == 0 else pair[::-1]):
+                timed(label, fn, conv)
+        for op in ("append", "history"):
+            f, r = timings[f"floor {op}"], timings[f"routed {op}"]
+            samples[f"floor {op}"].append(f)
+            samples[f"routed {op}"].append(r)
+            print(f"{rnd + 1:<6}{op:<10}{pct(f, .5) * 1e3:9.3f}ms{pct(f, .99) * 1e3:7.2f}ms"
+                  f"{pct(r, .5) * 1e3:10.3f}ms{pct(r, .99) * 1e3:7.2f}ms{pct(r, .5) / pct(f, .5):10.2f}x")
+    rounds_table(f"sync: p50 over {args.rounds} interleaved rounds (append: ~{len(text)} bytes of content; history: "
+                 f"newest page of {PAGE} from a conversation of {HISTORY_LEN} messages)", samples,
+                 ("append", "history"))
 
 
 def lowrate_case(new_runtime, token: str, tid: str, text: str) -> None:

@@ -77,6 +77,33 @@ def test_provision_and_its_preview_run_on_the_recorded_stack(workspace, moved, s
     _only_generation_one(workspace, stacks)
 
 
+def test_a_cli_provision_reads_the_record_once(workspace, moved, monkeypatch):
+    """`tenantctl provision ID`: the record read to find the stack file is the
+    one the reservation is conditional on, not read a second time."""
+    from typer.testing import CliRunner
+
+    from tenant_runtime.registry import item_key
+    from tenantctl.cli.app import app
+    from tenantctl.registry import RegistryWriter
+
+    reads: list[dict] = []
+    real = RegistryWriter._call
+
+    def counted(self, operation, **kwargs):
+        if operation == "get_item" and kwargs["Key"] == item_key(TENANT):
+            reads.append(kwargs)
+        return real(self, operation, **kwargs)
+
+    monkeypatch.setattr(RegistryWriter, "_call", counted)
+    monkeypatch.chdir(workspace.project_dir)
+    done = CliRunner().invoke(app, ["provision", TENANT, "--owner", "team-cli", "--json"])
+    assert done.exit_code == 0, done.output
+    assert len(reads) == 1
+    assert workspace.registry.require(TENANT).owner == "team-cli"
+    assert read_tenant(stack_file(workspace.stacks_dir, STACK)).owner == "team-cli"  # the recorded stack's file
+    assert not stack_file(workspace.stacks_dir, TENANT).exists()
+
+
 def test_apply_reads_previews_and_applies_the_recorded_stack(workspace, moved, stacks):
     path = stack_file(workspace.stacks_dir, STACK)
     write_tenant(workspace.stacks_dir, read_tenant(path).model_copy(update={"owner": "team-applied"}), stack=STACK)

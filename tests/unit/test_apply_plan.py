@@ -21,7 +21,7 @@ from tenantctl.operations.apply import (
     plan,
     run_pool,
 )
-from tenantctl.stackconfig import stack_file, write_cell, write_tenant
+from tenantctl.stackconfig import stack_file, stack_of, write_cell, write_tenant
 from tenantctl.templates import render
 
 IDS = [f"tenant-{i:03d}" for i in range(200)]
@@ -245,23 +245,55 @@ def test_a_program_change_changes_the_fingerprint(tmp_path):
 
 # -- the process pool: a worker that dies fails its own tenant only --
 
-def crashing_worker(project_dir, cwd, yes, tenant_id, action, preview):
-    """Runs in a spawned process (module-level, so it pickles by reference)."""
+def crashing_worker(project_dir, cwd, yes, tenant_id, action, preview, record):
+    """Runs in a spawned process (module-level, so it pickles by reference);
+    says which stack the plan's record it was given names."""
     if tenant_id == "crash":
         os._exit(3)
     time.sleep(0.1)
-    return TenantResult(tenant_id=tenant_id, action=Action(action), changes={"create": 1})
+    return TenantResult(tenant_id=tenant_id, action=Action(action), changes={"create": 1},
+                        reason=stack_of(tenant_id, record))
 
 
 def test_a_dead_worker_fails_only_its_own_tenant():
     ids = ["a", "b", "crash", "c", "d"]
+    records = {"b": record("b", stack="b.k1"), "d": record("d", stack="d.k2")}  # re-run after the crash too
     got: list[TenantResult] = []
     run_pool([TenantResult(tenant_id=t, action=Action.create) for t in ids], ("/p", "/p", False), False, 2,
-             got.append, worker=crashing_worker)
+             got.append, records, worker=crashing_worker)
     by_id = {r.tenant_id: r for r in got}
     assert sorted(by_id) == sorted(ids) and len(got) == len(ids)
     assert not by_id["crash"].ok and "worker process died" in by_id["crash"].error
     assert all(by_id[t].ok and by_id[t].changes == {"create": 1} for t in "abcd")
+    assert {t: by_id[t].reason for t in "abcd"} == {"a": "a", "b": "b.k1", "c": "c", "d": "d.k2"}
+
+
+def test_apply_runs_each_tenant_on_the_plans_record_without_reading_it_again(ws, monkeypatch):
+    """The plan read every record in one scan: the tenant's work finds its stack
+    (a finished move's `<id>.k1`) there; only provision's own reservation reads."""
+    from tenantctl.engines.base import ChangeSet
+    from tenantctl.operations import apply as apply_op
+    from tenantctl.operations import provision as provision_op
+
+    write_tenant(ws.stacks_dir, TenantSpec(id="moved", owner="team-k1"), stack="moved.k1")
+    write_tenant(ws.stacks_dir, TenantSpec(id="fresh"))
+    records = [record("moved", stack="moved.k1", cell="default")]
+    gets: list[str] = []
+    ws.cwd, ws.ensure_platform = ws.project_dir, dict
+    ws.registry = SimpleNamespace(iter_all=lambda: records, get=gets.append)
+    provisioned: dict[str, TenantSpec] = {}
+
+    def provision(ws_, spec, refresh=None):
+        provisioned[spec.id] = spec
+        return None, SimpleNamespace(changes=ChangeSet(stack=spec.id, changes=[]), drift=[], orphans=[])
+
+    monkeypatch.setattr(provision_op, "provision", provision)
+    done = apply_op.apply(ws, parallel=1)
+    assert {r.tenant_id: (r.action, r.ok) for r in done.results} == {
+        "fresh": (Action.create, True), "moved": (Action.update, True)}, [r.error for r in done.results]
+    assert gets == []
+    assert provisioned["moved"].owner == "team-k1"  # from Pulumi.moved.k1.yaml
+    assert not stack_file(ws.stacks_dir, "moved").exists()
 
 
 def test_a_missing_or_empty_desired_state_is_refused(tmp_path, ws):

@@ -216,7 +216,7 @@ def test_a_stale_write_is_retried_once_on_the_store_the_registry_names_now():
     seen = []
 
     class Store(ContextStore):
-        def _run(self, ctx, operation):
+        def _drive(self, ctx, operation):
             seen.append(ctx.resources.store.database)
             if ctx.resources.store.database == "postgres":
                 raise StoreMoved("revoked")

@@ -103,13 +103,14 @@ def provision(
     """
     from tenantctl.cli.confirm import confirmation
     from tenantctl.cli.progress import engine_progress
-    from tenantctl.operations.provision import merge_options
+    from tenantctl.operations.provision import merge_options, read_record
     from tenantctl.operations.provision import preview as plan
     from tenantctl.operations.provision import provision as run
     from tenantctl.workspace import Workspace
 
     ws = Workspace()
-    spec = merge_options(ws, tenant_id, {
+    read = read_record(ws, tenant_id)  # one registry read: it names the stack file and the run reserves on it
+    spec = merge_options(ws, tenant_id, read=read, options={
         "tier": tier.value if tier else None, "region": region, "cell": cell, "owner": owner,
         "cost_centre": cost_centre,
         "queue.delay_seconds": delay_seconds, "queue.max_receive_count": max_receive_count,
@@ -118,11 +119,11 @@ def provision(
         "dedicated.storage_gb": storage_gb, "dedicated.multi_az": multi_az,
     })
     if preview:
-        _preview(tenant_id, plan(ws, spec), json_out)
+        _preview(tenant_id, plan(ws, spec, read=read), json_out)
         return
     with engine_progress(f"provisioning {tenant_id}") as view:
         ws.approve = confirmation(yes, view)
-        record, result = run(ws, spec, on_event=view)
+        record, result = run(ws, spec, on_event=view, read=read)
     steps = [c for c in result.changes.changes if c.op is not Op.same]
     if json_out:
         print_json({"record": record, "changes": result.changes.summary(), "resources": steps,

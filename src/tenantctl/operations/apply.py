@@ -25,7 +25,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from enum import Enum
@@ -238,14 +238,17 @@ def _preview_one(ws: Workspace, stack: str, action: Action, refresh: bool, resul
     result.changes, result.resources = changes.summary(), _steps(changes.changes)
 
 
-def _apply_one(ws: Workspace, tenant_id: str, action: Action, preview: bool, refresh: bool = False) -> TenantResult:
+def _apply_one(ws: Workspace, tenant_id: str, action: Action, preview: bool, record: TenantRecord | None,
+               refresh: bool = False) -> TenantResult:
+    """``record``: the plan's (None: not in the registry). Not read again: it
+    only names the stack and cell; provision and deprovision read the record
+    they reserve on themselves."""
     from tenantctl.operations.deprovision import deprovision
     from tenantctl.operations.provision import provision
 
     started = time.monotonic()
     result = TenantResult(tenant_id=tenant_id, action=action)
     with contained(result):  # one tenant's failure never stops the others
-        record = ws.registry.get(tenant_id)
         stack = stack_of(tenant_id, record)  # the one the plan read (a finished move's `acme.k1`)
         if preview:
             if action is not Action.prune:
@@ -276,7 +279,7 @@ _WORKSPACES: dict[tuple[str, str, bool], Workspace] = {}
 
 
 def _worker(project_dir: str, cwd: str, yes: bool, tenant_id: str, action: str, preview: bool,
-            refresh: bool = False) -> TenantResult:
+            record: TenantRecord | None, refresh: bool = False) -> TenantResult:
     """Entry point in a pool process (module-level so it pickles). The process
     keeps its Workspace (engine, registry client) from one tenant to the next;
     it has no terminal to ask on, so a plan that deletes or replaces needs ``yes``."""
@@ -284,10 +287,11 @@ def _worker(project_dir: str, cwd: str, yes: bool, tenant_id: str, action: str, 
     if key not in _WORKSPACES:
         interrupt_on_sigterm()  # a cancelled CI job releases the locks its workers hold
         _WORKSPACES[key] = Workspace(project_dir=Path(project_dir), cwd=Path(cwd), approve=Confirmation(yes))
-    return _apply_one(_WORKSPACES[key], tenant_id, Action(action), preview, refresh)
+    return _apply_one(_WORKSPACES[key], tenant_id, Action(action), preview, record, refresh)
 
 
-Worker = Callable[..., TenantResult]  # (project_dir, cwd, yes, tenant_id, action, preview[, refresh=])
+# (project_dir, cwd, yes, tenant_id, action, preview, the plan's record[, refresh=])
+Worker = Callable[..., TenantResult]
 
 
 def _died(r: TenantResult) -> TenantResult:
@@ -297,8 +301,10 @@ def _died(r: TenantResult) -> TenantResult:
 
 
 def run_pool(todo: Iterable[TenantResult], args: tuple[str, str, bool], preview: bool, parallel: int,
-             report: Callable[[TenantResult], None], worker: Worker = _worker, refresh: bool = False) -> None:
-    """Run `todo` in at most `parallel` spawned processes, calling `report` as each finishes."""
+             report: Callable[[TenantResult], None], records: Mapping[str, TenantRecord],
+             worker: Worker = _worker, refresh: bool = False) -> None:
+    """Run `todo` in at most `parallel` spawned processes, calling `report` as
+    each finishes; each worker gets its tenant's record from ``records`` (the plan's)."""
     todo = list(todo)
     extra = {"refresh": True} if refresh else {}
     ctx = get_context("spawn")  # not fork: the parent may hold gRPC/boto3 threads that fork would break
@@ -306,7 +312,8 @@ def run_pool(todo: Iterable[TenantResult], args: tuple[str, str, bool], preview:
     pool = ProcessPoolExecutor(max_workers=min(parallel, len(todo)), mp_context=ctx)
     try:
         futures: dict[Future, TenantResult] = {
-            pool.submit(worker, *args, r.tenant_id, r.action.value, preview, **extra): r for r in todo}
+            pool.submit(worker, *args, r.tenant_id, r.action.value, preview, records.get(r.tenant_id), **extra): r
+            for r in todo}
         for future in as_completed(futures):
             planned = futures[future]
             try:
@@ -328,7 +335,8 @@ def run_pool(todo: Iterable[TenantResult], args: tuple[str, str, bool], preview:
     def isolated(r: TenantResult) -> TenantResult:
         with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as one:
             try:
-                return one.submit(worker, *args, r.tenant_id, r.action.value, preview, **extra).result()
+                return one.submit(worker, *args, r.tenant_id, r.action.value, preview, records.get(r.tenant_id),
+                                  **extra).result()
             except BrokenProcessPool:
                 return _died(r)
 
@@ -421,10 +429,10 @@ def apply(
     if parallel == 1 or len(todo) == 1:
         # In this process: no spawn (a few seconds of imports) for one tenant at a time.
         for r in todo:
-            report(_apply_one(ws, r.tenant_id, r.action, preview, refresh))
+            report(_apply_one(ws, r.tenant_id, r.action, preview, records.get(r.tenant_id), refresh))
     elif todo:
         ws.engine.prepare()  # e.g. provider plugins installed once, not raced for by every worker
-        run_pool(todo, (str(ws.project_dir), str(ws.cwd), yes), preview, parallel, report, refresh=refresh)
+        run_pool(todo, (str(ws.project_dir), str(ws.cwd), yes), preview, parallel, report, records, refresh=refresh)
     merged = [done.get(r.tenant_id, r) for r in results]
     return ApplySummary(preview=preview, refresh=refresh, shard=f"{index}/{total}", match=match, cell=cell,
                         seconds=round(time.monotonic() - started, 3), results=merged)

@@ -41,16 +41,25 @@ def unreserved(tenant_id: str, exc: RegistryUnreachable) -> TargetUnavailable:
     return TargetUnavailable(f"cannot reserve tenant {tenant_id!r} in the registry, nothing was created: {exc}")
 
 
-def merge_options(ws: Workspace, tenant_id: str, options: dict[str, Any]) -> TenantSpec:
-    """The committed spec (if any, in the stack its record names) with the
-    given options laid over it."""
+Read = tuple[TenantRecord | None]  # a registry read: (the record,) or (None,) when the tenant has none
+
+
+def read_record(ws: Workspace, tenant_id: str) -> Read | None:
+    """The tenant's record as read now, or None before the first provision on
+    a target (no registry yet: nothing to read, the stack is the id)."""
     require_valid(tenant_id)
-    # Before the first provision on a target there is no registry: no record, the stack is the id.
     try:
-        record = ws.registry.get(tenant_id) if ws.platform_outputs().get("registry_table") else None
+        return (ws.registry.get(tenant_id),) if ws.platform_outputs().get("registry_table") else None
     except RegistryUnreachable as exc:
         raise unreserved(tenant_id, exc) from None
-    path = stack_file(ws.stacks_dir, stack_of(tenant_id, record))
+
+
+def merge_options(ws: Workspace, tenant_id: str, options: dict[str, Any], read: Read | None = None) -> TenantSpec:
+    """The committed spec (if any, in the stack its record names) with the
+    given options laid over it. ``read``: the record the caller read
+    (``read_record``), passed on to ``provision`` / ``preview`` too."""
+    read = read if read is not None else read_record(ws, tenant_id)
+    path = stack_file(ws.stacks_dir, stack_of(tenant_id, read[0] if read is not None else None))
     base = read_tenant(path).model_dump(mode="json", exclude_none=True) if path.exists() else {"id": tenant_id}
     for key, value in options.items():
         if value is None:
@@ -119,9 +128,11 @@ def activate(ws: Workspace, record: TenantRecord, spec: TenantSpec, applied: App
 
 
 def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None,
-              refresh: bool | None = None) -> tuple[TenantRecord, Provisioned]:
+              refresh: bool | None = None, read: Read | None = None) -> tuple[TenantRecord, Provisioned]:
     """``refresh``: repair drift and orphans while applying (default: when the
-    tenant already exists; `apply` passes its --refresh)."""
+    tenant already exists; `apply` passes its --refresh). ``read``: the
+    record the caller just read (``read_record``), else it is read here; the
+    reservation is conditional on it, so a stale one is refused, never used."""
     from tenantctl.placement import place
     from tenantctl.policy import PolicyRefused, refuse_unsafe_spec
 
@@ -132,7 +143,7 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
     registry = ws.registry
     phase(on_event, spec.id, "placing: cells, quotas and shared-resource limits")
     try:
-        current = registry.get(spec.id)
+        current = read[0] if read is not None else registry.get(spec.id)
         # The cell, its account walls and a slot: refused (exit 11) before anything exists.
         spec, placement = place(ws, spec, current)
     except RegistryUnreachable as exc:
@@ -183,11 +194,12 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
     return held.record, Provisioned.model_validate({**applied.result.model_dump(), "orphans": orphans})
 
 
-def preview(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None) -> Preview:
+def preview(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None, read: Read | None = None) -> Preview:
     """What ``provision(ws, spec)`` would do, changing nothing; raises what the
     run would refuse with (invalid or unsafe spec, tombstoned id, tier move,
     lock, quota, policy gate), so a clean preview means the run goes through.
-    A new tenant is previewed in the cell placement would pick (no slot is taken)."""
+    A new tenant is previewed in the cell placement would pick (no slot is
+    taken). ``read``: the record the caller just read, else it is read here."""
     from tenantctl import preflight
     from tenantctl.placement import choose
     from tenantctl.policy import refuse_unsafe_spec
@@ -197,7 +209,7 @@ def preview(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None) 
     if not ws.platform_outputs().get("registry_table"):
         raise TargetUnavailable("no platform is deployed on this target yet: nothing to preview a tenant against "
                                 "(`tenantctl provision` brings it up first; `tenantctl platform up` alone)")
-    record = ws.registry.get(spec.id)
+    record = read[0] if read is not None else ws.registry.get(spec.id)
     refused = refusal(record, spec)
     if refused is not None:
         raise refused
