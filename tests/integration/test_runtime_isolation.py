@@ -155,7 +155,8 @@ def test_b_cursors_ciphertexts_and_objects_in_a_context_are_refused(runtime, run
     # B's ciphertext (read as the admin) decrypts for B only.
     store = ctx_b.resources.store
     with runtime_env.admin(store.database) as conn:
-        (blob,) = conn.execute(sql.SQL("SELECT content FROM {} WHERE conversation_id = 'conv-secret' LIMIT 1")
+        (blob,) = conn.execute(sql.SQL("SELECT content FROM {} WHERE conversation_id = 'conv-secret' "
+                                       "ORDER BY seq DESC LIMIT 1")
                                .format(sql.Identifier(store.schema_name, "messages"))).fetchone()
     fresh = TenantRuntime(jwt_settings(), runtime_env.registry_table, endpoint_url=runtime_env.sandbox.aws_endpoint_url,
                           region=runtime_env.sandbox.region)  # empty key cache: KMS itself must refuse

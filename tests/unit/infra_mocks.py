@@ -12,6 +12,7 @@ recorded inputs of whatever uses it).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from typing import Any
@@ -150,11 +151,21 @@ class RecordingMocks(pulumi.runtime.Mocks):
         raise NotImplementedError(f"mock has no answer for invoke {args.token}")
 
 
+def _ensure_event_loop() -> None:
+    """Pulumi's sync helpers ask for the thread's current loop, which an async
+    test run earlier in the same process (asyncio.run) may have left unset."""
+    try:
+        asyncio.get_event_loop()
+    except RuntimeError:
+        asyncio.set_event_loop(asyncio.new_event_loop())
+
+
 def run_program(stack: str, config: dict[str, Any], mocks: RecordingMocks) -> dict[str, Any]:
     """Run infra.program.build(stack) with ``config`` (full keys, e.g. "tenantctl:tenant")
     under ``mocks``; return the resolved stack outputs."""
     from infra.program import build
 
+    _ensure_event_loop()
     pulumi_settings.ROOT.set(None)  # set_mocks only creates a root Stack when none exists
     set_all_config({k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()})
     pulumi.runtime.set_mocks(mocks, project="tenantctl", stack=stack, preview=mocks.preview)
