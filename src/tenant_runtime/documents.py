@@ -77,6 +77,12 @@ STATS_RETURNING = 6
 # another order tie, then doc_id decides), as an int8 of billionths: rounding
 # a float8 per matching item costs a fraction of rounding a numeric.
 NANO_SCORE_SQL = "round(({}) * 1e9)::int8"
+# The items a query reads: under the tenant's forced RLS, PostgreSQL uses no
+# index for && or @> (neither operator is leakproof, so neither may run before
+# the policy's own condition), and every item of the tenant is read. Quals run
+# in the order written: the metadata filter (a small jsonb) first, so an item
+# it drops never has its terms array read and compared.
+ITEM_FILTER_SQL = "i.metadata @> %(f)s AND i.terms && (SELECT terms FROM qt)"
 
 
 class Document(BaseModel):
@@ -721,9 +727,9 @@ class DocumentOperations(SearchKeyOperations):
 
     def _search_sql(self, ctx: TenantContext, summaries: bool, counted: bool,
                     direct: list[tuple[int, int]] | None = None) -> sql.Composed:
-        """BM25 over the items' blind terms: the items holding any query term
-        are found through the GIN index on ``terms`` (one bitmap scan, as the
-        floor's tsvector), each query term's frequency read from the row
+        """BM25 over the items' blind terms: every item of the tenant is read
+        (``ITEM_FILTER_SQL``: no index serves && under forced RLS), those
+        holding a query term kept, each query term's frequency read from the row
         (``tfs`` at the term's position), idf from how many of them hold it,
         length normalisation from their lengths; total and facets from the
         scored items (one row each); one row per hit of the page (or one empty
@@ -814,8 +820,9 @@ class DocumentOperations(SearchKeyOperations):
                 "{stats}{df}"
                 "scored AS MATERIALIZED (SELECT kind, doc_id, metadata, {nanos} AS score FROM ("
                 "  SELECT i.kind, i.doc_id, i.metadata, {score} AS raw FROM ({items}) i CROSS JOIN stats s "
-                # OFFSET 0: the subquery stays one, its score computed once per row.
-                "  WHERE i.terms && (SELECT terms FROM qt) AND i.metadata @> %(f)s OFFSET 0) r "
+                # OFFSET 0: the subquery stays one, its score computed once per row. The
+                # filter first (ITEM_FILTER_SQL): most rows fail it before their terms are read.
+                "  WHERE " + ITEM_FILTER_SQL + " OFFSET 0) r "
                 # > 0: the item holds a query term under its own key version (an item under
                 # another live key can share a hash with the query's terms under this one).
                 "  WHERE raw > 0), ").format(stats=stats, df=df, score=score, items=items,
@@ -830,8 +837,8 @@ class DocumentOperations(SearchKeyOperations):
             "  FROM qa CROSS JOIN ({items}) i "
             "  CROSS JOIN LATERAL unnest(qa.idx, qa.ver, qa.term, qa.w) AS x(idx, key_version, term, w) "
             "  CROSS JOIN LATERAL (SELECT width_bucket(x.term, i.terms)) AS p(pos) "
-            "  WHERE i.terms && (SELECT terms FROM qt) AND x.key_version = i.key_version AND i.terms[p.pos] = x.term"
-            + (" AND i.metadata @> %(f)s" if counted else "") + "), "
+            "  WHERE " + (ITEM_FILTER_SQL if counted else "i.terms && (SELECT terms FROM qt)")
+            + " AND x.key_version = i.key_version AND i.terms[p.pos] = x.term), "
             "{stats}{df}"
             # From the hits alone (they carry length and metadata): no join the planner could misjudge;
             # one row per item the filters keep, which total and facets count.
