@@ -70,6 +70,7 @@ BM25_K1, BM25_B = 1.2, 0.75
 FUZZY_SIMILARITY = 0.5  # share of a query word's trigrams a vocabulary word must have
 FUZZY_WEIGHT = 0.8  # a fuzzy match counts less than the word itself
 FUZZY_WORDS = 20  # vocabulary words per query word at most
+FUZZY_IDX = 1_000_000  # query term numbers from here on: fuzzy words (below: the query's own words)
 # What an item write returns after its own columns, for search_stats: the item's key
 # version, terms and length after the write, and before it (NULL: no item).
 STATS_RETURNING = 6
@@ -258,14 +259,16 @@ def _bm25_tf_sql(tf: sql.Composable, length: sql.Composable) -> sql.Composed:
                                          k1p1=sql.Literal(BM25_K1 + 1), b=sql.Literal(BM25_B))
 
 
-def _direct_score_sql(version: int, term: int, idf: sql.Composable) -> sql.Composed:
-    """One query term's share of item ``i``'s score: found by a binary search
-    (``width_bucket``) in its sorted terms under its own key version, else 0."""
+def _direct_score_sql(version: int, term: int, weight: float, idf: sql.Composable) -> sql.Composed:
+    """One query term's share of item ``i``'s score (``weight`` < 1: a fuzzy
+    match): found by a binary search (``width_bucket``) in its sorted terms
+    under its own key version, else 0."""
     # As a quoted int8: a bare -9223372036854775808 would be parsed as minus an overflowing int8.
     hashed = sql.SQL("{}::int8").format(sql.Literal(str(term)))
     pos = sql.SQL("width_bucket({}, i.terms)").format(hashed)
-    return sql.SQL("CASE WHEN i.key_version = {v} AND i.terms[{pos}] = {t} THEN {idf} * {bm25} "
-                   "ELSE 0 END").format(v=sql.Literal(version), pos=pos, t=hashed, idf=idf,
+    # weight * idf * tf factor: the order the grouped scoring (``_scored_sql``) multiplies in.
+    return sql.SQL("CASE WHEN i.key_version = {v} AND i.terms[{pos}] = {t} THEN {w}::float8 * {idf} * {bm25} "
+                   "ELSE 0 END").format(v=sql.Literal(version), pos=pos, t=hashed, w=sql.Literal(weight), idf=idf,
                                         bm25=_bm25_tf_sql(sql.SQL("i.tfs[{}]").format(pos), sql.SQL("i.length")))
 
 
@@ -693,15 +696,14 @@ class DocumentOperations(SearchKeyOperations):
                 raise InvalidRequest("invalid cursor: pass a cursor returned by search()") from None
 
         def run(keys: list[SearchKey]) -> Any:
-            q = [(i, k.version, k.hasher.id(term)) for i, term in enumerate(words) for k in keys]
-            g = [(qi, k.version, k.hasher(gram), n) for qi, gram, n in qgrams for k in keys]
+            q = [(i, k.version, k.hasher.id(term), 1.0) for i, term in enumerate(words) for k in keys]
+            if qgrams:
+                found = yield from self._fuzzy_terms(ctx, qgrams, keys, {(r[1], r[2]) for r in q})
+                q += [(FUZZY_IDX + n, ver, term, w) for n, (ver, term, w) in enumerate(found)]
             counted = all(k.counted for k in keys)
-            # Scored row by row when every query term is known here (no fuzzy words to find first).
-            direct = [(ver, term) for _, ver, term in q] if counted and not g else None
-            rows = yield self._statement_step(self._search_sql(ctx, summaries, counted, direct), {
+            rows = yield self._statement_step(self._search_sql(ctx, summaries, counted, q if counted else None), {
                 "t": ctx.key, "idx": [r[0] for r in q], "ver": [r[1] for r in q], "term": [r[2] for r in q],
-                "gqi": [r[0] for r in g], "gver": [r[1] for r in g], "gram": [r[2] for r in g],
-                "gn": [r[3] for r in g], "f": Jsonb(filters), "facets": facets, "cs": after_score, "cd": after_doc,
+                "w": [r[3] for r in q], "f": Jsonb(filters), "facets": facets, "cs": after_score, "cd": after_doc,
                 "ck": after_kind, "n": limit + 1, "o": offset, **self._key_params(keys)}, "all")
             return rows, rows[0][8]  # hashed under exactly the live keys
 
@@ -726,7 +728,7 @@ class DocumentOperations(SearchKeyOperations):
         return SearchResult(hits=hits, total=total, facets=facet_counts, next_cursor=next_cursor)
 
     def _search_sql(self, ctx: TenantContext, summaries: bool, counted: bool,
-                    direct: list[tuple[int, int]] | None = None) -> sql.Composed:
+                    direct: list[tuple[int, int, int, float]] | None = None) -> sql.Composed:
         """BM25 over the items' blind terms: every item of the tenant is read
         (``ITEM_FILTER_SQL``: no index serves && under forced RLS), those
         holding a query term kept, each query term's frequency read from the row
@@ -747,8 +749,8 @@ class DocumentOperations(SearchKeyOperations):
         corpus statistics once per hit. The sealed content is read for the
         returned page alone.
 
-        ``direct`` (with ``counted``: the query's (key version, term) in
-        ``%(term)b`` order, none fuzzy): each matching item is scored in its
+        ``direct`` (with ``counted``: the query's (idx, key version, term,
+        weight) as in ``%(term)b``, fuzzy words included): each matching item is scored in its
         own row by one expression per query term (``_direct_score_sql``)
         instead of a row per (item, term) grouped back per item: the same
         scores, without the per-row unnest, join and grouping that cost
@@ -763,18 +765,8 @@ class DocumentOperations(SearchKeyOperations):
         kinds = [src.kind for src in SOURCES if summaries or src is DOCUMENT_SOURCE]
         stats, df = self._corpus_sql(ctx, kinds, sql.SQL(" UNION ALL ").join(items), counted)
         return sql.SQL(
-            "WITH exact AS MATERIALIZED (SELECT *, 1.0::float8 AS w FROM unnest(%(idx)b::int[], %(ver)b::int[], "
-            "  %(term)b::int8[]) AS e(idx, key_version, term)), "
-            # fuzzy: vocabulary words sharing enough of a query word's trigrams, best first
-            "cand AS MATERIALIZED (SELECT g.qi, v.key_version, {term_id} AS term, count(*)::float8 / max(g.n) AS sim "
-            "  FROM unnest(%(gqi)b::int[], %(gver)b::int[], %(gram)b::bytea[], %(gn)b::int[]) AS g(qi, key_version, "
-            "  gram, n) JOIN {vocab} v ON v.tenant_id = %(t)s AND v.key_version = g.key_version AND v.gram = g.gram "
-            "  GROUP BY g.qi, v.key_version, v.term HAVING count(*)::float8 / max(g.n) >= {sim}), "
-            "fuzzy AS (SELECT 1000000 + row_number() OVER () AS idx, key_version, term, {fw} * max(sim) AS w "
-            "  FROM (SELECT *, row_number() OVER (PARTITION BY qi ORDER BY sim DESC, term) AS r FROM cand) c "
-            "  WHERE r <= {fn} AND (key_version, term) NOT IN (SELECT key_version, term FROM exact) "
-            "  GROUP BY key_version, term), "
-            "q AS MATERIALIZED (SELECT * FROM exact UNION ALL SELECT * FROM fuzzy), "
+            "WITH q AS MATERIALIZED (SELECT * FROM unnest(%(idx)b::int[], %(ver)b::int[], %(term)b::int8[], "
+            "  %(w)b::float8[]) AS e(idx, key_version, term, w)), "
             "qt AS MATERIALIZED (SELECT array_agg(DISTINCT term) AS terms FROM q), "
             "{scored}"
             # A cursor's score (9 decimals) in the same units.
@@ -799,23 +791,43 @@ class DocumentOperations(SearchKeyOperations):
             "m.unindexed "
             "FROM summary m LEFT JOIN (page p JOIN sealed d USING (kind, doc_id)) ON true "
             "ORDER BY p.score DESC, p.doc_id, p.kind").format(
-            items=sql.SQL(" UNION ALL ").join(items), term_id=sql.SQL(TERM_ID_SQL.format("v.term")),
-            live=self._keys_live_sql(ctx), vocab=self._table(ctx, SEARCH_VOCAB),
+            items=sql.SQL(" UNION ALL ").join(items), live=self._keys_live_sql(ctx),
             scored=self._scored_sql(sql.SQL(" UNION ALL ").join(items), stats, df,
-                                    direct if counted else None, counted),
-            sim=sql.Literal(FUZZY_SIMILARITY), fw=sql.Literal(FUZZY_WEIGHT), fn=sql.Literal(FUZZY_WORDS))
+                                    direct if counted else None, counted))
+
+    def _fuzzy_terms(self, ctx: TenantContext, qgrams: list[tuple[int, str, int]], keys: list[SearchKey],
+                     exact: set[tuple[int, int]]) -> Any:
+        """(key version, term, weight) of the vocabulary words a fuzzy query
+        also searches: per query word, at most ``FUZZY_WORDS`` words sharing
+        enough of its trigrams, best first, weighted by that share; none of
+        ``exact`` (the query's own (version, term)). A statement of its own:
+        the search after it knows every term it scores (``_direct_score_sql``)."""
+        g = [(qi, k.version, k.hasher(gram), n) for qi, gram, n in qgrams for k in keys]
+        rows = yield self._statement_step(sql.SQL(
+            "SELECT key_version, term, {fw} * max(sim) FROM (SELECT *, row_number() OVER (PARTITION BY qi "
+            "  ORDER BY sim DESC, term) AS r FROM (SELECT g.qi, v.key_version, {term_id} AS term, "
+            "  count(*)::float8 / max(g.n) AS sim FROM unnest(%(gqi)b::int[], %(gver)b::int[], %(gram)b::bytea[], "
+            "  %(gn)b::int[]) AS g(qi, key_version, gram, n) JOIN {vocab} v ON v.tenant_id = %(t)s "
+            "  AND v.key_version = g.key_version AND v.gram = g.gram "
+            "  GROUP BY g.qi, v.key_version, v.term HAVING count(*)::float8 / max(g.n) >= {sim}) cand) c "
+            "WHERE r <= {fn} GROUP BY key_version, term ORDER BY key_version, term").format(
+            term_id=sql.SQL(TERM_ID_SQL.format("v.term")), vocab=self._table(ctx, SEARCH_VOCAB),
+            sim=sql.Literal(FUZZY_SIMILARITY), fw=sql.Literal(FUZZY_WEIGHT), fn=sql.Literal(FUZZY_WORDS)),
+            {"t": ctx.key, "gqi": [r[0] for r in g], "gver": [r[1] for r in g], "gram": [r[2] for r in g],
+             "gn": [r[3] for r in g]}, "all")
+        return [(ver, term, w) for ver, term, w in rows if (ver, term) not in exact]
 
     @staticmethod
     def _scored_sql(items: sql.Composable, stats: sql.Composable, df: sql.Composable,
-                    direct: list[tuple[int, int]] | None, counted: bool) -> sql.Composed:
+                    direct: list[tuple[int, int, int, float]] | None, counted: bool) -> sql.Composed:
         """CTEs ``stats``, ``df`` and ``scored`` (kind, doc_id, metadata, score:
         one row per matching item the filters keep, which total and facets count)."""
         if direct is not None:
             # Uncorrelated subqueries (each idf read once); a term the index has no count
             # of adds nothing, as the join with df leaves it out below.
             score = sql.SQL(" + ").join(
-                _direct_score_sql(ver, term, sql.SQL("coalesce((SELECT idf FROM df WHERE idx = {}), 0)").format(
-                    sql.Literal(idx))) for idx, (ver, term) in enumerate(direct))
+                _direct_score_sql(ver, term, w, sql.SQL("coalesce((SELECT idf FROM df WHERE idx = {}), 0)").format(
+                    sql.Literal(idx))) for idx, ver, term, w in direct)
             return sql.SQL(
                 "{stats}{df}"
                 "scored AS MATERIALIZED (SELECT kind, doc_id, metadata, {nanos} AS score FROM ("
