@@ -14,8 +14,8 @@ body and metadata {"lang", "cat"} (8 categories).
 Routed = ``TenantRuntime.store`` as the tenant: ``put_documents`` in batches
 of ``--batch`` (``put_document`` one by one with ``--batch 1``: analysis, HMAC
 of every term, sealing, one statement writing each document's row with its
-hashed terms) and ``search`` (BM25 over the rows' blind terms found through
-their GIN index, facets, decrypting the hits,
+hashed terms) and ``search`` (BM25 over the rows' blind terms, every row of
+the tenant read: no index serves it under RLS; facets, decrypting the hits,
 highlights). Floor = a table in the same database with the plaintext and a
 ``tsvector`` (GIN) built from the *same* analysed terms (``to_tsvector('simple',
 ...)``, so Japanese is segmented the same way), ranked by ``ts_rank``, the

@@ -4,9 +4,10 @@ Documents (``documents``): title and body sealed together with the tenant's
 envelope (bound to the document id), metadata in clear JSON (filters and
 facets run on it in SQL), an optional source link. The search index is
 blind (``tenant_runtime.blind_index``) and lives in the item's own row:
-``terms``, its hashed terms as int8 (``term_id``) under a GIN index, and
-``tfs``, their frequencies in the same order (the layout of a tsvector +
-GIN). Ranking is BM25 computed in SQL over the matching rows (document
+``terms``, its hashed terms as int8 (``term_id``), and ``tfs``, their
+frequencies in the same order (the layout of a tsvector; no index: under
+forced RLS none could serve ``&&``, ``ITEM_FILTER_SQL``). Ranking is BM25
+computed in SQL over the matching rows (document
 frequency counted among them, document lengths from ``length``). A write is
 one row per item, so a document and its index are one statement, one
 transaction. ``terms`` NULL: an item of a store from before this layout,
@@ -840,7 +841,7 @@ class DocumentOperations(SearchKeyOperations):
                 "  WHERE raw > 0), ").format(stats=stats, df=df, score=score, items=items,
                                              nanos=sql.SQL(NANO_SCORE_SQL.format("raw")))
         return sql.SQL(
-            # The items holding any query term (GIN, or one scan when most do; with counted, those
+            # The items holding any query term (one scan of the tenant's rows; with counted, those
             # the filters keep), each read once; each term's frequency at its position in the
             # item's sorted terms (a binary search).
             "qa AS MATERIALIZED (SELECT array_agg(idx) AS idx, array_agg(key_version) AS ver, array_agg(term) AS term, "
