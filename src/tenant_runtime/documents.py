@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -73,8 +74,9 @@ FUZZY_WEIGHT = 0.8  # a fuzzy match counts less than the word itself
 FUZZY_WORDS = 20  # vocabulary words per query word at most
 FUZZY_IDX = 1_000_000  # query term numbers from here on: fuzzy words (below: the query's own words)
 # What an item write returns after its own columns, for search_stats: the item's key
-# version, terms and length after the write, and before it (NULL: no item).
-STATS_RETURNING = 6
+# version, terms and length before the write (NULL: no item). What it wrote is
+# counted in Python (``_new_counts``): the statement writes all of its items or none.
+STATS_RETURNING = 3
 # A score as ranked: rounded to 9 decimals (float sums of the same terms in
 # another order tie, then doc_id decides), as an int8 of billionths: rounding
 # a float8 per matching item costs a fraction of rounding a numeric.
@@ -201,6 +203,22 @@ def _new_document(value: NewDocument | Mapping[str, Any]) -> NewDocument:
         raise InvalidRequest(f"invalid document: {exc.errors()[0]['msg']}") from None
 
 
+def _int_array(values: list[int]) -> str:
+    """Integers in PostgreSQL's text form of an array: for a batch's ~10,000
+    terms a third of the time psycopg takes to dump the list element by element."""
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+def _new_counts(terms: list[int], analysed: list[analyzer.Analysed]) -> dict[str, Any]:
+    """What a write of these items adds to search_stats (``_stats_sql``): how
+    many of them hold each term (an item's terms are distinct), their number
+    and total length. Counted here rather than by unnesting every written
+    item's terms in the statement, which took most of a batch's statement."""
+    held = Counter(terms)
+    return {"nt": _int_array(list(held)), "nn": _int_array(list(held.values())), "ni": len(analysed),
+            "nl": sum(a.length for a in analysed)}
+
+
 def _pointer(rel: str, data: bytes) -> dict[str, Any]:
     return {"key": rel, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
@@ -288,10 +306,11 @@ class DocumentOperations(SearchKeyOperations):
         with their terms, returning each one's id as doc_id), then the items'
         words added to the vocabulary; returns the rows of ``d``. ``items``:
         (id, analysis) of every item ``head`` may write, in order; ``head``
-        reads item i's terms and frequencies as ``%(ft)b::int8[]`` and
-        ``%(ftf)b::int4[]`` sliced ``[lo[i]:hi[i]]`` (all of them for one item),
+        reads item i's terms and frequencies as ``%(ft)s::int8[]`` and
+        ``%(ftf)s::int4[]`` sliced ``[lo[i]:hi[i]]`` (all of them for one item),
         and returns ``STATS_RETURNING`` columns last (``_stats_sql``), which
-        keep the document frequencies of ``kind`` and are not returned."""
+        keep the document frequencies of ``kind`` and are not returned. It
+        writes every item or none (``_new_counts``)."""
         hasher = key.hasher
         terms: list[int] = []
         tfs: list[int] = []
@@ -316,31 +335,37 @@ class DocumentOperations(SearchKeyOperations):
             "  SELECT DISTINCT %(t)s, %(v)s, u.gram, u.term FROM unnest(%(grams)b::bytea[], %(words)b::bytea[]) "
             "  AS u(gram, term) WHERE EXISTS (SELECT FROM d) ON CONFLICT DO NOTHING), "
             "{stats} SELECT * FROM d").format(head=head, vocab=self._table(ctx, SEARCH_VOCAB),
-                                              stats=self._stats_sql(ctx))
+                                              stats=self._stats_sql(ctx, written=True))
         rows = yield self._statement_step(query, {
-            **params, "t": ctx.key, "kind": kind, "v": key.version, "vd": key.digest, "ft": terms, "ftf": tfs,
+            **params, **_new_counts(terms, [a for _, a in items]), "t": ctx.key, "kind": kind, "v": key.version,
+            "vd": key.digest, "ft": _int_array(terms), "ftf": _int_array(tfs),
             "lo": lo, "hi": hi,
             "grams": [hasher(g) for g, _ in pairs], "words": [hasher(w) for _, w in pairs]}, "all")
         if rows:  # committed (each statement is its transaction)
             hasher.wrote(new_words)
         return [r[:-STATS_RETURNING] for r in rows]
 
-    def _stats_sql(self, ctx: TenantContext) -> sql.Composed:
-        """CTE ``st``: the changes CTE ``d``'s items (columns s_kv, s_terms,
-        s_len: after; s_okv, s_oterms, s_olen: before) make to search_stats for
-        ``%(kind)s``: each term's document count, and the corpus row of each
-        key version (kind '#' + kind, term 0: its indexed items and their total
-        length). Rows are locked in (kind, version, term) order: concurrent
+    def _stats_sql(self, ctx: TenantContext, written: bool = False) -> sql.Composed:
+        """CTE ``st``: the changes to search_stats for ``%(kind)s`` (each
+        term's document count, and the corpus row of each key version: kind
+        '#' + kind, term 0, its indexed items and their total length) of the
+        items CTE ``d`` replaced or deleted (columns s_okv, s_oterms, s_olen:
+        before) and, ``written``, of those it wrote under ``%(v)s``, counted
+        in Python (``_new_counts``: ``%(nt)s`` terms held by ``%(nn)s`` items,
+        ``%(ni)s`` items of total length ``%(nl)s``) and added only if ``d``
+        wrote. Rows are locked in (kind, version, term) order: concurrent
         writers wait for each other, never in a cycle."""
+        new = (" UNION ALL SELECT %(kind)s, %(v)s, u.term, u.n, 0 FROM unnest(%(nt)s::int8[], %(nn)s::int[]) "
+               "    AS u(term, n) WHERE EXISTS (SELECT FROM d) "
+               "    UNION ALL SELECT '#' || %(kind)s, %(v)s, 0, %(ni)s::int, %(nl)s::int WHERE EXISTS (SELECT FROM d)"
+               if written else "")
         return sql.SQL(
             "st AS (INSERT INTO {stats} AS s (tenant_id, kind, key_version, term, items, length) "
             "  SELECT %(t)s, c.kind, c.kv, c.term, sum(c.n)::int, sum(c.len) FROM ("
-            "    SELECT %(kind)s AS kind, d.s_kv AS kv, x.term, 1 AS n, 0 AS len "
-            "    FROM d CROSS JOIN LATERAL unnest(d.s_terms) AS x(term) "
-            "    UNION ALL SELECT %(kind)s, d.s_okv, x.term, -1, 0 "
+            "    SELECT %(kind)s AS kind, d.s_okv AS kv, x.term, -1 AS n, 0 AS len "
             "    FROM d CROSS JOIN LATERAL unnest(d.s_oterms) AS x(term) "
-            "    UNION ALL SELECT '#' || %(kind)s, d.s_kv, 0, 1, d.s_len FROM d WHERE d.s_terms IS NOT NULL "
-            "    UNION ALL SELECT '#' || %(kind)s, d.s_okv, 0, -1, -d.s_olen FROM d WHERE d.s_oterms IS NOT NULL) c "
+            "    UNION ALL SELECT '#' || %(kind)s, d.s_okv, 0, -1, -d.s_olen FROM d WHERE d.s_oterms IS NOT NULL"
+            + new + ") c "
             "  GROUP BY c.kind, c.kv, c.term HAVING sum(c.n) <> 0 OR sum(c.len) <> 0 ORDER BY c.kind, c.kv, c.term "
             "  ON CONFLICT (tenant_id, kind, key_version, term) "
             "  DO UPDATE SET items = s.items + EXCLUDED.items, length = s.length + EXCLUDED.length) "
@@ -352,8 +377,7 @@ class DocumentOperations(SearchKeyOperations):
         a statement of its own)."""
         return sql.SQL(
             "WITH d AS (DELETE FROM {table} WHERE tenant_id = %(t)s AND {id} = %(d)s RETURNING *, "
-            "NULL::int AS s_kv, NULL::int8[] AS s_terms, NULL::int AS s_len, key_version AS s_okv, "
-            "terms AS s_oterms, length AS s_olen), "
+            "key_version AS s_okv, terms AS s_oterms, length AS s_olen), "
             "{stats}{tail}").format(table=self._table(ctx, src.table), id=sql.Identifier(src.id_column),
                                     stats=self._stats_sql(ctx), tail=tail)
 
@@ -361,8 +385,7 @@ class DocumentOperations(SearchKeyOperations):
     def _stats_returning(old: sql.Composable) -> sql.Composed:
         """The ``STATS_RETURNING`` columns of a write's RETURNING; ``old``: a
         FROM clause finding the item as it was (the statement's snapshot)."""
-        return sql.SQL("key_version AS s_kv, terms AS s_terms, length AS s_len, "
-                       "(SELECT o.key_version FROM {old}) AS s_okv, (SELECT o.terms FROM {old}) AS s_oterms, "
+        return sql.SQL("(SELECT o.key_version FROM {old}) AS s_okv, (SELECT o.terms FROM {old}) AS s_oterms, "
                        "(SELECT o.length FROM {old}) AS s_olen").format(old=old)
 
     def _keyed_write(self, ctx: TenantContext, head: sql.Composable, params: dict[str, Any],
@@ -457,7 +480,7 @@ class DocumentOperations(SearchKeyOperations):
             "INSERT INTO {docs} AS n (tenant_id, doc_id, content, metadata, source, length, key_version, body_key, "
             "  terms, tfs) "
             "SELECT %(t)s, i.doc_id, i.content, i.metadata, i.source, i.length, %(v)s, i.body_key, "
-            "  (%(ft)b::int8[])[i.lo:i.hi], (%(ftf)b::int4[])[i.lo:i.hi] "
+            "  (%(ft)s::int8[])[i.lo:i.hi], (%(ftf)s::int4[])[i.lo:i.hi] "
             "FROM unnest(%(d)s::text[], %(c)b::bytea[], %(m)s::jsonb[], %(s)s::text[], %(n)s::int[], "
             "  %(k)s::text[], %(lo)b::int[], %(hi)b::int[]) AS i(doc_id, content, metadata, source, length, body_key, "
             "  lo, hi) "
@@ -506,7 +529,7 @@ class DocumentOperations(SearchKeyOperations):
         sealed = yield self._compute_step(self.envelope.encrypt, ctx, summary_scope(conversation_id), content)
         head = sql.SQL(
             "INSERT INTO {sums} (tenant_id, conversation_id, content, length, key_version, terms, tfs) "
-            "SELECT %(t)s, %(d)s, %(c)s, %(n)s, %(v)s, %(ft)b::int8[], %(ftf)b::int4[] WHERE {newest} "
+            "SELECT %(t)s, %(d)s, %(c)s, %(n)s, %(v)s, %(ft)s::int8[], %(ftf)s::int4[] WHERE {newest} "
             "ON CONFLICT (tenant_id, conversation_id) DO UPDATE "
             "SET content = EXCLUDED.content, length = EXCLUDED.length, key_version = EXCLUDED.key_version, "
             "terms = EXCLUDED.terms, tfs = EXCLUDED.tfs, updated_at = now() "
@@ -561,8 +584,8 @@ class DocumentOperations(SearchKeyOperations):
 
     def _reindex_source(self, ctx: TenantContext, src: _Source, key: SearchKey) -> Any:
         table, ident = self._table(ctx, src.table), sql.Identifier(src.id_column)
-        head = sql.SQL("UPDATE {table} SET key_version = %(v)s, length = %(n)s, terms = %(ft)b::int8[], "
-                       "tfs = %(ftf)b::int4[] WHERE tenant_id = %(t)s "
+        head = sql.SQL("UPDATE {table} SET key_version = %(v)s, length = %(n)s, terms = %(ft)s::int8[], "
+                       "tfs = %(ftf)s::int4[] WHERE tenant_id = %(t)s "
                        "AND {id} = %(d)s AND content = %(c)s RETURNING {id} AS doc_id, {stats}").format(
             table=table, id=ident, stats=self._stats_returning(
                 sql.SQL("{} o WHERE o.tenant_id = %(t)s AND o.{} = %(d)s").format(table, ident)))
