@@ -2,7 +2,7 @@
 
 A term is stored as a truncated ``HMAC-SHA256(search_key, term)``, never as
 text: an item's terms as the first 8 bytes (a signed int8, ``term_id``: one
-row per item, an int8[] under GIN), the fuzzy vocabulary's as 16 bytes. The
+row per item, an int8[]), the fuzzy vocabulary's as 16 bytes. The
 search key is 32 random bytes generated once per tenant (and again by
 ``reindex``), stored in the tenant's own ``search_keys`` table *sealed* with
 the tenant's envelope (a data key from the tenant's KMS key, AES-GCM bound to

@@ -4,9 +4,10 @@ Documents (``documents``): title and body sealed together with the tenant's
 envelope (bound to the document id), metadata in clear JSON (filters and
 facets run on it in SQL), an optional source link. The search index is
 blind (``tenant_runtime.blind_index``) and lives in the item's own row:
-``terms``, its hashed terms as int8 (``term_id``) under a GIN index, and
-``tfs``, their frequencies in the same order (the layout of a tsvector +
-GIN). Ranking is BM25 computed in SQL over the matching rows (document
+``terms``, its hashed terms as int8 (``term_id``), and ``tfs``, their
+frequencies in the same order (the layout of a tsvector; no index: under
+forced RLS none could serve ``&&``, ``ITEM_FILTER_SQL``). Ranking is BM25
+computed in SQL over the matching rows (document
 frequency counted among them, document lengths from ``length``). A write is
 one row per item, so a document and its index are one statement, one
 transaction. ``terms`` NULL: an item of a store from before this layout,
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -70,13 +72,21 @@ BM25_K1, BM25_B = 1.2, 0.75
 FUZZY_SIMILARITY = 0.5  # share of a query word's trigrams a vocabulary word must have
 FUZZY_WEIGHT = 0.8  # a fuzzy match counts less than the word itself
 FUZZY_WORDS = 20  # vocabulary words per query word at most
+FUZZY_IDX = 1_000_000  # query term numbers from here on: fuzzy words (below: the query's own words)
 # What an item write returns after its own columns, for search_stats: the item's key
-# version, terms and length after the write, and before it (NULL: no item).
-STATS_RETURNING = 6
+# version, terms and length before the write (NULL: no item). What it wrote is
+# counted in Python (``_new_counts``): the statement writes all of its items or none.
+STATS_RETURNING = 3
 # A score as ranked: rounded to 9 decimals (float sums of the same terms in
 # another order tie, then doc_id decides), as an int8 of billionths: rounding
 # a float8 per matching item costs a fraction of rounding a numeric.
 NANO_SCORE_SQL = "round(({}) * 1e9)::int8"
+# The items a query reads: under the tenant's forced RLS, PostgreSQL uses no
+# index for && or @> (neither operator is leakproof, so neither may run before
+# the policy's own condition), and every item of the tenant is read. Quals run
+# in the order written: the metadata filter (a small jsonb) first, so an item
+# it drops never has its terms array read and compared.
+ITEM_FILTER_SQL = "i.metadata @> %(f)s AND i.terms && (SELECT terms FROM qt)"
 
 
 class Document(BaseModel):
@@ -193,6 +203,22 @@ def _new_document(value: NewDocument | Mapping[str, Any]) -> NewDocument:
         raise InvalidRequest(f"invalid document: {exc.errors()[0]['msg']}") from None
 
 
+def _int_array(values: list[int]) -> str:
+    """Integers in PostgreSQL's text form of an array: for a batch's ~10,000
+    terms a third of the time psycopg takes to dump the list element by element."""
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+def _new_counts(terms: list[int], analysed: list[analyzer.Analysed]) -> dict[str, Any]:
+    """What a write of these items adds to search_stats (``_stats_sql``): how
+    many of them hold each term (an item's terms are distinct), their number
+    and total length. Counted here rather than by unnesting every written
+    item's terms in the statement, which took most of a batch's statement."""
+    held = Counter(terms)
+    return {"nt": _int_array(list(held)), "nn": _int_array(list(held.values())), "ni": len(analysed),
+            "nl": sum(a.length for a in analysed)}
+
+
 def _pointer(rel: str, data: bytes) -> dict[str, Any]:
     return {"key": rel, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
@@ -252,14 +278,16 @@ def _bm25_tf_sql(tf: sql.Composable, length: sql.Composable) -> sql.Composed:
                                          k1p1=sql.Literal(BM25_K1 + 1), b=sql.Literal(BM25_B))
 
 
-def _direct_score_sql(version: int, term: int, idf: sql.Composable) -> sql.Composed:
-    """One query term's share of item ``i``'s score: found by a binary search
-    (``width_bucket``) in its sorted terms under its own key version, else 0."""
+def _direct_score_sql(version: int, term: int, weight: float, idf: sql.Composable) -> sql.Composed:
+    """One query term's share of item ``i``'s score (``weight`` < 1: a fuzzy
+    match): found by a binary search (``width_bucket``) in its sorted terms
+    under its own key version, else 0."""
     # As a quoted int8: a bare -9223372036854775808 would be parsed as minus an overflowing int8.
     hashed = sql.SQL("{}::int8").format(sql.Literal(str(term)))
     pos = sql.SQL("width_bucket({}, i.terms)").format(hashed)
-    return sql.SQL("CASE WHEN i.key_version = {v} AND i.terms[{pos}] = {t} THEN {idf} * {bm25} "
-                   "ELSE 0 END").format(v=sql.Literal(version), pos=pos, t=hashed, idf=idf,
+    # weight * idf * tf factor: the order the grouped scoring (``_scored_sql``) multiplies in.
+    return sql.SQL("CASE WHEN i.key_version = {v} AND i.terms[{pos}] = {t} THEN {w}::float8 * {idf} * {bm25} "
+                   "ELSE 0 END").format(v=sql.Literal(version), pos=pos, t=hashed, w=sql.Literal(weight), idf=idf,
                                         bm25=_bm25_tf_sql(sql.SQL("i.tfs[{}]").format(pos), sql.SQL("i.length")))
 
 
@@ -278,10 +306,11 @@ class DocumentOperations(SearchKeyOperations):
         with their terms, returning each one's id as doc_id), then the items'
         words added to the vocabulary; returns the rows of ``d``. ``items``:
         (id, analysis) of every item ``head`` may write, in order; ``head``
-        reads item i's terms and frequencies as ``%(ft)b::int8[]`` and
-        ``%(ftf)b::int4[]`` sliced ``[lo[i]:hi[i]]`` (all of them for one item),
+        reads item i's terms and frequencies as ``%(ft)s::int8[]`` and
+        ``%(ftf)s::int4[]`` sliced ``[lo[i]:hi[i]]`` (all of them for one item),
         and returns ``STATS_RETURNING`` columns last (``_stats_sql``), which
-        keep the document frequencies of ``kind`` and are not returned."""
+        keep the document frequencies of ``kind`` and are not returned. It
+        writes every item or none (``_new_counts``)."""
         hasher = key.hasher
         terms: list[int] = []
         tfs: list[int] = []
@@ -306,31 +335,37 @@ class DocumentOperations(SearchKeyOperations):
             "  SELECT DISTINCT %(t)s, %(v)s, u.gram, u.term FROM unnest(%(grams)b::bytea[], %(words)b::bytea[]) "
             "  AS u(gram, term) WHERE EXISTS (SELECT FROM d) ON CONFLICT DO NOTHING), "
             "{stats} SELECT * FROM d").format(head=head, vocab=self._table(ctx, SEARCH_VOCAB),
-                                              stats=self._stats_sql(ctx))
+                                              stats=self._stats_sql(ctx, written=True))
         rows = yield self._statement_step(query, {
-            **params, "t": ctx.key, "kind": kind, "v": key.version, "vd": key.digest, "ft": terms, "ftf": tfs,
+            **params, **_new_counts(terms, [a for _, a in items]), "t": ctx.key, "kind": kind, "v": key.version,
+            "vd": key.digest, "ft": _int_array(terms), "ftf": _int_array(tfs),
             "lo": lo, "hi": hi,
             "grams": [hasher(g) for g, _ in pairs], "words": [hasher(w) for _, w in pairs]}, "all")
         if rows:  # committed (each statement is its transaction)
             hasher.wrote(new_words)
         return [r[:-STATS_RETURNING] for r in rows]
 
-    def _stats_sql(self, ctx: TenantContext) -> sql.Composed:
-        """CTE ``st``: the changes CTE ``d``'s items (columns s_kv, s_terms,
-        s_len: after; s_okv, s_oterms, s_olen: before) make to search_stats for
-        ``%(kind)s``: each term's document count, and the corpus row of each
-        key version (kind '#' + kind, term 0: its indexed items and their total
-        length). Rows are locked in (kind, version, term) order: concurrent
+    def _stats_sql(self, ctx: TenantContext, written: bool = False) -> sql.Composed:
+        """CTE ``st``: the changes to search_stats for ``%(kind)s`` (each
+        term's document count, and the corpus row of each key version: kind
+        '#' + kind, term 0, its indexed items and their total length) of the
+        items CTE ``d`` replaced or deleted (columns s_okv, s_oterms, s_olen:
+        before) and, ``written``, of those it wrote under ``%(v)s``, counted
+        in Python (``_new_counts``: ``%(nt)s`` terms held by ``%(nn)s`` items,
+        ``%(ni)s`` items of total length ``%(nl)s``) and added only if ``d``
+        wrote. Rows are locked in (kind, version, term) order: concurrent
         writers wait for each other, never in a cycle."""
+        new = (" UNION ALL SELECT %(kind)s, %(v)s, u.term, u.n, 0 FROM unnest(%(nt)s::int8[], %(nn)s::int[]) "
+               "    AS u(term, n) WHERE EXISTS (SELECT FROM d) "
+               "    UNION ALL SELECT '#' || %(kind)s, %(v)s, 0, %(ni)s::int, %(nl)s::int WHERE EXISTS (SELECT FROM d)"
+               if written else "")
         return sql.SQL(
             "st AS (INSERT INTO {stats} AS s (tenant_id, kind, key_version, term, items, length) "
             "  SELECT %(t)s, c.kind, c.kv, c.term, sum(c.n)::int, sum(c.len) FROM ("
-            "    SELECT %(kind)s AS kind, d.s_kv AS kv, x.term, 1 AS n, 0 AS len "
-            "    FROM d CROSS JOIN LATERAL unnest(d.s_terms) AS x(term) "
-            "    UNION ALL SELECT %(kind)s, d.s_okv, x.term, -1, 0 "
+            "    SELECT %(kind)s AS kind, d.s_okv AS kv, x.term, -1 AS n, 0 AS len "
             "    FROM d CROSS JOIN LATERAL unnest(d.s_oterms) AS x(term) "
-            "    UNION ALL SELECT '#' || %(kind)s, d.s_kv, 0, 1, d.s_len FROM d WHERE d.s_terms IS NOT NULL "
-            "    UNION ALL SELECT '#' || %(kind)s, d.s_okv, 0, -1, -d.s_olen FROM d WHERE d.s_oterms IS NOT NULL) c "
+            "    UNION ALL SELECT '#' || %(kind)s, d.s_okv, 0, -1, -d.s_olen FROM d WHERE d.s_oterms IS NOT NULL"
+            + new + ") c "
             "  GROUP BY c.kind, c.kv, c.term HAVING sum(c.n) <> 0 OR sum(c.len) <> 0 ORDER BY c.kind, c.kv, c.term "
             "  ON CONFLICT (tenant_id, kind, key_version, term) "
             "  DO UPDATE SET items = s.items + EXCLUDED.items, length = s.length + EXCLUDED.length) "
@@ -342,8 +377,7 @@ class DocumentOperations(SearchKeyOperations):
         a statement of its own)."""
         return sql.SQL(
             "WITH d AS (DELETE FROM {table} WHERE tenant_id = %(t)s AND {id} = %(d)s RETURNING *, "
-            "NULL::int AS s_kv, NULL::int8[] AS s_terms, NULL::int AS s_len, key_version AS s_okv, "
-            "terms AS s_oterms, length AS s_olen), "
+            "key_version AS s_okv, terms AS s_oterms, length AS s_olen), "
             "{stats}{tail}").format(table=self._table(ctx, src.table), id=sql.Identifier(src.id_column),
                                     stats=self._stats_sql(ctx), tail=tail)
 
@@ -351,8 +385,7 @@ class DocumentOperations(SearchKeyOperations):
     def _stats_returning(old: sql.Composable) -> sql.Composed:
         """The ``STATS_RETURNING`` columns of a write's RETURNING; ``old``: a
         FROM clause finding the item as it was (the statement's snapshot)."""
-        return sql.SQL("key_version AS s_kv, terms AS s_terms, length AS s_len, "
-                       "(SELECT o.key_version FROM {old}) AS s_okv, (SELECT o.terms FROM {old}) AS s_oterms, "
+        return sql.SQL("(SELECT o.key_version FROM {old}) AS s_okv, (SELECT o.terms FROM {old}) AS s_oterms, "
                        "(SELECT o.length FROM {old}) AS s_olen").format(old=old)
 
     def _keyed_write(self, ctx: TenantContext, head: sql.Composable, params: dict[str, Any],
@@ -447,7 +480,7 @@ class DocumentOperations(SearchKeyOperations):
             "INSERT INTO {docs} AS n (tenant_id, doc_id, content, metadata, source, length, key_version, body_key, "
             "  terms, tfs) "
             "SELECT %(t)s, i.doc_id, i.content, i.metadata, i.source, i.length, %(v)s, i.body_key, "
-            "  (%(ft)b::int8[])[i.lo:i.hi], (%(ftf)b::int4[])[i.lo:i.hi] "
+            "  (%(ft)s::int8[])[i.lo:i.hi], (%(ftf)s::int4[])[i.lo:i.hi] "
             "FROM unnest(%(d)s::text[], %(c)b::bytea[], %(m)s::jsonb[], %(s)s::text[], %(n)s::int[], "
             "  %(k)s::text[], %(lo)b::int[], %(hi)b::int[]) AS i(doc_id, content, metadata, source, length, body_key, "
             "  lo, hi) "
@@ -496,7 +529,7 @@ class DocumentOperations(SearchKeyOperations):
         sealed = yield self._compute_step(self.envelope.encrypt, ctx, summary_scope(conversation_id), content)
         head = sql.SQL(
             "INSERT INTO {sums} (tenant_id, conversation_id, content, length, key_version, terms, tfs) "
-            "SELECT %(t)s, %(d)s, %(c)s, %(n)s, %(v)s, %(ft)b::int8[], %(ftf)b::int4[] WHERE {newest} "
+            "SELECT %(t)s, %(d)s, %(c)s, %(n)s, %(v)s, %(ft)s::int8[], %(ftf)s::int4[] WHERE {newest} "
             "ON CONFLICT (tenant_id, conversation_id) DO UPDATE "
             "SET content = EXCLUDED.content, length = EXCLUDED.length, key_version = EXCLUDED.key_version, "
             "terms = EXCLUDED.terms, tfs = EXCLUDED.tfs, updated_at = now() "
@@ -551,8 +584,8 @@ class DocumentOperations(SearchKeyOperations):
 
     def _reindex_source(self, ctx: TenantContext, src: _Source, key: SearchKey) -> Any:
         table, ident = self._table(ctx, src.table), sql.Identifier(src.id_column)
-        head = sql.SQL("UPDATE {table} SET key_version = %(v)s, length = %(n)s, terms = %(ft)b::int8[], "
-                       "tfs = %(ftf)b::int4[] WHERE tenant_id = %(t)s "
+        head = sql.SQL("UPDATE {table} SET key_version = %(v)s, length = %(n)s, terms = %(ft)s::int8[], "
+                       "tfs = %(ftf)s::int4[] WHERE tenant_id = %(t)s "
                        "AND {id} = %(d)s AND content = %(c)s RETURNING {id} AS doc_id, {stats}").format(
             table=table, id=ident, stats=self._stats_returning(
                 sql.SQL("{} o WHERE o.tenant_id = %(t)s AND o.{} = %(d)s").format(table, ident)))
@@ -687,15 +720,14 @@ class DocumentOperations(SearchKeyOperations):
                 raise InvalidRequest("invalid cursor: pass a cursor returned by search()") from None
 
         def run(keys: list[SearchKey]) -> Any:
-            q = [(i, k.version, k.hasher.id(term)) for i, term in enumerate(words) for k in keys]
-            g = [(qi, k.version, k.hasher(gram), n) for qi, gram, n in qgrams for k in keys]
+            q = [(i, k.version, k.hasher.id(term), 1.0) for i, term in enumerate(words) for k in keys]
+            if qgrams:
+                found = yield from self._fuzzy_terms(ctx, qgrams, keys, {(r[1], r[2]) for r in q})
+                q += [(FUZZY_IDX + n, ver, term, w) for n, (ver, term, w) in enumerate(found)]
             counted = all(k.counted for k in keys)
-            # Scored row by row when every query term is known here (no fuzzy words to find first).
-            direct = [(ver, term) for _, ver, term in q] if counted and not g else None
-            rows = yield self._statement_step(self._search_sql(ctx, summaries, counted, direct), {
+            rows = yield self._statement_step(self._search_sql(ctx, summaries, counted, q if counted else None), {
                 "t": ctx.key, "idx": [r[0] for r in q], "ver": [r[1] for r in q], "term": [r[2] for r in q],
-                "gqi": [r[0] for r in g], "gver": [r[1] for r in g], "gram": [r[2] for r in g],
-                "gn": [r[3] for r in g], "f": Jsonb(filters), "facets": facets, "cs": after_score, "cd": after_doc,
+                "w": [r[3] for r in q], "f": Jsonb(filters), "facets": facets, "cs": after_score, "cd": after_doc,
                 "ck": after_kind, "n": limit + 1, "o": offset, **self._key_params(keys)}, "all")
             return rows, rows[0][8]  # hashed under exactly the live keys
 
@@ -720,10 +752,10 @@ class DocumentOperations(SearchKeyOperations):
         return SearchResult(hits=hits, total=total, facets=facet_counts, next_cursor=next_cursor)
 
     def _search_sql(self, ctx: TenantContext, summaries: bool, counted: bool,
-                    direct: list[tuple[int, int]] | None = None) -> sql.Composed:
-        """BM25 over the items' blind terms: the items holding any query term
-        are found through the GIN index on ``terms`` (one bitmap scan, as the
-        floor's tsvector), each query term's frequency read from the row
+                    direct: list[tuple[int, int, int, float]] | None = None) -> sql.Composed:
+        """BM25 over the items' blind terms: every item of the tenant is read
+        (``ITEM_FILTER_SQL``: no index serves && under forced RLS), those
+        holding a query term kept, each query term's frequency read from the row
         (``tfs`` at the term's position), idf from how many of them hold it,
         length normalisation from their lengths; total and facets from the
         scored items (one row each); one row per hit of the page (or one empty
@@ -741,8 +773,8 @@ class DocumentOperations(SearchKeyOperations):
         corpus statistics once per hit. The sealed content is read for the
         returned page alone.
 
-        ``direct`` (with ``counted``: the query's (key version, term) in
-        ``%(term)b`` order, none fuzzy): each matching item is scored in its
+        ``direct`` (with ``counted``: the query's (idx, key version, term,
+        weight) as in ``%(term)b``, fuzzy words included): each matching item is scored in its
         own row by one expression per query term (``_direct_score_sql``)
         instead of a row per (item, term) grouped back per item: the same
         scores, without the per-row unnest, join and grouping that cost
@@ -757,18 +789,8 @@ class DocumentOperations(SearchKeyOperations):
         kinds = [src.kind for src in SOURCES if summaries or src is DOCUMENT_SOURCE]
         stats, df = self._corpus_sql(ctx, kinds, sql.SQL(" UNION ALL ").join(items), counted)
         return sql.SQL(
-            "WITH exact AS MATERIALIZED (SELECT *, 1.0::float8 AS w FROM unnest(%(idx)b::int[], %(ver)b::int[], "
-            "  %(term)b::int8[]) AS e(idx, key_version, term)), "
-            # fuzzy: vocabulary words sharing enough of a query word's trigrams, best first
-            "cand AS MATERIALIZED (SELECT g.qi, v.key_version, {term_id} AS term, count(*)::float8 / max(g.n) AS sim "
-            "  FROM unnest(%(gqi)b::int[], %(gver)b::int[], %(gram)b::bytea[], %(gn)b::int[]) AS g(qi, key_version, "
-            "  gram, n) JOIN {vocab} v ON v.tenant_id = %(t)s AND v.key_version = g.key_version AND v.gram = g.gram "
-            "  GROUP BY g.qi, v.key_version, v.term HAVING count(*)::float8 / max(g.n) >= {sim}), "
-            "fuzzy AS (SELECT 1000000 + row_number() OVER () AS idx, key_version, term, {fw} * max(sim) AS w "
-            "  FROM (SELECT *, row_number() OVER (PARTITION BY qi ORDER BY sim DESC, term) AS r FROM cand) c "
-            "  WHERE r <= {fn} AND (key_version, term) NOT IN (SELECT key_version, term FROM exact) "
-            "  GROUP BY key_version, term), "
-            "q AS MATERIALIZED (SELECT * FROM exact UNION ALL SELECT * FROM fuzzy), "
+            "WITH q AS MATERIALIZED (SELECT * FROM unnest(%(idx)b::int[], %(ver)b::int[], %(term)b::int8[], "
+            "  %(w)b::float8[]) AS e(idx, key_version, term, w)), "
             "qt AS MATERIALIZED (SELECT array_agg(DISTINCT term) AS terms FROM q), "
             "{scored}"
             # A cursor's score (9 decimals) in the same units.
@@ -793,35 +815,56 @@ class DocumentOperations(SearchKeyOperations):
             "m.unindexed "
             "FROM summary m LEFT JOIN (page p JOIN sealed d USING (kind, doc_id)) ON true "
             "ORDER BY p.score DESC, p.doc_id, p.kind").format(
-            items=sql.SQL(" UNION ALL ").join(items), term_id=sql.SQL(TERM_ID_SQL.format("v.term")),
-            live=self._keys_live_sql(ctx), vocab=self._table(ctx, SEARCH_VOCAB),
+            items=sql.SQL(" UNION ALL ").join(items), live=self._keys_live_sql(ctx),
             scored=self._scored_sql(sql.SQL(" UNION ALL ").join(items), stats, df,
-                                    direct if counted else None, counted),
-            sim=sql.Literal(FUZZY_SIMILARITY), fw=sql.Literal(FUZZY_WEIGHT), fn=sql.Literal(FUZZY_WORDS))
+                                    direct if counted else None, counted))
+
+    def _fuzzy_terms(self, ctx: TenantContext, qgrams: list[tuple[int, str, int]], keys: list[SearchKey],
+                     exact: set[tuple[int, int]]) -> Any:
+        """(key version, term, weight) of the vocabulary words a fuzzy query
+        also searches: per query word, at most ``FUZZY_WORDS`` words sharing
+        enough of its trigrams, best first, weighted by that share; none of
+        ``exact`` (the query's own (version, term)). A statement of its own:
+        the search after it knows every term it scores (``_direct_score_sql``)."""
+        g = [(qi, k.version, k.hasher(gram), n) for qi, gram, n in qgrams for k in keys]
+        rows = yield self._statement_step(sql.SQL(
+            "SELECT key_version, term, {fw} * max(sim) FROM (SELECT *, row_number() OVER (PARTITION BY qi "
+            "  ORDER BY sim DESC, term) AS r FROM (SELECT g.qi, v.key_version, {term_id} AS term, "
+            "  count(*)::float8 / max(g.n) AS sim FROM unnest(%(gqi)b::int[], %(gver)b::int[], %(gram)b::bytea[], "
+            "  %(gn)b::int[]) AS g(qi, key_version, gram, n) JOIN {vocab} v ON v.tenant_id = %(t)s "
+            "  AND v.key_version = g.key_version AND v.gram = g.gram "
+            "  GROUP BY g.qi, v.key_version, v.term HAVING count(*)::float8 / max(g.n) >= {sim}) cand) c "
+            "WHERE r <= {fn} GROUP BY key_version, term ORDER BY key_version, term").format(
+            term_id=sql.SQL(TERM_ID_SQL.format("v.term")), vocab=self._table(ctx, SEARCH_VOCAB),
+            sim=sql.Literal(FUZZY_SIMILARITY), fw=sql.Literal(FUZZY_WEIGHT), fn=sql.Literal(FUZZY_WORDS)),
+            {"t": ctx.key, "gqi": [r[0] for r in g], "gver": [r[1] for r in g], "gram": [r[2] for r in g],
+             "gn": [r[3] for r in g]}, "all")
+        return [(ver, term, w) for ver, term, w in rows if (ver, term) not in exact]
 
     @staticmethod
     def _scored_sql(items: sql.Composable, stats: sql.Composable, df: sql.Composable,
-                    direct: list[tuple[int, int]] | None, counted: bool) -> sql.Composed:
+                    direct: list[tuple[int, int, int, float]] | None, counted: bool) -> sql.Composed:
         """CTEs ``stats``, ``df`` and ``scored`` (kind, doc_id, metadata, score:
         one row per matching item the filters keep, which total and facets count)."""
         if direct is not None:
             # Uncorrelated subqueries (each idf read once); a term the index has no count
             # of adds nothing, as the join with df leaves it out below.
             score = sql.SQL(" + ").join(
-                _direct_score_sql(ver, term, sql.SQL("coalesce((SELECT idf FROM df WHERE idx = {}), 0)").format(
-                    sql.Literal(idx))) for idx, (ver, term) in enumerate(direct))
+                _direct_score_sql(ver, term, w, sql.SQL("coalesce((SELECT idf FROM df WHERE idx = {}), 0)").format(
+                    sql.Literal(idx))) for idx, ver, term, w in direct)
             return sql.SQL(
                 "{stats}{df}"
                 "scored AS MATERIALIZED (SELECT kind, doc_id, metadata, {nanos} AS score FROM ("
                 "  SELECT i.kind, i.doc_id, i.metadata, {score} AS raw FROM ({items}) i CROSS JOIN stats s "
-                # OFFSET 0: the subquery stays one, its score computed once per row.
-                "  WHERE i.terms && (SELECT terms FROM qt) AND i.metadata @> %(f)s OFFSET 0) r "
+                # OFFSET 0: the subquery stays one, its score computed once per row. The
+                # filter first (ITEM_FILTER_SQL): most rows fail it before their terms are read.
+                "  WHERE " + ITEM_FILTER_SQL + " OFFSET 0) r "
                 # > 0: the item holds a query term under its own key version (an item under
                 # another live key can share a hash with the query's terms under this one).
                 "  WHERE raw > 0), ").format(stats=stats, df=df, score=score, items=items,
                                              nanos=sql.SQL(NANO_SCORE_SQL.format("raw")))
         return sql.SQL(
-            # The items holding any query term (GIN, or one scan when most do; with counted, those
+            # The items holding any query term (one scan of the tenant's rows; with counted, those
             # the filters keep), each read once; each term's frequency at its position in the
             # item's sorted terms (a binary search).
             "qa AS MATERIALIZED (SELECT array_agg(idx) AS idx, array_agg(key_version) AS ver, array_agg(term) AS term, "
@@ -830,8 +873,8 @@ class DocumentOperations(SearchKeyOperations):
             "  FROM qa CROSS JOIN ({items}) i "
             "  CROSS JOIN LATERAL unnest(qa.idx, qa.ver, qa.term, qa.w) AS x(idx, key_version, term, w) "
             "  CROSS JOIN LATERAL (SELECT width_bucket(x.term, i.terms)) AS p(pos) "
-            "  WHERE i.terms && (SELECT terms FROM qt) AND x.key_version = i.key_version AND i.terms[p.pos] = x.term"
-            + (" AND i.metadata @> %(f)s" if counted else "") + "), "
+            "  WHERE " + (ITEM_FILTER_SQL if counted else "i.terms && (SELECT terms FROM qt)")
+            + " AND x.key_version = i.key_version AND i.terms[p.pos] = x.term), "
             "{stats}{df}"
             # From the hits alone (they carry length and metadata): no join the planner could misjudge;
             # one row per item the filters keep, which total and facets count.

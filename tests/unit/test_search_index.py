@@ -186,11 +186,20 @@ def test_a_batch_gives_each_item_its_own_slice_of_the_terms():
              ("c", analyzer.index_terms("", "東京の索引"))]
     op = ops._index_write(context("acme"), sql.SQL("SELECT 'a' AS doc_id"), {}, SearchKey(1, b"d", hasher), items)
     p = next(op).params
+    ft, ftf = int_array(p["ft"]), int_array(p["ftf"])  # PostgreSQL's text form of an array
     for (_, analysed), lo, hi in zip(items, p["lo"], p["hi"], strict=True):
         # Sorted by term (a query binary-searches them), each frequency beside its term.
-        assert list(zip(p["ft"][lo - 1:hi], p["ftf"][lo - 1:hi], strict=True)) == sorted(
+        assert list(zip(ft[lo - 1:hi], ftf[lo - 1:hi], strict=True)) == sorted(
             (hasher.id(t), tf) for t, tf in analysed.counts.items())
     assert p["lo"][1] == p["hi"][1] + 1
+    # What the batch adds to search_stats: how many of its items hold each term, their number and length.
+    held = dict(zip(int_array(p["nt"]), int_array(p["nn"]), strict=True))
+    assert held == {hasher.id(t): sum(t in a.counts for _, a in items) for _, a in items for t in a.counts}
+    assert (p["ni"], p["nl"]) == (3, sum(a.length for _, a in items))
+
+
+def int_array(text):
+    return [int(x) for x in text.strip("{}").split(",") if x]
 
 
 def test_vocabulary_words_are_sent_until_a_write_of_them_committed():
