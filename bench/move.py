@@ -66,6 +66,11 @@ class Writer(threading.Thread):
 def load(ws, record, mb: int, sealed: bool = False) -> None:
     """``mb`` of message rows; ``sealed``: each under the tenant's key, as the
     runtime seals them (a move to another key opens every one)."""
+    load_rows(ws, record, mb * 1024 * 1024 // ROW_BYTES, sealed)
+
+
+def load_rows(ws, record, rows: int, sealed: bool = False) -> None:
+    """``rows`` message rows of ROW_BYTES in one conversation (see ``load``)."""
     import psycopg
     from psycopg import sql
 
@@ -73,7 +78,6 @@ def load(ws, record, mb: int, sealed: bool = False) -> None:
     from tenantctl.drills.context import context_from_workspace
 
     ctx, store = context_from_workspace(ws), record.resources.store
-    rows = mb * 1024 * 1024 // ROW_BYTES
     kms, envelope = ws.clients_for(record)("kms"), Envelope(lambda _ctx: None)
 
     def content() -> bytes:

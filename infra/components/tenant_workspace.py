@@ -120,7 +120,8 @@ class TenantWorkspace(pulumi.ComponentResource):
             delay_seconds=args.workspace.queue.delay_seconds, tags=tags), opts=child)
         TenantRoleAccess(name, TenantRoleAccessArgs(tenant_id=tid, workspace=ws, role=role, grants=TenantGrants(
             bucket_arn=args.bucket_arn, queue_arns=[queue.arn, queue.dlq_arn], kms_key_arn=key.arn,
-            secret_arn=secret.arn, moving_bucket_arn=args.moving_bucket_arn)), opts=child)
+            secret_arn=secret.arn, moving_bucket_arn=args.moving_bucket_arn, queue_sends=not spec.retired)),
+            opts=child)
         # Exactly tenant_runtime.models.WorkspaceResources.
         self.outputs = pulumi.Output.all(
             endpoint=db.endpoint, port=db.port, database=db.database, secret_arn=secret.arn, key_arn=key.arn,

@@ -14,11 +14,15 @@ capture made of plain SQL:
   it), not in the tenant's: every table of a tenant schema must pass the
   posture checks (row-level security on ``tenant_id``), and tenantctl's own
   bookkeeping has no tenant column.
-* ``copy``: every table in key order, in batches, after ``install`` (so a row
-  changed while it is copied is also in the changelog).
+* ``copy``: every table in key order, in keyset pages (the primary key's
+  index: no OFFSET), after ``install`` (so a row changed while it is copied is
+  also in the changelog); each page re-wrapped and upserted in one
+  transaction by one pipelined ``executemany``: a round trip per page, not
+  per row (the per-row round trip was 3/4 of the copy's time).
 * ``relay``: the changelog in order, each changed key once per batch: the
   **current** source row is read again (absent: a delete) and upserted into
-  the target with its sealed columns re-wrapped; the changelog entries read
+  the target with its sealed columns re-wrapped (the batch's reads in one
+  pipelined round trip, its writes, in order, in another); the changelog entries read
   are deleted only once the target committed, so a killed relay applies a
   batch again, idempotently. An entry of a transaction that commits after a
   later one was read is still there at the next batch (only the entries read
@@ -194,6 +198,7 @@ class Relay:
         self.src, self.source, self.dst, self.target = source_conn, source, target_conn, target
         self.rewrap, self.batch = rewrap, batch
         self.keys = primary_keys(source_conn, source.schema_name)
+        self._statements: dict[tuple[str, str, tuple[str, ...]], str] = {}
 
     def copy(self) -> int:
         """Every row of every table, in key order, in batches; returns the rows written."""
@@ -215,9 +220,9 @@ class Relay:
                 rows = cur.fetchall()
                 if not rows:
                     break
-                with self.dst.transaction():
-                    for row in rows:
-                        self._upsert(table, columns, row)
+                with self.dst.transaction():  # executemany pipelines: one round trip per batch, not per row
+                    self.dst.cursor().executemany(self._statement("upsert", table, tuple(columns)),
+                                                  [self._values(table, columns, row) for row in rows])
                 written += len(rows)
                 last = dict(zip(columns, rows[-1], strict=True))
                 after = tuple(last[c] for c in key_cols)
@@ -234,9 +239,16 @@ class Relay:
         changed: dict[tuple[str, str], dict] = {}  # first appearance first
         for _, table, key in entries:
             changed.setdefault((table, json.dumps(key, sort_keys=True)), key)
-        with self.dst.transaction():
-            for (table, _), key in changed.items():
-                self._apply(table, key)
+        # Every current row read in one round trip, then written in order in another.
+        with self.src.pipeline():
+            reads = [(table, self.src.execute(self._statement("read", table), (json.dumps(key),)), key)
+                     for (table, _), key in changed.items()]
+        with self.dst.transaction(), self.dst.pipeline():
+            for table, cur, key in reads:
+                if (row := cur.fetchone()) is None:
+                    self.dst.execute(self._statement("delete", table), (json.dumps(key),))
+                else:
+                    self._upsert(table, [d.name for d in cur.description], row)
         self.src.execute(sql.SQL("DELETE FROM {} WHERE seq = ANY(%s)").format(log),
                          ([seq for seq, _, _ in entries],))
         return len(changed)
@@ -249,39 +261,47 @@ class Relay:
         return total
 
     # -- one row -----------------------------------------------------------------------
+    def _statement(self, kind: str, table: str, columns: tuple[str, ...] = ()) -> str:
+        """The statement of ``kind`` for ``table``, composed once per relay (a
+        batch runs it per row: composing it each time costs more than running it)."""
+        cached = self._statements.get((kind, table, columns))
+        if cached is None:
+            cached = self._statements[kind, table, columns] = self._compose(kind, table, columns).as_string(self.dst)
+        return cached
+
+    def _compose(self, kind: str, table: str, columns: tuple[str, ...]) -> sql.Composed:
+        key_cols = sql.SQL(", ").join(map(sql.Identifier, self.keys[table]))
+        if kind == "read":
+            return sql.SQL("SELECT * FROM {} WHERE {}").format(
+                sql.Identifier(self.source.schema_name, table), self._match(self.source.schema_name, table))
+        if kind == "delete":
+            return sql.SQL("DELETE FROM {} WHERE {}").format(
+                sql.Identifier(self.target.schema_name, table), self._match(self.target.schema_name, table))
+        rest = [c for c in columns if c not in self.keys[table]]
+        update = (sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(
+            sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in rest))
+            if rest else sql.SQL("DO NOTHING"))
+        return sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE VALUES ({}) ON CONFLICT ({}) {}").format(
+            sql.Identifier(self.target.schema_name, table), sql.SQL(", ").join(map(sql.Identifier, columns)),
+            sql.SQL(", ").join(sql.Placeholder() * len(columns)), key_cols, update)
+
     def _match(self, schema: str, table: str) -> sql.Composed:
         """`(k1, k2) = (SELECT k1, k2 FROM jsonb_populate_record(NULL::table, %s))`: the key typed as the table's."""
         cols = sql.SQL(", ").join(map(sql.Identifier, self.keys[table]))
         return sql.SQL("({cols}) = (SELECT {cols} FROM jsonb_populate_record(NULL::{table}, %s::jsonb))").format(
             cols=cols, table=sql.Identifier(schema, table))
 
-    def _apply(self, table: str, key: dict) -> None:
-        cur = self.src.execute(sql.SQL("SELECT * FROM {} WHERE {}").format(
-            sql.Identifier(self.source.schema_name, table), self._match(self.source.schema_name, table)),
-            (json.dumps(key),))
-        row = cur.fetchone()
-        if row is None:
-            self.dst.execute(sql.SQL("DELETE FROM {} WHERE {}").format(
-                sql.Identifier(self.target.schema_name, table), self._match(self.target.schema_name, table)),
-                (json.dumps(key),))
-        else:
-            self._upsert(table, [d.name for d in cur.description], row)
-
     def _upsert(self, table: str, columns: list[str], row: tuple) -> None:
+        self.dst.execute(self._statement("upsert", table, tuple(columns)), self._values(table, columns, row))
+
+    def _values(self, table: str, columns: list[str], row: tuple) -> list[Any]:
+        """``row`` as the upsert's parameters, its sealed column re-wrapped (once: from the source's bytes)."""
         values = dict(zip(columns, row, strict=True))
         sealed = SEALED_BY_TABLE.get(table)
         if sealed is not None and values.get(sealed.column) is not None:
             key = tuple(values[k] for k in sealed.keys)
             values[sealed.column] = self.rewrap(table, key, bytes(values[sealed.column]))
-        key_cols = self.keys[table]
-        rest = [c for c in columns if c not in key_cols]
-        update = (sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(
-            sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in rest))
-            if rest else sql.SQL("DO NOTHING"))
-        self.dst.execute(sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE VALUES ({}) ON CONFLICT ({}) {}").format(
-            sql.Identifier(self.target.schema_name, table), sql.SQL(", ").join(map(sql.Identifier, columns)),
-            sql.SQL(", ").join(sql.Placeholder() * len(columns)),
-            sql.SQL(", ").join(map(sql.Identifier, key_cols)), update), [_param(values[c]) for c in columns])
+        return [_param(values[c]) for c in columns]
 
 
 def _param(value: Any) -> Any:

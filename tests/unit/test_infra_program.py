@@ -450,3 +450,32 @@ def test_a_retired_stack_only_denies_its_role_sends_to_its_queues(pooled):
     spec = TenantSpec(id="acme")
     assert "retired" not in spec.desired()
     assert spec.content_hash() != spec.model_copy(update={"retired": True}).content_hash()
+
+
+def test_a_retired_stack_denies_each_workspace_roles_sends_to_its_own_queues(with_workspaces):
+    """A workspace has its own queues and role: retiring the stack a move
+    leaves denies that role's sends too (a stale runtime acting for the
+    workspace cannot enqueue on queues about to be forwarded and destroyed),
+    and changes nothing but the roles' access policies."""
+    import json
+
+    from tenantctl.checks.iam_eval import Decision, Request, evaluate
+    from tenantctl.naming import OwnerNames
+
+    live_outputs, live = with_workspaces
+    retired_outputs, retired = run_tenant({"id": "acme", "retired": True, "workspaces": [
+        {"name": "legal", "owner": "legal-dept"}, {"name": "finance"}]})
+    assert retired_outputs == live_outputs
+    before, after = ({(r.type, r.name): r.inputs for r in mocks.resources} for mocks in (live, retired))
+    assert before.keys() == after.keys()
+    policy_type = "aws:iam/rolePolicy:RolePolicy"
+    assert {key for key in before if before[key] != after[key]} == {
+        (policy_type, name) for name in ("acme-access", "acme--legal-access", "acme--finance-access")}
+    for ws in ("legal", "finance"):
+        names = OwnerNames("acme", ws)
+        doc = json.loads(after[policy_type, f"acme--{ws}-access"]["policy"])
+        for arn in (f"arn:aws:sqs:us-east-1:123456789012:{q}" for q in (names.queue, names.dlq)):
+            assert evaluate([doc], Request("sqs:SendMessage", arn)) is Decision.explicit_deny, (ws, arn)
+            assert evaluate([doc], Request("sqs:ReceiveMessage", arn)).allowed  # still drained
+            live_doc = json.loads(before[policy_type, f"acme--{ws}-access"]["policy"])
+            assert evaluate([live_doc], Request("sqs:SendMessage", arn)).allowed

@@ -433,3 +433,36 @@ def test_a_dedicated_target_the_cell_does_not_take_is_refused_before_the_preflig
     spec = TenantSpec(id="acme", region="eu-west-1", cell="eu1", residency=["eu-west-1", "eu-central-1"])
     with pytest.raises(InvalidInput, match="cannot move to cell 'euc': it takes pooled tenants, not dedicated"):
         refuse_or_target(ws, record, spec, Tier.dedicated, "euc")  # type: ignore[arg-type]
+
+
+def test_a_finalize_rerun_after_a_kill_takes_no_second_final_backup(monkeypatch):
+    """Within an account the final backup is of the old store (as it was before
+    the move); its id is recorded before the steps after it, so a finalize
+    killed after it and run again skips it, as a keyed move's does."""
+    from tenantctl import store_sync
+    from tenantctl.drills import backup
+    from tenantctl.operations import mover
+
+    taken: list[tuple[str, str, str | None]] = []
+
+    def final_backup(ws, rec, workspace=None):
+        taken.append((rec.tier.value, rec.resources.store.schema_name, workspace))
+        return SimpleNamespace(backup_id=f"b{len(taken)}")
+
+    def killed(*_args, **_kwargs):
+        raise RuntimeError("killed after the final backup")
+
+    moving = _moving(MovePhase.switched)
+    new_store = moving.resources.store.model_copy(update={"schema_name": "acme_new"})
+    held = SimpleNamespace(record=moving.model_copy(update={
+        "tier": Tier.dedicated, "resources": moving.resources.model_copy(update={"store": new_store})}))
+    ws = SimpleNamespace(registry=SimpleNamespace(save=lambda rec, **changes: rec.model_copy(update=changes)))
+    monkeypatch.setattr(backup, "final_backup", final_backup)
+    monkeypatch.setattr(store_sync, "stop", killed)
+    monkeypatch.setattr(mover.Mover, "spec", lambda self: target_spec(TenantSpec(id="acme"), Tier.dedicated))
+    monkeypatch.setattr(mover.Mover, "link", lambda self, backwards=False: None)
+    for _ in range(2):  # the run killed, then its re-run killed at the same step
+        with pytest.raises(RuntimeError, match="killed"):
+            mover.Mover(ws, held).finalize()
+    assert taken == [("pooled", moving.resources.store.schema_name, None)]  # the old store's, once
+    assert held.record.move.final_backup_id == "b1"

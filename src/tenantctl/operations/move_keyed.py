@@ -438,22 +438,10 @@ class KeyedMover(Mover):
         self.say(f"move {self.record.tenant_id}: {moved} messages left in the queues of the stack it leaves "
                  "forwarded")
 
-    def final_backup(self) -> None:
-        """One final backup of the new store (and of each workspace) per
-        finalize: the tenant's id is recorded after them all and before
-        anything else, so a re-run skips them (a run killed before that write
-        leaves one backup more, never none)."""
-        from tenantctl.drills.backup import final_backup
-
-        taken = self.move.final_backup_id
-        if taken is not None:
-            self.say(f"move {self.record.tenant_id}: final backup {taken} taken by an earlier run")
-            return
-        self.say(f"move {self.record.tenant_id}: final backup of the new store")
-        manifest = final_backup(self.ws, self.record)
-        for name in sorted(self.record.workspaces):  # each under the workspace's new key
-            final_backup(self.ws, self.record, workspace=name)
-        self.save(move=self.move.model_copy(update={"final_backup_id": manifest.backup_id}))
+    def final_backup_scope(self) -> tuple[TenantRecord, list[str], str]:
+        """The new store's (each workspace's under its new key): the old one
+        goes with its stack, its backups carried under the new key."""
+        return self.record, sorted(self.record.workspaces), "the new store"
 
     def carry_backups(self, old: TenantResources) -> None:
         """The backups taken before the move, their data keys wrapped under the

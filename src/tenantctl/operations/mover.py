@@ -244,19 +244,41 @@ class Mover:
         self.set_writable(link.targets, True)
         return pinned
 
-    def finalize(self) -> None:
+    def final_backup(self) -> None:
+        """One final backup (the tenant's, then each workspace's) per finalize:
+        the tenant's id is recorded after them all and before anything else, so
+        a re-run after a kill skips them (a run killed before that write leaves
+        one backup more, never none)."""
         from tenantctl.drills.backup import final_backup
+
+        taken = self.move.final_backup_id
+        if taken is not None:
+            self.say(f"move {self.record.tenant_id}: final backup {taken} taken by an earlier run")
+            return
+        backed_up, workspaces, which = self.final_backup_scope()
+        self.say(f"move {self.record.tenant_id}: final backup of {which}")
+        manifest = final_backup(self.ws, backed_up)
+        for name in workspaces:  # each under the workspace's own key
+            final_backup(self.ws, backed_up, workspace=name)
+        self.save(move=self.move.model_copy(update={"final_backup_id": manifest.backup_id}))
+
+    def final_backup_scope(self) -> tuple[TenantRecord, list[str], str]:
+        """(the record as of the store backed up, its workspaces, what it is):
+        here the old store, as it was before the move (its backup goes to the
+        new prefix, which stays)."""
+        spec = self.spec()
+        assert spec.retiring is not None
+        old = self.resources_at(spec.retiring.tier, self.move.old_store)
+        was = self.record.model_copy(update={"tier": spec.retiring.tier, "resources": old,
+                                             "cell": self.move.from_cell})
+        return was, sorted(old.workspaces), "the old store"
+
+    def finalize(self) -> None:
         from tenantctl.operations.provision import activate
 
         spec = self.spec()
         assert spec.retiring is not None
-        old = self.resources_at(spec.retiring.tier, self.move.old_store)  # backed up into the new prefix: kept
-        self.say(f"move {self.record.tenant_id}: final backup of the old store")
-        was = self.record.model_copy(update={"tier": spec.retiring.tier, "resources": old,
-                                             "cell": self.move.from_cell})
-        final_backup(self.ws, was)
-        for name in sorted(old.workspaces):  # each under the workspace's own key
-            final_backup(self.ws, was, workspace=name)
+        self.final_backup()
         store_sync.stop(self.connect, self.link(backwards=True))
         s3 = self.ws.clients_for(self.record)("s3")
         for source, target, key in self.prefixes():
