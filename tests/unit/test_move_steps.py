@@ -466,3 +466,22 @@ def test_a_finalize_rerun_after_a_kill_takes_no_second_final_backup(monkeypatch)
             mover.Mover(ws, held).finalize()
     assert taken == [("pooled", moving.resources.store.schema_name, None)]  # the old store's, once
     assert held.record.move.final_backup_id == "b1"
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+def test_a_rollback_is_refused_once_a_finalize_recorded_its_final_backup(keyed):
+    """Both movers (within an account, keyed) refuse a rollback from the point
+    a --finalize recorded its final backup (it goes on to remove the old side),
+    with exit 3 and nothing saved."""
+    from tenantctl.operations.move_keyed import KeyedMover
+    from tenantctl.operations.mover import Mover
+
+    moving = _moving(MovePhase.switched)
+    held = SimpleNamespace(record=moving.model_copy(update={
+        "move": moving.move.model_copy(update={"final_backup_id": "b1", "from_stack": "acme"})}))
+    saved: list[dict] = []
+    ws = SimpleNamespace(registry=SimpleNamespace(save=lambda rec, **changes: saved.append(changes)))
+    with pytest.raises(InvalidInput, match="a --finalize has begun removing the old side") as refused:
+        (KeyedMover if keyed else Mover)(ws, held).rollback()  # type: ignore[arg-type]
+    assert refused.value.exit_code == 3 and "`tenantctl move acme --finalize` finishes it" in str(refused.value)
+    assert saved == [] and held.record.move.phase is MovePhase.switched

@@ -456,12 +456,12 @@ class KeyedMover(Mover):
             self.say(f"move {self.record.tenant_id}: {len(carried)} backups of {owner.workspace or 'the tenant'} "
                      "re-wrapped under the new key")
 
+    def old_side(self) -> str:
+        return f"stack {self.from_stack}"
+
     def rollback(self, verified: bool = True) -> None:
         """``verified``: unused here, the digests are compared either way."""
-        if self.move.final_backup_id is not None:  # the old side is being removed (its queues refuse sends)
-            raise InvalidInput(f"tenant {self.record.tenant_id!r}: a --finalize has begun removing the old side "
-                               f"(stack {self.from_stack}); `tenantctl move {self.record.tenant_id} --finalize` "
-                               "finishes it")
+        self.refuse_rollback_once_finalizing()  # the old side's queues refuse sends from then on
         if self.move.new_store is None:  # killed before the target stack was recorded
             self.say(f"move {self.record.tenant_id}: removing stack {self.to_stack}")
         elif self.move.phase in (MovePhase.switched, MovePhase.rolling_back):

@@ -23,7 +23,7 @@ from tenant_runtime.models import (
     workspace_key,
 )
 from tenantctl import prefix_sync, store_sync
-from tenantctl.errors import DrillFailed, TargetUnavailable
+from tenantctl.errors import DrillFailed, InvalidInput, TargetUnavailable
 from tenantctl.models import DedicatedSpec, RetiringStore, TenantSpec
 from tenantctl.stackconfig import read_tenant, stack_file
 from tenantctl.workspace import Workspace
@@ -301,9 +301,22 @@ class Mover:
         self.held.record = activate(self.ws, self.record, final, applied)
 
     # -- backward ---------------------------------------------------------------
+    def old_side(self) -> str:
+        """What a --finalize removes, for messages."""
+        return "the old store"
+
+    def refuse_rollback_once_finalizing(self) -> None:
+        """A --finalize that recorded its final backup goes on to remove the old
+        side: rolling back onto it could lose it half-way (exit 3, nothing changed)."""
+        if self.move.final_backup_id is not None:
+            raise InvalidInput(f"tenant {self.record.tenant_id!r}: a --finalize has begun removing the old side "
+                               f"({self.old_side()}); `tenantctl move {self.record.tenant_id} --finalize` "
+                               "finishes it")
+
     def rollback(self, verified: bool = True) -> None:
         """``verified``: compare the stores as of the freeze before switching
         back (not when undoing a switch whose own verification failed)."""
+        self.refuse_rollback_once_finalizing()
         spec, target_tier, target_cell = self.spec(), self.move.to_tier, self.move.to_cell
         if spec.retiring is None:  # killed before the target spec was written: nothing was created
             self.save(move=None)
