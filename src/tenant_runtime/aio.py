@@ -46,6 +46,7 @@ from tenant_runtime.runtime import TenantRuntime
 from tenant_runtime.store import (
     Compute,
     ConversationPage,
+    IdleConnections,
     Message,
     Operation,
     Page,
@@ -53,6 +54,7 @@ from tenant_runtime.store import (
     StoreOperations,
     TenantLogins,
     advance,
+    may_retry_on_a_fresh_login,
     moved_store,
     scope_statement,
     store_errors,
@@ -183,30 +185,44 @@ class AsyncContextStore(StoreOperations):
 
     @asynccontextmanager
     async def transaction(self, ctx: TenantContext) -> AsyncIterator[psycopg.AsyncConnection]:
-        """An async connection inside one transaction scoped to ``ctx``'s tenant."""
+        """An async connection inside one transaction scoped to ``ctx``'s tenant
+        (an idle connection the server closed: see ContextStore._transaction)."""
         ctx = verified(ctx)
         with store_errors(ctx.key):
-            async with self._connection(ctx) as (conn, role), conn.transaction():
-                await conn.execute(*scope_statement(ctx.key, role, self.statement_timeout))
-                yield conn
+            if self.gateway is not None and await self.gateway.serves(ctx):
+                async with self.gateway.connection(ctx) as (conn, role), conn.transaction():
+                    await conn.execute(*scope_statement(ctx.key, role, self.statement_timeout))
+                    yield conn
+                return
+            pool, conn = await self._checkout(ctx)
+            reused = conn is not None
+            conn = conn or await self._connect(ctx)
+            try:
+                while True:
+                    begun = False
+                    try:
+                        async with conn.transaction():
+                            await conn.execute(*scope_statement(ctx.key, None, self.statement_timeout))
+                            begun = True
+                            yield conn
+                        return
+                    except psycopg.OperationalError:
+                        if not may_retry_on_a_fresh_login(reused, begun):
+                            raise
+                    await conn.close()
+                    conn, reused = await self._connect(ctx), False
+            finally:
+                if not pool.keep(conn):
+                    await conn.close()
 
-    @asynccontextmanager
-    async def _connection(self, ctx: TenantContext) -> AsyncIterator[tuple[Any, str | None]]:
-        if self.gateway is not None and await self.gateway.serves(ctx):
-            async with self.gateway.connection(ctx) as pair:
-                yield pair
-            return
+    async def _checkout(self, ctx: TenantContext) -> tuple[IdleConnections, Any | None]:
+        """See ContextStore._checkout."""
         if self.waker is not None:  # see ContextStore: TenantWaking until a hibernated database is up
             await self.offload.call(self.waker.ensure_awake, ctx)
         pool, evicted = self.logins.idle(ctx)
         for old in evicted:
             await old.close()
-        conn = pool.take() or await self._connect(ctx)
-        try:
-            yield conn, None
-        finally:
-            if not pool.keep(conn):
-                await conn.close()
+        return pool, pool.take()
 
     async def _connect(self, ctx: TenantContext) -> psycopg.AsyncConnection:
         secret = await self.offload.call(self.logins.credentials, ctx)

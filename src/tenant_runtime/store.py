@@ -218,6 +218,16 @@ tenant_transaction = contextmanager(scoped)
 STORE_FAILURES = (psycopg.errors.QueryCanceled, psycopg.OperationalError)  # what store_error maps
 
 
+def may_retry_on_a_fresh_login(reused: bool, begun: bool) -> bool:
+    """After a connection failure: an idle connection the server closed
+    meanwhile (restart, database recreated, idle timeout, terminated) fails on
+    the transaction's first round trips (BEGIN, the scope statement), before
+    anything of the caller's was sent: once on a fresh login is safe. Never
+    once the caller's statements went out (a write whose COMMIT is unknown
+    must not be replayed), nor after a fresh login failed."""
+    return reused and not begun
+
+
 def store_error(tenant_id: str, exc: Exception) -> StoreTimeout | StoreUnavailable:
     """A database failure (one of ``STORE_FAILURES``) as a runtime error: a
     cancelled or timed-out query is a StoreTimeout (503, nothing committed), a
@@ -566,29 +576,44 @@ class ContextStore(StoreOperations):
                     yield from scoped(conn, tenant_id, role, self.statement_timeout)
                 return
             pool, conn = self._checkout(ctx)
+            reused = conn is not None
+            conn = conn or self._login(ctx)
             try:
-                yield from scoped(conn, tenant_id, None, self.statement_timeout)
+                while True:
+                    begun = False
+                    try:
+                        with conn.transaction():
+                            conn.execute(*scope_statement(tenant_id, None, self.statement_timeout))
+                            begun = True
+                            yield conn
+                        return
+                    except psycopg.OperationalError:
+                        if not may_retry_on_a_fresh_login(reused, begun):
+                            raise
+                    conn.close()
+                    conn, reused = self._login(ctx), False
             finally:
                 if not pool.keep(conn):
                     conn.close()
         except STORE_FAILURES as exc:
             raise store_error(tenant_id, exc) from None
 
-    def _checkout(self, ctx: TenantContext) -> tuple[IdleConnections, psycopg.Connection]:
-        """One of the tenant's idle connections (or a new login) and the pool to return it to."""
+    def _checkout(self, ctx: TenantContext) -> tuple[IdleConnections, psycopg.Connection | None]:
+        """The pool to return a connection to, and one of the tenant's idle
+        connections (None: none, log in)."""
         if self.waker is not None:
             self.waker.ensure_awake(ctx)  # TenantWaking (503, retry) until a hibernated database is up
         pool, evicted = self.logins.idle(ctx)
         for old in evicted:
             old.close()
-        conn = pool.take()
-        if conn is None:
-            secret = self.logins.credentials(ctx)
-            try:
-                conn = psycopg.connect(**self.logins.connect_kwargs(secret, ctx.resources.store))
-            except psycopg.OperationalError as exc:
-                conn = self._login_after_refusal(ctx, secret, exc)
-        return pool, conn
+        return pool, pool.take()
+
+    def _login(self, ctx: TenantContext) -> psycopg.Connection:
+        secret = self.logins.credentials(ctx)
+        try:
+            return psycopg.connect(**self.logins.connect_kwargs(secret, ctx.resources.store))
+        except psycopg.OperationalError as exc:
+            return self._login_after_refusal(ctx, secret, exc)
 
     def _login_after_refusal(self, ctx: TenantContext, refused: StoreSecret,
                              exc: psycopg.OperationalError) -> psycopg.Connection:

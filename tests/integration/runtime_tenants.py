@@ -64,6 +64,19 @@ class RuntimeEnv:
         arn = (resources.workspaces[workspace] if workspace else resources).store.secret_arn
         return json.loads(self.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"])
 
+    def terminate_logins(self, tenant_id: str) -> int:
+        """As admin: end every backend of the tenant's login (as a restart or an
+        idle timeout would) and wait until they are gone; how many there were."""
+        user = self.secret(tenant_id)["username"]
+        with self.admin() as conn:
+            ended = conn.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = %s",
+                                 (user,)).fetchone()[0]
+            for _ in range(100):
+                if not conn.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = %s", (user,)).fetchone()[0]:
+                    return ended
+                time.sleep(0.05)
+        raise AssertionError(f"backends of {user} still there")
+
     def connect_as(self, tenant_id: str, database: str | None = None, workspace: str | None = None,
                    **kwargs: Any) -> psycopg.Connection:
         """A raw connection as the tenant's (or workspace's) role, bypassing every runtime check."""

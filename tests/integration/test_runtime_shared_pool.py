@@ -245,3 +245,20 @@ async def test_async_round_trip_with_per_tenant_logins_and_timeouts(runtime_env)
         ctx = await art.resolve(runtime_env.token(runtime_env.ids["a"]), runtime_env.ids["a"])
         await art.store.append(ctx, "conv-async-2", "user", "cached")
         assert art.offload.offloaded == offloaded
+
+
+@pytest.mark.anyio
+async def test_async_an_idle_connection_the_server_closed_is_replaced_by_a_fresh_login(runtime_env):
+    """As the sync store (test_runtime_store): the tenant's idle async
+    connection terminated by the server, the next append runs once more on a
+    fresh login: no error, the message stored once."""
+    async with AsyncTenantRuntime(jwt_settings(), runtime_env.registry_table,
+                                  endpoint_url=runtime_env.sandbox.aws_endpoint_url,
+                                  region=runtime_env.sandbox.region) as art:
+        ctx = await art.resolve(runtime_env.token(runtime_env.ids["a"]), runtime_env.ids["a"])
+        await art.store.append(ctx, "conv-async-terminated", "user", "before")
+        [idle] = art.store.logins.pools[ctx.tenant_id].idle
+        assert await asyncio.to_thread(runtime_env.terminate_logins, ctx.tenant_id) >= 1
+        await art.store.append(ctx, "conv-async-terminated", "user", "after")
+        page = await art.store.history(ctx, "conv-async-terminated")
+        assert [m.content for m in page.messages] == ["after", "before"] and idle.closed

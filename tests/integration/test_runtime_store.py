@@ -340,3 +340,17 @@ def test_the_store_survives_a_password_rotation_mid_traffic(runtime, runtime_env
         psycopg.connect(host=old["host"], port=old["port"], dbname=old["dbname"], user=old["username"],
                         password=old["password"]).close()
     assert len(runtime.store.history(ctx, conversation, limit=500).messages) == len(done)
+
+
+def test_an_idle_connection_the_server_closed_is_replaced_by_a_fresh_login(runtime, runtime_env):
+    """The tenant's idle connections terminated by the server: the next append
+    fails on its first round trip, before anything of its own was sent, so it
+    runs once more on a fresh login: no error, the message stored once."""
+    ctx = ctx_of(runtime, runtime_env, "a")
+    conversation = f"conv-terminated-{uuid.uuid4().hex[:8]}"
+    runtime.store.append(ctx, conversation, "user", "before")
+    idle = list(runtime.store.logins.pools[ctx.tenant_id].idle)
+    assert idle and runtime_env.terminate_logins(ctx.tenant_id) >= len(idle)
+    runtime.store.append(ctx, conversation, "user", "after")
+    assert [m.content for m in runtime.store.history(ctx, conversation).messages] == ["after", "before"]
+    assert any(conn.closed for conn in idle)  # the one the append took was dropped
