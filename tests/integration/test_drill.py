@@ -365,7 +365,9 @@ def test_a_key_pending_deletion_is_reported(ctx, box, tenant, tenantctl_cli):
         assert run.returncode == 10, (args, run.stdout, run.stderr)  # documented: 10, the key is unusable
 
 
-def test_overwrite_backs_the_live_tenant_up_first(ctx, box, tenant, workspace):
+def test_overwrite_backs_the_live_tenant_up_first(ctx, box, tenant, workspace, monkeypatch):
+    """... with one admin connection to the maintenance database for the dump
+    check before the backup and the restore after it."""
     record = tenant("overwrite", conversations=2, messages=3)
     res = record.resources
     manifest = backup(ctx, record)
@@ -374,8 +376,14 @@ def test_overwrite_backs_the_live_tenant_up_first(ctx, box, tenant, workspace):
     live = rows(box, res.store.database, res.store.schema_name)
     assert len(live["messages"]) == len(at_backup["messages"]) + 4
 
+    opened: list[str] = []
+    connect = ctx.connect
+    monkeypatch.setattr(ctx, "connect", lambda host, port, database, **kw: (
+        opened.append(database), connect(host, port, database, **kw))[1])
     report = drill(ctx, record, backup_id=manifest.backup_id, target=Target.in_place, yes=True, overwrite=True)
+    monkeypatch.undo()
     assert report.verdict is Verdict.passed, failing(report)
+    assert opened.count("postgres") == 1, opened
     assert rows(box, res.store.database, res.store.schema_name) == at_backup
     [note] = [n for n in report.notes if "backed up before being overwritten" in n]
     kept = store.load_manifest(ctx.s3, ctx.kms, record, re.search(r"backup (\S+) \(", note).group(1))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import tempfile
+from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -147,14 +148,17 @@ def restore_backup(ctx: DrillContext, record: TenantRecord, index: BackupIndex, 
 def _overwrite(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest, overwrite: bool) -> RestoreResult:
     """In place; with ``overwrite``, the live target is backed up first (the RTO clock starts after it)."""
     notes = []
-    if overwrite:
-        from tenantctl.drills.backup import backup
+    store_conn = record.resources.store
+    # One admin connection for the dump check and the restore's own use of it.
+    with ctx.connect(store_conn.endpoint, store_conn.port, "postgres") as admin:
+        if overwrite:
+            from tenantctl.drills.backup import backup
 
-        _require_restorable(ctx, record, manifest)  # a dump pg_restore can't open must not cost a backup first
-        kept = backup(ctx, record, reason="before-overwrite")
-        notes.append(f"the target was backed up before being overwritten: backup {kept.backup_id} "
-                     f"({', '.join(f'{n}: {t.rows} rows' for n, t in kept.tables.items())})")
-    result = restore_logical(ctx, record, manifest, Target.in_place, utcnow(), overwrite=overwrite)
+            _restore_tools(ctx, admin, manifest)  # a dump pg_restore can't open must not cost a backup first
+            kept = backup(ctx, record, reason="before-overwrite")
+            notes.append(f"the target was backed up before being overwritten: backup {kept.backup_id} "
+                         f"({', '.join(f'{n}: {t.rows} rows' for n, t in kept.tables.items())})")
+        result = restore_logical(ctx, record, manifest, Target.in_place, utcnow(), overwrite=overwrite, admin=admin)
     return result.model_copy(update={"notes": result.notes + notes})
 
 
@@ -164,11 +168,6 @@ def _restore_tools(ctx: DrillContext, admin: Any, manifest: BackupManifest) -> P
     tools = find_tools(server_major(admin), ctx.pg_bin_dir)
     require(tools, Compression.parse(manifest.compression), doing="restore a dump compressed")
     return tools
-
-
-def _require_restorable(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest) -> None:
-    with ctx.connect(record.resources.store.endpoint, record.resources.store.port, "postgres") as admin:
-        _restore_tools(ctx, admin, manifest)
 
 
 def _refuse_full(conn: Any, database: str, schema: str, tenant_id: str) -> dict[str, int]:
@@ -203,10 +202,12 @@ def _empty_target(conn: Any, database: str, schema: str, tenant_id: str, overwri
 
 def restore_logical(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest,
                     target: Target, started: datetime, key_arn: str | None = None,
-                    overwrite: bool = False) -> RestoreResult:
+                    overwrite: bool = False, admin: Any | None = None) -> RestoreResult:
     """``key_arn`` opens the backup (default: the record's key); restore after
     deprovision passes the tombstone's key while ``record`` holds the new resources.
-    ``overwrite``: a live target that holds rows is dropped (its backup was taken)."""
+    ``overwrite``: a live target that holds rows is dropped (its backup was taken).
+    ``admin``: the caller's open connection to the server's maintenance database
+    (left open); None: one is opened here."""
     res = record.resources
     restore_id = store.new_id(started)
     scratch = target is Target.scratch
@@ -218,7 +219,7 @@ def restore_logical(ctx: DrillContext, record: TenantRecord, manifest: BackupMan
     # Say "pending deletion" plainly instead of a KMS error mid-restore.
     require_usable_key(ctx.kms, record)
     # The admin reaches every database of the server through the maintenance database.
-    with ctx.connect(host, port, "postgres") as admin:
+    with nullcontext(admin) if admin is not None else ctx.connect(host, port, "postgres") as admin:
         tools = _restore_tools(ctx, admin, manifest)
         if scratch or (record.tier is Tier.dedicated and not _database_exists(admin, database)):
             if scratch and _database_exists(admin, database):
