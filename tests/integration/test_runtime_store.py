@@ -15,6 +15,7 @@ from runtime_tenants import runtime, runtime_env  # noqa: F401  (fixtures)
 
 from tenant_runtime import RegistryReader, TenantMismatch
 from tenant_runtime.context import from_registry
+from tenant_runtime.errors import StoreUnavailable
 from tenant_runtime.registry import record_to_item
 from tenant_runtime.store import ContextStore
 
@@ -354,3 +355,13 @@ def test_an_idle_connection_the_server_closed_is_replaced_by_a_fresh_login(runti
     runtime.store.append(ctx, conversation, "user", "after")
     assert [m.content for m in runtime.store.history(ctx, conversation).messages] == ["after", "before"]
     assert any(conn.closed for conn in idle)  # the one the append took was dropped
+
+
+def test_a_connection_lost_after_the_callers_statement_is_not_retried(runtime, runtime_env):
+    """Once the caller's statement went out the transaction is not run again
+    (a write whose COMMIT is unknown must not be replayed): StoreUnavailable."""
+    ctx = ctx_of(runtime, runtime_env, "a")
+    with pytest.raises(StoreUnavailable, match="terminating connection"), runtime.store.transaction(ctx) as conn:
+        conn.execute("SELECT 1")
+        runtime_env.terminate_logins(ctx.tenant_id)
+        conn.execute("SELECT 1")
