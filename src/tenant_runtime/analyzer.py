@@ -140,6 +140,19 @@ def tokens(text: str, index: bool = False) -> list[Token]:
     return out
 
 
+def _index_tokens(text: str) -> list[tuple[str, str, bool]]:
+    """(term, surface, cjk) of ``tokens(text, index=True)``, without offsets:
+    what indexing needs. ``findall`` gives strings instead of a match object
+    per word, and no Token is built per Latin word: half of ``tokens``' time."""
+    out: list[tuple[str, str, bool]] = []
+    for cjk, word in _RUNS.findall(nfkc(text)):
+        if cjk:
+            out.extend((t.term, t.surface, True) for t in _cjk_tokens(cjk, 0, True))
+        elif (word := word.casefold()) not in _STOP:
+            out.append((stem(word), word, False))
+    return out
+
+
 def grams(surface: str) -> list[str]:
     padded = f"^{surface}$"
     return [padded[i:i + GRAM] for i in range(len(padded) - GRAM + 1)]
@@ -170,18 +183,18 @@ def index_terms(title: str, body: str) -> Analysed:
     words count twice (a light field boost). Trigrams are not item terms: they
     go to the tenant's vocabulary (trigram -> word), once per word, where a
     fuzzy query finds the words it may mean."""
-    title_tokens, body_tokens = tokens(title, index=True), tokens(body, index=True)
+    title_tokens, body_tokens = _index_tokens(title), _index_tokens(body)
     counts: Counter[str] = Counter()
     words: set[tuple[str, str]] = set()
     for weight, toks in ((2, title_tokens), (1, body_tokens)):
-        for tok in toks:
-            term = "w:" + tok.term
-            if not tok.cjk and term not in counts:
-                words.add((tok.surface, term))
+        for term, surface, cjk in toks:
+            term = "w:" + term
+            if not cjk and term not in counts:
+                words.add((surface, term))
             counts[term] += weight
-    for tok in title_tokens:
-        for n in range(2, min(len(tok.surface), MAX_PREFIX) + 1):
-            counts["p:" + tok.surface[:n]] += 1
+    for _, surface, _ in title_tokens:
+        for n in range(2, min(len(surface), MAX_PREFIX) + 1):
+            counts["p:" + surface[:n]] += 1
     return Analysed(counts, 2 * len(title_tokens) + len(body_tokens), words)
 
 

@@ -40,6 +40,17 @@ def test_japanese_without_the_extra_is_indexed_as_bigrams(monkeypatch):
     assert [t.term for t in analyzer.tokens("東京都", index=True)] == ["東", "東京", "京", "京都", "都"]
 
 
+@pytest.mark.parametrize("ja", [True, False])
+def test_indexing_analyses_a_text_as_the_offset_tokens_do(monkeypatch, ja):
+    # Indexing has its own offset-free pass (speed): it must give the very terms queries and highlights use.
+    if not ja:
+        monkeypatch.setattr(analyzer, "japanese_tokenizer", lambda: None)
+    text = ("The SEARCHES of ＰｏｓｔｇｒｅＳＱＬ, running 3 rotated keys; 東京都の会議で予算を確認した。"
+            "ｶﾀｶﾅ and naïve café Straße x_y 42 鍵") * 2
+    assert analyzer._index_tokens(text) == [(t.term, t.surface, t.cjk) for t in analyzer.tokens(text, index=True)]
+    assert analyzer._index_tokens("") == []
+
+
 @pytest.mark.skipif(analyzer.japanese_tokenizer() is None, reason="the Japanese extra (ja) is not installed")
 def test_japanese_with_the_extra_gives_content_words_in_dictionary_form():
     assert terms("索引を使うと検索が速くなります") == ["索引", "使う", "検索", "速い", "成る"]
