@@ -48,6 +48,7 @@ from tenant_runtime.models import StoreConnection
 from tenant_runtime.tables import SEALED_BY_TABLE, TABLES
 
 CAPTURE_SCHEMA = "tenantctl_move"
+JSON_OIDS = frozenset({114, 3802})  # json, jsonb (pg_type)
 FUNCTION = "tenantctl_move_capture"
 TRIGGER = "tenantctl_move_capture"
 BATCH = 500
@@ -216,13 +217,14 @@ class Relay:
                     params = list(after)
                 cur = self.src.execute(sql.SQL("SELECT * FROM {} {} ORDER BY {} LIMIT {}").format(
                     sql.Identifier(self.source.schema_name, table), where, order, sql.Literal(self.batch)), params)
-                columns = [d.name for d in cur.description]
+                columns, json_columns = _described(cur.description)
                 rows = cur.fetchall()
                 if not rows:
                     break
                 with self.dst.transaction():  # executemany pipelines: one round trip per batch, not per row
                     self.dst.cursor().executemany(self._statement("upsert", table, tuple(columns)),
-                                                  [self._values(table, columns, row) for row in rows])
+                                                  [self._values(table, columns, row, json_columns)
+                                                   for row in rows])
                 written += len(rows)
                 last = dict(zip(columns, rows[-1], strict=True))
                 after = tuple(last[c] for c in key_cols)
@@ -248,7 +250,7 @@ class Relay:
                 if (row := cur.fetchone()) is None:
                     self.dst.execute(self._statement("delete", table), (json.dumps(key),))
                 else:
-                    self._upsert(table, [d.name for d in cur.description], row)
+                    self._upsert(table, *_described(cur.description), row)
         self.src.execute(sql.SQL("DELETE FROM {} WHERE seq = ANY(%s)").format(log),
                          ([seq for seq, _, _ in entries],))
         return len(changed)
@@ -291,22 +293,27 @@ class Relay:
         return sql.SQL("({cols}) = (SELECT {cols} FROM jsonb_populate_record(NULL::{table}, %s::jsonb))").format(
             cols=cols, table=sql.Identifier(schema, table))
 
-    def _upsert(self, table: str, columns: list[str], row: tuple) -> None:
-        self.dst.execute(self._statement("upsert", table, tuple(columns)), self._values(table, columns, row))
+    def _upsert(self, table: str, columns: list[str], json_columns: frozenset[str], row: tuple) -> None:
+        self.dst.execute(self._statement("upsert", table, tuple(columns)),
+                         self._values(table, columns, row, json_columns))
 
-    def _values(self, table: str, columns: list[str], row: tuple) -> list[Any]:
-        """``row`` as the upsert's parameters, its sealed column re-wrapped (once: from the source's bytes)."""
+    def _values(self, table: str, columns: list[str], row: tuple, json_columns: frozenset[str]) -> list[Any]:
+        """``row`` as the upsert's parameters, its sealed column re-wrapped
+        (once: from the source's bytes), its json columns as jsonb."""
         values = dict(zip(columns, row, strict=True))
         sealed = SEALED_BY_TABLE.get(table)
         if sealed is not None and values.get(sealed.column) is not None:
             key = tuple(values[k] for k in sealed.keys)
             values[sealed.column] = self.rewrap(table, key, bytes(values[sealed.column]))
-        return [_param(values[c]) for c in columns]
+        return [Jsonb(values[c]) if c in json_columns and values[c] is not None else values[c] for c in columns]
 
 
-def _param(value: Any) -> Any:
-    """A column value as read, ready to be written back (the store's json columns are jsonb)."""
-    return Jsonb(value) if isinstance(value, dict | list) else value
+def _described(description: Any) -> tuple[list[str], frozenset[str]]:
+    """A result's column names, and those of its json/jsonb columns: a value
+    read from those goes back as jsonb, while a list read from an array column
+    (the blind index's ``terms int8[]``) goes back as that array."""
+    names = [d.name for d in description]
+    return names, frozenset(d.name for d in description if d.type_code in JSON_OIDS)
 
 
 class Relays(list[Relay]):

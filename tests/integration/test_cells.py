@@ -600,6 +600,9 @@ def test_a_pooled_tenant_moves_to_another_region_under_a_new_key_while_written_t
     for i in range(50):
         rt.store.append(ctx, f"c{i % 5}", "user", f"before {i}")
     kept = rt.objects.put_body(ctx, b"kept body")
+    rt.store.put_document(ctx, "runbook", "Rotating the database password", "Rotate the secret, then restart.",
+                          {"lang": "en"})
+    searched = [(h.doc_id, h.score) for h in rt.store.search(ctx, "rotate password", fuzzy=True).hits]
     aws(sandbox, "sqs", EU, ACCOUNT_A).send_message(QueueUrl=old.queue_url, MessageBody="left in the old queue")
     eu_s3 = aws(sandbox, "s3", EU, ACCOUNT_A)
     for name, body in (("changed", b"as backed up"), ("gone", b"deleted after the backup")):
@@ -639,6 +642,9 @@ def test_a_pooled_tenant_moves_to_another_region_under_a_new_key_while_written_t
     with psycopg.connect(sandbox.pg_dsn(WHERE["eua"][2]), autocommit=True) as conn:
         assert not store_sync.writable(conn, old.store)
     assert rt.objects.read_body(rt.context(KEYED), kept, 100) == b"kept body"
+    # The blind index came along: its search key re-wrapped under the new key, the same answers.
+    assert searched and [(h.doc_id, h.score) for h in rt.store.search(
+        rt.context(KEYED), "rotate password", fuzzy=True).hits] == searched
     de_s3 = aws(sandbox, "s3", DE, ACCOUNT_A)
     assert de_s3.head_object(Bucket=new.bucket, Key=new.prefix + kept)["SSEKMSKeyId"] == new.kms_key_arn
     report = check_tenant(fleet.ws, KEYED)
