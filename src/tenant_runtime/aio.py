@@ -149,6 +149,7 @@ class AsyncSharedPool(PoolBase):
                     s = self.settings
                     pool = AsyncConnectionPool(kwargs=self._kwargs, min_size=s.min_size, max_size=s.max_size,
                                                max_idle=s.max_idle, timeout=s.timeout,
+                                               check=AsyncConnectionPool.check_connection,  # as the sync pool's
                                                name="tenant_runtime_gateway", open=False)
                     await pool.open()
                     self._pool = pool

@@ -13,8 +13,13 @@ tenant A set it reaches exactly what A's own login reaches.
 
 Nothing is kept in the session (no SET, no prepared statements: psycopg's
 ``prepare_threshold`` is off), so the pool is safe behind PgBouncer in
-transaction mode. Tenants whose store is elsewhere (a dedicated database, or
-another cell's server) keep their per-tenant logins: ``serves(ctx)``.
+transaction mode. Every checkout runs an empty query first
+(``ConnectionPool.check_connection``, one round trip): a connection the server
+closed while it sat idle in the pool (a restart, a failover, an idle timeout)
+is replaced there instead of failing the request that drew it, which, unlike
+a per-tenant login, has no fresh login to retry on. Tenants whose store is
+elsewhere (a dedicated database, or another cell's server) keep their
+per-tenant logins: ``serves(ctx)``.
 """
 
 from __future__ import annotations
@@ -150,7 +155,8 @@ class SharedPool(PoolBase):
                 s = self.settings
                 self._pool = ConnectionPool(kwargs=self.login.connect_kwargs, min_size=s.min_size,
                                             max_size=s.max_size, max_idle=s.max_idle, timeout=s.timeout,
-                                            name=APPLICATION_NAME, open=True)
+                                            check=ConnectionPool.check_connection, name=APPLICATION_NAME,
+                                            open=True)
             return self._pool
 
     @contextmanager

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 
 import psycopg
 import pytest
@@ -164,6 +165,35 @@ def test_connections_stay_bounded_whatever_the_concurrency(runtime_env, platform
         rt.close()
 
 
+def end_backend(env, pid: int) -> None:
+    """As admin: end one backend (as a restart or an idle timeout would) and wait until it is gone."""
+    with env.admin() as admin:
+        assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
+        for _ in range(100):
+            if not admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"backend {pid} still there")
+
+
+def test_an_idle_pool_connection_the_server_closed_is_replaced_before_the_next_request(runtime_env, platform):
+    """A pool of one whose idle connection the server ended: the next request
+    is served on a new backend (the checkout's check), not failed."""
+    rt = TenantRuntime(jwt_settings(), runtime_env.registry_table, **settings(runtime_env, platform, max_size=1))
+    try:
+        ctx = ctx_of(rt, runtime_env, "a")
+        rt.store.append(ctx, "conv-pool-terminated", "user", "before")
+        with rt.store.gateway.pool().connection() as conn:
+            idle = conn.info.backend_pid
+        end_backend(runtime_env, idle)
+        rt.store.append(ctx, "conv-pool-terminated", "user", "after")
+        with rt.store.transaction(ctx) as conn:
+            assert conn.execute("SELECT pg_backend_pid()").fetchone()[0] != idle
+        assert [m.content for m in rt.store.history(ctx, "conv-pool-terminated").messages] == ["after", "before"]
+    finally:
+        rt.close()
+
+
 def test_a_statement_timeout_is_a_store_timeout(runtime_env, platform):
     rt = TenantRuntime(jwt_settings(), runtime_env.registry_table, statement_timeout=0.2,
                        **settings(runtime_env, platform, max_size=1))
@@ -262,3 +292,18 @@ async def test_async_an_idle_connection_the_server_closed_is_replaced_by_a_fresh
         await art.store.append(ctx, "conv-async-terminated", "user", "after")
         page = await art.store.history(ctx, "conv-async-terminated")
         assert [m.content for m in page.messages] == ["after", "before"] and idle.closed
+
+
+@pytest.mark.anyio
+async def test_async_an_idle_pool_connection_the_server_closed_is_replaced_before_the_next_request(
+        runtime_env, platform):
+    async with AsyncTenantRuntime(jwt_settings(), runtime_env.registry_table,
+                                  **settings(runtime_env, platform, max_size=1)) as art:
+        ctx = await art.resolve(runtime_env.token(runtime_env.ids["a"]), runtime_env.ids["a"])
+        await art.store.append(ctx, "conv-async-pool-terminated", "user", "before")
+        async with (await art.store.gateway.pool()).connection() as conn:
+            idle = conn.info.backend_pid
+        await asyncio.to_thread(end_backend, runtime_env, idle)
+        await art.store.append(ctx, "conv-async-pool-terminated", "user", "after")
+        page = await art.store.history(ctx, "conv-async-pool-terminated")
+        assert [m.content for m in page.messages] == ["after", "before"]
