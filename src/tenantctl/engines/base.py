@@ -171,11 +171,13 @@ class Engine(ABC):
     @abstractmethod
     def destroy(self, stack: str, on_event: EventSink | None = None) -> ChangeSet: ...
 
-    def refresh(self, stack: str, on_event: EventSink | None = None) -> ChangeSet:
+    def refresh(self, stack: str, on_event: EventSink | None = None, *, absent_ok: bool = False) -> ChangeSet:
         """Drift: the live state of each resource the stack's state knows, compared
         with that state, changing nothing. ``update`` with ``diffs`` (recorded ->
         live) for a changed resource, ``delete`` for one gone out of band,
-        ``same`` otherwise."""
+        ``same`` otherwise. ``absent_ok``: a stack without a state has nothing to
+        drift (an empty change set) instead of being an error where the engine
+        treats it as one."""
         raise NotImplementedError(f"{type(self).__name__} cannot refresh")
 
     def preview_destroy(self, stack: str, on_event: EventSink | None = None) -> ChangeSet:

@@ -74,7 +74,7 @@ from tenantctl.operations import deletion_protection
 from tenantctl.operations.keyed_tier import keyed_target, one_server_refusal
 from tenantctl.operations.mover import CATCH_UP_TIMEOUT, Mover, Progress
 from tenantctl.rewrap import KmsKey, Rewrapper
-from tenantctl.stackconfig import read_tenant, stack_file
+from tenantctl.stackconfig import stack_file
 from tenantctl.workspace import Workspace
 
 
@@ -174,8 +174,11 @@ class KeyedMover(Mover):
         tenant_id, generation = naming.stack_tenant(self.to_stack) or (self.record.tenant_id, 1)
         return naming.stack_name(tenant_id, generation - 1)
 
+    def outputs(self, stack: str) -> dict[str, Any]:
+        return self.ws.engine.outputs(stack)
+
     def stack_resources(self, stack: str) -> TenantResources:
-        return TenantResources.model_validate(self.ws.engine.outputs(stack))
+        return TenantResources.model_validate(self.outputs(stack))
 
     def clients(self, cell: str) -> Any:
         return self.ws.cell_clients(cell)
@@ -204,7 +207,7 @@ class KeyedMover(Mover):
         schemas beside it, in the same database (none while that side's stack
         is not built)."""
         stack = self.from_stack if store == self.move.old_store else self.to_stack
-        outputs = self.ws.engine.outputs(stack)
+        outputs = self.outputs(stack)
         workspaces = TenantResources.model_validate(outputs).workspaces if outputs else {}
         return [store, *(res.store for _, res in sorted(workspaces.items()))]
 
@@ -226,11 +229,10 @@ class KeyedMover(Mover):
 
     def spec(self) -> TenantSpec:
         """The spec the move leaves (its stack file stays until finalize)."""
-        return read_tenant(stack_file(self.ws.stacks_dir, self.from_stack)).model_copy(
-            update={"cell": self.move.from_cell})
+        return self.stack_spec(self.from_stack).model_copy(update={"cell": self.move.from_cell})
 
     def target(self) -> TenantSpec:
-        return read_tenant(stack_file(self.ws.stacks_dir, self.to_stack))
+        return self.stack_spec(self.to_stack)
 
     def resumed_target(self) -> TenantSpec:
         return keyed_target(self.spec(), self.move.to_tier, self.ws.cell(self.move.to_cell), self.move.started_at)
@@ -280,10 +282,8 @@ class KeyedMover(Mover):
 
     # -- forward ----------------------------------------------------------------
     def prepare(self, target: TenantSpec) -> None:
-        from tenantctl.operations.provision import apply_spec
-
         self.say(f"move {self.record.tenant_id}: building stack {self.to_stack} in cell {self.move.to_cell}")
-        applied = apply_spec(self.ws, target, stack=self.to_stack)
+        applied = self.apply(target, stack=self.to_stack)
         self.share_login(applied.resources.store)
         self.capture(self.move.old_store)  # before the copy: a row changed while copied is relayed again
         self.phase(MovePhase.copying, new_store=applied.resources.store, new_bucket=applied.resources.bucket)
@@ -373,9 +373,9 @@ class KeyedMover(Mover):
 
     # -- finalize / rollback ----------------------------------------------------
     def finalize(self) -> None:
-        from tenantctl.operations.provision import activate, apply_spec
+        from tenantctl.operations.provision import activate
 
-        outputs = self.ws.engine.outputs(self.from_stack)
+        outputs = self.outputs(self.from_stack)
         if outputs:
             self.leave(TenantResources.model_validate(outputs))
         else:  # a run killed after destroying the old stack had done every step before it, not the last
@@ -384,7 +384,7 @@ class KeyedMover(Mover):
         self.save(move=None)
         # After the record (a run killed in between keeps a slot too many, never one too few).
         self.ws.registry.release_slot(from_cell, from_tier)
-        self.held.record = activate(self.ws, self.record, target, apply_spec(self.ws, target, stack=stack))
+        self.held.record = activate(self.ws, self.record, target, self.apply(target, stack=stack))
 
     def leave(self, old: TenantResources) -> None:
         """The old side gone, after a final backup of the new store: the old
@@ -413,13 +413,11 @@ class KeyedMover(Mover):
         there after the forward. Its other rights stay: workers drain the old
         queue until the destroy. Recorded, as an up of a stack a killed run
         half destroyed would build it again."""
-        from tenantctl.operations.provision import apply_spec
-
         if self.move.old_stack_retired:
             return
         self.say(f"move {self.record.tenant_id}: retiring stack {self.from_stack} (its role sends to its queues "
                  "no more)")
-        apply_spec(self.ws, self.spec().model_copy(update={"retired": True}), stack=self.from_stack)
+        self.apply(self.spec().model_copy(update={"retired": True}), stack=self.from_stack)
         self.save(move=self.move.model_copy(update={"old_stack_retired": True}))
 
     def forward_queues(self, backwards: bool) -> None:
@@ -479,7 +477,7 @@ class KeyedMover(Mover):
         self.capture(self.move.old_store, installed=False)
         self.set_writable([self.move.old_store], True)
         # No outputs: a run killed after destroying the target stack removed its objects before.
-        if self.move.new_store is not None and self.ws.engine.outputs(self.to_stack):
+        if self.move.new_store is not None and self.outputs(self.to_stack):
             self.remove_objects(backwards=True)
             self.forward_queues(backwards=True)
         self.destroy(self.to_stack)
@@ -491,6 +489,9 @@ class KeyedMover(Mover):
         """The stack's resources (its key scheduled for deletion; a dedicated
         store's protection lifted first) and its file."""
         self.say(f"move {self.record.tenant_id}: destroying stack {stack}")
-        deletion_protection.lift(self.ws, stack)
-        self.ws.engine.destroy(stack)
-        stack_file(self.ws.stacks_dir, stack).unlink(missing_ok=True)
+        try:
+            deletion_protection.lift(self.ws, stack)
+            self.ws.engine.destroy(stack)
+            stack_file(self.ws.stacks_dir, stack).unlink(missing_ok=True)
+        finally:  # half destroyed is changed too
+            self.changed(stack)

@@ -43,6 +43,8 @@ class Mover:
         # What this run copied of each prefix (the tenant's, each workspace's), each way
         # (a resumed run copies every object once).
         self.objects: dict[tuple[bool, str], prefix_sync.Copied] = defaultdict(prefix_sync.Copied)
+        # Each stack file as this run read it; a step that writes one forgets it (``changed``).
+        self.specs: dict[str, TenantSpec] = {}
 
     # -- plumbing ---------------------------------------------------------------
     @property
@@ -124,10 +126,20 @@ class Mover:
             for store in stores:
                 store_sync.set_writable(conn, store, writable)
 
+    def stack_spec(self, stack: str) -> TenantSpec:
+        """The spec in ``stack``'s file, read once per run."""
+        if stack not in self.specs:
+            self.specs[stack] = read_tenant(stack_file(self.ws.stacks_dir, stack))
+        return self.specs[stack]
+
+    def changed(self, stack: str) -> None:
+        """A step wrote or applied ``stack``: what this run read of it is read again."""
+        self.specs.pop(stack, None)
+
     def spec(self) -> TenantSpec:
         # The record's cell (a stack file CI did not commit placement back to may
         # lack it); while the target spec is written, the cell the move goes to.
-        spec = read_tenant(stack_file(self.ws.stacks_dir, self.record.current_stack))
+        spec = self.stack_spec(self.record.current_stack)
         moving = self.record.move is not None and spec.retiring is not None
         return spec.model_copy(update={"cell": self.move.to_cell if moving else self.record.cell})
 
@@ -151,10 +163,15 @@ class Mover:
             if wanted != current:
                 sm.put_secret_value(SecretId=each.secret_arn, SecretString=json.dumps(wanted))
 
-    def apply(self, spec: TenantSpec) -> Any:
+    def apply(self, spec: TenantSpec, stack: str | None = None) -> Any:
+        """``spec`` written to its stack file (the tenant's, or ``stack``) and applied."""
         from tenantctl.operations.provision import apply_spec
 
-        return apply_spec(self.ws, spec, on_event=None, stack=self.record.stack)
+        stack = stack or self.record.stack
+        try:
+            return apply_spec(self.ws, spec, on_event=None, stack=stack)
+        finally:  # a failed up may have changed it too
+            self.changed(stack or spec.id)
 
     def unprotect(self, spec: TenantSpec) -> None:
         """Apply ``spec``, in which the dedicated store about to go has its

@@ -189,9 +189,10 @@ def refresh_stacks(ws: Workspace, record: TenantRecord) -> ChangeSet:
     """Every stack of the tenant read live, as one change set: while a move to
     a second stack is open, the stack it leaves or goes to too (its resources
     are the tenant's, not orphans), once that stack has a state (a move killed
-    before building it has none)."""
-    changes = [c for stack in record.stacks if stack == record.current_stack or ws.engine.outputs(stack)
-               for c in ws.engine.refresh(stack).changes]
+    before building it has none: nothing to drift, where the current stack
+    without one is an error). Each stack's state is read once, by its refresh."""
+    changes = [c for stack in record.stacks
+               for c in ws.engine.refresh(stack, absent_ok=stack != record.current_stack).changes]
     return ChangeSet(stack=record.current_stack, changes=changes)
 
 

@@ -137,11 +137,13 @@ class LocalEngine(Engine):
                        for r in state.resources if r.status == "created" and (refresh or r.urn in touched)]
             return UpResult(stack=stack, outputs=state.outputs, changes=changes, drift=drift, applied=applied)
 
-    def refresh(self, stack: str, on_event: EventSink | None = None) -> ChangeSet:
+    def refresh(self, stack: str, on_event: EventSink | None = None, *, absent_ok: bool = False) -> ChangeSet:
         """Drift of every resource the stack's state knows, live against recorded;
         writes nothing. No program run, so stacks may be refreshed from several threads."""
         with self._aws_env():
             file = StateFile(self.state_root, stack)
+            if not file.exists() and absent_ok:
+                return ChangeSet(stack=stack)
             if not file.exists():  # a record the engine knows nothing of is not "no drift"
                 raise ApplyFailed(f"stack {stack}: no state on this sandbox (never applied here, or the sandbox "
                                   "was reset since): nothing to compare its live resources with")

@@ -316,11 +316,11 @@ class PulumiEngine(Engine):
         outputs = {key: out.value for key, out in result.outputs.items()}
         return UpResult(stack=stack, outputs=outputs, changes=collector.changeset())
 
-    def refresh(self, stack: str, on_event: EventSink | None = None) -> ChangeSet:
+    def refresh(self, stack: str, on_event: EventSink | None = None, *, absent_ok: bool = False) -> ChangeSet:
         """Drift, changing nothing (`pulumi refresh --preview-only`): ``update``
         with the property diffs (recorded -> live) for a resource changed out of
         band, ``delete`` for one gone, ``same`` otherwise; a stack never applied
-        has nothing to drift."""
+        has nothing to drift, ``absent_ok`` or not."""
         try:
             handle = self._stack(stack, create=False)
         except NotFound:
