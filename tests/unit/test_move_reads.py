@@ -57,6 +57,48 @@ def _workspace(tmp_path: Path, engine: CountingEngine) -> SimpleNamespace:
                            cell_clients=lambda cell: lambda service: f"{service} of {cell}")
 
 
+def _keyed(tmp_path: Path, engine: CountingEngine, phase: MovePhase):
+    from tenantctl.operations.move_keyed import KeyedMover
+
+    moving = OLD.model_copy(update={"move": TenantMove(
+        from_tier=Tier.pooled, to_tier=Tier.pooled, from_cell="eu1", to_cell="euc", phase=phase,
+        old_store=OLD.resources.store, to_stack="acme.k1", from_stack="acme")})
+    return KeyedMover(_workspace(tmp_path, engine), SimpleNamespace(record=moving))  # type: ignore[arg-type]
+
+
+BESIDE = OLD.resources.store.model_copy(update={"schema_name": "tenant_acme_k1"})  # the target's store
+
+
+def test_a_keyed_move_reads_each_stacks_outputs_once_per_run(tmp_path):
+    engine = CountingEngine(**{"acme": OLD.resources.model_dump(mode="json"),
+                               "acme.k1": _new_side(OLD.resources).model_dump(mode="json")})
+    mover = _keyed(tmp_path, engine, MovePhase.copying)
+    for _ in range(3):  # what the copy, the freeze and the verification ask, over and over
+        owners = mover.owners()
+        prefixes = mover.prefixes(backwards=True)
+        assert len(mover.schemas(BESIDE)) == len(mover.schemas(OLD.resources.store)) == 2
+    assert [o.new.kms_key_arn for o in owners] == [OLD.resources.kms_key_arn + "-k1",
+                                                   OLD.resources.workspaces["legal"].kms_key_arn + "-k1"]
+    assert {source.bucket for source, _, _ in prefixes} == {"shared-euc"}
+    assert engine.reads == {"acme": 1, "acme.k1": 1}
+
+
+def test_a_step_that_builds_or_destroys_a_stack_makes_the_next_read_see_it(tmp_path):
+    """A run resumed in `preparing`: the target stack has no outputs yet; the
+    step that builds it makes the next reads see what it built (never the
+    empty outputs from before it), and a destroy makes them see it gone."""
+    engine = CountingEngine(acme=OLD.resources.model_dump(mode="json"))
+    mover = _keyed(tmp_path, engine, MovePhase.preparing)
+    assert mover.schemas(BESIDE) == [BESIDE]  # not built: no workspace schema there yet
+    mover.apply(TenantSpec(id="acme", region="eu-central-1", cell="euc"), stack="acme.k1")
+    assert [o.new.kms_key_arn for o in mover.owners()][0] == OLD.resources.kms_key_arn + "-k1"
+    assert len(mover.schemas(BESIDE)) == 2
+    assert engine.reads == {"acme": 1, "acme.k1": 2}
+    mover.destroy("acme.k1")
+    assert mover.outputs("acme.k1") == {} and mover.outputs("acme.k1") == {}
+    assert engine.reads == {"acme": 1, "acme.k1": 3}
+
+
 def test_a_finalize_within_an_account_reads_the_stack_file_once(tmp_path, monkeypatch):
     from tenantctl import store_sync
     from tenantctl.drills import backup

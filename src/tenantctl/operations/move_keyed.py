@@ -159,6 +159,9 @@ class KeyedMover(Mover):
     def __init__(self, ws: Workspace, held: Any, progress: Progress | None = None) -> None:
         super().__init__(ws, held, progress)
         self.rewrappers: dict[tuple[bool, str], Rewrapper] = {}  # by direction (backwards) and owner
+        # Each stack's outputs as this run read them ({}: not built); forgotten where a step applies or
+        # destroys the stack (``changed``), so no step after it works from outputs before it.
+        self.stack_outputs: dict[str, dict[str, Any]] = {}
 
     # -- the two sides ----------------------------------------------------------
     @property
@@ -175,7 +178,14 @@ class KeyedMover(Mover):
         return naming.stack_name(tenant_id, generation - 1)
 
     def outputs(self, stack: str) -> dict[str, Any]:
-        return self.ws.engine.outputs(stack)
+        """``stack``'s outputs, read once per run until a step changes the stack."""
+        if stack not in self.stack_outputs:
+            self.stack_outputs[stack] = self.ws.engine.outputs(stack)
+        return self.stack_outputs[stack]
+
+    def changed(self, stack: str) -> None:
+        super().changed(stack)
+        self.stack_outputs.pop(stack, None)
 
     def stack_resources(self, stack: str) -> TenantResources:
         return TenantResources.model_validate(self.outputs(stack))
