@@ -128,3 +128,70 @@ def test_only_html_templates_are_escaped():
     markdown = render("apply_summary.md.j2", summary=ApplySummary(preview=False, shard="1/1", seconds=1.0,
                                                                    results=[failed]))
     assert "quota <5> & more" in markdown
+
+
+@pytest.mark.parametrize("switched", [False, True])
+def test_a_tenant_moving_to_another_account_or_region_is_priced_for_both_stacks(ws, monkeypatch, switched):
+    """Pooled in eu1 -> dedicated in euc (stack acme.k1): before and after the
+    switch both stacks exist and are billed; each row is measured where its
+    stack is, priced with its cell and spec, and says which stack it is."""
+    from runtime_fixtures import record as applied
+
+    from tenant_runtime.models import MovePhase, TenantMove
+    from tenantctl.operations import usage as usage_ops
+    from tenantctl.usage.measure import DbUsage, TenantUsage
+
+    old = applied("acme").resources.model_copy(update={"region": "eu-west-1"})
+    new = old.model_copy(update={"tier": Tier.dedicated, "region": "eu-central-1", "bucket": "euc-bucket"})
+    move = TenantMove(from_tier=Tier.pooled, to_tier=Tier.dedicated, from_cell="eu1", to_cell="euc",
+                      phase=MovePhase.switched if switched else MovePhase.copying, old_store=old.store,
+                      to_stack="acme.k1", from_stack="acme")
+    serving = {"tier": Tier.dedicated, "cell": "euc", "region": "eu-central-1", "resources": new, "stack": "acme.k1"}
+    moving = TenantRecord(tenant_id="acme", tier=Tier.pooled, status=TenantStatus.active, region="eu-west-1",
+                          cell="eu1", resources=old, move=move)
+    moving = moving.model_copy(update=serving) if switched else moving
+    ws.registry = Registry([moving, record("other").model_copy(update={"cell": "eu1"})])
+    ws.engine = SimpleNamespace(outputs=lambda stack: {"acme": old, "acme.k1": new}[stack].model_dump(mode="json"))
+    write_tenant(ws.stacks_dir, TenantSpec(id="acme", region="eu-west-1", cell="eu1"))
+    write_tenant(ws.stacks_dir, TenantSpec(id="acme", region="eu-central-1", cell="euc", tier=Tier.dedicated,
+                                           dedicated=DedicatedSpec(instance_class="db.m6g.large")), stack="acme.k1")
+    measured: list[tuple[str, str, str]] = []
+
+    def measure(rec, clients, idle_days=30):
+        measured.append((rec.cell, rec.region, rec.resources.bucket))
+        return TenantUsage(tenant_id=rec.tenant_id, tier=rec.tier, status=rec.status, measured_at=rec.created_at,
+                           idle_days=idle_days, db=DbUsage(scope="schema", size_bytes=GIB, rows={}))
+
+    monkeypatch.setattr(usage_ops, "measure", measure)
+    monkeypatch.setattr(usage_ops, "clients_from_workspace", lambda _ws, rec: f"clients of {rec.cell}")
+    monkeypatch.setattr(usage_ops, "_hibernated", lambda _ws, _rec: False)
+    out = estimate_costs(ws, prices := load_prices(), "acme")
+    rows = {t.move.side: t for t in out.tenants}
+    assert [t.move.side for t in out.tenants] == (["to", "from"] if switched else ["from", "to"])  # serving first
+    assert (rows["from"].move.serving, rows["to"].move.serving) == (not switched, switched)
+    assert sorted(measured) == [("eu1", "eu-west-1", "shared"), ("euc", "eu-central-1", "euc-bucket")]
+    assert (rows["from"].estimate.tier, rows["to"].estimate.tier) == (Tier.pooled, Tier.dedicated)
+    assert "db.m6g.large" in next(line.detail for line in rows["to"].estimate.lines if line.item == "RDS instance")
+    # The pooled stack shares eu1 with `other` and itself (after the switch the registry counts it in euc).
+    pooled = CostInputs(tenant_id="acme", tier=Tier.pooled, db_bytes=GIB)
+    assert rows["from"].estimate.total == estimate(pooled, prices, CellSpec(name="eu1"), 2).total
+    assert (rows["to"].hibernation is not None) is switched  # a dedicated stack's hibernation: the serving one's
+    assert rows["from"].label() == ("acme (stack acme, the one the move leaves: "
+                                    + ("kept until --finalize)" if switched else "serving until the switch)"))
+    assert rows["to"].label() == "acme (stack acme.k1, the move's target: " + (
+        "serving)" if switched else "serving from the switch)")
+
+
+def test_a_move_whose_other_stack_is_not_built_prices_the_serving_one_alone(ws, monkeypatch):
+    from runtime_fixtures import record as applied
+
+    from tenant_runtime.models import MovePhase, TenantMove
+    from tenantctl.operations.usage import move_sides
+
+    rec = applied("acme").model_copy(update={"move": TenantMove(
+        from_tier=Tier.pooled, to_tier=Tier.pooled, from_cell="eu1", to_cell="euc", phase=MovePhase.preparing,
+        old_store=applied("acme").resources.store, to_stack="acme.k1", from_stack="acme")})
+    ws.engine = SimpleNamespace(outputs=lambda stack: {})
+    here, other, there = move_sides(ws, rec)
+    assert (here.stack, here.side, here.serving, other, there) == ("acme", "from", True, None, None)
+    assert move_sides(ws, applied("acme")) == (None, None, None)  # no move: nothing to tell apart

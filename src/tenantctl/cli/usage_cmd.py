@@ -114,21 +114,29 @@ def cost(
     table_ = load_prices(prices)
     priced = estimate_costs(Workspace(), table_, tenant_id, all_, tier=tier, db_gb=db_gb, s3_gb=s3_gb,
                             pooled_tenants=pooled_tenants, cell=cell, idle_days=idle_days)
-    results = [(t.estimate, t.comparison) for t in priced.tenants]
     if json_out:
         print_json(priced)
         return
-    if len(results) == 1:
-        est = results[0][0]
-        table(f"{est.tenant_id} ({est.tier.value}): ${est.total:,.2f}/month", ["item", "USD/month", "detail"],
-              [(line.item, f"{line.monthly:.2f}", line.detail) for line in est.lines])
+    one = len({t.estimate.tenant_id for t in priced.tenants}) == 1  # a tenant moving to another account: two rows
+    if one:
+        for t in priced.tenants:
+            est = t.estimate
+            table(f"{t.label()} ({est.tier.value}): ${est.total:,.2f}/month", ["item", "USD/month", "detail"],
+                  [(line.item, f"{line.monthly:.2f}", line.detail) for line in est.lines])
     table("pooled vs dedicated (USD/month)", ["tenant", "tier", "total", "if pooled", "if dedicated", "break-even DB"],
-          [(e.tenant_id, e.tier.value, f"{e.total:,.2f}", f"{c.pooled:,.2f}", f"{c.dedicated:,.2f}",
-            "never" if c.break_even_db_gb is None else f"{c.break_even_db_gb:g} GB") for e, c in results])
-    # One tenant: always its advice; many: only those better off on the other tier.
-    for est, c in results:
-        if len(results) == 1 or c.cheaper is not est.tier:
-            console.print(f"{est.tenant_id}: {c.advice}", highlight=False)
+          [(t.label(), t.estimate.tier.value, f"{t.estimate.total:,.2f}", f"{t.comparison.pooled:,.2f}",
+            f"{t.comparison.dedicated:,.2f}", "never" if t.comparison.break_even_db_gb is None
+            else f"{t.comparison.break_even_db_gb:g} GB") for t in priced.tenants])
+    moving = [t for t in priced.tenants if t.move is not None]
+    for tid in dict.fromkeys(t.estimate.tenant_id for t in moving):
+        both = [t.estimate.total for t in moving if t.estimate.tenant_id == tid]
+        if len(both) == 2:  # the other stack built and not yet destroyed
+            console.print(f"{tid}: ${sum(both):,.2f}/month while its move is open (both stacks)", highlight=False)
+    # One tenant: always its advice; many: only those better off on the other tier. Not of a stack a move leaves
+    # or has not switched to yet: it goes either way.
+    for t in priced.tenants:
+        if (t.move is None or t.move.serving) and (one or t.comparison.cheaper is not t.estimate.tier):
+            console.print(f"{t.estimate.tenant_id}: {t.comparison.advice}", highlight=False)
     for t in priced.tenants:
         advice = t.hibernation.advice(t.estimate.tenant_id) if t.hibernation else None
         if advice:

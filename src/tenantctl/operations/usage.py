@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel
 
 from tenantctl.errors import InvalidInput, TenantctlError
-from tenantctl.models import CellSpec, TenantRecord, TenantSpec, TenantStatus, Tier, utcnow
+from tenantctl.models import CellSpec, TenantRecord, TenantResources, TenantSpec, TenantStatus, Tier, utcnow
 from tenantctl.naming import DEFAULT_CELL, require_valid
 from tenantctl.stackconfig import read_cell, read_tenant, stack_file
 from tenantctl.usage.cost import (
@@ -74,6 +75,11 @@ def measure_tenants(ws: Workspace, tenant_id: str | None, all_: bool, tier: Tier
     """The records selected and the usage of each, in the same order."""
     check_selection(tenant_id, all_)
     records = selected_records(ws, tenant_id, tier, cell)
+    return records, measure_records(ws, records, idle_days)
+
+
+def measure_records(ws: Workspace, records: list[TenantRecord], idle_days: int = 30) -> list[TenantUsage]:
+    """The usage of each record, each measured in its own cell's account and region."""
     clients = per_place(ws)
 
     def one(record: TenantRecord) -> TenantUsage:
@@ -84,7 +90,7 @@ def measure_tenants(ws: Workspace, tenant_id: str | None, all_: bool, tier: Tier
                                measured_at=utcnow(), idle_days=idle_days, errors=[str(exc)])
         return measure(record, where, idle_days)
 
-    return records, [one(r) for r in records]
+    return [one(r) for r in records]
 
 
 def committed_specs(ws: Workspace, records: list[TenantRecord]) -> dict[str, TenantSpec]:
@@ -92,6 +98,43 @@ def committed_specs(ws: Workspace, records: list[TenantRecord]) -> dict[str, Ten
     exists: each tenant's current stack, as its record names it."""
     paths = {r.tenant_id: stack_file(ws.stacks_dir, r.current_stack) for r in records}
     return {i: read_tenant(p) for i, p in paths.items() if p.exists()}
+
+
+# -- a move to another account or region: two stacks, both billed --------------------
+class MoveSide(BaseModel):
+    """Which of a tenant's two stacks a cost row prices while its move to
+    another account or region is open (both exist, both are billed)."""
+
+    stack: str
+    side: Literal["from", "to"]  # the stack the move leaves, or the one it builds
+    serving: bool  # the registry routes the tenant to it now
+
+    def describe(self) -> str:
+        if self.side == "from":
+            return f"stack {self.stack}, the one the move leaves: " + (
+                "serving until the switch" if self.serving else "kept until --finalize")
+        return f"stack {self.stack}, the move's target: " + ("serving" if self.serving else "serving from the switch")
+
+
+def move_sides(ws: Workspace, record: TenantRecord) -> tuple[MoveSide | None, TenantRecord | None, MoveSide | None]:
+    """(the serving stack's side, the other stack as a record to measure and
+    price, its side) while a move to a second stack is open; Nones otherwise,
+    and for the other stack while it has no outputs (not built yet, or
+    destroyed by a --finalize or --rollback under way)."""
+    move = record.move
+    if move is None or move.to_stack is None:
+        return None, None, None
+    serving_to = record.current_stack == move.to_stack
+    other = next(s for s in record.stacks if s != record.current_stack)
+    here = MoveSide(stack=record.current_stack, side="to" if serving_to else "from", serving=True)
+    there = MoveSide(stack=other, side="from" if serving_to else "to", serving=False)
+    outputs = ws.engine.outputs(other)
+    if not outputs:
+        return here, None, None
+    resources = TenantResources.model_validate(outputs)
+    cell, tier = (move.from_cell, move.from_tier) if serving_to else (move.to_cell, move.to_tier)
+    return here, record.model_copy(update={
+        "cell": cell, "tier": tier, "region": resources.region, "resources": resources, "stack": other}), there
 
 
 def platform_spec(ws: Workspace, cell: str = DEFAULT_CELL) -> CellSpec:
@@ -126,11 +169,32 @@ class TenantCost(BaseModel):
     estimate: CostEstimate
     comparison: TierComparison
     hibernation: HibernationCost | None = None  # dedicated tenants
+    move: MoveSide | None = None  # an open move to another account or region: which stack this row prices
+
+    def label(self) -> str:
+        """The tenant, and while such a move is open which of its stacks."""
+        tid = self.estimate.tenant_id
+        return tid if self.move is None else f"{tid} ({self.move.describe()})"
 
 
 class CostReport(BaseModel):
     tenants: list[TenantCost]
     assumptions: list[str]
+
+
+class Placed(BaseModel):
+    """One row to price: the cell whose platform it is priced with, its inputs."""
+
+    cell: str
+    inputs: CostInputs
+    hibernation: HibernationCost | None = None
+    move: MoveSide | None = None
+
+    @property
+    def uncounted(self) -> bool:
+        """A pooled stack the move builds or leaves in a cell whose registry
+        count does not include it (the record names the serving cell only)."""
+        return self.move is not None and not self.move.serving and self.inputs.tier is Tier.pooled
 
 
 def what_if(inputs: CostInputs, db_gb: float | None = None, s3_gb: float | None = None) -> CostInputs:
@@ -153,39 +217,57 @@ def estimate_costs(ws: Workspace, prices: PriceTable, tenant_id: str | None = No
     cell's platform split over that cell's active pooled tenants;
     ``pooled_tenants`` replaces the registry's count. A dedicated tenant also
     gets its hibernation: stopped now (its instance priced at 0), idle for
-    ``idle_days``, and what stopping it saves."""
+    ``idle_days``, and what stopping it saves. A tenant whose move to another
+    account or region is open is priced twice, once per stack (``move``)."""
     hypothetical = not tenant_id and not all_
     if hypothetical and db_gb is None and s3_gb is None:
         raise InvalidInput("give a tenant id, --all, or a what-if usage (--db-gb and/or --s3-gb)")
-    sleep: dict[str, HibernationCost] = {}
     if hypothetical:
-        where = cell or DEFAULT_CELL
-        placed = [(where, CostInputs(tenant_id="what-if", tier=tier or Tier.pooled))]
+        placed = [Placed(cell=cell or DEFAULT_CELL, inputs=CostInputs(tenant_id="what-if", tier=tier or Tier.pooled))]
     else:
-        records, usages = measure_tenants(ws, tenant_id, all_, tier, idle_days=idle_days, cell=cell)
-        specs = committed_specs(ws, records)
-        placed = []
-        for record, usage in zip(records, usages, strict=True):
-            inputs = cost_inputs(usage, specs.get(usage.tenant_id))
-            if record.tier is Tier.dedicated:
-                asleep = _hibernated(ws, record)
-                inputs = inputs.model_copy(update={"hibernated": asleep})
-                sleep[record.tenant_id] = HibernationCost(hibernated=asleep, idle=usage.idle,
-                                                          monthly_saving=hibernation_saving(inputs, prices))
-            placed.append((record.cell, inputs))
-    platforms = {c: platform_spec(ws, c) for c in {c for c, _ in placed}}
+        placed = placed_tenants(ws, prices, tenant_id, all_, tier, cell, idle_days)
+    platforms = {c: platform_spec(ws, c) for c in {p.cell for p in placed}}
     sharing = {c: pooled_tenants or active_pooled(ws, c) for c in platforms}
     if hypothetical:
         sharing = {c: max(n, 1) for c, n in sharing.items()}
     tenants = []
-    for c, inputs in placed:
-        inputs = what_if(inputs, db_gb, s3_gb)
-        tenants.append(TenantCost(estimate=estimate(inputs, prices, platforms[c], sharing[c]),
-                                  comparison=compare_tiers(inputs, prices, platforms[c], sharing[c]),
-                                  hibernation=sleep.get(inputs.tenant_id)))
+    for p in placed:
+        inputs = what_if(p.inputs, db_gb, s3_gb)
+        n = sharing[p.cell] + (1 if p.uncounted and not pooled_tenants else 0)
+        tenants.append(TenantCost(estimate=estimate(inputs, prices, platforms[p.cell], n),
+                                  comparison=compare_tiers(inputs, prices, platforms[p.cell], n),
+                                  hibernation=p.hibernation, move=p.move))
     first = next(iter(platforms), DEFAULT_CELL)
     return CostReport(tenants=tenants, assumptions=assumptions_text(prices, platforms.get(first) or CellSpec(),
                                                                     sharing.get(first, 1)))
+
+
+def placed_tenants(ws: Workspace, prices: PriceTable, tenant_id: str | None, all_: bool, tier: Tier | None,
+                   cell: str | None, idle_days: int) -> list[Placed]:
+    """Each selected tenant measured and priced with its committed spec in its
+    cell; while its move to another account or region is open, its other
+    stack right after it, measured in that stack's cell."""
+    records, usages = measure_tenants(ws, tenant_id, all_, tier, idle_days=idle_days, cell=cell)
+    placed = []
+    for record, usage in zip(records, usages, strict=True):
+        here, other, there = move_sides(ws, record)
+        placed.append(_placed(ws, prices, record, usage, here))
+        if other is not None:
+            placed.append(_placed(ws, prices, other, measure_records(ws, [other], idle_days)[0], there))
+    return placed
+
+
+def _placed(ws: Workspace, prices: PriceTable, record: TenantRecord, usage: TenantUsage,
+            move: MoveSide | None) -> Placed:
+    """One stack of a tenant priced with its committed spec; a dedicated
+    serving store with its hibernation."""
+    inputs = cost_inputs(usage, committed_specs(ws, [record]).get(record.tenant_id))
+    sleep = None
+    if record.tier is Tier.dedicated and (move is None or move.serving):
+        asleep = _hibernated(ws, record)
+        inputs = inputs.model_copy(update={"hibernated": asleep})
+        sleep = HibernationCost(hibernated=asleep, idle=usage.idle, monthly_saving=hibernation_saving(inputs, prices))
+    return Placed(cell=record.cell, inputs=inputs, hibernation=sleep, move=move)
 
 
 def _hibernated(ws: Workspace, record: TenantRecord) -> bool:
