@@ -13,7 +13,8 @@ running the same transaction. Shared pool = ``TenantRuntime(gateway=...)``
 serving ``--tenants`` pooled tenants round-robin from ``--threads`` threads
 through a pool of ``--pool`` gateway connections, against a psycopg_pool of the
 same size as the gateway doing ``SET LOCAL ROLE`` + tenant + the same INSERT
-(no token, no encryption); plus the connections each side holds. Both are
+(no token, no encryption), and that floor again with the runtime pool's
+checkout check (its cost); plus the connections each side holds. Both are
 interleaved in ``--rounds`` rounds (floor and routed alternate first); the
 p50 of each round is reported as min and median over rounds.
 
@@ -465,23 +466,33 @@ def shared_case(endpoints, ws, table, text, args) -> None:
                        key_cache=DataKeyCache(max_entries=2 * args.tenants))
     gw = json.loads(ws.client("secretsmanager").get_secret_value(
         SecretId=platform["gateway_secret_arn"])["SecretString"])
-    floor = ConnectionPool(kwargs={"host": gw["host"], "port": gw["port"], "dbname": gw["dbname"],
-                                   "user": gw["username"], "password": gw["password"], "prepare_threshold": None,
-                                   "application_name": "bench_floor"}, min_size=args.pool, max_size=args.pool)
+    login = {"host": gw["host"], "port": gw["port"], "dbname": gw["dbname"], "user": gw["username"],
+             "password": gw["password"], "prepare_threshold": None}
+    floor = ConnectionPool(kwargs={**login, "application_name": "bench_floor"}, min_size=args.pool,
+                           max_size=args.pool)
+    # The floor again with the check the runtime's pool runs on every checkout: what that round trip costs.
+    checked = ConnectionPool(kwargs={**login, "application_name": "bench_checked"}, min_size=args.pool,
+                             max_size=args.pool, check=ConnectionPool.check_connection)
     statements_of = {tid: statements(naming.schema_name(tid))[0] for tid in ids}
 
-    def floor_append(tid: str, conv: str) -> None:
-        with floor.connection() as conn, conn.transaction():
+    def pool_append(pool: ConnectionPool, tid: str, conv: str) -> None:
+        with pool.connection() as conn, conn.transaction():
             conn.execute("SELECT set_config('role', %s, true), set_config('app.tenant_id', %s, true)",
                          (naming.db_role_name(tid), tid))
             conn.execute(statements_of[tid], {"t": tid, "c": conv, "r": "user", "b": text.encode(),
                                               "m": Jsonb({"i": 1})}).fetchone()
 
+    def floor_append(tid: str, conv: str) -> None:
+        pool_append(floor, tid, conv)
+
+    def checked_append(tid: str, conv: str) -> None:
+        pool_append(checked, tid, conv)
+
     def routed_append(tid: str, conv: str) -> None:
         rt.store.append(rt.resolve(tokens[tid], tid), conv, "user", text, {"i": 1})
 
-    held: dict[str, int] = {"routed": 0, "floor": 0}
-    names = {"routed": "tenant_runtime_gateway", "floor": "bench_floor"}
+    held: dict[str, int] = {"routed": 0, "floor": 0, "checked": 0}
+    names = {"routed": "tenant_runtime_gateway", "floor": "bench_floor", "checked": "bench_checked"}
 
     def run(side: str, fn, ops_per_thread: int, offset: int) -> list[float]:
         latencies: list[float] = []
@@ -512,20 +523,26 @@ def shared_case(endpoints, ws, table, text, args) -> None:
     per_thread = -(-len(ids) // args.threads)
     run("routed", routed_append, per_thread, 0)
     run("floor", floor_append, per_thread, 0)
-    samples: dict[str, list[list[float]]] = {"floor append": [], "routed append": []}
+    run("checked", checked_append, per_thread, 0)
+    samples: dict[str, list[list[float]]] = {"floor append": [], "routed append": [], "checked append": []}
     per_round = max(1, args.n // args.rounds // args.threads)
     print(f"shared: {args.rounds} rounds x {args.threads} threads x {per_round} appends per side ...", file=sys.stderr)
     for r in range(args.rounds):
-        order = (("floor", floor_append), ("routed", routed_append))
+        order = (("floor", floor_append), ("checked", checked_append), ("routed", routed_append))
         for side, fn in (order if r % 2 == 0 else order[::-1]):
             samples[f"{side} append"].append(run(side, fn, per_round, r * 7919))
     rounds_table(f"shared pool: {len(ids)} pooled tenants active in one process, {args.threads} threads, "
                  f"pool of {args.pool}", samples, ("append",))
+    p50s = {side: [pct(r, .5) * 1e3 for r in samples[f"{side} append"]] for side in ("floor", "checked")}
+    floor_p50, checked_p50 = (statistics.median(p50s[side]) for side in ("floor", "checked"))
+    print(f"the floor with the checkout check: p50 min {min(p50s['checked']):.3f} ms, median {checked_p50:.3f} ms: "
+          f"{checked_p50 - floor_p50:+.3f} ms over the floor's median")
     print(f"connections held (max seen in pg_stat_activity): routed {held['routed']}, floor {held['floor']} "
           f"(per-tenant logins: at least one per active tenant, {len(ids)}; "
           f"the sandbox allows max_connections=200)")
     rt.close()
     floor.close()
+    checked.close()
 
 
 if __name__ == "__main__":
