@@ -6,6 +6,7 @@ plus the async API and the shared pool, each against its own floor.
     python bench/runtime.py               # 2,000 appends, 1,000 history pages; async; shared pool, 1,000 tenants
     python bench/runtime.py --n 300 --tenants 200 --rounds 3   # quick run
     python bench/runtime.py --cases shared                     # one case (sync, jwt, kms, lowrate, async, shared)
+    python bench/runtime.py --cases bytecodes                  # Python bytecodes per append, both sides
 
 Async = ``AsyncTenantRuntime`` (resolve + store call on the event loop, the
 tenant's own login) against a psycopg ``AsyncConnection`` as the same role
@@ -48,6 +49,7 @@ timing (the caller's identity provider signs them), and the sides alternate.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -183,6 +185,8 @@ def main() -> None:
 
         if "sync" in cases:
             sync_case(floor_append, routed_append, floor_history, routed_history, text, args)
+        if "bytecodes" in cases:
+            bytecodes_case(floor_append, routed_append, text)
 
         if "kms" in cases:
             # KMS calls per 1,000 messages.
@@ -272,6 +276,44 @@ def sync_case(floor_append, routed_append, floor_history, routed_history, text: 
     rounds_table(f"sync: p50 over {args.rounds} interleaved rounds (append: ~{len(text)} bytes of content; history: "
                  f"newest page of {PAGE} from a conversation of {HISTORY_LEN} messages)", samples,
                  ("append", "history"))
+
+
+def bytecodes_per_call(fn, *fn_args, n: int = 200) -> tuple[float, Counter]:
+    """Python bytecodes ``fn`` executes per call (``sys.settrace`` opcode
+    events, deterministic where timings are noise), and per module."""
+    counts: Counter = Counter()
+
+    def tracer(frame, event, _arg):
+        if event == "call":
+            frame.f_trace_opcodes, frame.f_trace_lines = True, False
+        elif event == "opcode":
+            counts[frame.f_code.co_filename, frame.f_code.co_name] += 1
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        for _ in range(n):
+            fn(*fn_args)
+    finally:
+        sys.settrace(None)
+    return sum(counts.values()) / n, counts
+
+
+def bytecodes_case(floor_append, routed_append, text: str, n: int = 200) -> None:
+    """Client work per append, counted: both sides' bytecodes (resolve included on the routed side)."""
+    floor, _ = bytecodes_per_call(floor_append, "bc-floor", text, n=n)
+    routed, by_file = bytecodes_per_call(routed_append, "bc-routed", text, n=n)
+    print()
+    print(f"Python bytecodes per append ({n} appends each, warm): floor {floor:,.0f}, routed {routed:,.0f} "
+          f"({routed - floor:+,.0f}, {routed / floor:.2f}x)")
+    files: Counter = Counter()
+    for (name, _), count in by_file.items():
+        files[name.split("site-packages/")[-1].split("/src/")[-1]] += count
+    for name, count in files.most_common(8):
+        print(f"  {count / n:8,.0f}  {name}")
+    if os.environ.get("BENCH_FUNCTIONS"):
+        for (name, fn), count in by_file.most_common(200):
+            print(f"  {count / n:8,.1f}  {name.split('/')[-1]}:{fn}")
 
 
 def lowrate_case(new_runtime, token: str, tid: str, text: str) -> None:

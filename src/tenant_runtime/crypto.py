@@ -235,7 +235,11 @@ class Envelope:
             self.key_checks += check
 
     def encrypt(self, ctx: TenantContext, conversation_id: str, plaintext: bytes) -> bytes:
-        ctx = verified(ctx)
+        return self.seal_for(verified(ctx), conversation_id, plaintext)
+
+    def seal_for(self, ctx: TenantContext, conversation_id: str, plaintext: bytes) -> bytes:
+        """``encrypt`` for a context its caller has just passed through ``verified``
+        (the store's sync append: one check per operation, not one per step)."""
         return self.seal(lambda: self.kms_for(ctx), ctx.key, ctx.resources.kms_key_arn, conversation_id,
                          plaintext)
 
