@@ -26,6 +26,7 @@ token's tenant, else ``TenantMismatch`` (403) naming the source.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
@@ -91,7 +92,9 @@ class _JWKClient(jwt.PyJWKClient):
 
 def check_addressed(tenant_id: str, addressed: Addressed) -> None:
     """Every tenant the request addressed is ``tenant_id``, else TenantMismatch (403)."""
-    pairs = [("the request", addressed)] if isinstance(addressed, str) else addressed or ()
+    if addressed is None or addressed == tenant_id:  # none, or the one id: nothing to go through
+        return
+    pairs = [("the request", addressed)] if isinstance(addressed, str) else addressed
     for source, named in pairs:
         if named != tenant_id:
             raise TenantMismatch(tenant_id, named, "tenant", source=source)
@@ -115,6 +118,8 @@ def _prepared_key(settings: JWTSettings) -> Any:
 class _Verified(NamedTuple):
     claims: dict[str, Any]
     contexts: dict[str | None, TenantContext]  # workspace (None: the tenant) -> the last context issued
+    valid_from: float  # nbf - leeway (-inf without nbf): the token is valid from then ...
+    valid_until: float  # exp + leeway: ... until then (excluded)
 
 
 class TenantResolver:
@@ -136,21 +141,17 @@ class TenantResolver:
     def _verified_entry(self, token: str) -> _Verified:
         if self._verified is not None:
             hit, entry = self._verified.get(token)
-            if hit and entry is not None and self._still_valid(entry.claims):
+            if hit and entry is not None and entry.valid_from <= self.clock() < entry.valid_until:
                 return entry
-        claims = self._verify(token)
-        if not self._still_valid(claims):  # the resolver's clock has the last word (tests move it)
+        claims, leeway = self._verify(token), self.settings.leeway
+        entry = _Verified(claims, {}, float(claims["nbf"]) - leeway if "nbf" in claims else -math.inf,
+                          float(claims["exp"]) + leeway)
+        now = self.clock()
+        if not entry.valid_from <= now < entry.valid_until:  # the resolver's clock has the last word (tests move it)
             raise Unauthenticated("invalid token: expired or not yet valid")
-        entry = _Verified(claims, {})
         if self._verified is not None:
-            remaining = float(claims["exp"]) + self.settings.leeway - self.clock()
-            if remaining > 0:
-                self._verified.put(token, entry, min(self.settings.verified_cache_ttl, remaining))
+            self._verified.put(token, entry, min(self.settings.verified_cache_ttl, entry.valid_until - now))
         return entry
-
-    def _still_valid(self, claims: dict[str, Any]) -> bool:
-        now, leeway = self.clock(), self.settings.leeway
-        return float(claims["exp"]) + leeway > now and float(claims.get("nbf", now)) - leeway <= now
 
     def _verify(self, token: str) -> dict[str, Any]:
         s = self.settings
@@ -196,7 +197,7 @@ class TenantResolver:
         only) and, when the request addresses a tenant (one id, or (source, id)
         pairs), refuse any other with TenantMismatch. ``workspace``: the
         workspace the request addresses (the token must list it)."""
-        claims, contexts = self._verified_entry(token)  # claims: read here, copied into the context
+        claims, contexts, _, _ = self._verified_entry(token)  # claims: read here, copied into the context
         tenant_id = self.tenant_of(claims)
         # Checked before the registry so a foreign id is not even looked up.
         check_addressed(tenant_id, addressed_tenant)
