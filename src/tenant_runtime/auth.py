@@ -120,6 +120,7 @@ class _Verified(NamedTuple):
     contexts: dict[str | None, TenantContext]  # workspace (None: the tenant) -> the last context issued
     valid_from: float  # nbf - leeway (-inf without nbf): the token is valid from then ...
     valid_until: float  # exp + leeway: ... until then (excluded)
+    tenant: Any  # the tenant claim's value (``tenant_of`` checks it names a tenant)
 
 
 class TenantResolver:
@@ -145,7 +146,7 @@ class TenantResolver:
                 return entry
         claims, leeway = self._verify(token), self.settings.leeway
         entry = _Verified(claims, {}, float(claims["nbf"]) - leeway if "nbf" in claims else -math.inf,
-                          float(claims["exp"]) + leeway)
+                          float(claims["exp"]) + leeway, _claim(claims, self.settings.tenant_claim))
         now = self.clock()
         if not entry.valid_from <= now < entry.valid_until:  # the resolver's clock has the last word (tests move it)
             raise Unauthenticated("invalid token: expired or not yet valid")
@@ -170,11 +171,12 @@ class TenantResolver:
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"invalid token: {exc}") from None
 
-    def tenant_of(self, claims: dict[str, Any]) -> str:
-        claim = self.settings.tenant_claim
-        value = _claim(claims, claim)
+    def tenant_of(self, claims: dict[str, Any], value: Any = None) -> str:
+        """The tenant the claims name; ``value``: the tenant claim, read from them before."""
+        if value is None:
+            value = _claim(claims, self.settings.tenant_claim)
         if not isinstance(value, str) or not value:
-            raise Unauthenticated(f"token has no {claim!r} claim naming a tenant")
+            raise Unauthenticated(f"token has no {self.settings.tenant_claim!r} claim naming a tenant")
         return value
 
     def workspaces_of(self, claims: dict[str, Any]) -> frozenset[str]:
@@ -197,8 +199,8 @@ class TenantResolver:
         only) and, when the request addresses a tenant (one id, or (source, id)
         pairs), refuse any other with TenantMismatch. ``workspace``: the
         workspace the request addresses (the token must list it)."""
-        claims, contexts, _, _ = self._verified_entry(token)  # claims: read here, copied into the context
-        tenant_id = self.tenant_of(claims)
+        claims, contexts, _, _, tenant = self._verified_entry(token)  # claims: read here, copied into the context
+        tenant_id = self.tenant_of(claims, tenant)
         # Checked before the registry so a foreign id is not even looked up.
         check_addressed(tenant_id, addressed_tenant)
         self.check_workspace(claims, tenant_id, workspace)

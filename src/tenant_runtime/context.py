@@ -155,11 +155,9 @@ def verified(ctx: object) -> TenantContext:
     """``ctx`` when it is a context the resolution issued, unaltered, whose
     record, resources and prefix belong to its tenant; else refused before the
     caller makes any call."""
-    issued = _ISSUED.get(ctx) if type(ctx) is TenantContext else None  # type: ignore[arg-type]
-    if issued is None:
+    if type(ctx) is not TenantContext or (issued := _ISSUED.get(ctx)) is None:
         raise UntrustedContext(f"{type(ctx).__name__} object is not a TenantContext the runtime resolved: "
                                "refused before any call")
-    assert isinstance(ctx, TenantContext)
     tenant_id, workspace, record, resources, routed, key = issued
     if (ctx.tenant_id != tenant_id or ctx.workspace != workspace or ctx.record is not record
             or record.resources is not resources or ctx.resources is not routed or ctx.key is not key):
