@@ -202,14 +202,17 @@ def schema_statement(template: str, schema: str, **tables: str) -> bytes:
 
 
 def scoped(conn: psycopg.Connection, tenant_id: str, role: str | None = None,
-           statement_timeout: float | None = None) -> Iterator[psycopg.Connection]:
+           statement_timeout: float | None = None) -> Iterator[psycopg.Cursor]:
     """One transaction scoped to ``tenant_id`` (and, for a gateway login, to the
-    tenant ``role``); every setting ends with it. A generator for ``yield from``
-    inside another context manager (one layer less per call); as a context
-    manager: ``tenant_transaction``."""
+    tenant ``role``); every setting ends with it. Yields the cursor that ran the
+    scope statement, for the transaction's own statements (a cursor per
+    ``conn.execute`` costs more client work than the statement's parameters).
+    A generator for ``yield from`` inside another context manager (one layer
+    less per call); as a context manager: ``tenant_transaction``."""
     with psycopg.Transaction(conn):  # = conn.transaction() (never in pipeline mode), one layer less
-        conn.execute(*scope_statement(tenant_id, role, statement_timeout))
-        yield conn
+        cur = conn.cursor()
+        cur.execute(*scope_statement(tenant_id, role, statement_timeout))
+        yield cur
 
 
 tenant_transaction = contextmanager(scoped)
@@ -559,10 +562,11 @@ class ContextStore(StoreOperations):
     def transaction(self, ctx: TenantContext) -> AbstractContextManager[psycopg.Connection]:
         """A connection inside one transaction scoped to ``ctx``'s tenant;
         database failures inside map to StoreTimeout / StoreUnavailable."""
-        return self._transaction(verified(ctx))
+        return _connection_of(self._transaction(verified(ctx)))  # ctx checked now, not at the ``with``
 
     @contextmanager
-    def _transaction(self, ctx: TenantContext) -> Iterator[psycopg.Connection]:
+    def _transaction(self, ctx: TenantContext) -> Iterator[psycopg.Cursor]:
+        """The cursor that ran the scope statement, inside the tenant's transaction."""
         # One context manager deep, not five (the error mapping, the login's
         # checkout and the tenant scope used to be one each): on a warm append
         # their per-call overhead was a large part of the client's own work.
@@ -580,9 +584,10 @@ class ContextStore(StoreOperations):
                     begun = False
                     try:
                         with psycopg.Transaction(conn):  # as in ``scoped``
-                            conn.execute(*scope_statement(tenant_id, None, self.statement_timeout))
+                            cur = conn.cursor()
+                            cur.execute(*scope_statement(tenant_id, None, self.statement_timeout))
                             begun = True
-                            yield conn
+                            yield cur
                         return
                     except psycopg.OperationalError:
                         if not may_retry_on_a_fresh_login(reused, begun):
@@ -669,8 +674,8 @@ class ContextStore(StoreOperations):
             conn.close()
 
     def _statement(self, ctx: TenantContext, step: Statement) -> Any:
-        with self._transaction(ctx) as conn:  # ctx: verified by _run / _write
-            cur = conn.execute(step.query, step.params)
+        with self._transaction(ctx) as cur:  # ctx: verified by _run / _write
+            cur.execute(step.query, step.params)
             return cur.rowcount if step.fetch == "rowcount" else (
                 cur.fetchone() if step.fetch == "one" else cur.fetchall())
 
@@ -768,6 +773,12 @@ class ContextStore(StoreOperations):
         """Rotate the tenant's search key and re-hash every document under it;
         ``if_unindexed``: only when some item is in no index (else None)."""
         return self._write(ctx, lambda c: self._reindex(c, if_unindexed))
+
+
+@contextmanager
+def _connection_of(transaction: AbstractContextManager[psycopg.Cursor]) -> Iterator[psycopg.Connection]:
+    with transaction as cur:
+        yield cur.connection
 
 
 def _as_is(text: str) -> str:
