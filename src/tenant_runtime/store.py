@@ -172,11 +172,12 @@ def decode_cursor(cursor: str, tenant_id: str, conversation_id: str) -> tuple[in
 
 # -- one transaction -------------------------------------------------------------
 
+@lru_cache(maxsize=4096)
 def scope_statement(tenant_id: str, role: str | None = None,
                     statement_timeout: float | None = None) -> tuple[bytes, tuple]:
     """The first statement of every tenant transaction, one round trip:
     transaction-local tenant (and role for a gateway login, and statement
-    timeout when set)."""
+    timeout when set). Made once per tenant and shape (immutable)."""
     names: tuple[str, ...] = ("app.tenant_id",)
     values: tuple[str, ...] = (tenant_id,)
     if role is not None:  # = SET LOCAL ROLE, first: refused unless the login may become it
@@ -647,16 +648,19 @@ class ContextStore(StoreOperations):
 
     def _write(self, ctx: TenantContext, make: Callable[[TenantContext], Operation]) -> Any:
         """Run a write operation (``_moved_retry``)."""
-        return self._moved_retry(ctx, lambda c: self._drive(c, make(c)))
+        return self._moved_retry(ctx, self._drive_made, make)
 
-    def _moved_retry(self, ctx: TenantContext, write: Callable[[TenantContext], Any]) -> Any:
-        """``write(ctx)``, ``ctx`` verified first; when a stale record routed it
+    def _drive_made(self, ctx: TenantContext, make: Callable[[TenantContext], Operation]) -> Any:
+        return self._drive(ctx, make(ctx))
+
+    def _moved_retry(self, ctx: TenantContext, write: Callable[..., Any], *args: Any) -> Any:
+        """``write(ctx, *args)``, ``ctx`` verified first; when a stale record routed it
         to a moved tenant's old store (StoreMoved), forget what this process
         cached about the tenant's store and retry once on the store the registry
         names now."""
         ctx = verified(ctx)  # before its tenant id is read: anything else is UntrustedContext
         try:  # = moved_store, without a context manager's per-call cost
-            return write(ctx)
+            return write(ctx, *args)
         except psycopg.errors.InsufficientPrivilege as exc:
             moved = store_moved(ctx.key, exc)
         except StoreMoved as exc:
@@ -666,7 +670,7 @@ class ContextStore(StoreOperations):
         self.forget(ctx)
         fresh = verified(self.reresolve(ctx))
         with moved_store(fresh.key):
-            return write(fresh)
+            return write(fresh, *args)
 
     def forget(self, ctx: TenantContext) -> None:
         """Drop the tenant's cached secret and idle connections (its store moved)."""
@@ -689,7 +693,7 @@ class ContextStore(StoreOperations):
 
     def append(self, ctx: TenantContext, conversation_id: str, role: str, content: str,
                metadata: dict[str, Any] | None = None) -> Message:
-        return self._moved_retry(ctx, lambda c: self._append_now(c, conversation_id, role, content, metadata))
+        return self._moved_retry(ctx, self._append_now, conversation_id, role, content, metadata)
 
     def _append_now(self, ctx: TenantContext, conversation_id: str, role: str, content: str,
                     metadata: dict[str, Any] | None) -> Message:
