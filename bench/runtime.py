@@ -5,8 +5,8 @@ plus the async API and the shared pool, each against its own floor.
 
     python bench/runtime.py               # 2,000 appends, 1,000 history pages; async; shared pool, 1,000 tenants
     python bench/runtime.py --n 300 --tenants 200 --rounds 3   # quick run
-    python bench/runtime.py --cases shared                     # one case (sync, jwt, kms, lowrate, async, shared)
-    python bench/runtime.py --cases bytecodes                  # Python bytecodes per append, both sides
+    python bench/runtime.py --cases shared    # one case (sync, bytecodes, jwt, kms, lowrate, async, shared)
+    python bench/runtime.py --cases bytecodes # Python bytecodes per append, both sides
 
 Async = ``AsyncTenantRuntime`` (resolve + store call on the event loop, the
 tenant's own login) against a psycopg ``AsyncConnection`` as the same role
@@ -38,6 +38,12 @@ case for a data key that lives 300 s). ``lowrate``: 1,000 appends at 1, 10 and
 100 messages/s per tenant, each on a fresh runtime whose data-key cache runs on
 a simulated clock advanced 1/rate s per message (no sleeping for minutes):
 data keys renewed at their age limit and the key-state rechecks both show.
+
+``bytecodes``: the client work of a warm append, counted and timed without
+the database's share: Python bytecodes per append (``sys.settrace`` opcode
+events, the fewest of 5 batches of 100; ``BENCH_FUNCTIONS=1`` lists them per
+function) and process CPU time per append (batches alternating), for the floor,
+the routed side and a leaner floor (the INSERT rendered once, one cursor).
 
 ``jwt``: every request carries a fresh RS256 token (its own ``jti``, so the
 verified-token cache never hits): what the signature check costs a request.
@@ -118,7 +124,7 @@ def rounds_table(title: str, samples: dict[str, list[list[float]]], ops: tuple[s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000, help="appends per side (history pages: n/2)")
-    parser.add_argument("--cases", default="sync,jwt,kms,lowrate,async,shared", help="which cases to run")
+    parser.add_argument("--cases", default="sync,bytecodes,jwt,kms,lowrate,async,shared", help="which cases to run")
     parser.add_argument("--rounds", type=int, default=5, help="sync / async / shared: interleaved rounds")
     parser.add_argument("--tenants", type=int, default=1000, help="shared: pooled tenants active in the process")
     parser.add_argument("--threads", type=int, default=8, help="shared: request threads")
