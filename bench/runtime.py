@@ -5,7 +5,8 @@ plus the async API and the shared pool, each against its own floor.
 
     python bench/runtime.py               # 2,000 appends, 1,000 history pages; async; shared pool, 1,000 tenants
     python bench/runtime.py --n 300 --tenants 200 --rounds 3   # quick run
-    python bench/runtime.py --cases shared                     # one case (sync, jwt, kms, lowrate, async, shared)
+    python bench/runtime.py --cases shared    # one case (sync, bytecodes, jwt, kms, lowrate, async, shared)
+    python bench/runtime.py --cases bytecodes # Python bytecodes per append, both sides
 
 Async = ``AsyncTenantRuntime`` (resolve + store call on the event loop, the
 tenant's own login) against a psycopg ``AsyncConnection`` as the same role
@@ -39,6 +40,12 @@ case for a data key that lives 300 s). ``lowrate``: 1,000 appends at 1, 10 and
 a simulated clock advanced 1/rate s per message (no sleeping for minutes):
 data keys renewed at their age limit and the key-state rechecks both show.
 
+``bytecodes``: the client work of a warm append, counted and timed without
+the database's share: Python bytecodes per append (``sys.settrace`` opcode
+events, the fewest of 5 batches of 100; ``BENCH_FUNCTIONS=1`` lists them per
+function) and process CPU time per append (batches alternating), for the floor,
+the routed side and a leaner floor (the INSERT rendered once, one cursor).
+
 ``jwt``: every request carries a fresh RS256 token (its own ``jti``, so the
 verified-token cache never hits): what the signature check costs a request.
 Floor: PyJWT's ``jwt.decode`` of the same tokens with the same public key,
@@ -49,6 +56,7 @@ timing (the caller's identity provider signs them), and the sides alternate.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -117,7 +125,7 @@ def rounds_table(title: str, samples: dict[str, list[list[float]]], ops: tuple[s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000, help="appends per side (history pages: n/2)")
-    parser.add_argument("--cases", default="sync,jwt,kms,lowrate,async,shared", help="which cases to run")
+    parser.add_argument("--cases", default="sync,bytecodes,jwt,kms,lowrate,async,shared", help="which cases to run")
     parser.add_argument("--rounds", type=int, default=5, help="sync / async / shared: interleaved rounds")
     parser.add_argument("--tenants", type=int, default=1000, help="shared: pooled tenants active in the process")
     parser.add_argument("--threads", type=int, default=8, help="shared: request threads")
@@ -164,6 +172,17 @@ def main() -> None:
                 floor.execute(insert, {"t": tid, "c": conv, "r": "user", "b": text.encode(),
                                        "m": Jsonb({"i": 1})}).fetchone()
 
+        insert_rendered = insert.as_bytes(floor)
+
+        def lean_floor_append(conv: str, text: str) -> None:
+            """The floor with the least client work psycopg allows: the INSERT rendered
+            once (as the runtime does), one cursor, no contextlib layer."""
+            with psycopg.Transaction(floor):
+                cur = floor.cursor()
+                cur.execute(b"SELECT set_config('app.tenant_id', %s, true)", (tid,))
+                cur.execute(insert_rendered, {"t": tid, "c": conv, "r": "user", "b": text.encode(),
+                                              "m": Jsonb({"i": 1})}).fetchone()
+
         def floor_history(conv: str) -> None:
             with floor.transaction():
                 floor.execute("SELECT set_config('app.tenant_id', %s, true)", (tid,))
@@ -184,6 +203,8 @@ def main() -> None:
 
         if "sync" in cases:
             sync_case(floor_append, routed_append, floor_history, routed_history, text, args)
+        if "bytecodes" in cases:
+            bytecodes_case(floor_append, routed_append, text, lean_floor_append)
 
         if "kms" in cases:
             # KMS calls per 1,000 messages.
@@ -273,6 +294,79 @@ def sync_case(floor_append, routed_append, floor_history, routed_history, text: 
     rounds_table(f"sync: p50 over {args.rounds} interleaved rounds (append: ~{len(text)} bytes of content; history: "
                  f"newest page of {PAGE} from a conversation of {HISTORY_LEN} messages)", samples,
                  ("append", "history"))
+
+
+def bytecodes_per_call(fn, *fn_args, n: int = 100, batches: int = 5) -> tuple[float, Counter]:
+    """Python bytecodes ``fn`` executes per call (``sys.settrace`` opcode
+    events, deterministic where timings are noise) and per (file, function):
+    the fewest of ``batches`` batches of ``n`` calls, so that a cache refresh
+    falling in one batch (the registry's 30 s, the key state's 60 s) is left out."""
+    best: Counter | None = None
+    for _ in range(batches):
+        counts: Counter = Counter()
+
+        def tracer(frame, event, _arg, counts=counts):
+            if event == "call":
+                frame.f_trace_opcodes, frame.f_trace_lines = True, False
+            elif event == "opcode":
+                counts[frame.f_code.co_filename, frame.f_code.co_name] += 1
+            return tracer
+
+        sys.settrace(tracer)
+        try:
+            for _ in range(n):
+                fn(*fn_args)
+        finally:
+            sys.settrace(None)
+        if best is None or sum(counts.values()) < sum(best.values()):
+            best = counts
+    assert best is not None
+    return sum(best.values()) / n, Counter({k: v / n for k, v in best.items()})
+
+
+def cpu_per_call(sides: dict[str, tuple], n: int = 200, batches: int = 10) -> dict[str, list[float]]:
+    """Process CPU time per call of each side (``time.process_time``: the
+    client's own work and its system calls, not the wait for the database, so
+    much less sensitive to a loaded machine than wall time), in ``batches``
+    batches of ``n`` calls, the sides alternating batch by batch."""
+    per_call: dict[str, list[float]] = {side: [] for side in sides}
+    order = list(sides)
+    for batch in range(batches):
+        for side in (order if batch % 2 == 0 else order[::-1]):
+            fn, *fn_args = sides[side]
+            start = time.process_time()
+            for _ in range(n):
+                fn(*fn_args)
+            per_call[side].append((time.process_time() - start) / n)
+    return per_call
+
+
+def bytecodes_case(floor_append, routed_append, text: str, lean_floor_append) -> None:
+    """Client work per append, counted (bytecodes) and timed (process CPU time), both sides
+    (resolve included on the routed side); and the same for a leaner floor, which the
+    ratio is not taken against (see ``lean_floor_append``)."""
+    floor, _ = bytecodes_per_call(floor_append, "bc-floor", text)
+    lean, _ = bytecodes_per_call(lean_floor_append, "bc-lean", text)
+    routed, by_function = bytecodes_per_call(routed_append, "bc-routed", text)
+    print()
+    print(f"Python bytecodes per append (warm, fewest of 5 batches of 100): floor {floor:,.0f}, "
+          f"routed {routed:,.0f} ({routed - floor:+,.0f}, {routed / floor:.2f}x)")
+    files: Counter = Counter()
+    for (name, _), count in by_function.items():
+        files[name.split("site-packages/")[-1].split("/src/")[-1].split("/rt/")[-1]] += count
+    for name, count in files.most_common(8):
+        print(f"  {count:8,.0f}  {name}")
+    if os.environ.get("BENCH_FUNCTIONS"):
+        for (name, fn), count in by_function.most_common(200):
+            print(f"  {count:8,.1f}  {name.split('/')[-1]}:{fn}")
+    cpu = cpu_per_call({"floor": (floor_append, "cpu-floor", text), "routed": (routed_append, "cpu-routed", text),
+                        "lean": (lean_floor_append, "cpu-lean", text)})
+    f, r, lf = (sorted(cpu[side]) for side in ("floor", "routed", "lean"))
+    print(f"process CPU per append (10 alternating batches of 200; min / median): floor {f[0] * 1e6:.1f} / "
+          f"{statistics.median(f) * 1e6:.1f} us, routed {r[0] * 1e6:.1f} / {statistics.median(r) * 1e6:.1f} us "
+          f"(extra {(r[0] - f[0]) * 1e6:+.1f} / {(statistics.median(r) - statistics.median(f)) * 1e6:+.1f} us)")
+    print(f"leaner floor (INSERT rendered once, one cursor, psycopg.Transaction): {lean:,.0f} bytecodes "
+          f"(routed {routed - lean:+,.0f}), process CPU {lf[0] * 1e6:.1f} / {statistics.median(lf) * 1e6:.1f} us")
 
 
 def lowrate_case(new_runtime, token: str, tid: str, text: str) -> None:

@@ -26,9 +26,10 @@ token's tenant, else ``TenantMismatch`` (403) naming the source.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jwt
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -91,7 +92,9 @@ class _JWKClient(jwt.PyJWKClient):
 
 def check_addressed(tenant_id: str, addressed: Addressed) -> None:
     """Every tenant the request addressed is ``tenant_id``, else TenantMismatch (403)."""
-    pairs = [("the request", addressed)] if isinstance(addressed, str) else addressed or ()
+    if addressed is None or addressed == tenant_id:  # none, or the one id: nothing to go through
+        return
+    pairs = [("the request", addressed)] if isinstance(addressed, str) else addressed
     for source, named in pairs:
         if named != tenant_id:
             raise TenantMismatch(tenant_id, named, "tenant", source=source)
@@ -112,38 +115,44 @@ def _prepared_key(settings: JWTSettings) -> Any:
         raise ValueError(f"JWT key unusable for {settings.algorithms[0]}: {exc}") from None
 
 
+class _Verified(NamedTuple):
+    claims: dict[str, Any]
+    contexts: dict[str | None, TenantContext]  # workspace (None: the tenant) -> the last context issued
+    valid_from: float  # nbf - leeway (-inf without nbf): the token is valid from then ...
+    valid_until: float  # exp + leeway: ... until then (excluded)
+    tenant: Any  # the tenant claim's value (``tenant_of`` checks it names a tenant)
+
+
 class TenantResolver:
     def __init__(self, settings: JWTSettings, registry: RegistryReader,
                  clock: Callable[[], float] = time.time, revocations: RevocationList | None = None) -> None:
         self.settings, self.registry, self.clock, self.revocations = settings, registry, clock, revocations
         self._jwks = _JWKClient(settings.jwks_url) if settings.jwks_url else None
         self._key = _prepared_key(settings)
-        self._verified: TTLCache[dict[str, Any]] | None = (
-            TTLCache(settings.verified_cache_size, settings.verified_cache_ttl, clock)
-            if settings.verified_cache_ttl > 0 else None)
-        # The last context issued per verified token: a request repeating a token
-        # gets it again while the registry's record is the same (not re-made per call).
-        self._contexts: TTLCache[TenantContext] | None = (
+        # Per verified token, one entry: its claims and the last context issued for
+        # it per workspace addressed (a request repeating a token gets that context
+        # again while the registry's record is the same, not one made per call).
+        self._verified: TTLCache[_Verified] | None = (
             TTLCache(settings.verified_cache_size, settings.verified_cache_ttl, clock)
             if settings.verified_cache_ttl > 0 else None)
 
     def verify(self, token: str) -> dict[str, Any]:
+        return dict(self._verified_entry(token).claims)  # a caller's edits never reach the cache
+
+    def _verified_entry(self, token: str) -> _Verified:
         if self._verified is not None:
-            hit, claims = self._verified.get(token)
-            if hit and claims is not None and self._still_valid(claims):
-                return dict(claims)  # a caller's edits never reach the cache
-        claims = self._verify(token)
-        if not self._still_valid(claims):  # the resolver's clock has the last word (tests move it)
+            hit, entry = self._verified.get(token)
+            if hit and entry is not None and entry.valid_from <= self.clock() < entry.valid_until:
+                return entry
+        claims, leeway = self._verify(token), self.settings.leeway
+        entry = _Verified(claims, {}, float(claims["nbf"]) - leeway if "nbf" in claims else -math.inf,
+                          float(claims["exp"]) + leeway, _claim(claims, self.settings.tenant_claim))
+        now = self.clock()
+        if not entry.valid_from <= now < entry.valid_until:  # the resolver's clock has the last word (tests move it)
             raise Unauthenticated("invalid token: expired or not yet valid")
         if self._verified is not None:
-            remaining = float(claims["exp"]) + self.settings.leeway - self.clock()
-            if remaining > 0:
-                self._verified.put(token, claims, min(self.settings.verified_cache_ttl, remaining))
-        return claims
-
-    def _still_valid(self, claims: dict[str, Any]) -> bool:
-        now, leeway = self.clock(), self.settings.leeway
-        return float(claims["exp"]) + leeway > now and float(claims.get("nbf", now)) - leeway <= now
+            self._verified.put(token, entry, min(self.settings.verified_cache_ttl, entry.valid_until - now))
+        return entry
 
     def _verify(self, token: str) -> dict[str, Any]:
         s = self.settings
@@ -162,11 +171,12 @@ class TenantResolver:
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"invalid token: {exc}") from None
 
-    def tenant_of(self, claims: dict[str, Any]) -> str:
-        claim = self.settings.tenant_claim
-        value = _claim(claims, claim)
+    def tenant_of(self, claims: dict[str, Any], value: Any = None) -> str:
+        """The tenant the claims name; ``value``: the tenant claim, read from them before."""
+        if value is None:
+            value = _claim(claims, self.settings.tenant_claim)
         if not isinstance(value, str) or not value:
-            raise Unauthenticated(f"token has no {claim!r} claim naming a tenant")
+            raise Unauthenticated(f"token has no {self.settings.tenant_claim!r} claim naming a tenant")
         return value
 
     def workspaces_of(self, claims: dict[str, Any]) -> frozenset[str]:
@@ -189,22 +199,18 @@ class TenantResolver:
         only) and, when the request addresses a tenant (one id, or (source, id)
         pairs), refuse any other with TenantMismatch. ``workspace``: the
         workspace the request addresses (the token must list it)."""
-        claims = self.verify(token)
-        tenant_id = self.tenant_of(claims)
+        claims, contexts, _, _, tenant = self._verified_entry(token)  # claims: read here, copied into the context
+        tenant_id = self.tenant_of(claims, tenant)
         # Checked before the registry so a foreign id is not even looked up.
         check_addressed(tenant_id, addressed_tenant)
         self.check_workspace(claims, tenant_id, workspace)
         if self.revocations is not None:
             self.revocations.check(claims, tenant_id)
-        if self._contexts is None:
-            return from_registry(self.registry, tenant_id, subject=claims.get("sub"), claims=claims,
-                                 workspace=workspace)
-        slot = (token, workspace)  # one token, a context per workspace it addresses
-        _, last = self._contexts.get(slot)
+        last = contexts.get(workspace)  # one per workspace the token lists, at most
         ctx = from_registry(self.registry, tenant_id, subject=claims.get("sub"), claims=claims, reuse=last,
                             workspace=workspace)
         if ctx is not last:
-            self._contexts.put(slot, ctx)
+            contexts[workspace] = ctx
         return ctx
 
     def resolve_header(self, authorization: str | None, addressed_tenant: Addressed = None,

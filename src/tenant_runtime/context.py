@@ -36,10 +36,10 @@ from tenant_runtime.models import TenantRecord, TenantResources, tenant_prefix, 
 from tenant_runtime.registry import RegistryReader
 
 _CAPABILITY = object()  # held by this module only: what ``TenantContext(...)`` must be given
-# Every context the resolution issued, with the record and resources it was issued with.
-# (tenant, workspace, record, resources, workspace view)
+# Every context the resolution issued, with what it was issued with:
+# (tenant, workspace, record, the record's resources, the resources it routes to, its key)
 _ISSUED: WeakKeyDictionary[TenantContext, tuple[str, str | None, TenantRecord, TenantResources | None,
-                                                TenantResources | None]] = WeakKeyDictionary()
+                                                TenantResources, str]] = WeakKeyDictionary()
 _ISSUED_LOCK = threading.Lock()
 
 
@@ -74,13 +74,16 @@ class TenantContext:
     """The tenant of one request, its registry record and, for a workspace
     context, the workspace it acts in (read-only)."""
 
-    __slots__ = ("tenant_id", "record", "subject", "claims", "workspace", "_view", "__weakref__")
+    # ``key`` and ``resources`` are fixed at issuance (slots, checked by ``verified``
+    # like the rest): every service reads them, several times per call.
+    __slots__ = ("tenant_id", "record", "subject", "claims", "workspace", "key", "resources", "__weakref__")
     tenant_id: str
     record: TenantRecord
     subject: str | None
     claims: Mapping[str, Any]
     workspace: str | None
-    _view: TenantResources | None
+    key: str  # what the runtime scopes by: the tenant id, or ``<id>/<ws>`` for a workspace
+    resources: TenantResources  # what this context reaches: the tenant's, or its workspace's
 
     def __init__(self, tenant_id: str, record: TenantRecord, subject: str | None = None,
                  claims: Mapping[str, Any] | None = None, *, workspace: str | None = None,
@@ -89,10 +92,15 @@ class TenantContext:
             raise UntrustedContext("a TenantContext is made only by the runtime's resolution "
                                    "(TenantRuntime.resolve / TenantRuntime.context)")
         _check_owner(tenant_id, record)
-        view = _workspace_view(tenant_id, record, workspace) if workspace is not None else None
+        if workspace is None:
+            # RegistryReader.get refuses records without resources, so this holds.
+            assert record.resources is not None
+            key, resources = tenant_id, record.resources
+        else:
+            key, resources = workspace_key(tenant_id, workspace), _workspace_view(tenant_id, record, workspace)
         for name, value in (("tenant_id", tenant_id), ("record", record), ("subject", subject),
                             ("claims", MappingProxyType(dict(claims or {}))), ("workspace", workspace),
-                            ("_view", view)):
+                            ("key", key), ("resources", resources)):
             object.__setattr__(self, name, value)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -113,20 +121,6 @@ class TenantContext:
     def __repr__(self) -> str:
         ws = f", workspace={self.workspace!r}" if self.workspace is not None else ""
         return f"TenantContext(tenant_id={self.tenant_id!r}{ws}, subject={self.subject!r})"
-
-    @property
-    def key(self) -> str:
-        """What the runtime scopes by: the tenant id, or ``<id>/<ws>`` for a workspace."""
-        return self.tenant_id if self.workspace is None else workspace_key(self.tenant_id, self.workspace)
-
-    @property
-    def resources(self) -> TenantResources:
-        """The resources this context reaches: the tenant's, or its workspace's."""
-        if self._view is not None:
-            return self._view
-        # RegistryReader.get refuses records without resources, so this holds.
-        assert self.record.resources is not None
-        return self.record.resources
 
     def require(self, addressed_tenant: str, what: str = "resource") -> None:
         """Refuse (403) anything that belongs to another tenant."""
@@ -153,7 +147,7 @@ def from_registry(registry: RegistryReader, tenant_id: str, subject: str | None 
         return verified(reuse)
     ctx = TenantContext(tenant_id, record, subject, claims, workspace=workspace, _capability=_CAPABILITY)
     with _ISSUED_LOCK:
-        _ISSUED[ctx] = (tenant_id, workspace, record, record.resources, ctx._view)
+        _ISSUED[ctx] = (tenant_id, workspace, record, record.resources, ctx.resources, ctx.key)
     return ctx
 
 
@@ -161,14 +155,12 @@ def verified(ctx: object) -> TenantContext:
     """``ctx`` when it is a context the resolution issued, unaltered, whose
     record, resources and prefix belong to its tenant; else refused before the
     caller makes any call."""
-    issued = _ISSUED.get(ctx) if type(ctx) is TenantContext else None  # type: ignore[arg-type]
-    if issued is None:
+    if type(ctx) is not TenantContext or (issued := _ISSUED.get(ctx)) is None:
         raise UntrustedContext(f"{type(ctx).__name__} object is not a TenantContext the runtime resolved: "
                                "refused before any call")
-    assert isinstance(ctx, TenantContext)
-    tenant_id, workspace, record, resources, view = issued
+    tenant_id, workspace, record, resources, routed, key = issued
     if (ctx.tenant_id != tenant_id or ctx.workspace != workspace or ctx.record is not record
-            or record.resources is not resources or ctx._view is not view):
+            or record.resources is not resources or ctx.resources is not routed or ctx.key is not key):
         raise UntrustedContext(f"the context of tenant {tenant_id!r} was altered after resolution: refused")
     if record.tenant_id != tenant_id:
         # The resources (frozen, the same object) and the prefix passed _check_owner at

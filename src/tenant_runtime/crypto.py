@@ -154,8 +154,11 @@ class DataKeyCache:
     def key_checked(self, key_arn: str) -> bool:
         """True while the KMS key's last check is fresher than ``recheck_after``."""
         with self._lock:
-            when = self._checked.get(key_arn)
-            return when is not None and self.clock() - when < self.recheck_after
+            return self._fresh_check(key_arn, self.clock())
+
+    def _fresh_check(self, key_arn: str, now: float) -> bool:
+        when = self._checked.get(key_arn)
+        return when is not None and now - when < self.recheck_after
 
     def mark_checked(self, key_arn: str) -> None:
         with self._lock:
@@ -178,13 +181,23 @@ class DataKeyCache:
     def take_sealing_key(self, slot: tuple) -> DataKey | None:
         """A usable key for ``slot``, its use counted; None when a new one is due."""
         with self._lock:
-            key = self._seal.get(slot)
-            if key is None or self.clock() - key.created >= self.max_age or key.uses >= self.max_messages:
-                self._seal.pop(slot, None)
-                return None
-            key.uses += 1
-            self._seal.move_to_end(slot)
-            return key
+            return self._take(slot, self.clock())
+
+    def checked_sealing_key(self, slot: tuple) -> tuple[bool, DataKey | None]:
+        """(``key_checked(slot[0])``, ``take_sealing_key(slot)``) under one lock:
+        what every seal asks, one acquisition and one clock reading."""
+        with self._lock:
+            now = self.clock()
+            return self._fresh_check(slot[0], now), self._take(slot, now)
+
+    def _take(self, slot: tuple, now: float) -> DataKey | None:
+        key = self._seal.get(slot)
+        if key is None or now - key.created >= self.max_age or key.uses >= self.max_messages:
+            self._seal.pop(slot, None)
+            return None
+        key.uses += 1
+        self._seal.move_to_end(slot)
+        return key
 
     def put_sealing_key(self, slot: tuple, plaintext: bytes, encrypted: bytes) -> DataKey:
         with self._lock:
@@ -235,7 +248,11 @@ class Envelope:
             self.key_checks += check
 
     def encrypt(self, ctx: TenantContext, conversation_id: str, plaintext: bytes) -> bytes:
-        ctx = verified(ctx)
+        return self.seal_for(verified(ctx), conversation_id, plaintext)
+
+    def seal_for(self, ctx: TenantContext, conversation_id: str, plaintext: bytes) -> bytes:
+        """``encrypt`` for a context its caller has just passed through ``verified``
+        (the store's sync append: one check per operation, not one per step)."""
         return self.seal(lambda: self.kms_for(ctx), ctx.key, ctx.resources.kms_key_arn, conversation_id,
                          plaintext)
 
@@ -290,9 +307,10 @@ class Envelope:
     def seal(self, kms: Callable[[], Any], tenant_id: str, key_arn: str, conversation_id: str,
              plaintext: bytes) -> bytes:
         """Seal under ``tenant_id``'s key ``key_arn``; ``kms()`` gives the client (called only when needed)."""
-        self._require_enabled(kms, tenant_id, key_arn)
         slot = (key_arn, tenant_id)
-        key = self.cache.take_sealing_key(slot)
+        checked, key = self.cache.checked_sealing_key(slot)
+        if not checked:  # the key's state first (KeyUnusable drops the key just taken with the rest)
+            self._require_enabled(kms, tenant_id, key_arn)
         if key is None:
             resp = self._kms(kms, tenant_id, key_arn, "generate a data key", "generate_data_key",
                              KeySpec="AES_256", EncryptionContext=kms_context(tenant_id))

@@ -84,7 +84,7 @@ CURRENT, PENDING = "AWSCURRENT", "AWSPENDING"
 MAX_CONTENT = 1 << 20
 MAX_METADATA = 64 << 10
 MAX_PAGE = 500
-
+_BAD, _IDLE = psycopg.pq.ConnStatus.BAD, psycopg.pq.TransactionStatus.IDLE
 
 
 class StoreSecret(BaseModel):
@@ -172,11 +172,12 @@ def decode_cursor(cursor: str, tenant_id: str, conversation_id: str) -> tuple[in
 
 # -- one transaction -------------------------------------------------------------
 
+@lru_cache(maxsize=4096)
 def scope_statement(tenant_id: str, role: str | None = None,
                     statement_timeout: float | None = None) -> tuple[bytes, tuple]:
     """The first statement of every tenant transaction, one round trip:
     transaction-local tenant (and role for a gateway login, and statement
-    timeout when set)."""
+    timeout when set). Made once per tenant and shape (immutable)."""
     names: tuple[str, ...] = ("app.tenant_id",)
     values: tuple[str, ...] = (tenant_id,)
     if role is not None:  # = SET LOCAL ROLE, first: refused unless the login may become it
@@ -202,14 +203,17 @@ def schema_statement(template: str, schema: str, **tables: str) -> bytes:
 
 
 def scoped(conn: psycopg.Connection, tenant_id: str, role: str | None = None,
-           statement_timeout: float | None = None) -> Iterator[psycopg.Connection]:
+           statement_timeout: float | None = None) -> Iterator[psycopg.Cursor]:
     """One transaction scoped to ``tenant_id`` (and, for a gateway login, to the
-    tenant ``role``); every setting ends with it. A generator for ``yield from``
-    inside another context manager (one layer less per call); as a context
-    manager: ``tenant_transaction``."""
-    with conn.transaction():
-        conn.execute(*scope_statement(tenant_id, role, statement_timeout))
-        yield conn
+    tenant ``role``); every setting ends with it. Yields the cursor that ran the
+    scope statement, for the transaction's own statements (a cursor per
+    ``conn.execute`` costs more client work than the statement's parameters).
+    A generator for ``yield from`` inside another context manager (one layer
+    less per call); as a context manager: ``tenant_transaction``."""
+    with psycopg.Transaction(conn):  # = conn.transaction() (never in pipeline mode), one layer less
+        cur = conn.cursor()
+        cur.execute(*scope_statement(tenant_id, role, statement_timeout))
+        yield cur
 
 
 tenant_transaction = contextmanager(scoped)
@@ -279,7 +283,10 @@ class IdleConnections:
 
     def keep(self, conn: Any) -> bool:
         """Keep ``conn`` for reuse when it is clean and there is room; False: close it."""
-        clean = not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        # The libpq states, not ``conn.closed`` / ``conn.info``: those build a
+        # ConnectionInfo and an enum per call, on every statement's return.
+        pgconn = conn.pgconn
+        clean = pgconn.status != _BAD and pgconn.transaction_status == _IDLE
         with self.lock:
             if clean and len(self.idle) < self.max_idle:
                 self.idle.append(conn)
@@ -452,32 +459,26 @@ class StoreOperations(DocumentOperations):
 
     def _append(self, ctx: TenantContext, conversation_id: str, role: str, content: str,
                 metadata: dict[str, Any] | None) -> Operation:
+        """The append as an operation (the async driver's); ``ContextStore.append``
+        runs the same three steps directly."""
         ctx = verified(ctx)  # first: a context the resolution did not issue reaches nothing
-        check_writable(ctx)
-        _check_conversation(conversation_id)
-        if role not in Role.__args__:  # type: ignore[attr-defined]
-            raise InvalidRequest(f"role must be one of {', '.join(Role.__args__)}")  # type: ignore[attr-defined]
-        body = content.encode()
-        if len(body) > MAX_CONTENT:
-            raise InvalidRequest(f"content is {len(body)} bytes; the limit is {MAX_CONTENT}")
-        meta = metadata or {}
-        try:
-            meta_json = json.dumps(meta)
-        except (TypeError, ValueError):
-            raise InvalidRequest("metadata must be JSON-serialisable") from None
-        if len(meta_json) > MAX_METADATA:
-            raise InvalidRequest(f"metadata is {len(meta_json)} bytes of JSON; the limit is {MAX_METADATA}")
+        body, meta, meta_json = _append_input(ctx, conversation_id, role, content, metadata)
         sealed = yield Compute(self.envelope.encrypt, (ctx, conversation_id, body))
-        seq, created = yield Statement(
+        row = yield self._append_statement(ctx, conversation_id, role, sealed, meta_json)
+        return _appended(conversation_id, role, content, meta, row)
+
+    def _append_statement(self, ctx: TenantContext, conversation_id: str, role: str, sealed: bytes,
+                          meta_json: str) -> Statement:
+        """Upsert the conversation and insert the sealed message; the row gives (seq, created_at)."""
+        key = ctx.key
+        return Statement(
             self._sql(ctx, "WITH c AS (INSERT INTO {conv} (tenant_id, conversation_id) VALUES (%(t)s, %(c)s) "
                       "ON CONFLICT (tenant_id, conversation_id) DO UPDATE SET updated_at = now() RETURNING 1) "
                       "INSERT INTO {msg} (tenant_id, conversation_id, role, content, metadata) "
                       "SELECT %(t)s, %(c)s, %(r)s, %(b)s, %(m)s FROM c RETURNING seq, created_at",
                       conv=CONVERSATIONS, msg=MESSAGES),
-            {"t": ctx.key, "c": conversation_id, "r": role, "b": sealed, "m": Jsonb(meta_json, dumps=_as_is)},
+            {"t": key, "c": conversation_id, "r": role, "b": sealed, "m": Jsonb(meta_json, dumps=_as_is)},
             "one")
-        return Message(conversation_id=conversation_id, seq=seq, role=role, content=content,
-                       metadata=meta, created_at=created)
 
     def _history(self, ctx: TenantContext, conversation_id: str, limit: int, cursor: str | None) -> Operation:
         ctx = verified(ctx)
@@ -562,10 +563,11 @@ class ContextStore(StoreOperations):
     def transaction(self, ctx: TenantContext) -> AbstractContextManager[psycopg.Connection]:
         """A connection inside one transaction scoped to ``ctx``'s tenant;
         database failures inside map to StoreTimeout / StoreUnavailable."""
-        return self._transaction(verified(ctx))
+        return _connection_of(self._transaction(verified(ctx)))  # ctx checked now, not at the ``with``
 
     @contextmanager
-    def _transaction(self, ctx: TenantContext) -> Iterator[psycopg.Connection]:
+    def _transaction(self, ctx: TenantContext) -> Iterator[psycopg.Cursor]:
+        """The cursor that ran the scope statement, inside the tenant's transaction."""
         # One context manager deep, not five (the error mapping, the login's
         # checkout and the tenant scope used to be one each): on a warm append
         # their per-call overhead was a large part of the client's own work.
@@ -582,10 +584,11 @@ class ContextStore(StoreOperations):
                 while True:
                     begun = False
                     try:
-                        with conn.transaction():
-                            conn.execute(*scope_statement(tenant_id, None, self.statement_timeout))
+                        with psycopg.Transaction(conn):  # as in ``scoped``
+                            cur = conn.cursor()
+                            cur.execute(*scope_statement(tenant_id, None, self.statement_timeout))
                             begun = True
-                            yield conn
+                            yield cur
                         return
                     except psycopg.OperationalError:
                         if not may_retry_on_a_fresh_login(reused, begun):
@@ -644,12 +647,20 @@ class ContextStore(StoreOperations):
         return step
 
     def _write(self, ctx: TenantContext, make: Callable[[TenantContext], Operation]) -> Any:
-        """Run a write; when a stale record routed it to a moved tenant's old
-        store (StoreMoved), forget what this process cached about the tenant's
-        store and retry once on the store the registry names now."""
+        """Run a write operation (``_moved_retry``)."""
+        return self._moved_retry(ctx, self._drive_made, make)
+
+    def _drive_made(self, ctx: TenantContext, make: Callable[[TenantContext], Operation]) -> Any:
+        return self._drive(ctx, make(ctx))
+
+    def _moved_retry(self, ctx: TenantContext, write: Callable[..., Any], *args: Any) -> Any:
+        """``write(ctx, *args)``, ``ctx`` verified first; when a stale record routed it
+        to a moved tenant's old store (StoreMoved), forget what this process
+        cached about the tenant's store and retry once on the store the registry
+        names now."""
         ctx = verified(ctx)  # before its tenant id is read: anything else is UntrustedContext
         try:  # = moved_store, without a context manager's per-call cost
-            return self._drive(ctx, make(ctx))
+            return write(ctx, *args)
         except psycopg.errors.InsufficientPrivilege as exc:
             moved = store_moved(ctx.key, exc)
         except StoreMoved as exc:
@@ -657,9 +668,9 @@ class ContextStore(StoreOperations):
         if self.reresolve is None:
             raise moved
         self.forget(ctx)
-        fresh = self.reresolve(ctx)
+        fresh = verified(self.reresolve(ctx))
         with moved_store(fresh.key):
-            return self._run(fresh, make(fresh))
+            return write(fresh, *args)
 
     def forget(self, ctx: TenantContext) -> None:
         """Drop the tenant's cached secret and idle connections (its store moved)."""
@@ -667,8 +678,8 @@ class ContextStore(StoreOperations):
             conn.close()
 
     def _statement(self, ctx: TenantContext, step: Statement) -> Any:
-        with self._transaction(ctx) as conn:  # ctx: verified by _run / _write
-            cur = conn.execute(step.query, step.params)
+        with self._transaction(ctx) as cur:  # ctx: verified by _run / _write
+            cur.execute(step.query, step.params)
             return cur.rowcount if step.fetch == "rowcount" else (
                 cur.fetchone() if step.fetch == "one" else cur.fetchall())
 
@@ -682,7 +693,16 @@ class ContextStore(StoreOperations):
 
     def append(self, ctx: TenantContext, conversation_id: str, role: str, content: str,
                metadata: dict[str, Any] | None = None) -> Message:
-        return self._write(ctx, lambda c: self._append(c, conversation_id, role, content, metadata))
+        return self._moved_retry(ctx, self._append_now, conversation_id, role, content, metadata)
+
+    def _append_now(self, ctx: TenantContext, conversation_id: str, role: str, content: str,
+                    metadata: dict[str, Any] | None) -> Message:
+        """``_append``'s steps run directly: driving the generator cost about a
+        third of the sync append's own client work. ``ctx``: verified by the caller."""
+        body, meta, meta_json = _append_input(ctx, conversation_id, role, content, metadata)
+        sealed = self.envelope.seal_for(ctx, conversation_id, body)
+        row = self._statement(ctx, self._append_statement(ctx, conversation_id, role, sealed, meta_json))
+        return _appended(conversation_id, role, content, meta, row)
 
     def history(self, ctx: TenantContext, conversation_id: str, limit: int = 50,
                 cursor: str | None = None) -> Page:
@@ -759,9 +779,44 @@ class ContextStore(StoreOperations):
         return self._write(ctx, lambda c: self._reindex(c, if_unindexed))
 
 
+@contextmanager
+def _connection_of(transaction: AbstractContextManager[psycopg.Cursor]) -> Iterator[psycopg.Connection]:
+    with transaction as cur:
+        yield cur.connection
+
+
 def _as_is(text: str) -> str:
     """Jsonb's dumps for JSON already dumped (to measure it): once is enough."""
     return text
+
+
+def _append_input(ctx: TenantContext, conversation_id: str, role: str, content: str,
+                  metadata: dict[str, Any] | None) -> tuple[bytes, dict[str, Any], str]:
+    """An append's checks, before anything is sealed or sent: the tenant takes
+    writes, the conversation id, the role, the sizes. (content as bytes,
+    metadata, metadata as JSON)."""
+    check_writable(ctx)
+    _check_conversation(conversation_id)
+    if role not in Role.__args__:  # type: ignore[attr-defined]
+        raise InvalidRequest(f"role must be one of {', '.join(Role.__args__)}")  # type: ignore[attr-defined]
+    body = content.encode()
+    if len(body) > MAX_CONTENT:
+        raise InvalidRequest(f"content is {len(body)} bytes; the limit is {MAX_CONTENT}")
+    meta = metadata or {}
+    try:
+        meta_json = json.dumps(meta)
+    except (TypeError, ValueError):
+        raise InvalidRequest("metadata must be JSON-serialisable") from None
+    if len(meta_json) > MAX_METADATA:
+        raise InvalidRequest(f"metadata is {len(meta_json)} bytes of JSON; the limit is {MAX_METADATA}")
+    return body, meta, meta_json
+
+
+def _appended(conversation_id: str, role: str, content: str, meta: dict[str, Any], row: tuple) -> Message:
+    """The appended message, from the INSERT's (seq, created_at)."""
+    seq, created = row
+    return Message(conversation_id=conversation_id, seq=seq, role=role, content=content, metadata=meta,
+                   created_at=created)
 
 
 def _check_conversation(conversation_id: str) -> None:

@@ -365,3 +365,57 @@ def test_a_connection_lost_after_the_callers_statement_is_not_retried(runtime, r
         conn.execute("SELECT 1")
         runtime_env.terminate_logins(ctx.tenant_id)
         conn.execute("SELECT 1")
+
+
+def test_the_sync_append_and_the_append_operation_store_the_same_row_and_refuse_the_same(runtime, runtime_env):
+    """The sync ``append`` runs the append's steps directly; the async driver
+    runs them as the operation ``_append``. Driven here by the sync driver, the
+    operation and the direct path store the same row (sealed under the same data
+    key), give the same Message, and refuse the same forged contexts and bad
+    input with the same error, storing nothing."""
+    from types import SimpleNamespace
+
+    from tenant_runtime.crypto import blob_edk
+
+    store = runtime.store
+    a = runtime_env.ids["a"]
+    ctx, ctx_b = ctx_of(runtime, runtime_env, "a"), ctx_of(runtime, runtime_env, "b")
+    paths = {"direct": store.append,
+             "operation": lambda c, *args: store._write(c, lambda v: store._append(v, *args))}
+    conversation = f"conv-paths-{uuid.uuid4().hex[:8]}"
+    made = [append(ctx, conversation, "tool", "same ✓", {"k": [1]}) for append in paths.values()]
+    assert made[0].seq < made[1].seq
+    assert made[0].model_dump(exclude={"seq", "created_at"}) == made[1].model_dump(exclude={"seq", "created_at"}) == {
+        "conversation_id": conversation, "role": "tool", "content": "same ✓", "metadata": {"k": [1]}}
+    schema = ctx.resources.store
+
+    def stored() -> list[tuple]:
+        with runtime_env.admin(schema.database) as conn:
+            return conn.execute(sql.SQL(
+                "SELECT seq, tenant_id, conversation_id, role, metadata, content FROM {} "
+                "WHERE conversation_id = %s ORDER BY seq").format(sql.Identifier(schema.schema_name, "messages")),
+                (conversation,)).fetchall()
+
+    rows = stored()
+    assert [row[0] for row in rows] == [m.seq for m in made]
+    assert rows[0][1:5] == rows[1][1:5] == (a, conversation, "tool", {"k": [1]})
+    blobs = [bytes(row[5]) for row in rows]
+    assert blobs[0] != blobs[1] and blob_edk(blobs[0]) == blob_edk(blobs[1])  # own nonce, same data key
+    assert runtime.envelope.decrypt_many(ctx, conversation, blobs) == ["same ✓".encode()] * 2
+
+    slipped = runtime.context(a)  # issued, then given B's record under A's id
+    object.__setattr__(slipped, "record", ctx_b.record.model_copy(update={"tenant_id": a}))
+    duck = SimpleNamespace(tenant_id=a, key=a, record=ctx_b.record, resources=ctx_b.resources, subject="x",
+                           claims={}, workspace=None)
+    refusals = [(slipped, "user", {}), (duck, "user", {}), (ctx, "admin", {}), (ctx, "user", {"x": object()})]
+    for forged, role, meta in refusals:
+        errors = []
+        for append in paths.values():
+            with pytest.raises(Exception) as err:
+                append(forged, conversation, role, "never stored", meta)
+            errors.append((type(err.value), str(err.value)))
+        assert errors[0] == errors[1], errors
+    assert len(stored()) == 2
+    with runtime_env.admin(ctx_b.resources.store.database) as conn:
+        assert conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE conversation_id = %s").format(
+            sql.Identifier(ctx_b.resources.store.schema_name, "messages")), (conversation,)).fetchone()[0] == 0

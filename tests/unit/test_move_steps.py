@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
@@ -216,19 +217,26 @@ def test_a_stale_write_is_retried_once_on_the_store_the_registry_names_now():
     seen = []
 
     class Store(ContextStore):
-        def _drive(self, ctx, operation):
+        def _statement(self, ctx, step):
             seen.append(ctx.resources.store.database)
             if ctx.resources.store.database == "postgres":
                 raise StoreMoved("revoked")
-            return "ok"
+            return (7, datetime.now(UTC)) if step.fetch == "one" else 1
 
-    store = Store(envelope=None, secret_client_for=lambda _ctx: None,  # type: ignore[arg-type]
-                  reresolve=lambda ctx: from_registry(registry, ctx.tenant_id))
-    assert store.append(stale, "c", "user", "hi") == "ok"
-    assert seen == ["postgres", "acme"]
-    without = Store(envelope=None, secret_client_for=lambda _ctx: None)  # type: ignore[arg-type]
-    with pytest.raises(StoreMoved):
-        without.append(stale, "c", "user", "hi")
+    class Sealing:
+        def seal_for(self, ctx, conversation_id, plaintext):
+            return b"sealed"
+
+    # append (its steps run directly) and delete_conversation (an operation the driver runs)
+    for write in (lambda s: s.append(stale, "c", "user", "hi").seq, lambda s: s.delete_conversation(stale, "c")):
+        seen.clear()
+        store = Store(envelope=Sealing(), secret_client_for=lambda _ctx: None,  # type: ignore[arg-type]
+                      reresolve=lambda ctx: from_registry(registry, ctx.tenant_id))
+        assert write(store) in (7, True)
+        assert seen == ["postgres", "acme"]
+        without = Store(envelope=Sealing(), secret_client_for=lambda _ctx: None)  # type: ignore[arg-type]
+        with pytest.raises(StoreMoved):
+            write(without)
 
 
 def test_provision_refuses_a_tenant_being_moved_and_points_tier_changes_at_move():
