@@ -16,7 +16,8 @@
 The analyzer is part of the index format: changing it (or installing the
 Japanese extra on a tenant indexed without it) needs ``tenantctl search
 reindex``. Kinds are prefixes of the term text ("w:" words, "p:" title
-prefixes in the items' terms; "g:" trigrams in the vocabulary).
+prefixes in the items' terms, their document frequencies not counted;
+"g:" trigrams in the vocabulary).
 """
 
 from __future__ import annotations

@@ -18,7 +18,9 @@ tenant id + a scope no conversation or document can have). So:
 
 What it still leaks, to someone who holds the rows (a DBA, a backup): within
 one tenant, how often each (unknown) term occurs, how many items hold it,
-document lengths and which documents share terms (co-occurrence). Frequency
+document lengths, which documents share terms (co-occurrence) and which of
+an item's terms are title prefixes (stored with a negated frequency, so
+roughly the length of its title's words). Frequency
 analysis against a known corpus could guess the commonest terms of a large
 tenant. Acceptable here: the rows sit behind the same walls as the
 ciphertexts (RLS, per-tenant roles, encrypted storage), the words, bodies and

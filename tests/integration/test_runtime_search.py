@@ -26,6 +26,7 @@ from tenant_runtime import (
     TenantRuntime,
     UntrustedContext,
     analyzer,
+    documents,
 )
 from tenant_runtime.context import from_registry
 from tenant_runtime.documents import BM25_B, BM25_K1, LARGE_BODY
@@ -114,12 +115,12 @@ def test_judged_queries_rank_the_expected_document_first(runtime, corpus):
     assert runtime.store.suggest(a, "rot") == ["rotating"]
 
 
-def versions_of(env, record):
-    """{doc_id: key_version} of the tenant's documents, read as the admin."""
+def versions_of(env, record, column="key_version"):
+    """{doc_id: its key_version (or ``column``)} of the tenant's documents, read as the admin."""
     store = record.resources.store
     with env.admin(store.database) as conn:
-        return dict(conn.execute(sql.SQL("SELECT doc_id, key_version FROM {}").format(
-            sql.Identifier(store.schema_name, "documents"))).fetchall())
+        return dict(conn.execute(sql.SQL("SELECT doc_id, {} FROM {}").format(
+            sql.Identifier(column), sql.Identifier(store.schema_name, "documents"))).fetchall())
 
 
 def brute_force_bm25(docs, query):
@@ -669,23 +670,68 @@ def test_a_key_remade_under_a_known_version_is_not_taken_for_the_cached_one(runt
         runtime.store.delete_document(a, "after-restore")
 
 
+def test_items_of_the_format_that_counted_title_prefixes_answer_and_delete_the_same(runtime, runtime_env, corpus,
+                                                                                     monkeypatch):
+    """A title prefix's frequency is stored negated and not counted in
+    search_stats; items written before (positive, counted) stay beside new
+    ones: the same text scores the same and is suggested the same in either
+    format, and replacing or deleting an item of the earlier format takes its
+    prefix counts back out (search_stats stays a recount of the counted terms)."""
+    a, _ = corpus
+    record = runtime_env.record("a")
+    texts = [("Pangolin rotation", "pangolin scales rotate slowly"), ("Pangolin habitat", "the forest pangolin")]
+    monkeypatch.setattr(documents, "UNCOUNTED_KINDS", ())  # the writer of the earlier format
+    for i, (title, body) in enumerate(texts):
+        runtime.store.put_document(a, f"old-{i}", title, body)
+    monkeypatch.undo()
+    try:
+        for i, (title, body) in enumerate(texts):
+            runtime.store.put_document(a, f"new-{i}", title, body)
+        tfs = versions_of(runtime_env, record, "tfs")
+        assert all(f > 0 for f in tfs["old-0"] + tfs["old-1"]) and any(f < 0 for f in tfs["new-0"])
+        assert_counts_are_the_items(runtime_env, "a")  # the earlier items' prefixes counted, the new ones' not
+
+        def scores():
+            return {h.doc_id: h.score for h in runtime.store.search(a, "pangolin rotation").hits}
+
+        before = scores()
+        assert before["old-0"] == before["new-0"] and before["old-1"] == before["new-1"]
+        assert runtime.store.suggest(a, "pango") == ["pangolin"]
+        runtime.store.put_document(a, "old-0", *texts[0])  # rewritten in the new format
+        runtime.store.delete_document(a, "old-1")
+        after = scores()
+        assert set(after) == {"old-0", "new-0", "new-1"} and after["old-0"] == after["new-0"]
+        assert runtime.store.suggest(a, "pango") == ["pangolin"]
+        assert_counts_are_the_items(runtime_env, "a")  # the earlier items' prefix counts back to 0
+    finally:
+        for doc_id in ("old-0", "old-1", "new-0", "new-1"):
+            runtime.store.delete_document(a, doc_id)
+
+
+def assert_counts_are_the_items(env, key):
+    """search_stats holds exactly how many items hold each counted term (a
+    positive frequency), and each key version's corpus row how many items it
+    indexes and their length."""
+    items = ("SELECT 'document' AS kind, key_version, terms, tfs, length FROM {s}.documents "
+             "UNION ALL SELECT 'summary', key_version, terms, tfs, length FROM {s}.summaries")
+    store = env.record(key).resources.store
+    schema = sql.Identifier(store.schema_name)
+    with env.admin(store.database) as conn:
+        kept = conn.execute(sql.SQL("SELECT kind, key_version, term, items, length FROM {}.search_stats "
+                                    "WHERE kind <> '' AND (items, length) <> (0, 0) ORDER BY 1, 2, 3").format(
+            schema)).fetchall()
+        counted = conn.execute(sql.SQL(
+            "SELECT kind, key_version, term, count(*), 0 FROM (SELECT kind, key_version, x.term FROM (" + items
+            + ") i CROSS JOIN LATERAL unnest(i.terms, i.tfs) AS x(term, tf) WHERE x.tf > 0) x GROUP BY 1, 2, 3 "
+            "UNION ALL SELECT '#' || kind, key_version, 0, count(*), sum(length) FROM (" + items + ") i "
+            "WHERE terms IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2, 3").format(s=schema)).fetchall()
+    assert kept and kept == counted, key
+
+
 def test_the_kept_document_counts_are_those_of_the_items(runtime_env, corpus):
     """After every kind of write the tests above made (puts, batches, replaced
     and deleted documents, summaries and their conversations deleted, reindexes,
-    restores): search_stats holds exactly how many items hold each term, and
-    each key version's corpus row how many items it indexes and their length."""
-    items = ("SELECT 'document' AS kind, key_version, terms, length FROM {s}.documents "
-             "UNION ALL SELECT 'summary', key_version, terms, length FROM {s}.summaries")
+    restores): search_stats holds exactly how many items hold each counted
+    term, and each key version's corpus row how many items it indexes and their length."""
     for key in ("a", "b"):
-        store = runtime_env.record(key).resources.store
-        schema = sql.Identifier(store.schema_name)
-        with runtime_env.admin(store.database) as conn:
-            kept = conn.execute(sql.SQL("SELECT kind, key_version, term, items, length FROM {}.search_stats "
-                                        "WHERE kind <> '' AND (items, length) <> (0, 0) ORDER BY 1, 2, 3").format(
-                schema)).fetchall()
-            counted = conn.execute(sql.SQL(
-                "SELECT kind, key_version, term, count(*), 0 FROM (SELECT kind, key_version, unnest(terms) AS term "
-                "FROM (" + items + ") i) x GROUP BY 1, 2, 3 UNION ALL SELECT '#' || kind, key_version, 0, count(*), "
-                "sum(length) FROM (" + items + ") i WHERE terms IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2, 3").format(
-                s=schema)).fetchall()
-        assert kept and kept == counted, key
+        assert_counts_are_the_items(runtime_env, key)
