@@ -25,6 +25,8 @@ import os
 import threading
 from typing import Any
 
+from tenantctl import collector
+
 THROTTLE_ATTEMPTS_ENV = "TENANTCTL_AWS_THROTTLE_ATTEMPTS"
 TRANSIENT_ATTEMPTS_ENV = "TENANTCTL_AWS_TRANSIENT_ATTEMPTS"
 THROTTLE_ATTEMPTS = 15  # ~2.5 min of backoff in the worst case (20 s cap, full jitter: ~1 min expected)
@@ -114,13 +116,21 @@ def _env_key() -> tuple:
 SESSION_NAME = "tenantctl"
 
 
+def _boto3() -> Any:
+    """boto3, imported the first time with the collector paused (tenantctl.collector)."""
+    with collector.paused():
+        import boto3
+    return boto3
+
+
 def assumed_session(sts: Any, role_arn: str, region: str | None) -> Any:
     """A boto3 Session acting as ``role_arn`` (a cell's account), its
     credentials from ``sts.assume_role`` and refreshed by botocore before they
     expire. On the sandbox, moto serves the requests made with them in the
     role's account."""
-    import boto3
     import botocore.session
+
+    boto3 = _boto3()
     from botocore.credentials import RefreshableCredentials
 
     def fetch() -> dict[str, str]:
@@ -149,7 +159,7 @@ def client(service: str, *, session: Any | None = None, region: str | None = Non
     program and know their cell's account only from their inputs).
     Default-session clients are cached per arguments and AWS_* environment
     (making one costs ~50 ms; botocore clients are thread-safe)."""
-    import boto3
+    boto3 = _boto3()
 
     key, shared = None, session is None  # shared: a session of this module's (default or assumed)
     if session is None and not kwargs:
@@ -170,11 +180,12 @@ def client(service: str, *, session: Any | None = None, region: str | None = Non
     if endpoint_url:
         args["endpoint_url"] = endpoint_url
     args.update(kwargs)
-    if not shared:
-        made = session.client(service, **args)
-    else:
-        with _CACHE_LOCK:  # boto3 sessions are not thread-safe while they make clients
-            made = (session or boto3).client(service, **args)
+    with collector.paused():  # a client's service model loads as a bulk of long-lived objects
+        if not shared:
+            made = session.client(service, **args)
+        else:
+            with _CACHE_LOCK:  # boto3 sessions are not thread-safe while they make clients
+                made = (session or boto3).client(service, **args)
     _install_retries(made)
     if key is not None:
         with _CACHE_LOCK:
@@ -219,9 +230,7 @@ class Clients:
             key = (service, region)
             if key not in self._made:
                 if self._session is None:
-                    import boto3
-
-                    self._session = boto3.session.Session(**self._session_args)
+                    self._session = _boto3().session.Session(**self._session_args)
                 self._made[key] = client(service, session=self._session, region=region,
                                          endpoint_url=self.endpoint_for(service))
             return self._made[key]

@@ -187,3 +187,42 @@ def test_a_program_run_registers_without_walking_the_stack_and_puts_the_walk_bac
                     ("urn:pulumi:dev::proj::pulumi:pulumi:Stack$test:index:Thing::second", "first")]
     assert walks == []  # no registration walked the Python stack (nothing under mocks reads where it was declared)
     assert pulumi_resource._get_stack_trace is before  # and Pulumi's own walk is back after the run
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_program_run_pauses_the_cyclic_collector_and_restores_it(enabled: bool) -> None:
+    import gc
+    import threading
+
+    import pulumi
+
+    from tenantctl.engines.local import runtime
+
+    during: list[bool] = []
+
+    class Mocks(pulumi.runtime.Mocks):
+        def new_resource(self, args):
+            during.append(gc.isenabled())
+            return f"{args.name}-id", dict(args.inputs)
+
+        def call(self, args):
+            return {}, []
+
+    def program(stack: str) -> dict:
+        pulumi.CustomResource("test:index:Thing", "one", {"size": 1})
+        return {}
+
+    def failing(stack: str) -> dict:
+        raise RuntimeError("the program failed")
+
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        runtime.run_program(program, "proj", "dev", {}, Mocks(), threading.local(), preview=False)
+        assert during == [False]  # a full collection cannot start inside a run
+        assert gc.isenabled() is enabled  # the caller's setting is back: on if it was on, off if it was off
+        with pytest.raises(Exception, match="the program failed"):
+            runtime.run_program(failing, "proj", "dev", {}, Mocks(), threading.local(), preview=False)
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()

@@ -55,6 +55,16 @@ _ENV_LOCK = threading.Lock()
 _ENV_USERS: list[dict[str, str | None]] = []
 
 
+def _program_modules() -> tuple[Any, Any]:
+    """(runtime, passes): pulumi and the passes, imported the first time with the collector paused
+    (tenantctl.collector)."""
+    from tenantctl import collector
+
+    with collector.paused():
+        from tenantctl.engines.local import passes, runtime
+    return runtime, passes
+
+
 def _load_program(stack: str) -> dict[str, Any]:
     from infra.program import build
 
@@ -107,10 +117,8 @@ class LocalEngine(Engine):
                 file.save(refreshed)
             project, config = self._config(stack)
             state = file.load()
-            from tenantctl.engines.local import runtime
-            from tenantctl.engines.local.passes import ApplyPass
-
-            run = ApplyPass(stack, state, self._context(config), on_event, file)
+            runtime, passes = _program_modules()
+            run = passes.ApplyPass(stack, state, self._context(config), on_event, file)
             if self.gate is not None:
                 run.judge = self.gate.resolved(stack)  # unknowns the gate could not judge, judged here
             with self._recorded_on_failure(file, state):
@@ -230,12 +238,10 @@ class LocalEngine(Engine):
         return drift
 
     def _plan(self, stack: str, on_event: EventSink | None, state: StackState | None = None) -> PlanPass:
-        from tenantctl.engines.local import runtime
-        from tenantctl.engines.local.passes import PlanPass
-
+        runtime, passes = _program_modules()
         project, config = self._config(stack)
         state = state if state is not None else StateFile(self.state_root, stack).load()
-        plan = PlanPass(stack, state, self._context(config), on_event)
+        plan = passes.PlanPass(stack, state, self._context(config), on_event)
         try:
             runtime.run_program(self.program, project, stack, config, plan, plan.current, preview=True)
         except Exception as exc:

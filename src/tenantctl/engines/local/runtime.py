@@ -24,6 +24,8 @@ from pulumi.runtime.proto import source_pb2
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from tenantctl import collector
+
 Program = Callable[[str], dict[str, Any]]
 
 
@@ -84,7 +86,8 @@ def run_program(program: Program, project: str, stack: str, config: dict[str, An
         # A preview resolves an output holding unknowns to None.
         outputs.update(await pulumi.Output.all(**program(stack)).future() or {})
 
-    with _no_stack_walks():
+    # No full collection during the run: it would walk the whole process for the run's garbage (collector.py).
+    with _no_stack_walks(), collector.paused():
         pulumi_settings.ROOT.set(None)  # set_mocks only creates a root Stack when none exists
         set_all_config({k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}, [])
         pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview,
