@@ -141,17 +141,37 @@ def tokens(text: str, index: bool = False) -> list[Token]:
     return out
 
 
-def _index_tokens(text: str) -> list[tuple[str, str, bool]]:
-    """(term, surface, cjk) of ``tokens(text, index=True)``, without offsets:
-    what indexing needs. ``findall`` gives strings instead of a match object
-    per word, and no Token is built per Latin word: half of ``tokens``' time."""
-    out: list[tuple[str, str, bool]] = []
-    for cjk, word in _RUNS.findall(nfkc(text)):
-        if cjk:
-            out.extend((t.term, t.surface, True) for t in _cjk_tokens(cjk, 0, True))
-        elif (word := word.casefold()) not in _STOP:
-            out.append((stem(word), word, False))
-    return out
+_LATIN: dict[str, tuple[str, str] | None] = {}  # a word as written -> (surface, word term); None: a stop word
+_MISS = object()
+SHORT_RUN = 32  # CJK runs up to this length (titles, names) have their terms remembered
+
+
+def _latin_term(word: str) -> tuple[str, str] | None:
+    """(casefolded surface, kinded term) of a Latin/digit word as written, None
+    for a stop word; remembered per word as written (bounded like the stems),
+    so a repeated word costs one dictionary lookup."""
+    folded = word.casefold()
+    found = None if folded in _STOP else (folded, "w:" + stem(folded))
+    if len(_LATIN) >= WORD_CACHE:
+        _LATIN.clear()
+    _LATIN[word] = found
+    return found
+
+
+@functools.lru_cache(maxsize=WORD_CACHE)
+def _short_cjk_terms(run: str, ja: object) -> tuple[tuple[str, str], ...]:
+    # ``ja``: the tokenizer the terms came from (part of the key: tests index without it).
+    return _cjk_terms(run)
+
+
+def _cjk_terms(run: str) -> tuple[tuple[str, str], ...]:
+    """(surface, kinded term) of a CJK run's index tokens."""
+    return tuple((t.surface, "w:" + t.term) for t in _cjk_tokens(run, 0, True))
+
+
+@functools.lru_cache(maxsize=WORD_CACHE)
+def _prefixes(surface: str) -> tuple[str, ...]:
+    return tuple("p:" + surface[:n] for n in range(2, min(len(surface), MAX_PREFIX) + 1))
 
 
 def grams(surface: str) -> list[str]:
@@ -183,20 +203,43 @@ def index_terms(title: str, body: str) -> Analysed:
     """Term frequencies of a document and its length in word tokens. Title
     words count twice (a light field boost). Trigrams are not item terms: they
     go to the tenant's vocabulary (trigram -> word), once per word, where a
-    fuzzy query finds the words it may mean."""
-    title_tokens, body_tokens = _index_tokens(title), _index_tokens(body)
+    fuzzy query finds the words it may mean. The terms of ``tokens(text,
+    index=True)`` (a unit test holds them equal), without offsets: each
+    distinct word or CJK run of a text is analysed once (``Counter`` of
+    ``re.findall``, in C), through the per-word caches."""
     counts: Counter[str] = Counter()
     words: set[tuple[str, str]] = set()
-    for weight, toks in ((2, title_tokens), (1, body_tokens)):
-        for term, surface, cjk in toks:
-            term = "w:" + term
-            if not cjk and term not in counts:
-                words.add((surface, term))
-            counts[term] += weight
-    for _, surface, _ in title_tokens:
-        for n in range(2, min(len(surface), MAX_PREFIX) + 1):
-            counts["p:" + surface[:n]] += 1
-    return Analysed(counts, 2 * len(title_tokens) + len(body_tokens), words)
+    title_surfaces: list[tuple[str, int]] = []
+    length = 0
+    ja = japanese_tokenizer()
+    latin, get = _LATIN.get, counts.get  # get, not []: Counter's __missing__ is a Python call per new term
+    for weight, text in ((2, title), (1, body)):
+        for (cjk, word), seen in Counter(_RUNS.findall(nfkc(text))).items():
+            n = weight * seen
+            if cjk:
+                found = _short_cjk_terms(cjk, ja) if len(cjk) <= SHORT_RUN else _cjk_terms(cjk)
+                for surface, term in found:
+                    counts[term] = get(term, 0) + n
+                    if weight == 2:
+                        title_surfaces.append((surface, seen))
+                length += n * len(found)
+                continue
+            found = latin(word, _MISS)
+            if found is _MISS:
+                found = _latin_term(word)
+            if found is None:
+                continue
+            surface, term = found
+            if term not in counts:
+                words.add(found)
+            counts[term] = get(term, 0) + n
+            if weight == 2:
+                title_surfaces.append((surface, seen))
+            length += n
+    for surface, seen in title_surfaces:
+        for prefix in _prefixes(surface):
+            counts[prefix] = get(prefix, 0) + seen
+    return Analysed(counts, length, words)
 
 
 def query_terms(query: str) -> list[str]:

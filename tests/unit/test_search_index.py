@@ -4,6 +4,7 @@ checks (refused before any I/O)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -47,8 +48,25 @@ def test_indexing_analyses_a_text_as_the_offset_tokens_do(monkeypatch, ja):
         monkeypatch.setattr(analyzer, "japanese_tokenizer", lambda: None)
     text = ("The SEARCHES of ＰｏｓｔｇｒｅＳＱＬ, running 3 rotated keys; 東京都の会議で予算を確認した。"
             "ｶﾀｶﾅ and naïve café Straße x_y 42 鍵") * 2
-    assert analyzer._index_tokens(text) == [(t.term, t.surface, t.cjk) for t in analyzer.tokens(text, index=True)]
-    assert analyzer._index_tokens("") == []
+    for title, body in ((text[:40], text), ("", text), (text, ""), ("", ""), ("Keys keys KEYS", "the keys 東京 東京")):
+        analysed = analyzer.index_terms(title, body)
+        assert (analysed.counts, analysed.length, analysed.words) == index_terms_of_tokens(title, body)
+
+
+def index_terms_of_tokens(title, body):
+    """``index_terms`` written plainly over ``tokens``: title words twice, a
+    Latin word's first surface, title prefixes once per title token."""
+    title_tokens, body_tokens = analyzer.tokens(title, index=True), analyzer.tokens(body, index=True)
+    counts, words = Counter(), set()
+    for weight, toks in ((2, title_tokens), (1, body_tokens)):
+        for tok in toks:
+            if not tok.cjk and "w:" + tok.term not in counts:
+                words.add((tok.surface, "w:" + tok.term))
+            counts["w:" + tok.term] += weight
+    for tok in title_tokens:
+        for n in range(2, min(len(tok.surface), analyzer.MAX_PREFIX) + 1):
+            counts["p:" + tok.surface[:n]] += 1
+    return counts, 2 * len(title_tokens) + len(body_tokens), words
 
 
 @pytest.mark.skipif(analyzer.japanese_tokenizer() is None, reason="the Japanese extra (ja) is not installed")
