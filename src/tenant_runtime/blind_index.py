@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from collections.abc import Iterable
 
 TERM_BYTES = 16
 KEY_BYTES = 32
@@ -99,6 +100,14 @@ class TermHasher:
                 self._memo.clear()
             hashed = self._memo[term] = blind(self.key, term)
         return hashed
+
+    def ids(self, terms: Iterable[str]) -> list[int]:
+        """``id`` of each term: remembered ones looked up in C (``map``), the rest hashed."""
+        terms = list(terms)
+        found = list(map(self._ids.get, terms))
+        if None in found:
+            found = [self.id(term) if i is None else i for term, i in zip(terms, found, strict=True)]
+        return found
 
     def id(self, term: str) -> int:
         """The term as an item's index stores it (``term_id``), remembered the same way."""

@@ -45,6 +45,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from itertools import compress
 from typing import Any, Literal
 
 from psycopg import sql
@@ -327,18 +328,20 @@ class DocumentOperations(SearchKeyOperations):
         new_words: set[tuple[str, str]] = set()
         for _, analysed in items:
             lo.append(len(terms) + 1)
-            # Sorted by term: a query finds a term's position by binary search (width_bucket).
-            for term, tf in sorted((hasher.id(term), -tf if term.startswith(UNCOUNTED_KINDS) else tf)
-                                   for term, tf in analysed.counts.items()):
-                terms.append(term)
-                tfs.append(tf)
-                if tf > 0:
-                    counted.append(term)
+            ids = hasher.ids(analysed.counts)
+            freqs = [-tf if term.startswith(UNCOUNTED_KINDS) else tf for term, tf in analysed.counts.items()]
+            # Sorted by term: a query finds a term's position by binary search
+            # (width_bucket). Positions sorted by id, then both lists taken in
+            # that order (map, in C): no (id, tf) tuple built and compared per term.
+            order = sorted(range(len(ids)), key=ids.__getitem__)
+            terms += map(ids.__getitem__, order)
+            tfs += map(freqs.__getitem__, order)
+            counted += compress(ids, map((0).__lt__, freqs))
             hi.append(len(terms))
             # Only words this process has not yet written under this key: after
             # a few hundred documents nearly every word is known, and its ~6
             # trigram rows would only be probed and skipped (ON CONFLICT) again.
-            new_words.update(w for w in analysed.words if w not in hasher.written)
+            new_words |= analysed.words - hasher.written
         pairs = sorted({pair for surface, term in new_words for pair in analyzer.vocabulary_pairs(surface, term)})
         query = sql.SQL(
             "WITH d AS ({head}), "
