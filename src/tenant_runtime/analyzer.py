@@ -90,7 +90,7 @@ def _strip_suffix(word: str) -> str:
 def japanese_tokenizer():  # noqa: ANN201 - a callable over sudachipy, when installed
     """SudachiPy (split mode C, the small dictionary) when the ``ja`` extra is
     installed, else None. Gives (normalised form, begin, end) of content
-    words: particles, auxiliaries and punctuation are left out. One tokenizer
+    words: particles, auxiliaries, punctuation and blank forms are left out. One tokenizer
     per thread over the one dictionary: a SudachiPy tokenizer refuses a second
     caller while in use (two threads writing documents at once)."""
     try:
@@ -105,8 +105,8 @@ def japanese_tokenizer():  # noqa: ANN201 - a callable over sudachipy, when inst
         tok = getattr(local, "tok", None)
         if tok is None:
             tok = local.tok = dictionary.tokenizer(SplitMode.C)
-        return [(m.normalized_form(), m.begin(), m.end()) for m in tok.tokenize(text)
-                if m.part_of_speech()[0] not in _JA_SKIP]
+        return [(form, m.begin(), m.end()) for m in tok.tokenize(text)
+                if m.part_of_speech()[0] not in _JA_SKIP and (form := m.normalized_form()).strip()]
 
     return words
 
@@ -118,8 +118,7 @@ def _cjk_tokens(run: str, offset: int, index: bool) -> Iterator[Token]:
     ja = japanese_tokenizer()
     if ja is not None:
         for form, begin, end in ja(run):
-            if form.strip():
-                yield Token(form, run[begin:end], offset + begin, offset + end, True)
+            yield Token(form, run[begin:end], offset + begin, offset + end, True)
         return
     for i in range(len(run)):
         if index or len(run) == 1:  # unigrams: what a one-character query matches
@@ -165,7 +164,11 @@ def _short_cjk_terms(run: str, ja: object) -> tuple[tuple[str, str], ...]:
 
 
 def _cjk_terms(run: str) -> tuple[tuple[str, str], ...]:
-    """(surface, kinded term) of a CJK run's index tokens."""
+    """(surface, kinded term) of a CJK run's index tokens (SudachiPy's words
+    taken as they come: no Token built per word of a Japanese body)."""
+    ja = japanese_tokenizer()
+    if ja is not None:
+        return tuple((run[begin:end], "w:" + form) for form, begin, end in ja(run))
     return tuple((t.surface, "w:" + t.term) for t in _cjk_tokens(run, 0, True))
 
 
