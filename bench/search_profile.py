@@ -3,6 +3,7 @@ BUFFERS)), opening the page's sealed rows, highlighting, the rest in Python.
 
     python bench/search_profile.py                  # 10,000 documents (bench/search.py's corpus)
     python bench/search_profile.py --docs 2000 --runs 10
+    python bench/search_profile.py --profile-writes   # cProfile of the write loop too
 
 One tenant, the documents written in batches of 100, then each query run
 ``--runs`` times (after one warm-up); medians per part, and the plan of the
@@ -13,6 +14,8 @@ both, the plan the search's."""
 from __future__ import annotations
 
 import argparse
+import cProfile
+import pstats
 import statistics
 import sys
 import time
@@ -44,6 +47,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--profile-writes", action="store_true",
+                        help="cProfile the writes after the first 200 documents (caches warm), top 25 by own time")
     args = parser.parse_args()
 
     import psycopg
@@ -59,9 +64,15 @@ def main() -> None:
         rt = TenantRuntime(JWTSettings(key=JWT_KEY, algorithms=("HS256",)), ws.ensure_platform()["registry_table"],
                            endpoint_url=endpoints.aws_endpoint_url, region=endpoints.region)
         ctx = rt.context(record.tenant_id)
+        profile = cProfile.Profile()
         for i in range(0, len(docs), 100):
+            if args.profile_writes and i == 200:
+                profile.enable()
             rt.store.put_documents(ctx, [{"doc_id": d[0], "title": d[1], "body": d[2], "metadata": d[3]}
                                          for d in docs[i:i + 100]])
+        profile.disable()
+        if args.profile_writes:
+            pstats.Stats(profile).sort_stats("tottime").print_stats(25)
         store = record.resources.store
         # As the admin: the tenant's role does not own its tables, and ANALYZE skips them for it.
         with psycopg.connect(endpoints.pg_dsn(store.database), autocommit=True) as admin:
