@@ -159,8 +159,6 @@ def client(service: str, *, session: Any | None = None, region: str | None = Non
     program and know their cell's account only from their inputs).
     Default-session clients are cached per arguments and AWS_* environment
     (making one costs ~50 ms; botocore clients are thread-safe)."""
-    boto3 = _boto3()
-
     key, shared = None, session is None  # shared: a session of this module's (default or assumed)
     if session is None and not kwargs:
         key = (service, region, endpoint_url, role_arn, _env_key())
@@ -174,6 +172,7 @@ def client(service: str, *, session: Any | None = None, region: str | None = Non
             made = assumed_session(client("sts", region=region, endpoint_url=endpoint_url), role_arn, region)
             with _CACHE_LOCK:
                 session = _ASSUMED.setdefault(account, made)
+    boto3 = _boto3()  # after the cache: a cached client's lookup pauses no collector
     args: dict[str, Any] = {"config": config()}
     if region:
         args["region_name"] = region
