@@ -247,14 +247,16 @@ def placed_tenants(ws: Workspace, prices: PriceTable, tenant_id: str | None, all
     """Each selected tenant measured and priced with its committed spec in its
     cell; while its move to another account or region is open, its other
     stack right after it, measured in that stack's cell."""
-    records, usages = measure_tenants(ws, tenant_id, all_, tier, idle_days=idle_days, cell=cell)
-    placed = []
-    for record, usage in zip(records, usages, strict=True):
+    check_selection(tenant_id, all_)
+    stacks: list[tuple[TenantRecord, MoveSide | None]] = []
+    for record in selected_records(ws, tenant_id, tier, cell):
         here, other, there = move_sides(ws, record)
-        placed.append(_placed(ws, prices, record, usage, here))
+        stacks.append((record, here))
         if other is not None:
-            placed.append(_placed(ws, prices, other, measure_records(ws, [other], idle_days)[0], there))
-    return placed
+            stacks.append((other, there))
+    # One measurement over them all: each cell's clients made once (``per_place``).
+    usages = measure_records(ws, [record for record, _ in stacks], idle_days)
+    return [_placed(ws, prices, record, usage, side) for (record, side), usage in zip(stacks, usages, strict=True)]
 
 
 def _placed(ws: Workspace, prices: PriceTable, record: TenantRecord, usage: TenantUsage,
