@@ -177,6 +177,11 @@ SUMMARY_SOURCE = _Source("summary", SUMMARIES, "conversation_id", summary_scope)
 SOURCES = (DOCUMENT_SOURCE, SUMMARY_SOURCE)
 
 
+def _searched_kinds(summaries: bool) -> list[str]:
+    """The item kinds a search reads: documents, and summaries when asked."""
+    return [src.kind for src in SOURCES if summaries or src is DOCUMENT_SOURCE]
+
+
 def _check_id(value: str, what: str = "doc_id") -> None:
     if not isinstance(value, str) or not 1 <= len(value) <= 200:
         raise InvalidRequest(f"{what} must be 1..200 characters")
@@ -736,10 +741,12 @@ class DocumentOperations(SearchKeyOperations):
 
         def run(keys: list[SearchKey]) -> Any:
             q = [(i, k.version, k.hasher.id(term), 1.0) for i, term in enumerate(words) for k in keys]
-            if qgrams:
-                found = yield from self._fuzzy_terms(ctx, qgrams, keys, {(r[1], r[2]) for r in q})
-                q += [(FUZZY_IDX + n, ver, term, w) for n, (ver, term, w) in enumerate(found)]
             counted = all(k.counted for k in keys)
+            if qgrams:
+                found, held = yield from self._fuzzy_terms(ctx, qgrams, keys, q,
+                                                           _searched_kinds(summaries) if counted else None)
+                q = [r for r in q if (r[1], r[2]) in held]
+                q += [(FUZZY_IDX + n, ver, term, w) for n, (ver, term, w) in enumerate(found)]
             rows = yield self._statement_step(self._search_sql(ctx, summaries, counted, q if counted else None,
                                                                bool(filters)), {
                 "t": ctx.key, "idx": [r[0] for r in q], "ver": [r[1] for r in q], "term": [r[2] for r in q],
@@ -803,7 +810,7 @@ class DocumentOperations(SearchKeyOperations):
             items.append(sql.SQL("SELECT 'summary', conversation_id, '{{}}'::jsonb, length, content, NULL, "
                                  "key_version, terms, tfs FROM {} WHERE tenant_id = %(t)s").format(
                 self._table(ctx, SUMMARIES)))
-        kinds = [src.kind for src in SOURCES if summaries or src is DOCUMENT_SOURCE]
+        kinds = _searched_kinds(summaries)
         stats, df = self._corpus_sql(ctx, kinds, sql.SQL(" UNION ALL ").join(items), counted)
         return sql.SQL(
             "WITH q AS MATERIALIZED (SELECT * FROM unnest(%(idx)b::int[], %(ver)b::int[], %(term)b::int8[], "
@@ -837,26 +844,44 @@ class DocumentOperations(SearchKeyOperations):
                                     direct if counted else None, counted, filtered))
 
     def _fuzzy_terms(self, ctx: TenantContext, qgrams: list[tuple[int, str, int]], keys: list[SearchKey],
-                     exact: set[tuple[int, int]]) -> Any:
-        """(key version, term, weight) of the vocabulary words a fuzzy query
-        also searches: per query word, at most ``FUZZY_WORDS`` words sharing
+                     own: list[tuple[int, int, int, float]], kinds: list[str] | None) -> Any:
+        """The vocabulary words a fuzzy query also searches, (key version,
+        term, weight): per query word, at most ``FUZZY_WORDS`` words sharing
         enough of its trigrams, best first, weighted by that share; none of
-        ``exact`` (the query's own (version, term)). A statement of its own:
-        the search after it knows every term it scores (``_direct_score_sql``)."""
+        ``own`` (the query's own terms, as in ``_search``'s ``q``). And which
+        of ``own`` (key version, term) the search should score. A statement of
+        its own: the search after it knows every term it scores
+        (``_direct_score_sql``).
+
+        With ``kinds`` (every live key's document frequencies are kept): only
+        terms some item of those kinds holds. A term no item holds adds
+        nothing to any score (its idf is taken as 0), but scoring it still
+        costs a binary search in every item; a typo, which a fuzzy query
+        is for, is such a term."""
         g = [(qi, k.version, k.hasher(gram), n) for qi, gram, n in qgrams for k in keys]
+        held = sql.SQL("true")
+        if kinds is not None:
+            held = sql.SQL("EXISTS (SELECT FROM {stats} st WHERE st.tenant_id = %(t)s AND st.kind = ANY({kinds}) "
+                           "AND st.key_version = x.key_version AND st.term = x.term AND st.items > 0)").format(
+                stats=self._table(ctx, SEARCH_STATS), kinds=sql.Literal(kinds))
         rows = yield self._statement_step(sql.SQL(
-            "SELECT key_version, term, {fw} * max(sim) FROM (SELECT *, row_number() OVER (PARTITION BY qi "
-            "  ORDER BY sim DESC, term) AS r FROM (SELECT g.qi, v.key_version, {term_id} AS term, "
+            "SELECT * FROM (SELECT key_version, term, {fw} * max(sim) AS w FROM (SELECT *, row_number() OVER "
+            "  (PARTITION BY qi ORDER BY sim DESC, term) AS r FROM (SELECT g.qi, v.key_version, {term_id} AS term, "
             "  count(*)::float8 / max(g.n) AS sim FROM unnest(%(gqi)b::int[], %(gver)b::int[], %(gram)b::bytea[], "
             "  %(gn)b::int[]) AS g(qi, key_version, gram, n) JOIN {vocab} v ON v.tenant_id = %(t)s "
             "  AND v.key_version = g.key_version AND v.gram = g.gram "
             "  GROUP BY g.qi, v.key_version, v.term HAVING count(*)::float8 / max(g.n) >= {sim}) cand) c "
-            "WHERE r <= {fn} GROUP BY key_version, term ORDER BY key_version, term").format(
-            term_id=sql.SQL(TERM_ID_SQL.format("v.term")), vocab=self._table(ctx, SEARCH_VOCAB),
+            "  WHERE r <= {fn} GROUP BY key_version, term "
+            # The query's own terms, weight NULL.
+            "  UNION ALL SELECT *, NULL FROM unnest(%(over)b::int[], %(oterm)b::int8[])) x "
+            "WHERE {held} ORDER BY key_version, term, w").format(
+            term_id=sql.SQL(TERM_ID_SQL.format("v.term")), vocab=self._table(ctx, SEARCH_VOCAB), held=held,
             sim=sql.Literal(FUZZY_SIMILARITY), fw=sql.Literal(FUZZY_WEIGHT), fn=sql.Literal(FUZZY_WORDS)),
             {"t": ctx.key, "gqi": [r[0] for r in g], "gver": [r[1] for r in g], "gram": [r[2] for r in g],
-             "gn": [r[3] for r in g]}, "all")
-        return [(ver, term, w) for ver, term, w in rows if (ver, term) not in exact]
+             "gn": [r[3] for r in g], "over": [r[1] for r in own], "oterm": [r[2] for r in own]}, "all")
+        held_own = {(ver, term) for ver, term, w in rows if w is None}
+        exact = {(r[1], r[2]) for r in own}
+        return [(ver, term, w) for ver, term, w in rows if w is not None and (ver, term) not in exact], held_own
 
     @staticmethod
     def _scored_sql(items: sql.Composable, stats: sql.Composable, df: sql.Composable,
@@ -869,7 +894,7 @@ class DocumentOperations(SearchKeyOperations):
             # of adds nothing, as the join with df leaves it out below.
             score = sql.SQL(" + ").join(
                 _direct_score_sql(ver, term, w, sql.SQL("coalesce((SELECT idf FROM df WHERE idx = {}), 0)").format(
-                    sql.Literal(idx))) for idx, ver, term, w in direct)
+                    sql.Literal(idx))) for idx, ver, term, w in direct) if direct else sql.SQL("0::float8")
             return sql.SQL(
                 "{stats}{df}"
                 "scored AS MATERIALIZED (SELECT kind, doc_id, metadata, {nanos} AS score FROM ("

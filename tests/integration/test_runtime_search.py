@@ -520,6 +520,62 @@ def test_the_search_statement_reads_the_corpus_statistics_once(runtime, runtime_
     assert document_rows(plan[0]["Plan"]) <= 3 * len(rows_of(runtime_env, runtime_env.record("a"), "documents"))
 
 
+def test_a_fuzzy_search_scores_only_words_some_document_holds(runtime, runtime_env, corpus, monkeypatch):
+    """A fuzzy query's own word is mostly a typo no document holds: it would
+    add nothing to any score, so the search statement leaves it out (each
+    query term scored costs a binary search in every item) and answers as the
+    rightly spelt word's fuzzy query does. A query nothing resembles: no hits."""
+    a, _ = corpus
+    captured = []
+    real = runtime.store._statement
+    monkeypatch.setattr(runtime.store, "_statement", lambda ctx, step: captured.append(step) or real(ctx, step))
+    held = {t for terms in terms_of(runtime_env, runtime_env.record("a")).values() for t in terms or ()}
+
+    def scored(query):
+        captured.clear()
+        result = runtime.store.search(a, query, fuzzy=True)
+        [step] = [s for s in captured if "WITH q AS" in s.query.as_string(None)]
+        return result, step.params["term"]
+
+    typo, typo_terms = scored("postgrsql")
+    right, right_terms = scored("postgresql")
+    # The typo is left out: what is scored is the held word it resembles, as for the right spelling.
+    assert typo_terms and set(typo_terms) == set(right_terms) <= held
+    assert typo.hits[0].doc_id == right.hits[0].doc_id == "en-pg"
+    nothing, nothing_terms = scored("zqxwvk")
+    assert nothing_terms == [] and nothing.hits == [] and nothing.total == 0
+
+
+def test_terms_and_frequencies_are_stored_inline_and_uncompressed(runtime, runtime_env, corpus):
+    """Every search reads every item's terms and frequencies: a row too large
+    for its page moves its sealed content out of line, not those (compressed
+    only when they alone are too large: not rows of these sizes)."""
+    a, _ = corpus
+    store = runtime_env.record("a").resources.store
+    words = [f"w{i}x{'yz' * (i % 5)}" for i in range(400)]
+    ids = [f"wide-{n}" for n in range(9)]
+    try:
+        for n, doc_id in enumerate(ids):  # rows from under 1 KB to past the 2 KB toast threshold
+            runtime.store.put_document(a, doc_id, "Wide", " ".join(words[n * 7:n * 7 + 20 + 16 * n] * 3))
+        with runtime_env.admin(store.database) as conn:
+            storage = conn.execute(
+                "SELECT c.relname, a.attname, a.attstorage FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+                "JOIN pg_namespace s ON s.oid = c.relnamespace WHERE s.nspname = %s AND a.attname IN ('terms', 'tfs')",
+                (store.schema_name,)).fetchall()
+            rows = conn.execute(sql.SQL(
+                "SELECT doc_id, pg_column_compression(terms), pg_column_compression(tfs), "
+                "pg_column_toast_chunk_id(terms), pg_column_toast_chunk_id(tfs), "
+                "pg_column_toast_chunk_id(content) IS NOT NULL, pg_column_size(terms), pg_column_size(content) "
+                "FROM {} WHERE doc_id LIKE 'wide-%%'").format(
+                sql.Identifier(store.schema_name, "documents"))).fetchall()
+        assert sorted(storage) == sorted((t, c, "m") for t in ("documents", "summaries") for c in ("terms", "tfs"))
+        assert len(rows) == len(ids) and [r for r in rows if r[1:5] != (None,) * 4] == []
+        assert any(r[5] for r in rows)  # the largest rows did need the room
+    finally:
+        for doc_id in ids:
+            runtime.store.delete_document(a, doc_id)
+
+
 def downgrade_to_posting_layout(env, record):
     """The store as the earlier layout left it: no ``terms``/``tfs``, a posting table with rows."""
     store = record.resources.store
