@@ -131,13 +131,16 @@ def tokens(text: str, index: bool = False) -> list[Token]:
     """Tokens of ``text`` (offsets into ``nfkc(text)``), stop words dropped.
     ``index``: a document's (CJK unigrams too, so one-character queries match;
     a query's runs give bigrams only, unigrams only for a single character)."""
-    out: list[Token] = []
+    return list(iter_tokens(text, index))
+
+
+def iter_tokens(text: str, index: bool = False) -> Iterator[Token]:
+    """``tokens`` one at a time, in order of their offsets (a caller may stop early)."""
     for m in _RUNS.finditer(nfkc(text)):
         if m.group("cjk"):
-            out.extend(_cjk_tokens(m.group("cjk"), m.start(), index))
+            yield from _cjk_tokens(m.group("cjk"), m.start(), index)
         elif (word := m.group("word").casefold()) not in _STOP:
-            out.append(Token(stem(word), word, m.start(), m.end(), False))
-    return out
+            yield Token(stem(word), word, m.start(), m.end(), False)
 
 
 _LATIN: dict[str, tuple[str, str] | None] = {}  # a word as written -> (surface, word term); None: a stop word

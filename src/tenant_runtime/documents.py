@@ -269,17 +269,25 @@ def _decode(cursor: str, tenant_id: str, fields: tuple[str, ...], what: str) -> 
     return data
 
 
-def highlight(body: str, words: set[str]) -> tuple[str, list[tuple[int, int]]]:
-    """A snippet of ``body`` (NFKC) around its first token whose term is in
-    ``words``, and the spans of every such token inside it."""
+def highlight(body: str, matched: Callable[[str], bool]) -> tuple[str, list[tuple[int, int]]]:
+    """A snippet of ``body`` (NFKC) around its first token whose term is
+    ``matched``, and the spans of every such token inside it."""
     text = analyzer.nfkc(body)
-    # Only the beginning is analysed (long bodies cost no more than this).
-    hits = [(t.start, t.end) for t in analyzer.tokens(text[:HIGHLIGHT_SCAN], index=True) if t.term in words]
-    start = max(0, hits[0][0] - SNIPPET // 4) if hits else 0
-    if start:  # begin at a word boundary
-        space = text.rfind(" ", 0, start)
-        start = space + 1 if space >= start - 20 else start
-    end = min(len(text), start + SNIPPET)
+    hits: list[tuple[int, int]] = []
+    start, end = 0, min(len(text), SNIPPET)
+    # Only the beginning is analysed (long bodies cost no more than this), and
+    # only up to the snippet's end (tokens come in order of their offsets).
+    for t in analyzer.iter_tokens(text[:HIGHLIGHT_SCAN], index=True):
+        if hits and t.start >= end:
+            break
+        if matched(t.term):
+            if not hits:
+                start = max(0, t.start - SNIPPET // 4)
+                if start:  # begin at a word boundary
+                    space = text.rfind(" ", 0, start)
+                    start = space + 1 if space >= start - 20 else start
+                end = min(len(text), start + SNIPPET)
+            hits.append((t.start, t.end))
     return text[start:end], [(s - start, e - start) for s, e in hits if s >= start and e <= end]
 
 
@@ -752,11 +760,13 @@ class DocumentOperations(SearchKeyOperations):
                 "t": ctx.key, "idx": [r[0] for r in q], "ver": [r[1] for r in q], "term": [r[2] for r in q],
                 "w": [r[3] for r in q], "f": Jsonb(filters), "facets": facets, "cs": after_score, "cd": after_doc,
                 "ck": after_kind, "n": limit + 1, "o": offset, **self._key_params(keys)}, "all")
-            return rows, rows[0][8]  # hashed under exactly the live keys
+            fuzzy_words = {(r[1], r[2]) for r in q if r[0] >= FUZZY_IDX}
+            return (rows, keys, fuzzy_words), rows[0][8]  # hashed under exactly the live keys
 
-        rows = yield from self._with_live_keys(ctx, run)
-        if rows is None:
+        answer = yield from self._with_live_keys(ctx, run)
+        if answer is None:
             return SearchResult(hits=[], total=0, facets={}, next_cursor=None)
+        rows, keys, fuzzy_words = answer
         if rows[0][9]:  # an answer now could miss hits: say so rather than answer
             raise IndexIncomplete(ctx.key, rows[0][9])
         total, facet_counts = rows[0][0], rows[0][1]
@@ -764,10 +774,16 @@ class DocumentOperations(SearchKeyOperations):
         more, page = len(page) > limit, page[:limit]
         scope = {src.kind: src.scope for src in SOURCES}
         opened = yield self._compute_step(self._open_contents, ctx, [(scope[r[2]](r[3]), bytes(r[5])) for r in page])
-        words = {t[2:] for t in words}
+        plain = {t[2:] for t in words}
+        matched: Callable[[str], bool] = plain.__contains__
+        if fuzzy_words:  # known by their blind terms only: a token matches when its term hashes to one
+
+            def matched(term: str) -> bool:
+                return term in plain or any((k.version, k.hasher.id("w:" + term)) in fuzzy_words for k in keys)
+
         hits = []
         for (_, _, kind, doc_id, score, _, meta, source, _, _), data in zip(page, opened, strict=True):
-            snippet, matches = highlight(data["body"], words)
+            snippet, matches = highlight(data["body"], matched)
             hits.append(SearchHit(doc_id=doc_id, kind=kind, score=float(score), title=data.get("title", ""),
                                   snippet=snippet, matches=matches, metadata=meta, source=source))
         next_cursor = cursor_codec.encode({"t": ctx.key, "q": fingerprint, "s": str(page[-1][4]),

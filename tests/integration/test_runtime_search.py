@@ -537,11 +537,13 @@ def test_a_fuzzy_search_scores_only_words_some_document_holds(runtime, runtime_e
         [step] = [s for s in captured if "WITH q AS" in s.query.as_string(None)]
         return result, step.params["term"]
 
-    typo, typo_terms = scored("postgrsql")
-    right, right_terms = scored("postgresql")
+    typo, typo_terms = scored("vacum")
+    right, right_terms = scored("vacuum")
     # The typo is left out: what is scored is the held word it resembles, as for the right spelling.
     assert typo_terms and set(typo_terms) == set(right_terms) <= held
     assert typo.hits[0].doc_id == right.hits[0].doc_id == "en-pg"
+    # The word found for the typo is highlighted, as the right spelling's own word is.
+    assert typo.hits[0].matches == right.hits[0].matches != []
     nothing, nothing_terms = scored("zqxwvk")
     assert nothing_terms == [] and nothing.hits == [] and nothing.total == 0
 

@@ -4,6 +4,7 @@ checks (refused before any I/O)."""
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,7 +12,7 @@ import pytest
 from psycopg import sql
 from runtime_fixtures import context
 
-from tenant_runtime import InvalidRequest, StoreUnavailable, TenantMismatch, UntrustedContext, analyzer
+from tenant_runtime import InvalidRequest, StoreUnavailable, TenantMismatch, UntrustedContext, analyzer, documents
 from tenant_runtime.blind_index import TermHasher, blind, document_scope, summary_scope, term_id
 from tenant_runtime.documents import LARGE_BODY, MAX_BODY, DocumentOperations, highlight
 from tenant_runtime.objects import ObjectAccess
@@ -111,11 +112,32 @@ def test_blind_terms_differ_per_key_and_reveal_nothing():
 
 
 def test_highlight_marks_every_matching_word_in_the_snippet():
-    snippet, matches = highlight("Keys rotate. Rotating KMS keys is cheap.", {"key", "rotat"})
+    snippet, matches = highlight("Keys rotate. Rotating KMS keys is cheap.", {"key", "rotat"}.__contains__)
     assert [snippet[s:e] for s, e in matches] == ["Keys", "rotate", "Rotating", "keys"]
     long = "filler " * 100 + "needle here"
-    snippet, matches = highlight(long, set(terms("needles")))
+    snippet, matches = highlight(long, set(terms("needles")).__contains__)
     assert snippet.startswith("filler") and [snippet[s:e] for s, e in matches] == ["needle"]
+
+
+def highlight_of_every_token(body, words):
+    """The snippet and spans as from every token of the scanned beginning."""
+    text = analyzer.nfkc(body)
+    hits = [(t.start, t.end) for t in analyzer.tokens(text[:documents.HIGHLIGHT_SCAN], index=True) if t.term in words]
+    start = max(0, hits[0][0] - documents.SNIPPET // 4) if hits else 0
+    if start:
+        space = text.rfind(" ", 0, start)
+        start = space + 1 if space >= start - 20 else start
+    end = min(len(text), start + documents.SNIPPET)
+    return text[start:end], [(s - start, e - start) for s, e in hits if s >= start and e <= end]
+
+
+def test_highlight_stops_at_the_snippets_end_with_the_same_answer():
+    rng = random.Random(3)
+    vocab = ["key", "keys", "rotate", "東京", "会議", "の", "予算", "data", "ｄａｔａ", "backup", "復元", "x" * 30]
+    for _ in range(300):
+        body = "".join(rng.choice(vocab) + rng.choice((" ", "", "。")) for _ in range(rng.randrange(1, 400)))
+        words = set(rng.sample(["key", "rotat", "東京", "予算", "data", "backup", "nothing"], 2))
+        assert highlight(body, words.__contains__) == highlight_of_every_token(body, words), (body, words)
 
 
 def test_the_store_lists_the_document_tables():
