@@ -622,9 +622,13 @@ def test_refresh_names_each_resources_arn_for_the_orphan_check(project: Path, cl
     assert (changes["acme-role"].arn, changes["acme-jobs"].arn, changes["acme-key"].arn) == (role_arn, queue_arn, "")
 
 
-def test_a_stack_never_applied_has_no_drift_and_nothing_to_destroy(project: Path, cli: FakeCli) -> None:
+def test_a_stack_the_backend_lacks_has_nothing_to_destroy_and_drifts_only_if_absent_is_ok(project: Path,
+                                                                                          cli: FakeCli) -> None:
+    """A record whose stack is gone from the backend is not "no drift" (as on the LocalEngine)."""
     engine = engine_on(project, cli)
-    assert engine.refresh("ghost").changes == [] and engine.destroy("ghost").changes == []
+    with pytest.raises(ApplyFailed, match="stack ghost: not on"):
+        engine.refresh("ghost")
+    assert engine.refresh("ghost", absent_ok=True).changes == [] and engine.destroy("ghost").changes == []
     assert cli.ran("refresh") == cli.ran("destroy") == cli.ran("stack", "init") == []
 
 

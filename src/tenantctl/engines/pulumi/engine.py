@@ -43,7 +43,7 @@ from tenantctl.engines.base import ChangeSet, Engine, EngineEvent, EventSink, Up
 from tenantctl.engines.pulumi import cli as pulumi_cli
 from tenantctl.engines.pulumi.errors import map_error
 from tenantctl.engines.pulumi.events import ChangeCollector
-from tenantctl.errors import InvalidInput, NotFound
+from tenantctl.errors import ApplyFailed, InvalidInput, NotFound
 from tenantctl.naming import PLATFORM_STACK
 from tenantctl.project import Project
 from tenantctl.stackconfig import PLATFORM_REF_KEY, load_yaml
@@ -319,12 +319,16 @@ class PulumiEngine(Engine):
     def refresh(self, stack: str, on_event: EventSink | None = None, *, absent_ok: bool = False) -> ChangeSet:
         """Drift, changing nothing (`pulumi refresh --preview-only`): ``update``
         with the property diffs (recorded -> live) for a resource changed out of
-        band, ``delete`` for one gone, ``same`` otherwise; a stack never applied
-        has nothing to drift, ``absent_ok`` or not."""
+        band, ``delete`` for one gone, ``same`` otherwise. A stack the backend
+        does not have is an error (a record whose stack is gone is not "no
+        drift"), or with ``absent_ok`` nothing to drift, as on the LocalEngine."""
         try:
             handle = self._stack(stack, create=False)
         except NotFound:
-            return ChangeSet(stack=stack)
+            if absent_ok:
+                return ChangeSet(stack=stack)
+            raise ApplyFailed(f"stack {stack}: not on {self.backend} (never applied there, or removed): "
+                              "nothing to compare its live resources with") from None
         collector = ChangeCollector(stack, on_event)
         self._operate("refresh", stack, handle, collector, lambda s, o: s.preview_refresh(**o), scratch_config=True,
                       require_summary=True, summary_ops=("update", "delete"))
