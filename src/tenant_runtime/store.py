@@ -49,7 +49,6 @@ from typing import Any, Literal, NamedTuple
 
 import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tenant_runtime import cursor as cursor_codec
@@ -470,15 +469,16 @@ class StoreOperations(DocumentOperations):
     def _append_statement(self, ctx: TenantContext, conversation_id: str, role: str, sealed: bytes,
                           meta_json: str) -> Statement:
         """Upsert the conversation and insert the sealed message; the row gives (seq, created_at)."""
+        # Positional parameters and the metadata as JSON text cast by the server: psycopg
+        # reorders a mapping and dumps a ``Jsonb`` in Python, a tuple of str / bytes in C.
         key = ctx.key
         return Statement(
-            self._sql(ctx, "WITH c AS (INSERT INTO {conv} (tenant_id, conversation_id) VALUES (%(t)s, %(c)s) "
+            self._sql(ctx, "WITH c AS (INSERT INTO {conv} (tenant_id, conversation_id) VALUES (%s, %s) "
                       "ON CONFLICT (tenant_id, conversation_id) DO UPDATE SET updated_at = now() RETURNING 1) "
                       "INSERT INTO {msg} (tenant_id, conversation_id, role, content, metadata) "
-                      "SELECT %(t)s, %(c)s, %(r)s, %(b)s, %(m)s FROM c RETURNING seq, created_at",
+                      "SELECT %s, %s, %s, %s, %s::jsonb FROM c RETURNING seq, created_at",
                       conv=CONVERSATIONS, msg=MESSAGES),
-            {"t": key, "c": conversation_id, "r": role, "b": sealed, "m": Jsonb(meta_json, dumps=_as_is)},
-            "one")
+            (key, conversation_id, key, conversation_id, role, sealed, meta_json), "one")
 
     def _history(self, ctx: TenantContext, conversation_id: str, limit: int, cursor: str | None) -> Operation:
         ctx = verified(ctx)
@@ -783,11 +783,6 @@ class ContextStore(StoreOperations):
 def _connection_of(transaction: AbstractContextManager[psycopg.Cursor]) -> Iterator[psycopg.Connection]:
     with transaction as cur:
         yield cur.connection
-
-
-def _as_is(text: str) -> str:
-    """Jsonb's dumps for JSON already dumped (to measure it): once is enough."""
-    return text
 
 
 def _append_input(ctx: TenantContext, conversation_id: str, role: str, content: str,

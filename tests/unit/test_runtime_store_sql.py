@@ -23,6 +23,9 @@ def test_the_append_statement_is_rendered_once_per_schema():
     store = ContextStore(Envelope(unreachable), unreachable)
     first = insert_of(store, context("acme"))
     assert isinstance(first.query, bytes) and b'INSERT INTO "tenant_acme"."messages"' in first.query
+    # Positional, the metadata as JSON text the server casts: psycopg dumps these in C.
+    assert first.params == ("acme", "c1", "acme", "c1", "user", b"sealed", '{"k": 1}')
+    assert first.query.count(b"%s") == 7 and b"%s::jsonb FROM c" in first.query
     assert insert_of(store, context("acme")).query is first.query  # another request, same schema
     beta = insert_of(store, context("beta")).query
     assert beta is not first.query and b'"tenant_beta"."conversations"' in beta
