@@ -462,7 +462,7 @@ class StoreOperations(DocumentOperations):
         runs the same three steps directly."""
         ctx = verified(ctx)  # first: a context the resolution did not issue reaches nothing
         body, meta, meta_json = _append_input(ctx, conversation_id, role, content, metadata)
-        sealed = yield Compute(self.envelope.encrypt, (ctx, conversation_id, body))
+        sealed = yield Compute(self.envelope.seal_for, (ctx, conversation_id, body))  # ctx: verified above
         row = yield self._append_statement(ctx, conversation_id, role, sealed, meta_json)
         return _appended(conversation_id, role, content, meta, row)
 
