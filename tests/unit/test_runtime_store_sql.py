@@ -42,3 +42,24 @@ def test_the_scope_statement_is_one_rendered_query_per_shape():
     assert params == ("tenant_acme_app", "acme", "1500")
     assert scope_statement("beta", "tenant_beta_app", 9.0)[0] is query
     assert scope_statement("acme") == (b"SELECT set_config('app.tenant_id', %s, true)", ("acme",))
+
+
+def test_the_metadata_is_the_json_text_json_dumps_writes_and_anything_else_is_refused():
+    import json
+
+    import pytest
+
+    from tenant_runtime.errors import InvalidRequest
+    from tenant_runtime.store import _append_input
+
+    acme = context("acme")
+    for meta in ({}, None, {"k": [1, 2.5, None, True, "é ✓", {"n": {"m": []}}]}, {"nan": float("nan"), 1: "x"}):
+        assert _append_input(acme, "c1", "user", "x", meta)[2] == json.dumps(meta or {})
+    circular: dict = {}
+    circular["self"] = circular
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    for bad in ({"x": object()}, {"x": {1, 2}}, circular, {"deep": deep}):
+        with pytest.raises(InvalidRequest, match="JSON-serialisable"):
+            _append_input(acme, "c1", "user", "x", bad)
