@@ -10,7 +10,8 @@ plus the async API and the shared pool, each against its own floor.
 
 Async = ``AsyncTenantRuntime`` (resolve + store call on the event loop, the
 tenant's own login) against a psycopg ``AsyncConnection`` as the same role
-running the same transaction. Shared pool = ``TenantRuntime(gateway=...)``
+running the same transaction (and Python bytecodes per append on each side,
+the event loop's own work included). Shared pool = ``TenantRuntime(gateway=...)``
 serving ``--tenants`` pooled tenants round-robin from ``--threads`` threads
 through a pool of ``--pool`` gateway connections, against a psycopg_pool of the
 same size as the gateway doing ``SET LOCAL ROLE`` + tenant + the same INSERT
@@ -318,15 +319,7 @@ def bytecodes_per_call(fn, *fn_args, n: int = 100, batches: int = 5) -> tuple[fl
     best: Counter | None = None
     for _ in range(batches):
         counts: Counter = Counter()
-
-        def tracer(frame, event, _arg, counts=counts):
-            if event == "call":
-                frame.f_trace_opcodes, frame.f_trace_lines = True, False
-            elif event == "opcode":
-                counts[frame.f_code.co_filename, frame.f_code.co_name] += 1
-            return tracer
-
-        sys.settrace(tracer)
+        sys.settrace(opcode_tracer(counts))
         try:
             for _ in range(n):
                 fn(*fn_args)
@@ -336,6 +329,35 @@ def bytecodes_per_call(fn, *fn_args, n: int = 100, batches: int = 5) -> tuple[fl
             best = counts
     assert best is not None
     return sum(best.values()) / n, Counter({k: v / n for k, v in best.items()})
+
+
+def opcode_tracer(counts: Counter):
+    """A ``sys.settrace`` function counting opcode events per (file, function) into ``counts``."""
+    def tracer(frame, event, _arg):
+        if event == "call":
+            frame.f_trace_opcodes, frame.f_trace_lines = True, False
+        elif event == "opcode":
+            counts[frame.f_code.co_filename, frame.f_code.co_name] += 1
+        return tracer
+
+    return tracer
+
+
+async def async_bytecodes_per_call(fn, *fn_args, n: int = 100, batches: int = 5) -> float:
+    """``bytecodes_per_call`` for a coroutine function, awaited on the running loop
+    (the loop's own Python work between the awaits counted too, on both sides)."""
+    best: int | None = None
+    for _ in range(batches):
+        counts: Counter = Counter()
+        sys.settrace(opcode_tracer(counts))
+        try:
+            for _ in range(n):
+                await fn(*fn_args)
+        finally:
+            sys.settrace(None)
+        best = min(best or sum(counts.values()), sum(counts.values()))
+    assert best is not None
+    return best / n
 
 
 def cpu_per_call(sides: dict[str, tuple], n: int = 200, batches: int = 10) -> dict[str, list[float]]:
@@ -515,6 +537,10 @@ async def async_case(endpoints, table, settings, token, tid, secret, text, args)
             samples[f"routed {op}"].append(g)
     rounds_table(f"async (asyncio, one task; calls handed to the I/O pool, warm-up included: "
                  f"{art.offload.offloaded})", samples, ("append", "history"))
+    floor_bc = await async_bytecodes_per_call(floor_append, "async-bc-floor")
+    routed_bc = await async_bytecodes_per_call(routed_append, "async-bc-routed")
+    print(f"async: Python bytecodes per append (warm, the loop's included, fewest of 5 batches of 100): "
+          f"floor {floor_bc:,.0f}, routed {routed_bc:,.0f} ({routed_bc - floor_bc:+,.0f}, {routed_bc / floor_bc:.2f}x)")
     await floor.close()
     await art.aclose()
 
