@@ -2,18 +2,16 @@
 
 Only the runtime's resolution makes one (``from_registry``, which
 ``TenantResolver.resolve`` and ``TenantRuntime.context`` call: the record is
-always the registry reader's): the constructor wants a capability private to
-this module, and a context is immutable — a tuple subclass without slots of
-its own, so not even ``object.__setattr__`` can swap what it holds; copies
+always the registry reader's): the constructor
+wants a capability private to this module, a context is read-only, and copies
 (``copy``, ``deepcopy``) are the same object while ``dataclasses.replace`` and
 pickling are refused, so none of them makes a context with other contents.
 
 Every service (store, objects, jobs, envelope, client factory) passes what it
 is given through ``verified`` before any call: an object the resolution did not
-issue (duck-typed, forged by hand, or a tuple built with a context's type) is
-an ``UntrustedContext``; so is a context whose record was given other
-resources after resolution, and a record no longer naming its tenant is
-refused as well.
+issue (duck-typed, or forged by hand) is an ``UntrustedContext``; a context
+whose record or resources were swapped after resolution, or whose record,
+resources and prefix do not all name its tenant, is refused as well.
 
 A workspace context (``workspace`` set) is its tenant's context routed one
 level down: ``resources`` is the tenant's with the workspace's store, key,
@@ -27,21 +25,23 @@ mix a workspace's data with its tenant's or a sibling's.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
-from operator import itemgetter
 from types import MappingProxyType
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from tenant_runtime.errors import TenantMismatch, UntrustedContext, WorkspaceForbidden, WritesFrozen
 from tenant_runtime.models import TenantRecord, TenantResources, tenant_prefix, workspace_key, workspace_prefix
 from tenant_runtime.registry import RegistryReader
 
 _CAPABILITY = object()  # held by this module only: what ``TenantContext(...)`` must be given
-# The ids of the live contexts the resolution issued (a context's ``__del__`` drops its
-# own): a set lookup, where a dictionary of weak references costs a Python call.
-# Two live objects never share an id, and an id is reused only after its
-# object's ``__del__`` ran, so an id here is the issued context itself.
-_ISSUED: set[int] = set()
+# Every context the resolution issued, with what it was issued with:
+# (tenant, workspace, record, the record's resources, the resources it routes to, its key)
+_ISSUED: WeakKeyDictionary[TenantContext, tuple[str, str | None, TenantRecord, TenantResources | None,
+                                                TenantResources, str]] = WeakKeyDictionary()
+_ISSUED_LOCK = threading.Lock()
+
 
 def _check_owner(tenant_id: str, record: TenantRecord) -> None:
     """The record, its resources and its prefix all belong to ``tenant_id``."""
@@ -70,27 +70,24 @@ def _workspace_view(tenant_id: str, record: TenantRecord, workspace: str) -> Ten
         "queue_url": ws.queue_url, "dlq_url": ws.dlq_url, "role_arn": ws.role_arn, "workspaces": {}})
 
 
-class TenantContext(tuple):
+class TenantContext:
     """The tenant of one request, its registry record and, for a workspace
-    context, the workspace it acts in (immutable)."""
+    context, the workspace it acts in (read-only)."""
 
-    __slots__ = ()  # no __dict__: nothing but the tuple's items, fixed at issuance
-    # Read in C (a NamedTuple's properties): every service reads ``key`` and
-    # ``resources`` several times per call.
-    tenant_id: str = property(itemgetter(0))  # type: ignore[assignment]
-    record: TenantRecord = property(itemgetter(1))  # type: ignore[assignment]
-    subject: str | None = property(itemgetter(2))  # type: ignore[assignment]
-    claims: Mapping[str, Any] = property(itemgetter(3))  # type: ignore[assignment]
-    workspace: str | None = property(itemgetter(4))  # type: ignore[assignment]
-    # What the runtime scopes by: the tenant id, or ``<id>/<ws>`` for a workspace.
-    key: str = property(itemgetter(5))  # type: ignore[assignment]
-    # What this context reaches: the tenant's resources, or its workspace's.
-    resources: TenantResources = property(itemgetter(6))  # type: ignore[assignment]
-    # Item 7: the record's resources when issued (``verified`` compares: the record is a mutable model).
+    # ``key`` and ``resources`` are fixed at issuance (slots, checked by ``verified``
+    # like the rest): every service reads them, several times per call.
+    __slots__ = ("tenant_id", "record", "subject", "claims", "workspace", "key", "resources", "__weakref__")
+    tenant_id: str
+    record: TenantRecord
+    subject: str | None
+    claims: Mapping[str, Any]
+    workspace: str | None
+    key: str  # what the runtime scopes by: the tenant id, or ``<id>/<ws>`` for a workspace
+    resources: TenantResources  # what this context reaches: the tenant's, or its workspace's
 
-    def __new__(cls, tenant_id: str, record: TenantRecord, subject: str | None = None,
-                claims: Mapping[str, Any] | None = None, *, workspace: str | None = None,
-                _capability: object = None) -> TenantContext:
+    def __init__(self, tenant_id: str, record: TenantRecord, subject: str | None = None,
+                 claims: Mapping[str, Any] | None = None, *, workspace: str | None = None,
+                 _capability: object = None) -> None:
         if _capability is not _CAPABILITY:
             raise UntrustedContext("a TenantContext is made only by the runtime's resolution "
                                    "(TenantRuntime.resolve / TenantRuntime.context)")
@@ -101,14 +98,10 @@ class TenantContext(tuple):
             key, resources = tenant_id, record.resources
         else:
             key, resources = workspace_key(tenant_id, workspace), _workspace_view(tenant_id, record, workspace)
-        return tuple.__new__(cls, (tenant_id, record, subject, MappingProxyType(dict(claims or {})), workspace,
-                                   key, resources, record.resources))
-
-    def __del__(self, _drop: Any = _ISSUED.discard) -> None:
-        _drop(id(self))
-
-    # Identity, not the tuple's contents: one context is one issuance.
-    __eq__, __ne__, __hash__ = object.__eq__, object.__ne__, object.__hash__  # type: ignore[assignment]
+        for name, value in (("tenant_id", tenant_id), ("record", record), ("subject", subject),
+                            ("claims", MappingProxyType(dict(claims or {}))), ("workspace", workspace),
+                            ("key", key), ("resources", resources)):
+            object.__setattr__(self, name, value)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("a TenantContext is read-only")
@@ -143,38 +136,39 @@ def from_registry(registry: RegistryReader, tenant_id: str, subject: str | None 
     ``TenantRuntime.context`` for work without one). The record comes from the
     registry reader, never from the caller. ``reuse``: a context issued before
     for the same subject and claims (the same token), given back while the
-    registry still gives the record it holds (contexts are immutable).
+    registry still gives the record it holds (every service verifies it).
     ``workspace``: a context of that workspace of the tenant (WorkspaceForbidden
     when the record has none of that name)."""
     if not isinstance(registry, RegistryReader):
         raise UntrustedContext(f"contexts are resolved from a RegistryReader, not a {type(registry).__name__}")
     record = registry.get(tenant_id)
-    if (type(reuse) is TenantContext and id(reuse) in _ISSUED and reuse.record is record
+    if (type(reuse) is TenantContext and reuse in _ISSUED and reuse.record is record
             and reuse.tenant_id == tenant_id and reuse.workspace == workspace):
-        # Issued here and immutable, with the very record the registry gives: the one
-        # thing ``verified`` would add, whether that record (a model) was altered since,
-        # every service checks before any call. Once per request, not at resolution too.
+        # Issued here, with the very record the registry gives: whether it (or the
+        # record, a model) was altered since, ``verified`` tells, and every service
+        # runs it before any call. Once per request, not at resolution too.
         return reuse
     ctx = TenantContext(tenant_id, record, subject, claims, workspace=workspace, _capability=_CAPABILITY)
-    _ISSUED.add(id(ctx))
+    with _ISSUED_LOCK:
+        _ISSUED[ctx] = (tenant_id, workspace, record, record.resources, ctx.resources, ctx.key)
     return ctx
 
 
 def verified(ctx: object) -> TenantContext:
-    """``ctx`` when it is a context the resolution issued, whose record still has
-    the resources it was issued with and names its tenant; else refused before
-    the caller makes any call. (What the context holds cannot change: see
-    ``TenantContext``; its record, a model, can.)"""
-    if type(ctx) is not TenantContext or id(ctx) not in _ISSUED:
+    """``ctx`` when it is a context the resolution issued, unaltered, whose
+    record, resources and prefix belong to its tenant; else refused before the
+    caller makes any call."""
+    if type(ctx) is not TenantContext or (issued := _ISSUED.get(ctx)) is None:
         raise UntrustedContext(f"{type(ctx).__name__} object is not a TenantContext the runtime resolved: "
                                "refused before any call")
-    record = ctx[1]
-    if record.resources is not ctx[7]:
-        raise UntrustedContext(f"the context of tenant {ctx[0]!r} was altered after resolution: refused")
-    if record.tenant_id != ctx[0]:
-        # The resources (the same object) and the prefix passed _check_owner at
+    tenant_id, workspace, record, resources, routed, key = issued
+    if (ctx.tenant_id != tenant_id or ctx.workspace != workspace or ctx.record is not record
+            or record.resources is not resources or ctx.resources is not routed or ctx.key is not key):
+        raise UntrustedContext(f"the context of tenant {tenant_id!r} was altered after resolution: refused")
+    if record.tenant_id != tenant_id:
+        # The resources (frozen, the same object) and the prefix passed _check_owner at
         # issuance; only the record's own id can have changed since: check the whole again.
-        _check_owner(ctx[0], record)
+        _check_owner(tenant_id, record)
     return ctx
 
 

@@ -14,7 +14,7 @@ from psycopg import sql
 from runtime_tenants import runtime, runtime_env  # noqa: F401  (fixtures)
 
 from tenant_runtime import RegistryReader, TenantMismatch
-from tenant_runtime.context import TenantContext, from_registry
+from tenant_runtime.context import from_registry
 from tenant_runtime.errors import StoreUnavailable
 from tenant_runtime.registry import record_to_item
 from tenant_runtime.store import ContextStore
@@ -403,12 +403,8 @@ def test_the_sync_append_and_the_append_operation_store_the_same_row_and_refuse_
     assert blobs[0] != blobs[1] and blob_edk(blobs[0]) == blob_edk(blobs[1])  # own nonce, same data key
     assert runtime.envelope.decrypt_many(ctx, conversation, blobs) == ["same ✓".encode()] * 2
 
-    slipped = runtime.context(a)
-    # A's context with B's record: it cannot be swapped in (immutable), only copied into a tuple
-    # of the context's type, which the resolution did not issue.
-    with pytest.raises(AttributeError):
-        object.__setattr__(slipped, "record", ctx_b.record)
-    slipped = tuple.__new__(TenantContext, (a, ctx_b.record.model_copy(update={"tenant_id": a}), *slipped[2:]))
+    slipped = runtime.context(a)  # issued, then given B's record under A's id
+    object.__setattr__(slipped, "record", ctx_b.record.model_copy(update={"tenant_id": a}))
     duck = SimpleNamespace(tenant_id=a, key=a, record=ctx_b.record, resources=ctx_b.resources, subject="x",
                            claims={}, workspace=None)
     refusals = [(slipped, "user", {}), (duck, "user", {}), (ctx, "admin", {}), (ctx, "user", {"x": object()})]

