@@ -10,7 +10,8 @@ plus the async API and the shared pool, each against its own floor.
 
 Async = ``AsyncTenantRuntime`` (resolve + store call on the event loop, the
 tenant's own login) against a psycopg ``AsyncConnection`` as the same role
-running the same transaction. Shared pool = ``TenantRuntime(gateway=...)``
+running the same transaction (and Python bytecodes per append on each side,
+the event loop's own work included). Shared pool = ``TenantRuntime(gateway=...)``
 serving ``--tenants`` pooled tenants round-robin from ``--threads`` threads
 through a pool of ``--pool`` gateway connections, against a psycopg_pool of the
 same size as the gateway doing ``SET LOCAL ROLE`` + tenant + the same INSERT
@@ -44,7 +45,8 @@ data keys renewed at their age limit and the key-state rechecks both show.
 the database's share: Python bytecodes per append (``sys.settrace`` opcode
 events, the fewest of 5 batches of 100; ``BENCH_FUNCTIONS=1`` lists them per
 function) and process CPU time per append (batches alternating), for the floor,
-the routed side and a leaner floor (the INSERT rendered once, one cursor).
+the routed side and a leaner floor (the INSERT rendered once with positional
+parameters and the metadata as JSON text, as the runtime sends it; one cursor).
 
 ``jwt``: every request carries a fresh RS256 token (its own ``jti``, so the
 verified-token cache never hits): what the signature check costs a request.
@@ -110,6 +112,18 @@ def statements(schema: str):
     return insert, select
 
 
+def positional_insert(schema: str):
+    """The store's INSERT as the runtime sends it: positional parameters, the metadata as JSON text."""
+    from psycopg import sql
+
+    return sql.SQL(
+        "WITH c AS (INSERT INTO {conv} (tenant_id, conversation_id) VALUES (%s, %s) "
+        "ON CONFLICT (tenant_id, conversation_id) DO UPDATE SET updated_at = now() RETURNING 1) "
+        "INSERT INTO {msg} (tenant_id, conversation_id, role, content, metadata) "
+        "SELECT %s, %s, %s, %s, %s::jsonb FROM c RETURNING seq, created_at").format(
+            conv=sql.Identifier(schema, "conversations"), msg=sql.Identifier(schema, "messages"))
+
+
 def rounds_table(title: str, samples: dict[str, list[list[float]]], ops: tuple[str, ...]) -> None:
     """min / median over rounds of each round's p50, floor vs routed, in ms."""
     print()
@@ -172,16 +186,17 @@ def main() -> None:
                 floor.execute(insert, {"t": tid, "c": conv, "r": "user", "b": text.encode(),
                                        "m": Jsonb({"i": 1})}).fetchone()
 
-        insert_rendered = insert.as_bytes(floor)
+        insert_rendered = positional_insert(res.store.schema_name).as_bytes(floor)
 
         def lean_floor_append(conv: str, text: str) -> None:
             """The floor with the least client work psycopg allows: the INSERT rendered
-            once (as the runtime does), one cursor, no contextlib layer."""
+            once with positional parameters and the metadata as JSON text (as the
+            runtime does), one cursor, no contextlib layer."""
             with psycopg.Transaction(floor):
                 cur = floor.cursor()
                 cur.execute(b"SELECT set_config('app.tenant_id', %s, true)", (tid,))
-                cur.execute(insert_rendered, {"t": tid, "c": conv, "r": "user", "b": text.encode(),
-                                              "m": Jsonb({"i": 1})}).fetchone()
+                cur.execute(insert_rendered, (tid, conv, tid, conv, "user", text.encode(),
+                                              json.dumps({"i": 1}))).fetchone()
 
         def floor_history(conv: str) -> None:
             with floor.transaction():
@@ -304,15 +319,7 @@ def bytecodes_per_call(fn, *fn_args, n: int = 100, batches: int = 5) -> tuple[fl
     best: Counter | None = None
     for _ in range(batches):
         counts: Counter = Counter()
-
-        def tracer(frame, event, _arg, counts=counts):
-            if event == "call":
-                frame.f_trace_opcodes, frame.f_trace_lines = True, False
-            elif event == "opcode":
-                counts[frame.f_code.co_filename, frame.f_code.co_name] += 1
-            return tracer
-
-        sys.settrace(tracer)
+        sys.settrace(opcode_tracer(counts))
         try:
             for _ in range(n):
                 fn(*fn_args)
@@ -322,6 +329,35 @@ def bytecodes_per_call(fn, *fn_args, n: int = 100, batches: int = 5) -> tuple[fl
             best = counts
     assert best is not None
     return sum(best.values()) / n, Counter({k: v / n for k, v in best.items()})
+
+
+def opcode_tracer(counts: Counter):
+    """A ``sys.settrace`` function counting opcode events per (file, function) into ``counts``."""
+    def tracer(frame, event, _arg):
+        if event == "call":
+            frame.f_trace_opcodes, frame.f_trace_lines = True, False
+        elif event == "opcode":
+            counts[frame.f_code.co_filename, frame.f_code.co_name] += 1
+        return tracer
+
+    return tracer
+
+
+async def async_bytecodes_per_call(fn, *fn_args, n: int = 100, batches: int = 5) -> float:
+    """``bytecodes_per_call`` for a coroutine function, awaited on the running loop
+    (the loop's own Python work between the awaits counted too, on both sides)."""
+    best: int | None = None
+    for _ in range(batches):
+        counts: Counter = Counter()
+        sys.settrace(opcode_tracer(counts))
+        try:
+            for _ in range(n):
+                await fn(*fn_args)
+        finally:
+            sys.settrace(None)
+        best = min(best or sum(counts.values()), sum(counts.values()))
+    assert best is not None
+    return best / n
 
 
 def cpu_per_call(sides: dict[str, tuple], n: int = 200, batches: int = 10) -> dict[str, list[float]]:
@@ -365,7 +401,8 @@ def bytecodes_case(floor_append, routed_append, text: str, lean_floor_append) ->
     print(f"process CPU per append (10 alternating batches of 200; min / median): floor {f[0] * 1e6:.1f} / "
           f"{statistics.median(f) * 1e6:.1f} us, routed {r[0] * 1e6:.1f} / {statistics.median(r) * 1e6:.1f} us "
           f"(extra {(r[0] - f[0]) * 1e6:+.1f} / {(statistics.median(r) - statistics.median(f)) * 1e6:+.1f} us)")
-    print(f"leaner floor (INSERT rendered once, one cursor, psycopg.Transaction): {lean:,.0f} bytecodes "
+    print(f"leaner floor (INSERT rendered once, positional, JSON text, one cursor, psycopg.Transaction): "
+          f"{lean:,.0f} bytecodes "
           f"(routed {routed - lean:+,.0f}), process CPU {lf[0] * 1e6:.1f} / {statistics.median(lf) * 1e6:.1f} us")
 
 
@@ -500,6 +537,10 @@ async def async_case(endpoints, table, settings, token, tid, secret, text, args)
             samples[f"routed {op}"].append(g)
     rounds_table(f"async (asyncio, one task; calls handed to the I/O pool, warm-up included: "
                  f"{art.offload.offloaded})", samples, ("append", "history"))
+    floor_bc = await async_bytecodes_per_call(floor_append, "async-bc-floor")
+    routed_bc = await async_bytecodes_per_call(routed_append, "async-bc-routed")
+    print(f"async: Python bytecodes per append (warm, the loop's included, fewest of 5 batches of 100): "
+          f"floor {floor_bc:,.0f}, routed {routed_bc:,.0f} ({routed_bc - floor_bc:+,.0f}, {routed_bc / floor_bc:.2f}x)")
     await floor.close()
     await art.aclose()
 

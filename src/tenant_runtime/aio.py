@@ -188,12 +188,20 @@ class AsyncContextStore(StoreOperations):
     async def transaction(self, ctx: TenantContext) -> AsyncIterator[psycopg.AsyncConnection]:
         """An async connection inside one transaction scoped to ``ctx``'s tenant
         (an idle connection the server closed: see ContextStore._transaction)."""
-        ctx = verified(ctx)
+        async with self._transaction(verified(ctx)) as cur:
+            yield cur.connection
+
+    @asynccontextmanager
+    async def _transaction(self, ctx: TenantContext) -> AsyncIterator[psycopg.AsyncCursor]:
+        """The cursor that ran the scope statement, inside the tenant's transaction;
+        ``ctx``: verified by the caller. One cursor for the transaction's statements
+        (``conn.execute`` makes one per statement)."""
         with store_errors(ctx.key):
             if self.gateway is not None and await self.gateway.serves(ctx):
                 async with self.gateway.connection(ctx) as (conn, role), conn.transaction():
-                    await conn.execute(*scope_statement(ctx.key, role, self.statement_timeout))
-                    yield conn
+                    cur = conn.cursor()
+                    await cur.execute(*scope_statement(ctx.key, role, self.statement_timeout))
+                    yield cur
                 return
             pool, conn = await self._checkout(ctx)
             reused = conn is not None
@@ -203,9 +211,10 @@ class AsyncContextStore(StoreOperations):
                     begun = False
                     try:
                         async with conn.transaction():
-                            await conn.execute(*scope_statement(ctx.key, None, self.statement_timeout))
+                            cur = conn.cursor()
+                            await cur.execute(*scope_statement(ctx.key, None, self.statement_timeout))
                             begun = True
-                            yield conn
+                            yield cur
                         return
                     except psycopg.OperationalError:
                         if not may_retry_on_a_fresh_login(reused, begun):
@@ -244,6 +253,11 @@ class AsyncContextStore(StoreOperations):
         raise self.logins.login_failed(ctx, error) from None
 
     async def _run(self, ctx: TenantContext, operation: Operation) -> Any:
+        return await self._drive(verified(ctx), operation)
+
+    async def _drive(self, ctx: TenantContext, operation: Operation) -> Any:
+        """Run ``operation``'s steps; ``ctx``: verified by the caller, once for all
+        its statements (see ContextStore._drive)."""
         done, step = advance(operation, None)
         while not done:
             try:
@@ -261,19 +275,19 @@ class AsyncContextStore(StoreOperations):
         ctx = verified(ctx)
         try:
             with moved_store(ctx.key):
-                return await self._run(ctx, make(ctx))
+                return await self._drive(ctx, make(ctx))
         except StoreMoved:
             if self.reresolve is None:
                 raise
             for conn in self.logins.forget(ctx):
                 await conn.close()
-            fresh = await self.offload.call(self.reresolve, ctx)
+            fresh = verified(await self.offload.call(self.reresolve, ctx))
             with moved_store(fresh.tenant_id):
-                return await self._run(fresh, make(fresh))
+                return await self._drive(fresh, make(fresh))
 
     async def _statement(self, ctx: TenantContext, step: Statement) -> Any:
-        async with self.transaction(ctx) as conn:
-            cur = await conn.execute(step.query, step.params)
+        async with self._transaction(ctx) as cur:  # ctx: verified by the operation
+            await cur.execute(step.query, step.params)
             if step.fetch == "rowcount":
                 return cur.rowcount
             return await (cur.fetchone() if step.fetch == "one" else cur.fetchall())

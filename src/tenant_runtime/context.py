@@ -136,15 +136,18 @@ def from_registry(registry: RegistryReader, tenant_id: str, subject: str | None 
     ``TenantRuntime.context`` for work without one). The record comes from the
     registry reader, never from the caller. ``reuse``: a context issued before
     for the same subject and claims (the same token), given back while the
-    registry still gives the record it holds (contexts are read-only).
+    registry still gives the record it holds (every service verifies it).
     ``workspace``: a context of that workspace of the tenant (WorkspaceForbidden
     when the record has none of that name)."""
     if not isinstance(registry, RegistryReader):
         raise UntrustedContext(f"contexts are resolved from a RegistryReader, not a {type(registry).__name__}")
     record = registry.get(tenant_id)
-    if (reuse is not None and reuse.record is record and reuse.tenant_id == tenant_id
-            and reuse.workspace == workspace):
-        return verified(reuse)
+    if (type(reuse) is TenantContext and reuse in _ISSUED and reuse.record is record
+            and reuse.tenant_id == tenant_id and reuse.workspace == workspace):
+        # Issued here, with the very record the registry gives: whether it (or the
+        # record, a model) was altered since, ``verified`` tells, and every service
+        # runs it before any call. Once per request, not at resolution too.
+        return reuse
     ctx = TenantContext(tenant_id, record, subject, claims, workspace=workspace, _capability=_CAPABILITY)
     with _ISSUED_LOCK:
         _ISSUED[ctx] = (tenant_id, workspace, record, record.resources, ctx.resources, ctx.key)

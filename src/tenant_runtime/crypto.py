@@ -119,6 +119,11 @@ class DataKey:
     uses: int = 0
     # Per-conversation keys derived from this one, ready to use; they live and die with it.
     derived: dict[bytes, AESGCM] = field(default_factory=dict, repr=False)
+    # What every blob sealed with it starts with (magic, edk length, edk): made once, not per message.
+    header: bytes = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.header = _header_prefix(self.encrypted)
 
     def aead(self, info: bytes) -> AESGCM:
         key = self.derived.get(info)
@@ -253,8 +258,11 @@ class Envelope:
     def seal_for(self, ctx: TenantContext, conversation_id: str, plaintext: bytes) -> bytes:
         """``encrypt`` for a context its caller has just passed through ``verified``
         (the store's sync append: one check per operation, not one per step)."""
-        return self.seal(lambda: self.kms_for(ctx), ctx.key, ctx.resources.kms_key_arn, conversation_id,
-                         plaintext)
+        tenant_id, key_arn = ctx.key, ctx.resources.kms_key_arn
+        checked, key = self.cache.checked_sealing_key((key_arn, tenant_id))
+        if not checked or key is None:  # KMS is needed: only then a client (and a closure to make it)
+            key = self._sealing_key(lambda: self.kms_for(ctx), tenant_id, key_arn, checked, key)
+        return _seal_content(key, key.header, _info(tenant_id, conversation_id), plaintext)
 
     def decrypt(self, ctx: TenantContext, conversation_id: str, blob: bytes) -> bytes:
         return self.decrypt_many(ctx, conversation_id, [blob])[0]
@@ -307,15 +315,21 @@ class Envelope:
     def seal(self, kms: Callable[[], Any], tenant_id: str, key_arn: str, conversation_id: str,
              plaintext: bytes) -> bytes:
         """Seal under ``tenant_id``'s key ``key_arn``; ``kms()`` gives the client (called only when needed)."""
-        slot = (key_arn, tenant_id)
-        checked, key = self.cache.checked_sealing_key(slot)
+        checked, key = self.cache.checked_sealing_key((key_arn, tenant_id))
+        key = self._sealing_key(kms, tenant_id, key_arn, checked, key)
+        return _seal_content(key, key.header, _info(tenant_id, conversation_id), plaintext)
+
+    def _sealing_key(self, kms: Callable[[], Any], tenant_id: str, key_arn: str, checked: bool,
+                     key: DataKey | None) -> DataKey:
+        """The data key to seal with, from what ``checked_sealing_key`` gave: the tenant
+        key's state checked when due, a data key generated when none was usable."""
         if not checked:  # the key's state first (KeyUnusable drops the key just taken with the rest)
             self._require_enabled(kms, tenant_id, key_arn)
         if key is None:
             resp = self._kms(kms, tenant_id, key_arn, "generate a data key", "generate_data_key",
                              KeySpec="AES_256", EncryptionContext=kms_context(tenant_id))
-            key = self.cache.put_sealing_key(slot, resp["Plaintext"], resp["CiphertextBlob"])
-        return _seal_content(key, key.encrypted, _info(tenant_id, conversation_id), plaintext)
+            key = self.cache.put_sealing_key((key_arn, tenant_id), resp["Plaintext"], resp["CiphertextBlob"])
+        return key
 
     def open(self, kms: Callable[[], Any], tenant_id: str, key_arn: str, conversation_id: str,
              blobs: list[bytes]) -> list[bytes]:
@@ -366,10 +380,17 @@ def _open_content(key: DataKey, info: bytes, blob: bytes, size: int) -> bytes:
                                "another tenant or conversation)") from None
 
 
-def _seal_content(key: DataKey, edk: bytes, info: bytes, plaintext: bytes) -> bytes:
+def _header_prefix(edk: bytes) -> bytes:
+    """A blob's header up to its nonce (magic, edk length, edk)."""
+    return MAGIC + _LEN.pack(len(edk)) + edk
+
+
+def _seal_content(key: DataKey, prefix: bytes, info: bytes, plaintext: bytes) -> bytes:
+    """``plaintext`` sealed with ``key``'s key for ``info``, under a header of ``prefix`` and a fresh nonce."""
     nonce = os.urandom(NONCE)
-    header = MAGIC + _LEN.pack(len(edk)) + edk + nonce
-    return header + key.aead(info).encrypt(nonce, plaintext, header + info)
+    header = prefix + nonce
+    aead = key.derived.get(info) or key.aead(info)  # a dictionary hit, usually: no method call
+    return header + aead.encrypt(nonce, plaintext, header + info)
 
 
 def rewrap_blob(key: DataKey, new_edk: bytes, tenant_id: str, conversation_id: str, blob: bytes) -> bytes:
@@ -383,4 +404,4 @@ def rewrap_blob(key: DataKey, new_edk: bytes, tenant_id: str, conversation_id: s
     if not new_edk or len(new_edk) > 0xFFFF:
         raise ValueError("an encrypted data key is 1..65535 bytes")
     info = _info(tenant_id, conversation_id)
-    return _seal_content(key, new_edk, info, _open_content(key, info, blob, _header_length(blob)))
+    return _seal_content(key, _header_prefix(new_edk), info, _open_content(key, info, blob, _header_length(blob)))

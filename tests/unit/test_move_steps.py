@@ -187,7 +187,7 @@ def _moving(phase: MovePhase):
                                           (MovePhase.switched, False), (MovePhase.rolling_back, True)])
 def test_writes_are_refused_retryably_only_while_frozen_and_reads_go_on(phase, frozen):
     ctx = from_registry(Registry(_moving(phase)), "acme")
-    store = ContextStore(envelope=SimpleNamespace(encrypt=None), secret_client_for=lambda _ctx: None)  # type: ignore[arg-type]
+    store = ContextStore(envelope=SimpleNamespace(encrypt=None, seal_for=None), secret_client_for=lambda _ctx: None)  # type: ignore[arg-type]
     writes = (store._append(ctx, "c", "user", "hi", None), store._delete_conversation(ctx, "c"),
               store._put_document(ctx, "d", "title", "body", None, None), store._delete_document(ctx, "d"),
               store._reindex(ctx))

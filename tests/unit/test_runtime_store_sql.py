@@ -23,6 +23,9 @@ def test_the_append_statement_is_rendered_once_per_schema():
     store = ContextStore(Envelope(unreachable), unreachable)
     first = insert_of(store, context("acme"))
     assert isinstance(first.query, bytes) and b'INSERT INTO "tenant_acme"."messages"' in first.query
+    # Positional, the metadata as JSON text the server casts: psycopg dumps these in C.
+    assert first.params == ("acme", "c1", "acme", "c1", "user", b"sealed", '{"k": 1}')
+    assert first.query.count(b"%s") == 7 and b"%s::jsonb FROM c" in first.query
     assert insert_of(store, context("acme")).query is first.query  # another request, same schema
     beta = insert_of(store, context("beta")).query
     assert beta is not first.query and b'"tenant_beta"."conversations"' in beta
@@ -39,3 +42,24 @@ def test_the_scope_statement_is_one_rendered_query_per_shape():
     assert params == ("tenant_acme_app", "acme", "1500")
     assert scope_statement("beta", "tenant_beta_app", 9.0)[0] is query
     assert scope_statement("acme") == (b"SELECT set_config('app.tenant_id', %s, true)", ("acme",))
+
+
+def test_the_metadata_is_the_json_text_json_dumps_writes_and_anything_else_is_refused():
+    import json
+
+    import pytest
+
+    from tenant_runtime.errors import InvalidRequest
+    from tenant_runtime.store import _append_input
+
+    acme = context("acme")
+    for meta in ({}, None, {"k": [1, 2.5, None, True, "é ✓", {"n": {"m": []}}]}, {"nan": float("nan"), 1: "x"}):
+        assert _append_input(acme, "c1", "user", "x", meta)[2] == json.dumps(meta or {})
+    circular: dict = {}
+    circular["self"] = circular
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    for bad in ({"x": object()}, {"x": {1, 2}}, circular, {"deep": deep}):
+        with pytest.raises(InvalidRequest, match="JSON-serialisable"):
+            _append_input(acme, "c1", "user", "x", bad)

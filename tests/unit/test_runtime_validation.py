@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from runtime_fixtures import context
 
-from tenant_runtime.context import from_registry
+from tenant_runtime.context import from_registry, verified
 from tenant_runtime.credentials import ClientFactory
 from tenant_runtime.crypto import Envelope
 from tenant_runtime.errors import InvalidRequest, TenantMismatch, UntrustedContext
@@ -220,3 +220,23 @@ def test_a_context_whose_record_was_renamed_after_resolution_is_refused():
     renamed.record.tenant_id = "beta"
     with pytest.raises(TenantMismatch):
         verified(renamed)
+
+
+def test_a_reused_context_is_checked_once_per_request_by_the_service():
+    """Resolution gives a token's context back while the registry gives the same
+    record, without checking it again: it is the immutable object issued, and
+    what could still change, its record, is checked by the service it goes to."""
+    from runtime_fixtures import Registry, record
+
+    registry = Registry(record("acme"))
+    issued = from_registry(registry, "acme")
+    assert from_registry(registry, "acme", reuse=issued) is issued
+    duck = _duck("acme", "beta")
+    duck.record = registry.get("acme")  # matches everything compared, but not issued: a new context instead
+    made = from_registry(registry, "acme", reuse=duck)
+    assert made is not duck and verified(made) is made
+    issued.record.resources = record("acme", key_arn="arn:aws:kms:us-east-1:123456789012:key/beta").resources
+    altered = from_registry(registry, "acme", reuse=issued)
+    assert altered is issued  # given back: the store call refuses it before any call
+    with pytest.raises(UntrustedContext, match="altered"):
+        ContextStore(Envelope(unreachable), unreachable).append(altered, "c1", "user", "x")
