@@ -12,6 +12,10 @@ one full collection instead of four (and ~130 young ones instead of ~580),
 and a warm process none in 24 provisions instead of one every ~6 (README,
 "Where a warm pooled provision's time goes").
 
+At exit (``freeze_at_exit``) what is alive is frozen: the interpreter's own
+collections while it shuts down then skip it (after a provision ~10^6
+objects, 0.45 s of a fresh process's ~2.2 s).
+
 Nothing is leaked: while paused, reference counting still frees what is not
 in a cycle, and the first young collection after the pause takes the run's
 cyclic garbage (one pass over the young objects instead of a full one).
@@ -19,6 +23,7 @@ cyclic garbage (one pass over the young objects instead of a full one).
 
 from __future__ import annotations
 
+import atexit
 import gc
 import threading
 from collections.abc import Iterator
@@ -27,6 +32,7 @@ from contextlib import contextmanager
 _LOCK = threading.Lock()
 _pauses = 0  # blocks inside a pause, in any thread
 _resume = False  # whether the collector was on when the first of them began
+_freezing = False  # freeze_at_exit registered
 
 
 @contextmanager
@@ -48,3 +54,17 @@ def paused() -> Iterator[None]:
             _pauses -= 1
             if _pauses == 0 and _resume:
                 gc.enable()
+
+
+def freeze_at_exit() -> None:
+    """At interpreter exit, freeze every live object (``gc.freeze``), so the
+    collections of the interpreter's shutdown walk none of them. Shutdown is
+    otherwise unchanged: threads joined, atexit handlers run, modules cleared
+    and what they held freed by reference counting; only a cycle nothing
+    collected before exit is left to the process's end, its finalizers not
+    run (CPython does not promise them at exit either). Registered once."""
+    global _freezing
+    with _LOCK:
+        if not _freezing:
+            atexit.register(gc.freeze)
+            _freezing = True

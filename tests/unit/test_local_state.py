@@ -226,3 +226,18 @@ def test_a_program_run_pauses_the_cyclic_collector_and_restores_it(enabled: bool
         assert gc.isenabled() is enabled
     finally:
         (gc.enable if was else gc.disable)()
+
+
+def test_the_cli_freezes_what_is_alive_once_at_exit_and_only_then() -> None:
+    import subprocess
+    import sys
+
+    # The check is registered first, so it runs after the freeze (atexit runs last-registered first).
+    script = ("import atexit, gc\n"
+              "atexit.register(lambda: print('at exit', gc.get_freeze_count() > 0, atexit._ncallbacks()))\n"
+              "from tenantctl import collector\n"
+              "collector.freeze_at_exit(); collector.freeze_at_exit()\n"
+              "print('before exit', gc.get_freeze_count())\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    # Nothing frozen while the command runs; frozen at exit, by one handler (beside the check's) however often asked.
+    assert done.stdout.split("\n")[:2] == ["before exit 0", "at exit True 2"]

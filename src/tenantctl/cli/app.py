@@ -104,8 +104,10 @@ def _notes_on_stderr() -> None:
 
 
 def main() -> None:
+    from tenantctl import collector
     from tenantctl.errors import interrupt_on_sigterm, terminated
 
+    collector.freeze_at_exit()  # a command's objects are not walked again while the process shuts down
     json_mode = "--json" in sys.argv[1:]
     interrupt_on_sigterm()
     _notes_on_stderr()
