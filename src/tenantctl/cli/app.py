@@ -107,7 +107,7 @@ def main() -> None:
     from tenantctl import collector
     from tenantctl.errors import interrupt_on_sigterm, terminated
 
-    collector.freeze_at_exit()  # a command's objects are not walked again while the process shuts down
+    collector.one_command()  # what lasts to the end is not walked again by the collector (collector.py)
     json_mode = "--json" in sys.argv[1:]
     interrupt_on_sigterm()
     _notes_on_stderr()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,7 +61,7 @@ def _program_modules() -> tuple[Any, Any]:
     (tenantctl.collector)."""
     from tenantctl import collector
 
-    with collector.paused():
+    with collector.paused(lasting="tenantctl.engines.local.passes" not in sys.modules):
         from tenantctl.engines.local import passes, runtime
     return runtime, passes
 
