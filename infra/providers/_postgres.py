@@ -19,13 +19,36 @@ def secret_json(region: str, secret_arn: str, role_arn: str | None = None) -> di
     return json.loads(value)
 
 
+# The admin logins this process has read, by (region, secret ARN, account role).
+_ADMINS: dict[tuple[str, str, str | None], dict[str, Any]] = {}
+
+
 def admin_connect(props: dict[str, Any], database: str | None = None):
     """Autocommit connection as the admin of ``props`` (region, host, port,
     database, admin_secret_arn, optional account_role_arn), to ``database``
-    (default: props["database"])."""
+    (default: props["database"]). The admin secret is read once per process
+    (N tenants provisioned in a row share their cell's), and read again when
+    the login it holds is refused: rotated since."""
     import psycopg
 
-    admin = secret_json(props["region"], props["admin_secret_arn"], props.get("account_role_arn"))
+    key = (props["region"], props["admin_secret_arn"], props.get("account_role_arn"))
+    known = _ADMINS.get(key)
+    try:
+        return _connect_as(known or _read_admin(key), props, database)
+    except psycopg.OperationalError:
+        if known is None:  # read just now: a refusal is not a stale secret
+            raise
+        return _connect_as(_read_admin(key), props, database)
+
+
+def _read_admin(key: tuple[str, str, str | None]) -> dict[str, Any]:
+    _ADMINS[key] = secret_json(*key)
+    return _ADMINS[key]
+
+
+def _connect_as(admin: dict[str, Any], props: dict[str, Any], database: str | None):
+    import psycopg
+
     return psycopg.connect(host=props["host"], port=int(props["port"]), dbname=database or props["database"],
                            user=admin["username"], password=admin["password"], autocommit=True,
                            connect_timeout=10)

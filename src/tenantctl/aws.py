@@ -22,6 +22,7 @@ override the two budgets.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from typing import Any
 
@@ -118,7 +119,7 @@ SESSION_NAME = "tenantctl"
 
 def _boto3() -> Any:
     """boto3, imported the first time with the collector paused (tenantctl.collector)."""
-    with collector.paused():
+    with collector.paused(lasting="boto3" not in sys.modules):
         import boto3
     return boto3
 
@@ -179,7 +180,7 @@ def client(service: str, *, session: Any | None = None, region: str | None = Non
     if endpoint_url:
         args["endpoint_url"] = endpoint_url
     args.update(kwargs)
-    with collector.paused():  # a client's service model loads as a bulk of long-lived objects
+    with collector.paused(lasting=True):  # a client's service model loads as a bulk of long-lived objects
         if not shared:
             made = session.client(service, **args)
         else:

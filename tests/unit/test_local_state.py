@@ -226,3 +226,44 @@ def test_a_program_run_pauses_the_cyclic_collector_and_restores_it(enabled: bool
         assert gc.isenabled() is enabled
     finally:
         (gc.enable if was else gc.disable)()
+
+
+def test_the_cli_freezes_what_is_alive_once_at_exit_and_only_then() -> None:
+    import subprocess
+    import sys
+
+    # The check is registered first, so it runs after the freeze (atexit runs last-registered first).
+    script = ("import atexit, gc\n"
+              "atexit.register(lambda: print('at exit', gc.get_freeze_count() > 0, atexit._ncallbacks()))\n"
+              "from tenantctl import collector\n"
+              "collector.one_command(); collector.one_command()\n"
+              "print('before exit', gc.get_freeze_count())\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    # Nothing frozen while the command runs; frozen at exit, by one handler (beside the check's) however often asked.
+    assert done.stdout.split("\n")[:2] == ["before exit 0", "at exit True 2"]
+
+
+def test_a_lasting_pause_freezes_in_one_commands_process_unless_another_pause_is_open() -> None:
+    import subprocess
+    import sys
+
+    # In a process of its own: a freeze lasts for the process.
+    script = ("import gc\n"
+              "from tenantctl import collector\n"
+              "with collector.paused(lasting=True):\n"
+              "    made = [[] for _ in range(1000)]\n"
+              "print(gc.get_freeze_count())\n"  # a long-lived process (not one command): never frozen
+              "collector.one_command()\n"
+              "with collector.paused():\n"
+              "    with collector.paused(lasting=True):\n"
+              "        made = [[] for _ in range(1000)]\n"
+              "print(gc.get_freeze_count(), gc.isenabled())\n"  # inside a run's pause: nothing frozen
+              "with collector.paused(lasting=True):\n"
+              "    made = [[] for _ in range(1000)]\n"
+              "print(gc.get_freeze_count() >= 1000, gc.isenabled())\n"
+              "gc.disable()\n"
+              "with collector.paused(lasting=True):\n"
+              "    pass\n"
+              "print(gc.isenabled())\n")  # the caller's setting is still what comes back
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.split("\n")[:4] == ["0", "0 True", "True True", "False"]

@@ -24,6 +24,7 @@ it fails closed.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -62,8 +63,14 @@ def _list(value: Any) -> list:
 def _glob(pattern: str, value: str, ignore_case: bool = False) -> bool:
     if "${" in pattern:
         raise Unsupported(f"policy variable in {pattern!r}")
+    return _glob_rx(pattern, ignore_case).fullmatch(value) is not None
+
+
+@functools.lru_cache(maxsize=4096)
+def _glob_rx(pattern: str, ignore_case: bool) -> re.Pattern[str]:
+    # A check evaluates the same few dozen patterns thousands of times: translated once each.
     rx = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.fullmatch(rx, value, re.IGNORECASE | re.DOTALL if ignore_case else re.DOTALL) is not None
+    return re.compile(rx, re.IGNORECASE | re.DOTALL if ignore_case else re.DOTALL)
 
 
 def _account_of(arn: str) -> str | None:

@@ -104,8 +104,10 @@ def _notes_on_stderr() -> None:
 
 
 def main() -> None:
+    from tenantctl import collector
     from tenantctl.errors import interrupt_on_sigterm, terminated
 
+    collector.one_command()  # what lasts to the end is not walked again by the collector (collector.py)
     json_mode = "--json" in sys.argv[1:]
     interrupt_on_sigterm()
     _notes_on_stderr()
