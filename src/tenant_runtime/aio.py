@@ -226,7 +226,7 @@ class AsyncContextStore(StoreOperations):
                     await conn.close()
 
     async def _checkout(self, ctx: TenantContext) -> tuple[IdleConnections, Any | None]:
-        """See ContextStore._checkout."""
+        """The pool to return a connection to, and one of its idle connections (None: log in)."""
         if self.waker is not None:  # see ContextStore: TenantWaking until a hibernated database is up
             await self.offload.call(self.waker.ensure_awake, ctx)
         pool, evicted = self.logins.idle(ctx)
