@@ -187,7 +187,7 @@ class AsyncContextStore(StoreOperations):
     @asynccontextmanager
     async def transaction(self, ctx: TenantContext) -> AsyncIterator[psycopg.AsyncConnection]:
         """An async connection inside one transaction scoped to ``ctx``'s tenant
-        (an idle connection the server closed: see ContextStore._transaction)."""
+        (an idle connection the server closed: see ContextStore._scoped_cursor)."""
         async with self._transaction(verified(ctx)) as cur:
             yield cur.connection
 
