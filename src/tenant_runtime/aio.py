@@ -187,7 +187,7 @@ class AsyncContextStore(StoreOperations):
     @asynccontextmanager
     async def transaction(self, ctx: TenantContext) -> AsyncIterator[psycopg.AsyncConnection]:
         """An async connection inside one transaction scoped to ``ctx``'s tenant
-        (an idle connection the server closed: see ContextStore._transaction)."""
+        (an idle connection the server closed: see ContextStore._scoped_cursor)."""
         async with self._transaction(verified(ctx)) as cur:
             yield cur.connection
 
@@ -226,7 +226,7 @@ class AsyncContextStore(StoreOperations):
                     await conn.close()
 
     async def _checkout(self, ctx: TenantContext) -> tuple[IdleConnections, Any | None]:
-        """See ContextStore._checkout."""
+        """The pool to return a connection to, and one of its idle connections (None: log in)."""
         if self.waker is not None:  # see ContextStore: TenantWaking until a hibernated database is up
             await self.offload.call(self.waker.ensure_awake, ctx)
         pool, evicted = self.logins.idle(ctx)

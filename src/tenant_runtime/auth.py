@@ -200,10 +200,14 @@ class TenantResolver:
         pairs), refuse any other with TenantMismatch. ``workspace``: the
         workspace the request addresses (the token must list it)."""
         claims, contexts, _, _, tenant = self._verified_entry(token)  # claims: read here, copied into the context
-        tenant_id = self.tenant_of(claims, tenant)
-        # Checked before the registry so a foreign id is not even looked up.
-        check_addressed(tenant_id, addressed_tenant)
-        self.check_workspace(claims, tenant_id, workspace)
+        # The checks' calls only where they can refuse (one request's hit runs none):
+        # a tenant claim that is no non-empty string, another tenant addressed, a workspace.
+        tenant_id = tenant if type(tenant) is str and tenant else self.tenant_of(claims, tenant)
+        if addressed_tenant is not None and addressed_tenant != tenant_id:
+            # Checked before the registry so a foreign id is not even looked up.
+            check_addressed(tenant_id, addressed_tenant)
+        if workspace is not None:
+            self.check_workspace(claims, tenant_id, workspace)
         if self.revocations is not None:
             self.revocations.check(claims, tenant_id)
         last = contexts.get(workspace)  # one per workspace the token lists, at most

@@ -122,8 +122,10 @@ class RegistryReader:
     def lookup(self, tenant_id: str) -> TenantRecord | None:
         """The record, or None for an unknown id (both cached)."""
         hit, record = self._cache.get(tenant_id)
-        if hit:
-            return record
+        return record if hit else self._load(tenant_id)
+
+    def _load(self, tenant_id: str) -> TenantRecord | None:
+        """``lookup`` on a cache miss: the record read and cached (None too, briefly)."""
         record = self._fetch(tenant_id)
         if record is None:
             ttl: float | None = self.negative_ttl
@@ -136,7 +138,9 @@ class RegistryReader:
 
     def get(self, tenant_id: str) -> TenantRecord:
         """The record of a tenant that may serve requests (status active)."""
-        record = self.lookup(tenant_id)
+        hit, record = self._cache.get(tenant_id)  # = lookup, one frame less on every request's hit
+        if not hit:
+            record = self._load(tenant_id)
         if record is None:
             raise TenantNotFound(f"tenant {tenant_id!r} is not in the registry")
         if record.status is not TenantStatus.active:

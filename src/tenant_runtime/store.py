@@ -572,9 +572,9 @@ class ContextStore(StoreOperations):
         database failures inside map to StoreTimeout / StoreUnavailable."""
         return _connection_of(self._transaction(verified(ctx)))  # ctx checked now, not at the ``with``
 
-    @contextmanager
-    def _transaction(self, ctx: TenantContext) -> Iterator[psycopg.Cursor]:
-        """The cursor that ran the scope statement, inside the tenant's transaction."""
+    def _scoped_cursor(self, ctx: TenantContext) -> Iterator[psycopg.Cursor]:
+        """The cursor that ran the scope statement, inside the tenant's transaction
+        (a generator: ``_transaction`` as a context manager, driven by hand in ``_statement``)."""
         # One context manager deep, not five (the error mapping, the login's
         # checkout and the tenant scope used to be one each): on a warm append
         # their per-call overhead was a large part of the client's own work.
@@ -584,7 +584,12 @@ class ContextStore(StoreOperations):
                 with self.gateway.connection(ctx) as (conn, role):
                     yield from scoped(conn, tenant_id, role, self.statement_timeout)
                 return
-            pool, conn = self._checkout(ctx)
+            if self.waker is not None:
+                self.waker.ensure_awake(ctx)  # TenantWaking (503, retry) until a hibernated database is up
+            pool, evicted = self.logins.idle(ctx)
+            for old in evicted:
+                old.close()
+            conn = pool.take()  # one of the tenant's idle connections; None: log in
             reused = conn is not None
             conn = conn or self._login(ctx)
             try:
@@ -608,15 +613,7 @@ class ContextStore(StoreOperations):
         except STORE_FAILURES as exc:
             raise store_error(tenant_id, exc) from None
 
-    def _checkout(self, ctx: TenantContext) -> tuple[IdleConnections, psycopg.Connection | None]:
-        """The pool to return a connection to, and one of the tenant's idle
-        connections (None: none, log in)."""
-        if self.waker is not None:
-            self.waker.ensure_awake(ctx)  # TenantWaking (503, retry) until a hibernated database is up
-        pool, evicted = self.logins.idle(ctx)
-        for old in evicted:
-            old.close()
-        return pool, pool.take()
+    _transaction = contextmanager(_scoped_cursor)
 
     def _login(self, ctx: TenantContext) -> psycopg.Connection:
         secret = self.logins.credentials(ctx)
@@ -685,10 +682,23 @@ class ContextStore(StoreOperations):
             conn.close()
 
     def _statement(self, ctx: TenantContext, step: Statement) -> Any:
-        with self._transaction(ctx) as cur:  # ctx: verified by _run / _write
+        """``step`` in its own transaction; ``ctx``: verified by the caller. The
+        transaction's generator driven by hand: ``with self._transaction(ctx)``
+        made a contextlib wrapper and two more frames per statement."""
+        steps = self._scoped_cursor(ctx)
+        cur = next(steps)
+        try:
             cur.execute(step.query, step.params)
-            return cur.rowcount if step.fetch == "rowcount" else (
+            result = cur.rowcount if step.fetch == "rowcount" else (
                 cur.fetchone() if step.fetch == "one" else cur.fetchall())
+        except BaseException as exc:
+            try:
+                steps.throw(exc)  # rolled back, the connection returned; re-raised (mapped if a database failure)
+            except StopIteration:
+                pass  # swallowed by the transaction (psycopg.Rollback): still the statement's failure
+            raise
+        next(steps, None)  # COMMIT (a failure mapped like the statement's), the connection returned
+        return result
 
     def close(self) -> None:
         for conn in self.logins.drain():

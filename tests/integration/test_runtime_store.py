@@ -152,6 +152,28 @@ def test_pooled_connection_carries_no_tenant_after_a_request(runtime, runtime_en
     conn.rollback()
 
 
+def test_a_failed_statement_is_rolled_back_and_its_connection_reused_clean(runtime, runtime_env):
+    """A store statement that fails (the driver runs each in its own transaction,
+    driven by hand) raises its own error, nothing of it is committed, and the
+    connection goes back to the pool out of any transaction, tenant-less."""
+    from tenant_runtime.store import Statement
+
+    ctx = ctx_of(runtime, runtime_env, "a")
+    conversation = f"conv-failed-{uuid.uuid4().hex[:8]}"
+    runtime.store.append(ctx, conversation, "user", "kept")
+    pool = runtime.store.logins.pools[ctx.tenant_id]
+    conn = pool.idle[-1]
+    insert = runtime.store._append_statement(ctx, conversation, "user", b"never stored", "{}")
+    failing = Statement(insert.query.replace(b"RETURNING seq, created_at", b"RETURNING seq / 0, created_at"),
+                        insert.params, "one")
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        runtime.store._statement(ctx, failing)
+    assert pool.idle[-1] is conn and conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert conn.execute("SELECT current_setting('app.tenant_id', true)").fetchone()[0] in (None, "")
+    conn.rollback()
+    assert [m.content for m in runtime.store.history(ctx, conversation).messages] == ["kept"]
+
+
 def test_gateway_connection_reused_across_tenants_leaks_nothing(runtime, runtime_env):
     """One physical connection (a gateway login that may SET ROLE to both tenant
     roles) serves A, then B, then A again through tenant_transaction."""

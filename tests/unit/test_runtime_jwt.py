@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from runtime_fixtures import Registry, record
 
 from tenant_runtime.auth import JWTSettings, TenantResolver, bearer_token
-from tenant_runtime.errors import TenantInactive, TenantMismatch, TenantNotFound, Unauthenticated
+from tenant_runtime.errors import TenantInactive, TenantMismatch, TenantNotFound, Unauthenticated, WorkspaceForbidden
 from tenant_runtime.models import TenantStatus
 
 
@@ -60,6 +60,8 @@ def test_token_for_another_tenant_is_a_mismatch_before_any_lookup(resolver):
     (lambda: token(iss=None), 'missing the "iss"'),
     (lambda: token(tenant_id=None), "no 'tenant_id' claim"),
     (lambda: token(tenant_id=""), "no 'tenant_id' claim"),
+    (lambda: token(tenant_id=["acme"]), "no 'tenant_id' claim"),
+    (lambda: token(tenant_id=7), "no 'tenant_id' claim"),
     (lambda: token(alg="HS256", key="shared-secret-that-is-32-bytes-long"), "alg value is not allowed"),
     (lambda: jwt.encode({"tenant_id": "acme", "exp": time.time() + 60}, None, algorithm="none"),
      "alg value is not allowed"),
@@ -68,6 +70,23 @@ def test_unverifiable_tokens_are_unauthenticated(resolver, bad, match):
     with pytest.raises(Unauthenticated, match=match) as err:
         resolver.resolve(bad(), "acme")
     assert err.value.status_code == 401
+
+
+def test_a_repeated_token_is_refused_every_time_like_the_first(resolver):
+    """A verified token is cached: its tenant claim, the addressed tenant and the
+    workspace are still checked on every resolution (a cache hit skips none)."""
+    named_none = token(tenant_id=["acme"])
+    acme = token()
+    for _ in range(2):
+        with pytest.raises(Unauthenticated, match="no 'tenant_id' claim"):
+            resolver.resolve(named_none, "acme")
+        with pytest.raises(TenantMismatch, match="beta"):
+            resolver.resolve(acme, "beta")
+        asked = len(resolver.registry.asked)
+        with pytest.raises(WorkspaceForbidden, match="does not list it"):  # before the registry
+            resolver.resolve(acme, "acme", workspace="ws1")
+        assert len(resolver.registry.asked) == asked
+        assert resolver.resolve(acme, "acme").tenant_id == "acme"
 
 
 def test_inactive_and_unknown_tenants_are_refused(resolver):
