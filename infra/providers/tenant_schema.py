@@ -16,7 +16,9 @@ the same idempotent script (existing rows are kept).
 from __future__ import annotations
 
 import json
+import random
 import secrets
+import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -41,7 +43,16 @@ def _current_password(props: dict[str, Any]) -> str | None:
         return None
 
 
-def _ensure(props: dict[str, Any], password: str) -> dict[str, Any]:
+# A role is the server's, not one database's: two stores of one server (a move
+# between cells that share it) change the tenant's role from two databases,
+# which the script's advisory lock (a database's own) does not serialise, and
+# PostgreSQL fails one of two transactions writing the same catalog row at once
+# ("tuple concurrently updated"). The script is idempotent: it runs again.
+CATALOG_RACE = "tuple concurrently updated"
+CATALOG_RACE_TRIES = 8
+
+
+def _run_script(props: dict[str, Any], password: str) -> None:
     from psycopg import sql
 
     from tenantctl.tenant_schema_sql import schema_script
@@ -52,13 +63,27 @@ def _ensure(props: dict[str, Any], password: str) -> dict[str, Any]:
                                gateway_role=props.get("gateway_role") or None)
         conn.execute(script)  # no parameters: simple protocol, several statements
         conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+
+
+def _ensure(props: dict[str, Any], password: str) -> dict[str, Any]:
+    import psycopg
+
+    for attempt in range(1, CATALOG_RACE_TRIES + 1):
+        try:
+            _run_script(props, password)
+            break
+        except psycopg.errors.InternalError_ as exc:
+            if CATALOG_RACE not in str(exc) or attempt == CATALOG_RACE_TRIES:
+                raise
+            time.sleep(0.02 * attempt + random.random() * 0.05)  # apart: the next try is not at once too
     if not props.get("owns_secret", True):
         return public(props)  # a move's other store: the secret names the store the tenant is served from
     _secrets_client(props["region"], props.get("account_role_arn")).put_secret_value(
         SecretId=props["tenant_secret_arn"],
         # "engine": the rotation function refuses a secret that does not say postgres.
-        SecretString=json.dumps({"engine": "postgres", "username": role, "password": password, "host": props["host"],
-                                 "port": int(props["port"]), "dbname": props["database"], "schema": schema}),
+        SecretString=json.dumps({"engine": "postgres", "username": props["role"], "password": password,
+                                 "host": props["host"], "port": int(props["port"]), "dbname": props["database"],
+                                 "schema": props["schema"]}),
     )
     return public(props)
 

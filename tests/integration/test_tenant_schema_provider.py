@@ -77,3 +77,34 @@ def test_tenants_created_and_deleted_concurrently_all_get_and_lose_connect(sandb
     with psycopg.connect(sandbox.pg_dsn(scratch_database)) as conn:
         left = conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = ANY(%s)", (roles,)).fetchone()[0]
     assert left == 0
+
+
+def test_one_role_changed_from_two_databases_at_once_is_retried_not_failed(sandbox, scratch_database):
+    """A move between two cells of one server runs the tenant's script in both
+    stores: the role is the server's, so both write its catalog row, and the
+    database's advisory lock does not serialise them (PostgreSQL fails one with
+    "tuple concurrently updated" unless the provider runs it again)."""
+    provider = TenantSchemaProvider()
+    other = f"{scratch_database}_b"
+    with psycopg.connect(sandbox.pg_dsn(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{other}"')
+    try:
+        [here] = _props(sandbox, scratch_database, 1)
+        there = {**here, "database": other, "owns_secret": False}
+        provider.create(here)
+        provider.create(there)
+        for _ in range(12):  # the two stores' updates of a move, released together
+            _all_at_once(lambda p: provider.update("", p, p), [here, there])
+        for database in (scratch_database, other):
+            with psycopg.connect(sandbox.pg_dsn(database)) as conn:
+                assert conn.execute("SELECT has_database_privilege(%s, current_database(), 'CONNECT')",
+                                    (here["role"],)).fetchone()[0]
+    finally:
+        with psycopg.connect(sandbox.pg_dsn(other), autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{here["schema"]}" CASCADE')
+        with psycopg.connect(sandbox.pg_dsn(scratch_database), autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{here["schema"]}" CASCADE')
+            conn.execute(f'REVOKE ALL ON DATABASE "{scratch_database}" FROM "{here["role"]}"')
+        with psycopg.connect(sandbox.pg_dsn(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{other}" WITH (FORCE)')
+            conn.execute(f'DROP ROLE IF EXISTS "{here["role"]}"')
