@@ -63,6 +63,8 @@ import statistics
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from common import bench_sandbox
 
@@ -316,23 +318,32 @@ def bytecodes_per_call(fn, *fn_args, n: int = 100, batches: int = 5) -> tuple[fl
     events, deterministic where timings are noise) and per (file, function):
     the fewest of ``batches`` batches of ``n`` calls, so that a cache refresh
     falling in one batch (the registry's 30 s, the key state's 60 s) is left out."""
-    best: Counter | None = None
+    counted = []
     for _ in range(batches):
-        counts: Counter = Counter()
-        sys.settrace(opcode_tracer(counts))
-        try:
+        with opcodes_counted() as counts:
             for _ in range(n):
                 fn(*fn_args)
-        finally:
-            sys.settrace(None)
-        if best is None or sum(counts.values()) < sum(best.values()):
-            best = counts
-    assert best is not None
-    return sum(best.values()) / n, Counter({k: v / n for k, v in best.items()})
+        counted.append(counts)
+    return per_call(counted, n)
 
 
-def opcode_tracer(counts: Counter):
-    """A ``sys.settrace`` function counting opcode events per (file, function) into ``counts``."""
+async def async_bytecodes_per_call(fn, *fn_args, n: int = 100, batches: int = 5) -> float:
+    """``bytecodes_per_call`` for a coroutine function, awaited on the running loop
+    (the loop's own Python work between the awaits counted too, on both sides)."""
+    counted = []
+    for _ in range(batches):
+        with opcodes_counted() as counts:
+            for _ in range(n):
+                await fn(*fn_args)
+        counted.append(counts)
+    return per_call(counted, n)[0]
+
+
+@contextmanager
+def opcodes_counted() -> Iterator[Counter]:
+    """A Counter of the opcode events per (file, function) executed inside the block."""
+    counts: Counter = Counter()
+
     def tracer(frame, event, _arg):
         if event == "call":
             frame.f_trace_opcodes, frame.f_trace_lines = True, False
@@ -340,24 +351,17 @@ def opcode_tracer(counts: Counter):
             counts[frame.f_code.co_filename, frame.f_code.co_name] += 1
         return tracer
 
-    return tracer
+    sys.settrace(tracer)
+    try:
+        yield counts
+    finally:
+        sys.settrace(None)
 
 
-async def async_bytecodes_per_call(fn, *fn_args, n: int = 100, batches: int = 5) -> float:
-    """``bytecodes_per_call`` for a coroutine function, awaited on the running loop
-    (the loop's own Python work between the awaits counted too, on both sides)."""
-    best: int | None = None
-    for _ in range(batches):
-        counts: Counter = Counter()
-        sys.settrace(opcode_tracer(counts))
-        try:
-            for _ in range(n):
-                await fn(*fn_args)
-        finally:
-            sys.settrace(None)
-        best = min(best or sum(counts.values()), sum(counts.values()))
-    assert best is not None
-    return best / n
+def per_call(counted: list[Counter], n: int) -> tuple[float, Counter]:
+    """The fewest batch's bytecodes per call, in all and per (file, function)."""
+    best = min(counted, key=lambda c: sum(c.values()))
+    return sum(best.values()) / n, Counter({k: v / n for k, v in best.items()})
 
 
 def cpu_per_call(sides: dict[str, tuple], n: int = 200, batches: int = 10) -> dict[str, list[float]]:
