@@ -18,11 +18,13 @@ import boto3
 import psycopg
 import pytest
 from botocore.client import BaseClient
+from botocore.exceptions import ClientError
 from faults import FAULT_AFTER_ENV, FAULT_EXIT_CODE, FAULT_POINT_ENV, IMPORT_ROOT
 
 from tenantctl import naming
 from tenantctl.engines.base import Op
 from tenantctl.engines.local import LocalEngine
+from tenantctl.engines.local.state import StateFile
 from tenantctl.errors import ApplyFailed
 from tenantctl.models import CellSpec, DedicatedSpec, QueueSpec, TenantSpec
 from tenantctl.stackconfig import write_cell, write_tenant
@@ -203,6 +205,7 @@ from pathlib import Path
 import faults
 faults.arm()
 from tenantctl.engines.local import LocalEngine
+from tenantctl.engines.local.state import StateFile
 from tenantctl.sandbox.endpoints import SandboxEndpoints
 endpoints = SandboxEndpoints.model_validate_json(Path(sys.argv[1]).read_text())
 engine = LocalEngine(Path(sys.argv[2]), endpoints)
@@ -256,6 +259,40 @@ def test_a_crash_during_up_converges_on_re_run_without_duplicates(engine: LocalE
     assert_tenant_exists(sandbox, result.outputs)
     assert not engine.up(spec.id).changes.has_changes
     engine.destroy(spec.id)
+    assert tenant_inventory(sandbox, spec.id) == NOTHING
+
+
+def test_a_destroy_deletes_what_creates_cut_short_made(engine: LocalEngine, sandbox):
+    """A run killed while a create was in flight leaves that resource's intent
+    (status ``creating``, no id) beside the resource itself: with independent
+    resources made together, any write's kill can. A destroy (a move's
+    rollback, say) finds each by its name and deletes it: the topic, the
+    alarms and the secret's rotation keep no id of their own to look up."""
+    spec = TenantSpec(id=_tenant_id("i"))
+    write_tenant(engine.project_dir / "stacks", spec)
+    engine.up(spec.id)
+    file = StateFile(engine.state_root, spec.id)
+    state = file.load()
+    cut = {"aws:sns/topic:Topic", "aws:cloudwatch/metricAlarm:MetricAlarm",
+           "aws:secretsmanager/secretRotation:SecretRotation"}
+    entries = [r for r in state.resources if r.type in cut]
+    assert len(entries) == 4
+    for entry in entries:
+        state.put(entry.model_copy(update={"status": "creating", "id": None, "outputs": {}}))
+    file.save(state)
+    [topic] = [r.id for r in entries if r.type == "aws:sns/topic:Topic"]
+    alarms = [r.id for r in entries if r.type == "aws:cloudwatch/metricAlarm:MetricAlarm"]
+    rotated = [r.id for r in entries if r.type == "aws:secretsmanager/secretRotation:SecretRotation"]
+    sm = aws(sandbox, "secretsmanager")
+    assert aws(sandbox, "cloudwatch").describe_alarms(AlarmNames=alarms)["MetricAlarms"]
+    assert all(sm.describe_secret(SecretId=secret)["RotationEnabled"] for secret in rotated)
+
+    engine.destroy(spec.id)
+
+    with pytest.raises(ClientError, match="NotFound"):
+        aws(sandbox, "sns").get_topic_attributes(TopicArn=topic)
+    assert aws(sandbox, "cloudwatch").describe_alarms(AlarmNames=alarms)["MetricAlarms"] == []
+    assert not any(sm.describe_secret(SecretId=secret).get("RotationEnabled") for secret in rotated)
     assert tenant_inventory(sandbox, spec.id) == NOTHING
 
 

@@ -183,8 +183,10 @@ class Handler:
     type: ClassVar[str]
     # Inputs whose change replaces the resource (delete, then create).
     replace_on: ClassVar[tuple[str, ...]] = ()
-    # True when find() scans by tag: only worth it after a crash.
-    find_by_tag: ClassVar[bool] = False
+    # True when a plain create should not call find(): it costs a call (a scan by tag, a read by name
+    # ahead of a make that is idempotent anyway) that only a crashed run's leftovers make worth paying.
+    # find() still serves a delete of an interrupted create, which has no id.
+    find_when_recovering: ClassVar[bool] = False
     # The value configure gives an input the program leaves unset: what a read compares the live value with.
     read_defaults: ClassVar[dict[str, Any]] = {}
     # Error codes with which make() says the name is taken (see the module doc).
@@ -225,7 +227,7 @@ class Handler:
             else:
                 d.made = True
                 return rid, self.configure(ctx, rid, d, None)
-        rid = self.find(ctx, d) if (recovering or not self.find_by_tag) else None
+        rid = self.find(ctx, d) if (recovering or not self.find_when_recovering) else None
         if rid is None:
             rid = self.make(ctx, d)
             d.made = True

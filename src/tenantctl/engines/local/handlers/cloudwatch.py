@@ -17,6 +17,11 @@ class MetricAlarmHandler(Handler):
     type = "aws:cloudwatch/metricAlarm:MetricAlarm"
     replace_on = ("name",)
     read_defaults = {"treatMissingData": "missing", "alarmActions": [], "okActions": [], "actionsEnabled": True}
+    find_when_recovering = True  # PutMetricAlarm makes or overwrites by name anyway
+
+    def find(self, ctx: Context, d: Desired) -> str | None:
+        name = d.physical_name()
+        return name if ctx.client("cloudwatch").describe_alarms(AlarmNames=[name])["MetricAlarms"] else None
 
     def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
         alarms = ctx.client("cloudwatch").describe_alarms(AlarmNames=[rid or d.physical_name()])["MetricAlarms"]

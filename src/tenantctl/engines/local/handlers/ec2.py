@@ -25,7 +25,7 @@ from tenantctl.engines.local.handlers.base import (
 class TaggedEc2Handler(Handler):
     """find() by tag; subclasses say what to describe and how to create."""
 
-    find_by_tag = True
+    find_when_recovering = True
     resource_type: str  # TagSpecifications ResourceType
     describe: str  # describe_* operation
     result_key: str  # list key in its response
@@ -279,7 +279,7 @@ class DefaultSecurityGroupHandler(SecurityGroupHandler):
 
     type = "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup"
     replace_on = ("vpcId",)
-    find_by_tag = False
+    find_when_recovering = False
 
     def find(self, ctx: Context, d: Desired) -> str | None:
         groups = ctx.client("ec2").describe_security_groups(Filters=[

@@ -25,7 +25,7 @@ UNUSABLE = ("Disabled", "PendingDeletion", "PendingReplicaDeletion", "Unavailabl
 class KeyHandler(Handler):
     type = "aws:kms/key:Key"
     replace_on = ("keyUsage", "customerMasterKeySpec", "keySpec", "multiRegion")
-    find_by_tag = True
+    find_when_recovering = True
     read_defaults = {"isEnabled": True, "enableKeyRotation": False, "description": ""}
 
     def find(self, ctx: Context, d: Desired) -> str | None:
@@ -153,7 +153,7 @@ class GrantHandler(Handler):
     replace_on = ("keyId", "granteePrincipal", "operations", "constraints", "name", "retiringPrincipal")
     # Found by listing the key's grants: only worth it after a crash (the intent
     # says when), as for a tag scan.
-    find_by_tag = True
+    find_when_recovering = True
 
     def find(self, ctx: Context, d: Desired) -> str | None:
         kms, name = ctx.client("kms"), d.physical_name()

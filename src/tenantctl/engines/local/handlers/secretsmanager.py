@@ -96,14 +96,20 @@ class SecretRotationHandler(Handler):
 
     type = "aws:secretsmanager/secretRotation:SecretRotation"
     replace_on = ("secretId",)
+    find_when_recovering = True  # configure sets the rotation whether or not one is on
+
+    def _described(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
+        """The secret while its rotation is on; None once it is gone with its secret, or turned off."""
+        got = read_or_none(lambda: ctx.client("secretsmanager").describe_secret(SecretId=rid or d.get("secretId")))
+        return None if got is None or got.get("DeletedDate") or not got.get("RotationEnabled") else got
+
+    def find(self, ctx: Context, d: Desired) -> str | None:
+        got = self._described(ctx, None, d)
+        return got["ARN"] if got else None
 
     def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
-        # No find(): the default read would call every rotation deleted. It is
-        # gone with its secret, or when rotation was turned off.
-        got = read_or_none(lambda: ctx.client("secretsmanager").describe_secret(SecretId=rid or d.get("secretId")))
-        if got is None or got.get("DeletedDate") or not got.get("RotationEnabled"):
-            return None
-        return {"rotationLambdaArn": got.get("RotationLambdaARN")}
+        got = self._described(ctx, rid, d)
+        return None if got is None else {"rotationLambdaArn": got.get("RotationLambdaARN")}
 
     def make(self, ctx: Context, d: Desired) -> str:
         secret = str(d.get("secretId"))

@@ -13,6 +13,12 @@ ATTRIBUTES = {"displayName": "DisplayName", "kmsMasterKeyId": "KmsMasterKeyId", 
 class TopicHandler(Handler):
     type = "aws:sns/topic:Topic"
     replace_on = ("name", "namePrefix", "fifoTopic")
+    find_when_recovering = True  # make adopts a topic of that name anyway
+
+    def find(self, ctx: Context, d: Desired) -> str | None:
+        arn = f"arn:aws:sns:{ctx.region}:{ctx.account_id}:{d.physical_name()}"
+        sns = ctx.client("sns")
+        return arn if read_or_none(lambda: sns.get_topic_attributes(TopicArn=arn)) else None
 
     def make(self, ctx: Context, d: Desired) -> str:
         attributes = {attr: str(d.get(key)) for key, attr in ATTRIBUTES.items() if d.get(key) is not None}
