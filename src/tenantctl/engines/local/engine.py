@@ -90,6 +90,7 @@ class LocalEngine(Engine):
         self._clients: dict[tuple[str, str | None, str], Any] = {}
         self._identities: dict[tuple[str, str | None], dict[str, Any]] = {}
         self._clients_lock = threading.Lock()  # refreshes of several stacks run in threads
+        self._identity_lock = threading.Lock()
 
     # -- the Engine interface -------------------------------------------------
     def preview(self, stack: str, on_event: EventSink | None = None, *, refresh: bool = False) -> ChangeSet:
@@ -347,9 +348,10 @@ class LocalEngine(Engine):
 
         def identity() -> dict[str, Any]:
             key = (region, role_arn)
-            if key not in self._identities:  # the same credentials are the same caller for the engine's life
-                self._identities[key] = client("sts").get_caller_identity()
-            return self._identities[key]
+            with self._identity_lock:  # resources registered together ask once
+                if key not in self._identities:  # the same credentials are the same caller for the engine's life
+                    self._identities[key] = client("sts").get_caller_identity()
+                return self._identities[key]
 
         def pg_connect(dbname: str | None = None) -> Any:
             import psycopg

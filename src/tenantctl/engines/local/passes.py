@@ -6,6 +6,14 @@ and unsupported types are collected so the up fails before anything exists.
 ``ApplyPass`` makes the sandbox match: creates (intent first, then an
 idempotent create), updates in place, replaces, or returns the recorded
 state untouched when the inputs are equal (no API call at all).
+
+Pulumi registers a resource once every input it depends on has resolved and
+hands registrations to its executor threads, so resources that do not
+depend on each other arrive together. The plan pass takes them one at a time
+(it only records); the apply pass takes one at a time only what it keeps in
+memory and on disk (the judgment, the step, the intent, the record) and makes
+the cloud calls of independent resources concurrently, as Pulumi's own engine
+does: each intent still reaches the disk before its resource's first call.
 """
 
 from __future__ import annotations
@@ -64,14 +72,16 @@ class _Pass(pulumi.runtime.Mocks):
         self.stack, self.state, self.ctx, self.file = stack, state, ctx, file
         self.on_event = on_event
         self.current = threading.local()  # set by runtime.UrnMonitor
-        self.lock = threading.Lock()  # new_resource runs on several executor threads
+        self.lock = threading.Lock()  # new_resource runs on several executor threads: the state, steps and file
+        self._events = threading.Lock()  # a sink sees one event at a time
         self.registered: list[str] = []
         self.changes: list[ResourceChange] = []
         self.error: BaseException | None = None
 
     def emit(self, kind: str, op: Op | None = None, typ: str = "", name: str = "", message: str = "") -> None:
         if self.on_event:
-            self.on_event(EngineEvent(stack=self.stack, kind=kind, op=op, type=typ, name=name, message=message))
+            with self._events:
+                self.on_event(EngineEvent(stack=self.stack, kind=kind, op=op, type=typ, name=name, message=message))
 
     def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict, list]:
         invoke = INVOKES.get(args.token)
@@ -88,14 +98,16 @@ class _Pass(pulumi.runtime.Mocks):
         if args.custom is False:  # a ComponentResource: nothing to materialise
             return args.name, {}
         with self.lock:
-            try:
-                self.registered.append(urn)
-                return self.resource(urn, args.typ, args.name, inputs)
-            except BaseException as exc:
+            self.registered.append(urn)
+        try:
+            return self.resource(urn, args.typ, args.name, inputs)
+        except BaseException as exc:
+            with self.lock:
                 self.error = self.error or exc
-                raise
+            raise
 
     def resource(self, urn: str, typ: str, name: str, inputs: dict[str, Any]) -> tuple[str | None, dict]:
+        """One registration; called concurrently for resources that do not depend on each other."""
         raise NotImplementedError
 
 
@@ -106,6 +118,10 @@ class PlanPass(_Pass):
         self.unsupported: list[str] = []
 
     def resource(self, urn: str, typ: str, name: str, inputs: dict[str, Any]) -> tuple[str | None, dict]:
+        with self.lock:  # in memory only: nothing gained running it concurrently
+            return self._plan(urn, typ, name, inputs)
+
+    def _plan(self, urn: str, typ: str, name: str, inputs: dict[str, Any]) -> tuple[str | None, dict]:
         reason = unsupported_reason(typ, inputs)
         if reason:
             self.unsupported.append(f"{name}: {reason}")
@@ -141,18 +157,19 @@ class ApplyPass(_Pass):
         self.file.save(self.state)
 
     def resource(self, urn: str, typ: str, name: str, inputs: dict[str, Any]) -> tuple[str | None, dict]:
-        if self.judge is not None:
-            found = self.judge(planned_resource(typ, name, inputs), urn)
-            if found:
-                from tenantctl.policy import PolicyRefused
-
-                raise PolicyRefused(self.stack, found, changed_nothing=False)
         handler = HANDLERS[typ]
         d = Desired(urn, typ, name, normalized(inputs))
-        prior = self.state.get(urn)
-        op = classify(handler, prior, d.inputs)
-        step = change(op, typ, name, urn, prior, d.inputs)
-        self.changes.append(step)
+        with self.lock:  # judged and classified in registration order, as before any concurrency
+            if self.judge is not None:
+                found = self.judge(planned_resource(typ, name, inputs), urn)
+                if found:
+                    from tenantctl.policy import PolicyRefused
+
+                    raise PolicyRefused(self.stack, found, changed_nothing=False)
+            prior = self.state.get(urn)
+            op = classify(handler, prior, d.inputs)
+            step = change(op, typ, name, urn, prior, d.inputs)
+            self.changes.append(step)
         if op is Op.same:
             return prior.id, prior.outputs
         self.emit("resource-pre", op, typ, name)
@@ -174,18 +191,21 @@ class ApplyPass(_Pass):
         # The intent goes to disk first (with what earlier calls returned): a
         # crash after the create still leaves a trace the next run adopts (or
         # deletes when no longer declared).
-        self.state.put(ResourceState(urn=d.urn, type=d.type, name=d.name, inputs=d.inputs, status="creating"))
-        self.save()
+        with self.lock:
+            self.state.put(ResourceState(urn=d.urn, type=d.type, name=d.name, inputs=d.inputs, status="creating"))
+            self.save()
         rid, computed = handler.create(self.ctx, d, recovering)
-        if d.made:
-            self.made.add(d.urn)
-        return self.record(d, rid, computed, "created")
+        return self.record(d, rid, computed, "created", made=d.made)
 
-    def record(self, d: Desired, rid: str | None, computed: dict[str, Any], status: str) -> ResourceState:
+    def record(self, d: Desired, rid: str | None, computed: dict[str, Any], status: str,
+               made: bool = False) -> ResourceState:
         """In memory only: the next intent or the end of the run writes it (state.py says why that is safe)."""
         entry = ResourceState(urn=d.urn, type=d.type, name=d.name, id=rid, inputs=d.inputs,
                               outputs=normalized({**d.inputs, **computed}), status=status)
-        self.state.put(entry)
+        with self.lock:
+            if made:
+                self.made.add(d.urn)
+            self.state.put(entry)
         return entry
 
 
@@ -193,7 +213,9 @@ def delete_resource(run: _Pass, handler: Handler, entry: ResourceState) -> None:
     """Delete one recorded resource: mark it (on disk), delete (idempotent),
     forget it (in memory until the next write or the end of the run)."""
     entry_id = entry.id if entry.status != "creating" else None
-    run.state.put(entry.model_copy(update={"status": "deleting"}))
-    run.file.save(run.state)
+    with run.lock:
+        run.state.put(entry.model_copy(update={"status": "deleting"}))
+        run.file.save(run.state)
     handler.delete(run.ctx, entry_id, Desired(entry.urn, entry.type, entry.name, entry.inputs))
-    run.state.remove(entry.urn)
+    with run.lock:
+        run.state.remove(entry.urn)
