@@ -41,11 +41,12 @@ class ClientFactory:
                  endpoint_url: str | None = None, duration_seconds: int = 900,
                  refresh_margin: float = 120.0, clock: Callable[[], datetime] | None = None,
                  runtime_role_arn: str | None = None) -> None:
-        import boto3
         from botocore.config import Config
 
+        from tenant_runtime.boto_sessions import new_session
+
         self.mode = mode
-        self.session = session or boto3.session.Session(region_name=region)
+        self.session = session or new_session(region_name=region)
         self.endpoint_url = endpoint_url
         self.duration_seconds, self.refresh_margin = duration_seconds, refresh_margin
         self.clock = clock or (lambda: datetime.now(UTC))  # injectable for cache-expiry tests
@@ -81,7 +82,7 @@ class ClientFactory:
             return self._shared[key]
 
     def _scoped_client(self, ctx: TenantContext, service: str) -> Any:
-        import boto3
+        from tenant_runtime.boto_sessions import new_session
 
         now = self.clock()
         with self._lock:
@@ -91,7 +92,7 @@ class ClientFactory:
             made_for = (ctx.resources.role_arn, ctx.resources.region)
             if entry is None or entry[0] - timedelta(seconds=self.refresh_margin) <= now or entry[3] != made_for:
                 creds = self._assume(ctx)
-                session = boto3.session.Session(
+                session = new_session(  # one per tenant role: the service models are parsed once per process
                     aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
                     aws_session_token=creds["SessionToken"], region_name=ctx.resources.region)
                 entry = (creds["Expiration"], {}, session, made_for)
@@ -114,14 +115,14 @@ class ClientFactory:
         with ``runtime_role_arn``, one running as that role (refreshed like tenants')."""
         if self.runtime_role_arn is None:
             return self._shared_client("sts", region)
-        import boto3
+        from tenant_runtime.boto_sessions import new_session
 
         with self._lock:
             entry = self._runtime.get(region)
             if entry is None or entry[0] - timedelta(seconds=self.refresh_margin) <= self.clock():
                 creds = self._credentials(self._shared_client("sts", region), RoleArn=self.runtime_role_arn,
                                           RoleSessionName="tenant-runtime")
-                session = boto3.session.Session(
+                session = new_session(
                     aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
                     aws_session_token=creds["SessionToken"], region_name=region)
                 entry = (creds["Expiration"], self._new_client(session, "sts", region))

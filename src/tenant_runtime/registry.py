@@ -111,9 +111,9 @@ class RegistryReader:
         if not self.table:
             raise ValueError(f"registry table name missing: pass table_name or set ${TABLE_ENV}")
         if client is None:
-            import boto3
+            from tenant_runtime.boto_sessions import default_session
 
-            client = boto3.client("dynamodb")
+            client = default_session().client("dynamodb")
         self.client = client
         self.negative_ttl = negative_ttl
         self._cache: TTLCache[TenantRecord | None] = TTLCache(max_entries, ttl, clock)

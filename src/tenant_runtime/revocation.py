@@ -87,9 +87,9 @@ class RevocationList:
         if not 0 < refresh_interval <= max_age:
             raise ValueError("0 < refresh_interval <= max_age is required")
         if client is None:
-            import boto3
+            from tenant_runtime.boto_sessions import default_session
 
-            client = boto3.client("dynamodb")
+            client = default_session().client("dynamodb")
         self.client, self.refresh_interval, self.max_age, self.clock = client, refresh_interval, max_age, clock
         self._jtis: dict[str, float] = {}  # jti -> expires_at
         self._tenants: dict[str, float] = {}  # tenant -> not_before

@@ -26,6 +26,7 @@ import sys
 import threading
 from typing import Any
 
+from tenant_runtime.boto_sessions import default_session, new_session, share_loader
 from tenantctl import collector
 
 THROTTLE_ATTEMPTS_ENV = "TENANTCTL_AWS_THROTTLE_ATTEMPTS"
@@ -143,7 +144,7 @@ def assumed_session(sts: Any, role_arn: str, region: str | None) -> Any:
     # botocore's documented way to hand a session refreshable credentials.
     core._credentials = RefreshableCredentials.create_from_metadata(
         metadata=fetch(), refresh_using=fetch, method="sts-assume-role")
-    return boto3.session.Session(botocore_session=core, region_name=region)
+    return share_loader(boto3.session.Session(botocore_session=core, region_name=region))
 
 
 _ASSUMED: dict[tuple, Any] = {}
@@ -173,7 +174,7 @@ def client(service: str, *, session: Any | None = None, region: str | None = Non
             made = assumed_session(client("sts", region=region, endpoint_url=endpoint_url), role_arn, region)
             with _CACHE_LOCK:
                 session = _ASSUMED.setdefault(account, made)
-    boto3 = _boto3()  # after the cache: a cached client's lookup pauses no collector
+    _boto3()  # after the cache: a cached client's lookup pauses no collector
     args: dict[str, Any] = {"config": config()}
     if region:
         args["region_name"] = region
@@ -185,7 +186,7 @@ def client(service: str, *, session: Any | None = None, region: str | None = Non
             made = session.client(service, **args)
         else:
             with _CACHE_LOCK:  # boto3 sessions are not thread-safe while they make clients
-                made = (session or boto3).client(service, **args)
+                made = (session or default_session()).client(service, **args)
     _install_retries(made)
     if key is not None:
         with _CACHE_LOCK:
@@ -230,7 +231,8 @@ class Clients:
             key = (service, region)
             if key not in self._made:
                 if self._session is None:
-                    self._session = _boto3().session.Session(**self._session_args)
+                    _boto3()
+                    self._session = new_session(**self._session_args)
                 self._made[key] = client(service, session=self._session, region=region,
                                          endpoint_url=self.endpoint_for(service))
             return self._made[key]

@@ -312,15 +312,14 @@ class LocalEngine(Engine):
     def _session(self, region: str, role_arn: str | None) -> Any:
         """The sandbox's credentials, or a role in another account assumed with
         them (moto serves requests made with those credentials in that account)."""
-        import boto3
-
+        from tenant_runtime.boto_sessions import new_session
         from tenantctl import aws
 
         key = (region, role_arn)
         if key not in self._sessions:
             env = self.endpoints.aws_env()
             if role_arn is None:
-                self._sessions[key] = boto3.session.Session(
+                self._sessions[key] = new_session(
                     aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
                     region_name=region)
             else:
