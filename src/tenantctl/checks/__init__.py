@@ -69,18 +69,18 @@ def check_tenant(ws: Any, tenant_id: str, record: Any = None, applied: list[Any]
         reads = AppliedReads(record, clients, applied)
         if record.tier.value == "pooled":
             clients = cell_reads_memoized(clients, (record.cell, record.account_id, record.region))
-    # The two logins (each a secret read and a PostgreSQL session) wait on the servers: they run beside the
-    # AWS checks, each area on its own connection, and the report keeps this order.
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="posture") as pool:
+    # The two logins (each a secret read and a PostgreSQL session) and the network reads wait on the
+    # servers: they run beside the AWS checks, each area on its own connection; the report keeps this order.
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="posture") as pool:
+        network = pool.submit(list, network_checks(record, platform, clients))
         database = pool.submit(list, database_checks(record, clients))
         gateway = (pool.submit(list, gateway_checks(record, platform, clients))
                    if record.tier.value == "pooled" and platform.get("gateway_secret_arn") else None)
         placed = list(placement_checks(record, cell, platform, clients, reads))
         aws = list(aws_checks(record, platform, clients, reads))
-        network = list(network_checks(record, platform, clients))
         report = PostureReport(tenant_id=tenant_id)
         report.checks += [*placed, *database.result(), *(gateway.result() if gateway is not None else []), *aws,
-                          *network]
+                          *network.result()]
     for name in sorted(record.workspaces):
         report.checks += list(workspace_checks(record, name, platform, clients))
     return report
