@@ -292,12 +292,14 @@ except SystemExit:
     pass
 sys.stderr.write(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & heavy)))
 """
-# What a read-only command has no use for: the deploy engine, the store's driver, token and crypto libraries.
+# What a read-only command (or an apply with nothing to do) has no use for: the deploy engine, the store's
+# driver, token and crypto libraries.
 HEAVY = ("pulumi", "pulumi_aws", "psycopg", "jwt", "cryptography", "jinja2")
 
 
 @pytest.mark.parametrize("args", [["--help"], ["provision", "--help"], ["list", "--json"],
-                                  ["status", "cli-p1", "--json"], ["sandbox", "status"]])
+                                  ["status", "cli-p1", "--json"], ["sandbox", "status"],
+                                  ["apply", "--match", "cli-p1", "--json"]])  # nothing changed: nothing to run
 def test_read_only_commands_import_nothing_heavy(cli, args):
     if not cli("list", "--json").stdout.count('"cli-p1"'):  # the platform and a tenant exist: these only read
         assert cli("provision", "cli-p1").returncode == 0

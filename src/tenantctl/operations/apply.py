@@ -142,9 +142,11 @@ def matches(tenant_id: str, patterns: Sequence[str]) -> bool:
 def _rebuild_owed(record: TenantRecord) -> bool:
     """A search index rebuild a provision put off (failed, or the tenant was not
     serving) that can run now: the tenant is updated to run it."""
-    from tenantctl.operations.reindex import can_rebuild
+    if not record.search_rebuild_due:
+        return False
+    from tenantctl.operations.reindex import can_rebuild  # the store and its driver: only when one is due
 
-    return record.search_rebuild_due and can_rebuild(record)
+    return can_rebuild(record)
 
 
 def _update_reason(record: TenantRecord) -> str:
