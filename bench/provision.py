@@ -29,7 +29,10 @@ imports), then ``--rounds`` rounds of N tenants per side, engine and floor
 tenants alternating one by one; per round the mean per tenant, reported as
 min and median over rounds. Fresh process: `tenantctl provision ID --json` as
 its own process against this script's floor for one tenant as its own process
-(``--floor-tenant``), alternating, ``--process-rounds`` times.
+(``--floor-tenant``), alternating, ``--process-rounds`` times. Each line also
+gives the client CPU per tenant (median of the rounds): this process's, every
+thread, or the child processes' for the process case; the engine's CPU above
+the floor's wall says no overlap of its calls can reach that ratio.
 
 `workspace add` (``--workspace-sizes``): per round N fresh pooled tenants per
 side (the engine's provisioned, the floor's written by the floor, before the
@@ -47,12 +50,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import secrets
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -268,34 +273,55 @@ def same_documents(client: Callable[[str], Any], engine_tid: str, floor_tid: str
           file=sys.stderr)
 
 
+@dataclass
+class Rounds:
+    """Per side, each round's mean seconds per tenant: wall and client CPU (the
+    benchmark process's, every thread; or its child processes' for the process case)."""
+    wall: dict[str, list[float]]
+    cpu: dict[str, list[float]]
+
+
+def own_cpu() -> float:
+    return time.process_time()
+
+
+def children_cpu() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
 def interleaved(sides: dict[str, Callable[[str], None]], n: int, rounds: int, tag: str,
-                prepare: dict[str, Callable[[str], None]] | None = None) -> dict[str, list[float]]:
-    """Per round and side the mean seconds per tenant; the sides alternate tenant
-    by tenant. ``prepare``: per side, run on the tenant id before the timer starts."""
-    per_round: dict[str, list[float]] = {side: [] for side in sides}
+                prepare: dict[str, Callable[[str], None]] | None = None,
+                cpu_clock: Callable[[], float] = own_cpu) -> Rounds:
+    """The sides alternate tenant by tenant. ``prepare``: per side, run on the
+    tenant id before the timer starts."""
+    out = Rounds({side: [] for side in sides}, {side: [] for side in sides})
     names = list(sides)
     for r in range(rounds):
-        spent = dict.fromkeys(names, 0.0)
+        wall, cpu = dict.fromkeys(names, 0.0), dict.fromkeys(names, 0.0)
         for i in range(n):
             for side in (names if (r + i) % 2 == 0 else names[::-1]):
                 tid = f"{side[0]}{tag}-{r}-{i}"
                 if prepare is not None:
                     prepare[side](tid)
-                start = time.perf_counter()
+                start, used = time.perf_counter(), cpu_clock()
                 sides[side](tid)
-                spent[side] += time.perf_counter() - start
+                wall[side] += time.perf_counter() - start
+                cpu[side] += cpu_clock() - used
         for side in names:
-            per_round[side].append(spent[side] / n)
-    return per_round
+            out.wall[side].append(wall[side] / n)
+            out.cpu[side].append(cpu[side] / n)
+    return out
 
 
-def summary(label: str, times: dict[str, list[float]]) -> str:
-    e, f = times["engine"], times["floor"]
+def summary(label: str, rounds: Rounds) -> str:
+    e, f = rounds.wall["engine"], rounds.wall["floor"]
+    ce, cf = (statistics.median(rounds.cpu[side]) * 1000 for side in ("engine", "floor"))
     return (f"{label:>12}{min(e):9.3f}{statistics.median(e):9.3f}{min(f):9.3f}{statistics.median(f):9.3f}"
-            f"{min(e) / min(f):9.2f}x{statistics.median(e) / statistics.median(f):8.2f}x")
+            f"{min(e) / min(f):9.2f}x{statistics.median(e) / statistics.median(f):8.2f}x{ce:10.0f}{cf:7.0f}")
 
 
-def process_case(endpoints: Any, project: Path, platform: dict, dsn_admin: str, rounds: int) -> dict[str, list[float]]:
+def process_case(endpoints: Any, project: Path, platform: dict, dsn_admin: str, rounds: int) -> Rounds:
     """`tenantctl provision` as its own process against the floor as its own process."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     floor_env = {**env, FLOOR_ENV: json.dumps({"platform": platform, "dsn": dsn_admin, "region": endpoints.region})}
@@ -307,7 +333,7 @@ def process_case(endpoints: Any, project: Path, platform: dict, dsn_admin: str, 
 
     sides = {"engine": lambda tid: run([sys.executable, "-m", "tenantctl", "provision", tid, "--json"], env),
              "floor": lambda tid: run([sys.executable, __file__, "--floor-tenant", tid], floor_env)}
-    return interleaved(sides, 1, rounds, "proc")
+    return interleaved(sides, 1, rounds, "proc", cpu_clock=children_cpu)
 
 
 def floor_process(tenant_id: str) -> None:
@@ -335,7 +361,7 @@ def workspace_case(ws: Any, client: Callable[[str], Any], tenants: dict[str, Cal
         tenants[side](f"{side[0]}wswarm")
         first[side] = timed(lambda fn=fn, side=side: fn(f"{side[0]}wswarm"))[1]
     same_documents(client, "ewswarm", "fwswarm", "legal")
-    print(f"{'workspace add':>12}{'engine s/ws':>18}{'floor s/ws':>18}")
+    print(f"{'workspace add':>12}{'engine s/ws':>18}{'floor s/ws':>18}{'ratio':>18}{'CPU ms/ws':>17}")
     print(f"{'ws first':>12}{first['engine']:9.3f}{'':9}{first['floor']:9.3f}{'':9}"
           f"{first['engine'] / first['floor']:9.2f}x   (the first workspace add in this process)")
     for n in sizes:
@@ -384,8 +410,9 @@ def main() -> None:
         first = {side: timed(lambda fn=fn, side=side: fn(f"{side[0]}warm"))[1] for side, fn in sides.items()}
         same_documents(client, "ewarm", "fwarm")
 
-        print(f"{'':>12}{'engine s/tenant':>18}{'floor s/tenant':>18}{'ratio':>18}")
-        print(f"{'N':>12}{'min':>9}{'median':>9}{'min':>9}{'median':>9}{'min':>10}{'median':>9}")
+        print(f"{'':>12}{'engine s/tenant':>18}{'floor s/tenant':>18}{'ratio':>18}{'CPU ms/tenant':>17}")
+        print(f"{'N':>12}{'min':>9}{'median':>9}{'min':>9}{'median':>9}{'min':>10}{'median':>9}"
+              f"{'engine':>10}{'floor':>7}")
         print(f"{'first':>12}{first['engine']:9.3f}{'':9}{first['floor']:9.3f}{'':9}"
               f"{first['engine'] / first['floor']:9.2f}x   (the first tenant in this process: imports, clients)")
         for n in sizes:
@@ -396,6 +423,7 @@ def main() -> None:
             workspace_case(ws, client, sides, platform, dsn_admin, endpoints.region, workspace_sizes, args.rounds)
         print(f"({args.rounds} rounds per size, engine and floor tenants alternating; 'process': "
               f"`tenantctl provision ID --json` vs the floor as its own process, {args.process_rounds} rounds; "
+              f"CPU: median of the rounds, this process's (every thread) or the child processes'; "
               f"load average {os.getloadavg()[0]:.1f})")
 
 
