@@ -64,7 +64,7 @@ def _plain(cell: str) -> str:
     from rich.text import Text
 
     try:
-        return Text.from_markup(cell).plain
+        return Text.from_markup(cell, emoji=False).plain  # ":secret:" of a secret's ARN is no emoji
     except MarkupError:
         return cell
 

@@ -1,0 +1,25 @@
+"""What people read off a terminal (a pipe, a CI log) is what the cells hold, markup aside."""
+
+from __future__ import annotations
+
+import pytest
+
+from tenantctl.cli import output
+
+SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:tenantctl/acme/db-uDVuqy"
+
+
+def test_a_plain_table_keeps_colon_words_that_look_like_emoji_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert not output.console.is_terminal  # captured: the plain path
+    output.table("acme", ["field", "value"], [("db secret", SECRET_ARN), ("note", ":warning: kept :smile:")])
+
+    printed = capsys.readouterr().out
+    assert SECRET_ARN in printed  # rich would turn ":secret:" into an emoji, breaking a copied ARN
+    assert ":warning: kept :smile:" in printed
+
+
+def test_a_plain_table_still_drops_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    output.table("plan", ["op", "name"], [("[bold red]replace ⚠[/]", "queue")])
+
+    printed = capsys.readouterr().out
+    assert "replace ⚠" in printed and "[bold red]" not in printed
