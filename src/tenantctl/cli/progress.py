@@ -44,7 +44,8 @@ class ProgressView:
         self.live: Progress | None = None
         self.task = None
         if err_console.is_terminal:
-            self.live = Progress(SpinnerColumn(), TextColumn("{task.description}"), _Resources(),
+            # The description holds stack names ("[acme]") and engine messages: text, not markup.
+            self.live = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), _Resources(),
                                  TimeElapsedColumn(), console=err_console, transient=True)
             self.task = self.live.add_task(title, total=None)
 
