@@ -135,6 +135,11 @@ def read_or_none(fn: Callable[[], Any], *codes: str) -> Any:
         raise
 
 
+def exists(fn: Callable[[], Any], *codes: str) -> bool:
+    """Whether a describe call finds the resource (False when it is gone; other errors raise)."""
+    return read_or_none(fn, *codes) is not None
+
+
 def managed_tags(d: Desired, live: dict[str, str]) -> dict[str, str | None]:
     """The live values of the tags the program declares (others, the urn tag
     included, are not tenantctl's to judge: configure never removes them)."""

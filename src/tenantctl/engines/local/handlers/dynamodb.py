@@ -8,7 +8,7 @@ from tenantctl.engines.local.handlers.base import (
     Context,
     Desired,
     Handler,
-    error_code,
+    exists,
     ignore_missing,
     managed_tags,
     read_or_none,
@@ -34,15 +34,8 @@ class TableHandler(Handler):
                 "tags": managed_tags(d, {t["Key"]: t["Value"] for t in tags})}
 
     def find(self, ctx: Context, d: Desired) -> str | None:
-        from botocore.exceptions import ClientError
-
-        try:
-            ctx.client("dynamodb").describe_table(TableName=d.physical_name())
-            return d.physical_name()
-        except ClientError as exc:
-            if error_code(exc) == "ResourceNotFoundException":
-                return None
-            raise
+        name = d.physical_name()
+        return name if exists(lambda: ctx.client("dynamodb").describe_table(TableName=name)) else None
 
     def make(self, ctx: Context, d: Desired) -> str:
         keys = [{"AttributeName": d.get("hashKey"), "KeyType": "HASH"}]

@@ -9,24 +9,12 @@ from tenantctl.engines.local.handlers.base import (
     Desired,
     Handler,
     as_int,
-    error_code,
+    exists,
     ignore_missing,
     managed_tags,
     once_principals_exist,
     read_or_none,
 )
-
-
-def _exists(call) -> bool:
-    from botocore.exceptions import ClientError
-
-    try:
-        call()
-        return True
-    except ClientError as exc:
-        if error_code(exc) == "NoSuchEntity":
-            return False
-        raise
 
 
 class RoleHandler(Handler):
@@ -37,7 +25,7 @@ class RoleHandler(Handler):
 
     def find(self, ctx: Context, d: Desired) -> str | None:
         name = d.physical_name()
-        return name if _exists(lambda: ctx.client("iam").get_role(RoleName=name)) else None
+        return name if exists(lambda: ctx.client("iam").get_role(RoleName=name)) else None
 
     def make(self, ctx: Context, d: Desired) -> str:
         name = d.physical_name()
@@ -72,7 +60,7 @@ class RoleHandler(Handler):
 
     def remove(self, ctx: Context, rid: str, d: Desired) -> None:
         iam = ctx.client("iam")
-        if not _exists(lambda: iam.get_role(RoleName=rid)):
+        if not exists(lambda: iam.get_role(RoleName=rid)):
             return
         for name in iam.list_role_policies(RoleName=rid)["PolicyNames"]:
             iam.delete_role_policy(RoleName=rid, PolicyName=name)

@@ -11,7 +11,7 @@ from tenantctl.engines.local.handlers.base import (
     Desired,
     Handler,
     as_int,
-    error_code,
+    exists,
     ignore_missing,
     managed_tags,
     once_principals_exist,
@@ -100,16 +100,8 @@ class AliasHandler(Handler):
     def find(self, ctx: Context, d: Desired) -> str | None:
         # DescribeKey resolves the alias itself: one call, not a listing of every
         # alias in the account (which grew each tenant's create with the fleet).
-        from botocore.exceptions import ClientError
-
         name = d.physical_name()
-        try:
-            ctx.client("kms").describe_key(KeyId=name)
-        except ClientError as exc:
-            if error_code(exc) in ("NotFoundException", "NotFound"):
-                return None
-            raise
-        return name
+        return name if exists(lambda: ctx.client("kms").describe_key(KeyId=name)) else None
 
     def make(self, ctx: Context, d: Desired) -> str:
         name = d.physical_name()

@@ -26,7 +26,7 @@ from tenantctl.engines.local.handlers.base import (
     Desired,
     Handler,
     as_int,
-    error_code,
+    exists,
     ignore_missing,
     read_or_none,
 )
@@ -38,15 +38,8 @@ class SubnetGroupHandler(Handler):
     replace_on = ("name", "namePrefix")
 
     def find(self, ctx: Context, d: Desired) -> str | None:
-        from botocore.exceptions import ClientError
-
-        try:
-            ctx.client("rds").describe_db_subnet_groups(DBSubnetGroupName=d.physical_name())
-            return d.physical_name()
-        except ClientError as exc:
-            if error_code(exc) == "DBSubnetGroupNotFoundFault":
-                return None
-            raise
+        name = d.physical_name()
+        return name if exists(lambda: ctx.client("rds").describe_db_subnet_groups(DBSubnetGroupName=name)) else None
 
     def make(self, ctx: Context, d: Desired) -> str:
         ctx.client("rds").create_db_subnet_group(
@@ -83,16 +76,9 @@ class ParameterGroupHandler(Handler):
     replace_on = ("name", "namePrefix", "family", "description")
 
     def find(self, ctx: Context, d: Desired) -> str | None:
-        from botocore.exceptions import ClientError
-
-        try:
-            groups = ctx.client("rds").describe_db_parameter_groups(
-                DBParameterGroupName=d.physical_name())["DBParameterGroups"]
-        except ClientError as exc:
-            if error_code(exc) in ("DBParameterGroupNotFound", "DBParameterGroupNotFoundFault"):
-                return None
-            raise
-        return d.physical_name() if groups else None  # moto answers an unknown name with none
+        name = d.physical_name()
+        got = read_or_none(lambda: ctx.client("rds").describe_db_parameter_groups(DBParameterGroupName=name))
+        return name if got and got["DBParameterGroups"] else None  # moto answers an unknown name with none
 
     def make(self, ctx: Context, d: Desired) -> str:
         ctx.client("rds").create_db_parameter_group(
@@ -147,15 +133,8 @@ class InstanceHandler(Handler):
         return d.physical_name("identifier")
 
     def find(self, ctx: Context, d: Desired) -> str | None:
-        from botocore.exceptions import ClientError
-
-        try:
-            ctx.client("rds").describe_db_instances(DBInstanceIdentifier=self._ident(d))
-            return self._ident(d)
-        except ClientError as exc:
-            if error_code(exc) == "DBInstanceNotFound":
-                return None
-            raise
+        ident = self._ident(d)
+        return ident if exists(lambda: ctx.client("rds").describe_db_instances(DBInstanceIdentifier=ident)) else None
 
     def make(self, ctx: Context, d: Desired) -> str:
         args: dict[str, Any] = {

@@ -14,7 +14,7 @@ from tenantctl.engines.local.handlers.base import (
     Desired,
     Handler,
     as_int,
-    error_code,
+    exists,
     ignore_missing,
     managed_tags,
     read_or_none,
@@ -29,15 +29,8 @@ class BucketHandler(Handler):
         return d.physical_name("bucket")
 
     def find(self, ctx: Context, d: Desired) -> str | None:
-        from botocore.exceptions import ClientError
-
-        try:
-            ctx.client("s3").head_bucket(Bucket=self._name(d))
-            return self._name(d)
-        except ClientError as exc:
-            if error_code(exc) in ("404", "NoSuchBucket", "NotFound"):
-                return None
-            raise
+        name = self._name(d)
+        return name if exists(lambda: ctx.client("s3").head_bucket(Bucket=name), "404") else None
 
     def make(self, ctx: Context, d: Desired) -> str:
         args: dict[str, Any] = {"Bucket": self._name(d)}

@@ -25,15 +25,10 @@ from tenantctl.engines.local.handlers.base import (
 
 
 def find_secret(ctx: Context, name: str) -> str | None:
-    from botocore.exceptions import ClientError
-
     sm = ctx.client("secretsmanager")
-    try:
-        described = sm.describe_secret(SecretId=name)
-    except ClientError as exc:
-        if error_code(exc) == "ResourceNotFoundException":
-            return None
-        raise
+    described = read_or_none(lambda: sm.describe_secret(SecretId=name))
+    if described is None:
+        return None
     if described.get("DeletedDate"):
         sm.restore_secret(SecretId=name)
     return described["ARN"]

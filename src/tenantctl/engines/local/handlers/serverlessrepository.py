@@ -17,7 +17,7 @@ import json
 import zipfile
 from typing import Any
 
-from tenantctl.engines.local.handlers.base import Context, Desired, Handler, error_code, ignore_missing
+from tenantctl.engines.local.handlers.base import Context, Desired, Handler, exists, ignore_missing
 
 RUNTIME = "python3.12"
 STUB = ("def lambda_handler(event, context):\n"
@@ -45,15 +45,8 @@ class CloudFormationStackHandler(Handler):
         return f"arn:aws:cloudformation:{ctx.region}:{ctx.account_id}:stack/serverlessrepo-{d.physical_name()}/sandbox"
 
     def find(self, ctx: Context, d: Desired) -> str | None:
-        from botocore.exceptions import ClientError
-
-        try:
-            ctx.client("lambda").get_function(FunctionName=self._function(d))
-            return self._stack_id(ctx, d)
-        except ClientError as exc:
-            if error_code(exc) == "ResourceNotFoundException":
-                return None
-            raise
+        found = exists(lambda: ctx.client("lambda").get_function(FunctionName=self._function(d)))
+        return self._stack_id(ctx, d) if found else None
 
     def make(self, ctx: Context, d: Desired) -> str:
         iam, name = ctx.client("iam"), self._function(d)
