@@ -41,24 +41,20 @@ from tenant_runtime.documents import Document, DocumentPage, NewDocument, Reinde
 from tenant_runtime.errors import StoreMoved
 from tenant_runtime.gateway import Gateway, PoolBase
 from tenant_runtime.jobs import Job, JobMessage
+from tenant_runtime.logins import IdleConnections, TenantLogins
 from tenant_runtime.objects import PresignedUpload
 from tenant_runtime.runtime import TenantRuntime
 from tenant_runtime.store import (
     Compute,
     ConversationPage,
-    IdleConnections,
     Message,
     Operation,
     Page,
     Statement,
     StoreOperations,
-    TenantLogins,
     advance,
-    may_retry_on_a_fresh_login,
-    moved_store,
-    scope_statement,
-    store_errors,
 )
+from tenant_runtime.transaction import may_retry_on_a_fresh_login, moved_store, scope_statement, store_errors
 
 T = TypeVar("T")
 

@@ -7,7 +7,7 @@ role — LOGIN, NOINHERIT, member of every pooled tenant's role and nothing
 else, owning nothing, privileged on nothing (``tenantctl check`` verifies it)
 — through a psycopg_pool pool bounded to ``max_size`` connections, and each
 transaction switches to the tenant: ``SET LOCAL ROLE`` + ``app.tenant_id``
-(``store.scope_statement``). The tenant role's grants and FORCE RLS stay the
+(``transaction.scope_statement``). The tenant role's grants and FORCE RLS stay the
 boundary: as itself the gateway reads nothing, and as tenant A's role with
 tenant A set it reaches exactly what A's own login reaches.
 
@@ -94,7 +94,7 @@ class GatewayLogin:
     def _read_secret(self) -> dict[str, Any]:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        from tenant_runtime.store import StoreSecret
+        from tenant_runtime.logins import StoreSecret
 
         may_block()
         try:

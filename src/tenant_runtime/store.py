@@ -5,7 +5,7 @@ Two ways to reach it (``tenant_runtime.gateway`` decides per tenant):
 
 * **per-tenant logins**: connections log in as the tenant role with the
   password from the tenant's secret (never from the registry record), pooled
-  per tenant (``TenantLogins``). The option for dedicated tenants. The password
+  per tenant (``tenant_runtime.logins``). The option for dedicated tenants. The password
   rotates (Secrets Manager, single-user): a refused login is retried with the
   secret's AWSCURRENT read again, then its AWSPENDING, so new connections open
   throughout a rotation; open ones are unaffected (a password is checked at login).
@@ -13,8 +13,8 @@ Two ways to reach it (``tenant_runtime.gateway`` decides per tenant):
   gateway role, which may only switch to tenant roles; every transaction
   begins with ``SET LOCAL ROLE`` to the tenant's role.
 
-Either way every unit of work is one transaction that starts with
-``set_config('app.tenant_id', <id>, true)`` (= SET LOCAL, and the role too for
+Either way every unit of work is one transaction (``tenant_runtime.transaction``)
+that starts with ``set_config('app.tenant_id', <id>, true)`` (= SET LOCAL, and the role too for
 the gateway, and ``statement_timeout`` when set): every setting ends with the
 transaction, so a connection returned to a pool carries no tenant and no role,
 and a query outside a tenant transaction sees zero rows (FORCE RLS,
@@ -39,21 +39,17 @@ oldest-first ``seq > cursor`` walk would instead skip such late commits.
 from __future__ import annotations
 
 import json
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
-from functools import lru_cache, partial
+from functools import partial
 from typing import Any, Literal, NamedTuple
 
 import psycopg
 from psycopg import sql
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel
 
 from tenant_runtime import cursor as cursor_codec
-from tenant_runtime.blocking import may_block
-from tenant_runtime.cache import TTLCache
 from tenant_runtime.context import TenantContext, check_writable, verified
 from tenant_runtime.crypto import Envelope
 from tenant_runtime.documents import (
@@ -66,24 +62,25 @@ from tenant_runtime.documents import (
     SearchResult,
     Summary,
 )
-from tenant_runtime.errors import (
-    InvalidRequest,
-    StoreMoved,
-    StoreTimeout,
-    StoreUnavailable,
-    TenantMismatch,
-)
+from tenant_runtime.errors import InvalidRequest, StoreMoved, TenantMismatch
 from tenant_runtime.hibernation import DatabaseWaker
-from tenant_runtime.models import StoreConnection
+from tenant_runtime.logins import StoreSecret, TenantLogins
 from tenant_runtime.tables import CONVERSATIONS, MESSAGES
+from tenant_runtime.transaction import (
+    STORE_FAILURES,
+    may_retry_on_a_fresh_login,
+    moved_store,
+    schema_statement,
+    scope_statement,
+    scoped,
+    store_error,
+    store_moved,
+)
 
 Role = Literal["system", "user", "assistant", "tool"]
-# Secrets Manager's staging labels.
-CURRENT, PENDING = "AWSCURRENT", "AWSPENDING"
 MAX_CONTENT = 1 << 20
 MAX_METADATA = 64 << 10
 MAX_PAGE = 500
-_BAD, _IDLE = psycopg.pq.ConnStatus.BAD, psycopg.pq.TransactionStatus.IDLE
 ROLES = frozenset(Role.__args__)  # type: ignore[attr-defined]
 # ``json.dumps(value)``'s text from one C encoder made once, where json.dumps makes
 # one per call (~110 Python bytecodes of a warm append). Without the circular-reference
@@ -91,20 +88,6 @@ ROLES = frozenset(Role.__args__)  # type: ignore[attr-defined]
 _METADATA_JSON = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
     None, json.JSONEncoder().default, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True,
 ) if json.encoder.c_make_encoder is not None else None  # type: ignore[attr-defined]
-
-
-class StoreSecret(BaseModel):
-    """A login's secret JSON (Secrets Manager): the tenant's (ARN in
-    StoreConnection.secret_arn) or the gateway's (the platform's)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    username: str
-    password: str = Field(repr=False)
-    host: str
-    port: int = 5432
-    dbname: str
-    schema_: str = Field(alias="schema")
 
 
 class Message(BaseModel):
@@ -174,237 +157,6 @@ def decode_cursor(cursor: str, tenant_id: str, conversation_id: str) -> tuple[in
     if conv != conversation_id:
         raise InvalidRequest("cursor belongs to another conversation")
     return before, after
-
-
-# -- one transaction -------------------------------------------------------------
-
-@lru_cache(maxsize=4096)
-def scope_statement(tenant_id: str, role: str | None = None,
-                    statement_timeout: float | None = None) -> tuple[bytes, tuple]:
-    """The first statement of every tenant transaction, one round trip:
-    transaction-local tenant (and role for a gateway login, and statement
-    timeout when set). Made once per tenant and shape (immutable)."""
-    names: tuple[str, ...] = ("app.tenant_id",)
-    values: tuple[str, ...] = (tenant_id,)
-    if role is not None:  # = SET LOCAL ROLE, first: refused unless the login may become it
-        names, values = ("role", *names), (role, *values)
-    if statement_timeout is not None:
-        names, values = (*names, "statement_timeout"), (*values, str(max(1, int(statement_timeout * 1000))))
-    return _scope_query(names), values
-
-
-@lru_cache(maxsize=8)
-def _scope_query(names: tuple[str, ...]) -> bytes:
-    # Composing costs more than the rest of a warm append's client work: once per shape.
-    return (sql.SQL("SELECT ") + sql.SQL(", ").join(
-        sql.SQL("set_config({}, %s, true)").format(sql.Literal(name)) for name in names)).as_bytes(None)
-
-
-@lru_cache(maxsize=4096)
-def schema_statement(template: str, schema: str, **tables: str) -> bytes:
-    """``template`` with each ``{name}`` replaced by the quoted table ``schema.tables[name]``,
-    rendered once per schema (the quoting is libpq's, done in Python: the same bytes)."""
-    return sql.SQL(template).format(**{name: sql.Identifier(schema, table) for name, table in tables.items()}
-                                    ).as_bytes(None)
-
-
-def scoped(conn: psycopg.Connection, tenant_id: str, role: str | None = None,
-           statement_timeout: float | None = None) -> Iterator[psycopg.Cursor]:
-    """One transaction scoped to ``tenant_id`` (and, for a gateway login, to the
-    tenant ``role``); every setting ends with it. Yields the cursor that ran the
-    scope statement, for the transaction's own statements (a cursor per
-    ``conn.execute`` costs more client work than the statement's parameters).
-    A generator for ``yield from`` inside another context manager (one layer
-    less per call); as a context manager: ``tenant_transaction``."""
-    with psycopg.Transaction(conn):  # = conn.transaction() (never in pipeline mode), one layer less
-        cur = conn.cursor()
-        cur.execute(*scope_statement(tenant_id, role, statement_timeout))
-        yield cur
-
-
-tenant_transaction = contextmanager(scoped)
-
-
-STORE_FAILURES = (psycopg.errors.QueryCanceled, psycopg.OperationalError)  # what store_error maps
-
-
-def may_retry_on_a_fresh_login(reused: bool, begun: bool) -> bool:
-    """After a connection failure: an idle connection the server closed
-    meanwhile (restart, database recreated, idle timeout, terminated) fails on
-    the transaction's first round trips (BEGIN, the scope statement), before
-    anything of the caller's was sent: once on a fresh login is safe. Never
-    once the caller's statements went out (a write whose COMMIT is unknown
-    must not be replayed), nor after a fresh login failed."""
-    return reused and not begun
-
-
-def store_error(tenant_id: str, exc: Exception) -> StoreTimeout | StoreUnavailable:
-    """A database failure (one of ``STORE_FAILURES``) as a runtime error: a
-    cancelled or timed-out query is a StoreTimeout (503, nothing committed), a
-    lost connection StoreUnavailable."""
-    if isinstance(exc, psycopg.errors.QueryCanceled):
-        return StoreTimeout(f"store query of tenant {tenant_id!r} cancelled: {exc}".strip())
-    return StoreUnavailable(f"store of tenant {tenant_id!r} failed: {exc}".strip())
-
-
-def store_moved(tenant_id: str, exc: psycopg.errors.InsufficientPrivilege) -> StoreMoved:
-    """The tenant role always may write its own tables, except on a store a move
-    retired (its write rights revoked at the switch): a refusal of the store's
-    own write means the record used is stale: fail closed."""
-    return StoreMoved(f"store of tenant {tenant_id!r} refused the write (moved?): {exc}".strip())
-
-
-@contextmanager
-def store_errors(tenant_id: str) -> Iterator[None]:
-    """``store_error`` around a block."""
-    try:
-        yield
-    except STORE_FAILURES as exc:
-        raise store_error(tenant_id, exc) from None
-
-
-@contextmanager
-def moved_store(tenant_id: str) -> Iterator[None]:
-    """``store_moved`` around the store's own writes."""
-    try:
-        yield
-    except psycopg.errors.InsufficientPrivilege as exc:
-        raise store_moved(tenant_id, exc) from None
-
-
-# -- per-tenant logins -------------------------------------------------------------
-
-class IdleConnections:
-    """Idle connections of one login (bounded). Only bookkeeping: the drivers
-    open and close connections, sync or async."""
-
-    def __init__(self, max_idle: int, store: StoreConnection | None = None) -> None:
-        self.max_idle, self.store = max_idle, store  # the store they are connected to
-        self.idle: list[Any] = []
-        self.lock = threading.Lock()
-
-    def take(self) -> Any | None:
-        with self.lock:
-            return self.idle.pop() if self.idle else None
-
-    def keep(self, conn: Any) -> bool:
-        """Keep ``conn`` for reuse when it is clean and there is room; False: close it."""
-        # The libpq states, not ``conn.closed`` / ``conn.info``: those build a
-        # ConnectionInfo and an enum per call, on every statement's return.
-        pgconn = conn.pgconn
-        clean = pgconn.status != _BAD and pgconn.transaction_status == _IDLE
-        with self.lock:
-            if clean and len(self.idle) < self.max_idle:
-                self.idle.append(conn)
-                return True
-        return False
-
-    def drain(self) -> list[Any]:
-        with self.lock:
-            idle, self.idle = self.idle, []
-        return idle
-
-
-class TenantLogins:
-    """Per-tenant logins: each tenant's credentials (from its secret, cached and
-    re-read after a failed login) and its idle connections (LRU over tenants)."""
-
-    def __init__(self, secret_client_for: Callable[[TenantContext], Any], max_idle_per_tenant: int = 4,
-                 max_tenants: int = 256, secret_ttl: float = 300.0, connect_timeout: int = 5) -> None:
-        self.secret_client_for = secret_client_for
-        self.max_idle, self.max_tenants, self.connect_timeout = max_idle_per_tenant, max_tenants, connect_timeout
-        self._secrets: TTLCache[StoreSecret] = TTLCache(max_tenants, secret_ttl)
-        self.pools: OrderedDict[str, IdleConnections] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def credentials(self, ctx: TenantContext) -> StoreSecret:
-        store = ctx.resources.store
-        hit, secret = self._secrets.get(store.secret_arn)
-        if hit and secret is not None:
-            return secret
-        secret = self._read_secret(ctx)
-        self._secrets.put(store.secret_arn, secret)
-        return secret
-
-    def _read_secret(self, ctx: TenantContext, stage: str = CURRENT) -> StoreSecret:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        store = ctx.resources.store
-        may_block()
-        try:
-            raw = self.secret_client_for(ctx).get_secret_value(SecretId=store.secret_arn,
-                                                               VersionStage=stage)["SecretString"]
-            secret = StoreSecret.model_validate_json(raw)
-        except (ClientError, BotoCoreError, KeyError, ValidationError) as exc:
-            raise StoreUnavailable(f"store secret of tenant {ctx.key!r} unusable: {exc}") from None
-        # The secret must name this tenant's role and schema: a secret of another
-        # login is refused. Its host and database are not followed: connections
-        # go to the store the registry record names (during a move the secret is
-        # rewritten a moment after the record).
-        if (secret.username, secret.schema_) != (store.role, store.schema_name):
-            raise TenantMismatch(ctx.key, f"{secret.dbname}/{secret.schema_}/{secret.username}", "store secret")
-        return secret
-
-    def login_failed(self, ctx: TenantContext, exc: Exception) -> StoreUnavailable:
-        self._secrets.pop(ctx.resources.store.secret_arn)  # re-read next time
-        return StoreUnavailable(f"store of tenant {ctx.key!r} unreachable: {exc}")
-
-    def rotated(self, ctx: TenantContext, refused: StoreSecret) -> list[StoreSecret]:
-        """Credentials to try after ``refused`` failed to log in, only those with
-        another password (libpq gives no SQLSTATE for a refused login, so any
-        failure asks): the secret's AWSCURRENT read again (a rotation finished
-        since it was cached), then AWSPENDING (a rotation between setting the new
-        password on the role and promoting it: single-user rotation's window)."""
-        self._secrets.pop(ctx.resources.store.secret_arn)
-        tried, found = {refused.password}, []
-        for stage in (CURRENT, PENDING):
-            try:
-                candidate = self._read_secret(ctx, stage)
-            except StoreUnavailable:  # no AWSPENDING: no rotation in progress
-                continue
-            if candidate.password not in tried:
-                tried.add(candidate.password)
-                found.append(candidate)
-        return found
-
-    def forget(self, ctx: TenantContext) -> list[Any]:
-        """Forget the tenant's secret and idle connections (its store moved);
-        returns the connections for the caller to close."""
-        self._secrets.pop(ctx.resources.store.secret_arn)
-        with self._lock:
-            pool = self.pools.pop(ctx.key, None)
-        return pool.drain() if pool is not None else []
-
-    def remember(self, ctx: TenantContext, secret: StoreSecret) -> None:
-        """``secret`` logged in: the credentials to use from now on."""
-        self._secrets.put(ctx.resources.store.secret_arn, secret)
-
-    def connect_kwargs(self, secret: StoreSecret, store: StoreConnection) -> dict[str, Any]:
-        return {"host": store.endpoint, "port": store.port, "dbname": store.database, "user": secret.username,
-                "password": secret.password, "connect_timeout": self.connect_timeout,
-                "application_name": "tenant_runtime"}
-
-    def idle(self, ctx: TenantContext) -> tuple[IdleConnections, list[Any]]:
-        """The tenant's idle connections, and the connections of tenants
-        evicted to make room (the caller closes them)."""
-        store = ctx.resources.store
-        with self._lock:
-            pool = self.pools.get(ctx.key)
-            if pool is not None and (pool.store is store or pool.store == store):
-                self.pools.move_to_end(ctx.key)
-                return pool, []
-            # None yet, or connected to a store the tenant was moved away from: never reused.
-            evicted: list[Any] = pool.drain() if pool is not None else []
-            pool = self.pools[ctx.key] = IdleConnections(self.max_idle, store)
-            self.pools.move_to_end(ctx.key)
-            while len(self.pools) > self.max_tenants:
-                evicted += self.pools.popitem(last=False)[1].drain()
-            return pool, evicted
-
-    def drain(self) -> list[Any]:
-        with self._lock:
-            pools, self.pools = list(self.pools.values()), OrderedDict()
-        return [conn for pool in pools for conn in pool.drain()]
 
 
 # -- operations, written once for both drivers ------------------------------------

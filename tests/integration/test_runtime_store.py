@@ -177,7 +177,7 @@ def test_a_failed_statement_is_rolled_back_and_its_connection_reused_clean(runti
 def test_gateway_connection_reused_across_tenants_leaks_nothing(runtime, runtime_env):
     """One physical connection (a gateway login that may SET ROLE to both tenant
     roles) serves A, then B, then A again through tenant_transaction."""
-    from tenant_runtime.store import tenant_transaction
+    from tenant_runtime.transaction import tenant_transaction
 
     a, b = (runtime_env.tenants[runtime_env.ids[k]] for k in ("a", "b"))
     ctx_a, ctx_b = ctx_of(runtime, runtime_env, "a"), ctx_of(runtime, runtime_env, "b")

@@ -6,7 +6,8 @@ from __future__ import annotations
 from runtime_fixtures import context
 
 from tenant_runtime.crypto import Envelope
-from tenant_runtime.store import Compute, ContextStore, Statement, schema_statement, scope_statement
+from tenant_runtime.store import Compute, ContextStore, Statement
+from tenant_runtime.transaction import schema_statement, scope_statement
 
 
 def unreachable(ctx):
