@@ -37,13 +37,14 @@ import psycopg
 from tenant_runtime.auth import Addressed, JWTSettings, TenantResolver
 from tenant_runtime.blocking import WouldBlock, blocking_allowed, inline
 from tenant_runtime.context import TenantContext, verified
-from tenant_runtime.documents import Document, DocumentPage, NewDocument, ReindexResult, SearchResult, Summary
+from tenant_runtime.documents import Document, DocumentPage, NewDocument, ReindexResult, Summary
 from tenant_runtime.errors import StoreMoved
 from tenant_runtime.gateway import Gateway, PoolBase
 from tenant_runtime.jobs import Job, JobMessage
 from tenant_runtime.logins import IdleConnections, TenantLogins
 from tenant_runtime.objects import PresignedUpload
 from tenant_runtime.runtime import TenantRuntime
+from tenant_runtime.search import SearchResult
 from tenant_runtime.store import (
     Compute,
     ConversationPage,

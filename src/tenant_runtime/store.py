@@ -55,16 +55,15 @@ from tenant_runtime.crypto import Envelope
 from tenant_runtime.documents import (
     SUMMARY_SOURCE,
     Document,
-    DocumentOperations,
     DocumentPage,
     NewDocument,
     ReindexResult,
-    SearchResult,
     Summary,
 )
 from tenant_runtime.errors import InvalidRequest, StoreMoved, TenantMismatch
 from tenant_runtime.hibernation import DatabaseWaker
 from tenant_runtime.logins import StoreSecret, TenantLogins
+from tenant_runtime.search import SearchOperations, SearchResult
 from tenant_runtime.tables import CONVERSATIONS, MESSAGES
 from tenant_runtime.transaction import (
     STORE_FAILURES,
@@ -192,7 +191,7 @@ def advance(operation: Operation, result: Any, error: Exception | None = None) -
         return True, done.value
 
 
-class StoreOperations(DocumentOperations):
+class StoreOperations(SearchOperations):
     """The store's API as operations: validation, SQL and results, no I/O."""
 
     envelope: Envelope

@@ -29,7 +29,8 @@ from tenant_runtime import (
     documents,
 )
 from tenant_runtime.context import from_registry
-from tenant_runtime.documents import BM25_B, BM25_K1, LARGE_BODY
+from tenant_runtime.documents import LARGE_BODY
+from tenant_runtime.search import BM25_B, BM25_K1
 from tenantctl import naming
 from tenantctl.drills.backup import backup
 from tenantctl.drills.context import context_from_workspace

@@ -12,10 +12,11 @@ import pytest
 from psycopg import sql
 from runtime_fixtures import context
 
-from tenant_runtime import InvalidRequest, StoreUnavailable, TenantMismatch, UntrustedContext, analyzer, documents
+from tenant_runtime import InvalidRequest, StoreUnavailable, TenantMismatch, UntrustedContext, analyzer
 from tenant_runtime.blind_index import TermHasher, blind, document_scope, summary_scope, term_id
-from tenant_runtime.documents import LARGE_BODY, MAX_BODY, DocumentOperations, highlight
+from tenant_runtime.documents import HIGHLIGHT_SCAN, LARGE_BODY, MAX_BODY, DocumentOperations
 from tenant_runtime.objects import ObjectAccess
+from tenant_runtime.search import SNIPPET, highlight
 from tenant_runtime.search_keys import SearchKey
 from tenant_runtime.store import Compute, Statement, StoreOperations, advance
 from tenant_runtime.tables import TABLES
@@ -122,12 +123,12 @@ def test_highlight_marks_every_matching_word_in_the_snippet():
 def highlight_of_every_token(body, words):
     """The snippet and spans as from every token of the scanned beginning."""
     text = analyzer.nfkc(body)
-    hits = [(t.start, t.end) for t in analyzer.tokens(text[:documents.HIGHLIGHT_SCAN], index=True) if t.term in words]
-    start = max(0, hits[0][0] - documents.SNIPPET // 4) if hits else 0
+    hits = [(t.start, t.end) for t in analyzer.tokens(text[:HIGHLIGHT_SCAN], index=True) if t.term in words]
+    start = max(0, hits[0][0] - SNIPPET // 4) if hits else 0
     if start:
         space = text.rfind(" ", 0, start)
         start = space + 1 if space >= start - 20 else start
-    end = min(len(text), start + documents.SNIPPET)
+    end = min(len(text), start + SNIPPET)
     return text[start:end], [(s - start, e - start) for s, e in hits if s >= start and e <= end]
 
 
