@@ -4,7 +4,20 @@ admin connection made from the RDS-managed admin secret."""
 from __future__ import annotations
 
 import json
-from typing import Any
+import random
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# A role is the server's, not one database's: two stores of one server (a move
+# between cells that share it) change the tenant's role from two databases,
+# which the ACL's advisory lock (a database's own) does not serialise, and
+# PostgreSQL fails one of two transactions writing the same catalog row at once
+# ("tuple concurrently updated"). The providers' SQL is idempotent: it runs again.
+CATALOG_RACE = "tuple concurrently updated"
+CATALOG_RACE_TRIES = 8
 
 
 def secrets_client(region: str, role_arn: str | None = None):
@@ -52,3 +65,18 @@ def _connect_as(admin: dict[str, Any], props: dict[str, Any], database: str | No
     return psycopg.connect(host=props["host"], port=int(props["port"]), dbname=database or props["database"],
                            user=admin["username"], password=admin["password"], autocommit=True,
                            connect_timeout=10)
+
+
+def retry_catalog_race(fn: Callable[[], T]) -> T:
+    """``fn()`` (idempotent SQL), run again when PostgreSQL refused it for a
+    catalog row another transaction wrote at the same time."""
+    import psycopg
+
+    for attempt in range(1, CATALOG_RACE_TRIES):
+        try:
+            return fn()
+        except psycopg.errors.InternalError_ as exc:
+            if CATALOG_RACE not in str(exc):
+                raise
+            time.sleep(0.02 * attempt + random.random() * 0.05)  # apart: the next try is not at once too
+    return fn()  # the last try: its error is the caller's

@@ -18,7 +18,7 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
 
 from infra.providers._diff import diff_inputs
-from infra.providers._postgres import admin_connect
+from infra.providers._postgres import admin_connect, retry_catalog_race
 
 KIND = "database-acl"
 
@@ -26,8 +26,11 @@ KIND = "database-acl"
 def _revoke(props: dict[str, Any]) -> dict[str, Any]:
     from tenantctl.tenant_schema_sql import MAINTENANCE_DATABASE, revoke_public
 
-    with admin_connect(props) as conn:
-        revoke_public(conn, [props["database"], MAINTENANCE_DATABASE])
+    def run() -> None:
+        with admin_connect(props) as conn:
+            revoke_public(conn, [props["database"], MAINTENANCE_DATABASE])
+
+    retry_catalog_race(run)
     return {k: v for k, v in props.items() if not k.startswith("__")}
 
 

@@ -18,6 +18,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateRes
 
 from infra.providers._diff import diff_inputs
 from infra.providers._postgres import admin_connect as _admin_connect
+from infra.providers._postgres import retry_catalog_race
 from infra.providers._postgres import secret_json as _secret_json
 from infra.providers._postgres import secrets_client as _secrets_client
 
@@ -27,8 +28,11 @@ KIND = "gateway-role"
 def _ensure(props: dict[str, Any], password: str) -> dict[str, Any]:
     from tenantctl.tenant_schema_sql import ensure_gateway_role
 
-    with _admin_connect(props) as conn:
-        ensure_gateway_role(conn, role=props["role"], password=password)
+    def run() -> None:
+        with _admin_connect(props) as conn:
+            ensure_gateway_role(conn, role=props["role"], password=password)
+
+    retry_catalog_race(run)
     _secrets_client(props["region"], props.get("account_role_arn")).put_secret_value(
         SecretId=props["gateway_secret_arn"],
         # "engine": the rotation function refuses a secret that does not say postgres.
@@ -59,9 +63,12 @@ class GatewayRoleProvider(ResourceProvider):
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         from tenantctl.tenant_schema_sql import drop_role
 
-        with _admin_connect(props) as conn:
-            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (props["role"],)).fetchone():
-                drop_role(conn, database=props["database"], role=props["role"])
+        def run() -> None:
+            with _admin_connect(props) as conn:
+                if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (props["role"],)).fetchone():
+                    drop_role(conn, database=props["database"], role=props["role"])
+
+        retry_catalog_race(run)
 
 
 @dataclass

@@ -16,9 +16,7 @@ the same idempotent script (existing rows are kept).
 from __future__ import annotations
 
 import json
-import random
 import secrets
-import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -27,6 +25,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvide
 
 from infra.providers._diff import diff_inputs, public
 from infra.providers._postgres import admin_connect as _admin_connect
+from infra.providers._postgres import retry_catalog_race
 from infra.providers._postgres import secret_json as _secret_json
 from infra.providers._postgres import secrets_client as _secrets_client
 from tenant_runtime.tables import TABLES
@@ -43,15 +42,6 @@ def _current_password(props: dict[str, Any]) -> str | None:
         return None
 
 
-# A role is the server's, not one database's: two stores of one server (a move
-# between cells that share it) change the tenant's role from two databases,
-# which the script's advisory lock (a database's own) does not serialise, and
-# PostgreSQL fails one of two transactions writing the same catalog row at once
-# ("tuple concurrently updated"). The script is idempotent: it runs again.
-CATALOG_RACE = "tuple concurrently updated"
-CATALOG_RACE_TRIES = 8
-
-
 def _run_script(props: dict[str, Any], password: str) -> None:
     from psycopg import sql
 
@@ -66,16 +56,7 @@ def _run_script(props: dict[str, Any], password: str) -> None:
 
 
 def _ensure(props: dict[str, Any], password: str) -> dict[str, Any]:
-    import psycopg
-
-    for attempt in range(1, CATALOG_RACE_TRIES + 1):
-        try:
-            _run_script(props, password)
-            break
-        except psycopg.errors.InternalError_ as exc:
-            if CATALOG_RACE not in str(exc) or attempt == CATALOG_RACE_TRIES:
-                raise
-            time.sleep(0.02 * attempt + random.random() * 0.05)  # apart: the next try is not at once too
+    retry_catalog_race(lambda: _run_script(props, password))
     if not props.get("owns_secret", True):
         return public(props)  # a move's other store: the secret names the store the tenant is served from
     _secrets_client(props["region"], props.get("account_role_arn")).put_secret_value(
@@ -86,6 +67,22 @@ def _ensure(props: dict[str, Any], password: str) -> dict[str, Any]:
                                  "schema": props["schema"]}),
     )
     return public(props)
+
+
+def _drop(props: dict[str, Any]) -> None:
+    from psycopg import sql
+
+    from tenantctl.tenant_schema_sql import drop_role, revoke_role
+
+    with _admin_connect(props) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(props["schema"])))
+        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (props["role"],)).fetchone():
+            if _connects_elsewhere(conn, props["database"], props["role"]):
+                # A move's other store on the same server still uses the role (the sandbox).
+                revoke_role(conn, database=props["database"], role=props["role"],
+                            gateway=props.get("gateway_role") or None)
+            else:
+                drop_role(conn, database=props["database"], role=props["role"])
 
 
 def _connects_elsewhere(conn: Any, database: str, role: str) -> bool:
@@ -126,23 +123,7 @@ class TenantSchemaProvider(ResourceProvider):
         return ReadResult(id_ or f"{props['database']}/{props['schema']}", {**public(props), "row_security": live})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        from psycopg import sql
-
-        from tenantctl.tenant_schema_sql import drop_role
-
-        with _admin_connect(props) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(props["schema"])))
-            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (props["role"],)).fetchone():
-                if _connects_elsewhere(conn, props["database"], props["role"]):
-                    # A move's other store on the same server still uses the role (the sandbox).
-                    conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(
-                        sql.Identifier(props["database"]), sql.Identifier(props["role"])))
-                    gateway = props.get("gateway_role")
-                    if gateway and conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (gateway,)).fetchone():
-                        conn.execute(sql.SQL("REVOKE {} FROM {}").format(
-                            sql.Identifier(props["role"]), sql.Identifier(gateway)))
-                else:
-                    drop_role(conn, database=props["database"], role=props["role"])
+        retry_catalog_race(lambda: _drop(props))  # each step is idempotent: a retry redoes what is left
 
 
 @dataclass

@@ -100,6 +100,20 @@ def drop_role(conn: Any, *, database: str, role: str) -> None:
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
+def revoke_role(conn: Any, *, database: str, role: str, gateway: str | None) -> None:
+    """Take ``role``'s grants on ``database`` back (and the gateway's membership
+    in it) without dropping it, under the ACL lock: a move's other store on the
+    same server still uses the role."""
+    from psycopg import sql
+
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (DATABASE_ACL_LOCK,))
+        conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(
+            sql.Identifier(database), sql.Identifier(role)))
+        if gateway and conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (gateway,)).fetchone():
+            conn.execute(sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(role), sql.Identifier(gateway)))
+
+
 # The maintenance database every RDS PostgreSQL instance has besides its own.
 MAINTENANCE_DATABASE = "postgres"
 

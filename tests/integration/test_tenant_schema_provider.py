@@ -108,3 +108,33 @@ def test_one_role_changed_from_two_databases_at_once_is_retried_not_failed(sandb
         with psycopg.connect(sandbox.pg_dsn(), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{other}" WITH (FORCE)')
             conn.execute(f'DROP ROLE IF EXISTS "{here["role"]}"')
+
+
+def test_a_delete_refused_for_a_catalog_race_is_run_again(sandbox, scratch_database, monkeypatch):
+    """A delete writes the database's ACL and the role's catalog row, which another store's script on the
+    same server may be writing at that moment: PostgreSQL refuses one of the two ("tuple concurrently
+    updated"). The delete runs again (each step is idempotent) instead of failing a destroy or a move's
+    rollback halfway."""
+    from psycopg.errors import InternalError_
+
+    from tenantctl import tenant_schema_sql
+
+    provider = TenantSchemaProvider()
+    [props] = _props(sandbox, scratch_database, 1)
+    provider.create(props)
+    drop_role, refused = tenant_schema_sql.drop_role, []
+
+    def racing(conn, **kwargs):
+        if not refused:
+            refused.append(kwargs["role"])
+            raise InternalError_("tuple concurrently updated")
+        return drop_role(conn, **kwargs)
+
+    monkeypatch.setattr(tenant_schema_sql, "drop_role", racing)
+    provider.delete(f"{props['database']}/{props['schema']}", props)
+
+    assert refused == [props["role"]]
+    with psycopg.connect(sandbox.pg_dsn(scratch_database)) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s", (props["role"],)).fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s",
+                            (props["schema"],)).fetchone()[0] == 0
