@@ -17,8 +17,8 @@ import sys
 
 from tenant_runtime import InvalidRequest, TenantContext
 from tenant_runtime.aio import AsyncTenantRuntime
-from tenant_runtime.documents import MAX_QUERY, SearchResult
 from tenant_runtime.jobs import Job, JobMessage
+from tenant_runtime.search import MAX_QUERY, SearchResult
 
 REPLY = "reply"
 POLL_SECONDS = 0.5
