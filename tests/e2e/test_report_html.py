@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 import pytest
 
 from tenantctl.models import CellSpec, TenantStatus, Tier
-from tenantctl.usage.cost import GIB, load_prices
-from tenantctl.usage.html_report import DrillVerdict, build_report, write_report
+from tenantctl.usage.cost import GIB, compare_tiers, cost_inputs, estimate, load_prices
+from tenantctl.usage.html_report import DrillVerdict, ReportRow, build_report, write_report
 from tenantctl.usage.measure import DbUsage, ObjectUsage, QueueUsage, TenantUsage
 
 pytestmark = pytest.mark.e2e
@@ -43,7 +43,11 @@ def report_file(tmp_path):
         usage("initech", Tier.pooled, 1 * GIB, GIB // 4, idle=True, errors=[f"queues: {HOSTILE}"]),
     ]
     drills = {"acme": [DrillVerdict(drill="restore", verdict="pass", finished_at=NOW, detail="rto 41s")]}
-    data = build_report(usages, {}, load_prices(), CellSpec(), idle_days=30, drills=drills)
+    prices, cell = load_prices(), CellSpec()
+    rows = [ReportRow(usage=u, cost=estimate(inputs, prices, cell, 2),
+                      comparison=compare_tiers(inputs, prices, cell, 2), drills=drills.get(u.tenant_id, []))
+            for u in usages for inputs in [cost_inputs(u, None)]]
+    data = build_report(rows, prices, [cell], [], idle_days=30, drills_available=True)
     return write_report(data, tmp_path / "report.html"), data
 
 

@@ -188,6 +188,22 @@ def test_two_accounts_two_regions_every_arn_where_it_belongs(fleet: Fleet, sandb
                                                                              "store"}
 
 
+def test_the_report_prices_each_tenant_in_its_own_cell_as_cost_does(fleet: Fleet, sandbox):
+    """`tenantctl report` and `tenantctl cost --all` give every tenant the same monthly figure: each
+    pooled tenant's share of its own cell's shared database (eua has two, eub one, the default cell
+    its own), not of the default cell's split over the whole fleet."""
+    from tenantctl.operations.usage import estimate_costs, report_data, selected_records
+    from tenantctl.usage.cost import load_prices
+
+    prices = load_prices()
+    data = report_data(fleet.ws, prices, selected_records(fleet.ws, None))
+    reported = {row.label: row.cost.total for row in data.rows}
+    priced = {t.label(): t.estimate.total for t in estimate_costs(fleet.ws, prices, all_=True).tenants}
+    assert {"cl-h1", "cl-e1", "cl-e2", "cl-e4"} <= set(reported)
+    assert reported == priced
+    assert reported["cl-e2"] != reported["cl-e1"]  # eub's database is split over one tenant, eua's over two
+
+
 def test_backups_stay_in_the_tenants_region(fleet: Fleet, sandbox):
 
     record = fleet.tenants["cl-e1"]

@@ -18,10 +18,11 @@ from tenant_data import Sandbox, write_history
 
 from tenant_runtime.tables import TABLES as STORE_TABLES
 from tenantctl import naming
-from tenantctl.models import CellSpec, TenantRecord, TenantStatus, Tier, utcnow
+from tenantctl.models import TenantRecord, TenantStatus, Tier, utcnow
 from tenantctl.operations.deprovision import deprovision
+from tenantctl.operations.usage import report_data
 from tenantctl.usage.cost import load_prices
-from tenantctl.usage.html_report import build_report, latest_drill_verdicts, render_html, write_report
+from tenantctl.usage.html_report import latest_drill_verdicts, render_html, write_report
 from tenantctl.usage.measure import UsageClients, admin_connector, clients_from_workspace, measure, measure_all
 
 pytestmark = pytest.mark.integration
@@ -269,9 +270,7 @@ def test_report_html_carries_each_tenants_figures_and_drill_verdicts(box, client
     report = drill(context_from_workspace(workspace), drilled)  # a real drill: backup, scratch restore, verify
     assert report.passed, report.reasons
     records = [r for r, _ in tenants.values()] + [workspace.registry.require(drilled.tenant_id)]
-    usages = [measure(r, clients) for r in records]
-    data = build_report(usages, {}, load_prices(), CellSpec(), idle_days=30,
-                        drills=latest_drill_verdicts(records, s3=box.client("s3")))
+    data = report_data(workspace, load_prices(), records, drills=latest_drill_verdicts(records, s3=box.client("s3")))
     html = render_html(data)
     big = next(row for row in data.rows if row.usage.tenant_id == "us-big")
     assert f'data-tenant="{big.usage.tenant_id}"' in html

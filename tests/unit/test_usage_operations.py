@@ -130,11 +130,9 @@ def test_only_html_templates_are_escaped():
     assert "quota <5> & more" in markdown
 
 
-@pytest.mark.parametrize("switched", [False, True])
-def test_a_tenant_moving_to_another_account_or_region_is_priced_for_both_stacks(ws, monkeypatch, switched):
-    """Pooled in eu1 -> dedicated in euc (stack acme.k1): before and after the
-    switch both stacks exist and are billed; each row is measured where its
-    stack is, priced with its cell and spec, and says which stack it is."""
+def moving_acme(ws, monkeypatch, switched: bool) -> list[tuple[str, str, str]]:
+    """acme moving pooled in eu1 -> dedicated in euc (stack acme.k1), before or after
+    the switch, each stack measured where it is: the (cell, region, bucket) measured."""
     from runtime_fixtures import record as applied
 
     from tenant_runtime.models import MovePhase, TenantMove
@@ -160,11 +158,21 @@ def test_a_tenant_moving_to_another_account_or_region_is_priced_for_both_stacks(
     def measure(rec, clients, idle_days=30):
         measured.append((rec.cell, rec.region, rec.resources.bucket))
         return TenantUsage(tenant_id=rec.tenant_id, tier=rec.tier, status=rec.status, measured_at=rec.created_at,
-                           idle_days=idle_days, db=DbUsage(scope="schema", size_bytes=GIB, rows={}))
+                           idle_days=idle_days, db=DbUsage(scope="schema", size_bytes=GIB, rows=dict.fromkeys(
+                               ("conversations", "messages", "context_items"), 0)))
 
     monkeypatch.setattr(usage_ops, "measure", measure)
     monkeypatch.setattr(usage_ops, "clients_from_workspace", lambda _ws, rec: f"clients of {rec.cell}")
     monkeypatch.setattr(usage_ops, "_hibernated", lambda _ws, _rec: False)
+    return measured
+
+
+@pytest.mark.parametrize("switched", [False, True])
+def test_a_tenant_moving_to_another_account_or_region_is_priced_for_both_stacks(ws, monkeypatch, switched):
+    """Pooled in eu1 -> dedicated in euc (stack acme.k1): before and after the
+    switch both stacks exist and are billed; each row is measured where its
+    stack is, priced with its cell and spec, and says which stack it is."""
+    measured = moving_acme(ws, monkeypatch, switched)
     out = estimate_costs(ws, prices := load_prices(), "acme")
     rows = {t.move.side: t for t in out.tenants}
     assert [t.move.side for t in out.tenants] == (["to", "from"] if switched else ["from", "to"])  # serving first
@@ -180,6 +188,23 @@ def test_a_tenant_moving_to_another_account_or_region_is_priced_for_both_stacks(
                                     + ("kept until --finalize)" if switched else "serving until the switch)"))
     assert rows["to"].label() == "acme (stack acme.k1, the move's target: " + (
         "serving)" if switched else "serving from the switch)")
+
+
+@pytest.mark.parametrize("switched", [False, True])
+def test_the_report_shows_both_stacks_of_an_open_move_as_cost_does(ws, monkeypatch, switched):
+    from markupsafe import escape
+
+    from tenantctl.operations.usage import report_data
+    from tenantctl.usage.html_report import DrillVerdict, render_html
+
+    moving_acme(ws, monkeypatch, switched)
+    prices, drilled = load_prices(), [DrillVerdict(drill="restore", verdict="pass")]
+    data = report_data(ws, prices, selected_records(ws, "acme"), drills={"acme": drilled})
+    priced = estimate_costs(ws, prices, "acme").tenants
+    assert [(r.label, r.cost.total) for r in data.rows] == [(t.label(), t.estimate.total) for t in priced]
+    assert [r.drills for r in data.rows] == [drilled, []]  # the serving stack's, once
+    html = render_html(data)
+    assert all(str(escape(t.label())) in html for t in priced) and "1 tenant(s)" in html
 
 
 def test_a_move_whose_other_stack_is_not_built_prices_the_serving_one_alone(ws, monkeypatch):

@@ -168,6 +168,6 @@ def report(
     ws = Workspace()
     path, data = write_html_report(ws, load_prices(prices), out, idle_days, on_drill_error=drills_unreadable)
     if json_out:
-        print_json({"report": str(path.resolve()), "tenants": len(data.rows)})
+        print_json({"report": str(path.resolve()), "tenants": data.tenants})
     else:
-        console.print(f"report written to {path} ({len(data.rows)} tenants)", highlight=False)
+        console.print(f"report written to {path} ({data.tenants} tenants)", highlight=False)

@@ -32,7 +32,14 @@ from tenantctl.usage.cost import (
     estimate,
     hibernation_saving,
 )
-from tenantctl.usage.html_report import ReportData, build_report, latest_drill_verdicts, write_report
+from tenantctl.usage.html_report import (
+    DrillVerdict,
+    ReportData,
+    ReportRow,
+    build_report,
+    latest_drill_verdicts,
+    write_report,
+)
 from tenantctl.usage.measure import MEASURED_STATUSES, TenantUsage, UsageClients, clients_from_workspace, measure
 from tenantctl.workspace import Workspace
 
@@ -183,10 +190,12 @@ class CostReport(BaseModel):
 
 
 class Placed(BaseModel):
-    """One row to price: the cell whose platform it is priced with, its inputs."""
+    """One row to price: the cell whose platform it is priced with, its inputs
+    (and the usage they were read from; none for a what-if)."""
 
     cell: str
     inputs: CostInputs
+    usage: TenantUsage | None = None
     hibernation: HibernationCost | None = None
     move: MoveSide | None = None
 
@@ -225,10 +234,20 @@ def estimate_costs(ws: Workspace, prices: PriceTable, tenant_id: str | None = No
     if hypothetical:
         placed = [Placed(cell=cell or DEFAULT_CELL, inputs=CostInputs(tenant_id="what-if", tier=tier or Tier.pooled))]
     else:
-        placed = placed_tenants(ws, prices, tenant_id, all_, tier, cell, idle_days)
+        check_selection(tenant_id, all_)
+        placed = placed_tenants(ws, prices, selected_records(ws, tenant_id, tier, cell), idle_days)
+    return price_placed(ws, prices, placed, db_gb, s3_gb, pooled_tenants, at_least_one=hypothetical)
+
+
+def price_placed(ws: Workspace, prices: PriceTable, placed: list[Placed], db_gb: float | None = None,
+                 s3_gb: float | None = None, pooled_tenants: int | None = None,
+                 at_least_one: bool = False) -> CostReport:
+    """Each row priced with its own cell's platform split over that cell's
+    active pooled tenants (``pooled_tenants`` instead, when given; at least
+    one with ``at_least_one``: a what-if tenant counts itself)."""
     platforms = {c: platform_spec(ws, c) for c in {p.cell for p in placed}}
     sharing = {c: pooled_tenants or active_pooled(ws, c) for c in platforms}
-    if hypothetical:
+    if at_least_one:
         sharing = {c: max(n, 1) for c, n in sharing.items()}
     tenants = []
     for p in placed:
@@ -242,14 +261,12 @@ def estimate_costs(ws: Workspace, prices: PriceTable, tenant_id: str | None = No
                                                                     sharing.get(first, 1)))
 
 
-def placed_tenants(ws: Workspace, prices: PriceTable, tenant_id: str | None, all_: bool, tier: Tier | None,
-                   cell: str | None, idle_days: int) -> list[Placed]:
-    """Each selected tenant measured and priced with its committed spec in its
+def placed_tenants(ws: Workspace, prices: PriceTable, records: list[TenantRecord], idle_days: int) -> list[Placed]:
+    """Each tenant of ``records`` measured, with its committed spec, in its
     cell; while its move to another account or region is open, its other
     stack right after it, measured in that stack's cell."""
-    check_selection(tenant_id, all_)
     stacks: list[tuple[TenantRecord, MoveSide | None]] = []
-    for record in selected_records(ws, tenant_id, tier, cell):
+    for record in records:
         here, other, there = move_sides(ws, record)
         stacks.append((record, here))
         if other is not None:
@@ -269,7 +286,7 @@ def _placed(ws: Workspace, prices: PriceTable, record: TenantRecord, usage: Tena
         asleep = _hibernated(ws, record)
         inputs = inputs.model_copy(update={"hibernated": asleep})
         sleep = HibernationCost(hibernated=asleep, idle=usage.idle, monthly_saving=hibernation_saving(inputs, prices))
-    return Placed(cell=record.cell, inputs=inputs, hibernation=sleep, move=move)
+    return Placed(cell=record.cell, inputs=inputs, usage=usage, hibernation=sleep, move=move)
 
 
 def _hibernated(ws: Workspace, record: TenantRecord) -> bool:
@@ -286,13 +303,14 @@ def _hibernated(ws: Workspace, record: TenantRecord) -> bool:
 # -- report ----------------------------------------------------------------------------
 def write_html_report(ws: Workspace, prices: PriceTable, out: Path, idle_days: int = 30,
                       on_drill_error: Callable[[Exception], None] | None = None) -> tuple[Path, ReportData]:
-    """Measure and price every active or suspended tenant, read their last drill
-    verdicts, and write the HTML page to ``out``. A drill history that cannot be
-    read is passed to ``on_drill_error`` and the page shows no drills rather than
-    none of the usage and cost. Returns the path written and the report's data."""
-    records, usages = measure_tenants(ws, None, True, None, idle_days)
+    """Measure and price every active or suspended tenant (``report_data``),
+    read their last drill verdicts, and write the HTML page to ``out``. A
+    drill history that cannot be read is passed to ``on_drill_error`` and the
+    page shows no drills rather than none of the usage and cost. Returns the
+    path written and the report's data."""
+    records = selected_records(ws, None)
     try:
-        drills = {}
+        drills: dict[str, list[DrillVerdict]] | None = {}
         clients = per_place(ws)
         for record in records:  # each tenant's history is in its own cell's bucket
             drills.update(latest_drill_verdicts([record], clients(record).s3))
@@ -300,5 +318,21 @@ def write_html_report(ws: Workspace, prices: PriceTable, out: Path, idle_days: i
         if on_drill_error is not None:
             on_drill_error(exc)
         drills = None
-    data = build_report(usages, committed_specs(ws, records), prices, platform_spec(ws), idle_days, drills)
+    data = report_data(ws, prices, records, idle_days, drills)
     return write_report(data, out), data
+
+
+def report_data(ws: Workspace, prices: PriceTable, records: list[TenantRecord], idle_days: int = 30,
+                drills: dict[str, list[DrillVerdict]] | None = None) -> ReportData:
+    """The page's data for ``records``, each measured and priced as `tenantctl
+    cost` prices it (in its own cell; both stacks of an open move to another
+    account or region, the drills on the serving one); ``drills`` None: the
+    history could not be read."""
+    placed = placed_tenants(ws, prices, records, idle_days)
+    priced = price_placed(ws, prices, placed)
+    rows = [ReportRow(usage=p.usage, cost=c.estimate, comparison=c.comparison, label=c.label(),
+                      stack=c.move.stack if c.move else None,
+                      drills=(drills or {}).get(p.inputs.tenant_id, []) if c.move is None or c.move.serving else [])
+            for p, c in zip(placed, priced.tenants, strict=True)]
+    platforms = [platform_spec(ws, cell) for cell in dict.fromkeys(p.cell for p in placed)] or [platform_spec(ws)]
+    return build_report(rows, prices, platforms, priced.assumptions, idle_days, drills_available=drills is not None)

@@ -12,18 +12,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from tenantctl.files import write_atomic
-from tenantctl.models import CellSpec, TenantRecord, TenantSpec, Tier, utcnow
+from tenantctl.models import CellSpec, TenantRecord, utcnow
 from tenantctl.templates import render
-from tenantctl.usage.cost import (
-    CostEstimate,
-    PriceTable,
-    TierComparison,
-    assumptions_text,
-    compare_tiers,
-    cost_inputs,
-    estimate,
-    platform_cost,
-)
+from tenantctl.usage.cost import CostEstimate, PriceTable, TierComparison, platform_cost
 from tenantctl.usage.measure import TenantUsage
 
 
@@ -67,10 +58,21 @@ class Chart(BaseModel):
 
 
 class ReportRow(BaseModel):
+    """One priced stack: a tenant's, or while its move to another account or
+    region is open each of its two (``stack`` named, ``label`` saying which)."""
+
     usage: TenantUsage
     cost: CostEstimate | None
     comparison: TierComparison | None
+    label: str = ""  # the tenant, and during such a move which of its stacks (``TenantCost.label``)
+    stack: str | None = None
     drills: list[DrillVerdict] = Field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        """What a chart calls the row: the tenant id, and its stack during a move."""
+        tid = self.usage.tenant_id
+        return tid if self.stack is None else f"{tid} · {self.stack}"
 
 
 class ReportData(BaseModel):
@@ -82,6 +84,11 @@ class ReportData(BaseModel):
     drills_available: bool
     prices_as_of: str
     region: str
+
+    @property
+    def tenants(self) -> int:
+        """Tenants on the page (a tenant whose move is open has a row per stack)."""
+        return len({row.usage.tenant_id for row in self.rows})
 
 
 def human_bytes(n: int | float | None) -> str:
@@ -106,23 +113,15 @@ def bar_chart(title: str, items: Iterable[tuple[str, float, str, str]], width: i
     return Chart(title=title, bars=bars, width=width, label_width=label_width)
 
 
-def build_report(usages: Iterable[TenantUsage], specs: dict[str, TenantSpec], prices: PriceTable,
-                 platform: CellSpec, idle_days: int,
-                 drills: dict[str, list[DrillVerdict]] | None) -> ReportData:
-    usages = list(usages)
-    active_pooled = sum(1 for u in usages if u.tier is Tier.pooled and u.status.value == "active")
-    rows = []
-    for u in usages:
-        inputs = cost_inputs(u, specs.get(u.tenant_id))
-        rows.append(ReportRow(
-            usage=u, cost=estimate(inputs, prices, platform, active_pooled),
-            comparison=compare_tiers(inputs, prices, platform, active_pooled),
-            drills=(drills or {}).get(u.tenant_id, []),
-        ))
+def build_report(rows: Iterable[ReportRow], prices: PriceTable, platforms: Iterable[CellSpec],
+                 assumptions: list[str], idle_days: int, drills_available: bool) -> ReportData:
+    """The page's data from rows priced per cell (``operations.usage``: as `tenantctl cost` prices them);
+    ``platforms``: the cells the rows are priced in, whose shared resources the header sums."""
+    rows = [r.model_copy(update={"label": r.label or r.usage.tenant_id}) for r in rows]
     return ReportData(
-        generated_at=utcnow(), idle_days=idle_days, rows=rows, platform_monthly=platform_cost(prices, platform),
-        assumptions=assumptions_text(prices, platform, active_pooled), drills_available=drills is not None,
-        prices_as_of=prices.as_of, region=prices.region,
+        generated_at=utcnow(), idle_days=idle_days, rows=rows,
+        platform_monthly=sum(platform_cost(prices, p) for p in platforms), assumptions=assumptions,
+        drills_available=drills_available, prices_as_of=prices.as_of, region=prices.region,
     )
 
 
@@ -130,15 +129,15 @@ def charts(data: ReportData) -> list[Chart]:
     rows = data.rows
     return [
         bar_chart("Objects under the prefix (all versions)", [
-            (r.usage.tenant_id, _obj_bytes(r), human_bytes(_obj_bytes(r)), "s3") for r in rows]),
+            (r.name, _obj_bytes(r), human_bytes(_obj_bytes(r)), "s3") for r in rows]),
         bar_chart("Context store size", [
-            (r.usage.tenant_id, r.usage.db.size_bytes if r.usage.db else 0,
+            (r.name, r.usage.db.size_bytes if r.usage.db else 0,
              human_bytes(r.usage.db.size_bytes) if r.usage.db else "n/a", "db") for r in rows]),
         bar_chart("Estimated monthly cost (USD)", [
-            (r.usage.tenant_id, r.cost.total if r.cost else 0, f"${r.cost.total:,.2f}" if r.cost else "n/a",
+            (r.name, r.cost.total if r.cost else 0, f"${r.cost.total:,.2f}" if r.cost else "n/a",
              r.usage.tier.value) for r in rows]),
         bar_chart("Queue + DLQ depth", [
-            (r.usage.tenant_id, _depth(r), str(_depth(r)),
+            (r.name, _depth(r), str(_depth(r)),
              "dlq" if r.usage.queues and r.usage.queues.dlq_visible else "queue")
             for r in rows]),
     ]
