@@ -68,9 +68,10 @@ def test_all_selects_active_and_suspended_a_named_tenant_whatever_its_status(ws)
     assert [r.tenant_id for r in selected_records(ws, "gone")] == ["gone"]
 
 
-def test_active_pooled_counts_the_registry(ws):
-    assert active_pooled(ws) == 1
-    assert ("iter_all", Tier.pooled, TenantStatus.active) in ws.registry.calls
+def test_active_pooled_counts_each_cell_in_one_scan(ws):
+    ws.registry.records.append(record("eu").model_copy(update={"cell": "eu1"}))
+    assert active_pooled(ws) == {"default": 1, "eu1": 1}
+    assert ws.registry.calls == [("iter_all", Tier.pooled, TenantStatus.active)]
 
 
 def test_specs_and_platform_come_from_the_committed_stack_files(ws):

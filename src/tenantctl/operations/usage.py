@@ -10,6 +10,7 @@ a test or another operation gets the same figures the CLI prints.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -149,9 +150,10 @@ def platform_spec(ws: Workspace, cell: str = DEFAULT_CELL) -> CellSpec:
     return read_cell(ws.stacks_dir, cell) or CellSpec(name=cell)
 
 
-def active_pooled(ws: Workspace, cell: str = DEFAULT_CELL) -> int:
-    """Active pooled tenants of a cell: those its platform cost is split over."""
-    return sum(1 for _ in ws.registry.iter_all(tier=Tier.pooled, status=TenantStatus.active, cell=cell))
+def active_pooled(ws: Workspace) -> Counter[str]:
+    """Active pooled tenants per cell (those each cell's platform cost is split
+    over), counted in one registry scan whatever the number of cells."""
+    return Counter(r.cell for r in ws.registry.iter_all(tier=Tier.pooled, status=TenantStatus.active))
 
 
 # -- cost ------------------------------------------------------------------------------
@@ -246,7 +248,8 @@ def price_placed(ws: Workspace, prices: PriceTable, placed: list[Placed], db_gb:
     active pooled tenants (``pooled_tenants`` instead, when given; at least
     one with ``at_least_one``: a what-if tenant counts itself)."""
     platforms = {c: platform_spec(ws, c) for c in {p.cell for p in placed}}
-    sharing = {c: pooled_tenants or active_pooled(ws, c) for c in platforms}
+    counted = Counter() if pooled_tenants else active_pooled(ws)
+    sharing = {c: pooled_tenants or counted[c] for c in platforms}
     if at_least_one:
         sharing = {c: max(n, 1) for c, n in sharing.items()}
     tenants = []
