@@ -1,9 +1,9 @@
-"""Rows/s of the row relay (``tenantctl.row_relay``, a move to another key):
+"""Rows/s of the row relay (``tenantctl.transfer.row_relay``, a move to another key):
 its initial ``copy`` and a ``catch_up`` of changed rows, on the sandbox.
 
     python bench/relay_copy.py                          # 20,000 and 100,000 message rows
     python bench/relay_copy.py --rows 20000 --profile   # and where the time goes (cProfile)
-    git show fixes:src/tenantctl/row_relay.py > /tmp/before.py
+    git show fixes:src/tenantctl/transfer/row_relay.py > /tmp/before.py
     python bench/relay_copy.py --before /tmp/before.py  # that relay too, interleaved with this one
 
 Per size, one tenant with ``--rows`` sealed messages of 4 KB (as
@@ -87,10 +87,10 @@ def main() -> None:
 
     import psycopg
 
-    from tenantctl import row_relay
     from tenantctl.models import TenantSpec
     from tenantctl.operations.provision import provision
-    from tenantctl.rewrap import KmsKey, Rewrapper
+    from tenantctl.transfer import row_relay
+    from tenantctl.transfer.rewrap import KmsKey, Rewrapper
 
     relays = [("this", row_relay)] + ([("before", module_at(args.before))] if args.before else [])
     with bench_sandbox("relay") as (endpoints, ws, _project):

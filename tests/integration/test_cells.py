@@ -43,7 +43,7 @@ from tenant_runtime.crypto import blob_edk, kms_context
 from tenant_runtime.errors import TenantMismatch
 from tenant_runtime.models import MovePhase, workspace_key
 from tenantctl import inventory as inv
-from tenantctl import naming, prefix_sync, store_sync
+from tenantctl import naming
 from tenantctl.checks import check_tenant
 from tenantctl.checks.iam_eval import Decision, Request, evaluate
 from tenantctl.drills.backup import backup
@@ -60,6 +60,7 @@ from tenantctl.operations.deprovision import deprovision
 from tenantctl.operations.move import move
 from tenantctl.operations.provision import provision
 from tenantctl.operations.refresh import refresh_tenant
+from tenantctl.transfer import prefix_sync, store_sync
 from tenantctl.workspace import Workspace
 
 pytestmark = pytest.mark.integration

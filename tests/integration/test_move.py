@@ -22,7 +22,6 @@ from runtime_tenants import jwt_settings
 from tenant_runtime import AsyncTenantRuntime, TenantRuntime
 from tenant_runtime.models import MovePhase
 from tenant_runtime.tables import TABLES
-from tenantctl import store_sync
 from tenantctl.drills.context import context_from_workspace
 from tenantctl.drills.models import Verdict
 from tenantctl.drills.run import drill
@@ -34,7 +33,8 @@ from tenantctl.models import TenantStatus, Tier
 from tenantctl.operations import mover
 from tenantctl.operations.deprovision import deprovision
 from tenantctl.operations.move import move
-from tenantctl.store_sync import compare
+from tenantctl.transfer import store_sync
+from tenantctl.transfer.store_sync import compare
 
 pytestmark = pytest.mark.integration
 
@@ -426,7 +426,7 @@ def test_the_row_relay_carries_every_acknowledged_write_re_wrapped_and_leaves_no
     runtime, a cascade delete carried, every sealed column through the
     re-wrap and nothing else, the capture gone afterwards."""
     from tenant_runtime.tables import SEALED_BY_TABLE, TABLES
-    from tenantctl import row_relay
+    from tenantctl.transfer import row_relay
 
     record = provision_tenant(RELAYED)
     source = record.resources.store

@@ -100,9 +100,9 @@ def test_a_step_that_builds_or_destroys_a_stack_makes_the_next_read_see_it(tmp_p
 
 
 def test_a_finalize_within_an_account_reads_the_stack_file_once(tmp_path, monkeypatch):
-    from tenantctl import store_sync
     from tenantctl.drills import backup
     from tenantctl.operations import mover, provision
+    from tenantctl.transfer import store_sync
 
     reads: list[Path] = []
     spec = mover.target_spec(TenantSpec(id="acme"), Tier.dedicated)

@@ -447,9 +447,9 @@ def test_a_finalize_rerun_after_a_kill_takes_no_second_final_backup(monkeypatch)
     """Within an account the final backup is of the old store (as it was before
     the move); its id is recorded before the steps after it, so a finalize
     killed after it and run again skips it, as a keyed move's does."""
-    from tenantctl import store_sync
     from tenantctl.drills import backup
     from tenantctl.operations import mover
+    from tenantctl.transfer import store_sync
 
     taken: list[tuple[str, str, str | None]] = []
 

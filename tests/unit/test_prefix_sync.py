@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import boto3
 import pytest
 
-from tenantctl.prefix_sync import Copied, Place, carry_late, listing, remove, sync
+from tenantctl.transfer.prefix_sync import Copied, Place, carry_late, listing, remove, sync
 
 PREFIX = "tenants/acme/"
 OLD, NEW = Place("cell-a", PREFIX), Place("cell-b", PREFIX)

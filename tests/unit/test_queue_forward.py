@@ -7,7 +7,7 @@ import boto3
 import botocore.exceptions
 import pytest
 
-from tenantctl.queue_forward import forward
+from tenantctl.transfer.queue_forward import forward
 
 
 def _queue(region: str, name: str) -> tuple[object, str]:

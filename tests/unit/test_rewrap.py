@@ -15,7 +15,7 @@ from tenant_runtime.crypto import DataKeyCache, Envelope, blob_edk
 from tenant_runtime.errors import DecryptionFailed
 from tenant_runtime.tables import DOCUMENTS, MESSAGES, SEALED, SEARCH_KEYS, SUMMARIES
 from tenantctl.errors import KeyUnusable
-from tenantctl.rewrap import KmsKey, Rewrapper, RewrapRefused
+from tenantctl.transfer.rewrap import KmsKey, Rewrapper, RewrapRefused
 
 OTHER_ACCOUNT = "222222222222"
 

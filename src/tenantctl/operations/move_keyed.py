@@ -66,15 +66,16 @@ from tenant_runtime import models as runtime_models
 from tenant_runtime.crypto import Envelope
 from tenant_runtime.models import MovePhase, StoreConnection, TenantRecord, TenantResources, Tier, utcnow
 from tenant_runtime.tables import SEALED_BY_TABLE
-from tenantctl import backup_carry, naming, prefix_sync, queue_forward, row_relay, store_sync
+from tenantctl import naming
 from tenantctl.drills.scope import workspace_view
 from tenantctl.errors import DrillFailed, InvalidInput, TargetUnavailable
 from tenantctl.models import TenantSpec
 from tenantctl.operations import deletion_protection
 from tenantctl.operations.keyed_tier import keyed_target, one_server_refusal
 from tenantctl.operations.mover import CATCH_UP_TIMEOUT, Mover, Progress
-from tenantctl.rewrap import KmsKey, Rewrapper
 from tenantctl.stackconfig import stack_file
+from tenantctl.transfer import backup_carry, prefix_sync, queue_forward, row_relay, store_sync
+from tenantctl.transfer.rewrap import KmsKey, Rewrapper
 from tenantctl.workspace import Workspace
 
 

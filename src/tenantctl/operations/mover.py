@@ -22,10 +22,10 @@ from tenant_runtime.models import (
     utcnow,
     workspace_key,
 )
-from tenantctl import prefix_sync, store_sync
 from tenantctl.errors import DrillFailed, InvalidInput, TargetUnavailable
 from tenantctl.models import DedicatedSpec, RetiringStore, TenantSpec
 from tenantctl.stackconfig import read_tenant, stack_file
+from tenantctl.transfer import prefix_sync, store_sync
 from tenantctl.workspace import Workspace
 
 COPY_TIMEOUT = 6 * 3600.0

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import base64
 
-from tenantctl import prefix_sync
 from tenantctl.drills import envelope, store
 from tenantctl.drills.models import BackupManifest, ObjectEntry
 from tenantctl.models import TenantRecord
-from tenantctl.rewrap import Rewrapper
+from tenantctl.transfer import prefix_sync
+from tenantctl.transfer.rewrap import Rewrapper
 
 
 def carry(source: prefix_sync.Place, old: TenantRecord, target: prefix_sync.Place, new: TenantRecord,
