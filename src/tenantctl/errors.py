@@ -144,15 +144,22 @@ EXIT_CODES = {
 _TERMINATED: list[int] = []
 
 
+class Terminated(KeyboardInterrupt):
+    """A signal (SIGTERM) unwinding the run as Ctrl-C does. Its own class because CPython 3.11 marks
+    a plain KeyboardInterrupt raised inside code run from a string (``exec``/``eval``: a dataclass's or
+    namedtuple's generated methods, being defined while a module loads) as unhandled even when caught,
+    and then ends the process by SIGINT instead of the exit code chosen; it compares the exact type."""
+
+
 def interrupt_on_sigterm() -> None:
-    """SIGTERM (a CI job cancelled, `kill PID`) unwinds like Ctrl-C: KeyboardInterrupt
-    is raised in the main thread, so a run holding a tenant's registry lock
+    """SIGTERM (a CI job cancelled, `kill PID`) unwinds like Ctrl-C: ``Terminated``, a
+    KeyboardInterrupt, is raised in the main thread, so a run holding a tenant's registry lock
     releases it with "interrupted" in ``last_error`` instead of dying with it
     (Python's default for SIGTERM is to exit at once, no cleanup)."""
 
     def interrupt(signum: int, frame: object) -> None:
         _TERMINATED.append(signum)
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+        raise Terminated(signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, interrupt)
 

@@ -22,3 +22,25 @@ def test_readme_exit_code_table_lists_exactly_the_codes():
     section = readme.split("### Exit codes", 1)[1].split("\n## ", 1)[0]
     documented = {int(code) for code in re.findall(r"^\| (\d+) \|", section, flags=re.M)}
     assert documented == set(errors.EXIT_CODES)
+
+
+def test_a_sigterm_caught_inside_code_run_from_a_string_still_exits_with_the_chosen_code(tmp_path):
+    """SIGTERM landing while the main thread runs code from ``exec`` of a string (a dataclass's
+    generated methods being defined as a module loads) and handled as the CLI does: the process
+    ends with the code chosen (143), not killed by SIGINT (CPython 3.11 flags a plain
+    KeyboardInterrupt raised there as unhandled, whoever catches it)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "term.py").write_text(
+        "import os, signal, sys\n"
+        "from tenantctl.errors import interrupt_on_sigterm, terminated\n"
+        "interrupt_on_sigterm()\n"
+        "try:\n"
+        "    exec('import os, signal\\nos.kill(os.getpid(), signal.SIGTERM)\\nfor _ in range(10**7): pass')\n"
+        "except KeyboardInterrupt:\n"
+        "    sys.exit(128 + terminated())\n"
+        "sys.exit(1)\n")
+    # As the CLI runs, `python -m` (a script's SystemExit takes another path out, not affected).
+    done = subprocess.run([sys.executable, "-m", "term"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 143, done.stderr
