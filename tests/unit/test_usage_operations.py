@@ -221,3 +221,23 @@ def test_a_move_whose_other_stack_is_not_built_prices_the_serving_one_alone(ws, 
     here, other, there = move_sides(ws, rec)
     assert (here.stack, here.side, here.serving, other, there) == ("acme", "from", True, None, None)
     assert move_sides(ws, applied("acme")) == (None, None, None)  # no move: nothing to tell apart
+
+
+def test_the_report_makes_each_cells_clients_once(ws, monkeypatch, tmp_path):
+    """The drill history's reads and the measurement of both stacks of a move
+    share one set of clients per cell (each set is a handful of boto3 clients)."""
+    from tenantctl.operations import usage as usage_ops
+
+    moving_acme(ws, monkeypatch, switched=False)
+    ws.registry.records = ws.registry.records[:1]  # acme alone
+    made: list[str] = []
+
+    def clients(_ws, rec):
+        made.append(rec.cell)
+        return SimpleNamespace(s3=f"s3 of {rec.cell}")
+
+    monkeypatch.setattr(usage_ops, "clients_from_workspace", clients)
+    monkeypatch.setattr(usage_ops, "latest_drill_verdicts", lambda records, s3: {})
+    path, data = usage_ops.write_html_report(ws, load_prices(), tmp_path / "report.html")
+    assert path.exists() and len(data.rows) == 2  # acme's two stacks
+    assert sorted(made) == ["eu1", "euc"]

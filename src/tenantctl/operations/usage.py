@@ -86,9 +86,11 @@ def measure_tenants(ws: Workspace, tenant_id: str | None, all_: bool, tier: Tier
     return records, measure_records(ws, records, idle_days)
 
 
-def measure_records(ws: Workspace, records: list[TenantRecord], idle_days: int = 30) -> list[TenantUsage]:
-    """The usage of each record, each measured in its own cell's account and region."""
-    clients = per_place(ws)
+def measure_records(ws: Workspace, records: list[TenantRecord], idle_days: int = 30,
+                    clients: Callable[[TenantRecord], UsageClients] | None = None) -> list[TenantUsage]:
+    """The usage of each record, each measured in its own cell's account and region (``clients``: the
+    caller's ``per_place``, to share its clients)."""
+    clients = clients or per_place(ws)
 
     def one(record: TenantRecord) -> TenantUsage:
         try:
@@ -264,7 +266,8 @@ def price_placed(ws: Workspace, prices: PriceTable, placed: list[Placed], db_gb:
                                                                     sharing.get(first, 1)))
 
 
-def placed_tenants(ws: Workspace, prices: PriceTable, records: list[TenantRecord], idle_days: int) -> list[Placed]:
+def placed_tenants(ws: Workspace, prices: PriceTable, records: list[TenantRecord], idle_days: int,
+                   clients: Callable[[TenantRecord], UsageClients] | None = None) -> list[Placed]:
     """Each tenant of ``records`` measured, with its committed spec, in its
     cell; while its move to another account or region is open, its other
     stack right after it, measured in that stack's cell."""
@@ -275,7 +278,7 @@ def placed_tenants(ws: Workspace, prices: PriceTable, records: list[TenantRecord
         if other is not None:
             stacks.append((other, there))
     # One measurement over them all: each cell's clients made once (``per_place``).
-    usages = measure_records(ws, [record for record, _ in stacks], idle_days)
+    usages = measure_records(ws, [record for record, _ in stacks], idle_days, clients)
     return [_placed(ws, prices, record, usage, side) for (record, side), usage in zip(stacks, usages, strict=True)]
 
 
@@ -312,26 +315,27 @@ def write_html_report(ws: Workspace, prices: PriceTable, out: Path, idle_days: i
     page shows no drills rather than none of the usage and cost. Returns the
     path written and the report's data."""
     records = selected_records(ws, None)
+    clients = per_place(ws)  # the drill history's reads and the measurement share each cell's clients
     try:
         drills: dict[str, list[DrillVerdict]] | None = {}
-        clients = per_place(ws)
         for record in records:  # each tenant's history is in its own cell's bucket
             drills.update(latest_drill_verdicts([record], clients(record).s3))
     except Exception as exc:  # the drill history must not cost the operator the usage/cost page
         if on_drill_error is not None:
             on_drill_error(exc)
         drills = None
-    data = report_data(ws, prices, records, idle_days, drills)
+    data = report_data(ws, prices, records, idle_days, drills, clients)
     return write_report(data, out), data
 
 
 def report_data(ws: Workspace, prices: PriceTable, records: list[TenantRecord], idle_days: int = 30,
-                drills: dict[str, list[DrillVerdict]] | None = None) -> ReportData:
+                drills: dict[str, list[DrillVerdict]] | None = None,
+                clients: Callable[[TenantRecord], UsageClients] | None = None) -> ReportData:
     """The page's data for ``records``, each measured and priced as `tenantctl
     cost` prices it (in its own cell; both stacks of an open move to another
     account or region, the drills on the serving one); ``drills`` None: the
     history could not be read."""
-    placed = placed_tenants(ws, prices, records, idle_days)
+    placed = placed_tenants(ws, prices, records, idle_days, clients)
     priced = price_placed(ws, prices, placed)
     rows = [ReportRow(usage=p.usage, cost=c.estimate, comparison=c.comparison, label=c.label(),
                       stack=c.move.stack if c.move else None,

@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from tenantctl.files import write_atomic
 from tenantctl.models import CellSpec, TenantRecord, utcnow
@@ -68,6 +68,11 @@ class ReportRow(BaseModel):
     stack: str | None = None
     drills: list[DrillVerdict] = Field(default_factory=list)
 
+    @model_validator(mode="after")
+    def _label_defaults_to_the_tenant(self) -> ReportRow:
+        self.label = self.label or self.usage.tenant_id
+        return self
+
     @property
     def name(self) -> str:
         """What a chart calls the row: the tenant id, and its stack during a move."""
@@ -117,9 +122,8 @@ def build_report(rows: Iterable[ReportRow], prices: PriceTable, platforms: Itera
                  assumptions: list[str], idle_days: int, drills_available: bool) -> ReportData:
     """The page's data from rows priced per cell (``operations.usage``: as `tenantctl cost` prices them);
     ``platforms``: the cells the rows are priced in, whose shared resources the header sums."""
-    rows = [r.model_copy(update={"label": r.label or r.usage.tenant_id}) for r in rows]
     return ReportData(
-        generated_at=utcnow(), idle_days=idle_days, rows=rows,
+        generated_at=utcnow(), idle_days=idle_days, rows=list(rows),
         platform_monthly=sum(platform_cost(prices, p) for p in platforms), assumptions=assumptions,
         drills_available=drills_available, prices_as_of=prices.as_of, region=prices.region,
     )
