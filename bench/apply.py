@@ -40,7 +40,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from common import bench_sandbox, timed
+from common import bench_sandbox, compile_sources, timed
 
 
 def floor_read(clients: Any, record: Any, platform: dict[str, Any], dsn: str) -> None:
@@ -194,6 +194,7 @@ def main() -> None:
                 times[name].append(timed(runs[name])[1])
 
         env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+        print(compile_sources(), file=sys.stderr)
 
         def process(*argv: str) -> float:
             run, seconds = timed(lambda: subprocess.run([sys.executable, *argv], cwd=project, env=env,

@@ -323,6 +323,9 @@ def summary(label: str, rounds: Rounds) -> str:
 
 def process_case(endpoints: Any, project: Path, platform: dict, dsn_admin: str, rounds: int) -> Rounds:
     """`tenantctl provision` as its own process against the floor as its own process."""
+    from common import compile_sources
+
+    print(compile_sources(), file=sys.stderr)
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     floor_env = {**env, FLOOR_ENV: json.dumps({"platform": platform, "dsn": dsn_admin, "region": endpoints.region})}
 
@@ -422,7 +425,8 @@ def main() -> None:
         if workspace_sizes:
             workspace_case(ws, client, sides, platform, dsn_admin, endpoints.region, workspace_sizes, args.rounds)
         print(f"({args.rounds} rounds per size, engine and floor tenants alternating; 'process': "
-              f"`tenantctl provision ID --json` vs the floor as its own process, {args.process_rounds} rounds; "
+              f"`tenantctl provision ID --json` vs the floor as its own process, {args.process_rounds} rounds, "
+              f"each importing compiled modules; "
               f"CPU: median of the rounds, this process's (every thread) or the child processes'; "
               f"load average {os.getloadavg()[0]:.1f})")
 
