@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from tenant_runtime import TenantRuntime, WritesFrozen
@@ -45,15 +47,16 @@ class Writer:
             time.sleep(0.005)
 
 
+@contextmanager
 def writing(runtime: TenantRuntime, tenant_id: str, conversation: str = "live",
-            workspace: str | None = None) -> tuple[Writer, threading.Thread]:
+            workspace: str | None = None) -> Iterator[Writer]:
+    """A Writer appending on a thread of its own for the block, stopped and joined when the block
+    ends, also when it raises: a failed move leaves no writer running into the next tests."""
     writer = Writer(runtime, tenant_id, conversation, workspace)
     thread = threading.Thread(target=writer.run, daemon=True)
     thread.start()
-    return writer, thread
-
-
-def stopped(writer: Writer, thread: threading.Thread) -> Writer:
-    writer.stop.set()
-    thread.join(10)
-    return writer
+    try:
+        yield writer
+    finally:
+        writer.stop.set()
+        thread.join(10)

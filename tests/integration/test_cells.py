@@ -35,7 +35,7 @@ import psycopg
 import pytest
 from botocore.exceptions import ClientError
 from fault_tools import POOLED, Cli, aws, cell_count, inventory, registry_record
-from move_tools import stopped, writing
+from move_tools import writing
 from runtime_tenants import jwt_settings, token
 
 from tenant_runtime import TenantRuntime
@@ -379,11 +379,10 @@ def test_a_tenant_moves_to_another_cell_of_its_region_with_its_data_and_objects_
 
     monkeypatch.setattr(move_operation.Mover, "copy", changing_while_copied)
     slots = (cell_count(sandbox, "eua"), cell_count(sandbox, "euc"))
-    writer, thread = writing(rt, MOVER)
-    time.sleep(0.3)
-    result = move(fleet.ws, MOVER, cell="euc")
-    time.sleep(0.5)  # writes after the switch, on the new cell's store
-    stopped(writer, thread)
+    with writing(rt, MOVER) as writer:
+        time.sleep(0.3)
+        result = move(fleet.ws, MOVER, cell="euc")
+        time.sleep(0.5)  # writes after the switch, on the new cell's store
     monkeypatch.undo()
 
     record = fleet.ws.registry.require(MOVER)
@@ -418,10 +417,9 @@ def test_a_tenant_moves_to_another_cell_of_its_region_with_its_data_and_objects_
     stale = f"{prefix}uploads/stale"  # by a runtime still holding the record before the switch: kept
     s3.put_object(Bucket=_bucket("eua"), Key=stale, Body=b"stale", ServerSideEncryption="aws:kms",
                   SSEKMSKeyId=before.resources.kms_key_arn)
-    writer, thread = writing(rt, MOVER)
-    time.sleep(0.3)
-    assert move(fleet.ws, MOVER, rollback=True).outcome == "rolled_back"
-    stopped(writer, thread)
+    with writing(rt, MOVER) as writer:
+        time.sleep(0.3)
+        assert move(fleet.ws, MOVER, rollback=True).outcome == "rolled_back"
     record = fleet.ws.registry.require(MOVER)
     assert (record.cell, record.move, record.resources) == ("eua", None, before.resources)
     assert {seq for seq, _ in writer.acked} <= {seq for seq, _ in _rows(sandbox, old)}
@@ -629,11 +627,10 @@ def test_a_pooled_tenant_moves_to_another_region_under_a_new_key_while_written_t
     eu_s3.put_object(Bucket=old.bucket, Key=f"{old.prefix}documents/changed", Body=b"changed since",
                      ServerSideEncryption="aws:kms", SSEKMSKeyId=old.kms_key_arn)
     eu_s3.delete_object(Bucket=old.bucket, Key=f"{old.prefix}documents/gone")
-    writer, thread = writing(rt, KEYED)
-    time.sleep(0.3)
-    result = move(fleet.ws, KEYED, cell="eud")
-    time.sleep(0.5)  # writes after the switch, on the new store under the new key
-    stopped(writer, thread)
+    with writing(rt, KEYED) as writer:
+        time.sleep(0.3)
+        result = move(fleet.ws, KEYED, cell="eud")
+        time.sleep(0.5)  # writes after the switch, on the new store under the new key
 
     record = fleet.ws.registry.require(KEYED)
     assert (result.outcome, result.from_cell, result.to_cell) == ("switched", "eua", "eud")
@@ -826,13 +823,12 @@ def test_a_move_to_another_account_killed_rolls_back_or_resumes_and_rolls_back_a
     assert check_tenant(fleet.ws, tid).ok
     aws(sandbox, "sqs", EU, ACCOUNT_B).send_message(QueueUrl=switched.resources.queue_url,
                                                     MessageBody="enqueued after the switch")
-    writer, thread = writing(rt, tid)
-    time.sleep(0.3)
-    killed = cli("move", tid, "--rollback", env={"TENANTCTL_FAULT_AFTER": "move:rolling_back"})
-    assert killed.returncode == 86 and registry_record(sandbox, tid)["move"]["phase"] == "rolling_back", killed
-    assert move(fleet.ws, tid, rollback=True).outcome == "rolled_back"  # finishes the killed one
-    time.sleep(0.3)  # writes after the switch back, on the old store again
-    stopped(writer, thread)
+    with writing(rt, tid) as writer:
+        time.sleep(0.3)
+        killed = cli("move", tid, "--rollback", env={"TENANTCTL_FAULT_AFTER": "move:rolling_back"})
+        assert killed.returncode == 86 and registry_record(sandbox, tid)["move"]["phase"] == "rolling_back", killed
+        assert move(fleet.ws, tid, rollback=True).outcome == "rolled_back"  # finishes the killed one
+        time.sleep(0.3)  # writes after the switch back, on the old store again
     record = fleet.ws.registry.require(tid)
     assert (record.cell, record.account_id, record.move, record.stack, record.resources) == (
         "eua", ACCOUNT_A, None, None, before)
@@ -855,11 +851,10 @@ def test_a_move_to_another_account_killed_rolls_back_or_resumes_and_rolls_back_a
 def _moved_while_written(fleet: Fleet, sandbox, rt, tid: str, **target) -> TenantRecord:
     """``move`` to ``target`` while a writer appends through the runtime: the
     switched record, every acknowledged write in its new store, `check` passing."""
-    writer, thread = writing(rt, tid)
-    time.sleep(0.3)
-    result = move(fleet.ws, tid, **target)
-    time.sleep(0.3)  # writes after the switch, on the new store under the new key
-    stopped(writer, thread)
+    with writing(rt, tid) as writer:
+        time.sleep(0.3)
+        result = move(fleet.ws, tid, **target)
+        time.sleep(0.3)  # writes after the switch, on the new store under the new key
     record = fleet.ws.registry.require(tid)
     assert (result.outcome, record.move.phase, record.tier) == ("switched", MovePhase.switched, target["tier"])
     assert len(writer.acked) > 10 and not writer.errors
@@ -951,11 +946,10 @@ def test_a_tenants_workspace_moves_to_another_region_under_its_own_new_key_rolls
         rt.store.append(rt.context(tid, "legal"), f"c{i % 3}", "user", f"legal's {i}")
     kept = rt.objects.put_body(rt.context(tid, "legal"), b"legal's object")
     earlier = backup(*scoped_context(context_from_workspace(fleet.ws, record), record, "legal")).backup_id
-    writer, thread = writing(rt, tid, workspace="legal")
-    time.sleep(0.3)
-    result = move(fleet.ws, tid, cell="eud")
-    time.sleep(0.3)  # writes after the switch, in the workspace's new schema under its new key
-    stopped(writer, thread)
+    with writing(rt, tid, workspace="legal") as writer:
+        time.sleep(0.3)
+        result = move(fleet.ws, tid, cell="eud")
+        time.sleep(0.3)  # writes after the switch, in the workspace's new schema under its new key
 
     moved = fleet.ws.registry.require(tid).resources
     new = moved.workspaces["legal"]

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from fault_tools import POOLED, Cli, inventory, registry_record, run_id
-from move_tools import stopped, writing
+from move_tools import writing
 from psycopg import sql
 from runtime_tenants import jwt_settings
 
@@ -81,12 +81,10 @@ def test_move_with_a_writer_keeps_every_acknowledged_write_and_rolls_back(moved,
     for i in range(200):  # history before the move
         runtime.store.append(runtime.context(MOVED), f"c{i % 7}", "user", f"before {i}")
     slots = _slots(workspace, moved)
-    writer, thread = writing(runtime, MOVED)
-    time.sleep(0.3)
-    result = move(workspace, MOVED, tier=Tier.dedicated)
-    time.sleep(0.5)  # writes after the switch, on the new store
-    writer.stop.set()
-    thread.join(10)
+    with writing(runtime, MOVED) as writer:
+        time.sleep(0.3)
+        result = move(workspace, MOVED, tier=Tier.dedicated)
+        time.sleep(0.5)  # writes after the switch, on the new store
 
     record = workspace.registry.require(MOVED)
     assert result.outcome == "switched" and record.tier is Tier.dedicated
@@ -110,12 +108,10 @@ def test_move_with_a_writer_keeps_every_acknowledged_write_and_rolls_back(moved,
     assert [m.content for m in reversed(page.messages)] == [c for _, c in writer.acked][-500:]
 
     # Rollback inside the window: back to pooled with the writes made since the switch.
-    writer, thread = writing(runtime, MOVED)
-    time.sleep(0.3)
-    back = move(workspace, MOVED, rollback=True)
-    time.sleep(0.3)
-    writer.stop.set()
-    thread.join(10)
+    with writing(runtime, MOVED) as writer:
+        time.sleep(0.3)
+        back = move(workspace, MOVED, rollback=True)
+        time.sleep(0.3)
     record = workspace.registry.require(MOVED)
     assert back.outcome == "rolled_back" and record.tier is Tier.pooled and record.move is None
     assert record.resources.store == old
@@ -206,13 +202,10 @@ def test_a_tier_move_carries_the_workspaces_schemas_rolls_them_back_and_finalize
     runtime.store.append(finance, "f", "user", "finance only")
     runtime.store.append(runtime.context(tid), "t", "user", "the tenant's")
     old = workspace.registry.require(tid)
-    writer, thread = writing(runtime, tid, workspace="legal")
-    time.sleep(0.3)
-    try:
+    with writing(runtime, tid, workspace="legal") as writer:
+        time.sleep(0.3)
         result = move(workspace, tid, tier=Tier.dedicated)
         time.sleep(0.3)  # writes after the switch, on the new store
-    finally:
-        stopped(writer, thread)
     record = workspace.registry.require(tid)
     assert result.outcome == "switched" and record.tier is Tier.dedicated
     assert result.rows[f"{tid}/legal:messages"] >= 40 and result.rows[f"{tid}/finance:messages"] == 1
@@ -226,12 +219,9 @@ def test_a_tier_move_carries_the_workspaces_schemas_rolls_them_back_and_finalize
     assert runtime.store.history(runtime.context(tid, "finance"), "f").messages[0].content == "finance only"
     assert runtime.store.history(runtime.context(tid), "t").messages[0].content == "the tenant's"
 
-    writer, thread = writing(runtime, tid, workspace="legal")
-    time.sleep(0.3)
-    try:
+    with writing(runtime, tid, workspace="legal") as writer:
+        time.sleep(0.3)
         assert move(workspace, tid, rollback=True).outcome == "rolled_back"
-    finally:
-        stopped(writer, thread)
     record = workspace.registry.require(tid)
     assert record.tier is Tier.pooled and record.resources.workspaces == old.resources.workspaces
     # Every write acknowledged on either store, the ones since the switch included, is back in the old one.
@@ -449,8 +439,7 @@ def test_the_row_relay_carries_every_acknowledged_write_re_wrapped_and_leaves_no
         runtime.store.append(ctx, "kept", "user", "before the capture")
         row_relay.install(src, source)
         row_relay.install(src, source)  # idempotent: a resumed prepare runs it again
-        writer, thread = writing(runtime, RELAYED)
-        try:
+        with writing(runtime, RELAYED) as writer:
             relay = row_relay.Relay(src, source, dst, target, rewrap, batch=7)
             assert relay.copy() >= 3
             deadline = time.monotonic() + 1.5
@@ -458,8 +447,6 @@ def test_the_row_relay_carries_every_acknowledged_write_re_wrapped_and_leaves_no
                 relay.relay()
             src.execute(sql.SQL("DELETE FROM {} WHERE conversation_id = 'gone'").format(
                 sql.Identifier(source.schema_name, "conversations")))
-        finally:
-            stopped(writer, thread)
         assert len(writer.acked) > 10 and not writer.errors  # the tenant's login writes on under the triggers
         assert row_relay.pending(src, source) > 0
         relay.catch_up()
