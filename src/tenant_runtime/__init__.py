@@ -19,8 +19,8 @@ _EXPORTS = {
     "Gateway": "tenant_runtime.gateway",
     "RegistryReader": "tenant_runtime.registry",
     "TenantRuntime": "tenant_runtime.runtime",
-    **dict.fromkeys(("StoreConnection", "TenantRecord", "TenantResources", "TenantStatus", "Tier"),
-                    "tenant_runtime.models"),
+    **dict.fromkeys(("StoreConnection", "TenantRecord", "TenantResources"), "tenant_runtime.models"),
+    **dict.fromkeys(("TenantStatus", "Tier"), "tenant_runtime.states"),
     **dict.fromkeys(("DecryptionFailed", "IndexIncomplete", "InvalidRequest", "KeyUnusable", "KmsUnavailable",
                      "RegistryUnavailable", "RevocationsUnavailable", "StoreMoved", "StoreTimeout", "StoreUnavailable",
                      "TenantInactive", "TenantMismatch", "TenantNotFound", "TenantRuntimeError", "TenantWaking",
@@ -55,9 +55,10 @@ if TYPE_CHECKING:
         WritesFrozen,
     )
     from tenant_runtime.gateway import Gateway
-    from tenant_runtime.models import StoreConnection, TenantRecord, TenantResources, TenantStatus, Tier
+    from tenant_runtime.models import StoreConnection, TenantRecord, TenantResources
     from tenant_runtime.registry import RegistryReader
     from tenant_runtime.runtime import TenantRuntime
+    from tenant_runtime.states import TenantStatus, Tier
 
 __all__ = [
     "AsyncTenantRuntime", "DecryptionFailed", "Gateway", "IndexIncomplete", "InvalidRequest", "JWTSettings",

@@ -11,19 +11,7 @@ from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-
-class Tier(str, Enum):
-    pooled = "pooled"
-    dedicated = "dedicated"
-
-
-class TenantStatus(str, Enum):
-    provisioning = "provisioning"
-    active = "active"
-    suspended = "suspended"
-    deprovisioning = "deprovisioning"
-    deprovisioned = "deprovisioned"
-
+from tenant_runtime.states import TenantStatus, Tier
 
 DEFAULT_CELL = "default"
 

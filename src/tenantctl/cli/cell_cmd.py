@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from tenant_runtime.states import Tier
 from tenantctl.cli import output
 from tenantctl.cli.options import JsonFlag, YesFlag
 from tenantctl.cli.output import changes_summary, console, print_json, table
-from tenantctl.models import Tier
 
 if TYPE_CHECKING:
     from tenantctl.operations.cell import CellInfo

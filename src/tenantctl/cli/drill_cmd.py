@@ -9,7 +9,7 @@ import typer
 
 from tenantctl.cli.options import JsonFlag, tenant_argument
 from tenantctl.cli.output import console, print_json, table
-from tenantctl.drills.models import Target
+from tenantctl.drills.restore_target import Target
 
 if TYPE_CHECKING:
     from tenantctl.drills.models import DrillReport

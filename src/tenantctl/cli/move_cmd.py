@@ -6,9 +6,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from tenant_runtime.states import Tier
 from tenantctl.cli.options import JsonFlag, tenant_argument
 from tenantctl.cli.output import console, err_console, print_json
-from tenantctl.models import Tier
 
 app = typer.Typer()
 

@@ -7,20 +7,47 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pydantic import BaseModel
-from rich.console import Console
-from rich.table import Table
 
-console = Console(emoji=False)
-err_console = Console(stderr=True, emoji=False)
-for _console in (console, err_console):
-    # Off a terminal rich would wrap every line at 80 columns, splitting ids,
-    # cursors and paths a script or a person copies: lines stay whole there.
-    _console.soft_wrap = not _console.is_terminal
+class LazyConsole:
+    """A rich ``Console`` made on first use, standing in for it: importing rich's
+    console costs ~20 ms a command that prints no rich text (`--help`, ``--json``)
+    should not pay. Attributes are the console's, read and set, and it is a context
+    manager as the console is (rich's live views enter the console they are given)."""
+
+    def __init__(self, stderr: bool = False) -> None:
+        object.__setattr__(self, "_stderr", stderr)
+        object.__setattr__(self, "_console", None)
+
+    def _real(self) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            made = Console(stderr=self._stderr, emoji=False)
+            # Off a terminal rich would wrap every line at 80 columns, splitting ids,
+            # cursors and paths a script or a person copies: lines stay whole there.
+            made.soft_wrap = not made.is_terminal
+            object.__setattr__(self, "_console", made)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real(), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._real(), name, value)
+
+    def __enter__(self) -> Any:
+        return self._real().__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self._real().__exit__(*exc)
+
+
+console: Any = LazyConsole()
+err_console: Any = LazyConsole(stderr=True)
 
 
 def to_jsonable(data: Any) -> Any:
-    if isinstance(data, BaseModel):
+    if hasattr(data, "model_dump"):  # a pydantic model (not imported here: `--help` loads none)
         return data.model_dump(mode="json")
     if isinstance(data, (list, tuple)):
         return [to_jsonable(d) for d in data]
@@ -43,6 +70,8 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> 
     if not console.is_terminal:
         _plain_table(title, columns, cells)
         return
+    from rich.table import Table
+
     t = Table(title=title, title_justify="left")
     for c in columns:
         t.add_column(c, overflow="fold")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from tenant_runtime.states import TenantStatus, Tier
 from tenantctl.cli.options import JsonFlag, YesFlag, tenant_argument
 from tenantctl.cli.output import (
     changes_summary,
@@ -17,8 +18,9 @@ from tenantctl.cli.output import (
     steps_table,
     table,
 )
-from tenantctl.engines.base import Op
-from tenantctl.models import TenantRecord, TenantStatus, Tier
+
+if TYPE_CHECKING:  # the models load with the commands that read records, not with `--help`
+    from tenantctl.models import TenantRecord
 
 app = typer.Typer()
 
@@ -103,6 +105,7 @@ def provision(
     """
     from tenantctl.cli.confirm import confirmation
     from tenantctl.cli.progress import engine_progress
+    from tenantctl.engines.base import Op
     from tenantctl.operations.provision import merge_options, read_record
     from tenantctl.operations.provision import preview as plan
     from tenantctl.operations.provision import provision as run
@@ -139,6 +142,7 @@ def provision(
 
 def _preview(tenant_id: str, planned, json_out: bool) -> None:
     """provision --preview: exit 0 nothing to do, 12 changes pending."""
+    from tenantctl.engines.base import Op
     from tenantctl.errors import CHANGES_PENDING
 
     steps = [c for c in planned.changes.changes if c.op is not Op.same]
@@ -177,6 +181,7 @@ def deprovision(
     """
     from tenantctl.cli.confirm import confirmation
     from tenantctl.cli.progress import engine_progress
+    from tenantctl.engines.base import Op
     from tenantctl.operations.deprovision import confirmation_items
     from tenantctl.operations.deprovision import deprovision as run
     from tenantctl.workspace import Workspace

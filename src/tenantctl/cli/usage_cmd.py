@@ -7,9 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from tenant_runtime.states import Tier
 from tenantctl.cli.options import JsonFlag, tenant_argument
 from tenantctl.cli.output import console, error, print_json, table
-from tenantctl.models import Tier
 
 TenantArg = Annotated[Optional[str], tenant_argument("Tenant id (or --all).")]
 AllFlag = Annotated[bool, typer.Option("--all", help="Every active or suspended tenant in the registry.")]

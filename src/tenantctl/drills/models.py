@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from tenantctl.drills.restore_target import Target
 from tenantctl.models import TenantRecord
 
 BackupKind = Literal["pg_dump-schema", "logical (sandbox)", "rds-snapshot"]
@@ -102,11 +103,6 @@ class BackupIndex(BaseModel):
     stored_bytes: int | None = None        # the encrypted dump; None for an RDS snapshot
     spec: dict[str, Any] | None = None
     workspace: str | None = None           # a workspace's backup
-
-
-class Target(str, Enum):
-    scratch = "scratch"
-    in_place = "in-place"
 
 
 class RestoreResult(BaseModel):
