@@ -1,10 +1,12 @@
 """tenantctl's entry point: the command modules' typer apps, and errors mapped to exit codes.
 
 Command modules import pulumi / pulumi_aws inside their function bodies, never at
-module level, so `--help`, `list` and `status` stay fast.
+module level, so `--help`, `list` and `status` stay fast. They also keep their
+annotations evaluated (no ``from __future__ import annotations``; names imported for
+type checking only are quoted): typer resolves every command's annotations at each
+start, and evaluating them from strings cost ~20 ms, a fifth of `--help`.
 """
 
-from __future__ import annotations
 
 import os
 import sys

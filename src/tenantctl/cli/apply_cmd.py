@@ -1,6 +1,5 @@
 """`tenantctl apply`: reconcile the committed stacks/ with the registry (for CI)."""
 
-from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,11 +17,11 @@ if TYPE_CHECKING:
 app = typer.Typer()
 
 
-def _changes(result: TenantResult) -> str:
+def _changes(result: "TenantResult") -> str:
     return ", ".join(f"{op} {n}" for op, n in result.changes.items() if op != "same")
 
 
-def _details(result: TenantResult, preview: bool) -> None:
+def _details(result: "TenantResult", preview: bool) -> None:
     """The tenant's resource steps with their changed properties; its drift and orphan resources."""
     steps_table(f"{result.tenant_id} · {result.action.value}", result.resources)
     if result.drift:

@@ -1,6 +1,5 @@
 """`tenantctl cell add | list | show | drain`: the cells tenants are placed in."""
 
-from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -26,7 +25,7 @@ def _count(value: int | None, cap: int | None = None) -> str:
     return f"{value}/{cap}" if cap is not None else str(value)
 
 
-def _rows(info: CellInfo) -> list[tuple[str, str]]:
+def _rows(info: "CellInfo") -> list[tuple[str, str]]:
     rows = [("cell", info.name), ("stack", info.stack), ("region", info.region),
             ("account", info.account_id or "the target's own"), ("account role", info.account_role_arn or "-"),
             ("tiers", ", ".join(t.value for t in info.tiers)),

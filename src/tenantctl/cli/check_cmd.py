@@ -1,6 +1,5 @@
 """`tenantctl check ID`: verify a tenant's isolation posture on its live resources."""
 
-from __future__ import annotations
 
 from typing import Annotated
 

@@ -1,6 +1,5 @@
 """`tenantctl dev token`: development helpers for the sandbox."""
 
-from __future__ import annotations
 
 import json
 from typing import Annotated, Optional

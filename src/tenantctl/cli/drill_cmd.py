@@ -1,6 +1,5 @@
 """`tenantctl drill backup | restore | run | history`: verified backups and restores."""
 
-from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -49,7 +48,7 @@ def _of(tenant_id: str, workspace: str | None) -> str:
     return tenant_id if workspace is None else f"workspace {workspace} of {tenant_id}"
 
 
-def _show(report: DrillReport, markdown: Optional[Path], json_out: bool) -> None:
+def _show(report: "DrillReport", markdown: Optional[Path], json_out: bool) -> None:
     from tenantctl.drills.report import render_markdown
 
     text = render_markdown(report)

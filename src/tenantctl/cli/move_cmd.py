@@ -1,6 +1,5 @@
 """`tenantctl move ID --tier T | --cell C | --rollback | --finalize`: a tenant to another tier or cell."""
 
-from __future__ import annotations
 
 from typing import Annotated, Optional
 

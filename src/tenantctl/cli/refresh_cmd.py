@@ -1,6 +1,5 @@
 """`tenantctl refresh`: drift of tenants' live resources against their state."""
 
-from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Optional

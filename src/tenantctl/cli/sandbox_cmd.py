@@ -1,6 +1,5 @@
 """`tenantctl sandbox up | down | status | env`: the local moto server + PostgreSQL."""
 
-from __future__ import annotations
 
 import shlex
 from pathlib import Path
@@ -25,7 +24,7 @@ StateDir = Annotated[
 ]
 
 
-def _sandbox(state_dir: Path | None) -> Sandbox:
+def _sandbox(state_dir: Path | None) -> "Sandbox":
     from tenantctl.project import find_root
     from tenantctl.sandbox import Sandbox, resolve_state_dir
     from tenantctl.target import load_target
@@ -34,7 +33,7 @@ def _sandbox(state_dir: Path | None) -> Sandbox:
     return Sandbox(resolve_state_dir(state_dir or load_target().sandbox.state_dir, find_root()))
 
 
-def _print_endpoints(endpoints: SandboxEndpoints) -> None:
+def _print_endpoints(endpoints: "SandboxEndpoints") -> None:
     table("sandbox endpoints", ["what", "where"], [
         ("AWS (moto)", endpoints.aws_endpoint_url),
         ("region", endpoints.region),
@@ -46,7 +45,7 @@ def _print_endpoints(endpoints: SandboxEndpoints) -> None:
     ])
 
 
-def _print_status(status: SandboxStatus) -> None:
+def _print_status(status: "SandboxStatus") -> None:
     table(f"sandbox in {status.state_dir}", ["service", "state", "pid", "endpoint", "log"], [
         (s.name, "[green]running[/]" if s.alive else "[red]stopped[/]", s.pid, s.endpoint, s.log)
         for s in status.services

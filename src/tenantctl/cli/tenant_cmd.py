@@ -1,6 +1,5 @@
 """`tenantctl provision | deprovision | status | list | unlock`: one tenant's lifecycle."""
 
-from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -25,7 +24,7 @@ if TYPE_CHECKING:  # the models load with the commands that read records, not wi
 app = typer.Typer()
 
 
-def _record_rows(record: TenantRecord) -> list[tuple[str, str]]:
+def _record_rows(record: "TenantRecord") -> list[tuple[str, str]]:
     rows = [("tenant", record.tenant_id), ("tier", record.tier.value), ("status", record.status.value),
             ("region", record.region), ("cell", record.cell), ("account", record.account_id or "the registry's"),
             ("owner", record.owner), ("version", str(record.version)),

@@ -1,6 +1,5 @@
 """`tenantctl usage | cost | report`: what tenants use, what they cost, one HTML page of both."""
 
-from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Optional

@@ -1,6 +1,5 @@
 """`tenantctl workspace add | list | show | remove`: a tenant's departments and projects."""
 
-from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -18,13 +17,13 @@ app = typer.Typer(name="workspace", no_args_is_help=True,
 WorkspaceArg = Annotated[str, typer.Argument(help="Workspace name (lowercase words joined by single hyphens).")]
 
 
-def _state(v: WorkspaceView) -> str:
+def _state(v: "WorkspaceView") -> str:
     if v.desired and v.applied:
         return "applied"
     return "in the stack file, not applied" if v.desired else "applied, not in the stack file (removed on apply)"
 
 
-def _rows(v: WorkspaceView) -> list[tuple[str, str]]:
+def _rows(v: "WorkspaceView") -> list[tuple[str, str]]:
     rows = [("tenant", v.tenant_id), ("workspace", v.name), ("state", _state(v))]
     if v.spec is not None and v.spec.owner:
         rows.append(("owner", v.spec.owner))
