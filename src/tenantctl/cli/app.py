@@ -7,7 +7,6 @@ type checking only are quoted): typer resolves every command's annotations at ea
 start, and evaluating them from strings cost ~20 ms, a fifth of `--help`.
 """
 
-
 import os
 import sys
 from pathlib import Path

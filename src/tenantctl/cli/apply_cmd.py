@@ -1,6 +1,5 @@
 """`tenantctl apply`: reconcile the committed stacks/ with the registry (for CI)."""
 
-
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path

@@ -1,6 +1,5 @@
 """`tenantctl audit`: the registry against the cloud and stacks/."""
 
-
 from pathlib import Path
 from typing import Annotated, Optional
 

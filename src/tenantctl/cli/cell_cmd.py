@@ -1,6 +1,5 @@
 """`tenantctl cell add | list | show | drain`: the cells tenants are placed in."""
 
-
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer

@@ -1,6 +1,5 @@
 """`tenantctl check ID`: verify a tenant's isolation posture on its live resources."""
 
-
 from typing import Annotated
 
 import typer

@@ -1,6 +1,5 @@
 """`tenantctl dev token`: development helpers for the sandbox."""
 
-
 import json
 from typing import Annotated, Optional
 

@@ -1,6 +1,5 @@
 """`tenantctl drill backup | restore | run | history`: verified backups and restores."""
 
-
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 

@@ -1,6 +1,5 @@
 """`tenantctl move ID --tier T | --cell C | --rollback | --finalize`: a tenant to another tier or cell."""
 
-
 from typing import Annotated, Optional
 
 import typer

@@ -1,6 +1,5 @@
 """Options several commands share, declared once so they read the same everywhere."""
 
-
 from typing import Annotated, Any, Optional
 
 import typer

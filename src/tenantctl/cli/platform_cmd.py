@@ -3,7 +3,6 @@ shared PostgreSQL, shared bucket, and the registry table every cell's tenants
 are recorded in). On the sandbox it is applied on first use; on AWS it is
 applied once, explicitly. Other cells: `tenantctl cell`."""
 
-
 from typing import Annotated, Optional
 
 import typer

@@ -1,6 +1,5 @@
 """`tenantctl refresh`: drift of tenants' live resources against their state."""
 
-
 from pathlib import Path
 from typing import Annotated, Optional
 

@@ -1,6 +1,5 @@
 """`tenantctl sandbox up | down | status | env`: the local moto server + PostgreSQL."""
 
-
 import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional

@@ -1,6 +1,5 @@
 """`tenantctl search reindex ID`: the tenant's document search index."""
 
-
 from typing import Annotated
 
 import typer

@@ -1,6 +1,5 @@
 """`tenantctl setup pulumi`: install the Pulumi CLI the aws target needs (opt-in)."""
 
-
 from pathlib import Path
 from typing import Annotated, Optional
 

@@ -1,7 +1,6 @@
 """`tenantctl suspend | resume | hibernate`: a tenant that keeps its data and
 serves nothing, or sleeps while idle."""
 
-
 from typing import Annotated, Optional
 
 import typer

@@ -1,6 +1,5 @@
 """`tenantctl target show | set`: which target commands run against."""
 
-
 from pathlib import Path
 from typing import Annotated, Optional
 

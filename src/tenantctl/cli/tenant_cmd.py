@@ -1,6 +1,5 @@
 """`tenantctl provision | deprovision | status | list | unlock`: one tenant's lifecycle."""
 
-
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer

@@ -1,6 +1,5 @@
 """`tenantctl token revoke`: deny access tokens the runtime would otherwise accept."""
 
-
 from datetime import UTC, datetime
 from typing import Annotated, Optional
 

@@ -1,6 +1,5 @@
 """`tenantctl usage | cost | report`: what tenants use, what they cost, one HTML page of both."""
 
-
 from pathlib import Path
 from typing import Annotated, Optional
 

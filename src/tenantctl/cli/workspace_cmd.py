@@ -1,6 +1,5 @@
 """`tenantctl workspace add | list | show | remove`: a tenant's departments and projects."""
 
-
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
