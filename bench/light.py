@@ -125,7 +125,10 @@ def _snake(operation: str) -> str:
 
 
 # -- the run ---------------------------------------------------------------------------------
-def interleaved(cases: dict[str, dict[str, list[str]]], env: dict[str, str], project: Path,
+Side = tuple[list[str], dict[str, str]]  # a process's argv and what it adds to the environment
+
+
+def interleaved(cases: dict[str, dict[str, Side]], env: dict[str, str], project: Path,
                 rounds: int) -> dict[str, dict[str, list[float]]]:
     """Seconds per process of each case's sides, sides alternating first round by round."""
     times = {case: {side: [] for side in sides} for case, sides in cases.items()}
@@ -133,7 +136,7 @@ def interleaved(cases: dict[str, dict[str, list[str]]], env: dict[str, str], pro
         for case, sides in cases.items():
             order = list(sides) if round_ % 2 == 0 else list(sides)[::-1]
             for side in order:
-                argv, side_env = sides[side][0], sides[side][1]
+                argv, side_env = sides[side]
                 done, seconds = timed(lambda argv=argv, side_env=side_env: subprocess.run(
                     argv, cwd=project, env={**env, **side_env}, capture_output=True, text=True))
                 if done.returncode != 0:
