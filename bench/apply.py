@@ -35,12 +35,11 @@ import hashlib
 import json
 import os
 import statistics
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from common import bench_sandbox, compile_sources, timed
+from common import bench_sandbox, compile_sources, interleaved_processes, timed
 
 
 def floor_read(clients: Any, record: Any, platform: dict[str, Any], dsn: str) -> None:
@@ -196,23 +195,15 @@ def main() -> None:
         env = {**os.environ, "PYTHONWARNINGS": "ignore"}
         print(compile_sources(), file=sys.stderr)
 
-        def process(*argv: str) -> float:
-            run, seconds = timed(lambda: subprocess.run([sys.executable, *argv], cwd=project, env=env,
-                                                        capture_output=True, text=True))
-            if run.returncode != 0:
-                sys.exit(f"{' '.join(argv)} exited {run.returncode}: {run.stderr[-2000:]}")
-            return seconds
-
-        cli_sides = {"`tenantctl apply` (CLI process)": ("-m", "tenantctl", "apply", "--json", "--parallel",
-                                                         str(args.parallel)),
-                     "floor: scan + read + hash (process)": (__file__, "--floor-noop", str(project),
-                                                             platform["registry_table"])}
-        cli_times: dict[str, list[float]] = {name: [] for name in cli_sides}
+        cli = [sys.executable, "-m", "tenantctl"]
+        cli_sides = {"`tenantctl apply` (CLI process)": (cli + ["apply", "--json", "--parallel", str(args.parallel)],
+                                                         {}),
+                     "floor: scan + read + hash (process)": ([sys.executable, __file__, "--floor-noop", str(project),
+                                                              platform["registry_table"]], {})}
         print(f"{args.cli_rounds} interleaved rounds of the CLI process and its floor ...", file=sys.stderr)
-        for round_ in range(args.cli_rounds):
-            for name in (list(cli_sides) if round_ % 2 == 0 else list(cli_sides)[::-1]):
-                cli_times[name].append(process(*cli_sides[name]))
-        cli_refresh_s = process("-m", "tenantctl", "refresh", "--all", "--json", "--parallel", str(args.threads))
+        cli_times = interleaved_processes({"apply": cli_sides}, env, project, args.cli_rounds)["apply"]
+        refresh_side = {"cli": (cli + ["refresh", "--all", "--json", "--parallel", str(args.threads)], {})}
+        cli_refresh_s = interleaved_processes({"refresh": refresh_side}, env, project, 1)["refresh"]["cli"][0]
 
         print(f"previewing {args.tenants} tenants one by one ...", file=sys.stderr)
         engine = ws.engine

@@ -7,14 +7,19 @@ import compileall
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parents[1]
+
+T = TypeVar("T")
+Side = tuple[list[str], dict[str, str]]  # a process's argv and what it adds to the environment
 
 
 @contextmanager
@@ -56,3 +61,27 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     start = time.perf_counter()
     value = fn()
     return value, time.perf_counter() - start
+
+
+def in_turn(sides: Sequence[T], k: int) -> list[T]:
+    """``sides`` in order for an even ``k`` (a round, or round + item), reversed for an odd
+    one: no side always runs first, into caches the other warmed or a load the other left."""
+    return list(sides) if k % 2 == 0 else list(sides)[::-1]
+
+
+def interleaved_processes(cases: dict[str, dict[str, Side]], env: dict[str, str], cwd: Path,
+                          rounds: int) -> dict[str, dict[str, list[float]]]:
+    """Seconds per process of each case's sides, ``rounds`` times, sides taking turns at running
+    first; a side that exits non-zero ends the bench with its stderr."""
+    times = {case: {side: [] for side in sides} for case, sides in cases.items()}
+    for round_ in range(rounds):
+        for case, sides in cases.items():
+            for side in in_turn(list(sides), round_):
+                argv, side_env = sides[side]
+                done, seconds = timed(lambda argv=argv, side_env=side_env: subprocess.run(
+                    argv, cwd=cwd, env={**env, **side_env}, capture_output=True, text=True))
+                if done.returncode != 0:
+                    sys.exit(f"{case} / {side}: {' '.join(argv)} exited {done.returncode}: {done.stderr[-2000:]}")
+                times[case][side].append(seconds)
+        print(f"  round {round_ + 1}/{rounds}", file=sys.stderr)
+    return times

@@ -26,7 +26,7 @@ import statistics
 import subprocess
 import sys
 
-from common import bench_sandbox, timed
+from common import bench_sandbox, in_turn, timed
 
 ROW_BYTES = 4096
 TENANT = "bench"
@@ -114,7 +114,7 @@ def main() -> None:
 
         for r in range(args.rounds):
             for method in methods:
-                for side in ((plain, ours) if r % 2 == 0 else (ours, plain)):
+                for side in in_turn((plain, ours), r):
                     side(method)
         dump_file.unlink()
         admin.close()

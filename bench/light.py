@@ -24,12 +24,11 @@ import itertools
 import json
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from common import bench_sandbox, compile_sources, timed
+from common import bench_sandbox, compile_sources, interleaved_processes
 
 FLOOR_CALL_ENV = "LIGHT_BENCH_CALL"  # the floor child's registry call: {"operation", "params"}
 
@@ -125,27 +124,6 @@ def _snake(operation: str) -> str:
 
 
 # -- the run ---------------------------------------------------------------------------------
-Side = tuple[list[str], dict[str, str]]  # a process's argv and what it adds to the environment
-
-
-def interleaved(cases: dict[str, dict[str, Side]], env: dict[str, str], project: Path,
-                rounds: int) -> dict[str, dict[str, list[float]]]:
-    """Seconds per process of each case's sides, sides alternating first round by round."""
-    times = {case: {side: [] for side in sides} for case, sides in cases.items()}
-    for round_ in range(rounds):
-        for case, sides in cases.items():
-            order = list(sides) if round_ % 2 == 0 else list(sides)[::-1]
-            for side in order:
-                argv, side_env = sides[side]
-                done, seconds = timed(lambda argv=argv, side_env=side_env: subprocess.run(
-                    argv, cwd=project, env={**env, **side_env}, capture_output=True, text=True))
-                if done.returncode != 0:
-                    sys.exit(f"{case} / {side}: {' '.join(argv)} exited {done.returncode}: {done.stderr[-2000:]}")
-                times[case][side].append(seconds)
-        print(f"  round {round_ + 1}/{rounds}", file=sys.stderr)
-    return times
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=200, help="registry records and stack files (default 200)")
@@ -185,7 +163,7 @@ def main() -> None:
         }
         env = {**os.environ, "PYTHONWARNINGS": "ignore"}
         print(f"{args.rounds} interleaved rounds ...", file=sys.stderr)
-        times = interleaved(cases, env, project, args.rounds)
+        times = interleaved_processes(cases, env, project, args.rounds)
 
         print(f"light commands as processes, {args.records} records, {args.rounds} interleaved rounds "
               f"(min / median s; ratio of mins / of medians; goal <= 1.3x)")

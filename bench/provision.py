@@ -295,12 +295,14 @@ def interleaved(sides: dict[str, Callable[[str], None]], n: int, rounds: int, ta
                 cpu_clock: Callable[[], float] = own_cpu) -> Rounds:
     """The sides alternate tenant by tenant. ``prepare``: per side, run on the
     tenant id before the timer starts."""
+    from common import in_turn
+
     out = Rounds({side: [] for side in sides}, {side: [] for side in sides})
     names = list(sides)
     for r in range(rounds):
         wall, cpu = dict.fromkeys(names, 0.0), dict.fromkeys(names, 0.0)
         for i in range(n):
-            for side in (names if (r + i) % 2 == 0 else names[::-1]):
+            for side in in_turn(names, r + i):
                 tid = f"{side[0]}{tag}-{r}-{i}"
                 if prepare is not None:
                     prepare[side](tid)

@@ -26,7 +26,7 @@ import sys
 import time
 from types import ModuleType
 
-from common import bench_sandbox
+from common import bench_sandbox, in_turn
 from move import load_rows
 
 
@@ -107,7 +107,7 @@ def main() -> None:
             key = KmsKey(ws.clients_for(record)("kms"), record.resources.kms_key_arn)
             dsn = endpoints.pg_dsn(source.database)
             with psycopg.connect(dsn, autocommit=True) as src, psycopg.connect(dsn, autocommit=True) as dst:
-                for name, module in relays[::-1] if i % 2 else relays:  # interleaved, each first in turn
+                for name, module in in_turn(relays, i):
                     rewrap = Rewrapper(tid, key, key).rewrap_column
                     r = run(module, src, dst, source, target, rewrap, args.changed, args.profile)
                     print(f"| {n} | {name} | {r['copy_s']:.1f} | {r['rows'] / r['copy_s']:.0f} | {r['keys']} "

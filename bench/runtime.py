@@ -66,7 +66,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from common import bench_sandbox
+from common import bench_sandbox, in_turn
 
 JWT_KEY = "bench-runtime-secret-0123456789abcdef"
 PAGE = 50
@@ -296,11 +296,11 @@ def sync_case(floor_append, routed_append, floor_history, routed_history, text: 
         for i in range(args.n):
             conv = f"r{rnd}-c{i // 20}"  # conversations of 20 messages
             pair = (("floor append", floor_append, "f"), ("routed append", routed_append, "r"))
-            for label, fn, prefix in (pair if (i + rnd) % 2 == 0 else pair[::-1]):  # neither side always second
+            for label, fn, prefix in in_turn(pair, i + rnd):
                 timed(label, fn, prefix + conv, text)
         for i in range(args.n // 2):
             pair = (("floor history", floor_history, "hist-floor"), ("routed history", routed_history, "hist-routed"))
-            for label, fn, conv in (pair if (i + rnd) % 2 == 0 else pair[::-1]):
+            for label, fn, conv in in_turn(pair, i + rnd):
                 timed(label, fn, conv)
         for op in ("append", "history"):
             f, r = timings[f"floor {op}"], timings[f"routed {op}"]
@@ -372,7 +372,7 @@ def cpu_per_call(sides: dict[str, tuple], n: int = 200, batches: int = 10) -> di
     per_call: dict[str, list[float]] = {side: [] for side in sides}
     order = list(sides)
     for batch in range(batches):
-        for side in (order if batch % 2 == 0 else order[::-1]):
+        for side in in_turn(order, batch):
             fn, *fn_args = sides[side]
             start = time.process_time()
             for _ in range(n):
@@ -472,7 +472,7 @@ def jwt_case(endpoints, table, tid: str, floor_append, text: str, n: int) -> Non
     timings: dict[str, list[float]] = {"floor": [], "routed": []}
     for i in range(n):
         pair = (("floor", floor), ("routed", routed))
-        for side, fn in (pair if i % 2 == 0 else pair[::-1]):
+        for side, fn in in_turn(pair, i):
             token = tokens.pop()
             start = time.perf_counter()
             fn(token, f"jwt-{side}-{i // 20}")
@@ -531,7 +531,7 @@ async def async_case(endpoints, table, settings, token, tid, secret, text, args)
             f, g = [], []
             for i in range(count):
                 pairs = ((f, floor_fn, "async-"), (g, routed_fn, "async-"))
-                for bucket, fn, prefix in (pairs if (r + i) % 2 == 0 else pairs[::-1]):
+                for bucket, fn, prefix in in_turn(pairs, r + i):
                     conv = f"{prefix}hist-{'floor' if fn is floor_fn else 'routed'}" if op == "history" \
                         else f"{prefix}c{r}-{i // 20}"
                     start = time.perf_counter()
@@ -668,7 +668,7 @@ def shared_case(endpoints, ws, table, text, args) -> None:
     print(f"shared: {args.rounds} rounds x {args.threads} threads x {per_round} appends per side ...", file=sys.stderr)
     for r in range(args.rounds):
         order = (("floor", floor_append), ("checked", checked_append), ("routed", routed_append))
-        for side, fn in (order if r % 2 == 0 else order[::-1]):
+        for side, fn in in_turn(order, r):
             samples[f"{side} append"].append(run(side, fn, per_round, r * 7919))
     rounds_table(f"shared pool: {len(ids)} pooled tenants active in one process, {args.threads} threads, "
                  f"pool of {args.pool}", samples, ("append",))

@@ -45,7 +45,7 @@ import statistics
 import sys
 import time
 
-from common import bench_sandbox
+from common import bench_sandbox, in_turn
 
 JWT_KEY = "bench-search-secret-0123456789abcdef"
 COMMON = ("report search index tenant data key cloud storage query result customer invoice contract policy "
@@ -131,7 +131,7 @@ def main() -> None:
         rates: dict[str, list[float]] = {"floor": [], "routed": []}
         for r in range(args.rounds):
             part = docs[r * chunk:(r + 1) * chunk] if r < args.rounds - 1 else docs[r * chunk:]
-            for side in (("floor", "routed") if r % 2 == 0 else ("routed", "floor")):
+            for side in in_turn(("floor", "routed"), r):
                 put = floor_put if side == "floor" else routed_put
                 start = time.perf_counter()
                 for i in range(0, len(part), args.batch):
@@ -188,7 +188,7 @@ def main() -> None:
                 for i in range(args.queries):
                     query, opts = make()
                     order = (("floor", floor_query), ("routed", routed_query))
-                    for side, fn in (order if (i + r) % 2 == 0 else order[::-1]):
+                    for side, fn in in_turn(order, i + r):
                         start = time.perf_counter()
                         fn(query["q"], opts)
                         samples[side].append((time.perf_counter() - start) * 1000)
