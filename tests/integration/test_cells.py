@@ -42,6 +42,7 @@ from tenant_runtime import TenantRuntime
 from tenant_runtime.crypto import blob_edk, kms_context
 from tenant_runtime.errors import TenantMismatch
 from tenant_runtime.models import MovePhase, workspace_key
+from tenant_runtime.registry import item_key, record_to_item
 from tenantctl import inventory as inv
 from tenantctl import naming
 from tenantctl.checks import check_tenant
@@ -52,7 +53,7 @@ from tenantctl.drills.run import drill
 from tenantctl.drills.scope import scoped_context
 from tenantctl.drills.store import load_manifest
 from tenantctl.engines.local.state import StateFile
-from tenantctl.errors import InvalidInput, QuotaExceeded
+from tenantctl.errors import CHANGES_PENDING, InvalidInput, QuotaExceeded
 from tenantctl.models import TenantRecord, TenantSpec, Tier
 from tenantctl.operations import cell as cells
 from tenantctl.operations import move as move_operation
@@ -289,6 +290,34 @@ def test_refresh_of_a_cell_reads_its_own_account(fleet: Fleet, sandbox):
     assert not drift["cl-e1"].resources and all(not d.drifted for t, d in drift.items() if t != "cl-e1")
     with pytest.raises(InvalidInput, match="not both"):
         refresh(fleet.ws, ["cl-e1"], cell="eua")
+
+
+def test_audit_reads_each_tenant_in_its_cells_account(fleet: Fleet, sandbox):
+    """Each tenant's resources are looked for in its own cell's account (none of the EU
+    tenants' is reported gone, as it was when only the target's account was read), a
+    leftover is found in the account that holds it (a queue tagged for a tenant no record
+    names, in account B), and a record of a cell stacks/ does not define is reported."""
+    from tenantctl.operations.audit import audit
+
+    sqs = aws(sandbox, "sqs", EU, ACCOUNT_B)
+    url = sqs.create_queue(QueueName="tenantctl-cl-ghost-jobs", tags={
+        "managed-by": "tenantctl", "tenant": "cl-ghost"})["QueueUrl"]
+    stray = fleet.tenants["cl-e1"].model_copy(update={"tenant_id": "cl-stray", "cell": "nowhere"})
+    table = fleet.ws.platform_outputs()["registry_table"]
+    aws(sandbox, "dynamodb").put_item(TableName=table, Item=record_to_item(stray))
+    try:
+        report = audit(fleet.ws)
+    finally:
+        sqs.delete_queue(QueueUrl=url)
+        aws(sandbox, "dynamodb").delete_item(TableName=table, Key=item_key("cl-stray"))
+    ours = {(f.kind, f.tenant_id): f for f in report.findings if f.tenant_id.startswith("cl-")}
+    assert set(ours) == {("unclaimed", "cl-ghost"), ("unknown-cell", "cl-stray")}, report.findings
+    ghost = ours["unclaimed", "cl-ghost"].subject
+    assert (naming.account_of_arn(ghost), naming.region_of_arn(ghost)) == (ACCOUNT_B, EU)
+    assert "'nowhere'" in ours["unknown-cell", "cl-stray"].detail
+    assert report.accounts == 3 and report.exit_code() == CHANGES_PENDING
+    # Live tenants of all three accounts were read, and none is reported.
+    assert all(registry_record(sandbox, t)["status"] == "active" for t in ("cl-h1", "cl-e1", "cl-e2"))
 
 
 def _bucket(cell: str) -> str:

@@ -20,7 +20,8 @@ def audit(
 
     Records whose resources are gone, resources tagged managed-by=tenantctl
     that no record claims, stack files of tombstoned tenants, ids that break
-    the naming rules.
+    the naming rules, records of a cell stacks/ does not define. Every cell's
+    account is read, each tenant's resources in its own cell's account.
 
     Exit codes: 0 nothing found, 12 findings, 1 error, 2 a usage error.
     """
@@ -36,10 +37,11 @@ def audit(
     else:
         if report.findings:
             table(f"audit · {report.records} record(s), {report.stack_files} stack file(s), {report.tagged} tagged "
-                  f"resource(s) · {report.seconds:.1f}s", ["finding", "tenant", "subject", "detail"],
+                  f"resource(s) in {report.accounts} account(s) · {report.seconds:.1f}s",
+                  ["finding", "tenant", "subject", "detail"],
                   [(f.kind, f.tenant_id, f.subject, f.detail) for f in report.findings])
         found = ", ".join(f"{n} {k}" for k, n in report.counts.items() if n)
         console.print(f"{len(report.findings)} finding(s): {found}" if found else
                       f"nothing found ({report.records} record(s), {report.stack_files} stack file(s), "
-                      f"{report.tagged} tagged resource(s))", highlight=False)
+                      f"{report.tagged} tagged resource(s) in {report.accounts} account(s))", highlight=False)
     raise typer.Exit(report.exit_code())

@@ -7,28 +7,41 @@
   by hand); the platform's own resources are claimed by the platform stack;
 - ``tombstoned-stack-file``: a committed stack file whose tenant is
   deprovisioned (a re-commit `apply` would refuse);
-- ``bad-name``: a registry record or stack file whose id breaks the naming rules.
+- ``bad-name``: a registry record or stack file whose id breaks the naming rules;
+- ``unknown-cell``: a record not deprovisioned whose cell stacks/ does not define
+  (its stack file removed, or the registry shared with another project): that
+  account is not read.
 
-Read-only: one registry scan, one tag inventory per region (``tenantctl.inventory``),
-a key-state read per live record. Exit 12 when anything is found.
+Every account the fleet is in is read where it is: the target's own and each
+cell's (its role assumed), over the regions of its cells and of its tenants. A
+tenant's resources are looked for in its cell's account, and a leftover found
+in an account is judged with that account's clients.
+
+Read-only: one registry scan, one tag inventory and one role listing per
+account (``tenantctl.inventory``), a key-state read per live key or secret.
+Exit 12 when anything is found.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from tenantctl import inventory
 from tenantctl.errors import CHANGES_PENDING
-from tenantctl.models import TenantRecord, TenantStatus
-from tenantctl.naming import PLATFORM_STACK, broken_rule
+from tenantctl.models import CellSpec, TenantRecord, TenantStatus
+from tenantctl.naming import DEFAULT_CELL, PLATFORM_STACK, broken_rule
 from tenantctl.stackconfig import tenant_stack_files
 from tenantctl.workspace import Workspace
 
-Kind = Literal["resources-gone", "unclaimed", "tombstoned-stack-file", "bad-name"]
-KINDS: tuple[Kind, ...] = ("resources-gone", "unclaimed", "tombstoned-stack-file", "bad-name")
+if TYPE_CHECKING:
+    from tenantctl.aws import Clients
+
+Kind = Literal["resources-gone", "unclaimed", "tombstoned-stack-file", "bad-name", "unknown-cell"]
+KINDS: tuple[Kind, ...] = ("resources-gone", "unclaimed", "tombstoned-stack-file", "bad-name", "unknown-cell")
 LIVE = (TenantStatus.active, TenantStatus.suspended)
 GONE = (TenantStatus.deprovisioned, TenantStatus.deprovisioning)
 # What a deprovision keeps on purpose for the tenant's retention window.
@@ -47,6 +60,7 @@ class AuditReport(BaseModel):
     records: int
     stack_files: int
     tagged: int
+    accounts: int = 1  # accounts read: the target's own and each other cell account's
     findings: list[Finding] = Field(default_factory=list)
 
     @property
@@ -57,27 +71,45 @@ class AuditReport(BaseModel):
         return CHANGES_PENDING if self.findings else 0
 
 
-def _missing(ws: Workspace, res: Any, by_arn: dict[str, inventory.Tagged], names: set[str],
-             roles: set[str]) -> list[str]:
-    """What of ``res`` (a tenant's or a workspace's resources: the same fields) is gone."""
+@dataclass
+class _Account:
+    """What one account holds: its tagged resources (``by_arn``), its queues' names and its roles."""
+
+    clients: Clients
+    tagged: list[inventory.Tagged]
+    by_arn: dict[str, inventory.Tagged]
+    queue_names: set[str]
+    role_arns: set[str]
+
+    @classmethod
+    def read(cls, clients: Clients, regions: set[str], claimed: set[str]) -> _Account:
+        tagged = inventory.scan(clients, regions, claimed=claimed)  # claimed roles: no tag read each
+        # Every role's ARN (one paged list, no tag reads): is a record's role still there.
+        roles = {role["Arn"] for page in clients("iam").get_paginator("list_roles").paginate()
+                 for role in page["Roles"]}
+        return cls(clients, tagged, {t.arn: t for t in tagged}, {t.name for t in tagged if t.service == "sqs"}, roles)
+
+
+def _missing(account: _Account, res: Any) -> list[str]:
+    """What of ``res`` (a tenant's or a workspace's resources: the same fields) is gone from its account."""
+    by_arn, clients = account.by_arn, account.clients
     key = by_arn.get(res.kms_key_arn)
     return [what for what, present in (
-        ("kms key", key is not None and inventory.is_live(ws.client, key)),
-        ("queue", res.queue_url.rsplit("/", 1)[-1] in names),
-        ("dead-letter queue", res.dlq_url.rsplit("/", 1)[-1] in names),
-        ("role", res.role_arn in roles),
-        ("db secret", res.store.secret_arn in by_arn and inventory.is_live(ws.client, by_arn[res.store.secret_arn])))
+        ("kms key", key is not None and inventory.is_live(clients, key)),
+        ("queue", res.queue_url.rsplit("/", 1)[-1] in account.queue_names),
+        ("dead-letter queue", res.dlq_url.rsplit("/", 1)[-1] in account.queue_names),
+        ("role", res.role_arn in account.role_arns),
+        ("db secret", res.store.secret_arn in by_arn and inventory.is_live(clients, by_arn[res.store.secret_arn])))
         if not present]
 
 
-def _gone(ws: Workspace, record: TenantRecord, by_arn: dict[str, inventory.Tagged],
-          names: set[str], roles: set[str]) -> Finding | None:
+def _gone(account: _Account, record: TenantRecord) -> Finding | None:
     res = record.resources
     if res is None:
         return None
-    missing = _missing(ws, res, by_arn, names, roles)
+    missing = _missing(account, res)
     for name, workspace in sorted(res.workspaces.items()):
-        missing += [f"workspace {name}'s {what}" for what in _missing(ws, workspace, by_arn, names, roles)]
+        missing += [f"workspace {name}'s {what}" for what in _missing(account, workspace)]
     if not missing:
         return None
     return Finding(kind="resources-gone", tenant_id=record.tenant_id, subject=f"registry record {record.tenant_id}",
@@ -85,21 +117,16 @@ def _gone(ws: Workspace, record: TenantRecord, by_arn: dict[str, inventory.Tagge
                           f"{'is' if len(missing) == 1 else 'are'} gone")
 
 
-def _role_arns(ws: Workspace) -> set[str]:
-    """Every role's ARN (one paged list, no tag reads): is a record's role still there."""
-    return {role["Arn"] for page in ws.client("iam").get_paginator("list_roles").paginate() for role in page["Roles"]}
-
-
-def _unclaimed(ws: Workspace, tagged: list[inventory.Tagged], records: dict[str, TenantRecord]) -> list[Finding]:
+def _unclaimed(account: _Account, records: dict[str, TenantRecord]) -> list[Finding]:
     found = []
-    for resource in tagged:
+    for resource in account.tagged:
         tenant = resource.tenant or ""
         record = records.get(tenant)
         if tenant == PLATFORM_STACK or (record is not None and record.status not in GONE):
             continue
         if record is not None and resource.kind in RETAINED_KINDS:
             continue
-        if not inventory.is_live(ws.client, resource):
+        if not inventory.is_live(account.clients, resource):
             continue  # a key pending deletion, a secret in its recovery window: the tail of a deletion
         why = (f"tagged for tenant {tenant!r}, {record.status.value} since "
                f"{record.deprovisioned_at or record.updated_at:%Y-%m-%d}" if record is not None
@@ -110,17 +137,36 @@ def _unclaimed(ws: Workspace, tagged: list[inventory.Tagged], records: dict[str,
     return found
 
 
+def _accounts(ws: Workspace, records: dict[str, TenantRecord],
+              cells: dict[str, CellSpec]) -> tuple[dict[str | None, _Account], dict[str, str | None]]:
+    """Each account of the fleet read once, keyed by its id (None: the target's own) through the
+    first of its cells' roles, and each tenant's account (none for a record of an unknown cell).
+    An account's regions: its cells' and its tenants' (and the target's region for its own)."""
+    cell_of = {t: cells.get(r.cell) or (CellSpec() if r.cell == DEFAULT_CELL else None) for t, r in records.items()}
+    cell_of = {t: spec for t, spec in cell_of.items() if spec is not None}
+    role: dict[str | None, str | None] = {None: None}
+    regions: dict[str | None, set[str]] = {None: {ws.client.region or "us-east-1"}}
+    for spec in (*cells.values(), *cell_of.values()):
+        role.setdefault(spec.account_id, spec.account_role_arn)
+        regions.setdefault(spec.account_id, set()).add(spec.region)
+    claimed: dict[str | None, set[str]] = {}
+    for tenant_id, spec in cell_of.items():
+        record, account = records[tenant_id], spec.account_id
+        regions[account].add(record.region)
+        if record.status in LIVE and record.resources is not None:
+            owners = (record.resources, *record.resources.workspaces.values())
+            claimed.setdefault(account, set()).update(owner.role_arn for owner in owners)
+    return ({account: _Account.read(ws.client.in_account(role[account]), where, claimed.get(account, set()))
+             for account, where in regions.items()},
+            {t: spec.account_id for t, spec in cell_of.items()})
+
+
 def audit(ws: Workspace) -> AuditReport:
     started = time.monotonic()
     records = {r.tenant_id: r for r in ws.registry.iter_all()}
     current = {t: r.current_stack for t, r in records.items()}
     files = tenant_stack_files(ws.stacks_dir, current) if ws.stacks_dir.is_dir() else {}
-    regions = {r.region for r in records.values()} | {ws.client.region or "us-east-1"}
-    live_roles = {r.resources.role_arn for r in records.values() if r.status in LIVE and r.resources is not None}
-    tagged = inventory.scan(ws.client, regions, claimed=live_roles)  # roles of live records: no tag read each
-    by_arn = {t.arn: t for t in tagged}
-    queue_names = {t.name for t in tagged if t.service == "sqs"}
-    role_arns = _role_arns(ws)
+    accounts, account_of = _accounts(ws, records, ws.cells())
 
     findings: list[Finding] = []
     for tenant_id, record in sorted(records.items()):
@@ -128,8 +174,12 @@ def audit(ws: Workspace) -> AuditReport:
         if rule is not None:
             findings.append(Finding(kind="bad-name", tenant_id=tenant_id, subject=f"registry record {tenant_id}",
                                     detail=f"breaks the {rule.name} rule: {rule.explain}"))
-        if record.status in LIVE:
-            gone = _gone(ws, record, by_arn, queue_names, role_arns)
+        if tenant_id not in account_of and record.status not in GONE:
+            findings.append(Finding(kind="unknown-cell", tenant_id=tenant_id, subject=f"registry record {tenant_id}",
+                                    detail=f"its cell {record.cell!r} has no stack file in {ws.stacks_dir.name}/, so "
+                                           "its account was not read: restore the cell's stack file"))
+        elif record.status in LIVE and tenant_id in account_of:
+            gone = _gone(accounts[account_of[tenant_id]], record)
             if gone is not None:
                 findings.append(gone)
     for tenant_id, path in sorted(files.items()):
@@ -143,8 +193,10 @@ def audit(ws: Workspace) -> AuditReport:
                 kind="tombstoned-stack-file", tenant_id=tenant_id, subject=str(path.name),
                 detail=f"tenant {tenant_id!r} is {record.status.value}: `apply` refuses this file "
                        "(ids are never reused); remove it, or restore the tenant with `tenantctl drill restore`"))
-    findings += _unclaimed(ws, tagged, records)
+    for account in accounts.values():
+        findings += _unclaimed(account, records)
     order = {k: i for i, k in enumerate(KINDS)}
     findings.sort(key=lambda f: (order[f.kind], f.tenant_id, f.subject))
     return AuditReport(seconds=round(time.monotonic() - started, 3), records=len(records), stack_files=len(files),
-                       tagged=len(tagged), findings=findings)
+                       tagged=sum(len(a.tagged) for a in accounts.values()), accounts=len(accounts),
+                       findings=findings)
