@@ -10,6 +10,7 @@ provisioning and `tenantctl cell add` call.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,12 @@ class Workspace:
         from tenantctl.stackconfig import cell_specs
 
         return cell_specs(self.stacks_dir)
+
+    def cells_of(self, records: Iterable[TenantRecord]) -> dict[str, CellSpec | None]:
+        """Each record's cell by tenant id, stacks/ read once; None for a cell it does not
+        define (a fleet-wide read reports that tenant rather than failing for everyone)."""
+        cells = self.cells()
+        return {r.tenant_id: cells.get(r.cell) or (CellSpec() if r.cell == DEFAULT_CELL else None) for r in records}
 
     def cell(self, name: str) -> CellSpec:
         from tenantctl.stackconfig import read_cell

@@ -32,8 +32,8 @@ from pydantic import BaseModel, Field
 
 from tenantctl import inventory
 from tenantctl.errors import CHANGES_PENDING
-from tenantctl.models import CellSpec, TenantRecord, TenantStatus
-from tenantctl.naming import DEFAULT_CELL, PLATFORM_STACK, broken_rule
+from tenantctl.models import TenantRecord, TenantStatus
+from tenantctl.naming import PLATFORM_STACK, broken_rule
 from tenantctl.stackconfig import tenant_stack_files
 from tenantctl.workspace import Workspace
 
@@ -137,13 +137,13 @@ def _unclaimed(account: _Account, records: dict[str, TenantRecord]) -> list[Find
     return found
 
 
-def _accounts(ws: Workspace, records: dict[str, TenantRecord],
-              cells: dict[str, CellSpec]) -> tuple[dict[str | None, _Account], dict[str, str | None]]:
+def _accounts(ws: Workspace, records: dict[str, TenantRecord]) -> tuple[dict[str | None, _Account],
+                                                                        dict[str, str | None]]:
     """Each account of the fleet read once, keyed by its id (None: the target's own) through the
     first of its cells' roles, and each tenant's account (none for a record of an unknown cell).
     An account's regions: its cells' and its tenants' (and the target's region for its own)."""
-    cell_of = {t: cells.get(r.cell) or (CellSpec() if r.cell == DEFAULT_CELL else None) for t, r in records.items()}
-    cell_of = {t: spec for t, spec in cell_of.items() if spec is not None}
+    cells = ws.cells()
+    cell_of = {t: spec for t, spec in ws.cells_of(records.values()).items() if spec is not None}
     role: dict[str | None, str | None] = {None: None}
     regions: dict[str | None, set[str]] = {None: {ws.client.region or "us-east-1"}}
     for spec in (*cells.values(), *cell_of.values()):
@@ -166,7 +166,7 @@ def audit(ws: Workspace) -> AuditReport:
     records = {r.tenant_id: r for r in ws.registry.iter_all()}
     current = {t: r.current_stack for t, r in records.items()}
     files = tenant_stack_files(ws.stacks_dir, current) if ws.stacks_dir.is_dir() else {}
-    accounts, account_of = _accounts(ws, records, ws.cells())
+    accounts, account_of = _accounts(ws, records)
 
     findings: list[Finding] = []
     for tenant_id, record in sorted(records.items()):

@@ -204,11 +204,17 @@ def refresh_many(ws: Workspace, records: list[TenantRecord], parallel: int = 8,
     if not records:
         return []
     _ = ws.engine  # made once, before the threads share it
-    cells = ws.cells()
-    roles = {r.tenant_id: (cells.get(r.cell) or ws.cell(r.cell)).account_role_arn for r in records}
+    cell_of = ws.cells_of(records)
+    done = [TenantDrift(tenant_id=r.tenant_id, ok=False, error=f"its cell {r.cell!r} has no stack file in "
+                        f"{ws.stacks_dir.name}/: its account cannot be read")
+            for r in records if cell_of[r.tenant_id] is None]
+    if on_result:
+        for unread in done:
+            on_result(unread)
+    records = [r for r in records if cell_of[r.tenant_id] is not None]
+    roles = {r.tenant_id: cell_of[r.tenant_id].account_role_arn for r in records}
     tagged = _tagged_by_account(ws, records, roles)
-    done: list[TenantDrift] = []
-    with ThreadPoolExecutor(max_workers=min(parallel, len(records))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(records)))) as pool:
         futures = [pool.submit(refresh_tenant, ws, r, tagged[roles[r.tenant_id]]) for r in records]
         for future in as_completed(futures):
             done.append(future.result())
