@@ -142,7 +142,8 @@ def build_platform(spec: CellSpec) -> dict[str, Any]:
         runtime = spec.runtime_principal_arn or RuntimeRole("runtime", RuntimeRoleArgs(
             trusted=spec.runtime_trusted, tags=tags, reads=RuntimeReads(
                 registry_table_arn=registry.arn, revocation_table_arn=revocations.arn,
-                gateway_secret_arn=gateway.secret_arn, platform_key_arn=key.arn, region=region))).arn
+                gateway_secret_arn=gateway.secret_arn, platform_key_arn=key.arn, region=region,
+                account_id=account))).arn
     elif spec.runtime_principal_arn:
         runtime = spec.runtime_principal_arn  # the home cell's runtime (`cell add` writes it into the spec)
     else:

@@ -6,10 +6,11 @@ Its trust policy names only who runs the runtime (by default ECS tasks; set
 principal of the account can become it, and through it any tenant. It may
 assume the tenant roles (``tenantctl-*-app``, any account, for cells
 elsewhere; each tenant role's own trust policy is the gate) with a session tag,
-and read what the runtime reads as itself: the registry, the token
-revocation list, and the shared-pool gateway's secret (decrypted through
-Secrets Manager with the platform key). The documents are plain functions so
-tests and checks judge exactly what is deployed.
+read what the runtime reads as itself: the registry, the token revocation
+list, and the shared-pool gateway's secret (decrypted through Secrets Manager
+with the platform key), and wake a hibernated tenant's database (describe and
+start the account's tenant instances, ``tenantctl-*``). The documents are plain
+functions so tests and checks judge exactly what is deployed.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tenantctl import naming
 
 TENANT_ROLES = f"arn:aws:iam::*:role/{naming.iam_role_name('*')}"
 ASSUME_ACTIONS = ["sts:AssumeRole", "sts:TagSession"]
+WAKE_ACTIONS = ["rds:DescribeDBInstances", "rds:StartDBInstance"]
 
 
 @dataclass
@@ -36,6 +38,7 @@ class RuntimeReads:
     gateway_secret_arn: pulumi.Input[str]
     platform_key_arn: pulumi.Input[str]
     region: str
+    account_id: str  # the account whose tenant database instances it may wake
 
 
 @dataclass
@@ -58,11 +61,17 @@ def runtime_trust_document(trusted: Sequence[str]) -> dict:
         "Sid": "RunsTheTenantRuntime", "Effect": "Allow", "Principal": principal, "Action": "sts:AssumeRole"}]}
 
 
+def tenant_instances(account_id: str) -> str:
+    """Every tenant database instance of the account, in any region (cells of one account may be in several)."""
+    return f"arn:aws:rds:*:{account_id}:db:{naming.rds_identifier('*')}"
+
+
 def runtime_access_document(registry_table_arn: str, revocation_table_arn: str, gateway_secret_arn: str,
-                            platform_key_arn: str, region: str) -> dict:
+                            platform_key_arn: str, region: str, account_id: str) -> dict:
     """What the runtime role may do: assume tenant roles (with the session tag
-    their trust policies require) and read the registry, the revocation list
-    and the gateway's secret."""
+    their trust policies require), read the registry, the revocation list
+    and the gateway's secret, and wake a hibernated tenant's database
+    (tenant_runtime.hibernation: the instance's state, and starting it)."""
     return {"Version": "2012-10-17", "Statement": [
         {"Sid": "AssumeTenantRoles", "Effect": "Allow", "Action": ASSUME_ACTIONS, "Resource": TENANT_ROLES},
         {"Sid": "ReadRegistry", "Effect": "Allow", "Action": ["dynamodb:GetItem"], "Resource": registry_table_arn},
@@ -72,6 +81,8 @@ def runtime_access_document(registry_table_arn: str, revocation_table_arn: str, 
          "Resource": gateway_secret_arn},
         {"Sid": "OpenGatewaySecret", "Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": platform_key_arn,
          "Condition": {"StringEquals": {"kms:ViaService": f"secretsmanager.{region}.amazonaws.com"}}},
+        {"Sid": "WakeTenantDatabases", "Effect": "Allow", "Action": WAKE_ACTIONS,
+         "Resource": tenant_instances(account_id)},
     ]}
 
 
@@ -87,7 +98,7 @@ class RuntimeRole(pulumi.ComponentResource):
         reads = args.reads
         policy = pulumi.Output.all(reads.registry_table_arn, reads.revocation_table_arn, reads.gateway_secret_arn,
                                    reads.platform_key_arn).apply(
-            lambda v: json.dumps(runtime_access_document(*v, region=reads.region)))
+            lambda v: json.dumps(runtime_access_document(*v, region=reads.region, account_id=reads.account_id)))
         aws.iam.RolePolicy(f"{name}-access", role=role.name, policy=policy, opts=child)
         self.arn = role.arn
         self.register_outputs({"arn": self.arn})

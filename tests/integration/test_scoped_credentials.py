@@ -175,7 +175,13 @@ def test_tenant_roles_trust_the_platforms_runtime_role_only(tenants, sandbox, wo
     tables = [dynamodb.describe_table(TableName=platform[t])["Table"]["TableArn"]
               for t in ("registry_table", "revocation_table")]
     assert access == runtime_access_document(*tables, platform["gateway_secret_arn"], platform["platform_key_arn"],
-                                             sandbox.region)
+                                             sandbox.region, account)
+    # Waking a hibernated tenant: its own instance's state and start, no other instance's.
+    instances = f"arn:aws:rds:{sandbox.region}:{account}:db:"
+    assert all(allowed([access], iam_eval.Request(action, instances + f"tenantctl-{A}"))
+               for action in ("rds:DescribeDBInstances", "rds:StartDBInstance"))
+    assert not allowed([access], iam_eval.Request("rds:StartDBInstance", instances + "billing"))
+    assert not allowed([access], iam_eval.Request("rds:StopDBInstance", instances + f"tenantctl-{A}"))
     assert allowed([access], iam_eval.Request("sts:AssumeRole", tenants[A].resources.role_arn))
     assert not allowed([access], iam_eval.Request("sts:AssumeRole", f"arn:aws:iam::{account}:role/admin"))
     assert not allowed([access], iam_eval.s3_object("s3:GetObject", tenants[A].resources.bucket, f"tenants/{A}/x"))

@@ -120,17 +120,25 @@ def test_the_platform_makes_the_runtime_a_role_of_its_own(platform):
     [access] = [r for r in mocks.of_type("aws:iam/rolePolicy:RolePolicy") if r.name == "runtime-access"]
     doc = json.loads(access.inputs["policy"])
     by_sid = {stmt["Sid"]: stmt for stmt in doc["Statement"]}
+    account = outputs["runtime_principal_arn"].split(":")[4]
     assert doc == runtime_access_document(by_sid["ReadRegistry"]["Resource"], by_sid["ReadRevocations"]["Resource"],
                                           by_sid["ReadGatewaySecret"]["Resource"],
-                                          by_sid["OpenGatewaySecret"]["Resource"], "us-east-1")
+                                          by_sid["OpenGatewaySecret"]["Resource"], "us-east-1", account)
     assert by_sid["ReadRegistry"]["Resource"].endswith(":table/tenantctl-registry")
     assert by_sid["AssumeTenantRoles"]["Resource"] == "arn:aws:iam::*:role/tenantctl-*-app"
-    # A runtime role that may do more is refused by the gate on the platform stack.
-    wider = json.dumps({**doc, "Statement": doc["Statement"] + [{"Effect": "Allow", "Action": "s3:GetObject",
-                                                                 "Resource": "arn:aws:s3:::b/*"}]})
-    tampered = [r.model_copy(update={"inputs": {**r.inputs, "policy": wider}}) if r is access else r
-                for r in mocks.resources]
-    assert [v.rule for v in policy.check(tampered, "platform", platform=True)] == ["iam-scope"]
+    # It wakes hibernated tenants' databases of its account (tenant_runtime.hibernation's two calls).
+    assert by_sid["WakeTenantDatabases"] == {"Sid": "WakeTenantDatabases", "Effect": "Allow",
+                                             "Action": ["rds:DescribeDBInstances", "rds:StartDBInstance"],
+                                             "Resource": f"arn:aws:rds:*:{account}:db:tenantctl-*"}
+    # A runtime role that may do more is refused by the gate on the platform stack: another
+    # service, or an instance that is no tenant's.
+    for extra in ({"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/*"},
+                  {"Effect": "Allow", "Action": "rds:StartDBInstance", "Resource": f"arn:aws:rds:*:{account}:db:*"}):
+        wider = json.dumps({**doc, "Statement": doc["Statement"] + [extra]})
+        tampered = [r.model_copy(update={"inputs": {**r.inputs, "policy": wider}}) if r is access else r
+                    for r in mocks.resources]
+        assert [v.rule for v in policy.check(tampered, "platform", platform=True)] == ["iam-scope"], extra
+    assert policy.check(mocks.resources, "platform", platform=True) == []
 
 
 def test_a_named_runtime_principal_is_used_as_is():

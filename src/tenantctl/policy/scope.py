@@ -108,8 +108,10 @@ def _statement_scope(plan: Plan, r: PlannedResource, stmt: dict) -> Iterator[str
 
 
 # What the platform's runtime role may do (infra/components/runtime_role.py): assume
-# tenant roles (any account: cells) and read the platform's own tables, the
-# gateway secret and (through Secrets Manager) the key it is sealed with.
+# tenant roles (any account: cells), read the platform's own tables, the gateway
+# secret and (through Secrets Manager) the key it is sealed with, and wake tenant
+# database instances (never another instance of the account).
+_TENANT_INSTANCE = f":db:{naming.rds_identifier('*')}"
 _RUNTIME_GRANTS = {
     "sts:assumerole": lambda res: res == f"arn:aws:iam::*:role/{naming.iam_role_name('*')}",
     "sts:tagsession": lambda res: res == f"arn:aws:iam::*:role/{naming.iam_role_name('*')}",
@@ -117,6 +119,8 @@ _RUNTIME_GRANTS = {
     "dynamodb:scan": lambda res: res.startswith("arn:aws:dynamodb:") and ":table/" in res,
     "secretsmanager:getsecretvalue": lambda res: res.startswith("arn:aws:secretsmanager:") and ":secret:" in res,
     "kms:decrypt": lambda res: res.startswith("arn:aws:kms:") and ":key/" in res,
+    "rds:describedbinstances": lambda res: res.startswith("arn:aws:rds:") and res.endswith(_TENANT_INSTANCE),
+    "rds:startdbinstance": lambda res: res.startswith("arn:aws:rds:") and res.endswith(_TENANT_INSTANCE),
 }
 
 
@@ -124,7 +128,8 @@ def _runtime_role_scope(stmt: dict) -> Iterator[str]:
     for action in (a.lower() for a in as_list(stmt.get("Action"))):
         allowed = _RUNTIME_GRANTS.get(action)
         if allowed is None:
-            yield f"action {action!r}: the runtime role may only assume tenant roles and read what the runtime reads"
+            yield (f"action {action!r}: the runtime role may only assume tenant roles, read what the runtime "
+                   "reads and wake tenant databases")
             continue
         for res in as_list(stmt.get("Resource")):
             if known(res) and not allowed(res):
