@@ -33,7 +33,13 @@ from infra.components.platform_registry import RegistryTable, RegistryTableArgs
 from infra.components.platform_revocations import RevocationTable, RevocationTableArgs
 from infra.components.postgres_instance import PostgresInstance, PostgresInstanceArgs, client_security_group
 from infra.components.private_network import PrivateNetwork, PrivateNetworkArgs
-from infra.components.runtime_role import RuntimeReads, RuntimeRole, RuntimeRoleArgs
+from infra.components.runtime_role import (
+    DatabaseWakerRole,
+    DatabaseWakerRoleArgs,
+    RuntimeReads,
+    RuntimeRole,
+    RuntimeRoleArgs,
+)
 from infra.components.tenant_alarms import TenantAlarms, TenantAlarmsArgs
 from infra.components.tenant_database import (
     SharedDatabaseRef,
@@ -146,6 +152,9 @@ def build_platform(spec: CellSpec) -> dict[str, Any]:
                 account_id=account))).arn
     elif spec.runtime_principal_arn:
         runtime = spec.runtime_principal_arn  # the home cell's runtime (`cell add` writes it into the spec)
+        if spec.account_role_arn:  # the runtime role's own grant wakes tenants of the home account only
+            outputs["waker_role_arn"] = DatabaseWakerRole("waker", DatabaseWakerRoleArgs(
+                cell=spec.name, account_id=account, runtime_principal_arn=runtime, tags=tags)).arn
     else:
         raise ValueError(f"cell {spec.name}: runtime_principal_arn is required outside the home cell "
                          "(`tenantctl cell add` fills it in from the home cell)")

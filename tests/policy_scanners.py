@@ -8,9 +8,10 @@ What each reads, and the documented exceptions:
   community auditors, and cloudsplaining's risk categories (privilege
   escalation, data exfiltration, resource exposure, infrastructure
   modification, credentials exposure, service wildcard). Exception:
-  CREDENTIALS_EXPOSURE on the runtime role's ``AssumeTenantRoles`` statement
-  only (assuming a tenant's role, tagged, is what the runtime role is for; its
-  Resource is the tenant roles' ARN pattern).
+  CREDENTIALS_EXPOSURE on the runtime role's ``AssumeTenantRoles`` and
+  ``AssumeDatabaseWakers`` statements only (assuming a tenant's role, tagged,
+  and a cell's waker role in another account is what the runtime role is for;
+  their Resources are those roles' ARN patterns).
 - **trust policies**: parliament, with ``Resource`` set to the role's ARN
   (parliament requires a Resource, and a trust policy governs assuming that
   one role); cloudsplaining has no trust-policy risk categories. Exception:
@@ -35,14 +36,15 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-# (kind, parliament issue) -> why it is accepted; ``sid`` narrows it to one statement.
-EXCEPTIONS: dict[tuple[str, str], tuple[str | None, str]] = {
+# (kind, parliament issue) -> why it is accepted; ``sids`` narrow it to those statements.
+EXCEPTIONS: dict[tuple[str, str], tuple[tuple[str, ...] | None, str]] = {
     ("trust", "CREDENTIALS_EXPOSURE"): (None, "sts:AssumeRole is what a trust policy allows; its Principal says who"),
     ("identity", "CREDENTIALS_EXPOSURE"): (
-        "AssumeTenantRoles", "the runtime role exists to assume tenant roles (tagged sessions), bounded by ARN"),
+        ("AssumeTenantRoles", "AssumeDatabaseWakers"),
+        "the runtime role exists to assume tenant roles (tagged sessions) and cells' waker roles, bounded by ARN"),
     ("key", "RESOURCE_STAR"): (None, 'in a key policy "Resource": "*" is the key itself'),
     ("key", "PERMISSIONS_MANAGEMENT_ACTIONS"): (
-        "Administer", "the admin's kms:* on its key: AWS's default key policy (else the key is unmanageable)"),
+        ("Administer",), "the admin's kms:* on its key: AWS's default key policy (else the key is unmanageable)"),
     ("interface-endpoint", "RESOURCE_STAR"): (
         None, "an endpoint policy bounds, it grants nothing; confined to this account by condition"),
     ("interface-endpoint", "PERMISSIONS_MANAGEMENT_ACTIONS"): (
@@ -79,13 +81,13 @@ def _parliament(policy: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _accepted(doc: Document, policy: dict[str, Any], issue: str) -> bool:
     """An exception covers the finding: for any statement, or only when the
-    named statement alone raises it (parliament without it does not)."""
+    named statements alone raise it (parliament without them does not)."""
     if (doc.kind, issue) not in EXCEPTIONS:
         return False
-    sid = EXCEPTIONS[(doc.kind, issue)][0]
-    if sid is None:
+    sids = EXCEPTIONS[(doc.kind, issue)][0]
+    if sids is None:
         return True
-    rest = {**policy, "Statement": [s for s in policy["Statement"] if s.get("Sid") != sid]}
+    rest = {**policy, "Statement": [s for s in policy["Statement"] if s.get("Sid") not in sids]}
     return issue not in {i for i, _ in _parliament(rest)}
 
 

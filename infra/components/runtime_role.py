@@ -1,5 +1,7 @@
 """RuntimeRole: the IAM role the tenant runtime runs as (tenant_runtime's
-``assume_role`` mode), the one principal every tenant role's trust policy names.
+``assume_role`` mode), the one principal every tenant role's trust policy names;
+DatabaseWakerRole: what that runtime assumes in a cell of another account to
+wake a hibernated tenant's database there.
 
 Its trust policy names only who runs the runtime (by default ECS tasks; set
 ``PlatformSpec.runtime_trusted``), never the account root, so no other
@@ -9,8 +11,10 @@ elsewhere; each tenant role's own trust policy is the gate) with a session tag,
 read what the runtime reads as itself: the registry, the token revocation
 list, and the shared-pool gateway's secret (decrypted through Secrets Manager
 with the platform key), and wake a hibernated tenant's database (describe and
-start the account's tenant instances, ``tenantctl-*``). The documents are plain
-functions so tests and checks judge exactly what is deployed.
+start the account's tenant instances, ``tenantctl-*``; in another account's
+cell it assumes that cell's waker role, which may do exactly that there). The
+documents are plain functions so tests and checks judge exactly what is
+deployed.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ def runtime_access_document(registry_table_arn: str, revocation_table_arn: str, 
     (tenant_runtime.hibernation: the instance's state, and starting it)."""
     return {"Version": "2012-10-17", "Statement": [
         {"Sid": "AssumeTenantRoles", "Effect": "Allow", "Action": ASSUME_ACTIONS, "Resource": TENANT_ROLES},
+        {"Sid": "AssumeDatabaseWakers", "Effect": "Allow", "Action": "sts:AssumeRole", "Resource": naming.WAKER_ROLES},
         {"Sid": "ReadRegistry", "Effect": "Allow", "Action": ["dynamodb:GetItem"], "Resource": registry_table_arn},
         {"Sid": "ReadRevocations", "Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:Scan"],
          "Resource": revocation_table_arn},
@@ -100,5 +105,44 @@ class RuntimeRole(pulumi.ComponentResource):
                                    reads.platform_key_arn).apply(
             lambda v: json.dumps(runtime_access_document(*v, region=reads.region, account_id=reads.account_id)))
         aws.iam.RolePolicy(f"{name}-access", role=role.name, policy=policy, opts=child)
+        self.arn = role.arn
+        self.register_outputs({"arn": self.arn})
+
+
+@dataclass
+class DatabaseWakerRoleArgs:
+    cell: str
+    account_id: str
+    runtime_principal_arn: str  # the home cell's runtime role: the only principal that may assume it
+    tags: dict[str, str]
+
+
+def waker_trust_document(runtime_principal_arn: str) -> dict:
+    """Who may become a cell's waker role: the home cell's runtime principal, nobody else."""
+    return {"Version": "2012-10-17", "Statement": [{
+        "Sid": "RuntimeWakesTenants", "Effect": "Allow", "Principal": {"AWS": runtime_principal_arn},
+        "Action": "sts:AssumeRole"}]}
+
+
+def waker_access_document(account_id: str) -> dict:
+    """What a waker role may do: what the runtime role may do to wake a tenant, in its own account."""
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "WakeTenantDatabases", "Effect": "Allow", "Action": WAKE_ACTIONS,
+         "Resource": tenant_instances(account_id)}]}
+
+
+class DatabaseWakerRole(pulumi.ComponentResource):
+    """A cell of another account's waker role (``naming.cell_waker_role``)."""
+
+    arn: pulumi.Output[str]
+
+    def __init__(self, name: str, args: DatabaseWakerRoleArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("tenantctl:iam:DatabaseWakerRole", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        role = aws.iam.Role(f"{name}-role", name=naming.cell_waker_role(args.cell), max_session_duration=3600,
+                            assume_role_policy=json.dumps(waker_trust_document(args.runtime_principal_arn)),
+                            tags=args.tags, opts=child)
+        aws.iam.RolePolicy(f"{name}-access", role=role.name, policy=json.dumps(waker_access_document(args.account_id)),
+                           opts=child)
         self.arn = role.arn
         self.register_outputs({"arn": self.arn})

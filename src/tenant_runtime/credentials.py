@@ -57,6 +57,8 @@ class ClientFactory:
         self._scoped: dict[str, tuple[datetime, dict[str, Any], Any, tuple[str, str]]] = {}
         self.runtime_role_arn = runtime_role_arn
         self._runtime: dict[str, tuple[datetime, Any]] = {}  # region -> (expiry, STS client as the runtime role)
+        # (role ARN, region) -> (expiry, session, clients by service): roles the runtime assumes for itself
+        self._own_roles: dict[tuple[str, str], tuple[datetime, Any, dict[str, Any]]] = {}
         self._lock = threading.RLock()  # re-entered: _scoped_client -> _assume -> _shared_client
         self.assume_role_calls = 0
 
@@ -66,10 +68,24 @@ class ClientFactory:
             return self._shared_client(service, ctx.resources.region)
         return self._scoped_client(ctx, service)
 
-    def own_client(self, service: str, region: str) -> Any:
+    def own_client(self, service: str, region: str, role_arn: str | None = None) -> Any:
         """A client of the runtime's own credentials, never a tenant role's: for
-        what only the runtime may do (waking a hibernated tenant's database)."""
-        return self._shared_client(service, region)
+        what only the runtime may do (waking a hibernated tenant's database).
+        With ``role_arn``: as that role, assumed by the runtime (a cell's waker
+        role in another account), renewed like a tenant role's session."""
+        if role_arn is None:
+            return self._shared_client(service, region)
+        with self._lock:
+            entry = self._own_roles.get((role_arn, region))
+            if entry is None or entry[0] - timedelta(seconds=self.refresh_margin) <= self.clock():
+                expiry, session = self._session_as(self.runtime_sts(region), region, RoleArn=role_arn,
+                                                   RoleSessionName="tenant-runtime")
+                entry = (expiry, session, {})
+                self._own_roles[role_arn, region] = entry
+            clients = entry[2]
+            if service not in clients:
+                clients[service] = self._new_client(entry[1], service, region)
+            return clients[service]
 
     def _new_client(self, session: Any, service: str, region: str) -> Any:
         return session.client(service, region_name=region, endpoint_url=self.endpoint_url, config=self.config)
@@ -82,8 +98,6 @@ class ClientFactory:
             return self._shared[key]
 
     def _scoped_client(self, ctx: TenantContext, service: str) -> Any:
-        from tenant_runtime.boto_sessions import new_session
-
         now = self.clock()
         with self._lock:
             entry = self._scoped.get(ctx.key)
@@ -91,45 +105,43 @@ class ClientFactory:
             # cached session (the old role's, the old region's) cannot reach the new key.
             made_for = (ctx.resources.role_arn, ctx.resources.region)
             if entry is None or entry[0] - timedelta(seconds=self.refresh_margin) <= now or entry[3] != made_for:
-                creds = self._assume(ctx)
-                session = new_session(  # one per tenant role: the service models are parsed once per process
-                    aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
-                    aws_session_token=creds["SessionToken"], region_name=ctx.resources.region)
-                entry = (creds["Expiration"], {}, session, made_for)
+                expiry, session = self._assume(ctx)  # one session per tenant role
+                entry = (expiry, {}, session, made_for)
                 self._scoped[ctx.key] = entry
             clients = entry[1]
             if service not in clients:
                 clients[service] = self._new_client(entry[2], service, ctx.resources.region)
             return clients[service]
 
-    def _credentials(self, sts: Any, **params: Any) -> dict[str, Any]:
+    def _session_as(self, sts: Any, region: str, **params: Any) -> tuple[datetime, Any]:
+        """(expiry, a boto3 session) of the role ``params`` assume through ``sts``
+        (new_session: the service models are parsed once per process)."""
+        from tenant_runtime.boto_sessions import new_session
+
         may_block()
         self.assume_role_calls += 1
         creds = sts.assume_role(DurationSeconds=self.duration_seconds, **params)["Credentials"]
-        if creds["Expiration"].tzinfo is None:
-            creds["Expiration"] = creds["Expiration"].replace(tzinfo=UTC)
-        return creds
+        expiry = creds["Expiration"] if creds["Expiration"].tzinfo else creds["Expiration"].replace(tzinfo=UTC)
+        return expiry, new_session(aws_access_key_id=creds["AccessKeyId"],
+                                   aws_secret_access_key=creds["SecretAccessKey"],
+                                   aws_session_token=creds["SessionToken"], region_name=region)
 
     def runtime_sts(self, region: str) -> Any:
         """The STS client tenant roles are assumed with: the process's own, or,
         with ``runtime_role_arn``, one running as that role (refreshed like tenants')."""
         if self.runtime_role_arn is None:
             return self._shared_client("sts", region)
-        from tenant_runtime.boto_sessions import new_session
-
         with self._lock:
             entry = self._runtime.get(region)
             if entry is None or entry[0] - timedelta(seconds=self.refresh_margin) <= self.clock():
-                creds = self._credentials(self._shared_client("sts", region), RoleArn=self.runtime_role_arn,
-                                          RoleSessionName="tenant-runtime")
-                session = new_session(
-                    aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
-                    aws_session_token=creds["SessionToken"], region_name=region)
-                entry = (creds["Expiration"], self._new_client(session, "sts", region))
+                expiry, session = self._session_as(self._shared_client("sts", region), region,
+                                                   RoleArn=self.runtime_role_arn, RoleSessionName="tenant-runtime")
+                entry = (expiry, self._new_client(session, "sts", region))
                 self._runtime[region] = entry
             return entry[1]
 
-    def _assume(self, ctx: TenantContext) -> dict[str, Any]:
-        return self._credentials(self.runtime_sts(ctx.resources.region), RoleArn=ctx.resources.role_arn,
-                                 RoleSessionName=f"tenant-{ctx.key.replace('/', '--')}"[:64],  # no '/' in names
-                                 Tags=[{"Key": SESSION_TAG, "Value": ctx.key}], TransitiveTagKeys=[SESSION_TAG])
+    def _assume(self, ctx: TenantContext) -> tuple[datetime, Any]:
+        return self._session_as(self.runtime_sts(ctx.resources.region), ctx.resources.region,
+                                RoleArn=ctx.resources.role_arn,
+                                RoleSessionName=f"tenant-{ctx.key.replace('/', '--')}"[:64],  # no '/' in names
+                                Tags=[{"Key": SESSION_TAG, "Value": ctx.key}], TransitiveTagKeys=[SESSION_TAG])

@@ -11,7 +11,9 @@ newer hibernation.
 
 The calls are made with the runtime's own credentials (never a tenant role's):
 it needs ``rds:DescribeDBInstances`` and ``rds:StartDBInstance`` on the
-tenants' instances (docs/runtime.md).
+tenants' instances (docs/runtime.md). A tenant in a cell of another account
+is woken as that cell's waker role, which the runtime assumes (the record's
+``hibernation.waker_role_arn``) and which may do exactly that there.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from tenant_runtime.models import Hibernation
 
 
 class DatabaseWaker:
-    """``rds_for(region)``: an RDS client of the runtime's own credentials."""
+    """``rds_for(hibernation)``: an RDS client of the runtime's own credentials in the
+    hibernated instance's region (as the cell's waker role in another account)."""
 
-    def __init__(self, rds_for: Callable[[str], Any], retry_after: int = 30, recheck: float = 5.0,
+    def __init__(self, rds_for: Callable[[Hibernation], Any], retry_after: int = 30, recheck: float = 5.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.rds_for, self.retry_after, self.recheck, self.clock = rds_for, retry_after, recheck, clock
         self._awake: set[tuple[str, str]] = set()  # (tenant, hibernated since): seen available
@@ -60,7 +63,7 @@ class DatabaseWaker:
             return seen[1]
         from botocore.exceptions import BotoCoreError, ClientError
 
-        rds = self.rds_for(hibernation.region)
+        rds = self.rds_for(hibernation)
         try:
             self.describes += 1
             instance = rds.describe_db_instances(DBInstanceIdentifier=hibernation.db_instance)["DBInstances"][0]

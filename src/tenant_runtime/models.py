@@ -119,6 +119,9 @@ class Hibernation(BaseModel):
     db_instance: str
     region: str
     since: datetime = Field(default_factory=utcnow)
+    # In a cell of another account: the role the runtime assumes there to start
+    # it (the cell's waker role); None: the runtime's own account and credentials.
+    waker_role_arn: str | None = None
 class MovePhase(str, Enum):
     """Where a `tenantctl move` stands (one step after another, each recorded
     before the next begins, so a killed move resumes or rolls back)."""

@@ -47,7 +47,8 @@ class TenantRuntime:
         self.resolver = TenantResolver(jwt, self.registry, revocations=self.revocations)
         self.envelope = Envelope(lambda ctx: self.clients.client(ctx, "kms"), key_cache)
         shared = SharedPool(gateway, lambda: self.platform_client("secretsmanager")) if gateway else None
-        self.waker = DatabaseWaker(lambda region: self.clients.own_client("rds", region))
+        self.waker = DatabaseWaker(lambda hibernation: self.clients.own_client(
+            "rds", hibernation.region, role_arn=hibernation.waker_role_arn))
         self.objects = ObjectAccess(lambda ctx: self.clients.client(ctx, "s3"))
         self.store = ContextStore(self.envelope, lambda ctx: self.clients.client(ctx, "secretsmanager"),
                                   gateway=shared, statement_timeout=statement_timeout, waker=self.waker,

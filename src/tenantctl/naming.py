@@ -217,6 +217,21 @@ def cell_gateway_secret(cell: str) -> str:
     return GATEWAY_SECRET if cell == DEFAULT_CELL else f"tenantctl/{cell_stack(cell)}/gateway"
 
 
+def cell_waker_role(cell: str) -> str:
+    """The role the runtime assumes to wake hibernated tenants in a cell of another account
+    (`tenantctl-cell-<name>-waker`: no tenant id starts with `cell-`, and no tenant role ends so)."""
+    return f"tenantctl-{cell_stack(cell)}-waker"
+
+
+# Every cell's waker role, in any account: what the runtime role may assume besides tenant roles.
+WAKER_ROLES = f"arn:aws:iam::*:role/{cell_waker_role('*')}"
+
+
+def is_cell_waker_role(name: str) -> bool:
+    head, tail = cell_waker_role("*").split("*")
+    return name.startswith(head) and name.endswith(tail) and len(name) > len(head) + len(tail)
+
+
 def account_of_arn(arn: str | None) -> str | None:
     """The account id field of an ARN (None when there is none, e.g. S3 bucket ARNs)."""
     parts = (arn or "").split(":")

@@ -1037,3 +1037,38 @@ def test_a_tenants_workspace_moves_to_another_region_under_its_own_new_key_rolls
     assert check_tenant(fleet.ws, tid).ok
     deprovision(fleet.ws, tid, final_backup=False, purge_data=True)
     assert everywhere(sandbox, tid) == {} and inventory(sandbox, tid, DE, ACCOUNT_A, EUD_DB) == {}
+
+
+def test_the_runtime_wakes_a_hibernated_tenant_in_its_cells_account(fleet: Fleet, sandbox):
+    """A dedicated tenant of eua (account A), hibernated: the runtime, in the home
+    account, starts its instance there as eua's waker role (which the hibernation
+    names), answering 503 while it starts; `resume` wakes it in its cell's account too."""
+    from tenant_runtime import TenantWaking
+    from tenantctl.operations.hibernate import hibernate, wake
+
+    tid = "cl-d1"
+    fleet.provision(tid, region=EU, cell="eua", tier="dedicated")
+    rds = aws(sandbox, "rds", EU, ACCOUNT_A)
+
+    def state() -> str:
+        return rds.describe_db_instances(DBInstanceIdentifier=naming.rds_identifier(tid))["DBInstances"][0][
+            "DBInstanceStatus"]
+
+    slept, _ = hibernate(fleet.ws, tid, force=True)
+    waker = f"arn:aws:iam::{ACCOUNT_A}:role/tenantctl-cell-eua-waker"
+    assert slept.hibernation.waker_role_arn == waker == fleet.ws.cell_outputs("eua")["waker_role_arn"]
+    assert state() == "stopped"
+    runtime = TenantRuntime(jwt_settings(), fleet.ws.platform_outputs()["registry_table"], mode="assume_role",
+                            endpoint_url=sandbox.aws_endpoint_url, region=US)
+    try:
+        ctx = runtime.resolve(token(tid), addressed_tenant=tid)
+        with pytest.raises(TenantWaking) as waking:
+            runtime.store.append(ctx, "c1", "user", "hello")
+        assert waking.value.status_code == 503 and runtime.waker.starts == 1
+        assert state() != "stopped"  # started in account A: the home account has no such instance
+        as_waker = runtime.clients.own_client("sts", EU, role_arn=waker).get_caller_identity()["Arn"]
+        assert as_waker.startswith(f"arn:aws:sts::{ACCOUNT_A}:assumed-role/tenantctl-cell-eua-waker/")
+    finally:
+        runtime.close()
+    woken = wake(fleet.ws, tid)
+    assert woken.hibernation is None and state() == "available"

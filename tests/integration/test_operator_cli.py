@@ -405,7 +405,7 @@ def test_hibernate_stops_an_idle_dedicated_database_the_runtime_wakes_it_and_cos
     now = [0.0]
     runtime = TenantRuntime(jwt_settings(), platform_outputs(sandbox)["registry_table"], region=sandbox.region,
                             endpoint_url=sandbox.aws_endpoint_url)
-    runtime.store.waker = waker = DatabaseWaker(lambda region: aws(sandbox, "rds"), recheck=5, clock=lambda: now[0])
+    runtime.store.waker = waker = DatabaseWaker(lambda _: aws(sandbox, "rds"), recheck=5, clock=lambda: now[0])
     try:
         ctx = runtime.resolve(token("op-ded"), "op-ded")
         with pytest.raises(TenantWaking) as waking:

@@ -126,6 +126,7 @@ def test_the_platform_makes_the_runtime_a_role_of_its_own(platform):
                                           by_sid["OpenGatewaySecret"]["Resource"], "us-east-1", account)
     assert by_sid["ReadRegistry"]["Resource"].endswith(":table/tenantctl-registry")
     assert by_sid["AssumeTenantRoles"]["Resource"] == "arn:aws:iam::*:role/tenantctl-*-app"
+    assert by_sid["AssumeDatabaseWakers"]["Resource"] == "arn:aws:iam::*:role/tenantctl-cell-*-waker"
     # It wakes hibernated tenants' databases of its account (tenant_runtime.hibernation's two calls).
     assert by_sid["WakeTenantDatabases"] == {"Sid": "WakeTenantDatabases", "Effect": "Allow",
                                              "Action": ["rds:DescribeDBInstances", "rds:StartDBInstance"],
@@ -244,6 +245,39 @@ def test_another_cell_has_names_of_its_own_and_no_registry():
     assert alias.inputs["name"] == "alias/tenantctl/cell-eu1"
     # A cell's stack passes the gate as a platform stack named after it.
     assert policy.check(mocks.resources, "cell-eu1", platform=True) == []
+
+
+def test_a_cell_of_another_account_lets_the_runtime_wake_its_tenants_and_nothing_else():
+    """The home runtime role may start tenant instances of its own account only; a
+    cell of another account has a waker role the runtime assumes there, trusting the
+    home runtime and allowed exactly the two wake calls on that account's tenant
+    instances. A cell of the home account needs none."""
+    import json
+
+    from infra.components.runtime_role import waker_access_document, waker_trust_document
+
+    config = {"name": "eu1", "region": "eu-west-1", "runtime_principal_arn": ROLE_ARN}
+    mocks = RecordingMocks(account="222222222222", region="eu-west-1")
+    outputs = run_program("cell-eu1", platform_config({**config, "account_role_arn": "arn:aws:iam::222222222222:"
+                                                       "role/tenantctl-cell"}, region="eu-west-1"), mocks)
+    [role] = [r for r in mocks.of_type("aws:iam/role:Role") if r.inputs["name"] == "tenantctl-cell-eu1-waker"]
+    assert outputs["waker_role_arn"] == "arn:aws:iam::222222222222:role/tenantctl-cell-eu1-waker"
+    assert json.loads(role.inputs["assumeRolePolicy"]) == waker_trust_document(ROLE_ARN)
+    [access] = [r for r in mocks.of_type("aws:iam/rolePolicy:RolePolicy") if r.name == "waker-access"]
+    doc = json.loads(access.inputs["policy"])
+    assert doc == waker_access_document("222222222222")
+    assert doc["Statement"][0]["Resource"] == "arn:aws:rds:*:222222222222:db:tenantctl-*"
+    assert policy.check(mocks.resources, "cell-eu1", platform=True) == []
+    # A waker that may do more is refused by the gate: another action, or an instance that is no tenant's.
+    for extra in ({"Effect": "Allow", "Action": "rds:StopDBInstance", "Resource": "arn:aws:rds:*:2:db:tenantctl-*"},
+                  {"Effect": "Allow", "Action": "rds:StartDBInstance", "Resource": "arn:aws:rds:*:2:db:billing"}):
+        wider = json.dumps({**doc, "Statement": doc["Statement"] + [extra]})
+        tampered = [r.model_copy(update={"inputs": {**r.inputs, "policy": wider}}) if r is access else r
+                    for r in mocks.resources]
+        assert [v.rule for v in policy.check(tampered, "cell-eu1", platform=True)] == ["iam-scope"], extra
+    home_account = RecordingMocks(region="eu-west-1")
+    assert "waker_role_arn" not in run_program("cell-eu1", platform_config(config, region="eu-west-1"), home_account)
+    assert not [r for r in home_account.of_type("aws:iam/role:Role") if r.inputs["name"].endswith("-waker")]
 
 
 @pytest.mark.parametrize("owns", [True, False])

@@ -1,5 +1,6 @@
 """parliament and cloudsplaining on every policy document the program
-generates, for a pooled and a dedicated tenant and the platform: nothing
+generates, for a pooled and a dedicated tenant, the platform and a cell of
+another account (its waker role): nothing
 beyond the documented exceptions (tests/policy_scanners.py). The same scan of
 the documents read back from the sandbox is in
 tests/integration/test_posture_check.py."""
@@ -13,7 +14,10 @@ from infra_mocks import ACCOUNT, RecordingMocks, platform_config, run_program, t
 from policy_scanners import Document, endpoint_kind, findings
 
 STACKS = {"pooled": ("acme", {"id": "acme"}), "dedicated": ("globex", {"id": "globex", "tier": "dedicated"}),
-          "platform": ("platform", None)}
+          "platform": ("platform", None), "cell": ("cell-eu1", None)}
+# The cell is in another account: the runtime wakes its tenants through the cell's waker role.
+CELL = {"name": "eu1", "region": "eu-west-1", "runtime_principal_arn": f"arn:aws:iam::{ACCOUNT}:role/tenantctl-runtime",
+        "account_role_arn": "arn:aws:iam::222222222222:role/tenantctl-cell"}
 
 
 def documents(resources) -> list[Document]:
@@ -38,8 +42,12 @@ def documents(resources) -> list[Document]:
 def generated() -> dict[str, list[Document]]:
     out = {}
     for stack, (name, spec) in STACKS.items():
-        mocks = RecordingMocks()
-        run_program(name, tenant_config(spec) if spec else platform_config(), mocks)
+        if stack == "cell":
+            mocks = RecordingMocks(region=CELL["region"])
+            run_program(name, platform_config(CELL, region=CELL["region"]), mocks)
+        else:
+            mocks = RecordingMocks()
+            run_program(name, tenant_config(spec) if spec else platform_config(), mocks)
         out[stack] = documents(mocks.resources)
     return out
 
@@ -48,10 +56,12 @@ def generated() -> dict[str, list[Document]]:
 def test_every_generated_policy_passes_parliament_and_cloudsplaining(generated, stack):
     docs = generated[stack]
     kinds = {d.kind for d in docs}
-    expected = {"trust", "identity", "key"} | ({"bucket"} if stack == "platform" else set()) | (
+    expected = {"trust", "identity", "key"} | ({"bucket"} if stack in ("platform", "cell") else set()) | (
         {"gateway-endpoint", "interface-endpoint"} if stack != "pooled" else set())
     assert kinds == expected  # every kind of document is in the scan
     assert [f for d in docs for f in findings(d)] == []
+    if stack == "cell":
+        assert any(d.name == "waker-access" for d in docs)  # the waker role's documents are among them
 
 
 def _one(generated, stack, kind) -> Document:

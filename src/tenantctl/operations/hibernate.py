@@ -23,7 +23,7 @@ from typing import Any
 
 from tenantctl import naming
 from tenantctl.engines.base import EventSink, phase
-from tenantctl.errors import ApplyFailed, InvalidInput
+from tenantctl.errors import ApplyFailed, InvalidInput, TargetUnavailable
 from tenantctl.models import Hibernation, TenantRecord, TenantStatus, Tier
 from tenantctl.usage.measure import TenantUsage, clients_from_workspace, measure
 from tenantctl.workspace import Workspace
@@ -51,6 +51,7 @@ def hibernate(ws: Workspace, tenant_id: str, idle_days: int = 30, force: bool = 
         raise InvalidInput(f"tenant {tenant_id!r} is not idle: last activity {when}, within --idle-days {idle_days} "
                            "(--force hibernates it anyway)")
     instance = naming.rds_identifier(tenant_id)
+    waker = _waker_role(ws, record)
     rds = ws.clients_for(record)("rds")  # its cell's account, its region
     with ws.registry.hold(tenant_id, "hibernate") as held:
         state = _state(rds, instance)
@@ -60,8 +61,21 @@ def hibernate(ws: Workspace, tenant_id: str, idle_days: int = 30, force: bool = 
         _wait(rds, instance, "stopped", tenant_id, on_event)
         if held.record.hibernation is None:
             held.record = ws.registry.mark_hibernation(
-                held.record, Hibernation(db_instance=instance, region=record.region))
+                held.record, Hibernation(db_instance=instance, region=record.region, waker_role_arn=waker))
     return held.record, usage
+
+
+def _waker_role(ws: Workspace, record: TenantRecord) -> str | None:
+    """The role the runtime assumes to wake the tenant: its cell's waker role in
+    another account (None in the target's own, where the runtime's role may)."""
+    if ws.cell(record.cell).account_role_arn is None:
+        return None
+    waker = ws.cell_outputs(record.cell).get("waker_role_arn")
+    if not waker:
+        raise TargetUnavailable(f"cell {record.cell!r} has no waker role yet (applied by an older tenantctl), so "
+                                f"the runtime could not wake {record.tenant_id!r} in that account: run `tenantctl "
+                                f"cell add {record.cell}` to apply the cell again, then hibernate")
+    return waker
 
 
 def wake(ws: Workspace, tenant_id: str, on_event: EventSink | None = None) -> TenantRecord:

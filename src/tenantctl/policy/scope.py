@@ -108,32 +108,36 @@ def _statement_scope(plan: Plan, r: PlannedResource, stmt: dict) -> Iterator[str
 
 
 # What the platform's runtime role may do (infra/components/runtime_role.py): assume
-# tenant roles (any account: cells), read the platform's own tables, the gateway
-# secret and (through Secrets Manager) the key it is sealed with, and wake tenant
-# database instances (never another instance of the account).
+# tenant roles and cells' waker roles (any account: cells), read the platform's own
+# tables, the gateway secret and (through Secrets Manager) the key it is sealed
+# with, and wake tenant database instances (never another instance of the account).
+# A cell's waker role may do only the last, in its own account.
 _TENANT_INSTANCE = f":db:{naming.rds_identifier('*')}"
+_TENANT_ROLES = f"arn:aws:iam::*:role/{naming.iam_role_name('*')}"
+_WAKER_GRANTS = {
+    "rds:describedbinstances": lambda res: res.startswith("arn:aws:rds:") and res.endswith(_TENANT_INSTANCE),
+    "rds:startdbinstance": lambda res: res.startswith("arn:aws:rds:") and res.endswith(_TENANT_INSTANCE),
+}
 _RUNTIME_GRANTS = {
-    "sts:assumerole": lambda res: res == f"arn:aws:iam::*:role/{naming.iam_role_name('*')}",
-    "sts:tagsession": lambda res: res == f"arn:aws:iam::*:role/{naming.iam_role_name('*')}",
+    **_WAKER_GRANTS,
+    "sts:assumerole": lambda res: res in (_TENANT_ROLES, naming.WAKER_ROLES),
+    "sts:tagsession": lambda res: res == _TENANT_ROLES,
     "dynamodb:getitem": lambda res: res.startswith("arn:aws:dynamodb:") and ":table/" in res,
     "dynamodb:scan": lambda res: res.startswith("arn:aws:dynamodb:") and ":table/" in res,
     "secretsmanager:getsecretvalue": lambda res: res.startswith("arn:aws:secretsmanager:") and ":secret:" in res,
     "kms:decrypt": lambda res: res.startswith("arn:aws:kms:") and ":key/" in res,
-    "rds:describedbinstances": lambda res: res.startswith("arn:aws:rds:") and res.endswith(_TENANT_INSTANCE),
-    "rds:startdbinstance": lambda res: res.startswith("arn:aws:rds:") and res.endswith(_TENANT_INSTANCE),
 }
 
 
-def _runtime_role_scope(stmt: dict) -> Iterator[str]:
+def _granted_scope(stmt: dict, grants: dict, who: str, may: str) -> Iterator[str]:
     for action in (a.lower() for a in as_list(stmt.get("Action"))):
-        allowed = _RUNTIME_GRANTS.get(action)
+        allowed = grants.get(action)
         if allowed is None:
-            yield (f"action {action!r}: the runtime role may only assume tenant roles, read what the runtime "
-                   "reads and wake tenant databases")
+            yield f"action {action!r}: {who} may only {may}"
             continue
         for res in as_list(stmt.get("Resource")):
             if known(res) and not allowed(res):
-                yield f"{action} on {res!r}: outside what the runtime role may reach"
+                yield f"{action} on {res!r}: outside what {who} may reach"
 
 
 @rule("iam-scope")
@@ -156,16 +160,21 @@ def _iam_scope(plan: Plan):
 
 
 def _role_policy_scope(plan: Plan, r: PlannedResource, stmt: dict) -> Iterator[str]:
-    """A tenant stack's role is the tenant's; the platform's are the runtime's
-    and the cell's AWS service roles (flow-log delivery, RDS monitoring), which
-    reach no tenant data (the wildcard check)."""
+    """A tenant stack's role is the tenant's; the platform's are the runtime's,
+    a cell's waker role, and the cell's AWS service roles (flow-log delivery, RDS
+    monitoring), which reach no tenant data (the wildcard check)."""
     if not plan.platform:
         return _statement_scope(plan, r, stmt)
     role = r.inputs.get("role")
     if role == UNKNOWN:
         plan.unknown(r, "role")
         return iter(())
-    return _runtime_role_scope(stmt) if role == naming.RUNTIME_ROLE else _statement_scope(plan, r, stmt)
+    if role == naming.RUNTIME_ROLE:
+        return _granted_scope(stmt, _RUNTIME_GRANTS, "the runtime role",
+                              "assume tenant and waker roles, read what the runtime reads and wake tenant databases")
+    if naming.is_cell_waker_role(role):
+        return _granted_scope(stmt, _WAKER_GRANTS, "a cell's waker role", "describe and start tenant databases")
+    return _statement_scope(plan, r, stmt)
 
 
 def _strings(value: Any, key: str = "") -> Iterator[str]:
