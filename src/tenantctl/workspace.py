@@ -105,10 +105,11 @@ class Workspace:
 
         return cell_specs(self.stacks_dir)
 
-    def cells_of(self, records: Iterable[TenantRecord]) -> dict[str, CellSpec | None]:
-        """Each record's cell by tenant id, stacks/ read once; None for a cell it does not
-        define (a fleet-wide read reports that tenant rather than failing for everyone)."""
-        cells = self.cells()
+    def cells_of(self, records: Iterable[TenantRecord],
+                 cells: dict[str, CellSpec] | None = None) -> dict[str, CellSpec | None]:
+        """Each record's cell by tenant id, from ``cells`` (default: stacks/, read once); None for a
+        cell it does not define (a fleet-wide read reports that tenant rather than failing for everyone)."""
+        cells = self.cells() if cells is None else cells
         return {r.tenant_id: cells.get(r.cell) or (CellSpec() if r.cell == DEFAULT_CELL else None) for r in records}
 
     def cell(self, name: str) -> CellSpec:

@@ -1056,7 +1056,9 @@ def test_the_runtime_wakes_a_hibernated_tenant_in_its_cells_account(fleet: Fleet
 
     slept, _ = hibernate(fleet.ws, tid, force=True)
     waker = f"arn:aws:iam::{ACCOUNT_A}:role/tenantctl-cell-eua-waker"
-    assert slept.hibernation.waker_role_arn == waker == fleet.ws.cell_outputs("eua")["waker_role_arn"]
+    assert slept.hibernation.waker_role_arn == waker == cells.show(fleet.ws, "eua").waker_role_arn
+    assert cells.show(fleet.ws, "eub").waker_role_arn.endswith(":role/tenantctl-cell-eub-waker")
+    assert cells.show(fleet.ws, "default").waker_role_arn is None  # the runtime role's own account
     assert state() == "stopped"
     runtime = TenantRuntime(jwt_settings(), fleet.ws.platform_outputs()["registry_table"], mode="assume_role",
                             endpoint_url=sandbox.aws_endpoint_url, region=US)

@@ -32,6 +32,8 @@ def _rows(info: "CellInfo") -> list[tuple[str, str]]:
             ("dedicated tenants", _count(info.dedicated)), ("draining", "yes" if info.draining else "no"),
             ("deployed", "yes" if info.deployed else "no"), ("bucket", info.bucket or "-"),
             ("database", info.database or "-")]
+    if info.account_role_arn:
+        rows.append(("waker role", info.waker_role_arn or "none yet: `tenantctl cell add` applies it"))
     rows += [("account wall", w) for w in info.walls]
     return rows
 

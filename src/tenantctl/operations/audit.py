@@ -143,7 +143,7 @@ def _accounts(ws: Workspace, records: dict[str, TenantRecord]) -> tuple[dict[str
     first of its cells' roles, and each tenant's account (none for a record of an unknown cell).
     An account's regions: its cells' and its tenants' (and the target's region for its own)."""
     cells = ws.cells()
-    cell_of = {t: spec for t, spec in ws.cells_of(records.values()).items() if spec is not None}
+    cell_of = {t: spec for t, spec in ws.cells_of(records.values(), cells).items() if spec is not None}
     role: dict[str | None, str | None] = {None: None}
     regions: dict[str | None, set[str]] = {None: {ws.client.region or "us-east-1"}}
     for spec in (*cells.values(), *cell_of.values()):

@@ -38,6 +38,7 @@ class CellInfo(BaseModel):
     dedicated: int | None = None
     bucket: str | None = None
     database: str | None = None
+    waker_role_arn: str | None = None  # in another account: what the runtime assumes to wake its tenants
     walls: list[str] = []  # `show`: the account quotas a new pooled tenant would meet
 
 
@@ -50,7 +51,7 @@ def _info(spec: CellSpec, outputs: dict[str, Any], counts: tuple[dict[str, int],
         draining=spec.draining or bool(counts and counts[1]), deployed=bool(outputs.get("bucket")),
         pooled=None if placed is None else placed.get(Tier.pooled.value, 0),
         dedicated=None if placed is None else placed.get(Tier.dedicated.value, 0),
-        bucket=outputs.get("bucket"), database=outputs.get("db_name"))
+        bucket=outputs.get("bucket"), database=outputs.get("db_name"), waker_role_arn=outputs.get("waker_role_arn"))
 
 
 def cell_spec(ws: Workspace, name: str, options: dict[str, Any]) -> CellSpec:
