@@ -316,15 +316,18 @@ class RegistryWriter:
         if cap is not None:
             condition += " AND (attribute_not_exists(#t) OR #t < :cap)"
             values[":cap"] = {"N": str(cap)}
-        for _ in range(2):
+        for attempt in range(2):
             try:
                 self._call("update_item", Key=counter_key(cell), UpdateExpression="ADD #t :one",
                            ConditionExpression=condition, ExpressionAttributeNames=names,
                            ExpressionAttributeValues=values)
                 return True
             except ClientError:  # the condition: no counter yet, or full, or draining
-                if not self._init_counter(cell):
-                    return False  # the counter exists: the cell is full or draining
+                # After a first refusal the counter exists (made here, or by a run racing this one
+                # since the update, which a full cell cannot be told from without asking again);
+                # refused with a counter in place: full or draining.
+                if not self._init_counter(cell) and attempt:
+                    return False
         return False
 
     def release_slot(self, cell: str, tier: Tier) -> None:

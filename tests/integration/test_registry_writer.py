@@ -77,6 +77,25 @@ def test_only_one_of_many_concurrent_reservations_wins(registry):
     assert sorted(outcomes) == ["refused"] * 5 + ["won"]
 
 
+def test_a_placement_racing_the_first_into_a_cell_gets_a_slot(registry):
+    """Two provisions into a cell with no counter yet: the first's refused update is
+    followed by the other run creating the counter and taking a slot before the
+    first looks; the first still gets a slot (it was taken for a full cell before)."""
+    other = RegistryWriter(registry.table, client=registry.client)
+    init = registry._init_counter
+
+    def raced(cell: str) -> bool:
+        assert other.reserve_slot(cell, Tier.pooled, cap=500)  # creates the counter, takes a slot
+        return init(cell)
+
+    registry._init_counter = raced
+    assert registry.reserve_slot("eu9", Tier.pooled, cap=500)
+    assert registry.cell_counts(["eu9"])["eu9"] == ({"pooled": 2, "dedicated": 0}, False)
+    # A cell that is really full still refuses, counter in place or not.
+    registry._init_counter = init
+    assert not registry.reserve_slot("eu9", Tier.pooled, cap=2)
+
+
 def test_tombstone_is_not_reused_and_tier_change_is_refused(registry):
     spec = TenantSpec(id="delta")
     record = registry.mark_active(registry.acquire(spec, "provision"), resources("delta"), spec, "0.1.0", "h")
