@@ -14,6 +14,7 @@ app = typer.Typer()
 @app.command()
 def audit(
     markdown: Annotated[Optional[Path], typer.Option(help="Also write the report as markdown here.")] = None,
+    parallel: Annotated[int, typer.Option(help="Tenants whose key and secret are read at once.")] = 8,
     json_out: JsonFlag = False,
 ) -> None:
     """Audit the registry against the cloud and stacks/ (changes nothing).
@@ -29,7 +30,7 @@ def audit(
     from tenantctl.templates import render
     from tenantctl.workspace import Workspace
 
-    report = run(Workspace())
+    report = run(Workspace(), parallel=parallel)
     if markdown:
         markdown.write_text(render("audit_report.md.j2", report=report))
     if json_out:
