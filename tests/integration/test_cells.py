@@ -1039,7 +1039,7 @@ def test_a_tenants_workspace_moves_to_another_region_under_its_own_new_key_rolls
     assert everywhere(sandbox, tid) == {} and inventory(sandbox, tid, DE, ACCOUNT_A, EUD_DB) == {}
 
 
-def test_the_runtime_wakes_a_hibernated_tenant_in_its_cells_account(fleet: Fleet, sandbox):
+def test_the_runtime_wakes_a_hibernated_tenant_in_its_cells_account(fleet: Fleet, sandbox, monkeypatch):
     """A dedicated tenant of eua (account A), hibernated: the runtime, in the home
     account, starts its instance there as eua's waker role (which the hibernation
     names), answering 503 while it starts; `resume` wakes it in its cell's account too."""
@@ -1054,6 +1054,13 @@ def test_the_runtime_wakes_a_hibernated_tenant_in_its_cells_account(fleet: Fleet
         return rds.describe_db_instances(DBInstanceIdentifier=naming.rds_identifier(tid))["DBInstances"][0][
             "DBInstanceStatus"]
 
+    # A cell applied before waker roles existed: refused before anything is stopped.
+    before_wakers = {k: v for k, v in fleet.ws.cell_outputs("eua").items() if k != "waker_role_arn"}
+    with monkeypatch.context() as older:
+        older.setattr(fleet.ws, "cell_outputs", lambda cell: before_wakers)
+        with pytest.raises(InvalidInput, match="tenantctl cell add eua"):
+            hibernate(fleet.ws, tid, force=True)
+    assert state() == "available"
     slept, _ = hibernate(fleet.ws, tid, force=True)
     waker = f"arn:aws:iam::{ACCOUNT_A}:role/tenantctl-cell-eua-waker"
     assert slept.hibernation.waker_role_arn == waker == cells.show(fleet.ws, "eua").waker_role_arn

@@ -23,7 +23,7 @@ from typing import Any
 
 from tenantctl import naming
 from tenantctl.engines.base import EventSink, phase
-from tenantctl.errors import ApplyFailed, InvalidInput, TargetUnavailable
+from tenantctl.errors import ApplyFailed, InvalidInput
 from tenantctl.models import Hibernation, TenantRecord, TenantStatus, Tier
 from tenantctl.usage.measure import TenantUsage, clients_from_workspace, measure
 from tenantctl.workspace import Workspace
@@ -71,10 +71,10 @@ def _waker_role(ws: Workspace, record: TenantRecord) -> str | None:
     if ws.cell(record.cell).account_role_arn is None:
         return None
     waker = ws.cell_outputs(record.cell).get("waker_role_arn")
-    if not waker:
-        raise TargetUnavailable(f"cell {record.cell!r} has no waker role yet (applied by an older tenantctl), so "
-                                f"the runtime could not wake {record.tenant_id!r} in that account: run `tenantctl "
-                                f"cell add {record.cell}` to apply the cell again, then hibernate")
+    if not waker:  # refused like a tenant that is not idle: `--all` goes on with the others
+        raise InvalidInput(f"cell {record.cell!r} has no waker role yet (applied by an older tenantctl), so the "
+                           f"runtime could not wake {record.tenant_id!r} in that account: run `tenantctl cell add "
+                           f"{record.cell}` to apply the cell again, then hibernate")
     return waker
 
 
