@@ -296,13 +296,16 @@ def test_audit_reads_each_tenant_in_its_cells_account(fleet: Fleet, sandbox):
     """Each tenant's resources are looked for in its own cell's account (none of the EU
     tenants' is reported gone, as it was when only the target's account was read), a
     leftover is found in the account that holds it (a queue tagged for a tenant no record
-    names, in account B), and a record of a cell stacks/ does not define is reported by
-    audit and by a fleet-wide refresh, which still reads the others."""
+    names, in account B), the cells' own resources are claimed by their stacks, and a
+    record of a cell stacks/ does not define is reported by audit and by a fleet-wide
+    refresh, which still reads the others."""
     from tenantctl.operations.audit import audit
 
     sqs = aws(sandbox, "sqs", EU, ACCOUNT_B)
     url = sqs.create_queue(QueueName="tenantctl-cl-ghost-jobs", tags={
         "managed-by": "tenantctl", "tenant": "cl-ghost"})["QueueUrl"]
+    gone_cell = sqs.create_queue(QueueName="tenantctl-cell-gone-x", tags={
+        "managed-by": "tenantctl", "tenant": "cell-gone"})["QueueUrl"]
     stray = fleet.tenants["cl-e1"].model_copy(update={"tenant_id": "cl-stray", "cell": "nowhere"})
     table = fleet.ws.platform_outputs()["registry_table"]
     aws(sandbox, "dynamodb").put_item(TableName=table, Item=record_to_item(stray))
@@ -310,8 +313,13 @@ def test_audit_reads_each_tenant_in_its_cells_account(fleet: Fleet, sandbox):
         report = audit(fleet.ws)
     finally:
         sqs.delete_queue(QueueUrl=url)
+        sqs.delete_queue(QueueUrl=gone_cell)
         aws(sandbox, "dynamodb").delete_item(TableName=table, Key=item_key("cl-stray"))
     ours = {(f.kind, f.tenant_id): f for f in report.findings if f.tenant_id.startswith("cl-")}
+    # The cells' own shared resources (tagged with their stack) are claimed, in every account; a leftover of a
+    # cell stacks/ does not define is not.
+    by_cell = {(f.tenant_id, f.detail.split(": ", 1)[1]) for f in report.findings if f.tenant_id.startswith("cell-")}
+    assert by_cell == {("cell-gone", "tagged for cell stack 'cell-gone', which stacks/ does not define")}
     assert set(ours) == {("unclaimed", "cl-ghost"), ("unknown-cell", "cl-stray")}, report.findings
     ghost = ours["unclaimed", "cl-ghost"].subject
     assert (naming.account_of_arn(ghost), naming.region_of_arn(ghost)) == (ACCOUNT_B, EU)

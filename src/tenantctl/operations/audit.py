@@ -33,8 +33,8 @@ from pydantic import BaseModel, Field
 
 from tenantctl import inventory
 from tenantctl.errors import CHANGES_PENDING, InvalidInput
-from tenantctl.models import TenantRecord, TenantStatus
-from tenantctl.naming import PLATFORM_STACK, broken_rule
+from tenantctl.models import CellSpec, TenantRecord, TenantStatus
+from tenantctl.naming import PLATFORM_STACK, broken_rule, cell_of_stack
 from tenantctl.stackconfig import tenant_stack_files
 from tenantctl.workspace import Workspace
 
@@ -118,12 +118,14 @@ def _gone(account: _Account, record: TenantRecord) -> Finding | None:
                           f"{'is' if len(missing) == 1 else 'are'} gone")
 
 
-def _unclaimed(account: _Account, records: dict[str, TenantRecord]) -> list[Finding]:
+def _unclaimed(account: _Account, records: dict[str, TenantRecord], cell_stacks: set[str]) -> list[Finding]:
+    """``cell_stacks``: the stacks of the cells stacks/ defines, whose shared resources carry their
+    stack's name as their ``tenant`` tag (`platform`, `cell-<name>`: never a tenant id)."""
     found = []
     for resource in account.tagged:
         tenant = resource.tenant or ""
         record = records.get(tenant)
-        if tenant == PLATFORM_STACK or (record is not None and record.status not in GONE):
+        if tenant in cell_stacks or (record is not None and record.status not in GONE):
             continue
         if record is not None and resource.kind in RETAINED_KINDS:
             continue
@@ -131,6 +133,7 @@ def _unclaimed(account: _Account, records: dict[str, TenantRecord]) -> list[Find
             continue  # a key pending deletion, a secret in its recovery window: the tail of a deletion
         why = (f"tagged for tenant {tenant!r}, {record.status.value} since "
                f"{record.deprovisioned_at or record.updated_at:%Y-%m-%d}" if record is not None
+               else f"tagged for cell stack {tenant!r}, which stacks/ does not define" if cell_of_stack(tenant)
                else f"tagged for tenant {tenant!r}, which no registry record names" if tenant
                else "tagged managed-by=tenantctl without a tenant")
         found.append(Finding(kind="unclaimed", tenant_id=tenant, subject=resource.arn,
@@ -138,12 +141,11 @@ def _unclaimed(account: _Account, records: dict[str, TenantRecord]) -> list[Find
     return found
 
 
-def _accounts(ws: Workspace, records: dict[str, TenantRecord]) -> tuple[dict[str | None, _Account],
-                                                                        dict[str, str | None]]:
+def _accounts(ws: Workspace, records: dict[str, TenantRecord],
+              cells: dict[str, CellSpec]) -> tuple[dict[str | None, _Account], dict[str, str | None]]:
     """Each account of the fleet read once, keyed by its id (None: the target's own) through the
     first of its cells' roles, and each tenant's account (none for a record of an unknown cell).
     An account's regions: its cells' and its tenants' (and the target's region for its own)."""
-    cells = ws.cells()
     cell_of = {t: spec for t, spec in ws.cells_of(records.values(), cells).items() if spec is not None}
     role: dict[str | None, str | None] = {None: None}
     regions: dict[str | None, set[str]] = {None: {ws.client.region or "us-east-1"}}
@@ -171,7 +173,8 @@ def audit(ws: Workspace, parallel: int = 8) -> AuditReport:
     records = {r.tenant_id: r for r in ws.registry.iter_all()}
     current = {t: r.current_stack for t, r in records.items()}
     files = tenant_stack_files(ws.stacks_dir, current) if ws.stacks_dir.is_dir() else {}
-    accounts, account_of = _accounts(ws, records)
+    cells = ws.cells()
+    accounts, account_of = _accounts(ws, records, cells)
 
     findings: list[Finding] = []
     for tenant_id, record in sorted(records.items()):
@@ -198,7 +201,7 @@ def audit(ws: Workspace, parallel: int = 8) -> AuditReport:
                 detail=f"tenant {tenant_id!r} is {record.status.value}: `apply` refuses this file "
                        "(ids are never reused); remove it, or restore the tenant with `tenantctl drill restore`"))
     for account in accounts.values():
-        findings += _unclaimed(account, records)
+        findings += _unclaimed(account, records, {PLATFORM_STACK} | {spec.stack for spec in cells.values()})
     order = {k: i for i, k in enumerate(KINDS)}
     findings.sort(key=lambda f: (order[f.kind], f.tenant_id, f.subject))
     return AuditReport(seconds=round(time.monotonic() - started, 3), records=len(records), stack_files=len(files),
