@@ -83,6 +83,12 @@ class Tagged(BaseModel):
         return f"{self.kind} {self.name}"
 
 
+def record_roles(records: Iterable[Any]) -> set[str]:
+    """The roles ``records`` name (each tenant's and its workspaces'): a scan's ``claimed``."""
+    return {owner.role_arn for r in records if r.resources is not None
+            for owner in (r.resources, *r.resources.workspaces.values())}
+
+
 def unknown(resources: Iterable[Tagged], arns: set[str], urns: set[str]) -> list[Tagged]:
     """The resources known neither by ARN nor by the urn tag of one of ``urns``."""
     tags = urns | {urn_tag(u) for u in urns}

@@ -112,6 +112,10 @@ class Workspace:
         cells = self.cells() if cells is None else cells
         return {r.tenant_id: cells.get(r.cell) or (CellSpec() if r.cell == DEFAULT_CELL else None) for r in records}
 
+    def undefined_cell(self, record: TenantRecord) -> str:
+        """Why a fleet-wide read skips a record whose cell ``cells_of`` found no stack file for."""
+        return f"its cell {record.cell!r} has no stack file in {self.stacks_dir.name}/: its account cannot be read"
+
     def cell(self, name: str) -> CellSpec:
         from tenantctl.stackconfig import read_cell
 

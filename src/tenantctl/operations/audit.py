@@ -152,14 +152,14 @@ def _accounts(ws: Workspace, records: dict[str, TenantRecord],
     for spec in (*cells.values(), *cell_of.values()):
         role.setdefault(spec.account_id, spec.account_role_arn)
         regions.setdefault(spec.account_id, set()).add(spec.region)
-    claimed: dict[str | None, set[str]] = {}
+    live: dict[str | None, list[TenantRecord]] = {}
     for tenant_id, spec in cell_of.items():
         record, account = records[tenant_id], spec.account_id
         regions[account].add(record.region)
-        if record.status in LIVE and record.resources is not None:
-            owners = (record.resources, *record.resources.workspaces.values())
-            claimed.setdefault(account, set()).update(owner.role_arn for owner in owners)
-    return ({account: _Account.read(ws.client.in_account(role[account]), where, claimed.get(account, set()))
+        if record.status in LIVE:
+            live.setdefault(account, []).append(record)
+    return ({account: _Account.read(ws.client.in_account(role[account]), where,
+                                    inventory.record_roles(live.get(account, ())))
              for account, where in regions.items()},
             {t: spec.account_id for t, spec in cell_of.items()})
 
@@ -184,8 +184,7 @@ def audit(ws: Workspace, parallel: int = 8) -> AuditReport:
                                     detail=f"breaks the {rule.name} rule: {rule.explain}"))
         if tenant_id not in account_of and record.status not in GONE:
             findings.append(Finding(kind="unknown-cell", tenant_id=tenant_id, subject=f"registry record {tenant_id}",
-                                    detail=f"its cell {record.cell!r} has no stack file in {ws.stacks_dir.name}/, so "
-                                           "its account was not read: restore the cell's stack file"))
+                                    detail=f"{ws.undefined_cell(record)}; restore the cell's stack file"))
     live = [r for t, r in records.items() if r.status in LIVE and t in account_of]
     with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(live)))) as pool:
         findings += [f for f in pool.map(lambda r: _gone(accounts[account_of[r.tenant_id]], r), live) if f]

@@ -205,8 +205,7 @@ def refresh_many(ws: Workspace, records: list[TenantRecord], parallel: int = 8,
         return []
     _ = ws.engine  # made once, before the threads share it
     cell_of = ws.cells_of(records)
-    done = [TenantDrift(tenant_id=r.tenant_id, ok=False, error=f"its cell {r.cell!r} has no stack file in "
-                        f"{ws.stacks_dir.name}/: its account cannot be read")
+    done = [TenantDrift(tenant_id=r.tenant_id, ok=False, error=ws.undefined_cell(r))
             for r in records if cell_of[r.tenant_id] is None]
     if on_result:
         for unread in done:
@@ -223,11 +222,6 @@ def refresh_many(ws: Workspace, records: list[TenantRecord], parallel: int = 8,
     return sorted(done, key=lambda t: t.tenant_id)
 
 
-def _record_roles(records: Iterable[TenantRecord]) -> set[str]:
-    return {owner.role_arn for r in records if r.resources is not None
-            for owner in (r.resources, *r.resources.workspaces.values())}
-
-
 def _tagged_by_account(ws: Workspace, records: list[TenantRecord],
                        roles: dict[str, str | None]) -> dict[str | None, list[inventory.Tagged]]:
     """One tag inventory per account the tenants' cells are in (``roles``: each
@@ -237,7 +231,8 @@ def _tagged_by_account(ws: Workspace, records: list[TenantRecord],
     by_role: dict[str | None, list[TenantRecord]] = {}
     for record in records:
         by_role.setdefault(roles[record.tenant_id], []).append(record)
-    return {role: inventory.scan(ws.client.in_account(role), {r.region for r in group}, claimed=_record_roles(group))
+    return {role: inventory.scan(ws.client.in_account(role), {r.region for r in group},
+                                 claimed=inventory.record_roles(group))
             for role, group in by_role.items()}
 
 
