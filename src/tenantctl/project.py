@@ -98,12 +98,14 @@ def _write_program(project_dir: Path) -> None:
 
 
 def _make_program_portable(project_dir: Path) -> None:
+    path = project_dir / PROJECT_FILE
+    text = path.read_text()
+    if "/infra" not in text and "\\infra" not in text:
+        return  # no absolute path ending in `infra` anywhere: portable, and every command spares yaml's import
     import yaml
 
     from tenantctl import yamledit
 
-    path = project_dir / PROJECT_FILE
-    text = path.read_text()
     try:
         main = (yaml.safe_load(text) or {}).get("main")
     except (yaml.YAMLError, AttributeError):

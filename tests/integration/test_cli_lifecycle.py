@@ -295,15 +295,21 @@ sys.stderr.write(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & heav
 # What a read-only command (or an apply with nothing to do) has no use for: the deploy engine, the store's
 # driver, token and crypto libraries.
 HEAVY = ("pulumi", "pulumi_aws", "psycopg", "jwt", "cryptography", "jinja2")
+# Off a terminal a table is plain text: no rich. A status reads no YAML (a portable Pulumi.yaml needs no parse;
+# a list parses it for its stacks directory).
+PLAIN = ("rich",)
 
 
-@pytest.mark.parametrize("args", [["--help"], ["provision", "--help"], ["list", "--json"],
-                                  ["status", "cli-p1", "--json"], ["sandbox", "status"],
-                                  ["apply", "--match", "cli-p1", "--json"]])  # nothing changed: nothing to run
-def test_read_only_commands_import_nothing_heavy(cli, args):
+@pytest.mark.parametrize(("args", "also"), [
+    (["--help"], ()), (["provision", "--help"], ()), (["list", "--json"], PLAIN), (["list"], PLAIN),
+    (["status", "cli-p1", "--json"], (*PLAIN, "yaml")), (["status", "cli-p1"], (*PLAIN, "yaml")),
+    (["sandbox", "status"], ()),
+    (["apply", "--match", "cli-p1", "--json"], ()),  # nothing changed: nothing to run
+])
+def test_read_only_commands_import_nothing_heavy(cli, args, also):
     if not cli("list", "--json").stdout.count('"cli-p1"'):  # the platform and a tenant exist: these only read
         assert cli("provision", "cli-p1").returncode == 0
-    probe = subprocess.run([sys.executable, "-c", PROBE, ",".join(HEAVY), *args], cwd=cli.root,
+    probe = subprocess.run([sys.executable, "-c", PROBE, ",".join(HEAVY + also), *args], cwd=cli.root,
                            capture_output=True, text=True,
                            env={**os.environ, "TENANTCTL_SANDBOX_DIR": cli.env["TENANTCTL_SANDBOX_DIR"]},
                            timeout=120)

@@ -23,3 +23,34 @@ def test_a_plain_table_still_drops_markup(capsys: pytest.CaptureFixture[str]) ->
 
     printed = capsys.readouterr().out
     assert "replace ⚠" in printed and "[bold red]" not in printed
+
+
+class _Tty:
+    """A stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("env", "tty", "expected"), [
+    ({}, False, False),
+    ({}, True, True),
+    ({"FORCE_COLOR": "1"}, False, True),  # rich's overrides still win off a terminal ...
+    ({"TTY_COMPATIBLE": "1"}, False, True),
+    ({"TTY_COMPATIBLE": "0"}, True, False),  # ... and on one
+])
+def test_the_console_answers_is_terminal_as_rich_does(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
+                                                      tty: bool, expected: bool) -> None:
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    if tty:
+        monkeypatch.setattr("sys.stdout", _Tty())
+    assert output.LazyConsole().is_terminal is expected

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -29,6 +30,19 @@ class LazyConsole:
             object.__setattr__(self, "_console", made)
         return self._console
 
+    @property
+    def is_terminal(self) -> bool:
+        """rich's answer, without importing rich when it is plainly no (a pipe, a CI log,
+        a file): rich overrides ``isatty`` only by the environment variables read here."""
+        if self._console is None and not _TERMINAL_OVERRIDES & os.environ.keys():
+            stream = sys.stderr if self._stderr else sys.stdout
+            try:
+                if not stream.isatty():
+                    return False
+            except (AttributeError, ValueError):  # no stream, or a closed one: rich says no too
+                return False
+        return self._real().is_terminal
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real(), name)
 
@@ -41,6 +55,8 @@ class LazyConsole:
     def __exit__(self, *exc: object) -> None:
         self._real().__exit__(*exc)
 
+
+_TERMINAL_OVERRIDES = {"FORCE_COLOR", "TTY_COMPATIBLE"}
 
 console: Any = LazyConsole()
 err_console: Any = LazyConsole(stderr=True)
@@ -89,6 +105,8 @@ def show(data: Any, title: str, rows: Iterable[Sequence[Any]], json_out: bool) -
 
 
 def _plain(cell: str) -> str:
+    if "[" not in cell:  # no markup to strip: rich is not needed
+        return cell
     from rich.errors import MarkupError
     from rich.text import Text
 
