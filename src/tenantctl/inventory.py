@@ -26,6 +26,13 @@ ROLE_PREFIX = "tenantctl-"
 # database, a bucket, a VPC...) is reported and left to a person.
 REMOVABLE = ("sqs", "sns", "cloudwatch:alarm", "kms:key", "secretsmanager:secret", "iam:role",
              "ec2:security-group")
+# Snapshots are data kept on purpose (RDS's automated ones, drill backups, the final snapshot of a
+# deleted store), each carrying its instance's tags: no stack declares one, so neither a refresh
+# (an orphan) nor an audit (a deprovisioned tenant's leftover) counts them.
+RETAINED_KINDS = ("rds:snapshot", "rds:cluster-snapshot")
+# CloudFormation tags what a stack creates with the stack's ARN (and passes the stack's own tags on):
+# a rotation function and its role belong to the stack that made them, not to no one.
+CLOUDFORMATION_STACK_TAG = "aws:cloudformation:stack-id"
 KEY_DELETION_DAYS = 30  # a removed key is only scheduled for deletion: the window is the undo
 SECRET_RECOVERY_DAYS = 7
 
@@ -76,6 +83,15 @@ class Tagged(BaseModel):
         return urn.split(":", 2)[2].split("::", 1)[0] if urn.startswith("urn:pulumi:") else None
 
     @property
+    def owner_arn(self) -> str | None:
+        """The CloudFormation stack that created it (and deletes it with itself), if one did."""
+        return self.tags.get(CLOUDFORMATION_STACK_TAG) or None
+
+    @property
+    def retained(self) -> bool:
+        return self.kind in RETAINED_KINDS
+
+    @property
     def removable(self) -> bool:
         return self.kind in REMOVABLE or self.service in REMOVABLE
 
@@ -90,9 +106,11 @@ def record_roles(records: Iterable[Any]) -> set[str]:
 
 
 def unknown(resources: Iterable[Tagged], arns: set[str], urns: set[str]) -> list[Tagged]:
-    """The resources known neither by ARN nor by the urn tag of one of ``urns``."""
+    """The resources known neither by ARN (theirs, or their owner's: ``Tagged.owner_arn``) nor by
+    the urn tag of one of ``urns``."""
     tags = urns | {urn_tag(u) for u in urns}
-    return [r for r in resources if r.arn not in arns and not (r.urn and r.urn in tags)]
+    return [r for r in resources if r.arn not in arns and not (r.owner_arn and r.owner_arn in arns)
+            and not (r.urn and r.urn in tags)]
 
 
 def _roles(clients: Clients, tenant: str | None, claimed: set[str]) -> Iterable[Tagged]:

@@ -186,6 +186,23 @@ def test_a_provision_that_would_replace_resources_asks_first(cli, sandbox, dedic
     assert engine_state(sandbox, "op-ded").read_text() == state
 
 
+def test_a_dedicated_tenants_rotation_function_and_snapshots_are_no_orphans(cli, sandbox, dedicated):
+    # Tagged as the tenant's but absent from its state: the rotation function and its role (made by the
+    # rotation application's CloudFormation stack), RDS's automated snapshot and a drill backup's.
+    assert cli("drill", "backup", "op-ded", "--json").returncode == 0
+    tagged = {m["ResourceARN"] for page in aws(sandbox, "resourcegroupstaggingapi").get_paginator("get_resources")
+              .paginate(TagFilters=[{"Key": "tenant", "Values": ["op-ded"]}]) for m in page["ResourceTagMappingList"]}
+    assert any(":function:tenantctl-op-ded-rot" in arn for arn in tagged)
+    assert any(":snapshot:rds:tenantctl-op-ded-" in arn for arn in tagged)
+    assert any(":snapshot:tenantctl-op-ded-drill-" in arn for arn in tagged)
+    role = naming.rotation_function_name("op-ded") + "-role"
+    assert {"Key": "tenant", "Value": "op-ded"} in aws(sandbox, "iam").list_role_tags(RoleName=role)["Tags"]
+
+    refreshed = cli("refresh", "op-ded", "--json")
+    assert refreshed.returncode == 0, refreshed  # a repair would have removed the function's role
+    assert refreshed.json()["tenants"][0]["orphans"] == []
+
+
 # -- stack files are edited round-trip; Pulumi.yaml is portable ---------------------------
 
 def test_provision_edits_the_stack_file_keeping_hand_written_comments(cli, acme):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tenantctl.engines.base import Op, PropertyDiff, ResourceChange
+from tenantctl.engines.base import Op, PropertyDiff, ResourceChange, resource_arn
 from tenantctl.engines.local.handlers.base import urn_tag
 from tenantctl.errors import CHANGES_PENDING
 from tenantctl.inventory import Tagged, unknown
@@ -85,3 +85,38 @@ def test_the_tenant_comes_from_the_urn_tag_when_the_tenant_tag_is_gone_and_known
     assert key.tenant == "acme"
     assert unknown([key, hashed, stray], arns=set(), urns={urn, long_urn}) == [stray]
     assert unknown([key, hashed, stray], arns={stray.arn}, urns=set()) == [key, hashed]
+
+
+def test_what_a_known_cloudformation_stack_made_is_not_unknown():
+    stack = "arn:aws:cloudformation:us-east-1:1:stack/serverlessrepo-tenantctl-a-rot/0f1e"
+    tags = {"tenant": "a", "managed-by": "tenantctl"}
+    function = Tagged(arn="arn:aws:lambda:us-east-1:1:function:tenantctl-a-rot", region="us-east-1",
+                      tags={**tags, "aws:cloudformation:stack-id": stack})
+    queue = Tagged(arn="arn:aws:sqs:us-east-1:1:tenantctl-a-extra", region="us-east-1", tags=tags)
+    assert (function.owner_arn, queue.owner_arn) == (stack, None)
+    assert unknown([function, queue], arns={stack}, urns=set()) == [queue]
+    # Only a stack the state knows: another stack's leftovers are still unknown.
+    assert unknown([function, queue], arns=set(), urns=set()) == [function, queue]
+
+
+@pytest.mark.parametrize("arn, retained", [
+    ("arn:aws:rds:us-east-1:1:snapshot:rds:tenantctl-a-2026-12-05-14-50", True),  # RDS's own
+    ("arn:aws:rds:us-east-1:1:snapshot:tenantctl-a-drill-20261205145331614-f5185d", True),
+    ("arn:aws:rds:us-east-1:1:snapshot:tenantctl-a-final-20261205145011", True),
+    ("arn:aws:rds:us-east-1:1:db:tenantctl-a", False),
+])
+def test_snapshots_are_backups_kept_on_purpose(arn, retained):
+    assert Tagged(arn=arn, region="us-east-1", tags={"tenant": "a"}).retained is retained
+
+
+STACK_ARN = "arn:aws:cloudformation:us-east-1:1:stack/s/0f1e"
+
+
+@pytest.mark.parametrize("outputs, resource_id, arn", [
+    ({"arn": "arn:aws:sqs:us-east-1:1:q"}, "https://sqs.us-east-1.amazonaws.com/1/q", "arn:aws:sqs:us-east-1:1:q"),
+    ({"outputs": {}}, STACK_ARN, STACK_ARN),
+    ({}, "role:policy", ""),
+    (None, None, ""),
+])
+def test_a_resource_without_an_arn_output_is_known_by_an_id_that_is_one(outputs, resource_id, arn):
+    assert resource_arn(outputs, resource_id) == arn

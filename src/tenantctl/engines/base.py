@@ -8,7 +8,7 @@ committed stacks/Pulumi.<stack>.yaml. Engines report progress through
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from enum import Enum
 from typing import Any
 
@@ -44,6 +44,16 @@ DATA_BEARING_TYPES = frozenset({
 SCHEMA_PARENTS = ("tenantctl:database:TenantDatabase$pulumi-python:dynamic:Resource",
                   "tenantctl:workspace:TenantWorkspace$pulumi-python:dynamic:Resource")
 DATA_BEARING_PARENTS = SCHEMA_PARENTS
+
+
+def resource_arn(outputs: Mapping[str, Any] | None, resource_id: str | None) -> str:
+    """A resource's ARN as a refresh reports it: its ``arn`` output, else its id when that is an
+    ARN (a CloudFormation stack has no ``arn`` output: its id is its ARN, which AWS tags every
+    resource the stack creates with)."""
+    arn = (outputs or {}).get("arn")
+    if isinstance(arn, str) and arn.startswith("arn:"):
+        return arn
+    return resource_id if isinstance(resource_id, str) and resource_id.startswith("arn:") else ""
 
 
 class ResourceChange(BaseModel):

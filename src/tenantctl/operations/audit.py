@@ -45,8 +45,6 @@ Kind = Literal["resources-gone", "unclaimed", "tombstoned-stack-file", "bad-name
 KINDS: tuple[Kind, ...] = ("resources-gone", "unclaimed", "tombstoned-stack-file", "bad-name", "unknown-cell")
 LIVE = (TenantStatus.active, TenantStatus.suspended)
 GONE = (TenantStatus.deprovisioned, TenantStatus.deprovisioning)
-# What a deprovision keeps on purpose for the tenant's retention window.
-RETAINED_KINDS = ("rds:snapshot", "rds:cluster-snapshot")
 
 
 class Finding(BaseModel):
@@ -127,7 +125,7 @@ def _unclaimed(account: _Account, records: dict[str, TenantRecord], cell_stacks:
         record = records.get(tenant)
         if tenant in cell_stacks or (record is not None and record.status not in GONE):
             continue
-        if record is not None and resource.kind in RETAINED_KINDS:
+        if record is not None and resource.retained:  # kept for the tenant's retention window
             continue
         if not inventory.is_live(account.clients, resource):
             continue  # a key pending deletion, a secret in its recovery window: the tail of a deletion

@@ -133,7 +133,8 @@ def orphans_of(ws: Workspace, record: TenantRecord, changes: ChangeSet,
     if changes.changes and not any(c.arn for c in changes.changes):
         return [], "orphans not checked: this engine's refresh names no resource ARNs"
     arns, urns = _known(record, changes)
-    candidates = inventory.unknown([t for t in tagged if t.tenant == record.tenant_id], arns, urns)
+    mine = [t for t in tagged if t.tenant == record.tenant_id and not t.retained]  # snapshots are backups
+    candidates = inventory.unknown(mine, arns, urns)
     return [t for t in candidates if inventory.is_live(ws.clients_for(record), t)], ""
 
 

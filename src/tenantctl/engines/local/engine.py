@@ -165,7 +165,7 @@ class LocalEngine(Engine):
     def preview_destroy(self, stack: str, on_event: EventSink | None = None) -> ChangeSet:
         state = StateFile(self.state_root, stack).load()
         return ChangeSet(stack=stack, changes=[
-            ResourceChange(op=Op.delete, type=r.type, name=r.name, urn=r.urn, arn=str(r.outputs.get("arn") or ""))
+            ResourceChange(op=Op.delete, type=r.type, name=r.name, urn=r.urn, arn=r.arn)
             for r in reversed(state.resources)])
 
     def destroy(self, stack: str, on_event: EventSink | None = None) -> ChangeSet:
@@ -199,7 +199,7 @@ class LocalEngine(Engine):
         from tenantctl.engines.local.handlers import HANDLERS, Desired
 
         change = ResourceChange(op=Op.same, type=entry.type, name=entry.name, urn=entry.urn,
-                                arn=str(entry.outputs.get("arn") or ""))
+                                arn=entry.arn)
         if entry.status != "created":  # an interrupted run's intent: the next up adopts or deletes it
             change.op = Op.update
             change.diffs = [PropertyDiff(path="(state)", old="created", new=f"{entry.status} (a run was interrupted)")]

@@ -54,7 +54,7 @@ def change(op: Op, typ: str, name: str, urn: str, prior: ResourceState | None,
            inputs: dict[str, Any]) -> ResourceChange:
     """The step for one resource, with what changes (recorded -> declared) for an update or replace."""
     diffs = property_diffs(prior.inputs, inputs) if prior is not None and op in (Op.update, Op.replace) else []
-    arn = str((prior.outputs if prior is not None else {}).get("arn") or "")
+    arn = prior.arn if prior is not None else ""
     return ResourceChange(op=op, type=typ, name=name, urn=urn, diffs=diffs, arn=arn)
 
 
@@ -183,7 +183,7 @@ class ApplyPass(_Pass):
                 entry = self.create(handler, d, recovering=prior is not None and op is Op.create)
         except Exception as exc:
             raise RuntimeError(f"{name} ({typ}): {op.value} failed: {exc}") from exc
-        step.arn = str(entry.outputs.get("arn") or "")  # a new resource's, once it exists
+        step.arn = entry.arn  # a new resource's, once it exists
         self.emit("resource-done", op, typ, name)
         return entry.id, entry.outputs
 

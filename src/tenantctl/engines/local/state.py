@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from tenantctl.engines.base import resource_arn
 from tenantctl.files import write_atomic
 
 Status = Literal["created", "creating", "deleting"]
@@ -52,6 +53,10 @@ class ResourceState(BaseModel):
     inputs: dict[str, Any] = Field(default_factory=dict)
     outputs: dict[str, Any] = Field(default_factory=dict)
     status: Status = "created"
+
+    @property
+    def arn(self) -> str:
+        return resource_arn(self.outputs, self.id)
 
 
 class StackState(BaseModel):

@@ -29,7 +29,7 @@ import threading
 from collections.abc import Collection
 from typing import Any
 
-from tenantctl.engines.base import ChangeSet, EngineEvent, EventSink, Op, PropertyDiff, ResourceChange
+from tenantctl.engines.base import ChangeSet, EngineEvent, EventSink, Op, PropertyDiff, ResourceChange, resource_arn
 from tenantctl.engines.diffs import SECRET
 from tenantctl.engines.diffs import UNKNOWN_TEXT as DIFF_UNKNOWN_TEXT
 from tenantctl.errors import ApplyFailed
@@ -196,11 +196,11 @@ def property_diffs(meta: Any, live: bool = False) -> list[PropertyDiff]:
 
 
 def _arn(meta: Any) -> str:
-    """The resource's ARN from a step's states (its outputs): the refresh
+    """The resource's ARN from a step's states (``resource_arn``): the refresh
     operation tells a tagged resource the stack knows from an orphan by it."""
     for state in (meta.new, meta.old):
-        arn = (getattr(state, "outputs", None) or {}).get("arn")
-        if isinstance(arn, str) and arn.startswith("arn:"):
+        arn = resource_arn(getattr(state, "outputs", None), getattr(state, "id", None))
+        if arn:
             return arn
     return ""
 
