@@ -54,3 +54,24 @@ def test_the_console_answers_is_terminal_as_rich_does(monkeypatch: pytest.Monkey
     if tty:
         monkeypatch.setattr("sys.stdout", _Tty())
     assert output.LazyConsole().is_terminal is expected
+
+
+@pytest.mark.parametrize("text", [
+    "[red]invalid tenant id 'Bad'[/] (charset rule): registry record; `tenantctl forget Bad --yes` removes it",
+    "more: --cursor " + "eyJ0ZW5hbnRfaWQiOiB7IlMiOiAic3luLTAwMDQ5In19" * 3,  # longer than 80 columns: kept whole
+    r"a literal \[bracket] and :secret: kept",
+    "two\nlines",
+])
+def test_a_line_off_a_terminal_is_what_rich_would_print_there(capsys: pytest.CaptureFixture[str], text: str) -> None:
+    import io
+
+    from rich.console import Console
+
+    lazy = output.LazyConsole()
+    lazy.print(text, highlight=False)
+    printed = capsys.readouterr().out
+    assert lazy._console is None  # written without making rich's console
+
+    rich_out = io.StringIO()
+    Console(file=rich_out, emoji=False, soft_wrap=True).print(text, highlight=False)
+    assert printed == rich_out.getvalue()

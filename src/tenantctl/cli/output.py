@@ -43,6 +43,18 @@ class LazyConsole:
                 return False
         return self._real().is_terminal
 
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        """rich's ``print``; off a terminal, one string (markup allowed) is written as rich would
+        write it there, whole and plain, without importing rich for it."""
+        if (self._console is None and len(objects) == 1 and isinstance(objects[0], str)
+                and set(kwargs) <= {"highlight", "soft_wrap"} and kwargs.get("soft_wrap", True)
+                and not self.is_terminal):
+            stream = sys.stderr if self._stderr else sys.stdout
+            stream.write(_plain(objects[0]) + "\n")
+            stream.flush()  # as rich does: lines keep their order with the other stream's
+            return
+        self._real().print(*objects, **kwargs)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real(), name)
 
