@@ -304,7 +304,7 @@ PLAIN = ("rich",)
     (["--help"], ()), (["provision", "--help"], ()), (["list", "--json"], PLAIN), (["list"], PLAIN),
     (["status", "cli-p1", "--json"], (*PLAIN, "yaml")), (["status", "cli-p1"], (*PLAIN, "yaml")),
     (["sandbox", "status"], ()),
-    (["apply", "--match", "cli-p1", "--json"], ()),  # nothing changed: nothing to run
+    (["apply", "--match", "cli-p1", "--json"], PLAIN),  # nothing changed: nothing to run
 ])
 def test_read_only_commands_import_nothing_heavy(cli, args, also):
     if not cli("list", "--json").stdout.count('"cli-p1"'):  # the platform and a tenant exist: these only read

@@ -56,22 +56,34 @@ def test_the_console_answers_is_terminal_as_rich_does(monkeypatch: pytest.Monkey
     assert output.LazyConsole().is_terminal is expected
 
 
-@pytest.mark.parametrize("text", [
-    "[red]invalid tenant id 'Bad'[/] (charset rule): registry record; `tenantctl forget Bad --yes` removes it",
-    "more: --cursor " + "eyJ0ZW5hbnRfaWQiOiB7IlMiOiAic3luLTAwMDQ5In19" * 3,  # longer than 80 columns: kept whole
-    r"a literal \[bracket] and :secret: kept",
-    "two\nlines",
+@pytest.mark.parametrize(("text", "markup"), [
+    ("[red]invalid tenant id 'Bad'[/] (charset rule): registry record; `tenantctl forget Bad --yes` removes it", True),
+    ("more: --cursor " + "eyJ0ZW5hbnRfaWQiOiB7IlMiOiAic3luLTAwMDQ5In19" * 3, True),  # over 80 columns: kept whole
+    (r"a literal \[bracket] and :secret: kept", True),
+    ("two\nlines", True),
+    ("[   0.1s] plan: 1 unchanged", True),  # a stamp is no tag
+    ("[   0.1s] \\[1/3] acme: [green]ok[/] (0.4s)", True),
+    ("[   0.3s] provisioning acme: waiting on [/tmp/x.lock] :secret:", False),  # a progress line: text as it is
 ])
-def test_a_line_off_a_terminal_is_what_rich_would_print_there(capsys: pytest.CaptureFixture[str], text: str) -> None:
+def test_a_line_off_a_terminal_is_what_rich_would_print_there(capsys: pytest.CaptureFixture[str], text: str,
+                                                              markup: bool) -> None:
     import io
 
     from rich.console import Console
 
     lazy = output.LazyConsole()
-    lazy.print(text, highlight=False)
+    lazy.print(text, highlight=False, markup=markup)
     printed = capsys.readouterr().out
     assert lazy._console is None  # written without making rich's console
 
     rich_out = io.StringIO()
-    Console(file=rich_out, emoji=False, soft_wrap=True).print(text, highlight=False)
+    Console(file=rich_out, emoji=False, soft_wrap=True).print(text, highlight=False, markup=markup)
     assert printed == rich_out.getvalue()
+
+
+@pytest.mark.parametrize("text", ["plain words: acme", "queue [tenantctl-acme-jobs] gone", "a path ending C:\\",
+                                  r"already \[escaped]"])
+def test_escape_is_riches(text: str) -> None:
+    from rich.markup import escape
+
+    assert output.escape(text) == escape(text)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from tenantctl.cli.output import console, err_console, orphan_lines, print_json, steps_table, table
+from tenantctl.cli.output import console, err_console, escape, orphan_lines, print_json, steps_table, table
 
 if TYPE_CHECKING:
     from tenantctl.operations.apply import TenantResult
@@ -34,8 +34,6 @@ def _progress(preview: bool) -> Iterator[tuple[Callable, Callable]]:
     """Per-tenant progress on stderr: the plan, then one line per finished
     tenant, each stamped with the time since the start. stdout stays for the
     summary (and --json)."""
-    from rich.markup import escape
-
     from tenantctl.cli.progress import fleet_progress
 
     with fleet_progress("previewing" if preview else "applying") as progress:

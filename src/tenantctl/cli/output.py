@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -47,10 +48,10 @@ class LazyConsole:
         """rich's ``print``; off a terminal, one string (markup allowed) is written as rich would
         write it there, whole and plain, without importing rich for it."""
         if (self._console is None and len(objects) == 1 and isinstance(objects[0], str)
-                and set(kwargs) <= {"highlight", "soft_wrap"} and kwargs.get("soft_wrap", True)
+                and set(kwargs) <= {"highlight", "soft_wrap", "markup"} and kwargs.get("soft_wrap", True)
                 and not self.is_terminal):
             stream = sys.stderr if self._stderr else sys.stdout
-            stream.write(_plain(objects[0]) + "\n")
+            stream.write((_plain(objects[0]) if kwargs.get("markup", True) else objects[0]) + "\n")
             stream.flush()  # as rich does: lines keep their order with the other stream's
             return
         self._real().print(*objects, **kwargs)
@@ -69,6 +70,9 @@ class LazyConsole:
 
 
 _TERMINAL_OVERRIDES = {"FORCE_COLOR", "TTY_COMPATIBLE"}
+# Where rich's markup can act: a tag opens with '[' and one of these (rich.markup.RE_TAGS), or a backslash
+# escapes a bracket; "[   0.3s]" (a progress stamp) is text.
+_MARKUP = re.compile(r"\[[a-z#/@]|\\\[")
 
 console: Any = LazyConsole()
 err_console: Any = LazyConsole(stderr=True)
@@ -116,8 +120,17 @@ def show(data: Any, title: str, rows: Iterable[Sequence[Any]], json_out: bool) -
         table(title, ["field", "value"], rows)
 
 
+def escape(text: str) -> str:
+    """rich's markup escape, importing rich only for text it changes (a '[' or a trailing backslash)."""
+    if "[" not in text and not text.endswith("\\"):
+        return text
+    from rich.markup import escape as escape_markup
+
+    return escape_markup(text)
+
+
 def _plain(cell: str) -> str:
-    if "[" not in cell:  # no markup to strip: rich is not needed
+    if not _MARKUP.search(cell):  # no tag, no escaped bracket: nothing to strip, no rich needed
         return cell
     from rich.errors import MarkupError
     from rich.text import Text
@@ -143,8 +156,6 @@ def error(message: str) -> None:
 def step_rows(steps: Iterable[Any]) -> list[tuple[str, str, str, str]]:
     """(op, name, type, what changes) per ResourceChange that is not ``same``:
     changed properties old → new one per line, a data-bearing replace or delete flagged."""
-    from rich.markup import escape
-
     from tenantctl.engines.diffs import describe
 
     rows = []

@@ -5,6 +5,8 @@ with the time since the command started, so a job never looks hung; on a
 terminal the same lines scroll above a live view of the current phase: the
 resource being changed and "N of M resources" once the engine's plan is known.
 Fleet runs (apply, refresh) print a plan line, then a stamped line per tenant.
+Only the live views need rich's progress (~20 ms to import): off a terminal
+the lines are written without it.
 """
 
 from __future__ import annotations
@@ -12,9 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-from rich.progress import Progress, ProgressColumn, SpinnerColumn, Task, TextColumn, TimeElapsedColumn
-from rich.text import Text
+from typing import Any
 
 from tenantctl.cli.output import err_console
 from tenantctl.engines.base import EngineEvent
@@ -25,13 +25,21 @@ def elapsed(started: float) -> str:
     return f"[{time.monotonic() - started:6.1f}s]"
 
 
-class _Resources(ProgressColumn):
-    """'N of M resources' once the plan gave M; nothing before."""
+def _resource_view() -> Any:
+    """The live view of one operation: a spinner, the current step, 'N of M resources' once the
+    plan gave M, the elapsed time."""
+    from rich.progress import Progress, ProgressColumn, SpinnerColumn, Task, TextColumn, TimeElapsedColumn
+    from rich.text import Text
 
-    def render(self, task: Task) -> Text:
-        if task.total is None:
-            return Text("")
-        return Text(f"{int(task.completed)} of {int(task.total)} resources", style="progress.download")
+    class Resources(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            if task.total is None:
+                return Text("")
+            return Text(f"{int(task.completed)} of {int(task.total)} resources", style="progress.download")
+
+    # The description holds stack names ("[acme]") and engine messages: text, not markup.
+    return Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), Resources(),
+                    TimeElapsedColumn(), console=err_console, transient=True)
 
 
 class ProgressView:
@@ -41,12 +49,10 @@ class ProgressView:
     def __init__(self, title: str) -> None:
         self.title = title
         self.started = time.monotonic()
-        self.live: Progress | None = None
+        self.live: Any = None  # rich's Progress, on a terminal
         self.task = None
         if err_console.is_terminal:
-            # The description holds stack names ("[acme]") and engine messages: text, not markup.
-            self.live = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), _Resources(),
-                                 TimeElapsedColumn(), console=err_console, transient=True)
+            self.live = _resource_view()
             self.task = self.live.add_task(title, total=None)
 
     def line(self, text: str) -> None:
@@ -112,7 +118,7 @@ class FleetProgress:
     def __init__(self, verb: str) -> None:
         self.verb, self.done_count, self.total = verb, 0, 0
         self.started = time.monotonic()
-        self._bar: Progress | None = None
+        self._bar: Any = None  # rich's Progress, on a terminal
         self._task = None
 
     def plan(self, total: int, text: str) -> None:
@@ -120,7 +126,7 @@ class FleetProgress:
         more = f"; {self.verb} {total} tenant(s)" if total else ""
         err_console.print(f"{elapsed(self.started)} plan: {text}{more}", highlight=False)
         if total and err_console.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self._bar = Progress(TextColumn(self.verb), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                  console=err_console, transient=True)

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from tenantctl.cli.options import JsonFlag
-from tenantctl.cli.output import console, orphan_lines, print_json, steps_table, table
+from tenantctl.cli.output import console, escape, orphan_lines, print_json, steps_table, table
 
 app = typer.Typer()
 
@@ -30,8 +30,6 @@ def refresh(
     Exit codes: 0 no drift, 12 drift found, 1 a tenant could not be refreshed
     (the same convention as `apply --preview`).
     """
-    from rich.markup import escape
-
     from tenantctl.cli.progress import fleet_progress
     from tenantctl.operations.refresh import refresh as run
     from tenantctl.templates import render
