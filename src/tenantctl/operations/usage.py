@@ -261,9 +261,8 @@ def price_placed(ws: Workspace, prices: PriceTable, placed: list[Placed], db_gb:
         tenants.append(TenantCost(estimate=estimate(inputs, prices, platforms[p.cell], n),
                                   comparison=compare_tiers(inputs, prices, platforms[p.cell], n),
                                   hibernation=p.hibernation, move=p.move))
-    first = next(iter(platforms), DEFAULT_CELL)
-    return CostReport(tenants=tenants, assumptions=assumptions_text(prices, platforms.get(first) or CellSpec(),
-                                                                    sharing.get(first, 1)))
+    return CostReport(tenants=tenants, assumptions=assumptions_text(prices, platforms or {DEFAULT_CELL: CellSpec()},
+                                                                    sharing))
 
 
 def placed_tenants(ws: Workspace, prices: PriceTable, records: list[TenantRecord], idle_days: int,

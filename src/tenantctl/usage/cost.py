@@ -13,6 +13,7 @@ makes a break-even data size between the tiers exist.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -383,8 +384,10 @@ def _break_even_bytes(diff, hi: int = 65536 * GIB) -> int | None:
     return hi
 
 
-def assumptions_text(prices: PriceTable, platform: CellSpec, active_pooled: int) -> list[str]:
-    """The assumptions behind every estimate, printed next to it."""
+def assumptions_text(prices: PriceTable, platforms: Mapping[str, CellSpec],
+                     active_pooled: Mapping[str, int]) -> list[str]:
+    """The assumptions behind every estimate, printed next to it; a line per cell priced
+    (``platforms``: the cells' specs by name, ``active_pooled``: how many tenants share each)."""
     a = prices.assumptions
     return [
         f"{prices.region} on-demand list prices in {prices.currency} as of {prices.as_of}; "
@@ -395,9 +398,10 @@ def assumptions_text(prices: PriceTable, platform: CellSpec, active_pooled: int)
         f"interface endpoints ({', '.join(a.interface_endpoints)}) in {a.dedicated_az_count} AZs per dedicated VPC "
         "and in the shared VPC; S3/DynamoDB via free gateway endpoints; no NAT gateway "
         f"(one would add ${prices.vpc.nat_gateway_hour * prices.hours_per_month:.2f} per AZ)",
-        f"platform (shared {platform.db_instance_class}, {platform.db_storage_gb} GB, {platform.az_count} AZ): "
-        f"${platform_cost(prices, platform):.2f}/month, split over {active_pooled} active pooled tenant(s) "
-        "or by share of the shared DB storage if larger",
+        *(f"platform of cell {name} (shared {platform.db_instance_class}, "
+          f"{platform.db_storage_gb} GB, {platform.az_count} AZ): ${platform_cost(prices, platform):.2f}/month, "
+          f"split over {active_pooled.get(name, 1)} active pooled tenant(s) or by share of the shared DB storage "
+          "if larger" for name, platform in sorted(platforms.items())),
         f"dedicated: storage >= data x {a.storage_headroom:g}; backups = data x (1 + {a.backup_daily_change:g} x "
         "retention days), free up to the provisioned storage",
         "S3 bytes include noncurrent versions (they are billed); data transfer out is not included",
