@@ -70,6 +70,22 @@ def tenant_instances(account_id: str) -> str:
     return f"arn:aws:rds:*:{account_id}:db:{naming.rds_identifier('*')}"
 
 
+def shared_instances(account_id: str) -> list[str]:
+    """The cells' shared database instances of the account, which ``tenant_instances`` also matches
+    (``tenantctl-platform``, ``tenantctl-cell-*``; no tenant id is either: naming's reserved ids)."""
+    return [f"arn:aws:rds:*:{account_id}:db:{naming.cell_rds_identifier(naming.DEFAULT_CELL)}",
+            f"arn:aws:rds:*:{account_id}:db:{naming.rds_identifier(naming.CELL_STACK_PREFIX + '*')}"]
+
+
+def wake_statements(account_id: str) -> list[dict]:
+    """Describe and start tenant database instances of the account, never a cell's shared one
+    (starting a running instance fails anyway, but its description is no tenant's business)."""
+    return [{"Sid": "WakeTenantDatabases", "Effect": "Allow", "Action": WAKE_ACTIONS,
+             "Resource": tenant_instances(account_id)},
+            {"Sid": "NeverSharedDatabases", "Effect": "Deny", "Action": WAKE_ACTIONS,
+             "Resource": shared_instances(account_id)}]
+
+
 def runtime_access_document(registry_table_arn: str, revocation_table_arn: str, gateway_secret_arn: str,
                             platform_key_arn: str, region: str, account_id: str) -> dict:
     """What the runtime role may do: assume tenant roles (with the session tag
@@ -86,8 +102,7 @@ def runtime_access_document(registry_table_arn: str, revocation_table_arn: str, 
          "Resource": gateway_secret_arn},
         {"Sid": "OpenGatewaySecret", "Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": platform_key_arn,
          "Condition": {"StringEquals": {"kms:ViaService": f"secretsmanager.{region}.amazonaws.com"}}},
-        {"Sid": "WakeTenantDatabases", "Effect": "Allow", "Action": WAKE_ACTIONS,
-         "Resource": tenant_instances(account_id)},
+        *wake_statements(account_id),
     ]}
 
 
@@ -126,9 +141,7 @@ def waker_trust_document(runtime_principal_arn: str) -> dict:
 
 def waker_access_document(account_id: str) -> dict:
     """What a waker role may do: what the runtime role may do to wake a tenant, in its own account."""
-    return {"Version": "2012-10-17", "Statement": [
-        {"Sid": "WakeTenantDatabases", "Effect": "Allow", "Action": WAKE_ACTIONS,
-         "Resource": tenant_instances(account_id)}]}
+    return {"Version": "2012-10-17", "Statement": wake_statements(account_id)}
 
 
 class DatabaseWakerRole(pulumi.ComponentResource):

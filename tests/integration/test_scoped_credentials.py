@@ -181,6 +181,9 @@ def test_tenant_roles_trust_the_platforms_runtime_role_only(tenants, sandbox, wo
     assert all(allowed([access], iam_eval.Request(action, instances + f"tenantctl-{A}"))
                for action in ("rds:DescribeDBInstances", "rds:StartDBInstance"))
     assert not allowed([access], iam_eval.Request("rds:StartDBInstance", instances + "billing"))
+    assert not any(allowed([access], iam_eval.Request(action, instances + shared))  # the cells' own
+                   for action in ("rds:DescribeDBInstances", "rds:StartDBInstance")
+                   for shared in ("tenantctl-platform", "tenantctl-cell-eu1"))
     assert not allowed([access], iam_eval.Request("rds:StopDBInstance", instances + f"tenantctl-{A}"))
     assert allowed([access], iam_eval.Request("sts:AssumeRole", tenants[A].resources.role_arn))
     assert not allowed([access], iam_eval.Request("sts:AssumeRole", f"arn:aws:iam::{account}:role/admin"))

@@ -131,6 +131,11 @@ def test_the_platform_makes_the_runtime_a_role_of_its_own(platform):
     assert by_sid["WakeTenantDatabases"] == {"Sid": "WakeTenantDatabases", "Effect": "Allow",
                                              "Action": ["rds:DescribeDBInstances", "rds:StartDBInstance"],
                                              "Resource": f"arn:aws:rds:*:{account}:db:tenantctl-*"}
+    # ... and never a cell's shared instance, which that pattern also matches.
+    assert by_sid["NeverSharedDatabases"] == {"Sid": "NeverSharedDatabases", "Effect": "Deny",
+                                              "Action": ["rds:DescribeDBInstances", "rds:StartDBInstance"],
+                                              "Resource": [f"arn:aws:rds:*:{account}:db:tenantctl-platform",
+                                                           f"arn:aws:rds:*:{account}:db:tenantctl-cell-*"]}
     # A runtime role that may do more is refused by the gate on the platform stack: another
     # service, or an instance that is no tenant's.
     for extra in ({"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/*"},
@@ -267,6 +272,8 @@ def test_a_cell_of_another_account_lets_the_runtime_wake_its_tenants_and_nothing
     doc = json.loads(access.inputs["policy"])
     assert doc == waker_access_document("222222222222")
     assert doc["Statement"][0]["Resource"] == "arn:aws:rds:*:222222222222:db:tenantctl-*"
+    assert doc["Statement"][1]["Effect"] == "Deny" and doc["Statement"][1]["Resource"] == [
+        "arn:aws:rds:*:222222222222:db:tenantctl-platform", "arn:aws:rds:*:222222222222:db:tenantctl-cell-*"]
     assert policy.check(mocks.resources, "cell-eu1", platform=True) == []
     # A waker that may do more is refused by the gate: another action, or an instance that is no tenant's.
     for extra in ({"Effect": "Allow", "Action": "rds:StopDBInstance", "Resource": "arn:aws:rds:*:2:db:tenantctl-*"},
