@@ -181,8 +181,8 @@ def urn(stack: str, typ: str, name: str, parent: str = "") -> str:
 
 
 def state(typ: str, urn_: str, inputs: dict[str, Any] | None = None, outputs: dict[str, Any] | None = None,
-          custom: bool = True) -> dict[str, Any]:
-    body: dict[str, Any] = {"type": typ, "urn": urn_, "id": "", "parent": "", "provider": "",
+          custom: bool = True, resource_id: str = "") -> dict[str, Any]:
+    body: dict[str, Any] = {"type": typ, "urn": urn_, "id": resource_id, "parent": "", "provider": "",
                             "inputs": inputs or {}, "outputs": outputs or {}}
     if custom:  # `json:"custom,omitempty"`: a component's state has no `custom` at all
         body["custom"] = True
@@ -278,11 +278,11 @@ def replacement(stack: str, typ: str, name: str, old_inputs: dict[str, Any], new
 
 
 def refreshed(stack: str, typ: str, name: str, recorded: dict[str, Any], live: dict[str, Any] | None,
-              detailed: dict[str, str] | None = None) -> list[dict[str, Any]]:
+              detailed: dict[str, str] | None = None, resource_id: str = "") -> list[dict[str, Any]]:
     """One resource in `pulumi refresh --preview-only`: the pre event's op is
     ``refresh``; the outputs event's op is the result (``live`` None: gone)."""
     u = urn(stack, typ, name)
-    old = state(typ, u, recorded, recorded)
+    old = state(typ, u, recorded, recorded, resource_id=resource_id)
     first = step("refresh", u, typ, old=old, new=old)
     if live is None:
         result = step("delete", u, typ, old=old)

@@ -613,13 +613,18 @@ def test_refresh_reports_drift_from_the_result_ops_of_a_preview_only_refresh(pro
 
 def test_refresh_names_each_resources_arn_for_the_orphan_check(project: Path, cli: FakeCli) -> None:
     role_arn, queue_arn = "arn:aws:iam::1:role/tenantctl-acme-app", "arn:aws:sqs:us-east-1:1:tenantctl-acme-jobs"
+    stack_arn = "arn:aws:cloudformation:us-east-1:1:stack/serverlessrepo-tenantctl-acme-rot/0f1e"
     cli.script("preview-refresh", {"events": refresh_stream("acme", [
         refreshed("acme", ROLE, "acme-role", {"arn": role_arn}, {"arn": role_arn}),
         refreshed("acme", QUEUE, "acme-jobs", {"arn": queue_arn}, None),
         refreshed("acme", KEY, "acme-key", {"keyId": "k"}, {"keyId": "k"}),
+        # No `arn` output, its id is its ARN (what the stack creates is tagged with it).
+        refreshed("acme", "aws:serverlessrepository/cloudFormationStack:CloudFormationStack", "acme-rotation-app",
+                  {"outputs": {}}, {"outputs": {}}, resource_id=stack_arn),
     ])})
     changes = {c.name: c for c in engine_on(project, cli).refresh("acme").changes}
     assert (changes["acme-role"].arn, changes["acme-jobs"].arn, changes["acme-key"].arn) == (role_arn, queue_arn, "")
+    assert changes["acme-rotation-app"].arn == stack_arn
 
 
 def test_a_stack_the_backend_lacks_has_nothing_to_destroy_and_drifts_only_if_absent_is_ok(project: Path,
