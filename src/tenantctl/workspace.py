@@ -112,6 +112,15 @@ class Workspace:
         cells = self.cells() if cells is None else cells
         return {r.tenant_id: cells.get(r.cell) or (CellSpec() if r.cell == DEFAULT_CELL else None) for r in records}
 
+    @staticmethod
+    def account_roles(specs: Iterable[CellSpec]) -> dict[str | None, str | None]:
+        """Each account of the cells ``specs`` by id (None: the target's own) and the role reaching
+        it: its first cell's (cells of one account may name different roles; one is enough)."""
+        roles: dict[str | None, str | None] = {}
+        for spec in specs:
+            roles.setdefault(spec.account_id, spec.account_role_arn)
+        return roles
+
     def undefined_cell(self, record: TenantRecord) -> str:
         """Why a fleet-wide read skips a record whose cell ``cells_of`` found no stack file for."""
         return f"its cell {record.cell!r} has no stack file in {self.stacks_dir.name}/: its account cannot be read"

@@ -120,3 +120,28 @@ STACK_ARN = "arn:aws:cloudformation:us-east-1:1:stack/s/0f1e"
 ])
 def test_a_resource_without_an_arn_output_is_known_by_an_id_that_is_one(outputs, resource_id, arn):
     assert resource_arn(outputs, resource_id) == arn
+
+
+def test_a_fleet_refresh_scans_each_account_once_whatever_role_its_cells_name(monkeypatch):
+    from types import SimpleNamespace
+
+    from tenantctl import inventory
+    from tenantctl.models import CellSpec
+    from tenantctl.operations.refresh import _tagged_by_account
+    from tenantctl.workspace import Workspace
+
+    eua = CellSpec(name="eua", region="eu-west-1", account_role_arn="arn:aws:iam::222222222222:role/tenantctl-cell")
+    euc = CellSpec(name="euc", region="eu-central-1", account_role_arn="arn:aws:iam::222222222222:role/ops")
+    roles = Workspace.account_roles([eua, euc, CellSpec()])
+    assert roles == {"222222222222": eua.account_role_arn, None: None}  # one role per account: its first cell's
+
+    scans = []
+    monkeypatch.setattr(inventory, "scan", lambda clients, regions, claimed=(): scans.append((clients, sorted(regions)))
+                        or [])
+    ws = SimpleNamespace(client=SimpleNamespace(in_account=lambda role: role))  # the clients: the role reached
+    records = [SimpleNamespace(tenant_id=t, region=r, resources=None)
+               for t, r in (("a", "eu-west-1"), ("c", "eu-central-1"), ("h", "us-east-1"))]
+    tagged = _tagged_by_account(ws, records, {"a": "222222222222", "c": "222222222222", "h": None}, roles)
+    assert sorted(scans, key=str) == sorted([(eua.account_role_arn, ["eu-central-1", "eu-west-1"]),
+                                             (None, ["us-east-1"])], key=str)
+    assert set(tagged) == {"222222222222", None}

@@ -145,10 +145,9 @@ def _accounts(ws: Workspace, records: dict[str, TenantRecord],
     first of its cells' roles, and each tenant's account (none for a record of an unknown cell).
     An account's regions: its cells' and its tenants' (and the target's region for its own)."""
     cell_of = {t: spec for t, spec in ws.cells_of(records.values(), cells).items() if spec is not None}
-    role: dict[str | None, str | None] = {None: None}
+    role = {None: None, **ws.account_roles((*cells.values(), *cell_of.values()))}
     regions: dict[str | None, set[str]] = {None: {ws.client.region or "us-east-1"}}
     for spec in (*cells.values(), *cell_of.values()):
-        role.setdefault(spec.account_id, spec.account_role_arn)
         regions.setdefault(spec.account_id, set()).add(spec.region)
     live: dict[str | None, list[TenantRecord]] = {}
     for tenant_id, spec in cell_of.items():

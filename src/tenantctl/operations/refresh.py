@@ -212,10 +212,10 @@ def refresh_many(ws: Workspace, records: list[TenantRecord], parallel: int = 8,
         for unread in done:
             on_result(unread)
     records = [r for r in records if cell_of[r.tenant_id] is not None]
-    roles = {r.tenant_id: cell_of[r.tenant_id].account_role_arn for r in records}
-    tagged = _tagged_by_account(ws, records, roles)
+    account_of = {r.tenant_id: cell_of[r.tenant_id].account_id for r in records}
+    tagged = _tagged_by_account(ws, records, account_of, ws.account_roles(cell_of[r.tenant_id] for r in records))
     with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(records)))) as pool:
-        futures = [pool.submit(refresh_tenant, ws, r, tagged[roles[r.tenant_id]]) for r in records]
+        futures = [pool.submit(refresh_tenant, ws, r, tagged[account_of[r.tenant_id]]) for r in records]
         for future in as_completed(futures):
             done.append(future.result())
             if on_result:
@@ -223,18 +223,18 @@ def refresh_many(ws: Workspace, records: list[TenantRecord], parallel: int = 8,
     return sorted(done, key=lambda t: t.tenant_id)
 
 
-def _tagged_by_account(ws: Workspace, records: list[TenantRecord],
-                       roles: dict[str, str | None]) -> dict[str | None, list[inventory.Tagged]]:
-    """One tag inventory per account the tenants' cells are in (``roles``: each
-    tenant's cell account role; None: the target's own account), over their
-    regions. The tenants' own roles are known from their records: no tag read
-    for those."""
-    by_role: dict[str | None, list[TenantRecord]] = {}
+def _tagged_by_account(ws: Workspace, records: list[TenantRecord], account_of: dict[str, str | None],
+                       roles: dict[str | None, str | None]) -> dict[str | None, list[inventory.Tagged]]:
+    """One tag inventory per account the tenants' cells are in (``account_of``: each
+    tenant's cell's account id, None: the target's own; ``roles``: the role reaching
+    each), over their tenants' regions. The tenants' own roles are known from their
+    records: no tag read for those."""
+    by_account: dict[str | None, list[TenantRecord]] = {}
     for record in records:
-        by_role.setdefault(roles[record.tenant_id], []).append(record)
-    return {role: inventory.scan(ws.client.in_account(role), {r.region for r in group},
-                                 claimed=inventory.record_roles(group))
-            for role, group in by_role.items()}
+        by_account.setdefault(account_of[record.tenant_id], []).append(record)
+    return {account: inventory.scan(ws.client.in_account(roles[account]), {r.region for r in group},
+                                    claimed=inventory.record_roles(group))
+            for account, group in by_account.items()}
 
 
 def refresh(ws: Workspace, tenant_ids: Sequence[str] = (), every: bool = False, parallel: int = 8,
