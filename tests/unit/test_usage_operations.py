@@ -115,6 +115,18 @@ def test_a_hypothetical_tenant_shares_the_platform_with_at_least_itself(ws):
     assert any("split over 1 active pooled tenant(s)" in a for a in out.assumptions)
 
 
+def test_a_what_if_tenant_joins_its_cell_whichever_tier_it_is_priced_as(ws):
+    # acme is the default cell's one active pooled tenant: a hypothetical pooled tenant makes two, as the
+    # "if pooled" of the same tenant priced dedicated does.
+    prices = load_prices()
+    as_pooled = estimate_costs(ws, prices, db_gb=5, tier=Tier.pooled).tenants[0]
+    as_dedicated = estimate_costs(ws, prices, db_gb=5, tier=Tier.dedicated).tenants[0]
+    assert as_pooled.comparison.pooled == as_dedicated.comparison.pooled == as_pooled.estimate.total
+    inputs = CostInputs(tenant_id="what-if", tier=Tier.pooled, db_bytes=5 * GIB)
+    assert as_pooled.estimate == estimate(inputs, prices, CellSpec(), 2)
+    assert any("split over 2 active pooled tenant(s)" in a for a in estimate_costs(ws, prices, db_gb=5).assumptions)
+
+
 def test_cost_needs_a_tenant_all_or_a_what_if(ws):
     with pytest.raises(InvalidInput, match="what-if usage"):
         estimate_costs(ws, load_prices())

@@ -202,12 +202,15 @@ class Placed(BaseModel):
     usage: TenantUsage | None = None
     hibernation: HibernationCost | None = None
     move: MoveSide | None = None
+    hypothetical: bool = False  # a what-if tenant: in no registry count
 
     @property
     def uncounted(self) -> bool:
-        """A pooled stack the move builds or leaves in a cell whose registry
-        count does not include it (the record names the serving cell only)."""
-        return self.move is not None and not self.move.serving and self.inputs.tier is Tier.pooled
+        """A pooled tenant or stack its cell's registry count does not include: a
+        what-if tenant, or the stack a move builds or leaves (the record names the
+        serving cell only)."""
+        elsewhere = self.hypothetical or (self.move is not None and not self.move.serving)
+        return elsewhere and self.inputs.tier is Tier.pooled
 
 
 def what_if(inputs: CostInputs, db_gb: float | None = None, s3_gb: float | None = None) -> CostInputs:
@@ -236,28 +239,29 @@ def estimate_costs(ws: Workspace, prices: PriceTable, tenant_id: str | None = No
     if hypothetical and db_gb is None and s3_gb is None:
         raise InvalidInput("give a tenant id, --all, or a what-if usage (--db-gb and/or --s3-gb)")
     if hypothetical:
-        placed = [Placed(cell=cell or DEFAULT_CELL, inputs=CostInputs(tenant_id="what-if", tier=tier or Tier.pooled))]
+        placed = [Placed(cell=cell or DEFAULT_CELL, inputs=CostInputs(tenant_id="what-if", tier=tier or Tier.pooled),
+                         hypothetical=True)]
     else:
         check_selection(tenant_id, all_)
         placed = placed_tenants(ws, prices, selected_records(ws, tenant_id, tier, cell), idle_days)
-    return price_placed(ws, prices, placed, db_gb, s3_gb, pooled_tenants, at_least_one=hypothetical)
+    return price_placed(ws, prices, placed, db_gb, s3_gb, pooled_tenants)
 
 
 def price_placed(ws: Workspace, prices: PriceTable, placed: list[Placed], db_gb: float | None = None,
-                 s3_gb: float | None = None, pooled_tenants: int | None = None,
-                 at_least_one: bool = False) -> CostReport:
+                 s3_gb: float | None = None, pooled_tenants: int | None = None) -> CostReport:
     """Each row priced with its own cell's platform split over that cell's
-    active pooled tenants (``pooled_tenants`` instead, when given; at least
-    one with ``at_least_one``: a what-if tenant counts itself)."""
+    active pooled tenants, with the pooled rows the registry does not count
+    there (a what-if tenant joins its cell; ``pooled_tenants`` replaces the
+    whole count, when given)."""
     platforms = {c: platform_spec(ws, c) for c in {p.cell for p in placed}}
     counted = Counter() if pooled_tenants else active_pooled(ws)
+    if not pooled_tenants:
+        counted.update(p.cell for p in placed if p.uncounted)
     sharing = {c: pooled_tenants or counted[c] for c in platforms}
-    if at_least_one:
-        sharing = {c: max(n, 1) for c, n in sharing.items()}
     tenants = []
     for p in placed:
         inputs = what_if(p.inputs, db_gb, s3_gb)
-        n = sharing[p.cell] + (1 if p.uncounted and not pooled_tenants else 0)
+        n = sharing[p.cell]
         tenants.append(TenantCost(estimate=estimate(inputs, prices, platforms[p.cell], n),
                                   comparison=compare_tiers(inputs, prices, platforms[p.cell], n),
                                   hibernation=p.hibernation, move=p.move))
