@@ -40,6 +40,24 @@ def test_json_documents_compare_parsed_and_diff_inside():
         "policy.Statement[0].Resource": ("arn:x/tenants/acme/*", "arn:x/tenants/acme*")}
 
 
+def test_a_statement_added_to_a_policy_is_that_statement_alone():
+    allow = {"Sid": "Wake", "Effect": "Allow", "Action": ["rds:StartDBInstance"], "Resource": "arn:db:tenantctl-*"}
+    deny = {"Sid": "NeverShared", "Effect": "Deny", "Action": ["rds:StartDBInstance"], "Resource": "arn:db:tenantctl-p"}
+    read = {"Sid": "Read", "Effect": "Allow", "Action": ["dynamodb:GetItem"], "Resource": "arn:table/t"}
+    before = {"Version": "2012-10-17", "Statement": [read, allow]}
+    assert paths(property_diffs({"policy": json.dumps(before)},
+                                {"policy": json.dumps({**before, "Statement": [read, allow, deny]})})) == {
+        "policy.Statement[2]": (None, deny)}
+    # Removed from the middle: named at its old place; the others are where they were.
+    assert paths(property_diffs({"policy": json.dumps({**before, "Statement": [read, deny, allow]})},
+                                {"policy": json.dumps(before)})) == {"policy.Statement[1]": (deny, None)}
+    # One changed in place while another is added: the change inside it, the addition on its own.
+    narrowed = {**read, "Resource": "arn:table/u"}
+    assert paths(property_diffs({"rules": [read, allow]}, {"rules": [narrowed, allow, deny]})) == {
+        "rules[0].Resource": ("arn:table/t", "arn:table/u"), "rules[2]": (None, deny)}
+    assert paths(property_diffs({"ids": []}, {"ids": ["sg-1"]})) == {"ids[0]": (None, "sg-1")}
+
+
 @pytest.mark.parametrize("old, new", [(0.0, "0"), (30, "30.0"), (True, "true"), ("", None), (None, "")])
 def test_same_value_spelled_differently_is_not_drift(old, new):
     assert same(old, new)

@@ -6,12 +6,15 @@ Values are compared as what they mean, not how they are spelled: JSON documents
 given as strings (policies, redrive policies) are compared parsed and diffed
 inside, numbers whether they arrive as floats, ints or numeric strings, and an
 empty string as an absent value. Paths are dotted (``tags.owner``,
-``policy.Statement[1]``); secret values are never carried.
+``policy.Statement[1]``); a list that grows or shrinks names each element
+added (``(none) → ...``, at its new index) or removed (``... → (none)``, at its
+old one), the others aligned as they were; secret values are never carried.
 """
 
 from __future__ import annotations
 
 import json
+from difflib import SequenceMatcher
 from typing import Any
 
 from tenantctl.engines.base import PropertyDiff
@@ -104,6 +107,33 @@ def _walk(path: str, old: Any, new: Any, secret: bool, out: list[PropertyDiff]) 
         for i, (a, b) in enumerate(zip(old, new, strict=True)):
             _walk(f"{path}[{i}]", a, b, secret, out)
         return
+    if isinstance(old, list) and isinstance(new, list):
+        _walk_resized(path, old, new, secret, out)
+        return
+    _leaf(path, old, new, secret, out)
+
+
+def _walk_resized(path: str, old: list, new: list, secret: bool, out: list[PropertyDiff]) -> None:
+    """A list that grew or shrank (a statement added to a policy): its elements aligned (difflib),
+    those in place diffed inside, each added or removed one a diff of its own."""
+    def key(value: Any) -> str:
+        return json.dumps(plain(_document(value)), sort_keys=True, default=str)
+
+    blocks = SequenceMatcher(a=[key(v) for v in old], b=[key(v) for v in new], autojunk=False).get_opcodes()
+    for tag, i1, i2, j1, j2 in blocks:
+        if tag == "equal":
+            continue
+        if tag == "replace" and i2 - i1 == j2 - j1:
+            for k in range(i2 - i1):
+                _walk(f"{path}[{j1 + k}]", old[i1 + k], new[j1 + k], secret, out)
+            continue
+        for i in range(i1, i2):
+            _leaf(f"{path}[{i}]", _document(old[i]), None, secret, out)
+        for j in range(j1, j2):
+            _leaf(f"{path}[{j}]", None, _document(new[j]), secret, out)
+
+
+def _leaf(path: str, old: Any, new: Any, secret: bool, out: list[PropertyDiff]) -> None:
     if secret:
         out.append(PropertyDiff(path=path, old=None if _absent(old) else SECRET, new=None if _absent(new) else SECRET))
     else:
@@ -112,7 +142,7 @@ def _walk(path: str, old: Any, new: Any, secret: bool, out: list[PropertyDiff]) 
 
 def property_diffs(old: dict[str, Any], new: dict[str, Any], keys: set[str] | None = None) -> list[PropertyDiff]:
     """What differs from ``old`` to ``new``, one PropertyDiff per changed leaf
-    (dicts and equal-length lists are descended into). ``keys``: only these
+    (dicts and lists are descended into; an element a list gains or loses is one). ``keys``: only these
     top-level inputs (a refresh compares what the handler reads, nothing else)."""
     out: list[PropertyDiff] = []
     for key in sorted((set(old) | set(new)) if keys is None else keys):
