@@ -87,3 +87,15 @@ def test_escape_is_riches(text: str) -> None:
     from rich.markup import escape
 
     assert output.escape(text) == escape(text)
+
+
+def test_a_line_rich_would_rewrite_is_left_to_rich(capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    from rich.console import Console
+
+    text = "pg_dump said:\tline one\r\nline two\x07"  # a tab expanded, control characters dropped
+    output.LazyConsole().print(text, highlight=False)
+    rich_out = io.StringIO()
+    Console(file=rich_out, emoji=False, soft_wrap=True).print(text, highlight=False)
+    assert capsys.readouterr().out == rich_out.getvalue() != text + "\n"

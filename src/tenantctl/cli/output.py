@@ -49,7 +49,7 @@ class LazyConsole:
         write it there, whole and plain, without importing rich for it."""
         if (self._console is None and len(objects) == 1 and isinstance(objects[0], str)
                 and set(kwargs) <= {"highlight", "soft_wrap", "markup"} and kwargs.get("soft_wrap", True)
-                and not self.is_terminal):
+                and not _REWRITTEN.search(objects[0]) and not self.is_terminal):
             stream = sys.stderr if self._stderr else sys.stdout
             stream.write((_plain(objects[0]) if kwargs.get("markup", True) else objects[0]) + "\n")
             stream.flush()  # as rich does: lines keep their order with the other stream's
@@ -73,6 +73,8 @@ _TERMINAL_OVERRIDES = {"FORCE_COLOR", "TTY_COMPATIBLE"}
 # Where rich's markup can act: a tag opens with '[' and one of these (rich.markup.RE_TAGS), or a backslash
 # escapes a bracket; "[   0.3s]" (a progress stamp) is text.
 _MARKUP = re.compile(r"\[[a-z#/@]|\\\[")
+# What rich rewrites in text it prints: tabs expanded, these control characters dropped.
+_REWRITTEN = re.compile(r"[\a\b\t\v\f\r]")
 
 console: Any = LazyConsole()
 err_console: Any = LazyConsole(stderr=True)
