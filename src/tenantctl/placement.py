@@ -88,6 +88,21 @@ def full_reason(registry: RegistryWriter, cell: CellSpec, tier: Tier) -> str:
     return "no slot could be taken"
 
 
+def named_cell(cells: dict[str, CellSpec], name: str) -> CellSpec:
+    """The cell a ``--cell`` names; InvalidInput (exit 3, nothing created) when stacks/ defines none."""
+    if name not in cells:
+        raise InvalidInput(f"--cell {name}: no such cell (`tenantctl cell list` shows them)")
+    return cells[name]
+
+
+def _forced(cells: dict[str, CellSpec], spec: TenantSpec) -> CellSpec:
+    """The cell ``spec`` names, when it can take the tenant."""
+    forced = named_cell(cells, spec.cell)
+    problem = unfit(forced, spec)
+    if problem:
+        raise InvalidInput(f"tenant {spec.id!r} cannot go to cell {forced.name!r}: {problem}")
+    return forced
+
 def place(ws: Workspace, spec: TenantSpec, record: TenantRecord | None) -> tuple[TenantSpec, Placement]:
     """The cell ``spec`` goes to (its slot taken for a new tenant) and ``spec``
     with that cell set. Raises InvalidInput (exit 3) for a request no cell could
@@ -96,13 +111,7 @@ def place(ws: Workspace, spec: TenantSpec, record: TenantRecord | None) -> tuple
         return _existing(ws, spec, record)
     cells = ws.cells()
     if spec.cell is not None:
-        if spec.cell not in cells:
-            raise InvalidInput(f"--cell {spec.cell}: no such cell (`tenantctl cell list` shows them)")
-        forced = cells[spec.cell]
-        problem = unfit(forced, spec)
-        if problem:
-            raise InvalidInput(f"tenant {spec.id!r} cannot go to cell {forced.name!r}: {problem}")
-        candidates = [forced]
+        candidates = [_forced(cells, spec)]
     else:
         candidates = [c for c in cells.values() if unfit(c, spec) is None]
     refusals = [f"cell {c.name}: {unfit(c, spec)}" for c in cells.values()
@@ -140,11 +149,7 @@ def choose(ws: Workspace, spec: TenantSpec, record: TenantRecord | None) -> Tena
         return spec.model_copy(update={"cell": record.cell})
     cells = ws.cells()
     if spec.cell is not None:
-        if spec.cell not in cells:
-            raise InvalidInput(f"--cell {spec.cell}: no such cell (`tenantctl cell list` shows them)")
-        problem = unfit(cells[spec.cell], spec)
-        if problem:
-            raise InvalidInput(f"tenant {spec.id!r} cannot go to cell {spec.cell!r}: {problem}")
+        _forced(cells, spec)
         return spec
     open_cells = [c for c in cells.values() if unfit(c, spec) is None and not c.draining]
     if not open_cells:

@@ -70,7 +70,7 @@ from tenantctl.models import CellSpec, TenantSpec
 from tenantctl.naming import require_valid
 from tenantctl.operations.move_keyed import KeyedMover, refuse_or_target
 from tenantctl.operations.mover import Mover, Progress, in_store, target_spec
-from tenantctl.placement import take_slot, unfit
+from tenantctl.placement import named_cell, take_slot, unfit
 from tenantctl.stackconfig import read_tenant, stack_file
 from tenantctl.workspace import Workspace
 
@@ -207,9 +207,7 @@ def _refuse_cell(ws: Workspace, record: TenantRecord, spec: TenantSpec, tier: Ti
     full cells are refused when the slot is taken (exit 11). True: the cell is in
     another account or region (the KeyedMover's refusals follow)."""
     cells = ws.cells()
-    if cell not in cells:
-        raise InvalidInput(f"--cell {cell}: no such cell (`tenantctl cell list` shows them)")
-    target, current = cells[cell], cells.get(record.cell) or ws.cell(record.cell)
+    target, current = named_cell(cells, cell), cells.get(record.cell) or ws.cell(record.cell)
     refused = f"tenant {record.tenant_id!r} cannot move to cell {cell!r}"
     allowed = spec.allowed_regions
     if target.region not in allowed:
