@@ -14,7 +14,10 @@ The same table holds one counter item per cell, keyed ``cell#<name>`` (never a
 tenant id: ids are ``[a-z][a-z0-9-]*``), with no ``record``: the tenants placed
 in the cell per tier (``pooled``, ``dedicated``: N) and whether it is
 ``draining`` (BOOL). Placement reserves a slot there with one conditional
-UpdateItem; listings and this reader skip such items.
+UpdateItem; listings and this reader skip such items. tenantctl also keeps
+there the fingerprint its cell stack was last applied from (``applied``: S)
+and the lease of the run changing that stack (``lease``: S, the holder as
+JSON; ``lease_until``: N, epoch seconds).
 
 Lookups are cached: found records for ``ttl`` seconds, unknown ids for
 ``negative_ttl`` seconds (a flood of bad ids costs one read per id per window),
@@ -47,6 +50,9 @@ RECORD = "record"
 CELL = "cell"
 COUNTER_PREFIX = "cell#"
 DRAINING = "draining"
+APPLIED = "applied"
+LEASE = "lease"
+LEASE_UNTIL = "lease_until"
 
 
 def item_key(tenant_id: str) -> dict[str, Any]:

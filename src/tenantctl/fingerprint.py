@@ -1,4 +1,4 @@
-"""What a tenant was last applied from: its spec and the program's source.
+"""What a tenant (or a cell) was last applied from: its spec and the program's source.
 
 `apply` skips a tenant whose fingerprint equals the one in its registry record,
 so an unchanged tenant costs one registry read instead of a preview.
@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 from functools import lru_cache
 from pathlib import Path
 
 from tenantctl import __version__
-from tenantctl.models import TenantSpec
+from tenantctl.models import CellSpec, TenantSpec
 
 REPORT_SUFFIXES = (".md.j2", ".html.j2")
 
@@ -61,3 +62,10 @@ def applied_hash(spec: TenantSpec, project_dir: Path, program: str | None = None
     """``program``: the program fingerprint when the caller already has it (a plan over many tenants)."""
     program = program or program_fingerprint(project_dir)
     return hashlib.sha256(f"{spec.content_hash()}:{program}".encode()).hexdigest()
+
+
+def cell_hash(spec: CellSpec, project_dir: Path) -> str:
+    """What a cell's stack was applied from: its spec and the program. ``draining``
+    is left out: it is the counter's flag (`cell drain`), not a deployed resource."""
+    dumped = json.dumps(spec.model_dump(mode="json", exclude={"draining"}), sort_keys=True)
+    return hashlib.sha256(f"{dumped}:{program_fingerprint(project_dir)}".encode()).hexdigest()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -23,8 +24,11 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tenant_runtime.registry import (
+    APPLIED,
     CELL,
     DRAINING,
+    LEASE,
+    LEASE_UNTIL,
     RECORD,
     counter_key,
     decode_list_cursor,
@@ -171,6 +175,22 @@ class Held:
         self.record = record
 
 
+def applied_of(item: dict[str, Any] | None) -> str | None:
+    """The fingerprint a cell's stack was last applied from, from its counter item."""
+    return (item or {}).get(APPLIED, {}).get("S")
+
+
+class CellBusy(Conflict):
+    """Another run holds the lease on the cell's stack."""
+
+    def __init__(self, cell: str, holder: TenantLock | None, lease_seconds: float) -> None:
+        self.cell, self.holder = cell, holder
+        who = (f"a {holder.operation} (owner {holder.owner}, host {holder.host}, pid {holder.pid}, "
+               f"since {holder.acquired_at:%Y-%m-%d %H:%M:%S}Z)") if holder else "another run"
+        super().__init__(f"cell {cell!r} is being applied by {who}; its lease lapses {lease_seconds:.0f} s after "
+                         "that run stops renewing it (e.g. killed): try again then")
+
+
 def held_slots(record: TenantRecord) -> set[tuple[str, Tier]]:
     """The (cell, tier) slots a live record holds: its own, or both stores' while a move is open."""
     move = record.move
@@ -289,10 +309,9 @@ class RegistryWriter:
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
     # -- cell counters: tenants placed per cell, reserved race-free ------------------
-    def cell_counts(self, cells: list[str]) -> dict[str, tuple[dict[str, int], bool] | None]:
-        """Each cell's tenants per tier and draining flag, in one BatchGetItem per
-        100 cells (None: the cell has no counter yet)."""
-        out: dict[str, tuple[dict[str, int], bool] | None] = {c: None for c in cells}
+    def counter_items(self, cells: list[str]) -> dict[str, dict[str, Any] | None]:
+        """Each cell's counter item, in one BatchGetItem per 100 cells (None: no counter yet)."""
+        out: dict[str, dict[str, Any] | None] = {c: None for c in cells}
         for i in range(0, len(cells), 100):
             request = {self.table: {"Keys": [counter_key(c) for c in cells[i:i + 100]], "ConsistentRead": True}}
             while request:
@@ -301,9 +320,13 @@ class RegistryWriter:
                 except (ClientError, BotoCoreError) as exc:
                     raise RegistryUnreachable(f"registry table {self.table!r} unreadable: {exc}") from None
                 for item in resp.get("Responses", {}).get(self.table, []):
-                    out[item["tenant_id"]["S"].split("#", 1)[1]] = item_to_counts(item)
+                    out[item["tenant_id"]["S"].split("#", 1)[1]] = item
                 request = resp.get("UnprocessedKeys") or {}
         return out
+
+    def cell_counts(self, cells: list[str]) -> dict[str, tuple[dict[str, int], bool] | None]:
+        """Each cell's tenants per tier and draining flag (None: the cell has no counter yet)."""
+        return {c: None if item is None else item_to_counts(item) for c, item in self.counter_items(cells).items()}
 
     def reserve_slot(self, cell: str, tier: Tier, cap: int | None) -> bool:
         """Take one of the cell's slots for a ``tier`` tenant: one conditional
@@ -379,6 +402,59 @@ class RegistryWriter:
                    UpdateExpression="SET " + ", ".join(f"#{t} = :{t}" for t in counts),
                    ExpressionAttributeNames={f"#{t}": t for t in counts},
                    ExpressionAttributeValues={f":{t}": {"N": str(n)} for t, n in counts.items()})
+
+    # -- cell stacks: the lease of the run changing one, what it was applied from --
+    def claim_cell(self, cell: str, lock: TenantLock, seconds: float) -> str | None:
+        """Take the lease on the cell's stack for ``seconds`` (one conditional
+        UpdateItem: no lease, or a lapsed one). Returns the fingerprint the stack
+        was last applied from; CellBusy while another run's lease holds."""
+        self._init_counter(cell)
+        now = time.time()
+        try:
+            item = self._call(
+                "update_item", Key=counter_key(cell), UpdateExpression="SET #l = :lock, #u = :until",
+                ConditionExpression="attribute_not_exists(#u) OR #u < :now", ReturnValues="ALL_NEW",
+                ExpressionAttributeNames={"#l": LEASE, "#u": LEASE_UNTIL},
+                ExpressionAttributeValues={":lock": {"S": lock.model_dump_json()}, ":now": {"N": f"{now:.3f}"},
+                                           ":until": {"N": f"{now + seconds:.3f}"}})["Attributes"]
+        except ClientError:
+            held = self._call("get_item", Key=counter_key(cell), ConsistentRead=True).get("Item") or {}
+            holder = TenantLock.model_validate_json(held[LEASE]["S"]) if LEASE in held else None
+            raise CellBusy(cell, holder, seconds) from None
+        return applied_of(item)
+
+    def renew_cell(self, cell: str, lock: TenantLock, seconds: float) -> bool:
+        """Extend the lease ``lock`` holds; False when it lapsed and another run took it."""
+        try:
+            self._call("update_item", Key=counter_key(cell), UpdateExpression="SET #u = :until",
+                       ConditionExpression="#l = :lock", ExpressionAttributeNames={"#l": LEASE, "#u": LEASE_UNTIL},
+                       ExpressionAttributeValues={":lock": {"S": lock.model_dump_json()},
+                                                  ":until": {"N": f"{time.time() + seconds:.3f}"}})
+        except ClientError:
+            return False
+        return True
+
+    def release_cell(self, cell: str, lock: TenantLock, applied: str | None = None) -> None:
+        """Give the lease back, recording ``applied`` (the fingerprint of a
+        successful up) with it. A lease that lapsed and was taken by another run
+        is left to that run, fingerprint included."""
+        update, values = "REMOVE #l, #u", {":lock": {"S": lock.model_dump_json()}}
+        names = {"#l": LEASE, "#u": LEASE_UNTIL}
+        if applied is not None:
+            update = "SET #a = :applied " + update
+            names["#a"], values[":applied"] = APPLIED, {"S": applied}
+        try:
+            self._call("update_item", Key=counter_key(cell), UpdateExpression=update, ConditionExpression="#l = :lock",
+                       ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+        except ClientError:
+            log.warning("cell %s: its lease lapsed and another run took it before this one finished", cell)
+
+    def set_applied(self, cell: str, applied: str) -> None:
+        """Record what the cell's stack was applied from without a lease: the
+        home cell's first up, which creates this very table."""
+        self._init_counter(cell)
+        self._call("update_item", Key=counter_key(cell), UpdateExpression="SET #a = :applied",
+                   ExpressionAttributeNames={"#a": APPLIED}, ExpressionAttributeValues={":applied": {"S": applied}})
 
     # -- writes ----------------------------------------------------------
     def _put(self, record: TenantRecord, expected_version: int | None) -> TenantRecord:

@@ -10,7 +10,8 @@ provisioning and `tenantctl cell add` call.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Callable, Iterable
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from tenantctl.errors import NotFound, TargetUnavailable
 from tenantctl.models import CellSpec, TenantRecord
 from tenantctl.naming import DEFAULT_CELL, PLATFORM_STACK, cell_stack
 from tenantctl.project import PROJECT_FILE, Project, ensure_project_file, find_root
-from tenantctl.registry import RegistryWriter
+from tenantctl.registry import CellBusy, RegistryWriter
 
 # Platform outputs the sandbox must have: a platform applied before one of them
 # existed is applied again (on AWS that is `tenantctl platform up`'s job).
@@ -161,29 +162,65 @@ class Workspace:
         """The cell's outputs, applying it first when it is not up yet (or was
         applied by a tenantctl that did not export every output yet): on the
         sandbox any cell with a stack file (the default cell's is written on
-        first use); on AWS only ever through `platform up` / `cell add`."""
+        first use); on AWS only ever through `platform up` / `cell add` /
+        `apply`."""
         outputs = self.cell_outputs(name)
         wanted = PLATFORM_OUTPUTS if name == DEFAULT_CELL else CELL_OUTPUTS
         # Off the sandbox the first output says it was applied; the sandbox re-applies an older cell.
         if outputs.get("bucket") and all(outputs.get(k) for k in (wanted if self.is_sandbox else wanted[:1])):
             return outputs
         if not self.is_sandbox:
-            command = "tenantctl platform up" if name == DEFAULT_CELL else f"tenantctl cell add {name}"
-            raise TargetUnavailable(f"cell {name!r} has no platform outputs on this target: run `{command}` first")
+            how = ("run `tenantctl platform up` first" if name == DEFAULT_CELL else
+                   f"run `tenantctl cell add {name}` first, or commit its stack file: `tenantctl apply` applies it")
+            raise TargetUnavailable(f"cell {name!r} has no platform outputs on this target: {how}")
         from tenantctl.stackconfig import stack_file, write_cell
 
         if name == DEFAULT_CELL and not stack_file(self.stacks_dir, PLATFORM_STACK).exists():
             write_cell(self.stacks_dir, CellSpec())
         self.cell(name)  # NotFound for a cell without a stack file
-        return self.up_cell(name, on_event).outputs
+        # Another run (a parallel apply's worker) may be bringing the same cell up: wait for it.
+        result = self.up_cell(name, on_event, wait=math.inf, unless_applied=True)
+        if result is None:
+            self._outputs.pop(name, None)
+            return self.cell_outputs(name)
+        return result.outputs
 
-    def up_cell(self, name: str, on_event: EventSink | None = None) -> UpResult:
-        """Apply the cell's platform stack (its stack file must exist)."""
+    def up_cell(self, name: str, on_event: EventSink | None = None, *, wait: float = 0.0,
+                unless_applied: bool = False, on_wait: Callable[[CellBusy], None] | None = None) -> UpResult | None:
+        """Apply the cell's platform stack (its stack file must exist) under the
+        cell's lease, and record what it was applied from. ``wait``: how long to
+        wait for another run's lease (0: CellBusy at once). ``unless_applied``:
+        None, and nothing run, when the stack was last applied from the same
+        spec and program (checked once the lease is held)."""
+        from tenantctl.fingerprint import cell_hash
+
+        applied = cell_hash(self.cell(name), self.project_dir)
+        registry = self._registry_or_none()
+        if registry is None:  # the home cell's first up creates the registry: nothing to lease yet
+            result = self._up_cell(name, on_event)
+            self.registry.set_applied(name, applied)
+            return result
+        from tenantctl import cell_lease
+
+        with cell_lease.held(registry, name, "cell up", wait=wait, on_wait=on_wait) as lease:
+            if unless_applied and lease.applied == applied:
+                return None
+            result = self._up_cell(name, on_event)
+            lease.done = applied
+        return result
+
+    def _up_cell(self, name: str, on_event: EventSink | None) -> UpResult:
         result = self.engine.up(cell_stack(name), on_event=on_event)
         self._outputs[name] = result.outputs
         if name == DEFAULT_CELL:
             self.__dict__.pop("registry", None)
         return result
+
+    def _registry_or_none(self) -> RegistryWriter | None:
+        try:
+            return self.registry
+        except TargetUnavailable:
+            return None
 
     @cached_property
     def registry(self) -> RegistryWriter:

@@ -129,3 +129,32 @@ def test_list_pages_cover_everything_once_with_filters(registry):
     assert list(registry.iter_all(tier=Tier.dedicated)) == []
     with pytest.raises(InvalidInput, match="invalid cursor"):
         registry.list(cursor="not-a-cursor!")
+
+
+def test_a_cell_lease_is_renewed_while_held_and_free_with_the_fingerprint_after(registry, monkeypatch):
+    """Held past its length it stays held (renewed); a second run is refused all
+    along, then takes it once it is given back, and reads what the first applied."""
+    import time
+
+    from tenantctl import cell_lease
+    from tenantctl.registry import CellBusy, new_lock
+
+    monkeypatch.setattr(cell_lease, "LEASE_SECONDS", 0.6)
+    monkeypatch.setattr(cell_lease, "RENEW_SECONDS", 0.15)
+    refusals = 0
+    with cell_lease.held(registry, "eu9", "cell up") as lease:
+        assert lease.applied is None
+        ends = time.monotonic() + 1.5  # over twice the lease's length
+        while time.monotonic() < ends:
+            with pytest.raises(CellBusy, match="cell 'eu9' is being applied by a cell up"):
+                registry.claim_cell("eu9", new_lock("cell up"), 0.6)
+            refusals += 1
+            time.sleep(0.1)
+        lease.done = "f1"
+    assert refusals >= 10
+    with cell_lease.held(registry, "eu9", "cell up") as again:
+        assert again.applied == "f1"
+    # A lease nobody renews lapses: the next claim takes it.
+    registry.claim_cell("eu9", new_lock("cell up"), 0.3)
+    time.sleep(0.4)
+    assert registry.claim_cell("eu9", new_lock("cell up"), 0.3) == "f1"

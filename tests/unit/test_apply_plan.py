@@ -14,6 +14,7 @@ from tenantctl.models import CellSpec, TenantRecord, TenantSpec, TenantStatus, T
 from tenantctl.operations.apply import (
     Action,
     ApplySummary,
+    CellResult,
     TenantResult,
     in_shard,
     matches,
@@ -110,6 +111,22 @@ def test_markdown_of_a_repair_shows_the_drift_and_the_orphans():
     assert "`delaySeconds`: `0` → `600`" in text and "- `sqs` `tenantctl-acme-extra`: deleted" in text
 
 
+def test_a_cell_stack_leads_the_summary_and_counts_in_the_exit_code():
+    bucket = ResourceChange(op=Op.update, type="aws:s3/bucket:Bucket", name="shared-bucket", diffs=[
+        PropertyDiff(path="tags.owner", old="platform", new="team-eu")])
+    cell = CellResult(cell="eu1", action=Action.update, reason="spec or program changed since its last up",
+                      changes={"update": 1, "same": 40}, resources=[bucket])
+    same = TenantResult(tenant_id="acme", action=Action.unchanged)
+    preview = summary(True, same).model_copy(update={"cells": [cell]})
+    assert preview.exit_code() == CHANGES_PENDING and [r.name for r in preview.pending] == ["cell eu1"]
+    text = render("apply_summary.md.j2", summary=preview)
+    assert ":warning: **1 stack(s) with changes pending**" in text
+    assert "| `cell eu1` | update | ok | spec or program changed since its last up | update 1 |" in text
+    assert "| update | `shared-bucket` | `aws:s3/bucket:Bucket` | `tags.owner`: `platform` → `team-eu` |" in text
+    failed = summary(False, same).model_copy(update={"cells": [cell.model_copy(update={"ok": False, "error": "x"})]})
+    assert failed.exit_code() == 1 and "**1 failed**" in render("apply_summary.md.j2", summary=failed)
+
+
 # -- planning from stack files + registry records (no engine, no registry service) --
 
 
@@ -124,7 +141,8 @@ def record(spec_or_id, status=TenantStatus.active, project=None, **fields):
 def ws(tmp_path):
     (tmp_path / "stacks").mkdir()
     write_cell(tmp_path / "stacks", CellSpec())
-    return SimpleNamespace(project_dir=tmp_path, stacks_dir=tmp_path / "stacks")
+    # No cell to reconcile: apply's cell stacks are tested on the sandbox (test_apply_cells.py).
+    return SimpleNamespace(project_dir=tmp_path, stacks_dir=tmp_path / "stacks", cells=dict)
 
 
 def test_plan_actions_and_reasons(ws):

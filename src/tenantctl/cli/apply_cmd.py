@@ -10,23 +10,25 @@ import typer
 from tenantctl.cli.output import console, err_console, escape, orphan_lines, print_json, steps_table, table
 
 if TYPE_CHECKING:
-    from tenantctl.operations.apply import TenantResult
+    from tenantctl.operations.apply_results import StackResult
 
 
 app = typer.Typer()
 
 
-def _changes(result: "TenantResult") -> str:
+def _changes(result: "StackResult") -> str:
     return ", ".join(f"{op} {n}" for op, n in result.changes.items() if op != "same")
 
 
-def _details(result: "TenantResult", preview: bool) -> None:
-    """The tenant's resource steps with their changed properties; its drift and orphan resources."""
-    steps_table(f"{result.tenant_id} · {result.action.value}", result.resources)
-    if result.drift:
+def _details(result: "StackResult", preview: bool) -> None:
+    """The stack's resource steps with their changed properties; a tenant's drift and orphan resources."""
+    steps_table(f"{result.name} · {result.action.value}", result.resources)
+    drift, orphans = getattr(result, "drift", None), getattr(result, "orphans", None)
+    if drift:
         repaired = "" if preview or not result.ok else ", repaired"
-        steps_table(f"{result.tenant_id} · drift found (recorded → live){repaired}", result.drift)
-    orphan_lines(result.tenant_id, result.orphans, preview)
+        steps_table(f"{result.name} · drift found (recorded → live){repaired}", drift)
+    if orphans:
+        orphan_lines(result.name, orphans, preview)
 
 
 @contextmanager
@@ -35,9 +37,13 @@ def _progress(preview: bool) -> Iterator[tuple[Callable, Callable]]:
     tenant, each stamped with the time since the start. stdout stays for the
     summary (and --json)."""
     from tenantctl.cli.progress import fleet_progress
+    from tenantctl.operations.apply_results import CellResult
 
     with fleet_progress("previewing" if preview else "applying") as progress:
-        def on_plan(results) -> None:
+        def on_plan(cells, results) -> None:
+            changed = [c for c in cells if c.action.value != "unchanged"]
+            if changed:
+                progress.note("cells: " + ", ".join(f"{c.cell} {c.action.value}" for c in changed))
             counts: dict[str, int] = {}
             for r in results:
                 counts[r.action.value] = counts.get(r.action.value, 0) + 1
@@ -47,9 +53,13 @@ def _progress(preview: bool) -> Iterator[tuple[Callable, Callable]]:
         def on_result(result) -> None:
             mark = "[green]ok[/]" if result.ok else f"[red]failed[/]: {escape(result.error or '')}"
             changes = f" · {_changes(result)}" if result.changes else ""
-            progress.done(f"{result.tenant_id}: {result.action.value} {mark} ({result.seconds:.1f}s){changes}")
+            line = f"{result.name}: {result.action.value} {mark} ({result.seconds:.1f}s){changes}"
+            (progress.note if isinstance(result, CellResult) else progress.done)(line)
 
-        yield on_plan, on_result
+        def on_wait(busy) -> None:
+            progress.note(f"waiting: {escape(str(busy))}")
+
+        yield on_plan, on_result, on_wait
 
 
 @app.command()
@@ -73,13 +83,17 @@ def apply(
         metavar="GLOB", help="Only tenants whose id matches this glob (repeatable), in stacks/ and in the "
                              "registry alike.")] = None,
     cell: Annotated[Optional[str], typer.Option(
-        help="Only tenants of this cell (by their registry record; a new tenant by the cell its stack file "
-             "names).")] = None,
+        help="Only this cell's stack and its tenants (by their registry record; a new tenant by the cell its "
+             "stack file names).")] = None,
     markdown: Annotated[Optional[Path], typer.Option(
         help="Also write a markdown summary (pull-request comment) here.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
 ) -> None:
-    """Provision new tenants, update changed ones, skip unchanged ones, report orphans.
+    """Apply changed cells, provision new tenants, update changed ones, skip unchanged ones, report orphans.
+
+    Cell stacks (Pulumi.platform.yaml, Pulumi.cell-NAME.yaml) come first: each
+    whose spec or program changed since its last up is applied (CI shards take
+    turns through the cell's lease); a --match run leaves cells alone.
 
     Previews list each resource's step (create / update / replace / delete) with
     its changed properties, old → new; a replaced or deleted database, key,
@@ -106,25 +120,26 @@ def apply(
             confirm.check(f"apply --prune: deprovision {len(doomed)} tenant(s) missing from stacks/ "
                           "(final backup, keys scheduled for deletion, tombstones kept)", doomed)
 
-    with _progress(preview) as (on_plan, on_result):
+    with _progress(preview) as (on_plan, on_result, on_wait):
         summary = run(Workspace(), preview=preview, prune=prune, parallel=parallel, shard=shard,
                       match=match or (), cell=cell, refresh=refresh, yes=yes,
-                      on_plan=lambda r: (on_plan(r), confirm_prunes(r)), on_result=on_result)
+                      on_plan=lambda c, r: (on_plan(c, r), confirm_prunes(r)), on_result=on_result, on_wait=on_wait)
     if markdown:
         markdown.write_text(render("apply_summary.md.j2", summary=summary))
     if json_out:
         print_json({**summary.model_dump(mode="json"), "counts": summary.counts, "exit_code": summary.exit_code()})
     else:
-        shown = [r for r in summary.results if r.action is not Action.unchanged]
-        rows = [(r.tenant_id, r.action.value, "ok" if r.ok else f"failed: {r.error}", r.reason, _changes(r))
+        shown = [r for r in summary.stacks if r.action is not Action.unchanged]
+        rows = [(r.name, r.action.value, "ok" if r.ok else f"failed: {r.error}", r.reason, _changes(r))
                 for r in shown]
         if rows:
             table(f"apply{' --preview' if preview else ''} · shard {summary.shard} · {summary.seconds:.1f}s",
-                  ["tenant", "action", "result", "why", "resources"], rows)
+                  ["stack", "action", "result", "why", "resources"], rows)
         for result in shown:
             _details(result, preview)
-        console.print(", ".join(f"{n} {a}" for a, n in summary.counts.items()) or "no tenants in stacks/",
-                      highlight=False)
+        cells = [f"cell {c.cell} {c.action.value}" for c in summary.cells if c.action is not Action.unchanged]
+        tenants = ", ".join(f"{n} {a}" for a, n in summary.counts.items()) or "no tenants in stacks/"
+        console.print("; ".join([*cells, tenants]), highlight=False)
     orphans = summary.orphans
     if orphans:
         names = ", ".join(r.tenant_id for r in orphans)

@@ -49,6 +49,9 @@ def add(
     vpc_cidr: Annotated[Optional[str], typer.Option(help="The cell's VPC CIDR.")] = None,
     db_instance_class: Annotated[Optional[str], typer.Option(help="Its shared RDS instance class.")] = None,
     owner: Annotated[Optional[str], typer.Option(help="Owner tag of its shared resources.")] = None,
+    write_only: Annotated[bool, typer.Option(
+        "--write-only", help="Only write the stack file (complete: the home's runtime principal, the account's "
+                             "RDS log group owner): commit it and `tenantctl apply` applies it.")] = False,
     yes: YesFlag = False,
     json_out: JsonFlag = False,
 ) -> None:
@@ -69,11 +72,15 @@ def add(
     with engine_progress(f"applying cell {name}") as view:
         # A changed option that replaces a shared resource is asked about first, as `platform up` does.
         ws.approve = confirmation(yes, view)
-        info, result = run(ws, name, options, on_event=view)
+        info, result = run(ws, name, options, on_event=view, write_only=write_only)
     if json_out:
-        print_json({"cell": info, "changes": result.changes.summary()})
+        print_json({"cell": info, "changes": result.changes.summary() if result else None})
         return
-    console.print(f"[green]cell {name} applied[/] ({changes_summary(result.changes)})")
+    if result is None:
+        console.print(f"cell {name}: stacks/Pulumi.{info.stack}.yaml written; commit it and `tenantctl apply` "
+                      "applies it")
+    else:
+        console.print(f"[green]cell {name} applied[/] ({changes_summary(result.changes)})")
     table(f"cell {name}", ["field", "value"], _rows(info))
 
 

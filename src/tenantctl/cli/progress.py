@@ -133,6 +133,10 @@ class FleetProgress:
             self._bar.start()
             self._task = self._bar.add_task(self.verb, total=total)
 
+    def note(self, line: str) -> None:
+        """A stamped line that is not a tenant (a cell's result, a wait); rich markup."""
+        err_console.print(f"{elapsed(self.started)} {line}", highlight=False)
+
     def done(self, line: str) -> None:
         """One finished tenant; ``line`` is rich markup."""
         self.done_count += 1

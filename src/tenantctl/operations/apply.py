@@ -1,11 +1,12 @@
 """Reconcile the committed stacks/ directory with the registry (GitOps).
 
-Each tenant is planned from one registry read: unchanged when its record is
-active and carries the fingerprint of the same spec + program, otherwise created
-or updated. Work runs in a bounded process pool (the LocalEngine drives Pulumi's
-process-global runtime, so tenants can't share a process), one failure never
-stops the others, and `--shard I/N` splits tenants deterministically by a hash
-of their id so CI runners get disjoint sets that cover everything.
+The cells' stacks come first (`apply_cells`). Each tenant is planned from one
+registry read: unchanged when its record is active and carries the fingerprint
+of the same spec + program, otherwise created or updated. Work runs in a
+bounded process pool (the LocalEngine drives Pulumi's process-global runtime,
+so tenants can't share a process), one failure never stops the others, and
+`--shard I/N` splits tenants deterministically by a hash of their id so CI
+runners get disjoint sets that cover everything.
 
 A worker process that dies (a crash, the OOM killer) breaks the whole pool; the
 tenants it left unfinished are then re-run one process each, so the tenant that
@@ -28,93 +29,30 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from enum import Enum
 from multiprocessing import get_context
 from pathlib import Path
 
-from pydantic import BaseModel, Field
-
 from tenantctl.confirmation import Confirmation
 from tenantctl.engines.base import Op, ResourceChange
-from tenantctl.errors import CHANGES_PENDING, InvalidInput, TenantctlError, contained, interrupt_on_sigterm
+from tenantctl.errors import InvalidInput, TenantctlError, contained, interrupt_on_sigterm
 from tenantctl.fingerprint import applied_hash, program_fingerprint
-from tenantctl.models import TenantRecord, TenantStatus
+from tenantctl.models import TenantRecord
 from tenantctl.naming import DEFAULT_CELL, broken_rule, forget_hint, require_valid
-from tenantctl.operations.refresh import Orphan, refresh_many
-from tenantctl.registry import refusal
+from tenantctl.operations.apply_cells import apply_cells, committed_cells, plan_cells, preview_cells
+from tenantctl.operations.apply_results import (
+    GONE,
+    RUNS,
+    SETTLED,
+    Action,
+    ApplySummary,
+    CellResult,
+    StackResult,
+    TenantResult,
+)
+from tenantctl.operations.refresh import refresh_many
+from tenantctl.registry import CellBusy, refusal
 from tenantctl.stackconfig import read_tenant, stack_file, stack_of, tenant_stack_files, write_tenant
 from tenantctl.workspace import Workspace
-
-
-class Action(str, Enum):
-    create = "create"
-    update = "update"
-    repair = "repair"  # --refresh: unchanged spec and program, but the live resources drifted
-    unchanged = "unchanged"
-    orphan = "orphan"  # in the registry, not in stacks/: reported, removed only with --prune --yes
-    prune = "prune"
-    invalid = "invalid"
-
-
-RUNS = (Action.create, Action.update, Action.repair, Action.prune)  # actions that reach the engine
-SETTLED = (TenantStatus.active, TenantStatus.suspended)  # statuses an unchanged fingerprint can skip
-GONE = (TenantStatus.deprovisioned, TenantStatus.deprovisioning)
-
-
-class TenantResult(BaseModel):
-    tenant_id: str
-    action: Action
-    ok: bool = True
-    error: str | None = None
-    reason: str = ""  # why the action was planned (people read it in the summary)
-    changes: dict[str, int] = Field(default_factory=dict)
-    # Each resource's step (not the unchanged ones), with its changed properties for updates and replaces.
-    resources: list[ResourceChange] = Field(default_factory=list)
-    drift: list[ResourceChange] = Field(default_factory=list)  # --refresh: what was out of line (recorded -> live)
-    orphans: list[Orphan] = Field(default_factory=list)  # --refresh: resources tagged as its own its state lacks
-    seconds: float = 0.0
-
-    @property
-    def loses_data(self) -> list[ResourceChange]:
-        """Steps that replace or delete a data-bearing resource (a database, a key, a bucket, a secret)."""
-        return [r for r in self.resources if r.loses_data]
-
-
-class ApplySummary(BaseModel):
-    preview: bool
-    refresh: bool = False
-    shard: str
-    match: list[str] = Field(default_factory=list)
-    cell: str | None = None
-    seconds: float
-    results: list[TenantResult]
-
-    def count(self, action: Action) -> int:
-        return sum(1 for r in self.results if r.action is action)
-
-    @property
-    def counts(self) -> dict[str, int]:
-        return {a.value: self.count(a) for a in Action if self.count(a)}
-
-    @property
-    def failed(self) -> list[TenantResult]:
-        return [r for r in self.results if not r.ok]
-
-    @property
-    def pending(self) -> list[TenantResult]:
-        return [r for r in self.results if r.action in RUNS]
-
-    @property
-    def orphans(self) -> list[TenantResult]:
-        return [r for r in self.results if r.action is Action.orphan]
-
-    def exit_code(self) -> int:
-        """apply: 0 ok / 1 a tenant failed; preview: 0 nothing to do / 12 changes pending / 1 error."""
-        if self.failed:
-            return 1
-        if self.preview and self.pending:
-            return CHANGES_PENDING
-        return 0
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -364,6 +302,20 @@ def _drift_check(ws: Workspace, results: list[TenantResult], records: dict[str, 
     return checked
 
 
+def _awaiting_cells(ws: Workspace, results: list[TenantResult], creating: set[str]) -> set[str]:
+    """A preview's new tenants whose stack file names a cell this apply creates
+    (their stacks read the cell's outputs): pending, their reason says so, and
+    their resources are planned by the apply once the cell exists."""
+    awaiting = set()
+    for r in results:
+        if creating and r.action is Action.create:
+            cell = read_tenant(stack_file(ws.stacks_dir, r.tenant_id)).cell
+            if cell in creating:
+                r.reason += f"; its cell {cell} is created first (its resources are planned once the cell exists)"
+                awaiting.add(r.tenant_id)
+    return awaiting
+
+
 def check_scope(ws: Workspace, prune: bool, match: Sequence[str]) -> None:
     """Refuse runs that would read a missing desired state as "no tenants"."""
     if not ws.stacks_dir.is_dir():
@@ -387,18 +339,20 @@ def apply(
     cell: str | None = None,
     yes: bool = False,
     refresh: bool = False,
-    on_plan: Callable[[list[TenantResult]], None] | None = None,
-    on_result: Callable[[TenantResult], None] | None = None,
+    on_plan: Callable[[list[CellResult], list[TenantResult]], None] | None = None,
+    on_result: Callable[[StackResult], None] | None = None,
+    on_wait: Callable[[CellBusy], None] | None = None,
 ) -> ApplySummary:
-    """Reconcile stacks/ with the registry. `prune`: orphans become `prune`
-    actions (previewed, or deprovisioned when not previewing); without it they
-    are only reported. `cell`: only that cell's tenants. `refresh`: tenants the
-    fingerprint would skip are read live, and the drifted ones repaired. Tenant
-    stack files are read, never the cells' (`tenantctl cell add` applies those).
-    ``yes``: a tenant whose plan deletes or replaces resources goes ahead
-    (without it that tenant is refused: NotConfirmed, the others still run).
+    """Reconcile stacks/ with the registry: the committed cell stacks first
+    (those whose spec or program changed; none in a ``match`` run, whose scope
+    is tenant ids), then the tenants. `prune`: orphans become `prune` actions
+    (previewed, or deprovisioned when not previewing); without it they are only
+    reported. `cell`: only that cell and its tenants. `refresh`: tenants the
+    fingerprint would skip are read live, and the drifted ones repaired.
+    ``yes``: a stack whose plan deletes or replaces resources goes ahead
+    (without it that stack is refused: NotConfirmed, the others still run).
     ``on_plan`` sees the plan before anything runs; raising there stops the
-    run with nothing changed."""
+    run with nothing changed. ``on_wait``: another shard holds a cell's lease."""
     if parallel < 1:
         raise InvalidInput("--parallel must be at least 1")
     started = time.monotonic()
@@ -409,13 +363,23 @@ def apply(
         ws.cell(cell)  # NotFound (exit 6) for an unknown cell
     program_fingerprint.cache_clear()  # the program as it is now, even in a long-lived process
     ws.ensure_platform()
+    cells = {} if match else committed_cells(ws, cell)
+    cell_plan = plan_cells(ws, cells)
+    shown = [] if preview and index != 1 else cell_plan  # one preview of the cells is enough: shard 1's
     records = {r.tenant_id: r for r in ws.registry.iter_all()}  # every cell's: a stack file may name any
     results = plan(ws, (index, total), records, match=match, prune=prune, cell=cell)
     if refresh:
         results = _drift_check(ws, results, records, parallel)
     if on_plan:
-        on_plan(results)
-    todo = [r for r in results if r.action in RUNS]
+        on_plan(shown, results)
+    ws.approve = Confirmation(yes)  # the same rule in this process as in the workers
+    awaiting: set[str] = set()
+    if preview:
+        preview_cells(ws, shown)
+        awaiting = _awaiting_cells(ws, results, {c.cell for c in cell_plan if c.action is Action.create})
+    else:
+        apply_cells(ws, cells, cell_plan, on_wait=on_wait, on_result=on_result)
+    todo = [r for r in results if r.action in RUNS and r.tenant_id not in awaiting]
     planned = {r.tenant_id: r for r in todo}
     done: dict[str, TenantResult] = {}
 
@@ -427,7 +391,6 @@ def apply(
         if on_result:
             on_result(res)
 
-    ws.approve = Confirmation(yes)  # the same rule in this process as in the workers
     if parallel == 1 or len(todo) == 1:
         # In this process: no spawn (a few seconds of imports) for one tenant at a time.
         for r in todo:
@@ -437,4 +400,4 @@ def apply(
         run_pool(todo, (str(ws.project_dir), str(ws.cwd), yes), preview, parallel, report, records, refresh=refresh)
     merged = [done.get(r.tenant_id, r) for r in results]
     return ApplySummary(preview=preview, refresh=refresh, shard=f"{index}/{total}", match=match, cell=cell,
-                        seconds=round(time.monotonic() - started, 3), results=merged)
+                        seconds=round(time.monotonic() - started, 3), cells=shown, results=merged)

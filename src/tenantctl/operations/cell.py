@@ -1,5 +1,6 @@
 """Cells: add one (write its stack file, apply its platform stack, start its
-counter), list them, show one (counts, caps, the account's walls), drain one
+counter; or only write the file, for `tenantctl apply` to apply once it is
+committed), list them, show one (counts, caps, the account's walls), drain one
 (no new tenant is placed there; its tenants stay and keep being updated).
 
 A cell's region and account are fixed once it exists: its tenants' data lives
@@ -18,7 +19,8 @@ from tenantctl.engines.base import EventSink, UpResult
 from tenantctl.errors import InvalidInput
 from tenantctl.models import CellSpec, Tier, describe_validation_error
 from tenantctl.naming import DEFAULT_CELL
-from tenantctl.stackconfig import write_cell
+from tenantctl.registry import CellBusy
+from tenantctl.stackconfig import stack_file, write_cell
 from tenantctl.workspace import Workspace
 
 
@@ -75,9 +77,11 @@ def cell_spec(ws: Workspace, name: str, options: dict[str, Any]) -> CellSpec:
 
 
 def add(ws: Workspace, name: str, options: dict[str, Any],
-        on_event: EventSink | None = None) -> tuple[CellInfo, UpResult]:
+        on_event: EventSink | None = None, write_only: bool = False) -> tuple[CellInfo, UpResult | None]:
     """Write the cell's stack file and apply it (idempotent: a re-run applies
-    changed options). The home cell comes first: the registry is there."""
+    changed options). The home cell comes first: the registry is there.
+    ``write_only``: the file alone, complete, for `tenantctl apply` to apply
+    once committed (no UpResult)."""
     spec = cell_spec(ws, name, options)
     home = ws.ensure_platform(on_event)
     if spec.name != DEFAULT_CELL and spec.runtime_principal_arn is None:
@@ -86,9 +90,20 @@ def add(ws: Workspace, name: str, options: dict[str, Any],
         spec = spec.model_copy(update={"runtime_principal_arn": home["runtime_principal_arn"]})
     if spec.name not in ws.cells() and "os_metrics_group" not in options:
         spec = spec.model_copy(update={"os_metrics_group": not _shares_account_region(ws, spec, home["account_id"])})
+    path = stack_file(ws.stacks_dir, spec.stack)
+    previous = path.read_text() if path.exists() else None
     write_cell(ws.stacks_dir, spec)
-    result = ws.up_cell(spec.name, on_event)
     registry = ws.registry
+    if write_only:
+        return _info(spec, ws.cell_outputs(spec.name), registry.cell_counts([spec.name])[spec.name]), None
+    try:
+        result = ws.up_cell(spec.name, on_event)
+    except CellBusy:  # nothing ran: the stack file stays as it was
+        if previous is None:
+            path.unlink()
+        else:
+            path.write_text(previous)
+        raise
     registry.set_draining(spec.name, spec.draining)  # starts the counter (a recount: once per cell)
     return _info(spec, result.outputs, registry.cell_counts([spec.name])[spec.name]), result
 

@@ -31,9 +31,10 @@ class LogGroupHandler(Handler):
         elif olds and olds.get("retentionInDays"):
             logs.delete_retention_policy(logGroupName=rid)
         if olds is not None:
-            if d.get("kmsKeyId"):
+            # Only a changed key is (dis)associated: an update that keeps it (a tag change) makes no key call.
+            if d.get("kmsKeyId") and d.get("kmsKeyId") != olds.get("kmsKeyId"):
                 logs.associate_kms_key(logGroupName=rid, kmsKeyId=d.get("kmsKeyId"))
-            elif olds.get("kmsKeyId"):
+            elif not d.get("kmsKeyId") and olds.get("kmsKeyId"):
                 logs.disassociate_kms_key(logGroupName=rid)
             if d.tags():
                 logs.tag_log_group(logGroupName=rid, tags=d.tags())

@@ -1,0 +1,83 @@
+"""One run at a time changes a cell's stack: a lease in the cell's counter
+item, taken before the up and renewed while it lasts, so CI shards applying
+the same committed cells, or an operator's `cell add` beside CI, never run one
+cell's stack at once (the LocalEngine's state file and a Pulumi backend's
+stack lock would otherwise be raced for).
+
+A run killed mid-up stops renewing: its lease lapses ``LEASE_SECONDS`` later
+and the next run takes it, with no unlock to run by hand. Taking the lease
+returns what the stack was last applied from, so a run that waited for
+another finds the cell applied and leaves it alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from tenantctl.models import TenantLock
+from tenantctl.registry import CellBusy, RegistryWriter, new_lock
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 120.0
+RENEW_SECONDS = 30.0  # several renewals fit in a lease: one slow registry call does not lose it
+POLL_SECONDS = 2.0
+
+
+@dataclass
+class CellLease:
+    cell: str
+    lock: TenantLock
+    applied: str | None  # the fingerprint the stack was last applied from, when the lease was taken
+    done: str | None = None  # the holder's successful up: recorded as ``applied`` on release
+
+
+@contextmanager
+def held(registry: RegistryWriter, cell: str, operation: str, wait: float = 0.0,
+         on_wait: Callable[[CellBusy], None] | None = None) -> Iterator[CellLease]:
+    """Hold the cell's lease for the block. Another run holding it: CellBusy
+    (exit 5), or with ``wait`` > 0 poll until it is released or lapses (at
+    most ``wait`` seconds; ``math.inf``: as long as its holder lives),
+    calling ``on_wait`` once."""
+    lock = new_lock(operation)
+    deadline, told = time.monotonic() + wait, False
+    while True:
+        try:
+            applied = registry.claim_cell(cell, lock, LEASE_SECONDS)
+            break
+        except CellBusy as busy:
+            if time.monotonic() + POLL_SECONDS > deadline:
+                raise
+            if on_wait is not None and not told:
+                on_wait(busy)
+                told = True
+            time.sleep(POLL_SECONDS)
+    lease = CellLease(cell, lock, applied)
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(RENEW_SECONDS):
+            try:
+                if not registry.renew_cell(cell, lock, LEASE_SECONDS):
+                    log.warning("cell %s: its lease lapsed while this run held it", cell)
+                    return
+            except Exception as exc:  # a registry hiccup: the next renewal may get through
+                log.warning("cell %s: renewing its lease failed: %s", cell, exc)
+
+    renewer = threading.Thread(target=renew, name=f"lease-{cell}", daemon=True)
+    renewer.start()
+    try:
+        yield lease
+    finally:
+        stop.set()
+        renewer.join()
+        try:
+            registry.release_cell(cell, lock, lease.done)
+        except Exception as exc:  # never hides the block's own error; the lease lapses by itself
+            log.warning("cell %s: giving its lease back failed (it lapses in %.0f s): %s", cell, LEASE_SECONDS, exc)
+

@@ -1,0 +1,104 @@
+"""`apply`'s cell stacks: each committed cell file (`Pulumi.platform.yaml`,
+`Pulumi.cell-<name>.yaml`) is applied before any tenant when its spec or the
+program changed since its last up (the fingerprint its counter item keeps), so
+a committed change to a cell reaches the cloud without `tenantctl cell add`,
+and a tenant is never placed in a cell that is committed but not up.
+
+Every shard reconciles the same cells: the cell's lease lets one of them apply
+it while the others wait, then find it applied (`cell_lease`). A preview shows
+the cells in shard 1 only: one report of them is enough. A committed
+``draining`` is written to the counter, with no up (it deploys nothing).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tenant_runtime.registry import item_to_counts
+from tenantctl.engines.base import ChangeSet, Op
+from tenantctl.errors import contained
+from tenantctl.fingerprint import cell_hash
+from tenantctl.models import CellSpec
+from tenantctl.naming import DEFAULT_CELL, cell_stack
+from tenantctl.operations.apply_results import Action, CellResult
+from tenantctl.registry import CellBusy, applied_of
+from tenantctl.stackconfig import stack_file
+from tenantctl.workspace import Workspace
+
+
+def committed_cells(ws: Workspace, only: str | None = None) -> dict[str, CellSpec]:
+    """The cells with a stack file in stacks/ (the home cell first), or only ``only``."""
+    return {name: spec for name, spec in ws.cells().items()
+            if (only is None or name == only) and stack_file(ws.stacks_dir, cell_stack(name)).exists()}
+
+
+def _planned(ws: Workspace, spec: CellSpec, item: dict[str, Any] | None) -> CellResult:
+    if spec.name != DEFAULT_CELL and spec.runtime_principal_arn is None:
+        return CellResult(cell=spec.name, action=Action.invalid, ok=False, reason="stack file refused",
+                          error=f"cell {spec.name!r} names no runtime_principal_arn (tenant roles outside the home "
+                                f"cell trust the home's runtime): `tenantctl cell add {spec.name} --write-only` "
+                                "writes a complete stack file to commit")
+    applied = applied_of(item)
+    reasons = []
+    if applied != cell_hash(spec, ws.project_dir):
+        reasons.append("not applied yet" if not ws.cell_outputs(spec.name).get("bucket") else
+                       "spec or program changed since its last up" if applied else
+                       "no fingerprint recorded (applied by an older tenantctl)")
+    if item is not None and item_to_counts(item)[1] != spec.draining:
+        reasons.append("draining: no new tenants" if spec.draining else "no longer draining: takes new tenants")
+    if not reasons:
+        return CellResult(cell=spec.name, action=Action.unchanged)
+    action = Action.create if reasons[0] == "not applied yet" else Action.update
+    result = CellResult(cell=spec.name, action=action, reason="; ".join(reasons))
+    result._up = applied != cell_hash(spec, ws.project_dir)
+    return result
+
+
+def plan_cells(ws: Workspace, cells: dict[str, CellSpec]) -> list[CellResult]:
+    """What apply would do per cell, from one read of their counters."""
+    if not cells:
+        return []
+    items = ws.registry.counter_items(list(cells))
+    return [_planned(ws, spec, items[name]) for name, spec in cells.items()]
+
+
+def _record(result: CellResult, changes: ChangeSet) -> None:
+    result.changes = changes.summary()
+    result.resources = [c for c in changes.changes if c.op is not Op.same]
+
+
+def preview_cells(ws: Workspace, planned: list[CellResult]) -> list[CellResult]:
+    for result in planned:
+        if result._up:
+            started = time.monotonic()
+            with contained(result):
+                _record(result, ws.engine.preview(cell_stack(result.cell)))
+            result.seconds = round(time.monotonic() - started, 3)
+    return planned
+
+
+def apply_cells(ws: Workspace, cells: dict[str, CellSpec], planned: list[CellResult],
+                on_wait: Callable[[CellBusy], None] | None = None,
+                on_result: Callable[[CellResult], None] | None = None) -> list[CellResult]:
+    """Apply the planned cells one at a time, the home cell first, each under
+    its lease (waiting for another shard's), and set each counter's draining
+    flag as its stack file says."""
+    for result in planned:
+        if result.action not in (Action.create, Action.update):
+            continue
+        started = time.monotonic()
+        with contained(result):
+            if result._up:
+                up = ws.up_cell(result.cell, wait=math.inf, unless_applied=True, on_wait=on_wait)
+                if up is None:
+                    result.action, result.reason = Action.unchanged, "applied by another run meanwhile"
+                else:
+                    _record(result, up.changes)
+            ws.registry.set_draining(result.cell, cells[result.cell].draining)
+        result.seconds = round(time.monotonic() - started, 3)
+        if on_result is not None:
+            on_result(result)
+    return planned

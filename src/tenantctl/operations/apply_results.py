@@ -1,0 +1,108 @@
+"""What `tenantctl apply` reports: a result per cell stack and per tenant,
+and the run's summary (the CLI's table, `--json` and the markdown comment)."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import BaseModel, Field, PrivateAttr
+
+from tenantctl.engines.base import ResourceChange
+from tenantctl.errors import CHANGES_PENDING
+from tenantctl.models import TenantStatus
+from tenantctl.operations.refresh import Orphan
+
+
+class Action(str, Enum):
+    create = "create"
+    update = "update"
+    repair = "repair"  # --refresh: unchanged spec and program, but the live resources drifted
+    unchanged = "unchanged"
+    orphan = "orphan"  # in the registry, not in stacks/: reported, removed only with --prune --yes
+    prune = "prune"
+    invalid = "invalid"
+
+
+RUNS = (Action.create, Action.update, Action.repair, Action.prune)  # actions that reach the engine
+SETTLED = (TenantStatus.active, TenantStatus.suspended)  # statuses an unchanged fingerprint can skip
+GONE = (TenantStatus.deprovisioned, TenantStatus.deprovisioning)
+
+
+class StackResult(BaseModel):
+    action: Action
+    ok: bool = True
+    error: str | None = None
+    reason: str = ""  # why the action was planned (people read it in the summary)
+    changes: dict[str, int] = Field(default_factory=dict)
+    # Each resource's step (not the unchanged ones), with its changed properties for updates and replaces.
+    resources: list[ResourceChange] = Field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def loses_data(self) -> list[ResourceChange]:
+        """Steps that replace or delete a data-bearing resource (a database, a key, a bucket, a secret)."""
+        return [r for r in self.resources if r.loses_data]
+
+
+class CellResult(StackResult):
+    """A cell's platform stack: applied before any tenant, when its spec or the program changed."""
+
+    cell: str
+    _up: bool = PrivateAttr(False)  # the plan runs its stack (a draining flag alone needs no up)
+
+    @property
+    def name(self) -> str:
+        return f"cell {self.cell}"
+
+
+class TenantResult(StackResult):
+    tenant_id: str
+    drift: list[ResourceChange] = Field(default_factory=list)  # --refresh: what was out of line (recorded -> live)
+    orphans: list[Orphan] = Field(default_factory=list)  # --refresh: resources tagged as its own its state lacks
+
+    @property
+    def name(self) -> str:
+        return self.tenant_id
+
+
+class ApplySummary(BaseModel):
+    preview: bool
+    refresh: bool = False
+    shard: str
+    match: list[str] = Field(default_factory=list)
+    cell: str | None = None
+    seconds: float
+    cells: list[CellResult] = Field(default_factory=list)
+    results: list[TenantResult]
+
+    def count(self, action: Action) -> int:
+        return sum(1 for r in self.results if r.action is action)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {a.value: self.count(a) for a in Action if self.count(a)}
+
+    @property
+    def stacks(self) -> list[StackResult]:
+        """Cells first (they are applied first), then tenants."""
+        return [*self.cells, *self.results]
+
+    @property
+    def failed(self) -> list[StackResult]:
+        return [r for r in self.stacks if not r.ok]
+
+    @property
+    def pending(self) -> list[StackResult]:
+        return [r for r in self.stacks if r.action in RUNS]
+
+    @property
+    def orphans(self) -> list[TenantResult]:
+        return [r for r in self.results if r.action is Action.orphan]
+
+    def exit_code(self) -> int:
+        """apply: 0 ok / 1 a cell or tenant failed; preview: 0 nothing to do / 12 changes pending / 1 error."""
+        if self.failed:
+            return 1
+        if self.preview and self.pending:
+            return CHANGES_PENDING
+        return 0

@@ -1,0 +1,201 @@
+"""`tenantctl apply` applies the committed cell stacks before any tenant: a
+cell written for review (`cell add --write-only`) is created by the apply that
+places its first tenant, an unchanged cell is left alone, an edited one is
+updated, a committed ``draining`` reaches the counter, and CI shards take turns
+on a cell through its lease, which lapses when its holder dies.
+
+A project of its own on the session's sandbox, one cell ``apc`` in
+ap-northeast-2 of account 555555555555, which no other test uses (cell names,
+accounts and regions are shared by every project on the sandbox, and other
+tests audit the home account). What happened is read on the sandbox:
+the cell's bucket, the engine's state file, the counter item.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+from fault_tools import Cli, aws, platform_outputs
+
+from tenant_runtime.registry import APPLIED, DRAINING, LEASE, LEASE_UNTIL, counter_key
+from tenantctl import naming
+from tenantctl.engines.local.state import StateFile
+from tenantctl.models import CellSpec, TenantLock, TenantSpec
+from tenantctl.operations.apply import in_shard
+from tenantctl.stackconfig import read_cell, write_cell, write_tenant
+
+pytestmark = pytest.mark.integration
+
+CELL, REGION, ACCOUNT = "apc", "ap-northeast-2", "555555555555"
+ROLE = f"arn:aws:iam::{ACCOUNT}:role/tenantctl-cell"
+TENANT = "apc-t1"
+
+
+@pytest.fixture(scope="module")
+def cli(sandbox, tmp_path_factory) -> Cli:
+    cli = Cli.create(sandbox, tmp_path_factory.mktemp("apply-cells"))
+    write_cell(cli.root / "stacks", CellSpec())
+    return cli
+
+
+def apply(cli: Cli, *args: str) -> tuple[int, dict, str]:
+    """`tenantctl apply --json ARGS` -> (exit code, summary, stderr)."""
+    run = cli("apply", "--json", *args)
+    assert run.stdout.startswith("{"), run  # the summary, whatever the exit code
+    assert run.json()["exit_code"] == run.returncode
+    return run.returncode, run.json(), run.stderr
+
+
+def cells(summary: dict) -> dict[str, dict]:
+    return {c["cell"]: c for c in summary["cells"]}
+
+
+def bucket_tags(sandbox) -> dict[str, str] | None:
+    """The cell's shared bucket's tags in its region (None: no such bucket)."""
+    s3 = aws(sandbox, "s3", region=REGION, account=ACCOUNT)
+    try:
+        tags = s3.get_bucket_tagging(Bucket=naming.cell_bucket_name(ACCOUNT, REGION, CELL))["TagSet"]
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "NoSuchBucket":
+            return None
+        raise
+    return {t["Key"]: t["Value"] for t in tags}
+
+
+def counter(sandbox) -> dict:
+    table = platform_outputs(sandbox)["registry_table"]
+    return aws(sandbox, "dynamodb").get_item(TableName=table, Key=counter_key(CELL), ConsistentRead=True)["Item"]
+
+
+def cell_state(sandbox) -> Path:
+    return StateFile(Path(sandbox.state_dir) / "local-engine", naming.cell_stack(CELL)).path
+
+
+def edit_cell(cli: Cli, **fields) -> None:
+    stacks = cli.root / "stacks"
+    write_cell(stacks, read_cell(stacks, CELL).model_copy(update=fields))
+
+
+def test_a_cell_written_for_review_is_created_by_the_apply_that_places_its_tenant(cli, sandbox):
+    run = cli("cell", "add", CELL, "--region", REGION, "--account-role", ROLE, "--max-pooled", "2", "--write-only",
+              "--json")
+    assert run.returncode == 0, run.stderr
+    spec = read_cell(cli.root / "stacks", CELL)
+    # Complete as committed: the home's runtime, which the cell's tenant roles trust.
+    assert spec.runtime_principal_arn == platform_outputs(sandbox)["runtime_principal_arn"]
+    assert bucket_tags(sandbox) is None and not cell_state(sandbox).exists()
+    write_tenant(cli.root / "stacks", TenantSpec(id=TENANT, region=REGION, cell=CELL))
+
+    rc, summary, _ = apply(cli, "--preview")
+    assert rc == 12
+    planned = cells(summary)[CELL]
+    assert planned["action"] == "create" and planned["reason"] == "not applied yet"
+    assert planned["changes"]["create"] >= 40 and any(r["name"] == "shared-bucket" for r in planned["resources"])
+    # Its tenant reads the cell's outputs: pending, planned by the apply once the cell exists.
+    awaiting = {r["tenant_id"]: r for r in summary["results"]}[TENANT]
+    assert awaiting["action"] == "create" and awaiting["ok"]
+    assert f"its cell {CELL} is created first" in awaiting["reason"]
+    # Another shard's preview shows no cell (shard 1's does) but knows its tenant waits for one.
+    total = next(n for n in range(2, 20) if not in_shard(TENANT, 1, n))
+    index = next(i for i in range(2, total + 1) if in_shard(TENANT, i, total))
+    rc, summary, _ = apply(cli, "--preview", "--shard", f"{index}/{total}")
+    assert rc == 12 and summary["cells"] == []
+    assert f"its cell {CELL} is created first" in summary["results"][0]["reason"]
+    assert bucket_tags(sandbox) is None  # a preview creates nothing
+
+    rc, summary, err = apply(cli)
+    assert rc == 0, err
+    done = cells(summary)[CELL]
+    assert done["action"] == "create" and done["ok"] and done["changes"]["create"] == planned["changes"]["create"]
+    tenant = {r["tenant_id"]: r for r in summary["results"]}[TENANT]
+    assert tenant["action"] == "create" and tenant["ok"], tenant
+    # The cell was up before its tenant was placed (progress on stderr, in order).
+    assert err.index(f"cell {CELL}: create ok") < err.index(f"{TENANT}: create ok")
+    assert bucket_tags(sandbox)["owner"] == "platform"
+    assert APPLIED in counter(sandbox) and LEASE not in counter(sandbox)
+
+
+def test_an_unchanged_cell_is_left_alone_an_edited_one_updated_and_draining_needs_no_up(cli, sandbox):
+    before = cell_state(sandbox).stat().st_mtime_ns
+    rc, summary, err = apply(cli)
+    assert rc == 0, err
+    assert {c["action"] for c in summary["cells"]} == {"unchanged"}
+    assert cell_state(sandbox).stat().st_mtime_ns == before
+
+    edit_cell(cli, owner="team-apc")
+    rc, summary, _ = apply(cli, "--preview")
+    planned = cells(summary)[CELL]
+    assert rc == 12 and planned["action"] == "update"
+    assert planned["reason"] == "spec or program changed since its last up" and planned["changes"]["update"] >= 1
+    rc, summary, err = apply(cli)
+    assert rc == 0, err
+    assert cells(summary)[CELL]["action"] == "update" and bucket_tags(sandbox)["owner"] == "team-apc"
+
+    # A committed drain: the counter's flag, no up (it deploys nothing).
+    before = cell_state(sandbox).stat().st_mtime_ns
+    edit_cell(cli, draining=True)
+    rc, summary, err = apply(cli)
+    assert rc == 0, err
+    drained = cells(summary)[CELL]
+    assert drained["action"] == "update" and drained["reason"] == "draining: no new tenants"
+    assert drained["changes"] == {} and counter(sandbox)[DRAINING] == {"BOOL": True}
+    assert cell_state(sandbox).stat().st_mtime_ns == before
+    edit_cell(cli, draining=False)
+    assert apply(cli)[0] == 0 and counter(sandbox)[DRAINING] == {"BOOL": False}
+
+    # A run scoped to tenant ids leaves the cells alone, changed or not.
+    edit_cell(cli, owner="team-apc-2")
+    rc, summary, err = apply(cli, "--match", "apc-*")
+    assert rc == 0, err
+    assert summary["cells"] == [] and bucket_tags(sandbox)["owner"] == "team-apc"
+
+
+def test_shards_take_turns_on_a_changed_cell(cli, sandbox):
+    """Both shards find the cell changed; its lease lets one apply it, the
+    other waits and finds it applied (or plans after it and finds nothing)."""
+    runs = [cli.start("apply", "--json", "--shard", f"{i}/2") for i in (1, 2)]
+    outs = [p.communicate(timeout=600) for p in runs]
+    assert [p.returncode for p in runs] == [0, 0], outs
+    results = [cells(json.loads(out))[CELL] for out, _ in outs]
+    assert sorted(r["action"] for r in results) == ["unchanged", "update"], results
+    assert next(r for r in results if r["action"] == "update")["changes"]["update"] >= 1
+    assert bucket_tags(sandbox)["owner"] == "team-apc-2" and LEASE not in counter(sandbox)
+
+
+def test_a_held_lease_refuses_cell_add_and_lapses_when_its_holder_is_gone(cli, sandbox):
+    table = platform_outputs(sandbox)["registry_table"]
+    dead = TenantLock(operation="cell up", owner="ci", host="runner-7", pid=4242)
+    aws(sandbox, "dynamodb").update_item(
+        TableName=table, Key=counter_key(CELL), UpdateExpression="SET #l = :l, #u = :u",
+        ExpressionAttributeNames={"#l": LEASE, "#u": LEASE_UNTIL},
+        ExpressionAttributeValues={":l": {"S": dead.model_dump_json()}, ":u": {"N": str(time.time() + 4)}})
+
+    run = cli("cell", "add", CELL, "--owner", "team-apc-3")
+    assert run.returncode == 5, run.stderr
+    assert "cell 'apc' is being applied by a cell up (owner ci, host runner-7, pid 4242" in run.stderr
+    # Refused before anything ran: the cloud and the stack file are as they were.
+    assert bucket_tags(sandbox)["owner"] == "team-apc-2" and read_cell(cli.root / "stacks", CELL).owner == "team-apc-2"
+
+    time.sleep(4.5)  # nobody renews it: the lease lapses
+    run = cli("cell", "add", CELL, "--owner", "team-apc-3", "--json")
+    assert run.returncode == 0, run.stderr
+    assert bucket_tags(sandbox)["owner"] == "team-apc-3" and LEASE not in counter(sandbox)
+    # `cell add` recorded what it applied: the next apply has nothing to do for the cell.
+    rc, summary, err = apply(cli)
+    assert rc == 0 and cells(summary)[CELL]["action"] == "unchanged", err
+
+
+def test_a_committed_cell_without_the_homes_runtime_is_refused_before_anything_runs(cli, sandbox):
+    path = cli.root / "stacks" / "Pulumi.cell-apd.yaml"
+    write_cell(cli.root / "stacks", CellSpec(name="apd", region=REGION, account_role_arn=ROLE))
+    try:
+        rc, summary, _ = apply(cli, "--preview")
+    finally:
+        path.unlink()
+    refused = cells(summary)["apd"]
+    assert rc == 1 and refused["action"] == "invalid" and not refused["ok"]
+    assert "names no runtime_principal_arn" in refused["error"] and "cell add apd --write-only" in refused["error"]
