@@ -54,6 +54,11 @@ def cells(summary: dict) -> dict[str, dict]:
     return {c["cell"]: c for c in summary["cells"]}
 
 
+def tenants(summary: dict) -> dict[str, dict]:
+    """The run's tenant results (the session's other tests' tenants are orphans here)."""
+    return {r["tenant_id"]: r for r in summary["results"]}
+
+
 def bucket_tags(sandbox) -> dict[str, str] | None:
     """The cell's shared bucket's tags in its region (None: no such bucket)."""
     s3 = aws(sandbox, "s3", region=REGION, account=ACCOUNT)
@@ -96,7 +101,7 @@ def test_a_cell_written_for_review_is_created_by_the_apply_that_places_its_tenan
     assert planned["action"] == "create" and planned["reason"] == "not applied yet"
     assert planned["changes"]["create"] >= 40 and any(r["name"] == "shared-bucket" for r in planned["resources"])
     # Its tenant reads the cell's outputs: pending, planned by the apply once the cell exists.
-    awaiting = {r["tenant_id"]: r for r in summary["results"]}[TENANT]
+    awaiting = tenants(summary)[TENANT]
     assert awaiting["action"] == "create" and awaiting["ok"]
     assert f"its cell {CELL} is created first" in awaiting["reason"]
     # Another shard's preview shows no cell (shard 1's does) but knows its tenant waits for one.
@@ -104,14 +109,14 @@ def test_a_cell_written_for_review_is_created_by_the_apply_that_places_its_tenan
     index = next(i for i in range(2, total + 1) if in_shard(TENANT, i, total))
     rc, summary, _ = apply(cli, "--preview", "--shard", f"{index}/{total}")
     assert rc == 12 and summary["cells"] == []
-    assert f"its cell {CELL} is created first" in summary["results"][0]["reason"]
+    assert f"its cell {CELL} is created first" in tenants(summary)[TENANT]["reason"]
     assert bucket_tags(sandbox) is None  # a preview creates nothing
 
     rc, summary, err = apply(cli)
     assert rc == 0, err
     done = cells(summary)[CELL]
     assert done["action"] == "create" and done["ok"] and done["changes"]["create"] == planned["changes"]["create"]
-    tenant = {r["tenant_id"]: r for r in summary["results"]}[TENANT]
+    tenant = tenants(summary)[TENANT]
     assert tenant["action"] == "create" and tenant["ok"], tenant
     # The cell was up before its tenant was placed (progress on stderr, in order).
     assert err.index(f"cell {CELL}: create ok") < err.index(f"{TENANT}: create ok")
