@@ -180,6 +180,14 @@ def applied_of(item: dict[str, Any] | None) -> str | None:
     return (item or {}).get(APPLIED, {}).get("S")
 
 
+def lease_of(item: dict[str, Any] | None) -> TenantLock | None:
+    """The holder of the cell's lease when one holds it now (a lapsed lease holds nothing)."""
+    item = item or {}
+    if LEASE not in item or float(item.get(LEASE_UNTIL, {}).get("N", "0")) < time.time():
+        return None
+    return TenantLock.model_validate_json(item[LEASE]["S"])
+
+
 class CellBusy(Conflict):
     """Another run holds the lease on the cell's stack."""
 

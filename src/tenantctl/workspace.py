@@ -106,6 +106,13 @@ class Workspace:
 
         return cell_specs(self.stacks_dir)
 
+    def committed_cells(self, only: str | None = None) -> dict[str, CellSpec]:
+        """The cells with a stack file in stacks/ (the home cell first), or only ``only``."""
+        from tenantctl.stackconfig import stack_file
+
+        return {name: spec for name, spec in self.cells().items()
+                if (only is None or name == only) and stack_file(self.stacks_dir, cell_stack(name)).exists()}
+
     def cells_of(self, records: Iterable[TenantRecord],
                  cells: dict[str, CellSpec] | None = None) -> dict[str, CellSpec | None]:
         """Each record's cell by tenant id, from ``cells`` (default: stacks/, read once); None for a
@@ -186,12 +193,14 @@ class Workspace:
         return result.outputs
 
     def up_cell(self, name: str, on_event: EventSink | None = None, *, wait: float = 0.0,
-                unless_applied: bool = False, on_wait: Callable[[CellBusy], None] | None = None) -> UpResult | None:
+                unless_applied: bool = False, on_wait: Callable[[CellBusy], None] | None = None,
+                refresh: bool = False) -> UpResult | None:
         """Apply the cell's platform stack (its stack file must exist) under the
         cell's lease, and record what it was applied from. ``wait``: how long to
         wait for another run's lease (0: CellBusy at once). ``unless_applied``:
         None, and nothing run, when the stack was last applied from the same
-        spec and program (checked once the lease is held)."""
+        spec and program (checked once the lease is held). ``refresh``: against
+        its live state (a repair)."""
         from tenantctl.fingerprint import cell_hash
 
         applied = cell_hash(self.cell(name), self.project_dir)
@@ -205,12 +214,12 @@ class Workspace:
         with cell_lease.held(registry, name, "cell up", wait=wait, on_wait=on_wait) as lease:
             if unless_applied and lease.applied == applied:
                 return None
-            result = self._up_cell(name, on_event)
+            result = self._up_cell(name, on_event, refresh)
             lease.done = applied
         return result
 
-    def _up_cell(self, name: str, on_event: EventSink | None) -> UpResult:
-        result = self.engine.up(cell_stack(name), on_event=on_event)
+    def _up_cell(self, name: str, on_event: EventSink | None, refresh: bool = False) -> UpResult:
+        result = self.engine.up(cell_stack(name), on_event=on_event, refresh=refresh)
         self._outputs[name] = result.outputs
         if name == DEFAULT_CELL:
             self.__dict__.pop("registry", None)

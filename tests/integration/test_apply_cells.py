@@ -204,3 +204,29 @@ def test_a_committed_cell_without_the_homes_runtime_is_refused_before_anything_r
     refused = cells(summary)["apd"]
     assert rc == 1 and refused["action"] == "invalid" and not refused["ok"]
     assert "names no runtime_principal_arn" in refused["error"] and "cell add apd --write-only" in refused["error"]
+
+
+def test_a_cell_changed_behind_tenantctls_back_is_reported_by_refresh_and_repaired_by_apply_refresh(cli, sandbox):
+    logs = aws(sandbox, "logs", region=REGION, account=ACCOUNT)
+    group = f"/tenantctl/{naming.cell_stack(CELL)}/vpc-flow-logs"
+
+    def retention() -> int:
+        return next(g for g in logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"]
+                    if g["logGroupName"] == group)["retentionInDays"]
+
+    declared = retention()
+    logs.put_retention_policy(logGroupName=group, retentionInDays=1)
+
+    run = cli("refresh", "--cell", CELL, "--json")
+    assert run.returncode == 12, run
+    (drift,) = run.json()["cells"]
+    assert drift["cell"] == CELL and [(r["name"], r["diffs"]) for r in drift["resources"]] == [
+        ("shared-flow-logs", [{"path": "retentionInDays", "old": declared, "new": 1}])]
+    rc, summary, _ = apply(cli, "--preview", "--refresh")
+    assert rc == 12 and cells(summary)[CELL]["action"] == "repair" and retention() == 1
+    rc, summary, err = apply(cli, "--refresh")
+    repaired = cells(summary)[CELL]
+    assert rc == 0 and repaired["action"] == "repair" and repaired["reason"] == "drift: 1 changed", err
+    assert retention() == declared
+    run = cli("refresh", "--cell", CELL, "--json")
+    assert run.returncode == 0 and not run.json()["cells"][0]["resources"], run

@@ -142,7 +142,7 @@ def ws(tmp_path):
     (tmp_path / "stacks").mkdir()
     write_cell(tmp_path / "stacks", CellSpec())
     # No cell to reconcile: apply's cell stacks are tested on the sandbox (test_apply_cells.py).
-    return SimpleNamespace(project_dir=tmp_path, stacks_dir=tmp_path / "stacks", cells=dict)
+    return SimpleNamespace(project_dir=tmp_path, stacks_dir=tmp_path / "stacks", committed_cells=lambda only=None: {})
 
 
 def test_plan_actions_and_reasons(ws):

@@ -10,7 +10,7 @@ from tenantctl.engines.local.handlers.base import urn_tag
 from tenantctl.errors import CHANGES_PENDING
 from tenantctl.inventory import Tagged, unknown
 from tenantctl.operations.audit import AuditReport, Finding
-from tenantctl.operations.refresh import Orphan, RefreshSummary, TenantDrift
+from tenantctl.operations.refresh import CellDrift, Orphan, RefreshSummary, TenantDrift
 from tenantctl.templates import render
 
 KEY_DRIFT = ResourceChange(op=Op.update, type="aws:kms/key:Key", name="acme-key",
@@ -34,7 +34,18 @@ def test_exit_codes_follow_apply_preview():
     assert refresh_summary(only_orphan).exit_code() == CHANGES_PENDING
     assert refresh_summary(clean, drifted, failed).exit_code() == 1
     assert refresh_summary(clean, drifted, only_orphan).counts == {
-        "tenants": 3, "drifted": 2, "failed": 0, "resources": 1, "orphans": 1}
+        "cells": 0, "tenants": 3, "drifted": 2, "failed": 0, "resources": 1, "orphans": 1}
+
+
+def test_a_drifted_cell_counts_and_leads_the_markdown():
+    cell = CellDrift(cell="eu1", checked=54, resources=[KEY_DRIFT])
+    summary = RefreshSummary(seconds=1.5, cells=[cell], tenants=[TenantDrift(tenant_id="beta", checked=13)])
+    assert summary.exit_code() == CHANGES_PENDING and summary.counts["drifted"] == 1 and summary.counts["cells"] == 1
+    text = render("refresh_summary.md.j2", summary=summary)
+    assert "### tenantctl refresh · 1 cell(s), 1 tenant(s)" in text and ":warning: **1 stack(s) drifted**" in text
+    assert "| `cell eu1` | 1 changed |  |" in text and "`beta`" not in text
+    failed = RefreshSummary(seconds=1, cells=[CellDrift(cell="eu1", ok=False, error="read failed")], tenants=[])
+    assert failed.exit_code() == 1
 
 
 def test_markdown_names_each_drifted_property_and_orphan():

@@ -23,10 +23,10 @@ def _changes(result: "StackResult") -> str:
 def _details(result: "StackResult", preview: bool) -> None:
     """The stack's resource steps with their changed properties; a tenant's drift and orphan resources."""
     steps_table(f"{result.name} · {result.action.value}", result.resources)
-    drift, orphans = getattr(result, "drift", None), getattr(result, "orphans", None)
-    if drift:
+    if result.drift:
         repaired = "" if preview or not result.ok else ", repaired"
-        steps_table(f"{result.name} · drift found (recorded → live){repaired}", drift)
+        steps_table(f"{result.name} · drift found (recorded → live){repaired}", result.drift)
+    orphans = getattr(result, "orphans", None)  # a tenant's (a cell's leftovers are audit's)
     if orphans:
         orphan_lines(result.name, orphans, preview)
 

@@ -14,8 +14,10 @@ app = typer.Typer()
 @app.command()
 def refresh(
     tenant_ids: Annotated[Optional[list[str]], typer.Argument(metavar="ID", help="Tenants to refresh.")] = None,
-    every: Annotated[bool, typer.Option("--all", help="Every tenant in the registry (not deprovisioned).")] = False,
-    cell: Annotated[Optional[str], typer.Option(help="Every tenant of this cell (not deprovisioned).")] = None,
+    every: Annotated[bool, typer.Option("--all", help="Every committed cell's stack and every tenant in the "
+                                                      "registry (not deprovisioned).")] = False,
+    cell: Annotated[Optional[str], typer.Option(help="This cell's stack and every tenant of it (not "
+                                                     "deprovisioned).")] = None,
     parallel: Annotated[int, typer.Option(help="Tenants read at once.")] = 8,
     markdown: Annotated[Optional[Path], typer.Option(
         help="Also write a markdown summary (an issue or pull-request comment) here.")] = None,
@@ -24,40 +26,47 @@ def refresh(
     """Report drift: each tenant's live resources against its state (changes nothing).
 
     Per resource and property (expected → live), resources deleted out of band,
-    and orphan resources (tagged as the tenant's, unknown to its state).
-    `apply --refresh` or `provision ID` repairs.
+    and orphan resources (tagged as the tenant's, unknown to its state). --all and
+    --cell read the committed cells' stacks too. `apply --refresh` (cells and
+    tenants) or `provision ID` repairs.
 
     Exit codes: 0 no drift, 12 drift found, 1 a tenant could not be refreshed
     (the same convention as `apply --preview`).
     """
     from tenantctl.cli.progress import fleet_progress
+    from tenantctl.operations.refresh import TenantDrift
     from tenantctl.operations.refresh import refresh as run
     from tenantctl.templates import render
     from tenantctl.workspace import Workspace
 
     with fleet_progress("refreshing") as progress:
+        def on_plan(cells: int, tenants: int) -> None:
+            progress.plan(tenants, (f"{cells} cell(s), " if cells else "") + f"{tenants} tenant(s)")
+
         def on_result(t) -> None:
             mark = ("[red]failed[/]: " + escape(t.error or "")) if not t.ok else (
                 f"[yellow]{t.headline()}[/]" if t.drifted else escape(t.note or t.headline()))
-            progress.done(f"{t.tenant_id}: {mark} ({t.seconds:.1f}s)")
+            (progress.done if isinstance(t, TenantDrift) else progress.note)(f"{t.name}: {mark} ({t.seconds:.1f}s)")
 
         summary = run(Workspace(), tenant_ids or (), every=every, cell=cell, parallel=parallel,
-                      on_plan=lambda n: progress.plan(n, f"{n} tenant(s)"), on_result=on_result)
+                      on_plan=on_plan, on_result=on_result)
     if markdown:
         markdown.write_text(render("refresh_summary.md.j2", summary=summary))
     if json_out:
         print_json({**summary.model_dump(mode="json"), "counts": summary.counts, "exit_code": summary.exit_code()})
     else:
-        rows = [(t.tenant_id, "failed: " + (t.error or "") if not t.ok else t.headline(), t.checked, t.note)
-                for t in summary.tenants if t.drifted or not t.ok or t.note]
+        rows = [(t.name, "failed: " + (t.error or "") if not t.ok else t.headline(), t.checked, t.note)
+                for t in summary.stacks if t.drifted or not t.ok or t.note]
         if rows:
-            table(f"refresh · {len(summary.tenants)} tenant(s) · {summary.seconds:.1f}s",
-                  ["tenant", "drift", "resources read", "note"], rows)
+            cells = f"{len(summary.cells)} cell(s), " if summary.cells else ""
+            table(f"refresh · {cells}{len(summary.tenants)} tenant(s) · {summary.seconds:.1f}s",
+                  ["stack", "drift", "resources read", "note"], rows)
         for t in summary.drifted:
-            steps_table(f"{t.tenant_id} · drift (expected → live)", t.resources)
-            orphan_lines(t.tenant_id, t.orphans, preview=True)
+            steps_table(f"{t.name} · drift (expected → live)", t.resources)
+            orphan_lines(t.name, t.orphans, preview=True)
         counts = summary.counts
-        console.print(f"{counts['drifted']} of {counts['tenants']} tenant(s) drifted: {counts['resources']} "
+        console.print(f"{counts['drifted']} of {counts['cells'] + counts['tenants']} stack(s) drifted: "
+                      f"{counts['resources']} "
                       f"resource(s), {counts['orphans']} orphan resource(s)"
                       + (f"; {counts['failed']} failed" if counts["failed"] else "")
                       + ("; `tenantctl apply --refresh` (or `provision ID`) repairs" if counts["drifted"] else ""),

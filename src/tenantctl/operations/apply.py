@@ -38,7 +38,7 @@ from tenantctl.errors import InvalidInput, TenantctlError, contained, interrupt_
 from tenantctl.fingerprint import applied_hash, program_fingerprint
 from tenantctl.models import TenantRecord
 from tenantctl.naming import DEFAULT_CELL, broken_rule, forget_hint, require_valid
-from tenantctl.operations.apply_cells import apply_cells, committed_cells, plan_cells, preview_cells
+from tenantctl.operations.apply_cells import apply_cells, drift_check, plan_cells, preview_cells
 from tenantctl.operations.apply_results import (
     GONE,
     RUNS,
@@ -363,9 +363,11 @@ def apply(
         ws.cell(cell)  # NotFound (exit 6) for an unknown cell
     program_fingerprint.cache_clear()  # the program as it is now, even in a long-lived process
     ws.ensure_platform()
-    cells = {} if match else committed_cells(ws, cell)
+    cells = {} if match else ws.committed_cells(cell)
     cell_plan = plan_cells(ws, cells)
     shown = [] if preview and index != 1 else cell_plan  # one preview of the cells is enough: shard 1's
+    if refresh and index == 1:
+        cell_plan = drift_check(ws, cell_plan)
     records = {r.tenant_id: r for r in ws.registry.iter_all()}  # every cell's: a stack file may name any
     results = plan(ws, (index, total), records, match=match, prune=prune, cell=cell)
     if refresh:

@@ -6,7 +6,8 @@ and a tenant is never placed in a cell that is committed but not up.
 
 Every shard reconciles the same cells: the cell's lease lets one of them apply
 it while the others wait, then find it applied (`cell_lease`). A preview shows
-the cells in shard 1 only: one report of them is enough. A committed
+the cells in shard 1 only: one report of them is enough (so does `--refresh`
+read them live, repairing a drifted one). A committed
 ``draining`` is written to the counter, with no up (it deploys nothing).
 """
 
@@ -25,14 +26,7 @@ from tenantctl.models import CellSpec
 from tenantctl.naming import DEFAULT_CELL, cell_stack
 from tenantctl.operations.apply_results import Action, CellResult
 from tenantctl.registry import CellBusy, applied_of
-from tenantctl.stackconfig import stack_file
 from tenantctl.workspace import Workspace
-
-
-def committed_cells(ws: Workspace, only: str | None = None) -> dict[str, CellSpec]:
-    """The cells with a stack file in stacks/ (the home cell first), or only ``only``."""
-    return {name: spec for name, spec in ws.cells().items()
-            if (only is None or name == only) and stack_file(ws.stacks_dir, cell_stack(name)).exists()}
 
 
 def _planned(ws: Workspace, spec: CellSpec, item: dict[str, Any] | None) -> CellResult:
@@ -65,6 +59,22 @@ def plan_cells(ws: Workspace, cells: dict[str, CellSpec]) -> list[CellResult]:
     return [_planned(ws, spec, items[name]) for name, spec in cells.items()]
 
 
+def drift_check(ws: Workspace, planned: list[CellResult]) -> list[CellResult]:
+    """`--refresh`: each cell the fingerprint would skip read live; a drifted one is repaired."""
+    from tenantctl.operations.refresh import refresh_cells
+
+    unchanged = [r.cell for r in planned if r.action is Action.unchanged]
+    drifts = {d.cell: d for d in refresh_cells(ws, unchanged)}
+    for result in planned:
+        drift = drifts.get(result.cell)
+        if drift is not None and not drift.ok:
+            result.ok, result.error, result.reason = False, f"refresh failed: {drift.error}", "refresh"
+        elif drift is not None and drift.drifted:
+            result.action, result.reason, result.drift = Action.repair, f"drift: {drift.headline()}", drift.resources
+            result._up = True
+    return planned
+
+
 def _record(result: CellResult, changes: ChangeSet) -> None:
     result.changes = changes.summary()
     result.resources = [c for c in changes.changes if c.op is not Op.same]
@@ -75,7 +85,7 @@ def preview_cells(ws: Workspace, planned: list[CellResult]) -> list[CellResult]:
         if result._up:
             started = time.monotonic()
             with contained(result):
-                _record(result, ws.engine.preview(cell_stack(result.cell)))
+                _record(result, ws.engine.preview(cell_stack(result.cell), refresh=result.action is Action.repair))
             result.seconds = round(time.monotonic() - started, 3)
     return planned
 
@@ -87,12 +97,13 @@ def apply_cells(ws: Workspace, cells: dict[str, CellSpec], planned: list[CellRes
     its lease (waiting for another shard's), and set each counter's draining
     flag as its stack file says."""
     for result in planned:
-        if result.action not in (Action.create, Action.update):
+        if result.action not in (Action.create, Action.update, Action.repair):
             continue
         started = time.monotonic()
         with contained(result):
             if result._up:
-                up = ws.up_cell(result.cell, wait=math.inf, unless_applied=True, on_wait=on_wait)
+                repair = result.action is Action.repair  # the fingerprint matches: the up runs all the same
+                up = ws.up_cell(result.cell, wait=math.inf, unless_applied=not repair, on_wait=on_wait, refresh=repair)
                 if up is None:
                     result.action, result.reason = Action.unchanged, "applied by another run meanwhile"
                 else:

@@ -36,6 +36,7 @@ class StackResult(BaseModel):
     changes: dict[str, int] = Field(default_factory=dict)
     # Each resource's step (not the unchanged ones), with its changed properties for updates and replaces.
     resources: list[ResourceChange] = Field(default_factory=list)
+    drift: list[ResourceChange] = Field(default_factory=list)  # --refresh: what was out of line (recorded -> live)
     seconds: float = 0.0
 
     @property
@@ -57,7 +58,6 @@ class CellResult(StackResult):
 
 class TenantResult(StackResult):
     tenant_id: str
-    drift: list[ResourceChange] = Field(default_factory=list)  # --refresh: what was out of line (recorded -> live)
     orphans: list[Orphan] = Field(default_factory=list)  # --refresh: resources tagged as its own its state lacks
 
     @property

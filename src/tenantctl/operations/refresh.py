@@ -1,6 +1,7 @@
-"""Drift: every resource of each tenant read live and compared with what its
-stack's state recorded (per resource, per property: expected -> live), the
-resources deleted out of band, and orphans: resources tagged as the tenant's
+"""Drift: every resource of each tenant (and of each cell, for `--all` and
+`--cell`) read live and compared with what its stack's state recorded (per
+resource, per property: expected -> live), the resources deleted out of band,
+and orphans: resources tagged as the tenant's
 (``managed-by=tenantctl`` + ``tenant=<id>``) that its state does not know.
 
 The engine reads the resources (``Engine.refresh``); the orphans come from one
@@ -23,7 +24,8 @@ from tenantctl import inventory
 from tenantctl.engines.base import ChangeSet, Op, ResourceChange
 from tenantctl.errors import CHANGES_PENDING, InvalidInput, NotConfirmed, contained
 from tenantctl.models import TenantRecord, TenantStatus
-from tenantctl.registry import describe_lock
+from tenantctl.naming import cell_stack
+from tenantctl.registry import describe_lock, lease_of
 from tenantctl.workspace import Workspace
 
 GONE = (TenantStatus.deprovisioned, TenantStatus.deprovisioning)
@@ -44,8 +46,7 @@ class Orphan(BaseModel):
         return cls(arn=tagged.arn, kind=tagged.kind, name=tagged.name, removable=tagged.removable)
 
 
-class TenantDrift(BaseModel):
-    tenant_id: str
+class StackDrift(BaseModel):
     ok: bool = True
     error: str | None = None
     note: str = ""  # why it was skipped, or what could not be checked
@@ -67,26 +68,49 @@ class TenantDrift(BaseModel):
         return ", ".join(parts) or "no drift"
 
 
+class TenantDrift(StackDrift):
+    tenant_id: str
+
+    @property
+    def name(self) -> str:
+        return self.tenant_id
+
+
+class CellDrift(StackDrift):
+    """A cell's platform stack read live (its leftovers are audit's: no orphans here)."""
+
+    cell: str
+
+    @property
+    def name(self) -> str:
+        return f"cell {self.cell}"
+
+
 class RefreshSummary(BaseModel):
     seconds: float
+    cells: list[CellDrift] = Field(default_factory=list)
     tenants: list[TenantDrift]
 
     @property
-    def drifted(self) -> list[TenantDrift]:
-        return [t for t in self.tenants if t.drifted]
+    def stacks(self) -> list[StackDrift]:
+        return [*self.cells, *self.tenants]
 
     @property
-    def failed(self) -> list[TenantDrift]:
-        return [t for t in self.tenants if not t.ok]
+    def drifted(self) -> list[StackDrift]:
+        return [t for t in self.stacks if t.drifted]
+
+    @property
+    def failed(self) -> list[StackDrift]:
+        return [t for t in self.stacks if not t.ok]
 
     @property
     def counts(self) -> dict[str, int]:
-        return {"tenants": len(self.tenants), "drifted": len(self.drifted), "failed": len(self.failed),
-                "resources": sum(len(t.resources) for t in self.tenants),
-                "orphans": sum(len(t.orphans) for t in self.tenants)}
+        return {"cells": len(self.cells), "tenants": len(self.tenants), "drifted": len(self.drifted),
+                "failed": len(self.failed), "resources": sum(len(t.resources) for t in self.stacks),
+                "orphans": sum(len(t.orphans) for t in self.stacks)}
 
     def exit_code(self) -> int:
-        """0 no drift, 12 drift, 1 a tenant could not be refreshed (as `apply --preview`)."""
+        """0 no drift, 12 drift, 1 a cell or tenant could not be refreshed (as `apply --preview`)."""
         if self.failed:
             return 1
         return CHANGES_PENDING if self.drifted else 0
@@ -237,12 +261,43 @@ def _tagged_by_account(ws: Workspace, records: list[TenantRecord], account_of: d
             for account, group in by_account.items()}
 
 
+def refresh_cells(ws: Workspace, names: Iterable[str],
+                  on_result: Callable[[StackDrift], None] | None = None) -> list[CellDrift]:
+    """Drift of each cell's stack (one that was never applied has none to
+    read); one being applied under its lease is skipped, as a locked tenant is."""
+    names = list(names)
+    items = ws.registry.counter_items(names) if names else {}
+    done = []
+    for name in names:
+        started = time.monotonic()
+        result = CellDrift(cell=name)
+        held = lease_of(items[name])
+        if held is not None:
+            result.note = f"skipped: being applied by a {held.operation} (owner {held.owner}, host {held.host})"
+        elif not ws.cell_outputs(name):
+            result.note = "never applied: nothing to read"
+        else:
+            with contained(result):
+                changes = ws.engine.refresh(cell_stack(name))
+                result.checked = len(changes.changes)
+                result.resources = [c for c in changes.changes if c.op is not Op.same]
+        result.seconds = round(time.monotonic() - started, 3)
+        if on_result:
+            on_result(result)
+        done.append(result)
+    return done
+
+
 def refresh(ws: Workspace, tenant_ids: Sequence[str] = (), every: bool = False, parallel: int = 8,
-            on_plan: Callable[[int], None] | None = None,
-            on_result: Callable[[TenantDrift], None] | None = None, cell: str | None = None) -> RefreshSummary:
+            on_plan: Callable[[int, int], None] | None = None,
+            on_result: Callable[[StackDrift], None] | None = None, cell: str | None = None) -> RefreshSummary:
+    """The named tenants, or (``every`` / ``cell``) every tenant and every committed cell, or one cell and
+    its tenants."""
     started = time.monotonic()
     records = select(ws, tenant_ids, every, cell)
+    cells = list(ws.committed_cells(cell)) if every or cell is not None else []
     if on_plan:
-        on_plan(len(records))
+        on_plan(len(cells), len(records))
+    drifts = refresh_cells(ws, cells, on_result)
     tenants = refresh_many(ws, records, parallel, on_result)
-    return RefreshSummary(seconds=round(time.monotonic() - started, 3), tenants=tenants)
+    return RefreshSummary(seconds=round(time.monotonic() - started, 3), cells=drifts, tenants=tenants)

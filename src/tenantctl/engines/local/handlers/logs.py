@@ -1,5 +1,6 @@
 """CloudWatch Logs groups, found by name: KMS key, retention and tags are
-brought to the declared values on every create and update."""
+brought to the declared values on every create and update, and read back
+(key and retention) by a refresh."""
 
 from __future__ import annotations
 
@@ -16,6 +17,14 @@ class LogGroupHandler(Handler):
         name = d.physical_name()
         groups = ctx.client("logs").describe_log_groups(logGroupNamePrefix=name)["logGroups"]
         return name if any(g["logGroupName"] == name for g in groups) else None
+
+    def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
+        name = rid or d.physical_name()
+        groups = ctx.client("logs").describe_log_groups(logGroupNamePrefix=name)["logGroups"]
+        group = next((g for g in groups if g["logGroupName"] == name), None)
+        if group is None:
+            return None
+        return {"retentionInDays": group.get("retentionInDays"), "kmsKeyId": group.get("kmsKeyId")}
 
     def make(self, ctx: Context, d: Desired) -> str:
         args: dict[str, Any] = {"logGroupName": d.physical_name(), "tags": d.tags()}

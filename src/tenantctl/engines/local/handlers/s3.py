@@ -147,13 +147,18 @@ def _get_encryption(s3, bucket: str, d: Desired) -> dict[str, Any] | None:
     if got is None:
         return None
     rules = []
-    for rule in got["ServerSideEncryptionConfiguration"].get("Rules", []):
+    declared = d.get("rules") or []
+    for i, rule in enumerate(got["ServerSideEncryptionConfiguration"].get("Rules", [])):
         default = rule.get("ApplyServerSideEncryptionByDefault") or {}
         by_default = {"sseAlgorithm": default.get("SSEAlgorithm")}
         if default.get("KMSMasterKeyID"):
             by_default["kmsMasterKeyId"] = default["KMSMasterKeyID"]
-        rules.append({"applyServerSideEncryptionByDefault": by_default,
-                      "bucketKeyEnabled": bool(rule.get("BucketKeyEnabled", False))})
+        read = {"applyServerSideEncryptionByDefault": by_default}
+        bucket_key = bool(rule.get("BucketKeyEnabled", False))
+        # Off is what a rule that does not declare it gets (AES256 has no bucket key): not drift.
+        if bucket_key or (i < len(declared) and "bucketKeyEnabled" in declared[i]):
+            read["bucketKeyEnabled"] = bucket_key
+        rules.append(read)
     return {"rules": rules}
 
 
