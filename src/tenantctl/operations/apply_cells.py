@@ -5,10 +5,10 @@ a committed change to a cell reaches the cloud without `tenantctl cell add`,
 and a tenant is never placed in a cell that is committed but not up.
 
 Every shard reconciles the same cells: the cell's lease lets one of them apply
-it while the others wait, then find it applied (`cell_lease`). A preview shows
-the cells in shard 1 only: one report of them is enough (so does `--refresh`
-read them live, repairing a drifted one). A committed
-``draining`` is written to the counter, with no up (it deploys nothing).
+it while the others wait, then find it applied (`cell_lease`). Only shard 1
+previews them (one report is enough) and, with `--refresh`, reads them live
+and repairs a drifted one. A committed ``draining`` is written to the counter,
+with no up (it deploys nothing).
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ def _planned(ws: Workspace, spec: CellSpec, item: dict[str, Any] | None) -> Cell
                                 f"cell trust the home's runtime): `tenantctl cell add {spec.name} --write-only` "
                                 "writes a complete stack file to commit")
     applied = applied_of(item)
+    changed = applied != cell_hash(spec, ws.project_dir)
     reasons = []
-    if applied != cell_hash(spec, ws.project_dir):
+    if changed:
         reasons.append("not applied yet" if not ws.cell_outputs(spec.name).get("bucket") else
                        "spec or program changed since its last up" if applied else
                        "no fingerprint recorded (applied by an older tenantctl)")
@@ -47,7 +48,7 @@ def _planned(ws: Workspace, spec: CellSpec, item: dict[str, Any] | None) -> Cell
         return CellResult(cell=spec.name, action=Action.unchanged)
     action = Action.create if reasons[0] == "not applied yet" else Action.update
     result = CellResult(cell=spec.name, action=action, reason="; ".join(reasons))
-    result._up = applied != cell_hash(spec, ws.project_dir)
+    result._up = changed
     return result
 
 
