@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from tenantctl import preflight
-from tenantctl.errors import InvalidInput, QuotaExceeded
+from tenantctl.errors import InvalidInput, QuotaExceeded, TargetUnavailable
 from tenantctl.models import CellSpec, TenantRecord, TenantSpec, TenantStatus, Tier
 
 if TYPE_CHECKING:
@@ -124,7 +124,14 @@ def place(ws: Workspace, spec: TenantSpec, record: TenantRecord | None) -> tuple
         if cell.draining:
             refusals.append(f"cell {cell.name}: draining")
             continue
-        outputs = ws.ensure_cell(cell.name)
+        try:
+            outputs = ws.ensure_cell(cell.name)
+        except TargetUnavailable:  # committed, not applied yet (`cell add --write-only`): the next cell
+            if spec.cell is not None:
+                raise
+            refusals.append(f"cell {cell.name}: not applied yet (`tenantctl apply` or `tenantctl cell add "
+                            f"{cell.name}` applies it)")
+            continue
         walls = preflight.over(spec, outputs, ws.cell_clients(cell.name))
         if walls:
             refusals.append(f"cell {cell.name}: " + "; ".join(w.explain() for w in walls))

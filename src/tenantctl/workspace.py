@@ -196,26 +196,29 @@ class Workspace:
                 unless_applied: bool = False, on_wait: Callable[[CellBusy], None] | None = None,
                 refresh: bool = False) -> UpResult | None:
         """Apply the cell's platform stack (its stack file must exist) under the
-        cell's lease, and record what it was applied from. ``wait``: how long to
+        cell's lease, and record what it was applied from and its draining
+        flag. ``wait``: how long to
         wait for another run's lease (0: CellBusy at once). ``unless_applied``:
         None, and nothing run, when the stack was last applied from the same
         spec and program (checked once the lease is held). ``refresh``: against
         its live state (a repair)."""
         from tenantctl.fingerprint import cell_hash
 
-        applied = cell_hash(self.cell(name), self.project_dir)
+        spec = self.cell(name)
+        applied = cell_hash(spec, self.project_dir)
         registry = self._registry_or_none()
         if registry is None:  # the home cell's first up creates the registry: nothing to lease yet
             result = self._up_cell(name, on_event)
             self.registry.set_applied(name, applied)
-            return result
-        from tenantctl import cell_lease
+        else:
+            from tenantctl import cell_lease
 
-        with cell_lease.held(registry, name, "cell up", wait=wait, on_wait=on_wait) as lease:
-            if unless_applied and lease.applied == applied:
-                return None
-            result = self._up_cell(name, on_event, refresh)
-            lease.done = applied
+            with cell_lease.held(registry, name, "cell up", wait=wait, on_wait=on_wait) as lease:
+                if unless_applied and lease.applied == applied:
+                    return None
+                result = self._up_cell(name, on_event, refresh)
+                lease.done = applied
+        self.registry.set_draining(name, spec.draining)  # the counter's flag, as the stack file says
         return result
 
     def _up_cell(self, name: str, on_event: EventSink | None, refresh: bool = False) -> UpResult:

@@ -59,6 +59,13 @@ def tenants(summary: dict) -> dict[str, dict]:
     return {r["tenant_id"]: r for r in summary["results"]}
 
 
+def applied(cli: Cli) -> str:
+    """`cell show`'s word on the cell's stack file against its last up."""
+    run = cli("cell", "show", CELL, "--json")
+    assert run.returncode == 0, run
+    return run.json()["applied"]
+
+
 def bucket_tags(sandbox) -> dict[str, str] | None:
     """The cell's shared bucket's tags in its region (None: no such bucket)."""
     s3 = aws(sandbox, "s3", region=REGION, account=ACCOUNT)
@@ -93,6 +100,7 @@ def test_a_cell_written_for_review_is_created_by_the_apply_that_places_its_tenan
     # Complete as committed: the home's runtime, which the cell's tenant roles trust.
     assert spec.runtime_principal_arn == platform_outputs(sandbox)["runtime_principal_arn"]
     assert bucket_tags(sandbox) is None and not cell_state(sandbox).exists()
+    assert applied(cli) == "never"
     write_tenant(cli.root / "stacks", TenantSpec(id=TENANT, region=REGION, cell=CELL))
 
     rc, summary, _ = apply(cli, "--preview")
@@ -120,7 +128,7 @@ def test_a_cell_written_for_review_is_created_by_the_apply_that_places_its_tenan
     assert tenant["action"] == "create" and tenant["ok"], tenant
     # The cell was up before its tenant was placed (progress on stderr, in order).
     assert err.index(f"cell {CELL}: create ok") < err.index(f"{TENANT}: create ok")
-    assert bucket_tags(sandbox)["owner"] == "platform"
+    assert bucket_tags(sandbox)["owner"] == "platform" and applied(cli) == "as committed"
     assert APPLIED in counter(sandbox) and LEASE not in counter(sandbox)
 
 
@@ -132,6 +140,7 @@ def test_an_unchanged_cell_is_left_alone_an_edited_one_updated_and_draining_need
     assert cell_state(sandbox).stat().st_mtime_ns == before
 
     edit_cell(cli, owner="team-apc")
+    assert applied(cli) == "changed since"
     rc, summary, _ = apply(cli, "--preview")
     planned = cells(summary)[CELL]
     assert rc == 12 and planned["action"] == "update"

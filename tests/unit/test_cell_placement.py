@@ -15,7 +15,7 @@ from tenant_runtime.models import StoreConnection, TenantMove
 from tenant_runtime.registry import counter_key, record_to_item
 from tenantctl import naming
 from tenantctl.aws import Clients
-from tenantctl.errors import InvalidInput, QuotaExceeded
+from tenantctl.errors import InvalidInput, QuotaExceeded, TargetUnavailable
 from tenantctl.models import CellSpec, LifecycleSpec, RetentionMenu, TenantRecord, TenantSpec, TenantStatus, Tier
 from tenantctl.operations.cell import _shares_account_region
 from tenantctl.placement import place
@@ -235,6 +235,29 @@ def test_placement_picks_the_least_loaded_cell_of_the_region(tmp_path: Path, reg
     assert "cell eua: 4 of 4" in str(full.value) and "cell ded: it takes dedicated tenants" in str(full.value)
     with pytest.raises(InvalidInput, match="retention menu"):
         place(ws, TenantSpec(id="t9", region="eu-west-1", cell="eub", lifecycle={"temp_upload_days": 5}), None)
+
+
+def test_a_committed_cell_not_applied_yet_is_passed_over_unless_forced(tmp_path: Path, registry: RegistryWriter):
+    """Off the sandbox `ensure_cell` refuses a cell with no outputs (`cell add --write-only`,
+    not merged yet): placement goes on to the next cell; a tenant forced there gets the refusal."""
+    ws = workspace(tmp_path, registry, [CellSpec(name="eua", region="eu-west-1", account_role_arn=ROLE_A),
+                                        CellSpec(name="new", region="eu-west-1")])
+    registry.reserve_slot("eua", Tier.pooled, cap=None)  # "new" is the least loaded
+
+    def ensure_cell(name: str) -> dict:
+        if name == "new":
+            raise TargetUnavailable("cell 'new' has no platform outputs on this target")
+        return {}
+
+    ws.ensure_cell = ensure_cell
+    spec, placement = place(ws, TenantSpec(id="t1", region="eu-west-1"), None)
+    assert placement.cell == "eua" and spec.cell == "eua"
+    with pytest.raises(TargetUnavailable, match="no platform outputs"):
+        place(ws, TenantSpec(id="t2", region="eu-west-1", cell="new"), None)
+    registry.set_draining("eua", True)  # no other cell: the region is refused, naming why for each
+    with pytest.raises(QuotaExceeded) as refused:
+        place(ws, TenantSpec(id="t3", region="eu-west-1"), None)
+    assert "cell new: not applied yet (`tenantctl apply` or `tenantctl cell add new` applies it)" in str(refused.value)
 
 
 def test_an_existing_tenant_stays_in_its_cell_and_region(tmp_path: Path, registry: RegistryWriter):

@@ -24,14 +24,20 @@ def _count(value: int | None, cap: int | None = None) -> str:
     return f"{value}/{cap}" if cap is not None else str(value)
 
 
+def _applied(info: "CellInfo") -> str:
+    return {"changed since": "changed since its last up: `tenantctl apply` applies it",
+            "never": "not applied yet", "unknown": "applied (from what: not recorded)"}.get(info.applied,
+                                                                                            "applied as committed")
+
+
 def _rows(info: "CellInfo") -> list[tuple[str, str]]:
     rows = [("cell", info.name), ("stack", info.stack), ("region", info.region),
             ("account", info.account_id or "the target's own"), ("account role", info.account_role_arn or "-"),
             ("tiers", ", ".join(t.value for t in info.tiers)),
             ("pooled tenants", _count(info.pooled, info.max_pooled_tenants)),
             ("dedicated tenants", _count(info.dedicated)), ("draining", "yes" if info.draining else "no"),
-            ("deployed", "yes" if info.deployed else "no"), ("bucket", info.bucket or "-"),
-            ("database", info.database or "-")]
+            ("deployed", "yes" if info.deployed else "no"), ("stack file", _applied(info)),
+            ("bucket", info.bucket or "-"), ("database", info.database or "-")]
     if info.account_role_arn:
         rows.append(("waker role", info.waker_role_arn or "none yet: `tenantctl cell add` applies it"))
     rows += [("account wall", w) for w in info.walls]
@@ -86,7 +92,7 @@ def add(
 
 @app.command("list")
 def list_cells(json_out: JsonFlag = False) -> None:
-    """Every cell: region, account, tenants placed against its caps, draining."""
+    """Every cell: region, account, tenants placed against its caps, draining, whether its stack file is applied."""
     from tenantctl.operations.cell import list_cells as run
     from tenantctl.workspace import Workspace
 
@@ -94,10 +100,10 @@ def list_cells(json_out: JsonFlag = False) -> None:
     if json_out:
         print_json({"cells": cells})
         return
-    table("cells", ["cell", "region", "account", "tiers", "pooled", "dedicated", "draining", "deployed"],
+    table("cells", ["cell", "region", "account", "tiers", "pooled", "dedicated", "draining", "deployed", "stack file"],
           [(c.name, c.region, c.account_id or "own", ",".join(t.value for t in c.tiers),
             _count(c.pooled, c.max_pooled_tenants), _count(c.dedicated), "yes" if c.draining else "no",
-            "yes" if c.deployed else "no") for c in cells])
+            "yes" if c.deployed else "no", c.applied) for c in cells])
 
 
 @app.command("show")

@@ -15,11 +15,12 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from tenant_runtime.registry import item_to_counts
 from tenantctl.engines.base import EventSink, UpResult
 from tenantctl.errors import InvalidInput
 from tenantctl.models import CellSpec, Tier, describe_validation_error
 from tenantctl.naming import DEFAULT_CELL
-from tenantctl.registry import CellBusy
+from tenantctl.registry import CellBusy, applied_of
 from tenantctl.stackconfig import stack_file, write_cell
 from tenantctl.workspace import Workspace
 
@@ -36,6 +37,9 @@ class CellInfo(BaseModel):
     max_pooled_tenants: int
     draining: bool
     deployed: bool
+    # Its stack file against its last up: "as committed", "changed since" (`tenantctl apply` applies it),
+    # "never" (not deployed), "unknown" (applied before tenantctl recorded what from)
+    applied: str = "unknown"
     pooled: int | None = None  # tenants holding a slot (None: the cell has no counter yet)
     dedicated: int | None = None
     bucket: str | None = None
@@ -44,16 +48,26 @@ class CellInfo(BaseModel):
     walls: list[str] = []  # `show`: the account quotas a new pooled tenant would meet
 
 
-def _info(spec: CellSpec, outputs: dict[str, Any], counts: tuple[dict[str, int], bool] | None) -> CellInfo:
-    placed = counts[0] if counts else None
+def _info(ws: Workspace, spec: CellSpec, outputs: dict[str, Any], item: dict[str, Any] | None) -> CellInfo:
+    """``item``: the cell's counter item (None: no counter yet)."""
+    from tenantctl.fingerprint import cell_hash
+
+    placed, draining = item_to_counts(item) if item is not None else (None, False)
+    applied = applied_of(item)
     return CellInfo(
         name=spec.name, stack=spec.stack, region=spec.region,
         account_id=outputs.get("account_id") or spec.account_id, account_role_arn=spec.account_role_arn,
         tiers=spec.tiers, max_pooled_tenants=spec.max_pooled_tenants,
-        draining=spec.draining or bool(counts and counts[1]), deployed=bool(outputs.get("bucket")),
+        draining=spec.draining or draining, deployed=bool(outputs.get("bucket")),
+        applied="never" if not outputs.get("bucket") else "unknown" if applied is None else
+                "as committed" if applied == cell_hash(spec, ws.project_dir) else "changed since",
         pooled=None if placed is None else placed.get(Tier.pooled.value, 0),
         dedicated=None if placed is None else placed.get(Tier.dedicated.value, 0),
         bucket=outputs.get("bucket"), database=outputs.get("db_name"), waker_role_arn=outputs.get("waker_role_arn"))
+
+
+def _counter(ws: Workspace, name: str) -> dict[str, Any] | None:
+    return ws.registry.counter_items([name])[name]
 
 
 def cell_spec(ws: Workspace, name: str, options: dict[str, Any]) -> CellSpec:
@@ -93,9 +107,8 @@ def add(ws: Workspace, name: str, options: dict[str, Any],
     path = stack_file(ws.stacks_dir, spec.stack)
     previous = path.read_text() if path.exists() else None
     write_cell(ws.stacks_dir, spec)
-    registry = ws.registry
     if write_only:
-        return _info(spec, ws.cell_outputs(spec.name), registry.cell_counts([spec.name])[spec.name]), None
+        return _info(ws, spec, ws.cell_outputs(spec.name), _counter(ws, spec.name)), None
     try:
         result = ws.up_cell(spec.name, on_event)
     except CellBusy:  # nothing ran: the stack file stays as it was
@@ -104,8 +117,7 @@ def add(ws: Workspace, name: str, options: dict[str, Any],
         else:
             path.write_text(previous)
         raise
-    registry.set_draining(spec.name, spec.draining)  # starts the counter (a recount: once per cell)
-    return _info(spec, result.outputs, registry.cell_counts([spec.name])[spec.name]), result
+    return _info(ws, spec, result.outputs, _counter(ws, spec.name)), result
 
 
 def _shares_account_region(ws: Workspace, spec: CellSpec, target_account: str) -> bool:
@@ -119,8 +131,8 @@ def _shares_account_region(ws: Workspace, spec: CellSpec, target_account: str) -
 def list_cells(ws: Workspace) -> list[CellInfo]:
     """Every cell with its counts (one BatchGetItem for all of them)."""
     cells = ws.cells()
-    counts = ws.registry.cell_counts(list(cells)) if ws.platform_outputs().get("registry_table") else {}
-    return [_info(spec, ws.cell_outputs(name), counts.get(name)) for name, spec in cells.items()]
+    items = ws.registry.counter_items(list(cells)) if ws.platform_outputs().get("registry_table") else {}
+    return [_info(ws, spec, ws.cell_outputs(name), items.get(name)) for name, spec in cells.items()]
 
 
 def show(ws: Workspace, name: str, recount: bool = False) -> CellInfo:
@@ -135,7 +147,7 @@ def show(ws: Workspace, name: str, recount: bool = False) -> CellInfo:
     if recount:
         registry.set_counts(name, registry.recount(name))
     outputs = ws.cell_outputs(name)
-    info = _info(spec, outputs, registry.cell_counts([name])[name])
+    info = _info(ws, spec, outputs, _counter(ws, name))
     if info.deployed:
         probe = TenantSpec(id="probe", region=spec.region, cell=name)
         info.walls = [c.explain() for c in preflight.checks(probe, ws.cell_outputs(name), ws.cell_clients(name))]
@@ -150,4 +162,4 @@ def drain(ws: Workspace, name: str, draining: bool = True) -> CellInfo:
     write_cell(ws.stacks_dir, spec)
     registry = ws.registry
     registry.set_draining(name, draining)
-    return _info(spec, ws.cell_outputs(name), registry.cell_counts([name])[name])
+    return _info(ws, spec, ws.cell_outputs(name), _counter(ws, name))
