@@ -216,6 +216,7 @@ def test_a_committed_cell_without_the_homes_runtime_is_refused_before_anything_r
 
 
 def test_a_cell_changed_behind_tenantctls_back_is_reported_by_refresh_and_repaired_by_apply_refresh(cli, sandbox):
+    """Its flow logs kept a day, its database's TLS-only parameter off: both named, both repaired."""
     logs = aws(sandbox, "logs", region=REGION, account=ACCOUNT)
     group = f"/tenantctl/{naming.cell_stack(CELL)}/vpc-flow-logs"
 
@@ -223,19 +224,29 @@ def test_a_cell_changed_behind_tenantctls_back_is_reported_by_refresh_and_repair
         return next(g for g in logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"]
                     if g["logGroupName"] == group)["retentionInDays"]
 
+    rds = aws(sandbox, "rds", region=REGION, account=ACCOUNT)
+    params = f"tenantctl-{naming.cell_stack(CELL)}"
+
+    def force_ssl() -> str:
+        return next(p["ParameterValue"] for p in rds.describe_db_parameters(DBParameterGroupName=params)["Parameters"]
+                    if p["ParameterName"] == "rds.force_ssl")
+
     declared = retention()
     logs.put_retention_policy(logGroupName=group, retentionInDays=1)
+    rds.modify_db_parameter_group(DBParameterGroupName=params, Parameters=[
+        {"ParameterName": "rds.force_ssl", "ParameterValue": "0", "ApplyMethod": "pending-reboot"}])
 
     run = cli("refresh", "--cell", CELL, "--json")
     assert run.returncode == 12, run
     (drift,) = run.json()["cells"]
-    assert drift["cell"] == CELL and [(r["name"], r["diffs"]) for r in drift["resources"]] == [
-        ("shared-flow-logs", [{"path": "retentionInDays", "old": declared, "new": 1}])]
+    assert drift["cell"] == CELL and sorted((r["name"], r["diffs"]) for r in drift["resources"]) == [
+        ("shared-flow-logs", [{"path": "retentionInDays", "old": declared, "new": 1}]),
+        ("shared-params", [{"path": "parameters[0].value", "old": "1", "new": "0"}])]
     rc, summary, _ = apply(cli, "--preview", "--refresh")
     assert rc == 12 and cells(summary)[CELL]["action"] == "repair" and retention() == 1
     rc, summary, err = apply(cli, "--refresh")
     repaired = cells(summary)[CELL]
-    assert rc == 0 and repaired["action"] == "repair" and repaired["reason"] == "drift: 1 changed", err
-    assert retention() == declared
+    assert rc == 0 and repaired["action"] == "repair" and repaired["reason"] == "drift: 2 changed", err
+    assert retention() == declared and force_ssl() == "1"
     run = cli("refresh", "--cell", CELL, "--json")
     assert run.returncode == 0 and not run.json()["cells"][0]["resources"], run

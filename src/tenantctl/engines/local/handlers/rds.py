@@ -80,6 +80,15 @@ class ParameterGroupHandler(Handler):
         got = read_or_none(lambda: ctx.client("rds").describe_db_parameter_groups(DBParameterGroupName=name))
         return name if got and got["DBParameterGroups"] else None  # moto answers an unknown name with none
 
+    def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
+        """The declared parameters' live values (``rds.force_ssl`` turned off is drift), in their declared order."""
+        name = rid or d.physical_name()
+        if self.find(ctx, d) is None:
+            return None
+        pages = ctx.client("rds").get_paginator("describe_db_parameters").paginate(DBParameterGroupName=name)
+        live = {p["ParameterName"]: p.get("ParameterValue") for page in pages for p in page["Parameters"]}
+        return {"parameters": [{**p, "value": live.get(p["name"])} for p in d.get("parameters", [])]}
+
     def make(self, ctx: Context, d: Desired) -> str:
         ctx.client("rds").create_db_parameter_group(
             DBParameterGroupName=d.physical_name(), DBParameterGroupFamily=d.get("family"),
