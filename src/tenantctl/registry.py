@@ -426,9 +426,8 @@ class RegistryWriter:
                 ExpressionAttributeValues={":lock": {"S": lock.model_dump_json()}, ":now": {"N": f"{now:.3f}"},
                                            ":until": {"N": f"{now + seconds:.3f}"}})["Attributes"]
         except ClientError:
-            held = self._call("get_item", Key=counter_key(cell), ConsistentRead=True).get("Item") or {}
-            holder = TenantLock.model_validate_json(held[LEASE]["S"]) if LEASE in held else None
-            raise CellBusy(cell, holder, seconds) from None
+            held = self._call("get_item", Key=counter_key(cell), ConsistentRead=True).get("Item")
+            raise CellBusy(cell, lease_of(held), seconds) from None
         return applied_of(item)
 
     def renew_cell(self, cell: str, lock: TenantLock, seconds: float) -> bool:

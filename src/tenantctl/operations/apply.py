@@ -48,6 +48,7 @@ from tenantctl.operations.apply_results import (
     CellResult,
     StackResult,
     TenantResult,
+    after_refresh,
 )
 from tenantctl.operations.refresh import refresh_many
 from tenantctl.registry import CellBusy, refusal
@@ -290,16 +291,7 @@ def _drift_check(ws: Workspace, results: list[TenantResult], records: dict[str, 
     """--refresh: read every tenant the fingerprint would skip; a drifted one becomes a repair."""
     unchanged = [records[r.tenant_id] for r in results if r.action is Action.unchanged]
     drifts = {d.tenant_id: d for d in refresh_many(ws, unchanged, parallel=max(parallel, 8))}
-    checked = []
-    for r in results:
-        drift = drifts.get(r.tenant_id)
-        if drift is not None and not drift.ok:
-            r = r.model_copy(update={"ok": False, "error": f"refresh failed: {drift.error}", "reason": "refresh"})
-        elif drift is not None and drift.drifted:
-            r = r.model_copy(update={"action": Action.repair, "reason": f"drift: {drift.headline()}",
-                                     "drift": drift.resources, "orphans": drift.orphans})
-        checked.append(r)
-    return checked
+    return [after_refresh(r, drifts.get(r.tenant_id)) for r in results]
 
 
 def _awaiting_cells(ws: Workspace, results: list[TenantResult], creating: set[str]) -> set[str]:
@@ -365,9 +357,9 @@ def apply(
     ws.ensure_platform()
     cells = {} if match else ws.committed_cells(cell)
     cell_plan = plan_cells(ws, cells)
-    shown = [] if preview and index != 1 else cell_plan  # one preview of the cells is enough: shard 1's
     if refresh and index == 1:
         cell_plan = drift_check(ws, cell_plan)
+    shown = [] if preview and index != 1 else cell_plan  # one preview of the cells is enough: shard 1's
     records = {r.tenant_id: r for r in ws.registry.iter_all()}  # every cell's: a stack file may name any
     results = plan(ws, (index, total), records, match=match, prune=prune, cell=cell)
     if refresh:

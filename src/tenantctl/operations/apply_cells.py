@@ -21,12 +21,15 @@ from typing import Any
 from tenant_runtime.registry import item_to_counts
 from tenantctl.engines.base import ChangeSet, Op
 from tenantctl.errors import contained
-from tenantctl.fingerprint import cell_hash
 from tenantctl.models import CellSpec
 from tenantctl.naming import DEFAULT_CELL, cell_stack
-from tenantctl.operations.apply_results import Action, CellResult
-from tenantctl.registry import CellBusy, applied_of
+from tenantctl.operations.apply_results import Action, CellResult, after_refresh
+from tenantctl.operations.cell import stack_file_state
+from tenantctl.registry import CellBusy
 from tenantctl.workspace import Workspace
+
+_WHY = {"never": "not applied yet", "changed since": "spec or program changed since its last up",
+        "unknown": "no fingerprint recorded (applied by an older tenantctl)"}
 
 
 def _planned(ws: Workspace, spec: CellSpec, item: dict[str, Any] | None) -> CellResult:
@@ -35,20 +38,15 @@ def _planned(ws: Workspace, spec: CellSpec, item: dict[str, Any] | None) -> Cell
                           error=f"cell {spec.name!r} names no runtime_principal_arn (tenant roles outside the home "
                                 f"cell trust the home's runtime): `tenantctl cell add {spec.name} --write-only` "
                                 "writes a complete stack file to commit")
-    applied = applied_of(item)
-    changed = applied != cell_hash(spec, ws.project_dir)
-    reasons = []
-    if changed:
-        reasons.append("not applied yet" if not ws.cell_outputs(spec.name).get("bucket") else
-                       "spec or program changed since its last up" if applied else
-                       "no fingerprint recorded (applied by an older tenantctl)")
+    state = stack_file_state(ws, spec, item)
+    reasons = [] if state == "as committed" else [_WHY[state]]
     if item is not None and item_to_counts(item)[1] != spec.draining:
         reasons.append("draining: no new tenants" if spec.draining else "no longer draining: takes new tenants")
     if not reasons:
         return CellResult(cell=spec.name, action=Action.unchanged)
-    action = Action.create if reasons[0] == "not applied yet" else Action.update
-    result = CellResult(cell=spec.name, action=action, reason="; ".join(reasons))
-    result._up = changed
+    result = CellResult(cell=spec.name, action=Action.create if state == "never" else Action.update,
+                        reason="; ".join(reasons))
+    result._up = state != "as committed"
     return result
 
 
@@ -64,16 +62,14 @@ def drift_check(ws: Workspace, planned: list[CellResult]) -> list[CellResult]:
     """`--refresh`: each cell the fingerprint would skip read live; a drifted one is repaired."""
     from tenantctl.operations.refresh import refresh_cells
 
-    unchanged = [r.cell for r in planned if r.action is Action.unchanged]
-    drifts = {d.cell: d for d in refresh_cells(ws, unchanged)}
+    drifts = {d.cell: d for d in refresh_cells(ws, [r.cell for r in planned if r.action is Action.unchanged])}
+    checked = []
     for result in planned:
-        drift = drifts.get(result.cell)
-        if drift is not None and not drift.ok:
-            result.ok, result.error, result.reason = False, f"refresh failed: {drift.error}", "refresh"
-        elif drift is not None and drift.drifted:
-            result.action, result.reason, result.drift = Action.repair, f"drift: {drift.headline()}", drift.resources
-            result._up = True
-    return planned
+        result = after_refresh(result, drifts.get(result.cell))
+        if result.action is Action.repair:
+            result._up = True  # the fingerprint matches: the up runs all the same
+        checked.append(result)
+    return checked
 
 
 def _record(result: CellResult, changes: ChangeSet) -> None:
@@ -102,14 +98,16 @@ def apply_cells(ws: Workspace, cells: dict[str, CellSpec], planned: list[CellRes
             continue
         started = time.monotonic()
         with contained(result):
+            up = None
             if result._up:
-                repair = result.action is Action.repair  # the fingerprint matches: the up runs all the same
+                repair = result.action is Action.repair
                 up = ws.up_cell(result.cell, wait=math.inf, unless_applied=not repair, on_wait=on_wait, refresh=repair)
                 if up is None:
                     result.action, result.reason = Action.unchanged, "applied by another run meanwhile"
-                else:
-                    _record(result, up.changes)
-            ws.registry.set_draining(result.cell, cells[result.cell].draining)
+            if up is None:  # an up sets the draining flag itself
+                ws.registry.set_draining(result.cell, cells[result.cell].draining)
+            else:
+                _record(result, up.changes)
         result.seconds = round(time.monotonic() - started, 3)
         if on_result is not None:
             on_result(result)

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, PrivateAttr
 from tenantctl.engines.base import ResourceChange
 from tenantctl.errors import CHANGES_PENDING
 from tenantctl.models import TenantStatus
-from tenantctl.operations.refresh import Orphan
+from tenantctl.operations.refresh import Orphan, StackDrift
 
 
 class Action(str, Enum):
@@ -63,6 +63,18 @@ class TenantResult(StackResult):
     @property
     def name(self) -> str:
         return self.tenant_id
+
+
+def after_refresh(result: StackResult, drift: StackDrift | None) -> StackResult:
+    """A planned result once its stack was read live (``--refresh``): a failed read fails it, a drifted
+    stack becomes a repair carrying what drifted (a tenant's orphans too)."""
+    if drift is not None and not drift.ok:
+        return result.model_copy(update={"ok": False, "error": f"refresh failed: {drift.error}", "reason": "refresh"})
+    if drift is not None and drift.drifted:
+        found = {"orphans": drift.orphans} if isinstance(result, TenantResult) else {}
+        return result.model_copy(update={"action": Action.repair, "reason": f"drift: {drift.headline()}",
+                                         "drift": drift.resources, **found})
+    return result
 
 
 class ApplySummary(BaseModel):

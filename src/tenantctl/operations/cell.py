@@ -48,19 +48,29 @@ class CellInfo(BaseModel):
     walls: list[str] = []  # `show`: the account quotas a new pooled tenant would meet
 
 
-def _info(ws: Workspace, spec: CellSpec, outputs: dict[str, Any], item: dict[str, Any] | None) -> CellInfo:
-    """``item``: the cell's counter item (None: no counter yet)."""
+def stack_file_state(ws: Workspace, spec: CellSpec, item: dict[str, Any] | None) -> str:
+    """The cell's stack file against its last up, from its counter ``item``: "as committed",
+    "never" (not deployed), "unknown" (no fingerprint recorded) or "changed since". Its outputs
+    (a Pulumi CLI call on AWS) are read only when the fingerprint differs."""
     from tenantctl.fingerprint import cell_hash
 
-    placed, draining = item_to_counts(item) if item is not None else (None, False)
     applied = applied_of(item)
+    if applied == cell_hash(spec, ws.project_dir):
+        return "as committed"
+    if not ws.cell_outputs(spec.name).get("bucket"):
+        return "never"
+    return "unknown" if applied is None else "changed since"
+
+
+def _info(ws: Workspace, spec: CellSpec, outputs: dict[str, Any], item: dict[str, Any] | None) -> CellInfo:
+    """``item``: the cell's counter item (None: no counter yet)."""
+    placed, draining = item_to_counts(item) if item is not None else (None, False)
     return CellInfo(
         name=spec.name, stack=spec.stack, region=spec.region,
         account_id=outputs.get("account_id") or spec.account_id, account_role_arn=spec.account_role_arn,
         tiers=spec.tiers, max_pooled_tenants=spec.max_pooled_tenants,
         draining=spec.draining or draining, deployed=bool(outputs.get("bucket")),
-        applied="never" if not outputs.get("bucket") else "unknown" if applied is None else
-                "as committed" if applied == cell_hash(spec, ws.project_dir) else "changed since",
+        applied=stack_file_state(ws, spec, item),
         pooled=None if placed is None else placed.get(Tier.pooled.value, 0),
         dedicated=None if placed is None else placed.get(Tier.dedicated.value, 0),
         bucket=outputs.get("bucket"), database=outputs.get("db_name"), waker_role_arn=outputs.get("waker_role_arn"))
