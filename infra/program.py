@@ -123,11 +123,12 @@ def build_platform(spec: CellSpec) -> dict[str, Any]:
         client_security_group_ids=[rotation.security_group_id, pooled_clients.id],
         instance_class=spec.db_instance_class, storage_gb=spec.db_storage_gb,
         backup_retention_days=PLATFORM_BACKUP_DAYS, multi_az=spec.db_multi_az,
-        final_snapshot_identifier=resource_name(stack, "final"), tags=tags, account_role_arn=role_arn))
+        final_snapshot_identifier=resource_name(stack, "final"), tags=tags, account_role_arn=role_arn,
+        deletion_protection=not spec.retiring))
     bucket = SharedBucket("shared", SharedBucketArgs(
         bucket_name=bucket_name, logs_bucket_name=naming.cell_logs_bucket_name(account, region, spec.name),
         account_id=account, kms_key_arn=key.arn, tags=tags,
-        lifecycle_rules=cell_rules(spec.retention, spec.abort_multipart_days)))
+        lifecycle_rules=cell_rules(spec.retention, spec.abort_multipart_days), force_destroy=spec.retiring))
     # Each cell's PostgreSQL has its own shared-pool login (one server on the sandbox: own names).
     gateway = GatewayLogin("gateway", GatewayLoginArgs(
         role=naming.cell_gateway_role(spec.name), secret_name=naming.cell_gateway_secret(spec.name), region=region,

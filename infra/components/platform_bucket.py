@@ -34,6 +34,8 @@ class SharedBucketArgs:
     kms_key_arn: pulumi.Input[str]
     tags: dict[str, str]
     lifecycle_rules: Sequence[ClassRule] = field(default_factory=list)
+    # Only while `tenantctl cell remove` destroys the cell: S3 deletes no bucket that holds objects.
+    force_destroy: bool = False
 
 
 def lifecycle_rule(rule: ClassRule) -> aws.s3.BucketLifecycleConfigurationRuleArgs:
@@ -78,11 +80,11 @@ def access_logs_policy(logs_bucket_arn: pulumi.Input[str], source_bucket_arn: pu
 
 
 def _locked_bucket(name: str, bucket_name: str, sse: dict[str, Any], policy: Any, tags: dict[str, str],
-                   parent: pulumi.Resource) -> tuple[aws.s3.Bucket, aws.s3.BucketPolicy]:
+                   parent: pulumi.Resource, force_destroy: bool) -> tuple[aws.s3.Bucket, aws.s3.BucketPolicy]:
     """A bucket with every public path closed, ACLs disabled, versioning and the given default encryption.
     ``policy``: the bucket ARN -> its policy document."""
     child = pulumi.ResourceOptions(parent=parent)
-    bucket = aws.s3.Bucket(f"{name}-bucket", bucket=bucket_name, force_destroy=False, tags=tags, opts=child)
+    bucket = aws.s3.Bucket(f"{name}-bucket", bucket=bucket_name, force_destroy=force_destroy, tags=tags, opts=child)
     block = aws.s3.BucketPublicAccessBlock(
         f"{name}-public-access", bucket=bucket.bucket, block_public_acls=True, block_public_policy=True,
         ignore_public_acls=True, restrict_public_buckets=True, opts=child)
@@ -108,11 +110,11 @@ class SharedBucket(pulumi.ComponentResource):
             {"apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms",
                                                          "kms_master_key_id": args.kms_key_arn},
              "bucket_key_enabled": True},
-            tls_only_policy, args.tags, self)
+            tls_only_policy, args.tags, self, args.force_destroy)
         logs, logs_policy = _locked_bucket(
             f"{name}-access-logs", args.logs_bucket_name,
             {"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}},
-            lambda arn: access_logs_policy(arn, bucket.arn, args.account_id), args.tags, self)
+            lambda arn: access_logs_policy(arn, bucket.arn, args.account_id), args.tags, self, args.force_destroy)
         if args.lifecycle_rules:
             # The whole configuration, owned here: a tenant never writes lifecycle rules.
             aws.s3.BucketLifecycleConfiguration(f"{name}-lifecycle", bucket=bucket.bucket,

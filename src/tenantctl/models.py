@@ -351,6 +351,8 @@ class CellSpec(BaseModel):
     max_pooled_tenants: int = Field(500, ge=1, le=20000,
                                     description="pooled tenants (schemas) the cell's one PostgreSQL takes")
     draining: bool = Field(False, description="placement puts no new tenant here")
+    retiring: bool = Field(False, description="`tenantctl cell remove` is destroying it: its database's deletion "
+                                              "protection lifted, its buckets deleted with what they hold")
     retention: RetentionMenu = Field(default_factory=RetentionMenu)
     abort_multipart_days: int = Field(ABORT_MULTIPART_DEFAULT, ge=1, le=30,
                                       description="incomplete multipart uploads aborted after N days (cell-wide)")
@@ -389,6 +391,8 @@ class CellSpec(BaseModel):
         if self.name == naming.DEFAULT_CELL and self.account_role_arn:
             raise ValueError("the default cell is the home of the registry: it runs in the target's own "
                              "account (no account_role_arn); add another cell for another account")
+        if self.name == naming.DEFAULT_CELL and self.retiring:
+            raise ValueError("the default cell is the home of the registry: it is never retired")
         # The one lifecycle limit left: the cell's own menu (+1: the abort-multipart rule).
         if self.retention.rule_count + 1 > S3_MAX_LIFECYCLE_RULES:
             raise ValueError(f"the retention menu needs {self.retention.rule_count + 1} lifecycle rules; "

@@ -456,6 +456,18 @@ class RegistryWriter:
         except ClientError:
             log.warning("cell %s: its lease lapsed and another run took it before this one finished", cell)
 
+    def forget_cell(self, cell: str, lock: TenantLock) -> None:
+        """Delete the counter of a cell whose stack is destroyed (`cell remove`),
+        while ``lock`` holds its lease: no other run came in between."""
+        try:
+            self._call("delete_item", Key=counter_key(cell), ConditionExpression="#l = :lock",
+                       ExpressionAttributeNames={"#l": LEASE},
+                       ExpressionAttributeValues={":lock": {"S": lock.model_dump_json()}})
+        except ClientError:
+            held = self._call("get_item", Key=counter_key(cell), ConsistentRead=True).get("Item")
+            if held is not None:
+                raise CellBusy(cell, lease_of(held), 0) from None
+
     def set_applied(self, cell: str, applied: str) -> None:
         """Record what the cell's stack was applied from without a lease: the
         home cell's first up, which creates this very table."""

@@ -155,6 +155,10 @@ class Workspace:
             self._outputs[name] = outputs
         return self._outputs[name]
 
+    def forget_cell_outputs(self, name: str) -> None:
+        """The cell's stack changed outside ``up_cell`` (destroyed): read its outputs again when asked."""
+        self._outputs.pop(name, None)
+
     def cell_clients(self, name: str) -> Clients:
         """AWS clients in the cell's account (its role assumed) and region."""
         spec = self.cell(name)
@@ -188,7 +192,7 @@ class Workspace:
         # Another run (a parallel apply's worker) may be bringing the same cell up: wait for it.
         result = self.up_cell(name, on_event, wait=math.inf, unless_applied=True)
         if result is None:
-            self._outputs.pop(name, None)
+            self.forget_cell_outputs(name)
             return self.cell_outputs(name)
         return result.outputs
 

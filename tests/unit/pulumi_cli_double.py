@@ -108,7 +108,7 @@ if args[:2] == ["stack", "rm"]:
 if args[0] in ("cancel", "plugin"):
     finish()
 if args[0] in ("preview", "up", "refresh", "destroy"):
-    kind = "preview-refresh" if args[0] == "refresh" and "--preview-only" in args else args[0]
+    kind = "preview-" + args[0] if args[0] in ("refresh", "destroy") and "--preview-only" in args else args[0]
     runs = scenario["runs"].get(kind) or [{{"events": []}}]
     count = scenario["counts"].get(kind, 0)
     scenario["counts"][kind] = count + 1
@@ -129,7 +129,7 @@ finish(err="error: fake pulumi: unexpected command " + " ".join(args) + "\n", co
 class FakeCli:
     """``root``: what ``TENANTCTL_PULUMI_ROOT`` / the target's ``pulumi_root``
     names. ``script(kind, *runs)``: what the n-th ``preview`` / ``up`` /
-    ``preview-refresh`` / ``destroy`` does (the last one repeats)."""
+    ``preview-refresh`` / ``destroy`` / ``preview-destroy`` does (the last one repeats)."""
 
     def __init__(self, tmp: Path, monkeypatch: Any, version: str = "3.205.0", stacks: tuple[str, ...] = ()) -> None:
         self.root = tmp / "pulumi-cli"

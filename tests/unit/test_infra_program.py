@@ -528,3 +528,20 @@ def test_a_retired_stack_denies_each_workspace_roles_sends_to_its_own_queues(wit
             assert evaluate([doc], Request("sqs:ReceiveMessage", arn)).allowed  # still drained
             live_doc = json.loads(before[policy_type, f"acme--{ws}-access"]["policy"])
             assert evaluate([live_doc], Request("sqs:SendMessage", arn)).allowed
+
+
+def test_a_retiring_cell_lifts_its_databases_protection_and_lets_its_buckets_go():
+    """What `cell remove` applies right before its destroy: RDS refuses to delete
+    a protected instance and S3 a bucket that holds objects. The final snapshot
+    stays; the gate names the lifted protection (the removal waives exactly that rule)."""
+    config = {"name": "eu1", "region": "eu-west-1", "runtime_principal_arn": ROLE_ARN}
+    for retiring in (False, True):
+        mocks = RecordingMocks(account="222222222222", region="eu-west-1")
+        run_program("cell-eu1", platform_config({**config, "retiring": retiring}, region="eu-west-1"), mocks)
+        [instance] = mocks.of_type("aws:rds/instance:Instance")
+        assert instance.inputs["deletionProtection"] is not retiring
+        assert instance.inputs["skipFinalSnapshot"] is False and instance.inputs["finalSnapshotIdentifier"]
+        buckets = mocks.of_type("aws:s3/bucket:Bucket")
+        assert len(buckets) == 2 and all(b.inputs["forceDestroy"] is retiring for b in buckets)
+        assert [v.rule for v in policy.check(mocks.resources, "cell-eu1", platform=True)] == (
+            ["deletion-protection"] if retiring else [])

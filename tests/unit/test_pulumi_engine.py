@@ -41,6 +41,7 @@ from pulumi_cli_double import (
     urn,
 )
 from pulumi_cli_double import pre as pre_json
+from pulumi_cli_double import step as step_json
 
 from tenantctl.confirmation import Confirmation
 from tenantctl.crossguard import pack_dir
@@ -634,7 +635,25 @@ def test_a_stack_the_backend_lacks_has_nothing_to_destroy_and_drifts_only_if_abs
     with pytest.raises(ApplyFailed, match="stack ghost: not on"):
         engine.refresh("ghost")
     assert engine.refresh("ghost", absent_ok=True).changes == [] and engine.destroy("ghost").changes == []
+    assert engine.preview_destroy("ghost").changes == []
     assert cli.ran("refresh") == cli.ran("destroy") == cli.ran("stack", "init") == []
+
+
+def test_a_destroy_preview_lists_what_the_stack_holds_and_changes_nothing(project: Path, cli: FakeCli) -> None:
+    """`pulumi destroy --preview-only` (what `cell remove` and deprovision list
+    before asking): a delete step per resource, the committed file untouched."""
+    deletes = [[("pre", step_json("delete", urn("acme", typ, name), typ,
+                                  old=state(typ, urn("acme", typ, name), inputs)))]
+               for typ, name, inputs in ((QUEUE, "acme-jobs", {"name": "tenantctl-acme-jobs"}),
+                                         (KEY, "acme-key", {"description": "acme"}))]
+    cli.script("preview-destroy", {"events": preview_stream("acme", deletes), "touch_config": "v1:set-again"})
+    changes = engine_on(project, cli).preview_destroy("acme")
+    assert [(c.op, c.name) for c in changes.changes if c.op is not Op.same] == [(Op.delete, "acme-jobs"),
+                                                                               (Op.delete, "acme-key")]
+    [destroy] = cli.ran("destroy")
+    assert "--preview-only" in destroy and "--yes" not in destroy
+    assert "acme" in cli.stacks and cli.ran("stack", "rm") == []
+    assert (project / "stacks" / "Pulumi.acme.yaml").read_text() == STACK_FILE
 
 
 def test_preview_changes_carry_property_diffs(project: Path, cli: FakeCli) -> None:

@@ -1,4 +1,4 @@
-"""`tenantctl cell add | list | show | drain`: the cells tenants are placed in."""
+"""`tenantctl cell add | list | show | drain | remove`: the cells tenants are placed in."""
 
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -136,3 +136,38 @@ def drain(
         print_json(info)
     else:
         console.print(f"cell {name}: {'draining: no new tenants' if info.draining else 'takes new tenants'}")
+
+
+@app.command("remove")
+def remove(
+    name: CellArg,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what keeps the cell or what would go; "
+                                                            "change nothing.")] = False,
+    yes: YesFlag = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Retire an empty cell: destroy its stack, delete its stack file and counter.
+
+    Refused (exit 5, each tenant named) while a tenant is placed there or moving
+    in or out, or a deprovisioned tenant's objects or backups there are still in
+    their retention window: `tenantctl move ID --cell OTHER` empties a cell. The
+    shared database's final snapshot is kept; its buckets go with what they hold
+    (the confirmation lists it; --yes without asking). The home cell is never
+    removed."""
+    from tenantctl.cli.confirm import confirmation
+    from tenantctl.cli.progress import engine_progress
+    from tenantctl.operations.cell_remove import remove as run
+    from tenantctl.workspace import Workspace
+
+    ws = Workspace()
+    with engine_progress(f"removing cell {name}") as view:
+        ws.approve = confirmation(yes, view)
+        result = run(ws, name, ws.approve, dry_run=dry_run, on_event=view)
+    if json_out:
+        print_json(result)
+    elif not result.removed:
+        table(f"cell {name}: `cell remove {name} --yes` deletes", ["what goes"], [(line,) for line in result.goes])
+    else:
+        snapshot = f"; final database snapshot {result.final_snapshot} kept" if result.final_snapshot else ""
+        console.print(f"[yellow]cell {name} removed[/] ({(result.changes or {}).get('delete', 0)} resources "
+                      f"deleted{snapshot})")

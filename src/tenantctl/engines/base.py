@@ -190,9 +190,9 @@ class Engine(ABC):
         treats it as one."""
         raise NotImplementedError(f"{type(self).__name__} cannot refresh")
 
+    @abstractmethod
     def preview_destroy(self, stack: str, on_event: EventSink | None = None) -> ChangeSet:
         """What ``destroy`` would delete (each resource the stack's state knows), changing nothing."""
-        raise NotImplementedError(f"{type(self).__name__} cannot preview a destroy")
 
     def prepare(self) -> None:
         """Called once before several stacks run at once (a parallel `apply`):

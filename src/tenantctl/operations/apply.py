@@ -165,10 +165,7 @@ def _preview_one(ws: Workspace, stack: str, action: Action, refresh: bool, resul
     from tenantctl import preflight
 
     if action is Action.prune:
-        try:
-            result.resources = ws.engine.preview_destroy(stack).changes
-        except NotImplementedError:
-            pass
+        result.resources = ws.engine.preview_destroy(stack).changes
         result.changes = {Op.delete.value: len(result.resources)} if result.resources else {}
         return
     # What provision would refuse before its engine runs (the engine's preview runs the policy gate).

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tenantctl.engines.base import ChangeSet, EventSink, Op, ResourceChange, phase
+from tenantctl.engines.base import ChangeSet, EventSink, Op, phase
 from tenantctl.errors import Conflict, engine_step
 from tenantctl.models import TenantRecord, TenantStatus, Tier
 from tenantctl.naming import forget_hint, require_valid
@@ -63,29 +63,10 @@ def what_goes(record: TenantRecord, purge_data: bool, final_backup: bool) -> lis
          for name, w in sorted(res.workspaces.items())]
 
 
-def planned(ws: Workspace, record: TenantRecord) -> ChangeSet:
-    """What a deprovision would delete, for its confirmation: each resource the
-    engine's state knows; the registry record's resources when the engine
-    cannot say (the data-bearing ones flagged either way)."""
-    try:
-        return ws.engine.preview_destroy(record.current_stack)
-    except NotImplementedError:
-        pass
-    tenant_id, res = record.tenant_id, record.resources
-    if res is None:
-        return ChangeSet(stack=record.current_stack)
-    known = [("aws:kms/key:Key", "key", res.kms_key_arn), ("aws:kms/alias:Alias", "alias", res.kms_alias),
-             ("aws:sqs/queue:Queue", "queue", res.queue_url), ("aws:sqs/queue:Queue", "dlq", res.dlq_url),
-             ("aws:iam/role:Role", "role", res.role_arn),
-             ("aws:secretsmanager/secret:Secret", "secret", res.store.secret_arn)]
-    return ChangeSet(stack=record.current_stack, changes=[
-        ResourceChange(op=Op.delete, type=typ, name=f"{tenant_id}-{name}", arn=ref) for typ, name, ref in known])
-
-
 def confirmation_items(ws: Workspace, record: TenantRecord, purge_data: bool, final_backup: bool) -> list[str]:
     """What deprovision's confirmation lists: what goes and what stays, then
     each resource the destroy deletes (the data-bearing ones flagged)."""
-    steps = [c for c in planned(ws, record).changes if c.op is not Op.same]
+    steps = [c for c in ws.engine.preview_destroy(record.current_stack).changes if c.op is not Op.same]
     loss = {Op.delete: ": deleted with its data", Op.replace: ": replaced, its data is lost"}
     return what_goes(record, purge_data, final_backup) + [
         f"{c.op.value} {c.type} {c.name}" + (loss[c.op] if c.loses_data else "") for c in steps]

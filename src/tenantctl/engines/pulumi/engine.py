@@ -334,6 +334,18 @@ class PulumiEngine(Engine):
                       require_summary=True, summary_ops=("update", "delete"))
         return collector.changeset()
 
+    def preview_destroy(self, stack: str, on_event: EventSink | None = None) -> ChangeSet:
+        """What ``destroy`` would delete (`pulumi destroy --preview-only`), changing
+        nothing; a stack the backend does not have has nothing to delete."""
+        try:
+            handle = self._stack(stack, create=False)
+        except NotFound:
+            return ChangeSet(stack=stack)
+        collector = ChangeCollector(stack, on_event)
+        self._operate("destroy", stack, handle, collector, lambda s, o: s.preview_destroy(**o), scratch_config=True,
+                      require_summary=True, summary_ops=("delete",))
+        return collector.changeset()
+
     def destroy(self, stack: str, on_event: EventSink | None = None) -> ChangeSet:
         """Delete the stack's resources, then the (empty) stack itself, keeping its
         committed config file (removing that is the caller's business). A stack

@@ -1,0 +1,225 @@
+"""Retiring a cell (`tenantctl cell remove`): its stack destroyed once nothing
+of any tenant is left in it, then its stack file and counter removed.
+
+What keeps a cell: a tenant placed there that is not deprovisioned (or a move
+into or out of it), and a deprovisioned tenant inside its retention window
+whose objects or backups are still under its prefixes in the cell's bucket
+(`drill restore --target in-place` brings it back from them). A tombstone
+past its window, or whose data was purged, keeps nothing: its leftovers go
+with the bucket. The home cell is never removed (the registry is there), nor
+a cell whose account-and-region RDSOSMetrics log group other cells use.
+
+Under the cell's lease (CI's `apply` and `cell add` wait or refuse meanwhile):
+1. its counter's draining flag is set, so no placement reserves a slot there;
+2. what keeps it is looked for: every record (a full scan), the objects of
+   tombstones in their window, and the counter's counts (a placement that
+   reserved a slot before the flag but has not written its record yet);
+3. what goes is listed and confirmed (`--yes`, or asked on a terminal);
+4. the stack file is written ``retiring`` and applied: the shared database's
+   deletion protection lifted and both buckets set to go with what they hold
+   (the policy gate lets exactly this through; the final snapshot is still
+   taken);
+5. the stack is destroyed, then its stack file and counter deleted.
+
+A run killed after 4 finds the file ``retiring`` and goes on (the up changes
+nothing, the destroy is idempotent); one killed between the file and the
+counter finds no file: a re-run deletes the counter.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from tenantctl.confirmation import Confirmation
+from tenantctl.engines.base import ChangeSet, EventSink, Op, phase
+from tenantctl.errors import Conflict, InvalidInput, NotFound, engine_step
+from tenantctl.models import CellSpec, TenantRecord, TenantStatus, Tier, utcnow
+from tenantctl.naming import DEFAULT_CELL, cell_stack, resource_name
+from tenantctl.policy import waived
+from tenantctl.registry import RegistryWriter, held_slots
+from tenantctl.stackconfig import stack_file, write_cell
+from tenantctl.workspace import Workspace
+
+LISTED = 1000  # objects counted per bucket for the confirmation (more: "at least")
+
+
+class CellHold(BaseModel):
+    """A tenant that keeps the cell, and why."""
+
+    tenant_id: str
+    kind: Literal["placed", "retained", "counted"]  # counted: a slot of the counter no record holds
+    why: str
+
+
+class CellRemoval(BaseModel):
+    """What `cell remove` did (or, ``removed`` false, would do)."""
+
+    cell: str
+    stack: str
+    region: str | None  # None: only its counter was left (a removal killed after deleting its stack file)
+    account_role_arn: str | None
+    removed: bool
+    planned: bool = False  # its stack has resources to destroy
+    goes: list[str]  # what the destroy deletes, one line each (what the confirmation lists)
+    changes: dict[str, int] | None = None  # the destroy's, once run
+    final_snapshot: str | None = None  # the shared database's, kept by RDS
+
+
+def holds(registry: RegistryWriter, spec: CellSpec, s3: Any, now: datetime) -> list[CellHold]:
+    """The tenants that keep the cell (every record read). ``s3``: a client of
+    the cell's account and region, to look under tombstones' prefixes."""
+    found: list[CellHold] = []
+    for record in registry.iter_all():
+        if record.status is not TenantStatus.deprovisioned:
+            tiers = sorted(tier.value for cell, tier in held_slots(record) if cell == spec.name)
+            if tiers:
+                how = f"moving ({record.move.phase.value})" if record.move is not None else record.status.value
+                found.append(CellHold(tenant_id=record.tenant_id, kind="placed",
+                                      why=f"{'/'.join(tiers)} tenant here, {how}"))
+        elif record.cell == spec.name and record.retain_until is not None and record.retain_until > now:
+            kept = _kept_prefixes(record, s3)
+            if kept:
+                found.append(CellHold(tenant_id=record.tenant_id, kind="retained", why=(
+                    f"deprovisioned, retained until {record.retain_until:%Y-%m-%d %H:%M}Z with objects or backups "
+                    f"under {', '.join(kept)} (`drill restore --target in-place` needs them)")))
+    return found
+
+
+def _kept_prefixes(record: TenantRecord, s3: Any) -> list[str]:
+    """The tombstone's prefixes (its own, its workspaces') that still hold an object version."""
+    res = record.resources
+    if res is None:
+        return []
+    prefixes = [res.prefix] + [w.prefix for _, w in sorted(res.workspaces.items())]
+    return [p for p in prefixes if _versions(s3.list_object_versions(Bucket=res.bucket, Prefix=p, MaxKeys=1))]
+
+
+def _versions(page: dict[str, Any]) -> int:
+    return len(page.get("Versions", [])) + len(page.get("DeleteMarkers", []))
+
+
+def _counted_without_record(registry: RegistryWriter, name: str, found: list[CellHold]) -> CellHold | None:
+    """The counter counts more tenants than the records hold: a placement that
+    reserved its slot and has not written its record yet, or a stale count."""
+    counts = (registry.cell_counts([name]).get(name) or ({}, False))[0]
+    counted = sum(counts.get(t.value, 0) for t in Tier)
+    live = sum(1 for h in found if h.kind == "placed")
+    if counted <= live:
+        return None
+    return CellHold(tenant_id="(counter)", kind="counted", why=(
+        f"its counter holds {counted} slot(s), its records {live}: a provision may be placing a tenant here "
+        f"now; if none is, the count is stale: `tenantctl cell show {name} --recount` corrects it"))
+
+
+def _metrics_users(ws: Workspace, spec: CellSpec) -> list[str]:
+    """Other cells of the account and region that use the RDSOSMetrics log group ``spec`` created."""
+    if not spec.os_metrics_group:
+        return []
+    where = (spec.account_role_arn, spec.region)
+    return sorted(name for name, c in ws.cells().items()
+                  if name != spec.name and (c.account_role_arn, c.region) == where and not c.os_metrics_group)
+
+
+def _bucket_count(s3: Any, bucket: str) -> str:
+    page = s3.list_object_versions(Bucket=bucket, MaxKeys=LISTED)
+    return f"at least {_versions(page)}" if page.get("IsTruncated") else str(_versions(page))
+
+
+def _goes(spec: CellSpec, outputs: dict[str, Any], plan: ChangeSet, s3: Any) -> list[str]:
+    lines = []
+    if outputs.get("db_endpoint"):
+        lines.append(f"the shared PostgreSQL {outputs['db_endpoint']} (database {outputs.get('db_name')}): deleted, "
+                     f"a final snapshot {resource_name(spec.stack, 'final')} kept")
+    for key in ("bucket", "logs_bucket"):
+        if outputs.get(key):
+            lines.append(f"s3://{outputs[key]}: deleted with every object version in it "
+                         f"({_bucket_count(s3, outputs[key])}; the access logs are in the second bucket)")
+    if outputs.get("platform_key_arn"):
+        lines.append(f"KMS key {outputs['platform_key_arn']}: scheduled for deletion")
+    lines += [f"delete {c.type} {c.name}" + (": with its data" if c.loses_data else "")
+              for c in plan.changes if c.op is Op.delete]
+    lines.append(f"stacks/Pulumi.{spec.stack}.yaml and the cell's counter in the registry")
+    return lines
+
+
+def remove(ws: Workspace, name: str, confirm: Confirmation, *, dry_run: bool = False,
+           on_event: EventSink | None = None) -> CellRemoval:
+    """Retire the cell ``name`` (see the module's docstring). ``dry_run``: say
+    what keeps it or what would go, change nothing. Refused (what keeps it, or
+    not confirmed): the draining flag is put back as it was."""
+    from tenantctl import cell_lease
+
+    if name == DEFAULT_CELL:
+        raise InvalidInput("the default cell is the home of the registry: it is never removed")
+    registry = ws.registry
+    path = stack_file(ws.stacks_dir, cell_stack(name))
+    if not path.exists():
+        if dry_run:
+            raise NotFound(f"no cell {name!r} in {ws.stacks_dir}")
+        return _forget_counter(ws, registry, name)
+    spec = ws.cell(name)
+    users = _metrics_users(ws, spec)
+    if users:
+        raise Conflict(f"cell {name!r} created the RDSOSMetrics log group of its account and region (RDS names it, "
+                       f"one per account and region), which cell(s) {', '.join(users)} use: remove them first")
+    s3 = ws.cell_clients(name)("s3")
+    if dry_run:
+        return _planned(ws, registry, spec, s3)
+    with cell_lease.held(registry, name, "cell remove") as lease:
+        registry.set_draining(name, True)  # before looking: no placement slips in behind the look
+        try:
+            result = _planned(ws, registry, spec, s3)
+            confirm.check(f"remove cell {name} ({spec.region})", result.goes)
+        except BaseException:
+            registry.set_draining(name, spec.draining)
+            raise
+        outputs = ws.cell_outputs(name)
+        if result.planned:
+            write_cell(ws.stacks_dir, spec.model_copy(update={"retiring": True, "draining": True}))
+            phase(on_event, spec.stack, "lifting the database's deletion protection, letting the buckets go")
+            with waived("deletion-protection"), engine_step(f"cell {name}: lifting its protections"):
+                ws.engine.up(spec.stack, on_event=on_event)
+        with engine_step(f"cell {name}: destroying its stack"):
+            changes = ws.engine.destroy(spec.stack, on_event=on_event)
+        path.unlink()
+        registry.forget_cell(name, lease.lock)
+        lease.forgotten = True
+    ws.forget_cell_outputs(name)
+    return result.model_copy(update={"removed": True, "changes": changes.summary(),
+                                     "final_snapshot": resource_name(spec.stack, "final")
+                                     if outputs.get("db_endpoint") else None})
+
+
+def _planned(ws: Workspace, registry: RegistryWriter, spec: CellSpec, s3: Any) -> CellRemoval:
+    """What the removal deletes; Conflict naming what keeps the cell."""
+    found = holds(registry, spec, s3, utcnow())
+    stray = _counted_without_record(registry, spec.name, found)
+    if found or stray:
+        raise Conflict(f"cell {spec.name!r} still holds {len(found)} tenant(s): move them out (`tenantctl move ID "
+                       "--cell OTHER`), deprovision them, or wait for their retention to end; nothing was changed",
+                       details=[f"{h.tenant_id}: {h.why}" for h in found + ([stray] if stray else [])])
+    plan = ws.engine.preview_destroy(spec.stack)
+    return CellRemoval(cell=spec.name, stack=spec.stack, region=spec.region, account_role_arn=spec.account_role_arn,
+                       removed=False, planned=bool(plan.changes),
+                       goes=_goes(spec, ws.cell_outputs(spec.name), plan, s3))
+
+
+def _forget_counter(ws: Workspace, registry: RegistryWriter, name: str) -> CellRemoval:
+    """No stack file: a removal killed after deleting it leaves the counter, which goes now."""
+    if registry.counter_items([name])[name] is None:
+        raise NotFound(f"no cell {name!r} in {ws.stacks_dir} and none in the registry (`tenantctl cell list` "
+                       "shows the cells)")
+    if ws.engine.outputs(cell_stack(name)):
+        raise InvalidInput(f"cell {name!r} has no stack file but its stack is still up: restore "
+                           f"stacks/Pulumi.{cell_stack(name)}.yaml from your repository's history (its region and "
+                           "account are there), then remove it again")
+    from tenantctl import cell_lease
+
+    with cell_lease.held(registry, name, "cell remove") as lease:
+        registry.forget_cell(name, lease.lock)
+        lease.forgotten = True
+    return CellRemoval(cell=name, stack=cell_stack(name), region=None, account_role_arn=None, removed=True,
+                       goes=["the cell's counter in the registry (its stack was destroyed already)"])

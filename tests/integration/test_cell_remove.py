@@ -1,0 +1,151 @@
+"""`tenantctl cell remove` retires a cell only when nothing of any tenant is left
+in it: a tenant placed there, a deprovisioned one whose backups are still in
+their retention window, or a slot its counter holds without a record each keep
+it (exit 5, named, the draining flag as it was); a removal without --yes and
+no terminal is refused (exit 13) with nothing changed; a confirmed one
+destroys the cell's stack (its database's final snapshot kept, its buckets
+deleted with what they hold) and deletes its stack file and counter.
+
+A project of its own on the session's sandbox, one cell ``rmv`` in
+ca-central-1 of account 777777777777, which no other test uses (cell names,
+accounts and regions are shared by every project on the sandbox). What
+happened is read on the sandbox itself: buckets, the RDS instance and its
+snapshot, the key, the counter item.
+"""
+
+from __future__ import annotations
+
+import pytest
+from botocore.exceptions import ClientError
+from fault_tools import Cli, aws, platform_outputs
+
+from tenant_runtime.registry import DRAINING, counter_key
+from tenantctl import naming
+from tenantctl.models import CellSpec
+from tenantctl.registry import RegistryWriter
+from tenantctl.stackconfig import stack_file, write_cell
+
+pytestmark = pytest.mark.integration
+
+CELL, REGION, ACCOUNT = "rmv", "ca-central-1", "777777777777"
+ROLE = f"arn:aws:iam::{ACCOUNT}:role/tenantctl-cell"
+
+
+@pytest.fixture(scope="module")
+def cli(sandbox, tmp_path_factory) -> Cli:
+    cli = Cli.create(sandbox, tmp_path_factory.mktemp("cell-remove"))
+    write_cell(cli.root / "stacks", CellSpec())
+    return cli
+
+
+def counter(sandbox) -> dict | None:
+    table = platform_outputs(sandbox)["registry_table"]
+    return aws(sandbox, "dynamodb").get_item(TableName=table, Key=counter_key(CELL), ConsistentRead=True).get("Item")
+
+
+def draining(sandbox) -> bool:
+    return counter(sandbox)[DRAINING]["BOOL"]
+
+
+def bucket_exists(sandbox, bucket: str) -> bool:
+    try:
+        aws(sandbox, "s3", region=REGION, account=ACCOUNT).head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] in ("404", "NoSuchBucket"):
+            return False
+        raise
+    return True
+
+
+def refused(run, code: int) -> dict:
+    """The --json error of a refused run."""
+    assert run.returncode == code, run
+    return run.json()["error"]
+
+
+def test_a_cell_is_removed_only_once_nothing_of_any_tenant_is_left_in_it(cli, sandbox):
+    run = cli("cell", "add", CELL, "--region", REGION, "--account-role", ROLE, "--json")
+    assert run.returncode == 0, run.stderr
+    cell = run.json()["cell"]
+    bucket, database = cell["bucket"], cell["database"]
+    logs_bucket = naming.cell_logs_bucket_name(ACCOUNT, REGION, CELL)
+    assert bucket_exists(sandbox, bucket) and bucket_exists(sandbox, logs_bucket)
+    for tenant in ("rmv-live", "rmv-gone"):
+        run = cli("provision", tenant, "--region", REGION, "--cell", CELL, "--json")
+        assert run.returncode == 0, run.stderr
+    # Deprovisioned with its final backup: kept in the cell's bucket for its retention window.
+    run = cli("deprovision", "rmv-gone", "--yes", "--json")
+    assert run.returncode == 0, run.stderr
+
+    error = refused(cli("cell", "remove", CELL, "--dry-run", "--json"), 5)
+    held = "\n".join(error["details"])
+    assert "rmv-live: pooled tenant here, active" in held
+    assert "rmv-gone: deprovisioned, retained until" in held and "tenants/rmv-gone/" in held
+    error = refused(cli("cell", "remove", CELL, "--yes", "--json"), 5)
+    assert len(error["details"]) == 2
+    assert draining(sandbox) is False  # the refusal put the flag back: the cell still takes tenants
+    assert stack_file(cli.root / "stacks", naming.cell_stack(CELL)).exists()
+
+    # The live one goes with its data; the other's window ends (its record says so, as time would).
+    run = cli("deprovision", "rmv-live", "--yes", "--purge-data", "--json")
+    assert run.returncode == 0, run.stderr
+    registry = RegistryWriter(platform_outputs(sandbox)["registry_table"], aws(sandbox, "dynamodb"))
+    tomb = registry.require("rmv-gone")
+    registry.save(tomb, retain_until=tomb.retain_until.replace(year=2000))
+
+    # A slot the counter holds that no record does: a provision placing a tenant now, or a stale count.
+    table = platform_outputs(sandbox)["registry_table"]
+    aws(sandbox, "dynamodb").update_item(TableName=table, Key=counter_key(CELL), UpdateExpression="ADD pooled :one",
+                                         ExpressionAttributeValues={":one": {"N": "1"}})
+    error = refused(cli("cell", "remove", CELL, "--yes", "--json"), 5)
+    assert len(error["details"]) == 1 and "--recount" in error["details"][0]
+    assert cli("cell", "show", CELL, "--recount", "--json").json()["pooled"] == 0
+
+    plan = cli("cell", "remove", CELL, "--dry-run", "--json")
+    assert plan.returncode == 0, plan.stderr
+    assert plan.json()["removed"] is False
+    goes = "\n".join(plan.json()["goes"])
+    assert f"s3://{bucket}: deleted with every object version" in goes and "final snapshot" in goes
+    table = cli("cell", "remove", CELL, "--dry-run")
+    assert table.returncode == 0 and f"`cell remove {CELL} --yes` deletes" in table.stdout, table
+    # Not confirmed (no terminal, no --yes): nothing changed.
+    error = refused(cli("cell", "remove", CELL, "--json"), 13)
+    assert any(bucket in line for line in error["details"])
+    assert bucket_exists(sandbox, bucket) and draining(sandbox) is False
+
+    run = cli("cell", "remove", CELL, "--yes", "--json")
+    assert run.returncode == 0, run.stderr
+    done = run.json()
+    assert done["removed"] is True and done["changes"]["delete"] >= 40
+    # The buckets went with what they held (the tombstone's backups, access logs).
+    assert not bucket_exists(sandbox, bucket) and not bucket_exists(sandbox, logs_bucket)
+    rds = aws(sandbox, "rds", region=REGION, account=ACCOUNT)
+    identifier = naming.cell_rds_identifier(CELL)
+    assert identifier not in {i["DBInstanceIdentifier"] for i in rds.describe_db_instances()["DBInstances"]}
+    snapshots = {s["DBSnapshotIdentifier"] for s in rds.describe_db_snapshots()["DBSnapshots"]}
+    assert done["final_snapshot"] in snapshots
+    kms = aws(sandbox, "kms", region=REGION, account=ACCOUNT)
+    key = done["goes"]
+    key_arn = next(line.split()[2].rstrip(":") for line in key if line.startswith("KMS key "))
+    assert kms.describe_key(KeyId=key_arn)["KeyMetadata"]["KeyState"] == "PendingDeletion"
+    assert not stack_file(cli.root / "stacks", naming.cell_stack(CELL)).exists()
+    assert counter(sandbox) is None
+    assert CELL not in {c["name"] for c in cli("cell", "list", "--json").json()["cells"]}
+    assert database not in _databases(sandbox)
+
+    assert refused(cli("cell", "remove", CELL, "--json"), 6)
+    assert refused(cli("provision", "rmv-late", "--region", REGION, "--cell", CELL, "--json"), 3)
+    # Tombstones keep naming the cell they lived in, for audit.
+    assert registry.require("rmv-gone").cell == CELL
+
+
+def test_the_home_cell_is_never_removed(cli):
+    error = refused(cli("cell", "remove", "default", "--yes", "--json"), 3)
+    assert "home of the registry" in error["message"]
+
+
+def _databases(sandbox) -> set[str]:
+    import psycopg
+
+    with psycopg.connect(sandbox.pg_dsn()) as conn:
+        return {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
