@@ -216,7 +216,8 @@ def test_a_committed_cell_without_the_homes_runtime_is_refused_before_anything_r
 
 
 def test_a_cell_changed_behind_tenantctls_back_is_reported_by_refresh_and_repaired_by_apply_refresh(cli, sandbox):
-    """Its flow logs kept a day, its database's TLS-only parameter off: both named, both repaired."""
+    """Its flow logs kept a day, its database's TLS-only parameter off, SSH let in from anywhere by its
+    network's default ACL: each named, each repaired."""
     logs = aws(sandbox, "logs", region=REGION, account=ACCOUNT)
     group = f"/tenantctl/{naming.cell_stack(CELL)}/vpc-flow-logs"
 
@@ -231,6 +232,17 @@ def test_a_cell_changed_behind_tenantctls_back_is_reported_by_refresh_and_repair
         return next(p["ParameterValue"] for p in rds.describe_db_parameters(DBParameterGroupName=params)["Parameters"]
                     if p["ParameterName"] == "rds.force_ssl")
 
+    ec2 = aws(sandbox, "ec2", region=REGION, account=ACCOUNT)
+    vpc_id = json.loads(cell_state(sandbox).read_text())["outputs"]["vpc_id"]
+
+    def default_acl() -> tuple[str, set[tuple[int, bool]]]:
+        [acl] = ec2.describe_network_acls(Filters=[{"Name": "vpc-id", "Values": [vpc_id]},
+                                                   {"Name": "default", "Values": ["true"]}])["NetworkAcls"]
+        return acl["NetworkAclId"], {(e["RuleNumber"], e["Egress"]) for e in acl["Entries"]}
+
+    acl_id, declared_entries = default_acl()
+    ec2.create_network_acl_entry(NetworkAclId=acl_id, RuleNumber=90, Protocol="6", RuleAction="allow", Egress=False,
+                                 CidrBlock="0.0.0.0/0", PortRange={"From": 22, "To": 22})
     declared = retention()
     logs.put_retention_policy(logGroupName=group, retentionInDays=1)
     rds.modify_db_parameter_group(DBParameterGroupName=params, Parameters=[
@@ -239,14 +251,16 @@ def test_a_cell_changed_behind_tenantctls_back_is_reported_by_refresh_and_repair
     run = cli("refresh", "--cell", CELL, "--json")
     assert run.returncode == 12, run
     (drift,) = run.json()["cells"]
+    ssh = {"ruleNo": 90, "protocol": "6", "action": "allow", "cidrBlock": "0.0.0.0/0", "fromPort": 22, "toPort": 22}
     assert drift["cell"] == CELL and sorted((r["name"], r["diffs"]) for r in drift["resources"]) == [
+        ("shared-default-nacl", [{"path": "ingress[3]", "old": None, "new": ssh}]),
         ("shared-flow-logs", [{"path": "retentionInDays", "old": declared, "new": 1}]),
         ("shared-params", [{"path": "parameters[0].value", "old": "1", "new": "0"}])]
     rc, summary, _ = apply(cli, "--preview", "--refresh")
     assert rc == 12 and cells(summary)[CELL]["action"] == "repair" and retention() == 1
     rc, summary, err = apply(cli, "--refresh")
     repaired = cells(summary)[CELL]
-    assert rc == 0 and repaired["action"] == "repair" and repaired["reason"] == "drift: 2 changed", err
-    assert retention() == declared and force_ssl() == "1"
+    assert rc == 0 and repaired["action"] == "repair" and repaired["reason"] == "drift: 3 changed", err
+    assert retention() == declared and force_ssl() == "1" and default_acl() == (acl_id, declared_entries)
     run = cli("refresh", "--cell", CELL, "--json")
     assert run.returncode == 0 and not run.json()["cells"][0]["resources"], run

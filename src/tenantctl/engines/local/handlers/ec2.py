@@ -383,6 +383,29 @@ class DefaultNetworkAclHandler(Handler):
             entry["PortRange"] = {"From": as_int(rule.get("fromPort", 0)), "To": as_int(rule.get("toPort", 0))}
         return entry
 
+    @staticmethod
+    def _rule(entry: dict[str, Any]) -> dict[str, Any]:
+        """An EC2 entry as pulumi_aws declares it (the inverse of ``_entry``)."""
+        ports = entry.get("PortRange") or {"From": 0, "To": 0}
+        return {"ruleNo": entry["RuleNumber"], "protocol": entry["Protocol"], "action": entry["RuleAction"],
+                "cidrBlock": entry.get("CidrBlock"), "fromPort": ports["From"], "toPort": ports["To"]}
+
+    def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
+        """Its entries (every VPC's subnets fall back on it, so a rule added out of
+        band opens the whole network) and tags; order is not drift."""
+        acl = read_or_none(lambda: ctx.client("ec2").describe_network_acls(NetworkAclIds=[rid or self.find(ctx, d)]))
+        if not acl or not acl["NetworkAcls"]:
+            return None
+        acl = acl["NetworkAcls"][0]
+        live: dict[str, Any] = {}
+        for key, egress in (("ingress", False), ("egress", True)):
+            current = [e for e in acl.get("Entries", []) if e["Egress"] is egress and e["RuleNumber"] != DEFAULT_RULE]
+            declared = [self._entry(rule, egress) for rule in d.get(key, [])]
+            same = _canonical([self._rule(e) for e in current]) == _canonical([self._rule(e) for e in declared])
+            live[key] = d.get(key, []) if same else [self._rule(e) for e in current]
+        live["tags"] = managed_tags(d, {t["Key"]: t["Value"] for t in acl.get("Tags", [])})
+        return live
+
     def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
         ec2 = ctx.client("ec2")
         acl = ec2.describe_network_acls(NetworkAclIds=[rid])["NetworkAcls"][0]
