@@ -26,6 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from tenant_runtime.registry import (
     APPLIED,
     CELL,
+    COUNTER_PREFIX,
     DRAINING,
     LEASE,
     LEASE_UNTIL,
@@ -307,14 +308,33 @@ class RegistryWriter:
     def iter_all(self, tier: Tier | None = None, status: TenantStatus | None = None,
                  cell: str | None = None) -> Iterator[TenantRecord]:
         """Every record (filtered), read in DynamoDB's 1 MB scan pages."""
-        kwargs = self._scan_args(tier, status, cell)
+        for item in self._scan_items(self._scan_args(tier, status, cell)):
+            yield item_to_record(item)
+
+    def _scan_items(self, kwargs: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Every item the scan ``kwargs`` returns, page after page."""
         while True:
             resp = self._scan(kwargs)
-            for item in resp.get("Items", []):
-                yield item_to_record(item)
+            yield from resp.get("Items", [])
             if "LastEvaluatedKey" not in resp:
                 return
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    def fleet(self) -> tuple[list[TenantRecord], list[str]]:
+        """Every record and the name of every cell with a counter, from one scan
+        in DynamoDB's 1 MB pages (a counter item with no cell file beside it is a
+        cell `stacks/` no longer defines)."""
+        kwargs: dict[str, Any] = {"FilterExpression": "attribute_exists(#rec) OR begins_with(#key, :cell)",
+                                  "ExpressionAttributeNames": {"#rec": RECORD, "#key": "tenant_id"},
+                                  "ExpressionAttributeValues": {":cell": {"S": COUNTER_PREFIX}}}
+        records: list[TenantRecord] = []
+        cells: list[str] = []
+        for item in self._scan_items(kwargs):
+            if is_record_item(item):
+                records.append(item_to_record(item))
+            else:
+                cells.append(item["tenant_id"]["S"].removeprefix(COUNTER_PREFIX))
+        return records, cells
 
     # -- cell counters: tenants placed per cell, reserved race-free ------------------
     def counter_items(self, cells: list[str]) -> dict[str, dict[str, Any] | None]:

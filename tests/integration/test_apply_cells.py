@@ -136,7 +136,8 @@ def test_an_unchanged_cell_is_left_alone_an_edited_one_updated_and_draining_need
     before = cell_state(sandbox).stat().st_mtime_ns
     rc, summary, err = apply(cli)
     assert rc == 0, err
-    assert {c["action"] for c in summary["cells"]} == {"unchanged"}
+    # (The cells of the session's other projects share the registry: orphans in this project's stacks/.)
+    assert {c["action"] for c in summary["cells"] if c["action"] != "orphan"} == {"unchanged"}
     assert cell_state(sandbox).stat().st_mtime_ns == before
 
     edit_cell(cli, owner="team-apc")

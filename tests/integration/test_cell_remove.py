@@ -70,6 +70,20 @@ def test_a_cell_is_removed_only_once_nothing_of_any_tenant_is_left_in_it(cli, sa
     bucket, database = cell["bucket"], cell["database"]
     logs_bucket = naming.cell_logs_bucket_name(ACCOUNT, REGION, CELL)
     assert bucket_exists(sandbox, bucket) and bucket_exists(sandbox, logs_bucket)
+    # A cell file deleted from stacks/ is no way to retire it: apply reports it, `cell remove` needs the file.
+    path = stack_file(cli.root / "stacks", naming.cell_stack(CELL))
+    committed = path.read_text()
+    path.unlink()
+    try:
+        comment = cli.root / "apply.md"
+        run = cli("apply", "--preview", "--json", "--markdown", str(comment))
+        orphan = {c["cell"]: c for c in run.json()["cells"]}[CELL]
+        assert orphan["action"] == "orphan" and f"`tenantctl cell remove {CELL}`" in orphan["reason"]
+        assert "Cells in the registry, not in stacks/" in comment.read_text() and f"`{CELL}`" in comment.read_text()
+        assert "its stack is still up" in refused(cli("cell", "remove", CELL, "--yes", "--json"), 3)["message"]
+    finally:
+        path.write_text(committed)
+    assert bucket_exists(sandbox, bucket) and counter(sandbox) is not None
     for tenant in ("rmv-live", "rmv-gone"):
         run = cli("provision", tenant, "--region", REGION, "--cell", CELL, "--json")
         assert run.returncode == 0, run.stderr

@@ -298,7 +298,7 @@ def test_apply_runs_each_tenant_on_the_plans_record_without_reading_it_again(ws,
     records = [record("moved", stack="moved.k1", cell="default")]
     gets: list[str] = []
     ws.cwd, ws.ensure_platform = ws.project_dir, dict
-    ws.registry = SimpleNamespace(iter_all=lambda: records, get=gets.append)
+    ws.registry = SimpleNamespace(fleet=lambda: (records, []), get=gets.append)
     provisioned: dict[str, TenantSpec] = {}
 
     def provision(ws_, spec, refresh=None):
@@ -339,7 +339,7 @@ def test_the_engine_prepares_once_before_the_worker_pool(ws, monkeypatch):
     for t in ("a", "b"):
         write_tenant(ws.stacks_dir, TenantSpec(id=t))
     ws.cwd, ws.ensure_platform = ws.project_dir, dict
-    ws.registry = SimpleNamespace(iter_all=list)
+    ws.registry = SimpleNamespace(fleet=lambda: ([], []))
     ws.engine = SimpleNamespace(prepare=lambda: order.append("prepare"))
     monkeypatch.setattr(apply_op, "run_pool", lambda todo, *args, **kw: order.append(f"pool of {len(todo)}"))
     apply_op.apply(ws, preview=True, parallel=2)

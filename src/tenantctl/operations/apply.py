@@ -38,7 +38,7 @@ from tenantctl.errors import InvalidInput, TenantctlError, contained, interrupt_
 from tenantctl.fingerprint import applied_hash, program_fingerprint
 from tenantctl.models import TenantRecord
 from tenantctl.naming import DEFAULT_CELL, broken_rule, forget_hint, require_valid
-from tenantctl.operations.apply_cells import apply_cells, drift_check, plan_cells, preview_cells
+from tenantctl.operations.apply_cells import apply_cells, drift_check, orphan_cells, plan_cells, preview_cells
 from tenantctl.operations.apply_results import (
     GONE,
     RUNS,
@@ -357,7 +357,10 @@ def apply(
     if refresh and index == 1:
         cell_plan = drift_check(ws, cell_plan)
     shown = [] if preview and index != 1 else cell_plan  # one preview of the cells is enough: shard 1's
-    records = {r.tenant_id: r for r in ws.registry.iter_all()}  # every cell's: a stack file may name any
+    fleet, counted = ws.registry.fleet()
+    records = {r.tenant_id: r for r in fleet}  # every cell's: a stack file may name any
+    if not match and cell is None and index == 1:  # the owner of the cell files runs unscoped: told once
+        shown = shown + orphan_cells(ws, counted)
     results = plan(ws, (index, total), records, match=match, prune=prune, cell=cell)
     if refresh:
         results = _drift_check(ws, results, records, parallel)

@@ -8,7 +8,8 @@ Every shard reconciles the same cells: the cell's lease lets one of them apply
 it while the others wait, then find it applied (`cell_lease`). Only shard 1
 previews them (one report is enough) and, with `--refresh`, reads them live
 and repairs a drifted one. A committed ``draining`` is written to the counter,
-with no up (it deploys nothing).
+with no up (it deploys nothing). A cell whose counter is in the registry but
+whose file is not in stacks/ is reported as an orphan by an unscoped run.
 """
 
 from __future__ import annotations
@@ -56,6 +57,17 @@ def plan_cells(ws: Workspace, cells: dict[str, CellSpec]) -> list[CellResult]:
         return []
     items = ws.registry.counter_items(list(cells))
     return [_planned(ws, spec, items[name]) for name, spec in cells.items()]
+
+
+def orphan_cells(ws: Workspace, counted: list[str]) -> list[CellResult]:
+    """Cells with a counter in the registry and no stack file in stacks/: reported,
+    never destroyed by apply (a deleted file is no way to retire a cell)."""
+    if not counted:
+        return []
+    defined = ws.cells()
+    return [CellResult(cell=name, action=Action.orphan,
+                       reason=f"in the registry, not in stacks/: restore its stack file and `tenantctl cell remove "
+                              f"{name}` retires it") for name in sorted(set(counted) - set(defined))]
 
 
 def drift_check(ws: Workspace, planned: list[CellResult]) -> list[CellResult]:
