@@ -4,7 +4,9 @@ their retention window, or a slot its counter holds without a record each keep
 it (exit 5, named, the draining flag as it was); a removal without --yes and
 no terminal is refused (exit 13) with nothing changed; a confirmed one
 destroys the cell's stack (its database's final snapshot kept, its buckets
-deleted with what they hold) and deletes its stack file and counter.
+deleted with what they hold) and deletes its stack file and counter. A cell
+file deleted from stacks/ is reported by apply, and the same name added again
+later is refused removal while the first one's final snapshot is in the way.
 
 A project of its own on the session's sandbox, one cell ``rmv`` in
 ca-central-1 of account 777777777777, which no other test uses (cell names,
@@ -151,6 +153,15 @@ def test_a_cell_is_removed_only_once_nothing_of_any_tenant_is_left_in_it(cli, sa
     assert refused(cli("provision", "rmv-late", "--region", REGION, "--cell", CELL, "--json"), 3)
     # Tombstones keep naming the cell they lived in, for audit.
     assert registry.require("rmv-gone").cell == CELL
+
+    # The name again, later: its first life's final snapshot would stop the destroy halfway, so it is named first.
+    run = cli("cell", "add", CELL, "--region", REGION, "--account-role", ROLE, "--json")
+    assert run.returncode == 0, run.stderr
+    error = refused(cli("cell", "remove", CELL, "--yes", "--json"), 5)
+    assert done["final_snapshot"] in error["message"] and draining(sandbox) is False
+    rds.delete_db_snapshot(DBSnapshotIdentifier=done["final_snapshot"])
+    run = cli("cell", "remove", CELL, "--yes", "--json")
+    assert run.returncode == 0 and run.json()["removed"], run.stderr
 
 
 def test_the_home_cell_is_never_removed(cli):

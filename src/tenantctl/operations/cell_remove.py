@@ -7,7 +7,9 @@ whose objects or backups are still under its prefixes in the cell's bucket
 (`drill restore --target in-place` brings it back from them). A tombstone
 past its window, or whose data was purged, keeps nothing: its leftovers go
 with the bucket. The home cell is never removed (the registry is there), nor
-a cell whose account-and-region RDSOSMetrics log group other cells use.
+a cell whose account-and-region RDSOSMetrics log group other cells use, nor
+one whose database's final snapshot name an earlier cell of that name took
+(RDS would refuse the delete after the protections were lifted).
 
 Under the cell's lease (CI's `apply` and `cell add` wait or refuse meanwhile):
 1. its counter's draining flag is set, so no placement reserves a slot there;
@@ -165,13 +167,13 @@ def remove(ws: Workspace, name: str, confirm: Confirmation, *, dry_run: bool = F
     if users:
         raise Conflict(f"cell {name!r} created the RDSOSMetrics log group of its account and region (RDS names it, "
                        f"one per account and region), which cell(s) {', '.join(users)} use: remove them first")
-    s3 = ws.cell_clients(name)("s3")
+    clients = ws.cell_clients(name)
     if dry_run:
-        return _planned(ws, registry, spec, s3)
+        return _planned(ws, registry, spec, clients)
     with cell_lease.held(registry, name, "cell remove") as lease:
         registry.set_draining(name, True)  # before looking: no placement slips in behind the look
         try:
-            result = _planned(ws, registry, spec, s3)
+            result = _planned(ws, registry, spec, clients)
             confirm.check(f"remove cell {name} ({spec.region})", result.goes)
         except BaseException:
             registry.set_draining(name, spec.draining)
@@ -193,18 +195,35 @@ def remove(ws: Workspace, name: str, confirm: Confirmation, *, dry_run: bool = F
                                      if outputs.get("db_endpoint") else None})
 
 
-def _planned(ws: Workspace, registry: RegistryWriter, spec: CellSpec, s3: Any) -> CellRemoval:
-    """What the removal deletes; Conflict naming what keeps the cell."""
+def _planned(ws: Workspace, registry: RegistryWriter, spec: CellSpec, clients: Any) -> CellRemoval:
+    """What the removal deletes; Conflict naming what keeps the cell, or what would stop its destroy halfway."""
+    s3 = clients("s3")
     found = holds(registry, spec, s3, utcnow())
     stray = _counted_without_record(registry, spec.name, found)
     if found or stray:
         raise Conflict(f"cell {spec.name!r} still holds {len(found)} tenant(s): move them out (`tenantctl move ID "
                        "--cell OTHER`), deprovision them, or wait for their retention to end; nothing was changed",
                        details=[f"{h.tenant_id}: {h.why}" for h in found + ([stray] if stray else [])])
+    outputs, final = ws.cell_outputs(spec.name), resource_name(spec.stack, "final")
+    if outputs.get("db_endpoint") and _snapshot_exists(clients("rds"), final):
+        raise Conflict(f"cell {spec.name!r}: RDS would name its database's final snapshot {final}, which an earlier "
+                       f"cell of that name left in {spec.region}: copy that snapshot aside under another name (or "
+                       "delete it), then remove the cell again; nothing was changed")
     plan = ws.engine.preview_destroy(spec.stack)
     return CellRemoval(cell=spec.name, stack=spec.stack, region=spec.region, account_role_arn=spec.account_role_arn,
-                       removed=False, planned=bool(plan.changes),
-                       goes=_goes(spec, ws.cell_outputs(spec.name), plan, s3))
+                       removed=False, planned=bool(plan.changes), goes=_goes(spec, outputs, plan, s3))
+
+
+def _snapshot_exists(rds: Any, identifier: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        rds.describe_db_snapshots(DBSnapshotIdentifier=identifier)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] in ("DBSnapshotNotFound", "DBSnapshotNotFoundFault"):
+            return False
+        raise
+    return True
 
 
 def _forget_counter(ws: Workspace, registry: RegistryWriter, name: str) -> CellRemoval:
