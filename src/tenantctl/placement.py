@@ -35,9 +35,11 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
+from tenant_runtime.registry import item_to_counts
 from tenantctl import preflight
 from tenantctl.errors import InvalidInput, QuotaExceeded, TargetUnavailable
 from tenantctl.models import CellSpec, TenantRecord, TenantSpec, TenantStatus, Tier
+from tenantctl.registry import applied_of
 
 if TYPE_CHECKING:
     from tenantctl.registry import RegistryWriter
@@ -159,11 +161,14 @@ def choose(ws: Workspace, spec: TenantSpec, record: TenantRecord | None) -> Tena
         _forced(cells, spec)
         return spec
     open_cells = [c for c in cells.values() if unfit(c, spec) is None and not c.draining]
+    items = ws.registry.counter_items([c.name for c in open_cells]) if open_cells else {}
+    if not ws.is_sandbox:  # what `place` passes over there: committed, never applied (the sandbox applies it)
+        open_cells = [c for c in open_cells if applied_of(items[c.name]) or ws.cell_outputs(c.name).get("bucket")]
     if not open_cells:
         raise QuotaExceeded(f"tenant {spec.id!r} ({spec.tier.value}): no open cell in {spec.region} can take it; "
                             f"{add_cell_hint(spec.region)}")
-    counts = ws.registry.cell_counts([c.name for c in open_cells])
-    best = min(open_cells, key=lambda c: _load(counts[c.name], c, spec.tier))
+    best = min(open_cells, key=lambda c: _load(item_to_counts(items[c.name]) if items[c.name] else None, c,
+                                               spec.tier))
     return spec.model_copy(update={"cell": best.name})
 
 

@@ -18,7 +18,7 @@ from tenantctl.aws import Clients
 from tenantctl.errors import InvalidInput, QuotaExceeded, TargetUnavailable
 from tenantctl.models import CellSpec, LifecycleSpec, RetentionMenu, TenantRecord, TenantSpec, TenantStatus, Tier
 from tenantctl.operations.cell import _shares_account_region
-from tenantctl.placement import place
+from tenantctl.placement import choose, place
 from tenantctl.registry import RegistryWriter
 from tenantctl.stackconfig import (
     cell_specs,
@@ -177,6 +177,8 @@ def test_listings_skip_counters_and_filter_by_cell(registry: RegistryWriter):
     with pytest.raises(InvalidInput, match="charset"):  # a counter's key is no tenant id: never read as one
         registry.get("cell#eu1")
     assert sorted(r.tenant_id for r in registry.iter_all()) == ["t0", "t1", "t2", "t3", "t4"]
+    records, cells = registry.fleet()  # apply's one scan: the records, and which cells have a counter
+    assert sorted(r.tenant_id for r in records) == ["t0", "t1", "t2", "t3", "t4"] and cells == ["eu1"]
     assert sorted(r.tenant_id for r in registry.iter_all(cell="eu1")) == ["t1", "t3"]
     assert sorted(r.tenant_id for r in registry.iter_all(cell="default")) == ["t0", "t2", "t4"]
     seen, cursor = [], None
@@ -250,6 +252,9 @@ def test_a_committed_cell_not_applied_yet_is_passed_over_unless_forced(tmp_path:
         return {}
 
     ws.ensure_cell = ensure_cell
+    # A preview's choice (no slot taken) passes over it too: "eua" recorded no fingerprint, its outputs say it is up.
+    ws.is_sandbox, ws.cell_outputs = False, lambda name: {} if name == "new" else {"bucket": "b"}
+    assert choose(ws, TenantSpec(id="t0", region="eu-west-1"), None).cell == "eua"
     spec, placement = place(ws, TenantSpec(id="t1", region="eu-west-1"), None)
     assert placement.cell == "eua" and spec.cell == "eua"
     with pytest.raises(TargetUnavailable, match="no platform outputs"):
@@ -258,6 +263,12 @@ def test_a_committed_cell_not_applied_yet_is_passed_over_unless_forced(tmp_path:
     with pytest.raises(QuotaExceeded) as refused:
         place(ws, TenantSpec(id="t3", region="eu-west-1"), None)
     assert "cell new: not applied yet (`tenantctl apply` or `tenantctl cell add new` applies it)" in str(refused.value)
+    registry.set_draining("eua", False)
+    registry.set_applied("eua", "f" * 64)  # an up recorded: no outputs read (a Pulumi CLI call on AWS)
+    ws.cell_outputs = lambda name: {} if name == "new" else pytest.fail(f"{name}'s outputs read")
+    assert choose(ws, TenantSpec(id="t4", region="eu-west-1"), None).cell == "eua"
+    ws.is_sandbox = True  # there the provision applies it first: the preview names it
+    assert choose(ws, TenantSpec(id="t5", region="eu-west-1"), None).cell == "new"
 
 
 def test_an_existing_tenant_stays_in_its_cell_and_region(tmp_path: Path, registry: RegistryWriter):
