@@ -40,6 +40,7 @@ from tenantctl.engines.base import ChangeSet, EventSink, Op, phase
 from tenantctl.errors import Conflict, InvalidInput, NotFound, engine_step
 from tenantctl.models import CellSpec, TenantRecord, TenantStatus, Tier, utcnow
 from tenantctl.naming import DEFAULT_CELL, cell_stack, resource_name
+from tenantctl.operations.deletion_protection import snapshot_exists
 from tenantctl.policy import waived
 from tenantctl.registry import RegistryWriter, held_slots
 from tenantctl.stackconfig import stack_file, write_cell
@@ -205,25 +206,13 @@ def _planned(ws: Workspace, registry: RegistryWriter, spec: CellSpec, clients: A
                        "--cell OTHER`), deprovision them, or wait for their retention to end; nothing was changed",
                        details=[f"{h.tenant_id}: {h.why}" for h in found + ([stray] if stray else [])])
     outputs, final = ws.cell_outputs(spec.name), resource_name(spec.stack, "final")
-    if outputs.get("db_endpoint") and _snapshot_exists(clients("rds"), final):
+    if outputs.get("db_endpoint") and snapshot_exists(clients("rds"), final):
         raise Conflict(f"cell {spec.name!r}: RDS would name its database's final snapshot {final}, which an earlier "
                        f"cell of that name left in {spec.region}: copy that snapshot aside under another name (or "
                        "delete it), then remove the cell again; nothing was changed")
     plan = ws.engine.preview_destroy(spec.stack)
     return CellRemoval(cell=spec.name, stack=spec.stack, region=spec.region, account_role_arn=spec.account_role_arn,
                        removed=False, planned=bool(plan.changes), goes=_goes(spec, outputs, plan, s3))
-
-
-def _snapshot_exists(rds: Any, identifier: str) -> bool:
-    from botocore.exceptions import ClientError
-
-    try:
-        rds.describe_db_snapshots(DBSnapshotIdentifier=identifier)
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] in ("DBSnapshotNotFound", "DBSnapshotNotFoundFault"):
-            return False
-        raise
-    return True
 
 
 def _forget_counter(ws: Workspace, registry: RegistryWriter, name: str) -> CellRemoval:

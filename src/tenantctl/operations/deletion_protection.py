@@ -1,8 +1,11 @@
 """Lifting a dedicated store's RDS deletion protection right before its stack
 is destroyed (deprovision; a move to another account or region leaving, or
-rolling back, a dedicated store's stack)."""
+rolling back, a dedicated store's stack), and telling whether the final
+snapshot a destroy would take is named already (RDS refuses the delete then)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from tenantctl.engines.base import EventSink, phase
 from tenantctl.models import TenantSpec, Tier
@@ -31,3 +34,16 @@ def lift(ws: Workspace, stack: str, on_event: EventSink | None = None) -> Tenant
     with waived("deletion-protection"):  # the policy gate lets exactly this update through
         ws.engine.up(stack, on_event=on_event)
     return spec
+
+
+def snapshot_exists(rds: Any, identifier: str) -> bool:
+    """An RDS snapshot of that name exists (a final snapshot of that name would be refused)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        rds.describe_db_snapshots(DBSnapshotIdentifier=identifier)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] in ("DBSnapshotNotFound", "DBSnapshotNotFoundFault"):
+            return False
+        raise
+    return True

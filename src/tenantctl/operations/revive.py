@@ -76,15 +76,11 @@ def set_aside_final_snapshot(rds: Any, tomb: TenantRecord, new_key_arn: str) -> 
     (DBSnapshotAlreadyExists). Copy it aside, under a name with the deprovision
     time and re-encrypted with the new key (the old one is going away), and
     delete the original. Returns the new identifier, None when there was none."""
-    from botocore.exceptions import ClientError
+    from tenantctl.operations.deletion_protection import snapshot_exists
 
     name = resource_name(tomb.tenant_id, "final")
-    try:
-        rds.describe_db_snapshots(DBSnapshotIdentifier=name)
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] in ("DBSnapshotNotFound", "DBSnapshotNotFoundFault"):
-            return None
-        raise
+    if not snapshot_exists(rds, name):
+        return None
     when = tomb.deprovisioned_at or utcnow()
     aside = f"{name}-{when:%Y%m%d%H%M%S}"
     rds.copy_db_snapshot(SourceDBSnapshotIdentifier=name, TargetDBSnapshotIdentifier=aside, KmsKeyId=new_key_arn,
