@@ -66,8 +66,7 @@ def applied_hash(spec: TenantSpec, project_dir: Path, program: str | None = None
 
 def cell_hash(spec: CellSpec, project_dir: Path) -> str:
     """What a cell's stack was applied from: its spec and the program. ``draining``
-    is left out: it is the counter's flag (`cell drain`), not a deployed resource; ``retiring``
-    too while false, so the fingerprints recorded before it existed still hold."""
-    left_out = {"draining"} | (set() if spec.retiring else {"retiring"})
-    dumped = json.dumps(spec.model_dump(mode="json", exclude=left_out), sort_keys=True)
+    is left out: it is the counter's flag (`cell drain`), not a deployed resource; so is
+    what the spec leaves ``unwritten``."""
+    dumped = json.dumps(spec.model_dump(mode="json", exclude={"draining"} | spec.unwritten), sort_keys=True)
     return hashlib.sha256(f"{dumped}:{program_fingerprint(project_dir)}".encode()).hexdigest()

@@ -404,6 +404,13 @@ class CellSpec(BaseModel):
         return naming.cell_stack(self.name)
 
     @property
+    def unwritten(self) -> set[str]:
+        """Fields its stack file and fingerprint leave out: ``retiring`` while false (it
+        came after both existed: the files and fingerprints written before stay as they
+        were, and a tenantctl of before still reads a file written now)."""
+        return set() if self.retiring else {"retiring"}
+
+    @property
     def home(self) -> bool:
         """The default cell: the registry, revocations and runtime role live there."""
         return self.name == naming.DEFAULT_CELL

@@ -61,7 +61,7 @@ def render_tenant(spec: TenantSpec) -> str:
 def render_cell(spec: CellSpec) -> str:
     from tenantctl.templates import render
 
-    body = spec.model_dump(mode="json", exclude_none=True)
+    body = spec.model_dump(mode="json", exclude_none=True, exclude=spec.unwritten)
     return render("platform.yaml.j2", spec=spec, platform_yaml=_dump(body))
 
 

@@ -364,3 +364,13 @@ def test_a_search_rebuild_put_off_makes_the_tenant_an_update_once_it_can_run(ws)
     assert {t: r.action for t, r in got.items()} == {
         "owed": Action.update, "asleep": Action.unchanged, "done": Action.unchanged}
     assert got["owed"].reason == "search index rebuild due after a schema upgrade"
+
+
+def test_a_cell_with_a_counter_and_no_stack_file_is_an_orphan_the_home_never():
+    from tenantctl.operations.apply_cells import orphan_cells
+
+    committed = {"eu1": CellSpec(name="eu1", region="eu-west-1")}
+    found = orphan_cells(["default", "eu1", "gone"], committed)
+    assert [(c.cell, c.action, c.ok) for c in found] == [("gone", Action.orphan, True)]
+    assert "`tenantctl cell remove gone`" in found[0].reason
+    assert orphan_cells(["default"], {}) == []  # the home cell's file is written on first use

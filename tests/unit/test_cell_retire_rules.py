@@ -46,3 +46,17 @@ def test_retiring_false_leaves_the_fingerprints_recorded_before_it(tmp_path):
     recorded = hashlib.sha256(f"{json.dumps(before, sort_keys=True)}:{program_fingerprint(tmp_path)}".encode())
     assert cell_hash(spec, tmp_path) == recorded.hexdigest()
     assert cell_hash(spec.model_copy(update={"retiring": True}), tmp_path) != recorded.hexdigest()
+
+
+def test_a_cell_file_names_retiring_only_while_a_removal_is_under_way(tmp_path):
+    """A file written now reads with a tenantctl of before (its spec forbids unknown keys)."""
+    from tenantctl.stackconfig import read_cell, stack_file
+
+    spec = CellSpec(name="eu1", region="eu-west-1", runtime_principal_arn=RUNTIME)
+    write_cell(tmp_path, spec)
+    assert "retiring" not in stack_file(tmp_path, spec.stack).read_text()
+    write_cell(tmp_path, spec.model_copy(update={"retiring": True}))
+    assert "retiring: true" in stack_file(tmp_path, spec.stack).read_text()
+    assert read_cell(tmp_path, "eu1").retiring is True
+    write_cell(tmp_path, spec)
+    assert "retiring" not in stack_file(tmp_path, spec.stack).read_text() and read_cell(tmp_path, "eu1") == spec

@@ -360,7 +360,7 @@ def apply(
     fleet, counted = ws.registry.fleet()
     records = {r.tenant_id: r for r in fleet}  # every cell's: a stack file may name any
     if not match and cell is None and index == 1:  # the owner of the cell files runs unscoped: told once
-        shown = shown + orphan_cells(ws, counted)
+        shown = shown + orphan_cells(counted, cells)
     results = plan(ws, (index, total), records, match=match, prune=prune, cell=cell)
     if refresh:
         results = _drift_check(ws, results, records, parallel)

@@ -59,12 +59,10 @@ def plan_cells(ws: Workspace, cells: dict[str, CellSpec]) -> list[CellResult]:
     return [_planned(ws, spec, items[name]) for name, spec in cells.items()]
 
 
-def orphan_cells(ws: Workspace, counted: list[str]) -> list[CellResult]:
-    """Cells with a counter in the registry and no stack file in stacks/: reported,
-    never destroyed by apply (a deleted file is no way to retire a cell)."""
-    if not counted:
-        return []
-    defined = ws.cells()
+def orphan_cells(counted: list[str], committed: dict[str, CellSpec]) -> list[CellResult]:
+    """Cells with a counter in the registry and no stack file in stacks/ (``committed``):
+    reported, never destroyed by apply (a deleted file is no way to retire a cell)."""
+    defined = {DEFAULT_CELL, *committed}
     return [CellResult(cell=name, action=Action.orphan,
                        reason=f"in the registry, not in stacks/: restore its stack file and `tenantctl cell remove "
                               f"{name}` retires it") for name in sorted(set(counted) - set(defined))]
