@@ -31,13 +31,16 @@ def test_a_cell_whose_metrics_group_others_use_names_them(tmp_path):
     cells = [first,
              first.model_copy(update={"name": "eu2", "os_metrics_group": False}),  # same account and region
              first.model_copy(update={"name": "eu3", "region": "eu-central-1"}),  # another region
-             first.model_copy(update={"name": "eu4", "account_role_arn": None, "os_metrics_group": False})]
+             first.model_copy(update={"name": "eu4", "account_role_arn": None, "os_metrics_group": False}),
+             first.model_copy(update={"name": "eu5", "os_metrics_group": False,  # the same account by another role
+                                      "account_role_arn": "arn:aws:iam::222222222222:role/ops"})]
     for spec in cells:
         write_cell(stacks, spec)
     ws = Workspace(project_dir=tmp_path, cwd=tmp_path)
-    assert _metrics_users(ws, first) == ["eu2"]
-    assert _metrics_users(ws, cells[1]) == []  # it created none
-    assert _metrics_users(ws, cells[2]) == []
+    assert _metrics_users(ws, first, "123456789012") == ["eu2", "eu5"]
+    assert _metrics_users(ws, first, "222222222222") == ["eu2", "eu4", "eu5"]  # the target's own account is it
+    assert _metrics_users(ws, cells[1], "123456789012") == []  # it created none
+    assert _metrics_users(ws, cells[2], "123456789012") == []
 
 
 def test_retiring_false_leaves_the_fingerprints_recorded_before_it(tmp_path):

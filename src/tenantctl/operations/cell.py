@@ -130,12 +130,18 @@ def add(ws: Workspace, name: str, options: dict[str, Any],
     return _info(ws, spec, result.outputs, _counter(ws, spec.name)), result
 
 
+def same_account_region(ws: Workspace, spec: CellSpec, target_account: str | None) -> list[CellSpec]:
+    """The other cells of ``spec``'s account and region, by account id (a cell naming no
+    role is in ``target_account``, the target's own; two roles may lead to one account)."""
+    where = (spec.account_id or target_account, spec.region)
+    return [c for c in ws.cells().values()
+            if c.name != spec.name and (c.account_id or target_account, c.region) == where]
+
+
 def _shares_account_region(ws: Workspace, spec: CellSpec, target_account: str) -> bool:
     """Another cell already runs in ``spec``'s account and region (so has the
     account-and-region resources AWS names itself, such as RDSOSMetrics)."""
-    where = (spec.account_id or target_account, spec.region)
-    return any((c.account_id or target_account, c.region) == where and c.os_metrics_group
-               for c in ws.cells().values() if c.name != spec.name)
+    return any(c.os_metrics_group for c in same_account_region(ws, spec, target_account))
 
 
 def list_cells(ws: Workspace) -> list[CellInfo]:

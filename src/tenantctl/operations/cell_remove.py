@@ -40,6 +40,7 @@ from tenantctl.engines.base import ChangeSet, EventSink, Op, phase
 from tenantctl.errors import Conflict, InvalidInput, NotFound, engine_step
 from tenantctl.models import CellSpec, TenantRecord, TenantStatus, Tier, utcnow
 from tenantctl.naming import DEFAULT_CELL, cell_stack, resource_name
+from tenantctl.operations.cell import same_account_region
 from tenantctl.operations.deletion_protection import snapshot_exists
 from tenantctl.policy import waived
 from tenantctl.registry import RegistryWriter, held_slots
@@ -117,13 +118,11 @@ def _counted_without_record(registry: RegistryWriter, name: str, found: list[Cel
         f"now; if none is, the count is stale: `tenantctl cell show {name} --recount` corrects it"))
 
 
-def _metrics_users(ws: Workspace, spec: CellSpec) -> list[str]:
+def _metrics_users(ws: Workspace, spec: CellSpec, target_account: str | None) -> list[str]:
     """Other cells of the account and region that use the RDSOSMetrics log group ``spec`` created."""
     if not spec.os_metrics_group:
         return []
-    where = (spec.account_role_arn, spec.region)
-    return sorted(name for name, c in ws.cells().items()
-                  if name != spec.name and (c.account_role_arn, c.region) == where and not c.os_metrics_group)
+    return sorted(c.name for c in same_account_region(ws, spec, target_account) if not c.os_metrics_group)
 
 
 def _bucket_count(s3: Any, bucket: str) -> str:
@@ -164,7 +163,7 @@ def remove(ws: Workspace, name: str, confirm: Confirmation, *, dry_run: bool = F
             raise NotFound(f"no cell {name!r} in {ws.stacks_dir}")
         return _forget_counter(ws, registry, name)
     spec = ws.cell(name)
-    users = _metrics_users(ws, spec)
+    users = _metrics_users(ws, spec, ws.platform_outputs().get("account_id"))
     if users:
         raise Conflict(f"cell {name!r} created the RDSOSMetrics log group of its account and region (RDS names it, "
                        f"one per account and region), which cell(s) {', '.join(users)} use: remove them first")
