@@ -194,6 +194,21 @@ def client(service: str, *, session: Any | None = None, region: str | None = Non
     return made
 
 
+def require_known_region(region: str) -> None:
+    """InvalidInput (exit 3) for a region no partition of botocore's endpoint
+    data names: a typo, or a region newer than the installed botocore. Checked
+    before a cell is written: AWS (and moto) would refuse it only mid-up."""
+    from tenantctl.errors import InvalidInput
+
+    with _CACHE_LOCK:
+        data = default_session()._session.get_component("data_loader").load_data("endpoints")
+    if not any(region in partition["regions"] for partition in data["partitions"]):
+        import botocore
+
+        raise InvalidInput(f"region {region!r}: no AWS partition has it (by botocore {botocore.__version__}'s "
+                           "endpoint data; a region newer than that: upgrade boto3)", rule="region")
+
+
 def service_endpoint(service: str) -> str | None:
     """``AWS_ENDPOINT_URL_<SERVICE>`` when set: botocore's own per-service override,
     kept above a target's endpoint so one service can be pointed elsewhere

@@ -79,15 +79,39 @@ def _load(counts: tuple[dict[str, int], bool] | None, cell: CellSpec, tier: Tier
     return placed / cell.max_pooled_tenants if tier is Tier.pooled else placed
 
 
-def full_reason(registry: RegistryWriter, cell: CellSpec, tier: Tier) -> str:
-    """Why ``cell`` has no ``tier`` slot (its draining flag, or its pooled count against the cap)."""
-    counts, draining = registry.cell_counts([cell.name]).get(cell.name) or ({}, False)
-    if draining:
+def no_slot(cell: CellSpec, counts: tuple[dict[str, int], bool] | None, tier: Tier) -> str | None:
+    """Why ``cell`` has no ``tier`` slot by its counter as read (``cell_counts``):
+    draining, or its pooled count at the cap; None when it has one."""
+    placed, draining = counts or ({}, False)
+    if draining or cell.draining:
         return "draining"
-    if tier is Tier.pooled:
-        return (f"{counts.get(tier.value, 0)} of {cell.max_pooled_tenants} pooled tenants placed "
+    if tier is Tier.pooled and placed.get(tier.value, 0) >= cell.max_pooled_tenants:
+        return (f"{placed.get(tier.value, 0)} of {cell.max_pooled_tenants} pooled tenants placed "
                 "(max_pooled_tenants: schemas per PostgreSQL)")
-    return "no slot could be taken"
+    return None
+
+
+def full_reason(registry: RegistryWriter, cell: CellSpec, tier: Tier) -> str:
+    """Why ``cell`` has no ``tier`` slot, read again after a reservation was refused."""
+    return no_slot(cell, registry.cell_counts([cell.name]).get(cell.name), tier) or "no slot could be taken"
+
+
+def refused(spec: TenantSpec, refusals: list[str]) -> QuotaExceeded:
+    """Exit 11 for a new tenant no cell takes, each cell's reason in the message and in ``details``."""
+    if spec.cell is not None:
+        where = f"cell {spec.cell} cannot take it"
+    elif refusals:
+        where = f"no cell in {spec.region} can take it"
+    else:
+        from tenantctl.aws import require_known_region
+
+        require_known_region(spec.region)  # a typo is no region to add a cell to
+        where = f"{spec.region} has no cell"
+    return QuotaExceeded(
+        f"tenant {spec.id!r} ({spec.tier.value}) refused before anything was created: {where}"
+        + (" (" + "; ".join(refusals) + ")" if refusals else "")
+        + f"; {add_cell_hint(spec.region)}" + (", or free capacity and re-run" if refusals else ""),
+        details=refusals)
 
 
 def named_cell(cells: dict[str, CellSpec], name: str) -> CellSpec:
@@ -112,12 +136,7 @@ def place(ws: Workspace, spec: TenantSpec, record: TenantRecord | None) -> tuple
     if record is not None:
         return _existing(ws, spec, record)
     cells = ws.cells()
-    if spec.cell is not None:
-        candidates = [_forced(cells, spec)]
-    else:
-        candidates = [c for c in cells.values() if unfit(c, spec) is None]
-    refusals = [f"cell {c.name}: {unfit(c, spec)}" for c in cells.values()
-                if c not in candidates and c.region == spec.region]
+    candidates, refusals = _candidates(cells, spec)
     registry = ws.registry
     if len(candidates) > 1:  # one BatchGetItem orders them; a lone candidate needs no read
         counts = registry.cell_counts([c.name for c in candidates])
@@ -134,6 +153,7 @@ def place(ws: Workspace, spec: TenantSpec, record: TenantRecord | None) -> tuple
             refusals.append(f"cell {cell.name}: not applied yet (`tenantctl apply` or `tenantctl cell add "
                             f"{cell.name}` applies it)")
             continue
+        ws.refuse_relocated(cell, outputs)
         walls = preflight.over(spec, outputs, ws.cell_clients(cell.name))
         if walls:
             refusals.append(f"cell {cell.name}: " + "; ".join(w.explain() for w in walls))
@@ -143,47 +163,68 @@ def place(ws: Workspace, spec: TenantSpec, record: TenantRecord | None) -> tuple
             placed = spec.model_copy(update={"cell": cell.name})
             return placed, Placement(cell=cell.name, account_id=cell.account_id, reserved=True)
         refusals.append(f"cell {cell.name}: {full_reason(registry, cell, spec.tier)}")
-    where = f"cell {spec.cell}" if spec.cell else f"no cell in {spec.region}"
-    raise QuotaExceeded(
-        f"tenant {spec.id!r} ({spec.tier.value}) refused before anything was created: {where} can take it"
-        + (" (" + "; ".join(refusals) + ")" if refusals else " (the region has no cell)")
-        + f"; {add_cell_hint(spec.region)}, or free capacity and re-run")
+    raise refused(spec, refusals)
 
 
 def choose(ws: Workspace, spec: TenantSpec, record: TenantRecord | None) -> TenantSpec:
     """``spec`` with the cell a provision would place it in, taking no slot (a
     preview): its record's, the forced one, or the least loaded fit of its
-    region. Raises as ``place`` does for a request no cell could take."""
+    region. Raises as ``place`` does: a request no cell could take, or no cell
+    with a slot by the counters as read now (a run may still find one taken)."""
     if record is not None:
-        return spec.model_copy(update={"cell": record.cell})
+        return _stays(spec, record)
     cells = ws.cells()
-    if spec.cell is not None:
-        _forced(cells, spec)
-        return spec
-    open_cells = [c for c in cells.values() if unfit(c, spec) is None and not c.draining]
-    items = ws.registry.counter_items([c.name for c in open_cells]) if open_cells else {}
-    if not ws.is_sandbox:  # what `place` passes over there: committed, never applied (the sandbox applies it)
-        open_cells = [c for c in open_cells if applied_of(items[c.name]) or ws.cell_outputs(c.name).get("bucket")]
+    candidates, refusals = _candidates(cells, spec)
+    items = ws.registry.counter_items([c.name for c in candidates]) if candidates else {}
+    counts = {name: item_to_counts(item) if item else None for name, item in items.items()}
+    open_cells = []
+    for cell in candidates:
+        why = no_slot(cell, counts[cell.name], spec.tier)
+        # What `place` passes over off the sandbox: committed, never applied (the sandbox applies it).
+        if why is None and not ws.is_sandbox and not (applied_of(items[cell.name])
+                                                      or ws.cell_outputs(cell.name).get("bucket")):
+            why = f"not applied yet (`tenantctl apply` or `tenantctl cell add {cell.name}` applies it)"
+        if why is None:
+            open_cells.append(cell)
+        else:
+            refusals.append(f"cell {cell.name}: {why}")
     if not open_cells:
-        raise QuotaExceeded(f"tenant {spec.id!r} ({spec.tier.value}): no open cell in {spec.region} can take it; "
-                            f"{add_cell_hint(spec.region)}")
-    best = min(open_cells, key=lambda c: _load(item_to_counts(items[c.name]) if items[c.name] else None, c,
-                                               spec.tier))
+        raise refused(spec, refusals)
+    best = min(open_cells, key=lambda c: _load(counts[c.name], c, spec.tier))
     return spec.model_copy(update={"cell": best.name})
+
+
+def _candidates(cells: dict[str, CellSpec], spec: TenantSpec) -> tuple[list[CellSpec], list[str]]:
+    """The cells that could take ``spec`` (the forced one, else every fit of its
+    region) and why each other cell of its region never could."""
+    if spec.cell is not None:
+        return [_forced(cells, spec)], []
+    candidates = [c for c in cells.values() if unfit(c, spec) is None]
+    return candidates, [f"cell {c.name}: {unfit(c, spec)}" for c in cells.values()
+                        if c not in candidates and c.region == spec.region]
+
+
+def _stays(spec: TenantSpec, record: TenantRecord) -> TenantSpec:
+    """``spec`` in the cell of its record; InvalidInput (exit 3) when it names another cell or region."""
+    if spec.cell is not None and spec.cell != record.cell:
+        raise InvalidInput(f"tenant {spec.id!r} lives in cell {record.cell!r}, the spec names {spec.cell!r}: "
+                           f"a tenant does not change cells in place (`tenantctl move {spec.id} --cell "
+                           f"{spec.cell}` moves it with its data)")
+    if spec.region != record.region:
+        raise InvalidInput(f"tenant {spec.id!r} lives in {record.region}: its region never changes in place "
+                           f"(residency; `tenantctl move {spec.id} --cell CELL` to a cell of another region "
+                           "its residency allows)")
+    return spec.model_copy(update={"cell": record.cell})
 
 
 def _existing(ws: Workspace, spec: TenantSpec, record: TenantRecord) -> tuple[TenantSpec, Placement]:
     """An existing tenant stays where it is; its account walls are checked again."""
-    if spec.cell is not None and spec.cell != record.cell:
-        raise InvalidInput(f"tenant {spec.id!r} lives in cell {record.cell!r}, the spec names {spec.cell!r}: "
-                           "a tenant does not change cells in place (provision a new tenant and move its data)")
-    if spec.region != record.region:
-        raise InvalidInput(f"tenant {spec.id!r} lives in {record.region}: its region never changes (residency)")
-    placed = spec.model_copy(update={"cell": record.cell})
+    placed = _stays(spec, record)
     placement = Placement(cell=record.cell, account_id=record.account_id)
     if record.status in (TenantStatus.deprovisioning, TenantStatus.deprovisioned):
         return placed, placement  # the registry's hold refuses it with the tombstone's story
     outputs = ws.ensure_cell(record.cell)
+    ws.refuse_relocated(ws.cell(record.cell), outputs)
     walls = preflight.over(spec, outputs, ws.cell_clients(record.cell))
     if walls:
         raise QuotaExceeded(f"tenant {spec.id!r} refused before anything was changed: cell {record.cell}: "
@@ -198,7 +239,7 @@ def take_slot(ws: Workspace, cell_name: str, tier: Tier, refused: str) -> Placem
     cell = ws.cell(cell_name)
     cap = cell.max_pooled_tenants if tier is Tier.pooled else None
     if cell.draining or not ws.registry.reserve_slot(cell.name, tier, cap):
-        why = "draining" if cell.draining else full_reason(ws.registry, cell, tier)
+        why = full_reason(ws.registry, cell, tier)
         raise QuotaExceeded(f"{refused}: cell {cell.name!r} has no {tier.value} slot ({why})")
     return Placement(cell=cell.name, account_id=cell.account_id, reserved=True)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from tenantctl.aws import Clients
 from tenantctl.engines.base import Approval, Engine, EventSink, UpResult
-from tenantctl.errors import NotFound, TargetUnavailable
+from tenantctl.errors import InvalidInput, NotFound, TargetUnavailable
 from tenantctl.models import CellSpec, TenantRecord
 from tenantctl.naming import DEFAULT_CELL, PLATFORM_STACK, cell_stack
 from tenantctl.project import PROJECT_FILE, Project, ensure_project_file, find_root
@@ -28,6 +28,23 @@ from tenantctl.registry import CellBusy, RegistryWriter
 # existed is applied again (on AWS that is `tenantctl platform up`'s job).
 PLATFORM_OUTPUTS = ("registry_table", "revocation_table", "gateway_secret_arn")  # the home cell's
 CELL_OUTPUTS = ("bucket", "gateway_secret_arn")  # every other cell's
+
+
+def relocation(spec: CellSpec, outputs: dict[str, Any], target_account: str | None) -> str | None:
+    """Why ``spec`` (a cell's stack file) cannot be applied over ``outputs`` (what
+    the cell was deployed as): it names another region or account (a cell naming
+    no role is in ``target_account``). A cell's region and account never change:
+    its tenants' data is there."""
+    if not outputs.get("bucket"):
+        return None
+    account = spec.account_id or target_account
+    moved = [f"{what} {new} (deployed in {old})" for what, new, old in
+             (("region", spec.region, outputs.get("region")), ("account", account, outputs.get("account_id")))
+             if old and new and new != old]
+    if not moved:
+        return None
+    return (f"the stack file of cell {spec.name!r} names {' and '.join(moved)}: a cell's region and account never "
+            f"change (put stacks/Pulumi.{cell_stack(spec.name)}.yaml back; `tenantctl cell add` adds another cell)")
 
 
 class Workspace:
@@ -155,6 +172,20 @@ class Workspace:
             self._outputs[name] = outputs
         return self._outputs[name]
 
+    def refuse_relocated(self, spec: CellSpec, outputs: dict[str, Any]) -> None:
+        """InvalidInput (exit 3) when ``spec`` (the cell's stack file) names another
+        region or account than ``outputs`` (what the cell was deployed as)."""
+        moved = self.relocation(spec, outputs)
+        if moved:
+            raise InvalidInput(moved)
+
+    def relocation(self, spec: CellSpec, outputs: dict[str, Any]) -> str | None:
+        """``relocation`` of ``spec`` over ``outputs``, the target's own account read only when needed."""
+        if not outputs.get("bucket"):
+            return None
+        own = spec.account_id is None and spec.name != DEFAULT_CELL  # in the home cell's account
+        return relocation(spec, outputs, self.platform_outputs().get("account_id") if own else None)
+
     def forget_cell_outputs(self, name: str) -> None:
         """The cell's stack changed outside ``up_cell`` (destroyed): read its outputs again when asked."""
         self._outputs.pop(name, None)
@@ -198,26 +229,36 @@ class Workspace:
 
     def up_cell(self, name: str, on_event: EventSink | None = None, *, wait: float = 0.0,
                 unless_applied: bool = False, on_wait: Callable[[CellBusy], None] | None = None,
-                refresh: bool = False) -> UpResult | None:
+                refresh: bool = False, write: Callable[[], object] | None = None) -> UpResult | None:
         """Apply the cell's platform stack (its stack file must exist) under the
         cell's lease, and record what it was applied from and its draining
         flag. ``wait``: how long to
         wait for another run's lease (0: CellBusy at once). ``unless_applied``:
         None, and nothing run, when the stack was last applied from the same
         spec and program (checked once the lease is held). ``refresh``: against
-        its live state (a repair)."""
+        its live state (a repair). ``write``: writes the stack file once the lease is
+        held (`cell add`): a run refused the lease leaves the file as it was, one
+        that waited builds on what the holder wrote. A file naming another region
+        or account than the cell was deployed in: InvalidInput (exit 3)."""
         from tenantctl.fingerprint import cell_hash
 
-        spec = self.cell(name)
-        applied = cell_hash(spec, self.project_dir)
+        def committed() -> tuple[CellSpec, str]:
+            if write is not None:
+                write()
+            spec = self.cell(name)
+            self.refuse_relocated(spec, self.cell_outputs(name))
+            return spec, cell_hash(spec, self.project_dir)
+
         registry = self._registry_or_none()
         if registry is None:  # the home cell's first up creates the registry: nothing to lease yet
+            spec, applied = committed()
             result = self._up_cell(name, on_event)
             self.registry.set_applied(name, applied)
         else:
             from tenantctl import cell_lease
 
             with cell_lease.held(registry, name, "cell up", wait=wait, on_wait=on_wait) as lease:
+                spec, applied = committed()  # read under the lease: what a run waited for may have written
                 if unless_applied and lease.applied == applied:
                     return None
                 result = self._up_cell(name, on_event, refresh)

@@ -87,6 +87,10 @@ def cell_state(sandbox) -> Path:
     return StateFile(Path(sandbox.state_dir) / "local-engine", naming.cell_stack(CELL)).path
 
 
+def naming_file(cli: Cli) -> Path:
+    return cli.root / "stacks" / f"Pulumi.{naming.cell_stack(CELL)}.yaml"
+
+
 def edit_cell(cli: Cli, **fields) -> None:
     stacks = cli.root / "stacks"
     write_cell(stacks, read_cell(stacks, CELL).model_copy(update=fields))
@@ -189,11 +193,19 @@ def test_a_held_lease_refuses_cell_add_and_lapses_when_its_holder_is_gone(cli, s
         ExpressionAttributeNames={"#l": LEASE, "#u": LEASE_UNTIL},
         ExpressionAttributeValues={":l": {"S": dead.model_dump_json()}, ":u": {"N": str(time.time() + 4)}})
 
+    path = naming_file(cli)
+    written = path.stat().st_mtime_ns
     run = cli("cell", "add", CELL, "--owner", "team-apc-3")
     assert run.returncode == 5, run.stderr
     assert "cell 'apc' is being applied by a cell up (owner ci, host runner-7, pid 4242" in run.stderr
-    # Refused before anything ran: the cloud and the stack file are as they were.
+    # Refused before anything ran: the cloud and the stack file are as they were, the file not even written
+    # (a write put back afterwards could undo what the lease's holder wrote meanwhile).
     assert bucket_tags(sandbox)["owner"] == "team-apc-2" and read_cell(cli.root / "stacks", CELL).owner == "team-apc-2"
+    assert path.stat().st_mtime_ns == written
+    # A drain too: an up running meanwhile would set the counter's flag back to what its file said.
+    run = cli("cell", "drain", CELL, "--json")
+    assert run.returncode == 5 and run.json()["error"]["code"] == 5, run
+    assert path.stat().st_mtime_ns == written and counter(sandbox)[DRAINING] == {"BOOL": False}
 
     time.sleep(4.5)  # nobody renews it: the lease lapses
     run = cli("cell", "add", CELL, "--owner", "team-apc-3", "--json")
@@ -214,6 +226,35 @@ def test_a_committed_cell_without_the_homes_runtime_is_refused_before_anything_r
     refused = cells(summary)["apd"]
     assert rc == 1 and refused["action"] == "invalid" and not refused["ok"]
     assert "names no runtime_principal_arn" in refused["error"] and "cell add apd --write-only" in refused["error"]
+
+
+def test_a_cell_file_moved_to_another_region_is_refused_by_apply_and_placement(cli, sandbox):
+    """A cell's region never changes: an edited file is refused before any engine call, by `apply`
+    (the cell invalid) and by a provision placed there (exit 3, no record, no slot)."""
+    path = naming_file(cli)
+    committed = path.read_text()
+    edit_cell(cli, region="us-west-2")
+    try:
+        rc, summary, _ = apply(cli, "--preview")
+        refused = cells(summary)[CELL]
+        assert rc == 1 and refused["action"] == "invalid" and not refused["ok"]
+        assert ("names region us-west-2 (deployed in ap-northeast-2): a cell's region and account never change"
+                in refused["error"])
+        before = counter(sandbox).get("pooled")
+        run = cli("provision", "apc-moved", "--region", "us-west-2", "--cell", CELL, "--json")
+        assert run.returncode == 3 and "deployed in ap-northeast-2" in run.json()["error"]["message"], run
+        assert cli("status", "apc-moved").returncode == 6 and counter(sandbox).get("pooled") == before
+        assert not (cli.root / "stacks" / "Pulumi.apc-moved.yaml").exists()
+    finally:
+        path.write_text(committed)
+    rc, summary, err = apply(cli, "--preview")
+    assert cells(summary)[CELL]["action"] == "unchanged", err
+    # A region no partition has, and a name the rules refuse: exit 3, no stack file written.
+    typo = cli("cell", "add", "apz", "--region", "zz-nowhere-1", "--json")
+    assert typo.returncode == 3 and typo.json()["error"]["rule"] == "region", typo
+    bad = cli("cell", "add", "Apz", "--region", REGION, "--json")
+    assert bad.returncode == 3 and bad.json()["error"]["rule"] == "cell-name", bad
+    assert not list((cli.root / "stacks").glob("Pulumi.cell-?pz.yaml"))
 
 
 def test_a_cell_changed_behind_tenantctls_back_is_reported_by_refresh_and_repaired_by_apply_refresh(cli, sandbox):

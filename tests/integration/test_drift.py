@@ -235,6 +235,16 @@ def test_previews_refuse_what_the_run_would_refuse(acme, cli):
     assert cli("provision", GONE, "--preview").returncode == 5
     unsafe = cli("provision", TENANT, "--backup-retention-days", "3", "--preview")
     assert unsafe.returncode == 8 and "backup-retention" in unsafe.stderr
+    # An existing tenant named into another cell or region: refused as the run refuses it (exit 3), before
+    # any read of the wrong region; an unknown region for a new tenant too.
+    for option in (("--cell", "nosuch"), ("--region", "us-west-2")):
+        moved = cli("provision", TENANT, *option, "--preview", "--json")
+        assert moved.returncode == 3 and "in place" in moved.json()["error"]["message"], moved
+    typo = cli("provision", f"{TENANT}-typo", "--region", "zz-nowhere-1", "--preview")
+    assert typo.returncode == 3 and "'zz-nowhere-1': no AWS partition has it" in typo.stderr, typo
+    # The preview names the tenant's cell.
+    named = cli("provision", TENANT, "--preview", "--json")
+    assert named.returncode == 0 and named.json()["cell"] == "default", named
 
 
 # -- audit, and deprovision's confirmation ---------------------------------------------------------

@@ -295,3 +295,16 @@ def test_iam_role_quota_refuses_before_anything_exists(cli: Cli, sandbox):
     assert f"IAM roles in the account: {roles} of {roles} in use, the tenant needs 2 more" in flat
     assert "iam:GetAccountSummary RolesQuota" in flat
     assert_dedicated_nothing_created(cli, sandbox, tenant_id)
+
+
+def test_cell_show_lists_every_account_quota_and_names_a_wall_only_when_one_is_met(cli: Cli, sandbox):
+    roles = aws(sandbox, "iam").get_account_summary()["SummaryMap"]["Roles"]
+    shown = cli("cell", "show", "default", "--json")
+    assert shown.returncode == 0, shown
+    assert [q for q in shown.json()["quotas"] if q.startswith("IAM roles in the account")]
+    assert shown.json()["walls"] == []  # far from any quota: no wall, as `cell list` says
+    assert cli("cell", "list", "--json").json()["cells"][0]["walls"] == []
+    walled = cli("cell", "show", "default", "--json", env={"TENANTCTL_QUOTA_IAM_ROLES": str(roles)})
+    assert [w for w in walled.json()["walls"] if w.startswith(f"IAM roles in the account: {roles} of {roles}")]
+    text = cli("cell", "show", "default", env={"TENANTCTL_QUOTA_IAM_ROLES": str(roles)}).stdout
+    assert [line for line in text.splitlines() if line.startswith("account wall") and "IAM roles" in line]

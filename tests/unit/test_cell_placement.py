@@ -30,6 +30,7 @@ from tenantctl.stackconfig import (
     write_cell,
     write_tenant,
 )
+from tenantctl.workspace import Workspace, relocation
 
 ROLE_A = "arn:aws:iam::222222222222:role/tenantctl-cell"
 TABLE = "reg"
@@ -196,10 +197,13 @@ def workspace(tmp_path: Path, registry: RegistryWriter, cells: list[CellSpec]) -
     for cell in cells:
         write_cell(tmp_path, cell)
     clients = Clients(region="us-east-1", credentials=("testing", "testing"))
-    return SimpleNamespace(registry=registry, cells=lambda: cell_specs(tmp_path), ensure_cell=lambda name: {},
-                           cell=lambda name: cell_specs(tmp_path)[name],
-                           cell_clients=lambda name: clients.in_account(cell_specs(tmp_path)[name].account_role_arn,
-                                                                        cell_specs(tmp_path)[name].region))
+    ws = SimpleNamespace(registry=registry, cells=lambda: cell_specs(tmp_path), ensure_cell=lambda name: {},
+                         cell=lambda name: cell_specs(tmp_path)[name], is_sandbox=True,
+                         cell_clients=lambda name: clients.in_account(cell_specs(tmp_path)[name].account_role_arn,
+                                                                      cell_specs(tmp_path)[name].region))
+    ws.relocation = lambda spec, outputs: relocation(spec, outputs, "111111111111")
+    ws.refuse_relocated = lambda spec, outputs: Workspace.refuse_relocated(ws, spec, outputs)
+    return ws
 
 
 def test_the_first_cell_of_an_account_and_region_owns_its_rds_os_metrics_group():
@@ -281,6 +285,77 @@ def test_an_existing_tenant_stays_in_its_cell_and_region(tmp_path: Path, registr
         place(ws, TenantSpec(id="acme", region="eu-west-1", cell="default"), record)
     with pytest.raises(InvalidInput, match="residency"):
         place(ws, TenantSpec(id="acme", region="us-east-1"), record)
+
+
+def test_a_preview_refuses_what_placement_would_and_a_forced_cells_refusal_names_only_it(
+        tmp_path: Path, registry: RegistryWriter):
+    ws = workspace(tmp_path, registry, [CellSpec(name="apa", region="ap-south-1", max_pooled_tenants=1),
+                                        CellSpec(name="apb", region="ap-south-1", max_pooled_tenants=1),
+                                        CellSpec(name="apx", region="ap-south-1", tiers=[Tier.dedicated])])
+    assert place(ws, TenantSpec(id="t0", region="ap-south-1"), None)[1].cell == "apa"  # the first of two empty
+    # The preview passes over the full cell, as the run does.
+    assert choose(ws, TenantSpec(id="t1", region="ap-south-1"), None).cell == "apb"
+    with pytest.raises(QuotaExceeded) as forced:
+        choose(ws, TenantSpec(id="t1", region="ap-south-1", cell="apa"), None)
+    with pytest.raises(QuotaExceeded) as forced_run:
+        place(ws, TenantSpec(id="t1", region="ap-south-1", cell="apa"), None)
+    for refusal in (forced.value, forced_run.value):
+        assert "cell apa cannot take it (cell apa: 1 of 1 pooled tenants placed" in str(refusal)
+        assert "apb" not in str(refusal) and "None" not in str(refusal)
+    assert place(ws, TenantSpec(id="t1", region="ap-south-1"), None)[1].cell == "apb"
+    for attempt in (choose, lambda *a: place(*a)[0]):  # both full now: one refusal, each cell's reason
+        with pytest.raises(QuotaExceeded) as full:
+            attempt(ws, TenantSpec(id="t2", region="ap-south-1"), None)
+        assert "no cell in ap-south-1 can take it" in str(full.value)
+        assert sorted(full.value.details) == ["cell apa: 1 of 1 pooled tenants placed (max_pooled_tenants: schemas "
+                                              "per PostgreSQL)", "cell apb: 1 of 1 pooled tenants placed "
+                                              "(max_pooled_tenants: schemas per PostgreSQL)",
+                                              "cell apx: it takes dedicated tenants, not pooled"]
+    registry.set_draining("apx", True)  # the counter's flag, whatever the file says
+    with pytest.raises(QuotaExceeded, match=r"cell apx cannot take it \(cell apx: draining\)"):
+        choose(ws, TenantSpec(id="t3", region="ap-south-1", tier=Tier.dedicated, cell="apx"), None)
+    # An existing tenant: the spec names another cell or region, refused as the run refuses it.
+    record = TenantRecord(tenant_id="t0", tier=Tier.pooled, status=TenantStatus.active, region="ap-south-1",
+                          cell="apa")
+    assert choose(ws, TenantSpec(id="t0", region="ap-south-1"), record).cell == "apa"
+    with pytest.raises(InvalidInput, match="tenantctl move t0 --cell apb"):
+        choose(ws, TenantSpec(id="t0", region="ap-south-1", cell="apb"), record)
+    with pytest.raises(InvalidInput, match="region never changes in place"):
+        choose(ws, TenantSpec(id="t0", region="us-west-2"), record)
+
+
+def test_a_region_no_partition_has_is_refused_as_input_not_as_a_full_region(tmp_path: Path,
+                                                                            registry: RegistryWriter):
+    ws = workspace(tmp_path, registry, [])
+    with pytest.raises(InvalidInput, match="'zz-nowhere-1': no AWS partition has it") as typo:
+        place(ws, TenantSpec(id="t0", region="zz-nowhere-1"), None)
+    assert typo.value.rule == "region"
+    with pytest.raises(QuotaExceeded, match="sa-east-1 has no cell; add a cell: `tenantctl cell add NAME "
+                                            "--region sa-east-1`") as empty:
+        choose(ws, TenantSpec(id="t0", region="sa-east-1"), None)
+    assert "free capacity" not in str(empty.value)
+
+
+def test_a_cell_file_naming_another_region_or_account_than_its_deployment_is_refused(
+        tmp_path: Path, registry: RegistryWriter):
+    deployed = {"bucket": "b", "region": "eu-west-1", "account_id": "222222222222"}
+    same = CellSpec(name="eua", region="eu-west-1", account_role_arn=ROLE_A)
+    assert relocation(same, deployed, "111111111111") is None
+    assert relocation(same.model_copy(update={"region": "us-west-2"}), {}, "111111111111") is None  # not deployed
+    moved = relocation(same.model_copy(update={"region": "us-west-2"}), deployed, "111111111111")
+    assert moved.startswith("the stack file of cell 'eua' names region us-west-2 (deployed in eu-west-1): a cell's "
+                            "region and account never change")
+    # No role: the target's own account, which is not where it was deployed.
+    assert "account 111111111111 (deployed in 222222222222)" in relocation(
+        CellSpec(name="eua", region="eu-west-1"), deployed, "111111111111")
+    assert relocation(CellSpec(name="eua", region="eu-west-1"), {**deployed, "account_id": "111111111111"},
+                      "111111111111") is None
+    # Placement refuses the cell, whatever its room.
+    ws = workspace(tmp_path, registry, [same.model_copy(update={"region": "us-west-2"})])
+    ws.ensure_cell = lambda name: deployed
+    with pytest.raises(InvalidInput, match="names region us-west-2 \\(deployed in eu-west-1\\)"):
+        place(ws, TenantSpec(id="t0", region="us-west-2"), None)
+    assert registry.cell_counts(["eua"])["eua"] is None  # no slot taken
 
 
 def test_a_service_specific_endpoint_wins_over_the_targets(monkeypatch):

@@ -99,3 +99,8 @@ def test_a_line_rich_would_rewrite_is_left_to_rich(capsys: pytest.CaptureFixture
     rich_out = io.StringIO()
     Console(file=rich_out, emoji=False, soft_wrap=True).print(text, highlight=False)
     assert capsys.readouterr().out == rich_out.getvalue() != text + "\n"
+
+
+def test_an_error_keeps_its_brackets(capsys: pytest.CaptureFixture[str]) -> None:
+    output.error("region: String should match pattern '^[a-z]{2}(-gov)?-[a-z]+-\\d$'")
+    assert capsys.readouterr().err == "error: region: String should match pattern '^[a-z]{2}(-gov)?-[a-z]+-\\d$'\n"

@@ -52,7 +52,7 @@ def _progress(preview: bool) -> Iterator[tuple[Callable, Callable]]:
 
         def on_result(result) -> None:
             mark = "[green]ok[/]" if result.ok else f"[red]failed[/]: {escape(result.error or '')}"
-            changes = f" · {_changes(result)}" if result.changes else ""
+            changes = f" · {_changes(result)}" if _changes(result) else ""
             line = f"{result.name}: {result.action.value} {mark} ({result.seconds:.1f}s){changes}"
             (progress.note if isinstance(result, CellResult) else progress.done)(line)
 

@@ -40,7 +40,7 @@ def _rows(info: "CellInfo") -> list[tuple[str, str]]:
             ("bucket", info.bucket or "-"), ("database", info.database or "-")]
     if info.account_role_arn:
         rows.append(("waker role", info.waker_role_arn or "none yet: `tenantctl cell add` applies it"))
-    rows += [("account wall", w) for w in info.walls]
+    rows += [("account wall" if q in info.walls else "account quota", q) for q in info.quotas]
     return rows
 
 

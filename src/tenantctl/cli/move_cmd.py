@@ -56,7 +56,7 @@ def move(
 
     def progress(line: str) -> None:
         if not json_out:
-            err_console.print(line, highlight=False)
+            err_console.print(line, highlight=False, markup=False)
 
     result = run(Workspace(), tenant_id, tier=tier, cell=cell, rollback=rollback, finalize=finalize,
                  window=timedelta(hours=window_hours), progress=progress)

@@ -152,7 +152,7 @@ def _plain_table(title: str, columns: Sequence[str], rows: list[list[str]]) -> N
 
 
 def error(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def step_rows(steps: Iterable[Any]) -> list[tuple[str, str, str, str]]:

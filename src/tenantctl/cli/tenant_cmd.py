@@ -146,13 +146,14 @@ def _preview(tenant_id: str, planned, json_out: bool) -> None:
     steps = [c for c in planned.changes.changes if c.op is not Op.same]
     pending = bool(steps or planned.orphans)
     if json_out:
-        print_json({"tenant_id": tenant_id, "existing": planned.existing, "changes": planned.changes.summary(),
+        print_json({"tenant_id": tenant_id, "existing": planned.existing, "cell": planned.cell,
+                    "changes": planned.changes.summary(),
                     "resources": steps, "orphans": planned.orphans,
                     "exit_code": CHANGES_PENDING if pending else 0})
     else:
         changes_table(f"provision {tenant_id} --preview", planned.changes)
         orphan_lines(tenant_id, planned.orphans, preview=True)
-        console.print(f"{tenant_id}: {changes_summary(planned.changes)}"
+        console.print(f"{tenant_id} (cell {planned.cell}): {changes_summary(planned.changes)}"
                       + (f", {len(planned.orphans)} orphan resource(s)" if planned.orphans else ""), highlight=False)
     if pending:
         raise typer.Exit(CHANGES_PENDING)

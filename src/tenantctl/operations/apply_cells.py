@@ -33,13 +33,19 @@ _WHY = {"never": "not applied yet", "changed since": "spec or program changed si
         "unknown": "no fingerprint recorded (applied by an older tenantctl)"}
 
 
+def _refused(spec: CellSpec, error: str) -> CellResult:
+    return CellResult(cell=spec.name, action=Action.invalid, ok=False, reason="stack file refused", error=error)
+
+
 def _planned(ws: Workspace, spec: CellSpec, item: dict[str, Any] | None) -> CellResult:
     if spec.name != DEFAULT_CELL and spec.runtime_principal_arn is None:
-        return CellResult(cell=spec.name, action=Action.invalid, ok=False, reason="stack file refused",
-                          error=f"cell {spec.name!r} names no runtime_principal_arn (tenant roles outside the home "
-                                f"cell trust the home's runtime): `tenantctl cell add {spec.name} --write-only` "
-                                "writes a complete stack file to commit")
+        return _refused(spec, f"cell {spec.name!r} names no runtime_principal_arn (tenant roles outside the home "
+                              f"cell trust the home's runtime): `tenantctl cell add {spec.name} --write-only` "
+                              "writes a complete stack file to commit")
     state = stack_file_state(ws, spec, item)
+    moved = ws.relocation(spec, ws.cell_outputs(spec.name)) if state in ("changed since", "unknown") else None
+    if moved:  # deployed, and its file now names another region or account
+        return _refused(spec, moved)
     reasons = [] if state == "as committed" else [_WHY[state]]
     if item is not None and item_to_counts(item)[1] != spec.draining:
         reasons.append("draining: no new tenants" if spec.draining else "no longer draining: takes new tenants")

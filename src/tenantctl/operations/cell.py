@@ -19,9 +19,9 @@ from tenant_runtime.registry import item_to_counts
 from tenantctl.engines.base import EventSink, UpResult
 from tenantctl.errors import InvalidInput
 from tenantctl.models import CellSpec, Tier, describe_validation_error
-from tenantctl.naming import DEFAULT_CELL
-from tenantctl.registry import CellBusy, applied_of
-from tenantctl.stackconfig import stack_file, write_cell
+from tenantctl.naming import DEFAULT_CELL, cell_name_problem
+from tenantctl.registry import applied_of
+from tenantctl.stackconfig import write_cell
 from tenantctl.workspace import Workspace
 
 
@@ -45,7 +45,10 @@ class CellInfo(BaseModel):
     bucket: str | None = None
     database: str | None = None
     waker_role_arn: str | None = None  # in another account: what the runtime assumes to wake its tenants
-    walls: list[str] = []  # `show`: the account quotas a new pooled tenant would meet
+    # `show` only (read from the cell's account): each account quota a new pooled tenant uses, with its
+    # usage, and the ones it would exceed there (walls: placement passes the cell over)
+    quotas: list[str] = []
+    walls: list[str] = []
 
 
 def stack_file_state(ws: Workspace, spec: CellSpec, item: dict[str, Any] | None) -> str:
@@ -83,6 +86,9 @@ def _counter(ws: Workspace, name: str) -> dict[str, Any] | None:
 def cell_spec(ws: Workspace, name: str, options: dict[str, Any]) -> CellSpec:
     """The committed spec of ``name`` (if any) with ``options`` laid over it. A
     cell's region and account never change (its tenants' data is there)."""
+    problem = cell_name_problem(name)
+    if problem:
+        raise InvalidInput(f"cell {name!r}: {problem}", rule="cell-name")
     existing = ws.cells().get(name)
     base = existing.model_dump(mode="json", exclude_none=True) if existing else {"name": name}
     given = {k: v for k, v in options.items() if v is not None}
@@ -94,6 +100,10 @@ def cell_spec(ws: Workspace, name: str, options: dict[str, Any]) -> CellSpec:
                                    "account never change (add another cell)")
     elif "region" not in given and name != DEFAULT_CELL:
         raise InvalidInput(f"cell {name!r} is new: give its --region")
+    elif "region" in given:
+        from tenantctl.aws import require_known_region
+
+        require_known_region(given["region"])
     try:
         return CellSpec.model_validate({**base, **given})
     except ValidationError as exc:
@@ -105,29 +115,28 @@ def add(ws: Workspace, name: str, options: dict[str, Any],
     """Write the cell's stack file and apply it (idempotent: a re-run applies
     changed options). The home cell comes first: the registry is there.
     ``write_only``: the file alone, complete, for `tenantctl apply` to apply
-    once committed (no UpResult)."""
-    spec = cell_spec(ws, name, options)
+    once committed (no UpResult). The file is written under the cell's lease
+    (the spec read again there), so a run refused it changes nothing."""
+    cell_spec(ws, name, options)  # a bad option is refused before the home cell is touched
     home = ws.ensure_platform(on_event)
-    if spec.name != DEFAULT_CELL and spec.runtime_principal_arn is None:
-        # Tenant roles of the cell must trust the runtime, which reads the registry
-        # in the home account: written down explicitly in the cell's spec.
-        spec = spec.model_copy(update={"runtime_principal_arn": home["runtime_principal_arn"]})
-    if spec.name not in ws.cells() and "os_metrics_group" not in options:
-        spec = spec.model_copy(update={"os_metrics_group": not _shares_account_region(ws, spec, home["account_id"])})
-    path = stack_file(ws.stacks_dir, spec.stack)
-    previous = path.read_text() if path.exists() else None
-    write_cell(ws.stacks_dir, spec)
+
+    def write() -> CellSpec:
+        spec = cell_spec(ws, name, options)
+        if spec.name != DEFAULT_CELL and spec.runtime_principal_arn is None:
+            # Tenant roles of the cell must trust the runtime, which reads the registry
+            # in the home account: written down explicitly in the cell's spec.
+            spec = spec.model_copy(update={"runtime_principal_arn": home["runtime_principal_arn"]})
+        if spec.name not in ws.cells() and "os_metrics_group" not in options:
+            spec = spec.model_copy(update={"os_metrics_group": not _shares_account_region(ws, spec,
+                                                                                          home["account_id"])})
+        write_cell(ws.stacks_dir, spec)
+        return spec
+
     if write_only:
+        spec = write()
         return _info(ws, spec, ws.cell_outputs(spec.name), _counter(ws, spec.name)), None
-    try:
-        result = ws.up_cell(spec.name, on_event)
-    except CellBusy:  # nothing ran: the stack file stays as it was
-        if previous is None:
-            path.unlink()
-        else:
-            path.write_text(previous)
-        raise
-    return _info(ws, spec, result.outputs, _counter(ws, spec.name)), result
+    result = ws.up_cell(name, on_event, write=write)
+    return _info(ws, ws.cell(name), result.outputs, _counter(ws, name)), result
 
 
 def same_account_region(ws: Workspace, spec: CellSpec, target_account: str | None) -> list[CellSpec]:
@@ -166,16 +175,23 @@ def show(ws: Workspace, name: str, recount: bool = False) -> CellInfo:
     info = _info(ws, spec, outputs, _counter(ws, name))
     if info.deployed:
         probe = TenantSpec(id="probe", region=spec.region, cell=name)
-        info.walls = [c.explain() for c in preflight.checks(probe, ws.cell_outputs(name), ws.cell_clients(name))]
+        quotas = preflight.checks(probe, ws.cell_outputs(name), ws.cell_clients(name))
+        info.quotas = [c.explain() for c in quotas]
+        info.walls = [c.explain() for c in quotas if not c.ok]
     return info
 
 
 def drain(ws: Workspace, name: str, draining: bool = True) -> CellInfo:
     """Stop (or, ``draining=False``, resume) placing new tenants in the cell:
     in its stack file (the desired state) and in its counter item (what the
-    race-free reservation checks)."""
-    spec = ws.cell(name).model_copy(update={"draining": draining})
-    write_cell(ws.stacks_dir, spec)
+    race-free reservation checks), both under the cell's lease: an up running
+    meanwhile would set the counter's flag back to what its file said."""
+    from tenantctl import cell_lease
+
+    ws.cell(name)  # NotFound before the registry is touched
     registry = ws.registry
-    registry.set_draining(name, draining)
+    with cell_lease.held(registry, name, "cell drain"):
+        spec = ws.cell(name).model_copy(update={"draining": draining})
+        write_cell(ws.stacks_dir, spec)
+        registry.set_draining(name, draining)
     return _info(ws, spec, ws.cell_outputs(name), _counter(ws, name))

@@ -91,6 +91,7 @@ class Preview(BaseModel):
     changes: ChangeSet
     orphans: list[Orphan] = Field(default_factory=list)
     existing: bool = False
+    cell: str  # the tenant's cell, or the one placement would pick for a new tenant
 
 
 class Applied(BaseModel):
@@ -214,15 +215,16 @@ def preview(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None, 
     if refused is not None:
         raise refused
     spec = choose(ws, spec, record)
-    clients = ws.cell_clients(spec.cell)
-    preflight.check(spec, ws.cell_outputs(spec.cell), clients)
+    clients, outputs = ws.cell_clients(spec.cell), ws.cell_outputs(spec.cell)
+    ws.refuse_relocated(ws.cell(spec.cell), outputs)
+    preflight.check(spec, outputs, clients)
     existing = record is not None and record.resources is not None
     tagged = inventory.scan(clients, [spec.region], tenant=spec.id) if existing else []
     stack = stack_of(spec.id, record)
     with proposed(ws, spec, stack), engine_step(f"previewing {spec.id!r}"):
         changes = ws.engine.preview(stack, on_event=on_event, refresh=existing)
     found = orphans_of(ws, record, changes, tagged)[0] if existing else []
-    return Preview(changes=changes, orphans=[Orphan.of(t) for t in found], existing=existing)
+    return Preview(changes=changes, orphans=[Orphan.of(t) for t in found], existing=existing, cell=spec.cell)
 
 
 @contextmanager
