@@ -115,7 +115,9 @@ def test_a_cell_is_removed_only_once_nothing_of_any_tenant_is_left_in_it(cli, sa
                                          ExpressionAttributeValues={":one": {"N": "1"}})
     error = refused(cli("cell", "remove", CELL, "--yes", "--json"), 5)
     assert len(error["details"]) == 1 and "--recount" in error["details"][0]
-    assert cli("cell", "show", CELL, "--recount", "--json").json()["pooled"] == 0
+    assert "holds no tenant, but its counter holds 1 slot(s), its records 0" in error["message"]
+    recounted = cli("cell", "show", CELL, "--recount", "--json").json()
+    assert recounted["pooled"] == 0 and recounted["recounted"] == {"pooled": [1, 0]}
 
     plan = cli("cell", "remove", CELL, "--dry-run", "--json")
     assert plan.returncode == 0, plan.stderr

@@ -170,7 +170,7 @@ def test_cli_exits_8_and_names_the_check(clean, sandbox, tenantctl_cli):
     assert out["ok"] is False and out["failed"] == ["rls-forced"] and out["exit_code"] == 8
     forced = next(c for c in out["checks"] if c["name"] == "rls-forced")
     assert forced["outcome"] == "fail" and "messages" in forced["detail"]
-    assert human.returncode == 8 and "1 check(s) failed: rls-forced" in human.stdout
+    assert human.returncode == 8 and "1 check(s) failed: database/rls-forced" in human.stdout
 
 
 def _tamper_aws(sandbox, record, what: str):
@@ -414,6 +414,20 @@ def test_provision_runs_the_check_and_records_a_violation(workspace, provision_t
     finally:
         undo()
     assert again.last_error is None and [c.name for c in result.drift] == [f"{tenant}-key"]
+
+
+def test_a_resource_deleted_out_of_band_fails_its_checks_as_gone(workspace, provision_tenant, sandbox):
+    """Not "could not run" (exit 7, the target unavailable): the tenant's posture is broken (exit 8),
+    and a provision creates the resource again."""
+    tenant = "ck-gone"
+    record = provision_tenant(tenant)
+    aws(sandbox, "sqs").delete_queue(QueueUrl=record.resources.dlq_url)
+    report = check_tenant(workspace, tenant)
+    assert report.exit_code() == 8 and not report.errors, report.summary()
+    gone = [c for c in report.failed if c.detail.startswith("gone: ")]
+    assert "dlq-encryption" in {c.name for c in gone} and all("tenantctl provision ID" in c.detail for c in gone)
+    provision(workspace, TenantSpec(id=tenant))
+    assert check_tenant(workspace, tenant).ok
 
 
 def test_deployed_policy_documents_pass_parliament_and_cloudsplaining(clean, sandbox):

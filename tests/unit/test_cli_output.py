@@ -104,3 +104,10 @@ def test_a_line_rich_would_rewrite_is_left_to_rich(capsys: pytest.CaptureFixture
 def test_an_error_keeps_its_brackets(capsys: pytest.CaptureFixture[str]) -> None:
     output.error("region: String should match pattern '^[a-z]{2}(-gov)?-[a-z]+-\\d$'")
     assert capsys.readouterr().err == "error: region: String should match pattern '^[a-z]{2}(-gov)?-[a-z]+-\\d$'\n"
+
+
+def test_a_plain_table_keeps_each_row_on_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    output.table("acme · drift", ["op", "resource"],
+                 [("update", "queue"), ("", "delaySeconds: 0 → 30\nvisibility: 30 → 5")])
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[3].split() == ["delaySeconds:", "0", "→", "30;", "visibility:", "30", "→", "5"] and len(rows) == 5

@@ -68,13 +68,35 @@ class PostureReport(BaseModel):
 Check = Callable[[], tuple[bool, str]]
 
 
+# AWS's answers for a resource that does not exist: the tenant's resource was deleted, which is a
+# broken posture (fail), not a check that could not run (error: exit 7, "target unavailable").
+GONE_CODES = frozenset({
+    "AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NoSuchEntity", "NotFoundException",
+    "ResourceNotFoundException", "NoSuchBucket", "NotFound", "DBInstanceNotFound", "InvalidVpcID.NotFound",
+    "InvalidGroup.NotFound", "InvalidVpcEndpointId.NotFound", "InvalidFlowLogId.NotFound",
+})
+
+
+def gone(exc: Exception) -> bool:
+    """``exc`` is AWS saying the resource a check reads does not exist."""
+    response = getattr(exc, "response", None)
+    return isinstance(response, dict) and response.get("Error", {}).get("Code") in GONE_CODES
+
+
 def run_each(area: str, checks: list[tuple[str, Check]]) -> Iterator[CheckResult]:
-    """Run each check; an exception is an ``error`` of that check, not of the rest."""
+    """Run each check; an exception is an ``error`` of that check, not of the rest,
+    but a resource AWS says is gone fails it."""
     for name, fn in checks:
         try:
             ok, detail = fn()
         except Exception as exc:  # noqa: BLE001 - reported per check
-            yield CheckResult(area=area, name=name, outcome=Outcome.error, detail=f"{type(exc).__name__}: {exc}")
+            if gone(exc):
+                message = exc.response["Error"].get("Message") or exc.response["Error"]["Code"]
+                yield CheckResult(area=area, name=name, outcome=Outcome.failed,
+                                  detail=f"gone: {message} (deleted out of band? `tenantctl refresh` names it, "
+                                         "`tenantctl provision ID` creates it again)")
+            else:
+                yield CheckResult(area=area, name=name, outcome=Outcome.error, detail=f"{type(exc).__name__}: {exc}")
             continue
         yield CheckResult(area=area, name=name, outcome=Outcome.passed if ok else Outcome.failed, detail=detail)
 

@@ -7,7 +7,7 @@ import typer
 from tenant_runtime.states import Tier
 from tenantctl.cli import output
 from tenantctl.cli.options import JsonFlag, YesFlag
-from tenantctl.cli.output import changes_summary, console, print_json, table
+from tenantctl.cli.output import changes_summary, console, print_json, table, warn
 
 if TYPE_CHECKING:
     from tenantctl.operations.cell import CellInfo
@@ -41,6 +41,9 @@ def _rows(info: "CellInfo") -> list[tuple[str, str]]:
     if info.account_role_arn:
         rows.append(("waker role", info.waker_role_arn or "none yet: `tenantctl cell add` applies it"))
     rows += [("account wall" if q in info.walls else "account quota", q) for q in info.quotas]
+    if info.recounted is not None:
+        rows.append(("recounted", ", ".join(f"{tier} {was} → {now}" for tier, (was, now) in info.recounted.items())
+                     or "the counter was right"))
     return rows
 
 
@@ -79,6 +82,9 @@ def add(
         # A changed option that replaces a shared resource is asked about first, as `platform up` does.
         ws.approve = confirmation(yes, view)
         info, result = run(ws, name, options, on_event=view, write_only=write_only)
+    if info.pooled is not None and info.pooled > info.max_pooled_tenants:
+        warn(f"cell {name} holds {info.pooled} pooled tenants, over its cap of {info.max_pooled_tenants}: they stay "
+             "(`tenantctl move ID --cell OTHER` moves one out); no new pooled tenant is placed there until it is below")
     if json_out:
         print_json({"cell": info, "changes": result.changes.summary() if result else None})
         return

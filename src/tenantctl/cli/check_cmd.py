@@ -5,7 +5,7 @@ from typing import Annotated
 import typer
 
 from tenantctl.cli.options import tenant_argument
-from tenantctl.cli.output import console, print_json, table
+from tenantctl.cli.output import console, escape, print_json, table
 
 app = typer.Typer()
 
@@ -31,7 +31,8 @@ def check(
     is in its region, every resource ARN in the cell's account and the
     tenant's region, its prefix in its cell's bucket.
 
-    Exit codes: 0 all pass, 8 a check failed, 7 a check could not run.
+    Exit codes: 0 all pass, 8 a check failed (a resource AWS says is gone
+    fails the checks reading it), 7 a check could not run.
     """
     from tenantctl.checks import check_tenant
     from tenantctl.workspace import Workspace
@@ -41,14 +42,15 @@ def check(
         print_json({**report.as_json(), "exit_code": report.exit_code()})
     else:
         table(f"posture of tenant {tenant_id}", ["area", "check", "result", "detail"],
-              [(c.area, c.name, f"[{_STYLE[c.outcome.value]}]{c.outcome.value}[/]", c.detail) for c in report.checks])
+              [(c.area, c.name, f"[{_STYLE[c.outcome.value]}]{c.outcome.value}[/]", escape(c.detail))
+               for c in report.checks])
         if report.failed:
             console.print(f"[bold red]{len(report.failed)} check(s) failed:[/] "
-                          f"{', '.join(c.name for c in report.failed)}")
-        elif report.errors:
+                          f"{', '.join(f'{c.area}/{c.name}' for c in report.failed)}", highlight=False)
+        if report.errors:
             console.print(f"[yellow]{len(report.errors)} check(s) could not run:[/] "
-                          f"{', '.join(c.name for c in report.errors)}")
-        else:
+                          f"{', '.join(f'{c.area}/{c.name}' for c in report.errors)}", highlight=False)
+        if report.ok:
             console.print(f"[green]all {len(report.checks)} checks pass[/]")
     if report.exit_code():
         raise typer.Exit(report.exit_code())

@@ -144,7 +144,8 @@ def _plain(cell: str) -> str:
 
 
 def _plain_table(title: str, columns: Sequence[str], rows: list[list[str]]) -> None:
-    lines = [list(columns)] + [[_plain(c) for c in r] for r in rows]
+    # A cell of several lines (a step's changed properties) stays on its row: `grep`-able, one line per row.
+    lines = [list(columns)] + [[_plain(c).replace("\n", "; ") for c in r] for r in rows]
     widths = [max(len(line[i]) for line in lines) for i in range(len(columns))]
     out = [title] + ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines]
     sys.stdout.write("\n".join(out) + "\n\n")
@@ -153,6 +154,11 @@ def _plain_table(title: str, columns: Sequence[str], rows: list[list[str]]) -> N
 
 def error(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    """A line on stderr about something the command did, which it did not refuse."""
+    err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def step_rows(steps: Iterable[Any]) -> list[tuple[str, str, str, str]]:

@@ -49,6 +49,8 @@ class CellInfo(BaseModel):
     # usage, and the ones it would exceed there (walls: placement passes the cell over)
     quotas: list[str] = []
     walls: list[str] = []
+    # `show --recount`: each count it corrected, [the counter's, the records'] (empty: it was right)
+    recounted: dict[str, list[int]] | None = None
 
 
 def stack_file_state(ws: Workspace, spec: CellSpec, item: dict[str, Any] | None) -> str:
@@ -169,10 +171,15 @@ def show(ws: Workspace, name: str, recount: bool = False) -> CellInfo:
 
     spec = ws.cell(name)
     registry = ws.registry
+    corrected = None
     if recount:
-        registry.set_counts(name, registry.recount(name))
+        before = (registry.cell_counts([name]).get(name) or ({}, False))[0]
+        counts = registry.recount(name)
+        registry.set_counts(name, counts)
+        corrected = {tier: [before.get(tier, 0), n] for tier, n in counts.items() if before.get(tier, 0) != n}
     outputs = ws.cell_outputs(name)
     info = _info(ws, spec, outputs, _counter(ws, name))
+    info.recounted = corrected
     if info.deployed:
         probe = TenantSpec(id="probe", region=spec.region, cell=name)
         quotas = preflight.checks(probe, ws.cell_outputs(name), ws.cell_clients(name))

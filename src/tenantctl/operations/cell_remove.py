@@ -200,10 +200,13 @@ def _planned(ws: Workspace, registry: RegistryWriter, spec: CellSpec, clients: A
     s3 = clients("s3")
     found = holds(registry, spec, s3, utcnow())
     stray = _counted_without_record(registry, spec.name, found)
-    if found or stray:
+    if found:
         raise Conflict(f"cell {spec.name!r} still holds {len(found)} tenant(s): move them out (`tenantctl move ID "
                        "--cell OTHER`), deprovision them, or wait for their retention to end; nothing was changed",
                        details=[f"{h.tenant_id}: {h.why}" for h in found + ([stray] if stray else [])])
+    if stray:
+        raise Conflict(f"cell {spec.name!r} holds no tenant, but {stray.why}; nothing was changed",
+                       details=[f"{stray.tenant_id}: {stray.why}"])
     outputs, final = ws.cell_outputs(spec.name), resource_name(spec.stack, "final")
     if outputs.get("db_endpoint") and snapshot_exists(clients("rds"), final):
         raise Conflict(f"cell {spec.name!r}: RDS would name its database's final snapshot {final}, which an earlier "
