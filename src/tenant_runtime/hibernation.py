@@ -6,8 +6,15 @@ that needs the tenant's store starts the instance and is answered
 TenantWaking (503 with Retry-After) instead of a connection timeout; so is
 every request until the instance is available, then the store is used as
 usual. At most one DescribeDBInstances per tenant per ``recheck`` seconds,
-whatever the request rate; once seen available, none until the record names a
-newer hibernation.
+whatever the request rate; once seen available (or gone), none until the record
+names a newer hibernation.
+
+Only a hibernation that describes the tenant's store is acted on
+(``TenantRecord.store_hibernation``): a flag an older tenantctl left on a
+tenant since moved to the pooled tier is no reason to call RDS. One naming an
+instance RDS does not know (``INSTANCE_NOT_FOUND``) has nothing to start: the
+store is used as it is, so the flag never stands between a tenant and its
+store (whether that store answers is the connection's to say).
 
 The calls are made with the runtime's own credentials (never a tenant role's):
 it needs ``rds:DescribeDBInstances`` and ``rds:StartDBInstance`` on the
@@ -27,6 +34,14 @@ from tenant_runtime.context import TenantContext
 from tenant_runtime.errors import StoreUnavailable, TenantWaking
 from tenant_runtime.models import Hibernation
 
+INSTANCE_NOT_FOUND = "DBInstanceNotFound"  # RDS's error code for an identifier it does not know
+GONE = "gone"  # the state of an instance RDS does not know: nothing to start
+
+
+def instance_not_found(exc: Exception) -> bool:
+    """``exc`` (a botocore error) is RDS saying the instance does not exist."""
+    return getattr(exc, "response", {}).get("Error", {}).get("Code") == INSTANCE_NOT_FOUND
+
 
 class DatabaseWaker:
     """``rds_for(hibernation)``: an RDS client of the runtime's own credentials in the
@@ -43,7 +58,7 @@ class DatabaseWaker:
     def ensure_awake(self, ctx: TenantContext) -> None:
         """Return when the tenant's database can be used; else start it (when
         stopped) and raise TenantWaking."""
-        hibernation = ctx.record.hibernation
+        hibernation = ctx.record.store_hibernation
         if hibernation is None:
             return
         key = (ctx.tenant_id, hibernation.since.isoformat())
@@ -51,7 +66,7 @@ class DatabaseWaker:
             return
         with self._lock:
             state = self._state(ctx.tenant_id, hibernation)
-            if state == "available":
+            if state in ("available", GONE):
                 self._awake.add(key)
                 return
         raise TenantWaking(ctx.tenant_id, state, self.retry_after)
@@ -73,6 +88,9 @@ class DatabaseWaker:
                 rds.start_db_instance(DBInstanceIdentifier=hibernation.db_instance)
                 state = "starting"
         except (ClientError, BotoCoreError) as exc:
-            raise StoreUnavailable(f"the database of hibernated tenant {tenant_id!r} cannot be woken: {exc}") from None
+            if not instance_not_found(exc):
+                raise StoreUnavailable(f"the database of hibernated tenant {tenant_id!r} cannot be woken: {exc}") \
+                    from None
+            state = GONE
         self._seen[tenant_id] = (now, state)
         return state

@@ -114,7 +114,8 @@ class Hibernation(BaseModel):
     """A dedicated tenant's database instance stopped while the tenant is idle
     (`tenantctl hibernate`). The runtime starts it on the tenant's first request
     and answers TenantWaking (503, retry) until it is available; tenantctl clears
-    this once it is awake (`tenantctl resume`)."""
+    this once it is awake (`tenantctl resume`), and whenever the record no longer
+    names the store it describes (``TenantRecord.store_hibernation``)."""
 
     db_instance: str
     region: str
@@ -207,6 +208,20 @@ class TenantRecord(BaseModel):
     @property
     def current_stack(self) -> str:
         return self.stack or self.tenant_id
+
+    @property
+    def store_hibernation(self) -> Hibernation | None:
+        """``hibernation`` while it describes the tenant's store: a dedicated
+        one (a pooled store lives in its cell's shared instance, never
+        stopped), in the tenant's region (a move to another region leaves the
+        old instance behind), of a tenant that is no tombstone (its instance
+        went with its stack). None otherwise: what is left names an instance
+        that is not the tenant's store, which nobody may wait for or start."""
+        sleeping = self.hibernation
+        if (sleeping is None or self.tier is not Tier.dedicated or self.status is TenantStatus.deprovisioned
+                or sleeping.region != self.region):
+            return None
+        return sleeping
 
     @property
     def stacks(self) -> list[str]:

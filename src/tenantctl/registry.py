@@ -156,6 +156,14 @@ def refusal(existing: TenantRecord | None, spec: TenantSpec, locks: bool = True)
     return None
 
 
+def refuse_open_move(record: TenantRecord) -> None:
+    """Refuse (Conflict, exit 5) a run that needs the tenant in one store while
+    a move is open: two stores then, replication between them, a slot of each tier."""
+    if record.move is not None:
+        raise Conflict(f"tenant {record.tenant_id!r} is being moved ({record.move.phase.value}): roll the move back "
+                       f"(`tenantctl move {record.tenant_id} --rollback`) or finalize it first")
+
+
 class RegistryUnreachable(TargetUnavailable):
     """The registry table cannot be read or written (endpoint down, table
     missing, retries exhausted): exit 7, like any unavailable target."""
@@ -498,7 +506,10 @@ class RegistryWriter:
     # -- writes ----------------------------------------------------------
     def _put(self, record: TenantRecord, expected_version: int | None) -> TenantRecord:
         require_valid(record.tenant_id)  # nothing is ever written under an id the engine would refuse
-        new = record.model_copy(update={"version": (expected_version or 0) + 1, "updated_at": utcnow()})
+        # A hibernation lasts no longer than the store it describes: whatever write leaves the record
+        # without it (moved to pooled or another region, rolled back, tombstoned) drops the flag.
+        new = record.model_copy(update={"version": (expected_version or 0) + 1, "updated_at": utcnow(),
+                                        "hibernation": record.store_hibernation})
         item = record_to_item(new)
         if expected_version is None:
             cond: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(tenant_id)"}
@@ -628,6 +639,7 @@ class RegistryWriter:
     def mark_hibernation(self, record: TenantRecord, hibernation: Hibernation | None) -> TenantRecord:
         """Record (or, None, clear) the tenant's hibernation and release the lock."""
         return self._put(record.model_copy(update={"hibernation": hibernation, "lock": None}), record.version)
+
     def save(self, record: TenantRecord, **changes: Any) -> TenantRecord:
         """Write ``changes`` to a record this run holds (a move's steps),
         conditional on its version: atomic with respect to every other writer."""

@@ -117,6 +117,16 @@ def registry_record(sandbox, tenant_id: str) -> dict[str, Any] | None:
     return json.loads(item["record"]["S"]) if item else None
 
 
+def write_record(sandbox, record: Any) -> None:
+    """Put a record (or its dict) straight into the registry table, past the registry writer: as a crashed
+    run on another machine, or an older tenantctl, would leave it."""
+    from tenant_runtime.registry import record_to_item
+    from tenantctl.models import TenantRecord
+
+    table = platform_outputs(sandbox)["registry_table"]
+    aws(sandbox, "dynamodb").put_item(TableName=table, Item=record_to_item(TenantRecord.model_validate(record)))
+
+
 def cell_count(sandbox, cell: str = "default", tier: str = "pooled") -> int:
     """Tenants holding a slot in ``cell``, as its counter item in the registry says."""
     table = platform_outputs(sandbox)["registry_table"]

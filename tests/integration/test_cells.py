@@ -1087,5 +1087,5 @@ def test_the_runtime_wakes_a_hibernated_tenant_in_its_cells_account(fleet: Fleet
         assert as_waker.startswith(f"arn:aws:sts::{ACCOUNT_A}:assumed-role/tenantctl-cell-eua-waker/")
     finally:
         runtime.close()
-    woken = wake(fleet.ws, tid)
-    assert woken.hibernation is None and state() == "available"
+    woken, done = wake(fleet.ws, tid)
+    assert woken.hibernation is None and done == "woken from hibernation" and state() == "available"

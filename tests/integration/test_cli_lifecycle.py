@@ -249,10 +249,18 @@ def test_a_workspace_is_added_isolated_removed_and_goes_with_its_tenant(cli, san
     assert removed.returncode == 0, removed.stderr
     workspace_gone(sandbox, revived)
 
-    # Deprovisioning the tenant takes its workspaces with it.
+    # Deprovisioning the tenant takes its workspaces with it, each after a final backup of its own,
+    # as the confirmation says.
     finance = json.loads(cli("workspace", "add", tenant, "finance", "--json").stdout)["workspace"]
+    unconfirmed = cli("deprovision", tenant, "--json")  # no terminal to ask on
+    assert unconfirmed.returncode == 13, unconfirmed
+    [said] = [d for d in json.loads(unconfirmed.stdout)["error"]["details"] if d.startswith("workspace finance:")]
+    assert f"schema {finance['store']['schema_name']}: its data is deleted; a final backup is taken first " \
+           "(the workspace's own, under its key)" in said and "NO final backup" not in said, said
     assert cli("deprovision", tenant, "--yes").returncode == 0
     workspace_gone(sandbox, finance)
+    finals = json.loads(cli("drill", "history", tenant, "--workspace", "finance", "--json").stdout)["backups"]
+    assert [b["reason"] for b in finals] == ["final"]
 
 
 def test_bad_input_is_one_line_and_creates_nothing(cli):

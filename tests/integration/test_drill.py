@@ -10,9 +10,11 @@ import json
 import re
 
 import pytest
+from fault_tools import write_record
 from psycopg import sql
 from tenant_data import Sandbox, history, objects, put_objects, rows, scratch_databases, write_history
 
+from tenant_runtime.models import Hibernation
 from tenant_runtime.tables import TABLES as STORE_TABLES
 from tenantctl import naming
 from tenantctl.drills import envelope, store
@@ -394,8 +396,13 @@ def test_overwrite_backs_the_live_tenant_up_first(ctx, box, tenant, workspace, m
 
 
 @pytest.mark.parametrize("tier", [Tier.pooled, Tier.dedicated])
-def test_restore_after_deprovision_brings_the_tenant_back(ctx, box, tenant, workspace, tier):
+def test_restore_after_deprovision_brings_the_tenant_back(ctx, box, tenant, workspace, tier, sandbox):
     record = tenant(f"revive-{tier.value}", tier)
+    # Recorded as hibernating (its instance's state is the runtime's and `resume`'s business, not this test's):
+    # the flag goes with the store, and one an older tenantctl left on the tombstone goes at the revive.
+    sleeping = Hibernation(db_instance=naming.rds_identifier(record.tenant_id), region=record.region)
+    record = workspace.registry.save(record, hibernation=sleeping)
+    assert (record.hibernation == sleeping) is (tier is Tier.dedicated)  # a pooled store has no instance to stop
     res = record.resources
     written = history(box, record)
     live_rows = rows(box, res.store.database, res.store.schema_name)
@@ -404,6 +411,8 @@ def test_restore_after_deprovision_brings_the_tenant_back(ctx, box, tenant, work
 
     tomb, _, details = deprovision(workspace, record.tenant_id)
     assert tomb.status is TenantStatus.deprovisioned and tomb.retain_until is not None
+    assert tomb.hibernation is None
+    write_record(sandbox, tomb.model_copy(update={"hibernation": sleeping}))
     final = store.load_manifest(s3, ctx.kms, tomb, details["final_backup"])
     assert final.reason == "final" and final.tables["messages"].rows == 15
     assert kms.describe_key(KeyId=res.kms_key_arn)["KeyMetadata"]["KeyState"] == "PendingDeletion"
@@ -426,6 +435,7 @@ def test_restore_after_deprovision_brings_the_tenant_back(ctx, box, tenant, work
 
     back = workspace.registry.require(record.tenant_id)
     assert back.status is TenantStatus.active and back.retain_until is None and back.lock is None
+    assert back.hibernation is None
     new = back.resources
     # Everything the engine destroyed is there again; the key is a new one (the old stack's key is gone).
     assert new.kms_key_arn != res.kms_key_arn

@@ -14,14 +14,16 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from fault_tools import POOLED, Cli, inventory, registry_record, run_id
+from fault_tools import POOLED, Cli, aws, inventory, registry_record, run_id, write_record
 from move_tools import writing
 from psycopg import sql
 from runtime_tenants import jwt_settings
 
 from tenant_runtime import AsyncTenantRuntime, TenantRuntime
-from tenant_runtime.models import MovePhase
+from tenant_runtime.models import Hibernation, MovePhase
 from tenant_runtime.tables import TABLES
+from tenantctl import naming
+from tenantctl.cli.tenant_cmd import _record_rows
 from tenantctl.drills.context import context_from_workspace
 from tenantctl.drills.models import Verdict
 from tenantctl.drills.run import drill
@@ -32,7 +34,9 @@ from tenantctl.errors import Conflict, InvalidInput, QuotaExceeded, TargetUnavai
 from tenantctl.models import TenantStatus, Tier
 from tenantctl.operations import mover
 from tenantctl.operations.deprovision import deprovision
+from tenantctl.operations.hibernate import hibernate, wake
 from tenantctl.operations.move import move
+from tenantctl.operations.suspend import resume, set_suspended
 from tenantctl.transfer import store_sync
 from tenantctl.transfer.store_sync import compare
 
@@ -92,9 +96,14 @@ def test_move_with_a_writer_keeps_every_acknowledged_write_and_rolls_back(moved,
     # Both stores exist: the move holds a dedicated slot beside its pooled one, in the tenant's cell.
     assert record.cell == moved.cell and record.account_id == moved.account_id
     assert _slots(workspace, record) == {**slots, "dedicated": slots["dedicated"] + 1}
-    with pytest.raises(Conflict, match="being moved"):  # not with two stores and a link between them
-        deprovision(workspace, MOVED, final_backup=False)
+    for refused in (deprovision, hibernate):  # not with two stores and a link between them
+        with pytest.raises(Conflict, match=r"being moved \(switched\): roll the move back"):
+            refused(workspace, MOVED)
     assert record.move.phase is MovePhase.switched and record.lock is None
+    # The dedicated store hibernated all the same, as an older tenantctl let it be: the rollback drops the flag.
+    write_record(sandbox, record.model_copy(update={"hibernation": Hibernation(
+        db_instance=naming.rds_identifier(MOVED), region=record.region)}))
+    record = workspace.registry.require(MOVED)
     old, new = record.move.old_store, record.resources.store
     assert new.database != old.database
     # Every acknowledged write is in the new store, with the seq it was acknowledged with.
@@ -114,6 +123,7 @@ def test_move_with_a_writer_keeps_every_acknowledged_write_and_rolls_back(moved,
         time.sleep(0.3)
     record = workspace.registry.require(MOVED)
     assert back.outcome == "rolled_back" and record.tier is Tier.pooled and record.move is None
+    assert record.hibernation is None
     assert record.resources.store == old
     assert _slots(workspace, record) == slots  # the dedicated slot went back with the dedicated store
     assert {seq for seq, _ in writer.acked} <= {seq for seq, _ in _rows(sandbox, record)}
@@ -345,6 +355,70 @@ def test_a_target_not_caught_up_in_time_ends_the_freeze_with_nothing_switched(
     assert workspace.registry.require(MOVED).resources == before.resources
 
 
+def test_a_hibernated_tenant_is_woken_to_move_and_no_flag_outlives_its_store(moved, workspace, runtime, sandbox):
+    """A move copies from the tenant's store, so a hibernated dedicated tenant
+    is woken first; the flags an older tenantctl left behind (for an instance
+    that is gone, on a tenant since moved to pooled) stop neither the runtime
+    nor `resume`, which clears them and says so."""
+    rds = aws(sandbox, "rds")
+    instance = naming.rds_identifier(MOVED)
+
+    def instance_state() -> str:
+        return rds.describe_db_instances(DBInstanceIdentifier=instance)["DBInstances"][0]["DBInstanceStatus"]
+
+    def left_behind(db_instance: str = instance) -> None:
+        """The flag written past the registry writer, as an older tenantctl left it; the runtime sees it."""
+        current = workspace.registry.require(MOVED)
+        write_record(sandbox, current.model_copy(update={"hibernation": Hibernation(
+            db_instance=db_instance, region=current.region)}))
+        runtime.registry.invalidate(MOVED)
+
+    def served(content: str) -> None:
+        asked = runtime.waker.describes
+        assert runtime.store.append(runtime.context(MOVED), "slept", "user", content).content == content
+        assert runtime.waker.describes == asked  # the flag is no reason to call RDS
+
+    # Dedicated, its flag naming an instance that no longer exists: served, and `resume` clears it.
+    left_behind("tenantctl-mv-a-before")
+    assert runtime.store.append(runtime.context(MOVED), "slept", "user", "first").content == "first"
+    served("no second look")
+    woken, done = wake(workspace, MOVED)
+    assert woken.hibernation is None and woken.lock is None
+    assert done == "stale hibernation cleared: database instance tenantctl-mv-a-before no longer exists"
+
+    slept, _ = hibernate(workspace, MOVED, force=True)
+    assert slept.store_hibernation is not None and instance_state() == "stopped"
+    lines: list[str] = []
+    result = move(workspace, MOVED, tier=Tier.pooled, progress=lines.append)
+    record = workspace.registry.require(MOVED)
+    assert result.outcome == "switched" and record.tier is Tier.pooled and record.hibernation is None
+    assert f"move {MOVED}: woken from hibernation (a move copies from its store)" in lines
+    assert instance_state() == "available"  # and followed the new store, read-only, for the rollback window
+    with pytest.raises(Conflict, match=r"being moved \(switched\)"):
+        hibernate(workspace, MOVED, force=True)
+
+    # Hibernated while the move was open (as an older tenantctl let it be): the pooled tenant is served as is,
+    # `status` calls the flag stale, and the finalize's first write drops it.
+    left_behind()
+    served("while switched")
+    assert any(label == "hibernation" and "stale" in text for label, text in _record_rows(
+        workspace.registry.require(MOVED)))
+    assert move(workspace, MOVED, finalize=True).outcome == "finalized"
+    record = workspace.registry.require(MOVED)
+    assert record.tier is Tier.pooled and record.move is None and record.hibernation is None
+    with pytest.raises(rds.exceptions.DBInstanceNotFoundFault):  # the dedicated store went with the finalize
+        instance_state()
+
+    # A suspended pooled tenant with a flag for that deleted instance (what QA found): resumed all the same.
+    assert set_suspended(workspace, MOVED, True)[0].status is TenantStatus.suspended
+    left_behind()
+    back, done = resume(workspace, MOVED)
+    assert back.status is TenantStatus.active and back.hibernation is None
+    assert done == [f"stale hibernation cleared: it named database instance {instance} ({record.region}), "
+                    "which is not the store of this pooled tenant", "suspension lifted"]
+    served("resumed")
+
+
 def _checks(sandbox, store: dict, tenant_id: str) -> dict:
     with psycopg.connect(sandbox.pg_dsn(store["database"]), autocommit=True) as conn:
         return table_checks(conn, store["schema_name"], tenant_id)
@@ -395,6 +469,8 @@ def test_a_killed_move_resumes_or_rolls_back_with_nothing_lost_and_nothing_left(
     record = registry_record(sandbox, tid)
     assert record["tier"] == "dedicated" and record["move"]["phase"] == "switched"
     assert _checks(sandbox, record["resources"]["store"], tid) == _checks(sandbox, pooled, tid) != before
+    refused = cli("hibernate", tid, "--force")  # its dedicated store, while the move is open: exit 5
+    assert refused.returncode == 5 and "is being moved (switched): roll the move back" in refused.stderr, refused
     assert cli("move", tid, "--finalize").returncode == 0
     assert registry_record(sandbox, tid)["move"] is None and _replication_left(sandbox) == []
     assert cli("deprovision", tid, "--yes", "--no-final-backup").returncode == 0

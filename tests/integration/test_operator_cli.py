@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fault_tools import Cli, aws, engine_state, platform_outputs, registry_record
+from fault_tools import Cli, aws, engine_state, platform_outputs, registry_record, write_record
 from terminal import run_in_terminal
 
 from tenantctl import __version__, naming
@@ -324,15 +324,6 @@ def test_sigterm_releases_the_lock_and_a_dead_runs_lock_is_cleared(cli, sandbox,
     refused = cli("deprovision", "op-dead", "--yes")  # another host's run: unknowable, refused
     assert refused.returncode == 5 and "another-host" in refused.stderr, refused
     assert cli("unlock", "op-dead", "--force").returncode == 0
-
-
-def write_record(sandbox, record: dict) -> None:
-    """Put a record straight into the registry table (as a crashed run on another machine would leave it)."""
-    from tenant_runtime.registry import record_to_item
-    from tenantctl.models import TenantRecord
-
-    table = platform_outputs(sandbox)["registry_table"]
-    aws(sandbox, "dynamodb").put_item(TableName=table, Item=record_to_item(TenantRecord.model_validate(record)))
 
 
 # -- suspend, resume, hibernate --------------------------------------------------------

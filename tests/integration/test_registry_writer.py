@@ -6,8 +6,9 @@ import uuid
 import boto3
 import pytest
 
+from tenant_runtime.registry import record_to_item
 from tenantctl.errors import Conflict, InvalidInput
-from tenantctl.models import StoreConnection, TenantResources, TenantSpec, TenantStatus, Tier
+from tenantctl.models import Hibernation, StoreConnection, TenantResources, TenantSpec, TenantStatus, Tier
 from tenantctl.registry import RegistryWriter
 
 
@@ -24,9 +25,9 @@ def registry(sandbox):
     client.delete_table(TableName=name)
 
 
-def resources(tenant_id: str) -> TenantResources:
+def resources(tenant_id: str, tier: Tier = Tier.pooled) -> TenantResources:
     return TenantResources(
-        tenant_id=tenant_id, tier=Tier.pooled, region="us-east-1",
+        tenant_id=tenant_id, tier=tier, region="us-east-1",
         store=StoreConnection(endpoint="127.0.0.1", database="platform", schema_name=f"tenant_{tenant_id}",
                               role=f"tenant_{tenant_id}_app", secret_arn="arn:aws:secretsmanager:x"),
         kms_key_arn="arn:aws:kms:k", kms_alias=f"alias/tenantctl/{tenant_id}", bucket="b",
@@ -106,6 +107,35 @@ def test_tombstone_is_not_reused_and_tier_change_is_refused(registry):
     assert tomb.status is TenantStatus.deprovisioned and tomb.retain_until > tomb.deprovisioned_at
     with pytest.raises(Conflict, match="tombstoned"):
         registry.acquire(spec, "provision")
+
+
+def test_a_hibernation_is_dropped_by_the_first_write_that_leaves_the_record_without_its_store(registry):
+    spec = TenantSpec(id="eps", tier=Tier.dedicated)
+    registry.mark_active(registry.acquire(spec, "provision"), resources("eps", Tier.dedicated), spec, "0.1.0", "h")
+    sleeping = Hibernation(db_instance="tenantctl-eps", region=spec.region)
+
+    def hibernated():
+        return registry.mark_hibernation(registry.lock_for("eps", "hibernate"), sleeping)
+
+    assert hibernated().hibernation == sleeping
+    held = registry.lock_for("eps", "provision")  # its own dedicated store: the flag stays through any write
+    assert held.hibernation == sleeping and registry.release(held).hibernation == sleeping
+    # A move's switch (or a rollback) to the pooled tier, or to another region: not its store any more.
+    assert registry.save(registry.get("eps"), tier=Tier.pooled, resources=resources("eps")).hibernation is None
+    back = registry.save(registry.get("eps"), tier=Tier.dedicated, resources=resources("eps", Tier.dedicated))
+    assert back.hibernation is None  # never comes back by itself
+    hibernated()
+    assert registry.save(registry.get("eps"), region="eu-west-1").hibernation is None
+    registry.save(registry.get("eps"), region=spec.region)
+    hibernated()
+    tomb = registry.mark_deprovisioned(registry.lock_for("eps", "deprovision"), retention_days=14)
+    assert tomb.hibernation is None  # its instance went with its stack
+
+    # A tombstone an older tenantctl left with the flag: the first write (a revive's lock) drops it.
+    registry.client.put_item(TableName=registry.table,
+                             Item=record_to_item(tomb.model_copy(update={"hibernation": sleeping})))
+    assert registry.get("eps").hibernation == sleeping  # reading changes nothing
+    assert registry.lock_for("eps", "drill-restore").hibernation is None
 
 
 def test_list_pages_cover_everything_once_with_filters(registry):

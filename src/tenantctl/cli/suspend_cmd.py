@@ -40,7 +40,9 @@ def resume(tenant_id: TenantArg, json_out: JsonFlag = False) -> None:
     """Serve a suspended or hibernated tenant again (idempotent).
 
     Lifts a suspension (stack file and trust policy) and wakes a hibernated
-    tenant's database (started, waited for until available).
+    tenant's database (started, waited for until available); a hibernation
+    naming an instance that is not the tenant's store (gone, or the tenant
+    moved since) is cleared, and says so.
     """
     from tenantctl.cli.progress import engine_progress
     from tenantctl.operations.suspend import resume as run
@@ -71,10 +73,11 @@ def hibernate(
     The first request after wakes it: the runtime starts the instance and
     answers 503 with Retry-After until it is up. `tenantctl resume` wakes it
     by hand; `tenantctl cost` shows what hibernation saves. Storage, backups
-    and VPC endpoints keep billing.
+    and VPC endpoints keep billing. A tenant being moved is refused (exit 5);
+    `tenantctl move` wakes a hibernated tenant first.
     """
     from tenantctl.cli.progress import engine_progress
-    from tenantctl.errors import InvalidInput
+    from tenantctl.errors import Conflict, InvalidInput
     from tenantctl.models import TenantStatus, Tier
     from tenantctl.operations.hibernate import hibernate as run
     from tenantctl.workspace import Workspace
@@ -91,10 +94,10 @@ def hibernate(
         with engine_progress(f"hibernating {tid}") as view:
             try:
                 record, usage = run(ws, tid, idle_days=idle_days, force=force, on_event=view)
-            except InvalidInput as exc:
+            except (InvalidInput, Conflict) as exc:
                 if not all_:
                     raise
-                skipped[tid] = str(exc)  # --all: the tenants that are not idle stay up
+                skipped[tid] = str(exc)  # --all: the tenants that are not idle, moving or locked stay up
                 continue
         done.append({"record": record, "last_activity": usage.last_activity})
     if json_out:

@@ -40,8 +40,10 @@ def _record_rows(record: "TenantRecord") -> list[tuple[str, str]]:
     if record.retain_until:
         rows.append(("retained until", f"{record.retain_until:%Y-%m-%d}"))
     if record.hibernation:
+        woken = ("woken by the next request" if record.store_hibernation else
+                 f"stale: not this tenant's store; `tenantctl resume {record.tenant_id}` clears it")
         rows.append(("hibernation", f"database instance {record.hibernation.db_instance} stopped since "
-                                    f"{record.hibernation.since:%Y-%m-%d %H:%M:%S}Z (woken by the next request)"))
+                                    f"{record.hibernation.since:%Y-%m-%d %H:%M:%S}Z ({woken})"))
     if record.lock:
         from tenantctl.registry import lock_holder
 

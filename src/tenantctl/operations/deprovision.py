@@ -19,6 +19,7 @@ from tenantctl.errors import Conflict, engine_step
 from tenantctl.models import TenantRecord, TenantStatus, Tier
 from tenantctl.naming import forget_hint, require_valid
 from tenantctl.operations.deletion_protection import lift
+from tenantctl.registry import refuse_open_move
 from tenantctl.stackconfig import stack_file
 from tenantctl.workspace import Workspace
 
@@ -46,7 +47,8 @@ def what_goes(record: TenantRecord, purge_data: bool, final_backup: bool) -> lis
     store = res.store
     data = (f"the RDS instance at {store.endpoint} (a final snapshot is kept)" if record.tier is Tier.dedicated
             else f"schema {store.schema_name} and role {store.role} in database {store.database}")
-    backup = ("a final backup is taken first" if final_backup and not purge_data
+    backed_up = final_backup and not purge_data
+    backup = ("a final backup is taken first" if backed_up
               else "NO final backup" + (" (--purge-data deletes the backups too)" if purge_data else ""))
     return [
         f"{data}: its data is deleted; {backup}",
@@ -57,9 +59,10 @@ def what_goes(record: TenantRecord, purge_data: bool, final_backup: bool) -> lis
         f"the tenant's lifecycle rules on s3://{res.bucket}",
         (f"EVERY object under s3://{res.bucket}/{res.prefix}, all versions (--purge-data)" if purge_data
          else f"objects under s3://{res.bucket}/{res.prefix}: kept"),
-    ] + [f"workspace {name}: schema {w.store.schema_name} (its data, with NO final backup: the final backup "
-         f"covers the tenant's schema only), role, queues, IAM role and secret deleted; KMS key {w.kms_key_arn} "
-         f"scheduled for deletion; objects under {w.prefix} " + ("purged" if purge_data else "kept")
+    ] + [f"workspace {name}: schema {w.store.schema_name}: its data is deleted; {backup}"
+         + (" (the workspace's own, under its key)" if backed_up else "")
+         + f"; role, queues, IAM role and secret deleted; KMS key {w.kms_key_arn} scheduled for deletion; "
+         f"objects under {w.prefix} " + ("purged" if purge_data else "kept")
          for name, w in sorted(res.workspaces.items())]
 
 
@@ -80,9 +83,7 @@ def deprovision(ws: Workspace, tenant_id: str, purge_data: bool = False,
     current = registry.require(tenant_id)
     if current.status is TenantStatus.deprovisioned:
         raise Conflict(f"tenant {tenant_id!r} is already deprovisioned (since {current.deprovisioned_at:%Y-%m-%d})")
-    if current.move is not None:  # two stores, replication between them, a slot of each tier: undo it first
-        raise Conflict(f"tenant {tenant_id!r} is being moved ({current.move.phase.value}): roll the move back "
-                       f"(`tenantctl move {tenant_id} --rollback`) or finalize it first")
+    refuse_open_move(current)
     # Final backup (tenantctl.drills) before anything is marked or removed, so a
     # failed one leaves the tenant as it was. Not with --purge-data (which deletes
     # the backups too), nor on a retry of a deprovision that already started.

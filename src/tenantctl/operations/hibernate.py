@@ -14,6 +14,13 @@ starts the instance and is answered TenantWaking (503, Retry-After) until it is
 available (``tenant_runtime.hibernation``). ``wake`` (`tenantctl resume`)
 starts it and waits, then clears the record. AWS starts a stopped instance by
 itself after 7 days: hibernate again (a nightly `tenantctl hibernate --all`).
+
+A tenant being moved is not hibernated (its move copies from the instance,
+which follows the new store through the rollback window), and a move wakes a
+hibernated tenant before it starts (``wake_held``). The flag lasts no longer
+than the store it describes: the registry drops it from any record that no
+longer names that store (``TenantRecord.store_hibernation``), and ``wake``
+clears one naming an instance that no longer exists.
 """
 
 from __future__ import annotations
@@ -21,10 +28,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from tenant_runtime.hibernation import instance_not_found
 from tenantctl import naming
 from tenantctl.engines.base import EventSink, phase
 from tenantctl.errors import ApplyFailed, InvalidInput
 from tenantctl.models import Hibernation, TenantRecord, TenantStatus, Tier
+from tenantctl.registry import refuse_open_move
 from tenantctl.usage.measure import TenantUsage, clients_from_workspace, measure
 from tenantctl.workspace import Workspace
 
@@ -38,6 +47,7 @@ def hibernate(ws: Workspace, tenant_id: str, idle_days: int = 30, force: bool = 
     hibernation (idempotent). Refused for a pooled tenant, a tenant that is not
     active, and (unless ``force``) one active within ``idle_days``."""
     record = ws.registry.require(tenant_id)
+    refuse_open_move(record)
     if record.tier is not Tier.dedicated:
         raise InvalidInput(f"tenant {tenant_id!r} is pooled: its schema lives in the platform's shared database, so "
                            "nothing of its own bills by the hour while it is idle (hibernate is for dedicated tenants)")
@@ -54,6 +64,7 @@ def hibernate(ws: Workspace, tenant_id: str, idle_days: int = 30, force: bool = 
     waker = _waker_role(ws, record)
     rds = ws.clients_for(record)("rds")  # its cell's account, its region
     with ws.registry.hold(tenant_id, "hibernate") as held:
+        refuse_open_move(held.record)  # a move may have started while it was measured
         state = _state(rds, instance)
         if state not in ("stopped", "stopping"):
             phase(on_event, tenant_id, f"stopping database instance {instance} ({state})")
@@ -78,17 +89,37 @@ def _waker_role(ws: Workspace, record: TenantRecord) -> str | None:
     return waker
 
 
-def wake(ws: Workspace, tenant_id: str, on_event: EventSink | None = None) -> TenantRecord:
+def wake(ws: Workspace, tenant_id: str, on_event: EventSink | None = None) -> tuple[TenantRecord, str | None]:
     """Start a hibernated tenant's database instance, wait until it is
     available, and clear its hibernation (the runtime's first request may have
-    started it already)."""
+    started it already). Returns the record and what was done (None: it did
+    not hibernate)."""
     record = ws.registry.require(tenant_id)
-    if record.hibernation is None:
-        return record
-    instance, region = record.hibernation.db_instance, record.hibernation.region
-    rds = ws.clients_for(record)("rds", region=region)
+    left = record.hibernation
+    if left is None:
+        return record, None
+    done: str | None = None  # when another run woke it meanwhile
     with ws.registry.hold(tenant_id, "wake") as held:
-        state = _state(rds, instance)
+        if held.record.hibernation is not None:
+            done = wake_held(ws, held, on_event)
+        elif record.store_hibernation is None:  # the lock's own write dropped it
+            done = (f"stale hibernation cleared: it named database instance {left.db_instance} ({left.region}), "
+                    f"which is not the store of this {record.tier.value} tenant")
+    return held.record, done
+
+
+def wake_held(ws: Workspace, held: Any, on_event: EventSink | None = None) -> str:
+    """``wake`` under the lock of the caller's run (``held``, a registry
+    ``Held``; its record hibernates): the instance started and waited for, the
+    hibernation cleared, the lock kept. Returns what was done."""
+    hibernation = held.record.hibernation
+    assert hibernation is not None
+    instance, tenant_id = hibernation.db_instance, held.record.tenant_id
+    rds = ws.clients_for(held.record)("rds", region=hibernation.region)
+    state = _state(rds, instance, absent_ok=True)
+    if state is None:  # nothing to start: the flag outlived its instance
+        done = f"stale hibernation cleared: database instance {instance} no longer exists"
+    else:
         if state == "stopping":
             _wait(rds, instance, "stopped", tenant_id, on_event)
             state = "stopped"
@@ -96,29 +127,35 @@ def wake(ws: Workspace, tenant_id: str, on_event: EventSink | None = None) -> Te
             phase(on_event, tenant_id, f"starting database instance {instance}")
             _call(lambda: rds.start_db_instance(DBInstanceIdentifier=instance), f"starting {instance}")
         _wait(rds, instance, "available", tenant_id, on_event)
-        held.record = ws.registry.mark_hibernation(held.record, None)
-    return held.record
+        done = "woken from hibernation"
+    held.record = ws.registry.save(held.record, hibernation=None)
+    return done
 
 
 def instance_state(ws: Workspace, record: TenantRecord) -> str | None:
     """The state of a hibernated tenant's instance (`stopped`, `starting`,
-    `available`...); None when the record holds no hibernation."""
-    if record.hibernation is None:
+    `available`...); None when the record holds no hibernation of its store."""
+    sleeping = record.store_hibernation
+    if sleeping is None:
         return None
-    return _state(ws.clients_for(record)("rds", region=record.hibernation.region), record.hibernation.db_instance)
+    return _state(ws.clients_for(record)("rds", region=sleeping.region), sleeping.db_instance)
 
 
-def _state(rds: Any, instance: str) -> str:
-    described = _call(lambda: rds.describe_db_instances(DBInstanceIdentifier=instance), f"describing {instance}")
-    return described["DBInstances"][0]["DBInstanceStatus"]
+def _state(rds: Any, instance: str, absent_ok: bool = False) -> str | None:
+    """The instance's state; None (only ``absent_ok``): RDS knows no such instance."""
+    described = _call(lambda: rds.describe_db_instances(DBInstanceIdentifier=instance), f"describing {instance}",
+                      absent_ok)
+    return None if described is None else described["DBInstances"][0]["DBInstanceStatus"]
 
 
-def _call(call: Any, what: str) -> Any:
+def _call(call: Any, what: str, absent_ok: bool = False) -> Any:
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         return call()
     except (ClientError, BotoCoreError) as exc:
+        if absent_ok and instance_not_found(exc):
+            return None
         raise ApplyFailed(f"{what} failed: {exc}") from None
 
 

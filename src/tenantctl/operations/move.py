@@ -22,6 +22,10 @@ cells, its prefix, from the old cell's bucket to the new one's).
                   other way round (objects included), the record switched back,
                   then the target removed
 
+A hibernated tenant's instance is started first (``_wake``: the move copies
+from it, and it follows the new store through the rollback window), and
+`hibernate` refuses a tenant while its move is open.
+
 Each phase is written to the record (``TenantRecord.move``) before its work,
 under the tenant's lock, so a killed run is resumed (``move ID``) or undone
 (``move ID --rollback``); the lock of a run that provably died on this host
@@ -129,6 +133,8 @@ def move(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: str |
     started = False
     try:
         with ws.registry.hold(tenant_id, "move") as held:
+            if held.record.hibernation is not None:  # what the lock's write left names its store
+                _wake(ws, held, progress)
             if target is not None:
                 resources = held.record.resources
                 assert resources is not None
@@ -149,6 +155,18 @@ def move(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: str |
                       window_ends_at=(held.record.move.window_ends_at.isoformat()
                                       if held.record.move and held.record.move.window_ends_at else None),
                       **mover.result_extra)
+
+
+def _wake(ws: Workspace, held: Any, progress: Progress | None) -> None:
+    """Start a hibernated tenant's instance before the move goes on: a move
+    copies from that store, which then follows the new one through the
+    rollback window, so it must run. The move was asked for, so the tenant is
+    woken rather than the move refused (hibernate refuses an open move)."""
+    from tenantctl.operations.hibernate import wake_held
+
+    tenant_id, say = held.record.tenant_id, progress or (lambda _line: None)
+    done = wake_held(ws, held, lambda event: say(f"move {tenant_id}: {event.message}"))
+    say(f"move {tenant_id}: {done} (a move copies from its store)")
 
 
 def _mover(ws: Workspace, held: Any, progress: Progress | None) -> Mover:

@@ -70,7 +70,7 @@ def _settled(ws: Any, record: TenantRecord) -> TenantRecord:
 
 def can_rebuild(record: TenantRecord) -> bool:
     """Its stores can be reindexed now: the tenant is active, its database awake."""
-    return record.status is TenantStatus.active and record.resources is not None and record.hibernation is None
+    return record.status is TenantStatus.active and record.resources is not None and record.store_hibernation is None
 
 
 def rebuild_unindexed(ws: Any, record: TenantRecord) -> tuple[TenantRecord, dict[str, ReindexResult]]:

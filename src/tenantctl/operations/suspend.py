@@ -47,11 +47,8 @@ def resume(ws: Workspace, tenant_id: str, on_event: EventSink | None = None) -> 
     suspension. Returns the record and what was done (nothing when it was active)."""
     from tenantctl.operations.hibernate import wake
 
-    record = ws.registry.require(tenant_id)
-    done: list[str] = []
-    if record.hibernation is not None:
-        record = wake(ws, tenant_id, on_event=on_event)
-        done.append("woken from hibernation")
+    record, woken = wake(ws, tenant_id, on_event=on_event)
+    done = [woken] if woken else []
     path = stack_file(ws.stacks_dir, record.current_stack)
     if record.status is TenantStatus.suspended or (path.exists() and read_tenant(path).suspended):
         record, _ = set_suspended(ws, tenant_id, False, on_event=on_event)

@@ -306,7 +306,7 @@ def _hibernated(ws: Workspace, record: TenantRecord) -> bool:
     try:
         return instance_state(ws, record) in ("stopping", "stopped")
     except TenantctlError:  # unreadable: trust the record
-        return record.hibernation is not None
+        return record.store_hibernation is not None
 
 
 # -- report ----------------------------------------------------------------------------
