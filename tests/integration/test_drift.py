@@ -9,7 +9,10 @@ its cell's bucket holds the retention classes.) Then: `provision` of
 an existing tenant repairs and says so; a one-field spec change previews
 exactly its properties in the table, --json and markdown; previews refuse what
 the run would refuse; `audit` finds what the registry and the cloud disagree
-on; deprovision lists what it would delete before asking.
+on; deprovision lists what it would delete before asking. Last, orphans that
+are not: another tenant's queue and key tagged as a tenant's are reported as
+mis-tagged and never removed; an orphan key is scheduled for deletion, and a
+removal that fails fails the repair (apply and provision).
 
 The tests run in file order and share their tenants (provisioning is the slow
 part); they run in a project directory of their own (`dr-*` tenants).
@@ -22,7 +25,7 @@ import json
 import psycopg
 import pytest
 import yaml
-from fault_tools import POOLED, Cli, aws, inventory, platform_outputs
+from fault_tools import POOLED, Cli, aws, inventory, platform_outputs, registry_record
 from psycopg import sql
 
 from tenant_runtime.registry import item_key, record_to_item
@@ -308,3 +311,104 @@ def test_deprovision_lists_what_it_deletes_before_asking(acme, cli, sandbox):
     assert f"deprovision tenant {TENANT}" in run.stderr
     assert f"{TENANT}-key" in run.stderr and "deleted with its data" in run.stderr and f"{TENANT}-queue" in run.stderr
     assert inventory(sandbox, TENANT) == POOLED  # nothing was removed
+
+
+# -- orphans: another tenant's resource is never one; a removal that fails fails the repair -----------------
+
+GLOBEX, HOOLI = "dr-globex", "dr-hooli"
+RIVALS = ("--match", GLOBEX, "--match", HOOLI)
+
+
+@pytest.fixture(scope="module")
+def rivals(cli) -> dict[str, TenantRecord]:
+    made = {}
+    for tenant in (GLOBEX, HOOLI):
+        run = cli("provision", tenant, "--json")
+        assert run.returncode == 0, run
+        made[tenant] = TenantRecord.model_validate(run.json()["record"])
+    return made
+
+
+def key_state(sandbox, key: str) -> str:
+    return aws(sandbox, "kms").describe_key(KeyId=key)["KeyMetadata"]["KeyState"]
+
+
+def test_another_tenants_resources_tagged_as_a_tenants_are_reported_and_never_removed(rivals, cli, sandbox):
+    hooli = rivals[HOOLI].resources
+    dlq, key = naming.dlq_name(HOOLI), hooli.kms_key_arn.rsplit("/", 1)[1]
+    # By hand, behind tenantctl's back: hooli's dead-letter queue and key tagged as globex's.
+    aws(sandbox, "sqs").tag_queue(QueueUrl=hooli.dlq_url, Tags={"tenant": GLOBEX})
+    aws(sandbox, "kms").tag_resource(KeyId=hooli.kms_key_arn, Tags=[{"TagKey": "tenant", "TagValue": GLOBEX}])
+
+    run = cli("refresh", GLOBEX, "--json")
+    assert run.returncode == CHANGES_PENDING, run
+    found = {o["name"]: o for o in run.json()["tenants"][0]["orphans"]}
+    assert {n: (o["conflict"], o["removable"]) for n, o in found.items()} == {
+        dlq: (f"its name belongs to tenant {HOOLI}", False),  # the queue: its name
+        key: (f"its tenantctl:urn tag names stack {HOOLI}", False)}  # the key (named by its id): its urn tag
+    human = cli("refresh", GLOBEX)
+    assert f"{GLOBEX} · mis-tagged resource sqs {dlq}: not this tenant's" in human.stdout, human
+    assert "left for a person, never removed" in human.stdout and "would be removed" not in human.stdout
+
+    # Neither path that removes orphans touches them, --yes or not.
+    provisioned = cli("provision", GLOBEX, "--yes", "--json")
+    assert provisioned.returncode == 0, provisioned
+    assert {o["name"]: o["removed"] for o in provisioned.json()["orphans"]} == {dlq: None, key: None}
+    repaired = cli("apply", "--refresh", "--yes", "--json", *RIVALS)
+    assert repaired.returncode == 0, repaired
+    results = {r["tenant_id"]: r for r in repaired.json()["results"]}
+    assert results[GLOBEX]["ok"] and all(o["removed"] is None for o in results[GLOBEX]["orphans"])
+    assert results[HOOLI]["action"] == "repair" and results[HOOLI]["ok"]  # its own repair puts its tags back
+
+    assert dlq in {u.rsplit("/", 1)[1] for u in aws(sandbox, "sqs").list_queues(
+        QueueNamePrefix=f"tenantctl-{HOOLI}-").get("QueueUrls", [])}
+    assert key_state(sandbox, key) == "Enabled"
+    assert inventory(sandbox, HOOLI) == POOLED
+    again = cli("refresh", GLOBEX, HOOLI)
+    assert again.returncode == 0, again
+
+
+def test_an_orphan_key_is_scheduled_for_deletion_and_a_removal_that_fails_fails_the_repair(rivals, cli, sandbox):
+    kms, iam = aws(sandbox, "kms"), aws(sandbox, "iam")
+    tags = {"managed-by": "tenantctl", "tenant": GLOBEX}
+    key = kms.create_key(Tags=[{"TagKey": k, "TagValue": v} for k, v in tags.items()])["KeyMetadata"]["KeyId"]
+    role = f"tenantctl-{GLOBEX}-spare"
+    iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+                    Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+    iam.create_instance_profile(InstanceProfileName=role)
+    iam.add_role_to_instance_profile(InstanceProfileName=role, RoleName=role)  # IAM refuses to delete it so
+    try:
+        unconfirmed = cli("apply", "--refresh", *RIVALS)  # no --yes and no terminal: left, and said once
+        assert unconfirmed.returncode == 0, unconfirmed
+        assert f"{GLOBEX} · orphan resource kms:key {key}: not removed: stack {GLOBEX}: " in unconfirmed.stdout
+        assert "pass --yes" in unconfirmed.stdout and "not removed: not removed" not in unconfirmed.stdout
+        assert key_state(sandbox, key) == "Enabled"
+
+        run = cli("apply", "--refresh", "--yes", "--json", *RIVALS)
+        assert run.returncode == 1, run
+        result = {r["tenant_id"]: r for r in run.json()["results"]}[GLOBEX]
+        assert not result["ok"] and f"1 orphan resource(s) could not be removed: iam:role {role}" in result["error"]
+        fates = {o["name"]: (o["removed"], o["error"]) for o in result["orphans"]}
+        assert fates[key] == ("scheduled for deletion in 30 days", None) and "DeleteConflict" in fates[role][1]
+        assert key_state(sandbox, key) == "PendingDeletion"
+        assert iam.get_role(RoleName=role)["Role"]["RoleName"] == role
+
+        failed = cli("provision", GLOBEX, "--yes")
+        assert failed.returncode == 1, failed
+        assert f"tenant '{GLOBEX}' is active, but 1 orphan resource(s) could not be removed: iam:role {role}" \
+            in failed.stderr
+        assert f"{GLOBEX} · orphan resource iam:role {role}: removal failed: " in failed.stdout
+        record = registry_record(sandbox, GLOBEX)
+        assert record["status"] == "active" and record.get("lock") is None
+
+        iam.remove_role_from_instance_profile(InstanceProfileName=role, RoleName=role)
+        fixed = cli("provision", GLOBEX, "--yes", "--json")
+        assert fixed.returncode == 0, fixed
+        assert [(o["name"], o["removed"]) for o in fixed.json()["orphans"]] == [(role, "deleted")]
+        assert cli("refresh", GLOBEX).returncode == 0
+    finally:
+        for profile in iam.list_instance_profiles()["InstanceProfiles"]:
+            if profile["InstanceProfileName"] == role:
+                for held in profile["Roles"]:
+                    iam.remove_role_from_instance_profile(InstanceProfileName=role, RoleName=held["RoleName"])
+                iam.delete_instance_profile(InstanceProfileName=role)

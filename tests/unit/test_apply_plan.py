@@ -111,6 +111,35 @@ def test_markdown_of_a_repair_shows_the_drift_and_the_orphans():
     assert "`delaySeconds`: `0` → `600`" in text and "- `sqs` `tenantctl-acme-extra`: deleted" in text
 
 
+def test_a_repair_whose_orphan_removal_failed_fails_and_still_reports_what_it_did(ws, monkeypatch):
+    from tenantctl.engines.base import ChangeSet, UpResult
+    from tenantctl.operations import apply as apply_module
+    from tenantctl.operations import provision as provision_module
+    from tenantctl.operations.refresh import Orphan, removal_failures
+
+    key = Orphan(arn="arn:aws:kms:r:1:key/6a1f", kind="kms:key", name="6a1f", removable=True,
+                 removed="scheduled for deletion in 30 days")
+    role = Orphan(arn="arn:aws:iam::1:role/tenantctl-acme-spare", kind="iam:role", name="tenantctl-acme-spare",
+                  removable=True, error="An error occurred (DeleteConflict): in use")
+    up = provision_module.Provisioned(**UpResult(stack="acme", outputs={}, changes=ChangeSet(
+        stack="acme", changes=[_queue_change()])).model_dump(), orphans=[key, role])
+
+    def provision(ws, spec, refresh=False):
+        raise provision_module.OrphansNotRemoved(record("acme"), up, removal_failures(up.orphans))
+
+    monkeypatch.setattr(provision_module, "provision", provision)
+    write_tenant(ws.stacks_dir, TenantSpec(id="acme"))
+    result = apply_module._apply_one(ws, "acme", Action.repair, preview=False, record=None, refresh=True)
+    assert not result.ok and "tenant 'acme' is active, but 1 orphan resource(s) could not be removed" in result.error
+    assert "iam:role tenantctl-acme-spare (An error occurred (DeleteConflict): in use)" in result.error
+    assert result.orphans == [key, role] and result.changes == {"update": 1}  # what it did is still reported
+    done = summary(False, result)
+    assert done.exit_code() == 1
+    text = render("apply_summary.md.j2", summary=done)
+    assert "- `kms:key` `6a1f`: scheduled for deletion in 30 days" in text
+    assert "- `iam:role` `tenantctl-acme-spare`: removal failed: An error occurred" in text
+
+
 def test_a_cell_stack_leads_the_summary_and_counts_in_the_exit_code():
     bucket = ResourceChange(op=Op.update, type="aws:s3/bucket:Bucket", name="shared-bucket", diffs=[
         PropertyDiff(path="tags.owner", old="platform", new="team-eu")])

@@ -10,7 +10,7 @@ from tenantctl.engines.local.handlers.base import urn_tag
 from tenantctl.errors import CHANGES_PENDING
 from tenantctl.inventory import Tagged, unknown
 from tenantctl.operations.audit import AuditReport, Finding
-from tenantctl.operations.refresh import CellDrift, Orphan, RefreshSummary, TenantDrift
+from tenantctl.operations.refresh import CellDrift, Orphan, RefreshSummary, TenantDrift, removal_failures
 from tenantctl.templates import render
 
 KEY_DRIFT = ResourceChange(op=Op.update, type="aws:kms/key:Key", name="acme-key",
@@ -156,3 +156,134 @@ def test_a_fleet_refresh_scans_each_account_once_whatever_role_its_cells_name(mo
     assert sorted(scans, key=str) == sorted([(eua.account_role_arn, ["eu-central-1", "eu-west-1"]),
                                              (None, ["us-east-1"])], key=str)
     assert set(tagged) == {"222222222222", None}
+
+
+# -- whose a tagged resource is: the tenant tag alone never decides ---------------------------
+
+def urn_of(stack: str, name: str, typ: str = "aws:kms/key:Key") -> str:
+    return f"urn:pulumi:{stack}::tenantctl::tenantctl:x:X${typ}::{name}"
+
+
+KEY_ARN = "arn:aws:kms:us-east-1:1:key/6a1f"
+
+
+@pytest.mark.parametrize("arn, urn, conflict", [
+    # another tenant's, retagged `tenant=globex` by hand
+    ("arn:aws:sqs:us-east-1:1:tenantctl-hooli-jobs-dlq", None, "its name belongs to tenant hooli"),
+    (KEY_ARN, urn_of("hooli", "hooli-key"), "its tenantctl:urn tag names stack hooli"),
+    ("arn:aws:ec2:us-east-1:1:vpc/vpc-0abc", urn_of("hooli", "hooli-vpc", "aws:ec2/vpc:Vpc"),
+     "its tenantctl:urn tag names stack hooli"),
+    (KEY_ARN, urn_of("hooli.k2", "hooli-key"), "its tenantctl:urn tag names stack hooli.k2"),
+    (KEY_ARN, urn_of("platform", "platform-key"), "its tenantctl:urn tag names stack platform"),
+    ("arn:aws:secretsmanager:us-east-1:1:secret:tenantctl/hooli/db-AbC1", None, "its name belongs to tenant hooli"),
+    ("arn:aws:iam::1:role/tenantctl-hooli.k1-app", None, "its name belongs to tenant hooli"),
+    ("arn:aws:sqs:us-east-1:1:tenantctl-globex-corp-jobs", None, "its name belongs to tenant globex-corp"),
+    # globex's own, or nothing says otherwise: a genuine orphan
+    ("arn:aws:sqs:us-east-1:1:tenantctl-globex-extra", None, None),
+    ("arn:aws:sqs:us-east-1:1:tenantctl-globex--legal-jobs", None, None),
+    ("arn:aws:iam::1:role/tenantctl-globex.k1-app", None, None),
+    (KEY_ARN, urn_of("globex", "globex-extra-key"), None),
+    (KEY_ARN, urn_of("globex.k1", "globex-key"), None),
+    (KEY_ARN, urn_tag("urn:pulumi:hooli::" + "x" * 300), None),  # hashed: unreadable
+    (KEY_ARN, None, None),
+])
+def test_a_resource_another_tenants_name_or_urn_claims_is_foreign_whatever_its_tenant_tag(arn, urn, conflict):
+    tags = {"managed-by": "tenantctl", "tenant": "globex", **({"tenantctl:urn": urn} if urn else {})}
+    tagged = Tagged(arn=arn, region="us-east-1", tags=tags)
+    assert tagged.tenant == "globex" and tagged.foreign("globex") == conflict
+    orphan = Orphan.of(tagged, "globex")
+    assert orphan.conflict == conflict
+    assert orphan.removable is (tagged.removable and conflict is None)
+    if conflict:
+        assert orphan.noun == "mis-tagged resource"
+        assert orphan.fate(preview=True) == f"not this tenant's ({conflict}): left for a person, never removed"
+
+
+def test_a_mis_tagged_resource_is_counted_and_written_apart_from_orphans():
+    mistagged = Orphan(arn="arn:aws:sqs:us-east-1:1:tenantctl-hooli-jobs-dlq", kind="sqs",
+                       name="tenantctl-hooli-jobs-dlq", removable=False, conflict="its name belongs to tenant hooli")
+    drift = TenantDrift(tenant_id="globex", orphans=[EXTRA, mistagged])
+    assert drift.headline() == "1 orphan(s), 1 mis-tagged" and drift.drifted
+    text = render("refresh_summary.md.j2", summary=refresh_summary(drift))
+    assert ("- **mis-tagged** `sqs` `tenantctl-hooli-jobs-dlq`: not this tenant's (its name belongs to tenant "
+            "hooli): left for a person, never removed") in text
+    assert "- `sqs` `tenantctl-acme-extra`: would be removed" in text
+
+
+def test_an_orphan_key_is_scheduled_for_deletion_by_its_id():
+    from types import SimpleNamespace
+
+    from tenantctl import inventory
+
+    calls = []
+    kms = SimpleNamespace(schedule_key_deletion=lambda **kw: calls.append(kw))
+    key = Tagged(arn="arn:aws:kms:us-east-1:1:key/6a1f-77", region="us-east-1", tags={"tenant": "a"})
+    assert inventory.remove(lambda service, region=None: kms, key) == "scheduled for deletion in 30 days"
+    assert calls == [{"KeyId": "6a1f-77", "PendingWindowInDays": 30}]
+
+
+def _repair(monkeypatch, tagged: list[Tagged], approve=None, fail: set[str] = frozenset()):
+    """``remove_orphans`` of tenant globex over ``tagged``, its removals recorded (those of ``fail`` raise)."""
+    from types import SimpleNamespace
+
+    from botocore.exceptions import ClientError
+
+    from tenantctl import inventory
+    from tenantctl.engines.base import ChangeSet
+    from tenantctl.models import TenantRecord, TenantStatus, Tier
+    from tenantctl.operations.refresh import remove_orphans
+
+    removed = []
+
+    def remove(clients, resource):
+        if resource.name in fail:
+            raise ClientError({"Error": {"Code": "DeleteConflict", "Message": "in use."}}, "DeleteRole")
+        removed.append(resource.name)
+        return "deleted"
+
+    monkeypatch.setattr(inventory, "is_live", lambda clients, resource: True)
+    monkeypatch.setattr(inventory, "remove", remove)
+    ws = SimpleNamespace(approve=approve, clients_for=lambda record: None)
+    record = TenantRecord(tenant_id="globex", tier=Tier.pooled, status=TenantStatus.active, region="us-east-1")
+    return remove_orphans(ws, record, ChangeSet(stack="globex"), tagged), removed
+
+
+GLOBEX = {"managed-by": "tenantctl", "tenant": "globex"}
+HOOLI_DLQ = Tagged(arn="arn:aws:sqs:us-east-1:1:tenantctl-hooli-jobs-dlq", region="us-east-1", tags=GLOBEX)
+HOOLI_KEY = Tagged(arn=KEY_ARN, region="us-east-1",
+                   tags={**GLOBEX, "tenantctl:urn": urn_of("hooli", "hooli-key")})
+GLOBEX_EXTRA = Tagged(arn="arn:aws:sqs:us-east-1:1:tenantctl-globex-extra", region="us-east-1", tags=GLOBEX)
+GLOBEX_ROLE = Tagged(arn="arn:aws:iam::1:role/tenantctl-globex-spare", region="global", tags=GLOBEX)
+
+
+def test_a_repair_removes_its_own_orphans_and_never_another_tenants(monkeypatch):
+    asked = []
+    done, removed = _repair(monkeypatch, [HOOLI_DLQ, HOOLI_KEY, GLOBEX_EXTRA], approve=asked.append)
+    assert removed == ["tenantctl-globex-extra"]
+    assert [c.name for c in asked[0].changes] == ["tenantctl-globex-extra"]  # not even asked about hooli's
+    assert [(o.name, o.removed, o.conflict is not None) for o in done] == [
+        ("tenantctl-hooli-jobs-dlq", None, True), ("6a1f", None, True), ("tenantctl-globex-extra", "deleted", False)]
+    assert removal_failures(done) is None
+
+
+def test_a_removal_that_fails_is_an_error_and_one_not_confirmed_is_kept_said_once(monkeypatch):
+    from tenantctl.errors import NotConfirmed
+
+    done, removed = _repair(monkeypatch, [GLOBEX_EXTRA, GLOBEX_ROLE], fail={"tenantctl-globex-spare"})
+    assert removed == ["tenantctl-globex-extra"]
+    failed = {o.name: o for o in done}["tenantctl-globex-spare"]
+    assert failed.removed is None and "DeleteConflict" in failed.error and failed.kept is None
+    assert failed.fate(preview=False).startswith("removal failed: An error occurred (DeleteConflict)")
+    assert removal_failures(done) == ("1 orphan resource(s) could not be removed: iam:role tenantctl-globex-spare "
+                                      "(An error occurred (DeleteConflict) when calling the DeleteRole operation: "
+                                      "in use)")
+    text = render("refresh_summary.md.j2", summary=refresh_summary(TenantDrift(tenant_id="globex", orphans=done)))
+    assert "- `iam:role` `tenantctl-globex-spare`: removal failed: An error" in text
+
+    def refuse(changes):
+        raise NotConfirmed(f"stack {changes.stack}: the plan deletes or replaces 2 resource(s): pass --yes to confirm")
+
+    done, removed = _repair(monkeypatch, [GLOBEX_EXTRA, GLOBEX_ROLE], approve=refuse)
+    assert removed == [] and removal_failures(done) is None  # left on purpose: no failure
+    assert {o.fate(preview=False) for o in done} == {
+        "not removed: stack globex: the plan deletes or replaces 2 resource(s): pass --yes to confirm"}

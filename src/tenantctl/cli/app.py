@@ -81,10 +81,10 @@ def _fail(code: int, message: str, rule: str | None, json_mode: bool, details: l
     """One line on stderr (and the details under it); with --json also the
     error as an object on stdout, so scripts read ``error.code`` instead of
     parsing text."""
-    from tenantctl.cli.output import err_console, error, print_json
+    from tenantctl.cli.output import err_console, error, error_object, print_json
 
     if json_mode:
-        print_json({"error": {"code": code, "message": message, "rule": rule, "details": details or []}})
+        print_json({"error": error_object(code, message, rule, details)})
     error(message)
     for line in details or []:
         err_console.print(f"  - {line}", markup=False, highlight=False)

@@ -161,6 +161,11 @@ def warn(message: str) -> None:
     err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
+def error_object(code: int, message: str, rule: str | None = None, details: list[str] | None = None) -> dict[str, Any]:
+    """An error as --json output carries it (``error.code``: the exit code)."""
+    return {"code": code, "message": message, "rule": rule, "details": details or []}
+
+
 def step_rows(steps: Iterable[Any]) -> list[tuple[str, str, str, str]]:
     """(op, name, type, what changes) per ResourceChange that is not ``same``:
     changed properties old → new one per line, a data-bearing replace or delete flagged."""
@@ -195,8 +200,7 @@ def changes_summary(changes: Any) -> str:
 
 
 def orphan_lines(tenant_id: str, orphans: Iterable[Any], preview: bool) -> None:
-    """One line per orphan resource: what was (or would be) done with it."""
+    """One line per orphan (or mis-tagged) resource: what was (or would be) done with it."""
     for orphan in orphans:
-        fate = orphan.removed or (f"not removed: {orphan.error}" if orphan.error else
-                                  "would be removed" if preview and orphan.removable else "left for a person")
-        console.print(f"{tenant_id} · orphan resource {orphan.kind} {orphan.name}: {fate}", highlight=False)
+        console.print(f"{tenant_id} · {orphan.noun} {orphan.kind} {orphan.name}: {orphan.fate(preview)}",
+                      highlight=False, markup=False)

@@ -10,6 +10,8 @@ from tenantctl.cli.output import (
     changes_summary,
     changes_table,
     console,
+    error,
+    error_object,
     orphan_lines,
     print_json,
     show,
@@ -106,7 +108,7 @@ def provision(
     from tenantctl.cli.confirm import confirmation
     from tenantctl.cli.progress import engine_progress
     from tenantctl.engines.base import Op
-    from tenantctl.operations.provision import merge_options, read_record
+    from tenantctl.operations.provision import OrphansNotRemoved, merge_options, read_record
     from tenantctl.operations.provision import preview as plan
     from tenantctl.operations.provision import provision as run
     from tenantctl.workspace import Workspace
@@ -126,11 +128,19 @@ def provision(
         return
     with engine_progress(f"provisioning {tenant_id}") as view:
         ws.approve = confirmation(yes, view)
-        record, result = run(ws, spec, on_event=view, read=read)
+        try:
+            record, result = run(ws, spec, on_event=view, read=read)
+            failed = None
+        except OrphansNotRemoved as exc:  # applied and recorded: what it did is shown, then the failure
+            record, result, failed = exc.record, exc.result, exc
     steps = [c for c in result.changes.changes if c.op is not Op.same]
     if json_out:
         print_json({"record": record, "changes": result.changes.summary(), "resources": steps,
-                    "repaired": result.drift, "orphans": result.orphans})
+                    "repaired": result.drift, "orphans": result.orphans,
+                    **({"error": error_object(failed.exit_code, str(failed))} if failed else {})})
+        if failed:
+            error(str(failed))
+            raise typer.Exit(failed.exit_code)
         return
     console.print(f"[green]tenant {tenant_id} is {record.status.value}[/] ({changes_summary(result.changes)})")
     changes_table("resources", result.changes)
@@ -138,6 +148,8 @@ def provision(
         steps_table("repaired: drift found (recorded → live), brought back", result.drift)
     orphan_lines(tenant_id, result.orphans, preview=False)
     table("registry record", ["field", "value"], _record_rows(record))
+    if failed:
+        raise failed
 
 
 def _preview(tenant_id: str, planned, json_out: bool) -> None:

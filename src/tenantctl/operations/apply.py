@@ -16,9 +16,10 @@ The fingerprint never looks at the cloud. ``refresh=True`` (`apply --refresh`)
 trades the skip for a live read: every tenant the fingerprint would skip is
 refreshed (in threads, in this process), and one that drifted is planned as a
 ``repair``, which re-applies it against its live state and removes its orphan
-resources. Previews list each resource's step with its changed properties, and
-classify what the run would refuse (invalid file, tombstoned id, tier move,
-policy gate, quota) as failures, so a green preview means a green apply.
+resources (a removal that fails fails the tenant). Previews list each
+resource's step with its changed properties, and classify what the run would
+refuse (invalid file, tombstoned id, tier move, policy gate, quota) as
+failures, so a green preview means a green apply.
 """
 
 from __future__ import annotations
@@ -182,7 +183,7 @@ def _apply_one(ws: Workspace, tenant_id: str, action: Action, preview: bool, rec
     only names the stack and cell; provision and deprovision read the record
     they reserve on themselves."""
     from tenantctl.operations.deprovision import deprovision
-    from tenantctl.operations.provision import provision
+    from tenantctl.operations.provision import OrphansNotRemoved, provision
 
     started = time.monotonic()
     result = TenantResult(tenant_id=tenant_id, action=action)
@@ -196,7 +197,10 @@ def _apply_one(ws: Workspace, tenant_id: str, action: Action, preview: bool, rec
             _, changes, _ = deprovision(ws, tenant_id)
             result.changes, result.resources = changes.summary(), _steps(changes.changes)
         else:
-            _, up = provision(ws, read_tenant(stack_file(ws.stacks_dir, stack)), refresh=refresh)
+            try:
+                _, up = provision(ws, read_tenant(stack_file(ws.stacks_dir, stack)), refresh=refresh)
+            except OrphansNotRemoved as failed:  # applied: its steps and orphans are still reported
+                up, result.ok, result.error = failed.result, False, str(failed)
             result.changes, result.resources = up.changes.summary(), _steps(up.changes.changes)
             result.drift, result.orphans = up.drift, up.orphans
     result.seconds = round(time.monotonic() - started, 3)

@@ -11,7 +11,8 @@ the record and the slot held (resources may exist), and a re-run converges.
 An existing tenant is repaired as it is updated: its up refreshes first (a
 resource changed out of band is reset, one deleted is created again) and the
 resources tagged as its own that its state does not know (orphans) are removed
-where tenantctl may remove them; the result says what was repaired.
+where tenantctl may remove them; the result says what was repaired. A removal
+that fails fails the run (``OrphansNotRemoved``) once the tenant is recorded.
 ``preview`` shows all of that without doing it, refused where the run would be.
 """
 
@@ -30,7 +31,7 @@ from tenantctl.errors import InvalidInput, NotConfirmed, TargetUnavailable, Tena
 from tenantctl.fingerprint import applied_hash
 from tenantctl.models import TenantRecord, TenantResources, TenantSpec, describe_validation_error
 from tenantctl.naming import require_valid
-from tenantctl.operations.refresh import Orphan, orphans_of, remove_orphans
+from tenantctl.operations.refresh import Orphan, orphans_of, removal_failures, remove_orphans
 from tenantctl.placement import Placement
 from tenantctl.registry import RegistryUnreachable, RegistryWriter, refusal
 from tenantctl.stackconfig import read_tenant, stack_file, stack_of, write_tenant
@@ -82,6 +83,16 @@ class Provisioned(UpResult):
     line and the up brought back) and the orphans it found (removed where it may)."""
 
     orphans: list[Orphan] = Field(default_factory=list)
+
+
+class OrphansNotRemoved(TenantctlError):
+    """The tenant is applied and recorded, but removing some of its orphan
+    resources failed: the run fails, carrying what it did (``record``, ``result``)."""
+
+    def __init__(self, record: TenantRecord, result: Provisioned, failures: str) -> None:
+        super().__init__(f"tenant {record.tenant_id!r} is {record.status.value}, but {failures}: remove them by hand, "
+                         f"or fix what stopped it and repair again (`tenantctl provision {record.tenant_id}`)")
+        self.record, self.result = record, result
 
 
 class Preview(BaseModel):
@@ -192,7 +203,11 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
 
         phase(on_event, spec.id, "rebuilding the search index of items the schema upgrade left unindexed")
         held.record, _ = rebuild_unindexed(ws, held.record)
-    return held.record, Provisioned.model_validate({**applied.result.model_dump(), "orphans": orphans})
+    done = Provisioned.model_validate({**applied.result.model_dump(), "orphans": orphans})
+    failures = removal_failures(orphans)
+    if failures:
+        raise OrphansNotRemoved(held.record, done, failures)
+    return held.record, done
 
 
 def preview(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None, read: Read | None = None) -> Preview:
@@ -224,7 +239,8 @@ def preview(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None, 
     with proposed(ws, spec, stack), engine_step(f"previewing {spec.id!r}"):
         changes = ws.engine.preview(stack, on_event=on_event, refresh=existing)
     found = orphans_of(ws, record, changes, tagged)[0] if existing else []
-    return Preview(changes=changes, orphans=[Orphan.of(t) for t in found], existing=existing, cell=spec.cell)
+    return Preview(changes=changes, orphans=[Orphan.of(t, spec.id) for t in found], existing=existing,
+                   cell=spec.cell)
 
 
 @contextmanager

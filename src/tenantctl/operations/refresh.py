@@ -3,6 +3,8 @@
 resource, per property: expected -> live), the resources deleted out of band,
 and orphans: resources tagged as the tenant's
 (``managed-by=tenantctl`` + ``tenant=<id>``) that its state does not know.
+Among them, one another tenant's name or urn tag claims is mis-tagged: it is
+reported and left for a person, never removed as this tenant's.
 
 The engine reads the resources (``Engine.refresh``); the orphans come from one
 tag inventory of the account (``tenantctl.inventory``) shared by every tenant
@@ -38,12 +40,41 @@ class Orphan(BaseModel):
     kind: str
     name: str
     removable: bool  # tenantctl removes it on repair (else a person must)
+    conflict: str | None = None  # why it is another's though tagged as the tenant's: mis-tagged, never removed
     removed: str | None = None  # what a repair did with it
-    error: str | None = None  # why a repair could not remove it (the repair itself still succeeds)
+    kept: str | None = None  # why a repair left it on purpose (its removal was not confirmed)
+    error: str | None = None  # why its removal failed: the repair fails
 
     @classmethod
-    def of(cls, tagged: inventory.Tagged) -> Orphan:
-        return cls(arn=tagged.arn, kind=tagged.kind, name=tagged.name, removable=tagged.removable)
+    def of(cls, tagged: inventory.Tagged, tenant_id: str) -> Orphan:
+        conflict = tagged.foreign(tenant_id)
+        return cls(arn=tagged.arn, kind=tagged.kind, name=tagged.name, conflict=conflict,
+                   removable=tagged.removable and conflict is None)
+
+    @property
+    def noun(self) -> str:
+        return "mis-tagged resource" if self.conflict else "orphan resource"
+
+    def fate(self, preview: bool) -> str:
+        """What was (or would be) done with it, as the summaries say it."""
+        if self.conflict:
+            return f"not this tenant's ({self.conflict}): left for a person, never removed"
+        if self.removed:
+            return self.removed
+        if self.error:
+            return f"removal failed: {self.error}"
+        if self.kept:
+            return f"not removed: {self.kept}"
+        return "would be removed" if preview and self.removable else "left for a person"
+
+
+def removal_failures(orphans: Iterable[Orphan]) -> str | None:
+    """What a repair whose orphan removals failed reports (its ``error``), or None."""
+    failed = [o for o in orphans if o.error]
+    if not failed:
+        return None
+    return (f"{len(failed)} orphan resource(s) could not be removed: "
+            + "; ".join(f"{o.kind} {o.name} ({(o.error or '').rstrip('.')})" for o in failed))
 
 
 class StackDrift(BaseModel):
@@ -60,11 +91,12 @@ class StackDrift(BaseModel):
         return bool(self.resources or self.orphans)
 
     def headline(self) -> str:
-        """``2 changed, 1 deleted, 1 orphan`` (or ``no drift``)."""
+        """``2 changed, 1 deleted, 1 orphan, 1 mis-tagged`` (or ``no drift``)."""
+        mistagged = sum(1 for o in self.orphans if o.conflict)
         parts = [f"{n} {what}" for n, what in (
             (sum(1 for r in self.resources if r.op is Op.update), "changed"),
             (sum(1 for r in self.resources if r.op is Op.delete), "deleted out of band"),
-            (len(self.orphans), "orphan(s)")) if n]
+            (len(self.orphans) - mistagged, "orphan(s)"), (mistagged, "mis-tagged")) if n]
         return ", ".join(parts) or "no drift"
 
 
@@ -166,30 +198,29 @@ def remove_orphans(ws: Workspace, record: TenantRecord, changes: ChangeSet,
                    tagged: list[inventory.Tagged]) -> list[Orphan]:
     """Repair's half for orphans: those of ``tagged`` (the tenant's tag scan,
     taken before the up) its state does not know after the up (``changes``) are
-    removed where tenantctl may; the rest are reported for a person."""
+    removed where tenantctl may; the rest (mis-tagged ones among them) are
+    reported for a person. A removal that fails is on its orphan's ``error``."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     found, _ = orphans_of(ws, record, changes, tagged)
-    removable = [t for t in found if t.removable]
+    orphans = [(t, Orphan.of(t, record.tenant_id)) for t in found]
+    removable = [(t, o) for t, o in orphans if o.removable]
     refused = ""
     if removable and ws.approve is not None:  # deleting them follows the confirmation rule too
         try:
             ws.approve(ChangeSet(stack=record.tenant_id, changes=[
-                ResourceChange(op=Op.delete, type=f"orphan {t.kind}", name=t.name, arn=t.arn) for t in removable]))
+                ResourceChange(op=Op.delete, type=f"orphan {t.kind}", name=t.name, arn=t.arn) for t, _ in removable]))
         except NotConfirmed as exc:  # the tenant is still repaired; the orphans stay, reported
-            refused = f"not removed: {exc}"
-    done = []
-    for resource in found:
-        orphan = Orphan.of(resource)
-        if orphan.removable and refused:
-            orphan.error = refused
-        elif orphan.removable:
-            try:
-                orphan.removed = inventory.remove(ws.clients_for(record), resource)
-            except (ClientError, BotoCoreError) as exc:  # reported; the tenant itself is repaired
-                orphan.error = str(exc)
-        done.append(orphan)
-    return done
+            refused = str(exc)
+    for resource, orphan in removable:
+        if refused:
+            orphan.kept = refused
+            continue
+        try:
+            orphan.removed = inventory.remove(ws.clients_for(record), resource)
+        except (ClientError, BotoCoreError) as exc:  # the tenant itself is repaired; the callers fail its run
+            orphan.error = str(exc)
+    return [o for _, o in orphans]
 
 
 # -- one tenant, then the fleet -------------------------------------------------------
@@ -205,7 +236,7 @@ def refresh_tenant(ws: Workspace, record: TenantRecord, tagged: list[inventory.T
         result.checked = len(changes.changes)
         result.resources = [c for c in changes.changes if c.op is not Op.same]
         found, result.note = orphans_of(ws, record, changes, tagged)
-        result.orphans = [Orphan.of(t) for t in found]
+        result.orphans = [Orphan.of(t, record.tenant_id) for t in found]
     result.seconds = round(time.monotonic() - started, 3)
     return result
 
