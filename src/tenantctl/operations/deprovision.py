@@ -46,8 +46,11 @@ def what_goes(record: TenantRecord, purge_data: bool, final_backup: bool) -> lis
     store = res.store
     data = (f"the RDS instance at {store.endpoint} (a final snapshot is kept)" if record.tier is Tier.dedicated
             else f"schema {store.schema_name} and role {store.role} in database {store.database}")
-    backup = ("a final backup is taken first" if final_backup and not purge_data
+    taken = final_backup and not purge_data
+    backup = ("a final backup is taken first" if taken
               else "NO final backup" + (" (--purge-data deletes the backups too)" if purge_data else ""))
+    # Each workspace's final backup is its own (its key), restored with the tenant's by a restore after deprovision.
+    own = "a final backup of it is taken first" if taken else "NO final backup"
     return [
         f"{data}: its data is deleted; {backup}",
         f"queues {res.queue_url} and {res.dlq_url}, with their messages",
@@ -57,9 +60,9 @@ def what_goes(record: TenantRecord, purge_data: bool, final_backup: bool) -> lis
         f"the tenant's lifecycle rules on s3://{res.bucket}",
         (f"EVERY object under s3://{res.bucket}/{res.prefix}, all versions (--purge-data)" if purge_data
          else f"objects under s3://{res.bucket}/{res.prefix}: kept"),
-    ] + [f"workspace {name}: schema {w.store.schema_name} (its data, with NO final backup: the final backup "
-         f"covers the tenant's schema only), role, queues, IAM role and secret deleted; KMS key {w.kms_key_arn} "
-         f"scheduled for deletion; objects under {w.prefix} " + ("purged" if purge_data else "kept")
+    ] + [f"workspace {name}: schema {w.store.schema_name} (its data is deleted; {own}), role, "
+         f"queues, IAM role and secret deleted; KMS key {w.kms_key_arn} scheduled for deletion; objects under "
+         f"{w.prefix} " + ("purged" if purge_data else "kept")
          for name, w in sorted(res.workspaces.items())]
 
 
