@@ -260,8 +260,12 @@ class TenantSpec(BaseModel):
                               ("residency", []), ("retired", False)):
             if dumped.get(name) == default:
                 dumped.pop(name)
-        for workspace in dumped.get("workspaces", []):  # unpinned: hashed as before the pin existed
-            if workspace.get("schema_generation") is None:
+        # A workspace unpinned, or pinned to the generation it takes unpinned (the retiring
+        # store's while a move is open, else the current one: what a rollback writes), is
+        # one deployment: hashed as before the pin existed.
+        unpinned = self.retiring.generation if self.retiring is not None else self.store_generation
+        for workspace in dumped.get("workspaces", []):
+            if workspace.get("schema_generation") in (None, unpinned):
                 workspace.pop("schema_generation", None)
         if dumped.get("dedicated") and dumped["dedicated"].get("final_snapshot_suffix") is None:
             dumped["dedicated"].pop("final_snapshot_suffix")

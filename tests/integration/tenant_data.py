@@ -54,11 +54,12 @@ class Sandbox:
         return ContextStore(Envelope(lambda _ctx: kms), lambda _ctx: secrets)
 
 
-def tenant_context(box: Sandbox, record: TenantRecord) -> TenantContext:
-    """The tenant's context as the runtime resolves it: from its registry record."""
+def tenant_context(box: Sandbox, record: TenantRecord, workspace: str | None = None) -> TenantContext:
+    """The tenant's (or its workspace's) context as the runtime resolves it: from its registry record."""
     from infra.program import REGISTRY_TABLE
 
-    return from_registry(RegistryReader(REGISTRY_TABLE, client=box.client("dynamodb")), record.tenant_id)
+    return from_registry(RegistryReader(REGISTRY_TABLE, client=box.client("dynamodb")), record.tenant_id,
+                         workspace=workspace)
 
 
 def message_text(conversation: int, n: int) -> str:
@@ -122,6 +123,20 @@ def history(box: Sandbox, record: TenantRecord) -> dict[str, list[tuple[str, str
                    for q in QUERIES}
         return answers | {c: [(m.role, m.content) for m in reversed(store.history(ctx, c, limit=500).messages)]
                           for c in conversations}
+    finally:
+        store.close()
+
+
+def conversation(box: Sandbox, record: TenantRecord, workspace: str, conversation_id: str,
+                 append: list[str] = ()) -> list[str]:
+    """``append`` added to one conversation of the workspace through tenant_runtime, then
+    the whole conversation as it reads it (decrypted, oldest first)."""
+    store = box.store()
+    try:
+        ctx = tenant_context(box, record, workspace)
+        for text in append:
+            store.append(ctx, conversation_id, "user", text)
+        return [m.content for m in reversed(store.history(ctx, conversation_id, limit=500).messages)]
     finally:
         store.close()
 

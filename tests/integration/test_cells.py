@@ -57,6 +57,7 @@ from tenantctl.errors import CHANGES_PENDING, InvalidInput, QuotaExceeded
 from tenantctl.models import TenantRecord, TenantSpec, Tier
 from tenantctl.operations import cell as cells
 from tenantctl.operations import move as move_operation
+from tenantctl.operations.apply import Action, plan
 from tenantctl.operations.deprovision import deprovision
 from tenantctl.operations.move import move
 from tenantctl.operations.provision import provision
@@ -1016,6 +1017,7 @@ def test_a_tenants_workspace_moves_to_another_region_under_its_own_new_key_rolls
     back = fleet.ws.registry.require(tid)
     assert (back.cell, back.stack, back.move, back.resources) == ("eua", None, None, before)
     assert rt.store.history(rt.context(tid, "legal"), "c0").messages[0].content == "after the switch"
+    assert _planned(fleet, tid) is Action.unchanged  # its stack file as the fingerprint recorded it
     # Nothing left in eud: the database role is the sandbox's one server's, IAM's the account's (the old role).
     assert inventory(sandbox, tid, DE, ACCOUNT_A, EUD_DB) == {"pg:role": 1, "iam:role": 1}
     iam = aws(sandbox, "iam", EU, ACCOUNT_A)
@@ -1043,8 +1045,15 @@ def test_a_tenants_workspace_moves_to_another_region_under_its_own_new_key_rolls
     report = drill(*scoped_context(context_from_workspace(fleet.ws, done), done, "legal"), backup_id=earlier)
     assert report.passed, report.reasons
     assert check_tenant(fleet.ws, tid).ok
+    assert _planned(fleet, tid) is Action.unchanged
     deprovision(fleet.ws, tid, final_backup=False, purge_data=True)
     assert everywhere(sandbox, tid) == {} and inventory(sandbox, tid, DE, ACCOUNT_A, EUD_DB) == {}
+
+
+def _planned(fleet: Fleet, tenant_id: str) -> Action:
+    """What `apply` plans for the tenant: from the stack its record names, against its recorded fingerprint."""
+    [planned] = plan(fleet.ws, (1, 1), {tenant_id: fleet.ws.registry.require(tenant_id)}, match=[tenant_id])
+    return planned.action
 
 
 def test_the_runtime_wakes_a_hibernated_tenant_in_its_cells_account(fleet: Fleet, sandbox, monkeypatch):

@@ -12,7 +12,17 @@ import re
 import pytest
 from fault_tools import write_record
 from psycopg import sql
-from tenant_data import Sandbox, history, objects, put_objects, rows, scratch_databases, write_history
+from tenant_data import (
+    Sandbox,
+    conversation,
+    history,
+    message_text,
+    objects,
+    put_objects,
+    rows,
+    scratch_databases,
+    write_history,
+)
 
 from tenant_runtime.models import Hibernation
 from tenant_runtime.tables import TABLES as STORE_TABLES
@@ -22,11 +32,12 @@ from tenantctl.drills.backup import backup
 from tenantctl.drills.compression import METHODS, Compression, CompressionUnsupported, supported
 from tenantctl.drills.context import DrillContext, context_from_workspace
 from tenantctl.drills.history import latest_verdicts, list_reports
-from tenantctl.drills.models import Target, Verdict
+from tenantctl.drills.models import BackupIndex, Target, Verdict
 from tenantctl.drills.pgtools import find_tools
 from tenantctl.drills.report import render_markdown
 from tenantctl.drills.restore import cleanup, restore
 from tenantctl.drills.run import drill
+from tenantctl.drills.scope import workspace_view
 from tenantctl.drills.tables import server_major
 from tenantctl.drills.verify import verify
 from tenantctl.errors import Conflict, InvalidInput, KeyUnusable, NotFound
@@ -481,20 +492,28 @@ def test_restore_after_deprovision_brings_the_tenant_back(ctx, box, tenant, work
                yes=True)
 
 
+def key_state(box, key_arn: str) -> str:
+    return box.client("kms").describe_key(KeyId=key_arn)["KeyMetadata"]["KeyState"]
+
+
+def promise_other_rows(ctx, record, backup_id: str) -> BackupIndex:
+    """The backup's manifest sealed again (as an operator holding the key
+    could) promising another messages checksum than its dump holds: a restore
+    of it cannot verify. ``record``: the backup's owner (a workspace's view)."""
+    manifest = store.load_manifest(ctx.s3, ctx.kms, record, backup_id)
+    messages = manifest.tables["messages"].model_copy(update={"checksum": "12345"})
+    manifest = manifest.model_copy(update={"tables": {**manifest.tables, "messages": messages}})
+    index = store.backup_index(ctx.s3, record, backup_id)
+    context = envelope.encryption_context(record.tenant_id, backup_id, manifest.workspace)
+    plain = envelope.open_data_key(ctx.kms, record.resources.kms_key_arn, index.encrypted_data_key, context)
+    return store.put_backup(ctx.s3, record, manifest, envelope.DataKey(plain, index.encrypted_data_key, b""))
+
+
 def test_a_restore_after_deprovision_that_cannot_verify_leaves_the_tenant_deprovisioned(ctx, box, tenant, workspace):
     record = tenant("revive-bad", conversations=1, messages=2, objects=1)
     tomb, _, details = deprovision(workspace, record.tenant_id)
-    # The final backup's manifest promises other rows than its dump holds: the restore cannot verify.
-    s3 = box.client("s3")
-    manifest = store.load_manifest(s3, ctx.kms, tomb, details["final_backup"])
-    messages = manifest.tables["messages"]
-    manifest = manifest.model_copy(update={"tables": {**manifest.tables, "messages": messages.model_copy(
-        update={"checksum": "12345"})}})
-    index = store.backup_index(s3, tomb, manifest.backup_id)  # sealed again, as an operator holding the key could
-    context = envelope.encryption_context(tomb.tenant_id, manifest.backup_id)
-    plain = envelope.open_data_key(ctx.kms, tomb.resources.kms_key_arn, index.encrypted_data_key, context)
-    store.put_backup(s3, tomb, manifest, envelope.DataKey(plain, index.encrypted_data_key, b""))
-    report = drill(ctx, tomb, backup_id=manifest.backup_id, target=Target.in_place, yes=True,
+    index = promise_other_rows(ctx, tomb, details["final_backup"])
+    report = drill(ctx, tomb, backup_id=index.backup_id, target=Target.in_place, yes=True,
                    restorer=functools.partial(revive, workspace))
     assert report.verdict is Verdict.failed
     assert any("stays deprovisioned" in n for n in report.notes), report.notes
@@ -502,10 +521,63 @@ def test_a_restore_after_deprovision_that_cannot_verify_leaves_the_tenant_deprov
     assert still.status is TenantStatus.deprovisioned and still.lock is None
     assert "verification failed" in still.last_error
     # The backup's key stays usable for another attempt.
-    assert box.client("kms").describe_key(KeyId=tomb.resources.kms_key_arn)["KeyMetadata"]["KeyState"] == "Enabled"
+    assert key_state(box, tomb.resources.kms_key_arn) == "Enabled"
     with pytest.raises(Conflict, match="not empty"):  # and the restored copy is not overwritten blindly
         revive(workspace, ctx, workspace.registry.require(record.tenant_id), index, target=Target.in_place,
                yes=True)
+
+
+def test_restore_after_deprovision_brings_the_workspaces_back_with_their_data(ctx, box, provision_tenant, workspace,
+                                                                            tenantctl_cli):
+    """Workspace ``ops`` (9 messages written through tenant_runtime, an object
+    under its key) comes back with its tenant: its final backup restored into
+    the re-provisioned workspace under its old key, verified, re-keyed to its
+    new key. Its final backup, made under that earlier key, is then refused on
+    the live workspace naming the key (exit 10). Deprovisioned again with a
+    workspace backup that cannot verify: the tenant comes back, the drill
+    fails, the workspace's old key stays enabled for another attempt."""
+    tid = "dr-revive-ws"
+    record = provision_tenant(tid, workspaces=[{"name": "ops"}])
+    was, s3 = record.workspaces["ops"], box.client("s3")
+    written = conversation(box, record, "ops", "ops-1", [message_text(1, n) for n in range(9)])
+    s3.put_object(Bucket=record.resources.bucket, Key=f"{was.prefix}uploads/ops.txt", Body=b"ops' object",
+                  ServerSideEncryption="aws:kms", SSEKMSKeyId=was.kms_key_arn)
+    _, _, details = deprovision(workspace, tid)
+    final = details["workspace_final_backups"]["ops"]
+
+    run = tenantctl_cli("drill", "restore", tid, "--target", "in-place", "--yes", "--json")
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = json.loads(run.stdout)
+    checks = {c["name"]: (c["actual"], c["ok"]) for c in report["checks"]}
+    assert checks["workspace ops: table messages: rows"] == ("9", True), report["checks"]
+    assert any(n.startswith(f"workspace ops: backup {final} restored and verified; re-keyed") for n in report["notes"])
+    back = workspace.registry.require(tid)
+    now = back.workspaces["ops"]
+    assert back.status is TenantStatus.active and now.kms_key_arn != was.kms_key_arn
+    assert (key_state(box, was.kms_key_arn), key_state(box, now.kms_key_arn)) == ("PendingDeletion", "Enabled")
+    assert conversation(box, back, "ops", "ops-1") == written  # read by the runtime, under the new key
+    head = s3.head_object(Bucket=back.resources.bucket, Key=f"{now.prefix}uploads/ops.txt")
+    assert head["SSEKMSKeyId"].rsplit("/", 1)[-1] == now.kms_key_arn.rsplit("/", 1)[-1]
+    after = store.latest_backup(s3, workspace_view(back, "ops"))
+    assert (after.reason, after.key_arn) == ("after-restore", now.kms_key_arn)
+
+    refused = tenantctl_cli("drill", "restore", tid, "--workspace", "ops", "--backup", final, "--json")
+    assert refused.returncode == 10, refused.stdout + refused.stderr
+    [reason] = json.loads(refused.stdout)["reasons"]
+    assert f"made under an earlier key of workspace ops of {tid}, {was.kms_key_arn} (PendingDeletion" in reason
+    assert f"`tenantctl workspace remove {tid} ops --yes`" in reason and "tampered" not in reason
+
+    tomb, _, details = deprovision(workspace, tid)
+    promise_other_rows(ctx, workspace_view(tomb, "ops"), details["workspace_final_backups"]["ops"])
+    report = drill(ctx, tomb, backup_id="latest", target=Target.in_place, yes=True,
+                   restorer=functools.partial(revive, workspace))
+    assert [c.name for c in report.checks if not c.ok] == ["workspace ops: table messages: checksum"]
+    assert report.verdict is Verdict.failed
+    assert any("workspace ops: restored copy" in n and "try again" in n for n in report.notes), report.notes
+    assert workspace.registry.require(tid).status is TenantStatus.active  # its own data verified: it is back
+    assert key_state(box, now.kms_key_arn) == "Enabled"  # the workspace's old key, for another attempt
+    assert key_state(box, tomb.resources.kms_key_arn) == "PendingDeletion"
+    deprovision(workspace, tid, final_backup=False)
 
 
 def test_dedicated_on_aws_uses_rds_snapshots(ctx, box, tenant):

@@ -8,6 +8,7 @@ a dedicated one costs a VPC of the sandbox's 5)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -198,12 +199,15 @@ def _ws_writable(sandbox, store) -> bool:
 
 
 def test_a_tier_move_carries_the_workspaces_schemas_rolls_them_back_and_finalizes(
-        provision_tenant, workspace, runtime, sandbox):
+        provision_tenant, workspace, runtime, sandbox, tenantctl_cli):
     """Pooled -> dedicated with a writer in workspace ``legal``: its schema is
     copied by the same link as the tenant's, frozen with it (its role's writes
     revoked), verified and switched in the same registry write; the rollback
     brings it back with the writes made since, and leaves no link behind; a
-    second move is finalized: the old schemas go, each after a final backup."""
+    second move is finalized: the old schemas go, each after a final backup.
+    After the rollback and after the finalize, `apply --preview` sees the
+    tenant unchanged (the stack file the move wrote, its workspaces pinned,
+    is what the registry's fingerprint was recorded from)."""
     tid = f"mv-w{run_id()}"
     provision_tenant(tid, workspaces=[{"name": "legal"}, {"name": "finance"}])
     legal, finance = runtime.context(tid, "legal"), runtime.context(tid, "finance")
@@ -238,6 +242,7 @@ def test_a_tier_move_carries_the_workspaces_schemas_rolls_them_back_and_finalize
     assert acked | {seq for seq, _ in writer.acked} <= _seqs(sandbox, old.workspaces["legal"].store)
     assert all(_ws_writable(sandbox, old.workspaces[n].store) for n in ("legal", "finance"))
     assert _replication_left(sandbox) == []
+    assert _apply_preview(tenantctl_cli, tid) == (0, "unchanged")
 
     assert move(workspace, tid, tier=Tier.dedicated).outcome == "switched"
     assert move(workspace, tid, finalize=True).outcome == "finalized"
@@ -252,7 +257,15 @@ def test_a_tier_move_carries_the_workspaces_schemas_rolls_them_back_and_finalize
         finals = [b for b in list_backups(admin.s3, workspace_view(record, name)) if b.reason == "final"]
         assert [(b.workspace, b.key_arn) for b in finals][-1:] == [(name, record.workspaces[name].kms_key_arn)]
     assert len(_seqs(sandbox, record.workspaces["finance"].store)) == 1
+    assert _apply_preview(tenantctl_cli, tid) == (0, "unchanged")
     deprovision(workspace, tid, final_backup=False)
+
+
+def _apply_preview(tenantctl_cli, tenant_id: str) -> tuple[int, str]:
+    """`tenantctl apply --preview` of the tenant alone: its exit code and what it plans for it."""
+    run = tenantctl_cli("apply", "--preview", "--match", tenant_id, "--json")
+    [planned] = [t for t in json.loads(run.stdout)["results"] if t["tenant_id"] == tenant_id]
+    return run.returncode, planned["action"]
 
 
 def test_refusals_create_nothing(moved, workspace):

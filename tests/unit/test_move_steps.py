@@ -292,6 +292,36 @@ def test_a_workspace_schema_keeps_the_resource_name_it_has_when_a_move_starts():
     assert names(moving.model_copy(update={"retiring": None})) == ["acme--legal-schema-s2"]
 
 
+@pytest.mark.parametrize("tier, generation", [(Tier.dedicated, 0), (Tier.pooled, 0), (Tier.pooled, 1)])
+def test_a_rolled_back_spec_hashes_as_before_the_move_with_its_workspace_pinned(tier, generation):
+    """The rollback writes back the workspace's pin (its plain schema's
+    generation, the current one), which declares the same resources as no pin:
+    the fingerprint must not see a change `provision --preview` does not."""
+    from tenantctl.models import WorkspaceSpec
+    from tenantctl.operations.mover import rolled_back
+
+    start = Tier.pooled if tier is Tier.dedicated else Tier.dedicated
+    spec = TenantSpec(id="acme", tier=start, store_generation=generation, workspaces=[WorkspaceSpec(name="legal")])
+    back = rolled_back(target_spec(spec, tier))
+    assert back.workspace("legal").schema_generation == generation  # written to the stack file
+    assert back.content_hash() == spec.content_hash()
+    assert sorted(_all_schemas(back)) == sorted(_all_schemas(spec))  # the same schema resources, by name
+    pinned_elsewhere = spec.model_copy(update={"workspaces": [WorkspaceSpec(name="legal", schema_generation=5)]})
+    assert pinned_elsewhere.content_hash() != spec.content_hash()
+
+
+def test_a_pin_to_the_retiring_store_hashes_as_no_pin_while_a_move_is_open():
+    from tenantctl.models import WorkspaceSpec
+
+    moving = target_spec(TenantSpec(id="acme", workspaces=[WorkspaceSpec(name="legal")]), Tier.dedicated)
+    unpinned = moving.model_copy(update={"workspaces": [WorkspaceSpec(name="legal")]})
+    assert moving.workspace("legal").schema_generation == 0
+    assert moving.content_hash() == unpinned.content_hash()
+    # Finalized, the pin names the generation that is gone: another deployment than no pin.
+    final = moving.model_copy(update={"retiring": None})
+    assert final.content_hash() != unpinned.model_copy(update={"retiring": None}).content_hash()
+
+
 def _all_schemas(spec: TenantSpec) -> dict:
     mocks = RecordingMocks()
     run_program(spec.id, tenant_config(spec.model_dump(mode="json", exclude_none=True)), mocks)

@@ -128,8 +128,9 @@ def restore(
     (else exit 5, a conflict: nothing is recorded) or with --overwrite, which
     first backs the live tenant up (reason before-overwrite, its id in the
     report's notes). A tenant deprovisioned within its retention window is
-    brought back in place: re-provisioned (new KMS key), restored, verified,
-    its data re-keyed, its record active again. Exit 9 when the verification
+    brought back in place with its workspaces: re-provisioned (new KMS keys),
+    restored (each workspace from its own backup), verified, its data
+    re-keyed, its record active again. Exit 9 when the verification
     fails, 10 when the tenant key is unusable, 13 when not confirmed."""
     from functools import partial
 
@@ -153,9 +154,11 @@ def restore(
                 "into it" if tombstone else f"restore backup {backup_id} into the live {who}")
         rows = ("its tables' rows are backed up first, then replaced (--overwrite)" if overwrite
                 else "refused when its tables hold rows")
+        back = (["its workspaces " + ", ".join(sorted(record.workspaces)) + ", each from its own backup taken with "
+                 "the tenant's (new KMS keys)"] if tombstone and not removed and record.workspaces else [])
         confirmation(yes).check(f"drill restore --target in-place: {what}",
                                 [f"the database of {who} is replaced by the backup's ({rows})",
-                                 f"the backup's objects are copied back under the prefix of {who}"])
+                                 f"the backup's objects are copied back under the prefix of {who}", *back])
         yes = True
     if target is Target.in_place and tombstone:
         from tenantctl.operations.revive import revive, revive_workspace

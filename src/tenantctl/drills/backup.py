@@ -16,10 +16,12 @@ import subprocess
 import tempfile
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from tenantctl.drills import envelope, store
 from tenantctl.drills.compression import Compression, require
 from tenantctl.drills.context import DrillContext
-from tenantctl.drills.models import BackupKind, BackupManifest, BackupReason, DumpInfo
+from tenantctl.drills.models import BackupIndex, BackupKind, BackupManifest, BackupReason, DumpInfo
 from tenantctl.drills.objects import object_manifest
 from tenantctl.drills.pgtools import find_tools, pg_env
 from tenantctl.drills.scope import scoped_context
@@ -36,11 +38,48 @@ def backup_kind(record: TenantRecord, ctx: DrillContext) -> BackupKind:
     return "logical (sandbox)" if ctx.is_sandbox else "rds-snapshot"
 
 
+def key_id(key_arn: str) -> str:
+    """The bare key id: accepted everywhere (moto's key-state calls reject ARNs)."""
+    return key_arn.rsplit("/", 1)[-1]
+
+
 def key_state(kms: Any, key_arn: str) -> tuple[str, str]:
     """(KeyState, deletion date or '') of the tenant key."""
     meta = kms.describe_key(KeyId=key_arn)["KeyMetadata"]
     when = meta.get("DeletionDate")
     return meta.get("KeyState", "Unknown"), f"{when:%Y-%m-%d}" if when else ""
+
+
+def key_tags(kms: Any, key_arn: str) -> dict[str, str]:
+    return {t["TagKey"]: t["TagValue"] for t in kms.list_resource_tags(KeyId=key_id(key_arn)).get("Tags", [])}
+
+
+def earlier_key(kms: Any, record: TenantRecord, index: BackupIndex) -> str | None:
+    """Why the current key of the backup's owner (``record``: the tenant, or a
+    workspace's view) does not open it, when its clear index names an earlier
+    key of that same owner (KMS tags it as the tenant's, or as that
+    workspace's): which key, its state, and how such a backup is restored.
+    None otherwise: KMS's refusal stands (another tenant's backup, a data key
+    tampered with)."""
+    current, tid, name = record.resources.kms_key_arn, record.tenant_id, index.workspace
+    if not index.key_arn or key_id(index.key_arn) == key_id(current):
+        return None
+    try:
+        tags, (state, when) = key_tags(kms, index.key_arn), key_state(kms, index.key_arn)
+    except ClientError:
+        return None
+    if tags.get("tenant") != tid or tags.get("workspace") != name:
+        return None
+    who = f"workspace {name} of {tid}" if name else f"tenant {tid}"
+    why = (f"backup {index.backup_id} was made under an earlier key of {who}, {index.key_arn} "
+           f"({state}{f', deleted on {when}' if when else ''}), not under its current key {current}: "
+           "only that key opens it")
+    if name is None:
+        return why + f"; restore a backup made under the current key (`tenantctl drill history {tid}`)"
+    return why + (f"; to restore it, remove the workspace (`tenantctl workspace remove {tid} {name} --yes` backs "
+                  f"it up as it is now first) and bring it back from this backup before that key is deleted: "
+                  f"`tenantctl drill restore {tid} --workspace {name} --backup {index.backup_id} "
+                  "--target in-place --yes`")
 
 
 def require_usable_key(kms: Any, record: TenantRecord) -> None:

@@ -27,7 +27,7 @@ from psycopg import sql
 
 from tenantctl import naming
 from tenantctl.drills import envelope, store
-from tenantctl.drills.backup import require_usable_key
+from tenantctl.drills.backup import earlier_key, require_usable_key
 from tenantctl.drills.compression import Compression, require
 from tenantctl.drills.context import DrillContext
 from tenantctl.drills.models import BackupIndex, BackupManifest, Check, RestoreResult, Target
@@ -36,7 +36,7 @@ from tenantctl.drills.pgtools import find_tools, pg_env
 from tenantctl.drills.rds import drop_scratch_instance, restore_instance, snapshot_restore
 from tenantctl.drills.scope import workspace_view
 from tenantctl.drills.tables import server_major, table_rows
-from tenantctl.errors import BackupCorrupt, Conflict, InvalidInput, TenantctlError
+from tenantctl.errors import BackupCorrupt, Conflict, InvalidInput, KeyUnusable, TenantctlError
 from tenantctl.models import TenantRecord, TenantStatus, Tier, utcnow
 
 
@@ -140,7 +140,10 @@ def restore_backup(ctx: DrillContext, record: TenantRecord, index: BackupIndex, 
     tenant's key (the registry's) first, and returned with the result."""
     naming.require_valid(record.tenant_id)
     require_usable_key(ctx.kms, record)  # "pending deletion" in plain words, not a KMS error
-    manifest = store.load_manifest(ctx.s3, ctx.kms, record, index.backup_id)
+    try:
+        manifest = store.load_manifest(ctx.s3, ctx.kms, record, index.backup_id)
+    except KeyUnusable as exc:  # a backup under an earlier key of its owner is not called tampered with
+        raise KeyUnusable(earlier_key(ctx.kms, record, index) or str(exc)) from None
     result = restore(ctx, record, manifest, target=target, yes=yes, overwrite=overwrite)
     return result.model_copy(update={"manifest": manifest})
 

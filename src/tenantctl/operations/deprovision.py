@@ -50,6 +50,7 @@ def what_goes(record: TenantRecord, purge_data: bool, final_backup: bool) -> lis
     backed_up = final_backup and not purge_data
     backup = ("a final backup is taken first" if backed_up
               else "NO final backup" + (" (--purge-data deletes the backups too)" if purge_data else ""))
+    # Each workspace's final backup is its own (its key), restored with the tenant's by a restore after deprovision.
     return [
         f"{data}: its data is deleted; {backup}",
         f"queues {res.queue_url} and {res.dlq_url}, with their messages",

@@ -22,6 +22,7 @@ from tenant_runtime.models import (
     utcnow,
     workspace_key,
 )
+from tenantctl import __version__
 from tenantctl.errors import DrillFailed, InvalidInput, TargetUnavailable
 from tenantctl.models import DedicatedSpec, RetiringStore, TenantSpec
 from tenantctl.stackconfig import read_tenant, stack_file
@@ -365,11 +366,9 @@ class Mover:
         if spec.dedicated is not None and spec.dedicated.deletion_protection:
             self.unprotect(spec.model_copy(update={"dedicated": spec.dedicated.model_copy(
                 update={"deletion_protection": False})}))
-        back = spec.model_copy(update={"tier": spec.retiring.tier, "dedicated": spec.retiring.dedicated,
-                                       "cell": spec.retiring.cell or spec.cell,
-                                       "store_generation": spec.retiring.generation, "retiring": None})
-        self.apply(back)
-        self.save(move=None)
+        applied = self.apply(rolled_back(spec))
+        # The fingerprint of what was applied, as a provision records it: `apply` compares the stack file with it.
+        self.save(move=None, spec_hash=applied.fingerprint, program_version=__version__)
         self.ws.registry.release_slot(target_cell, target_tier)
 
     def remove_objects(self, backwards: bool) -> None:
@@ -386,6 +385,15 @@ def in_store(workspace: WorkspaceResources, store: StoreConnection) -> StoreConn
     """The workspace's schema and role in the tenant's store ``store`` (its database)."""
     return workspace.store.model_copy(update={"endpoint": store.endpoint, "port": store.port,
                                               "database": store.database})
+
+
+def rolled_back(spec: TenantSpec) -> TenantSpec:
+    """A move's target spec (``target_spec``) back on the store it retires;
+    each workspace keeps its pin (on that store it names the plain schema)."""
+    assert spec.retiring is not None
+    return spec.model_copy(update={"tier": spec.retiring.tier, "dedicated": spec.retiring.dedicated,
+                                   "cell": spec.retiring.cell or spec.cell,
+                                   "store_generation": spec.retiring.generation, "retiring": None})
 
 
 def target_spec(spec: TenantSpec, tier: Tier, started: datetime | None = None,

@@ -10,36 +10,39 @@ window (`tenantctl drill restore ID --target in-place --yes` on a tombstone).
 3. Database and objects are restored in place, the backup opened with the old
    key (the registry's, never the manifest's), and verified against the manifest.
 4. Verified: the restored ciphertext moves to the new key
-   (``tenantctl.drills.rekey``), the record is activated and the live posture
-   checked exactly as after a provision, the old key is scheduled for deletion
-   again, and a fresh backup under the new key starts the backup chain again.
+   (``tenantctl.drills.rekey``); each workspace the tombstone records is
+   restored the same way into the one re-provisioned with it, from its backup
+   that goes with the tenant's (``paired_backup``: the deprovision's final
+   ones by default), opened with its old key and re-keyed to its new one; the
+   record is activated and the live posture checked exactly as after a
+   provision, the old keys are scheduled for deletion again, and fresh
+   backups under the new keys start the backup chains again.
    Not verified: the tenant stays deprovisioned (lock released with the error),
-   the old key stays enabled, the restored copy is left for inspection.
+   the old key stays enabled, the restored copy is left for inspection. A
+   workspace that does not verify fails the drill without keeping the tenant
+   down: its old key stays enabled and its copy in place for inspection.
 
 RTO here is the whole way back: re-provision, restore, verify, re-key.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from tenantctl.drills import store
-from tenantctl.drills.backup import backup, key_state
+from tenantctl.drills.backup import backup, key_id, key_state, key_tags
 from tenantctl.drills.context import DrillContext
-from tenantctl.drills.models import BackupIndex, RestoreResult, Target
+from tenantctl.drills.models import BackupIndex, BackupManifest, Check, RestoreResult, Target
+from tenantctl.drills.scope import workspace_view
 from tenantctl.errors import InvalidInput
 from tenantctl.models import TenantRecord, TenantSpec, TenantStatus, Tier, utcnow
-from tenantctl.naming import require_valid, resource_name
+from tenantctl.naming import OwnerNames, require_valid, resource_name
 from tenantctl.operations.provision import activate, apply_spec
 from tenantctl.workspace import Workspace
 
 OLD_KEY_PENDING_DAYS = 30  # the old key's second deletion window: the undo period
-
-
-def _key_id(key_arn: str) -> str:
-    # The bare key id: accepted everywhere (moto's key-state calls reject ARNs).
-    return key_arn.rsplit("/", 1)[-1]
 
 
 def revive_key(kms: Any, key_arn: str) -> bool:
@@ -47,12 +50,55 @@ def revive_key(kms: Any, key_arn: str) -> bool:
     True when it was pending deletion."""
     state, _ = key_state(kms, key_arn)
     if state == "PendingDeletion":
-        kms.cancel_key_deletion(KeyId=_key_id(key_arn))
-        kms.enable_key(KeyId=_key_id(key_arn))
+        kms.cancel_key_deletion(KeyId=key_id(key_arn))
+        kms.enable_key(KeyId=key_id(key_arn))
         return True
     if state == "Disabled":
-        kms.enable_key(KeyId=_key_id(key_arn))
+        kms.enable_key(KeyId=key_id(key_arn))
     return False
+
+
+def under_key(record: TenantRecord, key_arn: str) -> TenantRecord:
+    """``record`` with ``key_arn`` as its key: what opens a backup made under an old one."""
+    return record.model_copy(update={"resources": record.resources.model_copy(update={"kms_key_arn": key_arn})})
+
+
+def paired_backup(restored: BackupIndex, tenant_backups: list[BackupIndex],
+                  workspace_backups: list[BackupIndex]) -> BackupIndex | None:
+    """The workspace's backup that goes with the tenant's backup ``restored``:
+    its newest started before the tenant's next backup (deprovision and `drill
+    run --all` back the tenant up first, then each workspace), its newest of
+    all when ``restored`` is the tenant's newest. None: it has none that early."""
+    until = min((b.started_at for b in tenant_backups if b.started_at > restored.started_at), default=None)
+    fits = [b for b in workspace_backups if until is None or b.started_at < until]
+    return max(fits, key=lambda b: b.started_at, default=None)
+
+
+def restore_rekeyed(ctx: DrillContext, live: TenantRecord, manifest: BackupManifest, old_key: str,
+                    started: datetime) -> tuple[RestoreResult, str | None]:
+    """Restore ``manifest`` in place into ``live`` (the tenant's record, or a
+    workspace's view) with the backup opened under ``old_key``, verify it
+    against the manifest and, verified, move its ciphertext to ``live``'s key.
+    Returns the result with its checks, and what was re-keyed (None: not
+    verified, nothing re-keyed)."""
+    from tenantctl.drills.rekey import rekey_objects, rekey_store
+    from tenantctl.drills.restore import restore_logical
+    from tenantctl.drills.verify import verify
+
+    result = restore_logical(ctx, live, manifest, Target.in_place, started, key_arn=old_key)
+    checks = verify(ctx, live, manifest, result)
+    result = result.model_copy(update={"checks": checks})
+    if not all(c.ok for c in checks):
+        return result, None
+    new = live.resources
+    if key_id(new.kms_key_arn) == key_id(old_key):
+        return result, "nothing to re-key (the same key)"
+    resealed, skipped = rekey_store(ctx, OwnerNames(live.tenant_id, manifest.workspace).key,
+                                    new.model_copy(update={"kms_key_arn": old_key}), new)
+    moved = rekey_objects(ctx.s3, new.bucket, new.prefix, old_key, new.kms_key_arn)
+    left = f" ({skipped} rows not in tenant_runtime's format left as they are)" if skipped else ""
+    return result, (f"re-keyed to the new key: {resealed} sealed rows (messages, documents, search key), "
+                    f"{moved} SSE-KMS objects{left}")
 
 
 def spec_for(ws: Workspace, index: BackupIndex, tomb: TenantRecord) -> tuple[TenantSpec, str]:
@@ -143,10 +189,6 @@ def revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, index: BackupIn
 
 def _revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, index: BackupIndex, spec: TenantSpec,
             source: str, started: datetime, notes: list[str]) -> RestoreResult:
-    from tenantctl.drills.rekey import rekey_objects, rekey_store
-    from tenantctl.drills.restore import restore_logical
-    from tenantctl.drills.verify import verify
-
     old = tomb.resources
     registry = ws.registry
     with registry.hold(tomb.tenant_id, "drill-restore") as held:
@@ -157,50 +199,100 @@ def _revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, index: BackupI
         new = applied.resources
         notes.append(f"re-provisioned ({source}); new key {new.kms_key_arn}")
         live = held.record.model_copy(update={"resources": new})
-        result = restore_logical(ctx, live, manifest, Target.in_place, started, key_arn=old.kms_key_arn)
-        checks = verify(ctx, live, manifest, result)
-        if not all(c.ok for c in checks):
+        result, rekeyed = restore_rekeyed(ctx, live, manifest, old.kms_key_arn, started)
+        if rekeyed is None:
             notes.append("restored copy does not match the backup: the tenant stays deprovisioned, "
                          f"its old key stays enabled and the copy stays in {new.store.database}."
                          f"{new.store.schema_name} for inspection")
             held.record = registry.release(held.record, error=f"drill restore of {manifest.backup_id}: "
                                                               "verification failed")
-            return result.model_copy(update={"checks": checks, "notes": notes, "finished_at": utcnow(),
-                                             "manifest": manifest})
+            return result.model_copy(update={"notes": notes, "finished_at": utcnow(), "manifest": manifest})
+        notes.append(rekeyed)
         if tomb.tier is Tier.dedicated:
             aside = set_aside_final_snapshot(ctx.rds or ws.clients_for(tomb)("rds"), tomb, new.kms_key_arn)
             if aside:
                 notes.append(f"final RDS snapshot of the deprovision kept as {aside} (new key), so that the "
                              "next deprovision can take its own")
-        rekeyed = new.kms_key_arn != old.kms_key_arn
-        if rekeyed:
-            resealed, skipped = rekey_store(ctx, tomb.tenant_id, old, new)
-            moved = rekey_objects(ctx.s3, new.bucket, new.prefix, old.kms_key_arn, new.kms_key_arn)
-            left = f" ({skipped} rows not in tenant_runtime's format left as they are)" if skipped else ""
-            notes.append(f"re-keyed to the new key: {resealed} sealed rows (messages, documents, search key), "
-                         f"{moved} SSE-KMS objects{left}")
+        # Before the record is activated: the tenant serves again with its workspaces' data.
+        workspace_checks, restored = _revive_workspaces(ctx, tomb, live, index, notes)
         held.record = activate(ws, held.record, spec, applied)
-    result = result.model_copy(update={"checks": checks, "finished_at": utcnow()})
-    if rekeyed:  # only once the tenant is back: until then a retry may still need the old key
+    result = result.model_copy(update={"checks": result.checks + workspace_checks, "finished_at": utcnow()})
+    old_keys = {None: old.kms_key_arn} if key_id(new.kms_key_arn) != key_id(old.kms_key_arn) else {}
+    # Only once the tenant is back: until then a retry may still need the old keys.
+    for name, key in (old_keys | restored).items():
         try:
-            ctx.kms.schedule_key_deletion(KeyId=_key_id(old.kms_key_arn), PendingWindowInDays=OLD_KEY_PENDING_DAYS)
-            notes.append(f"old key scheduled for deletion again ({OLD_KEY_PENDING_DAYS} days): backups made "
-                         "before the restore open only through another restore until then")
+            ctx.kms.schedule_key_deletion(KeyId=key_id(key), PendingWindowInDays=OLD_KEY_PENDING_DAYS)
+            notes.append(f"{_of(name)}old key scheduled for deletion again ({OLD_KEY_PENDING_DAYS} days): backups "
+                         "made before the restore open only through another restore until then")
         except Exception as exc:
-            notes.append(f"old key {old.kms_key_arn} could not be scheduled for deletion ({exc}): schedule it by hand")
-    try:
-        fresh = backup(ctx, held.record, reason="after-restore")
-        notes.append(f"new backup {fresh.backup_id} under the new key")
-    except Exception as exc:  # the tenant is back; the next scheduled backup will try again
-        notes.append(f"backup after the restore failed: {exc}")
+            notes.append(f"{_of(name)}old key {key} could not be scheduled for deletion ({exc}): schedule it by hand")
+    for name in [None, *restored]:
+        try:
+            fresh = backup(replace(ctx, scope=name), workspace_view(held.record, name), reason="after-restore")
+            notes.append(f"{_of(name)}new backup {fresh.backup_id} under the new key")
+        except Exception as exc:  # the tenant is back; the next scheduled backup will try again
+            notes.append(f"{_of(name)}backup after the restore failed: {exc}")
     return result.model_copy(update={"notes": notes, "manifest": manifest})
 
 
+def _of(workspace: str | None) -> str:
+    """A note's prefix: what it is about (nothing: the tenant itself)."""
+    return "" if workspace is None else f"workspace {workspace}: "
+
+
+def _revive_workspaces(ctx: DrillContext, tomb: TenantRecord, live: TenantRecord, index: BackupIndex,
+                       notes: list[str]) -> tuple[list[Check], dict[str, str]]:
+    """Each workspace the tombstone records, restored into the one the revive
+    re-provisioned (empty) from its backup paired with the tenant's ``index``,
+    opened with the key that backup was made under and re-keyed to the new
+    one. Returns the checks (named after the workspace; a restore that fails
+    is a failed check, and the tenant still comes back) and the old key of
+    each workspace restored and re-keyed, by name."""
+    tid, checks, restored = tomb.tenant_id, [], {}
+    tenant_backups = store.list_backups(ctx.s3, tomb)
+    for name, was in sorted(tomb.workspaces.items()):
+        if name not in live.workspaces:
+            notes.append(f"{_of(name)}not in the spec the tenant was re-provisioned from, not brought back; "
+                         f"`tenantctl drill restore {tid} --workspace {name} --target in-place --yes` brings it "
+                         "back within its key's deletion window (30 days)")
+            continue
+        gone = workspace_view(tomb, name)
+        found = paired_backup(index, tenant_backups, store.list_backups(ctx.s3, gone))
+        if found is None:
+            notes.append(f"{_of(name)}re-provisioned empty: it has no backup from before the tenant's next backup "
+                         f"after {index.backup_id}")
+            continue
+        into = workspace_view(live, name)
+        again = (f"once dealt with, `tenantctl workspace remove {tid} {name} --no-final-backup --yes` and "
+                 f"`tenantctl drill restore {tid} --workspace {name} --backup {found.backup_id} --target in-place "
+                 "--yes` try again")
+        try:
+            # The registry's key of the workspace; an earlier one only when KMS tags it as this workspace's.
+            if key_id(found.key_arn) != key_id(was.kms_key_arn):
+                _require_workspace_key(ctx.kms, found.key_arn, tid, name)
+            if revive_key(ctx.kms, found.key_arn):
+                notes.append(f"{_of(name)}old key {found.key_arn}: deletion cancelled, enabled")
+            manifest = store.load_manifest(ctx.s3, ctx.kms, under_key(gone, found.key_arn), found.backup_id)
+            result, rekeyed = restore_rekeyed(replace(ctx, scope=name), into, manifest, found.key_arn, utcnow())
+        except Exception as exc:  # this workspace fails the drill; the tenant and its other workspaces come back
+            checks.append(Check(name=f"workspace {name}: restore", expected=f"backup {found.backup_id} restored",
+                                actual=f"{type(exc).__name__}: {exc}", ok=False))
+            notes.append(f"{_of(name)}backup {found.backup_id} not restored; {again}")
+            continue
+        checks += [c.model_copy(update={"name": f"workspace {name}: {c.name}"}) for c in result.checks]
+        if rekeyed is None:
+            notes.append(f"{_of(name)}restored copy of backup {found.backup_id} does not match it: its old key stays "
+                         f"enabled and the copy stays in {into.resources.store.schema_name} for inspection; {again}")
+            continue
+        notes.append(f"{_of(name)}backup {found.backup_id} restored and verified; {rekeyed}")
+        restored[name] = found.key_arn
+    return checks, restored
+
 
 def _require_workspace_key(kms: Any, key_arn: str, tenant_id: str, workspace: str) -> None:
-    """The key a removed workspace's backup names is trusted only when KMS tags
-    it as that workspace's of that tenant (the registry no longer records it)."""
-    tags = {t["TagKey"]: t["TagValue"] for t in kms.list_resource_tags(KeyId=_key_id(key_arn)).get("Tags", [])}
+    """The key a workspace's backup names, when the registry does not record
+    it, is trusted only when KMS tags it as that workspace's of that tenant."""
+    tags = key_tags(kms, key_arn)
     if tags.get("tenant") != tenant_id or tags.get("workspace") != workspace:
         raise InvalidInput(f"key {key_arn} is not tagged as workspace {workspace!r} of tenant {tenant_id!r} "
                            f"(tags {tags}): refused")
@@ -214,11 +306,6 @@ def revive_workspace(ws: Workspace, ctx: DrillContext, record: TenantRecord, ind
     the backup restored in place with the old key and verified, its ciphertext
     moved to the new key, the old key scheduled for deletion again and a fresh
     backup taken. ``record``: the removed workspace's view (``removed_view``)."""
-    from tenantctl.drills.rekey import rekey_objects, rekey_store
-    from tenantctl.drills.restore import restore_logical
-    from tenantctl.drills.scope import workspace_view
-    from tenantctl.drills.verify import verify
-    from tenantctl.naming import OwnerNames
     from tenantctl.operations.workspaces import add
 
     name, started, notes = ctx.scope, utcnow(), []
@@ -232,25 +319,19 @@ def revive_workspace(ws: Workspace, ctx: DrillContext, record: TenantRecord, ind
         raise InvalidInput(f"workspace {name!r}: its key {old_key} is {state}: its backups can no longer be opened")
     if revive_key(ctx.kms, old_key):
         notes.append(f"old key {old_key}: deletion cancelled, enabled")
-    old = record.model_copy(update={"resources": record.resources.model_copy(update={"kms_key_arn": old_key})})
-    manifest = store.load_manifest(ctx.s3, ctx.kms, old, index.backup_id)
+    manifest = store.load_manifest(ctx.s3, ctx.kms, under_key(record, old_key), index.backup_id)
     tenant = add(ws, record.tenant_id, name).record
     live = workspace_view(tenant, name)
     notes.append(f"workspace added again; new key {live.resources.kms_key_arn}")
     with ws.registry.hold(record.tenant_id, "drill-restore"):
-        result = restore_logical(ctx, live, manifest, Target.in_place, started, key_arn=old_key)
-        checks = verify(ctx, live, manifest, result)
-        if not all(c.ok for c in checks):
-            notes.append("restored copy does not match the backup: the old key stays enabled, the copy stays in "
-                         f"{live.resources.store.schema_name} for inspection")
-            return result.model_copy(update={"checks": checks, "notes": notes, "manifest": manifest})
-        resealed, _ = rekey_store(ctx, OwnerNames(record.tenant_id, name).key, old.resources, live.resources)
-        moved = rekey_objects(ctx.s3, live.resources.bucket, live.resources.prefix, old_key,
-                              live.resources.kms_key_arn)
-        notes.append(f"re-keyed to the new key: {resealed} sealed rows, {moved} SSE-KMS objects")
-    ctx.kms.schedule_key_deletion(KeyId=_key_id(old_key), PendingWindowInDays=OLD_KEY_PENDING_DAYS)
+        result, rekeyed = restore_rekeyed(ctx, live, manifest, old_key, started)
+    if rekeyed is None:
+        notes.append("restored copy does not match the backup: the old key stays enabled, the copy stays in "
+                     f"{live.resources.store.schema_name} for inspection")
+        return result.model_copy(update={"notes": notes, "manifest": manifest})
+    notes.append(rekeyed)
+    ctx.kms.schedule_key_deletion(KeyId=key_id(old_key), PendingWindowInDays=OLD_KEY_PENDING_DAYS)
     notes.append(f"old key scheduled for deletion again ({OLD_KEY_PENDING_DAYS} days)")
     fresh = backup(ctx, live, reason="after-restore")
     notes.append(f"new backup {fresh.backup_id} under the new key")
-    return result.model_copy(update={"checks": checks, "notes": notes, "finished_at": utcnow(),
-                                     "manifest": manifest})
+    return result.model_copy(update={"notes": notes, "finished_at": utcnow(), "manifest": manifest})
