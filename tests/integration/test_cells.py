@@ -134,7 +134,7 @@ def test_placement_fills_the_least_loaded_cell_of_the_region_then_refuses_it(fle
     assert everywhere(sandbox, "cl-e4") == {}
     assert (cell_count(sandbox, "eua"), cell_count(sandbox, "eub")) == (2, 1)
     # Residency: a region without a cell is refused, never placed in another.
-    with pytest.raises(QuotaExceeded, match="no cell in ap-south-1 can take it"):
+    with pytest.raises(QuotaExceeded, match="ap-south-1 has no cell; add a cell"):
         fleet.provision("cl-ap", region="ap-south-1")
     with pytest.raises(InvalidInput, match="it is in eu-west-1, the tenant's data must stay in us-east-1"):
         fleet.provision("cl-forced", cell="eua")
