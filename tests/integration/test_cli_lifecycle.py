@@ -261,6 +261,11 @@ def test_a_workspace_is_added_isolated_removed_and_goes_with_its_tenant(cli, san
     workspace_gone(sandbox, finance)
     finals = json.loads(cli("drill", "history", tenant, "--workspace", "finance", "--json").stdout)["backups"]
     assert [b["reason"] for b in finals] == ["final"]
+    # The tombstone's workspaces are refused for what they are, not for a missing stack file; so is a resume.
+    for args in (("workspace", "add", tenant, "legal"), ("workspace", "list", tenant), ("resume", tenant)):
+        refused = cli(*args, "--json")
+        assert refused.returncode == 3 and "is deprovisioned" in json.loads(refused.stdout)["error"]["message"], \
+            refused
 
 
 def test_bad_input_is_one_line_and_creates_nothing(cli):

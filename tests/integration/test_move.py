@@ -484,6 +484,8 @@ def test_a_killed_move_resumes_or_rolls_back_with_nothing_lost_and_nothing_left(
     assert _checks(sandbox, record["resources"]["store"], tid) == _checks(sandbox, pooled, tid) != before
     refused = cli("hibernate", tid, "--force")  # its dedicated store, while the move is open: exit 5
     assert refused.returncode == 5 and "is being moved (switched): roll the move back" in refused.stderr, refused
+    refused = cli("workspace", "add", tid, "late")  # the move carries the workspaces it started with: exit 5 too
+    assert refused.returncode == 5 and "is being moved (switched)" in refused.stderr, refused
     assert cli("move", tid, "--finalize").returncode == 0
     assert registry_record(sandbox, tid)["move"] is None and _replication_left(sandbox) == []
     assert cli("deprovision", tid, "--yes", "--no-final-backup").returncode == 0

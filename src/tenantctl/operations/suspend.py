@@ -30,10 +30,7 @@ def set_suspended(ws: Workspace, tenant_id: str, suspended: bool,
                   on_event: EventSink | None = None) -> tuple[TenantRecord, UpResult]:
     """Suspend (or resume) ``tenant_id``: its committed spec with ``suspended``
     set, provisioned (idempotent: a suspended tenant suspended again changes nothing)."""
-    record = ws.registry.require(tenant_id)
-    if record.status not in SERVING:
-        raise InvalidInput(f"tenant {tenant_id!r} is {record.status.value}: only an active or suspended tenant is "
-                           "suspended or resumed")
+    record = _serving(ws, tenant_id)
     path = stack_file(ws.stacks_dir, record.current_stack)
     if not path.exists():
         raise InvalidInput(f"{path} does not exist: suspending changes the tenant's committed spec, so run it in "
@@ -47,6 +44,7 @@ def resume(ws: Workspace, tenant_id: str, on_event: EventSink | None = None) -> 
     suspension. Returns the record and what was done (nothing when it was active)."""
     from tenantctl.operations.hibernate import wake
 
+    _serving(ws, tenant_id)
     record, woken = wake(ws, tenant_id, on_event=on_event)
     done = [woken] if woken else []
     path = stack_file(ws.stacks_dir, record.current_stack)
@@ -54,3 +52,12 @@ def resume(ws: Workspace, tenant_id: str, on_event: EventSink | None = None) -> 
         record, _ = set_suspended(ws, tenant_id, False, on_event=on_event)
         done.append("suspension lifted")
     return record, done
+
+
+def _serving(ws: Workspace, tenant_id: str) -> TenantRecord:
+    """The tenant's record; InvalidInput (exit 3) unless it is active or suspended."""
+    record = ws.registry.require(tenant_id)
+    if record.status not in SERVING:
+        raise InvalidInput(f"tenant {tenant_id!r} is {record.status.value}: only an active or suspended tenant is "
+                           "suspended or resumed")
+    return record

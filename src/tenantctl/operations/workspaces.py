@@ -29,6 +29,7 @@ from tenantctl.models import (
 )
 from tenantctl.naming import require_valid, require_valid_workspace
 from tenantctl.operations.provision import provision
+from tenantctl.registry import refuse_open_move
 from tenantctl.stackconfig import read_tenant, stack_file
 from tenantctl.workspace import Workspace
 
@@ -56,6 +57,9 @@ def _committed(ws: Workspace, tenant_id: str) -> tuple[TenantRecord, TenantSpec]
     """The tenant's record and committed spec, or the refusal (nothing written)."""
     require_valid(tenant_id)
     record = ws.registry.require(tenant_id)
+    if record.status is TenantStatus.deprovisioned:  # its stack file went with it: say why, not that it is missing
+        raise InvalidInput(f"tenant {tenant_id!r} is deprovisioned: its workspaces went with it (`tenantctl drill "
+                           f"restore {tenant_id} --target in-place` brings the tenant back with them)")
     path = stack_file(ws.stacks_dir, record.current_stack)
     if not path.exists():
         raise InvalidInput(f"{path} does not exist: workspaces are part of the tenant's committed spec, so run this "
@@ -67,9 +71,7 @@ def _serving(record: TenantRecord) -> None:
     if record.status not in SERVING:
         raise InvalidInput(f"tenant {record.tenant_id!r} is {record.status.value}: workspaces are added to or "
                            "removed from an active or suspended tenant only")
-    if record.move is not None:
-        raise InvalidInput(f"tenant {record.tenant_id!r} has a move open ({record.move.phase.value}): finish or roll "
-                           "it back first (the move carries the workspaces it started with)")
+    refuse_open_move(record)  # the move carries the workspaces it started with
 
 
 def _with(spec: TenantSpec, workspaces: list[WorkspaceSpec]) -> TenantSpec:

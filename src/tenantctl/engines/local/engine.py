@@ -268,7 +268,8 @@ class LocalEngine(Engine):
             except Exception as exc:
                 raise ApplyFailed(f"stack {run.stack}: {entry.name} ({entry.type}): delete failed: {exc}") from exc
             run.emit("resource-done", Op.delete, entry.type, entry.name)
-            done.append(ResourceChange(op=Op.delete, type=entry.type, name=entry.name, urn=entry.urn))
+            # With its ARN: a repair's orphan scan, taken before the up, must know what the up deleted.
+            done.append(ResourceChange(op=Op.delete, type=entry.type, name=entry.name, urn=entry.urn, arn=entry.arn))
         return done
 
     @staticmethod

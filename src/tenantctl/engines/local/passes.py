@@ -140,7 +140,7 @@ class PlanPass(_Pass):
 
     def deletions(self) -> list[ResourceChange]:
         seen = set(self.registered)
-        return [ResourceChange(op=Op.delete, type=r.type, name=r.name, urn=r.urn)
+        return [ResourceChange(op=Op.delete, type=r.type, name=r.name, urn=r.urn, arn=r.arn)
                 for r in reversed(self.state.resources) if r.urn not in seen]
 
 
