@@ -196,6 +196,12 @@ class TenantRecord(BaseModel):
     retain_until: datetime | None = None
     lock: TenantLock | None = None
     last_error: str | None = None
+    # Its last provision failed, possibly after recording it active (in the
+    # posture check that follows, a move's finalize's and a revive's too):
+    # `tenantctl apply` runs the provision again. Only an apply of its stack
+    # clears it; ``last_error`` is any run's, and may be the note of one that
+    # succeeded (posture checks that could not run from where it ran).
+    provision_failed: bool = False
     hibernation: Hibernation | None = None
     move: TenantMove | None = None
     # The tenant's Pulumi stack; None: the one named by its id (key generation 0).

@@ -164,6 +164,14 @@ def refuse_open_move(record: TenantRecord) -> None:
                        f"(`tenantctl move {record.tenant_id} --rollback`) or finalize it first")
 
 
+PROVISION = "provision"  # the operation a provision holds its tenant for (``provision_failed``)
+
+
+def _unfinished(lock: TenantLock) -> dict[str, Any]:
+    """What clearing the lock of a run that never finished records: a provision's counts as failed."""
+    return {"provision_failed": True} if lock.operation == PROVISION else {}
+
+
 class RegistryUnreachable(TargetUnavailable):
     """The registry table cannot be read or written (endpoint down, table
     missing, retries exhausted): exit 7, like any unavailable target."""
@@ -532,7 +540,8 @@ class RegistryWriter:
              read: tuple[TenantRecord | None] | None = None) -> Iterator[Held]:
         """Lock the tenant for one run of ``operation`` (with ``spec``: reserve it
         for a provision in ``spec.cell``, see ``acquire``). A block that raises, Ctrl-C included,
-        releases the lock with the failure in ``last_error``; one that returns
+        releases the lock with the failure in ``last_error`` (a provision's also
+        sets ``provision_failed``); one that returns
         without a final write (``mark_active``, ``mark_deprovisioned``) releases it."""
         record = (self.acquire(spec, operation, account_id, read) if spec is not None
                   else self.lock_for(tenant_id, operation, status))
@@ -541,7 +550,7 @@ class RegistryWriter:
             yield held
         except BaseException as exc:
             try:
-                self.release(held.record, error=failure_text(exc))
+                self.release(held.record, error=failure_text(exc), provision_failed=operation == PROVISION)
             except TenantctlError:  # registry unreachable: the lock stays, `status` shows it
                 pass
             raise
@@ -607,7 +616,8 @@ class RegistryWriter:
         note = (f"the {lock.operation} holding its lock died (owner {lock.owner}, host {lock.host}, pid {lock.pid} "
                 f"{why}, since {lock.acquired_at:%Y-%m-%d %H:%M:%S}Z): lock cleared")
         log.warning("tenant %r: %s", record.tenant_id, note)
-        cleared = record.model_copy(update={"lock": None, "last_error": f"{lock.operation} interrupted: {note}"})
+        cleared = record.model_copy(update={"lock": None, "last_error": f"{lock.operation} interrupted: {note}",
+                                            **_unfinished(lock)})
         return self._put(cleared, record.version)
 
     def mark_active(self, record: TenantRecord, resources: TenantResources, spec: TenantSpec,
@@ -620,7 +630,7 @@ class RegistryWriter:
                 "status": TenantStatus.suspended if spec.suspended else TenantStatus.active,
                 "resources": resources, "lock": None,
                 "spec_hash": applied_hash, "program_version": program_version,
-                "region": spec.region, "owner": spec.owner, "last_error": None,
+                "region": spec.region, "owner": spec.owner, "last_error": None, "provision_failed": False,
                 "deprovisioned_at": None, "retain_until": None,
             }),
             record.version,
@@ -645,12 +655,14 @@ class RegistryWriter:
         conditional on its version: atomic with respect to every other writer."""
         return self._put(record.model_copy(update=changes), record.version)
 
-    def release(self, record: TenantRecord, error: str | None = None) -> TenantRecord:
-        """Drop the lock after a failed run, keeping the error for `status`."""
+    def release(self, record: TenantRecord, error: str | None = None, provision_failed: bool = False) -> TenantRecord:
+        """Drop the lock, keeping ``error`` for `status` (a failure, or a note of
+        a run that succeeded); ``provision_failed``: the run was a failed provision."""
         current = self.get(record.tenant_id)
         if current is None:
             return record
-        return self._put(current.model_copy(update={"lock": None, "last_error": error}), current.version)
+        failed = {"provision_failed": True} if provision_failed else {}
+        return self._put(current.model_copy(update={"lock": None, "last_error": error, **failed}), current.version)
 
     def withdraw(self, record: TenantRecord) -> bool:
         """Delete the reservation a provision just made (version 1, never
@@ -697,4 +709,4 @@ class RegistryWriter:
         record = self.require(tenant_id)
         if record.lock is None:
             return record
-        return self._put(record.model_copy(update={"lock": None}), record.version)
+        return self._put(record.model_copy(update={"lock": None, **_unfinished(record.lock)}), record.version)

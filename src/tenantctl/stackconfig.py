@@ -7,11 +7,19 @@ for the default cell, `Pulumi.cell-<name>.yaml` for the others).
 
 Stack files parse with libyaml's C loader when PyYAML has it (a no-change
 `apply` over 10,000 tenants reads 10,000 files).
+
+A tenant's file holds nothing the spec does not say: its config is the spec
+(`tenantctl:tenant`), its cell's stack (`tenantctl:platformStack`) and the
+spec's region (`aws:region`), and a file holding anything else, or another
+region, is refused. Its fingerprint is the spec's, so an edit anywhere else in
+it would never reach the cloud, and what other keys could change (the account,
+credentials, tags) is the cell's, the target's or the spec's to say. Comments
+and the secrets-provider keys the Pulumi CLI records at the top level stay.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +36,7 @@ Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 CELL_KEY = "tenantctl:platform"  # every cell's spec; the default cell's file always had this key
 TENANT_KEY = "tenantctl:tenant"
 PLATFORM_REF_KEY = "tenantctl:platformStack"
+REGION_KEY = "aws:region"
 ASSUME_ROLES_KEY = "aws:assumeRoles"  # pulumi-aws 7 provider config (a list of AssumeRoles)
 SESSION_NAME = "tenantctl"
 
@@ -100,15 +109,22 @@ def write_cell(stacks_dir: Path, spec: CellSpec) -> bool:
     return _write(stack_file(stacks_dir, spec.stack), render_cell(spec))
 
 
-def read_config(path: Path) -> dict:
-    """The `config` mapping of a stack file."""
+def _read(path: Path) -> dict:
+    """A stack file's top-level mapping."""
     try:
         data = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise InvalidInput(f"{path}: not valid YAML ({getattr(exc, 'problem', exc)}{where})") from None
-    return data.get("config") or {}
+    if not isinstance(data, dict) or not isinstance(data.get("config") or {}, dict):
+        raise InvalidInput(f"{path}: not a stack file (a mapping whose `config` is a mapping)")
+    return data
+
+
+def read_config(path: Path) -> dict:
+    """The `config` mapping of a stack file."""
+    return _read(path).get("config") or {}
 
 
 def program_config(path: Path, project: str) -> dict:
@@ -120,8 +136,35 @@ def program_config(path: Path, project: str) -> dict:
     return {(k if ":" in k else f"{project}:{k}"): v for k, v in raw.items()}
 
 
+# What a tenant stack file may hold besides comments (module docstring): its
+# config keys, and the top-level keys `pulumi stack init` records (an ESC
+# `environment` would be config from elsewhere).
+TENANT_CONFIG_KEYS = frozenset({TENANT_KEY, PLATFORM_REF_KEY, REGION_KEY})
+STACK_FILE_KEYS = frozenset({"config", "secretsprovider", "encryptedkey", "encryptionsalt"})
+
+
+def _foreign_keys(path: Path, data: dict, config: dict) -> str | None:
+    """Why ``path`` holds keys a tenant stack file may not, or None."""
+    top, keys = data.keys() - STACK_FILE_KEYS, config.keys() - TENANT_CONFIG_KEYS
+    if top:
+        return f"{path}: top-level key(s) {_names(top)}: a tenant stack file holds only {_names(STACK_FILE_KEYS)}"
+    if keys:
+        return (f"{path}: config key(s) {_names(keys)}: a tenant stack file's config holds only "
+                f"{_names(TENANT_CONFIG_KEYS)} (apply fingerprints the spec alone, so an edit elsewhere would never "
+                "be deployed; the account and credentials are its cell's and the target's, the tags its spec's)")
+    return None
+
+
+def _names(keys: Iterable[Any]) -> str:
+    return ", ".join(f"`{k}`" for k in sorted(map(str, keys)))
+
+
 def read_tenant(path: Path) -> TenantSpec:
-    raw = read_config(path).get(TENANT_KEY)
+    """The tenant's spec; InvalidInput for a file the program would not run as
+    it (module docstring): checked on the one parse, a no-change `apply` reads every file."""
+    data = _read(path)
+    config = data.get("config") or {}
+    raw = config.get(TENANT_KEY)
     if not isinstance(raw, dict):
         raise InvalidInput(f"{path}: missing the `{TENANT_KEY}` mapping")
     try:
@@ -132,6 +175,15 @@ def read_tenant(path: Path) -> TenantSpec:
     expected = (stack_tenant(stack) or (stack, 0))[0]  # `acme.k1` holds tenant `acme`
     if spec.id != expected:
         raise InvalidInput(f"{path}: tenant id {spec.id!r} does not match the file name (expected {expected!r})")
+    foreign = _foreign_keys(path, data, config)
+    if foreign is not None:
+        raise InvalidInput(foreign)
+    region = config.get(REGION_KEY)
+    if region != spec.region:
+        raise InvalidInput(f"{path}: {REGION_KEY} {region!r} is not the tenant's region {spec.region!r} (the program "
+                           "refuses to run it)" if region is not None else
+                           f"{path}: no {REGION_KEY} (the tenant's region is {spec.region!r}): its resources would be "
+                           "created in whichever region the runner's environment names")
     return spec
 
 
@@ -187,6 +239,21 @@ def tenant_stack_files(stacks_dir: Path, current: Mapping[str, str] | None = Non
     for tenant_id, files in tenant_stacks(stacks_dir).items():
         out[tenant_id] = files.get(current.get(tenant_id, ""), next(iter(files.values())))
     return out
+
+
+def stray_stack(stack: str, record: TenantRecord | None) -> str | None:
+    """Why the committed file of tenant stack ``stack`` is none of its tenant's
+    stacks (``record``: the tenant's, None when it has none), or None. Only a
+    key generation's (`acme.k1`) can be: `tenantctl move` writes it for a move
+    to another account or region, and the tenant's record names it from then on."""
+    tenant_id, generation = stack_tenant(stack) or (stack, 0)
+    if generation == 0 or (record is not None and stack in record.stacks):
+        return None
+    whose = (f"tenant {tenant_id!r} is not in the registry (a new tenant's stack file is Pulumi.{tenant_id}.yaml)"
+             if record is None else f"tenant {tenant_id!r} has no open move to it (its stacks: "
+                                    f"{', '.join(record.stacks)})")
+    return (f"Pulumi.{stack}.yaml is the stack of key generation {generation} of tenant {tenant_id!r}, written by "
+            f"`tenantctl move` for a move to another account or region, but {whose}: remove the file")
 
 
 def provider_config(stacks_dir: Path, stack: str, config: dict | None = None) -> dict[str, Any]:

@@ -264,6 +264,126 @@ def test_one_failed_tenant_does_not_stop_the_others(proj, sandbox):
     assert set(actions(summary).values()) == {"unchanged"}
 
 
+def test_a_tenant_whose_provision_failed_is_applied_again_until_it_passes(proj, sandbox):
+    """A provision records the tenant active with its fingerprint, then its
+    posture check fails: every apply runs it again (exit 1) until one passes,
+    and the next one skips it again."""
+    from tenantctl.errors import PolicyViolation
+    from tenantctl.operations.provision import provision
+
+    tenant, ws = "ap-t02", proj.workspace()
+    spec = read_tenant(stack_file(proj.stacks, tenant))
+    kms, key = aws(sandbox, "kms"), records(ws)[tenant].resources.kms_key_arn
+    kms.disable_key_rotation(KeyId=key)  # behind tenantctl's back; a run that trusts its state keeps it off
+    try:
+        with pytest.raises(PolicyViolation):
+            provision(ws, spec, refresh=False)
+        failed = records(ws)[tenant]
+        assert failed.status is TenantStatus.active and failed.provision_failed and "kms-rotation" in failed.last_error
+        assert failed.spec_hash == applied_hash(spec, proj.root)  # the fingerprint alone would skip it
+
+        for _ in range(2):  # red stays red
+            rc, summary, err = proj.apply(*MATCH)
+            assert rc == 1, err
+            assert {t: a for t, a in actions(summary).items() if a != "unchanged"} == {tenant: "update"}
+            res = results(summary)[tenant]
+            assert not res["ok"] and "kms-rotation" in res["error"], res
+            assert res["reason"].startswith("the last provision failed (last error: ")
+        rc, summary, err = proj.apply("--preview", *MATCH)
+        assert rc == CHANGES_PENDING and actions(summary)[tenant] == "update", err
+    finally:
+        kms.enable_key_rotation(KeyId=key)
+
+    rc, summary, err = proj.apply(*MATCH)
+    assert rc == 0 and actions(summary)[tenant] == "update" and results(summary)[tenant]["ok"], err
+    passed = records(ws)[tenant]
+    assert passed.last_error is None and not passed.provision_failed
+    before = state_mtimes(sandbox, [tenant])
+    rc, summary, err = proj.apply(*MATCH)
+    assert rc == 0 and set(actions(summary).values()) == {"unchanged"}, err
+    assert state_mtimes(sandbox, [tenant]) == before and records(ws)[tenant].version == passed.version
+
+
+def test_a_stack_file_saying_more_than_its_spec_is_invalid(proj, sandbox):
+    """The region the AWS provider is given, or a config key the program would
+    read besides the spec, is not a no-change: apply and both previews refuse
+    the file, naming why, and run nothing for it."""
+    region, bogus = stack_file(proj.stacks, "ap-t04"), stack_file(proj.stacks, "ap-t06")
+    committed = {path: path.read_text() for path in (region, bogus)}
+    region.write_text(committed[region].replace(f"aws:region: {sandbox.region}", "aws:region: eu-west-1"))
+    bogus.write_text(committed[bogus].replace("config:\n", "config:\n  tenantctl:bogus: 1\n"))
+    before = state_mtimes(sandbox, TENANTS)
+    try:
+        for args in (("--preview",), ()):
+            rc, summary, err = proj.apply(*args, *MATCH)
+            assert rc == 1, err
+            res = results(summary)
+            assert {t: a for t, a in actions(summary).items() if a != "unchanged"} == {
+                "ap-t04": "invalid", "ap-t06": "invalid"}
+            assert f"aws:region 'eu-west-1' is not the tenant's region '{sandbox.region}'" in res["ap-t04"]["error"]
+            assert "config key(s) `tenantctl:bogus`" in res["ap-t06"]["error"]
+        preview = proj.cli("provision", "ap-t04", "--preview")
+        assert preview.returncode == 3 and "aws:region 'eu-west-1'" in preview.stderr, preview.stderr
+        assert state_mtimes(sandbox, TENANTS) == before
+    finally:
+        for path, text in committed.items():
+            path.write_text(text)
+    rc, summary, err = proj.apply(*MATCH)
+    assert rc == 0 and set(actions(summary).values()) == {"unchanged"}, err
+
+
+def test_a_key_generation_file_no_move_opened_is_refused_and_audited(proj):
+    """`<id>.k<N>` is a move's target stack (`tenantctl move`): of an unknown
+    tenant, or of one not moving there, apply refuses it by name (no create of a
+    stack it cannot find) and audit reports it."""
+    zeta, stray = stack_file(proj.stacks, "ap-tzeta.k1"), stack_file(proj.stacks, "ap-t01.k1")
+    zeta.write_text(stack_file(proj.stacks, "ap-t00").read_text().replace("ap-t00", "ap-tzeta"))
+    stray.write_text(stack_file(proj.stacks, "ap-t01").read_text())
+    try:
+        rc, summary, err = proj.apply("--preview", *MATCH)
+        assert rc == 1, err
+        res = results(summary)
+        assert {t: a for t, a in actions(summary).items() if a != "unchanged"} == {
+            "ap-tzeta.k1": "invalid", "ap-t01.k1": "invalid"}  # no `ap-tzeta` create, ap-t01 itself unchanged
+        assert "tenant 'ap-tzeta' is not in the registry" in res["ap-tzeta.k1"]["error"]
+        assert "tenant 'ap-t01' has no open move to it" in res["ap-t01.k1"]["error"]
+        assert all("written by `tenantctl move`" in res[t]["error"] for t in ("ap-tzeta.k1", "ap-t01.k1"))
+
+        run = proj.cli("audit", "--json")
+        assert run.returncode == CHANGES_PENDING, run.stderr
+        found = {(f["kind"], f["tenant_id"], f["subject"]) for f in json.loads(run.stdout)["findings"]
+                 if f["tenant_id"].startswith("ap-t")}
+        assert found == {("stray-stack-file", "ap-tzeta", zeta.name), ("stray-stack-file", "ap-t01", stray.name)}
+    finally:
+        zeta.unlink()
+        stray.unlink()
+
+
+def test_a_failed_live_read_is_reported_as_failed(proj, sandbox):
+    """`apply --refresh` of a tenant whose live read fails: still `unchanged`,
+    but a failed row with its error in the table, the progress and the
+    comment, never one of the skipped."""
+    tenant = "ap-t08"
+    state = StateFile(Path(sandbox.state_dir) / "local-engine", tenant).path
+    kept = state.read_bytes()
+    state.write_text("{not json")
+    md = proj.root / "refresh.md"
+    try:
+        run = proj.cli("apply", "--refresh", "--match", tenant, "--markdown", str(md))
+    finally:
+        state.write_bytes(kept)
+    assert run.returncode == 1, run.stderr
+    row = next(line for line in run.stdout.splitlines() if line.startswith(tenant))
+    assert row.split()[:5] == [tenant, "unchanged", "failed:", "refresh", "failed:"], run.stdout
+    assert f"{tenant}: unchanged failed: refresh failed:" in run.stderr
+    assert run.stdout.rstrip().endswith("1 unchanged; 1 failed")
+    text = md.read_text()
+    assert ":x: **1 failed**" in text and f"| `{tenant}` | unchanged | **failed**: refresh failed: " in text
+    assert "skipped" not in text
+    rc, summary, err = proj.apply("--refresh", "--match", tenant)
+    assert rc == 0 and actions(summary) == {tenant: "unchanged"}, err
+
+
 def test_prune_is_refused_without_yes_and_deprovisions_with_it(proj, sandbox, tmp_path):
     # A tenant of another project on the same registry: an orphan to this one
     # unless --match scopes apply to this project's tenants.
@@ -279,6 +399,10 @@ def test_prune_is_refused_without_yes_and_deprovisions_with_it(proj, sandbox, tm
     rc, summary, err = proj.apply("--preview")
     assert rc == 0, err  # orphans are reported, not pending
     assert {t for t, a in actions(summary, "ap-").items() if a == "orphan"} == {*gone, "ap-keep"}
+
+    nothing = proj.cli("apply", "--prune", "--yes", "--match", "ap-x*")  # a scope with no stack file
+    assert nothing.returncode == 3 and "no tenant stack file matching ap-x*" in nothing.stderr, nothing.stderr
+    assert "every tenant of the registry matching ap-x*" in nothing.stderr
 
     refused = proj.cli("apply", "--prune", "--json", *MATCH)  # no terminal to ask on, no --yes
     assert refused.returncode == NotConfirmed.exit_code, refused.stderr

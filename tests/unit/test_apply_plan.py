@@ -350,11 +350,15 @@ def test_a_missing_or_empty_desired_state_is_refused(tmp_path, ws):
     with pytest.raises(InvalidInput, match="does not exist"):
         apply(nowhere)
     # Only the platform stack file: pruning would remove every tenant.
-    with pytest.raises(InvalidInput, match="every tenant"):
+    with pytest.raises(InvalidInput, match="--prune is refused, as it would deprovision every tenant in the registry"):
         apply(ws, prune=True)
     write_tenant(ws.stacks_dir, TenantSpec(id="team-a-one"))
-    with pytest.raises(InvalidInput, match="matching team-b-"):
+    # Scoped: what is refused is the registry's tenants of that scope, not all of them.
+    with pytest.raises(InvalidInput) as err:
         check_scope(ws, prune=True, match=["team-b-*"])
+    assert "holds no tenant stack file matching team-b-*" in str(err.value)
+    assert "deprovision every tenant of the registry matching team-b-* (check the --match globs" in str(err.value)
+    assert "in the registry" not in str(err.value)
     check_scope(ws, prune=True, match=["team-a-*"])
     check_scope(ws, prune=False, match=["team-b-*"])
 
@@ -403,3 +407,218 @@ def test_a_cell_with_a_counter_and_no_stack_file_is_an_orphan_the_home_never():
     assert [(c.cell, c.action, c.ok) for c in found] == [("gone", Action.orphan, True)]
     assert "`tenantctl cell remove gone`" in found[0].reason
     assert orphan_cells(["default"], {}) == []  # the home cell's file is written on first use
+
+
+def test_a_failed_provision_is_applied_again_until_one_succeeds(ws):
+    """A provision records the tenant active with its fingerprint, then runs the
+    posture check: a check that fails leaves that fingerprint with the failure,
+    and the next apply must run it again (a red run never turns green by
+    itself). A note of checks that could not run, or another operation's
+    failure, is no reason to."""
+    for tenant_id in ("checked", "interrupted", "noted", "drilled", "legacy", "repaired"):
+        write_tenant(ws.stacks_dir, TenantSpec(id=tenant_id))
+
+    def applied(tenant_id, **fields):
+        return record(TenantSpec(id=tenant_id), project=ws.project_dir, **fields)
+
+    records = {
+        "checked": applied("checked", last_error="tenant 'checked' posture check: fail aws/kms-rotation: off",
+                           provision_failed=True),
+        "interrupted": applied("interrupted", last_error="provision interrupted: its pid is gone",
+                               provision_failed=True),
+        "noted": applied("noted", last_error="tenant 'noted' posture check: error db/rls: unreachable",
+                         provision_failed=False),
+        "drilled": applied("drilled", last_error="drill restore of b-1: verification failed", provision_failed=False),
+        # Written before failures were told from notes: no provision_failed in its item at all.
+        "legacy": TenantRecord.model_validate_json(applied("legacy", last_error="posture check: fail").model_dump_json(
+            exclude={"provision_failed"})),
+        "repaired": applied("repaired", last_error=None, provision_failed=False),  # the run after the fix
+    }
+    got = {r.tenant_id: r for r in plan(ws, (1, 1), records)}
+    assert {t: r.action for t, r in got.items()} == {
+        "checked": Action.update, "interrupted": Action.update, "noted": Action.unchanged,
+        "drilled": Action.unchanged, "legacy": Action.update, "repaired": Action.unchanged}
+    assert got["checked"].reason == ("the last provision failed (last error: tenant 'checked' posture check: "
+                                     "fail aws/kms-rotation: off)")
+    assert got["checked"].ok and summary(False, *got.values()).exit_code() == 0  # planned, not failed yet
+
+
+def test_the_registry_keeps_a_failed_provision_until_a_provision_succeeds(monkeypatch):
+    """What `plan` reads: a failed provision's hold (or a dead provision's lock)
+    sets ``provision_failed``; another operation, failed or not, leaves it; a
+    provision that succeeds clears it, even with a note in ``last_error``."""
+    from runtime_fixtures import record as applied
+
+    from tenantctl.errors import PolicyViolation
+    from tenantctl.models import TenantLock
+    from tenantctl.registry import RegistryWriter
+
+    stored: dict[str, TenantRecord] = {}
+    writer = RegistryWriter.__new__(RegistryWriter)
+    monkeypatch.setattr(writer, "_put", lambda r, version: stored.__setitem__(r.tenant_id, r) or r, raising=False)
+    monkeypatch.setattr(writer, "get", lambda tenant_id: stored.get(tenant_id), raising=False)
+    monkeypatch.setattr(writer, "lock_for", lambda tenant_id, operation, status=None: writer._put(
+        stored[tenant_id].model_copy(update={"lock": TenantLock(operation=operation, owner="o", host="h", pid=1)}),
+        None), raising=False)
+    stored["acme"] = record(TenantSpec(id="acme"))
+
+    def flag() -> tuple[bool, str | None]:
+        return stored["acme"].provision_failed, stored["acme"].last_error
+
+    with pytest.raises(PolicyViolation), writer.hold("acme", "provision"):
+        raise PolicyViolation("posture check: fail")
+    assert flag() == (True, "posture check: fail") and stored["acme"].lock is None
+    with writer.hold("acme", "drill-restore"):
+        pass
+    assert flag() == (True, None)
+    with pytest.raises(PolicyViolation), writer.hold("acme", "wake"):
+        raise PolicyViolation("instance stuck")
+    assert flag() == (True, "instance stuck")
+    active = writer.mark_active(stored["acme"], applied("acme").resources, TenantSpec(id="acme"), "1", "h")
+    writer.release(active, error="posture check: error db/rls: unreachable")  # a note of a provision that succeeded
+    assert flag() == (False, "posture check: error db/rls: unreachable")
+
+    # A provision whose lock is cleared never finished: a dead one's, or one removed with `unlock --force`.
+    dead = TenantLock(operation="provision", owner="o", host="h", pid=1)
+    monkeypatch.setattr("tenantctl.registry.lock_holder", lambda lock: "gone")
+    assert writer.clear_dead_lock(stored["acme"].model_copy(update={"lock": dead})).provision_failed
+    monkeypatch.setattr(writer, "require", lambda tenant_id: stored[tenant_id], raising=False)
+    stored["acme"] = stored["acme"].model_copy(update={"provision_failed": False, "lock": dead})
+    assert writer.force_unlock("acme").provision_failed
+    stored["acme"] = stored["acme"].model_copy(update={"provision_failed": False, "lock": dead.model_copy(
+        update={"operation": "hibernate"})})
+    assert not writer.force_unlock("acme").provision_failed
+
+
+def test_a_key_generation_file_no_move_opened_is_refused(ws):
+    """`<id>.k<N>` is a move's target stack: of a tenant not in the registry, or
+    with no open move to it, it is refused by name (never read as the tenant's,
+    never a create of a stack the run cannot find); the tenant's own file is
+    planned as ever."""
+    from runtime_fixtures import record as applied
+
+    from tenant_runtime.models import MovePhase, TenantMove
+
+    write_tenant(ws.stacks_dir, TenantSpec(id="zeta"), stack="zeta.k1")  # no zeta.yaml, no record
+    acme = TenantSpec(id="acme")
+    write_tenant(ws.stacks_dir, acme)
+    write_tenant(ws.stacks_dir, acme, stack="acme.k1")  # acme is not moving
+    write_tenant(ws.stacks_dir, TenantSpec(id="lost"))  # its record names lost.k1, whose file is gone
+    moving = TenantSpec(id="moving")
+    write_tenant(ws.stacks_dir, moving)
+    write_tenant(ws.stacks_dir, moving.model_copy(update={"region": "eu-west-1"}), stack="moving.k1")
+    store = applied("moving").resources.store
+    records = {
+        "acme": record(acme, project=ws.project_dir),
+        "lost": record("lost", stack="lost.k1"),
+        "moving": record(moving, project=ws.project_dir, move=TenantMove(
+            from_tier=Tier.pooled, to_tier=Tier.pooled, from_cell="default", to_cell="eu1", old_store=store,
+            to_stack="moving.k1", phase=MovePhase.copying)),
+    }
+    got = {r.tenant_id: r for r in plan(ws, (1, 1), records)}
+    assert {t: r.action for t, r in got.items()} == {
+        "acme": Action.unchanged, "acme.k1": Action.invalid, "zeta.k1": Action.invalid, "lost": Action.invalid,
+        "moving": Action.invalid}  # the open move refuses a provision; its second stack is no stray
+    assert "tenant 'zeta' is not in the registry" in got["zeta.k1"].error
+    assert "written by `tenantctl move`" in got["zeta.k1"].error and "Pulumi.zeta.yaml" in got["zeta.k1"].error
+    assert "tenant 'acme' has no open move to it (its stacks: acme)" in got["acme.k1"].error
+    assert "names stack 'lost.k1', whose file Pulumi.lost.k1.yaml is not in stacks/" in got["lost"].error
+    assert "being moved" in got["moving"].error
+    assert not any(r.ok for t, r in got.items() if t != "acme")
+    # Only the tenants of the run's cell: a stray file of a tenant not in the registry belongs to none.
+    assert {r.tenant_id for r in plan(ws, (1, 1), records, cell="eu1")} == set()
+
+
+def test_an_edit_outside_the_spec_makes_the_file_invalid_not_unchanged(ws):
+    """The fingerprint is the spec's: a file whose region or other keys say
+    something else is refused by the plan (the program would refuse it, or
+    apply would never deploy it), not skipped as unchanged."""
+    specs = {t: TenantSpec(id=t) for t in ("region", "bogus", "profile", "commented")}
+    for spec in specs.values():
+        write_tenant(ws.stacks_dir, spec)
+    edit = {"region": ("aws:region: us-east-1", "aws:region: eu-west-1"),
+            "bogus": ("config:\n", "config:\n  tenantctl:bogus: 1\n"),
+            "profile": ("config:\n", "config:\n  aws:profile: prod\n"),
+            "commented": ("config:\n", "# owned by team-a\nconfig:  # reviewed\n")}
+    for tenant_id, (old, new) in edit.items():
+        path = stack_file(ws.stacks_dir, tenant_id)
+        path.write_text(path.read_text().replace(old, new))
+    records = {t: record(spec, project=ws.project_dir) for t, spec in specs.items()}
+    got = {r.tenant_id: r for r in plan(ws, (1, 1), records)}
+    assert {t: r.action for t, r in got.items()} == {
+        "region": Action.invalid, "bogus": Action.invalid, "profile": Action.invalid, "commented": Action.unchanged}
+    assert "aws:region 'eu-west-1' is not the tenant's region 'us-east-1'" in got["region"].error
+    assert "config key(s) `tenantctl:bogus`" in got["bogus"].error
+    assert "config key(s) `aws:profile`" in got["profile"].error
+    assert got["region"].reason == "stack file refused"
+
+
+def test_a_failed_stack_is_reported_as_failed_whatever_its_action(monkeypatch, capsys, tmp_path):
+    """A live read that failed leaves a stack `unchanged` but failed: the
+    progress, the table, its last line and the markdown comment all name it
+    with its error; it is not counted among the skipped."""
+    import typer
+
+    import tenantctl.workspace
+    from tenantctl.cli import apply_cmd
+    from tenantctl.operations import apply as apply_op
+
+    cell = CellResult(cell="eu1", action=Action.unchanged, ok=False, error="refresh failed: state [unreadable]",
+                      reason="refresh")
+    globex = TenantResult(tenant_id="globex", action=Action.unchanged, ok=False, reason="refresh",
+                          error="refresh failed: AccessDenied in eu-west-1")
+    acme = TenantResult(tenant_id="acme", action=Action.unchanged)
+    done = ApplySummary(preview=False, refresh=True, shard="1/1", seconds=1.0, cells=[cell], results=[acme, globex])
+
+    def run(ws, on_plan=None, **options):
+        on_plan([cell], [acme, globex])
+        return done
+
+    monkeypatch.setattr(apply_op, "apply", run)
+    monkeypatch.setattr(tenantctl.workspace, "Workspace", lambda: None)
+    md = tmp_path / "summary.md"
+    with pytest.raises(typer.Exit) as exited:
+        apply_cmd.apply(refresh=True, markdown=md)
+    assert exited.value.exit_code == 1
+    out, err = capsys.readouterr()
+    assert "globex: unchanged failed: refresh failed: AccessDenied in eu-west-1" in err
+    assert "cell eu1: unchanged failed: refresh failed: state [unreadable]" in err
+    rows = [" ".join(line.split()) for line in out.splitlines()[2:4]]
+    assert rows == ["cell eu1 unchanged failed: refresh failed: state [unreadable] refresh",  # brackets: text
+                    "globex unchanged failed: refresh failed: AccessDenied in eu-west-1 refresh"]
+    assert "acme" not in out and out.rstrip().endswith("2 unchanged; 2 failed")
+
+    text = md.read_text()
+    assert ":x: **2 failed**" in text
+    assert "| `globex` | unchanged | **failed**: refresh failed: AccessDenied in eu-west-1 | refresh |  |" in text
+    assert "| `cell eu1` | unchanged | **failed**: refresh failed: state [unreadable] | refresh |  |" in text
+    assert "1 unchanged tenant(s) skipped (read live: no drift)" in text
+
+
+@pytest.mark.parametrize("failure", [PermissionError("posture check: fail aws/kms-rotation"), KeyboardInterrupt()])
+def test_a_tenant_recorded_active_then_not_verified_is_a_failed_provision(monkeypatch, failure):
+    """`activate` (a provision's, a move's finalize, a revive's) records the
+    tenant active with its fingerprint before its posture check: a check that
+    fails or is interrupted leaves ``provision_failed`` for `apply`, whichever
+    command's hold then records the error."""
+    from runtime_fixtures import record as applied
+
+    import tenantctl.checks
+    from tenantctl.engines.base import ChangeSet, UpResult
+    from tenantctl.operations.provision import Applied, activate
+
+    saved: list[dict] = []
+    active = record("acme")
+    ws = SimpleNamespace(registry=SimpleNamespace(mark_active=lambda *a, **kw: active,
+                                                  save=lambda r, **changes: saved.append(changes)))
+
+    def check(ws_, record_, applied_):
+        raise failure
+
+    monkeypatch.setattr(tenantctl.checks, "verify_provisioned", check)
+    done = Applied(resources=applied("acme").resources,
+                   result=UpResult(stack="acme", outputs={}, changes=ChangeSet(stack="acme", changes=[])),
+                   fingerprint="h")
+    with pytest.raises(type(failure)):
+        activate(ws, record("acme"), TenantSpec(id="acme"), done)
+    assert saved == [{"provision_failed": True}]

@@ -71,6 +71,7 @@ config:
   tenantctl:tenant:
     id: acme
     tier: pooled
+    region: eu-west-1
 encryptionsalt: v1:abc:def
 """
 

@@ -83,3 +83,33 @@ def test_a_second_stack_of_another_key_generation_is_the_same_tenants(tmp_path):
     stack_file(tmp_path, "acme.k1").rename(tmp_path / "Pulumi.beta.k2.yaml")
     with pytest.raises(InvalidInput, match="does not match the file name"):
         read_tenant(tmp_path / "Pulumi.beta.k2.yaml")
+
+
+@pytest.mark.parametrize("old, new, refused", [
+    ("aws:region: eu-west-1", "aws:region: us-east-1", "aws:region 'us-east-1' is not the tenant's region 'eu-west-1'"),
+    ("  aws:region: eu-west-1\n", "", "no aws:region (the tenant's region is 'eu-west-1')"),
+    ("config:\n", "config:\n  tenantctl:bogus: 1\n", "config key(s) `tenantctl:bogus`"),
+    ("config:\n", "config:\n  tenant: {id: acme}\n", "config key(s) `tenant`"),  # the project's namespace too
+    ("config:\n", "config:\n  aws:profile: prod\n  aws:assumeRoles: []\n", "`aws:assumeRoles`, `aws:profile`"),
+    ("config:\n", "environment:\n  - prod-creds\nconfig:\n", "top-level key(s) `environment`"),
+    ("config:\n", "config: 3\nx:\n", "not a stack file"),
+])
+def test_a_file_saying_more_than_its_spec_is_refused(tmp_path, old, new, refused):
+    """The spec is the fingerprint: any config the program would read besides
+    it, or a region other than its own, is refused rather than ignored."""
+    write_tenant(tmp_path, TenantSpec(id="acme", region="eu-west-1"))
+    path = stack_file(tmp_path, "acme")
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new, 1))
+    with pytest.raises(InvalidInput) as err:
+        read_tenant(path)
+    assert refused in str(err.value) and str(path) in str(err.value)
+
+
+def test_comments_and_what_pulumi_records_are_no_change(tmp_path):
+    spec = TenantSpec(id="acme")
+    write_tenant(tmp_path, spec)
+    path = stack_file(tmp_path, "acme")
+    path.write_text("# owned by team-a\n" + path.read_text().replace("config:\n", "config:  # reviewed\n")
+                    + "secretsprovider: awskms://alias/tenantctl\nencryptedkey: abc==\nencryptionsalt: v1:x\n")
+    assert read_tenant(path) == spec

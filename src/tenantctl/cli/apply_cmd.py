@@ -20,6 +20,15 @@ def _changes(result: "StackResult") -> str:
     return ", ".join(f"{op} {n}" for op, n in result.changes.items() if op != "same")
 
 
+def _line(result: "StackResult", ran: bool = True) -> str:
+    """A stack's progress line (rich markup): its action and result, with the
+    error of a failed one; ``ran``: with the time its run took."""
+    mark = "[green]ok[/]" if result.ok else f"[red]failed[/]: {escape(result.error or '')}"
+    took = f" ({result.seconds:.1f}s)" if ran else ""
+    changes = _changes(result)
+    return f"{result.name}: {result.action.value} {mark}{took}{' · ' + changes if changes else ''}"
+
+
 def _details(result: "StackResult", preview: bool) -> None:
     """The stack's resource steps with their changed properties; a tenant's drift and orphan resources."""
     steps_table(f"{result.name} · {result.action.value}", result.resources)
@@ -49,12 +58,11 @@ def _progress(preview: bool) -> Iterator[tuple[Callable, Callable]]:
                 counts[r.action.value] = counts.get(r.action.value, 0) + 1
             progress.plan(sum(counts.get(a, 0) for a in ("create", "update", "repair", "prune")),
                           ", ".join(f"{n} {a}" for a, n in counts.items()) or "no tenants")
+            for failed in [r for r in (*cells, *results) if not r.ok]:  # refused or not read live: never run
+                progress.note(_line(failed, ran=False))
 
         def on_result(result) -> None:
-            mark = "[green]ok[/]" if result.ok else f"[red]failed[/]: {escape(result.error or '')}"
-            changes = f" · {_changes(result)}" if _changes(result) else ""
-            line = f"{result.name}: {result.action.value} {mark} ({result.seconds:.1f}s){changes}"
-            (progress.note if isinstance(result, CellResult) else progress.done)(line)
+            (progress.note if isinstance(result, CellResult) else progress.done)(_line(result))
 
         def on_wait(busy) -> None:
             progress.note(f"waiting: {escape(str(busy))}")
@@ -129,9 +137,9 @@ def apply(
     if json_out:
         print_json({**summary.model_dump(mode="json"), "counts": summary.counts, "exit_code": summary.exit_code()})
     else:
-        shown = [r for r in summary.stacks if r.action is not Action.unchanged]
-        rows = [(r.name, r.action.value, "ok" if r.ok else f"failed: {r.error}", r.reason, _changes(r))
-                for r in shown]
+        shown = summary.listed
+        rows = [(r.name, r.action.value, "ok" if r.ok else f"failed: {escape(r.error or '')}", escape(r.reason),
+                 _changes(r)) for r in shown]
         if rows:
             table(f"apply{' --preview' if preview else ''} · shard {summary.shard} · {summary.seconds:.1f}s",
                   ["stack", "action", "result", "why", "resources"], rows)
@@ -139,7 +147,8 @@ def apply(
             _details(result, preview)
         cells = [f"cell {c.cell} {c.action.value}" for c in summary.cells if c.action is not Action.unchanged]
         tenants = ", ".join(f"{n} {a}" for a, n in summary.counts.items()) or "no tenants in stacks/"
-        console.print("; ".join([*cells, tenants]), highlight=False)
+        failed = [f"{len(summary.failed)} failed"] if summary.failed else []
+        console.print("; ".join([*cells, tenants, *failed]), highlight=False)
     orphans = summary.orphans
     if orphans:
         names = ", ".join(r.tenant_id for r in orphans)

@@ -2,7 +2,9 @@
 
 The cells' stacks come first (`apply_cells`). Each tenant is planned from one
 registry read: unchanged when its record is active and carries the fingerprint
-of the same spec + program, otherwise created or updated. Work runs in a
+of the same spec + program and its last provision did not fail, otherwise
+created or updated; a stack file the program would not run as it is (see
+`stackconfig`), or that is none of its tenant's stacks, is refused. Work runs in a
 bounded process pool (the LocalEngine drives Pulumi's process-global runtime,
 so tenants can't share a process), one failure never stops the others, and
 `--shard I/N` splits tenants deterministically by a hash of their id so CI
@@ -53,7 +55,15 @@ from tenantctl.operations.apply_results import (
 )
 from tenantctl.operations.refresh import refresh_many
 from tenantctl.registry import CellBusy, refusal
-from tenantctl.stackconfig import read_tenant, stack_file, stack_of, tenant_stack_files, write_tenant
+from tenantctl.stackconfig import (
+    read_tenant,
+    stack_file,
+    stack_of,
+    stray_stack,
+    tenant_stack_files,
+    tenant_stacks,
+    write_tenant,
+)
 from tenantctl.workspace import Workspace
 
 
@@ -89,10 +99,23 @@ def _rebuild_owed(record: TenantRecord) -> bool:
     return can_rebuild(record)
 
 
+def _provision_failed(record: TenantRecord) -> bool:
+    """Its last provision failed: apply runs it again, even when it failed
+    after recording the fingerprint (the posture check runs on the tenant
+    recorded active). A record written before ``provision_failed`` existed
+    cannot tell a failure from a note: any ``last_error`` counts (re-applied
+    once, it records the flag)."""
+    if "provision_failed" not in record.model_fields_set:
+        return record.last_error is not None
+    return record.provision_failed
+
+
 def _update_reason(record: TenantRecord) -> str:
     if record.status not in SETTLED:
         why = f"registry status {record.status.value}"
         return why + (f" (last error: {record.last_error})" if record.last_error else "")
+    if _provision_failed(record):
+        return f"the last provision failed (last error: {record.last_error})"
     if not record.spec_hash:
         return "no fingerprint recorded"
     if _rebuild_owed(record):
@@ -112,17 +135,32 @@ def plan(ws: Workspace, shard: tuple[int, int], records: dict[str, TenantRecord]
         return in_shard(tenant_id, index, total) and matches(tenant_id, match)
 
     results: list[TenantResult] = []
-    current = {t: r.current_stack for t, r in records.items()}
-    files = {t: p for t, p in tenant_stack_files(ws.stacks_dir, current).items() if mine(t)}
-    for tenant_id, path in files.items():
+
+    def refuse(name: str, record: TenantRecord | None, error: str) -> None:
+        # Before the file's content is read: in a --cell run, only a file of a tenant of that cell.
+        if cell is None or (record is not None and record.cell == cell):
+            results.append(TenantResult(tenant_id=name, action=Action.invalid, ok=False, error=error,
+                                        reason="stack file refused"))
+
+    files = {t: found for t, found in tenant_stacks(ws.stacks_dir).items() if mine(t)}
+    for tenant_id, found in files.items():
         record = records.get(tenant_id)
+        for stack in found:
+            stray = stray_stack(stack, record)
+            if stray is not None:  # never read as the tenant's: its run would look for another file
+                refuse(stack, record, stray)
+        stack = stack_of(tenant_id, record)
+        path = found.get(stack)
+        if path is None:
+            if record is not None and record.status not in GONE:  # a file of another of its stacks only
+                refuse(tenant_id, record, f"its registry record names stack {stack!r}, whose file "
+                                          f"{stack_file(ws.stacks_dir, stack).name} is not in stacks/")
+            continue
         try:
             require_valid(tenant_id, hint=forget_hint(tenant_id))  # the file's name, before its content
             spec = read_tenant(path)
         except TenantctlError as exc:
-            if cell is None or (record is not None and record.cell == cell):
-                results.append(TenantResult(tenant_id=tenant_id, action=Action.invalid, ok=False, error=str(exc),
-                                            reason="stack file refused"))
+            refuse(tenant_id, record, str(exc))
             continue
         if cell is not None and (record.cell if record is not None else spec.cell) != cell:
             continue
@@ -137,7 +175,7 @@ def plan(ws: Workspace, shard: tuple[int, int], records: dict[str, TenantRecord]
                                         error=f"the stack file names cell {spec.cell!r}, the tenant lives in "
                                               f"{record.cell!r}: tenants do not change cells in place",
                                         reason="cell changed"))
-        elif (record.status in SETTLED and not _rebuild_owed(record)
+        elif (record.status in SETTLED and not _rebuild_owed(record) and not _provision_failed(record)
               and record.spec_hash == applied_hash(spec, ws.project_dir, fingerprint)):
             results.append(TenantResult(tenant_id=tenant_id, action=Action.unchanged))
         else:
@@ -315,10 +353,13 @@ def check_scope(ws: Workspace, prune: bool, match: Sequence[str]) -> None:
         raise InvalidInput(f"{ws.stacks_dir} does not exist: run apply in the project that holds Pulumi.yaml and "
                            "the committed stacks/")
     if prune and not any(matches(t, match) for t in tenant_stack_files(ws.stacks_dir)):
-        matching = f" matching {', '.join(match)}" if match else ""
-        raise InvalidInput(f"{ws.stacks_dir} holds no tenant stack files{matching}"
-                           ": --prune --yes would deprovision every tenant in the registry; refused "
-                           "(use `tenantctl deprovision ID` for that)")
+        # Every tenant in scope would be an orphan: a mistyped glob or the wrong checkout, far likelier than intent.
+        globs = ", ".join(match)
+        what, check = ((f"every tenant of the registry matching {globs}", "the --match globs") if match else
+                       ("every tenant in the registry", "that this is the project's directory"))
+        raise InvalidInput(f"{ws.stacks_dir} holds no tenant stack file{' matching ' + globs if match else ''}: "
+                           f"--prune is refused, as it would deprovision {what} (check {check}; "
+                           "`tenantctl deprovision ID` deprovisions a tenant on purpose)")
 
 
 def apply(

@@ -104,6 +104,18 @@ class ApplySummary(BaseModel):
         return [r for r in self.stacks if not r.ok]
 
     @property
+    def skipped(self) -> list[TenantResult]:
+        """Tenants left alone with nothing to say: unchanged, and not failed (a
+        failed live read leaves a tenant `unchanged`, and is reported as failed)."""
+        return [r for r in self.results if r.ok and r.action is Action.unchanged]
+
+    @property
+    def listed(self) -> list[StackResult]:
+        """Each stack with a row of its own in the summary: what runs or would,
+        what failed whatever its action, the orphans; not the skipped."""
+        return [r for r in self.stacks if not r.ok or r.action is not Action.unchanged]
+
+    @property
     def pending(self) -> list[StackResult]:
         return [r for r in self.stacks if r.action in RUNS]
 

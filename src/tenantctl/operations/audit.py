@@ -7,6 +7,9 @@
   by hand); the platform's own resources are claimed by the platform stack;
 - ``tombstoned-stack-file``: a committed stack file whose tenant is
   deprovisioned (a re-commit `apply` would refuse);
+- ``stray-stack-file``: a committed key-generation stack file (`acme.k1`, a
+  move's target) of a tenant with no record, or no open move to that stack
+  (`apply` refuses it);
 - ``bad-name``: a registry record or stack file whose id breaks the naming rules;
 - ``unknown-cell``: a record not deprovisioned whose cell stacks/ does not define
   (its stack file removed, or the registry shared with another project): that
@@ -35,14 +38,16 @@ from tenantctl import inventory
 from tenantctl.errors import CHANGES_PENDING, InvalidInput
 from tenantctl.models import CellSpec, TenantRecord, TenantStatus
 from tenantctl.naming import PLATFORM_STACK, broken_rule, cell_of_stack
-from tenantctl.stackconfig import tenant_stack_files
+from tenantctl.stackconfig import stray_stack, tenant_stack_files, tenant_stacks
 from tenantctl.workspace import Workspace
 
 if TYPE_CHECKING:
     from tenantctl.aws import Clients
 
-Kind = Literal["resources-gone", "unclaimed", "tombstoned-stack-file", "bad-name", "unknown-cell"]
-KINDS: tuple[Kind, ...] = ("resources-gone", "unclaimed", "tombstoned-stack-file", "bad-name", "unknown-cell")
+Kind = Literal["resources-gone", "unclaimed", "tombstoned-stack-file", "stray-stack-file", "bad-name",
+               "unknown-cell"]
+KINDS: tuple[Kind, ...] = ("resources-gone", "unclaimed", "tombstoned-stack-file", "stray-stack-file", "bad-name",
+                           "unknown-cell")
 LIVE = (TenantStatus.active, TenantStatus.suspended)
 GONE = (TenantStatus.deprovisioned, TenantStatus.deprovisioning)
 
@@ -169,7 +174,8 @@ def audit(ws: Workspace, parallel: int = 8) -> AuditReport:
     started = time.monotonic()
     records = {r.tenant_id: r for r in ws.registry.iter_all()}
     current = {t: r.current_stack for t, r in records.items()}
-    files = tenant_stack_files(ws.stacks_dir, current) if ws.stacks_dir.is_dir() else {}
+    stacks = tenant_stacks(ws.stacks_dir) if ws.stacks_dir.is_dir() else {}
+    files = tenant_stack_files(ws.stacks_dir, current) if stacks else {}
     cells = ws.cells()
     accounts, account_of = _accounts(ws, records, cells)
 
@@ -196,6 +202,11 @@ def audit(ws: Workspace, parallel: int = 8) -> AuditReport:
                 kind="tombstoned-stack-file", tenant_id=tenant_id, subject=str(path.name),
                 detail=f"tenant {tenant_id!r} is {record.status.value}: `apply` refuses this file "
                        "(ids are never reused); remove it, or restore the tenant with `tenantctl drill restore`"))
+    for tenant_id, found in stacks.items():
+        for stack, path in found.items():
+            stray = stray_stack(stack, records.get(tenant_id))
+            if stray is not None:
+                findings.append(Finding(kind="stray-stack-file", tenant_id=tenant_id, subject=path.name, detail=stray))
     for account in accounts.values():
         findings += _unclaimed(account, records, {PLATFORM_STACK} | {spec.stack for spec in cells.values()})
     order = {k: i for i, k in enumerate(KINDS)}

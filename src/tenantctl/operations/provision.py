@@ -19,7 +19,7 @@ that fails fails the run (``OrphansNotRemoved``) once the tenant is recorded.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from tenantctl.models import TenantRecord, TenantResources, TenantSpec, describe
 from tenantctl.naming import require_valid
 from tenantctl.operations.refresh import Orphan, orphans_of, removal_failures, remove_orphans
 from tenantctl.placement import Placement
-from tenantctl.registry import RegistryUnreachable, RegistryWriter, refusal
+from tenantctl.registry import PROVISION, RegistryUnreachable, RegistryWriter, refusal
 from tenantctl.stackconfig import read_tenant, stack_file, stack_of, write_tenant
 from tenantctl.workspace import Workspace
 
@@ -136,7 +136,14 @@ def activate(ws: Workspace, record: TenantRecord, spec: TenantSpec, applied: App
 
     record = ws.registry.mark_active(record, applied.resources, spec, program_version=__version__,
                                      applied_hash=applied.fingerprint)
-    return verify_provisioned(ws, record, applied.result.applied)  # reuses what the up wrote or read
+    try:
+        return verify_provisioned(ws, record, applied.result.applied)  # reuses what the up wrote or read
+    except BaseException:
+        # Active with its fingerprint yet not verified, whichever command applied it (a provision, a
+        # move's finalize, a revive): the next `apply` must run the provision again, not skip it.
+        with suppress(TenantctlError):
+            ws.registry.save(record, provision_failed=True)
+        raise
 
 
 def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None,
@@ -166,7 +173,7 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
     reserved = False
     phase(on_event, spec.id, "reserving the tenant in the registry")
     try:
-        with registry.hold(spec.id, "provision", spec=spec, account_id=placement.account_id,
+        with registry.hold(spec.id, PROVISION, spec=spec, account_id=placement.account_id,
                            read=(current,)) as held:
             reserved = True
             repair = held.record.resources is not None if refresh is None else refresh
