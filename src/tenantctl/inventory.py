@@ -30,7 +30,7 @@ ROLE_PREFIX = "tenantctl-"
 # Kinds whose leftovers tenantctl removes when it repairs; anything else (a
 # database, a bucket, a VPC...) is reported and left to a person.
 REMOVABLE = ("sqs", "sns", "cloudwatch:alarm", "kms:key", "secretsmanager:secret", "iam:role",
-             "ec2:security-group")
+             "ec2:security-group", "ec2:security-group-rule")
 # Snapshots are data kept on purpose (RDS's automated ones, drill backups, the final snapshot of a
 # deleted store), each carrying its instance's tags: no stack declares one, so neither a refresh
 # (an orphan) nor an audit (a deprovisioned tenant's leftover) counts them.
@@ -118,6 +118,58 @@ class Tagged(BaseModel):
 
     def describe(self) -> str:
         return f"{self.kind} {self.name}"
+
+
+class UnmanagedRule(Tagged):
+    """An ingress rule in one of a stack's own security groups whose rules are
+    resources of their own, that no rule resource of the stack declares: added
+    out of band. Neither engine sees it as drift (the group declares no inline
+    rules, so its live ones are not compared), yet it opens the database."""
+
+    group_id: str
+    admits: str  # "tcp 5432 from 0.0.0.0/0"
+
+    @property
+    def rule_id(self) -> str:
+        return self.arn.rsplit("/", 1)[1]
+
+    @property
+    def name(self) -> str:
+        return f"{self.rule_id} ({self.admits} into {self.group_id})"
+
+
+SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
+INGRESS_RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+
+
+def _admits(rule: dict[str, Any]) -> str:
+    protocol = str(rule.get("IpProtocol"))
+    ports = "" if protocol == "-1" else (f" {rule.get('FromPort')}" if rule.get("FromPort") == rule.get("ToPort")
+                                         else f" {rule.get('FromPort')}-{rule.get('ToPort')}")
+    source = ((rule.get("ReferencedGroupInfo") or {}).get("GroupId") or rule.get("CidrIpv4")
+              or rule.get("CidrIpv6") or rule.get("PrefixListId") or "?")
+    return f"{'all traffic' if protocol == '-1' else protocol}{ports} from {source}"
+
+
+def unmanaged_rules(clients: Clients, region: str, stack: Iterable[tuple[str, str]]) -> list[UnmanagedRule]:
+    """The ingress rules added out of band to the groups of ``stack`` ((type, ARN)
+    of each resource its state knows) whose rules the stack declares as rule
+    resources: a group one of the stack's rule resources is in. One call; none
+    for a stack without both a group and a rule (a pooled tenant's)."""
+    stack = list(stack)
+    groups = {arn.rsplit("/", 1)[1] for typ, arn in stack if typ == SECURITY_GROUP and arn}
+    declared = {arn.rsplit("/", 1)[1] for typ, arn in stack if typ == INGRESS_RULE and arn}
+    if not groups or not declared:
+        return []
+    live = [rule for page in clients("ec2", region).get_paginator("describe_security_group_rules").paginate(
+        Filters=[{"Name": "group-id", "Values": sorted(groups)}]) for rule in page["SecurityGroupRules"]]
+    managed = {r["GroupId"] for r in live if r["SecurityGroupRuleId"] in declared}
+    return [UnmanagedRule(arn=r.get("SecurityGroupRuleArn") or f"arn:aws:ec2:{region}:{r.get('GroupOwnerId', '')}:"
+                          f"security-group-rule/{r['SecurityGroupRuleId']}",
+                          region=region, tags={t["Key"]: t["Value"] for t in r.get("Tags", [])},
+                          group_id=r["GroupId"], admits=_admits(r))
+            for r in live if not r.get("IsEgress") and r["GroupId"] in managed
+            and r["SecurityGroupRuleId"] not in declared]
 
 
 def record_roles(records: Iterable[Any]) -> set[str]:
@@ -217,4 +269,8 @@ def remove(clients: Clients, resource: Tagged) -> str:
     if resource.kind == "ec2:security-group":
         clients("ec2", region).delete_security_group(GroupId=resource.name)
         return "deleted"
+    if isinstance(resource, UnmanagedRule):
+        clients("ec2", region).revoke_security_group_ingress(GroupId=resource.group_id,
+                                                             SecurityGroupRuleIds=[resource.rule_id])
+        return "revoked"
     raise InvalidInput(f"{resource.describe()} ({resource.arn}) is not removed by tenantctl: remove it by hand")

@@ -282,6 +282,17 @@ def test_a_cell_changed_behind_tenantctls_back_is_reported_by_refresh_and_repair
                                                    {"Name": "default", "Values": ["true"]}])["NetworkAcls"]
         return acl["NetworkAclId"], {(e["RuleNumber"], e["Egress"]) for e in acl["Entries"]}
 
+    [db] = rds.describe_db_instances(DBInstanceIdentifier=params)["DBInstances"]
+    db_group = db["VpcSecurityGroups"][0]["VpcSecurityGroupId"]
+
+    def db_ingress() -> set[str]:
+        return {r["SecurityGroupRuleId"] for r in ec2.describe_security_group_rules(
+            Filters=[{"Name": "group-id", "Values": [db_group]}])["SecurityGroupRules"] if not r["IsEgress"]}
+
+    declared_ingress = db_ingress()
+    [opened] = ec2.authorize_security_group_ingress(GroupId=db_group, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}],
+    )["SecurityGroupRules"]
     acl_id, declared_entries = default_acl()
     ec2.create_network_acl_entry(NetworkAclId=acl_id, RuleNumber=90, Protocol="6", RuleAction="allow", Egress=False,
                                  CidrBlock="0.0.0.0/0", PortRange={"From": 22, "To": 22})
@@ -298,11 +309,15 @@ def test_a_cell_changed_behind_tenantctls_back_is_reported_by_refresh_and_repair
         ("shared-default-nacl", [{"path": "ingress[3]", "old": None, "new": ssh}]),
         ("shared-flow-logs", [{"path": "retentionInDays", "old": declared, "new": 1}]),
         ("shared-params", [{"path": "parameters[0].value", "old": "1", "new": "0"}])]
+    # The shared database's group manages its rules one resource each: no resource drifted, the rule is an orphan.
+    assert [(o["kind"], o["name"]) for o in drift["orphans"]] == [
+        ("ec2:security-group-rule", f"{opened['SecurityGroupRuleId']} (tcp 5432 from 0.0.0.0/0 into {db_group})")]
     rc, summary, _ = apply(cli, "--preview", "--refresh")
     assert rc == 12 and cells(summary)[CELL]["action"] == "repair" and retention() == 1
-    rc, summary, err = apply(cli, "--refresh")
+    rc, summary, err = apply(cli, "--refresh", "--yes")
     repaired = cells(summary)[CELL]
-    assert rc == 0 and repaired["action"] == "repair" and repaired["reason"] == "drift: 3 changed", err
+    assert rc == 0 and repaired["action"] == "repair" and repaired["reason"] == "drift: 3 changed, 1 orphan(s)", err
+    assert [o["removed"] for o in repaired["orphans"]] == ["revoked"] and db_ingress() == declared_ingress
     assert retention() == declared and force_ssl() == "1" and default_acl() == (acl_id, declared_entries)
     run = cli("refresh", "--cell", CELL, "--json")
     assert run.returncode == 0 and not run.json()["cells"][0]["resources"], run

@@ -412,3 +412,48 @@ def test_an_orphan_key_is_scheduled_for_deletion_and_a_removal_that_fails_fails_
                 for held in profile["Roles"]:
                     iam.remove_role_from_instance_profile(InstanceProfileName=role, RoleName=held["RoleName"])
                 iam.delete_instance_profile(InstanceProfileName=role)
+
+
+# -- a dedicated tenant's database opened out of band ----------------------------------------
+
+def test_an_ingress_rule_added_to_a_dedicated_database_is_drift_and_repair_revokes_it(cli, sandbox):
+    """The database's group declares no inline rules (its clients' rules are
+    resources of their own), so neither engine compares its live rules: a rule
+    opened out of band is reported beside the orphans and revoked on repair."""
+    tenant = "dr-ded"
+    made = cli("provision", tenant, "--tier", "dedicated", "--json")
+    assert made.returncode == 0, made
+    ec2 = aws(sandbox, "ec2")
+    db = aws(sandbox, "rds").describe_db_instances(DBInstanceIdentifier=naming.rds_identifier(tenant))["DBInstances"][0]
+    group = db["VpcSecurityGroups"][0]["VpcSecurityGroupId"]
+
+    def ingress() -> dict[str, str]:
+        rules = ec2.describe_security_group_rules(
+            Filters=[{"Name": "group-id", "Values": [group]}])["SecurityGroupRules"]
+        return {r["SecurityGroupRuleId"]: r.get("CidrIpv4") or r["ReferencedGroupInfo"]["GroupId"]
+                for r in rules if not r["IsEgress"]}
+
+    declared = ingress()
+    assert declared and "0.0.0.0/0" not in declared.values()
+    try:
+        opened = ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+        rule = opened["SecurityGroupRules"][0]["SecurityGroupRuleId"]
+
+        found = cli("refresh", tenant, "--json")
+        assert found.returncode == CHANGES_PENDING, found
+        [drift] = found.json()["tenants"]
+        assert drift["resources"] == []  # no resource's declared properties changed
+        assert [(o["kind"], o["name"], o["removable"]) for o in drift["orphans"]] == [
+            ("ec2:security-group-rule", f"{rule} (tcp 5432 from 0.0.0.0/0 into {group})", True)]
+        text = cli("refresh", tenant)
+        assert f"{tenant} · unmanaged ingress rule ec2:security-group-rule {rule} " in text.stdout, text
+
+        repaired = cli("provision", tenant, "--yes", "--json")
+        assert repaired.returncode == 0, repaired
+        assert [(o["name"].split()[0], o["removed"]) for o in repaired.json()["orphans"]] == [(rule, "revoked")]
+        assert ingress() == declared  # the stack's own rules stay
+        assert cli("refresh", tenant).returncode == 0
+    finally:
+        gone = cli("deprovision", tenant, "--yes", "--no-final-backup")
+        assert gone.returncode == 0, gone

@@ -287,3 +287,37 @@ def test_a_removal_that_fails_is_an_error_and_one_not_confirmed_is_kept_said_onc
     assert removed == [] and removal_failures(done) is None  # left on purpose: no failure
     assert {o.fate(preview=False) for o in done} == {
         "not removed: stack globex: the plan deletes or replaces 2 resource(s): pass --yes to confirm"}
+
+
+def test_only_rules_added_to_a_group_whose_rules_are_resources_are_unmanaged():
+    """The database's group (a declared rule resource is in it): the extra rule; the client group (inline
+    rules, none of the stack's rule resources in it): nothing, whatever it holds; egress never."""
+    from tenantctl.inventory import INGRESS_RULE, SECURITY_GROUP, unmanaged_rules
+
+    live = [{"SecurityGroupRuleId": "sgr-declared", "GroupId": "sg-db", "IsEgress": False, "IpProtocol": "tcp",
+             "FromPort": 5432, "ToPort": 5432, "ReferencedGroupInfo": {"GroupId": "sg-app"}},
+            {"SecurityGroupRuleId": "sgr-open", "GroupId": "sg-db", "IsEgress": False, "IpProtocol": "tcp",
+             "FromPort": 5432, "ToPort": 5432, "CidrIpv4": "0.0.0.0/0", "GroupOwnerId": "1"},
+            {"SecurityGroupRuleId": "sgr-out", "GroupId": "sg-db", "IsEgress": True, "IpProtocol": "-1",
+             "CidrIpv4": "0.0.0.0/0"},
+            {"SecurityGroupRuleId": "sgr-inline", "GroupId": "sg-app", "IsEgress": False, "IpProtocol": "-1",
+             "CidrIpv4": "10.0.0.0/16"}]
+    asked = []
+
+    class Paginator:
+        def paginate(self, Filters):
+            asked.append(Filters)
+            return [{"SecurityGroupRules": live}]
+
+    def clients(service, region=None):
+        assert (service, region) == ("ec2", "eu-west-1")
+        return type("Ec2", (), {"get_paginator": lambda self, name: Paginator()})()
+
+    arn = "arn:aws:ec2:eu-west-1:1:"
+    stack = [(SECURITY_GROUP, f"{arn}security-group/sg-db"), (SECURITY_GROUP, f"{arn}security-group/sg-app"),
+             (INGRESS_RULE, f"{arn}security-group-rule/sgr-declared")]
+    [rule] = unmanaged_rules(clients, "eu-west-1", iter(stack))
+    assert (rule.kind, rule.name, rule.removable) == (
+        "ec2:security-group-rule", "sgr-open (tcp 5432 from 0.0.0.0/0 into sg-db)", True)
+    assert asked == [[{"Name": "group-id", "Values": ["sg-app", "sg-db"]}]]
+    assert unmanaged_rules(clients, "eu-west-1", stack[:2]) == [] and len(asked) == 1  # no rule resource: no call

@@ -35,9 +35,8 @@ def _details(result: "StackResult", preview: bool) -> None:
     if result.drift:
         repaired = "" if preview or not result.ok else ", repaired"
         steps_table(f"{result.name} · drift found (recorded → live){repaired}", result.drift)
-    orphans = getattr(result, "orphans", None)  # a tenant's (a cell's leftovers are audit's)
-    if orphans:
-        orphan_lines(result.name, orphans, preview)
+    if result.orphans:
+        orphan_lines(result.name, result.orphans, preview)
 
 
 @contextmanager

@@ -26,7 +26,8 @@ def refresh(
     """Report drift: each tenant's live resources against its state (changes nothing).
 
     Per resource and property (expected → live), resources deleted out of band,
-    and orphan resources (tagged as the tenant's, unknown to its state). --all and
+    orphan resources (tagged as the tenant's, unknown to its state) and ingress
+    rules added out of band to the tenant's own security groups. --all and
     --cell read the committed cells' stacks too. `apply --refresh` (cells and
     tenants) or `provision ID` repairs.
 

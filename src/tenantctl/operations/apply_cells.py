@@ -21,11 +21,12 @@ from typing import Any
 
 from tenant_runtime.registry import item_to_counts
 from tenantctl.engines.base import ChangeSet, Op
-from tenantctl.errors import contained
+from tenantctl.errors import ApplyFailed, contained
 from tenantctl.models import CellSpec
 from tenantctl.naming import DEFAULT_CELL, cell_stack
 from tenantctl.operations.apply_results import Action, CellResult, after_refresh
 from tenantctl.operations.cell import stack_file_state
+from tenantctl.operations.refresh import removal_failures, revoke_cell_rules
 from tenantctl.registry import CellBusy
 from tenantctl.workspace import Workspace
 
@@ -124,6 +125,11 @@ def apply_cells(ws: Workspace, cells: dict[str, CellSpec], planned: list[CellRes
                 ws.registry.set_draining(result.cell, cells[result.cell].draining)
             else:
                 _record(result, up.changes)
+                if repair:
+                    result.orphans = revoke_cell_rules(ws, result.cell, up.changes)
+                    failures = removal_failures(result.orphans)
+                    if failures:
+                        raise ApplyFailed(failures)
         result.seconds = round(time.monotonic() - started, 3)
         if on_result is not None:
             on_result(result)

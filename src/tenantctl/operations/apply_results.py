@@ -37,6 +37,9 @@ class StackResult(BaseModel):
     # Each resource's step (not the unchanged ones), with its changed properties for updates and replaces.
     resources: list[ResourceChange] = Field(default_factory=list)
     drift: list[ResourceChange] = Field(default_factory=list)  # --refresh: what was out of line (recorded -> live)
+    # --refresh: a tenant's resources tagged as its own its state lacks; a tenant's or cell's ingress
+    # rules added out of band
+    orphans: list[Orphan] = Field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -58,7 +61,6 @@ class CellResult(StackResult):
 
 class TenantResult(StackResult):
     tenant_id: str
-    orphans: list[Orphan] = Field(default_factory=list)  # --refresh: resources tagged as its own its state lacks
 
     @property
     def name(self) -> str:
@@ -67,13 +69,12 @@ class TenantResult(StackResult):
 
 def after_refresh(result: StackResult, drift: StackDrift | None) -> StackResult:
     """A planned result once its stack was read live (``--refresh``): a failed read fails it, a drifted
-    stack becomes a repair carrying what drifted (a tenant's orphans too)."""
+    stack becomes a repair carrying what drifted (its orphans too)."""
     if drift is not None and not drift.ok:
         return result.model_copy(update={"ok": False, "error": f"refresh failed: {drift.error}", "reason": "refresh"})
     if drift is not None and drift.drifted:
-        found = {"orphans": drift.orphans} if isinstance(result, TenantResult) else {}
         return result.model_copy(update={"action": Action.repair, "reason": f"drift: {drift.headline()}",
-                                         "drift": drift.resources, **found})
+                                         "drift": drift.resources, "orphans": drift.orphans})
     return result
 
 

@@ -2,7 +2,9 @@
 `--cell`) read live and compared with what its stack's state recorded (per
 resource, per property: expected -> live), the resources deleted out of band,
 and orphans: resources tagged as the tenant's
-(``managed-by=tenantctl`` + ``tenant=<id>``) that its state does not know.
+(``managed-by=tenantctl`` + ``tenant=<id>``) that its state does not know, and
+ingress rules added out of band to a security group of its own whose rules its
+stack declares one by one (a dedicated tenant's database group).
 Among them, one another tenant's name or urn tag claims is mis-tagged: it is
 reported and left for a person, never removed as this tenant's.
 
@@ -31,10 +33,13 @@ from tenantctl.registry import describe_lock, lease_of
 from tenantctl.workspace import Workspace
 
 GONE = (TenantStatus.deprovisioned, TenantStatus.deprovisioning)
+RULE_KIND = "ec2:security-group-rule"
 
 
 class Orphan(BaseModel):
-    """A resource tagged as the tenant's that its state does not know."""
+    """A resource tagged as the tenant's that its state does not know, or an
+    ingress rule added out of band to one of the tenant's own security groups
+    (``inventory.UnmanagedRule``)."""
 
     arn: str
     kind: str
@@ -53,7 +58,9 @@ class Orphan(BaseModel):
 
     @property
     def noun(self) -> str:
-        return "mis-tagged resource" if self.conflict else "orphan resource"
+        if self.conflict:
+            return "mis-tagged resource"
+        return "unmanaged ingress rule" if self.kind == RULE_KIND else "orphan resource"
 
     def fate(self, preview: bool) -> str:
         """What was (or would be) done with it, as the summaries say it."""
@@ -109,7 +116,8 @@ class TenantDrift(StackDrift):
 
 
 class CellDrift(StackDrift):
-    """A cell's platform stack read live (its leftovers are audit's: no orphans here)."""
+    """A cell's platform stack read live (its tagged leftovers are audit's: its only orphans are
+    ingress rules added out of band to its shared database's group)."""
 
     cell: str
 
@@ -190,8 +198,10 @@ def orphans_of(ws: Workspace, record: TenantRecord, changes: ChangeSet,
         return [], "orphans not checked: this engine's refresh names no resource ARNs"
     arns, urns = _known(record, changes)
     mine = [t for t in tagged if t.tenant == record.tenant_id and not t.retained]  # snapshots are backups
-    candidates = inventory.unknown(mine, arns, urns)
-    return [t for t in candidates if inventory.is_live(ws.clients_for(record), t)], ""
+    clients = ws.clients_for(record)
+    candidates = [t for t in inventory.unknown(mine, arns, urns) if inventory.is_live(clients, t)]
+    rules = inventory.unmanaged_rules(clients, record.region, ((c.type, c.arn) for c in changes.changes))
+    return candidates + rules, ""
 
 
 def remove_orphans(ws: Workspace, record: TenantRecord, changes: ChangeSet,
@@ -200,25 +210,42 @@ def remove_orphans(ws: Workspace, record: TenantRecord, changes: ChangeSet,
     taken before the up) its state does not know after the up (``changes``) are
     removed where tenantctl may; the rest (mis-tagged ones among them) are
     reported for a person. A removal that fails is on its orphan's ``error``."""
+    found, _ = orphans_of(ws, record, changes, tagged)
+    return _remove(ws, ws.clients_for(record), record.tenant_id, found)
+
+
+def cell_rules(ws: Workspace, cell: str, changes: ChangeSet) -> list[inventory.Tagged]:
+    """Ingress rules added out of band to the cell's own groups (its shared database's): a cell's only
+    orphans (its tagged leftovers are the audit's)."""
+    return inventory.unmanaged_rules(ws.cell_clients(cell), ws.cell(cell).region,
+                                     ((c.type, c.arn) for c in changes.changes))
+
+
+def revoke_cell_rules(ws: Workspace, cell: str, changes: ChangeSet) -> list[Orphan]:
+    """A cell's repair: the rules ``cell_rules`` finds after its up, revoked."""
+    return _remove(ws, ws.cell_clients(cell), cell_stack(cell), cell_rules(ws, cell, changes))
+
+
+def _remove(ws: Workspace, clients: inventory.Clients, stack: str, found: list[inventory.Tagged]) -> list[Orphan]:
+    """``found`` removed where tenantctl may, once the confirmation rule allows (refused: each kept, reported)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    found, _ = orphans_of(ws, record, changes, tagged)
-    orphans = [(t, Orphan.of(t, record.tenant_id)) for t in found]
+    orphans = [(t, Orphan.of(t, stack)) for t in found]
     removable = [(t, o) for t, o in orphans if o.removable]
     refused = ""
     if removable and ws.approve is not None:  # deleting them follows the confirmation rule too
         try:
-            ws.approve(ChangeSet(stack=record.tenant_id, changes=[
+            ws.approve(ChangeSet(stack=stack, changes=[
                 ResourceChange(op=Op.delete, type=f"orphan {t.kind}", name=t.name, arn=t.arn) for t, _ in removable]))
-        except NotConfirmed as exc:  # the tenant is still repaired; the orphans stay, reported
+        except NotConfirmed as exc:  # the stack is still repaired; the orphans stay, reported
             refused = str(exc)
     for resource, orphan in removable:
         if refused:
             orphan.kept = refused
             continue
         try:
-            orphan.removed = inventory.remove(ws.clients_for(record), resource)
-        except (ClientError, BotoCoreError) as exc:  # the tenant itself is repaired; the callers fail its run
+            orphan.removed = inventory.remove(clients, resource)
+        except (ClientError, BotoCoreError) as exc:  # the stack itself is repaired; the callers fail its run
             orphan.error = str(exc)
     return [o for _, o in orphans]
 
@@ -312,6 +339,7 @@ def refresh_cells(ws: Workspace, names: Iterable[str],
                 changes = ws.engine.refresh(cell_stack(name))
                 result.checked = len(changes.changes)
                 result.resources = [c for c in changes.changes if c.op is not Op.same]
+                result.orphans = [Orphan.of(r, cell_stack(name)) for r in cell_rules(ws, name, changes)]
         result.seconds = round(time.monotonic() - started, 3)
         if on_result:
             on_result(result)
