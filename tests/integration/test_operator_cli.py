@@ -434,3 +434,25 @@ def test_hibernate_stops_an_idle_dedicated_database_the_runtime_wakes_it_and_cos
     assert woken.json()["record"]["hibernation"] is None and instance_state() == "available"
     after = cli("cost", "op-ded", "--json").json()["tenants"][0]
     assert after["hibernation"] == {"hibernated": False, "idle": False, "monthly_saving": saving}
+
+
+def test_a_run_that_needs_a_hibernated_tenants_database_wakes_it_first(cli, sandbox, dedicated):
+    """Provision (its schema steps, its posture check) and deprovision's final backup (pg_dump) read the
+    database: each starts the stopped instance and clears the flag first, a progress line saying so."""
+    rds = aws(sandbox, "rds")
+    instance = naming.rds_identifier("op-ded")
+
+    def hibernated() -> tuple[str, dict | None]:
+        state = rds.describe_db_instances(DBInstanceIdentifier=instance)["DBInstances"][0]["DBInstanceStatus"]
+        return state, registry_record(sandbox, "op-ded").get("hibernation")
+
+    assert cli("hibernate", "op-ded", "--force").returncode == 0 and hibernated()[0] == "stopped"
+    again = cli("provision", "op-ded", "--tier", "dedicated", "--json")
+    assert again.returncode == 0, again
+    assert f"starting database instance {instance}" in again.stderr and hibernated() == ("available", None)
+
+    assert cli("hibernate", "op-ded", "--force").returncode == 0 and hibernated()[0] == "stopped"
+    gone = cli("deprovision", "op-ded", "--yes", "--json")
+    assert gone.returncode == 0, gone
+    woke, backed_up = (gone.stderr.index(line) for line in (f"starting database instance {instance}", "final backup"))
+    assert woke < backed_up and gone.json()["final_backup"], gone.stderr

@@ -92,7 +92,9 @@ def deprovision(ws: Workspace, tenant_id: str, purge_data: bool = False,
     if (final_backup and not purge_data and current.lock is None and current.resources is not None
             and current.status in (TenantStatus.active, TenantStatus.suspended)):
         from tenantctl.drills.backup import final_backup as take_final_backup
+        from tenantctl.operations.hibernate import awake
 
+        current = awake(ws, current, on_event)  # pg_dump needs its database up
         phase(on_event, tenant_id, "final backup")
         final = take_final_backup(ws, current).backup_id
         # Each workspace is its own schema, prefix and key: each gets its own final backup.

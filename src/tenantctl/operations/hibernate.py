@@ -17,7 +17,8 @@ itself after 7 days: hibernate again (a nightly `tenantctl hibernate --all`).
 
 A tenant being moved is not hibernated (its move copies from the instance,
 which follows the new store through the rollback window), and a move wakes a
-hibernated tenant before it starts (``wake_held``). The flag lasts no longer
+hibernated tenant before it starts (``wake_held``), as do a provision of it and
+a final backup (``awake``): every run that needs its database. The flag lasts no longer
 than the store it describes: the registry drops it from any record that no
 longer names that store (``TenantRecord.store_hibernation``), and ``wake``
 clears one naming an instance that no longer exists.
@@ -106,6 +107,12 @@ def wake(ws: Workspace, tenant_id: str, on_event: EventSink | None = None) -> tu
             done = (f"stale hibernation cleared: it named database instance {left.db_instance} ({left.region}), "
                     f"which is not the store of this {record.tier.value} tenant")
     return held.record, done
+
+
+def awake(ws: Workspace, record: TenantRecord, on_event: EventSink | None = None) -> TenantRecord:
+    """``record``, its tenant woken first when it hibernates: for a run that needs its database (a
+    final backup's pg_dump)."""
+    return record if record.hibernation is None else wake(ws, record.tenant_id, on_event)[0]
 
 
 def wake_held(ws: Workspace, held: Any, on_event: EventSink | None = None) -> str:

@@ -176,6 +176,10 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
         with registry.hold(spec.id, PROVISION, spec=spec, account_id=placement.account_id,
                            read=(current,)) as held:
             reserved = True
+            if held.record.hibernation is not None:  # the up's schema steps and the posture check need its database
+                from tenantctl.operations.hibernate import wake_held
+
+                wake_held(ws, held, on_event)
             repair = held.record.resources is not None if refresh is None else refresh
             # Tagged before the up: what this run creates can never look like an orphan.
             clients = ws.cell_clients(spec.cell)  # the tenant's resources live in its cell's account

@@ -118,7 +118,9 @@ def remove(ws: Workspace, tenant_id: str, name: str, on_event: EventSink | None 
     final = None
     if final_backup and name in record.workspaces:  # never applied: nothing to back up
         from tenantctl.drills.backup import final_backup as take_final_backup
+        from tenantctl.operations.hibernate import awake
 
+        record = awake(ws, record, on_event)  # pg_dump needs its database up
         phase(on_event, tenant_id, f"final backup of workspace {name}")
         final = take_final_backup(ws, record, workspace=name).backup_id
     # Gone from the stack file but still applied: a killed remove converges.
