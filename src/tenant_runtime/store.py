@@ -562,10 +562,15 @@ def _append_input(ctx: TenantContext, conversation_id: str, role: str, content: 
     _check_conversation(conversation_id)
     if role not in ROLES:
         raise InvalidRequest(f"role must be one of {', '.join(Role.__args__)}")  # type: ignore[attr-defined]
+    if not isinstance(content, str):
+        raise InvalidRequest("content must be a string")
     body = content.encode()
     if len(body) > MAX_CONTENT:
         raise InvalidRequest(f"content is {len(body)} bytes; the limit is {MAX_CONTENT}")
-    meta = metadata or {}
+    meta = {} if metadata is None else metadata
+    # Before the write: a stored non-object is no Message, and every page of its conversation failed on it.
+    if not isinstance(meta, dict) or not all(type(k) is str for k in meta):
+        raise InvalidRequest("metadata must be a JSON object (string keys)")
     try:
         meta_json = "".join(_METADATA_JSON(meta, 0)) if _METADATA_JSON is not None else json.dumps(meta)
     except (TypeError, ValueError, RecursionError):

@@ -429,7 +429,9 @@ def test_the_sync_append_and_the_append_operation_store_the_same_row_and_refuse_
     object.__setattr__(slipped, "record", ctx_b.record.model_copy(update={"tenant_id": a}))
     duck = SimpleNamespace(tenant_id=a, key=a, record=ctx_b.record, resources=ctx_b.resources, subject="x",
                            claims={}, workspace=None)
-    refusals = [(slipped, "user", {}), (duck, "user", {}), (ctx, "admin", {}), (ctx, "user", {"x": object()})]
+    refusals = [(slipped, "user", {}), (duck, "user", {}), (ctx, "admin", {}), (ctx, "user", {"x": object()}),
+                # metadata that is no object: stored, it made every page of the conversation fail
+                (ctx, "user", [1, 2])]
     for forged, role, meta in refusals:
         errors = []
         for append in paths.values():

@@ -105,6 +105,12 @@ store = ContextStore(envelope=None, secret_client_for=unreachable)  # type: igno
     (lambda: store.append(context("acme"), "c1", "user", "x" * ((1 << 20) + 1)), "content"),
     (lambda: store.append(context("acme"), "c1", "user", "x", {"k": object()}), "JSON"),
     (lambda: store.append(context("acme"), "c1", "user", "x", {"k": "v" * (64 << 10)}), "metadata"),
+    # Not an object: once stored, every page of the conversation failed to load.
+    (lambda: store.append(context("acme"), "c1", "user", "x", [1, 2]), "metadata must be a JSON object"),
+    (lambda: store.append(context("acme"), "c1", "user", "x", "m"), "metadata must be a JSON object"),
+    (lambda: store.append(context("acme"), "c1", "user", "x", 3), "metadata must be a JSON object"),
+    (lambda: store.append(context("acme"), "c1", "user", "x", {1: "a"}), "metadata must be a JSON object"),
+    (lambda: store.append(context("acme"), "c1", "user", 123), "content must be a string"),
     (lambda: store.history(context("acme"), "c1", limit=0), "limit"),
     (lambda: store.history(context("acme"), "c1", limit=501), "limit"),
     (lambda: store.delete_conversation(context("acme"), ""), "conversation_id"),
