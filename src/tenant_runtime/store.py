@@ -69,6 +69,7 @@ from tenant_runtime.transaction import (
     STORE_FAILURES,
     may_retry_on_a_fresh_login,
     moved_store,
+    refused_input,
     schema_statement,
     scope_statement,
     scoped,
@@ -363,6 +364,10 @@ class ContextStore(StoreOperations):
                     conn.close()
         except STORE_FAILURES as exc:
             raise store_error(tenant_id, exc) from None
+        except psycopg.DataError as exc:
+            if (refused := refused_input(tenant_id, exc)) is None:
+                raise
+            raise refused from None
 
     _transaction = contextmanager(_scoped_cursor)
 
