@@ -160,6 +160,9 @@ def test_the_store_lists_the_document_tables():
     # A large body with no object storage to put it in.
     lambda ops, ctx: ops._put_document(ctx, "d", "t", "b" * (LARGE_BODY + 1), None, None),
     lambda ops, ctx: ops._put_document(ctx, "d", "t", "b", {"x": object()}, None),
+    # One field name, not a list: it was taken as the facets "t", "e", "a", "m".
+    lambda ops, ctx: ops._search(ctx, "x", None, "team", 10, 0, None, False),
+    lambda ops, ctx: ops._search(ctx, "x", [("lang", "en")], None, 10, 0, None, False),
 ])
 def test_bad_input_is_refused_before_any_io(call):
     with pytest.raises(InvalidRequest):
