@@ -32,6 +32,7 @@ from pydantic import BaseModel
 from tenant_runtime.blocking import may_block
 from tenant_runtime.context import TenantContext, verified
 from tenant_runtime.errors import InvalidRequest, TenantMismatch
+from tenant_runtime.models import WORKSPACE_SEP
 
 _FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,199}$")
 DEFAULT_TYPES = frozenset({
@@ -180,6 +181,9 @@ def confine(ctx: TenantContext, key: str) -> None:
     prefix = ctx.resources.prefix
     if not prefix.endswith("/"):  # `acme` must never match `acme-corp`
         raise InvalidRequest(f"tenant prefix {prefix!r} lacks its trailing '/'")
-    if posixpath.normpath(key) != key.rstrip("/") or "//" in key or not key.startswith(prefix):
-        owner = key.split("/")[1] if key.startswith("tenants/") and key.count("/") >= 2 else "unknown"
-        raise TenantMismatch(ctx.tenant_id, owner, f"object {key!r}")
+    normal = posixpath.normpath(key) == key.rstrip("/") and "//" not in key
+    if not normal or not key.startswith(prefix):
+        # Named as the runtime keys them (a workspace "<id>/<ws>"); a key that is not
+        # normalised names no owner, whatever its first segment seems to say.
+        named = key.split("/")[1] if normal and key.startswith("tenants/") and key.count("/") >= 2 else ""
+        raise TenantMismatch(ctx.key, named.replace(WORKSPACE_SEP, "/", 1) or "unknown", f"object {key!r}")

@@ -77,6 +77,25 @@ def test_downloads_outside_the_prefix_are_mismatches(key):
         objects.presign_download(context("acme"), key)
 
 
+@pytest.mark.parametrize("workspace, key, message", [
+    # The caller and the owner as the runtime scopes them (ctx.key: "<id>/<ws>"), never
+    # "tenant 'acme' may not access ... of tenant 'acme'".
+    (None, "tenants/beta/uploads/x/a.pdf", "tenant 'acme' may not access object '{key}' of tenant 'beta'"),
+    (None, "tenants/acme--legal/a.pdf", "tenant 'acme' may not access object '{key}' of tenant 'acme/legal'"),
+    ("legal", "tenants/acme/uploads/x/a.pdf", "tenant 'acme/legal' may not access object '{key}' of tenant 'acme'"),
+    # Not normalised: where it leads is not said, whoever it seems to name.
+    (None, "tenants/acme/../beta/a.pdf", "tenant 'acme' may not access object '{key}' of tenant 'unknown'"),
+    (None, "tenants/acme//a.pdf", "tenant 'acme' may not access object '{key}' of tenant 'unknown'"),
+])
+def test_an_object_mismatch_names_the_caller_and_the_owner_as_contexts_key_them(workspace, key, message):
+    from runtime_fixtures import Registry, record, with_workspaces
+
+    ctx = from_registry(Registry(with_workspaces(record("acme"), "legal")), "acme", workspace=workspace)
+    with pytest.raises(TenantMismatch) as err:
+        objects.presign_download(ctx, key)
+    assert str(err.value) == message.format(key=key)
+
+
 @pytest.mark.parametrize("key", ["tenants/acme--legal/a.pdf", "tenants/acme--legal/uploads/x/a.pdf"])
 def test_a_tenant_level_context_is_refused_its_workspaces_objects(key):
     # A workspace's prefix is beside its tenant's, never under it.
