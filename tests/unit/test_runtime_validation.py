@@ -265,3 +265,36 @@ def test_a_reused_context_is_checked_once_per_request_by_the_service():
     assert altered is issued  # given back: the store call refuses it before any call
     with pytest.raises(UntrustedContext, match="altered"):
         ContextStore(Envelope(unreachable), unreachable).append(altered, "c1", "user", "x")
+
+
+def test_a_failing_handler_is_logged_with_its_job_and_left_for_the_redrive(caplog):
+    """``work`` counts a handler that raises as failed and leaves its message
+    for SQS's redrive; the exception is logged (job, kind, tenant, traceback),
+    not dropped: before, ``{"failed": 1}`` was all a developer saw."""
+    import logging
+
+    import boto3
+    from moto import mock_aws
+    from runtime_fixtures import Registry, record
+
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        queue, dlq = (sqs.create_queue(QueueName=name)["QueueUrl"] for name in ("acme", "acme-dlq"))
+        rec = record("acme")
+        rec = rec.model_copy(update={"resources": rec.resources.model_copy(
+            update={"queue_url": queue, "dlq_url": dlq})})
+        ctx = from_registry(Registry(rec), "acme")
+        jobs = JobQueue(lambda c: sqs)
+        job_id = jobs.schedule(ctx, Job(kind="summarise"))
+
+        def handler(job, message):
+            raise RuntimeError("the model timed out")
+
+        with caplog.at_level(logging.ERROR, logger="tenant_runtime.jobs"):
+            assert jobs.work(ctx, handler) == {"done": 0, "deferred": 0, "dead_lettered": 0, "failed": 1}
+        [logged] = caplog.records
+        assert job_id in logged.getMessage() and "summarise" in logged.getMessage() and "acme" in logged.getMessage()
+        assert logged.exc_info[0] is RuntimeError
+        # Still on the queue (invisible until its visibility timeout ends), never deleted.
+        attributes = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
+        assert attributes["ApproximateNumberOfMessagesNotVisible"] == "1"
