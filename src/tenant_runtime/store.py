@@ -565,7 +565,7 @@ def _append_input(ctx: TenantContext, conversation_id: str, role: str, content: 
     metadata, metadata as JSON)."""
     check_writable(ctx)
     _check_conversation(conversation_id)
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:  # a list is no role (nor hashable)
         raise InvalidRequest(f"role must be one of {', '.join(Role.__args__)}")  # type: ignore[attr-defined]
     if not isinstance(content, str):
         raise InvalidRequest("content must be a string")

@@ -130,6 +130,7 @@ store = ContextStore(envelope=None, secret_client_for=unreachable)  # type: igno
     (lambda: store.append(context("acme"), "c1", "user", "x", 3), "metadata must be a JSON object"),
     (lambda: store.append(context("acme"), "c1", "user", "x", {1: "a"}), "metadata must be a JSON object"),
     (lambda: store.append(context("acme"), "c1", "user", 123), "content must be a string"),
+    (lambda: store.append(context("acme"), "c1", ["user"], "x"), "role"),
     (lambda: store.history(context("acme"), "c1", limit=0), "limit"),
     (lambda: store.history(context("acme"), "c1", limit=501), "limit"),
     (lambda: store.delete_conversation(context("acme"), ""), "conversation_id"),
