@@ -84,4 +84,11 @@ class TenantRuntime:
                              workspace=ctx.workspace)
 
     def close(self) -> None:
+        """Close every connection the store holds (per-tenant logins, the shared pool)."""
         self.store.close()
+
+    def __enter__(self) -> TenantRuntime:  # ``with TenantRuntime(...) as runtime``, as ``async with`` for the async API
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -484,3 +484,20 @@ def test_input_the_store_cannot_hold_is_a_bad_request_and_the_next_call_is_serve
             return [m.content for m in (await art.store.history(actx, conversation)).messages]
 
     assert asyncio.run(through_async()) == ["served"]
+
+
+def test_the_sync_runtime_is_a_context_manager_closing_its_connections(runtime_env):
+    """``with TenantRuntime(...) as runtime:`` like the async API's ``async with``:
+    leaving the block closes every login it holds."""
+    from runtime_tenants import jwt_settings
+
+    from tenant_runtime import TenantRuntime
+
+    tid = runtime_env.ids["a"]
+    with TenantRuntime(jwt_settings(), runtime_env.registry_table, endpoint_url=runtime_env.sandbox.aws_endpoint_url,
+                       region=runtime_env.sandbox.region) as rt:
+        ctx = rt.resolve(runtime_env.token(tid), tid)
+        rt.store.append(ctx, f"conv-with-{uuid.uuid4().hex[:8]}", "user", "x")
+        held = list(rt.store.logins.pools[tid].idle)
+        assert held and not any(conn.closed for conn in held)
+    assert all(conn.closed for conn in held) and not rt.store.logins.pools.get(tid, None)
