@@ -155,6 +155,8 @@ class TenantResolver:
         return entry
 
     def _verify(self, token: str) -> dict[str, Any]:
+        if not token or not isinstance(token, str):  # a missing header's None: no credentials (RFC 6750: no error code)
+            raise Unauthenticated("no token: pass the request's bearer token", bearer_error=None)
         s = self.settings
         try:
             key: Any = self._jwks.get_signing_key_from_jwt(token).key if self._jwks else self._key

@@ -203,3 +203,12 @@ def test_a_jwks_endpoint_that_cannot_be_reached_is_a_503_not_the_tokens_fault():
     assert f"127.0.0.1:{port}" in str(err.value) and resolver.registry.asked == []
     status, headers, _ = problem(err.value)
     assert status == 503 and (b"retry-after", b"1") in headers and not any(k == b"www-authenticate" for k, _ in headers)
+
+
+@pytest.mark.parametrize("missing", [None, "", b""])
+def test_no_token_at_all_says_so(resolver, missing):
+    """A caller passing the absent header's None (or nothing) is told no token
+    came, not PyJWT's "Invalid token type. Token must be a <class 'bytes'>"."""
+    with pytest.raises(Unauthenticated, match="^no token") as err:
+        resolver.resolve(missing, "acme")
+    assert err.value.bearer_error is None and resolver.registry.asked == []
