@@ -299,3 +299,26 @@ def test_a_failing_handler_is_logged_with_its_job_and_left_for_the_redrive(caplo
         # Still on the queue (invisible until its visibility timeout ends), never deleted.
         attributes = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
         assert attributes["ApproximateNumberOfMessagesNotVisible"] == "1"
+
+
+def test_a_multipart_upload_that_cannot_be_completed_is_a_bad_request():
+    """Parts the client did not upload (wrong ETags) or none at all: the
+    client's mistake, a 400 naming S3's reason, not a raw ClientError (500)."""
+    import boto3
+    from moto import mock_aws
+    from runtime_fixtures import Registry, record
+
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        rec = record("acme")
+        s3.create_bucket(Bucket=rec.resources.bucket + "-bucket")
+        rec = rec.model_copy(update={"resources": rec.resources.model_copy(
+            update={"bucket": rec.resources.bucket + "-bucket"})})
+        ctx = from_registry(Registry(rec), "acme")
+        multipart = ObjectAccess(lambda c: s3, multipart_threshold=5 << 20, part_size=5 << 20)
+        up = multipart.presign_upload(ctx, "big.pdf", 6 << 20, "application/pdf")
+        with pytest.raises(InvalidRequest, match="InvalidPart"):
+            multipart.complete_multipart(ctx, up.key, up.upload_id, ['"not-a-part"', '"nor-this"'])
+        for etags in ([], "etag", [1]):
+            with pytest.raises(InvalidRequest, match="etags"):
+                multipart.complete_multipart(ctx, up.key, up.upload_id, etags)
