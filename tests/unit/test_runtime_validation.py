@@ -322,3 +322,27 @@ def test_a_multipart_upload_that_cannot_be_completed_is_a_bad_request():
         for etags in ([], "etag", [1]):
             with pytest.raises(InvalidRequest, match="etags"):
                 multipart.complete_multipart(ctx, up.key, up.upload_id, etags)
+
+
+def test_a_runtime_takes_its_own_content_types_for_uploads_and_the_store_alike():
+    """``TenantRuntime(content_types=...)`` (and the async runtime's same
+    argument) replaces the allow-list; before, only a hand-built ObjectAccess
+    could, which the runtime and its store never used."""
+    import asyncio
+
+    from tenant_runtime import AsyncTenantRuntime, JWTSettings, TenantRuntime
+
+    allowed = frozenset({"application/zip"})
+    settings = {"region": "us-east-1", "content_types": allowed}
+    with TenantRuntime(JWTSettings(key="k" * 32, algorithms=("HS256",)), "registry", **settings) as runtime:
+        assert runtime.objects.content_types == allowed and runtime.store.objects is runtime.objects
+        runtime.objects.validate("a.zip", 10, "application/zip")
+        with pytest.raises(InvalidRequest, match="content type"):
+            runtime.objects.validate("a.pdf", 10, "application/pdf")
+
+    async def through_async():
+        async with AsyncTenantRuntime(JWTSettings(key="k" * 32, algorithms=("HS256",)), "registry",
+                                      **settings) as aruntime:
+            return aruntime.sync.objects.content_types
+
+    assert asyncio.run(through_async()) == allowed
