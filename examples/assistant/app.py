@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import os
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
 from pydantic import BaseModel, Field
@@ -100,7 +100,9 @@ def runtime_of(request: Request) -> AsyncTenantRuntime:
 
 class NewMessage(BaseModel):
     content: str = Field(min_length=1, max_length=10_000)
-    role: str = "user"
+    # A client speaks as the user only: the assistant's and the system's turns are
+    # the service's own (a forged assistant turn would steer the model's next answer).
+    role: Literal["user"] = "user"
 
 
 class NewUpload(BaseModel):

@@ -21,7 +21,8 @@ _EXPORTS = {
     "TenantRuntime": "tenant_runtime.runtime",
     **dict.fromkeys(("StoreConnection", "TenantRecord", "TenantResources"), "tenant_runtime.models"),
     **dict.fromkeys(("TenantStatus", "Tier"), "tenant_runtime.states"),
-    **dict.fromkeys(("DecryptionFailed", "IndexIncomplete", "InvalidRequest", "KeyUnusable", "KmsUnavailable",
+    **dict.fromkeys(("DecryptionFailed", "IndexIncomplete", "InvalidRequest", "JwksUnavailable", "KeyUnusable",
+                     "KmsUnavailable",
                      "RegistryUnavailable", "RevocationsUnavailable", "StoreMoved", "StoreTimeout", "StoreUnavailable",
                      "TenantInactive", "TenantMismatch", "TenantNotFound", "TenantRuntimeError", "TenantWaking",
                      "TokenRevoked", "Unauthenticated", "UntrustedContext", "WorkspaceForbidden", "WritesFrozen"),
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
         DecryptionFailed,
         IndexIncomplete,
         InvalidRequest,
+        JwksUnavailable,
         KeyUnusable,
         KmsUnavailable,
         RegistryUnavailable,
@@ -62,7 +64,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AsyncTenantRuntime", "DecryptionFailed", "Gateway", "IndexIncomplete", "InvalidRequest", "JWTSettings",
-    "KeyUnusable",
+    "JwksUnavailable", "KeyUnusable",
     "KmsUnavailable", "RegistryReader", "RegistryUnavailable", "RevocationsUnavailable", "StoreConnection",
     "StoreMoved", "StoreTimeout", "StoreUnavailable", "TenantContext", "TenantInactive", "TenantMismatch",
     "TenantNotFound", "TenantRecord", "TenantResolver", "TenantResources", "TenantRuntime", "TenantRuntimeError",

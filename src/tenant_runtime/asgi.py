@@ -139,6 +139,8 @@ class TenantMiddleware:
     """``resolver``: the runtime's resolver, sync (its blocking reads go to the
     default I/O pool) or ``AsyncTenantResolver`` (``AsyncTenantRuntime.resolver``).
     ``addressed``: path -> tenant id (default ``/tenants/{id}/...``);
+    ``exempt``: paths served without a token, each with what is under it
+    (``"/health"``: ``/health`` and ``/health/...``, not ``/healthz``);
     ``host_suffix``: ``app.example.com`` makes ``acme.app.example.com`` address
     ``acme``; ``tenant_header``: the header naming a tenant (None: ignored);
     ``workspace_header``: the header naming the workspace (None: ignored)."""
@@ -149,12 +151,18 @@ class TenantMiddleware:
                  workspace_header: str | None = WORKSPACE_HEADER) -> None:
         from tenant_runtime.aio import AsyncTenantResolver
 
-        self.app, self.exempt = app, exempt
+        self.app = app
+        # A path and what is under it ("/health": /health, /health/...), never every path
+        # that merely starts with the text (/healthz-admin): a boundary at a "/".
+        self.exempt = tuple(path.rstrip("/") for path in exempt)
         self.resolver = AsyncTenantResolver.of(resolver)
         self.addressing = Addressing(addressed or _path_tenant, host_suffix, tenant_header, workspace_header)
 
+    def _exempt(self, path: str) -> bool:
+        return any(path == exempt or path.startswith(exempt + "/") for exempt in self.exempt)
+
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(self.exempt):
+        if scope["type"] != "http" or self._exempt(scope["path"]):
             await self.app(scope, receive, send)
             return
         try:

@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from tenant_runtime.blocking import may_block
 from tenant_runtime.cache import TTLCache
 from tenant_runtime.context import TenantContext, from_registry
-from tenant_runtime.errors import TenantMismatch, Unauthenticated, WorkspaceForbidden
+from tenant_runtime.errors import JwksUnavailable, TenantMismatch, Unauthenticated, WorkspaceForbidden
 from tenant_runtime.registry import RegistryReader
 from tenant_runtime.revocation import RevocationList
 
@@ -155,6 +155,8 @@ class TenantResolver:
         return entry
 
     def _verify(self, token: str) -> dict[str, Any]:
+        if not token or not isinstance(token, str):  # a missing header's None: no credentials (RFC 6750: no error code)
+            raise Unauthenticated("no token: pass the request's bearer token", bearer_error=None)
         s = self.settings
         try:
             key: Any = self._jwks.get_signing_key_from_jwt(token).key if self._jwks else self._key
@@ -168,6 +170,8 @@ class TenantResolver:
                 audience=list(s.audience) if isinstance(s.audience, tuple) else s.audience,
                 issuer=s.issuer, leeway=s.leeway, options=options,
             )
+        except jwt.PyJWKClientConnectionError as exc:
+            raise JwksUnavailable(f"token keys unreachable at {s.jwks_url}: {exc}") from None
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"invalid token: {exc}") from None
 

@@ -314,7 +314,8 @@ class Envelope:
 
     def seal(self, kms: Callable[[], Any], tenant_id: str, key_arn: str, conversation_id: str,
              plaintext: bytes) -> bytes:
-        """Seal under ``tenant_id``'s key ``key_arn``; ``kms()`` gives the client (called only when needed)."""
+        """Seal under ``tenant_id``'s key ``key_arn``; ``kms()`` gives the client (called only when needed).
+        The control side's (no context, so no context checks): applications use ``encrypt``."""
         checked, key = self.cache.checked_sealing_key((key_arn, tenant_id))
         key = self._sealing_key(kms, tenant_id, key_arn, checked, key)
         return _seal_content(key, key.header, _info(tenant_id, conversation_id), plaintext)
@@ -333,7 +334,8 @@ class Envelope:
 
     def open(self, kms: Callable[[], Any], tenant_id: str, key_arn: str, conversation_id: str,
              blobs: list[bytes]) -> list[bytes]:
-        """Open blobs of one conversation sealed under ``tenant_id``'s key ``key_arn``."""
+        """Open blobs of one conversation sealed under ``tenant_id``'s key ``key_arn``.
+        The control side's (no context, so no context checks): applications use ``decrypt``."""
         self._require_enabled(kms, tenant_id, key_arn)
         info = _info(tenant_id, conversation_id)
         return [self._open_one(kms, tenant_id, key_arn, info, blob) for blob in blobs]

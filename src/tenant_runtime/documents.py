@@ -46,7 +46,7 @@ from typing import Any
 
 from psycopg import sql
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tenant_runtime import analyzer
 from tenant_runtime import cursor as cursor_codec
@@ -87,7 +87,10 @@ class Document(BaseModel):
 
 
 class NewDocument(BaseModel):
-    """A document to write (``put_documents``)."""
+    """A document to write (``put_documents``); a field it has not is refused
+    (a misspelt ``metadata`` would otherwise be dropped without a word)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     doc_id: str
     title: str
@@ -168,7 +171,9 @@ def _new_document(value: NewDocument | Mapping[str, Any]) -> NewDocument:
     try:
         return NewDocument.model_validate({**value, "metadata": meta}, strict=True)
     except ValidationError as exc:
-        raise InvalidRequest(f"invalid document: {exc.errors()[0]['msg']}") from None
+        error = exc.errors()[0]
+        field = ".".join(map(str, error["loc"]))
+        raise InvalidRequest(f"invalid document: {error['msg']}" + (f" ({field!r})" if field else "")) from None
 
 
 def _int_array(values: list[int]) -> str:

@@ -98,6 +98,16 @@ class RevocationsUnavailable(TenantRuntimeError):
     title = "Token revocation list unavailable"
 
 
+class JwksUnavailable(TenantRuntimeError):
+    """The keys verifying tokens (``JWTSettings.jwks_url``) could not be fetched:
+    the service's outage, not the token's fault, so a 503 (retry) rather than a
+    401 that would make a client throw its token away."""
+
+    status_code = 503
+    code = "jwks_unavailable"
+    title = "Token signing keys unavailable"
+
+
 class InvalidRequest(TenantRuntimeError):
     """Bad input: a cursor, filename, size, content type, delay, role..."""
 

@@ -10,6 +10,7 @@ message attribute.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -19,6 +20,8 @@ from pydantic import BaseModel, Field, ValidationError
 
 from tenant_runtime.context import TenantContext, verified
 from tenant_runtime.errors import InvalidRequest
+
+log = logging.getLogger(__name__)
 
 SQS_MAX_DELAY = 900
 MAX_DELAY = 365 * 24 * 3600
@@ -85,6 +88,9 @@ class JobQueue:
                 try:
                     handler(message.job, message)
                 except Exception:
+                    # Left for SQS's redrive; logged, or a caller sees only the count.
+                    log.exception("job %s (kind %r) of %s failed in its handler; left for the redrive",
+                                  message.job_id, message.job.kind, ctx.key)
                     counts["failed"] += 1
                     continue
                 counts["done"] += 1

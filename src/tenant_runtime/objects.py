@@ -32,6 +32,7 @@ from pydantic import BaseModel
 from tenant_runtime.blocking import may_block
 from tenant_runtime.context import TenantContext, verified
 from tenant_runtime.errors import InvalidRequest, TenantMismatch
+from tenant_runtime.models import WORKSPACE_SEP
 
 _FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,199}$")
 DEFAULT_TYPES = frozenset({
@@ -45,6 +46,10 @@ CLASS_TAG = "tenantctl-class"  # what the cell's lifecycle rules match (tenantct
 RETENTION_FOLDERS = {"tmp": "uploads/tmp/", "archive": "archive/"}
 BODIES = "documents/"  # large document bodies (put_body)
 Retention = Literal["tmp", "archive"]
+
+
+# S3's answers to a completion the client got wrong (its upload id, parts or ETags).
+CLIENT_MULTIPART_ERRORS = frozenset({"NoSuchUpload", "InvalidPart", "InvalidPartOrder", "EntityTooSmall"})
 
 
 class PresignedUpload(BaseModel):
@@ -115,11 +120,27 @@ class ObjectAccess:
         return PresignedUpload(key=key, headers={}, upload_id=upload_id, part_size=part_size, part_urls=urls)
 
     def complete_multipart(self, ctx: TenantContext, key: str, upload_id: str, etags: list[str]) -> None:
+        """Complete the client's multipart upload: ``etags`` of its parts, in order.
+        What the client got wrong (no such upload, parts not uploaded or out of
+        order, a part too small) is an InvalidRequest naming S3's reason."""
+        from botocore.exceptions import ClientError
+
         ctx = verified(ctx)
         confine(ctx, key)
-        self.s3_for(ctx).complete_multipart_upload(
-            Bucket=ctx.resources.bucket, Key=key, UploadId=upload_id,
-            MultipartUpload={"Parts": [{"ETag": e, "PartNumber": n} for n, e in enumerate(etags, 1)]})
+        if not isinstance(etags, list) or not etags or not all(isinstance(e, str) and e for e in etags):
+            raise InvalidRequest("etags must be the ETag of every part, in order (a non-empty list of strings)")
+        if not isinstance(upload_id, str) or not upload_id:
+            raise InvalidRequest("upload_id must be the one presign_upload returned")
+        try:
+            self.s3_for(ctx).complete_multipart_upload(
+                Bucket=ctx.resources.bucket, Key=key, UploadId=upload_id,
+                MultipartUpload={"Parts": [{"ETag": e, "PartNumber": n} for n, e in enumerate(etags, 1)]})
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            if error.get("Code") not in CLIENT_MULTIPART_ERRORS:
+                raise
+            raise InvalidRequest(f"the multipart upload cannot be completed: {error['Code']}: "
+                                 f"{error.get('Message', '')}".rstrip(": ")) from None
 
     def presign_download(self, ctx: TenantContext, key: str) -> str:
         ctx = verified(ctx)
@@ -180,6 +201,9 @@ def confine(ctx: TenantContext, key: str) -> None:
     prefix = ctx.resources.prefix
     if not prefix.endswith("/"):  # `acme` must never match `acme-corp`
         raise InvalidRequest(f"tenant prefix {prefix!r} lacks its trailing '/'")
-    if posixpath.normpath(key) != key.rstrip("/") or "//" in key or not key.startswith(prefix):
-        owner = key.split("/")[1] if key.startswith("tenants/") and key.count("/") >= 2 else "unknown"
-        raise TenantMismatch(ctx.tenant_id, owner, f"object {key!r}")
+    normal = posixpath.normpath(key) == key.rstrip("/") and "//" not in key
+    if not normal or not key.startswith(prefix):
+        # Named as the runtime keys them (a workspace "<id>/<ws>"); a key that is not
+        # normalised names no owner, whatever its first segment seems to say.
+        named = key.split("/")[1] if normal and key.startswith("tenants/") and key.count("/") >= 2 else ""
+        raise TenantMismatch(ctx.key, named.replace(WORKSPACE_SEP, "/", 1) or "unknown", f"object {key!r}")

@@ -11,7 +11,7 @@ from tenant_runtime.crypto import DataKeyCache, Envelope
 from tenant_runtime.gateway import Gateway, SharedPool
 from tenant_runtime.hibernation import DatabaseWaker
 from tenant_runtime.jobs import JobQueue
-from tenant_runtime.objects import ObjectAccess
+from tenant_runtime.objects import DEFAULT_TYPES, ObjectAccess
 from tenant_runtime.registry import RegistryReader
 from tenant_runtime.revocation import MAX_AGE, REFRESH_INTERVAL, RevocationList
 from tenant_runtime.store import ContextStore
@@ -28,14 +28,15 @@ class TenantRuntime:
     (``tenant_runtime.revocation``). ``statement_timeout``: seconds a store
     query may run before PostgreSQL cancels it (StoreTimeout, 503).
     ``runtime_role_arn``: in ``assume_role`` mode, the platform's runtime role
-    to assume first when this process does not run as it (the sandbox)."""
+    to assume first when this process does not run as it (the sandbox).
+    ``content_types``: the uploads' allow-list (``objects.DEFAULT_TYPES``)."""
 
     def __init__(self, jwt: JWTSettings, registry_table: str | None = None, *, mode: Mode = "ambient",
                  region: str | None = None, endpoint_url: str | None = None, session: Any | None = None,
                  key_cache: DataKeyCache | None = None, registry_ttl: float = 30.0,
                  gateway: Gateway | None = None, revocation_table: str | None = None,
                  revocation_refresh: float = REFRESH_INTERVAL, statement_timeout: float | None = None,
-                 runtime_role_arn: str | None = None) -> None:
+                 runtime_role_arn: str | None = None, content_types: frozenset[str] = DEFAULT_TYPES) -> None:
         self.clients = ClientFactory(mode, session=session, region=region, endpoint_url=endpoint_url,
                                      runtime_role_arn=runtime_role_arn)
         self._platform = (session or self.clients.session, region, endpoint_url)
@@ -49,7 +50,7 @@ class TenantRuntime:
         shared = SharedPool(gateway, lambda: self.platform_client("secretsmanager")) if gateway else None
         self.waker = DatabaseWaker(lambda hibernation: self.clients.own_client(
             "rds", hibernation.region, role_arn=hibernation.waker_role_arn))
-        self.objects = ObjectAccess(lambda ctx: self.clients.client(ctx, "s3"))
+        self.objects = ObjectAccess(lambda ctx: self.clients.client(ctx, "s3"), content_types=content_types)
         self.store = ContextStore(self.envelope, lambda ctx: self.clients.client(ctx, "secretsmanager"),
                                   gateway=shared, statement_timeout=statement_timeout, waker=self.waker,
                                   reresolve=self._reresolve, objects=self.objects)
@@ -84,4 +85,11 @@ class TenantRuntime:
                              workspace=ctx.workspace)
 
     def close(self) -> None:
+        """Close every connection the store holds (per-tenant logins, the shared pool)."""
         self.store.close()
+
+    def __enter__(self) -> TenantRuntime:  # ``with TenantRuntime(...) as runtime``, as ``async with`` for the async API
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

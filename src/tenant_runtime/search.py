@@ -139,6 +139,8 @@ class SearchOperations(DocumentOperations):
         check_limit(limit, MAX_RESULTS)
         if not isinstance(offset, int) or offset < 0 or (cursor and offset):
             raise InvalidRequest("offset must be >= 0, and 0 with a cursor")
+        if isinstance(facets, str):  # one name, not a list of them: never its characters
+            raise InvalidRequest("facets must be a list of field names, e.g. [\"team\"]")
         filters, facets = filters or {}, list(facets or [])
         if not isinstance(filters, dict) or not all(isinstance(f, str) for f in facets):
             raise InvalidRequest("filters must be a JSON object and facets a list of field names")

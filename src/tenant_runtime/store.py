@@ -69,6 +69,7 @@ from tenant_runtime.transaction import (
     STORE_FAILURES,
     may_retry_on_a_fresh_login,
     moved_store,
+    refused_input,
     schema_statement,
     scope_statement,
     scoped,
@@ -363,6 +364,10 @@ class ContextStore(StoreOperations):
                     conn.close()
         except STORE_FAILURES as exc:
             raise store_error(tenant_id, exc) from None
+        except psycopg.DataError as exc:
+            if (refused := refused_input(tenant_id, exc)) is None:
+                raise
+            raise refused from None
 
     _transaction = contextmanager(_scoped_cursor)
 
@@ -560,12 +565,17 @@ def _append_input(ctx: TenantContext, conversation_id: str, role: str, content: 
     metadata, metadata as JSON)."""
     check_writable(ctx)
     _check_conversation(conversation_id)
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:  # a list is no role (nor hashable)
         raise InvalidRequest(f"role must be one of {', '.join(Role.__args__)}")  # type: ignore[attr-defined]
+    if not isinstance(content, str):
+        raise InvalidRequest("content must be a string")
     body = content.encode()
     if len(body) > MAX_CONTENT:
         raise InvalidRequest(f"content is {len(body)} bytes; the limit is {MAX_CONTENT}")
-    meta = metadata or {}
+    meta = {} if metadata is None else metadata
+    # Before the write: a stored non-object is no Message, and every page of its conversation failed on it.
+    if not isinstance(meta, dict) or not all(type(k) is str for k in meta):
+        raise InvalidRequest("metadata must be a JSON object (string keys)")
     try:
         meta_json = "".join(_METADATA_JSON(meta, 0)) if _METADATA_JSON is not None else json.dumps(meta)
     except (TypeError, ValueError, RecursionError):

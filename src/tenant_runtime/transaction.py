@@ -13,7 +13,7 @@ from functools import lru_cache
 import psycopg
 from psycopg import sql
 
-from tenant_runtime.errors import StoreMoved, StoreTimeout, StoreUnavailable
+from tenant_runtime.errors import InvalidRequest, StoreMoved, StoreTimeout, StoreUnavailable
 
 
 @lru_cache(maxsize=4096)
@@ -85,6 +85,18 @@ def store_error(tenant_id: str, exc: Exception) -> StoreTimeout | StoreUnavailab
     return StoreUnavailable(f"store of tenant {tenant_id!r} failed: {exc}".strip())
 
 
+def refused_input(tenant_id: str, exc: psycopg.DataError) -> InvalidRequest | None:
+    """InvalidRequest (400) when ``exc`` is input PostgreSQL cannot hold: a NUL
+    in a text parameter (psycopg refuses it before sending: no SQLSTATE) or a
+    ``\\u0000`` in jsonb (untranslatable character). The statement failed whole,
+    so nothing of it was written. None for any other data error: a statement's
+    own bug, raised as it is."""
+    if exc.sqlstate is None or isinstance(exc, psycopg.errors.UntranslatableCharacter):
+        return InvalidRequest(f"store of tenant {tenant_id!r} cannot hold the input: "
+                              "a NUL character (\\x00), which PostgreSQL text and jsonb refuse")
+    return None
+
+
 def store_moved(tenant_id: str, exc: psycopg.errors.InsufficientPrivilege) -> StoreMoved:
     """The tenant role always may write its own tables, except on a store a move
     retired (its write rights revoked at the switch): a refusal of the store's
@@ -99,6 +111,10 @@ def store_errors(tenant_id: str) -> Iterator[None]:
         yield
     except STORE_FAILURES as exc:
         raise store_error(tenant_id, exc) from None
+    except psycopg.DataError as exc:
+        if (refused := refused_input(tenant_id, exc)) is None:
+            raise
+        raise refused from None
 
 
 @contextmanager

@@ -429,7 +429,9 @@ def test_the_sync_append_and_the_append_operation_store_the_same_row_and_refuse_
     object.__setattr__(slipped, "record", ctx_b.record.model_copy(update={"tenant_id": a}))
     duck = SimpleNamespace(tenant_id=a, key=a, record=ctx_b.record, resources=ctx_b.resources, subject="x",
                            claims={}, workspace=None)
-    refusals = [(slipped, "user", {}), (duck, "user", {}), (ctx, "admin", {}), (ctx, "user", {"x": object()})]
+    refusals = [(slipped, "user", {}), (duck, "user", {}), (ctx, "admin", {}), (ctx, "user", {"x": object()}),
+                # metadata that is no object: stored, it made every page of the conversation fail
+                (ctx, "user", [1, 2])]
     for forged, role, meta in refusals:
         errors = []
         for append in paths.values():
@@ -441,3 +443,61 @@ def test_the_sync_append_and_the_append_operation_store_the_same_row_and_refuse_
     with runtime_env.admin(ctx_b.resources.store.database) as conn:
         assert conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE conversation_id = %s").format(
             sql.Identifier(ctx_b.resources.store.schema_name, "messages")), (conversation,)).fetchone()[0] == 0
+
+
+def test_input_the_store_cannot_hold_is_a_bad_request_and_the_next_call_is_served(runtime, runtime_env):
+    """A NUL character in an id, metadata, a filter or a forged cursor is
+    refused by PostgreSQL (text and jsonb cannot hold it): an InvalidRequest
+    (400) naming why, in both APIs, nothing stored, and the connection goes
+    back clean for the next call. Before: raw psycopg errors (500)."""
+    import asyncio
+
+    from runtime_tenants import jwt_settings
+
+    from tenant_runtime import AsyncTenantRuntime, InvalidRequest
+    from tenant_runtime.cursor import encode
+
+    store, tid = runtime.store, runtime_env.ids["a"]
+    ctx = ctx_of(runtime, runtime_env, "a")
+    conversation = f"conv-nul-{uuid.uuid4().hex[:8]}"
+    calls = [lambda: store.append(ctx, conversation + "\x00", "user", "x"),
+             lambda: store.append(ctx, conversation, "user", "x", {"k": "a\x00b"}),
+             lambda: store.append(ctx, conversation, "user", "x", {"k\x00": 1}),
+             lambda: store.history(ctx, "c\x00"),
+             lambda: store.list_conversations(ctx, cursor=encode({"t": tid, "l": "a\x00"})),
+             lambda: store.put_document(ctx, "doc\x00", "t", "b"),
+             lambda: store.put_document(ctx, "doc-nul", "t", "b", {"k": "\x00"}),
+             lambda: store.search(ctx, "anything", filters={"k": "a\x00"})]
+    for call in calls:
+        with pytest.raises(InvalidRequest, match="NUL"):
+            call()
+    assert store.history(ctx, conversation).messages == [] and store.get_document(ctx, "doc-nul") is None
+    assert store.append(ctx, conversation, "user", "served").content == "served"
+
+    async def through_async():
+        async with AsyncTenantRuntime(jwt_settings(), runtime_env.registry_table,
+                                      endpoint_url=runtime_env.sandbox.aws_endpoint_url,
+                                      region=runtime_env.sandbox.region) as art:
+            actx = await art.resolve(runtime_env.token(tid), tid)
+            with pytest.raises(InvalidRequest, match="NUL"):
+                await art.store.append(actx, conversation, "user", "x", {"k": "a\x00b"})
+            return [m.content for m in (await art.store.history(actx, conversation)).messages]
+
+    assert asyncio.run(through_async()) == ["served"]
+
+
+def test_the_sync_runtime_is_a_context_manager_closing_its_connections(runtime_env):
+    """``with TenantRuntime(...) as runtime:`` like the async API's ``async with``:
+    leaving the block closes every login it holds."""
+    from runtime_tenants import jwt_settings
+
+    from tenant_runtime import TenantRuntime
+
+    tid = runtime_env.ids["a"]
+    with TenantRuntime(jwt_settings(), runtime_env.registry_table, endpoint_url=runtime_env.sandbox.aws_endpoint_url,
+                       region=runtime_env.sandbox.region) as rt:
+        ctx = rt.resolve(runtime_env.token(tid), tid)
+        rt.store.append(ctx, f"conv-with-{uuid.uuid4().hex[:8]}", "user", "x")
+        held = list(rt.store.logins.pools[tid].idle)
+        assert held and not any(conn.closed for conn in held)
+    assert all(conn.closed for conn in held) and not rt.store.logins.pools.get(tid, None)

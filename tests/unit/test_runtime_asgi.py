@@ -201,3 +201,19 @@ def test_a_waking_tenant_is_a_503_saying_when_to_retry(resolver):
         assert answer.status_code == 503 and answer.headers["retry-after"] == "30"
         assert answer.json()["code"] == "tenant_waking" and "starting" in answer.json()["detail"]
         assert answer.json()["title"] == "Tenant waking from hibernation"
+
+
+def test_an_exempt_path_covers_itself_and_what_is_under_it_only(resolver):
+    """``exempt=("/health",)`` lets /health and /health/... through without a
+    token, not every path that merely starts with the text (/healthz-admin)."""
+    async def open_route(request: Request):
+        return JSONResponse({"reached": request.url.path})
+
+    app = Starlette(routes=[Route(path, open_route) for path in ("/health", "/health/deep", "/healthz-admin",
+                                                                 "/health-private/x", "/docs", "/docsecret")])
+    client = TestClient(TenantMiddleware(app, resolver, exempt=("/health", "/docs/")))
+    for path in ("/health", "/health/deep", "/docs"):
+        assert client.get(path).json() == {"reached": path}, path
+    for path in ("/healthz-admin", "/health-private/x", "/docsecret"):
+        refused = client.get(path)
+        assert (refused.status_code, refused.json()["code"]) == (401, "unauthenticated"), path

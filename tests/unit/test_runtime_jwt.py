@@ -183,3 +183,32 @@ def test_a_repeated_token_gets_its_context_again_while_the_record_is_the_same():
     clock.now += 31
     with pytest.raises(Unauthenticated, match="expired"):
         resolver.resolve(good, "acme")
+
+
+def test_a_jwks_endpoint_that_cannot_be_reached_is_a_503_not_the_tokens_fault():
+    """The keys' endpoint down is the service's outage: 503 (retry), never the
+    401 that tells a client to throw its token away."""
+    import socket
+
+    from tenant_runtime.asgi import problem
+    from tenant_runtime.errors import JwksUnavailable
+
+    with socket.socket() as sock:  # a port nothing listens on once closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    resolver = TenantResolver(JWTSettings(jwks_url=f"http://127.0.0.1:{port}/jwks.json"), Registry(record("acme")))
+    with pytest.raises(JwksUnavailable) as err:
+        resolver.resolve(token(), "acme")
+    assert (err.value.status_code, err.value.code) == (503, "jwks_unavailable")
+    assert f"127.0.0.1:{port}" in str(err.value) and resolver.registry.asked == []
+    status, headers, _ = problem(err.value)
+    assert status == 503 and (b"retry-after", b"1") in headers and not any(k == b"www-authenticate" for k, _ in headers)
+
+
+@pytest.mark.parametrize("missing", [None, "", b""])
+def test_no_token_at_all_says_so(resolver, missing):
+    """A caller passing the absent header's None (or nothing) is told no token
+    came, not PyJWT's "Invalid token type. Token must be a <class 'bytes'>"."""
+    with pytest.raises(Unauthenticated, match="^no token") as err:
+        resolver.resolve(missing, "acme")
+    assert err.value.bearer_error is None and resolver.registry.asked == []

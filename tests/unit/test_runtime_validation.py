@@ -77,6 +77,25 @@ def test_downloads_outside_the_prefix_are_mismatches(key):
         objects.presign_download(context("acme"), key)
 
 
+@pytest.mark.parametrize("workspace, key, message", [
+    # The caller and the owner as the runtime scopes them (ctx.key: "<id>/<ws>"), never
+    # "tenant 'acme' may not access ... of tenant 'acme'".
+    (None, "tenants/beta/uploads/x/a.pdf", "tenant 'acme' may not access object '{key}' of tenant 'beta'"),
+    (None, "tenants/acme--legal/a.pdf", "tenant 'acme' may not access object '{key}' of tenant 'acme/legal'"),
+    ("legal", "tenants/acme/uploads/x/a.pdf", "tenant 'acme/legal' may not access object '{key}' of tenant 'acme'"),
+    # Not normalised: where it leads is not said, whoever it seems to name.
+    (None, "tenants/acme/../beta/a.pdf", "tenant 'acme' may not access object '{key}' of tenant 'unknown'"),
+    (None, "tenants/acme//a.pdf", "tenant 'acme' may not access object '{key}' of tenant 'unknown'"),
+])
+def test_an_object_mismatch_names_the_caller_and_the_owner_as_contexts_key_them(workspace, key, message):
+    from runtime_fixtures import Registry, record, with_workspaces
+
+    ctx = from_registry(Registry(with_workspaces(record("acme"), "legal")), "acme", workspace=workspace)
+    with pytest.raises(TenantMismatch) as err:
+        objects.presign_download(ctx, key)
+    assert str(err.value) == message.format(key=key)
+
+
 @pytest.mark.parametrize("key", ["tenants/acme--legal/a.pdf", "tenants/acme--legal/uploads/x/a.pdf"])
 def test_a_tenant_level_context_is_refused_its_workspaces_objects(key):
     # A workspace's prefix is beside its tenant's, never under it.
@@ -105,6 +124,13 @@ store = ContextStore(envelope=None, secret_client_for=unreachable)  # type: igno
     (lambda: store.append(context("acme"), "c1", "user", "x" * ((1 << 20) + 1)), "content"),
     (lambda: store.append(context("acme"), "c1", "user", "x", {"k": object()}), "JSON"),
     (lambda: store.append(context("acme"), "c1", "user", "x", {"k": "v" * (64 << 10)}), "metadata"),
+    # Not an object: once stored, every page of the conversation failed to load.
+    (lambda: store.append(context("acme"), "c1", "user", "x", [1, 2]), "metadata must be a JSON object"),
+    (lambda: store.append(context("acme"), "c1", "user", "x", "m"), "metadata must be a JSON object"),
+    (lambda: store.append(context("acme"), "c1", "user", "x", 3), "metadata must be a JSON object"),
+    (lambda: store.append(context("acme"), "c1", "user", "x", {1: "a"}), "metadata must be a JSON object"),
+    (lambda: store.append(context("acme"), "c1", "user", 123), "content must be a string"),
+    (lambda: store.append(context("acme"), "c1", ["user"], "x"), "role"),
     (lambda: store.history(context("acme"), "c1", limit=0), "limit"),
     (lambda: store.history(context("acme"), "c1", limit=501), "limit"),
     (lambda: store.delete_conversation(context("acme"), ""), "conversation_id"),
@@ -240,3 +266,83 @@ def test_a_reused_context_is_checked_once_per_request_by_the_service():
     assert altered is issued  # given back: the store call refuses it before any call
     with pytest.raises(UntrustedContext, match="altered"):
         ContextStore(Envelope(unreachable), unreachable).append(altered, "c1", "user", "x")
+
+
+def test_a_failing_handler_is_logged_with_its_job_and_left_for_the_redrive(caplog):
+    """``work`` counts a handler that raises as failed and leaves its message
+    for SQS's redrive; the exception is logged (job, kind, tenant, traceback),
+    not dropped: before, ``{"failed": 1}`` was all a developer saw."""
+    import logging
+
+    import boto3
+    from moto import mock_aws
+    from runtime_fixtures import Registry, record
+
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        queue, dlq = (sqs.create_queue(QueueName=name)["QueueUrl"] for name in ("acme", "acme-dlq"))
+        rec = record("acme")
+        rec = rec.model_copy(update={"resources": rec.resources.model_copy(
+            update={"queue_url": queue, "dlq_url": dlq})})
+        ctx = from_registry(Registry(rec), "acme")
+        jobs = JobQueue(lambda c: sqs)
+        job_id = jobs.schedule(ctx, Job(kind="summarise"))
+
+        def handler(job, message):
+            raise RuntimeError("the model timed out")
+
+        with caplog.at_level(logging.ERROR, logger="tenant_runtime.jobs"):
+            assert jobs.work(ctx, handler) == {"done": 0, "deferred": 0, "dead_lettered": 0, "failed": 1}
+        [logged] = caplog.records
+        assert job_id in logged.getMessage() and "summarise" in logged.getMessage() and "acme" in logged.getMessage()
+        assert logged.exc_info[0] is RuntimeError
+        # Still on the queue (invisible until its visibility timeout ends), never deleted.
+        attributes = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
+        assert attributes["ApproximateNumberOfMessagesNotVisible"] == "1"
+
+
+def test_a_multipart_upload_that_cannot_be_completed_is_a_bad_request():
+    """Parts the client did not upload (wrong ETags) or none at all: the
+    client's mistake, a 400 naming S3's reason, not a raw ClientError (500)."""
+    import boto3
+    from moto import mock_aws
+    from runtime_fixtures import Registry, record
+
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        rec = record("acme")
+        s3.create_bucket(Bucket=rec.resources.bucket + "-bucket")
+        rec = rec.model_copy(update={"resources": rec.resources.model_copy(
+            update={"bucket": rec.resources.bucket + "-bucket"})})
+        ctx = from_registry(Registry(rec), "acme")
+        multipart = ObjectAccess(lambda c: s3, multipart_threshold=5 << 20, part_size=5 << 20)
+        up = multipart.presign_upload(ctx, "big.pdf", 6 << 20, "application/pdf")
+        with pytest.raises(InvalidRequest, match="InvalidPart"):
+            multipart.complete_multipart(ctx, up.key, up.upload_id, ['"not-a-part"', '"nor-this"'])
+        for etags in ([], "etag", [1]):
+            with pytest.raises(InvalidRequest, match="etags"):
+                multipart.complete_multipart(ctx, up.key, up.upload_id, etags)
+
+
+def test_a_runtime_takes_its_own_content_types_for_uploads_and_the_store_alike():
+    """``TenantRuntime(content_types=...)`` (and the async runtime's same
+    argument) replaces the allow-list; before, only a hand-built ObjectAccess
+    could, which the runtime and its store never used."""
+    import asyncio
+
+    from tenant_runtime import AsyncTenantRuntime, JWTSettings, TenantRuntime
+
+    allowed = frozenset({"application/zip"})
+    settings = {"region": "us-east-1", "content_types": allowed}
+    with TenantRuntime(JWTSettings(key="k" * 32, algorithms=("HS256",)), "registry", **settings) as runtime:
+        assert runtime.objects.content_types == allowed and runtime.store.objects is runtime.objects
+        runtime.objects.validate("a.zip", 10, "application/zip")
+        with pytest.raises(InvalidRequest, match="content type"):
+            runtime.objects.validate("a.pdf", 10, "application/pdf")
+
+    async def through_async():
+        async with AsyncTenantRuntime(JWTSettings(key="k" * 32, algorithms=("HS256",)), "registry",
+                                      **settings) as aruntime:
+            return aruntime.sync.objects.content_types
+
+    assert asyncio.run(through_async()) == allowed

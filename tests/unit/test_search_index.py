@@ -160,10 +160,21 @@ def test_the_store_lists_the_document_tables():
     # A large body with no object storage to put it in.
     lambda ops, ctx: ops._put_document(ctx, "d", "t", "b" * (LARGE_BODY + 1), None, None),
     lambda ops, ctx: ops._put_document(ctx, "d", "t", "b", {"x": object()}, None),
+    # One field name, not a list: it was taken as the facets "t", "e", "a", "m".
+    lambda ops, ctx: ops._search(ctx, "x", None, "team", 10, 0, None, False),
+    lambda ops, ctx: ops._search(ctx, "x", [("lang", "en")], None, 10, 0, None, False),
+    # A field the document has not (a typo of "metadata", say) is not dropped silently.
+    lambda ops, ctx: ops._put_documents(ctx, [{"doc_id": "d", "title": "t", "body": "b", "meta": {"lang": "en"}}]),
 ])
 def test_bad_input_is_refused_before_any_io(call):
     with pytest.raises(InvalidRequest):
         next(call(StoreOperations(), context("acme")))
+
+
+def test_a_document_field_that_does_not_exist_is_named():
+    with pytest.raises(InvalidRequest, match="Extra inputs are not permitted \\('meta'\\)"):
+        next(StoreOperations()._put_documents(context("acme"), [{"doc_id": "d", "title": "t", "body": "b",
+                                                                 "meta": {}}]))
 
 
 def test_an_untrusted_context_reaches_nothing():
