@@ -357,6 +357,7 @@ def test_a_suspended_tenant_is_refused_within_the_cache_ttl_and_its_role_cannot_
     suspended = cli("suspend", "op-sus", "--json")
     assert suspended.returncode == 0, suspended
     assert suspended.json()["status"] == "suspended" and "suspended: true" in cli.stack_file("op-sus").read_text()
+    assert "recording the tenant suspended" in suspended.stderr and "tenant active" not in suspended.stderr
     assert not trust_allows_the_runtime(sandbox, "op-sus")  # no role session is renewed
     checked = cli("check", "op-sus", "--json")
     assert checked.returncode == 0 and "suspended" in json.dumps(checked.json()), checked

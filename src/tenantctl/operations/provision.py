@@ -203,7 +203,8 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
                     c.ran_schema_template for c in applied.result.changes.changes):
                 held.record = registry.save(held.record, search_rebuild_due=True)
             orphans = remove_orphans(ws, held.record, applied.result.changes, tagged) if repair else []
-            phase(on_event, spec.id, "recording the tenant active, checking its isolation posture")
+            status = "suspended" if spec.suspended else "active"
+            phase(on_event, spec.id, f"recording the tenant {status}, checking its isolation posture")
             held.record = activate(ws, held.record, spec, applied)
     except BaseException:
         if not reserved:  # refused by the registry (locked, tombstoned, unreachable): nothing was created
