@@ -528,11 +528,37 @@ def test_up_of_a_new_stack_creates_it_then_previews_and_ups_with_the_pack(projec
     cli.outputs("platform", platform_outputs())
     cli.script("preview", {"events": preview_stream("newco", [])})
     engine_on(project, cli, gate=PolicyGate(project)).up("newco")
-    ops = [" ".join(c[:2]) if c[0] == "stack" else c[0] for c in cli.commands()]
+    ops = ["stack lookup" if "--show-name" in c else " ".join(c[:2]) if c[0] == "stack" else c[0]
+           for c in cli.commands()]
     assert [op for op in ops if op in ("stack init", "preview", "up")] == ["stack init", "preview", "up"]
-    assert ops.index("stack select") < ops.index("stack init")
+    assert ops.index("stack lookup") < ops.index("stack init")
     for command in cli.ran("preview") + cli.ran("up"):
         assert command[command.index("--policy-pack") + 1] == str(pack_dir())
+
+
+def test_no_command_changes_the_projects_current_stack(project: Path, cli: FakeCli) -> None:
+    """`pulumi stack select` and a selecting `stack init` rewrite the project's
+    workspace.json, non-atomically, which every CLI command reads: `apply`
+    runs tenants in parallel processes and `refresh` in threads, all in one
+    project, so one run's select could hand another a half-written file
+    (pulumi/pulumi#8186). Every command names its stack (`--stack`), so none
+    needs a current one: stacks are looked up (`stack --show-name`) and
+    created with `--no-select`."""
+    cli.script("preview", {"events": preview_stream("acme", [queue_step()])})
+    cli.script("preview-refresh", {"events": refresh_stream("acme", [])})
+    cli.script("up", {"events": preview_stream("newco", [])})
+    engine = engine_on(project, cli)
+    engine.preview("acme")
+    engine.refresh("acme")
+    engine.outputs("platform")
+    engine.up("newco")  # a new stack: created, then updated
+    engine.destroy("acme")
+    with pytest.raises(ApplyFailed, match="stack ghost: not on"):
+        engine.refresh("ghost")  # a missing stack is still told from an existing one
+    assert cli.current_writes == []
+    assert "newco" in cli.stacks and "acme" not in cli.stacks
+    [init] = cli.ran("stack", "init")
+    assert "--no-select" in init
 
 
 def test_waived_rules_are_disabled_in_the_packs_config(project: Path, cli: FakeCli, tmp_path: Path) -> None:
