@@ -11,6 +11,11 @@ gRPC to the SDK's events server for a CLI >= 3.206, as JSON lines ending in a
 every fake command, which keeps these tests fast). Every invocation's
 arguments are logged, so tests see which commands ran.
 
+``backend_error``: the backend cannot be logged in to (e.g. Pulumi Cloud
+without a token: the CLI, always run ``--non-interactive`` by the SDK, says
+``PULUMI_ACCESS_TOKEN must be set for login during non-interactive CLI
+sessions``): every command but ``version`` and ``plugin`` fails with it.
+
 Like the real CLI, ``stack select`` and ``stack init`` (unless ``--no-select``)
 make the stack the project's *current* stack, a write of the one per-project
 ``~/.pulumi/workspaces/<project>-<hash>-workspace.json`` that every command
@@ -95,6 +100,9 @@ def emit(events, target):
 stack = opt("--stack")
 if args[0] == "version":
     finish("v" + scenario["version"] + "\n")
+if scenario.get("backend_error") and args[0] not in ("plugin",):
+    # Every command that needs the backend logs in to it first (cmdBackend.CurrentBackend).
+    finish(err="error: " + scenario["backend_error"] + "\n", code=255)
 if args[0] == "stack" and "--show-name" in args:
     if short(stack) not in scenario["stacks"]:
         finish(err=f"error: no stack named '{{stack}}' found\n", code=255)

@@ -346,6 +346,46 @@ def test_missing_passphrase_and_missing_cli_are_target_problems() -> None:
     assert isinstance(missing, TargetUnavailable) and str(missing) == MISSING_CLI and missing.exit_code == 7
 
 
+def test_not_logged_in_to_the_backend_is_a_target_problem(project: Path, cli: FakeCli) -> None:
+    """The SDK runs every command --non-interactive, so without `pulumi login`
+    or a token the CLI's first backend command fails with this (exit 7, as
+    documented, not 4: nothing was previewed or applied)."""
+    cli.update(backend_error="PULUMI_ACCESS_TOKEN must be set for login during non-interactive CLI sessions")
+    engine = engine_on(project, cli)
+    for call in (lambda: engine.preview("acme"), lambda: engine.up("acme"), lambda: engine.refresh("acme"),
+                 lambda: engine.outputs("platform"), lambda: engine.destroy("acme")):
+        with pytest.raises(TargetUnavailable, match="PULUMI_ACCESS_TOKEN must be set") as err:
+            call()
+        assert err.value.exit_code == 7 and "\n" not in str(err.value)
+    assert cli.ran("preview") == cli.ran("up") == cli.ran("stack", "init") == []
+
+
+def test_missing_aws_credentials_are_a_target_problem(project: Path, cli: FakeCli) -> None:
+    """pulumi-aws refuses to configure its provider without credentials
+    (pulumi/pulumi-aws#3310, #4076): the preview fails on the provider's
+    diagnostic, exit 7 as documented."""
+    cli.script("preview", {
+        "stdout": "Previewing update (acme):\n\nDiagnostics:\n  pulumi:providers:aws (default_7_51_1):\n"
+                  "    error: pulumi:providers:aws resource 'default_7_51_1' has a problem: No valid credential "
+                  "sources found.\n    Please see https://www.pulumi.com/registry/packages/aws/installation-"
+                  "configuration/ for more information about providing credentials.\n",
+        "stderr": "error: preview failed\n", "code": 255})
+    with pytest.raises(TargetUnavailable, match="No valid credential sources found") as err:
+        engine_on(project, cli).preview("acme")
+    assert err.value.exit_code == 7
+
+
+@pytest.mark.parametrize("stderr", [
+    # The S3 backend's AWS SDK (aws-sdk-go-v2) with no usable credentials.
+    "error: failed to load checkpoint: blob (code=Unknown): operation error S3: GetObject, get identity: get "
+    "credentials: failed to refresh cached credentials, no EC2 IMDS role found",
+    "error: pulumi:providers:aws resource 'default_7_51_1' has a problem: Invalid credentials configured.",
+])
+def test_other_credential_failures_are_target_problems(stderr: str) -> None:
+    mapped = map_error(create_command_error(result(stderr=stderr)), "select", "acme", "s3://state")
+    assert isinstance(mapped, TargetUnavailable) and mapped.exit_code == 7
+
+
 def test_first_line_falls_back_to_the_last_stderr_line() -> None:
     assert first_line(CommandError(result(stderr="warning: a\nsomething odd happened\n"))) == "something odd happened"
 
