@@ -16,6 +16,14 @@ without a token: the CLI, always run ``--non-interactive`` by the SDK, says
 ``PULUMI_ACCESS_TOKEN must be set for login during non-interactive CLI
 sessions``): every command but ``version`` and ``plugin`` fails with it.
 
+A ``--policy-pack`` is started as the real CLI starts a Python pack: the
+legacy shim ``pulumi-analyzer-policy-python`` (still used for python, see
+sdk/go/common/resource/plugin/analyzer_plugin.go ``NewPolicyAnalyzer``) runs
+``python3 -u -m pulumi.policy`` with the first ``python3`` on the CLI's PATH,
+not ``PULUMI_PYTHON_CMD`` (sdk/python/dist/pulumi-analyzer-policy-python);
+``policy_pythons`` records which ``python3`` that is (a virtualenv's is its
+bin/python3: resolving the link would lose the virtualenv).
+
 Like the real CLI, ``stack select`` and ``stack init`` (unless ``--no-select``)
 make the stack the project's *current* stack, a write of the one per-project
 ``~/.pulumi/workspaces/<project>-<hash>-workspace.json`` that every command
@@ -138,6 +146,11 @@ if args[0] in ("preview", "up", "refresh", "destroy"):
     scenario["counts"][kind] = count + 1
     save()
     run = runs[min(count, len(runs) - 1)]
+    if "--policy-pack" in args:
+        import shutil
+        found = shutil.which("python3", path=os.environ.get("PATH", ""))
+        scenario["policy_pythons"].append(found)
+        save()
     config_file = opt("--config-file")
     if run.get("touch_config"):  # the CLI re-setting encryptedkey in the stack file it reads
         path = config_file or os.path.join("stacks", "Pulumi." + short(stack) + ".yaml")
@@ -164,7 +177,7 @@ class FakeCli:
         self.scenario_path, self.log_path = tmp / "fake-pulumi.json", tmp / "fake-pulumi.log"
         self.log_path.touch()
         self._write({"version": version, "stacks": list(stacks), "outputs": {}, "runs": {}, "counts": {},
-                     "current_writes": []})
+                     "current_writes": [], "policy_pythons": []})
         monkeypatch.setenv("FAKE_PULUMI_SCENARIO", str(self.scenario_path))
         monkeypatch.setenv("FAKE_PULUMI_LOG", str(self.log_path))
 
@@ -190,6 +203,11 @@ class FakeCli:
     @property
     def stacks(self) -> list[str]:
         return self._read()["stacks"]
+
+    @property
+    def policy_pythons(self) -> list[str | None]:
+        """The ``python3`` each ``--policy-pack`` run started the pack with, in order."""
+        return self._read()["policy_pythons"]
 
     @property
     def current_writes(self) -> list[str]:

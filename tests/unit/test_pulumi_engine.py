@@ -601,6 +601,23 @@ def test_no_command_changes_the_projects_current_stack(project: Path, cli: FakeC
     assert "--no-select" in init
 
 
+def test_the_policy_pack_runs_with_tenantctls_interpreter(project: Path, cli: FakeCli, tmp_path: Path,
+                                                          monkeypatch) -> None:
+    """The CLI starts a Python pack as `python3` from its PATH, whatever
+    PULUMI_PYTHON_CMD says: with another python3 first on PATH (a system
+    Python without tenantctl or pulumi-policy, tenantctl run from a venv it
+    was not activated in, pipx) the pack could not even start, and every
+    preview and up would fail."""
+    elsewhere = tmp_path / "system-bin"
+    elsewhere.mkdir()
+    (elsewhere / "python3").symlink_to("/bin/true")  # an interpreter without tenantctl
+    monkeypatch.setenv("PATH", f"{elsewhere}{os.pathsep}{os.environ['PATH']}")
+    cli.script("preview", {"events": preview_stream("acme", [])})
+    engine_on(project, cli, gate=PolicyGate(project)).up("acme")
+    assert len(cli.policy_pythons) == 2  # the preview's and the up's
+    assert set(cli.policy_pythons) == {str(Path(sys.executable).parent / "python3")}
+
+
 def test_waived_rules_are_disabled_in_the_packs_config(project: Path, cli: FakeCli, tmp_path: Path) -> None:
     cli.script("preview", {"events": preview_stream("acme", [])})
     with waived("deletion-protection"):
