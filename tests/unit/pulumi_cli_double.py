@@ -3,13 +3,34 @@
 The real CLI cannot be installed here, so the engine is tested up to the CLI
 boundary: ``FakeCli`` writes an executable ``<root>/bin/pulumi`` that the real
 Automation API SDK (``pulumi.automation``) runs as it would run the CLI. It
-answers ``version``, ``stack select/init/output/history/rm``, ``cancel`` and
-``plugin install``, and for ``preview``/``up``/``refresh``/``destroy`` replays a
+answers ``version``, ``stack`` (``--show-name``), ``stack select/init/output/
+history/rm``, ``cancel`` and ``plugin install``, and for ``preview``/``up``/``refresh``/``destroy`` replays a
 scripted engine-event stream to the ``--event-log`` the SDK asked for: over
 gRPC to the SDK's events server for a CLI >= 3.206, as JSON lines ending in a
 ``cancelEvent`` for older ones (the default here, 3.205: no gRPC import in
 every fake command, which keeps these tests fast). Every invocation's
 arguments are logged, so tests see which commands ran.
+
+``backend_error``: the backend cannot be logged in to (e.g. Pulumi Cloud
+without a token: the CLI, always run ``--non-interactive`` by the SDK, says
+``PULUMI_ACCESS_TOKEN must be set for login during non-interactive CLI
+sessions``): every command but ``version`` and ``plugin`` fails with it.
+
+A ``--policy-pack`` is started as the real CLI starts a Python pack: the
+legacy shim ``pulumi-analyzer-policy-python`` (still used for python, see
+sdk/go/common/resource/plugin/analyzer_plugin.go ``NewPolicyAnalyzer``) runs
+``python3 -u -m pulumi.policy`` with the first ``python3`` on the CLI's PATH,
+not ``PULUMI_PYTHON_CMD`` (sdk/python/dist/pulumi-analyzer-policy-python);
+``policy_pythons`` records which ``python3`` that is (a virtualenv's is its
+bin/python3: resolving the link would lose the virtualenv).
+
+Like the real CLI, ``stack select`` and ``stack init`` (unless ``--no-select``)
+make the stack the project's *current* stack, a write of the one per-project
+``~/.pulumi/workspaces/<project>-<hash>-workspace.json`` that every command
+reads (pkg/cmd/pulumi/stack/stack_select.go, io.go ``CreateStack``:
+``state.SetCurrentStack``); ``current_writes`` counts those writes. ``pulumi
+stack --stack X --show-name`` only looks the stack up (``RequireStack``, no
+``SetCurrent``): the name, or ``no stack named 'X' found``.
 
 The event builders produce the JSON the CLI writes (sdk/go/common/apitype/
 events.go): ``custom`` omitted when false, ``detailedDiff`` keyed by property
@@ -87,12 +108,23 @@ def emit(events, target):
 stack = opt("--stack")
 if args[0] == "version":
     finish("v" + scenario["version"] + "\n")
+if scenario.get("backend_error") and args[0] not in ("plugin",):
+    # Every command that needs the backend logs in to it first (cmdBackend.CurrentBackend).
+    finish(err="error: " + scenario["backend_error"] + "\n", code=255)
+if args[0] == "stack" and "--show-name" in args:
+    if short(stack) not in scenario["stacks"]:
+        finish(err=f"error: no stack named '{{stack}}' found\n", code=255)
+    finish(short(stack) + "\n")
 if args[:2] == ["stack", "select"]:
     if short(stack) not in scenario["stacks"]:
         finish(err=f"error: no stack named '{{stack}}' found\n", code=255)
+    scenario["current_writes"].append(stack)
+    save()
     finish()
 if args[:2] == ["stack", "init"]:
     scenario["stacks"].append(short(args[2]))
+    if "--no-select" not in args:
+        scenario["current_writes"].append(args[2])
     save()
     finish()
 if args[:2] == ["stack", "output"]:
@@ -114,6 +146,11 @@ if args[0] in ("preview", "up", "refresh", "destroy"):
     scenario["counts"][kind] = count + 1
     save()
     run = runs[min(count, len(runs) - 1)]
+    if "--policy-pack" in args:
+        import shutil
+        found = shutil.which("python3", path=os.environ.get("PATH", ""))
+        scenario["policy_pythons"].append(found)
+        save()
     config_file = opt("--config-file")
     if run.get("touch_config"):  # the CLI re-setting encryptedkey in the stack file it reads
         path = config_file or os.path.join("stacks", "Pulumi." + short(stack) + ".yaml")
@@ -139,7 +176,8 @@ class FakeCli:
         self.binary.chmod(self.binary.stat().st_mode | stat.S_IXUSR)
         self.scenario_path, self.log_path = tmp / "fake-pulumi.json", tmp / "fake-pulumi.log"
         self.log_path.touch()
-        self._write({"version": version, "stacks": list(stacks), "outputs": {}, "runs": {}, "counts": {}})
+        self._write({"version": version, "stacks": list(stacks), "outputs": {}, "runs": {}, "counts": {},
+                     "current_writes": [], "policy_pythons": []})
         monkeypatch.setenv("FAKE_PULUMI_SCENARIO", str(self.scenario_path))
         monkeypatch.setenv("FAKE_PULUMI_LOG", str(self.log_path))
 
@@ -165,6 +203,16 @@ class FakeCli:
     @property
     def stacks(self) -> list[str]:
         return self._read()["stacks"]
+
+    @property
+    def policy_pythons(self) -> list[str | None]:
+        """The ``python3`` each ``--policy-pack`` run started the pack with, in order."""
+        return self._read()["policy_pythons"]
+
+    @property
+    def current_writes(self) -> list[str]:
+        """The stacks made the project's current one (each a workspace.json write), in order."""
+        return self._read()["current_writes"]
 
     def commands(self) -> list[list[str]]:
         return [json.loads(line) for line in self.log_path.read_text().splitlines()]

@@ -346,6 +346,46 @@ def test_missing_passphrase_and_missing_cli_are_target_problems() -> None:
     assert isinstance(missing, TargetUnavailable) and str(missing) == MISSING_CLI and missing.exit_code == 7
 
 
+def test_not_logged_in_to_the_backend_is_a_target_problem(project: Path, cli: FakeCli) -> None:
+    """The SDK runs every command --non-interactive, so without `pulumi login`
+    or a token the CLI's first backend command fails with this (exit 7, as
+    documented, not 4: nothing was previewed or applied)."""
+    cli.update(backend_error="PULUMI_ACCESS_TOKEN must be set for login during non-interactive CLI sessions")
+    engine = engine_on(project, cli)
+    for call in (lambda: engine.preview("acme"), lambda: engine.up("acme"), lambda: engine.refresh("acme"),
+                 lambda: engine.outputs("platform"), lambda: engine.destroy("acme")):
+        with pytest.raises(TargetUnavailable, match="PULUMI_ACCESS_TOKEN must be set") as err:
+            call()
+        assert err.value.exit_code == 7 and "\n" not in str(err.value)
+    assert cli.ran("preview") == cli.ran("up") == cli.ran("stack", "init") == []
+
+
+def test_missing_aws_credentials_are_a_target_problem(project: Path, cli: FakeCli) -> None:
+    """pulumi-aws refuses to configure its provider without credentials
+    (pulumi/pulumi-aws#3310, #4076): the preview fails on the provider's
+    diagnostic, exit 7 as documented."""
+    cli.script("preview", {
+        "stdout": "Previewing update (acme):\n\nDiagnostics:\n  pulumi:providers:aws (default_7_51_1):\n"
+                  "    error: pulumi:providers:aws resource 'default_7_51_1' has a problem: No valid credential "
+                  "sources found.\n    Please see https://www.pulumi.com/registry/packages/aws/installation-"
+                  "configuration/ for more information about providing credentials.\n",
+        "stderr": "error: preview failed\n", "code": 255})
+    with pytest.raises(TargetUnavailable, match="No valid credential sources found") as err:
+        engine_on(project, cli).preview("acme")
+    assert err.value.exit_code == 7
+
+
+@pytest.mark.parametrize("stderr", [
+    # The S3 backend's AWS SDK (aws-sdk-go-v2) with no usable credentials.
+    "error: failed to load checkpoint: blob (code=Unknown): operation error S3: GetObject, get identity: get "
+    "credentials: failed to refresh cached credentials, no EC2 IMDS role found",
+    "error: pulumi:providers:aws resource 'default_7_51_1' has a problem: Invalid credentials configured.",
+])
+def test_other_credential_failures_are_target_problems(stderr: str) -> None:
+    mapped = map_error(create_command_error(result(stderr=stderr)), "select", "acme", "s3://state")
+    assert isinstance(mapped, TargetUnavailable) and mapped.exit_code == 7
+
+
 def test_first_line_falls_back_to_the_last_stderr_line() -> None:
     assert first_line(CommandError(result(stderr="warning: a\nsomething odd happened\n"))) == "something odd happened"
 
@@ -528,11 +568,54 @@ def test_up_of_a_new_stack_creates_it_then_previews_and_ups_with_the_pack(projec
     cli.outputs("platform", platform_outputs())
     cli.script("preview", {"events": preview_stream("newco", [])})
     engine_on(project, cli, gate=PolicyGate(project)).up("newco")
-    ops = [" ".join(c[:2]) if c[0] == "stack" else c[0] for c in cli.commands()]
+    ops = ["stack lookup" if "--show-name" in c else " ".join(c[:2]) if c[0] == "stack" else c[0]
+           for c in cli.commands()]
     assert [op for op in ops if op in ("stack init", "preview", "up")] == ["stack init", "preview", "up"]
-    assert ops.index("stack select") < ops.index("stack init")
+    assert ops.index("stack lookup") < ops.index("stack init")
     for command in cli.ran("preview") + cli.ran("up"):
         assert command[command.index("--policy-pack") + 1] == str(pack_dir())
+
+
+def test_no_command_changes_the_projects_current_stack(project: Path, cli: FakeCli) -> None:
+    """`pulumi stack select` and a selecting `stack init` rewrite the project's
+    workspace.json, non-atomically, which every CLI command reads: `apply`
+    runs tenants in parallel processes and `refresh` in threads, all in one
+    project, so one run's select could hand another a half-written file
+    (pulumi/pulumi#8186). Every command names its stack (`--stack`), so none
+    needs a current one: stacks are looked up (`stack --show-name`) and
+    created with `--no-select`."""
+    cli.script("preview", {"events": preview_stream("acme", [queue_step()])})
+    cli.script("preview-refresh", {"events": refresh_stream("acme", [])})
+    cli.script("up", {"events": preview_stream("newco", [])})
+    engine = engine_on(project, cli)
+    engine.preview("acme")
+    engine.refresh("acme")
+    engine.outputs("platform")
+    engine.up("newco")  # a new stack: created, then updated
+    engine.destroy("acme")
+    with pytest.raises(ApplyFailed, match="stack ghost: not on"):
+        engine.refresh("ghost")  # a missing stack is still told from an existing one
+    assert cli.current_writes == []
+    assert "newco" in cli.stacks and "acme" not in cli.stacks
+    [init] = cli.ran("stack", "init")
+    assert "--no-select" in init
+
+
+def test_the_policy_pack_runs_with_tenantctls_interpreter(project: Path, cli: FakeCli, tmp_path: Path,
+                                                          monkeypatch) -> None:
+    """The CLI starts a Python pack as `python3` from its PATH, whatever
+    PULUMI_PYTHON_CMD says: with another python3 first on PATH (a system
+    Python without tenantctl or pulumi-policy, tenantctl run from a venv it
+    was not activated in, pipx) the pack could not even start, and every
+    preview and up would fail."""
+    elsewhere = tmp_path / "system-bin"
+    elsewhere.mkdir()
+    (elsewhere / "python3").symlink_to("/bin/true")  # an interpreter without tenantctl
+    monkeypatch.setenv("PATH", f"{elsewhere}{os.pathsep}{os.environ['PATH']}")
+    cli.script("preview", {"events": preview_stream("acme", [])})
+    engine_on(project, cli, gate=PolicyGate(project)).up("acme")
+    assert len(cli.policy_pythons) == 2  # the preview's and the up's
+    assert set(cli.policy_pythons) == {str(Path(sys.executable).parent / "python3")}
 
 
 def test_waived_rules_are_disabled_in_the_packs_config(project: Path, cli: FakeCli, tmp_path: Path) -> None:

@@ -151,9 +151,24 @@ def run_cancellable(operation: Callable[[], T], cancel: Callable[[], None],
 
 
 def python_env() -> dict[str, str]:
-    """Run the program with tenantctl's own interpreter (it has pulumi_aws and
-    tenantctl installed), whatever `python3` is first on PATH."""
+    """Run the program and the CrossGuard pack with tenantctl's own
+    interpreter (it has pulumi_aws, pulumi-policy and tenantctl installed),
+    whatever `python3` is first on PATH.
+
+    The language host honours PULUMI_PYTHON_CMD; a Python policy pack is
+    started by the CLI's shim as ``python3 -u -m pulumi.policy``, the first
+    `python3` on PATH (sdk/python/dist/pulumi-analyzer-policy-python), so the
+    interpreter's directory goes first on PATH when its `python3` is this
+    interpreter (a virtualenv's bin/ always)."""
     import sys
 
-    return {"PULUMI_PYTHON_CMD": sys.executable, "PULUMI_SKIP_UPDATE_CHECK": "true",
-            **({"VIRTUAL_ENV": os.environ["VIRTUAL_ENV"]} if "VIRTUAL_ENV" in os.environ else {})}
+    env = {"PULUMI_PYTHON_CMD": sys.executable, "PULUMI_SKIP_UPDATE_CHECK": "true",
+           **({"VIRTUAL_ENV": os.environ["VIRTUAL_ENV"]} if "VIRTUAL_ENV" in os.environ else {})}
+    here = Path(sys.executable).parent
+    try:
+        ours = (here / "python3").is_file() and os.path.samefile(here / "python3", sys.executable)
+    except OSError:
+        ours = False
+    if ours:
+        env["PATH"] = os.pathsep.join([str(here), os.environ.get("PATH", "")])
+    return env

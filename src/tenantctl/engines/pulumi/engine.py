@@ -1,7 +1,8 @@
 """PulumiEngine: the infra/ program on real AWS through the Automation API.
 
 One LocalWorkspace over the project root (Pulumi.yaml, `stackConfigDir: stacks`),
-one stack per tenant plus `platform`. The committed project and stack files are
+one stack per tenant plus `platform`, none ever made the project's current
+stack (``workspace``: stacks of one project run at once). The committed project and stack files are
 never rewritten: no ProjectSettings/StackSettings are handed to the workspace
 (the SDK would re-serialise Pulumi.yaml without stackConfigDir), and the one
 backend-specific config value, the platform StackReference name, is laid over
@@ -11,7 +12,7 @@ Which runs may write a committed stack file: only `up` (and so `provision`)
 and `destroy`. A new stack's `pulumi stack init` records its secrets provider
 (`secretsprovider`, `encryptedkey`/`encryptionsalt`) there, and the CLI may
 set `encryptedkey` again on later updates: commit those lines. Previews and
-refreshes only *select* a stack and always hand the CLI a scratch copy of its
+refreshes only *look a stack up* and always hand the CLI a scratch copy of its
 file: a stack that does not exist yet is planned in-process (``new_stack``),
 not created.
 
@@ -172,13 +173,14 @@ class PulumiEngine(Engine):
     # -- automation API plumbing ----------------------------------------------
     @cached_property
     def workspace(self) -> Any:
-        from pulumi.automation import LocalWorkspace
+        from tenantctl.engines.pulumi.workspace import StackScopedWorkspace
 
         command = self._command or pulumi_cli.command(self.target.aws.pulumi_root)
-        return LocalWorkspace(pulumi_command=command, **self.options.model_dump())
+        return StackScopedWorkspace(pulumi_command=command, **self.options.model_dump())
 
     def _stack(self, stack: str, create: bool) -> Any:
-        """The stack, selected; ``create``: created first when missing (`stack init`)."""
+        """The stack, looked up; ``create``: created first when missing (`stack
+        init`). Neither makes it the project's current stack (``workspace``)."""
         from pulumi.automation import Stack
 
         name = self.qualified(stack)

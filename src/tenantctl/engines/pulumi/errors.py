@@ -25,6 +25,20 @@ _ERROR_LINE = re.compile(r"^\s*error:\s*(.+?)\s*$", re.MULTILINE)
 _NOISE = ("update failed", "preview failed", "destroy failed", "refresh failed")
 _MAX = 300
 
+# What the CLI and the AWS provider say when this machine cannot use the target
+# (lowercased, looked for in the reported line): not logged in to Pulumi Cloud
+# (the SDK runs every command --non-interactive, so the CLI asks for a token),
+# no or bad AWS credentials (pulumi-aws's provider check; aws-sdk-go-v2, which
+# the S3 backend reads state with).
+_UNREACHABLE = (
+    "pulumi_access_token must be set",
+    "pulumi login",
+    "no credentials",
+    "no valid credential sources",
+    "invalid credentials configured",
+    "failed to refresh cached credentials",
+)
+
 # The commands whose failure can mean the stack itself is missing or taken.
 STACK_COMMANDS = frozenset({"select", "create", "outputs", "stack rm"})
 _NOT_FOUND = re.compile(r"^\s*error:\s*no stack named '([^']+)' found", re.MULTILINE)
@@ -94,7 +108,7 @@ def map_error(exc: BaseException, action: str, stack: str, backend: str) -> Tena
                 f"{action} {stack}: the stack uses the passphrase secrets provider: set PULUMI_CONFIG_PASSPHRASE, "
                 "or configure an awskms:// secrets provider (TENANTCTL_SECRETS_PROVIDER)"
             )
-        if "no credentials" in detail.lower() or "pulumi login" in detail:
+        if any(phrase in detail.lower() for phrase in _UNREACHABLE):
             return TargetUnavailable(f"{action} {stack}: {detail}")
         return ApplyFailed(f"{action} {stack} failed: {detail}")
     return ApplyFailed(f"{action} {stack} failed: {type(exc).__name__}: {_short(str(exc))}")
