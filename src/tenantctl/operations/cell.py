@@ -19,7 +19,8 @@ from tenant_runtime.registry import item_to_counts
 from tenantctl.engines.base import EventSink, UpResult
 from tenantctl.errors import InvalidInput
 from tenantctl.models import CellSpec, Tier, describe_validation_error
-from tenantctl.naming import DEFAULT_CELL, cell_name_problem
+from tenantctl.naming import DEFAULT_CELL, cell_name_problem, new_cell_name_problem, resource_name
+from tenantctl.operations.deletion_protection import snapshot_exists
 from tenantctl.registry import applied_of
 from tenantctl.stackconfig import write_cell
 from tenantctl.workspace import Workspace
@@ -51,6 +52,9 @@ class CellInfo(BaseModel):
     walls: list[str] = []
     # `show --recount`: each count it corrected, [the counter's, the records'] (empty: it was right)
     recounted: dict[str, list[int]] | None = None
+    # `add` of a new cell: what an earlier cell of that name left in its account and region
+    # that concerns this one (a warning each; `cell remove` leaves it on purpose)
+    leftovers: list[str] = []
 
 
 def stack_file_state(ws: Workspace, spec: CellSpec, item: dict[str, Any] | None) -> str:
@@ -88,10 +92,10 @@ def _counter(ws: Workspace, name: str) -> dict[str, Any] | None:
 def cell_spec(ws: Workspace, name: str, options: dict[str, Any]) -> CellSpec:
     """The committed spec of ``name`` (if any) with ``options`` laid over it. A
     cell's region and account never change (its tenants' data is there)."""
-    problem = cell_name_problem(name)
+    existing = ws.cells().get(name)
+    problem = cell_name_problem(name) if existing is not None else new_cell_name_problem(name)
     if problem:
         raise InvalidInput(f"cell {name!r}: {problem}", rule="cell-name")
-    existing = ws.cells().get(name)
     base = existing.model_dump(mode="json", exclude_none=True) if existing else {"name": name}
     given = {k: v for k, v in options.items() if v is not None}
     if existing is not None:
@@ -120,6 +124,7 @@ def add(ws: Workspace, name: str, options: dict[str, Any],
     once committed (no UpResult). The file is written under the cell's lease
     (the spec read again there), so a run refused it changes nothing."""
     cell_spec(ws, name, options)  # a bad option is refused before the home cell is touched
+    new = name not in ws.cells()
     home = ws.ensure_platform(on_event)
 
     def write() -> CellSpec:
@@ -136,9 +141,32 @@ def add(ws: Workspace, name: str, options: dict[str, Any],
 
     if write_only:
         spec = write()
-        return _info(ws, spec, ws.cell_outputs(spec.name), _counter(ws, spec.name)), None
-    result = ws.up_cell(name, on_event, write=write)
-    return _info(ws, ws.cell(name), result.outputs, _counter(ws, name)), result
+        info, result = _info(ws, spec, ws.cell_outputs(spec.name), _counter(ws, spec.name)), None
+    else:
+        result = ws.up_cell(name, on_event, write=write)
+        info = _info(ws, ws.cell(name), result.outputs, _counter(ws, name))
+    if new:
+        info.leftovers = _leftovers(ws, ws.cell(name))
+    return info, result
+
+
+def _leftovers(ws: Workspace, spec: CellSpec) -> list[str]:
+    """What an earlier cell named like ``spec`` (removed: `cell remove` deletes its stack
+    file, counter and stack) left where ``spec`` now is. Its database's final snapshot
+    stays, by design, under a name RDS fixes: this cell's removal would need it too,
+    so it refuses until the snapshot is out of the way. Tombstones that name the old
+    cell are history only (audit), and its counter is gone or taken over by this up."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    final = resource_name(spec.stack, "final")
+    try:
+        if not snapshot_exists(ws.cell_clients(spec.name)("rds"), final):
+            return []
+    except (BotoCoreError, ClientError):  # a --write-only cell's role need not work yet: no warning, no failure
+        return []
+    return [f"cell {spec.name!r}: an earlier cell of this name left its database's final snapshot {final} in "
+            f"{spec.region}; it is kept, but `tenantctl cell remove {spec.name}` is refused until it is copied "
+            "aside under another name or deleted (RDS would name this cell's final snapshot the same)"]
 
 
 def same_account_region(ws: Workspace, spec: CellSpec, target_account: str | None) -> list[CellSpec]:
