@@ -11,6 +11,7 @@ another account whose role must exist first.
 
 from __future__ import annotations
 
+from ipaddress import ip_network
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from tenant_runtime.registry import item_to_counts
 from tenantctl.engines.base import EventSink, UpResult
 from tenantctl.errors import InvalidInput
-from tenantctl.models import CellSpec, Tier, describe_validation_error
+from tenantctl.models import CellSpec, DedicatedSpec, Tier, describe_validation_error
 from tenantctl.naming import DEFAULT_CELL, cell_name_problem, new_cell_name_problem, resource_name
 from tenantctl.operations.deletion_protection import snapshot_exists
 from tenantctl.registry import applied_of
@@ -36,6 +37,7 @@ class CellInfo(BaseModel):
     account_role_arn: str | None
     tiers: list[Tier]
     max_pooled_tenants: int
+    vpc_cidr: str
     draining: bool
     deployed: bool
     # Its stack file against its last up: "as committed", "changed since" (`tenantctl apply` applies it),
@@ -77,7 +79,7 @@ def _info(ws: Workspace, spec: CellSpec, outputs: dict[str, Any], item: dict[str
     return CellInfo(
         name=spec.name, stack=spec.stack, region=spec.region,
         account_id=outputs.get("account_id") or spec.account_id, account_role_arn=spec.account_role_arn,
-        tiers=spec.tiers, max_pooled_tenants=spec.max_pooled_tenants,
+        tiers=spec.tiers, max_pooled_tenants=spec.max_pooled_tenants, vpc_cidr=spec.vpc_cidr,
         draining=spec.draining or draining, deployed=bool(outputs.get("bucket")),
         applied=stack_file_state(ws, spec, item),
         pooled=None if placed is None else placed.get(Tier.pooled.value, 0),
@@ -136,6 +138,9 @@ def add(ws: Workspace, name: str, options: dict[str, Any],
         if spec.name not in ws.cells() and "os_metrics_group" not in options:
             spec = spec.model_copy(update={"os_metrics_group": not _shares_account_region(ws, spec,
                                                                                           home["account_id"])})
+        if spec.name not in ws.cells() and options.get("vpc_cidr") is None:
+            taken = [c.vpc_cidr for c in same_account_region(ws, spec, home["account_id"])]
+            spec = spec.model_copy(update={"vpc_cidr": free_vpc_cidr(taken, spec.name)})
         write_cell(ws.stacks_dir, spec)
         return spec
 
@@ -167,6 +172,28 @@ def _leftovers(ws: Workspace, spec: CellSpec) -> list[str]:
     return [f"cell {spec.name!r}: an earlier cell of this name left its database's final snapshot {final} in "
             f"{spec.region}; it is kept, but `tenantctl cell remove {spec.name}` is refused until it is copied "
             "aside under another name or deleted (RDS would name this cell's final snapshot the same)"]
+
+
+# A dedicated tenant's VPC default (TenantSpec): kept free so a cell can be peered with one.
+_DEDICATED_DEFAULT = ip_network(DedicatedSpec.model_fields["vpc_cidr"].default)
+
+
+def free_vpc_cidr(taken: list[str], name: str) -> str:
+    """The first 10.N.0.0/16 overlapping none of ``taken`` (the VPCs of the other cells of
+    the new cell's account and region) nor the dedicated tenants' default: cells of one
+    account and region can then be peered or joined by a transit gateway later."""
+    used = [_DEDICATED_DEFAULT]
+    for cidr in taken:
+        try:
+            used.append(ip_network(cidr, strict=False))
+        except ValueError:  # not a network: its cell's up fails on it, whatever is picked here
+            continue
+    for second in range(256):
+        candidate = ip_network(f"10.{second}.0.0/16")
+        if not any(candidate.overlaps(u) for u in used):
+            return str(candidate)
+    raise InvalidInput(f"cell {name!r}: every 10.N.0.0/16 overlaps a cell of its account and region: "
+                       "give its --vpc-cidr")
 
 
 def same_account_region(ws: Workspace, spec: CellSpec, target_account: str | None) -> list[CellSpec]:
