@@ -493,7 +493,7 @@ def test_a_killed_move_resumes_or_rolls_back_with_nothing_lost_and_nothing_left(
     assert "rollback window ended at" in refused.stderr and "--rollback --past-window" in refused.stderr
     assert registry_record(sandbox, tid) == record
     assert "a rollback needs `--rollback --past-window`" in cli("status", tid).stdout
-    assert cli("move", tid, "--past-window").returncode == 3  # only with --rollback
+    assert cli("move", tid, "--past-window").returncode == 2  # only with --rollback: a usage error
     assert _checks(sandbox, record["resources"]["store"], tid) == _checks(sandbox, pooled, tid) != before
     refused = cli("hibernate", tid, "--force")  # its dedicated store, while the move is open: exit 5
     assert refused.returncode == 5 and "is being moved (switched): roll the move back" in refused.stderr, refused

@@ -236,7 +236,7 @@ def status(
 
 @app.command("list")
 def list_tenants(
-    limit: Annotated[int, typer.Option(help="Page size (1..1000).")] = 50,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Page size (1..1000).")] = 50,
     cursor: Annotated[Optional[str], typer.Option(help="next_cursor of the previous page.")] = None,
     tier: Annotated[Optional[Tier], typer.Option(help="Only this tier.")] = None,
     status: Annotated[Optional[TenantStatus], typer.Option(help="Only this status.")] = None,

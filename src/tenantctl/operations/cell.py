@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from tenant_runtime.registry import item_to_counts
 from tenantctl.engines.base import EventSink, UpResult
-from tenantctl.errors import InvalidInput
+from tenantctl.errors import InvalidInput, UsageError
 from tenantctl.models import CellSpec, DedicatedSpec, Tier, describe_validation_error
 from tenantctl.naming import DEFAULT_CELL, cell_name_problem, new_cell_name_problem, resource_name
 from tenantctl.operations.deletion_protection import snapshot_exists
@@ -107,7 +107,7 @@ def cell_spec(ws: Workspace, name: str, options: dict[str, Any]) -> CellSpec:
                                    f"({existing.account_role_arn or 'the target account'}): a cell's region and "
                                    "account never change (add another cell)")
     elif "region" not in given and name != DEFAULT_CELL:
-        raise InvalidInput(f"cell {name!r} is new: give its --region")
+        raise UsageError(f"Missing option '--region': cell {name!r} is new (its region never changes once given).")
     elif "region" in given:
         from tenantctl.aws import require_known_region
 

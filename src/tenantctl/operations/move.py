@@ -69,7 +69,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from tenant_runtime.models import MovePhase, TenantMove, TenantRecord, TenantStatus, Tier
-from tenantctl.errors import InvalidInput
+from tenantctl.errors import InvalidInput, UsageError
 from tenantctl.models import CellSpec, TenantSpec, utcnow
 from tenantctl.naming import require_valid
 from tenantctl.operations.move_keyed import KeyedMover, refuse_or_target
@@ -105,9 +105,9 @@ def move(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: str |
     roll back a switched move whose rollback window ended (refused otherwise)."""
     require_valid(tenant_id)
     if rollback and finalize:
-        raise InvalidInput("--rollback and --finalize exclude each other")
+        raise UsageError("Option '--rollback' cannot be used with '--finalize'.")
     if past_window and not rollback:
-        raise InvalidInput("--past-window goes with --rollback")
+        raise UsageError("Option '--past-window' goes with '--rollback'.")
     record = ws.registry.require(tenant_id)
     target: TenantSpec | None = None
     to_stack: str | None = None
@@ -116,7 +116,7 @@ def move(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: str |
         if rollback or finalize:
             raise InvalidInput(f"tenant {tenant_id!r} has no move to {'roll back' if rollback else 'finalize'}")
         if tier is None and cell is None:
-            raise InvalidInput("--tier or --cell is required to start a move")
+            raise UsageError("Missing option '--tier' or '--cell' (what the move starts towards).")
         if record.status is not TenantStatus.active or record.resources is None:
             raise InvalidInput(f"tenant {tenant_id!r} is {record.status.value}: only an active tenant is moved")
         if to_tier is record.tier and to_cell == record.cell:
