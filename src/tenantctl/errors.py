@@ -27,6 +27,22 @@ class InvalidInput(TenantctlError):
     exit_code = 3
 
 
+class UsageError(InvalidInput):
+    """A malformed or missing argument, or options that exclude each other, found
+    by the operation rather than by the CLI's parser: exit 2 like the parser's own
+    (an InvalidInput still, for callers in Python that catch that)."""
+
+    exit_code = 2  # USAGE_ERROR, below: click's code
+
+
+def require_one_or_all(tenant_id: str | None, all_: bool) -> None:
+    """UsageError unless exactly one of a tenant id and --all was given (commands taking either)."""
+    if all_ and tenant_id:
+        raise UsageError("Option '--all' cannot be used with a tenant id: give one or the other.")
+    if not all_ and not tenant_id:
+        raise UsageError("Missing argument 'ID': give a tenant id, or --all.")
+
+
 class ApplyFailed(TenantctlError):
     """The engine could not apply, destroy or preview a stack."""
 
@@ -112,7 +128,7 @@ class NotConfirmed(TenantctlError):
     exit_code = 13
 
 
-USAGE_ERROR = 2  # click's own code for a bad flag, argument or command
+USAGE_ERROR = UsageError.exit_code  # click's own code for a bad flag, argument or command
 CHANGES_PENDING = 12  # changes, drift or findings: distinct from a usage error, so CI can tell a typo from a diff
 
 EXIT_CODES = {

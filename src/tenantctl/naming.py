@@ -36,6 +36,11 @@ RESERVED_PREFIXES = ("pg", "aws-", "amazon-", "xn--", "sthree-", "cell-")
 PLATFORM_STACK = "platform"
 CELL_STACK_PREFIX = "cell-"
 MAX_CELL_NAME = 20  # tenantctl-cell-<name>-<account>-<region> stays within S3's 63
+# Names `cell add` refuses for a new cell: `platform` is the home cell's stack
+# (`Pulumi.platform.yaml`, `tenantctl-platform`), so a cell of that name would read
+# as the home in every `--cell`, listing and stack file; `cell` would give the
+# stack `cell-cell`, named like the prefix itself.
+RESERVED_CELL_NAMES = frozenset({PLATFORM_STACK, "cell"})
 _CELL_NAME = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
 # The role the tenant runtime runs as, made by the platform (infra/components/runtime_role.py).
 RUNTIME_ROLE = "tenantctl-runtime"
@@ -166,6 +171,15 @@ def cell_name_problem(name: str) -> str | None:
     if len(name) > MAX_CELL_NAME:
         return f"a cell name is at most {MAX_CELL_NAME} characters (it goes into bucket names)"
     return None
+
+
+def new_cell_name_problem(name: str) -> str | None:
+    """Why a cell that does not exist yet cannot be named ``name``, or None (a cell
+    of a reserved name added before the rule keeps working: its tenants are there)."""
+    if name in RESERVED_CELL_NAMES:
+        return (f"{name!r} is reserved (the home cell's stack is `{PLATFORM_STACK}`: `--cell default` names it; "
+                f"reserved: {', '.join(sorted(RESERVED_CELL_NAMES))})")
+    return cell_name_problem(name)
 
 
 def cell_stack(cell: str) -> str:

@@ -40,7 +40,7 @@ from tenant_runtime.registry import (
     item_to_record,
     record_to_item,
 )
-from tenantctl.errors import Conflict, InvalidInput, NotFound, TargetUnavailable, TenantctlError, one_line
+from tenantctl.errors import Conflict, InvalidInput, NotFound, TargetUnavailable, TenantctlError, UsageError, one_line
 from tenantctl.models import (
     Hibernation,
     TenantLock,
@@ -121,7 +121,8 @@ def decode_cursor(cursor: str) -> str:
     try:
         return decode_list_cursor(cursor)
     except ValueError:
-        raise InvalidInput(f"invalid cursor {cursor!r}: pass the next_cursor of a previous page") from None
+        raise UsageError(f"Invalid value for '--cursor': {cursor!r} is not a cursor (pass the next_cursor of a "
+                         "previous page).") from None
 
 
 def failure_text(exc: BaseException) -> str:
@@ -301,7 +302,7 @@ class RegistryWriter:
         DynamoDB's 1 MB pages (a ``Limit`` would count items read before the
         filter, so a selective filter would cost a round trip per few matches)."""
         if not 1 <= limit <= 1000:
-            raise InvalidInput("--limit must be between 1 and 1000")
+            raise UsageError(f"Invalid value for '--limit': {limit} is not in the range 1<=x<=1000.")
         kwargs = self._scan_args(tier, status, cell)
         if tier is None and status is None and cell is None:
             kwargs["Limit"] = limit + 1  # +1: a cell counter may sit in the page

@@ -26,7 +26,7 @@ from tenantctl import naming
 from tenantctl.engines.local.state import StateFile
 from tenantctl.models import CellSpec, TenantLock, TenantSpec
 from tenantctl.operations.apply import in_shard
-from tenantctl.stackconfig import read_cell, write_cell, write_tenant
+from tenantctl.stackconfig import read_cell, stack_file, write_cell, write_tenant
 
 pytestmark = pytest.mark.integration
 
@@ -134,6 +134,33 @@ def test_a_cell_written_for_review_is_created_by_the_apply_that_places_its_tenan
     assert err.index(f"cell {CELL}: create ok") < err.index(f"{TENANT}: create ok")
     assert bucket_tags(sandbox)["owner"] == "platform" and applied(cli) == "as committed"
     assert APPLIED in counter(sandbox) and LEASE not in counter(sandbox)
+
+
+def test_a_new_cell_gets_a_vpc_range_of_its_own_and_the_cells_before_it_stay_as_they_are(cli, sandbox):
+    stacks = cli.root / "stacks"
+    committed = naming_file(cli).read_text()
+    assert read_cell(stacks, CELL).vpc_cidr == "10.0.0.0/16"  # the first of its account and region
+    added = []
+    try:
+        for name, extra, cidr in (("apd", (), "10.1.0.0/16"), ("ape", (), "10.2.0.0/16"),
+                                  ("apf", ("--vpc-cidr", "10.0.0.0/20"), "10.0.0.0/20")):  # given: kept as given
+            run = cli("cell", "add", name, "--region", REGION, "--account-role", ROLE, "--write-only", *extra, "--json")
+            assert run.returncode == 0, run.stderr
+            added.append(stack_file(stacks, naming.cell_stack(name)))
+            assert read_cell(stacks, name).vpc_cidr == cidr and run.json()["cell"]["vpc_cidr"] == cidr
+        # Another account's first cell starts from 10.0 again; the home's account skips the home's range.
+        elsewhere = cli("cell", "add", "apg", "--region", REGION, "--write-only", "--json")
+        assert elsewhere.returncode == 0, elsewhere.stderr
+        added.append(stack_file(stacks, naming.cell_stack("apg")))
+        assert read_cell(stacks, "apg").vpc_cidr == "10.0.0.0/16"  # the home is in us-east-1
+        # The cells before are left as they were: their file, their fingerprint, their tenant.
+        assert naming_file(cli).read_text() == committed
+        rc, summary, err = apply(cli, "--preview")
+        assert cells(summary)[CELL]["action"] == "unchanged" and tenants(summary)[TENANT]["action"] == "unchanged"
+        assert cells(summary)["apd"]["action"] == "create"
+    finally:
+        for path in added:
+            path.unlink(missing_ok=True)
 
 
 def test_an_unchanged_cell_is_left_alone_an_edited_one_updated_and_draining_needs_no_up(cli, sandbox):

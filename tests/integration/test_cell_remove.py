@@ -159,11 +159,26 @@ def test_a_cell_is_removed_only_once_nothing_of_any_tenant_is_left_in_it(cli, sa
     # The name again, later: its first life's final snapshot would stop the destroy halfway, so it is named first.
     run = cli("cell", "add", CELL, "--region", REGION, "--account-role", ROLE, "--json")
     assert run.returncode == 0, run.stderr
+    # ... and said when the name is added again, not only when its removal is refused.
+    assert f"warning: cell '{CELL}': an earlier cell of this name left" in run.stderr
+    assert done["final_snapshot"] in run.stderr and done["final_snapshot"] in run.json()["cell"]["leftovers"][0]
+    again = cli("cell", "add", CELL, "--json")  # the cell exists now: no warning on a re-run
+    assert again.returncode == 0 and "warning" not in again.stderr and again.json()["cell"]["leftovers"] == []
     error = refused(cli("cell", "remove", CELL, "--yes", "--json"), 5)
     assert done["final_snapshot"] in error["message"] and draining(sandbox) is False
     rds.delete_db_snapshot(DBSnapshotIdentifier=done["final_snapshot"])
     run = cli("cell", "remove", CELL, "--yes", "--json")
     assert run.returncode == 0 and run.json()["removed"], run.stderr
+
+
+@pytest.mark.parametrize("name", ["platform", "cell"])
+def test_a_new_cell_is_never_named_like_the_home_stack_or_the_cell_prefix(cli, name):
+    # `platform` is the home cell's stack (Pulumi.platform.yaml): `--cell platform` would read as the home.
+    run = cli("cell", "add", name, "--region", REGION)
+    assert run.returncode == 3 and run.stderr.count("\n") == 1 and "is reserved" in run.stderr, run
+    error = refused(cli("cell", "add", name, "--region", REGION, "--json"), 3)
+    assert error["rule"] == "cell-name" and "`--cell default`" in error["message"]
+    assert not stack_file(cli.root / "stacks", naming.cell_stack(name)).exists()
 
 
 def test_the_home_cell_is_never_removed(cli):

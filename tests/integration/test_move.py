@@ -117,10 +117,17 @@ def test_move_with_a_writer_keeps_every_acknowledged_write_and_rolls_back(moved,
     page = runtime.store.history(runtime.context(MOVED), "live", limit=500)
     assert [m.content for m in reversed(page.messages)] == [c for _, c in writer.acked][-500:]
 
-    # Rollback inside the window: back to pooled with the writes made since the switch.
+    # Past the rollback window (its end moved back, as time would move it) a rollback is refused, nothing
+    # changed, unless asked for explicitly.
+    ended = record.move.switched_at
+    record = workspace.registry.save(record, move=record.move.model_copy(update={"window_ends_at": ended}))
+    with pytest.raises(InvalidInput, match=rf"rollback window ended at {ended:%Y-%m-%d %H:%M:%S}Z .*--past-window"):
+        move(workspace, MOVED, rollback=True)
+    assert workspace.registry.require(MOVED) == record
+    # Rolled back: to pooled with the writes made since the switch.
     with writing(runtime, MOVED) as writer:
         time.sleep(0.3)
-        back = move(workspace, MOVED, rollback=True)
+        back = move(workspace, MOVED, rollback=True, past_window=True)
         time.sleep(0.3)
     record = workspace.registry.require(MOVED)
     assert back.outcome == "rolled_back" and record.tier is Tier.pooled and record.move is None
@@ -477,10 +484,16 @@ def test_a_killed_move_resumes_or_rolls_back_with_nothing_lost_and_nothing_left(
 
     killed = cli("move", tid, "--tier", "dedicated", env={"TENANTCTL_FAULT_AFTER": "move:copying"})
     assert killed.returncode == 86, killed
-    resumed = cli("move", tid, "--json")
+    resumed = cli("move", tid, "--json", "--window-hours", "0")  # a window that ends at the switch
     assert resumed.returncode == 0 and resumed.json()["outcome"] == "switched", resumed
     record = registry_record(sandbox, tid)
     assert record["tier"] == "dedicated" and record["move"]["phase"] == "switched"
+    refused = cli("move", tid, "--rollback")
+    assert refused.returncode == 3 and refused.stderr.count("\n") == 1, refused
+    assert "rollback window ended at" in refused.stderr and "--rollback --past-window" in refused.stderr
+    assert registry_record(sandbox, tid) == record
+    assert "a rollback needs `--rollback --past-window`" in cli("status", tid).stdout
+    assert cli("move", tid, "--past-window").returncode == 2  # only with --rollback: a usage error
     assert _checks(sandbox, record["resources"]["store"], tid) == _checks(sandbox, pooled, tid) != before
     refused = cli("hibernate", tid, "--force")  # its dedicated store, while the move is open: exit 5
     assert refused.returncode == 5 and "is being moved (switched): roll the move back" in refused.stderr, refused

@@ -61,6 +61,16 @@ def error_of(run) -> dict:
     (["statsu"], "No such command 'statsu'"),
     (["list", "--limit", "abc"], "'--limit'"),
     (["provision", "x", "--tier", "huge"], "'--tier'"),
+    # ... and the ones the operations find (the parser cannot: they depend on other options)
+    (["refresh"], "Missing argument 'ID...'"),
+    (["refresh", "x", "--all"], "exclude each other"),
+    (["apply", "--preview", "--shard", "abc"], "Invalid value for '--shard': 'abc' is not I/N"),
+    (["apply", "--preview", "--shard", "3/2"], "I must be between 1 and N"),
+    (["list", "--limit", "0"], "Invalid value for '--limit'"),  # before the registry is looked for
+    (["move", "x", "--rollback", "--finalize"], "Option '--rollback' cannot be used with '--finalize'"),
+    (["move", "x", "--past-window"], "Option '--past-window' goes with '--rollback'"),
+    (["token", "revoke"], "give exactly one of '--jti' or '--tenant'"),
+    (["cost"], "Missing argument 'ID'"),
 ])
 def test_usage_errors_exit_2_with_a_clear_message(cli, args, needle):
     run = cli(*args)

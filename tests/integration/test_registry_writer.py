@@ -7,7 +7,7 @@ import boto3
 import pytest
 
 from tenant_runtime.registry import record_to_item
-from tenantctl.errors import Conflict, InvalidInput
+from tenantctl.errors import Conflict, InvalidInput, UsageError
 from tenantctl.models import Hibernation, StoreConnection, TenantResources, TenantSpec, TenantStatus, Tier
 from tenantctl.registry import RegistryWriter
 
@@ -157,7 +157,7 @@ def test_list_pages_cover_everything_once_with_filters(registry):
     active = [r.tenant_id for r in registry.iter_all(status=TenantStatus.active)]
     assert sorted(active) == ids[::2]
     assert list(registry.iter_all(tier=Tier.dedicated)) == []
-    with pytest.raises(InvalidInput, match="invalid cursor"):
+    with pytest.raises(UsageError, match="is not a cursor"):
         registry.list(cursor="not-a-cursor!")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -97,6 +98,20 @@ def test_cli_status_json_and_state_dir_from_the_environment(sandbox: SandboxEndp
     assert SandboxEndpoints.model_validate(data["endpoints"]) == sandbox
 
 
+def test_env_points_psql_at_the_default_cells_database(sandbox: SandboxEndpoints, workspace):
+    from tenantctl.cli.app import app
+
+    database = workspace.ensure_platform()["db_name"]  # where the platform put the pooled tenants' schemas
+    result = CliRunner().invoke(app, ["sandbox", "env", "--json"])
+    assert result.exit_code == 0, result.output
+    url = json.loads(result.stdout)["DATABASE_URL"]
+    assert url == sandbox.pg_dsn(database) and "note:" not in result.output
+    with psycopg.connect(url) as conn:  # as `psql "$DATABASE_URL"` would
+        assert conn.execute("SELECT current_database()").fetchone()[0] == database == "tenantctl"
+    exports = CliRunner().invoke(app, ["sandbox", "env"]).stdout
+    assert f"export DATABASE_URL={shlex.quote(sandbox.pg_dsn(database))}" in exports
+
+
 # -- a private sandbox, driven through the CLI -----------------------------------
 
 
@@ -120,6 +135,10 @@ def test_lifecycle_up_twice_stale_pids_restart_and_down(own_dir: Path):
     second = tenantctl("sandbox", "up", "--json", "--state-dir", str(own_dir))
     assert second.returncode == 0 and SandboxEndpoints.model_validate_json(second.stdout) == endpoints
     assert pids(box) == started
+    # No platform yet, so no default cell's database: psql gets the server's own, and stderr says why.
+    env = tenantctl("sandbox", "env", "--json", "--state-dir", str(own_dir))
+    assert env.returncode == 0 and json.loads(env.stdout)["DATABASE_URL"] == endpoints.pg_dsn("postgres"), env
+    assert "database tenantctl (the default cell's) does not exist yet" in env.stderr
 
     with psycopg.connect(endpoints.pg_dsn(), autocommit=True) as conn:
         conn.execute("create table kept (v int)")

@@ -17,7 +17,7 @@ from tenantctl import naming
 from tenantctl.aws import Clients
 from tenantctl.errors import InvalidInput, QuotaExceeded, TargetUnavailable
 from tenantctl.models import CellSpec, LifecycleSpec, RetentionMenu, TenantRecord, TenantSpec, TenantStatus, Tier
-from tenantctl.operations.cell import _shares_account_region
+from tenantctl.operations.cell import _shares_account_region, free_vpc_cidr
 from tenantctl.placement import choose, place
 from tenantctl.registry import RegistryWriter
 from tenantctl.stackconfig import (
@@ -48,6 +48,15 @@ def test_cell_names_never_collide_with_tenant_names():
     assert len(longest) <= 63
     assert naming.cell_name_problem("a" * (naming.MAX_CELL_NAME + 1))
     assert naming.cell_name_problem("Eu_1") and naming.cell_name_problem("eu--1")
+
+
+def test_a_new_cells_vpc_range_overlaps_no_other_cell_of_its_account_and_region_nor_dedicated_tenants():
+    assert free_vpc_cidr([], "eu1") == "10.0.0.0/16"
+    assert free_vpc_cidr(["10.0.0.0/16", "10.2.0.0/16"], "eu1") == "10.1.0.0/16"
+    assert free_vpc_cidr(["10.0.4.0/22", "10.1.0.0/24"], "eu1") == "10.2.0.0/16"  # overlap, not equality
+    assert free_vpc_cidr([f"10.{n}.0.0/16" for n in range(42)], "eu1") == "10.43.0.0/16"  # 10.42: dedicated's
+    with pytest.raises(InvalidInput, match="give its --vpc-cidr"):
+        free_vpc_cidr(["10.0.0.0/8"], "eu1")
 
 
 def test_a_cell_spec_validates_its_account_and_its_menu():

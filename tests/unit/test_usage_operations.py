@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tenantctl.errors import InvalidInput
+from tenantctl.errors import InvalidInput, UsageError
 from tenantctl.models import CellSpec, DedicatedSpec, TenantRecord, TenantSpec, TenantStatus, Tier
 from tenantctl.operations.apply import Action, ApplySummary, TenantResult
 from tenantctl.operations.usage import (
@@ -56,10 +56,12 @@ def ws(tmp_path):
     ]))
 
 
-@pytest.mark.parametrize("tenant_id, all_", [(None, False), ("acme", True)])
-def test_exactly_one_of_a_tenant_and_all(tenant_id, all_):
-    with pytest.raises(InvalidInput, match="either a tenant id or --all"):
+@pytest.mark.parametrize("tenant_id, all_, says", [(None, False, "Missing argument 'ID'"),
+                                                    ("acme", True, "'--all' cannot be used with a tenant id")])
+def test_exactly_one_of_a_tenant_and_all_is_a_usage_error(tenant_id, all_, says):
+    with pytest.raises(UsageError, match=says) as refused:
         check_selection(tenant_id, all_)
+    assert refused.value.exit_code == 2
 
 
 def test_all_selects_active_and_suspended_a_named_tenant_whatever_its_status(ws):

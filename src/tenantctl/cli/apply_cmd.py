@@ -83,7 +83,7 @@ def apply(
     yes: Annotated[bool, typer.Option(
         "--yes", "-y", help="Go ahead with what deletes: --prune's deprovisions, and tenant updates whose plan "
                             "deletes or replaces resources (without it such a tenant is refused).")] = False,
-    parallel: Annotated[int, typer.Option(help="Tenants applied at once (each in a process of its own).")] = 4,
+    parallel: Annotated[int, typer.Option(min=1, help="Tenants applied at once (each in a process of its own).")] = 4,
     shard: Annotated[Optional[str], typer.Option(
         help="I/N: only this runner's deterministic share of tenants.")] = None,
     match: Annotated[Optional[list[str]], typer.Option(

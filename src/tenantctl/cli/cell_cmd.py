@@ -33,7 +33,7 @@ def _applied(info: "CellInfo") -> str:
 def _rows(info: "CellInfo") -> list[tuple[str, str]]:
     rows = [("cell", info.name), ("stack", info.stack), ("region", info.region),
             ("account", info.account_id or "the target's own"), ("account role", info.account_role_arn or "-"),
-            ("tiers", ", ".join(t.value for t in info.tiers)),
+            ("tiers", ", ".join(t.value for t in info.tiers)), ("vpc", info.vpc_cidr),
             ("pooled tenants", _count(info.pooled, info.max_pooled_tenants)),
             ("dedicated tenants", _count(info.dedicated)), ("draining", "yes" if info.draining else "no"),
             ("deployed", "yes" if info.deployed else "no"), ("stack file", _applied(info)),
@@ -55,7 +55,9 @@ def add(
         help="Role ARN to assume in the cell's account (default: the target's own account; never changes).")] = None,
     tier: Annotated[Optional[list[Tier]], typer.Option(help="Tiers placed here (repeatable; default both).")] = None,
     max_pooled: Annotated[Optional[int], typer.Option(help="Pooled tenants (schemas) its PostgreSQL takes.")] = None,
-    vpc_cidr: Annotated[Optional[str], typer.Option(help="The cell's VPC CIDR.")] = None,
+    vpc_cidr: Annotated[Optional[str], typer.Option(
+        help="The cell's VPC CIDR (a new cell's default: the first 10.N.0.0/16 no other cell of its account and "
+             "region overlaps, 10.42 left to dedicated tenants; never changes by itself).")] = None,
     db_instance_class: Annotated[Optional[str], typer.Option(help="Its shared RDS instance class.")] = None,
     owner: Annotated[Optional[str], typer.Option(help="Owner tag of its shared resources.")] = None,
     write_only: Annotated[bool, typer.Option(
@@ -82,6 +84,8 @@ def add(
         # A changed option that replaces a shared resource is asked about first, as `platform up` does.
         ws.approve = confirmation(yes, view)
         info, result = run(ws, name, options, on_event=view, write_only=write_only)
+    for leftover in info.leftovers:
+        warn(leftover)
     if info.pooled is not None and info.pooled > info.max_pooled_tenants:
         warn(f"cell {name} holds {info.pooled} pooled tenants, over its cap of {info.max_pooled_tenants}: they stay "
              "(`tenantctl move ID --cell OTHER` moves one out); no new pooled tenant is placed there until it is below")

@@ -25,10 +25,10 @@ def token(
 
     Verify it with `JWTSettings(jwks_url=$TENANT_JWKS_URL, algorithms=("RS256",))`
     (`eval "$(tenantctl sandbox env)"` sets it). Refused on the aws target:
-    real tokens come from your IdP. Exit codes: 0 printed, 3 bad option or aws target,
-    7 the sandbox cannot start.
+    real tokens come from your IdP. Exit codes: 0 printed, 2 --claims not a JSON
+    object, 3 a bad id or the aws target, 7 the sandbox cannot start.
     """
-    from tenantctl.errors import InvalidInput
+    from tenantctl.errors import InvalidInput, UsageError
     from tenantctl.naming import broken_rule
     from tenantctl.sandbox import dev_tokens
     from tenantctl.workspace import Workspace
@@ -41,9 +41,9 @@ def token(
     try:
         extra = json.loads(claims) if claims else {}
     except json.JSONDecodeError as exc:
-        raise InvalidInput(f"--claims is not JSON: {exc}") from None
+        raise UsageError(f"Invalid value for '--claims': not JSON ({exc}).") from None
     if not isinstance(extra, dict):
-        raise InvalidInput("--claims must be a JSON object")
+        raise UsageError("Invalid value for '--claims': not a JSON object.")
     try:
         signed, body = dev_tokens.sign(tenant_id, ttl, extra, tenant_claim)
     except ValueError as exc:

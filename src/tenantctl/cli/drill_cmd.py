@@ -138,11 +138,11 @@ def restore(
     from tenantctl.cli.progress import engine_progress
     from tenantctl.drills.restore import restore_backup
     from tenantctl.drills.run import drill, exit_code
-    from tenantctl.errors import InvalidInput
+    from tenantctl.errors import UsageError
     from tenantctl.models import TenantStatus
 
     if overwrite and target is not Target.in_place:
-        raise InvalidInput("--overwrite applies to --target in-place only (a scratch target is always new)")
+        raise UsageError("Option '--overwrite' goes with '--target in-place' only (a scratch target is always new).")
     ws, record, ctx = _session(tenant_id, workspace)
     restorer = restore_backup
     removed = workspace is not None and not record.resources.kms_key_arn
@@ -199,14 +199,14 @@ def run(
     from tenantctl.cli.progress import engine_progress
     from tenantctl.drills.compression import Compression
     from tenantctl.drills.run import drill, drill_targets, exit_code
-    from tenantctl.errors import Conflict, InvalidInput
+    from tenantctl.errors import Conflict, UsageError, require_one_or_all
 
-    if bool(tenant_id) == all_tenants:
-        raise InvalidInput("give one tenant id or --all")
+    require_one_or_all(tenant_id, all_tenants)
     if workspace is not None and all_tenants:
-        raise InvalidInput("--workspace names a workspace of one tenant: not with --all")
+        raise UsageError("Option '--workspace' cannot be used with '--all' (it names a workspace of one tenant).")
     if compress is not None and backup_id is not None:
-        raise InvalidInput("--compress applies to the drill's own backup, not to a --backup it restores")
+        raise UsageError("Option '--compress' cannot be used with '--backup' (it applies to the drill's own "
+                         "backup, not to one it restores).")
     compression = Compression.parse(compress)
     from tenantctl.drills.context import context_from_workspace
     from tenantctl.drills.scope import scoped_context

@@ -17,7 +17,10 @@ def move(
     tier: Annotated[Optional[Tier], typer.Option(help="Target tier (starts a move).")] = None,
     cell: Annotated[Optional[str], typer.Option(help="Target cell (starts a move; with --tier, both change; "
                                                      "another account or region too).")] = None,
-    rollback: Annotated[bool, typer.Option("--rollback", help="Put the tenant back where the move started.")] = False,
+    rollback: Annotated[bool, typer.Option("--rollback", help="Put the tenant back where the move started "
+                                                               "(inside the rollback window).")] = False,
+    past_window: Annotated[bool, typer.Option("--past-window", help="With --rollback: roll back a move whose "
+                                                                    "rollback window ended.")] = False,
     finalize: Annotated[bool, typer.Option("--finalize", help="End the rollback window: final backup, the old "
                                                                "store removed.")] = False,
     window_hours: Annotated[float, typer.Option("--window-hours", min=0, help="Rollback window after the switch.")]
@@ -39,10 +42,12 @@ def move(
     `--finalize` forwards the old queues' messages and destroys the old stack
     (dedicated -> dedicated on one database server: exit 3, nothing created).
     `move ID` alone resumes a killed move (the dead run's lock is cleared);
-    `--rollback` undoes it (with the writes made since the switch);
-    `--finalize` removes the old store after a final backup.
+    `--rollback` undoes it (with the writes made since the switch) inside
+    the rollback window (`--window-hours`, from the switch; past it only with
+    `--past-window`); `--finalize` removes the old store after a final backup.
 
-    Exit codes: 0 done, 3 refused (nothing created), 5 locked or changed
+    Exit codes: 0 done, 3 refused (nothing created; a rollback past the window
+    without --past-window), 5 locked or changed
     concurrently, 6 unknown tenant, 7 target unavailable or not caught up in
     time (writes resumed, nothing switched), 8 policy gate, 9 the target's rows
     differed from the source's as of the freeze (switched back: the tenant is
@@ -59,7 +64,7 @@ def move(
             err_console.print(line, highlight=False, markup=False)
 
     result = run(Workspace(), tenant_id, tier=tier, cell=cell, rollback=rollback, finalize=finalize,
-                 window=timedelta(hours=window_hours), progress=progress)
+                 window=timedelta(hours=window_hours), past_window=past_window, progress=progress)
     if json_out:
         print_json(result)
         return

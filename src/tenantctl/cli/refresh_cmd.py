@@ -18,7 +18,7 @@ def refresh(
                                                       "registry (not deprovisioned).")] = False,
     cell: Annotated[Optional[str], typer.Option(help="This cell's stack and every tenant of it (not "
                                                      "deprovisioned).")] = None,
-    parallel: Annotated[int, typer.Option(help="Tenants read at once.")] = 8,
+    parallel: Annotated[int, typer.Option(min=1, help="Tenants read at once.")] = 8,
     markdown: Annotated[Optional[Path], typer.Option(
         help="Also write a markdown summary (an issue or pull-request comment) here.")] = None,
     json_out: JsonFlag = False,
@@ -31,7 +31,8 @@ def refresh(
     --cell read the committed cells' stacks too. `apply --refresh` (cells and
     tenants) or `provision ID` repairs.
 
-    Exit codes: 0 no drift, 12 drift found, 1 a tenant could not be refreshed
+    Exit codes: 0 no drift, 12 drift found, 2 no ids, --all or --cell (or more
+    than one of them), 1 a tenant could not be refreshed
     (the same convention as `apply --preview`).
     """
     from tenantctl.cli.progress import fleet_progress

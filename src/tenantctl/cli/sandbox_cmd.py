@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from tenantctl.cli.options import JsonFlag
-from tenantctl.cli.output import console, print_json, table
+from tenantctl.cli.output import console, err_console, print_json, table
 
 if TYPE_CHECKING:
     from tenantctl.sandbox import Sandbox, SandboxEndpoints, SandboxStatus
@@ -95,7 +95,8 @@ def env(state_dir: StateDir = None, json_out: JsonFlag = False) -> None:
     """Shell `export` lines pointing AWS SDKs, psql and tenant_runtime at the running sandbox.
 
     AWS_ENDPOINT_URL, AWS_* credentials and region (moto), DATABASE_URL (the
-    superuser), TENANT_REGISTRY_TABLE, TENANT_REVOCATION_TABLE,
+    superuser, on the default cell's database, where the pooled tenants'
+    schemas are: `postgres` until the platform is up), TENANT_REGISTRY_TABLE, TENANT_REVOCATION_TABLE,
     TENANT_GATEWAY_SECRET_ARN (the shared pool's login) and TENANT_JWKS_URL
     (verifies `tenantctl dev token`). Use: eval "$(tenantctl sandbox env)".
     """
@@ -109,7 +110,14 @@ def env(state_dir: StateDir = None, json_out: JsonFlag = False) -> None:
     endpoints = _sandbox(state_dir).endpoints()
     if endpoints is None:
         raise TargetUnavailable("the sandbox is not running: start it with `tenantctl sandbox up`")
-    variables = {**endpoints.aws_env(), "DATABASE_URL": endpoints.pg_dsn(),
+    # psql users want the pooled tenants' schemas: the default cell's database, once the platform made it.
+    database = naming.cell_database(naming.DEFAULT_CELL)
+    if not endpoints.has_database(database):
+        err_console.print(f"note: database {database} (the default cell's) does not exist yet: DATABASE_URL names "
+                          f"{endpoints.pg_database}; `tenantctl platform up` (or a first provision) creates it",
+                          markup=False, highlight=False)
+        database = endpoints.pg_database
+    variables = {**endpoints.aws_env(), "DATABASE_URL": endpoints.pg_dsn(database),
                  REGISTRY_ENV: naming.REGISTRY_TABLE, REVOCATION_ENV: naming.REVOCATION_TABLE,
                  SECRET_ENV: naming.GATEWAY_SECRET, "TENANT_JWKS_URL": jwks_url(endpoints.aws_endpoint_url)}
     if json_out:

@@ -77,13 +77,12 @@ def hibernate(
     `tenantctl move` wakes a hibernated tenant first.
     """
     from tenantctl.cli.progress import engine_progress
-    from tenantctl.errors import Conflict, InvalidInput
+    from tenantctl.errors import Conflict, InvalidInput, require_one_or_all
     from tenantctl.models import TenantStatus, Tier
     from tenantctl.operations.hibernate import hibernate as run
     from tenantctl.workspace import Workspace
 
-    if bool(tenant_id) == all_:
-        raise InvalidInput("give one tenant id or --all")
+    require_one_or_all(tenant_id, all_)
     ws = Workspace()
     if all_:
         ids = [r.tenant_id for r in ws.registry.iter_all(tier=Tier.dedicated, status=TenantStatus.active)]

@@ -58,8 +58,8 @@ def _record_rows(record: "TenantRecord") -> list[tuple[str, str]]:
         if mv.window_ends_at:
             from tenant_runtime.models import utcnow
 
-            ended = (f" (ended: `tenantctl move {record.tenant_id} --finalize` is due; a rollback still works "
-                     "until then)" if mv.window_ends_at <= utcnow() else "")
+            ended = (f" (ended: `tenantctl move {record.tenant_id} --finalize` is due; a rollback needs "
+                     "`--rollback --past-window`)" if mv.window_ends_at <= utcnow() else "")
             window = f", rollback window until {mv.window_ends_at:%Y-%m-%d %H:%M}Z{ended}"
         cells = f", cell {mv.from_cell} -> {mv.to_cell}" if mv.from_cell != mv.to_cell else ""
         rows.append(("move", f"{mv.from_tier.value} -> {mv.to_tier.value}{cells}: {mv.phase.value} "
@@ -236,7 +236,7 @@ def status(
 
 @app.command("list")
 def list_tenants(
-    limit: Annotated[int, typer.Option(help="Page size (1..1000).")] = 50,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Page size (1..1000).")] = 50,
     cursor: Annotated[Optional[str], typer.Option(help="next_cursor of the previous page.")] = None,
     tier: Annotated[Optional[Tier], typer.Option(help="Only this tier.")] = None,
     status: Annotated[Optional[TenantStatus], typer.Option(help="Only this status.")] = None,

@@ -13,7 +13,7 @@ app = typer.Typer(name="token", no_args_is_help=True, help="Access tokens: revoc
 
 def parse_time(value: str | None, option: str) -> datetime | None:
     """ISO-8601 (naive = UTC), unix seconds, or `now`."""
-    from tenantctl.errors import InvalidInput
+    from tenantctl.errors import UsageError
 
     if value is None:
         return None
@@ -26,7 +26,8 @@ def parse_time(value: str | None, option: str) -> datetime | None:
     try:
         when = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise InvalidInput(f"{option} must be ISO-8601 (2026-05-01T12:00:00Z), unix seconds or 'now'") from None
+        raise UsageError(f"Invalid value for '{option}': {value!r} is not ISO-8601 (2026-05-01T12:00:00Z), unix "
+                         "seconds or 'now'.") from None
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
@@ -48,17 +49,18 @@ def revoke(
     Runtimes re-read the denylist every 5 s (their revocation_refresh) and
     refuse a revoked token with 401 from then on, cached tokens included.
     Refresh tokens are the IdP's: revoke the session there too, so no new
-    access token is issued. Exit codes: 0 written, 3 bad options, 6 unknown
+    access token is issued. Exit codes: 0 written, 2 options missing, mixed up or
+    malformed, 3 a time in the past (--until) or future (--before), 6 unknown
     tenant, 7 the revocation table cannot be reached.
     """
-    from tenantctl.errors import InvalidInput
+    from tenantctl.errors import UsageError
     from tenantctl.operations.revoke import revoke_jti, revoke_tenant
     from tenantctl.workspace import Workspace
 
     if (jti is None) == (tenant is None):
-        raise InvalidInput("give exactly one of --jti or --tenant")
+        raise UsageError("Missing option: give exactly one of '--jti' or '--tenant'.")
     if jti is not None and before is not None or tenant is not None and until is not None:
-        raise InvalidInput("--until goes with --jti, --before with --tenant")
+        raise UsageError("Option '--until' goes with '--jti', '--before' with '--tenant'.")
     ws = Workspace()
     if jti is not None:
         result = revoke_jti(ws, jti, parse_time(until, "--until"), reason)

@@ -36,7 +36,7 @@ from tenantctl.drills.pgtools import find_tools, pg_env
 from tenantctl.drills.rds import drop_scratch_instance, restore_instance, snapshot_restore
 from tenantctl.drills.scope import workspace_view
 from tenantctl.drills.tables import server_major, table_rows
-from tenantctl.errors import BackupCorrupt, Conflict, InvalidInput, KeyUnusable, TenantctlError
+from tenantctl.errors import BackupCorrupt, Conflict, InvalidInput, KeyUnusable, TenantctlError, UsageError
 from tenantctl.models import TenantRecord, TenantStatus, Tier, utcnow
 
 
@@ -106,7 +106,7 @@ def restore(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest,
     naming.require_valid(record.tenant_id)
     started = utcnow()
     if overwrite and target is not Target.in_place:
-        raise InvalidInput("--overwrite applies to --target in-place only (a scratch target is always new)")
+        raise UsageError("Option '--overwrite' goes with '--target in-place' only (a scratch target is always new).")
     if target is Target.in_place:
         _check_in_place(record, yes)
     if manifest.kind == "rds-snapshot":

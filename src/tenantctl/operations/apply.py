@@ -37,7 +37,7 @@ from pathlib import Path
 
 from tenantctl.confirmation import Confirmation
 from tenantctl.engines.base import Op, ResourceChange
-from tenantctl.errors import InvalidInput, TenantctlError, contained, interrupt_on_sigterm
+from tenantctl.errors import InvalidInput, TenantctlError, UsageError, contained, interrupt_on_sigterm
 from tenantctl.fingerprint import applied_hash, program_fingerprint
 from tenantctl.models import TenantRecord
 from tenantctl.naming import DEFAULT_CELL, broken_rule, forget_hint, require_valid
@@ -73,9 +73,9 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     try:
         index, total = (int(p) for p in text.split("/"))
     except ValueError:
-        raise InvalidInput(f"--shard {text!r}: expected I/N, e.g. 2/4") from None
+        raise UsageError(f"Invalid value for '--shard': {text!r} is not I/N (e.g. 2/4).") from None
     if not 1 <= index <= total:
-        raise InvalidInput(f"--shard {text!r}: I must be between 1 and N")
+        raise UsageError(f"Invalid value for '--shard': {text!r}: I must be between 1 and N.")
     return index, total
 
 
@@ -388,7 +388,7 @@ def apply(
     ``on_plan`` sees the plan before anything runs; raising there stops the
     run with nothing changed. ``on_wait``: another shard holds a cell's lease."""
     if parallel < 1:
-        raise InvalidInput("--parallel must be at least 1")
+        raise UsageError(f"Invalid value for '--parallel': {parallel} is not in the range x>=1.")
     started = time.monotonic()
     index, total = parse_shard(shard)
     match = list(match)

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field
 
 from tenantctl import inventory
-from tenantctl.errors import CHANGES_PENDING, InvalidInput
+from tenantctl.errors import CHANGES_PENDING, UsageError
 from tenantctl.models import CellSpec, TenantRecord, TenantStatus
 from tenantctl.naming import PLATFORM_STACK, broken_rule, cell_of_stack
 from tenantctl.stackconfig import stray_stack, tenant_stack_files, tenant_stacks
@@ -170,7 +170,7 @@ def audit(ws: Workspace, parallel: int = 8) -> AuditReport:
     """``parallel``: live records whose key and secret states are read at once (two
     calls each: with thousands of tenants, the bulk of an audit's time)."""
     if parallel < 1:
-        raise InvalidInput("--parallel must be at least 1")
+        raise UsageError(f"Invalid value for '--parallel': {parallel} is not in the range x>=1.")
     started = time.monotonic()
     records = {r.tenant_id: r for r in ws.registry.iter_all()}
     current = {t: r.current_stack for t, r in records.items()}

@@ -11,15 +11,17 @@ another account whose role must exist first.
 
 from __future__ import annotations
 
+from ipaddress import ip_network
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from tenant_runtime.registry import item_to_counts
 from tenantctl.engines.base import EventSink, UpResult
-from tenantctl.errors import InvalidInput
-from tenantctl.models import CellSpec, Tier, describe_validation_error
-from tenantctl.naming import DEFAULT_CELL, cell_name_problem
+from tenantctl.errors import InvalidInput, UsageError
+from tenantctl.models import CellSpec, DedicatedSpec, Tier, describe_validation_error
+from tenantctl.naming import DEFAULT_CELL, cell_name_problem, new_cell_name_problem, resource_name
+from tenantctl.operations.deletion_protection import snapshot_exists
 from tenantctl.registry import applied_of
 from tenantctl.stackconfig import write_cell
 from tenantctl.workspace import Workspace
@@ -35,6 +37,7 @@ class CellInfo(BaseModel):
     account_role_arn: str | None
     tiers: list[Tier]
     max_pooled_tenants: int
+    vpc_cidr: str
     draining: bool
     deployed: bool
     # Its stack file against its last up: "as committed", "changed since" (`tenantctl apply` applies it),
@@ -51,6 +54,9 @@ class CellInfo(BaseModel):
     walls: list[str] = []
     # `show --recount`: each count it corrected, [the counter's, the records'] (empty: it was right)
     recounted: dict[str, list[int]] | None = None
+    # `add` of a new cell: what an earlier cell of that name left in its account and region
+    # that concerns this one (a warning each; `cell remove` leaves it on purpose)
+    leftovers: list[str] = []
 
 
 def stack_file_state(ws: Workspace, spec: CellSpec, item: dict[str, Any] | None) -> str:
@@ -73,7 +79,7 @@ def _info(ws: Workspace, spec: CellSpec, outputs: dict[str, Any], item: dict[str
     return CellInfo(
         name=spec.name, stack=spec.stack, region=spec.region,
         account_id=outputs.get("account_id") or spec.account_id, account_role_arn=spec.account_role_arn,
-        tiers=spec.tiers, max_pooled_tenants=spec.max_pooled_tenants,
+        tiers=spec.tiers, max_pooled_tenants=spec.max_pooled_tenants, vpc_cidr=spec.vpc_cidr,
         draining=spec.draining or draining, deployed=bool(outputs.get("bucket")),
         applied=stack_file_state(ws, spec, item),
         pooled=None if placed is None else placed.get(Tier.pooled.value, 0),
@@ -88,10 +94,10 @@ def _counter(ws: Workspace, name: str) -> dict[str, Any] | None:
 def cell_spec(ws: Workspace, name: str, options: dict[str, Any]) -> CellSpec:
     """The committed spec of ``name`` (if any) with ``options`` laid over it. A
     cell's region and account never change (its tenants' data is there)."""
-    problem = cell_name_problem(name)
+    existing = ws.cells().get(name)
+    problem = cell_name_problem(name) if existing is not None else new_cell_name_problem(name)
     if problem:
         raise InvalidInput(f"cell {name!r}: {problem}", rule="cell-name")
-    existing = ws.cells().get(name)
     base = existing.model_dump(mode="json", exclude_none=True) if existing else {"name": name}
     given = {k: v for k, v in options.items() if v is not None}
     if existing is not None:
@@ -101,7 +107,7 @@ def cell_spec(ws: Workspace, name: str, options: dict[str, Any]) -> CellSpec:
                                    f"({existing.account_role_arn or 'the target account'}): a cell's region and "
                                    "account never change (add another cell)")
     elif "region" not in given and name != DEFAULT_CELL:
-        raise InvalidInput(f"cell {name!r} is new: give its --region")
+        raise UsageError(f"Missing option '--region': cell {name!r} is new (its region never changes once given).")
     elif "region" in given:
         from tenantctl.aws import require_known_region
 
@@ -120,6 +126,7 @@ def add(ws: Workspace, name: str, options: dict[str, Any],
     once committed (no UpResult). The file is written under the cell's lease
     (the spec read again there), so a run refused it changes nothing."""
     cell_spec(ws, name, options)  # a bad option is refused before the home cell is touched
+    new = name not in ws.cells()
     home = ws.ensure_platform(on_event)
 
     def write() -> CellSpec:
@@ -131,14 +138,62 @@ def add(ws: Workspace, name: str, options: dict[str, Any],
         if spec.name not in ws.cells() and "os_metrics_group" not in options:
             spec = spec.model_copy(update={"os_metrics_group": not _shares_account_region(ws, spec,
                                                                                           home["account_id"])})
+        if spec.name not in ws.cells() and options.get("vpc_cidr") is None:
+            taken = [c.vpc_cidr for c in same_account_region(ws, spec, home["account_id"])]
+            spec = spec.model_copy(update={"vpc_cidr": free_vpc_cidr(taken, spec.name)})
         write_cell(ws.stacks_dir, spec)
         return spec
 
     if write_only:
         spec = write()
-        return _info(ws, spec, ws.cell_outputs(spec.name), _counter(ws, spec.name)), None
-    result = ws.up_cell(name, on_event, write=write)
-    return _info(ws, ws.cell(name), result.outputs, _counter(ws, name)), result
+        info, result = _info(ws, spec, ws.cell_outputs(spec.name), _counter(ws, spec.name)), None
+    else:
+        result = ws.up_cell(name, on_event, write=write)
+        info = _info(ws, ws.cell(name), result.outputs, _counter(ws, name))
+    if new:
+        info.leftovers = _leftovers(ws, ws.cell(name))
+    return info, result
+
+
+def _leftovers(ws: Workspace, spec: CellSpec) -> list[str]:
+    """What an earlier cell named like ``spec`` (removed: `cell remove` deletes its stack
+    file, counter and stack) left where ``spec`` now is. Its database's final snapshot
+    stays, by design, under a name RDS fixes: this cell's removal would need it too,
+    so it refuses until the snapshot is out of the way. Tombstones that name the old
+    cell are history only (audit), and its counter is gone or taken over by this up."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    final = resource_name(spec.stack, "final")
+    try:
+        if not snapshot_exists(ws.cell_clients(spec.name)("rds"), final):
+            return []
+    except (BotoCoreError, ClientError):  # a --write-only cell's role need not work yet: no warning, no failure
+        return []
+    return [f"cell {spec.name!r}: an earlier cell of this name left its database's final snapshot {final} in "
+            f"{spec.region}; it is kept, but `tenantctl cell remove {spec.name}` is refused until it is copied "
+            "aside under another name or deleted (RDS would name this cell's final snapshot the same)"]
+
+
+# A dedicated tenant's VPC default (TenantSpec): kept free so a cell can be peered with one.
+_DEDICATED_DEFAULT = ip_network(DedicatedSpec.model_fields["vpc_cidr"].default)
+
+
+def free_vpc_cidr(taken: list[str], name: str) -> str:
+    """The first 10.N.0.0/16 overlapping none of ``taken`` (the VPCs of the other cells of
+    the new cell's account and region) nor the dedicated tenants' default: cells of one
+    account and region can then be peered or joined by a transit gateway later."""
+    used = [_DEDICATED_DEFAULT]
+    for cidr in taken:
+        try:
+            used.append(ip_network(cidr, strict=False))
+        except ValueError:  # not a network: its cell's up fails on it, whatever is picked here
+            continue
+    for second in range(256):
+        candidate = ip_network(f"10.{second}.0.0/16")
+        if not any(candidate.overlaps(u) for u in used):
+            return str(candidate)
+    raise InvalidInput(f"cell {name!r}: every 10.N.0.0/16 overlaps a cell of its account and region: "
+                       "give its --vpc-cidr")
 
 
 def same_account_region(ws: Workspace, spec: CellSpec, target_account: str | None) -> list[CellSpec]:

@@ -69,8 +69,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from tenant_runtime.models import MovePhase, TenantMove, TenantRecord, TenantStatus, Tier
-from tenantctl.errors import InvalidInput
-from tenantctl.models import CellSpec, TenantSpec
+from tenantctl.errors import InvalidInput, UsageError
+from tenantctl.models import CellSpec, TenantSpec, utcnow
 from tenantctl.naming import require_valid
 from tenantctl.operations.move_keyed import KeyedMover, refuse_or_target
 from tenantctl.operations.mover import Mover, Progress, in_store, target_spec
@@ -100,11 +100,14 @@ class MoveResult(BaseModel):
 
 def move(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: str | None = None,
          rollback: bool = False, finalize: bool = False, window: timedelta = DEFAULT_WINDOW,
-         progress: Progress | None = None) -> MoveResult:
-    """Start, resume, finalize or roll back the move of ``tenant_id``."""
+         past_window: bool = False, progress: Progress | None = None) -> MoveResult:
+    """Start, resume, finalize or roll back the move of ``tenant_id``. ``past_window``:
+    roll back a switched move whose rollback window ended (refused otherwise)."""
     require_valid(tenant_id)
     if rollback and finalize:
-        raise InvalidInput("--rollback and --finalize exclude each other")
+        raise UsageError("Option '--rollback' cannot be used with '--finalize'.")
+    if past_window and not rollback:
+        raise UsageError("Option '--past-window' goes with '--rollback'.")
     record = ws.registry.require(tenant_id)
     target: TenantSpec | None = None
     to_stack: str | None = None
@@ -113,7 +116,7 @@ def move(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: str |
         if rollback or finalize:
             raise InvalidInput(f"tenant {tenant_id!r} has no move to {'roll back' if rollback else 'finalize'}")
         if tier is None and cell is None:
-            raise InvalidInput("--tier or --cell is required to start a move")
+            raise UsageError("Missing option '--tier' or '--cell' (what the move starts towards).")
         if record.status is not TenantStatus.active or record.resources is None:
             raise InvalidInput(f"tenant {tenant_id!r} is {record.status.value}: only an active tenant is moved")
         if to_tier is record.tier and to_cell == record.cell:
@@ -126,6 +129,8 @@ def move(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: str |
     elif (tier is not None and tier is not record.move.to_tier) or (cell is not None and cell != record.move.to_cell):
         raise InvalidInput(f"tenant {tenant_id!r} is being moved to {record.move.to_tier.value} in cell "
                            f"{record.move.to_cell!r}: finish or roll back that move first")
+    elif rollback and not past_window:
+        refuse_past_window(record, record.move)
     elif finalize and record.move.phase is not MovePhase.switched:
         raise InvalidInput(f"tenant {tenant_id!r}'s move is {record.move.phase.value}: only a switched move is "
                            "finalized (`tenantctl move ID` resumes it)")
@@ -155,6 +160,21 @@ def move(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: str |
                       window_ends_at=(held.record.move.window_ends_at.isoformat()
                                       if held.record.move and held.record.move.window_ends_at else None),
                       **mover.result_extra)
+
+
+def refuse_past_window(record: TenantRecord, move: TenantMove) -> None:
+    """A switched move whose rollback window ended is not rolled back unless asked
+    for explicitly (exit 3): by then the tenant has run on the new store for as long
+    as its operator wanted to be able to go back, and `--finalize` is what is due.
+    A rollback already under way (``rolling_back``: writes frozen) always finishes."""
+    ends = move.window_ends_at
+    if move.phase is not MovePhase.switched or ends is None or ends > utcnow():
+        return
+    switched = f" (switched {move.switched_at:%Y-%m-%d %H:%M:%S}Z)" if move.switched_at else ""
+    raise InvalidInput(f"tenant {record.tenant_id!r}: the move's rollback window ended at "
+                       f"{ends:%Y-%m-%d %H:%M:%S}Z{switched}: `tenantctl move {record.tenant_id} --finalize` ends "
+                       f"the move; `--rollback --past-window` rolls it back anyway (the old store still follows "
+                       "the new one)", rule="rollback-window")
 
 
 def _wake(ws: Workspace, held: Any, progress: Progress | None) -> None:

@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 
 from tenantctl import inventory
 from tenantctl.engines.base import ChangeSet, Op, ResourceChange
-from tenantctl.errors import CHANGES_PENDING, InvalidInput, NotConfirmed, contained
+from tenantctl.errors import CHANGES_PENDING, InvalidInput, NotConfirmed, UsageError, contained
 from tenantctl.models import TenantRecord, TenantStatus
 from tenantctl.naming import cell_stack
 from tenantctl.registry import describe_lock, lease_of
@@ -161,8 +161,10 @@ class RefreshSummary(BaseModel):
 def select(ws: Workspace, tenant_ids: Sequence[str], every: bool, cell: str | None = None) -> list[TenantRecord]:
     """The records to refresh: the named tenants, or every tenant not
     deprovisioned (of ``cell`` only, when given)."""
-    if bool(tenant_ids) == (every or cell is not None):
-        raise InvalidInput("name the tenants to refresh, or pass --all or --cell (not both)")
+    if not tenant_ids and not every and cell is None:
+        raise UsageError("Missing argument 'ID...': name the tenants to refresh, or pass --all or --cell")
+    if bool(tenant_ids) + every + (cell is not None) > 1:
+        raise UsageError("Invalid value: tenant ids, --all and --cell exclude each other (one of them, not both)")
     if cell is not None:
         ws.cell(cell)  # an unknown cell is refused (exit 6), not an empty report
         return [r for r in ws.registry.iter_all(cell=cell) if r.status not in GONE]
@@ -283,7 +285,7 @@ def refresh_many(ws: Workspace, records: list[TenantRecord], parallel: int = 8,
                  on_result: Callable[[TenantDrift], None] | None = None) -> list[TenantDrift]:
     """Drift of ``records``, ``parallel`` tenants at a time, sorted by id."""
     if parallel < 1:
-        raise InvalidInput("--parallel must be at least 1")
+        raise UsageError(f"Invalid value for '--parallel': {parallel} is not in the range x>=1.")
     if not records:
         return []
     _ = ws.engine  # made once, before the threads share it

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from tenant_runtime import revocation
-from tenantctl.errors import InvalidInput, TargetUnavailable
+from tenantctl.errors import InvalidInput, TargetUnavailable, UsageError
 
 
 class Revocation(BaseModel):
@@ -51,7 +51,7 @@ def revoke_jti(ws: Any, jti: str, expires_at: datetime | None = None, reason: st
     """Deny one token until ``expires_at`` (its ``exp``; default: the longest
     access-token life from now, when the token's exp is not known)."""
     if not jti or len(jti) > 512:
-        raise InvalidInput("--jti must be 1..512 characters")
+        raise UsageError("Invalid value for '--jti': 1 to 512 characters.")
     now = time.time() if now is None else now
     until = expires_at.timestamp() if expires_at else now + revocation.MAX_TOKEN_LIFE
     if until <= now:

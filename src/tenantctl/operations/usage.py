@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from tenantctl.errors import InvalidInput, TenantctlError
+from tenantctl.errors import TenantctlError, UsageError, require_one_or_all
 from tenantctl.models import CellSpec, TenantRecord, TenantResources, TenantSpec, TenantStatus, Tier, utcnow
 from tenantctl.naming import DEFAULT_CELL, require_valid
 from tenantctl.stackconfig import read_cell, read_tenant, stack_file
@@ -50,8 +50,7 @@ def check_selection(tenant_id: str | None, all_: bool) -> None:
     """Exactly one of a tenant id and --all (checked before touching any target)."""
     if tenant_id is not None:
         require_valid(tenant_id)
-    if bool(tenant_id) == all_:
-        raise InvalidInput("give either a tenant id or --all")
+    require_one_or_all(tenant_id, all_)
 
 
 def selected_records(ws: Workspace, tenant_id: str | None, tier: Tier | None = None,
@@ -237,7 +236,7 @@ def estimate_costs(ws: Workspace, prices: PriceTable, tenant_id: str | None = No
     account or region is open is priced twice, once per stack (``move``)."""
     hypothetical = not tenant_id and not all_
     if hypothetical and db_gb is None and s3_gb is None:
-        raise InvalidInput("give a tenant id, --all, or a what-if usage (--db-gb and/or --s3-gb)")
+        raise UsageError("Missing argument 'ID': give a tenant id, --all, or a what-if usage (--db-gb and/or --s3-gb)")
     if hypothetical:
         placed = [Placed(cell=cell or DEFAULT_CELL, inputs=CostInputs(tenant_id="what-if", tier=tier or Tier.pooled),
                          hypothetical=True)]

@@ -72,6 +72,13 @@ class SandboxEndpoints(BaseModel):
         db = quote(database or self.pg_database, safe="")
         return f"postgresql://{user}:{password}@{self.pg_host}:{self.pg_port}/{db}"
 
+    def has_database(self, database: str) -> bool:
+        """The server holds ``database`` (asked as the superuser, on pg_database)."""
+        import psycopg
+
+        with psycopg.connect(self.pg_dsn(), connect_timeout=5) as conn:
+            return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone() is not None
+
     @property
     def aws_port(self) -> int:
         return urlsplit(self.aws_endpoint_url).port or 80

@@ -87,9 +87,9 @@ def install(version: str | None = None, root: Path | None = None) -> CliInstall:
     try:
         parsed = VersionInfo.parse(wanted.lstrip("v"))
     except ValueError:
-        from tenantctl.errors import InvalidInput
+        from tenantctl.errors import UsageError
 
-        raise InvalidInput(f"--version {wanted!r}: not a version (e.g. 3.150.0)") from None
+        raise UsageError(f"Invalid value for '--version': {wanted!r} is not a version (e.g. 3.150.0).") from None
     target = root or default_root(str(parsed))
     try:
         cmd = PulumiCommand.install(root=str(target), version=parsed)
