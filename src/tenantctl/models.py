@@ -57,6 +57,17 @@ def _cell_name(v: str) -> str:
 CellName = Annotated[str, AfterValidator(_cell_name)]
 
 
+def _vpc_cidr(v: str) -> str:
+    net = ipaddress.ip_network(v, strict=True)
+    if not net.is_private or net.version != 4 or not 16 <= net.prefixlen <= 24:
+        raise ValueError("vpc_cidr must be a private IPv4 network between /16 and /24")
+    return str(net)
+
+
+# A VPC's range, a dedicated tenant's or a cell's.
+VpcCidr = Annotated[str, AfterValidator(_vpc_cidr)]
+
+
 def _expiry_after(transition_days: int, expiry_days: int, field_prefix: str = "") -> None:
     """Archived objects expire after they move to Glacier, not before."""
     if expiry_days <= transition_days:
@@ -110,7 +121,7 @@ class BackupSpec(BaseModel):
 class DedicatedSpec(BaseModel):
     model_config = _STRICT
 
-    vpc_cidr: str = "10.42.0.0/16"
+    vpc_cidr: VpcCidr = "10.42.0.0/16"
     instance_class: str = Field("db.t4g.micro", pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")
     storage_gb: int = Field(20, ge=20, le=65536)
     # Multi-AZ as the shared database is: a dedicated tenant does not get a less
@@ -121,14 +132,6 @@ class DedicatedSpec(BaseModel):
     # snapshot gets a name of its own (a tenant moved back and forth deletes
     # more than one instance, and snapshot names are unique).
     final_snapshot_suffix: str | None = Field(None, pattern=r"^[0-9]{14}$")
-
-    @field_validator("vpc_cidr")
-    @classmethod
-    def _cidr(cls, v: str) -> str:
-        net = ipaddress.ip_network(v, strict=True)
-        if not net.is_private or net.version != 4 or not 16 <= net.prefixlen <= 24:
-            raise ValueError("vpc_cidr must be a private IPv4 network between /16 and /24")
-        return str(net)
 
 
 class RetiringStore(BaseModel):
@@ -335,7 +338,7 @@ class CellSpec(BaseModel):
         None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$",
         description="role assumed in the cell's account (None: the target's own account)")
     owner: TagValue = "platform"
-    vpc_cidr: str = "10.0.0.0/16"
+    vpc_cidr: VpcCidr = "10.0.0.0/16"
     az_count: int = Field(2, ge=2, le=6)
     db_instance_class: str = Field("db.t4g.medium", pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")
     db_storage_gb: int = Field(50, ge=20, le=65536)

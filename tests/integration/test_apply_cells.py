@@ -148,6 +148,13 @@ def test_a_new_cell_gets_a_vpc_range_of_its_own_and_the_cells_before_it_stay_as_
             assert run.returncode == 0, run.stderr
             added.append(stack_file(stacks, naming.cell_stack(name)))
             assert read_cell(stacks, name).vpc_cidr == cidr and run.json()["cell"]["vpc_cidr"] == cidr
+            overlaps = [w for w in run.json()["cell"]["warnings"] if "overlaps" in w]
+            assert overlaps == ([f"cell 'apf': its vpc_cidr 10.0.0.0/20 overlaps the VPC of cell(s) {CELL} of its "
+                                 "account and region: they cannot be peered or joined by a transit gateway later "
+                                 "(without --vpc-cidr a range of its own is picked)"] if extra else []), run.stderr
+        bad = cli("cell", "add", "aph", "--region", REGION, "--vpc-cidr", "8.8.0.0/16", "--write-only", "--json")
+        assert bad.returncode == 3 and "private IPv4 network" in bad.json()["error"]["message"], bad
+        assert not stack_file(stacks, naming.cell_stack("aph")).exists()
         # Another account's first cell starts from 10.0 again; the home's account skips the home's range.
         elsewhere = cli("cell", "add", "apg", "--region", REGION, "--write-only", "--json")
         assert elsewhere.returncode == 0, elsewhere.stderr

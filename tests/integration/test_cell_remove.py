@@ -161,9 +161,9 @@ def test_a_cell_is_removed_only_once_nothing_of_any_tenant_is_left_in_it(cli, sa
     assert run.returncode == 0, run.stderr
     # ... and said when the name is added again, not only when its removal is refused.
     assert f"warning: cell '{CELL}': an earlier cell of this name left" in run.stderr
-    assert done["final_snapshot"] in run.stderr and done["final_snapshot"] in run.json()["cell"]["leftovers"][0]
+    assert done["final_snapshot"] in run.stderr and done["final_snapshot"] in run.json()["cell"]["warnings"][0]
     again = cli("cell", "add", CELL, "--json")  # the cell exists now: no warning on a re-run
-    assert again.returncode == 0 and "warning" not in again.stderr and again.json()["cell"]["leftovers"] == []
+    assert again.returncode == 0 and "warning" not in again.stderr and again.json()["cell"]["warnings"] == []
     error = refused(cli("cell", "remove", CELL, "--yes", "--json"), 5)
     assert done["final_snapshot"] in error["message"] and draining(sandbox) is False
     rds.delete_db_snapshot(DBSnapshotIdentifier=done["final_snapshot"])

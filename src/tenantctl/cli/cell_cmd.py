@@ -84,8 +84,8 @@ def add(
         # A changed option that replaces a shared resource is asked about first, as `platform up` does.
         ws.approve = confirmation(yes, view)
         info, result = run(ws, name, options, on_event=view, write_only=write_only)
-    for leftover in info.leftovers:
-        warn(leftover)
+    for warning in info.warnings:
+        warn(warning)
     if info.pooled is not None and info.pooled > info.max_pooled_tenants:
         warn(f"cell {name} holds {info.pooled} pooled tenants, over its cap of {info.max_pooled_tenants}: they stay "
              "(`tenantctl move ID --cell OTHER` moves one out); no new pooled tenant is placed there until it is below")

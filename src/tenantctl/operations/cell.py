@@ -54,9 +54,10 @@ class CellInfo(BaseModel):
     walls: list[str] = []
     # `show --recount`: each count it corrected, [the counter's, the records'] (empty: it was right)
     recounted: dict[str, list[int]] | None = None
-    # `add` of a new cell: what an earlier cell of that name left in its account and region
-    # that concerns this one (a warning each; `cell remove` leaves it on purpose)
-    leftovers: list[str] = []
+    # `add` of a new cell: what it found in its way, said and not refused (a warning each): what an
+    # earlier cell of that name left there (`cell remove` leaves it on purpose), a given VPC range
+    # another cell of its account and region overlaps
+    warnings: list[str] = []
 
 
 def stack_file_state(ws: Workspace, spec: CellSpec, item: dict[str, Any] | None) -> str:
@@ -129,6 +130,8 @@ def add(ws: Workspace, name: str, options: dict[str, Any],
     new = name not in ws.cells()
     home = ws.ensure_platform(on_event)
 
+    overlapping: list[str] = []  # cells of its account and region a given --vpc-cidr overlaps
+
     def write() -> CellSpec:
         spec = cell_spec(ws, name, options)
         if spec.name != DEFAULT_CELL and spec.runtime_principal_arn is None:
@@ -138,9 +141,13 @@ def add(ws: Workspace, name: str, options: dict[str, Any],
         if spec.name not in ws.cells() and "os_metrics_group" not in options:
             spec = spec.model_copy(update={"os_metrics_group": not _shares_account_region(ws, spec,
                                                                                           home["account_id"])})
-        if spec.name not in ws.cells() and options.get("vpc_cidr") is None:
-            taken = [c.vpc_cidr for c in same_account_region(ws, spec, home["account_id"])]
-            spec = spec.model_copy(update={"vpc_cidr": free_vpc_cidr(taken, spec.name)})
+        if spec.name not in ws.cells():
+            others = same_account_region(ws, spec, home["account_id"])
+            if options.get("vpc_cidr") is None:
+                spec = spec.model_copy(update={"vpc_cidr": free_vpc_cidr([c.vpc_cidr for c in others], spec.name)})
+            else:
+                overlapping[:] = [c.name for c in others
+                                  if ip_network(c.vpc_cidr, strict=False).overlaps(ip_network(spec.vpc_cidr))]
         write_cell(ws.stacks_dir, spec)
         return spec
 
@@ -151,7 +158,11 @@ def add(ws: Workspace, name: str, options: dict[str, Any],
         result = ws.up_cell(name, on_event, write=write)
         info = _info(ws, ws.cell(name), result.outputs, _counter(ws, name))
     if new:
-        info.leftovers = _leftovers(ws, ws.cell(name))
+        info.warnings = _leftovers(ws, ws.cell(name))
+    if overlapping:
+        info.warnings.append(f"cell {name!r}: its vpc_cidr {info.vpc_cidr} overlaps the VPC of cell(s) "
+                             f"{', '.join(overlapping)} of its account and region: they cannot be peered or joined "
+                             "by a transit gateway later (without --vpc-cidr a range of its own is picked)")
     return info, result
 
 
