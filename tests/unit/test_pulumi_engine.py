@@ -576,6 +576,30 @@ def test_up_of_a_new_stack_creates_it_then_previews_and_ups_with_the_pack(projec
         assert command[command.index("--policy-pack") + 1] == str(pack_dir())
 
 
+def test_a_new_stack_whose_cli_preview_fails_or_is_refused_is_removed_again(project: Path, cli: FakeCli) -> None:
+    """Judged in-process, created, then previewed by the CLI: a preview that fails, and a plan the
+    operator does not approve, each leave no empty stack on the backend (its committed file kept)."""
+    with_the_infra_program(project)
+    write_tenant(project / "stacks", TenantSpec(id="newco"))
+    committed = (project / "stacks" / "Pulumi.newco.yaml").read_text()
+    cli.outputs("platform", platform_outputs())
+    cli.script("preview", {"events": [], "stderr": "error: preview failed: boom\n", "code": 255})
+    with pytest.raises(ApplyFailed, match="boom"):
+        engine_on(project, cli, gate=PolicyGate(project)).up("newco")
+    assert len(cli.ran("stack", "init")) == 1 and "newco" not in cli.stacks and cli.ran("up") == []
+
+    steps, later = replacement("newco", QUEUE, "newco-jobs", {"name": "tenantctl-newco-jobs", "fifoQueue": False},
+                               {"name": "tenantctl-newco-jobs", "fifoQueue": True}, ["fifoQueue"])
+    cli.script("preview", {"events": preview_stream("newco", [steps], later=[later])})
+    engine = engine_on(project, cli)
+    engine.approve = Confirmation(yes=False)
+    with pytest.raises(NotConfirmed):
+        engine.up("newco")
+    assert len(cli.ran("stack", "init")) == 2 and "newco" not in cli.stacks and cli.ran("up") == []
+    assert all("--preserve-config" in c for c in cli.ran("stack", "rm"))
+    assert (project / "stacks" / "Pulumi.newco.yaml").read_text() == committed
+
+
 def test_no_command_changes_the_projects_current_stack(project: Path, cli: FakeCli) -> None:
     """`pulumi stack select` and a selecting `stack init` rewrite the project's
     workspace.json, non-atomically, which every CLI command reads: `apply`

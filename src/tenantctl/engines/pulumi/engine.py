@@ -31,7 +31,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, suppress
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -242,28 +242,46 @@ class PulumiEngine(Engine):
             raise PolicyRefused(stack, violations, changed_nothing=action != "up")
 
     # -- the gate -----------------------------------------------------------------
-    def _plan(self, stack: str, on_event: EventSink | None, refresh: bool, create: bool) -> tuple[Any, Any]:
+    def _plan(self, stack: str, on_event: EventSink | None, refresh: bool,
+              create: bool) -> tuple[Any, Any, bool]:
         """Preview ``stack`` keeping each planned resource's inputs, and let the
-        policy gate judge them (raises PolicyRefused); returns the plan and the
-        stack handle (None: not created). A stack missing from the backend is
+        policy gate judge them (raises PolicyRefused); returns the plan, the
+        stack handle (None: not created) and whether this call created the stack. A stack missing from the backend is
         planned in-process, not created; ``create`` (an up): the gate judges that
         plan first, then the stack is created and previewed by the CLI too, so a
-        refusal never leaves an empty stack behind."""
-        from tenantctl.engines.pulumi.plan import PlanCollector
-
+        refusal never leaves an empty stack behind (one this call created is
+        removed again when the CLI's preview fails or is refused)."""
         try:
             handle = self._stack(stack, create=False)
         except NotFound:
             plan = self._new_stack_plan(stack, on_event)
             self._judge(stack, plan, on_event)
             if not create:
-                return plan, None
+                return plan, None, False
             handle = self._stack(stack, create=True)
+            with self._removed_on_failure(stack):
+                return self._cli_plan(stack, handle, on_event, refresh), handle, True
+        return self._cli_plan(stack, handle, on_event, refresh), handle, False
+
+    def _cli_plan(self, stack: str, handle: Any, on_event: EventSink | None, refresh: bool) -> Any:
+        from tenantctl.engines.pulumi.plan import PlanCollector
+
         plan = PlanCollector(stack, on_event)
         self._operate("preview", stack, handle, plan, lambda s, o: s.preview(**o), refresh=refresh,
                       scratch_config=True, policy=True, require_summary=True)
         self._judge(stack, plan, on_event)
-        return plan, handle
+        return plan
+
+    @contextmanager
+    def _removed_on_failure(self, stack: str) -> Iterator[None]:
+        """A stack created for an up (`stack init`, nothing in it yet) removed again when what runs
+        before its first update fails or is refused: no empty stack is left behind on the backend."""
+        try:
+            yield
+        except BaseException:
+            with suppress(Exception):  # the failure is what the caller reports; a leftover empty stack is harmless
+                self.workspace.remove_stack(self.qualified(stack), preserve_config=True)
+            raise
 
     def _judge(self, stack: str, plan: Any, on_event: EventSink | None) -> None:
         if self.gate is None:
@@ -310,8 +328,9 @@ class PulumiEngine(Engine):
         if self.gate is not None or self.approve is not None:
             # Preview first and let the gate judge the plan (and `approve` see
             # it): a refusal leaves AWS untouched.
-            plan, handle = self._plan(stack, on_event, refresh, create=True)
-            self.planned(plan.changeset(), on_event)
+            plan, handle, created = self._plan(stack, on_event, refresh, create=True)
+            with self._removed_on_failure(stack) if created else nullcontext():
+                self.planned(plan.changeset(), on_event)  # the approval: refused, the new stack goes again
         handle = handle or self._stack(stack, create=True)
         collector = ChangeCollector(stack, on_event)
         result = self._operate("up", stack, handle, collector, lambda s, o: s.up(**o), refresh=refresh, policy=True)
