@@ -294,6 +294,25 @@ def test_list_paginates(cli):
     assert len(seen) == len(set(seen))
 
 
+def test_purge_data_deletes_the_prefixes_of_workspaces_removed_before(cli, sandbox):
+    tenant = "cli-p3"  # made by test_list_paginates, used by no test after it
+    if not cli("list", "--json").stdout.count(f'"{tenant}"'):
+        assert cli("provision", tenant).returncode == 0
+    hr = json.loads(cli("workspace", "add", tenant, "hr", "--json").stdout)["workspace"]
+    bucket = json.loads(cli("status", tenant, "--json").stdout)["resources"]["bucket"]
+    write_as_workspace(sandbox, hr, naming.OwnerNames(tenant, "hr").key, bucket)
+    removed = cli("workspace", "remove", tenant, "hr", "--yes", "--json")  # its final backup stays under its prefix
+    assert removed.returncode == 0 and json.loads(removed.stdout)["final_backup"], removed.stderr
+
+    purged = cli("deprovision", tenant, "--yes", "--purge-data", "--json")
+    assert purged.returncode == 0, purged.stderr
+    s3 = aws(sandbox, "s3")
+    for prefix in (naming.s3_prefix(tenant), hr["prefix"]):
+        left = s3.list_object_versions(Bucket=bucket, Prefix=prefix)
+        assert not left.get("Versions") and not left.get("DeleteMarkers"), (prefix, left.get("Versions"))
+    assert json.loads(purged.stdout)["purged_objects"] >= 4  # the upload and the backup's dump, manifest, index
+
+
 PROBE = """
 import json, sys
 from tenantctl.cli.app import main

@@ -183,8 +183,10 @@ def _preview(tenant_id: str, planned, json_out: bool) -> None:
 def deprovision(
     tenant_id: Annotated[str, tenant_argument("Tenant to remove.")],
     yes: YesFlag = False,
-    purge_data: Annotated[bool, typer.Option("--purge-data",
-                                             help="Also delete every object under the tenant prefix.")] = False,
+    purge_data: Annotated[bool, typer.Option(
+        "--purge-data", help="Also delete every object under the tenant's prefix and its workspaces' (removed "
+                             "ones' included), backups too: no final backup is taken and the tenant can never "
+                             "be restored.")] = False,
     no_final_backup: Annotated[bool, typer.Option("--no-final-backup", help="Do not take the final backup "
                                                   "(`drill backup`) before destroying.")] = False,
     json_out: JsonFlag = False,
