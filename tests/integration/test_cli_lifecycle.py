@@ -207,6 +207,13 @@ def test_a_workspace_is_added_isolated_removed_and_goes_with_its_tenant(cli, san
     assert again.returncode == 0 and json.loads(again.stdout)["changed"] is False
     listed = json.loads(cli("workspace", "list", tenant, "--json").stdout)
     assert [(v["name"], v["desired"], v["applied"]) for v in listed] == [("legal", True, True)]
+    # A workspace the tenant never had is unknown to the drills too, and nothing is written under its name.
+    for verb in ("backup", "run", "restore", "history"):
+        unknown = cli("drill", verb, tenant, "--workspace", "never", "--json")
+        assert unknown.returncode == 6, unknown
+        assert "has no workspace 'never'" in json.loads(unknown.stdout)["error"]["message"]
+    never = naming.OwnerNames(tenant, "never").s3_prefix
+    assert aws(sandbox, "s3").list_objects_v2(Bucket=tenant_res["bucket"], Prefix=never)["KeyCount"] == 0
 
     written = write_as_workspace(sandbox, ws, names.key, tenant_res["bucket"])
     backed = cli("drill", "backup", tenant, "--workspace", "legal", "--json")
@@ -232,8 +239,16 @@ def test_a_workspace_is_added_isolated_removed_and_goes_with_its_tenant(cli, san
     assert "legal" not in stack.read_text()
     workspace_gone(sandbox, ws)
     assert schema_exists(sandbox, tenant_res["store"]["database"], tenant_res["store"]["schema_name"])
-    listed = json.loads(cli("drill", "history", tenant, "--workspace", "legal", "--json").stdout)["backups"]
-    assert [(b["backup_id"], b["reason"]) for b in listed][-1] == (final, "final")
+    history = json.loads(cli("drill", "history", tenant, "--workspace", "legal", "--json").stdout)
+    assert [(b["backup_id"], b["reason"]) for b in history["backups"]][-1] == (final, "final")
+    # Removed, it is refused for what it is (exit 3, no failed drill recorded): its backups open with its
+    # old key, which only a restore in place brings back, and nothing of it is live to back up.
+    for args in (("restore",), ("run", "--backup", final), ("run",)):
+        refused = cli("drill", args[0], tenant, "--workspace", "legal", *args[1:], "--json")
+        assert refused.returncode == 3, refused
+        assert "was removed" in json.loads(refused.stdout)["error"]["message"], refused.stdout
+    after = json.loads(cli("drill", "history", tenant, "--workspace", "legal", "--json").stdout)["drills"]
+    assert len(after) == len(history["drills"])
 
     # Within its key's window the removed workspace comes back from its final backup, under a new key.
     back = cli("drill", "restore", tenant, "--workspace", "legal", "--backup", final, "--target", "in-place",
@@ -261,11 +276,14 @@ def test_a_workspace_is_added_isolated_removed_and_goes_with_its_tenant(cli, san
     workspace_gone(sandbox, finance)
     finals = json.loads(cli("drill", "history", tenant, "--workspace", "finance", "--json").stdout)["backups"]
     assert [b["reason"] for b in finals] == ["final"]
-    # The tombstone's workspaces are refused for what they are, not for a missing stack file; so is a resume.
-    for args in (("workspace", "add", tenant, "legal"), ("workspace", "list", tenant), ("resume", tenant)):
+    # The tombstone's workspaces are refused for what they are, not for a missing stack file; so are a resume
+    # and a drill (nothing live to back up: refused, not a failed drill in its history).
+    for args in (("workspace", "add", tenant, "legal"), ("workspace", "list", tenant), ("resume", tenant),
+                 ("drill", "run", tenant)):
         refused = cli(*args, "--json")
         assert refused.returncode == 3 and "is deprovisioned" in json.loads(refused.stdout)["error"]["message"], \
             refused
+    assert json.loads(cli("drill", "history", tenant, "--json").stdout)["drills"] == []
 
 
 def test_bad_input_is_one_line_and_creates_nothing(cli):

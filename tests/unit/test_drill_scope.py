@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import boto3
 import pytest
+from moto import mock_aws
 from runtime_fixtures import record
 
 from tenant_runtime.models import StoreConnection, Tier, WorkspaceResources
@@ -39,10 +41,17 @@ def test_a_workspace_view_has_its_schema_prefix_and_key_and_is_one_schema(tier):
     assert workspace_view(tenant, None) is tenant
 
 
-def test_a_removed_workspace_is_seen_from_its_names_with_no_key():
+def test_a_removed_workspace_is_seen_from_its_names_with_no_key_and_one_never_had_is_unknown():
     tenant = record("acme")  # no workspace applied any more
-    ctx, view = scoped_context(DrillContext(s3=None, kms=None, admin_user="a", admin_password="p"), tenant, "legal")
     names = OwnerNames("acme", "legal")
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket=tenant.resources.bucket)
+        s3.put_object(Bucket=tenant.resources.bucket, Key=f"{names.s3_prefix}backups/b1/index.json", Body=b"{}")
+        drills = DrillContext(s3=s3, kms=None, admin_user="a", admin_password="p")
+        ctx, view = scoped_context(drills, tenant, "legal")  # its backups stay under its prefix
+        with pytest.raises(NotFound, match="has no workspace 'never'"):
+            scoped_context(drills, tenant, "never")  # no backups: a name it never had, not a removed workspace
     assert ctx.scope == "legal" and view.resources.kms_key_arn == ""
     assert (view.resources.prefix, view.resources.store.schema_name) == (names.s3_prefix, names.schema)
     with pytest.raises(NotFound):

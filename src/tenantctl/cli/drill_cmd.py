@@ -194,7 +194,9 @@ def run(
     Exit 0 when every drill passes, 9 when any fails (mismatch, unreadable
     backup, --max-rto / --max-rpo exceeded), 10 when every failure is an
     unusable tenant key, 5 when a drill could not run (a conflict: with --all
-    the others still run)."""
+    the others still run), 3 when it was refused (nothing live to back up: a
+    deprovisioned tenant, a removed workspace), 6 for an unknown tenant,
+    workspace or backup; a drill that did not run is not recorded."""
     from tenantctl.cli.output import error
     from tenantctl.cli.progress import engine_progress
     from tenantctl.drills.compression import Compression

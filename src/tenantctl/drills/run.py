@@ -14,14 +14,14 @@ from functools import partial
 
 from tenantctl.drills import store
 from tenantctl.drills.backup import backup
-from tenantctl.drills.compression import Compression, CompressionUnsupported
+from tenantctl.drills.compression import Compression
 from tenantctl.drills.context import DrillContext
 from tenantctl.drills.history import save_report
 from tenantctl.drills.models import BackupManifest, DrillReport, RestoreResult, Target, Verdict
 from tenantctl.drills.restore import cleanup, restore_backup
 from tenantctl.drills.verify import verify
 from tenantctl.engines.base import EventSink, phase
-from tenantctl.errors import Conflict, DrillFailed, KeyUnusable, NotConfirmed, NotFound, TenantctlError
+from tenantctl.errors import Conflict, DrillFailed, InvalidInput, KeyUnusable, NotConfirmed, NotFound, TenantctlError
 from tenantctl.models import TenantRecord, TenantStatus, utcnow
 from tenantctl.naming import require_valid
 
@@ -83,14 +83,15 @@ def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = No
           restorer: Callable[..., RestoreResult] = restore_backup, overwrite: bool = False,
           on_event: EventSink | None = None, compression: Compression | None = None) -> DrillReport:
     """One drill; failures become a fail verdict with the reason, never an exception,
-    except NotFound (an unknown backup id) and Conflict (a target that holds rows,
-    a tenant locked or mid-operation: the drill did not run, so it is not
-    recorded). ``restorer(ctx, record, index, target=, yes=, overwrite=)``
+    except NotFound (an unknown backup id), Conflict (a target that holds rows,
+    a tenant locked or mid-operation) and InvalidInput (nothing live to back up,
+    a retention window over, a key not the workspace's, a compression the tools
+    lack): the drill did not run, so it is not recorded. ``restorer(ctx, record, index, target=, yes=, overwrite=)``
     restores the backup ``index`` names (the restorer opens its manifest:
     ``restore_backup``, or a revive for a tombstone, whose key must be revived
     first) and returns the result with that manifest. ``on_event``: each phase
     (backup, restore, verify, cleanup) as it starts. ``compression``: the new
-    backup's (a method the tools lack is refused like a conflict: not run)."""
+    backup's."""
     require_valid(record.tenant_id)
     started = utcnow()
     step = partial(phase, on_event, record.tenant_id)
@@ -106,7 +107,7 @@ def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = No
             raise TenantctlError(f"tenant {record.tenant_id!r} has no resources recorded")
         if backup_id == "latest":
             step("reading the latest backup")
-            index = store.latest_backup(ctx.s3, record)
+            index = store.latest_backup(ctx.s3, record, ctx.scope)
         elif backup_id:
             step(f"reading backup {backup_id}")
             index = store.backup_index(ctx.s3, record, backup_id)
@@ -139,7 +140,7 @@ def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = No
                 report.notes.append(f"search index of {f'workspace {name}' if name else 'the tenant'} rebuilt "
                                     f"(the backup was of the earlier layout): {done.documents} documents, "
                                     f"{done.summaries} summaries under search key {done.key_version}")
-    except (NotFound, Conflict, NotConfirmed, CompressionUnsupported):  # refused, not run: no failed drill in history
+    except (NotFound, Conflict, NotConfirmed, InvalidInput):  # refused, not run: no failed drill in history
         raise
     except TenantctlError as exc:
         report.key_unusable = isinstance(exc, KeyUnusable)
