@@ -20,8 +20,9 @@ Compress = Annotated[Optional[str], typer.Option(
     "--compress", metavar="METHOD[:LEVEL]",
     help="The dump's compression: gzip (default), zstd, lz4 or none, with an optional level (zstd:3); "
          "a method the PostgreSQL tools were built without is refused (exit 3), nothing written.")]
-MarkdownOut = Annotated[Optional[Path], typer.Option("--markdown", help="Also write the markdown report here "
-                                                     "(a directory: one <tenant>-<drill>.md per drill).")]
+MarkdownOut = Annotated[Optional[Path], typer.Option("--markdown", help="Also write the markdown report here: "
+                                                     "an existing directory gets one <tenant>-<drill>.md per "
+                                                     "drill, a file every report of the run, one after another.")]
 
 
 
@@ -47,13 +48,20 @@ def _of(tenant_id: str, workspace: str | None) -> str:
     return tenant_id if workspace is None else f"workspace {workspace} of {tenant_id}"
 
 
-def _show(report: "DrillReport", markdown: Optional[Path], json_out: bool) -> None:
-    from tenantctl.drills.report import render_markdown
+def _markdown_target(markdown: Optional[Path]) -> Optional[Path]:
+    from tenantctl.drills.report import markdown_target
 
-    text = render_markdown(report)
-    if markdown is not None:
-        path = markdown / f"{report.tenant_id}-{report.drill_id}.md" if markdown.is_dir() else markdown
-        path.write_text(text)
+    return None if markdown is None else markdown_target(markdown)
+
+
+def _write_markdown(reports: list["DrillReport"], markdown: Optional[Path]) -> None:
+    from tenantctl.drills.report import write_markdown
+
+    if markdown is not None and reports:
+        write_markdown(reports, markdown)
+
+
+def _show(report: "DrillReport", json_out: bool) -> None:
     if json_out:
         return
     colour = "green" if report.passed else "red"
@@ -143,6 +151,7 @@ def restore(
 
     if overwrite and target is not Target.in_place:
         raise InvalidInput("--overwrite applies to --target in-place only (a scratch target is always new)")
+    markdown = _markdown_target(markdown)
     ws, record, ctx = _session(tenant_id, workspace)
     restorer = restore_backup
     removed = workspace is not None and not record.resources.kms_key_arn
@@ -168,9 +177,10 @@ def restore(
     with engine_progress(f"restoring {who}") as on_event:
         report = drill(ctx, record, backup_id=backup_id, target=target, yes=yes, clean=clean, kind="restore",
                        restorer=restorer, overwrite=overwrite, on_event=on_event)
+    _write_markdown([report], markdown)
     if json_out:
         print_json(report)
-    _show(report, markdown, json_out)
+    _show(report, json_out)
     if not report.passed:
         raise typer.Exit(exit_code([report]))
 
@@ -210,6 +220,7 @@ def run(
     if compress is not None and backup_id is not None:
         raise InvalidInput("--compress applies to the drill's own backup, not to a --backup it restores")
     compression = Compression.parse(compress)
+    markdown = _markdown_target(markdown)
     from tenantctl.drills.context import context_from_workspace
     from tenantctl.drills.scope import scoped_context
     from tenantctl.workspace import Workspace
@@ -231,7 +242,8 @@ def run(
             error(str(exc))
             continue
         reports.append(report)
-        _show(report, markdown, json_out)
+        _show(report, json_out)
+    _write_markdown(reports, markdown)
     if json_out:
         print_json(reports if all_tenants else reports[0])
     if exit_code(reports, conflicts):
