@@ -230,6 +230,9 @@ def test_a_workspace_is_added_isolated_removed_and_goes_with_its_tenant(cli, san
     assert shown.returncode == 0, shown.stderr
     [mine] = [line.split() for line in shown.stdout.splitlines() if f"{tenant}/legal" in line]
     assert mine[:2] == [f"{tenant}/legal", "workspace"] and any(c.startswith("2/0/") for c in mine), shown.stdout
+    [header] = [line for line in shown.stdout.splitlines() if "rows: " in line]  # a label for every count
+    labels = header.split("rows: ")[1].split()[0].split("/")
+    assert len(labels) == len(next(c for c in mine if c.startswith("2/0/")).split("/")), (labels, mine)
 
     assert cli("workspace", "remove", tenant, "legal").returncode == 13  # not confirmed
     removed = cli("workspace", "remove", tenant, "legal", "--yes", "--json")

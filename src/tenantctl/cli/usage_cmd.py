@@ -19,6 +19,11 @@ CellOpt = Annotated[Optional[str], typer.Option(help="With --all: only this cell
 app = typer.Typer()
 
 
+# Short column labels of the row counts (a table without one keeps its name).
+ROW_LABELS = {"conversations": "conv", "messages": "msg", "context_items": "items", "documents": "docs",
+              "search_keys": "keys", "search_vocab": "vocab", "search_stats": "stats"}
+
+
 def _when(t) -> str:
     return f"{t:%Y-%m-%d %H:%M}Z" if t else "never"
 
@@ -66,8 +71,8 @@ def usage(
         # Each workspace on a row of its own under its tenant (the tenant's figures exclude them).
         rows += [row(f"{u.tenant_id}/{w.name}", "workspace", w.objects, w.db, w.queues, "")
                  for w in u.workspaces.values()]
-    table("usage", ["tenant", "tier", "objects", "noncurrent", "db size",
-                    "rows: conv/msg/items/docs/keys/vocab/summaries", "queue vis+flight+delayed", "dlq",
+    counts = "rows: " + "/".join(ROW_LABELS.get(t, t) for t in TABLES)  # a label for each count, in the rows' order
+    table("usage", ["tenant", "tier", "objects", "noncurrent", "db size", counts, "queue vis+flight+delayed", "dlq",
                     "last activity"], rows)
     for u in usages:
         for who, errors in ((u.tenant_id, u.errors), *((f"{u.tenant_id}/{w.name}", w.errors)
