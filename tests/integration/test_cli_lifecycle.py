@@ -208,6 +208,7 @@ def test_a_workspace_is_added_isolated_removed_and_goes_with_its_tenant(cli, san
     listed = json.loads(cli("workspace", "list", tenant, "--json").stdout)
     assert [(v["name"], v["desired"], v["applied"]) for v in listed] == [("legal", True, True)]
     # A workspace the tenant never had is unknown to the drills too, and nothing is written under its name.
+    assert cli("drill", "history", tenant, "--limit", "0").returncode == 2  # a usage error, not every drill
     for verb in ("backup", "run", "restore", "history"):
         unknown = cli("drill", verb, tenant, "--workspace", "never", "--json")
         assert unknown.returncode == 6, unknown

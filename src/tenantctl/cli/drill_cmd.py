@@ -254,7 +254,7 @@ def run(
 def history(
     tenant_id: Annotated[str, tenant_argument("Tenant whose drills and backups to list.")],
     workspace: WorkspaceOpt = None,
-    limit: Annotated[int, typer.Option(help="Newest drills to show.")] = 20,
+    limit: Annotated[int, typer.Option(min=1, help="Newest drills to show.")] = 20,
     json_out: JsonFlag = False,
 ) -> None:
     """List a tenant's drills (newest first) and its backups.
