@@ -678,10 +678,10 @@ class RegistryWriter:
             return False
         return True
 
-    def forget_invalid(self, tenant_id: str) -> TenantRecord | None:
-        """Delete the record of an id that breaks a naming rule (``tenantctl
-        forget``): the one read that skips the id check. None when there is no
-        record; a record naming resources is refused (they would be orphaned)."""
+    def invalid_record(self, tenant_id: str) -> TenantRecord | None:
+        """The record of an id that breaks a naming rule, as ``forget_invalid``
+        would delete it: the one read that skips the id check. None when there
+        is no record; a record naming resources is refused (they would be orphaned)."""
         if broken_rule(tenant_id) is None:
             raise InvalidInput(f"tenant id {tenant_id!r} is valid: its record is not forgotten, it is deprovisioned")
         try:
@@ -694,6 +694,14 @@ class RegistryWriter:
         if record.resources is not None:
             raise Conflict(f"the registry record of {tenant_id!r} names resources ({record.resources.kms_key_arn}, "
                            "...): forgetting it would orphan them; remove them by hand first")
+        return record
+
+    def forget_invalid(self, tenant_id: str) -> TenantRecord | None:
+        """Delete the record of an id that breaks a naming rule (``tenantctl
+        forget``): None when there is no record; refused as ``invalid_record`` refuses."""
+        record = self.invalid_record(tenant_id)
+        if record is None:
+            return None
         try:
             self.client.delete_item(TableName=self.table, Key=item_key(tenant_id), ConditionExpression="version = :v",
                                     ExpressionAttributeValues={":v": {"N": str(record.version)}})

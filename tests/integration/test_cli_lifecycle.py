@@ -447,8 +447,13 @@ def test_what_an_invalid_id_left_is_listed_and_forgotten(cli, sandbox):
     kept = cli("deprovision", "ACME", "--yes")
     assert kept.returncode == 3 and "tenantctl forget ACME --yes" in kept.stderr
     assert cli("forget", "cli-p1", "--yes").returncode == 3  # valid ids are deprovisioned, not forgotten
-    orphaning = cli("forget", "Has-Resources", "--yes")
-    assert orphaning.returncode == 5 and "would orphan them" in orphaning.stderr
+    for yes in (("--yes",), ()):  # refused for what it is before anyone is asked (not 13 without --yes)
+        orphaning = cli("forget", "Has-Resources", *yes)
+        assert orphaning.returncode == 5 and "would orphan them" in orphaning.stderr, orphaning
+    nothing = cli("forget", "Never-Made")
+    assert nothing.returncode == 6 and "nothing to forget" in nothing.stderr, nothing
+    asked = json.loads(cli("forget", "ACME", "--json").stdout)["error"]  # no terminal: what it would remove
+    assert asked["code"] == 13 and asked["details"] == ["the registry record of 'ACME'", f"the stack file {stack}"]
 
     forgotten = cli("forget", "ACME", "--yes", "--json")
     assert forgotten.returncode == 0, forgotten

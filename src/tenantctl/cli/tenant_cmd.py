@@ -291,13 +291,16 @@ def forget(
     (exit 3): `deprovision` removes tenants."""
     from tenantctl.cli.confirm import confirmation
     from tenantctl.operations.forget import forget as run
-    from tenantctl.operations.forget import forgettable
+    from tenantctl.operations.forget import forgettable, left_behind
     from tenantctl.workspace import Workspace
 
     forgettable(tenant_id)  # a valid id is refused before any target is touched
-    confirmation(yes).check(f"forget {tenant_id!r}", [f"the registry record and the stack file of {tenant_id!r}, "
-                                                      "if either exists"])
-    gone = run(Workspace(), tenant_id)
+    ws = Workspace()
+    left = left_behind(ws, tenant_id)  # nothing there, or a record naming resources: said before asking
+    confirmation(yes).check(f"forget {tenant_id!r}", [
+        *([f"the registry record of {tenant_id!r}"] if left.record else []),
+        *([f"the stack file {left.stack_file}"] if left.stack_file else [])])
+    gone = run(ws, tenant_id)
     if json_out:
         print_json(gone)
         return
