@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from tenant_runtime.states import Tier
+from tenant_runtime.states import TenantStatus, Tier
 from tenantctl.cli.options import JsonFlag, tenant_argument
 from tenantctl.cli.output import console, error, print_json, table
 
@@ -79,6 +79,10 @@ def usage(
                                                          for w in u.workspaces.values())):
             for e in errors:
                 console.print(f"[red]{who}[/]: {e}", highlight=False)
+    for u in usages:
+        if u.status is TenantStatus.deprovisioned:
+            console.print(f"{u.tenant_id}: deprovisioned: the objects it kept are measured (its queues and store "
+                          "are gone)", highlight=False)
     if all_:
         console.print(f"idle (> {idle_days} days): {', '.join(idle) if idle else 'none'}")
 

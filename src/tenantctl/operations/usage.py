@@ -243,7 +243,12 @@ def estimate_costs(ws: Workspace, prices: PriceTable, tenant_id: str | None = No
                          hypothetical=True)]
     else:
         check_selection(tenant_id, all_)
-        placed = placed_tenants(ws, prices, selected_records(ws, tenant_id, tier, cell), idle_days)
+        records = selected_records(ws, tenant_id, tier, cell)
+        for record in records:
+            if record.status is TenantStatus.deprovisioned:  # priced as live it would bill a platform share
+                raise InvalidInput(f"tenant {record.tenant_id!r} is deprovisioned: it is not priced (only the "
+                                   f"objects it kept still bill: `tenantctl usage {record.tenant_id}` measures them)")
+        placed = placed_tenants(ws, prices, records, idle_days)
     return price_placed(ws, prices, placed, db_gb, s3_gb, pooled_tenants)
 
 
