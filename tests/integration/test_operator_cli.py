@@ -406,6 +406,8 @@ def test_hibernate_stops_an_idle_dedicated_database_the_runtime_wakes_it_and_cos
     assert slept.json()["record"]["hibernation"]["db_instance"] == naming.rds_identifier("op-ded")
     assert instance_state() == "stopped"
     assert "hibernation" in cli("status", "op-ded").stdout
+    again = cli("hibernate", "op-ded", "--json")  # idempotent: no --force to say it again, nothing changed
+    assert again.returncode == 0 and again.json()["record"]["hibernation"] == slept.json()["record"]["hibernation"]
 
     cost = cli("cost", "op-ded", "--json")
     assert cost.returncode == 0, cost
