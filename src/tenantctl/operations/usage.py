@@ -46,12 +46,17 @@ from tenantctl.workspace import Workspace
 
 
 # -- what to measure, and with what ------------------------------------------------
-def check_selection(tenant_id: str | None, all_: bool) -> None:
-    """Exactly one of a tenant id and --all (checked before touching any target)."""
+def check_selection(tenant_id: str | None, all_: bool, tier: Tier | None = None, cell: str | None = None) -> None:
+    """Exactly one of a tenant id and --all (checked before touching any target);
+    ``tier`` and ``cell`` narrow --all, so beside a tenant id they would be ignored: refused."""
     if tenant_id is not None:
         require_valid(tenant_id)
     if bool(tenant_id) == all_:
         raise InvalidInput("give either a tenant id or --all")
+    given = [f"--{name}" for name, value in (("tier", tier), ("cell", cell)) if value is not None]
+    if tenant_id and given:
+        raise InvalidInput(f"{' and '.join(given)} select tenants with --all, not with a tenant id "
+                           f"({tenant_id!r} is taken as it is)")
 
 
 def selected_records(ws: Workspace, tenant_id: str | None, tier: Tier | None = None,
@@ -81,7 +86,7 @@ def per_place(ws: Workspace) -> Callable[[TenantRecord], UsageClients]:
 def measure_tenants(ws: Workspace, tenant_id: str | None, all_: bool, tier: Tier | None = None,
                     idle_days: int = 30, cell: str | None = None) -> tuple[list[TenantRecord], list[TenantUsage]]:
     """The records selected and the usage of each, in the same order."""
-    check_selection(tenant_id, all_)
+    check_selection(tenant_id, all_, tier, cell)
     records = selected_records(ws, tenant_id, tier, cell)
     return records, measure_records(ws, records, idle_days)
 
@@ -242,7 +247,7 @@ def estimate_costs(ws: Workspace, prices: PriceTable, tenant_id: str | None = No
         placed = [Placed(cell=cell or DEFAULT_CELL, inputs=CostInputs(tenant_id="what-if", tier=tier or Tier.pooled),
                          hypothetical=True)]
     else:
-        check_selection(tenant_id, all_)
+        check_selection(tenant_id, all_, tier, cell)
         records = selected_records(ws, tenant_id, tier, cell)
         for record in records:
             if record.status is TenantStatus.deprovisioned:  # priced as live it would bill a platform share
