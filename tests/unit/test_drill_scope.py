@@ -75,3 +75,32 @@ def test_drill_all_covers_each_serving_tenant_and_each_of_its_workspaces():
     paused = record("delta").model_copy(update={"status": TenantStatus.suspended})
     assert [(r.tenant_id, w) for r, w in drill_targets([acme, plain, gone, paused])] == [
         ("acme", None), ("acme", "legal"), ("acme", "zeta"), ("beta", None), ("delta", None)]
+
+
+
+def test_drill_all_goes_on_past_a_tenant_it_could_not_drill_but_not_past_a_compression_refusal():
+    from datetime import UTC, datetime
+
+    from tenantctl.drills.compression import CompressionUnsupported
+    from tenantctl.drills.models import DrillReport, Verdict
+    from tenantctl.drills.run import drill_each
+    from tenantctl.errors import Conflict, InvalidInput
+
+    at = datetime(2026, 12, 6, tzinfo=UTC)
+    targets = [(record(t), None) for t in ("acme", "beta", "gamma", "delta")]
+    why = {"beta": InvalidInput("tenant 'beta' is deprovisioned: nothing live to back up"),
+           "gamma": Conflict("tenant 'gamma' is locked")}
+
+    def run_one(rec, scope):  # what the CLI's drill of one target raises or returns
+        if rec.tenant_id in why:
+            raise why[rec.tenant_id]
+        return DrillReport(drill_id="d", tenant_id=rec.tenant_id, tier="pooled", kind="run", started_at=at,
+                           finished_at=at, verdict=Verdict.passed)
+
+    refused = []
+    reports, count = drill_each(targets, run_one, refused.append)
+    assert [r.tenant_id for r in reports] == ["acme", "delta"] and count == 2
+    assert refused == [why["beta"], why["gamma"]]
+    why["beta"] = CompressionUnsupported("cannot back up with --compress zstd")  # every drill would refuse it
+    with pytest.raises(CompressionUnsupported):
+        drill_each(targets, run_one, refused.append)

@@ -11,6 +11,7 @@ from tenantctl.drills.restore_target import Target
 
 if TYPE_CHECKING:
     from tenantctl.drills.models import DrillReport
+    from tenantctl.models import TenantRecord
 
 app = typer.Typer(name="drill", no_args_is_help=True,
                   help="Backup / restore drills: encrypted per-tenant backups, verified restores, RTO/RPO.")
@@ -210,8 +211,8 @@ def run(
     from tenantctl.cli.output import error
     from tenantctl.cli.progress import engine_progress
     from tenantctl.drills.compression import Compression
-    from tenantctl.drills.run import drill, drill_targets, exit_code
-    from tenantctl.errors import Conflict, InvalidInput
+    from tenantctl.drills.run import drill, drill_each, drill_targets, exit_code
+    from tenantctl.errors import InvalidInput
 
     if bool(tenant_id) == all_tenants:
         raise InvalidInput("give one tenant id or --all")
@@ -226,23 +227,19 @@ def run(
     from tenantctl.workspace import Workspace
 
     ws = Workspace()
-    targets = (drill_targets(ws.registry.iter_all()) if all_tenants
-               else [(ws.registry.require(tenant_id), workspace)])
-    reports, conflicts = [], 0
-    for record, scope in targets:
-        try:
-            with engine_progress(f"drilling {_of(record.tenant_id, scope)}") as on_event:
-                ctx, scoped = scoped_context(context_from_workspace(ws, record), record, scope)
-                report = drill(ctx, scoped, backup_id=backup_id, max_rto=max_rto,
-                               max_rpo=max_rpo, on_event=on_event, compression=compression)
-        except Conflict as exc:
-            if not all_tenants:
-                raise
-            conflicts += 1
-            error(str(exc))
-            continue
-        reports.append(report)
+
+    def run_one(record: "TenantRecord", scope: Optional[str]) -> "DrillReport":
+        with engine_progress(f"drilling {_of(record.tenant_id, scope)}") as on_event:
+            ctx, scoped = scoped_context(context_from_workspace(ws, record), record, scope)
+            report = drill(ctx, scoped, backup_id=backup_id, max_rto=max_rto,
+                           max_rpo=max_rpo, on_event=on_event, compression=compression)
         _show(report, json_out)
+        return report
+
+    if all_tenants:
+        reports, conflicts = drill_each(drill_targets(ws.registry.iter_all()), run_one, lambda exc: error(str(exc)))
+    else:  # one drill: a refusal is the command's
+        reports, conflicts = [run_one(ws.registry.require(tenant_id), workspace)], 0
     _write_markdown(reports, markdown)
     if json_out:
         print_json(reports if all_tenants else reports[0])

@@ -14,7 +14,7 @@ from functools import partial
 
 from tenantctl.drills import store
 from tenantctl.drills.backup import backup
-from tenantctl.drills.compression import Compression
+from tenantctl.drills.compression import Compression, CompressionUnsupported
 from tenantctl.drills.context import DrillContext
 from tenantctl.drills.history import save_report
 from tenantctl.drills.models import BackupManifest, DrillReport, RestoreResult, Target, Verdict
@@ -75,6 +75,25 @@ def drill_targets(records: Iterable[TenantRecord]) -> list[tuple[TenantRecord, s
     tenant does not hold them)."""
     return [(r, name) for r in records if r.status in (TenantStatus.active, TenantStatus.suspended)
             for name in (None, *sorted(r.workspaces))]
+
+
+def drill_each(targets: Iterable[tuple[TenantRecord, str | None]],
+               run_one: Callable[[TenantRecord, str | None], DrillReport],
+               on_refused: Callable[[TenantctlError], None]) -> tuple[list[DrillReport], int]:
+    """`drill run --all`: ``run_one`` for each target in turn. One that could
+    not run (a conflict, or refused for its own state: deprovisioned since the
+    listing, say) goes to ``on_refused`` and is counted, and the others still
+    run; a compression the tools lack would refuse every one: raised at once."""
+    reports, refused = [], 0
+    for record, scope in targets:
+        try:
+            reports.append(run_one(record, scope))
+        except CompressionUnsupported:
+            raise
+        except (Conflict, InvalidInput) as exc:
+            refused += 1
+            on_refused(exc)
+    return reports, refused
 
 
 def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = None,
