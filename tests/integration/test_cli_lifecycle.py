@@ -106,8 +106,15 @@ def test_provision_status_deprovision(cli, sandbox):
     assert not schema_exists(sandbox, res["store"]["database"], res["store"]["schema_name"])
     assert not (cli.root / "stacks" / f"Pulumi.{TENANT}.yaml").exists()
 
+    shown = cli("status", TENANT).stdout.splitlines()  # what the tombstone names, and what became of each
+    for field, fate in (("kms key ", "(scheduled for deletion)"), ("queue ", "(deleted)"), ("role ", "(deleted)"),
+                        ("db secret ", "(deleted)"), ("store ", "(deleted)")):
+        [line] = [line for line in shown if line.startswith(field)]
+        assert line.endswith(fate), line
+
     reused = cli("provision", TENANT)
     assert reused.returncode == 5 and "tombstoned" in reused.stderr
+    assert f"`tenantctl drill restore {TENANT} --target in-place --yes` brings it back" in reused.stderr
 
 
 def as_role(sandbox, secret_arn: str) -> psycopg.Connection:

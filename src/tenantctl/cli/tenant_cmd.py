@@ -33,11 +33,16 @@ def _record_rows(record: "TenantRecord") -> list[tuple[str, str]]:
     res = record.resources
     if res is not None:
         store = res.store
-        rows += [("kms key", res.kms_key_arn), ("kms alias", res.kms_alias),
-                 ("prefix", f"s3://{res.bucket}/{res.prefix}"), ("queue", res.queue_url), ("dlq", res.dlq_url),
-                 ("role", res.role_arn), ("db secret", store.secret_arn),
-                 ("store", f"{store.endpoint}:{store.port}/{store.database} schema {store.schema_name}")]
-        rows += [("workspace", f"{name}: schema {w.store.schema_name}, key {w.kms_alias}, prefix {w.prefix}")
+        # A tombstone keeps naming what its tenant had: say what became of it.
+        gone = record.status is TenantStatus.deprovisioned
+        key, deleted = (" (scheduled for deletion)", " (deleted)") if gone else ("", "")
+        rows += [("kms key", res.kms_key_arn + key), ("kms alias", res.kms_alias + deleted),
+                 ("prefix", f"s3://{res.bucket}/{res.prefix}" + (" (what it holds is kept unless purged)"
+                                                                  if gone else "")),
+                 ("queue", res.queue_url + deleted), ("dlq", res.dlq_url + deleted),
+                 ("role", res.role_arn + deleted), ("db secret", store.secret_arn + deleted),
+                 ("store", f"{store.endpoint}:{store.port}/{store.database} schema {store.schema_name}{deleted}")]
+        rows += [("workspace", f"{name}: schema {w.store.schema_name}, key {w.kms_alias}, prefix {w.prefix}{deleted}")
                  for name, w in sorted(res.workspaces.items())]
     if record.retain_until:
         rows.append(("retained until", f"{record.retain_until:%Y-%m-%d}"))
