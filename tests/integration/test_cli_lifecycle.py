@@ -340,6 +340,8 @@ def test_purge_data_deletes_the_prefixes_of_workspaces_removed_before(cli, sandb
         left = s3.list_object_versions(Bucket=bucket, Prefix=prefix)
         assert not left.get("Versions") and not left.get("DeleteMarkers"), (prefix, left.get("Versions"))
     assert json.loads(purged.stdout)["purged_objects"] >= 4  # the upload and the backup's dump, manifest, index
+    drilled = cli("drill", "run", tenant)  # refused, and not promising backups the purge deleted
+    assert drilled.returncode == 3 and "no backup of it is left to restore" in drilled.stderr, drilled.stderr
 
 
 PROBE = """
