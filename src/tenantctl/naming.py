@@ -341,6 +341,12 @@ def ws_s3_prefix(tenant_id: str, workspace: str) -> str:
     return workspace_prefix(tenant_id, workspace)
 
 
+def ws_s3_prefix_root(tenant_id: str) -> str:
+    """`tenants/<id>--`: what every workspace prefix of the tenant starts with, a
+    removed workspace's included (no other tenant's prefix does: ids never hold `--`)."""
+    return f"tenants/{tenant_id}{WS_SEP}"
+
+
 def ws_stem(tenant_id: str, workspace: str) -> str:
     """`<id>--<ws>`: what `tenantctl-<stem>-<suffix>` names (queues, IAM role) carry."""
     return f"{tenant_id}{WS_SEP}{workspace}"

@@ -132,6 +132,18 @@ def failure_text(exc: BaseException) -> str:
     return one_line(exc)
 
 
+def _way_back(tomb: TenantRecord) -> str:
+    """What a provision of a tombstoned id suggests instead: the restore that
+    brings it back while its retention window lasts, else a new id."""
+    if tomb.status is TenantStatus.deprovisioned and tomb.retain_until is not None and tomb.retain_until > utcnow():
+        return (f"`tenantctl drill restore {tomb.tenant_id} --target in-place --yes` brings it back from its "
+                f"backups until {tomb.retain_until:%Y-%m-%d}, or pick a new id")
+    if tomb.status is TenantStatus.deprovisioned:
+        ended = f" on {tomb.retain_until:%Y-%m-%d}" if tomb.retain_until else ""
+        return f"its retention window ended{ended}: pick a new id"
+    return f"its deprovision has not finished: `tenantctl deprovision {tomb.tenant_id}` again, or pick a new id"
+
+
 def refusal(existing: TenantRecord | None, spec: TenantSpec, locks: bool = True) -> TenantctlError | None:
     """Why a provision of ``spec`` would be refused by the registry as it stands
     (None: it would be let through). Previews ask this so that a green preview
@@ -142,10 +154,9 @@ def refusal(existing: TenantRecord | None, spec: TenantSpec, locks: bool = True)
     if locks and existing.lock is not None and lock_holder(existing.lock) not in DEAD:
         return Conflict(describe_lock(spec.id, existing.lock))
     if existing.status in (TenantStatus.deprovisioning, TenantStatus.deprovisioned):
-        return Conflict(
-            f"tenant id {spec.id!r} was deprovisioned on {existing.deprovisioned_at or existing.updated_at:%Y-%m-%d}; "
-            "ids are tombstoned and never reused (restore it with `tenantctl drill restore` or pick a new id)"
-        )
+        return Conflict(f"tenant id {spec.id!r} was deprovisioned on "
+                        f"{existing.deprovisioned_at or existing.updated_at:%Y-%m-%d}; ids are tombstoned and never "
+                        f"reused ({_way_back(existing)})")
     if existing.move is not None:
         return Conflict(f"tenant {spec.id!r} is being moved ({existing.move.phase.value}): finish the move first "
                         f"(`tenantctl move {spec.id}`, `--finalize` or `--rollback`)")
@@ -679,10 +690,10 @@ class RegistryWriter:
             return False
         return True
 
-    def forget_invalid(self, tenant_id: str) -> TenantRecord | None:
-        """Delete the record of an id that breaks a naming rule (``tenantctl
-        forget``): the one read that skips the id check. None when there is no
-        record; a record naming resources is refused (they would be orphaned)."""
+    def invalid_record(self, tenant_id: str) -> TenantRecord | None:
+        """The record of an id that breaks a naming rule, as ``forget_invalid``
+        would delete it: the one read that skips the id check. None when there
+        is no record; a record naming resources is refused (they would be orphaned)."""
         if broken_rule(tenant_id) is None:
             raise InvalidInput(f"tenant id {tenant_id!r} is valid: its record is not forgotten, it is deprovisioned")
         try:
@@ -695,6 +706,14 @@ class RegistryWriter:
         if record.resources is not None:
             raise Conflict(f"the registry record of {tenant_id!r} names resources ({record.resources.kms_key_arn}, "
                            "...): forgetting it would orphan them; remove them by hand first")
+        return record
+
+    def forget_invalid(self, tenant_id: str) -> TenantRecord | None:
+        """Delete the record of an id that breaks a naming rule (``tenantctl
+        forget``): None when there is no record; refused as ``invalid_record`` refuses."""
+        record = self.invalid_record(tenant_id)
+        if record is None:
+            return None
         try:
             self.client.delete_item(TableName=self.table, Key=item_key(tenant_id), ConditionExpression="version = :v",
                                     ExpressionAttributeValues={":v": {"N": str(record.version)}})

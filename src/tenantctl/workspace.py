@@ -273,6 +273,22 @@ class Workspace:
             self.__dict__.pop("registry", None)
         return result
 
+    def _refuse_reading_nothing(self) -> None:
+        """No project here (no Pulumi.yaml from the working directory up) and no
+        sandbox started for it: a read of the registry can only end in "no
+        platform", so it says so before anything is written or started (the
+        engine would write Pulumi.yaml and start a sandbox that keeps running,
+        for a command run outside the project or a mistyped -C)."""
+        if not self.is_sandbox or (self.project_dir / PROJECT_FILE).is_file():
+            return
+        from tenantctl.sandbox import resolve_state_dir
+
+        state = resolve_state_dir(self.target.sandbox.state_dir, self.project_dir)
+        if not (state / "sandbox" / "endpoints.json").is_file():
+            raise TargetUnavailable(f"no tenantctl project in {self.cwd} or above (no {PROJECT_FILE}) and no "
+                                    "sandbox started for it, so no platform and no registry: run it in the "
+                                    "project (or `-C DIR`); `tenantctl provision` starts a project here")
+
     def _registry_or_none(self) -> RegistryWriter | None:
         try:
             return self.registry
@@ -281,6 +297,7 @@ class Workspace:
 
     @cached_property
     def registry(self) -> RegistryWriter:
+        self._refuse_reading_nothing()
         table = self.platform_outputs().get("registry_table")
         if not table:
             raise TargetUnavailable("no platform is deployed on this target yet, so there is no registry: "

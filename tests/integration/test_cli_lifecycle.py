@@ -106,8 +106,15 @@ def test_provision_status_deprovision(cli, sandbox):
     assert not schema_exists(sandbox, res["store"]["database"], res["store"]["schema_name"])
     assert not (cli.root / "stacks" / f"Pulumi.{TENANT}.yaml").exists()
 
+    shown = cli("status", TENANT).stdout.splitlines()  # what the tombstone names, and what became of each
+    for field, fate in (("kms key ", "(scheduled for deletion)"), ("queue ", "(deleted)"), ("role ", "(deleted)"),
+                        ("db secret ", "(deleted)"), ("store ", "(deleted)")):
+        [line] = [line for line in shown if line.startswith(field)]
+        assert line.endswith(fate), line
+
     reused = cli("provision", TENANT)
     assert reused.returncode == 5 and "tombstoned" in reused.stderr
+    assert f"`tenantctl drill restore {TENANT} --target in-place --yes` brings it back" in reused.stderr
 
 
 def as_role(sandbox, secret_arn: str) -> psycopg.Connection:
@@ -207,6 +214,14 @@ def test_a_workspace_is_added_isolated_removed_and_goes_with_its_tenant(cli, san
     assert again.returncode == 0 and json.loads(again.stdout)["changed"] is False
     listed = json.loads(cli("workspace", "list", tenant, "--json").stdout)
     assert [(v["name"], v["desired"], v["applied"]) for v in listed] == [("legal", True, True)]
+    # A workspace the tenant never had is unknown to the drills too, and nothing is written under its name.
+    assert cli("drill", "history", tenant, "--limit", "0").returncode == 2  # a usage error, not every drill
+    for verb in ("backup", "run", "restore", "history"):
+        unknown = cli("drill", verb, tenant, "--workspace", "never", "--json")
+        assert unknown.returncode == 6, unknown
+        assert "has no workspace 'never'" in json.loads(unknown.stdout)["error"]["message"]
+    never = naming.OwnerNames(tenant, "never").s3_prefix
+    assert aws(sandbox, "s3").list_objects_v2(Bucket=tenant_res["bucket"], Prefix=never)["KeyCount"] == 0
 
     written = write_as_workspace(sandbox, ws, names.key, tenant_res["bucket"])
     backed = cli("drill", "backup", tenant, "--workspace", "legal", "--json")
@@ -223,6 +238,9 @@ def test_a_workspace_is_added_isolated_removed_and_goes_with_its_tenant(cli, san
     assert shown.returncode == 0, shown.stderr
     [mine] = [line.split() for line in shown.stdout.splitlines() if f"{tenant}/legal" in line]
     assert mine[:2] == [f"{tenant}/legal", "workspace"] and any(c.startswith("2/0/") for c in mine), shown.stdout
+    [header] = [line for line in shown.stdout.splitlines() if "rows: " in line]  # a label for every count
+    labels = header.split("rows: ")[1].split()[0].split("/")
+    assert len(labels) == len(next(c for c in mine if c.startswith("2/0/")).split("/")), (labels, mine)
 
     assert cli("workspace", "remove", tenant, "legal").returncode == 13  # not confirmed
     removed = cli("workspace", "remove", tenant, "legal", "--yes", "--json")
@@ -232,8 +250,16 @@ def test_a_workspace_is_added_isolated_removed_and_goes_with_its_tenant(cli, san
     assert "legal" not in stack.read_text()
     workspace_gone(sandbox, ws)
     assert schema_exists(sandbox, tenant_res["store"]["database"], tenant_res["store"]["schema_name"])
-    listed = json.loads(cli("drill", "history", tenant, "--workspace", "legal", "--json").stdout)["backups"]
-    assert [(b["backup_id"], b["reason"]) for b in listed][-1] == (final, "final")
+    history = json.loads(cli("drill", "history", tenant, "--workspace", "legal", "--json").stdout)
+    assert [(b["backup_id"], b["reason"]) for b in history["backups"]][-1] == (final, "final")
+    # Removed, it is refused for what it is (exit 3, no failed drill recorded): its backups open with its
+    # old key, which only a restore in place brings back, and nothing of it is live to back up.
+    for args in (("restore",), ("run", "--backup", final), ("run",)):
+        refused = cli("drill", args[0], tenant, "--workspace", "legal", *args[1:], "--json")
+        assert refused.returncode == 3, refused
+        assert "was removed" in json.loads(refused.stdout)["error"]["message"], refused.stdout
+    after = json.loads(cli("drill", "history", tenant, "--workspace", "legal", "--json").stdout)["drills"]
+    assert len(after) == len(history["drills"])
 
     # Within its key's window the removed workspace comes back from its final backup, under a new key.
     back = cli("drill", "restore", tenant, "--workspace", "legal", "--backup", final, "--target", "in-place",
@@ -261,11 +287,14 @@ def test_a_workspace_is_added_isolated_removed_and_goes_with_its_tenant(cli, san
     workspace_gone(sandbox, finance)
     finals = json.loads(cli("drill", "history", tenant, "--workspace", "finance", "--json").stdout)["backups"]
     assert [b["reason"] for b in finals] == ["final"]
-    # The tombstone's workspaces are refused for what they are, not for a missing stack file; so is a resume.
-    for args in (("workspace", "add", tenant, "legal"), ("workspace", "list", tenant), ("resume", tenant)):
+    # The tombstone's workspaces are refused for what they are, not for a missing stack file; so are a resume
+    # and a drill (nothing live to back up: refused, not a failed drill in its history).
+    for args in (("workspace", "add", tenant, "legal"), ("workspace", "list", tenant), ("resume", tenant),
+                 ("drill", "run", tenant)):
         refused = cli(*args, "--json")
         assert refused.returncode == 3 and "is deprovisioned" in json.loads(refused.stdout)["error"]["message"], \
             refused
+    assert json.loads(cli("drill", "history", tenant, "--json").stdout)["drills"] == []
 
 
 def test_bad_input_is_one_line_and_creates_nothing(cli):
@@ -292,6 +321,27 @@ def test_list_paginates(cli):
             break
     assert {"cli-p1", "cli-p2", "cli-p3"} <= set(seen)
     assert len(seen) == len(set(seen))
+
+
+def test_purge_data_deletes_the_prefixes_of_workspaces_removed_before(cli, sandbox):
+    tenant = "cli-p3"  # made by test_list_paginates, used by no test after it
+    if not cli("list", "--json").stdout.count(f'"{tenant}"'):
+        assert cli("provision", tenant).returncode == 0
+    hr = json.loads(cli("workspace", "add", tenant, "hr", "--json").stdout)["workspace"]
+    bucket = json.loads(cli("status", tenant, "--json").stdout)["resources"]["bucket"]
+    write_as_workspace(sandbox, hr, naming.OwnerNames(tenant, "hr").key, bucket)
+    removed = cli("workspace", "remove", tenant, "hr", "--yes", "--json")  # its final backup stays under its prefix
+    assert removed.returncode == 0 and json.loads(removed.stdout)["final_backup"], removed.stderr
+
+    purged = cli("deprovision", tenant, "--yes", "--purge-data", "--json")
+    assert purged.returncode == 0, purged.stderr
+    s3 = aws(sandbox, "s3")
+    for prefix in (naming.s3_prefix(tenant), hr["prefix"]):
+        left = s3.list_object_versions(Bucket=bucket, Prefix=prefix)
+        assert not left.get("Versions") and not left.get("DeleteMarkers"), (prefix, left.get("Versions"))
+    assert json.loads(purged.stdout)["purged_objects"] >= 4  # the upload and the backup's dump, manifest, index
+    drilled = cli("drill", "run", tenant)  # refused, and not promising backups the purge deleted
+    assert drilled.returncode == 3 and "no backup of it is left to restore" in drilled.stderr, drilled.stderr
 
 
 PROBE = """
@@ -406,8 +456,13 @@ def test_what_an_invalid_id_left_is_listed_and_forgotten(cli, sandbox):
     kept = cli("deprovision", "ACME", "--yes")
     assert kept.returncode == 3 and "tenantctl forget ACME --yes" in kept.stderr
     assert cli("forget", "cli-p1", "--yes").returncode == 3  # valid ids are deprovisioned, not forgotten
-    orphaning = cli("forget", "Has-Resources", "--yes")
-    assert orphaning.returncode == 5 and "would orphan them" in orphaning.stderr
+    for yes in (("--yes",), ()):  # refused for what it is before anyone is asked (not 13 without --yes)
+        orphaning = cli("forget", "Has-Resources", *yes)
+        assert orphaning.returncode == 5 and "would orphan them" in orphaning.stderr, orphaning
+    nothing = cli("forget", "Never-Made")
+    assert nothing.returncode == 6 and "nothing to forget" in nothing.stderr, nothing
+    asked = json.loads(cli("forget", "ACME", "--json").stdout)["error"]  # no terminal: what it would remove
+    assert asked["code"] == 13 and asked["details"] == ["the registry record of 'ACME'", f"the stack file {stack}"]
 
     forgotten = cli("forget", "ACME", "--yes", "--json")
     assert forgotten.returncode == 0, forgotten

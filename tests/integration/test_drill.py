@@ -98,7 +98,7 @@ def latest(ctx, record):
     return store.load_manifest(ctx.s3, ctx.kms, record, store.latest_backup(ctx.s3, record).backup_id)
 
 
-def test_drill_restores_a_copy_that_matches_the_tenant(ctx, box, tenant):
+def test_drill_restores_a_copy_that_matches_the_tenant(ctx, box, tenant, tenantctl_cli, tmp_path):
     record = tenant("a")
     res = record.resources
     before = len(scratch_databases(box))
@@ -133,6 +133,12 @@ def test_drill_restores_a_copy_that_matches_the_tenant(ctx, box, tenant):
     assert latest_verdicts([record], s3=ctx.s3)[record.tenant_id].verdict == "pass"
     markdown = render_markdown(report)
     assert "**PASS**" in markdown and "table messages: checksum" in markdown
+
+    # --markdown into directories that do not exist yet: made before the drill, not an error after it.
+    out = tmp_path / "reports" / "nightly" / "drill.md"
+    ran = tenantctl_cli("drill", "run", record.tenant_id, "--backup", report.backup_id, "--markdown", str(out))
+    assert ran.returncode == 0, ran.stderr
+    assert f"tenant `{record.tenant_id}`" in out.read_text() and "**PASS**" in out.read_text()
 
 
 def scratch_instances(box, record) -> list[str]:

@@ -231,6 +231,13 @@ def test_provision_edits_the_stack_file_keeping_hand_written_comments(cli, acme)
 def test_a_new_project_gets_a_program_reference_that_works_on_any_machine(cli, tmp_path):
     fresh = tmp_path / "fresh"
     fresh.mkdir()
+    # Reading outside any project, with no sandbox of its own: "no platform" at once, and nothing left
+    # behind (no Pulumi.yaml, no .tenantctl/, no sandbox started and left running there).
+    own = {"TENANTCTL_SANDBOX_DIR": "", "TENANTCTL_HOME": ""}
+    for args in (("status", ACME), ("list",), ("drill", "history", ACME)):
+        nothing = cli(*args, "--json", env=own, cwd=fresh)
+        assert nothing.returncode == 7 and "no tenantctl project" in nothing.json()["error"]["message"], nothing
+    assert list(fresh.iterdir()) == []
     run = cli("platform", "outputs", "--json", cwd=fresh)
     assert run.returncode == 0, run
     project = yaml.safe_load((fresh / "Pulumi.yaml").read_text())
@@ -410,6 +417,8 @@ def test_hibernate_stops_an_idle_dedicated_database_the_runtime_wakes_it_and_cos
     assert slept.json()["record"]["hibernation"]["db_instance"] == naming.rds_identifier("op-ded")
     assert instance_state() == "stopped"
     assert "hibernation" in cli("status", "op-ded").stdout
+    again = cli("hibernate", "op-ded", "--json")  # idempotent: no --force to say it again, nothing changed
+    assert again.returncode == 0 and again.json()["record"]["hibernation"] == slept.json()["record"]["hibernation"]
 
     cost = cli("cost", "op-ded", "--json")
     assert cost.returncode == 0, cost

@@ -259,6 +259,20 @@ def test_usage_all_walks_the_registry_and_skips_tombstones(box, sandbox, project
         assert listed[tenant_id]["objects"]["current_objects"] == load.objects + load.glacier
     assert not set(tenants) & set(out["idle"])
 
+    # The tombstone by its id: the objects it kept (its final backup) measured, no error for the queues and
+    # store it no longer has; not priced as if it still had them (a platform share, a key, alarms).
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tenantctl", *args], cwd=project, env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    kept = cli("usage", "us-gone", "--json")
+    assert kept.returncode == 0, kept.stderr
+    tomb = json.loads(kept.stdout)
+    assert tomb["errors"] == [] and tomb["objects"]["current_objects"] >= 3  # the backup's dump, manifest, index
+    assert tomb["db"] is None and tomb["queues"] is None
+    priced = cli("cost", "us-gone", "--json")
+    assert priced.returncode == 3 and "is deprovisioned" in json.loads(priced.stdout)["error"]["message"], priced
+
 
 def test_report_html_carries_each_tenants_figures_and_drill_verdicts(box, clients, tenants, provision_tenant, workspace,
                                                                     tmp_path):

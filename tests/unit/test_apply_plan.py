@@ -241,6 +241,23 @@ def test_a_tenants_second_stack_is_neither_a_tenant_nor_an_orphan(ws):
     assert {r.tenant_id: r.action for r in plan(ws, (1, 1), records)}["acme"] is Action.update
 
 
+def test_a_tombstoned_id_is_refused_naming_the_way_back_while_there_is_one():
+    from datetime import timedelta
+
+    from tenantctl.models import utcnow
+    from tenantctl.registry import refusal
+
+    now = utcnow()
+    kept = record("gone", status=TenantStatus.deprovisioned, deprovisioned_at=now,
+                  retain_until=now + timedelta(days=14))
+    said = str(refusal(kept, TenantSpec(id="gone")))
+    assert "never reused" in said and "`tenantctl drill restore gone --target in-place --yes`" in said, said
+    assert f"until {kept.retain_until:%Y-%m-%d}" in said
+    over = kept.model_copy(update={"retain_until": now - timedelta(days=1)})
+    said = str(refusal(over, TenantSpec(id="gone")))
+    assert "retention window ended" in said and "drill restore" not in said, said
+
+
 def test_plan_refuses_what_the_run_would_refuse(ws):
     """A stack file of a tombstoned tenant, or one moving tiers, is an error in the
     plan (so in a preview too), not a green update that then fails on main."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import boto3
 import pytest
+from moto import mock_aws
 from runtime_fixtures import record
 
 from tenant_runtime.models import StoreConnection, Tier, WorkspaceResources
@@ -39,10 +41,17 @@ def test_a_workspace_view_has_its_schema_prefix_and_key_and_is_one_schema(tier):
     assert workspace_view(tenant, None) is tenant
 
 
-def test_a_removed_workspace_is_seen_from_its_names_with_no_key():
+def test_a_removed_workspace_is_seen_from_its_names_with_no_key_and_one_never_had_is_unknown():
     tenant = record("acme")  # no workspace applied any more
-    ctx, view = scoped_context(DrillContext(s3=None, kms=None, admin_user="a", admin_password="p"), tenant, "legal")
     names = OwnerNames("acme", "legal")
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket=tenant.resources.bucket)
+        s3.put_object(Bucket=tenant.resources.bucket, Key=f"{names.s3_prefix}backups/b1/index.json", Body=b"{}")
+        drills = DrillContext(s3=s3, kms=None, admin_user="a", admin_password="p")
+        ctx, view = scoped_context(drills, tenant, "legal")  # its backups stay under its prefix
+        with pytest.raises(NotFound, match="has no workspace 'never'"):
+            scoped_context(drills, tenant, "never")  # no backups: a name it never had, not a removed workspace
     assert ctx.scope == "legal" and view.resources.kms_key_arn == ""
     assert (view.resources.prefix, view.resources.store.schema_name) == (names.s3_prefix, names.schema)
     with pytest.raises(NotFound):
@@ -66,3 +75,32 @@ def test_drill_all_covers_each_serving_tenant_and_each_of_its_workspaces():
     paused = record("delta").model_copy(update={"status": TenantStatus.suspended})
     assert [(r.tenant_id, w) for r, w in drill_targets([acme, plain, gone, paused])] == [
         ("acme", None), ("acme", "legal"), ("acme", "zeta"), ("beta", None), ("delta", None)]
+
+
+
+def test_drill_all_goes_on_past_a_tenant_it_could_not_drill_but_not_past_a_compression_refusal():
+    from datetime import UTC, datetime
+
+    from tenantctl.drills.compression import CompressionUnsupported
+    from tenantctl.drills.models import DrillReport, Verdict
+    from tenantctl.drills.run import drill_each
+    from tenantctl.errors import Conflict, InvalidInput
+
+    at = datetime(2026, 12, 6, tzinfo=UTC)
+    targets = [(record(t), None) for t in ("acme", "beta", "gamma", "delta")]
+    why = {"beta": InvalidInput("tenant 'beta' is deprovisioned: nothing live to back up"),
+           "gamma": Conflict("tenant 'gamma' is locked")}
+
+    def run_one(rec, scope):  # what the CLI's drill of one target raises or returns
+        if rec.tenant_id in why:
+            raise why[rec.tenant_id]
+        return DrillReport(drill_id="d", tenant_id=rec.tenant_id, tier="pooled", kind="run", started_at=at,
+                           finished_at=at, verdict=Verdict.passed)
+
+    refused = []
+    reports, count = drill_each(targets, run_one, refused.append)
+    assert [r.tenant_id for r in reports] == ["acme", "delta"] and count == 2
+    assert refused == [why["beta"], why["gamma"]]
+    why["beta"] = CompressionUnsupported("cannot back up with --compress zstd")  # every drill would refuse it
+    with pytest.raises(CompressionUnsupported):
+        drill_each(targets, run_one, refused.append)

@@ -1,5 +1,8 @@
 """stacks/Pulumi.<id>.yaml round-trips and refuses bad files clearly."""
 
+import os
+import stat
+
 import pytest
 
 from tenantctl.errors import InvalidInput
@@ -113,3 +116,17 @@ def test_comments_and_what_pulumi_records_are_no_change(tmp_path):
     path.write_text("# owned by team-a\n" + path.read_text().replace("config:\n", "config:  # reviewed\n")
                     + "secretsprovider: awskms://alias/tenantctl\nencryptedkey: abc==\nencryptionsalt: v1:x\n")
     assert read_tenant(path) == spec
+
+
+def test_a_stack_file_is_written_readable_as_the_umask_says_and_an_edit_keeps_its_mode(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_tenant(tmp_path, TenantSpec(id="acme"))
+        path = stack_file(tmp_path, "acme")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644  # not a temporary file's 0600
+        path.chmod(0o640)
+        assert write_tenant(tmp_path, TenantSpec(id="acme", owner="team-b")) is True
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    finally:
+        os.umask(old)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left

@@ -11,6 +11,7 @@ from tenantctl.drills.restore_target import Target
 
 if TYPE_CHECKING:
     from tenantctl.drills.models import DrillReport
+    from tenantctl.models import TenantRecord
 
 app = typer.Typer(name="drill", no_args_is_help=True,
                   help="Backup / restore drills: encrypted per-tenant backups, verified restores, RTO/RPO.")
@@ -20,8 +21,9 @@ Compress = Annotated[Optional[str], typer.Option(
     "--compress", metavar="METHOD[:LEVEL]",
     help="The dump's compression: gzip (default), zstd, lz4 or none, with an optional level (zstd:3); "
          "a method the PostgreSQL tools were built without is refused (exit 3), nothing written.")]
-MarkdownOut = Annotated[Optional[Path], typer.Option("--markdown", help="Also write the markdown report here "
-                                                     "(a directory: one <tenant>-<drill>.md per drill).")]
+MarkdownOut = Annotated[Optional[Path], typer.Option("--markdown", help="Also write the markdown report here: "
+                                                     "an existing directory gets one <tenant>-<drill>.md per "
+                                                     "drill, a file every report of the run, one after another.")]
 
 
 
@@ -47,13 +49,20 @@ def _of(tenant_id: str, workspace: str | None) -> str:
     return tenant_id if workspace is None else f"workspace {workspace} of {tenant_id}"
 
 
-def _show(report: "DrillReport", markdown: Optional[Path], json_out: bool) -> None:
-    from tenantctl.drills.report import render_markdown
+def _markdown_target(markdown: Optional[Path]) -> Optional[Path]:
+    from tenantctl.drills.report import markdown_target
 
-    text = render_markdown(report)
-    if markdown is not None:
-        path = markdown / f"{report.tenant_id}-{report.drill_id}.md" if markdown.is_dir() else markdown
-        path.write_text(text)
+    return None if markdown is None else markdown_target(markdown)
+
+
+def _write_markdown(reports: list["DrillReport"], markdown: Optional[Path]) -> None:
+    from tenantctl.drills.report import write_markdown
+
+    if markdown is not None and reports:
+        write_markdown(reports, markdown)
+
+
+def _show(report: "DrillReport", json_out: bool) -> None:
     if json_out:
         return
     colour = "green" if report.passed else "red"
@@ -143,6 +152,7 @@ def restore(
 
     if overwrite and target is not Target.in_place:
         raise UsageError("Option '--overwrite' goes with '--target in-place' only (a scratch target is always new).")
+    markdown = _markdown_target(markdown)
     ws, record, ctx = _session(tenant_id, workspace)
     restorer = restore_backup
     removed = workspace is not None and not record.resources.kms_key_arn
@@ -168,9 +178,10 @@ def restore(
     with engine_progress(f"restoring {who}") as on_event:
         report = drill(ctx, record, backup_id=backup_id, target=target, yes=yes, clean=clean, kind="restore",
                        restorer=restorer, overwrite=overwrite, on_event=on_event)
+    _write_markdown([report], markdown)
     if json_out:
         print_json(report)
-    _show(report, markdown, json_out)
+    _show(report, json_out)
     if not report.passed:
         raise typer.Exit(exit_code([report]))
 
@@ -194,12 +205,14 @@ def run(
     Exit 0 when every drill passes, 9 when any fails (mismatch, unreadable
     backup, --max-rto / --max-rpo exceeded), 10 when every failure is an
     unusable tenant key, 5 when a drill could not run (a conflict: with --all
-    the others still run)."""
+    the others still run), 3 when it was refused (nothing live to back up: a
+    deprovisioned tenant, a removed workspace), 6 for an unknown tenant,
+    workspace or backup; a drill that did not run is not recorded."""
     from tenantctl.cli.output import error
     from tenantctl.cli.progress import engine_progress
     from tenantctl.drills.compression import Compression
-    from tenantctl.drills.run import drill, drill_targets, exit_code
-    from tenantctl.errors import Conflict, UsageError, require_one_or_all
+    from tenantctl.drills.run import drill, drill_each, drill_targets, exit_code
+    from tenantctl.errors import UsageError, require_one_or_all
 
     require_one_or_all(tenant_id, all_tenants)
     if workspace is not None and all_tenants:
@@ -208,28 +221,26 @@ def run(
         raise UsageError("Option '--compress' cannot be used with '--backup' (it applies to the drill's own "
                          "backup, not to one it restores).")
     compression = Compression.parse(compress)
+    markdown = _markdown_target(markdown)
     from tenantctl.drills.context import context_from_workspace
     from tenantctl.drills.scope import scoped_context
     from tenantctl.workspace import Workspace
 
     ws = Workspace()
-    targets = (drill_targets(ws.registry.iter_all()) if all_tenants
-               else [(ws.registry.require(tenant_id), workspace)])
-    reports, conflicts = [], 0
-    for record, scope in targets:
-        try:
-            with engine_progress(f"drilling {_of(record.tenant_id, scope)}") as on_event:
-                ctx, scoped = scoped_context(context_from_workspace(ws, record), record, scope)
-                report = drill(ctx, scoped, backup_id=backup_id, max_rto=max_rto,
-                               max_rpo=max_rpo, on_event=on_event, compression=compression)
-        except Conflict as exc:
-            if not all_tenants:
-                raise
-            conflicts += 1
-            error(str(exc))
-            continue
-        reports.append(report)
-        _show(report, markdown, json_out)
+
+    def run_one(record: "TenantRecord", scope: Optional[str]) -> "DrillReport":
+        with engine_progress(f"drilling {_of(record.tenant_id, scope)}") as on_event:
+            ctx, scoped = scoped_context(context_from_workspace(ws, record), record, scope)
+            report = drill(ctx, scoped, backup_id=backup_id, max_rto=max_rto,
+                           max_rpo=max_rpo, on_event=on_event, compression=compression)
+        _show(report, json_out)
+        return report
+
+    if all_tenants:
+        reports, conflicts = drill_each(drill_targets(ws.registry.iter_all()), run_one, lambda exc: error(str(exc)))
+    else:  # one drill: a refusal is the command's
+        reports, conflicts = [run_one(ws.registry.require(tenant_id), workspace)], 0
+    _write_markdown(reports, markdown)
     if json_out:
         print_json(reports if all_tenants else reports[0])
     if exit_code(reports, conflicts):
@@ -240,7 +251,7 @@ def run(
 def history(
     tenant_id: Annotated[str, tenant_argument("Tenant whose drills and backups to list.")],
     workspace: WorkspaceOpt = None,
-    limit: Annotated[int, typer.Option(help="Newest drills to show.")] = 20,
+    limit: Annotated[int, typer.Option(min=1, help="Newest drills to show.")] = 20,
     json_out: JsonFlag = False,
 ) -> None:
     """List a tenant's drills (newest first) and its backups.

@@ -33,11 +33,16 @@ def _record_rows(record: "TenantRecord") -> list[tuple[str, str]]:
     res = record.resources
     if res is not None:
         store = res.store
-        rows += [("kms key", res.kms_key_arn), ("kms alias", res.kms_alias),
-                 ("prefix", f"s3://{res.bucket}/{res.prefix}"), ("queue", res.queue_url), ("dlq", res.dlq_url),
-                 ("role", res.role_arn), ("db secret", store.secret_arn),
-                 ("store", f"{store.endpoint}:{store.port}/{store.database} schema {store.schema_name}")]
-        rows += [("workspace", f"{name}: schema {w.store.schema_name}, key {w.kms_alias}, prefix {w.prefix}")
+        # A tombstone keeps naming what its tenant had: say what became of it.
+        gone = record.status is TenantStatus.deprovisioned
+        key, deleted = (" (scheduled for deletion)", " (deleted)") if gone else ("", "")
+        rows += [("kms key", res.kms_key_arn + key), ("kms alias", res.kms_alias + deleted),
+                 ("prefix", f"s3://{res.bucket}/{res.prefix}" + (" (what it holds is kept unless purged)"
+                                                                  if gone else "")),
+                 ("queue", res.queue_url + deleted), ("dlq", res.dlq_url + deleted),
+                 ("role", res.role_arn + deleted), ("db secret", store.secret_arn + deleted),
+                 ("store", f"{store.endpoint}:{store.port}/{store.database} schema {store.schema_name}{deleted}")]
+        rows += [("workspace", f"{name}: schema {w.store.schema_name}, key {w.kms_alias}, prefix {w.prefix}{deleted}")
                  for name, w in sorted(res.workspaces.items())]
     if record.retain_until:
         rows.append(("retained until", f"{record.retain_until:%Y-%m-%d}"))
@@ -183,8 +188,10 @@ def _preview(tenant_id: str, planned, json_out: bool) -> None:
 def deprovision(
     tenant_id: Annotated[str, tenant_argument("Tenant to remove.")],
     yes: YesFlag = False,
-    purge_data: Annotated[bool, typer.Option("--purge-data",
-                                             help="Also delete every object under the tenant prefix.")] = False,
+    purge_data: Annotated[bool, typer.Option(
+        "--purge-data", help="Also delete every object under the tenant's prefix and its workspaces' (removed "
+                             "ones' included), backups too: no final backup is taken and the tenant can never "
+                             "be restored.")] = False,
     no_final_backup: Annotated[bool, typer.Option("--no-final-backup", help="Do not take the final backup "
                                                   "(`drill backup`) before destroying.")] = False,
     json_out: JsonFlag = False,
@@ -289,13 +296,16 @@ def forget(
     (exit 3): `deprovision` removes tenants."""
     from tenantctl.cli.confirm import confirmation
     from tenantctl.operations.forget import forget as run
-    from tenantctl.operations.forget import forgettable
+    from tenantctl.operations.forget import forgettable, left_behind
     from tenantctl.workspace import Workspace
 
     forgettable(tenant_id)  # a valid id is refused before any target is touched
-    confirmation(yes).check(f"forget {tenant_id!r}", [f"the registry record and the stack file of {tenant_id!r}, "
-                                                      "if either exists"])
-    gone = run(Workspace(), tenant_id)
+    ws = Workspace()
+    left = left_behind(ws, tenant_id)  # nothing there, or a record naming resources: said before asking
+    confirmation(yes).check(f"forget {tenant_id!r}", [
+        *([f"the registry record of {tenant_id!r}"] if left.record else []),
+        *([f"the stack file {left.stack_file}"] if left.stack_file else [])])
+    gone = run(ws, tenant_id)
     if json_out:
         print_json(gone)
         return

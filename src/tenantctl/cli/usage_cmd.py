@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from tenant_runtime.states import Tier
+from tenant_runtime.states import TenantStatus, Tier
 from tenantctl.cli.options import JsonFlag, tenant_argument
 from tenantctl.cli.output import console, error, print_json, table
 
@@ -17,6 +17,11 @@ PricesOpt = Annotated[Optional[Path], typer.Option(help="Price table YAML (defau
 CellOpt = Annotated[Optional[str], typer.Option(help="With --all: only this cell's tenants. For a what-if: its cell.")]
 
 app = typer.Typer()
+
+
+# Short column labels of the row counts (a table without one keeps its name).
+ROW_LABELS = {"conversations": "conv", "messages": "msg", "context_items": "items", "documents": "docs",
+              "search_keys": "keys", "search_vocab": "vocab", "search_stats": "stats"}
 
 
 def _when(t) -> str:
@@ -66,14 +71,18 @@ def usage(
         # Each workspace on a row of its own under its tenant (the tenant's figures exclude them).
         rows += [row(f"{u.tenant_id}/{w.name}", "workspace", w.objects, w.db, w.queues, "")
                  for w in u.workspaces.values()]
-    table("usage", ["tenant", "tier", "objects", "noncurrent", "db size",
-                    "rows: conv/msg/items/docs/keys/vocab/summaries", "queue vis+flight+delayed", "dlq",
+    counts = "rows: " + "/".join(ROW_LABELS.get(t, t) for t in TABLES)  # a label for each count, in the rows' order
+    table("usage", ["tenant", "tier", "objects", "noncurrent", "db size", counts, "queue vis+flight+delayed", "dlq",
                     "last activity"], rows)
     for u in usages:
         for who, errors in ((u.tenant_id, u.errors), *((f"{u.tenant_id}/{w.name}", w.errors)
                                                          for w in u.workspaces.values())):
             for e in errors:
                 console.print(f"[red]{who}[/]: {e}", highlight=False)
+    for u in usages:
+        if u.status is TenantStatus.deprovisioned:
+            console.print(f"{u.tenant_id}: deprovisioned: the objects it kept are measured (its queues and store "
+                          "are gone)", highlight=False)
     if all_:
         console.print(f"idle (> {idle_days} days): {', '.join(idle) if idle else 'none'}")
 

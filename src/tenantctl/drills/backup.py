@@ -115,8 +115,9 @@ def backup(ctx: DrillContext, record: TenantRecord, reason: BackupReason = "manu
     if record.resources is None:
         raise InvalidInput(f"tenant {record.tenant_id!r} has no resources recorded (never provisioned)")
     if record.status in (TenantStatus.deprovisioning, TenantStatus.deprovisioned):
-        raise InvalidInput(f"tenant {record.tenant_id!r} is {record.status.value}: nothing live to back up "
-                           f"(its earlier backups can still be restored)")
+        left = ("its earlier backups can still be restored" if store.list_backups(ctx.s3, record)
+                else "and no backup of it is left to restore")
+        raise InvalidInput(f"tenant {record.tenant_id!r} is {record.status.value}: nothing live to back up ({left})")
     if not record.resources.kms_key_arn:  # a removed workspace's view
         raise InvalidInput(f"workspace {ctx.scope!r} of {record.tenant_id!r} was removed: nothing live to back up "
                            "(its backups can still be restored)")

@@ -3,7 +3,11 @@ machines (the DrillReport JSON)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 from tenantctl.drills.models import DrillReport
+from tenantctl.errors import InvalidInput
 
 
 def _human_bytes(n: int | None) -> str:
@@ -26,3 +30,33 @@ def render_markdown(report: DrillReport) -> str:
     from tenantctl.templates import render
 
     return render("drill_report.md.j2", r=report, bytes=_human_bytes, seconds=_seconds)
+
+
+def markdown_target(path: Path) -> Path:
+    """Where ``--markdown PATH`` writes, checked before any drill runs: an
+    existing directory, or a file whose missing parent directories are made
+    now (a path that cannot be written is refused, exit 3, not found out
+    once the drills are done)."""
+    if not path.is_dir():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidInput(f"--markdown {path}: cannot create {path.parent}: {exc.strerror}") from None
+        if not path.parent.is_dir():
+            raise InvalidInput(f"--markdown {path}: {path.parent} is not a directory")
+    return path
+
+
+def write_markdown(reports: Sequence[DrillReport], path: Path) -> list[Path]:
+    """The reports' markdown: in a directory, one ``<tenant>-<drill>.md`` each;
+    in a file, all of them one after another (a run of several drills keeps
+    every report). Returns the files written."""
+    from tenantctl.files import write_atomic
+
+    if path.is_dir():
+        written = [path / f"{r.tenant_id}-{r.drill_id}.md" for r in reports]
+        for report, file in zip(reports, written, strict=True):
+            write_atomic(file, render_markdown(report))
+        return written
+    write_atomic(path, "\n\n---\n\n".join(render_markdown(r).rstrip("\n") for r in reports) + "\n")
+    return [path]

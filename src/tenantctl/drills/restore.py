@@ -139,6 +139,10 @@ def restore_backup(ctx: DrillContext, record: TenantRecord, index: BackupIndex, 
     """``restore`` of the backup ``index`` names: its manifest is opened with the
     tenant's key (the registry's) first, and returned with the result."""
     naming.require_valid(record.tenant_id)
+    if not record.resources.kms_key_arn:  # a removed workspace's view: its key is known from a backup only
+        raise InvalidInput(f"workspace {ctx.scope!r} of {record.tenant_id!r} was removed: its backups open with its "
+                           "old key, which only a restore in place brings back (`tenantctl drill restore "
+                           f"{record.tenant_id} --workspace {ctx.scope} --backup B --target in-place --yes`)")
     require_usable_key(ctx.kms, record)  # "pending deletion" in plain words, not a KMS error
     try:
         manifest = store.load_manifest(ctx.s3, ctx.kms, record, index.backup_id)

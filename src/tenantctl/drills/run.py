@@ -21,7 +21,7 @@ from tenantctl.drills.models import BackupManifest, DrillReport, RestoreResult, 
 from tenantctl.drills.restore import cleanup, restore_backup
 from tenantctl.drills.verify import verify
 from tenantctl.engines.base import EventSink, phase
-from tenantctl.errors import Conflict, DrillFailed, KeyUnusable, NotConfirmed, NotFound, TenantctlError
+from tenantctl.errors import Conflict, DrillFailed, InvalidInput, KeyUnusable, NotConfirmed, NotFound, TenantctlError
 from tenantctl.models import TenantRecord, TenantStatus, utcnow
 from tenantctl.naming import require_valid
 
@@ -77,20 +77,40 @@ def drill_targets(records: Iterable[TenantRecord]) -> list[tuple[TenantRecord, s
             for name in (None, *sorted(r.workspaces))]
 
 
+def drill_each(targets: Iterable[tuple[TenantRecord, str | None]],
+               run_one: Callable[[TenantRecord, str | None], DrillReport],
+               on_refused: Callable[[TenantctlError], None]) -> tuple[list[DrillReport], int]:
+    """`drill run --all`: ``run_one`` for each target in turn. One that could
+    not run (a conflict, or refused for its own state: deprovisioned since the
+    listing, say) goes to ``on_refused`` and is counted, and the others still
+    run; a compression the tools lack would refuse every one: raised at once."""
+    reports, refused = [], 0
+    for record, scope in targets:
+        try:
+            reports.append(run_one(record, scope))
+        except CompressionUnsupported:
+            raise
+        except (Conflict, InvalidInput) as exc:
+            refused += 1
+            on_refused(exc)
+    return reports, refused
+
+
 def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = None,
           target: Target = Target.scratch, yes: bool = False, clean: bool = True,
           max_rto: float | None = None, max_rpo: float | None = None, kind: str = "run",
           restorer: Callable[..., RestoreResult] = restore_backup, overwrite: bool = False,
           on_event: EventSink | None = None, compression: Compression | None = None) -> DrillReport:
     """One drill; failures become a fail verdict with the reason, never an exception,
-    except NotFound (an unknown backup id) and Conflict (a target that holds rows,
-    a tenant locked or mid-operation: the drill did not run, so it is not
-    recorded). ``restorer(ctx, record, index, target=, yes=, overwrite=)``
+    except NotFound (an unknown backup id), Conflict (a target that holds rows,
+    a tenant locked or mid-operation) and InvalidInput (nothing live to back up,
+    a retention window over, a key not the workspace's, a compression the tools
+    lack): the drill did not run, so it is not recorded. ``restorer(ctx, record, index, target=, yes=, overwrite=)``
     restores the backup ``index`` names (the restorer opens its manifest:
     ``restore_backup``, or a revive for a tombstone, whose key must be revived
     first) and returns the result with that manifest. ``on_event``: each phase
     (backup, restore, verify, cleanup) as it starts. ``compression``: the new
-    backup's (a method the tools lack is refused like a conflict: not run)."""
+    backup's."""
     require_valid(record.tenant_id)
     started = utcnow()
     step = partial(phase, on_event, record.tenant_id)
@@ -106,7 +126,7 @@ def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = No
             raise TenantctlError(f"tenant {record.tenant_id!r} has no resources recorded")
         if backup_id == "latest":
             step("reading the latest backup")
-            index = store.latest_backup(ctx.s3, record)
+            index = store.latest_backup(ctx.s3, record, ctx.scope)
         elif backup_id:
             step(f"reading backup {backup_id}")
             index = store.backup_index(ctx.s3, record, backup_id)
@@ -139,7 +159,7 @@ def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = No
                 report.notes.append(f"search index of {f'workspace {name}' if name else 'the tenant'} rebuilt "
                                     f"(the backup was of the earlier layout): {done.documents} documents, "
                                     f"{done.summaries} summaries under search key {done.key_version}")
-    except (NotFound, Conflict, NotConfirmed, CompressionUnsupported):  # refused, not run: no failed drill in history
+    except (NotFound, Conflict, NotConfirmed, InvalidInput):  # refused, not run: no failed drill in history
         raise
     except TenantctlError as exc:
         report.key_unusable = isinstance(exc, KeyUnusable)

@@ -11,8 +11,10 @@ whole database or an RDS snapshot."""
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from tenantctl.drills.context import DrillContext
+from tenantctl.drills.objects import backups_prefix
 from tenantctl.errors import NotFound
 from tenantctl.models import TenantRecord, Tier
 from tenantctl.naming import OwnerNames, require_valid_workspace
@@ -36,10 +38,21 @@ def workspace_view(record: TenantRecord, workspace: str | None) -> TenantRecord:
 def scoped_context(ctx: DrillContext, record: TenantRecord,
                    workspace: str | None) -> tuple[DrillContext, TenantRecord]:
     """The context and record a drill of ``workspace`` (None: the tenant) runs
-    on; a workspace the tenant no longer has is seen by ``removed_view``."""
+    on; a workspace the tenant no longer has is seen by ``removed_view`` when
+    its prefix holds backups or drills, else it is unknown (NotFound): a name
+    the tenant never had is no removed workspace, and nothing is written under it."""
     if workspace is not None and workspace not in record.workspaces:
-        return replace(ctx, scope=workspace), removed_view(record, workspace)
+        view = removed_view(record, workspace)
+        if not _has_backups(ctx.s3, view):
+            raise NotFound(f"tenant {record.tenant_id!r} has no workspace {workspace!r} "
+                           "(nor backups of one it had)")
+        return replace(ctx, scope=workspace), view
     return replace(ctx, scope=workspace), workspace_view(record, workspace)
+
+
+def _has_backups(s3: Any, view: TenantRecord) -> bool:
+    res = view.resources
+    return bool(s3.list_objects_v2(Bucket=res.bucket, Prefix=backups_prefix(res.prefix), MaxKeys=1).get("KeyCount"))
 
 
 def removed_view(record: TenantRecord, workspace: str) -> TenantRecord:

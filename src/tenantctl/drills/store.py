@@ -27,7 +27,7 @@ from tenantctl.drills import envelope
 from tenantctl.drills.models import BackupIndex, BackupManifest
 from tenantctl.drills.objects import backups_prefix
 from tenantctl.errors import BackupCorrupt, NotFound
-from tenantctl.models import TenantRecord
+from tenantctl.models import TenantRecord, TenantStatus
 
 PART = 8 * 1024 * 1024  # multipart part size (S3 minimum is 5 MiB)
 RESERVED = ("drills", "scratch")  # folders under backups/ that are not backups
@@ -176,10 +176,17 @@ def list_backups(s3: Any, record: TenantRecord) -> list[BackupIndex]:
     return out
 
 
-def latest_backup(s3: Any, record: TenantRecord) -> BackupIndex:
+def latest_backup(s3: Any, record: TenantRecord, workspace: str | None = None) -> BackupIndex:
+    """The newest complete backup of the tenant (or of its ``workspace``: ``record`` is then its view)."""
     backups = list_backups(s3, record)
-    if not backups:
-        raise NotFound(f"tenant {record.tenant_id!r} has no backup yet: "
-                       f"run `tenantctl drill backup {record.tenant_id}`")
-    return backups[-1]
+    if backups:
+        return backups[-1]
+    tid = record.tenant_id
+    if record.status is TenantStatus.deprovisioned:
+        raise NotFound(f"tenant {tid!r} was deprovisioned and has no backup (none taken, or purged): "
+                       "nothing to restore it from")
+    if workspace is not None:
+        raise NotFound(f"workspace {workspace!r} of {tid!r} has no backup yet: "
+                       f"run `tenantctl drill backup {tid} --workspace {workspace}`")
+    raise NotFound(f"tenant {tid!r} has no backup yet: run `tenantctl drill backup {tid}`")
 

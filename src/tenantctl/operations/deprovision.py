@@ -17,7 +17,7 @@ from typing import Any
 from tenantctl.engines.base import ChangeSet, EventSink, Op, phase
 from tenantctl.errors import Conflict, engine_step
 from tenantctl.models import TenantRecord, TenantStatus, Tier
-from tenantctl.naming import forget_hint, require_valid
+from tenantctl.naming import forget_hint, require_valid, ws_s3_prefix_root
 from tenantctl.operations.deletion_protection import lift
 from tenantctl.registry import refuse_open_move
 from tenantctl.stackconfig import stack_file
@@ -36,6 +36,16 @@ def purge_prefix(s3: Any, bucket: str, prefix: str) -> int:
             s3.delete_objects(Bucket=bucket, Delete={"Objects": batch[i:i + 1000], "Quiet": True})
             removed += len(batch[i:i + 1000])
     return removed
+
+
+def purged_prefixes(record: TenantRecord) -> list[str]:
+    """What --purge-data empties: the tenant's prefix and its workspaces', which
+    lie beside it, not under it. Removed workspaces' included: the registry no
+    longer names them, but their final backups and objects stay under their
+    prefixes (a purge that left them would keep the tenant's data)."""
+    res = record.resources
+    return list(dict.fromkeys([res.prefix, *(w.prefix for w in res.workspaces.values()),
+                               ws_s3_prefix_root(record.tenant_id)]))
 
 
 def what_goes(record: TenantRecord, purge_data: bool, final_backup: bool) -> list[str]:
@@ -57,8 +67,8 @@ def what_goes(record: TenantRecord, purge_data: bool, final_backup: bool) -> lis
         f"IAM role {res.role_arn}",
         f"database secret {res.store.secret_arn}",
         f"KMS key {res.kms_key_arn} ({res.kms_alias}): scheduled for deletion (cancellable for 30 days)",
-        f"the tenant's lifecycle rules on s3://{res.bucket}",
-        (f"EVERY object under s3://{res.bucket}/{res.prefix}, all versions (--purge-data)" if purge_data
+        (f"EVERY object under s3://{res.bucket}/{res.prefix} and under {ws_s3_prefix_root(record.tenant_id)}*/ "
+         "(its workspaces', removed ones included), all versions, backups included (--purge-data)" if purge_data
          else f"objects under s3://{res.bucket}/{res.prefix}: kept"),
     ] + [f"workspace {name}: schema {w.store.schema_name}: its data is deleted; {backup}"
          + (" (the workspace's own, under its key)" if backed_up else "")
@@ -117,8 +127,7 @@ def deprovision(ws: Workspace, tenant_id: str, purge_data: bool = False,
             if purge_data and held.record.resources is not None:
                 res = held.record.resources
                 s3 = ws.clients_for(held.record)("s3")
-                # Its workspaces' prefixes are beside its own, not under it.
-                for prefix in [res.prefix, *(w.prefix for w in res.workspaces.values())]:
+                for prefix in purged_prefixes(held.record):
                     phase(on_event, tenant_id, f"purging every object under s3://{res.bucket}/{prefix}")
                     details["purged_objects"] += purge_prefix(s3, res.bucket, prefix)
         path.unlink(missing_ok=True)

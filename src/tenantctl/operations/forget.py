@@ -61,11 +61,26 @@ def forgettable(tenant_id: str) -> str:
     return rule.name
 
 
+def _stack_file(ws: Workspace, tenant_id: str) -> Path | None:
+    # A file is only ever found by listing stacks/, so an id such as '../x' cannot name a path elsewhere.
+    return invalid_stack_files(ws.stacks_dir).get(tenant_id) if ws.stacks_dir.is_dir() else None
+
+
+def left_behind(ws: Workspace, tenant_id: str) -> Leftover:
+    """What ``forget`` would remove, read before anyone is asked: NotFound
+    (exit 6) when there is nothing, Conflict (exit 5) for a record naming resources."""
+    rule = forgettable(tenant_id)
+    path = _stack_file(ws, tenant_id)
+    record = ws.registry.invalid_record(tenant_id) if tenant_id else None
+    if record is None and path is None:
+        raise NotFound(f"nothing to forget under {tenant_id!r}: no registry record and no stack file")
+    return Leftover(tenant_id=tenant_id, rule=rule, record=record is not None, stack_file=str(path) if path else None)
+
+
 def forget(ws: Workspace, tenant_id: str) -> Leftover:
     """Delete the registry record and the stack file of an invalid id."""
     rule = forgettable(tenant_id)
-    path = invalid_stack_files(ws.stacks_dir).get(tenant_id) if ws.stacks_dir.is_dir() else None
-    # A file is only ever found by listing stacks/, so an id such as '../x' cannot name a path elsewhere.
+    path = _stack_file(ws, tenant_id)
     record = ws.registry.forget_invalid(tenant_id) if tenant_id else None
     if record is None and path is None:
         raise NotFound(f"nothing to forget under {tenant_id!r}: no registry record and no stack file")

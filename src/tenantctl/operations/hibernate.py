@@ -56,7 +56,8 @@ def hibernate(ws: Workspace, tenant_id: str, idle_days: int = 30, force: bool = 
         raise InvalidInput(f"tenant {tenant_id!r} is {record.status.value}: only an active tenant is hibernated")
     phase(on_event, tenant_id, "measuring its activity")
     usage = measure(record, clients_from_workspace(ws, record), idle_days)
-    if not usage.idle and not force:
+    # Already hibernated: nothing to judge again (idempotent; a drill or backup since is no wake-up).
+    if not usage.idle and not force and record.store_hibernation is None:
         when = f"{usage.last_activity:%Y-%m-%d %H:%M}Z" if usage.last_activity else \
             f"never (created {record.created_at:%Y-%m-%d})"
         raise InvalidInput(f"tenant {tenant_id!r} is not idle: last activity {when}, within --idle-days {idle_days} "

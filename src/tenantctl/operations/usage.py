@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from tenantctl.errors import TenantctlError, UsageError, require_one_or_all
+from tenantctl.errors import InvalidInput, TenantctlError, UsageError, require_one_or_all
 from tenantctl.models import CellSpec, TenantRecord, TenantResources, TenantSpec, TenantStatus, Tier, utcnow
 from tenantctl.naming import DEFAULT_CELL, require_valid
 from tenantctl.stackconfig import read_cell, read_tenant, stack_file
@@ -46,11 +46,16 @@ from tenantctl.workspace import Workspace
 
 
 # -- what to measure, and with what ------------------------------------------------
-def check_selection(tenant_id: str | None, all_: bool) -> None:
-    """Exactly one of a tenant id and --all (checked before touching any target)."""
+def check_selection(tenant_id: str | None, all_: bool, tier: Tier | None = None, cell: str | None = None) -> None:
+    """Exactly one of a tenant id and --all (checked before touching any target);
+    ``tier`` and ``cell`` narrow --all, so beside a tenant id they would be ignored: refused."""
     if tenant_id is not None:
         require_valid(tenant_id)
     require_one_or_all(tenant_id, all_)
+    given = [f"--{name}" for name, value in (("tier", tier), ("cell", cell)) if value is not None]
+    if tenant_id and given:
+        raise UsageError(f"{' and '.join(given)} select tenants with --all, not with a tenant id "
+                         f"({tenant_id!r} is taken as it is)")
 
 
 def selected_records(ws: Workspace, tenant_id: str | None, tier: Tier | None = None,
@@ -80,7 +85,7 @@ def per_place(ws: Workspace) -> Callable[[TenantRecord], UsageClients]:
 def measure_tenants(ws: Workspace, tenant_id: str | None, all_: bool, tier: Tier | None = None,
                     idle_days: int = 30, cell: str | None = None) -> tuple[list[TenantRecord], list[TenantUsage]]:
     """The records selected and the usage of each, in the same order."""
-    check_selection(tenant_id, all_)
+    check_selection(tenant_id, all_, tier, cell)
     records = selected_records(ws, tenant_id, tier, cell)
     return records, measure_records(ws, records, idle_days)
 
@@ -241,8 +246,13 @@ def estimate_costs(ws: Workspace, prices: PriceTable, tenant_id: str | None = No
         placed = [Placed(cell=cell or DEFAULT_CELL, inputs=CostInputs(tenant_id="what-if", tier=tier or Tier.pooled),
                          hypothetical=True)]
     else:
-        check_selection(tenant_id, all_)
-        placed = placed_tenants(ws, prices, selected_records(ws, tenant_id, tier, cell), idle_days)
+        check_selection(tenant_id, all_, tier, cell)
+        records = selected_records(ws, tenant_id, tier, cell)
+        for record in records:
+            if record.status is TenantStatus.deprovisioned:  # priced as live it would bill a platform share
+                raise InvalidInput(f"tenant {record.tenant_id!r} is deprovisioned: it is not priced (only the "
+                                   f"objects it kept still bill: `tenantctl usage {record.tenant_id}` measures them)")
+        placed = placed_tenants(ws, prices, records, idle_days)
     return price_placed(ws, prices, placed, db_gb, s3_gb, pooled_tenants)
 
 

@@ -225,10 +225,12 @@ def measure(record: TenantRecord, clients: UsageClients, idle_days: int = 30,
     if res is None:
         usage.errors.append("no resources recorded (never provisioned successfully)")
         return usage
-    _fill(usage, clients, res.bucket, res, lambda: _db(record, clients))
+    # A tombstone's queues and store are gone by design; the objects it kept (backups included) still bill.
+    live = record.status is not TenantStatus.deprovisioned
+    _fill(usage, clients, res.bucket, res, lambda: _db(record, clients), live)
     for name, ws in sorted(record.workspaces.items()):
         usage.workspaces[name] = _fill(WorkspaceUsage(name=name), clients, res.bucket, ws,
-                                       lambda ws=ws, name=name: _db(record, clients, ws.store, name))
+                                       lambda ws=ws, name=name: _db(record, clients, ws.store, name), live)
     usage.last_activity = _newest(*(_activity(u) for u in [usage, *usage.workspaces.values()]))
     # A tenant that never did anything is idle once it is older than the window.
     since = usage.last_activity or record.created_at
@@ -237,14 +239,16 @@ def measure(record: TenantRecord, clients: UsageClients, idle_days: int = 30,
 
 
 def _fill(usage: TenantUsage | WorkspaceUsage, clients: UsageClients, bucket: str, res: Any,
-          db: Callable[[], DbUsage]) -> TenantUsage | WorkspaceUsage:
-    """Objects under ``res.prefix``, ``res``'s queues and ``db()`` into ``usage``; a part that fails lands in
-    its ``errors``."""
+          db: Callable[[], DbUsage], live: bool = True) -> TenantUsage | WorkspaceUsage:
+    """Objects under ``res.prefix``, ``res``'s queues and ``db()`` into ``usage`` (not ``live``: the
+    objects only); a part that fails lands in its ``errors``."""
     parts: list[tuple[str, Callable[[], None]]] = [
         ("objects", lambda: setattr(usage, "objects", object_usage(clients.s3, bucket, res.prefix))),
         ("queues", lambda: setattr(usage, "queues", queue_usage(clients.sqs, res.queue_url, res.dlq_url))),
         ("db", lambda: setattr(usage, "db", db())),
     ]
+    if not live:
+        parts = parts[:1]
     for name, run in parts:
         try:
             run()
