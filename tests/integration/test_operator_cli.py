@@ -457,8 +457,9 @@ def test_hibernate_stops_an_idle_dedicated_database_the_runtime_wakes_it_and_cos
 
 
 def test_a_run_that_needs_a_hibernated_tenants_database_wakes_it_first(cli, sandbox, dedicated):
-    """Provision (its schema steps, its posture check) and deprovision's final backup (pg_dump) read the
-    database: each starts the stopped instance and clears the flag first, a progress line saying so."""
+    """Provision (its schema steps, its posture check), a drill's backup and deprovision's final backup
+    read the database: each starts the stopped instance and clears the flag first, a progress line saying
+    so. (`drill run --all` leaves one whose instance is stopped asleep: tests/unit/test_drill_scope.py.)"""
     rds = aws(sandbox, "rds")
     instance = naming.rds_identifier("op-ded")
 
@@ -470,6 +471,11 @@ def test_a_run_that_needs_a_hibernated_tenants_database_wakes_it_first(cli, sand
     again = cli("provision", "op-ded", "--tier", "dedicated", "--json")
     assert again.returncode == 0, again
     assert f"starting database instance {instance}" in again.stderr and hibernated() == ("available", None)
+
+    assert cli("hibernate", "op-ded", "--force").returncode == 0 and hibernated()[0] == "stopped"
+    backed_up = cli("drill", "backup", "op-ded", "--json")  # the checksums are read from the instance
+    assert backed_up.returncode == 0, backed_up
+    assert f"starting database instance {instance}" in backed_up.stderr and hibernated() == ("available", None)
 
     assert cli("hibernate", "op-ded", "--force").returncode == 0 and hibernated()[0] == "stopped"
     gone = cli("deprovision", "op-ded", "--yes", "--json")

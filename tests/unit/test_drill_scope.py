@@ -73,8 +73,32 @@ def test_drill_all_covers_each_serving_tenant_and_each_of_its_workspaces():
         "zeta": acme.workspaces["legal"].model_copy(update={"name": "zeta"}), **acme.workspaces}})})
     plain, gone = record("beta"), record("gamma").model_copy(update={"status": TenantStatus.deprovisioned})
     paused = record("delta").model_copy(update={"status": TenantStatus.suspended})
-    assert [(r.tenant_id, w) for r, w in drill_targets([acme, plain, gone, paused])] == [
-        ("acme", None), ("acme", "legal"), ("acme", "zeta"), ("beta", None), ("delta", None)]
+    targets, asleep = drill_targets([acme, plain, gone, paused])
+    assert [(r.tenant_id, w) for r, w in targets] == [
+        ("acme", None), ("acme", "legal"), ("acme", "zeta"), ("beta", None), ("delta", None)] and asleep == []
+
+
+def test_drill_all_leaves_a_hibernated_tenant_asleep_only_while_its_instance_is_stopped():
+    """Stopped: nothing written since it was, and waking it nightly would undo the hibernation. Woken
+    by a request (its flag still set until `resume` or the next `hibernate`): it may hold new writes."""
+    from tenantctl.drills.run import drill_targets
+    from tenantctl.models import Hibernation, Tier
+
+    def dedicated(tenant_id: str):
+        made = record(tenant_id).model_copy(update={"tier": Tier.dedicated})
+        return made.model_copy(update={"hibernation": Hibernation(db_instance=f"tenantctl-{tenant_id}",
+                                                                  region=made.region)})
+
+    stopped, woken, pooled = dedicated("sleepy"), dedicated("woken"), record("pooled")
+    asked = []
+
+    def asleep(r):
+        asked.append(r.tenant_id)
+        return r.tenant_id == "sleepy"
+
+    targets, sleeping = drill_targets([stopped, woken, pooled], asleep)
+    assert [r.tenant_id for r, _ in targets] == ["woken", "pooled"] and sleeping == [stopped]
+    assert asked == ["sleepy", "woken"]  # only hibernated tenants' instances are read
 
 
 

@@ -6,12 +6,14 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from tenantctl.cli.options import JsonFlag, tenant_argument
-from tenantctl.cli.output import console, print_json, table
+from tenantctl.cli.output import console, err_console, print_json, table
 from tenantctl.drills.restore_target import Target
 
 if TYPE_CHECKING:
     from tenantctl.drills.models import DrillReport
+    from tenantctl.engines.base import EventSink
     from tenantctl.models import TenantRecord
+    from tenantctl.workspace import Workspace
 
 app = typer.Typer(name="drill", no_args_is_help=True,
                   help="Backup / restore drills: encrypted per-tenant backups, verified restores, RTO/RPO.")
@@ -32,17 +34,34 @@ WorkspaceOpt = Annotated[Optional[str], typer.Option(
                                       "prefix, under its own key.")]
 
 
-def _session(tenant_id: str, workspace: str | None = None):
+def _session(tenant_id: str, workspace: str | None = None, wake: "EventSink | None" = None):
     """The workspace, the record and the drill context (its cell's account, its
-    region) of the tenant, or of one of its workspaces (``tenantctl.drills.scope``)."""
+    region) of the tenant, or of one of its workspaces (``tenantctl.drills.scope``).
+    ``wake``: a backup reads the database, so a hibernated tenant is woken first
+    (its progress there)."""
     from tenantctl.drills.context import context_from_workspace
     from tenantctl.drills.scope import scoped_context
     from tenantctl.workspace import Workspace
 
     ws = Workspace()
     record = ws.registry.require(tenant_id)
+    if wake is not None:
+        from tenantctl.operations.hibernate import awake
+
+        record = awake(ws, record, wake)
     ctx, record = scoped_context(context_from_workspace(ws, record), record, workspace)
     return ws, record, ctx
+
+
+def _stopped(ws: "Workspace", record: "TenantRecord") -> bool:
+    """A hibernated tenant's instance is stopped (one that cannot be read is drilled, and fails there)."""
+    from tenantctl.errors import TenantctlError
+    from tenantctl.operations.hibernate import instance_state
+
+    try:
+        return instance_state(ws, record) == "stopped"
+    except TenantctlError:
+        return False
 
 
 def _of(tenant_id: str, workspace: str | None) -> str:
@@ -100,8 +119,8 @@ def backup(
     from tenantctl.engines.base import phase
 
     compression = Compression.parse(compress)  # a bad value is refused before the sandbox is touched
-    _, record, ctx = _session(tenant_id, workspace)
     with engine_progress(f"backing up {_of(tenant_id, workspace)}") as on_event:
+        _, record, ctx = _session(tenant_id, workspace, wake=on_event)
         phase(on_event, tenant_id, f"dumping ({compression}), encrypting and uploading")
         manifest = run(ctx, record, compression=compression)
     if json_out:
@@ -200,7 +219,9 @@ def run(
     json_out: JsonFlag = False,
 ) -> None:
     """The full drill: back up, restore into a scratch target, verify, clean up, report.
-    --all drills every active or suspended tenant and each of its workspaces.
+    --all drills every active or suspended tenant and each of its workspaces (a
+    hibernated one whose instance is stopped is left asleep, and said: nothing
+    was written since); a drill of one hibernated tenant wakes it first.
 
     Exit 0 when every drill passes, 9 when any fails (mismatch, unreadable
     backup, --max-rto / --max-rpo exceeded), 10 when every failure is an
@@ -213,6 +234,7 @@ def run(
     from tenantctl.drills.compression import Compression
     from tenantctl.drills.run import drill, drill_each, drill_targets, exit_code
     from tenantctl.errors import UsageError, require_one_or_all
+    from tenantctl.operations.hibernate import awake
 
     require_one_or_all(tenant_id, all_tenants)
     if workspace is not None and all_tenants:
@@ -230,6 +252,8 @@ def run(
 
     def run_one(record: "TenantRecord", scope: Optional[str]) -> "DrillReport":
         with engine_progress(f"drilling {_of(record.tenant_id, scope)}") as on_event:
+            if backup_id is None:  # its own backup reads the database: a hibernated one is woken first
+                record = awake(ws, record, on_event)
             ctx, scoped = scoped_context(context_from_workspace(ws, record), record, scope)
             report = drill(ctx, scoped, backup_id=backup_id, max_rto=max_rto,
                            max_rpo=max_rpo, on_event=on_event, compression=compression)
@@ -237,7 +261,12 @@ def run(
         return report
 
     if all_tenants:
-        reports, conflicts = drill_each(drill_targets(ws.registry.iter_all()), run_one, lambda exc: error(str(exc)))
+        targets, asleep = drill_targets(ws.registry.iter_all(), lambda r: _stopped(ws, r))
+        for record in asleep:
+            err_console.print(f"{record.tenant_id}: skipped, hibernated (its database instance is stopped, so "
+                              f"nothing was written since; `tenantctl drill run {record.tenant_id}` wakes and "
+                              "drills it)", markup=False, highlight=False)
+        reports, conflicts = drill_each(targets, run_one, lambda exc: error(str(exc)))
     else:  # one drill: a refusal is the command's
         reports, conflicts = [run_one(ws.registry.require(tenant_id), workspace)], 0
     _write_markdown(reports, markdown)

@@ -69,12 +69,17 @@ def rpo_before(ctx: DrillContext, record: TenantRecord, at: datetime) -> float |
     return (at - previous[-1].finished_at).total_seconds() if previous else None
 
 
-def drill_targets(records: Iterable[TenantRecord]) -> list[tuple[TenantRecord, str | None]]:
+def drill_targets(records: Iterable[TenantRecord],
+                  asleep: Callable[[TenantRecord], bool] = lambda record: False,
+                  ) -> tuple[list[tuple[TenantRecord, str | None]], list[TenantRecord]]:
     """What `drill run --all` drills: each active or suspended tenant, then
     each of its workspaces (its own schema, prefix and key: a backup of the
-    tenant does not hold them)."""
-    return [(r, name) for r in records if r.status in (TenantStatus.active, TenantStatus.suspended)
-            for name in (None, *sorted(r.workspaces))]
+    tenant does not hold them); and the hibernated tenants it leaves asleep
+    (``asleep``: its database instance is stopped, so nothing was written
+    since it was, and waking it every night would undo the hibernation)."""
+    serving = [r for r in records if r.status in (TenantStatus.active, TenantStatus.suspended)]
+    sleeping = [r for r in serving if r.store_hibernation is not None and asleep(r)]
+    return [(r, name) for r in serving if r not in sleeping for name in (None, *sorted(r.workspaces))], sleeping
 
 
 def drill_each(targets: Iterable[tuple[TenantRecord, str | None]],
