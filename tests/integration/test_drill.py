@@ -408,7 +408,7 @@ def test_overwrite_backs_the_live_tenant_up_first(ctx, box, tenant, workspace, m
     kept = store.load_manifest(ctx.s3, ctx.kms, record, re.search(r"backup (\S+) \(", note).group(1))
     assert kept.reason == "before-overwrite" and kept.tables["messages"].rows == len(live["messages"])
     assert workspace.registry.require(record.tenant_id).lock is None
-    with pytest.raises(InvalidInput, match="in-place only"):
+    with pytest.raises(InvalidInput, match="'--target in-place' only"):
         restore(ctx, record, manifest, overwrite=True)
 
 
