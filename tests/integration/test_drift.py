@@ -420,7 +420,7 @@ def test_an_ingress_rule_added_to_a_dedicated_database_is_drift_and_repair_revok
     """The database's group declares no inline rules (its clients' rules are
     resources of their own), so neither engine compares its live rules: a rule
     opened out of band is reported beside the orphans and revoked on repair."""
-    tenant = "dr-ded"
+    tenant = "drift-sg"  # ids are the whole session's: test_drill's dedicated tenant is dr-ded
     made = cli("provision", tenant, "--tier", "dedicated", "--json")
     assert made.returncode == 0, made
     ec2 = aws(sandbox, "ec2")
