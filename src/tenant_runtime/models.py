@@ -189,6 +189,10 @@ class TenantRecord(BaseModel):
     resources: TenantResources | None = None
     version: int = 0
     spec_hash: str = ""
+    # The content hash of the spec last applied, without the program's (which
+    # ``spec_hash`` adds): tells a stack file edited since its last apply from a
+    # changed program. Empty on records written before it existed.
+    spec_digest: str = ""
     program_version: str = ""
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)

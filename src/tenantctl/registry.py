@@ -641,7 +641,7 @@ class RegistryWriter:
             record.model_copy(update={
                 "status": TenantStatus.suspended if spec.suspended else TenantStatus.active,
                 "resources": resources, "lock": None,
-                "spec_hash": applied_hash, "program_version": program_version,
+                "spec_hash": applied_hash, "spec_digest": spec.content_hash(), "program_version": program_version,
                 "region": spec.region, "owner": spec.owner, "last_error": None, "provision_failed": False,
                 "deprovisioned_at": None, "retain_until": None,
             }),

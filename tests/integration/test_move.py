@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+import yaml
 from fault_tools import POOLED, Cli, aws, inventory, registry_record, run_id, write_record
 from move_tools import writing
 from psycopg import sql
@@ -276,7 +277,7 @@ def _apply_preview(tenantctl_cli, tenant_id: str) -> tuple[int, str]:
 
 
 def test_refusals_create_nothing(moved, workspace):
-    before = workspace.registry.require(MOVED)  # dedicated by now
+    before = workspace.registry.require(MOVED)
     spec_file = (workspace.stacks_dir / f"Pulumi.{MOVED}.yaml").read_text()
     with pytest.raises(InvalidInput, match="no such cell"):
         move(workspace, MOVED, tier=Tier.pooled, cell="nowhere")
@@ -291,9 +292,27 @@ def test_refusals_create_nothing(moved, workspace):
         assert _slots(workspace, before) == full  # nothing taken
     finally:
         workspace.registry.set_counts(before.cell, slots)
+    # A stack file edited since its last apply: the move would apply the edit with it (a tier
+    # edited there would also name the store it retires wrongly), so it is refused first.
+    other = Tier.pooled if before.tier is Tier.dedicated else Tier.dedicated
+    path = workspace.stacks_dir / f"Pulumi.{MOVED}.yaml"
+    doc = yaml.safe_load(spec_file)
+    tenant = doc["config"]["tenantctl:tenant"]
+    retiered = {key: value for key, value in tenant.items() if key != "dedicated"} | {"tier": other.value}
+    delayed = tenant | {"queue": tenant["queue"] | {"delay_seconds": 7}}
+    try:
+        for spec, says in ((retiered, f"says `tier: {other.value}`"), (delayed, "edited since its last apply")):
+            config = doc["config"] | {"tenantctl:tenant": spec}
+            path.write_text(yaml.safe_dump(doc | {"config": config}, sort_keys=False))
+            with pytest.raises(InvalidInput, match=says) as refused:
+                move(workspace, MOVED, tier=other)
+            assert refused.value.rule == "unapplied-edits"
+            assert _slots(workspace, before) == slots
+    finally:
+        path.write_text(spec_file)
     after = workspace.registry.require(MOVED)
     assert (after.version, after.move, after.lock) == (before.version, None, None)
-    assert (workspace.stacks_dir / f"Pulumi.{MOVED}.yaml").read_text() == spec_file
+    assert path.read_text() == spec_file
 
 
 def test_the_freeze_waits_for_a_position_after_every_acknowledged_commit(moved, workspace, runtime, sandbox):
@@ -347,7 +366,7 @@ def test_a_target_not_caught_up_in_time_ends_the_freeze_with_nothing_switched(
     """The subscription is stopped as the freeze begins, so the target never
     confirms the freeze's position: the move fails (exit 7) after the catch-up
     timeout with the tenant writable on its store; a re-run switches."""
-    before = workspace.registry.require(MOVED)  # dedicated by now
+    before = workspace.registry.require(MOVED)
     freeze = store_sync.quiesce
 
     def stalled(connect, stores, timeout):

@@ -64,6 +64,7 @@ a second one cannot stand beside it; move it as pooled.
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -230,6 +231,7 @@ def _refuse_or_target(ws: Workspace, record: TenantRecord, tier: Tier, cell: str
     if not path.exists():
         raise InvalidInput(f"tenant {record.tenant_id!r} has no committed stack file ({path}): nothing to move from")
     spec = read_tenant(path).model_copy(update={"cell": record.cell})
+    refuse_unapplied_edits(record, spec, path)
     if cell != record.cell and _refuse_cell(ws, record, spec, tier, cell):
         return refuse_or_target(ws, record, spec, tier, cell)
     target = target_spec(spec, tier, cell=cell)
@@ -238,6 +240,26 @@ def _refuse_or_target(ws: Workspace, record: TenantRecord, tier: Tier, cell: str
     refuse_unsafe_spec(target)
     preflight.check(target, ws.ensure_cell(cell), ws.cell_clients(cell))
     return target, None
+
+
+def refuse_unapplied_edits(record: TenantRecord, spec: TenantSpec, path: Path) -> None:
+    """A move builds its target from the stack file and applies it: edits made to
+    the file since its last apply would ride along unreviewed, and a tier edited
+    there would name the store the move retires wrongly (declaring a store that
+    does not exist, and not the one that does). Both are refused (exit 3) before
+    anything is created."""
+    if spec.tier is not record.tier:
+        raise InvalidInput(
+            f"tenant {record.tenant_id!r} is {record.tier.value} but its stack file {path} says "
+            f"`tier: {spec.tier.value}`: a move writes the tier itself; put `tier: {record.tier.value}` back and "
+            f"run `tenantctl move {record.tenant_id} --tier {spec.tier.value}`", rule="unapplied-edits")
+    if record.spec_digest and spec.content_hash() != record.spec_digest:
+        raise InvalidInput(
+            f"tenant {record.tenant_id!r}: its stack file {path} was edited since its last apply, and a move "
+            f"would apply those edits with it: apply them first (`tenantctl provision {record.tenant_id} "
+            f"--preview` shows them, `tenantctl provision {record.tenant_id}` applies them, as your pipeline's "
+            "`apply` does), or undo them",
+            rule="unapplied-edits")
 
 
 def _refuse_cell(ws: Workspace, record: TenantRecord, spec: TenantSpec, tier: Tier, cell: str) -> bool:

@@ -366,9 +366,11 @@ class Mover:
         if spec.dedicated is not None and spec.dedicated.deletion_protection:
             self.unprotect(spec.model_copy(update={"dedicated": spec.dedicated.model_copy(
                 update={"deletion_protection": False})}))
-        applied = self.apply(rolled_back(spec))
+        back = rolled_back(spec)
+        applied = self.apply(back)
         # The fingerprint of what was applied, as a provision records it: `apply` compares the stack file with it.
-        self.save(move=None, spec_hash=applied.fingerprint, program_version=__version__)
+        self.save(move=None, spec_hash=applied.fingerprint, spec_digest=back.content_hash(),
+                  program_version=__version__)
         self.ws.registry.release_slot(target_cell, target_tier)
 
     def remove_objects(self, backwards: bool) -> None:
