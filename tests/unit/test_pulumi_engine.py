@@ -337,11 +337,19 @@ def test_the_sdks_stack_errors_count_only_from_stack_commands_naming_this_stack(
     assert type(mapped) is ApplyFailed and mapped.exit_code == 4
 
 
-def test_missing_passphrase_and_missing_cli_are_target_problems() -> None:
+def test_missing_or_wrong_passphrase_and_missing_cli_are_target_problems() -> None:
     err = CommandError(result(stderr="error: getting secrets manager: passphrase must be set with "
                                      "PULUMI_CONFIG_PASSPHRASE or PULUMI_CONFIG_PASSPHRASE_FILE environment variables"))
     mapped = map_error(err, "preview", "acme", "file:///s")
     assert isinstance(mapped, TargetUnavailable) and "TENANTCTL_SECRETS_PROVIDER" in str(mapped)
+    # A wrong one: as the CLI reports it (pkg/secrets/passphrase: ErrIncorrectPassphrase, and the
+    # locked secrets manager it falls back to when a command then decrypts a value).
+    for stderr in ('error: constructing secrets manager of type "passphrase": incorrect passphrase',
+                   "error: failed to decrypt: incorrect passphrase, please set PULUMI_CONFIG_PASSPHRASE to the "
+                   "correct passphrase or set PULUMI_CONFIG_PASSPHRASE_FILE to a file containing the passphrase"):
+        wrong = map_error(CommandError(result(stderr=stderr)), "up", "acme", "file:///s")
+        assert isinstance(wrong, TargetUnavailable) and wrong.exit_code == 7
+        assert "does not unlock the stack's secrets" in str(wrong)
     missing = map_error(FileNotFoundError(2, "No such file or directory", "pulumi"), "up", "acme", "x")
     assert isinstance(missing, TargetUnavailable) and str(missing) == MISSING_CLI and missing.exit_code == 7
 

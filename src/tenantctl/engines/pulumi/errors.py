@@ -108,6 +108,11 @@ def map_error(exc: BaseException, action: str, stack: str, backend: str) -> Tena
                 f"{action} {stack}: the stack uses the passphrase secrets provider: set PULUMI_CONFIG_PASSPHRASE, "
                 "or configure an awskms:// secrets provider (TENANTCTL_SECRETS_PROVIDER)"
             )
+        if "incorrect passphrase" in detail.lower():  # the CLI's ErrIncorrectPassphrase and its locked manager's
+            return TargetUnavailable(
+                f"{action} {stack}: PULUMI_CONFIG_PASSPHRASE (or PULUMI_CONFIG_PASSPHRASE_FILE) does not unlock the "
+                "stack's secrets: set the passphrase the stack was created with"
+            )
         if any(phrase in detail.lower() for phrase in _UNREACHABLE):
             return TargetUnavailable(f"{action} {stack}: {detail}")
         return ApplyFailed(f"{action} {stack} failed: {detail}")
