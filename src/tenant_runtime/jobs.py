@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from tenant_runtime.aws_errors import aws_errors
 from tenant_runtime.context import TenantContext, verified
 from tenant_runtime.errors import InvalidRequest
 
@@ -57,8 +58,9 @@ class JobQueue:
         return message.job_id
 
     def _send(self, ctx: TenantContext, message: JobMessage, delay: float) -> None:
-        self.sqs_for(ctx).send_message(QueueUrl=ctx.resources.queue_url, MessageBody=message.model_dump_json(),
-                                       DelaySeconds=max(0, min(int(delay + 0.999), self.max_native_delay)))
+        with aws_errors(ctx, "SQS", "send a job"):
+            self.sqs_for(ctx).send_message(QueueUrl=ctx.resources.queue_url, MessageBody=message.model_dump_json(),
+                                           DelaySeconds=max(0, min(int(delay + 0.999), self.max_native_delay)))
 
     def work(self, ctx: TenantContext, handler: Callable[[Job, JobMessage], None], max_messages: int = 10,
              wait_seconds: int = 0) -> dict[str, int]:
@@ -68,8 +70,9 @@ class JobQueue:
         ctx = verified(ctx)
         sqs, res = self.sqs_for(ctx), ctx.resources
         counts = {"done": 0, "deferred": 0, "dead_lettered": 0, "failed": 0}
-        resp = sqs.receive_message(QueueUrl=res.queue_url, MaxNumberOfMessages=max_messages,
-                                   WaitTimeSeconds=wait_seconds)
+        with aws_errors(ctx, "SQS", "receive jobs"):
+            resp = sqs.receive_message(QueueUrl=res.queue_url, MaxNumberOfMessages=max_messages,
+                                       WaitTimeSeconds=wait_seconds)
         for raw in resp.get("Messages", []):
             try:
                 message = JobMessage.model_validate_json(raw["Body"])
@@ -78,8 +81,9 @@ class JobQueue:
             except ValidationError:
                 message, reason = None, "malformed job message"
             if reason is not None:
-                sqs.send_message(QueueUrl=res.dlq_url, MessageBody=raw["Body"], MessageAttributes={
-                    "reason": {"DataType": "String", "StringValue": reason}})
+                with aws_errors(ctx, "SQS", "dead-letter a job"):
+                    sqs.send_message(QueueUrl=res.dlq_url, MessageBody=raw["Body"], MessageAttributes={
+                        "reason": {"DataType": "String", "StringValue": reason}})
                 counts["dead_lettered"] += 1
             elif (remaining := message.due_at - self.clock()) > 0:
                 self._send(ctx, message, remaining)
@@ -94,5 +98,6 @@ class JobQueue:
                     counts["failed"] += 1
                     continue
                 counts["done"] += 1
-            sqs.delete_message(QueueUrl=res.queue_url, ReceiptHandle=raw["ReceiptHandle"])
+            with aws_errors(ctx, "SQS", "delete a job"):
+                sqs.delete_message(QueueUrl=res.queue_url, ReceiptHandle=raw["ReceiptHandle"])
         return counts
