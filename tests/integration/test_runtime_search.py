@@ -262,6 +262,17 @@ def test_filters_facets_highlights_and_paging(runtime, corpus):
     assert [hit.snippet[s:e] for s, e in hit.matches] == ["highlights"] and hit.source.endswith("en-search")
 
 
+def test_every_facet_asked_for_is_answered_even_when_no_match_has_it(runtime, corpus):
+    """A field no match has is an empty count, not a missing key (a client
+    reading ``facets["nope"]`` got a KeyError); fields not asked stay out."""
+    a, _ = corpus
+    result = runtime.store.search(a, "索引 indexes keys 鍵", facets=["nope", "lang"])
+    assert result.facets == {"nope": {}, "lang": {"en": 2, "ja": 2}}
+    assert runtime.store.search(a, "索引 indexes keys 鍵", filters={"lang": "none"}, facets=["lang"]).facets == \
+        {"lang": {}}
+    assert runtime.store.search(a, "索引 indexes keys 鍵").facets == {}
+
+
 def test_documents_round_trip_in_both_apis_and_store_no_plaintext(runtime, runtime_env, corpus):
     a, _ = corpus
     doc = runtime.store.get_document(a, "en-kms")
