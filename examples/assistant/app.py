@@ -34,6 +34,8 @@ from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 from worker import REPLY, run_worker
 
@@ -74,8 +76,29 @@ class DocumentNotFound(TenantRuntimeError):
     title = "No such document"
 
 
+class RequestInvalid(TenantRuntimeError):
+    """The request's own fields failed validation (FastAPI's 422): the field
+    errors (``loc``, ``msg``, ``type``) go in the problem's ``errors`` member."""
+
+    status_code = 422
+    code = "validation_failed"
+    title = "Request fields invalid"
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        fields = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                  for e in jsonable_encoder(errors)]  # not `input`: it would echo what the client sent
+        super().__init__("; ".join(f"{'.'.join(map(str, f['loc']))}: {f['msg']}" for f in fields))
+        self.extensions = {"errors": fields}
+
+
 app = FastAPI(title="assistant (tenant_runtime example)", lifespan=lifespan)
 app.add_exception_handler(TenantRuntimeError, error_handler)  # one problem+json shape for every refusal
+
+
+@app.exception_handler(RequestValidationError)
+async def validation_problem(request: Request, exc: RequestValidationError) -> Any:
+    """FastAPI's own 422 in the same problem+json shape as every other error."""
+    return await error_handler(request, RequestInvalid(list(exc.errors())))
 
 
 class _LazyResolver:

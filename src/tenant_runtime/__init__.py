@@ -21,8 +21,8 @@ _EXPORTS = {
     "TenantRuntime": "tenant_runtime.runtime",
     **dict.fromkeys(("StoreConnection", "TenantRecord", "TenantResources"), "tenant_runtime.models"),
     **dict.fromkeys(("TenantStatus", "Tier"), "tenant_runtime.states"),
-    **dict.fromkeys(("DecryptionFailed", "IndexIncomplete", "InvalidRequest", "JwksUnavailable", "KeyUnusable",
-                     "KmsUnavailable",
+    **dict.fromkeys(("AccessDenied", "DecryptionFailed", "IndexIncomplete", "InvalidRequest", "JwksUnavailable",
+                     "KeyUnusable", "KmsUnavailable", "ResourceNotFound", "ServiceUnavailable",
                      "RegistryUnavailable", "RevocationsUnavailable", "StoreMoved", "StoreTimeout", "StoreUnavailable",
                      "TenantInactive", "TenantMismatch", "TenantNotFound", "TenantRuntimeError", "TenantWaking",
                      "TokenRevoked", "Unauthenticated", "UntrustedContext", "WorkspaceForbidden", "WritesFrozen"),
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from tenant_runtime.auth import JWTSettings, TenantResolver
     from tenant_runtime.context import TenantContext
     from tenant_runtime.errors import (
+        AccessDenied,
         DecryptionFailed,
         IndexIncomplete,
         InvalidRequest,
@@ -41,7 +42,9 @@ if TYPE_CHECKING:
         KeyUnusable,
         KmsUnavailable,
         RegistryUnavailable,
+        ResourceNotFound,
         RevocationsUnavailable,
+        ServiceUnavailable,
         StoreMoved,
         StoreTimeout,
         StoreUnavailable,
@@ -63,9 +66,10 @@ if TYPE_CHECKING:
     from tenant_runtime.states import TenantStatus, Tier
 
 __all__ = [
-    "AsyncTenantRuntime", "DecryptionFailed", "Gateway", "IndexIncomplete", "InvalidRequest", "JWTSettings",
-    "JwksUnavailable", "KeyUnusable",
-    "KmsUnavailable", "RegistryReader", "RegistryUnavailable", "RevocationsUnavailable", "StoreConnection",
+    "AccessDenied", "AsyncTenantRuntime", "DecryptionFailed", "Gateway", "IndexIncomplete", "InvalidRequest",
+    "JWTSettings", "JwksUnavailable", "KeyUnusable",
+    "KmsUnavailable", "RegistryReader", "RegistryUnavailable", "ResourceNotFound", "RevocationsUnavailable",
+    "ServiceUnavailable", "StoreConnection",
     "StoreMoved", "StoreTimeout", "StoreUnavailable", "TenantContext", "TenantInactive", "TenantMismatch",
     "TenantNotFound", "TenantRecord", "TenantResolver", "TenantResources", "TenantRuntime", "TenantRuntimeError",
     "TenantStatus", "TenantWaking", "Tier", "TokenRevoked", "Unauthenticated", "UntrustedContext",

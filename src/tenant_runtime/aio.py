@@ -350,6 +350,9 @@ class AsyncContextStore(StoreOperations):
     async def suggest(self, ctx: TenantContext, prefix: str, limit: int = 10) -> list[str]:
         return await self._run(ctx, self._suggest(ctx, prefix, limit))
 
+    async def unindexed(self, ctx: TenantContext) -> int:
+        return await self._run(ctx, self._unindexed(ctx))
+
     async def reindex(self, ctx: TenantContext, if_unindexed: bool = False) -> ReindexResult | None:
         return await self._write(ctx, lambda c: self._reindex(c, if_unindexed))
 

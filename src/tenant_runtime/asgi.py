@@ -93,11 +93,14 @@ class Addressing:
 # -- one error shape ---------------------------------------------------------------
 
 def problem(exc: TenantRuntimeError, instance: str | None = None) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    """(status, headers, body) of the RFC 9457 problem for ``exc``."""
+    """(status, headers, body) of the RFC 9457 problem for ``exc``; an error's
+    ``extensions`` (a dict, e.g. an application's field errors) are extension
+    members, never replacing the standard ones."""
     body: dict[str, Any] = {"type": PROBLEM_TYPE.format(code=exc.code), "title": exc.title,
                             "status": exc.status_code, "detail": str(exc), "code": exc.code}
     if instance:
         body["instance"] = instance
+    body = {**getattr(exc, "extensions", {}), **body}
     payload = json.dumps(body).encode()
     headers = [(b"content-type", b"application/problem+json"), (b"content-length", str(len(payload)).encode())]
     if exc.status_code == 401:

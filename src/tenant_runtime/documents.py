@@ -487,6 +487,18 @@ class DocumentOperations(SearchKeyOperations):
         _, created, updated = rows[0]
         return Summary(conversation_id=conversation_id, text=text, created_at=created, updated_at=updated)
 
+    def _unindexed(self, ctx: TenantContext) -> Any:
+        ctx = verified(ctx)
+        return (yield from self._count_unindexed(ctx))
+
+    def _count_unindexed(self, ctx: TenantContext) -> Any:
+        """How many documents and summaries are in no search index (``terms`` NULL)."""
+        row = yield self._statement_step(
+            sql.SQL("SELECT (SELECT count(*) FROM {docs} WHERE tenant_id = %(t)s AND terms IS NULL) "
+                    "+ (SELECT count(*) FROM {sums} WHERE tenant_id = %(t)s AND terms IS NULL)").format(
+                docs=self._table(ctx, DOCUMENTS), sums=self._table(ctx, SUMMARIES)), {"t": ctx.key}, "one")
+        return row[0]
+
     def _reindex(self, ctx: TenantContext, if_unindexed: bool = False) -> Any:
         """A new search key; every document and summary re-hashed under it
         (batches, each one statement per item, an item changed meanwhile is
@@ -495,13 +507,8 @@ class DocumentOperations(SearchKeyOperations):
         from before the one-row index, upgraded or restored); else None."""
         ctx = verified(ctx)
         check_writable(ctx)
-        if if_unindexed:
-            row = yield self._statement_step(
-                sql.SQL("SELECT (SELECT count(*) FROM {docs} WHERE tenant_id = %(t)s AND terms IS NULL) "
-                        "+ (SELECT count(*) FROM {sums} WHERE tenant_id = %(t)s AND terms IS NULL)").format(
-                    docs=self._table(ctx, DOCUMENTS), sums=self._table(ctx, SUMMARIES)), {"t": ctx.key}, "one")
-            if not row[0]:
-                return None
+        if if_unindexed and not (yield from self._count_unindexed(ctx)):
+            return None
         self._forget_keys(ctx)
         keys = yield from self._search_keys(ctx, create=False)
         # The next version number; after a restore it may be one a running process

@@ -157,6 +157,33 @@ class KmsUnavailable(TenantRuntimeError):
     title = "Key service unavailable"
 
 
+class ServiceUnavailable(TenantRuntimeError):
+    """S3 or SQS throttled the call (after the client's retries), failed, or
+    could not be reached: retry later."""
+
+    status_code = 503
+    code = "service_unavailable"
+    title = "Object storage or queue unavailable"
+
+
+class AccessDenied(TenantRuntimeError):
+    """S3 or SQS refused the tenant's role (its policy, the bucket's or
+    queue's, expired scoped credentials): the platform's configuration, not
+    the caller's request."""
+
+    status_code = 403
+    code = "access_denied"
+    title = "Access denied to the tenant's resources"
+
+
+class ResourceNotFound(TenantRuntimeError):
+    """An object, upload, bucket or queue of the tenant does not exist (or no longer)."""
+
+    status_code = 404
+    code = "resource_not_found"
+    title = "Resource not found"
+
+
 class TenantWaking(TenantRuntimeError):
     """The tenant was hibernated (its database instance stopped while idle) and
     is starting again: retry after ``retry_after`` seconds."""

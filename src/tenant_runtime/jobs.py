@@ -6,6 +6,12 @@ with DelaySeconds=900 and a ``due_at`` in the body, and the worker re-enqueues i
 its tenant; the worker runs a job only when that tenant is the queue's tenant and
 moves any other message to the tenant's DLQ, untouched, with the reason as a
 message attribute.
+
+A body (the job as JSON, sent as it is: the queue's SSE-KMS encrypts it on
+the server, nothing encodes it here) is at most ``max_message_bytes`` of
+UTF-8, SQS's limit (1 MiB, ``SQS_MAX_MESSAGE``, unless the queue sets a lower
+``MaximumMessageSize``): a larger job is an InvalidRequest before any call.
+A larger payload belongs in the tenant's objects, the job naming its key.
 """
 
 from __future__ import annotations
@@ -18,12 +24,14 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from tenant_runtime.aws_errors import aws_errors
 from tenant_runtime.context import TenantContext, verified
 from tenant_runtime.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
 
 SQS_MAX_DELAY = 900
+SQS_MAX_MESSAGE = 1 << 20  # bytes of body; SQS's maximum since 2025 (256 KiB before)
 MAX_DELAY = 365 * 24 * 3600
 
 
@@ -43,22 +51,31 @@ class JobMessage(BaseModel):
 
 class JobQueue:
     def __init__(self, sqs_for: Callable[[TenantContext], Any], clock: Callable[[], float] = time.time,
-                 max_native_delay: int = SQS_MAX_DELAY) -> None:
+                 max_native_delay: int = SQS_MAX_DELAY, max_message_bytes: int = SQS_MAX_MESSAGE) -> None:
         if not 0 <= max_native_delay <= SQS_MAX_DELAY:
             raise ValueError(f"max_native_delay must be within 0..{SQS_MAX_DELAY}")
+        if not 1 <= max_message_bytes <= SQS_MAX_MESSAGE:
+            raise ValueError(f"max_message_bytes must be within 1..{SQS_MAX_MESSAGE}")
         self.sqs_for, self.clock, self.max_native_delay = sqs_for, clock, max_native_delay
+        self.max_message_bytes = max_message_bytes
 
     def schedule(self, ctx: TenantContext, job: Job, delay: int = 0) -> str:
         ctx = verified(ctx)
         if type(delay) is not int or not 0 <= delay <= MAX_DELAY:
             raise InvalidRequest(f"delay must be whole seconds within 0..{MAX_DELAY}")
         message = JobMessage(tenant_id=ctx.key, job_id=uuid.uuid4().hex, due_at=self.clock() + delay, job=job)
-        self._send(ctx, message, delay)
+        body = message.model_dump_json()
+        # SQS counts UTF-8 bytes (AWS refuses more; moto counts characters and lets them through).
+        if (size := len(body.encode())) > self.max_message_bytes:
+            raise InvalidRequest(f"the job's message is {size} bytes; the queue's limit is {self.max_message_bytes} "
+                                 "(put a large payload in the tenant's objects and name its key)")
+        self._send(ctx, body, delay)
         return message.job_id
 
-    def _send(self, ctx: TenantContext, message: JobMessage, delay: float) -> None:
-        self.sqs_for(ctx).send_message(QueueUrl=ctx.resources.queue_url, MessageBody=message.model_dump_json(),
-                                       DelaySeconds=max(0, min(int(delay + 0.999), self.max_native_delay)))
+    def _send(self, ctx: TenantContext, body: str, delay: float) -> None:
+        with aws_errors(ctx, "SQS", "send a job"):
+            self.sqs_for(ctx).send_message(QueueUrl=ctx.resources.queue_url, MessageBody=body,
+                                           DelaySeconds=max(0, min(int(delay + 0.999), self.max_native_delay)))
 
     def work(self, ctx: TenantContext, handler: Callable[[Job, JobMessage], None], max_messages: int = 10,
              wait_seconds: int = 0) -> dict[str, int]:
@@ -68,8 +85,9 @@ class JobQueue:
         ctx = verified(ctx)
         sqs, res = self.sqs_for(ctx), ctx.resources
         counts = {"done": 0, "deferred": 0, "dead_lettered": 0, "failed": 0}
-        resp = sqs.receive_message(QueueUrl=res.queue_url, MaxNumberOfMessages=max_messages,
-                                   WaitTimeSeconds=wait_seconds)
+        with aws_errors(ctx, "SQS", "receive jobs"):
+            resp = sqs.receive_message(QueueUrl=res.queue_url, MaxNumberOfMessages=max_messages,
+                                       WaitTimeSeconds=wait_seconds)
         for raw in resp.get("Messages", []):
             try:
                 message = JobMessage.model_validate_json(raw["Body"])
@@ -78,11 +96,12 @@ class JobQueue:
             except ValidationError:
                 message, reason = None, "malformed job message"
             if reason is not None:
-                sqs.send_message(QueueUrl=res.dlq_url, MessageBody=raw["Body"], MessageAttributes={
-                    "reason": {"DataType": "String", "StringValue": reason}})
+                with aws_errors(ctx, "SQS", "dead-letter a job"):
+                    sqs.send_message(QueueUrl=res.dlq_url, MessageBody=raw["Body"], MessageAttributes={
+                        "reason": {"DataType": "String", "StringValue": reason}})
                 counts["dead_lettered"] += 1
             elif (remaining := message.due_at - self.clock()) > 0:
-                self._send(ctx, message, remaining)
+                self._send(ctx, message.model_dump_json(), remaining)
                 counts["deferred"] += 1
             else:
                 try:
@@ -94,5 +113,6 @@ class JobQueue:
                     counts["failed"] += 1
                     continue
                 counts["done"] += 1
-            sqs.delete_message(QueueUrl=res.queue_url, ReceiptHandle=raw["ReceiptHandle"])
+            with aws_errors(ctx, "SQS", "delete a job"):
+                sqs.delete_message(QueueUrl=res.queue_url, ReceiptHandle=raw["ReceiptHandle"])
         return counts

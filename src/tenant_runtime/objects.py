@@ -29,6 +29,7 @@ from typing import Any, Literal
 from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
+from tenant_runtime.aws_errors import aws_errors
 from tenant_runtime.blocking import may_block
 from tenant_runtime.context import TenantContext, verified
 from tenant_runtime.errors import InvalidRequest, TenantMismatch
@@ -112,8 +113,9 @@ class ObjectAccess:
                 **self._sse(ctx), **tagging})
             return PresignedUpload(key=key, url=url, headers={**headers, "Content-Length": str(size)})
         part_size = max(self.part_size, math.ceil(size / MAX_PARTS))
-        upload_id = s3.create_multipart_upload(Bucket=res.bucket, Key=key, ContentType=content_type,
-                                               **self._sse(ctx), **tagging)["UploadId"]
+        with aws_errors(ctx, "S3", "start a multipart upload"):
+            upload_id = s3.create_multipart_upload(Bucket=res.bucket, Key=key, ContentType=content_type,
+                                                   **self._sse(ctx), **tagging)["UploadId"]
         urls = [s3.generate_presigned_url("upload_part", ExpiresIn=self.expires_in, Params={
                     "Bucket": res.bucket, "Key": key, "UploadId": upload_id, "PartNumber": n})
                 for n in range(1, math.ceil(size / part_size) + 1)]
@@ -123,24 +125,23 @@ class ObjectAccess:
         """Complete the client's multipart upload: ``etags`` of its parts, in order.
         What the client got wrong (no such upload, parts not uploaded or out of
         order, a part too small) is an InvalidRequest naming S3's reason."""
-        from botocore.exceptions import ClientError
-
         ctx = verified(ctx)
         confine(ctx, key)
         if not isinstance(etags, list) or not etags or not all(isinstance(e, str) and e for e in etags):
             raise InvalidRequest("etags must be the ETag of every part, in order (a non-empty list of strings)")
         if not isinstance(upload_id, str) or not upload_id:
             raise InvalidRequest("upload_id must be the one presign_upload returned")
-        try:
-            self.s3_for(ctx).complete_multipart_upload(
-                Bucket=ctx.resources.bucket, Key=key, UploadId=upload_id,
-                MultipartUpload={"Parts": [{"ETag": e, "PartNumber": n} for n, e in enumerate(etags, 1)]})
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            if error.get("Code") not in CLIENT_MULTIPART_ERRORS:
-                raise
-            raise InvalidRequest(f"the multipart upload cannot be completed: {error['Code']}: "
-                                 f"{error.get('Message', '')}".rstrip(": ")) from None
+        with aws_errors(ctx, "S3", "complete a multipart upload"):
+            try:
+                self.s3_for(ctx).complete_multipart_upload(
+                    Bucket=ctx.resources.bucket, Key=key, UploadId=upload_id,
+                    MultipartUpload={"Parts": [{"ETag": e, "PartNumber": n} for n, e in enumerate(etags, 1)]})
+            except ClientError as exc:  # the client's mistakes; the rest is mapped like any S3 failure
+                error = exc.response.get("Error", {})
+                if error.get("Code") not in CLIENT_MULTIPART_ERRORS:
+                    raise
+                raise InvalidRequest(f"the multipart upload cannot be completed: {error['Code']}: "
+                                     f"{error.get('Message', '')}".rstrip(": ")) from None
 
     def presign_download(self, ctx: TenantContext, key: str) -> str:
         ctx = verified(ctx)
@@ -156,8 +157,9 @@ class ObjectAccess:
         write: the row committed before a replace keeps pointing at a whole body."""
         may_block()
         rel = f"{BODIES}{uuid.uuid4().hex}"
-        self.s3_for(ctx).put_object(Bucket=ctx.resources.bucket, Key=ctx.resources.prefix + rel, Body=data,
-                                    ContentType="text/plain; charset=utf-8", **self._sse(ctx))
+        with aws_errors(ctx, "S3", "store a document body"):
+            self.s3_for(ctx).put_object(Bucket=ctx.resources.bucket, Key=ctx.resources.prefix + rel, Body=data,
+                                        ContentType="text/plain; charset=utf-8", **self._sse(ctx))
         return rel
 
     def read_body(self, ctx: TenantContext, rel: str, limit: int) -> bytes:
@@ -166,23 +168,20 @@ class ObjectAccess:
         most ``limit`` bytes."""
         may_block()
         res = ctx.resources
-        try:
+        with aws_errors(ctx, "S3", f"read {res.prefix + rel!r}"):  # the read of the stream may fail too
             obj = self.s3_for(ctx).get_object(Bucket=res.bucket, Key=res.prefix + rel)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise InvalidRequest(f"no object at {res.prefix + rel!r}") from None
-            raise
-        with obj["Body"] as body:
-            if obj.get("ServerSideEncryption") != "aws:kms" or obj.get("SSEKMSKeyId") != res.kms_key_arn:
-                raise InvalidRequest(f"object {res.prefix + rel!r} is not encrypted with the tenant's key")
-            if obj["ContentLength"] > limit:
-                raise InvalidRequest(f"object {res.prefix + rel!r} is {obj['ContentLength']} bytes; "
-                                     f"the limit is {limit}")
-            return body.read()
+            with obj["Body"] as body:
+                if obj.get("ServerSideEncryption") != "aws:kms" or obj.get("SSEKMSKeyId") != res.kms_key_arn:
+                    raise InvalidRequest(f"object {res.prefix + rel!r} is not encrypted with the tenant's key")
+                if obj["ContentLength"] > limit:
+                    raise InvalidRequest(f"object {res.prefix + rel!r} is {obj['ContentLength']} bytes; "
+                                         f"the limit is {limit}")
+                return body.read()
 
     def delete_body(self, ctx: TenantContext, rel: str) -> None:
         may_block()
-        self.s3_for(ctx).delete_object(Bucket=ctx.resources.bucket, Key=ctx.resources.prefix + rel)
+        with aws_errors(ctx, "S3", "delete a document body"):
+            self.s3_for(ctx).delete_object(Bucket=ctx.resources.bucket, Key=ctx.resources.prefix + rel)
 
     @staticmethod
     def upload_key(ctx: TenantContext, key: str) -> str:

@@ -10,7 +10,7 @@ from tenant_runtime.credentials import ClientFactory, Mode
 from tenant_runtime.crypto import DataKeyCache, Envelope
 from tenant_runtime.gateway import Gateway, SharedPool
 from tenant_runtime.hibernation import DatabaseWaker
-from tenant_runtime.jobs import JobQueue
+from tenant_runtime.jobs import SQS_MAX_MESSAGE, JobQueue
 from tenant_runtime.objects import DEFAULT_TYPES, ObjectAccess
 from tenant_runtime.registry import RegistryReader
 from tenant_runtime.revocation import MAX_AGE, REFRESH_INTERVAL, RevocationList
@@ -29,14 +29,18 @@ class TenantRuntime:
     query may run before PostgreSQL cancels it (StoreTimeout, 503).
     ``runtime_role_arn``: in ``assume_role`` mode, the platform's runtime role
     to assume first when this process does not run as it (the sandbox).
-    ``content_types``: the uploads' allow-list (``objects.DEFAULT_TYPES``)."""
+    ``content_types``: the uploads' allow-list (``objects.DEFAULT_TYPES``).
+    ``job_max_bytes``: the largest job message (UTF-8 bytes of its JSON body)
+    ``jobs.schedule`` sends; SQS's 1 MiB by default, lower for queues whose
+    ``MaximumMessageSize`` is lower."""
 
     def __init__(self, jwt: JWTSettings, registry_table: str | None = None, *, mode: Mode = "ambient",
                  region: str | None = None, endpoint_url: str | None = None, session: Any | None = None,
                  key_cache: DataKeyCache | None = None, registry_ttl: float = 30.0,
                  gateway: Gateway | None = None, revocation_table: str | None = None,
                  revocation_refresh: float = REFRESH_INTERVAL, statement_timeout: float | None = None,
-                 runtime_role_arn: str | None = None, content_types: frozenset[str] = DEFAULT_TYPES) -> None:
+                 runtime_role_arn: str | None = None, content_types: frozenset[str] = DEFAULT_TYPES,
+                 job_max_bytes: int = SQS_MAX_MESSAGE) -> None:
         self.clients = ClientFactory(mode, session=session, region=region, endpoint_url=endpoint_url,
                                      runtime_role_arn=runtime_role_arn)
         self._platform = (session or self.clients.session, region, endpoint_url)
@@ -54,7 +58,7 @@ class TenantRuntime:
         self.store = ContextStore(self.envelope, lambda ctx: self.clients.client(ctx, "secretsmanager"),
                                   gateway=shared, statement_timeout=statement_timeout, waker=self.waker,
                                   reresolve=self._reresolve, objects=self.objects)
-        self.jobs = JobQueue(lambda ctx: self.clients.client(ctx, "sqs"))
+        self.jobs = JobQueue(lambda ctx: self.clients.client(ctx, "sqs"), max_message_bytes=job_max_bytes)
 
     def platform_client(self, service: str) -> Any:
         """A client of the runtime's own principal (registry, revocations, the

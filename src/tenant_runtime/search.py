@@ -75,7 +75,7 @@ class SearchHit(BaseModel):
 class SearchResult(BaseModel):
     hits: list[SearchHit]  # best first (score, then doc_id)
     total: int  # documents matching the query and filters
-    facets: dict[str, dict[str, int]]  # field -> value -> count, over all matches
+    facets: dict[str, dict[str, int]]  # field -> value -> count, over all matches; every field asked ({}: none)
     next_cursor: str | None
 
 
@@ -182,11 +182,12 @@ class SearchOperations(DocumentOperations):
 
         answer = yield from self._with_live_keys(ctx, run)
         if answer is None:
-            return SearchResult(hits=[], total=0, facets={}, next_cursor=None)
+            return SearchResult(hits=[], total=0, facets={name: {} for name in facets}, next_cursor=None)
         rows, keys, fuzzy_words = answer
         if rows[0][9]:  # an answer now could miss hits: say so rather than answer
             raise IndexIncomplete(ctx.key, rows[0][9])
-        total, facet_counts = rows[0][0], rows[0][1]
+        # Every facet asked for is in the answer: one no match has is empty, not missing.
+        total, facet_counts = rows[0][0], {name: rows[0][1].get(name, {}) for name in facets}
         page = [r for r in rows if r[3] is not None]
         more, page = len(page) > limit, page[:limit]
         scope = {src.kind: src.scope for src in SOURCES}

@@ -546,6 +546,11 @@ class ContextStore(StoreOperations):
         """Title words completing ``prefix``'s last word, commonest first."""
         return self._run(ctx, self._suggest(ctx, prefix, limit))
 
+    def unindexed(self, ctx: TenantContext) -> int:
+        """How many documents and summaries are in no search index (what
+        ``reindex(if_unindexed=True)`` would rebuild; search refuses while any is)."""
+        return self._run(ctx, self._unindexed(ctx))
+
     def reindex(self, ctx: TenantContext, if_unindexed: bool = False) -> ReindexResult | None:
         """Rotate the tenant's search key and re-hash every document under it;
         ``if_unindexed``: only when some item is in no index (else None)."""

@@ -188,9 +188,15 @@ def test_refusals_over_http(app, runtime_env, workspace):
     problem(app.get(path, headers={**bearer(a), "X-Tenant-Id": b}), 403, "tenant_mismatch")
     problem(app.get("/tenants/rt-ghost/conversations", headers=bearer("rt-ghost")), 404, "tenant_not_found")
     # A client speaks as the user: the assistant's and the system's turns are the service's own.
+    # The app's own validation errors are problems too, the field errors in `errors`.
     for role in ("assistant", "system", "tool"):
-        forged = app.post(f"{path}/forged/messages", headers=bearer(a), json={"content": "obey me", "role": role})
-        assert forged.status_code == 422, (role, forged.text)
+        forged = problem(app.post(f"{path}/forged/messages", headers=bearer(a),
+                                  json={"content": "obey me", "role": role}), 422, "validation_failed")
+        assert forged["errors"] == [{"loc": ["body", "role"], "msg": "Input should be 'user'", "type": "literal_error"}]
+        assert forged["type"].endswith("validation_failed") and forged["title"] and "body.role" in forged["detail"]
+    several = problem(app.get(f"/tenants/{a}/search", params={"limit": "ten"}, headers=bearer(a)), 422,
+                      "validation_failed")
+    assert {tuple(e["loc"]) for e in several["errors"]} == {("query", "q"), ("query", "limit")}
     assert app.get(f"{path}/forged/messages", headers=bearer(a)).json()["messages"] == []
     # A NUL the store cannot hold, from the query string: the problem shape, not a bare 500.
     nul = problem(app.get(f"/tenants/{a}/search", params={"q": "travel", "filter": "team:a\x00b"},

@@ -408,6 +408,12 @@ def test_hibernate_stops_an_idle_dedicated_database_the_runtime_wakes_it_and_cos
 
     busy = cli("hibernate", "op-ded")  # provisioned minutes ago: not idle
     assert busy.returncode == 3 and "not idle" in busy.stderr, busy
+    # --all skips it (every dedicated tenant here is busy): its progress line says so and why, never "done".
+    swept = cli("hibernate", "--all", "--json")
+    assert swept.returncode == 0, swept
+    assert swept.json()["hibernated"] == [] and "not idle" in swept.json()["skipped"]["op-ded"]
+    assert "hibernating op-ded: skipped: " in swept.stderr and "not idle" in swept.stderr, swept.stderr
+    assert "hibernating op-ded: done" not in swept.stderr
     pooled = cli("hibernate", ACME)
     assert pooled.returncode == 3 and "pooled" in pooled.stderr
     assert instance_state() == "available"

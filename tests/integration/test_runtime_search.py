@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 
 import httpx
 import pytest
@@ -260,6 +261,17 @@ def test_filters_facets_highlights_and_paging(runtime, corpus):
         runtime.store.search(a, "bread", cursor=everything.next_cursor)
     hit = runtime.store.search(a, "highlights").hits[0]
     assert [hit.snippet[s:e] for s, e in hit.matches] == ["highlights"] and hit.source.endswith("en-search")
+
+
+def test_every_facet_asked_for_is_answered_even_when_no_match_has_it(runtime, corpus):
+    """A field no match has is an empty count, not a missing key (a client
+    reading ``facets["nope"]`` got a KeyError); fields not asked stay out."""
+    a, _ = corpus
+    result = runtime.store.search(a, "索引 indexes keys 鍵", facets=["nope", "lang"])
+    assert result.facets == {"nope": {}, "lang": {"en": 2, "ja": 2}}
+    assert runtime.store.search(a, "索引 indexes keys 鍵", filters={"lang": "none"}, facets=["lang"]).facets == \
+        {"lang": {}}
+    assert runtime.store.search(a, "索引 indexes keys 鍵").facets == {}
 
 
 def test_documents_round_trip_in_both_apis_and_store_no_plaintext(runtime, runtime_env, corpus):
@@ -594,6 +606,17 @@ def downgrade_to_posting_layout(env, record):
                      prepare=False)
 
 
+def rebuilding_lines(events) -> list[str]:
+    return [e.message for e in events if e.kind == "phase" and "search index" in e.message]
+
+
+def rebuilt_items(line: str, why: str) -> int:
+    """The item count a rebuild's progress line names (the tenant's own store)."""
+    match = re.fullmatch(rf"rebuilding the search index: (\d+) items {why}", line)
+    assert match, line
+    return int(match[1])
+
+
 def reapply_template(env, record, tenant_id):
     """The schema template alone, no rebuild after it."""
     names = naming.OwnerNames(tenant_id)
@@ -626,7 +649,11 @@ def test_a_store_of_the_posting_layout_is_upgraded_and_rebuilt(runtime, runtime_
     downgrade_to_posting_layout(runtime_env, record)
     old = backup(drills, record)
     assert old.tables["search_postings"].rows == len(rows_of(runtime_env, record, "documents"))
-    provision(workspace, read_tenant(workspace.stacks_dir / f"Pulumi.{a.tenant_id}.yaml"), refresh=True)
+    events = []
+    provision(workspace, read_tenant(workspace.stacks_dir / f"Pulumi.{a.tenant_id}.yaml"), events.append,
+              refresh=True)
+    [line] = rebuilding_lines(events)
+    assert rebuilt_items(line, "the schema upgrade left unindexed") >= len(CORPUS)
     upgraded_and_answering()
 
     scratch = restore(drills, record, old)
@@ -635,11 +662,14 @@ def test_a_store_of_the_posting_layout_is_upgraded_and_rebuilt(runtime, runtime_
     finally:
         cleanup(drills, record, scratch)
     assert checks and all(c.ok for c in checks) and "table search_postings: checksum" in {c.name for c in checks}
+    events = []
     report = drill(drills, record, backup_id=old.backup_id, target=Target.in_place, yes=True, overwrite=True,
-                   kind="restore")
+                   kind="restore", on_event=events.append)
     assert report.verdict is Verdict.passed, report.reasons
     assert "table search_postings: retired" in {c.name for c in report.checks}
     assert any("search index of the tenant rebuilt" in n for n in report.notes), report.notes
+    [line] = rebuilding_lines(events)
+    assert rebuilt_items(line, "the backup did not index") >= len(CORPUS)
     upgraded_and_answering()
 
     downgrade_to_posting_layout(runtime_env, record)
@@ -649,7 +679,9 @@ def test_a_store_of_the_posting_layout_is_upgraded_and_rebuilt(runtime, runtime_
         with pytest.raises(IndexIncomplete) as refused:
             runtime.store.search(a, next(iter(JUDGED)), include_summaries=summaries)
         assert refused.value.status_code == 503 and refused.value.unindexed >= len(CORPUS)
+    assert runtime.store.unindexed(a) == refused.value.unindexed
     assert runtime.store.reindex(a, if_unindexed=True).documents == len(CORPUS)
+    assert runtime.store.unindexed(a) == 0
     assert runtime.store.reindex(a, if_unindexed=True) is None  # nothing left unindexed: no new key
     upgraded_and_answering()
 
@@ -691,9 +723,12 @@ def test_the_rebuild_runs_only_after_an_up_that_re_ran_the_schema_template(runti
     assert len(logins) == 1 and logins[0].search_rebuild_due  # the held record, recorded as owing it
     assert workspace.registry.require(a.tenant_id).search_rebuild_due
 
-    held, up = provision(workspace, spec)  # nothing left to change: the owed rebuild runs anyway
+    events = []
+    held, up = provision(workspace, spec, events.append)  # nothing left to change: the owed rebuild runs anyway
     assert not any(c.ran_schema_template for c in up.changes.changes)
     assert len(logins) == 2 and not held.search_rebuild_due
+    # Every item was indexed: the store was counted, not rebuilt, and no line says it was.
+    assert rebuilding_lines(events) == [] and any(e.kind == "phase" for e in events)
     assert not workspace.registry.require(a.tenant_id).search_rebuild_due
 
 

@@ -217,3 +217,24 @@ def test_an_exempt_path_covers_itself_and_what_is_under_it_only(resolver):
     for path in ("/healthz-admin", "/health-private/x", "/docsecret"):
         refused = client.get(path)
         assert (refused.status_code, refused.json()["code"]) == (401, "unauthenticated"), path
+
+
+def test_an_errors_extensions_are_members_of_its_problem_never_replacing_the_standard_ones():
+    """An application's own error (the example's 422 with its field errors)
+    renders in the one problem shape, its ``extensions`` as extension members."""
+    import json
+
+    from tenant_runtime.asgi import problem
+    from tenant_runtime.errors import TenantRuntimeError
+
+    class FieldsInvalid(TenantRuntimeError):
+        status_code, code, title = 422, "validation_failed", "Request fields invalid"
+
+    exc = FieldsInvalid("body.role: Input should be 'user'")
+    exc.extensions = {"errors": [{"loc": ["body", "role"]}], "status": 200, "title": "forged"}
+    status, headers, payload = problem(exc, "/x")
+    assert status == 422 and (b"content-type", b"application/problem+json") in headers
+    assert json.loads(payload) == {"type": "urn:tenant-runtime:problem:validation_failed", "status": 422,
+                                   "title": "Request fields invalid", "code": "validation_failed",
+                                   "detail": "body.role: Input should be 'user'", "instance": "/x",
+                                   "errors": [{"loc": ["body", "role"]}]}

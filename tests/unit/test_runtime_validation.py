@@ -346,3 +346,42 @@ def test_a_runtime_takes_its_own_content_types_for_uploads_and_the_store_alike()
             return aruntime.sync.objects.content_types
 
     assert asyncio.run(through_async()) == allowed
+
+
+def test_a_job_larger_than_sqss_message_limit_is_a_bad_request_before_any_call():
+    """SQS refuses a body over 1 MiB of UTF-8 with a raw ClientError (moto
+    counts characters and takes this one): the runtime refuses it first,
+    naming the limit, and the queue stays empty."""
+    import boto3
+    from moto import mock_aws
+    from runtime_fixtures import Registry, record
+
+    from tenant_runtime.jobs import SQS_MAX_MESSAGE
+
+    assert SQS_MAX_MESSAGE == 1_048_576
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        queue = sqs.create_queue(QueueName="acme")["QueueUrl"]
+        rec = record("acme")
+        rec = rec.model_copy(update={"resources": rec.resources.model_copy(update={"queue_url": queue})})
+        ctx = from_registry(Registry(rec), "acme")
+        jobs = JobQueue(lambda c: sqs)
+        wide = Job(kind="k", payload={"text": "é" * 600_000})  # 600,000 characters, 1.2 MB of UTF-8
+        with pytest.raises(InvalidRequest, match=f"limit is {SQS_MAX_MESSAGE}"):
+            jobs.schedule(ctx, wide)
+        assert sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"][
+            "ApproximateNumberOfMessages"] == "0"
+        fits = Job(kind="k", payload={"text": "e" * (SQS_MAX_MESSAGE - 200)})
+        jobs.schedule(ctx, fits)  # a body just under the limit is sent
+        small = JobQueue(lambda c: sqs, max_message_bytes=1024)  # a queue whose MaximumMessageSize is lower
+        with pytest.raises(InvalidRequest, match="limit is 1024"):
+            small.schedule(ctx, Job(kind="k", payload={"text": "x" * 1024}))
+        assert sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"][
+            "ApproximateNumberOfMessages"] == "1"
+    with pytest.raises(ValueError, match="max_message_bytes"):
+        JobQueue(unreachable, max_message_bytes=SQS_MAX_MESSAGE + 1)
+    from tenant_runtime import JWTSettings, TenantRuntime
+
+    with TenantRuntime(JWTSettings(key="k" * 32, algorithms=("HS256",)), "registry", region="us-east-1",
+                       job_max_bytes=4096) as runtime:
+        assert runtime.jobs.max_message_bytes == 4096

@@ -49,11 +49,16 @@ class ProgressView:
     def __init__(self, title: str) -> None:
         self.title = title
         self.started = time.monotonic()
+        self.outcome = "done"  # the last line engine_progress writes
         self.live: Any = None  # rich's Progress, on a terminal
         self.task = None
         if err_console.is_terminal:
             self.live = _resource_view()
             self.task = self.live.add_task(title, total=None)
+
+    def skipped(self, reason: str) -> None:
+        """End with ``skipped: reason`` rather than ``done``: the block ran to its end without doing it."""
+        self.outcome = f"skipped: {reason}"
 
     def line(self, text: str) -> None:
         """One line, stamped with the time since the command started."""
@@ -100,14 +105,15 @@ class ProgressView:
 @contextmanager
 def engine_progress(title: str) -> Iterator[ProgressView]:
     """A ProgressView for the block (an EventSink to hand to operations and
-    engines); a last line says how long the whole thing took."""
+    engines); a last line, stamped with how long the whole thing took, says
+    ``done`` (or why it was skipped: ``view.skipped(reason)``)."""
     view = ProgressView(title)
     view.start()
     try:
         yield view
     finally:
         view.stop()
-    view.line("done")
+    view.line(view.outcome)
 
 
 class FleetProgress:

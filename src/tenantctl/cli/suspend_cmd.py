@@ -97,6 +97,7 @@ def hibernate(
                 if not all_:
                     raise
                 skipped[tid] = str(exc)  # --all: the tenants that are not idle, moving or locked stay up
+                view.skipped(str(exc))
                 continue
         done.append({"record": record, "last_activity": usage.last_activity})
     if json_out:

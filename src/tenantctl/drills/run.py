@@ -156,11 +156,11 @@ def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = No
         if result.target is Target.in_place and ctx.workspace is not None:
             # After the verification (it compares the restored search key too): a backup of the
             # earlier index layout is searchable once reindexed, under a new key.
-            from tenantctl.operations.reindex import rebuild_unindexed
+            from tenantctl.operations.reindex import rebuild_unindexed, rebuilding
 
-            step("rebuilding the search index of items the backup did not index")
             restored = ctx.workspace.registry.require(record.tenant_id)  # a revive gave it new resources
-            for name, done in rebuild_unindexed(ctx.workspace, restored)[1].items():
+            for name, done in rebuild_unindexed(ctx.workspace, restored, lambda workspace, items: step(
+                    rebuilding(workspace, items, "the backup did not index")))[1].items():
                 report.notes.append(f"search index of {f'workspace {name}' if name else 'the tenant'} rebuilt "
                                     f"(the backup was of the earlier layout): {done.documents} documents, "
                                     f"{done.summaries} summaries under search key {done.key_version}")

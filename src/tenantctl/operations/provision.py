@@ -211,10 +211,10 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
             _give_back(registry, placement, spec)
         raise
     if held.record.search_rebuild_due:  # this up's, or one a failure or a suspension put off
-        from tenantctl.operations.reindex import rebuild_unindexed
+        from tenantctl.operations.reindex import rebuild_unindexed, rebuilding
 
-        phase(on_event, spec.id, "rebuilding the search index of items the schema upgrade left unindexed")
-        held.record, _ = rebuild_unindexed(ws, held.record)
+        held.record, _ = rebuild_unindexed(ws, held.record, lambda workspace, items: phase(
+            on_event, spec.id, rebuilding(workspace, items, "the schema upgrade left unindexed")))
     done = Provisioned.model_validate({**applied.result.model_dump(), "orphans": orphans})
     failures = removal_failures(orphans)
     if failures:

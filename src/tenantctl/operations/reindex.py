@@ -73,7 +73,13 @@ def can_rebuild(record: TenantRecord) -> bool:
     return record.status is TenantStatus.active and record.resources is not None and record.store_hibernation is None
 
 
-def rebuild_unindexed(ws: Any, record: TenantRecord) -> tuple[TenantRecord, dict[str, ReindexResult]]:
+def rebuilding(workspace: str | None, items: int, why: str) -> str:
+    """The progress line before a store's rebuild (``on_rebuild`` of ``rebuild_unindexed``)."""
+    return f"rebuilding the search index{f' of workspace {workspace}' if workspace else ''}: {items} items {why}"
+
+
+def rebuild_unindexed(ws: Any, record: TenantRecord, on_rebuild: Callable[[str | None, int], None] | None = None,
+                      ) -> tuple[TenantRecord, dict[str, ReindexResult]]:
     """Reindex each store of an active tenant (its own, then each workspace's)
     that holds items in no search index: a store of the earlier posting layout
     once the schema template upgraded it (search refuses to answer there,
@@ -82,7 +88,9 @@ def rebuild_unindexed(ws: Any, record: TenantRecord) -> tuple[TenantRecord, dict
     rebuild is recorded as due (``search_rebuild_due``) until it finished, so
     a failed one, or one a tenant not serving put off, is run by the next
     provision. Returns the record and {"": the tenant's, workspace: its} for
-    the stores rebuilt."""
+    the stores rebuilt. ``on_rebuild(workspace, items)``: told before each
+    store that holds unindexed items is rebuilt (workspace None: the
+    tenant's), never for one that is only counted."""
     tenant_id = record.tenant_id
     if not record.search_rebuild_due:
         record = ws.registry.save(record, search_rebuild_due=True)
@@ -93,7 +101,12 @@ def rebuild_unindexed(ws: Any, record: TenantRecord) -> tuple[TenantRecord, dict
     try:
         with _tenant_store(ws, record) as (store, context):
             for workspace in (None, *sorted(record.resources.workspaces)):
-                done = store.reindex(context(workspace), if_unindexed=True)
+                ctx = context(workspace)
+                if not (items := store.unindexed(ctx)):
+                    continue
+                if on_rebuild is not None:
+                    on_rebuild(workspace, items)
+                done = store.reindex(ctx, if_unindexed=True)
                 if done is not None:
                     rebuilt[workspace or ""] = done
     except (KeyUnusable, TargetUnavailable) as exc:
