@@ -88,13 +88,25 @@ def ensure_gateway_role(conn: Any, *, role: str, password: str) -> list[str]:
     return tenant_roles
 
 
+def unlink_large_objects(conn: Any, role: str) -> int:
+    """Remove the large objects ``role`` owns in ``conn``'s database; how many.
+    Any role may create them (no privilege governs ``lo_create``), outside every
+    schema: left behind, they hold data past the tenant and keep its role from
+    being dropped."""
+    return len(conn.execute(
+        "SELECT lo_unlink(m.oid) FROM pg_largeobject_metadata m JOIN pg_roles r ON r.oid = m.lomowner "
+        "WHERE r.rolname = %s", (role,)).fetchall())
+
+
 def drop_role(conn: Any, *, database: str, role: str) -> None:
-    """Revoke the script's GRANT CONNECT (the one thing left depending on the role
-    once its schema is gone) and drop the role, under the ACL lock."""
+    """Revoke the script's GRANT CONNECT and remove the role's large objects
+    (what is left depending on the role once its schema is gone) and drop the
+    role, under the ACL lock."""
     from psycopg import sql
 
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (DATABASE_ACL_LOCK,))
+        unlink_large_objects(conn, role)
         conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(
             sql.Identifier(database), sql.Identifier(role)))
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
@@ -103,11 +115,13 @@ def drop_role(conn: Any, *, database: str, role: str) -> None:
 def revoke_role(conn: Any, *, database: str, role: str, gateway: str | None) -> None:
     """Take ``role``'s grants on ``database`` back (and the gateway's membership
     in it) without dropping it, under the ACL lock: a move's other store on the
-    same server still uses the role."""
+    same server still uses the role. Its large objects in this database go with
+    the store."""
     from psycopg import sql
 
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (DATABASE_ACL_LOCK,))
+        unlink_large_objects(conn, role)
         conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(
             sql.Identifier(database), sql.Identifier(role)))
         if gateway and conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (gateway,)).fetchone():
