@@ -10,6 +10,8 @@ import boto3
 import psycopg
 import pytest
 
+from tenantctl.tenant_schema_sql import DATABASE_ACL_LOCK, take_acl_lock
+
 pytestmark = pytest.mark.integration
 
 HOARDER = "qx-lo"
@@ -54,3 +56,35 @@ def test_large_objects_of_a_tenant_and_its_workspace_fail_the_check_and_go_with_
         with psycopg.connect(sandbox.pg_dsn(owner["database"])) as conn:
             assert conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (owner["role"],)).fetchone() is None
 
+
+def test_a_tenant_login_holding_the_acl_lock_stalls_neither_helpers_nor_provisions(sandbox, tenantctl_cli):
+    """Any role may take any advisory lock, and the ACL lock's key is in the
+    source: a tenant's login holding it used to stall every schema script and
+    ACL change of its database, its neighbours' provisions included."""
+    assert tenantctl_cli("provision", "qx-lock").returncode == 0
+    store = json.loads(tenantctl_cli("status", "qx-lock", "--json").stdout)["resources"]["store"]
+    holder = login(sandbox, store["secret_arn"])
+    holder.execute("SELECT pg_advisory_lock(%s)", (DATABASE_ACL_LOCK,))
+    with psycopg.connect(sandbox.pg_dsn(store["database"])) as admin:
+        admin.execute("SET statement_timeout = '60s'")  # the bound on a hang, not a timing
+        with admin.transaction():
+            take_acl_lock(admin)
+            held = admin.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = "
+                                 "pg_backend_pid() AND granted").fetchone()[0]
+    assert held == 1
+    with pytest.raises(psycopg.OperationalError):  # its session was ended
+        holder.execute("SELECT 1")
+
+    holder = login(sandbox, store["secret_arn"])  # again, then a neighbour's provision (the template's script)
+    holder.execute("SELECT pg_advisory_lock(%s)", (DATABASE_ACL_LOCK,))
+    provisioned = tenantctl_cli("provision", "qx-lock2")
+    assert provisioned.returncode == 0, provisioned.stderr
+    assert _ended(holder)
+
+
+def _ended(conn: psycopg.Connection) -> bool:
+    try:
+        conn.execute("SELECT 1")
+    except psycopg.OperationalError:
+        return True
+    return False
