@@ -63,7 +63,7 @@ def plant(ctx: DrillContext, record: TenantRecord, suffix: str, **changes) -> st
         ctx.s3.get_object(Bucket=bucket, Key=real.dump.key)["Body"],
         envelope.open_data_key(ctx.kms, key_arn, real.dump.encrypted_data_key, real_context),
         bytes.fromhex(real.dump.nonce_prefix), real_context, real.dump.key))
-    context = envelope.encryption_context(record.tenant_id, backup_id)
+    context = envelope.encryption_context(record.tenant_id, backup_id, changes.get("workspace"))
     key = envelope.new_data_key(ctx.kms, key_arn, context)
     sealed = b"".join(envelope.encrypt_stream(io.BytesIO(plaintext), key, context))
     dump_key = store.backup_dir(record, backup_id) + store.DUMP
@@ -107,3 +107,15 @@ def test_a_real_backup_still_restores_in_place(ctx, box, tenants, tenantctl_cli)
                          "--overwrite", "--yes")
     assert done.returncode == 0, done.stdout + done.stderr
     assert neighbour_rows(box, tenants[NEIGHBOUR]) == [("the-neighbours-own",)]
+
+
+def test_a_workspace_backup_under_the_tenants_own_prefix_is_refused(ctx, box, tenants, tenantctl_cli):
+    """A backup says whose it is by where it lies: one under the tenant's prefix
+    claiming a workspace (index and manifest alike) is not restored over that
+    workspace's schema."""
+    owner = tenants[OWNER]
+    backup_id = plant(ctx, owner, "workspace", workspace="hr",
+                      schema_name=naming.OwnerNames(OWNER, "hr").schema)
+    done = tenantctl_cli("drill", "restore", OWNER, "--backup", backup_id, "--target", "scratch")
+    assert done.returncode == 9, done.stdout + done.stderr
+    assert f"it lies under {naming.s3_prefix(OWNER)!r}: refused" in done.stdout

@@ -131,10 +131,11 @@ def _parse(model: type[Doc], body: bytes, record: TenantRecord, backup_id: str, 
 def _confined(manifest: BackupManifest, record: TenantRecord, backup_id: str, workspace: str | None) -> BackupManifest:
     """``manifest`` when it describes its owner's own schema and dump; BackupCorrupt otherwise."""
     where = f"backup {backup_id} of {record.tenant_id!r}"
-    if manifest.workspace != workspace:
+    owner = OwnerNames(record.tenant_id, workspace)
+    if manifest.workspace != workspace or owner.s3_prefix != record.resources.prefix:
         raise BackupCorrupt(f"{where}: the manifest is of workspace {manifest.workspace!r}, its index of "
-                            f"{workspace!r}: refused")
-    schema = OwnerNames(record.tenant_id, workspace).schema
+                            f"{workspace!r}, and it lies under {record.resources.prefix!r}: refused")
+    schema = owner.schema
     if manifest.schema_name != schema:
         raise BackupCorrupt(f"{where}: the manifest names schema {manifest.schema_name!r}, not its owner's "
                             f"{schema!r}: refused")
@@ -163,7 +164,7 @@ def backup_index(s3: Any, record: TenantRecord, backup_id: str) -> BackupIndex:
                            f"(nothing at s3://{record.resources.bucket}/{key})")
         return BackupIndex(format=1, stored_bytes=legacy.dump.stored_bytes if legacy.dump else None,
                            **legacy.model_dump(include={"backup_id", "tenant_id", "kind", "reason", "started_at",
-                                                        "finished_at", "key_arn", "spec"}))
+                                                        "finished_at", "key_arn", "spec", "workspace"}))
     return _parse(BackupIndex, body, record, backup_id, INDEX)
 
 
