@@ -20,6 +20,7 @@ import pulumi_aws as aws
 from infra.components.kms_key import TENANT_KEY_ACTIONS
 from tenant_runtime.credentials import SESSION_TAG
 from tenantctl import naming
+from tenantctl.drills.layout import BACKUP_PURPOSE, BACKUPS
 
 # PutObjectTagging: S3 requires it for a PutObject carrying tags (the
 # retention class of uploads/tmp/ and archive/ objects).
@@ -30,6 +31,13 @@ SQS_ACTIONS = ["sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sq
 # The same list the key policy grants the role (one set of key permissions, not two).
 KMS_ACTIONS = TENANT_KEY_ACTIONS
 SECRET_ACTIONS = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
+# What the role may never do to its owner's backups (tenantctl.drills.layout):
+# write, tag or delete under `<prefix>backups/`, or use its key under the
+# backups' encryption context. A restore runs a backup's dump as the database
+# admin, so a backup the tenant's workload could write or seal would run its
+# SQL as the admin, in every tenant's database.
+BACKUP_WRITE_ACTIONS = ["s3:PutObject", "s3:PutObjectTagging", "s3:DeleteObject"]
+BACKUP_KEY_ACTIONS = [a for a in KMS_ACTIONS if a != "kms:DescribeKey"]  # those that carry a context
 
 
 @dataclass
@@ -91,10 +99,14 @@ def access_document(tenant_id: str, bucket_arn: str, queue_arns: list[str], kms_
     (``tenants/<id>--<ws>/``, which the tenant's ``tenants/<id>/*`` does not
     cover), queues, key and secret. ``sends=False`` (a retired stack): its
     queues are read and emptied but never sent to, by an explicit Deny (a
-    grant anywhere else, e.g. a queue policy, cannot lift it)."""
+    grant anywhere else, e.g. a queue policy, cannot lift it). Backups are the
+    operator's: explicit Denies keep the role from writing under
+    ``<prefix>backups/`` and from using its key for a backup's data key
+    (``BACKUP_WRITE_ACTIONS``, ``BACKUP_KEY_ACTIONS``)."""
     prefix = naming.OwnerNames(tenant_id, workspace).s3_prefix
     buckets = [bucket_arn] + ([moving_bucket_arn] if moving_bucket_arn else [])
     objects = [f"{b}/{prefix}*" for b in buckets]
+    backups = [f"{b}/{prefix}{BACKUPS}*" for b in buckets]
     return {"Version": "2012-10-17", "Statement": [
         {"Sid": "TenantObjects", "Effect": "Allow", "Action": S3_OBJECT_ACTIONS,
          "Resource": objects[0] if len(objects) == 1 else objects},
@@ -106,6 +118,10 @@ def access_document(tenant_id: str, bucket_arn: str, queue_arns: list[str], kms_
          "Resource": list(queue_arns)},
         {"Sid": "TenantKey", "Effect": "Allow", "Action": KMS_ACTIONS, "Resource": kms_key_arn},
         {"Sid": "TenantDbSecret", "Effect": "Allow", "Action": SECRET_ACTIONS, "Resource": secret_arn},
+        {"Sid": "OperatorBackupObjects", "Effect": "Deny", "Action": BACKUP_WRITE_ACTIONS,
+         "Resource": backups[0] if len(backups) == 1 else backups},
+        {"Sid": "OperatorBackupKeys", "Effect": "Deny", "Action": BACKUP_KEY_ACTIONS, "Resource": kms_key_arn,
+         "Condition": {"StringEquals": {"kms:EncryptionContext:purpose": BACKUP_PURPOSE}}},
     ] + ([] if sends else [
         {"Sid": "RetiredQueues", "Effect": "Deny", "Action": "sqs:SendMessage", "Resource": list(queue_arns)}])}
 

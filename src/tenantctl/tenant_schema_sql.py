@@ -20,6 +20,31 @@ TEMPLATE = "tenant_schema.sql.j2"
 # tenant's GRANT CONNECT rewrites the same pg_database row, and PostgreSQL fails
 # concurrent writers of one catalog row with "tuple concurrently updated".
 DATABASE_ACL_LOCK = 0x74656E616E74  # "tenant"
+# How tenantctl's admin takes that lock (``take_acl_lock``; the template's
+# ``acl_lock``): any role may take any advisory lock, and the key is no secret
+# (pg_locks shows it to every role while it is held), so a tenant's login
+# holding it would stall every schema script and ACL change of the database,
+# its neighbours' provisions included. Only the admin ever takes it, so a
+# session of any other role holding or awaiting it is ended, and the admin's
+# own (another run's) is waited for. A DO block: a plain statement, so the
+# template's single-transaction script can hold the lock to its end.
+ACL_LOCK_SQL = f"""DO $acl$
+BEGIN
+  WHILE NOT pg_try_advisory_xact_lock({DATABASE_ACL_LOCK}) LOOP
+    PERFORM pg_terminate_backend(l.pid) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+      WHERE l.locktype = 'advisory' AND l.objsubid = 1
+        AND l.classid = {DATABASE_ACL_LOCK >> 32} AND l.objid = {DATABASE_ACL_LOCK & 0xFFFFFFFF}
+        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+        AND a.usename IS DISTINCT FROM current_user;
+    PERFORM pg_sleep(0.05);
+  END LOOP;
+END
+$acl$"""
+
+
+def take_acl_lock(conn: Any) -> None:
+    """Take the database ACL lock for ``conn``'s transaction (``ACL_LOCK_SQL``)."""
+    conn.execute(ACL_LOCK_SQL)
 FORCED = "forced"  # a table's row_security when the script left it as it should be
 
 
@@ -54,7 +79,7 @@ def schema_script(conn: Any, *, tenant_id: str, role: str, schema: str, gateway_
         schema=sql.Identifier(schema).as_string(conn),
         tenant_literal=sql.Literal(tenant_id).as_string(conn),
         gateway_literal=sql.Literal(gateway_role).as_string(conn) if gateway_role else None,
-        acl_lock=DATABASE_ACL_LOCK,
+        acl_lock=ACL_LOCK_SQL,
         tables=TABLES,
     )
 
@@ -71,7 +96,7 @@ def ensure_gateway_role(conn: Any, *, role: str, password: str) -> list[str]:
 
     ident = sql.Identifier(role)
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (DATABASE_ACL_LOCK,))
+        take_acl_lock(conn)
         if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
             conn.execute(sql.SQL("CREATE ROLE {} " + GATEWAY_ATTRIBUTES).format(ident))
         conn.execute(sql.SQL("ALTER ROLE {} " + GATEWAY_ATTRIBUTES + " PASSWORD {}").format(
@@ -88,13 +113,25 @@ def ensure_gateway_role(conn: Any, *, role: str, password: str) -> list[str]:
     return tenant_roles
 
 
+def unlink_large_objects(conn: Any, role: str) -> int:
+    """Remove the large objects ``role`` owns in ``conn``'s database; how many.
+    Any role may create them (no privilege governs ``lo_create``), outside every
+    schema: left behind, they hold data past the tenant and keep its role from
+    being dropped."""
+    return len(conn.execute(
+        "SELECT lo_unlink(m.oid) FROM pg_largeobject_metadata m JOIN pg_roles r ON r.oid = m.lomowner "
+        "WHERE r.rolname = %s", (role,)).fetchall())
+
+
 def drop_role(conn: Any, *, database: str, role: str) -> None:
-    """Revoke the script's GRANT CONNECT (the one thing left depending on the role
-    once its schema is gone) and drop the role, under the ACL lock."""
+    """Revoke the script's GRANT CONNECT and remove the role's large objects
+    (what is left depending on the role once its schema is gone) and drop the
+    role, under the ACL lock."""
     from psycopg import sql
 
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (DATABASE_ACL_LOCK,))
+        take_acl_lock(conn)
+        unlink_large_objects(conn, role)
         conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(
             sql.Identifier(database), sql.Identifier(role)))
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
@@ -103,11 +140,13 @@ def drop_role(conn: Any, *, database: str, role: str) -> None:
 def revoke_role(conn: Any, *, database: str, role: str, gateway: str | None) -> None:
     """Take ``role``'s grants on ``database`` back (and the gateway's membership
     in it) without dropping it, under the ACL lock: a move's other store on the
-    same server still uses the role."""
+    same server still uses the role. Its large objects in this database go with
+    the store."""
     from psycopg import sql
 
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (DATABASE_ACL_LOCK,))
+        take_acl_lock(conn)
+        unlink_large_objects(conn, role)
         conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(
             sql.Identifier(database), sql.Identifier(role)))
         if gateway and conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (gateway,)).fetchone():
@@ -125,7 +164,7 @@ def revoke_public(conn: Any, databases: list[str]) -> list[str]:
     from psycopg import sql
 
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (DATABASE_ACL_LOCK,))
+        take_acl_lock(conn)
         present = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s) ORDER BY 1",
                                               (databases,))]
         for name in present:

@@ -111,6 +111,11 @@ DB_TAMPERING = [
                  "ALTER TABLE {schema}.conversations OWNER TO CURRENT_USER; "
                  "GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.conversations TO {role}",
                  {"role-owns-nothing"}, id="owner"),
+    # Any role may create one (lo_create needs no privilege): data outside its schema and backups.
+    pytest.param("SELECT lo_from_bytea(424242, 'kept outside the schema'); ALTER LARGE OBJECT 424242 OWNER TO {role}",
+                 "SELECT lo_unlink(424242)", {"role-owns-nothing"}, id="large-object"),
+    pytest.param("SELECT lo_from_bytea(424243, 'x'); ALTER LARGE OBJECT 424243 OWNER TO {gateway}",
+                 "SELECT lo_unlink(424243)", {"gateway-owns-nothing"}, id="gateway-large-object"),
     pytest.param("CREATE UNIQUE INDEX ck_by_item ON {schema}.context_items (item_id)",
                  "DROP INDEX {schema}.ck_by_item", {"unique-keys-include-tenant"}, id="unique-without-tenant"),
     pytest.param("CREATE POLICY ck_open ON {schema}.conversations USING (true)",

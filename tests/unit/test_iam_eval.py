@@ -182,3 +182,34 @@ def test_a_workspace_role_reaches_its_own_prefix_only(tenant, ws, others):
     tenant_q = f"arn:aws:sqs:us-east-1:{ACCOUNT}:tenantctl-{tenant}-jobs"
     assert not evaluate(doc, Request("sqs:SendMessage", tenant_q)).allowed
     assert not evaluate(doc, Request("kms:Decrypt", f"arn:aws:kms:us-east-1:{ACCOUNT}:key/{tenant}-key")).allowed
+
+
+@pytest.mark.parametrize("doc, prefix, key", [
+    (grants("acme"), "tenants/acme/", f"arn:aws:kms:us-east-1:{ACCOUNT}:key/acme-key"),
+    (workspace_grants("acme", "legal"), "tenants/acme--legal/", f"arn:aws:kms:us-east-1:{ACCOUNT}:key/acme--legal-key"),
+    (access_document("acme", f"arn:aws:s3:::{BUCKET}", [], f"arn:aws:kms:us-east-1:{ACCOUNT}:key/acme-key",
+                     "arn:aws:secretsmanager:x", moving_bucket_arn="arn:aws:s3:::old-cell-bucket"),
+     "tenants/acme/", f"arn:aws:kms:us-east-1:{ACCOUNT}:key/acme-key"),
+])
+def test_the_role_can_neither_write_nor_seal_a_backup(doc, prefix, key):
+    """A restore runs a backup's dump as the database admin: a backup the
+    tenant's own workload could plant (its prefix, its key) would run the
+    tenant's SQL as the admin. The role keeps every other use of both."""
+    buckets = [BUCKET] + (["old-cell-bucket"] if "old-cell-bucket" in str(doc) else [])
+    for bucket in buckets:
+        for action in ("s3:PutObject", "s3:PutObjectTagging", "s3:DeleteObject"):
+            for where in ("backups/20261206T050000000Z-abcdef/index.json", "backups/x/manifest.enc", "backups/"):
+                decision = evaluate([doc], s3_object(action, bucket, prefix + where))
+                assert decision is Decision.explicit_deny, (action, bucket, where)
+            assert evaluate([doc], s3_object(action, bucket, prefix + "uploads/u/f.pdf")).allowed
+        assert evaluate([doc], s3_object("s3:GetObject", bucket, prefix + "backups/x/index.json")).allowed
+    backup = {"kms:EncryptionContext:purpose": "backup", "kms:EncryptionContext:tenant_id": "acme",
+              "kms:EncryptionContext:backup_id": "99991231T235959999Z-f0f0f0"}
+    runtime = {"kms:EncryptionContext:purpose": "tenant_runtime/context-store",
+               "kms:EncryptionContext:tenant_id": "acme"}
+    for action in ("kms:GenerateDataKey", "kms:GenerateDataKeyWithoutPlaintext", "kms:Encrypt", "kms:Decrypt"):
+        assert evaluate([doc], Request(action, key, context=backup)) is Decision.explicit_deny, action
+        assert evaluate([doc], Request(action, key, context=runtime)).allowed, action
+        # S3's and SQS's SSE-KMS contexts hold no `purpose`.
+        assert evaluate([doc], Request(action, key, context={"kms:EncryptionContext:aws:s3:arn": "x"})).allowed
+    assert evaluate([doc], Request("kms:DescribeKey", key)).allowed

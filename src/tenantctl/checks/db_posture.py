@@ -7,8 +7,10 @@ transaction that is always rolled back (nothing is ever committed):
 
 - ``role-not-superuser``, ``role-no-bypassrls``, ``role-no-admin-attributes``
   (CREATEROLE, CREATEDB, REPLICATION), ``role-owns-nothing`` (no schema, table,
-  sequence or function in the database is owned by the role: RLS does not bind
-  owners unless forced, and owners can switch it off), ``role-no-memberships``
+  sequence, function or large object in the database is owned by the role: RLS
+  does not bind owners unless forced, and owners can switch it off; a large
+  object is data outside the schema, its RLS and its backups, and keeps the
+  role from being dropped), ``role-no-memberships``
   (no role to inherit ownership or BYPASSRLS from);
 - ``rls-enabled`` and ``rls-forced`` on every table of the tenant schema,
   ``rls-policy`` (each table has a policy keyed on ``app.tenant_id``, for
@@ -111,7 +113,10 @@ class _DbChecks:
             "ARRAY(SELECT 'schema ' || nspname FROM pg_namespace WHERE nspowner = r.oid ORDER BY 1) "
             "|| ARRAY(SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n "
             "ON n.oid = c.relnamespace WHERE c.relowner = r.oid ORDER BY n.nspname, c.relname) "
-            "|| ARRAY(SELECT 'function ' || proname FROM pg_proc WHERE proowner = r.oid ORDER BY 1), "
+            "|| ARRAY(SELECT 'function ' || proname FROM pg_proc WHERE proowner = r.oid ORDER BY 1) "
+            # Any role may create large objects: database-wide, outside its schema, RLS and backups.
+            "|| ARRAY(SELECT 'large object ' || oid FROM pg_largeobject_metadata WHERE lomowner = r.oid "
+            "ORDER BY oid), "
             "ARRAY(SELECT g.rolname::text FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
             "WHERE m.member = r.oid ORDER BY 1) "
             "FROM pg_roles r WHERE r.rolname = %s", self.role)

@@ -5,7 +5,7 @@ from the platform's gateway secret, as the runtime logs in.
 - ``gateway-attributes``: LOGIN, NOINHERIT (a member that inherits would hold
   every tenant's privileges at once), not SUPERUSER, no BYPASSRLS, CREATEROLE,
   CREATEDB, REPLICATION;
-- ``gateway-owns-nothing``: no schema, table, sequence or function;
+- ``gateway-owns-nothing``: no schema, table, sequence, function or large object;
 - ``gateway-memberships``: member of this tenant's role, and of tenant roles
   only (a membership in any other role is a privilege it could SET ROLE to),
   without INHERIT on any of them;
@@ -62,7 +62,9 @@ class _GatewayChecks:
             "WITH g AS (SELECT oid FROM pg_roles WHERE rolname = %s) "
             "SELECT 'schema ' || nspname FROM pg_namespace, g WHERE nspowner = g.oid "
             "UNION ALL SELECT relname FROM pg_class, g WHERE relowner = g.oid "
-            "UNION ALL SELECT 'function ' || proname FROM pg_proc, g WHERE proowner = g.oid", self.gateway)]
+            "UNION ALL SELECT 'function ' || proname FROM pg_proc, g WHERE proowner = g.oid "
+            "UNION ALL SELECT 'large object ' || m.oid FROM pg_largeobject_metadata m, g WHERE lomowner = g.oid",
+            self.gateway)]
         return not owned, f"{self.gateway} owns {', '.join(owned)}" if owned else f"{self.gateway} owns no object"
 
     def gateway_memberships(self) -> tuple[bool, str]:

@@ -28,6 +28,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from tenant_runtime.crypto import RETRYABLE
+from tenantctl.drills.layout import BACKUP_PURPOSE
 from tenantctl.errors import BackupCorrupt, KeyUnusable, TargetUnavailable, TenantctlError
 
 MAGIC = b"TCDRILL1"
@@ -37,7 +38,7 @@ _LEN = struct.Struct(">I")
 
 def encryption_context(tenant_id: str, backup_id: str, workspace: str | None = None) -> dict[str, str]:
     """A workspace's backups also name the workspace: one can't be opened as the tenant's or another's."""
-    context = {"tenant_id": tenant_id, "purpose": "backup", "backup_id": backup_id}
+    context = {"tenant_id": tenant_id, "purpose": BACKUP_PURPOSE, "backup_id": backup_id}
     return {**context, "workspace": workspace} if workspace else context
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from tenantctl.drills.layout import BACKUPS
 from tenantctl.drills.models import Check, ObjectEntry
 
-BACKUPS = "backups/"
 COPY_LIMIT = 5 * 1024**3  # copy_object's single-request limit
 
 

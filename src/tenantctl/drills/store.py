@@ -11,7 +11,9 @@ the registry, never a key a file names. Backups of format 1 kept the manifest
 in clear (``manifest.json``): they are still listed and restored.
 
 Reads are confined to the tenant's own prefix, and a manifest or index naming
-another tenant or backup is refused.
+another tenant or backup is refused, as is a manifest whose schema is not its
+owner's or whose dump lies outside its backup's folder: a restore drops and
+fills the schema a manifest names, as the database admin.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tenantctl.drills.models import BackupIndex, BackupManifest
 from tenantctl.drills.objects import backups_prefix
 from tenantctl.errors import BackupCorrupt, NotFound
 from tenantctl.models import TenantRecord, TenantStatus
+from tenantctl.naming import OwnerNames
 
 PART = 8 * 1024 * 1024  # multipart part size (S3 minimum is 5 MiB)
 RESERVED = ("drills", "scratch")  # folders under backups/ that are not backups
@@ -125,6 +128,23 @@ def _parse(model: type[Doc], body: bytes, record: TenantRecord, backup_id: str, 
     return found
 
 
+def _confined(manifest: BackupManifest, record: TenantRecord, backup_id: str, workspace: str | None) -> BackupManifest:
+    """``manifest`` when it describes its owner's own schema and dump; BackupCorrupt otherwise."""
+    where = f"backup {backup_id} of {record.tenant_id!r}"
+    owner = OwnerNames(record.tenant_id, workspace)
+    if manifest.workspace != workspace or owner.s3_prefix != record.resources.prefix:
+        raise BackupCorrupt(f"{where}: the manifest is of workspace {manifest.workspace!r}, its index of "
+                            f"{workspace!r}, and it lies under {record.resources.prefix!r}: refused")
+    schema = owner.schema
+    if manifest.schema_name != schema:
+        raise BackupCorrupt(f"{where}: the manifest names schema {manifest.schema_name!r}, not its owner's "
+                            f"{schema!r}: refused")
+    dump = backup_dir(record, backup_id) + DUMP
+    if manifest.dump is not None and manifest.dump.key != dump:
+        raise BackupCorrupt(f"{where}: the manifest names dump {manifest.dump.key!r}, not {dump!r}: refused")
+    return manifest
+
+
 def _legacy(s3: Any, record: TenantRecord, backup_id: str) -> BackupManifest | None:
     """A format 1 backup's manifest (in clear)."""
     body = _read(s3, record, backup_dir(record, backup_id) + LEGACY_MANIFEST)
@@ -144,7 +164,7 @@ def backup_index(s3: Any, record: TenantRecord, backup_id: str) -> BackupIndex:
                            f"(nothing at s3://{record.resources.bucket}/{key})")
         return BackupIndex(format=1, stored_bytes=legacy.dump.stored_bytes if legacy.dump else None,
                            **legacy.model_dump(include={"backup_id", "tenant_id", "kind", "reason", "started_at",
-                                                        "finished_at", "key_arn", "spec"}))
+                                                        "finished_at", "key_arn", "spec", "workspace"}))
     return _parse(BackupIndex, body, record, backup_id, INDEX)
 
 
@@ -153,7 +173,7 @@ def load_manifest(s3: Any, kms: Any, record: TenantRecord, backup_id: str) -> Ba
     the registry's): a KMS call; KeyUnusable when that key cannot open it."""
     index = backup_index(s3, record, backup_id)
     if index.format == 1:
-        return _legacy(s3, record, backup_id)
+        return _confined(_legacy(s3, record, backup_id), record, backup_id, index.workspace)
     context = envelope.encryption_context(record.tenant_id, backup_id, index.workspace)
     data_key = envelope.open_data_key(kms, record.resources.kms_key_arn, index.encrypted_data_key, context)
     where = backup_dir(record, backup_id) + MANIFEST
@@ -161,7 +181,8 @@ def load_manifest(s3: Any, kms: Any, record: TenantRecord, backup_id: str) -> Ba
     if sealed is None:
         raise BackupCorrupt(f"backup {backup_id}: {MANIFEST} is missing although its index exists")
     body = envelope.open_document(data_key, bytes.fromhex(index.manifest_nonce), context, sealed, where)
-    return _parse(BackupManifest, body, record, backup_id, "the manifest")
+    return _confined(_parse(BackupManifest, body, record, backup_id, "the manifest"), record, backup_id,
+                     index.workspace)
 
 
 def list_backups(s3: Any, record: TenantRecord) -> list[BackupIndex]:
