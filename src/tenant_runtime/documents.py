@@ -69,6 +69,10 @@ HIGHLIGHT_SCAN = 4_000  # a body's beginning searched for highlights (a large bo
 # neither its write nor its delete counts them in search_stats (a third of a write's
 # count rows); an item from before keeps them positive, counted both ways.
 UNCOUNTED_KINDS = ("p:",)
+# Taken before an item's write, in the write's transaction (``item_locks``): the
+# write's statement then starts after any other write of the same items committed,
+# and reads them as they are (see ``item_locks``).
+LOCK_ITEMS_SQL = "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%s::int8[]) AS u(k)"
 # What an item write returns after its own columns, for search_stats: the item's key
 # version, terms, frequencies and length before the write (NULL: no item). What it
 # wrote is counted in Python (``_new_counts``): the statement writes all of its items or none.
@@ -138,6 +142,18 @@ class _Source:
 DOCUMENT_SOURCE = _Source("document", DOCUMENTS, "doc_id", document_scope)
 SUMMARY_SOURCE = _Source("summary", SUMMARIES, "conversation_id", summary_scope)
 SOURCES = (DOCUMENT_SOURCE, SUMMARY_SOURCE)
+
+
+def item_locks(tenant_key: str, kind: str, ids: Sequence[str]) -> list[int]:
+    """The transaction-level advisory locks of a write of these items, sorted
+    (writers take them in one order: no deadlock). A write counts in
+    search_stats what it replaced as its statement's snapshot shows it; without
+    the lock a concurrent write of the same item, committed after that snapshot
+    was taken, is replaced uncounted (its terms counted twice, or another
+    version's subtracted). Keys are hashes of (tenant, kind, id): a collision,
+    or another tenant of the database guessing ids, only makes a write wait."""
+    digests = (hashlib.sha256(f"{tenant_key}\0{kind}\0{item}".encode()).digest() for item in ids)
+    return sorted({int.from_bytes(d[:8], "big", signed=True) for d in digests})
 
 
 def _check_id(value: str, what: str = "doc_id") -> None:
@@ -284,7 +300,8 @@ class DocumentOperations(SearchKeyOperations):
             **params, **_new_counts(counted, [a for _, a in items]), "t": ctx.key, "kind": kind, "v": key.version,
             "vd": key.digest, "ft": _int_array(terms), "ftf": _int_array(tfs),
             "lo": lo, "hi": hi,
-            "grams": [hasher(g) for g, _ in pairs], "words": [hasher(w) for _, w in pairs]}, "all")
+            "grams": [hasher(g) for g, _ in pairs], "words": [hasher(w) for _, w in pairs]}, "all",
+            item_locks(ctx.key, kind, [item for item, _ in items]))
         if rows:  # committed (each statement is its transaction)
             hasher.wrote(new_words)
         return [r[:-STATS_RETURNING] for r in rows]
@@ -625,7 +642,7 @@ class DocumentOperations(SearchKeyOperations):
         _check_id(doc_id)
         deleted = yield self._statement_step(
             self._delete_item_sql(ctx, DOCUMENT_SOURCE, sql.SQL("SELECT body_key FROM d")),
-            {"t": ctx.key, "kind": "document", "d": doc_id}, "all")
+            {"t": ctx.key, "kind": "document", "d": doc_id}, "all", item_locks(ctx.key, "document", [doc_id]))
         for (body_key,) in deleted:
             if body_key:
                 yield self._compute_step(self._objects().delete_body, ctx, body_key)

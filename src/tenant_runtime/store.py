@@ -53,12 +53,14 @@ from tenant_runtime import cursor as cursor_codec
 from tenant_runtime.context import TenantContext, check_writable, verified
 from tenant_runtime.crypto import Envelope
 from tenant_runtime.documents import (
+    LOCK_ITEMS_SQL,
     SUMMARY_SOURCE,
     Document,
     DocumentPage,
     NewDocument,
     ReindexResult,
     Summary,
+    item_locks,
 )
 from tenant_runtime.errors import InvalidRequest, StoreMoved, TenantMismatch
 from tenant_runtime.hibernation import DatabaseWaker
@@ -168,6 +170,8 @@ class Statement(NamedTuple):  # immutable, and made several times faster than a 
     query: sql.Composable | bytes
     params: Mapping[str, Any] | Sequence[Any]
     fetch: Literal["one", "all", "rowcount"]
+    # Item locks (``documents.item_locks``) taken first, in the same transaction.
+    locks: Sequence[int] = ()
 
 
 class Compute(NamedTuple):
@@ -199,8 +203,8 @@ class StoreOperations(SearchOperations):
 
     @staticmethod
     def _statement_step(query: sql.Composable, params: Mapping[str, Any] | Sequence[Any],
-                        fetch: Literal["one", "all", "rowcount"]) -> Statement:
-        return Statement(query, params, fetch)
+                        fetch: Literal["one", "all", "rowcount"], locks: Sequence[int] = ()) -> Statement:
+        return Statement(query, params, fetch, locks)
 
     @staticmethod
     def _compute_step(fn: Callable[..., Any], *args: Any) -> Compute:
@@ -291,7 +295,7 @@ class StoreOperations(SearchOperations):
         deleted = yield Statement(self._delete_item_sql(ctx, SUMMARY_SOURCE, sql.SQL(
             "DELETE FROM {conv} WHERE tenant_id = %(t)s AND conversation_id = %(d)s").format(
                 conv=self._table(ctx, CONVERSATIONS))), {"t": ctx.key, "kind": "summary", "d": conversation_id},
-            "rowcount")
+            "rowcount", item_locks(ctx.key, "summary", [conversation_id]))
         return deleted > 0
 
 
@@ -444,6 +448,8 @@ class ContextStore(StoreOperations):
         steps = self._scoped_cursor(ctx)
         cur = next(steps)
         try:
+            if step.locks:
+                cur.execute(LOCK_ITEMS_SQL, (list(step.locks),))
             cur.execute(step.query, step.params)
             result = cur.rowcount if step.fetch == "rowcount" else (
                 cur.fetchone() if step.fetch == "one" else cur.fetchall())

@@ -1,0 +1,78 @@
+"""Search under the load a real application puts on it (sandbox: real
+PostgreSQL, moto's KMS): concurrent writers of overlapping documents, cursor
+pages read while the corpus changes, and input PostgreSQL cannot hold.
+Tenant ids start with ``qs-`` (ids are shared by the whole test session)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from psycopg import sql
+from runtime_tenants import jwt_settings
+
+from tenant_runtime import TenantRuntime
+
+
+@pytest.fixture(scope="module")
+def runtime(sandbox, workspace):
+    rt = TenantRuntime(jwt_settings(), workspace.ensure_platform()["registry_table"],
+                       endpoint_url=sandbox.aws_endpoint_url, region=sandbox.region)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture(scope="module")
+def tenant(runtime, provision_tenant):
+    record = provision_tenant("qs-load")
+    return record, runtime.context(record.tenant_id)
+
+
+def counts_and_items(sandbox, record):
+    """search_stats as kept, and as recounted from the items: {(kind, version, term): (items, length)}."""
+    store = record.resources.store
+    table = sql.Identifier(store.schema_name, "documents")
+    stats = sql.Identifier(store.schema_name, "search_stats")
+    with sql_admin(sandbox, store.database) as conn:
+        kept = {(k, v, t): (n, ln) for k, v, t, n, ln in conn.execute(sql.SQL(
+            "SELECT kind, key_version, term, items, length FROM {} WHERE kind = ANY('{{document,#document}}') "
+            "AND items <> 0").format(stats)).fetchall()}
+        recounted = {(k, v, t): (n, ln) for k, v, t, n, ln in conn.execute(sql.SQL(
+            "SELECT 'document', key_version, x.term, count(*), 0 FROM {t} CROSS JOIN LATERAL unnest(terms, tfs) "
+            "AS x(term, tf) WHERE x.tf > 0 GROUP BY 1, 2, 3 "
+            "UNION ALL SELECT '#document', key_version, 0, count(*), sum(length) FROM {t} GROUP BY 1, 2, 3"
+        ).format(t=table)).fetchall()}
+    return kept, recounted
+
+
+def sql_admin(sandbox, database):
+    import psycopg
+    return psycopg.connect(sandbox.pg_dsn(database), autocommit=True)
+
+
+def test_concurrent_writers_of_the_same_documents_neither_deadlock_nor_skew_the_counts(runtime, tenant, sandbox):
+    record, ctx = tenant
+    failures: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        # Every writer replaces the same documents, each in its own order and with its own words.
+        ids = list(range(40))
+        ids = ids[n % 2::2] + ids[1 - n % 2::2] if n % 2 else ids[::-1]
+        try:
+            for rnd in range(6):
+                batch = ids[rnd * 5 % 40:][:20] or ids[:20]
+                runtime.store.put_documents(ctx, [
+                    {"doc_id": f"w{i:02d}", "title": f"writer {n}", "body": f"shared words{n}{rnd} common " * (1 + n)}
+                    for i in batch])
+                runtime.store.delete_document(ctx, f"w{(n * 7 + rnd) % 40:02d}")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    kept, recounted = counts_and_items(sandbox, record)
+    assert kept == recounted
