@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
@@ -59,6 +60,46 @@ NANO_SCORE_SQL = "round(({}) * 1e9)::int8"
 # it drops never has its terms array read and compared. (Scored row by row
 # (``_scored_sql``), an item needs no && at all.)
 ITEM_FILTER_SQL = "i.metadata @> %(f)s AND i.terms && (SELECT terms FROM qt)"
+# A cursor's corpus statistics in place of the store's (``_Snapshot``).
+SNAPSHOT_STATS_SQL = sql.SQL("stats AS MATERIALIZED (SELECT %(sn)s::float8 AS n, %(sa)s::float8 AS avgdl), ")
+SNAPSHOT_DF_SQL = sql.SQL("df AS MATERIALIZED (SELECT * FROM unnest(%(sidx)s::int[], %(sidf)s::float8[]) "
+                          "AS d(idx, idf)), ")
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """The corpus statistics a search's first page ranked with, carried by its
+    cursor: every write changes them (the item count, the average length, the
+    idf of the terms it holds) and so every score, and a page after a write
+    ranked with the new ones would skip or repeat most of the first page's
+    order (a keyset on scores that all moved). Ranked with the first page's,
+    every item that did not change keeps its score and its place; a written
+    one ranks where its new content puts it in that order. ``fuzzy``: the
+    words a fuzzy query found then, (key version, term, weight), in the order
+    their idf is numbered (``FUZZY_IDX`` on)."""
+
+    n: float
+    avgdl: float
+    idf: dict[int, float]  # query term number -> idf; none: no item held it
+    fuzzy: list[tuple[int, int, float]]
+
+    def encode(self) -> list[Any]:
+        return [self.n, self.avgdl, [[i, v] for i, v in self.idf.items()], [list(f) for f in self.fuzzy]]
+
+    @classmethod
+    def decode(cls, value: Any, words: int) -> _Snapshot:
+        """ValueError or TypeError for anything a search did not write (a query
+        of ``words`` words finds at most ``FUZZY_WORDS`` words for each)."""
+        n, avgdl, idf, fuzzy = value
+        fuzzy = [(int(v), int(t), float(w)) for v, t, w in fuzzy]
+        idf = {int(i): float(v) for i, v in idf}
+        if len(fuzzy) > FUZZY_WORDS * words or not all(0 <= i < words or 0 <= i - FUZZY_IDX < len(fuzzy)
+                                                     for i in idf):
+            raise ValueError("not a search's statistics")
+        return cls(n=float(n), avgdl=float(avgdl), idf=idf, fuzzy=fuzzy)
+
+    def params(self) -> dict[str, Any]:
+        return {"sn": self.n, "sa": self.avgdl, "sidx": list(self.idf), "sidf": list(self.idf.values())}
 
 
 class SearchHit(BaseModel):
@@ -153,7 +194,7 @@ class SearchOperations(DocumentOperations):
         # Summaries are in the fingerprint only when asked: a documents-only cursor stays what it was.
         bound = [query, filters, fuzzy, *(["summaries"] if summaries else [])]
         fingerprint = hashlib.sha256(json.dumps(bound, sort_keys=True).encode()).hexdigest()[:16]
-        after_score, after_doc, after_kind = None, "", ""
+        after_score, after_doc, after_kind, snapshot = None, "", "", None
         if cursor:
             data = decode_cursor(cursor, ctx.key, ("q", "s", "d"), "search")
             if data["q"] != fingerprint:
@@ -161,29 +202,35 @@ class SearchOperations(DocumentOperations):
             try:
                 # A cursor without a kind is from before summaries: it names a document.
                 after_score, after_doc, after_kind = Decimal(data["s"]), data["d"], str(data.get("k", "document"))
-            except InvalidOperation:
+                # A cursor without statistics is from before they were kept: ranked by the live ones.
+                snapshot = _Snapshot.decode(data["st"], len(words)) if "st" in data else None
+            except (InvalidOperation, ValueError, TypeError):
                 raise InvalidRequest("invalid cursor: pass a cursor returned by search()") from None
 
         def run(keys: list[SearchKey]) -> Any:
             q = [(i, k.version, k.hasher.id(term), 1.0) for i, term in enumerate(words) for k in keys]
             counted = all(k.counted for k in keys)
-            if qgrams:
+            found: list[tuple[int, int, float]] = []
+            if snapshot is not None:  # the first page's fuzzy words (their idf is in the snapshot)
+                found = snapshot.fuzzy
+            elif qgrams:
                 found, held = yield from self._fuzzy_terms(ctx, qgrams, keys, q,
                                                            _searched_kinds(summaries) if counted else None)
                 q = [r for r in q if (r[1], r[2]) in held]
-                q += [(FUZZY_IDX + n, ver, term, w) for n, (ver, term, w) in enumerate(found)]
+            q += [(FUZZY_IDX + n, ver, term, w) for n, (ver, term, w) in enumerate(found)]
             rows = yield self._statement_step(self._search_sql(ctx, summaries, counted, q if counted else None,
-                                                               bool(filters)), {
+                                                               bool(filters), snapshot is not None), {
                 "t": ctx.key, "idx": [r[0] for r in q], "ver": [r[1] for r in q], "term": [r[2] for r in q],
                 "w": [r[3] for r in q], "f": Jsonb(filters), "facets": facets, "cs": after_score, "cd": after_doc,
-                "ck": after_kind, "n": limit + 1, "o": offset, **self._key_params(keys)}, "all")
+                "ck": after_kind, "n": limit + 1, "o": offset, **self._key_params(keys),
+                **(snapshot.params() if snapshot is not None else {})}, "all")
             fuzzy_words = {(r[1], r[2]) for r in q if r[0] >= FUZZY_IDX}
-            return (rows, keys, fuzzy_words), rows[0][8]  # hashed under exactly the live keys
+            return (rows, keys, fuzzy_words, found), rows[0][8]  # hashed under exactly the live keys
 
         answer = yield from self._with_live_keys(ctx, run)
         if answer is None:
             return SearchResult(hits=[], total=0, facets={}, next_cursor=None)
-        rows, keys, fuzzy_words = answer
+        rows, keys, fuzzy_words, found = answer
         if rows[0][9]:  # an answer now could miss hits: say so rather than answer
             raise IndexIncomplete(ctx.key, rows[0][9])
         total, facet_counts = rows[0][0], rows[0][1]
@@ -199,16 +246,22 @@ class SearchOperations(DocumentOperations):
                 return term in plain or any((k.version, k.hasher.id("w:" + term)) in fuzzy_words for k in keys)
 
         hits = []
-        for (_, _, kind, doc_id, score, _, meta, source, _, _), data in zip(page, opened, strict=True):
+        for (_, _, kind, doc_id, score, _, meta, source, *_), data in zip(page, opened, strict=True):
             snippet, matches = highlight(data["body"], matched)
             hits.append(SearchHit(doc_id=doc_id, kind=kind, score=float(score), title=data.get("title", ""),
                                   snippet=snippet, matches=matches, metadata=meta, source=source))
-        next_cursor = cursor_codec.encode({"t": ctx.key, "q": fingerprint, "s": str(page[-1][4]),
-                                           "d": page[-1][3], "k": page[-1][2]}) if more else None
+        if more:  # the next pages rank with this page's statistics (a cursor's own, passed on)
+            stats = snapshot or _Snapshot(n=rows[0][10], avgdl=rows[0][11], idf=dict(zip(
+                rows[0][12] or [], rows[0][13] or [], strict=True)), fuzzy=found)
+            next_cursor = cursor_codec.encode({"t": ctx.key, "q": fingerprint, "s": str(page[-1][4]),
+                                               "d": page[-1][3], "k": page[-1][2], "st": stats.encode()})
+        else:
+            next_cursor = None
         return SearchResult(hits=hits, total=total, facets=facet_counts, next_cursor=next_cursor)
 
     def _search_sql(self, ctx: TenantContext, summaries: bool, counted: bool,
-                    direct: list[tuple[int, int, int, float]] | None = None, filtered: bool = True) -> sql.Composed:
+                    direct: list[tuple[int, int, int, float]] | None = None, filtered: bool = True,
+                    snapshot: bool = False) -> sql.Composed:
         """BM25 over the items' blind terms: every item of the tenant is read
         (``ITEM_FILTER_SQL``: no index serves && under forced RLS), those
         holding a query term kept, each query term's frequency read from the row
@@ -235,7 +288,9 @@ class SearchOperations(DocumentOperations):
         instead of a row per (item, term) grouped back per item: the same
         scores, without the per-row unnest, join and grouping that cost
         two thirds of the statement. ``filtered``: the metadata filter is
-        not empty (an empty one, which every item passes, is left out)."""
+        not empty (an empty one, which every item passes, is left out).
+        ``snapshot``: the corpus statistics and idf are a cursor's
+        (``_Snapshot``), not the store's: the first page's order stands."""
         columns = "doc_id, metadata, length, content, source, key_version, terms, tfs"
         items = [sql.SQL("SELECT 'document'::text AS kind, " + columns + " FROM {} WHERE tenant_id = %(t)s").format(
             self._table(ctx, DOCUMENTS))]
@@ -244,7 +299,8 @@ class SearchOperations(DocumentOperations):
                                  "key_version, terms, tfs FROM {} WHERE tenant_id = %(t)s").format(
                 self._table(ctx, SUMMARIES)))
         kinds = _searched_kinds(summaries)
-        stats, df = self._corpus_sql(ctx, kinds, sql.SQL(" UNION ALL ").join(items), counted)
+        stats, df = (SNAPSHOT_STATS_SQL, SNAPSHOT_DF_SQL) if snapshot else self._corpus_sql(
+            ctx, kinds, sql.SQL(" UNION ALL ").join(items), counted)
         return sql.SQL(
             "WITH q AS MATERIALIZED (SELECT * FROM unnest(%(idx)b::int[], %(ver)b::int[], %(term)b::int8[], "
             "  %(w)b::float8[]) AS e(idx, key_version, term, w)), "
@@ -266,10 +322,14 @@ class SearchOperations(DocumentOperations):
             "   GROUP BY k) y) AS facets, "
             "  {live} AS live, "
             # Items the index does not cover (a store from before it): the partial index finds them, or none.
-            "  (SELECT count(*) FROM ({items}) i WHERE i.terms IS NULL) AS unindexed) "
+            "  (SELECT count(*) FROM ({items}) i WHERE i.terms IS NULL) AS unindexed, "
+            # What the next pages rank with (``_Snapshot``).
+            "  (SELECT n FROM stats) AS sn, (SELECT avgdl FROM stats) AS sa, "
+            "  (SELECT array_agg(idx ORDER BY idx) FROM df) AS sidx, (SELECT array_agg(idf ORDER BY idx) FROM df) "
+            "  AS sidf) "
             "SELECT m.total, m.facets, p.kind, p.doc_id, round(p.score::numeric / 1000000000, 9), d.content, "
             "d.metadata, d.source, m.live, "
-            "m.unindexed "
+            "m.unindexed, m.sn, m.sa, m.sidx, m.sidf "
             "FROM summary m LEFT JOIN (page p JOIN sealed d USING (kind, doc_id)) ON true "
             "ORDER BY p.score DESC, p.doc_id, p.kind").format(
             items=sql.SQL(" UNION ALL ").join(items), live=self._keys_live_sql(ctx),

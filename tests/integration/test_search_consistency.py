@@ -76,3 +76,33 @@ def test_concurrent_writers_of_the_same_documents_neither_deadlock_nor_skew_the_
     assert failures == []
     kept, recounted = counts_and_items(sandbox, record)
     assert kept == recounted
+
+
+@pytest.mark.parametrize("fuzzy", [False, True], ids=["words", "fuzzy"])
+def test_cursor_pages_walk_the_first_pages_order_whatever_is_written_in_between(runtime, tenant, fuzzy):
+    """Every write changes the corpus statistics (a document count, idf, the
+    average length), so every score: pages after a write must still rank the
+    documents that did not change as the first page did, each once."""
+    _, ctx = tenant
+    prefix = "fz" if fuzzy else "pg"
+    runtime.store.put_documents(ctx, [
+        {"doc_id": f"{prefix}{i:02d}", "title": f"page {i}", "body": "alpha " * (1 + i % 7) + "filler " * (i % 5),
+         "metadata": {"set": prefix}} for i in range(30)])
+    query = "alpha fillr" if fuzzy else "alpha filler"
+    search = dict(filters={"set": prefix}, fuzzy=fuzzy)
+    before = [h.doc_id for h in runtime.store.search(ctx, query, limit=100, **search).hits]
+    assert len(before) == 30
+    page = runtime.store.search(ctx, query, limit=8, **search)
+    seen = [h.doc_id for h in page.hits]
+    # Many new documents holding the words (idf up, average length down), one deleted, one rewritten.
+    runtime.store.put_documents(ctx, [
+        {"doc_id": f"{prefix}-new{i:02d}", "title": "new", "body": "omega" + " alpha" * (i % 2),
+         "metadata": {"set": "other"}} for i in range(60)])
+    deleted, rewritten = before[20], before[15]
+    runtime.store.delete_document(ctx, deleted)
+    runtime.store.put_document(ctx, rewritten, "rewritten", "alpha " * 9, {"set": prefix})
+    while page.next_cursor:
+        page = runtime.store.search(ctx, query, limit=8, cursor=page.next_cursor, **search)
+        seen += [h.doc_id for h in page.hits]
+    kept = [d for d in before if d not in (deleted, rewritten)]
+    assert [d for d in seen if d in kept] == kept

@@ -4,6 +4,8 @@ checks (refused before any I/O)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +15,7 @@ from psycopg import sql
 from runtime_fixtures import context
 
 from tenant_runtime import InvalidRequest, StoreUnavailable, TenantMismatch, UntrustedContext, analyzer
+from tenant_runtime import cursor as cursor_codec
 from tenant_runtime.blind_index import TermHasher, blind, document_scope, summary_scope, term_id
 from tenant_runtime.documents import HIGHLIGHT_SCAN, LARGE_BODY, MAX_BODY, DocumentOperations
 from tenant_runtime.objects import ObjectAccess
@@ -169,6 +172,26 @@ def test_the_store_lists_the_document_tables():
 def test_bad_input_is_refused_before_any_io(call):
     with pytest.raises(InvalidRequest):
         next(call(StoreOperations(), context("acme")))
+
+
+def search_cursor(query, statistics):
+    """A cursor of ``query`` (no filters, not fuzzy) on tenant acme carrying ``statistics``."""
+    fingerprint = hashlib.sha256(json.dumps([query, {}, False], sort_keys=True).encode()).hexdigest()[:16]
+    return cursor_codec.encode({"t": "acme", "q": fingerprint, "s": "1.5", "d": "d1", "k": "document",
+                                "st": statistics})
+
+
+@pytest.mark.parametrize("statistics", [
+    "no",
+    [1.0, 2.0, [[0, 0.5]]],  # a field missing
+    [1.0, 2.0, [[5, 0.5]], []],  # idf of a term the query has not
+    [1.0, 2.0, [[0, "x"]], []],
+    [1.0, 2.0, [], [[1, 2, 0.5]] * 21],  # more found words than a fuzzy query of one word finds
+])
+def test_a_cursor_with_statistics_no_search_wrote_is_refused_before_any_io(statistics):
+    with pytest.raises(InvalidRequest, match="invalid cursor"):
+        next(StoreOperations()._search(context("acme"), "keys", None, None, 10, 0,
+                                       search_cursor("keys", statistics), False))
 
 
 def test_a_document_field_that_does_not_exist_is_named():
