@@ -156,9 +156,19 @@ def item_locks(tenant_key: str, kind: str, ids: Sequence[str]) -> list[int]:
     return sorted({int.from_bytes(d[:8], "big", signed=True) for d in digests})
 
 
+def check_text(value: str, what: str) -> None:
+    """``value`` (a str) is text the store can hold: no lone surrogate (what a
+    JSON ``"\\ud800"`` decodes to), which UTF-8, and so PostgreSQL, cannot encode."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise InvalidRequest(f"{what} is not valid Unicode: a lone surrogate (U+D800..U+DFFF)") from None
+
+
 def _check_id(value: str, what: str = "doc_id") -> None:
     if not isinstance(value, str) or not 1 <= len(value) <= 200:
         raise InvalidRequest(f"{what} must be 1..200 characters")
+    check_text(value, what)
 
 
 def _check_fields(title: str, metadata: dict[str, Any] | None, source: str | None) -> dict[str, Any]:
@@ -171,6 +181,9 @@ def _check_fields(title: str, metadata: dict[str, Any] | None, source: str | Non
     check_json_size(meta, "metadata", MAX_DOC_METADATA)
     if source is not None and (not isinstance(source, str) or len(source) > 2_000):
         raise InvalidRequest("source must be a link of at most 2000 characters")
+    check_text(title, "title")
+    if source is not None:
+        check_text(source, "source")
     return meta
 
 
@@ -184,6 +197,7 @@ def _new_document(value: NewDocument | Mapping[str, Any]) -> NewDocument:
     meta = _check_fields(value.get("title"), value.get("metadata"), value.get("source"))
     if not isinstance(value.get("body"), str):
         raise InvalidRequest("body must be a string")
+    check_text(value["body"], "body")
     try:
         return NewDocument.model_validate({**value, "metadata": meta}, strict=True)
     except ValidationError as exc:
@@ -220,16 +234,20 @@ def _sealable(content: dict[str, Any], what: str) -> bytes:
 
 
 def check_json_size(value: Any, what: str, limit: int) -> None:
+    """``value`` is JSON jsonb can hold (no NaN or infinity, no lone surrogate) of at most ``limit``."""
     try:
-        size = len(json.dumps(value))
+        text = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError):
-        raise InvalidRequest(f"{what} must be JSON-serialisable") from None
+        raise InvalidRequest(f"{what} must be JSON-serialisable (finite numbers)") from None
+    size = len(text)
+    # Escaped above ("\\ud800"): jsonb refuses the escape of a lone surrogate too.
+    check_text(json.dumps(value, ensure_ascii=False), what)
     if size > limit:
         raise InvalidRequest(f"{what} is {size} bytes of JSON; the limit is {limit}")
 
 
 def check_limit(limit: int, most: int) -> None:
-    if not 1 <= limit <= most:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= most:
         raise InvalidRequest(f"limit must be between 1 and {most}")
 
 
@@ -481,6 +499,7 @@ class DocumentOperations(SearchKeyOperations):
         _check_id(conversation_id, "conversation_id")
         if not isinstance(text, str) or not text:
             raise InvalidRequest("summary must be a non-empty string")
+        check_text(text, "summary")
         content = _sealable({"body": text}, "summary")
         analysed = analyzer.index_terms("", text)
         found = yield self._statement_step(

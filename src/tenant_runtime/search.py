@@ -36,6 +36,7 @@ from tenant_runtime.documents import (
     DocumentOperations,
     check_json_size,
     check_limit,
+    check_text,
     decode_cursor,
 )
 from tenant_runtime.errors import IndexIncomplete, InvalidRequest
@@ -43,6 +44,7 @@ from tenant_runtime.search_keys import SearchKey
 from tenant_runtime.tables import DOCUMENTS, SEARCH_STATS, SEARCH_VOCAB, SUMMARIES
 
 MAX_QUERY = 1_000
+MAX_OFFSET = 2**31 - 1  # PostgreSQL's OFFSET is an int8; past this no tenant has a page
 SNIPPET = 160
 BM25_K1, BM25_B = 1.2, 0.75
 FUZZY_SIMILARITY = 0.5  # share of a query word's trigrams a vocabulary word must have
@@ -178,14 +180,17 @@ class SearchOperations(DocumentOperations):
         if not isinstance(query, str) or not 1 <= len(query) <= MAX_QUERY:
             raise InvalidRequest(f"query must be 1..{MAX_QUERY} characters")
         check_limit(limit, MAX_RESULTS)
-        if not isinstance(offset, int) or offset < 0 or (cursor and offset):
-            raise InvalidRequest("offset must be >= 0, and 0 with a cursor")
+        if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= MAX_OFFSET or (
+                cursor and offset):
+            raise InvalidRequest(f"offset must be 0..{MAX_OFFSET}, and 0 with a cursor")
         if isinstance(facets, str):  # one name, not a list of them: never its characters
             raise InvalidRequest("facets must be a list of field names, e.g. [\"team\"]")
         filters, facets = filters or {}, list(facets or [])
         if not isinstance(filters, dict) or not all(isinstance(f, str) for f in facets):
             raise InvalidRequest("filters must be a JSON object and facets a list of field names")
         check_json_size(filters, "filters", MAX_DOC_METADATA)
+        for name in facets:
+            check_text(name, "a facet")
         words = analyzer.query_terms(query)
         if not words:
             raise InvalidRequest("query has no searchable words")

@@ -168,6 +168,29 @@ def test_the_store_lists_the_document_tables():
     lambda ops, ctx: ops._search(ctx, "x", [("lang", "en")], None, 10, 0, None, False),
     # A field the document has not (a typo of "metadata", say) is not dropped silently.
     lambda ops, ctx: ops._put_documents(ctx, [{"doc_id": "d", "title": "t", "body": "b", "meta": {"lang": "en"}}]),
+    # Numbers JSON has not (PostgreSQL's jsonb refuses them) and lone surrogates (what json.loads makes
+    # of "\ud800"; UTF-8 cannot encode them): 400, not the driver's error.
+    lambda ops, ctx: ops._put_document(ctx, "d", "t", "b", {"x": float("nan")}, None),
+    lambda ops, ctx: ops._put_document(ctx, "d", "t", "b", {"x": float("inf")}, None),
+    lambda ops, ctx: ops._search(ctx, "x", {"x": float("nan")}, None, 10, 0, None, False),
+    lambda ops, ctx: ops._put_document(ctx, "d\udc00", "t", "b", None, None),
+    lambda ops, ctx: ops._put_document(ctx, "d", "t\ud800", "b", None, None),
+    lambda ops, ctx: ops._put_document(ctx, "d", "t", "b \ud800", None, None),
+    lambda ops, ctx: ops._put_document(ctx, "d", "t", "b", {"k": "\ud800"}, None),
+    lambda ops, ctx: ops._put_document(ctx, "d", "t", "b", {"\ud800": 1}, None),
+    lambda ops, ctx: ops._put_document(ctx, "d", "t", "b", None, "https://x/\ud800"),
+    lambda ops, ctx: ops._put_documents(ctx, [{"doc_id": "d", "title": "t", "body": "\udfff"}]),
+    lambda ops, ctx: ops._get_document(ctx, "\ud800"),
+    lambda ops, ctx: ops._delete_document(ctx, "\ud800"),
+    lambda ops, ctx: ops._search(ctx, "x", {"k": "\ud800"}, None, 10, 0, None, False),
+    lambda ops, ctx: ops._search(ctx, "x", None, ["\ud800"], 10, 0, None, False),
+    # A limit or offset that is no int, or an offset no statement can hold.
+    lambda ops, ctx: ops._search(ctx, "x", None, None, "5", 0, None, False),
+    lambda ops, ctx: ops._search(ctx, "x", None, None, True, 0, None, False),
+    lambda ops, ctx: ops._search(ctx, "x", None, None, 10, 10 ** 20, None, False),
+    lambda ops, ctx: ops._search(ctx, "x", None, None, 10, "3", None, False),
+    lambda ops, ctx: ops._suggest(ctx, "ro", "5"),
+    lambda ops, ctx: ops._list_documents(ctx, 2.5, None),
 ])
 def test_bad_input_is_refused_before_any_io(call):
     with pytest.raises(InvalidRequest):
