@@ -5,13 +5,16 @@ Tenant ids start with ``qs-`` (ids are shared by the whole test session)."""
 
 from __future__ import annotations
 
+import json
 import threading
 
+import psycopg
 import pytest
 from psycopg import sql
 from runtime_tenants import jwt_settings
 
 from tenant_runtime import TenantRuntime
+from tenant_runtime.documents import LARGE_BODY
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +49,14 @@ def counts_and_items(sandbox, record):
 
 
 def sql_admin(sandbox, database):
-    import psycopg
     return psycopg.connect(sandbox.pg_dsn(database), autocommit=True)
+
+
+def search_key_versions(sandbox, record):
+    store = record.resources.store
+    with sql_admin(sandbox, store.database) as conn:
+        return [v for (v,) in conn.execute(sql.SQL("SELECT version FROM {} ORDER BY version").format(
+            sql.Identifier(store.schema_name, "search_keys"))).fetchall()]
 
 
 def test_concurrent_writers_of_the_same_documents_neither_deadlock_nor_skew_the_counts(runtime, tenant, sandbox):
@@ -106,3 +115,16 @@ def test_cursor_pages_walk_the_first_pages_order_whatever_is_written_in_between(
         seen += [h.doc_id for h in page.hits]
     kept = [d for d in before if d not in (deleted, rewritten)]
     assert [d for d in seen if d in kept] == kept
+
+
+def test_search_reindex_re_hashes_a_document_whose_body_is_in_s3(runtime, provision_tenant, tenantctl_cli, sandbox):
+    record = provision_tenant("qs-large")
+    ctx = runtime.context(record.tenant_id)
+    runtime.store.put_document(ctx, "big", "Large handbook", "filler text " * (LARGE_BODY // 10) + "zebrafish", {})
+    runtime.store.put_document(ctx, "small", "Small note", "a zebrafish note", {})
+    done = tenantctl_cli("search", "reindex", record.tenant_id, "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["documents"] == 2
+    # One live key again, and every document found under it.
+    assert {h.doc_id for h in runtime.store.search(ctx, "zebrafish").hits} == {"big", "small"}
+    assert len(search_key_versions(sandbox, record)) == 1

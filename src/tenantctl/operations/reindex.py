@@ -15,6 +15,7 @@ from tenant_runtime import errors as runtime_errors
 from tenant_runtime.context import from_registry
 from tenant_runtime.crypto import Envelope
 from tenant_runtime.documents import ReindexResult
+from tenant_runtime.objects import ObjectAccess
 from tenant_runtime.registry import RegistryReader
 from tenant_runtime.store import ContextStore
 from tenantctl.errors import Conflict, InvalidInput, KeyUnusable, TargetUnavailable
@@ -27,7 +28,9 @@ def _tenant_store(ws: Any, record: TenantRecord) -> Iterator[tuple[ContextStore,
     """(workspace -> its context) and the tenant's store; runtime errors as tenantctl's."""
     reader = RegistryReader(ws.platform_outputs()["registry_table"], client=ws.client("dynamodb"))
     clients = ws.clients_for(record)  # its key and secret: in its cell's account, its region
-    store = ContextStore(Envelope(lambda _ctx: clients("kms")), lambda _ctx: clients("secretsmanager"))
+    # Objects: a large body lives in the tenant's prefix and is read whole to re-hash it.
+    store = ContextStore(Envelope(lambda _ctx: clients("kms")), lambda _ctx: clients("secretsmanager"),
+                         objects=ObjectAccess(lambda _ctx: clients("s3")))
     try:
         yield store, lambda workspace: from_registry(reader, record.tenant_id, subject="tenantctl",
                                                      workspace=workspace)
