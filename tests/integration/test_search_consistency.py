@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 
+import boto3
 import psycopg
 import pytest
 from psycopg import sql
@@ -128,3 +129,18 @@ def test_search_reindex_re_hashes_a_document_whose_body_is_in_s3(runtime, provis
     # One live key again, and every document found under it.
     assert {h.doc_id for h in runtime.store.search(ctx, "zebrafish").hits} == {"big", "small"}
     assert len(search_key_versions(sandbox, record)) == 1
+
+
+def test_search_reindex_wakes_a_hibernated_tenant_first(runtime, provision_tenant, tenantctl_cli, sandbox, workspace):
+    record = provision_tenant("qs-sleep", tier="dedicated")
+    runtime.store.put_document(runtime.context(record.tenant_id), "d", "Dormant", "a sleeping dormouse", {})
+    assert tenantctl_cli("hibernate", record.tenant_id, "--force").returncode == 0
+    rds = boto3.client("rds", endpoint_url=sandbox.aws_endpoint_url, region_name=sandbox.region)
+    instance = workspace.registry.require(record.tenant_id).hibernation.db_instance
+
+    done = tenantctl_cli("search", "reindex", record.tenant_id, "--json")
+    assert done.returncode == 0, done.stderr
+    assert f"starting database instance {instance}" in done.stderr
+    assert rds.describe_db_instances(DBInstanceIdentifier=instance)["DBInstances"][0]["DBInstanceStatus"] == "available"
+    assert workspace.registry.require(record.tenant_id).hibernation is None
+    assert json.loads(done.stdout)["documents"] == 1
