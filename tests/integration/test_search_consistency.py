@@ -53,8 +53,9 @@ def sql_admin(sandbox, database):
     return psycopg.connect(sandbox.pg_dsn(database), autocommit=True)
 
 
-def search_key_versions(sandbox, record):
-    store = record.resources.store
+def search_key_versions(sandbox, resources):
+    """The search key versions in the store of ``resources`` (a tenant's or a workspace's)."""
+    store = resources.store
     with sql_admin(sandbox, store.database) as conn:
         return [v for (v,) in conn.execute(sql.SQL("SELECT version FROM {} ORDER BY version").format(
             sql.Identifier(store.schema_name, "search_keys"))).fetchall()]
@@ -128,7 +129,7 @@ def test_search_reindex_re_hashes_a_document_whose_body_is_in_s3(runtime, provis
     assert json.loads(done.stdout)["documents"] == 2
     # One live key again, and every document found under it.
     assert {h.doc_id for h in runtime.store.search(ctx, "zebrafish").hits} == {"big", "small"}
-    assert len(search_key_versions(sandbox, record)) == 1
+    assert len(search_key_versions(sandbox, record.resources)) == 1
 
 
 def test_search_reindex_wakes_a_hibernated_tenant_first(runtime, provision_tenant, tenantctl_cli, sandbox, workspace):
@@ -144,3 +145,22 @@ def test_search_reindex_wakes_a_hibernated_tenant_first(runtime, provision_tenan
     assert rds.describe_db_instances(DBInstanceIdentifier=instance)["DBInstances"][0]["DBInstanceStatus"] == "available"
     assert workspace.registry.require(record.tenant_id).hibernation is None
     assert json.loads(done.stdout)["documents"] == 1
+
+
+def test_search_reindex_rotates_each_workspaces_key_too(runtime, provision_tenant, tenantctl_cli, sandbox):
+    record = provision_tenant("qs-ws", workspaces=[{"name": "fin"}])
+    tenant, fin = runtime.context(record.tenant_id), runtime.context(record.tenant_id, "fin")
+    runtime.store.put_document(tenant, "t1", "Tenant ledger", "the ledger of the tenant", {})
+    runtime.store.put_document(fin, "f1", "Finance ledger", "the ledger of finance", {})
+    fin_store = record.resources.workspaces["fin"]
+    before = search_key_versions(sandbox, fin_store)
+
+    done = tenantctl_cli("search", "reindex", record.tenant_id, "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["documents"] == 1 and result["workspaces"]["fin"]["documents"] == 1
+    after = search_key_versions(sandbox, fin_store)
+    assert after == [result["workspaces"]["fin"]["key_version"]] and after != before
+    assert [h.doc_id for h in runtime.store.search(fin, "ledger").hits] == ["f1"]
+    assert [h.doc_id for h in runtime.store.search(tenant, "ledger").hits] == ["t1"]
+    assert "fin: 1 documents re-indexed" in tenantctl_cli("search", "reindex", record.tenant_id).stdout

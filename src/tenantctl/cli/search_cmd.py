@@ -16,7 +16,8 @@ def reindex(
     json_out: JsonFlag = False,
 ) -> None:
     """Rotate the tenant's search key and re-hash every document's index
-    entries under it; the old key is dropped at the end. Searches keep working
+    entries under it; the old key is dropped at the end. Each workspace of the
+    tenant is re-indexed the same way, under its own key. Searches keep working
     throughout (both keys are queried meanwhile). Safe to run again.
 
     A hibernated tenant's database is started first (a progress line says so).
@@ -35,3 +36,6 @@ def reindex(
         return
     console.print(f"{tenant_id}: {result.documents} documents re-indexed under search key "
                   f"v{result.key_version}")
+    for workspace, done in result.workspaces.items():
+        console.print(f"{tenant_id}/{workspace}: {done.documents} documents re-indexed under search key "
+                      f"v{done.key_version}")

@@ -18,7 +18,7 @@ from tenant_runtime.documents import ReindexResult
 from tenant_runtime.objects import ObjectAccess
 from tenant_runtime.registry import RegistryReader
 from tenant_runtime.store import ContextStore
-from tenantctl.engines.base import EventSink
+from tenantctl.engines.base import EventSink, phase
 from tenantctl.errors import Conflict, InvalidInput, KeyUnusable, TargetUnavailable
 from tenantctl.models import TenantRecord, TenantStatus
 from tenantctl.naming import require_valid
@@ -45,22 +45,33 @@ def _tenant_store(ws: Any, record: TenantRecord) -> Iterator[tuple[ContextStore,
         store.close()
 
 
-def reindex_search(ws: Any, tenant_id: str, on_event: EventSink | None = None) -> ReindexResult:
-    """Nothing is lost if it stops half way: documents already re-hashed are
-    found under the new key, the others under the old one (both stay live
-    until every document moved); run it again to finish. A hibernated tenant
-    is woken first (its progress to ``on_event``): the reindex reads and
-    writes its database."""
+def reindex_search(ws: Any, tenant_id: str, on_event: EventSink | None = None) -> Reindexed:
+    """The tenant's store, then each of its workspaces' (each under its own
+    search key). Nothing is lost if it stops half way: documents already
+    re-hashed are found under the new key, the others under the old one (both
+    stay live until every document moved); run it again to finish. A
+    hibernated tenant is woken first (its progress to ``on_event``): the
+    reindex reads and writes its database."""
     require_valid(tenant_id)
     record = ws.registry.require(tenant_id)
     if record.status is not TenantStatus.active:
         raise InvalidInput(f"tenant {tenant_id!r} is {record.status.value}: only an active tenant is reindexed")
     record = awake(ws, record, on_event)
+    workspaces = sorted(record.resources.workspaces) if record.resources else []
     with _tenant_store(ws, record) as (store, context):
         done = store.reindex(context(None))
-    if not record.workspaces:  # a workspace's store stays owed to a provision
-        _settled(ws, record)
-    return done
+        of_workspaces = {}
+        for workspace in workspaces:
+            phase(on_event, tenant_id, f"re-indexing workspace {workspace}")
+            of_workspaces[workspace] = store.reindex(context(workspace))
+    _settled(ws, record)  # every store of the tenant is indexed now
+    return Reindexed(**done.model_dump(), workspaces=of_workspaces)
+
+
+class Reindexed(ReindexResult):
+    """The tenant's store's reindex, and each of its workspaces' by name."""
+
+    workspaces: dict[str, ReindexResult] = {}
 
 
 def _settled(ws: Any, record: TenantRecord) -> TenantRecord:
