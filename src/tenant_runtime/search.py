@@ -323,7 +323,9 @@ class SearchOperations(DocumentOperations):
             "summary AS (SELECT (SELECT count(*) FROM scored) AS total, "
             "  (SELECT coalesce(jsonb_object_agg(k, vals), '{{}}') FROM (SELECT k, jsonb_object_agg(v, c) AS vals "
             "   FROM (SELECT f.k, m.metadata ->> f.k AS v, count(*) AS c FROM scored m "
-            "         CROSS JOIN unnest(%(facets)s::text[]) AS f(k) WHERE m.metadata ? f.k GROUP BY 1, 2) x "
+            # A JSON null has no value to count (and jsonb_object_agg refuses a NULL key).
+            "         CROSS JOIN unnest(%(facets)s::text[]) AS f(k) WHERE m.metadata ->> f.k IS NOT NULL "
+            "         GROUP BY 1, 2) x "
             "   GROUP BY k) y) AS facets, "
             "  {live} AS live, "
             # Items the index does not cover (a store from before it): the partial index finds them, or none.

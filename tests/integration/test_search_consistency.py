@@ -164,3 +164,13 @@ def test_search_reindex_rotates_each_workspaces_key_too(runtime, provision_tenan
     assert [h.doc_id for h in runtime.store.search(fin, "ledger").hits] == ["f1"]
     assert [h.doc_id for h in runtime.store.search(tenant, "ledger").hits] == ["t1"]
     assert "fin: 1 documents re-indexed" in tenantctl_cli("search", "reindex", record.tenant_id).stdout
+
+
+def test_facets_skip_a_null_value_and_count_the_others(runtime, tenant):
+    _, ctx = tenant
+    runtime.store.put_documents(ctx, [
+        {"doc_id": "nul-1", "title": "t", "body": "quasar", "metadata": {"team": None, "set": "nul"}},
+        {"doc_id": "nul-2", "title": "t", "body": "quasar", "metadata": {"team": "ops", "set": "nul"}},
+        {"doc_id": "nul-3", "title": "t", "body": "quasar", "metadata": {"set": "nul"}}])
+    res = runtime.store.search(ctx, "quasar", filters={"set": "nul"}, facets=["team", "set"])
+    assert res.total == 3 and res.facets == {"team": {"ops": 1}, "set": {"nul": 3}}
