@@ -47,12 +47,22 @@ def test_japanese_without_the_extra_is_indexed_as_bigrams(monkeypatch):
 
 
 @pytest.mark.parametrize("ja", [True, False])
+def test_latin_words_end_where_japanese_begins(monkeypatch, ja):
+    # Japanese writes product names and acronyms without a space: "PostgreSQLの索引" was one term.
+    if not ja:
+        monkeypatch.setattr(analyzer, "japanese_tokenizer", lambda: None)
+    assert {"postgresql", "索引"} <= set(terms("PostgreSQLの索引"))
+    assert {"gin", "索引", "aws"} <= set(terms("GIN索引とAWS"))
+    assert [t.surface for t in analyzer.tokens("iPhone用ケース") if not t.cjk] == ["iphone"]
+
+
+@pytest.mark.parametrize("ja", [True, False])
 def test_indexing_analyses_a_text_as_the_offset_tokens_do(monkeypatch, ja):
     # Indexing has its own offset-free pass (speed): it must give the very terms queries and highlights use.
     if not ja:
         monkeypatch.setattr(analyzer, "japanese_tokenizer", lambda: None)
     text = ("The SEARCHES of ＰｏｓｔｇｒｅＳＱＬ, running 3 rotated keys; 東京都の会議で予算を確認した。"
-            "ｶﾀｶﾅ and naïve café Straße x_y 42 鍵") * 2
+            "ｶﾀｶﾅ and naïve café Straße x_y 42 鍵 PostgreSQLの索引とAWS鍵") * 2
     for title, body in ((text[:40], text), ("", text), (text, ""), ("", ""), ("Keys keys KEYS", "the keys 東京 東京")):
         analysed = analyzer.index_terms(title, body)
         assert (analysed.counts, analysed.length, analysed.words) == index_terms_of_tokens(title, body)
