@@ -12,8 +12,10 @@ item of the tenant is read (``ITEM_FILTER_SQL``), the metadata filter first.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -63,6 +65,8 @@ NANO_SCORE_SQL = "round(({}) * 1e9)::int8"
 # (``_scored_sql``), an item needs no && at all.)
 ITEM_FILTER_SQL = "i.metadata @> %(f)s AND i.terms && (SELECT terms FROM qt)"
 # A cursor's corpus statistics in place of the store's (``_Snapshot``).
+SNAPSHOT_FUZZY_WORDS = 60  # a fuzzy query's found words a cursor carries at most (a cursor of ~3 KB)
+_FUZZY_WORD = struct.Struct("<iqdd")  # key version, term, weight, idf
 SNAPSHOT_STATS_SQL = sql.SQL("stats AS MATERIALIZED (SELECT %(sn)s::float8 AS n, %(sa)s::float8 AS avgdl), ")
 SNAPSHOT_DF_SQL = sql.SQL("df AS MATERIALIZED (SELECT * FROM unnest(%(sidx)s::int[], %(sidf)s::float8[]) "
                           "AS d(idx, idf)), ")
@@ -78,26 +82,38 @@ class _Snapshot:
     every item that did not change keeps its score and its place; a written
     one ranks where its new content puts it in that order. ``fuzzy``: the
     words a fuzzy query found then, (key version, term, weight), in the order
-    their idf is numbered (``FUZZY_IDX`` on)."""
+    their idf is numbered (``FUZZY_IDX`` on): packed, 28 bytes each with its
+    idf, and at most ``SNAPSHOT_FUZZY_WORDS`` of them (``fits``)."""
 
     n: float
     avgdl: float
     idf: dict[int, float]  # query term number -> idf; none: no item held it
     fuzzy: list[tuple[int, int, float]]
 
+    def fits(self) -> bool:
+        """Small enough for a cursor (a URL's query string): else the pages after the first rank live."""
+        return len(self.fuzzy) <= SNAPSHOT_FUZZY_WORDS
+
     def encode(self) -> list[Any]:
-        return [self.n, self.avgdl, [[i, v] for i, v in self.idf.items()], [list(f) for f in self.fuzzy]]
+        packed = b"".join(_FUZZY_WORD.pack(ver, term, w, self.idf.get(FUZZY_IDX + k, -1.0))
+                          for k, (ver, term, w) in enumerate(self.fuzzy))
+        return [self.n, self.avgdl, [[i, v] for i, v in self.idf.items() if i < FUZZY_IDX],
+                base64.urlsafe_b64encode(packed).decode()]
 
     @classmethod
     def decode(cls, value: Any, words: int) -> _Snapshot:
-        """ValueError or TypeError for anything a search did not write (a query
-        of ``words`` words finds at most ``FUZZY_WORDS`` words for each)."""
-        n, avgdl, idf, fuzzy = value
-        fuzzy = [(int(v), int(t), float(w)) for v, t, w in fuzzy]
-        idf = {int(i): float(v) for i, v in idf}
-        if len(fuzzy) > FUZZY_WORDS * words or not all(0 <= i < words or 0 <= i - FUZZY_IDX < len(fuzzy)
-                                                     for i in idf):
+        """ValueError or TypeError for anything ``encode`` did not write for a query of ``words`` words."""
+        n, avgdl, own, packed = value
+        idf = {int(i): float(v) for i, v in own}
+        raw = base64.urlsafe_b64decode(packed)
+        if not all(0 <= i < words for i in idf) or len(raw) % _FUZZY_WORD.size or (
+                len(raw) // _FUZZY_WORD.size > SNAPSHOT_FUZZY_WORDS):
             raise ValueError("not a search's statistics")
+        fuzzy = []
+        for k, (ver, term, w, found) in enumerate(_FUZZY_WORD.iter_unpack(raw)):
+            fuzzy.append((ver, term, w))
+            if found >= 0:  # -1: no item held it
+                idf[FUZZY_IDX + k] = found
         return cls(n=float(n), avgdl=float(avgdl), idf=idf, fuzzy=fuzzy)
 
     def params(self) -> dict[str, Any]:
@@ -259,7 +275,8 @@ class SearchOperations(DocumentOperations):
             stats = snapshot or _Snapshot(n=rows[0][10], avgdl=rows[0][11], idf=dict(zip(
                 rows[0][12] or [], rows[0][13] or [], strict=True)), fuzzy=found)
             next_cursor = cursor_codec.encode({"t": ctx.key, "q": fingerprint, "s": str(page[-1][4]),
-                                               "d": page[-1][3], "k": page[-1][2], "st": stats.encode()})
+                                               "d": page[-1][3], "k": page[-1][2],
+                                               **({"st": stats.encode()} if stats.fits() else {})})
         else:
             next_cursor = None
         return SearchResult(hits=hits, total=total, facets=facet_counts, next_cursor=next_cursor)

@@ -4,6 +4,7 @@ checks (refused before any I/O)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import random
@@ -217,9 +218,11 @@ def search_cursor(query, statistics):
 @pytest.mark.parametrize("statistics", [
     "no",
     [1.0, 2.0, [[0, 0.5]]],  # a field missing
-    [1.0, 2.0, [[5, 0.5]], []],  # idf of a term the query has not
-    [1.0, 2.0, [[0, "x"]], []],
-    [1.0, 2.0, [], [[1, 2, 0.5]] * 21],  # more found words than a fuzzy query of one word finds
+    [1.0, 2.0, [[5, 0.5]], ""],  # idf of a term the query has not
+    [1.0, 2.0, [[0, "x"]], ""],
+    [1.0, 2.0, [], "AAAA"],  # not whole found words
+    [1.0, 2.0, [], "not base64!"],
+    [1.0, 2.0, [], base64.urlsafe_b64encode(bytes(28 * 61)).decode()],  # more found words than a cursor carries
 ])
 def test_a_cursor_with_statistics_no_search_wrote_is_refused_before_any_io(statistics):
     with pytest.raises(InvalidRequest, match="invalid cursor"):
