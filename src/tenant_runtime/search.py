@@ -46,6 +46,7 @@ from tenant_runtime.search_keys import SearchKey
 from tenant_runtime.tables import DOCUMENTS, SEARCH_STATS, SEARCH_VOCAB, SUMMARIES
 
 MAX_QUERY = 1_000
+MAX_FACETS = 100
 MAX_OFFSET = 2**31 - 1  # PostgreSQL's OFFSET is an int8; past this no tenant has a page
 SNIPPET = 160
 BM25_K1, BM25_B = 1.2, 0.75
@@ -204,6 +205,8 @@ class SearchOperations(DocumentOperations):
         filters, facets = filters or {}, list(facets or [])
         if not isinstance(filters, dict) or not all(isinstance(f, str) for f in facets):
             raise InvalidRequest("filters must be a JSON object and facets a list of field names")
+        if len(facets) > MAX_FACETS:  # each is counted over every match: 10,000 names took seconds
+            raise InvalidRequest(f"at most {MAX_FACETS} facets")
         check_json_size(filters, "filters", MAX_DOC_METADATA)
         for name in facets:
             check_text(name, "a facet")

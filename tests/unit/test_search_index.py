@@ -195,6 +195,7 @@ def test_the_store_lists_the_document_tables():
     lambda ops, ctx: ops._delete_document(ctx, "\ud800"),
     lambda ops, ctx: ops._search(ctx, "x", {"k": "\ud800"}, None, 10, 0, None, False),
     lambda ops, ctx: ops._search(ctx, "x", None, ["\ud800"], 10, 0, None, False),
+    lambda ops, ctx: ops._search(ctx, "x", None, [f"f{i}" for i in range(101)], 10, 0, None, False),
     # A limit or offset that is no int, or an offset no statement can hold.
     lambda ops, ctx: ops._search(ctx, "x", None, None, "5", 0, None, False),
     lambda ops, ctx: ops._search(ctx, "x", None, None, True, 0, None, False),
