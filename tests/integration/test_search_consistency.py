@@ -174,3 +174,15 @@ def test_facets_skip_a_null_value_and_count_the_others(runtime, tenant):
         {"doc_id": "nul-3", "title": "t", "body": "quasar", "metadata": {"set": "nul"}}])
     res = runtime.store.search(ctx, "quasar", filters={"set": "nul"}, facets=["team", "set"])
     assert res.total == 3 and res.facets == {"team": {"ops": 1}, "set": {"nul": 3}}
+
+
+def test_search_reindex_holds_the_tenants_lock(runtime, provision_tenant, tenantctl_cli, workspace):
+    record = provision_tenant("qs-lock")
+    runtime.store.put_document(runtime.context(record.tenant_id), "d", "Locked", "a padlock", {})
+    with workspace.registry.hold(record.tenant_id, "provision"):  # another run on the tenant, alive
+        busy = tenantctl_cli("search", "reindex", record.tenant_id, "--json")
+    assert busy.returncode == 5, busy.stderr
+    assert json.loads(busy.stdout)["error"]["code"] == 5 and "provision" in busy.stderr
+    done = tenantctl_cli("search", "reindex", record.tenant_id, "--json")
+    assert done.returncode == 0, done.stderr
+    assert workspace.registry.require(record.tenant_id).lock is None

@@ -22,7 +22,8 @@ def reindex(
 
     A hibernated tenant's database is started first (a progress line says so).
 
-    Exit codes: 0 done, 3 bad id or tenant not active, 6 unknown tenant,
+    Exit codes: 0 done, 3 bad id or tenant not active, 5 another run (another
+    reindex too) holds the tenant's lock, 6 unknown tenant,
     7 store, KMS or registry unreachable, 10 the tenant's key is unusable.
     """
     from tenantctl.cli.progress import engine_progress

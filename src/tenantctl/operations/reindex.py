@@ -22,7 +22,9 @@ from tenantctl.engines.base import EventSink, phase
 from tenantctl.errors import Conflict, InvalidInput, KeyUnusable, TargetUnavailable
 from tenantctl.models import TenantRecord, TenantStatus
 from tenantctl.naming import require_valid
-from tenantctl.operations.hibernate import awake
+from tenantctl.operations.hibernate import wake_held
+
+REINDEX = "search reindex"  # the lock's operation
 
 
 @contextmanager
@@ -47,25 +49,34 @@ def _tenant_store(ws: Any, record: TenantRecord) -> Iterator[tuple[ContextStore,
 
 def reindex_search(ws: Any, tenant_id: str, on_event: EventSink | None = None) -> Reindexed:
     """The tenant's store, then each of its workspaces' (each under its own
-    search key). Nothing is lost if it stops half way: documents already
-    re-hashed are found under the new key, the others under the old one (both
-    stay live until every document moved); run it again to finish. A
-    hibernated tenant is woken first (its progress to ``on_event``): the
-    reindex reads and writes its database."""
+    search key), under the tenant's lock (another run on the tenant, a second
+    reindex included: Conflict, exit 5). Nothing is lost if it stops half
+    way: documents already re-hashed are found under the new key, the others
+    under the old one (both stay live until every document moved); run it
+    again to finish. A hibernated tenant is woken first (its progress to
+    ``on_event``): the reindex reads and writes its database."""
     require_valid(tenant_id)
-    record = ws.registry.require(tenant_id)
-    if record.status is not TenantStatus.active:
-        raise InvalidInput(f"tenant {tenant_id!r} is {record.status.value}: only an active tenant is reindexed")
-    record = awake(ws, record, on_event)
-    workspaces = sorted(record.resources.workspaces) if record.resources else []
-    with _tenant_store(ws, record) as (store, context):
-        done = store.reindex(context(None))
-        of_workspaces = {}
-        for workspace in workspaces:
-            phase(on_event, tenant_id, f"re-indexing workspace {workspace}")
-            of_workspaces[workspace] = store.reindex(context(workspace))
-    _settled(ws, record)  # every store of the tenant is indexed now
+    _reindexable(ws.registry.require(tenant_id))
+    with ws.registry.hold(tenant_id, REINDEX) as held:
+        _reindexable(held.record)  # as locked: it may have changed since
+        if held.record.hibernation is not None:
+            wake_held(ws, held, on_event)
+        record = held.record
+        workspaces = sorted(record.resources.workspaces) if record.resources else []
+        with _tenant_store(ws, record) as (store, context):
+            done = store.reindex(context(None))
+            of_workspaces = {}
+            for workspace in workspaces:
+                phase(on_event, tenant_id, f"re-indexing workspace {workspace}")
+                of_workspaces[workspace] = store.reindex(context(workspace))
+        if record.search_rebuild_due:  # every store of the tenant is indexed now
+            held.record = ws.registry.save(record, search_rebuild_due=False)
     return Reindexed(**done.model_dump(), workspaces=of_workspaces)
+
+
+def _reindexable(record: TenantRecord) -> None:
+    if record.status is not TenantStatus.active:
+        raise InvalidInput(f"tenant {record.tenant_id!r} is {record.status.value}: only an active tenant is reindexed")
 
 
 class Reindexed(ReindexResult):
