@@ -524,7 +524,8 @@ class DocumentOperations(SearchKeyOperations):
         return Summary(conversation_id=conversation_id, text=text, created_at=created, updated_at=updated)
 
     def _reindex(self, ctx: TenantContext, if_unindexed: bool = False) -> Any:
-        """A new search key; every document and summary re-hashed under it
+        """A new search key (or the newest, made by a reindex that stopped half
+        way: its items still under older keys); every document and summary re-hashed under it
         (batches, each one statement per item, an item changed meanwhile is
         left to its writer, who already used the new key); then the old keys go.
         ``if_unindexed``: only when some item is in no index at all (a store
@@ -540,9 +541,14 @@ class DocumentOperations(SearchKeyOperations):
                 return None
         self._forget_keys(ctx)
         keys = yield from self._search_keys(ctx, create=False)
-        # The next version number; after a restore it may be one a running process
-        # caches for another key: the key's sealed digest tells them apart.
-        key = yield from self._add_search_key(ctx, (keys[-1].version if keys else 0) + 1)
+        if len(keys) > 1 and keys[-1].counted:
+            # A reindex stopped half way made the newest key: finish it (the items
+            # still under older keys) rather than re-hash every item under yet another.
+            key = keys[-1]
+        else:
+            # The next version number; after a restore it may be one a running process
+            # caches for another key: the key's sealed digest tells them apart.
+            key = yield from self._add_search_key(ctx, (keys[-1].version if keys else 0) + 1)
         version = key.version
         done = {}
         for src in SOURCES:

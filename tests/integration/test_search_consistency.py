@@ -16,6 +16,7 @@ from runtime_tenants import jwt_settings
 
 from tenant_runtime import TenantRuntime
 from tenant_runtime.documents import LARGE_BODY
+from tenant_runtime.store import StoreOperations
 
 
 @pytest.fixture(scope="module")
@@ -186,3 +187,42 @@ def test_search_reindex_holds_the_tenants_lock(runtime, provision_tenant, tenant
     done = tenantctl_cli("search", "reindex", record.tenant_id, "--json")
     assert done.returncode == 0, done.stderr
     assert workspace.registry.require(record.tenant_id).lock is None
+
+
+def documents_of(runtime, ctx):
+    """Every document id of the tenant, page after page."""
+    page = runtime.store.list_documents(ctx, limit=100)
+    yield from (d.doc_id for d in page.documents)
+    while page.next_cursor:
+        page = runtime.store.list_documents(ctx, limit=100, cursor=page.next_cursor)
+        yield from (d.doc_id for d in page.documents)
+
+
+def test_a_reindex_stopped_half_way_is_finished_under_its_own_key(runtime, tenant, sandbox, monkeypatch):
+    record, ctx = tenant
+    runtime.store.reindex(ctx)  # the documents of the tests above under one key
+    [old] = search_key_versions(sandbox, record.resources)
+    total = sum(1 for _ in documents_of(runtime, ctx))
+    answers = [(h.doc_id, h.score) for h in runtime.store.search(ctx, "alpha quasar", limit=100).hits]
+    whole_body = StoreOperations._whole_body
+    opened = []
+
+    def stopping(self, ctx, data):  # the process dies at the fifth document
+        opened.append(1)
+        if len(opened) == 5:
+            raise KeyboardInterrupt
+        return (yield from whole_body(self, ctx, data))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(StoreOperations, "_whole_body", stopping)
+        with pytest.raises(KeyboardInterrupt):
+            runtime.store.reindex(ctx)
+    assert search_key_versions(sandbox, record.resources) == [old, old + 1]
+    assert [(h.doc_id, h.score) for h in runtime.store.search(ctx, "alpha quasar", limit=100).hits] == answers
+
+    done = runtime.store.reindex(ctx)
+    assert (done.key_version, done.documents) == (old + 1, total - 4)
+    assert search_key_versions(sandbox, record.resources) == [old + 1]
+    assert [(h.doc_id, h.score) for h in runtime.store.search(ctx, "alpha quasar", limit=100).hits] == answers
+    kept, recounted = counts_and_items(sandbox, record)
+    assert kept == recounted
