@@ -37,7 +37,15 @@ import psycopg
 from tenant_runtime.auth import Addressed, JWTSettings, TenantResolver
 from tenant_runtime.blocking import WouldBlock, blocking_allowed, inline
 from tenant_runtime.context import TenantContext, verified
-from tenant_runtime.documents import LOCK_ITEMS_SQL, Document, DocumentPage, NewDocument, ReindexResult, Summary
+from tenant_runtime.documents import (
+    LOCK_ITEMS_SQL,
+    Document,
+    DocumentPage,
+    NewDocument,
+    ReindexProgress,
+    ReindexResult,
+    Summary,
+)
 from tenant_runtime.errors import StoreMoved
 from tenant_runtime.gateway import Gateway, PoolBase
 from tenant_runtime.jobs import Job, JobMessage
@@ -352,8 +360,9 @@ class AsyncContextStore(StoreOperations):
     async def suggest(self, ctx: TenantContext, prefix: str, limit: int = 10) -> list[str]:
         return await self._run(ctx, self._suggest(ctx, prefix, limit))
 
-    async def reindex(self, ctx: TenantContext, if_unindexed: bool = False) -> ReindexResult | None:
-        return await self._write(ctx, lambda c: self._reindex(c, if_unindexed))
+    async def reindex(self, ctx: TenantContext, if_unindexed: bool = False,
+                      progress: ReindexProgress | None = None) -> ReindexResult | None:
+        return await self._write(ctx, lambda c: self._reindex(c, if_unindexed, progress))
 
 
 class AsyncObjectAccess:

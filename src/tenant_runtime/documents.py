@@ -77,6 +77,8 @@ LOCK_ITEMS_SQL = "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%s::int8[])
 # version, terms, frequencies and length before the write (NULL: no item). What it
 # wrote is counted in Python (``_new_counts``): the statement writes all of its items or none.
 STATS_RETURNING = 4
+# A reindex's progress: (item kind, items re-hashed so far, items it found to re-hash).
+ReindexProgress = Callable[[str, int, int], None]
 
 
 class Document(BaseModel):
@@ -523,13 +525,15 @@ class DocumentOperations(SearchKeyOperations):
         _, created, updated = rows[0]
         return Summary(conversation_id=conversation_id, text=text, created_at=created, updated_at=updated)
 
-    def _reindex(self, ctx: TenantContext, if_unindexed: bool = False) -> Any:
+    def _reindex(self, ctx: TenantContext, if_unindexed: bool = False,
+                 progress: ReindexProgress | None = None) -> Any:
         """A new search key (or the newest, made by a reindex that stopped half
         way: its items still under older keys); every document and summary re-hashed under it
         (batches, each one statement per item, an item changed meanwhile is
         left to its writer, who already used the new key); then the old keys go.
         ``if_unindexed``: only when some item is in no index at all (a store
-        from before the one-row index, upgraded or restored); else None."""
+        from before the one-row index, upgraded or restored); else None.
+        ``progress(kind, done, total)``: after each batch of items of a kind."""
         ctx = verified(ctx)
         check_writable(ctx)
         if if_unindexed:
@@ -552,7 +556,7 @@ class DocumentOperations(SearchKeyOperations):
         version = key.version
         done = {}
         for src in SOURCES:
-            done[src.kind] = yield from self._reindex_source(ctx, src, key)
+            done[src.kind] = yield from self._reindex_source(ctx, src, key, progress)
         yield self._statement_step(
             sql.SQL("DELETE FROM {keys} k WHERE tenant_id = %s AND version < %s AND NOT EXISTS "
                     "(SELECT 1 FROM {docs} d WHERE d.tenant_id = k.tenant_id AND d.key_version = k.version) "
@@ -569,7 +573,8 @@ class DocumentOperations(SearchKeyOperations):
         self._forget_keys(ctx)
         return ReindexResult(key_version=version, documents=done["document"], summaries=done["summary"])
 
-    def _reindex_source(self, ctx: TenantContext, src: _Source, key: SearchKey) -> Any:
+    def _reindex_source(self, ctx: TenantContext, src: _Source, key: SearchKey,
+                        progress: ReindexProgress | None = None) -> Any:
         table, ident = self._table(ctx, src.table), sql.Identifier(src.id_column)
         head = sql.SQL("UPDATE {table} SET key_version = %(v)s, length = %(n)s, terms = %(ft)s::int8[], "
                        "tfs = %(ftf)s::int4[] WHERE tenant_id = %(t)s "
@@ -577,6 +582,10 @@ class DocumentOperations(SearchKeyOperations):
             table=table, id=ident, stats=self._stats_returning(
                 sql.SQL("{} o WHERE o.tenant_id = %(t)s AND o.{} = %(d)s").format(table, ident)))
         done, after = 0, ""
+        if progress is not None:
+            total = (yield self._statement_step(
+                sql.SQL("SELECT count(*) FROM {table} WHERE tenant_id = %s AND key_version < %s").format(
+                    table=table), (ctx.key, key.version), "one"))[0]
         while True:
             rows = yield self._statement_step(
                 sql.SQL("SELECT {id}, content FROM {table} WHERE tenant_id = %s AND {id} > %s AND key_version < %s "
@@ -592,6 +601,8 @@ class DocumentOperations(SearchKeyOperations):
                                                        key, [(item_id, analysed)], src.kind)
                 done += len(written)
             after = rows[-1][0]
+            if progress is not None:
+                progress(src.kind, done, total)
 
     # -- reading -------------------------------------------------------------------
 

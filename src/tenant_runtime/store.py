@@ -58,6 +58,7 @@ from tenant_runtime.documents import (
     Document,
     DocumentPage,
     NewDocument,
+    ReindexProgress,
     ReindexResult,
     Summary,
     item_locks,
@@ -552,10 +553,12 @@ class ContextStore(StoreOperations):
         """Title words completing ``prefix``'s last word, commonest first."""
         return self._run(ctx, self._suggest(ctx, prefix, limit))
 
-    def reindex(self, ctx: TenantContext, if_unindexed: bool = False) -> ReindexResult | None:
+    def reindex(self, ctx: TenantContext, if_unindexed: bool = False,
+                progress: ReindexProgress | None = None) -> ReindexResult | None:
         """Rotate the tenant's search key and re-hash every document under it;
-        ``if_unindexed``: only when some item is in no index (else None)."""
-        return self._write(ctx, lambda c: self._reindex(c, if_unindexed))
+        ``if_unindexed``: only when some item is in no index (else None);
+        ``progress(kind, done, total)`` after each batch."""
+        return self._write(ctx, lambda c: self._reindex(c, if_unindexed, progress))
 
 
 @contextmanager

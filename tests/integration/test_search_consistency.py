@@ -164,7 +164,11 @@ def test_search_reindex_rotates_each_workspaces_key_too(runtime, provision_tenan
     assert after == [result["workspaces"]["fin"]["key_version"]] and after != before
     assert [h.doc_id for h in runtime.store.search(fin, "ledger").hits] == ["f1"]
     assert [h.doc_id for h in runtime.store.search(tenant, "ledger").hits] == ["t1"]
-    assert "fin: 1 documents re-indexed" in tenantctl_cli("search", "reindex", record.tenant_id).stdout
+    again = tenantctl_cli("search", "reindex", record.tenant_id)
+    assert "fin: 1 documents re-indexed" in again.stdout
+    # Progress on stderr, a line per batch of each store.
+    assert "re-indexed: 1 of 1 documents" in again.stderr
+    assert "re-indexed workspace fin: 1 of 1 documents" in again.stderr
 
 
 def test_facets_skip_a_null_value_and_count_the_others(runtime, tenant):

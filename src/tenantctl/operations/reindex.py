@@ -14,7 +14,7 @@ from typing import Any
 from tenant_runtime import errors as runtime_errors
 from tenant_runtime.context import from_registry
 from tenant_runtime.crypto import Envelope
-from tenant_runtime.documents import ReindexResult
+from tenant_runtime.documents import ReindexProgress, ReindexResult
 from tenant_runtime.objects import ObjectAccess
 from tenant_runtime.registry import RegistryReader
 from tenant_runtime.store import ContextStore
@@ -25,6 +25,7 @@ from tenantctl.naming import require_valid
 from tenantctl.operations.hibernate import wake_held
 
 REINDEX = "search reindex"  # the lock's operation
+PLURALS = {"document": "documents", "summary": "summaries"}  # item kinds in progress lines
 
 
 @contextmanager
@@ -64,14 +65,25 @@ def reindex_search(ws: Any, tenant_id: str, on_event: EventSink | None = None) -
         record = held.record
         workspaces = sorted(record.resources.workspaces) if record.resources else []
         with _tenant_store(ws, record) as (store, context):
-            done = store.reindex(context(None))
+            done = store.reindex(context(None), progress=_progress(on_event, tenant_id))
             of_workspaces = {}
             for workspace in workspaces:
                 phase(on_event, tenant_id, f"re-indexing workspace {workspace}")
-                of_workspaces[workspace] = store.reindex(context(workspace))
+                of_workspaces[workspace] = store.reindex(context(workspace),
+                                                         progress=_progress(on_event, tenant_id, workspace))
         if record.search_rebuild_due:  # every store of the tenant is indexed now
             held.record = ws.registry.save(record, search_rebuild_due=False)
     return Reindexed(**done.model_dump(), workspaces=of_workspaces)
+
+
+def _progress(on_event: EventSink | None, tenant_id: str, workspace: str | None = None) -> ReindexProgress:
+    """A progress line per batch of a store's reindex."""
+    where = f" workspace {workspace}" if workspace else ""
+
+    def report(kind: str, done: int, total: int) -> None:
+        phase(on_event, tenant_id, f"re-indexed{where}: {done} of {total} {PLURALS.get(kind, kind)}")
+
+    return report
 
 
 def _reindexable(record: TenantRecord) -> None:
