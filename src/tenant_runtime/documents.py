@@ -164,7 +164,12 @@ def check_text(value: str, what: str) -> None:
     try:
         value.encode()
     except UnicodeEncodeError:
-        raise InvalidRequest(f"{what} is not valid Unicode: a lone surrogate (U+D800..U+DFFF)") from None
+        raise not_unicode(what) from None
+
+
+def not_unicode(what: str) -> InvalidRequest:
+    """The refusal of text holding a lone surrogate (``check_text``)."""
+    return InvalidRequest(f"{what} is not valid Unicode: a lone surrogate (U+D800..U+DFFF)")
 
 
 def _check_id(value: str, what: str = "doc_id") -> None:

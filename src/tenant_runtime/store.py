@@ -61,7 +61,9 @@ from tenant_runtime.documents import (
     ReindexProgress,
     ReindexResult,
     Summary,
+    check_text,
     item_locks,
+    not_unicode,
 )
 from tenant_runtime.errors import InvalidRequest, StoreMoved, TenantMismatch
 from tenant_runtime.hibernation import DatabaseWaker
@@ -87,9 +89,10 @@ MAX_PAGE = 500
 ROLES = frozenset(Role.__args__)  # type: ignore[attr-defined]
 # ``json.dumps(value)``'s text from one C encoder made once, where json.dumps makes
 # one per call (~110 Python bytecodes of a warm append). Without the circular-reference
-# bookkeeping: a circular value ends in RecursionError, refused like anything unserialisable.
+# bookkeeping: a circular value ends in RecursionError, refused like anything unserialisable;
+# NaN and infinity (allow_nan False) too, which jsonb refuses.
 _METADATA_JSON = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
-    None, json.JSONEncoder().default, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True,
+    None, json.JSONEncoder().default, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, False,
 ) if json.encoder.c_make_encoder is not None else None  # type: ignore[attr-defined]
 
 
@@ -578,7 +581,10 @@ def _append_input(ctx: TenantContext, conversation_id: str, role: str, content: 
         raise InvalidRequest(f"role must be one of {', '.join(Role.__args__)}")  # type: ignore[attr-defined]
     if not isinstance(content, str):
         raise InvalidRequest("content must be a string")
-    body = content.encode()
+    try:
+        body = content.encode()
+    except UnicodeEncodeError:
+        raise not_unicode("content") from None
     if len(body) > MAX_CONTENT:
         raise InvalidRequest(f"content is {len(body)} bytes; the limit is {MAX_CONTENT}")
     meta = {} if metadata is None else metadata
@@ -586,11 +592,14 @@ def _append_input(ctx: TenantContext, conversation_id: str, role: str, content: 
     if not isinstance(meta, dict) or not all(type(k) is str for k in meta):
         raise InvalidRequest("metadata must be a JSON object (string keys)")
     try:
-        meta_json = "".join(_METADATA_JSON(meta, 0)) if _METADATA_JSON is not None else json.dumps(meta)
+        meta_json = "".join(_METADATA_JSON(meta, 0)) if _METADATA_JSON is not None else json.dumps(
+            meta, allow_nan=False)
     except (TypeError, ValueError, RecursionError):
         raise InvalidRequest("metadata must be JSON-serialisable") from None
     if len(meta_json) > MAX_METADATA:
         raise InvalidRequest(f"metadata is {len(meta_json)} bytes of JSON; the limit is {MAX_METADATA}")
+    if "\\ud" in meta_json:  # a surrogate, escaped: a pair (an emoji) is fine, jsonb refuses a lone one
+        check_text(json.dumps(meta, ensure_ascii=False), "metadata")
     return body, meta, meta_json
 
 
@@ -604,3 +613,4 @@ def _appended(conversation_id: str, role: str, content: str, meta: dict[str, Any
 def _check_conversation(conversation_id: str) -> None:
     if not isinstance(conversation_id, str) or not 1 <= len(conversation_id) <= 200:
         raise InvalidRequest("conversation_id must be 1..200 characters")
+    check_text(conversation_id, "conversation_id")
