@@ -503,7 +503,8 @@ class SearchOperations(DocumentOperations):
         if rows is None:
             return []
         opened = yield self._compute_step(self._open_documents, ctx, [(r[0], bytes(r[1])) for r in rows])
-        stem = term[2:]
+        # The whole last word: the blind prefix found the documents by its first MAX_PREFIX characters only.
+        stem = analyzer.normalise(prefix).split()[-1]
         seen: dict[str, int] = {}
         for title, _ in opened:
             for tok in analyzer.tokens(title):

@@ -230,3 +230,14 @@ def test_a_reindex_stopped_half_way_is_finished_under_its_own_key(runtime, tenan
     assert [(h.doc_id, h.score) for h in runtime.store.search(ctx, "alpha quasar", limit=100).hits] == answers
     kept, recounted = counts_and_items(sandbox, record)
     assert kept == recounted
+
+
+def test_suggestions_complete_the_whole_prefix_past_its_indexed_length(runtime, tenant):
+    _, ctx = tenant
+    runtime.store.put_documents(ctx, [
+        {"doc_id": "sg-1", "title": "Internationalization guide", "body": "i18n"},
+        {"doc_id": "sg-2", "title": "International trade", "body": "trade"}])
+    assert runtime.store.suggest(ctx, "internat") == ["international", "internationalization"]
+    # Title prefixes are indexed up to 8 characters: the rest of the prefix must still match.
+    assert runtime.store.suggest(ctx, "Internationali") == ["internationalization"]
+    assert runtime.store.suggest(ctx, "internationalx") == []
