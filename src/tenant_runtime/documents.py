@@ -73,6 +73,7 @@ UNCOUNTED_KINDS = ("p:",)
 # write's statement then starts after any other write of the same items committed,
 # and reads them as they are (see ``item_locks``).
 LOCK_ITEMS_SQL = "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%s::int8[]) AS u(k)"
+ITEM_LOCK_BUCKETS = 16  # advisory locks a write takes at most
 # What an item write returns after its own columns, for search_stats: the item's key
 # version, terms, frequencies and length before the write (NULL: no item). What it
 # wrote is counted in Python (``_new_counts``): the statement writes all of its items or none.
@@ -152,10 +153,18 @@ def item_locks(tenant_key: str, kind: str, ids: Sequence[str]) -> list[int]:
     search_stats what it replaced as its statement's snapshot shows it; without
     the lock a concurrent write of the same item, committed after that snapshot
     was taken, is replaced uncounted (its terms counted twice, or another
-    version's subtracted). Keys are hashes of (tenant, kind, id): a collision,
-    or another tenant of the database guessing ids, only makes a write wait."""
-    digests = (hashlib.sha256(f"{tenant_key}\0{kind}\0{item}".encode()).digest() for item in ids)
-    return sorted({int.from_bytes(d[:8], "big", signed=True) for d in digests})
+    version's subtracted). One lock per bucket of ids (``ITEM_LOCK_BUCKETS``
+    per tenant and kind), not per id: advisory locks take slots of the
+    server's shared lock table (64 per connection by default), which a batch
+    of 500 locks would exhaust for every tenant of the database. Two writes
+    of one item always share its bucket; writes of different items of a tenant
+    may wait for each other (large batches already take turns on the counts).
+    Keys are hashes of (tenant, kind, bucket): a collision, or another tenant
+    of the database guessing them, only makes a write wait."""
+    buckets = {int.from_bytes(hashlib.sha256(item.encode()).digest()[:4], "big") % ITEM_LOCK_BUCKETS
+               for item in ids}
+    digests = (hashlib.sha256(f"{tenant_key}\0{kind}\0{b}".encode()).digest() for b in buckets)
+    return sorted(int.from_bytes(d[:8], "big", signed=True) for d in digests)
 
 
 def check_text(value: str, what: str) -> None:

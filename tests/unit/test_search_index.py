@@ -18,7 +18,14 @@ from runtime_fixtures import context
 from tenant_runtime import InvalidRequest, StoreUnavailable, TenantMismatch, UntrustedContext, analyzer
 from tenant_runtime import cursor as cursor_codec
 from tenant_runtime.blind_index import TermHasher, blind, document_scope, summary_scope, term_id
-from tenant_runtime.documents import HIGHLIGHT_SCAN, LARGE_BODY, MAX_BODY, DocumentOperations
+from tenant_runtime.documents import (
+    HIGHLIGHT_SCAN,
+    ITEM_LOCK_BUCKETS,
+    LARGE_BODY,
+    MAX_BODY,
+    DocumentOperations,
+    item_locks,
+)
 from tenant_runtime.objects import ObjectAccess
 from tenant_runtime.search import SNIPPET, highlight
 from tenant_runtime.search_keys import SearchKey
@@ -343,3 +350,15 @@ def test_vocabulary_words_are_sent_until_a_write_of_them_committed():
 
     assert sent([]) == sent([("d",)]) == len(analysed.vocabulary) > 0
     assert sent([("d",)]) == 0
+
+
+def test_a_write_takes_a_bounded_number_of_item_locks_shared_by_every_write_of_an_item():
+    batch = [f"doc-{i}" for i in range(500)]
+    locks = item_locks("acme", "document", batch)
+    # Advisory locks fill the server's shared lock table (64 per connection by default).
+    assert locks == sorted(locks) and len(set(locks)) == len(locks) <= ITEM_LOCK_BUCKETS
+    for doc_id in ("doc-7", "doc-499"):
+        assert set(item_locks("acme", "document", [doc_id])) <= set(locks)
+    # Per tenant and kind.
+    assert not set(item_locks("acme", "summary", batch)) & set(locks)
+    assert not set(item_locks("beta", "document", batch)) & set(locks)
