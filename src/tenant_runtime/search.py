@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,17 +106,23 @@ class _Snapshot:
     def decode(cls, value: Any, words: int) -> _Snapshot:
         """ValueError or TypeError for anything ``encode`` did not write for a query of ``words`` words."""
         n, avgdl, own, packed = value
-        idf = {int(i): float(v) for i, v in own}
+        n, avgdl, idf = float(n), float(avgdl), {int(i): float(v) for i, v in own}
         raw = base64.urlsafe_b64decode(packed)
         if not all(0 <= i < words for i in idf) or len(raw) % _FUZZY_WORD.size or (
                 len(raw) // _FUZZY_WORD.size > SNAPSHOT_FUZZY_WORDS):
             raise ValueError("not a search's statistics")
         fuzzy = []
         for k, (ver, term, w, found) in enumerate(_FUZZY_WORD.iter_unpack(raw)):
+            if not 0 < w <= 1:  # FUZZY_WEIGHT times a share (NaN fails too)
+                raise ValueError("not a search's statistics")
             fuzzy.append((ver, term, w))
-            if found >= 0:  # -1: no item held it
+            if found != -1:  # -1: no item held it
                 idf[FUZZY_IDX + k] = found
-        return cls(n=float(n), avgdl=float(avgdl), idf=idf, fuzzy=fuzzy)
+        # As the statement computes them (greatest(avg, 1), ln(1 + a positive)): no NaN, no
+        # infinity, no zero length a forged cursor could make the statement fail on.
+        if not (0 <= n < math.inf and 1 <= avgdl < math.inf and all(0 < v < math.inf for v in idf.values())):
+            raise ValueError("not a search's statistics")
+        return cls(n=n, avgdl=avgdl, idf=idf, fuzzy=fuzzy)
 
     def params(self) -> dict[str, Any]:
         return {"sn": self.n, "sa": self.avgdl, "sidx": list(self.idf), "sidf": list(self.idf.values())}

@@ -8,6 +8,7 @@ import base64
 import hashlib
 import json
 import random
+import struct
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -231,6 +232,12 @@ def search_cursor(query, statistics):
     [1.0, 2.0, [], "AAAA"],  # not whole found words
     [1.0, 2.0, [], "not base64!"],
     [1.0, 2.0, [], base64.urlsafe_b64encode(bytes(28 * 61)).decode()],  # more found words than a cursor carries
+    # Values the statement would fail on (a division by zero, NaN scores) rather than rank with.
+    [1.0, 0.0, [[0, 0.5]], ""],
+    [float("nan"), 2.0, [[0, 0.5]], ""],
+    [1.0, 2.0, [[0, float("inf")]], ""],
+    [1.0, 2.0, [], base64.urlsafe_b64encode(struct.pack("<iqdd", 1, 2, float("nan"), 0.5)).decode()],
+    [1.0, 2.0, [], base64.urlsafe_b64encode(struct.pack("<iqdd", 1, 2, 0.5, -5.0)).decode()],
 ])
 def test_a_cursor_with_statistics_no_search_wrote_is_refused_before_any_io(statistics):
     with pytest.raises(InvalidRequest, match="invalid cursor"):
