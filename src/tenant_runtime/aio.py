@@ -37,7 +37,15 @@ import psycopg
 from tenant_runtime.auth import Addressed, JWTSettings, TenantResolver
 from tenant_runtime.blocking import WouldBlock, blocking_allowed, inline
 from tenant_runtime.context import TenantContext, verified
-from tenant_runtime.documents import Document, DocumentPage, NewDocument, ReindexResult, Summary
+from tenant_runtime.documents import (
+    LOCK_ITEMS_SQL,
+    Document,
+    DocumentPage,
+    NewDocument,
+    ReindexProgress,
+    ReindexResult,
+    Summary,
+)
 from tenant_runtime.errors import StoreMoved
 from tenant_runtime.gateway import Gateway, PoolBase
 from tenant_runtime.jobs import Job, JobMessage
@@ -284,6 +292,8 @@ class AsyncContextStore(StoreOperations):
 
     async def _statement(self, ctx: TenantContext, step: Statement) -> Any:
         async with self._transaction(ctx) as cur:  # ctx: verified by the operation
+            if step.locks:
+                await cur.execute(LOCK_ITEMS_SQL, (list(step.locks),))
             await cur.execute(step.query, step.params)
             if step.fetch == "rowcount":
                 return cur.rowcount
@@ -353,8 +363,9 @@ class AsyncContextStore(StoreOperations):
     async def unindexed(self, ctx: TenantContext) -> int:
         return await self._run(ctx, self._unindexed(ctx))
 
-    async def reindex(self, ctx: TenantContext, if_unindexed: bool = False) -> ReindexResult | None:
-        return await self._write(ctx, lambda c: self._reindex(c, if_unindexed))
+    async def reindex(self, ctx: TenantContext, if_unindexed: bool = False,
+                      progress: ReindexProgress | None = None) -> ReindexResult | None:
+        return await self._write(ctx, lambda c: self._reindex(c, if_unindexed, progress))
 
 
 class AsyncObjectAccess:

@@ -34,8 +34,10 @@ from typing import NamedTuple
 MAX_PREFIX = 8
 WORD_CACHE = 1 << 16  # words whose stem and trigrams are remembered
 GRAM = 3
-_RUNS = re.compile(r"(?P<cjk>[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\u30fc]+)"
-                   r"|(?P<word>[^\W_]+)")
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\u30fc"
+# A word: letters and digits, not CJK ones (\w holds those too), so a Latin word
+# written against Japanese ("PostgreSQLの索引", "GIN索引") ends where the Japanese begins.
+_RUNS = re.compile(rf"(?P<cjk>[{_CJK}]+)|(?P<word>[^\W_{_CJK}]+)")
 _STOP = frozenset("a an and are as at be by for from in is it of on or that the this to was were with".split())
 
 

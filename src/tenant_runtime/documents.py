@@ -69,10 +69,17 @@ HIGHLIGHT_SCAN = 4_000  # a body's beginning searched for highlights (a large bo
 # neither its write nor its delete counts them in search_stats (a third of a write's
 # count rows); an item from before keeps them positive, counted both ways.
 UNCOUNTED_KINDS = ("p:",)
+# Taken before an item's write, in the write's transaction (``item_locks``): the
+# write's statement then starts after any other write of the same items committed,
+# and reads them as they are (see ``item_locks``).
+LOCK_ITEMS_SQL = "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%s::int8[]) AS u(k)"
+ITEM_LOCK_BUCKETS = 16  # advisory locks a write takes at most
 # What an item write returns after its own columns, for search_stats: the item's key
 # version, terms, frequencies and length before the write (NULL: no item). What it
 # wrote is counted in Python (``_new_counts``): the statement writes all of its items or none.
 STATS_RETURNING = 4
+# A reindex's progress: (item kind, items re-hashed so far, items it found to re-hash).
+ReindexProgress = Callable[[str, int, int], None]
 
 
 class Document(BaseModel):
@@ -140,9 +147,44 @@ SUMMARY_SOURCE = _Source("summary", SUMMARIES, "conversation_id", summary_scope)
 SOURCES = (DOCUMENT_SOURCE, SUMMARY_SOURCE)
 
 
+def item_locks(tenant_key: str, kind: str, ids: Sequence[str]) -> list[int]:
+    """The transaction-level advisory locks of a write of these items, sorted
+    (writers take them in one order: no deadlock). A write counts in
+    search_stats what it replaced as its statement's snapshot shows it; without
+    the lock a concurrent write of the same item, committed after that snapshot
+    was taken, is replaced uncounted (its terms counted twice, or another
+    version's subtracted). One lock per bucket of ids (``ITEM_LOCK_BUCKETS``
+    per tenant and kind), not per id: advisory locks take slots of the
+    server's shared lock table (64 per connection by default), which a batch
+    of 500 locks would exhaust for every tenant of the database. Two writes
+    of one item always share its bucket; writes of different items of a tenant
+    may wait for each other (large batches already take turns on the counts).
+    Keys are hashes of (tenant, kind, bucket): a collision, or another tenant
+    of the database guessing them, only makes a write wait."""
+    buckets = {int.from_bytes(hashlib.sha256(item.encode()).digest()[:4], "big") % ITEM_LOCK_BUCKETS
+               for item in ids}
+    digests = (hashlib.sha256(f"{tenant_key}\0{kind}\0{b}".encode()).digest() for b in buckets)
+    return sorted(int.from_bytes(d[:8], "big", signed=True) for d in digests)
+
+
+def check_text(value: str, what: str) -> None:
+    """``value`` (a str) is text the store can hold: no lone surrogate (what a
+    JSON ``"\\ud800"`` decodes to), which UTF-8, and so PostgreSQL, cannot encode."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise not_unicode(what) from None
+
+
+def not_unicode(what: str) -> InvalidRequest:
+    """The refusal of text holding a lone surrogate (``check_text``)."""
+    return InvalidRequest(f"{what} is not valid Unicode: a lone surrogate (U+D800..U+DFFF)")
+
+
 def _check_id(value: str, what: str = "doc_id") -> None:
     if not isinstance(value, str) or not 1 <= len(value) <= 200:
         raise InvalidRequest(f"{what} must be 1..200 characters")
+    check_text(value, what)
 
 
 def _check_fields(title: str, metadata: dict[str, Any] | None, source: str | None) -> dict[str, Any]:
@@ -155,6 +197,9 @@ def _check_fields(title: str, metadata: dict[str, Any] | None, source: str | Non
     check_json_size(meta, "metadata", MAX_DOC_METADATA)
     if source is not None and (not isinstance(source, str) or len(source) > 2_000):
         raise InvalidRequest("source must be a link of at most 2000 characters")
+    check_text(title, "title")
+    if source is not None:
+        check_text(source, "source")
     return meta
 
 
@@ -168,6 +213,7 @@ def _new_document(value: NewDocument | Mapping[str, Any]) -> NewDocument:
     meta = _check_fields(value.get("title"), value.get("metadata"), value.get("source"))
     if not isinstance(value.get("body"), str):
         raise InvalidRequest("body must be a string")
+    check_text(value["body"], "body")
     try:
         return NewDocument.model_validate({**value, "metadata": meta}, strict=True)
     except ValidationError as exc:
@@ -204,16 +250,20 @@ def _sealable(content: dict[str, Any], what: str) -> bytes:
 
 
 def check_json_size(value: Any, what: str, limit: int) -> None:
+    """``value`` is JSON jsonb can hold (no NaN or infinity, no lone surrogate) of at most ``limit``."""
     try:
-        size = len(json.dumps(value))
+        text = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError):
-        raise InvalidRequest(f"{what} must be JSON-serialisable") from None
+        raise InvalidRequest(f"{what} must be JSON-serialisable (finite numbers)") from None
+    size = len(text)
+    # Escaped above ("\\ud800"): jsonb refuses the escape of a lone surrogate too.
+    check_text(json.dumps(value, ensure_ascii=False), what)
     if size > limit:
         raise InvalidRequest(f"{what} is {size} bytes of JSON; the limit is {limit}")
 
 
 def check_limit(limit: int, most: int) -> None:
-    if not 1 <= limit <= most:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= most:
         raise InvalidRequest(f"limit must be between 1 and {most}")
 
 
@@ -284,7 +334,8 @@ class DocumentOperations(SearchKeyOperations):
             **params, **_new_counts(counted, [a for _, a in items]), "t": ctx.key, "kind": kind, "v": key.version,
             "vd": key.digest, "ft": _int_array(terms), "ftf": _int_array(tfs),
             "lo": lo, "hi": hi,
-            "grams": [hasher(g) for g, _ in pairs], "words": [hasher(w) for _, w in pairs]}, "all")
+            "grams": [hasher(g) for g, _ in pairs], "words": [hasher(w) for _, w in pairs]}, "all",
+            item_locks(ctx.key, kind, [item for item, _ in items]))
         if rows:  # committed (each statement is its transaction)
             hasher.wrote(new_words)
         return [r[:-STATS_RETURNING] for r in rows]
@@ -464,6 +515,7 @@ class DocumentOperations(SearchKeyOperations):
         _check_id(conversation_id, "conversation_id")
         if not isinstance(text, str) or not text:
             raise InvalidRequest("summary must be a non-empty string")
+        check_text(text, "summary")
         content = _sealable({"body": text}, "summary")
         analysed = analyzer.index_terms("", text)
         found = yield self._statement_step(
@@ -499,25 +551,33 @@ class DocumentOperations(SearchKeyOperations):
                 docs=self._table(ctx, DOCUMENTS), sums=self._table(ctx, SUMMARIES)), {"t": ctx.key}, "one")
         return row[0]
 
-    def _reindex(self, ctx: TenantContext, if_unindexed: bool = False) -> Any:
-        """A new search key; every document and summary re-hashed under it
+    def _reindex(self, ctx: TenantContext, if_unindexed: bool = False,
+                 progress: ReindexProgress | None = None) -> Any:
+        """A new search key (or the newest, made by a reindex that stopped half
+        way: its items still under older keys); every document and summary re-hashed under it
         (batches, each one statement per item, an item changed meanwhile is
         left to its writer, who already used the new key); then the old keys go.
         ``if_unindexed``: only when some item is in no index at all (a store
-        from before the one-row index, upgraded or restored); else None."""
+        from before the one-row index, upgraded or restored); else None.
+        ``progress(kind, done, total)``: after each batch of items of a kind."""
         ctx = verified(ctx)
         check_writable(ctx)
         if if_unindexed and not (yield from self._count_unindexed(ctx)):
             return None
         self._forget_keys(ctx)
         keys = yield from self._search_keys(ctx, create=False)
-        # The next version number; after a restore it may be one a running process
-        # caches for another key: the key's sealed digest tells them apart.
-        key = yield from self._add_search_key(ctx, (keys[-1].version if keys else 0) + 1)
+        if len(keys) > 1 and keys[-1].counted:
+            # A reindex stopped half way made the newest key: finish it (the items
+            # still under older keys) rather than re-hash every item under yet another.
+            key = keys[-1]
+        else:
+            # The next version number; after a restore it may be one a running process
+            # caches for another key: the key's sealed digest tells them apart.
+            key = yield from self._add_search_key(ctx, (keys[-1].version if keys else 0) + 1)
         version = key.version
         done = {}
         for src in SOURCES:
-            done[src.kind] = yield from self._reindex_source(ctx, src, key)
+            done[src.kind] = yield from self._reindex_source(ctx, src, key, progress)
         yield self._statement_step(
             sql.SQL("DELETE FROM {keys} k WHERE tenant_id = %s AND version < %s AND NOT EXISTS "
                     "(SELECT 1 FROM {docs} d WHERE d.tenant_id = k.tenant_id AND d.key_version = k.version) "
@@ -534,7 +594,8 @@ class DocumentOperations(SearchKeyOperations):
         self._forget_keys(ctx)
         return ReindexResult(key_version=version, documents=done["document"], summaries=done["summary"])
 
-    def _reindex_source(self, ctx: TenantContext, src: _Source, key: SearchKey) -> Any:
+    def _reindex_source(self, ctx: TenantContext, src: _Source, key: SearchKey,
+                        progress: ReindexProgress | None = None) -> Any:
         table, ident = self._table(ctx, src.table), sql.Identifier(src.id_column)
         head = sql.SQL("UPDATE {table} SET key_version = %(v)s, length = %(n)s, terms = %(ft)s::int8[], "
                        "tfs = %(ftf)s::int4[] WHERE tenant_id = %(t)s "
@@ -542,6 +603,10 @@ class DocumentOperations(SearchKeyOperations):
             table=table, id=ident, stats=self._stats_returning(
                 sql.SQL("{} o WHERE o.tenant_id = %(t)s AND o.{} = %(d)s").format(table, ident)))
         done, after = 0, ""
+        if progress is not None:
+            total = (yield self._statement_step(
+                sql.SQL("SELECT count(*) FROM {table} WHERE tenant_id = %s AND key_version < %s").format(
+                    table=table), (ctx.key, key.version), "one"))[0]
         while True:
             rows = yield self._statement_step(
                 sql.SQL("SELECT {id}, content FROM {table} WHERE tenant_id = %s AND {id} > %s AND key_version < %s "
@@ -557,6 +622,8 @@ class DocumentOperations(SearchKeyOperations):
                                                        key, [(item_id, analysed)], src.kind)
                 done += len(written)
             after = rows[-1][0]
+            if progress is not None:
+                progress(src.kind, done, total)
 
     # -- reading -------------------------------------------------------------------
 
@@ -632,7 +699,7 @@ class DocumentOperations(SearchKeyOperations):
         _check_id(doc_id)
         deleted = yield self._statement_step(
             self._delete_item_sql(ctx, DOCUMENT_SOURCE, sql.SQL("SELECT body_key FROM d")),
-            {"t": ctx.key, "kind": "document", "d": doc_id}, "all")
+            {"t": ctx.key, "kind": "document", "d": doc_id}, "all", item_locks(ctx.key, "document", [doc_id]))
         for (body_key,) in deleted:
             if body_key:
                 yield self._compute_step(self._objects().delete_body, ctx, body_key)

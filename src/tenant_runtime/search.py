@@ -12,9 +12,13 @@ item of the tenant is read (``ITEM_FILTER_SQL``), the metadata filter first.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import math
+import struct
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
@@ -35,6 +39,7 @@ from tenant_runtime.documents import (
     DocumentOperations,
     check_json_size,
     check_limit,
+    check_text,
     decode_cursor,
 )
 from tenant_runtime.errors import IndexIncomplete, InvalidRequest
@@ -42,6 +47,8 @@ from tenant_runtime.search_keys import SearchKey
 from tenant_runtime.tables import DOCUMENTS, SEARCH_STATS, SEARCH_VOCAB, SUMMARIES
 
 MAX_QUERY = 1_000
+MAX_FACETS = 100
+MAX_OFFSET = 2**31 - 1  # PostgreSQL's OFFSET is an int8; past this no tenant has a page
 SNIPPET = 160
 BM25_K1, BM25_B = 1.2, 0.75
 FUZZY_SIMILARITY = 0.5  # share of a query word's trigrams a vocabulary word must have
@@ -59,6 +66,66 @@ NANO_SCORE_SQL = "round(({}) * 1e9)::int8"
 # it drops never has its terms array read and compared. (Scored row by row
 # (``_scored_sql``), an item needs no && at all.)
 ITEM_FILTER_SQL = "i.metadata @> %(f)s AND i.terms && (SELECT terms FROM qt)"
+# A cursor's corpus statistics in place of the store's (``_Snapshot``).
+SNAPSHOT_FUZZY_WORDS = 60  # a fuzzy query's found words a cursor carries at most (a cursor of ~3 KB)
+_FUZZY_WORD = struct.Struct("<iqdd")  # key version, term, weight, idf
+SNAPSHOT_STATS_SQL = sql.SQL("stats AS MATERIALIZED (SELECT %(sn)s::float8 AS n, %(sa)s::float8 AS avgdl), ")
+SNAPSHOT_DF_SQL = sql.SQL("df AS MATERIALIZED (SELECT * FROM unnest(%(sidx)s::int[], %(sidf)s::float8[]) "
+                          "AS d(idx, idf)), ")
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """The corpus statistics a search's first page ranked with, carried by its
+    cursor: every write changes them (the item count, the average length, the
+    idf of the terms it holds) and so every score, and a page after a write
+    ranked with the new ones would skip or repeat most of the first page's
+    order (a keyset on scores that all moved). Ranked with the first page's,
+    every item that did not change keeps its score and its place; a written
+    one ranks where its new content puts it in that order. ``fuzzy``: the
+    words a fuzzy query found then, (key version, term, weight), in the order
+    their idf is numbered (``FUZZY_IDX`` on): packed, 28 bytes each with its
+    idf, and at most ``SNAPSHOT_FUZZY_WORDS`` of them (``fits``)."""
+
+    n: float
+    avgdl: float
+    idf: dict[int, float]  # query term number -> idf; none: no item held it
+    fuzzy: list[tuple[int, int, float]]
+
+    def fits(self) -> bool:
+        """Small enough for a cursor (a URL's query string): else the pages after the first rank live."""
+        return len(self.fuzzy) <= SNAPSHOT_FUZZY_WORDS
+
+    def encode(self) -> list[Any]:
+        packed = b"".join(_FUZZY_WORD.pack(ver, term, w, self.idf.get(FUZZY_IDX + k, -1.0))
+                          for k, (ver, term, w) in enumerate(self.fuzzy))
+        return [self.n, self.avgdl, [[i, v] for i, v in self.idf.items() if i < FUZZY_IDX],
+                base64.urlsafe_b64encode(packed).decode()]
+
+    @classmethod
+    def decode(cls, value: Any, words: int) -> _Snapshot:
+        """ValueError or TypeError for anything ``encode`` did not write for a query of ``words`` words."""
+        n, avgdl, own, packed = value
+        n, avgdl, idf = float(n), float(avgdl), {int(i): float(v) for i, v in own}
+        raw = base64.urlsafe_b64decode(packed)
+        if not all(0 <= i < words for i in idf) or len(raw) % _FUZZY_WORD.size or (
+                len(raw) // _FUZZY_WORD.size > SNAPSHOT_FUZZY_WORDS):
+            raise ValueError("not a search's statistics")
+        fuzzy = []
+        for k, (ver, term, w, found) in enumerate(_FUZZY_WORD.iter_unpack(raw)):
+            if not 0 < w <= 1:  # FUZZY_WEIGHT times a share (NaN fails too)
+                raise ValueError("not a search's statistics")
+            fuzzy.append((ver, term, w))
+            if found != -1:  # -1: no item held it
+                idf[FUZZY_IDX + k] = found
+        # As the statement computes them (greatest(avg, 1), ln(1 + a positive)): no NaN, no
+        # infinity, no zero length a forged cursor could make the statement fail on.
+        if not (0 <= n < math.inf and 1 <= avgdl < math.inf and all(0 < v < math.inf for v in idf.values())):
+            raise ValueError("not a search's statistics")
+        return cls(n=n, avgdl=avgdl, idf=idf, fuzzy=fuzzy)
+
+    def params(self) -> dict[str, Any]:
+        return {"sn": self.n, "sa": self.avgdl, "sidx": list(self.idf), "sidf": list(self.idf.values())}
 
 
 class SearchHit(BaseModel):
@@ -137,14 +204,19 @@ class SearchOperations(DocumentOperations):
         if not isinstance(query, str) or not 1 <= len(query) <= MAX_QUERY:
             raise InvalidRequest(f"query must be 1..{MAX_QUERY} characters")
         check_limit(limit, MAX_RESULTS)
-        if not isinstance(offset, int) or offset < 0 or (cursor and offset):
-            raise InvalidRequest("offset must be >= 0, and 0 with a cursor")
+        if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= MAX_OFFSET or (
+                cursor and offset):
+            raise InvalidRequest(f"offset must be 0..{MAX_OFFSET}, and 0 with a cursor")
         if isinstance(facets, str):  # one name, not a list of them: never its characters
             raise InvalidRequest("facets must be a list of field names, e.g. [\"team\"]")
         filters, facets = filters or {}, list(facets or [])
         if not isinstance(filters, dict) or not all(isinstance(f, str) for f in facets):
             raise InvalidRequest("filters must be a JSON object and facets a list of field names")
+        if len(facets) > MAX_FACETS:  # each is counted over every match: 10,000 names took seconds
+            raise InvalidRequest(f"at most {MAX_FACETS} facets")
         check_json_size(filters, "filters", MAX_DOC_METADATA)
+        for name in facets:
+            check_text(name, "a facet")
         words = analyzer.query_terms(query)
         if not words:
             raise InvalidRequest("query has no searchable words")
@@ -153,7 +225,7 @@ class SearchOperations(DocumentOperations):
         # Summaries are in the fingerprint only when asked: a documents-only cursor stays what it was.
         bound = [query, filters, fuzzy, *(["summaries"] if summaries else [])]
         fingerprint = hashlib.sha256(json.dumps(bound, sort_keys=True).encode()).hexdigest()[:16]
-        after_score, after_doc, after_kind = None, "", ""
+        after_score, after_doc, after_kind, snapshot = None, "", "", None
         if cursor:
             data = decode_cursor(cursor, ctx.key, ("q", "s", "d"), "search")
             if data["q"] != fingerprint:
@@ -161,29 +233,35 @@ class SearchOperations(DocumentOperations):
             try:
                 # A cursor without a kind is from before summaries: it names a document.
                 after_score, after_doc, after_kind = Decimal(data["s"]), data["d"], str(data.get("k", "document"))
-            except InvalidOperation:
+                # A cursor without statistics is from before they were kept: ranked by the live ones.
+                snapshot = _Snapshot.decode(data["st"], len(words)) if "st" in data else None
+            except (InvalidOperation, ValueError, TypeError):
                 raise InvalidRequest("invalid cursor: pass a cursor returned by search()") from None
 
         def run(keys: list[SearchKey]) -> Any:
             q = [(i, k.version, k.hasher.id(term), 1.0) for i, term in enumerate(words) for k in keys]
             counted = all(k.counted for k in keys)
-            if qgrams:
+            found: list[tuple[int, int, float]] = []
+            if snapshot is not None:  # the first page's fuzzy words (their idf is in the snapshot)
+                found = snapshot.fuzzy
+            elif qgrams:
                 found, held = yield from self._fuzzy_terms(ctx, qgrams, keys, q,
                                                            _searched_kinds(summaries) if counted else None)
                 q = [r for r in q if (r[1], r[2]) in held]
-                q += [(FUZZY_IDX + n, ver, term, w) for n, (ver, term, w) in enumerate(found)]
+            q += [(FUZZY_IDX + n, ver, term, w) for n, (ver, term, w) in enumerate(found)]
             rows = yield self._statement_step(self._search_sql(ctx, summaries, counted, q if counted else None,
-                                                               bool(filters)), {
+                                                               bool(filters), snapshot is not None), {
                 "t": ctx.key, "idx": [r[0] for r in q], "ver": [r[1] for r in q], "term": [r[2] for r in q],
                 "w": [r[3] for r in q], "f": Jsonb(filters), "facets": facets, "cs": after_score, "cd": after_doc,
-                "ck": after_kind, "n": limit + 1, "o": offset, **self._key_params(keys)}, "all")
+                "ck": after_kind, "n": limit + 1, "o": offset, **self._key_params(keys),
+                **(snapshot.params() if snapshot is not None else {})}, "all")
             fuzzy_words = {(r[1], r[2]) for r in q if r[0] >= FUZZY_IDX}
-            return (rows, keys, fuzzy_words), rows[0][8]  # hashed under exactly the live keys
+            return (rows, keys, fuzzy_words, found), rows[0][8]  # hashed under exactly the live keys
 
         answer = yield from self._with_live_keys(ctx, run)
         if answer is None:
             return SearchResult(hits=[], total=0, facets={name: {} for name in facets}, next_cursor=None)
-        rows, keys, fuzzy_words = answer
+        rows, keys, fuzzy_words, found = answer
         if rows[0][9]:  # an answer now could miss hits: say so rather than answer
             raise IndexIncomplete(ctx.key, rows[0][9])
         # Every facet asked for is in the answer: one no match has is empty, not missing.
@@ -200,16 +278,23 @@ class SearchOperations(DocumentOperations):
                 return term in plain or any((k.version, k.hasher.id("w:" + term)) in fuzzy_words for k in keys)
 
         hits = []
-        for (_, _, kind, doc_id, score, _, meta, source, _, _), data in zip(page, opened, strict=True):
+        for (_, _, kind, doc_id, score, _, meta, source, *_), data in zip(page, opened, strict=True):
             snippet, matches = highlight(data["body"], matched)
             hits.append(SearchHit(doc_id=doc_id, kind=kind, score=float(score), title=data.get("title", ""),
                                   snippet=snippet, matches=matches, metadata=meta, source=source))
-        next_cursor = cursor_codec.encode({"t": ctx.key, "q": fingerprint, "s": str(page[-1][4]),
-                                           "d": page[-1][3], "k": page[-1][2]}) if more else None
+        if more:  # the next pages rank with this page's statistics (a cursor's own, passed on)
+            stats = snapshot or _Snapshot(n=rows[0][10], avgdl=rows[0][11], idf=dict(zip(
+                rows[0][12] or [], rows[0][13] or [], strict=True)), fuzzy=found)
+            next_cursor = cursor_codec.encode({"t": ctx.key, "q": fingerprint, "s": str(page[-1][4]),
+                                               "d": page[-1][3], "k": page[-1][2],
+                                               **({"st": stats.encode()} if stats.fits() else {})})
+        else:
+            next_cursor = None
         return SearchResult(hits=hits, total=total, facets=facet_counts, next_cursor=next_cursor)
 
     def _search_sql(self, ctx: TenantContext, summaries: bool, counted: bool,
-                    direct: list[tuple[int, int, int, float]] | None = None, filtered: bool = True) -> sql.Composed:
+                    direct: list[tuple[int, int, int, float]] | None = None, filtered: bool = True,
+                    snapshot: bool = False) -> sql.Composed:
         """BM25 over the items' blind terms: every item of the tenant is read
         (``ITEM_FILTER_SQL``: no index serves && under forced RLS), those
         holding a query term kept, each query term's frequency read from the row
@@ -236,7 +321,9 @@ class SearchOperations(DocumentOperations):
         instead of a row per (item, term) grouped back per item: the same
         scores, without the per-row unnest, join and grouping that cost
         two thirds of the statement. ``filtered``: the metadata filter is
-        not empty (an empty one, which every item passes, is left out)."""
+        not empty (an empty one, which every item passes, is left out).
+        ``snapshot``: the corpus statistics and idf are a cursor's
+        (``_Snapshot``), not the store's: the first page's order stands."""
         columns = "doc_id, metadata, length, content, source, key_version, terms, tfs"
         items = [sql.SQL("SELECT 'document'::text AS kind, " + columns + " FROM {} WHERE tenant_id = %(t)s").format(
             self._table(ctx, DOCUMENTS))]
@@ -245,7 +332,8 @@ class SearchOperations(DocumentOperations):
                                  "key_version, terms, tfs FROM {} WHERE tenant_id = %(t)s").format(
                 self._table(ctx, SUMMARIES)))
         kinds = _searched_kinds(summaries)
-        stats, df = self._corpus_sql(ctx, kinds, sql.SQL(" UNION ALL ").join(items), counted)
+        stats, df = (SNAPSHOT_STATS_SQL, SNAPSHOT_DF_SQL) if snapshot else self._corpus_sql(
+            ctx, kinds, sql.SQL(" UNION ALL ").join(items), counted)
         return sql.SQL(
             "WITH q AS MATERIALIZED (SELECT * FROM unnest(%(idx)b::int[], %(ver)b::int[], %(term)b::int8[], "
             "  %(w)b::float8[]) AS e(idx, key_version, term, w)), "
@@ -263,14 +351,20 @@ class SearchOperations(DocumentOperations):
             "summary AS (SELECT (SELECT count(*) FROM scored) AS total, "
             "  (SELECT coalesce(jsonb_object_agg(k, vals), '{{}}') FROM (SELECT k, jsonb_object_agg(v, c) AS vals "
             "   FROM (SELECT f.k, m.metadata ->> f.k AS v, count(*) AS c FROM scored m "
-            "         CROSS JOIN unnest(%(facets)s::text[]) AS f(k) WHERE m.metadata ? f.k GROUP BY 1, 2) x "
+            # A JSON null has no value to count (and jsonb_object_agg refuses a NULL key).
+            "         CROSS JOIN unnest(%(facets)s::text[]) AS f(k) WHERE m.metadata ->> f.k IS NOT NULL "
+            "         GROUP BY 1, 2) x "
             "   GROUP BY k) y) AS facets, "
             "  {live} AS live, "
             # Items the index does not cover (a store from before it): the partial index finds them, or none.
-            "  (SELECT count(*) FROM ({items}) i WHERE i.terms IS NULL) AS unindexed) "
+            "  (SELECT count(*) FROM ({items}) i WHERE i.terms IS NULL) AS unindexed, "
+            # What the next pages rank with (``_Snapshot``).
+            "  (SELECT n FROM stats) AS sn, (SELECT avgdl FROM stats) AS sa, "
+            "  (SELECT array_agg(idx ORDER BY idx) FROM df) AS sidx, (SELECT array_agg(idf ORDER BY idx) FROM df) "
+            "  AS sidf) "
             "SELECT m.total, m.facets, p.kind, p.doc_id, round(p.score::numeric / 1000000000, 9), d.content, "
             "d.metadata, d.source, m.live, "
-            "m.unindexed "
+            "m.unindexed, m.sn, m.sa, m.sidx, m.sidf "
             "FROM summary m LEFT JOIN (page p JOIN sealed d USING (kind, doc_id)) ON true "
             "ORDER BY p.score DESC, p.doc_id, p.kind").format(
             items=sql.SQL(" UNION ALL ").join(items), live=self._keys_live_sql(ctx),
@@ -417,7 +511,8 @@ class SearchOperations(DocumentOperations):
         if rows is None:
             return []
         opened = yield self._compute_step(self._open_documents, ctx, [(r[0], bytes(r[1])) for r in rows])
-        stem = term[2:]
+        # The whole last word: the blind prefix found the documents by its first MAX_PREFIX characters only.
+        stem = analyzer.normalise(prefix).split()[-1]
         seen: dict[str, int] = {}
         for title, _ in opened:
             for tok in analyzer.tokens(title):

@@ -53,12 +53,17 @@ from tenant_runtime import cursor as cursor_codec
 from tenant_runtime.context import TenantContext, check_writable, verified
 from tenant_runtime.crypto import Envelope
 from tenant_runtime.documents import (
+    LOCK_ITEMS_SQL,
     SUMMARY_SOURCE,
     Document,
     DocumentPage,
     NewDocument,
+    ReindexProgress,
     ReindexResult,
     Summary,
+    check_text,
+    item_locks,
+    not_unicode,
 )
 from tenant_runtime.errors import InvalidRequest, StoreMoved, TenantMismatch
 from tenant_runtime.hibernation import DatabaseWaker
@@ -84,9 +89,10 @@ MAX_PAGE = 500
 ROLES = frozenset(Role.__args__)  # type: ignore[attr-defined]
 # ``json.dumps(value)``'s text from one C encoder made once, where json.dumps makes
 # one per call (~110 Python bytecodes of a warm append). Without the circular-reference
-# bookkeeping: a circular value ends in RecursionError, refused like anything unserialisable.
+# bookkeeping: a circular value ends in RecursionError, refused like anything unserialisable;
+# NaN and infinity (allow_nan False) too, which jsonb refuses.
 _METADATA_JSON = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
-    None, json.JSONEncoder().default, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True,
+    None, json.JSONEncoder().default, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, False,
 ) if json.encoder.c_make_encoder is not None else None  # type: ignore[attr-defined]
 
 
@@ -168,6 +174,8 @@ class Statement(NamedTuple):  # immutable, and made several times faster than a 
     query: sql.Composable | bytes
     params: Mapping[str, Any] | Sequence[Any]
     fetch: Literal["one", "all", "rowcount"]
+    # Item locks (``documents.item_locks``) taken first, in the same transaction.
+    locks: Sequence[int] = ()
 
 
 class Compute(NamedTuple):
@@ -199,8 +207,8 @@ class StoreOperations(SearchOperations):
 
     @staticmethod
     def _statement_step(query: sql.Composable, params: Mapping[str, Any] | Sequence[Any],
-                        fetch: Literal["one", "all", "rowcount"]) -> Statement:
-        return Statement(query, params, fetch)
+                        fetch: Literal["one", "all", "rowcount"], locks: Sequence[int] = ()) -> Statement:
+        return Statement(query, params, fetch, locks)
 
     @staticmethod
     def _compute_step(fn: Callable[..., Any], *args: Any) -> Compute:
@@ -291,7 +299,7 @@ class StoreOperations(SearchOperations):
         deleted = yield Statement(self._delete_item_sql(ctx, SUMMARY_SOURCE, sql.SQL(
             "DELETE FROM {conv} WHERE tenant_id = %(t)s AND conversation_id = %(d)s").format(
                 conv=self._table(ctx, CONVERSATIONS))), {"t": ctx.key, "kind": "summary", "d": conversation_id},
-            "rowcount")
+            "rowcount", item_locks(ctx.key, "summary", [conversation_id]))
         return deleted > 0
 
 
@@ -444,6 +452,8 @@ class ContextStore(StoreOperations):
         steps = self._scoped_cursor(ctx)
         cur = next(steps)
         try:
+            if step.locks:
+                cur.execute(LOCK_ITEMS_SQL, (list(step.locks),))
             cur.execute(step.query, step.params)
             result = cur.rowcount if step.fetch == "rowcount" else (
                 cur.fetchone() if step.fetch == "one" else cur.fetchall())
@@ -551,10 +561,12 @@ class ContextStore(StoreOperations):
         ``reindex(if_unindexed=True)`` would rebuild; search refuses while any is)."""
         return self._run(ctx, self._unindexed(ctx))
 
-    def reindex(self, ctx: TenantContext, if_unindexed: bool = False) -> ReindexResult | None:
+    def reindex(self, ctx: TenantContext, if_unindexed: bool = False,
+                progress: ReindexProgress | None = None) -> ReindexResult | None:
         """Rotate the tenant's search key and re-hash every document under it;
-        ``if_unindexed``: only when some item is in no index (else None)."""
-        return self._write(ctx, lambda c: self._reindex(c, if_unindexed))
+        ``if_unindexed``: only when some item is in no index (else None);
+        ``progress(kind, done, total)`` after each batch."""
+        return self._write(ctx, lambda c: self._reindex(c, if_unindexed, progress))
 
 
 @contextmanager
@@ -574,7 +586,10 @@ def _append_input(ctx: TenantContext, conversation_id: str, role: str, content: 
         raise InvalidRequest(f"role must be one of {', '.join(Role.__args__)}")  # type: ignore[attr-defined]
     if not isinstance(content, str):
         raise InvalidRequest("content must be a string")
-    body = content.encode()
+    try:
+        body = content.encode()
+    except UnicodeEncodeError:
+        raise not_unicode("content") from None
     if len(body) > MAX_CONTENT:
         raise InvalidRequest(f"content is {len(body)} bytes; the limit is {MAX_CONTENT}")
     meta = {} if metadata is None else metadata
@@ -582,11 +597,14 @@ def _append_input(ctx: TenantContext, conversation_id: str, role: str, content: 
     if not isinstance(meta, dict) or not all(type(k) is str for k in meta):
         raise InvalidRequest("metadata must be a JSON object (string keys)")
     try:
-        meta_json = "".join(_METADATA_JSON(meta, 0)) if _METADATA_JSON is not None else json.dumps(meta)
+        meta_json = "".join(_METADATA_JSON(meta, 0)) if _METADATA_JSON is not None else json.dumps(
+            meta, allow_nan=False)
     except (TypeError, ValueError, RecursionError):
         raise InvalidRequest("metadata must be JSON-serialisable") from None
     if len(meta_json) > MAX_METADATA:
         raise InvalidRequest(f"metadata is {len(meta_json)} bytes of JSON; the limit is {MAX_METADATA}")
+    if "\\ud" in meta_json:  # a surrogate, escaped: a pair (an emoji) is fine, jsonb refuses a lone one
+        check_text(json.dumps(meta, ensure_ascii=False), "metadata")
     return body, meta, meta_json
 
 
@@ -600,3 +618,4 @@ def _appended(conversation_id: str, role: str, content: str, meta: dict[str, Any
 def _check_conversation(conversation_id: str) -> None:
     if not isinstance(conversation_id, str) or not 1 <= len(conversation_id) <= 200:
         raise InvalidRequest("conversation_id must be 1..200 characters")
+    check_text(conversation_id, "conversation_id")

@@ -54,16 +54,23 @@ def test_the_metadata_is_the_json_text_json_dumps_writes_and_anything_else_is_re
     from tenant_runtime.store import _append_input
 
     acme = context("acme")
-    for meta in ({}, None, {"k": [1, 2.5, None, True, "é ✓", {"n": {"m": []}}]}, {"nan": float("nan")}):
+    for meta in ({}, None, {"k": [1, 2.5, None, True, "é ✓ 🙂", {"n": {"m": []}}]}):
         assert _append_input(acme, "c1", "user", "x", meta)[2] == json.dumps(meta or {})
     circular: dict = {}
     circular["self"] = circular
     deep: list = []
     for _ in range(5000):
         deep = [deep]
-    for bad in ({"x": object()}, {"x": {1, 2}}, circular, {"deep": deep}):
+    # NaN and infinity: json.dumps writes them, PostgreSQL's jsonb refuses them (was a 500 at the INSERT).
+    for bad in ({"x": object()}, {"x": {1, 2}}, circular, {"deep": deep}, {"nan": float("nan")},
+                {"inf": [float("-inf")]}):
         with pytest.raises(InvalidRequest, match="JSON-serialisable"):
             _append_input(acme, "c1", "user", "x", bad)
+    # A lone surrogate (what JSON's "\ud800" decodes to): UTF-8 and jsonb cannot hold it.
+    for conversation_id, content, meta in (("c\ud800", "x", {}), ("c1", "x \udfff", {}), ("c1", "x", {"k": "\ud800"}),
+                                           ("c1", "x", {"\udc00": 1})):
+        with pytest.raises(InvalidRequest, match="lone surrogate"):
+            _append_input(acme, conversation_id, "user", content, meta)
     # A key json.dumps would turn into a string: the Message returned could not hold it.
     with pytest.raises(InvalidRequest, match="string keys"):
         _append_input(acme, "c1", "user", "x", {1: "x"})

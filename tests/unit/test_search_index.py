@@ -4,7 +4,11 @@ checks (refused before any I/O)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import random
+import struct
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,8 +17,16 @@ from psycopg import sql
 from runtime_fixtures import context
 
 from tenant_runtime import InvalidRequest, StoreUnavailable, TenantMismatch, UntrustedContext, analyzer
+from tenant_runtime import cursor as cursor_codec
 from tenant_runtime.blind_index import TermHasher, blind, document_scope, summary_scope, term_id
-from tenant_runtime.documents import HIGHLIGHT_SCAN, LARGE_BODY, MAX_BODY, DocumentOperations
+from tenant_runtime.documents import (
+    HIGHLIGHT_SCAN,
+    ITEM_LOCK_BUCKETS,
+    LARGE_BODY,
+    MAX_BODY,
+    DocumentOperations,
+    item_locks,
+)
 from tenant_runtime.objects import ObjectAccess
 from tenant_runtime.search import SNIPPET, highlight
 from tenant_runtime.search_keys import SearchKey
@@ -44,12 +56,22 @@ def test_japanese_without_the_extra_is_indexed_as_bigrams(monkeypatch):
 
 
 @pytest.mark.parametrize("ja", [True, False])
+def test_latin_words_end_where_japanese_begins(monkeypatch, ja):
+    # Japanese writes product names and acronyms without a space: "PostgreSQLの索引" was one term.
+    if not ja:
+        monkeypatch.setattr(analyzer, "japanese_tokenizer", lambda: None)
+    assert {"postgresql", "索引"} <= set(terms("PostgreSQLの索引"))
+    assert {"gin", "索引", "aws"} <= set(terms("GIN索引とAWS"))
+    assert [t.surface for t in analyzer.tokens("iPhone用ケース") if not t.cjk] == ["iphone"]
+
+
+@pytest.mark.parametrize("ja", [True, False])
 def test_indexing_analyses_a_text_as_the_offset_tokens_do(monkeypatch, ja):
     # Indexing has its own offset-free pass (speed): it must give the very terms queries and highlights use.
     if not ja:
         monkeypatch.setattr(analyzer, "japanese_tokenizer", lambda: None)
     text = ("The SEARCHES of ＰｏｓｔｇｒｅＳＱＬ, running 3 rotated keys; 東京都の会議で予算を確認した。"
-            "ｶﾀｶﾅ and naïve café Straße x_y 42 鍵") * 2
+            "ｶﾀｶﾅ and naïve café Straße x_y 42 鍵 PostgreSQLの索引とAWS鍵") * 2
     for title, body in ((text[:40], text), ("", text), (text, ""), ("", ""), ("Keys keys KEYS", "the keys 東京 東京")):
         analysed = analyzer.index_terms(title, body)
         assert (analysed.counts, analysed.length, analysed.words) == index_terms_of_tokens(title, body)
@@ -165,10 +187,62 @@ def test_the_store_lists_the_document_tables():
     lambda ops, ctx: ops._search(ctx, "x", [("lang", "en")], None, 10, 0, None, False),
     # A field the document has not (a typo of "metadata", say) is not dropped silently.
     lambda ops, ctx: ops._put_documents(ctx, [{"doc_id": "d", "title": "t", "body": "b", "meta": {"lang": "en"}}]),
+    # Numbers JSON has not (PostgreSQL's jsonb refuses them) and lone surrogates (what json.loads makes
+    # of "\ud800"; UTF-8 cannot encode them): 400, not the driver's error.
+    lambda ops, ctx: ops._put_document(ctx, "d", "t", "b", {"x": float("nan")}, None),
+    lambda ops, ctx: ops._put_document(ctx, "d", "t", "b", {"x": float("inf")}, None),
+    lambda ops, ctx: ops._search(ctx, "x", {"x": float("nan")}, None, 10, 0, None, False),
+    lambda ops, ctx: ops._put_document(ctx, "d\udc00", "t", "b", None, None),
+    lambda ops, ctx: ops._put_document(ctx, "d", "t\ud800", "b", None, None),
+    lambda ops, ctx: ops._put_document(ctx, "d", "t", "b \ud800", None, None),
+    lambda ops, ctx: ops._put_document(ctx, "d", "t", "b", {"k": "\ud800"}, None),
+    lambda ops, ctx: ops._put_document(ctx, "d", "t", "b", {"\ud800": 1}, None),
+    lambda ops, ctx: ops._put_document(ctx, "d", "t", "b", None, "https://x/\ud800"),
+    lambda ops, ctx: ops._put_documents(ctx, [{"doc_id": "d", "title": "t", "body": "\udfff"}]),
+    lambda ops, ctx: ops._get_document(ctx, "\ud800"),
+    lambda ops, ctx: ops._delete_document(ctx, "\ud800"),
+    lambda ops, ctx: ops._search(ctx, "x", {"k": "\ud800"}, None, 10, 0, None, False),
+    lambda ops, ctx: ops._search(ctx, "x", None, ["\ud800"], 10, 0, None, False),
+    lambda ops, ctx: ops._search(ctx, "x", None, [f"f{i}" for i in range(101)], 10, 0, None, False),
+    # A limit or offset that is no int, or an offset no statement can hold.
+    lambda ops, ctx: ops._search(ctx, "x", None, None, "5", 0, None, False),
+    lambda ops, ctx: ops._search(ctx, "x", None, None, True, 0, None, False),
+    lambda ops, ctx: ops._search(ctx, "x", None, None, 10, 10 ** 20, None, False),
+    lambda ops, ctx: ops._search(ctx, "x", None, None, 10, "3", None, False),
+    lambda ops, ctx: ops._suggest(ctx, "ro", "5"),
+    lambda ops, ctx: ops._list_documents(ctx, 2.5, None),
 ])
 def test_bad_input_is_refused_before_any_io(call):
     with pytest.raises(InvalidRequest):
         next(call(StoreOperations(), context("acme")))
+
+
+def search_cursor(query, statistics):
+    """A cursor of ``query`` (no filters, not fuzzy) on tenant acme carrying ``statistics``."""
+    fingerprint = hashlib.sha256(json.dumps([query, {}, False], sort_keys=True).encode()).hexdigest()[:16]
+    return cursor_codec.encode({"t": "acme", "q": fingerprint, "s": "1.5", "d": "d1", "k": "document",
+                                "st": statistics})
+
+
+@pytest.mark.parametrize("statistics", [
+    "no",
+    [1.0, 2.0, [[0, 0.5]]],  # a field missing
+    [1.0, 2.0, [[5, 0.5]], ""],  # idf of a term the query has not
+    [1.0, 2.0, [[0, "x"]], ""],
+    [1.0, 2.0, [], "AAAA"],  # not whole found words
+    [1.0, 2.0, [], "not base64!"],
+    [1.0, 2.0, [], base64.urlsafe_b64encode(bytes(28 * 61)).decode()],  # more found words than a cursor carries
+    # Values the statement would fail on (a division by zero, NaN scores) rather than rank with.
+    [1.0, 0.0, [[0, 0.5]], ""],
+    [float("nan"), 2.0, [[0, 0.5]], ""],
+    [1.0, 2.0, [[0, float("inf")]], ""],
+    [1.0, 2.0, [], base64.urlsafe_b64encode(struct.pack("<iqdd", 1, 2, float("nan"), 0.5)).decode()],
+    [1.0, 2.0, [], base64.urlsafe_b64encode(struct.pack("<iqdd", 1, 2, 0.5, -5.0)).decode()],
+])
+def test_a_cursor_with_statistics_no_search_wrote_is_refused_before_any_io(statistics):
+    with pytest.raises(InvalidRequest, match="invalid cursor"):
+        next(StoreOperations()._search(context("acme"), "keys", None, None, 10, 0,
+                                       search_cursor("keys", statistics), False))
 
 
 def test_a_document_field_that_does_not_exist_is_named():
@@ -283,3 +357,15 @@ def test_vocabulary_words_are_sent_until_a_write_of_them_committed():
 
     assert sent([]) == sent([("d",)]) == len(analysed.vocabulary) > 0
     assert sent([("d",)]) == 0
+
+
+def test_a_write_takes_a_bounded_number_of_item_locks_shared_by_every_write_of_an_item():
+    batch = [f"doc-{i}" for i in range(500)]
+    locks = item_locks("acme", "document", batch)
+    # Advisory locks fill the server's shared lock table (64 per connection by default).
+    assert locks == sorted(locks) and len(set(locks)) == len(locks) <= ITEM_LOCK_BUCKETS
+    for doc_id in ("doc-7", "doc-499"):
+        assert set(item_locks("acme", "document", [doc_id])) <= set(locks)
+    # Per tenant and kind.
+    assert not set(item_locks("acme", "summary", batch)) & set(locks)
+    assert not set(item_locks("beta", "document", batch)) & set(locks)

@@ -14,12 +14,18 @@ from typing import Any
 from tenant_runtime import errors as runtime_errors
 from tenant_runtime.context import from_registry
 from tenant_runtime.crypto import Envelope
-from tenant_runtime.documents import ReindexResult
+from tenant_runtime.documents import ReindexProgress, ReindexResult
+from tenant_runtime.objects import ObjectAccess
 from tenant_runtime.registry import RegistryReader
 from tenant_runtime.store import ContextStore
+from tenantctl.engines.base import EventSink, phase
 from tenantctl.errors import Conflict, InvalidInput, KeyUnusable, TargetUnavailable
 from tenantctl.models import TenantRecord, TenantStatus
 from tenantctl.naming import require_valid
+from tenantctl.operations.hibernate import wake_held
+
+REINDEX = "search reindex"  # the lock's operation
+PLURALS = {"document": "documents", "summary": "summaries"}  # item kinds in progress lines
 
 
 @contextmanager
@@ -27,7 +33,9 @@ def _tenant_store(ws: Any, record: TenantRecord) -> Iterator[tuple[ContextStore,
     """(workspace -> its context) and the tenant's store; runtime errors as tenantctl's."""
     reader = RegistryReader(ws.platform_outputs()["registry_table"], client=ws.client("dynamodb"))
     clients = ws.clients_for(record)  # its key and secret: in its cell's account, its region
-    store = ContextStore(Envelope(lambda _ctx: clients("kms")), lambda _ctx: clients("secretsmanager"))
+    # Objects: a large body lives in the tenant's prefix and is read whole to re-hash it.
+    store = ContextStore(Envelope(lambda _ctx: clients("kms")), lambda _ctx: clients("secretsmanager"),
+                         objects=ObjectAccess(lambda _ctx: clients("s3")))
     try:
         yield store, lambda workspace: from_registry(reader, record.tenant_id, subject="tenantctl",
                                                      workspace=workspace)
@@ -40,19 +48,53 @@ def _tenant_store(ws: Any, record: TenantRecord) -> Iterator[tuple[ContextStore,
         store.close()
 
 
-def reindex_search(ws: Any, tenant_id: str) -> ReindexResult:
-    """Nothing is lost if it stops half way: documents already re-hashed are
-    found under the new key, the others under the old one (both stay live
-    until every document moved); run it again to finish."""
+def reindex_search(ws: Any, tenant_id: str, on_event: EventSink | None = None) -> Reindexed:
+    """The tenant's store, then each of its workspaces' (each under its own
+    search key), under the tenant's lock (another run on the tenant, a second
+    reindex included: Conflict, exit 5). Nothing is lost if it stops half
+    way: documents already re-hashed are found under the new key, the others
+    under the old one (both stay live until every document moved); run it
+    again to finish. A hibernated tenant is woken first (its progress to
+    ``on_event``): the reindex reads and writes its database."""
     require_valid(tenant_id)
-    record = ws.registry.require(tenant_id)
+    _reindexable(ws.registry.require(tenant_id))
+    with ws.registry.hold(tenant_id, REINDEX) as held:
+        _reindexable(held.record)  # as locked: it may have changed since
+        if held.record.hibernation is not None:
+            wake_held(ws, held, on_event)
+        record = held.record
+        workspaces = sorted(record.resources.workspaces) if record.resources else []
+        with _tenant_store(ws, record) as (store, context):
+            done = store.reindex(context(None), progress=_progress(on_event, tenant_id))
+            of_workspaces = {}
+            for workspace in workspaces:
+                phase(on_event, tenant_id, f"re-indexing workspace {workspace}")
+                of_workspaces[workspace] = store.reindex(context(workspace),
+                                                         progress=_progress(on_event, tenant_id, workspace))
+        if record.search_rebuild_due:  # every store of the tenant is indexed now
+            held.record = ws.registry.save(record, search_rebuild_due=False)
+    return Reindexed(**done.model_dump(), workspaces=of_workspaces)
+
+
+def _progress(on_event: EventSink | None, tenant_id: str, workspace: str | None = None) -> ReindexProgress:
+    """A progress line per batch of a store's reindex."""
+    where = f" workspace {workspace}" if workspace else ""
+
+    def report(kind: str, done: int, total: int) -> None:
+        phase(on_event, tenant_id, f"re-indexed{where}: {done} of {total} {PLURALS.get(kind, kind)}")
+
+    return report
+
+
+def _reindexable(record: TenantRecord) -> None:
     if record.status is not TenantStatus.active:
-        raise InvalidInput(f"tenant {tenant_id!r} is {record.status.value}: only an active tenant is reindexed")
-    with _tenant_store(ws, record) as (store, context):
-        done = store.reindex(context(None))
-    if not record.workspaces:  # a workspace's store stays owed to a provision
-        _settled(ws, record)
-    return done
+        raise InvalidInput(f"tenant {record.tenant_id!r} is {record.status.value}: only an active tenant is reindexed")
+
+
+class Reindexed(ReindexResult):
+    """The tenant's store's reindex, and each of its workspaces' by name."""
+
+    workspaces: dict[str, ReindexResult] = {}
 
 
 def _settled(ws: Any, record: TenantRecord) -> TenantRecord:

@@ -1,0 +1,243 @@
+"""Search under the load a real application puts on it (sandbox: real
+PostgreSQL, moto's KMS): concurrent writers of overlapping documents, cursor
+pages read while the corpus changes, and input PostgreSQL cannot hold.
+Tenant ids start with ``qs-`` (ids are shared by the whole test session)."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import boto3
+import psycopg
+import pytest
+from psycopg import sql
+from runtime_tenants import jwt_settings
+
+from tenant_runtime import TenantRuntime
+from tenant_runtime.documents import LARGE_BODY
+from tenant_runtime.store import StoreOperations
+
+
+@pytest.fixture(scope="module")
+def runtime(sandbox, workspace):
+    rt = TenantRuntime(jwt_settings(), workspace.ensure_platform()["registry_table"],
+                       endpoint_url=sandbox.aws_endpoint_url, region=sandbox.region)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture(scope="module")
+def tenant(runtime, provision_tenant):
+    record = provision_tenant("qs-load")
+    return record, runtime.context(record.tenant_id)
+
+
+def counts_and_items(sandbox, record):
+    """search_stats as kept, and as recounted from the items: {(kind, version, term): (items, length)}."""
+    store = record.resources.store
+    table = sql.Identifier(store.schema_name, "documents")
+    stats = sql.Identifier(store.schema_name, "search_stats")
+    with sql_admin(sandbox, store.database) as conn:
+        kept = {(k, v, t): (n, ln) for k, v, t, n, ln in conn.execute(sql.SQL(
+            "SELECT kind, key_version, term, items, length FROM {} WHERE kind = ANY('{{document,#document}}') "
+            "AND items <> 0").format(stats)).fetchall()}
+        recounted = {(k, v, t): (n, ln) for k, v, t, n, ln in conn.execute(sql.SQL(
+            "SELECT 'document', key_version, x.term, count(*), 0 FROM {t} CROSS JOIN LATERAL unnest(terms, tfs) "
+            "AS x(term, tf) WHERE x.tf > 0 GROUP BY 1, 2, 3 "
+            "UNION ALL SELECT '#document', key_version, 0, count(*), sum(length) FROM {t} GROUP BY 1, 2, 3"
+        ).format(t=table)).fetchall()}
+    return kept, recounted
+
+
+def sql_admin(sandbox, database):
+    return psycopg.connect(sandbox.pg_dsn(database), autocommit=True)
+
+
+def search_key_versions(sandbox, resources):
+    """The search key versions in the store of ``resources`` (a tenant's or a workspace's)."""
+    store = resources.store
+    with sql_admin(sandbox, store.database) as conn:
+        return [v for (v,) in conn.execute(sql.SQL("SELECT version FROM {} ORDER BY version").format(
+            sql.Identifier(store.schema_name, "search_keys"))).fetchall()]
+
+
+def test_concurrent_writers_of_the_same_documents_neither_deadlock_nor_skew_the_counts(runtime, tenant, sandbox):
+    record, ctx = tenant
+    failures: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        # Every writer replaces the same documents, each in its own order and with its own words.
+        ids = list(range(40))
+        ids = ids[n % 2::2] + ids[1 - n % 2::2] if n % 2 else ids[::-1]
+        try:
+            for rnd in range(6):
+                batch = ids[rnd * 5 % 40:][:20] or ids[:20]
+                runtime.store.put_documents(ctx, [
+                    {"doc_id": f"w{i:02d}", "title": f"writer {n}", "body": f"shared words{n}{rnd} common " * (1 + n)}
+                    for i in batch])
+                runtime.store.delete_document(ctx, f"w{(n * 7 + rnd) % 40:02d}")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    kept, recounted = counts_and_items(sandbox, record)
+    assert kept == recounted
+
+
+@pytest.mark.parametrize("fuzzy", [False, True], ids=["words", "fuzzy"])
+def test_cursor_pages_walk_the_first_pages_order_whatever_is_written_in_between(runtime, tenant, fuzzy):
+    """Every write changes the corpus statistics (a document count, idf, the
+    average length), so every score: pages after a write must still rank the
+    documents that did not change as the first page did, each once."""
+    _, ctx = tenant
+    prefix = "fz" if fuzzy else "pg"
+    runtime.store.put_documents(ctx, [
+        {"doc_id": f"{prefix}{i:02d}", "title": f"page {i}", "body": "alpha " * (1 + i % 7) + "filler " * (i % 5),
+         "metadata": {"set": prefix}} for i in range(30)])
+    query = "alpha fillr" if fuzzy else "alpha filler"
+    search = dict(filters={"set": prefix}, fuzzy=fuzzy)
+    before = [h.doc_id for h in runtime.store.search(ctx, query, limit=100, **search).hits]
+    assert len(before) == 30
+    page = runtime.store.search(ctx, query, limit=8, **search)
+    seen = [h.doc_id for h in page.hits]
+    # Many new documents holding the words (idf up, average length down), one deleted, one rewritten.
+    runtime.store.put_documents(ctx, [
+        {"doc_id": f"{prefix}-new{i:02d}", "title": "new", "body": "omega" + " alpha" * (i % 2),
+         "metadata": {"set": "other"}} for i in range(60)])
+    deleted, rewritten = before[20], before[15]
+    runtime.store.delete_document(ctx, deleted)
+    runtime.store.put_document(ctx, rewritten, "rewritten", "alpha " * 9, {"set": prefix})
+    while page.next_cursor:
+        page = runtime.store.search(ctx, query, limit=8, cursor=page.next_cursor, **search)
+        seen += [h.doc_id for h in page.hits]
+    kept = [d for d in before if d not in (deleted, rewritten)]
+    assert [d for d in seen if d in kept] == kept
+
+
+def test_search_reindex_re_hashes_a_document_whose_body_is_in_s3(runtime, provision_tenant, tenantctl_cli, sandbox):
+    record = provision_tenant("qs-large")
+    ctx = runtime.context(record.tenant_id)
+    runtime.store.put_document(ctx, "big", "Large handbook", "filler text " * (LARGE_BODY // 10) + "zebrafish", {})
+    runtime.store.put_document(ctx, "small", "Small note", "a zebrafish note", {})
+    done = tenantctl_cli("search", "reindex", record.tenant_id, "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["documents"] == 2
+    # One live key again, and every document found under it.
+    assert {h.doc_id for h in runtime.store.search(ctx, "zebrafish").hits} == {"big", "small"}
+    assert len(search_key_versions(sandbox, record.resources)) == 1
+
+
+def test_search_reindex_wakes_a_hibernated_tenant_first(runtime, provision_tenant, tenantctl_cli, sandbox, workspace):
+    record = provision_tenant("qs-sleep", tier="dedicated")
+    runtime.store.put_document(runtime.context(record.tenant_id), "d", "Dormant", "a sleeping dormouse", {})
+    assert tenantctl_cli("hibernate", record.tenant_id, "--force").returncode == 0
+    rds = boto3.client("rds", endpoint_url=sandbox.aws_endpoint_url, region_name=sandbox.region)
+    instance = workspace.registry.require(record.tenant_id).hibernation.db_instance
+
+    done = tenantctl_cli("search", "reindex", record.tenant_id, "--json")
+    assert done.returncode == 0, done.stderr
+    assert f"starting database instance {instance}" in done.stderr
+    assert rds.describe_db_instances(DBInstanceIdentifier=instance)["DBInstances"][0]["DBInstanceStatus"] == "available"
+    assert workspace.registry.require(record.tenant_id).hibernation is None
+    assert json.loads(done.stdout)["documents"] == 1
+
+
+def test_search_reindex_rotates_each_workspaces_key_too(runtime, provision_tenant, tenantctl_cli, sandbox):
+    record = provision_tenant("qs-ws", workspaces=[{"name": "fin"}])
+    tenant, fin = runtime.context(record.tenant_id), runtime.context(record.tenant_id, "fin")
+    runtime.store.put_document(tenant, "t1", "Tenant ledger", "the ledger of the tenant", {})
+    runtime.store.put_document(fin, "f1", "Finance ledger", "the ledger of finance", {})
+    fin_store = record.resources.workspaces["fin"]
+    before = search_key_versions(sandbox, fin_store)
+
+    done = tenantctl_cli("search", "reindex", record.tenant_id, "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["documents"] == 1 and result["workspaces"]["fin"]["documents"] == 1
+    after = search_key_versions(sandbox, fin_store)
+    assert after == [result["workspaces"]["fin"]["key_version"]] and after != before
+    assert [h.doc_id for h in runtime.store.search(fin, "ledger").hits] == ["f1"]
+    assert [h.doc_id for h in runtime.store.search(tenant, "ledger").hits] == ["t1"]
+    again = tenantctl_cli("search", "reindex", record.tenant_id)
+    assert "fin: 1 documents re-indexed" in again.stdout
+    # Progress on stderr, a line per batch of each store.
+    assert "re-indexed: 1 of 1 documents" in again.stderr
+    assert "re-indexed workspace fin: 1 of 1 documents" in again.stderr
+
+
+def test_facets_skip_a_null_value_and_count_the_others(runtime, tenant):
+    _, ctx = tenant
+    runtime.store.put_documents(ctx, [
+        {"doc_id": "nul-1", "title": "t", "body": "quasar", "metadata": {"team": None, "set": "nul"}},
+        {"doc_id": "nul-2", "title": "t", "body": "quasar", "metadata": {"team": "ops", "set": "nul"}},
+        {"doc_id": "nul-3", "title": "t", "body": "quasar", "metadata": {"set": "nul"}}])
+    res = runtime.store.search(ctx, "quasar", filters={"set": "nul"}, facets=["team", "set"])
+    assert res.total == 3 and res.facets == {"team": {"ops": 1}, "set": {"nul": 3}}
+
+
+def test_search_reindex_holds_the_tenants_lock(runtime, provision_tenant, tenantctl_cli, workspace):
+    record = provision_tenant("qs-lock")
+    runtime.store.put_document(runtime.context(record.tenant_id), "d", "Locked", "a padlock", {})
+    with workspace.registry.hold(record.tenant_id, "provision"):  # another run on the tenant, alive
+        busy = tenantctl_cli("search", "reindex", record.tenant_id, "--json")
+    assert busy.returncode == 5, busy.stderr
+    assert json.loads(busy.stdout)["error"]["code"] == 5 and "provision" in busy.stderr
+    done = tenantctl_cli("search", "reindex", record.tenant_id, "--json")
+    assert done.returncode == 0, done.stderr
+    assert workspace.registry.require(record.tenant_id).lock is None
+
+
+def documents_of(runtime, ctx):
+    """Every document id of the tenant, page after page."""
+    page = runtime.store.list_documents(ctx, limit=100)
+    yield from (d.doc_id for d in page.documents)
+    while page.next_cursor:
+        page = runtime.store.list_documents(ctx, limit=100, cursor=page.next_cursor)
+        yield from (d.doc_id for d in page.documents)
+
+
+def test_a_reindex_stopped_half_way_is_finished_under_its_own_key(runtime, tenant, sandbox, monkeypatch):
+    record, ctx = tenant
+    runtime.store.reindex(ctx)  # the documents of the tests above under one key
+    [old] = search_key_versions(sandbox, record.resources)
+    total = sum(1 for _ in documents_of(runtime, ctx))
+    answers = [(h.doc_id, h.score) for h in runtime.store.search(ctx, "alpha quasar", limit=100).hits]
+    whole_body = StoreOperations._whole_body
+    opened = []
+
+    def stopping(self, ctx, data):  # the process dies at the fifth document
+        opened.append(1)
+        if len(opened) == 5:
+            raise KeyboardInterrupt
+        return (yield from whole_body(self, ctx, data))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(StoreOperations, "_whole_body", stopping)
+        with pytest.raises(KeyboardInterrupt):
+            runtime.store.reindex(ctx)
+    assert search_key_versions(sandbox, record.resources) == [old, old + 1]
+    assert [(h.doc_id, h.score) for h in runtime.store.search(ctx, "alpha quasar", limit=100).hits] == answers
+
+    done = runtime.store.reindex(ctx)
+    assert (done.key_version, done.documents) == (old + 1, total - 4)
+    assert search_key_versions(sandbox, record.resources) == [old + 1]
+    assert [(h.doc_id, h.score) for h in runtime.store.search(ctx, "alpha quasar", limit=100).hits] == answers
+    kept, recounted = counts_and_items(sandbox, record)
+    assert kept == recounted
+
+
+def test_suggestions_complete_the_whole_prefix_past_its_indexed_length(runtime, tenant):
+    _, ctx = tenant
+    runtime.store.put_documents(ctx, [
+        {"doc_id": "sg-1", "title": "Internationalization guide", "body": "i18n"},
+        {"doc_id": "sg-2", "title": "International trade", "body": "trade"}])
+    assert runtime.store.suggest(ctx, "internat") == ["international", "internationalization"]
+    # Title prefixes are indexed up to 8 characters: the rest of the prefix must still match.
+    assert runtime.store.suggest(ctx, "Internationali") == ["internationalization"]
+    assert runtime.store.suggest(ctx, "internationalx") == []
