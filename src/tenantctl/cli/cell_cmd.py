@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 app = typer.Typer(name="cell", no_args_is_help=True,
                   help="Cells: instances of the shared platform, per account and region, that tenants are placed in.")
 
-CellArg = Annotated[str, typer.Argument(help="Cell name (`default` is the platform stack).")]
+CellArg = Annotated[str, typer.Argument(metavar="NAME", help="Cell name (`default` is the platform stack).")]
 
 
 def _count(value: int | None, cap: int | None = None) -> str:

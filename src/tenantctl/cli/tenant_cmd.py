@@ -285,7 +285,8 @@ def list_tenants(
 
 @app.command()
 def forget(
-    tenant_id: Annotated[str, typer.Argument(help="An id that breaks the naming rules, as `list` shows it.")],
+    tenant_id: Annotated[str, typer.Argument(
+        metavar="ID", help="An id that breaks the naming rules, as `list` shows it.")],
     yes: YesFlag = False,
     json_out: JsonFlag = False,
 ) -> None:
