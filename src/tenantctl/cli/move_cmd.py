@@ -54,14 +54,18 @@ def move(
     on its old store), 11 a quota, or no slot of the target tier in the target
     cell (full or draining).
     """
+    import time
     from datetime import timedelta
 
+    from tenantctl.cli.progress import elapsed
     from tenantctl.operations.move import move as run
     from tenantctl.workspace import Workspace
 
+    started = time.monotonic()
+
     def progress(line: str) -> None:
-        if not json_out:
-            err_console.print(line, highlight=False, markup=False)
+        # Stderr, stamped like every long command's phases (--json or not: stdout holds the result).
+        err_console.print(f"{elapsed(started)} {line}", highlight=False, markup=False)
 
     result = run(Workspace(), tenant_id, tier=tier, cell=cell, rollback=rollback, finalize=finalize,
                  window=timedelta(hours=window_hours), past_window=past_window, progress=progress)

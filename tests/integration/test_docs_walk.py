@@ -1,0 +1,61 @@
+"""What the README promises a new platform engineer, run as written through
+the real CLI on the session's sandbox: a preview answers as its run would,
+and a long command's progress is stamped lines on stderr."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from fault_tools import Cli, registry_record
+
+STAMPED = re.compile(r"^\[\s*\d+\.\d+s\] ")
+
+
+@pytest.fixture(scope="module")
+def cli(sandbox, tmp_path_factory) -> Cli:
+    return Cli.create(sandbox, tmp_path_factory.mktemp("docs-walk"))
+
+
+def test_provision_preview_in_a_committed_cell_the_sandbox_has_not_applied_is_pending(cli, sandbox):
+    # `cell add --write-only` writes the file a pull request commits; on the sandbox `provision`
+    # applies such a cell before placing the tenant there, so its preview must not fail (it exited 4).
+    added = cli("cell", "add", "qd-west", "--region", "us-west-2", "--write-only", "--json")
+    assert added.returncode == 0, added
+    try:
+        for extra in ([], ["--json"]):
+            run = cli("provision", "qd-pre", "--region", "us-west-2", "--cell", "qd-west", "--preview", *extra)
+            assert run.returncode == 12, run
+            if extra:
+                shown = json.loads(run.stdout)
+                assert shown["cell"] == "qd-west" and shown["cell_created_first"] is True
+                assert shown["resources"] == [] and shown["exit_code"] == 12
+            else:
+                assert "its cell qd-west is not applied yet and is created first" in run.stdout, run
+        # A preview writes nothing: no stack file, no record, the cell still not applied.
+        assert not cli.stack_file("qd-pre").exists()
+        assert registry_record(sandbox, "qd-pre") is None
+        shown = cli("cell", "show", "qd-west", "--json")
+        assert shown.returncode == 0 and json.loads(shown.stdout)["deployed"] is False, shown
+    finally:
+        (cli.root / "stacks" / "Pulumi.cell-qd-west.yaml").unlink()
+
+
+def test_move_progress_is_stamped_lines_on_stderr_with_or_without_json(cli):
+    made = cli("provision", "qd-mv", "--json")
+    assert made.returncode == 0, made
+    moved = cli("move", "qd-mv", "--tier", "dedicated", "--json")
+    assert moved.returncode == 0, moved
+    assert json.loads(moved.stdout)["outcome"] == "switched"
+    lines = moved.stderr.splitlines()
+    assert any("move qd-mv: freezing" in line for line in lines), moved.stderr
+    assert lines and all(STAMPED.match(line) for line in lines), moved.stderr
+
+    back = cli("move", "qd-mv", "--rollback")
+    assert back.returncode == 0, back
+    lines = back.stderr.splitlines()
+    assert lines and all(STAMPED.match(line) and "move qd-mv: " in line for line in lines), back.stderr
+
+    gone = cli("deprovision", "qd-mv", "--yes", "--no-final-backup")
+    assert gone.returncode == 0, gone
