@@ -59,3 +59,18 @@ def test_move_progress_is_stamped_lines_on_stderr_with_or_without_json(cli):
 
     gone = cli("deprovision", "qd-mv", "--yes", "--no-final-backup")
     assert gone.returncode == 0, gone
+
+
+def test_provision_of_a_tombstone_is_a_conflict_whatever_region_it_names(cli):
+    # The README: provision of a tombstone is a conflict (5), as its preview said; the run
+    # answered 3 ("its region never changes in place ... tenantctl move") when the spec's
+    # region (the default one, say) was not the tombstone's.
+    made = cli("provision", "qd-tomb", "--json")
+    assert made.returncode == 0, made
+    gone = cli("deprovision", "qd-tomb", "--yes", "--no-final-backup")
+    assert gone.returncode == 0, gone
+    for extra in (["--preview"], []):
+        again = cli("provision", "qd-tomb", "--region", "eu-west-1", *extra, "--json")
+        assert again.returncode == 5, again
+        assert "tombstoned" in json.loads(again.stdout)["error"]["message"]
+    assert not cli.stack_file("qd-tomb").exists()

@@ -166,6 +166,11 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
     phase(on_event, spec.id, "placing: cells, quotas and shared-resource limits")
     try:
         current = read[0] if read is not None else registry.get(spec.id)
+        # What the registry refuses (a tombstone, an open move, a tier change) before placement
+        # judges the spec against the record, as the preview does: the same exit code for both.
+        refused = refusal(current, spec, locks=False)
+        if refused is not None:
+            raise refused
         # The cell, its account walls and a slot: refused (exit 11) before anything exists.
         spec, placement = place(ws, spec, current)
     except RegistryUnreachable as exc:
