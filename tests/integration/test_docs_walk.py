@@ -74,3 +74,27 @@ def test_provision_of_a_tombstone_is_a_conflict_whatever_region_it_names(cli):
         assert again.returncode == 5, again
         assert "tombstoned" in json.loads(again.stdout)["error"]["message"]
     assert not cli.stack_file("qd-tomb").exists()
+
+
+def test_a_restore_after_deprovision_into_a_draining_cell_is_refused_not_a_failed_drill(cli):
+    # Placement refuses it before anything changes (the README's exit 11), so, like the
+    # other refusals docs/drills.md lists, no drill runs and none is recorded; it was a
+    # recorded FAIL, exit 9.
+    made = cli("provision", "qd-rv", "--json")
+    assert made.returncode == 0, made
+    gone = cli("deprovision", "qd-rv", "--yes")  # with its final backup
+    assert gone.returncode == 0, gone
+    drained = cli("cell", "drain", "default")
+    assert drained.returncode == 0, drained
+    try:
+        refused = cli("drill", "restore", "qd-rv", "--target", "in-place", "--yes", "--json")
+        assert refused.returncode == 11, refused
+        assert "draining" in json.loads(refused.stdout)["error"]["message"]
+    finally:
+        undone = cli("cell", "drain", "default", "--undo")
+        assert undone.returncode == 0, undone
+    history = cli("drill", "history", "qd-rv", "--json")
+    assert history.returncode == 0 and json.loads(history.stdout)["drills"] == [], history
+    back = cli("drill", "restore", "qd-rv", "--target", "in-place", "--yes", "--json")
+    assert back.returncode == 0, back
+    assert json.loads(cli("status", "qd-rv", "--json").stdout)["status"] == "active"
