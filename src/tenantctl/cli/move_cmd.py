@@ -55,7 +55,7 @@ def move(
     cell (full or draining).
     """
     import time
-    from datetime import timedelta
+    from datetime import datetime, timedelta
 
     from tenantctl.cli.progress import elapsed
     from tenantctl.operations.move import move as run
@@ -76,6 +76,7 @@ def move(
     line += f", cell {result.from_cell} -> {result.to_cell})" if result.from_cell != result.to_cell else ")"
     if result.freeze_seconds is not None:
         line += f"; writes refused {result.freeze_seconds:.2f} s"
-    if result.window_ends_at:
-        line += f"; rollback window until {result.window_ends_at} (`--rollback` / `--finalize`)"
+    if result.window_ends_at:  # as `status` writes it (--json keeps the ISO time)
+        ends = datetime.fromisoformat(result.window_ends_at)
+        line += f"; rollback window until {ends:%Y-%m-%d %H:%M}Z (`--rollback` / `--finalize`)"
     console.print(line, highlight=False)
