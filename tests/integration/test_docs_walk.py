@@ -23,6 +23,7 @@ def test_provision_preview_in_a_committed_cell_the_sandbox_has_not_applied_is_pe
     # applies such a cell before placing the tenant there, so its preview must not fail (it exited 4).
     added = cli("cell", "add", "qd-west", "--region", "us-west-2", "--write-only", "--json")
     assert added.returncode == 0, added
+    assert "applying" not in added.stderr and "writing cell qd-west's stack file: done" in added.stderr, added
     try:
         for extra in ([], ["--json"]):
             run = cli("provision", "qd-pre", "--region", "us-west-2", "--cell", "qd-west", "--preview", *extra)

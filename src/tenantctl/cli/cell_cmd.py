@@ -80,7 +80,8 @@ def add(
     options = {"region": region, "account_role_arn": account_role, "tiers": tier, "max_pooled_tenants": max_pooled,
                "vpc_cidr": vpc_cidr, "db_instance_class": db_instance_class, "owner": owner}
     ws = Workspace()
-    with engine_progress(f"applying cell {name}") as view:
+    # --write-only applies nothing: its progress must not say it does.
+    with engine_progress(f"writing cell {name}'s stack file" if write_only else f"applying cell {name}") as view:
         # A changed option that replaces a shared resource is asked about first, as `platform up` does.
         ws.approve = confirmation(yes, view)
         info, result = run(ws, name, options, on_event=view, write_only=write_only)
