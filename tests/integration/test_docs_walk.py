@@ -59,6 +59,7 @@ def test_move_progress_is_stamped_lines_on_stderr_with_or_without_json(cli):
     assert json.loads(back.stdout)["outcome"] == "rolled_back"
     lines = back.stderr.splitlines()
     assert lines and all(STAMPED.match(line) and "move qd-mv: " in line for line in lines), back.stderr
+    assert any(line.endswith("move qd-mv: rolling back") for line in lines), back.stderr  # words, not the enum
 
     gone = cli("deprovision", "qd-mv", "--yes", "--no-final-backup")
     assert gone.returncode == 0, gone

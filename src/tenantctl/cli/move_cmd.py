@@ -72,7 +72,7 @@ def move(
     if json_out:
         print_json(result)
         return
-    line = f"tenant {tenant_id}: {result.outcome} ({result.from_tier.value} -> {result.to_tier.value}"
+    line = f"tenant {tenant_id}: {result.outcome.replace('_', ' ')} ({result.from_tier.value} -> {result.to_tier.value}"
     line += f", cell {result.from_cell} -> {result.to_cell})" if result.from_cell != result.to_cell else ")"
     if result.freeze_seconds is not None:
         line += f"; writes refused {result.freeze_seconds:.2f} s"
