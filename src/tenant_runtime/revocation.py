@@ -31,6 +31,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from tenant_runtime.blocking import may_block
@@ -114,7 +115,8 @@ class RevocationList:
             issued = claims.get("iat")
             # A token without iat cannot prove it postdates the cut-off.
             if not isinstance(issued, (int, float)) or issued < cutoff:
-                raise TokenRevoked(f"every token of tenant {tenant_id!r} issued before {int(cutoff)} was revoked")
+                when = datetime.fromtimestamp(cutoff, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                raise TokenRevoked(f"every token of tenant {tenant_id!r} issued before {when} was revoked")
 
     def _fresh(self) -> None:
         read_at, now = self._read_at, self.clock()

@@ -36,3 +36,14 @@ def test_a_path_under_a_file_is_refused_before_any_drill(tmp_path):
     (tmp_path / "taken").write_text("a file")
     with pytest.raises(InvalidInput, match="--markdown"):
         markdown_target(tmp_path / "taken" / "drills.md")
+
+
+def test_a_path_ending_in_a_slash_is_a_directory_made_before_any_drill(tmp_path):
+    # `--markdown reports/`: one file per drill in reports/, not a file named "reports".
+    folder = markdown_target(f"{tmp_path}/reports/")
+    assert folder == tmp_path / "reports" and folder.is_dir()
+    reports = [report("acme", "d1"), report("beta", "d2")]
+    assert write_markdown(reports, folder) == [folder / "acme-d1.md", folder / "beta-d2.md"]
+    (tmp_path / "taken").write_text("a file")
+    with pytest.raises(InvalidInput, match="--markdown"):
+        markdown_target(f"{tmp_path}/taken/")

@@ -64,10 +64,11 @@ def test_exactly_one_of_a_tenant_and_all_is_a_usage_error(tenant_id, all_, says)
     assert refused.value.exit_code == 2
 
 
-@pytest.mark.parametrize("tier, cell, named", [(Tier.dedicated, None, "--tier"), (None, "eu", "--cell"),
-                                               (Tier.pooled, "eu", "--tier and --cell")])
+@pytest.mark.parametrize("tier, cell, named", [(Tier.dedicated, None, "--tier selects"),
+                                               (None, "eu", "--cell selects"),
+                                               (Tier.pooled, "eu", "--tier and --cell select")])
 def test_filters_of_all_beside_a_tenant_id_are_refused_not_ignored(tier, cell, named):
-    with pytest.raises(UsageError, match=f"{named} select tenants with --all, not with a tenant id") as refused:
+    with pytest.raises(UsageError, match=f"{named} tenants with --all, not with a tenant id") as refused:
         check_selection("acme", False, tier, cell)
     assert refused.value.exit_code == 2
     check_selection(None, True, tier, cell)  # what they are for

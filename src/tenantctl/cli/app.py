@@ -91,6 +91,14 @@ def _fail(code: int, message: str, rule: str | None, json_mode: bool, details: l
     sys.exit(code)
 
 
+def _usage_line(exc: Exception) -> str:
+    """A usage error as one line: typer's message and where the command's options are
+    listed (click's own display adds a usage line, a hint and a blank line)."""
+    message = exc.format_message()  # type: ignore[attr-defined]
+    ctx = getattr(exc, "ctx", None)
+    return f"{message} (`{ctx.command_path} --help`)" if ctx is not None else message
+
+
 def _notes_on_stderr() -> None:
     """What operations report without failing (a dead run's lock cleared, ...)
     goes to stderr as `note: ...` lines."""
@@ -121,16 +129,7 @@ def main() -> None:
         _fail(NotConfirmed.exit_code, "aborted: nothing was changed", None, json_mode)
     except typer.TyperException as exc:  # usage errors (typer's own click): exit 2, as documented
         code = getattr(exc, "exit_code", USAGE_ERROR) or USAGE_ERROR
-        if json_mode:
-            _fail(code, exc.format_message(), None, json_mode)
-        show = getattr(exc, "show", None)
-        if show is not None:
-            show()
-        else:
-            from tenantctl.cli.output import error
-
-            error(exc.format_message())
-        sys.exit(code)
+        _fail(code, _usage_line(exc), None, json_mode)
     except SystemExit:
         raise
     except Exception as exc:

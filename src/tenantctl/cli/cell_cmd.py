@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 app = typer.Typer(name="cell", no_args_is_help=True,
                   help="Cells: instances of the shared platform, per account and region, that tenants are placed in.")
 
-CellArg = Annotated[str, typer.Argument(help="Cell name (`default` is the platform stack).")]
+CellArg = Annotated[str, typer.Argument(metavar="NAME", help="Cell name (`default` is the platform stack).")]
 
 
 def _count(value: int | None, cap: int | None = None) -> str:
@@ -80,7 +80,8 @@ def add(
     options = {"region": region, "account_role_arn": account_role, "tiers": tier, "max_pooled_tenants": max_pooled,
                "vpc_cidr": vpc_cidr, "db_instance_class": db_instance_class, "owner": owner}
     ws = Workspace()
-    with engine_progress(f"applying cell {name}") as view:
+    # --write-only applies nothing: its progress must not say it does.
+    with engine_progress(f"writing cell {name}'s stack file" if write_only else f"applying cell {name}") as view:
         # A changed option that replaces a shared resource is asked about first, as `platform up` does.
         ws.approve = confirmation(yes, view)
         info, result = run(ws, name, options, on_event=view, write_only=write_only)

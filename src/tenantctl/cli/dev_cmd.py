@@ -13,7 +13,8 @@ app = typer.Typer(name="dev", no_args_is_help=True, help="Development helpers (s
 
 @app.command("token")
 def token(
-    tenant_id: Annotated[str, typer.Argument(help="Tenant the token names (need not exist: try the 404).")],
+    tenant_id: Annotated[str, typer.Argument(
+        metavar="ID", help="Tenant the token names (need not exist: try the 404).")],
     ttl: Annotated[int, typer.Option(help="Seconds until it expires (1..86400).")] = 3600,
     claims: Annotated[Optional[str], typer.Option(
         help='Extra claims as a JSON object, merged over the defaults: \'{"aud": "assistant-api"}\'.')] = None,

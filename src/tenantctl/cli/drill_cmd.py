@@ -23,9 +23,11 @@ Compress = Annotated[Optional[str], typer.Option(
     "--compress", metavar="METHOD[:LEVEL]",
     help="The dump's compression: gzip (default), zstd, lz4 or none, with an optional level (zstd:3); "
          "a method the PostgreSQL tools were built without is refused (exit 3), nothing written.")]
-MarkdownOut = Annotated[Optional[Path], typer.Option("--markdown", help="Also write the markdown report here: "
-                                                     "an existing directory gets one <tenant>-<drill>.md per "
-                                                     "drill, a file every report of the run, one after another.")]
+# Text, not a Path: a trailing "/" (a directory to make) would be dropped.
+MarkdownOut = Annotated[Optional[str], typer.Option("--markdown", help="Also write the markdown report here: "
+                                                    "a directory (an existing one, or a path ending in /) gets "
+                                                    "one <tenant>-<drill>.md per drill, a file every report of "
+                                                    "the run, one after another.")]
 
 
 
@@ -68,7 +70,7 @@ def _of(tenant_id: str, workspace: str | None) -> str:
     return tenant_id if workspace is None else f"workspace {workspace} of {tenant_id}"
 
 
-def _markdown_target(markdown: Optional[Path]) -> Optional[Path]:
+def _markdown_target(markdown: Optional[str]) -> Optional[Path]:
     from tenantctl.drills.report import markdown_target
 
     return None if markdown is None else markdown_target(markdown)

@@ -54,24 +54,29 @@ def move(
     on its old store), 11 a quota, or no slot of the target tier in the target
     cell (full or draining).
     """
-    from datetime import timedelta
+    import time
+    from datetime import datetime, timedelta
 
+    from tenantctl.cli.progress import elapsed
     from tenantctl.operations.move import move as run
     from tenantctl.workspace import Workspace
 
+    started = time.monotonic()
+
     def progress(line: str) -> None:
-        if not json_out:
-            err_console.print(line, highlight=False, markup=False)
+        # Stderr, stamped like every long command's phases (--json or not: stdout holds the result).
+        err_console.print(f"{elapsed(started)} {line}", highlight=False, markup=False)
 
     result = run(Workspace(), tenant_id, tier=tier, cell=cell, rollback=rollback, finalize=finalize,
                  window=timedelta(hours=window_hours), past_window=past_window, progress=progress)
     if json_out:
         print_json(result)
         return
-    line = f"tenant {tenant_id}: {result.outcome} ({result.from_tier.value} -> {result.to_tier.value}"
+    line = f"tenant {tenant_id}: {result.outcome.replace('_', ' ')} ({result.from_tier.value} -> {result.to_tier.value}"
     line += f", cell {result.from_cell} -> {result.to_cell})" if result.from_cell != result.to_cell else ")"
     if result.freeze_seconds is not None:
         line += f"; writes refused {result.freeze_seconds:.2f} s"
-    if result.window_ends_at:
-        line += f"; rollback window until {result.window_ends_at} (`--rollback` / `--finalize`)"
+    if result.window_ends_at:  # as `status` writes it (--json keeps the ISO time)
+        ends = datetime.fromisoformat(result.window_ends_at)
+        line += f"; rollback window until {ends:%Y-%m-%d %H:%M}Z (`--rollback` / `--finalize`)"
     console.print(line, highlight=False)

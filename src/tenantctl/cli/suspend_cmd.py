@@ -10,7 +10,7 @@ from tenantctl.cli.output import console, print_json
 
 app = typer.Typer()
 
-TenantArg = Annotated[str, typer.Argument(help="Tenant id.")]
+TenantArg = Annotated[str, typer.Argument(metavar="ID", help="Tenant id.")]
 
 
 @app.command()
@@ -60,7 +60,7 @@ def resume(tenant_id: TenantArg, json_out: JsonFlag = False) -> None:
 
 @app.command()
 def hibernate(
-    tenant_id: Annotated[Optional[str], typer.Argument(help="Tenant id (or --all).")] = None,
+    tenant_id: Annotated[Optional[str], typer.Argument(metavar="ID", help="Tenant id (or --all).")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Every idle dedicated tenant (a nightly job: AWS starts a "
                                                      "stopped instance by itself after 7 days).")] = False,
     idle_days: Annotated[int, typer.Option(min=1, help="Idle means no write or upload for this many days.")] = 30,

@@ -46,7 +46,7 @@ def show(json_out: JsonFlag = False) -> None:
 
 @app.command("set")
 def set_(
-    kind: Annotated[str, typer.Argument(help="sandbox or aws.")],
+    kind: Annotated[str, typer.Argument(metavar="KIND", help="sandbox or aws.")],
     region: Annotated[Optional[str], typer.Option(help="aws: default region.")] = None,
     profile: Annotated[Optional[str], typer.Option(help="aws: AWS profile.")] = None,
     backend_url: Annotated[Optional[str], typer.Option(help="aws: Pulumi backend (file://, s3://, https://).")] = None,

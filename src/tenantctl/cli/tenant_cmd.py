@@ -169,12 +169,15 @@ def _preview(tenant_id: str, planned, json_out: bool) -> None:
     from tenantctl.errors import CHANGES_PENDING
 
     steps = [c for c in planned.changes.changes if c.op is not Op.same]
-    pending = bool(steps or planned.orphans)
+    pending = bool(steps or planned.orphans or planned.cell_created_first)
     if json_out:
         print_json({"tenant_id": tenant_id, "existing": planned.existing, "cell": planned.cell,
-                    "changes": planned.changes.summary(),
+                    "cell_created_first": planned.cell_created_first, "changes": planned.changes.summary(),
                     "resources": steps, "orphans": planned.orphans,
                     "exit_code": CHANGES_PENDING if pending else 0})
+    elif planned.cell_created_first:
+        console.print(f"{tenant_id} (cell {planned.cell}): pending; its cell {planned.cell} is not applied yet and is "
+                      "created first (the tenant's resources are planned once the cell exists)", highlight=False)
     else:
         changes_table(f"provision {tenant_id} --preview", planned.changes)
         orphan_lines(tenant_id, planned.orphans, preview=True)
@@ -285,7 +288,8 @@ def list_tenants(
 
 @app.command()
 def forget(
-    tenant_id: Annotated[str, typer.Argument(help="An id that breaks the naming rules, as `list` shows it.")],
+    tenant_id: Annotated[str, typer.Argument(
+        metavar="ID", help="An id that breaks the naming rules, as `list` shows it.")],
     yes: YesFlag = False,
     json_out: JsonFlag = False,
 ) -> None:

@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 app = typer.Typer(name="workspace", no_args_is_help=True,
                   help="Workspaces of a tenant: each with its own key, schema and role, prefix, queues and IAM role.")
 
-WorkspaceArg = Annotated[str, typer.Argument(help="Workspace name (lowercase words joined by single hyphens).")]
+WorkspaceArg = Annotated[str, typer.Argument(
+    metavar="WS", help="Workspace name (lowercase words joined by single hyphens).")]
 
 
 def _state(v: "WorkspaceView") -> str:
@@ -38,7 +39,7 @@ def _rows(v: "WorkspaceView") -> list[tuple[str, str]]:
 
 @app.command("add")
 def add(
-    tenant_id: Annotated[str, tenant_argument("Tenant the workspace belongs to.")],
+    tenant_id: Annotated[str, tenant_argument("Tenant the workspace belongs to.", metavar="TENANT")],
     name: WorkspaceArg,
     owner: Annotated[Optional[str], typer.Option(help="Owner tag of the workspace's resources.")] = None,
     json_out: JsonFlag = False,
@@ -61,7 +62,7 @@ def add(
 
 
 @app.command("list")
-def list_(tenant_id: Annotated[str, tenant_argument("Tenant.")], json_out: JsonFlag = False) -> None:
+def list_(tenant_id: Annotated[str, tenant_argument("Tenant.", metavar="TENANT")], json_out: JsonFlag = False) -> None:
     """The tenant's workspaces: in its stack file, applied, or both."""
     from tenantctl.operations.workspaces import views
     from tenantctl.workspace import Workspace
@@ -76,7 +77,7 @@ def list_(tenant_id: Annotated[str, tenant_argument("Tenant.")], json_out: JsonF
 
 
 @app.command("show")
-def show_(tenant_id: Annotated[str, tenant_argument("Tenant.")], name: WorkspaceArg,
+def show_(tenant_id: Annotated[str, tenant_argument("Tenant.", metavar="TENANT")], name: WorkspaceArg,
           json_out: JsonFlag = False) -> None:
     """One workspace: its state and resources."""
     from tenantctl.operations.workspaces import view
@@ -88,7 +89,7 @@ def show_(tenant_id: Annotated[str, tenant_argument("Tenant.")], name: Workspace
 
 @app.command("remove")
 def remove(
-    tenant_id: Annotated[str, tenant_argument("Tenant the workspace belongs to.")],
+    tenant_id: Annotated[str, tenant_argument("Tenant the workspace belongs to.", metavar="TENANT")],
     name: WorkspaceArg,
     no_final_backup: Annotated[bool, typer.Option(
         "--no-final-backup", help="Remove without the final backup (its schema's data is then gone for good).")]

@@ -3,6 +3,7 @@ machines (the DrillReport JSON)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,11 +33,18 @@ def render_markdown(report: DrillReport) -> str:
     return render("drill_report.md.j2", r=report, bytes=_human_bytes, seconds=_seconds)
 
 
-def markdown_target(path: Path) -> Path:
+def markdown_target(given: str | Path) -> Path:
     """Where ``--markdown PATH`` writes, checked before any drill runs: an
-    existing directory, or a file whose missing parent directories are made
-    now (a path that cannot be written is refused, exit 3, not found out
-    once the drills are done)."""
+    existing directory, a path ending in a separator (a directory, made now),
+    or a file whose missing parent directories are made now (a path that
+    cannot be written is refused, exit 3, not found out once the drills are
+    done). The CLI passes the text as typed: a Path drops the trailing ``/``."""
+    path = Path(given)
+    if str(given).endswith(("/", os.sep)) and not path.is_dir():
+        try:
+            path.mkdir(parents=True)
+        except OSError as exc:
+            raise InvalidInput(f"--markdown {given}: cannot create the directory: {exc.strerror}") from None
     if not path.is_dir():
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,16 @@ from tenantctl.drills.models import BackupManifest, DrillReport, RestoreResult, 
 from tenantctl.drills.restore import cleanup, restore_backup
 from tenantctl.drills.verify import verify
 from tenantctl.engines.base import EventSink, phase
-from tenantctl.errors import Conflict, DrillFailed, InvalidInput, KeyUnusable, NotConfirmed, NotFound, TenantctlError
+from tenantctl.errors import (
+    Conflict,
+    DrillFailed,
+    InvalidInput,
+    KeyUnusable,
+    NotConfirmed,
+    NotFound,
+    QuotaExceeded,
+    TenantctlError,
+)
 from tenantctl.models import TenantRecord, TenantStatus, utcnow
 from tenantctl.naming import require_valid
 
@@ -108,9 +117,10 @@ def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = No
           on_event: EventSink | None = None, compression: Compression | None = None) -> DrillReport:
     """One drill; failures become a fail verdict with the reason, never an exception,
     except NotFound (an unknown backup id), Conflict (a target that holds rows,
-    a tenant locked or mid-operation) and InvalidInput (nothing live to back up,
+    a tenant locked or mid-operation), InvalidInput (nothing live to back up,
     a retention window over, a key not the workspace's, a compression the tools
-    lack): the drill did not run, so it is not recorded. ``restorer(ctx, record, index, target=, yes=, overwrite=)``
+    lack) and QuotaExceeded (a tombstone's cell has no slot for it to come back
+    into): the drill did not run, so it is not recorded. ``restorer(ctx, record, index, target=, yes=, overwrite=)``
     restores the backup ``index`` names (the restorer opens its manifest:
     ``restore_backup``, or a revive for a tombstone, whose key must be revived
     first) and returns the result with that manifest. ``on_event``: each phase
@@ -164,7 +174,9 @@ def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = No
                 report.notes.append(f"search index of {f'workspace {name}' if name else 'the tenant'} rebuilt "
                                     f"(the backup was of the earlier layout): {done.documents} documents, "
                                     f"{done.summaries} summaries under search key {done.key_version}")
-    except (NotFound, Conflict, NotConfirmed, InvalidInput):  # refused, not run: no failed drill in history
+    # Refused, not run: no failed drill in history (QuotaExceeded: a tombstone's cell, full or draining,
+    # takes it back into no slot; placement says so before anything changes).
+    except (NotFound, Conflict, NotConfirmed, InvalidInput, QuotaExceeded):
         raise
     except TenantctlError as exc:
         report.key_unusable = isinstance(exc, KeyUnusable)

@@ -104,7 +104,7 @@ class Mover:
         self.held.record = self.ws.registry.save(self.record, **changes)
 
     def phase(self, phase: MovePhase, **move_changes: Any) -> None:
-        self.say(f"move {self.record.tenant_id}: {phase.value}")
+        self.say(f"move {self.record.tenant_id}: {phase.value.replace('_', ' ')}")
         self.save(move=self.move.model_copy(update={"phase": phase, "phase_at": utcnow(), **move_changes}))
 
     def link(self, backwards: bool = False) -> store_sync.Link:

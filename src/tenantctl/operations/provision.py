@@ -103,6 +103,9 @@ class Preview(BaseModel):
     orphans: list[Orphan] = Field(default_factory=list)
     existing: bool = False
     cell: str  # the tenant's cell, or the one placement would pick for a new tenant
+    # A committed cell the sandbox has not applied yet (the run applies it first): the
+    # tenant's stack reads its outputs, so its resources can be planned only once it exists.
+    cell_created_first: bool = False
 
 
 class Applied(BaseModel):
@@ -163,6 +166,11 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
     phase(on_event, spec.id, "placing: cells, quotas and shared-resource limits")
     try:
         current = read[0] if read is not None else registry.get(spec.id)
+        # What the registry refuses (a tombstone, an open move, a tier change) before placement
+        # judges the spec against the record, as the preview does: the same exit code for both.
+        refused = refusal(current, spec, locks=False)
+        if refused is not None:
+            raise refused
         # The cell, its account walls and a slot: refused (exit 11) before anything exists.
         spec, placement = place(ws, spec, current)
     except RegistryUnreachable as exc:
@@ -242,12 +250,15 @@ def preview(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None, 
     if refused is not None:
         raise refused
     spec = choose(ws, spec, record)
-    clients, outputs = ws.cell_clients(spec.cell), ws.cell_outputs(spec.cell)
+    stack = stack_of(spec.id, record)
+    outputs = ws.cell_outputs(spec.cell)
+    if not outputs.get("bucket"):  # only on the sandbox: elsewhere `choose` refuses a cell never applied
+        return Preview(changes=ChangeSet(stack=stack), cell=spec.cell, cell_created_first=True)
+    clients = ws.cell_clients(spec.cell)
     ws.refuse_relocated(ws.cell(spec.cell), outputs)
     preflight.check(spec, outputs, clients)
     existing = record is not None and record.resources is not None
     tagged = inventory.scan(clients, [spec.region], tenant=spec.id) if existing else []
-    stack = stack_of(spec.id, record)
     with proposed(ws, spec, stack), engine_step(f"previewing {spec.id!r}"):
         changes = ws.engine.preview(stack, on_event=on_event, refresh=existing)
     found = orphans_of(ws, record, changes, tagged)[0] if existing else []

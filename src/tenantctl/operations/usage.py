@@ -54,7 +54,8 @@ def check_selection(tenant_id: str | None, all_: bool, tier: Tier | None = None,
     require_one_or_all(tenant_id, all_)
     given = [f"--{name}" for name, value in (("tier", tier), ("cell", cell)) if value is not None]
     if tenant_id and given:
-        raise UsageError(f"{' and '.join(given)} select tenants with --all, not with a tenant id "
+        verb = "select" if len(given) > 1 else "selects"
+        raise UsageError(f"{' and '.join(given)} {verb} tenants with --all, not with a tenant id "
                          f"({tenant_id!r} is taken as it is)")
 
 

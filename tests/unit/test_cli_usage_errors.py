@@ -1,0 +1,46 @@
+"""Usage errors are what the README's exit-code table says: exit 2, typer's
+wording, one line on stderr (naming the command's --help); and a command's
+help names its arguments as the README's commands table does (`ID`, `TENANT WS`;
+typer braces a required one).
+Parsing fails before any project or sandbox is looked for, so these run anywhere."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+RUN = "import sys; from tenantctl.cli.app import main; sys.argv = ['tenantctl', *sys.argv[1:]]; main()"
+
+
+def tenantctl(*args: str, cwd) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", RUN, *args], capture_output=True, text=True, timeout=60, cwd=cwd)
+
+
+@pytest.mark.parametrize("args, needle, hint", [
+    (["list", "-o", "json"], "No such option: -o", "tenantctl list --help"),
+    (["status"], "Missing argument 'ID'", "tenantctl status --help"),
+    (["statsu"], "No such command 'statsu'", "tenantctl --help"),
+    (["list", "--limit", "abc"], "Invalid value for '--limit'", "tenantctl list --help"),
+    (["workspace", "add", "acme"], "Missing argument 'WS'", "tenantctl workspace add --help"),
+])
+def test_a_usage_error_is_one_line_with_exit_2(tmp_path, args, needle, hint):
+    run = tenantctl(*args, cwd=tmp_path)
+    assert run.returncode == 2, run
+    assert run.stdout == ""
+    [line] = run.stderr.splitlines()
+    assert line.startswith("error: ") and needle in line and hint in line, line
+    assert list(tmp_path.iterdir()) == []  # nothing started, nothing written
+
+
+@pytest.mark.parametrize("args, usage", [
+    (["status", "--help"], "Usage: tenantctl status [OPTIONS] {ID}"),
+    (["provision", "--help"], "Usage: tenantctl provision [OPTIONS] {ID}"),
+    (["workspace", "add", "--help"], "Usage: tenantctl workspace add [OPTIONS] {TENANT} {WS}"),
+    (["drill", "run", "--help"], "Usage: tenantctl drill run [OPTIONS] [ID]"),
+])
+def test_help_names_the_arguments_as_the_readme_does(tmp_path, args, usage):
+    run = tenantctl(*args, cwd=tmp_path)
+    assert run.returncode == 0, run
+    assert run.stdout.splitlines()[0].strip() == usage
