@@ -106,7 +106,12 @@ def test_access_policies_use_the_prefix_with_its_slash(tenants, sandbox):
     assert by_sid["TenantObjects"]["Resource"] == f"{bucket_arn}/tenants/{A}/*"
     assert by_sid["ListTenantPrefix"]["Resource"] == bucket_arn
     assert by_sid["ListTenantPrefix"]["Condition"] == {"StringLike": {"s3:prefix": [f"tenants/{A}/*"]}}
-    assert all(not s.get("NotResource") and s["Effect"] == "Allow" for s in doc["Statement"])
+    assert not any(s.get("NotResource") or s.get("NotAction") for s in doc["Statement"])
+    # The only Denies keep the operator's backups from the tenant, on its own prefix and key.
+    denies = {s["Sid"]: s for s in doc["Statement"] if s["Effect"] == "Deny"}
+    assert sorted(denies) == ["OperatorBackupKeys", "OperatorBackupObjects"]
+    assert denies["OperatorBackupObjects"]["Resource"] == f"{bucket_arn}/tenants/{A}/backups/*"
+    assert denies["OperatorBackupKeys"]["Resource"] == record.resources.kms_key_arn
 
 
 @pytest.mark.parametrize("me, them", [(A, TWIN), (TWIN, A), (A, OTHER)])
