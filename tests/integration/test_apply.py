@@ -13,66 +13,27 @@ registry, which `--match 'ap-t*'` keeps out of this project's prune.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import boto3
 import psycopg
 import pytest
 import yaml
+from apply_project import Project
 
 from tenantctl import naming
 from tenantctl.engines.local.state import StateFile
 from tenantctl.errors import CHANGES_PENDING, NotConfirmed
 from tenantctl.fingerprint import applied_hash, program_fingerprint
-from tenantctl.models import CellSpec, TenantSpec, TenantStatus
+from tenantctl.models import TenantStatus
 from tenantctl.operations.apply import in_shard
-from tenantctl.stackconfig import read_tenant, stack_file, write_cell, write_tenant
+from tenantctl.stackconfig import read_tenant, stack_file
 from tenantctl.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[2]
 TENANTS = [f"ap-t{i:02d}" for i in range(20)]
 MATCH = ("--match", "ap-t*")
-
-
-class Project:
-    """A project directory with its own stacks/, and `tenantctl` run in it."""
-
-    def __init__(self, root: Path, sandbox) -> None:
-        self.root = root
-        self.sandbox = sandbox
-        self.env = {**os.environ, "TENANTCTL_SANDBOX_DIR": str(sandbox.state_dir), "PYTHONWARNINGS": "ignore",
-                    "COLUMNS": "200"}
-        self.env.pop("TENANTCTL_TARGET", None)
-
-    @property
-    def stacks(self) -> Path:
-        return self.root / "stacks"
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "tenantctl", *args], cwd=self.root, env=self.env,
-                              capture_output=True, text=True, timeout=900)
-
-    def apply(self, *args: str) -> tuple[int, dict, str]:
-        """`tenantctl apply --json ARGS` -> (exit code, summary, stderr)."""
-        done = self.cli("apply", "--json", *args)
-        try:
-            summary = json.loads(done.stdout)
-        except json.JSONDecodeError:
-            pytest.fail(f"apply {args}: exit {done.returncode}, no JSON summary\n{done.stdout}\n{done.stderr}")
-        assert summary["exit_code"] == done.returncode
-        return done.returncode, summary, done.stderr
-
-    def write(self, tenant_id: str, **fields) -> TenantSpec:
-        spec = TenantSpec.model_validate({"id": tenant_id, **fields})
-        write_tenant(self.stacks, spec)
-        return spec
-
-    def workspace(self) -> Workspace:
-        return Workspace(project_dir=self.root, cwd=self.root)
 
 
 def results(summary: dict, prefix: str = "ap-t") -> dict[str, dict]:
@@ -98,12 +59,7 @@ def aws(sandbox, service: str):
 
 @pytest.fixture(scope="module")
 def proj(sandbox, tmp_path_factory) -> Project:
-    root = tmp_path_factory.mktemp("apply-project")
-    shutil.copy(REPO / "Pulumi.yaml", root / "Pulumi.yaml")
-    (root / "stacks").mkdir()
-    # A committed platform stack file, as in a real repository: apply must never treat it as a tenant.
-    write_cell(root / "stacks", CellSpec())
-    return Project(root, sandbox)
+    return Project.make(tmp_path_factory.mktemp("apply-project"), sandbox)
 
 
 def test_first_apply_provisions_every_tenant(proj, sandbox):

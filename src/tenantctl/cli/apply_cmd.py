@@ -40,7 +40,7 @@ def _details(result: "StackResult", preview: bool) -> None:
 
 
 @contextmanager
-def _progress(preview: bool) -> Iterator[tuple[Callable, Callable]]:
+def _progress(preview: bool) -> Iterator[tuple[Callable, Callable, Callable, Callable]]:
     """Per-tenant progress on stderr: the plan, then one line per finished
     tenant, each stamped with the time since the start. stdout stays for the
     summary (and --json)."""
@@ -66,7 +66,10 @@ def _progress(preview: bool) -> Iterator[tuple[Callable, Callable]]:
         def on_wait(busy) -> None:
             progress.note(f"waiting: {escape(str(busy))}")
 
-        yield on_plan, on_result, on_wait
+        def on_stop(why: str) -> None:
+            progress.note(f"[red]stopping[/]: {escape(why)}: no further stack is started, the running ones finish")
+
+        yield on_plan, on_result, on_wait, on_stop
 
 
 @app.command()
@@ -84,6 +87,10 @@ def apply(
         "--yes", "-y", help="Go ahead with what deletes: --prune's deprovisions, and tenant updates whose plan "
                             "deletes or replaces resources (without it such a tenant is refused).")] = False,
     parallel: Annotated[int, typer.Option(min=1, help="Tenants applied at once (each in a process of its own).")] = 4,
+    max_failures: Annotated[Optional[int], typer.Option(
+        "--max-failures", min=0, metavar="N",
+        help="Once more than N cells and tenants have failed, start no more: the running ones finish, the rest "
+             "are reported 'not started' (exit 1). Default: no limit. Not with --preview.")] = None,
     shard: Annotated[Optional[str], typer.Option(
         help="I/N: only this runner's deterministic share of tenants.")] = None,
     match: Annotated[Optional[list[str]], typer.Option(
@@ -107,10 +114,14 @@ def apply(
     bucket or secret is called out. Unchanged tenants are skipped by their
     fingerprint; --refresh reads them live instead and repairs the drifted ones.
 
+    --max-failures N guards a fleet rollout (a program change re-applies every
+    tenant): once more than N cells and tenants have failed, no further one
+    starts; those never started are reported 'not started'.
+
     Exit codes: 0 all applied (or, with --preview, nothing pending); 12 changes pending
-    (--preview); 1 at least one tenant failed, or would be refused (the summary says
-    which and why); 13 not confirmed; 2 a usage error. Progress goes to stderr, the
-    summary to stdout.
+    (--preview); 1 at least one tenant failed, or would be refused, or was not started
+    (the summary says which and why); 13 not confirmed; 2 a usage error. Progress goes
+    to stderr, the summary to stdout.
     """
     from tenantctl.cli.confirm import confirmation
     from tenantctl.operations.apply import Action
@@ -127,18 +138,19 @@ def apply(
             confirm.check(f"apply --prune: deprovision {len(doomed)} tenant(s) missing from stacks/ "
                           "(final backup, keys scheduled for deletion, tombstones kept)", doomed)
 
-    with _progress(preview) as (on_plan, on_result, on_wait):
+    with _progress(preview) as (on_plan, on_result, on_wait, on_stop):
         summary = run(Workspace(), preview=preview, prune=prune, parallel=parallel, shard=shard,
-                      match=match or (), cell=cell, refresh=refresh, yes=yes,
-                      on_plan=lambda c, r: (on_plan(c, r), confirm_prunes(r)), on_result=on_result, on_wait=on_wait)
+                      match=match or (), cell=cell, refresh=refresh, yes=yes, max_failures=max_failures,
+                      on_plan=lambda c, r: (on_plan(c, r), confirm_prunes(r)), on_result=on_result, on_wait=on_wait,
+                      on_stop=on_stop)
     if markdown:
         markdown.write_text(render("apply_summary.md.j2", summary=summary))
     if json_out:
-        print_json({**summary.model_dump(mode="json"), "counts": summary.counts, "exit_code": summary.exit_code()})
+        print_json({**summary.model_dump(mode="json"), "counts": summary.counts,
+                    "not_started": len(summary.not_started), "exit_code": summary.exit_code()})
     else:
         shown = summary.listed
-        rows = [(r.name, r.action.value, "ok" if r.ok else f"failed: {escape(r.error or '')}", escape(r.reason),
-                 _changes(r)) for r in shown]
+        rows = [(r.name, r.action.value, escape(r.outcome), escape(r.reason), _changes(r)) for r in shown]
         if rows:
             table(f"apply{' --preview' if preview else ''} · shard {summary.shard} · {summary.seconds:.1f}s",
                   ["stack", "action", "result", "why", "resources"], rows)
@@ -147,7 +159,8 @@ def apply(
         cells = [f"cell {c.cell} {c.action.value}" for c in summary.cells if c.action is not Action.unchanged]
         tenants = ", ".join(f"{n} {a}" for a, n in summary.counts.items()) or "no tenants in stacks/"
         failed = [f"{len(summary.failed)} failed"] if summary.failed else []
-        console.print("; ".join([*cells, tenants, *failed]), highlight=False)
+        held = [f"{len(summary.not_started)} not started ({summary.stopped})"] if summary.not_started else []
+        console.print("; ".join([*cells, tenants, *failed, *held]), highlight=False)
     orphans = summary.orphans
     if orphans:
         names = ", ".join(r.tenant_id for r in orphans)

@@ -6,7 +6,8 @@ of the same spec + program and its last provision did not fail, otherwise
 created or updated; a stack file the program would not run as it is (see
 `stackconfig`), or that is none of its tenant's stacks, is refused. Work runs in a
 bounded process pool (the LocalEngine drives Pulumi's process-global runtime,
-so tenants can't share a process), one failure never stops the others, and
+so tenants can't share a process), one failure never stops the others (unless
+`--max-failures` says how many may: `apply_guard`), and
 `--shard I/N` splits tenants deterministically by a hash of their id so CI
 runners get disjoint sets that cover everything.
 
@@ -29,8 +30,9 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from pathlib import Path
@@ -42,6 +44,7 @@ from tenantctl.fingerprint import applied_hash, program_fingerprint
 from tenantctl.models import TenantRecord
 from tenantctl.naming import DEFAULT_CELL, broken_rule, forget_hint, require_valid
 from tenantctl.operations.apply_cells import apply_cells, drift_check, orphan_cells, plan_cells, preview_cells
+from tenantctl.operations.apply_guard import FailureBudget
 from tenantctl.operations.apply_results import (
     GONE,
     RUNS,
@@ -280,49 +283,86 @@ def _died(r: TenantResult) -> TenantResult:
         f"still locked, check its resources, then `tenantctl unlock {r.tenant_id} --force` and re-run")})
 
 
+def _rolling(start: Callable[[TenantResult], Future], waiting: deque[TenantResult], width: int,
+             may_start: Callable[[TenantResult], bool], settle: Callable[[TenantResult, Future], None]) -> None:
+    """Keep up to ``width`` of ``waiting`` running (``start`` submits one), ``settle``
+    each as it finishes. Submitted one by one rather than all at once, so that
+    nothing is queued past ``may_start`` saying no (an executor runs what it has
+    queued, cancel or not); what was never started is left in ``waiting``."""
+    running: dict[Future, TenantResult] = {}
+    while True:
+        while waiting and len(running) < width and may_start(waiting[0]):
+            planned = waiting.popleft()
+            try:
+                running[start(planned)] = planned
+            except BrokenProcessPool:  # broken before any future said so: theirs will; submit no more
+                waiting.appendleft(planned)
+                break
+        if not running:
+            return
+        finished, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in finished:
+            settle(running.pop(future), future)
+
+
 def run_pool(todo: Iterable[TenantResult], args: tuple[str, str, bool], preview: bool, parallel: int,
              report: Callable[[TenantResult], None], records: Mapping[str, TenantRecord],
-             worker: Worker = _worker, refresh: bool = False) -> None:
+             worker: Worker = _worker, refresh: bool = False,
+             budget: FailureBudget | None = None) -> list[TenantResult]:
     """Run `todo` in at most `parallel` spawned processes, calling `report` as
-    each finishes; each worker gets its tenant's record from ``records`` (the plan's)."""
-    todo = list(todo)
+    each finishes; each worker gets its tenant's record from ``records`` (the plan's).
+    Each failure is spent from ``budget`` (--max-failures): once it is spent no
+    further tenant starts. Returns the planned results never started."""
+    budget = budget or FailureBudget()
     extra = {"refresh": True} if refresh else {}
     ctx = get_context("spawn")  # not fork: the parent may hold gRPC/boto3 threads that fork would break
+    waiting = deque(todo)
     broken: list[TenantResult] = []
-    pool = ProcessPoolExecutor(max_workers=min(parallel, len(todo)), mp_context=ctx)
+
+    def call(submit: Callable[..., Future], r: TenantResult) -> Future:
+        return submit(worker, *args, r.tenant_id, r.action.value, preview, records.get(r.tenant_id), **extra)
+
+    def finish(result: TenantResult) -> None:
+        report(result)
+        budget.count(result)
+
+    def settle(planned: TenantResult, future: Future) -> None:
+        try:
+            finish(future.result())
+        except BrokenProcessPool:
+            broken.append(planned)
+        except Exception as exc:  # e.g. a result that would not unpickle
+            finish(planned.model_copy(update={"ok": False, "error": f"{type(exc).__name__}: {exc}"}))
+
+    pool = ProcessPoolExecutor(max_workers=max(1, min(parallel, len(waiting))), mp_context=ctx)
     try:
-        futures: dict[Future, TenantResult] = {
-            pool.submit(worker, *args, r.tenant_id, r.action.value, preview, records.get(r.tenant_id), **extra): r
-            for r in todo}
-        for future in as_completed(futures):
-            planned = futures[future]
-            try:
-                report(future.result())
-            except BrokenProcessPool:
-                broken.append(planned)
-            except Exception as exc:  # e.g. a result that would not unpickle
-                report(planned.model_copy(update={"ok": False, "error": f"{type(exc).__name__}: {exc}"}))
+        _rolling(lambda r: call(pool.submit, r), waiting, parallel, lambda _: not broken and not budget.spent,
+                 settle)
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
-    if not broken:
-        return
+    if not broken and (not waiting or budget.spent):
+        return list(waiting)
 
-    # A dead worker broke the pool and took every unfinished tenant with it:
-    # re-run each of those in a process of its own, so only the culprit fails
-    # (a tenant killed mid-run finds its record locked and says so).
+    # A dead worker broke the pool and took every running tenant with it: re-run
+    # each of those in a process of its own, so only the culprit fails (a tenant
+    # killed mid-run finds its record locked and says so). They were started, so
+    # they run whatever the budget says; the ones the broken pool never started
+    # follow, one process each too, while the budget allows.
     def isolated(r: TenantResult) -> TenantResult:
         with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as one:
             try:
-                return one.submit(worker, *args, r.tenant_id, r.action.value, preview, records.get(r.tenant_id),
-                                  **extra).result()
+                return call(one.submit, r).result()
             except BrokenProcessPool:
                 return _died(r)
 
-    with ThreadPoolExecutor(max_workers=min(parallel, len(broken))) as threads:
-        for future in as_completed([threads.submit(isolated, r) for r in broken]):
-            report(future.result())
+    restarted = {r.tenant_id for r in broken}
+    waiting.extendleft(reversed(broken))
+    with ThreadPoolExecutor(max_workers=parallel) as threads:
+        _rolling(lambda r: threads.submit(isolated, r), waiting, parallel,
+                 lambda r: r.tenant_id in restarted or not budget.spent, lambda _, f: finish(f.result()))
+    return list(waiting)
 
 
 def _drift_check(ws: Workspace, results: list[TenantResult], records: dict[str, TenantRecord],
@@ -373,9 +413,11 @@ def apply(
     cell: str | None = None,
     yes: bool = False,
     refresh: bool = False,
+    max_failures: int | None = None,
     on_plan: Callable[[list[CellResult], list[TenantResult]], None] | None = None,
     on_result: Callable[[StackResult], None] | None = None,
     on_wait: Callable[[CellBusy], None] | None = None,
+    on_stop: Callable[[str], None] | None = None,
 ) -> ApplySummary:
     """Reconcile stacks/ with the registry: the committed cell stacks first
     (those whose spec or program changed; none in a ``match`` run, whose scope
@@ -386,9 +428,16 @@ def apply(
     ``yes``: a stack whose plan deletes or replaces resources goes ahead
     (without it that stack is refused: NotConfirmed, the others still run).
     ``on_plan`` sees the plan before anything runs; raising there stops the
-    run with nothing changed. ``on_wait``: another shard holds a cell's lease."""
+    run with nothing changed. ``on_wait``: another shard holds a cell's lease.
+    ``max_failures``: once more than that many cells and tenants have failed,
+    start no more (`apply_guard`; refused with a preview, which starts nothing
+    and reports every stack); ``on_stop`` is told why, once."""
     if parallel < 1:
         raise UsageError(f"Invalid value for '--parallel': {parallel} is not in the range x>=1.")
+    if preview and max_failures is not None:
+        raise UsageError("Option '--max-failures' cannot be used with '--preview': a preview starts nothing and "
+                         "reports every stack (drop --max-failures there, keep it on the apply).")
+    budget = FailureBudget(max_failures, on_spent=on_stop)
     started = time.monotonic()
     index, total = parse_shard(shard)
     match = list(match)
@@ -417,7 +466,7 @@ def apply(
         preview_cells(ws, shown)
         awaiting = _awaiting_cells(ws, results, {c.cell for c in cell_plan if c.action is Action.create})
     else:
-        apply_cells(ws, cells, cell_plan, on_wait=on_wait, on_result=on_result)
+        apply_cells(ws, cells, cell_plan, on_wait=on_wait, on_result=on_result, budget=budget)
     todo = [r for r in results if r.action in RUNS and r.tenant_id not in awaiting]
     planned = {r.tenant_id: r for r in todo}
     done: dict[str, TenantResult] = {}
@@ -430,13 +479,25 @@ def apply(
         if on_result:
             on_result(res)
 
-    if parallel == 1 or len(todo) == 1:
+    never: list[TenantResult] = []  # what --max-failures kept from starting
+    if budget.spent:  # failed cells already: no tenant starts
+        never = todo
+    elif parallel == 1 or len(todo) == 1:
         # In this process: no spawn (a few seconds of imports) for one tenant at a time.
-        for r in todo:
-            report(_apply_one(ws, r.tenant_id, r.action, preview, records.get(r.tenant_id), refresh))
+        for i, r in enumerate(todo):
+            if budget.spent:
+                never = todo[i:]
+                break
+            res = _apply_one(ws, r.tenant_id, r.action, preview, records.get(r.tenant_id), refresh)
+            report(res)
+            budget.count(res)
     elif todo:
         ws.engine.prepare()  # e.g. provider plugins installed once, not raced for by every worker
-        run_pool(todo, (str(ws.project_dir), str(ws.cwd), yes), preview, parallel, report, records, refresh=refresh)
+        never = run_pool(todo, (str(ws.project_dir), str(ws.cwd), yes), preview, parallel, report, records,
+                         refresh=refresh, budget=budget)
+    for r in never:
+        done[r.tenant_id] = budget.hold(r)
     merged = [done.get(r.tenant_id, r) for r in results]
     return ApplySummary(preview=preview, refresh=refresh, shard=f"{index}/{total}", match=match, cell=cell,
+                        max_failures=max_failures, stopped=budget.why() if budget.spent else None,
                         seconds=round(time.monotonic() - started, 3), cells=shown, results=merged)

@@ -24,6 +24,7 @@ from tenantctl.engines.base import ChangeSet, Op
 from tenantctl.errors import ApplyFailed, contained
 from tenantctl.models import CellSpec
 from tenantctl.naming import DEFAULT_CELL, cell_stack
+from tenantctl.operations.apply_guard import FailureBudget
 from tenantctl.operations.apply_results import Action, CellResult, after_refresh
 from tenantctl.operations.cell import stack_file_state
 from tenantctl.operations.refresh import removal_failures, revoke_cell_rules
@@ -106,12 +107,18 @@ def preview_cells(ws: Workspace, planned: list[CellResult]) -> list[CellResult]:
 
 def apply_cells(ws: Workspace, cells: dict[str, CellSpec], planned: list[CellResult],
                 on_wait: Callable[[CellBusy], None] | None = None,
-                on_result: Callable[[CellResult], None] | None = None) -> list[CellResult]:
+                on_result: Callable[[CellResult], None] | None = None,
+                budget: FailureBudget | None = None) -> list[CellResult]:
     """Apply the planned cells one at a time, the home cell first, each under
     its lease (waiting for another shard's), and set each counter's draining
-    flag as its stack file says."""
+    flag as its stack file says. A failed cell is spent from ``budget``
+    (--max-failures); once it is spent, the cells left are not started."""
+    budget = budget or FailureBudget()
     for result in planned:
         if result.action not in (Action.create, Action.update, Action.repair):
+            continue
+        if budget.spent:
+            budget.hold(result)
             continue
         started = time.monotonic()
         with contained(result):
@@ -133,4 +140,5 @@ def apply_cells(ws: Workspace, cells: dict[str, CellSpec], planned: list[CellRes
         result.seconds = round(time.monotonic() - started, 3)
         if on_result is not None:
             on_result(result)
+        budget.count(result)
     return planned

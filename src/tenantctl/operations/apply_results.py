@@ -41,6 +41,16 @@ class StackResult(BaseModel):
     # rules added out of band
     orphans: list[Orphan] = Field(default_factory=list)
     seconds: float = 0.0
+    # --max-failures: planned to run, never started once too many others had failed (``ok`` False,
+    # ``error`` says why); the run fails, but it is not a failure of its own.
+    not_started: bool = False
+
+    @property
+    def outcome(self) -> str:
+        """What the summary's result column says: ok, failed (with the error) or not started."""
+        if self.not_started:
+            return "not started"
+        return "ok" if self.ok else f"failed: {self.error or ''}"
 
     @property
     def loses_data(self) -> list[ResourceChange]:
@@ -84,6 +94,8 @@ class ApplySummary(BaseModel):
     shard: str
     match: list[str] = Field(default_factory=list)
     cell: str | None = None
+    max_failures: int | None = None  # --max-failures: None, no limit
+    stopped: str | None = None  # why the run started no more stacks (--max-failures passed)
     seconds: float
     cells: list[CellResult] = Field(default_factory=list)
     results: list[TenantResult]
@@ -102,7 +114,12 @@ class ApplySummary(BaseModel):
 
     @property
     def failed(self) -> list[StackResult]:
-        return [r for r in self.stacks if not r.ok]
+        return [r for r in self.stacks if not r.ok and not r.not_started]
+
+    @property
+    def not_started(self) -> list[StackResult]:
+        """Stacks --max-failures kept from starting: they fail the run, not as failures of their own."""
+        return [r for r in self.stacks if r.not_started]
 
     @property
     def skipped(self) -> list[TenantResult]:
@@ -125,8 +142,9 @@ class ApplySummary(BaseModel):
         return [r for r in self.results if r.action is Action.orphan]
 
     def exit_code(self) -> int:
-        """apply: 0 ok / 1 a cell or tenant failed; preview: 0 nothing to do / 12 changes pending / 1 error."""
-        if self.failed:
+        """apply: 0 ok / 1 a cell or tenant failed or was not started; preview: 0 nothing to do / 12 changes
+        pending / 1 error."""
+        if self.failed or self.not_started:
             return 1
         if self.preview and self.pending:
             return CHANGES_PENDING
