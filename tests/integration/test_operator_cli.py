@@ -409,9 +409,18 @@ def test_hibernate_stops_an_idle_dedicated_database_the_runtime_wakes_it_and_cos
     busy = cli("hibernate", "op-ded")  # provisioned minutes ago: not idle
     assert busy.returncode == 3 and "not idle" in busy.stderr, busy
     # --all skips it (every dedicated tenant here is busy): its progress line says so and why, never "done".
-    swept = cli("hibernate", "--all", "--json")
+    # A record of a cell this project does not define (another project's, or its stack file removed) is
+    # skipped too, naming the cell: one odd record does not end the nightly sweep.
+    elsewhere = {**registry_record(sandbox, "op-ded"), "tenant_id": "op-elsewhere", "cell": "nowhere"}
+    write_record(sandbox, elsewhere)
+    try:
+        swept = cli("hibernate", "--all", "--json")
+    finally:
+        aws(sandbox, "dynamodb").delete_item(TableName=platform_outputs(sandbox)["registry_table"],
+                                             Key={"tenant_id": {"S": "op-elsewhere"}})
     assert swept.returncode == 0, swept
     assert swept.json()["hibernated"] == [] and "not idle" in swept.json()["skipped"]["op-ded"]
+    assert "no cell 'nowhere'" in swept.json()["skipped"]["op-elsewhere"]
     assert "hibernating op-ded: skipped: " in swept.stderr and "not idle" in swept.stderr, swept.stderr
     assert "hibernating op-ded: done" not in swept.stderr
     pooled = cli("hibernate", ACME)

@@ -77,7 +77,7 @@ def hibernate(
     `tenantctl move` wakes a hibernated tenant first.
     """
     from tenantctl.cli.progress import engine_progress
-    from tenantctl.errors import Conflict, InvalidInput, require_one_or_all
+    from tenantctl.errors import Conflict, InvalidInput, NotFound, require_one_or_all
     from tenantctl.models import TenantStatus, Tier
     from tenantctl.operations.hibernate import hibernate as run
     from tenantctl.workspace import Workspace
@@ -93,10 +93,12 @@ def hibernate(
         with engine_progress(f"hibernating {tid}") as view:
             try:
                 record, usage = run(ws, tid, idle_days=idle_days, force=force, on_event=view)
-            except (InvalidInput, Conflict) as exc:
+            except (InvalidInput, Conflict, NotFound) as exc:
                 if not all_:
                     raise
-                skipped[tid] = str(exc)  # --all: the tenants that are not idle, moving or locked stay up
+                # --all: the tenants that are not idle, moving or locked stay up, and so does one of a cell
+                # this project does not define (`audit` reports it) or one gone since the listing.
+                skipped[tid] = str(exc)
                 view.skipped(str(exc))
                 continue
         done.append({"record": record, "last_activity": usage.last_activity})

@@ -54,6 +54,7 @@ def hibernate(ws: Workspace, tenant_id: str, idle_days: int = 30, force: bool = 
                            "nothing of its own bills by the hour while it is idle (hibernate is for dedicated tenants)")
     if record.status is not TenantStatus.active or record.resources is None:
         raise InvalidInput(f"tenant {tenant_id!r} is {record.status.value}: only an active tenant is hibernated")
+    ws.cell(record.cell)  # NotFound (exit 6) for a cell the project does not define, before any read there
     phase(on_event, tenant_id, "measuring its activity")
     usage = measure(record, clients_from_workspace(ws, record), idle_days)
     # Already hibernated: nothing to judge again (idempotent; a drill or backup since is no wake-up).
