@@ -28,14 +28,19 @@ DATABASE_ACL_LOCK = 0x74656E616E74  # "tenant"
 # session of any other role holding or awaiting it is ended, and the admin's
 # own (another run's) is waited for. A DO block: a plain statement, so the
 # template's single-transaction script can hold the lock to its end.
+# pg_stat_activity is read from a snapshot kept for the whole transaction: a
+# run that started the loop while another admin session was still logging in
+# saw no user for it, and would end it once it held the lock. So the snapshot
+# is dropped before each look, and a session with no known user is never ended.
 ACL_LOCK_SQL = f"""DO $acl$
 BEGIN
   WHILE NOT pg_try_advisory_xact_lock({DATABASE_ACL_LOCK}) LOOP
+    PERFORM pg_stat_clear_snapshot();
     PERFORM pg_terminate_backend(l.pid) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
       WHERE l.locktype = 'advisory' AND l.objsubid = 1
         AND l.classid = {DATABASE_ACL_LOCK >> 32} AND l.objid = {DATABASE_ACL_LOCK & 0xFFFFFFFF}
         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-        AND a.usename IS DISTINCT FROM current_user;
+        AND a.usename IS NOT NULL AND a.usename <> current_user;
     PERFORM pg_sleep(0.05);
   END LOOP;
 END
