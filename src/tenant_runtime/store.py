@@ -61,6 +61,7 @@ from tenant_runtime.documents import (
     ReindexProgress,
     ReindexResult,
     Summary,
+    check_json_text,
     check_text,
     item_locks,
     not_unicode,
@@ -603,8 +604,7 @@ def _append_input(ctx: TenantContext, conversation_id: str, role: str, content: 
         raise InvalidRequest("metadata must be JSON-serialisable") from None
     if len(meta_json) > MAX_METADATA:
         raise InvalidRequest(f"metadata is {len(meta_json)} bytes of JSON; the limit is {MAX_METADATA}")
-    if "\\ud" in meta_json:  # a surrogate, escaped: a pair (an emoji) is fine, jsonb refuses a lone one
-        check_text(json.dumps(meta, ensure_ascii=False), "metadata")
+    check_json_text(meta, meta_json, "metadata")
     return body, meta, meta_json
 
 
