@@ -148,9 +148,7 @@ def rebuild_unindexed(ws: Any, record: TenantRecord, on_rebuild: Callable[[str |
                     continue
                 if on_rebuild is not None:
                     on_rebuild(workspace, items)
-                done = store.reindex(ctx, if_unindexed=True)
-                if done is not None:
-                    rebuilt[workspace or ""] = done
+                rebuilt[workspace or ""] = store.reindex(ctx)  # counted just now: not again (if_unindexed)
     except (KeyUnusable, TargetUnavailable) as exc:
         raise type(exc)(f"tenant {tenant_id!r}: its search index could not be rebuilt after the schema upgrade "
                         f"({exc}); search refuses to answer until `tenantctl search reindex {tenant_id}` "
