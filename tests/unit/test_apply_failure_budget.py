@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -29,11 +30,18 @@ from tenantctl.stackconfig import write_cell, write_tenant
 
 def marking_worker(project_dir, cwd, yes, tenant_id, action, preview, record):
     """Runs in a spawned process (module-level, so it pickles by reference):
-    marks its tenant started; `bad*` fail, `crash` kills its process."""
+    marks its tenant started; `bad*` fail, `crash` kills its process. With a
+    gate directory (``cwd``), a tenant that succeeds returns only once the
+    parent has been told of a failure (``released`` there): it cannot finish,
+    and free its worker for the next tenant, before the budget is spent."""
     (Path(project_dir) / tenant_id).touch()
     if tenant_id == "crash":
         os._exit(3)
     ok = not tenant_id.startswith("bad")
+    if ok and cwd != ".":
+        deadline = time.monotonic() + 60
+        while not (Path(cwd) / "released").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
     return TenantResult(tenant_id=tenant_id, action=Action(action), ok=ok, error=None if ok else "policy gate")
 
 
@@ -41,18 +49,30 @@ def started(markers: Path) -> set[str]:
     return {p.name for p in markers.iterdir()}
 
 
-def pool(markers: Path, ids: list[str], parallel: int, limit: int | None) -> tuple[list[TenantResult], list[str]]:
-    """run_pool over ``ids`` -> (what it reported, the ids it returned as never started)."""
+def pool(markers: Path, ids: list[str], parallel: int, limit: int | None,
+         gate: Path | None = None) -> tuple[list[TenantResult], list[str]]:
+    """run_pool over ``ids`` -> (what it reported, the ids it returned as never started).
+    ``gate``: succeeding tenants wait there until a failure was reported (``marking_worker``)."""
     got: list[TenantResult] = []
-    never = run_pool([TenantResult(tenant_id=t, action=Action.update) for t in ids], (str(markers), ".", False),
-                     False, parallel, got.append, {}, worker=marking_worker, budget=FailureBudget(limit))
+
+    def report(result: TenantResult) -> None:
+        got.append(result)
+        if gate is not None and not result.ok:
+            (gate / "released").touch()
+
+    never = run_pool([TenantResult(tenant_id=t, action=Action.update) for t in ids],
+                     (str(markers), str(gate) if gate is not None else ".", False),
+                     False, parallel, report, {}, worker=marking_worker, budget=FailureBudget(limit))
     return got, [r.tenant_id for r in never]
 
 
 def test_the_pool_starts_no_tenant_once_more_than_max_failures_failed(tmp_path):
-    # Two at a time: `bad` and `a` start together; once `bad` failed nothing more starts, `a` finishes.
-    got, never = pool(tmp_path, ["bad", "a", "b", "c", "d"], parallel=2, limit=0)
-    assert started(tmp_path) == {"bad", "a"}
+    # Two at a time: `bad` and `a` start together; once `bad` failed nothing more starts, `a` finishes
+    # (held until then: finishing first, it would free its worker for `b` before the failure is known).
+    markers, gate = tmp_path / "markers", tmp_path / "gate"
+    markers.mkdir(), gate.mkdir()
+    got, never = pool(markers, ["bad", "a", "b", "c", "d"], parallel=2, limit=0, gate=gate)
+    assert started(markers) == {"bad", "a"}
     assert {r.tenant_id: r.ok for r in got} == {"bad": False, "a": True}
     assert never == ["b", "c", "d"]
 
