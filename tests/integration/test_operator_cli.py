@@ -146,7 +146,9 @@ def test_progress_off_a_terminal_is_a_line_per_phase_with_the_elapsed_time(cli):
 
 
 def test_a_terminal_sees_a_live_count_of_resources_and_is_asked_before_a_deprovision(cli, sandbox):
-    made = run_in_terminal(cli, "provision", "op-tty")
+    # Wide enough for the longest live line (a rolePolicy's type and name, then the count): at 100
+    # columns rich wraps and truncates it ("10 of 13" / "resou…"), whichever resource a refresh showed.
+    made = run_in_terminal(cli, "provision", "op-tty", columns=200)
     assert made.returncode == 0, made.text
     assert re.search(r"\d+ of \d+ resources", made.text), made.text
     assert "provisioning op-tty: reserving the tenant in the registry" in made.text
