@@ -1,12 +1,17 @@
 """`tenantctl move ID --tier T | --cell C | --rollback | --finalize`: a tenant to another tier or cell."""
 
-from typing import Annotated, Optional
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from tenant_runtime.states import Tier
 from tenantctl.cli.options import JsonFlag, tenant_argument
 from tenantctl.cli.output import console, err_console, print_json
+
+if TYPE_CHECKING:
+    from tenantctl.operations.move import MoveResult
 
 app = typer.Typer()
 
@@ -55,7 +60,7 @@ def move(
     cell (full or draining).
     """
     import time
-    from datetime import datetime, timedelta
+    from datetime import timedelta
 
     from tenantctl.cli.progress import elapsed
     from tenantctl.operations.move import move as run
@@ -72,11 +77,25 @@ def move(
     if json_out:
         print_json(result)
         return
-    line = f"tenant {tenant_id}: {result.outcome.replace('_', ' ')} ({result.from_tier.value} -> {result.to_tier.value}"
-    line += f", cell {result.from_cell} -> {result.to_cell})" if result.from_cell != result.to_cell else ")"
+    console.print(_summary(result), highlight=False)
+
+
+def _summary(result: MoveResult) -> str:
+    """One line; a rollback names where the tenant is now (the result's from/to are the move it undid)."""
+    from datetime import datetime
+
+    cells = result.from_cell != result.to_cell
+    if result.outcome == "rolled_back":
+        where = (result.from_tier.value, result.to_tier.value)
+        if cells:
+            where = (f"{where[0]} in cell {result.from_cell}", f"{where[1]} in cell {result.to_cell}")
+        return f"tenant {result.tenant_id}: rolled back to {where[0]} (its move to {where[1]} undone)"
+    outcome = result.outcome.replace("_", " ")
+    line = f"tenant {result.tenant_id}: {outcome} ({result.from_tier.value} -> {result.to_tier.value}"
+    line += f", cell {result.from_cell} -> {result.to_cell})" if cells else ")"
     if result.freeze_seconds is not None:
         line += f"; writes refused {result.freeze_seconds:.2f} s"
     if result.window_ends_at:  # as `status` writes it (--json keeps the ISO time)
         ends = datetime.fromisoformat(result.window_ends_at)
         line += f"; rollback window until {ends:%Y-%m-%d %H:%M}Z (`--rollback` / `--finalize`)"
-    console.print(line, highlight=False)
+    return line
