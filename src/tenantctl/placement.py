@@ -74,7 +74,9 @@ def unfit(cell: CellSpec, spec: TenantSpec) -> str | None:
     return None
 
 
-def _load(counts: tuple[dict[str, int], bool] | None, cell: CellSpec, tier: Tier) -> float:
+def load(counts: tuple[dict[str, int], bool] | None, cell: CellSpec, tier: Tier) -> float:
+    """How full ``cell`` is for ``tier`` by its counter as read: the pooled share of its cap,
+    or its dedicated count."""
     placed = (counts or ({}, False))[0].get(tier.value, 0)
     return placed / cell.max_pooled_tenants if tier is Tier.pooled else placed
 
@@ -140,7 +142,7 @@ def place(ws: Workspace, spec: TenantSpec, record: TenantRecord | None) -> tuple
     registry = ws.registry
     if len(candidates) > 1:  # one BatchGetItem orders them; a lone candidate needs no read
         counts = registry.cell_counts([c.name for c in candidates])
-        candidates = sorted(candidates, key=lambda c: _load(counts[c.name], c, spec.tier))
+        candidates = sorted(candidates, key=lambda c: load(counts[c.name], c, spec.tier))
     for cell in candidates:
         if cell.draining:
             refusals.append(f"cell {cell.name}: draining")
@@ -190,7 +192,7 @@ def choose(ws: Workspace, spec: TenantSpec, record: TenantRecord | None) -> Tena
             refusals.append(f"cell {cell.name}: {why}")
     if not open_cells:
         raise refused(spec, refusals)
-    best = min(open_cells, key=lambda c: _load(counts[c.name], c, spec.tier))
+    best = min(open_cells, key=lambda c: load(counts[c.name], c, spec.tier))
     return spec.model_copy(update={"cell": best.name})
 
 

@@ -18,6 +18,7 @@ from tenantctl.aws import Clients
 from tenantctl.errors import InvalidInput, QuotaExceeded, TargetUnavailable
 from tenantctl.models import CellSpec, LifecycleSpec, RetentionMenu, TenantRecord, TenantSpec, TenantStatus, Tier
 from tenantctl.operations.cell import _shares_account_region, free_vpc_cidr
+from tenantctl.operations.cell_evacuate import pick
 from tenantctl.placement import choose, place
 from tenantctl.registry import RegistryWriter
 from tenantctl.stackconfig import (
@@ -250,6 +251,34 @@ def test_placement_picks_the_least_loaded_cell_of_the_region(tmp_path: Path, reg
     assert "cell eua: 4 of 4" in str(full.value) and "cell ded: it takes dedicated tenants" in str(full.value)
     with pytest.raises(InvalidInput, match="retention menu"):
         place(ws, TenantSpec(id="t9", region="eu-west-1", cell="eub", lifecycle={"temp_upload_days": 5}), None)
+
+
+def test_an_evacuated_tenant_goes_to_its_own_accounts_cells_first_then_the_least_loaded(
+        tmp_path: Path, registry: RegistryWriter):
+    ws = workspace(tmp_path, registry, [
+        CellSpec(name="eux", region="eu-west-1", draining=True),  # the one being emptied
+        CellSpec(name="euy", region="eu-west-1", max_pooled_tenants=2),
+        CellSpec(name="euz", region="eu-west-1", account_role_arn=ROLE_A, max_pooled_tenants=10),
+        CellSpec(name="eud", region="eu-west-1", tiers=[Tier.dedicated]),
+        CellSpec(name="usx", region="us-east-1")])
+    ws.cell_outputs = lambda name: {"account_id": "111111111111"}
+    cells, leaving, loads = ws.cells(), ws.cell("eux"), {}
+    pooled = TenantSpec(id="t1", region="eu-west-1")
+    # euz is emptier, but euy is of the leaving cell's account (the move keeps the tenant's key and role).
+    assert [pick(ws, cells, leaving, pooled, loads)[0] for _ in range(4)] == ["euy", "euy", "euz", "euz"]
+    chosen, refusals = pick(ws, cells, leaving, pooled, {})  # a run: only the counters count
+    assert chosen == "euy" and refusals == ["cell eud: it takes dedicated tenants, not pooled"]
+    # A dedicated store never stands beside its own in one account and region.
+    chosen, refusals = pick(ws, cells, leaving, pooled.model_copy(update={"tier": Tier.dedicated}), {})
+    assert chosen == "euz"
+    assert [r.split(":")[0] for r in refusals] == ["cell eud", "cell euy"]
+    assert all("a dedicated store cannot stand beside its own" in r for r in refusals)
+    registry.reserve_slot("euy", Tier.pooled, cap=2)
+    registry.reserve_slot("euy", Tier.pooled, cap=2)
+    registry.set_draining("euz", True)
+    chosen, refusals = pick(ws, cells, leaving, pooled, {})
+    assert chosen is None and "cell euz: draining" in refusals
+    assert "cell euy: 2 of 2 pooled tenants placed" in refusals[1]
 
 
 def test_a_committed_cell_not_applied_yet_is_passed_over_unless_forced(tmp_path: Path, registry: RegistryWriter):

@@ -1,4 +1,4 @@
-"""`tenantctl cell add | list | show | drain | remove`: the cells tenants are placed in."""
+"""`tenantctl cell add | list | show | drain | evacuate | remove`: the cells tenants are placed in."""
 
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -147,6 +147,70 @@ def drain(
         print_json(info)
     else:
         console.print(f"cell {name}: {'draining: no new tenants' if info.draining else 'takes new tenants'}")
+
+
+@app.command("evacuate")
+def evacuate(
+    name: CellArg,
+    to: Annotated[Optional[str], typer.Option("--to", metavar="CELL", help="Move every tenant to this cell "
+                                              "(default: each to the least loaded cell of its region that "
+                                              "takes it, one of the same account first).")] = None,
+    finalize: Annotated[bool, typer.Option("--finalize", help="End the rollback windows of the moves out of the "
+                                                               "cell (final backups, old stores removed).")] = False,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, metavar="N",
+                                                 help="Move at most N tenants in this run (waves).")] = None,
+    max_failures: Annotated[Optional[int], typer.Option(
+        "--max-failures", min=0, metavar="N",
+        help="Once more than N moves have failed, start no more (the rest: 'not started', exit 1).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say where each tenant would go; move nothing.")] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Move every tenant of a draining cell to other cells, one move after another.
+
+    Each is `tenantctl move ID --cell C` (copy while serving, a short write
+    freeze, verify, switch) and keeps its rollback window; a move a killed run
+    left is resumed; a re-run moves what is left. `--finalize` then ends the
+    windows of the moves out of the cell, after which `tenantctl cell remove`
+    retires it. Tenants not active or moving otherwise are skipped, saying why.
+
+    Exit codes: 0 every tenant it could move moved (skipped ones, those
+    waiting for --finalize and those left by --limit are listed); 1 a move
+    refused (no cell with room: add one or give --to), failed or not started
+    (--max-failures); 3 the cell is not draining (`tenantctl cell drain NAME`),
+    or --to is the cell itself or unknown; 6 unknown cell; 11 --to is draining.
+    """
+    import time
+    from collections import Counter
+
+    from tenantctl.cli.progress import elapsed
+    from tenantctl.operations.cell_evacuate import evacuate as run
+    from tenantctl.workspace import Workspace
+
+    started = time.monotonic()
+
+    def progress(line: str) -> None:  # stderr, stamped like `move`'s (stdout holds the result)
+        output.err_console.print(f"{elapsed(started)} {line}", highlight=False, markup=False)
+
+    if dry_run and finalize:
+        from tenantctl.errors import UsageError
+
+        raise UsageError("Option '--dry-run' cannot be used with '--finalize'.")
+    result = run(Workspace(), name, to=to, finalize=finalize, dry_run=dry_run, limit=limit,
+                 max_failures=max_failures, progress=progress)
+    if json_out:
+        print_json({**result.model_dump(mode="json"), "exit_code": result.exit_code()})
+    else:
+        verb = "would go" if dry_run else "done"
+        rows = [(t.tenant_id, t.tier.value, t.to_cell or "-", t.outcome.replace("_", " "), t.detail or "")
+                for t in result.tenants]
+        if rows:
+            table(f"cell {name}: evacuate{' --finalize' if finalize else ''}{' --dry-run' if dry_run else ''}",
+                  ["tenant", "tier", "to cell", verb, "why"], rows)
+        counts = Counter(t.outcome for t in result.tenants)
+        said = ", ".join(f"{n} {o.replace('_', ' ')}" for o, n in counts.items()) or "no tenant in it"
+        console.print(f"cell {name}: {said}" + (f"; stopped: {result.stopped}" if result.stopped else ""),
+                      highlight=False)
+    raise typer.Exit(result.exit_code())
 
 
 @app.command("remove")

@@ -45,8 +45,11 @@ class FailureBudget:
 
     def count(self, result: StackResult) -> None:
         """A stack that ran: its failure is spent from the budget."""
-        if result.ok or result.not_started:
-            return
+        if not (result.ok or result.not_started):
+            self.fail()
+
+    def fail(self) -> None:
+        """One run failed: spent from the budget."""
         was_spent = self.spent
         self.failures += 1
         if self.spent and not was_spent and self._on_spent is not None:

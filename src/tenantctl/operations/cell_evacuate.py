@@ -1,0 +1,233 @@
+"""Emptying a cell (`tenantctl cell evacuate`): its tenants moved to other
+cells, one `move` after another, so that `cell remove` can retire it.
+
+The cell must be draining first (`tenantctl cell drain`): nothing new is placed
+there while it empties, and evacuating is a deliberate second step. Each
+tenant goes where `--to` says, else to the least loaded cell of its region
+that takes its tier and retention classes and has a slot, a cell of the same
+account first (the cheap move: its key, role and queues stay; another account
+builds it again under new keys). A dedicated tenant never goes to another
+cell of the same account and region (its store is its own: `move`'s rule).
+
+One run moves the tenants it finds in turn, in id order: each move is the
+whole lifecycle of `tenantctl move ID --cell C` (copy while serving, a short
+write freeze, verify, switch) and leaves the usual rollback window; a move a
+killed run left half way (preparing, copying, freezing) is resumed. Nothing
+runs in parallel: each move's freeze is short, and a cell's database is what
+every copy reads. ``limit`` moves at most that many tenants (waves);
+``max_failures`` stops starting moves once more than that many failed (a
+refused move, one that changed nothing, does not count). `--finalize` then
+ends the rollback windows of the moves out of the cell: each old store
+removed after its final backup.
+
+A re-run is the resume: tenants already moved are no longer in the cell, those
+switched are reported as waiting for `--finalize`, the rest are moved.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+from tenant_runtime.models import MovePhase
+from tenantctl.errors import Conflict, InvalidInput, QuotaExceeded, TenantctlError
+from tenantctl.models import CellSpec, TenantRecord, TenantSpec, TenantStatus, Tier
+from tenantctl.operations.apply_guard import FailureBudget
+from tenantctl.operations.mover import Progress
+from tenantctl.placement import add_cell_hint, load, named_cell, no_slot, unfit
+from tenantctl.stackconfig import read_tenant, stack_file
+from tenantctl.workspace import Workspace
+
+Outcome = Literal["planned", "switched", "finalized", "waiting", "later", "skipped", "refused", "failed",
+                  "not_started"]
+
+# Refusals made before a move creates anything: they say nothing of the fleet's health.
+_REFUSALS = (InvalidInput, Conflict, QuotaExceeded)
+_RESUMED = (MovePhase.preparing, MovePhase.copying, MovePhase.freezing)
+
+
+class Evacuee(BaseModel):
+    """One tenant of the cell and what this run did with it."""
+
+    tenant_id: str
+    tier: Tier
+    to_cell: str | None = None
+    outcome: Outcome
+    detail: str | None = None  # why skipped, refused or failed; a switched move's window end
+    exit_code: int | None = None  # a refused or failed move's own exit code
+
+
+class Evacuation(BaseModel):
+    """What `cell evacuate` did (``dry_run``: would do) with the cell's tenants."""
+
+    cell: str
+    finalize: bool = False
+    dry_run: bool = False
+    tenants: list[Evacuee]
+    stopped: str | None = None  # why moves stopped being started (--max-failures)
+
+    def count(self, outcome: Outcome) -> int:
+        return sum(1 for t in self.tenants if t.outcome == outcome)
+
+    def exit_code(self) -> int:
+        """1 when a move was refused, failed or not started (--max-failures); 0 otherwise: the
+        tenants skipped (suspended, moving into the cell...), waiting for --finalize or left for
+        a later run (--limit) are reported, not failures."""
+        return 1 if any(t.outcome in ("refused", "failed", "not_started") for t in self.tenants) else 0
+
+
+def evacuate(ws: Workspace, name: str, *, to: str | None = None, finalize: bool = False, dry_run: bool = False,
+             limit: int | None = None, max_failures: int | None = None,
+             progress: Progress | None = None) -> Evacuation:
+    """Move the tenants of cell ``name`` out (see the module's docstring);
+    ``finalize``: end the rollback windows of the moves out of it instead."""
+    from tenantctl.operations.move import move
+
+    say = progress or (lambda line: None)
+    cells = ws.cells()
+    leaving = ws.cell(name)
+    target = _forced_target(cells, leaving, to) if to is not None else None
+    if not finalize and not leaving.draining:
+        raise InvalidInput(f"cell {name!r} is not draining: `tenantctl cell drain {name}` first, so that nothing "
+                           "new is placed there while it is emptied", rule="cell-not-draining")
+    records = sorted(_of_cell(ws, name), key=lambda r: r.tenant_id)
+    result = Evacuation(cell=name, finalize=finalize, dry_run=dry_run, tenants=[])
+    budget = FailureBudget(max_failures, on_spent=lambda why: say(f"evacuate {name}: starting no more moves: {why}"))
+    loads: dict[str, int] = {}  # a dry run's placements so far, per cell
+    started = 0
+    for record in records:
+        evacuee = _triage(record, name, finalize)
+        if evacuee.outcome != "planned":
+            result.tenants.append(evacuee)
+            continue
+        if not dry_run and (budget.spent or (limit is not None and started >= limit)):
+            evacuee.outcome, evacuee.detail = (("not_started", f"not started: {budget.why()}") if budget.spent
+                                               else ("later", f"--limit {limit} reached: a next run moves it"))
+            result.tenants.append(evacuee)
+            continue
+        resuming = record.move is not None
+        if not finalize and not resuming:
+            # A run re-reads the counters for each tenant (its moves took slots); a dry run counts its own.
+            evacuee.to_cell = _destination(ws, cells, leaving, record, target, loads if dry_run else {}, evacuee)
+        if evacuee.outcome != "planned" or dry_run:
+            result.tenants.append(evacuee)
+            continue
+        started += 1
+        verb = "finalizing" if finalize else "resuming" if resuming else "moving"
+        say(f"evacuate {name}: {verb} {record.tenant_id} ({started}) to cell {evacuee.to_cell}")
+        try:
+            if finalize:
+                moved = move(ws, record.tenant_id, finalize=True, progress=progress)
+            elif resuming:
+                moved = move(ws, record.tenant_id, progress=progress)
+            else:
+                moved = move(ws, record.tenant_id, cell=evacuee.to_cell, progress=progress)
+        except _REFUSALS as exc:
+            evacuee.outcome, evacuee.detail, evacuee.exit_code = "refused", str(exc), exc.exit_code
+        except TenantctlError as exc:
+            evacuee.outcome, evacuee.detail, evacuee.exit_code = "failed", str(exc), exc.exit_code
+            budget.fail()
+        else:
+            evacuee.outcome = "finalized" if moved.outcome == "finalized" else "switched"
+            evacuee.detail = f"rollback window until {moved.window_ends_at}" if moved.window_ends_at else None
+        result.tenants.append(evacuee)
+    result.stopped = budget.why() if budget.spent else None
+    return result
+
+
+def _forced_target(cells: dict[str, CellSpec], leaving: CellSpec, to: str) -> CellSpec:
+    target = named_cell(cells, to)
+    if target.name == leaving.name:
+        raise InvalidInput(f"--to {to}: that is the cell being evacuated")
+    if target.draining:
+        raise QuotaExceeded(f"--to {to}: cell {to!r} is draining (`tenantctl cell drain {to} --undo` opens it)")
+    return target
+
+
+def _of_cell(ws: Workspace, name: str) -> list[TenantRecord]:
+    """The live records placed in cell ``name`` or moving out of it (one full scan)."""
+    return [r for r in ws.registry.iter_all()
+            if r.status is not TenantStatus.deprovisioned
+            and (r.cell == name if r.move is None else name in (r.move.from_cell, r.move.to_cell))]
+
+
+def _triage(record: TenantRecord, name: str, finalize: bool) -> Evacuee:
+    """What this run does with ``record``: ``planned`` (a move, a resume or a
+    finalize to run), else why not."""
+    tid, move = record.tenant_id, record.move
+
+    def said(outcome: Outcome, detail: str | None = None) -> Evacuee:
+        to_cell = move.to_cell if move is not None and move.from_cell == name else None
+        return Evacuee(tenant_id=tid, tier=record.tier, to_cell=to_cell, outcome=outcome, detail=detail)
+
+    if move is not None and move.to_cell == name and move.from_cell != name:
+        return said("skipped", f"moving into this cell ({move.phase.value}): `tenantctl move {tid} --rollback` "
+                               "takes it back")
+    if move is not None and move.from_cell == move.to_cell:
+        return said("skipped", f"changing tier within this cell ({move.phase.value}): finish it first "
+                               f"(`tenantctl move {tid} --finalize` or `--rollback`)")
+    if finalize:
+        if move is not None and move.phase is MovePhase.switched:
+            return said("planned")
+        return said("skipped", f"moving ({move.phase.value}): not switched yet" if move is not None
+                    else "not moved yet: `tenantctl cell evacuate` without --finalize moves it")
+    if move is not None and move.phase is MovePhase.switched:
+        ends = f" until {move.window_ends_at:%Y-%m-%d %H:%M}Z" if move.window_ends_at else ""
+        return said("waiting", f"switched to cell {move.to_cell}, in its rollback window{ends}: "
+                               f"`tenantctl cell evacuate {name} --finalize` ends it")
+    if move is not None and move.phase not in _RESUMED:
+        return said("skipped", f"its move is {move.phase.value}: `tenantctl move {tid} --rollback` finishes it")
+    if move is None and record.status is not TenantStatus.active:
+        return said("skipped", f"{record.status.value}: only an active tenant is moved")
+    return said("planned")
+
+
+def _destination(ws: Workspace, cells: dict[str, CellSpec], leaving: CellSpec, record: TenantRecord,
+                 target: CellSpec | None, loads: dict[str, int], evacuee: Evacuee) -> str | None:
+    """The cell ``record`` goes to: ``target``, else the least loaded one that
+    takes it (same account first). Sets ``evacuee`` skipped when none can."""
+    if target is not None:
+        return target.name
+    path = stack_file(ws.stacks_dir, record.current_stack)
+    if not path.exists():
+        evacuee.outcome, evacuee.detail = "skipped", f"no committed stack file ({path}): nothing to move from"
+        return None
+    spec = read_tenant(path).model_copy(update={"cell": record.cell, "tier": record.tier})
+    chosen, refusals = pick(ws, cells, leaving, spec, loads)
+    if chosen is None:
+        why = "; ".join(refusals) or f"no other cell in {spec.region}"
+        evacuee.outcome, evacuee.exit_code = "refused", QuotaExceeded.exit_code
+        evacuee.detail = f"no cell can take it ({why}): {add_cell_hint(spec.region)}, or give --to"
+        return None
+    return chosen
+
+
+def pick(ws: Workspace, cells: dict[str, CellSpec], leaving: CellSpec, spec: TenantSpec,
+         loads: dict[str, int]) -> tuple[str | None, list[str]]:
+    """The least loaded open cell of ``spec``'s region for it, other than
+    ``leaving`` (a cell of ``leaving``'s account first), and why each other one
+    cannot take it. ``loads``: tenants a dry run already sent to each cell."""
+    own = leaving.account_id or ws.cell_outputs(leaving.name).get("account_id")
+    fits, refusals = [], []
+    others = [c for c in cells.values() if c.name != leaving.name and c.region == spec.region]
+    items = ws.registry.cell_counts([c.name for c in others]) if others else {}
+    for cell in others:
+        same_account = (cell.account_id or ws.cell_outputs(cell.name).get("account_id")) == own
+        counts, draining = items.get(cell.name) or ({}, False)
+        tier = spec.tier.value  # as the counter would read once the dry run's earlier tenants were there
+        counts = {**counts, tier: counts.get(tier, 0) + int(loads.get(cell.name, 0))}
+        why = unfit(cell, spec) or no_slot(cell, (counts, draining), spec.tier)
+        if why is None and spec.tier is Tier.dedicated and same_account:
+            why = "a dedicated store cannot stand beside its own in the same account and region"
+        if why is None and not ws.is_sandbox and not ws.cell_outputs(cell.name).get("bucket"):
+            why = f"not applied yet (`tenantctl apply` or `tenantctl cell add {cell.name}` applies it)"
+        if why is not None:
+            refusals.append(f"cell {cell.name}: {why}")
+            continue
+        fits.append((not same_account, load((counts, draining), cell, spec.tier), cell.name))
+    if not fits:
+        return None, refusals
+    name = min(fits)[2]
+    loads[name] = loads.get(name, 0) + 1
+    return name, refusals

@@ -1,0 +1,119 @@
+"""`tenantctl cell evacuate` empties a draining cell into the other cells of its
+region, one move after another, through the real CLI: refused (exit 3) while
+the cell still takes tenants; a dry run says where each would go and moves
+nothing; waves (`--limit`) and a run killed in the middle of a move are
+resumed by the next run; a suspended tenant is skipped with why; `--finalize`
+ends the rollback windows, after which `cell remove` retires the cell. Each
+tenant's history is read back through the runtime from its new cell's store.
+
+A project of its own on the session's sandbox: cells ``evy`` (first, the
+account-and-region's metrics log group) and ``evx`` in sa-east-1 of the home
+account, which no other test uses.
+"""
+
+from __future__ import annotations
+
+import pytest
+from fault_tools import Cli, cell_count
+from runtime_tenants import jwt_settings
+
+from tenant_runtime import TenantRuntime
+from tenant_runtime.models import MovePhase
+from tenantctl.models import TenantSpec, TenantStatus
+from tenantctl.operations import cell as cells
+from tenantctl.operations.provision import provision
+from tenantctl.operations.suspend import set_suspended
+from tenantctl.workspace import Workspace
+
+pytestmark = pytest.mark.integration
+
+REGION, FROM, TO = "sa-east-1", "evx", "evy"
+MOVED = ("ev-a", "ev-b", "ev-c")
+PAUSED = "ev-s"
+
+
+@pytest.fixture(scope="module")
+def fleet(sandbox, tmp_path_factory) -> tuple[Cli, Workspace]:
+    cli = Cli.create(sandbox, tmp_path_factory.mktemp("cell-evacuate"))
+    ws = Workspace(project_dir=cli.root, cwd=cli.root)
+    cells.add(ws, TO, {"region": REGION, "max_pooled_tenants": 10})
+    cells.add(ws, FROM, {"region": REGION})
+    for tid in (*MOVED, PAUSED):
+        provision(ws, TenantSpec(id=tid, region=REGION, cell=FROM))
+    set_suspended(ws, PAUSED, True)
+    return cli, ws
+
+
+@pytest.fixture(scope="module")
+def runtime(fleet, sandbox):
+    _, ws = fleet
+    rt = TenantRuntime(jwt_settings(), ws.ensure_platform()["registry_table"],
+                       endpoint_url=sandbox.aws_endpoint_url, region=sandbox.region, registry_ttl=0.2)
+    yield rt
+    rt.close()
+
+
+def outcomes(run) -> dict[str, tuple[str | None, str]]:
+    return {t["tenant_id"]: (t["to_cell"], t["outcome"]) for t in run.json()["tenants"]}
+
+
+def test_an_undrained_cell_is_refused_and_a_dry_run_moves_nothing(fleet, sandbox):
+    cli, ws = fleet
+    refused = cli("cell", "evacuate", FROM, "--json")
+    assert refused.returncode == 3, refused
+    assert refused.json()["error"]["rule"] == "cell-not-draining"
+    assert cli("cell", "evacuate", FROM, "--to", FROM, "--json").returncode == 3
+
+    assert cli("cell", "drain", FROM).returncode == 0
+    plan = cli("cell", "evacuate", FROM, "--dry-run", "--json")
+    assert plan.returncode == 0, plan
+    assert outcomes(plan) == {**{tid: (TO, "planned") for tid in MOVED}, PAUSED: (None, "skipped")}
+    assert "suspended" in next(t["detail"] for t in plan.json()["tenants"] if t["tenant_id"] == PAUSED)
+    assert {ws.registry.require(tid).cell for tid in MOVED} == {FROM}
+    assert (cell_count(sandbox, FROM), cell_count(sandbox, TO)) == (4, 0)
+
+
+def test_waves_and_a_killed_run_resume_then_finalize_and_the_cell_is_removed(fleet, sandbox, runtime):
+    cli, ws = fleet
+    for tid in MOVED:
+        runtime.store.append(runtime.context(tid), "c1", "user", f"before the move of {tid}")
+
+    wave = cli("cell", "evacuate", FROM, "--limit", "1", "--json")
+    assert wave.returncode == 0, wave
+    assert outcomes(wave) == {"ev-a": (TO, "switched"), "ev-b": (None, "later"), "ev-c": (None, "later"),
+                              PAUSED: (None, "skipped")}
+    assert "evacuate evx: moving ev-a (1) to cell evy" in wave.stderr
+
+    # Killed once ev-b's move is copying: the next run resumes that move, then moves ev-c.
+    killed = cli("cell", "evacuate", FROM, env={"TENANTCTL_FAULT_AFTER": "move:copying"})
+    assert killed.returncode != 0 and ws.registry.require("ev-b").move.phase is MovePhase.copying
+    rest = cli("cell", "evacuate", FROM)
+    assert rest.returncode == 0, rest
+    assert "resuming ev-b" in rest.stderr and "moving ev-c" in rest.stderr
+    lines = rest.stdout.splitlines()
+    assert any(line.split()[:1] == ["ev-a"] and "waiting" in line for line in lines), rest.stdout
+    assert "cell evx: 1 waiting, 2 switched, 1 skipped" in rest.stdout, rest.stdout
+    for tid in MOVED:
+        record = ws.registry.require(tid)
+        assert (record.cell, record.move.phase) == (TO, MovePhase.switched)
+
+    done = cli("cell", "evacuate", FROM, "--finalize", "--json")
+    assert done.returncode == 0, done
+    assert outcomes(done) == {**{tid: (TO, "finalized") for tid in MOVED}, PAUSED: (None, "skipped")}
+    for tid in MOVED:
+        record = ws.registry.require(tid)
+        assert (record.cell, record.move) == (TO, None)
+        history = runtime.store.history(runtime.context(tid), "c1").messages
+        assert [m.content for m in history] == [f"before the move of {tid}"]
+    assert cli("cell", "remove", FROM, "--yes").returncode == 5  # the suspended tenant keeps it
+
+    # Resumed, it goes the same way; then nothing is left and the cell is retired.
+    assert cli("resume", PAUSED).returncode == 0
+    assert cli("cell", "evacuate", FROM).returncode == 0
+    assert cli("cell", "evacuate", FROM, "--finalize").returncode == 0
+    again = cli("cell", "evacuate", FROM, "--json")
+    assert again.returncode == 0 and again.json()["tenants"] == []
+    assert ws.registry.require(PAUSED).status is TenantStatus.active
+    assert (cell_count(sandbox, FROM), cell_count(sandbox, TO)) == (0, 4)
+    removed = cli("cell", "remove", FROM, "--yes", "--json")
+    assert removed.returncode == 0, removed
