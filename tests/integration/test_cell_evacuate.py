@@ -82,14 +82,14 @@ def test_waves_and_a_killed_run_resume_then_finalize_and_the_cell_is_removed(fle
     assert wave.returncode == 0, wave
     assert outcomes(wave) == {"ev-a": (TO, "switched"), "ev-b": (None, "later"), "ev-c": (None, "later"),
                               PAUSED: (None, "skipped")}
-    assert "evacuate evx: moving ev-a (1) to cell evy" in wave.stderr
+    assert "evacuate evx: moving ev-a (1 of 1) to cell evy" in wave.stderr
 
     # Killed once ev-b's move is copying: the next run resumes that move, then moves ev-c.
     killed = cli("cell", "evacuate", FROM, env={"TENANTCTL_FAULT_AFTER": "move:copying"})
     assert killed.returncode != 0 and ws.registry.require("ev-b").move.phase is MovePhase.copying
     rest = cli("cell", "evacuate", FROM)
     assert rest.returncode == 0, rest
-    assert "resuming ev-b" in rest.stderr and "moving ev-c" in rest.stderr
+    assert "resuming ev-b (1 of 2)" in rest.stderr and "moving ev-c (2 of 2)" in rest.stderr
     lines = rest.stdout.splitlines()
     assert any(line.split()[:1] == ["ev-a"] and "waiting" in line for line in lines), rest.stdout
     assert "cell evx: 1 waiting, 2 switched, 1 skipped" in rest.stdout, rest.stdout

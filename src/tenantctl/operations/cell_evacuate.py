@@ -95,9 +95,11 @@ def evacuate(ws: Workspace, name: str, *, to: str | None = None, finalize: bool 
     result = Evacuation(cell=name, finalize=finalize, dry_run=dry_run, tenants=[])
     budget = FailureBudget(max_failures, on_spent=lambda why: say(f"evacuate {name}: starting no more moves: {why}"))
     loads: dict[str, int] = {}  # a dry run's placements so far, per cell
+    triaged = [(record, _triage(record, name, finalize)) for record in records]
+    planned = sum(1 for _, evacuee in triaged if evacuee.outcome == "planned")
+    total = min(planned, limit) if limit is not None else planned
     started = 0
-    for record in records:
-        evacuee = _triage(record, name, finalize)
+    for record, evacuee in triaged:
         if evacuee.outcome != "planned":
             result.tenants.append(evacuee)
             continue
@@ -115,7 +117,7 @@ def evacuate(ws: Workspace, name: str, *, to: str | None = None, finalize: bool 
             continue
         started += 1
         verb = "finalizing" if finalize else "resuming" if resuming else "moving"
-        say(f"evacuate {name}: {verb} {record.tenant_id} ({started}) to cell {evacuee.to_cell}")
+        say(f"evacuate {name}: {verb} {record.tenant_id} ({started} of {total}) to cell {evacuee.to_cell}")
         try:
             if finalize:
                 moved = move(ws, record.tenant_id, finalize=True, progress=progress)
