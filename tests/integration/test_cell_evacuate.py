@@ -5,6 +5,7 @@ nothing; waves (`--limit`) and a run killed in the middle of a move are
 resumed by the next run; a suspended tenant is skipped with why; `--finalize`
 ends the rollback windows, after which `cell remove` retires the cell. Each
 tenant's history is read back through the runtime from its new cell's store.
+The tenants and both cells are gone at the end (the registry is the session's).
 
 A project of its own on the session's sandbox: cells ``evy`` (first, the
 account-and-region's metrics log group) and ``evx`` in sa-east-1 of the home
@@ -117,3 +118,9 @@ def test_waves_and_a_killed_run_resume_then_finalize_and_the_cell_is_removed(fle
     assert (cell_count(sandbox, FROM), cell_count(sandbox, TO)) == (0, 4)
     removed = cli("cell", "remove", FROM, "--yes", "--json")
     assert removed.returncode == 0, removed
+
+    # Nothing of this file is left in the shared registry or the target cell for other files' fleet-wide runs.
+    for tid in (*MOVED, PAUSED):
+        gone = cli("deprovision", tid, "--yes", "--no-final-backup", "--purge-data")
+        assert gone.returncode == 0, gone
+    assert cli("cell", "remove", TO, "--yes").returncode == 0
