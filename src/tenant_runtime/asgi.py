@@ -12,6 +12,12 @@ header (a header, not the path, so an application's routes stay the same for
 the tenant and its workspaces): the context is then the workspace's, refused
 (403) unless the token lists it; without the header, the tenant's.
 
+Every problem answered this way is logged once, on the ``tenant_runtime.problems``
+logger at its error's ``log_level`` (a cross-tenant refusal: a warning), with
+``tenant_id`` (the caller's, once its token was verified), ``problem_code``,
+``http_status``, ``http_path`` and ``client_addr`` as attributes of the log
+record, for per-tenant error rates and alerts (a JSON formatter writes them out).
+
 One error shape everywhere: every ``TenantRuntimeError`` is answered as an
 RFC 9457 problem (``application/problem+json``: ``type``, ``title``,
 ``status``, ``detail``, ``instance``, plus the stable ``code``), with
@@ -31,6 +37,7 @@ raises the runtime error itself, which ``error_handler`` renders.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -44,6 +51,8 @@ TENANT_HEADER = "x-tenant-id"
 WORKSPACE_HEADER = "x-workspace"
 PROBLEM_TYPE = "urn:tenant-runtime:problem:{code}"
 REALM = "tenant_runtime"
+
+log = logging.getLogger("tenant_runtime.problems")
 
 
 def _path_tenant(path: str) -> str | None:
@@ -115,7 +124,23 @@ def problem(exc: TenantRuntimeError, instance: str | None = None) -> tuple[int, 
     return exc.status_code, headers, payload
 
 
-async def _answer(send: Callable, exc: TenantRuntimeError, instance: str | None) -> None:
+def log_problem(exc: TenantRuntimeError, scope: dict[str, Any]) -> None:
+    """One log record for the problem answered to the request of ``scope``. The
+    tenant is the verified caller's (the context the middleware set, or the one a
+    refusal names), never a tenant the request merely addressed."""
+    if not log.isEnabledFor(exc.log_level):
+        return
+    ctx = (scope.get("state") or {}).get("tenant")
+    tenant = (ctx.tenant_id if isinstance(ctx, TenantContext)
+              else getattr(exc, "caller", getattr(exc, "tenant_id", None)))
+    client = scope.get("client")
+    log.log(exc.log_level, "%s %s %s: %s", exc.status_code, exc.code, scope.get("path"), exc, extra={
+        "tenant_id": tenant, "problem_code": exc.code, "http_status": exc.status_code,
+        "http_path": scope.get("path"), "client_addr": client[0] if client else None})
+
+
+async def _answer(send: Callable, exc: TenantRuntimeError, instance: str | None, scope: dict[str, Any]) -> None:
+    log_problem(exc, scope)
     status, headers, body = problem(exc, instance)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -128,7 +153,7 @@ class ErrorResponse:
         self.exc, self.instance, self.status_code = exc, instance, exc.status_code
 
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
-        await _answer(send, self.exc, self.instance or scope.get("path"))
+        await _answer(send, self.exc, self.instance or scope.get("path"), scope)
 
 
 async def error_handler(request: Any, exc: TenantRuntimeError) -> ErrorResponse:
@@ -172,7 +197,7 @@ class TenantMiddleware:
             ctx = await self.resolver.resolve_header(next(iter(_headers(scope, b"authorization")), None),
                                                      self.addressing.sources(scope), self.addressing.workspace(scope))
         except TenantRuntimeError as exc:
-            await _answer(send, exc, scope["path"])
+            await _answer(send, exc, scope["path"], scope)
             return
         scope.setdefault("state", {})["tenant"] = ctx
         started = False
@@ -187,7 +212,7 @@ class TenantMiddleware:
         except TenantRuntimeError as exc:
             if started:
                 raise
-            await _answer(send, exc, scope["path"])
+            await _answer(send, exc, scope["path"], scope)
 
 
 def tenant_dependency(resolver: TenantResolver | Any, path_param: str = "tenant_id", host_suffix: str | None = None,

@@ -1,12 +1,20 @@
 """Runtime errors. Each carries the HTTP status an application should answer
 with (and a stable ``code`` and ``title``), so the ASGI layer (and any other)
-maps them without a table of its own: one RFC 9457 problem per error."""
+maps them without a table of its own: one RFC 9457 problem per error. Each
+also says how loud its answer is logged (``log_level``): a refusal that may be
+an attack on another tenant (a mismatch, a revoked token, a workspace not
+granted) is a warning; what clients cause every day (an expired token, a bad
+request, a tenant moving or waking) is info; what the platform got wrong is an
+error."""
 
 from __future__ import annotations
+
+from logging import ERROR, INFO, WARNING
 
 
 class TenantRuntimeError(Exception):
     status_code = 500
+    log_level = ERROR
     code = "tenant_runtime_error"
     title = "Tenant runtime error"
 
@@ -19,6 +27,7 @@ class Unauthenticated(TenantRuntimeError):
     malformed header, ``invalid_token`` for a token that was refused."""
 
     status_code = 401
+    log_level = INFO
     code = "unauthenticated"
     title = "Authentication required"
 
@@ -33,6 +42,7 @@ class TokenRevoked(Unauthenticated):
 
     code = "token_revoked"
     title = "Token revoked"
+    log_level = WARNING  # a token someone chose to revoke is still being presented
 
 
 class TenantMismatch(TenantRuntimeError):
@@ -40,6 +50,7 @@ class TenantMismatch(TenantRuntimeError):
     never turned into an empty result."""
 
     status_code = 403
+    log_level = WARNING
     code = "tenant_mismatch"
     title = "Another tenant's resource"
 
@@ -54,6 +65,7 @@ class WorkspaceForbidden(TenantRuntimeError):
     tenant does not have: refused before any store, KMS or S3 call."""
 
     status_code = 403
+    log_level = WARNING
     code = "workspace_forbidden"
     title = "Workspace not allowed"
 
@@ -64,6 +76,7 @@ class WorkspaceForbidden(TenantRuntimeError):
 
 class TenantNotFound(TenantRuntimeError):
     status_code = 404
+    log_level = INFO
     code = "tenant_not_found"
     title = "Unknown tenant"
 
@@ -73,6 +86,7 @@ class TenantInactive(TenantRuntimeError):
     deprovisioning, deprovisioned)."""
 
     status_code = 403
+    log_level = INFO
     code = "tenant_inactive"
     title = "Tenant not active"
 
@@ -85,6 +99,7 @@ class RegistryUnavailable(TenantRuntimeError):
     """The registry could not be read: fail closed, never guess a tenant."""
 
     status_code = 503
+    log_level = WARNING
     code = "registry_unavailable"
     title = "Tenant registry unavailable"
 
@@ -94,6 +109,7 @@ class RevocationsUnavailable(TenantRuntimeError):
     fail closed rather than serve a token that may have been revoked."""
 
     status_code = 503
+    log_level = WARNING
     code = "revocations_unavailable"
     title = "Token revocation list unavailable"
 
@@ -104,6 +120,7 @@ class JwksUnavailable(TenantRuntimeError):
     401 that would make a client throw its token away."""
 
     status_code = 503
+    log_level = WARNING
     code = "jwks_unavailable"
     title = "Token signing keys unavailable"
 
@@ -112,6 +129,7 @@ class InvalidRequest(TenantRuntimeError):
     """Bad input: a cursor, filename, size, content type, delay, role..."""
 
     status_code = 400
+    log_level = INFO
     code = "invalid_request"
     title = "Invalid request"
 
@@ -153,6 +171,7 @@ class KmsUnavailable(TenantRuntimeError):
     reached: retry later."""
 
     status_code = 503
+    log_level = WARNING
     code = "kms_unavailable"
     title = "Key service unavailable"
 
@@ -162,6 +181,7 @@ class ServiceUnavailable(TenantRuntimeError):
     could not be reached: retry later."""
 
     status_code = 503
+    log_level = WARNING
     code = "service_unavailable"
     title = "Object storage or queue unavailable"
 
@@ -180,6 +200,7 @@ class ResourceNotFound(TenantRuntimeError):
     """An object, upload, bucket or queue of the tenant does not exist (or no longer)."""
 
     status_code = 404
+    log_level = INFO
     code = "resource_not_found"
     title = "Resource not found"
 
@@ -189,6 +210,7 @@ class TenantWaking(TenantRuntimeError):
     is starting again: retry after ``retry_after`` seconds."""
 
     status_code = 503
+    log_level = INFO
     code = "tenant_waking"
     title = "Tenant waking from hibernation"
 
@@ -200,6 +222,7 @@ class TenantWaking(TenantRuntimeError):
 
 class StoreUnavailable(TenantRuntimeError):
     status_code = 503
+    log_level = WARNING
     code = "store_unavailable"
     title = "Context store unavailable"
 
@@ -218,6 +241,7 @@ class WritesFrozen(TenantRuntimeError):
     seconds; reads go on. Retry after ``retry_after`` seconds."""
 
     status_code = 503
+    log_level = INFO
     code = "writes_frozen"
     title = "Tenant writes briefly frozen"
     retry_after = 1
@@ -234,6 +258,7 @@ class IndexIncomplete(TenantRuntimeError):
     once ``tenantctl search reindex`` rebuilt it; nothing else is affected."""
 
     status_code = 503
+    log_level = INFO
     code = "index_incomplete"
     title = "Search index being rebuilt"
     retry_after = 30
@@ -252,3 +277,4 @@ class StoreMoved(StoreUnavailable):
 
     code = "store_moved"
     title = "Tenant store moved"
+    log_level = INFO  # a move's switch: expected, and over in a moment

@@ -4,6 +4,7 @@ answers it, and the addressed tenant from the path, the host or a header."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 import jwt
@@ -23,6 +24,7 @@ from tenant_runtime.errors import (
     RegistryUnavailable,
     TenantMismatch,
     TenantRuntimeError,
+    WritesFrozen,
 )
 
 SECRET = "s" * 32
@@ -238,3 +240,65 @@ def test_an_errors_extensions_are_members_of_its_problem_never_replacing_the_sta
                                    "title": "Request fields invalid", "code": "validation_failed",
                                    "detail": "body.role: Input should be 'user'", "instance": "/x",
                                    "errors": [{"loc": ["body", "role"]}]}
+
+
+def _logged(caplog) -> list[tuple[int, str | None, str, int, str]]:
+    return [(r.levelno, r.tenant_id, r.problem_code, r.http_status, r.http_path)
+            for r in caplog.records if r.name == "tenant_runtime.problems"]
+
+
+@pytest.mark.parametrize("make_client", [middleware_client, dependency_client])
+def test_every_problem_answered_is_logged_once_with_the_verified_callers_tenant(resolver, caplog, make_client):
+    caplog.set_level(logging.DEBUG, logger="tenant_runtime.problems")
+    client = make_client(resolver)
+    assert client.get("/tenants/acme/me", headers=bearer("acme")).status_code == 200
+    assert _logged(caplog) == []  # a request served logs nothing
+    # acme's token addressing beta: a warning naming acme (the verified caller), not beta.
+    assert client.get("/tenants/beta/me", headers=bearer("acme")).status_code == 403
+    assert _logged(caplog) == [(logging.WARNING, "acme", "tenant_mismatch", 403, "/tenants/beta/me")]
+    record = next(r for r in caplog.records if r.name == "tenant_runtime.problems")
+    assert record.client_addr == "testclient" and "may not access tenant 'beta'" in record.getMessage()
+    caplog.clear()
+    # No token: everyday noise, info, and no tenant (nothing verified names one).
+    assert client.get("/tenants/beta/me").status_code == 401
+    assert _logged(caplog) == [(logging.INFO, None, "unauthenticated", 401, "/tenants/beta/me")]
+    caplog.clear()
+    # A forged token claiming beta: no tenant is taken from an unverified claim.
+    forged = {"Authorization": "Bearer " + jwt.encode({"tenant_id": "beta", "exp": time.time() + 60}, "x" * 32,
+                                                      "HS256")}
+    assert client.get("/tenants/beta/me", headers=forged).status_code == 401
+    assert _logged(caplog) == [(logging.INFO, None, "unauthenticated", 401, "/tenants/beta/me")]
+
+
+def test_a_problem_raised_by_the_app_is_logged_with_its_requests_tenant(resolver, caplog):
+    caplog.set_level(logging.DEBUG, logger="tenant_runtime.problems")
+
+    async def broken(request: Request):
+        raise DecryptionFailed("sealed for another tenant")
+
+    async def frozen(scope, receive, send):  # no framework: the middleware answers
+        raise WritesFrozen("acme")
+
+    app = Starlette(routes=[Route("/tenants/{tenant_id}/broken", broken)])
+    app.add_exception_handler(TenantRuntimeError, error_handler)
+    for application, path, status in ((app, "/tenants/acme/broken", 403), (frozen, "/tenants/acme/x", 503)):
+        client = TestClient(TenantMiddleware(application, resolver))
+        assert client.get(path, headers=bearer("acme")).status_code == status
+    assert _logged(caplog) == [(logging.ERROR, "acme", "decryption_failed", 403, "/tenants/acme/broken"),
+                               (logging.INFO, "acme", "writes_frozen", 503, "/tenants/acme/x")]
+
+
+def test_the_errors_table_of_the_runtime_docs_is_each_errors_status_code_and_log_level():
+    import inspect
+    import re
+    from pathlib import Path
+
+    from tenant_runtime import errors
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "runtime.md").read_text()
+    rows = dict((m[0], m[1:]) for m in re.findall(r"^\| `(\w+)` \| (\d+) \| `(\w+)` \| (\w+) \|", text, re.M))
+    classes = {name: cls for name, cls in inspect.getmembers(errors, inspect.isclass)
+               if issubclass(cls, errors.TenantRuntimeError)}
+    assert set(rows) == set(classes)
+    for name, cls in classes.items():
+        assert rows[name] == (str(cls.status_code), cls.code, logging.getLevelName(cls.log_level).lower()), name
