@@ -197,9 +197,9 @@ HO_ROLE = f"arn:aws:iam::{HO_ACCOUNT}:role/tenantctl-cell"
 GROUP = "RDSOSMetrics"
 
 
-def os_metrics_group(sandbox) -> dict | None:
+def os_metrics_group(sandbox, region: str = HO_REGION) -> dict | None:
     """The account-and-region's RDSOSMetrics group as CloudWatch Logs describes it."""
-    logs = aws(sandbox, "logs", region=HO_REGION, account=HO_ACCOUNT)
+    logs = aws(sandbox, "logs", region=region, account=HO_ACCOUNT)
     return next((g for g in logs.describe_log_groups(logGroupNamePrefix=GROUP)["logGroups"]
                  if g["logGroupName"] == GROUP), None)
 
@@ -215,6 +215,14 @@ def engine_state(sandbox, name: str) -> dict | None:
 
     path = Path(sandbox.state_dir) / "local-engine" / f"{naming.cell_stack(name)}.json"
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def lapse_lease(sandbox, cell: str) -> None:
+    """A killed run's lease lapses (as 120 s would make it): the next run takes it."""
+    table = platform_outputs(sandbox)["registry_table"]
+    aws(sandbox, "dynamodb").update_item(TableName=table, Key=counter_key(cell), UpdateExpression="SET #u = :past",
+                                         ExpressionAttributeNames={"#u": LEASE_UNTIL},
+                                         ExpressionAttributeValues={":past": {"N": "0"}})
 
 
 def manages_group(sandbox, name: str) -> bool:
@@ -250,11 +258,7 @@ def test_the_first_cell_of_an_account_and_region_hands_its_metrics_group_over(cl
     assert taken["creationTime"] == made["creationTime"]  # the same group: never deleted and made again
     assert taken["kmsKeyId"] == keys[second] and group_tags(sandbox)["tenant"] == naming.cell_stack(second)
     assert manages_group(sandbox, second)
-    # The killed run's lease lapses (as 120 s would make it): the next run takes it.
-    table = platform_outputs(sandbox)["registry_table"]
-    aws(sandbox, "dynamodb").update_item(TableName=table, Key=counter_key(first), UpdateExpression="SET #u = :past",
-                                         ExpressionAttributeNames={"#u": LEASE_UNTIL},
-                                         ExpressionAttributeValues={":past": {"N": "0"}})
+    lapse_lease(sandbox, first)
 
     run = cli("cell", "remove", first, "--yes", "--json")
     assert run.returncode == 0, run
@@ -289,6 +293,29 @@ def test_the_first_cell_of_an_account_and_region_hands_its_metrics_group_over(cl
     assert run.returncode == 0, run
     assert read_cell(stacks, first).os_metrics_adopted and manages_group(sandbox, first)
     assert os_metrics_group(sandbox)["creationTime"] == made["creationTime"]
+
+
+def test_a_removal_killed_once_its_file_gave_the_group_up_converges(cli, sandbox):
+    """Killed after its own file stopped naming the group, before its destroy: the
+    run again drops the group from its state without deleting it, then destroys."""
+    region, first, second, stacks = "eu-west-3", "ho-third", "ho-fourth", cli.root / "stacks"
+    for name in (first, second):
+        run = cli("cell", "add", name, "--region", region, "--account-role", HO_ROLE, "--json")
+        assert run.returncode == 0, run.stderr
+    made = os_metrics_group(sandbox, region)
+    killed = cli("cell", "remove", first, "--yes", "--json",
+                 env={"TENANTCTL_FAULT_AFTER": "cell-remove:os-metrics-file"})
+    assert killed.returncode == 86, killed
+    assert not read_cell(stacks, first).os_metrics_group and read_cell(stacks, second).os_metrics_group
+    assert manages_group(sandbox, first) and manages_group(sandbox, second)  # its state still holds it, retained
+    lapse_lease(sandbox, first)
+    run = cli("cell", "remove", first, "--yes", "--json")
+    assert run.returncode == 0, run
+    assert run.json()["os_metrics_heir"] is None  # handed over already: its file no longer names the group
+    assert engine_state(sandbox, first) is None and manages_group(sandbox, second)
+    kept = os_metrics_group(sandbox, region)
+    assert kept["creationTime"] == made["creationTime"]
+    assert kept["kmsKeyId"] == engine_state(sandbox, second)["outputs"]["platform_key_arn"]
 
 
 def _databases(sandbox) -> set[str]:

@@ -50,6 +50,9 @@ class Options:
     import_id: str | None = None  # import_
 
 
+NO_OPTIONS = Options()
+
+
 def _has_unknown(value: Any) -> bool:
     if isinstance(value, dict):
         return any(_has_unknown(v) for v in value.values())
@@ -125,7 +128,7 @@ class _Pass(pulumi.runtime.Mocks):
             raise
 
     def resource(self, urn: str, typ: str, name: str, inputs: dict[str, Any],
-                 options: Options) -> tuple[str | None, dict]:
+                 options: Options = NO_OPTIONS) -> tuple[str | None, dict]:
         """One registration; called concurrently for resources that do not depend on each other."""
         raise NotImplementedError
 
@@ -137,7 +140,7 @@ class PlanPass(_Pass):
         self.unsupported: list[str] = []
 
     def resource(self, urn: str, typ: str, name: str, inputs: dict[str, Any],
-                 options: Options) -> tuple[str | None, dict]:
+                 options: Options = NO_OPTIONS) -> tuple[str | None, dict]:
         with self.lock:  # in memory only: nothing gained running it concurrently
             return self._plan(urn, typ, name, inputs)
 
@@ -177,7 +180,7 @@ class ApplyPass(_Pass):
         self.file.save(self.state)
 
     def resource(self, urn: str, typ: str, name: str, inputs: dict[str, Any],
-                 options: Options) -> tuple[str | None, dict]:
+                 options: Options = NO_OPTIONS) -> tuple[str | None, dict]:
         handler = HANDLERS[typ]
         d = Desired(urn, typ, name, normalized(inputs))
         with self.lock:  # judged and classified in registration order, as before any concurrency
