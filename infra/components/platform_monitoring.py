@@ -16,8 +16,10 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from tenantctl.naming import RDS_OS_METRICS_GROUP
+
 LOG_RETENTION_DAYS = 365
-RDS_OS_METRICS = "RDSOSMetrics"  # the group name RDS enhanced monitoring writes to
+RDS_OS_METRICS = RDS_OS_METRICS_GROUP  # the group name RDS enhanced monitoring writes to
 ENHANCED_MONITORING_SECONDS = 60
 
 

@@ -23,10 +23,9 @@ from typing import Any
 from tenantctl.engines.base import EventSink, phase
 from tenantctl.errors import engine_step
 from tenantctl.models import CellSpec
+from tenantctl.naming import RDS_OS_METRICS_GROUP as GROUP
 from tenantctl.operations.cell import same_account_region
 from tenantctl.workspace import Workspace
-
-GROUP = "RDSOSMetrics"  # infra.components.platform_monitoring.RDS_OS_METRICS (the program is not imported here)
 
 
 def heir(ws: Workspace, spec: CellSpec, target_account: str | None) -> CellSpec | None:
