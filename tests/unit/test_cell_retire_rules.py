@@ -82,3 +82,17 @@ def test_a_cell_file_names_retiring_only_while_a_removal_is_under_way(tmp_path):
     assert "os_metrics_adopted" not in stack_file(tmp_path, spec.stack).read_text()
     write_cell(tmp_path, spec.model_copy(update={"os_metrics_adopted": True}))
     assert read_cell(tmp_path, "eu1").os_metrics_adopted is True
+
+
+def test_a_retained_delete_needs_no_confirmation():
+    """The RDSOSMetrics group leaving a removed cell's state deletes nothing: the
+    engine's approve hook (no terminal, no --yes) lets that plan through."""
+    from tenantctl.confirmation import Confirmation
+    from tenantctl.engines.base import ChangeSet, Op, ResourceChange
+    from tenantctl.errors import NotConfirmed
+
+    group = ResourceChange(op=Op.delete, type="aws:cloudwatch/logGroup:LogGroup", name="platform-os-metrics",
+                           retained=True)
+    Confirmation()(ChangeSet(stack="cell-eu1", changes=[group]))
+    with pytest.raises(NotConfirmed):
+        Confirmation()(ChangeSet(stack="cell-eu1", changes=[group.model_copy(update={"retained": False})]))
