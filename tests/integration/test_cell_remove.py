@@ -240,6 +240,15 @@ def test_the_first_cell_of_an_account_and_region_hands_its_metrics_group_over(cl
     made = os_metrics_group(sandbox)
     assert made["kmsKeyId"] == keys[first] and manages_group(sandbox, first)
 
+    # The handover applies the heir: one with changes not applied yet is refused, before anything changes.
+    heir_file = stack_file(stacks, naming.cell_stack(second))
+    committed = heir_file.read_text()
+    write_cell(stacks, read_cell(stacks, second).model_copy(update={"max_pooled_tenants": 400}))
+    error = refused(cli("cell", "remove", first, "--yes", "--json"), 5)
+    assert f"cell '{second}', which takes the {GROUP} log group over" in error["message"]
+    assert f"`tenantctl cell add {second}`" in error["message"] and read_cell(stacks, first).os_metrics_group
+    heir_file.write_text(committed)
+
     # The oldest cell is the one to retire, though another cell of its account and region remains.
     plan = cli("cell", "remove", first, "--dry-run", "--json")
     assert plan.returncode == 0, plan

@@ -10,7 +10,9 @@ with the bucket. The home cell is never removed (the registry is there), nor
 one whose database's final snapshot name an earlier cell of that name took
 (RDS would refuse the delete after the protections were lifted). A cell that
 manages its account-and-region RDSOSMetrics log group (``os_metrics_group``)
-is removed like any other: the group stays (see ``os_metrics``).
+is removed like any other: the group stays (see ``os_metrics``); refused
+only while the cell taking it over has changes not applied yet (the
+handover applies that cell, and must change nothing else there).
 
 Under the cell's lease (CI's `apply` and `cell add` wait or refuse meanwhile):
 1. its counter's draining flag is set, so no placement reserves a slot there;
@@ -236,6 +238,8 @@ def _planned(ws: Workspace, registry: RegistryWriter, spec: CellSpec, clients: A
     if stray:
         raise Conflict(f"cell {spec.name!r} holds no tenant, but {stray.why}; nothing was changed",
                        details=[f"{stray.tenant_id}: {stray.why}"])
+    if heir is not None and (why := os_metrics.unapplied(ws, heir)):
+        raise Conflict(why)
     outputs, final = ws.cell_outputs(spec.name), resource_name(spec.stack, "final")
     if outputs.get("db_endpoint") and snapshot_exists(clients("rds"), final):
         raise Conflict(f"cell {spec.name!r}: RDS would name its database's final snapshot {final}, which an earlier "

@@ -42,6 +42,25 @@ def _applied(ws: Workspace, spec: CellSpec) -> bool:
     return bool(ws.cell_outputs(spec.name).get("bucket"))
 
 
+def unapplied(ws: Workspace, to: CellSpec) -> str | None:
+    """Why ``to`` cannot take the group over now, or None: an applied heir is applied by
+    the handover, which must change nothing but the group, so its stack must be applied
+    as committed already (its file, and tenantctl's program), or differ only by the
+    handover itself (a removal killed during the heir's up)."""
+    from tenantctl.fingerprint import cell_hash
+    from tenantctl.registry import applied_of
+
+    if not _applied(ws, to):
+        return None
+    recorded = applied_of(ws.registry.counter_items([to.name])[to.name])
+    before = to.model_copy(update={"os_metrics_group": False, "os_metrics_adopted": False})
+    if recorded in (cell_hash(to, ws.project_dir), cell_hash(before, ws.project_dir)):
+        return None
+    return (f"cell {to.name!r}, which takes the {GROUP} log group over, is applied at once by the removal, and its "
+            "stack file or tenantctl's program changed since its last up: apply it first (`tenantctl apply`, or "
+            f"`tenantctl cell add {to.name}`), then remove again; nothing was changed")
+
+
 def exists(logs: Any) -> bool:
     """The account and region has the group (``logs``: a client there)."""
     groups = logs.describe_log_groups(logGroupNamePrefix=GROUP)["logGroups"]
