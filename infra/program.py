@@ -101,7 +101,7 @@ def build_platform(spec: CellSpec) -> dict[str, Any]:
     monitoring = PlatformMonitoring("platform", PlatformMonitoringArgs(
         region=region, account_id=account, kms_key_arn=key.arn, tags=tags,
         scope=None if spec.home else spec.name,
-        os_metrics_group=spec.os_metrics_group))
+        os_metrics_group=spec.os_metrics_group, os_metrics_adopted=spec.os_metrics_adopted))
     bucket_name = naming.cell_bucket_name(account, region, spec.name)
     net = PrivateNetwork("shared", PrivateNetworkArgs(
         cidr=spec.vpc_cidr, region=region, az_names=azs, tags=tags, account_id=account,

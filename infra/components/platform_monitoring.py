@@ -16,8 +16,10 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from tenantctl.naming import RDS_OS_METRICS_GROUP
+
 LOG_RETENTION_DAYS = 365
-RDS_OS_METRICS = "RDSOSMetrics"  # the group name RDS enhanced monitoring writes to
+RDS_OS_METRICS = RDS_OS_METRICS_GROUP  # the group name RDS enhanced monitoring writes to
 ENHANCED_MONITORING_SECONDS = 60
 
 
@@ -64,8 +66,10 @@ class PlatformMonitoringArgs:
     tags: dict[str, str]
     # Another cell in the same account and region: its own role names. None: the names the platform always had.
     scope: str | None = None
-    # RDSOSMetrics is one group per account and region (a name RDS fixes): made by one cell only.
+    # RDSOSMetrics is one group per account and region (a name RDS fixes): managed by one cell only.
     os_metrics_group: bool = True
+    # It existed before this cell managed it (another cell's, handed over when that cell was removed).
+    os_metrics_adopted: bool = False
 
 
 def _scoped(what: str, scope: str | None, region: str) -> str:
@@ -101,7 +105,12 @@ class PlatformMonitoring(pulumi.ComponentResource):
             account.apply(lambda a: json.dumps(monitoring_document(region, a))),
             "RDS enhanced monitoring of tenantctl's instances", args.tags, child)
         if args.os_metrics_group:
-            log_group(f"{name}-os-metrics", RDS_OS_METRICS, args.kms_key_arn, args.tags, child)
+            # Account-wide: every RDS instance of the account and region with enhanced monitoring writes
+            # there, so no cell's destroy deletes it (Pulumi drops it from the state only), and a cell
+            # that takes it over imports it (an imported resource keeps the option harmlessly after).
+            log_group(f"{name}-os-metrics", RDS_OS_METRICS, args.kms_key_arn, args.tags, pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(retain_on_delete=True,
+                                              import_=RDS_OS_METRICS if args.os_metrics_adopted else None)))
         self.flow_logs_role_arn = flow_logs.arn
         self.monitoring_role_arn = monitoring.arn
         self.register_outputs({"flow_logs_role_arn": self.flow_logs_role_arn,

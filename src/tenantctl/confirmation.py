@@ -23,7 +23,8 @@ DESTRUCTIVE = (Op.delete, Op.replace)
 
 
 def destructive(changes: ChangeSet) -> list[ResourceChange]:
-    return [c for c in changes.changes if c.op in DESTRUCTIVE]
+    """What deletes or replaces something: a retained delete (retain_on_delete) only drops it from the state."""
+    return [c for c in changes.changes if c.op in DESTRUCTIVE and not (c.op is Op.delete and c.retained)]
 
 
 def describe(change: ResourceChange) -> str:

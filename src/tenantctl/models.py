@@ -364,8 +364,12 @@ class CellSpec(BaseModel):
     abort_multipart_days: int = Field(ABORT_MULTIPART_DEFAULT, ge=1, le=30,
                                       description="incomplete multipart uploads aborted after N days (cell-wide)")
     os_metrics_group: bool = Field(
-        True, description="this cell creates the RDSOSMetrics log group of its account and region (a name RDS "
-                          "fixes: one per account and region); `cell add` sets false when another cell has it")
+        True, description="this cell manages the RDSOSMetrics log group of its account and region (a name RDS "
+                          "fixes: one per account and region); `cell add` sets false when another cell has it, "
+                          "`cell remove` of the cell that has it hands it to another cell of its account and region")
+    os_metrics_adopted: bool = Field(
+        False, description="the RDSOSMetrics log group existed before this cell managed it (handed over by a "
+                           "removed cell, or left by one): its up imports it instead of creating it")
 
     @field_validator("runtime_principal_arn")
     @classmethod
@@ -412,10 +416,11 @@ class CellSpec(BaseModel):
 
     @property
     def unwritten(self) -> set[str]:
-        """Fields its stack file and fingerprint leave out: ``retiring`` while false (it
-        came after both existed: the files and fingerprints written before stay as they
-        were, and a tenantctl of before still reads a file written now)."""
-        return set() if self.retiring else {"retiring"}
+        """Fields its stack file and fingerprint leave out: ``retiring`` and
+        ``os_metrics_adopted`` while false (they came after both existed: the files and
+        fingerprints written before stay as they were, and a tenantctl of before still
+        reads a file written now)."""
+        return {name for name in ("retiring", "os_metrics_adopted") if not getattr(self, name)}
 
     @property
     def home(self) -> bool:

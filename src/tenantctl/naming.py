@@ -274,6 +274,10 @@ def log_group_prefix(stack: str) -> str:
     return f"/tenantctl/{stack}/"
 
 
+# The group RDS enhanced monitoring writes to: a name RDS fixes, one per account and region.
+RDS_OS_METRICS_GROUP = "RDSOSMetrics"
+
+
 def rds_log_group(identifier: str, log: str) -> str:
     """The group RDS exports an instance's ``log`` (postgresql, upgrade) to."""
     return f"/aws/rds/instance/{identifier}/{log}"

@@ -15,7 +15,11 @@
   ``preparing``, ``copying``, ``freezing``, ``switched``, ``rolling_back``; the
   phase's work not begun) and ``move:cleared`` (the move's record removed),
   ``workspace:backed-up`` (`workspace remove` took the workspace's final
-  backup, nothing removed yet).
+  backup, nothing removed yet), ``cell-remove:os-metrics`` (`cell remove`
+  handed its RDSOSMetrics log group over to another cell, or gave it back to
+  the account; its own stack file still says it manages it, its stack is up),
+  ``cell-remove:os-metrics-file`` (then its own stack file said it no longer
+  manages the group; its stack not destroyed yet).
 
 ``Faults`` only counts and dies; ``faults.seams`` calls it from the package's seams.
 """
@@ -32,7 +36,8 @@ FAULT_EXIT_CODE = 86
 POINTS = ("recorded", "unrecorded")
 STEPS = ("provision:reserved", "provision:applied", "deprovision:marked", "deprovision:destroyed",
          "move:preparing", "move:copying", "move:freezing", "move:switched", "move:rolling_back", "move:cleared",
-         "workspace:backed-up")
+         "workspace:backed-up", "cell-remove:os-metrics",
+         "cell-remove:os-metrics-file")
 
 
 class Faults:

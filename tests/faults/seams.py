@@ -15,7 +15,9 @@ package keeps anyway, so the shipped code holds no hook at all.
   with status ``deprovisioning`` (``deprovision:marked``), ``mark_deprovisioned``
   about to run (``deprovision:destroyed``); ``save`` returned with a move's
   record (``move:<phase>``, ``move:cleared``); ``drills.backup.final_backup``
-  of a workspace returned (``workspace:backed-up``).
+  of a workspace returned (``workspace:backed-up``); ``os_metrics.hand_over``
+  or ``os_metrics.release`` returned (``cell-remove:os-metrics``), and
+  ``cell_remove._give_up_os_metrics`` (``cell-remove:os-metrics-file``).
 - throttling: ``botocore.session.Session.create_client``, which boto3's default
   session and every explicit one go through: each client the process makes gets
   the ``before-send`` hooks of ``faults.throttle``.
@@ -158,6 +160,22 @@ def _arm_steps(faults: Faults, patches: _Patches) -> None:
         return result
 
     patches.set(backup, "final_backup", backed_up)
+
+    from tenantctl.operations import cell_remove, os_metrics
+
+    def reaching(step_name: str, call: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(call)
+        def step(*args: Any, **kwargs: Any) -> Any:
+            result = call(*args, **kwargs)
+            faults.reached(step_name)
+            return result
+
+        return step
+
+    for name in ("hand_over", "release"):
+        patches.set(os_metrics, name, reaching("cell-remove:os-metrics", getattr(os_metrics, name)))
+    patches.set(cell_remove, "_give_up_os_metrics",
+                reaching("cell-remove:os-metrics-file", cell_remove._give_up_os_metrics))
 
 
 def _arm_throttle(rules: Mapping[str, float], bucket: SharedTokenBucket, patches: _Patches) -> None:

@@ -7,6 +7,10 @@ destroys the cell's stack (its database's final snapshot kept, its buckets
 deleted with what they hold) and deletes its stack file and counter. A cell
 file deleted from stacks/ is reported by apply, and the same name added again
 later is refused removal while the first one's final snapshot is in the way.
+The first cell of an account and region, which manages its RDSOSMetrics log
+group, is removed while another cell remains: the group stays, the other cell
+takes it over (a run killed after the handover converges when run again), and
+the last cell's removal gives it back to the account.
 
 A project of its own on the session's sandbox, one cell ``rmv`` in
 ca-central-1 of account 777777777777, which no other test uses (cell names,
@@ -17,15 +21,17 @@ snapshot, the key, the counter item.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from botocore.exceptions import ClientError
 from fault_tools import Cli, aws, platform_outputs
 
-from tenant_runtime.registry import DRAINING, counter_key
+from tenant_runtime.registry import DRAINING, LEASE_UNTIL, counter_key
 from tenantctl import naming
 from tenantctl.models import CellSpec
 from tenantctl.registry import RegistryWriter
-from tenantctl.stackconfig import stack_file, write_cell
+from tenantctl.stackconfig import read_cell, stack_file, write_cell
 
 pytestmark = pytest.mark.integration
 
@@ -184,6 +190,141 @@ def test_a_new_cell_is_never_named_like_the_home_stack_or_the_cell_prefix(cli, n
 def test_the_home_cell_is_never_removed(cli):
     error = refused(cli("cell", "remove", "default", "--yes", "--json"), 3)
     assert "home of the registry" in error["message"]
+
+
+HO_ACCOUNT, HO_REGION = "787878787878", "eu-north-1"
+HO_ROLE = f"arn:aws:iam::{HO_ACCOUNT}:role/tenantctl-cell"
+GROUP = "RDSOSMetrics"
+
+
+def os_metrics_group(sandbox, region: str = HO_REGION) -> dict | None:
+    """The account-and-region's RDSOSMetrics group as CloudWatch Logs describes it."""
+    logs = aws(sandbox, "logs", region=region, account=HO_ACCOUNT)
+    return next((g for g in logs.describe_log_groups(logGroupNamePrefix=GROUP)["logGroups"]
+                 if g["logGroupName"] == GROUP), None)
+
+
+def group_tags(sandbox) -> dict[str, str]:
+    logs = aws(sandbox, "logs", region=HO_REGION, account=HO_ACCOUNT)
+    return logs.list_tags_log_group(logGroupName=GROUP)["tags"]
+
+
+def engine_state(sandbox, name: str) -> dict | None:
+    """The LocalEngine's state of the cell's stack (None: none, its stack destroyed)."""
+    from pathlib import Path
+
+    path = Path(sandbox.state_dir) / "local-engine" / f"{naming.cell_stack(name)}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def lapse_lease(sandbox, cell: str) -> None:
+    """A killed run's lease lapses (as 120 s would make it): the next run takes it."""
+    table = platform_outputs(sandbox)["registry_table"]
+    aws(sandbox, "dynamodb").update_item(TableName=table, Key=counter_key(cell), UpdateExpression="SET #u = :past",
+                                         ExpressionAttributeNames={"#u": LEASE_UNTIL},
+                                         ExpressionAttributeValues={":past": {"N": "0"}})
+
+
+def manages_group(sandbox, name: str) -> bool:
+    state = engine_state(sandbox, name) or {"resources": []}
+    return any(r["type"] == "aws:cloudwatch/logGroup:LogGroup" and r["id"] == GROUP for r in state["resources"])
+
+
+def test_the_first_cell_of_an_account_and_region_hands_its_metrics_group_over(cli, sandbox):
+    first, second, stacks = "ho-first", "ho-second", cli.root / "stacks"
+    for name in (first, second):
+        run = cli("cell", "add", name, "--region", HO_REGION, "--account-role", HO_ROLE, "--json")
+        assert run.returncode == 0, run.stderr
+    assert read_cell(stacks, first).os_metrics_group and not read_cell(stacks, second).os_metrics_group
+    keys = {n: engine_state(sandbox, n)["outputs"]["platform_key_arn"] for n in (first, second)}
+    made = os_metrics_group(sandbox)
+    assert made["kmsKeyId"] == keys[first] and manages_group(sandbox, first)
+
+    # The handover applies the heir: one with changes not applied yet is refused, before anything changes.
+    heir_file = stack_file(stacks, naming.cell_stack(second))
+    committed = heir_file.read_text()
+    write_cell(stacks, read_cell(stacks, second).model_copy(update={"max_pooled_tenants": 400}))
+    error = refused(cli("cell", "remove", first, "--yes", "--json"), 5)
+    assert f"cell '{second}', which takes the {GROUP} log group over" in error["message"]
+    assert f"`tenantctl cell add {second}`" in error["message"] and read_cell(stacks, first).os_metrics_group
+    heir_file.write_text(committed)
+
+    # The oldest cell is the one to retire, though another cell of its account and region remains.
+    plan = cli("cell", "remove", first, "--dry-run", "--json")
+    assert plan.returncode == 0, plan
+    assert plan.json()["os_metrics_group"] == GROUP and plan.json()["os_metrics_heir"] == second
+    goes = plan.json()["goes"]
+    assert any(f"{GROUP} log group of {HO_REGION}: kept" in line and f"handed over to cell {second}" in line
+               for line in goes), goes
+    assert not any(line.startswith("delete aws:cloudwatch/logGroup:LogGroup platform-os-metrics") for line in goes)
+
+    # Killed once the other cell took the group over, before its own file gave it up.
+    killed = cli("cell", "remove", first, "--yes", "--json", env={"TENANTCTL_FAULT_AFTER": "cell-remove:os-metrics"})
+    assert killed.returncode == 86, killed
+    heir = read_cell(stacks, second)
+    assert heir.os_metrics_group and heir.os_metrics_adopted and read_cell(stacks, first).os_metrics_group
+    taken = os_metrics_group(sandbox)
+    assert taken["creationTime"] == made["creationTime"]  # the same group: never deleted and made again
+    assert taken["kmsKeyId"] == keys[second] and group_tags(sandbox)["tenant"] == naming.cell_stack(second)
+    assert manages_group(sandbox, second)
+    lapse_lease(sandbox, first)
+
+    run = cli("cell", "remove", first, "--yes", "--json")
+    assert run.returncode == 0, run
+    assert run.json()["removed"] is True
+    assert engine_state(sandbox, first) is None and not stack_file(stacks, naming.cell_stack(first)).exists()
+    kept = os_metrics_group(sandbox)
+    assert kept is not None and kept["creationTime"] == made["creationTime"] and kept["kmsKeyId"] == keys[second]
+    assert manages_group(sandbox, second)
+
+    # The heir's stack is as applied: apply leaves it alone, its live resources match its state,
+    # and an up of it (cell add again) changes nothing, the group included.
+    applied = cli("apply", "--json")
+    assert applied.returncode == 0, applied
+    assert {c["cell"]: c["action"] for c in applied.json()["cells"]}[second] == "unchanged"
+    drift = cli("refresh", "--cell", second, "--json")
+    assert drift.returncode == 0, drift
+    again = cli("cell", "add", second, "--json")
+    assert again.returncode == 0, again
+    assert os_metrics_group(sandbox)["creationTime"] == made["creationTime"]
+    state = {r["id"]: r for r in engine_state(sandbox, second)["resources"]}
+    assert state[GROUP]["retain"] is True
+
+    # The last cell there: the group goes back to the account, neither deleted nor under a key about to go.
+    run = cli("cell", "remove", second, "--yes", "--json")
+    assert run.returncode == 0, run
+    assert run.json()["os_metrics_heir"] is None
+    released = os_metrics_group(sandbox)
+    assert released["creationTime"] == made["creationTime"] and not released.get("kmsKeyId")
+    assert "managed-by" not in group_tags(sandbox)
+    # A new cell there takes it over (an import: made once, never twice).
+    run = cli("cell", "add", first, "--region", HO_REGION, "--account-role", HO_ROLE, "--json")
+    assert run.returncode == 0, run
+    assert read_cell(stacks, first).os_metrics_adopted and manages_group(sandbox, first)
+    assert os_metrics_group(sandbox)["creationTime"] == made["creationTime"]
+
+
+def test_a_removal_killed_once_its_file_gave_the_group_up_converges(cli, sandbox):
+    """Killed after its own file stopped naming the group, before its destroy: the
+    run again drops the group from its state without deleting it, then destroys."""
+    region, first, second, stacks = "eu-west-3", "ho-third", "ho-fourth", cli.root / "stacks"
+    for name in (first, second):
+        run = cli("cell", "add", name, "--region", region, "--account-role", HO_ROLE, "--json")
+        assert run.returncode == 0, run.stderr
+    made = os_metrics_group(sandbox, region)
+    killed = cli("cell", "remove", first, "--yes", "--json",
+                 env={"TENANTCTL_FAULT_AFTER": "cell-remove:os-metrics-file"})
+    assert killed.returncode == 86, killed
+    assert not read_cell(stacks, first).os_metrics_group and read_cell(stacks, second).os_metrics_group
+    assert manages_group(sandbox, first) and manages_group(sandbox, second)  # its state still holds it, retained
+    lapse_lease(sandbox, first)
+    run = cli("cell", "remove", first, "--yes", "--json")
+    assert run.returncode == 0, run
+    assert run.json()["os_metrics_heir"] is None  # handed over already: its file no longer names the group
+    assert engine_state(sandbox, first) is None and manages_group(sandbox, second)
+    kept = os_metrics_group(sandbox, region)
+    assert kept["creationTime"] == made["creationTime"]
+    assert kept["kmsKeyId"] == engine_state(sandbox, second)["outputs"]["platform_key_arn"]
 
 
 def _databases(sandbox) -> set[str]:

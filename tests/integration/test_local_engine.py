@@ -199,6 +199,54 @@ def test_an_unsupported_resource_type_fails_before_anything_is_created(project: 
     assert not (tmp_path / "local-engine" / "odd.json").exists()
 
 
+def test_an_imported_resource_is_adopted_never_made_and_a_retained_one_outlives_its_stack(
+        project: Path, sandbox, tmp_path: Path):
+    """Pulumi's ``import_`` and ``retain_on_delete`` as the LocalEngine honours them: an
+    import of what does not exist fails and makes nothing; an import adopts the resource
+    and brings it to the program's inputs; a retained resource the program drops, or
+    whose stack is destroyed, only leaves the state."""
+    import pulumi
+    import pulumi_aws as aws_sdk
+
+    name, declared = f"le-imported-{secrets.token_hex(3)}", {"group": True}
+
+    def program(stack: str) -> dict[str, Any]:
+        if declared["group"]:
+            aws_sdk.cloudwatch.LogGroup("group", name=name, retention_in_days=7, tags={"made-by": "program"},
+                                        opts=pulumi.ResourceOptions(import_=name, retain_on_delete=True))
+        return {}
+
+    (project / "stacks" / "Pulumi.imp.yaml").write_text("config:\n  aws:region: us-east-1\n")
+    engine = LocalEngine(project, sandbox, state_dir=tmp_path, program=program)
+    logs = aws(sandbox, "logs")
+
+    def group() -> dict | None:
+        return next((g for g in logs.describe_log_groups(logGroupNamePrefix=name)["logGroups"]
+                     if g["logGroupName"] == name), None)
+
+    with pytest.raises(ApplyFailed, match="no such resource to import"):
+        engine.up("imp")
+    assert group() is None
+    logs.create_log_group(logGroupName=name, tags={"made-by": "hand"})
+    logs.put_retention_policy(logGroupName=name, retentionInDays=1)
+    made = group()["creationTime"]
+    engine.up("imp")
+    assert group()["retentionInDays"] == 7 and logs.list_tags_log_group(logGroupName=name)["tags"] == {
+        "made-by": "program"}
+    [entry] = StateFile(tmp_path / "local-engine", "imp").load().resources
+    assert entry.retain and entry.id == name
+    assert engine.up("imp").changes.summary() == {"same": 1}
+    declared["group"] = False  # the program drops it: the state forgets it, the group stays
+    assert engine.up("imp").changes.summary() == {"delete": 1}
+    assert group()["creationTime"] == made and StateFile(tmp_path / "local-engine", "imp").load().resources == []
+    declared["group"] = True
+    engine.up("imp")
+    assert [c.retained for c in engine.preview_destroy("imp").changes] == [True]
+    engine.destroy("imp")  # the stack goes, the group stays
+    assert group()["creationTime"] == made
+    logs.delete_log_group(logGroupName=name)
+
+
 CRASH_SCRIPT = """
 import sys
 from pathlib import Path

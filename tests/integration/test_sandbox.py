@@ -195,7 +195,7 @@ def test_concurrent_ups_share_one_sandbox(own_dir: Path):
     assert len(endpoints) == 1
     port = str(next(iter(endpoints)).aws_port)
     mine = [p for p in psutil.process_iter(["cmdline"])
-            if "moto.server" in (p.info["cmdline"] or []) and port in (p.info["cmdline"] or [])]
+            if "tenantctl.sandbox.moto_main" in (p.info["cmdline"] or []) and port in (p.info["cmdline"] or [])]
     assert len(mine) == 1
 
 

@@ -67,6 +67,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.resources: list[PlannedResource] = []  # custom resources: what gets created
         self.components: list[PlannedResource] = []
         self.calls: list[str] = []
+        self.imports: dict[str, str] = {}  # logical name -> the id its import_ option names
 
     def types(self) -> set[str]:
         return {r.type for r in self.resources}
@@ -124,6 +125,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
             self.components.append(planned)
             return f"{args.name}-component", {}
         self.resources.append(planned)
+        if args.resource_id:
+            self.imports[args.name] = args.resource_id
         if args.typ == "pulumi:pulumi:StackReference":
             outputs = self.stacks.get(args.inputs["name"], self.platform)
             return args.inputs["name"], {"name": args.inputs["name"], "outputs": outputs,

@@ -287,15 +287,19 @@ def test_a_cell_of_another_account_lets_the_runtime_wake_its_tenants_and_nothing
     assert not [r for r in home_account.of_type("aws:iam/role:Role") if r.inputs["name"].endswith("-waker")]
 
 
-@pytest.mark.parametrize("owns", [True, False])
-def test_one_cell_per_account_and_region_declares_the_rds_os_metrics_group(owns):
+@pytest.mark.parametrize(("owns", "adopted"), [(True, False), (True, True), (False, False)])
+def test_one_cell_per_account_and_region_declares_the_rds_os_metrics_group(owns, adopted):
     """RDS fixes the group's name, so two cells of one account and region
-    cannot both create it (`cell add` picks the first)."""
+    cannot both create it (`cell add` picks the first); a cell that took it
+    over from a removed one imports it instead of creating it."""
     mocks = RecordingMocks(account="222222222222", region="eu-west-1")
     run_program("cell-eu1", platform_config({"name": "eu1", "region": "eu-west-1", "os_metrics_group": owns,
-                                             "runtime_principal_arn": ROLE_ARN}, region="eu-west-1"), mocks)
-    groups = {g.inputs["name"] for g in mocks.of_type("aws:cloudwatch/logGroup:LogGroup")}
+                                             "os_metrics_adopted": adopted, "runtime_principal_arn": ROLE_ARN},
+                                            region="eu-west-1"), mocks)
+    groups = {g.inputs["name"]: g.name for g in mocks.of_type("aws:cloudwatch/logGroup:LogGroup")}
     assert ("RDSOSMetrics" in groups) is owns
+    assert ({n: i for n, i in mocks.imports.items() if i == "RDSOSMetrics"}
+            == ({groups["RDSOSMetrics"]: "RDSOSMetrics"} if adopted else {}))
 
 
 def test_a_cell_outside_home_needs_the_homes_runtime_principal():

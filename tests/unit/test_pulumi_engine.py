@@ -772,6 +772,21 @@ def test_a_destroy_preview_lists_what_the_stack_holds_and_changes_nothing(projec
     assert (project / "stacks" / "Pulumi.acme.yaml").read_text() == STACK_FILE
 
 
+def test_a_destroy_preview_says_which_deletes_only_leave_the_state(project: Path, cli: FakeCli) -> None:
+    """A resource whose state says retainOnDelete (the RDSOSMetrics log group a
+    cell manages) is deleted from the state only: `cell remove` lists it as kept."""
+    group = "aws:cloudwatch/logGroup:LogGroup"
+    deletes = [[("pre", step_json("delete", urn("acme", typ, name), typ,
+                                  old={**state(typ, urn("acme", typ, name), inputs), **retain}))]
+               for typ, name, inputs, retain in ((KEY, "acme-key", {"description": "acme"}, {}),
+                                                 (group, "platform-os-metrics", {"name": "RDSOSMetrics"},
+                                                  {"retainOnDelete": True}))]
+    cli.script("preview-destroy", {"events": preview_stream("acme", deletes)})
+    changes = {c.name: c for c in engine_on(project, cli).preview_destroy("acme").changes if c.op is Op.delete}
+    assert changes["platform-os-metrics"].retained and not changes["acme-key"].retained
+    assert changes["acme-key"].loses_data and not changes["platform-os-metrics"].loses_data
+
+
 def test_preview_changes_carry_property_diffs(project: Path, cli: FakeCli) -> None:
     detailed = {"tags.owner": {"diffKind": "update", "inputDiff": True},
                 "kmsMasterKeyId": {"diffKind": "update", "inputDiff": True},

@@ -228,7 +228,9 @@ def remove(
     their retention window: `tenantctl move ID --cell OTHER` empties a cell. The
     shared database's final snapshot is kept; its buckets go with what they hold
     (the confirmation lists it; --yes without asking). The home cell is never
-    removed."""
+    removed. The account-and-region RDSOSMetrics log group a cell manages is
+    kept: handed over to another cell there, or, with none, given back to the
+    account."""
     from tenantctl.cli.confirm import confirmation
     from tenantctl.cli.progress import engine_progress
     from tenantctl.operations.cell_remove import remove as run
@@ -244,5 +246,8 @@ def remove(
         table(f"cell {name}: `cell remove {name} --yes` deletes", ["what goes"], [(line,) for line in result.goes])
     else:
         snapshot = f"; final database snapshot {result.final_snapshot} kept" if result.final_snapshot else ""
+        group = (f"; its {result.os_metrics_group} log group kept, now cell {result.os_metrics_heir}'s"
+                 if result.os_metrics_heir else f"; its {result.os_metrics_group} log group kept, given back to the "
+                 "account" if result.os_metrics_group else "")
         console.print(f"[yellow]cell {name} removed[/] ({(result.changes or {}).get('delete', 0)} resources "
-                      f"deleted{snapshot})")
+                      f"deleted{snapshot}{group})")

@@ -66,6 +66,8 @@ class ResourceChange(BaseModel):
     # The resource's ARN when it has one (a refresh fills it): the refresh
     # operation tells a tagged resource the state knows from an orphan by it.
     arn: str = ""
+    # A delete that leaves the resource where it is (Pulumi's retain_on_delete): only the state forgets it.
+    retained: bool = False
 
     @property
     def data_bearing(self) -> bool:
@@ -74,7 +76,7 @@ class ResourceChange(BaseModel):
 
     @property
     def loses_data(self) -> bool:
-        return self.data_bearing and self.op in (Op.replace, Op.delete)
+        return self.data_bearing and self.op in (Op.replace, Op.delete) and not self.retained
 
     @property
     def ran_schema_template(self) -> bool:

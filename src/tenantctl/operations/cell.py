@@ -141,6 +141,12 @@ def add(ws: Workspace, name: str, options: dict[str, Any],
         if spec.name not in ws.cells() and "os_metrics_group" not in options:
             spec = spec.model_copy(update={"os_metrics_group": not _shares_account_region(ws, spec,
                                                                                           home["account_id"])})
+        if spec.name not in ws.cells() and spec.os_metrics_group and "os_metrics_adopted" not in options:
+            # The group a removed cell gave back to the account (or one RDS made) is imported, never made twice.
+            from tenantctl.operations import os_metrics
+
+            logs = ws.client.in_account(spec.account_role_arn, spec.region)("logs")
+            spec = spec.model_copy(update={"os_metrics_adopted": os_metrics.exists(logs)})
         if spec.name not in ws.cells():
             others = same_account_region(ws, spec, home["account_id"])
             if options.get("vpc_cidr") is None:

@@ -7,9 +7,12 @@ whose objects or backups are still under its prefixes in the cell's bucket
 (`drill restore --target in-place` brings it back from them). A tombstone
 past its window, or whose data was purged, keeps nothing: its leftovers go
 with the bucket. The home cell is never removed (the registry is there), nor
-a cell whose account-and-region RDSOSMetrics log group other cells use, nor
 one whose database's final snapshot name an earlier cell of that name took
-(RDS would refuse the delete after the protections were lifted).
+(RDS would refuse the delete after the protections were lifted). A cell that
+manages its account-and-region RDSOSMetrics log group (``os_metrics_group``)
+is removed like any other: the group stays (see ``os_metrics``); refused
+only while the cell taking it over has changes not applied yet (the
+handover applies that cell, and must change nothing else there).
 
 Under the cell's lease (CI's `apply` and `cell add` wait or refuse meanwhile):
 1. its counter's draining flag is set, so no placement reserves a slot there;
@@ -20,12 +23,24 @@ Under the cell's lease (CI's `apply` and `cell add` wait or refuse meanwhile):
 4. the stack file is written ``retiring`` and applied: the shared database's
    deletion protection lifted and both buckets set to go with what they hold
    (the policy gate lets exactly this through; the final snapshot is still
-   taken);
-5. the stack is destroyed, then its stack file and counter deleted.
+   taken); the RDSOSMetrics log group, when the cell manages it, recorded as
+   retained (``retain_on_delete``: a state from before that option learns it here);
+5. a cell that manages the RDSOSMetrics group gives it up: to another cell of
+   its account and region (that cell's stack file says it manages the group,
+   adopted, and an applied one is applied: it imports the group and puts it
+   under its own key), or, with none, back to the account (its key and
+   tenantctl's tags removed); then its own stack file says
+   ``os_metrics_group: false``;
+6. the stack is destroyed (the group, retained, only leaves its state), then
+   its stack file and counter deleted.
 
 A run killed after 4 finds the file ``retiring`` and goes on (the up changes
-nothing, the destroy is idempotent); one killed between the file and the
-counter finds no file: a re-run deletes the counter.
+nothing, the destroy is idempotent); one killed in 5 before the cell's own
+file says ``os_metrics_group: false`` hands over again to the same cell (the
+one that says it manages the group already: an applied one is not applied
+twice) or releases again; one killed after it finds the group handed over
+(its up only drops the group from the state); one killed between the file
+and the counter finds no file: a re-run deletes the counter.
 """
 
 from __future__ import annotations
@@ -40,7 +55,7 @@ from tenantctl.engines.base import ChangeSet, EventSink, Op, phase
 from tenantctl.errors import Conflict, InvalidInput, NotFound, engine_step
 from tenantctl.models import CellSpec, TenantRecord, TenantStatus, Tier, utcnow
 from tenantctl.naming import DEFAULT_CELL, cell_stack, resource_name
-from tenantctl.operations.cell import same_account_region
+from tenantctl.operations import os_metrics
 from tenantctl.operations.deletion_protection import snapshot_exists
 from tenantctl.policy import waived
 from tenantctl.registry import RegistryWriter, held_slots
@@ -70,6 +85,10 @@ class CellRemoval(BaseModel):
     goes: list[str]  # what the destroy deletes, one line each (what the confirmation lists)
     changes: dict[str, int] | None = None  # the destroy's, once run
     final_snapshot: str | None = None  # the shared database's, kept by RDS
+    # The account-and-region RDSOSMetrics log group the cell manages: kept, and the cell that takes it over
+    # (None: back to the account, no other cell being there). Both None: the cell does not manage it.
+    os_metrics_group: str | None = None
+    os_metrics_heir: str | None = None
 
 
 def holds(registry: RegistryWriter, spec: CellSpec, s3: Any, now: datetime) -> list[CellHold]:
@@ -118,19 +137,12 @@ def _counted_without_record(registry: RegistryWriter, name: str, found: list[Cel
         f"now; if none is, the count is stale: `tenantctl cell show {name} --recount` corrects it"))
 
 
-def _metrics_users(ws: Workspace, spec: CellSpec, target_account: str | None) -> list[str]:
-    """Other cells of the account and region that use the RDSOSMetrics log group ``spec`` created."""
-    if not spec.os_metrics_group:
-        return []
-    return sorted(c.name for c in same_account_region(ws, spec, target_account) if not c.os_metrics_group)
-
-
 def _bucket_count(s3: Any, bucket: str) -> str:
     page = s3.list_object_versions(Bucket=bucket, MaxKeys=LISTED)
     return f"at least {_versions(page)}" if page.get("IsTruncated") else str(_versions(page))
 
 
-def _goes(spec: CellSpec, outputs: dict[str, Any], plan: ChangeSet, s3: Any) -> list[str]:
+def _goes(spec: CellSpec, outputs: dict[str, Any], plan: ChangeSet, s3: Any, heir: CellSpec | None) -> list[str]:
     lines = []
     if outputs.get("db_endpoint"):
         lines.append(f"the shared PostgreSQL {outputs['db_endpoint']} (database {outputs.get('db_name')}): deleted, "
@@ -142,7 +154,12 @@ def _goes(spec: CellSpec, outputs: dict[str, Any], plan: ChangeSet, s3: Any) -> 
     if outputs.get("platform_key_arn"):
         lines.append(f"KMS key {outputs['platform_key_arn']}: scheduled for deletion")
     lines += [f"delete {c.type} {c.name}" + (": with its data" if c.loses_data else "")
-              for c in plan.changes if c.op is Op.delete]
+              for c in plan.changes if c.op is Op.delete and not c.retained]
+    if spec.os_metrics_group:
+        lines.append(f"the {os_metrics.GROUP} log group of {spec.region}: kept (every RDS instance of the account "
+                     "and region with enhanced monitoring writes there), " + (
+                         f"handed over to cell {heir.name} (its stack imports it and puts it under its key)"
+                         if heir is not None else "given back to the account (its key and tenantctl's tags removed)"))
     lines.append(f"stacks/Pulumi.{spec.stack}.yaml and the cell's counter in the registry")
     return lines
 
@@ -163,27 +180,27 @@ def remove(ws: Workspace, name: str, confirm: Confirmation, *, dry_run: bool = F
             raise NotFound(f"no cell {name!r} in {ws.stacks_dir}")
         return _forget_counter(ws, registry, name)
     spec = ws.cell(name)
-    users = _metrics_users(ws, spec, ws.platform_outputs().get("account_id"))
-    if users:
-        raise Conflict(f"cell {name!r} created the RDSOSMetrics log group of its account and region (RDS names it, "
-                       f"one per account and region), which cell(s) {', '.join(users)} use: remove them first")
+    heir = os_metrics.heir(ws, spec, ws.platform_outputs().get("account_id")) if spec.os_metrics_group else None
     clients = ws.cell_clients(name)
     if dry_run:
-        return _planned(ws, registry, spec, clients)
+        return _planned(ws, registry, spec, clients, heir)
     with cell_lease.held(registry, name, "cell remove") as lease:
         registry.set_draining(name, True)  # before looking: no placement slips in behind the look
         try:
-            result = _planned(ws, registry, spec, clients)
+            result = _planned(ws, registry, spec, clients, heir)
             confirm.check(f"remove cell {name} ({spec.region})", result.goes)
         except BaseException:
             registry.set_draining(name, spec.draining)
             raise
         outputs = ws.cell_outputs(name)
+        retiring = spec.model_copy(update={"retiring": True, "draining": True})
         if result.planned:
-            write_cell(ws.stacks_dir, spec.model_copy(update={"retiring": True, "draining": True}))
+            write_cell(ws.stacks_dir, retiring)
             phase(on_event, spec.stack, "lifting the database's deletion protection, letting the buckets go")
             with waived("deletion-protection"), engine_step(f"cell {name}: lifting its protections"):
                 ws.engine.up(spec.stack, on_event=on_event)
+        if spec.os_metrics_group:
+            _give_up_os_metrics(ws, retiring, heir, clients, on_event)
         with engine_step(f"cell {name}: destroying its stack"):
             changes = ws.engine.destroy(spec.stack, on_event=on_event)
         path.unlink()
@@ -195,7 +212,21 @@ def remove(ws: Workspace, name: str, confirm: Confirmation, *, dry_run: bool = F
                                      if outputs.get("db_endpoint") else None})
 
 
-def _planned(ws: Workspace, registry: RegistryWriter, spec: CellSpec, clients: Any) -> CellRemoval:
+def _give_up_os_metrics(ws: Workspace, retiring: CellSpec, heir: CellSpec | None, clients: Any,
+                        on_event: EventSink | None) -> None:
+    """Step 5 of the module's docstring: the group to ``heir`` (None: to the account),
+    then the cell's own file no longer names it (the group, retained, only leaves its state)."""
+    if heir is not None:
+        # A group that does not exist (the cell never applied): the heir's up creates it.
+        os_metrics.hand_over(ws, heir, os_metrics.exists(clients("logs")), on_event)
+    else:
+        phase(on_event, retiring.stack, f"giving the {os_metrics.GROUP} log group back to the account")
+        os_metrics.release(clients("logs"), retiring)
+    write_cell(ws.stacks_dir, retiring.model_copy(update={"os_metrics_group": False, "os_metrics_adopted": False}))
+
+
+def _planned(ws: Workspace, registry: RegistryWriter, spec: CellSpec, clients: Any,
+             heir: CellSpec | None) -> CellRemoval:
     """What the removal deletes; Conflict naming what keeps the cell, or what would stop its destroy halfway."""
     s3 = clients("s3")
     found = holds(registry, spec, s3, utcnow())
@@ -207,6 +238,8 @@ def _planned(ws: Workspace, registry: RegistryWriter, spec: CellSpec, clients: A
     if stray:
         raise Conflict(f"cell {spec.name!r} holds no tenant, but {stray.why}; nothing was changed",
                        details=[f"{stray.tenant_id}: {stray.why}"])
+    if heir is not None and (why := os_metrics.unapplied(ws, heir)):
+        raise Conflict(why)
     outputs, final = ws.cell_outputs(spec.name), resource_name(spec.stack, "final")
     if outputs.get("db_endpoint") and snapshot_exists(clients("rds"), final):
         raise Conflict(f"cell {spec.name!r}: RDS would name its database's final snapshot {final}, which an earlier "
@@ -214,7 +247,9 @@ def _planned(ws: Workspace, registry: RegistryWriter, spec: CellSpec, clients: A
                        "delete it), then remove the cell again; nothing was changed")
     plan = ws.engine.preview_destroy(spec.stack)
     return CellRemoval(cell=spec.name, stack=spec.stack, region=spec.region, account_role_arn=spec.account_role_arn,
-                       removed=False, planned=bool(plan.changes), goes=_goes(spec, outputs, plan, s3))
+                       removed=False, planned=bool(plan.changes), goes=_goes(spec, outputs, plan, s3, heir),
+                       os_metrics_group=os_metrics.GROUP if spec.os_metrics_group else None,
+                       os_metrics_heir=heir.name if heir is not None else None)
 
 
 def _forget_counter(ws: Workspace, registry: RegistryWriter, name: str) -> CellRemoval:

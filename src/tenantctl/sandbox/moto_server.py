@@ -1,4 +1,5 @@
-"""moto in server mode: a detached `python -m moto.server` on 127.0.0.1."""
+"""moto in server mode: a detached `python -m tenantctl.sandbox.moto_main` (moto's
+server with the calls it lacks that tenantctl makes) on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from tenantctl.sandbox.process import LOOPBACK, alive, port_accepts, read_pid, terminate, wait_until
 
-MARKER = "moto.server"
+MARKER = "moto"  # in both moto_main's command line and that of a sandbox started as `-m moto.server`
 
 
 class MotoServer:
@@ -43,7 +44,7 @@ class MotoServer:
         with self.log.open("ab") as log:
             # A new session: the server survives the CLI that started it and its Ctrl-C.
             proc = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(port)],
+                [sys.executable, "-m", "tenantctl.sandbox.moto_main", "-H", LOOPBACK, "-p", str(port)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, close_fds=True,
             )

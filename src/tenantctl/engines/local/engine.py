@@ -165,7 +165,7 @@ class LocalEngine(Engine):
     def preview_destroy(self, stack: str, on_event: EventSink | None = None) -> ChangeSet:
         state = StateFile(self.state_root, stack).load()
         return ChangeSet(stack=stack, changes=[
-            ResourceChange(op=Op.delete, type=r.type, name=r.name, urn=r.urn, arn=r.arn)
+            ResourceChange(op=Op.delete, type=r.type, name=r.name, urn=r.urn, arn=r.arn, retained=r.retain)
             for r in reversed(state.resources)])
 
     def destroy(self, stack: str, on_event: EventSink | None = None) -> ChangeSet:
@@ -269,7 +269,8 @@ class LocalEngine(Engine):
                 raise ApplyFailed(f"stack {run.stack}: {entry.name} ({entry.type}): delete failed: {exc}") from exc
             run.emit("resource-done", Op.delete, entry.type, entry.name)
             # With its ARN: a repair's orphan scan, taken before the up, must know what the up deleted.
-            done.append(ResourceChange(op=Op.delete, type=entry.type, name=entry.name, urn=entry.urn, arn=entry.arn))
+            done.append(ResourceChange(op=Op.delete, type=entry.type, name=entry.name, urn=entry.urn, arn=entry.arn,
+                                       retained=entry.retain))
         return done
 
     @staticmethod

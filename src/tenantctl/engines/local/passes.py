@@ -7,6 +7,13 @@ and unsupported types are collected so the up fails before anything exists.
 idempotent create), updates in place, replaces, or returns the recorded
 state untouched when the inputs are equal (no API call at all).
 
+Two resource options are honoured as Pulumi does: ``import_`` (a create
+adopts the existing resource and never makes one: an import of what does not
+exist fails; unlike an older Pulumi CLI, an adopted resource whose live
+settings differ from the inputs is brought to them, as Pulumi's
+import-then-update does) and ``retain_on_delete`` (recorded in the state: a
+delete of such a resource, the program dropping it or a destroy, only forgets it).
+
 Pulumi registers a resource once every input it depends on has resolved and
 hands registrations to its executor threads, so resources that do not
 depend on each other arrive together. The plan pass takes them one at a time
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -32,6 +40,17 @@ from tenantctl.engines.local.handlers.stack_reference import TYPE as STACK_REFER
 from tenantctl.engines.local.handlers.stack_reference import reference_outputs
 from tenantctl.engines.local.state import ResourceState, StackState, StateFile, normalized
 from tenantctl.policy import UNKNOWN, PlannedResource, planned_resource
+
+
+@dataclass(frozen=True)
+class Options:
+    """The resource options of a registration the LocalEngine honours."""
+
+    retain: bool = False  # retain_on_delete
+    import_id: str | None = None  # import_
+
+
+NO_OPTIONS = Options()
 
 
 def _has_unknown(value: Any) -> bool:
@@ -100,13 +119,16 @@ class _Pass(pulumi.runtime.Mocks):
         with self.lock:
             self.registered.append(urn)
         try:
-            return self.resource(urn, args.typ, args.name, inputs)
+            return self.resource(urn, args.typ, args.name, inputs,
+                                 Options(retain=getattr(self.current, "retain", False),
+                                         import_id=args.resource_id or None))
         except BaseException as exc:
             with self.lock:
                 self.error = self.error or exc
             raise
 
-    def resource(self, urn: str, typ: str, name: str, inputs: dict[str, Any]) -> tuple[str | None, dict]:
+    def resource(self, urn: str, typ: str, name: str, inputs: dict[str, Any],
+                 options: Options = NO_OPTIONS) -> tuple[str | None, dict]:
         """One registration; called concurrently for resources that do not depend on each other."""
         raise NotImplementedError
 
@@ -117,7 +139,8 @@ class PlanPass(_Pass):
         self.planned: list[PlannedResource] = []
         self.unsupported: list[str] = []
 
-    def resource(self, urn: str, typ: str, name: str, inputs: dict[str, Any]) -> tuple[str | None, dict]:
+    def resource(self, urn: str, typ: str, name: str, inputs: dict[str, Any],
+                 options: Options = NO_OPTIONS) -> tuple[str | None, dict]:
         with self.lock:  # in memory only: nothing gained running it concurrently
             return self._plan(urn, typ, name, inputs)
 
@@ -140,7 +163,7 @@ class PlanPass(_Pass):
 
     def deletions(self) -> list[ResourceChange]:
         seen = set(self.registered)
-        return [ResourceChange(op=Op.delete, type=r.type, name=r.name, urn=r.urn, arn=r.arn)
+        return [ResourceChange(op=Op.delete, type=r.type, name=r.name, urn=r.urn, arn=r.arn, retained=r.retain)
                 for r in reversed(self.state.resources) if r.urn not in seen]
 
 
@@ -156,7 +179,8 @@ class ApplyPass(_Pass):
     def save(self) -> None:
         self.file.save(self.state)
 
-    def resource(self, urn: str, typ: str, name: str, inputs: dict[str, Any]) -> tuple[str | None, dict]:
+    def resource(self, urn: str, typ: str, name: str, inputs: dict[str, Any],
+                 options: Options = NO_OPTIONS) -> tuple[str | None, dict]:
         handler = HANDLERS[typ]
         d = Desired(urn, typ, name, normalized(inputs))
         with self.lock:  # judged and classified in registration order, as before any concurrency
@@ -170,38 +194,46 @@ class ApplyPass(_Pass):
             op = classify(handler, prior, d.inputs)
             step = change(op, typ, name, urn, prior, d.inputs)
             self.changes.append(step)
+            if op is Op.same and prior.retain is not options.retain:  # an option alone: the state takes it
+                self.state.put(prior.model_copy(update={"retain": options.retain}))
         if op is Op.same:
             return prior.id, prior.outputs
         self.emit("resource-pre", op, typ, name)
         try:
             if op is Op.update:
                 computed = handler.update(self.ctx, prior.id, d, prior.inputs)
-                entry = self.record(d, prior.id, computed, "created")
+                entry = self.record(d, prior.id, computed, "created", retain=options.retain)
             else:
                 if op is Op.replace:
                     delete_resource(self, handler, prior)
-                entry = self.create(handler, d, recovering=prior is not None and op is Op.create)
+                entry = self.create(handler, d, recovering=prior is not None and op is Op.create, options=options)
         except Exception as exc:
             raise RuntimeError(f"{name} ({typ}): {op.value} failed: {exc}") from exc
         step.arn = entry.arn  # a new resource's, once it exists
         self.emit("resource-done", op, typ, name)
         return entry.id, entry.outputs
 
-    def create(self, handler: Handler, d: Desired, recovering: bool) -> ResourceState:
+    def create(self, handler: Handler, d: Desired, recovering: bool, options: Options) -> ResourceState:
         # The intent goes to disk first (with what earlier calls returned): a
         # crash after the create still leaves a trace the next run adopts (or
-        # deletes when no longer declared).
+        # deletes when no longer declared; an imported one is only forgotten).
         with self.lock:
-            self.state.put(ResourceState(urn=d.urn, type=d.type, name=d.name, inputs=d.inputs, status="creating"))
+            self.state.put(ResourceState(urn=d.urn, type=d.type, name=d.name, inputs=d.inputs, status="creating",
+                                         retain=options.retain or options.import_id is not None))
             self.save()
+        if options.import_id is not None:
+            rid = handler.find(self.ctx, d)
+            if rid != options.import_id:
+                raise RuntimeError(f"import of {options.import_id!r}: no such resource to import")
+            return self.record(d, rid, handler.configure(self.ctx, rid, d, {}), "created", retain=options.retain)
         rid, computed = handler.create(self.ctx, d, recovering)
-        return self.record(d, rid, computed, "created", made=d.made)
+        return self.record(d, rid, computed, "created", made=d.made, retain=options.retain)
 
     def record(self, d: Desired, rid: str | None, computed: dict[str, Any], status: str,
-               made: bool = False) -> ResourceState:
+               made: bool = False, retain: bool = False) -> ResourceState:
         """In memory only: the next intent or the end of the run writes it (state.py says why that is safe)."""
         entry = ResourceState(urn=d.urn, type=d.type, name=d.name, id=rid, inputs=d.inputs,
-                              outputs=normalized({**d.inputs, **computed}), status=status)
+                              outputs=normalized({**d.inputs, **computed}), status=status, retain=retain)
         with self.lock:
             if made:
                 self.made.add(d.urn)
@@ -211,11 +243,13 @@ class ApplyPass(_Pass):
 
 def delete_resource(run: _Pass, handler: Handler, entry: ResourceState) -> None:
     """Delete one recorded resource: mark it (on disk), delete (idempotent),
-    forget it (in memory until the next write or the end of the run)."""
+    forget it (in memory until the next write or the end of the run). A
+    retained one (retain_on_delete) is only forgotten."""
     entry_id = entry.id if entry.status != "creating" else None
     with run.lock:
         run.state.put(entry.model_copy(update={"status": "deleting"}))
         run.file.save(run.state)
-    handler.delete(run.ctx, entry_id, Desired(entry.urn, entry.type, entry.name, entry.inputs))
+    if not entry.retain:
+        handler.delete(run.ctx, entry_id, Desired(entry.urn, entry.type, entry.name, entry.inputs))
     with run.lock:
         run.state.remove(entry.urn)

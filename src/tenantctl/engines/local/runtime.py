@@ -31,8 +31,9 @@ Program = Callable[[str], dict[str, Any]]
 
 class UrnMonitor(MockMonitor):
     """MockMonitor that tells the mocks each resource's URN (MockResourceArgs
-    has no parent, so the URN cannot be rebuilt there). new_resource runs on
-    the calling thread, hence a thread-local."""
+    has no parent, so the URN cannot be rebuilt there) and its retain_on_delete
+    option (MockResourceArgs has none). new_resource runs on the calling
+    thread, hence a thread-local."""
 
     def __init__(self, mocks: pulumi.runtime.Mocks, current: threading.local) -> None:
         super().__init__(mocks)
@@ -40,10 +41,12 @@ class UrnMonitor(MockMonitor):
 
     def RegisterResource(self, request):  # noqa: N802 - gRPC method name
         self._current.urn = self.make_urn(request.parent, request.type, request.name)
+        self._current.retain = bool(request.retainOnDelete)
         return super().RegisterResource(request)
 
     def ReadResource(self, request):  # noqa: N802
         self._current.urn = self.make_urn(request.parent, request.type, request.name)
+        self._current.retain = False
         return super().ReadResource(request)
 
 

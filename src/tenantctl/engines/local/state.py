@@ -53,6 +53,7 @@ class ResourceState(BaseModel):
     inputs: dict[str, Any] = Field(default_factory=dict)
     outputs: dict[str, Any] = Field(default_factory=dict)
     status: Status = "created"
+    retain: bool = False  # retain_on_delete: a delete (the program dropping it, a destroy) only forgets it
 
     @property
     def arn(self) -> str:

@@ -23,8 +23,10 @@ T = TypeVar("T")
 # its in-flight resource operations before the update is cancelled.
 CANCEL_GRACE_SECONDS = 30.0
 
-# The oldest CLI the engine drives: `--config-file` on preview/up/refresh came in 3.169.
-MIN_CLI_VERSION = "3.169.0"
+# The oldest CLI the engine drives: `--config-file` on preview/up/refresh came in 3.169, and
+# 3.174 imports a resource whose settings differ from the program's, then updates it, in one
+# deployment (a cell taking over the RDSOSMetrics log group imports it under another cell's key).
+MIN_CLI_VERSION = "3.174.0"
 
 
 def sdk_version() -> str:

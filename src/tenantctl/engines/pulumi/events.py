@@ -195,6 +195,12 @@ def property_diffs(meta: Any, live: bool = False) -> list[PropertyDiff]:
     return found
 
 
+def _retained(meta: Any) -> bool:
+    """The step's old state says retain_on_delete: its delete only drops it from the state."""
+    old = getattr(meta, "old", None)
+    return bool(old is not None and getattr(old, "retain_on_delete", False))
+
+
 def _arn(meta: Any) -> str:
     """The resource's ARN from a step's states (``resource_arn``): the refresh
     operation tells a tagged resource the stack knows from an orphan by it."""
@@ -266,7 +272,8 @@ class ChangeCollector:
                 op = seen.op
             self._changes[meta.urn] = ResourceChange(op=op, type=meta.type, name=urn_name(meta.urn), urn=meta.urn,
                                                      diffs=diffs or (seen.diffs if seen else []),
-                                                     arn=_arn(meta) or (seen.arn if seen else ""))
+                                                     arn=_arn(meta) or (seen.arn if seen else ""),
+                                                     retained=op is Op.delete and _retained(meta))
 
     def _record_policy(self, policy: Any) -> None:
         from tenantctl.policy import Violation
