@@ -52,7 +52,7 @@ from tenant_runtime import analyzer
 from tenant_runtime import cursor as cursor_codec
 from tenant_runtime.blind_index import document_scope, summary_scope
 from tenant_runtime.context import TenantContext, check_writable, verified
-from tenant_runtime.errors import DecryptionFailed, InvalidRequest, StoreUnavailable, TenantMismatch
+from tenant_runtime.errors import DecryptionFailed, InvalidRequest, StoreUnavailable
 from tenant_runtime.search_keys import KEY_TRIES, SearchKey, SearchKeyOperations
 from tenant_runtime.tables import CONVERSATIONS, DOCUMENTS, SEARCH_KEYS, SEARCH_STATS, SEARCH_VOCAB, SUMMARIES
 
@@ -272,18 +272,6 @@ def check_json_size(value: Any, what: str, limit: int) -> None:
 def check_limit(limit: int, most: int) -> None:
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= most:
         raise InvalidRequest(f"limit must be between 1 and {most}")
-
-
-def decode_cursor(cursor: str, tenant_id: str, fields: tuple[str, ...], what: str) -> dict[str, Any]:
-    try:
-        data = cursor_codec.decode(cursor)
-        if not all(isinstance(data[f], str) for f in ("t", *fields)):
-            raise ValueError
-    except (ValueError, KeyError):
-        raise InvalidRequest(f"invalid cursor: pass a cursor returned by {what}()") from None
-    if data["t"] != tenant_id:
-        raise TenantMismatch(tenant_id, data["t"], "cursor")
-    return data
 
 
 class DocumentOperations(SearchKeyOperations):
@@ -685,7 +673,7 @@ class DocumentOperations(SearchKeyOperations):
     def _list_documents(self, ctx: TenantContext, limit: int, cursor: str | None) -> Any:
         ctx = verified(ctx)
         check_limit(limit, MAX_RESULTS)
-        after = decode_cursor(cursor, ctx.key, ("l",), "list_documents")["l"] if cursor else ""
+        after = cursor_codec.open_cursor(cursor, "documents", ctx.key, ("l",))["l"] if cursor else ""
         rows = yield self._statement_step(
             sql.SQL("SELECT doc_id, content, metadata, source, updated_at FROM {} WHERE tenant_id = %s "
                     "AND doc_id > %s ORDER BY doc_id LIMIT %s").format(self._table(ctx, DOCUMENTS)),
@@ -695,7 +683,7 @@ class DocumentOperations(SearchKeyOperations):
         return DocumentPage(
             documents=[DocumentSummary(doc_id=r[0], title=t, metadata=r[2], source=r[3], updated_at=r[4])
                        for r, (t, _) in zip(rows, opened, strict=True)],
-            next_cursor=cursor_codec.encode({"t": ctx.key, "l": rows[-1][0]}) if more else None)
+            next_cursor=cursor_codec.encode("documents", {"t": ctx.key, "l": rows[-1][0]}) if more else None)
 
     def _delete_document(self, ctx: TenantContext, doc_id: str) -> Any:
         """The row (its index terms are in it), then its body

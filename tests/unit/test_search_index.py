@@ -220,7 +220,7 @@ def test_bad_input_is_refused_before_any_io(call):
 def search_cursor(query, statistics):
     """A cursor of ``query`` (no filters, not fuzzy) on tenant acme carrying ``statistics``."""
     fingerprint = hashlib.sha256(json.dumps([query, {}, False], sort_keys=True).encode()).hexdigest()[:16]
-    return cursor_codec.encode({"t": "acme", "q": fingerprint, "s": "1.5", "d": "d1", "k": "document",
+    return cursor_codec.encode("search", {"t": "acme", "q": fingerprint, "s": "1.5", "d": "d1", "k": "document",
                                 "st": statistics})
 
 
