@@ -14,6 +14,7 @@ from tenantctl.cli.output import (
     error_object,
     orphan_lines,
     print_json,
+    record_result,
     show,
     steps_table,
     table,
@@ -337,6 +338,7 @@ def unlock(
 
     registry = Workspace().registry
     record = registry.require(tenant_id)
+    done = [] if record.lock is None else ["lock removed"]  # or refused below
     if record.lock is None:
         message = f"tenant {tenant_id} is not locked"
     elif lock_holder(record.lock) in DEAD:
@@ -348,6 +350,6 @@ def unlock(
         record = registry.force_unlock(tenant_id)
         message = f"lock on {tenant_id} removed"
     if json_out:
-        print_json(record)
+        print_json(record_result(record, done))
     else:
         console.print(message)
