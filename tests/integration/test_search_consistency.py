@@ -232,6 +232,45 @@ def test_a_reindex_stopped_half_way_is_finished_under_its_own_key(runtime, tenan
     assert kept == recounted
 
 
+def test_status_says_a_reindex_is_unfinished_until_a_run_finishes_it(runtime, provision_tenant, tenantctl_cli,
+                                                                      workspace, sandbox, monkeypatch):
+    """A `search reindex` stopped half way leaves two live search keys (every
+    query hashed under both) until a run finishes it: `status` says so, text
+    and --json, from the registry record it reads anyway; and no longer once
+    a run finished it. Before: nothing said so anywhere."""
+    from tenantctl.operations.reindex import reindex_search
+
+    record = provision_tenant("qs-stopped")
+    tid = record.tenant_id
+    runtime.store.put_documents(runtime.context(tid), [
+        {"doc_id": f"u{i}", "title": "Unfinished", "body": "unfinished business", "metadata": {}} for i in range(8)])
+    assert "unfinished" not in tenantctl_cli("status", tid).stdout
+    whole_body, opened = StoreOperations._whole_body, []
+
+    def stopping(self, ctx, data):  # the run is stopped at the fifth document
+        opened.append(1)
+        if len(opened) == 5:
+            raise KeyboardInterrupt
+        return (yield from whole_body(self, ctx, data))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(StoreOperations, "_whole_body", stopping)
+        with pytest.raises(KeyboardInterrupt):
+            reindex_search(workspace, tid)
+    assert len(search_key_versions(sandbox, record.resources)) == 2
+    shown = tenantctl_cli("status", tid, "--json")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["search_reindex_since"], shown.stdout
+    text = " ".join(tenantctl_cli("status", tid).stdout.split())
+    assert "search reindex unfinished: a run started" in text, text
+    assert f"`tenantctl search reindex {tid}` finishes it" in text
+
+    done = tenantctl_cli("search", "reindex", tid)
+    assert done.returncode == 0, done.stderr
+    assert len(search_key_versions(sandbox, record.resources)) == 1
+    assert json.loads(tenantctl_cli("status", tid, "--json").stdout)["search_reindex_since"] is None
+    assert "unfinished" not in tenantctl_cli("status", tid).stdout
+
+
 def test_suggestions_complete_the_whole_prefix_past_its_indexed_length(runtime, tenant):
     _, ctx = tenant
     runtime.store.put_documents(ctx, [

@@ -72,6 +72,14 @@ def _record_rows(record: "TenantRecord") -> list[tuple[str, str]]:
                              f"since {mv.phase_at:%Y-%m-%d %H:%M:%S}Z{window}"))
         if len(record.stacks) > 1:  # served from the first
             rows.append(("stacks", ", ".join(record.stacks)))
+    if record.search_reindex_since:
+        rows.append(("search reindex", f"unfinished: a run started {record.search_reindex_since:%Y-%m-%d %H:%M:%S}Z "
+                                       "stopped (or is running: see the lock) before every document was re-hashed; "
+                                       "until one finishes, each query is hashed under two search keys; "
+                                       f"`tenantctl search reindex {record.tenant_id}` finishes it"))
+    if record.search_rebuild_due:
+        rows.append(("search index", "rebuild due (items in no index: search answers index_incomplete); the next "
+                                     f"provision or `tenantctl search reindex {record.tenant_id}` rebuilds it"))
     if record.last_error:
         rows.append(("last error", record.last_error))
     return rows

@@ -20,7 +20,7 @@ from tenant_runtime.registry import RegistryReader
 from tenant_runtime.store import ContextStore
 from tenantctl.engines.base import EventSink, phase
 from tenantctl.errors import Conflict, InvalidInput, KeyUnusable, TargetUnavailable
-from tenantctl.models import TenantRecord, TenantStatus
+from tenantctl.models import TenantRecord, TenantStatus, utcnow
 from tenantctl.naming import require_valid
 from tenantctl.operations.hibernate import wake_held
 
@@ -54,14 +54,18 @@ def reindex_search(ws: Any, tenant_id: str, on_event: EventSink | None = None) -
     reindex included: Conflict, exit 5). Nothing is lost if it stops half
     way: documents already re-hashed are found under the new key, the others
     under the old one (both stay live until every document moved); run it
-    again to finish. A hibernated tenant is woken first (its progress to
-    ``on_event``): the reindex reads and writes its database."""
+    again to finish. The record says a run is unfinished
+    (``search_reindex_since``, which `status` shows) until one finishes. A
+    hibernated tenant is woken first (its progress to ``on_event``): the
+    reindex reads and writes its database."""
     require_valid(tenant_id)
     _reindexable(ws.registry.require(tenant_id))
     with ws.registry.hold(tenant_id, REINDEX) as held:
         _reindexable(held.record)  # as locked: it may have changed since
         if held.record.hibernation is not None:
             wake_held(ws, held, on_event)
+        if held.record.search_reindex_since is None:  # a run finishing a stopped one keeps its start
+            held.record = ws.registry.save(held.record, search_reindex_since=utcnow())
         record = held.record
         workspaces = sorted(record.resources.workspaces) if record.resources else []
         with _tenant_store(ws, record) as (store, context):
@@ -71,8 +75,8 @@ def reindex_search(ws: Any, tenant_id: str, on_event: EventSink | None = None) -
                 phase(on_event, tenant_id, f"re-indexing workspace {workspace}")
                 of_workspaces[workspace] = store.reindex(context(workspace),
                                                          progress=_progress(on_event, tenant_id, workspace))
-        if record.search_rebuild_due:  # every store of the tenant is indexed now
-            held.record = ws.registry.save(record, search_rebuild_due=False)
+        # Every store of the tenant is indexed now, under one key.
+        held.record = ws.registry.save(record, search_rebuild_due=False, search_reindex_since=None)
     return Reindexed(**done.model_dump(), workspaces=of_workspaces)
 
 
