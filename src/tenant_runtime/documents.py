@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -176,12 +177,32 @@ def check_text(value: str, what: str) -> None:
         raise not_unicode(what) from None
 
 
+def check_stored_text(value: str, what: str) -> None:
+    """``value`` is text PostgreSQL can hold in a text column: valid Unicode, no NUL."""
+    check_text(value, what)
+    if "\x00" in value:
+        raise holds_nul(what)
+
+
 def check_json_text(value: Any, text: str, what: str) -> None:
-    """``value``, whose ASCII JSON is ``text``, holds no lone surrogate. Only JSON
-    that escapes a surrogate (a pair, an emoji, is fine; jsonb refuses a lone
-    one) is encoded again to tell which: the common case costs a substring test."""
+    """``value``, whose ASCII JSON is ``text``, holds no lone surrogate and no
+    NUL (jsonb refuses both). Only JSON that escapes a surrogate (a pair, an
+    emoji, is fine) is encoded again to tell which, and only JSON holding
+    ``\\u0000`` is searched for a NUL's escape (an escaped backslash before
+    ``u0000`` is text): the common case costs two substring tests."""
     if "\\ud" in text:
         check_text(json.dumps(value, ensure_ascii=False), what)
+    if "\\u0000" in text and _NUL_ESCAPE.search(text):
+        raise holds_nul(what)
+
+
+# ``\u0000`` after an even number of backslashes (each pair an escaped backslash): a NUL's escape.
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def holds_nul(what: str) -> InvalidRequest:
+    """The refusal of text holding a NUL, before any I/O (PostgreSQL would refuse it after)."""
+    return InvalidRequest(f"{what} holds a NUL character (\\x00), which PostgreSQL text and jsonb refuse")
 
 
 def not_unicode(what: str) -> InvalidRequest:
@@ -192,7 +213,7 @@ def not_unicode(what: str) -> InvalidRequest:
 def _check_id(value: str, what: str = "doc_id") -> None:
     if not isinstance(value, str) or not 1 <= len(value) <= 200:
         raise InvalidRequest(f"{what} must be 1..200 characters")
-    check_text(value, what)
+    check_stored_text(value, what)
 
 
 def _check_fields(title: str, metadata: dict[str, Any] | None, source: str | None) -> dict[str, Any]:
@@ -207,7 +228,7 @@ def _check_fields(title: str, metadata: dict[str, Any] | None, source: str | Non
         raise InvalidRequest("source must be a link of at most 2000 characters")
     check_text(title, "title")
     if source is not None:
-        check_text(source, "source")
+        check_stored_text(source, "source")
     return meta
 
 

@@ -39,7 +39,7 @@ from tenant_runtime.documents import (
     DocumentOperations,
     check_json_size,
     check_limit,
-    check_text,
+    check_stored_text,
 )
 from tenant_runtime.errors import IndexIncomplete, InvalidRequest
 from tenant_runtime.search_keys import SearchKey
@@ -215,7 +215,7 @@ class SearchOperations(DocumentOperations):
             raise InvalidRequest(f"at most {MAX_FACETS} facets")
         check_json_size(filters, "filters", MAX_DOC_METADATA)
         for name in facets:
-            check_text(name, "a facet")
+            check_stored_text(name, "a facet")
         words = analyzer.query_terms(query)
         if not words:
             raise InvalidRequest("query has no searchable words")

@@ -62,7 +62,7 @@ from tenant_runtime.documents import (
     ReindexResult,
     Summary,
     check_json_text,
-    check_text,
+    check_stored_text,
     item_locks,
     not_unicode,
 )
@@ -606,4 +606,4 @@ def _appended(conversation_id: str, role: str, content: str, meta: dict[str, Any
 def _check_conversation(conversation_id: str) -> None:
     if not isinstance(conversation_id, str) or not 1 <= len(conversation_id) <= 200:
         raise InvalidRequest("conversation_id must be 1..200 characters")
-    check_text(conversation_id, "conversation_id")
+    check_stored_text(conversation_id, "conversation_id")

@@ -271,6 +271,37 @@ def test_status_says_a_reindex_is_unfinished_until_a_run_finishes_it(runtime, pr
     assert "unfinished" not in tenantctl_cli("status", tid).stdout
 
 
+def test_a_nul_in_a_batch_with_a_large_body_is_refused_before_the_body_goes_to_s3(runtime, tenant, sandbox):
+    """A NUL character (PostgreSQL's text and jsonb refuse it) in an id, a
+    source or metadata of any document of a batch holding a large body is an
+    InvalidRequest before any I/O: no object version or delete marker is left
+    in the tenant's prefix. Before: the body was put in S3, the statement
+    failed, the object was deleted (a delete marker and a noncurrent version
+    left until the lifecycle expires them). An escaped ``\\u0000`` is text."""
+    from tenant_runtime import InvalidRequest
+
+    record, ctx = tenant
+    res = record.resources
+    s3 = boto3.client("s3", endpoint_url=sandbox.aws_endpoint_url, region_name=sandbox.region)
+
+    def versions():
+        listed = s3.list_object_versions(Bucket=res.bucket, Prefix=res.prefix)
+        return sorted(v["VersionId"] for v in listed.get("Versions", []) + listed.get("DeleteMarkers", []))
+
+    before = versions()
+    big = {"doc_id": "nul-big", "title": "Large", "body": "x " * LARGE_BODY, "metadata": {}}
+    plain = {"title": "t", "body": "b", "metadata": {}}
+    for bad in ({**plain, "doc_id": "nul-value", "metadata": {"k": ["a\x00b"]}},
+                {**plain, "doc_id": "nul-key", "metadata": {"n": {"a\x00": 1}}},
+                {**plain, "doc_id": "nul\x00id"},
+                {**plain, "doc_id": "nul-source", "source": "https://example.com/\x00"}):
+        with pytest.raises(InvalidRequest, match="NUL"):
+            runtime.store.put_documents(ctx, [big, bad])
+    assert versions() == before and runtime.store.get_document(ctx, "nul-big") is None
+    runtime.store.put_document(ctx, "nul-text", "t", "b", {"k": "\\u0000", "j": "\\\\u0000"})
+    assert runtime.store.get_document(ctx, "nul-text").metadata == {"k": "\\u0000", "j": "\\\\u0000"}
+
+
 def test_suggestions_complete_the_whole_prefix_past_its_indexed_length(runtime, tenant):
     _, ctx = tenant
     runtime.store.put_documents(ctx, [
