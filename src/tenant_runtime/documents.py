@@ -658,7 +658,10 @@ class DocumentOperations(SearchKeyOperations):
         pointer = data.get("s3")
         if pointer is None:
             return data["body"]
-        raw = yield self._compute_step(self._objects().read_body, ctx, pointer["key"], MAX_BODY)
+        try:
+            raw = yield self._compute_step(self._objects().read_body, ctx, pointer["key"], MAX_BODY)
+        except InvalidRequest as exc:  # not under the tenant's key, too large: not the object the row sealed
+            raise DecryptionFailed(f"the body object {pointer['key']!r} changed since it was indexed: {exc}") from None
         if len(raw) != pointer["size"] or hashlib.sha256(raw).hexdigest() != pointer["sha256"]:
             raise DecryptionFailed(f"the body object {pointer['key']!r} changed since it was indexed")
         return raw.decode()

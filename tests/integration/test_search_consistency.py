@@ -302,6 +302,35 @@ def test_a_nul_in_a_batch_with_a_large_body_is_refused_before_the_body_goes_to_s
     assert runtime.store.get_document(ctx, "nul-text").metadata == {"k": "\\u0000", "j": "\\\\u0000"}
 
 
+@pytest.mark.parametrize("encrypted", [True, False], ids=["under-its-key", "unencrypted"])
+def test_search_reindex_of_a_body_swapped_in_s3_is_an_integrity_failure(runtime, provision_tenant, tenantctl_cli,
+                                                                         sandbox, encrypted):
+    """A large body's object replaced in S3 (other bytes under the tenant's
+    key, or an object not under it) fails the reindex with the documented
+    integrity code, 9, naming the object, --json too; the other documents
+    stay found. Before: `unexpected DecryptionFailed` / `InvalidRequest`, exit 1."""
+    record = provision_tenant("qs-swapped")
+    res, ctx = record.resources, runtime.context(record.tenant_id)
+    runtime.store.put_document(ctx, "big", "Large", "filler " * (LARGE_BODY // 6) + "okapi", {})
+    runtime.store.put_document(ctx, "small", "Small", "an okapi", {})
+    s3 = boto3.client("s3", endpoint_url=sandbox.aws_endpoint_url, region_name=sandbox.region)
+    [key] = [o["Key"] for o in s3.list_objects_v2(Bucket=res.bucket, Prefix=res.prefix + "documents/")["Contents"]]
+    sse = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": res.kms_key_arn} if encrypted else {}
+    s3.put_object(Bucket=res.bucket, Key=key, Body=b"swapped " * (LARGE_BODY // 7), **sse)
+
+    failed = tenantctl_cli("search", "reindex", record.tenant_id, "--json")
+    assert failed.returncode == 9, (failed.stdout, failed.stderr)
+    error = json.loads(failed.stdout)["error"]
+    assert error["code"] == 9 and key.removeprefix(res.prefix) in error["message"], error
+    assert "unexpected" not in error["message"] and "changed since it was indexed" in error["message"]
+    assert {h.doc_id for h in runtime.store.search(ctx, "okapi").hits} >= {"small"}
+    # What the message says to do: the document written again, the reindex run again finishes.
+    runtime.store.put_document(ctx, "big", "Large", "filler " * (LARGE_BODY // 6) + "okapi", {})
+    finished = tenantctl_cli("search", "reindex", record.tenant_id)
+    assert finished.returncode == 0, finished.stderr
+    assert len(search_key_versions(sandbox, res)) == 1
+
+
 def test_suggestions_complete_the_whole_prefix_past_its_indexed_length(runtime, tenant):
     _, ctx = tenant
     runtime.store.put_documents(ctx, [

@@ -19,7 +19,7 @@ from tenant_runtime.objects import ObjectAccess
 from tenant_runtime.registry import RegistryReader
 from tenant_runtime.store import ContextStore
 from tenantctl.engines.base import EventSink, phase
-from tenantctl.errors import Conflict, InvalidInput, KeyUnusable, TargetUnavailable
+from tenantctl.errors import Conflict, DataCorrupt, InvalidInput, KeyUnusable, TargetUnavailable
 from tenantctl.models import TenantRecord, TenantStatus, utcnow
 from tenantctl.naming import require_valid
 from tenantctl.operations.hibernate import wake_held
@@ -41,6 +41,9 @@ def _tenant_store(ws: Any, record: TenantRecord) -> Iterator[tuple[ContextStore,
                                                      workspace=workspace)
     except runtime_errors.KeyUnusable as exc:
         raise KeyUnusable(str(exc)) from None
+    except runtime_errors.DecryptionFailed as exc:  # stopped there: what was re-hashed stays so
+        raise DataCorrupt(f"tenant {record.tenant_id!r}: {exc}; restore the object's earlier version or write "
+                          "the document again, then run the reindex again") from None
     except (runtime_errors.StoreUnavailable, runtime_errors.KmsUnavailable, runtime_errors.RegistryUnavailable,
             runtime_errors.TenantWaking) as exc:
         raise TargetUnavailable(str(exc)) from None
@@ -153,7 +156,7 @@ def rebuild_unindexed(ws: Any, record: TenantRecord, on_rebuild: Callable[[str |
                 if on_rebuild is not None:
                     on_rebuild(workspace, items)
                 rebuilt[workspace or ""] = store.reindex(ctx)  # counted just now: not again (if_unindexed)
-    except (KeyUnusable, TargetUnavailable) as exc:
+    except (KeyUnusable, TargetUnavailable, DataCorrupt) as exc:
         raise type(exc)(f"tenant {tenant_id!r}: its search index could not be rebuilt after the schema upgrade "
                         f"({exc}); search refuses to answer until `tenantctl search reindex {tenant_id}` "
                         "(or a provision of the tenant) rebuilds it") from None
