@@ -42,8 +42,8 @@ def _tenant_store(ws: Any, record: TenantRecord) -> Iterator[tuple[ContextStore,
     except runtime_errors.KeyUnusable as exc:
         raise KeyUnusable(str(exc)) from None
     except runtime_errors.DecryptionFailed as exc:  # stopped there: what was re-hashed stays so
-        raise DataCorrupt(f"tenant {record.tenant_id!r}: {exc}; restore the object's earlier version or write "
-                          "the document again, then run the reindex again") from None
+        raise DataCorrupt(f"tenant {record.tenant_id!r}: {exc}; write the document again (or restore its body "
+                          "object's earlier version), then run the reindex again") from None
     except (runtime_errors.StoreUnavailable, runtime_errors.KmsUnavailable, runtime_errors.RegistryUnavailable,
             runtime_errors.TenantWaking) as exc:
         raise TargetUnavailable(str(exc)) from None
