@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -52,7 +53,7 @@ from tenant_runtime import analyzer
 from tenant_runtime import cursor as cursor_codec
 from tenant_runtime.blind_index import document_scope, summary_scope
 from tenant_runtime.context import TenantContext, check_writable, verified
-from tenant_runtime.errors import DecryptionFailed, InvalidRequest, StoreUnavailable, TenantMismatch
+from tenant_runtime.errors import DecryptionFailed, InvalidRequest, StoreUnavailable
 from tenant_runtime.search_keys import KEY_TRIES, SearchKey, SearchKeyOperations
 from tenant_runtime.tables import CONVERSATIONS, DOCUMENTS, SEARCH_KEYS, SEARCH_STATS, SEARCH_VOCAB, SUMMARIES
 
@@ -176,12 +177,32 @@ def check_text(value: str, what: str) -> None:
         raise not_unicode(what) from None
 
 
+def check_stored_text(value: str, what: str) -> None:
+    """``value`` is text PostgreSQL can hold in a text column: valid Unicode, no NUL."""
+    check_text(value, what)
+    if "\x00" in value:
+        raise holds_nul(what)
+
+
 def check_json_text(value: Any, text: str, what: str) -> None:
-    """``value``, whose ASCII JSON is ``text``, holds no lone surrogate. Only JSON
-    that escapes a surrogate (a pair, an emoji, is fine; jsonb refuses a lone
-    one) is encoded again to tell which: the common case costs a substring test."""
+    """``value``, whose ASCII JSON is ``text``, holds no lone surrogate and no
+    NUL (jsonb refuses both). Only JSON that escapes a surrogate (a pair, an
+    emoji, is fine) is encoded again to tell which, and only JSON holding
+    ``\\u0000`` is searched for a NUL's escape (an escaped backslash before
+    ``u0000`` is text): the common case costs two substring tests."""
     if "\\ud" in text:
         check_text(json.dumps(value, ensure_ascii=False), what)
+    if "\\u0000" in text and _NUL_ESCAPE.search(text):
+        raise holds_nul(what)
+
+
+# ``\u0000`` after an even number of backslashes (each pair an escaped backslash): a NUL's escape.
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def holds_nul(what: str) -> InvalidRequest:
+    """The refusal of text holding a NUL, before any I/O (PostgreSQL would refuse it after)."""
+    return InvalidRequest(f"{what} holds a NUL character (\\x00), which PostgreSQL text and jsonb refuse")
 
 
 def not_unicode(what: str) -> InvalidRequest:
@@ -192,7 +213,7 @@ def not_unicode(what: str) -> InvalidRequest:
 def _check_id(value: str, what: str = "doc_id") -> None:
     if not isinstance(value, str) or not 1 <= len(value) <= 200:
         raise InvalidRequest(f"{what} must be 1..200 characters")
-    check_text(value, what)
+    check_stored_text(value, what)
 
 
 def _check_fields(title: str, metadata: dict[str, Any] | None, source: str | None) -> dict[str, Any]:
@@ -207,7 +228,7 @@ def _check_fields(title: str, metadata: dict[str, Any] | None, source: str | Non
         raise InvalidRequest("source must be a link of at most 2000 characters")
     check_text(title, "title")
     if source is not None:
-        check_text(source, "source")
+        check_stored_text(source, "source")
     return meta
 
 
@@ -272,18 +293,6 @@ def check_json_size(value: Any, what: str, limit: int) -> None:
 def check_limit(limit: int, most: int) -> None:
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= most:
         raise InvalidRequest(f"limit must be between 1 and {most}")
-
-
-def decode_cursor(cursor: str, tenant_id: str, fields: tuple[str, ...], what: str) -> dict[str, Any]:
-    try:
-        data = cursor_codec.decode(cursor)
-        if not all(isinstance(data[f], str) for f in ("t", *fields)):
-            raise ValueError
-    except (ValueError, KeyError):
-        raise InvalidRequest(f"invalid cursor: pass a cursor returned by {what}()") from None
-    if data["t"] != tenant_id:
-        raise TenantMismatch(tenant_id, data["t"], "cursor")
-    return data
 
 
 class DocumentOperations(SearchKeyOperations):
@@ -649,7 +658,10 @@ class DocumentOperations(SearchKeyOperations):
         pointer = data.get("s3")
         if pointer is None:
             return data["body"]
-        raw = yield self._compute_step(self._objects().read_body, ctx, pointer["key"], MAX_BODY)
+        try:
+            raw = yield self._compute_step(self._objects().read_body, ctx, pointer["key"], MAX_BODY)
+        except InvalidRequest as exc:  # not under the tenant's key, too large: not the object the row sealed
+            raise DecryptionFailed(f"the body object {pointer['key']!r} changed since it was indexed: {exc}") from None
         if len(raw) != pointer["size"] or hashlib.sha256(raw).hexdigest() != pointer["sha256"]:
             raise DecryptionFailed(f"the body object {pointer['key']!r} changed since it was indexed")
         return raw.decode()
@@ -685,7 +697,7 @@ class DocumentOperations(SearchKeyOperations):
     def _list_documents(self, ctx: TenantContext, limit: int, cursor: str | None) -> Any:
         ctx = verified(ctx)
         check_limit(limit, MAX_RESULTS)
-        after = decode_cursor(cursor, ctx.key, ("l",), "list_documents")["l"] if cursor else ""
+        after = cursor_codec.open_cursor(cursor, "documents", ctx.key, ("l",))["l"] if cursor else ""
         rows = yield self._statement_step(
             sql.SQL("SELECT doc_id, content, metadata, source, updated_at FROM {} WHERE tenant_id = %s "
                     "AND doc_id > %s ORDER BY doc_id LIMIT %s").format(self._table(ctx, DOCUMENTS)),
@@ -695,7 +707,7 @@ class DocumentOperations(SearchKeyOperations):
         return DocumentPage(
             documents=[DocumentSummary(doc_id=r[0], title=t, metadata=r[2], source=r[3], updated_at=r[4])
                        for r, (t, _) in zip(rows, opened, strict=True)],
-            next_cursor=cursor_codec.encode({"t": ctx.key, "l": rows[-1][0]}) if more else None)
+            next_cursor=cursor_codec.encode("documents", {"t": ctx.key, "l": rows[-1][0]}) if more else None)
 
     def _delete_document(self, ctx: TenantContext, doc_id: str) -> Any:
         """The row (its index terms are in it), then its body

@@ -10,8 +10,12 @@ message attribute.
 A body (the job as JSON, sent as it is: the queue's SSE-KMS encrypts it on
 the server, nothing encodes it here) is at most ``max_message_bytes`` of
 UTF-8, SQS's limit (1 MiB, ``SQS_MAX_MESSAGE``, unless the queue sets a lower
-``MaximumMessageSize``): a larger job is an InvalidRequest before any call.
-A larger payload belongs in the tenant's objects, the job naming its key.
+``MaximumMessageSize``), less ``DEAD_LETTER_ROOM``: a larger job is an
+InvalidRequest before any call. SQS counts a message's attributes (name, type
+and value) with its body, so the room kept lets any job be dead-lettered with
+its reason; a reason is cut to the room a message left (one the runtime did
+not write may leave none: then it goes without). A larger payload belongs in
+the tenant's objects, the job naming its key.
 """
 
 from __future__ import annotations
@@ -32,7 +36,11 @@ log = logging.getLogger(__name__)
 
 SQS_MAX_DELAY = 900
 SQS_MAX_MESSAGE = 1 << 20  # bytes of body; SQS's maximum since 2025 (256 KiB before)
+SQS_MIN_MESSAGE = 1024  # the lowest MaximumMessageSize a queue can set
 MAX_DELAY = 365 * 24 * 3600
+REASON = ("reason", "String")  # the dead-letter attribute's name and data type
+MAX_REASON = 256  # bytes of a dead-letter reason
+DEAD_LETTER_ROOM = sum(map(len, REASON)) + MAX_REASON  # bytes a job leaves for its reason
 
 
 class Job(BaseModel):
@@ -54,8 +62,8 @@ class JobQueue:
                  max_native_delay: int = SQS_MAX_DELAY, max_message_bytes: int = SQS_MAX_MESSAGE) -> None:
         if not 0 <= max_native_delay <= SQS_MAX_DELAY:
             raise ValueError(f"max_native_delay must be within 0..{SQS_MAX_DELAY}")
-        if not 1 <= max_message_bytes <= SQS_MAX_MESSAGE:
-            raise ValueError(f"max_message_bytes must be within 1..{SQS_MAX_MESSAGE}")
+        if not SQS_MIN_MESSAGE <= max_message_bytes <= SQS_MAX_MESSAGE:
+            raise ValueError(f"max_message_bytes must be within {SQS_MIN_MESSAGE}..{SQS_MAX_MESSAGE}")
         self.sqs_for, self.clock, self.max_native_delay = sqs_for, clock, max_native_delay
         self.max_message_bytes = max_message_bytes
 
@@ -66,9 +74,10 @@ class JobQueue:
         message = JobMessage(tenant_id=ctx.key, job_id=uuid.uuid4().hex, due_at=self.clock() + delay, job=job)
         body = message.model_dump_json()
         # SQS counts UTF-8 bytes (AWS refuses more; moto counts characters and lets them through).
-        if (size := len(body.encode())) > self.max_message_bytes:
-            raise InvalidRequest(f"the job's message is {size} bytes; the queue's limit is {self.max_message_bytes} "
-                                 "(put a large payload in the tenant's objects and name its key)")
+        if (size := len(body.encode())) > (most := self.max_message_bytes - DEAD_LETTER_ROOM):
+            raise InvalidRequest(f"the job's message is {size} bytes; the limit is {most} (the queue's "
+                                 f"{self.max_message_bytes} less {DEAD_LETTER_ROOM} kept to dead-letter it with "
+                                 "its reason; put a large payload in the tenant's objects and name its key)")
         self._send(ctx, body, delay)
         return message.job_id
 
@@ -76,6 +85,15 @@ class JobQueue:
         with aws_errors(ctx, "SQS", "send a job"):
             self.sqs_for(ctx).send_message(QueueUrl=ctx.resources.queue_url, MessageBody=body,
                                            DelaySeconds=max(0, min(int(delay + 0.999), self.max_native_delay)))
+
+    def _dead_letter(self, ctx: TenantContext, sqs: Any, body: str, reason: str) -> None:
+        """``body`` to the DLQ, untouched, with ``reason`` cut to the room it leaves
+        under ``max_message_bytes`` (SQS counts the attribute with the body)."""
+        room = min(MAX_REASON, self.max_message_bytes - len(body.encode()) - sum(map(len, REASON)))
+        cut = reason.encode()[:max(room, 0)].decode(errors="ignore")  # never half a character
+        attributes = {"MessageAttributes": {REASON[0]: {"DataType": REASON[1], "StringValue": cut}}} if cut else {}
+        with aws_errors(ctx, "SQS", "dead-letter a job"):
+            sqs.send_message(QueueUrl=ctx.resources.dlq_url, MessageBody=body, **attributes)
 
     def work(self, ctx: TenantContext, handler: Callable[[Job, JobMessage], None], max_messages: int = 10,
              wait_seconds: int = 0) -> dict[str, int]:
@@ -96,9 +114,7 @@ class JobQueue:
             except ValidationError:
                 message, reason = None, "malformed job message"
             if reason is not None:
-                with aws_errors(ctx, "SQS", "dead-letter a job"):
-                    sqs.send_message(QueueUrl=res.dlq_url, MessageBody=raw["Body"], MessageAttributes={
-                        "reason": {"DataType": "String", "StringValue": reason}})
+                self._dead_letter(ctx, sqs, raw["Body"], reason)
                 counts["dead_lettered"] += 1
             elif (remaining := message.due_at - self.clock()) > 0:
                 self._send(ctx, message.model_dump_json(), remaining)

@@ -214,6 +214,11 @@ class TenantRecord(BaseModel):
     # the items it may have left unindexed is not rebuilt yet (the rebuild failed,
     # or the tenant was not serving): the next provision rebuilds it.
     search_rebuild_due: bool = False
+    # When a `tenantctl search reindex` started that has not finished (stopped,
+    # or running now): until one finishes, a store of the tenant has two live
+    # search keys and every query is hashed under both. Kept in the record so
+    # `status` says so without reading the store.
+    search_reindex_since: datetime | None = None
 
     @property
     def current_stack(self) -> str:

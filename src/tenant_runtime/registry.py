@@ -92,14 +92,15 @@ def item_to_counts(item: dict[str, Any] | None) -> tuple[dict[str, int], bool]:
 
 
 def encode_list_cursor(after_tenant_id: str) -> str:
-    return cursor_codec.encode({"after": after_tenant_id})
+    return cursor_codec.encode("tenants", {"after": after_tenant_id})
 
 
 def decode_list_cursor(cursor: str) -> str:
-    """The tenant id a registry listing continues after; ValueError when malformed."""
-    after = cursor_codec.decode(cursor).get("after")
+    """The tenant id a registry listing continues after; ValueError (saying why) when
+    it is not a cursor of the listing."""
+    after = cursor_codec.decode(cursor, "tenants").get("after")
     if not isinstance(after, str) or not after:
-        raise ValueError("not a registry cursor")
+        raise cursor_codec.CursorError("invalid cursor: pass a cursor returned by tenantctl list")
     return after
 
 

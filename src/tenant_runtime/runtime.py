@@ -30,9 +30,10 @@ class TenantRuntime:
     ``runtime_role_arn``: in ``assume_role`` mode, the platform's runtime role
     to assume first when this process does not run as it (the sandbox).
     ``content_types``: the uploads' allow-list (``objects.DEFAULT_TYPES``).
-    ``job_max_bytes``: the largest job message (UTF-8 bytes of its JSON body)
-    ``jobs.schedule`` sends; SQS's 1 MiB by default, lower for queues whose
-    ``MaximumMessageSize`` is lower."""
+    ``job_max_bytes``: the queues' ``MaximumMessageSize`` (SQS's 1 MiB by
+    default, 1024 at least); ``jobs.schedule`` sends a job message (UTF-8 bytes
+    of its JSON body) of at most that less ``jobs.DEAD_LETTER_ROOM``, the room
+    its dead-letter reason needs."""
 
     def __init__(self, jwt: JWTSettings, registry_table: str | None = None, *, mode: Mode = "ambient",
                  region: str | None = None, endpoint_url: str | None = None, session: Any | None = None,

@@ -39,8 +39,7 @@ from tenant_runtime.documents import (
     DocumentOperations,
     check_json_size,
     check_limit,
-    check_text,
-    decode_cursor,
+    check_stored_text,
 )
 from tenant_runtime.errors import IndexIncomplete, InvalidRequest
 from tenant_runtime.search_keys import SearchKey
@@ -216,7 +215,7 @@ class SearchOperations(DocumentOperations):
             raise InvalidRequest(f"at most {MAX_FACETS} facets")
         check_json_size(filters, "filters", MAX_DOC_METADATA)
         for name in facets:
-            check_text(name, "a facet")
+            check_stored_text(name, "a facet")
         words = analyzer.query_terms(query)
         if not words:
             raise InvalidRequest("query has no searchable words")
@@ -227,13 +226,12 @@ class SearchOperations(DocumentOperations):
         fingerprint = hashlib.sha256(json.dumps(bound, sort_keys=True).encode()).hexdigest()[:16]
         after_score, after_doc, after_kind, snapshot = None, "", "", None
         if cursor:
-            data = decode_cursor(cursor, ctx.key, ("q", "s", "d"), "search")
+            data = cursor_codec.open_cursor(cursor, "search", ctx.key, ("q", "s", "d", "k"))
             if data["q"] != fingerprint:
                 raise InvalidRequest("cursor belongs to another query")
             try:
-                # A cursor without a kind is from before summaries: it names a document.
-                after_score, after_doc, after_kind = Decimal(data["s"]), data["d"], str(data.get("k", "document"))
-                # A cursor without statistics is from before they were kept: ranked by the live ones.
+                after_score, after_doc, after_kind = Decimal(data["s"]), data["d"], data["k"]
+                # A cursor without statistics had too many fuzzy words to carry: ranked by the live ones.
                 snapshot = _Snapshot.decode(data["st"], len(words)) if "st" in data else None
             except (InvalidOperation, ValueError, TypeError):
                 raise InvalidRequest("invalid cursor: pass a cursor returned by search()") from None
@@ -285,9 +283,9 @@ class SearchOperations(DocumentOperations):
         if more:  # the next pages rank with this page's statistics (a cursor's own, passed on)
             stats = snapshot or _Snapshot(n=rows[0][10], avgdl=rows[0][11], idf=dict(zip(
                 rows[0][12] or [], rows[0][13] or [], strict=True)), fuzzy=found)
-            next_cursor = cursor_codec.encode({"t": ctx.key, "q": fingerprint, "s": str(page[-1][4]),
-                                               "d": page[-1][3], "k": page[-1][2],
-                                               **({"st": stats.encode()} if stats.fits() else {})})
+            next_cursor = cursor_codec.encode("search", {
+                "t": ctx.key, "q": fingerprint, "s": str(page[-1][4]), "d": page[-1][3], "k": page[-1][2],
+                **({"st": stats.encode()} if stats.fits() else {})})
         else:
             next_cursor = None
         return SearchResult(hits=hits, total=total, facets=facet_counts, next_cursor=next_cursor)

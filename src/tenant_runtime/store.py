@@ -62,11 +62,11 @@ from tenant_runtime.documents import (
     ReindexResult,
     Summary,
     check_json_text,
-    check_text,
+    check_stored_text,
     item_locks,
     not_unicode,
 )
-from tenant_runtime.errors import InvalidRequest, StoreMoved, TenantMismatch
+from tenant_runtime.errors import InvalidRequest, StoreMoved
 from tenant_runtime.hibernation import DatabaseWaker
 from tenant_runtime.logins import StoreSecret, TenantLogins
 from tenant_runtime.search import SearchOperations, SearchResult
@@ -126,42 +126,30 @@ class Page(BaseModel):
 # -- cursors -------------------------------------------------------------------
 
 def encode_cursor(tenant_id: str, conversation_id: str, before: int | None, after: int) -> str:
-    return cursor_codec.encode({"t": tenant_id, "c": conversation_id, "b": before, "a": after})
+    return cursor_codec.encode("history", {"t": tenant_id, "c": conversation_id, "b": before, "a": after})
 
 
 def encode_list_cursor(tenant_id: str, after: str) -> str:
-    return cursor_codec.encode({"t": tenant_id, "l": after})
+    return cursor_codec.encode("conversations", {"t": tenant_id, "l": after})
 
 
 def decode_list_cursor(cursor: str, tenant_id: str) -> str:
     """The conversation id a list_conversations() cursor continues after;
-    refuses another tenant's cursor (403) and anything malformed (400)."""
-    try:
-        data = cursor_codec.decode(cursor)
-        owner, after = data["t"], data["l"]
-        if not (isinstance(owner, str) and isinstance(after, str) and after):
-            raise ValueError
-    except (ValueError, KeyError, TypeError):
-        raise InvalidRequest("invalid cursor: pass a cursor returned by list_conversations()") from None
-    if owner != tenant_id:
-        raise TenantMismatch(tenant_id, owner, "cursor")
+    refuses another tenant's cursor (403) and anything else not one (400)."""
+    after = cursor_codec.open_cursor(cursor, "conversations", tenant_id, ("l",))["l"]
+    if not after:
+        raise InvalidRequest("invalid cursor: pass a cursor returned by list_conversations()")
     return after
 
 
 def decode_cursor(cursor: str, tenant_id: str, conversation_id: str) -> tuple[int | None, int]:
     """(before, after) seq bounds of a cursor; refuses another tenant's (403) or
-    another conversation's (400) cursor and anything malformed."""
-    try:
-        data = cursor_codec.decode(cursor)
-        owner, conv, before, after = data["t"], data["c"], data["b"], data["a"]
-        if not (isinstance(owner, str) and isinstance(conv, str) and type(after) is int and after >= 0
-                and (before is None or (type(before) is int and before > after))):
-            raise ValueError
-    except (ValueError, KeyError, TypeError):
-        raise InvalidRequest("invalid cursor: pass a cursor returned by history()") from None
-    if owner != tenant_id:
-        raise TenantMismatch(tenant_id, owner, "cursor")
-    if conv != conversation_id:
+    another conversation's (400) cursor and anything else not a history() one."""
+    data = cursor_codec.open_cursor(cursor, "history", tenant_id, ("c",))
+    before, after = data.get("b"), data.get("a")
+    if not (type(after) is int and after >= 0 and (before is None or (type(before) is int and before > after))):
+        raise InvalidRequest("invalid cursor: pass a cursor returned by history()")
+    if data["c"] != conversation_id:
         raise InvalidRequest("cursor belongs to another conversation")
     return before, after
 
@@ -618,4 +606,4 @@ def _appended(conversation_id: str, role: str, content: str, meta: dict[str, Any
 def _check_conversation(conversation_id: str) -> None:
     if not isinstance(conversation_id, str) or not 1 <= len(conversation_id) <= 200:
         raise InvalidRequest("conversation_id must be 1..200 characters")
-    check_text(conversation_id, "conversation_id")
+    check_stored_text(conversation_id, "conversation_id")

@@ -111,6 +111,13 @@ class DrillFailed(TenantctlError):
     exit_code = 9
 
 
+class DataCorrupt(DrillFailed):
+    """A tenant's stored data failed authentication or its checksum where it
+    is read whole (`search reindex`: a sealed row, a large body's object
+    swapped in S3): tampered with, or another tenant's. A drill's verdict in
+    all but name: the same exit code, 9."""
+
+
 class BackupCorrupt(DrillFailed):
     """A backup failed authentication or its checksum (tampered, truncated or foreign)."""
 

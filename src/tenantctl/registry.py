@@ -120,9 +120,10 @@ def describe_lock(tenant_id: str, lock: TenantLock) -> str:
 def decode_cursor(cursor: str) -> str:
     try:
         return decode_list_cursor(cursor)
-    except ValueError:
-        raise UsageError(f"Invalid value for '--cursor': {cursor!r} is not a cursor (pass the next_cursor of a "
-                         "previous page).") from None
+    except ValueError as err:
+        why = str(err).removeprefix("invalid cursor: ")
+        raise UsageError(f"Invalid value for '--cursor': {cursor!r} is not a cursor of this listing ({why}; pass "
+                         "the next_cursor of a previous page).") from None
 
 
 def failure_text(exc: BaseException) -> str:

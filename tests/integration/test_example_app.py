@@ -202,6 +202,15 @@ def test_refusals_over_http(app, runtime_env, workspace):
     nul = problem(app.get(f"/tenants/{a}/search", params={"q": "travel", "filter": "team:a\x00b"},
                           headers=bearer(a)), 400, "invalid_request")
     assert "NUL" in nul["detail"]
+    # A cursor pages only the listing it came from: the documents' one is no position among conversations.
+    from tenant_runtime import cursor
+
+    for listing, other in (("documents", "conversations"), ("conversations", "documents")):
+        foreign = cursor.encode(listing, {"t": a, "l": "a"})
+        assert app.get(f"/tenants/{a}/{listing}", params={"cursor": foreign}, headers=bearer(a)).status_code == 200
+        refused = problem(app.get(f"/tenants/{a}/{other}", params={"cursor": foreign}, headers=bearer(a)), 400,
+                          "invalid_request")
+        assert "invalid cursor" in refused["detail"]
     # A revoked token: refused within the runtime's refresh interval (5 s).
     token, claims = sign(a)
     assert app.get(path, headers={"Authorization": f"Bearer {token}"}).status_code == 200

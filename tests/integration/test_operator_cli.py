@@ -334,6 +334,8 @@ def test_sigterm_releases_the_lock_and_a_dead_runs_lock_is_cleared(cli, sandbox,
         unlocked = cli("unlock", "op-dead", "--json")  # no --force
         assert unlocked.returncode == 0, unlocked
         assert unlocked.json()["lock"] is None and "newer process" in unlocked.json()["last_error"]
+        # The shape of suspend's and resume's --json: the record, and what was done.
+        assert unlocked.json()["done"] == ["lock removed"] and unlocked.json()["record"]["lock"] is None
     finally:
         newer.kill()
     elsewhere = {**registry_record(sandbox, "op-dead")}
@@ -343,6 +345,8 @@ def test_sigterm_releases_the_lock_and_a_dead_runs_lock_is_cleared(cli, sandbox,
     refused = cli("deprovision", "op-dead", "--yes")  # another host's run: unknowable, refused
     assert refused.returncode == 5 and "another-host" in refused.stderr, refused
     assert cli("unlock", "op-dead", "--force").returncode == 0
+    again = cli("unlock", "op-dead", "--json")
+    assert again.returncode == 0 and again.json()["done"] == [] and again.json()["record"]["lock"] is None, again
 
 
 # -- suspend, resume, hibernate --------------------------------------------------------
@@ -376,6 +380,10 @@ def test_a_suspended_tenant_is_refused_within_the_cache_ttl_and_its_role_cannot_
     suspended = cli("suspend", "op-sus", "--json")
     assert suspended.returncode == 0, suspended
     assert suspended.json()["status"] == "suspended" and "suspended: true" in cli.stack_file("op-sus").read_text()
+    # resume's shape too: the record, and what was done (the record's fields stay at the top level).
+    assert suspended.json()["done"] == ["suspended"] and suspended.json()["record"]["status"] == "suspended"
+    again = cli("suspend", "op-sus", "--json")  # idempotent: nothing done
+    assert again.returncode == 0 and again.json()["done"] == [] and again.json()["status"] == "suspended", again
     assert "recording the tenant suspended" in suspended.stderr and "tenant active" not in suspended.stderr
     assert not trust_allows_the_runtime(sandbox, "op-sus")  # no role session is renewed
     checked = cli("check", "op-sus", "--json")
@@ -390,6 +398,7 @@ def test_a_suspended_tenant_is_refused_within_the_cache_ttl_and_its_role_cannot_
     resumed = cli("resume", "op-sus", "--json")
     assert resumed.returncode == 0 and resumed.json()["done"] == ["suspension lifted"], resumed
     assert resumed.json()["record"]["status"] == "active" and "suspended" not in cli.stack_file("op-sus").read_text()
+    assert resumed.json()["status"] == "active"  # suspend's shape too
     assert trust_allows_the_runtime(sandbox, "op-sus")
     now[0] = 61
     assert resolver.resolve(token("op-sus"), "op-sus").tenant_id == "op-sus"

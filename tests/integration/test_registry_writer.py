@@ -157,7 +157,7 @@ def test_list_pages_cover_everything_once_with_filters(registry):
     active = [r.tenant_id for r in registry.iter_all(status=TenantStatus.active)]
     assert sorted(active) == ids[::2]
     assert list(registry.iter_all(tier=Tier.dedicated)) == []
-    with pytest.raises(UsageError, match="is not a cursor"):
+    with pytest.raises(UsageError, match="is not a cursor of this listing"):
         registry.list(cursor="not-a-cursor!")
 
 

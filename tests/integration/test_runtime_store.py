@@ -99,6 +99,36 @@ def test_conversation_list_pages_are_complete_while_conversations_are_added(runt
     assert set(seen) <= set(ids) | existing | set(added)
 
 
+def test_a_cursor_pages_only_the_listing_it_came_from(runtime, runtime_env):
+    """A cursor names what it pages: a list_documents() cursor given to
+    list_conversations() (or any other pairing of the store's listings) is an
+    InvalidRequest (400) before any read, not a page of the other listing read
+    from the cursor's position; each is still accepted by its own listing.
+    Before: the documents' and conversations' cursors were the same object."""
+    from tenant_runtime import InvalidRequest
+
+    store, ctx = runtime.store, ctx_of(runtime, runtime_env, "b")
+    tag = uuid.uuid4().hex[:8]
+    for i in range(2):
+        store.append(ctx, f"ct-conv-{tag}-{i}", "user", f"message {i}")
+        store.put_document(ctx, f"ct-doc-{tag}-{i}", "cursor contract", "a cursor contract document")
+    listings = {
+        "list_documents": lambda cursor: store.list_documents(ctx, limit=1, cursor=cursor),
+        "list_conversations": lambda cursor: store.list_conversations(ctx, limit=1, cursor=cursor),
+        "history": lambda cursor: store.history(ctx, f"ct-conv-{tag}-0", limit=1, cursor=cursor),
+        "search": lambda cursor: store.search(ctx, "contract", limit=1, cursor=cursor),
+    }
+    store.append(ctx, f"ct-conv-{tag}-0", "user", "a second message")  # history has a next page
+    cursors = {name: listing(None).next_cursor for name, listing in listings.items()}
+    assert all(cursors.values()), cursors
+    for name, listing in listings.items():
+        listing(cursors[name])  # its own listing pages on
+        for other, cursor in cursors.items():
+            if other != name:
+                with pytest.raises(InvalidRequest, match="invalid cursor"):
+                    listing(cursor)
+
+
 def test_pages_are_complete_and_disjoint_while_inserts_run(runtime, runtime_env):
     ctx = ctx_of(runtime, runtime_env, "a")
     before = {runtime.store.append(ctx, "conv-busy", "user", f"old {i}").seq for i in range(60)}
@@ -464,7 +494,7 @@ def test_input_the_store_cannot_hold_is_a_bad_request_and_the_next_call_is_serve
              lambda: store.append(ctx, conversation, "user", "x", {"k": "a\x00b"}),
              lambda: store.append(ctx, conversation, "user", "x", {"k\x00": 1}),
              lambda: store.history(ctx, "c\x00"),
-             lambda: store.list_conversations(ctx, cursor=encode({"t": tid, "l": "a\x00"})),
+             lambda: store.list_conversations(ctx, cursor=encode("conversations", {"t": tid, "l": "a\x00"})),
              lambda: store.put_document(ctx, "doc\x00", "t", "b"),
              lambda: store.put_document(ctx, "doc-nul", "t", "b", {"k": "\x00"}),
              lambda: store.search(ctx, "anything", filters={"k": "a\x00"})]

@@ -232,6 +232,105 @@ def test_a_reindex_stopped_half_way_is_finished_under_its_own_key(runtime, tenan
     assert kept == recounted
 
 
+def test_status_says_a_reindex_is_unfinished_until_a_run_finishes_it(runtime, provision_tenant, tenantctl_cli,
+                                                                      workspace, sandbox, monkeypatch):
+    """A `search reindex` stopped half way leaves two live search keys (every
+    query hashed under both) until a run finishes it: `status` says so, text
+    and --json, from the registry record it reads anyway; and no longer once
+    a run finished it. Before: nothing said so anywhere."""
+    from tenantctl.operations.reindex import reindex_search
+
+    record = provision_tenant("qs-stopped")
+    tid = record.tenant_id
+    runtime.store.put_documents(runtime.context(tid), [
+        {"doc_id": f"u{i}", "title": "Unfinished", "body": "unfinished business", "metadata": {}} for i in range(8)])
+    assert "unfinished" not in tenantctl_cli("status", tid).stdout
+    whole_body, opened = StoreOperations._whole_body, []
+
+    def stopping(self, ctx, data):  # the run is stopped at the fifth document
+        opened.append(1)
+        if len(opened) == 5:
+            raise KeyboardInterrupt
+        return (yield from whole_body(self, ctx, data))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(StoreOperations, "_whole_body", stopping)
+        with pytest.raises(KeyboardInterrupt):
+            reindex_search(workspace, tid)
+    assert len(search_key_versions(sandbox, record.resources)) == 2
+    shown = tenantctl_cli("status", tid, "--json")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["search_reindex_since"], shown.stdout
+    text = " ".join(tenantctl_cli("status", tid).stdout.split())
+    assert "search reindex unfinished: a run started" in text, text
+    assert f"`tenantctl search reindex {tid}` finishes it" in text
+
+    done = tenantctl_cli("search", "reindex", tid)
+    assert done.returncode == 0, done.stderr
+    assert len(search_key_versions(sandbox, record.resources)) == 1
+    assert json.loads(tenantctl_cli("status", tid, "--json").stdout)["search_reindex_since"] is None
+    assert "unfinished" not in tenantctl_cli("status", tid).stdout
+
+
+def test_a_nul_in_a_batch_with_a_large_body_is_refused_before_the_body_goes_to_s3(runtime, tenant, sandbox):
+    """A NUL character (PostgreSQL's text and jsonb refuse it) in an id, a
+    source or metadata of any document of a batch holding a large body is an
+    InvalidRequest before any I/O: no object version or delete marker is left
+    in the tenant's prefix. Before: the body was put in S3, the statement
+    failed, the object was deleted (a delete marker and a noncurrent version
+    left until the lifecycle expires them). An escaped ``\\u0000`` is text."""
+    from tenant_runtime import InvalidRequest
+
+    record, ctx = tenant
+    res = record.resources
+    s3 = boto3.client("s3", endpoint_url=sandbox.aws_endpoint_url, region_name=sandbox.region)
+
+    def versions():
+        listed = s3.list_object_versions(Bucket=res.bucket, Prefix=res.prefix)
+        return sorted(v["VersionId"] for v in listed.get("Versions", []) + listed.get("DeleteMarkers", []))
+
+    before = versions()
+    big = {"doc_id": "nul-big", "title": "Large", "body": "x " * LARGE_BODY, "metadata": {}}
+    plain = {"title": "t", "body": "b", "metadata": {}}
+    for bad in ({**plain, "doc_id": "nul-value", "metadata": {"k": ["a\x00b"]}},
+                {**plain, "doc_id": "nul-key", "metadata": {"n": {"a\x00": 1}}},
+                {**plain, "doc_id": "nul\x00id"},
+                {**plain, "doc_id": "nul-source", "source": "https://example.com/\x00"}):
+        with pytest.raises(InvalidRequest, match="NUL"):
+            runtime.store.put_documents(ctx, [big, bad])
+    assert versions() == before and runtime.store.get_document(ctx, "nul-big") is None
+    runtime.store.put_document(ctx, "nul-text", "t", "b", {"k": "\\u0000", "j": "\\\\u0000"})
+    assert runtime.store.get_document(ctx, "nul-text").metadata == {"k": "\\u0000", "j": "\\\\u0000"}
+
+
+@pytest.mark.parametrize("encrypted", [True, False], ids=["under-its-key", "unencrypted"])
+def test_search_reindex_of_a_body_swapped_in_s3_is_an_integrity_failure(runtime, provision_tenant, tenantctl_cli,
+                                                                         sandbox, encrypted):
+    """A large body's object replaced in S3 (other bytes under the tenant's
+    key, or an object not under it) fails the reindex with the documented
+    integrity code, 9, naming the object, --json too; the other documents
+    stay found. Before: `unexpected DecryptionFailed` / `InvalidRequest`, exit 1."""
+    record = provision_tenant("qs-swapped")
+    res, ctx = record.resources, runtime.context(record.tenant_id)
+    runtime.store.put_document(ctx, "big", "Large", "filler " * (LARGE_BODY // 6) + "okapi", {})
+    runtime.store.put_document(ctx, "small", "Small", "an okapi", {})
+    s3 = boto3.client("s3", endpoint_url=sandbox.aws_endpoint_url, region_name=sandbox.region)
+    [key] = [o["Key"] for o in s3.list_objects_v2(Bucket=res.bucket, Prefix=res.prefix + "documents/")["Contents"]]
+    sse = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": res.kms_key_arn} if encrypted else {}
+    s3.put_object(Bucket=res.bucket, Key=key, Body=b"swapped " * (LARGE_BODY // 7), **sse)
+
+    failed = tenantctl_cli("search", "reindex", record.tenant_id, "--json")
+    assert failed.returncode == 9, (failed.stdout, failed.stderr)
+    error = json.loads(failed.stdout)["error"]
+    assert error["code"] == 9 and key.removeprefix(res.prefix) in error["message"], error
+    assert "unexpected" not in error["message"] and "changed since it was indexed" in error["message"]
+    assert {h.doc_id for h in runtime.store.search(ctx, "okapi").hits} >= {"small"}
+    # What the message says to do: the document written again, the reindex run again finishes.
+    runtime.store.put_document(ctx, "big", "Large", "filler " * (LARGE_BODY // 6) + "okapi", {})
+    finished = tenantctl_cli("search", "reindex", record.tenant_id)
+    assert finished.returncode == 0, finished.stderr
+    assert len(search_key_versions(sandbox, res)) == 1
+
+
 def test_suggestions_complete_the_whole_prefix_past_its_indexed_length(runtime, tenant):
     _, ctx = tenant
     runtime.store.put_documents(ctx, [

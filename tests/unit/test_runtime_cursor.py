@@ -11,7 +11,10 @@ from tenant_runtime.errors import InvalidRequest, TenantMismatch
 from tenant_runtime.store import decode_cursor, encode_cursor
 
 
-def raw(data) -> str:
+def raw(data, listing: str | None = "history") -> str:
+    """A hand-made cursor of ``listing`` (None: no listing named, as cursors had before)."""
+    if isinstance(data, dict) and listing:
+        data = {"p": listing, **data}
     return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
 
 
@@ -48,7 +51,38 @@ def test_list_cursor_round_trip_and_refusals():
     assert decode_list_cursor(encode_list_cursor("acme", "conv-9"), "acme") == "conv-9"
     with pytest.raises(TenantMismatch):
         decode_list_cursor(encode_list_cursor("beta", "conv-9"), "acme")
-    for bad in ("", "!!!", raw({"t": "acme"}), raw({"t": "acme", "l": ""}), raw({"t": "acme", "l": 3}),
+    for bad in ("", "!!!", raw({"t": "acme"}, "conversations"), raw({"t": "acme", "l": ""}, "conversations"),
+                raw({"t": "acme", "l": 3}, "conversations"), raw({"t": "acme", "l": "conv-9"}, None),
                 encode_cursor("acme", "c1", 42, 0)):  # a history cursor is not a list cursor
         with pytest.raises(InvalidRequest, match="invalid cursor"):
             decode_list_cursor(bad, "acme")
+
+
+def test_a_cursor_names_its_listing_and_is_refused_by_every_other():
+    """Documents and conversations page by the same keyset (tenant, id after):
+    each cursor names its listing, so neither is read as a position in the other."""
+    from tenant_runtime import cursor as codec
+
+    docs = codec.encode("documents", {"t": "acme", "l": "doc-9"})
+    assert codec.open_cursor(docs, "documents", "acme", ("l",))["l"] == "doc-9"
+    for listing in ("conversations", "history", "search", "tenants"):
+        with pytest.raises(ValueError, match="a cursor of list_documents"):
+            codec.decode(docs, listing)
+    with pytest.raises(InvalidRequest, match="invalid cursor: a cursor of list_documents"):
+        codec.open_cursor(docs, "conversations", "acme", ("l",))
+    with pytest.raises(TenantMismatch):  # another workspace's (or tenant's) scope
+        codec.open_cursor(docs, "documents", "acme/fin", ("l",))
+
+
+def test_a_cursor_from_before_cursors_named_their_listing_is_refused_clearly():
+    with pytest.raises(InvalidRequest, match="from before cursors named their listing"):
+        decode_cursor(raw({"t": "acme", "c": "c1", "b": None, "a": 3}, None), "acme", "c1")
+
+
+def test_the_registry_listing_refuses_a_runtime_cursor():
+    from tenant_runtime.registry import decode_list_cursor, encode_list_cursor
+    from tenant_runtime.store import encode_list_cursor as conversations_cursor
+
+    assert decode_list_cursor(encode_list_cursor("acme")) == "acme"
+    with pytest.raises(ValueError, match="list_conversations"):
+        decode_list_cursor(conversations_cursor("acme", "acme"))

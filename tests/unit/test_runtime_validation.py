@@ -301,6 +301,52 @@ def test_a_failing_handler_is_logged_with_its_job_and_left_for_the_redrive(caplo
         assert attributes["ApproximateNumberOfMessagesNotVisible"] == "1"
 
 
+def test_any_message_the_queue_held_can_be_dead_lettered_with_its_reason():
+    """SQS counts a message's attributes (name, type and value) toward its
+    size limit, with the body. A foreign or malformed message goes to the DLQ
+    with a ``reason`` attribute: the largest job ``schedule`` accepts leaves
+    room for it, and a reason is cut to what room a message the runtime did
+    not write leaves, so the DLQ never refuses a message the queue held.
+    Before: a job at the limit failed to dead-letter (the worker's whole batch
+    with it). moto checks the body alone: the size is counted here as SQS does."""
+    import boto3
+    from moto import mock_aws
+    from runtime_fixtures import Registry, record
+
+    limit = 4096
+
+    def sqs_size(message):
+        return len(message["Body"].encode()) + sum(
+            len(name.encode()) + len(attr["DataType"].encode()) + len(attr["StringValue"].encode())
+            for name, attr in message.get("MessageAttributes", {}).items())
+
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        queue, dlq = (sqs.create_queue(QueueName=name)["QueueUrl"] for name in ("acme", "acme-dlq"))
+        foreign_id = "b" * 50
+
+        def ctx_of(tenant_id):  # both on acme's queue: the other one's jobs are foreign there
+            rec = record(tenant_id)
+            rec = rec.model_copy(update={"resources": rec.resources.model_copy(
+                update={"queue_url": queue, "dlq_url": dlq})})
+            return from_registry(Registry(rec), tenant_id)
+
+        acme, foreign = ctx_of("acme"), ctx_of(foreign_id)
+        jobs = JobQueue(lambda c: sqs, max_message_bytes=limit)
+        for n in range(limit, 0, -1):  # the largest job schedule accepts
+            try:
+                jobs.schedule(foreign, Job(kind="k", payload={"text": "x" * n}))
+                break
+            except InvalidRequest:
+                continue
+        sqs.send_message(QueueUrl=queue, MessageBody="x" * limit)  # not a job, at the queue's limit
+        assert jobs.work(acme, lambda job, message: None)["dead_lettered"] == 2
+        dead = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"])["Messages"]
+        assert len(dead) == 2 and all(sqs_size(m) <= limit for m in dead), [sqs_size(m) for m in dead]
+        reasons = sorted(m["MessageAttributes"]["reason"]["StringValue"] for m in dead if "MessageAttributes" in m)
+        assert reasons[-1] == f"tenant {foreign_id!r} on the queue of 'acme'", reasons
+
+
 def test_a_multipart_upload_that_cannot_be_completed_is_a_bad_request():
     """Parts the client did not upload (wrong ETags) or none at all: the
     client's mistake, a 400 naming S3's reason, not a raw ClientError (500)."""
@@ -356,7 +402,7 @@ def test_a_job_larger_than_sqss_message_limit_is_a_bad_request_before_any_call()
     from moto import mock_aws
     from runtime_fixtures import Registry, record
 
-    from tenant_runtime.jobs import SQS_MAX_MESSAGE
+    from tenant_runtime.jobs import DEAD_LETTER_ROOM, SQS_MAX_MESSAGE
 
     assert SQS_MAX_MESSAGE == 1_048_576
     with mock_aws():
@@ -367,19 +413,20 @@ def test_a_job_larger_than_sqss_message_limit_is_a_bad_request_before_any_call()
         ctx = from_registry(Registry(rec), "acme")
         jobs = JobQueue(lambda c: sqs)
         wide = Job(kind="k", payload={"text": "é" * 600_000})  # 600,000 characters, 1.2 MB of UTF-8
-        with pytest.raises(InvalidRequest, match=f"limit is {SQS_MAX_MESSAGE}"):
+        with pytest.raises(InvalidRequest, match=f"the queue's {SQS_MAX_MESSAGE}"):
             jobs.schedule(ctx, wide)
         assert sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"][
             "ApproximateNumberOfMessages"] == "0"
-        fits = Job(kind="k", payload={"text": "e" * (SQS_MAX_MESSAGE - 200)})
-        jobs.schedule(ctx, fits)  # a body just under the limit is sent
+        fits = Job(kind="k", payload={"text": "e" * (SQS_MAX_MESSAGE - DEAD_LETTER_ROOM - 200)})
+        jobs.schedule(ctx, fits)  # a body just under the limit (less the room to dead-letter it) is sent
         small = JobQueue(lambda c: sqs, max_message_bytes=1024)  # a queue whose MaximumMessageSize is lower
-        with pytest.raises(InvalidRequest, match="limit is 1024"):
+        with pytest.raises(InvalidRequest, match="the queue's 1024"):
             small.schedule(ctx, Job(kind="k", payload={"text": "x" * 1024}))
         assert sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"][
             "ApproximateNumberOfMessages"] == "1"
-    with pytest.raises(ValueError, match="max_message_bytes"):
-        JobQueue(unreachable, max_message_bytes=SQS_MAX_MESSAGE + 1)
+    for outside in (1023, SQS_MAX_MESSAGE + 1):  # SQS's bounds of MaximumMessageSize
+        with pytest.raises(ValueError, match="max_message_bytes"):
+            JobQueue(unreachable, max_message_bytes=outside)
     from tenant_runtime import JWTSettings, TenantRuntime
 
     with TenantRuntime(JWTSettings(key="k" * 32, algorithms=("HS256",)), "registry", region="us-east-1",

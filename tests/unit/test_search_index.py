@@ -220,7 +220,7 @@ def test_bad_input_is_refused_before_any_io(call):
 def search_cursor(query, statistics):
     """A cursor of ``query`` (no filters, not fuzzy) on tenant acme carrying ``statistics``."""
     fingerprint = hashlib.sha256(json.dumps([query, {}, False], sort_keys=True).encode()).hexdigest()[:16]
-    return cursor_codec.encode({"t": "acme", "q": fingerprint, "s": "1.5", "d": "d1", "k": "document",
+    return cursor_codec.encode("search", {"t": "acme", "q": fingerprint, "s": "1.5", "d": "d1", "k": "document",
                                 "st": statistics})
 
 
@@ -369,3 +369,19 @@ def test_a_write_takes_a_bounded_number_of_item_locks_shared_by_every_write_of_a
     # Per tenant and kind.
     assert not set(item_locks("acme", "summary", batch)) & set(locks)
     assert not set(item_locks("beta", "document", batch)) & set(locks)
+
+
+@pytest.mark.parametrize("metadata, refused", [
+    ({"k": "a\x00b"}, True), ({"k\x00": 1}, True), ({"k": ["\\\x00"]}, True), ({"k": "\\\\\x00"}, True),
+    ({"k": "\\u0000"}, False), ({"k": "\\\\u0000"}, False), ({"k": "u0000"}, False),
+])
+def test_a_nul_in_metadata_is_told_from_its_escaped_text_before_any_io(metadata, refused):
+    """jsonb refuses a NUL: refused before any I/O (a batch's large bodies are not put in S3 first);
+    a backslash before ``u0000`` is text, not a NUL's escape."""
+    write = StoreOperations()._put_documents(context("acme"), [
+        {"doc_id": "d", "title": "t", "body": "b", "metadata": metadata}])
+    if refused:
+        with pytest.raises(InvalidRequest, match="NUL"):
+            next(write)
+    else:
+        assert next(write) is not None  # its first step: the statement or computation, not a refusal

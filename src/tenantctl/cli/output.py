@@ -90,6 +90,14 @@ def to_jsonable(data: Any) -> Any:
     return data
 
 
+def record_result(record: Any, done: list[str]) -> dict[str, Any]:
+    """The --json of a command that changes a tenant in place (suspend, resume,
+    unlock): ``record``, and what was ``done`` ([] when there was nothing to do).
+    The record's fields stay at the top level too, where suspend and unlock
+    printed them before ``record`` existed."""
+    return {**to_jsonable(record), "record": record, "done": done}
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(to_jsonable(data), indent=2, default=str) + "\n")
     sys.stdout.flush()

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from tenantctl.cli.options import JsonFlag
-from tenantctl.cli.output import console, print_json
+from tenantctl.cli.output import console, print_json, record_result
 
 app = typer.Typer()
 
@@ -23,15 +23,16 @@ def suspend(tenant_id: TenantArg, json_out: JsonFlag = False) -> None:
     Written to the stack file as `suspended: true`: commit it. `resume` undoes it.
     """
     from tenantctl.cli.progress import engine_progress
-    from tenantctl.operations.suspend import set_suspended
+    from tenantctl.operations.suspend import suspend as run
     from tenantctl.workspace import Workspace
 
     with engine_progress(f"suspending {tenant_id}") as view:
-        record, _ = set_suspended(Workspace(), tenant_id, True, on_event=view)
+        record, done = run(Workspace(), tenant_id, on_event=view)
     if json_out:
-        print_json(record)
+        print_json(record_result(record, done))
         return
-    console.print(f"[yellow]tenant {tenant_id} is {record.status.value}[/]: the runtime refuses it within its "
+    console.print(f"[yellow]tenant {tenant_id} is {record.status.value}[/]"
+                  + ("" if done else " (it was already)") + ": the runtime refuses it within its "
                   "registry cache TTL; its role can no longer be assumed", highlight=False)
 
 
@@ -51,7 +52,7 @@ def resume(tenant_id: TenantArg, json_out: JsonFlag = False) -> None:
     with engine_progress(f"resuming {tenant_id}") as view:
         record, done = run(Workspace(), tenant_id, on_event=view)
     if json_out:
-        print_json({"record": record, "done": done})
+        print_json(record_result(record, done))
         return
     console.print(f"[green]tenant {tenant_id} is {record.status.value}[/]"
                   + (f": {', '.join(done)}" if done else ": it was neither suspended nor hibernated"),

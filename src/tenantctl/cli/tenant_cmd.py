@@ -14,6 +14,7 @@ from tenantctl.cli.output import (
     error_object,
     orphan_lines,
     print_json,
+    record_result,
     show,
     steps_table,
     table,
@@ -71,6 +72,14 @@ def _record_rows(record: "TenantRecord") -> list[tuple[str, str]]:
                              f"since {mv.phase_at:%Y-%m-%d %H:%M:%S}Z{window}"))
         if len(record.stacks) > 1:  # served from the first
             rows.append(("stacks", ", ".join(record.stacks)))
+    if record.search_reindex_since:
+        rows.append(("search reindex", f"unfinished: a run started {record.search_reindex_since:%Y-%m-%d %H:%M:%S}Z "
+                                       "stopped (or is running: see the lock) before every document was re-hashed; "
+                                       "until one finishes, each query is hashed under two search keys; "
+                                       f"`tenantctl search reindex {record.tenant_id}` finishes it"))
+    if record.search_rebuild_due:
+        rows.append(("search index", "rebuild due (items in no index: search answers index_incomplete); the next "
+                                     f"provision or `tenantctl search reindex {record.tenant_id}` rebuilds it"))
     if record.last_error:
         rows.append(("last error", record.last_error))
     return rows
@@ -337,6 +346,7 @@ def unlock(
 
     registry = Workspace().registry
     record = registry.require(tenant_id)
+    done = [] if record.lock is None else ["lock removed"]  # or refused below
     if record.lock is None:
         message = f"tenant {tenant_id} is not locked"
     elif lock_holder(record.lock) in DEAD:
@@ -348,6 +358,6 @@ def unlock(
         record = registry.force_unlock(tenant_id)
         message = f"lock on {tenant_id} removed"
     if json_out:
-        print_json(record)
+        print_json(record_result(record, done))
     else:
         console.print(message)

@@ -19,8 +19,8 @@ from tenant_runtime.objects import ObjectAccess
 from tenant_runtime.registry import RegistryReader
 from tenant_runtime.store import ContextStore
 from tenantctl.engines.base import EventSink, phase
-from tenantctl.errors import Conflict, InvalidInput, KeyUnusable, TargetUnavailable
-from tenantctl.models import TenantRecord, TenantStatus
+from tenantctl.errors import Conflict, DataCorrupt, InvalidInput, KeyUnusable, TargetUnavailable
+from tenantctl.models import TenantRecord, TenantStatus, utcnow
 from tenantctl.naming import require_valid
 from tenantctl.operations.hibernate import wake_held
 
@@ -41,6 +41,9 @@ def _tenant_store(ws: Any, record: TenantRecord) -> Iterator[tuple[ContextStore,
                                                      workspace=workspace)
     except runtime_errors.KeyUnusable as exc:
         raise KeyUnusable(str(exc)) from None
+    except runtime_errors.DecryptionFailed as exc:  # stopped there: what was re-hashed stays so
+        raise DataCorrupt(f"tenant {record.tenant_id!r}: {exc}; write the document again (or restore its body "
+                          "object's earlier version), then run the reindex again") from None
     except (runtime_errors.StoreUnavailable, runtime_errors.KmsUnavailable, runtime_errors.RegistryUnavailable,
             runtime_errors.TenantWaking) as exc:
         raise TargetUnavailable(str(exc)) from None
@@ -54,14 +57,18 @@ def reindex_search(ws: Any, tenant_id: str, on_event: EventSink | None = None) -
     reindex included: Conflict, exit 5). Nothing is lost if it stops half
     way: documents already re-hashed are found under the new key, the others
     under the old one (both stay live until every document moved); run it
-    again to finish. A hibernated tenant is woken first (its progress to
-    ``on_event``): the reindex reads and writes its database."""
+    again to finish. The record says a run is unfinished
+    (``search_reindex_since``, which `status` shows) until one finishes. A
+    hibernated tenant is woken first (its progress to ``on_event``): the
+    reindex reads and writes its database."""
     require_valid(tenant_id)
     _reindexable(ws.registry.require(tenant_id))
     with ws.registry.hold(tenant_id, REINDEX) as held:
         _reindexable(held.record)  # as locked: it may have changed since
         if held.record.hibernation is not None:
             wake_held(ws, held, on_event)
+        if held.record.search_reindex_since is None:  # a run finishing a stopped one keeps its start
+            held.record = ws.registry.save(held.record, search_reindex_since=utcnow())
         record = held.record
         workspaces = sorted(record.resources.workspaces) if record.resources else []
         with _tenant_store(ws, record) as (store, context):
@@ -71,8 +78,8 @@ def reindex_search(ws: Any, tenant_id: str, on_event: EventSink | None = None) -
                 phase(on_event, tenant_id, f"re-indexing workspace {workspace}")
                 of_workspaces[workspace] = store.reindex(context(workspace),
                                                          progress=_progress(on_event, tenant_id, workspace))
-        if record.search_rebuild_due:  # every store of the tenant is indexed now
-            held.record = ws.registry.save(record, search_rebuild_due=False)
+        # Every store of the tenant is indexed now, under one key.
+        held.record = ws.registry.save(record, search_rebuild_due=False, search_reindex_since=None)
     return Reindexed(**done.model_dump(), workspaces=of_workspaces)
 
 
@@ -149,7 +156,7 @@ def rebuild_unindexed(ws: Any, record: TenantRecord, on_rebuild: Callable[[str |
                 if on_rebuild is not None:
                     on_rebuild(workspace, items)
                 rebuilt[workspace or ""] = store.reindex(ctx)  # counted just now: not again (if_unindexed)
-    except (KeyUnusable, TargetUnavailable) as exc:
+    except (KeyUnusable, TargetUnavailable, DataCorrupt) as exc:
         raise type(exc)(f"tenant {tenant_id!r}: its search index could not be rebuilt after the schema upgrade "
                         f"({exc}); search refuses to answer until `tenantctl search reindex {tenant_id}` "
                         "(or a provision of the tenant) rebuilds it") from None

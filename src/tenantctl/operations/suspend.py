@@ -39,6 +39,14 @@ def set_suspended(ws: Workspace, tenant_id: str, suspended: bool,
     return provision(ws, spec, on_event=on_event)
 
 
+def suspend(ws: Workspace, tenant_id: str, on_event: EventSink | None = None) -> tuple[TenantRecord, list[str]]:
+    """Suspend the tenant. Returns the record and what was done (nothing when
+    it was suspended already: idempotent)."""
+    before = _serving(ws, tenant_id).status
+    record, _ = set_suspended(ws, tenant_id, True, on_event=on_event)
+    return record, [] if before is TenantStatus.suspended else ["suspended"]
+
+
 def resume(ws: Workspace, tenant_id: str, on_event: EventSink | None = None) -> tuple[TenantRecord, list[str]]:
     """Serve the tenant again: wake its database when it hibernates, lift a
     suspension. Returns the record and what was done (nothing when it was active)."""
