@@ -133,6 +133,7 @@ class _DbChecks:
         self.schema = record.resources.store.schema_name
         self.role = record.resources.store.role
         self.pooled, self.closed = record.tier.value == "pooled", closed_login(record)
+        self.repair = f"`tenantctl provision {record.tenant_id}`"  # resets what the schema script sets
         self.connection_limit = connection_limit  # what its applied spec and cell say; None: not known here
 
     def one(self, query: str, *params: Any) -> Any:
@@ -212,7 +213,7 @@ class _DbChecks:
         if self.connection_limit is not None and live != self.connection_limit:
             wanted = "none" if self.connection_limit == NO_CONNECTION_LIMIT else self.connection_limit
             return False, (f"{self.role}: CONNECTION LIMIT {shown}, its spec and cell say {wanted} "
-                           f"(`tenantctl provision ID` resets it)")
+                           f"({self.repair} resets it)")
         if self.pooled and live == NO_CONNECTION_LIMIT:
             return False, (f"{self.role} has no CONNECTION LIMIT: its login may take every connection slot of "
                            "the shared server")
@@ -232,7 +233,7 @@ class _DbChecks:
 
         extra = [s for s in role_settings(self.conn, self.role, self.schema) if s not in script_settings(self.schema)]
         return not extra, (f"{self.role} has role defaults it was not given: {', '.join(extra)} "
-                           "(`tenantctl provision ID` resets them)" if extra else f"{self.role}: search_path only")
+                           f"({self.repair} resets them)" if extra else f"{self.role}: search_path only")
 
     # -- tables ---------------------------------------------------------------------------
     def _per_table(self, index: int, what: str) -> tuple[bool, str]:
