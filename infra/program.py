@@ -187,6 +187,8 @@ def build_platform(spec: CellSpec) -> dict[str, Any]:
         "db_monitoring_role_arn": monitoring.monitoring_role_arn,
         "rotation_function_arn": rotation.function_arn,
         "rotation_role_arn": rotation.role_arn,
+        # Its pooled tenants' logins' CONNECTION LIMIT, unless a tenant sets its own.
+        "db_connection_limit": spec.db_connection_limit,
     }
 
 
@@ -200,7 +202,8 @@ def _shared_database(platform: pulumi.StackReference) -> SharedDatabaseRef:
                              monitoring_role_arn=shared("db_monitoring_role_arn"),
                              rotation_function_arn=shared("rotation_function_arn"),
                              rotation_role_arn=shared("rotation_role_arn"),
-                             gateway_role=platform.get_output("gateway_role"))
+                             gateway_role=platform.get_output("gateway_role"),
+                             connection_limit=platform.get_output("db_connection_limit"))
 
 
 def sibling_stack(platform_stack: str, cell: str) -> str:
@@ -240,18 +243,23 @@ def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK, key_gen
     moving = old is not None
     azs = aws.get_availability_zones(state="available").names if dedicated or moving else []
     shared_db = _shared_database(platform)
+    retiring_shared = _shared_database(old_platform) if old_platform is not None else shared_db
+    # One bound for every store of the tenant: the pooled one's cell's (tenant roles are one per server).
+    pooled_cell = shared_db if spec.tier is Tier.pooled or old is None else retiring_shared
+    connection_limit = pulumi.Output.from_input(pooled_cell.connection_limit).apply(spec.connection_limit)
+    # A suspended tenant's logins are closed where neighbours share the server (its pooled store).
+    login = not (spec.suspended and spec.pooled_store)
     db = TenantDatabase(store_component_name(tid, spec.store_generation), TenantDatabaseArgs(
         spec=spec, kms_key_arn=key.arn, secret_arn=secret.arn, az_names=azs, shared=shared_db, owns_secret=not moving,
-        account_role_arn=role_arn))
+        account_role_arn=role_arn, connection_limit=connection_limit, login=login))
     retiring_db = None
     if old is not None:
         # A move is open: the store being retired stays declared, unchanged, beside the new one.
         retiring_db = TenantDatabase(store_component_name(tid, old.generation), TenantDatabaseArgs(
             spec=spec.model_copy(update={"tier": old.tier, "dedicated": old.dedicated, "cell": old.cell or spec.cell,
                                          "store_generation": old.generation, "retiring": None}),
-            kms_key_arn=key.arn, secret_arn=secret.arn, az_names=azs,
-            shared=_shared_database(old_platform) if old_platform is not None else shared_db, owns_secret=False,
-            account_role_arn=role_arn))
+            kms_key_arn=key.arn, secret_arn=secret.arn, az_names=azs, shared=retiring_shared, owns_secret=False,
+            account_role_arn=role_arn, connection_limit=connection_limit, login=login))
     SecretRotationSchedule(tid, SecretRotationScheduleArgs(
         secret_arn=secret.arn, kms_key_arn=key.arn, function_arn=db.rotation_function_arn,
         function_role_arn=db.rotation_role_arn, after=[db.schema]))

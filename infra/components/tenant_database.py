@@ -49,6 +49,8 @@ class SharedDatabaseRef:
     rotation_function_arn: pulumi.Input[str]
     rotation_role_arn: pulumi.Input[str]
     gateway_role: pulumi.Input[str] | None = None  # the shared pool's login (None: a platform without one)
+    # Its pooled tenants' logins' CONNECTION LIMIT (None: a cell applied before it had one).
+    connection_limit: pulumi.Input[int] | None = None
 
 
 @dataclass
@@ -63,6 +65,11 @@ class TenantDatabaseArgs:
     # the retiring one): the tenant's secret keeps naming the store the
     # registry routes to; the move rewrites it at the switch.
     owns_secret: bool = True
+    # The tenant's logins (its role and its workspaces'): CONNECTION LIMIT
+    # (TenantSpec.connection_limit) and whether they may log in (not while a
+    # pooled tenant is suspended).
+    connection_limit: pulumi.Input[int] | None = None
+    login: bool = True
 
 
 def store_component_name(tenant_id: str, generation: int) -> str:
@@ -120,9 +127,11 @@ class TenantDatabase(pulumi.ComponentResource):
             admin_secret_arn, gateway_role = shared.admin_secret_arn, shared.gateway_role
         # What the tenant's workspaces (TenantWorkspace) need to put their schemas beside the tenant's.
         self.admin_secret_arn, self.gateway_role = admin_secret_arn, gateway_role
+        self.connection_limit, self.login = args.connection_limit, args.login
         self.schema = TenantSchema(f"{name}-schema", TenantSchemaArgs(
             tenant_id=spec.id, region=spec.region, host=self.endpoint, port=self.port, database=self.database,
             schema=naming.schema_name(spec.id), role=naming.db_role_name(spec.id),
             admin_secret_arn=admin_secret_arn, tenant_secret_arn=args.secret_arn, gateway_role=gateway_role,
-            account_role_arn=args.account_role_arn, owns_secret=args.owns_secret), opts=child)
+            account_role_arn=args.account_role_arn, owns_secret=args.owns_secret,
+            connection_limit=args.connection_limit, login=args.login), opts=child)
         self.register_outputs({"endpoint": self.endpoint, "port": self.port, "database": self.database})

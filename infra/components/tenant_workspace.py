@@ -107,7 +107,7 @@ class TenantWorkspace(pulumi.ComponentResource):
                 database=store.database, schema=names.schema, role=names.db_role,
                 admin_secret_arn=store.admin_secret_arn, tenant_secret_arn=secret.arn,
                 gateway_role=store.gateway_role, account_role_arn=args.account_role_arn,
-                owns_secret=not moving), opts=child)
+                owns_secret=not moving, connection_limit=store.connection_limit, login=store.login), opts=child)
 
         schema = schema_in(db, args.generation)
         if args.retiring is not None:

@@ -62,9 +62,13 @@ def _read_admin(key: tuple[str, str, str | None]) -> dict[str, Any]:
 def _connect_as(admin: dict[str, Any], props: dict[str, Any], database: str | None):
     import psycopg
 
-    return psycopg.connect(host=props["host"], port=int(props["port"]), dbname=database or props["database"],
+    from tenantctl.tenant_schema_sql import report_ended_sessions
+
+    conn = psycopg.connect(host=props["host"], port=int(props["port"]), dbname=database or props["database"],
                            user=admin["username"], password=admin["password"], autocommit=True,
                            connect_timeout=10)
+    report_ended_sessions(conn)  # a tenant's session the ACL lock ended is named to the operator
+    return conn
 
 
 def retry_catalog_race(fn: Callable[[], T]) -> T:

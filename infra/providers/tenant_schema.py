@@ -9,6 +9,9 @@ Pulumi state or the registry).
 ``row_security`` declares what the script leaves on every store table (RLS
 enabled and forced); ``read`` reports it live, so a refresh shows a table whose
 RLS was switched off as drift, and the update that follows re-runs the script.
+So are the role's ``connection_limit`` (pg_roles.rolconnlimit), ``login``
+(LOGIN, or a session still open as a NOLOGIN role) and ``role_settings`` (its
+defaults: a role may set its own, which the script resets).
 A schema or role dropped out of band reads as gone: the create that follows is
 the same idempotent script (existing rows are kept).
 """
@@ -45,14 +48,20 @@ def _current_password(props: dict[str, Any]) -> str | None:
 def _run_script(props: dict[str, Any], password: str) -> None:
     from psycopg import sql
 
-    from tenantctl.tenant_schema_sql import schema_script
+    from tenantctl.tenant_schema_sql import end_sessions, schema_script
 
     role, schema = props["role"], props["schema"]
     with _admin_connect(props) as conn:
         script = schema_script(conn, tenant_id=props["tenant_id"], role=role, schema=schema,
-                               gateway_role=props.get("gateway_role") or None)
+                               gateway_role=props.get("gateway_role") or None,
+                               connection_limit=props.get("connection_limit"), login=props.get("login"))
         conn.execute(script)  # no parameters: simple protocol, several statements
         conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+        if props.get("login") is False:
+            # NOLOGIN is committed: no new session starts, so ending the open ones closes the login.
+            # Killed before this, the run left its state unrecorded (or `read` sees a session
+            # outliving NOLOGIN as a login): the next run ends them.
+            end_sessions(conn, role)
 
 
 def _ensure(props: dict[str, Any], password: str) -> dict[str, Any]:
@@ -112,15 +121,19 @@ class TenantSchemaProvider(ResourceProvider):
         return UpdateResult(_ensure(news, _current_password(news) or secrets.token_urlsafe(32)))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        from tenantctl.tenant_schema_sql import row_security
+        from tenantctl.tenant_schema_sql import login_posture, role_settings, row_security
 
         with _admin_connect(props) as conn:
             schema = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (props["schema"],)).fetchone()
-            role = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (props["role"],)).fetchone()
-            if schema is None or role is None:
+            posture = login_posture(conn, props["role"])
+            if schema is None or not posture:
                 return ReadResult(None, {})
             live = row_security(conn, props["schema"])
-        return ReadResult(id_ or f"{props['database']}/{props['schema']}", {**public(props), "row_security": live})
+            posture["role_settings"] = role_settings(conn, props["role"], props["schema"])
+        # Only what the state declares: a resource applied before these inputs existed shows no drift on them.
+        declared = {k: v for k, v in posture.items() if props.get(k) is not None}
+        return ReadResult(id_ or f"{props['database']}/{props['schema']}",
+                          {**public(props), "row_security": live, **declared})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         retry_catalog_race(lambda: _drop(props))  # each step is idempotent: a retry redoes what is left
@@ -141,6 +154,10 @@ class TenantSchemaArgs:
     gateway_role: pulumi.Input[str] | None = None  # pooled: the shared pool's login, granted this role
     account_role_arn: str | None = None
     owns_secret: bool = True  # False: a move's other store (keeps the role's password, leaves the secret)
+    connection_limit: pulumi.Input[int] | None = None  # the role's CONNECTION LIMIT (-1: none)
+    login: bool | None = None  # False: NOLOGIN, its sessions ended (a suspended pooled tenant)
+    # The role's defaults as the script leaves them (its own ALTER ROLE ... SET reads as drift); set from schema.
+    role_settings: list[str] | None = None
 
 
 class TenantSchema(pulumi.dynamic.Resource):
@@ -150,5 +167,8 @@ class TenantSchema(pulumi.dynamic.Resource):
 
     def __init__(self, name: str, args: TenantSchemaArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         # A None input is left out: stacks applied before cells keep the inputs they had.
+        from tenantctl.tenant_schema_sql import script_settings
+
+        args.role_settings = script_settings(args.schema)
         props = {f.name: getattr(args, f.name) for f in fields(args) if getattr(args, f.name) is not None}
         super().__init__(TenantSchemaProvider(), name, {"kind": KIND, **props}, opts)

@@ -58,10 +58,14 @@ def program_fingerprint(project_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def applied_hash(spec: TenantSpec, project_dir: Path, program: str | None = None) -> str:
-    """``program``: the program fingerprint when the caller already has it (a plan over many tenants)."""
+def applied_hash(spec: TenantSpec, project_dir: Path, program: str | None = None,
+                 cell: CellSpec | None = None) -> str:
+    """``program``: the program fingerprint when the caller already has it (a plan over many tenants).
+    ``cell``: the tenant's cell, whose settings its stack reads (its logins' connection limit): a
+    change there re-applies the tenants that take it."""
     program = program or program_fingerprint(project_dir)
-    return hashlib.sha256(f"{spec.content_hash()}:{program}".encode()).hexdigest()
+    limit = spec.connection_limit(cell.db_connection_limit if cell is not None else None)
+    return hashlib.sha256(f"{spec.content_hash()}:{program}:{limit}".encode()).hexdigest()
 
 
 def cell_hash(spec: CellSpec, project_dir: Path) -> str:

@@ -73,6 +73,20 @@ def _expiry_after(transition_days: int, expiry_days: int, field_prefix: str = ""
     if expiry_days <= transition_days:
         raise ValueError(f"{field_prefix}expiry_days must be greater than {field_prefix}transition_days")
 ABORT_MULTIPART_DEFAULT = 1
+# Connections one pooled tenant's database login (and each of its workspaces')
+# may hold on its cell's shared PostgreSQL at once (ALTER ROLE ... CONNECTION
+# LIMIT). The shared pool logs in as the cell's gateway, which no tenant limit
+# counts; only per-tenant logins do: a runtime without the gateway (each
+# process keeps up to 4 idle connections per tenant, tenant_runtime.logins)
+# and tenantctl's `check` (one login per role). 10 leaves two such processes
+# and a check their room, and one tenant at most 10 of the ~400 connections a
+# db.t4g.medium takes, so it can no longer starve the gateway's pools and its
+# neighbours. Raise it per tenant (`db_connection_limit` in its stack file) or
+# per cell for runtimes that log in per tenant at higher concurrency.
+DB_CONNECTION_LIMIT_DEFAULT = 10
+DB_CONNECTION_LIMIT_MAX = 1000
+NO_CONNECTION_LIMIT = -1  # PostgreSQL's rolconnlimit for "no limit": a dedicated tenant's own server
+DbConnectionLimit = Annotated[int, Field(ge=1, le=DB_CONNECTION_LIMIT_MAX)]
 
 
 class LifecycleSpec(BaseModel):
@@ -186,9 +200,13 @@ class TenantSpec(BaseModel):
     queue: QueueSpec = QueueSpec()
     backup: BackupSpec = BackupSpec()
     dedicated: DedicatedSpec | None = None
+    db_connection_limit: DbConnectionLimit | None = Field(None, description=(
+        "connections its database login (and each workspace's) may hold at once; default: its cell's "
+        "db_connection_limit when the store is pooled, none on a dedicated tenant's own server"))
     # Suspended (`tenantctl suspend`): the registry says so (the runtime refuses
-    # the tenant) and the role's trust policy denies every AssumeRole, so no
-    # role session is renewed. Written to the stack file only when true.
+    # the tenant), the role's trust policy denies every AssumeRole, so no role
+    # session is renewed, and a pooled tenant's database logins are NOLOGIN with
+    # their sessions ended. Written to the stack file only when true.
     suspended: bool = False
     # The stack a move to another account or region leaves, retired by its
     # finalize before the old queues are forwarded: the role may no longer send
@@ -237,6 +255,20 @@ class TenantSpec(BaseModel):
     def workspace(self, name: str) -> WorkspaceSpec | None:
         return next((w for w in self.workspaces if w.name == name), None)
 
+    @property
+    def pooled_store(self) -> bool:
+        """A store of the tenant is on its cell's shared server: its current one, or the one an open move retires."""
+        return self.tier is Tier.pooled or (self.retiring is not None and self.retiring.tier is Tier.pooled)
+
+    def connection_limit(self, cell_default: int | None) -> int:
+        """Its database logins' CONNECTION LIMIT: its own setting, else ``cell_default``
+        (its cell's, None: a cell applied before the setting existed) while a store of
+        it is pooled (a move keeps the bound until it ends: the role is one per server
+        on the sandbox, and the tenant was bounded on the server it leaves), else none."""
+        if self.db_connection_limit is not None:
+            return self.db_connection_limit
+        return (cell_default or DB_CONNECTION_LIMIT_DEFAULT) if self.pooled_store else NO_CONNECTION_LIMIT
+
     def tags(self) -> dict[str, str]:
         tags = {"tenant": self.id, "tier": self.tier.value, "owner": self.owner, "managed-by": "tenantctl"}
         if self.cost_centre:
@@ -260,7 +292,7 @@ class TenantSpec(BaseModel):
         # Fields only suspensions, moves and workspaces set are left out at their defaults:
         # specs never suspended or moved hash as before.
         for name, default in (("suspended", False), ("store_generation", 0), ("retiring", None), ("workspaces", []),
-                              ("residency", []), ("retired", False)):
+                              ("residency", []), ("retired", False), ("db_connection_limit", None)):
             if dumped.get(name) == default:
                 dumped.pop(name)
         # A workspace unpinned, or pinned to the generation it takes unpinned (the retiring
@@ -357,6 +389,10 @@ class CellSpec(BaseModel):
                               description="tiers placement may put here")
     max_pooled_tenants: int = Field(500, ge=1, le=20000,
                                     description="pooled tenants (schemas) the cell's one PostgreSQL takes")
+    db_connection_limit: DbConnectionLimit = Field(
+        DB_CONNECTION_LIMIT_DEFAULT, description="connections each pooled tenant's database login (and each of its "
+                                                 "workspaces') may hold on the shared PostgreSQL; a tenant's own "
+                                                 "db_connection_limit overrides it")
     draining: bool = Field(False, description="placement puts no new tenant here")
     retiring: bool = Field(False, description="`tenantctl cell remove` is destroying it: its database's deletion "
                                               "protection lifted, its buckets deleted with what they hold")

@@ -7,6 +7,8 @@ instance (infra/providers/database_acl.py). All change a database ACL, under one
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from typing import Any
 
 from tenant_runtime.tables import (
@@ -32,15 +34,27 @@ DATABASE_ACL_LOCK = 0x74656E616E74  # "tenant"
 # run that started the loop while another admin session was still logging in
 # saw no user for it, and would end it once it held the lock. So the snapshot
 # is dropped before each look, and a session with no known user is never ended.
+# Each session ended is said (a WARNING starting with ENDED_SESSION): an
+# operator investigating a tenant's dropped connection finds its pid and role.
+ENDED_SESSION = "tenantctl: ended session"
 ACL_LOCK_SQL = f"""DO $acl$
+DECLARE
+  ended record;
 BEGIN
   WHILE NOT pg_try_advisory_xact_lock({DATABASE_ACL_LOCK}) LOOP
     PERFORM pg_stat_clear_snapshot();
-    PERFORM pg_terminate_backend(l.pid) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+    FOR ended IN SELECT l.pid, a.usename FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
       WHERE l.locktype = 'advisory' AND l.objsubid = 1
         AND l.classid = {DATABASE_ACL_LOCK >> 32} AND l.objid = {DATABASE_ACL_LOCK & 0xFFFFFFFF}
         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-        AND a.usename IS NOT NULL AND a.usename <> current_user;
+        AND a.usename IS NOT NULL AND a.usename <> current_user
+    LOOP
+      IF pg_terminate_backend(ended.pid) THEN
+        -- A WARNING reaches the client (``report_ended_sessions``) and the server's log.
+        RAISE WARNING '{ENDED_SESSION} % of role % in database %, which held or awaited the database ACL lock',
+          ended.pid, ended.usename, current_database();
+      END IF;
+    END LOOP;
     PERFORM pg_sleep(0.05);
   END LOOP;
 END
@@ -50,6 +64,63 @@ $acl$"""
 def take_acl_lock(conn: Any) -> None:
     """Take the database ACL lock for ``conn``'s transaction (``ACL_LOCK_SQL``)."""
     conn.execute(ACL_LOCK_SQL)
+
+
+def report_ended_sessions(conn: Any, say: Callable[[str], None] | None = None) -> None:
+    """Pass each session ``conn``'s statements end (``ENDED_SESSION`` warnings) to
+    ``say``, by default a ``note:`` line on stderr (where progress goes: the
+    LocalEngine runs the providers in the CLI's process; on AWS a dynamic
+    provider's output is Pulumi's, and the server's log keeps the warning)."""
+    def handler(diag: Any) -> None:
+        message = diag.message_primary or ""
+        if message.startswith(ENDED_SESSION):
+            (say or _note)(message.removeprefix("tenantctl: "))
+
+    conn.add_notice_handler(handler)
+
+
+def _note(line: str) -> None:
+    print(f"note: {line}", file=sys.stderr, flush=True)
+
+
+def end_sessions(conn: Any, role: str) -> list[int]:
+    """End every session logged in as ``role`` (a suspended tenant's, once its
+    NOLOGIN is committed: no new one can start); the pids ended."""
+    # In the target list, never in WHERE: PostgreSQL may evaluate a qualifier before the others,
+    # and would end sessions the filter was to spare.
+    return [pid for pid, ended in conn.execute(
+        "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s AND pid <> pg_backend_pid()",
+        (role,)).fetchall() if ended]
+
+
+def login_posture(conn: Any, role: str) -> dict[str, Any]:
+    """The role's live ``connection_limit`` (rolconnlimit, -1: none) and ``login``:
+    LOGIN, or NOLOGIN with a session still open (it was suspended and a session
+    outlived it), so the update that follows ends it."""
+    row = conn.execute(
+        "SELECT r.rolconnlimit, r.rolcanlogin OR EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.usename = r.rolname "
+        "AND a.pid <> pg_backend_pid()) FROM pg_roles r WHERE r.rolname = %s", (role,)).fetchone()
+    return {} if row is None else {"connection_limit": row[0], "login": row[1]}
+
+
+def script_settings(schema: str) -> list[str]:
+    """The role defaults the script leaves (``pg_db_role_setting``), as ``role_settings`` reads them."""
+    return [f"search_path={schema}"]
+
+
+def role_settings(conn: Any, role: str, schema: str) -> list[str]:
+    """The role's defaults in ``pg_db_role_setting``: ``name=value`` for the
+    role-wide ones, `` (in database D)`` added to one database's, sorted; its
+    schema in ``search_path`` read unquoted (the way ``script_settings`` says it)."""
+    rows = conn.execute(
+        "SELECT coalesce(d.datname, ''), s.setconfig FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole "
+        "LEFT JOIN pg_database d ON d.oid = s.setdatabase WHERE r.rolname = %s", (role,)).fetchall()
+    quoted = f'search_path="{schema}"'
+    return sorted((f"search_path={schema}" if setting == quoted else setting)
+                  + (f" (in database {database})" if database else "")
+                  for database, config in rows for setting in config or [])
+
+
 FORCED = "forced"  # a table's row_security when the script left it as it should be
 
 
@@ -69,12 +140,14 @@ def row_security(conn: Any, schema: str) -> dict[str, str]:
         table: live[table] for table in RETIRED_TABLES if table in live}
 
 
-def schema_script(conn: Any, *, tenant_id: str, role: str, schema: str, gateway_role: str | None = None) -> str:
+def schema_script(conn: Any, *, tenant_id: str, role: str, schema: str, gateway_role: str | None = None,
+                  connection_limit: int | None = None, login: bool | None = None) -> str:
     """The idempotent script for `conn` (identifiers and literals quoted by psycopg).
     Run it with no parameters: simple protocol, one implicit transaction, so the
     ACL lock it takes is held until the script ends. ``gateway_role`` (pooled
     tenants): the shared pool's login, granted membership in the tenant role
-    when it exists."""
+    when it exists. ``connection_limit`` (-1: none) and ``login`` (False:
+    NOLOGIN): left as they are when None (a restore re-applying the script)."""
     from psycopg import sql
 
     return render(
@@ -86,6 +159,8 @@ def schema_script(conn: Any, *, tenant_id: str, role: str, schema: str, gateway_
         gateway_literal=sql.Literal(gateway_role).as_string(conn) if gateway_role else None,
         acl_lock=ACL_LOCK_SQL,
         tables=TABLES,
+        connection_limit=None if connection_limit is None else int(connection_limit),
+        login=login,
     )
 
 

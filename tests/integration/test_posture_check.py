@@ -116,6 +116,17 @@ DB_TAMPERING = [
                  "SELECT lo_unlink(424242)", {"role-owns-nothing"}, id="large-object"),
     pytest.param("SELECT lo_from_bytea(424243, 'x'); ALTER LARGE OBJECT 424243 OWNER TO {gateway}",
                  "SELECT lo_unlink(424243)", {"gateway-owns-nothing"}, id="gateway-large-object"),
+    # No bound on the role's logins (every connection slot of the shared server), or another bound than its spec's.
+    pytest.param("ALTER ROLE {role} CONNECTION LIMIT -1", "ALTER ROLE {role} CONNECTION LIMIT 10",
+                 {"role-connection-limit"}, id="no-connection-limit"),
+    pytest.param("ALTER ROLE {role} CONNECTION LIMIT 500", "ALTER ROLE {role} CONNECTION LIMIT 10",
+                 {"role-connection-limit"}, id="another-connection-limit"),
+    # Defaults the role set for itself (any role may): every login as it inherits them.
+    pytest.param("ALTER ROLE {role} SET work_mem = '64kB'", "ALTER ROLE {role} RESET work_mem",
+                 {"role-settings"}, id="role-default"),
+    pytest.param("ALTER ROLE {role} IN DATABASE {database} SET lock_timeout = '5s'",
+                 "ALTER ROLE {role} IN DATABASE {database} RESET lock_timeout", {"role-settings"},
+                 id="role-default-in-database"),
     pytest.param("CREATE UNIQUE INDEX ck_by_item ON {schema}.context_items (item_id)",
                  "DROP INDEX {schema}.ck_by_item", {"unique-keys-include-tenant"}, id="unique-without-tenant"),
     pytest.param("CREATE POLICY ck_open ON {schema}.conversations USING (true)",

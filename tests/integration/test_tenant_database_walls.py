@@ -9,6 +9,8 @@ import json
 import boto3
 import psycopg
 import pytest
+import yaml
+from psycopg import sql
 
 from tenantctl.tenant_schema_sql import DATABASE_ACL_LOCK, take_acl_lock
 
@@ -77,9 +79,13 @@ def test_a_tenant_login_holding_the_acl_lock_stalls_neither_helpers_nor_provisio
 
     holder = login(sandbox, store["secret_arn"])  # again, then a neighbour's provision (the template's script)
     holder.execute("SELECT pg_advisory_lock(%s)", (DATABASE_ACL_LOCK,))
+    pid = holder.info.backend_pid
     provisioned = tenantctl_cli("provision", "qx-lock2")
     assert provisioned.returncode == 0, provisioned.stderr
     assert _ended(holder)
+    # The operator is told which session was ended, and whose.
+    assert (f"note: ended session {pid} of role {store['role']} in database {store['database']}, which held or "
+            "awaited the database ACL lock") in provisioned.stderr, provisioned.stderr
 
 
 def _ended(conn: psycopg.Connection) -> bool:
@@ -88,3 +94,171 @@ def _ended(conn: psycopg.Connection) -> bool:
     except psycopg.OperationalError:
         return True
     return False
+
+
+# -- what a pooled tenant's own login may hold, keep while suspended, and set for itself -------
+
+def admin_sql(sandbox, store: dict, statement: str) -> list:
+    """``statement`` as the sandbox's superuser in the store's database ({role}: the store's role)."""
+    with psycopg.connect(sandbox.pg_dsn(store["database"]), autocommit=True) as conn:
+        cur = conn.execute(sql.SQL(statement).format(role=sql.Identifier(store["role"]),
+                                                     database=sql.Identifier(store["database"])))
+        return cur.fetchall() if cur.description else []
+
+
+def role_row(sandbox, store: dict) -> tuple:
+    """(rolconnlimit, rolcanlogin) of the store's role."""
+    [row] = admin_sql(sandbox, store, "SELECT rolconnlimit, rolcanlogin FROM pg_roles WHERE rolname = "
+                                      + "'" + store["role"] + "'")
+    return row
+
+
+def failed_checks(run) -> dict:
+    return {(c["area"], c["name"]): c["detail"] for c in json.loads(run.stdout)["checks"] if c["outcome"] == "fail"}
+
+
+def schema_drift(tenantctl_cli, tenant_id: str) -> dict:
+    """The property diffs `refresh` finds on the tenant's schema resources, by resource name."""
+    run = tenantctl_cli("refresh", tenant_id, "--json")
+    [tenant] = json.loads(run.stdout)["tenants"]
+    return {r["name"]: {d["path"]: (d["old"], d["new"]) for d in r["diffs"]}
+            for r in tenant["resources"] if r["name"].endswith("-schema")}
+
+
+CAPPED = "iso2-cap"
+
+
+def test_a_pooled_login_holds_at_most_its_connection_limit_and_a_changed_one_is_found_and_reset(
+        sandbox, tenantctl_cli):
+    """One tenant's login used to be able to take every connection slot of the shared
+    server (no CONNECTION LIMIT): the gateway's pools and its neighbours' logins failed."""
+    for bad in ("0", "1001"):
+        refused = tenantctl_cli("provision", CAPPED, "--db-connection-limit", bad, "--json")
+        assert refused.returncode == 3, refused.stdout + refused.stderr
+        assert "db_connection_limit" in json.loads(refused.stdout)["error"]["message"]
+    assert tenantctl_cli("status", CAPPED).returncode == 6  # nothing was created
+
+    made = tenantctl_cli("provision", CAPPED, "--db-connection-limit", "2")
+    assert made.returncode == 0, made.stderr
+    ws = json.loads(tenantctl_cli("workspace", "add", CAPPED, "ops", "--json").stdout)["workspace"]
+    store = json.loads(tenantctl_cli("status", CAPPED, "--json").stdout)["resources"]["store"]
+    assert role_row(sandbox, store) == (2, True) and role_row(sandbox, ws["store"]) == (2, True)
+    held = [login(sandbox, store["secret_arn"]) for _ in range(2)]
+    with pytest.raises(psycopg.OperationalError, match="too many connections for role"):
+        login(sandbox, store["secret_arn"])
+    login(sandbox, ws["store"]["secret_arn"]).close()  # each role its own bound
+    for conn in held:
+        conn.close()
+
+    # A neighbour without a setting of its own gets the cell's default.
+    assert tenantctl_cli("provision", "iso2-dflt").returncode == 0
+    neighbour = json.loads(tenantctl_cli("status", "iso2-dflt", "--json").stdout)["resources"]["store"]
+    assert role_row(sandbox, neighbour)[0] == 10
+
+    admin_sql(sandbox, store, "ALTER ROLE {role} CONNECTION LIMIT -1")
+    checked = tenantctl_cli("check", CAPPED, "--json")
+    assert checked.returncode == 8, checked.stdout + checked.stderr
+    assert set(failed_checks(checked)) == {("database", "role-connection-limit")}, failed_checks(checked)
+    assert "CONNECTION LIMIT none, its spec and cell say 2" in failed_checks(checked)[
+        ("database", "role-connection-limit")]
+    assert schema_drift(tenantctl_cli, CAPPED)[f"{CAPPED}-schema"] == {"connection_limit": (2, -1)}
+    assert tenantctl_cli("provision", CAPPED).returncode == 0  # the repair
+    assert role_row(sandbox, store) == (2, True)
+
+    raised = tenantctl_cli("provision", CAPPED, "--db-connection-limit", "5")  # options update in place
+    assert raised.returncode == 0, raised.stderr
+    assert role_row(sandbox, store)[0] == 5 and role_row(sandbox, ws["store"])[0] == 5
+    assert tenantctl_cli("check", CAPPED).returncode == 0
+
+
+SUSPENDED = "iso2-sus"
+
+
+def test_a_suspended_pooled_tenant_can_no_longer_log_in_and_resume_gives_its_logins_back(
+        sandbox, tenantctl_cli, project):
+    """Suspension used to leave a pooled tenant's DB login as it was: a workload that
+    had read its secret kept its store (and its share of the shared server)."""
+    assert tenantctl_cli("provision", SUSPENDED).returncode == 0
+    ws = json.loads(tenantctl_cli("workspace", "add", SUSPENDED, "hr", "--json").stdout)["workspace"]
+    store = json.loads(tenantctl_cli("status", SUSPENDED, "--json").stdout)["resources"]["store"]
+    stores = (store, ws["store"])
+    open_sessions = [login(sandbox, s["secret_arn"]) for s in stores]
+
+    suspended = tenantctl_cli("suspend", SUSPENDED, "--json")
+    assert suspended.returncode == 0, suspended.stderr
+    assert all(_ended(conn) for conn in open_sessions)
+    for each in stores:
+        assert role_row(sandbox, each)[1] is False
+        with pytest.raises(psycopg.OperationalError, match="not permitted to log in"):
+            login(sandbox, each["secret_arn"])
+    # check runs every probe as the role (through the gateway) and expects it closed
+    checked = tenantctl_cli("check", SUSPENDED, "--json")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    login_checks = {c["area"]: c for c in json.loads(checked.stdout)["checks"] if c["name"] == "role-login"}
+    assert set(login_checks) == {"database", "workspace hr/database"}
+    assert all("NOLOGIN, no session open" in c["detail"] for c in login_checks.values()), login_checks
+    assert tenantctl_cli("suspend", SUSPENDED).returncode == 0  # idempotent
+
+    # A login given back out of band, and a session that outlived a NOLOGIN (a suspend killed
+    # after its script, before it ended the sessions): check fails, refresh shows it, suspend converges.
+    admin_sql(sandbox, ws["store"], "ALTER ROLE {role} LOGIN")
+    survivor = login(sandbox, ws["store"]["secret_arn"])
+    admin_sql(sandbox, ws["store"], "ALTER ROLE {role} NOLOGIN")
+    admin_sql(sandbox, store, "ALTER ROLE {role} LOGIN")
+    checked = tenantctl_cli("check", SUSPENDED, "--json")
+    assert checked.returncode == 8, checked.stdout + checked.stderr
+    failed = failed_checks(checked)
+    assert set(failed) == {("database", "role-login"), ("workspace hr/database", "role-login")}, failed
+    assert "may log in while suspended" in failed[("database", "role-login")]
+    assert f"1 session(s) still logged in as {ws['store']['role']}" in failed[("workspace hr/database", "role-login")]
+    drift = schema_drift(tenantctl_cli, SUSPENDED)
+    assert drift[f"{SUSPENDED}-schema"] == {"login": (False, True)}
+    assert drift[f"{SUSPENDED}--hr-schema"] == {"login": (False, True)}
+    assert tenantctl_cli("suspend", SUSPENDED).returncode == 0
+    assert _ended(survivor) and role_row(sandbox, store)[1] is False
+    assert tenantctl_cli("check", SUSPENDED).returncode == 0
+
+    # A move is refused while suspended (and hibernation is for dedicated tenants, whose logins stay).
+    for args, why in ((("move", SUSPENDED, "--tier", "dedicated"), "is suspended"),
+                      (("hibernate", SUSPENDED), "is pooled")):
+        refused = tenantctl_cli(*args)
+        assert refused.returncode == 3 and why in refused.stderr, refused.stderr
+
+    resumed = tenantctl_cli("resume", SUSPENDED, "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    for each in stores:
+        assert role_row(sandbox, each)[1] is True
+        login(sandbox, each["secret_arn"]).close()
+    assert "suspended" not in yaml.safe_load((project / "stacks" / f"Pulumi.{SUSPENDED}.yaml").read_text())[
+        "config"]["tenantctl:tenant"]
+    assert tenantctl_cli("check", SUSPENDED).returncode == 0
+
+
+def test_role_defaults_a_tenant_sets_for_itself_are_reported_and_reset(sandbox, tenantctl_cli):
+    """A role may change its own defaults, which every later login as it inherits,
+    tenantctl's checks included: a 1 ms statement timeout made them fail."""
+    tenant = "iso2-defaults"
+    assert tenantctl_cli("provision", tenant).returncode == 0
+    store = json.loads(tenantctl_cli("status", tenant, "--json").stdout)["resources"]["store"]
+    with login(sandbox, store["secret_arn"]) as conn:
+        conn.execute(sql.SQL("ALTER ROLE {} SET work_mem = '64kB'").format(sql.Identifier(store["role"])))
+        conn.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET lock_timeout = '1ms'").format(
+            sql.Identifier(store["role"]), sql.Identifier(store["database"])))
+
+    checked = tenantctl_cli("check", tenant, "--json")
+    assert checked.returncode == 8, checked.stdout + checked.stderr
+    failed = failed_checks(checked)
+    assert set(failed) == {("database", "role-settings")}, failed
+    assert "work_mem=64kB" in failed[("database", "role-settings")]
+    assert f"lock_timeout=1ms (in database {store['database']})" in failed[("database", "role-settings")]
+    drift = schema_drift(tenantctl_cli, tenant)[f"{tenant}-schema"]
+    assert drift and all(path.startswith("role_settings") for path in drift), drift
+    assert "work_mem=64kB" in json.dumps(drift), drift
+
+    with login(sandbox, store["secret_arn"]) as conn:  # the one that broke tenantctl's own logins
+        conn.execute(sql.SQL("ALTER ROLE {} SET statement_timeout = '1ms'").format(sql.Identifier(store["role"])))
+    assert tenantctl_cli("provision", tenant).returncode == 0  # the repair resets them all
+    settings = admin_sql(sandbox, store, "SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_roles r "
+                                         "ON r.oid = s.setrole WHERE r.rolname = " + "'" + store["role"] + "'")
+    assert settings == [([f"search_path={store['schema_name']}"],)]
+    assert tenantctl_cli("check", tenant).returncode == 0

@@ -308,6 +308,18 @@ def test_a_program_change_changes_the_fingerprint(tmp_path):
     program_fingerprint.cache_clear()
 
 
+def test_a_cell_default_the_tenant_takes_is_in_its_fingerprint(tmp_path):
+    """A pooled tenant's logins take its cell's connection limit: a change there
+    re-applies it; one with its own limit, or a dedicated one, is unchanged."""
+    pooled, own, dedicated = TenantSpec(id="a"), TenantSpec(id="b", db_connection_limit=4), TenantSpec(
+        id="c", tier="dedicated")
+    cell, raised = CellSpec(), CellSpec(db_connection_limit=25)
+    assert applied_hash(pooled, tmp_path, cell=cell) == applied_hash(pooled, tmp_path)  # the default either way
+    assert applied_hash(pooled, tmp_path, cell=raised) != applied_hash(pooled, tmp_path, cell=cell)
+    for spec in (own, dedicated):
+        assert applied_hash(spec, tmp_path, cell=raised) == applied_hash(spec, tmp_path, cell=cell)
+
+
 # -- the process pool: a worker that dies fails its own tenant only --
 
 def crashing_worker(project_dir, cwd, yes, tenant_id, action, preview, record):

@@ -41,6 +41,7 @@ PLATFORM_OUTPUTS = {
     "platform_key_arn", "registry_table",
     "admin_role_arn", "runtime_principal_arn", "revocation_table", "gateway_role", "gateway_secret_arn",
     "logs_bucket", "flow_logs_role_arn", "db_monitoring_role_arn", "rotation_function_arn", "rotation_role_arn",
+    "db_connection_limit",
 }
 
 
@@ -337,6 +338,31 @@ def test_only_pooled_tenants_grant_their_role_to_the_gateway(pooled, dedicated, 
     assert gateway.inputs["role"] == platform[0]["gateway_role"] and gateway.inputs["database"] == "tenantctl"
     tables = {t.inputs["name"]: t.inputs for t in platform[1].of_type("aws:dynamodb/table:Table")}
     assert tables["tenantctl-revocations"]["ttl"] == {"attributeName": "expires_at", "enabled": True}
+
+
+def test_logins_are_bounded_where_neighbours_share_the_server_and_closed_while_suspended():
+    """Each schema resource (the tenant's, its workspaces') carries its role's
+    CONNECTION LIMIT and LOGIN: the cell's default for a pooled store (a cell
+    exporting none: the built-in 10), none on a dedicated server unless the
+    tenant sets one, the tenant's own when set; NOLOGIN only for a suspended
+    pooled tenant; a move keeps the pooled bound on both stores."""
+    def logins(spec):
+        _, mocks = run_tenant(spec)
+        return {r.inputs["role"]: (r.inputs["connection_limit"], r.inputs["login"])
+                for r in mocks.of_type("pulumi-python:dynamic:Resource") if r.inputs["kind"] == "tenant-schema"}
+
+    ws = [{"name": "legal"}]
+    assert logins({"id": "acme", "workspaces": ws}) == {
+        "tenant_acme_app": (10, True), "tenant_acme__ws_legal_app": (10, True)}
+    assert logins({"id": "acme", "workspaces": ws, "suspended": True, "db_connection_limit": 3}) == {
+        "tenant_acme_app": (3, False), "tenant_acme__ws_legal_app": (3, False)}
+    assert logins({"id": "acme", "tier": "dedicated", "suspended": True}) == {"tenant_acme_app": (-1, True)}
+    assert logins({"id": "acme", "tier": "dedicated", "db_connection_limit": 40}) == {"tenant_acme_app": (40, True)}
+    _, mocks = run_tenant({"id": "acme", "tier": "dedicated", "store_generation": 1,
+                           "retiring": {"tier": "pooled", "generation": 0}})
+    stores = [(r.inputs["connection_limit"], r.inputs["login"]) for r in mocks.of_type("pulumi-python:dynamic:Resource")
+              if r.inputs["kind"] == "tenant-schema"]
+    assert stores == [(10, True), (10, True)]
 
 
 def test_prefix_twins_stay_apart():

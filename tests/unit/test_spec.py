@@ -64,6 +64,8 @@ def test_dedicated_defaults_and_pooled_refuses_dedicated_options():
         ({"tier": "dedicated", "dedicated": {"vpc_cidr": "8.8.0.0/16"}}, "dedicated.vpc_cidr"),
         ({"region": "mars-1"}, "region"),
         ({"colour": "blue"}, "colour"),
+        ({"db_connection_limit": 0}, "db_connection_limit"),
+        ({"db_connection_limit": 1001}, "db_connection_limit"),
     ],
 )
 def test_bad_options_name_the_field(data, where):
@@ -95,3 +97,19 @@ def test_the_runtime_principal_is_never_an_account(field, value):
         CellSpec.model_validate({field: value})
     assert CellSpec(runtime_principal_arn="arn:aws:iam::123456789012:role/svc-runtime",
                         runtime_trusted=["lambda.amazonaws.com", "arn:aws:iam::123456789012:role/ci"])
+
+
+def test_a_connection_limit_is_the_tenants_own_else_its_cells_where_the_server_is_shared():
+    from tenantctl.models import DB_CONNECTION_LIMIT_DEFAULT, NO_CONNECTION_LIMIT, CellSpec
+
+    assert CellSpec().db_connection_limit == DB_CONNECTION_LIMIT_DEFAULT == 10
+    assert TenantSpec(id="acme").connection_limit(25) == 25
+    assert TenantSpec(id="acme").connection_limit(None) == DB_CONNECTION_LIMIT_DEFAULT  # a cell from before
+    assert TenantSpec(id="acme", db_connection_limit=3).connection_limit(25) == 3
+    assert TenantSpec(id="acme", tier="dedicated").connection_limit(25) == NO_CONNECTION_LIMIT
+    moving = TenantSpec(id="acme", tier="dedicated", retiring={"tier": "pooled"})
+    assert moving.connection_limit(25) == 25  # bounded until the move leaves the shared server
+    # Written to the stack file and hashed only when set: specs without it are as they were.
+    assert "db_connection_limit" not in TenantSpec(id="acme").desired()
+    with pytest.raises(ValueError, match="db_connection_limit"):
+        CellSpec(db_connection_limit=0)

@@ -73,7 +73,8 @@ def check_tenant(ws: Any, tenant_id: str, record: Any = None, applied: list[Any]
     # servers: they run beside the AWS checks, each area on its own connection; the report keeps this order.
     with ThreadPoolExecutor(max_workers=3, thread_name_prefix="posture") as pool:
         network = pool.submit(list, network_checks(record, platform, clients))
-        database = pool.submit(list, database_checks(record, clients))
+        limit = applied_connection_limit(ws, record, platform)
+        database = pool.submit(list, database_checks(record, clients, platform=platform, connection_limit=limit))
         gateway = (pool.submit(list, gateway_checks(record, platform, clients))
                    if record.tier.value == "pooled" and platform.get("gateway_secret_arn") else None)
         placed = list(placement_checks(record, cell, platform, clients, reads))
@@ -82,11 +83,29 @@ def check_tenant(ws: Any, tenant_id: str, record: Any = None, applied: list[Any]
         report.checks += [*placed, *database.result(), *(gateway.result() if gateway is not None else []), *aws,
                           *network.result()]
     for name in sorted(record.workspaces):
-        report.checks += list(workspace_checks(record, name, platform, clients))
+        report.checks += list(workspace_checks(record, name, platform, clients, limit))
     return report
 
 
-def workspace_checks(record: Any, workspace: str, platform: dict[str, Any], clients: Any) -> list[CheckResult]:
+def applied_connection_limit(ws: Any, record: Any, platform: dict[str, Any]) -> int | None:
+    """The tenant's logins' CONNECTION LIMIT as its applied spec (the stack file, when it is
+    the spec the registry recorded) and its deployed cell give it; None when not known here
+    (the check then asks only that a pooled login be bounded)."""
+    from tenantctl.errors import TenantctlError
+    from tenantctl.stackconfig import read_tenant, stack_file
+
+    path = stack_file(ws.stacks_dir, record.current_stack)
+    try:
+        spec = read_tenant(path) if path.exists() else None
+    except TenantctlError:
+        return None
+    if spec is None or spec.content_hash() != record.spec_digest:
+        return None
+    return spec.connection_limit(platform.get("db_connection_limit"))
+
+
+def workspace_checks(record: Any, workspace: str, platform: dict[str, Any], clients: Any,
+                     connection_limit: int | None = None) -> list[CheckResult]:
     """The tenant's database and AWS checks of what a workspace has of its own,
     on its live resources, in areas named after it (``workspace legal/aws``)."""
     from tenantctl.checks.aws_posture import workspace_aws_checks
@@ -99,7 +118,7 @@ def workspace_checks(record: Any, workspace: str, platform: dict[str, Any], clie
     view = workspace_view(record, workspace).model_copy(update={"tier": record.tier})
     area = f"workspace {workspace}"
     return [*database_checks(view, clients, row_key=OwnerNames(record.tenant_id, workspace).key,
-                             area=f"{area}/database"),
+                             area=f"{area}/database", platform=platform, connection_limit=connection_limit),
             *workspace_aws_checks(view, workspace, platform, clients, area=f"{area}/aws")]
 
 

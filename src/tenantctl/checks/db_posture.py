@@ -3,7 +3,10 @@
 The checks log in exactly as the runtime does (the role and password from the
 tenant's Secrets Manager secret, the endpoint from the registry record), read
 the catalogs, and probe row-level security with canary rows inside a
-transaction that is always rolled back (nothing is ever committed):
+transaction that is always rolled back (nothing is ever committed). A
+suspended pooled tenant's role cannot log in: its checks run as the role
+through the shared pool's gateway (its login, then ``SET ROLE``), as the
+runtime's shared pool does, so the same probes run as the same role:
 
 - ``role-not-superuser``, ``role-no-bypassrls``, ``role-no-admin-attributes``
   (CREATEROLE, CREATEDB, REPLICATION), ``role-owns-nothing`` (no schema, table,
@@ -12,6 +15,14 @@ transaction that is always rolled back (nothing is ever committed):
   object is data outside the schema, its RLS and its backups, and keeps the
   role from being dropped), ``role-no-memberships``
   (no role to inherit ownership or BYPASSRLS from);
+- ``role-connection-limit``: the role's CONNECTION LIMIT is the one its spec
+  and cell give it (a pooled tenant's is never unlimited: it would take every
+  connection slot of the shared server);
+- ``role-login``: LOGIN while it serves; a suspended pooled tenant's role is
+  NOLOGIN with no session left open;
+- ``role-settings``: the role's defaults (``pg_db_role_setting``) are only the
+  ``search_path`` the schema script sets (a role may set its own, e.g. a
+  ``statement_timeout`` every login as it, tenantctl's included, inherits);
 - ``rls-enabled`` and ``rls-forced`` on every table of the tenant schema,
   ``rls-policy`` (each table has a policy keyed on ``app.tenant_id``, for
   reads and writes);
@@ -44,8 +55,9 @@ AREA = "database"
 TENANT_COLUMN = "tenant_id"
 SETTING = "app.tenant_id"
 NAMES = ("role-not-superuser", "role-no-bypassrls", "role-no-admin-attributes", "role-owns-nothing",
-         "role-no-memberships", "rls-enabled", "rls-forced", "rls-policy", "unique-keys-include-tenant",
-         "no-foreign-schema-access", "db-public-privileges", "rls-lints", "fail-closed")
+         "role-no-memberships", "role-connection-limit", "role-login", "role-settings", "rls-enabled",
+         "rls-forced", "rls-policy", "unique-keys-include-tenant", "no-foreign-schema-access",
+         "db-public-privileges", "rls-lints", "fail-closed")
 
 # Canary rows for the tables templates/tenant_schema.sql.j2 creates ({id}: a fresh uuid).
 CANARIES: dict[str, tuple[str, tuple]] = {
@@ -80,6 +92,27 @@ def connect_as_tenant(record: Any, clients: Callable[..., Any]) -> Any:
                            autocommit=True)
 
 
+def closed_login(record: Any) -> bool:
+    """A suspended pooled tenant: its logins are NOLOGIN (operations.suspend)."""
+    return record.status.value == "suspended" and record.tier.value == "pooled"
+
+
+def connect_as_role(record: Any, clients: Callable[..., Any], platform: dict[str, Any] | None) -> Any:
+    """A session as the tenant's role: its own login, or, while that is closed,
+    the gateway's login become the role (the gateway is a member of every pooled
+    tenant role and workspace role, NOINHERIT)."""
+    if not closed_login(record):
+        return connect_as_tenant(record, clients)
+    from tenantctl.checks.gateway_posture import connect_as_gateway
+
+    if not (platform or {}).get("gateway_secret_arn"):
+        raise LookupError("the tenant is suspended (its login is NOLOGIN) and its cell has no gateway login "
+                          "to become its role through")
+    conn = connect_as_gateway(platform, clients)
+    conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(record.resources.store.role)))
+    return conn
+
+
 class _Table(NamedTuple):
     oid: int
     name: str
@@ -93,11 +126,15 @@ class _DbChecks:
     concern need in one round trip, and judged here: the checks run back to
     back on one connection, so a read is shared by the checks that use it."""
 
-    def __init__(self, conn: Any, record: Any, row_key: str | None = None) -> None:
+    def __init__(self, conn: Any, record: Any, row_key: str | None = None,
+                 connection_limit: int | None = None) -> None:
         self.conn = conn
         self.tenant_id = row_key or record.tenant_id  # a workspace's rows carry its key
         self.schema = record.resources.store.schema_name
         self.role = record.resources.store.role
+        self.pooled, self.closed = record.tier.value == "pooled", closed_login(record)
+        self.repair = f"`tenantctl provision {record.tenant_id}`"  # resets what the schema script sets
+        self.connection_limit = connection_limit  # what its applied spec and cell say; None: not known here
 
     def one(self, query: str, *params: Any) -> Any:
         return self.conn.execute(query, params).fetchone()
@@ -159,6 +196,44 @@ class _DbChecks:
     def role_no_memberships(self) -> tuple[bool, str]:
         granted = self._role_facts[6]
         return not granted, f"{self.role} is a member of {', '.join(granted)}" if granted else "no role memberships"
+
+    @cached_property
+    def _login_facts(self) -> tuple[int, bool, list[int]]:
+        """(rolconnlimit, rolcanlogin, pids of the sessions logged in as the role but this one)."""
+        return self.one(
+            "SELECT r.rolconnlimit, r.rolcanlogin, ARRAY(SELECT a.pid FROM pg_stat_activity a "
+            "WHERE a.usename = r.rolname AND a.pid <> pg_backend_pid() ORDER BY 1) "
+            "FROM pg_roles r WHERE r.rolname = %s", self.role)
+
+    def role_connection_limit(self) -> tuple[bool, str]:
+        from tenantctl.models import NO_CONNECTION_LIMIT
+
+        live = self._login_facts[0]
+        shown = "none" if live == NO_CONNECTION_LIMIT else str(live)
+        if self.connection_limit is not None and live != self.connection_limit:
+            wanted = "none" if self.connection_limit == NO_CONNECTION_LIMIT else self.connection_limit
+            return False, (f"{self.role}: CONNECTION LIMIT {shown}, its spec and cell say {wanted} "
+                           f"({self.repair} resets it)")
+        if self.pooled and live == NO_CONNECTION_LIMIT:
+            return False, (f"{self.role} has no CONNECTION LIMIT: its login may take every connection slot of "
+                           "the shared server")
+        return True, f"{self.role}: CONNECTION LIMIT {shown}" + ("" if self.pooled else " (its own server)")
+
+    def role_login(self) -> tuple[bool, str]:
+        _, can_login, sessions = self._login_facts
+        if not self.closed:
+            return can_login, f"{self.role}: LOGIN" if can_login else f"{self.role} is NOLOGIN while it serves"
+        problems = ([f"{self.role} may log in while suspended"] if can_login else []) + (
+            [f"{len(sessions)} session(s) still logged in as {self.role} (pid {', '.join(map(str, sessions))})"]
+            if sessions else [])
+        return not problems, "; ".join(problems) or f"suspended: {self.role} is NOLOGIN, no session open"
+
+    def role_settings(self) -> tuple[bool, str]:
+        from tenantctl.tenant_schema_sql import role_settings, script_settings
+
+        extra = [s for s in role_settings(self.conn, self.role, self.schema) if s not in script_settings(self.schema)]
+        return not extra, (f"{self.role} has role defaults it was not given: {', '.join(extra)} "
+                           f"({self.repair} resets them)" if extra else f"{self.role}: search_path only")
 
     # -- tables ---------------------------------------------------------------------------
     def _per_table(self, index: int, what: str) -> tuple[bool, str]:
@@ -315,8 +390,13 @@ class _DbChecks:
 
 
 def database_checks(record: Any, clients: Callable[..., Any], row_key: str | None = None,
-                    area: str = AREA) -> Iterator[CheckResult]:
-    """``row_key`` and ``area``: a workspace's (``record`` its view), else the tenant's."""
+                    area: str = AREA, platform: dict[str, Any] | None = None,
+                    connection_limit: int | None = None) -> Iterator[CheckResult]:
+    """``row_key`` and ``area``: a workspace's (``record`` its view), else the tenant's.
+    ``platform``: its cell's outputs (the gateway a suspended tenant's checks go
+    through). ``connection_limit``: the role's, as its applied spec and cell give it."""
     who = "the tenant role" if row_key is None else "the workspace role"
-    yield from run_connected(area, NAMES, lambda: connect_as_tenant(record, clients),
-                             lambda conn: _DbChecks(conn, record, row_key), who)
+    if closed_login(record):
+        who += " (suspended: through the gateway)"
+    yield from run_connected(area, NAMES, lambda: connect_as_role(record, clients, platform),
+                             lambda conn: _DbChecks(conn, record, row_key, connection_limit), who)

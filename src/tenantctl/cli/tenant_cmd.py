@@ -102,6 +102,9 @@ def provision(
         help="Days before uploads/tmp/ objects expire: one of its cell's retention classes "
              "(1, 3, 7, 14, 30, 90 by default).")] = None,
     backup_retention_days: Annotated[Optional[int], typer.Option(help="Days backups are kept.")] = None,
+    db_connection_limit: Annotated[Optional[int], typer.Option(
+        help="Connections its database login (and each workspace's) may hold at once, 1..1000; default: its "
+             "cell's db_connection_limit (10) when pooled, none when dedicated.")] = None,
     vpc_cidr: Annotated[Optional[str], typer.Option(help="Dedicated: VPC CIDR.")] = None,
     instance_class: Annotated[Optional[str], typer.Option(help="Dedicated: RDS instance class.")] = None,
     storage_gb: Annotated[Optional[int], typer.Option(help="Dedicated: RDS storage (GB).")] = None,
@@ -140,6 +143,7 @@ def provision(
         "cost_centre": cost_centre,
         "queue.delay_seconds": delay_seconds, "queue.max_receive_count": max_receive_count,
         "lifecycle.temp_upload_days": temp_upload_days, "backup.retention_days": backup_retention_days,
+        "db_connection_limit": db_connection_limit,
         "dedicated.vpc_cidr": vpc_cidr, "dedicated.instance_class": instance_class,
         "dedicated.storage_gb": storage_gb, "dedicated.multi_az": multi_az,
     })

@@ -32,9 +32,13 @@ class DrillContext:
     def connect(self, host: str, port: int, database: str, autocommit: bool = True):
         import psycopg
 
-        return psycopg.connect(host=host, port=port, dbname=database, user=self.admin_user,
+        from tenantctl.tenant_schema_sql import report_ended_sessions
+
+        conn = psycopg.connect(host=host, port=port, dbname=database, user=self.admin_user,
                                password=self.admin_password, autocommit=autocommit,
                                connect_timeout=10, application_name="tenantctl-drill")
+        report_ended_sessions(conn)  # a restore re-applies the schema script, which takes the ACL lock
+        return conn
 
 
 def admin_credentials(secrets: Any, secret_arn: str) -> tuple[str, str]:

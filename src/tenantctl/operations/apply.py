@@ -133,6 +133,7 @@ def plan(ws: Workspace, shard: tuple[int, int], records: dict[str, TenantRecord]
     cell its stack file forces)."""
     index, total = shard
     fingerprint = program_fingerprint(ws.project_dir)
+    cells = ws.committed_cells()  # the settings of its cell a tenant's stack reads are in its fingerprint
 
     def mine(tenant_id: str) -> bool:
         return in_shard(tenant_id, index, total) and matches(tenant_id, match)
@@ -179,7 +180,7 @@ def plan(ws: Workspace, shard: tuple[int, int], records: dict[str, TenantRecord]
                                               f"{record.cell!r}: tenants do not change cells in place",
                                         reason="cell changed"))
         elif (record.status in SETTLED and not _rebuild_owed(record) and not _provision_failed(record)
-              and record.spec_hash == applied_hash(spec, ws.project_dir, fingerprint)):
+              and record.spec_hash == applied_hash(spec, ws.project_dir, fingerprint, cells.get(record.cell))):
             results.append(TenantResult(tenant_id=tenant_id, action=Action.unchanged))
         else:
             results.append(TenantResult(tenant_id=tenant_id, action=Action.update, reason=_update_reason(record)))

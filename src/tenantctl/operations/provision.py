@@ -125,7 +125,8 @@ def apply_spec(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = Non
     one of the tenant's stacks of another key generation (a move's target,
     ``acme.k1``), else the one named by its id."""
     write_tenant(ws.stacks_dir, spec, stack=stack)
-    fingerprint = applied_hash(spec, ws.project_dir)  # of the program about to run, not one edited meanwhile
+    # Of the program about to run (not one edited meanwhile) and the cell it reads.
+    fingerprint = applied_hash(spec, ws.project_dir, cell=ws.cell(spec.cell) if spec.cell else None)
     with engine_step(f"provisioning {spec.id!r}"):
         result = ws.engine.up(stack or spec.id, on_event=on_event, refresh=refresh)
         resources = TenantResources.model_validate(result.outputs)
