@@ -341,7 +341,7 @@ class ContextStore(StoreOperations):
                 with self.gateway.connection(ctx) as (conn, role):
                     yield from scoped(conn, tenant_id, role, self.statement_timeout)
                 return
-            if self.waker is not None:
+            if self.waker is not None and ctx.record.hibernation is not None:  # no call for a tenant never hibernated
                 self.waker.ensure_awake(ctx)  # TenantWaking (503, retry) until a hibernated database is up
             pool, evicted = self.logins.idle(ctx)
             for old in evicted:
