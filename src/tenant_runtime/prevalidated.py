@@ -2,8 +2,8 @@
 validation would build them, without running it again.
 
 For hot paths only (a warm append's Message): right after the database round
-trips, pydantic's validation of six fields the append had just checked was a
-sixth of the routed append's own client time, most of it its Rust code being
+trips, pydantic's validation of six fields the append had just checked was about
+a fifth of the routed append's own client time, most of it its Rust code being
 brought back into the CPU's caches. The caller gives only values validation
 would keep as they are (exact ``str``, ``int``, ``datetime``, a ``dict`` with
 ``str`` keys: validation turns a ``str`` subclass into a ``str``) and falls back
