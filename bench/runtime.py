@@ -219,7 +219,7 @@ def main() -> None:
             routed_history("hist-routed")
 
         if "sync" in cases:
-            sync_case(floor_append, routed_append, floor_history, routed_history, text, args)
+            sync_case(floor_append, routed_append, floor_history, routed_history, text, args, lean_floor_append)
         if "bytecodes" in cases:
             bytecodes_case(floor_append, routed_append, text, lean_floor_append)
 
@@ -275,12 +275,15 @@ def main() -> None:
             shared_case(endpoints, ws, table, text, args)
 
 
-def sync_case(floor_append, routed_append, floor_history, routed_history, text: str, args) -> None:
+def sync_case(floor_append, routed_append, floor_history, routed_history, text: str, args,
+              lean_append=None) -> None:
     """``--rounds`` rounds of ``--n`` appends and n/2 history pages per side,
     one call of each side in turn (the first side alternating): each round's
-    p50 and p99, then min / median of the rounds' p50."""
+    p50 and p99, then min / median of the rounds' p50. ``lean_append``: a
+    third append side in the same turns, the leaner floor (its statement
+    rendered once, as the runtime caches its own), its ratio printed beside."""
     samples: dict[str, list[list[float]]] = {
-        k: [] for k in ("floor append", "routed append", "floor history", "routed history")}
+        k: [] for k in ("floor append", "routed append", "floor history", "routed history", "lean append")}
     print(f"timing {args.rounds} rounds of {args.n} appends and {args.n // 2} history pages per side ...",
           file=sys.stderr)
     print()
@@ -295,8 +298,9 @@ def sync_case(floor_append, routed_append, floor_history, routed_history, text: 
 
         for i in range(args.n):
             conv = f"r{rnd}-c{i // 20}"  # conversations of 20 messages
-            pair = (("floor append", floor_append, "f"), ("routed append", routed_append, "r"))
-            for label, fn, prefix in in_turn(pair, i + rnd):
+            sides = (("floor append", floor_append, "f"), ("routed append", routed_append, "r"))
+            sides += (("lean append", lean_append, "l"),) if lean_append else ()
+            for label, fn, prefix in in_turn(sides, i + rnd):
                 timed(label, fn, prefix + conv, text)
         for i in range(args.n // 2):
             pair = (("floor history", floor_history, "hist-floor"), ("routed history", routed_history, "hist-routed"))
@@ -308,9 +312,15 @@ def sync_case(floor_append, routed_append, floor_history, routed_history, text: 
             samples[f"routed {op}"].append(r)
             print(f"{rnd + 1:<6}{op:<10}{pct(f, .5) * 1e3:9.3f}ms{pct(f, .99) * 1e3:7.2f}ms"
                   f"{pct(r, .5) * 1e3:10.3f}ms{pct(r, .99) * 1e3:7.2f}ms{pct(r, .5) / pct(f, .5):10.2f}x")
+        samples["lean append"].append(timings["lean append"])
     rounds_table(f"sync: p50 over {args.rounds} interleaved rounds (append: ~{len(text)} bytes of content; history: "
                  f"newest page of {PAGE} from a conversation of {HISTORY_LEN} messages)", samples,
                  ("append", "history"))
+    if lean_append:
+        lean = [pct(r, .5) * 1e3 for r in samples["lean append"]]
+        routed = statistics.median(pct(r, .5) * 1e3 for r in samples["routed append"])
+        print(f"{'append vs the leaner floor (statement rendered once, one cursor)':<64}"
+              f"{min(lean):.3f}ms / {statistics.median(lean):.3f}ms{routed / statistics.median(lean):7.2f}x")
 
 
 def bytecodes_per_call(fn, *fn_args, n: int = 100, batches: int = 5) -> tuple[float, Counter]:

@@ -25,22 +25,26 @@ mix a workspace's data with its tenant's or a sibling's.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
+from functools import partial
 from types import MappingProxyType
 from typing import Any
-from weakref import WeakKeyDictionary
+from weakref import ref
 
 from tenant_runtime.errors import TenantMismatch, UntrustedContext, WorkspaceForbidden, WritesFrozen
 from tenant_runtime.models import TenantRecord, TenantResources, tenant_prefix, workspace_key, workspace_prefix
 from tenant_runtime.registry import RegistryReader
 
 _CAPABILITY = object()  # held by this module only: what ``TenantContext(...)`` must be given
-# Every context the resolution issued, with what it was issued with:
-# (tenant, workspace, record, the record's resources, the resources it routes to, its key)
-_ISSUED: WeakKeyDictionary[TenantContext, tuple[str, str | None, TenantRecord, TenantResources | None,
-                                                TenantResources, str]] = WeakKeyDictionary()
-_ISSUED_LOCK = threading.Lock()
+# Every context the resolution issued, by its id, with a weak reference to it and
+# what it was issued with: (tenant, workspace, record, the record's resources, the
+# resources it routes to, its key). An entry leaves with its context (the reference's
+# callback, run before that id can belong to another object); a lookup compares the
+# referent with the object asked about. A WeakKeyDictionary made a reference per
+# lookup, two per request.
+_Issued = tuple[str, str | None, TenantRecord, TenantResources | None, TenantResources, str]
+_ISSUED: dict[int, tuple[ref[TenantContext], _Issued]] = {}
+_NOT_ISSUED = (lambda: None, None)
 
 
 def _check_owner(tenant_id: str, record: TenantRecord) -> None:
@@ -142,23 +146,32 @@ def from_registry(registry: RegistryReader, tenant_id: str, subject: str | None 
     if not isinstance(registry, RegistryReader):
         raise UntrustedContext(f"contexts are resolved from a RegistryReader, not a {type(registry).__name__}")
     record = registry.get(tenant_id)
-    if (type(reuse) is TenantContext and reuse in _ISSUED and reuse.record is record
-            and reuse.tenant_id == tenant_id and reuse.workspace == workspace):
+    if (type(reuse) is TenantContext and _ISSUED.get(id(reuse), _NOT_ISSUED)[0]() is reuse
+            and reuse.record is record and reuse.tenant_id == tenant_id and reuse.workspace == workspace):
         # Issued here, with the very record the registry gives: whether it (or the
         # record, a model) was altered since, ``verified`` tells, and every service
         # runs it before any call. Once per request, not at resolution too.
         return reuse
     ctx = TenantContext(tenant_id, record, subject, claims, workspace=workspace, _capability=_CAPABILITY)
-    with _ISSUED_LOCK:
-        _ISSUED[ctx] = (tenant_id, workspace, record, record.resources, ctx.resources, ctx.key)
+    _ISSUED[id(ctx)] = (ref(ctx, partial(_unissue, id(ctx))),
+                        (tenant_id, workspace, record, record.resources, ctx.resources, ctx.key))
     return ctx
+
+
+def _unissue(key: int, dead: ref[TenantContext], issued: dict = _ISSUED) -> None:
+    """The entry of a context being deallocated, removed (no lock: this runs in
+    whichever thread drops the context, whatever it holds; dict operations are
+    atomic). ``issued``: bound here, as module globals may be gone at exit."""
+    if issued.get(key, (None,))[0] is dead:
+        issued.pop(key, None)
 
 
 def verified(ctx: object) -> TenantContext:
     """``ctx`` when it is a context the resolution issued, unaltered, whose
     record, resources and prefix belong to its tenant; else refused before the
     caller makes any call."""
-    if type(ctx) is not TenantContext or (issued := _ISSUED.get(ctx)) is None:
+    reference, issued = _ISSUED.get(id(ctx), _NOT_ISSUED)
+    if type(ctx) is not TenantContext or reference() is not ctx:
         raise UntrustedContext(f"{type(ctx).__name__} object is not a TenantContext the runtime resolved: "
                                "refused before any call")
     tenant_id, workspace, record, resources, routed, key = issued

@@ -185,24 +185,22 @@ class DataKeyCache:
 
     def take_sealing_key(self, slot: tuple) -> DataKey | None:
         """A usable key for ``slot``, its use counted; None when a new one is due."""
-        with self._lock:
-            return self._take(slot, self.clock())
+        return self.checked_sealing_key(slot)[1]
 
     def checked_sealing_key(self, slot: tuple) -> tuple[bool, DataKey | None]:
-        """(``key_checked(slot[0])``, ``take_sealing_key(slot)``) under one lock:
-        what every seal asks, one acquisition and one clock reading."""
+        """(``key_checked(slot[0])``, a usable key for ``slot``, its use counted, or
+        None when a new one is due) under one lock: what every seal asks, one
+        acquisition, one clock reading and one call."""
         with self._lock:
             now = self.clock()
-            return self._fresh_check(slot[0], now), self._take(slot, now)
-
-    def _take(self, slot: tuple, now: float) -> DataKey | None:
-        key = self._seal.get(slot)
-        if key is None or now - key.created >= self.max_age or key.uses >= self.max_messages:
-            self._seal.pop(slot, None)
-            return None
-        key.uses += 1
-        self._seal.move_to_end(slot)
-        return key
+            key = self._seal.get(slot)
+            if key is None or now - key.created >= self.max_age or key.uses >= self.max_messages:
+                self._seal.pop(slot, None)
+                key = None
+            else:
+                key.uses += 1
+                self._seal.move_to_end(slot)
+            return self._fresh_check(slot[0], now), key
 
     def put_sealing_key(self, slot: tuple, plaintext: bytes, encrypted: bytes) -> DataKey:
         with self._lock:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -149,7 +149,7 @@ class TenantLogins:
                 "password": secret.password, "connect_timeout": self.connect_timeout,
                 "application_name": "tenant_runtime"}
 
-    def idle(self, ctx: TenantContext) -> tuple[IdleConnections, list[Any]]:
+    def idle(self, ctx: TenantContext) -> tuple[IdleConnections, Sequence[Any]]:
         """The tenant's idle connections, and the connections of tenants
         evicted to make room (the caller closes them)."""
         store = ctx.resources.store
@@ -157,7 +157,7 @@ class TenantLogins:
             pool = self.pools.get(ctx.key)
             if pool is not None and (pool.store is store or pool.store == store):
                 self.pools.move_to_end(ctx.key)
-                return pool, []
+                return pool, ()
             # None yet, or connected to a store the tenant was moved away from: never reused.
             evicted: list[Any] = pool.drain() if pool is not None else []
             pool = self.pools[ctx.key] = IdleConnections(self.max_idle, store)

@@ -42,7 +42,7 @@ import json
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, Literal, NamedTuple
 
 import psycopg
@@ -50,6 +50,7 @@ from psycopg import sql
 from pydantic import BaseModel
 
 from tenant_runtime import cursor as cursor_codec
+from tenant_runtime import prevalidated
 from tenant_runtime.context import TenantContext, check_writable, verified
 from tenant_runtime.crypto import Envelope
 from tenant_runtime.documents import (
@@ -88,6 +89,7 @@ MAX_CONTENT = 1 << 20
 MAX_METADATA = 64 << 10
 MAX_PAGE = 500
 ROLES = frozenset(Role.__args__)  # type: ignore[attr-defined]
+_STR = frozenset((str,))
 # ``json.dumps(value)``'s text from one C encoder made once, where json.dumps makes
 # one per call (~110 Python bytecodes of a warm append). Without the circular-reference
 # bookkeeping: a circular value ends in RecursionError, refused like anything unserialisable;
@@ -104,6 +106,9 @@ class Message(BaseModel):
     content: str
     metadata: dict[str, Any]
     created_at: datetime
+
+
+_build_message = prevalidated.builder(Message)
 
 
 class Conversation(BaseModel):
@@ -225,16 +230,7 @@ class StoreOperations(SearchOperations):
     def _append_statement(self, ctx: TenantContext, conversation_id: str, role: str, sealed: bytes,
                           meta_json: str) -> Statement:
         """Upsert the conversation and insert the sealed message; the row gives (seq, created_at)."""
-        # Positional parameters and the metadata as JSON text cast by the server: psycopg
-        # reorders a mapping and dumps a ``Jsonb`` in Python, a tuple of str / bytes in C.
-        key = ctx.key
-        return Statement(
-            self._sql(ctx, "WITH c AS (INSERT INTO {conv} (tenant_id, conversation_id) VALUES (%s, %s) "
-                      "ON CONFLICT (tenant_id, conversation_id) DO UPDATE SET updated_at = now() RETURNING 1) "
-                      "INSERT INTO {msg} (tenant_id, conversation_id, role, content, metadata) "
-                      "SELECT %s, %s, %s, %s, %s::jsonb FROM c RETURNING seq, created_at",
-                      conv=CONVERSATIONS, msg=MESSAGES),
-            (key, conversation_id, key, conversation_id, role, sealed, meta_json), "one")
+        return Statement(*_append_query(ctx, conversation_id, role, sealed, meta_json), "one")
 
     def _history(self, ctx: TenantContext, conversation_id: str, limit: int, cursor: str | None) -> Operation:
         ctx = verified(ctx)
@@ -323,7 +319,7 @@ class ContextStore(StoreOperations):
 
     def _scoped_cursor(self, ctx: TenantContext) -> Iterator[psycopg.Cursor]:
         """The cursor that ran the scope statement, inside the tenant's transaction
-        (a generator: ``_transaction`` as a context manager, driven by hand in ``_statement``)."""
+        (a generator: ``_transaction`` as a context manager, driven by hand in ``_execute``)."""
         # One context manager deep, not five (the error mapping, the login's
         # checkout and the tenant scope used to be one each): on a warm append
         # their per-call overhead was a large part of the client's own work.
@@ -333,7 +329,7 @@ class ContextStore(StoreOperations):
                 with self.gateway.connection(ctx) as (conn, role):
                     yield from scoped(conn, tenant_id, role, self.statement_timeout)
                 return
-            if self.waker is not None:
+            if self.waker is not None and ctx.record.hibernation is not None:  # no call for a tenant never hibernated
                 self.waker.ensure_awake(ctx)  # TenantWaking (503, retry) until a hibernated database is up
             pool, evicted = self.logins.idle(ctx)
             for old in evicted:
@@ -435,17 +431,22 @@ class ContextStore(StoreOperations):
             conn.close()
 
     def _statement(self, ctx: TenantContext, step: Statement) -> Any:
-        """``step`` in its own transaction; ``ctx``: verified by the caller. The
-        transaction's generator driven by hand: ``with self._transaction(ctx)``
-        made a contextlib wrapper and two more frames per statement."""
+        """``step`` in its own transaction; ``ctx``: verified by the caller."""
+        return self._execute(ctx, *step)
+
+    def _execute(self, ctx: TenantContext, query: sql.Composable | bytes, params: Mapping[str, Any] | Sequence[Any],
+                 fetch: Literal["one", "all", "rowcount"], locks: Sequence[int] = ()) -> Any:
+        """A ``Statement``'s fields run in their own transaction (the sync append
+        makes no Statement); ``ctx``: verified by the caller. The transaction's
+        generator driven by hand: ``with self._transaction(ctx)`` made a
+        contextlib wrapper and two more frames per statement."""
         steps = self._scoped_cursor(ctx)
         cur = next(steps)
         try:
-            if step.locks:
-                cur.execute(LOCK_ITEMS_SQL, (list(step.locks),))
-            cur.execute(step.query, step.params)
-            result = cur.rowcount if step.fetch == "rowcount" else (
-                cur.fetchone() if step.fetch == "one" else cur.fetchall())
+            if locks:
+                cur.execute(LOCK_ITEMS_SQL, (list(locks),))
+            cur.execute(query, params)
+            result = cur.rowcount if fetch == "rowcount" else (cur.fetchone() if fetch == "one" else cur.fetchall())
         except BaseException as exc:
             try:
                 steps.throw(exc)  # rolled back, the connection returned; re-raised (mapped if a database failure)
@@ -473,7 +474,7 @@ class ContextStore(StoreOperations):
         third of the sync append's own client work. ``ctx``: verified by the caller."""
         body, meta, meta_json = _append_input(ctx, conversation_id, role, content, metadata)
         sealed = self.envelope.seal_for(ctx, conversation_id, body)
-        row = self._statement(ctx, self._append_statement(ctx, conversation_id, role, sealed, meta_json))
+        row = self._execute(ctx, *_append_query(ctx, conversation_id, role, sealed, meta_json), "one")
         return _appended(conversation_id, role, content, meta, row)
 
     def history(self, ctx: TenantContext, conversation_id: str, limit: int = 50,
@@ -583,7 +584,7 @@ def _append_input(ctx: TenantContext, conversation_id: str, role: str, content: 
         raise InvalidRequest(f"content is {len(body)} bytes; the limit is {MAX_CONTENT}")
     meta = {} if metadata is None else metadata
     # Before the write: a stored non-object is no Message, and every page of its conversation failed on it.
-    if not isinstance(meta, dict) or not all(type(k) is str for k in meta):
+    if not isinstance(meta, dict) or not {*map(type, meta)} <= _STR:  # (a generator: several times slower)
         raise InvalidRequest("metadata must be a JSON object (string keys)")
     try:
         meta_json = "".join(_METADATA_JSON(meta, 0)) if _METADATA_JSON is not None else json.dumps(
@@ -596,9 +597,37 @@ def _append_input(ctx: TenantContext, conversation_id: str, role: str, content: 
     return body, meta, meta_json
 
 
+@lru_cache(maxsize=4096)
+def _append_sql(schema: str) -> bytes:
+    """The append's statement over ``schema``'s tables (one str argument: the cache's fastest key)."""
+    return schema_statement(
+        "WITH c AS (INSERT INTO {conv} (tenant_id, conversation_id) VALUES (%s, %s) "
+        "ON CONFLICT (tenant_id, conversation_id) DO UPDATE SET updated_at = now() RETURNING 1) "
+        "INSERT INTO {msg} (tenant_id, conversation_id, role, content, metadata) "
+        "SELECT %s, %s, %s, %s, %s::jsonb FROM c RETURNING seq, created_at", schema, conv=CONVERSATIONS, msg=MESSAGES)
+
+
+def _append_query(ctx: TenantContext, conversation_id: str, role: str, sealed: bytes,
+                  meta_json: str) -> tuple[bytes, tuple]:
+    """(query, parameters): upsert the conversation and insert the sealed message."""
+    # Positional parameters and the metadata as JSON text cast by the server: psycopg
+    # reorders a mapping and dumps a ``Jsonb`` in Python, a tuple of str / bytes in C.
+    key = ctx.key
+    return _append_sql(ctx.resources.store.schema_name), (key, conversation_id, key, conversation_id, role, sealed,
+                                                          meta_json)
+
+
 def _appended(conversation_id: str, role: str, content: str, meta: dict[str, Any], row: tuple) -> Message:
-    """The appended message, from the INSERT's (seq, created_at)."""
+    """The appended message, from the INSERT's (seq, created_at). ``_append_input``
+    checked the caller's values and the database gave the row's, so when they are
+    what validation keeps as is (exact types), the Message is built without
+    validating them again (``prevalidated``); anything else is validated."""
     seq, created = row
+    if (type(conversation_id) is str and type(role) is str and type(content) is str and type(seq) is int
+            and type(created) is datetime):
+        # The metadata copied, as validation copies it: the caller's dict is not the Message's.
+        return _build_message({"conversation_id": conversation_id, "seq": seq, "role": role, "content": content,
+                               "metadata": dict(meta), "created_at": created})
     return Message(conversation_id=conversation_id, seq=seq, role=role, content=content, metadata=meta,
                    created_at=created)
 
