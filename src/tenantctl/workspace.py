@@ -30,6 +30,14 @@ PLATFORM_OUTPUTS = ("registry_table", "revocation_table", "gateway_secret_arn") 
 CELL_OUTPUTS = ("bucket", "gateway_secret_arn")  # every other cell's
 
 
+def same_account_region(ws: Workspace, spec: CellSpec, target_account: str | None) -> list[CellSpec]:
+    """The other cells of ``spec``'s account and region, by account id (a cell naming no
+    role is in ``target_account``, the target's own; two roles may lead to one account)."""
+    where = (spec.account_id or target_account, spec.region)
+    return [c for c in ws.cells().values()
+            if c.name != spec.name and (c.account_id or target_account, c.region) == where]
+
+
 def relocation(spec: CellSpec, outputs: dict[str, Any], target_account: str | None) -> str | None:
     """Why ``spec`` (a cell's stack file) cannot be applied over ``outputs`` (what
     the cell was deployed as): it names another region or account (a cell naming

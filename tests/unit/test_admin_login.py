@@ -12,6 +12,13 @@ PROPS = {"region": "us-east-1", "host": "db", "port": 5432, "database": "tenants
          "admin_secret_arn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:admin"}
 
 
+class Login(dict):
+    """What the stand-in connect returns: the keyword arguments, and the notice handlers added."""
+
+    def add_notice_handler(self, handler) -> None:
+        self.handlers = [*getattr(self, "handlers", []), handler]
+
+
 @pytest.fixture
 def sandbox(monkeypatch):
     secret = {"username": "admin", "password": "one"}
@@ -25,7 +32,7 @@ def sandbox(monkeypatch):
         logins.append(kwargs["password"])
         if kwargs["password"] != secret["password"]:
             raise psycopg.OperationalError("password authentication failed")
-        return kwargs
+        return Login(kwargs)
 
     monkeypatch.setattr(_postgres, "secret_json", read)
     monkeypatch.setattr(psycopg, "connect", connect)
@@ -35,7 +42,8 @@ def sandbox(monkeypatch):
 
 def test_the_admin_secret_is_read_once_and_again_after_a_rotation(sandbox) -> None:
     secret, reads, logins = sandbox
-    assert _postgres.admin_connect(PROPS)["user"] == "admin"
+    login = _postgres.admin_connect(PROPS)
+    assert login["user"] == "admin" and len(login.handlers) == 1  # the ACL lock's ended sessions are reported
     assert _postgres.admin_connect(PROPS, "other")["dbname"] == "other"
     assert len(reads) == 1 and logins == ["one", "one"]
     secret["password"] = "two"  # rotated: the held login is refused, the secret read again

@@ -13,7 +13,7 @@ from runtime_fixtures import record, with_workspaces
 from tenant_runtime.models import MovePhase, TenantMove, TenantResources
 from tenantctl.engines.base import ChangeSet, Op, ResourceChange, UpResult
 from tenantctl.errors import ApplyFailed
-from tenantctl.models import TenantSpec, Tier
+from tenantctl.models import CellSpec, TenantSpec, Tier
 
 OLD = with_workspaces(record("acme"), "legal")
 
@@ -54,7 +54,8 @@ def _workspace(tmp_path: Path, engine: CountingEngine) -> SimpleNamespace:
     stacks = tmp_path / "stacks"
     stacks.mkdir(exist_ok=True)
     return SimpleNamespace(engine=engine, stacks_dir=stacks, project_dir=tmp_path,
-                           cell_clients=lambda cell: lambda service: f"{service} of {cell}")
+                           cell_clients=lambda cell: lambda service: f"{service} of {cell}",
+                           cell=lambda name: CellSpec(name=name, region="eu-central-1"))
 
 
 def _keyed(tmp_path: Path, engine: CountingEngine, phase: MovePhase):

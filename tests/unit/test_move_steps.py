@@ -217,11 +217,11 @@ def test_a_stale_write_is_retried_once_on_the_store_the_registry_names_now():
     seen = []
 
     class Store(ContextStore):
-        def _statement(self, ctx, step):
+        def _execute(self, ctx, query, params, fetch, locks=()):  # every statement's one transaction
             seen.append(ctx.resources.store.database)
             if ctx.resources.store.database == "postgres":
                 raise StoreMoved("revoked")
-            return (7, datetime.now(UTC)) if step.fetch == "one" else 1
+            return (7, datetime.now(UTC)) if fetch == "one" else 1
 
     class Sealing:
         def seal_for(self, ctx, conversation_id, plaintext):

@@ -24,7 +24,7 @@ from tenantctl.naming import DEFAULT_CELL, cell_name_problem, new_cell_name_prob
 from tenantctl.operations.deletion_protection import snapshot_exists
 from tenantctl.registry import applied_of
 from tenantctl.stackconfig import write_cell
-from tenantctl.workspace import Workspace
+from tenantctl.workspace import Workspace, same_account_region
 
 
 class CellInfo(BaseModel):
@@ -211,14 +211,6 @@ def free_vpc_cidr(taken: list[str], name: str) -> str:
             return str(candidate)
     raise InvalidInput(f"cell {name!r}: every 10.N.0.0/16 overlaps a cell of its account and region: "
                        "give its --vpc-cidr")
-
-
-def same_account_region(ws: Workspace, spec: CellSpec, target_account: str | None) -> list[CellSpec]:
-    """The other cells of ``spec``'s account and region, by account id (a cell naming no
-    role is in ``target_account``, the target's own; two roles may lead to one account)."""
-    where = (spec.account_id or target_account, spec.region)
-    return [c for c in ws.cells().values()
-            if c.name != spec.name and (c.account_id or target_account, c.region) == where]
 
 
 def _shares_account_region(ws: Workspace, spec: CellSpec, target_account: str) -> bool:

@@ -24,8 +24,7 @@ from tenantctl.engines.base import EventSink, phase
 from tenantctl.errors import engine_step
 from tenantctl.models import CellSpec
 from tenantctl.naming import RDS_OS_METRICS_GROUP as GROUP
-from tenantctl.operations.cell import same_account_region
-from tenantctl.workspace import Workspace
+from tenantctl.workspace import Workspace, same_account_region
 
 
 def heir(ws: Workspace, spec: CellSpec, target_account: str | None) -> CellSpec | None:
