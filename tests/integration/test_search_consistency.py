@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+from contextlib import contextmanager
 
 import boto3
 import psycopg
@@ -202,16 +203,12 @@ def documents_of(runtime, ctx):
         yield from (d.doc_id for d in page.documents)
 
 
-def test_a_reindex_stopped_half_way_is_finished_under_its_own_key(runtime, tenant, sandbox, monkeypatch):
-    record, ctx = tenant
-    runtime.store.reindex(ctx)  # the documents of the tests above under one key
-    [old] = search_key_versions(sandbox, record.resources)
-    total = sum(1 for _ in documents_of(runtime, ctx))
-    answers = [(h.doc_id, h.score) for h in runtime.store.search(ctx, "alpha quasar", limit=100).hits]
-    whole_body = StoreOperations._whole_body
-    opened = []
+@contextmanager
+def stopped_at_the_fifth_document(monkeypatch):
+    """The block's reindex dies (KeyboardInterrupt, as a killed process) at its fifth document."""
+    whole_body, opened = StoreOperations._whole_body, []
 
-    def stopping(self, ctx, data):  # the process dies at the fifth document
+    def stopping(self, ctx, data):
         opened.append(1)
         if len(opened) == 5:
             raise KeyboardInterrupt
@@ -220,7 +217,17 @@ def test_a_reindex_stopped_half_way_is_finished_under_its_own_key(runtime, tenan
     with monkeypatch.context() as patched:
         patched.setattr(StoreOperations, "_whole_body", stopping)
         with pytest.raises(KeyboardInterrupt):
-            runtime.store.reindex(ctx)
+            yield
+
+
+def test_a_reindex_stopped_half_way_is_finished_under_its_own_key(runtime, tenant, sandbox, monkeypatch):
+    record, ctx = tenant
+    runtime.store.reindex(ctx)  # the documents of the tests above under one key
+    [old] = search_key_versions(sandbox, record.resources)
+    total = sum(1 for _ in documents_of(runtime, ctx))
+    answers = [(h.doc_id, h.score) for h in runtime.store.search(ctx, "alpha quasar", limit=100).hits]
+    with stopped_at_the_fifth_document(monkeypatch):
+        runtime.store.reindex(ctx)
     assert search_key_versions(sandbox, record.resources) == [old, old + 1]
     assert [(h.doc_id, h.score) for h in runtime.store.search(ctx, "alpha quasar", limit=100).hits] == answers
 
@@ -245,18 +252,8 @@ def test_status_says_a_reindex_is_unfinished_until_a_run_finishes_it(runtime, pr
     runtime.store.put_documents(runtime.context(tid), [
         {"doc_id": f"u{i}", "title": "Unfinished", "body": "unfinished business", "metadata": {}} for i in range(8)])
     assert "unfinished" not in tenantctl_cli("status", tid).stdout
-    whole_body, opened = StoreOperations._whole_body, []
-
-    def stopping(self, ctx, data):  # the run is stopped at the fifth document
-        opened.append(1)
-        if len(opened) == 5:
-            raise KeyboardInterrupt
-        return (yield from whole_body(self, ctx, data))
-
-    with monkeypatch.context() as patched:
-        patched.setattr(StoreOperations, "_whole_body", stopping)
-        with pytest.raises(KeyboardInterrupt):
-            reindex_search(workspace, tid)
+    with stopped_at_the_fifth_document(monkeypatch):
+        reindex_search(workspace, tid)
     assert len(search_key_versions(sandbox, record.resources)) == 2
     shown = tenantctl_cli("status", tid, "--json")
     assert shown.returncode == 0 and json.loads(shown.stdout)["search_reindex_since"], shown.stdout
