@@ -154,7 +154,15 @@ def test_a_new_cell_gets_a_vpc_range_of_its_own_and_the_cells_before_it_stay_as_
                                  "(without --vpc-cidr a range of its own is picked)"] if extra else []), run.stderr
         bad = cli("cell", "add", "aph", "--region", REGION, "--vpc-cidr", "8.8.0.0/16", "--write-only", "--json")
         assert bad.returncode == 3 and "private IPv4 network" in bad.json()["error"]["message"], bad
+        unlimited = cli("cell", "add", "aph", "--region", REGION, "--db-connection-limit", "0", "--write-only",
+                        "--json")
+        assert unlimited.returncode == 3 and "db_connection_limit" in unlimited.json()["error"]["message"], unlimited
         assert not stack_file(stacks, naming.cell_stack("aph")).exists()
+        # The pooled logins' connection limit: the cell's default, or as given (a tenant may override it).
+        assert [read_cell(stacks, name).db_connection_limit for name in ("apd", "apf")] == [10, 10]
+        limited = cli("cell", "add", "apd", "--db-connection-limit", "25", "--write-only", "--json")
+        assert limited.returncode == 0 and limited.json()["cell"]["db_connection_limit"] == 25, limited
+        assert read_cell(stacks, "apd").db_connection_limit == 25
         # Another account's first cell starts from 10.0 again; the home's account skips the home's range.
         elsewhere = cli("cell", "add", "apg", "--region", REGION, "--write-only", "--json")
         assert elsewhere.returncode == 0, elsewhere.stderr

@@ -35,6 +35,8 @@ def _rows(info: "CellInfo") -> list[tuple[str, str]]:
             ("account", info.account_id or "the target's own"), ("account role", info.account_role_arn or "-"),
             ("tiers", ", ".join(t.value for t in info.tiers)), ("vpc", info.vpc_cidr),
             ("pooled tenants", _count(info.pooled, info.max_pooled_tenants)),
+            ("db connections", f"{info.db_connection_limit} per pooled tenant login (up to "
+                               f"{info.db_connection_limit * info.max_pooled_tenants} at its cap, before workspaces)"),
             ("dedicated tenants", _count(info.dedicated)), ("draining", "yes" if info.draining else "no"),
             ("deployed", "yes" if info.deployed else "no"), ("stack file", _applied(info)),
             ("bucket", info.bucket or "-"), ("database", info.database or "-")]
@@ -59,6 +61,10 @@ def add(
         help="The cell's VPC CIDR (a new cell's default: the first 10.N.0.0/16 no other cell of its account and "
              "region overlaps, 10.42 left to dedicated tenants; never changes by itself).")] = None,
     db_instance_class: Annotated[Optional[str], typer.Option(help="Its shared RDS instance class.")] = None,
+    db_connection_limit: Annotated[Optional[int], typer.Option(
+        "--db-connection-limit", metavar="N",
+        help="Connections each pooled tenant's (and workspace's) database login may hold at once (1..1000; "
+             "default 10; a tenant's stack file may override it).")] = None,
     owner: Annotated[Optional[str], typer.Option(help="Owner tag of its shared resources.")] = None,
     write_only: Annotated[bool, typer.Option(
         "--write-only", help="Only write the stack file (complete: the home's runtime principal, the account's "
@@ -78,7 +84,8 @@ def add(
     from tenantctl.workspace import Workspace
 
     options = {"region": region, "account_role_arn": account_role, "tiers": tier, "max_pooled_tenants": max_pooled,
-               "vpc_cidr": vpc_cidr, "db_instance_class": db_instance_class, "owner": owner}
+               "vpc_cidr": vpc_cidr, "db_instance_class": db_instance_class, "owner": owner,
+               "db_connection_limit": db_connection_limit}
     ws = Workspace()
     # --write-only applies nothing: its progress must not say it does.
     with engine_progress(f"writing cell {name}'s stack file" if write_only else f"applying cell {name}") as view:

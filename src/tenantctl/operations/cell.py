@@ -37,6 +37,7 @@ class CellInfo(BaseModel):
     account_role_arn: str | None
     tiers: list[Tier]
     max_pooled_tenants: int
+    db_connection_limit: int  # each pooled tenant login role's CONNECTION LIMIT (a tenant may override it)
     vpc_cidr: str
     draining: bool
     deployed: bool
@@ -80,7 +81,8 @@ def _info(ws: Workspace, spec: CellSpec, outputs: dict[str, Any], item: dict[str
     return CellInfo(
         name=spec.name, stack=spec.stack, region=spec.region,
         account_id=outputs.get("account_id") or spec.account_id, account_role_arn=spec.account_role_arn,
-        tiers=spec.tiers, max_pooled_tenants=spec.max_pooled_tenants, vpc_cidr=spec.vpc_cidr,
+        tiers=spec.tiers, max_pooled_tenants=spec.max_pooled_tenants, db_connection_limit=spec.db_connection_limit,
+        vpc_cidr=spec.vpc_cidr,
         draining=spec.draining or draining, deployed=bool(outputs.get("bucket")),
         applied=stack_file_state(ws, spec, item),
         pooled=None if placed is None else placed.get(Tier.pooled.value, 0),
