@@ -259,15 +259,21 @@ def test_a_held_lease_refuses_cell_add_and_lapses_when_its_holder_is_gone(cli, s
 
 
 def test_a_committed_cell_without_the_homes_runtime_is_refused_before_anything_runs(cli, sandbox):
-    path = cli.root / "stacks" / "Pulumi.cell-apd.yaml"
-    write_cell(cli.root / "stacks", CellSpec(name="apd", region=REGION, account_role_arn=ROLE))
+    stacks = cli.root / "stacks"
+    write_cell(stacks, CellSpec(name="apd", region=REGION, account_role_arn=ROLE))
+    # A new cell named like the cell prefix (stack `cell-cell`), hand-written as `cell add` would refuse it.
+    principal = platform_outputs(sandbox)["runtime_principal_arn"]
+    write_cell(stacks, CellSpec(name="cell", region=REGION, account_role_arn=ROLE, runtime_principal_arn=principal))
     try:
         rc, summary, _ = apply(cli, "--preview")
     finally:
-        path.unlink()
+        for name in ("apd", "cell"):
+            stack_file(stacks, naming.cell_stack(name)).unlink()
     refused = cells(summary)["apd"]
     assert rc == 1 and refused["action"] == "invalid" and not refused["ok"]
     assert "names no runtime_principal_arn" in refused["error"] and "cell add apd --write-only" in refused["error"]
+    reserved = cells(summary)["cell"]
+    assert reserved["action"] == "invalid" and "'cell' is reserved" in reserved["error"], reserved
 
 
 def test_a_cell_file_moved_to_another_region_is_refused_by_apply_and_placement(cli, sandbox):

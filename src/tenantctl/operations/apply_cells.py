@@ -23,7 +23,7 @@ from tenant_runtime.registry import item_to_counts
 from tenantctl.engines.base import ChangeSet, Op
 from tenantctl.errors import ApplyFailed, contained
 from tenantctl.models import CellSpec
-from tenantctl.naming import DEFAULT_CELL, cell_stack
+from tenantctl.naming import DEFAULT_CELL, cell_stack, new_cell_name_problem
 from tenantctl.operations.apply_guard import FailureBudget
 from tenantctl.operations.apply_results import Action, CellResult, after_refresh
 from tenantctl.operations.cell import stack_file_state
@@ -45,6 +45,10 @@ def _planned(ws: Workspace, spec: CellSpec, item: dict[str, Any] | None) -> Cell
                               f"cell trust the home's runtime): `tenantctl cell add {spec.name} --write-only` "
                               "writes a complete stack file to commit")
     state = stack_file_state(ws, spec, item)
+    reserved = new_cell_name_problem(spec.name) if state == "never" else None
+    if reserved:  # a new cell only: one of such a name added before the rule keeps working (its tenants are there)
+        return _refused(spec, f"cell {spec.name!r}: {reserved}; rename the file's cell (`tenantctl cell add "
+                              "NAME --write-only` writes one)")
     moved = ws.relocation(spec, ws.cell_outputs(spec.name)) if state in ("changed since", "unknown") else None
     if moved:  # deployed, and its file now names another region or account
         return _refused(spec, moved)
