@@ -2,9 +2,10 @@
 region, one move after another, through the real CLI: refused (exit 3) while
 the cell still takes tenants; a dry run says where each would go and moves
 nothing; waves (`--limit`) and a run killed in the middle of a move are
-resumed by the next run; a suspended tenant is skipped with why; `--finalize`
-ends the rollback windows, after which `cell remove` retires the cell. Each
-tenant's history is read back through the runtime from its new cell's store.
+resumed by the next run (two moves at once, each in a worker process); a
+suspended tenant is skipped with why; `--finalize` ends the rollback windows,
+after which `cell remove` retires the cell. Each tenant's history is read back
+through the runtime from its new cell's store.
 The tenants and both cells are gone at the end (the registry is the session's).
 
 A project of its own on the session's sandbox: cells ``evy`` (first, the
@@ -88,7 +89,7 @@ def test_waves_and_a_killed_run_resume_then_finalize_and_the_cell_is_removed(fle
     # Killed once ev-b's move is copying: the next run resumes that move, then moves ev-c.
     killed = cli("cell", "evacuate", FROM, env={"TENANTCTL_FAULT_AFTER": "move:copying"})
     assert killed.returncode != 0 and ws.registry.require("ev-b").move.phase is MovePhase.copying
-    rest = cli("cell", "evacuate", FROM)
+    rest = cli("cell", "evacuate", FROM, "--parallel", "2")  # the resume and the next move at once
     assert rest.returncode == 0, rest
     assert "resuming ev-b (1 of 2)" in rest.stderr and "moving ev-c (2 of 2)" in rest.stderr
     lines = rest.stdout.splitlines()
@@ -98,7 +99,7 @@ def test_waves_and_a_killed_run_resume_then_finalize_and_the_cell_is_removed(fle
         record = ws.registry.require(tid)
         assert (record.cell, record.move.phase) == (TO, MovePhase.switched)
 
-    done = cli("cell", "evacuate", FROM, "--finalize", "--json")
+    done = cli("cell", "evacuate", FROM, "--finalize", "--parallel", "3", "--json")
     assert done.returncode == 0, done
     assert outcomes(done) == {**{tid: (TO, "finalized") for tid in MOVED}, PAUSED: (None, "skipped")}
     for tid in MOVED:

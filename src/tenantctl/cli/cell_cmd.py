@@ -169,10 +169,12 @@ def evacuate(
     max_failures: Annotated[Optional[int], typer.Option(
         "--max-failures", min=0, metavar="N",
         help="Once more than N moves have failed, start no more (the rest: 'not started', exit 1).")] = None,
+    parallel: Annotated[int, typer.Option(min=1, metavar="N", help="Moves at once, each in a process of its "
+                                                                   "own (default 1: one after another).")] = 1,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say where each tenant would go; move nothing.")] = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """Move every tenant of a draining cell to other cells, one move after another.
+    """Move every tenant of a draining cell to other cells, N moves at a time (one by default).
 
     Each is `tenantctl move ID --cell C` (copy while serving, a short write
     freeze, verify, switch) and keeps its rollback window; a move a killed run
@@ -203,7 +205,7 @@ def evacuate(
 
         raise UsageError("Option '--dry-run' cannot be used with '--finalize'.")
     result = run(Workspace(), name, to=to, finalize=finalize, dry_run=dry_run, limit=limit,
-                 max_failures=max_failures, progress=progress)
+                 max_failures=max_failures, parallel=parallel, progress=progress)
     if json_out:
         print_json({**result.model_dump(mode="json"), "exit_code": result.exit_code()})
     else:

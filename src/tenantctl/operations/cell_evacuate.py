@@ -9,12 +9,13 @@ account first (the cheap move: its key, role and queues stay; another account
 builds it again under new keys). A dedicated tenant never goes to another
 cell of the same account and region (its store is its own: `move`'s rule).
 
-One run moves the tenants it finds in turn, in id order: each move is the
-whole lifecycle of `tenantctl move ID --cell C` (copy while serving, a short
-write freeze, verify, switch) and leaves the usual rollback window; a move a
-killed run left half way (preparing, copying, freezing) is resumed. Nothing
-runs in parallel: each move's freeze is short, and a cell's database is what
-every copy reads. ``limit`` moves at most that many tenants (waves);
+One run moves the tenants it finds in id order, one after another or
+``parallel`` at once (each in a worker process): each move is the whole
+lifecycle of `tenantctl move ID --cell C` (copy while serving, a short write
+freeze, verify, switch) and leaves the usual rollback window; a move a killed
+run left half way (preparing, copying, freezing) is resumed. Every copy reads
+the cell's one database and holds a replication slot there: how many at once
+is the operator's call. ``limit`` moves at most that many tenants (waves);
 ``max_failures`` stops starting moves once more than that many failed (a
 refused move, one that changed nothing, does not count). `--finalize` then
 ends the rollback windows of the moves out of the cell: each old store
@@ -26,18 +27,28 @@ switched are reported as waiting for `--finalize`, the rest are moved.
 
 from __future__ import annotations
 
-from typing import Literal
+import sys
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from multiprocessing import get_context
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel
 
 from tenant_runtime.models import MovePhase
-from tenantctl.errors import Conflict, InvalidInput, QuotaExceeded, TenantctlError
+from tenantctl.errors import Conflict, InvalidInput, QuotaExceeded, TenantctlError, UsageError
 from tenantctl.models import CellSpec, TenantRecord, TenantSpec, TenantStatus, Tier
 from tenantctl.operations.apply_guard import FailureBudget
 from tenantctl.operations.mover import Progress
 from tenantctl.placement import add_cell_hint, load, named_cell, no_slot, unfit
 from tenantctl.stackconfig import read_tenant, stack_file
 from tenantctl.workspace import Workspace
+
+if TYPE_CHECKING:
+    from tenantctl.operations.move import MoveResult
 
 Outcome = Literal["planned", "switched", "finalized", "waiting", "later", "skipped", "refused", "failed",
                   "not_started"]
@@ -78,12 +89,13 @@ class Evacuation(BaseModel):
 
 
 def evacuate(ws: Workspace, name: str, *, to: str | None = None, finalize: bool = False, dry_run: bool = False,
-             limit: int | None = None, max_failures: int | None = None,
+             limit: int | None = None, max_failures: int | None = None, parallel: int = 1,
              progress: Progress | None = None) -> Evacuation:
     """Move the tenants of cell ``name`` out (see the module's docstring);
-    ``finalize``: end the rollback windows of the moves out of it instead."""
-    from tenantctl.operations.move import move
-
+    ``finalize``: end the rollback windows of the moves out of it instead;
+    ``parallel``: moves at once, each in a process of its own beyond one."""
+    if parallel < 1:
+        raise UsageError(f"Invalid value for '--parallel': {parallel} is not in the range x>=1.")
     say = progress or (lambda line: None)
     cells = ws.cells()
     leaving = ws.cell(name)
@@ -92,50 +104,123 @@ def evacuate(ws: Workspace, name: str, *, to: str | None = None, finalize: bool 
         raise InvalidInput(f"cell {name!r} is not draining: `tenantctl cell drain {name}` first, so that nothing "
                            "new is placed there while it is emptied", rule="cell-not-draining")
     records = sorted(_of_cell(ws, name), key=lambda r: r.tenant_id)
-    result = Evacuation(cell=name, finalize=finalize, dry_run=dry_run, tenants=[])
     budget = FailureBudget(max_failures, on_spent=lambda why: say(f"evacuate {name}: starting no more moves: {why}"))
-    loads: dict[str, int] = {}  # a dry run's placements so far, per cell
     triaged = [(record, _triage(record, name, finalize)) for record in records]
-    planned = sum(1 for _, evacuee in triaged if evacuee.outcome == "planned")
-    total = min(planned, limit) if limit is not None else planned
+    queue = deque((r, e) for r, e in triaged if e.outcome == "planned")
+    total = min(len(queue), limit) if limit is not None else len(queue)
+    loads: Counter[str] = Counter()  # a dry run's placements so far; a run's moves in flight, per cell
+    running: dict[Future, Evacuee] = {}
     started = 0
-    for record, evacuee in triaged:
-        if evacuee.outcome != "planned":
-            result.tenants.append(evacuee)
-            continue
-        if not dry_run and (budget.spent or (limit is not None and started >= limit)):
-            evacuee.outcome, evacuee.detail = (("not_started", f"not started: {budget.why()}") if budget.spent
-                                               else ("later", f"--limit {limit} reached: a next run moves it"))
-            result.tenants.append(evacuee)
-            continue
-        resuming = record.move is not None
-        if not finalize and not resuming:
-            # A run re-reads the counters for each tenant (its moves took slots); a dry run counts its own.
-            evacuee.to_cell = _destination(ws, cells, leaving, record, target, loads if dry_run else {}, evacuee)
-        if evacuee.outcome != "planned" or dry_run:
-            result.tenants.append(evacuee)
-            continue
-        started += 1
-        verb = "finalizing" if finalize else "resuming" if resuming else "moving"
-        say(f"evacuate {name}: {verb} {record.tenant_id} ({started} of {total}) to cell {evacuee.to_cell}")
-        try:
-            if finalize:
-                moved = move(ws, record.tenant_id, finalize=True, progress=progress)
-            elif resuming:
-                moved = move(ws, record.tenant_id, progress=progress)
-            else:
-                moved = move(ws, record.tenant_id, cell=evacuee.to_cell, progress=progress)
-        except _REFUSALS as exc:
-            evacuee.outcome, evacuee.detail, evacuee.exit_code = "refused", str(exc), exc.exit_code
-        except TenantctlError as exc:
-            evacuee.outcome, evacuee.detail, evacuee.exit_code = "failed", str(exc), exc.exit_code
-            budget.fail()
-        else:
-            evacuee.outcome = "finalized" if moved.outcome == "finalized" else "switched"
-            evacuee.detail = f"rollback window until {moved.window_ends_at}" if moved.window_ends_at else None
-        result.tenants.append(evacuee)
-    result.stopped = budget.why() if budget.spent else None
-    return result
+    with _movers(ws, parallel, progress) as submit:
+        while True:
+            while queue and len(running) < parallel and not (budget.spent or (limit is not None and started >= limit)):
+                record, evacuee = queue[0]
+                if not finalize and record.move is None:
+                    # Counters are read again for each pick; moves in flight may not have taken their slot yet.
+                    evacuee.to_cell = _destination(ws, cells, leaving, record, target, Counter(loads), evacuee)
+                    if evacuee.outcome == "refused" and running and not dry_run:
+                        evacuee.outcome, evacuee.detail, evacuee.exit_code = "planned", None, None
+                        break  # full for now: a move in flight may end or free a slot; picked again then
+                queue.popleft()
+                if evacuee.outcome != "planned" or dry_run:
+                    loads[evacuee.to_cell or ""] += 1
+                    continue
+                started += 1
+                how = "finalizing" if finalize else "resuming" if record.move is not None else "moving"
+                say(f"evacuate {name}: {how} {record.tenant_id} ({started} of {total}) to cell {evacuee.to_cell}")
+                running[submit(record.tenant_id, how, evacuee.to_cell)] = evacuee
+                loads[evacuee.to_cell or ""] += 1
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                evacuee = running.pop(future)
+                loads[evacuee.to_cell or ""] -= 1
+                _settle(evacuee, future, budget)
+    for _, evacuee in queue:  # never started
+        evacuee.outcome, evacuee.detail = (("not_started", f"not started: {budget.why()}") if budget.spent
+                                           else ("later", f"--limit {limit} reached: a next run moves it"))
+    return Evacuation(cell=name, finalize=finalize, dry_run=dry_run, tenants=[e for _, e in triaged],
+                      stopped=budget.why() if budget.spent else None)
+
+
+Submit = Callable[[str, str, "str | None"], Future]
+
+
+@contextmanager
+def _movers(ws: Workspace, parallel: int, progress: Progress | None) -> Iterator[Submit]:
+    """What runs each move: this process, one after another (``parallel`` 1), or
+    a pool of that many spawned processes (the LocalEngine's Pulumi runtime is
+    one per process), each keeping its Workspace from one move to the next."""
+    if parallel == 1:
+        def here(tenant_id: str, how: str, to_cell: str | None) -> Future:
+            done: Future = Future()
+            try:
+                done.set_result(_move_one(ws, tenant_id, how, to_cell, progress))
+            except TenantctlError as exc:
+                done.set_exception(exc)
+            return done
+
+        yield here
+        return
+    ws.engine.prepare()  # e.g. provider plugins installed once, not raced for by every worker
+    pool = ProcessPoolExecutor(max_workers=parallel, mp_context=get_context("spawn"))
+    args = (str(ws.project_dir), str(ws.cwd))
+    try:
+        yield lambda tenant_id, how, to_cell: pool.submit(_worker, *args, tenant_id, how, to_cell)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+_WORKSPACES: dict[tuple[str, str], Workspace] = {}
+
+
+def _worker(project_dir: str, cwd: str, tenant_id: str, how: str, to_cell: str | None) -> MoveResult:
+    """A move in a pool process (module-level: it pickles); its progress on the process's stderr."""
+    from pathlib import Path
+
+    from tenantctl.errors import interrupt_on_sigterm
+
+    key = (project_dir, cwd)
+    if key not in _WORKSPACES:
+        interrupt_on_sigterm()  # a cancelled run releases the tenant locks its workers hold
+        _WORKSPACES[key] = Workspace(project_dir=Path(project_dir), cwd=Path(cwd))
+    return _move_one(_WORKSPACES[key], tenant_id, how, to_cell,
+                     lambda line: print(line, file=sys.stderr, flush=True))
+
+
+def _move_one(ws: Workspace, tenant_id: str, how: str, to_cell: str | None, progress: Progress | None) -> MoveResult:
+    from tenantctl.operations.move import move
+
+    if how == "finalizing":
+        return move(ws, tenant_id, finalize=True, progress=progress)
+    if how == "resuming":
+        return move(ws, tenant_id, progress=progress)
+    return move(ws, tenant_id, cell=to_cell, progress=progress)
+
+
+def _settle(evacuee: Evacuee, future: Future, budget: FailureBudget) -> None:
+    """``evacuee``'s outcome from its move's ``future``."""
+    try:
+        moved = future.result()
+    except _REFUSALS as exc:
+        evacuee.outcome, evacuee.detail, evacuee.exit_code = "refused", str(exc), exc.exit_code
+    except TenantctlError as exc:
+        evacuee.outcome, evacuee.detail, evacuee.exit_code = "failed", str(exc), exc.exit_code
+        budget.fail()
+    except BrokenProcessPool:
+        evacuee.outcome, evacuee.exit_code = "failed", 1
+        evacuee.detail = ("its worker process died (crashed or was killed) during the move: `tenantctl cell "
+                          "evacuate` again resumes it")
+        budget.fail()
+    except Exception as exc:  # e.g. a worker's error that would not unpickle
+        evacuee.outcome, evacuee.detail, evacuee.exit_code = "failed", f"{type(exc).__name__}: {exc}", 1
+        budget.fail()
+    else:
+        evacuee.outcome = "finalized" if moved.outcome == "finalized" else "switched"
+        evacuee.detail = f"rollback window until {moved.window_ends_at}" if moved.window_ends_at else None
 
 
 def _forced_target(cells: dict[str, CellSpec], leaving: CellSpec, to: str) -> CellSpec:
