@@ -92,6 +92,8 @@ def test_waves_and_a_killed_run_resume_then_finalize_and_the_cell_is_removed(fle
     rest = cli("cell", "evacuate", FROM, "--parallel", "2")  # the resume and the next move at once
     assert rest.returncode == 0, rest
     assert "resuming ev-b (1 of 2)" in rest.stderr and "moving ev-c (2 of 2)" in rest.stderr
+    # Each move's own progress comes from its worker process (unstamped), the run's lines stamped.
+    assert {"move ev-b: ", "move ev-c: "} <= {line[:11] for line in rest.stderr.splitlines()}, rest.stderr
     lines = rest.stdout.splitlines()
     assert any(line.split()[:1] == ["ev-a"] and "waiting" in line for line in lines), rest.stdout
     assert "cell evx: 1 waiting, 2 switched, 1 skipped" in rest.stdout, rest.stdout
