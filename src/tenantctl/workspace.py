@@ -311,3 +311,23 @@ class Workspace:
             raise TargetUnavailable("no platform is deployed on this target yet, so there is no registry: "
                                     "`tenantctl provision` (or `tenantctl platform up`) deploys it")
         return RegistryWriter(table, client=self.client("dynamodb"))
+
+
+_WORKERS: dict[tuple[str, str, bool | None], Workspace] = {}
+
+
+def worker_workspace(project_dir: str, cwd: str, yes: bool | None = None) -> Workspace:
+    """The Workspace of a pool worker process (apply's tenants, an evacuation's
+    moves), kept from one task to the next (engine, registry client). The first
+    call makes SIGTERM an interrupt, so a cancelled run releases the tenant locks
+    the worker holds. ``yes``: the approval hook a worker without a terminal
+    gets (a plan that deletes or replaces needs True); None: no hook."""
+    key = (project_dir, cwd, yes)
+    if key not in _WORKERS:
+        from tenantctl.confirmation import Confirmation
+        from tenantctl.errors import interrupt_on_sigterm
+
+        interrupt_on_sigterm()
+        _WORKERS[key] = Workspace(project_dir=Path(project_dir), cwd=Path(cwd),
+                                  approve=None if yes is None else Confirmation(yes))
+    return _WORKERS[key]

@@ -35,11 +35,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
-from pathlib import Path
 
 from tenantctl.confirmation import Confirmation
 from tenantctl.engines.base import Op, ResourceChange
-from tenantctl.errors import InvalidInput, TenantctlError, UsageError, contained, interrupt_on_sigterm
+from tenantctl.errors import InvalidInput, TenantctlError, UsageError, contained
 from tenantctl.fingerprint import applied_hash, program_fingerprint
 from tenantctl.models import TenantRecord
 from tenantctl.naming import DEFAULT_CELL, broken_rule, forget_hint, require_valid
@@ -67,7 +66,7 @@ from tenantctl.stackconfig import (
     tenant_stacks,
     write_tenant,
 )
-from tenantctl.workspace import Workspace
+from tenantctl.workspace import Workspace, worker_workspace
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -259,19 +258,11 @@ def _pin_cell(ws: Workspace, stack: str, record: TenantRecord | None) -> None:
         write_tenant(ws.stacks_dir, spec.model_copy(update={"cell": record.cell}), stack=stack)
 
 
-_WORKSPACES: dict[tuple[str, str, bool], Workspace] = {}
-
-
 def _worker(project_dir: str, cwd: str, yes: bool, tenant_id: str, action: str, preview: bool,
             record: TenantRecord | None, refresh: bool = False) -> TenantResult:
-    """Entry point in a pool process (module-level so it pickles). The process
-    keeps its Workspace (engine, registry client) from one tenant to the next;
-    it has no terminal to ask on, so a plan that deletes or replaces needs ``yes``."""
-    key = (project_dir, cwd, yes)
-    if key not in _WORKSPACES:
-        interrupt_on_sigterm()  # a cancelled CI job releases the locks its workers hold
-        _WORKSPACES[key] = Workspace(project_dir=Path(project_dir), cwd=Path(cwd), approve=Confirmation(yes))
-    return _apply_one(_WORKSPACES[key], tenant_id, Action(action), preview, record, refresh)
+    """Entry point in a pool process (module-level so it pickles); it has no
+    terminal to ask on, so a plan that deletes or replaces needs ``yes``."""
+    return _apply_one(worker_workspace(project_dir, cwd, yes), tenant_id, Action(action), preview, record, refresh)
 
 
 # (project_dir, cwd, yes, tenant_id, action, preview, the plan's record[, refresh=])

@@ -45,7 +45,7 @@ from tenantctl.operations.apply_guard import FailureBudget
 from tenantctl.operations.mover import Progress
 from tenantctl.placement import add_cell_hint, load, named_cell, no_slot, unfit
 from tenantctl.stackconfig import read_tenant, stack_file
-from tenantctl.workspace import Workspace
+from tenantctl.workspace import Workspace, worker_workspace
 
 if TYPE_CHECKING:
     from tenantctl.operations.move import MoveResult
@@ -123,7 +123,8 @@ def evacuate(ws: Workspace, name: str, *, to: str | None = None, finalize: bool 
                         break  # full for now: a move in flight may end or free a slot; picked again then
                 queue.popleft()
                 if evacuee.outcome != "planned" or dry_run:
-                    loads[evacuee.to_cell or ""] += 1
+                    if dry_run and evacuee.to_cell:  # the cells it would fill, for the next picks
+                        loads[evacuee.to_cell] += 1
                     continue
                 started += 1
                 how = "finalizing" if finalize else "resuming" if record.move is not None else "moving"
@@ -174,20 +175,9 @@ def _movers(ws: Workspace, parallel: int, progress: Progress | None) -> Iterator
     pool.shutdown(wait=True)
 
 
-_WORKSPACES: dict[tuple[str, str], Workspace] = {}
-
-
 def _worker(project_dir: str, cwd: str, tenant_id: str, how: str, to_cell: str | None) -> MoveResult:
     """A move in a pool process (module-level: it pickles); its progress on the process's stderr."""
-    from pathlib import Path
-
-    from tenantctl.errors import interrupt_on_sigterm
-
-    key = (project_dir, cwd)
-    if key not in _WORKSPACES:
-        interrupt_on_sigterm()  # a cancelled run releases the tenant locks its workers hold
-        _WORKSPACES[key] = Workspace(project_dir=Path(project_dir), cwd=Path(cwd))
-    return _move_one(_WORKSPACES[key], tenant_id, how, to_cell,
+    return _move_one(worker_workspace(project_dir, cwd), tenant_id, how, to_cell,
                      lambda line: print(line, file=sys.stderr, flush=True))
 
 
