@@ -164,9 +164,12 @@ def main() -> None:
                    "  ORDER BY similarity(word, qw.word) DESC, word LIMIT 20) x) a(w))")
         floor_sql = ("WITH m AS (SELECT doc_id, title, body, metadata, ts_rank(tsv, q) AS r FROM bench_floor.docs, "
                      "  {tsq} AS fq(q) WHERE tsv @@ q AND metadata @> %(f)s) "
-                     "SELECT (SELECT count(*) FROM m), (SELECT jsonb_object_agg(v, c) FROM (SELECT metadata->>'cat' v, "
-                     "  count(*) c FROM m GROUP BY 1) x), (SELECT jsonb_agg(t) FROM (SELECT doc_id, title, body "
-                     "  FROM m ORDER BY r DESC LIMIT 10) t)")
+                     "SELECT (SELECT count(*) FROM m), (SELECT jsonb_object_agg(v, c) FROM ("
+                     # The facet as the store counts one: an array's elements, else the value.
+                     "  SELECT e.v, count(*) c FROM m CROSS JOIN LATERAL (SELECT DISTINCT v FROM "
+                     "  jsonb_array_elements_text(CASE jsonb_typeof(metadata->'cat') WHEN 'array' THEN metadata->'cat' "
+                     "  ELSE jsonb_build_array(metadata->'cat') END) AS a(v) WHERE v IS NOT NULL) e GROUP BY 1) x), "
+                     "  (SELECT jsonb_agg(t) FROM (SELECT doc_id, title, body FROM m ORDER BY r DESC LIMIT 10) t)")
 
         plain_sql, fuzzy_sql = floor_sql.format(tsq="to_tsquery('simple', %(q)s)"), floor_sql.format(tsq=similar)
 

@@ -348,9 +348,14 @@ class SearchOperations(DocumentOperations):
             "  WHERE d.doc_id = ANY((SELECT array_agg(doc_id) FROM page)::text[])), "
             "summary AS (SELECT (SELECT count(*) FROM scored) AS total, "
             "  (SELECT coalesce(jsonb_object_agg(k, vals), '{{}}') FROM (SELECT k, jsonb_object_agg(v, c) AS vals "
-            "   FROM (SELECT f.k, m.metadata ->> f.k AS v, count(*) AS c FROM scored m "
-            # A JSON null has no value to count (and jsonb_object_agg refuses a NULL key).
-            "         CROSS JOIN unnest(%(facets)s::text[]) AS f(k) WHERE m.metadata ->> f.k IS NOT NULL "
+            "   FROM (SELECT f.k, e.v, count(*) AS c FROM scored m "
+            "         CROSS JOIN unnest(%(facets)s::text[]) AS f(k) "
+            # An array's elements are its values (once per item), what a filter {"k": [v]} finds;
+            # anything else is one value, as text (->>'s). A JSON null has no value to count
+            # (and jsonb_object_agg refuses a NULL key).
+            "         CROSS JOIN LATERAL (SELECT DISTINCT v FROM jsonb_array_elements_text(CASE jsonb_typeof("
+            "           m.metadata -> f.k) WHEN 'array' THEN m.metadata -> f.k ELSE jsonb_build_array("
+            "           m.metadata -> f.k) END) AS a(v) WHERE v IS NOT NULL) e "
             "         GROUP BY 1, 2) x "
             "   GROUP BY k) y) AS facets, "
             "  {live} AS live, "
