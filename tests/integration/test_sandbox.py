@@ -165,7 +165,10 @@ def test_lifecycle_up_twice_stale_pids_restart_and_down(own_dir: Path):
     box.down()
     (own_dir / "sandbox" / "moto.pid").write_text(f"{os.getpid()}\n{_port(endpoints)}\n")
     assert not box.status().running
-    again = Sandbox(own_dir).up()
+    up = tenantctl("sandbox", "up", "--json", "--state-dir", str(own_dir))
+    assert up.returncode == 0, up.stderr
+    again = SandboxEndpoints.model_validate_json(up.stdout)  # stdout is the JSON alone, the note on stderr
+    assert "note: the sandbox was restarted and starts clean" in up.stderr
     assert again.pg_password == endpoints.pg_password
     assert pids(box)["moto"] != os.getpid()
     with psycopg.connect(again.pg_dsn()) as conn:  # down/up starts clean, as moto does

@@ -59,13 +59,14 @@ def up(
 ) -> None:
     """Start the sandbox in the background (harmless when it already runs) and print its endpoints."""
     box = _sandbox(state_dir)
-    if json_out:
-        print_json(box.up(timeout))
-        return
-    with console.status("starting the sandbox (moto server + PostgreSQL)…"):
+    with err_console.status("starting the sandbox (moto server + PostgreSQL)…"):
         endpoints = box.up(timeout)
-    if box.reset:
-        console.print("[yellow]the sandbox was restarted and starts clean[/] (moto keeps no state across restarts)")
+    if box.reset:  # on stderr in both modes: stdout is the endpoints (or their JSON) only
+        err_console.print("note: the sandbox was restarted and starts clean (moto keeps no state across restarts)",
+                          highlight=False)
+    if json_out:
+        print_json(endpoints)
+        return
     _print_endpoints(endpoints)
     console.print('point boto3 at it with: [bold]eval "$(tenantctl sandbox env)"[/]', highlight=False)
 
