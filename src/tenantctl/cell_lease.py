@@ -20,7 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from tenantctl.models import TenantLock
-from tenantctl.registry import CellBusy, RegistryWriter, new_lock
+from tenantctl.registry import RegistryWriter, new_lock
+from tenantctl.registry_cells import CellBusy
 
 log = logging.getLogger(__name__)
 

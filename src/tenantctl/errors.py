@@ -91,6 +91,11 @@ class TargetUnavailable(TenantctlError):
     exit_code = 7
 
 
+class RegistryUnreachable(TargetUnavailable):
+    """The registry table cannot be read or written (endpoint down, table
+    missing, retries exhausted): exit 7, like any unavailable target."""
+
+
 class PolicyViolation(TenantctlError):
     """An isolation invariant is broken (policy gate or `check`)."""
 

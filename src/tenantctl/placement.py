@@ -39,7 +39,7 @@ from tenant_runtime.registry import item_to_counts
 from tenantctl import preflight
 from tenantctl.errors import InvalidInput, QuotaExceeded, TargetUnavailable
 from tenantctl.models import CellSpec, TenantRecord, TenantSpec, TenantStatus, Tier
-from tenantctl.registry import applied_of
+from tenantctl.registry_cells import applied_of
 
 if TYPE_CHECKING:
     from tenantctl.registry import RegistryWriter

@@ -22,7 +22,8 @@ from tenantctl.errors import InvalidInput, NotFound, TargetUnavailable
 from tenantctl.models import CellSpec, TenantRecord
 from tenantctl.naming import DEFAULT_CELL, PLATFORM_STACK, cell_stack
 from tenantctl.project import PROJECT_FILE, Project, ensure_project_file, find_root
-from tenantctl.registry import CellBusy, RegistryWriter
+from tenantctl.registry import RegistryWriter
+from tenantctl.registry_cells import CellBusy
 
 # Platform outputs the sandbox must have: a platform applied before one of them
 # existed is applied again (on AWS that is `tenantctl platform up`'s job).

@@ -167,7 +167,8 @@ def test_a_cell_lease_is_renewed_while_held_and_free_with_the_fingerprint_after(
     import time
 
     from tenantctl import cell_lease
-    from tenantctl.registry import CellBusy, new_lock
+    from tenantctl.registry import new_lock
+    from tenantctl.registry_cells import CellBusy
 
     monkeypatch.setattr(cell_lease, "LEASE_SECONDS", 0.6)
     monkeypatch.setattr(cell_lease, "RENEW_SECONDS", 0.15)

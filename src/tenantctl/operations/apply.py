@@ -56,7 +56,8 @@ from tenantctl.operations.apply_results import (
     after_refresh,
 )
 from tenantctl.operations.refresh import refresh_many
-from tenantctl.registry import CellBusy, refusal
+from tenantctl.registry import refusal
+from tenantctl.registry_cells import CellBusy
 from tenantctl.stackconfig import (
     read_tenant,
     stack_file,

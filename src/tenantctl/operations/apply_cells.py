@@ -28,7 +28,7 @@ from tenantctl.operations.apply_guard import FailureBudget
 from tenantctl.operations.apply_results import Action, CellResult, after_refresh
 from tenantctl.operations.cell import stack_file_state
 from tenantctl.operations.refresh import removal_failures, revoke_cell_rules
-from tenantctl.registry import CellBusy
+from tenantctl.registry_cells import CellBusy
 from tenantctl.workspace import Workspace
 
 _WHY = {"never": "not applied yet", "changed since": "spec or program changed since its last up",

@@ -22,7 +22,7 @@ from tenantctl.errors import InvalidInput, UsageError
 from tenantctl.models import CellSpec, DedicatedSpec, Tier, describe_validation_error
 from tenantctl.naming import DEFAULT_CELL, cell_name_problem, new_cell_name_problem, resource_name
 from tenantctl.operations.deletion_protection import snapshot_exists
-from tenantctl.registry import applied_of
+from tenantctl.registry_cells import applied_of
 from tenantctl.stackconfig import write_cell
 from tenantctl.workspace import Workspace, same_account_region
 

@@ -58,7 +58,8 @@ from tenantctl.naming import DEFAULT_CELL, cell_stack, resource_name
 from tenantctl.operations import os_metrics
 from tenantctl.operations.deletion_protection import snapshot_exists
 from tenantctl.policy import waived
-from tenantctl.registry import RegistryWriter, held_slots
+from tenantctl.registry import RegistryWriter
+from tenantctl.registry_cells import held_slots
 from tenantctl.stackconfig import stack_file, write_cell
 from tenantctl.workspace import Workspace
 

@@ -47,7 +47,7 @@ def unapplied(ws: Workspace, to: CellSpec) -> str | None:
     as committed already (its file, and tenantctl's program), or differ only by the
     handover itself (a removal killed during the heir's up)."""
     from tenantctl.fingerprint import cell_hash
-    from tenantctl.registry import applied_of
+    from tenantctl.registry_cells import applied_of
 
     if not _applied(ws, to):
         return None

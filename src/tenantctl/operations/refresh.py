@@ -29,7 +29,8 @@ from tenantctl.engines.base import ChangeSet, Op, ResourceChange
 from tenantctl.errors import CHANGES_PENDING, InvalidInput, NotConfirmed, UsageError, contained
 from tenantctl.models import TenantRecord, TenantStatus
 from tenantctl.naming import cell_stack
-from tenantctl.registry import describe_lock, lease_of
+from tenantctl.registry import describe_lock
+from tenantctl.registry_cells import lease_of
 from tenantctl.workspace import Workspace
 
 GONE = (TenantStatus.deprovisioned, TenantStatus.deprovisioning)

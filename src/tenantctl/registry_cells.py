@@ -1,0 +1,231 @@
+"""The registry's cell items: one counter item per cell, beside the tenant
+records in the same table. It holds the tenants placed per tier (a slot taken
+by one conditional update, so two placements racing for the last one cannot
+both win) and the draining flag, and the lease of the run changing the cell's
+stack with the fingerprint that stack was last applied from (``cell_lease``).
+The item layout belongs to ``tenant_runtime.registry``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from tenant_runtime.registry import (
+    APPLIED,
+    DRAINING,
+    LEASE,
+    LEASE_UNTIL,
+    counter_key,
+    item_to_counts,
+)
+from tenantctl.errors import Conflict, RegistryUnreachable
+from tenantctl.models import TenantLock, TenantRecord, TenantStatus, Tier
+
+log = logging.getLogger(__name__)
+
+
+def applied_of(item: dict[str, Any] | None) -> str | None:
+    """The fingerprint a cell's stack was last applied from, from its counter item."""
+    return (item or {}).get(APPLIED, {}).get("S")
+
+
+def lease_of(item: dict[str, Any] | None) -> TenantLock | None:
+    """The holder of the cell's lease when one holds it now (a lapsed lease holds nothing)."""
+    item = item or {}
+    if LEASE not in item or float(item.get(LEASE_UNTIL, {}).get("N", "0")) < time.time():
+        return None
+    return TenantLock.model_validate_json(item[LEASE]["S"])
+
+
+class CellBusy(Conflict):
+    """Another run holds the lease on the cell's stack."""
+
+    def __init__(self, cell: str, holder: TenantLock | None, lease_seconds: float) -> None:
+        self.cell, self.holder = cell, holder
+        who = (f"a {holder.operation} (owner {holder.owner}, host {holder.host}, pid {holder.pid}, "
+               f"since {holder.acquired_at:%Y-%m-%d %H:%M:%S}Z)") if holder else "another run"
+        super().__init__(f"cell {cell!r} is being applied by {who}; its lease lapses {lease_seconds:.0f} s after "
+                         "that run stops renewing it (e.g. killed): try again then")
+
+
+def held_slots(record: TenantRecord) -> set[tuple[str, Tier]]:
+    """The (cell, tier) slots a live record holds: its own, or both stores' while a move is open."""
+    move = record.move
+    if move is None:
+        return {(record.cell, record.tier)}
+    if move.from_cell == move.to_cell:  # within its cell (records of moves before cells name no cell)
+        return {(record.cell, move.from_tier), (record.cell, move.to_tier)}
+    return {(move.from_cell, move.from_tier), (move.to_cell, move.to_tier)}
+
+
+class CellItems:
+    """The cell counter part of ``RegistryWriter`` (mixed into it)."""
+
+    table: str
+    client: Any
+    _call: Callable[..., dict[str, Any]]  # RegistryWriter's: one call on the table, failures classified
+    iter_all: Callable[..., Iterator[TenantRecord]]  # RegistryWriter's: every record, filtered
+
+    # -- cell counters: tenants placed per cell, reserved race-free ------------------
+    def counter_items(self, cells: list[str]) -> dict[str, dict[str, Any] | None]:
+        """Each cell's counter item, in one BatchGetItem per 100 cells (None: no counter yet)."""
+        out: dict[str, dict[str, Any] | None] = {c: None for c in cells}
+        for i in range(0, len(cells), 100):
+            request = {self.table: {"Keys": [counter_key(c) for c in cells[i:i + 100]], "ConsistentRead": True}}
+            while request:
+                try:
+                    resp = self.client.batch_get_item(RequestItems=request)
+                except (ClientError, BotoCoreError) as exc:
+                    raise RegistryUnreachable(f"registry table {self.table!r} unreadable: {exc}") from None
+                for item in resp.get("Responses", {}).get(self.table, []):
+                    out[item["tenant_id"]["S"].split("#", 1)[1]] = item
+                request = resp.get("UnprocessedKeys") or {}
+        return out
+
+    def cell_counts(self, cells: list[str]) -> dict[str, tuple[dict[str, int], bool] | None]:
+        """Each cell's tenants per tier and draining flag (None: the cell has no counter yet)."""
+        return {c: None if item is None else item_to_counts(item) for c, item in self.counter_items(cells).items()}
+
+    def reserve_slot(self, cell: str, tier: Tier, cap: int | None) -> bool:
+        """Take one of the cell's slots for a ``tier`` tenant: one conditional
+        UpdateItem (fewer than ``cap`` placed, cell not draining), so two
+        placements racing for the last slot cannot both win. False: full or
+        draining."""
+        names = {"#key": "tenant_id", "#t": tier.value, "#d": DRAINING}
+        values: dict[str, Any] = {":one": {"N": "1"}, ":no": {"BOOL": False}}
+        condition = "attribute_exists(#key) AND (attribute_not_exists(#d) OR #d = :no)"
+        if cap is not None:
+            condition += " AND (attribute_not_exists(#t) OR #t < :cap)"
+            values[":cap"] = {"N": str(cap)}
+        for attempt in range(2):
+            try:
+                self._call("update_item", Key=counter_key(cell), UpdateExpression="ADD #t :one",
+                           ConditionExpression=condition, ExpressionAttributeNames=names,
+                           ExpressionAttributeValues=values)
+                return True
+            except ClientError:  # the condition: no counter yet, or full, or draining
+                # After a first refusal the counter exists (made here, or by a run racing this one
+                # since the update, which a full cell cannot be told from without asking again);
+                # refused with a counter in place: full or draining.
+                if not self._init_counter(cell) and attempt:
+                    return False
+        return False
+
+    def release_slot(self, cell: str, tier: Tier) -> None:
+        """Give back a slot (deprovisioned, or a reservation nothing came of). Never below 0."""
+        try:
+            self._call("update_item", Key=counter_key(cell), UpdateExpression="ADD #t :minus",
+                       ConditionExpression="#t > :zero", ExpressionAttributeNames={"#t": tier.value},
+                       ExpressionAttributeValues={":minus": {"N": "-1"}, ":zero": {"N": "0"}})
+        except ClientError:
+            pass  # already 0 (or no counter): nothing to give back
+
+    def set_draining(self, cell: str, draining: bool) -> None:
+        self._init_counter(cell)
+        self._call("update_item", Key=counter_key(cell), UpdateExpression="SET #d = :v",
+                   ExpressionAttributeNames={"#d": DRAINING}, ExpressionAttributeValues={":v": {"BOOL": draining}})
+
+    def recount(self, cell: str) -> dict[str, int]:
+        """The tenants holding a slot in ``cell``, counted from their records (a
+        full scan): every record of the cell but tombstones; a tenant with an
+        open move holds a slot where each of its stores is (one of each tier in
+        its cell; between cells, the old tier's in the old cell and the target
+        tier's in the target), whichever cell its record names now."""
+        counts = {tier.value: 0 for tier in Tier}
+        for record in self.iter_all():
+            if record.status is not TenantStatus.deprovisioned:
+                for held_cell, tier in held_slots(record):
+                    if held_cell == cell:
+                        counts[tier.value] += 1
+        return counts
+
+    def _init_counter(self, cell: str) -> bool:
+        """Create the cell's counter from a recount when it has none (a cell
+        that predates counters, or a new one): once per cell, never per
+        provision. True when this call (or a racing one) created it."""
+        if self._call("get_item", Key=counter_key(cell), ConsistentRead=True).get("Item"):
+            return False
+        counts = self.recount(cell)
+        item = {**counter_key(cell), **{t: {"N": str(n)} for t, n in counts.items()}, DRAINING: {"BOOL": False}}
+        try:
+            self._call("put_item", Item=item, ConditionExpression="attribute_not_exists(tenant_id)")
+        except ClientError:
+            pass  # a racing run made it first
+        return True
+
+    def set_counts(self, cell: str, counts: dict[str, int]) -> None:
+        """Overwrite the cell's counts (`tenantctl cell show --recount`), keeping its draining flag."""
+        self._init_counter(cell)
+        self._call("update_item", Key=counter_key(cell),
+                   UpdateExpression="SET " + ", ".join(f"#{t} = :{t}" for t in counts),
+                   ExpressionAttributeNames={f"#{t}": t for t in counts},
+                   ExpressionAttributeValues={f":{t}": {"N": str(n)} for t, n in counts.items()})
+
+    # -- cell stacks: the lease of the run changing one, what it was applied from --
+    def claim_cell(self, cell: str, lock: TenantLock, seconds: float) -> str | None:
+        """Take the lease on the cell's stack for ``seconds`` (one conditional
+        UpdateItem: no lease, or a lapsed one). Returns the fingerprint the stack
+        was last applied from; CellBusy while another run's lease holds."""
+        self._init_counter(cell)
+        now = time.time()
+        try:
+            item = self._call(
+                "update_item", Key=counter_key(cell), UpdateExpression="SET #l = :lock, #u = :until",
+                ConditionExpression="attribute_not_exists(#u) OR #u < :now", ReturnValues="ALL_NEW",
+                ExpressionAttributeNames={"#l": LEASE, "#u": LEASE_UNTIL},
+                ExpressionAttributeValues={":lock": {"S": lock.model_dump_json()}, ":now": {"N": f"{now:.3f}"},
+                                           ":until": {"N": f"{now + seconds:.3f}"}})["Attributes"]
+        except ClientError:
+            held = self._call("get_item", Key=counter_key(cell), ConsistentRead=True).get("Item")
+            raise CellBusy(cell, lease_of(held), seconds) from None
+        return applied_of(item)
+
+    def renew_cell(self, cell: str, lock: TenantLock, seconds: float) -> bool:
+        """Extend the lease ``lock`` holds; False when it lapsed and another run took it."""
+        try:
+            self._call("update_item", Key=counter_key(cell), UpdateExpression="SET #u = :until",
+                       ConditionExpression="#l = :lock", ExpressionAttributeNames={"#l": LEASE, "#u": LEASE_UNTIL},
+                       ExpressionAttributeValues={":lock": {"S": lock.model_dump_json()},
+                                                  ":until": {"N": f"{time.time() + seconds:.3f}"}})
+        except ClientError:
+            return False
+        return True
+
+    def release_cell(self, cell: str, lock: TenantLock, applied: str | None = None) -> None:
+        """Give the lease back, recording ``applied`` (the fingerprint of a
+        successful up) with it. A lease that lapsed and was taken by another run
+        is left to that run, fingerprint included."""
+        update, values = "REMOVE #l, #u", {":lock": {"S": lock.model_dump_json()}}
+        names = {"#l": LEASE, "#u": LEASE_UNTIL}
+        if applied is not None:
+            update = "SET #a = :applied " + update
+            names["#a"], values[":applied"] = APPLIED, {"S": applied}
+        try:
+            self._call("update_item", Key=counter_key(cell), UpdateExpression=update, ConditionExpression="#l = :lock",
+                       ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+        except ClientError:
+            log.warning("cell %s: its lease lapsed and another run took it before this one finished", cell)
+
+    def forget_cell(self, cell: str, lock: TenantLock) -> None:
+        """Delete the counter of a cell whose stack is destroyed (`cell remove`),
+        while ``lock`` holds its lease: no other run came in between."""
+        try:
+            self._call("delete_item", Key=counter_key(cell), ConditionExpression="#l = :lock",
+                       ExpressionAttributeNames={"#l": LEASE},
+                       ExpressionAttributeValues={":lock": {"S": lock.model_dump_json()}})
+        except ClientError:
+            held = self._call("get_item", Key=counter_key(cell), ConsistentRead=True).get("Item")
+            if held is not None:
+                raise CellBusy(cell, lease_of(held), 0) from None
+
+    def set_applied(self, cell: str, applied: str) -> None:
+        """Record what the cell's stack was applied from without a lease: the
+        home cell's first up, which creates this very table."""
+        self._init_counter(cell)
+        self._call("update_item", Key=counter_key(cell), UpdateExpression="SET #a = :applied",
+                   ExpressionAttributeNames={"#a": APPLIED}, ExpressionAttributeValues={":applied": {"S": applied}})
