@@ -96,3 +96,27 @@ def test_a_retained_delete_needs_no_confirmation():
     Confirmation()(ChangeSet(stack="cell-eu1", changes=[group]))
     with pytest.raises(NotConfirmed):
         Confirmation()(ChangeSet(stack="cell-eu1", changes=[group.model_copy(update={"retained": False})]))
+
+
+@pytest.mark.parametrize("group_exists", [True, False])
+def test_a_new_platform_file_imports_the_group_rds_made_already(tmp_path, monkeypatch, moto_account, group_exists):
+    """The home cell is first in its account and region, so it manages the group;
+    on an account that already runs RDS with enhanced monitoring the group is
+    there, and creating it again fails the first `platform up`: the new stack
+    file says to import it. An existing file is left as it is."""
+    import boto3
+
+    from tenantctl.operations.cell import platform_stack_file
+    from tenantctl.stackconfig import read_cell
+
+    monkeypatch.setenv("TENANTCTL_TARGET", "aws")
+    if group_exists:
+        boto3.client("logs", region_name="eu-west-1").create_log_group(logGroupName="RDSOSMetrics")
+    boto3.client("logs", region_name="eu-west-1").create_log_group(logGroupName="RDSOSMetrics-other")  # not it
+    ws = Workspace(project_dir=tmp_path, cwd=tmp_path)
+    platform_stack_file(ws, "eu-west-1", None)
+    spec = read_cell(ws.stacks_dir, "default")
+    assert (spec.region, spec.os_metrics_group, spec.os_metrics_adopted) == ("eu-west-1", True, group_exists)
+    platform_stack_file(ws, None, "platform-team")  # a later option changes the file, not the claim
+    assert read_cell(ws.stacks_dir, "default").model_dump() == spec.model_copy(update={"owner": "platform-team"}
+                                                                                ).model_dump()

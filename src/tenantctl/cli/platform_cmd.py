@@ -14,17 +14,6 @@ app = typer.Typer(name="platform", no_args_is_help=True,
                   help="The shared platform stack (VPC, shared DB, bucket, registry).")
 
 
-def _ensure_stack_file(ws, region: Optional[str], owner: Optional[str]) -> None:
-    """The default cell's stack file, with the given options laid over what it holds."""
-    from tenantctl.naming import DEFAULT_CELL, PLATFORM_STACK
-    from tenantctl.operations.cell import cell_spec
-    from tenantctl.stackconfig import stack_file, write_cell
-
-    if stack_file(ws.stacks_dir, PLATFORM_STACK).exists() and region is None and owner is None:
-        return
-    write_cell(ws.stacks_dir, cell_spec(ws, DEFAULT_CELL, {"region": region, "owner": owner}))
-
-
 @app.command("preview")
 def preview(
     region: Annotated[Optional[str], typer.Option(help="AWS region of the platform (new stack file only).")] = None,
@@ -34,10 +23,11 @@ def preview(
     from tenantctl.cli.progress import engine_progress
     from tenantctl.errors import CHANGES_PENDING
     from tenantctl.naming import PLATFORM_STACK
+    from tenantctl.operations.cell import platform_stack_file
     from tenantctl.workspace import Workspace
 
     ws = Workspace()
-    _ensure_stack_file(ws, region, None)
+    platform_stack_file(ws, region, None)
     with engine_progress("previewing platform") as on_event:
         changes = ws.engine.preview(PLATFORM_STACK, on_event=on_event)
     if json_out:
@@ -60,10 +50,11 @@ def up(
     from tenantctl.cli.confirm import confirmation
     from tenantctl.cli.progress import engine_progress
     from tenantctl.naming import DEFAULT_CELL
+    from tenantctl.operations.cell import platform_stack_file
     from tenantctl.workspace import Workspace
 
     ws = Workspace()
-    _ensure_stack_file(ws, region, owner)
+    platform_stack_file(ws, region, owner)
     with engine_progress("applying platform") as view:
         ws.approve = confirmation(yes, view)
         result = ws.up_cell(DEFAULT_CELL, on_event=view)

@@ -20,10 +20,11 @@ from tenant_runtime.registry import item_to_counts
 from tenantctl.engines.base import EventSink, UpResult
 from tenantctl.errors import InvalidInput, UsageError
 from tenantctl.models import CellSpec, DedicatedSpec, Tier, describe_validation_error
-from tenantctl.naming import DEFAULT_CELL, cell_name_problem, new_cell_name_problem, resource_name
+from tenantctl.naming import DEFAULT_CELL, PLATFORM_STACK, cell_name_problem, new_cell_name_problem, resource_name
+from tenantctl.operations import os_metrics
 from tenantctl.operations.deletion_protection import snapshot_exists
 from tenantctl.registry_cells import applied_of
-from tenantctl.stackconfig import write_cell
+from tenantctl.stackconfig import read_cell, stack_file, write_cell
 from tenantctl.workspace import Workspace, same_account_region
 
 
@@ -94,10 +95,21 @@ def _counter(ws: Workspace, name: str) -> dict[str, Any] | None:
     return ws.registry.counter_items([name])[name]
 
 
+def platform_stack_file(ws: Workspace, region: str | None, owner: str | None) -> None:
+    """The default cell's stack file (`platform preview` / `platform up`), with the
+    given options laid over what it holds. Written new, it imports the account and
+    region's RDSOSMetrics group when that exists (``os_metrics.adopting``)."""
+    new = not stack_file(ws.stacks_dir, PLATFORM_STACK).exists()
+    if not new and region is None and owner is None:
+        return
+    spec = cell_spec(ws, DEFAULT_CELL, {"region": region, "owner": owner})
+    write_cell(ws.stacks_dir, os_metrics.adopting(ws, spec) if new else spec)
+
+
 def cell_spec(ws: Workspace, name: str, options: dict[str, Any]) -> CellSpec:
     """The committed spec of ``name`` (if any) with ``options`` laid over it. A
     cell's region and account never change (its tenants' data is there)."""
-    existing = ws.cells().get(name)
+    existing = read_cell(ws.stacks_dir, name)  # the default cell too is new until its stack file is written
     problem = cell_name_problem(name) if existing is not None else new_cell_name_problem(name)
     if problem:
         raise InvalidInput(f"cell {name!r}: {problem}", rule="cell-name")
@@ -143,12 +155,8 @@ def add(ws: Workspace, name: str, options: dict[str, Any],
         if spec.name not in ws.cells() and "os_metrics_group" not in options:
             spec = spec.model_copy(update={"os_metrics_group": not _shares_account_region(ws, spec,
                                                                                           home["account_id"])})
-        if spec.name not in ws.cells() and spec.os_metrics_group and "os_metrics_adopted" not in options:
-            # The group a removed cell gave back to the account (or one RDS made) is imported, never made twice.
-            from tenantctl.operations import os_metrics
-
-            logs = ws.client.in_account(spec.account_role_arn, spec.region)("logs")
-            spec = spec.model_copy(update={"os_metrics_adopted": os_metrics.exists(logs)})
+        if spec.name not in ws.cells() and "os_metrics_adopted" not in options:
+            spec = os_metrics.adopting(ws, spec)
         if spec.name not in ws.cells():
             others = same_account_region(ws, spec, home["account_id"])
             if options.get("vpc_cidr") is None:

@@ -60,6 +60,17 @@ def unapplied(ws: Workspace, to: CellSpec) -> str | None:
             f"`tenantctl cell add {to.name}`), then remove again; nothing was changed")
 
 
+def adopting(ws: Workspace, spec: CellSpec) -> CellSpec:
+    """A new cell that is to manage the group, with ``os_metrics_adopted`` when its
+    account and region has the group already (given back by a removed cell, or made
+    by RDS for an instance with enhanced monitoring that tenantctl does not manage):
+    its up imports it instead of failing to create a second one."""
+    if not spec.os_metrics_group or spec.os_metrics_adopted:
+        return spec
+    logs = ws.client.in_account(spec.account_role_arn, spec.region)("logs")
+    return spec.model_copy(update={"os_metrics_adopted": exists(logs)})
+
+
 def exists(logs: Any) -> bool:
     """The account and region has the group (``logs``: a client there)."""
     groups = logs.describe_log_groups(logGroupNamePrefix=GROUP)["logGroups"]
