@@ -592,3 +592,41 @@ def test_a_dedicated_tenants_workspace_is_checked_on_its_own_database(workspace,
                         | {("workspace legal/aws", n): "pass" for n in WORKSPACE_NAMES})
     finally:
         deprovision(workspace, spec.id, final_backup=False)
+
+
+def test_several_tenants_are_checked_in_one_run_the_worst_exit_wins(clean, workspace, provision_tenant, sandbox,
+                                                                     tenantctl_cli, tmp_path):
+    other = provision_tenant("ck-fleet")
+    # A provision that failed before creating anything: nothing to check, skipped with why.
+    empty = workspace.registry.acquire(TenantSpec(id="ck-empty"), "provision")
+    workspace.registry.release(empty, error="failed before creating anything", provision_failed=True)
+    both = tenantctl_cli("check", CLEAN, "ck-fleet", "ck-empty", "--json")
+    assert both.returncode == 0, both.stderr
+    out = json.loads(both.stdout)
+    assert [t["tenant_id"] for t in out["tenants"]] == ["ck-fleet", CLEAN]
+    assert all(t["ok"] and {c["name"] for c in t["checks"]} == set(ALL_CHECKS) for t in out["tenants"])
+    assert out["skipped"] == [{"tenant_id": "ck-empty", "reason": "no resources recorded (status provisioning): "
+                                                                  "nothing to check"}]
+    assert out["counts"] == {"tenants": 2, "passed": 2, "failed": 0, "unverified": 0, "skipped": 1}
+    assert "plan: 2 tenant(s); checking 2 tenant(s)" in both.stderr and "[2/2]" in both.stderr
+
+    summary = tmp_path / "posture.md"
+    with tampered_sql(sandbox, other, "ALTER TABLE {schema}.messages NO FORCE ROW LEVEL SECURITY",
+                      "ALTER TABLE {schema}.messages FORCE ROW LEVEL SECURITY"):
+        human = tenantctl_cli("check", CLEAN, "ck-fleet", "--parallel", "1", "--markdown", str(summary))
+        js = tenantctl_cli("check", "ck-fleet", CLEAN, "--json")
+    assert human.returncode == 8 and js.returncode == 8, human.stderr
+    by_id = {t["tenant_id"]: t for t in json.loads(js.stdout)["tenants"]}
+    assert by_id["ck-fleet"]["failed"] == ["rls-forced"] and by_id[CLEAN]["ok"]
+    assert "ck-fleet: fail database/rls-forced" in human.stderr  # its progress line
+    assert "database/rls-forced: " in human.stdout and "1 of 2 tenant(s) pass every check; 1 failed" in human.stdout
+    text = summary.read_text()
+    assert "**1 tenant(s) failed a posture check**" in text
+    assert "| `ck-fleet` | fail database/rls-forced |" in text and f"`{CLEAN}`" not in text
+
+    # One of ids, --all or --cell: none, or two of them, is a usage error; an unknown cell is exit 6.
+    assert tenantctl_cli("check").returncode == 2
+    assert tenantctl_cli("check", CLEAN, "--all").returncode == 2
+    unknown = tenantctl_cli("check", "--cell", "ck-nowhere")
+    assert unknown.returncode == 6 and "no cell 'ck-nowhere'" in unknown.stderr
+    assert tenantctl_cli("deprovision", "ck-empty", "--yes").returncode == 0

@@ -1,10 +1,10 @@
-"""`tenantctl check ID`: verify a tenant's isolation posture on its live resources."""
+"""`tenantctl check ID... | --all | --cell C`: verify tenants' isolation posture on their live resources."""
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
-from tenantctl.cli.options import tenant_argument
 from tenantctl.cli.output import console, escape, print_json, table
 
 app = typer.Typer()
@@ -14,10 +14,17 @@ _STYLE = {"pass": "green", "fail": "bold red", "error": "yellow"}
 
 @app.command()
 def check(
-    tenant_id: Annotated[str, tenant_argument("Tenant to verify.")],
+    tenant_ids: Annotated[Optional[list[str]], typer.Argument(
+        metavar="ID", help="Tenant(s) to verify.", show_default=False)] = None,
+    every: Annotated[bool, typer.Option("--all", help="Every tenant in the registry (not deprovisioned).")] = False,
+    cell: Annotated[Optional[str], typer.Option(help="Every tenant of this cell (not deprovisioned).")] = None,
+    parallel: Annotated[int, typer.Option(min=1, help="Tenants checked at once (several ids, --all, --cell).")] = 8,
+    markdown: Annotated[Optional[Path], typer.Option(
+        help="Also write a markdown summary (an issue or pull-request comment) here (several ids, --all, "
+             "--cell).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
 ) -> None:
-    """Verify a tenant's isolation on its LIVE resources (also run after every provision).
+    """Verify tenants' isolation on their LIVE resources (also run after every provision).
 
     Database, as the tenant's own role: not superuser, no BYPASSRLS, owns
     nothing, RLS enabled and forced on every table, unique keys include the
@@ -31,9 +38,21 @@ def check(
     is in its region, every resource ARN in the cell's account and the
     tenant's region, its prefix in its cell's bucket.
 
+    One ID prints every check; several ids, --all or --cell check tenants in
+    parallel, a progress line each (stderr), and list the tenants that did not
+    pass (a tenant with no resources recorded is skipped, with why).
+
     Exit codes: 0 all pass, 8 a check failed (a resource AWS says is gone
-    fails the checks reading it), 7 a check could not run.
+    fails the checks reading it), 7 a check could not run (and none failed),
+    2 no ids, --all or --cell (or more than one of them).
     """
+    if tenant_ids and len(tenant_ids) == 1 and not every and cell is None and markdown is None:
+        _check_one(tenant_ids[0], json_out)
+    else:
+        _check_many(tenant_ids or [], every, cell, parallel, markdown, json_out)
+
+
+def _check_one(tenant_id: str, json_out: bool) -> None:
     from tenantctl.checks import check_tenant
     from tenantctl.workspace import Workspace
 
@@ -54,3 +73,47 @@ def check(
             console.print(f"[green]all {len(report.checks)} checks pass[/]")
     if report.exit_code():
         raise typer.Exit(report.exit_code())
+
+
+def _not_passed(report) -> str:
+    """The checks of a tenant that did not pass, one line."""
+    return "; ".join(f"{c.outcome.value} {c.area}/{c.name}" for c in report.failed + report.errors)
+
+
+def _check_many(tenant_ids: list[str], every: bool, cell: Optional[str], parallel: int,
+                markdown: Optional[Path], json_out: bool) -> None:
+    from tenantctl.cli.progress import fleet_progress
+    from tenantctl.operations.fleet_check import check_fleet
+    from tenantctl.templates import render
+    from tenantctl.workspace import Workspace
+
+    with fleet_progress("checking") as progress:
+        def on_result(report) -> None:
+            mark = (f"[{_STYLE['fail' if report.failed else 'error']}]{escape(_not_passed(report))}[/]"
+                    if not report.ok else f"all {len(report.checks)} checks pass")
+            progress.done(f"{report.tenant_id}: {mark}")
+
+        summary = check_fleet(Workspace(), tenant_ids, every=every, cell=cell, parallel=parallel,
+                              on_plan=lambda n: progress.plan(n, f"{n} tenant(s)"), on_result=on_result)
+    if markdown:
+        markdown.write_text(render("check_summary.md.j2", summary=summary, not_passed=_not_passed))
+    if json_out:
+        print_json({"tenants": [r.as_json() for r in summary.reports], "skipped": summary.skipped,
+                    "counts": summary.counts, "exit_code": summary.exit_code()})
+    else:
+        bad = summary.failed + summary.unverified
+        if bad:
+            table(f"posture · {len(summary.reports)} tenant(s) · {summary.seconds:.1f}s",
+                  ["tenant", "result", "checks that did not pass"],
+                  [(r.tenant_id, f"[{_STYLE['fail']}]fail[/]" if r.failed else f"[{_STYLE['error']}]error[/]",
+                    escape("; ".join(f"{c.area}/{c.name}: {c.detail}" for c in r.failed + r.errors)))
+                   for r in sorted(bad, key=lambda r: (not r.failed, r.tenant_id))])
+        for skipped in summary.skipped:
+            console.print(f"skipped {skipped.tenant_id}: {escape(skipped.reason)}", highlight=False)
+        counts = summary.counts
+        console.print(f"{counts['passed']} of {counts['tenants']} tenant(s) pass every check"
+                      + (f"; {counts['failed']} failed" if counts["failed"] else "")
+                      + (f"; {counts['unverified']} could not be fully verified" if counts["unverified"] else "")
+                      + (f"; {counts['skipped']} skipped" if counts["skipped"] else ""), highlight=False)
+    if summary.exit_code():
+        raise typer.Exit(summary.exit_code())

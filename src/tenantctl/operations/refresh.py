@@ -26,14 +26,14 @@ from pydantic import BaseModel, Field
 
 from tenantctl import inventory
 from tenantctl.engines.base import ChangeSet, Op, ResourceChange
-from tenantctl.errors import CHANGES_PENDING, InvalidInput, NotConfirmed, UsageError, contained
-from tenantctl.models import TenantRecord, TenantStatus
+from tenantctl.errors import CHANGES_PENDING, NotConfirmed, UsageError, contained
+from tenantctl.models import TenantRecord
 from tenantctl.naming import cell_stack
+from tenantctl.operations.selection import select
 from tenantctl.registry import describe_lock
 from tenantctl.registry_cells import lease_of
 from tenantctl.workspace import Workspace
 
-GONE = (TenantStatus.deprovisioned, TenantStatus.deprovisioning)
 RULE_KIND = "ec2:security-group-rule"
 
 
@@ -155,29 +155,6 @@ class RefreshSummary(BaseModel):
         if self.failed:
             return 1
         return CHANGES_PENDING if self.drifted else 0
-
-
-# -- which tenants ---------------------------------------------------------------
-
-def select(ws: Workspace, tenant_ids: Sequence[str], every: bool, cell: str | None = None) -> list[TenantRecord]:
-    """The records to refresh: the named tenants, or every tenant not
-    deprovisioned (of ``cell`` only, when given)."""
-    if not tenant_ids and not every and cell is None:
-        raise UsageError("Missing argument 'ID...': name the tenants to refresh, or pass --all or --cell")
-    if bool(tenant_ids) + every + (cell is not None) > 1:
-        raise UsageError("Invalid value: tenant ids, --all and --cell exclude each other (one of them, not both)")
-    if cell is not None:
-        ws.cell(cell)  # an unknown cell is refused (exit 6), not an empty report
-        return [r for r in ws.registry.iter_all(cell=cell) if r.status not in GONE]
-    if every:
-        return [r for r in ws.registry.iter_all() if r.status not in GONE]
-    records = []
-    for tenant_id in dict.fromkeys(tenant_ids):
-        record = ws.registry.require(tenant_id)
-        if record.status in GONE:
-            raise InvalidInput(f"tenant {tenant_id!r} is {record.status.value}: nothing to refresh")
-        records.append(record)
-    return records
 
 
 # -- orphans ------------------------------------------------------------------------
