@@ -20,6 +20,8 @@ def suspend(tenant_id: TenantArg, json_out: JsonFlag = False) -> None:
     The registry record becomes `suspended` (the runtime refuses the tenant as
     soon as its registry cache entry expires, 30 s by default) and the tenant
     role's trust policy denies every AssumeRole (no role session is renewed).
+    Its database logins and its workspaces' become NOLOGIN, their open sessions
+    ended (pooled or dedicated; never the admin login tenantctl uses).
     Written to the stack file as `suspended: true`: commit it. `resume` undoes it.
     """
     from tenantctl.cli.progress import engine_progress

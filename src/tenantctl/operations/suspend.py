@@ -7,6 +7,10 @@ serves nothing while suspended.
 - The tenant role's trust policy gets an explicit Deny of every AssumeRole, so
   the runtime cannot renew a role session (one already issued runs out within
   its duration: 15 min with the runtime's default).
+- Its database logins (its role's and its workspaces', pooled or dedicated)
+  are NOLOGIN and their open sessions ended (the schema script, then
+  ``tenant_schema_sql.end_sessions``); the admin login tenantctl uses is
+  never touched.
 
 Suspension is desired state like any provision option: ``suspended: true`` in
 the tenant's stack file, applied by a provision (commit the file: an `apply` of
