@@ -307,3 +307,54 @@ def test_a_suspended_dedicated_tenants_logins_are_closed_and_resume_gives_them_b
         login(sandbox, each["secret_arn"]).close()
     assert tenantctl_cli("check", DEDICATED_SUSPENDED).returncode == 0
     admin.close()
+
+
+ROTATED = "s3-rot"
+
+
+def test_a_rotation_while_suspended_is_deferred_and_resume_finishes_it(sandbox, tenantctl_cli):
+    """The 30-day rotation logs in as the role to set its new password, which a
+    suspended tenant's NOLOGIN refuses: it used to fail with `none of the
+    pending, current or previous passwords logs in`, and its pending version
+    waited for the next schedule. It now says why (the password authenticates,
+    the role may not log in), leaves LOGIN closed, and `resume` finishes it
+    once the logins are back."""
+    from tenantctl.sandbox import rotation
+
+    assert tenantctl_cli("provision", ROTATED).returncode == 0
+    ws = json.loads(tenantctl_cli("workspace", "add", ROTATED, "hr", "--json").stdout)["workspace"]
+    store = json.loads(tenantctl_cli("status", ROTATED, "--json").stdout)["resources"]["store"]
+    stores = (store, ws["store"])
+    sm = boto3.client("secretsmanager", endpoint_url=sandbox.aws_endpoint_url, region_name=sandbox.region)
+
+    def secret(arn: str, stage: str = "AWSCURRENT") -> dict:
+        return json.loads(sm.get_secret_value(SecretId=arn, VersionStage=stage)["SecretString"])
+
+    def stages(arn: str) -> str:
+        return str(sm.describe_secret(SecretId=arn)["VersionIdsToStages"])
+
+    old = {s["secret_arn"]: secret(s["secret_arn"]) for s in stores}
+    assert tenantctl_cli("suspend", ROTATED).returncode == 0
+    for each in stores:
+        with pytest.raises(rotation.RotationDeferred, match="NOLOGIN.*`tenantctl resume s3-rot`"):
+            rotation.rotate(sm, each["secret_arn"])
+        assert role_row(sandbox, each)[1] is False  # never given back to rotate it
+        assert "AWSPENDING" in stages(each["secret_arn"])
+        assert secret(each["secret_arn"]) == old[each["secret_arn"]]
+        with pytest.raises(psycopg.OperationalError, match="not permitted to log in"):
+            login(sandbox, each["secret_arn"])  # still the old password: it authenticates, the login is refused
+
+    resumed = tenantctl_cli("resume", ROTATED, "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    done = json.loads(resumed.stdout)["done"]
+    assert "deferred password rotation finished (tenant, workspace hr)" in done, resumed.stdout
+    for each in stores:
+        arn = each["secret_arn"]
+        assert secret(arn)["password"] != old[arn]["password"] and "AWSPENDING" not in stages(arn)
+        login(sandbox, arn).close()
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(host=old[arn]["host"], port=old[arn]["port"], dbname=old[arn]["dbname"],
+                            user=old[arn]["username"], password=old[arn]["password"]).close()
+    again = tenantctl_cli("resume", ROTATED, "--json")  # idempotent: nothing pending any more
+    assert again.returncode == 0 and json.loads(again.stdout)["done"] == [], again.stdout
+    assert tenantctl_cli("check", ROTATED).returncode == 0

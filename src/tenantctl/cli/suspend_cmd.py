@@ -42,7 +42,9 @@ def suspend(tenant_id: TenantArg, json_out: JsonFlag = False) -> None:
 def resume(tenant_id: TenantArg, json_out: JsonFlag = False) -> None:
     """Serve a suspended or hibernated tenant again (idempotent).
 
-    Lifts a suspension (stack file and trust policy) and wakes a hibernated
+    Lifts a suspension (stack file, trust policy, database logins), finishes a
+    password rotation the suspension deferred (exit 7 if it fails: run resume
+    again), and wakes a hibernated
     tenant's database (started, waited for until available); a hibernation
     naming an instance that is not the tenant's store (gone, or the tenant
     moved since) is cleared, and says so.
