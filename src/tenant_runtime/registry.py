@@ -153,7 +153,9 @@ def marked_reindex(marker: ReindexMarker, ctx: Any) -> Iterator[None]:
 class RegistryReindexMarker:
     """The marker written into the tenant's registry item: read, changed by
     ``reindex_marks``, put back on condition of its version (a concurrent
-    writer: read again). Its principal needs ``dynamodb:PutItem`` on the table:
+    writer: read again), never while a tenantctl run holds the record (its
+    writes would then fail that run: the reindex is refused before it starts,
+    a finished one leaves its mark). Its principal needs ``dynamodb:PutItem`` on the table:
     tenantctl's has it; the runtime role the platform deploys only reads, so
     an application's reindex through it is refused (RegistryUnavailable)
     before its store changes: `tenantctl search reindex` is the way there."""
@@ -174,6 +176,14 @@ class RegistryReindexMarker:
                 if item is None or not is_record_item(item):
                     raise TenantNotFound(f"tenant {tenant_id!r} is not in the registry")
                 record = item_to_record(item)
+                if record.lock is not None:
+                    # A tenantctl run holds the record and writes it on its version: a write here
+                    # would fail that run. Refused before the store changes; a finished one's mark
+                    # is left (status says unfinished: safe, and the next reindex of the store clears it).
+                    if finished:
+                        return
+                    raise RegistryUnavailable(f"tenant {tenant_id!r} is held by tenantctl's {record.lock.operation} "
+                                              "run: its search reindex waits until that run ends (nothing changed)")
                 marks = reindex_marks(record, *(((), [store]) if finished else ([store], ())))
                 if not marks_change(record, marks):
                     return
