@@ -35,7 +35,8 @@ def suspend(tenant_id: TenantArg, json_out: JsonFlag = False) -> None:
         return
     console.print(f"[yellow]tenant {tenant_id} is {record.status.value}[/]"
                   + ("" if done else " (it was already)") + ": the runtime refuses it within its "
-                  "registry cache TTL; its role can no longer be assumed", highlight=False)
+                  "registry cache TTL; its role can no longer be assumed; its database logins are closed",
+                  highlight=False)
 
 
 @app.command()
