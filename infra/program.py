@@ -247,8 +247,8 @@ def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK, key_gen
     # One bound for every store of the tenant: the pooled one's cell's (tenant roles are one per server).
     pooled_cell = shared_db if spec.tier is Tier.pooled or old is None else retiring_shared
     connection_limit = pulumi.Output.from_input(pooled_cell.connection_limit).apply(spec.connection_limit)
-    # A suspended tenant's logins are closed where neighbours share the server (its pooled store).
-    login = not (spec.suspended and spec.pooled_store)
+    # A suspended tenant's logins are closed, on every store of it (the admin's login is not the tenant's).
+    login = not spec.suspended
     db = TenantDatabase(store_component_name(tid, spec.store_generation), TenantDatabaseArgs(
         spec=spec, kms_key_arn=key.arn, secret_arn=secret.arn, az_names=azs, shared=shared_db, owns_secret=not moving,
         account_role_arn=role_arn, connection_limit=connection_limit, login=login))

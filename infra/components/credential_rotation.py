@@ -12,7 +12,9 @@ PostgreSQL and the VPC endpoints; the database's group admits it by a rule of
 its own. Secrets Manager's four steps leave a few seconds where the database
 has the AWSPENDING password and AWSCURRENT still holds the old one:
 tenant_runtime's store retries a failed login with AWSCURRENT re-read, then
-AWSPENDING, so a rotation costs no request.
+AWSPENDING, so a rotation costs no request. A suspended tenant's roles are
+NOLOGIN: a rotation due meanwhile stops at setSecret, pending, and `tenantctl
+resume` finishes it (tenantctl.operations.deferred_rotation).
 
 Why not RDS IAM authentication for the runtime: the database role would need
 ``rds_iam`` (a membership the posture check refuses), RDS throttles IAM

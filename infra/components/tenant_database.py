@@ -66,8 +66,8 @@ class TenantDatabaseArgs:
     # registry routes to; the move rewrites it at the switch.
     owns_secret: bool = True
     # The tenant's logins (its role and its workspaces'): CONNECTION LIMIT
-    # (TenantSpec.connection_limit) and whether they may log in (not while a
-    # pooled tenant is suspended).
+    # (TenantSpec.connection_limit) and whether they may log in (not while the
+    # tenant is suspended).
     connection_limit: pulumi.Input[int] | None = None
     login: bool = True
 

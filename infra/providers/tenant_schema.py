@@ -54,7 +54,8 @@ def _run_script(props: dict[str, Any], password: str) -> None:
     with _admin_connect(props) as conn:
         script = schema_script(conn, tenant_id=props["tenant_id"], role=role, schema=schema,
                                gateway_role=props.get("gateway_role") or None,
-                               connection_limit=props.get("connection_limit"), login=props.get("login"))
+                               connection_limit=props.get("connection_limit"), login=props.get("login"),
+                               admin_member=not props.get("gateway_role"))
         conn.execute(script)  # no parameters: simple protocol, several statements
         conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
         if props.get("login") is False:
@@ -155,7 +156,7 @@ class TenantSchemaArgs:
     account_role_arn: str | None = None
     owns_secret: bool = True  # False: a move's other store (keeps the role's password, leaves the secret)
     connection_limit: pulumi.Input[int] | None = None  # the role's CONNECTION LIMIT (-1: none)
-    login: bool | None = None  # False: NOLOGIN, its sessions ended (a suspended pooled tenant)
+    login: bool | None = None  # False: NOLOGIN, its sessions ended (a suspended tenant)
     # The role's defaults as the script leaves them (its own ALTER ROLE ... SET reads as drift); set from schema.
     role_settings: list[str] | None = None
 

@@ -214,11 +214,14 @@ class TenantRecord(BaseModel):
     # the items it may have left unindexed is not rebuilt yet (the rebuild failed,
     # or the tenant was not serving): the next provision rebuilds it.
     search_rebuild_due: bool = False
-    # When a `tenantctl search reindex` started that has not finished (stopped,
-    # or running now): until one finishes, a store of the tenant has two live
-    # search keys and every query is hashed under both. Kept in the record so
-    # `status` says so without reading the store.
+    # When a search reindex of a store of the tenant started that has not
+    # finished (stopped, or running now), and which stores ("": the tenant's
+    # own, else a workspace's name): until one finishes, such a store has two
+    # live search keys and every query is hashed under both. Kept in the record
+    # so `status` says so without reading the store; set and cleared by every
+    # reindex (``tenant_runtime.registry.reindex_marks``, its one definition).
     search_reindex_since: datetime | None = None
+    search_reindex_stores: list[str] = []
 
     @property
     def current_stack(self) -> str:

@@ -1,4 +1,6 @@
-"""The tenant registry, reader side. tenant_runtime never writes it.
+"""The tenant registry, reader side. tenant_runtime writes one thing there: a
+search reindex's marker (``RegistryReindexMarker``), the only write of it
+whose lifecycle both sides share.
 
 Contract (written by ``tenantctl.registry.RegistryWriter``): one DynamoDB item
 per tenant in the table the application names (e.g. ``$TENANT_REGISTRY_TABLE``):
@@ -30,14 +32,15 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
 
 from tenant_runtime import cursor as cursor_codec
 from tenant_runtime.blocking import may_block
 from tenant_runtime.cache import TTLCache
 from tenant_runtime.errors import RegistryUnavailable, TenantInactive, TenantNotFound
-from tenant_runtime.models import TenantRecord, TenantStatus, Tier
+from tenant_runtime.models import TenantRecord, TenantStatus, Tier, utcnow
 
 TABLE_ENV = "TENANT_REGISTRY_TABLE"
 # How long a record whose writes a move froze is cached (the freeze is short;
@@ -102,6 +105,102 @@ def decode_list_cursor(cursor: str) -> str:
     if not isinstance(after, str) or not after:
         raise cursor_codec.CursorError("invalid cursor: pass a cursor returned by tenantctl list")
     return after
+
+
+# -- a store's unfinished search reindex: the record's marker --------------------
+# Every reindex marks its store before it starts and clears the mark once it
+# finished (``marked_reindex``); ``reindex_marks`` is what a mark changes in the
+# record, whoever writes it (this module's ``RegistryReindexMarker``, tenantctl's
+# writer on the record its run holds).
+TENANT_STORE = ""  # the tenant's own store in ``search_reindex_stores`` (a workspace's: its name)
+
+
+def store_of(ctx: Any) -> str:
+    """The store a context reaches, as ``search_reindex_stores`` names it."""
+    return ctx.workspace or TENANT_STORE
+
+
+def reindex_marks(record: TenantRecord, begun: Iterable[str] = (), finished: Iterable[str] = ()) -> dict[str, Any]:
+    """The record's marker once the reindex of the stores ``begun`` started and
+    that of ``finished`` ended: the stores still unfinished, and since when (the
+    first start of those, kept until none is left)."""
+    stores = (set(record.search_reindex_stores) | set(begun)) - set(finished)
+    since = (record.search_reindex_since or utcnow()) if stores else None
+    return {"search_reindex_stores": sorted(stores), "search_reindex_since": since}
+
+
+def marks_change(record: TenantRecord, marks: dict[str, Any]) -> bool:
+    return any(getattr(record, name) != value for name, value in marks.items())
+
+
+class ReindexMarker(Protocol):
+    """Where a reindex records that ``store`` of ``tenant_id`` is being
+    reindexed (``finished`` False: before anything changes) and that it is
+    done (True: only after it succeeded)."""
+
+    def mark(self, tenant_id: str, store: str, finished: bool) -> None: ...
+
+
+@contextmanager
+def marked_reindex(marker: ReindexMarker, ctx: Any) -> Iterator[None]:
+    """The reindex of ``ctx``'s store, marked unfinished in the registry while
+    it runs; a reindex that stops (an error, a killed process) leaves its mark."""
+    marker.mark(ctx.tenant_id, store_of(ctx), False)
+    yield
+    marker.mark(ctx.tenant_id, store_of(ctx), True)
+
+
+class RegistryReindexMarker:
+    """The marker written into the tenant's registry item: read, changed by
+    ``reindex_marks``, put back on condition of its version (a concurrent
+    writer: read again), never while a tenantctl run holds the record (its
+    writes would then fail that run: the reindex is refused before it starts,
+    a finished one leaves its mark). Its principal needs ``dynamodb:PutItem`` on the table:
+    tenantctl's has it; the runtime role the platform deploys only reads, so
+    an application's reindex through it is refused (RegistryUnavailable)
+    before its store changes: `tenantctl search reindex` is the way there."""
+
+    ATTEMPTS = 5
+
+    def __init__(self, table: str, client: Any) -> None:
+        self.table, self.client = table, client
+
+    def mark(self, tenant_id: str, store: str, finished: bool) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        may_block()
+        try:
+            for _ in range(self.ATTEMPTS):
+                item = self.client.get_item(TableName=self.table, Key=item_key(tenant_id),
+                                            ConsistentRead=True).get("Item")
+                if item is None or not is_record_item(item):
+                    raise TenantNotFound(f"tenant {tenant_id!r} is not in the registry")
+                record = item_to_record(item)
+                if record.lock is not None:
+                    # A tenantctl run holds the record and writes it on its version: a write here
+                    # would fail that run. Refused before the store changes; a finished one's mark
+                    # is left (status says unfinished: safe, and the next reindex of the store clears it).
+                    if finished:
+                        return
+                    raise RegistryUnavailable(f"tenant {tenant_id!r} is held by tenantctl's {record.lock.operation} "
+                                              "run: its search reindex waits until that run ends (nothing changed)")
+                marks = reindex_marks(record, *(((), [store]) if finished else ([store], ())))
+                if not marks_change(record, marks):
+                    return
+                changed = record.model_copy(update={**marks, "version": record.version + 1, "updated_at": utcnow()})
+                try:
+                    self.client.put_item(TableName=self.table, Item=record_to_item(changed),
+                                         ConditionExpression="version = :v",
+                                         ExpressionAttributeValues={":v": {"N": str(record.version)}})
+                    return
+                except ClientError as exc:
+                    if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                        raise
+            raise RegistryUnavailable(f"registry item of {tenant_id!r} kept changing: its search reindex could "
+                                      "not be marked")
+        except (ClientError, BotoCoreError) as exc:
+            raise RegistryUnavailable(f"registry table {self.table!r}: the search reindex of tenant {tenant_id!r} "
+                                      f"could not be marked ({exc})") from None
 
 
 class RegistryReader:

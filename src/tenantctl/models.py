@@ -205,7 +205,7 @@ class TenantSpec(BaseModel):
         "db_connection_limit when the store is pooled, none on a dedicated tenant's own server"))
     # Suspended (`tenantctl suspend`): the registry says so (the runtime refuses
     # the tenant), the role's trust policy denies every AssumeRole, so no role
-    # session is renewed, and a pooled tenant's database logins are NOLOGIN with
+    # session is renewed, and the tenant's database logins are NOLOGIN with
     # their sessions ended. Written to the stack file only when true.
     suspended: bool = False
     # The stack a move to another account or region leaves, retired by its

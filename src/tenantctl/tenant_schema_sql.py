@@ -141,13 +141,16 @@ def row_security(conn: Any, schema: str) -> dict[str, str]:
 
 
 def schema_script(conn: Any, *, tenant_id: str, role: str, schema: str, gateway_role: str | None = None,
-                  connection_limit: int | None = None, login: bool | None = None) -> str:
+                  connection_limit: int | None = None, login: bool | None = None, admin_member: bool = False) -> str:
     """The idempotent script for `conn` (identifiers and literals quoted by psycopg).
     Run it with no parameters: simple protocol, one implicit transaction, so the
     ACL lock it takes is held until the script ends. ``gateway_role`` (pooled
     tenants): the shared pool's login, granted membership in the tenant role
-    when it exists. ``connection_limit`` (-1: none) and ``login`` (False:
-    NOLOGIN): left as they are when None (a restore re-applying the script)."""
+    when it exists. ``admin_member`` (no gateway: a dedicated tenant's server):
+    the connection's user, the admin, made a member of the role (SET, no
+    INHERIT), to check a suspended tenant as its role. ``connection_limit``
+    (-1: none) and ``login`` (False: NOLOGIN): left as they are when None (a
+    restore re-applying the script)."""
     from psycopg import sql
 
     return render(
@@ -161,6 +164,7 @@ def schema_script(conn: Any, *, tenant_id: str, role: str, schema: str, gateway_
         tables=TABLES,
         connection_limit=None if connection_limit is None else int(connection_limit),
         login=login,
+        admin_member=admin_member,
     )
 
 

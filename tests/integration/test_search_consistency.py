@@ -356,3 +356,52 @@ def test_suggestions_complete_the_whole_prefix_past_its_indexed_length(runtime, 
     # Title prefixes are indexed up to 8 characters: the rest of the prefix must still match.
     assert runtime.store.suggest(ctx, "Internationali") == ["internationalization"]
     assert runtime.store.suggest(ctx, "internationalx") == []
+
+
+def test_every_reindex_path_marks_its_store_unfinished_until_it_finishes(runtime, provision_tenant, tenantctl_cli,
+                                                                        workspace, sandbox, monkeypatch):
+    """The registry's marker (``search_reindex_since``) used to be `tenantctl
+    search reindex`'s alone: `store.reindex` called directly and stopped half
+    way left two live keys and no marker, and the rebuild `apply` runs
+    finished a store's reindex and left its marker. Each store's reindex now
+    marks it before and clears it after success, wherever it runs; a store
+    finished clears only its own mark."""
+    from tenantctl.operations.reindex import rebuild_unindexed
+
+    tid = provision_tenant("s3-marker").tenant_id
+    added = tenantctl_cli("workspace", "add", tid, "legal", "--json")
+    assert added.returncode == 0, added.stderr
+    record = workspace.registry.require(tid)
+    docs = [{"doc_id": f"m{i}", "title": "Marked", "body": "marked business", "metadata": {}} for i in range(8)]
+    tenant_ctx, legal_ctx = runtime.context(tid), runtime.context(tid, workspace="legal")
+    runtime.store.put_documents(tenant_ctx, docs)
+    runtime.store.put_documents(legal_ctx, docs)
+
+    def marker():
+        shown = json.loads(tenantctl_cli("status", tid, "--json").stdout)
+        return shown["search_reindex_since"], shown["search_reindex_stores"]
+
+    with stopped_at_the_fifth_document(monkeypatch):
+        runtime.store.reindex(tenant_ctx)  # the runtime's own API, no tenantctl around it
+    assert len(search_key_versions(sandbox, record.resources)) == 2
+    since, stores = marker()
+    assert since and stores == [""], (since, stores)
+    assert "search reindex unfinished" in " ".join(tenantctl_cli("status", tid).stdout.split())
+
+    # The workspace's store rebuilt by the apply path (items in no index): its mark cleared, the tenant's kept.
+    legal = record.resources.workspaces["legal"].store
+    with sql_admin(sandbox, legal.database) as conn:
+        conn.execute(sql.SQL("UPDATE {} SET terms = NULL, tfs = NULL").format(
+            sql.Identifier(legal.schema_name, "documents")))
+    with stopped_at_the_fifth_document(monkeypatch):
+        rebuild_unindexed(workspace, workspace.registry.require(tid))
+    assert marker() == (since, ["", "legal"])
+    _, rebuilt = rebuild_unindexed(workspace, workspace.registry.require(tid))
+    assert set(rebuilt) == {"legal"}  # the tenant's store holds no unindexed item: counted only
+    assert marker() == (since, [""])
+
+    done = runtime.store.reindex(tenant_ctx)
+    assert done.documents == 4  # the four the stopped run had not re-hashed
+    assert len(search_key_versions(sandbox, record.resources)) == 1
+    assert marker() == (None, [])
+    assert "unfinished" not in tenantctl_cli("status", tid).stdout

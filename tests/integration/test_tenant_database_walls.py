@@ -218,7 +218,7 @@ def test_a_suspended_pooled_tenant_can_no_longer_log_in_and_resume_gives_its_log
     assert _ended(survivor) and role_row(sandbox, store)[1] is False
     assert tenantctl_cli("check", SUSPENDED).returncode == 0
 
-    # A move is refused while suspended (and hibernation is for dedicated tenants, whose logins stay).
+    # A move is refused while suspended (and hibernation is for dedicated tenants).
     for args, why in ((("move", SUSPENDED, "--tier", "dedicated"), "is suspended"),
                       (("hibernate", SUSPENDED), "is pooled")):
         refused = tenantctl_cli(*args)
@@ -262,3 +262,99 @@ def test_role_defaults_a_tenant_sets_for_itself_are_reported_and_reset(sandbox, 
                                          "ON r.oid = s.setrole WHERE r.rolname = " + "'" + store["role"] + "'")
     assert settings == [([f"search_path={store['schema_name']}"],)]
     assert tenantctl_cli("check", tenant).returncode == 0
+
+
+DEDICATED_SUSPENDED = "s3-ded"
+
+
+def test_a_suspended_dedicated_tenants_logins_are_closed_and_resume_gives_them_back(sandbox, tenantctl_cli):
+    """A dedicated tenant's app logins used to stay open while it was suspended
+    (its server is its own): a workload that had read its secret kept its store.
+    Suspension closes them as a pooled tenant's, never the admin's login."""
+    made = tenantctl_cli("provision", DEDICATED_SUSPENDED, "--tier", "dedicated")
+    assert made.returncode == 0, made.stderr
+    ws = json.loads(tenantctl_cli("workspace", "add", DEDICATED_SUSPENDED, "hr", "--json").stdout)["workspace"]
+    store = json.loads(tenantctl_cli("status", DEDICATED_SUSPENDED, "--json").stdout)["resources"]["store"]
+    stores = (store, ws["store"])
+    open_sessions = [login(sandbox, s["secret_arn"]) for s in stores]
+    admin = psycopg.connect(sandbox.pg_dsn(store["database"]), autocommit=True)  # the admin's, kept
+
+    suspended = tenantctl_cli("suspend", DEDICATED_SUSPENDED, "--json")
+    assert suspended.returncode == 0, suspended.stderr
+    assert all(_ended(conn) for conn in open_sessions)
+    assert not _ended(admin)
+    for each in stores:
+        assert role_row(sandbox, each)[1] is False
+        with pytest.raises(psycopg.OperationalError, match="not permitted to log in"):
+            login(sandbox, each["secret_arn"])
+    # check runs every probe as the role (through the admin's login, no gateway here) and expects it closed
+    checked = tenantctl_cli("check", DEDICATED_SUSPENDED, "--json")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    login_checks = {c["area"]: c for c in json.loads(checked.stdout)["checks"] if c["name"] == "role-login"}
+    assert set(login_checks) == {"database", "workspace hr/database"}
+    assert all("NOLOGIN, no session open" in c["detail"] for c in login_checks.values()), login_checks
+
+    admin_sql(sandbox, store, "ALTER ROLE {role} LOGIN")  # given back out of band: found, and converged
+    failed = failed_checks(tenantctl_cli("check", DEDICATED_SUSPENDED, "--json"))
+    assert set(failed) == {("database", "role-login")}, failed
+    assert tenantctl_cli("suspend", DEDICATED_SUSPENDED).returncode == 0
+    assert role_row(sandbox, store)[1] is False
+
+    resumed = tenantctl_cli("resume", DEDICATED_SUSPENDED, "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    for each in stores:
+        assert role_row(sandbox, each)[1] is True
+        login(sandbox, each["secret_arn"]).close()
+    assert tenantctl_cli("check", DEDICATED_SUSPENDED).returncode == 0
+    admin.close()
+
+
+ROTATED = "s3-rot"
+
+
+def test_a_rotation_while_suspended_is_deferred_and_resume_finishes_it(sandbox, tenantctl_cli):
+    """The 30-day rotation logs in as the role to set its new password, which a
+    suspended tenant's NOLOGIN refuses: it used to fail with `none of the
+    pending, current or previous passwords logs in`, and its pending version
+    waited for the next schedule. It now says why (the password authenticates,
+    the role may not log in), leaves LOGIN closed, and `resume` finishes it
+    once the logins are back."""
+    from tenantctl.sandbox import rotation
+
+    assert tenantctl_cli("provision", ROTATED).returncode == 0
+    ws = json.loads(tenantctl_cli("workspace", "add", ROTATED, "hr", "--json").stdout)["workspace"]
+    store = json.loads(tenantctl_cli("status", ROTATED, "--json").stdout)["resources"]["store"]
+    stores = (store, ws["store"])
+    sm = boto3.client("secretsmanager", endpoint_url=sandbox.aws_endpoint_url, region_name=sandbox.region)
+
+    def secret(arn: str, stage: str = "AWSCURRENT") -> dict:
+        return json.loads(sm.get_secret_value(SecretId=arn, VersionStage=stage)["SecretString"])
+
+    def stages(arn: str) -> str:
+        return str(sm.describe_secret(SecretId=arn)["VersionIdsToStages"])
+
+    old = {s["secret_arn"]: secret(s["secret_arn"]) for s in stores}
+    assert tenantctl_cli("suspend", ROTATED).returncode == 0
+    for each in stores:
+        with pytest.raises(rotation.RotationDeferred, match="NOLOGIN.*`tenantctl resume s3-rot`"):
+            rotation.rotate(sm, each["secret_arn"])
+        assert role_row(sandbox, each)[1] is False  # never given back to rotate it
+        assert "AWSPENDING" in stages(each["secret_arn"])
+        assert secret(each["secret_arn"]) == old[each["secret_arn"]]
+        with pytest.raises(psycopg.OperationalError, match="not permitted to log in"):
+            login(sandbox, each["secret_arn"])  # still the old password: it authenticates, the login is refused
+
+    resumed = tenantctl_cli("resume", ROTATED, "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    done = json.loads(resumed.stdout)["done"]
+    assert "deferred password rotation finished (tenant, workspace hr)" in done, resumed.stdout
+    for each in stores:
+        arn = each["secret_arn"]
+        assert secret(arn)["password"] != old[arn]["password"] and "AWSPENDING" not in stages(arn)
+        login(sandbox, arn).close()
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(host=old[arn]["host"], port=old[arn]["port"], dbname=old[arn]["dbname"],
+                            user=old[arn]["username"], password=old[arn]["password"]).close()
+    again = tenantctl_cli("resume", ROTATED, "--json")  # idempotent: nothing pending any more
+    assert again.returncode == 0 and json.loads(again.stdout)["done"] == [], again.stdout
+    assert tenantctl_cli("check", ROTATED).returncode == 0

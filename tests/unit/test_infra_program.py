@@ -344,8 +344,8 @@ def test_logins_are_bounded_where_neighbours_share_the_server_and_closed_while_s
     """Each schema resource (the tenant's, its workspaces') carries its role's
     CONNECTION LIMIT and LOGIN: the cell's default for a pooled store (a cell
     exporting none: the built-in 10), none on a dedicated server unless the
-    tenant sets one, the tenant's own when set; NOLOGIN only for a suspended
-    pooled tenant; a move keeps the pooled bound on both stores."""
+    tenant sets one, the tenant's own when set; NOLOGIN for a suspended tenant,
+    pooled or dedicated; a move keeps the pooled bound on both stores."""
     def logins(spec):
         _, mocks = run_tenant(spec)
         return {r.inputs["role"]: (r.inputs["connection_limit"], r.inputs["login"])
@@ -356,7 +356,7 @@ def test_logins_are_bounded_where_neighbours_share_the_server_and_closed_while_s
         "tenant_acme_app": (10, True), "tenant_acme__ws_legal_app": (10, True)}
     assert logins({"id": "acme", "workspaces": ws, "suspended": True, "db_connection_limit": 3}) == {
         "tenant_acme_app": (3, False), "tenant_acme__ws_legal_app": (3, False)}
-    assert logins({"id": "acme", "tier": "dedicated", "suspended": True}) == {"tenant_acme_app": (-1, True)}
+    assert logins({"id": "acme", "tier": "dedicated", "suspended": True}) == {"tenant_acme_app": (-1, False)}
     assert logins({"id": "acme", "tier": "dedicated", "db_connection_limit": 40}) == {"tenant_acme_app": (40, True)}
     _, mocks = run_tenant({"id": "acme", "tier": "dedicated", "store_generation": 1,
                            "retiring": {"tier": "pooled", "generation": 0}})

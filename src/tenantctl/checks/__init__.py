@@ -74,7 +74,9 @@ def check_tenant(ws: Any, tenant_id: str, record: Any = None, applied: list[Any]
     with ThreadPoolExecutor(max_workers=3, thread_name_prefix="posture") as pool:
         network = pool.submit(list, network_checks(record, platform, clients))
         limit = applied_connection_limit(ws, record, platform)
-        database = pool.submit(list, database_checks(record, clients, platform=platform, connection_limit=limit))
+        admin = closed_dedicated_admin(ws, record, platform, clients)
+        database = pool.submit(list, database_checks(record, clients, platform=platform, connection_limit=limit,
+                                                     admin=admin))
         gateway = (pool.submit(list, gateway_checks(record, platform, clients))
                    if record.tier.value == "pooled" and platform.get("gateway_secret_arn") else None)
         placed = list(placement_checks(record, cell, platform, clients, reads))
@@ -83,8 +85,22 @@ def check_tenant(ws: Any, tenant_id: str, record: Any = None, applied: list[Any]
         report.checks += [*placed, *database.result(), *(gateway.result() if gateway is not None else []), *aws,
                           *network.result()]
     for name in sorted(record.workspaces):
-        report.checks += list(workspace_checks(record, name, platform, clients, limit))
+        report.checks += list(workspace_checks(record, name, platform, clients, limit, admin))
     return report
+
+
+def closed_dedicated_admin(ws: Any, record: Any, platform: dict[str, Any], clients: Any) -> Any:
+    """How a suspended dedicated tenant's checks reach its server (its logins are
+    NOLOGIN and there is no gateway): its admin login (``usage.measure.admin_connector``:
+    the instance's master secret on AWS, the sandbox's admin there); None otherwise."""
+    from tenantctl.checks.db_posture import closed_login
+
+    if record.tier.value != "dedicated" or not closed_login(record) or not platform.get("db_admin_secret_arn"):
+        return None
+    from tenantctl.usage.measure import admin_connector
+
+    return admin_connector(clients("secretsmanager"), platform["db_admin_secret_arn"],
+                           rds=None if ws.is_sandbox else clients("rds"), application_name="tenantctl-check")
 
 
 def applied_connection_limit(ws: Any, record: Any, platform: dict[str, Any]) -> int | None:
@@ -105,7 +121,7 @@ def applied_connection_limit(ws: Any, record: Any, platform: dict[str, Any]) -> 
 
 
 def workspace_checks(record: Any, workspace: str, platform: dict[str, Any], clients: Any,
-                     connection_limit: int | None = None) -> list[CheckResult]:
+                     connection_limit: int | None = None, admin: Any = None) -> list[CheckResult]:
     """The tenant's database and AWS checks of what a workspace has of its own,
     on its live resources, in areas named after it (``workspace legal/aws``)."""
     from tenantctl.checks.aws_posture import workspace_aws_checks
@@ -118,7 +134,8 @@ def workspace_checks(record: Any, workspace: str, platform: dict[str, Any], clie
     view = workspace_view(record, workspace).model_copy(update={"tier": record.tier})
     area = f"workspace {workspace}"
     return [*database_checks(view, clients, row_key=OwnerNames(record.tenant_id, workspace).key,
-                             area=f"{area}/database", platform=platform, connection_limit=connection_limit),
+                             area=f"{area}/database", platform=platform, connection_limit=connection_limit,
+                             admin=admin),
             *workspace_aws_checks(view, workspace, platform, clients, area=f"{area}/aws")]
 
 

@@ -4,9 +4,11 @@ The checks log in exactly as the runtime does (the role and password from the
 tenant's Secrets Manager secret, the endpoint from the registry record), read
 the catalogs, and probe row-level security with canary rows inside a
 transaction that is always rolled back (nothing is ever committed). A
-suspended pooled tenant's role cannot log in: its checks run as the role
-through the shared pool's gateway (its login, then ``SET ROLE``), as the
-runtime's shared pool does, so the same probes run as the same role:
+suspended tenant's role cannot log in: its checks run as the role through
+another login become it (``SET ROLE``), so the same probes run as the same
+role: a pooled tenant's through the shared pool's gateway, as the runtime's
+shared pool does; a dedicated tenant's through its server's admin (no gateway
+there; the schema script makes the admin a member of the role, SET only):
 
 - ``role-not-superuser``, ``role-no-bypassrls``, ``role-no-admin-attributes``
   (CREATEROLE, CREATEDB, REPLICATION), ``role-owns-nothing`` (no schema, table,
@@ -18,8 +20,8 @@ runtime's shared pool does, so the same probes run as the same role:
 - ``role-connection-limit``: the role's CONNECTION LIMIT is the one its spec
   and cell give it (a pooled tenant's is never unlimited: it would take every
   connection slot of the shared server);
-- ``role-login``: LOGIN while it serves; a suspended pooled tenant's role is
-  NOLOGIN with no session left open;
+- ``role-login``: LOGIN while it serves; a suspended tenant's role is NOLOGIN
+  with no session left open;
 - ``role-settings``: the role's defaults (``pg_db_role_setting``) are only the
   ``search_path`` the schema script sets (a role may set its own, e.g. a
   ``statement_timeout`` every login as it, tenantctl's included, inherits);
@@ -93,22 +95,34 @@ def connect_as_tenant(record: Any, clients: Callable[..., Any]) -> Any:
 
 
 def closed_login(record: Any) -> bool:
-    """A suspended pooled tenant: its logins are NOLOGIN (operations.suspend)."""
-    return record.status.value == "suspended" and record.tier.value == "pooled"
+    """A suspended tenant: its logins are NOLOGIN (operations.suspend)."""
+    return record.status.value == "suspended"
 
 
-def connect_as_role(record: Any, clients: Callable[..., Any], platform: dict[str, Any] | None) -> Any:
+AdminConnect = Callable[[Any], Any]  # a record -> a connection to its store as its server's admin
+
+
+def connect_as_role(record: Any, clients: Callable[..., Any], platform: dict[str, Any] | None,
+                    admin: AdminConnect | None = None) -> Any:
     """A session as the tenant's role: its own login, or, while that is closed,
-    the gateway's login become the role (the gateway is a member of every pooled
-    tenant role and workspace role, NOINHERIT)."""
+    another login become the role: a pooled tenant's through the gateway (a
+    member of every pooled tenant role and workspace role, NOINHERIT), a
+    dedicated one's through its server's admin (``admin``)."""
     if not closed_login(record):
         return connect_as_tenant(record, clients)
-    from tenantctl.checks.gateway_posture import connect_as_gateway
+    if record.tier.value == "pooled":
+        from tenantctl.checks.gateway_posture import connect_as_gateway
 
-    if not (platform or {}).get("gateway_secret_arn"):
-        raise LookupError("the tenant is suspended (its login is NOLOGIN) and its cell has no gateway login "
-                          "to become its role through")
-    conn = connect_as_gateway(platform, clients)
+        if not (platform or {}).get("gateway_secret_arn"):
+            raise LookupError("the tenant is suspended (its login is NOLOGIN) and its cell has no gateway login "
+                              "to become its role through")
+        conn = connect_as_gateway(platform, clients)
+    else:
+        if admin is None:
+            raise LookupError("the tenant is suspended (its login is NOLOGIN) and no admin login of its server "
+                              "is known here to become its role through")
+        conn = admin(record)
+        conn.autocommit = True
     conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(record.resources.store.role)))
     return conn
 
@@ -391,12 +405,13 @@ class _DbChecks:
 
 def database_checks(record: Any, clients: Callable[..., Any], row_key: str | None = None,
                     area: str = AREA, platform: dict[str, Any] | None = None,
-                    connection_limit: int | None = None) -> Iterator[CheckResult]:
+                    connection_limit: int | None = None, admin: AdminConnect | None = None) -> Iterator[CheckResult]:
     """``row_key`` and ``area``: a workspace's (``record`` its view), else the tenant's.
-    ``platform``: its cell's outputs (the gateway a suspended tenant's checks go
-    through). ``connection_limit``: the role's, as its applied spec and cell give it."""
+    ``platform``: its cell's outputs (the gateway a suspended pooled tenant's
+    checks go through); ``admin``: a suspended dedicated tenant's (its server's
+    admin login). ``connection_limit``: the role's, as its applied spec and cell give it."""
     who = "the tenant role" if row_key is None else "the workspace role"
     if closed_login(record):
-        who += " (suspended: through the gateway)"
-    yield from run_connected(area, NAMES, lambda: connect_as_role(record, clients, platform),
+        who += " (suspended: through the " + ("gateway)" if record.tier.value == "pooled" else "admin's login)")
+    yield from run_connected(area, NAMES, lambda: connect_as_role(record, clients, platform, admin),
                              lambda conn: _DbChecks(conn, record, row_key, connection_limit), who)

@@ -20,6 +20,8 @@ def suspend(tenant_id: TenantArg, json_out: JsonFlag = False) -> None:
     The registry record becomes `suspended` (the runtime refuses the tenant as
     soon as its registry cache entry expires, 30 s by default) and the tenant
     role's trust policy denies every AssumeRole (no role session is renewed).
+    Its database logins and its workspaces' become NOLOGIN, their open sessions
+    ended (pooled or dedicated; never the admin login tenantctl uses).
     Written to the stack file as `suspended: true`: commit it. `resume` undoes it.
     """
     from tenantctl.cli.progress import engine_progress
@@ -33,14 +35,17 @@ def suspend(tenant_id: TenantArg, json_out: JsonFlag = False) -> None:
         return
     console.print(f"[yellow]tenant {tenant_id} is {record.status.value}[/]"
                   + ("" if done else " (it was already)") + ": the runtime refuses it within its "
-                  "registry cache TTL; its role can no longer be assumed", highlight=False)
+                  "registry cache TTL; its role can no longer be assumed; its database logins are closed",
+                  highlight=False)
 
 
 @app.command()
 def resume(tenant_id: TenantArg, json_out: JsonFlag = False) -> None:
     """Serve a suspended or hibernated tenant again (idempotent).
 
-    Lifts a suspension (stack file and trust policy) and wakes a hibernated
+    Lifts a suspension (stack file, trust policy, database logins), finishes a
+    password rotation the suspension deferred (exit 7 if it fails: run resume
+    again), and wakes a hibernated
     tenant's database (started, waited for until available); a hibernation
     naming an instance that is not the tenant's store (gone, or the tenant
     moved since) is cleared, and says so.

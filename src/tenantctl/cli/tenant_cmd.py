@@ -73,8 +73,11 @@ def _record_rows(record: "TenantRecord") -> list[tuple[str, str]]:
         if len(record.stacks) > 1:  # served from the first
             rows.append(("stacks", ", ".join(record.stacks)))
     if record.search_reindex_since:
+        stores = ", ".join(f"workspace {name}'s" if name else "the tenant's own"
+                           for name in record.search_reindex_stores)
         rows.append(("search reindex", f"unfinished: a run started {record.search_reindex_since:%Y-%m-%d %H:%M:%S}Z "
-                                       "stopped (or is running: see the lock) before every document was re-hashed; "
+                                       "stopped (or is running: see the lock) before every document"
+                                       + (f" of {stores} store" if stores else "") + " was re-hashed; "
                                        "until one finishes, each query is hashed under two search keys; "
                                        f"`tenantctl search reindex {record.tenant_id}` finishes it"))
     if record.search_rebuild_due:

@@ -16,11 +16,11 @@ from tenant_runtime.context import from_registry
 from tenant_runtime.crypto import Envelope
 from tenant_runtime.documents import ReindexProgress, ReindexResult
 from tenant_runtime.objects import ObjectAccess
-from tenant_runtime.registry import RegistryReader
+from tenant_runtime.registry import TENANT_STORE, RegistryReader, marks_change, reindex_marks
 from tenant_runtime.store import ContextStore
 from tenantctl.engines.base import EventSink, phase
 from tenantctl.errors import Conflict, DataCorrupt, InvalidInput, KeyUnusable, TargetUnavailable
-from tenantctl.models import TenantRecord, TenantStatus, utcnow
+from tenantctl.models import TenantRecord, TenantStatus
 from tenantctl.naming import require_valid
 from tenantctl.operations.hibernate import wake_held
 
@@ -57,8 +57,9 @@ def reindex_search(ws: Any, tenant_id: str, on_event: EventSink | None = None) -
     reindex included: Conflict, exit 5). Nothing is lost if it stops half
     way: documents already re-hashed are found under the new key, the others
     under the old one (both stay live until every document moved); run it
-    again to finish. The record says a run is unfinished
-    (``search_reindex_since``, which `status` shows) until one finishes. A
+    again to finish. The record says a store's reindex is unfinished
+    (``search_reindex_since`` and ``_stores``, which `status` shows) until one
+    finishes it (this command, or any other reindex of that store). A
     hibernated tenant is woken first (its progress to ``on_event``): the
     reindex reads and writes its database."""
     require_valid(tenant_id)
@@ -67,20 +68,43 @@ def reindex_search(ws: Any, tenant_id: str, on_event: EventSink | None = None) -
         _reindexable(held.record)  # as locked: it may have changed since
         if held.record.hibernation is not None:
             wake_held(ws, held, on_event)
-        if held.record.search_reindex_since is None:  # a run finishing a stopped one keeps its start
-            held.record = ws.registry.save(held.record, search_reindex_since=utcnow())
-        record = held.record
-        workspaces = sorted(record.resources.workspaces) if record.resources else []
-        with _tenant_store(ws, record) as (store, context):
-            done = store.reindex(context(None), progress=_progress(on_event, tenant_id))
-            of_workspaces = {}
-            for workspace in workspaces:
-                phase(on_event, tenant_id, f"re-indexing workspace {workspace}")
-                of_workspaces[workspace] = store.reindex(context(workspace),
-                                                         progress=_progress(on_event, tenant_id, workspace))
+        workspaces = sorted(held.record.resources.workspaces) if held.record.resources else []
+        # Every store marked at once: `status` says the run is unfinished from its start (a run
+        # finishing a stopped one keeps that one's) until its last store is done.
+        marker = RecordMarker(ws, held.record)
+        marker.begin([TENANT_STORE, *workspaces])
+        try:
+            with _tenant_store(ws, held.record) as (store, context):
+                done = store.reindex(context(None), progress=_progress(on_event, tenant_id), marker=marker)
+                of_workspaces = {}
+                for workspace in workspaces:
+                    phase(on_event, tenant_id, f"re-indexing workspace {workspace}")
+                    of_workspaces[workspace] = store.reindex(context(workspace), marker=marker,
+                                                             progress=_progress(on_event, tenant_id, workspace))
+        finally:
+            held.record = marker.record  # the lock's release writes on the record as marked
         # Every store of the tenant is indexed now, under one key.
-        held.record = ws.registry.save(record, search_rebuild_due=False, search_reindex_since=None)
+        held.record = ws.registry.save(held.record, search_rebuild_due=False)
     return Reindexed(**done.model_dump(), workspaces=of_workspaces)
+
+
+class RecordMarker:
+    """A reindex's marker (``tenant_runtime.registry.reindex_marks``) written by
+    tenantctl's registry writer on ``record``, the one its run holds or just
+    wrote (``record``: as marked since)."""
+
+    def __init__(self, ws: Any, record: TenantRecord) -> None:
+        self.ws, self.record = ws, record
+
+    def begin(self, stores: list[str]) -> None:
+        self._write(reindex_marks(self.record, begun=stores))
+
+    def mark(self, tenant_id: str, store: str, finished: bool) -> None:
+        self._write(reindex_marks(self.record, *(((), [store]) if finished else ([store], ()))))
+
+    def _write(self, marks: dict[str, Any]) -> None:
+        if marks_change(self.record, marks):
+            self.record = self.ws.registry.save(self.record, **marks)
 
 
 def _progress(on_event: EventSink | None, tenant_id: str, workspace: str | None = None) -> ReindexProgress:
@@ -147,6 +171,7 @@ def rebuild_unindexed(ws: Any, record: TenantRecord, on_rebuild: Callable[[str |
         # Not searched meanwhile (or its database stopped): search refuses until the next provision or reindex.
         return record, {}
     rebuilt = {}
+    marker = RecordMarker(ws, record)  # each store rebuilt is marked while it is, as every reindex
     try:
         with _tenant_store(ws, record) as (store, context):
             for workspace in (None, *sorted(record.resources.workspaces)):
@@ -155,9 +180,10 @@ def rebuild_unindexed(ws: Any, record: TenantRecord, on_rebuild: Callable[[str |
                     continue
                 if on_rebuild is not None:
                     on_rebuild(workspace, items)
-                rebuilt[workspace or ""] = store.reindex(ctx)  # counted just now: not again (if_unindexed)
+                # counted just now: not again (if_unindexed)
+                rebuilt[workspace or TENANT_STORE] = store.reindex(ctx, marker=marker)
     except (KeyUnusable, TargetUnavailable, DataCorrupt) as exc:
         raise type(exc)(f"tenant {tenant_id!r}: its search index could not be rebuilt after the schema upgrade "
                         f"({exc}); search refuses to answer until `tenantctl search reindex {tenant_id}` "
                         "(or a provision of the tenant) rebuilds it") from None
-    return _settled(ws, record), rebuilt
+    return _settled(ws, marker.record), rebuilt

@@ -7,11 +7,20 @@ serves nothing while suspended.
 - The tenant role's trust policy gets an explicit Deny of every AssumeRole, so
   the runtime cannot renew a role session (one already issued runs out within
   its duration: 15 min with the runtime's default).
+- Its database logins (its role's and its workspaces', pooled or dedicated)
+  are NOLOGIN and their open sessions ended (the schema script, then
+  ``tenant_schema_sql.end_sessions``); the admin login tenantctl uses is
+  never touched.
 
 Suspension is desired state like any provision option: ``suspended: true`` in
 the tenant's stack file, applied by a provision (commit the file: an `apply` of
 one without it resumes the tenant). ``resume`` clears it, and wakes a
 hibernated tenant (``operations.hibernate``) too.
+
+The 30-day password rotation logs in as the role, so one that comes due while
+the tenant is suspended waits, pending (its logins stay closed, its password
+unchanged); ``resume`` finishes it once the logins are back
+(``operations.deferred_rotation``).
 """
 
 from __future__ import annotations
@@ -49,7 +58,9 @@ def suspend(ws: Workspace, tenant_id: str, on_event: EventSink | None = None) ->
 
 def resume(ws: Workspace, tenant_id: str, on_event: EventSink | None = None) -> tuple[TenantRecord, list[str]]:
     """Serve the tenant again: wake its database when it hibernates, lift a
-    suspension. Returns the record and what was done (nothing when it was active)."""
+    suspension, finish a password rotation the suspension deferred. Returns
+    the record and what was done (nothing when it was active and nothing was pending)."""
+    from tenantctl.operations.deferred_rotation import finish_deferred
     from tenantctl.operations.hibernate import wake
 
     _serving(ws, tenant_id)
@@ -59,6 +70,9 @@ def resume(ws: Workspace, tenant_id: str, on_event: EventSink | None = None) -> 
     if record.status is TenantStatus.suspended or (path.exists() and read_tenant(path).suspended):
         record, _ = set_suspended(ws, tenant_id, False, on_event=on_event)
         done.append("suspension lifted")
+    # The logins are back: a rotation the suspension deferred (or a resume that failed to finish) runs now.
+    if rotated := finish_deferred(ws, record, on_event):
+        done.append(rotated)
     return record, done
 
 

@@ -16,6 +16,14 @@ Secrets Manager and the sandbox PostgreSQL, as the function does them:
 Between steps 2 and 4 the role's password is AWSPENDING's while AWSCURRENT
 still holds the old one: the window the runtime's store covers by retrying a
 refused login with AWSPENDING. ``steps`` lets a test stop inside it.
+
+A suspended tenant's roles are NOLOGIN, so step 2 has no session to set the
+password from (the function uses no admin credential, and must not give the
+login back). PostgreSQL checks the password before the role's LOGIN, so a
+refusal that says the role "is not permitted to log in" proves the password
+authenticates: step 2 then stops with ``RotationDeferred`` saying so, the
+AWSPENDING version left as AWS's function leaves it, and ``tenantctl resume``
+finishes that rotation once the logins are back (``operations.deferred_rotation``).
 """
 
 from __future__ import annotations
@@ -29,6 +37,15 @@ CURRENT, PENDING, PREVIOUS = "AWSCURRENT", "AWSPENDING", "AWSPREVIOUS"
 STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
 # What AWS's function excludes from generated passwords (quotes, slash, @, backslash).
 EXCLUDED_CHARACTERS = "/@\"'\\"
+
+
+# What PostgreSQL answers a login whose password authenticated, as a NOLOGIN role.
+NOLOGIN_REFUSAL = "is not permitted to log in"
+
+
+class RotationDeferred(PermissionError):
+    """The role's password authenticates but the role may not log in (its tenant
+    is suspended): the rotation waits, pending, for ``tenantctl resume``."""
 
 
 def _value(client: Any, secret_id: str, stage: str, version: str | None = None) -> dict[str, Any] | None:
@@ -68,19 +85,28 @@ def set_secret(client: Any, secret_id: str, token: str) -> None:
     from psycopg import sql
 
     pending = _value(client, secret_id, PENDING, token)
+    closed = None  # the stage whose password authenticated as a NOLOGIN role
     for stage in (PENDING, CURRENT, PREVIOUS):
         known = pending if stage == PENDING else _value(client, secret_id, stage)
         if known is None:
             continue
         try:
             conn = _login(known)
-        except psycopg.OperationalError:
+        except psycopg.OperationalError as exc:
+            closed = closed or (stage if NOLOGIN_REFUSAL in str(exc) else None)
             continue
         with conn:
             if stage != PENDING:  # already set when the pending password logs in
                 conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
                     sql.Identifier(pending["username"]), sql.Literal(pending["password"])))
         return
+    if closed is not None:
+        tags = {t["Key"]: t["Value"] for t in client.describe_secret(SecretId=secret_id).get("Tags", [])}
+        tenant = tags.get("tenant", "ID")  # every tenant and workspace secret is tagged with its tenant
+        raise RotationDeferred(
+            f"{secret_id}: role {pending['username']} is NOLOGIN (its tenant is suspended): its {closed} password "
+            "authenticates, but no login may set the new one; the rotation stays pending (AWSPENDING) until "
+            f"`tenantctl resume {tenant}` finishes it")
     raise PermissionError(f"{secret_id}: none of the pending, current or previous passwords logs in")
 
 

@@ -173,7 +173,7 @@ def db_usage(conn: Any, tenant_id: str, store: StoreConnection, tier: Tier) -> D
 
 
 def admin_connector(secrets: Any, platform_admin_secret_arn: str, rds: Any | None = None,
-                    connect_timeout: int = 5) -> AdminConnect:
+                    connect_timeout: int = 5, application_name: str = "tenantctl-usage") -> AdminConnect:
     """Connections to a tenant's store as a database admin. Pooled stores (and
     any store when ``rds`` is None, as on the sandbox) use the platform's admin
     secret; a dedicated tenant's own RDS instance uses the RDS-managed master
@@ -200,7 +200,7 @@ def admin_connector(secrets: Any, platform_admin_secret_arn: str, rds: Any | Non
             cache[arn] = {"user": data.get("username") or data["user"], "password": data["password"]}
         store = record.resources.store
         return psycopg.connect(host=store.endpoint, port=store.port, dbname=store.database,
-                               connect_timeout=connect_timeout, application_name="tenantctl-usage", **cache[arn])
+                               connect_timeout=connect_timeout, application_name=application_name, **cache[arn])
 
     return connect
 
