@@ -51,7 +51,6 @@ from tenant_runtime.gateway import Gateway, PoolBase
 from tenant_runtime.jobs import Job, JobMessage
 from tenant_runtime.logins import IdleConnections, TenantLogins
 from tenant_runtime.objects import PresignedUpload
-from tenant_runtime.registry import ReindexMarker, store_of
 from tenant_runtime.runtime import TenantRuntime
 from tenant_runtime.search import SearchResult
 from tenant_runtime.store import (
@@ -185,11 +184,10 @@ class AsyncContextStore(StoreOperations):
     def __init__(self, envelope: Any, logins: TenantLogins, offload: Offloader,
                  gateway: AsyncSharedPool | None = None, statement_timeout: float | None = None,
                  waker: Any | None = None, objects: Any | None = None,
-                 reresolve: Callable[[TenantContext], TenantContext] | None = None,
-                 reindex_marker: ReindexMarker | None = None) -> None:
+                 reresolve: Callable[[TenantContext], TenantContext] | None = None) -> None:
         self.envelope, self.logins, self.offload, self.objects = envelope, logins, offload, objects
         self.gateway, self.statement_timeout, self.waker = gateway, statement_timeout, waker
-        self.reresolve, self.reindex_marker = reresolve, reindex_marker
+        self.reresolve = reresolve
 
     @asynccontextmanager
     async def transaction(self, ctx: TenantContext) -> AsyncIterator[psycopg.AsyncConnection]:
@@ -366,16 +364,8 @@ class AsyncContextStore(StoreOperations):
         return await self._run(ctx, self._unindexed(ctx))
 
     async def reindex(self, ctx: TenantContext, if_unindexed: bool = False,
-                      progress: ReindexProgress | None = None,
-                      marker: ReindexMarker | None = None) -> ReindexResult | None:
-        marker = self._marker_of(marker)
-        if if_unindexed and not await self.unindexed(ctx):
-            return None
-        store = store_of(ctx)  # the registry marks as ContextStore.reindex does, its calls on the pool
-        await self.offload.run(marker.mark, ctx.tenant_id, store, False)
-        done = await self._write(ctx, lambda c: self._reindex(c, False, progress))
-        await self.offload.run(marker.mark, ctx.tenant_id, store, True)
-        return done
+                      progress: ReindexProgress | None = None) -> ReindexResult | None:
+        return await self._write(ctx, lambda c: self._reindex(c, if_unindexed, progress))
 
 
 class AsyncObjectAccess:
@@ -435,8 +425,7 @@ class AsyncTenantRuntime:
                                  self.offload) if gateway else None
         logins = TenantLogins(lambda ctx: self.clients.client(ctx, "secretsmanager"))
         self.store = AsyncContextStore(self.envelope, logins, self.offload, shared, self.sync.store.statement_timeout,
-                                       self.sync.waker, self.sync.objects, reresolve=self.sync._reresolve,
-                                       reindex_marker=self.sync.store.reindex_marker)
+                                       self.sync.waker, self.sync.objects, reresolve=self.sync._reresolve)
         self.objects = AsyncObjectAccess(self.sync.objects, self.offload)
         self.jobs = AsyncJobQueue(self.sync.jobs, self.offload)
 

@@ -1,6 +1,4 @@
-"""The tenant registry, reader side. tenant_runtime writes one thing there: a
-search reindex's marker (``RegistryReindexMarker``), the only write of it
-whose lifecycle both sides share.
+"""The tenant registry, reader side. tenant_runtime never writes it.
 
 Contract (written by ``tenantctl.registry.RegistryWriter``): one DynamoDB item
 per tenant in the table the application names (e.g. ``$TENANT_REGISTRY_TABLE``):
@@ -108,10 +106,11 @@ def decode_list_cursor(cursor: str) -> str:
 
 
 # -- a store's unfinished search reindex: the record's marker --------------------
-# Every reindex marks its store before it starts and clears the mark once it
-# finished (``marked_reindex``); ``reindex_marks`` is what a mark changes in the
-# record, whoever writes it (this module's ``RegistryReindexMarker``, tenantctl's
-# writer on the record its run holds).
+# tenantctl's reindexes (the command, the rebuild apply and an in-place restore
+# run) mark their store before they start and clear the mark once they finished
+# (``marked_reindex``, with tenantctl's writer as the marker); ``reindex_marks``
+# is what a mark changes in the record. A reindex an application runs through
+# the runtime has no marker: the registry is tenantctl's to write.
 TENANT_STORE = ""  # the tenant's own store in ``search_reindex_stores`` (a workspace's: its name)
 
 
@@ -148,59 +147,6 @@ def marked_reindex(marker: ReindexMarker, ctx: Any) -> Iterator[None]:
     marker.mark(ctx.tenant_id, store_of(ctx), False)
     yield
     marker.mark(ctx.tenant_id, store_of(ctx), True)
-
-
-class RegistryReindexMarker:
-    """The marker written into the tenant's registry item: read, changed by
-    ``reindex_marks``, put back on condition of its version (a concurrent
-    writer: read again), never while a tenantctl run holds the record (its
-    writes would then fail that run: the reindex is refused before it starts,
-    a finished one leaves its mark). Its principal needs ``dynamodb:PutItem`` on the table:
-    tenantctl's has it; the runtime role the platform deploys only reads, so
-    an application's reindex through it is refused (RegistryUnavailable)
-    before its store changes: `tenantctl search reindex` is the way there."""
-
-    ATTEMPTS = 5
-
-    def __init__(self, table: str, client: Any) -> None:
-        self.table, self.client = table, client
-
-    def mark(self, tenant_id: str, store: str, finished: bool) -> None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        may_block()
-        try:
-            for _ in range(self.ATTEMPTS):
-                item = self.client.get_item(TableName=self.table, Key=item_key(tenant_id),
-                                            ConsistentRead=True).get("Item")
-                if item is None or not is_record_item(item):
-                    raise TenantNotFound(f"tenant {tenant_id!r} is not in the registry")
-                record = item_to_record(item)
-                if record.lock is not None:
-                    # A tenantctl run holds the record and writes it on its version: a write here
-                    # would fail that run. Refused before the store changes; a finished one's mark
-                    # is left (status says unfinished: safe, and the next reindex of the store clears it).
-                    if finished:
-                        return
-                    raise RegistryUnavailable(f"tenant {tenant_id!r} is held by tenantctl's {record.lock.operation} "
-                                              "run: its search reindex waits until that run ends (nothing changed)")
-                marks = reindex_marks(record, *(((), [store]) if finished else ([store], ())))
-                if not marks_change(record, marks):
-                    return
-                changed = record.model_copy(update={**marks, "version": record.version + 1, "updated_at": utcnow()})
-                try:
-                    self.client.put_item(TableName=self.table, Item=record_to_item(changed),
-                                         ConditionExpression="version = :v",
-                                         ExpressionAttributeValues={":v": {"N": str(record.version)}})
-                    return
-                except ClientError as exc:
-                    if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                        raise
-            raise RegistryUnavailable(f"registry item of {tenant_id!r} kept changing: its search reindex could "
-                                      "not be marked")
-        except (ClientError, BotoCoreError) as exc:
-            raise RegistryUnavailable(f"registry table {self.table!r}: the search reindex of tenant {tenant_id!r} "
-                                      f"could not be marked ({exc})") from None
 
 
 class RegistryReader:

@@ -12,7 +12,7 @@ from tenant_runtime.gateway import Gateway, SharedPool
 from tenant_runtime.hibernation import DatabaseWaker
 from tenant_runtime.jobs import SQS_MAX_MESSAGE, JobQueue
 from tenant_runtime.objects import DEFAULT_TYPES, ObjectAccess
-from tenant_runtime.registry import RegistryReader, RegistryReindexMarker
+from tenant_runtime.registry import RegistryReader
 from tenant_runtime.revocation import MAX_AGE, REFRESH_INTERVAL, RevocationList
 from tenant_runtime.store import ContextStore
 
@@ -58,8 +58,7 @@ class TenantRuntime:
         self.objects = ObjectAccess(lambda ctx: self.clients.client(ctx, "s3"), content_types=content_types)
         self.store = ContextStore(self.envelope, lambda ctx: self.clients.client(ctx, "secretsmanager"),
                                   gateway=shared, statement_timeout=statement_timeout, waker=self.waker,
-                                  reresolve=self._reresolve, objects=self.objects,
-                                  reindex_marker=RegistryReindexMarker(self.registry.table, self.registry.client))
+                                  reresolve=self._reresolve, objects=self.objects)
         self.jobs = JobQueue(lambda ctx: self.clients.client(ctx, "sqs"), max_message_bytes=job_max_bytes)
 
     def platform_client(self, service: str) -> Any:

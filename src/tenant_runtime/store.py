@@ -199,16 +199,6 @@ class StoreOperations(SearchOperations):
     """The store's API as operations: validation, SQL and results, no I/O."""
 
     envelope: Envelope
-    reindex_marker: ReindexMarker | None = None
-
-    def _marker_of(self, marker: ReindexMarker | None) -> ReindexMarker:
-        """The marker a reindex records itself with: none, no reindex."""
-        marker = marker or self.reindex_marker
-        if marker is None:
-            raise ValueError("a reindex marks its store unfinished in the registry while it runs: build the store "
-                             "with reindex_marker= (TenantRuntime does) or pass marker=")
-        return marker
-
     @staticmethod
     def _statement_step(query: sql.Composable, params: Mapping[str, Any] | Sequence[Any],
                         fetch: Literal["one", "all", "rowcount"], locks: Sequence[int] = ()) -> Statement:
@@ -314,9 +304,8 @@ class ContextStore(StoreOperations):
                  connect_timeout: int = 5, gateway: Any | None = None,
                  statement_timeout: float | None = None, waker: DatabaseWaker | None = None,
                  reresolve: Callable[[TenantContext], TenantContext] | None = None,
-                 objects: Any | None = None, reindex_marker: ReindexMarker | None = None) -> None:
+                 objects: Any | None = None) -> None:
         self.envelope, self.objects = envelope, objects  # objects: ObjectAccess, for large document bodies
-        self.reindex_marker = reindex_marker
         self.logins = TenantLogins(secret_client_for, max_idle_per_tenant, max_tenants, secret_ttl, connect_timeout)
         self.gateway, self.statement_timeout, self.waker = gateway, statement_timeout, waker
         # A context read from the registry again (cache bypassed), for a write
@@ -567,10 +556,11 @@ class ContextStore(StoreOperations):
                 marker: ReindexMarker | None = None) -> ReindexResult | None:
         """Rotate the tenant's search key and re-hash every document under it;
         ``if_unindexed``: only when some item is in no index (else None);
-        ``progress(kind, done, total)`` after each batch. The registry marks
-        the store unfinished meanwhile (``marker``, else the store's
-        ``reindex_marker``; ``tenant_runtime.registry.marked_reindex``)."""
-        marker = self._marker_of(marker)
+        ``progress(kind, done, total)`` after each batch; ``marker``
+        (tenantctl's): the store is marked unfinished in the registry meanwhile
+        (``marked_reindex``); without one nothing records it there."""
+        if marker is None:
+            return self._write(ctx, lambda c: self._reindex(c, if_unindexed, progress))
         if if_unindexed and not self.unindexed(ctx):
             return None  # nothing to mark: no reindex (writes never leave an item unindexed)
         with marked_reindex(marker, ctx):

@@ -358,15 +358,15 @@ def test_suggestions_complete_the_whole_prefix_past_its_indexed_length(runtime, 
     assert runtime.store.suggest(ctx, "internationalx") == []
 
 
-def test_every_reindex_path_marks_its_store_unfinished_until_it_finishes(runtime, provision_tenant, tenantctl_cli,
-                                                                        workspace, sandbox, monkeypatch):
-    """The registry's marker (``search_reindex_since``) used to be `tenantctl
-    search reindex`'s alone: `store.reindex` called directly and stopped half
-    way left two live keys and no marker, and the rebuild `apply` runs
-    finished a store's reindex and left its marker. Each store's reindex now
-    marks it before and clears it after success, wherever it runs; a store
-    finished clears only its own mark."""
-    from tenantctl.operations.reindex import rebuild_unindexed
+def test_every_reindex_tenantctl_runs_marks_its_store_unfinished_until_it_finishes(
+        runtime, provision_tenant, tenantctl_cli, workspace, sandbox, monkeypatch):
+    """The registry's marker used to be `tenantctl search reindex`'s alone, one
+    for the whole tenant: the rebuild `apply` runs finished a store's reindex
+    and left the marker. Each store's reindex tenantctl runs now marks it before
+    and clears it after success, and a store finished clears only its own mark.
+    The runtime's own `store.reindex` writes nothing there (the registry is
+    tenantctl's to write)."""
+    from tenantctl.operations.reindex import rebuild_unindexed, reindex_search
 
     tid = provision_tenant("s3-marker").tenant_id
     added = tenantctl_cli("workspace", "add", tid, "legal", "--json")
@@ -382,10 +382,14 @@ def test_every_reindex_path_marks_its_store_unfinished_until_it_finishes(runtime
         return shown["search_reindex_since"], shown["search_reindex_stores"]
 
     with stopped_at_the_fifth_document(monkeypatch):
-        runtime.store.reindex(tenant_ctx)  # the runtime's own API, no tenantctl around it
-    assert len(search_key_versions(sandbox, record.resources)) == 2
+        runtime.store.reindex(tenant_ctx)  # the runtime's own API: two live keys, nothing in the registry
+    assert len(search_key_versions(sandbox, record.resources)) == 2 and marker() == (None, [])
+    runtime.store.reindex(tenant_ctx)  # finished under its key
+
+    with stopped_at_the_fifth_document(monkeypatch):
+        reindex_search(workspace, tid)  # every store marked at its start, the tenant's stopped
     since, stores = marker()
-    assert since and stores == [""], (since, stores)
+    assert since and stores == ["", "legal"], (since, stores)
     assert "search reindex unfinished" in " ".join(tenantctl_cli("status", tid).stdout.split())
 
     # The workspace's store rebuilt by the apply path (items in no index): its mark cleared, the tenant's kept.
@@ -400,8 +404,9 @@ def test_every_reindex_path_marks_its_store_unfinished_until_it_finishes(runtime
     assert set(rebuilt) == {"legal"}  # the tenant's store holds no unindexed item: counted only
     assert marker() == (since, [""])
 
-    done = runtime.store.reindex(tenant_ctx)
-    assert done.documents == 4  # the four the stopped run had not re-hashed
+    done = tenantctl_cli("search", "reindex", tid, "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["documents"] == 4  # the four the stopped run had not re-hashed
     assert len(search_key_versions(sandbox, record.resources)) == 1
     assert marker() == (None, [])
     assert "unfinished" not in tenantctl_cli("status", tid).stdout

@@ -131,37 +131,3 @@ def test_a_reindex_mark_is_per_store_and_keeps_its_first_start():
     one = both.model_copy(update=reindex_marks(both, finished=["legal"]))
     assert one.search_reindex_stores == [""] and one.search_reindex_since == begun.search_reindex_since
     assert reindex_marks(one, finished=[""]) == {"search_reindex_stores": [], "search_reindex_since": None}
-
-
-def test_a_store_without_a_marker_refuses_to_reindex_before_any_io():
-    from tenant_runtime.store import ContextStore
-
-    def unreachable(*_args):
-        raise AssertionError("no I/O expected")
-
-    with pytest.raises(ValueError, match="reindex_marker="):
-        ContextStore(envelope=None, secret_client_for=unreachable).reindex(None)  # type: ignore[arg-type]
-
-
-def test_the_runtimes_marker_writes_on_the_version_it_read_and_never_under_a_tenantctl_run(dynamo):
-    from botocore.stub import ANY
-
-    from tenant_runtime.models import TenantLock
-    from tenant_runtime.registry import RegistryReindexMarker
-
-    client, stub = dynamo
-    marker = RegistryReindexMarker("reg", client)
-    rec = record("acme").model_copy(update={"version": 7})
-    stub.add_response("get_item", item(rec), {"TableName": "reg", "Key": {"tenant_id": {"S": "acme"}},
-                                              "ConsistentRead": True})
-    stub.add_response("put_item", {}, {"TableName": "reg", "Item": ANY, "ConditionExpression": "version = :v",
-                                       "ExpressionAttributeValues": {":v": {"N": "7"}}})
-    marker.mark("acme", "legal", False)
-
-    held = rec.model_copy(update={"lock": TenantLock(operation="provision", owner="ci", host="h", pid=1)})
-    for _ in range(2):  # the refused begin, the finish left alone
-        stub.add_response("get_item", item(held), {"TableName": "reg", "Key": {"tenant_id": {"S": "acme"}},
-                                                   "ConsistentRead": True})
-    with pytest.raises(RegistryUnavailable, match="held by tenantctl's provision run"):
-        marker.mark("acme", "legal", False)
-    marker.mark("acme", "legal", True)  # left as it is: no put
