@@ -170,7 +170,9 @@ def evacuate(
         "--max-failures", min=0, metavar="N",
         help="Once more than N moves have failed, start no more (the rest: 'not started', exit 1).")] = None,
     parallel: Annotated[int, typer.Option(min=1, metavar="N", help="Moves at once, each in a process of its "
-                                                                   "own (default 1: one after another).")] = 1,
+                                                                   "own (default 1: one after another); at most "
+                                                                   "what the cell database's free replication "
+                                                                   "slots and WAL senders hold.")] = 1,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say where each tenant would go; move nothing.")] = False,
     json_out: JsonFlag = False,
 ) -> None:
@@ -186,7 +188,10 @@ def evacuate(
     waiting for --finalize and those left by --limit are listed); 1 a move
     refused (no cell with room: add one or give --to), failed or not started
     (--max-failures); 3 the cell is not draining (`tenantctl cell drain NAME`),
-    or --to is the cell itself or unknown; 6 unknown cell; 11 --to is draining.
+    or --to is the cell itself or unknown, or the cell's database has no free
+    replication slots and WAL senders for that many copies at once (nothing
+    started; the figures named); 6 unknown cell; 7 its database cannot be
+    reached; 11 --to is draining.
     """
     import time
     from collections import Counter

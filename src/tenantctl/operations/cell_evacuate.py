@@ -14,8 +14,10 @@ One run moves the tenants it finds in id order, one after another or
 lifecycle of `tenantctl move ID --cell C` (copy while serving, a short write
 freeze, verify, switch) and leaves the usual rollback window; a move a killed
 run left half way (preparing, copying, freezing) is resumed. Every copy reads
-the cell's one database and holds a replication slot there: how many at once
-is the operator's call. ``limit`` moves at most that many tenants (waves);
+the cell's one database and holds replication slots and WAL senders there
+(``cell_database``): a run asking for more copies at once than its free ones
+hold (``parallel``, or as many as there are tenants to move when fewer) is
+refused before any move starts. ``limit`` moves at most that many tenants (waves);
 ``max_failures`` stops starting moves once more than that many failed (a
 refused move, one that changed nothing, does not count). `--finalize` then
 ends the rollback windows of the moves out of the cell: each old store
@@ -108,6 +110,8 @@ def evacuate(ws: Workspace, name: str, *, to: str | None = None, finalize: bool 
     triaged = [(record, _triage(record, name, finalize)) for record in records]
     queue = deque((r, e) for r, e in triaged if e.outcome == "planned")
     total = min(len(queue), limit) if limit is not None else len(queue)
+    if not finalize and total:  # a finalize copies nothing
+        _refuse_without_room(ws, name, min(parallel, total), parallel)
     loads: Counter[str] = Counter()  # a dry run's placements so far; a run's moves in flight, per cell
     running: dict[Future, Evacuee] = {}
     started = 0
@@ -143,6 +147,15 @@ def evacuate(ws: Workspace, name: str, *, to: str | None = None, finalize: bool 
                                            else ("later", f"--limit {limit} reached: a next run moves it"))
     return Evacuation(cell=name, finalize=finalize, dry_run=dry_run, tenants=[e for _, e in triaged],
                       stopped=budget.why() if budget.spent else None)
+
+
+def _refuse_without_room(ws: Workspace, name: str, copies: int, parallel: int) -> None:
+    """The moves' copies run on the cell's database (``cell_database``): a run
+    it has no room for is refused before any starts (exit 3, the figures named)."""
+    from tenantctl.cell_database import cell_admin, refuse_copies
+
+    with cell_admin(ws, name) as conn:
+        refuse_copies(conn, copies, f"cell {name!r}'s database", parallel if parallel > 1 else None)
 
 
 Submit = Callable[[str, str, "str | None"], Future]

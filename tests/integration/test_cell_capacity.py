@@ -1,0 +1,104 @@
+"""What a cell's live database has room for, through the real CLI: moves are
+refused (exit 3, rule ``replication-slots``, the figures named, nothing
+started or created) when the source server's free replication slots and WAL
+senders cannot hold their copies (`cell evacuate --parallel N`, `move`).
+
+A project of its own on the session's sandbox: cells ``e2-a`` and ``e2-b``
+in ap-southeast-2 of the home account, which no other test uses; tenants
+``e2-*``. The sandbox's slots are taken by physical slots ``e2_fill_*`` made
+and dropped here (one server holds every cell's database there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+import pytest
+from fault_tools import Cli, cell_count
+
+from tenantctl.cell_database import replication_room
+from tenantctl.models import TenantSpec
+from tenantctl.operations import cell as cells
+from tenantctl.operations.provision import provision
+from tenantctl.workspace import Workspace
+
+pytestmark = pytest.mark.integration
+
+REGION, FROM, TO = "ap-southeast-2", "e2-a", "e2-b"
+TENANTS = ("e2-t1", "e2-t2")
+
+
+@pytest.fixture(scope="module")
+def fleet(sandbox, tmp_path_factory) -> Iterator[tuple[Cli, Workspace]]:
+    cli = Cli.create(sandbox, tmp_path_factory.mktemp("cell-capacity"))
+    ws = Workspace(project_dir=cli.root, cwd=cli.root)
+    cells.add(ws, TO, {"region": REGION, "max_pooled_tenants": 4})
+    cells.add(ws, FROM, {"region": REGION, "max_pooled_tenants": 4})
+    for tid in TENANTS:
+        provision(ws, TenantSpec(id=tid, region=REGION, cell=FROM))
+    yield cli, ws
+    # Nothing of this file is left in the shared registry for other files' fleet-wide runs.
+    for tid in TENANTS:
+        assert cli("deprovision", tid, "--yes", "--no-final-backup", "--purge-data").returncode == 0
+    for name in (FROM, TO):
+        assert cli("cell", "remove", name, "--yes").returncode == 0
+
+
+@contextmanager
+def free_slots(sandbox, left: int) -> Iterator[None]:
+    """The sandbox server's replication slots taken until ``left`` are free (WAL senders as they are)."""
+    with psycopg.connect(sandbox.pg_dsn(), autocommit=True) as conn:
+        room = replication_room(conn)
+        fill = [f"e2_fill_{i}" for i in range(room.max_slots - room.slots - left)]
+        for slot in fill:
+            conn.execute("SELECT pg_create_physical_replication_slot(%s)", (slot,))
+        try:
+            yield
+        finally:
+            for slot in fill:
+                conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+
+
+def untouched(cli: Cli, ws: Workspace, sandbox, stack_files: dict[str, str]) -> None:
+    for tid in TENANTS:
+        record = ws.registry.require(tid)
+        assert (record.cell, record.move) == (FROM, None), record
+        assert cli.stack_file(tid).read_text() == stack_files[tid]
+    assert (cell_count(sandbox, FROM), cell_count(sandbox, TO)) == (2, 0)
+
+
+def test_moves_the_source_server_has_no_replication_room_for_are_refused_before_anything_starts(fleet, sandbox):
+    cli, ws = fleet
+    assert cli("cell", "drain", FROM).returncode == 0
+    stack_files = {tid: cli.stack_file(tid).read_text() for tid in TENANTS}
+    with psycopg.connect(sandbox.pg_dsn(), autocommit=True) as conn:
+        per_copy = replication_room(conn).per_copy
+
+    with free_slots(sandbox, per_copy + 1):  # one copy fits, not two
+        wide = cli("cell", "evacuate", FROM, "--parallel", "2", "--json")
+        assert wide.returncode == 3, wide
+        error = wide.json()["error"]
+        assert error["rule"] == "replication-slots"
+        assert "room for 1 move copy at once, not 2 (--parallel 2)" in error["message"]
+        assert "max_replication_slots" in error["message"] and "max_wal_senders" in error["message"]
+        assert "give --parallel 1 or less" in error["message"]
+        untouched(cli, ws, sandbox, stack_files)
+        # --parallel beyond the tenants to move asks for as many copies as there are tenants.
+        assert "not 2 (--parallel 5)" in cli("cell", "evacuate", FROM, "--parallel", "5", "--json").json()[
+            "error"]["message"]
+
+    with free_slots(sandbox, per_copy - 1):  # not even one copy
+        one = cli("move", TENANTS[0], "--cell", TO, "--json")
+        assert one.returncode == 3, one
+        assert one.json()["error"]["rule"] == "replication-slots"
+        assert "no room for a move's copy" in one.json()["error"]["message"]
+        evacuation = cli("cell", "evacuate", FROM, "--json")  # the default, one at a time, too
+        assert evacuation.returncode == 3 and evacuation.json()["error"]["rule"] == "replication-slots", evacuation
+        untouched(cli, ws, sandbox, stack_files)
+        # A finalize copies nothing: not refused for want of slots (nothing to finalize here).
+        assert cli("cell", "evacuate", FROM, "--finalize", "--json").returncode == 0
+        assert cli("cell", "evacuate", FROM, "--dry-run", "--json").returncode == 3
+    assert cli("cell", "drain", FROM, "--undo").returncode == 0
+
