@@ -1,7 +1,9 @@
 """What a cell's live database has room for, through the real CLI: moves are
 refused (exit 3, rule ``replication-slots``, the figures named, nothing
 started or created) when the source server's free replication slots and WAL
-senders cannot hold their copies (`cell evacuate --parallel N`, `move`).
+senders cannot hold their copies (`cell evacuate --parallel N`, `move`);
+`apply --parallel`'s workers' stderr lines come out through the run, stamped
+and naming their tenant.
 
 A project of its own on the session's sandbox: cells ``e2-a`` and ``e2-b``
 in ap-southeast-2 of the home account, which no other test uses; tenants
@@ -11,17 +13,21 @@ and dropped here (one server holds every cell's database there).
 
 from __future__ import annotations
 
+import re
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
 import pytest
-from fault_tools import Cli, cell_count
+from fault_tools import Cli, cell_count, write_record
 
 from tenantctl.cell_database import replication_room
 from tenantctl.models import TenantSpec
 from tenantctl.operations import cell as cells
 from tenantctl.operations.provision import provision
+from tenantctl.registry import new_lock
+from tenantctl.stackconfig import read_tenant, write_tenant
 from tenantctl.workspace import Workspace
 
 pytestmark = pytest.mark.integration
@@ -101,4 +107,26 @@ def test_moves_the_source_server_has_no_replication_room_for_are_refused_before_
         assert cli("cell", "evacuate", FROM, "--finalize", "--json").returncode == 0
         assert cli("cell", "evacuate", FROM, "--dry-run", "--json").returncode == 3
     assert cli("cell", "drain", FROM, "--undo").returncode == 0
+
+
+def test_apply_parallel_workers_say_their_lines_through_the_run_stamped_and_naming_their_tenant(fleet, sandbox):
+    cli, ws = fleet
+    # An update for each tenant; the first one's record locked by a run that died, which the worker
+    # applying it clears and notes (on the worker's stderr until now: unstamped, no tenant).
+    for tid in TENANTS:
+        write_tenant(ws.stacks_dir, read_tenant(cli.stack_file(tid)).model_copy(update={"db_connection_limit": 5}))
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    record = ws.registry.require(TENANTS[0])
+    write_record(sandbox, record.model_copy(update={"lock": new_lock("provision").model_copy(
+        update={"pid": gone.pid})}))
+
+    run = cli("apply", "--match", "e2-t*", "--parallel", "2", "--json")
+    assert run.returncode == 0, run
+    assert {r["tenant_id"]: r["action"] for r in run.json()["results"]} == dict.fromkeys(TENANTS, "update")
+    note = re.compile(r"\[ *\d+\.\ds\] e2-t1: note: tenant 'e2-t1': the provision holding its lock died .+")
+    assert [line for line in run.stderr.splitlines() if note.fullmatch(line)], run.stderr
+    assert "lock died" not in run.stderr.replace("e2-t1: note: tenant 'e2-t1': the provision holding its lock "
+                                                 "died", ""), run.stderr  # said once, tagged
+    assert ws.registry.require(TENANTS[0]).lock is None
 

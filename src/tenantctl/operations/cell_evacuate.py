@@ -29,7 +29,6 @@ switched are reported as waiting for `--finalize`, the rest are moved.
 
 from __future__ import annotations
 
-import sys
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -41,6 +40,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel
 
 from tenant_runtime.models import MovePhase
+from tenantctl import worker_lines
 from tenantctl.errors import Conflict, InvalidInput, QuotaExceeded, TenantctlError, UsageError
 from tenantctl.models import CellSpec, TenantRecord, TenantSpec, TenantStatus, Tier
 from tenantctl.operations.apply_guard import FailureBudget
@@ -165,7 +165,9 @@ Submit = Callable[[str, str, "str | None"], Future]
 def _movers(ws: Workspace, parallel: int, progress: Progress | None) -> Iterator[Submit]:
     """What runs each move: this process, one after another (``parallel`` 1), or
     a pool of that many spawned processes (the LocalEngine's Pulumi runtime is
-    one per process), each keeping its Workspace from one move to the next."""
+    one per process), each keeping its Workspace from one move to the next.
+    The workers' lines come out through ``progress``, each naming its tenant
+    (``worker_lines``)."""
     if parallel == 1:
         def here(tenant_id: str, how: str, to_cell: str | None) -> Future:
             done: Future = Future()
@@ -177,21 +179,30 @@ def _movers(ws: Workspace, parallel: int, progress: Progress | None) -> Iterator
 
         yield here
         return
+    say = progress or (lambda line: None)
     ws.engine.prepare()  # e.g. provider plugins installed once, not raced for by every worker
-    pool = ProcessPoolExecutor(max_workers=parallel, mp_context=get_context("spawn"))
-    args = (str(ws.project_dir), str(ws.cwd))
-    try:
-        yield lambda tenant_id, how, to_cell: pool.submit(_worker, *args, tenant_id, how, to_cell)
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
+    with worker_lines.relayed(lambda tenant_id, line: say(_of_move(tenant_id, line))) as lines:
+        pool = ProcessPoolExecutor(max_workers=parallel, mp_context=get_context("spawn"),
+                                   initializer=worker_lines.start, initargs=(lines,))
+        args = (str(ws.project_dir), str(ws.cwd))
+        try:
+            yield lambda tenant_id, how, to_cell: pool.submit(_worker, *args, tenant_id, how, to_cell)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+
+
+def _of_move(tenant_id: str, line: str) -> str:
+    """A worker's line as the moves' own lines read: ``move ID: ...``."""
+    own = f"move {tenant_id}: "
+    return line if line.startswith(own) else own + line
 
 
 def _worker(project_dir: str, cwd: str, tenant_id: str, how: str, to_cell: str | None) -> MoveResult:
-    """A move in a pool process (module-level: it pickles); its progress on the process's stderr."""
-    return _move_one(worker_workspace(project_dir, cwd), tenant_id, how, to_cell,
-                     lambda line: print(line, file=sys.stderr, flush=True))
+    """A move in a pool process (module-level: it pickles); its lines go to the run's process."""
+    with worker_lines.on(tenant_id):
+        return _move_one(worker_workspace(project_dir, cwd), tenant_id, how, to_cell, worker_lines.say)
 
 
 def _move_one(ws: Workspace, tenant_id: str, how: str, to_cell: str | None, progress: Progress | None) -> MoveResult:
