@@ -1,5 +1,6 @@
 """A cell's shared PostgreSQL as it runs, read as its admin: the replication
-room a move's copy needs (``ReplicationRoom``), before moves start.
+room a move's copy needs (``ReplicationRoom``), before moves start, and the
+connections its pooled tenants' logins may take (``ConnectionBudget``).
 
 A move's copy is a logical replication link from the store it leaves
 (``transfer.store_sync``): one slot and one WAL sender on that server for as
@@ -10,12 +11,20 @@ an RDS parameter group); a copy that finds no slot free fails after its
 target store was built, and copies that took every slot between them wait on
 their table copies until they time out. So moves are refused before they
 start when the server has no room for them.
+
+Each pooled tenant's login (and each workspace's) may hold
+``db_connection_limit`` connections; at the cell's cap that is
+``max_pooled_tenants`` times as many, which the server's ``max_connections``
+must hold beside its reserved connections and the platform's own logins, or
+busy tenants take the connections the gateway's pools and the operator need.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+from pydantic import BaseModel
 
 from tenantctl.errors import InvalidInput, TargetUnavailable
 
@@ -79,7 +88,8 @@ def refuse_copies(conn: Any, copies: int, where: str, parallel: int | None = Non
 
 def cell_admin(ws: Any, cell: str, connect_timeout: int = 5) -> Any:
     """An autocommit admin connection to cell ``cell``'s shared database;
-    TargetUnavailable (exit 7) when it is not applied or cannot be reached."""
+    TargetUnavailable (exit 7) when it is not applied, cannot be reached or
+    refuses the admin."""
     import psycopg
 
     from tenantctl.drills.context import admin_credentials
@@ -96,4 +106,56 @@ def cell_admin(ws: Any, cell: str, connect_timeout: int = 5) -> Any:
                                autocommit=True, connect_timeout=connect_timeout, application_name="tenantctl")
     except psycopg.OperationalError as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise TargetUnavailable(f"cell {cell!r}: its database {where} cannot be reached: {first}") from None
+        raise TargetUnavailable(f"cell {cell!r}: its database {where} took no admin connection: {first}") from None
+
+
+# What the platform's own logins keep of a cell database's connections beyond the
+# server's reserved ones: the runtime's shared pools (the gateway login, max_size 10
+# per process: five processes) and tenantctl's admin sessions.
+PLATFORM_CONNECTIONS = 50
+
+
+class ConnectionBudget(BaseModel):
+    """A cell's cap of pooled tenant login connections (max_pooled_tenants ×
+    db_connection_limit, before per-tenant overrides and workspaces) against
+    what its live database leaves them."""
+
+    cap: int
+    max_connections: int | None = None
+    reserved: int | None = None  # superuser_reserved_connections, reserved_connections, RDS's own
+    platform: int = PLATFORM_CONNECTIONS
+    room: int | None = None  # for tenant logins: max_connections - reserved - platform
+    overcommits: bool | None = None  # the cap is over the room; None: not read (``unread`` says why)
+    unread: str | None = None
+
+    def figures(self) -> str:
+        return (f"max_connections {self.max_connections} - {self.reserved} reserved - {self.platform} for the "
+                f"platform's own logins = {self.room} for tenant logins")
+
+    def describe(self) -> str:
+        if self.unread is not None:
+            return f"not read: {self.unread}"
+        verdict = "can overcommit it" if self.overcommits else "fits"
+        return f"{self.figures()}: the cap ({self.cap}) {verdict}"
+
+
+def connection_budget(ws: Any, cell: str, cap: int) -> ConnectionBudget:
+    """``cap`` against cell ``cell``'s live database; a database not applied or
+    not reachable is said (``unread``), not raised."""
+    import psycopg
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        with cell_admin(ws, cell) as conn:
+            row = conn.execute(
+                "SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int"
+                " + coalesce(current_setting('reserved_connections', true), '0')::int"
+                " + coalesce(current_setting('rds.rds_superuser_reserved_connections', true), '0')::int").fetchone()
+    except TargetUnavailable as exc:
+        return ConnectionBudget(cap=cap, unread=str(exc))
+    except (psycopg.Error, BotoCoreError, ClientError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return ConnectionBudget(cap=cap, unread=f"cell {cell!r}: its database could not be read: {first}")
+    most, reserved = int(row[0]), int(row[1])
+    room = most - reserved - PLATFORM_CONNECTIONS
+    return ConnectionBudget(cap=cap, max_connections=most, reserved=reserved, room=room, overcommits=cap > room)

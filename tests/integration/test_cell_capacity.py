@@ -2,8 +2,11 @@
 refused (exit 3, rule ``replication-slots``, the figures named, nothing
 started or created) when the source server's free replication slots and WAL
 senders cannot hold their copies (`cell evacuate --parallel N`, `move`);
-`apply --parallel`'s workers' stderr lines come out through the run, stamped
-and naming their tenant.
+`cell show` compares the pooled logins' connection cap with the live
+max_connections and `cell add` refuses a raised cap it cannot hold (exit 3,
+rule ``connection-budget``) without --allow-overcommit, and says so when the
+database takes no connection. `apply --parallel`'s workers' stderr lines come
+out through the run, stamped and naming their tenant.
 
 A project of its own on the session's sandbox: cells ``e2-a`` and ``e2-b``
 in ap-southeast-2 of the home account, which no other test uses; tenants
@@ -13,6 +16,7 @@ and dropped here (one server holds every cell's database there).
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from collections.abc import Iterator
@@ -20,14 +24,14 @@ from contextlib import contextmanager
 
 import psycopg
 import pytest
-from fault_tools import Cli, cell_count, write_record
+from fault_tools import Cli, aws, cell_count, write_record
 
 from tenantctl.cell_database import replication_room
 from tenantctl.models import TenantSpec
 from tenantctl.operations import cell as cells
 from tenantctl.operations.provision import provision
 from tenantctl.registry import new_lock
-from tenantctl.stackconfig import read_tenant, write_tenant
+from tenantctl.stackconfig import read_cell, read_tenant, write_tenant
 from tenantctl.workspace import Workspace
 
 pytestmark = pytest.mark.integration
@@ -130,3 +134,48 @@ def test_apply_parallel_workers_say_their_lines_through_the_run_stamped_and_nami
                                                  "died", ""), run.stderr  # said once, tagged
     assert ws.registry.require(TENANTS[0]).lock is None
 
+
+def test_cell_show_reads_its_live_connections_and_add_refuses_a_cap_they_cannot_hold(fleet, sandbox):
+    cli, ws = fleet
+    with psycopg.connect(sandbox.pg_dsn(), autocommit=True) as conn:
+        most = int(conn.execute("SHOW max_connections").fetchone()[0])
+    shown = cli("cell", "show", TO, "--json")
+    assert shown.returncode == 0, shown
+    budget = shown.json()["connections"]
+    assert (budget["cap"], budget["max_connections"], budget["overcommits"], budget["unread"]) == (40, most, False,
+                                                                                                    None)
+    assert budget["room"] == most - budget["reserved"] - budget["platform"] > 40
+    assert "fits" in cli("cell", "show", TO).stdout
+
+    # A cap the room cannot hold: refused, nothing written; with --allow-overcommit written and warned.
+    before = (ws.stacks_dir / f"Pulumi.cell-{TO}.yaml").read_text()
+    over = str(budget["room"] // 10 + 1)
+    refused = cli("cell", "add", TO, "--max-pooled", over, "--write-only", "--json")
+    assert refused.returncode == 3, refused
+    error = refused.json()["error"]
+    assert error["rule"] == "connection-budget"
+    assert f"max_pooled_tenants {over} x db_connection_limit 10 = {int(over) * 10} connections" in error["message"]
+    assert f"max_connections {most} - {budget['reserved']} reserved - {budget['platform']}" in error["message"]
+    assert (ws.stacks_dir / f"Pulumi.cell-{TO}.yaml").read_text() == before
+    allowed = cli("cell", "add", TO, "--max-pooled", over, "--write-only", "--allow-overcommit", "--json")
+    assert allowed.returncode == 0, allowed
+    assert "--allow-overcommit" in allowed.stderr and read_cell(ws.stacks_dir, TO).max_pooled_tenants == int(over)
+    assert cli("cell", "show", TO, "--json").json()["connections"]["overcommits"] is True
+    back = cli("cell", "add", TO, "--max-pooled", "4", "--write-only", "--json")  # lowered: never refused
+    assert back.returncode == 0 and (ws.stacks_dir / f"Pulumi.cell-{TO}.yaml").read_text() == before, back
+
+    # A database that takes no admin connection is said, not a failure.
+    arn = ws.cell_outputs(TO)["db_admin_secret_arn"]
+    sm = aws(sandbox, "secretsmanager", arn.split(":")[3])
+    secret = sm.get_secret_value(SecretId=arn)["SecretString"]
+    sm.put_secret_value(SecretId=arn, SecretString=json.dumps({**json.loads(secret), "password": "not-it"}))
+    try:
+        blind = cli("cell", "show", TO, "--json")
+        refusal_free = cli("cell", "add", TO, "--max-pooled", over, "--write-only", "--json")
+    finally:
+        sm.put_secret_value(SecretId=arn, SecretString=secret)
+    assert blind.returncode == 0, blind
+    unread = blind.json()["connections"]
+    assert unread["overcommits"] is None and "took no admin connection" in unread["unread"], unread
+    assert refusal_free.returncode == 0 and "not compared with its database's" in refusal_free.stderr, refusal_free
+    assert cli("cell", "add", TO, "--max-pooled", "4", "--write-only").returncode == 0
