@@ -105,8 +105,13 @@ def cell_admin(ws: Any, cell: str, connect_timeout: int = 5) -> Any:
                                dbname=outputs.get("db_name") or "postgres", user=user, password=password,
                                autocommit=True, connect_timeout=connect_timeout, application_name="tenantctl")
     except psycopg.OperationalError as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise TargetUnavailable(f"cell {cell!r}: its database {where} took no admin connection: {first}") from None
+        raise TargetUnavailable(f"cell {cell!r}: its database {where} took no admin connection: "
+                                f"{first_line(exc)}") from None
+
+
+def first_line(exc: Exception) -> str:
+    """A database or AWS error's first line (psycopg's run on with hints)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 # What the platform's own logins keep of a cell database's connections beyond the
@@ -154,8 +159,7 @@ def connection_budget(ws: Any, cell: str, cap: int) -> ConnectionBudget:
     except TargetUnavailable as exc:
         return ConnectionBudget(cap=cap, unread=str(exc))
     except (psycopg.Error, BotoCoreError, ClientError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return ConnectionBudget(cap=cap, unread=f"cell {cell!r}: its database could not be read: {first}")
+        return ConnectionBudget(cap=cap, unread=f"cell {cell!r}: its database could not be read: {first_line(exc)}")
     most, reserved = int(row[0]), int(row[1])
     room = most - reserved - PLATFORM_CONNECTIONS
     return ConnectionBudget(cap=cap, max_connections=most, reserved=reserved, room=room, overcommits=cap > room)

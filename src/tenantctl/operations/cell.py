@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from tenant_runtime.registry import item_to_counts
-from tenantctl.cell_database import ConnectionBudget
+from tenantctl.cell_database import ConnectionBudget, connection_budget
 from tenantctl.engines.base import EventSink, UpResult
 from tenantctl.errors import InvalidInput, UsageError
 from tenantctl.models import CellSpec, DedicatedSpec, Tier, describe_validation_error
@@ -189,8 +189,6 @@ def refuse_overcommit(ws: Workspace, wanted: CellSpec, allow: bool) -> list[str]
     the database could not be read, a warning says so. A new cell has no
     database yet, and a cap kept or lowered is never refused (a re-run, or a
     step back)."""
-    from tenantctl.cell_database import connection_budget
-
     existing = ws.cells().get(wanted.name)
     cap = wanted.max_pooled_tenants * wanted.db_connection_limit
     if existing is None or cap <= existing.max_pooled_tenants * existing.db_connection_limit:
@@ -271,7 +269,6 @@ def show(ws: Workspace, name: str, recount: bool = False) -> CellInfo:
     and correct its counter, e.g. after a deprovision killed between its
     tombstone and giving the slot back."""
     from tenantctl import preflight
-    from tenantctl.cell_database import connection_budget
     from tenantctl.models import TenantSpec
 
     spec = ws.cell(name)

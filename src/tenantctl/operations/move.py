@@ -172,7 +172,7 @@ def refuse_without_replication_room(ws: Workspace, record: TenantRecord) -> None
     3, naming the figures; exit 7 when that server cannot be reached)."""
     import psycopg
 
-    from tenantctl.cell_database import refuse_copies
+    from tenantctl.cell_database import first_line, refuse_copies
     from tenantctl.drills.context import context_from_workspace
 
     assert record.resources is not None
@@ -181,7 +181,7 @@ def refuse_without_replication_room(ws: Workspace, record: TenantRecord) -> None
     try:
         conn = context_from_workspace(ws, record).connect(store.endpoint, store.port, store.database)
     except psycopg.OperationalError as exc:
-        raise TargetUnavailable(f"{where} cannot be reached: {str(exc).strip().splitlines()[0]}") from None
+        raise TargetUnavailable(f"{where} took no admin connection: {first_line(exc)}") from None
     with conn:
         refuse_copies(conn, 1, where)
 
