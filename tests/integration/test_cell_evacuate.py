@@ -15,6 +15,8 @@ account, which no other test uses.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from fault_tools import Cli, cell_count
 from runtime_tenants import jwt_settings
@@ -92,8 +94,11 @@ def test_waves_and_a_killed_run_resume_then_finalize_and_the_cell_is_removed(fle
     rest = cli("cell", "evacuate", FROM, "--parallel", "2")  # the resume and the next move at once
     assert rest.returncode == 0, rest
     assert "resuming ev-b (1 of 2)" in rest.stderr and "moving ev-c (2 of 2)" in rest.stderr
-    # Each move's own progress comes from its worker process (unstamped), the run's lines stamped.
-    assert {"move ev-b: ", "move ev-c: "} <= {line[:11] for line in rest.stderr.splitlines()}, rest.stderr
+    # Each move's lines come from its worker process through the run's own: stamped like the run's, each
+    # naming its tenant (the resumed move's note on the killed run's lock too).
+    said = [re.fullmatch(r"\[ *\d+\.\ds\] (evacuate evx|move ev-[bc]): .+", line) for line in rest.stderr.splitlines()]
+    assert said and all(said), rest.stderr
+    assert {m[1] for m in said} == {"evacuate evx", "move ev-b", "move ev-c"}, rest.stderr
     lines = rest.stdout.splitlines()
     assert any(line.split()[:1] == ["ev-a"] and "waiting" in line for line in lines), rest.stdout
     assert "cell evx: 1 waiting, 2 switched, 1 skipped" in rest.stdout, rest.stdout

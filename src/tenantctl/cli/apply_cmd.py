@@ -40,10 +40,11 @@ def _details(result: "StackResult", preview: bool) -> None:
 
 
 @contextmanager
-def _progress(preview: bool) -> Iterator[tuple[Callable, Callable, Callable, Callable]]:
+def _progress(preview: bool) -> Iterator[tuple[Callable, Callable, Callable, Callable, Callable]]:
     """Per-tenant progress on stderr: the plan, then one line per finished
-    tenant, each stamped with the time since the start. stdout stays for the
-    summary (and --json)."""
+    tenant, each stamped with the time since the start; what a --parallel
+    worker writes on stderr (a note, a warning), stamped and tagged with its
+    tenant. stdout stays for the summary (and --json)."""
     from tenantctl.cli.progress import fleet_progress
     from tenantctl.operations.apply_results import CellResult
 
@@ -69,7 +70,10 @@ def _progress(preview: bool) -> Iterator[tuple[Callable, Callable, Callable, Cal
         def on_stop(why: str) -> None:
             progress.note(f"[red]stopping[/]: {escape(why)}: no further stack is started, the running ones finish")
 
-        yield on_plan, on_result, on_wait, on_stop
+        def on_line(tenant_id: str, line: str) -> None:
+            progress.note(f"{escape(tenant_id)}: {escape(line)}")
+
+        yield on_plan, on_result, on_wait, on_stop, on_line
 
 
 @app.command()
@@ -138,11 +142,11 @@ def apply(
             confirm.check(f"apply --prune: deprovision {len(doomed)} tenant(s) missing from stacks/ "
                           "(final backup, keys scheduled for deletion, tombstones kept)", doomed)
 
-    with _progress(preview) as (on_plan, on_result, on_wait, on_stop):
+    with _progress(preview) as (on_plan, on_result, on_wait, on_stop, on_line):
         summary = run(Workspace(), preview=preview, prune=prune, parallel=parallel, shard=shard,
                       match=match or (), cell=cell, refresh=refresh, yes=yes, max_failures=max_failures,
                       on_plan=lambda c, r: (on_plan(c, r), confirm_prunes(r)), on_result=on_result, on_wait=on_wait,
-                      on_stop=on_stop)
+                      on_stop=on_stop, on_line=on_line)
     if markdown:
         markdown.write_text(render("apply_summary.md.j2", summary=summary))
     if json_out:

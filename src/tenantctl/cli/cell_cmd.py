@@ -37,6 +37,7 @@ def _rows(info: "CellInfo") -> list[tuple[str, str]]:
             ("pooled tenants", _count(info.pooled, info.max_pooled_tenants)),
             ("db connections", f"{info.db_connection_limit} per pooled tenant login (up to "
                                f"{info.db_connection_limit * info.max_pooled_tenants} at its cap, before workspaces)"),
+            *([("db connection room", info.connections.describe())] if info.connections else []),
             ("dedicated tenants", _count(info.dedicated)), ("draining", "yes" if info.draining else "no"),
             ("deployed", "yes" if info.deployed else "no"), ("stack file", _applied(info)),
             ("bucket", info.bucket or "-"), ("database", info.database or "-")]
@@ -69,6 +70,10 @@ def add(
     write_only: Annotated[bool, typer.Option(
         "--write-only", help="Only write the stack file (complete: the home's runtime principal, the account's "
                              "RDS log group owner): commit it and `tenantctl apply` applies it.")] = False,
+    allow_overcommit: Annotated[bool, typer.Option(
+        "--allow-overcommit", help="Raise an applied cell's --max-pooled x --db-connection-limit past the "
+                                   "connections its live database leaves tenant logins (refused otherwise, "
+                                   "exit 3).")] = False,
     yes: YesFlag = False,
     json_out: JsonFlag = False,
 ) -> None:
@@ -77,7 +82,11 @@ def add(
     A cell is a VPC, a shared PostgreSQL and a bucket in one account and region.
     With --account-role the cell lives in another account, reached by assuming
     that role (which must exist there and trust the operator). Placement never
-    adds cells by itself: when a region is full, provisioning says so (exit 11)."""
+    adds cells by itself: when a region is full, provisioning says so (exit 11).
+    A change raising an applied cell's connection cap (max pooled tenants x
+    their connection limit) past what its database's max_connections leaves
+    tenant logins is refused (exit 3, nothing written) without
+    --allow-overcommit."""
     from tenantctl.cli.confirm import confirmation
     from tenantctl.cli.progress import engine_progress
     from tenantctl.operations.cell import add as run
@@ -91,7 +100,7 @@ def add(
     with engine_progress(f"writing cell {name}'s stack file" if write_only else f"applying cell {name}") as view:
         # A changed option that replaces a shared resource is asked about first, as `platform up` does.
         ws.approve = confirmation(yes, view)
-        info, result = run(ws, name, options, on_event=view, write_only=write_only)
+        info, result = run(ws, name, options, on_event=view, write_only=write_only, allow_overcommit=allow_overcommit)
     for warning in info.warnings:
         warn(warning)
     if info.pooled is not None and info.pooled > info.max_pooled_tenants:
@@ -131,7 +140,8 @@ def show_cell(
                                                               "and correct its counter.")] = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """One cell: where it is, its tenants against its caps, its account's walls."""
+    """One cell: where it is, its tenants against its caps, its account's walls, and whether its
+    pooled logins' connection cap can overcommit its live database's max_connections."""
     from tenantctl.operations.cell import show as run
     from tenantctl.workspace import Workspace
 
@@ -170,7 +180,9 @@ def evacuate(
         "--max-failures", min=0, metavar="N",
         help="Once more than N moves have failed, start no more (the rest: 'not started', exit 1).")] = None,
     parallel: Annotated[int, typer.Option(min=1, metavar="N", help="Moves at once, each in a process of its "
-                                                                   "own (default 1: one after another).")] = 1,
+                                                                   "own (default 1: one after another); at most "
+                                                                   "what the cell database's free replication "
+                                                                   "slots and WAL senders hold.")] = 1,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say where each tenant would go; move nothing.")] = False,
     json_out: JsonFlag = False,
 ) -> None:
@@ -186,7 +198,10 @@ def evacuate(
     waiting for --finalize and those left by --limit are listed); 1 a move
     refused (no cell with room: add one or give --to), failed or not started
     (--max-failures); 3 the cell is not draining (`tenantctl cell drain NAME`),
-    or --to is the cell itself or unknown; 6 unknown cell; 11 --to is draining.
+    or --to is the cell itself or unknown, or the cell's database has no free
+    replication slots and WAL senders for that many copies at once (nothing
+    started; the figures named); 6 unknown cell; 7 its database cannot be
+    reached; 11 --to is draining.
     """
     import time
     from collections import Counter

@@ -52,7 +52,8 @@ def move(
     `--past-window`); `--finalize` removes the old store after a final backup.
 
     Exit codes: 0 done, 3 refused (nothing created; a rollback past the window
-    without --past-window), 5 locked or changed
+    without --past-window; no free replication slot and WAL sender for the
+    copy on the server of the store it leaves), 5 locked or changed
     concurrently, 6 unknown tenant, 7 target unavailable or not caught up in
     time (writes resumed, nothing switched), 8 policy gate, 9 the target's rows
     differed from the source's as of the freeze (switched back: the tenant is

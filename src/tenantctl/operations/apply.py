@@ -36,6 +36,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, Thr
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 
+from tenantctl import worker_lines
 from tenantctl.confirmation import Confirmation
 from tenantctl.engines.base import Op, ResourceChange
 from tenantctl.errors import InvalidInput, TenantctlError, UsageError, contained
@@ -262,8 +263,11 @@ def _pin_cell(ws: Workspace, stack: str, record: TenantRecord | None) -> None:
 def _worker(project_dir: str, cwd: str, yes: bool, tenant_id: str, action: str, preview: bool,
             record: TenantRecord | None, refresh: bool = False) -> TenantResult:
     """Entry point in a pool process (module-level so it pickles); it has no
-    terminal to ask on, so a plan that deletes or replaces needs ``yes``."""
-    return _apply_one(worker_workspace(project_dir, cwd, yes), tenant_id, Action(action), preview, record, refresh)
+    terminal to ask on, so a plan that deletes or replaces needs ``yes``. What it
+    writes on stderr is its tenant's (``worker_lines``)."""
+    with worker_lines.on(tenant_id):
+        return _apply_one(worker_workspace(project_dir, cwd, yes), tenant_id, Action(action), preview, record,
+                          refresh)
 
 
 # (project_dir, cwd, yes, tenant_id, action, preview, the plan's record[, refresh=])
@@ -301,11 +305,26 @@ def _rolling(start: Callable[[TenantResult], Future], waiting: deque[TenantResul
 def run_pool(todo: Iterable[TenantResult], args: tuple[str, str, bool], preview: bool, parallel: int,
              report: Callable[[TenantResult], None], records: Mapping[str, TenantRecord],
              worker: Worker = _worker, refresh: bool = False,
-             budget: FailureBudget | None = None) -> list[TenantResult]:
+             budget: FailureBudget | None = None, on_line: worker_lines.OnLine | None = None
+             ) -> list[TenantResult]:
     """Run `todo` in at most `parallel` spawned processes, calling `report` as
     each finishes; each worker gets its tenant's record from ``records`` (the plan's).
     Each failure is spent from ``budget`` (--max-failures): once it is spent no
-    further tenant starts. Returns the planned results never started."""
+    further tenant starts. ``on_line``: called with each line a worker writes on
+    stderr and its tenant (none: they are dropped). Returns the planned results
+    never started."""
+    if on_line is None:
+        return _run_pool(todo, args, preview, parallel, report, records, worker, refresh, budget, (None, ()))
+    with worker_lines.relayed(on_line) as lines:
+        return _run_pool(todo, args, preview, parallel, report, records, worker, refresh, budget,
+                         (worker_lines.start, (lines,)))
+
+
+def _run_pool(todo: Iterable[TenantResult], args: tuple[str, str, bool], preview: bool, parallel: int,
+              report: Callable[[TenantResult], None], records: Mapping[str, TenantRecord], worker: Worker,
+              refresh: bool, budget: FailureBudget | None, init: tuple[Callable[..., None] | None, tuple]
+              ) -> list[TenantResult]:
+    """``run_pool``'s pools, each process started by ``init`` (initializer, its arguments)."""
     budget = budget or FailureBudget()
     extra = {"refresh": True} if refresh else {}
     ctx = get_context("spawn")  # not fork: the parent may hold gRPC/boto3 threads that fork would break
@@ -327,7 +346,8 @@ def run_pool(todo: Iterable[TenantResult], args: tuple[str, str, bool], preview:
         except Exception as exc:  # e.g. a result that would not unpickle
             finish(planned.model_copy(update={"ok": False, "error": f"{type(exc).__name__}: {exc}"}))
 
-    pool = ProcessPoolExecutor(max_workers=max(1, min(parallel, len(waiting))), mp_context=ctx)
+    pool = ProcessPoolExecutor(max_workers=max(1, min(parallel, len(waiting))), mp_context=ctx, initializer=init[0],
+                               initargs=init[1])
     try:
         _rolling(lambda r: call(pool.submit, r), waiting, parallel, lambda _: not broken and not budget.spent,
                  settle)
@@ -344,7 +364,7 @@ def run_pool(todo: Iterable[TenantResult], args: tuple[str, str, bool], preview:
     # they run whatever the budget says; the ones the broken pool never started
     # follow, one process each too, while the budget allows.
     def isolated(r: TenantResult) -> TenantResult:
-        with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as one:
+        with ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=init[0], initargs=init[1]) as one:
             try:
                 return call(one.submit, r).result()
             except BrokenProcessPool:
@@ -411,6 +431,7 @@ def apply(
     on_result: Callable[[StackResult], None] | None = None,
     on_wait: Callable[[CellBusy], None] | None = None,
     on_stop: Callable[[str], None] | None = None,
+    on_line: worker_lines.OnLine | None = None,
 ) -> ApplySummary:
     """Reconcile stacks/ with the registry: the committed cell stacks first
     (those whose spec or program changed; none in a ``match`` run, whose scope
@@ -487,7 +508,7 @@ def apply(
     elif todo:
         ws.engine.prepare()  # e.g. provider plugins installed once, not raced for by every worker
         never = run_pool(todo, (str(ws.project_dir), str(ws.cwd), yes), preview, parallel, report, records,
-                         refresh=refresh, budget=budget)
+                         refresh=refresh, budget=budget, on_line=on_line)
     for r in never:
         done[r.tenant_id] = budget.hold(r)
     merged = [done.get(r.tenant_id, r) for r in results]

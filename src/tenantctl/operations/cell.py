@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from tenant_runtime.registry import item_to_counts
+from tenantctl.cell_database import ConnectionBudget, connection_budget
 from tenantctl.engines.base import EventSink, UpResult
 from tenantctl.errors import InvalidInput, UsageError
 from tenantctl.models import CellSpec, DedicatedSpec, Tier, describe_validation_error
@@ -54,6 +55,8 @@ class CellInfo(BaseModel):
     # usage, and the ones it would exceed there (walls: placement passes the cell over)
     quotas: list[str] = []
     walls: list[str] = []
+    # `show` only: the pooled logins' connection cap against the live database's connections
+    connections: ConnectionBudget | None = None
     # `show --recount`: each count it corrected, [the counter's, the records'] (empty: it was right)
     recounted: dict[str, list[int]] | None = None
     # `add` of a new cell: what it found in its way, said and not refused (a warning each): what an
@@ -133,14 +136,17 @@ def cell_spec(ws: Workspace, name: str, options: dict[str, Any]) -> CellSpec:
         raise InvalidInput(describe_validation_error(exc)) from None
 
 
-def add(ws: Workspace, name: str, options: dict[str, Any],
-        on_event: EventSink | None = None, write_only: bool = False) -> tuple[CellInfo, UpResult | None]:
+def add(ws: Workspace, name: str, options: dict[str, Any], on_event: EventSink | None = None,
+        write_only: bool = False, allow_overcommit: bool = False) -> tuple[CellInfo, UpResult | None]:
     """Write the cell's stack file and apply it (idempotent: a re-run applies
     changed options). The home cell comes first: the registry is there.
     ``write_only``: the file alone, complete, for `tenantctl apply` to apply
     once committed (no UpResult). The file is written under the cell's lease
-    (the spec read again there), so a run refused it changes nothing."""
-    cell_spec(ws, name, options)  # a bad option is refused before the home cell is touched
+    (the spec read again there), so a run refused it changes nothing.
+    ``allow_overcommit``: a raised connection cap the live database cannot
+    hold goes ahead, said (``refuse_overcommit``)."""
+    wanted = cell_spec(ws, name, options)  # a bad option is refused before the home cell is touched
+    said = refuse_overcommit(ws, wanted, allow_overcommit)
     new = name not in ws.cells()
     home = ws.ensure_platform(on_event)
 
@@ -175,11 +181,41 @@ def add(ws: Workspace, name: str, options: dict[str, Any],
         info = _info(ws, ws.cell(name), result.outputs, _counter(ws, name))
     if new:
         info.warnings = _leftovers(ws, ws.cell(name))
+    info.warnings += said
     if overlapping:
         info.warnings.append(f"cell {name!r}: its vpc_cidr {info.vpc_cidr} overlaps the VPC of cell(s) "
                              f"{', '.join(overlapping)} of its account and region: they cannot be peered or joined "
                              "by a transit gateway later (without --vpc-cidr a range of its own is picked)")
     return info, result
+
+
+def refuse_overcommit(ws: Workspace, wanted: CellSpec, allow: bool) -> list[str]:
+    """A change raising the cell's connection cap (max_pooled_tenants ×
+    db_connection_limit) over what its live database leaves tenant logins
+    (``cell_database.connection_budget``) is refused (exit 3, rule
+    ``connection-budget``, nothing written) unless ``allow``; then, or when
+    the database could not be read, a warning says so. A new cell has no
+    database yet, and a cap kept or lowered is never refused (a re-run, or a
+    step back)."""
+    existing = ws.cells().get(wanted.name)
+    cap = wanted.max_pooled_tenants * wanted.db_connection_limit
+    if existing is None or cap <= existing.max_pooled_tenants * existing.db_connection_limit:
+        return []
+    budget = connection_budget(ws, wanted.name, cap)
+    what = (f"cell {wanted.name!r}: max_pooled_tenants {wanted.max_pooled_tenants} x db_connection_limit "
+            f"{wanted.db_connection_limit} = {cap} connections its pooled tenants' logins may hold")
+    if budget.unread is not None:
+        return [f"{what}, not compared with its database's ({budget.unread})"] if ws.cell_outputs(wanted.name) \
+            else []
+    if not budget.overcommits:
+        return []
+    if allow:
+        return [f"{what}, over the {budget.room} its database leaves them ({budget.figures()}): "
+                "--allow-overcommit"]
+    raise InvalidInput(f"{what}, over the {budget.room} its database leaves them ({budget.figures()}); nothing was "
+                       "written: lower --max-pooled or --db-connection-limit, give the database more connections "
+                       "(a larger --db-instance-class, or max_connections in its parameter group), or pass "
+                       "--allow-overcommit", rule="connection-budget")
 
 
 def _leftovers(ws: Workspace, spec: CellSpec) -> list[str]:
@@ -259,6 +295,7 @@ def show(ws: Workspace, name: str, recount: bool = False) -> CellInfo:
         quotas = preflight.checks(probe, ws.cell_outputs(name), ws.cell_clients(name))
         info.quotas = [c.explain() for c in quotas]
         info.walls = [c.explain() for c in quotas if not c.ok]
+    info.connections = connection_budget(ws, name, spec.max_pooled_tenants * spec.db_connection_limit)
     return info
 
 

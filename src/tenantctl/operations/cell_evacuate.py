@@ -14,8 +14,10 @@ One run moves the tenants it finds in id order, one after another or
 lifecycle of `tenantctl move ID --cell C` (copy while serving, a short write
 freeze, verify, switch) and leaves the usual rollback window; a move a killed
 run left half way (preparing, copying, freezing) is resumed. Every copy reads
-the cell's one database and holds a replication slot there: how many at once
-is the operator's call. ``limit`` moves at most that many tenants (waves);
+the cell's one database and holds replication slots and WAL senders there
+(``cell_database``): a run asking for more copies at once than its free ones
+hold (``parallel``, or as many as there are tenants to move when fewer) is
+refused before any move starts. ``limit`` moves at most that many tenants (waves);
 ``max_failures`` stops starting moves once more than that many failed (a
 refused move, one that changed nothing, does not count). `--finalize` then
 ends the rollback windows of the moves out of the cell: each old store
@@ -27,7 +29,6 @@ switched are reported as waiting for `--finalize`, the rest are moved.
 
 from __future__ import annotations
 
-import sys
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel
 
 from tenant_runtime.models import MovePhase
+from tenantctl import worker_lines
 from tenantctl.errors import Conflict, InvalidInput, QuotaExceeded, TenantctlError, UsageError
 from tenantctl.models import CellSpec, TenantRecord, TenantSpec, TenantStatus, Tier
 from tenantctl.operations.apply_guard import FailureBudget
@@ -108,6 +110,8 @@ def evacuate(ws: Workspace, name: str, *, to: str | None = None, finalize: bool 
     triaged = [(record, _triage(record, name, finalize)) for record in records]
     queue = deque((r, e) for r, e in triaged if e.outcome == "planned")
     total = min(len(queue), limit) if limit is not None else len(queue)
+    if not finalize and total:  # a finalize copies nothing
+        _refuse_without_room(ws, name, min(parallel, total), parallel)
     loads: Counter[str] = Counter()  # a dry run's placements so far; a run's moves in flight, per cell
     running: dict[Future, Evacuee] = {}
     started = 0
@@ -145,6 +149,15 @@ def evacuate(ws: Workspace, name: str, *, to: str | None = None, finalize: bool 
                       stopped=budget.why() if budget.spent else None)
 
 
+def _refuse_without_room(ws: Workspace, name: str, copies: int, parallel: int) -> None:
+    """The moves' copies run on the cell's database (``cell_database``): a run
+    it has no room for is refused before any starts (exit 3, the figures named)."""
+    from tenantctl.cell_database import cell_admin, refuse_copies
+
+    with cell_admin(ws, name) as conn:
+        refuse_copies(conn, copies, f"cell {name!r}'s database", parallel if parallel > 1 else None)
+
+
 Submit = Callable[[str, str, "str | None"], Future]
 
 
@@ -152,7 +165,9 @@ Submit = Callable[[str, str, "str | None"], Future]
 def _movers(ws: Workspace, parallel: int, progress: Progress | None) -> Iterator[Submit]:
     """What runs each move: this process, one after another (``parallel`` 1), or
     a pool of that many spawned processes (the LocalEngine's Pulumi runtime is
-    one per process), each keeping its Workspace from one move to the next."""
+    one per process), each keeping its Workspace from one move to the next.
+    The workers' lines come out through ``progress``, each naming its tenant
+    (``worker_lines``)."""
     if parallel == 1:
         def here(tenant_id: str, how: str, to_cell: str | None) -> Future:
             done: Future = Future()
@@ -164,21 +179,30 @@ def _movers(ws: Workspace, parallel: int, progress: Progress | None) -> Iterator
 
         yield here
         return
+    say = progress or (lambda line: None)
     ws.engine.prepare()  # e.g. provider plugins installed once, not raced for by every worker
-    pool = ProcessPoolExecutor(max_workers=parallel, mp_context=get_context("spawn"))
-    args = (str(ws.project_dir), str(ws.cwd))
-    try:
-        yield lambda tenant_id, how, to_cell: pool.submit(_worker, *args, tenant_id, how, to_cell)
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
+    with worker_lines.relayed(lambda tenant_id, line: say(_of_move(tenant_id, line))) as lines:
+        pool = ProcessPoolExecutor(max_workers=parallel, mp_context=get_context("spawn"),
+                                   initializer=worker_lines.start, initargs=(lines,))
+        args = (str(ws.project_dir), str(ws.cwd))
+        try:
+            yield lambda tenant_id, how, to_cell: pool.submit(_worker, *args, tenant_id, how, to_cell)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+
+
+def _of_move(tenant_id: str, line: str) -> str:
+    """A worker's line as the moves' own lines read: ``move ID: ...``."""
+    own = f"move {tenant_id}: "
+    return line if line.startswith(own) else own + line
 
 
 def _worker(project_dir: str, cwd: str, tenant_id: str, how: str, to_cell: str | None) -> MoveResult:
-    """A move in a pool process (module-level: it pickles); its progress on the process's stderr."""
-    return _move_one(worker_workspace(project_dir, cwd), tenant_id, how, to_cell,
-                     lambda line: print(line, file=sys.stderr, flush=True))
+    """A move in a pool process (module-level: it pickles); its lines go to the run's process."""
+    with worker_lines.on(tenant_id):
+        return _move_one(worker_workspace(project_dir, cwd), tenant_id, how, to_cell, worker_lines.say)
 
 
 def _move_one(ws: Workspace, tenant_id: str, how: str, to_cell: str | None, progress: Progress | None) -> MoveResult:

@@ -70,7 +70,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from tenant_runtime.models import MovePhase, TenantMove, TenantRecord, TenantStatus, Tier
-from tenantctl.errors import InvalidInput, UsageError
+from tenantctl.errors import InvalidInput, TargetUnavailable, UsageError
 from tenantctl.models import CellSpec, TenantSpec, utcnow
 from tenantctl.naming import require_valid
 from tenantctl.operations.move_keyed import KeyedMover, refuse_or_target
@@ -124,6 +124,8 @@ def move(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: str |
             return MoveResult(tenant_id=tenant_id, outcome="unchanged", from_tier=record.tier, to_tier=to_tier,
                               from_cell=record.cell, to_cell=to_cell)
         target, to_stack = _refuse_or_target(ws, record, to_tier, to_cell)
+        if to_stack is None:  # a replication link, not the KeyedMover's relay: room for it first (exit 3)
+            refuse_without_replication_room(ws, record)
         # Both stores exist while the move is open: it holds a slot where each is (exit 11: full or draining).
         take_slot(ws, to_cell, to_tier, f"tenant {tenant_id!r} refused before anything was created "
                                         "(free a slot there, or undrain it, and re-run)")
@@ -161,6 +163,27 @@ def move(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: str |
                       window_ends_at=(held.record.move.window_ends_at.isoformat()
                                       if held.record.move and held.record.move.window_ends_at else None),
                       **mover.result_extra)
+
+
+def refuse_without_replication_room(ws: Workspace, record: TenantRecord) -> None:
+    """A move's copy holds replication slots and WAL senders on the server of
+    the store it leaves (``cell_database``): with no room for one there it
+    would fail once its target store was built, so it is refused first (exit
+    3, naming the figures; exit 7 when that server cannot be reached)."""
+    import psycopg
+
+    from tenantctl.cell_database import first_line, refuse_copies
+    from tenantctl.drills.context import context_from_workspace
+
+    assert record.resources is not None
+    store = record.resources.store
+    where = f"the server of tenant {record.tenant_id!r}'s store ({store.endpoint}:{store.port})"
+    try:
+        conn = context_from_workspace(ws, record).connect(store.endpoint, store.port, store.database)
+    except psycopg.OperationalError as exc:
+        raise TargetUnavailable(f"{where} took no admin connection: {first_line(exc)}") from None
+    with conn:
+        refuse_copies(conn, 1, where)
 
 
 def refuse_past_window(record: TenantRecord, move: TenantMove) -> None:

@@ -1,0 +1,165 @@
+"""A cell's shared PostgreSQL as it runs, read as its admin: the replication
+room a move's copy needs (``ReplicationRoom``), before moves start, and the
+connections its pooled tenants' logins may take (``ConnectionBudget``).
+
+A move's copy is a logical replication link from the store it leaves
+(``transfer.store_sync``): one slot and one WAL sender on that server for as
+long as the copy runs, and during the initial copy one more of each per table
+copied at once (``max_sync_workers_per_subscription`` of them). Both are
+bounded server-wide (``max_replication_slots``, ``max_wal_senders``, set in
+an RDS parameter group); a copy that finds no slot free fails after its
+target store was built, and copies that took every slot between them wait on
+their table copies until they time out. So moves are refused before they
+start when the server has no room for them.
+
+Each pooled tenant's login (and each workspace's) may hold
+``db_connection_limit`` connections; at the cell's cap that is
+``max_pooled_tenants`` times as many, which the server's ``max_connections``
+must hold beside its reserved connections and the platform's own logins, or
+busy tenants take the connections the gateway's pools and the operator need.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from tenantctl.errors import InvalidInput, TargetUnavailable
+
+
+@dataclass(frozen=True)
+class ReplicationRoom:
+    """What a server's replication settings allow and what is taken of them."""
+
+    max_slots: int
+    slots: int  # replication slots that exist (active or not: each holds its place)
+    max_senders: int
+    senders: int  # WAL sender processes running
+    sync_workers: int  # max_sync_workers_per_subscription: tables a subscription copies at once
+
+    @property
+    def per_copy(self) -> int:
+        """Slots (and WAL senders) one move's copy takes at its peak: its link's and its table copies'."""
+        return 1 + self.sync_workers
+
+    @property
+    def copies(self) -> int:
+        """Move copies the free slots and WAL senders hold at once."""
+        free = min(self.max_slots - self.slots, self.max_senders - self.senders)
+        return max(0, free) // self.per_copy
+
+    def figures(self) -> str:
+        return (f"max_replication_slots {self.max_slots} with {self.slots} in use, max_wal_senders "
+                f"{self.max_senders} with {self.senders} running, each copy taking up to {self.per_copy} of "
+                f"each: its link's and max_sync_workers_per_subscription {self.sync_workers} table copies'")
+
+
+def replication_room(conn: Any) -> ReplicationRoom:
+    """The room of the server ``conn`` (an admin connection) is on."""
+    row = conn.execute(
+        "SELECT current_setting('max_replication_slots')::int, (SELECT count(*) FROM pg_replication_slots), "
+        "current_setting('max_wal_senders')::int, "
+        "(SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'), "
+        "current_setting('max_sync_workers_per_subscription')::int").fetchone()
+    return ReplicationRoom(*(int(v) for v in row))
+
+
+def refuse_copies(conn: Any, copies: int, where: str, parallel: int | None = None) -> ReplicationRoom:
+    """InvalidInput (exit 3, rule ``replication-slots``) when the server of
+    ``conn`` has no room for ``copies`` move copies at once, naming the
+    figures; ``where``: what the server is; ``parallel``: the --parallel asked
+    for (the message says what would fit)."""
+    room = replication_room(conn)
+    if copies <= room.copies:
+        return room
+    if room.copies == 0:
+        said = "no room for a move's copy"
+    else:
+        fits = f"room for {room.copies} move cop{'y' if room.copies == 1 else 'ies'} at once"
+        said = f"{fits}, not {copies}" + (f" (--parallel {parallel})" if parallel is not None else "")
+    way = f"give --parallel {room.copies} or less, " if parallel is not None and room.copies else ""
+    raise InvalidInput(f"{where} has {said}: {room.figures()}; nothing was started: {way}end moves' rollback "
+                       "windows (`--finalize`: a switched move keeps a slot where its new store is), drop unused "
+                       "slots, or raise max_replication_slots and max_wal_senders (its parameter group)",
+                       rule="replication-slots")
+
+
+def cell_admin(ws: Any, cell: str, connect_timeout: int = 5) -> Any:
+    """An autocommit admin connection to cell ``cell``'s shared database;
+    TargetUnavailable (exit 7) when it is not applied, cannot be reached or
+    refuses the admin."""
+    import psycopg
+
+    from tenantctl.drills.context import admin_credentials
+
+    outputs = ws.cell_outputs(cell)
+    endpoint, arn = outputs.get("db_endpoint"), outputs.get("db_admin_secret_arn")
+    if not endpoint or not arn:
+        raise TargetUnavailable(f"cell {cell!r} has no database yet (not applied)")
+    user, password = admin_credentials(ws.cell_clients(cell)("secretsmanager"), arn)
+    where = f"{endpoint}:{outputs.get('db_port')}"
+    try:
+        return psycopg.connect(host=endpoint, port=int(outputs.get("db_port") or 5432),
+                               dbname=outputs.get("db_name") or "postgres", user=user, password=password,
+                               autocommit=True, connect_timeout=connect_timeout, application_name="tenantctl")
+    except psycopg.OperationalError as exc:
+        raise TargetUnavailable(f"cell {cell!r}: its database {where} took no admin connection: "
+                                f"{first_line(exc)}") from None
+
+
+def first_line(exc: Exception) -> str:
+    """A database or AWS error's first line (psycopg's run on with hints)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+# What the platform's own logins keep of a cell database's connections beyond the
+# server's reserved ones: the runtime's shared pools (the gateway login, max_size 10
+# per process: five processes) and tenantctl's admin sessions.
+PLATFORM_CONNECTIONS = 50
+
+
+class ConnectionBudget(BaseModel):
+    """A cell's cap of pooled tenant login connections (max_pooled_tenants ×
+    db_connection_limit, before per-tenant overrides and workspaces) against
+    what its live database leaves them."""
+
+    cap: int
+    max_connections: int | None = None
+    reserved: int | None = None  # superuser_reserved_connections, reserved_connections, RDS's own
+    platform: int = PLATFORM_CONNECTIONS
+    room: int | None = None  # for tenant logins: max_connections - reserved - platform
+    overcommits: bool | None = None  # the cap is over the room; None: not read (``unread`` says why)
+    unread: str | None = None
+
+    def figures(self) -> str:
+        return (f"max_connections {self.max_connections} - {self.reserved} reserved - {self.platform} for the "
+                f"platform's own logins = {self.room} for tenant logins")
+
+    def describe(self) -> str:
+        if self.unread is not None:
+            return f"not read: {self.unread}"
+        verdict = "can overcommit it" if self.overcommits else "fits"
+        return f"{self.figures()}: the cap ({self.cap}) {verdict}"
+
+
+def connection_budget(ws: Any, cell: str, cap: int) -> ConnectionBudget:
+    """``cap`` against cell ``cell``'s live database; a database not applied or
+    not reachable is said (``unread``), not raised."""
+    import psycopg
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        with cell_admin(ws, cell) as conn:
+            row = conn.execute(
+                "SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int"
+                " + coalesce(current_setting('reserved_connections', true), '0')::int"
+                " + coalesce(current_setting('rds.rds_superuser_reserved_connections', true), '0')::int").fetchone()
+    except TargetUnavailable as exc:
+        return ConnectionBudget(cap=cap, unread=str(exc))
+    except (psycopg.Error, BotoCoreError, ClientError) as exc:
+        return ConnectionBudget(cap=cap, unread=f"cell {cell!r}: its database could not be read: {first_line(exc)}")
+    most, reserved = int(row[0]), int(row[1])
+    room = most - reserved - PLATFORM_CONNECTIONS
+    return ConnectionBudget(cap=cap, max_connections=most, reserved=reserved, room=room, overcommits=cap > room)

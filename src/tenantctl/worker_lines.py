@@ -1,0 +1,110 @@
+"""What a pool worker process says (its task's progress, the notes and
+warnings it writes on stderr) sent to the process that started the pool,
+each line with the tenant the worker was on. That process writes them
+through its own progress: stamped like its own lines, tagged with their
+tenant, on its stderr (never in its --json), one writer, instead of several
+processes interleaving untagged lines on one stderr.
+
+The lines travel through a manager's queue (``relayed``): each worker talks to
+the manager over a connection of its own, so a worker killed half way
+through a line breaks nothing for the others (a plain multiprocessing queue
+shares one lock between them all).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from multiprocessing import get_context
+from typing import Any
+
+OnLine = Callable[[str, str], None]  # (tenant id, line)
+
+_queue: Any = None  # in a worker: the queue to the pool's process
+_tenant = "-"  # in a worker: the tenant its task is on
+
+
+@contextmanager
+def relayed(on_line: OnLine) -> Iterator[Any]:
+    """A queue for ``start`` (a pool's ``initializer``, with the queue as its
+    argument); ``on_line`` is called in this process, from a thread, with each
+    line the workers say, until the block ends (every line said before then)."""
+    manager = get_context("spawn").Manager()
+    queue = manager.Queue()
+
+    def drain() -> None:
+        while (item := queue.get()) is not None:
+            try:
+                on_line(*item)
+            except Exception:  # a line that could not be written never stops the others
+                continue
+
+    reader = threading.Thread(target=drain, name="worker-lines", daemon=True)
+    reader.start()
+    try:
+        yield queue
+    finally:
+        queue.put(None)
+        reader.join()
+        manager.shutdown()
+
+
+def start(queue: Any) -> None:
+    """A pool's initializer: this worker's stderr and tenantctl's notes go to ``queue``."""
+    global _queue
+    _queue = queue
+    sys.stderr = _Lines()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("note: %(message)s"))  # as the CLI writes them (cli/app.py)
+    logger = logging.getLogger("tenantctl")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+@contextmanager
+def on(tenant_id: str) -> Iterator[None]:
+    """In a worker: what is said in the block is ``tenant_id``'s."""
+    global _tenant
+    before, _tenant = _tenant, tenant_id
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        _tenant = before
+
+
+def say(line: str) -> None:
+    """In a worker: one line to the pool's process (dropped once that is gone: a
+    line never fails the task)."""
+    if _queue is None:
+        return
+    try:
+        _queue.put((_tenant, line))
+    except Exception:
+        return
+
+
+class _Lines(io.TextIOBase):
+    """A stderr that says each complete line written to it."""
+
+    def __init__(self) -> None:
+        self._partial = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        *lines, self._partial = (self._partial + text).split("\n")
+        for line in lines:
+            say(line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._partial:
+            line, self._partial = self._partial, ""
+            say(line)

@@ -1,0 +1,181 @@
+"""What a cell's live database has room for, through the real CLI: moves are
+refused (exit 3, rule ``replication-slots``, the figures named, nothing
+started or created) when the source server's free replication slots and WAL
+senders cannot hold their copies (`cell evacuate --parallel N`, `move`);
+`cell show` compares the pooled logins' connection cap with the live
+max_connections and `cell add` refuses a raised cap it cannot hold (exit 3,
+rule ``connection-budget``) without --allow-overcommit, and says so when the
+database takes no connection. `apply --parallel`'s workers' stderr lines come
+out through the run, stamped and naming their tenant.
+
+A project of its own on the session's sandbox: cells ``e2-a`` and ``e2-b``
+in ap-southeast-2 of the home account, which no other test uses; tenants
+``e2-*``. The sandbox's slots are taken by physical slots ``e2_fill_*`` made
+and dropped here (one server holds every cell's database there).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+import pytest
+from fault_tools import Cli, aws, cell_count, write_record
+
+from tenantctl.cell_database import replication_room
+from tenantctl.models import TenantSpec
+from tenantctl.operations import cell as cells
+from tenantctl.operations.provision import provision
+from tenantctl.registry import new_lock
+from tenantctl.stackconfig import read_cell, read_tenant, write_tenant
+from tenantctl.workspace import Workspace
+
+pytestmark = pytest.mark.integration
+
+REGION, FROM, TO = "ap-southeast-2", "e2-a", "e2-b"
+TENANTS = ("e2-t1", "e2-t2")
+
+
+@pytest.fixture(scope="module")
+def fleet(sandbox, tmp_path_factory) -> Iterator[tuple[Cli, Workspace]]:
+    cli = Cli.create(sandbox, tmp_path_factory.mktemp("cell-capacity"))
+    ws = Workspace(project_dir=cli.root, cwd=cli.root)
+    cells.add(ws, TO, {"region": REGION, "max_pooled_tenants": 4})
+    cells.add(ws, FROM, {"region": REGION, "max_pooled_tenants": 4})
+    for tid in TENANTS:
+        provision(ws, TenantSpec(id=tid, region=REGION, cell=FROM))
+    yield cli, ws
+    # Nothing of this file is left in the shared registry for other files' fleet-wide runs.
+    for tid in TENANTS:
+        assert cli("deprovision", tid, "--yes", "--no-final-backup", "--purge-data").returncode == 0
+    for name in (FROM, TO):
+        assert cli("cell", "remove", name, "--yes").returncode == 0
+
+
+@contextmanager
+def free_slots(sandbox, left: int) -> Iterator[None]:
+    """The sandbox server's replication slots taken until ``left`` are free (WAL senders as they are)."""
+    with psycopg.connect(sandbox.pg_dsn(), autocommit=True) as conn:
+        room = replication_room(conn)
+        fill = [f"e2_fill_{i}" for i in range(room.max_slots - room.slots - left)]
+        for slot in fill:
+            conn.execute("SELECT pg_create_physical_replication_slot(%s)", (slot,))
+        try:
+            yield
+        finally:
+            for slot in fill:
+                conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+
+
+def untouched(cli: Cli, ws: Workspace, sandbox, stack_files: dict[str, str]) -> None:
+    for tid in TENANTS:
+        record = ws.registry.require(tid)
+        assert (record.cell, record.move) == (FROM, None), record
+        assert cli.stack_file(tid).read_text() == stack_files[tid]
+    assert (cell_count(sandbox, FROM), cell_count(sandbox, TO)) == (2, 0)
+
+
+def test_moves_the_source_server_has_no_replication_room_for_are_refused_before_anything_starts(fleet, sandbox):
+    cli, ws = fleet
+    assert cli("cell", "drain", FROM).returncode == 0
+    stack_files = {tid: cli.stack_file(tid).read_text() for tid in TENANTS}
+    with psycopg.connect(sandbox.pg_dsn(), autocommit=True) as conn:
+        per_copy = replication_room(conn).per_copy
+
+    with free_slots(sandbox, per_copy + 1):  # one copy fits, not two
+        wide = cli("cell", "evacuate", FROM, "--parallel", "2", "--json")
+        assert wide.returncode == 3, wide
+        error = wide.json()["error"]
+        assert error["rule"] == "replication-slots"
+        assert "room for 1 move copy at once, not 2 (--parallel 2)" in error["message"]
+        assert "max_replication_slots" in error["message"] and "max_wal_senders" in error["message"]
+        assert "give --parallel 1 or less" in error["message"]
+        untouched(cli, ws, sandbox, stack_files)
+        # --parallel beyond the tenants to move asks for as many copies as there are tenants.
+        assert "not 2 (--parallel 5)" in cli("cell", "evacuate", FROM, "--parallel", "5", "--json").json()[
+            "error"]["message"]
+
+    with free_slots(sandbox, per_copy - 1):  # not even one copy
+        one = cli("move", TENANTS[0], "--cell", TO, "--json")
+        assert one.returncode == 3, one
+        assert one.json()["error"]["rule"] == "replication-slots"
+        assert "no room for a move's copy" in one.json()["error"]["message"]
+        evacuation = cli("cell", "evacuate", FROM, "--json")  # the default, one at a time, too
+        assert evacuation.returncode == 3 and evacuation.json()["error"]["rule"] == "replication-slots", evacuation
+        untouched(cli, ws, sandbox, stack_files)
+        # A finalize copies nothing: not refused for want of slots (nothing to finalize here).
+        assert cli("cell", "evacuate", FROM, "--finalize", "--json").returncode == 0
+        assert cli("cell", "evacuate", FROM, "--dry-run", "--json").returncode == 3
+    assert cli("cell", "drain", FROM, "--undo").returncode == 0
+
+
+def test_apply_parallel_workers_say_their_lines_through_the_run_stamped_and_naming_their_tenant(fleet, sandbox):
+    cli, ws = fleet
+    # An update for each tenant; the first one's record locked by a run that died, which the worker
+    # applying it clears and notes (on the worker's stderr until now: unstamped, no tenant).
+    for tid in TENANTS:
+        write_tenant(ws.stacks_dir, read_tenant(cli.stack_file(tid)).model_copy(update={"db_connection_limit": 5}))
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    record = ws.registry.require(TENANTS[0])
+    write_record(sandbox, record.model_copy(update={"lock": new_lock("provision").model_copy(
+        update={"pid": gone.pid})}))
+
+    run = cli("apply", "--match", "e2-t*", "--parallel", "2", "--json")
+    assert run.returncode == 0, run
+    assert {r["tenant_id"]: r["action"] for r in run.json()["results"]} == dict.fromkeys(TENANTS, "update")
+    note = re.compile(r"\[ *\d+\.\ds\] e2-t1: note: tenant 'e2-t1': the provision holding its lock died .+")
+    assert [line for line in run.stderr.splitlines() if note.fullmatch(line)], run.stderr
+    assert "lock died" not in run.stderr.replace("e2-t1: note: tenant 'e2-t1': the provision holding its lock "
+                                                 "died", ""), run.stderr  # said once, tagged
+    assert ws.registry.require(TENANTS[0]).lock is None
+
+
+def test_cell_show_reads_its_live_connections_and_add_refuses_a_cap_they_cannot_hold(fleet, sandbox):
+    cli, ws = fleet
+    with psycopg.connect(sandbox.pg_dsn(), autocommit=True) as conn:
+        most = int(conn.execute("SHOW max_connections").fetchone()[0])
+    shown = cli("cell", "show", TO, "--json")
+    assert shown.returncode == 0, shown
+    budget = shown.json()["connections"]
+    assert (budget["cap"], budget["max_connections"], budget["overcommits"], budget["unread"]) == (40, most, False,
+                                                                                                    None)
+    assert budget["room"] == most - budget["reserved"] - budget["platform"] > 40
+    assert "fits" in cli("cell", "show", TO).stdout
+
+    # A cap the room cannot hold: refused, nothing written; with --allow-overcommit written and warned.
+    before = (ws.stacks_dir / f"Pulumi.cell-{TO}.yaml").read_text()
+    over = str(budget["room"] // 10 + 1)
+    refused = cli("cell", "add", TO, "--max-pooled", over, "--write-only", "--json")
+    assert refused.returncode == 3, refused
+    error = refused.json()["error"]
+    assert error["rule"] == "connection-budget"
+    assert f"max_pooled_tenants {over} x db_connection_limit 10 = {int(over) * 10} connections" in error["message"]
+    assert f"max_connections {most} - {budget['reserved']} reserved - {budget['platform']}" in error["message"]
+    assert (ws.stacks_dir / f"Pulumi.cell-{TO}.yaml").read_text() == before
+    allowed = cli("cell", "add", TO, "--max-pooled", over, "--write-only", "--allow-overcommit", "--json")
+    assert allowed.returncode == 0, allowed
+    assert "--allow-overcommit" in allowed.stderr and read_cell(ws.stacks_dir, TO).max_pooled_tenants == int(over)
+    assert cli("cell", "show", TO, "--json").json()["connections"]["overcommits"] is True
+    back = cli("cell", "add", TO, "--max-pooled", "4", "--write-only", "--json")  # lowered: never refused
+    assert back.returncode == 0 and (ws.stacks_dir / f"Pulumi.cell-{TO}.yaml").read_text() == before, back
+
+    # A database that takes no admin connection is said, not a failure.
+    arn = ws.cell_outputs(TO)["db_admin_secret_arn"]
+    sm = aws(sandbox, "secretsmanager", arn.split(":")[3])
+    secret = sm.get_secret_value(SecretId=arn)["SecretString"]
+    sm.put_secret_value(SecretId=arn, SecretString=json.dumps({**json.loads(secret), "password": "not-it"}))
+    try:
+        blind = cli("cell", "show", TO, "--json")
+        refusal_free = cli("cell", "add", TO, "--max-pooled", over, "--write-only", "--json")
+    finally:
+        sm.put_secret_value(SecretId=arn, SecretString=secret)
+    assert blind.returncode == 0, blind
+    unread = blind.json()["connections"]
+    assert unread["overcommits"] is None and "took no admin connection" in unread["unread"], unread
+    assert refusal_free.returncode == 0 and "not compared with its database's" in refusal_free.stderr, refusal_free
+    assert cli("cell", "add", TO, "--max-pooled", "4", "--write-only").returncode == 0
