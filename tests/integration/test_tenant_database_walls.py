@@ -88,6 +88,23 @@ def test_a_tenant_login_holding_the_acl_lock_stalls_neither_helpers_nor_provisio
             "awaited the database ACL lock") in provisioned.stderr, provisioned.stderr
 
 
+def suspend_and_see_logins_closed(cli, sandbox, tenant_id: str, stores, open_sessions) -> None:
+    """`suspend` ends the sessions of the tenant's and its workspace's logins and makes them
+    NOLOGIN, and `check` (every probe run as the role) passes, saying so."""
+    suspended = cli("suspend", tenant_id, "--json")
+    assert suspended.returncode == 0, suspended.stderr
+    assert all(_ended(conn) for conn in open_sessions)
+    for each in stores:
+        assert role_row(sandbox, each)[1] is False
+        with pytest.raises(psycopg.OperationalError, match="not permitted to log in"):
+            login(sandbox, each["secret_arn"])
+    checked = cli("check", tenant_id, "--json")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    login_checks = {c["area"]: c for c in json.loads(checked.stdout)["checks"] if c["name"] == "role-login"}
+    assert set(login_checks) == {"database", "workspace hr/database"}
+    assert all("NOLOGIN, no session open" in c["detail"] for c in login_checks.values()), login_checks
+
+
 def _ended(conn: psycopg.Connection) -> bool:
     try:
         conn.execute("SELECT 1")
@@ -184,19 +201,8 @@ def test_a_suspended_pooled_tenant_can_no_longer_log_in_and_resume_gives_its_log
     stores = (store, ws["store"])
     open_sessions = [login(sandbox, s["secret_arn"]) for s in stores]
 
-    suspended = tenantctl_cli("suspend", SUSPENDED, "--json")
-    assert suspended.returncode == 0, suspended.stderr
-    assert all(_ended(conn) for conn in open_sessions)
-    for each in stores:
-        assert role_row(sandbox, each)[1] is False
-        with pytest.raises(psycopg.OperationalError, match="not permitted to log in"):
-            login(sandbox, each["secret_arn"])
     # check runs every probe as the role (through the gateway) and expects it closed
-    checked = tenantctl_cli("check", SUSPENDED, "--json")
-    assert checked.returncode == 0, checked.stdout + checked.stderr
-    login_checks = {c["area"]: c for c in json.loads(checked.stdout)["checks"] if c["name"] == "role-login"}
-    assert set(login_checks) == {"database", "workspace hr/database"}
-    assert all("NOLOGIN, no session open" in c["detail"] for c in login_checks.values()), login_checks
+    suspend_and_see_logins_closed(tenantctl_cli, sandbox, SUSPENDED, stores, open_sessions)
     assert tenantctl_cli("suspend", SUSPENDED).returncode == 0  # idempotent
 
     # A login given back out of band, and a session that outlived a NOLOGIN (a suspend killed
@@ -279,20 +285,9 @@ def test_a_suspended_dedicated_tenants_logins_are_closed_and_resume_gives_them_b
     open_sessions = [login(sandbox, s["secret_arn"]) for s in stores]
     admin = psycopg.connect(sandbox.pg_dsn(store["database"]), autocommit=True)  # the admin's, kept
 
-    suspended = tenantctl_cli("suspend", DEDICATED_SUSPENDED, "--json")
-    assert suspended.returncode == 0, suspended.stderr
-    assert all(_ended(conn) for conn in open_sessions)
-    assert not _ended(admin)
-    for each in stores:
-        assert role_row(sandbox, each)[1] is False
-        with pytest.raises(psycopg.OperationalError, match="not permitted to log in"):
-            login(sandbox, each["secret_arn"])
     # check runs every probe as the role (through the admin's login, no gateway here) and expects it closed
-    checked = tenantctl_cli("check", DEDICATED_SUSPENDED, "--json")
-    assert checked.returncode == 0, checked.stdout + checked.stderr
-    login_checks = {c["area"]: c for c in json.loads(checked.stdout)["checks"] if c["name"] == "role-login"}
-    assert set(login_checks) == {"database", "workspace hr/database"}
-    assert all("NOLOGIN, no session open" in c["detail"] for c in login_checks.values()), login_checks
+    suspend_and_see_logins_closed(tenantctl_cli, sandbox, DEDICATED_SUSPENDED, stores, open_sessions)
+    assert not _ended(admin)
 
     admin_sql(sandbox, store, "ALTER ROLE {role} LOGIN")  # given back out of band: found, and converged
     failed = failed_checks(tenantctl_cli("check", DEDICATED_SUSPENDED, "--json"))
