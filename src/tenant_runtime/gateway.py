@@ -14,8 +14,9 @@ tenant A set it reaches exactly what A's own login reaches.
 Nothing is kept in the session (no SET, no prepared statements: psycopg's
 ``prepare_threshold`` is off), so the pool is safe behind PgBouncer in
 transaction mode; a transaction's first round trip is one simple-protocol
-query of two statements (``BEGIN; SELECT set_config(...)``), which PgBouncer
-forwards as it is, the server connection held from BEGIN to COMMIT. Every checkout runs an empty query first
+query of several statements (``BEGIN; SET LOCAL role = ...; SET LOCAL
+app.tenant_id = ...``), which PgBouncer forwards as it is, the server
+connection held from BEGIN to COMMIT. Every checkout runs an empty query first
 (``ConnectionPool.check_connection``, one round trip): a connection the server
 closed while it sat idle in the pool (a restart, a failover, an idle timeout)
 is replaced there instead of failing the request that drew it, which, unlike

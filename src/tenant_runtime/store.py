@@ -14,7 +14,7 @@ Two ways to reach it (``tenant_runtime.gateway`` decides per tenant):
   begins with ``SET LOCAL ROLE`` to the tenant's role.
 
 Either way every unit of work is one transaction (``tenant_runtime.transaction``)
-that starts with ``set_config('app.tenant_id', <id>, true)`` (= SET LOCAL, and the role too for
+that starts with ``SET LOCAL app.tenant_id = <id>`` (and the role too for
 the gateway, and ``statement_timeout`` when set), sent with its BEGIN as one
 query (one round trip; the connections are in autocommit mode so that psycopg
 sends no BEGIN of its own), and ends with COMMIT: every setting ends with the

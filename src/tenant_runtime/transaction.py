@@ -25,7 +25,7 @@ def _scope_settings(tenant_id: str, role: str | None,
     """The transaction-local settings of a tenant transaction: (names, values)."""
     names: tuple[str, ...] = ("app.tenant_id",)
     values: tuple[str, ...] = (tenant_id,)
-    if role is not None:  # = SET LOCAL ROLE, first: refused unless the login may become it
+    if role is not None:  # first: refused unless the login may become it
         names, values = ("role", *names), (role, *values)
     if statement_timeout is not None:
         names, values = (*names, "statement_timeout"), (*values, str(max(1, int(statement_timeout * 1000))))
@@ -34,16 +34,20 @@ def _scope_settings(tenant_id: str, role: str | None,
 
 @lru_cache(maxsize=4096)
 def begin_statement(tenant_id: str, role: str | None = None, statement_timeout: float | None = None) -> bytes:
-    """``BEGIN`` and the scope statement as one query without parameters, the
-    first round trip of every tenant transaction: psycopg sends a query without
-    parameters over the simple protocol, which runs several statements in one
-    message (a query with parameters takes the extended protocol, one statement
-    per round trip). The values are literals quoted as ``psycopg.sql.Literal``
-    quotes them (``E''`` when a backslash needs it, whatever
-    ``standard_conforming_strings``). Made once per tenant and shape."""
+    """``BEGIN`` and the transaction-local settings as one query without
+    parameters, the first round trip of every tenant transaction: psycopg sends
+    a query without parameters over the simple protocol, which runs several
+    statements in one message (a query with parameters takes the extended
+    protocol, one statement per round trip). ``SET LOCAL`` (= ``set_config(...,
+    true)``), not ``SELECT set_config``: a utility statement the server neither
+    plans nor answers with a row, as cheap to run unprepared as the prepared
+    SELECT was. The values are literals quoted as ``psycopg.sql.Literal`` quotes
+    them (``E''`` when a backslash needs it, whatever
+    ``standard_conforming_strings``); the names are this module's constants.
+    Made once per tenant and shape."""
     names, values = _scope_settings(tenant_id, role, statement_timeout)
-    return (sql.SQL("BEGIN; SELECT ") + sql.SQL(", ").join(
-        sql.SQL("set_config({}, {}, true)").format(sql.Literal(name), sql.Literal(value))
+    return (sql.SQL("BEGIN; ") + sql.SQL("; ").join(
+        sql.SQL("SET LOCAL {} = {}").format(sql.SQL(name), sql.Literal(value))
         for name, value in zip(names, values, strict=True))).as_bytes(None)
 
 
@@ -59,7 +63,7 @@ def begin(conn: psycopg.Connection, tenant_id: str, role: str | None = None,
           statement_timeout: float | None = None) -> psycopg.Cursor:
     """Begin a transaction scoped to ``tenant_id`` (and, for a gateway login, to
     the tenant ``role``) in one round trip (``begin_statement``); every setting
-    ends with it. ``conn``: in autocommit mode (psycopg would send a BEGIN of
+    ends with it (``SET LOCAL``). ``conn``: in autocommit mode (psycopg would send a BEGIN of
     its own first), outside a transaction. The cursor that ran it, for the
     transaction's own statements (a cursor per ``conn.execute`` costs more
     client work than the statement's parameters). End it with ``held``."""

@@ -134,8 +134,7 @@ def test_a_shared_pool_append_is_four_round_trips_begin_and_the_scope_in_one(sha
     shared.store.append(ctx, "conv-shared-trips", "user", "warm")
     with shared.store.gateway.pool().connection() as conn:
         pass  # the pool's only connection: the next request draws it
-    scope = (f"BEGIN; SELECT set_config('role', '{ctx.resources.store.role}', true), "
-             f"set_config('app.tenant_id', '{ctx.key}', true)")
+    scope = f"BEGIN; SET LOCAL role = '{ctx.resources.store.role}'; SET LOCAL app.tenant_id = '{ctx.key}'"
     with round_trips(conn) as trips:
         shared.store.append(ctx, "conv-shared-trips", "user", "counted")
     assert len(trips) == 4 and trips[0] == "" and trips[1].startswith(scope) and trips[3] == "COMMIT", trips
@@ -274,10 +273,10 @@ async def test_an_async_append_begins_and_scopes_in_one_round_trip(runtime_env, 
                 async with (await art.store.gateway.pool()).connection() as conn:
                     pass  # the pool's only connection
                 role = ctx.resources.store.role
-                scope = f"BEGIN; SELECT set_config('role', '{role}', true), set_config('app.tenant_id', '{ctx.key}'"
+                scope = f"BEGIN; SET LOCAL role = '{role}'; SET LOCAL app.tenant_id = '{ctx.key}'"
             else:
                 conn = art.store.logins.pools[ctx.tenant_id].idle[-1]
-                scope = f"BEGIN; SELECT set_config('app.tenant_id', '{ctx.key}', true)"
+                scope = f"BEGIN; SET LOCAL app.tenant_id = '{ctx.key}'"
             with round_trips(conn) as trips:
                 await art.store.append(ctx, "conv-async-trips", "user", "counted")
             assert len(trips) == 3 + len(checked) and trips[:len(checked)] == checked, trips

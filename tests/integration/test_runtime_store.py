@@ -219,7 +219,7 @@ def test_an_append_is_three_round_trips_begin_and_the_scope_in_one(runtime, runt
         runtime.store.append(ctx, conversation, "user", "warm")
     pool = runtime.store.logins.pools[ctx.tenant_id]
     conn = pool.idle[-1]  # the next request takes it (the newest idle connection)
-    scope = f"BEGIN; SELECT set_config('app.tenant_id', '{ctx.key}', true)"
+    scope = f"BEGIN; SET LOCAL app.tenant_id = '{ctx.key}'"
     for _ in range(3):
         with round_trips(conn) as trips:
             message = runtime.store.append(ctx, conversation, "user", "counted")

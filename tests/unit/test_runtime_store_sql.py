@@ -38,22 +38,22 @@ def test_identifiers_are_quoted_as_libpq_quotes_them():
 
 def test_begin_and_the_scope_are_one_query_without_parameters_rendered_once_per_tenant():
     query = begin_statement("acme", "tenant_acme_app", 1.5)
-    assert query == (b"BEGIN; SELECT set_config('role', 'tenant_acme_app', true), "
-                     b"set_config('app.tenant_id', 'acme', true), set_config('statement_timeout', '1500', true)")
+    assert query == (b"BEGIN; SET LOCAL role = 'tenant_acme_app'; SET LOCAL app.tenant_id = 'acme'; "
+                     b"SET LOCAL statement_timeout = '1500'")
     assert begin_statement("acme", "tenant_acme_app", 1.5) is query  # the next transaction: not rendered again
-    assert begin_statement("acme") == b"BEGIN; SELECT set_config('app.tenant_id', 'acme', true)"
-    assert b"%" not in begin_statement("acme", None, 0.0001)  # no placeholder: psycopg's simple protocol
-    assert begin_statement("acme", None, 0.0001).endswith(b"set_config('statement_timeout', '1', true)")
+    assert begin_statement("acme") == b"BEGIN; SET LOCAL app.tenant_id = 'acme'"
+    assert begin_statement("acme", None, 0.0001) == b"BEGIN; SET LOCAL app.tenant_id = 'acme'; " \
+                                                     b"SET LOCAL statement_timeout = '1'"
 
 
 def test_the_scope_values_are_literals_quoted_as_psycopg_quotes_them():
     from psycopg import sql
 
-    for odd in ("o'neil", "back\\slash", "é"):
-        assert begin_statement(odd) == b"BEGIN; SELECT set_config('app.tenant_id', " + sql.Literal(odd).as_bytes(
-            None) + b", true)"
-    assert begin_statement("o'neil").endswith(b"'o''neil', true)")
-    assert b" E'back\\\\slash'" in begin_statement("back\\slash")
+    for odd in ("o'neil", "back\\slash", "é", "x'; RESET ROLE; --"):
+        assert begin_statement(odd) == b"BEGIN; SET LOCAL app.tenant_id = " + sql.Literal(odd).as_bytes(None)
+    assert begin_statement("o'neil").endswith(b"'o''neil'")
+    assert begin_statement("back\\slash").endswith(b" E'back\\\\slash'")
+    assert begin_statement("x'; RESET ROLE; --").endswith(b"'x''; RESET ROLE; --'")  # one string, no statement
 
 
 def test_the_metadata_is_the_json_text_json_dumps_writes_and_anything_else_is_refused():
