@@ -63,7 +63,7 @@ from tenant_runtime.store import (
     StoreOperations,
     advance,
 )
-from tenant_runtime.transaction import abegin, aheld, may_retry_on_a_fresh_login, moved_store, store_errors
+from tenant_runtime.transaction import abegin, aheld, moved_store, store_errors
 
 T = TypeVar("T")
 
@@ -217,7 +217,7 @@ class AsyncContextStore(StoreOperations):
                         cur = await abegin(conn, ctx.key, None, self.statement_timeout)
                         break
                     except psycopg.OperationalError:
-                        if not may_retry_on_a_fresh_login(reused, False):
+                        if not reused:  # a fresh login failed too (``begin``: retried once)
                             raise
                     await conn.close()
                     conn, reused = await self._connect(ctx), False

@@ -78,7 +78,6 @@ from tenant_runtime.transaction import (
     STORE_FAILURES,
     begin,
     held,
-    may_retry_on_a_fresh_login,
     moved_store,
     refused_input,
     schema_statement,
@@ -346,7 +345,7 @@ class ContextStore(StoreOperations):
                         cur = begin(conn, tenant_id, None, self.statement_timeout)
                         break
                     except psycopg.OperationalError:
-                        if not may_retry_on_a_fresh_login(reused, False):
+                        if not reused:  # a fresh login failed too (``begin``: retried once)
                             raise
                     conn.close()
                     conn, reused = self._login(ctx), False

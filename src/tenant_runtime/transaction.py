@@ -66,7 +66,14 @@ def begin(conn: psycopg.Connection, tenant_id: str, role: str | None = None,
     ends with it (``SET LOCAL``). ``conn``: in autocommit mode (psycopg would send a BEGIN of
     its own first), outside a transaction. The cursor that ran it, for the
     transaction's own statements (a cursor per ``conn.execute`` costs more
-    client work than the statement's parameters). End it with ``held``."""
+    client work than the statement's parameters). End it with ``held``.
+
+    An idle connection the server closed meanwhile (restart, database
+    recreated, idle timeout, terminated) fails here, before anything of the
+    caller's was sent: the drivers run ``begin`` once more on a fresh login
+    after a connection failure of a reused connection here, and never once
+    ``held`` ran the caller's statements (a write whose COMMIT is unknown
+    must not be replayed)."""
     cur = conn.cursor()
     try:
         cur.execute(begin_statement(tenant_id, role, statement_timeout), prepare=False)
@@ -167,16 +174,6 @@ async def _aroll_back(conn: psycopg.AsyncConnection) -> None:
 
 
 STORE_FAILURES = (psycopg.errors.QueryCanceled, psycopg.OperationalError)  # what store_error maps
-
-
-def may_retry_on_a_fresh_login(reused: bool, begun: bool) -> bool:
-    """After a connection failure: an idle connection the server closed
-    meanwhile (restart, database recreated, idle timeout, terminated) fails on
-    the transaction's first round trip (``begin``: BEGIN and the scope
-    statement in one query), before anything of the caller's was sent: once
-    on a fresh login is safe. Never once the caller's statements went out (a write whose COMMIT is unknown
-    must not be replayed), nor after a fresh login failed."""
-    return reused and not begun
 
 
 def store_error(tenant_id: str, exc: Exception) -> StoreTimeout | StoreUnavailable:
