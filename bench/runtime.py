@@ -48,6 +48,13 @@ function) and process CPU time per append (batches alternating), for the floor,
 the routed side and a leaner floor (the INSERT rendered once with positional
 parameters and the metadata as JSON text, as the runtime sends it; one cursor).
 
+The merged floor: the leaner floor with the runtime's round trips, BEGIN and
+the tenant scope as one query without parameters (psycopg's simple protocol
+runs both in one round trip) on an autocommit connection, then the INSERT,
+then COMMIT: three round trips where the other floors make four. ``sync`` and
+``bytecodes`` print it beside the others, and the round trips each side makes
+per append (the server's ReadyForQuery messages in libpq's protocol trace).
+
 ``jwt``: every request carries a fresh RS256 token (its own ``jti``, so the
 verified-token cache never hits): what the signature check costs a request.
 Floor: PyJWT's ``jwt.decode`` of the same tokens with the same public key,
@@ -151,6 +158,7 @@ def main() -> None:
 
     import jwt
     import psycopg
+    from psycopg import sql
     from psycopg.types.json import Jsonb
 
     from tenant_runtime import JWTSettings, TenantRuntime
@@ -200,6 +208,25 @@ def main() -> None:
                 cur.execute(insert_rendered, (tid, conv, tid, conv, "user", text.encode(),
                                               json.dumps({"i": 1}))).fetchone()
 
+        # The leaner floor with the runtime's round trips: BEGIN and the scope as one query
+        # without parameters (psycopg's simple protocol: several statements, one round trip)
+        # on an autocommit connection, so that psycopg sends no BEGIN of its own.
+        merged = psycopg.connect(host=secret["host"], port=secret["port"], dbname=secret["dbname"],
+                                 user=secret["username"], password=secret["password"], autocommit=True)
+        begin_scope = sql.SQL("BEGIN; SET LOCAL app.tenant_id = {}").format(tid).as_bytes(merged)  # the runtime's
+
+        def merged_floor_append(conv: str, text: str) -> None:
+            """The leaner floor, BEGIN and the scope in one round trip: three round trips, as routed."""
+            cur = merged.cursor()
+            cur.execute(begin_scope, prepare=False)
+            try:
+                cur.execute(insert_rendered, (tid, conv, tid, conv, "user", text.encode(),
+                                              json.dumps({"i": 1}))).fetchone()
+            except BaseException:
+                merged.rollback()
+                raise
+            merged.commit()
+
         def floor_history(conv: str) -> None:
             with floor.transaction():
                 floor.execute("SELECT set_config('app.tenant_id', %s, true)", (tid,))
@@ -215,13 +242,24 @@ def main() -> None:
         for _ in range(HISTORY_LEN):  # warm-up (pools, caches, plans) and the conversations history reads
             floor_append("hist-floor", text)
             routed_append("hist-routed", text)
+            lean_floor_append("hist-lean", text)
+            merged_floor_append("hist-merged", text)
             floor_history("hist-floor")
             routed_history("hist-routed")
 
+        leaner = {"lean": lean_floor_append, "merged": merged_floor_append}
+        if "sync" in cases or "bytecodes" in cases:
+            routed_conns = list(rt.store.logins.pools[tid].idle)  # the tenant's login(s) routed appends use
+            trips = {side: round_trips_per_call(conns, fn, f"trips-{side}", text) for side, fn, conns in (
+                ("floor", floor_append, [floor]), ("lean floor", lean_floor_append, [floor]),
+                ("merged floor", merged_floor_append, [merged]), ("routed", routed_append, routed_conns))}
+            print()
+            print("round trips per append (libpq protocol trace: the server's ReadyForQuery messages, 20 appends): "
+                  + ", ".join(f"{side} {n:g}" for side, n in trips.items()))
         if "sync" in cases:
-            sync_case(floor_append, routed_append, floor_history, routed_history, text, args, lean_floor_append)
+            sync_case(floor_append, routed_append, floor_history, routed_history, text, args, leaner)
         if "bytecodes" in cases:
-            bytecodes_case(floor_append, routed_append, text, lean_floor_append)
+            bytecodes_case(floor_append, routed_append, text, leaner)
 
         if "kms" in cases:
             # KMS calls per 1,000 messages.
@@ -267,6 +305,7 @@ def main() -> None:
             jwt_case(endpoints, table, tid, floor_append, text, args.n)
         rt.close()
         floor.close()
+        merged.close()
         if "async" in cases:
             import asyncio
 
@@ -276,14 +315,18 @@ def main() -> None:
 
 
 def sync_case(floor_append, routed_append, floor_history, routed_history, text: str, args,
-              lean_append=None) -> None:
+              leaner: dict | None = None) -> None:
     """``--rounds`` rounds of ``--n`` appends and n/2 history pages per side,
     one call of each side in turn (the first side alternating): each round's
-    p50 and p99, then min / median of the rounds' p50. ``lean_append``: a
-    third append side in the same turns, the leaner floor (its statement
-    rendered once, as the runtime caches its own), its ratio printed beside."""
+    p50 and p99, then min / median of the rounds' p50. ``leaner``: more append
+    floors in the same turns, by name (the leaner floor, its statement rendered
+    once as the runtime caches its own; the merged floor, that with BEGIN and
+    the scope in one round trip as the runtime sends them), each one's ratio
+    printed beside."""
+    leaner = leaner or {}
     samples: dict[str, list[list[float]]] = {
-        k: [] for k in ("floor append", "routed append", "floor history", "routed history", "lean append")}
+        k: [] for k in ("floor append", "routed append", "floor history", "routed history",
+                        *(f"{name} append" for name in leaner))}
     print(f"timing {args.rounds} rounds of {args.n} appends and {args.n // 2} history pages per side ...",
           file=sys.stderr)
     print()
@@ -299,7 +342,7 @@ def sync_case(floor_append, routed_append, floor_history, routed_history, text: 
         for i in range(args.n):
             conv = f"r{rnd}-c{i // 20}"  # conversations of 20 messages
             sides = (("floor append", floor_append, "f"), ("routed append", routed_append, "r"))
-            sides += (("lean append", lean_append, "l"),) if lean_append else ()
+            sides += tuple((f"{name} append", fn, name[0]) for name, fn in leaner.items())
             for label, fn, prefix in in_turn(sides, i + rnd):
                 timed(label, fn, prefix + conv, text)
         for i in range(args.n // 2):
@@ -312,15 +355,40 @@ def sync_case(floor_append, routed_append, floor_history, routed_history, text: 
             samples[f"routed {op}"].append(r)
             print(f"{rnd + 1:<6}{op:<10}{pct(f, .5) * 1e3:9.3f}ms{pct(f, .99) * 1e3:7.2f}ms"
                   f"{pct(r, .5) * 1e3:10.3f}ms{pct(r, .99) * 1e3:7.2f}ms{pct(r, .5) / pct(f, .5):10.2f}x")
-        samples["lean append"].append(timings["lean append"])
+        for name in leaner:
+            samples[f"{name} append"].append(timings[f"{name} append"])
     rounds_table(f"sync: p50 over {args.rounds} interleaved rounds (append: ~{len(text)} bytes of content; history: "
                  f"newest page of {PAGE} from a conversation of {HISTORY_LEN} messages)", samples,
                  ("append", "history"))
-    if lean_append:
-        lean = [pct(r, .5) * 1e3 for r in samples["lean append"]]
-        routed = statistics.median(pct(r, .5) * 1e3 for r in samples["routed append"])
-        print(f"{'append vs the leaner floor (statement rendered once, one cursor)':<64}"
-              f"{min(lean):.3f}ms / {statistics.median(lean):.3f}ms{routed / statistics.median(lean):7.2f}x")
+    routed = statistics.median(pct(r, .5) * 1e3 for r in samples["routed append"])
+    titles = {"lean": "the leaner floor (statement rendered once, one cursor)",
+              "merged": "the merged floor (the leaner one, BEGIN + scope in one query)"}
+    for name in leaner:
+        p50s = [pct(r, .5) * 1e3 for r in samples[f"{name} append"]]
+        print(f"{'append vs ' + titles.get(name, name):<76}"
+              f"{min(p50s):.3f}ms / {statistics.median(p50s):.3f}ms{routed / statistics.median(p50s):7.2f}x")
+
+
+def round_trips_per_call(conns, fn, *fn_args, n: int = 20) -> float:
+    """Round trips per call of ``fn`` on ``conns`` (the connections it may use):
+    the server's ReadyForQuery messages in libpq's protocol trace, one per
+    round trip outside pipeline mode."""
+    import tempfile
+
+    from psycopg import pq
+
+    with tempfile.TemporaryFile(mode="w+") as out:
+        for conn in conns:
+            conn.pgconn.trace(out.fileno())
+            conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+        try:
+            for _ in range(n):
+                fn(*fn_args)
+        finally:
+            for conn in conns:
+                conn.pgconn.untrace()
+        out.seek(0)
+        return sum(line.split("\t")[2:3] == ["ReadyForQuery"] for line in out) / n
 
 
 def bytecodes_per_call(fn, *fn_args, n: int = 100, batches: int = 5) -> tuple[float, Counter]:
@@ -391,12 +459,12 @@ def cpu_per_call(sides: dict[str, tuple], n: int = 200, batches: int = 10) -> di
     return per_call
 
 
-def bytecodes_case(floor_append, routed_append, text: str, lean_floor_append) -> None:
+def bytecodes_case(floor_append, routed_append, text: str, leaner: dict) -> None:
     """Client work per append, counted (bytecodes) and timed (process CPU time), both sides
-    (resolve included on the routed side); and the same for a leaner floor, which the
-    ratio is not taken against (see ``lean_floor_append``)."""
+    (resolve included on the routed side); and the same for the leaner floors, which the
+    ratio is not taken against (see ``lean_floor_append``, ``merged_floor_append``)."""
     floor, _ = bytecodes_per_call(floor_append, "bc-floor", text)
-    lean, _ = bytecodes_per_call(lean_floor_append, "bc-lean", text)
+    lean = {name: bytecodes_per_call(fn, f"bc-{name}", text)[0] for name, fn in leaner.items()}
     routed, by_function = bytecodes_per_call(routed_append, "bc-routed", text)
     print()
     print(f"Python bytecodes per append (warm, fewest of 5 batches of 100): floor {floor:,.0f}, "
@@ -410,14 +478,17 @@ def bytecodes_case(floor_append, routed_append, text: str, lean_floor_append) ->
         for (name, fn), count in by_function.most_common(200):
             print(f"  {count:8,.1f}  {name.split('/')[-1]}:{fn}")
     cpu = cpu_per_call({"floor": (floor_append, "cpu-floor", text), "routed": (routed_append, "cpu-routed", text),
-                        "lean": (lean_floor_append, "cpu-lean", text)})
-    f, r, lf = (sorted(cpu[side]) for side in ("floor", "routed", "lean"))
+                        **{name: (fn, f"cpu-{name}", text) for name, fn in leaner.items()}})
+    f, r = (sorted(cpu[side]) for side in ("floor", "routed"))
     print(f"process CPU per append (10 alternating batches of 200; min / median): floor {f[0] * 1e6:.1f} / "
           f"{statistics.median(f) * 1e6:.1f} us, routed {r[0] * 1e6:.1f} / {statistics.median(r) * 1e6:.1f} us "
           f"(extra {(r[0] - f[0]) * 1e6:+.1f} / {(statistics.median(r) - statistics.median(f)) * 1e6:+.1f} us)")
-    print(f"leaner floor (INSERT rendered once, positional, JSON text, one cursor, psycopg.Transaction): "
-          f"{lean:,.0f} bytecodes "
-          f"(routed {routed - lean:+,.0f}), process CPU {lf[0] * 1e6:.1f} / {statistics.median(lf) * 1e6:.1f} us")
+    titles = {"lean": "leaner floor (INSERT rendered once, positional, JSON text, one cursor, psycopg.Transaction)",
+              "merged": "merged floor (the leaner one, BEGIN + scope in one query, autocommit connection)"}
+    for name in leaner:
+        lf = sorted(cpu[name])
+        print(f"{titles.get(name, name)}: {lean[name]:,.0f} bytecodes (routed {routed - lean[name]:+,.0f}), "
+              f"process CPU {lf[0] * 1e6:.1f} / {statistics.median(lf) * 1e6:.1f} us")
 
 
 def lowrate_case(new_runtime, token: str, tid: str, text: str) -> None:

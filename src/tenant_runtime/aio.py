@@ -63,7 +63,7 @@ from tenant_runtime.store import (
     StoreOperations,
     advance,
 )
-from tenant_runtime.transaction import may_retry_on_a_fresh_login, moved_store, scope_statement, store_errors
+from tenant_runtime.transaction import abegin, aheld, moved_store, store_errors
 
 T = TypeVar("T")
 
@@ -203,29 +203,26 @@ class AsyncContextStore(StoreOperations):
         (``conn.execute`` makes one per statement)."""
         with store_errors(ctx.key):
             if self.gateway is not None and await self.gateway.serves(ctx):
-                async with self.gateway.connection(ctx) as (conn, role), conn.transaction():
-                    cur = conn.cursor()
-                    await cur.execute(*scope_statement(ctx.key, role, self.statement_timeout))
-                    yield cur
+                async with self.gateway.connection(ctx) as (conn, role):
+                    cur = await abegin(conn, ctx.key, role, self.statement_timeout)
+                    async with aheld(conn, cur):
+                        yield cur
                 return
             pool, conn = await self._checkout(ctx)
             reused = conn is not None
             conn = conn or await self._connect(ctx)
             try:
                 while True:
-                    begun = False
                     try:
-                        async with conn.transaction():
-                            cur = conn.cursor()
-                            await cur.execute(*scope_statement(ctx.key, None, self.statement_timeout))
-                            begun = True
-                            yield cur
-                        return
+                        cur = await abegin(conn, ctx.key, None, self.statement_timeout)
+                        break
                     except psycopg.OperationalError:
-                        if not may_retry_on_a_fresh_login(reused, begun):
+                        if not reused:  # a fresh login failed too (``begin``: retried once)
                             raise
                     await conn.close()
                     conn, reused = await self._connect(ctx), False
+                async with aheld(conn, cur):  # the caller's statements: never run again
+                    yield cur
             finally:
                 if not pool.keep(conn):
                     await conn.close()

@@ -13,7 +13,10 @@ tenant A set it reaches exactly what A's own login reaches.
 
 Nothing is kept in the session (no SET, no prepared statements: psycopg's
 ``prepare_threshold`` is off), so the pool is safe behind PgBouncer in
-transaction mode. Every checkout runs an empty query first
+transaction mode; a transaction's first round trip is one simple-protocol
+query of several statements (``BEGIN; SET LOCAL role = ...; SET LOCAL
+app.tenant_id = ...``), which PgBouncer forwards as it is, the server
+connection held from BEGIN to COMMIT. Every checkout runs an empty query first
 (``ConnectionPool.check_connection``, one round trip): a connection the server
 closed while it sat idle in the pool (a restart, a failover, an idle timeout)
 is replaced there instead of failing the request that drew it, which, unlike
@@ -109,7 +112,8 @@ class GatewayLogin:
         """psycopg.connect keywords; psycopg_pool calls this for every new connection."""
         creds = self.credentials()
         return {**creds, "connect_timeout": self.settings.connect_timeout, "application_name": APPLICATION_NAME,
-                "prepare_threshold": None}  # no server-side prepared statements: PgBouncer-safe
+                "prepare_threshold": None,  # no server-side prepared statements: PgBouncer-safe
+                "autocommit": True}  # the transaction's BEGIN is the runtime's own (transaction.begin)
 
     def serves(self, ctx: TenantContext) -> bool:
         """A pooled tenant whose store is in the gateway's database."""

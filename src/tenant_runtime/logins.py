@@ -147,7 +147,8 @@ class TenantLogins:
     def connect_kwargs(self, secret: StoreSecret, store: StoreConnection) -> dict[str, Any]:
         return {"host": store.endpoint, "port": store.port, "dbname": store.database, "user": secret.username,
                 "password": secret.password, "connect_timeout": self.connect_timeout,
-                "application_name": "tenant_runtime"}
+                "application_name": "tenant_runtime",
+                "autocommit": True}  # the transaction's BEGIN is the runtime's own (transaction.begin)
 
     def idle(self, ctx: TenantContext) -> tuple[IdleConnections, Sequence[Any]]:
         """The tenant's idle connections, and the connections of tenants

@@ -14,8 +14,10 @@ Two ways to reach it (``tenant_runtime.gateway`` decides per tenant):
   begins with ``SET LOCAL ROLE`` to the tenant's role.
 
 Either way every unit of work is one transaction (``tenant_runtime.transaction``)
-that starts with ``set_config('app.tenant_id', <id>, true)`` (= SET LOCAL, and the role too for
-the gateway, and ``statement_timeout`` when set): every setting ends with the
+that starts with ``SET LOCAL app.tenant_id = <id>`` (and the role too for
+the gateway, and ``statement_timeout`` when set), sent with its BEGIN as one
+query (one round trip; the connections are in autocommit mode so that psycopg
+sends no BEGIN of its own), and ends with COMMIT: every setting ends with the
 transaction, so a connection returned to a pool carries no tenant and no role,
 and a query outside a tenant transaction sees zero rows (FORCE RLS,
 ``current_setting('app.tenant_id', true)`` is NULL or ''). Nothing lives in the
@@ -75,11 +77,11 @@ from tenant_runtime.search import SearchOperations, SearchResult
 from tenant_runtime.tables import CONVERSATIONS, MESSAGES
 from tenant_runtime.transaction import (
     STORE_FAILURES,
-    may_retry_on_a_fresh_login,
+    begin,
+    held,
     moved_store,
     refused_input,
     schema_statement,
-    scope_statement,
     scoped,
     store_error,
     store_moved,
@@ -339,19 +341,15 @@ class ContextStore(StoreOperations):
             conn = conn or self._login(ctx)
             try:
                 while True:
-                    begun = False
                     try:
-                        with psycopg.Transaction(conn):  # as in ``scoped``
-                            cur = conn.cursor()
-                            cur.execute(*scope_statement(tenant_id, None, self.statement_timeout))
-                            begun = True
-                            yield cur
-                        return
+                        cur = begin(conn, tenant_id, None, self.statement_timeout)
+                        break
                     except psycopg.OperationalError:
-                        if not may_retry_on_a_fresh_login(reused, begun):
+                        if not reused:  # a fresh login failed too (``begin``: retried once)
                             raise
                     conn.close()
                     conn, reused = self._login(ctx), False
+                yield from held(conn, cur)  # the caller's statements: never run again
             finally:
                 if not pool.keep(conn):
                     conn.close()

@@ -1,13 +1,14 @@
-"""One tenant transaction: the statement every unit of work begins with
-(transaction-local tenant, role for a gateway login, statement timeout), the
-schema-qualified statements, and what a database failure becomes for the
-caller (``StoreTimeout``, ``StoreUnavailable``, ``StoreMoved``). Shared by the
-sync and async drivers and by tenantctl's operations on a tenant's store."""
+"""One tenant transaction: BEGIN and the statement every unit of work begins
+with (transaction-local tenant, role for a gateway login, statement timeout)
+in one round trip, then the block, then COMMIT; the schema-qualified
+statements; and what a database failure becomes for the caller
+(``StoreTimeout``, ``StoreUnavailable``, ``StoreMoved``). Shared by the sync
+and async drivers and by tenantctl's operations on a tenant's store."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from functools import lru_cache
 
 import psycopg
@@ -15,27 +16,39 @@ from psycopg import sql
 
 from tenant_runtime.errors import InvalidRequest, StoreMoved, StoreTimeout, StoreUnavailable
 
+_OK, _IDLE = psycopg.pq.ConnStatus.OK, psycopg.pq.TransactionStatus.IDLE
+_ENDED_INSIDE = "the tenant transaction was ended inside its block; commit and rollback belong to the block's end"
 
-@lru_cache(maxsize=4096)
-def scope_statement(tenant_id: str, role: str | None = None,
-                    statement_timeout: float | None = None) -> tuple[bytes, tuple]:
-    """The first statement of every tenant transaction, one round trip:
-    transaction-local tenant (and role for a gateway login, and statement
-    timeout when set). Made once per tenant and shape (immutable)."""
+
+def _scope_settings(tenant_id: str, role: str | None,
+                    statement_timeout: float | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The transaction-local settings of a tenant transaction: (names, values)."""
     names: tuple[str, ...] = ("app.tenant_id",)
     values: tuple[str, ...] = (tenant_id,)
-    if role is not None:  # = SET LOCAL ROLE, first: refused unless the login may become it
+    if role is not None:  # first: refused unless the login may become it
         names, values = ("role", *names), (role, *values)
     if statement_timeout is not None:
         names, values = (*names, "statement_timeout"), (*values, str(max(1, int(statement_timeout * 1000))))
-    return _scope_query(names), values
+    return names, values
 
 
-@lru_cache(maxsize=8)
-def _scope_query(names: tuple[str, ...]) -> bytes:
-    # Composing costs more than the rest of a warm append's client work: once per shape.
-    return (sql.SQL("SELECT ") + sql.SQL(", ").join(
-        sql.SQL("set_config({}, %s, true)").format(sql.Literal(name)) for name in names)).as_bytes(None)
+@lru_cache(maxsize=4096)
+def begin_statement(tenant_id: str, role: str | None = None, statement_timeout: float | None = None) -> bytes:
+    """``BEGIN`` and the transaction-local settings as one query without
+    parameters, the first round trip of every tenant transaction: psycopg sends
+    a query without parameters over the simple protocol, which runs several
+    statements in one message (a query with parameters takes the extended
+    protocol, one statement per round trip). ``SET LOCAL`` (= ``set_config(...,
+    true)``), not ``SELECT set_config``: a utility statement the server neither
+    plans nor answers with a row, as cheap to run unprepared as the prepared
+    SELECT was. The values are literals quoted as ``psycopg.sql.Literal`` quotes
+    them (``E''`` when a backslash needs it, whatever
+    ``standard_conforming_strings``); the names are this module's constants.
+    Made once per tenant and shape."""
+    names, values = _scope_settings(tenant_id, role, statement_timeout)
+    return (sql.SQL("BEGIN; ") + sql.SQL("; ").join(
+        sql.SQL("SET LOCAL {} = {}").format(sql.SQL(name), sql.Literal(value))
+        for name, value in zip(names, values, strict=True))).as_bytes(None)
 
 
 @lru_cache(maxsize=4096)
@@ -46,34 +59,121 @@ def schema_statement(template: str, schema: str, **tables: str) -> bytes:
                                     ).as_bytes(None)
 
 
+def begin(conn: psycopg.Connection, tenant_id: str, role: str | None = None,
+          statement_timeout: float | None = None) -> psycopg.Cursor:
+    """Begin a transaction scoped to ``tenant_id`` (and, for a gateway login, to
+    the tenant ``role``) in one round trip (``begin_statement``); every setting
+    ends with it (``SET LOCAL``). ``conn``: in autocommit mode (psycopg would send a BEGIN of
+    its own first), outside a transaction. The cursor that ran it, for the
+    transaction's own statements (a cursor per ``conn.execute`` costs more
+    client work than the statement's parameters). End it with ``held``.
+
+    An idle connection the server closed meanwhile (restart, database
+    recreated, idle timeout, terminated) fails here, before anything of the
+    caller's was sent: the drivers run ``begin`` once more on a fresh login
+    after a connection failure of a reused connection here, and never once
+    ``held`` ran the caller's statements (a write whose COMMIT is unknown
+    must not be replayed)."""
+    cur = conn.cursor()
+    try:
+        cur.execute(begin_statement(tenant_id, role, statement_timeout), prepare=False)
+    except BaseException:
+        _roll_back(conn)  # BEGIN ran and the scope failed (a refused role): not left open
+        raise
+    return cur
+
+
+def held(conn: psycopg.Connection, cur: psycopg.Cursor) -> Iterator[psycopg.Cursor]:
+    """The block of a transaction ``begin`` began: yields ``cur``, then
+    COMMIT, or ROLLBACK when the block raised (a ``psycopg.Rollback`` is
+    swallowed, as psycopg's own transaction block swallows it). A block that
+    ended the transaction itself (``conn.commit()``) is refused at its end:
+    what ran after that ran outside the tenant's scope, where FORCE RLS saw no
+    tenant."""
+    try:
+        yield cur
+    except BaseException as exc:
+        _roll_back(conn)
+        if isinstance(exc, psycopg.Rollback) and exc.transaction is None:
+            return
+        raise
+    if conn.pgconn.transaction_status == _IDLE:
+        raise psycopg.ProgrammingError(_ENDED_INSIDE)
+    conn.commit()  # a failed transaction's COMMIT is a ROLLBACK (PostgreSQL's answer)
+
+
+def _roll_back(conn: psycopg.Connection) -> None:
+    """ROLLBACK after a failure, when there is a transaction and a connection
+    to roll it back on; a failure of the rollback itself is left out (the
+    block's is the one raised; a connection in a transaction is not pooled)."""
+    pgconn = conn.pgconn
+    if pgconn.status == _OK and pgconn.transaction_status != _IDLE:
+        try:
+            conn.rollback()
+        except psycopg.Error:
+            pass
+
+
 def scoped(conn: psycopg.Connection, tenant_id: str, role: str | None = None,
            statement_timeout: float | None = None) -> Iterator[psycopg.Cursor]:
-    """One transaction scoped to ``tenant_id`` (and, for a gateway login, to the
-    tenant ``role``); every setting ends with it. Yields the cursor that ran the
-    scope statement, for the transaction's own statements (a cursor per
-    ``conn.execute`` costs more client work than the statement's parameters).
-    A generator for ``yield from`` inside another context manager (one layer
-    less per call); as a context manager: ``tenant_transaction``."""
-    with psycopg.Transaction(conn):  # = conn.transaction() (never in pipeline mode), one layer less
-        cur = conn.cursor()
-        cur.execute(*scope_statement(tenant_id, role, statement_timeout))
-        yield cur
+    """One transaction scoped to ``tenant_id`` (``begin``, then ``held``):
+    BEGIN and the scope in one round trip, the block, COMMIT. A generator for
+    ``yield from`` inside another context manager (one layer less per call);
+    as a context manager: ``tenant_transaction``. A connection not in
+    autocommit mode is switched to it for the transaction only (psycopg
+    refuses while a transaction of the caller's own is open)."""
+    if conn.autocommit:
+        yield from held(conn, begin(conn, tenant_id, role, statement_timeout))
+        return
+    conn.autocommit = True
+    try:
+        yield from held(conn, begin(conn, tenant_id, role, statement_timeout))
+    finally:
+        if conn.pgconn.transaction_status == _IDLE:  # not on a broken connection (psycopg would refuse)
+            conn.autocommit = False
 
 
 tenant_transaction = contextmanager(scoped)
 
 
+async def abegin(conn: psycopg.AsyncConnection, tenant_id: str, role: str | None = None,
+                 statement_timeout: float | None = None) -> psycopg.AsyncCursor:
+    """``begin`` on an async connection."""
+    cur = conn.cursor()
+    try:
+        await cur.execute(begin_statement(tenant_id, role, statement_timeout), prepare=False)
+    except BaseException:
+        await _aroll_back(conn)
+        raise
+    return cur
+
+
+@asynccontextmanager
+async def aheld(conn: psycopg.AsyncConnection, cur: psycopg.AsyncCursor) -> AsyncIterator[psycopg.AsyncCursor]:
+    """``held`` on an async connection, as an async context manager."""
+    try:
+        yield cur
+    except BaseException as exc:
+        await _aroll_back(conn)
+        if isinstance(exc, psycopg.Rollback) and exc.transaction is None:
+            return
+        raise
+    if conn.pgconn.transaction_status == _IDLE:
+        raise psycopg.ProgrammingError(_ENDED_INSIDE)
+    await conn.commit()
+
+
+async def _aroll_back(conn: psycopg.AsyncConnection) -> None:
+    """``_roll_back`` on an async connection."""
+    pgconn = conn.pgconn
+    if pgconn.status == _OK and pgconn.transaction_status != _IDLE:
+        try:
+            await conn.rollback()
+        except psycopg.Error:
+            pass
+
+
 STORE_FAILURES = (psycopg.errors.QueryCanceled, psycopg.OperationalError)  # what store_error maps
-
-
-def may_retry_on_a_fresh_login(reused: bool, begun: bool) -> bool:
-    """After a connection failure: an idle connection the server closed
-    meanwhile (restart, database recreated, idle timeout, terminated) fails on
-    the transaction's first round trips (BEGIN, the scope statement), before
-    anything of the caller's was sent: once on a fresh login is safe. Never
-    once the caller's statements went out (a write whose COMMIT is unknown
-    must not be replayed), nor after a fresh login failed."""
-    return reused and not begun
 
 
 def store_error(tenant_id: str, exc: Exception) -> StoreTimeout | StoreUnavailable:

@@ -13,6 +13,7 @@ import time
 
 import psycopg
 import pytest
+from protocol_trace import round_trips
 from psycopg import sql
 from runtime_tenants import WS_TENANT, jwt_settings, runtime, runtime_env, ws_tenant  # noqa: F401  (fixtures)
 
@@ -122,6 +123,22 @@ async def test_workspaces_ride_the_shared_pool_and_the_async_api_as_their_own_ro
             ctx = await art.resolve(token, WS_TENANT, workspace=ws)
             await art.store.append(ctx, "conv-ws-async", "user", ws)
             assert [m.content for m in (await art.store.history(ctx, "conv-ws-async")).messages] == [ws]
+
+
+def test_a_shared_pool_append_is_four_round_trips_begin_and_the_scope_in_one(shared, runtime_env):
+    """Through the shared pool: the checkout's check (an empty query), then
+    BEGIN with the role and the tenant in one query, the statement, COMMIT
+    (five before: BEGIN alone first), read from libpq's protocol trace of the
+    pool's one connection."""
+    ctx = ctx_of(shared, runtime_env, "a")
+    shared.store.append(ctx, "conv-shared-trips", "user", "warm")
+    with shared.store.gateway.pool().connection() as conn:
+        pass  # the pool's only connection: the next request draws it
+    scope = f"BEGIN; SET LOCAL role = '{ctx.resources.store.role}'; SET LOCAL app.tenant_id = '{ctx.key}'"
+    with round_trips(conn) as trips:
+        shared.store.append(ctx, "conv-shared-trips", "user", "counted")
+    assert len(trips) == 4 and trips[0] == "" and trips[1].startswith(scope) and trips[3] == "COMMIT", trips
+    assert "INSERT INTO" in trips[2], trips  # no server-side prepared statement on the gateway's connections
 
 
 def test_dedicated_tenants_keep_their_own_login(shared, runtime_env):
@@ -240,6 +257,33 @@ async def _cancel_mid_query_then_serve_b(art, runtime_env, key_a: str, key_b: st
     page = await art.store.history(ctx_b, "conv-cancel")
     assert {m.content for m in page.messages} == {"b after a's cancelled query"}
     return pids[0], pid
+
+
+@pytest.mark.anyio
+async def test_an_async_append_begins_and_scopes_in_one_round_trip(runtime_env, platform):
+    """The async driver: three round trips per append on a tenant's own login
+    (the dedicated tenant), four through the shared pool (its checkout's check
+    first), BEGIN and the scope in one query on both."""
+    async with AsyncTenantRuntime(jwt_settings(), runtime_env.registry_table,
+                                  **settings(runtime_env, platform, max_size=1)) as art:
+        for key, checked in (("d", []), ("a", [""])):
+            ctx = await art.resolve(runtime_env.token(runtime_env.ids[key]), runtime_env.ids[key])
+            await art.store.append(ctx, "conv-async-trips", "user", "warm")
+            if checked:
+                async with (await art.store.gateway.pool()).connection() as conn:
+                    pass  # the pool's only connection
+                role = ctx.resources.store.role
+                scope = f"BEGIN; SET LOCAL role = '{role}'; SET LOCAL app.tenant_id = '{ctx.key}'"
+            else:
+                conn = art.store.logins.pools[ctx.tenant_id].idle[-1]
+                scope = f"BEGIN; SET LOCAL app.tenant_id = '{ctx.key}'"
+            with round_trips(conn) as trips:
+                await art.store.append(ctx, "conv-async-trips", "user", "counted")
+            assert len(trips) == 3 + len(checked) and trips[:len(checked)] == checked, trips
+            begin, _, commit = trips[len(checked):]
+            assert begin.startswith(scope) and commit == "COMMIT", trips
+            assert [m.content for m in (await art.store.history(ctx, "conv-async-trips")).messages] == [
+                "counted", "warm"]
 
 
 @pytest.mark.anyio

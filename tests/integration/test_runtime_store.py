@@ -10,6 +10,7 @@ import uuid
 
 import psycopg
 import pytest
+from protocol_trace import round_trips
 from psycopg import sql
 from runtime_tenants import runtime, runtime_env  # noqa: F401  (fixtures)
 
@@ -202,6 +203,57 @@ def test_a_failed_statement_is_rolled_back_and_its_connection_reused_clean(runti
     assert conn.execute("SELECT current_setting('app.tenant_id', true)").fetchone()[0] in (None, "")
     conn.rollback()
     assert [m.content for m in runtime.store.history(ctx, conversation).messages] == ["kept"]
+
+
+def test_an_append_is_three_round_trips_begin_and_the_scope_in_one(runtime, runtime_env):
+    """BEGIN and the tenant's scope go to the server as one query, then the
+    statement, then COMMIT: three round trips per append (four before: BEGIN
+    alone first), read from libpq's protocol trace of the connection that
+    served it. ``store.transaction(ctx)`` has the same shape, and its first
+    round trip is the merged one whatever the caller does next."""
+    ctx = ctx_of(runtime, runtime_env, "a")
+    conversation = f"conv-trips-{uuid.uuid4().hex[:8]}"
+    # A login in the tenant's idle pool, past psycopg's prepare threshold (5 runs; the 6th prepares the
+    # INSERT on the connection: one more round trip, once), so every append below runs the same way.
+    for _ in range(6):
+        runtime.store.append(ctx, conversation, "user", "warm")
+    pool = runtime.store.logins.pools[ctx.tenant_id]
+    conn = pool.idle[-1]  # the next request takes it (the newest idle connection)
+    scope = f"BEGIN; SET LOCAL app.tenant_id = '{ctx.key}'"
+    for _ in range(3):
+        with round_trips(conn) as trips:
+            message = runtime.store.append(ctx, conversation, "user", "counted")
+        assert pool.idle[-1] is conn and message.content == "counted"
+        assert trips[1:] == ["<prepared>", "COMMIT"] and trips[0].startswith(scope), trips
+    with round_trips(conn) as trips, runtime.store.transaction(ctx) as same:
+        assert same is conn
+        assert same.execute("SELECT current_setting('app.tenant_id')").fetchone() == (ctx.key,)
+    assert len(trips) == 3 and trips[0].startswith(scope) and trips[2] == "COMMIT", trips
+    assert conn.execute("SELECT current_setting('app.tenant_id', true)").fetchone()[0] in (None, "")
+    assert [m.content for m in runtime.store.history(ctx, conversation).messages] == ["counted"] * 3 + ["warm"] * 6
+
+
+def test_a_block_that_ends_the_tenant_transaction_itself_is_refused(runtime, runtime_env):
+    """The runtime's connections are in autocommit mode (it sends BEGIN itself):
+    a caller's ``conn.commit()`` inside ``store.transaction(ctx)`` ends the
+    tenant's scope, so the block is refused at its end (what ran after the
+    commit ran with no tenant: FORCE RLS saw nothing), and the connection
+    goes back clean; a ``psycopg.Rollback`` rolls back quietly, as in psycopg's
+    own transaction block."""
+    ctx = ctx_of(runtime, runtime_env, "a")
+    table = sql.Identifier(ctx.resources.store.schema_name, "conversations")
+    conversation = f"conv-ended-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(psycopg.ProgrammingError, match="ended inside its block"), \
+            runtime.store.transaction(ctx) as conn:
+        conn.commit()
+        assert conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone() == (0,)  # no tenant
+    with runtime.store.transaction(ctx) as conn:
+        conn.execute(sql.SQL("INSERT INTO {} (tenant_id, conversation_id) VALUES (%s, %s)").format(table),
+                     (ctx.key, conversation))
+        raise psycopg.Rollback()
+    assert conversation not in {c.conversation_id for c in runtime.store.list_conversations(ctx, 500).conversations}
+    for conn in runtime.store.logins.pools[ctx.tenant_id].idle:
+        assert conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
 
 
 def test_gateway_connection_reused_across_tenants_leaks_nothing(runtime, runtime_env):

@@ -7,7 +7,7 @@ from runtime_fixtures import context
 
 from tenant_runtime.crypto import Envelope
 from tenant_runtime.store import Compute, ContextStore, Statement
-from tenant_runtime.transaction import schema_statement, scope_statement
+from tenant_runtime.transaction import begin_statement, schema_statement
 
 
 def unreachable(ctx):
@@ -36,13 +36,24 @@ def test_identifiers_are_quoted_as_libpq_quotes_them():
     assert schema_statement("SELECT 1 FROM {t}", 'we"ird', t="messages") == b'SELECT 1 FROM "we""ird"."messages"'
 
 
-def test_the_scope_statement_is_one_rendered_query_per_shape():
-    query, params = scope_statement("acme", "tenant_acme_app", 1.5)
-    assert query == (b"SELECT set_config('role', %s, true), set_config('app.tenant_id', %s, true), "
-                     b"set_config('statement_timeout', %s, true)")
-    assert params == ("tenant_acme_app", "acme", "1500")
-    assert scope_statement("beta", "tenant_beta_app", 9.0)[0] is query
-    assert scope_statement("acme") == (b"SELECT set_config('app.tenant_id', %s, true)", ("acme",))
+def test_begin_and_the_scope_are_one_query_without_parameters_rendered_once_per_tenant():
+    query = begin_statement("acme", "tenant_acme_app", 1.5)
+    assert query == (b"BEGIN; SET LOCAL role = 'tenant_acme_app'; SET LOCAL app.tenant_id = 'acme'; "
+                     b"SET LOCAL statement_timeout = '1500'")
+    assert begin_statement("acme", "tenant_acme_app", 1.5) is query  # the next transaction: not rendered again
+    assert begin_statement("acme") == b"BEGIN; SET LOCAL app.tenant_id = 'acme'"
+    assert begin_statement("acme", None, 0.0001) == b"BEGIN; SET LOCAL app.tenant_id = 'acme'; " \
+                                                     b"SET LOCAL statement_timeout = '1'"
+
+
+def test_the_scope_values_are_literals_quoted_as_psycopg_quotes_them():
+    from psycopg import sql
+
+    for odd in ("o'neil", "back\\slash", "é", "x'; RESET ROLE; --"):
+        assert begin_statement(odd) == b"BEGIN; SET LOCAL app.tenant_id = " + sql.Literal(odd).as_bytes(None)
+    assert begin_statement("o'neil").endswith(b"'o''neil'")
+    assert begin_statement("back\\slash").endswith(b" E'back\\\\slash'")
+    assert begin_statement("x'; RESET ROLE; --").endswith(b"'x''; RESET ROLE; --'")  # one string, no statement
 
 
 def test_the_metadata_is_the_json_text_json_dumps_writes_and_anything_else_is_refused():
