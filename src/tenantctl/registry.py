@@ -150,6 +150,14 @@ def refusal(existing: TenantRecord | None, spec: TenantSpec, locks: bool = True)
     (None: it would be let through). Previews ask this so that a green preview
     means a green apply; ``locks=False``: a lock (a run in progress) is not a refusal.
     A lock whose holder provably died is not one either: the run clears it."""
+    if spec.retiring is not None and (existing is None or existing.move is None):
+        # Written by `move` for its open move only (a file copied from a moving tenant carries it):
+        # applied, it would declare a second store beside one that never existed.
+        return InvalidInput(
+            f"tenant {spec.id!r}: its stack file declares a `retiring:` store, which `tenantctl move` writes "
+            f"while a move is open, and the tenant has no open move: remove the `retiring:` block "
+            f"(and set `store_generation:` to the store it has{'' if existing else ', 0 for a new tenant'})",
+            rule="move-owned")
     if existing is None:
         return None
     if locks and existing.lock is not None and lock_holder(existing.lock) not in DEAD:
