@@ -30,7 +30,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -40,7 +40,7 @@ from tenantctl.confirmation import Confirmation
 from tenantctl.engines.base import Op, ResourceChange
 from tenantctl.errors import InvalidInput, TenantctlError, UsageError, contained
 from tenantctl.fingerprint import applied_hash, program_fingerprint
-from tenantctl.models import TenantRecord
+from tenantctl.models import TenantRecord, Tier
 from tenantctl.naming import DEFAULT_CELL, broken_rule, forget_hint, require_valid
 from tenantctl.operations.apply_cells import apply_cells, drift_check, orphan_cells, plan_cells, preview_cells
 from tenantctl.operations.apply_guard import FailureBudget
@@ -379,6 +379,27 @@ def _awaiting_cells(ws: Workspace, results: list[TenantResult], creating: set[st
     return awaiting
 
 
+def _placed_in_turn(ws: Workspace, results: list[TenantResult], awaiting: set[str]) -> set[str]:
+    """A preview's new tenants placed one after another as the apply places them
+    (a cell of their region with a slot, not draining), each counting the slots
+    the ones before it take: one placement refuses (no cell of the region, a
+    forced cell full, draining, of another region) fails in the preview too,
+    and is not previewed further. Returns those refused."""
+    from tenantctl.placement import choose
+
+    taken: Counter[tuple[str, Tier]] = Counter()
+    refused = set()
+    for r in results:
+        if r.action is not Action.create or r.tenant_id in awaiting:
+            continue
+        with contained(r):
+            spec = choose(ws, read_tenant(stack_file(ws.stacks_dir, r.tenant_id)), None, taken)
+            taken[(spec.cell or DEFAULT_CELL, spec.tier)] += 1
+        if not r.ok:
+            refused.add(r.tenant_id)
+    return refused
+
+
 def check_scope(ws: Workspace, prune: bool, match: Sequence[str]) -> None:
     """Refuse runs that would read a missing desired state as "no tenants"."""
     if not ws.stacks_dir.is_dir():
@@ -457,6 +478,11 @@ def apply(
     if preview:
         preview_cells(ws, shown)
         awaiting = _awaiting_cells(ws, results, {c.cell for c in cell_plan if c.action is Action.create})
+        refused = _placed_in_turn(ws, results, awaiting)
+        for r in results:
+            if r.tenant_id in refused and on_result:
+                on_result(r)
+        awaiting |= refused  # failed already: nothing more to preview
     else:
         apply_cells(ws, cells, cell_plan, on_wait=on_wait, on_result=on_result, budget=budget)
     todo = [r for r in results if r.action in RUNS and r.tenant_id not in awaiting]
