@@ -81,3 +81,17 @@ def test_a_draining_cell_and_a_region_without_a_cell_are_refused_by_the_preview(
         assert cli("cell", "drain", CELL, "--undo").returncode == 0
     rc, results = apply(cli, "--preview", "--match", "q7-pv-c")
     assert rc == 12 and results["q7-pv-c"]["ok"], results
+
+
+def test_a_match_preview_of_a_tenant_in_a_cell_not_applied_yet_is_pending_as_the_run_applies_it(cli):
+    """`cell add --write-only` then a tenant naming it, previewed by a `--match`
+    run (which plans no cell): on the sandbox the run's placement applies the
+    cell first, so the preview says pending (exit 12), as `provision --preview`
+    does, instead of failing on the cell's outputs."""
+    written = cli("cell", "add", "q7-pw", "--region", REGION, "--account-role", ROLE, "--write-only", "--json")
+    assert written.returncode == 0, written
+    write_tenant(cli.root / "stacks", TenantSpec(id="q7-pw-a", region=REGION, cell="q7-pw"))
+    rc, results = apply(cli, "--preview", "--match", "q7-pw-a")
+    assert rc == 12, results
+    assert results["q7-pw-a"]["ok"] and "cell q7-pw is not applied yet" in results["q7-pw-a"]["reason"], results
+    assert cli("provision", "q7-pw-a", "--region", REGION, "--preview").returncode == 12
