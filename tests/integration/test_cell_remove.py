@@ -130,8 +130,14 @@ def test_a_cell_is_removed_only_once_nothing_of_any_tenant_is_left_in_it(cli, sa
     assert plan.json()["removed"] is False
     goes = "\n".join(plan.json()["goes"])
     assert f"s3://{bucket}: deleted with every object version" in goes and "final snapshot" in goes
+    # Each bucket's line says which one holds the access logs: the logs bucket is not "the second bucket" of itself.
+    assert f"its access logs are in s3://{logs_bucket})" in goes and "second bucket" not in goes
+    assert f"s3://{logs_bucket}: deleted with every object version in it" in goes
+    assert f"the access logs of s3://{bucket})" in goes
     table = cli("cell", "remove", CELL, "--dry-run")
     assert table.returncode == 0 and f"`cell remove {CELL} --yes` deletes" in table.stdout, table
+    # A dry run removed nothing, and its progress does not say it did.
+    assert "removing cell" not in table.stderr and f"cell remove {CELL} --dry-run: done" in table.stderr, table
     # Not confirmed (no terminal, no --yes): nothing changed.
     error = refused(cli("cell", "remove", CELL, "--json"), 13)
     assert any(bucket in line for line in error["details"])
