@@ -198,6 +198,32 @@ def test_the_home_cell_is_never_removed(cli):
     assert "home of the registry" in error["message"]
 
 
+def test_the_final_snapshot_a_removal_keeps_is_no_audit_finding(cli, sandbox):
+    """`cell remove` keeps the cell's database's final snapshot by design (and
+    `cell add` of the name later names it): audit does not report it as an
+    unclaimed leftover, as it does not report a deprovisioned tenant's kept
+    snapshots. Two cells in the home account: audit reads an account's region
+    while a cell is there, so the one kept makes it read the other's snapshot."""
+    gone, kept = "q7-rmh", "q7-rmk"
+    for name in (gone, kept):
+        assert cli("cell", "add", name, "--region", REGION, "--json").returncode == 0
+    rds = aws(sandbox, "rds", region=REGION)
+    snapshots = []
+    try:
+        run = cli("cell", "remove", gone, "--yes", "--json")
+        assert run.returncode == 0 and run.json()["removed"], run.stderr
+        snapshots.append(run.json()["final_snapshot"])
+        assert snapshots[0] in {s["DBSnapshotIdentifier"] for s in rds.describe_db_snapshots()["DBSnapshots"]}
+        audit = cli("audit", "--json")
+        assert audit.returncode in (0, 12), audit  # the session's other projects may leave findings of their own
+        assert [f for f in audit.json()["findings"] if f["tenant_id"] == naming.cell_stack(gone)] == []
+    finally:
+        run = cli("cell", "remove", kept, "--yes", "--json")
+        assert run.returncode == 0, run.stderr
+        for snapshot in (*snapshots, run.json()["final_snapshot"]):
+            rds.delete_db_snapshot(DBSnapshotIdentifier=snapshot)
+
+
 HO_ACCOUNT, HO_REGION = "787878787878", "eu-north-1"
 HO_ROLE = f"arn:aws:iam::{HO_ACCOUNT}:role/tenantctl-cell"
 GROUP = "RDSOSMetrics"
