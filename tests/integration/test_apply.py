@@ -397,6 +397,7 @@ def test_prune_is_refused_without_yes_and_deprovisions_with_it(proj, sandbox, tm
     assert refused.returncode == NotConfirmed.exit_code, refused.stderr
     error = json.loads(refused.stdout)["error"]
     assert "pass --yes" in error["message"] and sorted(error["details"]) == sorted(gone)
+    assert "applying" not in refused.stderr, refused.stderr  # refused before anything runs, and it says no more
     recs = records(proj.workspace())
     assert all(recs[t].status is TenantStatus.active for t in gone)
 
