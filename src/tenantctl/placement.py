@@ -31,6 +31,7 @@ the slot it took when it was first placed until it is deprovisioned.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
@@ -168,20 +169,27 @@ def place(ws: Workspace, spec: TenantSpec, record: TenantRecord | None) -> tuple
     raise refused(spec, refusals)
 
 
-def choose(ws: Workspace, spec: TenantSpec, record: TenantRecord | None) -> TenantSpec:
+def choose(ws: Workspace, spec: TenantSpec, record: TenantRecord | None,
+           taken: Mapping[tuple[str, Tier], int] | None = None) -> TenantSpec:
     """``spec`` with the cell a provision would place it in, taking no slot (a
     preview): its record's, the forced one, or the least loaded fit of its
     region. Raises as ``place`` does: a request no cell could take, or no cell
-    with a slot by the counters as read now (a run may still find one taken)."""
+    with a slot by the counters as read now (a run may still find one taken).
+    ``taken``: slots per (cell, tier) that tenants placed before this one in the
+    same run take (an `apply --preview` of several new tenants)."""
     if record is not None:
         return _stays(spec, record)
     cells = ws.cells()
     candidates, refusals = _candidates(cells, spec)
     items = ws.registry.counter_items([c.name for c in candidates]) if candidates else {}
-    counts = {name: item_to_counts(item) if item else None for name, item in items.items()}
+    before = {name: (taken or {}).get((name, spec.tier), 0) for name in items}
+    counts = {name: _plus(item_to_counts(item) if item else None, spec.tier, before[name])
+              for name, item in items.items()}
     open_cells = []
     for cell in candidates:
         why = no_slot(cell, counts[cell.name], spec.tier)
+        if why is not None and before[cell.name]:
+            why += f", {before[cell.name]} of them by this run's tenants before it"
         # What `place` passes over off the sandbox: committed, never applied (the sandbox applies it).
         if why is None and not ws.is_sandbox and not (applied_of(items[cell.name])
                                                       or ws.cell_outputs(cell.name).get("bucket")):
@@ -194,6 +202,14 @@ def choose(ws: Workspace, spec: TenantSpec, record: TenantRecord | None) -> Tena
         raise refused(spec, refusals)
     best = min(open_cells, key=lambda c: load(counts[c.name], c, spec.tier))
     return spec.model_copy(update={"cell": best.name})
+
+
+def _plus(counts: tuple[dict[str, int], bool] | None, tier: Tier, more: int) -> tuple[dict[str, int], bool] | None:
+    """A counter as read (``cell_counts``) with ``more`` ``tier`` tenants placed."""
+    if not more:
+        return counts
+    placed, draining = counts or ({}, False)
+    return {**placed, tier.value: placed.get(tier.value, 0) + more}, draining
 
 
 def _candidates(cells: dict[str, CellSpec], spec: TenantSpec) -> tuple[list[CellSpec], list[str]]:

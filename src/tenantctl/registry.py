@@ -154,7 +154,7 @@ def refusal(existing: TenantRecord | None, spec: TenantSpec, locks: bool = True)
     means a green apply; ``locks=False``: a lock (a run in progress) is not a refusal.
     A lock whose holder provably died is not one either: the run clears it."""
     if existing is None:
-        return None
+        return _retiring_without_move(spec, None)
     if locks and existing.lock is not None and lock_holder(existing.lock) not in DEAD:
         return Conflict(describe_lock(spec.id, existing.lock))
     if existing.status in (TenantStatus.deprovisioning, TenantStatus.deprovisioned):
@@ -164,12 +164,26 @@ def refusal(existing: TenantRecord | None, spec: TenantSpec, locks: bool = True)
     if existing.move is not None:
         return Conflict(f"tenant {spec.id!r} is being moved ({existing.move.phase.value}): finish the move first "
                         f"(`tenantctl move {spec.id}`, `--finalize` or `--rollback`)")
+    if (refused := _retiring_without_move(spec, existing)) is not None:
+        return refused
     if existing.tier is not spec.tier:
         return InvalidInput(
             f"tenant {spec.id!r} is {existing.tier.value}; a provision does not change tiers: "
             f"`tenantctl move {spec.id} --tier {spec.tier.value}` moves it with its data"
         )
     return None
+
+
+def _retiring_without_move(spec: TenantSpec, existing: TenantRecord | None) -> InvalidInput | None:
+    """``retiring`` is written by `move` for its open move only (a file copied from a moving tenant
+    carries it): applied without one, it would declare a second store beside one that never existed."""
+    if spec.retiring is None:
+        return None
+    return InvalidInput(
+        f"tenant {spec.id!r}: its stack file declares a `retiring:` store, which `tenantctl move` writes "
+        f"while a move is open, and the tenant has no open move: remove the `retiring:` block "
+        f"(and set `store_generation:` to the store it has{'' if existing else ', 0 for a new tenant'})",
+        rule="move-owned")
 
 
 def refuse_open_move(record: TenantRecord) -> None:

@@ -34,6 +34,9 @@ def applied_of(item: dict[str, Any] | None) -> str | None:
     return (item or {}).get(APPLIED, {}).get("S")
 
 
+CLAIM_TRIES = 5  # claims of a cell's lease that runs letting it go just then may refuse, before CellBusy
+
+
 def lease_of(item: dict[str, Any] | None) -> TenantLock | None:
     """The holder of the cell's lease when one holds it now (a lapsed lease holds nothing)."""
     item = item or {}
@@ -172,18 +175,22 @@ class CellItems:
         UpdateItem: no lease, or a lapsed one). Returns the fingerprint the stack
         was last applied from; CellBusy while another run's lease holds."""
         self._init_counter(cell)
-        now = time.time()
-        try:
-            item = self._call(
-                "update_item", Key=counter_key(cell), UpdateExpression="SET #l = :lock, #u = :until",
-                ConditionExpression="attribute_not_exists(#u) OR #u < :now", ReturnValues="ALL_NEW",
-                ExpressionAttributeNames={"#l": LEASE, "#u": LEASE_UNTIL},
-                ExpressionAttributeValues={":lock": {"S": lock.model_dump_json()}, ":now": {"N": f"{now:.3f}"},
-                                           ":until": {"N": f"{now + seconds:.3f}"}})["Attributes"]
-        except ClientError:
-            held = self._call("get_item", Key=counter_key(cell), ConsistentRead=True).get("Item")
-            raise CellBusy(cell, lease_of(held), seconds) from None
-        return applied_of(item)
+        for _ in range(CLAIM_TRIES):
+            now = time.time()
+            try:
+                item = self._call(
+                    "update_item", Key=counter_key(cell), UpdateExpression="SET #l = :lock, #u = :until",
+                    ConditionExpression="attribute_not_exists(#u) OR #u < :now", ReturnValues="ALL_NEW",
+                    ExpressionAttributeNames={"#l": LEASE, "#u": LEASE_UNTIL},
+                    ExpressionAttributeValues={":lock": {"S": lock.model_dump_json()}, ":now": {"N": f"{now:.3f}"},
+                                               ":until": {"N": f"{now + seconds:.3f}"}})["Attributes"]
+            except ClientError:
+                holder = lease_of(self._call("get_item", Key=counter_key(cell), ConsistentRead=True).get("Item"))
+                if holder is not None:
+                    raise CellBusy(cell, holder, seconds) from None
+                continue  # given back (or lapsed) between the claim and the look: no run holds it, claim again
+            return applied_of(item)
+        raise CellBusy(cell, None, seconds)
 
     def renew_cell(self, cell: str, lock: TenantLock, seconds: float) -> bool:
         """Extend the lease ``lock`` holds; False when it lapsed and another run took it."""

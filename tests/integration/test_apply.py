@@ -315,6 +315,39 @@ def test_a_key_generation_file_no_move_opened_is_refused_and_audited(proj):
         stray.unlink()
 
 
+def test_a_retiring_store_without_an_open_move_is_refused_before_anything_is_created(proj, sandbox):
+    """`retiring:` is what `tenantctl move` writes while a move is open. A file
+    copied from a tenant in the middle of a move (how a new tenant is often
+    added), or one of a settled tenant carrying it, would build a second store
+    beside one that never existed: apply, both previews and provision refuse it
+    (exit 3 for provision), creating nothing, no record, no state."""
+    template = stack_file(proj.stacks, "ap-t00").read_text()
+    copied = stack_file(proj.stacks, "q7-retire")
+    retiring = "    store_generation: 1\n    retiring:\n      tier: pooled\n      generation: 0\n"
+    copied.write_text(template.replace("ap-t00", "q7-retire").replace("    store_generation: 0\n", retiring))
+    settled = stack_file(proj.stacks, "ap-t02")
+    committed = settled.read_text()
+    settled.write_text(committed.replace("    store_generation: 0\n", retiring))
+    before = state_mtimes(sandbox, TENANTS)
+    try:
+        for args in (("--preview",), ()):
+            rc, summary, err = proj.apply(*args, "--match", "q7-retire", "--match", "ap-t02")
+            assert rc == 1, err
+            res = {r["tenant_id"]: r for r in summary["results"]}
+            assert {t: r["action"] for t, r in res.items()} == {"q7-retire": "invalid", "ap-t02": "invalid"}
+            assert all("retiring" in r["error"] and "no open move" in r["error"] for r in res.values()), res
+        for args in (("--preview",), ()):
+            run = proj.cli("provision", "q7-retire", *args)
+            assert run.returncode == 3, run.stderr
+            assert run.stderr.strip().splitlines()[-1].startswith("error: tenant 'q7-retire'"), run.stderr
+        assert proj.workspace().registry.get("q7-retire") is None
+        assert not (Path(sandbox.state_dir) / "local-engine" / "q7-retire.json").exists()
+        assert state_mtimes(sandbox, TENANTS) == before
+    finally:
+        copied.unlink()
+        settled.write_text(committed)
+
+
 def test_a_failed_live_read_is_reported_as_failed(proj, sandbox):
     """`apply --refresh` of a tenant whose live read fails: still `unchanged`,
     but a failed row with its error in the table, the progress and the
@@ -364,6 +397,7 @@ def test_prune_is_refused_without_yes_and_deprovisions_with_it(proj, sandbox, tm
     assert refused.returncode == NotConfirmed.exit_code, refused.stderr
     error = json.loads(refused.stdout)["error"]
     assert "pass --yes" in error["message"] and sorted(error["details"]) == sorted(gone)
+    assert "applying" not in refused.stderr, refused.stderr  # refused before anything runs, and it says no more
     recs = records(proj.workspace())
     assert all(recs[t].status is TenantStatus.active for t in gone)
 

@@ -130,8 +130,14 @@ def test_a_cell_is_removed_only_once_nothing_of_any_tenant_is_left_in_it(cli, sa
     assert plan.json()["removed"] is False
     goes = "\n".join(plan.json()["goes"])
     assert f"s3://{bucket}: deleted with every object version" in goes and "final snapshot" in goes
+    # Each bucket's line says which one holds the access logs: the logs bucket is not "the second bucket" of itself.
+    assert f"its access logs are in s3://{logs_bucket})" in goes and "second bucket" not in goes
+    assert f"s3://{logs_bucket}: deleted with every object version in it" in goes
+    assert f"the access logs of s3://{bucket})" in goes
     table = cli("cell", "remove", CELL, "--dry-run")
     assert table.returncode == 0 and f"`cell remove {CELL} --yes` deletes" in table.stdout, table
+    # A dry run removed nothing, and its progress does not say it did.
+    assert "removing cell" not in table.stderr and f"cell remove {CELL} --dry-run: done" in table.stderr, table
     # Not confirmed (no terminal, no --yes): nothing changed.
     error = refused(cli("cell", "remove", CELL, "--json"), 13)
     assert any(bucket in line for line in error["details"])
@@ -190,6 +196,32 @@ def test_a_new_cell_is_never_named_like_the_home_stack_or_the_cell_prefix(cli, n
 def test_the_home_cell_is_never_removed(cli):
     error = refused(cli("cell", "remove", "default", "--yes", "--json"), 3)
     assert "home of the registry" in error["message"]
+
+
+def test_the_final_snapshot_a_removal_keeps_is_no_audit_finding(cli, sandbox):
+    """`cell remove` keeps the cell's database's final snapshot by design (and
+    `cell add` of the name later names it): audit does not report it as an
+    unclaimed leftover, as it does not report a deprovisioned tenant's kept
+    snapshots. Two cells in the home account: audit reads an account's region
+    while a cell is there, so the one kept makes it read the other's snapshot."""
+    gone, kept = "q7-rmh", "q7-rmk"
+    for name in (gone, kept):
+        assert cli("cell", "add", name, "--region", REGION, "--json").returncode == 0
+    rds = aws(sandbox, "rds", region=REGION)
+    snapshots = []
+    try:
+        run = cli("cell", "remove", gone, "--yes", "--json")
+        assert run.returncode == 0 and run.json()["removed"], run.stderr
+        snapshots.append(run.json()["final_snapshot"])
+        assert snapshots[0] in {s["DBSnapshotIdentifier"] for s in rds.describe_db_snapshots()["DBSnapshots"]}
+        audit = cli("audit", "--json")
+        assert audit.returncode in (0, 12), audit  # the session's other projects may leave findings of their own
+        assert [f for f in audit.json()["findings"] if f["tenant_id"] == naming.cell_stack(gone)] == []
+    finally:
+        run = cli("cell", "remove", kept, "--yes", "--json")
+        assert run.returncode == 0, run.stderr
+        for snapshot in (*snapshots, run.json()["final_snapshot"]):
+            rds.delete_db_snapshot(DBSnapshotIdentifier=snapshot)
 
 
 HO_ACCOUNT, HO_REGION = "787878787878", "eu-north-1"

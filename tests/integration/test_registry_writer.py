@@ -189,3 +189,34 @@ def test_a_cell_lease_is_renewed_while_held_and_free_with_the_fingerprint_after(
     registry.claim_cell("eu9", new_lock("cell up"), 0.3)
     time.sleep(0.4)
     assert registry.claim_cell("eu9", new_lock("cell up"), 0.3) == "f1"
+
+
+def test_a_lease_given_back_between_a_refused_claim_and_its_look_is_claimed_not_refused(registry, monkeypatch):
+    """A claim refused by a holder that lets go before the claimant reads who holds
+    it (a quick `cell drain` beside a `cell add`) is tried again and gets the
+    lease: no exit 5 saying the cell "is being applied by another run" when no
+    run holds it any more."""
+    from tenant_runtime.registry import counter_key
+    from tenantctl.registry import new_lock
+    from tenantctl.registry_cells import lease_of
+
+    holder = new_lock("cell drain")
+    registry.claim_cell("q7-lease", holder, 30)
+    real, refused = registry._call, []
+
+    def call(operation, **kwargs):
+        if operation == "get_item" and refused and len(refused) == 1:  # the look after the refused claim
+            refused.append("looked")
+            registry.release_cell("q7-lease", holder)  # ... the holder lets go just before it
+        try:
+            return real(operation, **kwargs)
+        except Exception:
+            if operation == "update_item" and not refused:
+                refused.append("refused")
+            raise
+
+    monkeypatch.setattr(registry, "_call", call)
+    registry.claim_cell("q7-lease", new_lock("cell add"), 30)
+    assert refused == ["refused", "looked"]
+    item = real("get_item", Key=counter_key("q7-lease"), ConsistentRead=True)["Item"]
+    assert lease_of(item).operation == "cell add"

@@ -405,6 +405,8 @@ def test_the_engine_prepares_once_before_the_worker_pool(ws, monkeypatch):
     ws.registry = SimpleNamespace(fleet=lambda: ([], []))
     ws.engine = SimpleNamespace(prepare=lambda: order.append("prepare"))
     monkeypatch.setattr(apply_op, "run_pool", lambda todo, *args, **kw: order.append(f"pool of {len(todo)}") or [])
+    # Placement reads the registry's cells, which this fake registry has not.
+    monkeypatch.setattr(apply_op, "_placed_in_turn", lambda *args: (set(), set()))
     apply_op.apply(ws, preview=True, parallel=2)
     assert order == ["prepare", "pool of 2"]
 

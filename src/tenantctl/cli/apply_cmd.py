@@ -145,7 +145,8 @@ def apply(
     with _progress(preview) as (on_plan, on_result, on_wait, on_stop, on_line):
         summary = run(Workspace(), preview=preview, prune=prune, parallel=parallel, shard=shard,
                       match=match or (), cell=cell, refresh=refresh, yes=yes, max_failures=max_failures,
-                      on_plan=lambda c, r: (on_plan(c, r), confirm_prunes(r)), on_result=on_result, on_wait=on_wait,
+                      # confirmed (or refused) before the plan line says what runs
+                      on_plan=lambda c, r: (confirm_prunes(r), on_plan(c, r)), on_result=on_result, on_wait=on_wait,
                       on_stop=on_stop, on_line=on_line)
     if markdown:
         markdown.write_text(render("apply_summary.md.j2", summary=summary))

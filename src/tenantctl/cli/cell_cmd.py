@@ -261,7 +261,7 @@ def remove(
     from tenantctl.workspace import Workspace
 
     ws = Workspace()
-    with engine_progress(f"removing cell {name}") as view:
+    with engine_progress(f"cell remove {name} --dry-run" if dry_run else f"removing cell {name}") as view:
         ws.approve = confirmation(yes, view)
         result = run(ws, name, ws.approve, dry_run=dry_run, on_event=view)
     if json_out:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -41,7 +41,7 @@ from tenantctl.confirmation import Confirmation
 from tenantctl.engines.base import Op, ResourceChange
 from tenantctl.errors import InvalidInput, TenantctlError, UsageError, contained
 from tenantctl.fingerprint import applied_hash, program_fingerprint
-from tenantctl.models import TenantRecord
+from tenantctl.models import TenantRecord, Tier
 from tenantctl.naming import DEFAULT_CELL, broken_rule, forget_hint, require_valid
 from tenantctl.operations.apply_cells import apply_cells, drift_check, orphan_cells, plan_cells, preview_cells
 from tenantctl.operations.apply_guard import FailureBudget
@@ -400,6 +400,35 @@ def _awaiting_cells(ws: Workspace, results: list[TenantResult], creating: set[st
     return awaiting
 
 
+def _placed_in_turn(ws: Workspace, results: list[TenantResult], awaiting: set[str]) -> tuple[set[str], set[str]]:
+    """A preview's new tenants placed one after another as the apply places them
+    (a cell of their region with a slot, not draining), each counting the slots
+    the ones before it take: one placement refuses (no cell of the region, a
+    forced cell full, draining, of another region) fails in the preview too,
+    and is not previewed further. Returns those refused, and those placed in a
+    committed cell the sandbox has not applied yet (the run's placement applies
+    it first: pending, as `provision --preview` says; elsewhere placement refuses
+    such a cell)."""
+    from tenantctl.placement import choose
+
+    taken: Counter[tuple[str, Tier]] = Counter()
+    refused, unapplied = set(), set()
+    for r in results:
+        if r.action is not Action.create or r.tenant_id in awaiting:
+            continue
+        with contained(r):
+            spec = choose(ws, read_tenant(stack_file(ws.stacks_dir, r.tenant_id)), None, taken)
+            cell = spec.cell or DEFAULT_CELL
+            taken[(cell, spec.tier)] += 1
+            if not ws.cell_outputs(cell).get("bucket"):
+                r.reason += (f"; its cell {cell} is not applied yet: the run applies it first (its resources "
+                             "are planned once the cell exists)")
+                unapplied.add(r.tenant_id)
+        if not r.ok:
+            refused.add(r.tenant_id)
+    return refused, unapplied
+
+
 def check_scope(ws: Workspace, prune: bool, match: Sequence[str]) -> None:
     """Refuse runs that would read a missing desired state as "no tenants"."""
     if not ws.stacks_dir.is_dir():
@@ -479,6 +508,11 @@ def apply(
     if preview:
         preview_cells(ws, shown)
         awaiting = _awaiting_cells(ws, results, {c.cell for c in cell_plan if c.action is Action.create})
+        refused, unapplied = _placed_in_turn(ws, results, awaiting)
+        for r in results:
+            if r.tenant_id in refused and on_result:
+                on_result(r)
+        awaiting |= refused | unapplied  # failed already, or nothing to plan against yet
     else:
         apply_cells(ws, cells, cell_plan, on_wait=on_wait, on_result=on_result, budget=budget)
     todo = [r for r in results if r.action in RUNS and r.tenant_id not in awaiting]

@@ -5,6 +5,7 @@
 - ``unclaimed``: a resource tagged ``managed-by=tenantctl`` for a tenant no
   record names, or for a deprovisioned one yet still live (left by a crash or
   by hand); the platform's own resources are claimed by the platform stack;
+  the database snapshots a deprovision or a `cell remove` keeps are not;
 - ``tombstoned-stack-file``: a committed stack file whose tenant is
   deprovisioned (a re-commit `apply` would refuse);
 - ``stray-stack-file``: a committed key-generation stack file (`acme.k1`, a
@@ -131,6 +132,8 @@ def _unclaimed(account: _Account, records: dict[str, TenantRecord], cell_stacks:
         if tenant in cell_stacks or (record is not None and record.status not in GONE):
             continue
         if record is not None and resource.retained:  # kept for the tenant's retention window
+            continue
+        if resource.retained and cell_of_stack(tenant):  # a removed cell's final snapshot: `cell remove` keeps it
             continue
         if not inventory.is_live(account.clients, resource):
             continue  # a key pending deletion, a secret in its recovery window: the tail of a deletion

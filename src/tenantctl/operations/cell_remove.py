@@ -148,10 +148,11 @@ def _goes(spec: CellSpec, outputs: dict[str, Any], plan: ChangeSet, s3: Any, hei
     if outputs.get("db_endpoint"):
         lines.append(f"the shared PostgreSQL {outputs['db_endpoint']} (database {outputs.get('db_name')}): deleted, "
                      f"a final snapshot {resource_name(spec.stack, 'final')} kept")
-    for key in ("bucket", "logs_bucket"):
-        if outputs.get(key):
-            lines.append(f"s3://{outputs[key]}: deleted with every object version in it "
-                         f"({_bucket_count(s3, outputs[key])}; the access logs are in the second bucket)")
+    bucket, logs = outputs.get("bucket"), outputs.get("logs_bucket")
+    for name, what in ((bucket, f"; its access logs are in s3://{logs}" if logs else ""),
+                       (logs, f": the access logs of s3://{bucket}" if bucket else "")):
+        if name:
+            lines.append(f"s3://{name}: deleted with every object version in it ({_bucket_count(s3, name)}{what})")
     if outputs.get("platform_key_arn"):
         lines.append(f"KMS key {outputs['platform_key_arn']}: scheduled for deletion")
     lines += [f"delete {c.type} {c.name}" + (": with its data" if c.loses_data else "")
