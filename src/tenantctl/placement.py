@@ -117,10 +117,10 @@ def refused(spec: TenantSpec, refusals: list[str]) -> QuotaExceeded:
         details=refusals)
 
 
-def named_cell(cells: dict[str, CellSpec], name: str) -> CellSpec:
-    """The cell a ``--cell`` names; InvalidInput (exit 3, nothing created) when stacks/ defines none."""
+def named_cell(cells: dict[str, CellSpec], name: str, option: str = "--cell") -> CellSpec:
+    """The cell ``option`` names; InvalidInput (exit 3, nothing created) when stacks/ defines none."""
     if name not in cells:
-        raise InvalidInput(f"--cell {name}: no such cell (`tenantctl cell list` shows them)")
+        raise InvalidInput(f"{option} {name}: no such cell (`tenantctl cell list` shows them)")
     return cells[name]
 
 

@@ -67,6 +67,8 @@ def test_an_undrained_cell_is_refused_and_a_dry_run_moves_nothing(fleet, sandbox
     assert refused.returncode == 3, refused
     assert refused.json()["error"]["rule"] == "cell-not-draining"
     assert cli("cell", "evacuate", FROM, "--to", FROM, "--json").returncode == 3
+    nowhere = cli("cell", "evacuate", FROM, "--to", "ev-nowhere", "--json")
+    assert nowhere.returncode == 3 and nowhere.json()["error"]["message"].startswith("--to ev-nowhere: no such cell")
 
     assert cli("cell", "drain", FROM).returncode == 0
     plan = cli("cell", "evacuate", FROM, "--dry-run", "--json")

@@ -238,7 +238,7 @@ def _settle(evacuee: Evacuee, future: Future, budget: FailureBudget) -> None:
 
 
 def _forced_target(cells: dict[str, CellSpec], leaving: CellSpec, to: str) -> CellSpec:
-    target = named_cell(cells, to)
+    target = named_cell(cells, to, "--to")
     if target.name == leaving.name:
         raise InvalidInput(f"--to {to}: that is the cell being evacuated")
     if target.draining:
