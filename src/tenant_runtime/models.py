@@ -163,6 +163,10 @@ class TenantMove(BaseModel):
     # The stack it leaves was applied retired (its role sends to its queues no
     # more); a re-run skips that up, which would build a half-destroyed stack again.
     old_stack_retired: bool = False
+    # The content digest of each stack file the move wrote, by stack: `apply`
+    # takes a file still as the move wrote it for the move's (the tenant is
+    # reported moving, not refused), an edit of it for an edit.
+    stack_digests: dict[str, str] = Field(default_factory=dict)
     started_at: datetime = Field(default_factory=utcnow)
     phase_at: datetime = Field(default_factory=utcnow)
     switched_at: datetime | None = None

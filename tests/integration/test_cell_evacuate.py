@@ -107,6 +107,13 @@ def test_waves_and_a_killed_run_resume_then_finalize_and_the_cell_is_removed(fle
     for tid in MOVED:
         record = ws.registry.require(tid)
         assert (record.cell, record.move.phase) == (TO, MovePhase.switched)
+    # CI's apply in the rollback windows: the moved tenants are their moves' (the files as the moves
+    # wrote them), reported moving, not failures that keep every pipeline red until --finalize.
+    preview = cli("apply", "--preview", "--match", "ev-*", "--json")
+    assert preview.returncode in (0, 12), preview
+    rows = {r["tenant_id"]: r for r in preview.json()["results"]}
+    assert all((rows[t]["action"], rows[t]["ok"]) == ("unchanged", True) for t in MOVED), rows
+    assert all(rows[t]["reason"].startswith("moving (switched, rollback window until ") for t in MOVED), rows
 
     done = cli("cell", "evacuate", FROM, "--finalize", "--parallel", "3", "--json")
     assert done.returncode == 0, done

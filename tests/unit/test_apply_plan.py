@@ -561,6 +561,48 @@ def test_a_key_generation_file_no_move_opened_is_refused(ws):
     assert {r.tenant_id for r in plan(ws, (1, 1), records, cell="eu1")} == set()
 
 
+def test_an_open_moves_tenant_is_left_to_the_move_while_its_file_is_as_the_move_wrote_it(ws):
+    """A move (a cell evacuation's too) owns its tenant for its rollback window:
+    `apply` reports it moving, unchanged and no failure, while the file the
+    record names is the one the move wrote (or, a stack the move did not write,
+    the one last applied); an edit of it meanwhile is refused as before."""
+    from datetime import UTC, datetime
+
+    from runtime_fixtures import record as applied
+
+    from tenant_runtime.models import MovePhase, TenantMove
+
+    store = applied("m").resources.store
+    window = datetime(2026, 12, 7, 9, 30, tzinfo=UTC)
+    written = TenantSpec(id="mv", owner="team-a")  # as the move wrote it
+    write_tenant(ws.stacks_dir, written)
+    keyed = TenantSpec(id="mk")  # a keyed move not switched yet: its own stack as last applied
+    write_tenant(ws.stacks_dir, keyed)
+    write_tenant(ws.stacks_dir, keyed.model_copy(update={"region": "eu-west-1"}), stack="mk.k1")
+    edited = TenantSpec(id="me", owner="team-b")  # written by the move for team-a, edited since
+    write_tenant(ws.stacks_dir, edited)
+
+    def move(**fields):
+        return TenantMove(from_tier=Tier.pooled, to_tier=Tier.pooled, from_cell="default", to_cell="eu1",
+                          old_store=store, **fields)
+
+    records = {
+        "mv": record(written, project=ws.project_dir, move=move(
+            phase=MovePhase.switched, window_ends_at=window, stack_digests={"mv": written.content_hash()})),
+        "mk": record(keyed, project=ws.project_dir, spec_digest=keyed.content_hash(), move=move(
+            phase=MovePhase.copying, to_stack="mk.k1", stack_digests={"mk.k1": "x"})),
+        "me": record(edited, project=ws.project_dir, move=move(
+            phase=MovePhase.switched, stack_digests={"me": written.model_copy(update={"id": "me"}).content_hash()})),
+    }
+    got = {r.tenant_id: r for r in plan(ws, (1, 1), records)}
+    assert {t: (r.action, r.ok) for t, r in got.items()} == {
+        "mv": (Action.unchanged, True), "mk": (Action.unchanged, True), "me": (Action.invalid, False)}
+    assert got["mv"].reason == ("moving (switched, rollback window until 2026-12-07 09:30Z): "
+                                "`tenantctl move mv --finalize` (or `--rollback`) ends it")
+    assert got["mk"].reason.startswith("moving (copying): ")
+    assert "being moved" in got["me"].error
+
+
 def test_an_edit_outside_the_spec_makes_the_file_invalid_not_unchanged(ws):
     """The fingerprint is the spec's: a file whose region or other keys say
     something else is refused by the plan (the program would refuse it, or

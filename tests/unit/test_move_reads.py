@@ -55,7 +55,8 @@ def _workspace(tmp_path: Path, engine: CountingEngine) -> SimpleNamespace:
     stacks.mkdir(exist_ok=True)
     return SimpleNamespace(engine=engine, stacks_dir=stacks, project_dir=tmp_path,
                            cell_clients=lambda cell: lambda service: f"{service} of {cell}",
-                           cell=lambda name: CellSpec(name=name, region="eu-central-1"))
+                           cell=lambda name: CellSpec(name=name, region="eu-central-1"),
+                           registry=SimpleNamespace(save=lambda rec, **changes: rec.model_copy(update=changes)))
 
 
 def _keyed(tmp_path: Path, engine: CountingEngine, phase: MovePhase):
@@ -91,7 +92,9 @@ def test_a_step_that_builds_or_destroys_a_stack_makes_the_next_read_see_it(tmp_p
     engine = CountingEngine(acme=OLD.resources.model_dump(mode="json"))
     mover = _keyed(tmp_path, engine, MovePhase.preparing)
     assert mover.schemas(BESIDE) == [BESIDE]  # not built: no workspace schema there yet
-    mover.apply(TenantSpec(id="acme", region="eu-central-1", cell="euc"), stack="acme.k1")
+    target = TenantSpec(id="acme", region="eu-central-1", cell="euc")
+    mover.apply(target, stack="acme.k1")
+    assert mover.record.move.stack_digests == {"acme.k1": target.content_hash()}  # `apply` takes it as the move's
     assert [o.new.kms_key_arn for o in mover.owners()][0] == OLD.resources.kms_key_arn + "-k1"
     assert len(mover.schemas(BESIDE)) == 2
     assert engine.reads == {"acme": 1, "acme.k1": 2}

@@ -41,7 +41,7 @@ from tenantctl.confirmation import Confirmation
 from tenantctl.engines.base import Op, ResourceChange
 from tenantctl.errors import InvalidInput, TenantctlError, UsageError, contained
 from tenantctl.fingerprint import applied_hash, program_fingerprint
-from tenantctl.models import TenantRecord, Tier
+from tenantctl.models import TenantRecord, TenantSpec, Tier
 from tenantctl.naming import DEFAULT_CELL, broken_rule, forget_hint, require_valid
 from tenantctl.operations.apply_cells import apply_cells, drift_check, orphan_cells, plan_cells, preview_cells
 from tenantctl.operations.apply_guard import FailureBudget
@@ -114,6 +114,22 @@ def _provision_failed(record: TenantRecord) -> bool:
     return record.provision_failed
 
 
+def _moving(record: TenantRecord | None, stack: str, spec: TenantSpec) -> str | None:
+    """Why an open move's tenant is left alone, or None: its file is as the move
+    wrote it (or, a stack the move has not written, as last applied), and the
+    move owns the tenant until `move --finalize` or `--rollback` (an edit of the
+    file meanwhile is refused, as every run on a moving tenant is)."""
+    move = record.move if record is not None else None
+    if move is None:
+        return None
+    digest = spec.content_hash()
+    if move.stack_digests.get(stack, record.spec_digest) != digest:
+        return None
+    until = f", rollback window until {move.window_ends_at:%Y-%m-%d %H:%M}Z" if move.window_ends_at else ""
+    return (f"moving ({move.phase.value}{until}): `tenantctl move {record.tenant_id} --finalize` (or "
+            "`--rollback`) ends it")
+
+
 def _update_reason(record: TenantRecord) -> str:
     if record.status not in SETTLED:
         why = f"registry status {record.status.value}"
@@ -169,8 +185,11 @@ def plan(ws: Workspace, shard: tuple[int, int], records: dict[str, TenantRecord]
             continue
         if cell is not None and (record.cell if record is not None else spec.cell) != cell:
             continue
-        refused = refusal(record, spec, locks=False)  # what the run would refuse is an error, in a preview too
-        if refused is not None:
+        moving = _moving(record, stack, spec)
+        refused = None if moving else refusal(record, spec, locks=False)  # an error in a preview too
+        if moving:
+            results.append(TenantResult(tenant_id=tenant_id, action=Action.unchanged, reason=moving))
+        elif refused is not None:
             results.append(TenantResult(tenant_id=tenant_id, action=Action.invalid, ok=False, error=str(refused),
                                         reason="refused by the registry"))
         elif record is None:
@@ -381,7 +400,9 @@ def _run_pool(todo: Iterable[TenantResult], args: tuple[str, str, bool], preview
 def _drift_check(ws: Workspace, results: list[TenantResult], records: dict[str, TenantRecord],
                  parallel: int) -> list[TenantResult]:
     """--refresh: read every tenant the fingerprint would skip; a drifted one becomes a repair."""
-    unchanged = [records[r.tenant_id] for r in results if r.action is Action.unchanged]
+    # A moving tenant's stacks are the move's until it ends: not repaired meanwhile.
+    unchanged = [records[r.tenant_id] for r in results
+                 if r.action is Action.unchanged and records[r.tenant_id].move is None]
     drifts = {d.tenant_id: d for d in refresh_many(ws, unchanged, parallel=max(parallel, 8))}
     return [after_refresh(r, drifts.get(r.tenant_id)) for r in results]
 

@@ -169,6 +169,9 @@ class Mover:
         from tenantctl.operations.provision import apply_spec
 
         stack = stack or self.record.stack
+        move, written, digest = self.record.move, stack or spec.id, spec.content_hash()
+        if move is not None and move.stack_digests.get(written) != digest:  # before the file changes
+            self.save(move=move.model_copy(update={"stack_digests": {**move.stack_digests, written: digest}}))
         try:
             return apply_spec(self.ws, spec, on_event=None, stack=stack)
         finally:  # a failed up may have changed it too
