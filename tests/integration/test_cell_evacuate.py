@@ -27,6 +27,7 @@ from tenantctl.models import TenantSpec, TenantStatus
 from tenantctl.operations import cell as cells
 from tenantctl.operations.provision import provision
 from tenantctl.operations.suspend import set_suspended
+from tenantctl.stackconfig import read_tenant, stack_file, write_tenant
 from tenantctl.workspace import Workspace
 
 pytestmark = pytest.mark.integration
@@ -75,6 +76,18 @@ def test_an_undrained_cell_is_refused_and_a_dry_run_moves_nothing(fleet, sandbox
     assert plan.returncode == 0, plan
     assert outcomes(plan) == {**{tid: (TO, "planned") for tid in MOVED}, PAUSED: (None, "skipped")}
     assert "suspended" in next(t["detail"] for t in plan.json()["tenants"] if t["tenant_id"] == PAUSED)
+    # A dry run asks each move what it would refuse: an edit of a tenant's file not applied yet.
+    path = stack_file(ws.stacks_dir, "ev-c")
+    committed = path.read_text()
+    write_tenant(ws.stacks_dir, read_tenant(path).model_copy(update={"owner": "someone-else"}))
+    try:
+        edited = cli("cell", "evacuate", FROM, "--dry-run", "--json")
+    finally:
+        path.write_text(committed)
+    assert edited.returncode == 1, edited
+    refused = next(t for t in edited.json()["tenants"] if t["tenant_id"] == "ev-c")
+    assert (refused["outcome"], refused["exit_code"]) == ("refused", 3) and "edited since its last apply" in refused[
+        "detail"]
     assert {ws.registry.require(tid).cell for tid in MOVED} == {FROM}
     assert (cell_count(sandbox, FROM), cell_count(sandbox, TO)) == (4, 0)
 

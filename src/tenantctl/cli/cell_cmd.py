@@ -183,7 +183,8 @@ def evacuate(
                                                                    "own (default 1: one after another); at most "
                                                                    "what the cell database's free replication "
                                                                    "slots and WAL senders hold.")] = 1,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say where each tenant would go; move nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Say where each tenant would go and which moves would be refused; move nothing.")] = False,
     json_out: JsonFlag = False,
 ) -> None:
     """Move every tenant of a draining cell to other cells, N moves at a time (one by default).

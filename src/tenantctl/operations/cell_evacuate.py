@@ -127,7 +127,9 @@ def evacuate(ws: Workspace, name: str, *, to: str | None = None, finalize: bool 
                         break  # full for now: a move in flight may end or free a slot; picked again then
                 queue.popleft()
                 if evacuee.outcome != "planned" or dry_run:
-                    if dry_run and evacuee.to_cell:  # the cells it would fill, for the next picks
+                    if dry_run and evacuee.to_cell and record.move is None:
+                        _judged(ws, record, evacuee)  # what the move itself would refuse, nothing created
+                    if dry_run and evacuee.outcome == "planned" and evacuee.to_cell:  # for the next picks
                         loads[evacuee.to_cell] += 1
                     continue
                 started += 1
@@ -147,6 +149,17 @@ def evacuate(ws: Workspace, name: str, *, to: str | None = None, finalize: bool 
                                            else ("later", f"--limit {limit} reached: a next run moves it"))
     return Evacuation(cell=name, finalize=finalize, dry_run=dry_run, tenants=[e for _, e in triaged],
                       stopped=budget.why() if budget.spent else None)
+
+
+def _judged(ws: Workspace, record: TenantRecord, evacuee: Evacuee) -> None:
+    """A dry run's planned move refused as the move would refuse it (residency,
+    a dedicated store that cannot stand beside the tenant's, the target's fit,
+    the policy gate, quotas), nothing created."""
+    from tenantctl.operations.move import refusal
+
+    refused = refusal(ws, record, record.tier, evacuee.to_cell)
+    if refused is not None:
+        evacuee.outcome, evacuee.detail, evacuee.exit_code = "refused", str(refused), refused.exit_code
 
 
 def _refuse_without_room(ws: Workspace, name: str, copies: int, parallel: int) -> None:
