@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -170,6 +172,7 @@ EXIT_CODES = {
 
 
 _TERMINATED: list[int] = []
+REDELIVER_SECONDS = 0.05  # a signal that arrived inside the import machinery, sent again after
 
 
 class Terminated(KeyboardInterrupt):
@@ -185,7 +188,14 @@ def interrupt_on_sigterm() -> None:
     releases it with "interrupted" in ``last_error`` instead of dying with it
     (Python's default for SIGTERM is to exit at once, no cleanup)."""
 
-    def interrupt(signum: int, frame: object) -> None:
+    def interrupt(signum: int, frame: Any) -> None:
+        if frame is not None and frame.f_code.co_filename.startswith("<frozen importlib"):
+            # An exception raised here can land in the import lock's weakref callback, where Python
+            # ignores it ("Exception ignored in ... cb") and the run goes on: delivered again shortly.
+            timer = threading.Timer(REDELIVER_SECONDS, os.kill, (os.getpid(), signum))
+            timer.daemon = True
+            timer.start()
+            return
         _TERMINATED.append(signum)
         raise Terminated(signal.Signals(signum).name)
 
