@@ -24,26 +24,34 @@ def test_readme_exit_code_table_lists_exactly_the_codes():
     assert documented == set(errors.EXIT_CODES)
 
 
+def exit_code_of_a_run(tmp_path, body: str) -> tuple[int, str]:
+    """The exit code (and stderr) of a module run as the CLI runs (`python -m`: a script's
+    SystemExit takes another path out) that handles SIGTERM as the CLI does and runs ``body``
+    (indented lines) in its try block: 128 + the signal when it unwound the run."""
+    import subprocess
+    import sys
+
+    (tmp_path / "run.py").write_text(
+        "import os, signal, sys, time, types\n"
+        "from tenantctl.errors import interrupt_on_sigterm, terminated\n"
+        "interrupt_on_sigterm()\n"
+        "try:\n" + body +
+        "except KeyboardInterrupt:\n"
+        "    sys.exit(128 + terminated())\n"
+        "sys.exit(1)\n")
+    done = subprocess.run([sys.executable, "-m", "run"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    return done.returncode, done.stderr
+
+
 def test_a_sigterm_caught_inside_code_run_from_a_string_still_exits_with_the_chosen_code(tmp_path):
     """SIGTERM landing while the main thread runs code from ``exec`` of a string (a dataclass's
     generated methods being defined as a module loads) and handled as the CLI does: the process
     ends with the code chosen (143), not killed by SIGINT (CPython 3.11 flags a plain
     KeyboardInterrupt raised there as unhandled, whoever catches it)."""
-    import subprocess
-    import sys
-
-    (tmp_path / "term.py").write_text(
-        "import os, signal, sys\n"
-        "from tenantctl.errors import interrupt_on_sigterm, terminated\n"
-        "interrupt_on_sigterm()\n"
-        "try:\n"
-        "    exec('import os, signal\\nos.kill(os.getpid(), signal.SIGTERM)\\nfor _ in range(10**7): pass')\n"
-        "except KeyboardInterrupt:\n"
-        "    sys.exit(128 + terminated())\n"
-        "sys.exit(1)\n")
-    # As the CLI runs, `python -m` (a script's SystemExit takes another path out, not affected).
-    done = subprocess.run([sys.executable, "-m", "term"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 143, done.stderr
+    code, err = exit_code_of_a_run(tmp_path, (
+        "    exec('import os, signal\\nos.kill(os.getpid(), signal.SIGTERM)\\n"
+        "for _ in range(10**7): pass')\n"))
+    assert code == 143, err
 
 
 def test_a_sigterm_landing_in_the_import_machinery_is_delivered_again_not_lost(tmp_path):
@@ -51,20 +59,10 @@ def test_a_sigterm_landing_in_the_import_machinery_is_delivered_again_not_lost(t
     weakref callback, where Python ignores the exception ("Exception ignored in ... cb") and the
     run went on to finish (exit 0, seen once in a whole-suite run). Landing there, the signal is
     sent again a moment later and ends the run as any SIGTERM does."""
-    import subprocess
-    import sys
-
-    (tmp_path / "late.py").write_text(
-        "import signal, sys, time, types\n"
-        "from tenantctl.errors import interrupt_on_sigterm, terminated\n"
-        "interrupt_on_sigterm()\n"
-        "in_import = types.SimpleNamespace(f_code=types.SimpleNamespace(co_filename='<frozen importlib._bootstrap>'))\n"
-        "signal.getsignal(signal.SIGTERM)(signal.SIGTERM, in_import)  # what a swallowed raise left: no exception\n"
-        "try:\n"
+    code, err = exit_code_of_a_run(tmp_path, (
+        "    frozen = types.SimpleNamespace(co_filename='<frozen importlib._bootstrap>')\n"
+        "    in_import = types.SimpleNamespace(f_code=frozen)\n"
+        "    signal.getsignal(signal.SIGTERM)(signal.SIGTERM, in_import)  # a raise there was swallowed: none now\n"
         "    deadline = time.monotonic() + 10\n"
-        "    while time.monotonic() < deadline: time.sleep(0.01)\n"
-        "except KeyboardInterrupt:\n"
-        "    sys.exit(128 + terminated())\n"
-        "sys.exit(1)\n")
-    done = subprocess.run([sys.executable, "-m", "late"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 143, done.stderr
+        "    while time.monotonic() < deadline: time.sleep(0.01)\n"))
+    assert code == 143, err
