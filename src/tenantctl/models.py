@@ -459,6 +459,12 @@ class CellSpec(BaseModel):
         return {name for name in ("retiring", "os_metrics_adopted") if not getattr(self, name)}
 
     @property
+    def connection_cap(self) -> int:
+        """Connections its pooled tenants' logins may hold at its cap (before per-tenant
+        overrides and workspaces): what its database's max_connections is held against."""
+        return self.max_pooled_tenants * self.db_connection_limit
+
+    @property
     def home(self) -> bool:
         """The default cell: the registry, revocations and runtime role live there."""
         return self.name == naming.DEFAULT_CELL

@@ -185,11 +185,9 @@ def plan(ws: Workspace, shard: tuple[int, int], records: dict[str, TenantRecord]
             continue
         if cell is not None and (record.cell if record is not None else spec.cell) != cell:
             continue
-        moving = _moving(record, stack, spec)
-        refused = None if moving else refusal(record, spec, locks=False)  # an error in a preview too
-        if moving:
+        if moving := _moving(record, stack, spec):
             results.append(TenantResult(tenant_id=tenant_id, action=Action.unchanged, reason=moving))
-        elif refused is not None:
+        elif (refused := refusal(record, spec, locks=False)) is not None:  # an error in a preview too
             results.append(TenantResult(tenant_id=tenant_id, action=Action.invalid, ok=False, error=str(refused),
                                         reason="refused by the registry"))
         elif record is None:

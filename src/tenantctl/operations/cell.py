@@ -198,8 +198,8 @@ def refuse_overcommit(ws: Workspace, wanted: CellSpec, allow: bool) -> list[str]
     database yet, and a cap kept or lowered is never refused (a re-run, or a
     step back)."""
     existing = ws.cells().get(wanted.name)
-    cap = wanted.max_pooled_tenants * wanted.db_connection_limit
-    if existing is None or cap <= existing.max_pooled_tenants * existing.db_connection_limit:
+    cap = wanted.connection_cap
+    if existing is None or cap <= existing.connection_cap:
         return []
     budget = connection_budget(ws, wanted.name, cap)
     what = (f"cell {wanted.name!r}: max_pooled_tenants {wanted.max_pooled_tenants} x db_connection_limit "
@@ -295,7 +295,7 @@ def show(ws: Workspace, name: str, recount: bool = False) -> CellInfo:
         quotas = preflight.checks(probe, ws.cell_outputs(name), ws.cell_clients(name))
         info.quotas = [c.explain() for c in quotas]
         info.walls = [c.explain() for c in quotas if not c.ok]
-    info.connections = connection_budget(ws, name, spec.max_pooled_tenants * spec.db_connection_limit)
+    info.connections = connection_budget(ws, name, spec.connection_cap)
     return info
 
 
