@@ -201,6 +201,7 @@ class StoreOperations(SearchOperations):
     """The store's API as operations: validation, SQL and results, no I/O."""
 
     envelope: Envelope
+
     @staticmethod
     def _statement_step(query: sql.Composable, params: Mapping[str, Any] | Sequence[Any],
                         fetch: Literal["one", "all", "rowcount"], locks: Sequence[int] = ()) -> Statement:
