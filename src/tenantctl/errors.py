@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -172,7 +173,7 @@ EXIT_CODES = {
 
 
 _TERMINATED: list[int] = []
-REDELIVER_SECONDS = 0.05  # a signal that arrived inside the import machinery, sent again after
+REDELIVER_SECONDS = 0.05  # a signal whose exception Python ignored, sent again after
 
 
 class Terminated(KeyboardInterrupt):
@@ -189,16 +190,22 @@ def interrupt_on_sigterm() -> None:
     (Python's default for SIGTERM is to exit at once, no cleanup)."""
 
     def interrupt(signum: int, frame: Any) -> None:
-        if frame is not None and frame.f_code.co_filename.startswith("<frozen importlib"):
-            # An exception raised here can land in the import lock's weakref callback, where Python
-            # ignores it ("Exception ignored in ... cb") and the run goes on: delivered again shortly.
-            timer = threading.Timer(REDELIVER_SECONDS, os.kill, (os.getpid(), signum))
-            timer.daemon = True
-            timer.start()
-            return
         _TERMINATED.append(signum)
         raise Terminated(signal.Signals(signum).name)
 
+    def unraisable(hook: Any) -> None:
+        # Raised where Python ignores exceptions (a weakref callback, a __del__: "Exception ignored
+        # in ..."), the run would go on as if never signalled: the signal is delivered again shortly,
+        # from a timer, so that it lands in the run's own code.
+        if isinstance(hook.exc_value, Terminated) and _TERMINATED:
+            timer = threading.Timer(REDELIVER_SECONDS, os.kill, (os.getpid(), _TERMINATED[-1]))
+            timer.daemon = True
+            timer.start()
+            return
+        default_unraisable(hook)
+
+    default_unraisable = sys.unraisablehook
+    sys.unraisablehook = unraisable
     signal.signal(signal.SIGTERM, interrupt)
 
 
