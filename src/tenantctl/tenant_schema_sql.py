@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from tenant_runtime.tables import (
     RETIRED_TABLES,
@@ -93,14 +93,28 @@ def end_sessions(conn: Any, role: str) -> list[int]:
         (role,)).fetchall() if ended]
 
 
-def login_posture(conn: Any, role: str) -> dict[str, Any]:
-    """The role's live ``connection_limit`` (rolconnlimit, -1: none) and ``login``:
-    LOGIN, or NOLOGIN with a session still open (it was suspended and a session
-    outlived it), so the update that follows ends it."""
+class LoginFacts(NamedTuple):
+    connection_limit: int  # rolconnlimit, -1: none
+    can_login: bool
+    sessions: list[int]  # pids of the sessions logged in as the role, this one aside
+
+
+def login_facts(conn: Any, role: str) -> LoginFacts | None:
+    """The role's live login facts; None if there is no such role."""
     row = conn.execute(
-        "SELECT r.rolconnlimit, r.rolcanlogin OR EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.usename = r.rolname "
-        "AND a.pid <> pg_backend_pid()) FROM pg_roles r WHERE r.rolname = %s", (role,)).fetchone()
-    return {} if row is None else {"connection_limit": row[0], "login": row[1]}
+        "SELECT r.rolconnlimit, r.rolcanlogin, ARRAY(SELECT a.pid FROM pg_stat_activity a "
+        "WHERE a.usename = r.rolname AND a.pid <> pg_backend_pid() ORDER BY 1) "
+        "FROM pg_roles r WHERE r.rolname = %s", (role,)).fetchone()
+    return None if row is None else LoginFacts(*row)
+
+
+def login_posture(conn: Any, role: str) -> dict[str, Any]:
+    """The role's live ``connection_limit`` and ``login``: LOGIN, or NOLOGIN
+    with a session still open (it was suspended and a session outlived it), so
+    the update that follows ends it."""
+    facts = login_facts(conn, role)
+    return {} if facts is None else {"connection_limit": facts.connection_limit,
+                                     "login": facts.can_login or bool(facts.sessions)}
 
 
 def script_settings(schema: str) -> list[str]:

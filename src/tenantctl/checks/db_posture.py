@@ -52,6 +52,7 @@ from typing import Any, NamedTuple
 from psycopg import sql
 
 from tenantctl.checks.results import CheckResult, run_connected
+from tenantctl.tenant_schema_sql import LoginFacts, login_facts
 
 AREA = "database"
 TENANT_COLUMN = "tenant_id"
@@ -212,17 +213,16 @@ class _DbChecks:
         return not granted, f"{self.role} is a member of {', '.join(granted)}" if granted else "no role memberships"
 
     @cached_property
-    def _login_facts(self) -> tuple[int, bool, list[int]]:
-        """(rolconnlimit, rolcanlogin, pids of the sessions logged in as the role but this one)."""
-        return self.one(
-            "SELECT r.rolconnlimit, r.rolcanlogin, ARRAY(SELECT a.pid FROM pg_stat_activity a "
-            "WHERE a.usename = r.rolname AND a.pid <> pg_backend_pid() ORDER BY 1) "
-            "FROM pg_roles r WHERE r.rolname = %s", self.role)
+    def _login_facts(self) -> LoginFacts:
+        facts = login_facts(self.conn, self.role)
+        if facts is None:
+            raise LookupError(f"no role {self.role}")
+        return facts
 
     def role_connection_limit(self) -> tuple[bool, str]:
         from tenantctl.models import NO_CONNECTION_LIMIT
 
-        live = self._login_facts[0]
+        live = self._login_facts.connection_limit
         shown = "none" if live == NO_CONNECTION_LIMIT else str(live)
         if self.connection_limit is not None and live != self.connection_limit:
             wanted = "none" if self.connection_limit == NO_CONNECTION_LIMIT else self.connection_limit
@@ -234,7 +234,7 @@ class _DbChecks:
         return True, f"{self.role}: CONNECTION LIMIT {shown}" + ("" if self.pooled else " (its own server)")
 
     def role_login(self) -> tuple[bool, str]:
-        _, can_login, sessions = self._login_facts
+        can_login, sessions = self._login_facts.can_login, self._login_facts.sessions
         if not self.closed:
             return can_login, f"{self.role}: LOGIN" if can_login else f"{self.role} is NOLOGIN while it serves"
         problems = ([f"{self.role} may log in while suspended"] if can_login else []) + (

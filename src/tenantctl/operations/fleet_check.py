@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pydantic import BaseModel, Field
 
 from tenantctl.checks import CheckResult, Outcome, PostureReport, check_tenant
-from tenantctl.errors import PolicyViolation, TargetUnavailable, TenantctlError, UsageError
+from tenantctl.errors import TenantctlError, UsageError
 from tenantctl.models import TenantRecord
 from tenantctl.operations.selection import select
 from tenantctl.workspace import Workspace
@@ -48,11 +48,8 @@ class FleetPosture(BaseModel):
                 "failed": len(self.failed), "unverified": len(self.unverified), "skipped": len(self.skipped)}
 
     def exit_code(self) -> int:
-        if self.failed:
-            return PolicyViolation.exit_code
-        if self.unverified:
-            return TargetUnavailable.exit_code
-        return 0
+        """The worst tenant's: a failed check (8) outranks one that could not run (7)."""
+        return max((r.exit_code() for r in self.reports), default=0)
 
 
 def check_one(ws: Workspace, record: TenantRecord) -> PostureReport:
