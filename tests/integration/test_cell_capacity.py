@@ -5,7 +5,8 @@ senders cannot hold their copies (`cell evacuate --parallel N`, `move`);
 `cell show` compares the pooled logins' connection cap with the live
 max_connections and `cell add` refuses a raised cap it cannot hold (exit 3,
 rule ``connection-budget``) without --allow-overcommit, and says so when the
-database takes no connection. `apply --parallel`'s workers' stderr lines come
+database takes no connection; `apply` of a cell file raising it by hand is
+refused the same way unless the file says ``allow_overcommit``. `apply --parallel`'s workers' stderr lines come
 out through the run, stamped and naming their tenant.
 
 A project of its own on the session's sandbox: cells ``e2-a`` and ``e2-b``
@@ -31,7 +32,7 @@ from tenantctl.models import TenantSpec
 from tenantctl.operations import cell as cells
 from tenantctl.operations.provision import provision
 from tenantctl.registry import new_lock
-from tenantctl.stackconfig import read_cell, read_tenant, write_tenant
+from tenantctl.stackconfig import read_cell, read_tenant, write_cell, write_tenant
 from tenantctl.workspace import Workspace
 
 pytestmark = pytest.mark.integration
@@ -159,9 +160,12 @@ def test_cell_show_reads_its_live_connections_and_add_refuses_a_cap_they_cannot_
     assert (ws.stacks_dir / f"Pulumi.cell-{TO}.yaml").read_text() == before
     allowed = cli("cell", "add", TO, "--max-pooled", over, "--write-only", "--allow-overcommit", "--json")
     assert allowed.returncode == 0, allowed
-    assert "--allow-overcommit" in allowed.stderr and read_cell(ws.stacks_dir, TO).max_pooled_tenants == int(over)
+    assert "--allow-overcommit" in allowed.stderr
+    written = read_cell(ws.stacks_dir, TO)  # the file says it (what `apply` of it reads)
+    assert (written.max_pooled_tenants, written.allow_overcommit) == (int(over), True)
     assert cli("cell", "show", TO, "--json").json()["connections"]["overcommits"] is True
-    back = cli("cell", "add", TO, "--max-pooled", "4", "--write-only", "--json")  # lowered: never refused
+    # Lowered: never refused (--no-allow-overcommit takes the file's word back).
+    back = cli("cell", "add", TO, "--max-pooled", "4", "--no-allow-overcommit", "--write-only", "--json")
     assert back.returncode == 0 and (ws.stacks_dir / f"Pulumi.cell-{TO}.yaml").read_text() == before, back
 
     # A database that takes no admin connection is said, not a failure.
@@ -179,3 +183,55 @@ def test_cell_show_reads_its_live_connections_and_add_refuses_a_cap_they_cannot_
     assert unread["overcommits"] is None and "took no admin connection" in unread["unread"], unread
     assert refusal_free.returncode == 0 and "not compared with its database's" in refusal_free.stderr, refusal_free
     assert cli("cell", "add", TO, "--max-pooled", "4", "--write-only").returncode == 0
+
+
+def test_apply_refuses_a_cell_file_raising_its_cap_past_the_room_unless_the_file_allows_it(fleet, sandbox):
+    """The CI path: a cell file edited by hand and committed. The same check as
+    `cell add`, against the cap the cell was last applied at (recorded on its up)."""
+    cli, ws = fleet
+    applied = read_cell(ws.stacks_dir, TO)
+    budget = cli("cell", "show", TO, "--json").json()["connections"]
+    assert budget["cap"] == applied.connection_cap == 40, budget
+    over = budget["room"] // 10 + 1
+
+    def apply(*args: str) -> tuple[object, dict]:
+        run = cli("apply", "--cell", TO, *args, "--json")
+        [cell] = run.json()["cells"]
+        return run, cell
+
+    def stack_file_state() -> str:
+        return {c["name"]: c["applied"] for c in cli("cell", "list", "--json").json()["cells"]}[TO]
+
+    write_cell(ws.stacks_dir, applied.model_copy(update={"max_pooled_tenants": over}))
+    for args in (("--preview",), ()):
+        refused, cell = apply(*args)
+        assert refused.returncode == 1, refused
+        assert (cell["action"], cell["ok"], cell["rule"]) == ("invalid", False, "connection-budget"), cell
+        assert f"max_pooled_tenants {over} x db_connection_limit 10 = {over * 10} connections" in cell["error"]
+        assert "allow_overcommit: true" in cell["error"]
+    assert stack_file_state() == "changed since"  # not applied
+
+    # The file says it deliberately: applied, with a warning.
+    write_cell(ws.stacks_dir, applied.model_copy(update={"max_pooled_tenants": over, "allow_overcommit": True}))
+    allowed, cell = apply()
+    assert allowed.returncode == 0 and (cell["action"], cell["ok"]) == ("update", True), allowed
+    assert [w for w in cell["warnings"] if "allow_overcommit" in w], cell
+    assert "allow_overcommit" in allowed.stderr
+    assert stack_file_state() == "as committed"
+
+    # The cap kept (allow_overcommit gone, another setting changed) and lowered: never refused.
+    write_cell(ws.stacks_dir, applied.model_copy(update={"max_pooled_tenants": over, "abort_multipart_days": 3}))
+    kept, cell = apply()
+    assert kept.returncode == 0 and (cell["action"], cell["warnings"]) == ("update", []), kept
+    write_cell(ws.stacks_dir, applied)
+    lowered, cell = apply()
+    assert lowered.returncode == 0 and cell["action"] == "update", lowered
+    assert stack_file_state() == "as committed"
+
+    # What the platform's own logins keep is the cell's to say; it deploys nothing.
+    most, reserved = budget["max_connections"], budget["reserved"]
+    write_cell(ws.stacks_dir, applied.model_copy(update={"platform_connections": most - reserved - 39}))
+    tight = cli("cell", "show", TO, "--json").json()["connections"]
+    assert (tight["platform"], tight["room"], tight["overcommits"]) == (most - reserved - 39, 39, True), tight
+    assert stack_file_state() == "as committed"
+    write_cell(ws.stacks_dir, applied)
