@@ -114,6 +114,27 @@ def test_moves_the_source_server_has_no_replication_room_for_are_refused_before_
     assert cli("cell", "drain", FROM, "--undo").returncode == 0
 
 
+def test_a_placement_refusal_says_each_cells_reason_once(fleet, sandbox):
+    """The reasons are in the one-line message (what apply's summary shows too) and in
+    --json's ``details``: stderr does not list them again under the message."""
+    cli, ws = fleet
+    for name in (FROM, TO):
+        assert cli("cell", "drain", name).returncode == 0
+    try:
+        forced = cli("provision", "e2-x", "--region", REGION, "--cell", TO, "--json")
+        anywhere = cli("provision", "e2-x", "--region", REGION, "--json")
+    finally:
+        for name in (FROM, TO):
+            assert cli("cell", "drain", name, "--undo").returncode == 0
+    assert forced.returncode == 11, forced
+    assert forced.json()["error"]["details"] == [f"cell {TO}: draining"]
+    assert forced.stderr.count("draining") == 1, forced.stderr
+    assert anywhere.returncode == 11, anywhere
+    assert sorted(anywhere.json()["error"]["details"]) == [f"cell {FROM}: draining", f"cell {TO}: draining"]
+    assert anywhere.stderr.count("draining") == 2, anywhere.stderr
+    assert ws.registry.get("e2-x") is None and not cli.stack_file("e2-x").exists()
+
+
 def test_apply_parallel_workers_say_their_lines_through_the_run_stamped_and_naming_their_tenant(fleet, sandbox):
     cli, ws = fleet
     # An update for each tenant; the first one's record locked by a run that died, which the worker
