@@ -25,8 +25,10 @@ from contextlib import contextmanager
 
 import psycopg
 import pytest
-from fault_tools import Cli, aws, cell_count, write_record
+from fault_tools import Cli, aws, cell_count, platform_outputs, write_record
+from faults import FAULT_AFTER_ENV, FAULT_EXIT_CODE
 
+from tenant_runtime.registry import LEASE_UNTIL, counter_key
 from tenantctl.cell_database import replication_room
 from tenantctl.models import TenantSpec
 from tenantctl.operations import cell as cells
@@ -38,6 +40,7 @@ from tenantctl.workspace import Workspace
 pytestmark = pytest.mark.integration
 
 REGION, FROM, TO = "ap-southeast-2", "e2-a", "e2-b"
+PART, PAPER = "e2-c", "e2-d"  # a cell add killed half way, a cell written and never applied
 TENANTS = ("e2-t1", "e2-t2")
 
 
@@ -256,3 +259,30 @@ def test_apply_refuses_a_cell_file_raising_its_cap_past_the_room_unless_the_file
     assert (tight["platform"], tight["room"], tight["overcommits"]) == (most - reserved - 39, 39, True), tight
     assert stack_file_state() == "as committed"
     write_cell(ws.stacks_dir, applied)
+
+
+def test_cell_list_tells_a_cell_add_stopped_half_way_from_one_never_applied(fleet, sandbox):
+    cli, ws = fleet
+    killed = cli("cell", "add", PART, "--region", REGION, "--max-pooled", "2", env={FAULT_AFTER_ENV: "3"})
+    assert killed.returncode == FAULT_EXIT_CODE, killed
+    assert cli("cell", "add", PAPER, "--region", REGION, "--write-only").returncode == 0
+
+    def states() -> dict[str, tuple[bool, str]]:
+        listed = cli("cell", "list", "--json")
+        assert listed.returncode == 0, listed
+        return {c["name"]: (c["deployed"], c["applied"]) for c in listed.json()["cells"]}
+
+    assert states()[PART] == (False, "partly") and states()[PAPER] == (False, "never")
+    table = cli("cell", "list")
+    assert f"partly applied: re-run `tenantctl cell add {PART}`" in table.stdout, table
+    assert "partly applied" in cli("cell", "show", PART).stdout
+
+    # The killed run's lease lapses (as 120 s would make it); the re-run finishes the cell.
+    table_name = platform_outputs(sandbox)["registry_table"]
+    aws(sandbox, "dynamodb").update_item(TableName=table_name, Key=counter_key(PART), UpdateExpression="SET #u = :p",
+                                         ExpressionAttributeNames={"#u": LEASE_UNTIL},
+                                         ExpressionAttributeValues={":p": {"N": "0"}})
+    assert cli("cell", "add", PART).returncode == 0
+    assert states()[PART] == (True, "as committed")
+    assert cli("cell", "remove", PART, "--yes").returncode == 0
+    (ws.stacks_dir / f"Pulumi.cell-{PAPER}.yaml").unlink()

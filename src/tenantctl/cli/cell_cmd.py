@@ -24,10 +24,15 @@ def _count(value: int | None, cap: int | None = None) -> str:
     return f"{value}/{cap}" if cap is not None else str(value)
 
 
+# Its stack holds resources, no outputs: an up stopped half way (or is running now).
+_PARTLY = "partly applied: re-run `tenantctl cell add {name}` (or `tenantctl apply`)"
+
+
 def _applied(info: "CellInfo") -> str:
     return {"changed since": "changed since its last up: `tenantctl apply` applies it",
-            "never": "not applied yet", "unknown": "applied (from what: not recorded)"}.get(info.applied,
-                                                                                            "applied as committed")
+            "never": "not applied yet", "partly": _PARTLY.format(name=info.name),
+            "unknown": "applied (from what: not recorded)"}.get(info.applied, "applied as committed")
+
 
 
 def _rows(info: "CellInfo") -> list[tuple[str, str]]:
@@ -132,7 +137,8 @@ def list_cells(json_out: JsonFlag = False) -> None:
     table("cells", ["cell", "region", "account", "tiers", "pooled", "dedicated", "draining", "deployed", "stack file"],
           [(c.name, c.region, c.account_id or "own", ",".join(t.value for t in c.tiers),
             _count(c.pooled, c.max_pooled_tenants), _count(c.dedicated), "yes" if c.draining else "no",
-            "yes" if c.deployed else "no", c.applied) for c in cells])
+            "yes" if c.deployed else "no",
+            _PARTLY.format(name=c.name) if c.applied == "partly" else c.applied) for c in cells])
 
 
 @app.command("show")

@@ -31,7 +31,8 @@ from tenantctl.operations.refresh import removal_failures, revoke_cell_rules
 from tenantctl.registry_cells import CellBusy, applied_cap_of
 from tenantctl.workspace import Workspace
 
-_WHY = {"never": "not applied yet", "changed since": "spec or program changed since its last up",
+_WHY = {"never": "not applied yet", "partly": "partly applied: an up stopped half way",
+        "changed since": "spec or program changed since its last up",
         "unknown": "no fingerprint recorded (applied by an older tenantctl)"}
 
 
@@ -46,7 +47,8 @@ def _planned(ws: Workspace, spec: CellSpec, item: dict[str, Any] | None) -> Cell
                               f"cell trust the home's runtime): `tenantctl cell add {spec.name} --write-only` "
                               "writes a complete stack file to commit")
     state = stack_file_state(ws, spec, item)
-    reserved = new_cell_name_problem(spec.name) if state == "never" else None
+    new = state in ("never", "partly")
+    reserved = new_cell_name_problem(spec.name) if new else None
     if reserved:  # a new cell only: one of such a name added before the rule keeps working (its tenants are there)
         return _refused(spec, f"cell {spec.name!r}: {reserved}; rename the file's cell (`tenantctl cell add "
                               "NAME --write-only` writes one)")
@@ -64,7 +66,7 @@ def _planned(ws: Workspace, spec: CellSpec, item: dict[str, Any] | None) -> Cell
         reasons.append("draining: no new tenants" if spec.draining else "no longer draining: takes new tenants")
     if not reasons:
         return CellResult(cell=spec.name, action=Action.unchanged)
-    result = CellResult(cell=spec.name, action=Action.create if state == "never" else Action.update,
+    result = CellResult(cell=spec.name, action=Action.create if new else Action.update,
                         reason="; ".join(reasons), warnings=warnings)
     result._up = state != "as committed"
     return result

@@ -45,7 +45,8 @@ class CellInfo(BaseModel):
     allow_overcommit: bool = False  # its stack file lets its connection cap pass what its database leaves
     deployed: bool
     # Its stack file against its last up: "as committed", "changed since" (`tenantctl apply` applies it),
-    # "never" (not deployed), "unknown" (applied before tenantctl recorded what from)
+    # "never" (not deployed), "partly" (not deployed, some resources made: an up stopped half way, or
+    # running now), "unknown" (applied before tenantctl recorded what from)
     applied: str = "unknown"
     pooled: int | None = None  # tenants holding a slot (None: the cell has no counter yet)
     dedicated: int | None = None
@@ -68,15 +69,17 @@ class CellInfo(BaseModel):
 
 def stack_file_state(ws: Workspace, spec: CellSpec, item: dict[str, Any] | None) -> str:
     """The cell's stack file against its last up, from its counter ``item``: "as committed",
-    "never" (not deployed), "unknown" (no fingerprint recorded) or "changed since". Its outputs
-    (a Pulumi CLI call on AWS) are read only when the fingerprint differs."""
+    "never" (not deployed), "partly" (not deployed, but its state holds resources: an up
+    stopped half way), "unknown" (no fingerprint recorded) or "changed since". Its outputs
+    (a Pulumi CLI call on AWS) are read only when the fingerprint differs, its state only
+    when it has none."""
     from tenantctl.fingerprint import cell_hash
 
     applied = applied_of(item)
     if applied == cell_hash(spec, ws.project_dir):
         return "as committed"
     if not ws.cell_outputs(spec.name).get("bucket"):
-        return "never"
+        return "partly" if ws.engine.holds_resources(spec.stack) else "never"
     return "unknown" if applied is None else "changed since"
 
 
