@@ -16,7 +16,8 @@ in the cell per tier (``pooled``, ``dedicated``: N) and whether it is
 ``draining`` (BOOL). Placement reserves a slot there with one conditional
 UpdateItem; listings and this reader skip such items. tenantctl also keeps
 there the fingerprint its cell stack was last applied from (``applied``: S)
-and the lease of the run changing that stack (``lease``: S, the holder as
+with the pooled logins' connection cap it was applied at (``applied_cap``: N;
+absent on items an older tenantctl wrote), and the lease of the run changing that stack (``lease``: S, the holder as
 JSON; ``lease_until``: N, epoch seconds).
 
 Lookups are cached: found records for ``ttl`` seconds, unknown ids for
@@ -52,6 +53,7 @@ CELL = "cell"
 COUNTER_PREFIX = "cell#"
 DRAINING = "draining"
 APPLIED = "applied"
+APPLIED_CAP = "applied_cap"
 LEASE = "lease"
 LEASE_UNTIL = "lease_until"
 

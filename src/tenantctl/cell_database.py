@@ -17,6 +17,7 @@ Each pooled tenant's login (and each workspace's) may hold
 ``max_pooled_tenants`` times as many, which the server's ``max_connections``
 must hold beside its reserved connections and the platform's own logins, or
 busy tenants take the connections the gateway's pools and the operator need.
+What the platform's logins keep is the cell's ``platform_connections``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from tenantctl.errors import InvalidInput, TargetUnavailable
+from tenantctl.models import PLATFORM_CONNECTIONS_DEFAULT, CellSpec
 
 
 @dataclass(frozen=True)
@@ -114,12 +116,6 @@ def first_line(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-# What the platform's own logins keep of a cell database's connections beyond the
-# server's reserved ones: the runtime's shared pools (the gateway login, max_size 10
-# per process: five processes) and tenantctl's admin sessions.
-PLATFORM_CONNECTIONS = 50
-
-
 class ConnectionBudget(BaseModel):
     """A cell's cap of pooled tenant login connections (max_pooled_tenants ×
     db_connection_limit, before per-tenant overrides and workspaces) against
@@ -128,7 +124,7 @@ class ConnectionBudget(BaseModel):
     cap: int
     max_connections: int | None = None
     reserved: int | None = None  # superuser_reserved_connections, reserved_connections, RDS's own
-    platform: int = PLATFORM_CONNECTIONS
+    platform: int = PLATFORM_CONNECTIONS_DEFAULT  # kept for the platform's own logins: the cell's setting
     room: int | None = None  # for tenant logins: max_connections - reserved - platform
     overcommits: bool | None = None  # the cap is over the room; None: not read (``unread`` says why)
     unread: str | None = None
@@ -144,11 +140,14 @@ class ConnectionBudget(BaseModel):
         return f"{self.figures()}: the cap ({self.cap}) {verdict}"
 
 
-def connection_budget(ws: Any, cell: str, cap: int) -> ConnectionBudget:
-    """``cap`` against cell ``cell``'s live database; a database not applied or
-    not reachable is said (``unread``), not raised."""
+def connection_budget(ws: Any, spec: CellSpec) -> ConnectionBudget:
+    """Cell ``spec``'s connection cap against its live database, less what
+    ``spec`` keeps for the platform; a database not applied or not reachable
+    is said (``unread``), not raised."""
     import psycopg
     from botocore.exceptions import BotoCoreError, ClientError
+
+    cell, cap, platform = spec.name, spec.connection_cap, spec.platform_connections
 
     try:
         with cell_admin(ws, cell) as conn:
@@ -157,9 +156,11 @@ def connection_budget(ws: Any, cell: str, cap: int) -> ConnectionBudget:
                 " + coalesce(current_setting('reserved_connections', true), '0')::int"
                 " + coalesce(current_setting('rds.rds_superuser_reserved_connections', true), '0')::int").fetchone()
     except TargetUnavailable as exc:
-        return ConnectionBudget(cap=cap, unread=str(exc))
+        return ConnectionBudget(cap=cap, platform=platform, unread=str(exc))
     except (psycopg.Error, BotoCoreError, ClientError) as exc:
-        return ConnectionBudget(cap=cap, unread=f"cell {cell!r}: its database could not be read: {first_line(exc)}")
+        return ConnectionBudget(cap=cap, platform=platform,
+                                unread=f"cell {cell!r}: its database could not be read: {first_line(exc)}")
     most, reserved = int(row[0]), int(row[1])
-    room = most - reserved - PLATFORM_CONNECTIONS
-    return ConnectionBudget(cap=cap, max_connections=most, reserved=reserved, room=room, overcommits=cap > room)
+    room = most - reserved - platform
+    return ConnectionBudget(cap=cap, max_connections=most, reserved=reserved, platform=platform, room=room,
+                            overcommits=cap > room)

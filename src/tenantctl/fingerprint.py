@@ -69,8 +69,8 @@ def applied_hash(spec: TenantSpec, project_dir: Path, program: str | None = None
 
 
 def cell_hash(spec: CellSpec, project_dir: Path) -> str:
-    """What a cell's stack was applied from: its spec and the program. ``draining``
-    is left out: it is the counter's flag (`cell drain`), not a deployed resource; so is
-    what the spec leaves ``unwritten``."""
-    dumped = json.dumps(spec.model_dump(mode="json", exclude={"draining"} | spec.unwritten), sort_keys=True)
+    """What a cell's stack was applied from: its spec and the program. What no
+    resource reads is left out (``CellSpec.UNDEPLOYED``: ``draining``, the counter's
+    flag; the connection budget's settings); so is what the spec leaves ``unwritten``."""
+    dumped = json.dumps(spec.model_dump(mode="json", exclude=set(spec.UNDEPLOYED) | spec.unwritten), sort_keys=True)
     return hashlib.sha256(f"{dumped}:{program_fingerprint(project_dir)}".encode()).hexdigest()

@@ -12,7 +12,7 @@ import hashlib
 import ipaddress
 import json
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -84,6 +84,10 @@ ABORT_MULTIPART_DEFAULT = 1
 # neighbours. Raise it per tenant (`db_connection_limit` in its stack file) or
 # per cell for runtimes that log in per tenant at higher concurrency.
 DB_CONNECTION_LIMIT_DEFAULT = 10
+# A cell database's connections kept for the platform's own logins: the runtime's shared
+# pools (the gateway login, max_size 10 per process: five processes) and tenantctl's admin
+# sessions (``CellSpec.platform_connections``).
+PLATFORM_CONNECTIONS_DEFAULT = 50
 DB_CONNECTION_LIMIT_MAX = 1000
 NO_CONNECTION_LIMIT = -1  # PostgreSQL's rolconnlimit for "no limit": a dedicated tenant's own server
 DbConnectionLimit = Annotated[int, Field(ge=1, le=DB_CONNECTION_LIMIT_MAX)]
@@ -363,6 +367,9 @@ class CellSpec(BaseModel):
     the home of the registry and runs in the target's own account."""
 
     model_config = _STRICT
+    # Settings no resource reads (the counter's flag, the connection budget's): left out of the
+    # fingerprint, so a change to them runs no up.
+    UNDEPLOYED: ClassVar[frozenset[str]] = frozenset({"draining", "allow_overcommit", "platform_connections"})
 
     name: str = naming.DEFAULT_CELL
     region: Region = "us-east-1"
@@ -394,6 +401,15 @@ class CellSpec(BaseModel):
                                                  "workspaces') may hold on the shared PostgreSQL; a tenant's own "
                                                  "db_connection_limit overrides it")
     draining: bool = Field(False, description="placement puts no new tenant here")
+    allow_overcommit: bool = Field(
+        False, description="its connection cap (max_pooled_tenants x db_connection_limit) may be raised past what "
+                           "its live database leaves tenant logins: `apply` and `cell add` go ahead, warned, "
+                           "instead of refusing (rule connection-budget)")
+    platform_connections: int = Field(
+        PLATFORM_CONNECTIONS_DEFAULT, ge=0, le=100000,
+        description="connections of its database kept for the platform's own logins (the runtime's shared pools, "
+                    "tenantctl's admin sessions), taken off max_connections beside the reserved ones before the "
+                    "connection cap is compared with what is left")
     retiring: bool = Field(False, description="`tenantctl cell remove` is destroying it: its database's deletion "
                                               "protection lifted, its buckets deleted with what they hold")
     retention: RetentionMenu = Field(default_factory=RetentionMenu)
@@ -452,11 +468,11 @@ class CellSpec(BaseModel):
 
     @property
     def unwritten(self) -> set[str]:
-        """Fields its stack file and fingerprint leave out: ``retiring`` and
-        ``os_metrics_adopted`` while false (they came after both existed: the files and
-        fingerprints written before stay as they were, and a tenantctl of before still
-        reads a file written now)."""
-        return {name for name in ("retiring", "os_metrics_adopted") if not getattr(self, name)}
+        """Fields its stack file and fingerprint leave out while at their default
+        (they came after both existed: the files and fingerprints written before stay
+        as they were, and a tenantctl of before still reads a file written now)."""
+        late = ("retiring", "os_metrics_adopted", "allow_overcommit", "platform_connections")
+        return {name for name in late if getattr(self, name) == type(self).model_fields[name].default}
 
     @property
     def connection_cap(self) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -286,8 +286,11 @@ class RegistryWriter(CellItems):
         tier: Tier | None = None,
         status: TenantStatus | None = None,
         cell: str | None = None,
+        where: Callable[[TenantRecord], bool] | None = None,
     ) -> tuple[list[TenantRecord], str | None]:
         """One page of records and the cursor of the next page (None at the end).
+        ``where``: only the records it keeps (what the table cannot filter: the
+        record's own fields), ``limit`` of them to a page.
 
         Unfiltered, a page is one Scan of ``limit`` items; filtered, Scan reads
         DynamoDB's 1 MB pages (a ``Limit`` would count items read before the
@@ -295,19 +298,24 @@ class RegistryWriter(CellItems):
         if not 1 <= limit <= 1000:
             raise UsageError(f"Invalid value for '--limit': {limit} is not in the range 1<=x<=1000.")
         kwargs = self._scan_args(tier, status, cell)
-        if tier is None and status is None and cell is None:
+        if tier is None and status is None and cell is None and where is None:
             kwargs["Limit"] = limit + 1  # +1: a cell counter may sit in the page
         if cursor:
             kwargs["ExclusiveStartKey"] = item_key(decode_cursor(cursor))
+        keep = where or (lambda record: True)
         page: list[TenantRecord] = []
         while True:
             resp = self._scan(kwargs)
-            for item in resp.get("Items", []):
-                page.append(item_to_record(item))
+            items = resp.get("Items", [])
+            for n, item in enumerate(items):
+                record = item_to_record(item)
+                if not keep(record):
+                    continue
+                page.append(record)
                 if len(page) == limit:
                     # Resume right after the last returned item, not after the
                     # scanned page, so nothing between them is skipped.
-                    more = "LastEvaluatedKey" in resp or item is not resp["Items"][-1]
+                    more = "LastEvaluatedKey" in resp or any(keep(item_to_record(i)) for i in items[n + 1:])
                     return page, encode_list_cursor(page[-1].tenant_id) if more else None
             if "LastEvaluatedKey" not in resp:
                 return page, None

@@ -17,6 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from tenant_runtime.registry import (
     APPLIED,
+    APPLIED_CAP,
     DRAINING,
     LEASE,
     LEASE_UNTIL,
@@ -32,6 +33,22 @@ log = logging.getLogger(__name__)
 def applied_of(item: dict[str, Any] | None) -> str | None:
     """The fingerprint a cell's stack was last applied from, from its counter item."""
     return (item or {}).get(APPLIED, {}).get("S")
+
+
+def applied_cap_of(item: dict[str, Any] | None) -> int | None:
+    """The connection cap (``CellSpec.connection_cap``) a cell's stack was last applied at,
+    from its counter item; None: not recorded (never applied, or by an older tenantctl)."""
+    value = (item or {}).get(APPLIED_CAP, {}).get("N")
+    return None if value is None else int(value)
+
+
+def _applied_update(applied: str, cap: int | None) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """The SET clause recording what an up applied, its names and values."""
+    names, values = {"#a": APPLIED}, {":applied": {"S": applied}}
+    if cap is None:
+        return "SET #a = :applied", names, values
+    names["#c"], values[":cap"] = APPLIED_CAP, {"N": str(cap)}
+    return "SET #a = :applied, #c = :cap", names, values
 
 
 CLAIM_TRIES = 5  # claims of a cell's lease that runs letting it go just then may refuse, before CellBusy
@@ -203,15 +220,18 @@ class CellItems:
             return False
         return True
 
-    def release_cell(self, cell: str, lock: TenantLock, applied: str | None = None) -> None:
+    def release_cell(self, cell: str, lock: TenantLock, applied: str | None = None, cap: int | None = None) -> None:
         """Give the lease back, recording ``applied`` (the fingerprint of a
-        successful up) with it. A lease that lapsed and was taken by another run
-        is left to that run, fingerprint included."""
+        successful up) and ``cap`` (the connection cap it applied) with it. A
+        lease that lapsed and was taken by another run is left to that run,
+        fingerprint included."""
         update, values = "REMOVE #l, #u", {":lock": {"S": lock.model_dump_json()}}
         names = {"#l": LEASE, "#u": LEASE_UNTIL}
         if applied is not None:
-            update = "SET #a = :applied " + update
-            names["#a"], values[":applied"] = APPLIED, {"S": applied}
+            done, done_names, done_values = _applied_update(applied, cap)
+            update = f"{done} {update}"
+            names.update(done_names)
+            values.update(done_values)
         try:
             self._call("update_item", Key=counter_key(cell), UpdateExpression=update, ConditionExpression="#l = :lock",
                        ExpressionAttributeNames=names, ExpressionAttributeValues=values)
@@ -230,9 +250,10 @@ class CellItems:
             if held is not None:
                 raise CellBusy(cell, lease_of(held), 0) from None
 
-    def set_applied(self, cell: str, applied: str) -> None:
-        """Record what the cell's stack was applied from without a lease: the
-        home cell's first up, which creates this very table."""
+    def set_applied(self, cell: str, applied: str, cap: int | None = None) -> None:
+        """Record what the cell's stack was applied from (and at which connection
+        cap) without a lease: the home cell's first up, which creates this very table."""
         self._init_counter(cell)
-        self._call("update_item", Key=counter_key(cell), UpdateExpression="SET #a = :applied",
-                   ExpressionAttributeNames={"#a": APPLIED}, ExpressionAttributeValues={":applied": {"S": applied}})
+        update, names, values = _applied_update(applied, cap)
+        self._call("update_item", Key=counter_key(cell), UpdateExpression=update,
+                   ExpressionAttributeNames=names, ExpressionAttributeValues=values)

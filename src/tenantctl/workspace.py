@@ -262,7 +262,7 @@ class Workspace:
         if registry is None:  # the home cell's first up creates the registry: nothing to lease yet
             spec, applied = committed()
             result = self._up_cell(name, on_event)
-            self.registry.set_applied(name, applied)
+            self.registry.set_applied(name, applied, spec.connection_cap)
         else:
             from tenantctl import cell_lease
 
@@ -271,7 +271,7 @@ class Workspace:
                 if unless_applied and lease.applied == applied:
                     return None
                 result = self._up_cell(name, on_event, refresh)
-                lease.done = applied
+                lease.done, lease.cap = applied, spec.connection_cap
         self.registry.set_draining(name, spec.draining)  # the counter's flag, as the stack file says
         return result
 

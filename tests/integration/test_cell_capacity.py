@@ -5,7 +5,8 @@ senders cannot hold their copies (`cell evacuate --parallel N`, `move`);
 `cell show` compares the pooled logins' connection cap with the live
 max_connections and `cell add` refuses a raised cap it cannot hold (exit 3,
 rule ``connection-budget``) without --allow-overcommit, and says so when the
-database takes no connection. `apply --parallel`'s workers' stderr lines come
+database takes no connection; `apply` of a cell file raising it by hand is
+refused the same way unless the file says ``allow_overcommit``. `apply --parallel`'s workers' stderr lines come
 out through the run, stamped and naming their tenant.
 
 A project of its own on the session's sandbox: cells ``e2-a`` and ``e2-b``
@@ -24,19 +25,22 @@ from contextlib import contextmanager
 
 import psycopg
 import pytest
-from fault_tools import Cli, aws, cell_count, write_record
+from fault_tools import Cli, aws, cell_count, platform_outputs, write_record
+from faults import FAULT_AFTER_ENV, FAULT_EXIT_CODE
 
+from tenant_runtime.registry import LEASE_UNTIL, counter_key
 from tenantctl.cell_database import replication_room
 from tenantctl.models import TenantSpec
 from tenantctl.operations import cell as cells
 from tenantctl.operations.provision import provision
 from tenantctl.registry import new_lock
-from tenantctl.stackconfig import read_cell, read_tenant, write_tenant
+from tenantctl.stackconfig import read_cell, read_tenant, write_cell, write_tenant
 from tenantctl.workspace import Workspace
 
 pytestmark = pytest.mark.integration
 
 REGION, FROM, TO = "ap-southeast-2", "e2-a", "e2-b"
+PART, PAPER = "e2-c", "e2-d"  # a cell add killed half way, a cell written and never applied
 TENANTS = ("e2-t1", "e2-t2")
 
 
@@ -113,6 +117,27 @@ def test_moves_the_source_server_has_no_replication_room_for_are_refused_before_
     assert cli("cell", "drain", FROM, "--undo").returncode == 0
 
 
+def test_a_placement_refusal_says_each_cells_reason_once(fleet, sandbox):
+    """The reasons are in the one-line message (what apply's summary shows too) and in
+    --json's ``details``: stderr does not list them again under the message."""
+    cli, ws = fleet
+    for name in (FROM, TO):
+        assert cli("cell", "drain", name).returncode == 0
+    try:
+        forced = cli("provision", "e2-x", "--region", REGION, "--cell", TO, "--json")
+        anywhere = cli("provision", "e2-x", "--region", REGION, "--json")
+    finally:
+        for name in (FROM, TO):
+            assert cli("cell", "drain", name, "--undo").returncode == 0
+    assert forced.returncode == 11, forced
+    assert forced.json()["error"]["details"] == [f"cell {TO}: draining"]
+    assert forced.stderr.count("draining") == 1, forced.stderr
+    assert anywhere.returncode == 11, anywhere
+    assert sorted(anywhere.json()["error"]["details"]) == [f"cell {FROM}: draining", f"cell {TO}: draining"]
+    assert anywhere.stderr.count("draining") == 2, anywhere.stderr
+    assert ws.registry.get("e2-x") is None and not cli.stack_file("e2-x").exists()
+
+
 def test_apply_parallel_workers_say_their_lines_through_the_run_stamped_and_naming_their_tenant(fleet, sandbox):
     cli, ws = fleet
     # An update for each tenant; the first one's record locked by a run that died, which the worker
@@ -159,9 +184,12 @@ def test_cell_show_reads_its_live_connections_and_add_refuses_a_cap_they_cannot_
     assert (ws.stacks_dir / f"Pulumi.cell-{TO}.yaml").read_text() == before
     allowed = cli("cell", "add", TO, "--max-pooled", over, "--write-only", "--allow-overcommit", "--json")
     assert allowed.returncode == 0, allowed
-    assert "--allow-overcommit" in allowed.stderr and read_cell(ws.stacks_dir, TO).max_pooled_tenants == int(over)
+    assert "--allow-overcommit" in allowed.stderr
+    written = read_cell(ws.stacks_dir, TO)  # the file says it (what `apply` of it reads)
+    assert (written.max_pooled_tenants, written.allow_overcommit) == (int(over), True)
     assert cli("cell", "show", TO, "--json").json()["connections"]["overcommits"] is True
-    back = cli("cell", "add", TO, "--max-pooled", "4", "--write-only", "--json")  # lowered: never refused
+    # Lowered: never refused (--no-allow-overcommit takes the file's word back).
+    back = cli("cell", "add", TO, "--max-pooled", "4", "--no-allow-overcommit", "--write-only", "--json")
     assert back.returncode == 0 and (ws.stacks_dir / f"Pulumi.cell-{TO}.yaml").read_text() == before, back
 
     # A database that takes no admin connection is said, not a failure.
@@ -179,3 +207,82 @@ def test_cell_show_reads_its_live_connections_and_add_refuses_a_cap_they_cannot_
     assert unread["overcommits"] is None and "took no admin connection" in unread["unread"], unread
     assert refusal_free.returncode == 0 and "not compared with its database's" in refusal_free.stderr, refusal_free
     assert cli("cell", "add", TO, "--max-pooled", "4", "--write-only").returncode == 0
+
+
+def test_apply_refuses_a_cell_file_raising_its_cap_past_the_room_unless_the_file_allows_it(fleet, sandbox):
+    """The CI path: a cell file edited by hand and committed. The same check as
+    `cell add`, against the cap the cell was last applied at (recorded on its up)."""
+    cli, ws = fleet
+    applied = read_cell(ws.stacks_dir, TO)
+    budget = cli("cell", "show", TO, "--json").json()["connections"]
+    assert budget["cap"] == applied.connection_cap == 40, budget
+    over = budget["room"] // 10 + 1
+
+    def apply(*args: str) -> tuple[object, dict]:
+        run = cli("apply", "--cell", TO, *args, "--json")
+        [cell] = run.json()["cells"]
+        return run, cell
+
+    def stack_file_state() -> str:
+        return {c["name"]: c["applied"] for c in cli("cell", "list", "--json").json()["cells"]}[TO]
+
+    write_cell(ws.stacks_dir, applied.model_copy(update={"max_pooled_tenants": over}))
+    for args in (("--preview",), ()):
+        refused, cell = apply(*args)
+        assert refused.returncode == 1, refused
+        assert (cell["action"], cell["ok"], cell["rule"]) == ("invalid", False, "connection-budget"), cell
+        assert f"max_pooled_tenants {over} x db_connection_limit 10 = {over * 10} connections" in cell["error"]
+        assert "allow_overcommit: true" in cell["error"]
+    assert stack_file_state() == "changed since"  # not applied
+
+    # The file says it deliberately: applied, with a warning.
+    write_cell(ws.stacks_dir, applied.model_copy(update={"max_pooled_tenants": over, "allow_overcommit": True}))
+    allowed, cell = apply()
+    assert allowed.returncode == 0 and (cell["action"], cell["ok"]) == ("update", True), allowed
+    assert [w for w in cell["warnings"] if "allow_overcommit" in w], cell
+    assert "allow_overcommit" in allowed.stderr
+    assert stack_file_state() == "as committed"
+
+    # The cap kept (allow_overcommit gone, another setting changed) and lowered: never refused.
+    write_cell(ws.stacks_dir, applied.model_copy(update={"max_pooled_tenants": over, "abort_multipart_days": 3}))
+    kept, cell = apply()
+    assert kept.returncode == 0 and (cell["action"], cell["warnings"]) == ("update", []), kept
+    write_cell(ws.stacks_dir, applied)
+    lowered, cell = apply()
+    assert lowered.returncode == 0 and cell["action"] == "update", lowered
+    assert stack_file_state() == "as committed"
+
+    # What the platform's own logins keep is the cell's to say; it deploys nothing.
+    most, reserved = budget["max_connections"], budget["reserved"]
+    write_cell(ws.stacks_dir, applied.model_copy(update={"platform_connections": most - reserved - 39}))
+    tight = cli("cell", "show", TO, "--json").json()["connections"]
+    assert (tight["platform"], tight["room"], tight["overcommits"]) == (most - reserved - 39, 39, True), tight
+    assert stack_file_state() == "as committed"
+    write_cell(ws.stacks_dir, applied)
+
+
+def test_cell_list_tells_a_cell_add_stopped_half_way_from_one_never_applied(fleet, sandbox):
+    cli, ws = fleet
+    killed = cli("cell", "add", PART, "--region", REGION, "--max-pooled", "2", env={FAULT_AFTER_ENV: "3"})
+    assert killed.returncode == FAULT_EXIT_CODE, killed
+    assert cli("cell", "add", PAPER, "--region", REGION, "--write-only").returncode == 0
+
+    def states() -> dict[str, tuple[bool, str]]:
+        listed = cli("cell", "list", "--json")
+        assert listed.returncode == 0, listed
+        return {c["name"]: (c["deployed"], c["applied"]) for c in listed.json()["cells"]}
+
+    assert states()[PART] == (False, "partly") and states()[PAPER] == (False, "never")
+    table = cli("cell", "list")
+    assert f"partly applied: re-run `tenantctl cell add {PART}`" in table.stdout, table
+    assert "partly applied" in cli("cell", "show", PART).stdout
+
+    # The killed run's lease lapses (as 120 s would make it); the re-run finishes the cell.
+    table_name = platform_outputs(sandbox)["registry_table"]
+    aws(sandbox, "dynamodb").update_item(TableName=table_name, Key=counter_key(PART), UpdateExpression="SET #u = :p",
+                                         ExpressionAttributeNames={"#u": LEASE_UNTIL},
+                                         ExpressionAttributeValues={":p": {"N": "0"}})
+    assert cli("cell", "add", PART).returncode == 0
+    assert states()[PART] == (True, "as committed")
+    assert cli("cell", "remove", PART, "--yes").returncode == 0
+    (ws.stacks_dir / f"Pulumi.cell-{PAPER}.yaml").unlink()

@@ -191,6 +191,43 @@ def test_two_accounts_two_regions_every_arn_where_it_belongs(fleet: Fleet, sandb
                                                                              "store"}
 
 
+def test_list_filters_by_region_and_account_beside_the_other_filters(fleet: Fleet, sandbox):
+    """By each record's own region and account (a record naming no account is in the
+    registry's, the home cell's), in --json and a page at a time; the tombstone cl-e3 too."""
+    cli = Cli.create(sandbox, fleet.root)
+
+    def ids(*args: str) -> list[str]:
+        listed = cli("list", "--all", *args, "--json")
+        assert listed.returncode == 0, listed
+        return sorted(t["tenant_id"] for t in listed.json()["tenants"] if t["tenant_id"].startswith("cl-"))
+
+    assert ids("--region", EU) == ["cl-e1", "cl-e2", "cl-e3", "cl-e4"]
+    assert ids("--region", US) == ["cl-h1"]
+    assert ids("--account", ACCOUNT_A) == ["cl-e1", "cl-e3", "cl-e4"]
+    assert ids("--account", HOME) == ["cl-h1"]
+    assert ids("--region", EU, "--account", ACCOUNT_B) == ["cl-e2"]
+    assert ids("--region", US, "--account", ACCOUNT_A) == []
+    assert ids("--account", ACCOUNT_A, "--status", "active") == ["cl-e1", "cl-e4"]
+    assert ids("--region", EU, "--cell", "eub") == ["cl-e2"]
+    # A page holds --limit matches: the cursors walk the matches only, each once.
+    seen, cursor = [], None
+    while True:
+        page = cli("list", "--account", ACCOUNT_A, "--limit", "1", *(("--cursor", cursor) if cursor else ()),
+                   "--json").json()
+        assert len(page["tenants"]) == 1, page
+        seen += [t["tenant_id"] for t in page["tenants"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == ["cl-e1", "cl-e3", "cl-e4"]
+    table = cli("list", "--account", ACCOUNT_B)
+    assert table.returncode == 0 and "cl-e2" in table.stdout and "cl-e1" not in table.stdout, table
+    # What no account id or region can be is refused, not an empty list.
+    bad = cli("list", "--account", "2222", "--json")
+    assert bad.returncode == 2 and "--account" in bad.json()["error"]["message"], bad
+    assert cli("list", "--region", "eu-nowhere-9", "--json").returncode == 3
+
+
 def test_the_report_prices_each_tenant_in_its_own_cell_as_cost_does(fleet: Fleet, sandbox):
     """`tenantctl report` and `tenantctl cost --all` give every tenant the same monthly figure: each
     pooled tenant's share of its own cell's shared database (eua has two, eub one, the default cell

@@ -371,6 +371,7 @@ PLAIN = ("rich",)
 
 @pytest.mark.parametrize(("args", "also"), [
     (["--help"], ()), (["provision", "--help"], ()), (["list", "--json"], PLAIN), (["list"], PLAIN),
+    (["list", "--region", "us-east-1", "--account", "123456789012", "--json"], PLAIN),
     (["status", "cli-p1", "--json"], (*PLAIN, "yaml")), (["status", "cli-p1"], (*PLAIN, "yaml")),
     (["sandbox", "status"], ()),
     (["apply", "--match", "cli-p1", "--json"], PLAIN),  # nothing changed: nothing to run

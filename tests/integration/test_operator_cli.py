@@ -508,3 +508,29 @@ def test_a_run_that_needs_a_hibernated_tenants_database_wakes_it_first(cli, sand
     assert gone.returncode == 0, gone
     woke, backed_up = (gone.stderr.index(line) for line in (f"starting database instance {instance}", "final backup"))
     assert woke < backed_up and gone.json()["final_backup"], gone.stderr
+
+
+def test_check_and_refresh_skip_a_tenant_of_a_cell_the_project_does_not_define_saying_why(cli, sandbox, acme):
+    """A record of a cell this project has no stack file for (another project's, or its file removed):
+    `check` and `refresh` both skip it, with the same reason, in --json and on the terminal, and
+    the others run as ever (one odd record does not fail the sweep)."""
+    away = "op-away"
+    write_record(sandbox, {**registry_record(sandbox, ACME), "tenant_id": away, "cell": "nowhere"})
+    try:
+        checked = cli("check", ACME, away, "--json")
+        refreshed = cli("refresh", ACME, away, "--json")
+        said = cli("refresh", ACME, away)
+    finally:
+        aws(sandbox, "dynamodb").delete_item(TableName=platform_outputs(sandbox)["registry_table"],
+                                             Key={"tenant_id": {"S": away}})
+    why = "its cell 'nowhere' has no stack file in stacks/: its account cannot be read"
+    assert checked.returncode == 0, checked
+    assert checked.json()["skipped"] == [{"tenant_id": away, "reason": why}]
+    assert [t["tenant_id"] for t in checked.json()["tenants"]] == [ACME]
+    assert refreshed.returncode == 0, refreshed
+    by_id = {t["tenant_id"]: t for t in refreshed.json()["tenants"]}
+    assert (by_id[away]["ok"], by_id[away]["note"], by_id[away]["checked"]) == (True, f"skipped: {why}", 0)
+    assert by_id[ACME]["ok"] and by_id[ACME]["checked"] > 0
+    assert refreshed.json()["counts"]["skipped"] == 1 and refreshed.json()["counts"]["failed"] == 0
+    assert said.returncode == 0 and f"{away}: skipped: {why}" in said.stderr, said
+    assert "1 skipped" in said.stdout, said

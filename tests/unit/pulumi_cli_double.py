@@ -129,6 +129,9 @@ if args[:2] == ["stack", "init"]:
     finish()
 if args[:2] == ["stack", "output"]:
     finish(json.dumps(scenario["outputs"].get(short(stack), {{}})))
+if args[:2] == ["stack", "export"]:
+    state = scenario.get("states", {{}}).get(short(stack), [])
+    finish(json.dumps({{"version": 3, "deployment": {{"resources": state}}}}))
 if args[:2] == ["stack", "history"]:
     finish(json.dumps([{{"kind": "update", "startTime": "2026-01-01T00:00:00.000Z", "message": "",
                         "environment": {{}}, "config": {{}}, "result": "succeeded",
@@ -198,6 +201,12 @@ class FakeCli:
     def outputs(self, stack: str, values: dict[str, Any]) -> None:
         scenario = self._read()
         scenario["outputs"][stack] = values
+        self._write(scenario)
+
+    def exported(self, stack: str, resources: list[dict[str, Any]]) -> None:
+        """What `pulumi stack export` says the stack's state holds (its ``resources``)."""
+        scenario = self._read()
+        scenario.setdefault("states", {})[stack] = resources
         self._write(scenario)
 
     @property

@@ -772,6 +772,20 @@ def test_a_destroy_preview_lists_what_the_stack_holds_and_changes_nothing(projec
     assert (project / "stacks" / "Pulumi.acme.yaml").read_text() == STACK_FILE
 
 
+def test_a_stack_holds_resources_when_its_state_has_one_of_the_programs(project: Path, cli: FakeCli) -> None:
+    """What `cell list` tells a cell whose up stopped half way (no outputs) from one
+    never applied by: the stack itself and its providers are not the program's."""
+    engine = engine_on(project, cli)
+    assert engine.holds_resources("newco") is False  # no such stack
+    own = [state("pulumi:pulumi:Stack", urn("acme", "pulumi:pulumi:Stack", "tenantctl-acme")),
+           state("pulumi:providers:aws", urn("acme", "pulumi:providers:aws", "default"))]
+    cli.exported("acme", own)
+    assert engine.holds_resources("acme") is False  # a preview made it, nothing was created
+    cli.exported("acme", [*own, state(QUEUE, urn("acme", QUEUE, "acme-jobs"), {"name": "tenantctl-acme-jobs"})])
+    assert engine.holds_resources("acme") is True
+    assert cli.ran("up") == [] and len(cli.ran("stack", "export")) == 2
+
+
 def test_a_destroy_preview_says_which_deletes_only_leave_the_state(project: Path, cli: FakeCli) -> None:
     """A resource whose state says retainOnDelete (the RDSOSMetrics log group a
     cell manages) is deleted from the state only: `cell remove` lists it as kept."""

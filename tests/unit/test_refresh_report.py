@@ -34,7 +34,16 @@ def test_exit_codes_follow_apply_preview():
     assert refresh_summary(only_orphan).exit_code() == CHANGES_PENDING
     assert refresh_summary(clean, drifted, failed).exit_code() == 1
     assert refresh_summary(clean, drifted, only_orphan).counts == {
-        "cells": 0, "tenants": 3, "drifted": 2, "failed": 0, "resources": 1, "orphans": 1}
+        "cells": 0, "tenants": 3, "drifted": 2, "failed": 0, "skipped": 0, "resources": 1, "orphans": 1}
+
+
+def test_a_skipped_tenant_is_counted_and_named_with_why_not_failed():
+    away = TenantDrift(tenant_id="away", note="skipped: its cell 'nowhere' has no stack file in stacks/")
+    summary = refresh_summary(TenantDrift(tenant_id="beta", checked=13), away)
+    assert summary.exit_code() == 0 and summary.counts["skipped"] == 1 and summary.counts["failed"] == 0
+    text = render("refresh_summary.md.j2", summary=summary)
+    assert "**no drift** · 1 skipped" in text
+    assert "| `away` | no drift | skipped: its cell 'nowhere' has no stack file in stacks/ |" in text
 
 
 def test_a_drifted_cell_counts_and_leads_the_markdown():

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from tenantctl.cli.output import console, err_console, escape, orphan_lines, print_json, steps_table, table
+from tenantctl.cli.output import console, err_console, escape, orphan_lines, print_json, steps_table, table, warn
 
 if TYPE_CHECKING:
     from tenantctl.operations.apply_results import StackResult
@@ -148,6 +148,8 @@ def apply(
                       # confirmed (or refused) before the plan line says what runs
                       on_plan=lambda c, r: (confirm_prunes(r), on_plan(c, r)), on_result=on_result, on_wait=on_wait,
                       on_stop=on_stop, on_line=on_line)
+    for warning in (w for c in summary.cells for w in c.warnings):
+        warn(warning)
     if markdown:
         markdown.write_text(render("apply_summary.md.j2", summary=summary))
     if json_out:

@@ -24,10 +24,15 @@ def _count(value: int | None, cap: int | None = None) -> str:
     return f"{value}/{cap}" if cap is not None else str(value)
 
 
+# Its stack holds resources, no outputs: an up stopped half way (or is running now).
+_PARTLY = "partly applied: re-run `tenantctl cell add {name}` (or `tenantctl apply`)"
+
+
 def _applied(info: "CellInfo") -> str:
     return {"changed since": "changed since its last up: `tenantctl apply` applies it",
-            "never": "not applied yet", "unknown": "applied (from what: not recorded)"}.get(info.applied,
-                                                                                            "applied as committed")
+            "never": "not applied yet", "partly": _PARTLY.format(name=info.name),
+            "unknown": "applied (from what: not recorded)"}.get(info.applied, "applied as committed")
+
 
 
 def _rows(info: "CellInfo") -> list[tuple[str, str]]:
@@ -38,6 +43,7 @@ def _rows(info: "CellInfo") -> list[tuple[str, str]]:
             ("db connections", f"{info.db_connection_limit} per pooled tenant login (up to "
                                f"{info.db_connection_limit * info.max_pooled_tenants} at its cap, before workspaces)"),
             *([("db connection room", info.connections.describe())] if info.connections else []),
+            *([("overcommit", "allowed (allow_overcommit)")] if info.allow_overcommit else []),
             ("dedicated tenants", _count(info.dedicated)), ("draining", "yes" if info.draining else "no"),
             ("deployed", "yes" if info.deployed else "no"), ("stack file", _applied(info)),
             ("bucket", info.bucket or "-"), ("database", info.database or "-")]
@@ -70,10 +76,11 @@ def add(
     write_only: Annotated[bool, typer.Option(
         "--write-only", help="Only write the stack file (complete: the home's runtime principal, the account's "
                              "RDS log group owner): commit it and `tenantctl apply` applies it.")] = False,
-    allow_overcommit: Annotated[bool, typer.Option(
-        "--allow-overcommit", help="Raise an applied cell's --max-pooled x --db-connection-limit past the "
-                                   "connections its live database leaves tenant logins (refused otherwise, "
-                                   "exit 3).")] = False,
+    allow_overcommit: Annotated[Optional[bool], typer.Option(
+        "--allow-overcommit/--no-allow-overcommit",
+        help="Let an applied cell's --max-pooled x --db-connection-limit be raised past the connections its live "
+             "database leaves tenant logins (refused otherwise, exit 3): written to its stack file as "
+             "allow_overcommit, which `apply` of the file reads too (default: as the file says).")] = None,
     yes: YesFlag = False,
     json_out: JsonFlag = False,
 ) -> None:
@@ -86,7 +93,7 @@ def add(
     A change raising an applied cell's connection cap (max pooled tenants x
     their connection limit) past what its database's max_connections leaves
     tenant logins is refused (exit 3, nothing written) without
-    --allow-overcommit."""
+    --allow-overcommit (allow_overcommit in the stack file)."""
     from tenantctl.cli.confirm import confirmation
     from tenantctl.cli.progress import engine_progress
     from tenantctl.operations.cell import add as run
@@ -94,13 +101,13 @@ def add(
 
     options = {"region": region, "account_role_arn": account_role, "tiers": tier, "max_pooled_tenants": max_pooled,
                "vpc_cidr": vpc_cidr, "db_instance_class": db_instance_class, "owner": owner,
-               "db_connection_limit": db_connection_limit}
+               "db_connection_limit": db_connection_limit, "allow_overcommit": allow_overcommit}
     ws = Workspace()
     # --write-only applies nothing: its progress must not say it does.
     with engine_progress(f"writing cell {name}'s stack file" if write_only else f"applying cell {name}") as view:
         # A changed option that replaces a shared resource is asked about first, as `platform up` does.
         ws.approve = confirmation(yes, view)
-        info, result = run(ws, name, options, on_event=view, write_only=write_only, allow_overcommit=allow_overcommit)
+        info, result = run(ws, name, options, on_event=view, write_only=write_only)
     for warning in info.warnings:
         warn(warning)
     if info.pooled is not None and info.pooled > info.max_pooled_tenants:
@@ -130,7 +137,8 @@ def list_cells(json_out: JsonFlag = False) -> None:
     table("cells", ["cell", "region", "account", "tiers", "pooled", "dedicated", "draining", "deployed", "stack file"],
           [(c.name, c.region, c.account_id or "own", ",".join(t.value for t in c.tiers),
             _count(c.pooled, c.max_pooled_tenants), _count(c.dedicated), "yes" if c.draining else "no",
-            "yes" if c.deployed else "no", c.applied) for c in cells])
+            "yes" if c.deployed else "no",
+            _PARTLY.format(name=c.name) if c.applied == "partly" else c.applied) for c in cells])
 
 
 @app.command("show")

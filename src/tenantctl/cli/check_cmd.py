@@ -40,7 +40,8 @@ def check(
 
     One ID prints every check; several ids, --all or --cell check tenants in
     parallel, a progress line each (stderr), and list the tenants that did not
-    pass (a tenant with no resources recorded is skipped, with why).
+    pass (a tenant with no resources recorded, or of a cell stacks/ does not
+    define, is skipped, with why).
 
     Exit codes: 0 all pass, 8 a check failed (a resource AWS says is gone
     fails the checks reading it), 7 a check could not run (and none failed),

@@ -29,7 +29,8 @@ def refresh(
     orphan resources (tagged as the tenant's, unknown to its state) and ingress
     rules added out of band to the tenant's own security groups. --all and
     --cell read the committed cells' stacks too. `apply --refresh` (cells and
-    tenants) or `provision ID` repairs.
+    tenants) or `provision ID` repairs. A tenant of a cell stacks/ does not
+    define, or held by a running operation, is skipped with why.
 
     Exit codes: 0 no drift, 12 drift found, 2 no ids, --all or --cell (or more
     than one of them), 1 a tenant could not be refreshed
@@ -71,6 +72,7 @@ def refresh(
                       f"{counts['resources']} "
                       f"resource(s), {counts['orphans']} orphan resource(s)"
                       + (f"; {counts['failed']} failed" if counts["failed"] else "")
+                      + (f"; {counts['skipped']} skipped" if counts["skipped"] else "")
                       + ("; `tenantctl apply --refresh` (or `provision ID`) repairs" if counts["drifted"] else ""),
                       highlight=False)
     raise typer.Exit(summary.exit_code())

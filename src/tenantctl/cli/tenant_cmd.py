@@ -267,23 +267,32 @@ def list_tenants(
     tier: Annotated[Optional[Tier], typer.Option(help="Only this tier.")] = None,
     status: Annotated[Optional[TenantStatus], typer.Option(help="Only this status.")] = None,
     cell: Annotated[Optional[str], typer.Option(help="Only tenants of this cell.")] = None,
+    region: Annotated[Optional[str], typer.Option(help="Only tenants living in this region.")] = None,
+    account: Annotated[Optional[str], typer.Option(
+        metavar="ACCOUNT_ID", help="Only tenants living in this AWS account (12 digits; the registry's own "
+                                   "account holds the home cell's tenants).")] = None,
     all_pages: Annotated[bool, typer.Option("--all", help="Every page, fetched --limit records at a time "
                                                          "(like the AWS CLI's auto-pagination).")] = False,
     json_out: JsonFlag = False,
 ) -> None:
     """List tenants in the registry, one page at a time (or every page with --all).
 
-    Records and (on the first page) stack files under an id that breaks the
-    naming rules are shown as invalid: `tenantctl forget ID --yes` removes them."""
+    Filters combine (--tier, --status, --cell, --region, --account); --region
+    and --account read each record's own region and account, where its cell
+    placed it. Records and (on the first page) stack files under an id that
+    breaks the naming rules are shown as invalid: `tenantctl forget ID --yes`
+    removes them."""
     from tenantctl.operations.forget import leftovers
+    from tenantctl.operations.selection import placed_in
     from tenantctl.workspace import Workspace
 
     ws = Workspace()
     if cell is not None:
         ws.cell(cell)  # an unknown cell is an error (exit 6), not an empty page
-    records, next_cursor = ws.registry.list(limit=limit, cursor=cursor, tier=tier, status=status, cell=cell)
+    filters = {"tier": tier, "status": status, "cell": cell, "where": placed_in(ws, region, account)}
+    records, next_cursor = ws.registry.list(limit=limit, cursor=cursor, **filters)
     while all_pages and next_cursor:
-        page, next_cursor = ws.registry.list(limit=limit, cursor=next_cursor, tier=tier, status=status, cell=cell)
+        page, next_cursor = ws.registry.list(limit=limit, cursor=next_cursor, **filters)
         records += page
     invalid = leftovers(ws, records, stack_files=cursor is None)
     if json_out:

@@ -204,3 +204,8 @@ class Engine(ABC):
     @abstractmethod
     def outputs(self, stack: str) -> dict[str, Any]:
         """The stack's outputs from its last successful up; {} if never applied."""
+
+    @abstractmethod
+    def holds_resources(self, stack: str) -> bool:
+        """The stack's state records a resource of the program (not the stack
+        itself, not a provider): with no outputs, an up that stopped half way."""

@@ -21,22 +21,24 @@ from typing import Any
 
 from tenant_runtime.registry import item_to_counts
 from tenantctl.engines.base import ChangeSet, Op
-from tenantctl.errors import ApplyFailed, contained
+from tenantctl.errors import ApplyFailed, InvalidInput, contained
 from tenantctl.models import CellSpec
 from tenantctl.naming import DEFAULT_CELL, cell_stack, new_cell_name_problem
 from tenantctl.operations.apply_guard import FailureBudget
 from tenantctl.operations.apply_results import Action, CellResult, after_refresh
-from tenantctl.operations.cell import stack_file_state
+from tenantctl.operations.cell import refuse_overcommit, stack_file_state
 from tenantctl.operations.refresh import removal_failures, revoke_cell_rules
-from tenantctl.registry_cells import CellBusy
+from tenantctl.registry_cells import CellBusy, applied_cap_of
 from tenantctl.workspace import Workspace
 
-_WHY = {"never": "not applied yet", "changed since": "spec or program changed since its last up",
+_WHY = {"never": "not applied yet", "partly": "partly applied: an up stopped half way",
+        "changed since": "spec or program changed since its last up",
         "unknown": "no fingerprint recorded (applied by an older tenantctl)"}
 
 
-def _refused(spec: CellSpec, error: str) -> CellResult:
-    return CellResult(cell=spec.name, action=Action.invalid, ok=False, reason="stack file refused", error=error)
+def _refused(spec: CellSpec, error: str, rule: str | None = None) -> CellResult:
+    return CellResult(cell=spec.name, action=Action.invalid, ok=False, reason="stack file refused", error=error,
+                      rule=rule)
 
 
 def _planned(ws: Workspace, spec: CellSpec, item: dict[str, Any] | None) -> CellResult:
@@ -45,20 +47,27 @@ def _planned(ws: Workspace, spec: CellSpec, item: dict[str, Any] | None) -> Cell
                               f"cell trust the home's runtime): `tenantctl cell add {spec.name} --write-only` "
                               "writes a complete stack file to commit")
     state = stack_file_state(ws, spec, item)
-    reserved = new_cell_name_problem(spec.name) if state == "never" else None
+    new = state in ("never", "partly")
+    reserved = new_cell_name_problem(spec.name) if new else None
     if reserved:  # a new cell only: one of such a name added before the rule keeps working (its tenants are there)
         return _refused(spec, f"cell {spec.name!r}: {reserved}; rename the file's cell (`tenantctl cell add "
                               "NAME --write-only` writes one)")
     moved = ws.relocation(spec, ws.cell_outputs(spec.name)) if state in ("changed since", "unknown") else None
     if moved:  # deployed, and its file now names another region or account
         return _refused(spec, moved)
+    warnings: list[str] = []
+    if state == "changed since":  # deployed: its connection cap against the one it was applied at
+        try:
+            warnings = refuse_overcommit(ws, spec, applied_cap_of(item))
+        except InvalidInput as exc:
+            return _refused(spec, str(exc), exc.rule)
     reasons = [] if state == "as committed" else [_WHY[state]]
     if item is not None and item_to_counts(item)[1] != spec.draining:
         reasons.append("draining: no new tenants" if spec.draining else "no longer draining: takes new tenants")
     if not reasons:
         return CellResult(cell=spec.name, action=Action.unchanged)
-    result = CellResult(cell=spec.name, action=Action.create if state == "never" else Action.update,
-                        reason="; ".join(reasons))
+    result = CellResult(cell=spec.name, action=Action.create if new else Action.update,
+                        reason="; ".join(reasons), warnings=warnings)
     result._up = state != "as committed"
     return result
 

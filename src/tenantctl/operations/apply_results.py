@@ -62,6 +62,8 @@ class CellResult(StackResult):
     """A cell's platform stack: applied before any tenant, when its spec or the program changed."""
 
     cell: str
+    rule: str | None = None  # a refused stack file: the rule it broke (e.g. connection-budget)
+    warnings: list[str] = Field(default_factory=list)  # said and not refused (an overcommit its file allows)
     _up: bool = PrivateAttr(False)  # the plan runs its stack (a draining flag alone needs no up)
 
     @property

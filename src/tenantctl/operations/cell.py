@@ -24,7 +24,7 @@ from tenantctl.models import CellSpec, DedicatedSpec, Tier, describe_validation_
 from tenantctl.naming import DEFAULT_CELL, PLATFORM_STACK, cell_name_problem, new_cell_name_problem, resource_name
 from tenantctl.operations import os_metrics
 from tenantctl.operations.deletion_protection import snapshot_exists
-from tenantctl.registry_cells import applied_of
+from tenantctl.registry_cells import applied_cap_of, applied_of
 from tenantctl.stackconfig import read_cell, stack_file, write_cell
 from tenantctl.workspace import Workspace, same_account_region
 
@@ -42,9 +42,11 @@ class CellInfo(BaseModel):
     db_connection_limit: int  # each pooled tenant login role's CONNECTION LIMIT (a tenant may override it)
     vpc_cidr: str
     draining: bool
+    allow_overcommit: bool = False  # its stack file lets its connection cap pass what its database leaves
     deployed: bool
     # Its stack file against its last up: "as committed", "changed since" (`tenantctl apply` applies it),
-    # "never" (not deployed), "unknown" (applied before tenantctl recorded what from)
+    # "never" (not deployed), "partly" (not deployed, some resources made: an up stopped half way, or
+    # running now), "unknown" (applied before tenantctl recorded what from)
     applied: str = "unknown"
     pooled: int | None = None  # tenants holding a slot (None: the cell has no counter yet)
     dedicated: int | None = None
@@ -67,15 +69,17 @@ class CellInfo(BaseModel):
 
 def stack_file_state(ws: Workspace, spec: CellSpec, item: dict[str, Any] | None) -> str:
     """The cell's stack file against its last up, from its counter ``item``: "as committed",
-    "never" (not deployed), "unknown" (no fingerprint recorded) or "changed since". Its outputs
-    (a Pulumi CLI call on AWS) are read only when the fingerprint differs."""
+    "never" (not deployed), "partly" (not deployed, but its state holds resources: an up
+    stopped half way), "unknown" (no fingerprint recorded) or "changed since". Its outputs
+    (a Pulumi CLI call on AWS) are read only when the fingerprint differs, its state only
+    when it has none."""
     from tenantctl.fingerprint import cell_hash
 
     applied = applied_of(item)
     if applied == cell_hash(spec, ws.project_dir):
         return "as committed"
     if not ws.cell_outputs(spec.name).get("bucket"):
-        return "never"
+        return "partly" if ws.engine.holds_resources(spec.stack) else "never"
     return "unknown" if applied is None else "changed since"
 
 
@@ -86,7 +90,7 @@ def _info(ws: Workspace, spec: CellSpec, outputs: dict[str, Any], item: dict[str
         name=spec.name, stack=spec.stack, region=spec.region,
         account_id=outputs.get("account_id") or spec.account_id, account_role_arn=spec.account_role_arn,
         tiers=spec.tiers, max_pooled_tenants=spec.max_pooled_tenants, db_connection_limit=spec.db_connection_limit,
-        vpc_cidr=spec.vpc_cidr,
+        vpc_cidr=spec.vpc_cidr, allow_overcommit=spec.allow_overcommit,
         draining=spec.draining or draining, deployed=bool(outputs.get("bucket")),
         applied=stack_file_state(ws, spec, item),
         pooled=None if placed is None else placed.get(Tier.pooled.value, 0),
@@ -137,16 +141,16 @@ def cell_spec(ws: Workspace, name: str, options: dict[str, Any]) -> CellSpec:
 
 
 def add(ws: Workspace, name: str, options: dict[str, Any], on_event: EventSink | None = None,
-        write_only: bool = False, allow_overcommit: bool = False) -> tuple[CellInfo, UpResult | None]:
+        write_only: bool = False) -> tuple[CellInfo, UpResult | None]:
     """Write the cell's stack file and apply it (idempotent: a re-run applies
     changed options). The home cell comes first: the registry is there.
     ``write_only``: the file alone, complete, for `tenantctl apply` to apply
     once committed (no UpResult). The file is written under the cell's lease
-    (the spec read again there), so a run refused it changes nothing.
-    ``allow_overcommit``: a raised connection cap the live database cannot
-    hold goes ahead, said (``refuse_overcommit``)."""
+    (the spec read again there), so a run refused it changes nothing. A
+    raised connection cap the live database cannot hold is refused unless
+    the spec allows it (option ``allow_overcommit``: ``refuse_overcommit``)."""
     wanted = cell_spec(ws, name, options)  # a bad option is refused before the home cell is touched
-    said = refuse_overcommit(ws, wanted, allow_overcommit)
+    said = _refuse_added_overcommit(ws, wanted)
     new = name not in ws.cells()
     home = ws.ensure_platform(on_event)
 
@@ -189,33 +193,44 @@ def add(ws: Workspace, name: str, options: dict[str, Any], on_event: EventSink |
     return info, result
 
 
-def refuse_overcommit(ws: Workspace, wanted: CellSpec, allow: bool) -> list[str]:
-    """A change raising the cell's connection cap (max_pooled_tenants ×
-    db_connection_limit) over what its live database leaves tenant logins
-    (``cell_database.connection_budget``) is refused (exit 3, rule
-    ``connection-budget``, nothing written) unless ``allow``; then, or when
-    the database could not be read, a warning says so. A new cell has no
-    database yet, and a cap kept or lowered is never refused (a re-run, or a
-    step back)."""
+def _refuse_added_overcommit(ws: Workspace, wanted: CellSpec) -> list[str]:
+    """`cell add`'s ``refuse_overcommit``: against the cap the cell was last
+    applied at, or (not recorded) the one its stack file says. A new cell, or
+    one never applied, has no database yet."""
     existing = ws.cells().get(wanted.name)
-    cap = wanted.connection_cap
-    if existing is None or cap <= existing.connection_cap:
+    if existing is None or not ws.cell_outputs(wanted.name).get("bucket"):
         return []
-    budget = connection_budget(ws, wanted.name, cap)
+    applied = applied_cap_of(_counter(ws, wanted.name))
+    return refuse_overcommit(ws, wanted, existing.connection_cap if applied is None else applied)
+
+
+def refuse_overcommit(ws: Workspace, wanted: CellSpec, applied_cap: int | None) -> list[str]:
+    """A change raising an applied cell's connection cap (max_pooled_tenants ×
+    db_connection_limit) from ``applied_cap`` (what it was last applied at;
+    None: not known, nothing compared) over what its live database leaves
+    tenant logins (``cell_database.connection_budget``) is refused (exit 3,
+    rule ``connection-budget``) unless its spec says ``allow_overcommit``;
+    then, or when the database could not be read, a warning says so. A cap
+    kept or lowered is never refused (a re-run, or a step back). The one
+    check of `cell add` and of `apply` of a committed cell file."""
+    cap = wanted.connection_cap
+    if applied_cap is None or cap <= applied_cap:
+        return []
+    budget = connection_budget(ws, wanted)
     what = (f"cell {wanted.name!r}: max_pooled_tenants {wanted.max_pooled_tenants} x db_connection_limit "
-            f"{wanted.db_connection_limit} = {cap} connections its pooled tenants' logins may hold")
+            f"{wanted.db_connection_limit} = {cap} connections its pooled tenants' logins may hold (applied at "
+            f"{applied_cap})")
     if budget.unread is not None:
-        return [f"{what}, not compared with its database's ({budget.unread})"] if ws.cell_outputs(wanted.name) \
-            else []
+        return [f"{what}, not compared with its database's ({budget.unread})"]
     if not budget.overcommits:
         return []
-    if allow:
-        return [f"{what}, over the {budget.room} its database leaves them ({budget.figures()}): "
-                "--allow-overcommit"]
-    raise InvalidInput(f"{what}, over the {budget.room} its database leaves them ({budget.figures()}); nothing was "
-                       "written: lower --max-pooled or --db-connection-limit, give the database more connections "
-                       "(a larger --db-instance-class, or max_connections in its parameter group), or pass "
-                       "--allow-overcommit", rule="connection-budget")
+    over = f"{what}, over the {budget.room} its database leaves them ({budget.figures()})"
+    if wanted.allow_overcommit:
+        return [f"{over}: allowed by its stack file's allow_overcommit: true (--allow-overcommit)"]
+    raise InvalidInput(f"{over}; nothing was written or applied: lower max_pooled_tenants or db_connection_limit "
+                       "(--max-pooled, --db-connection-limit), give the database more connections (a larger "
+                       "db_instance_class, or max_connections in its parameter group), or say it is meant: "
+                       "allow_overcommit: true in its stack file (--allow-overcommit)", rule="connection-budget")
 
 
 def _leftovers(ws: Workspace, spec: CellSpec) -> list[str]:
@@ -295,7 +310,7 @@ def show(ws: Workspace, name: str, recount: bool = False) -> CellInfo:
         quotas = preflight.checks(probe, ws.cell_outputs(name), ws.cell_clients(name))
         info.quotas = [c.explain() for c in quotas]
         info.walls = [c.explain() for c in quotas if not c.ok]
-    info.connections = connection_budget(ws, name, spec.connection_cap)
+    info.connections = connection_budget(ws, spec)
     return info
 
 

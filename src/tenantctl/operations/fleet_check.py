@@ -19,13 +19,8 @@ from pydantic import BaseModel, Field
 from tenantctl.checks import CheckResult, Outcome, PostureReport, check_tenant
 from tenantctl.errors import TenantctlError, UsageError
 from tenantctl.models import TenantRecord
-from tenantctl.operations.selection import select
+from tenantctl.operations.selection import Skipped, in_defined_cells, select
 from tenantctl.workspace import Workspace
-
-
-class Skipped(BaseModel):
-    tenant_id: str
-    reason: str
 
 
 class FleetPosture(BaseModel):
@@ -73,10 +68,9 @@ def check_fleet(ws: Workspace, tenant_ids: Sequence[str] = (), every: bool = Fal
     summary = FleetPosture(skipped=[
         Skipped(tenant_id=r.tenant_id, reason=f"no resources recorded (status {r.status.value}): nothing to check")
         for r in records if r.resources is None])
-    cell_of = ws.cells_of(records)
-    summary.skipped += [Skipped(tenant_id=r.tenant_id, reason=ws.undefined_cell(r))
-                        for r in records if r.resources is not None and cell_of[r.tenant_id] is None]
-    records = [r for r in records if r.resources is not None and cell_of[r.tenant_id] is not None]
+    kept, undefined = in_defined_cells(ws, [r for r in records if r.resources is not None])
+    summary.skipped += undefined
+    records = [r for r, _ in kept]
     if on_plan:
         on_plan(len(records))
     if records:

@@ -29,7 +29,7 @@ from tenantctl.engines.base import ChangeSet, Op, ResourceChange
 from tenantctl.errors import CHANGES_PENDING, NotConfirmed, UsageError, contained
 from tenantctl.models import TenantRecord
 from tenantctl.naming import cell_stack
-from tenantctl.operations.selection import select
+from tenantctl.operations.selection import in_defined_cells, select
 from tenantctl.registry import describe_lock
 from tenantctl.registry_cells import lease_of
 from tenantctl.workspace import Workspace
@@ -85,10 +85,13 @@ def removal_failures(orphans: Iterable[Orphan]) -> str | None:
             + "; ".join(f"{o.kind} {o.name} ({(o.error or '').rstrip('.')})" for o in failed))
 
 
+SKIPPED = "skipped: "  # a note's start when the stack was left unread, then why
+
+
 class StackDrift(BaseModel):
     ok: bool = True
     error: str | None = None
-    note: str = ""  # why it was skipped, or what could not be checked
+    note: str = ""  # why it was skipped (``SKIPPED``), or what could not be checked
     checked: int = 0  # resources read
     resources: list[ResourceChange] = Field(default_factory=list)  # drifted: update (with diffs) or delete
     orphans: list[Orphan] = Field(default_factory=list)
@@ -97,6 +100,10 @@ class StackDrift(BaseModel):
     @property
     def drifted(self) -> bool:
         return bool(self.resources or self.orphans)
+
+    @property
+    def skipped(self) -> bool:
+        return self.note.startswith(SKIPPED)
 
     def headline(self) -> str:
         """``2 changed, 1 deleted, 1 orphan, 1 mis-tagged`` (or ``no drift``)."""
@@ -147,7 +154,8 @@ class RefreshSummary(BaseModel):
     @property
     def counts(self) -> dict[str, int]:
         return {"cells": len(self.cells), "tenants": len(self.tenants), "drifted": len(self.drifted),
-                "failed": len(self.failed), "resources": sum(len(t.resources) for t in self.stacks),
+                "failed": len(self.failed), "skipped": sum(t.skipped for t in self.stacks),
+                "resources": sum(len(t.resources) for t in self.stacks),
                 "orphans": sum(len(t.orphans) for t in self.stacks)}
 
     def exit_code(self) -> int:
@@ -236,7 +244,7 @@ def refresh_tenant(ws: Workspace, record: TenantRecord, tagged: list[inventory.T
     started = time.monotonic()
     result = TenantDrift(tenant_id=record.tenant_id)
     if record.lock is not None:
-        result.note = "skipped: " + describe_lock(record.tenant_id, record.lock)
+        result.note = SKIPPED + describe_lock(record.tenant_id, record.lock)
         return result
     with contained(result):
         changes = refresh_stacks(ws, record)
@@ -267,15 +275,14 @@ def refresh_many(ws: Workspace, records: list[TenantRecord], parallel: int = 8,
     if not records:
         return []
     _ = ws.engine  # made once, before the threads share it
-    cell_of = ws.cells_of(records)
-    done = [TenantDrift(tenant_id=r.tenant_id, ok=False, error=ws.undefined_cell(r))
-            for r in records if cell_of[r.tenant_id] is None]
+    kept, skipped = in_defined_cells(ws, records)
+    done = [TenantDrift(tenant_id=s.tenant_id, note=SKIPPED + s.reason) for s in skipped]
     if on_result:
         for unread in done:
             on_result(unread)
-    records = [r for r in records if cell_of[r.tenant_id] is not None]
-    account_of = {r.tenant_id: cell_of[r.tenant_id].account_id for r in records}
-    tagged = _tagged_by_account(ws, records, account_of, ws.account_roles(cell_of[r.tenant_id] for r in records))
+    records = [r for r, _ in kept]
+    account_of = {r.tenant_id: spec.account_id for r, spec in kept}
+    tagged = _tagged_by_account(ws, records, account_of, ws.account_roles(spec for _, spec in kept))
     with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(records)))) as pool:
         futures = [pool.submit(refresh_tenant, ws, r, tagged[account_of[r.tenant_id]]) for r in records]
         for future in as_completed(futures):
@@ -311,7 +318,7 @@ def refresh_cells(ws: Workspace, names: Iterable[str],
         result = CellDrift(cell=name)
         held = lease_of(items[name])
         if held is not None:
-            result.note = f"skipped: being applied by a {held.operation} (owner {held.owner}, host {held.host})"
+            result.note = f"{SKIPPED}being applied by a {held.operation} (owner {held.owner}, host {held.host})"
         elif not ws.cell_outputs(name):
             result.note = "never applied: nothing to read"
         else:

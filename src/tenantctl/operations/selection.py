@@ -1,16 +1,63 @@
 """Which tenants a fleet-wide read runs on (`refresh`, `check`): the named ones,
 every tenant (`--all`) or every tenant of one cell (`--cell`), never a tenant
-whose resources are gone (deprovisioned, or being deprovisioned)."""
+whose resources are gone (deprovisioned, or being deprovisioned); the ones of
+them a read skips, with why, the same way for every such read; and where a
+listed tenant lives (`list --region / --account`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
+
+from pydantic import BaseModel
 
 from tenantctl.errors import InvalidInput, UsageError
-from tenantctl.models import TenantRecord, TenantStatus
+from tenantctl.models import CellSpec, TenantRecord, TenantStatus
 from tenantctl.workspace import Workspace
 
 GONE = (TenantStatus.deprovisioned, TenantStatus.deprovisioning)
+_ACCOUNT_ID = re.compile(r"\d{12}")
+
+
+class Skipped(BaseModel):
+    """A selected tenant a fleet-wide read leaves alone, and why (reported, in --json too)."""
+
+    tenant_id: str
+    reason: str
+
+
+def in_defined_cells(ws: Workspace, records: Sequence[TenantRecord]) -> tuple[
+        list[tuple[TenantRecord, CellSpec]], list[Skipped]]:
+    """``records`` whose cell stacks/ defines, each with its cell, and the others
+    skipped (its account cannot be read: another project's cell sharing the
+    registry, or a stack file removed), so one odd record neither fails nor
+    silently drops out of a fleet-wide `check` or `refresh`."""
+    cell_of = ws.cells_of(records)
+    kept = [(r, spec) for r in records if (spec := cell_of[r.tenant_id]) is not None]
+    return kept, [Skipped(tenant_id=r.tenant_id, reason=ws.undefined_cell(r))
+                  for r in records if cell_of[r.tenant_id] is None]
+
+
+def placed_in(ws: Workspace, region: str | None, account: str | None) -> Callable[[TenantRecord], bool] | None:
+    """Whether a record lives in ``region`` and ``account`` (each None: any), by
+    the record's own region and account: the ones its cell had when it was
+    placed or moved there, so a cell no longer in stacks/ is no blind spot. A
+    record naming no account is in the registry's own (the home cell's). None:
+    no such filter."""
+    if region is None and account is None:
+        return None
+    if account is not None and not _ACCOUNT_ID.fullmatch(account):
+        raise UsageError(f"Invalid value for '--account': {account!r} is not an AWS account id (12 digits).")
+    if region is not None:
+        from tenantctl.aws import require_known_region
+
+        require_known_region(region)
+    home = ws.platform_outputs().get("account_id") if account is not None else None
+
+    def keep(record: TenantRecord) -> bool:
+        return (region is None or record.region == region) and (account is None or
+                                                                (record.account_id or home) == account)
+    return keep
 
 
 def select(ws: Workspace, tenant_ids: Sequence[str], every: bool, cell: str | None = None,

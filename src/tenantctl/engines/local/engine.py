@@ -191,6 +191,10 @@ class LocalEngine(Engine):
             return {}
         return file.load().outputs
 
+    def holds_resources(self, stack: str) -> bool:
+        # An interrupted run's intents count: the resource may exist (the next up adopts it).
+        return bool(StateFile(self.state_root, stack).load().resources)
+
     # -- internals ------------------------------------------------------------
     def _drift(self, ctx: Context, stack: str, entry: ResourceState,
                on_event: EventSink | None) -> tuple[ResourceChange, dict[str, Any]]:

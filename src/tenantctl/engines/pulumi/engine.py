@@ -395,6 +395,18 @@ class PulumiEngine(Engine):
         except Exception as exc:
             raise map_error(exc, "outputs", handle.name, self.backend) from None
 
+    def holds_resources(self, stack: str) -> bool:
+        """From `pulumi stack export` (a stack a preview created holds none)."""
+        try:
+            handle = self._stack(stack, create=False)
+        except NotFound:
+            return False
+        try:
+            resources = (handle.export_stack().deployment or {}).get("resources") or []
+        except Exception as exc:
+            raise map_error(exc, "stack export", handle.name, self.backend) from None
+        return any(not r.get("type", "").startswith(("pulumi:pulumi:", "pulumi:providers:")) for r in resources)
+
     def prepare(self) -> None:
         """Install the provider plugins the program needs, once, before stacks run
         in parallel: concurrent first-use downloads of one plugin collide
