@@ -233,6 +233,27 @@ def test_an_append_is_three_round_trips_begin_and_the_scope_in_one(runtime, runt
     assert [m.content for m in runtime.store.history(ctx, conversation).messages] == ["counted"] * 3 + ["warm"] * 6
 
 
+def test_a_fresh_login_prepares_the_append_at_its_first_run(runtime, runtime_env):
+    """The append's INSERT is prepared on a login the first time it runs there
+    (one Parse round trip, once), not after psycopg's threshold of five runs
+    parsed and planned it each time: from a fresh login's second append on,
+    the INSERT is the prepared statement's."""
+    ctx = ctx_of(runtime, runtime_env, "a")
+    conversation = f"conv-prepared-{uuid.uuid4().hex[:8]}"
+    runtime.store.forget(ctx)  # no idle login left: the next transaction logs in afresh
+    with runtime.store.transaction(ctx) as conn:
+        pass
+    scope = f"BEGIN; SET LOCAL app.tenant_id = '{ctx.key}'"
+    with round_trips(conn) as first:
+        runtime.store.append(ctx, conversation, "user", "first")
+    assert first[0].startswith(scope) and "INSERT INTO" in first[1] and first[2:] == ["<prepared>", "COMMIT"], first
+    for _ in range(2):
+        with round_trips(conn) as trips:
+            runtime.store.append(ctx, conversation, "user", "again")
+        assert trips[1:] == ["<prepared>", "COMMIT"] and trips[0].startswith(scope), trips
+    assert runtime.store.logins.pools[ctx.tenant_id].idle[-1] is conn
+
+
 def test_a_block_that_ends_the_tenant_transaction_itself_is_refused(runtime, runtime_env):
     """The runtime's connections are in autocommit mode (it sends BEGIN itself):
     a caller's ``conn.commit()`` inside ``store.transaction(ctx)`` ends the
