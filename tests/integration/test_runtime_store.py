@@ -213,8 +213,8 @@ def test_an_append_is_three_round_trips_begin_and_the_scope_in_one(runtime, runt
     round trip is the merged one whatever the caller does next."""
     ctx = ctx_of(runtime, runtime_env, "a")
     conversation = f"conv-trips-{uuid.uuid4().hex[:8]}"
-    # A login in the tenant's idle pool, past psycopg's prepare threshold (5 runs; the 6th prepares the
-    # INSERT on the connection: one more round trip, once), so every append below runs the same way.
+    # A login in the tenant's idle pool whose INSERT is prepared (its first run on a login prepares
+    # it: one more round trip, once), so every append below runs the same way.
     for _ in range(6):
         runtime.store.append(ctx, conversation, "user", "warm")
     pool = runtime.store.logins.pools[ctx.tenant_id]
