@@ -291,7 +291,7 @@ class AsyncContextStore(StoreOperations):
         async with self._transaction(ctx) as cur:  # ctx: verified by the operation
             if step.locks:
                 await cur.execute(LOCK_ITEMS_SQL, (list(step.locks),))
-            await cur.execute(step.query, step.params)
+            await cur.execute(step.query, step.params, prepare=step.prepare)
             if step.fetch == "rowcount":
                 return cur.rowcount
             return await (cur.fetchone() if step.fetch == "one" else cur.fetchall())

@@ -173,6 +173,11 @@ class Statement(NamedTuple):  # immutable, and made several times faster than a 
     fetch: Literal["one", "all", "rowcount"]
     # Item locks (``documents.item_locks``) taken first, in the same transaction.
     locks: Sequence[int] = ()
+    # psycopg's ``prepare``: True for a statement every call of its kind sends (the
+    # append's), prepared at its first run on a login instead of its sixth (psycopg's
+    # threshold), so a fresh login's first appends are not parsed again each;
+    # without effect on the shared pool's logins, which never prepare (PgBouncer).
+    prepare: bool | None = None
 
 
 class Compute(NamedTuple):
@@ -233,7 +238,7 @@ class StoreOperations(SearchOperations):
     def _append_statement(self, ctx: TenantContext, conversation_id: str, role: str, sealed: bytes,
                           meta_json: str) -> Statement:
         """Upsert the conversation and insert the sealed message; the row gives (seq, created_at)."""
-        return Statement(*_append_query(ctx, conversation_id, role, sealed, meta_json), "one")
+        return Statement(*_append_query(ctx, conversation_id, role, sealed, meta_json), "one", (), True)
 
     def _history(self, ctx: TenantContext, conversation_id: str, limit: int, cursor: str | None) -> Operation:
         ctx = verified(ctx)
@@ -434,7 +439,8 @@ class ContextStore(StoreOperations):
         return self._execute(ctx, *step)
 
     def _execute(self, ctx: TenantContext, query: sql.Composable | bytes, params: Mapping[str, Any] | Sequence[Any],
-                 fetch: Literal["one", "all", "rowcount"], locks: Sequence[int] = ()) -> Any:
+                 fetch: Literal["one", "all", "rowcount"], locks: Sequence[int] = (),
+                 prepare: bool | None = None) -> Any:
         """A ``Statement``'s fields run in their own transaction (the sync append
         makes no Statement); ``ctx``: verified by the caller. The transaction's
         generator driven by hand: ``with self._transaction(ctx)`` made a
@@ -444,7 +450,7 @@ class ContextStore(StoreOperations):
         try:
             if locks:
                 cur.execute(LOCK_ITEMS_SQL, (list(locks),))
-            cur.execute(query, params)
+            cur.execute(query, params, prepare=prepare)
             result = cur.rowcount if fetch == "rowcount" else (cur.fetchone() if fetch == "one" else cur.fetchall())
         except BaseException as exc:
             try:
@@ -473,7 +479,7 @@ class ContextStore(StoreOperations):
         third of the sync append's own client work. ``ctx``: verified by the caller."""
         body, meta, meta_json = _append_input(ctx, conversation_id, role, content, metadata)
         sealed = self.envelope.seal_for(ctx, conversation_id, body)
-        row = self._execute(ctx, *_append_query(ctx, conversation_id, role, sealed, meta_json), "one")
+        row = self._execute(ctx, *_append_query(ctx, conversation_id, role, sealed, meta_json), "one", (), True)
         return _appended(conversation_id, role, content, meta, row)
 
     def history(self, ctx: TenantContext, conversation_id: str, limit: int = 50,

@@ -13,10 +13,13 @@ from functools import lru_cache
 
 import psycopg
 from psycopg import sql
+from psycopg.errors import error_from_result
+from psycopg.generators import execute as _results
 
 from tenant_runtime.errors import InvalidRequest, StoreMoved, StoreTimeout, StoreUnavailable
 
 _OK, _IDLE = psycopg.pq.ConnStatus.OK, psycopg.pq.TransactionStatus.IDLE
+_COMMAND_OK = psycopg.pq.ExecStatus.COMMAND_OK
 _ENDED_INSIDE = "the tenant transaction was ended inside its block; commit and rollback belong to the block's end"
 
 
@@ -64,9 +67,16 @@ def begin(conn: psycopg.Connection, tenant_id: str, role: str | None = None,
     """Begin a transaction scoped to ``tenant_id`` (and, for a gateway login, to
     the tenant ``role``) in one round trip (``begin_statement``); every setting
     ends with it (``SET LOCAL``). ``conn``: in autocommit mode (psycopg would send a BEGIN of
-    its own first), outside a transaction. The cursor that ran it, for the
-    transaction's own statements (a cursor per ``conn.execute`` costs more
-    client work than the statement's parameters). End it with ``held``.
+    its own first), outside a transaction. A cursor for the transaction's own
+    statements (a cursor per ``conn.execute`` costs more client work than the
+    statement's parameters). End it with ``held``.
+
+    The query goes to libpq as psycopg sends its own BEGIN and COMMIT (``send_query``,
+    awaited by the connection's ``wait``: interruptible, a lost connection an
+    OperationalError, a refused setting the server's error), not through a
+    cursor: its execute's parameter, prepared-statement and result bookkeeping,
+    none of which a fixed query without parameters needs, was about a tenth of
+    a warm append's client work.
 
     An idle connection the server closed meanwhile (restart, database
     recreated, idle timeout, terminated) fails here, before anything of the
@@ -74,13 +84,26 @@ def begin(conn: psycopg.Connection, tenant_id: str, role: str | None = None,
     after a connection failure of a reused connection here, and never once
     ``held`` ran the caller's statements (a write whose COMMIT is unknown
     must not be replayed)."""
-    cur = conn.cursor()
+    pgconn = conn.pgconn
     try:
-        cur.execute(begin_statement(tenant_id, role, statement_timeout), prepare=False)
+        with conn.lock:
+            pgconn.send_query(begin_statement(tenant_id, role, statement_timeout))
+            _check_begun(conn, conn.wait(_results(pgconn)))
     except BaseException:
         _roll_back(conn)  # BEGIN ran and the scope failed (a refused role): not left open
         raise
-    return cur
+    return conn.cursor()
+
+
+def _check_begun(conn: psycopg.Connection | psycopg.AsyncConnection, results: list[psycopg.pq.abc.PGresult]) -> None:
+    """The server's answers to ``begin_statement`` (one per statement): the first failure raised,
+    as psycopg raises it (``psycopg.errors``' class of its SQLSTATE)."""
+    for result in results:
+        if result.status != _COMMAND_OK:
+            if result.status == psycopg.pq.ExecStatus.FATAL_ERROR:
+                raise error_from_result(result, encoding=conn.info.encoding)
+            raise psycopg.InterfaceError("unexpected answer to the tenant scope: "
+                                         f"{psycopg.pq.ExecStatus(result.status).name}")
 
 
 def held(conn: psycopg.Connection, cur: psycopg.Cursor) -> Iterator[psycopg.Cursor]:
@@ -139,13 +162,15 @@ tenant_transaction = contextmanager(scoped)
 async def abegin(conn: psycopg.AsyncConnection, tenant_id: str, role: str | None = None,
                  statement_timeout: float | None = None) -> psycopg.AsyncCursor:
     """``begin`` on an async connection."""
-    cur = conn.cursor()
+    pgconn = conn.pgconn
     try:
-        await cur.execute(begin_statement(tenant_id, role, statement_timeout), prepare=False)
+        async with conn.lock:
+            pgconn.send_query(begin_statement(tenant_id, role, statement_timeout))
+            _check_begun(conn, await conn.wait(_results(pgconn)))
     except BaseException:
         await _aroll_back(conn)
         raise
-    return cur
+    return conn.cursor()
 
 
 @asynccontextmanager

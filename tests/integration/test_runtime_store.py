@@ -213,8 +213,8 @@ def test_an_append_is_three_round_trips_begin_and_the_scope_in_one(runtime, runt
     round trip is the merged one whatever the caller does next."""
     ctx = ctx_of(runtime, runtime_env, "a")
     conversation = f"conv-trips-{uuid.uuid4().hex[:8]}"
-    # A login in the tenant's idle pool, past psycopg's prepare threshold (5 runs; the 6th prepares the
-    # INSERT on the connection: one more round trip, once), so every append below runs the same way.
+    # A login in the tenant's idle pool whose INSERT is prepared (its first run on a login prepares
+    # it: one more round trip, once), so every append below runs the same way.
     for _ in range(6):
         runtime.store.append(ctx, conversation, "user", "warm")
     pool = runtime.store.logins.pools[ctx.tenant_id]
@@ -231,6 +231,27 @@ def test_an_append_is_three_round_trips_begin_and_the_scope_in_one(runtime, runt
     assert len(trips) == 3 and trips[0].startswith(scope) and trips[2] == "COMMIT", trips
     assert conn.execute("SELECT current_setting('app.tenant_id', true)").fetchone()[0] in (None, "")
     assert [m.content for m in runtime.store.history(ctx, conversation).messages] == ["counted"] * 3 + ["warm"] * 6
+
+
+def test_a_fresh_login_prepares_the_append_at_its_first_run(runtime, runtime_env):
+    """The append's INSERT is prepared on a login the first time it runs there
+    (one Parse round trip, once), not after psycopg's threshold of five runs
+    parsed and planned it each time: from a fresh login's second append on,
+    the INSERT is the prepared statement's."""
+    ctx = ctx_of(runtime, runtime_env, "a")
+    conversation = f"conv-prepared-{uuid.uuid4().hex[:8]}"
+    runtime.store.forget(ctx)  # no idle login left: the next transaction logs in afresh
+    with runtime.store.transaction(ctx) as conn:
+        pass
+    scope = f"BEGIN; SET LOCAL app.tenant_id = '{ctx.key}'"
+    with round_trips(conn) as first:
+        runtime.store.append(ctx, conversation, "user", "first")
+    assert first[0].startswith(scope) and "INSERT INTO" in first[1] and first[2:] == ["<prepared>", "COMMIT"], first
+    for _ in range(2):
+        with round_trips(conn) as trips:
+            runtime.store.append(ctx, conversation, "user", "again")
+        assert trips[1:] == ["<prepared>", "COMMIT"] and trips[0].startswith(scope), trips
+    assert runtime.store.logins.pools[ctx.tenant_id].idle[-1] is conn
 
 
 def test_a_block_that_ends_the_tenant_transaction_itself_is_refused(runtime, runtime_env):

@@ -217,7 +217,7 @@ def test_a_stale_write_is_retried_once_on_the_store_the_registry_names_now():
     seen = []
 
     class Store(ContextStore):
-        def _execute(self, ctx, query, params, fetch, locks=()):  # every statement's one transaction
+        def _execute(self, ctx, query, params, fetch, locks=(), prepare=None):  # every statement's one transaction
             seen.append(ctx.resources.store.database)
             if ctx.resources.store.database == "postgres":
                 raise StoreMoved("revoked")
