@@ -385,3 +385,21 @@ def test_a_nul_in_metadata_is_told_from_its_escaped_text_before_any_io(metadata,
             next(write)
     else:
         assert next(write) is not None  # its first step: the statement or computation, not a refusal
+
+
+def test_the_analyzer_identity_says_what_changes_terms(monkeypatch):
+    with_extra = analyzer.identity()
+    assert with_extra.startswith(f"v{analyzer.FORMAT}+ja:sudachidict_small-")  # the test extra is installed
+    assert analyzer.profile(with_extra) == analyzer.current() and analyzer.current().ja
+    # An index without the extra is reproduced by a runtime with it (bigrams): same terms as without it.
+    plain = analyzer.profile(f"v{analyzer.FORMAT}")
+    assert plain is not None and not plain.ja
+    bigrams = analyzer.index_terms("東京都", "検索が速く", plain).counts
+    assert analyzer.query_terms("速く", plain) == ["w:速く"] and "w:速く" in bigrams and "w:速い" not in bigrams
+    # What this runtime cannot reproduce: another dictionary, another format, anything else.
+    for other in (f"v{analyzer.FORMAT}+ja:sudachidict_small-19990101", f"v{analyzer.FORMAT + 1}", "v0", "", "x"):
+        assert analyzer.profile(other) is None, other
+    assert analyzer.profile(analyzer.LEGACY_IDENTITY) is not None  # an index from before identities
+    monkeypatch.setattr(analyzer, "japanese_tokenizer", lambda: None)
+    assert analyzer.identity() == f"v{analyzer.FORMAT}" and analyzer.profile(with_extra) is None
+    assert analyzer.index_terms("東京都", "検索が速く").counts == bigrams
