@@ -293,7 +293,7 @@ def test_a_large_body_whose_row_is_not_written_leaves_no_object():
     results = {ops.objects.put_body: made, ops._seal_contents: [b"sealed"], ops.envelope.decrypt_many: [b"k" * 32]}
     done, step = advance(op, made)
     while isinstance(step, Compute) or step.query.as_string(None).startswith("SELECT k.version"):  # the search key
-        done, step = advance(op, results[step.fn] if isinstance(step, Compute) else [(1, b"sealed", True)])
+        done, step = advance(op, results[step.fn] if isinstance(step, Compute) else [(1, b"sealed", True, None)])
     assert isinstance(step, Statement) and step.query.as_string(None).startswith("WITH d AS (INSERT")
     done, step = advance(op, None, StoreUnavailable("connection lost"))
     assert not done and step.fn == ops.objects.delete_body and step.args == (ctx, made)
@@ -403,3 +403,4 @@ def test_the_analyzer_identity_says_what_changes_terms(monkeypatch):
     monkeypatch.setattr(analyzer, "japanese_tokenizer", lambda: None)
     assert analyzer.identity() == f"v{analyzer.FORMAT}" and analyzer.profile(with_extra) is None
     assert analyzer.index_terms("東京都", "検索が速く").counts == bigrams
+
