@@ -1,6 +1,9 @@
 """Text analysis for the per-tenant search index: text -> terms, with offsets.
 
-* NFKC + casefold (full-width letters and digits, ligatures, case).
+* NFKC + casefold (full-width letters and digits, ligatures, case), and
+  Latin letters without their accents (format 2: "Café" and "cafe" meet,
+  "İstanbul" and "istanbul"; letters that are not a base letter and a mark,
+  ø, ł, æ, stay; other scripts' marks stay).
 * Latin/digit words: a light English stemmer (plural, -ing, -ed, -ly; no
   dictionary), so "Searching" and "searches" meet at "search".
 * Japanese/CJK runs: the optional Japanese analyzer (``pip install
@@ -47,8 +50,9 @@ _STOP = frozenset("a an and are as at be by for from in is it of on or that the 
 # The analysis's format version: bump it with any change to the terms a text gives
 # (normalisation, word splitting, stemming, stop words), so indexes built before are
 # told apart from the new ones (and rebuilt by ``tenantctl search reindex``).
-FORMAT = 1
-FORMATS = frozenset({1})  # the formats this module still reproduces
+FORMAT = 2  # 2: accent folding of Latin letters
+FORMATS = frozenset({1, 2})  # the formats this module still reproduces (an index of 1 is written as 1)
+FOLDING = 2  # the first format that folds accents
 # What an index records when it recorded nothing (built before identities were):
 # the default analyzer without the extra (docs/runtime.md says why).
 LEGACY_IDENTITY = "v1"
@@ -120,8 +124,27 @@ class Token(NamedTuple):  # a tuple: built per word, several times cheaper than 
 
 
 def normalise(text: str, prof: Profile | None = None) -> str:
-    """NFKC + casefold (for comparing words; offsets come from ``nfkc``)."""
-    return nfkc(text).casefold()
+    """NFKC + casefold, accents folded from format 2 (for comparing words; offsets come from ``nfkc``)."""
+    text = nfkc(text).casefold()
+    return _strip_accents(text) if (prof or current()).format >= FOLDING else text
+
+
+# Combining marks after a Latin base letter, once decomposed (NFD): "é" is "e" + U+0301.
+_ACCENTS = re.compile("(?<=[a-zA-Z])[\u0300-\u036f]+")
+
+
+def _strip_accents(text: str) -> str:
+    if text.isascii():
+        return text
+    return unicodedata.normalize("NFC", _ACCENTS.sub("", unicodedata.normalize("NFD", text)))
+
+
+@functools.lru_cache(maxsize=WORD_CACHE)
+def fold(word: str) -> str:
+    """A casefolded word without the accents of its Latin letters ("café" ->
+    "cafe", "i̇stanbul" -> "istanbul"); NFC again, so other scripts come back
+    as they were (Hangul, which NFD splits into its jamo)."""
+    return _strip_accents(word)
 
 
 def nfkc(text: str) -> str:
@@ -210,27 +233,34 @@ def tokens(text: str, index: bool = False, prof: Profile | None = None) -> list[
 def iter_tokens(text: str, index: bool = False, prof: Profile | None = None) -> Iterator[Token]:
     """``tokens`` one at a time, in order of their offsets (a caller may stop early)."""
     ja = _tokenizer(prof)
+    folding = (prof or current()).format >= FOLDING
     for m in _RUNS.finditer(nfkc(text)):
         if m.group("cjk"):
             yield from _cjk_tokens(m.group("cjk"), m.start(), index, ja)
-        elif (word := m.group("word").casefold()) not in _STOP:
+            continue
+        word = m.group("word").casefold()
+        if folding:
+            word = fold(word)
+        if word not in _STOP:
             yield Token(stem(word), word, m.start(), m.end(), False)
 
 
-_LATIN: dict[str, tuple[str, str] | None] = {}  # a word as written -> (surface, word term); None: a stop word
+# A word as written -> (surface, word term), None for a stop word; one table per folding.
+_LATIN: dict[bool, dict[str, tuple[str, str] | None]] = {False: {}, True: {}}
 _MISS = object()
 SHORT_RUN = 32  # CJK runs up to this length (titles, names) have their terms remembered
 
 
-def _latin_term(word: str) -> tuple[str, str] | None:
+def _latin_term(word: str, folding: bool) -> tuple[str, str] | None:
     """(casefolded surface, kinded term) of a Latin/digit word as written, None
     for a stop word; remembered per word as written (bounded like the stems),
-    so a repeated word costs one dictionary lookup."""
-    folded = word.casefold()
+    so a repeated word costs one dictionary lookup. ``folding``: accents too."""
+    folded = fold(word.casefold()) if folding else word.casefold()
     found = None if folded in _STOP else (folded, "w:" + stem(folded))
-    if len(_LATIN) >= WORD_CACHE:
-        _LATIN.clear()
-    _LATIN[word] = found
+    known = _LATIN[folding]
+    if len(known) >= WORD_CACHE:
+        known.clear()
+    known[word] = found
     return found
 
 
@@ -291,7 +321,8 @@ def index_terms(title: str, body: str, prof: Profile | None = None) -> Analysed:
     title_surfaces: list[tuple[str, int]] = []
     length = 0
     ja = _tokenizer(prof)
-    latin, get = _LATIN.get, counts.get  # get, not []: Counter's __missing__ is a Python call per new term
+    folding = (prof or current()).format >= FOLDING
+    latin, get = _LATIN[folding].get, counts.get  # get, not []: Counter's __missing__ is a Python call per new term
     for weight, text in ((2, title), (1, body)):
         for (cjk, word), seen in Counter(_RUNS.findall(nfkc(text))).items():
             n = weight * seen
@@ -305,7 +336,7 @@ def index_terms(title: str, body: str, prof: Profile | None = None) -> Analysed:
                 continue
             found = latin(word, _MISS)
             if found is _MISS:
-                found = _latin_term(word)
+                found = _latin_term(word, folding)
             if found is None:
                 continue
             surface, term = found

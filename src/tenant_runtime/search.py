@@ -547,7 +547,10 @@ class SearchOperations(DocumentOperations):
         stem = analyzer.normalise(prefix, prof).split()[-1]
         seen: dict[str, int] = {}
         for title, _ in opened:
-            for tok in analyzer.tokens(title, prof=prof):
+            text = analyzer.nfkc(title)
+            for tok in analyzer.tokens(text, prof=prof):
                 if tok.surface.startswith(stem):
-                    seen[tok.surface] = seen.get(tok.surface, 0) + 1
+                    # The word as the title writes it (casefolded): its accents too, which the terms fold.
+                    word = text[tok.start:tok.end].casefold()
+                    seen[word] = seen.get(word, 0) + 1
         return sorted(seen, key=lambda w: (-seen[w], w))[:limit]

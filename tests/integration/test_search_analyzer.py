@@ -164,3 +164,24 @@ def test_an_index_from_before_identities_is_taken_as_built_without_the_extra(
     finally:
         fresh.close()
 
+
+def test_an_index_of_the_format_before_accent_folding_stays_as_built_until_reindexed(
+        runtime, provision_tenant, sandbox, monkeypatch):
+    record = provision_tenant("sr8-fold")
+    ctx = runtime.context(record.tenant_id)
+    with monkeypatch.context() as m:  # a runtime of the release before: format 1, accents kept
+        m.setattr(analyzer, "FORMAT", 1)
+        runtime.store.put_document(ctx, "old", "Café", "crème brûlée", {})
+    [(version, built)] = recorded(sandbox, record.resources).items()
+    assert built.startswith("v1+") and analyzer.identity().startswith("v2+")
+    # Written and searched as format 1 (no accent folding), so both kinds of words agree, unflagged.
+    runtime.store.put_document(ctx, "new", "Crème", "café au lait", {})
+    answer = runtime.store.search(ctx, "café")
+    assert (sorted(h.doc_id for h in answer.hits), answer.analyzer_mismatch) == (["new", "old"], False)
+    assert found(runtime, ctx, "cafe") == []
+
+    done = runtime.store.reindex(ctx)
+    assert recorded(sandbox, record.resources) == {version + 1: analyzer.identity()} == {
+        done.key_version: done.analyzer}
+    assert found(runtime, ctx, "cafe") == found(runtime, ctx, "CAFÉ") == ["new", "old"]
+    assert runtime.store.suggest(ctx, "cre") == ["crème"]  # completions keep the accents of the titles

@@ -404,3 +404,17 @@ def test_the_analyzer_identity_says_what_changes_terms(monkeypatch):
     assert analyzer.identity() == f"v{analyzer.FORMAT}" and analyzer.profile(with_extra) is None
     assert analyzer.index_terms("東京都", "検索が速く").counts == bigrams
 
+
+def test_latin_letters_lose_their_accents_from_format_2():
+    assert terms("Café naïve İstanbul Crème brûlée Ærø") == terms("cafe naive istanbul creme brulee ærø")
+    assert terms("Café İstanbul") == ["cafe", "istanbul"]
+    assert analyzer.query_terms("CAFÉ") == analyzer.query_terms("cafe") == ["w:cafe"]
+    assert analyzer.prefix_term("crème brû") == "p:bru" and analyzer.normalise("Ça") == "ca"
+    assert [g for _, g, _ in analyzer.query_grams("café")] == [g for _, g, _ in analyzer.query_grams("cafe")]
+    # Marks of other scripts stay (Greek's tonos), and so do letters that are no base and mark (ø, ł).
+    assert terms("Άλφα łódź Tiếng Việt") == ["άλφα", "łodz", "tieng", "viet"]
+    # An index of format 1 is reproduced as it was: accents kept.
+    v1 = analyzer.profile("v1")
+    assert v1 is not None and [t.term for t in analyzer.tokens("Café", prof=v1)] == ["café"]
+    assert "w:café" in analyzer.index_terms("Café", "", v1).counts
+    assert "w:cafe" in analyzer.index_terms("Café", "").counts and "p:ca" in analyzer.index_terms("Café", "").counts
