@@ -122,6 +122,10 @@ def test_search_reindex_records_the_analyzer_it_used_in_every_store(runtime, pla
         result["workspaces"]["fin"]["key_version"]: analyzer.identity()}
     # Rebuilt with SudachiPy: its dictionary forms are found ("速く" indexed as 速い).
     assert found(runtime, ctx, "速い") == ["new"]
+    again = tenantctl_cli("search", "reindex", record.tenant_id)
+    fin_key = result["workspaces"]["fin"]["key_version"] + 1
+    assert f"sr8-plain/fin: 1 documents re-indexed under search key v{fin_key}, analyzer {analyzer.identity()}" \
+        in again.stdout
     assert not runtime.store.search(ctx, "会議").analyzer_mismatch
 
 
