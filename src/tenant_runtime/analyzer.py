@@ -84,7 +84,7 @@ def _identity(fmt: int, ja: bool) -> str:
 
 def identity() -> str:
     """What this runtime's analyzer records: ``v<FORMAT>``, ``+ja:<dictionary>-<version>``
-    when the Japanese extra is installed (``v1+ja:sudachidict_small-20240409``)."""
+    when the Japanese extra is installed (``v2+ja:sudachidict_small-20240409``)."""
     return current().identity
 
 
