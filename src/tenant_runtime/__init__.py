@@ -21,8 +21,8 @@ _EXPORTS = {
     "TenantRuntime": "tenant_runtime.runtime",
     **dict.fromkeys(("StoreConnection", "TenantRecord", "TenantResources"), "tenant_runtime.models"),
     **dict.fromkeys(("TenantStatus", "Tier"), "tenant_runtime.states"),
-    **dict.fromkeys(("AccessDenied", "DecryptionFailed", "IndexIncomplete", "InvalidRequest", "JwksUnavailable",
-                     "KeyUnusable", "KmsUnavailable", "ResourceNotFound", "ServiceUnavailable",
+    **dict.fromkeys(("AccessDenied", "AnalyzerUnavailable", "DecryptionFailed", "IndexIncomplete", "InvalidRequest",
+                     "JwksUnavailable", "KeyUnusable", "KmsUnavailable", "ResourceNotFound", "ServiceUnavailable",
                      "RegistryUnavailable", "RevocationsUnavailable", "StoreMoved", "StoreTimeout", "StoreUnavailable",
                      "TenantInactive", "TenantMismatch", "TenantNotFound", "TenantRuntimeError", "TenantWaking",
                      "TokenRevoked", "Unauthenticated", "UntrustedContext", "WorkspaceForbidden", "WritesFrozen"),
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from tenant_runtime.context import TenantContext
     from tenant_runtime.errors import (
         AccessDenied,
+        AnalyzerUnavailable,
         DecryptionFailed,
         IndexIncomplete,
         InvalidRequest,
@@ -66,7 +67,8 @@ if TYPE_CHECKING:
     from tenant_runtime.states import TenantStatus, Tier
 
 __all__ = [
-    "AccessDenied", "AsyncTenantRuntime", "DecryptionFailed", "Gateway", "IndexIncomplete", "InvalidRequest",
+    "AccessDenied", "AnalyzerUnavailable", "AsyncTenantRuntime", "DecryptionFailed", "Gateway", "IndexIncomplete",
+    "InvalidRequest",
     "JWTSettings", "JwksUnavailable", "KeyUnusable",
     "KmsUnavailable", "RegistryReader", "RegistryUnavailable", "ResourceNotFound", "RevocationsUnavailable",
     "ServiceUnavailable", "StoreConnection",

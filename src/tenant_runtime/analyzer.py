@@ -1,6 +1,9 @@
 """Text analysis for the per-tenant search index: text -> terms, with offsets.
 
-* NFKC + casefold (full-width letters and digits, ligatures, case).
+* NFKC + casefold (full-width letters and digits, ligatures, case), and
+  Latin letters without their accents (format 2: "Café" and "cafe" meet,
+  "İstanbul" and "istanbul"; letters that are not a base letter and a mark,
+  ø, ł, æ, stay; other scripts' marks stay).
 * Latin/digit words: a light English stemmer (plural, -ing, -ed, -ly; no
   dictionary), so "Searching" and "searches" meet at "search".
 * Japanese/CJK runs: the optional Japanese analyzer (``pip install
@@ -13,9 +16,12 @@
   "search" (through the tenant's vocabulary, not per document).
 * Prefixes (2..MAX_PREFIX characters) of title words, for suggestions.
 
-The analyzer is part of the index format: changing it (or installing the
-Japanese extra on a tenant indexed without it) needs ``tenantctl search
-reindex``. Kinds are prefixes of the term text ("w:" words, "p:" title
+The analyzer is part of the index format: its ``identity`` (``FORMAT``, and
+the Japanese dictionary when the extra is used) is recorded with each search
+key of a store (``search_analyzers``), and a store's index is written and
+searched with the analyzer it records (``profile``: a runtime with the extra
+reproduces an index built without it) or not at all: changing it needs
+``tenantctl search reindex``. Kinds are prefixes of the term text ("w:" words, "p:" title
 prefixes in the items' terms, their document frequencies not counted;
 "g:" trigrams in the vocabulary).
 """
@@ -27,7 +33,7 @@ import re
 import threading
 import unicodedata
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -41,6 +47,74 @@ _RUNS = re.compile(rf"(?P<cjk>[{_CJK}]+)|(?P<word>[^\W_{_CJK}]+)")
 _STOP = frozenset("a an and are as at be by for from in is it of on or that the this to was were with".split())
 
 
+# The analysis's format version: bump it with any change to the terms a text gives
+# (normalisation, word splitting, stemming, stop words), so indexes built before are
+# told apart from the new ones (and rebuilt by ``tenantctl search reindex``).
+FORMAT = 2  # 2: accent folding of Latin letters
+FORMATS = frozenset({1, 2})  # the formats this module still reproduces (an index of 1 is written as 1)
+FOLDING = 2  # the first format that folds accents
+# What an index records when it recorded nothing (built before identities were):
+# the default analyzer without the extra (docs/runtime.md says why).
+LEGACY_IDENTITY = "v1"
+
+
+class Profile(NamedTuple):
+    """An analysis a runtime can reproduce: its format, whether Japanese runs go
+    to SudachiPy (else bigrams), and the identity a store records for it."""
+
+    format: int
+    ja: bool
+    identity: str
+
+
+@functools.lru_cache(maxsize=1)
+def _dictionary() -> str:
+    """The Japanese dictionary's name and version (what decides SudachiPy's words)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"sudachidict_small-{version('sudachidict-small')}"
+    except PackageNotFoundError:  # a dictionary installed some other way: named, not versioned
+        return "sudachidict_small"
+
+
+def _identity(fmt: int, ja: bool) -> str:
+    return f"v{fmt}" + (f"+ja:{_dictionary()}" if ja else "")
+
+
+def identity() -> str:
+    """What this runtime's analyzer records: ``v<FORMAT>``, ``+ja:<dictionary>-<version>``
+    when the Japanese extra is installed (``v2+ja:sudachidict_small-20240409``)."""
+    return current().identity
+
+
+def current() -> Profile:
+    """The analysis this runtime uses for an index it builds (a new store, a reindex)."""
+    return _profile(FORMAT, japanese_tokenizer() is not None)
+
+
+@functools.lru_cache(maxsize=64)
+def _profile(fmt: int, ja: bool) -> Profile:
+    return Profile(fmt, ja, _identity(fmt, ja))
+
+
+def profile(recorded: str) -> Profile | None:
+    """The analysis that reproduces an index recording ``recorded``, None when
+    this runtime cannot: another format, or Japanese words cut by a dictionary
+    it has not (not installed, another version)."""
+    fmt, _, ja = recorded.partition("+")
+    if not fmt.startswith("v") or not fmt[1:].isdigit() or int(fmt[1:]) not in FORMATS:
+        return None
+    installed = japanese_tokenizer() is not None
+    found = _profile(int(fmt[1:]), bool(ja))
+    return found if found.identity == recorded and (installed or not found.ja) else None
+
+
+def _tokenizer(prof: Profile | None):  # noqa: ANN202 - japanese_tokenizer's callable, or None
+    """The Japanese tokenizer ``prof`` cuts with (None: bigrams); None: this runtime's own."""
+    return japanese_tokenizer() if prof is None or prof.ja else None
+
+
 class Token(NamedTuple):  # a tuple: built per word, several times cheaper than a frozen dataclass
     term: str  # normalised form (stemmed word, CJK word or bigram)
     surface: str  # lowercased text as written (for trigrams and prefixes)
@@ -49,9 +123,28 @@ class Token(NamedTuple):  # a tuple: built per word, several times cheaper than 
     cjk: bool
 
 
-def normalise(text: str) -> str:
-    """NFKC + casefold (for comparing words; offsets come from ``nfkc``)."""
-    return nfkc(text).casefold()
+def normalise(text: str, prof: Profile | None = None) -> str:
+    """NFKC + casefold, accents folded from format 2 (for comparing words; offsets come from ``nfkc``)."""
+    text = nfkc(text).casefold()
+    return _strip_accents(text) if (prof or current()).format >= FOLDING else text
+
+
+# Combining marks after a Latin base letter, once decomposed (NFD): "é" is "e" + U+0301.
+_ACCENTS = re.compile("(?<=[a-zA-Z])[\u0300-\u036f]+")
+
+
+def _strip_accents(text: str) -> str:
+    if text.isascii():
+        return text
+    return unicodedata.normalize("NFC", _ACCENTS.sub("", unicodedata.normalize("NFD", text)))
+
+
+@functools.lru_cache(maxsize=WORD_CACHE)
+def fold(word: str) -> str:
+    """A casefolded word without the accents of its Latin letters ("café" ->
+    "cafe", "i̇stanbul" -> "istanbul"); NFC again, so other scripts come back
+    as they were (Hangul, which NFD splits into its jamo)."""
+    return _strip_accents(word)
 
 
 def nfkc(text: str) -> str:
@@ -116,8 +209,7 @@ def japanese_tokenizer():  # noqa: ANN201 - a callable over sudachipy, when inst
 _JA_SKIP = frozenset({"助詞", "助動詞", "補助記号", "空白"})
 
 
-def _cjk_tokens(run: str, offset: int, index: bool) -> Iterator[Token]:
-    ja = japanese_tokenizer()
+def _cjk_tokens(run: str, offset: int, index: bool, ja: Callable | None) -> Iterator[Token]:
     if ja is not None:
         for form, begin, end in ja(run):
             yield Token(form, run[begin:end], offset + begin, offset + end, True)
@@ -129,52 +221,61 @@ def _cjk_tokens(run: str, offset: int, index: bool) -> Iterator[Token]:
             yield Token(run[i:i + 2], run[i:i + 2], offset + i, offset + i + 2, True)
 
 
-def tokens(text: str, index: bool = False) -> list[Token]:
+def tokens(text: str, index: bool = False, prof: Profile | None = None) -> list[Token]:
     """Tokens of ``text`` (offsets into ``nfkc(text)``), stop words dropped.
     ``index``: a document's (CJK unigrams too, so one-character queries match;
-    a query's runs give bigrams only, unigrams only for a single character)."""
-    return list(iter_tokens(text, index))
+    a query's runs give bigrams only, unigrams only for a single character).
+    ``prof``: the analysis (``profile``), this runtime's own when None (as for
+    every function here taking one)."""
+    return list(iter_tokens(text, index, prof))
 
 
-def iter_tokens(text: str, index: bool = False) -> Iterator[Token]:
+def iter_tokens(text: str, index: bool = False, prof: Profile | None = None) -> Iterator[Token]:
     """``tokens`` one at a time, in order of their offsets (a caller may stop early)."""
+    ja = _tokenizer(prof)
+    folding = (prof or current()).format >= FOLDING
     for m in _RUNS.finditer(nfkc(text)):
         if m.group("cjk"):
-            yield from _cjk_tokens(m.group("cjk"), m.start(), index)
-        elif (word := m.group("word").casefold()) not in _STOP:
+            yield from _cjk_tokens(m.group("cjk"), m.start(), index, ja)
+            continue
+        word = m.group("word").casefold()
+        if folding:
+            word = fold(word)
+        if word not in _STOP:
             yield Token(stem(word), word, m.start(), m.end(), False)
 
 
-_LATIN: dict[str, tuple[str, str] | None] = {}  # a word as written -> (surface, word term); None: a stop word
+# A word as written -> (surface, word term), None for a stop word; one table per folding.
+_LATIN: dict[bool, dict[str, tuple[str, str] | None]] = {False: {}, True: {}}
 _MISS = object()
 SHORT_RUN = 32  # CJK runs up to this length (titles, names) have their terms remembered
 
 
-def _latin_term(word: str) -> tuple[str, str] | None:
+def _latin_term(word: str, folding: bool) -> tuple[str, str] | None:
     """(casefolded surface, kinded term) of a Latin/digit word as written, None
     for a stop word; remembered per word as written (bounded like the stems),
-    so a repeated word costs one dictionary lookup."""
-    folded = word.casefold()
+    so a repeated word costs one dictionary lookup. ``folding``: accents too."""
+    folded = fold(word.casefold()) if folding else word.casefold()
     found = None if folded in _STOP else (folded, "w:" + stem(folded))
-    if len(_LATIN) >= WORD_CACHE:
-        _LATIN.clear()
-    _LATIN[word] = found
+    known = _LATIN[folding]
+    if len(known) >= WORD_CACHE:
+        known.clear()
+    known[word] = found
     return found
 
 
 @functools.lru_cache(maxsize=WORD_CACHE)
-def _short_cjk_terms(run: str, ja: object) -> tuple[tuple[str, str], ...]:
-    # ``ja``: the tokenizer the terms came from (part of the key: tests index without it).
-    return _cjk_terms(run)
+def _short_cjk_terms(run: str, ja: Callable | None) -> tuple[tuple[str, str], ...]:
+    # ``ja``: the tokenizer the terms come from (part of the key: an index of bigrams, tests without it).
+    return _cjk_terms(run, ja)
 
 
-def _cjk_terms(run: str) -> tuple[tuple[str, str], ...]:
+def _cjk_terms(run: str, ja: Callable | None) -> tuple[tuple[str, str], ...]:
     """(surface, kinded term) of a CJK run's index tokens (SudachiPy's words
     taken as they come: no Token built per word of a Japanese body)."""
-    ja = japanese_tokenizer()
     if ja is not None:
         return tuple((run[begin:end], "w:" + form) for form, begin, end in ja(run))
-    return tuple((t.surface, "w:" + t.term) for t in _cjk_tokens(run, 0, True))
+    return tuple((t.surface, "w:" + t.term) for t in _cjk_tokens(run, 0, True, None))
 
 
 @functools.lru_cache(maxsize=WORD_CACHE)
@@ -207,7 +308,7 @@ class Analysed:
         return {pair for surface, term in self.words for pair in vocabulary_pairs(surface, term)}
 
 
-def index_terms(title: str, body: str) -> Analysed:
+def index_terms(title: str, body: str, prof: Profile | None = None) -> Analysed:
     """Term frequencies of a document and its length in word tokens. Title
     words count twice (a light field boost). Trigrams are not item terms: they
     go to the tenant's vocabulary (trigram -> word), once per word, where a
@@ -219,13 +320,14 @@ def index_terms(title: str, body: str) -> Analysed:
     words: set[tuple[str, str]] = set()
     title_surfaces: list[tuple[str, int]] = []
     length = 0
-    ja = japanese_tokenizer()
-    latin, get = _LATIN.get, counts.get  # get, not []: Counter's __missing__ is a Python call per new term
+    ja = _tokenizer(prof)
+    folding = (prof or current()).format >= FOLDING
+    latin, get = _LATIN[folding].get, counts.get  # get, not []: Counter's __missing__ is a Python call per new term
     for weight, text in ((2, title), (1, body)):
         for (cjk, word), seen in Counter(_RUNS.findall(nfkc(text))).items():
             n = weight * seen
             if cjk:
-                found = _short_cjk_terms(cjk, ja) if len(cjk) <= SHORT_RUN else _cjk_terms(cjk)
+                found = _short_cjk_terms(cjk, ja) if len(cjk) <= SHORT_RUN else _cjk_terms(cjk, ja)
                 for surface, term in found:
                     counts[term] = get(term, 0) + n
                     if weight == 2:
@@ -234,7 +336,7 @@ def index_terms(title: str, body: str) -> Analysed:
                 continue
             found = latin(word, _MISS)
             if found is _MISS:
-                found = _latin_term(word)
+                found = _latin_term(word, folding)
             if found is None:
                 continue
             surface, term = found
@@ -250,25 +352,25 @@ def index_terms(title: str, body: str) -> Analysed:
     return Analysed(counts, length, words)
 
 
-def query_terms(query: str) -> list[str]:
+def query_terms(query: str, prof: Profile | None = None) -> list[str]:
     """The query's word terms, each once."""
-    return list(dict.fromkeys("w:" + tok.term for tok in tokens(query)))
+    return list(dict.fromkeys("w:" + tok.term for tok in tokens(query, prof=prof)))
 
 
-def query_grams(query: str) -> list[tuple[int, str, int]]:
+def query_grams(query: str, prof: Profile | None = None) -> list[tuple[int, str, int]]:
     """(query word, trigram, trigrams of that word) for a fuzzy query: a
     vocabulary word sharing at least half of a query word's trigrams is
     searched too (a typo or a partial word still shares most of them)."""
     out = []
-    for i, tok in enumerate(t for t in tokens(query) if not t.cjk):
+    for i, tok in enumerate(t for t in tokens(query, prof=prof) if not t.cjk):
         gs = list(dict.fromkeys(grams(tok.surface)))
         out += [(i, "g:" + g, len(gs)) for g in gs]
     return out
 
 
-def prefix_term(prefix: str) -> str | None:
+def prefix_term(prefix: str, prof: Profile | None = None) -> str | None:
     """The prefix term of a suggestion query (its last word, at most MAX_PREFIX characters)."""
-    words = normalise(prefix).split()
+    words = normalise(prefix, prof).split()
     if not words or len(words[-1]) < 2:
         return None
     return "p:" + words[-1][:MAX_PREFIX]

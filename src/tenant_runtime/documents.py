@@ -53,9 +53,17 @@ from tenant_runtime import analyzer
 from tenant_runtime import cursor as cursor_codec
 from tenant_runtime.blind_index import document_scope, summary_scope
 from tenant_runtime.context import TenantContext, check_writable, verified
-from tenant_runtime.errors import DecryptionFailed, InvalidRequest, StoreUnavailable
+from tenant_runtime.errors import AnalyzerUnavailable, DecryptionFailed, InvalidRequest, StoreUnavailable
 from tenant_runtime.search_keys import KEY_TRIES, SearchKey, SearchKeyOperations
-from tenant_runtime.tables import CONVERSATIONS, DOCUMENTS, SEARCH_KEYS, SEARCH_STATS, SEARCH_VOCAB, SUMMARIES
+from tenant_runtime.tables import (
+    CONVERSATIONS,
+    DOCUMENTS,
+    SEARCH_ANALYZERS,
+    SEARCH_KEYS,
+    SEARCH_STATS,
+    SEARCH_VOCAB,
+    SUMMARIES,
+)
 
 MAX_DOCUMENT = 1 << 20  # the sealed row's JSON (title + body, or title + beginning + pointer), bytes
 LARGE_BODY = 256 << 10  # bodies above this many bytes of UTF-8 go to S3
@@ -79,6 +87,8 @@ ITEM_LOCK_BUCKETS = 16  # advisory locks a write takes at most
 # version, terms, frequencies and length before the write (NULL: no item). What it
 # wrote is counted in Python (``_new_counts``): the statement writes all of its items or none.
 STATS_RETURNING = 4
+# Items to write as an analyzer profile cuts them: ((id, analysis) of each, the params of their lengths).
+Analyse = Callable[[analyzer.Profile], tuple[list[tuple[str, analyzer.Analysed]], dict[str, Any]]]
 # A reindex's progress: (item kind, items re-hashed so far, items it found to re-hash).
 ReindexProgress = Callable[[str, int, int], None]
 
@@ -131,6 +141,7 @@ class ReindexResult(BaseModel):
     key_version: int
     documents: int
     summaries: int = 0
+    analyzer: str = ""  # the analyzer the index was rebuilt with (``analyzer.identity``), recorded with its key
 
 
 @dataclass(frozen=True)
@@ -401,18 +412,37 @@ class DocumentOperations(SearchKeyOperations):
                        "(SELECT o.tfs FROM {old}) AS s_otfs, (SELECT o.length FROM {old}) AS s_olen").format(old=old)
 
     def _keyed_write(self, ctx: TenantContext, head: sql.Composable, params: dict[str, Any],
-                     items: list[tuple[str, analyzer.Analysed]], kind: str) -> Any:
-        """``_index_write`` under the newest search key; ``head`` writes only
-        under ``_newest_key_sql``, true while that key (version and sealed digest) is
-        still the store's newest: a key made since (a reindex, also one after a
-        restore that reused the version number) sends it round again."""
+                     analyse: Analyse, kind: str) -> Any:
+        """``_index_write`` under the newest search key, of the items as
+        ``analyse`` cuts them with that key's analyzer (``_key_profile``);
+        ``head`` writes only under ``_newest_key_sql``, true while that key
+        (version and sealed digest) is still the store's newest: a key made
+        since (a reindex, also one after a restore that reused the version
+        number) sends it round again, analysed again if its analyzer differs."""
+        analysed: dict[analyzer.Profile, tuple[list[tuple[str, analyzer.Analysed]], dict[str, Any]]] = {}
         for _ in range(KEY_TRIES):
             key = (yield from self._search_keys(ctx, create=True))[-1]
-            rows = yield from self._index_write(ctx, head, params, key, items, kind)
+            prof = self._key_profile(ctx, key)
+            if prof not in analysed:
+                analysed[prof] = analyse(prof)
+            items, lengths = analysed[prof]
+            rows = yield from self._index_write(ctx, head, {**params, **lengths}, key, items, kind)
             if rows:
                 return rows
             self._forget_keys(ctx)
         raise StoreUnavailable(f"search key of tenant {ctx.key!r} kept changing: retry")
+
+    @staticmethod
+    def _key_profile(ctx: TenantContext, key: SearchKey) -> analyzer.Profile:
+        """The analysis that reproduces the index under ``key`` (its recorded
+        analyzer, which may not be this runtime's own: an index built without
+        the Japanese extra is written as bigrams by a runtime that has it);
+        AnalyzerUnavailable when this runtime cannot reproduce it: writing
+        terms cut otherwise would mix them into the index unseen."""
+        prof = analyzer.profile(key.analyzer)
+        if prof is None:
+            raise AnalyzerUnavailable(ctx.tenant_id, ctx.key, key.analyzer, analyzer.identity())
+        return prof
 
     def _objects(self) -> Any:
         if self.objects is None:
@@ -481,11 +511,15 @@ class DocumentOperations(SearchKeyOperations):
     def _write_documents(self, ctx: TenantContext, entries: list[tuple[NewDocument, dict[str, Any] | None]]) -> Any:
         """The rows (each body inline, or its beginning and its S3 pointer)
         with their terms in one statement; objects of replaced bodies go after."""
-        contents, analysed = [], []
+        contents = []
         for d, pointer in entries:
             sealed_body = {"body": d.body} if pointer is None else {"body": d.body[:HIGHLIGHT_SCAN], "s3": pointer}
             contents.append((document_scope(d.doc_id), _sealable({"title": d.title, **sealed_body}, "document")))
-            analysed.append((d.doc_id, analyzer.index_terms(d.title, d.body)))
+
+        def analyse(prof: analyzer.Profile) -> tuple[list[tuple[str, analyzer.Analysed]], dict[str, Any]]:
+            analysed = [(d.doc_id, analyzer.index_terms(d.title, d.body, prof)) for d, _ in entries]
+            return analysed, {"n": [a.length for _, a in analysed]}
+
         sealed = yield self._compute_step(self._seal_contents, ctx, contents)
         docs = self._table(ctx, DOCUMENTS)
         head = sql.SQL(
@@ -509,8 +543,7 @@ class DocumentOperations(SearchKeyOperations):
         new_keys = [pointer["key"] if pointer else None for _, pointer in entries]
         rows = yield from self._keyed_write(ctx, head, {
             "d": [d.doc_id for d, _ in entries], "c": sealed, "m": [Jsonb(d.metadata) for d, _ in entries],
-            "s": [d.source for d, _ in entries], "n": [a.length for _, a in analysed], "k": new_keys},
-            analysed, "document")
+            "s": [d.source for d, _ in entries], "k": new_keys}, analyse, "document")
         written = {r[0]: r[1:] for r in rows}
         out = []
         for (d, _), new_key in zip(entries, new_keys, strict=True):
@@ -533,7 +566,11 @@ class DocumentOperations(SearchKeyOperations):
             raise InvalidRequest("summary must be a non-empty string")
         check_text(text, "summary")
         content = _sealable({"body": text}, "summary")
-        analysed = analyzer.index_terms("", text)
+
+        def analyse(prof: analyzer.Profile) -> tuple[list[tuple[str, analyzer.Analysed]], dict[str, Any]]:
+            analysed = analyzer.index_terms("", text, prof)
+            return [(conversation_id, analysed)], {"n": analysed.length}
+
         found = yield self._statement_step(
             sql.SQL("SELECT 1 FROM {} WHERE tenant_id = %s AND conversation_id = %s").format(
                 self._table(ctx, CONVERSATIONS)), (ctx.key, conversation_id), "one")
@@ -550,8 +587,7 @@ class DocumentOperations(SearchKeyOperations):
             sums=self._table(ctx, SUMMARIES), newest=self._newest_key_sql(ctx), stats=self._stats_returning(
                 sql.SQL("{} o WHERE o.tenant_id = %(t)s AND o.conversation_id = %(d)s").format(
                     self._table(ctx, SUMMARIES))))
-        rows = yield from self._keyed_write(ctx, head, {"d": conversation_id, "c": sealed, "n": analysed.length},
-                                            [(conversation_id, analysed)], "summary")
+        rows = yield from self._keyed_write(ctx, head, {"d": conversation_id, "c": sealed}, analyse, "summary")
         _, created, updated = rows[0]
         return Summary(conversation_id=conversation_id, text=text, created_at=created, updated_at=updated)
 
@@ -582,18 +618,21 @@ class DocumentOperations(SearchKeyOperations):
             return None
         self._forget_keys(ctx)
         keys = yield from self._search_keys(ctx, create=False)
-        if len(keys) > 1 and keys[-1].counted:
+        prof = analyzer.current()  # the index is rebuilt with this runtime's own analyzer
+        if len(keys) > 1 and keys[-1].counted and keys[-1].analyzer == prof.identity:
             # A reindex stopped half way made the newest key: finish it (the items
             # still under older keys) rather than re-hash every item under yet another.
+            # Not one of another analyzer: its items would mix two analyses.
             key = keys[-1]
         else:
             # The next version number; after a restore it may be one a running process
             # caches for another key: the key's sealed digest tells them apart.
-            key = yield from self._add_search_key(ctx, (keys[-1].version if keys else 0) + 1)
+            key = yield from self._add_search_key(ctx, (keys[-1].version if keys else 0) + 1,
+                                                  identity=prof.identity)
         version = key.version
         done = {}
         for src in SOURCES:
-            done[src.kind] = yield from self._reindex_source(ctx, src, key, progress)
+            done[src.kind] = yield from self._reindex_source(ctx, src, key, prof, progress)
         yield self._statement_step(
             sql.SQL("DELETE FROM {keys} k WHERE tenant_id = %s AND version < %s AND NOT EXISTS "
                     "(SELECT 1 FROM {docs} d WHERE d.tenant_id = k.tenant_id AND d.key_version = k.version) "
@@ -602,15 +641,16 @@ class DocumentOperations(SearchKeyOperations):
                 keys=self._table(ctx, SEARCH_KEYS), docs=self._table(ctx, DOCUMENTS),
                 sums=self._table(ctx, SUMMARIES)), (ctx.key, version), "rowcount")
         # The vocabulary and counts of keys gone go too (the new key's were rebuilt from the items).
-        for table in (SEARCH_VOCAB, SEARCH_STATS):
+        for table in (SEARCH_VOCAB, SEARCH_STATS, SEARCH_ANALYZERS):
             yield self._statement_step(
                 sql.SQL("DELETE FROM {table} v WHERE tenant_id = %s AND NOT EXISTS (SELECT 1 FROM {keys} k "
                         "WHERE k.tenant_id = v.tenant_id AND k.version = v.key_version)").format(
                     table=self._table(ctx, table), keys=self._table(ctx, SEARCH_KEYS)), (ctx.key,), "rowcount")
         self._forget_keys(ctx)
-        return ReindexResult(key_version=version, documents=done["document"], summaries=done["summary"])
+        return ReindexResult(key_version=version, documents=done["document"], summaries=done["summary"],
+                             analyzer=prof.identity)
 
-    def _reindex_source(self, ctx: TenantContext, src: _Source, key: SearchKey,
+    def _reindex_source(self, ctx: TenantContext, src: _Source, key: SearchKey, prof: analyzer.Profile,
                         progress: ReindexProgress | None = None) -> Any:
         table, ident = self._table(ctx, src.table), sql.Identifier(src.id_column)
         head = sql.SQL("UPDATE {table} SET key_version = %(v)s, length = %(n)s, terms = %(ft)s::int8[], "
@@ -633,7 +673,7 @@ class DocumentOperations(SearchKeyOperations):
             opened = yield self._compute_step(self._open_contents, ctx, [(src.scope(r[0]), bytes(r[1])) for r in rows])
             for (item_id, blob), data in zip(rows, opened, strict=True):
                 body = yield from self._whole_body(ctx, data)
-                analysed = analyzer.index_terms(data.get("title", ""), body)
+                analysed = analyzer.index_terms(data.get("title", ""), body, prof)
                 written = yield from self._index_write(ctx, head, {"d": item_id, "c": blob, "n": analysed.length},
                                                        key, [(item_id, analysed)], src.kind)
                 done += len(written)

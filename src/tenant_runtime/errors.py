@@ -270,6 +270,28 @@ class IndexIncomplete(TenantRuntimeError):
         self.tenant_id, self.unindexed = tenant_id, unindexed
 
 
+class AnalyzerUnavailable(TenantRuntimeError):
+    """A write refused: the store's search index was built by an analyzer this
+    runtime cannot reproduce (the Japanese extra, or its dictionary version,
+    differs, or another analyzer format), and terms cut differently would be
+    mixed into it unseen: searches would miss the documents written. Install
+    the analyzer the index records, or rebuild the index with this runtime's
+    (``tenantctl search reindex``). Searches still answer, flagged
+    (``SearchResult.analyzer_mismatch``)."""
+
+    status_code = 503
+    log_level = ERROR  # the platform's deployment got it wrong, not the client
+    code = "analyzer_unavailable"
+    title = "Search analyzer differs from the index's"
+
+    def __init__(self, tenant_id: str, key: str, recorded: str, running: str) -> None:
+        where = f"tenant {tenant_id!r}" + (f" (store {key!r})" if key != tenant_id else "")
+        super().__init__(f"the search index of {where} was built by analyzer {recorded!r}, which this runtime cannot "
+                         f"reproduce (it runs {running}): writes are refused rather than mix terms; install the "
+                         f"index's analyzer, or run `tenantctl search reindex {tenant_id}` to rebuild it with this one")
+        self.tenant_id, self.recorded, self.running = tenant_id, recorded, running
+
+
 class StoreMoved(StoreUnavailable):
     """The store named by this runtime's (cached) record refused a write: the
     tenant was moved and its old store is read-only. The runtime re-reads the

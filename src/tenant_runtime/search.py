@@ -143,6 +143,10 @@ class SearchResult(BaseModel):
     total: int  # documents matching the query and filters
     facets: dict[str, dict[str, int]]  # field -> value -> count, over all matches; every field asked ({}: none)
     next_cursor: str | None
+    # Part of the index was built by an analyzer other than the one the query was cut with
+    # (a reindex to another analyzer under way, or one this runtime cannot reproduce):
+    # hits may be missing until ``tenantctl search reindex``.
+    analyzer_mismatch: bool = False
 
 
 def _searched_kinds(summaries: bool) -> list[str]:
@@ -150,15 +154,16 @@ def _searched_kinds(summaries: bool) -> list[str]:
     return [src.kind for src in SOURCES if summaries or src is DOCUMENT_SOURCE]
 
 
-def highlight(body: str, matched: Callable[[str], bool]) -> tuple[str, list[tuple[int, int]]]:
+def highlight(body: str, matched: Callable[[str], bool],
+              prof: analyzer.Profile | None = None) -> tuple[str, list[tuple[int, int]]]:
     """A snippet of ``body`` (NFKC) around its first token whose term is
-    ``matched``, and the spans of every such token inside it."""
+    ``matched`` (cut by ``prof``), and the spans of every such token inside it."""
     text = analyzer.nfkc(body)
     hits: list[tuple[int, int]] = []
     start, end = 0, min(len(text), SNIPPET)
     # Only the beginning is analysed (long bodies cost no more than this), and
     # only up to the snippet's end (tokens come in order of their offsets).
-    for t in analyzer.iter_tokens(text[:HIGHLIGHT_SCAN], index=True):
+    for t in analyzer.iter_tokens(text[:HIGHLIGHT_SCAN], index=True, prof=prof):
         if hits and t.start >= end:
             break
         if matched(t.term):
@@ -216,10 +221,12 @@ class SearchOperations(DocumentOperations):
         check_json_size(filters, "filters", MAX_DOC_METADATA)
         for name in facets:
             check_stored_text(name, "a facet")
-        words = analyzer.query_terms(query)
+        # Checked as this runtime cuts the query, before any I/O; cut again below
+        # when the store's index records another analyzer (``_query_profile``).
+        prof = analyzer.current()
+        words = analyzer.query_terms(query, prof)
         if not words:
             raise InvalidRequest("query has no searchable words")
-        qgrams = analyzer.query_grams(query) if fuzzy else []
         summaries = bool(include_summaries)
         # Summaries are in the fingerprint only when asked: a documents-only cursor stays what it was.
         bound = [query, filters, fuzzy, *(["summaries"] if summaries else [])]
@@ -235,6 +242,14 @@ class SearchOperations(DocumentOperations):
                 snapshot = _Snapshot.decode(data["st"], len(words)) if "st" in data else None
             except (InvalidOperation, ValueError, TypeError):
                 raise InvalidRequest("invalid cursor: pass a cursor returned by search()") from None
+        recorded = yield from self._query_profile(ctx)
+        if recorded != prof:
+            prof, words = recorded, analyzer.query_terms(query, recorded)
+            if not words:
+                raise InvalidRequest("query has no searchable words")
+            if snapshot is not None and not all(i < len(words) for i in snapshot.idf if i < FUZZY_IDX):
+                raise InvalidRequest("invalid cursor: pass a cursor returned by search()")
+        qgrams = analyzer.query_grams(query, prof) if fuzzy else []
 
         def run(keys: list[SearchKey]) -> Any:
             q = [(i, k.version, k.hasher.id(term), 1.0) for i, term in enumerate(words) for k in keys]
@@ -254,12 +269,13 @@ class SearchOperations(DocumentOperations):
                 "ck": after_kind, "n": limit + 1, "o": offset, **self._key_params(keys),
                 **(snapshot.params() if snapshot is not None else {})}, "all")
             fuzzy_words = {(r[1], r[2]) for r in q if r[0] >= FUZZY_IDX}
-            return (rows, keys, fuzzy_words, found), rows[0][8]  # hashed under exactly the live keys
+            mismatch = any(k.analyzer != prof.identity for k in keys)
+            return (rows, keys, fuzzy_words, found, mismatch), rows[0][8]  # hashed under exactly the live keys
 
         answer = yield from self._with_live_keys(ctx, run)
         if answer is None:
             return SearchResult(hits=[], total=0, facets={name: {} for name in facets}, next_cursor=None)
-        rows, keys, fuzzy_words, found = answer
+        rows, keys, fuzzy_words, found, mismatch = answer
         if rows[0][9]:  # an answer now could miss hits: say so rather than answer
             raise IndexIncomplete(ctx.key, rows[0][9])
         # Every facet asked for is in the answer: one no match has is empty, not missing.
@@ -277,7 +293,7 @@ class SearchOperations(DocumentOperations):
 
         hits = []
         for (_, _, kind, doc_id, score, _, meta, source, *_), data in zip(page, opened, strict=True):
-            snippet, matches = highlight(data["body"], matched)
+            snippet, matches = highlight(data["body"], matched, prof)
             hits.append(SearchHit(doc_id=doc_id, kind=kind, score=float(score), title=data.get("title", ""),
                                   snippet=snippet, matches=matches, metadata=meta, source=source))
         if more:  # the next pages rank with this page's statistics (a cursor's own, passed on)
@@ -288,7 +304,8 @@ class SearchOperations(DocumentOperations):
                 **({"st": stats.encode()} if stats.fits() else {})})
         else:
             next_cursor = None
-        return SearchResult(hits=hits, total=total, facets=facet_counts, next_cursor=next_cursor)
+        return SearchResult(hits=hits, total=total, facets=facet_counts, next_cursor=next_cursor,
+                            analyzer_mismatch=mismatch)
 
     def _search_sql(self, ctx: TenantContext, summaries: bool, counted: bool,
                     direct: list[tuple[int, int, int, float]] | None = None, filtered: bool = True,
@@ -488,13 +505,25 @@ class SearchOperations(DocumentOperations):
             "  AND st.term = q.term) k GROUP BY q.idx HAVING sum(k.n) > 0) c CROSS JOIN stats s), ").format(
             stats=table, kinds=sql.Literal(kinds))
 
+    def _query_profile(self, ctx: TenantContext) -> Any:
+        """The analysis a query is cut with: the one the newest search key's
+        index records (what writes use), when this runtime reproduces it, else
+        its own (the answer is then flagged: ``SearchResult.analyzer_mismatch``).
+        The keys come from the cache the statement then checks: no statement
+        of its own, most of the time."""
+        keys = yield from self._search_keys(ctx, create=False)
+        return (analyzer.profile(keys[-1].analyzer) if keys else None) or analyzer.current()
+
     def _suggest(self, ctx: TenantContext, prefix: str, limit: int) -> Any:
         """Title words starting with ``prefix``'s last word: the blind prefix
         finds the documents (those with the most title words holding it first:
         its frequency, negated or not), their decrypted titles give the words."""
         ctx = verified(ctx)
         check_limit(limit, MAX_RESULTS)
-        term = analyzer.prefix_term(prefix) if isinstance(prefix, str) else None
+        if not isinstance(prefix, str) or analyzer.prefix_term(prefix) is None:
+            return []
+        prof = yield from self._query_profile(ctx)
+        term = analyzer.prefix_term(prefix, prof)
         if term is None:
             return []
 
@@ -515,10 +544,13 @@ class SearchOperations(DocumentOperations):
             return []
         opened = yield self._compute_step(self._open_documents, ctx, [(r[0], bytes(r[1])) for r in rows])
         # The whole last word: the blind prefix found the documents by its first MAX_PREFIX characters only.
-        stem = analyzer.normalise(prefix).split()[-1]
+        stem = analyzer.normalise(prefix, prof).split()[-1]
         seen: dict[str, int] = {}
         for title, _ in opened:
-            for tok in analyzer.tokens(title):
+            text = analyzer.nfkc(title)
+            for tok in analyzer.tokens(text, prof=prof):
                 if tok.surface.startswith(stem):
-                    seen[tok.surface] = seen.get(tok.surface, 0) + 1
+                    # The word as the title writes it (casefolded): its accents too, which the terms fold.
+                    word = text[tok.start:tok.end].casefold()
+                    seen[word] = seen.get(word, 0) + 1
         return sorted(seen, key=lambda w: (-seen[w], w))[:limit]

@@ -10,6 +10,12 @@ fresh data key and nonce). Items carry only the version: the one statement
 that writes them checks (version, digest) against the newest key row, so an
 item's version always names the key it was hashed under. Re-sealing a key
 (re-wrap, re-key) changes its digest: caches read it again, nothing else.
+
+Each key's row in ``search_analyzers`` names the analyzer its index was built
+with (``tenant_runtime.analyzer.identity``), written with the key and never
+changed: read and cached with the keys, so comparing it costs a write or a
+search nothing more (a new analyzer comes only with a new key, which the
+statements' key checks already notice).
 """
 
 from __future__ import annotations
@@ -20,11 +26,12 @@ from typing import Any, NamedTuple
 
 from psycopg import sql
 
+from tenant_runtime import analyzer
 from tenant_runtime.blind_index import SEARCH_KEY_SCOPE, TermHasher, new_search_key
 from tenant_runtime.cache import TTLCache
 from tenant_runtime.context import TenantContext
 from tenant_runtime.errors import StoreUnavailable
-from tenant_runtime.tables import SEARCH_KEYS, SEARCH_STATS
+from tenant_runtime.tables import SEARCH_ANALYZERS, SEARCH_KEYS, SEARCH_STATS
 
 KEY_CACHE_TENANTS, KEY_CACHE_TTL = 1_000, 300.0
 KEY_TRIES = 3  # a statement sent round again after the keys changed under it, at most
@@ -35,6 +42,7 @@ class SearchKey(NamedTuple):
     digest: bytes  # SHA-256 of the sealed key row
     hasher: TermHasher  # the unsealed key
     counted: bool = True  # its document frequencies kept in search_stats since it was made
+    analyzer: str = analyzer.LEGACY_IDENTITY  # what cut the terms indexed under it (search_analyzers)
 
 
 def sealed_digest(sealed: bytes) -> bytes:
@@ -73,34 +81,44 @@ class SearchKeyOperations:
             return cached
         select = sql.SQL(
             "SELECT k.version, k.sealed, EXISTS (SELECT FROM {stats} s WHERE s.tenant_id = k.tenant_id "
-            "AND s.kind = '' AND s.key_version = k.version) FROM {keys} k WHERE k.tenant_id = %s "
-            "ORDER BY k.version").format(keys=self._table(ctx, SEARCH_KEYS), stats=self._table(ctx, SEARCH_STATS))
+            "AND s.kind = '' AND s.key_version = k.version), (SELECT a.analyzer FROM {analyzers} a "
+            "WHERE a.tenant_id = k.tenant_id AND a.key_version = k.version) FROM {keys} k WHERE k.tenant_id = %s "
+            "ORDER BY k.version").format(keys=self._table(ctx, SEARCH_KEYS), stats=self._table(ctx, SEARCH_STATS),
+                                         analyzers=self._table(ctx, SEARCH_ANALYZERS))
         rows = yield self._statement_step(select, (ctx.key,), "all")
         if not rows and create:
             yield from self._add_search_key(ctx, 1, conflict_ok=True)
             rows = yield self._statement_step(select, (ctx.key,), "all")  # ours, or a racing writer's
         keys = yield self._compute_step(self.envelope.decrypt_many, ctx, SEARCH_KEY_SCOPE,
                                         [bytes(r[1]) for r in rows])
-        found = [SearchKey(r[0], sealed_digest(bytes(r[1])), TermHasher(k), r[2])
+        found = [SearchKey(r[0], sealed_digest(bytes(r[1])), TermHasher(k), r[2], r[3] or analyzer.LEGACY_IDENTITY)
                  for r, k in zip(rows, keys, strict=True)]
         if found:
             self.__dict__.setdefault("_search_key_cache", TTLCache(KEY_CACHE_TENANTS, KEY_CACHE_TTL)).put(
                 (ctx.key, ctx.resources.kms_key_arn), found)
         return found
 
-    def _add_search_key(self, ctx: TenantContext, version: int, conflict_ok: bool = False) -> Any:
-        """A new random key row at ``version``, marked counted (search_stats) in
-        the same statement; returns it (unsealed, to hash with)."""
+    def _add_search_key(self, ctx: TenantContext, version: int, conflict_ok: bool = False,
+                        identity: str | None = None) -> Any:
+        """A new random key row at ``version``, marked counted (search_stats)
+        and its analyzer recorded (``identity``, this runtime's by default) in
+        the same statement; returns it (unsealed, to hash with). A row left
+        for the version by a key gone (restored over) is replaced."""
         key = new_search_key()
+        identity = identity or analyzer.identity()
         sealed = yield self._compute_step(self.envelope.encrypt, ctx, SEARCH_KEY_SCOPE, key)
         yield self._statement_step(
             sql.SQL("WITH k AS (INSERT INTO {keys} (tenant_id, version, sealed) VALUES (%(t)s, %(v)s, %(s)s)"
-                    + (" ON CONFLICT DO NOTHING" if conflict_ok else "") + " RETURNING version) "
+                    + (" ON CONFLICT DO NOTHING" if conflict_ok else "") + " RETURNING version), "
+                    "a AS (INSERT INTO {analyzers} (tenant_id, key_version, analyzer) SELECT %(t)s, version, %(a)s "
+                    "FROM k ON CONFLICT (tenant_id, key_version) DO UPDATE SET analyzer = EXCLUDED.analyzer, "
+                    "created_at = now()) "
                     "INSERT INTO {stats} (tenant_id, kind, key_version, term, items) "
                     "SELECT %(t)s, '', version, 0, 0 FROM k").format(
-                keys=self._table(ctx, SEARCH_KEYS), stats=self._table(ctx, SEARCH_STATS)),
-            {"t": ctx.key, "v": version, "s": sealed}, "rowcount")
-        return SearchKey(version, sealed_digest(sealed), TermHasher(key))
+                keys=self._table(ctx, SEARCH_KEYS), stats=self._table(ctx, SEARCH_STATS),
+                analyzers=self._table(ctx, SEARCH_ANALYZERS)),
+            {"t": ctx.key, "v": version, "s": sealed, "a": identity}, "rowcount")
+        return SearchKey(version, sealed_digest(sealed), TermHasher(key), analyzer=identity)
 
     def _with_live_keys(self, ctx: TenantContext, run: Callable[[list[SearchKey]], Any]) -> Any:
         """``run(keys)`` (a step generator returning (answer, live)) under the

@@ -23,8 +23,10 @@ SEARCH_KEYS = "search_keys"
 SEARCH_VOCAB = "search_vocab"
 SUMMARIES = "summaries"
 SEARCH_STATS = "search_stats"
+SEARCH_ANALYZERS = "search_analyzers"  # per search key: the analyzer its index was built with
 
-TABLES = (CONVERSATIONS, MESSAGES, CONTEXT_ITEMS, DOCUMENTS, SEARCH_KEYS, SEARCH_VOCAB, SUMMARIES, SEARCH_STATS)
+TABLES = (CONVERSATIONS, MESSAGES, CONTEXT_ITEMS, DOCUMENTS, SEARCH_KEYS, SEARCH_VOCAB, SUMMARIES, SEARCH_STATS,
+          SEARCH_ANALYZERS)
 
 # The earlier index layout: a posting row per (term, item) in these tables. The
 # schema template drops them and adds INDEX_COLUMNS to the items, which reindex
@@ -33,8 +35,9 @@ RETIRED_TABLES = ("search_postings", "summary_postings")
 INDEX_COLUMNS = {DOCUMENTS: ("terms", "tfs"), SUMMARIES: ("terms", "tfs")}
 # Tables a backup from before them lacks: the schema template re-applied by a
 # restore creates them empty (search keys restored from such a backup are not
-# counted, so search counts per query until the next reindex).
-ADDED_TABLES = (SEARCH_STATS,)
+# counted, so search counts per query until the next reindex; their analyzer is
+# not recorded, so it is taken as ``analyzer.LEGACY_IDENTITY``).
+ADDED_TABLES = (SEARCH_STATS, SEARCH_ANALYZERS)
 
 
 class Sealed(NamedTuple):

@@ -190,6 +190,7 @@ def test_usage_matches_what_was_written_and_direct_counts(box, clients, tenants,
     written = {"conversations": load.conversations, "messages": load.conversations * load.messages_per_conversation,
                "context_items": load.context_items, "documents": load.conversations,  # one per conversation
                "search_keys": 1 if load.conversations else 0, "summaries": 0,
+               "search_analyzers": 1 if load.conversations else 0,  # the analyzer of that key
                # as many as the analyzer made:
                "search_vocab": direct["rows"]["search_vocab"],
                "search_stats": direct["rows"]["search_stats"]}

@@ -293,7 +293,7 @@ def test_a_large_body_whose_row_is_not_written_leaves_no_object():
     results = {ops.objects.put_body: made, ops._seal_contents: [b"sealed"], ops.envelope.decrypt_many: [b"k" * 32]}
     done, step = advance(op, made)
     while isinstance(step, Compute) or step.query.as_string(None).startswith("SELECT k.version"):  # the search key
-        done, step = advance(op, results[step.fn] if isinstance(step, Compute) else [(1, b"sealed", True)])
+        done, step = advance(op, results[step.fn] if isinstance(step, Compute) else [(1, b"sealed", True, None)])
     assert isinstance(step, Statement) and step.query.as_string(None).startswith("WITH d AS (INSERT")
     done, step = advance(op, None, StoreUnavailable("connection lost"))
     assert not done and step.fn == ops.objects.delete_body and step.args == (ctx, made)
@@ -385,3 +385,36 @@ def test_a_nul_in_metadata_is_told_from_its_escaped_text_before_any_io(metadata,
             next(write)
     else:
         assert next(write) is not None  # its first step: the statement or computation, not a refusal
+
+
+def test_the_analyzer_identity_says_what_changes_terms(monkeypatch):
+    with_extra = analyzer.identity()
+    assert with_extra.startswith(f"v{analyzer.FORMAT}+ja:sudachidict_small-")  # the test extra is installed
+    assert analyzer.profile(with_extra) == analyzer.current() and analyzer.current().ja
+    # An index without the extra is reproduced by a runtime with it (bigrams): same terms as without it.
+    plain = analyzer.profile(f"v{analyzer.FORMAT}")
+    assert plain is not None and not plain.ja
+    bigrams = analyzer.index_terms("東京都", "検索が速く", plain).counts
+    assert analyzer.query_terms("速く", plain) == ["w:速く"] and "w:速く" in bigrams and "w:速い" not in bigrams
+    # What this runtime cannot reproduce: another dictionary, another format, anything else.
+    for other in (f"v{analyzer.FORMAT}+ja:sudachidict_small-19990101", f"v{analyzer.FORMAT + 1}", "v0", "", "x"):
+        assert analyzer.profile(other) is None, other
+    assert analyzer.profile(analyzer.LEGACY_IDENTITY) is not None  # an index from before identities
+    monkeypatch.setattr(analyzer, "japanese_tokenizer", lambda: None)
+    assert analyzer.identity() == f"v{analyzer.FORMAT}" and analyzer.profile(with_extra) is None
+    assert analyzer.index_terms("東京都", "検索が速く").counts == bigrams
+
+
+def test_latin_letters_lose_their_accents_from_format_2():
+    assert terms("Café naïve İstanbul Crème brûlée Ærø") == terms("cafe naive istanbul creme brulee ærø")
+    assert terms("Café İstanbul") == ["cafe", "istanbul"]
+    assert analyzer.query_terms("CAFÉ") == analyzer.query_terms("cafe") == ["w:cafe"]
+    assert analyzer.prefix_term("crème brû") == "p:bru" and analyzer.normalise("Ça") == "ca"
+    assert [g for _, g, _ in analyzer.query_grams("café")] == [g for _, g, _ in analyzer.query_grams("cafe")]
+    # Marks of other scripts stay (Greek's tonos), and so do letters that are no base and mark (ø, ł).
+    assert terms("Άλφα łódź Tiếng Việt") == ["άλφα", "łodz", "tieng", "viet"]
+    # An index of format 1 is reproduced as it was: accents kept.
+    v1 = analyzer.profile("v1")
+    assert v1 is not None and [t.term for t in analyzer.tokens("Café", prof=v1)] == ["café"]
+    assert "w:café" in analyzer.index_terms("Café", "", v1).counts
+    assert "w:cafe" in analyzer.index_terms("Café", "").counts and "p:ca" in analyzer.index_terms("Café", "").counts

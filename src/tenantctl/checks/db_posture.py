@@ -74,6 +74,8 @@ CANARIES: dict[str, tuple[str, tuple]] = {
                      ("{id}", "{id}")),
     # A kind no item has (a uuid): the check never shadows a count.
     "search_stats": ("(kind, key_version, term, items) VALUES (%s, 2147483647, 0, 0)", ("{id}",)),
+    # A version no real key has: the check never shadows a key's analyzer.
+    "search_analyzers": ("(key_version, analyzer) VALUES (2147483647, %s)", ("{id}",)),
     # Planted by name order: after the conversation canary they belong to.
     "summaries": ("(conversation_id, content, key_version) VALUES (%s, '\\x00'::bytea, 1)", ("{id}",)),
 }

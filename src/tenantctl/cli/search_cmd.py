@@ -20,6 +20,10 @@ def reindex(
     tenant is re-indexed the same way, under its own key. Searches keep working
     throughout (both keys are queried meanwhile). Safe to run again.
 
+    The index is rebuilt with this installation's analyzer (with or without
+    the Japanese extra), whose identity each store records: runtimes then
+    write and search it that way, or refuse writes when they cannot.
+
     A hibernated tenant's database is started first (a progress line says so).
 
     Exit codes: 0 done, 3 bad id or tenant not active, 5 another run (another
@@ -35,8 +39,6 @@ def reindex(
     if json_out:
         print_json({"tenant_id": tenant_id, **result.model_dump()})
         return
-    console.print(f"{tenant_id}: {result.documents} documents re-indexed under search key "
-                  f"v{result.key_version}")
-    for workspace, done in result.workspaces.items():
-        console.print(f"{tenant_id}/{workspace}: {done.documents} documents re-indexed under search key "
-                      f"v{done.key_version}")
+    for name, done in ((tenant_id, result), *((f"{tenant_id}/{w}", d) for w, d in result.workspaces.items())):
+        console.print(f"{name}: {done.documents} documents re-indexed under search key v{done.key_version}, "
+                      f"analyzer {done.analyzer}", highlight=False)

@@ -21,7 +21,8 @@ app = typer.Typer()
 
 # Short column labels of the row counts (a table without one keeps its name).
 ROW_LABELS = {"conversations": "conv", "messages": "msg", "context_items": "items", "documents": "docs",
-              "search_keys": "keys", "search_vocab": "vocab", "search_stats": "stats"}
+              "search_keys": "keys", "search_vocab": "vocab", "search_stats": "stats",
+              "search_analyzers": "analyzers"}
 
 
 def _when(t) -> str:
