@@ -10,9 +10,10 @@ cells, its prefix, from the old cell's bucket to the new one's).
                   between cells, the prefix's objects copied (server-side)
     freezing      writes refused (runtimes: 503 + Retry-After; stale ones by the
                   revoked write rights), the objects changed since copied, the
-                  target catches up, counts and checksums compared, the
-                  registry record switched (conditional write: tier, cell,
-                  store and bucket at once)
+                  target catches up, the slot of the link back taken (no
+                  room: the freeze ends, exit 3), counts and checksums
+                  compared, the registry record switched (conditional write:
+                  tier, cell, store and bucket at once)
     switched      the record names the target; the old store is read-only and
                   follows the new one for the rollback window (the old prefix
                   stays, the role reaches both)
