@@ -310,7 +310,7 @@ def _refuse_cell(ws: Workspace, record: TenantRecord, spec: TenantSpec, tier: Ti
     if target.region not in allowed:
         raise InvalidInput(f"{refused}: it is in {target.region}, the tenant's data must stay in "
                            f"{' or '.join(allowed)} (residency)")
-    if target.region != record.region or _account(ws, target) != _account(ws, current):
+    if target.region != record.region or account_of(ws, target) != account_of(ws, current):
         return True
     if tier is Tier.dedicated and record.tier is Tier.dedicated:
         raise InvalidInput(f"{refused} as dedicated: a dedicated store is the tenant's own (VPC, database "
@@ -322,6 +322,6 @@ def _refuse_cell(ws: Workspace, record: TenantRecord, spec: TenantSpec, tier: Ti
     return False
 
 
-def _account(ws: Workspace, cell: CellSpec) -> str:
+def account_of(ws: Workspace, cell: CellSpec) -> str:
     """The cell's account id (a cell without a role: the target's own account)."""
     return cell.account_id or ws.cell_outputs(cell.name).get("account_id") or "the target's own"

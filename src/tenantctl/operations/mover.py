@@ -111,7 +111,7 @@ class Mover:
         """Forward: the new store follows the old one; backwards: the reverse.
         Either way with every workspace's schema in the same two databases."""
         spec = self.spec()
-        old_gen = spec.retiring.generation if spec.retiring else spec.store_generation
+        old_gen = leaving_generation(spec)
         new_store = self.move.new_store
         assert new_store is not None
         source, target = (new_store, self.move.old_store) if backwards else (self.move.old_store, new_store)
@@ -413,6 +413,13 @@ class Mover:
             gone = new if backwards else old
             self.say(f"move {self.record.tenant_id}: removing its objects from s3://{gone.bucket}/{gone.prefix}")
             prefix_sync.remove(self.ws.clients_for(self.record)("s3"), gone)
+
+
+def leaving_generation(spec: TenantSpec) -> int:
+    """The generation of the store a move leaves, which its forward link is
+    named after (``Mover.link``): the retiring one, or the current one while
+    the target spec is not written yet."""
+    return spec.retiring.generation if spec.retiring else spec.store_generation
 
 
 def in_store(workspace: WorkspaceResources, store: StoreConnection) -> StoreConnection:
