@@ -158,7 +158,7 @@ EXIT_CODES = {
     143: "terminated (SIGTERM): a tenant lock the run held is released with 'interrupted'",
     InvalidInput.exit_code: "invalid input: tenant id, spec or option refused (message names the rule)",
     ApplyFailed.exit_code: "the engine failed to preview/apply/destroy (nothing further is changed)",
-    Conflict.exit_code: "conflict: tenant locked by another run, or its record changed concurrently",
+    Conflict.exit_code: "conflict: tenant locked by another run or being moved, or its record changed concurrently",
     NotFound.exit_code: "unknown tenant, workspace or backup",
     TargetUnavailable.exit_code: "target unavailable: sandbox not running/startable, AWS or Pulumi CLI missing; a "
                                  "move's target not caught up in time (writes resumed, nothing switched)",

@@ -577,6 +577,10 @@ def test_a_killed_move_resumes_or_rolls_back_with_nothing_lost_and_nothing_left(
     assert resumed.returncode == 0 and resumed.json()["outcome"] == "switched", resumed
     record = registry_record(sandbox, tid)
     assert record["tier"] == "dedicated" and record["move"]["phase"] == "switched"
+    other = cli("move", tid, "--tier", "pooled", "--json")  # another move while this one is open: exit 5, as
+    assert other.returncode == 5, other  # a provision's or deprovision's
+    assert "is being moved (switched) to dedicated" in other.json()["error"]["message"], other
+    assert registry_record(sandbox, tid) == record
     refused = cli("move", tid, "--rollback")
     assert refused.returncode == 3 and refused.stderr.count("\n") == 1, refused
     assert "rollback window ended at" in refused.stderr and "--rollback --past-window" in refused.stderr

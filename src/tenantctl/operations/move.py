@@ -71,7 +71,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from tenant_runtime.models import MovePhase, TenantMove, TenantRecord, TenantStatus, Tier
-from tenantctl.errors import InvalidInput, TargetUnavailable, TenantctlError, UsageError
+from tenantctl.errors import Conflict, InvalidInput, TargetUnavailable, TenantctlError, UsageError
 from tenantctl.models import CellSpec, TenantSpec, utcnow
 from tenantctl.naming import require_valid
 from tenantctl.operations.move_keyed import KeyedMover, refuse_or_target
@@ -131,8 +131,10 @@ def move(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: str |
         take_slot(ws, to_cell, to_tier, f"tenant {tenant_id!r} refused before anything was created "
                                         "(free a slot there, or undrain it, and re-run)")
     elif (tier is not None and tier is not record.move.to_tier) or (cell is not None and cell != record.move.to_cell):
-        raise InvalidInput(f"tenant {tenant_id!r} is being moved to {record.move.to_tier.value} in cell "
-                           f"{record.move.to_cell!r}: finish or roll back that move first")
+        # The tenant is busy, as for a provision or deprovision of it (registry.refuse_open_move): exit 5.
+        raise Conflict(f"tenant {tenant_id!r} is being moved ({record.move.phase.value}) to "
+                       f"{record.move.to_tier.value} in cell {record.move.to_cell!r}: finish or roll back that move "
+                       f"first (`tenantctl move {tenant_id}`, `--finalize` or `--rollback`)")
     elif rollback and not past_window:
         refuse_past_window(record, record.move)
     elif finalize and record.move.phase is not MovePhase.switched:
