@@ -41,7 +41,14 @@ from pydantic import BaseModel
 
 from tenant_runtime.models import MovePhase
 from tenantctl import worker_lines
-from tenantctl.errors import Conflict, InvalidInput, QuotaExceeded, TenantctlError, UsageError
+from tenantctl.errors import (
+    Conflict,
+    InvalidInput,
+    QuotaExceeded,
+    TenantctlError,
+    UsageError,
+    interrupts_within,
+)
 from tenantctl.models import CellSpec, TenantRecord, TenantSpec, TenantStatus, Tier
 from tenantctl.operations.apply_guard import FailureBudget
 from tenantctl.operations.mover import Progress
@@ -251,7 +258,7 @@ def _of_move(tenant_id: str, line: str) -> str:
 
 def _worker(project_dir: str, cwd: str, tenant_id: str, how: str, to_cell: str | None) -> MoveResult:
     """A move in a pool process (module-level: it pickles); its lines go to the run's process."""
-    with worker_lines.on(tenant_id):
+    with worker_lines.on(tenant_id), interrupts_within():
         return _move_one(worker_workspace(project_dir, cwd), tenant_id, how, to_cell, worker_lines.say)
 
 
