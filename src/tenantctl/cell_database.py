@@ -52,10 +52,12 @@ class ReplicationRoom:
         free = min(self.max_slots - self.slots, self.max_senders - self.senders)
         return max(0, free) // self.per_copy
 
-    def figures(self) -> str:
-        return (f"max_replication_slots {self.max_slots} with {self.slots} in use, max_wal_senders "
-                f"{self.max_senders} with {self.senders} running, each copy taking up to {self.per_copy} of "
-                f"each: its link's and max_sync_workers_per_subscription {self.sync_workers} table copies'")
+    def figures(self, copies: bool = True) -> str:
+        """The settings and what is taken of them; ``copies``: with what a copy takes."""
+        taken = (f"max_replication_slots {self.max_slots} with {self.slots} in use, max_wal_senders "
+                 f"{self.max_senders} with {self.senders} running")
+        return (f"{taken}, each copy taking up to {self.per_copy} of each: its link's and "
+                f"max_sync_workers_per_subscription {self.sync_workers} table copies'") if copies else taken
 
 
 def replication_room(conn: Any) -> ReplicationRoom:
@@ -82,10 +84,25 @@ def refuse_copies(conn: Any, copies: int, where: str, parallel: int | None = Non
         fits = f"room for {room.copies} move cop{'y' if room.copies == 1 else 'ies'} at once"
         said = f"{fits}, not {copies}" + (f" (--parallel {parallel})" if parallel is not None else "")
     way = f"give --parallel {room.copies} or less, " if parallel is not None and room.copies else ""
-    raise InvalidInput(f"{where} has {said}: {room.figures()}; nothing was started: {way}end moves' rollback "
-                       "windows (`--finalize`: a switched move keeps a slot where its new store is), drop unused "
-                       "slots, or raise max_replication_slots and max_wal_senders (its parameter group)",
-                       rule="replication-slots")
+    raise _no_room(f"{where} has {said}: {room.figures()}", f"nothing was started: {way}")
+
+
+def refuse_link(conn: Any, where: str, done: str, held: bool = False) -> ReplicationRoom:
+    """InvalidInput (exit 3, rule ``replication-slots``) when the server of
+    ``conn`` has no room for a link without an initial copy (a switched move's
+    way back: one slot and one WAL sender); ``held``: its slot exists already;
+    ``done``: what the refusal leaves, said before the remedies."""
+    room = replication_room(conn)
+    if min(room.max_slots - room.slots + int(held), room.max_senders - room.senders) >= 1:
+        return room
+    raise _no_room(f"{where} has no room for the link a switched move's old store follows its new one by (a "
+                   f"slot and a WAL sender): {room.figures(copies=False)}", done)
+
+
+def _no_room(said: str, done: str) -> InvalidInput:
+    return InvalidInput(f"{said}; {done}end moves' rollback windows (`--finalize`: a switched move keeps a slot "
+                        "where its new store is), drop unused slots, or raise max_replication_slots and "
+                        "max_wal_senders (its parameter group)", rule="replication-slots")
 
 
 def cell_admin(ws: Any, cell: str, connect_timeout: int = 5) -> Any:

@@ -158,7 +158,7 @@ EXIT_CODES = {
     143: "terminated (SIGTERM): a tenant lock the run held is released with 'interrupted'",
     InvalidInput.exit_code: "invalid input: tenant id, spec or option refused (message names the rule)",
     ApplyFailed.exit_code: "the engine failed to preview/apply/destroy (nothing further is changed)",
-    Conflict.exit_code: "conflict: tenant locked by another run, or its record changed concurrently",
+    Conflict.exit_code: "conflict: tenant locked by another run or being moved, or its record changed concurrently",
     NotFound.exit_code: "unknown tenant, workspace or backup",
     TargetUnavailable.exit_code: "target unavailable: sandbox not running/startable, AWS or Pulumi CLI missing; a "
                                  "move's target not caught up in time (writes resumed, nothing switched)",
@@ -204,9 +204,27 @@ def interrupt_on_sigterm() -> None:
             return
         default_unraisable(hook)
 
-    default_unraisable = sys.unraisablehook
-    sys.unraisablehook = unraisable
+    if not getattr(sys.unraisablehook, "redelivers", False):  # wrapped once however often this is called
+        default_unraisable = sys.unraisablehook
+        unraisable.redelivers = True  # type: ignore[attr-defined]
+        sys.unraisablehook = unraisable
     signal.signal(signal.SIGTERM, interrupt)
+
+
+@contextmanager
+def interrupts_within() -> Iterator[None]:
+    """Ctrl-C and SIGTERM unwind the block (``interrupt_on_sigterm``) and are
+    ignored after it: for a pool worker's task, which releases the tenant lock
+    it holds, not the pool's loop between tasks, which the interrupt would end
+    with a traceback (the pool's process, signalled with its group, shuts the
+    pool down; a signal redelivered after the task lands nowhere)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    interrupt_on_sigterm()
+    try:
+        yield
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
 
 
 def terminated() -> int:

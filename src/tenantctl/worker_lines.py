@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import io
 import logging
+import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from multiprocessing import get_context
+from multiprocessing.managers import SyncManager
 from typing import Any
 
 OnLine = Callable[[str, str], None]  # (tenant id, line)
@@ -33,24 +35,39 @@ def relayed(on_line: OnLine) -> Iterator[Any]:
     """A queue for ``start`` (a pool's ``initializer``, with the queue as its
     argument); ``on_line`` is called in this process, from a thread, with each
     line the workers say, until the block ends (every line said before then)."""
-    manager = get_context("spawn").Manager()
+    manager = SyncManager(ctx=get_context("spawn"))
+    manager.start(_deaf)
     queue = manager.Queue()
 
     def drain() -> None:
-        while (item := queue.get()) is not None:
-            try:
-                on_line(*item)
-            except Exception:  # a line that could not be written never stops the others
-                continue
+        try:
+            while (item := queue.get()) is not None:
+                try:
+                    on_line(*item)
+                except Exception:  # a line that could not be written never stops the others
+                    continue
+        except (EOFError, OSError):  # the manager is gone (killed): no line comes any more
+            return
 
     reader = threading.Thread(target=drain, name="worker-lines", daemon=True)
     reader.start()
     try:
         yield queue
     finally:
-        queue.put(None)
+        with suppress(EOFError, OSError):
+            queue.put(None)
         reader.join()
         manager.shutdown()
+
+
+def _deaf() -> None:
+    """The manager's initializer: Ctrl-C and SIGTERM sent to the whole process
+    group (a terminal, a cancelled CI job, `timeout`) are for the run and its
+    workers, which unwind and say so; the manager is shut down by the run once
+    their last line is relayed (dying first, it broke the run's own unwinding
+    with EOFError: exit 1 or 13 instead of 130 or 143, and a traceback)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def start(queue: Any) -> None:

@@ -68,15 +68,16 @@ class Cli:
             env.pop(name, None)
         return cls(root, env)
 
-    def start(self, *args: str, env: dict[str, str] | None = None,
-              launcher: bool | None = None, cwd: Path | None = None) -> subprocess.Popen:
+    def start(self, *args: str, env: dict[str, str] | None = None, launcher: bool | None = None,
+              cwd: Path | None = None, new_session: bool = False) -> subprocess.Popen:
+        """``new_session``: in a process group of its own (a test signals the whole group)."""
         if launcher is None:
             launcher = any((env or {}).get(name) for name in FAULT_ENVS)
         command = [str(LAUNCHER)] if launcher else ["-m", "tenantctl"]
         # No stdin and no terminal: a command that would ask (deprovision without --yes) is refused (exit 13).
         return subprocess.Popen([sys.executable, *command, *args], cwd=cwd or self.root,
                                 env={**self.env, **(env or {})}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE, text=True, start_new_session=new_session)
 
     def __call__(self, *args: str, env: dict[str, str] | None = None, timeout: float = 600,
                  launcher: bool | None = None, cwd: Path | None = None) -> Run:

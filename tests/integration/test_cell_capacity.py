@@ -28,13 +28,17 @@ import pytest
 from fault_tools import Cli, aws, cell_count, platform_outputs, write_record
 from faults import FAULT_AFTER_ENV, FAULT_EXIT_CODE
 
+from tenant_runtime.models import MovePhase
 from tenant_runtime.registry import LEASE_UNTIL, counter_key
 from tenantctl.cell_database import replication_room
+from tenantctl.errors import TargetUnavailable
 from tenantctl.models import TenantSpec
 from tenantctl.operations import cell as cells
+from tenantctl.operations.move import move
 from tenantctl.operations.provision import provision
 from tenantctl.registry import new_lock
 from tenantctl.stackconfig import read_cell, read_tenant, write_cell, write_tenant
+from tenantctl.transfer import store_sync
 from tenantctl.workspace import Workspace
 
 pytestmark = pytest.mark.integration
@@ -136,6 +140,46 @@ def test_a_placement_refusal_says_each_cells_reason_once(fleet, sandbox):
     assert sorted(anywhere.json()["error"]["details"]) == [f"cell {FROM}: draining", f"cell {TO}: draining"]
     assert anywhere.stderr.count("draining") == 2, anywhere.stderr
     assert ws.registry.get("e2-x") is None and not cli.stack_file("e2-x").exists()
+
+
+def test_evacuate_counts_only_the_copies_that_take_a_new_slot(fleet, sandbox, monkeypatch):
+    """A move out of the cell resumed after its copy took its slot (its
+    subscription goes on copying without tenantctl) takes no new copy's room
+    on the cell's database: `cell evacuate` resumes it when no new copy
+    fits there, and still refuses a run with a fresh move that needs one."""
+    cli, ws = fleet
+    copying, fresh = TENANTS
+    real_wait = store_sync.wait
+
+    def stopped_once_copied(what, done, timeout, interval=0.05):
+        took = real_wait(what, done, timeout, interval)
+        if what == "initial copy":  # as a run killed right after its copy leaves it
+            raise TargetUnavailable("stopped by the test once copied")
+        return took
+
+    assert cli("cell", "drain", FROM).returncode == 0
+    monkeypatch.setattr(store_sync, "wait", stopped_once_copied)
+    with pytest.raises(TargetUnavailable, match="stopped by the test"):
+        move(ws, copying, cell=TO)
+    monkeypatch.undo()
+    assert ws.registry.require(copying).move.phase is MovePhase.copying
+    with psycopg.connect(sandbox.pg_dsn(), autocommit=True) as conn:
+        per_copy = replication_room(conn).per_copy
+    try:
+        with free_slots(sandbox, per_copy - 1):  # no new copy fits; the way back's one slot does
+            both = cli("cell", "evacuate", FROM, "--json")
+            assert both.returncode == 3 and both.json()["error"]["rule"] == "replication-slots", both
+            assert ws.registry.require(copying).move.phase is MovePhase.copying  # nothing started
+            assert cli("suspend", fresh).returncode == 0  # skipped: only the resumed copy is planned
+            resumed = cli("cell", "evacuate", FROM, "--json")
+            assert resumed.returncode == 0, resumed
+            assert {t["tenant_id"]: t["outcome"] for t in resumed.json()["tenants"]} == {
+                copying: "switched", fresh: "skipped"}
+    finally:
+        assert cli("move", copying, "--rollback").returncode == 0
+        assert cli("resume", fresh).returncode == 0
+        assert cli("cell", "drain", FROM, "--undo").returncode == 0
+    assert ws.registry.require(copying).cell == FROM
 
 
 def test_apply_parallel_workers_say_their_lines_through_the_run_stamped_and_naming_their_tenant(fleet, sandbox):

@@ -15,10 +15,15 @@ account, which no other test uses.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import time
 
+import psycopg
 import pytest
 from fault_tools import Cli, cell_count
+from psycopg import sql
 from runtime_tenants import jwt_settings
 
 from tenant_runtime import TenantRuntime
@@ -90,6 +95,47 @@ def test_an_undrained_cell_is_refused_and_a_dry_run_moves_nothing(fleet, sandbox
         "detail"]
     assert {ws.registry.require(tid).cell for tid in MOVED} == {FROM}
     assert (cell_count(sandbox, FROM), cell_count(sandbox, TO)) == (4, 0)
+
+
+def _until(proc, done) -> None:
+    while not done():
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+
+
+def test_a_terminated_parallel_run_says_interrupted_and_nothing_else(fleet, sandbox):
+    """SIGTERM to `cell evacuate --parallel 2`'s whole process group (what a
+    cancelled CI job and `timeout` send: the run, its worker processes, the
+    manager relaying their lines) with one worker in ev-a's freeze, waiting
+    out a write lock on its store's table (taken once its copy began: the
+    target store's creation takes stronger locks there), and the other idle
+    (ev-b and ev-c moved): exit 143, `error: interrupted` and no traceback;
+    ev-a's lock released. The moves are rolled back here (the next test
+    starts from none)."""
+    cli, ws = fleet
+    store = ws.registry.require("ev-a").resources.store
+    with psycopg.connect(sandbox.pg_dsn(store.database), autocommit=True) as blocker:
+        proc = cli.start("cell", "evacuate", FROM, "--parallel", "2", new_session=True)
+        _until(proc, lambda: (move := ws.registry.require("ev-a").move) is not None and move.phase is not
+               MovePhase.preparing)
+        blocker.execute("BEGIN")  # a write under way, as far as the freeze can tell: it waits (120 s)
+        blocker.execute(sql.SQL("LOCK TABLE {} IN ROW EXCLUSIVE MODE").format(
+            sql.Identifier(store.schema_name, "messages")))
+        _until(proc, lambda: ws.registry.require("ev-a").lock is not None and all(
+            (r := ws.registry.require(tid)).move is not None and r.move.phase is MovePhase.switched and r.lock is None
+            for tid in ("ev-b", "ev-c")))
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=600)
+        blocker.execute("ROLLBACK")
+    try:
+        assert proc.returncode == 128 + signal.SIGTERM, err
+        assert "error: interrupted" in err and "Traceback" not in err and "Exception ignored" not in err, err
+        assert ws.registry.require("ev-a").lock is None
+    finally:
+        for tid in MOVED:
+            if ws.registry.require(tid).move is not None:
+                assert cli("move", tid, "--rollback").returncode == 0
+    assert {ws.registry.require(tid).cell for tid in MOVED} == {FROM}
 
 
 def test_waves_and_a_killed_run_resume_then_finalize_and_the_cell_is_removed(fleet, sandbox, runtime):

@@ -394,6 +394,76 @@ def test_a_target_not_caught_up_in_time_ends_the_freeze_with_nothing_switched(
     assert workspace.registry.require(MOVED).resources == before.resources
 
 
+def test_a_server_with_no_slot_for_the_way_back_refuses_the_switch_with_the_tenant_writable(
+        moved, workspace, runtime, sandbox, monkeypatch):
+    """After a switch the old store follows the new one by a link whose slot
+    is on the new store's server. With every slot there taken as the freeze
+    begins, and any the freeze frees (the sandbox's one server holds the
+    link it stops too; physical slots the test makes and drops), the switch
+    is refused (exit 3, rule ``replication-slots``) before anything is
+    switched: the tenant writable on its old store, the move back in
+    ``copying``. A run
+    that dies once it took that slot leaves nothing once rolled back; with
+    the slots free a re-run switches."""
+    before = workspace.registry.require(MOVED)
+    freeze, stop, taken = store_sync.quiesce, store_sync.stop, []
+
+    def take_every_slot() -> None:
+        with psycopg.connect(sandbox.pg_dsn(), autocommit=True) as admin:
+            free = admin.execute("SELECT current_setting('max_replication_slots')::int - count(*) "
+                                 "FROM pg_replication_slots").fetchone()[0]
+            for _ in range(free):
+                taken.append(f"full_{len(taken)}")
+                admin.execute("SELECT pg_create_physical_replication_slot(%s)", (taken[-1],))
+
+    def frozen_full(connect, stores, timeout):
+        take_every_slot()
+        return freeze(connect, stores, timeout)
+
+    def stopped_full(connect, link):  # the slot a stopped link frees is taken too, as on a server of its own
+        stop(connect, link)
+        take_every_slot()
+
+    monkeypatch.setattr(store_sync, "quiesce", frozen_full)
+    monkeypatch.setattr(store_sync, "stop", stopped_full)
+    try:
+        with pytest.raises(InvalidInput) as refused:
+            move(workspace, MOVED, tier=Tier.pooled)
+    finally:
+        monkeypatch.undo()
+        with psycopg.connect(sandbox.pg_dsn(), autocommit=True) as admin:
+            for name in taken:
+                admin.execute("SELECT pg_drop_replication_slot(%s)", (name,))
+    assert taken and refused.value.exit_code == 3 and refused.value.rule == "replication-slots"
+    assert "max_replication_slots" in str(refused.value) and "nothing was switched" in str(refused.value)
+    record = workspace.registry.require(MOVED)
+    assert (record.tier, record.resources, record.move.phase, record.lock) == (
+        Tier.dedicated, before.resources, MovePhase.copying, None)
+    with _admin(sandbox)(record.move.old_store) as conn:
+        assert store_sync.writable(conn, record.move.old_store)
+    runtime.store.append(runtime.context(MOVED), "refused", "user", "the old store takes writes")
+
+    def dies(connect, store):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(store_sync, "pin", dies)
+    with pytest.raises(RuntimeError, match="killed"):
+        move(workspace, MOVED)
+    monkeypatch.undo()
+    with psycopg.connect(sandbox.pg_dsn(), autocommit=True) as admin:  # the link's slot and the way back's
+        assert admin.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE %s",
+                             (store_sync.link_name(MOVED, 0)[:-1] + "%",)).fetchone()[0] == 2
+    assert move(workspace, MOVED, rollback=True).outcome == "rolled_back"
+    assert _replication_left(sandbox) == []
+    assert workspace.registry.require(MOVED).resources == before.resources
+
+    assert move(workspace, MOVED, tier=Tier.pooled).outcome == "switched"
+    assert runtime.store.history(runtime.context(MOVED), "refused").messages[0].content == \
+        "the old store takes writes"
+    assert move(workspace, MOVED, rollback=True).outcome == "rolled_back"
+    assert workspace.registry.require(MOVED).resources == before.resources
+
+
 def test_a_hibernated_tenant_is_woken_to_move_and_no_flag_outlives_its_store(moved, workspace, runtime, sandbox):
     """A move copies from the tenant's store, so a hibernated dedicated tenant
     is woken first; the flags an older tenantctl left behind (for an instance
@@ -507,6 +577,10 @@ def test_a_killed_move_resumes_or_rolls_back_with_nothing_lost_and_nothing_left(
     assert resumed.returncode == 0 and resumed.json()["outcome"] == "switched", resumed
     record = registry_record(sandbox, tid)
     assert record["tier"] == "dedicated" and record["move"]["phase"] == "switched"
+    other = cli("move", tid, "--tier", "pooled", "--json")  # another move while this one is open: exit 5, as
+    assert other.returncode == 5, other  # a provision's or deprovision's
+    assert "is being moved (switched) to dedicated" in other.json()["error"]["message"], other
+    assert registry_record(sandbox, tid) == record
     refused = cli("move", tid, "--rollback")
     assert refused.returncode == 3 and refused.stderr.count("\n") == 1, refused
     assert "rollback window ended at" in refused.stderr and "--rollback --past-window" in refused.stderr

@@ -11,14 +11,14 @@ from types import SimpleNamespace
 import boto3
 import pytest
 
-from tenant_runtime.models import StoreConnection, TenantMove
+from tenant_runtime.models import MovePhase, StoreConnection, TenantMove
 from tenant_runtime.registry import counter_key, record_to_item
 from tenantctl import naming
 from tenantctl.aws import Clients
 from tenantctl.errors import InvalidInput, QuotaExceeded, TargetUnavailable
 from tenantctl.models import CellSpec, LifecycleSpec, RetentionMenu, TenantRecord, TenantSpec, TenantStatus, Tier
 from tenantctl.operations.cell import _shares_account_region, free_vpc_cidr
-from tenantctl.operations.cell_evacuate import pick
+from tenantctl.operations.cell_evacuate import _may_copy, pick
 from tenantctl.placement import choose, place
 from tenantctl.registry import RegistryWriter
 from tenantctl.stackconfig import (
@@ -279,6 +279,36 @@ def test_an_evacuated_tenant_goes_to_its_own_accounts_cells_first_then_the_least
     chosen, refusals = pick(ws, cells, leaving, pooled, {})
     assert chosen is None and "cell euz: draining" in refusals
     assert "cell euy: 2 of 2 pooled tenants placed" in refusals[1]
+
+
+def test_an_evacuation_counts_as_copies_from_the_cells_database_only_the_replication_links(
+        tmp_path: Path, registry: RegistryWriter):
+    """A pooled store's move within the account and region copies from the cell's database; a
+    dedicated tenant's store is its own instance, a move to another account relays rows, a move
+    done copying (freezing) takes its next slot where its new store is."""
+    ws = workspace(tmp_path, registry, [
+        CellSpec(name="eux", region="eu-west-1", draining=True),
+        CellSpec(name="euy", region="eu-west-1"),
+        CellSpec(name="euz", region="eu-west-1", account_role_arn=ROLE_A)])
+    ws.cell_outputs = lambda name: {}
+    cells, leaving = ws.cells(), ws.cell("eux")
+    store = StoreConnection(endpoint="h", port=5432, database="d", schema_name="s", role="r", secret_arn="a")
+
+    def copies(record: TenantRecord, to: str | None = None) -> bool:
+        return _may_copy(ws, cells, leaving, cells[to] if to else None, record)
+
+    pooled = TenantRecord(tenant_id="t1", tier=Tier.pooled, status=TenantStatus.active, region="eu-west-1",
+                          cell="eux")
+    assert copies(pooled) and copies(pooled, "euy") and not copies(pooled, "euz")
+    assert not copies(pooled.model_copy(update={"tier": Tier.dedicated}))
+    only_other_account = {n: c for n, c in cells.items() if n != "euy"}
+    assert not _may_copy(ws, only_other_account, leaving, None, pooled)
+    move = TenantMove(from_tier=Tier.pooled, to_tier=Tier.pooled, from_cell="eux", to_cell="euy", old_store=store,
+                      phase=MovePhase.copying)
+    assert copies(pooled.model_copy(update={"move": move}))
+    assert not copies(pooled.model_copy(update={"move": move.model_copy(update={"phase": MovePhase.freezing})}))
+    assert not copies(pooled.model_copy(update={"move": move.model_copy(update={"to_stack": "t1.k1"})}))
+    assert not copies(pooled.model_copy(update={"move": move.model_copy(update={"from_tier": Tier.dedicated})}))
 
 
 def test_a_committed_cell_not_applied_yet_is_passed_over_unless_forced(tmp_path: Path, registry: RegistryWriter):

@@ -71,3 +71,27 @@ def test_a_sigterm_landing_where_python_ignores_exceptions_is_delivered_again_no
         "    while time.monotonic() < deadline: time.sleep(0.01)\n"))
     assert code == 143, err
     assert "Exception ignored" not in err
+
+
+def test_a_pool_workers_interrupts_unwind_its_task_and_are_ignored_between_tasks(tmp_path):
+    """``interrupts_within`` (a pool worker's task): SIGTERM and Ctrl-C inside the block unwind it;
+    after it, between tasks, the worker ignores them (the pool's process, signalled with its group,
+    shuts the pool down) instead of dying in the pool's loop with a traceback; each task, however
+    many, wraps the unraisable hook once."""
+    code, err = exit_code_of_a_run(tmp_path, (
+        "    from tenantctl.errors import Terminated, interrupts_within\n"
+        "    for signum, raised in ((signal.SIGTERM, Terminated), (signal.SIGINT, KeyboardInterrupt)):\n"
+        "        try:\n"
+        "            with interrupts_within():\n"
+        "                os.kill(os.getpid(), signum)\n"
+        "                time.sleep(5)\n"
+        "            sys.exit(2)  # not interrupted\n"
+        "        except raised:\n"
+        "            pass\n"
+        "        os.kill(os.getpid(), signum)  # between tasks\n"
+        "        time.sleep(0.1)\n"
+        "    hook = sys.unraisablehook\n"
+        "    with interrupts_within():\n"
+        "        pass\n"
+        "    sys.exit(0 if sys.unraisablehook is hook else 3)\n"))
+    assert code == 0, err

@@ -16,8 +16,8 @@ freeze, verify, switch) and leaves the usual rollback window; a move a killed
 run left half way (preparing, copying, freezing) is resumed. Every copy reads
 the cell's one database and holds replication slots and WAL senders there
 (``cell_database``): a run asking for more copies at once than its free ones
-hold (``parallel``, or as many as there are tenants to move when fewer) is
-refused before any move starts. ``limit`` moves at most that many tenants (waves);
+hold (``parallel``, or as many as there are moves taking a new slot there
+when fewer: ``_may_copy``) is refused before any move starts. ``limit`` moves at most that many tenants (waves);
 ``max_failures`` stops starting moves once more than that many failed (a
 refused move, one that changed nothing, does not count). `--finalize` then
 ends the rollback windows of the moves out of the cell: each old store
@@ -41,7 +41,14 @@ from pydantic import BaseModel
 
 from tenant_runtime.models import MovePhase
 from tenantctl import worker_lines
-from tenantctl.errors import Conflict, InvalidInput, QuotaExceeded, TenantctlError, UsageError
+from tenantctl.errors import (
+    Conflict,
+    InvalidInput,
+    QuotaExceeded,
+    TenantctlError,
+    UsageError,
+    interrupts_within,
+)
 from tenantctl.models import CellSpec, TenantRecord, TenantSpec, TenantStatus, Tier
 from tenantctl.operations.apply_guard import FailureBudget
 from tenantctl.operations.mover import Progress
@@ -111,7 +118,7 @@ def evacuate(ws: Workspace, name: str, *, to: str | None = None, finalize: bool 
     queue = deque((r, e) for r, e in triaged if e.outcome == "planned")
     total = min(len(queue), limit) if limit is not None else len(queue)
     if not finalize and total:  # a finalize copies nothing
-        _refuse_without_room(ws, name, min(parallel, total), parallel)
+        _refuse_without_room(ws, leaving, cells, target, [r for r, _ in queue], min(parallel, total), parallel)
     loads: Counter[str] = Counter()  # a dry run's placements so far; a run's moves in flight, per cell
     running: dict[Future, Evacuee] = {}
     started = 0
@@ -162,13 +169,50 @@ def _judged(ws: Workspace, record: TenantRecord, evacuee: Evacuee) -> None:
         evacuee.outcome, evacuee.detail, evacuee.exit_code = "refused", str(refused), refused.exit_code
 
 
-def _refuse_without_room(ws: Workspace, name: str, copies: int, parallel: int) -> None:
+def _refuse_without_room(ws: Workspace, leaving: CellSpec, cells: dict[str, CellSpec], target: CellSpec | None,
+                         planned: list[TenantRecord], at_once: int, parallel: int) -> None:
     """The moves' copies run on the cell's database (``cell_database``): a run
-    it has no room for is refused before any starts (exit 3, the figures named)."""
+    it has no room for is refused before any starts (exit 3, the figures named).
+    At most ``at_once`` of ``planned`` run together; only those that take a new
+    slot there count: a copy that may start from it (``_may_copy``) whose link
+    holds no slot yet (a resumed copy's subscription goes on copying with its
+    own, tenantctl running or not)."""
     from tenantctl.cell_database import cell_admin, refuse_copies
+    from tenantctl.operations.mover import leaving_generation
+    from tenantctl.transfer.store_sync import link_name
 
-    with cell_admin(ws, name) as conn:
-        refuse_copies(conn, copies, f"cell {name!r}'s database", parallel if parallel > 1 else None)
+    copying = [r for r in planned if _may_copy(ws, cells, leaving, target, r)]
+    if not copying:  # nothing to read the database for
+        return
+    with cell_admin(ws, leaving.name) as conn:
+        held = {slot for (slot,) in conn.execute(
+            "SELECT slot_name FROM pg_replication_slots WHERE database = current_database()")}
+        new = sum(1 for r in copying if r.move is None or link_name(r.tenant_id, leaving_generation(
+            read_tenant(stack_file(ws.stacks_dir, r.current_stack)))) not in held)
+        if new:
+            refuse_copies(conn, min(new, at_once), f"cell {leaving.name!r}'s database",
+                          parallel if parallel > 1 else None)
+
+
+def _may_copy(ws: Workspace, cells: dict[str, CellSpec], leaving: CellSpec, target: CellSpec | None,
+              record: TenantRecord) -> bool:
+    """Whether ``record``'s move may copy from the cell's database by a
+    replication link (``store_sync``): a pooled store's move to a cell of the
+    same account and region (``Mover``), not done copying. Not a dedicated
+    tenant's (its store is its own instance, and it goes to another account),
+    nor a move to another account or region (``KeyedMover``'s row relay takes
+    no slot); a move not started goes to ``target``, else possibly to any
+    other cell of the region of the same account."""
+    from tenantctl.operations.move import account_of
+
+    move = record.move
+    if move is not None:
+        return move.to_stack is None and move.from_tier is Tier.pooled and move.phase is not MovePhase.freezing
+    if record.tier is not Tier.pooled:
+        return False
+    own = account_of(ws, leaving)
+    return any(c.region == leaving.region and account_of(ws, c) == own
+               for c in ([target] if target is not None else cells.values()) if c.name != leaving.name)
 
 
 Submit = Callable[[str, str, "str | None"], Future]
@@ -214,7 +258,7 @@ def _of_move(tenant_id: str, line: str) -> str:
 
 def _worker(project_dir: str, cwd: str, tenant_id: str, how: str, to_cell: str | None) -> MoveResult:
     """A move in a pool process (module-level: it pickles); its lines go to the run's process."""
-    with worker_lines.on(tenant_id):
+    with worker_lines.on(tenant_id), interrupts_within():
         return _move_one(worker_workspace(project_dir, cwd), tenant_id, how, to_cell, worker_lines.say)
 
 

@@ -10,9 +10,10 @@ cells, its prefix, from the old cell's bucket to the new one's).
                   between cells, the prefix's objects copied (server-side)
     freezing      writes refused (runtimes: 503 + Retry-After; stale ones by the
                   revoked write rights), the objects changed since copied, the
-                  target catches up, counts and checksums compared, the
-                  registry record switched (conditional write: tier, cell,
-                  store and bucket at once)
+                  target catches up, the slot of the link back taken (no
+                  room: the freeze ends, exit 3), counts and checksums
+                  compared, the registry record switched (conditional write:
+                  tier, cell, store and bucket at once)
     switched      the record names the target; the old store is read-only and
                   follows the new one for the rollback window (the old prefix
                   stays, the role reaches both)
@@ -70,7 +71,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from tenant_runtime.models import MovePhase, TenantMove, TenantRecord, TenantStatus, Tier
-from tenantctl.errors import InvalidInput, TargetUnavailable, TenantctlError, UsageError
+from tenantctl.errors import Conflict, InvalidInput, TargetUnavailable, TenantctlError, UsageError
 from tenantctl.models import CellSpec, TenantSpec, utcnow
 from tenantctl.naming import require_valid
 from tenantctl.operations.move_keyed import KeyedMover, refuse_or_target
@@ -130,8 +131,10 @@ def move(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: str |
         take_slot(ws, to_cell, to_tier, f"tenant {tenant_id!r} refused before anything was created "
                                         "(free a slot there, or undrain it, and re-run)")
     elif (tier is not None and tier is not record.move.to_tier) or (cell is not None and cell != record.move.to_cell):
-        raise InvalidInput(f"tenant {tenant_id!r} is being moved to {record.move.to_tier.value} in cell "
-                           f"{record.move.to_cell!r}: finish or roll back that move first")
+        # The tenant is busy, as for a provision or deprovision of it (registry.refuse_open_move): exit 5.
+        raise Conflict(f"tenant {tenant_id!r} is being moved ({record.move.phase.value}) to "
+                       f"{record.move.to_tier.value} in cell {record.move.to_cell!r}: finish or roll back that move "
+                       f"first (`tenantctl move {tenant_id}`, `--finalize` or `--rollback`)")
     elif rollback and not past_window:
         refuse_past_window(record, record.move)
     elif finalize and record.move.phase is not MovePhase.switched:
@@ -309,7 +312,7 @@ def _refuse_cell(ws: Workspace, record: TenantRecord, spec: TenantSpec, tier: Ti
     if target.region not in allowed:
         raise InvalidInput(f"{refused}: it is in {target.region}, the tenant's data must stay in "
                            f"{' or '.join(allowed)} (residency)")
-    if target.region != record.region or _account(ws, target) != _account(ws, current):
+    if target.region != record.region or account_of(ws, target) != account_of(ws, current):
         return True
     if tier is Tier.dedicated and record.tier is Tier.dedicated:
         raise InvalidInput(f"{refused} as dedicated: a dedicated store is the tenant's own (VPC, database "
@@ -321,6 +324,6 @@ def _refuse_cell(ws: Workspace, record: TenantRecord, spec: TenantSpec, tier: Ti
     return False
 
 
-def _account(ws: Workspace, cell: CellSpec) -> str:
+def account_of(ws: Workspace, cell: CellSpec) -> str:
     """The cell's account id (a cell without a role: the target's own account)."""
     return cell.account_id or ws.cell_outputs(cell.name).get("account_id") or "the target's own"

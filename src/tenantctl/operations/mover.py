@@ -111,7 +111,7 @@ class Mover:
         """Forward: the new store follows the old one; backwards: the reverse.
         Either way with every workspace's schema in the same two databases."""
         spec = self.spec()
-        old_gen = spec.retiring.generation if spec.retiring else spec.store_generation
+        old_gen = leaving_generation(spec)
         new_store = self.move.new_store
         assert new_store is not None
         source, target = (new_store, self.move.old_store) if backwards else (self.move.old_store, new_store)
@@ -213,12 +213,12 @@ class Mover:
     def switch(self, window: timedelta) -> None:
         frozen_at = self.move.phase_at
         self.sync_objects()  # what changed since the first pass (writes are refused from here)
-        pinned = self.catch_up(self.link(), MovePhase.copying)
+        pinned = self.catch_up(self.link(), MovePhase.copying, way_back=self.link(backwards=True))
         spec = self.spec()
         new_store = self.move.new_store
         assert new_store is not None
         # The old store follows the new one from here, read-only: a rollback keeps every write.
-        self.follow(self.link(backwards=True), copy_data=False)
+        self.follow(self.link(backwards=True), copy_data=False)  # its slot taken in the freeze
         now = utcnow()
         self.save(tier=spec.tier, cell=self.move.to_cell,
                   resources=self.resources_at(spec.tier, new_store, self.move.new_bucket),
@@ -238,13 +238,16 @@ class Mover:
                 self.rollback(verified=False)  # back to the old store, which kept every write since
                 raise
 
-    def catch_up(self, link: store_sync.Link, unfrozen: MovePhase) -> tuple[Any, Any] | None:
-        """Freeze ``link``'s source, let the target catch up, pin a snapshot of
-        both (verified after the freeze), make the target the writable one.
-        None: the link was dropped by an earlier run (which got this far). A
-        target not caught up in time ends the freeze, nothing switched: the
-        source takes writes again, the move is back in phase ``unfrozen`` and a
-        re-run freezes again."""
+    def catch_up(self, link: store_sync.Link, unfrozen: MovePhase,
+                 way_back: store_sync.Link | None = None) -> tuple[Any, Any] | None:
+        """Freeze ``link``'s source, let the target catch up, take the slot of
+        ``way_back`` (the link the source follows the target by once switched:
+        ``reserve``), pin a snapshot of both (verified after the freeze), make
+        the target the writable one. None: the link was dropped by an earlier
+        run (which got this far). A target not caught up in time, or no room
+        for ``way_back``'s slot, ends the freeze, nothing switched: the source
+        takes writes again, the move is back in phase ``unfrozen`` and a re-run
+        freezes again."""
         pinned = None
         with self.connect(link.target) as conn:
             following = conn.execute("SELECT 1 FROM pg_subscription WHERE subname = %s",
@@ -254,7 +257,9 @@ class Mover:
                 lsn = store_sync.quiesce(self.connect, link.sources, CATCH_UP_TIMEOUT)
                 store_sync.wait("replication catch-up", lambda: store_sync.caught_up(self.connect, link, lsn),
                                 CATCH_UP_TIMEOUT, 0.02)
-            except TargetUnavailable:
+                if way_back is not None:
+                    self.reserve(way_back)
+            except (TargetUnavailable, InvalidInput):
                 self.set_writable(link.sources, True)
                 self.phase(unfrozen)
                 raise
@@ -264,6 +269,29 @@ class Mover:
             store_sync.stop(self.connect, link)
         self.set_writable(link.targets, True)
         return pinned
+
+    def reserve(self, link: store_sync.Link) -> None:
+        """``link``'s slot on its source's server, taken in the freeze once
+        that source caught up with the store it followed: it decodes only the
+        writes made after the switch (the old store is frozen, and every change
+        of the link the other way is applied before). Taken before anything is
+        switched, so a server with no room for it refuses the switch (exit 3)
+        instead of leaving the tenant frozen after it; a re-run finds it taken."""
+        import psycopg
+
+        from tenantctl.cell_database import refuse_link
+
+        store = link.source
+        where = f"the server of tenant {self.record.tenant_id!r}'s new store ({store.endpoint}:{store.port})"
+        done = (f"nothing was switched, the tenant takes writes on its old store again (`tenantctl move "
+                f"{self.record.tenant_id}` switches once there is room): ")
+        with self.connect(store) as conn:
+            refuse_link(conn, where, done, held=store_sync.has_slot(conn, link.name))
+            try:
+                store_sync.reserve(conn, link)
+            except psycopg.errors.ConfigurationLimitExceeded:  # taken since it was read
+                refuse_link(conn, where, done)
+                raise
 
     def final_backup(self) -> None:
         """One final backup (the tenant's, then each workspace's) per finalize:
@@ -362,6 +390,7 @@ class Mover:
         # Before the switch (or switched back): the old store takes writes, the new one goes.
         if self.move.new_store is not None:
             store_sync.stop(self.connect, self.link())
+            store_sync.stop(self.connect, self.link(backwards=True))  # its slot, when a freeze took it
         self.set_writable(self.link().sources if self.move.new_store is not None else [self.move.old_store], True)
         self.point_secret(self.move.old_store)
         self.say(f"move {self.record.tenant_id}: removing the {spec.tier.value} store")
@@ -384,6 +413,13 @@ class Mover:
             gone = new if backwards else old
             self.say(f"move {self.record.tenant_id}: removing its objects from s3://{gone.bucket}/{gone.prefix}")
             prefix_sync.remove(self.ws.clients_for(self.record)("s3"), gone)
+
+
+def leaving_generation(spec: TenantSpec) -> int:
+    """The generation of the store a move leaves, which its forward link is
+    named after (``Mover.link``): the retiring one, or the current one while
+    the target spec is not written yet."""
+    return spec.retiring.generation if spec.retiring else spec.store_generation
 
 
 def in_store(workspace: WorkspaceResources, store: StoreConnection) -> StoreConnection:

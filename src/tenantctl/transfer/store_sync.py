@@ -95,11 +95,7 @@ def start(connect: Connect, link: Link, admin_user: str, admin_password: str, co
     without, only new changes follow (after a switch the old store follows the
     new one, read-only, so a rollback loses nothing)."""
     with connect(link.source) as src:
-        if src.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (link.name,)).fetchone() is None:
-            src.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
-                sql.Identifier(link.name), _tables(*link.sources)))
-        if src.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (link.name,)).fetchone() is None:
-            src.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (link.name,))
+        reserve(src, link)
     with connect(link.target) as dst:
         if dst.execute("SELECT 1 FROM pg_subscription WHERE subname = %s", (link.name,)).fetchone() is not None:
             return
@@ -111,6 +107,23 @@ def start(connect: Connect, link: Link, admin_user: str, admin_password: str, co
                             "WITH (create_slot = false, slot_name = {}, copy_data = {})").format(
             sql.Identifier(link.name), sql.Literal(info), sql.Identifier(link.name), sql.Literal(link.name),
             sql.SQL("true" if copy_data else "false")))
+
+
+def reserve(src: Any, link: Link) -> None:
+    """The source side of ``link`` (``src``: an admin connection to its
+    database): the publication, then the slot (which decodes only what is
+    written after it is created, for the publications that existed then). A
+    switch takes the slot of the link back before anything is switched, the
+    subscription after it."""
+    if src.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (link.name,)).fetchone() is None:
+        src.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
+            sql.Identifier(link.name), _tables(*link.sources)))
+    if not has_slot(src, link.name):
+        src.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (link.name,))
+
+
+def has_slot(conn: Any, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (name,)).fetchone() is not None
 
 
 def copied(connect: Connect, link: Link) -> bool:

@@ -9,6 +9,7 @@ stacks) run in one process.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -51,10 +52,27 @@ class UrnMonitor(MockMonitor):
 
 
 def _event_loop() -> None:
+    """The thread's event loop for the runs (Pulumi's ``_sync_await`` uses it).
+    The main thread's is closed at exit: left open (a run interrupted half way
+    leaves it with pending tasks and executor threads), its ``__del__`` closed
+    it while the interpreter shut down, where a signal landing printed a
+    traceback. Another thread's goes with the thread."""
     try:
-        asyncio.get_event_loop()
+        loop = asyncio.get_event_loop()
     except RuntimeError:  # a worker thread has none
-        asyncio.set_event_loop(asyncio.new_event_loop())
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+    if threading.current_thread() is threading.main_thread() and id(loop) not in _CLOSED_AT_EXIT:
+        _CLOSED_AT_EXIT.add(id(loop))
+        atexit.register(_close, loop)
+
+
+_CLOSED_AT_EXIT: set[int] = set()
+
+
+def _close(loop: asyncio.AbstractEventLoop) -> None:
+    if not loop.is_closed() and not loop.is_running():
+        loop.close()
 
 
 def _no_stack_trace() -> source_pb2.StackTrace:
