@@ -181,5 +181,6 @@ class SearchKeyOperations:
 
 
 def _no_analyzer_table(exc: psycopg.errors.UndefinedTable) -> bool:
-    """``exc`` is about the store's missing ``search_analyzers`` (not another table)."""
-    return f'.{SEARCH_ANALYZERS}"' in (exc.diag.message_primary or "")
+    """``exc`` is about the store's missing ``search_analyzers`` (not another table): the
+    relation's name, which the server's message holds in any language (its quotes vary)."""
+    return f".{SEARCH_ANALYZERS}" in (exc.diag.message_primary or "")
