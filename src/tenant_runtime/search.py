@@ -520,7 +520,9 @@ class SearchOperations(DocumentOperations):
         its frequency, negated or not), their decrypted titles give the words."""
         ctx = verified(ctx)
         check_limit(limit, MAX_RESULTS)
-        if not isinstance(prefix, str) or analyzer.prefix_term(prefix) is None:
+        if not isinstance(prefix, str):
+            raise InvalidRequest("prefix must be a string")
+        if analyzer.prefix_term(prefix) is None:
             return []
         prof = yield from self._query_profile(ctx)
         term = analyzer.prefix_term(prefix, prof)

@@ -24,6 +24,7 @@ import hashlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import psycopg
 from psycopg import sql
 
 from tenant_runtime import analyzer
@@ -79,16 +80,21 @@ class SearchKeyOperations:
         cached = self._cached_keys(ctx)
         if cached:
             return cached
-        select = sql.SQL(
-            "SELECT k.version, k.sealed, EXISTS (SELECT FROM {stats} s WHERE s.tenant_id = k.tenant_id "
-            "AND s.kind = '' AND s.key_version = k.version), (SELECT a.analyzer FROM {analyzers} a "
-            "WHERE a.tenant_id = k.tenant_id AND a.key_version = k.version) FROM {keys} k WHERE k.tenant_id = %s "
-            "ORDER BY k.version").format(keys=self._table(ctx, SEARCH_KEYS), stats=self._table(ctx, SEARCH_STATS),
-                                         analyzers=self._table(ctx, SEARCH_ANALYZERS))
-        rows = yield self._statement_step(select, (ctx.key,), "all")
+        recorded = sql.SQL("(SELECT a.analyzer FROM {} a WHERE a.tenant_id = k.tenant_id "
+                           "AND a.key_version = k.version)").format(self._table(ctx, SEARCH_ANALYZERS))
+        try:
+            rows = yield self._statement_step(self._keys_select(ctx, recorded), (ctx.key,), "all")
+        except psycopg.errors.UndefinedTable as exc:
+            if not _no_analyzer_table(exc):
+                raise
+            # A store whose schema predates the table (the template not run again
+            # since): its index was built before identities were, as a missing row says.
+            recorded = sql.SQL("NULL::text")
+            rows = yield self._statement_step(self._keys_select(ctx, recorded), (ctx.key,), "all")
         if not rows and create:
             yield from self._add_search_key(ctx, 1, conflict_ok=True)
-            rows = yield self._statement_step(select, (ctx.key,), "all")  # ours, or a racing writer's
+            # ours, or a racing writer's
+            rows = yield self._statement_step(self._keys_select(ctx, recorded), (ctx.key,), "all")
         keys = yield self._compute_step(self.envelope.decrypt_many, ctx, SEARCH_KEY_SCOPE,
                                         [bytes(r[1]) for r in rows])
         found = [SearchKey(r[0], sealed_digest(bytes(r[1])), TermHasher(k), r[2], r[3] or analyzer.LEGACY_IDENTITY)
@@ -97,6 +103,14 @@ class SearchKeyOperations:
             self.__dict__.setdefault("_search_key_cache", TTLCache(KEY_CACHE_TENANTS, KEY_CACHE_TTL)).put(
                 (ctx.key, ctx.resources.kms_key_arn), found)
         return found
+
+    def _keys_select(self, ctx: TenantContext, recorded: sql.Composable) -> sql.Composed:
+        """The store's keys, oldest first: version, sealed, counted, ``recorded`` (their analyzer)."""
+        return sql.SQL(
+            "SELECT k.version, k.sealed, EXISTS (SELECT FROM {stats} s WHERE s.tenant_id = k.tenant_id "
+            "AND s.kind = '' AND s.key_version = k.version), {recorded} FROM {keys} k WHERE k.tenant_id = %s "
+            "ORDER BY k.version").format(keys=self._table(ctx, SEARCH_KEYS), stats=self._table(ctx, SEARCH_STATS),
+                                         recorded=recorded)
 
     def _add_search_key(self, ctx: TenantContext, version: int, conflict_ok: bool = False,
                         identity: str | None = None) -> Any:
@@ -107,6 +121,20 @@ class SearchKeyOperations:
         key = new_search_key()
         identity = identity or analyzer.identity()
         sealed = yield self._compute_step(self.envelope.encrypt, ctx, SEARCH_KEY_SCOPE, key)
+        try:
+            yield from self._insert_search_key(ctx, version, conflict_ok, sealed, identity)
+        except psycopg.errors.UndefinedTable as exc:
+            if not _no_analyzer_table(exc):
+                raise
+            # A key without its analyzer would read as one from before identities: refused.
+            raise StoreUnavailable(
+                f"store of tenant {ctx.key!r} has no search_analyzers table (its schema predates this "
+                f"runtime): run `tenantctl apply` (or `tenantctl provision {ctx.tenant_id}`) to update it"
+            ) from None
+        return SearchKey(version, sealed_digest(sealed), TermHasher(key), analyzer=identity)
+
+    def _insert_search_key(self, ctx: TenantContext, version: int, conflict_ok: bool, sealed: bytes,
+                           identity: str) -> Any:
         yield self._statement_step(
             sql.SQL("WITH k AS (INSERT INTO {keys} (tenant_id, version, sealed) VALUES (%(t)s, %(v)s, %(s)s)"
                     + (" ON CONFLICT DO NOTHING" if conflict_ok else "") + " RETURNING version), "
@@ -118,7 +146,6 @@ class SearchKeyOperations:
                 keys=self._table(ctx, SEARCH_KEYS), stats=self._table(ctx, SEARCH_STATS),
                 analyzers=self._table(ctx, SEARCH_ANALYZERS)),
             {"t": ctx.key, "v": version, "s": sealed, "a": identity}, "rowcount")
-        return SearchKey(version, sealed_digest(sealed), TermHasher(key), analyzer=identity)
 
     def _with_live_keys(self, ctx: TenantContext, run: Callable[[list[SearchKey]], Any]) -> Any:
         """``run(keys)`` (a step generator returning (answer, live)) under the
@@ -151,3 +178,9 @@ class SearchKeyOperations:
     @staticmethod
     def _key_params(keys: list[SearchKey]) -> dict[str, Any]:
         return {"kv": [k.version for k in keys], "kd": [k.digest for k in keys]}
+
+
+def _no_analyzer_table(exc: psycopg.errors.UndefinedTable) -> bool:
+    """``exc`` is about the store's missing ``search_analyzers`` (not another table): the
+    relation's name, which the server's message holds in any language (its quotes vary)."""
+    return f".{SEARCH_ANALYZERS}" in (exc.diag.message_primary or "")

@@ -65,6 +65,7 @@ from tenant_runtime.documents import (
     ReindexResult,
     Summary,
     check_json_text,
+    check_limit,
     check_stored_text,
     item_locks,
     not_unicode,
@@ -243,8 +244,7 @@ class StoreOperations(SearchOperations):
     def _history(self, ctx: TenantContext, conversation_id: str, limit: int, cursor: str | None) -> Operation:
         ctx = verified(ctx)
         _check_conversation(conversation_id)
-        if not 1 <= limit <= MAX_PAGE:
-            raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}")
+        check_limit(limit, MAX_PAGE)
         before, after = decode_cursor(cursor, ctx.key, conversation_id) if cursor else (None, 0)
         rows = yield Statement(
             self._sql(ctx, "SELECT seq, role, content, metadata, created_at FROM {msg} "
@@ -270,8 +270,7 @@ class StoreOperations(SearchOperations):
 
     def _list_conversations(self, ctx: TenantContext, limit: int, cursor: str | None) -> Operation:
         ctx = verified(ctx)
-        if not 1 <= limit <= MAX_PAGE:
-            raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}")
+        check_limit(limit, MAX_PAGE)
         after = decode_list_cursor(cursor, ctx.key) if cursor else ""
         rows = yield Statement(
             sql.SQL("SELECT conversation_id, created_at, updated_at FROM {conv} "

@@ -89,10 +89,28 @@ def begin(conn: psycopg.Connection, tenant_id: str, role: str | None = None,
         with conn.lock:
             pgconn.send_query(begin_statement(tenant_id, role, statement_timeout))
             _check_begun(conn, conn.wait(_results(pgconn)))
-    except BaseException:
+    except BaseException as exc:
         _roll_back(conn)  # BEGIN ran and the scope failed (a refused role): not left open
+        if _refuses_role(role, exc):
+            raise _scope_refused(tenant_id, role, exc) from None
         raise
     return conn.cursor()
+
+
+def _refuses_role(role: str | None, exc: BaseException) -> bool:
+    """``exc`` is the server refusing the scope's ``SET LOCAL role``: the login is
+    no member of it (InsufficientPrivilege) or it does not exist (22023)."""
+    return role is not None and isinstance(
+        exc, (psycopg.errors.InsufficientPrivilege, psycopg.errors.InvalidParameterValue))
+
+
+def _scope_refused(tenant_id: str, role: str | None, exc: BaseException) -> StoreMoved:
+    """A refused tenant role at BEGIN, before any statement of the caller's: the
+    record that named this store and role is stale (the tenant moved off the
+    shared database, or was deprovisioned) or the gateway's grant was undone. A
+    StoreMoved (503), on a read as on a write, which the sync runtime's writes
+    retry once on the record read again; not psycopg's error (a 500)."""
+    return StoreMoved(f"store of tenant {tenant_id!r} refused its role {role!r} (moved?): {exc}".strip())
 
 
 def _check_begun(conn: psycopg.Connection | psycopg.AsyncConnection, results: list[psycopg.pq.abc.PGresult]) -> None:
@@ -167,8 +185,10 @@ async def abegin(conn: psycopg.AsyncConnection, tenant_id: str, role: str | None
         async with conn.lock:
             pgconn.send_query(begin_statement(tenant_id, role, statement_timeout))
             _check_begun(conn, await conn.wait(_results(pgconn)))
-    except BaseException:
+    except BaseException as exc:
         await _aroll_back(conn)
+        if _refuses_role(role, exc):
+            raise _scope_refused(tenant_id, role, exc) from None
         raise
     return conn.cursor()
 

@@ -351,3 +351,39 @@ async def test_async_an_idle_pool_connection_the_server_closed_is_replaced_befor
         await art.store.append(ctx, "conv-async-pool-terminated", "user", "after")
         page = await art.store.history(ctx, "conv-async-pool-terminated")
         assert [m.content for m in page.messages] == ["after", "before"]
+
+
+def test_a_role_the_gateway_may_not_become_is_store_moved_for_reads_and_writes(
+        shared, runtime_env, platform, gateway_secret):
+    """The scope's ``SET LOCAL role`` refused (the gateway no longer a member of
+    the tenant's role: a stale record of a tenant moved off the shared database
+    or deprovisioned, a grant undone): StoreMoved (503) for a read as for a
+    write, in both APIs, and the connection goes back clean. Before: a read
+    raised psycopg's InsufficientPrivilege (a 500 outside the problem shape)."""
+    from tenant_runtime import StoreMoved
+
+    ctx = ctx_of(shared, runtime_env, "a")
+    conversation = f"conv-unscoped-{time.time_ns()}"
+    shared.store.append(ctx, conversation, "user", "before")
+    grant = sql.SQL("{} {} {} {}")
+    role, gateway = sql.Identifier(ctx.resources.store.role), sql.Identifier(gateway_secret["username"])
+    with runtime_env.admin(ctx.resources.store.database) as admin:
+        admin.execute(grant.format(sql.SQL("REVOKE"), role, sql.SQL("FROM"), gateway))
+    try:
+        for call in (lambda: shared.store.history(ctx, conversation), lambda: shared.store.search(ctx, "before"),
+                     lambda: shared.store.append(ctx, conversation, "user", "refused")):
+            with pytest.raises(StoreMoved, match="permission denied to set role"):
+                call()
+
+        async def through_async():
+            async with AsyncTenantRuntime(jwt_settings(), runtime_env.registry_table,
+                                          **settings(runtime_env, platform, max_size=1)) as art:
+                actx = await art.resolve(runtime_env.token(ctx.tenant_id), ctx.tenant_id)
+                with pytest.raises(StoreMoved, match="permission denied to set role"):
+                    await art.store.history(actx, conversation)
+
+        asyncio.run(through_async())
+    finally:
+        with runtime_env.admin(ctx.resources.store.database) as admin:
+            admin.execute(grant.format(sql.SQL("GRANT"), role, sql.SQL("TO"), gateway))
+    assert [m.content for m in shared.store.history(ctx, conversation).messages] == ["before"]

@@ -604,3 +604,46 @@ def test_the_sync_runtime_is_a_context_manager_closing_its_connections(runtime_e
         held = list(rt.store.logins.pools[tid].idle)
         assert held and not any(conn.closed for conn in held)
     assert all(conn.closed for conn in held) and not rt.store.logins.pools.get(tid, None)
+
+
+def test_a_page_size_or_prefix_of_the_wrong_type_is_a_bad_request_in_both_apis(runtime, runtime_env):
+    """``limit`` of ``history`` and ``list_conversations`` is an integer (not a
+    bool, a float or a query-string "5"), as for documents and search; a
+    ``suggest`` prefix is a string, as a search query is: an InvalidRequest (400)
+    before any I/O. Before: TypeError (a 500) from the comparison or the slice,
+    ``True`` served as a page of one, and a number prefix answered [] silently."""
+    import asyncio
+
+    from runtime_tenants import jwt_settings
+
+    from tenant_runtime import AsyncTenantRuntime, InvalidRequest
+
+    store, tid = runtime.store, runtime_env.ids["a"]
+    ctx = ctx_of(runtime, runtime_env, "a")
+    conversation = f"conv-limit-{uuid.uuid4().hex[:8]}"
+    store.append(ctx, conversation, "user", "x")
+    bad = ("5", 2.0, True, None)
+    for limit in bad:
+        with pytest.raises(InvalidRequest, match="limit must be"):
+            store.history(ctx, conversation, limit=limit)
+        with pytest.raises(InvalidRequest, match="limit must be"):
+            store.list_conversations(ctx, limit=limit)
+    for prefix in (5, None, b"me"):
+        with pytest.raises(InvalidRequest, match="prefix must be a string"):
+            store.suggest(ctx, prefix)
+    assert store.suggest(ctx, "m") == [] and len(store.history(ctx, conversation, limit=1).messages) == 1
+
+    async def through_async():
+        async with AsyncTenantRuntime(jwt_settings(), runtime_env.registry_table,
+                                      endpoint_url=runtime_env.sandbox.aws_endpoint_url,
+                                      region=runtime_env.sandbox.region) as art:
+            actx = await art.resolve(runtime_env.token(tid), tid)
+            for limit in bad:
+                with pytest.raises(InvalidRequest, match="limit must be"):
+                    await art.store.history(actx, conversation, limit=limit)
+                with pytest.raises(InvalidRequest, match="limit must be"):
+                    await art.store.list_conversations(actx, limit=limit)
+            with pytest.raises(InvalidRequest, match="prefix must be a string"):
+                await art.store.suggest(actx, 5)
+
+    asyncio.run(through_async())

@@ -189,3 +189,45 @@ def test_an_index_of_the_format_before_accent_folding_stays_as_built_until_reind
         done.key_version: done.analyzer}
     assert found(runtime, ctx, "cafe") == found(runtime, ctx, "CAFÉ") == ["new", "old"]
     assert runtime.store.suggest(ctx, "cre") == ["crème"]  # completions keep the accents of the titles
+
+
+def test_a_store_whose_schema_predates_the_analyzer_table_is_served_as_an_index_from_before_identities(
+        runtime, provision_tenant, sandbox, workspace, monkeypatch):
+    """A runtime of this release deployed before ``apply`` ran the schema template
+    again: the store has no ``search_analyzers`` table. Its index, built by a
+    runtime before identities, is searched and written as ``v1`` (as a store with
+    the table and no row); a store with no key yet refuses its first document with
+    a 503 saying what to run, not psycopg's UndefinedTable (a 500 on every search
+    and write). Before: UndefinedTable raised from each."""
+    from tenant_runtime import StoreUnavailable
+
+    built, empty = provision_tenant("sr8-pre"), provision_tenant("sr8-pre-empty")
+    with monkeypatch.context() as m:  # a runtime of the release before: format 1, accents kept
+        m.setattr(analyzer, "FORMAT", 1)
+        runtime.store.put_document(runtime.context(built.tenant_id), "old", "Café", "crème brûlée", {})
+
+    def rename(record, old: str, new: str) -> None:
+        store = record.resources.store
+        with psycopg.connect(sandbox.pg_dsn(store.database), autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+                sql.Identifier(store.schema_name, old), sql.Identifier(new)))
+
+    for record in (built, empty):
+        rename(record, "search_analyzers", "search_analyzers_later")
+    fresh = TenantRuntime(jwt_settings(), workspace.ensure_platform()["registry_table"],
+                          endpoint_url=sandbox.aws_endpoint_url, region=sandbox.region)
+    try:
+        ctx = fresh.context(built.tenant_id)
+        fresh.store.put_document(ctx, "new", "Crème", "café au lait", {})
+        answer = fresh.store.search(ctx, "café")
+        assert (sorted(h.doc_id for h in answer.hits), answer.analyzer_mismatch) == (["new", "old"], False)
+        assert found(fresh, ctx, "cafe") == [] and fresh.store.suggest(ctx, "crè") == ["crème"]
+
+        ctx = fresh.context(empty.tenant_id)
+        with pytest.raises(StoreUnavailable, match="search_analyzers.*tenantctl apply"):
+            fresh.store.put_document(ctx, "first", "First", "a first note", {})
+        assert fresh.store.search(ctx, "note").hits == []
+    finally:
+        fresh.close()
+        for record in (built, empty):
+            rename(record, "search_analyzers_later", "search_analyzers")
