@@ -3,7 +3,8 @@
 * NFKC + casefold (full-width letters and digits, ligatures, case), and
   Latin letters without their accents (format 2: "Café" and "cafe" meet,
   "İstanbul" and "istanbul"; letters that are not a base letter and a mark,
-  ø, ł, æ, stay; other scripts' marks stay).
+  ø, ł, æ, stay; other scripts' marks stay); a word runs on through the
+  combining marks after its letters (format 2: "नमस्ते" is one word).
 * Latin/digit words: a light English stemmer (plural, -ing, -ed, -ly; no
   dictionary), so "Searching" and "searches" meet at "search".
 * Japanese/CJK runs: the optional Japanese analyzer (``pip install
@@ -37,22 +38,28 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from tenant_runtime.marks import ASTRAL_MARKS, MARKS
+
 MAX_PREFIX = 8
 WORD_CACHE = 1 << 16  # words whose stem and trigrams are remembered
 GRAM = 3
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\u30fc"
 # A word: letters and digits, not CJK ones (\w holds those too), so a Latin word
-# written against Japanese ("PostgreSQLの索引", "GIN索引") ends where the Japanese begins.
-_RUNS = re.compile(rf"(?P<cjk>[{_CJK}]+)|(?P<word>[^\W_{_CJK}]+)")
+# written against Japanese ("PostgreSQLの索引", "GIN索引") ends where the Japanese begins;
+# from format 2 with the combining marks after them (\w holds none: format 1 split "नमस्ते"
+# at its virama and dropped its vowel signs, and "x̄ylophone" at its macron).
+_RUNS = {False: re.compile(rf"(?P<cjk>[{_CJK}]+)|(?P<word>[^\W_{_CJK}]+)"),
+         True: re.compile(rf"(?P<cjk>[{_CJK}]+)|(?P<word>[^\W_{_CJK}]++(?:(?:[{MARKS}]|"
+                          rf"(?=[\U00010000-\U0010ffff])[{ASTRAL_MARKS}])++[^\W_{_CJK}]*+)*+)")}
 _STOP = frozenset("a an and are as at be by for from in is it of on or that the this to was were with".split())
 
 
 # The analysis's format version: bump it with any change to the terms a text gives
 # (normalisation, word splitting, stemming, stop words), so indexes built before are
 # told apart from the new ones (and rebuilt by ``tenantctl search reindex``).
-FORMAT = 2  # 2: accent folding of Latin letters
+FORMAT = 2  # 2: accent folding of Latin letters, words through their combining marks
 FORMATS = frozenset({1, 2})  # the formats this module still reproduces (an index of 1 is written as 1)
-FOLDING = 2  # the first format that folds accents
+FOLDING = 2  # the first format that folds accents (and keeps a word's marks in it)
 # What an index records when it recorded nothing (built before identities were):
 # the default analyzer without the extra (docs/runtime.md says why).
 LEGACY_IDENTITY = "v1"
@@ -234,7 +241,7 @@ def iter_tokens(text: str, index: bool = False, prof: Profile | None = None) -> 
     """``tokens`` one at a time, in order of their offsets (a caller may stop early)."""
     ja = _tokenizer(prof)
     folding = (prof or current()).format >= FOLDING
-    for m in _RUNS.finditer(nfkc(text)):
+    for m in _RUNS[folding].finditer(nfkc(text)):
         if m.group("cjk"):
             yield from _cjk_tokens(m.group("cjk"), m.start(), index, ja)
             continue
@@ -324,7 +331,7 @@ def index_terms(title: str, body: str, prof: Profile | None = None) -> Analysed:
     folding = (prof or current()).format >= FOLDING
     latin, get = _LATIN[folding].get, counts.get  # get, not []: Counter's __missing__ is a Python call per new term
     for weight, text in ((2, title), (1, body)):
-        for (cjk, word), seen in Counter(_RUNS.findall(nfkc(text))).items():
+        for (cjk, word), seen in Counter(_RUNS[folding].findall(nfkc(text))).items():
             n = weight * seen
             if cjk:
                 found = _short_cjk_terms(cjk, ja) if len(cjk) <= SHORT_RUN else _cjk_terms(cjk, ja)

@@ -418,3 +418,28 @@ def test_latin_letters_lose_their_accents_from_format_2():
     assert v1 is not None and [t.term for t in analyzer.tokens("Café", prof=v1)] == ["café"]
     assert "w:café" in analyzer.index_terms("Café", "", v1).counts
     assert "w:cafe" in analyzer.index_terms("Café", "").counts and "p:ca" in analyzer.index_terms("Café", "").counts
+
+
+def test_words_run_on_through_their_combining_marks_from_format_2():
+    # A mark with no precomposed letter ("x̄": x + U+0304) no longer ends a Latin word,
+    # and a script written with marks (Devanagari's virama and vowel signs, Thai's) keeps its words whole.
+    assert terms("x\u0304ylophone") == terms("xylophone") == ["xylophon"]
+    assert terms("नमस्ते दुनिया") == ["नमस्ते", "दुनिया"]
+    assert terms("ภาษาไทย") == ["ภาษาไทย"]
+    assert terms("\U0001e900\U0001e944\U0001e901") == ["\U0001e922\U0001e944\U0001e923"]  # Adlam, casefolded
+    assert "w:नमस्ते" in analyzer.index_terms("नमस्ते", "").counts
+    # Format 1 is reproduced as it was: split at the mark, the marks dropped.
+    v1 = analyzer.profile("v1")
+    assert v1 is not None and [t.term for t in analyzer.tokens("x\u0304ylophone नमस्ते", prof=v1)] == [
+        "x", "ylophon", "नमस", "त"]
+
+
+def test_the_written_out_marks_are_unicodes_combining_marks():
+    import re
+    import unicodedata
+
+    from tenant_runtime.marks import ASTRAL_MARKS, MARKS
+
+    ranges = re.findall(r"(.)(?:-(.))?", MARKS + ASTRAL_MARKS, re.S)
+    points = [cp for a, b in ranges for cp in range(ord(a), ord(b or a) + 1)]
+    assert len(points) > 2000 and all(unicodedata.category(chr(cp)).startswith("M") for cp in points)
