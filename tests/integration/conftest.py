@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from runtime_tenants import sandbox_runtime
 
+from tenant_runtime import TenantRuntime
 from tenantctl.models import TenantRecord, TenantSpec
 from tenantctl.operations.provision import provision
 from tenantctl.sandbox import Sandbox, SandboxEndpoints
@@ -104,3 +106,11 @@ def provision_tenant(workspace: Workspace) -> Callable[..., TenantRecord]:
         return done[tenant_id]
 
     return provision_once
+
+
+@pytest.fixture(scope="module")
+def runtime(sandbox: SandboxEndpoints, workspace: Workspace) -> Iterator[TenantRuntime]:
+    """A runtime on the sandbox's registry, for a module that provisions its own
+    tenants (the ones on ``runtime_env``'s import ``runtime_tenants``' own)."""
+    with sandbox_runtime(sandbox, workspace) as rt:
+        yield rt

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +39,17 @@ def token(tenant_id: str, **claims: Any) -> str:
 
 def jwt_settings() -> JWTSettings:
     return JWTSettings(key=JWT_SECRET, algorithms=("HS256",), audience=AUDIENCE)
+
+
+@contextmanager
+def sandbox_runtime(sandbox: Any, workspace: Any, **settings: Any) -> Iterator[TenantRuntime]:
+    """A runtime on the sandbox's registry (for a file that provisions its own tenants), closed after."""
+    rt = TenantRuntime(jwt_settings(), workspace.ensure_platform()["registry_table"],
+                       endpoint_url=sandbox.aws_endpoint_url, region=sandbox.region, **settings)
+    try:
+        yield rt
+    finally:
+        rt.close()
 
 
 @dataclass

@@ -19,7 +19,7 @@ import yaml
 from fault_tools import POOLED, Cli, aws, inventory, registry_record, run_id, write_record
 from move_tools import writing
 from psycopg import sql
-from runtime_tenants import jwt_settings
+from runtime_tenants import jwt_settings, sandbox_runtime
 
 from tenant_runtime import AsyncTenantRuntime, TenantRuntime
 from tenant_runtime.models import Hibernation, MovePhase
@@ -50,10 +50,8 @@ MOVED = "mv-a"  # pooled -> dedicated -> (rollback) pooled -> dedicated (finaliz
 @pytest.fixture(scope="module")
 def runtime(sandbox, workspace) -> Iterator[TenantRuntime]:
     # A short registry TTL, as a service would have: the freeze is seen within it.
-    rt = TenantRuntime(jwt_settings(), workspace.ensure_platform()["registry_table"],
-                       endpoint_url=sandbox.aws_endpoint_url, region=sandbox.region, registry_ttl=0.2)
-    yield rt
-    rt.close()
+    with sandbox_runtime(sandbox, workspace, registry_ttl=0.2) as rt:
+        yield rt
 
 
 @pytest.fixture(scope="module")

@@ -12,17 +12,9 @@ import json
 import psycopg
 import pytest
 from psycopg import sql
-from runtime_tenants import jwt_settings
+from runtime_tenants import sandbox_runtime
 
-from tenant_runtime import AnalyzerUnavailable, TenantRuntime, analyzer
-
-
-@pytest.fixture(scope="module")
-def runtime(sandbox, workspace):
-    rt = TenantRuntime(jwt_settings(), workspace.ensure_platform()["registry_table"],
-                       endpoint_url=sandbox.aws_endpoint_url, region=sandbox.region)
-    yield rt
-    rt.close()
+from tenant_runtime import AnalyzerUnavailable, analyzer
 
 
 @pytest.fixture(scope="module")
@@ -156,17 +148,13 @@ def test_an_index_from_before_identities_is_taken_as_built_without_the_extra(
     runtime.store.put_document(runtime.context(record.tenant_id), "old", "Old", "an old note", {})
     with psycopg.connect(sandbox.pg_dsn(store.database), autocommit=True) as conn:  # as a store from before
         conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(store.schema_name, "search_analyzers")))
-    fresh = TenantRuntime(jwt_settings(), workspace.ensure_platform()["registry_table"],
-                          endpoint_url=sandbox.aws_endpoint_url, region=sandbox.region)
-    try:
+    with sandbox_runtime(sandbox, workspace) as fresh:
         ctx = fresh.context(record.tenant_id)
         fresh.store.put_document(ctx, "new", "検索", "検索が速く", {})  # bigrams, as the extra-less default
         assert recorded(sandbox, record.resources) == {}
         without_the_extra(monkeypatch)
         answer = fresh.store.search(ctx, "速く")
         assert ([h.doc_id for h in answer.hits], answer.analyzer_mismatch) == (["new"], False)
-    finally:
-        fresh.close()
 
 
 def test_an_index_of_the_format_before_accent_folding_stays_as_built_until_reindexed(
@@ -214,20 +202,18 @@ def test_a_store_whose_schema_predates_the_analyzer_table_is_served_as_an_index_
 
     for record in (built, empty):
         rename(record, "search_analyzers", "search_analyzers_later")
-    fresh = TenantRuntime(jwt_settings(), workspace.ensure_platform()["registry_table"],
-                          endpoint_url=sandbox.aws_endpoint_url, region=sandbox.region)
     try:
-        ctx = fresh.context(built.tenant_id)
-        fresh.store.put_document(ctx, "new", "Crème", "café au lait", {})
-        answer = fresh.store.search(ctx, "café")
-        assert (sorted(h.doc_id for h in answer.hits), answer.analyzer_mismatch) == (["new", "old"], False)
-        assert found(fresh, ctx, "cafe") == [] and fresh.store.suggest(ctx, "crè") == ["crème"]
+        with sandbox_runtime(sandbox, workspace) as fresh:
+            ctx = fresh.context(built.tenant_id)
+            fresh.store.put_document(ctx, "new", "Crème", "café au lait", {})
+            answer = fresh.store.search(ctx, "café")
+            assert (sorted(h.doc_id for h in answer.hits), answer.analyzer_mismatch) == (["new", "old"], False)
+            assert found(fresh, ctx, "cafe") == [] and fresh.store.suggest(ctx, "crè") == ["crème"]
 
-        ctx = fresh.context(empty.tenant_id)
-        with pytest.raises(StoreUnavailable, match="search_analyzers.*tenantctl apply"):
-            fresh.store.put_document(ctx, "first", "First", "a first note", {})
-        assert fresh.store.search(ctx, "note").hits == []
+            ctx = fresh.context(empty.tenant_id)
+            with pytest.raises(StoreUnavailable, match="search_analyzers.*tenantctl apply"):
+                fresh.store.put_document(ctx, "first", "First", "a first note", {})
+            assert fresh.store.search(ctx, "note").hits == []
     finally:
-        fresh.close()
         for record in (built, empty):
             rename(record, "search_analyzers_later", "search_analyzers")

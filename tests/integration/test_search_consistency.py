@@ -13,19 +13,9 @@ import boto3
 import psycopg
 import pytest
 from psycopg import sql
-from runtime_tenants import jwt_settings
 
-from tenant_runtime import TenantRuntime
 from tenant_runtime.documents import LARGE_BODY
 from tenant_runtime.store import StoreOperations
-
-
-@pytest.fixture(scope="module")
-def runtime(sandbox, workspace):
-    rt = TenantRuntime(jwt_settings(), workspace.ensure_platform()["registry_table"],
-                       endpoint_url=sandbox.aws_endpoint_url, region=sandbox.region)
-    yield rt
-    rt.close()
 
 
 @pytest.fixture(scope="module")
