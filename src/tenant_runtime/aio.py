@@ -360,6 +360,9 @@ class AsyncContextStore(StoreOperations):
     async def unindexed(self, ctx: TenantContext) -> int:
         return await self._run(ctx, self._unindexed(ctx))
 
+    async def index_analyzers(self, ctx: TenantContext) -> list[str]:
+        return await self._run(ctx, self._index_analyzers(ctx))
+
     async def reindex(self, ctx: TenantContext, if_unindexed: bool = False,
                       progress: ReindexProgress | None = None) -> ReindexResult | None:
         return await self._write(ctx, lambda c: self._reindex(c, if_unindexed, progress))

@@ -80,17 +80,7 @@ class SearchKeyOperations:
         cached = self._cached_keys(ctx)
         if cached:
             return cached
-        recorded = sql.SQL("(SELECT a.analyzer FROM {} a WHERE a.tenant_id = k.tenant_id "
-                           "AND a.key_version = k.version)").format(self._table(ctx, SEARCH_ANALYZERS))
-        try:
-            rows = yield self._statement_step(self._keys_select(ctx, recorded), (ctx.key,), "all")
-        except psycopg.errors.UndefinedTable as exc:
-            if not _no_analyzer_table(exc):
-                raise
-            # A store whose schema predates the table (the template not run again
-            # since): its index was built before identities were, as a missing row says.
-            recorded = sql.SQL("NULL::text")
-            rows = yield self._statement_step(self._keys_select(ctx, recorded), (ctx.key,), "all")
+        rows, recorded = yield from self._key_rows(ctx)
         if not rows and create:
             yield from self._add_search_key(ctx, 1, conflict_ok=True)
             # ours, or a racing writer's
@@ -103,6 +93,27 @@ class SearchKeyOperations:
             self.__dict__.setdefault("_search_key_cache", TTLCache(KEY_CACHE_TENANTS, KEY_CACHE_TTL)).put(
                 (ctx.key, ctx.resources.kms_key_arn), found)
         return found
+
+    def _key_rows(self, ctx: TenantContext) -> Any:
+        """The store's key rows (``_keys_select``), as sealed, and the expression that read their analyzer."""
+        recorded = sql.SQL("(SELECT a.analyzer FROM {} a WHERE a.tenant_id = k.tenant_id "
+                           "AND a.key_version = k.version)").format(self._table(ctx, SEARCH_ANALYZERS))
+        try:
+            rows = yield self._statement_step(self._keys_select(ctx, recorded), (ctx.key,), "all")
+        except psycopg.errors.UndefinedTable as exc:
+            if not _no_analyzer_table(exc):
+                raise
+            # A store whose schema predates the table (the template not run again
+            # since): its index was built before identities were, as a missing row says.
+            recorded = sql.SQL("NULL::text")
+            rows = yield self._statement_step(self._keys_select(ctx, recorded), (ctx.key,), "all")
+        return rows, recorded
+
+    def _index_analyzers(self, ctx: TenantContext) -> Any:
+        """The analyzer of each live search key, oldest first, read from the store
+        (not the cache) and unsealing nothing: no KMS call."""
+        rows, _ = yield from self._key_rows(ctx)
+        return [r[3] or analyzer.LEGACY_IDENTITY for r in rows]
 
     def _keys_select(self, ctx: TenantContext, recorded: sql.Composable) -> sql.Composed:
         """The store's keys, oldest first: version, sealed, counted, ``recorded`` (their analyzer)."""

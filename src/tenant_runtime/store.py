@@ -555,6 +555,14 @@ class ContextStore(StoreOperations):
         ``reindex(if_unindexed=True)`` would rebuild; search refuses while any is)."""
         return self._run(ctx, self._unindexed(ctx))
 
+    def index_analyzers(self, ctx: TenantContext) -> list[str]:
+        """The analyzer identity each live search key's index was built with,
+        oldest first (``analyzer.LEGACY_IDENTITY`` for a key from before
+        identities); several while a reindex is unfinished, none before the
+        store's first document or summary (its first writer records its own).
+        What `tenantctl search reindex --outdated` compares with its analyzer."""
+        return self._run(ctx, self._index_analyzers(ctx))
+
     def reindex(self, ctx: TenantContext, if_unindexed: bool = False,
                 progress: ReindexProgress | None = None,
                 marker: ReindexMarker | None = None) -> ReindexResult | None:

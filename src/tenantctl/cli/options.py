@@ -18,9 +18,24 @@ def tenant_argument(help: str, *, existing: bool = True, metavar: str = "ID") ->
     usage errors, as the README's commands table writes it."""
     def check(value: Optional[str]) -> Optional[str]:
         if value is not None:
-            from tenantctl.naming import forget_hint, require_valid
-
-            require_valid(value, hint=forget_hint(value) if existing else "")
+            _require_valid(value, existing)
         return value
 
     return typer.Argument(help=help, callback=check, metavar=metavar)
+
+
+def tenants_argument(help: str) -> Any:
+    """Tenant ids (none or several: a command that also takes ``--all``), each
+    checked as ``tenant_argument`` checks an existing tenant's."""
+    def check(values: Optional[list[str]]) -> Optional[list[str]]:
+        for value in values or ():
+            _require_valid(value, existing=True)
+        return values
+
+    return typer.Argument(help=help, callback=check, metavar="ID", show_default=False)
+
+
+def _require_valid(value: str, existing: bool) -> None:
+    from tenantctl.naming import forget_hint, require_valid
+
+    require_valid(value, hint=forget_hint(value) if existing else "")

@@ -88,6 +88,14 @@ def reindex_search(ws: Any, tenant_id: str, on_event: EventSink | None = None) -
     return Reindexed(**done.model_dump(), workspaces=of_workspaces)
 
 
+def store_analyzers(ws: Any, record: TenantRecord) -> dict[str, list[str]]:
+    """Each store's (``TENANT_STORE`` the tenant's own, else a workspace's name)
+    live search keys' analyzers, oldest first, read from the store (no KMS call)."""
+    workspaces = sorted(record.resources.workspaces) if record.resources else []
+    with _tenant_store(ws, record) as (store, context):
+        return {name: store.index_analyzers(context(name or None)) for name in (TENANT_STORE, *workspaces)}
+
+
 class RecordMarker:
     """A reindex's marker (``tenant_runtime.registry.reindex_marks``) written by
     tenantctl's registry writer on ``record``, the one its run holds or just

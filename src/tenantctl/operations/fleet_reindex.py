@@ -1,0 +1,140 @@
+"""`tenantctl search reindex` over many tenants (`--all`, `--cell`, several
+ids): each tenant's `search reindex` (operations.reindex), tenants in threads
+(each reindex waits on its database and KMS, not on this process), one
+summary whose exit code is the worst of them.
+
+Selected as `check` and `refresh` select (operations.selection). A tenant
+is skipped, with why, when it is not active (suspended, …), when it
+hibernates (its database instance stays stopped, as `drill run --all` leaves
+it; `search reindex ID` wakes it), or, with ``outdated``, when every store of
+it (its own and each workspace's) is indexed by this installation's analyzer
+and no reindex of one is unfinished. A tenant whose reindex could not run or
+stopped (another run holds its lock, its store unreachable, its key unusable)
+is a failed row with its exit code; the others still run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from tenant_runtime import analyzer
+from tenantctl.errors import TenantctlError, UsageError
+from tenantctl.models import TenantRecord, TenantStatus
+from tenantctl.operations.reindex import Reindexed, reindex_search, store_analyzers
+from tenantctl.operations.selection import Skipped, in_defined_cells, select
+
+
+class ReindexFailed(BaseModel):
+    """A tenant whose reindex could not run, or stopped: the error and its exit code."""
+
+    tenant_id: str
+    error: str
+    exit_code: int
+
+
+Outcome = Reindexed | Skipped | ReindexFailed
+
+
+class FleetReindex(BaseModel):
+    reindexed: dict[str, Reindexed] = Field(default_factory=dict)  # by tenant id
+    skipped: list[Skipped] = Field(default_factory=list)
+    failed: list[ReindexFailed] = Field(default_factory=list)
+    seconds: float = 0.0
+
+    def add(self, tenant_id: str, outcome: Outcome) -> None:
+        if isinstance(outcome, Reindexed):
+            self.reindexed[tenant_id] = outcome
+        elif isinstance(outcome, Skipped):
+            self.skipped.append(outcome)
+        else:
+            self.failed.append(outcome)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {"tenants": len(self.reindexed) + len(self.skipped) + len(self.failed),
+                "reindexed": len(self.reindexed), "skipped": len(self.skipped), "failed": len(self.failed)}
+
+    def exit_code(self) -> int:
+        """The highest failed tenant's, which is also the order of what needs a person
+        most: 10 key unusable, 9 stored data failing authentication, 7 unreachable,
+        6 gone since selected, 5 locked by another run, 3 no longer active."""
+        return max((f.exit_code for f in self.failed), default=0)
+
+    def as_json(self) -> dict[str, Any]:
+        """``tenants``: each reindexed tenant as `search reindex ID --json` prints it."""
+        return {"tenants": [{"tenant_id": t, **r.model_dump(mode="json")} for t, r in sorted(self.reindexed.items())],
+                "skipped": [s.model_dump() for s in sorted(self.skipped, key=lambda s: s.tenant_id)],
+                "failed": [f.model_dump() for f in sorted(self.failed, key=lambda f: f.tenant_id)],
+                "counts": self.counts, "exit_code": self.exit_code()}
+
+
+def not_reindexed(record: TenantRecord) -> str | None:
+    """Why a fleet run leaves the tenant alone whatever its index (None: it is reindexed)."""
+    if record.status is not TenantStatus.active:
+        return f"{record.status.value}: only an active tenant is reindexed"
+    if record.resources is None:
+        return "no resources recorded: nothing to reindex"
+    if record.store_hibernation is not None:
+        return (f"hibernated: its database instance is stopped; `tenantctl search reindex {record.tenant_id}` "
+                "wakes it and reindexes it")
+    return None
+
+
+def outdated_stores(analyzers: Mapping[str, Iterable[str]], unfinished: Iterable[str], current: str) -> list[str]:
+    """The stores (``""`` the tenant's own, else a workspace's name)
+    a reindex to ``current`` would change: one with a live search key built by
+    another analyzer (``analyzers``: each store's, as ``index_analyzers``
+    reads them; a store with no key yet is up to date: its first writer
+    records its own), or whose reindex is unfinished (the record's marker)."""
+    return sorted({store for store, found in analyzers.items() if any(a != current for a in found)}
+                  | set(unfinished))
+
+
+def reindex_one(ws: Any, record: TenantRecord, outdated: bool) -> Outcome:
+    """The tenant's reindex, or why it was skipped, or why it failed."""
+    tenant_id = record.tenant_id
+    if why := not_reindexed(record):
+        return Skipped(tenant_id=tenant_id, reason=why)
+    try:
+        if outdated:
+            current = analyzer.identity()
+            if not outdated_stores(store_analyzers(ws, record), record.search_reindex_stores, current):
+                return Skipped(tenant_id=tenant_id, reason=f"up to date (analyzer {current})")
+        return reindex_search(ws, tenant_id)
+    except TenantctlError as exc:
+        return ReindexFailed(tenant_id=tenant_id, error=str(exc), exit_code=exc.exit_code)
+
+
+def reindex_fleet(ws: Any, tenant_ids: Sequence[str] = (), every: bool = False, cell: str | None = None,
+                  outdated: bool = False, parallel: int = 4, on_plan: Callable[[int], None] | None = None,
+                  on_result: Callable[[str, Outcome], None] | None = None) -> FleetReindex:
+    """Reindex the named tenants, or every tenant (of ``cell``); ``outdated``:
+    only those whose index another analyzer built (or whose reindex is unfinished)."""
+    if parallel < 1:
+        raise UsageError(f"Invalid value for '--parallel': {parallel} is not in the range x>=1.")
+    started = time.monotonic()
+    records = select(ws, tenant_ids, every, cell, verb="reindex")
+    summary = FleetReindex()
+    for record in records:
+        if why := not_reindexed(record):  # from the record alone: not even its cell is read
+            summary.add(record.tenant_id, Skipped(tenant_id=record.tenant_id, reason=why))
+    kept, undefined = in_defined_cells(ws, [r for r in records if not_reindexed(r) is None])
+    summary.skipped += undefined
+    records = [r for r, _ in kept]
+    if on_plan:
+        on_plan(len(records))
+    if records:
+        ws.platform_outputs()  # read once, before the threads share it
+        with ThreadPoolExecutor(max_workers=min(parallel, len(records)), thread_name_prefix="reindex") as pool:
+            futures = {pool.submit(reindex_one, ws, r, outdated): r.tenant_id for r in records}
+            for future in as_completed(futures):
+                summary.add(futures[future], future.result())
+                if on_result:
+                    on_result(futures[future], future.result())
+    summary.seconds = time.monotonic() - started
+    return summary
