@@ -28,17 +28,18 @@ def test_a_hibernated_tenant_is_left_asleep_saying_how_to_wake_it():
                                      "wakes it and reindexes it")
 
 
-@pytest.mark.parametrize("analyzers, unfinished, expected", [
-    ({"": [NOW], "fin": [NOW]}, [], []),
-    ({"": [], "fin": []}, [], []),  # no key yet: its first writer records its own analyzer
-    ({"": ["v1"], "fin": [NOW]}, [], [""]),  # from before identities
-    ({"": [NOW], "fin": ["v2"]}, [], ["fin"]),  # built without the extra
-    ({"": ["v1", NOW]}, [], [""]),  # a reindex to this analyzer half way
-    ({"": [NOW], "fin": [NOW]}, ["fin"], ["fin"]),  # marked unfinished on the record
+@pytest.mark.parametrize("analyzers, marks, expected", [
+    ({"": [NOW], "fin": [NOW]}, {}, []),
+    ({"": [], "fin": []}, {}, []),  # no key yet: its first writer records its own analyzer
+    ({"": ["v1"], "fin": [NOW]}, {}, [""]),  # from before identities
+    ({"": [NOW], "fin": ["v2"]}, {}, ["fin"]),  # built without the extra
+    ({"": ["v1", NOW]}, {}, [""]),  # a reindex to this analyzer half way
+    ({"": [NOW], "fin": [NOW]}, {"search_reindex_stores": ["fin"]}, ["fin"]),  # marked unfinished on the record
+    ({"": [NOW], "fin": [NOW]}, {"search_rebuild_due": True}, ["", "fin"]),  # unindexed items: search refuses
 ])
 def test_a_store_is_outdated_when_a_live_key_is_of_another_analyzer_or_its_reindex_unfinished(
-        analyzers, unfinished, expected):
-    assert outdated_stores(analyzers, unfinished, NOW) == expected
+        analyzers, marks, expected):
+    assert outdated_stores(analyzers, record("acme").model_copy(update=marks), NOW) == expected
 
 
 def test_the_fleets_exit_code_is_the_highest_failed_tenants():

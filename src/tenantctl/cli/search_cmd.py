@@ -17,7 +17,7 @@ def reindex(
     cell: Annotated[Optional[str], typer.Option(help="Every tenant of this cell (not deprovisioned).")] = None,
     outdated: Annotated[bool, typer.Option(
         "--outdated", help="Only tenants with a store whose index another analyzer built (or whose reindex is "
-                           "unfinished); the others are skipped as up to date.")] = False,
+                           "unfinished, or rebuild due); the others are skipped as up to date.")] = False,
     parallel: Annotated[int, typer.Option(min=1, help="Tenants reindexed at once (several ids, --all, --cell).")] = 4,
     json_out: JsonFlag = False,
 ) -> None:
@@ -37,8 +37,9 @@ def reindex(
     hibernated (left asleep: `search reindex ID` wakes it), or of a cell
     stacks/ does not define, is skipped, with why. --outdated reindexes only
     the tenants with a store whose live index another analyzer built (a store
-    from before identities counts as v1) or whose reindex is unfinished: after
-    deploying runtimes of a new analyzer, `search reindex --all --outdated`.
+    from before identities counts as v1) or whose reindex is unfinished (or
+    rebuild due): after deploying runtimes of a new analyzer,
+    `search reindex --all --outdated`.
 
     Exit codes: 0 done, 3 bad id or tenant not active, 5 another run (another
     reindex too) holds the tenant's lock, 6 unknown tenant,

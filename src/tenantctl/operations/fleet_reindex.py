@@ -8,7 +8,7 @@ is skipped, with why, when it is not active (suspended, …), when it
 hibernates (its database instance stays stopped, as `drill run --all` leaves
 it; `search reindex ID` wakes it), or, with ``outdated``, when every store of
 it (its own and each workspace's) is indexed by this installation's analyzer
-and no reindex of one is unfinished. A tenant whose reindex could not run or
+and no reindex of one is unfinished (nor a rebuild due). A tenant whose reindex could not run or
 stopped (another run holds its lock, its store unreachable, its key unusable)
 is a failed row with its exit code; the others still run.
 """
@@ -85,14 +85,15 @@ def not_reindexed(record: TenantRecord) -> str | None:
     return None
 
 
-def outdated_stores(analyzers: Mapping[str, Iterable[str]], unfinished: Iterable[str], current: str) -> list[str]:
-    """The stores (``""`` the tenant's own, else a workspace's name)
-    a reindex to ``current`` would change: one with a live search key built by
-    another analyzer (``analyzers``: each store's, as ``index_analyzers``
-    reads them; a store with no key yet is up to date: its first writer
-    records its own), or whose reindex is unfinished (the record's marker)."""
-    return sorted({store for store, found in analyzers.items() if any(a != current for a in found)}
-                  | set(unfinished))
+def outdated_stores(analyzers: Mapping[str, Iterable[str]], record: TenantRecord, current: str) -> list[str]:
+    """The stores (``""`` the tenant's own, else a workspace's name) a reindex
+    to ``current`` would change: one with a live search key built by another
+    analyzer (``analyzers``: each store's, as ``index_analyzers`` reads them;
+    a store with no key yet is up to date: its first writer records its own),
+    one whose reindex is unfinished (the record's marker), and every one while
+    the record says a rebuild of unindexed items is due (search refuses there)."""
+    stale = {store for store, found in analyzers.items() if any(a != current for a in found)}
+    return sorted(stale | set(record.search_reindex_stores) | (set(analyzers) if record.search_rebuild_due else set()))
 
 
 def reindex_one(ws: Any, record: TenantRecord, outdated: bool) -> Outcome:
@@ -103,7 +104,7 @@ def reindex_one(ws: Any, record: TenantRecord, outdated: bool) -> Outcome:
     try:
         if outdated:
             current = analyzer.identity()
-            if not outdated_stores(store_analyzers(ws, record), record.search_reindex_stores, current):
+            if not outdated_stores(store_analyzers(ws, record), record, current):
                 return Skipped(tenant_id=tenant_id, reason=f"up to date (analyzer {current})")
         return reindex_search(ws, tenant_id)
     except TenantctlError as exc:
