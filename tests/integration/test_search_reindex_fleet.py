@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import boto3
 import psycopg
 import pytest
 from psycopg import sql
@@ -93,3 +94,25 @@ def test_named_tenants_are_reindexed_and_one_locked_fails_with_exit_5(fleet, wor
 @pytest.mark.parametrize("args", [[CURRENT, "--all"], [], ["--all", "--cell", "default"], ["--all", "--parallel", "0"]])
 def test_bad_usage_is_exit_2(args, tenantctl_cli):
     assert tenantctl_cli("search", "reindex", *args).returncode == 2
+
+
+def test_a_hibernated_tenant_is_left_asleep(provision_tenant, workspace, sandbox, tenantctl_cli):
+    """As `drill run --all` leaves it: its instance stays stopped; `search reindex ID` wakes it.
+    One that hibernated after the run listed it awake is left so too, under its lock."""
+    from tenantctl.operations.reindex import reindex_search
+
+    sleeper = provision_tenant("rx8-sleep", tier="dedicated").tenant_id
+    assert tenantctl_cli("hibernate", sleeper, "--force").returncode == 0
+    instance = workspace.registry.require(sleeper).hibernation.db_instance
+    rds = boto3.client("rds", endpoint_url=sandbox.aws_endpoint_url, region_name=sandbox.region)
+
+    done = tenantctl_cli("search", "reindex", sleeper, CURRENT, "--json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert [t["tenant_id"] for t in out["tenants"]] == [CURRENT]
+    assert out["skipped"] == [{"tenant_id": sleeper, "reason": "hibernated: its database instance is stopped; "
+                               f"`tenantctl search reindex {sleeper}` wakes it and reindexes it"}]
+    assert reindex_search(workspace, sleeper, wake=False) is None
+    after = workspace.registry.require(sleeper)
+    assert after.hibernation is not None and (after.lock, after.last_error) == (None, None)
+    assert rds.describe_db_instances(DBInstanceIdentifier=instance)["DBInstances"][0]["DBInstanceStatus"] == "stopped"

@@ -80,9 +80,13 @@ def not_reindexed(record: TenantRecord) -> str | None:
     if record.resources is None:
         return "no resources recorded: nothing to reindex"
     if record.store_hibernation is not None:
-        return (f"hibernated: its database instance is stopped; `tenantctl search reindex {record.tenant_id}` "
-                "wakes it and reindexes it")
+        return _asleep(record.tenant_id)
     return None
+
+
+def _asleep(tenant_id: str) -> str:
+    return (f"hibernated: its database instance is stopped; `tenantctl search reindex {tenant_id}` "
+            "wakes it and reindexes it")
 
 
 def outdated_stores(analyzers: Mapping[str, Iterable[str]], record: TenantRecord, current: str) -> list[str]:
@@ -106,9 +110,10 @@ def reindex_one(ws: Any, record: TenantRecord, outdated: bool) -> Outcome:
             current = analyzer.identity()
             if not outdated_stores(store_analyzers(ws, record), record, current):
                 return Skipped(tenant_id=tenant_id, reason=f"up to date (analyzer {current})")
-        return reindex_search(ws, tenant_id)
+        done = reindex_search(ws, tenant_id, wake=False)  # hibernated since it was listed: left asleep
     except TenantctlError as exc:
         return ReindexFailed(tenant_id=tenant_id, error=str(exc), exit_code=exc.exit_code)
+    return done if done is not None else Skipped(tenant_id=tenant_id, reason=_asleep(tenant_id))
 
 
 def reindex_fleet(ws: Any, tenant_ids: Sequence[str] = (), every: bool = False, cell: str | None = None,

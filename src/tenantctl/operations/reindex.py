@@ -51,7 +51,7 @@ def _tenant_store(ws: Any, record: TenantRecord) -> Iterator[tuple[ContextStore,
         store.close()
 
 
-def reindex_search(ws: Any, tenant_id: str, on_event: EventSink | None = None) -> Reindexed:
+def reindex_search(ws: Any, tenant_id: str, on_event: EventSink | None = None, wake: bool = True) -> Reindexed | None:
     """The tenant's store, then each of its workspaces' (each under its own
     search key), under the tenant's lock (another run on the tenant, a second
     reindex included: Conflict, exit 5). Nothing is lost if it stops half
@@ -61,12 +61,15 @@ def reindex_search(ws: Any, tenant_id: str, on_event: EventSink | None = None) -
     (``search_reindex_since`` and ``_stores``, which `status` shows) until one
     finishes it (this command, or any other reindex of that store). A
     hibernated tenant is woken first (its progress to ``on_event``): the
-    reindex reads and writes its database."""
+    reindex reads and writes its database; without ``wake`` it is left asleep
+    and nothing done (None): a fleet run that listed it awake, hibernated since."""
     require_valid(tenant_id)
     _reindexable(ws.registry.require(tenant_id))
     with ws.registry.hold(tenant_id, REINDEX) as held:
         _reindexable(held.record)  # as locked: it may have changed since
         if held.record.hibernation is not None:
+            if not wake and held.record.store_hibernation is not None:
+                return None
             wake_held(ws, held, on_event)
         workspaces = sorted(held.record.resources.workspaces) if held.record.resources else []
         # Every store marked at once: `status` says the run is unfinished from its start (a run
