@@ -32,7 +32,7 @@ the slot it took when it was first placed until it is deprovisioned.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -40,7 +40,7 @@ from tenant_runtime.registry import item_to_counts
 from tenantctl import preflight
 from tenantctl.errors import InvalidInput, QuotaExceeded, TargetUnavailable
 from tenantctl.models import CellSpec, TenantRecord, TenantSpec, TenantStatus, Tier
-from tenantctl.registry_cells import applied_of
+from tenantctl.registry_cells import applied_cap_of, applied_of
 
 if TYPE_CHECKING:
     from tenantctl.registry import RegistryWriter
@@ -79,7 +79,7 @@ def load(counts: tuple[dict[str, int], bool] | None, cell: CellSpec, tier: Tier)
     """How full ``cell`` is for ``tier`` by its counter as read: the pooled share of its cap,
     or its dedicated count."""
     placed = (counts or ({}, False))[0].get(tier.value, 0)
-    return placed / cell.max_pooled_tenants if tier is Tier.pooled else placed
+    return placed / max(cell.max_pooled_tenants, 1) if tier is Tier.pooled else placed
 
 
 def no_slot(cell: CellSpec, counts: tuple[dict[str, int], bool] | None, tier: Tier) -> str | None:
@@ -92,6 +92,27 @@ def no_slot(cell: CellSpec, counts: tuple[dict[str, int], bool] | None, tier: Ti
         return (f"{placed.get(tier.value, 0)} of {cell.max_pooled_tenants} pooled tenants placed "
                 "(max_pooled_tenants: schemas per PostgreSQL)")
     return None
+
+
+def within_budget(ws: Workspace, cell: CellSpec, item: dict[str, Any] | None) -> tuple[CellSpec, str | None]:
+    """``cell`` as placement counts its pooled slots, and what it says about it.
+    A committed file raising the cell's connection cap past what its live
+    database leaves tenant logins is refused by `apply` (rule connection-budget)
+    until it says ``allow_overcommit``; meanwhile its max_pooled_tenants places
+    no tenant past the cap the cell was applied at (``applied_cap``)."""
+    applied = applied_cap_of(item)
+    if applied is None or cell.allow_overcommit or cell.connection_cap <= applied:
+        return cell, None
+    from tenantctl.operations.cell import refuse_overcommit
+
+    try:
+        refuse_overcommit(ws, cell, applied)
+    except InvalidInput:
+        slots = applied // cell.db_connection_limit
+        return cell.model_copy(update={"max_pooled_tenants": slots}), (
+            f"its stack file's max_pooled_tenants {cell.max_pooled_tenants} is refused by `tenantctl apply` "
+            f"(rule connection-budget: `tenantctl apply --preview` says why), so {slots} as applied")
+    return cell, None
 
 
 def full_reason(registry: RegistryWriter, cell: CellSpec, tier: Tier) -> str:
@@ -161,11 +182,12 @@ def place(ws: Workspace, spec: TenantSpec, record: TenantRecord | None) -> tuple
         if walls:
             refusals.append(f"cell {cell.name}: " + "; ".join(w.explain() for w in walls))
             continue
+        cell, note = _slots_of(ws, cell, spec.tier)
         cap = cell.max_pooled_tenants if spec.tier is Tier.pooled else None
         if registry.reserve_slot(cell.name, spec.tier, cap):
             placed = spec.model_copy(update={"cell": cell.name})
             return placed, Placement(cell=cell.name, account_id=cell.account_id, reserved=True)
-        refusals.append(f"cell {cell.name}: {full_reason(registry, cell, spec.tier)}")
+        refusals.append(f"cell {cell.name}: {full_reason(registry, cell, spec.tier)}" + (f"; {note}" if note else ""))
     raise refused(spec, refusals)
 
 
@@ -186,10 +208,13 @@ def choose(ws: Workspace, spec: TenantSpec, record: TenantRecord | None,
     counts = {name: _plus(item_to_counts(item) if item else None, spec.tier, before[name])
               for name, item in items.items()}
     open_cells = []
-    for cell in candidates:
+    for listed in candidates:
+        cell, note = within_budget(ws, listed, items[listed.name]) if spec.tier is Tier.pooled else (listed, None)
         why = no_slot(cell, counts[cell.name], spec.tier)
         if why is not None and before[cell.name]:
             why += f", {before[cell.name]} of them by this run's tenants before it"
+        if why is not None and note:
+            why += f"; {note}"
         # What `place` passes over off the sandbox: committed, never applied (the sandbox applies it).
         if why is None and not ws.is_sandbox and not (applied_of(items[cell.name])
                                                       or ws.cell_outputs(cell.name).get("bucket")):
@@ -202,6 +227,13 @@ def choose(ws: Workspace, spec: TenantSpec, record: TenantRecord | None,
         raise refused(spec, refusals)
     best = min(open_cells, key=lambda c: load(counts[c.name], c, spec.tier))
     return spec.model_copy(update={"cell": best.name})
+
+
+def _slots_of(ws: Workspace, cell: CellSpec, tier: Tier) -> tuple[CellSpec, str | None]:
+    """``within_budget`` of ``cell`` read from its counter item now (a pooled slot only)."""
+    if tier is not Tier.pooled:
+        return cell, None
+    return within_budget(ws, cell, ws.registry.counter_items([cell.name])[cell.name])
 
 
 def _plus(counts: tuple[dict[str, int], bool] | None, tier: Tier, more: int) -> tuple[dict[str, int], bool] | None:
@@ -254,10 +286,10 @@ def take_slot(ws: Workspace, cell_name: str, tier: Tier, refused: str) -> Placem
     """A ``tier`` slot in cell ``cell_name`` for an existing tenant (its cell
     never changes); QuotaExceeded (exit 11) starting with ``refused`` when the
     cell is full or draining."""
-    cell = ws.cell(cell_name)
+    cell, note = _slots_of(ws, ws.cell(cell_name), tier)
     cap = cell.max_pooled_tenants if tier is Tier.pooled else None
     if cell.draining or not ws.registry.reserve_slot(cell.name, tier, cap):
-        why = full_reason(ws.registry, cell, tier)
+        why = full_reason(ws.registry, cell, tier) + (f"; {note}" if note else "")
         raise QuotaExceeded(f"{refused}: cell {cell.name!r} has no {tier.value} slot ({why})")
     return Placement(cell=cell.name, account_id=cell.account_id, reserved=True)
 

@@ -305,6 +305,38 @@ def test_apply_refuses_a_cell_file_raising_its_cap_past_the_room_unless_the_file
     write_cell(ws.stacks_dir, applied)
 
 
+def test_placement_counts_a_refused_raise_at_the_cap_the_cell_was_applied_at(fleet, sandbox):
+    """A committed file raising the cap past the room is refused by `apply`; a
+    provision (or a move's target slot) must not fill the cell past the cap it
+    was applied at meanwhile, through the file's max_pooled_tenants."""
+    cli, ws = fleet
+    applied = read_cell(ws.stacks_dir, TO)
+    room = cli("cell", "show", TO, "--json").json()["connections"]["room"]
+    table_name = platform_outputs(sandbox)["registry_table"]
+
+    def set_pooled(n: int) -> None:  # the cell holding n pooled tenants, as its counter says
+        aws(sandbox, "dynamodb").update_item(TableName=table_name, Key=counter_key(TO), UpdateExpression="SET #p = :n",
+                                             ExpressionAttributeNames={"#p": "pooled"},
+                                             ExpressionAttributeValues={":n": {"N": str(n)}})
+
+    set_pooled(applied.max_pooled_tenants)  # full at the cap it was applied at
+    try:
+        write_cell(ws.stacks_dir, applied.model_copy(update={"max_pooled_tenants": room // 10 + 1}))
+        for args in (("--preview",), ()):
+            run = cli("provision", "e2-over", "--region", REGION, "--cell", TO, *args, "--json")
+            assert run.returncode == 11, run
+            assert "connection-budget" in run.json()["error"]["message"], run.json()
+        assert ws.registry.get("e2-over") is None and cell_count(sandbox, TO) == applied.max_pooled_tenants
+        # The file saying the overcommit is meant: its cap is placed by (the preview finds the slot).
+        write_cell(ws.stacks_dir, applied.model_copy(update={"max_pooled_tenants": room // 10 + 1,
+                                                             "allow_overcommit": True}))
+        assert cli("provision", "e2-over", "--region", REGION, "--cell", TO, "--preview").returncode == 12
+    finally:
+        write_cell(ws.stacks_dir, applied)
+        set_pooled(0)
+        cli.stack_file("e2-over").unlink(missing_ok=True)
+
+
 def test_cell_list_tells_a_cell_add_stopped_half_way_from_one_never_applied(fleet, sandbox):
     cli, ws = fleet
     killed = cli("cell", "add", PART, "--region", REGION, "--max-pooled", "2", env={FAULT_AFTER_ENV: "3"})

@@ -43,7 +43,9 @@ def test_a_skipped_tenant_is_counted_and_named_with_why_not_failed():
     assert summary.exit_code() == 0 and summary.counts["skipped"] == 1 and summary.counts["failed"] == 0
     text = render("refresh_summary.md.j2", summary=summary)
     assert "**no drift** · 1 skipped" in text
-    assert "| `away` | no drift | skipped: its cell 'nowhere' has no stack file in stacks/ |" in text
+    # Left unread, it is not said to have no drift: its row says it was not read.
+    assert "| `away` | not read | skipped: its cell 'nowhere' has no stack file in stacks/ |" in text
+    assert away.headline() == "not read"
 
 
 def test_a_drifted_cell_counts_and_leads_the_markdown():

@@ -106,13 +106,14 @@ class StackDrift(BaseModel):
         return self.note.startswith(SKIPPED)
 
     def headline(self) -> str:
-        """``2 changed, 1 deleted, 1 orphan, 1 mis-tagged`` (or ``no drift``)."""
+        """``2 changed, 1 deleted, 1 orphan, 1 mis-tagged`` (or ``no drift``; ``not read``
+        for a stack left unread, which is no evidence of no drift)."""
         mistagged = sum(1 for o in self.orphans if o.conflict)
         parts = [f"{n} {what}" for n, what in (
             (sum(1 for r in self.resources if r.op is Op.update), "changed"),
             (sum(1 for r in self.resources if r.op is Op.delete), "deleted out of band"),
             (len(self.orphans) - mistagged, "orphan(s)"), (mistagged, "mis-tagged")) if n]
-        return ", ".join(parts) or "no drift"
+        return ", ".join(parts) or ("not read" if self.skipped else "no drift")
 
 
 class TenantDrift(StackDrift):
