@@ -16,6 +16,7 @@ from runtime_tenants import sandbox_runtime
 
 from tenant_runtime import TenantRuntime
 from tenantctl.models import TenantRecord, TenantSpec
+from tenantctl.operations.deprovision import deprovision
 from tenantctl.operations.provision import provision
 from tenantctl.sandbox import Sandbox, SandboxEndpoints
 from tenantctl.workspace import Workspace
@@ -106,6 +107,23 @@ def provision_tenant(workspace: Workspace) -> Callable[..., TenantRecord]:
         return done[tenant_id]
 
     return provision_once
+
+
+@pytest.fixture
+def short_lived_tenant(workspace: Workspace) -> Iterator[Callable[..., TenantRecord]]:
+    """short_lived_tenant(id, **spec_fields) -> the active TenantRecord, deprovisioned
+    (no final backup) after the test: a dedicated tenant's VPC is one of the five
+    the session's account has in its region, which later modules need."""
+    made: list[str] = []
+
+    def provision_now(tenant_id: str, **fields: Any) -> TenantRecord:
+        record, _ = provision(workspace, TenantSpec.model_validate({"id": tenant_id, **fields}))
+        made.append(tenant_id)
+        return record
+
+    yield provision_now
+    for tenant_id in made:
+        deprovision(workspace, tenant_id, final_backup=False)
 
 
 @pytest.fixture(scope="module")

@@ -142,8 +142,8 @@ def test_a_stopped_reindex_by_another_analyzer_is_not_finished_under_its_key(run
 
 
 def test_an_index_from_before_identities_is_taken_as_built_without_the_extra(
-        runtime, provision_tenant, sandbox, workspace, monkeypatch):
-    record = provision_tenant("sr8-ded", tier="dedicated")
+        runtime, short_lived_tenant, sandbox, workspace, monkeypatch):
+    record = short_lived_tenant("sr8-ded", tier="dedicated")
     store = record.resources.store
     runtime.store.put_document(runtime.context(record.tenant_id), "old", "Old", "an old note", {})
     with psycopg.connect(sandbox.pg_dsn(store.database), autocommit=True) as conn:  # as a store from before

@@ -96,12 +96,12 @@ def test_bad_usage_is_exit_2(args, tenantctl_cli):
     assert tenantctl_cli("search", "reindex", *args).returncode == 2
 
 
-def test_a_hibernated_tenant_is_left_asleep(provision_tenant, workspace, sandbox, tenantctl_cli):
+def test_a_hibernated_tenant_is_left_asleep(short_lived_tenant, workspace, sandbox, tenantctl_cli):
     """As `drill run --all` leaves it: its instance stays stopped; `search reindex ID` wakes it.
     One that hibernated after the run listed it awake is left so too, under its lock."""
     from tenantctl.operations.reindex import reindex_search
 
-    sleeper = provision_tenant("rx8-sleep", tier="dedicated").tenant_id
+    sleeper = short_lived_tenant("rx8-sleep", tier="dedicated").tenant_id
     assert tenantctl_cli("hibernate", sleeper, "--force").returncode == 0
     instance = workspace.registry.require(sleeper).hibernation.db_instance
     rds = boto3.client("rds", endpoint_url=sandbox.aws_endpoint_url, region_name=sandbox.region)
