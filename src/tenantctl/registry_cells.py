@@ -111,17 +111,21 @@ class CellItems:
         """Each cell's tenants per tier and draining flag (None: the cell has no counter yet)."""
         return {c: None if item is None else item_to_counts(item) for c, item in self.counter_items(cells).items()}
 
-    def reserve_slot(self, cell: str, tier: Tier, cap: int | None) -> bool:
+    def reserve_slot(self, cell: str, tier: Tier, cap: int | None, applied_at_least: int | None = None) -> bool:
         """Take one of the cell's slots for a ``tier`` tenant: one conditional
         UpdateItem (fewer than ``cap`` placed, cell not draining), so two
         placements racing for the last slot cannot both win. False: full or
-        draining."""
+        draining, or (``applied_at_least``) the cell was last applied at a
+        connection cap below it (placement then looks at why: ``placement.within_budget``)."""
         names = {"#key": "tenant_id", "#t": tier.value, "#d": DRAINING}
         values: dict[str, Any] = {":one": {"N": "1"}, ":no": {"BOOL": False}}
         condition = "attribute_exists(#key) AND (attribute_not_exists(#d) OR #d = :no)"
         if cap is not None:
             condition += " AND (attribute_not_exists(#t) OR #t < :cap)"
             values[":cap"] = {"N": str(cap)}
+        if applied_at_least is not None:
+            condition += " AND (attribute_not_exists(#ac) OR #ac >= :conn)"
+            names["#ac"], values[":conn"] = APPLIED_CAP, {"N": str(applied_at_least)}
         for attempt in range(2):
             try:
                 self._call("update_item", Key=counter_key(cell), UpdateExpression="ADD #t :one",
