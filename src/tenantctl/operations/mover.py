@@ -217,16 +217,16 @@ class Mover:
         (its server's logical replication workers taken) instead of silence."""
         from tenantctl.cell_database import worker_room
 
-        looked = False
+        told = False
 
         def done() -> bool:
-            nonlocal looked
+            nonlocal told
             if store_sync.copied(self.connect, link):
                 return True
-            if not looked and time.monotonic() - started > STALLED_AFTER:
-                looked = True  # once: said, or a table copy has started and the rest follow
+            if not told and time.monotonic() - started > STALLED_AFTER:
                 with self.connect(link.target) as conn:
                     if store_sync.none_started(conn, link):
+                        told = True
                         self.say(f"move {self.record.tenant_id}: no table copy started after {STALLED_AFTER:.0f} s;"
                                  f" likely cause: max_logical_replication_workers taken on the new store's server "
                                  f"({worker_room(conn).figures(copies=False)}); it goes on waiting (`--finalize` "
