@@ -12,15 +12,6 @@ target store was built, and copies that took every slot between them wait on
 their table copies until they time out. So moves are refused before they
 start when the server has no room for them.
 
-The copy's subscription runs on the server of the store it goes to: one
-logical replication apply worker for as long as it is enabled and, during
-the initial copy, table-sync workers beside it; a switched move's way back
-keeps one apply worker on the server of its old store. Those workers are
-bounded server-wide too (``max_logical_replication_workers``, 4 by default,
-RDS's too): a copy that finds none free waits on its tables in ``init``
-until it times out, so it is refused before it starts as well (rule
-``replication-workers``).
-
 Each pooled tenant's login (and each workspace's) may hold
 ``db_connection_limit`` connections; at the cell's cap that is
 ``max_pooled_tenants`` times as many, which the server's ``max_connections``
@@ -79,83 +70,21 @@ def replication_room(conn: Any) -> ReplicationRoom:
     return ReplicationRoom(*(int(v) for v in row))
 
 
-# What the apply and table-sync workers the server runs leave free is read live: which
-# subscriptions still have tables to copy is kept per database (pg_subscription_rel), so
-# the sync workers running now are what is known to be taken server-wide.
-WORKERS_PER_COPY = 2  # a copy progresses with its apply worker and one table-sync worker
-
-
-@dataclass(frozen=True)
-class WorkerRoom:
-    """What a server's ``max_logical_replication_workers`` allows and what its subscriptions take."""
-
-    max_workers: int
-    subscriptions: int  # enabled subscriptions (pg_subscription is cluster-wide): an apply worker each
-    syncing: int  # table-sync workers running (initial copies under way)
-
-    @property
-    def free(self) -> int:
-        return self.max_workers - self.subscriptions - self.syncing
-
-    @property
-    def copies(self) -> int:
-        """Move copies the free workers let progress at once."""
-        return max(0, self.free) // WORKERS_PER_COPY
-
-    def figures(self, copies: bool = True) -> str:
-        taken = (f"max_logical_replication_workers {self.max_workers} with {self.subscriptions} subscriptions "
-                 f"enabled and {self.syncing} table copies running")
-        return f"{taken}, each copy needing {WORKERS_PER_COPY}: its apply worker and a table copy's" if copies \
-            else taken
-
-
-def worker_room(conn: Any) -> WorkerRoom:
-    """The logical replication workers of the server ``conn`` (an admin connection) is on."""
-    row = conn.execute(
-        "SELECT current_setting('max_logical_replication_workers')::int, "
-        "(SELECT count(*) FROM pg_subscription WHERE subenabled), "
-        "(SELECT count(*) FROM pg_stat_subscription WHERE relid IS NOT NULL)").fetchone()
-    return WorkerRoom(*(int(v) for v in row))
-
-
-SLOTS_REMEDY = ("end moves' rollback windows (`--finalize`: a switched move keeps a slot where its new store "
-                "is), drop unused slots, or raise max_replication_slots and max_wal_senders (its parameter group)")
-WORKERS_REMEDY = ("end moves' rollback windows (`--finalize`: a switched move keeps a subscription where its old "
-                  "store is), drop or disable unused subscriptions, or raise max_logical_replication_workers (and "
-                  "max_worker_processes: its parameter group, applied at a reboot)")
-
-
 def refuse_copies(conn: Any, copies: int, where: str, parallel: int | None = None) -> ReplicationRoom:
     """InvalidInput (exit 3, rule ``replication-slots``) when the server of
     ``conn`` has no room for ``copies`` move copies at once, naming the
     figures; ``where``: what the server is; ``parallel``: the --parallel asked
     for (the message says what would fit)."""
     room = replication_room(conn)
-    _refuse(room, copies, where, parallel, "replication-slots", SLOTS_REMEDY)
-    return room
-
-
-def refuse_subscriptions(conn: Any, copies: int, where: str, parallel: int | None = None) -> WorkerRoom:
-    """InvalidInput (exit 3, rule ``replication-workers``) when the server of
-    ``conn`` (where the copies' subscriptions run: their new stores') has no
-    free logical replication workers for ``copies`` move copies at once; the
-    arguments as ``refuse_copies``'."""
-    room = worker_room(conn)
-    _refuse(room, copies, where, parallel, "replication-workers", WORKERS_REMEDY)
-    return room
-
-
-def _refuse(room: ReplicationRoom | WorkerRoom, copies: int, where: str, parallel: int | None, rule: str,
-            remedy: str) -> None:
     if copies <= room.copies:
-        return
+        return room
     if room.copies == 0:
         said = "no room for a move's copy"
     else:
         fits = f"room for {room.copies} move cop{'y' if room.copies == 1 else 'ies'} at once"
         said = f"{fits}, not {copies}" + (f" (--parallel {parallel})" if parallel is not None else "")
     way = f"give --parallel {room.copies} or less, " if parallel is not None and room.copies else ""
-    raise _no_room(f"{where} has {said}: {room.figures()}", f"nothing was started: {way}", rule, remedy)
+    raise _no_room(f"{where} has {said}: {room.figures()}", f"nothing was started: {way}")
 
 
 def refuse_link(conn: Any, where: str, done: str, held: bool = False) -> ReplicationRoom:
@@ -167,24 +96,13 @@ def refuse_link(conn: Any, where: str, done: str, held: bool = False) -> Replica
     if min(room.max_slots - room.slots + int(held), room.max_senders - room.senders) >= 1:
         return room
     raise _no_room(f"{where} has no room for the link a switched move's old store follows its new one by (a "
-                   f"slot and a WAL sender): {room.figures(copies=False)}", done, "replication-slots", SLOTS_REMEDY)
+                   f"slot and a WAL sender): {room.figures(copies=False)}", done)
 
 
-def refuse_follower(conn: Any, where: str, done: str, held: bool = False) -> WorkerRoom:
-    """InvalidInput (exit 3, rule ``replication-workers``) when the server of
-    ``conn`` (the old store's) has no logical replication worker free for the
-    subscription a switched move's old store follows its new one by; ``held``:
-    that subscription exists (and counts) already; ``done`` as ``refuse_link``'s."""
-    room = worker_room(conn)
-    if held or room.free >= 1:
-        return room
-    raise _no_room(f"{where} has no logical replication worker free for the subscription a switched move's old "
-                   f"store follows its new one by: {room.figures(copies=False)}", done, "replication-workers",
-                   WORKERS_REMEDY)
-
-
-def _no_room(said: str, done: str, rule: str, remedy: str) -> InvalidInput:
-    return InvalidInput(f"{said}; {done}{remedy}", rule=rule)
+def _no_room(said: str, done: str) -> InvalidInput:
+    return InvalidInput(f"{said}; {done}end moves' rollback windows (`--finalize`: a switched move keeps a slot "
+                        "where its new store is), drop unused slots, or raise max_replication_slots and "
+                        "max_wal_senders (its parameter group)", rule="replication-slots")
 
 
 def cell_admin(ws: Any, cell: str, connect_timeout: int = 5) -> Any:

@@ -27,15 +27,13 @@ import psycopg
 import pytest
 from fault_tools import Cli, aws, cell_count, platform_outputs, write_record
 from faults import FAULT_AFTER_ENV, FAULT_EXIT_CODE
-from psycopg import sql
 
 from tenant_runtime.models import MovePhase
 from tenant_runtime.registry import LEASE_UNTIL, counter_key
-from tenantctl.cell_database import WORKERS_PER_COPY, replication_room, worker_room
+from tenantctl.cell_database import replication_room
 from tenantctl.errors import TargetUnavailable
 from tenantctl.models import TenantSpec
 from tenantctl.operations import cell as cells
-from tenantctl.operations import mover
 from tenantctl.operations.move import move
 from tenantctl.operations.provision import provision
 from tenantctl.registry import new_lock
@@ -44,7 +42,6 @@ from tenantctl.transfer import store_sync
 from tenantctl.workspace import Workspace
 
 pytestmark = pytest.mark.integration
-
 
 REGION, FROM, TO = "ap-southeast-2", "e2-a", "e2-b"
 PART, PAPER = "e2-c", "e2-d"  # a cell add killed half way, a cell written and never applied
@@ -80,32 +77,6 @@ def free_slots(sandbox, left: int) -> Iterator[None]:
         finally:
             for slot in fill:
                 conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-
-
-@contextmanager
-def free_workers(sandbox, left: int) -> Iterator[None]:
-    """The sandbox server's logical replication workers taken until ``left`` are free: subscriptions
-    ``e2_fill_*`` made without connecting, then enabled (each wants an apply worker, which retries a
-    port nothing listens on), disabled and dropped without a slot after: nothing is left behind."""
-    with psycopg.connect(sandbox.pg_dsn(), autocommit=True) as conn:
-        room = worker_room(conn)
-        assert room.free >= left, room
-        fill = [sql.Identifier(f"e2_fill_{i}") for i in range(room.free - left)]
-        made = []
-        try:
-            for name in fill:
-                conn.execute(sql.SQL("CREATE SUBSCRIPTION {} CONNECTION 'host=127.0.0.1 port=1 dbname=none' "
-                                     "PUBLICATION none WITH (connect = false)").format(name))
-                made.append(name)
-                conn.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = 'e2_fill_absent')").format(name))
-                conn.execute(sql.SQL("ALTER SUBSCRIPTION {} ENABLE").format(name))
-            assert worker_room(conn).free == left
-            yield
-        finally:
-            for name in made:
-                conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(name))
-                conn.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(name))
-                conn.execute(sql.SQL("DROP SUBSCRIPTION {}").format(name))
 
 
 def untouched(cli: Cli, ws: Workspace, sandbox, stack_files: dict[str, str]) -> None:
@@ -148,75 +119,6 @@ def test_moves_the_source_server_has_no_replication_room_for_are_refused_before_
         assert cli("cell", "evacuate", FROM, "--finalize", "--json").returncode == 0
         assert cli("cell", "evacuate", FROM, "--dry-run", "--json").returncode == 3
     assert cli("cell", "drain", FROM, "--undo").returncode == 0
-
-
-def test_a_move_the_target_server_has_no_replication_workers_for_is_refused_before_anything_starts(fleet, sandbox):
-    """A copy's subscription needs an apply worker and a table copy's on the server of its new store
-    (the cell's database): with one worker free `move --cell` exits 3 (it would wait on its tables in
-    `init` without end), `cell evacuate --to` sums its --parallel copies there; with two free a move
-    copies, one table at a time, and switches."""
-    cli, ws = fleet
-    tid = TENANTS[0]
-    stack_files = {t: cli.stack_file(t).read_text() for t in TENANTS}
-    with free_workers(sandbox, WORKERS_PER_COPY - 1):
-        one = cli("move", tid, "--cell", TO, "--json")
-        assert one.returncode == 3, one
-        error = one.json()["error"]
-        assert error["rule"] == "replication-workers"
-        assert f"cell {TO!r}'s database has no room for a move's copy" in error["message"]
-        assert "max_logical_replication_workers" in error["message"]
-        untouched(cli, ws, sandbox, stack_files)
-    with free_workers(sandbox, WORKERS_PER_COPY + 1):  # one copy's room, not two: summed on --to's database
-        assert cli("cell", "drain", FROM).returncode == 0
-        try:
-            wide = cli("cell", "evacuate", FROM, "--to", TO, "--parallel", "2", "--json")
-        finally:
-            assert cli("cell", "drain", FROM, "--undo").returncode == 0
-        assert wide.returncode == 3, wide
-        assert wide.json()["error"]["rule"] == "replication-workers"
-        assert "room for 1 move copy at once, not 2 (--parallel 2)" in wide.json()["error"]["message"]
-        untouched(cli, ws, sandbox, stack_files)
-    with free_workers(sandbox, WORKERS_PER_COPY):
-        moved = cli("move", tid, "--cell", TO, "--json")
-    try:
-        assert moved.returncode == 0, moved
-        assert moved.json()["phase"] == "switched"
-    finally:
-        assert cli("move", tid, "--rollback").returncode == 0
-    assert ws.registry.require(tid).cell == FROM
-
-
-def test_a_copy_no_table_of_which_starts_says_its_likely_cause_once_and_waits_on(fleet, sandbox, monkeypatch):
-    """No table copy can start while the server runs no sync worker for a subscription (set live,
-    as a server whose workers are taken leaves it): the wait says why, once, and goes on; the copy
-    finishes once they run again."""
-    tid = TENANTS[0]
-    lines: list[str] = []
-
-    def sync_workers(conn, value: str | None) -> None:
-        conn.execute(f"ALTER SYSTEM {'RESET max_sync_workers_per_subscription' if value is None else ''}"
-                     f"{'' if value is None else f'SET max_sync_workers_per_subscription = {value}'}")
-        conn.execute("SELECT pg_reload_conf()")
-
-    def said(line: str) -> None:
-        lines.append(line)
-        if "no table copy started" in line:
-            with psycopg.connect(sandbox.pg_dsn(), autocommit=True) as conn:
-                sync_workers(conn, None)
-
-    monkeypatch.setattr(mover, "STALLED_AFTER", 0.0)
-    with psycopg.connect(sandbox.pg_dsn(), autocommit=True) as conn:
-        sync_workers(conn, "0")
-        try:
-            result = move(fleet[1], tid, cell=TO, progress=said)
-        finally:
-            sync_workers(conn, None)
-            assert fleet[0]("move", tid, "--rollback").returncode == 0
-    assert result.phase is MovePhase.switched
-    stalled = [line for line in lines if "no table copy started" in line]
-    assert len(stalled) == 1, lines
-    assert "likely cause: max_logical_replication_workers taken" in stalled[0]
-    assert "subscriptions enabled" in stalled[0]
 
 
 def test_a_placement_refusal_says_each_cells_reason_once(fleet, sandbox):

@@ -171,14 +171,13 @@ def _judged(ws: Workspace, record: TenantRecord, evacuee: Evacuee) -> None:
 
 def _refuse_without_room(ws: Workspace, leaving: CellSpec, cells: dict[str, CellSpec], target: CellSpec | None,
                          planned: list[TenantRecord], at_once: int, parallel: int) -> None:
-    """The moves' copies run from the cell's database, their subscriptions on
-    their targets' (``cell_database``): a run either has no room for is refused
-    before any starts (exit 3, the figures named).
+    """The moves' copies run on the cell's database (``cell_database``): a run
+    it has no room for is refused before any starts (exit 3, the figures named).
     At most ``at_once`` of ``planned`` run together; only those that take a new
     slot there count: a copy that may start from it (``_may_copy``) whose link
     holds no slot yet (a resumed copy's subscription goes on copying with its
     own, tenantctl running or not)."""
-    from tenantctl.cell_database import cell_admin, refuse_copies, refuse_subscriptions
+    from tenantctl.cell_database import cell_admin, refuse_copies
     from tenantctl.operations.mover import leaving_generation
     from tenantctl.transfer.store_sync import link_name
 
@@ -193,12 +192,6 @@ def _refuse_without_room(ws: Workspace, leaving: CellSpec, cells: dict[str, Cell
         if new:
             refuse_copies(conn, min(new, at_once), f"cell {leaving.name!r}'s database",
                           parallel if parallel > 1 else None)
-    # Their subscriptions' workers run where they go: summed on --to's database (applied), else each
-    # move checks its own target's when it starts.
-    if new and target is not None and ws.cell_outputs(target.name).get("db_endpoint"):
-        with cell_admin(ws, target.name) as conn:
-            refuse_subscriptions(conn, min(new, at_once), f"cell {target.name!r}'s database",
-                                 parallel if parallel > 1 else None)
 
 
 def _may_copy(ws: Workspace, cells: dict[str, CellSpec], leaving: CellSpec, target: CellSpec | None,

@@ -30,7 +30,6 @@ from tenantctl.transfer import prefix_sync, store_sync
 from tenantctl.workspace import Workspace
 
 COPY_TIMEOUT = 6 * 3600.0
-STALLED_AFTER = 30.0  # an initial copy with no table started by then is said to wait for workers
 CATCH_UP_TIMEOUT = 120.0
 Progress = Callable[[str], None]
 
@@ -207,33 +206,9 @@ class Mover:
         self.follow(link)
         self.say(f"move {self.record.tenant_id}: copying while the tenant serves")
         self.sync_objects()  # while the store's initial copy runs
-        store_sync.wait("initial copy", self.copied_or_told(link, time.monotonic()), COPY_TIMEOUT, 0.2)
+        store_sync.wait("initial copy", lambda: store_sync.copied(self.connect, link), COPY_TIMEOUT, 0.2)
         self.result_extra["copy_seconds"] = time.monotonic() - started
         self.phase(MovePhase.freezing)
-
-    def copied_or_told(self, link: store_sync.Link, started: float) -> Callable[[], bool]:
-        """Whether ``link``'s initial copy is done; once no table of it has left
-        ``init`` for ``STALLED_AFTER`` seconds, says once why it likely waits
-        (its server's logical replication workers taken) instead of silence."""
-        from tenantctl.cell_database import worker_room
-
-        told = False
-
-        def done() -> bool:
-            nonlocal told
-            if store_sync.copied(self.connect, link):
-                return True
-            if not told and time.monotonic() - started > STALLED_AFTER:
-                with self.connect(link.target) as conn:
-                    if store_sync.none_started(conn, link):
-                        told = True
-                        self.say(f"move {self.record.tenant_id}: no table copy started after {STALLED_AFTER:.0f} s;"
-                                 f" likely cause: max_logical_replication_workers taken on the new store's server "
-                                 f"({worker_room(conn).figures(copies=False)}); it goes on waiting (`--finalize` "
-                                 "other moves, or drop unused subscriptions there)")
-            return False
-
-        return done
 
     def switch(self, window: timedelta) -> None:
         frozen_at = self.move.phase_at
@@ -304,17 +279,12 @@ class Mover:
         instead of leaving the tenant frozen after it; a re-run finds it taken."""
         import psycopg
 
-        from tenantctl.cell_database import refuse_follower, refuse_link
+        from tenantctl.cell_database import refuse_link
 
         store = link.source
         where = f"the server of tenant {self.record.tenant_id!r}'s new store ({store.endpoint}:{store.port})"
         done = (f"nothing was switched, the tenant takes writes on its old store again (`tenantctl move "
                 f"{self.record.tenant_id}` switches once there is room): ")
-        old = link.target  # its subscription's apply worker runs where the old store is; on the new store's
-        if (old.endpoint, old.port) != (store.endpoint, store.port):  # server it takes the copy link's, stopped first
-            with self.connect(old) as conn:
-                refuse_follower(conn, f"the server of tenant {self.record.tenant_id!r}'s old store ({old.endpoint}"
-                                      f":{old.port})", done, held=store_sync.has_subscription(conn, link.name))
         with self.connect(store) as conn:
             refuse_link(conn, where, done, held=store_sync.has_slot(conn, link.name))
             try:
