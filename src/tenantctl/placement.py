@@ -182,10 +182,10 @@ def place(ws: Workspace, spec: TenantSpec, record: TenantRecord | None) -> tuple
         if walls:
             refusals.append(f"cell {cell.name}: " + "; ".join(w.explain() for w in walls))
             continue
-        if _reserve(ws, cell, spec.tier):
+        reserved, cell, note = _reserve(ws, cell, spec.tier)
+        if reserved:
             placed = spec.model_copy(update={"cell": cell.name})
             return placed, Placement(cell=cell.name, account_id=cell.account_id, reserved=True)
-        cell, note = _slots_of(ws, cell, spec.tier)
         refusals.append(f"cell {cell.name}: {full_reason(registry, cell, spec.tier)}" + (f"; {note}" if note else ""))
     raise refused(spec, refusals)
 
@@ -228,18 +228,20 @@ def choose(ws: Workspace, spec: TenantSpec, record: TenantRecord | None,
     return spec.model_copy(update={"cell": best.name})
 
 
-def _reserve(ws: Workspace, cell: CellSpec, tier: Tier) -> bool:
-    """Take a ``tier`` slot of ``cell``. A pooled one by its file's cap in one
-    conditional write while the cell was applied at that connection cap or more
-    (no raise: nothing more to read); else by the cap ``within_budget`` allows
-    (the counter read, and the live database when the file raises the cap)."""
+def _reserve(ws: Workspace, cell: CellSpec, tier: Tier) -> tuple[bool, CellSpec, str | None]:
+    """Take a ``tier`` slot of ``cell``: whether it was taken, with the cell as
+    counted and why its cap is lower than its file's (for a refusal to name). A
+    pooled one by its file's cap in one conditional write while the cell was
+    applied at that connection cap or more (no raise: nothing more to read); else
+    by the cap ``within_budget`` allows (the counter read, and the live database
+    when the file raises the cap)."""
     if tier is not Tier.pooled:
-        return ws.registry.reserve_slot(cell.name, tier, None)
+        return ws.registry.reserve_slot(cell.name, tier, None), cell, None
     if ws.registry.reserve_slot(cell.name, tier, cell.max_pooled_tenants,
                                 None if cell.allow_overcommit else cell.connection_cap):
-        return True
-    allowed, _ = _slots_of(ws, cell, tier)
-    return ws.registry.reserve_slot(cell.name, tier, allowed.max_pooled_tenants)
+        return True, cell, None
+    allowed, note = _slots_of(ws, cell, tier)
+    return ws.registry.reserve_slot(cell.name, tier, allowed.max_pooled_tenants), allowed, note
 
 
 def _slots_of(ws: Workspace, cell: CellSpec, tier: Tier) -> tuple[CellSpec, str | None]:
