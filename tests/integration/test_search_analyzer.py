@@ -7,6 +7,7 @@ does when SudachiPy is not installed. Tenant ids start with ``sr8-``."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import psycopg
@@ -77,6 +78,29 @@ def test_a_search_by_a_runtime_that_cannot_cut_the_query_as_the_index_is_flagged
     without = runtime.store.search(ctx, "rotate")
     # Latin words are cut alike: still found, but the answer says it may miss what Japanese words would find.
     assert ([h.doc_id for h in without.hits], without.analyzer_mismatch) == (["d1"], True)
+
+
+def test_suggestions_are_flagged_as_searches_are(runtime, ja_tenant, sandbox, workspace, monkeypatch):
+    """``suggest`` says ``analyzer_mismatch`` with the search's meaning, from the sync and the async API."""
+    from runtime_tenants import jwt_settings
+
+    from tenant_runtime import AsyncTenantRuntime
+
+    _, ctx = ja_tenant
+    with_extra = runtime.store.suggest(ctx, "ke")
+    assert (with_extra, with_extra.analyzer_mismatch) == (["key"], False)
+    without_the_extra(monkeypatch)
+    without = runtime.store.suggest(ctx, "ke")
+    assert (without, without.analyzer_mismatch) == (["key"], True)
+    assert runtime.store.suggest(ctx, "k").analyzer_mismatch is False  # too short to look anything up
+
+    async def through_async() -> tuple[list[str], bool]:
+        async with AsyncTenantRuntime(jwt_settings(), workspace.ensure_platform()["registry_table"],
+                                      endpoint_url=sandbox.aws_endpoint_url, region=sandbox.region) as art:
+            found = await art.store.suggest(await art.context(ctx.tenant_id), "ke")
+            return list(found), found.analyzer_mismatch
+
+    assert asyncio.run(through_async()) == (["key"], True)
 
 
 def test_a_runtime_with_the_extra_writes_and_searches_an_index_built_without_it_as_it_was_built(
