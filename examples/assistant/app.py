@@ -228,7 +228,9 @@ async def search(request: Request, q: str, filters: list[str] = Query(default=[]
 
 @app.get("/tenants/{tenant_id}/suggest")
 async def suggest(prefix: str, request: Request, ctx: TenantContext = Depends(current_tenant)) -> dict[str, Any]:
-    return {"suggestions": await runtime_of(request).store.suggest(ctx, prefix)}
+    """Title words completing the prefix; ``analyzer_mismatch`` as a search's answer says it."""
+    found = await runtime_of(request).store.suggest(ctx, prefix)
+    return {"suggestions": found, "analyzer_mismatch": found.analyzer_mismatch}
 
 
 @app.post("/tenants/{tenant_id}/uploads", status_code=201)

@@ -52,7 +52,7 @@ from tenant_runtime.jobs import Job, JobMessage
 from tenant_runtime.logins import IdleConnections, TenantLogins
 from tenant_runtime.objects import PresignedUpload
 from tenant_runtime.runtime import TenantRuntime
-from tenant_runtime.search import SearchResult
+from tenant_runtime.search import SearchResult, Suggestions
 from tenant_runtime.store import (
     Compute,
     ConversationPage,
@@ -354,7 +354,7 @@ class AsyncContextStore(StoreOperations):
     async def get_summary(self, ctx: TenantContext, conversation_id: str) -> Summary | None:
         return await self._run(ctx, self._get_summary(ctx, conversation_id))
 
-    async def suggest(self, ctx: TenantContext, prefix: str, limit: int = 10) -> list[str]:
+    async def suggest(self, ctx: TenantContext, prefix: str, limit: int = 10) -> Suggestions:
         return await self._run(ctx, self._suggest(ctx, prefix, limit))
 
     async def unindexed(self, ctx: TenantContext) -> int:

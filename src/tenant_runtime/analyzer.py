@@ -3,8 +3,11 @@
 * NFKC + casefold (full-width letters and digits, ligatures, case), and
   Latin letters without their accents (format 2: "Café" and "cafe" meet,
   "İstanbul" and "istanbul"; letters that are not a base letter and a mark,
-  ø, ł, æ, stay; other scripts' marks stay); a word runs on through the
-  combining marks after its letters (format 2: "नमस्ते" is one word).
+  ø, ł, æ, stay); a word runs on through the combining marks after its
+  letters (format 2: "नमस्ते" is one word). From format 3 the marks a script
+  writes optionally go too: Hebrew points and cantillation, Arabic harakat,
+  superscript alef, Quranic marks and tatweel ("שָׁלוֹם" meets "שלום", "كِتَاب"
+  meets "كتاب"); other scripts' marks, which are their vowels, stay.
 * Latin/digit words: a light English stemmer (plural, -ing, -ed, -ly; no
   dictionary), so "Searching" and "searches" meet at "search".
 * Japanese/CJK runs: the optional Japanese analyzer (``pip install
@@ -38,7 +41,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from tenant_runtime.marks import ASTRAL_MARKS, MARKS
+from tenant_runtime.marks import ASTRAL_MARKS, MARKS, OPTIONAL_MARKS
 
 MAX_PREFIX = 8
 WORD_CACHE = 1 << 16  # words whose stem and trigrams are remembered
@@ -57,9 +60,10 @@ _STOP = frozenset("a an and are as at be by for from in is it of on or that the 
 # The analysis's format version: bump it with any change to the terms a text gives
 # (normalisation, word splitting, stemming, stop words), so indexes built before are
 # told apart from the new ones (and rebuilt by ``tenantctl search reindex``).
-FORMAT = 2  # 2: accent folding of Latin letters, words through their combining marks
-FORMATS = frozenset({1, 2})  # the formats this module still reproduces (an index of 1 is written as 1)
+FORMAT = 3  # 2: accent folding of Latin letters, words through their combining marks; 3: optional marks folded
+FORMATS = frozenset({1, 2, 3})  # the formats this module still reproduces (an index of 1 is written as 1)
 FOLDING = 2  # the first format that folds accents (and keeps a word's marks in it)
+MARK_FOLDING = 3  # the first format that folds the optional marks of Hebrew and Arabic
 # What an index records when it recorded nothing (built before identities were):
 # the default analyzer without the extra (docs/runtime.md says why).
 LEGACY_IDENTITY = "v1"
@@ -131,27 +135,32 @@ class Token(NamedTuple):  # a tuple: built per word, several times cheaper than 
 
 
 def normalise(text: str, prof: Profile | None = None) -> str:
-    """NFKC + casefold, accents folded from format 2 (for comparing words; offsets come from ``nfkc``)."""
-    text = nfkc(text).casefold()
-    return _strip_accents(text) if (prof or current()).format >= FOLDING else text
+    """NFKC + casefold, folded as ``prof``'s format folds (for comparing words; offsets come from ``nfkc``)."""
+    return _fold(nfkc(text).casefold(), (prof or current()).format)
 
 
 # Combining marks after a Latin base letter, once decomposed (NFD): "é" is "e" + U+0301.
 _ACCENTS = re.compile("(?<=[a-zA-Z])[\u0300-\u036f]+")
 
 
-def _strip_accents(text: str) -> str:
-    if text.isascii():
+_OPTIONAL = re.compile(f"[{OPTIONAL_MARKS}]+")
+
+
+def _fold(text: str, fmt: int) -> str:
+    """``text`` (casefolded) as format ``fmt`` folds it: as it is before format 2."""
+    if fmt < FOLDING or text.isascii():
         return text
-    return unicodedata.normalize("NFC", _ACCENTS.sub("", unicodedata.normalize("NFD", text)))
+    text = unicodedata.normalize("NFC", _ACCENTS.sub("", unicodedata.normalize("NFD", text)))
+    return _OPTIONAL.sub("", text) if fmt >= MARK_FOLDING else text
 
 
 @functools.lru_cache(maxsize=WORD_CACHE)
-def fold(word: str) -> str:
+def fold(word: str, fmt: int) -> str:
     """A casefolded word without the accents of its Latin letters ("café" ->
     "cafe", "i̇stanbul" -> "istanbul"); NFC again, so other scripts come back
-    as they were (Hangul, which NFD splits into its jamo)."""
-    return _strip_accents(word)
+    as they were (Hangul, which NFD splits into its jamo); from format 3
+    without the optional marks of Hebrew and Arabic either."""
+    return _fold(word, fmt)
 
 
 def nfkc(text: str) -> str:
@@ -240,31 +249,29 @@ def tokens(text: str, index: bool = False, prof: Profile | None = None) -> list[
 def iter_tokens(text: str, index: bool = False, prof: Profile | None = None) -> Iterator[Token]:
     """``tokens`` one at a time, in order of their offsets (a caller may stop early)."""
     ja = _tokenizer(prof)
-    folding = (prof or current()).format >= FOLDING
-    for m in _RUNS[folding].finditer(nfkc(text)):
+    fmt = (prof or current()).format
+    for m in _RUNS[fmt >= FOLDING].finditer(nfkc(text)):
         if m.group("cjk"):
             yield from _cjk_tokens(m.group("cjk"), m.start(), index, ja)
             continue
-        word = m.group("word").casefold()
-        if folding:
-            word = fold(word)
+        word = fold(m.group("word").casefold(), fmt)
         if word not in _STOP:
             yield Token(stem(word), word, m.start(), m.end(), False)
 
 
-# A word as written -> (surface, word term), None for a stop word; one table per folding.
-_LATIN: dict[bool, dict[str, tuple[str, str] | None]] = {False: {}, True: {}}
+# A word as written -> (surface, word term), None for a stop word; one table per format.
+_LATIN: dict[int, dict[str, tuple[str, str] | None]] = {fmt: {} for fmt in FORMATS}
 _MISS = object()
 SHORT_RUN = 32  # CJK runs up to this length (titles, names) have their terms remembered
 
 
-def _latin_term(word: str, folding: bool) -> tuple[str, str] | None:
+def _latin_term(word: str, fmt: int) -> tuple[str, str] | None:
     """(casefolded surface, kinded term) of a Latin/digit word as written, None
     for a stop word; remembered per word as written (bounded like the stems),
-    so a repeated word costs one dictionary lookup. ``folding``: accents too."""
-    folded = fold(word.casefold()) if folding else word.casefold()
+    so a repeated word costs one dictionary lookup. Folded as format ``fmt`` folds."""
+    folded = fold(word.casefold(), fmt)
     found = None if folded in _STOP else (folded, "w:" + stem(folded))
-    known = _LATIN[folding]
+    known = _LATIN[fmt]
     if len(known) >= WORD_CACHE:
         known.clear()
     known[word] = found
@@ -328,10 +335,11 @@ def index_terms(title: str, body: str, prof: Profile | None = None) -> Analysed:
     title_surfaces: list[tuple[str, int]] = []
     length = 0
     ja = _tokenizer(prof)
-    folding = (prof or current()).format >= FOLDING
-    latin, get = _LATIN[folding].get, counts.get  # get, not []: Counter's __missing__ is a Python call per new term
+    fmt = (prof or current()).format
+    latin, get = _LATIN[fmt].get, counts.get  # get, not []: Counter's __missing__ is a Python call per new term
+    runs = _RUNS[fmt >= FOLDING]
     for weight, text in ((2, title), (1, body)):
-        for (cjk, word), seen in Counter(_RUNS[folding].findall(nfkc(text))).items():
+        for (cjk, word), seen in Counter(runs.findall(nfkc(text))).items():
             n = weight * seen
             if cjk:
                 found = _short_cjk_terms(cjk, ja) if len(cjk) <= SHORT_RUN else _cjk_terms(cjk, ja)
@@ -343,7 +351,7 @@ def index_terms(title: str, body: str, prof: Profile | None = None) -> Analysed:
                 continue
             found = latin(word, _MISS)
             if found is _MISS:
-                found = _latin_term(word, folding)
+                found = _latin_term(word, fmt)
             if found is None:
                 continue
             surface, term = found

@@ -10,6 +10,14 @@ holds every range to category M. Two classes: one of the Basic Multilingual
 Plane's marks, which ``re`` checks as a bitmap, and the rest (Adlam's,
 Brahmi's, ...), whose ranges it checks one by one: a word's end only looks
 there when the next character is outside that plane.
+
+``OPTIONAL_MARKS``: what Hebrew and Arabic write or leave out at will, folded
+away from analyzer format 3: Hebrew cantillation and points (niqqud, dagesh,
+rafe, shin and sin dots, qamats qatan), Arabic honorifics and Quranic
+annotation marks, the harakat (tanwin, fatha, damma, kasra, shadda, sukun and
+their kin), superscript alef, and tatweel (U+0640, a letter by category but
+only a stretch of the line). Not Hebrew's maqaf, paseq or sof pasuq, nor
+Arabic's letters: punctuation and letters are no marks to drop.
 """
 
 MARKS = (
@@ -63,4 +71,10 @@ ASTRAL_MARKS = (
     "\U0001e000-\U0001e006\U0001e008-\U0001e018\U0001e01b-\U0001e021\U0001e023-\U0001e024"
     "\U0001e026-\U0001e02a\U0001e130-\U0001e136\U0001e2ae\U0001e2ec-\U0001e2ef\U0001e8d0-\U0001e8d6"
     "\U0001e944-\U0001e94a\U000e0100-\U000e01ef"
+)
+
+OPTIONAL_MARKS = (
+    "\u0591-\u05bd\u05bf\u05c1-\u05c2\u05c4-\u05c5\u05c7"  # Hebrew cantillation and points
+    "\u0610-\u061a\u064b-\u065f\u0670\u06d6-\u06dc\u06df-\u06e4\u06e7-\u06e8\u06ea-\u06ed"  # Arabic
+    "\u0640"  # tatweel
 )

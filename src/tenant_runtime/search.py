@@ -17,7 +17,7 @@ import hashlib
 import json
 import math
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
@@ -149,6 +149,22 @@ class SearchResult(BaseModel):
     analyzer_mismatch: bool = False
 
 
+class Suggestions(list[str]):
+    """What ``suggest`` answers: the words, commonest first (a list, as it always
+    was), and ``analyzer_mismatch`` as ``SearchResult`` says it: part of the
+    index was built by an analyzer other than the one the prefix was cut with,
+    so completions may be missing until ``tenantctl search reindex``."""
+
+    def __init__(self, words: Iterable[str] = (), analyzer_mismatch: bool = False) -> None:
+        super().__init__(words)
+        self.analyzer_mismatch = analyzer_mismatch
+
+
+def _mismatch(keys: list[SearchKey], prof: analyzer.Profile) -> bool:
+    """Some live key's index was built by another analyzer than ``prof``, the one the query was cut with."""
+    return any(k.analyzer != prof.identity for k in keys)
+
+
 def _searched_kinds(summaries: bool) -> list[str]:
     """The item kinds a search reads: documents, and summaries when asked."""
     return [src.kind for src in SOURCES if summaries or src is DOCUMENT_SOURCE]
@@ -269,7 +285,7 @@ class SearchOperations(DocumentOperations):
                 "ck": after_kind, "n": limit + 1, "o": offset, **self._key_params(keys),
                 **(snapshot.params() if snapshot is not None else {})}, "all")
             fuzzy_words = {(r[1], r[2]) for r in q if r[0] >= FUZZY_IDX}
-            mismatch = any(k.analyzer != prof.identity for k in keys)
+            mismatch = _mismatch(keys, prof)
             return (rows, keys, fuzzy_words, found, mismatch), rows[0][8]  # hashed under exactly the live keys
 
         answer = yield from self._with_live_keys(ctx, run)
@@ -517,17 +533,18 @@ class SearchOperations(DocumentOperations):
     def _suggest(self, ctx: TenantContext, prefix: str, limit: int) -> Any:
         """Title words starting with ``prefix``'s last word: the blind prefix
         finds the documents (those with the most title words holding it first:
-        its frequency, negated or not), their decrypted titles give the words."""
+        its frequency, negated or not), their decrypted titles give the words;
+        flagged as a search is (``Suggestions.analyzer_mismatch``)."""
         ctx = verified(ctx)
         check_limit(limit, MAX_RESULTS)
         if not isinstance(prefix, str):
             raise InvalidRequest("prefix must be a string")
         if analyzer.prefix_term(prefix) is None:
-            return []
+            return Suggestions()
         prof = yield from self._query_profile(ctx)
         term = analyzer.prefix_term(prefix, prof)
         if term is None:
-            return []
+            return Suggestions()
 
         def run(keys: list[SearchKey]) -> Any:
             rows = yield self._statement_step(
@@ -539,11 +556,12 @@ class SearchOperations(DocumentOperations):
                         "  ORDER BY abs(d.tfs[p.pos]) DESC, d.doc_id LIMIT 50) m ON true").format(
                     live=self._keys_live_sql(ctx), docs=self._table(ctx, DOCUMENTS)),
                 {"t": ctx.key, "q": [k.hasher.id(term) for k in keys], **self._key_params(keys)}, "all")
-            return [r[1:] for r in rows if r[1] is not None], rows[0][0]
+            return ([r[1:] for r in rows if r[1] is not None], _mismatch(keys, prof)), rows[0][0]
 
-        rows = yield from self._with_live_keys(ctx, run)
-        if rows is None:
-            return []
+        answer = yield from self._with_live_keys(ctx, run)
+        if answer is None:
+            return Suggestions()
+        rows, mismatch = answer
         opened = yield self._compute_step(self._open_documents, ctx, [(r[0], bytes(r[1])) for r in rows])
         # The whole last word: the blind prefix found the documents by its first MAX_PREFIX characters only.
         stem = analyzer.normalise(prefix, prof).split()[-1]
@@ -555,4 +573,4 @@ class SearchOperations(DocumentOperations):
                     # The word as the title writes it (casefolded): its accents too, which the terms fold.
                     word = text[tok.start:tok.end].casefold()
                     seen[word] = seen.get(word, 0) + 1
-        return sorted(seen, key=lambda w: (-seen[w], w))[:limit]
+        return Suggestions(sorted(seen, key=lambda w: (-seen[w], w))[:limit], mismatch)

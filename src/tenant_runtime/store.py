@@ -74,7 +74,7 @@ from tenant_runtime.errors import InvalidRequest, StoreMoved
 from tenant_runtime.hibernation import DatabaseWaker
 from tenant_runtime.logins import StoreSecret, TenantLogins
 from tenant_runtime.registry import ReindexMarker, marked_reindex
-from tenant_runtime.search import SearchOperations, SearchResult
+from tenant_runtime.search import SearchOperations, SearchResult, Suggestions
 from tenant_runtime.tables import CONVERSATIONS, MESSAGES
 from tenant_runtime.transaction import (
     STORE_FAILURES,
@@ -546,8 +546,9 @@ class ContextStore(StoreOperations):
     def get_summary(self, ctx: TenantContext, conversation_id: str) -> Summary | None:
         return self._run(ctx, self._get_summary(ctx, conversation_id))
 
-    def suggest(self, ctx: TenantContext, prefix: str, limit: int = 10) -> list[str]:
-        """Title words completing ``prefix``'s last word, commonest first."""
+    def suggest(self, ctx: TenantContext, prefix: str, limit: int = 10) -> Suggestions:
+        """Title words completing ``prefix``'s last word, commonest first (a list,
+        flagged ``analyzer_mismatch`` as a ``SearchResult`` is)."""
         return self._run(ctx, self._suggest(ctx, prefix, limit))
 
     def unindexed(self, ctx: TenantContext) -> int:

@@ -135,9 +135,10 @@ def test_documents_and_search_stay_within_each_tenant(app, runtime_env, document
     assert [h["doc_id"] for h in filtered["hits"]] == ["expenses"]
     fuzzy = app.get(f"/tenants/{a}/search", params={"q": "econmy", "fuzzy": "true"}, headers=bearer(a)).json()
     assert [h["doc_id"] for h in fuzzy["hits"]] == ["travel"]
-    suggested = {t: app.get(f"/tenants/{t}/suggest", params={"prefix": "ex"}, headers=bearer(t)).json()["suggestions"]
+    suggested = {t: app.get(f"/tenants/{t}/suggest", params={"prefix": "ex"}, headers=bearer(t)).json()
                  for t in (a, b)}  # from title words: only A has an "Expense report"
-    assert suggested == {a: ["expense"], b: []}
+    assert suggested == {a: {"suggestions": ["expense"], "analyzer_mismatch": False},
+                         b: {"suggestions": [], "analyzer_mismatch": False}}
     problem(app.get(f"/tenants/{a}/search", params={"q": "flights", "filter": "team"}, headers=bearer(a)),
             400, "invalid_request")
     problem(app.get(f"/tenants/{a}/search", params={"q": "flights"}, headers=bearer(b)), 403, "tenant_mismatch")

@@ -607,7 +607,7 @@ def test_several_tenants_are_checked_in_one_run_the_worst_exit_wins(clean, works
     assert all(t["ok"] and {c["name"] for c in t["checks"]} == set(ALL_CHECKS) for t in out["tenants"])
     assert out["skipped"] == [{"tenant_id": "ck-empty", "reason": "no resources recorded (status provisioning): "
                                                                   "nothing to check"}]
-    assert out["counts"] == {"tenants": 2, "passed": 2, "failed": 0, "unverified": 0, "skipped": 1}
+    assert out["counts"] == {"tenants": 2, "passed": 2, "failed": 0, "unverified": 0, "warnings": 0, "skipped": 1}
     assert "plan: 2 tenant(s); checking 2 tenant(s)" in both.stderr and "[2/2]" in both.stderr
 
     summary = tmp_path / "posture.md"
@@ -630,3 +630,45 @@ def test_several_tenants_are_checked_in_one_run_the_worst_exit_wins(clean, works
     unknown = tenantctl_cli("check", "--cell", "ck-nowhere")
     assert unknown.returncode == 6 and "no cell 'ck-nowhere'" in unknown.stderr
     assert tenantctl_cli("deprovision", "ck-empty", "--yes").returncode == 0
+
+
+def test_a_store_indexed_by_another_analyzer_is_a_warning_that_keeps_exit_0(workspace, provision_tenant, sandbox,
+                                                                             runtime, tenantctl_cli, tmp_path):
+    """Right after an upgrade every store is `v1`: `check` names the store, the analyzer found and the fix,
+    as a warning (not a failure: the fleet's exit code stays 0); a reindex clears it."""
+    from tenant_runtime import analyzer
+
+    record = provision_tenant("ck-ws", workspaces=[{"name": "legal"}])
+    runtime.store.put_document(runtime.context("ck-ws"), "d1", "Key rotation", "keys rotate", {})
+    runtime.store.put_document(runtime.context("ck-ws", "legal"), "d1", "Contract", "terms", {})
+    store = record.resources.store
+    with admin(sandbox, record) as conn:  # as a store from before identities: its key reads as v1
+        conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(store.schema_name, "search_analyzers")))
+
+    report = check_tenant(workspace, "ck-ws")
+    [warned] = report.warnings
+    assert (warned.area, warned.name, warned.outcome.value) == ("database", "search-analyzer", "warn")
+    assert warned.detail == (f"the tenant's search index was built by analyzer v1, not tenantctl's "
+                             f"{analyzer.identity()}: `tenantctl search reindex ck-ws` rebuilds it")
+    assert report.ok and report.exit_code() == 0 and report.failed == report.errors == []
+    mine = {(c.area, c.name): c.outcome.value for c in report.checks}
+    assert mine[("workspace legal/database", "search-analyzer")] == "pass"
+
+    one = tenantctl_cli("check", "ck-ws", "--json")
+    assert one.returncode == 0, one.stderr
+    out = json.loads(one.stdout)
+    assert (out["ok"], out["warnings"], out["exit_code"]) == (True, ["search-analyzer"], 0)
+    human = tenantctl_cli("check", "ck-ws")
+    assert human.returncode == 0 and "1 check(s) warn: database/search-analyzer" in human.stdout, human.stdout
+
+    summary = tmp_path / "posture.md"
+    fleet = tenantctl_cli("check", "ck-ws", CLEAN, "--json")
+    text = tenantctl_cli("check", "ck-ws", CLEAN, "--markdown", str(summary))
+    assert fleet.returncode == text.returncode == 0, fleet.stderr
+    counts = json.loads(fleet.stdout)["counts"]
+    assert (counts["passed"], counts["warnings"]) == (2, 1)
+    assert "`tenantctl search reindex ck-ws` rebuilds it" in text.stdout and "1 with warnings" in text.stdout
+    assert "| `ck-ws` | warn database/search-analyzer: the tenant's search index" in summary.read_text()
+
+    assert tenantctl_cli("search", "reindex", "ck-ws").returncode == 0
+    assert check_tenant(workspace, "ck-ws").warnings == []

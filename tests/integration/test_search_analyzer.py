@@ -7,6 +7,7 @@ does when SudachiPy is not installed. Tenant ids start with ``sr8-``."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import psycopg
@@ -77,6 +78,29 @@ def test_a_search_by_a_runtime_that_cannot_cut_the_query_as_the_index_is_flagged
     without = runtime.store.search(ctx, "rotate")
     # Latin words are cut alike: still found, but the answer says it may miss what Japanese words would find.
     assert ([h.doc_id for h in without.hits], without.analyzer_mismatch) == (["d1"], True)
+
+
+def test_suggestions_are_flagged_as_searches_are(runtime, ja_tenant, sandbox, workspace, monkeypatch):
+    """``suggest`` says ``analyzer_mismatch`` with the search's meaning, from the sync and the async API."""
+    from runtime_tenants import jwt_settings
+
+    from tenant_runtime import AsyncTenantRuntime
+
+    _, ctx = ja_tenant
+    with_extra = runtime.store.suggest(ctx, "ke")
+    assert (with_extra, with_extra.analyzer_mismatch) == (["key"], False)
+    without_the_extra(monkeypatch)
+    without = runtime.store.suggest(ctx, "ke")
+    assert (without, without.analyzer_mismatch) == (["key"], True)
+    assert runtime.store.suggest(ctx, "k").analyzer_mismatch is False  # too short to look anything up
+
+    async def through_async() -> tuple[list[str], bool]:
+        async with AsyncTenantRuntime(jwt_settings(), workspace.ensure_platform()["registry_table"],
+                                      endpoint_url=sandbox.aws_endpoint_url, region=sandbox.region) as art:
+            found = await art.store.suggest(await art.context(ctx.tenant_id), "ke")
+            return list(found), found.analyzer_mismatch
+
+    assert asyncio.run(through_async()) == (["key"], True)
 
 
 def test_a_runtime_with_the_extra_writes_and_searches_an_index_built_without_it_as_it_was_built(
@@ -165,7 +189,7 @@ def test_an_index_of_the_format_before_accent_folding_stays_as_built_until_reind
         m.setattr(analyzer, "FORMAT", 1)
         runtime.store.put_document(ctx, "old", "Café", "crème brûlée", {})
     [(version, built)] = recorded(sandbox, record.resources).items()
-    assert built.startswith("v1+") and analyzer.identity().startswith("v2+")
+    assert built.startswith("v1+") and analyzer.identity().startswith(f"v{analyzer.FORMAT}+")
     # Written and searched as format 1 (no accent folding), so both kinds of words agree, unflagged.
     runtime.store.put_document(ctx, "new", "Crème", "café au lait", {})
     answer = runtime.store.search(ctx, "café")
@@ -177,6 +201,29 @@ def test_an_index_of_the_format_before_accent_folding_stays_as_built_until_reind
         done.key_version: done.analyzer}
     assert found(runtime, ctx, "cafe") == found(runtime, ctx, "CAFÉ") == ["new", "old"]
     assert runtime.store.suggest(ctx, "cre") == ["crème"]  # completions keep the accents of the titles
+
+
+def test_a_format_2_index_keeps_its_marks_until_its_reindex_folds_them(runtime, provision_tenant, sandbox):
+    """Format 3 folds Hebrew points and Arabic harakat: a store built by a format-2 runtime
+    is written and searched as format 2 (pointed and bare words apart, unflagged) until a reindex."""
+    record = provision_tenant("sr8-marks")
+    ctx = runtime.context(record.tenant_id)
+    with pytest.MonkeyPatch.context() as m:  # a runtime of the release before: format 2
+        m.setattr(analyzer, "FORMAT", 2)
+        runtime.store.put_document(ctx, "he", "שָׁלוֹם", "שָׁלוֹם עוֹלָם", {})
+    [(version, built)] = recorded(sandbox, record.resources).items()
+    assert built.startswith("v2+") and analyzer.identity().startswith("v3+")
+    runtime.store.put_document(ctx, "ar", "كِتَاب", "كِتَابٌ جَدِيدٌ", {})  # written by this runtime as format 2
+    answer = runtime.store.search(ctx, "שָׁלוֹם")
+    assert ([h.doc_id for h in answer.hits], answer.analyzer_mismatch) == (["he"], False)
+    assert found(runtime, ctx, "שלום") == found(runtime, ctx, "كتاب") == []  # v2: the marks kept
+
+    done = runtime.store.reindex(ctx)
+    assert recorded(sandbox, record.resources) == {version + 1: analyzer.identity()} == {
+        done.key_version: done.analyzer}
+    assert found(runtime, ctx, "שלום") == found(runtime, ctx, "שָׁלוֹם") == ["he"]
+    assert found(runtime, ctx, "كتاب") == found(runtime, ctx, "كِتَابٌ") == ["ar"]
+    assert runtime.store.suggest(ctx, "שָׁל") == ["שָׁלוֹם"]  # completions as the titles write them
 
 
 def test_a_store_whose_schema_predates_the_analyzer_table_is_served_as_an_index_from_before_identities(

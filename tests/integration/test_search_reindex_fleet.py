@@ -96,9 +96,21 @@ def test_bad_usage_is_exit_2(args, tenantctl_cli):
     assert tenantctl_cli("search", "reindex", *args).returncode == 2
 
 
+@pytest.mark.parametrize("outdated", [False, True])
+def test_a_tenant_suspended_since_the_listing_is_skipped_not_failed(fleet, workspace, outdated):
+    """Listed active, suspended before its turn: a skip saying why, as at listing time (not exit 3 or 7)."""
+    from tenantctl.models import TenantStatus
+    from tenantctl.operations.fleet_reindex import Skipped, reindex_one
+
+    as_listed = workspace.registry.require(OFF).model_copy(update={"status": TenantStatus.active})
+    assert reindex_one(workspace, as_listed, outdated) == Skipped(
+        tenant_id=OFF, reason="suspended: only an active tenant is reindexed")
+
+
 def test_a_hibernated_tenant_is_left_asleep(short_lived_tenant, workspace, sandbox, tenantctl_cli):
     """As `drill run --all` leaves it: its instance stays stopped; `search reindex ID` wakes it.
     One that hibernated after the run listed it awake is left so too, under its lock."""
+    from tenantctl.operations.fleet_reindex import Skipped, _asleep, reindex_one
     from tenantctl.operations.reindex import reindex_search
 
     sleeper = short_lived_tenant("rx8-sleep", tier="dedicated").tenant_id
@@ -113,6 +125,10 @@ def test_a_hibernated_tenant_is_left_asleep(short_lived_tenant, workspace, sandb
     assert out["skipped"] == [{"tenant_id": sleeper, "reason": "hibernated: its database instance is stopped; "
                                f"`tenantctl search reindex {sleeper}` wakes it and reindexes it"}]
     assert reindex_search(workspace, sleeper, wake=False) is None
+    # Listed awake, hibernated before its turn: skipped as asleep, its analyzers not read (no exit 7).
+    as_listed = workspace.registry.require(sleeper).model_copy(update={"hibernation": None})
+    for outdated in (False, True):
+        assert reindex_one(workspace, as_listed, outdated) == Skipped(tenant_id=sleeper, reason=_asleep(sleeper))
     after = workspace.registry.require(sleeper)
     assert after.hibernation is not None and (after.lock, after.last_error) == (None, None)
     assert rds.describe_db_instances(DBInstanceIdentifier=instance)["DBInstances"][0]["DBInstanceStatus"] == "stopped"

@@ -434,6 +434,27 @@ def test_words_run_on_through_their_combining_marks_from_format_2():
         "x", "ylophon", "नमस", "त"]
 
 
+def test_optional_hebrew_and_arabic_marks_fold_from_format_3():
+    # Points (niqqud, dagesh, shin/sin dots), cantillation, harakat, superscript alef and tatweel are
+    # optional: a query written without them finds a text written with them, and the other way round.
+    pointed, plain = "שָׁלוֹם עוֹלָם", "שלום עולם"
+    assert terms(pointed) == terms(plain) == ["שלום", "עולם"]
+    assert terms("كِتَابٌ الرَّحْمٰنِ العـربية") == terms("كتاب الرحمن العربية") == ["كتاب", "الرحمن", "العربية"]
+    assert analyzer.query_terms("שָׁלוֹם") == analyzer.query_terms("שלום") == ["w:שלום"]
+    assert analyzer.prefix_term("كِتَا") == "p:كتا" and analyzer.normalise("עוֹלָם") == "עולם"
+    assert [g for _, g, _ in analyzer.query_grams("كِتَاب")] == [g for _, g, _ in analyzer.query_grams("كتاب")]
+    # Marks that are letters' vowels elsewhere stay (Devanagari's), Latin accents fold as from format 2.
+    assert terms("नमस्ते Café") == ["नमस्ते", "cafe"]
+    # Indexes of formats 1 and 2 are reproduced as they were: the marks kept.
+    for old in ("v1", "v2"):
+        prof = analyzer.profile(old)
+        assert prof is not None and [t.term for t in analyzer.tokens("שָׁלוֹם", prof=prof)] != ["שלום"], old
+        assert "w:שלום" not in analyzer.index_terms("שָׁלוֹם", "", prof).counts, old
+    v2 = analyzer.profile("v2")
+    assert [t.term for t in analyzer.tokens("שָׁלוֹם Café", prof=v2)] == ["שָׁלוֹם", "cafe"]
+    assert analyzer.index_terms("Café", "").counts == analyzer.index_terms("Café", "", v2).counts
+
+
 def test_the_written_out_marks_are_unicodes_combining_marks():
     import re
     import unicodedata
@@ -443,3 +464,8 @@ def test_the_written_out_marks_are_unicodes_combining_marks():
     ranges = re.findall(r"(.)(?:-(.))?", MARKS + ASTRAL_MARKS, re.S)
     points = [cp for a, b in ranges for cp in range(ord(a), ord(b or a) + 1)]
     assert len(points) > 2000 and all(unicodedata.category(chr(cp)).startswith("M") for cp in points)
+    from tenant_runtime.marks import OPTIONAL_MARKS  # marks, and tatweel (a letter, Lm)
+
+    optional = {cp for a, b in re.findall(r"(.)(?:-(.))?", OPTIONAL_MARKS, re.S)
+                for cp in range(ord(a), ord(b or a) + 1)} - {0x640}
+    assert {unicodedata.category(chr(cp))[0] for cp in optional} == {"M"} and optional <= set(points)

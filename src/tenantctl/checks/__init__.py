@@ -19,15 +19,18 @@ One module per concern:
   groups only, hardening);
 - ``rls_lints``: Supabase splinter's generic lints, adapted to a tenant schema
   (run by ``db_posture``);
+- ``search_index``: the store's search index against tenantctl's analyzer
+  (run by ``db_posture``: a warning, never a failure);
 - ``iam_eval``: a small IAM policy evaluator.
 
 Each workspace of the tenant gets the database checks and the AWS checks of
 what it has of its own (key, queues, secret, role), in areas named after it
 (``workspace legal/database``, ``workspace legal/aws``).
 
-Every check yields one ``CheckResult`` named by a stable id; ``pass`` / ``fail``
-(an invariant is broken: exit 8) / ``error`` (could not be verified, e.g. the
-database is unreachable from here: exit 7 when nothing failed).
+Every check yields one ``CheckResult`` named by a stable id; ``pass`` / ``warn``
+(it holds, but something wants doing: said, with the fix, never an exit code) /
+``fail`` (an invariant is broken: exit 8) / ``error`` (could not be verified,
+e.g. the database is unreachable from here: exit 7 when nothing failed).
 """
 
 from __future__ import annotations
@@ -127,13 +130,12 @@ def workspace_checks(record: Any, workspace: str, platform: dict[str, Any], clie
     from tenantctl.checks.aws_posture import workspace_aws_checks
     from tenantctl.checks.db_posture import database_checks
     from tenantctl.drills.scope import workspace_view
-    from tenantctl.naming import OwnerNames
 
     # The tenant's tier, not the drills' one-schema view of it: a dedicated tenant's workspace secret is
     # rotated by the tenant's own rotation function.
     view = workspace_view(record, workspace).model_copy(update={"tier": record.tier})
     area = f"workspace {workspace}"
-    return [*database_checks(view, clients, row_key=OwnerNames(record.tenant_id, workspace).key,
+    return [*database_checks(view, clients, workspace=workspace,
                              area=f"{area}/database", platform=platform, connection_limit=connection_limit,
                              admin=admin),
             *workspace_aws_checks(view, workspace, platform, clients, area=f"{area}/aws")]

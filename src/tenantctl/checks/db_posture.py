@@ -38,7 +38,9 @@ there; the schema script makes the admin a member of the role, SET only):
   schema (``rls_lints``), find nothing;
 - ``fail-closed``: without ``app.tenant_id`` the role sees zero rows of every
   table (or gets an error) and cannot insert, while the canaries are visible
-  once the setting names the tenant (so "zero rows" is not vacuous).
+  once the setting names the tenant (so "zero rows" is not vacuous);
+- ``search-analyzer``: the store's search index was built by tenantctl's
+  analyzer, else a warning naming the fix (``search_index``; never a failure).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from typing import Any, NamedTuple
 
 from psycopg import sql
 
-from tenantctl.checks.results import CheckResult, run_connected
+from tenantctl.checks.results import CheckResult, Outcome, run_connected
 from tenantctl.tenant_schema_sql import LoginFacts, login_facts
 
 AREA = "database"
@@ -60,7 +62,7 @@ SETTING = "app.tenant_id"
 NAMES = ("role-not-superuser", "role-no-bypassrls", "role-no-admin-attributes", "role-owns-nothing",
          "role-no-memberships", "role-connection-limit", "role-login", "role-settings", "rls-enabled",
          "rls-forced", "rls-policy", "unique-keys-include-tenant", "no-foreign-schema-access",
-         "db-public-privileges", "rls-lints", "fail-closed")
+         "db-public-privileges", "rls-lints", "fail-closed", "search-analyzer")
 
 # Canary rows for the tables templates/tenant_schema.sql.j2 creates ({id}: a fresh uuid).
 CANARIES: dict[str, tuple[str, tuple]] = {
@@ -143,10 +145,14 @@ class _DbChecks:
     concern need in one round trip, and judged here: the checks run back to
     back on one connection, so a read is shared by the checks that use it."""
 
-    def __init__(self, conn: Any, record: Any, row_key: str | None = None,
+    def __init__(self, conn: Any, record: Any, workspace: str | None = None,
                  connection_limit: int | None = None) -> None:
+        from tenantctl.naming import workspace_key
+
         self.conn = conn
-        self.tenant_id = row_key or record.tenant_id  # a workspace's rows carry its key
+        # a workspace's rows carry its key
+        self.tenant_id = record.tenant_id if workspace is None else workspace_key(record.tenant_id, workspace)
+        self.owner, self.workspace = record.tenant_id, workspace
         self.schema = record.resources.store.schema_name
         self.role = record.resources.store.role
         self.pooled, self.closed = record.tier.value == "pooled", closed_login(record)
@@ -328,6 +334,14 @@ class _DbChecks:
         found = lint_schema(self.conn, self.schema)
         return not found, "; ".join(map(str, found)) or f"{len(LINTS)} lints, nothing found in {self.schema}"
 
+    def search_analyzer(self) -> tuple[bool | Outcome, str]:
+        from tenant_runtime.tables import SEARCH_ANALYZERS
+        from tenantctl.checks.search_index import analyzer_outcome, index_analyzers
+
+        recorded = any(t.name == SEARCH_ANALYZERS for t in self.tables())  # a schema from before it: none
+        found = index_analyzers(self.conn, self.schema, self.tenant_id, SETTING, recorded)
+        return analyzer_outcome(found, self.owner, self.workspace)
+
     # -- behaviour ---------------------------------------------------------------------------
     def fail_closed(self) -> tuple[bool, str]:
         canary = f"tenantctl-check-{uuid.uuid4().hex[:12]}"
@@ -405,15 +419,15 @@ class _DbChecks:
         return seen
 
 
-def database_checks(record: Any, clients: Callable[..., Any], row_key: str | None = None,
+def database_checks(record: Any, clients: Callable[..., Any], workspace: str | None = None,
                     area: str = AREA, platform: dict[str, Any] | None = None,
                     connection_limit: int | None = None, admin: AdminConnect | None = None) -> Iterator[CheckResult]:
-    """``row_key`` and ``area``: a workspace's (``record`` its view), else the tenant's.
+    """``workspace`` and ``area``: a workspace's (``record`` its view), else the tenant's.
     ``platform``: its cell's outputs (the gateway a suspended pooled tenant's
     checks go through); ``admin``: a suspended dedicated tenant's (its server's
     admin login). ``connection_limit``: the role's, as its applied spec and cell give it."""
-    who = "the tenant role" if row_key is None else "the workspace role"
+    who = "the tenant role" if workspace is None else "the workspace role"
     if closed_login(record):
         who += " (suspended: through the " + ("gateway)" if record.tier.value == "pooled" else "admin's login)")
     yield from run_connected(area, NAMES, lambda: connect_as_role(record, clients, platform, admin),
-                             lambda conn: _DbChecks(conn, record, row_key, connection_limit), who)
+                             lambda conn: _DbChecks(conn, record, workspace, connection_limit), who)

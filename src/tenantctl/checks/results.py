@@ -14,6 +14,9 @@ from tenantctl.errors import PolicyViolation, TargetUnavailable
 
 class Outcome(str, Enum):
     passed = "pass"
+    # Holds, but something wants doing (a search index of another analyzer): said, never an exit code,
+    # so a fleet right after an upgrade (every store on the old analyzer) still passes.
+    warned = "warn"
     failed = "fail"
     error = "error"
 
@@ -26,7 +29,8 @@ class CheckResult(BaseModel):
 
     @property
     def ok(self) -> bool:
-        return self.outcome is Outcome.passed
+        """Nothing against the report: passed, or passed with a warning."""
+        return self.outcome in (Outcome.passed, Outcome.warned)
 
 
 class PostureReport(BaseModel):
@@ -40,6 +44,10 @@ class PostureReport(BaseModel):
     @property
     def errors(self) -> list[CheckResult]:
         return [c for c in self.checks if c.outcome is Outcome.error]
+
+    @property
+    def warnings(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.outcome is Outcome.warned]
 
     @property
     def ok(self) -> bool:
@@ -56,16 +64,23 @@ class PostureReport(BaseModel):
         """One line naming every check that did not pass."""
         bad = self.failed + self.errors
         if not bad:
-            return f"tenant {self.tenant_id!r}: all {len(self.checks)} posture checks pass"
-        return (f"tenant {self.tenant_id!r} posture check: "
-                + "; ".join(f"{c.outcome.value} {c.area}/{c.name}: {c.detail}" for c in bad))
+            return f"tenant {self.tenant_id!r}: all {len(self.checks)} posture checks pass" + "".join(
+                f"; {line}" for line in self.lines(self.warnings))
+        return f"tenant {self.tenant_id!r} posture check: " + "; ".join(self.lines(bad))
+
+    @staticmethod
+    def lines(checks: list[CheckResult]) -> list[str]:
+        """``outcome area/name: detail`` of each of ``checks``."""
+        return [f"{c.outcome.value} {c.area}/{c.name}: {c.detail}" for c in checks]
 
     def as_json(self) -> dict[str, Any]:
         return {"tenant_id": self.tenant_id, "ok": self.ok, "failed": [c.name for c in self.failed],
-                "errors": [c.name for c in self.errors], "checks": [c.model_dump(mode="json") for c in self.checks]}
+                "errors": [c.name for c in self.errors], "warnings": [c.name for c in self.warnings],
+                "checks": [c.model_dump(mode="json") for c in self.checks]}
 
 
-Check = Callable[[], tuple[bool, str]]
+# (ok, detail); a check that may only warn says so as (Outcome.warned, detail) instead of False.
+Check = Callable[[], tuple[bool | Outcome, str]]
 
 
 # AWS's answers for a resource that does not exist: the tenant's resource was deleted, which is a
@@ -98,7 +113,8 @@ def run_each(area: str, checks: list[tuple[str, Check]]) -> Iterator[CheckResult
             else:
                 yield CheckResult(area=area, name=name, outcome=Outcome.error, detail=f"{type(exc).__name__}: {exc}")
             continue
-        yield CheckResult(area=area, name=name, outcome=Outcome.passed if ok else Outcome.failed, detail=detail)
+        outcome = ok if isinstance(ok, Outcome) else Outcome.passed if ok else Outcome.failed
+        yield CheckResult(area=area, name=name, outcome=outcome, detail=detail)
 
 
 def run_connected(area: str, names: tuple[str, ...], connect: Callable[[], Any], checks: Callable[[Any], Any],

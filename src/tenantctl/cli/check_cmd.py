@@ -9,7 +9,7 @@ from tenantctl.cli.output import console, escape, print_json, table
 
 app = typer.Typer()
 
-_STYLE = {"pass": "green", "fail": "bold red", "error": "yellow"}
+_STYLE = {"pass": "green", "warn": "cyan", "fail": "bold red", "error": "yellow"}
 
 
 @app.command()
@@ -43,7 +43,11 @@ def check(
     pass (a tenant with no resources recorded, or of a cell stacks/ does not
     define, is skipped, with why).
 
-    Exit codes: 0 all pass, 8 a check failed (a resource AWS says is gone
+    A check may warn instead (shown, counted under `warnings`, never an
+    exit code): a store whose search index another analyzer than
+    tenantctl's built, naming `tenantctl search reindex ID`.
+
+    Exit codes: 0 all pass (warnings or not), 8 a check failed (a resource AWS says is gone
     fails the checks reading it), 7 a check could not run (and none failed),
     2 no ids, --all or --cell (or more than one of them).
     """
@@ -70,15 +74,25 @@ def _check_one(tenant_id: str, json_out: bool) -> None:
         if report.errors:
             console.print(f"[yellow]{len(report.errors)} check(s) could not run:[/] "
                           f"{', '.join(f'{c.area}/{c.name}' for c in report.errors)}", highlight=False)
+        if report.warnings:
+            console.print(f"[{_STYLE['warn']}]{len(report.warnings)} check(s) warn:[/] "
+                          f"{', '.join(f'{c.area}/{c.name}' for c in report.warnings)}", highlight=False)
         if report.ok:
             console.print(f"[green]all {len(report.checks)} checks pass[/]")
     if report.exit_code():
         raise typer.Exit(report.exit_code())
 
 
-def _not_passed(report) -> str:
-    """The checks of a tenant that did not pass, one line."""
-    return "; ".join(f"{c.outcome.value} {c.area}/{c.name}" for c in report.failed + report.errors)
+def _worst(report) -> str:
+    """The worst outcome of a tenant's checks."""
+    return "fail" if report.failed else "error" if report.errors else "warn" if report.warnings else "pass"
+
+
+def _remarks(report) -> str:
+    """The checks of a tenant that did not pass, then its warnings with their
+    details (they name the fix), one line."""
+    return "; ".join([f"{c.outcome.value} {c.area}/{c.name}" for c in report.failed + report.errors]
+                     + report.lines(report.warnings))
 
 
 def _check_many(tenant_ids: list[str], every: bool, cell: Optional[str], parallel: int,
@@ -90,31 +104,33 @@ def _check_many(tenant_ids: list[str], every: bool, cell: Optional[str], paralle
 
     with fleet_progress("checking") as progress:
         def on_result(report) -> None:
-            mark = (f"[{_STYLE['fail' if report.failed else 'error']}]{escape(_not_passed(report))}[/]"
-                    if not report.ok else f"all {len(report.checks)} checks pass")
+            mark = (f"[{_STYLE['fail' if report.failed else 'error']}]{escape(_remarks(report))}[/]"
+                    if not report.ok else f"all {len(report.checks)} checks pass" + (
+                        f"; [{_STYLE['warn']}]{escape(_remarks(report))}[/]" if report.warnings else ""))
             progress.done(f"{report.tenant_id}: {mark}")
 
         summary = check_fleet(Workspace(), tenant_ids, every=every, cell=cell, parallel=parallel,
                               on_plan=lambda n: progress.plan(n, f"{n} tenant(s)"), on_result=on_result)
     if markdown:
-        markdown.write_text(render("check_summary.md.j2", summary=summary, not_passed=_not_passed))
+        markdown.write_text(render("check_summary.md.j2", summary=summary, remarks=_remarks))
     if json_out:
         print_json({"tenants": [r.as_json() for r in summary.reports], "skipped": summary.skipped,
                     "counts": summary.counts, "exit_code": summary.exit_code()})
     else:
-        bad = summary.failed + summary.unverified
-        if bad:
+        noted = summary.failed + summary.unverified + summary.warned
+        if noted:
             table(f"posture · {len(summary.reports)} tenant(s) · {summary.seconds:.1f}s",
-                  ["tenant", "result", "checks that did not pass"],
-                  [(r.tenant_id, f"[{_STYLE['fail']}]fail[/]" if r.failed else f"[{_STYLE['error']}]error[/]",
-                    escape("; ".join(f"{c.area}/{c.name}: {c.detail}" for c in r.failed + r.errors)))
-                   for r in sorted(bad, key=lambda r: (not r.failed, r.tenant_id))])
+                  ["tenant", "result", "checks that did not pass, warnings"],
+                  [(r.tenant_id, f"[{_STYLE[_worst(r)]}]{_worst(r)}[/]",
+                    escape("; ".join(f"{c.area}/{c.name}: {c.detail}" for c in r.failed + r.errors + r.warnings)))
+                   for r in sorted(noted, key=lambda r: (("fail", "error", "warn").index(_worst(r)), r.tenant_id))])
         for skipped in summary.skipped:
             console.print(f"skipped {skipped.tenant_id}: {escape(skipped.reason)}", highlight=False)
         counts = summary.counts
         console.print(f"{counts['passed']} of {counts['tenants']} tenant(s) pass every check"
                       + (f"; {counts['failed']} failed" if counts["failed"] else "")
                       + (f"; {counts['unverified']} could not be fully verified" if counts["unverified"] else "")
+                      + (f"; {counts['warnings']} with warnings" if counts["warnings"] else "")
                       + (f"; {counts['skipped']} skipped" if counts["skipped"] else ""), highlight=False)
     if summary.exit_code():
         raise typer.Exit(summary.exit_code())

@@ -35,7 +35,8 @@ def reindex(
     Several ids, --all or --cell reindex tenants in parallel, a progress line
     each (stderr), and list the tenants that failed; a tenant not active, or
     hibernated (left asleep: `search reindex ID` wakes it), or of a cell
-    stacks/ does not define, is skipped, with why. --outdated reindexes only
+    stacks/ does not define, is skipped, with why (so is one suspended or
+    hibernated between the listing and its turn). --outdated reindexes only
     the tenants with a store whose live index another analyzer built (a store
     from before identities counts as v1) or whose reindex is unfinished (or
     rebuild due): after deploying runtimes of a new analyzer,
@@ -45,7 +46,7 @@ def reindex(
     reindex too) holds the tenant's lock, 6 unknown tenant,
     7 store, KMS or registry unreachable, 9 a stored document fails
     authentication, 10 the tenant's key is unusable; several tenants: the
-    highest of theirs (10, 9, 7, 6, 5, 3); 2 no ids, --all or --cell (or more
+    highest of theirs (10, 9, 7, 6, 5); 2 no ids, --all or --cell (or more
     than one of them).
     """
     if tenant_ids and len(tenant_ids) == 1 and not every and cell is None and not outdated:

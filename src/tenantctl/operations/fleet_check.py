@@ -38,9 +38,16 @@ class FleetPosture(BaseModel):
         return [r for r in self.reports if r.errors and not r.failed]
 
     @property
+    def warned(self) -> list[PostureReport]:
+        """Tenants that pass (nothing failed, every check ran) with a warning."""
+        return [r for r in self.reports if r.ok and r.warnings]
+
+    @property
     def counts(self) -> dict[str, int]:
+        """``warnings``: of the ``passed``, those with a warning."""
         return {"tenants": len(self.reports), "passed": sum(r.ok for r in self.reports),
-                "failed": len(self.failed), "unverified": len(self.unverified), "skipped": len(self.skipped)}
+                "failed": len(self.failed), "unverified": len(self.unverified), "warnings": len(self.warned),
+                "skipped": len(self.skipped)}
 
     def exit_code(self) -> int:
         """The worst tenant's: a failed check (8) outranks one that could not run (7)."""

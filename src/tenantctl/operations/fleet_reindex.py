@@ -10,7 +10,9 @@ it; `search reindex ID` wakes it), or, with ``outdated``, when every store of
 it (its own and each workspace's) is indexed by this installation's analyzer
 and no reindex of one is unfinished (nor a rebuild due). A tenant whose reindex could not run or
 stopped (another run holds its lock, its store unreachable, its key unusable)
-is a failed row with its exit code; the others still run.
+is a failed row with its exit code; the others still run. Each tenant is
+judged again on its record at its turn: one suspended or hibernated since the
+listing is skipped, with why, as it would have been then.
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ class FleetReindex(BaseModel):
     def exit_code(self) -> int:
         """The highest failed tenant's, which is also the order of what needs a person
         most: 10 key unusable, 9 stored data failing authentication, 7 unreachable,
-        6 gone since selected, 5 locked by another run, 3 no longer active."""
+        6 gone since selected, 5 locked by another run (one no longer active
+        since selected is skipped, not failed: ``reindex_one``)."""
         return max((f.exit_code for f in self.failed), default=0)
 
     def as_json(self) -> dict[str, Any]:
@@ -101,19 +104,33 @@ def outdated_stores(analyzers: Mapping[str, Iterable[str]], record: TenantRecord
 
 
 def reindex_one(ws: Any, record: TenantRecord, outdated: bool) -> Outcome:
-    """The tenant's reindex, or why it was skipped, or why it failed."""
+    """The tenant's reindex, or why it was skipped, or why it failed. Judged
+    again on its record as of its turn: one suspended or hibernated since the
+    listing is a skip saying why, as at listing time (and so is one that became
+    so while its run failed: its store closed or stopped under it)."""
     tenant_id = record.tenant_id
-    if why := not_reindexed(record):
-        return Skipped(tenant_id=tenant_id, reason=why)
     try:
+        record = ws.registry.require(tenant_id)
+        if why := not_reindexed(record):
+            return Skipped(tenant_id=tenant_id, reason=why)
         if outdated:
             current = analyzer.identity()
             if not outdated_stores(store_analyzers(ws, record), record, current):
                 return Skipped(tenant_id=tenant_id, reason=f"up to date (analyzer {current})")
-        done = reindex_search(ws, tenant_id, wake=False)  # hibernated since it was listed: left asleep
+        done = reindex_search(ws, tenant_id, wake=False)  # hibernated since it was read: left asleep
     except TenantctlError as exc:
+        if why := _left_alone_since(ws, tenant_id):
+            return Skipped(tenant_id=tenant_id, reason=why)
         return ReindexFailed(tenant_id=tenant_id, error=str(exc), exit_code=exc.exit_code)
     return done if done is not None else Skipped(tenant_id=tenant_id, reason=_asleep(tenant_id))
+
+
+def _left_alone_since(ws: Any, tenant_id: str) -> str | None:
+    """Why a fleet run now leaves the tenant alone (``not_reindexed``), read again; None: it would not."""
+    try:
+        return not_reindexed(ws.registry.require(tenant_id))
+    except TenantctlError:  # gone, or the registry unreachable: the run's own error says it
+        return None
 
 
 def reindex_fleet(ws: Any, tenant_ids: Sequence[str] = (), every: bool = False, cell: str | None = None,
@@ -125,11 +142,13 @@ def reindex_fleet(ws: Any, tenant_ids: Sequence[str] = (), every: bool = False, 
         raise UsageError(f"Invalid value for '--parallel': {parallel} is not in the range x>=1.")
     started = time.monotonic()
     records = select(ws, tenant_ids, every, cell, verb="reindex")
-    summary = FleetReindex()
-    for record in records:
-        if why := not_reindexed(record):  # from the record alone: not even its cell is read
+    summary, awake = FleetReindex(), []
+    for record in records:  # from the record alone: not even its cell is read
+        if why := not_reindexed(record):
             summary.add(record.tenant_id, Skipped(tenant_id=record.tenant_id, reason=why))
-    kept, undefined = in_defined_cells(ws, [r for r in records if not_reindexed(r) is None])
+        else:
+            awake.append(record)
+    kept, undefined = in_defined_cells(ws, awake)
     summary.skipped += undefined
     records = [r for r, _ in kept]
     if on_plan:
@@ -139,8 +158,9 @@ def reindex_fleet(ws: Any, tenant_ids: Sequence[str] = (), every: bool = False, 
         with ThreadPoolExecutor(max_workers=min(parallel, len(records)), thread_name_prefix="reindex") as pool:
             futures = {pool.submit(reindex_one, ws, r, outdated): r.tenant_id for r in records}
             for future in as_completed(futures):
-                summary.add(futures[future], future.result())
+                outcome = future.result()
+                summary.add(futures[future], outcome)
                 if on_result:
-                    on_result(futures[future], future.result())
+                    on_result(futures[future], outcome)
     summary.seconds = time.monotonic() - started
     return summary

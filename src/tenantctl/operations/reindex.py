@@ -41,6 +41,8 @@ def _tenant_store(ws: Any, record: TenantRecord) -> Iterator[tuple[ContextStore,
                                                      workspace=workspace)
     except runtime_errors.KeyUnusable as exc:
         raise KeyUnusable(str(exc)) from None
+    except runtime_errors.TenantInactive as exc:  # suspended (or on its way out) since its record was read
+        raise InvalidInput(str(exc)) from None
     except runtime_errors.DecryptionFailed as exc:  # stopped there: what was re-hashed stays so
         raise DataCorrupt(f"tenant {record.tenant_id!r}: {exc}; write the document again (or restore its body "
                           "object's earlier version), then run the reindex again") from None
