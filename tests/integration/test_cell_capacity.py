@@ -2,6 +2,9 @@
 refused (exit 3, rule ``replication-slots``, the figures named, nothing
 started or created) when the source server's free replication slots and WAL
 senders cannot hold their copies (`cell evacuate --parallel N`, `move`);
+and (rule ``replication-workers``) when the target server's free logical
+replication workers cannot hold their subscriptions, a copy none of whose
+tables starts saying why;
 `cell show` compares the pooled logins' connection cap with the live
 max_connections and `cell add` refuses a raised cap it cannot hold (exit 3,
 rule ``connection-budget``) without --allow-overcommit, and says so when the
@@ -12,7 +15,8 @@ out through the run, stamped and naming their tenant.
 A project of its own on the session's sandbox: cells ``e2-a`` and ``e2-b``
 in ap-southeast-2 of the home account, which no other test uses; tenants
 ``e2-*``. The sandbox's slots are taken by physical slots ``e2_fill_*`` made
-and dropped here (one server holds every cell's database there).
+and dropped here (one server holds every cell's database there), its
+logical replication workers by idle enabled subscriptions ``e2_idle_*``.
 """
 
 from __future__ import annotations
