@@ -17,7 +17,9 @@ run left half way (preparing, copying, freezing) is resumed. Every copy reads
 the cell's one database and holds replication slots and WAL senders there
 (``cell_database``): a run asking for more copies at once than its free ones
 hold (``parallel``, or as many as there are moves taking a new slot there
-when fewer: ``_may_copy``) is refused before any move starts. ``limit`` moves at most that many tenants (waves);
+when fewer: ``_may_copy``) is refused before any move starts, and so is one
+whose copies' subscriptions, summed per server they go to, that server's free
+logical replication workers cannot hold. ``limit`` moves at most that many tenants (waves);
 ``max_failures`` stops starting moves once more than that many failed (a
 refused move, one that changed nothing, does not count). `--finalize` then
 ends the rollback windows of the moves out of the cell: each old store
