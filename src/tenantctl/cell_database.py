@@ -12,6 +12,17 @@ target store was built, and copies that took every slot between them wait on
 their table copies until they time out. So moves are refused before they
 start when the server has no room for them.
 
+The copy's subscription runs on the server of the store it goes to: one
+logical replication apply worker for as long as it is enabled and, during its
+initial copy, table-sync workers beside it; a switched move's way back keeps
+an apply worker on the server of its old store until finalized. Apply workers
+are held for good, table-sync workers come and go (a table waits for a free
+one), so a server holds ``n`` copies when ``max_logical_replication_workers``
+(4 by default, RDS's too; within ``max_worker_processes``) less its enabled
+subscriptions leaves ``n`` apply workers and one table-sync worker free. A copy
+with none free waits on its tables in ``init`` without end, so it is refused
+before it starts as well (rule ``replication-workers``).
+
 Each pooled tenant's login (and each workspace's) may hold
 ``db_connection_limit`` connections; at the cell's cap that is
 ``max_pooled_tenants`` times as many, which the server's ``max_connections``
@@ -70,21 +81,78 @@ def replication_room(conn: Any) -> ReplicationRoom:
     return ReplicationRoom(*(int(v) for v in row))
 
 
+@dataclass(frozen=True)
+class WorkerRoom:
+    """What a server's logical replication worker settings allow and what its subscriptions hold."""
+
+    max_workers: int  # max_logical_replication_workers
+    max_processes: int  # max_worker_processes: every background worker's, the launcher's one included
+    subscriptions: int  # enabled subscriptions (pg_subscription is cluster-wide): an apply worker each, for good
+
+    @property
+    def free(self) -> int:
+        """Workers no subscription holds for good (table copies running are not counted: they end)."""
+        return min(self.max_workers, self.max_processes - 1) - self.subscriptions
+
+    @property
+    def copies(self) -> int:
+        """Move copies the free workers hold at once: an apply worker each, one table-sync worker for all."""
+        return max(0, self.free - 1)
+
+    def figures(self, copies: bool = True) -> str:
+        taken = (f"max_logical_replication_workers {self.max_workers} (max_worker_processes {self.max_processes}) "
+                 f"with {self.subscriptions} held by enabled subscriptions' apply workers")
+        return f"{taken}, each copy needing an apply worker and all of them one table-sync worker" if copies \
+            else taken
+
+
+def worker_room(conn: Any) -> WorkerRoom:
+    """The logical replication workers of the server ``conn`` (an admin connection) is on."""
+    row = conn.execute(
+        "SELECT current_setting('max_logical_replication_workers')::int, "
+        "current_setting('max_worker_processes')::int, "
+        "(SELECT count(*) FROM pg_subscription WHERE subenabled)").fetchone()
+    return WorkerRoom(*(int(v) for v in row))
+
+
+SLOTS_REMEDY = ("end moves' rollback windows (`--finalize`: a switched move keeps a slot where its new store "
+                "is), drop unused slots, or raise max_replication_slots and max_wal_senders (its parameter group)")
+WORKERS_REMEDY = ("end moves' rollback windows (`--finalize`: a switched move keeps a subscription where its old "
+                  "store is), drop or disable unused subscriptions, or raise max_logical_replication_workers and "
+                  "max_worker_processes (its parameter group, applied at a reboot)")
+
+
 def refuse_copies(conn: Any, copies: int, where: str, parallel: int | None = None) -> ReplicationRoom:
     """InvalidInput (exit 3, rule ``replication-slots``) when the server of
     ``conn`` has no room for ``copies`` move copies at once, naming the
     figures; ``where``: what the server is; ``parallel``: the --parallel asked
     for (the message says what would fit)."""
     room = replication_room(conn)
+    _refuse(room, copies, where, parallel, "replication-slots", SLOTS_REMEDY)
+    return room
+
+
+def refuse_subscriptions(conn: Any, copies: int, where: str, parallel: int | None = None) -> WorkerRoom:
+    """InvalidInput (exit 3, rule ``replication-workers``) when the server of
+    ``conn`` (where the copies' subscriptions run: their new stores') has no
+    logical replication workers for ``copies`` move copies at once; the
+    arguments as ``refuse_copies``'."""
+    room = worker_room(conn)
+    _refuse(room, copies, where, parallel, "replication-workers", WORKERS_REMEDY)
+    return room
+
+
+def _refuse(room: ReplicationRoom | WorkerRoom, copies: int, where: str, parallel: int | None, rule: str,
+            remedy: str) -> None:
     if copies <= room.copies:
-        return room
+        return
     if room.copies == 0:
         said = "no room for a move's copy"
     else:
         fits = f"room for {room.copies} move cop{'y' if room.copies == 1 else 'ies'} at once"
         said = f"{fits}, not {copies}" + (f" (--parallel {parallel})" if parallel is not None else "")
     way = f"give --parallel {room.copies} or less, " if parallel is not None and room.copies else ""
-    raise _no_room(f"{where} has {said}: {room.figures()}", f"nothing was started: {way}")
+    raise _no_room(f"{where} has {said}: {room.figures()}", f"nothing was started: {way}", rule, remedy)
 
 
 def refuse_link(conn: Any, where: str, done: str, held: bool = False) -> ReplicationRoom:
@@ -96,13 +164,25 @@ def refuse_link(conn: Any, where: str, done: str, held: bool = False) -> Replica
     if min(room.max_slots - room.slots + int(held), room.max_senders - room.senders) >= 1:
         return room
     raise _no_room(f"{where} has no room for the link a switched move's old store follows its new one by (a "
-                   f"slot and a WAL sender): {room.figures(copies=False)}", done)
+                   f"slot and a WAL sender): {room.figures(copies=False)}", done, "replication-slots", SLOTS_REMEDY)
 
 
-def _no_room(said: str, done: str) -> InvalidInput:
-    return InvalidInput(f"{said}; {done}end moves' rollback windows (`--finalize`: a switched move keeps a slot "
-                        "where its new store is), drop unused slots, or raise max_replication_slots and "
-                        "max_wal_senders (its parameter group)", rule="replication-slots")
+def refuse_follower(conn: Any, where: str, done: str, held: bool = False) -> WorkerRoom:
+    """InvalidInput (exit 3, rule ``replication-workers``) when the server of
+    ``conn`` (the old store's) has no logical replication worker free for the
+    subscription a switched move's old store follows its new one by (no
+    initial copy: its apply worker alone); ``held``: that subscription exists
+    (and counts) already; ``done`` as ``refuse_link``'s."""
+    room = worker_room(conn)
+    if held or room.free >= 1:
+        return room
+    raise _no_room(f"{where} has no logical replication worker free for the subscription a switched move's old "
+                   f"store follows its new one by: {room.figures(copies=False)}", done, "replication-workers",
+                   WORKERS_REMEDY)
+
+
+def _no_room(said: str, done: str, rule: str, remedy: str) -> InvalidInput:
+    return InvalidInput(f"{said}; {done}{remedy}", rule=rule)
 
 
 def cell_admin(ws: Any, cell: str, connect_timeout: int = 5) -> Any:

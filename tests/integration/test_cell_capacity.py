@@ -2,6 +2,9 @@
 refused (exit 3, rule ``replication-slots``, the figures named, nothing
 started or created) when the source server's free replication slots and WAL
 senders cannot hold their copies (`cell evacuate --parallel N`, `move`);
+and (rule ``replication-workers``) when the target server's free logical
+replication workers cannot hold their subscriptions, a copy none of whose
+tables starts saying why;
 `cell show` compares the pooled logins' connection cap with the live
 max_connections and `cell add` refuses a raised cap it cannot hold (exit 3,
 rule ``connection-budget``) without --allow-overcommit, and says so when the
@@ -12,7 +15,8 @@ out through the run, stamped and naming their tenant.
 A project of its own on the session's sandbox: cells ``e2-a`` and ``e2-b``
 in ap-southeast-2 of the home account, which no other test uses; tenants
 ``e2-*``. The sandbox's slots are taken by physical slots ``e2_fill_*`` made
-and dropped here (one server holds every cell's database there).
+and dropped here (one server holds every cell's database there), its
+logical replication workers by idle enabled subscriptions ``e2_idle_*``.
 """
 
 from __future__ import annotations
@@ -27,13 +31,15 @@ import psycopg
 import pytest
 from fault_tools import Cli, aws, cell_count, platform_outputs, write_record
 from faults import FAULT_AFTER_ENV, FAULT_EXIT_CODE
+from psycopg import sql
 
 from tenant_runtime.models import MovePhase
 from tenant_runtime.registry import LEASE_UNTIL, counter_key
-from tenantctl.cell_database import replication_room
+from tenantctl.cell_database import replication_room, worker_room
 from tenantctl.errors import TargetUnavailable
 from tenantctl.models import TenantSpec
 from tenantctl.operations import cell as cells
+from tenantctl.operations import mover
 from tenantctl.operations.move import move
 from tenantctl.operations.provision import provision
 from tenantctl.registry import new_lock
@@ -79,6 +85,29 @@ def free_slots(sandbox, left: int) -> Iterator[None]:
                 conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
 
 
+@contextmanager
+def free_workers(sandbox, left: int) -> Iterator[None]:
+    """The sandbox server's logical replication workers held until ``left`` are free: enabled
+    subscriptions ``e2_idle_*`` made without connecting (their apply workers retry a port nothing
+    listens on), disabled and dropped without a slot after."""
+    with psycopg.connect(sandbox.pg_dsn(), autocommit=True) as conn:
+        names: list[sql.Identifier] = []
+        try:
+            for i in range(worker_room(conn).free - left):
+                name = sql.Identifier(f"e2_idle_{i}")
+                conn.execute(sql.SQL("CREATE SUBSCRIPTION {} CONNECTION 'host=127.0.0.1 port=1' PUBLICATION p "
+                                     "WITH (connect = false, slot_name = 'e2_idle')").format(name))
+                names.append(name)
+                conn.execute(sql.SQL("ALTER SUBSCRIPTION {} ENABLE").format(name))
+            assert worker_room(conn).free == left
+            yield
+        finally:
+            for name in names:
+                for step in ("ALTER SUBSCRIPTION {} DISABLE", "ALTER SUBSCRIPTION {} SET (slot_name = NONE)",
+                             "DROP SUBSCRIPTION {}"):
+                    conn.execute(sql.SQL(step).format(name))
+
+
 def untouched(cli: Cli, ws: Workspace, sandbox, stack_files: dict[str, str]) -> None:
     for tid in TENANTS:
         record = ws.registry.require(tid)
@@ -119,6 +148,65 @@ def test_moves_the_source_server_has_no_replication_room_for_are_refused_before_
         assert cli("cell", "evacuate", FROM, "--finalize", "--json").returncode == 0
         assert cli("cell", "evacuate", FROM, "--dry-run", "--json").returncode == 3
     assert cli("cell", "drain", FROM, "--undo").returncode == 0
+
+
+def test_moves_the_target_server_has_no_replication_workers_for_are_refused_before_anything_starts(fleet,
+                                                                                                  sandbox):
+    """A copy's subscription holds an apply worker on its new store's server, the copies there
+    share one table-sync worker: with one worker free `move` exits 3 (its tables would wait in
+    `init` without end), `cell evacuate` sums its copies per target server (placed or --to)."""
+    cli, ws = fleet
+    stack_files = {tid: cli.stack_file(tid).read_text() for tid in TENANTS}
+    with free_workers(sandbox, 1):
+        one = cli("move", TENANTS[0], "--cell", TO, "--json")
+        assert one.returncode == 3, one
+        error = one.json()["error"]
+        assert error["rule"] == "replication-workers"
+        assert f"cell {TO!r}'s database has no room for a move's copy" in error["message"]
+        assert "max_logical_replication_workers" in error["message"] and "max_worker_processes" in error["message"]
+        untouched(cli, ws, sandbox, stack_files)
+    assert cli("cell", "drain", FROM).returncode == 0
+    try:
+        with free_workers(sandbox, 2):  # one copy's apply worker and the table-sync one: not two copies
+            for to in ([], ["--to", TO]):
+                wide = cli("cell", "evacuate", FROM, *to, "--parallel", "2", "--json")
+                assert wide.returncode == 3, wide
+                assert wide.json()["error"]["rule"] == "replication-workers"
+                assert "room for 1 move copy at once, not 2 (--parallel 2)" in wide.json()["error"]["message"]
+            untouched(cli, ws, sandbox, stack_files)
+        with free_workers(sandbox, 3):  # two copies: no worker counted twice
+            assert cli("cell", "evacuate", FROM, "--parallel", "2", "--dry-run").returncode == 0
+    finally:
+        assert cli("cell", "drain", FROM, "--undo").returncode == 0
+
+
+def test_a_copy_no_table_of_which_starts_says_why_once_and_waits_on(fleet, sandbox, monkeypatch):
+    """No table's copy starts while the server runs no table-sync worker for a subscription (set
+    live, as a server whose workers are taken leaves it): the wait says why and what to do, once,
+    and goes on; the copy ends once they run again."""
+    cli, ws = fleet
+    lines: list[str] = []
+
+    def sync_workers(setting: str) -> None:
+        with psycopg.connect(sandbox.pg_dsn(), autocommit=True) as conn:
+            conn.execute(f"ALTER SYSTEM {setting}")
+            conn.execute("SELECT pg_reload_conf()")
+
+    def said(line: str) -> None:
+        lines.append(line)
+        if "no table copy started" in line:
+            sync_workers("RESET max_sync_workers_per_subscription")
+
+    monkeypatch.setattr(mover, "STALLED_AFTER", 0.0)
+    sync_workers("SET max_sync_workers_per_subscription = 0")
+    try:
+        assert move(ws, TENANTS[0], cell=TO, progress=said).phase is MovePhase.switched
+    finally:
+        sync_workers("RESET max_sync_workers_per_subscription")
+        assert cli("move", TENANTS[0], "--rollback").returncode == 0
+    stalled = [line for line in lines if "no table copy started" in line]
+    assert len(stalled) == 1, lines
+    assert "max_logical_replication_workers" in stalled[0] and f"`tenantctl move {TENANTS[0]}`" in stalled[0]
 
 
 def test_a_placement_refusal_says_each_cells_reason_once(fleet, sandbox):

@@ -17,7 +17,9 @@ run left half way (preparing, copying, freezing) is resumed. Every copy reads
 the cell's one database and holds replication slots and WAL senders there
 (``cell_database``): a run asking for more copies at once than its free ones
 hold (``parallel``, or as many as there are moves taking a new slot there
-when fewer: ``_may_copy``) is refused before any move starts. ``limit`` moves at most that many tenants (waves);
+when fewer: ``_may_copy``) is refused before any move starts, and so is one
+whose copies' subscriptions, summed per server they go to, that server's free
+logical replication workers cannot hold. ``limit`` moves at most that many tenants (waves);
 ``max_failures`` stops starting moves once more than that many failed (a
 refused move, one that changed nothing, does not count). `--finalize` then
 ends the rollback windows of the moves out of the cell: each old store
@@ -171,12 +173,13 @@ def _judged(ws: Workspace, record: TenantRecord, evacuee: Evacuee) -> None:
 
 def _refuse_without_room(ws: Workspace, leaving: CellSpec, cells: dict[str, CellSpec], target: CellSpec | None,
                          planned: list[TenantRecord], at_once: int, parallel: int) -> None:
-    """The moves' copies run on the cell's database (``cell_database``): a run
-    it has no room for is refused before any starts (exit 3, the figures named).
-    At most ``at_once`` of ``planned`` run together; only those that take a new
-    slot there count: a copy that may start from it (``_may_copy``) whose link
-    holds no slot yet (a resumed copy's subscription goes on copying with its
-    own, tenantctl running or not)."""
+    """The moves' copies run from the cell's database, their subscriptions on
+    their targets' (``cell_database``): a run either has no room for is refused
+    before any starts (exit 3, the figures named). At most ``at_once`` of
+    ``planned`` run together; only those that take a new slot there count: a
+    copy that may start from it (``_may_copy``) whose link holds no slot yet (a
+    resumed copy's subscription goes on copying with its own, tenantctl running
+    or not)."""
     from tenantctl.cell_database import cell_admin, refuse_copies
     from tenantctl.operations.mover import leaving_generation
     from tenantctl.transfer.store_sync import link_name
@@ -187,11 +190,43 @@ def _refuse_without_room(ws: Workspace, leaving: CellSpec, cells: dict[str, Cell
     with cell_admin(ws, leaving.name) as conn:
         held = {slot for (slot,) in conn.execute(
             "SELECT slot_name FROM pg_replication_slots WHERE database = current_database()")}
-        new = sum(1 for r in copying if r.move is None or link_name(r.tenant_id, leaving_generation(
-            read_tenant(stack_file(ws.stacks_dir, r.current_stack)))) not in held)
+        new = [r for r in copying if r.move is None or link_name(r.tenant_id, leaving_generation(
+            read_tenant(stack_file(ws.stacks_dir, r.current_stack)))) not in held]
         if new:
-            refuse_copies(conn, min(new, at_once), f"cell {leaving.name!r}'s database",
+            refuse_copies(conn, min(len(new), at_once), f"cell {leaving.name!r}'s database",
                           parallel if parallel > 1 else None)
+    _refuse_without_workers(ws, cells, leaving, target, new, at_once, parallel)
+
+
+def _refuse_without_workers(ws: Workspace, cells: dict[str, CellSpec], leaving: CellSpec, target: CellSpec | None,
+                            new: list[TenantRecord], at_once: int, parallel: int) -> None:
+    """The subscriptions of ``new`` copies, summed per server they go to (a
+    move not started: ``--to``, else where placement picks now, as a dry run
+    does), at most ``at_once`` of them on one: a server without the logical
+    replication workers for its share refuses the run. A target with no
+    database yet is skipped (made with its cell: every worker free)."""
+    from tenantctl.cell_database import cell_admin, refuse_subscriptions
+    from tenantctl.operations.move import account_of
+
+    loads: Counter[str] = Counter()
+    servers: dict[tuple[str, str], list[str]] = {}  # (endpoint, port) -> a cell per copy going there
+    for record in new:
+        to = record.move.to_cell if record.move is not None else target.name if target is not None else None
+        if record.move is None and to is None and (path := stack_file(ws.stacks_dir, record.current_stack)).exists():
+            spec = read_tenant(path).model_copy(update={"cell": record.cell, "tier": record.tier})
+            to = pick(ws, cells, leaving, spec, loads)[0]
+        if to not in cells or (record.move is not None and record.move.to_tier is not Tier.pooled) or \
+                account_of(ws, cells[to]) != account_of(ws, leaving):  # the refused, a store of its own, a relay
+            continue
+        outputs = ws.cell_outputs(to)
+        if outputs.get("db_endpoint"):
+            servers.setdefault((outputs["db_endpoint"], str(outputs.get("db_port"))), []).append(to)
+    for going in servers.values():
+        names = sorted(set(going))
+        with cell_admin(ws, names[0]) as conn:
+            refuse_subscriptions(conn, min(len(going), at_once),
+                                 f"the database of cell{'s' if len(names) > 1 else ''} {', '.join(names)}",
+                                 parallel if parallel > 1 else None)
 
 
 def _may_copy(ws: Workspace, cells: dict[str, CellSpec], leaving: CellSpec, target: CellSpec | None,

@@ -126,7 +126,7 @@ def move(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: str |
                               from_cell=record.cell, to_cell=to_cell)
         target, to_stack = _refuse_or_target(ws, record, to_tier, to_cell)
         if to_stack is None:  # a replication link, not the KeyedMover's relay: room for it first (exit 3)
-            refuse_without_replication_room(ws, record)
+            refuse_without_replication_room(ws, record, to_tier, to_cell)
         # Both stores exist while the move is open: it holds a slot where each is (exit 11: full or draining).
         take_slot(ws, to_cell, to_tier, f"tenant {tenant_id!r} refused before anything was created "
                                         "(free a slot there, or undrain it, and re-run)")
@@ -168,14 +168,17 @@ def move(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: str |
                       **mover.result_extra)
 
 
-def refuse_without_replication_room(ws: Workspace, record: TenantRecord) -> None:
+def refuse_without_replication_room(ws: Workspace, record: TenantRecord, to_tier: Tier, to_cell: str) -> None:
     """A move's copy holds replication slots and WAL senders on the server of
-    the store it leaves (``cell_database``): with no room for one there it
-    would fail once its target store was built, so it is refused first (exit
-    3, naming the figures; exit 7 when that server cannot be reached)."""
+    the store it leaves, and a logical replication apply worker (with a
+    table-sync one) on the server of the store it goes to (``cell_database``):
+    with no room for one it would fail or wait without end once its target
+    store was built, so it is refused first (exit 3, naming the figures; exit
+    7 when a server cannot be reached). A dedicated target is an instance of
+    its own, made by the move: every worker free."""
     import psycopg
 
-    from tenantctl.cell_database import first_line, refuse_copies
+    from tenantctl.cell_database import cell_admin, first_line, refuse_copies, refuse_subscriptions
     from tenantctl.drills.context import context_from_workspace
 
     assert record.resources is not None
@@ -187,6 +190,9 @@ def refuse_without_replication_room(ws: Workspace, record: TenantRecord) -> None
         raise TargetUnavailable(f"{where} took no admin connection: {first_line(exc)}") from None
     with conn:
         refuse_copies(conn, 1, where)
+    if to_tier is Tier.pooled and ws.cell_outputs(to_cell).get("db_endpoint"):
+        with cell_admin(ws, to_cell) as conn:
+            refuse_subscriptions(conn, 1, f"cell {to_cell!r}'s database")
 
 
 def refuse_past_window(record: TenantRecord, move: TenantMove) -> None:

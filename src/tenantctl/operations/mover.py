@@ -30,6 +30,7 @@ from tenantctl.transfer import prefix_sync, store_sync
 from tenantctl.workspace import Workspace
 
 COPY_TIMEOUT = 6 * 3600.0
+STALLED_AFTER = 30.0  # an initial copy no table of which started by then is said to wait for a worker
 CATCH_UP_TIMEOUT = 120.0
 Progress = Callable[[str], None]
 
@@ -206,9 +207,36 @@ class Mover:
         self.follow(link)
         self.say(f"move {self.record.tenant_id}: copying while the tenant serves")
         self.sync_objects()  # while the store's initial copy runs
-        store_sync.wait("initial copy", lambda: store_sync.copied(self.connect, link), COPY_TIMEOUT, 0.2)
+        store_sync.wait("initial copy", self.copied_or_told(link, started), COPY_TIMEOUT, 0.2)
         self.result_extra["copy_seconds"] = time.monotonic() - started
         self.phase(MovePhase.freezing)
+
+    def copied_or_told(self, link: store_sync.Link, started: float) -> Callable[[], bool]:
+        """Whether ``link``'s initial copy is done; once past ``STALLED_AFTER``
+        with no table's copy started, says once why it likely waits (no
+        logical replication worker free on the new store's server) and what
+        to do, instead of waiting in silence."""
+        from tenantctl.cell_database import worker_room
+
+        looked = False
+
+        def done() -> bool:
+            nonlocal looked
+            if store_sync.copied(self.connect, link):
+                return True
+            if not looked and time.monotonic() - started > STALLED_AFTER:
+                looked = True  # once: said, or a table's copy started and the rest follow as workers free up
+                with self.connect(link.target) as conn:
+                    if store_sync.none_started(conn, link):
+                        tid = self.record.tenant_id
+                        self.say(f"move {tid}: no table copy started after {STALLED_AFTER:.0f} s: likely no "
+                                 "logical replication worker free on the new store's server "
+                                 f"({worker_room(conn).figures(copies=False)}); it goes on waiting: `--finalize` "
+                                 "switched moves there or raise max_logical_replication_workers (and "
+                                 f"max_worker_processes), then `tenantctl move {tid}` resumes it if stopped")
+            return False
+
+        return done
 
     def switch(self, window: timedelta) -> None:
         frozen_at = self.move.phase_at
@@ -250,8 +278,7 @@ class Mover:
         freezes again."""
         pinned = None
         with self.connect(link.target) as conn:
-            following = conn.execute("SELECT 1 FROM pg_subscription WHERE subname = %s",
-                                     (link.name,)).fetchone() is not None
+            following = store_sync.has_subscription(conn, link.name)
         if following:
             try:
                 lsn = store_sync.quiesce(self.connect, link.sources, CATCH_UP_TIMEOUT)
@@ -279,12 +306,17 @@ class Mover:
         instead of leaving the tenant frozen after it; a re-run finds it taken."""
         import psycopg
 
-        from tenantctl.cell_database import refuse_link
+        from tenantctl.cell_database import refuse_follower, refuse_link
 
         store = link.source
         where = f"the server of tenant {self.record.tenant_id!r}'s new store ({store.endpoint}:{store.port})"
         done = (f"nothing was switched, the tenant takes writes on its old store again (`tenantctl move "
                 f"{self.record.tenant_id}` switches once there is room): ")
+        old = link.target  # its subscription's apply worker runs where the old store is; on the new store's
+        if (old.endpoint, old.port) != (store.endpoint, store.port):  # server it takes the copy's, stopped first
+            with self.connect(old) as conn:
+                refuse_follower(conn, f"the server of tenant {self.record.tenant_id!r}'s old store ({old.endpoint}"
+                                      f":{old.port})", done, held=store_sync.has_subscription(conn, link.name))
         with self.connect(store) as conn:
             refuse_link(conn, where, done, held=store_sync.has_slot(conn, link.name))
             try:

@@ -30,9 +30,14 @@ SYSTEM_USER = "embedded_postgres"
 # A throwaway sandbox: durability is traded for speed.
 # wal_level=logical: `tenantctl move` follows a tenant's store with logical replication; every
 # cell of the sandbox is this one server, so its replication room (a move's copy takes up to 3
-# slots and WAL senders, a switched move one until finalized) is every cell's together.
+# slots and WAL senders, a switched move one until finalized) is every cell's together, and so are
+# its logical replication workers (a copy's subscription an apply worker and table-sync workers, a
+# switched move's way back an apply worker until finalized: PostgreSQL's default 4 holds three such
+# moves). Given on the command line, so a server already running keeps what it was started with
+# until `tenantctl sandbox down` (`up` never restarts a running one).
 SERVER_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off", "max_connections=200",
-                   "wal_level=logical", "max_replication_slots=40", "max_wal_senders=40")
+                   "wal_level=logical", "max_replication_slots=40", "max_wal_senders=40",
+                   "max_logical_replication_workers=16", "max_worker_processes=32")
 
 
 def _has_tools(folder: Path) -> bool:

@@ -97,7 +97,7 @@ def start(connect: Connect, link: Link, admin_user: str, admin_password: str, co
     with connect(link.source) as src:
         reserve(src, link)
     with connect(link.target) as dst:
-        if dst.execute("SELECT 1 FROM pg_subscription WHERE subname = %s", (link.name,)).fetchone() is not None:
+        if has_subscription(dst, link.name):
             return
         if copy_data:
             dst.execute(sql.SQL("TRUNCATE {} CASCADE").format(_tables(*link.targets)))
@@ -124,6 +124,20 @@ def reserve(src: Any, link: Link) -> None:
 
 def has_slot(conn: Any, name: str) -> bool:
     return conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (name,)).fetchone() is not None
+
+
+def has_subscription(conn: Any, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM pg_subscription WHERE subname = %s", (name,)).fetchone() is not None
+
+
+def none_started(dst: Any, link: Link) -> bool:
+    """Whether no table of ``link``'s subscription (``dst``: its target's
+    database) has left ``init`` and no table-sync worker runs for it: no
+    worker has taken a table's copy yet."""
+    return bool(dst.execute(
+        "SELECT coalesce(bool_and(r.srsubstate = 'i'), true) AND NOT EXISTS (SELECT 1 FROM pg_stat_subscription w "
+        "WHERE w.subname = %s AND w.relid IS NOT NULL) FROM pg_subscription_rel r "
+        "JOIN pg_subscription s ON s.oid = r.srsubid WHERE s.subname = %s", (link.name, link.name)).fetchone()[0])
 
 
 def copied(connect: Connect, link: Link) -> bool:
