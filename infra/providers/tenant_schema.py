@@ -10,8 +10,10 @@ Pulumi state or the registry).
 enabled and forced); ``read`` reports it live, so a refresh shows a table whose
 RLS was switched off as drift, and the update that follows re-runs the script.
 So are the role's ``connection_limit`` (pg_roles.rolconnlimit), ``login``
-(LOGIN, or a session still open as a NOLOGIN role) and ``role_settings`` (its
-defaults: a role may set its own, which the script resets).
+(LOGIN, or a session still open as a NOLOGIN role), ``role_settings`` (its
+defaults: a role may set its own, which the script resets) and
+``role_attributes`` (CREATEDB, BYPASSRLS, ... granted out of band: none declared,
+the script takes them away).
 A schema or role dropped out of band reads as gone: the create that follows is
 the same idempotent script (existing rows are kept).
 """
@@ -122,7 +124,7 @@ class TenantSchemaProvider(ResourceProvider):
         return UpdateResult(_ensure(news, _current_password(news) or secrets.token_urlsafe(32)))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        from tenantctl.tenant_schema_sql import login_posture, role_settings, row_security
+        from tenantctl.tenant_schema_sql import login_posture, role_attributes, role_settings, row_security
 
         with _admin_connect(props) as conn:
             schema = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (props["schema"],)).fetchone()
@@ -131,6 +133,7 @@ class TenantSchemaProvider(ResourceProvider):
                 return ReadResult(None, {})
             live = row_security(conn, props["schema"])
             posture["role_settings"] = role_settings(conn, props["role"], props["schema"])
+            posture["role_attributes"] = role_attributes(conn, props["role"])
         # Only what the state declares: a resource applied before these inputs existed shows no drift on them.
         declared = {k: v for k, v in posture.items() if props.get(k) is not None}
         return ReadResult(id_ or f"{props['database']}/{props['schema']}",
@@ -159,6 +162,7 @@ class TenantSchemaArgs:
     login: bool | None = None  # False: NOLOGIN, its sessions ended (a suspended tenant)
     # The role's defaults as the script leaves them (its own ALTER ROLE ... SET reads as drift); set from schema.
     role_settings: list[str] | None = None
+    role_attributes: list[str] | None = None  # the admin attributes it has: none; set from schema
 
 
 class TenantSchema(pulumi.dynamic.Resource):
@@ -171,5 +175,6 @@ class TenantSchema(pulumi.dynamic.Resource):
         from tenantctl.tenant_schema_sql import script_settings
 
         args.role_settings = script_settings(args.schema)
+        args.role_attributes = []
         props = {f.name: getattr(args, f.name) for f in fields(args) if getattr(args, f.name) is not None}
         super().__init__(TenantSchemaProvider(), name, {"kind": KIND, **props}, opts)

@@ -136,22 +136,45 @@ def role_settings(conn: Any, role: str, schema: str) -> list[str]:
 
 
 FORCED = "forced"  # a table's row_security when the script left it as it should be
+POLICY = "tenant_isolation"  # the one policy the script gives each table
+# Attributes the script takes from the tenant role (ALTER ROLE ... NO...): any of them live is drift.
+ROLE_ATTRIBUTES = {"SUPERUSER": "rolsuper", "CREATEDB": "rolcreatedb", "CREATEROLE": "rolcreaterole",
+                   "REPLICATION": "rolreplication", "BYPASSRLS": "rolbypassrls", "INHERIT": "rolinherit"}
 
 
 def row_security(conn: Any, schema: str) -> dict[str, str]:
     """Each store table's live row-level security: ``forced`` (enabled and
-    forced, as the script leaves it), ``not forced``, ``disabled`` or ``missing``;
-    and a table of an earlier layout still there (``RETIRED_TABLES``): declared
-    by no stack, it reads as drift, and the update that follows (the script)
-    upgrades the store."""
+    forced, with the script's ``tenant_isolation`` policy and no other, as the
+    script leaves it), ``not forced``, ``disabled``, ``missing``, or, forced,
+    ``no tenant_isolation policy`` / ``other policy NAME`` (a permissive one
+    widens what the role sees, and RLS forced without the policy shuts the
+    tenant out); and a table of an earlier layout still there
+    (``RETIRED_TABLES``): declared by no stack, it reads as drift, and the
+    update that follows (the script) upgrades the store."""
     rows = conn.execute(
-        "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity FROM pg_class c "
+        "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity, "
+        "ARRAY(SELECT p.polname FROM pg_policy p WHERE p.polrelid = c.oid ORDER BY 1) FROM pg_class c "
         "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r'",
         (schema,)).fetchall()
-    live = {name: FORCED if enabled and forced else ("not forced" if enabled else "disabled")
-            for name, enabled, forced in rows}
+
+    def state(enabled: bool, forced: bool, policies: list[str]) -> str:
+        if not enabled:
+            return "disabled"
+        if not forced:
+            return "not forced"
+        others = [p for p in policies if p != POLICY]
+        return f"other policy {', '.join(others)}" if others else (FORCED if policies else f"no {POLICY} policy")
+
+    live = {name: state(*facts) for name, *facts in rows}
     return {table: live.get(table, "missing") for table in TABLES} | {
         table: live[table] for table in RETIRED_TABLES if table in live}
+
+
+def role_attributes(conn: Any, role: str) -> list[str]:
+    """The ``ROLE_ATTRIBUTES`` the role has live, sorted (the script leaves none)."""
+    row = conn.execute(f"SELECT {', '.join(ROLE_ATTRIBUTES.values())} FROM pg_roles WHERE rolname = %s",
+                       (role,)).fetchone()
+    return [] if row is None else sorted(name for name, has in zip(ROLE_ATTRIBUTES, row, strict=True) if has)
 
 
 def schema_script(conn: Any, *, tenant_id: str, role: str, schema: str, gateway_role: str | None = None,
@@ -172,6 +195,7 @@ def schema_script(conn: Any, *, tenant_id: str, role: str, schema: str, gateway_
         role=sql.Identifier(role).as_string(conn),
         role_literal=sql.Literal(role).as_string(conn),
         schema=sql.Identifier(schema).as_string(conn),
+        schema_literal=sql.Literal(schema).as_string(conn),
         tenant_literal=sql.Literal(tenant_id).as_string(conn),
         gateway_literal=sql.Literal(gateway_role).as_string(conn) if gateway_role else None,
         acl_lock=ACL_LOCK_SQL,

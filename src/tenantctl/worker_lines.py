@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from multiprocessing import get_context
@@ -68,12 +70,35 @@ def _deaf() -> None:
     with EOFError: exit 1 or 13 instead of 130 or 143, and a traceback)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _end_with_parent(interrupt=False)
+
+
+def _end_with_parent(interrupt: bool) -> None:
+    """End this process once the run that started it is gone without shutting
+    it down (killed -9): a pool's processes otherwise wait for work forever,
+    idle or, a task done, holding nothing. ``interrupt``: a task under way is
+    interrupted first as SIGTERM would (``errors.interrupts_within``: the
+    tenant's lock released, ``interrupted`` in its ``last_error``)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        if interrupt:
+            os.kill(os.getpid(), signal.SIGTERM)  # ignored between tasks
+            while _tenant != "-":
+                time.sleep(0.2)
+        os._exit(128 + signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def start(queue: Any) -> None:
-    """A pool's initializer: this worker's stderr and tenantctl's notes go to ``queue``."""
+    """A pool's initializer: this worker's stderr and tenantctl's notes go to
+    ``queue``; the worker ends once the run is gone (``_end_with_parent``)."""
     global _queue
     _queue = queue
+    _end_with_parent(interrupt=True)
     sys.stderr = _Lines()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("note: %(message)s"))  # as the CLI writes them (cli/app.py)

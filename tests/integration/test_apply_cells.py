@@ -307,7 +307,7 @@ def test_a_cell_file_moved_to_another_region_is_refused_by_apply_and_placement(c
 
 def test_a_cell_changed_behind_tenantctls_back_is_reported_by_refresh_and_repaired_by_apply_refresh(cli, sandbox):
     """Its flow logs kept a day, its database's TLS-only parameter off, SSH let in from anywhere by its
-    network's default ACL: each named, each repaired."""
+    network's default ACL, a retention class of its bucket shortened: each named, each repaired."""
     logs = aws(sandbox, "logs", region=REGION, account=ACCOUNT)
     group = f"/tenantctl/{naming.cell_stack(CELL)}/vpc-flow-logs"
 
@@ -346,6 +346,11 @@ def test_a_cell_changed_behind_tenantctls_back_is_reported_by_refresh_and_repair
                                  CidrBlock="0.0.0.0/0", PortRange={"From": 22, "To": 22})
     declared = retention()
     logs.put_retention_policy(logGroupName=group, retentionInDays=1)
+    s3, bucket = aws(sandbox, "s3", region=REGION, account=ACCOUNT), json.loads(cell_state(sandbox).read_text())[
+        "outputs"]["bucket"]
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    next(r for r in rules if r["ID"] == "tenantctl-class-tmp-7d")["Expiration"]["Days"] = 2
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": rules[::-1]})
     rds.modify_db_parameter_group(DBParameterGroupName=params, Parameters=[
         {"ParameterName": "rds.force_ssl", "ParameterValue": "0", "ApplyMethod": "pending-reboot"}])
 
@@ -356,6 +361,7 @@ def test_a_cell_changed_behind_tenantctls_back_is_reported_by_refresh_and_repair
     assert drift["cell"] == CELL and sorted((r["name"], r["diffs"]) for r in drift["resources"]) == [
         ("shared-default-nacl", [{"path": "ingress[3]", "old": None, "new": ssh}]),
         ("shared-flow-logs", [{"path": "retentionInDays", "old": declared, "new": 1}]),
+        ("shared-lifecycle", [{"path": "rules[2].expiration.days", "old": 7, "new": 2}]),  # S3's order is not drift
         ("shared-params", [{"path": "parameters[0].value", "old": "1", "new": "0"}])]
     # The shared database's group manages its rules one resource each: no resource drifted, the rule is an orphan.
     assert [(o["kind"], o["name"]) for o in drift["orphans"]] == [
@@ -364,8 +370,10 @@ def test_a_cell_changed_behind_tenantctls_back_is_reported_by_refresh_and_repair
     assert rc == 12 and cells(summary)[CELL]["action"] == "repair" and retention() == 1
     rc, summary, err = apply(cli, "--refresh", "--yes")
     repaired = cells(summary)[CELL]
-    assert rc == 0 and repaired["action"] == "repair" and repaired["reason"] == "drift: 3 changed, 1 orphan(s)", err
+    assert rc == 0 and repaired["action"] == "repair" and repaired["reason"] == "drift: 4 changed, 1 orphan(s)", err
     assert [o["removed"] for o in repaired["orphans"]] == ["revoked"] and db_ingress() == declared_ingress
     assert retention() == declared and force_ssl() == "1" and default_acl() == (acl_id, declared_entries)
+    assert {r["ID"]: r.get("Expiration") for r in s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]}[
+        "tenantctl-class-tmp-7d"] == {"Days": 7}
     run = cli("refresh", "--cell", CELL, "--json")
     assert run.returncode == 0 and not run.json()["cells"][0]["resources"], run

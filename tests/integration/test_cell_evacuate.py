@@ -19,7 +19,9 @@ import os
 import re
 import signal
 import time
+from contextlib import suppress
 
+import psutil
 import psycopg
 import pytest
 from fault_tools import Cli, cell_count
@@ -137,6 +139,31 @@ def test_a_terminated_parallel_run_says_interrupted_and_nothing_else(fleet, sand
                 assert cli("move", tid, "--rollback").returncode == 0
     assert {ws.registry.require(tid).cell for tid in MOVED} == {FROM}
 
+
+def test_a_parallel_run_killed_9_leaves_no_process_behind(fleet, sandbox):
+    """SIGKILL to `cell evacuate --parallel 2` alone (no unwinding, no pool shutdown) while a worker is
+    in a move: its workers and the manager relaying their lines end too (before: they waited for work
+    forever, the busy one going on with its move), the move's lock released as on SIGTERM."""
+    cli, ws = fleet
+    proc = cli.start("cell", "evacuate", FROM, "--parallel", "2", new_session=True)
+    try:
+        _until(proc, lambda: (move := ws.registry.require("ev-a").move) is not None and move.phase is not
+               MovePhase.preparing)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert len(children) >= 3  # the manager and two workers
+        proc.kill()
+        proc.wait()
+        _, alive = psutil.wait_procs(children, timeout=60)
+        assert not alive, alive
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()  # the pipes close once no process of the run holds them
+    assert all(ws.registry.require(tid).lock is None for tid in MOVED)
+    for tid in MOVED:
+        if ws.registry.require(tid).move is not None:
+            assert cli("move", tid, "--rollback").returncode == 0
+    assert {ws.registry.require(tid).cell for tid in MOVED} == {FROM}
 
 def test_waves_and_a_killed_run_resume_then_finalize_and_the_cell_is_removed(fleet, sandbox, runtime):
     cli, ws = fleet

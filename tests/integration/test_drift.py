@@ -181,6 +181,30 @@ def test_provision_of_an_existing_tenant_repairs_and_says_so(acme, cli, sandbox)
     assert cli("refresh", TENANT).returncode == 0
 
 
+def test_a_tables_policies_and_the_roles_attributes_are_drift_that_provision_repairs(acme, cli, sandbox):
+    schema, role = acme.resources.store.schema_name, naming.db_role_name(TENANT)
+    with pg(sandbox, acme) as conn:  # RLS stays forced: only the policies and the role change
+        conn.execute(sql.SQL("DROP POLICY tenant_isolation ON {}.messages").format(sql.Identifier(schema)))
+        conn.execute(sql.SQL("CREATE POLICY open ON {}.documents USING (true)").format(sql.Identifier(schema)))
+        conn.execute(sql.SQL("ALTER ROLE {} CREATEDB BYPASSRLS").format(sql.Identifier(role)))
+
+    run = cli("refresh", TENANT, "--json")
+    assert run.returncode == CHANGES_PENDING, run
+    assert diffs(by_name(run.json()["tenants"][0]["resources"])[f"{TENANT}-schema"]) == {
+        "row_security.messages": ("forced", "no tenant_isolation policy"),
+        "row_security.documents": ("forced", "other policy open"),
+        "role_attributes[0]": (None, "BYPASSRLS"), "role_attributes[1]": (None, "CREATEDB")}
+
+    assert cli("provision", TENANT).returncode == 0  # repaired before its posture check
+    with pg(sandbox, acme) as conn:
+        assert conn.execute("SELECT tablename, policyname FROM pg_policies WHERE schemaname = %s AND "
+                            "tablename IN ('messages', 'documents') ORDER BY 1", (schema,)).fetchall() == [
+            ("documents", "tenant_isolation"), ("messages", "tenant_isolation")]
+        assert conn.execute("SELECT rolcreatedb, rolbypassrls FROM pg_roles WHERE rolname = %s",
+                            (role,)).fetchone() == (False, False)
+    assert cli("refresh", TENANT).returncode == 0
+
+
 # -- readable previews ------------------------------------------------------------------------
 
 ONE_FIELD = {f"{TENANT}-queue": {"delaySeconds": (0, 30)}, f"{TENANT}-queue-age": {"threshold": (1800, 1830)}}

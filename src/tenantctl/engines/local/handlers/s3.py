@@ -193,10 +193,37 @@ def _get_lifecycle(s3, bucket: str, d: Desired) -> dict[str, Any] | None:
                        "NoSuchLifecycleConfiguration")
     if got is None:
         return None
-    live = sorted(got.get("Rules", []), key=lambda r: r.get("ID", ""))
-    wanted = sorted(lifecycle_rules(d), key=lambda r: r["ID"])
-    # What was put, read back: no drift (the live shape is S3's, not the program's).
-    return {"rules": d.get("rules") if live == wanted else live}
+    live = {r.get("ID", ""): r for r in got.get("Rules", [])}
+    declared = {r["id"]: r for r in d.get("rules") or []}
+    # In the program's shape and the declared order (S3 keeps its own): a rule
+    # read back as it was put is the declared one, so only a changed field differs.
+    rules = [declared[rid] if lifecycle_rules({"rules": [declared[rid]]}) == [live[rid]] else _program_rule(live[rid])
+             for rid in declared if rid in live]
+    return {"rules": rules + [_program_rule(live[rid]) for rid in sorted(live) if rid not in declared]}
+
+
+def _program_rule(rule: dict[str, Any]) -> dict[str, Any]:
+    """An S3 lifecycle rule in pulumi-aws's shape (``lifecycle_rules`` the other way)."""
+    where = rule.get("Filter") or {}
+    if "And" in where:
+        both = where["And"]
+        tags = {t["Key"]: t["Value"] for t in both.get("Tags", [])}
+        where = {"and": {"prefix": both.get("Prefix", ""), "tags": tags}}
+    elif "Tag" in where:
+        where = {"tag": {"key": where["Tag"]["Key"], "value": where["Tag"]["Value"]}}
+    else:
+        where = {"prefix": where.get("Prefix", rule.get("Prefix", ""))}
+    out: dict[str, Any] = {"id": rule.get("ID", ""), "status": rule.get("Status"), "filter": where}
+    if rule.get("Transitions"):
+        out["transitions"] = [{"days": t.get("Days"), "storageClass": t.get("StorageClass")}
+                              for t in rule["Transitions"]]
+    for key, field, inner in (("expiration", "Expiration", "Days"),
+                              ("noncurrentVersionExpiration", "NoncurrentVersionExpiration", "NoncurrentDays"),
+                              ("abortIncompleteMultipartUpload", "AbortIncompleteMultipartUpload",
+                               "DaysAfterInitiation")):
+        if (rule.get(field) or {}).get(inner) is not None:
+            out[key] = {inner[0].lower() + inner[1:]: rule[field][inner]}
+    return out
 
 
 def _sandbox_policy(d: Desired) -> dict[str, Any] | None:
