@@ -258,10 +258,13 @@ def test_a_dedicated_tenant_whose_provision_died_before_its_database_deprovision
 
 def test_a_dedicated_deprovision_killed_as_it_lifted_the_protection_converges(cli: Cli, sandbox):
     """Killed after writing its stack file unprotected, before the instance
-    was: the file says so, the live instance does not, and a re-run lifts it."""
+    was: the file says so, the live instance does not, and a re-run lifts it.
+    Hibernated (no final backup wakes it): the stopped instance is unprotected
+    and deleted as it is, never waited on to become available."""
     tenant_id = f"ft-hl{RUN}"
     made = cli("provision", tenant_id, "--tier", "dedicated")
     assert made.returncode == 0, made
+    assert cli("hibernate", tenant_id, "--force").returncode == 0
     killed = kill_at(cli, ("deprovision:marked", "recorded"), "deprovision", tenant_id, "--yes", "--no-final-backup")
     path = cli.stack_file(tenant_id)
     assert "deletion_protection: true" in path.read_text()

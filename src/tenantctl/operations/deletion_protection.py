@@ -5,9 +5,11 @@ snapshot a destroy would take is named already (RDS refuses the delete then)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from tenantctl.engines.base import EventSink, phase
+from tenantctl.errors import ApplyFailed
 from tenantctl.models import TenantSpec, Tier
 from tenantctl.naming import DEFAULT_CELL, rds_identifier
 from tenantctl.stackconfig import read_tenant, stack_file, write_tenant
@@ -39,8 +41,24 @@ def lift(ws: Workspace, stack: str, on_event: EventSink | None = None) -> Tenant
     if instance is not None and instance.get("DeletionProtection"):
         phase(on_event, spec.id, "lifting the database's deletion protection")
         rds.modify_db_instance(DBInstanceIdentifier=identifier, DeletionProtection=False, ApplyImmediately=True)
-        rds.get_waiter("db_instance_available").wait(DBInstanceIdentifier=identifier)
+        _wait_unprotected(rds, identifier)
     return spec
+
+
+LIFT_WAIT_SECONDS, LIFT_POLL_SECONDS = 600, 5
+
+
+def _wait_unprotected(rds: Any, identifier: str) -> None:
+    """Until the instance reads unprotected and is no longer being modified (the
+    delete is refused meanwhile). Not RDS's `available` waiter: a hibernated
+    tenant's instance stays `stopped`, and is deleted as it is."""
+    deadline = time.monotonic() + LIFT_WAIT_SECONDS
+    while (instance := _instance(rds, identifier)) is not None and (
+            instance.get("DeletionProtection") or instance.get("DBInstanceStatus") == "modifying"):
+        if time.monotonic() > deadline:
+            raise ApplyFailed(f"database instance {identifier} still protected or being modified after "
+                              f"{LIFT_WAIT_SECONDS} s; run the command again to keep waiting")
+        time.sleep(LIFT_POLL_SECONDS)
 
 
 def _instance(rds: Any, identifier: str) -> dict[str, Any] | None:
