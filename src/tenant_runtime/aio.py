@@ -63,7 +63,7 @@ from tenant_runtime.store import (
     StoreOperations,
     advance,
 )
-from tenant_runtime.transaction import abegin, aheld, moved_store, store_errors
+from tenant_runtime.transaction import abegin, aguarded, aheld, moved_store, store_errors
 
 T = TypeVar("T")
 
@@ -193,8 +193,8 @@ class AsyncContextStore(StoreOperations):
     async def transaction(self, ctx: TenantContext) -> AsyncIterator[psycopg.AsyncConnection]:
         """An async connection inside one transaction scoped to ``ctx``'s tenant
         (an idle connection the server closed: see ContextStore._scoped_cursor)."""
-        async with self._transaction(verified(ctx)) as cur:
-            yield cur.connection
+        async with self._transaction(verified(ctx)) as cur, aguarded(cur.connection) as conn:
+            yield conn  # its statements may not end the tenant's transaction
 
     @asynccontextmanager
     async def _transaction(self, ctx: TenantContext) -> AsyncIterator[psycopg.AsyncCursor]:

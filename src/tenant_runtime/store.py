@@ -79,6 +79,7 @@ from tenant_runtime.tables import CONVERSATIONS, MESSAGES
 from tenant_runtime.transaction import (
     STORE_FAILURES,
     begin,
+    guarded,
     held,
     moved_store,
     refused_input,
@@ -582,8 +583,9 @@ class ContextStore(StoreOperations):
 
 @contextmanager
 def _connection_of(transaction: AbstractContextManager[psycopg.Cursor]) -> Iterator[psycopg.Connection]:
-    with transaction as cur:
-        yield cur.connection
+    """The caller's connection: its statements may not end the tenant's transaction (``guarded``)."""
+    with transaction as cur, guarded(cur.connection) as conn:
+        yield conn
 
 
 def _append_input(ctx: TenantContext, conversation_id: str, role: str, content: str,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from functools import lru_cache
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -21,6 +22,12 @@ from tenant_runtime.errors import InvalidRequest, StoreMoved, StoreTimeout, Stor
 _OK, _IDLE = psycopg.pq.ConnStatus.OK, psycopg.pq.TransactionStatus.IDLE
 _COMMAND_OK = psycopg.pq.ExecStatus.COMMAND_OK
 _ENDED_INSIDE = "the tenant transaction was ended inside its block; commit and rollback belong to the block's end"
+_INTRANS = psycopg.pq.TransactionStatus.INTRANS
+# Command tags of statements that end a transaction or begin one (inside the tenant's, only after
+# ending it). Not "ROLLBACK": ROLLBACK TO SAVEPOINT answers with it too; a whole ROLLBACK shows as
+# the transaction gone (IDLE) or, followed by a BEGIN, as that BEGIN's tag.
+_CONTROL_TAGS = frozenset({"BEGIN", "START TRANSACTION", "COMMIT", "PREPARE TRANSACTION", "COMMIT PREPARED",
+                           "ROLLBACK PREPARED"})
 
 
 def _scope_settings(tenant_id: str, role: str | None,
@@ -141,6 +148,81 @@ def held(conn: psycopg.Connection, cur: psycopg.Cursor) -> Iterator[psycopg.Curs
     if conn.pgconn.transaction_status == _IDLE:
         raise psycopg.ProgrammingError(_ENDED_INSIDE)
     conn.commit()  # a failed transaction's COMMIT is a ROLLBACK (PostgreSQL's answer)
+
+
+def _tags(cur: psycopg.Cursor | psycopg.AsyncCursor) -> list[str]:
+    """The command tag of each statement the cursor's last execute ran (several:
+    a query of several statements), the cursor left on its last result."""
+    tags = [cur.statusmessage or ""]
+    while cur.nextset():
+        tags.append(cur.statusmessage or "")
+    return tags
+
+
+def _refuse_control(cur: psycopg.Cursor | psycopg.AsyncCursor, tags: list[str]) -> None:
+    """Raise when the statements just run ended the tenant transaction (and maybe
+    began another, no longer scoped to the tenant)."""
+    ended = cur.connection.info.transaction_status != _INTRANS
+    if ended or _CONTROL_TAGS.intersection(tags):
+        ran = "; ".join(t for t in tags if t)
+        raise psycopg.ProgrammingError(
+            f"transaction control in a tenant transaction's block (ran: {ran}): {_ENDED_INSIDE}; what ran after "
+            "it ran with no tenant, or as the login (raise psycopg.Rollback to roll back; savepoints are fine)")
+
+
+class ScopedCursor(psycopg.Cursor):
+    """The cursor class of a connection handed to a caller inside a tenant
+    transaction (``guarded``): a statement that ends or restarts the
+    transaction is refused as soon as it has run (the block then rolls back)."""
+
+    def execute(self, *args: Any, **kwargs: Any) -> ScopedCursor:
+        super().execute(*args, **kwargs)
+        tags = _tags(self)
+        if len(tags) > 1:
+            self.set_result(0)
+        _refuse_control(self, tags)
+        return self
+
+    def executemany(self, *args: Any, **kwargs: Any) -> None:
+        super().executemany(*args, **kwargs)
+        _refuse_control(self, [self.statusmessage or ""])
+
+
+class AsyncScopedCursor(psycopg.AsyncCursor):
+    """``ScopedCursor`` for an async connection."""
+
+    async def execute(self, *args: Any, **kwargs: Any) -> AsyncScopedCursor:
+        await super().execute(*args, **kwargs)
+        tags = _tags(self)
+        if len(tags) > 1:
+            await self.set_result(0)
+        _refuse_control(self, tags)
+        return self
+
+    async def executemany(self, *args: Any, **kwargs: Any) -> None:
+        await super().executemany(*args, **kwargs)
+        _refuse_control(self, [self.statusmessage or ""])
+
+
+@contextmanager
+def guarded(conn: psycopg.Connection) -> Iterator[psycopg.Connection]:
+    """``conn``, inside a tenant transaction, for a caller's own statements: its
+    cursors (``conn.execute``'s too) refuse transaction control until the block ends."""
+    factory, conn.cursor_factory = conn.cursor_factory, ScopedCursor
+    try:
+        yield conn
+    finally:
+        conn.cursor_factory = factory
+
+
+@asynccontextmanager
+async def aguarded(conn: psycopg.AsyncConnection) -> AsyncIterator[psycopg.AsyncConnection]:
+    """``guarded`` for an async connection."""
+    factory, conn.cursor_factory = conn.cursor_factory, AsyncScopedCursor
+    try:
+        yield conn
+    finally:
+        conn.cursor_factory = factory
 
 
 def _roll_back(conn: psycopg.Connection) -> None:

@@ -232,3 +232,43 @@ def test_workspace_add_and_remove_killed_at_every_step_converge(cli: Cli, sandbo
 def test_a_tenant_whose_workspaces_were_killed_midway_deprovisions_to_nothing(cli: Cli, sandbox, ws_tenant: str):
     assert cli("deprovision", ws_tenant, "--yes", "--no-final-backup").returncode == 0
     assert_gone(cli, sandbox, ws_tenant)
+
+
+def assert_dedicated_gone(cli: Cli, sandbox, tenant_id: str, snapshot: bool) -> None:
+    """Nothing of the tenant left but, when it had a database, that database's final snapshot."""
+    assert inventory(sandbox, tenant_id) == ({"rds:snapshot": 1} if snapshot else {})
+    assert alias_target(sandbox, tenant_id) is None
+    assert not cli.stack_file(tenant_id).exists() and not engine_state(sandbox, tenant_id).exists()
+    record = cli("status", tenant_id, "--json").json()
+    assert record["status"] == "deprovisioned" and record["lock"] is None
+
+
+def test_a_dedicated_tenant_whose_provision_died_before_its_database_deprovisions_without_building_it(
+        cli: Cli, sandbox):
+    """Half its resources made, no database yet: deprovision removes those and
+    builds nothing (lifting the protection of a database that does not exist
+    must not complete the tenant first, which fails wherever its provision did)."""
+    tenant_id = f"ft-hd{RUN}"
+    kill_at(cli, ("20", "recorded"), "provision", tenant_id, "--tier", "dedicated")
+    gone = cli("deprovision", tenant_id, "--yes", "--no-final-backup")
+    assert gone.returncode == 0, gone
+    assert "lifting" not in gone.stderr and " create" not in gone.stderr, gone
+    assert_dedicated_gone(cli, sandbox, tenant_id, snapshot=False)
+
+
+def test_a_dedicated_deprovision_killed_as_it_lifted_the_protection_converges(cli: Cli, sandbox):
+    """Killed after writing its stack file unprotected, before the instance
+    was: the file says so, the live instance does not, and a re-run lifts it.
+    Hibernated (no final backup wakes it): the stopped instance is unprotected
+    and deleted as it is, never waited on to become available."""
+    tenant_id = f"ft-hl{RUN}"
+    made = cli("provision", tenant_id, "--tier", "dedicated")
+    assert made.returncode == 0, made
+    assert cli("hibernate", tenant_id, "--force").returncode == 0
+    killed = kill_at(cli, ("deprovision:marked", "recorded"), "deprovision", tenant_id, "--yes", "--no-final-backup")
+    path = cli.stack_file(tenant_id)
+    assert "deletion_protection: true" in path.read_text()
+    path.write_text(path.read_text().replace("deletion_protection: true", "deletion_protection: false"))
+    rerun_clearing_the_dead_lock(cli, tenant_id, killed.pid, "deprovision", tenant_id, "--yes", "--no-final-backup",
+                                 by_unlock=False)
+    assert_dedicated_gone(cli, sandbox, tenant_id, snapshot=True)

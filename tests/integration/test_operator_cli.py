@@ -431,7 +431,10 @@ def test_hibernate_stops_an_idle_dedicated_database_the_runtime_wakes_it_and_cos
                                              Key={"tenant_id": {"S": "op-elsewhere"}})
     assert swept.returncode == 0, swept
     assert swept.json()["hibernated"] == [] and "not idle" in swept.json()["skipped"]["op-ded"]
-    assert "no cell 'nowhere'" in swept.json()["skipped"]["op-elsewhere"]
+    # ... with the reason `check` and `refresh` give (the shared selection), before any run of it starts.
+    assert swept.json()["skipped"]["op-elsewhere"] == ("its cell 'nowhere' has no stack file in stacks/: "
+                                                        "its account cannot be read")
+    assert "hibernating op-elsewhere" not in swept.stderr, swept.stderr
     assert "hibernating op-ded: skipped: " in swept.stderr and "not idle" in swept.stderr, swept.stderr
     assert "hibernating op-ded: done" not in swept.stderr
     pooled = cli("hibernate", ACME)
@@ -534,3 +537,18 @@ def test_check_and_refresh_skip_a_tenant_of_a_cell_the_project_does_not_define_s
     assert refreshed.json()["counts"]["skipped"] == 1 and refreshed.json()["counts"]["failed"] == 0
     assert said.returncode == 0 and f"{away}: skipped: {why}" in said.stderr, said
     assert "1 skipped" in said.stdout, said
+
+
+def test_dev_token_refuses_a_tenant_the_registry_does_not_hold_unless_asked(cli, acme):
+    """Like `status`, exit 6 for an unknown id (a typo must not yield a token
+    that only ever meets 404s); --allow-unknown signs one anyway, to try the 404."""
+    unknown = cli("dev", "token", "op-never-made")
+    assert unknown.returncode == 6, unknown
+    assert unknown.stdout == "" and "'op-never-made' is not in the registry" in unknown.stderr, unknown
+    as_json = cli("dev", "token", "op-never-made", "--json")
+    assert as_json.returncode == 6 and error_of(as_json)["code"] == 6, as_json
+    asked = cli("dev", "token", "op-never-made", "--allow-unknown", "--json")
+    assert asked.returncode == 0, asked
+    assert asked.json()["claims"]["tenant_id"] == "op-never-made"
+    known = cli("dev", "token", ACME, "--json")
+    assert known.returncode == 0 and known.json()["claims"]["tenant_id"] == ACME, known

@@ -257,8 +257,8 @@ def test_a_fresh_login_prepares_the_append_at_its_first_run(runtime, runtime_env
 def test_a_block_that_ends_the_tenant_transaction_itself_is_refused(runtime, runtime_env):
     """The runtime's connections are in autocommit mode (it sends BEGIN itself):
     a caller's ``conn.commit()`` inside ``store.transaction(ctx)`` ends the
-    tenant's scope, so the block is refused at its end (what ran after the
-    commit ran with no tenant: FORCE RLS saw nothing), and the connection
+    tenant's scope, so the block is refused at its next statement (which ran
+    with no tenant: FORCE RLS saw nothing), or at its end, and the connection
     goes back clean; a ``psycopg.Rollback`` rolls back quietly, as in psycopg's
     own transaction block."""
     ctx = ctx_of(runtime, runtime_env, "a")
@@ -275,6 +275,59 @@ def test_a_block_that_ends_the_tenant_transaction_itself_is_refused(runtime, run
     assert conversation not in {c.conversation_id for c in runtime.store.list_conversations(ctx, 500).conversations}
     for conn in runtime.store.logins.pools[ctx.tenant_id].idle:
         assert conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+
+ESCAPES = ["ROLLBACK; BEGIN", "COMMIT; BEGIN", "END; START TRANSACTION", "ROLLBACK", "COMMIT"]
+
+
+@pytest.mark.parametrize("escape", ESCAPES)
+def test_a_statement_that_ends_or_restarts_the_tenant_transaction_is_refused_at_once(runtime, runtime_env, escape):
+    """Transaction control sent as SQL through the block's connection (a
+    ``ROLLBACK; BEGIN`` leaves a transaction open, so the block's end cannot
+    tell it from the tenant's) is refused by the statement itself, sync and
+    async: what the block wrote before is rolled back (unless the caller's own
+    COMMIT ran), and the connection goes back clean. Savepoints stay allowed."""
+    import asyncio
+
+    from runtime_tenants import jwt_settings
+
+    from tenant_runtime import AsyncTenantRuntime
+
+    ctx = ctx_of(runtime, runtime_env, "a")
+    table = sql.Identifier(ctx.resources.store.schema_name, "conversations")
+    insert = sql.SQL("INSERT INTO {} (tenant_id, conversation_id) VALUES (%s, %s)").format(table)
+    conversation = f"conv-escape-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(psycopg.ProgrammingError, match="transaction control"), \
+            runtime.store.transaction(ctx) as conn:
+        conn.execute(insert, (ctx.key, conversation))
+        conn.execute(escape)
+        pytest.fail("the escape was let through")
+    listed = {c.conversation_id for c in runtime.store.list_conversations(ctx, 500).conversations}
+    assert (conversation in listed) == escape.startswith(("COMMIT", "END"))  # the caller's own commit ran
+    for conn in runtime.store.logins.pools[ctx.tenant_id].idle:
+        assert conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert conn.cursor_factory is psycopg.Cursor  # the guard lasts as long as the block
+    with runtime.store.transaction(ctx) as conn:  # savepoints, psycopg's nested blocks included
+        conn.execute("SAVEPOINT s; ROLLBACK TO SAVEPOINT s; RELEASE SAVEPOINT s")
+        with conn.transaction():
+            conn.execute(insert, (ctx.key, conversation + "-kept"))
+    assert runtime.store.list_conversations(ctx, 500).conversations
+
+    async def through_async() -> None:
+        async with AsyncTenantRuntime(jwt_settings(), runtime_env.registry_table,
+                                      endpoint_url=runtime_env.sandbox.aws_endpoint_url,
+                                      region=runtime_env.sandbox.region) as art:
+            actx = await art.resolve(runtime_env.token(ctx.tenant_id), ctx.tenant_id)
+            with pytest.raises(psycopg.ProgrammingError, match="transaction control"):
+                async with art.store.transaction(actx) as aconn:
+                    await aconn.execute(escape)
+                    pytest.fail("the escape was let through")
+            async with art.store.transaction(actx) as aconn:
+                await aconn.execute("SAVEPOINT s; ROLLBACK TO SAVEPOINT s")
+                assert aconn.cursor_factory is not psycopg.AsyncCursor
+            assert aconn.cursor_factory is psycopg.AsyncCursor
+
+    asyncio.run(through_async())
 
 
 def test_gateway_connection_reused_across_tenants_leaks_nothing(runtime, runtime_env):

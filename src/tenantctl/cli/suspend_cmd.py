@@ -84,17 +84,15 @@ def hibernate(
     """
     from tenantctl.cli.progress import engine_progress
     from tenantctl.errors import Conflict, InvalidInput, NotFound, require_one_or_all
-    from tenantctl.models import TenantStatus, Tier
+    from tenantctl.operations.hibernate import candidates
     from tenantctl.operations.hibernate import hibernate as run
     from tenantctl.workspace import Workspace
 
     require_one_or_all(tenant_id, all_)
     ws = Workspace()
-    if all_:
-        ids = [r.tenant_id for r in ws.registry.iter_all(tier=Tier.dedicated, status=TenantStatus.active)]
-    else:
-        ids = [tenant_id]
-    done, skipped = [], {}
+    # --all: a tenant of a cell this project does not define is skipped before any run, saying why.
+    ids, skipped = candidates(ws) if all_ else ([tenant_id], {})
+    done = []
     for tid in ids:
         with engine_progress(f"hibernating {tid}") as view:
             try:
@@ -102,8 +100,8 @@ def hibernate(
             except (InvalidInput, Conflict, NotFound) as exc:
                 if not all_:
                     raise
-                # --all: the tenants that are not idle, moving or locked stay up, and so does one of a cell
-                # this project does not define (`audit` reports it) or one gone since the listing.
+                # --all: the tenants that are not idle, moving or locked stay up, and so does one gone
+                # (or whose cell's file went) since the listing.
                 skipped[tid] = str(exc)
                 view.skipped(str(exc))
                 continue

@@ -5,35 +5,71 @@ snapshot a destroy would take is named already (RDS refuses the delete then)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from tenantctl.engines.base import EventSink, phase
+from tenantctl.errors import ApplyFailed
 from tenantctl.models import TenantSpec, Tier
+from tenantctl.naming import DEFAULT_CELL, rds_identifier
 from tenantctl.stackconfig import read_tenant, stack_file, write_tenant
 from tenantctl.workspace import Workspace
 
 
 def lift(ws: Workspace, stack: str, on_event: EventSink | None = None) -> TenantSpec | None:
     """RDS refuses to delete a protected instance: the stack's spec is written
-    without the protection, then applied in one update the policy gate lets
-    through (the final snapshot is still taken at the destroy). The file is
-    written first, so a run killed after the update finds nothing to lift
-    (an `up` of a half-destroyed stack would build it again). Returns the
-    stack's spec (None: no stack file)."""
+    without the protection (what stays declared if the run dies before its
+    destroy), then the live instance, if there is one, is unprotected by one
+    ModifyDBInstance. Not by an `up` of the stack: on a stack a provision left
+    half-created that would build the whole tenant first (and fail where its
+    provision failed, leaving it undeletable), and the file would already say
+    "unprotected" to a re-run after a kill between the two. So the live
+    instance is what is asked each time. Returns the stack's spec (None: no
+    stack file)."""
     path = stack_file(ws.stacks_dir, stack)
     if not path.exists():
         return None
     spec = read_tenant(path)
-    if spec.tier is not Tier.dedicated or spec.dedicated is None or not spec.dedicated.deletion_protection:
+    if spec.tier is not Tier.dedicated or spec.dedicated is None:
         return spec
-    from tenantctl.policy import waived
-
-    spec = spec.model_copy(update={"dedicated": spec.dedicated.model_copy(update={"deletion_protection": False})})
-    write_tenant(ws.stacks_dir, spec, stack=stack)
-    phase(on_event, spec.id, "lifting the database's deletion protection")
-    with waived("deletion-protection"):  # the policy gate lets exactly this update through
-        ws.engine.up(stack, on_event=on_event)
+    if spec.dedicated.deletion_protection:
+        spec = spec.model_copy(update={"dedicated": spec.dedicated.model_copy(update={"deletion_protection": False})})
+        write_tenant(ws.stacks_dir, spec, stack=stack)
+    rds = ws.cell_clients(spec.cell or DEFAULT_CELL)("rds", region=spec.region)
+    identifier = rds_identifier(spec.id)
+    instance = _instance(rds, identifier)
+    if instance is not None and instance.get("DeletionProtection"):
+        phase(on_event, spec.id, "lifting the database's deletion protection")
+        rds.modify_db_instance(DBInstanceIdentifier=identifier, DeletionProtection=False, ApplyImmediately=True)
+        _wait_unprotected(rds, identifier)
     return spec
+
+
+LIFT_WAIT_SECONDS, LIFT_POLL_SECONDS = 600, 5
+
+
+def _wait_unprotected(rds: Any, identifier: str) -> None:
+    """Until the instance reads unprotected and is no longer being modified (the
+    delete is refused meanwhile). Not RDS's `available` waiter: a hibernated
+    tenant's instance stays `stopped`, and is deleted as it is."""
+    deadline = time.monotonic() + LIFT_WAIT_SECONDS
+    while (instance := _instance(rds, identifier)) is not None and (
+            instance.get("DeletionProtection") or instance.get("DBInstanceStatus") == "modifying"):
+        if time.monotonic() > deadline:
+            raise ApplyFailed(f"database instance {identifier} still protected or being modified after "
+                              f"{LIFT_WAIT_SECONDS} s; run the command again to keep waiting")
+        time.sleep(LIFT_POLL_SECONDS)
+
+
+def _instance(rds: Any, identifier: str) -> dict[str, Any] | None:
+    from botocore.exceptions import ClientError
+
+    try:
+        return rds.describe_db_instances(DBInstanceIdentifier=identifier)["DBInstances"][0]
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] in ("DBInstanceNotFound", "DBInstanceNotFoundFault"):
+            return None
+        raise
 
 
 def snapshot_exists(rds: Any, identifier: str) -> bool:

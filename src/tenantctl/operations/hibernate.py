@@ -34,12 +34,22 @@ from tenantctl import naming
 from tenantctl.engines.base import EventSink, phase
 from tenantctl.errors import ApplyFailed, InvalidInput
 from tenantctl.models import Hibernation, TenantRecord, TenantStatus, Tier
+from tenantctl.operations.selection import in_defined_cells
 from tenantctl.registry import refuse_open_move
 from tenantctl.usage.measure import TenantUsage, clients_from_workspace, measure
 from tenantctl.workspace import Workspace
 
 WAIT_SECONDS = 1800  # RDS takes minutes to stop or start an instance; the sandbox, none
 POLL_SECONDS = 5
+
+
+def candidates(ws: Workspace) -> tuple[list[str], dict[str, str]]:
+    """What `hibernate --all` tries: every active dedicated tenant of a cell
+    stacks/ defines; the others skipped, by tenant id, with the reason `check`
+    and `refresh` give (the shared selection), never run."""
+    kept, undefined = in_defined_cells(ws, list(ws.registry.iter_all(tier=Tier.dedicated,
+                                                                     status=TenantStatus.active)))
+    return [r.tenant_id for r, _ in kept], {s.tenant_id: s.reason for s in undefined}
 
 
 def hibernate(ws: Workspace, tenant_id: str, idle_days: int = 30, force: bool = False,
