@@ -18,11 +18,12 @@ rotation and alias, the secret (tenant key, description, tags) and its value
 and rotation schedule with the rotation function's KMS grant, both queues
 with their attributes and redrive, the SNS topic under the tenant key, both
 alarms as the stack declares them, the schema script (gateway grant included),
-the role's full inline policy and the two registry writes. A pooled tenant
-writes no lifecycle rule: its retention classes are the cell bucket's rules,
-selected by object tag. After the first round the documents of an engine
-tenant and a floor tenant are read back and compared; the run stops if they
-differ (the floor no longer does the engine's work).
+the role's full inline policy (the operator's backup Denies included) and the
+two registry writes. A pooled tenant writes no lifecycle rule: its retention
+classes are the cell bucket's rules, selected by object tag. After the first
+round the documents of an engine tenant and a floor tenant are read back and
+compared; the run stops if they differ (the floor no longer does the engine's
+work).
 
 In process: a warm-up tenant per side (the first one pays the program's
 imports), then ``--rounds`` rounds of N tenants per side, engine and floor
@@ -92,6 +93,7 @@ KEY_ACTIONS = ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:Generat
                "kms:DescribeKey"]
 OBJECT_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:PutObjectTagging", "s3:DeleteObject",
                   "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]
+BACKUP_WRITE_ACTIONS = ["s3:PutObject", "s3:PutObjectTagging", "s3:DeleteObject"]  # denied: backups are the operator's
 QUEUE_ACTIONS = ["sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
                  "sqs:GetQueueAttributes", "sqs:GetQueueUrl"]
 
@@ -176,7 +178,11 @@ def floor_owner(client: Callable[[str], Any], names: Any, platform: dict, dsn_ad
         {"Sid": "TenantKey", "Effect": "Allow", "Action": KEY_ACTIONS, "Resource": key},
         {"Sid": "TenantDbSecret", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue",
                                                                 "secretsmanager:DescribeSecret"],
-         "Resource": secret}]}
+         "Resource": secret},
+        {"Sid": "OperatorBackupObjects", "Effect": "Deny", "Action": BACKUP_WRITE_ACTIONS,
+         "Resource": f"{bucket}/{prefix}backups/*"},
+        {"Sid": "OperatorBackupKeys", "Effect": "Deny", "Action": KEY_ACTIONS[:-1], "Resource": key,
+         "Condition": {"StringEquals": {"kms:EncryptionContext:purpose": "backup"}}}]}
     iam.put_role_policy(RoleName=names.iam_role, PolicyName=f"{stem}-access", PolicyDocument=json.dumps(access))
     return {"kms_key_arn": key, "role_arn": role_arn, "bucket": platform["bucket"], "prefix": prefix,
             "store": {"schema_name": schema, "role": role, "secret_arn": secret}}

@@ -40,6 +40,7 @@ from infra.components.runtime_role import (
     RuntimeRole,
     RuntimeRoleArgs,
 )
+from infra.components.stack_reference import StackReference
 from infra.components.tenant_alarms import TenantAlarms, TenantAlarmsArgs
 from infra.components.tenant_database import (
     SharedDatabaseRef,
@@ -192,7 +193,7 @@ def build_platform(spec: CellSpec) -> dict[str, Any]:
     }
 
 
-def _shared_database(platform: pulumi.StackReference) -> SharedDatabaseRef:
+def _shared_database(platform: StackReference) -> SharedDatabaseRef:
     """What a tenant store uses of the cell whose platform stack ``platform`` references."""
     shared = platform.require_output
     return SharedDatabaseRef(account_id=shared("account_id"), endpoint=shared("db_endpoint"),
@@ -215,7 +216,7 @@ def sibling_stack(platform_stack: str, cell: str) -> str:
 
 def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK, key_generation: int = 0) -> dict[str, Any]:
     _check_region(spec.region)
-    platform = pulumi.StackReference(platform_stack)
+    platform = StackReference(platform_stack)
     shared = platform.require_output
     tid, tags = spec.id, spec.tags()
     account, dedicated = shared("account_id"), spec.tier is Tier.dedicated
@@ -223,7 +224,7 @@ def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK, key_gen
     retiring_dedicated = old is not None and old.tier is Tier.dedicated
     # A move between cells (same account and region): the retiring store and
     # the old prefix are in the old cell, read from its own platform stack.
-    old_platform = (pulumi.StackReference(sibling_stack(platform_stack, old.cell))
+    old_platform = (StackReference(sibling_stack(platform_stack, old.cell))
                     if old is not None and old.cell is not None else None)
 
     role = TenantRole(tid, TenantRoleArgs(tenant_id=tid, runtime_principal_arn=shared("runtime_principal_arn"),

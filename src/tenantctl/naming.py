@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from tenant_runtime.models import (  # records default to it, the runtime keys and confines by them: one definition
     DEFAULT_CELL,
@@ -504,9 +505,12 @@ _GENERATION_IN_NAME = re.compile(r"(tenantctl-[a-z0-9-]+)\.k[0-9]+-")
 _SCHEMA = re.compile(r"^tenant_[a-z0-9_]+$")
 
 
-def tenant_ids_in(text: str, tenant_id: str) -> set[str]:
+@lru_cache(maxsize=4096)
+def tenant_ids_in(text: str, tenant_id: str) -> frozenset[str]:
     """Ids of tenants other than ``tenant_id`` whose names appear in ``text``
-    (a `tenantctl-<x>-<suffix>` token belongs to ``tenant_id`` when x is its id)."""
+    (a `tenantctl-<x>-<suffix>` token belongs to ``tenant_id`` when x is its id).
+    Memoized: the policy gate judges a stack's plan again as each of its
+    resources is registered, reading the same strings each time."""
     # An S3 prefix `tenants/<id>--<ws>/` is a workspace's: its tenant's.
     found = {m.group(1).partition(WS_SEP)[0] for p in _OWNED for m in p.finditer(text)}
     for token in _TOKEN.findall(_GENERATION_IN_NAME.sub(r"\1-", text)):
@@ -531,7 +535,7 @@ def tenant_ids_in(text: str, tenant_id: str) -> set[str]:
     found.discard(tenant_id)
     # Cells' stacks (`platform`, `cell-<name>`) name shared resources, never a
     # tenant's: those ids are reserved, so no tenant hides behind them.
-    return {f for f in found if cell_of_stack(f) is None}
+    return frozenset(f for f in found if cell_of_stack(f) is None)
 
 
 @dataclass(frozen=True)

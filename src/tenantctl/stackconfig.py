@@ -109,10 +109,10 @@ def write_cell(stacks_dir: Path, spec: CellSpec) -> bool:
     return _write(stack_file(stacks_dir, spec.stack), render_cell(spec))
 
 
-def _read(path: Path) -> dict:
-    """A stack file's top-level mapping."""
+def _read(path: Path, text: str | None = None) -> dict:
+    """A stack file's top-level mapping (``text``: its content, already read)."""
     try:
-        data = load_yaml(path.read_text()) or {}
+        data = load_yaml(path.read_text() if text is None else text) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -187,18 +187,32 @@ def read_tenant(path: Path) -> TenantSpec:
     return spec
 
 
+# Cells' specs by (cell, file text): a provision reads its cell's ~8 times
+# (placement, the account its stack runs in, the check), each a YAML parse and
+# a validation; a CellSpec is frozen, so one instance serves every reader.
+_CELLS: dict[tuple[str, str], CellSpec] = {}
+
+
 def read_cell(stacks_dir: Path, cell: str = DEFAULT_CELL) -> CellSpec | None:
     """The cell's committed spec; None when it has no stack file."""
     path = stack_file(stacks_dir, cell_stack(cell))
-    if not path.exists():
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
         return None
-    raw = read_config(path).get(CELL_KEY) or {}
+    spec = _CELLS.get((cell, text))
+    if spec is not None:
+        return spec
+    raw = (_read(path, text).get("config") or {}).get(CELL_KEY) or {}
     try:
         spec = CellSpec.model_validate({"name": cell, **raw})
     except ValidationError as exc:
         raise InvalidInput(f"{path}: {describe_validation_error(exc)}") from None
     if spec.name != cell:
         raise InvalidInput(f"{path}: cell name {spec.name!r} does not match the file name (expected {cell!r})")
+    if len(_CELLS) >= 64:  # edited files' old texts: dropped now and then
+        _CELLS.clear()
+    _CELLS[(cell, text)] = spec
     return spec
 
 

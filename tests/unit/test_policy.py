@@ -438,3 +438,22 @@ def test_a_widened_key_policy_is_refused_at_first_create(pooled):
     judge_up = ResolvedJudge("acme")
     found = [v for r in broken(pooled, "aws:kms/key:Key", widen) for v in judge_up(r)]
     assert [(v.rule, v.resource) for v in found] == [("key-policy-matches-role", "acme-key")]
+
+
+def test_judged_resource_by_resource_each_strings_owners_are_read_once(pooled, monkeypatch):
+    """The up judges the plan again at each registration: the owners of a
+    string already read (names, ARNs, documents) are not parsed again."""
+    from tenantctl import naming
+    from tenantctl.policy import ResolvedJudge
+
+    forget = getattr(naming.tenant_ids_in, "cache_clear", lambda: None)
+    forget()
+    parsed = []
+    finditer = naming._TOKEN.findall
+    monkeypatch.setattr(naming, "_TOKEN", type("Counted", (), {"findall": staticmethod(
+        lambda text: parsed.append(text) or finditer(text))}))
+    judge_up = ResolvedJudge("acme")
+    for r in pooled:
+        judge_up(r)
+    assert parsed and len(parsed) == len(set(parsed))
+    forget()  # its entries were read through the counting stand-in

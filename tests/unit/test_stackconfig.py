@@ -130,3 +130,20 @@ def test_a_stack_file_is_written_readable_as_the_umask_says_and_an_edit_keeps_it
     finally:
         os.umask(old)
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_a_cells_file_is_parsed_once_until_its_text_changes(tmp_path, monkeypatch):
+    from tenantctl import stackconfig
+    from tenantctl.models import CellSpec
+
+    stackconfig.write_cell(tmp_path, CellSpec(name="eu", region="eu-west-1", max_pooled_tenants=10))
+    parsed = []
+    load = stackconfig.load_yaml
+    monkeypatch.setattr(stackconfig, "load_yaml", lambda text: parsed.append(text) or load(text))
+    first = [stackconfig.read_cell(tmp_path, "eu") for _ in range(3)]
+    assert len(parsed) == 1 and first[0].max_pooled_tenants == 10 and first[0] == first[2]
+    stackconfig.write_cell(tmp_path, CellSpec(name="eu", region="eu-west-1", max_pooled_tenants=20))
+    parsed.clear()
+    assert stackconfig.read_cell(tmp_path, "eu").max_pooled_tenants == 20
+    assert stackconfig.read_cell(tmp_path, "eu").max_pooled_tenants == 20 and len(parsed) == 1
+    assert stackconfig.read_cell(tmp_path, "us") is None

@@ -189,7 +189,7 @@ def _strings(value: Any, key: str = "") -> Iterator[str]:
             yield from _strings(v, key)
 
 
-def foreign_references(text: str, tenant_id: str) -> set[str]:
+def foreign_references(text: str, tenant_id: str) -> frozenset[str]:
     """Tenant ids other than ``tenant_id`` whose names appear in ``text``."""
     return naming.tenant_ids_in(text, tenant_id)
 
