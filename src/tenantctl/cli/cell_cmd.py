@@ -266,9 +266,9 @@ def remove(
 ) -> None:
     """Retire an empty cell: destroy its stack, delete its stack file and counter.
 
-    Refused (exit 5, each tenant named) while a tenant is placed there or moving
-    in or out, or a deprovisioned tenant's objects or backups there are still in
-    their retention window: `tenantctl move ID --cell OTHER` empties a cell. The
+    Refused (exit 5, each reason once with the tenants it holds) while a
+    tenant is placed there or moving in or out, or a deprovisioned tenant's
+    objects or backups there are still in their retention window: `tenantctl move ID --cell OTHER` empties a cell. The
     shared database's final snapshot is kept; its buckets go with what they hold
     (the confirmation lists it; --yes without asking). The home cell is never
     removed. The account-and-region RDSOSMetrics log group a cell manages is
