@@ -70,7 +70,8 @@ class CellBusy(Conflict):
         who = (f"a {holder.operation} (owner {holder.owner}, host {holder.host}, pid {holder.pid}, "
                f"since {holder.acquired_at:%Y-%m-%d %H:%M:%S}Z)") if holder else "another run"
         super().__init__(f"cell {cell!r} is being applied by {who}; its lease lapses {lease_seconds:.0f} s after "
-                         "that run stops renewing it (e.g. killed): try again then")
+                         "that run stops renewing it (killed on another host; one killed on this host is taken "
+                         "over at once): try again then")
 
 
 def held_slots(record: TenantRecord) -> set[tuple[str, Tier]]:
@@ -191,20 +192,26 @@ class CellItems:
                    ExpressionAttributeValues={f":{t}": {"N": str(n)} for t, n in counts.items()})
 
     # -- cell stacks: the lease of the run changing one, what it was applied from --
-    def claim_cell(self, cell: str, lock: TenantLock, seconds: float) -> str | None:
+    def claim_cell(self, cell: str, lock: TenantLock, seconds: float, dead: TenantLock | None = None) -> str | None:
         """Take the lease on the cell's stack for ``seconds`` (one conditional
-        UpdateItem: no lease, or a lapsed one). Returns the fingerprint the stack
-        was last applied from; CellBusy while another run's lease holds."""
+        UpdateItem: no lease, a lapsed one, or the one ``dead`` holds: a holder
+        proved dead, ``cell_lease``). Returns the fingerprint the stack was last
+        applied from; CellBusy while another run's lease holds."""
         self._init_counter(cell)
+        condition = "attribute_not_exists(#u) OR #u < :now"
+        taken: dict[str, Any] = {}
+        if dead is not None:
+            condition += " OR #l = :dead"
+            taken[":dead"] = {"S": dead.model_dump_json()}
         for _ in range(CLAIM_TRIES):
             now = time.time()
             try:
                 item = self._call(
                     "update_item", Key=counter_key(cell), UpdateExpression="SET #l = :lock, #u = :until",
-                    ConditionExpression="attribute_not_exists(#u) OR #u < :now", ReturnValues="ALL_NEW",
+                    ConditionExpression=condition, ReturnValues="ALL_NEW",
                     ExpressionAttributeNames={"#l": LEASE, "#u": LEASE_UNTIL},
                     ExpressionAttributeValues={":lock": {"S": lock.model_dump_json()}, ":now": {"N": f"{now:.3f}"},
-                                               ":until": {"N": f"{now + seconds:.3f}"}})["Attributes"]
+                                               ":until": {"N": f"{now + seconds:.3f}"}, **taken})["Attributes"]
             except ClientError:
                 holder = lease_of(self._call("get_item", Key=counter_key(cell), ConsistentRead=True).get("Item"))
                 if holder is not None:
