@@ -159,6 +159,19 @@ class Workspace:
         """Why a fleet-wide read skips a record whose cell ``cells_of`` found no stack file for."""
         return f"its cell {record.cell!r} has no stack file in {self.stacks_dir.name}/: its account cannot be read"
 
+    def cell_of(self, record: TenantRecord) -> CellSpec:
+        """The cell ``record`` lives in. A tenant named on its own whose cell stacks/ does not
+        define (another project's cell sharing the registry, or a stack file removed) is
+        InvalidInput (exit 3), saying what to do: the cell exists, adding it would be wrong."""
+        try:
+            return self.cell(record.cell)
+        except NotFound:
+            raise InvalidInput(
+                f"tenant {record.tenant_id!r}: {self.undefined_cell(record)}; restore "
+                f"{self.stacks_dir.name}/Pulumi.{cell_stack(record.cell)}.yaml (your repository's history has it), "
+                f"or run this in the project that defines cell {record.cell!r} (`tenantctl audit` lists the "
+                "records of cells this project does not define)") from None
+
     def cell(self, name: str) -> CellSpec:
         from tenantctl.stackconfig import read_cell
 
@@ -206,7 +219,7 @@ class Workspace:
 
     def clients_for(self, record: TenantRecord) -> Clients:
         """AWS clients where the tenant lives: its cell's account, its own region."""
-        spec = self.cell(record.cell)
+        spec = self.cell_of(record)
         return self.client.in_account(spec.account_role_arn, record.region)
 
     def ensure_cell(self, name: str, on_event: EventSink | None = None) -> dict[str, Any]:

@@ -79,4 +79,6 @@ def select(ws: Workspace, tenant_ids: Sequence[str], every: bool, cell: str | No
         if record.status in GONE:
             raise InvalidInput(f"tenant {tenant_id!r} is {record.status.value}: nothing to {verb}")
         records.append(record)
+    if len(records) == 1:  # named on its own: a cell stacks/ does not define is refused (exit 3), not skipped
+        ws.cell_of(records[0])
     return records
