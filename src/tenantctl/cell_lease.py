@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from tenantctl.models import TenantLock
 from tenantctl.registry import RegistryWriter, died, new_lock
-from tenantctl.registry_cells import CellBusy
+from tenantctl.registry_cells import AppliedBudget, CellBusy
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class CellLease:
     lock: TenantLock
     applied: str | None  # the fingerprint the stack was last applied from, when the lease was taken
     done: str | None = None  # the holder's successful up: recorded as ``applied`` on release
-    cap: int | None = None  # the connection cap that up applied: recorded with it
+    budget: AppliedBudget | None = None  # the connection budget that up applied: recorded with it
     forgotten: bool = False  # the holder deleted the counter item (the cell is gone): nothing to release
 
 
@@ -92,7 +92,7 @@ def held(registry: RegistryWriter, cell: str, operation: str, wait: float = 0.0,
         renewer.join()
         try:
             if not lease.forgotten:
-                registry.release_cell(cell, lock, lease.done, lease.cap)
+                registry.release_cell(cell, lock, lease.done, lease.budget)
         except Exception as exc:  # never hides the block's own error; the lease lapses by itself
             log.warning("cell %s: giving its lease back failed (it lapses in %.0f s): %s", cell, LEASE_SECONDS, exc)
 

@@ -481,6 +481,14 @@ class CellSpec(BaseModel):
         return self.max_pooled_tenants * self.db_connection_limit
 
     @property
+    def connections_claimed(self) -> int:
+        """What its file claims of its database's connections: the pooled logins' cap and
+        what the platform's own logins keep. Its database overcommits when this is over
+        max_connections less the reserved ones, so a change growing it is what the
+        connection budget checks (a larger cap, or more kept for the platform)."""
+        return self.connection_cap + self.platform_connections
+
+    @property
     def home(self) -> bool:
         """The default cell: the registry, revocations and runtime role live there."""
         return self.name == naming.DEFAULT_CELL

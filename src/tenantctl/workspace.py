@@ -23,7 +23,7 @@ from tenantctl.models import CellSpec, TenantRecord
 from tenantctl.naming import DEFAULT_CELL, PLATFORM_STACK, cell_stack
 from tenantctl.project import PROJECT_FILE, Project, ensure_project_file, find_root
 from tenantctl.registry import RegistryWriter
-from tenantctl.registry_cells import CellBusy
+from tenantctl.registry_cells import AppliedBudget, CellBusy
 
 # Platform outputs the sandbox must have: a platform applied before one of them
 # existed is applied again (on AWS that is `tenantctl platform up`'s job).
@@ -275,7 +275,7 @@ class Workspace:
         if registry is None:  # the home cell's first up creates the registry: nothing to lease yet
             spec, applied = committed()
             result = self._up_cell(name, on_event)
-            self.registry.set_applied(name, applied, spec.connection_cap)
+            self.registry.set_applied(name, applied, AppliedBudget.of(spec))
         else:
             from tenantctl import cell_lease
 
@@ -284,7 +284,7 @@ class Workspace:
                 if unless_applied and lease.applied == applied:
                     return None
                 result = self._up_cell(name, on_event, refresh)
-                lease.done, lease.cap = applied, spec.connection_cap
+                lease.done, lease.budget = applied, AppliedBudget.of(spec)
         self.registry.set_draining(name, spec.draining)  # the counter's flag, as the stack file says
         return result
 

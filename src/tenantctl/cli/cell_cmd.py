@@ -87,9 +87,10 @@ def add(
                              "RDS log group owner): commit it and `tenantctl apply` applies it.")] = False,
     allow_overcommit: Annotated[Optional[bool], typer.Option(
         "--allow-overcommit/--no-allow-overcommit",
-        help="Let an applied cell's --max-pooled x --db-connection-limit be raised past the connections its live "
-             "database leaves tenant logins (refused otherwise, exit 3): written to its stack file as "
-             "allow_overcommit, which `apply` of the file reads too (default: as the file says).")] = None,
+        help="Let an applied cell's --max-pooled x --db-connection-limit (or --platform-connections) be raised "
+             "past the connections its live database leaves tenant logins (refused otherwise, exit 3): written to "
+             "its stack file as allow_overcommit, which `apply` of the file reads too (default: as the file "
+             "says).")] = None,
     yes: YesFlag = False,
     json_out: JsonFlag = False,
 ) -> None:
@@ -101,7 +102,8 @@ def add(
     adds cells by itself: when a region is full, provisioning says so (exit 11).
     A change raising an applied cell's connection cap (max pooled tenants x
     their connection limit) past what its database's max_connections leaves
-    tenant logins is refused (exit 3, nothing written) without
+    tenant logins, or raising --platform-connections so that it leaves them
+    less than the cap, is refused (exit 3, nothing written) without
     --allow-overcommit (allow_overcommit in the stack file)."""
     from tenantctl.cli.confirm import confirmation
     from tenantctl.cli.progress import engine_progress
