@@ -17,7 +17,9 @@ in the cell per tier (``pooled``, ``dedicated``: N) and whether it is
 UpdateItem; listings and this reader skip such items. tenantctl also keeps
 there the fingerprint its cell stack was last applied from (``applied``: S)
 with the pooled logins' connection cap it was applied at (``applied_cap``: N;
-absent on items an older tenantctl wrote), and the lease of the run changing that stack (``lease``: S, the holder as
+absent on items an older tenantctl wrote) and the connections kept for the
+platform's own logins it was accepted at (``applied_platform``: N; absent
+likewise), and the lease of the run changing that stack (``lease``: S, the holder as
 JSON; ``lease_until``: N, epoch seconds).
 
 Lookups are cached: found records for ``ttl`` seconds, unknown ids for
@@ -54,6 +56,7 @@ COUNTER_PREFIX = "cell#"
 DRAINING = "draining"
 APPLIED = "applied"
 APPLIED_CAP = "applied_cap"
+APPLIED_PLATFORM = "applied_platform"
 LEASE = "lease"
 LEASE_UNTIL = "lease_until"
 

@@ -28,7 +28,9 @@ Each pooled tenant's login (and each workspace's) may hold
 ``max_pooled_tenants`` times as many, which the server's ``max_connections``
 must hold beside its reserved connections and the platform's own logins, or
 busy tenants take the connections the gateway's pools and the operator need.
-What the platform's logins keep is the cell's ``platform_connections``.
+What the platform's logins keep is the cell's ``platform_connections``: a
+larger share leaves tenant logins less, so the budget's check
+(``operations.cell.refuse_overcommit``) counts it as a raise too.
 """
 
 from __future__ import annotations

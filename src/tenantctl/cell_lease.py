@@ -5,7 +5,10 @@ cell's stack at once (the LocalEngine's state file and a Pulumi backend's
 stack lock would otherwise be raced for).
 
 A run killed mid-up stops renewing: its lease lapses ``LEASE_SECONDS`` later
-and the next run takes it, with no unlock to run by hand. Taking the lease
+and the next run takes it, with no unlock to run by hand. One killed on this
+host is proved dead as a tenant lock's holder is (``registry.died``: its pid
+gone, or reused by a newer process) and its lease taken over at once, saying
+so, as a dead run's tenant lock is cleared. Taking the lease
 returns what the stack was last applied from, so a run that waited for
 another finds the cell applied and leaves it alone.
 """
@@ -20,8 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from tenantctl.models import TenantLock
-from tenantctl.registry import RegistryWriter, new_lock
-from tenantctl.registry_cells import CellBusy
+from tenantctl.registry import RegistryWriter, died, new_lock
+from tenantctl.registry_cells import AppliedBudget, CellBusy
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,7 @@ class CellLease:
     lock: TenantLock
     applied: str | None  # the fingerprint the stack was last applied from, when the lease was taken
     done: str | None = None  # the holder's successful up: recorded as ``applied`` on release
-    cap: int | None = None  # the connection cap that up applied: recorded with it
+    budget: AppliedBudget | None = None  # the connection budget that up applied: recorded with it
     forgotten: bool = False  # the holder deleted the counter item (the cell is gone): nothing to release
 
 
@@ -49,17 +52,25 @@ def held(registry: RegistryWriter, cell: str, operation: str, wait: float = 0.0,
     calling ``on_wait`` once."""
     lock = new_lock(operation)
     deadline, told = time.monotonic() + wait, False
+    dead: TenantLock | None = None  # a holder proved dead: its lease is taken over
+    note = None
     while True:
         try:
-            applied = registry.claim_cell(cell, lock, LEASE_SECONDS)
+            applied = registry.claim_cell(cell, lock, LEASE_SECONDS, dead)
             break
         except CellBusy as busy:
+            said = died(busy.holder, "lease") if busy.holder is not None and busy.holder != dead else None
+            if said is not None:
+                dead, note = busy.holder, said
+                continue
             if time.monotonic() + POLL_SECONDS > deadline:
                 raise
             if on_wait is not None and not told:
                 on_wait(busy)
                 told = True
             time.sleep(POLL_SECONDS)
+    if note is not None:
+        log.warning("cell %s: %s: lease taken over", cell, note)
     lease = CellLease(cell, lock, applied)
     stop = threading.Event()
 
@@ -81,7 +92,7 @@ def held(registry: RegistryWriter, cell: str, operation: str, wait: float = 0.0,
         renewer.join()
         try:
             if not lease.forgotten:
-                registry.release_cell(cell, lock, lease.done, lease.cap)
+                registry.release_cell(cell, lock, lease.done, lease.budget)
         except Exception as exc:  # never hides the block's own error; the lease lapses by itself
             log.warning("cell %s: giving its lease back failed (it lapses in %.0f s): %s", cell, LEASE_SECONDS, exc)
 

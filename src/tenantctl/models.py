@@ -27,7 +27,7 @@ from tenant_runtime.models import (
     WorkspaceResources,
     utcnow,
 )
-from tenantctl import naming
+from tenantctl import cell_bounds, naming
 
 __all__ = [
     "ArchiveClass", "BackupSpec", "CellSpec", "DedicatedSpec", "Hibernation", "LifecycleSpec", "QueueSpec",
@@ -88,9 +88,9 @@ DB_CONNECTION_LIMIT_DEFAULT = 10
 # pools (the gateway login, max_size 10 per process: five processes) and tenantctl's admin
 # sessions (``CellSpec.platform_connections``).
 PLATFORM_CONNECTIONS_DEFAULT = 50
-DB_CONNECTION_LIMIT_MAX = 1000
+DB_CONNECTION_LIMIT_MAX = cell_bounds.DB_CONNECTION_LIMIT[1]
 NO_CONNECTION_LIMIT = -1  # PostgreSQL's rolconnlimit for "no limit": a dedicated tenant's own server
-DbConnectionLimit = Annotated[int, Field(ge=1, le=DB_CONNECTION_LIMIT_MAX)]
+DbConnectionLimit = Annotated[int, Field(ge=cell_bounds.DB_CONNECTION_LIMIT[0], le=DB_CONNECTION_LIMIT_MAX)]
 
 
 class LifecycleSpec(BaseModel):
@@ -394,7 +394,7 @@ class CellSpec(BaseModel):
 
     tiers: list[Tier] = Field(default_factory=lambda: [Tier.pooled, Tier.dedicated],
                               description="tiers placement may put here")
-    max_pooled_tenants: int = Field(500, ge=1, le=20000,
+    max_pooled_tenants: int = Field(500, ge=cell_bounds.MAX_POOLED_TENANTS[0], le=cell_bounds.MAX_POOLED_TENANTS[1],
                                     description="pooled tenants (schemas) the cell's one PostgreSQL takes")
     db_connection_limit: DbConnectionLimit = Field(
         DB_CONNECTION_LIMIT_DEFAULT, description="connections each pooled tenant's database login (and each of its "
@@ -406,7 +406,7 @@ class CellSpec(BaseModel):
                            "its live database leaves tenant logins: `apply` and `cell add` go ahead, warned, "
                            "instead of refusing (rule connection-budget)")
     platform_connections: int = Field(
-        PLATFORM_CONNECTIONS_DEFAULT, ge=0, le=100000,
+        PLATFORM_CONNECTIONS_DEFAULT, ge=cell_bounds.PLATFORM_CONNECTIONS[0], le=cell_bounds.PLATFORM_CONNECTIONS[1],
         description="connections of its database kept for the platform's own logins (the runtime's shared pools, "
                     "tenantctl's admin sessions), taken off max_connections beside the reserved ones before the "
                     "connection cap is compared with what is left")
@@ -479,6 +479,14 @@ class CellSpec(BaseModel):
         """Connections its pooled tenants' logins may hold at its cap (before per-tenant
         overrides and workspaces): what its database's max_connections is held against."""
         return self.max_pooled_tenants * self.db_connection_limit
+
+    @property
+    def connections_claimed(self) -> int:
+        """What its file claims of its database's connections: the pooled logins' cap and
+        what the platform's own logins keep. Its database overcommits when this is over
+        max_connections less the reserved ones, so a change growing it is what the
+        connection budget checks (a larger cap, or more kept for the platform)."""
+        return self.connection_cap + self.platform_connections
 
     @property
     def home(self) -> bool:

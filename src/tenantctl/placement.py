@@ -40,7 +40,7 @@ from tenant_runtime.registry import item_to_counts
 from tenantctl import preflight
 from tenantctl.errors import InvalidInput, QuotaExceeded, TargetUnavailable
 from tenantctl.models import CellSpec, TenantRecord, TenantSpec, TenantStatus, Tier
-from tenantctl.registry_cells import applied_cap_of, applied_of
+from tenantctl.registry_cells import applied_budget_of, applied_of
 
 if TYPE_CHECKING:
     from tenantctl.registry import RegistryWriter
@@ -100,15 +100,15 @@ def within_budget(ws: Workspace, cell: CellSpec, item: dict[str, Any] | None) ->
     database leaves tenant logins is refused by `apply` (rule connection-budget)
     until it says ``allow_overcommit``; meanwhile its max_pooled_tenants places
     no tenant past the cap the cell was applied at (``applied_cap``)."""
-    applied = applied_cap_of(item)
-    if applied is None or cell.allow_overcommit or cell.connection_cap <= applied:
+    applied = applied_budget_of(item)
+    if applied is None or cell.allow_overcommit or cell.connection_cap <= applied.cap:
         return cell, None
     from tenantctl.operations.cell import refuse_overcommit
 
     try:
         refuse_overcommit(ws, cell, applied)
     except InvalidInput:
-        slots = applied // cell.db_connection_limit
+        slots = applied.cap // cell.db_connection_limit
         return cell.model_copy(update={"max_pooled_tenants": slots}), (
             f"its stack file's max_pooled_tenants {cell.max_pooled_tenants} is refused by `tenantctl apply` "
             f"(rule connection-budget: `tenantctl apply --preview` says why), so {slots} as applied")

@@ -107,6 +107,18 @@ def lock_holder(lock: TenantLock) -> str:
     return "reused" if started > lock.acquired_at + timedelta(seconds=1) else "running"
 
 
+def died(lock: TenantLock, what: str = "lock") -> str | None:
+    """How the run holding ``lock`` (a tenant's lock, a cell's lease: ``what``)
+    provably died on this host (its pid gone, or reused by a process started
+    after it was taken), in words; None when it may be running."""
+    holder = lock_holder(lock)
+    if holder not in DEAD:
+        return None
+    why = "is gone" if holder == "gone" else "now belongs to a newer process"
+    return (f"the {lock.operation} holding its {what} died (owner {lock.owner}, host {lock.host}, pid {lock.pid} "
+            f"{why}, since {lock.acquired_at:%Y-%m-%d %H:%M:%S}Z)")
+
+
 def describe_lock(tenant_id: str, lock: TenantLock) -> str:
     holder = lock_holder(lock)
     when = f"since {lock.acquired_at:%Y-%m-%d %H:%M:%S}Z"
@@ -450,12 +462,10 @@ class RegistryWriter(CellItems):
         a closed terminal) is reported and cleared, and the record returned
         without it; any other lock refuses the run (Conflict, exit 5)."""
         lock = record.lock
-        holder = lock_holder(lock)
-        if holder not in DEAD:
+        note = died(lock)
+        if note is None:
             raise Conflict(describe_lock(record.tenant_id, lock))
-        why = "is gone" if holder == "gone" else "now belongs to a newer process"
-        note = (f"the {lock.operation} holding its lock died (owner {lock.owner}, host {lock.host}, pid {lock.pid} "
-                f"{why}, since {lock.acquired_at:%Y-%m-%d %H:%M:%S}Z): lock cleared")
+        note += ": lock cleared"
         log.warning("tenant %r: %s", record.tenant_id, note)
         cleared = record.model_copy(update={"lock": None, "last_error": f"{lock.operation} interrupted: {note}",
                                             **_unfinished(lock)})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -18,6 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from tenant_runtime.registry import (
     APPLIED,
     APPLIED_CAP,
+    APPLIED_PLATFORM,
     DRAINING,
     LEASE,
     LEASE_UNTIL,
@@ -25,7 +27,7 @@ from tenant_runtime.registry import (
     item_to_counts,
 )
 from tenantctl.errors import Conflict, RegistryUnreachable
-from tenantctl.models import TenantLock, TenantRecord, TenantStatus, Tier
+from tenantctl.models import PLATFORM_CONNECTIONS_DEFAULT, CellSpec, TenantLock, TenantRecord, TenantStatus, Tier
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +44,50 @@ def applied_cap_of(item: dict[str, Any] | None) -> int | None:
     return None if value is None else int(value)
 
 
-def _applied_update(applied: str, cap: int | None) -> tuple[str, dict[str, str], dict[str, Any]]:
-    """The SET clause recording what an up applied, its names and values."""
-    names, values = {"#a": APPLIED}, {":applied": {"S": applied}}
+@dataclass(frozen=True)
+class AppliedBudget:
+    """What a cell's connection budget was last accepted at: the pooled logins' cap
+    its stack was applied at and the connections its platform's logins kept then."""
+
+    cap: int
+    platform: int
+
+    @classmethod
+    def of(cls, spec: CellSpec) -> AppliedBudget:
+        return cls(spec.connection_cap, spec.platform_connections)
+
+    @property
+    def claimed(self) -> int:
+        """As ``CellSpec.connections_claimed``."""
+        return self.cap + self.platform
+
+
+def applied_budget_of(item: dict[str, Any] | None) -> AppliedBudget | None:
+    """The cell's ``AppliedBudget`` from its counter item; None when no cap is recorded. A
+    platform share not recorded (a tenantctl before it kept one) reads as the default,
+    which every file had until the setting came."""
+    cap = applied_cap_of(item)
     if cap is None:
-        return "SET #a = :applied", names, values
-    names["#c"], values[":cap"] = APPLIED_CAP, {"N": str(cap)}
-    return "SET #a = :applied, #c = :cap", names, values
+        return None
+    platform = (item or {}).get(APPLIED_PLATFORM, {}).get("N")
+    return AppliedBudget(cap, PLATFORM_CONNECTIONS_DEFAULT if platform is None else int(platform))
+
+
+def _budget_update(budget: AppliedBudget) -> tuple[list[str], dict[str, str], dict[str, Any]]:
+    """The SET parts recording ``budget``, their names and values."""
+    return (["#c = :cap", "#p = :platform"], {"#c": APPLIED_CAP, "#p": APPLIED_PLATFORM},
+            {":cap": {"N": str(budget.cap)}, ":platform": {"N": str(budget.platform)}})
+
+
+def _applied_update(applied: str, budget: AppliedBudget | None) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """The SET clause recording what an up applied, its names and values."""
+    parts, names, values = ["#a = :applied"], {"#a": APPLIED}, {":applied": {"S": applied}}
+    if budget is not None:
+        more, more_names, more_values = _budget_update(budget)
+        parts += more
+        names.update(more_names)
+        values.update(more_values)
+    return "SET " + ", ".join(parts), names, values
 
 
 CLAIM_TRIES = 5  # claims of a cell's lease that runs letting it go just then may refuse, before CellBusy
@@ -70,7 +109,8 @@ class CellBusy(Conflict):
         who = (f"a {holder.operation} (owner {holder.owner}, host {holder.host}, pid {holder.pid}, "
                f"since {holder.acquired_at:%Y-%m-%d %H:%M:%S}Z)") if holder else "another run"
         super().__init__(f"cell {cell!r} is being applied by {who}; its lease lapses {lease_seconds:.0f} s after "
-                         "that run stops renewing it (e.g. killed): try again then")
+                         "that run stops renewing it (killed on another host; one killed on this host is taken "
+                         "over at once): try again then")
 
 
 def held_slots(record: TenantRecord) -> set[tuple[str, Tier]]:
@@ -191,20 +231,26 @@ class CellItems:
                    ExpressionAttributeValues={f":{t}": {"N": str(n)} for t, n in counts.items()})
 
     # -- cell stacks: the lease of the run changing one, what it was applied from --
-    def claim_cell(self, cell: str, lock: TenantLock, seconds: float) -> str | None:
+    def claim_cell(self, cell: str, lock: TenantLock, seconds: float, dead: TenantLock | None = None) -> str | None:
         """Take the lease on the cell's stack for ``seconds`` (one conditional
-        UpdateItem: no lease, or a lapsed one). Returns the fingerprint the stack
-        was last applied from; CellBusy while another run's lease holds."""
+        UpdateItem: no lease, a lapsed one, or the one ``dead`` holds: a holder
+        proved dead, ``cell_lease``). Returns the fingerprint the stack was last
+        applied from; CellBusy while another run's lease holds."""
         self._init_counter(cell)
+        condition = "attribute_not_exists(#u) OR #u < :now"
+        taken: dict[str, Any] = {}
+        if dead is not None:
+            condition += " OR #l = :dead"
+            taken[":dead"] = {"S": dead.model_dump_json()}
         for _ in range(CLAIM_TRIES):
             now = time.time()
             try:
                 item = self._call(
                     "update_item", Key=counter_key(cell), UpdateExpression="SET #l = :lock, #u = :until",
-                    ConditionExpression="attribute_not_exists(#u) OR #u < :now", ReturnValues="ALL_NEW",
+                    ConditionExpression=condition, ReturnValues="ALL_NEW",
                     ExpressionAttributeNames={"#l": LEASE, "#u": LEASE_UNTIL},
                     ExpressionAttributeValues={":lock": {"S": lock.model_dump_json()}, ":now": {"N": f"{now:.3f}"},
-                                               ":until": {"N": f"{now + seconds:.3f}"}})["Attributes"]
+                                               ":until": {"N": f"{now + seconds:.3f}"}, **taken})["Attributes"]
             except ClientError:
                 holder = lease_of(self._call("get_item", Key=counter_key(cell), ConsistentRead=True).get("Item"))
                 if holder is not None:
@@ -224,15 +270,16 @@ class CellItems:
             return False
         return True
 
-    def release_cell(self, cell: str, lock: TenantLock, applied: str | None = None, cap: int | None = None) -> None:
+    def release_cell(self, cell: str, lock: TenantLock, applied: str | None = None,
+                     budget: AppliedBudget | None = None) -> None:
         """Give the lease back, recording ``applied`` (the fingerprint of a
-        successful up) and ``cap`` (the connection cap it applied) with it. A
+        successful up) and ``budget`` (the connection budget it applied) with it. A
         lease that lapsed and was taken by another run is left to that run,
         fingerprint included."""
         update, values = "REMOVE #l, #u", {":lock": {"S": lock.model_dump_json()}}
         names = {"#l": LEASE, "#u": LEASE_UNTIL}
         if applied is not None:
-            done, done_names, done_values = _applied_update(applied, cap)
+            done, done_names, done_values = _applied_update(applied, budget)
             update = f"{done} {update}"
             names.update(done_names)
             values.update(done_values)
@@ -254,10 +301,18 @@ class CellItems:
             if held is not None:
                 raise CellBusy(cell, lease_of(held), 0) from None
 
-    def set_applied(self, cell: str, applied: str, cap: int | None = None) -> None:
+    def set_applied(self, cell: str, applied: str, budget: AppliedBudget | None = None) -> None:
         """Record what the cell's stack was applied from (and at which connection
-        cap) without a lease: the home cell's first up, which creates this very table."""
+        budget) without a lease: the home cell's first up, which creates this very table."""
         self._init_counter(cell)
-        update, names, values = _applied_update(applied, cap)
+        update, names, values = _applied_update(applied, budget)
         self._call("update_item", Key=counter_key(cell), UpdateExpression=update,
+                   ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+
+    def set_budget(self, cell: str, budget: AppliedBudget) -> None:
+        """Record the connection budget a cell's committed file was accepted at where no
+        up runs (its fingerprint unchanged: a change of ``platform_connections`` alone)."""
+        self._init_counter(cell)
+        parts, names, values = _budget_update(budget)
+        self._call("update_item", Key=counter_key(cell), UpdateExpression="SET " + ", ".join(parts),
                    ExpressionAttributeNames=names, ExpressionAttributeValues=values)

@@ -23,7 +23,7 @@ from tenantctl.models import CellSpec, TenantRecord
 from tenantctl.naming import DEFAULT_CELL, PLATFORM_STACK, cell_stack
 from tenantctl.project import PROJECT_FILE, Project, ensure_project_file, find_root
 from tenantctl.registry import RegistryWriter
-from tenantctl.registry_cells import CellBusy
+from tenantctl.registry_cells import AppliedBudget, CellBusy
 
 # Platform outputs the sandbox must have: a platform applied before one of them
 # existed is applied again (on AWS that is `tenantctl platform up`'s job).
@@ -159,6 +159,19 @@ class Workspace:
         """Why a fleet-wide read skips a record whose cell ``cells_of`` found no stack file for."""
         return f"its cell {record.cell!r} has no stack file in {self.stacks_dir.name}/: its account cannot be read"
 
+    def cell_of(self, record: TenantRecord) -> CellSpec:
+        """The cell ``record`` lives in. A tenant named on its own whose cell stacks/ does not
+        define (another project's cell sharing the registry, or a stack file removed) is
+        InvalidInput (exit 3), saying what to do: the cell exists, adding it would be wrong."""
+        try:
+            return self.cell(record.cell)
+        except NotFound:
+            raise InvalidInput(
+                f"tenant {record.tenant_id!r}: {self.undefined_cell(record)}; restore "
+                f"{self.stacks_dir.name}/Pulumi.{cell_stack(record.cell)}.yaml (your repository's history has it), "
+                f"or run this in the project that defines cell {record.cell!r} (`tenantctl audit` lists the "
+                "records of cells this project does not define)") from None
+
     def cell(self, name: str) -> CellSpec:
         from tenantctl.stackconfig import read_cell
 
@@ -206,7 +219,7 @@ class Workspace:
 
     def clients_for(self, record: TenantRecord) -> Clients:
         """AWS clients where the tenant lives: its cell's account, its own region."""
-        spec = self.cell(record.cell)
+        spec = self.cell_of(record)
         return self.client.in_account(spec.account_role_arn, record.region)
 
     def ensure_cell(self, name: str, on_event: EventSink | None = None) -> dict[str, Any]:
@@ -262,7 +275,7 @@ class Workspace:
         if registry is None:  # the home cell's first up creates the registry: nothing to lease yet
             spec, applied = committed()
             result = self._up_cell(name, on_event)
-            self.registry.set_applied(name, applied, spec.connection_cap)
+            self.registry.set_applied(name, applied, AppliedBudget.of(spec))
         else:
             from tenantctl import cell_lease
 
@@ -271,7 +284,7 @@ class Workspace:
                 if unless_applied and lease.applied == applied:
                     return None
                 result = self._up_cell(name, on_event, refresh)
-                lease.done, lease.cap = applied, spec.connection_cap
+                lease.done, lease.budget = applied, AppliedBudget.of(spec)
         self.registry.set_draining(name, spec.draining)  # the counter's flag, as the stack file says
         return result
 

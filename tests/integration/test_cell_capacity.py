@@ -393,6 +393,55 @@ def test_apply_refuses_a_cell_file_raising_its_cap_past_the_room_unless_the_file
     write_cell(ws.stacks_dir, applied)
 
 
+def test_platform_connections_leaving_tenant_logins_less_than_the_cap_is_refused_like_a_raise(fleet, sandbox):
+    """``platform_connections`` deploys nothing, but what it keeps is taken off the
+    room tenant logins have: a change growing what the cell claims of its database
+    (cap + platform_connections) past max_connections less the reserved ones is
+    refused by `cell add` (exit 3, nothing written) and `apply` (the cell invalid,
+    exit 1) unless allow_overcommit; once accepted, apply records it (no up), and
+    a step back is never refused."""
+    cli, ws = fleet
+    applied = read_cell(ws.stacks_dir, TO)
+    budget = cli("cell", "show", TO, "--json").json()["connections"]
+    tight = budget["max_connections"] - budget["reserved"] - (applied.connection_cap - 1)  # room: cap - 1
+    before = (ws.stacks_dir / f"Pulumi.cell-{TO}.yaml").read_text()
+
+    refused = cli("cell", "add", TO, "--platform-connections", str(tight), "--write-only", "--json")
+    assert refused.returncode == 3, refused
+    error = refused.json()["error"]
+    assert error["rule"] == "connection-budget", error
+    assert f"platform_connections {tight}" in error["message"] and "--platform-connections" in error["message"]
+    assert (ws.stacks_dir / f"Pulumi.cell-{TO}.yaml").read_text() == before
+    assert cli("cell", "add", TO, "--platform-connections", "100000", "--write-only").returncode == 3
+
+    # The CI path: the file edited by hand and committed.
+    write_cell(ws.stacks_dir, applied.model_copy(update={"platform_connections": tight}))
+    try:
+        for args in (("--preview",), ()):
+            run = cli("apply", "--cell", TO, *args, "--json")
+            assert run.returncode == 1, run
+            [cell] = run.json()["cells"]
+            assert (cell["action"], cell["rule"]) == ("invalid", "connection-budget"), cell
+        write_cell(ws.stacks_dir, applied.model_copy(update={"platform_connections": tight,
+                                                             "allow_overcommit": True}))
+        run = cli("apply", "--cell", TO, "--json")
+        [cell] = run.json()["cells"]
+        assert run.returncode == 0 and cell["action"] == "update" and not cell["changes"], run  # no up
+        assert f"platform_connections {applied.platform_connections} → {tight}" in cell["reason"], cell
+        assert [w for w in cell["warnings"] if "allow_overcommit" in w], cell
+        again = cli("apply", "--cell", TO, "--json")
+        assert again.json()["cells"][0]["action"] == "unchanged", again  # recorded: nothing more to do
+        # Without allow_overcommit, the same platform_connections is no raise of what was accepted.
+        write_cell(ws.stacks_dir, applied.model_copy(update={"platform_connections": tight}))
+        assert cli("apply", "--cell", TO, "--json").json()["cells"][0]["action"] == "unchanged"
+    finally:
+        write_cell(ws.stacks_dir, applied)
+    back = cli("apply", "--cell", TO, "--json")  # a step back: never refused, recorded
+    assert back.returncode == 0 and back.json()["cells"][0]["action"] == "update", back
+    assert cli("cell", "add", TO, "--platform-connections", str(tight), "--write-only").returncode == 3
+    assert (ws.stacks_dir / f"Pulumi.cell-{TO}.yaml").read_text() == before
+
+
 def test_placement_counts_a_refused_raise_at_the_cap_the_cell_was_applied_at(fleet, sandbox):
     """A committed file raising the cap past the room is refused by `apply`; a
     provision (or a move's target slot) must not fill the cell past the cap it

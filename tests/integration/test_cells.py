@@ -34,7 +34,7 @@ import httpx
 import psycopg
 import pytest
 from botocore.exceptions import ClientError
-from fault_tools import POOLED, Cli, aws, cell_count, inventory, registry_record
+from fault_tools import POOLED, Cli, aws, cell_count, inventory, registry_record, write_record
 from move_tools import writing
 from runtime_tenants import jwt_settings, token
 
@@ -222,6 +222,36 @@ def test_list_filters_by_region_and_account_beside_the_other_filters(fleet: Flee
     assert sorted(seen) == ["cl-e1", "cl-e3", "cl-e4"]
     table = cli("list", "--account", ACCOUNT_B)
     assert table.returncode == 0 and "cl-e2" in table.stdout and "cl-e1" not in table.stdout, table
+    # A tenant moved from account A to B holds its old stack in A for its rollback window, and one being
+    # moved the other way holds its new stack in B: listing either account shows it, saying so.
+    e1, e2 = registry_record(sandbox, "cl-e1"), registry_record(sandbox, "cl-e2")
+    ends = "2031-01-02T03:04:00Z"
+    moving = {"from_tier": "pooled", "to_tier": "pooled", "old_store": e1["resources"]["store"],
+              "new_store": e2["resources"]["store"]}
+    write_record(sandbox, {**e2, "tenant_id": "cl-out", "move": {
+        **moving, "from_cell": "eua", "to_cell": "eub", "phase": "switched", "window_ends_at": ends}})
+    write_record(sandbox, {**e1, "tenant_id": "cl-in", "move": {
+        **moving, "from_cell": "eua", "to_cell": "eub", "phase": "copying"}})
+    try:
+        in_a = cli("list", "--all", "--account", ACCOUNT_A, "--json")
+        in_b = cli("list", "--all", "--account", ACCOUNT_B, "--json")
+        table_a = cli("list", "--account", ACCOUNT_A)
+        in_eu = ids("--region", EU)
+    finally:
+        for tid in ("cl-out", "cl-in"):
+            aws(sandbox, "dynamodb").delete_item(TableName=fleet.ws.platform_outputs()["registry_table"],
+                                                 Key=item_key(tid))
+    listed_a = {t["tenant_id"]: t for t in in_a.json()["tenants"] if t["tenant_id"].startswith("cl-")}
+    listed_b = {t["tenant_id"]: t for t in in_b.json()["tenants"] if t["tenant_id"].startswith("cl-")}
+    assert sorted(listed_a) == ["cl-e1", "cl-e3", "cl-e4", "cl-in", "cl-out"], listed_a
+    assert sorted(listed_b) == ["cl-e2", "cl-in", "cl-out"], listed_b
+    assert listed_a["cl-out"]["via_move"] == "moving out: old stack kept for the rollback window until " \
+                                             "2031-01-02 03:04Z", listed_a["cl-out"]
+    assert listed_b["cl-in"]["via_move"] == "moving in: new stack being built (copying)", listed_b["cl-in"]
+    assert listed_a["cl-e1"]["via_move"] is listed_a["cl-in"]["via_move"] is listed_b["cl-out"]["via_move"] is None
+    out_row = next(line for line in table_a.stdout.splitlines() if "cl-out" in line)
+    assert "moving out: old stack kept for the rollback window until 2031-01-02 03:04Z" in out_row, table_a.stdout
+    assert in_eu == ["cl-e1", "cl-e2", "cl-e3", "cl-e4", "cl-in", "cl-out"]  # one region: both sides there
     # What no account id or region can be is refused, not an empty list.
     bad = cli("list", "--account", "2222", "--json")
     assert bad.returncode == 2 and "--account" in bad.json()["error"]["message"], bad

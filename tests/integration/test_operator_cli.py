@@ -426,15 +426,18 @@ def test_hibernate_stops_an_idle_dedicated_database_the_runtime_wakes_it_and_cos
     write_record(sandbox, elsewhere)
     try:
         swept = cli("hibernate", "--all", "--json")
+        alone = cli("hibernate", "op-elsewhere", "--json")
     finally:
         aws(sandbox, "dynamodb").delete_item(TableName=platform_outputs(sandbox)["registry_table"],
                                              Key={"tenant_id": {"S": "op-elsewhere"}})
     assert swept.returncode == 0, swept
     assert swept.json()["hibernated"] == [] and "not idle" in swept.json()["skipped"]["op-ded"]
     # ... with the reason `check` and `refresh` give (the shared selection), before any run of it starts.
-    assert swept.json()["skipped"]["op-elsewhere"] == ("its cell 'nowhere' has no stack file in stacks/: "
-                                                        "its account cannot be read")
+    why = "its cell 'nowhere' has no stack file in stacks/: its account cannot be read"
+    assert swept.json()["skipped"]["op-elsewhere"] == why
     assert "hibernating op-elsewhere" not in swept.stderr, swept.stderr
+    # Named on its own, it is refused, saying what to do.
+    assert alone.returncode == 3 and f"tenant 'op-elsewhere': {why}" in alone.json()["error"]["message"], alone
     assert "hibernating op-ded: skipped: " in swept.stderr and "not idle" in swept.stderr, swept.stderr
     assert "hibernating op-ded: done" not in swept.stderr
     pooled = cli("hibernate", ACME)
@@ -523,6 +526,8 @@ def test_check_and_refresh_skip_a_tenant_of_a_cell_the_project_does_not_define_s
         checked = cli("check", ACME, away, "--json")
         refreshed = cli("refresh", ACME, away, "--json")
         said = cli("refresh", ACME, away)
+        # Named alone, it is refused (exit 3) naming the cell and what to do, as `hibernate ID` is.
+        alone = [cli("check", away, "--json"), cli("refresh", away, "--json"), cli("check", away)]
     finally:
         aws(sandbox, "dynamodb").delete_item(TableName=platform_outputs(sandbox)["registry_table"],
                                              Key={"tenant_id": {"S": away}})
@@ -537,6 +542,11 @@ def test_check_and_refresh_skip_a_tenant_of_a_cell_the_project_does_not_define_s
     assert refreshed.json()["counts"]["skipped"] == 1 and refreshed.json()["counts"]["failed"] == 0
     assert said.returncode == 0 and f"{away}: skipped: {why}" in said.stderr, said
     assert "1 skipped" in said.stdout, said
+    for run in alone[:2]:
+        assert run.returncode == 3, run
+        message = run.json()["error"]["message"]
+        assert f"tenant {away!r}: {why}" in message and "Pulumi.cell-nowhere.yaml" in message, message
+    assert alone[2].returncode == 3 and "error: tenant 'op-away': its cell 'nowhere'" in alone[2].stderr, alone[2]
 
 
 def test_dev_token_refuses_a_tenant_the_registry_does_not_hold_unless_asked(cli, acme):

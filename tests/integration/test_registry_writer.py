@@ -220,3 +220,60 @@ def test_a_lease_given_back_between_a_refused_claim_and_its_look_is_claimed_not_
     assert refused == ["refused", "looked"]
     item = real("get_item", Key=counter_key("q7-lease"), ConsistentRead=True)["Item"]
     assert lease_of(item).operation == "cell add"
+
+
+def test_a_cell_lease_whose_holder_was_killed_on_this_host_is_taken_over_at_once(registry, sandbox, caplog):
+    """`kill -9` of a run holding a cell's lease (a `cell add` mid-up): the next
+    run proves it dead as a tenant lock's holder is proved dead (its pid gone on
+    this host, or reused by a newer process) and takes the lease over at once,
+    saying so, instead of refusing until it lapses; a live holder, or one on
+    another host, still refuses it."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tenantctl import cell_lease
+    from tenantctl.registry import new_lock
+    from tenantctl.registry_cells import CellBusy
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time, boto3; from tenantctl.registry import RegistryWriter, new_lock; "
+        "client = boto3.client('dynamodb', endpoint_url=sys.argv[1], region_name=sys.argv[2]); "
+        "RegistryWriter(sys.argv[3], client=client).claim_cell('k9', new_lock('cell up'), 120); "
+        "print('held', flush=True); time.sleep(60)"), sandbox.aws_endpoint_url, sandbox.region, registry.table],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "TENANTCTL_OPERATOR": "killed"})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(CellBusy, match=f"pid {holder.pid}"):  # alive: refused
+            registry.claim_cell("k9", new_lock("cell add"), 120)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with caplog.at_level("WARNING", logger="tenantctl.cell_lease"):
+        with cell_lease.held(registry, "k9", "cell add") as lease:  # no wait: at once
+            assert lease.lock.pid == os.getpid()
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert f"the cell up holding its lease died (owner killed, host {new_lock('x').host}, pid {holder.pid} is gone" \
+        in said and "lease taken over" in said, said
+
+    # Held by this very (live) process, or by a run on another host: still refused.
+    registry.claim_cell("k9", new_lock("cell up"), 120)
+    with pytest.raises(CellBusy):
+        with cell_lease.held(registry, "k9", "cell add"):
+            pass
+    elsewhere = new_lock("cell up").model_copy(update={"host": "another-host", "pid": holder.pid})
+    registry.release_cell("k9", registry_lease(registry, "k9"))
+    registry.claim_cell("k9", elsewhere, 120)
+    with pytest.raises(CellBusy, match="another-host"):
+        with cell_lease.held(registry, "k9", "cell add"):
+            pass
+    assert json.loads(registry_lease(registry, "k9").model_dump_json())["host"] == "another-host"
+
+
+def registry_lease(registry, cell: str):
+    from tenant_runtime.registry import counter_key
+    from tenantctl.registry_cells import lease_of
+
+    return lease_of(registry._call("get_item", Key=counter_key(cell), ConsistentRead=True)["Item"])

@@ -24,6 +24,22 @@ def tenantctl(*args: str, cwd) -> subprocess.CompletedProcess[str]:
     (["statsu"], "No such command 'statsu'", "tenantctl --help"),
     (["list", "--limit", "abc"], "Invalid value for '--limit'", "tenantctl list --help"),
     (["workspace", "add", "acme"], "Missing argument 'WS'", "tenantctl workspace add --help"),
+    # Every numeric option of `cell add` / `cell evacuate` out of its range: a usage error naming it.
+    (["cell", "add", "c1", "--region", "eu-west-1", "--db-connection-limit", "0"],
+     "Invalid value for '--db-connection-limit': Input should be greater than or equal to 1",
+     "tenantctl cell add --help"),
+    (["cell", "add", "c1", "--db-connection-limit", "1001"], "Invalid value for '--db-connection-limit'",
+     "tenantctl cell add --help"),
+    (["cell", "add", "c1", "--max-pooled", "0"], "Invalid value for '--max-pooled'",
+     "tenantctl cell add --help"),
+    (["cell", "add", "c1", "--max-pooled", "-3"], "Invalid value for '--max-pooled'", "tenantctl cell add --help"),
+    (["cell", "add", "c1", "--platform-connections", "-1"],
+     "Invalid value for '--platform-connections'", "tenantctl cell add --help"),
+    (["cell", "evacuate", "c1", "--limit", "0"], "Invalid value for '--limit'", "tenantctl cell evacuate --help"),
+    (["cell", "evacuate", "c1", "--parallel", "0"], "Invalid value for '--parallel'",
+     "tenantctl cell evacuate --help"),
+    (["cell", "evacuate", "c1", "--max-failures", "-1"], "Invalid value for '--max-failures'",
+     "tenantctl cell evacuate --help"),
 ])
 def test_a_usage_error_is_one_line_with_exit_2(tmp_path, args, needle, hint):
     run = tenantctl(*args, cwd=tmp_path)

@@ -64,7 +64,7 @@ def check_tenant(ws: Any, tenant_id: str, record: Any = None, applied: list[Any]
     from tenantctl.checks.placement import placement_checks
     from tenantctl.checks.reads import AppliedReads, LiveReads, cell_reads_memoized
 
-    cell = ws.cell(record.cell)
+    cell = ws.cell_of(record)
     platform = ws.cell_outputs(record.cell)  # the principals and shared resources of the tenant's own cell
     clients = ws.clients_for(record)  # its cell's account, its region
     reads = LiveReads(record, clients)

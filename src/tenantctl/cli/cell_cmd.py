@@ -5,6 +5,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from tenant_runtime.states import Tier
+from tenantctl import cell_bounds
+from tenantctl.cell_bounds import option_range
 from tenantctl.cli import output
 from tenantctl.cli.options import JsonFlag, YesFlag
 from tenantctl.cli.output import changes_summary, console, print_json, table, warn
@@ -63,24 +65,32 @@ def add(
     account_role: Annotated[Optional[str], typer.Option(
         help="Role ARN to assume in the cell's account (default: the target's own account; never changes).")] = None,
     tier: Annotated[Optional[list[Tier]], typer.Option(help="Tiers placed here (repeatable; default both).")] = None,
-    max_pooled: Annotated[Optional[int], typer.Option(help="Pooled tenants (schemas) its PostgreSQL takes.")] = None,
+    max_pooled: Annotated[Optional[int], typer.Option(
+        metavar="N", help="Pooled tenants (schemas) its PostgreSQL takes (1..20000).",
+        **option_range(cell_bounds.MAX_POOLED_TENANTS))] = None,
     vpc_cidr: Annotated[Optional[str], typer.Option(
         help="The cell's VPC CIDR (a new cell's default: the first 10.N.0.0/16 no other cell of its account and "
              "region overlaps, 10.42 left to dedicated tenants; never changes by itself).")] = None,
     db_instance_class: Annotated[Optional[str], typer.Option(help="Its shared RDS instance class.")] = None,
     db_connection_limit: Annotated[Optional[int], typer.Option(
-        "--db-connection-limit", metavar="N",
+        "--db-connection-limit", metavar="N", **option_range(cell_bounds.DB_CONNECTION_LIMIT),
         help="Connections each pooled tenant's (and workspace's) database login may hold at once (1..1000; "
              "default 10; a tenant's stack file may override it).")] = None,
+    platform_connections: Annotated[Optional[int], typer.Option(
+        "--platform-connections", metavar="N", **option_range(cell_bounds.PLATFORM_CONNECTIONS),
+        help="Connections of its database kept for the platform's own logins (the runtime's shared pools, "
+             "tenantctl's admin sessions; 0..100000, default 50): taken off max_connections before the pooled "
+             "logins' cap is compared with what is left (rule connection-budget).")] = None,
     owner: Annotated[Optional[str], typer.Option(help="Owner tag of its shared resources.")] = None,
     write_only: Annotated[bool, typer.Option(
         "--write-only", help="Only write the stack file (complete: the home's runtime principal, the account's "
                              "RDS log group owner): commit it and `tenantctl apply` applies it.")] = False,
     allow_overcommit: Annotated[Optional[bool], typer.Option(
         "--allow-overcommit/--no-allow-overcommit",
-        help="Let an applied cell's --max-pooled x --db-connection-limit be raised past the connections its live "
-             "database leaves tenant logins (refused otherwise, exit 3): written to its stack file as "
-             "allow_overcommit, which `apply` of the file reads too (default: as the file says).")] = None,
+        help="Let an applied cell's --max-pooled x --db-connection-limit (or --platform-connections) be raised "
+             "past the connections its live database leaves tenant logins (refused otherwise, exit 3): written to "
+             "its stack file as allow_overcommit, which `apply` of the file reads too (default: as the file "
+             "says).")] = None,
     yes: YesFlag = False,
     json_out: JsonFlag = False,
 ) -> None:
@@ -92,7 +102,8 @@ def add(
     adds cells by itself: when a region is full, provisioning says so (exit 11).
     A change raising an applied cell's connection cap (max pooled tenants x
     their connection limit) past what its database's max_connections leaves
-    tenant logins is refused (exit 3, nothing written) without
+    tenant logins, or raising --platform-connections so that it leaves them
+    less than the cap, is refused (exit 3, nothing written) without
     --allow-overcommit (allow_overcommit in the stack file)."""
     from tenantctl.cli.confirm import confirmation
     from tenantctl.cli.progress import engine_progress
@@ -101,7 +112,8 @@ def add(
 
     options = {"region": region, "account_role_arn": account_role, "tiers": tier, "max_pooled_tenants": max_pooled,
                "vpc_cidr": vpc_cidr, "db_instance_class": db_instance_class, "owner": owner,
-               "db_connection_limit": db_connection_limit, "allow_overcommit": allow_overcommit}
+               "db_connection_limit": db_connection_limit, "platform_connections": platform_connections,
+               "allow_overcommit": allow_overcommit}
     ws = Workspace()
     # --write-only applies nothing: its progress must not say it does.
     with engine_progress(f"writing cell {name}'s stack file" if write_only else f"applying cell {name}") as view:
@@ -256,9 +268,9 @@ def remove(
 ) -> None:
     """Retire an empty cell: destroy its stack, delete its stack file and counter.
 
-    Refused (exit 5, each tenant named) while a tenant is placed there or moving
-    in or out, or a deprovisioned tenant's objects or backups there are still in
-    their retention window: `tenantctl move ID --cell OTHER` empties a cell. The
+    Refused (exit 5, each reason once with the tenants it holds) while a
+    tenant is placed there or moving in or out, or a deprovisioned tenant's
+    objects or backups there are still in their retention window: `tenantctl move ID --cell OTHER` empties a cell. The
     shared database's final snapshot is kept; its buckets go with what they hold
     (the confirmation lists it; --yes without asking). The home cell is never
     removed. The account-and-region RDSOSMetrics log group a cell manages is

@@ -49,7 +49,9 @@ def check(
 
     Exit codes: 0 all pass (warnings or not), 8 a check failed (a resource AWS says is gone
     fails the checks reading it), 7 a check could not run (and none failed),
-    2 no ids, --all or --cell (or more than one of them).
+    3 one tenant named alone whose cell stacks/ does not define (the message
+    says which stack file to restore), 2 no ids, --all or --cell (or more
+    than one of them).
     """
     if tenant_ids and len(tenant_ids) == 1 and not every and cell is None and markdown is None:
         _check_one(tenant_ids[0], json_out)

@@ -279,7 +279,10 @@ def list_tenants(
 
     Filters combine (--tier, --status, --cell, --region, --account); --region
     and --account read each record's own region and account, where its cell
-    placed it. Records and (on the first page) stack files under an id that
+    placed it, and list too a tenant whose open move between accounts or
+    regions holds a stack there (its status says `moving out: old stack kept
+    for the rollback window until ...` or `moving in: ...`; `via_move` in
+    --json). Records and (on the first page) stack files under an id that
     breaks the naming rules are shown as invalid: `tenantctl forget ID --yes`
     removes them."""
     from tenantctl.operations.forget import leftovers
@@ -289,19 +292,23 @@ def list_tenants(
     ws = Workspace()
     if cell is not None:
         ws.cell(cell)  # an unknown cell is an error (exit 6), not an empty page
-    filters = {"tier": tier, "status": status, "cell": cell, "where": placed_in(ws, region, account)}
+    where = placed_in(ws, region, account)
+    filters = {"tier": tier, "status": status, "cell": cell, "where": where}
     records, next_cursor = ws.registry.list(limit=limit, cursor=cursor, **filters)
     while all_pages and next_cursor:
         page, next_cursor = ws.registry.list(limit=limit, cursor=next_cursor, **filters)
         records += page
     invalid = leftovers(ws, records, stack_files=cursor is None)
+    via_move = {r.tenant_id: where.via_move(r) if where else None for r in records}
     if json_out:
-        print_json({"tenants": records, "next_cursor": next_cursor, "invalid_ids": invalid})
+        print_json({"tenants": [{**r.model_dump(mode="json"), "via_move": via_move[r.tenant_id]} for r in records],
+                    "next_cursor": next_cursor, "invalid_ids": invalid})
         return
     rules = {e.tenant_id: e.rule for e in invalid}
     table("tenants", ["tenant", "tier", "status", "region", "cell", "owner", "updated"],
           [(r.tenant_id + (f" (INVALID id: {rules[r.tenant_id]} rule)" if r.tenant_id in rules else ""),
-            r.tier.value, r.status.value, r.region, r.cell, r.owner, f"{r.updated_at:%Y-%m-%d %H:%M}")
+            r.tier.value, r.status.value + (f"; {via_move[r.tenant_id]}" if via_move[r.tenant_id] else ""),
+            r.region, r.cell, r.owner, f"{r.updated_at:%Y-%m-%d %H:%M}")
            for r in records])
     for entry in invalid:
         where = ", ".join(w for w in ("registry record" if entry.record else "", entry.stack_file or "") if w)

@@ -8,8 +8,10 @@ Every shard reconciles the same cells: the cell's lease lets one of them apply
 it while the others wait, then find it applied (`cell_lease`). Only shard 1
 previews them (one report is enough) and, with `--refresh`, reads them live
 and repairs a drifted one. A committed ``draining`` is written to the counter,
-with no up (it deploys nothing). A cell whose counter is in the registry but
-whose file is not in stacks/ is reported as an orphan by an unscoped run.
+with no up (it deploys nothing), and so is a committed ``platform_connections``
+(the connection budget it was accepted at), once ``refuse_overcommit`` lets it.
+A cell whose counter is in the registry but whose file is not in stacks/ is
+reported as an orphan by an unscoped run.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from tenantctl.operations.apply_guard import FailureBudget
 from tenantctl.operations.apply_results import Action, CellResult, after_refresh
 from tenantctl.operations.cell import refuse_overcommit, stack_file_state
 from tenantctl.operations.refresh import removal_failures, revoke_cell_rules
-from tenantctl.registry_cells import CellBusy, applied_cap_of
+from tenantctl.registry_cells import AppliedBudget, CellBusy, applied_budget_of
 from tenantctl.workspace import Workspace
 
 _WHY = {"never": "not applied yet", "partly": "partly applied: an up stopped half way",
@@ -56,14 +58,18 @@ def _planned(ws: Workspace, spec: CellSpec, item: dict[str, Any] | None) -> Cell
     if moved:  # deployed, and its file now names another region or account
         return _refused(spec, moved)
     warnings: list[str] = []
-    if state == "changed since":  # deployed: its connection cap against the one it was applied at
+    applied = applied_budget_of(item)
+    if state in ("changed since", "as committed"):  # deployed: its connection budget against the one accepted
         try:
-            warnings = refuse_overcommit(ws, spec, applied_cap_of(item))
+            warnings = refuse_overcommit(ws, spec, applied)
         except InvalidInput as exc:
             return _refused(spec, str(exc), exc.rule)
     reasons = [] if state == "as committed" else [_WHY[state]]
     if item is not None and item_to_counts(item)[1] != spec.draining:
         reasons.append("draining: no new tenants" if spec.draining else "no longer draining: takes new tenants")
+    if state == "as committed" and applied is not None and applied.platform != spec.platform_connections:
+        reasons.append(f"platform_connections {applied.platform} → {spec.platform_connections}: its connection "
+                       "budget, recorded")
     if not reasons:
         return CellResult(cell=spec.name, action=Action.unchanged)
     result = CellResult(cell=spec.name, action=Action.create if new else Action.update,
@@ -141,8 +147,9 @@ def apply_cells(ws: Workspace, cells: dict[str, CellSpec], planned: list[CellRes
                 up = ws.up_cell(result.cell, wait=math.inf, unless_applied=not repair, on_wait=on_wait, refresh=repair)
                 if up is None:
                     result.action, result.reason = Action.unchanged, "applied by another run meanwhile"
-            if up is None:  # an up sets the draining flag itself
+            if up is None:  # an up sets the draining flag and records the budget itself
                 ws.registry.set_draining(result.cell, cells[result.cell].draining)
+                ws.registry.set_budget(result.cell, AppliedBudget.of(cells[result.cell]))
             else:
                 _record(result, up.changes)
                 if repair:

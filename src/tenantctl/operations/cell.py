@@ -24,7 +24,7 @@ from tenantctl.models import CellSpec, DedicatedSpec, Tier, describe_validation_
 from tenantctl.naming import DEFAULT_CELL, PLATFORM_STACK, cell_name_problem, new_cell_name_problem, resource_name
 from tenantctl.operations import os_metrics
 from tenantctl.operations.deletion_protection import snapshot_exists
-from tenantctl.registry_cells import applied_cap_of, applied_of
+from tenantctl.registry_cells import AppliedBudget, applied_budget_of, applied_of
 from tenantctl.stackconfig import read_cell, stack_file, write_cell
 from tenantctl.workspace import Workspace, same_account_region
 
@@ -194,32 +194,36 @@ def add(ws: Workspace, name: str, options: dict[str, Any], on_event: EventSink |
 
 
 def _refuse_added_overcommit(ws: Workspace, wanted: CellSpec) -> list[str]:
-    """`cell add`'s ``refuse_overcommit``: against the cap the cell was last
-    applied at, or (not recorded) the one its stack file says. A new cell, or
+    """`cell add`'s ``refuse_overcommit``: against the budget the cell was last
+    accepted at, or (not recorded) the one its stack file says. A new cell, or
     one never applied, has no database yet."""
     existing = ws.cells().get(wanted.name)
     if existing is None or not ws.cell_outputs(wanted.name).get("bucket"):
         return []
-    applied = applied_cap_of(_counter(ws, wanted.name))
-    return refuse_overcommit(ws, wanted, existing.connection_cap if applied is None else applied)
+    applied = applied_budget_of(_counter(ws, wanted.name))
+    return refuse_overcommit(ws, wanted, AppliedBudget.of(existing) if applied is None else applied)
 
 
-def refuse_overcommit(ws: Workspace, wanted: CellSpec, applied_cap: int | None) -> list[str]:
-    """A change raising an applied cell's connection cap (max_pooled_tenants ×
-    db_connection_limit) from ``applied_cap`` (what it was last applied at;
-    None: not known, nothing compared) over what its live database leaves
-    tenant logins (``cell_database.connection_budget``) is refused (exit 3,
-    rule ``connection-budget``) unless its spec says ``allow_overcommit``;
-    then, or when the database could not be read, a warning says so. A cap
-    kept or lowered is never refused (a re-run, or a step back). The one
-    check of `cell add` and of `apply` of a committed cell file."""
-    cap = wanted.connection_cap
-    if applied_cap is None or cap <= applied_cap:
+def refuse_overcommit(ws: Workspace, wanted: CellSpec, applied: AppliedBudget | None) -> list[str]:
+    """A change of an applied cell that grows what its file claims of its
+    database (``CellSpec.connections_claimed``: the pooled logins' cap,
+    max_pooled_tenants × db_connection_limit, and the platform_connections
+    its own logins keep) past ``applied`` (what was last accepted; None: not
+    known, nothing compared) while the cap is over what its live database
+    then leaves tenant logins (``cell_database.connection_budget``) is
+    refused (exit 3, rule ``connection-budget``) unless its spec says
+    ``allow_overcommit``; then, or when the database could not be read, a
+    warning says so. So a larger cap and a larger platform share are both a
+    raise; a claim kept or lowered is never refused (a re-run, a step back,
+    or a cap raised by what the platform gives up: no worse than what runs).
+    The one check of `cell add` and of `apply` of a committed cell file."""
+    if applied is None or wanted.connections_claimed <= applied.claimed:
         return []
     budget = connection_budget(ws, wanted)
     what = (f"cell {wanted.name!r}: max_pooled_tenants {wanted.max_pooled_tenants} x db_connection_limit "
-            f"{wanted.db_connection_limit} = {cap} connections its pooled tenants' logins may hold (applied at "
-            f"{applied_cap})")
+            f"{wanted.db_connection_limit} = {wanted.connection_cap} connections its pooled tenants' logins may "
+            f"hold, beside platform_connections {wanted.platform_connections} for the platform's own (applied "
+            f"at {applied.cap} beside {applied.platform})")
     if budget.unread is not None:
         return [f"{what}, not compared with its database's ({budget.unread})"]
     if not budget.overcommits:
@@ -227,10 +231,11 @@ def refuse_overcommit(ws: Workspace, wanted: CellSpec, applied_cap: int | None) 
     over = f"{what}, over the {budget.room} its database leaves them ({budget.figures()})"
     if wanted.allow_overcommit:
         return [f"{over}: allowed by its stack file's allow_overcommit: true (--allow-overcommit)"]
-    raise InvalidInput(f"{over}; nothing was written or applied: lower max_pooled_tenants or db_connection_limit "
-                       "(--max-pooled, --db-connection-limit), give the database more connections (a larger "
-                       "db_instance_class, or max_connections in its parameter group), or say it is meant: "
-                       "allow_overcommit: true in its stack file (--allow-overcommit)", rule="connection-budget")
+    raise InvalidInput(f"{over}; nothing was written or applied: lower max_pooled_tenants, db_connection_limit or "
+                       "platform_connections (--max-pooled, --db-connection-limit, --platform-connections), give "
+                       "the database more connections (a larger db_instance_class, or max_connections in its "
+                       "parameter group), or say it is meant: allow_overcommit: true in its stack file "
+                       "(--allow-overcommit)", rule="connection-budget")
 
 
 def _leftovers(ws: Workspace, spec: CellSpec) -> list[str]:

@@ -46,7 +46,7 @@ and the counter finds no file: a re-run deletes the counter.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel
 
@@ -136,6 +136,16 @@ def _counted_without_record(registry: RegistryWriter, name: str, found: list[Cel
     return CellHold(tenant_id="(counter)", kind="counted", why=(
         f"its counter holds {counted} slot(s), its records {live}: a provision may be placing a tenant here "
         f"now; if none is, the count is stale: `tenantctl cell show {name} --recount` corrects it"))
+
+
+def _by_reason(found: list[CellHold]) -> list[str]:
+    """One line per reason, naming the tenants it holds (a cell of hundreds of tenants
+    left is a few lines, not one per tenant): placed ones first, then retained, counted."""
+    kinds = list(get_args(CellHold.model_fields["kind"].annotation))
+    ids: dict[str, list[str]] = {}
+    for hold in sorted(found, key=lambda h: (kinds.index(h.kind), h.why)):
+        ids.setdefault(hold.why, []).append(hold.tenant_id)
+    return [f"{why}: {', '.join(sorted(tenants))}" for why, tenants in ids.items()]
 
 
 def _bucket_count(s3: Any, bucket: str) -> str:
@@ -236,7 +246,7 @@ def _planned(ws: Workspace, registry: RegistryWriter, spec: CellSpec, clients: A
     if found:
         raise Conflict(f"cell {spec.name!r} still holds {len(found)} tenant(s): move them out (`tenantctl move ID "
                        "--cell OTHER`), deprovision them, or wait for their retention to end; nothing was changed",
-                       details=[f"{h.tenant_id}: {h.why}" for h in found + ([stray] if stray else [])])
+                       details=_by_reason(found + ([stray] if stray else [])))
     if stray:
         raise Conflict(f"cell {spec.name!r} holds no tenant, but {stray.why}; nothing was changed",
                        details=[f"{stray.tenant_id}: {stray.why}"])

@@ -64,7 +64,7 @@ def hibernate(ws: Workspace, tenant_id: str, idle_days: int = 30, force: bool = 
                            "nothing of its own bills by the hour while it is idle (hibernate is for dedicated tenants)")
     if record.status is not TenantStatus.active or record.resources is None:
         raise InvalidInput(f"tenant {tenant_id!r} is {record.status.value}: only an active tenant is hibernated")
-    ws.cell(record.cell)  # NotFound (exit 6) for a cell the project does not define, before any read there
+    ws.cell_of(record)  # exit 3 for a cell the project does not define, before any read there
     phase(on_event, tenant_id, "measuring its activity")
     usage = measure(record, clients_from_workspace(ws, record), idle_days)
     # Already hibernated: nothing to judge again (idempotent; a drill or backup since is no wake-up).
@@ -92,7 +92,7 @@ def hibernate(ws: Workspace, tenant_id: str, idle_days: int = 30, force: bool = 
 def _waker_role(ws: Workspace, record: TenantRecord) -> str | None:
     """The role the runtime assumes to wake the tenant: its cell's waker role in
     another account (None in the target's own, where the runtime's role may)."""
-    if ws.cell(record.cell).account_role_arn is None:
+    if ws.cell_of(record).account_role_arn is None:
         return None
     waker = ws.cell_outputs(record.cell).get("waker_role_arn")
     if not waker:  # refused like a tenant that is not idle: `--all` goes on with the others

@@ -7,12 +7,13 @@ listed tenant lives (`list --region / --account`)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from pydantic import BaseModel
 
 from tenantctl.errors import InvalidInput, UsageError
 from tenantctl.models import CellSpec, TenantRecord, TenantStatus
+from tenantctl.naming import account_of_arn, region_of_arn
 from tenantctl.workspace import Workspace
 
 GONE = (TenantStatus.deprovisioned, TenantStatus.deprovisioning)
@@ -38,12 +39,50 @@ def in_defined_cells(ws: Workspace, records: Sequence[TenantRecord]) -> tuple[
                   for r in records if cell_of[r.tenant_id] is None]
 
 
-def placed_in(ws: Workspace, region: str | None, account: str | None) -> Callable[[TenantRecord], bool] | None:
-    """Whether a record lives in ``region`` and ``account`` (each None: any), by
-    the record's own region and account: the ones its cell had when it was
-    placed or moved there, so a cell no longer in stacks/ is no blind spot. A
-    record naming no account is in the registry's own (the home cell's). None:
-    no such filter."""
+def move_side(record: TenantRecord) -> tuple[str | None, str | None, str] | None:
+    """Where the other stack of the record's open move is, (region, account, what
+    it is there), read from its store's secret ARN (so a cell no longer in stacks/
+    is no blind spot): once switched, the one it left, kept for the rollback
+    window; before, the one being built. None: no open move, or no other store yet."""
+    move = record.move
+    if move is None or record.resources is None:
+        return None
+    if move.new_store is not None and record.resources.store == move.new_store:
+        until = f" until {move.window_ends_at:%Y-%m-%d %H:%M}Z" if move.window_ends_at else ""
+        store, what = move.old_store, f"moving out: old stack kept for the rollback window{until}"
+    elif move.new_store is not None:
+        store, what = move.new_store, f"moving in: new stack being built ({move.phase.value})"
+    else:
+        return None
+    return region_of_arn(store.secret_arn), account_of_arn(store.secret_arn), what
+
+
+class PlacedIn:
+    """Whether a record has a stack in ``region`` and ``account`` (each None: any):
+    where it lives, by the record's own region and account (the ones its cell had
+    when it was placed or moved there; no account: the registry's own, the home
+    cell's), or the other side of its open move between accounts or regions, which
+    ``via_move`` says (an operator listing an account sees everything it holds)."""
+
+    def __init__(self, region: str | None, account: str | None, home: str | None) -> None:
+        self.region, self.account, self.home = region, account, home
+
+    def _there(self, region: str | None, account: str | None) -> bool:
+        return self.region in (None, region) and self.account in (None, account or self.home)
+
+    def via_move(self, record: TenantRecord) -> str | None:
+        """What the record holds here through its move, when it does not live here."""
+        side = move_side(record)
+        if side is None or self._there(record.region, record.account_id) or not self._there(*side[:2]):
+            return None
+        return side[2]
+
+    def __call__(self, record: TenantRecord) -> bool:
+        return self._there(record.region, record.account_id) or self.via_move(record) is not None
+
+
+def placed_in(ws: Workspace, region: str | None, account: str | None) -> PlacedIn | None:
+    """``PlacedIn`` for `list --region / --account`; None: no such filter."""
     if region is None and account is None:
         return None
     if account is not None and not _ACCOUNT_ID.fullmatch(account):
@@ -52,12 +91,7 @@ def placed_in(ws: Workspace, region: str | None, account: str | None) -> Callabl
         from tenantctl.aws import require_known_region
 
         require_known_region(region)
-    home = ws.platform_outputs().get("account_id") if account is not None else None
-
-    def keep(record: TenantRecord) -> bool:
-        return (region is None or record.region == region) and (account is None or
-                                                                (record.account_id or home) == account)
-    return keep
+    return PlacedIn(region, account, ws.platform_outputs().get("account_id") if account is not None else None)
 
 
 def select(ws: Workspace, tenant_ids: Sequence[str], every: bool, cell: str | None = None,
@@ -79,4 +113,6 @@ def select(ws: Workspace, tenant_ids: Sequence[str], every: bool, cell: str | No
         if record.status in GONE:
             raise InvalidInput(f"tenant {tenant_id!r} is {record.status.value}: nothing to {verb}")
         records.append(record)
+    if len(records) == 1:  # named on its own: a cell stacks/ does not define is refused (exit 3), not skipped
+        ws.cell_of(records[0])
     return records
