@@ -13,7 +13,9 @@ So are the role's ``connection_limit`` (pg_roles.rolconnlimit), ``login``
 (LOGIN, or a session still open as a NOLOGIN role), ``role_settings`` (its
 defaults: a role may set its own, which the script resets) and
 ``role_attributes`` (CREATEDB, BYPASSRLS, ... granted out of band: none declared,
-the script takes them away).
+the script takes them away) and ``foreign_access`` (USAGE on another tenant's
+schema, or a grant on an object outside its own: none declared, the script
+revokes them; a workspace's schema resource reads its own role's).
 A schema or role dropped out of band reads as gone: the create that follows is
 the same idempotent script (existing rows are kept).
 """
@@ -124,7 +126,13 @@ class TenantSchemaProvider(ResourceProvider):
         return UpdateResult(_ensure(news, _current_password(news) or secrets.token_urlsafe(32)))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        from tenantctl.tenant_schema_sql import login_posture, role_attributes, role_settings, row_security
+        from tenantctl.tenant_schema_sql import (
+            foreign_access,
+            login_posture,
+            role_attributes,
+            role_settings,
+            row_security,
+        )
 
         with _admin_connect(props) as conn:
             schema = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (props["schema"],)).fetchone()
@@ -134,6 +142,7 @@ class TenantSchemaProvider(ResourceProvider):
             live = row_security(conn, props["schema"])
             posture["role_settings"] = role_settings(conn, props["role"], props["schema"])
             posture["role_attributes"] = role_attributes(conn, props["role"])
+            posture["foreign_access"] = foreign_access(conn, props["role"], props["schema"])
         # Only what the state declares: a resource applied before these inputs existed shows no drift on them.
         declared = {k: v for k, v in posture.items() if props.get(k) is not None}
         return ReadResult(id_ or f"{props['database']}/{props['schema']}",
@@ -163,6 +172,7 @@ class TenantSchemaArgs:
     # The role's defaults as the script leaves them (its own ALTER ROLE ... SET reads as drift); set from schema.
     role_settings: list[str] | None = None
     role_attributes: list[str] | None = None  # the admin attributes it has: none; set from schema
+    foreign_access: list[str] | None = None  # what it may reach outside its schema: nothing; set from schema
 
 
 class TenantSchema(pulumi.dynamic.Resource):
@@ -176,5 +186,6 @@ class TenantSchema(pulumi.dynamic.Resource):
 
         args.role_settings = script_settings(args.schema)
         args.role_attributes = []
+        args.foreign_access = []
         props = {f.name: getattr(args, f.name) for f in fields(args) if getattr(args, f.name) is not None}
         super().__init__(TenantSchemaProvider(), name, {"kind": KIND, **props}, opts)

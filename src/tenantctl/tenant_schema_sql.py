@@ -177,6 +177,47 @@ def role_attributes(conn: Any, role: str) -> list[str]:
     return [] if row is None else sorted(name for name, has in zip(ROLE_ATTRIBUTES, row, strict=True) if has)
 
 
+# What the role may reach that is not its own, one row each: (what, the statement revoking it).
+# USAGE on another tenant's schema, however it came (granted to the role or to
+# PUBLIC: `check`'s no-foreign-schema-access), and any privilege granted to the
+# role itself on a table, sequence, routine or non-tenant schema outside its own.
+# Literals only (no parameters): the schema script runs it inside a DO block.
+_FOREIGN_ACCESS = """SELECT 'USAGE on schema ' || n.nspname AS what,
+  format('REVOKE ALL ON SCHEMA %I FROM PUBLIC, %I', n.nspname, {role}) AS repair
+FROM pg_namespace n WHERE n.nspname LIKE 'tenant\\_%' AND n.nspname <> {schema}
+  AND has_schema_privilege({role}, n.oid, 'USAGE')
+UNION ALL
+SELECT string_agg(a.privilege_type, ', ' ORDER BY a.privilege_type) || ' on ' || lower(o.kind) || ' ' || o.name,
+  format('REVOKE ALL ON %s %s FROM %I', o.kind, o.name, {role})
+FROM (SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, format('%I.%I', n.nspname, c.relname),
+             c.relacl FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname <> {schema} AND c.relacl IS NOT NULL
+      UNION ALL
+      SELECT 'ROUTINE', format('%I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)),
+             p.proacl FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+      WHERE n.nspname <> {schema} AND p.proacl IS NOT NULL
+      UNION ALL
+      SELECT 'SCHEMA', format('%I', n.nspname), n.nspacl FROM pg_namespace n
+      WHERE n.nspname <> {schema} AND n.nspname NOT LIKE 'tenant\\_%' AND n.nspacl IS NOT NULL
+     ) AS o(kind, name, acl), aclexplode(o.acl) a
+WHERE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = {role})
+GROUP BY o.kind, o.name
+ORDER BY 1"""
+
+
+def foreign_access_query(conn: Any, role: str, schema: str) -> str:
+    """``_FOREIGN_ACCESS`` for ``role`` of ``schema``, its literals quoted for ``conn``."""
+    from psycopg import sql
+
+    return sql.SQL(_FOREIGN_ACCESS).format(role=sql.Literal(role), schema=sql.Literal(schema)).as_string(conn)
+
+
+def foreign_access(conn: Any, role: str, schema: str) -> list[str]:
+    """What ``role`` (of ``schema``) may reach that is not its own (``_FOREIGN_ACCESS``), sorted:
+    `check`'s no-foreign-schema-access finding, and the TenantSchema read's drift (declared none)."""
+    return [what for what, _ in conn.execute(foreign_access_query(conn, role, schema)).fetchall()]
+
+
 def schema_script(conn: Any, *, tenant_id: str, role: str, schema: str, gateway_role: str | None = None,
                   connection_limit: int | None = None, login: bool | None = None, admin_member: bool = False) -> str:
     """The idempotent script for `conn` (identifiers and literals quoted by psycopg).
@@ -199,6 +240,7 @@ def schema_script(conn: Any, *, tenant_id: str, role: str, schema: str, gateway_
         tenant_literal=sql.Literal(tenant_id).as_string(conn),
         gateway_literal=sql.Literal(gateway_role).as_string(conn) if gateway_role else None,
         acl_lock=ACL_LOCK_SQL,
+        foreign_access=foreign_access_query(conn, role, schema),
         tables=TABLES,
         connection_limit=None if connection_limit is None else int(connection_limit),
         login=login,

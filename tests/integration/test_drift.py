@@ -205,6 +205,25 @@ def test_a_tables_policies_and_the_roles_attributes_are_drift_that_provision_rep
     assert cli("refresh", TENANT).returncode == 0
 
 
+def test_a_grant_on_another_tenants_schema_is_drift_that_provision_revokes(acme, rivals, cli, sandbox):
+    other, role = rivals[GLOBEX].resources.store.schema_name, naming.db_role_name(TENANT)
+    with pg(sandbox, acme) as conn:  # as the cell database's admin
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {0} TO {1}; GRANT SELECT ON {0}.messages TO {1}").format(
+            sql.Identifier(other), sql.Identifier(role)))
+
+    run = cli("refresh", TENANT, "--json")
+    assert run.returncode == CHANGES_PENDING, run
+    assert diffs(by_name(run.json()["tenants"][0]["resources"])[f"{TENANT}-schema"]) == {
+        "foreign_access[0]": (None, f"SELECT on table {other}.messages"),
+        "foreign_access[1]": (None, f"USAGE on schema {other}")}
+
+    assert cli("provision", TENANT).returncode == 0  # revoked before its posture check
+    with pg(sandbox, acme) as conn:
+        assert conn.execute("SELECT has_schema_privilege(%s, %s, 'USAGE'), has_table_privilege(%s, %s, 'SELECT')",
+                            (role, other, role, f"{other}.messages")).fetchone() == (False, False)
+    assert cli("refresh", TENANT).returncode == 0
+
+
 # -- readable previews ------------------------------------------------------------------------
 
 ONE_FIELD = {f"{TENANT}-queue": {"delaySeconds": (0, 30)}, f"{TENANT}-queue-age": {"threshold": (1800, 1830)}}

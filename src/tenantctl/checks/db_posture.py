@@ -30,7 +30,8 @@ there; the schema script makes the admin a member of the role, SET only):
   reads and writes);
 - ``unique-keys-include-tenant``: every unique index / primary key includes
   ``tenant_id``;
-- ``no-foreign-schema-access``: no USAGE on another tenant's schema;
+- ``no-foreign-schema-access``: no USAGE on another tenant's schema, no grant
+  to the role on an object outside its own (``tenant_schema_sql.foreign_access``);
 - ``db-public-privileges``: PUBLIC has neither CONNECT nor TEMPORARY on the
   tenant's database or the ``postgres`` maintenance database, the role cannot
   connect to ``postgres`` nor create temporary tables;
@@ -304,10 +305,11 @@ class _DbChecks:
         return not problems, "; ".join(problems) or f"{len(rows)} unique keys, all include {TENANT_COLUMN}"
 
     def no_foreign_schema_access(self) -> tuple[bool, str]:
-        others = [r[0] for r in self.all(
-            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'tenant\\_%%' AND nspname <> %s "
-            "AND has_schema_privilege(%s, oid, 'USAGE') ORDER BY 1", self.schema, self.role)]
-        return not others, f"USAGE on {', '.join(others)}" if others else "no access to other tenant schemas"
+        from tenantctl.tenant_schema_sql import foreign_access
+
+        # The query the TenantSchema read reports as drift, so `refresh` names what this finds.
+        found = foreign_access(self.conn, self.role, self.schema)
+        return not found, "; ".join(found) or "no access to other tenant schemas"
 
     def db_public_privileges(self) -> tuple[bool, str]:
         from tenantctl.tenant_schema_sql import MAINTENANCE_DATABASE
