@@ -105,6 +105,12 @@ class PolicyViolation(TenantctlError):
     exit_code = 8
 
 
+class PostureCheckFailed(PolicyViolation):
+    """The posture check after an apply (a provision, a move's finalize, a
+    revive) failed: what was applied stands (recorded), the tenant is not as
+    `check` wants it (e.g. drifted out of band: `provision ID` repairs)."""
+
+
 class QuotaExceeded(TenantctlError):
     """No cell of the tenant's region can take it (every one full, draining, or
     its account out of VPCs, RDS instances or IAM roles), or the forced cell

@@ -24,7 +24,7 @@ from contextlib import suppress
 import psutil
 import psycopg
 import pytest
-from fault_tools import Cli, cell_count
+from fault_tools import Cli, aws, cell_count
 from psycopg import sql
 from runtime_tenants import jwt_settings
 
@@ -201,9 +201,14 @@ def test_waves_and_a_killed_run_resume_then_finalize_and_the_cell_is_removed(fle
     assert all((rows[t]["action"], rows[t]["ok"]) == ("unchanged", True) for t in MOVED), rows
     assert all(rows[t]["reason"].startswith("moving (switched, rollback window until ") for t in MOVED), rows
 
+    # ev-a drifted out of band (its queue deleted): its finalize goes through, the posture check after it
+    # fails: finalized, the check's finding beside it, exit 8 (check's), not a failed finalize (exit 1).
+    aws(sandbox, "sqs", REGION).delete_queue(QueueUrl=ws.registry.require("ev-a").resources.queue_url)
     done = cli("cell", "evacuate", FROM, "--finalize", "--parallel", "3", "--json")
-    assert done.returncode == 0, done
+    assert done.returncode == 8, done
     assert outcomes(done) == {**{tid: (TO, "finalized") for tid in MOVED}, PAUSED: (None, "skipped")}
+    assert [t["tenant_id"] for t in done.json()["tenants"] if t["check"]] == ["ev-a"], done
+    assert cli("provision", "ev-a").returncode == 0  # repaired
     for tid in MOVED:
         record = ws.registry.require(tid)
         assert (record.cell, record.move) == (TO, None)

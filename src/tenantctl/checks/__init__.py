@@ -39,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from tenantctl.checks.results import CheckResult, Outcome, PostureReport, run_each
-from tenantctl.errors import PolicyViolation
+from tenantctl.errors import PostureCheckFailed
 
 __all__ = ["CheckResult", "Outcome", "PostureReport", "check_tenant", "run_each", "verify_provisioned"]
 
@@ -143,12 +143,12 @@ def workspace_checks(record: Any, workspace: str, platform: dict[str, Any], clie
 
 def verify_provisioned(ws: Any, record: Any, applied: list[Any] | None = None) -> Any:
     """The check at the end of every provision: a violation raises
-    PolicyViolation (exit 8; the registry hold puts it in ``last_error``).
+    PostureCheckFailed (a PolicyViolation, exit 8; the registry hold puts it in ``last_error``).
     Checks that could not run (say, a private RDS endpoint unreachable from the
     operator's machine) are noted in ``last_error`` but do not fail the provision."""
     report = check_tenant(ws, record.tenant_id, record, applied)
     if report.failed:
-        raise PolicyViolation(report.summary(), rule=", ".join(f"{c.area}/{c.name}" for c in report.failed))
+        raise PostureCheckFailed(report.summary(), rule=", ".join(f"{c.area}/{c.name}" for c in report.failed))
     if report.errors:
         return ws.registry.release(record, error=report.summary())
     return record

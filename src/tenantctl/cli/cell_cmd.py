@@ -218,8 +218,10 @@ def evacuate(
     Exit codes: 0 every tenant it could move moved (skipped ones, those
     waiting for --finalize and those left by --limit are listed); 1 a move
     refused (no cell with room: add one or give --to), failed or not started
-    (--max-failures); 3 the cell is not draining (`tenantctl cell drain NAME`),
-    or --to is the cell itself or unknown, or the cell's database has no free
+    (--max-failures); 8 (`check`'s) a tenant finalized but failed the posture
+    check after it (drifted out of band: `tenantctl provision ID` repairs); 3
+    the cell is not draining (`tenantctl cell drain NAME`), or --to is the cell
+    itself or unknown, or the cell's database has no free
     replication slots and WAL senders for that many copies at once (nothing
     started; the figures named); 6 unknown cell; 7 its database cannot be
     reached; 11 --to is draining.
@@ -253,6 +255,8 @@ def evacuate(
                   ["tenant", "tier", "to cell", verb, "why"], rows)
         counts = Counter(t.outcome for t in result.tenants)
         said = ", ".join(f"{n} {o.replace('_', ' ')}" for o, n in counts.items()) or "no tenant in it"
+        if checked := sum(1 for t in result.tenants if t.check):
+            said += f" ({checked} failed the posture check after it)"
         console.print(f"cell {name}: {said}" + (f"; stopped: {result.stopped}" if result.stopped else ""),
                       highlight=False)
     raise typer.Exit(result.exit_code())

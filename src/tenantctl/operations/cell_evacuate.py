@@ -46,6 +46,7 @@ from tenantctl import worker_lines
 from tenantctl.errors import (
     Conflict,
     InvalidInput,
+    PostureCheckFailed,
     QuotaExceeded,
     TenantctlError,
     UsageError,
@@ -77,7 +78,9 @@ class Evacuee(BaseModel):
     to_cell: str | None = None
     outcome: Outcome
     detail: str | None = None  # why skipped, refused or failed; a switched move's window end
-    exit_code: int | None = None  # a refused or failed move's own exit code
+    exit_code: int | None = None  # a refused or failed move's own exit code; 8: its posture check failed
+    # `check`'s finding after a finalize that went through (the tenant drifted out of band), not the finalize's.
+    check: str | None = None
 
 
 class Evacuation(BaseModel):
@@ -93,10 +96,13 @@ class Evacuation(BaseModel):
         return sum(1 for t in self.tenants if t.outcome == outcome)
 
     def exit_code(self) -> int:
-        """1 when a move was refused, failed or not started (--max-failures); 0 otherwise: the
+        """1 when a move was refused, failed or not started (--max-failures); else 8 (`check`'s
+        exit) when a tenant finalized but failed the posture check after it; 0 otherwise: the
         tenants skipped (suspended, moving into the cell...), waiting for --finalize or left for
         a later run (--limit) are reported, not failures."""
-        return 1 if any(t.outcome in ("refused", "failed", "not_started") for t in self.tenants) else 0
+        if any(t.outcome in ("refused", "failed", "not_started") for t in self.tenants):
+            return 1
+        return PostureCheckFailed.exit_code if any(t.check for t in self.tenants) else 0
 
 
 def evacuate(ws: Workspace, name: str, *, to: str | None = None, finalize: bool = False, dry_run: bool = False,
@@ -313,6 +319,11 @@ def _settle(evacuee: Evacuee, future: Future, budget: FailureBudget) -> None:
         moved = future.result()
     except _REFUSALS as exc:
         evacuee.outcome, evacuee.detail, evacuee.exit_code = "refused", str(exc), exc.exit_code
+    except PostureCheckFailed as exc:  # raised only once the finalize is recorded: the move is over
+        tid = evacuee.tenant_id
+        evacuee.outcome, evacuee.check, evacuee.exit_code = "finalized", str(exc), exc.exit_code
+        evacuee.detail = (f"finalized, but its posture check failed (`tenantctl check {tid}`; `tenantctl provision "
+                          f"{tid}` repairs drift): {exc}")
     except TenantctlError as exc:
         evacuee.outcome, evacuee.detail, evacuee.exit_code = "failed", str(exc), exc.exit_code
         budget.fail()
