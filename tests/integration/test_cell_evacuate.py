@@ -204,6 +204,16 @@ def test_waves_and_a_killed_run_resume_then_finalize_and_the_cell_is_removed(fle
     # ev-a drifted out of band (its queue deleted): its finalize goes through, the posture check after it
     # fails: finalized, the check's finding beside it, exit 8 (check's), not a failed finalize (exit 1).
     aws(sandbox, "sqs", REGION).delete_queue(QueueUrl=ws.registry.require("ev-a").resources.queue_url)
+    # Meanwhile its drift is the move's to end first: refresh says so, apply --refresh says why it skips it.
+    drifted = cli("refresh", "ev-a")
+    assert drifted.returncode == 12, drifted
+    assert "ev-a: moving (switched, rollback window until " in drifted.stdout, drifted.stdout
+    assert "`tenantctl move ev-a --finalize` (or `--rollback`) ends it first" in drifted.stdout, drifted.stdout
+    assert "(or `provision ID`) repairs" not in drifted.stdout, drifted.stdout
+    held = cli("apply", "--refresh", "--match", "ev-a")
+    assert held.returncode == 0, held
+    assert any(line.split()[:3] == ["ev-a", "unchanged", "ok"] and "not read for drift" in line
+               for line in held.stdout.splitlines()), held.stdout
     done = cli("cell", "evacuate", FROM, "--finalize", "--parallel", "3", "--json")
     assert done.returncode == 8, done
     assert outcomes(done) == {**{tid: (TO, "finalized") for tid in MOVED}, PAUSED: (None, "skipped")}

@@ -29,7 +29,8 @@ def refresh(
     orphan resources (tagged as the tenant's, unknown to its state) and ingress
     rules added out of band to the tenant's own security groups. --all and
     --cell read the committed cells' stacks too. `apply --refresh` (cells and
-    tenants) or `provision ID` repairs. A tenant of a cell stacks/ does not
+    tenants) or `provision ID` repairs (a tenant in a move: once `move ID
+    --finalize` or `--rollback` ends it; said per tenant). A tenant of a cell stacks/ does not
     define, or held by a running operation, is skipped with why.
 
     Exit codes: 0 no drift, 12 drift found, 2 no ids, --all or --cell (or more
@@ -68,11 +69,16 @@ def refresh(
             steps_table(f"{t.name} · drift (expected → live)", t.resources)
             orphan_lines(t.name, t.orphans, preview=True)
         counts = summary.counts
+        held = [t for t in summary.drifted if t.held]
         console.print(f"{counts['drifted']} of {counts['cells'] + counts['tenants']} stack(s) drifted: "
                       f"{counts['resources']} "
                       f"resource(s), {counts['orphans']} orphan resource(s)"
                       + (f"; {counts['failed']} failed" if counts["failed"] else "")
                       + (f"; {counts['skipped']} skipped" if counts["skipped"] else "")
-                      + ("; `tenantctl apply --refresh` (or `provision ID`) repairs" if counts["drifted"] else ""),
+                      + ("; `tenantctl apply --refresh` (or `provision ID`) repairs"
+                         + (" the others" if held else "") if len(held) < counts["drifted"] else ""),
                       highlight=False)
+        for t in held:  # apply leaves a moving tenant alone, provision refuses it (exit 5)
+            console.print(f"{t.name}: {t.held} first; `apply --refresh` (or `provision {t.name}`) repairs it "
+                          "after, not before", highlight=False)
     raise typer.Exit(summary.exit_code())

@@ -56,7 +56,7 @@ from tenantctl.operations.apply_results import (
     TenantResult,
     after_refresh,
 )
-from tenantctl.operations.refresh import refresh_many
+from tenantctl.operations.refresh import move_hold, refresh_many
 from tenantctl.registry import refusal
 from tenantctl.registry_cells import CellBusy
 from tenantctl.stackconfig import (
@@ -125,9 +125,7 @@ def _moving(record: TenantRecord | None, stack: str, spec: TenantSpec) -> str | 
     digest = spec.content_hash()
     if move.stack_digests.get(stack, record.spec_digest) != digest:
         return None
-    until = f", rollback window until {move.window_ends_at:%Y-%m-%d %H:%M}Z" if move.window_ends_at else ""
-    return (f"moving ({move.phase.value}{until}): `tenantctl move {record.tenant_id} --finalize` (or "
-            "`--rollback`) ends it")
+    return move_hold(record)
 
 
 def _update_reason(record: TenantRecord) -> str:
@@ -402,6 +400,9 @@ def _drift_check(ws: Workspace, results: list[TenantResult], records: dict[str, 
     unchanged = [records[r.tenant_id] for r in results
                  if r.action is Action.unchanged and records[r.tenant_id].move is None]
     drifts = {d.tenant_id: d for d in refresh_many(ws, unchanged, parallel=max(parallel, 8))}
+    for r in results:
+        if r.action is Action.unchanged and records[r.tenant_id].move is not None:
+            r.reason += "; not read for drift nor repaired until then"
     return [after_refresh(r, drifts.get(r.tenant_id)) for r in results]
 
 

@@ -132,8 +132,9 @@ class ApplySummary(BaseModel):
     @property
     def listed(self) -> list[StackResult]:
         """Each stack with a row of its own in the summary: what runs or would,
-        what failed whatever its action, the orphans; not the skipped."""
-        return [r for r in self.stacks if not r.ok or r.action is not Action.unchanged]
+        what failed whatever its action, the orphans, a skip with its reason
+        (a tenant its open move holds); not the plain skipped."""
+        return [r for r in self.stacks if not r.ok or r.action is not Action.unchanged or r.reason]
 
     @property
     def pending(self) -> list[StackResult]:

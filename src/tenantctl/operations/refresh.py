@@ -96,6 +96,9 @@ class StackDrift(BaseModel):
     resources: list[ResourceChange] = Field(default_factory=list)  # drifted: update (with diffs) or delete
     orphans: list[Orphan] = Field(default_factory=list)
     seconds: float = 0.0
+    # A tenant's open move's (``move_hold``): `apply` leaves the tenant alone and `provision` refuses
+    # it (exit 5) until the move ends, so its drift is repaired only after that.
+    held: str | None = None
 
     @property
     def drifted(self) -> bool:
@@ -241,9 +244,19 @@ def _remove(ws: Workspace, clients: inventory.Clients, stack: str, found: list[i
 
 # -- one tenant, then the fleet -------------------------------------------------------
 
+def move_hold(record: TenantRecord) -> str | None:
+    """Why the tenant is its open move's until the move ends, or None."""
+    move = record.move
+    if move is None:
+        return None
+    until = f", rollback window until {move.window_ends_at:%Y-%m-%d %H:%M}Z" if move.window_ends_at else ""
+    return (f"moving ({move.phase.value}{until}): `tenantctl move {record.tenant_id} --finalize` (or "
+            "`--rollback`) ends it")
+
+
 def refresh_tenant(ws: Workspace, record: TenantRecord, tagged: list[inventory.Tagged]) -> TenantDrift:
     started = time.monotonic()
-    result = TenantDrift(tenant_id=record.tenant_id)
+    result = TenantDrift(tenant_id=record.tenant_id, held=move_hold(record))
     if record.lock is not None:
         result.note = SKIPPED + describe_lock(record.tenant_id, record.lock)
         return result
