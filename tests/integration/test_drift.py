@@ -163,6 +163,19 @@ def test_apply_refresh_repairs_each_and_a_second_refresh_is_clean(acme, cli, san
     assert again.json()["tenants"][0]["resources"] == [] and again.json()["tenants"][0]["orphans"] == []
 
 
+def test_a_refresh_preview_counts_what_the_repair_does(acme, cli, sandbox):
+    """A DLQ deleted out of band is made again under its name, so with the ARN it
+    had: the preview plans its dependents (the queue's redrive policy, the role's
+    access) with that ARN, not as updates of unknowns the run finds unchanged."""
+    aws(sandbox, "sqs").delete_queue(QueueUrl=acme.resources.dlq_url)
+    preview = cli("apply", "--preview", "--refresh", "--json", *MATCH)
+    run = cli("apply", "--refresh", "--yes", "--json", *MATCH)
+    assert preview.returncode == CHANGES_PENDING and run.returncode == 0, (preview, run)
+    [planned], [done] = preview.json()["results"], run.json()["results"]
+    assert [c["name"] for c in planned["resources"]] == [f"{TENANT}-dlq"], planned["resources"]
+    assert planned["changes"] == done["changes"], (planned["resources"], done["resources"])
+
+
 def test_provision_of_an_existing_tenant_repairs_and_says_so(acme, cli, sandbox):
     res = acme.resources
     aws(sandbox, "kms").disable_key_rotation(KeyId=res.kms_key_arn)

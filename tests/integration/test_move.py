@@ -571,6 +571,9 @@ def test_a_killed_move_resumes_or_rolls_back_with_nothing_lost_and_nothing_left(
 
     killed = cli("move", tid, "--tier", "dedicated", env={"TENANTCTL_FAULT_AFTER": "move:copying"})
     assert killed.returncode == 86, killed
+    # Its secret rotated by the dedicated store's function, its tags saying dedicated: what the move set.
+    checked = cli("check", tid)
+    assert checked.returncode == 0, checked
     resumed = cli("move", tid, "--json", "--window-hours", "0")  # a window that ends at the switch
     assert resumed.returncode == 0 and resumed.json()["outcome"] == "switched", resumed
     record = registry_record(sandbox, tid)

@@ -5,7 +5,9 @@ and provision runs the same check at its end."""
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -14,6 +16,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tenant_runtime.models import MovePhase, TenantMove, Tier
 from tenant_runtime.tables import TABLES as STORE_TABLES
 from tenantctl.checks import check_tenant
 from tenantctl.checks.aws_posture import NAMES as AWS_CHECKS
@@ -23,7 +26,7 @@ from tenantctl.checks.network_posture import NAMES as NETWORK_CHECKS
 from tenantctl.checks.placement import NAMES as PLACEMENT_CHECKS
 from tenantctl.errors import PolicyViolation
 from tenantctl.models import TenantSpec
-from tenantctl.naming import GATEWAY_ROLE, database_name
+from tenantctl.naming import GATEWAY_ROLE, database_name, rotation_function_name
 from tenantctl.operations.provision import provision
 
 CLEAN = "ck-posture"
@@ -258,10 +261,15 @@ def _tamper_aws(sandbox, record, what: str):
                                      "Principal": {"Service": f"logs.{sandbox.region}.amazonaws.com"}})
         kms.put_key_policy(KeyId=res.kms_key_arn, PolicyName="default", Policy=json.dumps(doc))
         return lambda: kms.put_key_policy(KeyId=res.kms_key_arn, PolicyName="default", Policy=old)
-    if what == "rotation-off":
+    if what in ("rotation-off", "rotation-other"):
         sm = aws(sandbox, "secretsmanager")
         before = sm.describe_secret(SecretId=res.store.secret_arn)
-        sm.cancel_rotate_secret(SecretId=res.store.secret_arn)
+        if what == "rotation-off":
+            sm.cancel_rotate_secret(SecretId=res.store.secret_arn)
+        else:  # another tenant's function (a dedicated one's)
+            other = _function(sandbox, rotation_function_name("ck-other"), res.role_arn)
+            sm.rotate_secret(SecretId=res.store.secret_arn, RotationLambdaARN=other,
+                             RotationRules=before["RotationRules"], RotateImmediately=False)
 
         def undo() -> None:
             sm.rotate_secret(SecretId=res.store.secret_arn, RotationLambdaARN=before["RotationLambdaARN"],
@@ -284,6 +292,19 @@ def _tamper_aws(sandbox, record, what: str):
         return lambda: s3.put_bucket_logging(Bucket=res.bucket,
                                              BucketLoggingStatus={"LoggingEnabled": status["LoggingEnabled"]})
     return _tamper_network(sandbox, what)
+
+
+def _function(sandbox, name: str, role_arn: str) -> str:
+    """A Lambda function named ``name`` (kept: later runs find it), its ARN."""
+    code = io.BytesIO()
+    with zipfile.ZipFile(code, "w") as z:
+        z.writestr("index.py", "def handler(event, context):\n    return None\n")
+    lam = aws(sandbox, "lambda")
+    try:
+        return lam.get_function(FunctionName=name)["Configuration"]["FunctionArn"]
+    except lam.exceptions.ResourceNotFoundException:
+        return lam.create_function(FunctionName=name, Runtime="python3.12", Role=role_arn, Handler="index.handler",
+                                   Code={"ZipFile": code.getvalue()})["FunctionArn"]
 
 
 def _tamper_network(sandbox, what: str):
@@ -369,6 +390,24 @@ def test_aws_tampering_fails_the_named_check(clean, workspace, sandbox, what, ex
         undo()
     after = check_tenant(workspace, CLEAN)
     assert after.ok, after.summary()
+
+
+def test_an_open_move_admits_either_sides_rotation_function_and_tier_and_no_other(clean, workspace, sandbox):
+    """Mid-move the stack is applied for the move's target before the record
+    follows it: the target's rotation function, tier tag and key statements pass;
+    another function still fails."""
+    moving = clean.model_copy(update={"move": TenantMove(
+        from_tier=Tier.pooled, to_tier=Tier.dedicated, from_cell=clean.cell, to_cell=clean.cell,
+        phase=MovePhase.copying, old_store=clean.resources.store)})
+    assert check_tenant(workspace, CLEAN, moving).ok
+    undo = _tamper_aws(sandbox, clean, "rotation-other")
+    try:
+        [failed] = check_tenant(workspace, CLEAN, moving).failed
+    finally:
+        undo()
+    rotated_by, expected = failed.detail.split(", not ")
+    assert failed.name == "secret-rotation" and rotated_by.endswith(rotation_function_name("ck-other"))
+    assert expected.endswith(f" or :function:{rotation_function_name(CLEAN)}"), failed.detail  # both sides'
 
 
 @pytest.mark.parametrize(("forge", "expected"), [

@@ -47,7 +47,7 @@ __all__ = ["CheckResult", "Outcome", "PostureReport", "check_tenant", "run_each"
 def check_tenant(ws: Any, tenant_id: str, record: Any = None, applied: list[Any] | None = None) -> PostureReport:
     """Every posture check of ``tenant_id`` on its live resources; ``applied``: what the up that just ran
     established (``UpResult.applied``), reused instead of read back (``checks.reads``)."""
-    from tenantctl.checks.aws_posture import aws_checks
+    from tenantctl.checks.aws_posture import aws_checks, move_sides
     from tenantctl.checks.db_posture import database_checks
     from tenantctl.checks.gateway_posture import gateway_checks
     from tenantctl.checks.network_posture import network_checks
@@ -66,6 +66,8 @@ def check_tenant(ws: Any, tenant_id: str, record: Any = None, applied: list[Any]
 
     cell = ws.cell_of(record)
     platform = ws.cell_outputs(record.cell)  # the principals and shared resources of the tenant's own cell
+    # (and of the other cell of a move between cells: its stack may be applied for either)
+    platforms = {cell: platform if cell == record.cell else ws.cell_outputs(cell) for _, cell in move_sides(record)}
     clients = ws.clients_for(record)  # its cell's account, its region
     reads = LiveReads(record, clients)
     if applied is not None:
@@ -83,12 +85,12 @@ def check_tenant(ws: Any, tenant_id: str, record: Any = None, applied: list[Any]
         gateway = (pool.submit(list, gateway_checks(record, platform, clients))
                    if record.tier.value == "pooled" and platform.get("gateway_secret_arn") else None)
         placed = list(placement_checks(record, cell, platform, clients, reads))
-        aws = list(aws_checks(record, platform, clients, reads))
+        aws = list(aws_checks(record, platform, clients, reads, platforms))
         report = PostureReport(tenant_id=tenant_id)
         report.checks += [*placed, *database.result(), *(gateway.result() if gateway is not None else []), *aws,
                           *network.result()]
     for name in sorted(record.workspaces):
-        report.checks += list(workspace_checks(record, name, platform, clients, limit, admin))
+        report.checks += list(workspace_checks(record, name, platform, clients, limit, admin, platforms))
     return report
 
 
@@ -124,7 +126,8 @@ def applied_connection_limit(ws: Any, record: Any, platform: dict[str, Any]) -> 
 
 
 def workspace_checks(record: Any, workspace: str, platform: dict[str, Any], clients: Any,
-                     connection_limit: int | None = None, admin: Any = None) -> list[CheckResult]:
+                     connection_limit: int | None = None, admin: Any = None,
+                     platforms: dict[str, dict[str, Any]] | None = None) -> list[CheckResult]:
     """The tenant's database and AWS checks of what a workspace has of its own,
     on its live resources, in areas named after it (``workspace legal/aws``)."""
     from tenantctl.checks.aws_posture import workspace_aws_checks
@@ -138,7 +141,7 @@ def workspace_checks(record: Any, workspace: str, platform: dict[str, Any], clie
     return [*database_checks(view, clients, workspace=workspace,
                              area=f"{area}/database", platform=platform, connection_limit=connection_limit,
                              admin=admin),
-            *workspace_aws_checks(view, workspace, platform, clients, area=f"{area}/aws")]
+            *workspace_aws_checks(view, workspace, platform, clients, area=f"{area}/aws", platforms=platforms)]
 
 
 def verify_provisioned(ws: Any, record: Any, applied: list[Any] | None = None) -> Any:

@@ -18,6 +18,12 @@
   another bucket;
 - ``secret-rotation``: the DB secret rotates automatically (at most every
   90 days) with the rotation function of the tenant's network;
+
+While a move within the tenant's stack is open (``move_sides``) its stack is
+applied for the move's target from ``preparing`` on and for its origin again by a
+rollback, each before the record follows: the secret's rotation function, the
+tier tag and the key policy's service statements may be either side's (never
+any other's).
 - ``alarm-topic-encryption``: the alarm topic is encrypted with the tenant key;
 - ``tags``: key, queues, role and secret carry tenant/tier/owner/managed-by
   (a workspace's also ``workspace=<ws>``; the tenant's no ``workspace`` tag);
@@ -92,12 +98,24 @@ def _principals(stmt: dict) -> list[str]:
     return out
 
 
+def move_sides(record: Any) -> list[tuple[str, str]]:
+    """The (tier, cell) the tenant's stack may be applied for: its record's, and
+    while a move within its stack is open (a move to another account or region
+    builds a stack of its own) the move's origin and target."""
+    sides = [(record.tier.value, record.cell)]
+    move = record.move
+    if move is not None and move.to_stack is None:
+        sides += [(move.from_tier.value, move.from_cell), (move.to_tier.value, move.to_cell)]
+    return list(dict.fromkeys(sides))
+
+
 class _AwsChecks:
     """The checks of one owner of resources: the tenant, or (``workspace``) one of its
-    workspaces, whose ``record`` is then its view (``tenantctl.drills.scope``)."""
+    workspaces, whose ``record`` is then its view (``tenantctl.drills.scope``);
+    ``platforms``: the outputs of each cell of ``move_sides`` (default: ``platform``'s)."""
 
     def __init__(self, record: Any, platform: dict[str, Any], clients: Callable[..., Any], reads: LiveReads,
-                 workspace: str | None = None) -> None:
+                 workspace: str | None = None, platforms: dict[str, dict[str, Any]] | None = None) -> None:
         self.record, self.res, self.tid = record, record.resources, record.tenant_id
         self.workspace = workspace
         self.names = naming.OwnerNames(record.tenant_id, workspace)
@@ -105,6 +123,8 @@ class _AwsChecks:
         self.subject = self.names.key
         self.stem = self.tid if workspace is None else naming.ws_stem(self.tid, workspace)
         self.platform = platform
+        self.sides = move_sides(record)
+        self.platforms = platforms or {record.cell: platform}
         self._client = lambda service: clients(service, region=record.region)
         self.reads = reads
 
@@ -129,10 +149,12 @@ class _AwsChecks:
     def _service_scope(self) -> dict[str, set[str]]:
         """The resources each AWS service may use the tenant key for: its alarms, its log groups."""
         region, account = self.record.region, self.platform.get("account_id")
-        dedicated = self.record.tier.value == "dedicated"
-        alarms = {f"arn:aws:cloudwatch:{region}:{account}:alarm:{n}" for n in naming.alarm_names(self.stem, dedicated)}
+        tiers = {tier for tier, _ in self.sides}  # a store being moved to or from a dedicated one declares its logs
+        alarms = {f"arn:aws:cloudwatch:{region}:{account}:alarm:{n}"
+                  for tier in tiers for n in naming.alarm_names(self.stem, tier == "dedicated")}
         groups = {f"arn:aws:logs:{region}:{account}:log-group:{g}" for g in naming.own_log_groups(self.tid)}
-        return {"cloudwatch.amazonaws.com": alarms, f"logs.{region}.amazonaws.com": groups if dedicated else set()}
+        return {"cloudwatch.amazonaws.com": alarms,
+                f"logs.{region}.amazonaws.com": groups if "dedicated" in tiers else set()}
 
     def _service_statement_ok(self, stmt: dict) -> bool:
         spec = stmt.get("Principal")
@@ -172,13 +194,14 @@ class _AwsChecks:
         secret = self.reads.secret()
         days = (secret.get("RotationRules") or {}).get("AutomaticallyAfterDays")
         function = secret.get("RotationLambdaARN") or ""
-        expected = (self.platform.get("rotation_function_arn") if self.record.tier.value == "pooled"
-                    else f":function:{naming.rotation_function_name(self.tid)}")
+        expected = list(dict.fromkeys(
+            str(self.platforms.get(cell, {}).get("rotation_function_arn")) if tier == "pooled"
+            else f":function:{naming.rotation_function_name(self.tid)}" for tier, cell in self.sides))
         problems = []
         if not secret.get("RotationEnabled"):
             problems.append("rotation is off")
-        if not function or not function.endswith(str(expected)):
-            problems.append(f"rotated by {function or 'no function'}, not {expected}")
+        if not function or not any(function.endswith(each) for each in expected):
+            problems.append(f"rotated by {function or 'no function'}, not {' or '.join(expected)}")
         if days is None or int(days) > MAX_ROTATION_DAYS:
             problems.append(f"rotated every {days} days (> {MAX_ROTATION_DAYS})" if days else "no rotation period")
         return not problems, "; ".join(problems) or f"rotated every {days} days by {function}"
@@ -270,12 +293,12 @@ class _AwsChecks:
         }
 
     def tags(self) -> tuple[bool, str]:
-        problems = []
+        problems, tiers = [], {tier for tier, _ in self.sides}
         for what, tags in self._tag_sets().items():
             missing = [t for t in REQUIRED_TAGS if not tags.get(t)]
             if missing:
                 problems.append(f"{what}: missing {', '.join(missing)}")
-            elif (tags["tenant"], tags["tier"], tags["managed-by"]) != (self.tid, self.record.tier.value, "tenantctl"):
+            elif (tags["tenant"], tags["managed-by"]) != (self.tid, "tenantctl") or tags["tier"] not in tiers:
                 problems.append(f"{what}: tagged tenant={tags['tenant']} tier={tags['tier']} "
                                 f"managed-by={tags['managed-by']}")
             # A workspace's resources name it; the tenant's own name none (a cost or
@@ -384,16 +407,17 @@ WORKSPACE_NAMES = ("kms-key-state", "kms-rotation", "kms-key-policy", "kms-key-p
 
 
 def workspace_aws_checks(view: Any, workspace: str, platform: dict[str, Any], clients: Callable[..., Any],
-                         area: str) -> Iterator[CheckResult]:
+                         area: str, platforms: dict[str, dict[str, Any]] | None = None) -> Iterator[CheckResult]:
     """The tenant's checks of what a workspace has of its own, on its resources (``view``: its record's view)."""
-    checks = _AwsChecks(view, platform, clients, LiveReads(view, clients), workspace=workspace)
+    checks = _AwsChecks(view, platform, clients, LiveReads(view, clients), workspace=workspace, platforms=platforms)
     yield from run_each(area, [(name, getattr(checks, name.replace("-", "_"))) for name in WORKSPACE_NAMES])
 
 
 def aws_checks(record: Any, platform: dict[str, Any], clients: Callable[..., Any],
-               reads: LiveReads | None = None) -> Iterator[CheckResult]:
+               reads: LiveReads | None = None, platforms: dict[str, dict[str, Any]] | None = None
+               ) -> Iterator[CheckResult]:
     """``clients(service, region=)``: the target's AWS clients (``Workspace.client``); ``reads``: where the
     tenant resources' settings come from (default: live, each read once)."""
-    checks = _AwsChecks(record, platform, clients, reads or LiveReads(record, clients))
+    checks = _AwsChecks(record, platform, clients, reads or LiveReads(record, clients), platforms=platforms)
     names = list(NAMES) + (["rds-posture"] if record.tier.value == "dedicated" else [])
     yield from run_each(AREA, [(name, getattr(checks, name.replace("-", "_"))) for name in names])

@@ -159,7 +159,9 @@ class PlanPass(_Pass):
             return prior.id, prior.outputs
         if op is Op.update:
             return prior.id, {**prior.outputs, **inputs}
-        return "", inputs  # an empty id and missing outputs are unknown in a preview
+        # An empty id and missing outputs are unknown in a preview; those the inputs decide are known.
+        known = {} if _has_unknown(clean) else HANDLERS[typ].planned_outputs(self.ctx, Desired(urn, typ, name, clean))
+        return "", {**inputs, **known}
 
     def deletions(self) -> list[ResourceChange]:
         seen = set(self.registered)

@@ -213,6 +213,13 @@ class Handler:
     def remove(self, ctx: Context, rid: str, d: Desired) -> None:
         raise NotImplementedError
 
+    def planned_outputs(self, ctx: Context, d: Desired) -> dict[str, Any]:
+        """The outputs a create will answer that follow from the inputs alone (an
+        ARN made of the name): a preview plans the dependents with them instead
+        of unknowns, so a resource made again under its name (deleted out of band)
+        does not show them as updates the run then finds unchanged."""
+        return {}
+
     def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
         """The live values of the inputs ``configure`` manages (keyed and shaped
         like ``d.inputs``), or None when the resource is gone. Changes nothing.

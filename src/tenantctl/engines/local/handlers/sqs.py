@@ -81,6 +81,10 @@ class QueueHandler(Handler):
         arn = sqs.get_queue_attributes(QueueUrl=rid, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         return {"arn": arn, "url": rid, "name": d.physical_name(), "tagsAll": d.tags()}
 
+    def planned_outputs(self, ctx: Context, d: Desired) -> dict[str, Any]:
+        name = d.physical_name()
+        return {"arn": f"arn:aws:sqs:{ctx.region}:{ctx.account_id}:{name}", "name": name}
+
     def remove(self, ctx: Context, rid: str, d: Desired) -> None:
         ignore_missing(lambda: ctx.client("sqs").delete_queue(QueueUrl=rid))
 
