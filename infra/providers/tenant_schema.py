@@ -14,8 +14,10 @@ So are the role's ``connection_limit`` (pg_roles.rolconnlimit), ``login``
 defaults: a role may set its own, which the script resets) and
 ``role_attributes`` (CREATEDB, BYPASSRLS, ... granted out of band: none declared,
 the script takes them away) and ``foreign_access`` (USAGE on another tenant's
-schema, or a grant on an object outside its own: none declared, the script
-revokes them; a workspace's schema resource reads its own role's).
+schema, or a grant on an object outside its own) and ``outside_grants`` (its
+schema or objects granted to PUBLIC or a role outside the tenant): none
+declared, the script revokes them; a workspace's schema resource reads its own
+role's and schema's.
 A schema or role dropped out of band reads as gone: the create that follows is
 the same idempotent script (existing rows are kept).
 """
@@ -127,7 +129,7 @@ class TenantSchemaProvider(ResourceProvider):
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         from tenantctl.tenant_schema_sql import (
-            foreign_access,
+            grant_drift,
             login_posture,
             role_attributes,
             role_settings,
@@ -142,7 +144,7 @@ class TenantSchemaProvider(ResourceProvider):
             live = row_security(conn, props["schema"])
             posture["role_settings"] = role_settings(conn, props["role"], props["schema"])
             posture["role_attributes"] = role_attributes(conn, props["role"])
-            posture["foreign_access"] = foreign_access(conn, props["role"], props["schema"])
+            posture |= grant_drift(conn, props["role"], props["schema"])
         # Only what the state declares: a resource applied before these inputs existed shows no drift on them.
         declared = {k: v for k, v in posture.items() if props.get(k) is not None}
         return ReadResult(id_ or f"{props['database']}/{props['schema']}",
@@ -173,6 +175,7 @@ class TenantSchemaArgs:
     role_settings: list[str] | None = None
     role_attributes: list[str] | None = None  # the admin attributes it has: none; set from schema
     foreign_access: list[str] | None = None  # what it may reach outside its schema: nothing; set from schema
+    outside_grants: list[str] | None = None  # its schema's objects granted outside the tenant: none; set from schema
 
 
 class TenantSchema(pulumi.dynamic.Resource):
@@ -187,5 +190,6 @@ class TenantSchema(pulumi.dynamic.Resource):
         args.role_settings = script_settings(args.schema)
         args.role_attributes = []
         args.foreign_access = []
+        args.outside_grants = []
         props = {f.name: getattr(args, f.name) for f in fields(args) if getattr(args, f.name) is not None}
         super().__init__(TenantSchemaProvider(), name, {"kind": KIND, **props}, opts)

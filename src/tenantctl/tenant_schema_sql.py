@@ -177,45 +177,72 @@ def role_attributes(conn: Any, role: str) -> list[str]:
     return [] if row is None else sorted(name for name, has in zip(ROLE_ATTRIBUTES, row, strict=True) if has)
 
 
-# What the role may reach that is not its own, one row each: (what, the statement revoking it).
-# USAGE on another tenant's schema, however it came (granted to the role or to
-# PUBLIC: `check`'s no-foreign-schema-access), and any privilege granted to the
-# role itself on a table, sequence, routine or non-tenant schema outside its own.
+# What the tenant's grants should not be, one row each: (the TenantSchema property
+# naming it, what, the statement revoking it).
+# ``foreign_access``: what the role may reach that is not its own: USAGE on another
+# tenant's schema, however it came (granted to the role or to PUBLIC), and any
+# privilege granted to the role itself on a table, sequence, routine or non-tenant
+# schema outside its own (`check`'s no-foreign-schema-access).
+# ``outside_grants``: its own schema, tables, sequences and routines granted to a
+# role outside the tenant: PUBLIC or any other role but the object's owner (the
+# admin), the tenant's role and its workspaces' (and the tenant's, seen from a
+# workspace), and the shared pool's gateway (``gateway-no-privileges`` judges
+# that one's). A routine's unset ACL is PUBLIC's EXECUTE (the template makes
+# none; one made out of band is callable by every role); a trigger function's is
+# left alone: it cannot be called, and a move's capture function is one
+# (`check`'s no-outside-grants).
 # Literals only (no parameters): the schema script runs it inside a DO block.
-_FOREIGN_ACCESS = """SELECT 'USAGE on schema ' || n.nspname AS what,
+_GRANTS = """SELECT 'foreign_access' AS property, 'USAGE on schema ' || n.nspname AS what,
   format('REVOKE ALL ON SCHEMA %I FROM PUBLIC, %I', n.nspname, {role}) AS repair
 FROM pg_namespace n WHERE n.nspname LIKE 'tenant\\_%' AND n.nspname <> {schema}
   AND has_schema_privilege({role}, n.oid, 'USAGE')
 UNION ALL
-SELECT string_agg(a.privilege_type, ', ' ORDER BY a.privilege_type) || ' on ' || lower(o.kind) || ' ' || o.name,
-  format('REVOKE ALL ON %s %s FROM %I', o.kind, o.name, {role})
+SELECT CASE WHEN o.own THEN 'outside_grants' ELSE 'foreign_access' END,
+  string_agg(a.privilege_type, ', ' ORDER BY a.privilege_type) || ' on ' || lower(o.kind) || ' ' || o.name
+    || CASE WHEN o.own THEN ' to ' || coalesce(g.rolname, 'PUBLIC') ELSE '' END,
+  format('REVOKE ALL ON %s %s FROM %s', o.kind, o.name, coalesce(quote_ident(g.rolname), 'PUBLIC'))
 FROM (SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, format('%I.%I', n.nspname, c.relname),
-             c.relacl FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE n.nspname <> {schema} AND c.relacl IS NOT NULL
+             c.relacl, n.nspname = {schema}, c.relowner FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relacl IS NOT NULL
       UNION ALL
       SELECT 'ROUTINE', format('%I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)),
-             p.proacl FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-      WHERE n.nspname <> {schema} AND p.proacl IS NOT NULL
+             CASE WHEN n.nspname = {schema} THEN coalesce(p.proacl, acldefault('f', p.proowner)) ELSE p.proacl END,
+             n.nspname = {schema}, p.proowner FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+      WHERE (p.proacl IS NOT NULL OR n.nspname = {schema}) AND p.prorettype <> 'trigger'::regtype
       UNION ALL
-      SELECT 'SCHEMA', format('%I', n.nspname), n.nspacl FROM pg_namespace n
-      WHERE n.nspname <> {schema} AND n.nspname NOT LIKE 'tenant\\_%' AND n.nspacl IS NOT NULL
-     ) AS o(kind, name, acl), aclexplode(o.acl) a
-WHERE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = {role})
-GROUP BY o.kind, o.name
-ORDER BY 1"""
+      SELECT 'SCHEMA', format('%I', n.nspname), n.nspacl, n.nspname = {schema}, n.nspowner FROM pg_namespace n
+      WHERE (n.nspname = {schema} OR n.nspname NOT LIKE 'tenant\\_%') AND n.nspacl IS NOT NULL
+     ) AS o(kind, name, acl, own, owner)
+  CROSS JOIN LATERAL aclexplode(o.acl) a LEFT JOIN pg_roles g ON g.oid = a.grantee
+WHERE CASE WHEN o.own THEN a.grantee <> o.owner AND NOT coalesce(
+        g.rolname = {role} OR g.rolname = {tenant} || '_app' OR starts_with(g.rolname, {tenant} || '__ws_')
+        OR g.rolname = {gateway} OR starts_with(g.rolname, {gateway} || '_'), false)
+      ELSE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = {role}) END
+GROUP BY o.own, o.kind, o.name, g.rolname
+ORDER BY 1, 2"""
 
 
-def foreign_access_query(conn: Any, role: str, schema: str) -> str:
-    """``_FOREIGN_ACCESS`` for ``role`` of ``schema``, its literals quoted for ``conn``."""
+def grants_query(conn: Any, role: str, schema: str) -> str:
+    """``_GRANTS`` for ``role`` of ``schema``, its literals quoted for ``conn``."""
     from psycopg import sql
 
-    return sql.SQL(_FOREIGN_ACCESS).format(role=sql.Literal(role), schema=sql.Literal(schema)).as_string(conn)
+    from tenantctl.naming import GATEWAY_ROLE
+
+    tenant = schema.split("__ws_")[0]  # a workspace's tenant's schema (naming.ws_schema_name)
+    return sql.SQL(_GRANTS).format(role=sql.Literal(role), schema=sql.Literal(schema), tenant=sql.Literal(tenant),
+                                   gateway=sql.Literal(GATEWAY_ROLE)).as_string(conn)
 
 
-def foreign_access(conn: Any, role: str, schema: str) -> list[str]:
-    """What ``role`` (of ``schema``) may reach that is not its own (``_FOREIGN_ACCESS``), sorted:
-    `check`'s no-foreign-schema-access finding, and the TenantSchema read's drift (declared none)."""
-    return [what for what, _ in conn.execute(foreign_access_query(conn, role, schema)).fetchall()]
+GRANT_PROPERTIES = ("foreign_access", "outside_grants")  # what ``grant_drift`` reports, each declared none
+
+
+def grant_drift(conn: Any, role: str, schema: str) -> dict[str, list[str]]:
+    """``_GRANTS`` for ``role`` of ``schema``, each ``GRANT_PROPERTIES`` a sorted list: `check`'s
+    no-foreign-schema-access and no-outside-grants findings, and the TenantSchema read's drift."""
+    found: dict[str, list[str]] = {name: [] for name in GRANT_PROPERTIES}
+    for prop, what, _ in conn.execute(grants_query(conn, role, schema)).fetchall():
+        found[prop].append(what)
+    return found
 
 
 def schema_script(conn: Any, *, tenant_id: str, role: str, schema: str, gateway_role: str | None = None,
@@ -240,7 +267,7 @@ def schema_script(conn: Any, *, tenant_id: str, role: str, schema: str, gateway_
         tenant_literal=sql.Literal(tenant_id).as_string(conn),
         gateway_literal=sql.Literal(gateway_role).as_string(conn) if gateway_role else None,
         acl_lock=ACL_LOCK_SQL,
-        foreign_access=foreign_access_query(conn, role, schema),
+        grants=grants_query(conn, role, schema),
         tables=TABLES,
         connection_limit=None if connection_limit is None else int(connection_limit),
         login=login,

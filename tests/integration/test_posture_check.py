@@ -144,6 +144,14 @@ DB_TAMPERING = [
                  {"rls-policy", "fail-closed", "rls-lints"}, id="erroring-table-beside-open-policy"),
     pytest.param("CREATE SCHEMA tenant_ck_other; GRANT USAGE ON SCHEMA tenant_ck_other TO {role}",
                  "DROP SCHEMA tenant_ck_other", {"no-foreign-schema-access"}, id="foreign-schema"),
+    # The tenant's own objects granted outside the tenant: to PUBLIC, to another role.
+    pytest.param("GRANT USAGE ON SCHEMA {schema} TO PUBLIC; GRANT SELECT ON {schema}.messages TO PUBLIC",
+                 "REVOKE SELECT ON {schema}.messages FROM PUBLIC; REVOKE USAGE ON SCHEMA {schema} FROM PUBLIC",
+                 # (the gateway, as itself, is PUBLIC too)
+                 {"no-outside-grants", "gateway-no-privileges", "gateway-reads-nothing"}, id="granted-to-public"),
+    pytest.param("CREATE ROLE ck_reader; GRANT SELECT ON {schema}.documents TO ck_reader",
+                 "REVOKE SELECT ON {schema}.documents FROM ck_reader; DROP ROLE ck_reader",
+                 {"no-outside-grants"}, id="granted-to-another-role"),
     # PUBLIC's defaults given back on the maintenance database; TEMP to the role on its own.
     pytest.param("GRANT CONNECT, TEMPORARY ON DATABASE postgres TO PUBLIC",
                  "REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC", {"db-public-privileges"},
@@ -177,6 +185,15 @@ def test_database_tampering_fails_the_named_check(clean, workspace, sandbox, do,
         assert report.exit_code() == 8 and report.errors == []
     after = check_tenant(workspace, CLEAN)
     assert after.ok, after.summary()  # undone: clean again
+
+
+def test_a_grant_to_public_is_named_with_its_object_and_grantee(clean, workspace, sandbox):
+    with tampered_sql(sandbox, clean, "GRANT SELECT, UPDATE ON {schema}.messages TO PUBLIC",
+                      "REVOKE ALL ON {schema}.messages FROM PUBLIC"):
+        report = check_tenant(workspace, CLEAN)
+    found = next(c for c in report.failed if c.name == "no-outside-grants")
+    assert found.detail.startswith(
+        f"SELECT, UPDATE on table {clean.resources.store.schema_name}.messages to PUBLIC"), found.detail
 
 
 def test_cli_exits_8_and_names_the_check(clean, sandbox, tenantctl_cli):

@@ -31,7 +31,9 @@ there; the schema script makes the admin a member of the role, SET only):
 - ``unique-keys-include-tenant``: every unique index / primary key includes
   ``tenant_id``;
 - ``no-foreign-schema-access``: no USAGE on another tenant's schema, no grant
-  to the role on an object outside its own (``tenant_schema_sql.foreign_access``);
+  to the role on an object outside its own (``tenant_schema_sql.grant_drift``);
+- ``no-outside-grants``: the tenant's schema, tables, sequences and routines are
+  granted to no role outside the tenant (PUBLIC included; the same query);
 - ``db-public-privileges``: PUBLIC has neither CONNECT nor TEMPORARY on the
   tenant's database or the ``postgres`` maintenance database, the role cannot
   connect to ``postgres`` nor create temporary tables;
@@ -63,7 +65,7 @@ SETTING = "app.tenant_id"
 NAMES = ("role-not-superuser", "role-no-bypassrls", "role-no-admin-attributes", "role-owns-nothing",
          "role-no-memberships", "role-connection-limit", "role-login", "role-settings", "rls-enabled",
          "rls-forced", "rls-policy", "unique-keys-include-tenant", "no-foreign-schema-access",
-         "db-public-privileges", "rls-lints", "fail-closed", "search-analyzer")
+         "no-outside-grants", "db-public-privileges", "rls-lints", "fail-closed", "search-analyzer")
 
 # Canary rows for the tables templates/tenant_schema.sql.j2 creates ({id}: a fresh uuid).
 CANARIES: dict[str, tuple[str, tuple]] = {
@@ -304,12 +306,21 @@ class _DbChecks:
                      for table, index, keys, attnum in rows if attnum is not None and attnum not in list(keys)]
         return not problems, "; ".join(problems) or f"{len(rows)} unique keys, all include {TENANT_COLUMN}"
 
-    def no_foreign_schema_access(self) -> tuple[bool, str]:
-        from tenantctl.tenant_schema_sql import foreign_access
+    @cached_property
+    def _grants(self) -> dict[str, list[str]]:
+        from tenantctl.tenant_schema_sql import grant_drift
 
-        # The query the TenantSchema read reports as drift, so `refresh` names what this finds.
-        found = foreign_access(self.conn, self.role, self.schema)
+        # The query the TenantSchema read reports as drift, so `refresh` names what these find.
+        return grant_drift(self.conn, self.role, self.schema)
+
+    def no_foreign_schema_access(self) -> tuple[bool, str]:
+        found = self._grants["foreign_access"]
         return not found, "; ".join(found) or "no access to other tenant schemas"
+
+    def no_outside_grants(self) -> tuple[bool, str]:
+        found = self._grants["outside_grants"]
+        return not found, "; ".join(found) + f" ({self.repair} revokes them)" if found else (
+            f"schema {self.schema} and its objects granted to no role outside the tenant")
 
     def db_public_privileges(self) -> tuple[bool, str]:
         from tenantctl.tenant_schema_sql import MAINTENANCE_DATABASE
