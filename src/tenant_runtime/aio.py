@@ -63,7 +63,7 @@ from tenant_runtime.store import (
     StoreOperations,
     advance,
 )
-from tenant_runtime.transaction import abegin, aguarded, aheld, moved_store, store_errors
+from tenant_runtime.transaction import abegin, adiscard_session, aguarded, aheld, moved_store, store_errors
 
 T = TypeVar("T")
 
@@ -193,20 +193,24 @@ class AsyncContextStore(StoreOperations):
     async def transaction(self, ctx: TenantContext) -> AsyncIterator[psycopg.AsyncConnection]:
         """An async connection inside one transaction scoped to ``ctx``'s tenant
         (an idle connection the server closed: see ContextStore._scoped_cursor)."""
-        async with self._transaction(verified(ctx)) as cur, aguarded(cur.connection) as conn:
+        async with self._transaction(verified(ctx), True) as cur, aguarded(cur.connection) as conn:
             yield conn  # its statements may not end the tenant's transaction
 
     @asynccontextmanager
-    async def _transaction(self, ctx: TenantContext) -> AsyncIterator[psycopg.AsyncCursor]:
+    async def _transaction(self, ctx: TenantContext, caller: bool = False) -> AsyncIterator[psycopg.AsyncCursor]:
         """The cursor that ran the scope statement, inside the tenant's transaction;
-        ``ctx``: verified by the caller. One cursor for the transaction's statements
-        (``conn.execute`` makes one per statement)."""
+        ``ctx``: verified by the caller; ``caller``: as ContextStore._scoped_cursor's.
+        One cursor for the transaction's statements (``conn.execute`` makes one per statement)."""
         with store_errors(ctx.key):
             if self.gateway is not None and await self.gateway.serves(ctx):
                 async with self.gateway.connection(ctx) as (conn, role):
-                    cur = await abegin(conn, ctx.key, role, self.statement_timeout)
-                    async with aheld(conn, cur):
-                        yield cur
+                    try:
+                        cur = await abegin(conn, ctx.key, role, self.statement_timeout)
+                        async with aheld(conn, cur):
+                            yield cur
+                    finally:
+                        if caller:
+                            await adiscard_session(conn)
                 return
             pool, conn = await self._checkout(ctx)
             reused = conn is not None
@@ -224,6 +228,8 @@ class AsyncContextStore(StoreOperations):
                 async with aheld(conn, cur):  # the caller's statements: never run again
                     yield cur
             finally:
+                if caller:
+                    await adiscard_session(conn)
                 if not pool.keep(conn):
                     await conn.close()
 

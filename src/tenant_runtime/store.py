@@ -79,6 +79,7 @@ from tenant_runtime.tables import CONVERSATIONS, MESSAGES
 from tenant_runtime.transaction import (
     STORE_FAILURES,
     begin,
+    discard_session,
     guarded,
     held,
     moved_store,
@@ -323,11 +324,12 @@ class ContextStore(StoreOperations):
     def transaction(self, ctx: TenantContext) -> AbstractContextManager[psycopg.Connection]:
         """A connection inside one transaction scoped to ``ctx``'s tenant;
         database failures inside map to StoreTimeout / StoreUnavailable."""
-        return _connection_of(self._transaction(verified(ctx)))  # ctx checked now, not at the ``with``
+        return _connection_of(self._transaction(verified(ctx), True))  # ctx checked now, not at the ``with``
 
-    def _scoped_cursor(self, ctx: TenantContext) -> Iterator[psycopg.Cursor]:
+    def _scoped_cursor(self, ctx: TenantContext, caller: bool = False) -> Iterator[psycopg.Cursor]:
         """The cursor that ran the scope statement, inside the tenant's transaction
-        (a generator: ``_transaction`` as a context manager, driven by hand in ``_execute``)."""
+        (a generator: ``_transaction`` as a context manager, driven by hand in ``_execute``).
+        ``caller``: the block runs a caller's statements (``discard_session`` after it)."""
         # One context manager deep, not five (the error mapping, the login's
         # checkout and the tenant scope used to be one each): on a warm append
         # their per-call overhead was a large part of the client's own work.
@@ -335,7 +337,11 @@ class ContextStore(StoreOperations):
         try:
             if self.gateway is not None and self.gateway.serves(ctx):
                 with self.gateway.connection(ctx) as (conn, role):
-                    yield from scoped(conn, tenant_id, role, self.statement_timeout)
+                    try:
+                        yield from scoped(conn, tenant_id, role, self.statement_timeout)
+                    finally:
+                        if caller:
+                            discard_session(conn)
                 return
             if self.waker is not None and ctx.record.hibernation is not None:  # no call for a tenant never hibernated
                 self.waker.ensure_awake(ctx)  # TenantWaking (503, retry) until a hibernated database is up
@@ -357,6 +363,8 @@ class ContextStore(StoreOperations):
                     conn, reused = self._login(ctx), False
                 yield from held(conn, cur)  # the caller's statements: never run again
             finally:
+                if caller:
+                    discard_session(conn)
                 if not pool.keep(conn):
                     conn.close()
         except STORE_FAILURES as exc:

@@ -23,6 +23,7 @@ _OK, _IDLE = psycopg.pq.ConnStatus.OK, psycopg.pq.TransactionStatus.IDLE
 _COMMAND_OK = psycopg.pq.ExecStatus.COMMAND_OK
 _ENDED_INSIDE = "the tenant transaction was ended inside its block; commit and rollback belong to the block's end"
 _INTRANS = psycopg.pq.TransactionStatus.INTRANS
+_DISCARD = b"DISCARD ALL"
 # Command tags of statements that end a transaction or begin one (inside the tenant's, only after
 # ending it). Not "ROLLBACK": ROLLBACK TO SAVEPOINT answers with it too; a whole ROLLBACK shows as
 # the transaction gone (IDLE) or, followed by a BEGIN, as that BEGIN's tag.
@@ -223,6 +224,36 @@ async def aguarded(conn: psycopg.AsyncConnection) -> AsyncIterator[psycopg.Async
         yield conn
     finally:
         conn.cursor_factory = factory
+
+
+def discard_session(conn: psycopg.Connection) -> None:
+    """After a block that handed ``conn`` to a caller, before the connection is
+    pooled again: ``DISCARD ALL`` (one round trip), a fresh login's session. The
+    caller's statements may have changed the session, not the transaction (a cursor
+    WITH HOLD keeps the rows it read: the next tenant on the connection could fetch
+    them; a prepared statement, LISTEN, a session advisory lock, a session SET), which
+    COMMIT keeps; the next scope's ``SET LOCAL`` covers only its own settings. psycopg
+    forgets its own prepared statements on seeing DISCARD ALL. A connection it cannot
+    run on is closed (never pooled). The runtime's own transactions, which run
+    nothing of the caller's, skip it."""
+    pgconn = conn.pgconn
+    if pgconn.status != _OK or pgconn.transaction_status != _IDLE:
+        return  # broken or in a failed state: not pooled again anyway
+    try:
+        conn.execute(_DISCARD)
+    except psycopg.Error:
+        conn.close()
+
+
+async def adiscard_session(conn: psycopg.AsyncConnection) -> None:
+    """``discard_session`` on an async connection."""
+    pgconn = conn.pgconn
+    if pgconn.status != _OK or pgconn.transaction_status != _IDLE:
+        return
+    try:
+        await conn.execute(_DISCARD)
+    except psycopg.Error:
+        await conn.close()
 
 
 def _roll_back(conn: psycopg.Connection) -> None:

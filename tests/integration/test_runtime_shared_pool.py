@@ -387,3 +387,63 @@ def test_a_role_the_gateway_may_not_become_is_store_moved_for_reads_and_writes(
         with runtime_env.admin(ctx.resources.store.database) as admin:
             admin.execute(grant.format(sql.SQL("GRANT"), role, sql.SQL("TO"), gateway))
     assert [m.content for m in shared.store.history(ctx, conversation).messages] == ["before"]
+
+
+def _leave_session_state(store, own, other) -> int:
+    """Blocks of ``own`` whose statements change the session, not the transaction: each
+    would outlive its block's COMMIT on a pooled connection (a cursor WITH HOLD keeps the
+    rows it read then). Returns the connection's backend pid."""
+    with store.transaction(own) as conn:
+        conn.execute(sql.SQL("DECLARE leak CURSOR WITH HOLD FOR SELECT tenant_id, conversation_id FROM {}").format(
+            sql.Identifier(own.resources.store.schema_name, "messages")))
+        conn.execute("PREPARE leak_p AS SELECT 1")
+        conn.execute("LISTEN leak_channel")
+        conn.execute("SELECT pg_try_advisory_lock(4242)")  # never waits on another test's
+        pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    with store.transaction(own) as conn:
+        conn.execute("SET statement_timeout = '17s'")
+        conn.execute("SET search_path = pg_catalog")
+        conn.execute(sql.SQL("SET app.tenant_id = {}").format(sql.Literal(other.key)))
+        conn.execute("SELECT set_config('app.tenant_id', %s, false)", (other.key,))
+        if store.gateway is not None and store.gateway.serves(own):  # the gateway may become any pooled role
+            conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(other.resources.store.role)))
+        assert conn.execute("SELECT pg_backend_pid()").fetchone()[0] == pid
+    return pid
+
+
+_SESSION_STATE = ("SELECT pg_backend_pid(), current_user, current_setting('app.tenant_id'), "
+                  "(SELECT array_agg(name::text) FROM pg_cursors), (SELECT array_agg(name::text) "
+                  "FROM pg_prepared_statements WHERE name !~ '^_pg3_'), "
+                  "(SELECT array_agg(c) FROM pg_listening_channels() c), "
+                  "(SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()), "
+                  "(SELECT bool_and(setting = reset_val) FROM pg_settings "
+                  "WHERE name IN ('statement_timeout', 'search_path'))")
+
+
+def _seen_by(store, ctx):
+    """What ``ctx``'s next block sees of its session, and any rows a leftover cursor holds."""
+    with store.transaction(ctx) as conn:
+        state = conn.execute(_SESSION_STATE).fetchone()
+        rows = conn.execute("FETCH ALL FROM leak").fetchall() if state[3] else []
+    return state, rows
+
+
+@pytest.mark.parametrize("pool", ["shared", "per-tenant"])
+def test_session_state_a_block_leaves_does_not_reach_the_next_use_of_its_connection(
+        pool, shared, runtime, runtime_env):
+    """A caller's block may change its session (a cursor WITH HOLD over its rows, a
+    prepared statement, LISTEN, a session advisory lock, session SETs of settings, of
+    app.tenant_id, of the role): the next block on that connection (tenant B's on the
+    shared pool's one connection, A's own next one on A's login) starts from a clean
+    session, its scope its own."""
+    rt, conversation = (shared if pool == "shared" else runtime), f"conv-session-leak-{pool}"
+    ctx_a, ctx_b = ctx_of(rt, runtime_env, "a"), ctx_of(rt, runtime_env, "b")
+    rt.store.append(ctx_a, conversation, "user", "a's")
+    rt.store.append(ctx_b, conversation, "user", "b's")
+    pid = _leave_session_state(rt.store, ctx_a, ctx_b)
+    for ctx in (ctx_b, ctx_a) if pool == "shared" else (ctx_a,):
+        state, rows = _seen_by(rt.store, ctx)
+        assert (state, rows) == ((pid, ctx.resources.store.role, ctx.key, None, None, None, 0, True), []), (
+            ctx.key, state, rows)
+        assert [m.content for m in rt.store.history(ctx, conversation).messages] == [
+            f"{ctx.tenant_id[-1]}'s"]
