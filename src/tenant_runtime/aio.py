@@ -210,7 +210,7 @@ class AsyncContextStore(StoreOperations):
                             yield cur
                     finally:
                         if caller:
-                            await adiscard_session(conn)
+                            await adiscard_session(conn, True)
                 return
             pool, conn = await self._checkout(ctx)
             reused = conn is not None
@@ -229,7 +229,7 @@ class AsyncContextStore(StoreOperations):
                     yield cur
             finally:
                 if caller:
-                    await adiscard_session(conn)
+                    await adiscard_session(conn, False)
                 if not pool.keep(conn):
                     await conn.close()
 

@@ -341,7 +341,7 @@ class ContextStore(StoreOperations):
                         yield from scoped(conn, tenant_id, role, self.statement_timeout)
                     finally:
                         if caller:
-                            discard_session(conn)
+                            discard_session(conn, True)
                 return
             if self.waker is not None and ctx.record.hibernation is not None:  # no call for a tenant never hibernated
                 self.waker.ensure_awake(ctx)  # TenantWaking (503, retry) until a hibernated database is up
@@ -364,7 +364,7 @@ class ContextStore(StoreOperations):
                 yield from held(conn, cur)  # the caller's statements: never run again
             finally:
                 if caller:
-                    discard_session(conn)
+                    discard_session(conn, False)
                 if not pool.keep(conn):
                     conn.close()
         except STORE_FAILURES as exc:

@@ -23,7 +23,11 @@ _OK, _IDLE = psycopg.pq.ConnStatus.OK, psycopg.pq.TransactionStatus.IDLE
 _COMMAND_OK = psycopg.pq.ExecStatus.COMMAND_OK
 _ENDED_INSIDE = "the tenant transaction was ended inside its block; commit and rollback belong to the block's end"
 _INTRANS = psycopg.pq.TransactionStatus.INTRANS
+_TUPLES_OK = psycopg.pq.ExecStatus.TUPLES_OK
 _DISCARD = b"DISCARD ALL"
+# DISCARD ALL but DEALLOCATE ALL (and SET SESSION AUTHORIZATION DEFAULT, which a login never changes).
+_RESET_KEEPING_PREPARED = (b"CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); RESET ALL; "
+                           b"DISCARD PLANS; DISCARD TEMP; DISCARD SEQUENCES")
 # Command tags of statements that end a transaction or begin one (inside the tenant's, only after
 # ending it). Not "ROLLBACK": ROLLBACK TO SAVEPOINT answers with it too; a whole ROLLBACK shows as
 # the transaction gone (IDLE) or, followed by a BEGIN, as that BEGIN's tag.
@@ -121,11 +125,13 @@ def _scope_refused(tenant_id: str, role: str | None, exc: BaseException) -> Stor
     return StoreMoved(f"store of tenant {tenant_id!r} refused its role {role!r} (moved?): {exc}".strip())
 
 
-def _check_begun(conn: psycopg.Connection | psycopg.AsyncConnection, results: list[psycopg.pq.abc.PGresult]) -> None:
-    """The server's answers to ``begin_statement`` (one per statement): the first failure raised,
-    as psycopg raises it (``psycopg.errors``' class of its SQLSTATE)."""
+def _check_begun(conn: psycopg.Connection | psycopg.AsyncConnection, results: list[psycopg.pq.abc.PGresult],
+                 *also: psycopg.pq.ExecStatus) -> None:
+    """The server's answers to ``begin_statement`` (one per statement; ``also``: statuses
+    besides COMMAND_OK another fixed query's statements answer with): the first failure
+    raised, as psycopg raises it (``psycopg.errors``' class of its SQLSTATE)."""
     for result in results:
-        if result.status != _COMMAND_OK:
+        if result.status != _COMMAND_OK and result.status not in also:
             if result.status == psycopg.pq.ExecStatus.FATAL_ERROR:
                 raise error_from_result(result, encoding=conn.info.encoding)
             raise psycopg.InterfaceError("unexpected answer to the tenant scope: "
@@ -226,32 +232,46 @@ async def aguarded(conn: psycopg.AsyncConnection) -> AsyncIterator[psycopg.Async
         conn.cursor_factory = factory
 
 
-def discard_session(conn: psycopg.Connection) -> None:
+def _session_reset(shared: bool) -> bytes:
+    """The query ``discard_session`` sends: ``DISCARD ALL`` on a connection the next
+    tenant may draw; on a tenant's own login, all of it but its prepared statements
+    (psycopg's, which keep the append at its three round trips), in one simple-protocol
+    message."""
+    return _DISCARD if shared else _RESET_KEEPING_PREPARED
+
+
+def discard_session(conn: psycopg.Connection, shared: bool) -> None:
     """After a block that handed ``conn`` to a caller, before the connection is
-    pooled again: ``DISCARD ALL`` (one round trip), a fresh login's session. The
-    caller's statements may have changed the session, not the transaction (a cursor
-    WITH HOLD keeps the rows it read: the next tenant on the connection could fetch
-    them; a prepared statement, LISTEN, a session advisory lock, a session SET), which
-    COMMIT keeps; the next scope's ``SET LOCAL`` covers only its own settings. psycopg
-    forgets its own prepared statements on seeing DISCARD ALL. A connection it cannot
-    run on is closed (never pooled). The runtime's own transactions, which run
-    nothing of the caller's, skip it."""
+    pooled again, one round trip. The caller's statements may have changed the
+    session, not the transaction (a cursor WITH HOLD keeps the rows it read: the
+    next tenant on a shared connection could fetch them; LISTEN, a session advisory
+    lock, a session SET, a temporary table, a prepared statement), which COMMIT
+    keeps; the next scope's ``SET LOCAL`` covers only its own settings. ``shared``
+    (the gateway's pool, where the next block may be another tenant's): ``DISCARD
+    ALL``, a fresh login's session. A tenant's own login, only ever that tenant's,
+    keeps its prepared statements (a caller's ``PREPARE`` too: same tenant, same
+    role). A connection it cannot run on is closed (never pooled). The runtime's own
+    transactions, which run nothing of the caller's, skip it."""
     pgconn = conn.pgconn
     if pgconn.status != _OK or pgconn.transaction_status != _IDLE:
         return  # broken or in a failed state: not pooled again anyway
     try:
-        conn.execute(_DISCARD)
+        with conn.lock:
+            pgconn.send_query(_session_reset(shared))
+            _check_begun(conn, conn.wait(_results(pgconn)), _TUPLES_OK)  # the unlock's row
     except psycopg.Error:
         conn.close()
 
 
-async def adiscard_session(conn: psycopg.AsyncConnection) -> None:
+async def adiscard_session(conn: psycopg.AsyncConnection, shared: bool) -> None:
     """``discard_session`` on an async connection."""
     pgconn = conn.pgconn
     if pgconn.status != _OK or pgconn.transaction_status != _IDLE:
         return
     try:
-        await conn.execute(_DISCARD)
+        async with conn.lock:
+            pgconn.send_query(_session_reset(shared))
+            _check_begun(conn, await conn.wait(_results(pgconn)), _TUPLES_OK)
     except psycopg.Error:
         await conn.close()
 

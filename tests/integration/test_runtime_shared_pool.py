@@ -435,7 +435,8 @@ def test_session_state_a_block_leaves_does_not_reach_the_next_use_of_its_connect
     prepared statement, LISTEN, a session advisory lock, session SETs of settings, of
     app.tenant_id, of the role): the next block on that connection (tenant B's on the
     shared pool's one connection, A's own next one on A's login) starts from a clean
-    session, its scope its own."""
+    session, its scope its own; A's own login keeps the prepared statements (its
+    append's, and the caller's: the same tenant's)."""
     rt, conversation = (shared if pool == "shared" else runtime), f"conv-session-leak-{pool}"
     ctx_a, ctx_b = ctx_of(rt, runtime_env, "a"), ctx_of(rt, runtime_env, "b")
     rt.store.append(ctx_a, conversation, "user", "a's")
@@ -443,7 +444,33 @@ def test_session_state_a_block_leaves_does_not_reach_the_next_use_of_its_connect
     pid = _leave_session_state(rt.store, ctx_a, ctx_b)
     for ctx in (ctx_b, ctx_a) if pool == "shared" else (ctx_a,):
         state, rows = _seen_by(rt.store, ctx)
-        assert (state, rows) == ((pid, ctx.resources.store.role, ctx.key, None, None, None, 0, True), []), (
+        prepared = None if pool == "shared" else ["leak_p"]
+        assert (state, rows) == ((pid, ctx.resources.store.role, ctx.key, None, prepared, None, 0, True), []), (
             ctx.key, state, rows)
         assert [m.content for m in rt.store.history(ctx, conversation).messages] == [
             f"{ctx.tenant_id[-1]}'s"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("pool", ["shared", "per-tenant"])
+async def test_async_a_cursor_with_hold_a_block_leaves_is_gone_at_the_next_use_of_its_connection(
+        pool, runtime_env, platform):
+    """The async driver: A's block declares a cursor WITH HOLD over its messages and
+    LISTENs; the next block on that connection (B's on the shared pool's one
+    connection, A's own on A's login) finds neither."""
+    options = settings(runtime_env, platform, max_size=1) if pool == "shared" else {
+        "endpoint_url": runtime_env.sandbox.aws_endpoint_url, "region": runtime_env.sandbox.region}
+    async with AsyncTenantRuntime(jwt_settings(), runtime_env.registry_table, **options) as art:
+        ctx_a, ctx_b = [await art.resolve(runtime_env.token(runtime_env.ids[key]), runtime_env.ids[key])
+                        for key in ("a", "b")]
+        await art.store.append(ctx_a, "conv-async-leak", "user", "a's")
+        async with art.store.transaction(ctx_a) as conn:
+            await conn.execute(sql.SQL("DECLARE leak CURSOR WITH HOLD FOR SELECT conversation_id FROM {}").format(
+                sql.Identifier(ctx_a.resources.store.schema_name, "messages")))
+            await conn.execute("LISTEN leak_channel")
+            pid = (await (await conn.execute("SELECT pg_backend_pid()")).fetchone())[0]
+        async with art.store.transaction(ctx_b if pool == "shared" else ctx_a) as conn:
+            seen = await (await conn.execute(
+                "SELECT pg_backend_pid(), (SELECT count(*) FROM pg_cursors), "
+                "(SELECT count(*) FROM pg_listening_channels())")).fetchone()
+        assert seen == (pid, 0, 0)

@@ -210,7 +210,8 @@ def test_an_append_is_three_round_trips_begin_and_the_scope_in_one(runtime, runt
     statement, then COMMIT: three round trips per append (four before: BEGIN
     alone first), read from libpq's protocol trace of the connection that
     served it. ``store.transaction(ctx)`` has the same shape, and its first
-    round trip is the merged one whatever the caller does next."""
+    round trip is the merged one whatever the caller does next; one more after
+    it clears the session the caller's statements may have changed."""
     ctx = ctx_of(runtime, runtime_env, "a")
     conversation = f"conv-trips-{uuid.uuid4().hex[:8]}"
     # A login in the tenant's idle pool whose INSERT is prepared (its first run on a login prepares
@@ -228,9 +229,14 @@ def test_an_append_is_three_round_trips_begin_and_the_scope_in_one(runtime, runt
     with round_trips(conn) as trips, runtime.store.transaction(ctx) as same:
         assert same is conn
         assert same.execute("SELECT current_setting('app.tenant_id')").fetchone() == (ctx.key,)
-    assert len(trips) == 3 and trips[0].startswith(scope) and trips[2] == "COMMIT", trips
+    # A caller's block, then the reset of what it may have left in the session (its prepared INSERT kept).
+    assert len(trips) == 4 and trips[0].startswith(scope) and trips[2] == "COMMIT", trips
+    assert trips[3].startswith("CLOSE ALL;") and "DEALLOCATE" not in trips[3], trips
+    with round_trips(conn) as trips:
+        runtime.store.append(ctx, conversation, "user", "counted")
+    assert trips[1:] == ["<prepared>", "COMMIT"], trips
     assert conn.execute("SELECT current_setting('app.tenant_id', true)").fetchone()[0] in (None, "")
-    assert [m.content for m in runtime.store.history(ctx, conversation).messages] == ["counted"] * 3 + ["warm"] * 6
+    assert [m.content for m in runtime.store.history(ctx, conversation).messages] == ["counted"] * 4 + ["warm"] * 6
 
 
 def test_a_fresh_login_prepares_the_append_at_its_first_run(runtime, runtime_env):
