@@ -148,14 +148,31 @@ def refuse_copies(conn: Any, copies: int, where: str, parallel: int | None = Non
     return room
 
 
-def refuse_subscriptions(conn: Any, copies: int, where: str, parallel: int | None = None) -> WorkerRoom:
+def refuse_subscriptions(conn: Any, copies: int, where: str, parallel: int | None = None,
+                         way_backs: int = 0) -> WorkerRoom:
     """InvalidInput (exit 3, rule ``replication-workers``) when the server of
     ``conn`` (where the copies' subscriptions run: their new stores') has no
     logical replication workers for ``copies`` move copies at once; the
-    arguments as ``refuse_copies``'."""
+    arguments as ``refuse_copies``'. ``way_backs``: the subscriptions a run's
+    switched moves leave there (their old stores' server), one each, held
+    while its later copies run: a move's copy there ends before its way back
+    starts, so the run needs the more of the two, and a table-sync worker
+    beside them while copies run."""
     room = worker_room(conn)
-    _refuse(room, copies, where, parallel, "replication-workers", WORKERS_REMEDY)
-    return room
+    if way_backs <= copies:
+        _refuse(room, copies, where, parallel, "replication-workers", WORKERS_REMEDY)
+        return room
+    need = way_backs + (1 if copies else 0)
+    if room.free >= need:
+        return room
+    fits = max(0, room.free - (1 if copies else 0))
+    beside = ", and its copies there one table-sync worker beside them" if copies else ""
+    raise _no_room(f"{where} has {max(0, room.free)} logical replication worker{'' if room.free == 1 else 's'} "
+                   f"free, not the {need} the run's {way_backs} moves need: each switched move keeps the "
+                   f"subscription its old store follows the new one by there for its rollback window (an apply "
+                   f"worker each, held while the later moves copy){beside}: {room.figures(copies=False)}",
+                   "nothing was started: " + (f"give --limit {fits} or less (moves per run), " if fits else ""),
+                   "replication-workers", WORKERS_REMEDY)
 
 
 def _refuse(room: ReplicationRoom | WorkerRoom, copies: int, where: str, parallel: int | None, rule: str,

@@ -19,7 +19,10 @@ the cell's one database and holds replication slots and WAL senders there
 hold (``parallel``, or as many as there are moves taking a new slot there
 when fewer: ``_may_copy``) is refused before any move starts, and so is one
 whose copies' subscriptions, summed per server they go to, that server's free
-logical replication workers cannot hold. ``limit`` moves at most that many tenants (waves);
+logical replication workers cannot hold, beside the way back each switched
+move of the run leaves on the cell's own server for its rollback window.
+Each tenant's target is placed once, up front (``_place``): the checks count
+the placement the moves use. ``limit`` moves at most that many tenants (waves);
 ``max_failures`` stops starting moves once more than that many failed (a
 refused move, one that changed nothing, does not count). `--finalize` then
 ends the rollback windows of the moves out of the cell: each old store
@@ -130,7 +133,7 @@ def evacuate(ws: Workspace, name: str, *, to: str | None = None, finalize: bool 
         _place(ws, cells, leaving, target, queue, specs, dry_run)
     if not finalize and total:  # a finalize copies nothing
         _refuse_without_room(ws, leaving, cells, target, [(r, e.to_cell) for r, e in queue], specs,
-                             min(parallel, total), parallel)
+                             min(parallel, total), parallel, total)
     loads: Counter[str] = Counter()  # moves in flight, per cell (for a tenant placed again)
     running: dict[Future, Evacuee] = {}
     started = 0
@@ -209,12 +212,12 @@ def _judged(ws: Workspace, record: TenantRecord, evacuee: Evacuee) -> None:
 
 def _refuse_without_room(ws: Workspace, leaving: CellSpec, cells: dict[str, CellSpec], target: CellSpec | None,
                          planned: list[tuple[TenantRecord, str | None]], specs: dict[str, TenantSpec | None],
-                         at_once: int, parallel: int) -> None:
+                         at_once: int, parallel: int, total: int) -> None:
     """The moves' copies run from the cell's database, their subscriptions on
     their targets' (``cell_database``): a run either has no room for is refused
     before any starts (exit 3, the figures named). ``planned``: each tenant to
     move and the cell it goes to (``_place``; None: refused); at most
-    ``at_once`` of them run together. Only those
+    ``at_once`` of them run together, ``total`` in all. Only those
     that take a new slot there count: a copy that may start from it
     (``_may_copy``) whose link holds no slot yet (a resumed copy's
     subscription goes on copying with its own, tenantctl running or not)."""
@@ -233,35 +236,51 @@ def _refuse_without_room(ws: Workspace, leaving: CellSpec, cells: dict[str, Cell
         if new:
             refuse_copies(conn, min(len(new), at_once), f"cell {leaving.name!r}'s database",
                           parallel if parallel > 1 else None)
-    _refuse_without_workers(ws, cells, leaving, [(r, to) for r, to in copying if r.tenant_id in new],
-                            at_once, parallel)
+    _refuse_without_workers(ws, cells, leaving, copying, new, at_once, parallel, total)
 
 
 def _refuse_without_workers(ws: Workspace, cells: dict[str, CellSpec], leaving: CellSpec,
-                            new: list[tuple[TenantRecord, str | None]], at_once: int, parallel: int) -> None:
-    """The subscriptions of ``new`` copies (each with the cell it goes to: a
-    resumed move's, else ``_place``'s), summed per server they go to, at most
-    ``at_once`` of them on one: a server without the logical replication
-    workers for its share refuses the run. A target with no database yet is
-    skipped (made with its cell: every worker free)."""
+                            copying: list[tuple[TenantRecord, str | None]], new: set[str], at_once: int,
+                            parallel: int, total: int) -> None:
+    """The subscriptions of the ``new`` copies of ``copying`` (each with the
+    cell it goes to: a resumed move's, else ``_place``'s), summed per server
+    they go to, at most ``at_once`` of them on one; and the way backs the run's
+    moves leave on the cell's own server as they switch (one enabled
+    subscription each, for its rollback window: ``total`` at most), which its
+    later copies there must run beside: a server without the logical
+    replication workers for its share refuses the run. A resumed copy's own
+    subscription is held already; its way back is new where it goes to another
+    server. A target with no database yet is skipped (made with its cell:
+    every worker free)."""
     from tenantctl.cell_database import cell_admin, refuse_subscriptions
     from tenantctl.operations.move import account_of
 
-    servers: dict[tuple[str, str], list[str]] = {}  # (endpoint, port) -> a cell per copy going there
-    for record, planned_to in new:
+    def server(cell: str) -> tuple[str, str] | None:
+        outputs = ws.cell_outputs(cell)
+        return (outputs["db_endpoint"], str(outputs.get("db_port"))) if outputs.get("db_endpoint") else None
+
+    home = server(leaving.name)
+    servers: dict[tuple[str, str] | None, list[str]] = {home: []}  # (endpoint, port) -> a cell per copy there
+    way_backs = 0
+    for record, planned_to in copying:
         to = record.move.to_cell if record.move is not None else planned_to
         if to not in cells or (record.move is not None and record.move.to_tier is not Tier.pooled) or \
                 account_of(ws, cells[to]) != account_of(ws, leaving):  # the refused, a store of its own, a relay
             continue
-        outputs = ws.cell_outputs(to)
-        if outputs.get("db_endpoint"):
-            servers.setdefault((outputs["db_endpoint"], str(outputs.get("db_port"))), []).append(to)
-    for going in servers.values():
-        names = sorted(set(going))
+        there = server(to)
+        way_backs += record.tenant_id in new or there != home
+        if record.tenant_id in new:
+            servers.setdefault(there, []).append(to)
+    servers.pop(None, None)
+    for key, going in servers.items():
+        backs = min(way_backs, total) if key == home else 0
+        if not going and not backs:
+            continue
+        names = sorted(set(going)) or [leaving.name]
         with cell_admin(ws, names[0]) as conn:
             refuse_subscriptions(conn, min(len(going), at_once),
                                  f"the database of cell{'s' if len(names) > 1 else ''} {', '.join(names)}",
-                                 parallel if parallel > 1 else None)
+                                 parallel if parallel > 1 else None, way_backs=backs)
 
 
 def _may_copy(ws: Workspace, cells: dict[str, CellSpec], leaving: CellSpec, target: CellSpec | None,
