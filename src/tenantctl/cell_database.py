@@ -19,9 +19,12 @@ an apply worker on the server of its old store until finalized. Apply workers
 are held for good, table-sync workers come and go (a table waits for a free
 one), so a server holds ``n`` copies when ``max_logical_replication_workers``
 (4 by default, RDS's too; within ``max_worker_processes``) less its enabled
-subscriptions leaves ``n`` apply workers and one table-sync worker free. A copy
-with none free waits on its tables in ``init`` without end, so it is refused
-before it starts as well (rule ``replication-workers``).
+subscriptions leaves ``n`` apply workers and one table-sync worker free. From
+PostgreSQL 18 each of those workers also tracks a replication origin (every
+subscription has one, a table copy one while it runs), bounded by
+``max_active_replication_origins`` (10 by default): the room is the smaller of
+the two. A copy with none free waits on its tables in ``init`` without end, so
+it is refused before it starts as well (rule ``replication-workers``).
 
 Each pooled tenant's login (and each workspace's) may hold
 ``db_connection_limit`` connections; at the cell's cap that is
@@ -90,11 +93,15 @@ class WorkerRoom:
     max_workers: int  # max_logical_replication_workers
     max_processes: int  # max_worker_processes: every background worker's, the launcher's one included
     subscriptions: int  # enabled subscriptions (pg_subscription is cluster-wide): an apply worker each, for good
+    max_origins: int | None = None  # max_active_replication_origins (PostgreSQL 18+; before: not read)
+    origins: int = 0  # replication origins that exist: every subscription's (enabled or not), others'
 
     @property
     def free(self) -> int:
-        """Workers no subscription holds for good (table copies running are not counted: they end)."""
-        return min(self.max_workers, self.max_processes - 1) - self.subscriptions
+        """Workers no subscription holds for good (table copies running are not counted: they end),
+        and from PostgreSQL 18 no more than the replication origins left: one each, the same way."""
+        workers = min(self.max_workers, self.max_processes - 1) - self.subscriptions
+        return workers if self.max_origins is None else min(workers, self.max_origins - self.origins)
 
     @property
     def copies(self) -> int:
@@ -104,17 +111,24 @@ class WorkerRoom:
     def figures(self, copies: bool = True) -> str:
         taken = (f"max_logical_replication_workers {self.max_workers} (max_worker_processes {self.max_processes}) "
                  f"with {self.subscriptions} held by enabled subscriptions' apply workers")
+        if self.max_origins is not None:
+            taken += (f", max_active_replication_origins {self.max_origins} with {self.origins} taken (an origin per "
+                      "subscription)")
         return f"{taken}, each copy needing an apply worker and all of them one table-sync worker" if copies \
             else taken
 
 
 def worker_room(conn: Any) -> WorkerRoom:
-    """The logical replication workers of the server ``conn`` (an admin connection) is on."""
+    """The logical replication workers of the server ``conn`` (an admin connection) is on, and
+    from PostgreSQL 18 its replication origins."""
     row = conn.execute(
         "SELECT current_setting('max_logical_replication_workers')::int, "
         "current_setting('max_worker_processes')::int, "
-        "(SELECT count(*) FROM pg_subscription WHERE subenabled)").fetchone()
-    return WorkerRoom(*(int(v) for v in row))
+        "(SELECT count(*) FROM pg_subscription WHERE subenabled), "
+        "CASE WHEN current_setting('server_version_num')::int >= 180000 "
+        "THEN current_setting('max_active_replication_origins', true)::int END, "
+        "(SELECT count(*) FROM pg_replication_origin)").fetchone()
+    return WorkerRoom(*(None if v is None else int(v) for v in row))
 
 
 SLOTS_REMEDY = ("end moves' rollback windows (`--finalize`: a switched move keeps a slot where its new store "
@@ -134,14 +148,31 @@ def refuse_copies(conn: Any, copies: int, where: str, parallel: int | None = Non
     return room
 
 
-def refuse_subscriptions(conn: Any, copies: int, where: str, parallel: int | None = None) -> WorkerRoom:
+def refuse_subscriptions(conn: Any, copies: int, where: str, parallel: int | None = None,
+                         way_backs: int = 0) -> WorkerRoom:
     """InvalidInput (exit 3, rule ``replication-workers``) when the server of
     ``conn`` (where the copies' subscriptions run: their new stores') has no
     logical replication workers for ``copies`` move copies at once; the
-    arguments as ``refuse_copies``'."""
+    arguments as ``refuse_copies``'. ``way_backs``: the subscriptions a run's
+    switched moves leave there (their old stores' server), one each, held
+    while its later copies run: a move's copy there ends before its way back
+    starts, so the run needs the more of the two, and a table-sync worker
+    beside them while copies run."""
     room = worker_room(conn)
-    _refuse(room, copies, where, parallel, "replication-workers", WORKERS_REMEDY)
-    return room
+    if way_backs <= copies:
+        _refuse(room, copies, where, parallel, "replication-workers", WORKERS_REMEDY)
+        return room
+    need = way_backs + (1 if copies else 0)
+    if room.free >= need:
+        return room
+    fits = max(0, room.free - (1 if copies else 0))
+    beside = ", and its copies there one table-sync worker beside them" if copies else ""
+    raise _no_room(f"{where} has {max(0, room.free)} logical replication worker{'' if room.free == 1 else 's'} "
+                   f"free, not the {need} the run's {way_backs} moves need: each switched move keeps the "
+                   f"subscription its old store follows the new one by there for its rollback window (an apply "
+                   f"worker each, held while the later moves copy){beside}: {room.figures(copies=False)}",
+                   "nothing was started: " + (f"give --limit {fits} or less (moves per run), " if fits else ""),
+                   "replication-workers", WORKERS_REMEDY)
 
 
 def _refuse(room: ReplicationRoom | WorkerRoom, copies: int, where: str, parallel: int | None, rule: str,

@@ -174,9 +174,24 @@ def test_moves_the_target_server_has_no_replication_workers_for_are_refused_befo
                 assert wide.json()["error"]["rule"] == "replication-workers"
                 assert "room for 1 move copy at once, not 2 (--parallel 2)" in wide.json()["error"]["message"]
             untouched(cli, ws, sandbox, stack_files)
+            # One at a time, the first move's way back (kept on the old store's server, this one) would
+            # leave the second copy one worker: refused up front, not by the second move mid-run.
+            one_by_one = cli("cell", "evacuate", FROM, "--json")
+            assert one_by_one.returncode == 3, one_by_one
+            error = one_by_one.json()["error"]
+            assert error["rule"] == "replication-workers"
+            assert "2 logical replication workers free, not the 3 the run's 2 moves need" in error["message"]
+            assert "give --limit 1 or less" in error["message"] and "max_active_replication_origins" in \
+                error["message"]
+            untouched(cli, ws, sandbox, stack_files)
+            assert cli("cell", "evacuate", FROM, "--limit", "1", "--dry-run").returncode == 0
         with free_workers(sandbox, 3):  # two copies: no worker counted twice
             assert cli("cell", "evacuate", FROM, "--parallel", "2", "--dry-run").returncode == 0
+            assert cli("cell", "evacuate", FROM, "--dry-run").returncode == 0  # a copy's worker becomes its way back
     finally:
+        for tid in TENANTS:  # what a run refused mid-way left
+            if ws.registry.require(tid).move is not None:
+                assert cli("move", tid, "--rollback").returncode == 0
         assert cli("cell", "drain", FROM, "--undo").returncode == 0
 
 

@@ -237,6 +237,8 @@ def test_list_filters_by_region_and_account_beside_the_other_filters(fleet: Flee
         in_b = cli("list", "--all", "--account", ACCOUNT_B, "--json")
         table_a = cli("list", "--account", ACCOUNT_A)
         in_eu = ids("--region", EU)
+        in_cells = {cell: cli("list", "--all", "--cell", cell, "--json") for cell in ("eua", "eub")}
+        table_eua = cli("list", "--cell", "eua")
     finally:
         for tid in ("cl-out", "cl-in"):
             aws(sandbox, "dynamodb").delete_item(TableName=fleet.ws.platform_outputs()["registry_table"],
@@ -252,6 +254,14 @@ def test_list_filters_by_region_and_account_beside_the_other_filters(fleet: Flee
     out_row = next(line for line in table_a.stdout.splitlines() if "cl-out" in line)
     assert "moving out: old stack kept for the rollback window until 2031-01-02 03:04Z" in out_row, table_a.stdout
     assert in_eu == ["cl-e1", "cl-e2", "cl-e3", "cl-e4", "cl-in", "cl-out"]  # one region: both sides there
+    # A cell the same way: cl-out switched to eub keeps its old stack in eua, cl-in builds its new one in eub.
+    listed_cells = {c: {t["tenant_id"]: t["via_move"] for t in run.json()["tenants"]
+                        if t["tenant_id"].startswith("cl-")} for c, run in in_cells.items()}
+    assert listed_cells["eua"]["cl-out"] == listed_a["cl-out"]["via_move"], listed_cells
+    assert listed_cells["eub"]["cl-in"] == listed_b["cl-in"]["via_move"], listed_cells
+    assert listed_cells["eua"]["cl-in"] is listed_cells["eub"]["cl-out"] is listed_cells["eua"]["cl-e1"] is None
+    assert "cl-e1" not in listed_cells["eub"] and "cl-e2" not in listed_cells["eua"], listed_cells
+    assert "moving out: old stack kept" in next(line for line in table_eua.stdout.splitlines() if "cl-out" in line)
     # What no account id or region can be is refused, not an empty list.
     bad = cli("list", "--account", "2222", "--json")
     assert bad.returncode == 2 and "--account" in bad.json()["error"]["message"], bad

@@ -5,6 +5,7 @@ provider config for a cell in another account."""
 
 from __future__ import annotations
 
+from collections import deque
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,6 +18,7 @@ from tenantctl import naming
 from tenantctl.aws import Clients
 from tenantctl.errors import InvalidInput, QuotaExceeded, TargetUnavailable
 from tenantctl.models import CellSpec, LifecycleSpec, RetentionMenu, TenantRecord, TenantSpec, TenantStatus, Tier
+from tenantctl.operations import cell_evacuate
 from tenantctl.operations.cell import _shares_account_region, free_vpc_cidr
 from tenantctl.operations.cell_evacuate import _may_copy, pick
 from tenantctl.placement import choose, place
@@ -279,6 +281,29 @@ def test_an_evacuated_tenant_goes_to_its_own_accounts_cells_first_then_the_least
     chosen, refusals = pick(ws, cells, leaving, pooled, {})
     assert chosen is None and "cell euz: draining" in refusals
     assert "cell euy: 2 of 2 pooled tenants placed" in refusals[1]
+
+
+def test_an_evacuation_places_each_tenant_once_up_front_reading_its_stack_file_once(
+        tmp_path: Path, registry: RegistryWriter, monkeypatch: pytest.MonkeyPatch):
+    """The placement the run's up-front checks count is the one its moves use: each tenant
+    placed in turn as if the ones before had taken their slots, from the one read of its file."""
+    ws = workspace(tmp_path, registry, [
+        CellSpec(name="eux", region="eu-west-1", draining=True),
+        CellSpec(name="euy", region="eu-west-1", max_pooled_tenants=2),
+        CellSpec(name="euz", region="eu-west-1", account_role_arn=ROLE_A, max_pooled_tenants=2)])
+    ws.cell_outputs, ws.stacks_dir = (lambda name: {"account_id": "111111111111"}), tmp_path
+    records = [TenantRecord(tenant_id=f"t{i}", tier=Tier.pooled, status=TenantStatus.active, region="eu-west-1",
+                            cell="eux") for i in range(5)]
+    for r in records[:4]:  # t4 has no stack file
+        write_tenant(tmp_path, TenantSpec(id=r.tenant_id, region="eu-west-1", cell="eux"))
+    reads: list[str] = []
+    monkeypatch.setattr(cell_evacuate, "read_tenant", lambda path: reads.append(path.name) or read_tenant(path))
+    specs = cell_evacuate._stack_specs(ws, records)
+    queue = deque((r, cell_evacuate.Evacuee(tenant_id=r.tenant_id, tier=r.tier, outcome="planned")) for r in records)
+    cell_evacuate._place(ws, ws.cells(), ws.cell("eux"), None, queue, specs, dry_run=False)
+    assert [(e.to_cell, e.outcome) for _, e in queue] == [("euy", "planned")] * 2 + [("euz", "planned")] * 2 + [
+        (None, "skipped")]
+    assert sorted(reads) == [f"Pulumi.t{i}.yaml" for i in range(4)]  # once each, checks and placement alike
 
 
 def test_an_evacuation_counts_as_copies_from_the_cells_database_only_the_replication_links(

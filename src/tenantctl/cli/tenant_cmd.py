@@ -266,7 +266,7 @@ def list_tenants(
     cursor: Annotated[Optional[str], typer.Option(help="next_cursor of the previous page.")] = None,
     tier: Annotated[Optional[Tier], typer.Option(help="Only this tier.")] = None,
     status: Annotated[Optional[TenantStatus], typer.Option(help="Only this status.")] = None,
-    cell: Annotated[Optional[str], typer.Option(help="Only tenants of this cell.")] = None,
+    cell: Annotated[Optional[str], typer.Option(help="Only tenants of this cell (or moving in or out of it).")] = None,
     region: Annotated[Optional[str], typer.Option(help="Only tenants living in this region.")] = None,
     account: Annotated[Optional[str], typer.Option(
         metavar="ACCOUNT_ID", help="Only tenants living in this AWS account (12 digits; the registry's own "
@@ -277,14 +277,13 @@ def list_tenants(
 ) -> None:
     """List tenants in the registry, one page at a time (or every page with --all).
 
-    Filters combine (--tier, --status, --cell, --region, --account); --region
-    and --account read each record's own region and account, where its cell
-    placed it, and list too a tenant whose open move between accounts or
-    regions holds a stack there (its status says `moving out: old stack kept
-    for the rollback window until ...` or `moving in: ...`; `via_move` in
-    --json). Records and (on the first page) stack files under an id that
-    breaks the naming rules are shown as invalid: `tenantctl forget ID --yes`
-    removes them."""
+    Filters combine (--tier, --status, --cell, --region, --account); --cell,
+    --region and --account read each record's own cell, region and account,
+    where its cell placed it, and list too a tenant whose open move holds a
+    stack there (its status says `moving out: old stack kept for the rollback
+    window until ...` or `moving in: ...`; `via_move` in --json). Records
+    and (on the first page) stack files under an id that breaks the naming
+    rules are shown as invalid: `tenantctl forget ID --yes` removes them."""
     from tenantctl.operations.forget import leftovers
     from tenantctl.operations.selection import placed_in
     from tenantctl.workspace import Workspace
@@ -292,8 +291,8 @@ def list_tenants(
     ws = Workspace()
     if cell is not None:
         ws.cell(cell)  # an unknown cell is an error (exit 6), not an empty page
-    where = placed_in(ws, region, account)
-    filters = {"tier": tier, "status": status, "cell": cell, "where": where}
+    where = placed_in(ws, region, account, cell)  # the cell too: a move's other side is in no item's attribute
+    filters = {"tier": tier, "status": status, "where": where}
     records, next_cursor = ws.registry.list(limit=limit, cursor=cursor, **filters)
     while all_pages and next_cursor:
         page, next_cursor = ws.registry.list(limit=limit, cursor=next_cursor, **filters)

@@ -19,7 +19,10 @@ the cell's one database and holds replication slots and WAL senders there
 hold (``parallel``, or as many as there are moves taking a new slot there
 when fewer: ``_may_copy``) is refused before any move starts, and so is one
 whose copies' subscriptions, summed per server they go to, that server's free
-logical replication workers cannot hold. ``limit`` moves at most that many tenants (waves);
+logical replication workers cannot hold, beside the way back each switched
+move of the run leaves on the cell's own server for its rollback window.
+Each tenant's target is placed once, up front (``_place``): the checks count
+the placement the moves use. ``limit`` moves at most that many tenants (waves);
 ``max_failures`` stops starting moves once more than that many failed (a
 refused move, one that changed nothing, does not count). `--finalize` then
 ends the rollback windows of the moves out of the cell: each old store
@@ -125,27 +128,31 @@ def evacuate(ws: Workspace, name: str, *, to: str | None = None, finalize: bool 
     triaged = [(record, _triage(record, name, finalize)) for record in records]
     queue = deque((r, e) for r, e in triaged if e.outcome == "planned")
     total = min(len(queue), limit) if limit is not None else len(queue)
+    specs = {} if finalize else _stack_specs(ws, [r for r, _ in queue])  # each stack file read once
+    if not finalize:
+        _place(ws, cells, leaving, target, queue, specs, dry_run)
     if not finalize and total:  # a finalize copies nothing
-        _refuse_without_room(ws, leaving, cells, target, [r for r, _ in queue], min(parallel, total), parallel)
-    loads: Counter[str] = Counter()  # a dry run's placements so far; a run's moves in flight, per cell
+        _refuse_without_room(ws, leaving, cells, target, [(r, e.to_cell) for r, e in queue], specs,
+                             min(parallel, total), parallel, total)
+    loads: Counter[str] = Counter()  # moves in flight, per cell (for a tenant placed again)
     running: dict[Future, Evacuee] = {}
     started = 0
     with _movers(ws, parallel, progress) as submit:
         while True:
             while queue and len(running) < parallel and not (budget.spent or (limit is not None and started >= limit)):
                 record, evacuee = queue[0]
-                if not finalize and record.move is None:
-                    # Counters are read again for each pick; moves in flight may not have taken their slot yet.
-                    evacuee.to_cell = _destination(ws, cells, leaving, record, target, Counter(loads), evacuee)
-                    if evacuee.outcome == "refused" and running and not dry_run:
+                if not dry_run and record.move is None and evacuee.to_cell is None and \
+                        evacuee.outcome in ("planned", "refused"):
+                    # No room when planned: placed again now (a move refused or failed since gave its slot
+                    # back). Counters are read again; moves in flight may not have taken their slot yet.
+                    evacuee.outcome, evacuee.detail, evacuee.exit_code = "planned", None, None
+                    evacuee.to_cell = _destination(ws, cells, leaving, record, specs, target, Counter(loads),
+                                                   evacuee)
+                    if evacuee.outcome == "refused" and running:
                         evacuee.outcome, evacuee.detail, evacuee.exit_code = "planned", None, None
-                        break  # full for now: a move in flight may end or free a slot; picked again then
+                        break  # full for now: a move in flight may end or free a slot; placed again then
                 queue.popleft()
                 if evacuee.outcome != "planned" or dry_run:
-                    if dry_run and evacuee.to_cell and record.move is None:
-                        _judged(ws, record, evacuee)  # what the move itself would refuse, nothing created
-                    if dry_run and evacuee.outcome == "planned" and evacuee.to_cell:  # for the next picks
-                        loads[evacuee.to_cell] += 1
                     continue
                 started += 1
                 how = "finalizing" if finalize else "resuming" if record.move is not None else "moving"
@@ -159,11 +166,37 @@ def evacuate(ws: Workspace, name: str, *, to: str | None = None, finalize: bool 
                 evacuee = running.pop(future)
                 loads[evacuee.to_cell or ""] -= 1
                 _settle(evacuee, future, budget)
-    for _, evacuee in queue:  # never started
+    for record, evacuee in queue:  # never started: placed again by the run that moves it
+        evacuee.to_cell = evacuee.to_cell if record.move is not None else None
         evacuee.outcome, evacuee.detail = (("not_started", f"not started: {budget.why()}") if budget.spent
                                            else ("later", f"--limit {limit} reached: a next run moves it"))
     return Evacuation(cell=name, finalize=finalize, dry_run=dry_run, tenants=[e for _, e in triaged],
                       stopped=budget.why() if budget.spent else None)
+
+
+def _stack_specs(ws: Workspace, records: list[TenantRecord]) -> dict[str, TenantSpec | None]:
+    """Each record's committed stack file, read once for the run's checks and
+    placements (None: no such file)."""
+    paths = {r.tenant_id: stack_file(ws.stacks_dir, r.current_stack) for r in records}
+    return {tid: read_tenant(path) if path.exists() else None for tid, path in paths.items()}
+
+
+def _place(ws: Workspace, cells: dict[str, CellSpec], leaving: CellSpec, target: CellSpec | None,
+           queue: deque[tuple[TenantRecord, Evacuee]], specs: dict[str, TenantSpec | None], dry_run: bool) -> None:
+    """Where each tenant of ``queue`` not moving yet goes (``Evacuee.to_cell``),
+    placed in turn as if the ones before had taken their slots: the run's
+    moves and the up-front checks use the same placement. A dry run also
+    judges each as its move would (nothing created), and a refused one takes
+    no slot from the next."""
+    loads: Counter[str] = Counter()
+    for record, evacuee in queue:
+        if record.move is not None:
+            continue
+        evacuee.to_cell = _destination(ws, cells, leaving, record, specs, target, Counter(loads), evacuee)
+        if dry_run and evacuee.to_cell:
+            _judged(ws, record, evacuee)  # what the move itself would refuse, nothing created
+        if evacuee.outcome == "planned" and evacuee.to_cell:
+            loads[evacuee.to_cell] += 1
 
 
 def _judged(ws: Workspace, record: TenantRecord, evacuee: Evacuee) -> None:
@@ -178,61 +211,76 @@ def _judged(ws: Workspace, record: TenantRecord, evacuee: Evacuee) -> None:
 
 
 def _refuse_without_room(ws: Workspace, leaving: CellSpec, cells: dict[str, CellSpec], target: CellSpec | None,
-                         planned: list[TenantRecord], at_once: int, parallel: int) -> None:
+                         planned: list[tuple[TenantRecord, str | None]], specs: dict[str, TenantSpec | None],
+                         at_once: int, parallel: int, total: int) -> None:
     """The moves' copies run from the cell's database, their subscriptions on
     their targets' (``cell_database``): a run either has no room for is refused
-    before any starts (exit 3, the figures named). At most ``at_once`` of
-    ``planned`` run together; only those that take a new slot there count: a
-    copy that may start from it (``_may_copy``) whose link holds no slot yet (a
-    resumed copy's subscription goes on copying with its own, tenantctl running
-    or not)."""
+    before any starts (exit 3, the figures named). ``planned``: each tenant to
+    move and the cell it goes to (``_place``; None: refused); at most
+    ``at_once`` of them run together, ``total`` in all. Only those
+    that take a new slot there count: a copy that may start from it
+    (``_may_copy``) whose link holds no slot yet (a resumed copy's
+    subscription goes on copying with its own, tenantctl running or not)."""
     from tenantctl.cell_database import cell_admin, refuse_copies
     from tenantctl.operations.mover import leaving_generation
     from tenantctl.transfer.store_sync import link_name
 
-    copying = [r for r in planned if _may_copy(ws, cells, leaving, target, r)]
+    copying = [(r, to) for r, to in planned if _may_copy(ws, cells, leaving, target, r)]
     if not copying:  # nothing to read the database for
         return
     with cell_admin(ws, leaving.name) as conn:
         held = {slot for (slot,) in conn.execute(
             "SELECT slot_name FROM pg_replication_slots WHERE database = current_database()")}
-        new = [r for r in copying if r.move is None or link_name(r.tenant_id, leaving_generation(
-            read_tenant(stack_file(ws.stacks_dir, r.current_stack)))) not in held]
+        new = {r.tenant_id for r, _ in copying if r.move is None or (spec := specs[r.tenant_id]) is None
+               or link_name(r.tenant_id, leaving_generation(spec)) not in held}
         if new:
             refuse_copies(conn, min(len(new), at_once), f"cell {leaving.name!r}'s database",
                           parallel if parallel > 1 else None)
-    _refuse_without_workers(ws, cells, leaving, target, new, at_once, parallel)
+    _refuse_without_workers(ws, cells, leaving, copying, new, at_once, parallel, total)
 
 
-def _refuse_without_workers(ws: Workspace, cells: dict[str, CellSpec], leaving: CellSpec, target: CellSpec | None,
-                            new: list[TenantRecord], at_once: int, parallel: int) -> None:
-    """The subscriptions of ``new`` copies, summed per server they go to (a
-    move not started: ``--to``, else where placement picks now, as a dry run
-    does), at most ``at_once`` of them on one: a server without the logical
-    replication workers for its share refuses the run. A target with no
-    database yet is skipped (made with its cell: every worker free)."""
+def _refuse_without_workers(ws: Workspace, cells: dict[str, CellSpec], leaving: CellSpec,
+                            copying: list[tuple[TenantRecord, str | None]], new: set[str], at_once: int,
+                            parallel: int, total: int) -> None:
+    """The subscriptions of the ``new`` copies of ``copying`` (each with the
+    cell it goes to: a resumed move's, else ``_place``'s), summed per server
+    they go to, at most ``at_once`` of them on one; and the way backs the run's
+    moves leave on the cell's own server as they switch (one enabled
+    subscription each, for its rollback window: ``total`` at most), which its
+    later copies there must run beside: a server without the logical
+    replication workers for its share refuses the run. A resumed copy's own
+    subscription is held already; its way back is new where it goes to another
+    server. A target with no database yet is skipped (made with its cell:
+    every worker free)."""
     from tenantctl.cell_database import cell_admin, refuse_subscriptions
     from tenantctl.operations.move import account_of
 
-    loads: Counter[str] = Counter()
-    servers: dict[tuple[str, str], list[str]] = {}  # (endpoint, port) -> a cell per copy going there
-    for record in new:
-        to = record.move.to_cell if record.move is not None else target.name if target is not None else None
-        if record.move is None and to is None and (path := stack_file(ws.stacks_dir, record.current_stack)).exists():
-            spec = read_tenant(path).model_copy(update={"cell": record.cell, "tier": record.tier})
-            to = pick(ws, cells, leaving, spec, loads)[0]
+    def server(cell: str) -> tuple[str, str] | None:
+        outputs = ws.cell_outputs(cell)
+        return (outputs["db_endpoint"], str(outputs.get("db_port"))) if outputs.get("db_endpoint") else None
+
+    home = server(leaving.name)
+    servers: dict[tuple[str, str] | None, list[str]] = {home: []}  # (endpoint, port) -> a cell per copy there
+    way_backs = 0
+    for record, planned_to in copying:
+        to = record.move.to_cell if record.move is not None else planned_to
         if to not in cells or (record.move is not None and record.move.to_tier is not Tier.pooled) or \
                 account_of(ws, cells[to]) != account_of(ws, leaving):  # the refused, a store of its own, a relay
             continue
-        outputs = ws.cell_outputs(to)
-        if outputs.get("db_endpoint"):
-            servers.setdefault((outputs["db_endpoint"], str(outputs.get("db_port"))), []).append(to)
-    for going in servers.values():
-        names = sorted(set(going))
+        there = server(to)
+        way_backs += record.tenant_id in new or there != home
+        if record.tenant_id in new:
+            servers.setdefault(there, []).append(to)
+    servers.pop(None, None)
+    for key, going in servers.items():
+        backs = min(way_backs, total) if key == home else 0
+        if not going and not backs:
+            continue
+        names = sorted(set(going)) or [leaving.name]
         with cell_admin(ws, names[0]) as conn:
             refuse_subscriptions(conn, min(len(going), at_once),
                                  f"the database of cell{'s' if len(names) > 1 else ''} {', '.join(names)}",
-                                 parallel if parallel > 1 else None)
+                                 parallel if parallel > 1 else None, way_backs=backs)
 
 
 def _may_copy(ws: Workspace, cells: dict[str, CellSpec], leaving: CellSpec, target: CellSpec | None,
@@ -388,16 +436,18 @@ def _triage(record: TenantRecord, name: str, finalize: bool) -> Evacuee:
 
 
 def _destination(ws: Workspace, cells: dict[str, CellSpec], leaving: CellSpec, record: TenantRecord,
-                 target: CellSpec | None, loads: dict[str, int], evacuee: Evacuee) -> str | None:
+                 specs: dict[str, TenantSpec | None], target: CellSpec | None, loads: dict[str, int],
+                 evacuee: Evacuee) -> str | None:
     """The cell ``record`` goes to: ``target``, else the least loaded one that
     takes it (same account first). Sets ``evacuee`` skipped when none can."""
     if target is not None:
         return target.name
-    path = stack_file(ws.stacks_dir, record.current_stack)
-    if not path.exists():
+    spec = specs[record.tenant_id]
+    if spec is None:
+        path = stack_file(ws.stacks_dir, record.current_stack)
         evacuee.outcome, evacuee.detail = "skipped", f"no committed stack file ({path}): nothing to move from"
         return None
-    spec = read_tenant(path).model_copy(update={"cell": record.cell, "tier": record.tier})
+    spec = spec.model_copy(update={"cell": record.cell, "tier": record.tier})
     chosen, refusals = pick(ws, cells, leaving, spec, loads)
     if chosen is None:
         why = "; ".join(refusals) or f"no other cell in {spec.region}"

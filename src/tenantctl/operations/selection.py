@@ -2,7 +2,7 @@
 every tenant (`--all`) or every tenant of one cell (`--cell`), never a tenant
 whose resources are gone (deprovisioned, or being deprovisioned); the ones of
 them a read skips, with why, the same way for every such read; and where a
-listed tenant lives (`list --region / --account`)."""
+listed tenant lives (`list --region / --account / --cell`)."""
 
 from __future__ import annotations
 
@@ -39,51 +39,55 @@ def in_defined_cells(ws: Workspace, records: Sequence[TenantRecord]) -> tuple[
                   for r in records if cell_of[r.tenant_id] is None]
 
 
-def move_side(record: TenantRecord) -> tuple[str | None, str | None, str] | None:
-    """Where the other stack of the record's open move is, (region, account, what
-    it is there), read from its store's secret ARN (so a cell no longer in stacks/
-    is no blind spot): once switched, the one it left, kept for the rollback
-    window; before, the one being built. None: no open move, or no other store yet."""
+def move_side(record: TenantRecord) -> tuple[str | None, str | None, str, str] | None:
+    """Where the other stack of the record's open move is, (region, account, cell,
+    what it is there), its region and account read from its store's secret ARN (so
+    a cell no longer in stacks/ is no blind spot): once switched, the one it left,
+    kept for the rollback window; before, the one being built. None: no open move,
+    or no other store yet."""
     move = record.move
     if move is None or record.resources is None:
         return None
     if move.new_store is not None and record.resources.store == move.new_store:
         until = f" until {move.window_ends_at:%Y-%m-%d %H:%M}Z" if move.window_ends_at else ""
-        store, what = move.old_store, f"moving out: old stack kept for the rollback window{until}"
+        store, cell = move.old_store, move.from_cell
+        what = f"moving out: old stack kept for the rollback window{until}"
     elif move.new_store is not None:
-        store, what = move.new_store, f"moving in: new stack being built ({move.phase.value})"
+        store, cell, what = move.new_store, move.to_cell, f"moving in: new stack being built ({move.phase.value})"
     else:
         return None
-    return region_of_arn(store.secret_arn), account_of_arn(store.secret_arn), what
+    return region_of_arn(store.secret_arn), account_of_arn(store.secret_arn), cell, what
 
 
 class PlacedIn:
-    """Whether a record has a stack in ``region`` and ``account`` (each None: any):
-    where it lives, by the record's own region and account (the ones its cell had
-    when it was placed or moved there; no account: the registry's own, the home
-    cell's), or the other side of its open move between accounts or regions, which
-    ``via_move`` says (an operator listing an account sees everything it holds)."""
+    """Whether a record has a stack in ``region``, ``account`` and ``cell`` (each
+    None: any): where it lives, by the record's own region, account and cell (the
+    ones its cell had when it was placed or moved there; no account: the
+    registry's own, the home cell's), or the other side of its open move (between
+    cells, accounts or regions), which ``via_move`` says (an operator listing an
+    account or a cell sees everything it holds)."""
 
-    def __init__(self, region: str | None, account: str | None, home: str | None) -> None:
-        self.region, self.account, self.home = region, account, home
+    def __init__(self, region: str | None, account: str | None, home: str | None, cell: str | None = None) -> None:
+        self.region, self.account, self.home, self.cell = region, account, home, cell
 
-    def _there(self, region: str | None, account: str | None) -> bool:
-        return self.region in (None, region) and self.account in (None, account or self.home)
+    def _there(self, region: str | None, account: str | None, cell: str) -> bool:
+        return self.region in (None, region) and self.account in (None, account or self.home) and \
+            self.cell in (None, cell)
 
     def via_move(self, record: TenantRecord) -> str | None:
         """What the record holds here through its move, when it does not live here."""
         side = move_side(record)
-        if side is None or self._there(record.region, record.account_id) or not self._there(*side[:2]):
+        if side is None or self._there(record.region, record.account_id, record.cell) or not self._there(*side[:3]):
             return None
-        return side[2]
+        return side[3]
 
     def __call__(self, record: TenantRecord) -> bool:
-        return self._there(record.region, record.account_id) or self.via_move(record) is not None
+        return self._there(record.region, record.account_id, record.cell) or self.via_move(record) is not None
 
 
-def placed_in(ws: Workspace, region: str | None, account: str | None) -> PlacedIn | None:
-    """``PlacedIn`` for `list --region / --account`; None: no such filter."""
-    if region is None and account is None:
+def placed_in(ws: Workspace, region: str | None, account: str | None, cell: str | None = None) -> PlacedIn | None:
+    """``PlacedIn`` for `list --region / --account / --cell`; None: no such filter."""
+    if region is None and account is None and cell is None:
         return None
     if account is not None and not _ACCOUNT_ID.fullmatch(account):
         raise UsageError(f"Invalid value for '--account': {account!r} is not an AWS account id (12 digits).")
@@ -91,7 +95,7 @@ def placed_in(ws: Workspace, region: str | None, account: str | None) -> PlacedI
         from tenantctl.aws import require_known_region
 
         require_known_region(region)
-    return PlacedIn(region, account, ws.platform_outputs().get("account_id") if account is not None else None)
+    return PlacedIn(region, account, ws.platform_outputs().get("account_id") if account is not None else None, cell)
 
 
 def select(ws: Workspace, tenant_ids: Sequence[str], every: bool, cell: str | None = None,

@@ -38,6 +38,9 @@ SYSTEM_USER = "embedded_postgres"
 SERVER_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off", "max_connections=200",
                    "wal_level=logical", "max_replication_slots=40", "max_wal_senders=40",
                    "max_logical_replication_workers=16", "max_worker_processes=32")
+# PostgreSQL 18+: a replication origin per subscription, as many as the workers (its default 10 would
+# bound the room first); an older server refuses the unknown setting, so it is given to 18+ only.
+SERVER_SETTINGS_18 = ("max_active_replication_origins=16",)
 
 
 def _has_tools(folder: Path) -> bool:
@@ -138,7 +141,8 @@ class PostgresServer:
         """initdb when needed, start detached on 127.0.0.1:`port`, wait until
         the superuser can log in; returns the postmaster's pid."""
         self._ensure_cluster()
-        options = f"-h {LOOPBACK} -p {port} -k '' " + " ".join(f"-c {s}" for s in SERVER_SETTINGS)
+        settings = SERVER_SETTINGS + (SERVER_SETTINGS_18 if (bin_major(self.bin_dir) or 0) >= 18 else ())
+        options = f"-h {LOOPBACK} -p {port} -k '' " + " ".join(f"-c {s}" for s in settings)
         try:
             self._run("pg_ctl", "start", "-w", "-t", str(int(timeout)), "-D", str(self.data_dir),
                       "-l", str(self.log), "-o", options, timeout=timeout + 5)
