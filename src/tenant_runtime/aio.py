@@ -191,18 +191,19 @@ class AsyncContextStore(StoreOperations):
 
     @asynccontextmanager
     async def transaction(self, ctx: TenantContext) -> AsyncIterator[psycopg.AsyncConnection]:
-        """An async connection inside one transaction scoped to ``ctx``'s tenant
-        (an idle connection the server closed: see ContextStore._scoped_cursor)."""
-        async with self._transaction(verified(ctx)) as cur, aguarded(cur.connection) as conn:
+        """An async connection inside one transaction scoped to ``ctx``'s tenant,
+        on the tenant's own login as ContextStore.transaction says (an idle
+        connection the server closed: see ContextStore._scoped_cursor)."""
+        async with self._transaction(verified(ctx), own_login=True) as cur, aguarded(cur.connection) as conn:
             yield conn  # its statements may not end the tenant's transaction
 
     @asynccontextmanager
-    async def _transaction(self, ctx: TenantContext) -> AsyncIterator[psycopg.AsyncCursor]:
+    async def _transaction(self, ctx: TenantContext, own_login: bool = False) -> AsyncIterator[psycopg.AsyncCursor]:
         """The cursor that ran the scope statement, inside the tenant's transaction;
         ``ctx``: verified by the caller. One cursor for the transaction's statements
-        (``conn.execute`` makes one per statement)."""
+        (``conn.execute`` makes one per statement). ``own_login``: never through the shared pool."""
         with store_errors(ctx.key):
-            if self.gateway is not None and await self.gateway.serves(ctx):
+            if not own_login and self.gateway is not None and await self.gateway.serves(ctx):
                 async with self.gateway.connection(ctx) as (conn, role):
                     cur = await abegin(conn, ctx.key, role, self.statement_timeout)
                     async with aheld(conn, cur):

@@ -322,18 +322,23 @@ class ContextStore(StoreOperations):
 
     def transaction(self, ctx: TenantContext) -> AbstractContextManager[psycopg.Connection]:
         """A connection inside one transaction scoped to ``ctx``'s tenant;
-        database failures inside map to StoreTimeout / StoreUnavailable."""
-        return _connection_of(self._transaction(verified(ctx)))  # ctx checked now, not at the ``with``
+        database failures inside map to StoreTimeout / StoreUnavailable. Always
+        on the tenant's own login, never the shared pool's: the gateway may
+        become every pooled tenant's role and PostgreSQL checks SET ROLE
+        (``set_config('role', ...)``, in a DO block too) against the login, so
+        a statement of the caller's could leave the tenant's role for another's."""
+        return _connection_of(self._transaction(verified(ctx), own_login=True))  # ctx checked now
 
-    def _scoped_cursor(self, ctx: TenantContext) -> Iterator[psycopg.Cursor]:
+    def _scoped_cursor(self, ctx: TenantContext, own_login: bool = False) -> Iterator[psycopg.Cursor]:
         """The cursor that ran the scope statement, inside the tenant's transaction
-        (a generator: ``_transaction`` as a context manager, driven by hand in ``_execute``)."""
+        (a generator: ``_transaction`` as a context manager, driven by hand in ``_execute``).
+        ``own_login``: never through the shared pool (a caller's own SQL)."""
         # One context manager deep, not five (the error mapping, the login's
         # checkout and the tenant scope used to be one each): on a warm append
         # their per-call overhead was a large part of the client's own work.
         tenant_id = ctx.key
         try:
-            if self.gateway is not None and self.gateway.serves(ctx):
+            if not own_login and self.gateway is not None and self.gateway.serves(ctx):
                 with self.gateway.connection(ctx) as (conn, role):
                     yield from scoped(conn, tenant_id, role, self.statement_timeout)
                 return

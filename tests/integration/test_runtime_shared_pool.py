@@ -82,8 +82,8 @@ def test_one_connection_serves_a_then_b_and_leaks_nothing(shared, runtime_env):
     shared.store.append(ctx_a, "conv-shared", "user", "only a's")
     shared.store.append(ctx_b, "conv-shared", "user", "only b's")
     seen = []
-    for ctx in (ctx_a, ctx_b, ctx_a):
-        with shared.store.transaction(ctx) as conn:
+    for ctx in (ctx_a, ctx_b, ctx_a):  # the store's own transactions (a caller's SQL has its own login)
+        with shared.store._transaction(ctx) as conn:
             pid, user, tenant = conn.execute("SELECT pg_backend_pid(), current_user, "
                                              "current_setting('app.tenant_id')").fetchone()
             rows = conn.execute(sql.SQL("SELECT DISTINCT tenant_id FROM {}").format(
@@ -100,9 +100,44 @@ def test_one_connection_serves_a_then_b_and_leaks_nothing(shared, runtime_env):
                                              (seen[0], "tenantctl_gateway", None), (seen[0], "tenantctl_gateway", ""))
         assert conn.execute("SELECT current_user").fetchone() == ("tenantctl_gateway",)
     # A's role cannot be used with B's schema, even on this connection.
-    with pytest.raises(psycopg.errors.InsufficientPrivilege), shared.store.transaction(ctx_a) as conn:
+    with pytest.raises(psycopg.errors.InsufficientPrivilege), shared.store._transaction(ctx_a) as conn:
         conn.execute(sql.SQL("SELECT 1 FROM {}").format(
             sql.Identifier(ctx_b.resources.store.schema_name, "messages")))
+
+
+ROLE_SWITCHES = ("SET ROLE {b}", "SET LOCAL ROLE {b}", "SELECT set_config('role', '{b}', true)",
+                 "DO $$ BEGIN PERFORM set_config('role', '{b}', true); END $$")
+
+
+def test_a_callers_own_sql_cannot_become_another_tenant(shared, runtime_env):
+    """The gateway may become every pooled tenant's role, and SET ROLE is
+    checked against the login: ``store.transaction(ctx)`` hands the caller's
+    SQL a connection logged in as ``ctx``'s own role, from which neither a
+    SET ROLE nor set_config (in a DO block too) reaches B's rows."""
+    ctx_a, ctx_b = ctx_of(shared, runtime_env, "a"), ctx_of(shared, runtime_env, "b")
+    shared.store.append(ctx_b, "conv-role-escape", "user", "only b's")
+    b_role, b_messages = ctx_b.resources.store.role, sql.Identifier(ctx_b.resources.store.schema_name, "messages")
+    for switch in ROLE_SWITCHES:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), shared.store.transaction(ctx_a) as conn:
+            conn.execute(switch.format(b=b_role))
+            conn.execute(sql.SQL("SET LOCAL app.tenant_id = {}").format(sql.Literal(ctx_b.key)))
+            conn.execute(sql.SQL("SELECT conversation_id FROM {}").format(b_messages)).fetchall()
+    with shared.store.transaction(ctx_a) as conn:
+        assert conn.execute("SELECT session_user, current_user").fetchone() == (ctx_a.resources.store.role,) * 2
+
+
+@pytest.mark.anyio
+async def test_async_a_callers_own_sql_cannot_become_another_tenant(runtime_env, platform):
+    async with AsyncTenantRuntime(jwt_settings(), runtime_env.registry_table,
+                                  **settings(runtime_env, platform, max_size=1)) as art:
+        ctx_a = await art.resolve(runtime_env.token(runtime_env.ids["a"]), runtime_env.ids["a"])
+        ctx_b = await art.resolve(runtime_env.token(runtime_env.ids["b"]), runtime_env.ids["b"])
+        b_messages = sql.Identifier(ctx_b.resources.store.schema_name, "messages")
+        for switch in ROLE_SWITCHES:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                async with art.store.transaction(ctx_a) as conn:
+                    await conn.execute(switch.format(b=ctx_b.resources.store.role))
+                    await (await conn.execute(sql.SQL("SELECT conversation_id FROM {}").format(b_messages))).fetchall()
 
 
 @pytest.mark.anyio
@@ -204,7 +239,7 @@ def test_an_idle_pool_connection_the_server_closed_is_replaced_before_the_next_r
             idle = conn.info.backend_pid
         end_backend(runtime_env, idle)
         rt.store.append(ctx, "conv-pool-terminated", "user", "after")
-        with rt.store.transaction(ctx) as conn:
+        with rt.store._transaction(ctx) as conn:  # the pool's connection
             assert conn.execute("SELECT pg_backend_pid()").fetchone()[0] != idle
         assert [m.content for m in rt.store.history(ctx, "conv-pool-terminated").messages] == ["after", "before"]
     finally:
@@ -216,7 +251,7 @@ def test_a_statement_timeout_is_a_store_timeout(runtime_env, platform):
                        **settings(runtime_env, platform, max_size=1))
     try:
         ctx = ctx_of(rt, runtime_env, "a")
-        with pytest.raises(StoreTimeout) as err, rt.store.transaction(ctx) as conn:
+        with pytest.raises(StoreTimeout) as err, rt.store._transaction(ctx) as conn:  # the pool's connection
             conn.execute("SELECT pg_sleep(2)")
         assert err.value.status_code == 503 and err.value.code == "store_timeout"
         rt.store.append(ctx, "conv-after-timeout", "user", "the connection still works")
@@ -239,7 +274,7 @@ async def _cancel_mid_query_then_serve_b(art, runtime_env, key_a: str, key_b: st
     pids = []
 
     async def slow_for_a() -> None:
-        async with art.store.transaction(ctx_a) as conn:
+        async with art.store._transaction(ctx_a) as conn:  # the pool's connection
             pids.append((await (await conn.execute("SELECT pg_backend_pid()")).fetchone())[0])
             started.set()
             await conn.execute("SELECT pg_sleep(30)")
@@ -250,7 +285,7 @@ async def _cancel_mid_query_then_serve_b(art, runtime_env, key_a: str, key_b: st
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 10)  # cancelled on the server too: not 30 s
-    async with art.store.transaction(ctx_b) as conn:
+    async with art.store._transaction(ctx_b) as conn:
         pid, user, tenant = await (await conn.execute(
             "SELECT pg_backend_pid(), current_user, current_setting('app.tenant_id')")).fetchone()
         assert (user, tenant) == (ctx_b.resources.store.role, ctx_b.tenant_id)
