@@ -135,6 +135,9 @@ class Page(BaseModel):
 
 # -- cursors -------------------------------------------------------------------
 
+MAX_SEQ = 2**63 - 1  # the messages' seq is a bigint: a cursor past it names no position
+
+
 def encode_cursor(tenant_id: str, conversation_id: str, before: int | None, after: int) -> str:
     return cursor_codec.encode("history", {"t": tenant_id, "c": conversation_id, "b": before, "a": after})
 
@@ -157,7 +160,8 @@ def decode_cursor(cursor: str, tenant_id: str, conversation_id: str) -> tuple[in
     another conversation's (400) cursor and anything else not a history() one."""
     data = cursor_codec.open_cursor(cursor, "history", tenant_id, ("c",))
     before, after = data.get("b"), data.get("a")
-    if not (type(after) is int and after >= 0 and (before is None or (type(before) is int and before > after))):
+    if not (type(after) is int and 0 <= after < MAX_SEQ
+            and (before is None or (type(before) is int and after < before <= MAX_SEQ))):
         raise InvalidRequest("invalid cursor: pass a cursor returned by history()")
     if data["c"] != conversation_id:
         raise InvalidRequest("cursor belongs to another conversation")

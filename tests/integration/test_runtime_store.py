@@ -5,6 +5,8 @@ and the store's own refusals with the runtime bypassed."""
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 import uuid
 
@@ -128,6 +130,45 @@ def test_a_cursor_pages_only_the_listing_it_came_from(runtime, runtime_env):
             if other != name:
                 with pytest.raises(InvalidRequest, match="invalid cursor"):
                     listing(cursor)
+
+
+def _tampered(cursor: str, **fields) -> str:
+    data = {**json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))), **fields}
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+
+def test_a_tampered_cursor_is_a_bad_request_in_every_listing(runtime, runtime_env):
+    """A client edits a cursor's fields, still of its tenant and listing: a
+    position out of the column's range (a seq past bigint, a score NaN, infinite
+    or past numeric), a lone surrogate or a NUL in a key is an InvalidRequest
+    (400), and the listing serves the next call. Before: psycopg's
+    NumericValueOutOfRange / FeatureNotSupported or a UnicodeEncodeError, a 500."""
+    from tenant_runtime import InvalidRequest
+
+    store, ctx = runtime.store, ctx_of(runtime, runtime_env, "b")
+    tag = uuid.uuid4().hex[:8]
+    for i in range(2):
+        store.append(ctx, f"tc-conv-{tag}-{i}", "user", f"message {i}")
+        store.put_document(ctx, f"tc-doc-{tag}-{i}", "tampered cursor", "a tampered cursor document")
+    conv = f"tc-conv-{tag}-0"
+    store.append(ctx, conv, "user", "a second message")
+    listings = {
+        "history": (lambda c: store.history(ctx, conv, limit=1, cursor=c), [
+            {"b": 2**63}, {"a": 2**63, "b": None}, {"c": "\ud800"}]),
+        "list_conversations": (lambda c: store.list_conversations(ctx, limit=1, cursor=c), [
+            {"l": "\ud800"}, {"l": "x\x00"}]),
+        "list_documents": (lambda c: store.list_documents(ctx, limit=1, cursor=c), [
+            {"l": "\ud800"}, {"l": "x\x00"}]),
+        "search": (lambda c: store.search(ctx, "tampered", limit=1, cursor=c), [
+            {"s": "NaN"}, {"s": "Infinity"}, {"s": "-Infinity"}, {"s": "1e1000000"}, {"s": "1e30"},
+            {"d": "\ud800"}, {"k": "x\x00"}]),
+    }
+    for name, (listing, edits) in listings.items():
+        cursor = listing(None).next_cursor
+        for edit in edits:
+            with pytest.raises(InvalidRequest, match="invalid cursor"):
+                listing(_tampered(cursor, **edit))
+        assert listing(cursor) is not None, name
 
 
 def test_pages_are_complete_and_disjoint_while_inserts_run(runtime, runtime_env):
