@@ -661,13 +661,14 @@ def test_input_the_store_cannot_hold_is_a_bad_request_and_the_next_call_is_serve
              lambda: store.append(ctx, conversation, "user", "x", {"k": "a\x00b"}),
              lambda: store.append(ctx, conversation, "user", "x", {"k\x00": 1}),
              lambda: store.history(ctx, "c\x00"),
-             lambda: store.list_conversations(ctx, cursor=encode("conversations", {"t": tid, "l": "a\x00"})),
              lambda: store.put_document(ctx, "doc\x00", "t", "b"),
              lambda: store.put_document(ctx, "doc-nul", "t", "b", {"k": "\x00"}),
              lambda: store.search(ctx, "anything", filters={"k": "a\x00"})]
     for call in calls:
         with pytest.raises(InvalidRequest, match="NUL"):
             call()
+    with pytest.raises(InvalidRequest, match="invalid cursor"):  # no cursor the store writes holds one
+        store.list_conversations(ctx, cursor=encode("conversations", {"t": tid, "l": "a\x00"}))
     assert store.history(ctx, conversation).messages == [] and store.get_document(ctx, "doc-nul") is None
     assert store.append(ctx, conversation, "user", "served").content == "served"
 
