@@ -63,7 +63,7 @@ from tenant_runtime.store import (
     StoreOperations,
     advance,
 )
-from tenant_runtime.transaction import abegin, aguarded, aheld, moved_store, store_errors
+from tenant_runtime.transaction import abegin, aguarded, aheld, gone_store, moved_store, store_errors
 
 T = TypeVar("T")
 
@@ -256,7 +256,9 @@ class AsyncContextStore(StoreOperations):
         raise self.logins.login_failed(ctx, error) from None
 
     async def _run(self, ctx: TenantContext, operation: Operation) -> Any:
-        return await self._drive(verified(ctx), operation)
+        ctx = verified(ctx)
+        with gone_store(ctx.key):  # see ContextStore._run
+            return await self._drive(ctx, operation)
 
     async def _drive(self, ctx: TenantContext, operation: Operation) -> Any:
         """Run ``operation``'s steps; ``ctx``: verified by the caller, once for all

@@ -86,6 +86,7 @@ from tenant_runtime.transaction import (
     schema_statement,
     scoped,
     store_error,
+    store_gone,
     store_moved,
 )
 
@@ -397,7 +398,11 @@ class ContextStore(StoreOperations):
         raise self.logins.login_failed(ctx, exc) from None
 
     def _run(self, ctx: TenantContext, operation: Operation) -> Any:
-        return self._drive(verified(ctx), operation)
+        ctx = verified(ctx)
+        try:  # = gone_store, without a context manager's per-call cost
+            return self._drive(ctx, operation)
+        except psycopg.errors.UndefinedTable as exc:
+            raise store_gone(ctx.key, exc) from None
 
     def _drive(self, ctx: TenantContext, operation: Operation) -> Any:
         """Run ``operation``'s steps; ``ctx``: verified by the caller, once for
@@ -429,6 +434,8 @@ class ContextStore(StoreOperations):
             return write(ctx, *args)
         except psycopg.errors.InsufficientPrivilege as exc:
             moved = store_moved(ctx.key, exc)
+        except psycopg.errors.UndefinedTable as exc:
+            moved = store_gone(ctx.key, exc)
         except StoreMoved as exc:
             moved = exc
         if self.reresolve is None:

@@ -344,10 +344,28 @@ def store_errors(tenant_id: str) -> Iterator[None]:
         raise refused from None
 
 
+def store_gone(tenant_id: str, exc: psycopg.errors.UndefinedTable) -> StoreMoved:
+    """The store's own tables always exist in the schema the record names, unless
+    the tenant left it (deprovisioned, or moved and its old store dropped) after
+    the context was resolved: the record used is stale, as ``store_moved``."""
+    return StoreMoved(f"store of tenant {tenant_id!r} has no tables (deprovisioned or moved?): {exc}".strip())
+
+
+@contextmanager
+def gone_store(tenant_id: str) -> Iterator[None]:
+    """``store_gone`` around the store's own statements (never a caller's own SQL)."""
+    try:
+        yield
+    except psycopg.errors.UndefinedTable as exc:
+        raise store_gone(tenant_id, exc) from None
+
+
 @contextmanager
 def moved_store(tenant_id: str) -> Iterator[None]:
-    """``store_moved`` around the store's own writes."""
+    """``store_moved`` (and ``store_gone``) around the store's own writes."""
     try:
         yield
     except psycopg.errors.InsufficientPrivilege as exc:
         raise store_moved(tenant_id, exc) from None
+    except psycopg.errors.UndefinedTable as exc:
+        raise store_gone(tenant_id, exc) from None

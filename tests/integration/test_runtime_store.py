@@ -684,6 +684,50 @@ def test_input_the_store_cannot_hold_is_a_bad_request_and_the_next_call_is_serve
     assert asyncio.run(through_async()) == ["served"]
 
 
+def test_a_store_whose_schema_is_gone_is_store_moved_not_a_500(runtime, runtime_env):
+    """A context resolved before its tenant was deprovisioned (or moved and its
+    old store dropped) reaches a login whose schema is gone: the store's own
+    reads and writes, sync and async, are StoreMoved (503; a write is retried
+    once on the record read again, which refuses a deprovisioned tenant),
+    as the shared pool answers a role that is gone. Before: psycopg's
+    UndefinedTable, a 500. The schema is renamed away and back as admin."""
+    import asyncio
+
+    from runtime_tenants import jwt_settings
+
+    from tenant_runtime import AsyncTenantRuntime, StoreMoved
+
+    ctx = ctx_of(runtime, runtime_env, "b")
+    runtime.store.append(ctx, "conv-gone", "user", "before")
+    schema = ctx.resources.store.schema_name
+
+    async def through_async():
+        async with AsyncTenantRuntime(jwt_settings(), runtime_env.registry_table,
+                                      endpoint_url=runtime_env.sandbox.aws_endpoint_url,
+                                      region=runtime_env.sandbox.region) as art:
+            actx = await art.resolve(runtime_env.token(ctx.tenant_id), ctx.tenant_id)
+            with pytest.raises(StoreMoved):
+                await art.store.history(actx, "conv-gone")
+            with pytest.raises(StoreMoved):
+                await art.store.append(actx, "conv-gone", "user", "during")
+
+    with runtime_env.admin(ctx.resources.store.database) as admin:
+        admin.execute(sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
+            sql.Identifier(schema), sql.Identifier(schema + "_gone")))
+        try:
+            for call in (lambda: runtime.store.history(ctx, "conv-gone"),
+                         lambda: runtime.store.append(ctx, "conv-gone", "user", "during"),
+                         lambda: runtime.store.get_document(ctx, "doc-gone")):
+                with pytest.raises(StoreMoved) as err:
+                    call()
+                assert err.value.status_code == 503
+            asyncio.run(through_async())
+        finally:
+            admin.execute(sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
+                sql.Identifier(schema + "_gone"), sql.Identifier(schema)))
+    assert [m.content for m in runtime.store.history(ctx, "conv-gone").messages] == ["before"]
+
+
 def test_the_sync_runtime_is_a_context_manager_closing_its_connections(runtime_env):
     """``with TenantRuntime(...) as runtime:`` like the async API's ``async with``:
     leaving the block closes every login it holds."""
