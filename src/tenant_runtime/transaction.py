@@ -362,10 +362,9 @@ def gone_store(tenant_id: str) -> Iterator[None]:
 
 @contextmanager
 def moved_store(tenant_id: str) -> Iterator[None]:
-    """``store_moved`` (and ``store_gone``) around the store's own writes."""
-    try:
-        yield
-    except psycopg.errors.InsufficientPrivilege as exc:
-        raise store_moved(tenant_id, exc) from None
-    except psycopg.errors.UndefinedTable as exc:
-        raise store_gone(tenant_id, exc) from None
+    """``store_moved`` (and ``gone_store``) around the store's own writes."""
+    with gone_store(tenant_id):
+        try:
+            yield
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise store_moved(tenant_id, exc) from None
