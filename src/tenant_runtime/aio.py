@@ -63,7 +63,15 @@ from tenant_runtime.store import (
     StoreOperations,
     advance,
 )
-from tenant_runtime.transaction import abegin, adiscard_session, aguarded, aheld, moved_store, store_errors
+from tenant_runtime.transaction import (
+    abegin,
+    aguarded,
+    aheld,
+    areset_session,
+    gone_store,
+    moved_store,
+    store_errors,
+)
 
 T = TypeVar("T")
 
@@ -191,26 +199,23 @@ class AsyncContextStore(StoreOperations):
 
     @asynccontextmanager
     async def transaction(self, ctx: TenantContext) -> AsyncIterator[psycopg.AsyncConnection]:
-        """An async connection inside one transaction scoped to ``ctx``'s tenant
-        (an idle connection the server closed: see ContextStore._scoped_cursor)."""
-        async with self._transaction(verified(ctx), True) as cur, aguarded(cur.connection) as conn:
+        """An async connection inside one transaction scoped to ``ctx``'s tenant,
+        on the tenant's own login as ContextStore.transaction says (an idle
+        connection the server closed: see ContextStore._scoped_cursor)."""
+        async with self._transaction(verified(ctx), caller=True) as cur, aguarded(cur.connection) as conn:
             yield conn  # its statements may not end the tenant's transaction
 
     @asynccontextmanager
     async def _transaction(self, ctx: TenantContext, caller: bool = False) -> AsyncIterator[psycopg.AsyncCursor]:
         """The cursor that ran the scope statement, inside the tenant's transaction;
-        ``ctx``: verified by the caller; ``caller``: as ContextStore._scoped_cursor's.
-        One cursor for the transaction's statements (``conn.execute`` makes one per statement)."""
+        ``ctx``: verified by the caller. One cursor for the transaction's statements
+        (``conn.execute`` makes one per statement). ``caller``: as ContextStore._scoped_cursor's."""
         with store_errors(ctx.key):
-            if self.gateway is not None and await self.gateway.serves(ctx):
+            if not caller and self.gateway is not None and await self.gateway.serves(ctx):
                 async with self.gateway.connection(ctx) as (conn, role):
-                    try:
-                        cur = await abegin(conn, ctx.key, role, self.statement_timeout)
-                        async with aheld(conn, cur):
-                            yield cur
-                    finally:
-                        if caller:
-                            await adiscard_session(conn, True)
+                    cur = await abegin(conn, ctx.key, role, self.statement_timeout)
+                    async with aheld(conn, cur):
+                        yield cur
                 return
             pool, conn = await self._checkout(ctx)
             reused = conn is not None
@@ -229,7 +234,7 @@ class AsyncContextStore(StoreOperations):
                     yield cur
             finally:
                 if caller:
-                    await adiscard_session(conn, False)
+                    await areset_session(conn)
                 if not pool.keep(conn):
                     await conn.close()
 
@@ -261,7 +266,9 @@ class AsyncContextStore(StoreOperations):
         raise self.logins.login_failed(ctx, error) from None
 
     async def _run(self, ctx: TenantContext, operation: Operation) -> Any:
-        return await self._drive(verified(ctx), operation)
+        ctx = verified(ctx)
+        with gone_store(ctx.key):  # see ContextStore._run
+            return await self._drive(ctx, operation)
 
     async def _drive(self, ctx: TenantContext, operation: Operation) -> Any:
         """Run ``operation``'s steps; ``ctx``: verified by the caller, once for all

@@ -56,7 +56,7 @@ def decode(cursor: str, listing: str) -> dict[str, Any]:
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
         data = None
-    if not isinstance(data, dict):
+    if not isinstance(data, dict) or not _storable(data):
         raise CursorError(f"invalid cursor: pass a cursor returned by {wanted}")
     if "p" not in data:
         raise CursorError(f"invalid cursor: from before cursors named their listing; read the first page of "
@@ -65,6 +65,22 @@ def decode(cursor: str, listing: str) -> dict[str, Any]:
         of = LISTINGS.get(data["p"]) if isinstance(data["p"], str) else None
         raise CursorError(f"invalid cursor: a cursor of {of or 'another listing'}, not of {wanted}")
     return data
+
+
+def _storable(value: Any) -> bool:
+    """No NUL and no lone surrogate in any string of ``value``: no id a listing
+    writes into a cursor holds one (the store refuses them), nor could PostgreSQL."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return False
+        return "\x00" not in value
+    if isinstance(value, dict):
+        return all(_storable(k) and _storable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(map(_storable, value))
+    return True
 
 
 def open_cursor(cursor: str, listing: str, scope: str, fields: Sequence[str] = ()) -> dict[str, Any]:

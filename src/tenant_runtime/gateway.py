@@ -11,10 +11,10 @@ transaction switches to the tenant: ``SET LOCAL ROLE`` + ``app.tenant_id``
 boundary: as itself the gateway reads nothing, and as tenant A's role with
 tenant A set it reaches exactly what A's own login reaches.
 
-The runtime keeps nothing in the session (no SET, no prepared statements:
-psycopg's ``prepare_threshold`` is off; what a caller's own block leaves there
-is discarded before the connection is pooled again:
-``transaction.discard_session``), so the pool is safe behind PgBouncer in
+Only the runtime's own statements ride the pool (a caller's ``store.transaction``
+block runs on the tenant's own login: the gateway may become any pooled
+tenant's role), and they keep nothing in the session (no SET, no prepared
+statements: psycopg's ``prepare_threshold`` is off), so the pool is safe behind PgBouncer in
 transaction mode; a transaction's first round trip is one simple-protocol
 query of several statements (``BEGIN; SET LOCAL role = ...; SET LOCAL
 app.tenant_id = ...``), which PgBouncer forwards as it is, the server

@@ -48,6 +48,7 @@ from tenant_runtime.tables import DOCUMENTS, SEARCH_STATS, SEARCH_VOCAB, SUMMARI
 MAX_QUERY = 1_000
 MAX_FACETS = 100
 MAX_OFFSET = 2**31 - 1  # PostgreSQL's OFFSET is an int8; past this no tenant has a page
+MAX_SCORE_DIGITS = 9  # a cursor's score in nanos is an int8 (NANO_SCORE_SQL): 10**9 and past it, no score
 SNIPPET = 160
 BM25_K1, BM25_B = 1.2, 0.75
 FUZZY_SIMILARITY = 0.5  # share of a query word's trigrams a vocabulary word must have
@@ -254,6 +255,8 @@ class SearchOperations(DocumentOperations):
                 raise InvalidRequest("cursor belongs to another query")
             try:
                 after_score, after_doc, after_kind = Decimal(data["s"]), data["d"], data["k"]
+                if not (after_score.is_finite() and after_score.adjusted() < MAX_SCORE_DIGITS):  # no arithmetic
+                    raise ValueError(after_score)  # the SQL takes it in nanos as a bigint
                 # A cursor without statistics had too many fuzzy words to carry: ranked by the live ones.
                 snapshot = _Snapshot.decode(data["st"], len(words)) if "st" in data else None
             except (InvalidOperation, ValueError, TypeError):

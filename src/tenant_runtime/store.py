@@ -79,14 +79,15 @@ from tenant_runtime.tables import CONVERSATIONS, MESSAGES
 from tenant_runtime.transaction import (
     STORE_FAILURES,
     begin,
-    discard_session,
     guarded,
     held,
     moved_store,
     refused_input,
+    reset_session,
     schema_statement,
     scoped,
     store_error,
+    store_gone,
     store_moved,
 )
 
@@ -136,6 +137,9 @@ class Page(BaseModel):
 
 # -- cursors -------------------------------------------------------------------
 
+MAX_SEQ = 2**63 - 1  # the messages' seq is a bigint: a cursor past it names no position
+
+
 def encode_cursor(tenant_id: str, conversation_id: str, before: int | None, after: int) -> str:
     return cursor_codec.encode("history", {"t": tenant_id, "c": conversation_id, "b": before, "a": after})
 
@@ -158,7 +162,8 @@ def decode_cursor(cursor: str, tenant_id: str, conversation_id: str) -> tuple[in
     another conversation's (400) cursor and anything else not a history() one."""
     data = cursor_codec.open_cursor(cursor, "history", tenant_id, ("c",))
     before, after = data.get("b"), data.get("a")
-    if not (type(after) is int and after >= 0 and (before is None or (type(before) is int and before > after))):
+    if not (type(after) is int and 0 <= after < MAX_SEQ
+            and (before is None or (type(before) is int and after < before <= MAX_SEQ))):
         raise InvalidRequest("invalid cursor: pass a cursor returned by history()")
     if data["c"] != conversation_id:
         raise InvalidRequest("cursor belongs to another conversation")
@@ -323,25 +328,26 @@ class ContextStore(StoreOperations):
 
     def transaction(self, ctx: TenantContext) -> AbstractContextManager[psycopg.Connection]:
         """A connection inside one transaction scoped to ``ctx``'s tenant;
-        database failures inside map to StoreTimeout / StoreUnavailable."""
-        return _connection_of(self._transaction(verified(ctx), True))  # ctx checked now, not at the ``with``
+        database failures inside map to StoreTimeout / StoreUnavailable. Always
+        on the tenant's own login, never the shared pool's: the gateway may
+        become every pooled tenant's role and PostgreSQL checks SET ROLE
+        (``set_config('role', ...)``, in a DO block too) against the login, so
+        a statement of the caller's could leave the tenant's role for another's."""
+        return _connection_of(self._transaction(verified(ctx), caller=True))  # ctx checked now
 
     def _scoped_cursor(self, ctx: TenantContext, caller: bool = False) -> Iterator[psycopg.Cursor]:
         """The cursor that ran the scope statement, inside the tenant's transaction
         (a generator: ``_transaction`` as a context manager, driven by hand in ``_execute``).
-        ``caller``: the block runs a caller's statements (``discard_session`` after it)."""
+        ``caller``: the block runs a caller's own SQL: on the tenant's own login, never
+        through the shared pool, and its session reset after it (``reset_session``)."""
         # One context manager deep, not five (the error mapping, the login's
         # checkout and the tenant scope used to be one each): on a warm append
         # their per-call overhead was a large part of the client's own work.
         tenant_id = ctx.key
         try:
-            if self.gateway is not None and self.gateway.serves(ctx):
+            if not caller and self.gateway is not None and self.gateway.serves(ctx):
                 with self.gateway.connection(ctx) as (conn, role):
-                    try:
-                        yield from scoped(conn, tenant_id, role, self.statement_timeout)
-                    finally:
-                        if caller:
-                            discard_session(conn, True)
+                    yield from scoped(conn, tenant_id, role, self.statement_timeout)
                 return
             if self.waker is not None and ctx.record.hibernation is not None:  # no call for a tenant never hibernated
                 self.waker.ensure_awake(ctx)  # TenantWaking (503, retry) until a hibernated database is up
@@ -364,7 +370,7 @@ class ContextStore(StoreOperations):
                 yield from held(conn, cur)  # the caller's statements: never run again
             finally:
                 if caller:
-                    discard_session(conn, False)
+                    reset_session(conn)
                 if not pool.keep(conn):
                     conn.close()
         except STORE_FAILURES as exc:
@@ -396,7 +402,11 @@ class ContextStore(StoreOperations):
         raise self.logins.login_failed(ctx, exc) from None
 
     def _run(self, ctx: TenantContext, operation: Operation) -> Any:
-        return self._drive(verified(ctx), operation)
+        ctx = verified(ctx)
+        try:  # = gone_store, without a context manager's per-call cost
+            return self._drive(ctx, operation)
+        except psycopg.errors.UndefinedTable as exc:
+            raise store_gone(ctx.key, exc) from None
 
     def _drive(self, ctx: TenantContext, operation: Operation) -> Any:
         """Run ``operation``'s steps; ``ctx``: verified by the caller, once for
@@ -428,6 +438,8 @@ class ContextStore(StoreOperations):
             return write(ctx, *args)
         except psycopg.errors.InsufficientPrivilege as exc:
             moved = store_moved(ctx.key, exc)
+        except psycopg.errors.UndefinedTable as exc:
+            moved = store_gone(ctx.key, exc)
         except StoreMoved as exc:
             moved = exc
         if self.reresolve is None:

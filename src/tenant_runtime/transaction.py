@@ -24,9 +24,8 @@ _COMMAND_OK = psycopg.pq.ExecStatus.COMMAND_OK
 _ENDED_INSIDE = "the tenant transaction was ended inside its block; commit and rollback belong to the block's end"
 _INTRANS = psycopg.pq.TransactionStatus.INTRANS
 _TUPLES_OK = psycopg.pq.ExecStatus.TUPLES_OK
-_DISCARD = b"DISCARD ALL"
 # DISCARD ALL but DEALLOCATE ALL (and SET SESSION AUTHORIZATION DEFAULT, which a login never changes).
-_RESET_KEEPING_PREPARED = (b"CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); RESET ALL; "
+_RESET_SESSION = (b"CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); RESET ALL; "
                            b"DISCARD PLANS; DISCARD TEMP; DISCARD SEQUENCES")
 # Command tags of statements that end a transaction or begin one (inside the tenant's, only after
 # ending it). Not "ROLLBACK": ROLLBACK TO SAVEPOINT answers with it too; a whole ROLLBACK shows as
@@ -232,45 +231,35 @@ async def aguarded(conn: psycopg.AsyncConnection) -> AsyncIterator[psycopg.Async
         conn.cursor_factory = factory
 
 
-def _session_reset(shared: bool) -> bytes:
-    """The query ``discard_session`` sends: ``DISCARD ALL`` on a connection the next
-    tenant may draw; on a tenant's own login, all of it but its prepared statements
-    (psycopg's, which keep the append at its three round trips), in one simple-protocol
-    message."""
-    return _DISCARD if shared else _RESET_KEEPING_PREPARED
-
-
-def discard_session(conn: psycopg.Connection, shared: bool) -> None:
-    """After a block that handed ``conn`` to a caller, before the connection is
-    pooled again, one round trip. The caller's statements may have changed the
-    session, not the transaction (a cursor WITH HOLD keeps the rows it read: the
-    next tenant on a shared connection could fetch them; LISTEN, a session advisory
-    lock, a session SET, a temporary table, a prepared statement), which COMMIT
-    keeps; the next scope's ``SET LOCAL`` covers only its own settings. ``shared``
-    (the gateway's pool, where the next block may be another tenant's): ``DISCARD
-    ALL``, a fresh login's session. A tenant's own login, only ever that tenant's,
-    keeps its prepared statements (a caller's ``PREPARE`` too: same tenant, same
-    role). A connection it cannot run on is closed (never pooled). The runtime's own
-    transactions, which run nothing of the caller's, skip it."""
+def reset_session(conn: psycopg.Connection) -> None:
+    """After a block that handed ``conn`` (a tenant's own login: a caller's SQL
+    never rides the shared pool) to a caller, before the login is pooled again,
+    one round trip: what the caller's statements may have changed in the session,
+    not the transaction, and COMMIT keeps (a cursor WITH HOLD and the rows it read,
+    LISTEN, a session advisory lock, a session SET — ``statement_timeout``,
+    ``default_transaction_read_only`` — that the runtime's own next transaction on
+    the login would run under, a temporary table). ``DISCARD ALL`` but its
+    ``DEALLOCATE ALL``: the login's prepared statements (the append's) stay. A
+    connection it cannot run on is closed (never pooled)."""
     pgconn = conn.pgconn
     if pgconn.status != _OK or pgconn.transaction_status != _IDLE:
         return  # broken or in a failed state: not pooled again anyway
     try:
         with conn.lock:
-            pgconn.send_query(_session_reset(shared))
+            pgconn.send_query(_RESET_SESSION)
             _check_begun(conn, conn.wait(_results(pgconn)), _TUPLES_OK)  # the unlock's row
     except psycopg.Error:
         conn.close()
 
 
-async def adiscard_session(conn: psycopg.AsyncConnection, shared: bool) -> None:
-    """``discard_session`` on an async connection."""
+async def areset_session(conn: psycopg.AsyncConnection) -> None:
+    """``reset_session`` on an async connection."""
     pgconn = conn.pgconn
     if pgconn.status != _OK or pgconn.transaction_status != _IDLE:
         return
     try:
         async with conn.lock:
-            pgconn.send_query(_session_reset(shared))
+            pgconn.send_query(_RESET_SESSION)
             _check_begun(conn, await conn.wait(_results(pgconn)), _TUPLES_OK)
     except psycopg.Error:
         await conn.close()
@@ -395,10 +384,27 @@ def store_errors(tenant_id: str) -> Iterator[None]:
         raise refused from None
 
 
+def store_gone(tenant_id: str, exc: psycopg.errors.UndefinedTable) -> StoreMoved:
+    """The store's own tables always exist in the schema the record names, unless
+    the tenant left it (deprovisioned, or moved and its old store dropped) after
+    the context was resolved: the record used is stale, as ``store_moved``."""
+    return StoreMoved(f"store of tenant {tenant_id!r} has no tables (deprovisioned or moved?): {exc}".strip())
+
+
 @contextmanager
-def moved_store(tenant_id: str) -> Iterator[None]:
-    """``store_moved`` around the store's own writes."""
+def gone_store(tenant_id: str) -> Iterator[None]:
+    """``store_gone`` around the store's own statements (never a caller's own SQL)."""
     try:
         yield
-    except psycopg.errors.InsufficientPrivilege as exc:
-        raise store_moved(tenant_id, exc) from None
+    except psycopg.errors.UndefinedTable as exc:
+        raise store_gone(tenant_id, exc) from None
+
+
+@contextmanager
+def moved_store(tenant_id: str) -> Iterator[None]:
+    """``store_moved`` (and ``gone_store``) around the store's own writes."""
+    with gone_store(tenant_id):
+        try:
+            yield
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise store_moved(tenant_id, exc) from None

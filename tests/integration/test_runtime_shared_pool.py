@@ -82,8 +82,8 @@ def test_one_connection_serves_a_then_b_and_leaks_nothing(shared, runtime_env):
     shared.store.append(ctx_a, "conv-shared", "user", "only a's")
     shared.store.append(ctx_b, "conv-shared", "user", "only b's")
     seen = []
-    for ctx in (ctx_a, ctx_b, ctx_a):
-        with shared.store.transaction(ctx) as conn:
+    for ctx in (ctx_a, ctx_b, ctx_a):  # the store's own transactions (a caller's SQL has its own login)
+        with shared.store._transaction(ctx) as conn:
             pid, user, tenant = conn.execute("SELECT pg_backend_pid(), current_user, "
                                              "current_setting('app.tenant_id')").fetchone()
             rows = conn.execute(sql.SQL("SELECT DISTINCT tenant_id FROM {}").format(
@@ -100,9 +100,44 @@ def test_one_connection_serves_a_then_b_and_leaks_nothing(shared, runtime_env):
                                              (seen[0], "tenantctl_gateway", None), (seen[0], "tenantctl_gateway", ""))
         assert conn.execute("SELECT current_user").fetchone() == ("tenantctl_gateway",)
     # A's role cannot be used with B's schema, even on this connection.
-    with pytest.raises(psycopg.errors.InsufficientPrivilege), shared.store.transaction(ctx_a) as conn:
+    with pytest.raises(psycopg.errors.InsufficientPrivilege), shared.store._transaction(ctx_a) as conn:
         conn.execute(sql.SQL("SELECT 1 FROM {}").format(
             sql.Identifier(ctx_b.resources.store.schema_name, "messages")))
+
+
+ROLE_SWITCHES = ("SET ROLE {b}", "SET LOCAL ROLE {b}", "SELECT set_config('role', '{b}', true)",
+                 "DO $$ BEGIN PERFORM set_config('role', '{b}', true); END $$")
+
+
+def test_a_callers_own_sql_cannot_become_another_tenant(shared, runtime_env):
+    """The gateway may become every pooled tenant's role, and SET ROLE is
+    checked against the login: ``store.transaction(ctx)`` hands the caller's
+    SQL a connection logged in as ``ctx``'s own role, from which neither a
+    SET ROLE nor set_config (in a DO block too) reaches B's rows."""
+    ctx_a, ctx_b = ctx_of(shared, runtime_env, "a"), ctx_of(shared, runtime_env, "b")
+    shared.store.append(ctx_b, "conv-role-escape", "user", "only b's")
+    b_role, b_messages = ctx_b.resources.store.role, sql.Identifier(ctx_b.resources.store.schema_name, "messages")
+    for switch in ROLE_SWITCHES:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), shared.store.transaction(ctx_a) as conn:
+            conn.execute(switch.format(b=b_role))
+            conn.execute(sql.SQL("SET LOCAL app.tenant_id = {}").format(sql.Literal(ctx_b.key)))
+            conn.execute(sql.SQL("SELECT conversation_id FROM {}").format(b_messages)).fetchall()
+    with shared.store.transaction(ctx_a) as conn:
+        assert conn.execute("SELECT session_user, current_user").fetchone() == (ctx_a.resources.store.role,) * 2
+
+
+@pytest.mark.anyio
+async def test_async_a_callers_own_sql_cannot_become_another_tenant(runtime_env, platform):
+    async with AsyncTenantRuntime(jwt_settings(), runtime_env.registry_table,
+                                  **settings(runtime_env, platform, max_size=1)) as art:
+        ctx_a = await art.resolve(runtime_env.token(runtime_env.ids["a"]), runtime_env.ids["a"])
+        ctx_b = await art.resolve(runtime_env.token(runtime_env.ids["b"]), runtime_env.ids["b"])
+        b_messages = sql.Identifier(ctx_b.resources.store.schema_name, "messages")
+        for switch in ROLE_SWITCHES:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                async with art.store.transaction(ctx_a) as conn:
+                    await conn.execute(switch.format(b=ctx_b.resources.store.role))
+                    await (await conn.execute(sql.SQL("SELECT conversation_id FROM {}").format(b_messages))).fetchall()
 
 
 @pytest.mark.anyio
@@ -204,7 +239,7 @@ def test_an_idle_pool_connection_the_server_closed_is_replaced_before_the_next_r
             idle = conn.info.backend_pid
         end_backend(runtime_env, idle)
         rt.store.append(ctx, "conv-pool-terminated", "user", "after")
-        with rt.store.transaction(ctx) as conn:
+        with rt.store._transaction(ctx) as conn:  # the pool's connection
             assert conn.execute("SELECT pg_backend_pid()").fetchone()[0] != idle
         assert [m.content for m in rt.store.history(ctx, "conv-pool-terminated").messages] == ["after", "before"]
     finally:
@@ -216,7 +251,7 @@ def test_a_statement_timeout_is_a_store_timeout(runtime_env, platform):
                        **settings(runtime_env, platform, max_size=1))
     try:
         ctx = ctx_of(rt, runtime_env, "a")
-        with pytest.raises(StoreTimeout) as err, rt.store.transaction(ctx) as conn:
+        with pytest.raises(StoreTimeout) as err, rt.store._transaction(ctx) as conn:  # the pool's connection
             conn.execute("SELECT pg_sleep(2)")
         assert err.value.status_code == 503 and err.value.code == "store_timeout"
         rt.store.append(ctx, "conv-after-timeout", "user", "the connection still works")
@@ -239,7 +274,7 @@ async def _cancel_mid_query_then_serve_b(art, runtime_env, key_a: str, key_b: st
     pids = []
 
     async def slow_for_a() -> None:
-        async with art.store.transaction(ctx_a) as conn:
+        async with art.store._transaction(ctx_a) as conn:  # the pool's connection
             pids.append((await (await conn.execute("SELECT pg_backend_pid()")).fetchone())[0])
             started.set()
             await conn.execute("SELECT pg_sleep(30)")
@@ -250,7 +285,7 @@ async def _cancel_mid_query_then_serve_b(art, runtime_env, key_a: str, key_b: st
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 10)  # cancelled on the server too: not 30 s
-    async with art.store.transaction(ctx_b) as conn:
+    async with art.store._transaction(ctx_b) as conn:
         pid, user, tenant = await (await conn.execute(
             "SELECT pg_backend_pid(), current_user, current_setting('app.tenant_id')")).fetchone()
         assert (user, tenant) == (ctx_b.resources.store.role, ctx_b.tenant_id)
@@ -405,8 +440,6 @@ def _leave_session_state(store, own, other) -> int:
         conn.execute("SET search_path = pg_catalog")
         conn.execute(sql.SQL("SET app.tenant_id = {}").format(sql.Literal(other.key)))
         conn.execute("SELECT set_config('app.tenant_id', %s, false)", (other.key,))
-        if store.gateway is not None and store.gateway.serves(own):  # the gateway may become any pooled role
-            conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(other.resources.store.role)))
         assert conn.execute("SELECT pg_backend_pid()").fetchone()[0] == pid
     return pid
 
@@ -432,23 +465,23 @@ def _seen_by(store, ctx):
 def test_session_state_a_block_leaves_does_not_reach_the_next_use_of_its_connection(
         pool, shared, runtime, runtime_env):
     """A caller's block may change its session (a cursor WITH HOLD over its rows, a
-    prepared statement, LISTEN, a session advisory lock, session SETs of settings, of
-    app.tenant_id, of the role): the next block on that connection (tenant B's on the
-    shared pool's one connection, A's own next one on A's login) starts from a clean
-    session, its scope its own; A's own login keeps the prepared statements (its
-    append's, and the caller's: the same tenant's)."""
+    prepared statement, LISTEN, a session advisory lock, session SETs of settings and
+    of app.tenant_id): the tenant's next block on that login (its own, also with a
+    shared pool configured) starts from a clean session, its scope its own; the login
+    keeps its prepared statements (its append's, and the caller's: the same tenant's).
+    B never sees A's login."""
     rt, conversation = (shared if pool == "shared" else runtime), f"conv-session-leak-{pool}"
     ctx_a, ctx_b = ctx_of(rt, runtime_env, "a"), ctx_of(rt, runtime_env, "b")
     rt.store.append(ctx_a, conversation, "user", "a's")
     rt.store.append(ctx_b, conversation, "user", "b's")
     pid = _leave_session_state(rt.store, ctx_a, ctx_b)
-    for ctx in (ctx_b, ctx_a) if pool == "shared" else (ctx_a,):
-        state, rows = _seen_by(rt.store, ctx)
-        prepared = None if pool == "shared" else ["leak_p"]
-        assert (state, rows) == ((pid, ctx.resources.store.role, ctx.key, None, prepared, None, 0, True), []), (
-            ctx.key, state, rows)
-        assert [m.content for m in rt.store.history(ctx, conversation).messages] == [
-            f"{ctx.tenant_id[-1]}'s"]
+    state, rows = _seen_by(rt.store, ctx_b)
+    assert state[0] != pid and (state[3], rows) == (None, []), state
+    state, rows = _seen_by(rt.store, ctx_a)
+    assert (state, rows) == ((pid, ctx_a.resources.store.role, ctx_a.key, None, ["leak_p"], None, 0, True), []), (
+        state, rows)
+    for ctx in (ctx_a, ctx_b):
+        assert [m.content for m in rt.store.history(ctx, conversation).messages] == [f"{ctx.tenant_id[-1]}'s"]
 
 
 @pytest.mark.anyio
@@ -456,20 +489,19 @@ def test_session_state_a_block_leaves_does_not_reach_the_next_use_of_its_connect
 async def test_async_a_cursor_with_hold_a_block_leaves_is_gone_at_the_next_use_of_its_connection(
         pool, runtime_env, platform):
     """The async driver: A's block declares a cursor WITH HOLD over its messages and
-    LISTENs; the next block on that connection (B's on the shared pool's one
-    connection, A's own on A's login) finds neither."""
+    LISTENs; A's next block on that login (its own, also with a shared pool
+    configured) finds neither."""
     options = settings(runtime_env, platform, max_size=1) if pool == "shared" else {
         "endpoint_url": runtime_env.sandbox.aws_endpoint_url, "region": runtime_env.sandbox.region}
     async with AsyncTenantRuntime(jwt_settings(), runtime_env.registry_table, **options) as art:
-        ctx_a, ctx_b = [await art.resolve(runtime_env.token(runtime_env.ids[key]), runtime_env.ids[key])
-                        for key in ("a", "b")]
+        ctx_a = await art.resolve(runtime_env.token(runtime_env.ids["a"]), runtime_env.ids["a"])
         await art.store.append(ctx_a, "conv-async-leak", "user", "a's")
         async with art.store.transaction(ctx_a) as conn:
             await conn.execute(sql.SQL("DECLARE leak CURSOR WITH HOLD FOR SELECT conversation_id FROM {}").format(
                 sql.Identifier(ctx_a.resources.store.schema_name, "messages")))
             await conn.execute("LISTEN leak_channel")
             pid = (await (await conn.execute("SELECT pg_backend_pid()")).fetchone())[0]
-        async with art.store.transaction(ctx_b if pool == "shared" else ctx_a) as conn:
+        async with art.store.transaction(ctx_a) as conn:
             seen = await (await conn.execute(
                 "SELECT pg_backend_pid(), (SELECT count(*) FROM pg_cursors), "
                 "(SELECT count(*) FROM pg_listening_channels())")).fetchone()

@@ -5,6 +5,8 @@ and the store's own refusals with the runtime bypassed."""
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 import uuid
 
@@ -128,6 +130,45 @@ def test_a_cursor_pages_only_the_listing_it_came_from(runtime, runtime_env):
             if other != name:
                 with pytest.raises(InvalidRequest, match="invalid cursor"):
                     listing(cursor)
+
+
+def _tampered(cursor: str, **fields) -> str:
+    data = {**json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))), **fields}
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+
+def test_a_tampered_cursor_is_a_bad_request_in_every_listing(runtime, runtime_env):
+    """A client edits a cursor's fields, still of its tenant and listing: a
+    position out of the column's range (a seq past bigint, a score NaN, infinite
+    or past numeric), a lone surrogate or a NUL in a key is an InvalidRequest
+    (400), and the listing serves the next call. Before: psycopg's
+    NumericValueOutOfRange / FeatureNotSupported or a UnicodeEncodeError, a 500."""
+    from tenant_runtime import InvalidRequest
+
+    store, ctx = runtime.store, ctx_of(runtime, runtime_env, "b")
+    tag = uuid.uuid4().hex[:8]
+    for i in range(2):
+        store.append(ctx, f"tc-conv-{tag}-{i}", "user", f"message {i}")
+        store.put_document(ctx, f"tc-doc-{tag}-{i}", "tampered cursor", "a tampered cursor document")
+    conv = f"tc-conv-{tag}-0"
+    store.append(ctx, conv, "user", "a second message")
+    listings = {
+        "history": (lambda c: store.history(ctx, conv, limit=1, cursor=c), [
+            {"b": 2**63}, {"a": 2**63, "b": None}, {"c": "\ud800"}]),
+        "list_conversations": (lambda c: store.list_conversations(ctx, limit=1, cursor=c), [
+            {"l": "\ud800"}, {"l": "x\x00"}]),
+        "list_documents": (lambda c: store.list_documents(ctx, limit=1, cursor=c), [
+            {"l": "\ud800"}, {"l": "x\x00"}]),
+        "search": (lambda c: store.search(ctx, "tampered", limit=1, cursor=c), [
+            {"s": "NaN"}, {"s": "Infinity"}, {"s": "-Infinity"}, {"s": "1e1000000"}, {"s": "1e30"},
+            {"d": "\ud800"}, {"k": "x\x00"}]),
+    }
+    for name, (listing, edits) in listings.items():
+        cursor = listing(None).next_cursor
+        for edit in edits:
+            with pytest.raises(InvalidRequest, match="invalid cursor"):
+                listing(_tampered(cursor, **edit))
+        assert listing(cursor) is not None, name
 
 
 def test_pages_are_complete_and_disjoint_while_inserts_run(runtime, runtime_env):
@@ -626,13 +667,14 @@ def test_input_the_store_cannot_hold_is_a_bad_request_and_the_next_call_is_serve
              lambda: store.append(ctx, conversation, "user", "x", {"k": "a\x00b"}),
              lambda: store.append(ctx, conversation, "user", "x", {"k\x00": 1}),
              lambda: store.history(ctx, "c\x00"),
-             lambda: store.list_conversations(ctx, cursor=encode("conversations", {"t": tid, "l": "a\x00"})),
              lambda: store.put_document(ctx, "doc\x00", "t", "b"),
              lambda: store.put_document(ctx, "doc-nul", "t", "b", {"k": "\x00"}),
              lambda: store.search(ctx, "anything", filters={"k": "a\x00"})]
     for call in calls:
         with pytest.raises(InvalidRequest, match="NUL"):
             call()
+    with pytest.raises(InvalidRequest, match="invalid cursor"):  # no cursor the store writes holds one
+        store.list_conversations(ctx, cursor=encode("conversations", {"t": tid, "l": "a\x00"}))
     assert store.history(ctx, conversation).messages == [] and store.get_document(ctx, "doc-nul") is None
     assert store.append(ctx, conversation, "user", "served").content == "served"
 
@@ -646,6 +688,50 @@ def test_input_the_store_cannot_hold_is_a_bad_request_and_the_next_call_is_serve
             return [m.content for m in (await art.store.history(actx, conversation)).messages]
 
     assert asyncio.run(through_async()) == ["served"]
+
+
+def test_a_store_whose_schema_is_gone_is_store_moved_not_a_500(runtime, runtime_env):
+    """A context resolved before its tenant was deprovisioned (or moved and its
+    old store dropped) reaches a login whose schema is gone: the store's own
+    reads and writes, sync and async, are StoreMoved (503; a write is retried
+    once on the record read again, which refuses a deprovisioned tenant),
+    as the shared pool answers a role that is gone. Before: psycopg's
+    UndefinedTable, a 500. The schema is renamed away and back as admin."""
+    import asyncio
+
+    from runtime_tenants import jwt_settings
+
+    from tenant_runtime import AsyncTenantRuntime, StoreMoved
+
+    ctx = ctx_of(runtime, runtime_env, "b")
+    runtime.store.append(ctx, "conv-gone", "user", "before")
+    schema = ctx.resources.store.schema_name
+
+    async def through_async():
+        async with AsyncTenantRuntime(jwt_settings(), runtime_env.registry_table,
+                                      endpoint_url=runtime_env.sandbox.aws_endpoint_url,
+                                      region=runtime_env.sandbox.region) as art:
+            actx = await art.resolve(runtime_env.token(ctx.tenant_id), ctx.tenant_id)
+            with pytest.raises(StoreMoved):
+                await art.store.history(actx, "conv-gone")
+            with pytest.raises(StoreMoved):
+                await art.store.append(actx, "conv-gone", "user", "during")
+
+    with runtime_env.admin(ctx.resources.store.database) as admin:
+        admin.execute(sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
+            sql.Identifier(schema), sql.Identifier(schema + "_gone")))
+        try:
+            for call in (lambda: runtime.store.history(ctx, "conv-gone"),
+                         lambda: runtime.store.append(ctx, "conv-gone", "user", "during"),
+                         lambda: runtime.store.get_document(ctx, "doc-gone")):
+                with pytest.raises(StoreMoved) as err:
+                    call()
+                assert err.value.status_code == 503
+            asyncio.run(through_async())
+        finally:
+            admin.execute(sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(
+                sql.Identifier(schema + "_gone"), sql.Identifier(schema)))
+    assert [m.content for m in runtime.store.history(ctx, "conv-gone").messages] == ["before"]
 
 
 def test_the_sync_runtime_is_a_context_manager_closing_its_connections(runtime_env):
