@@ -226,6 +226,13 @@ class TenantRecord(BaseModel):
     # reindex (``tenant_runtime.registry.reindex_marks``, its one definition).
     search_reindex_since: datetime | None = None
     search_reindex_stores: list[str] = []
+    # The analyzer each store ("": the tenant's own, else a workspace's name)
+    # was last reindexed with by tenantctl (`search reindex`, the rebuild a
+    # provision or an in-place restore runs), so `status` says it, and whether
+    # this installation builds another, without reading the store. A store no
+    # such reindex finished has none; one restored in place since holds what
+    # its backup held: `check` reads the live index.
+    search_analyzers: dict[str, str] = {}
 
     @property
     def current_stack(self) -> str:
