@@ -9,7 +9,10 @@ Picking the value inside an ``apply`` gives the same Output: the same value,
 the same dependencies and known-ness (those of ``outputs``, whose unknowns
 ``contains_unknowns`` sees wherever they are nested) and the secretness
 Pulumi gives the name (listed in ``secretOutputNames``, or that of
-``outputs`` when that list is not known)."""
+``outputs`` when that list is not known). A missing required output fails
+the run as Pulumi's own ``require_output`` does in this SDK: a ``KeyError``
+naming the output, raised inside the apply (the Node SDK's "Required output
+... does not exist on stack ..." message is not the Python SDK's)."""
 
 from __future__ import annotations
 

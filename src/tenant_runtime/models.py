@@ -226,6 +226,14 @@ class TenantRecord(BaseModel):
     # reindex (``tenant_runtime.registry.reindex_marks``, its one definition).
     search_reindex_since: datetime | None = None
     search_reindex_stores: list[str] = []
+    # The analyzer each store ("": the tenant's own, else a workspace's name)
+    # was last reindexed with by tenantctl (`search reindex`, the rebuild a
+    # provision or an in-place restore runs), so `status` says it, and whether
+    # this installation builds another, without reading the store. A store no
+    # such reindex finished has none; an in-place restore drops its store's
+    # (it holds the backup's index), every write those of stores gone
+    # (``live_search_analyzers``): `check` reads the live index.
+    search_analyzers: dict[str, str] = {}
 
     @property
     def current_stack(self) -> str:
@@ -244,6 +252,16 @@ class TenantRecord(BaseModel):
                 or sleeping.region != self.region):
             return None
         return sleeping
+
+    @property
+    def live_search_analyzers(self) -> dict[str, str]:
+        """``search_analyzers`` of the stores the tenant still has: none for a
+        tombstone (its stores went with it), none for a workspace removed (one
+        added again under its name starts a store of its own)."""
+        if self.resources is None or self.status is TenantStatus.deprovisioned:
+            return {}
+        return {store: found for store, found in self.search_analyzers.items()
+                if not store or store in self.resources.workspaces}
 
     @property
     def stacks(self) -> list[str]:

@@ -368,9 +368,11 @@ class RegistryWriter(CellItems):
     def _put(self, record: TenantRecord, expected_version: int | None) -> TenantRecord:
         require_valid(record.tenant_id)  # nothing is ever written under an id the engine would refuse
         # A hibernation lasts no longer than the store it describes: whatever write leaves the record
-        # without it (moved to pooled or another region, rolled back, tombstoned) drops the flag.
+        # without it (moved to pooled or another region, rolled back, tombstoned) drops the flag; so
+        # does a store's recorded search analyzer (tombstoned, a workspace removed).
         new = record.model_copy(update={"version": (expected_version or 0) + 1, "updated_at": utcnow(),
-                                        "hibernation": record.store_hibernation})
+                                        "hibernation": record.store_hibernation,
+                                        "search_analyzers": record.live_search_analyzers})
         item = record_to_item(new)
         if expected_version is None:
             cond: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(tenant_id)"}

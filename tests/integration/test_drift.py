@@ -176,6 +176,29 @@ def test_a_refresh_preview_counts_what_the_repair_does(acme, cli, sandbox):
     assert planned["changes"] == done["changes"], (planned["resources"], done["resources"])
 
 
+@pytest.mark.parametrize("deleted", ["kms alias", "role"])
+def test_a_refresh_preview_counts_the_repair_of_a_resource_whose_arn_its_name_decides(deleted, acme, cli, sandbox):
+    """A key alias or the tenant's role deleted out of band is made again under
+    its name, so with the ARN it had: the preview plans what uses that ARN (the
+    key's ARN, read from the alias, by the queues, secret and policies; the
+    role's by the key policy and grants) as the run finds it, unchanged."""
+    res = acme.resources
+    if deleted == "kms alias":
+        aws(sandbox, "kms").delete_alias(AliasName=res.kms_alias)
+    else:
+        iam, role = aws(sandbox, "iam"), res.role_arn.rsplit("/", 1)[-1]
+        for name in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+            iam.delete_role_policy(RoleName=role, PolicyName=name)
+        for attached in iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]:
+            iam.detach_role_policy(RoleName=role, PolicyArn=attached["PolicyArn"])
+        iam.delete_role(RoleName=role)
+    preview = cli("apply", "--preview", "--refresh", "--json", *MATCH)
+    run = cli("apply", "--refresh", "--yes", "--json", *MATCH)
+    assert preview.returncode == CHANGES_PENDING and run.returncode == 0, (preview, run)
+    [planned], [done] = preview.json()["results"], run.json()["results"]
+    assert planned["changes"] == done["changes"], (planned["resources"], done["resources"])
+
+
 def test_provision_of_an_existing_tenant_repairs_and_says_so(acme, cli, sandbox):
     res = acme.resources
     aws(sandbox, "kms").disable_key_rotation(KeyId=res.kms_key_arn)

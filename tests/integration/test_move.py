@@ -39,6 +39,7 @@ from tenantctl.operations.deprovision import deprovision
 from tenantctl.operations.hibernate import hibernate, wake
 from tenantctl.operations.move import move
 from tenantctl.operations.suspend import resume, set_suspended
+from tenantctl.stackconfig import read_tenant, stack_file, write_tenant
 from tenantctl.transfer import store_sync
 from tenantctl.transfer.store_sync import compare
 
@@ -510,7 +511,20 @@ def test_a_hibernated_tenant_is_woken_to_move_and_no_flag_outlives_its_store(mov
     served("while switched")
     assert any(label == "hibernation" and "stale" in text for label, text in _record_rows(
         workspace.registry.require(MOVED)))
-    assert move(workspace, MOVED, finalize=True).outcome == "finalized"
+    # As a finalize killed right after writing the old store unprotected left it: the file says so, the live
+    # instance does not. The finalize asks the live instance and lifts it with one ModifyDBInstance, the old
+    # store going with its one `up` (no whole-stack `up` to lift it first).
+    assert rds.describe_db_instances(DBInstanceIdentifier=instance)["DBInstances"][0]["DeletionProtection"]
+    path = stack_file(workspace.stacks_dir, MOVED)
+    spec = read_tenant(path)
+    write_tenant(workspace.stacks_dir, spec.model_copy(update={"retiring": spec.retiring.model_copy(update={
+        "dedicated": spec.retiring.dedicated.model_copy(update={"deletion_protection": False})})}))
+    ups: list[str] = []
+    up = workspace.engine.up
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(workspace.engine, "up", lambda stack, **kw: (ups.append(stack), up(stack, **kw))[1])
+        assert move(workspace, MOVED, finalize=True).outcome == "finalized"
+    assert ups == [MOVED]
     record = workspace.registry.require(MOVED)
     assert record.tier is Tier.pooled and record.move is None and record.hibernation is None
     with pytest.raises(rds.exceptions.DBInstanceNotFoundFault):  # the dedicated store went with the finalize

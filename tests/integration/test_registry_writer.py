@@ -102,9 +102,13 @@ def test_tombstone_is_not_reused_and_tier_change_is_refused(registry):
     record = registry.mark_active(registry.acquire(spec, "provision"), resources("delta"), spec, "0.1.0", "h")
     with pytest.raises(InvalidInput, match="tenantctl move"):
         registry.acquire(TenantSpec(id="delta", tier=Tier.dedicated), "provision")
+    # A recorded search analyzer goes with its store: a workspace's the tenant no longer has, all with the tenant.
+    saved = registry.save(registry.get("delta"), search_analyzers={"": "v3", "hr": "v1"})
+    assert saved.search_analyzers == registry.get("delta").search_analyzers == {"": "v3"}
     record = registry.lock_for("delta", "deprovision", status=TenantStatus.deprovisioning)
     tomb = registry.mark_deprovisioned(record, retention_days=14)
     assert tomb.status is TenantStatus.deprovisioned and tomb.retain_until > tomb.deprovisioned_at
+    assert tomb.search_analyzers == {}
     with pytest.raises(Conflict, match="tombstoned"):
         registry.acquire(spec, "provision")
 

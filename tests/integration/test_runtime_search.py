@@ -655,6 +655,8 @@ def test_a_store_of_the_posting_layout_is_upgraded_and_rebuilt(runtime, runtime_
     [line] = rebuilding_lines(events)
     assert rebuilt_items(line, "the schema upgrade left unindexed") >= len(CORPUS)
     upgraded_and_answering()
+    # The rebuild is recorded as built by tenantctl's analyzer: `status` says so.
+    assert workspace.registry.require(a.tenant_id).search_analyzers[""] == analyzer.identity()
 
     scratch = restore(drills, record, old)
     try:

@@ -8,6 +8,7 @@ about this module's."""
 from __future__ import annotations
 
 import json
+import re
 
 import boto3
 import psycopg
@@ -62,12 +63,20 @@ def test_all_outdated_reindexes_only_the_stores_of_another_analyzer(fleet, runti
     assert reindexed[OLD]["analyzer"] == analyzer.identity() and reindexed[OLD]["documents"] == 1
     assert recorded(sandbox, fleet[OLD].resources) == {reindexed[OLD]["key_version"]: analyzer.identity()}
     assert [h.doc_id for h in runtime.store.search(ctx, "cafe").hits] == ["old"]  # found by its unaccented form
+    # `status` says which analyzer the reindex built with, from the record alone; one never reindexed: not recorded.
+    shown = json.loads(tenantctl_cli("status", OLD, "--json").stdout)
+    assert (shown["search_analyzers"], shown["search_analyzers_outdated"]) == ({"": analyzer.identity()}, [])
+    text = tenantctl_cli("status", CURRENT).stdout
+    assert re.search(r"search analyzer +the tenant's own: not recorded", text), text
 
     skipped = {t: r["reason"] for t, r in mine(out["skipped"]).items()}
     assert skipped == {CURRENT: f"up to date (analyzer {analyzer.identity()})",
                        OFF: "suspended: only an active tenant is reindexed"}
     assert out["counts"]["reindexed"] == len(out["tenants"]) and out["counts"]["skipped"] == len(out["skipped"])
-    assert f"{OLD}: re-indexed" in done.stderr and "plan: " in done.stderr  # a stamped line per tenant
+    assert f"{OLD}: re-indexed" in done.stderr  # a stamped line per tenant
+    # The plan counts the tenants it reads, not those it then finds up to date: it checks them.
+    [plan] = [line for line in done.stderr.splitlines() if " plan: " in line]
+    assert re.search(r"plan: (\d+) tenant\(s\), (\d+) skipped; checking \1 tenant\(s\)$", plan), plan
 
     again = tenantctl_cli("search", "reindex", "--all", "--outdated", "--json")
     out = json.loads(again.stdout)
@@ -85,6 +94,7 @@ def test_named_tenants_are_reindexed_and_one_locked_fails_with_exit_5(fleet, wor
     assert (failed["tenant_id"], failed["exit_code"]) == (CURRENT, 5) and "provision" in failed["error"]
     assert out["skipped"] == [{"tenant_id": OFF, "reason": "suspended: only an active tenant is reindexed"}]
     assert out["counts"] == {"tenants": 3, "reindexed": 1, "skipped": 1, "failed": 1} and out["exit_code"] == 5
+    assert "plan: 2 tenant(s), 1 skipped; re-indexing 2 tenant(s)" in busy.stderr  # not the suspended one
 
     human = tenantctl_cli("search", "reindex", CURRENT, OLD)
     assert human.returncode == 0, human.stderr

@@ -32,8 +32,9 @@ def reindex(
 
     A hibernated tenant's database is started first (a progress line says so).
 
-    Several ids, --all or --cell reindex tenants in parallel, a progress line
-    each (stderr), and list the tenants that failed; a tenant not active, or
+    Several ids, --all or --cell reindex tenants in parallel, a plan line (how
+    many get a turn, how many are skipped from the listing; "checking N" with
+    --outdated) and a progress line each (stderr), and list the tenants that failed; a tenant not active, or
     hibernated (left asleep: `search reindex ID` wakes it), or of a cell
     stacks/ does not define, is skipped, with why (so is one suspended or
     hibernated between the listing and its turn). --outdated reindexes only
@@ -89,9 +90,13 @@ def _reindex_many(tenant_ids: list[str], every: bool, cell: Optional[str], outda
     from tenantctl.operations.fleet_reindex import reindex_fleet
     from tenantctl.workspace import Workspace
 
-    with fleet_progress("re-indexing") as progress:
+    def on_plan(tenants: int, skipped: int) -> None:
+        progress.plan(tenants, f"{tenants} tenant(s)" + (f", {skipped} skipped" if skipped else ""))
+
+    # --outdated reads each tenant's stores before it knows whether it reindexes it.
+    with fleet_progress("checking" if outdated else "re-indexing") as progress:
         summary = reindex_fleet(Workspace(), tenant_ids, every=every, cell=cell, outdated=outdated,
-                                parallel=parallel, on_plan=lambda n: progress.plan(n, f"{n} tenant(s)"),
+                                parallel=parallel, on_plan=on_plan,
                                 on_result=lambda t, outcome: progress.done(_outcome_line(t, outcome)))
     if json_out:
         print_json(summary.as_json())

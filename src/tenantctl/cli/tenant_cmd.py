@@ -83,9 +83,45 @@ def _record_rows(record: "TenantRecord") -> list[tuple[str, str]]:
     if record.search_rebuild_due:
         rows.append(("search index", "rebuild due (items in no index: search answers index_incomplete); the next "
                                      f"provision or `tenantctl search reindex {record.tenant_id}` rebuilds it"))
+    if record.resources is not None:
+        rows.append(("search analyzer", _analyzers_text(record)))
     if record.last_error:
         rows.append(("last error", record.last_error))
     return rows
+
+
+def _stores(record: "TenantRecord") -> list[str]:
+    """The tenant's stores as the registry names them: "" its own, then each workspace's."""
+    return ["", *sorted(record.resources.workspaces)] if record.resources is not None else []
+
+
+def _outdated_analyzers(record: "TenantRecord") -> tuple[str | None, list[str]]:
+    """(this installation's analyzer, the stores recorded as built by another);
+    the analyzer (its dictionary) is loaded only when some store has one recorded."""
+    recorded = {store: record.search_analyzers[store] for store in _stores(record) if store in record.search_analyzers}
+    if not recorded:
+        return None, []
+    from tenant_runtime import analyzer
+
+    current = analyzer.identity()
+    return current, [store for store, found in recorded.items() if found != current]
+
+
+def _analyzers_text(record: "TenantRecord") -> str:
+    current, outdated = _outdated_analyzers(record)
+    tid, parts = record.tenant_id, []
+    for store in _stores(record):
+        found = record.search_analyzers.get(store)
+        text = (f"{found} (outdated: this tenantctl builds {current}; `tenantctl search reindex {tid}`)"
+                if store in outdated else found or
+                f"not recorded (no `tenantctl search reindex` of it yet: `tenantctl check {tid}` reads it)")
+        parts.append(f"workspace {store}: {text}" if store else f"the tenant's own: {text}")
+    return "; ".join(parts)
+
+
+def status_json(record: "TenantRecord") -> dict:
+    """`status --json`: the record, and the stores whose recorded analyzer is not this installation's."""
+    return {**record.model_dump(mode="json"), "search_analyzers_outdated": _outdated_analyzers(record)[1]}
 
 
 @app.command()
@@ -257,7 +293,10 @@ def status(
     from tenantctl.workspace import Workspace
 
     record = Workspace().registry.require(tenant_id)
-    show(record, f"tenant {tenant_id}", _record_rows(record), json_out)
+    if json_out:  # no rows: what they say of the analyzer loads it (its dictionary) once more
+        print_json(status_json(record))
+    else:
+        show(record, f"tenant {tenant_id}", _record_rows(record), json_out)
 
 
 @app.command("list")

@@ -25,6 +25,7 @@ from typing import Any
 
 from psycopg import sql
 
+from tenant_runtime.registry import TENANT_STORE
 from tenantctl import naming
 from tenantctl.drills import envelope, store
 from tenantctl.drills.backup import earlier_key, require_usable_key
@@ -131,7 +132,12 @@ def restore(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest,
         return _overwrite(ctx, record, manifest, overwrite)
     # In place mutates the tenant: hold its registry lock like provision/deprovision do.
     with ctx.registry.hold(record.tenant_id, "drill-restore") as held:
-        return _overwrite(ctx, workspace_view(held.record, ctx.scope), manifest, overwrite)
+        result = _overwrite(ctx, workspace_view(held.record, ctx.scope), manifest, overwrite)
+        # The store holds the backup's index now, of whichever analyzer: what a reindex recorded of it goes.
+        analyzers = {s: a for s, a in held.record.search_analyzers.items() if s != (ctx.scope or TENANT_STORE)}
+        if analyzers != held.record.search_analyzers:
+            held.record = ctx.registry.save(held.record, search_analyzers=analyzers)
+        return result
 
 
 def restore_backup(ctx: DrillContext, record: TenantRecord, index: BackupIndex, target: Target = Target.scratch,

@@ -1,6 +1,7 @@
-"""Lifting a dedicated store's RDS deletion protection right before its stack
-is destroyed (deprovision; a move to another account or region leaving, or
-rolling back, a dedicated store's stack), and telling whether the final
+"""Lifting a dedicated store's RDS deletion protection right before it is
+deleted (deprovision; a move to another account or region leaving, or rolling
+back, a dedicated store's stack; a move within one removing the dedicated store
+it leaves: ``lift_live``), and telling whether the final
 snapshot a destroy would take is named already (RDS refuses the delete then)."""
 
 from __future__ import annotations
@@ -35,14 +36,24 @@ def lift(ws: Workspace, stack: str, on_event: EventSink | None = None) -> Tenant
     if spec.dedicated.deletion_protection:
         spec = spec.model_copy(update={"dedicated": spec.dedicated.model_copy(update={"deletion_protection": False})})
         write_tenant(ws.stacks_dir, spec, stack=stack)
-    rds = ws.cell_clients(spec.cell or DEFAULT_CELL)("rds", region=spec.region)
-    identifier = rds_identifier(spec.id)
+    lift_live(ws, spec.cell or DEFAULT_CELL, spec.region, spec.id, on_event)
+    return spec
+
+
+def lift_live(ws: Workspace, cell: str, region: str, tenant_id: str, on_event: EventSink | None = None) -> None:
+    """The tenant's dedicated instance in ``cell``'s account and ``region``, if
+    there is one and it is protected, unprotected by one ModifyDBInstance; once
+    it reads unprotected. Its stack's state still says protected: the caller
+    has written the stack file unprotected first, so no later `up` protects it
+    again, and the `up` or destroy that follows deletes it (RDS asks the live
+    instance, which is what this lifted)."""
+    rds = ws.cell_clients(cell)("rds", region=region)
+    identifier = rds_identifier(tenant_id)
     instance = _instance(rds, identifier)
     if instance is not None and instance.get("DeletionProtection"):
-        phase(on_event, spec.id, "lifting the database's deletion protection")
+        phase(on_event, tenant_id, "lifting the database's deletion protection")
         rds.modify_db_instance(DBInstanceIdentifier=identifier, DeletionProtection=False, ApplyImmediately=True)
         _wait_unprotected(rds, identifier)
-    return spec
 
 
 LIFT_WAIT_SECONDS, LIFT_POLL_SECONDS = 600, 5

@@ -134,10 +134,13 @@ def _left_alone_since(ws: Any, tenant_id: str) -> str | None:
 
 
 def reindex_fleet(ws: Any, tenant_ids: Sequence[str] = (), every: bool = False, cell: str | None = None,
-                  outdated: bool = False, parallel: int = 4, on_plan: Callable[[int], None] | None = None,
+                  outdated: bool = False, parallel: int = 4, on_plan: Callable[[int, int], None] | None = None,
                   on_result: Callable[[str, Outcome], None] | None = None) -> FleetReindex:
     """Reindex the named tenants, or every tenant (of ``cell``); ``outdated``:
-    only those whose index another analyzer built (or whose reindex is unfinished)."""
+    only those whose index another analyzer built (or whose reindex is unfinished).
+    ``on_plan(tenants, skipped)``: the tenants each given a turn (with
+    ``outdated``, checked first: some are then skipped as up to date), and
+    those skipped from the listing alone."""
     if parallel < 1:
         raise UsageError(f"Invalid value for '--parallel': {parallel} is not in the range x>=1.")
     started = time.monotonic()
@@ -152,7 +155,7 @@ def reindex_fleet(ws: Any, tenant_ids: Sequence[str] = (), every: bool = False, 
     summary.skipped += undefined
     records = [r for r, _ in kept]
     if on_plan:
-        on_plan(len(records))
+        on_plan(len(records), len(summary.skipped))
     if records:
         ws.platform_outputs()  # read once, before the threads share it
         with ThreadPoolExecutor(max_workers=min(parallel, len(records)), thread_name_prefix="reindex") as pool:

@@ -25,7 +25,7 @@ from tenant_runtime.models import (
 from tenantctl import __version__
 from tenantctl.errors import DrillFailed, InvalidInput, TargetUnavailable
 from tenantctl.models import DedicatedSpec, RetiringStore, TenantSpec
-from tenantctl.stackconfig import read_tenant, stack_file
+from tenantctl.stackconfig import read_tenant, stack_file, write_tenant
 from tenantctl.transfer import prefix_sync, store_sync
 from tenantctl.workspace import Workspace
 
@@ -170,21 +170,41 @@ class Mover:
         from tenantctl.operations.provision import apply_spec
 
         stack = stack or self.record.stack
-        move, written, digest = self.record.move, stack or spec.id, spec.content_hash()
-        if move is not None and move.stack_digests.get(written) != digest:  # before the file changes
-            self.save(move=move.model_copy(update={"stack_digests": {**move.stack_digests, written: digest}}))
+        self.record_digest(spec, stack)
         try:
             return apply_spec(self.ws, spec, on_event=None, stack=stack)
         finally:  # a failed up may have changed it too
             self.changed(stack or spec.id)
 
-    def unprotect(self, spec: TenantSpec) -> None:
-        """Apply ``spec``, in which the dedicated store about to go has its
-        deletion protection lifted: a step of its own, as deprovision does."""
-        from tenantctl.policy import waived
+    def record_digest(self, spec: TenantSpec, stack: str | None) -> None:
+        """The move's digest of the stack file about to hold ``spec``, before the file changes."""
+        move, written, digest = self.record.move, stack or spec.id, spec.content_hash()
+        if move is not None and move.stack_digests.get(written) != digest:
+            self.save(move=move.model_copy(update={"stack_digests": {**move.stack_digests, written: digest}}))
 
-        with waived("deletion-protection"):
-            self.apply(spec)
+    def unprotect(self, spec: TenantSpec, retiring: bool) -> None:
+        """Lift the deletion protection of the dedicated store about to go
+        (``retiring``: the old one, at a finalize; else the target, at a
+        rollback) right before the `up` that removes it, as deprovision does (``deletion_protection.lift``):
+        the stack file written without it (what stays declared if the run dies
+        before that `up`, so no `up` protects it again), then the live
+        instance, asked each time (a run killed between the two left the file
+        saying unprotected), by one ModifyDBInstance. Not by an `up` of the
+        whole stack, which would run every other resource of the tenant, both
+        stores' included, for one flag."""
+        from tenantctl.operations.deletion_protection import lift_live
+
+        going = spec.retiring if retiring else spec
+        assert going is not None and going.dedicated is not None
+        if going.dedicated.deletion_protection:
+            going = going.model_copy(update={"dedicated": going.dedicated.model_copy(
+                update={"deletion_protection": False})})
+            spec = spec.model_copy(update={"retiring": going}) if retiring else going
+            self.record_digest(spec, self.record.stack)
+            write_tenant(self.ws.stacks_dir, spec, stack=self.record.stack)
+            self.changed(self.record.stack or spec.id)
+        # Same account and region either way: a move to another one is a KeyedMover's.
+        lift_live(self.ws, self.move.from_cell if retiring else self.move.to_cell, spec.region, spec.id)
 
     # -- forward ----------------------------------------------------------------
     def resumed_target(self) -> TenantSpec:
@@ -368,10 +388,8 @@ class Mover:
                 self.say(f"move {self.record.tenant_id}: {len(late)} objects written to the old prefix "
                          f"{source.prefix} after the switch carried over")
         self.remove_objects(backwards=False)
-        ded = spec.retiring.dedicated
-        if ded is not None and ded.deletion_protection:
-            self.unprotect(spec.model_copy(update={"retiring": spec.retiring.model_copy(update={
-                "dedicated": ded.model_copy(update={"deletion_protection": False})})}))
+        if spec.retiring.dedicated is not None:
+            self.unprotect(spec, retiring=True)
         self.say(f"move {self.record.tenant_id}: removing the old store")
         final = spec.model_copy(update={"retiring": None})
         applied = self.apply(final)
@@ -427,9 +445,8 @@ class Mover:
         self.point_secret(self.move.old_store)
         self.say(f"move {self.record.tenant_id}: removing the {spec.tier.value} store")
         self.remove_objects(backwards=True)
-        if spec.dedicated is not None and spec.dedicated.deletion_protection:
-            self.unprotect(spec.model_copy(update={"dedicated": spec.dedicated.model_copy(
-                update={"deletion_protection": False})}))
+        if spec.dedicated is not None:
+            self.unprotect(spec, retiring=False)
         back = rolled_back(spec)
         applied = self.apply(back)
         # The fingerprint of what was applied, as a provision records it: `apply` compares the stack file with it.

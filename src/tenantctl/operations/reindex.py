@@ -88,8 +88,9 @@ def reindex_search(ws: Any, tenant_id: str, on_event: EventSink | None = None, w
                                                              progress=_progress(on_event, tenant_id, workspace))
         finally:
             held.record = marker.record  # the lock's release writes on the record as marked
-        # Every store of the tenant is indexed now, under one key.
-        held.record = ws.registry.save(held.record, search_rebuild_due=False)
+        # Every store of the tenant is indexed now, under one key (a removed workspace's analyzer goes).
+        held.record = ws.registry.save(held.record, search_rebuild_due=False, search_analyzers={
+            TENANT_STORE: done.analyzer, **{name: each.analyzer for name, each in of_workspaces.items()}})
     return Reindexed(**done.model_dump(), workspaces=of_workspaces)
 
 
@@ -141,15 +142,16 @@ class Reindexed(ReindexResult):
     workspaces: dict[str, ReindexResult] = {}
 
 
-def _settled(ws: Any, record: TenantRecord) -> TenantRecord:
-    """``record`` with no rebuild owed any more. Written conditionally on its
-    version: a record that moved on meanwhile keeps the flag (the next
-    provision finds nothing to rebuild: one count per store), never fails the
-    rebuild that just finished."""
-    if not record.search_rebuild_due:
+def _settled(ws: Any, record: TenantRecord, rebuilt: dict[str, ReindexResult]) -> TenantRecord:
+    """``record`` with no rebuild owed any more, and the analyzer of each store
+    ``rebuilt``. Written conditionally on its version: a record that moved on
+    meanwhile keeps the flag (the next provision finds nothing to rebuild: one
+    count per store), never fails the rebuild that just finished."""
+    analyzers = {**record.search_analyzers, **{store: done.analyzer for store, done in rebuilt.items()}}
+    if not record.search_rebuild_due and analyzers == record.search_analyzers:
         return record
     try:
-        return ws.registry.save(record, search_rebuild_due=False)
+        return ws.registry.save(record, search_rebuild_due=False, search_analyzers=analyzers)
     except Conflict:
         return record
 
@@ -199,4 +201,4 @@ def rebuild_unindexed(ws: Any, record: TenantRecord, on_rebuild: Callable[[str |
         raise type(exc)(f"tenant {tenant_id!r}: its search index could not be rebuilt after the schema upgrade "
                         f"({exc}); search refuses to answer until `tenantctl search reindex {tenant_id}` "
                         "(or a provision of the tenant) rebuilds it") from None
-    return _settled(ws, marker.record), rebuilt
+    return _settled(ws, marker.record, rebuilt), rebuilt

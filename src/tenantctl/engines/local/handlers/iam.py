@@ -58,6 +58,11 @@ class RoleHandler(Handler):
         role = d.known if olds is None and d.known else iam.get_role(RoleName=rid)["Role"]
         return {"arn": role["Arn"], "name": rid, "uniqueId": role["RoleId"], "tagsAll": d.tags()}
 
+    def planned_outputs(self, ctx: Context, d: Desired) -> dict[str, Any]:
+        # Not ``uniqueId``: IAM gives a role made again a new one.
+        name = d.physical_name()
+        return {"arn": f"arn:aws:iam::{ctx.account_id}:role{d.get('path', '/')}{name}", "name": name}
+
     def remove(self, ctx: Context, rid: str, d: Desired) -> None:
         iam = ctx.client("iam")
         if not exists(lambda: iam.get_role(RoleName=rid)):

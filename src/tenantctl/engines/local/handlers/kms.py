@@ -127,7 +127,12 @@ class AliasHandler(Handler):
         target = d.get("targetKeyId")
         if olds is not None:
             ctx.client("kms").update_alias(AliasName=rid, TargetKeyId=target)
-        return {"arn": f"arn:aws:kms:{ctx.region}:{ctx.account_id}:{rid}", "targetKeyArn": target}
+        return self.planned_outputs(ctx, d, rid)
+
+    def planned_outputs(self, ctx: Context, d: Desired, rid: str | None = None) -> dict[str, Any]:
+        # Both from the inputs: the ARN is the alias's name, the key's ARN the one it is given.
+        return {"arn": f"arn:aws:kms:{ctx.region}:{ctx.account_id}:{rid or d.physical_name()}",
+                "targetKeyArn": d.get("targetKeyId")}
 
     def remove(self, ctx: Context, rid: str, d: Desired) -> None:
         ignore_missing(lambda: ctx.client("kms").delete_alias(AliasName=rid))
