@@ -228,13 +228,19 @@ def test_shards_take_turns_on_a_changed_cell(cli, sandbox):
     assert bucket_tags(sandbox)["owner"] == "team-apc-2" and LEASE not in counter(sandbox)
 
 
-def test_a_held_lease_refuses_cell_add_and_lapses_when_its_holder_is_gone(cli, sandbox):
-    table = platform_outputs(sandbox)["registry_table"]
-    dead = TenantLock(operation="cell up", owner="ci", host="runner-7", pid=4242)
+def hold_lease(sandbox, holder: TenantLock, until: float) -> None:
+    """Write the cell's lease as ``holder``'s, held until the epoch second ``until``."""
     aws(sandbox, "dynamodb").update_item(
-        TableName=table, Key=counter_key(CELL), UpdateExpression="SET #l = :l, #u = :u",
-        ExpressionAttributeNames={"#l": LEASE, "#u": LEASE_UNTIL},
-        ExpressionAttributeValues={":l": {"S": dead.model_dump_json()}, ":u": {"N": str(time.time() + 4)}})
+        TableName=platform_outputs(sandbox)["registry_table"], Key=counter_key(CELL),
+        UpdateExpression="SET #l = :l, #u = :u", ExpressionAttributeNames={"#l": LEASE, "#u": LEASE_UNTIL},
+        ExpressionAttributeValues={":l": {"S": holder.model_dump_json()}, ":u": {"N": str(until)}})
+
+
+def test_a_held_lease_refuses_cell_add_and_lapses_when_its_holder_is_gone(cli, sandbox):
+    # Held for as long as the refused runs could take on a loaded machine: the lease lapses when the
+    # test says so, not when a 4 s timer that two CLI runs raced against ran out.
+    dead = TenantLock(operation="cell up", owner="ci", host="runner-7", pid=4242)
+    hold_lease(sandbox, dead, time.time() + 600)
 
     path = naming_file(cli)
     written = path.stat().st_mtime_ns
@@ -250,7 +256,7 @@ def test_a_held_lease_refuses_cell_add_and_lapses_when_its_holder_is_gone(cli, s
     assert run.returncode == 5 and run.json()["error"]["code"] == 5, run
     assert path.stat().st_mtime_ns == written and counter(sandbox)[DRAINING] == {"BOOL": False}
 
-    time.sleep(4.5)  # nobody renews it: the lease lapses
+    hold_lease(sandbox, dead, time.time() - 1)  # nobody renewed it: its time ran out, the holder still named
     run = cli("cell", "add", CELL, "--owner", "team-apc-3", "--json")
     assert run.returncode == 0, run.stderr
     assert bucket_tags(sandbox)["owner"] == "team-apc-3" and LEASE not in counter(sandbox)

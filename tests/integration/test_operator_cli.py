@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,11 +42,15 @@ def acme(cli) -> dict:
 
 
 @pytest.fixture(scope="module")
-def dedicated(cli) -> dict:
-    """op-ded, a dedicated tenant (its own VPC and RDS instance), provisioned once."""
+def dedicated(cli, sandbox) -> Iterator[dict]:
+    """op-ded, a dedicated tenant (its own VPC and RDS instance), provisioned once; deprovisioned
+    after the module when no test did (one of the session account's five VPCs)."""
     made = cli("provision", "op-ded", "--tier", "dedicated", "--json")
     assert made.returncode == 0, made
-    return made.json()["record"]
+    yield made.json()["record"]
+    if (registry_record(sandbox, "op-ded") or {}).get("status") not in (None, "deprovisioned"):
+        gone = cli("deprovision", "op-ded", "--yes", "--no-final-backup")
+        assert gone.returncode == 0, gone
 
 
 def error_of(run) -> dict:
@@ -405,7 +410,7 @@ def test_a_suspended_tenant_is_refused_within_the_cache_ttl_and_its_role_cannot_
 
 
 def test_hibernate_stops_an_idle_dedicated_database_the_runtime_wakes_it_and_cost_shows_the_saving(
-        cli, sandbox, dedicated):
+        cli, sandbox, acme, dedicated):
     from runtime_tenants import jwt_settings, token
 
     from tenant_runtime import TenantRuntime, TenantWaking

@@ -120,11 +120,12 @@ def run_cancellable(operation: Callable[[], T], cancel: Callable[[], None],
     backends `pulumi cancel` deletes every lock file of the stack, another
     runner's live lock included."""
     outcome: dict[str, Any] = {}
-    # An Event, not Thread.join: on Python 3.11 a join interrupted by Ctrl-C marks
+    # Events, not Thread.join: on Python 3.11 a join interrupted by Ctrl-C marks
     # the still-running thread as stopped, and later joins return at once.
-    finished = threading.Event()
+    began, finished = threading.Event(), threading.Event()
 
     def work() -> None:
+        began.set()
         try:
             outcome["value"] = operation()
         except BaseException as exc:  # handed to the waiting thread
@@ -132,8 +133,11 @@ def run_cancellable(operation: Callable[[], T], cancel: Callable[[], None],
         finally:
             finished.set()
 
-    threading.Thread(target=work, name="pulumi-operation", daemon=True).start()
+    worker = threading.Thread(target=work, name="pulumi-operation", daemon=True)
     try:
+        # start() inside the try: it waits for the thread, and a Ctrl-C then, the
+        # operation already running, gets the same grace as one a minute later.
+        worker.start()
         while not finished.wait(0.2):
             pass
     except KeyboardInterrupt:
@@ -141,7 +145,7 @@ def run_cancellable(operation: Callable[[], T], cancel: Callable[[], None],
             finished.wait(grace)
         except KeyboardInterrupt:
             pass
-        if not finished.is_set():
+        if began.is_set() and not finished.is_set():  # never one that did not start: it would be another's lock
             try:
                 cancel()
             except Exception:  # it ended meanwhile: nothing in progress any more
