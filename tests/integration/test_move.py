@@ -598,6 +598,23 @@ def test_a_killed_move_resumes_or_rolls_back_with_nothing_lost_and_nothing_left(
     assert cli("deprovision", tid, "--yes", "--no-final-backup").returncode == 0
 
 
+def test_stopping_a_link_leaves_another_subscriptions_table_sync_slot(moved, workspace, sandbox):
+    """Moves out of one database at once (`cell evacuate --parallel`): one
+    move's link stopped must not drop the table-sync slot of another's copy
+    under way (`pg_<its subscription's oid>_sync_...`), which left that copy
+    retrying "slot does not exist" and the move hung in `copying`."""
+    store = workspace.registry.require(MOVED).resources.store
+    other = "pg_4242_sync_1_7716297774029370465"  # another subscription's table sync, same database
+    with psycopg.connect(sandbox.pg_dsn(store.database), autocommit=True) as admin:
+        admin.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (other,))
+        try:
+            store_sync.stop(_admin(sandbox), store_sync.Link("tenantctl_move_nothing_0", store, store))
+            assert store_sync.has_slot(admin, other)
+        finally:
+            if store_sync.has_slot(admin, other):
+                admin.execute("SELECT pg_drop_replication_slot(%s)", (other,))
+
+
 def _wait_for(what: str, done, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while not done():
