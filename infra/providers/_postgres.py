@@ -17,6 +17,10 @@ T = TypeVar("T")
 # PostgreSQL fails one of two transactions writing the same catalog row at once
 # ("tuple concurrently updated"). The providers' SQL is idempotent: it runs again.
 CATALOG_RACE = "tuple concurrently updated"
+# A script re-run on a store that serves (a move re-applies the current one)
+# takes each table's lock in the tables' order, an append `messages` before
+# `conversations`: PostgreSQL ends one of the two as a deadlock's victim, the
+# script's whole transaction rolled back. It runs again as for a catalog race.
 CATALOG_RACE_TRIES = 8
 
 
@@ -73,14 +77,15 @@ def _connect_as(admin: dict[str, Any], props: dict[str, Any], database: str | No
 
 def retry_catalog_race(fn: Callable[[], T]) -> T:
     """``fn()`` (idempotent SQL), run again when PostgreSQL refused it for a
-    catalog row another transaction wrote at the same time."""
+    catalog row another transaction wrote at the same time, or ended it as a
+    deadlock's victim."""
     import psycopg
 
     for attempt in range(1, CATALOG_RACE_TRIES):
         try:
             return fn()
-        except psycopg.errors.InternalError_ as exc:
-            if CATALOG_RACE not in str(exc):
+        except (psycopg.errors.InternalError_, psycopg.errors.DeadlockDetected) as exc:
+            if isinstance(exc, psycopg.errors.InternalError_) and CATALOG_RACE not in str(exc):
                 raise
             time.sleep(0.02 * attempt + random.random() * 0.05)  # apart: the next try is not at once too
     return fn()  # the last try: its error is the caller's

@@ -612,6 +612,69 @@ def test_a_killed_move_resumes_or_rolls_back_with_nothing_lost_and_nothing_left(
     assert cli("deprovision", tid, "--yes", "--no-final-backup").returncode == 0
 
 
+def test_stopping_a_link_leaves_another_subscriptions_table_sync_slot(moved, workspace, sandbox):
+    """Moves out of one database at once (`cell evacuate --parallel`): one
+    move's link stopped must not drop the table-sync slot of another's copy
+    under way (`pg_<its subscription's oid>_sync_...`), which left that copy
+    retrying "slot does not exist" and the move hung in `copying`."""
+    store = workspace.registry.require(MOVED).resources.store
+    other = "pg_4242_sync_1_7716297774029370465"  # another subscription's table sync, same database
+    with psycopg.connect(sandbox.pg_dsn(store.database), autocommit=True) as admin:
+        admin.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (other,))
+        try:
+            store_sync.stop(_admin(sandbox), store_sync.Link("tenantctl_move_nothing_0", store, store))
+            assert store_sync.has_slot(admin, other)
+        finally:
+            if store_sync.has_slot(admin, other):
+                admin.execute("SELECT pg_drop_replication_slot(%s)", (other,))
+
+
+def _wait_for(what: str, done, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def test_a_move_interrupted_in_its_freeze_ends_the_freeze_with_the_tenant_writable(
+        sandbox, runtime, tmp_path_factory):
+    """A real CLI process sent SIGTERM (a cancelled CI job; Ctrl-C alike) while
+    its freeze waits out a write under way: it ends the freeze as a catch-up
+    timeout does (the role writes its store again, the move back in
+    `copying`, the lock released) instead of leaving the tenant refusing
+    every write until someone runs the move again."""
+    cli = Cli.create(sandbox, tmp_path_factory.mktemp("move-term"))
+    tid = f"mv-t{run_id()}"
+    assert cli("provision", tid).returncode == 0
+    store = registry_record(sandbox, tid)["resources"]["store"]
+    proc = cli.start("move", tid, "--tier", "dedicated")
+    with psycopg.connect(sandbox.pg_dsn(store["database"]), autocommit=True) as writer:
+        try:
+            _wait_for("the move copying", lambda: (registry_record(sandbox, tid)["move"] or {}).get("phase")
+                      == "copying" or proc.poll() is not None)
+            writer.execute("BEGIN")  # a write under way that does not end: the freeze waits for it
+            writer.execute(sql.SQL("LOCK TABLE {} IN ROW EXCLUSIVE MODE").format(
+                sql.Identifier(store["schema_name"], "messages")))
+            insert = (f"{store['schema_name']}.messages", "INSERT")
+            revoked = "SELECT NOT has_table_privilege(%s, %s, %s)"
+            with psycopg.connect(sandbox.pg_dsn(store["database"]), autocommit=True) as admin:
+                _wait_for("the freeze begun", lambda: admin.execute(revoked, (store["role"], *insert)).fetchone()[0])
+            assert registry_record(sandbox, tid)["move"]["phase"] == "freezing"
+            proc.terminate()
+            proc.communicate(timeout=60)
+        finally:
+            writer.execute("ROLLBACK")
+    assert proc.returncode == 143
+    record = registry_record(sandbox, tid)
+    assert (record["move"]["phase"], record["lock"], record["tier"]) == ("copying", None, "pooled"), record
+    assert "interrupted" in record["last_error"]
+    runtime.registry.invalidate(tid)
+    runtime.store.append(runtime.context(tid), "after", "user", "the tenant writes again at once")
+    rolled = cli("move", tid, "--rollback")
+    assert rolled.returncode == 0, rolled
+    assert cli("deprovision", tid, "--yes", "--no-final-backup").returncode == 0
+
+
 RELAYED = "mv-r"
 
 

@@ -138,3 +138,42 @@ def test_a_delete_refused_for_a_catalog_race_is_run_again(sandbox, scratch_datab
         assert conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s", (props["role"],)).fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s",
                             (props["schema"],)).fetchone()[0] == 0
+
+
+def test_an_update_chosen_as_a_deadlocks_victim_by_a_live_writer_is_run_again(sandbox, scratch_database):
+    """A store's script re-run while the tenant serves (a move re-applies its
+    current store) locks the tables in their order; an append locks
+    `messages` before `conversations`. PostgreSQL ends one of the two: when it
+    is the script (which waited first), it runs again once the writer is done
+    instead of failing the apply (and the move) with `deadlock detected`."""
+    provider = TenantSchemaProvider()
+    [props] = _props(sandbox, scratch_database, 1)
+    provider.create(props)
+    tables = [f'"{props["schema"]}".{t}' for t in ("messages", "conversations")]
+    updated: list[BaseException | None] = []
+
+    def update() -> None:
+        try:
+            provider.update("", props, props)
+            updated.append(None)
+        except BaseException as exc:  # noqa: BLE001 - the test's verdict
+            updated.append(exc)
+
+    with psycopg.connect(sandbox.pg_dsn(scratch_database), autocommit=True) as writer, \
+            psycopg.connect(sandbox.pg_dsn(scratch_database), autocommit=True) as watch:
+        writer.execute("BEGIN")
+        writer.execute(f"LOCK TABLE {tables[0]} IN ROW EXCLUSIVE MODE")  # an append's first lock
+        script = threading.Thread(target=update)
+        script.start()
+        waiting = ("SELECT count(*) FROM pg_locks WHERE NOT granted AND mode = 'AccessExclusiveLock' "
+                   "AND relation = %s::regclass")
+        for _ in range(500):
+            if watch.execute(waiting, (tables[0],)).fetchone()[0]:
+                break
+            threading.Event().wait(0.02)
+        else:
+            raise AssertionError("the script never waited for the writer's table")
+        writer.execute(f"LOCK TABLE {tables[1]} IN ROW EXCLUSIVE MODE")  # its second: the deadlock
+        writer.execute("COMMIT")
+        script.join(60)
+    assert updated == [None], updated

@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -260,7 +261,8 @@ class Mover:
 
     def switch(self, window: timedelta) -> None:
         frozen_at = self.move.phase_at
-        self.sync_objects()  # what changed since the first pass (writes are refused from here)
+        with self.thawed_if_stopped(self.link(), MovePhase.copying):
+            self.sync_objects()  # what changed since the first pass (writes are refused from here)
         pinned = self.catch_up(self.link(), MovePhase.copying, way_back=self.link(backwards=True))
         spec = self.spec()
         new_store = self.move.new_store
@@ -300,22 +302,33 @@ class Mover:
         with self.connect(link.target) as conn:
             following = store_sync.has_subscription(conn, link.name)
         if following:
-            try:
+            with self.thawed_if_stopped(link, unfrozen):
                 lsn = store_sync.quiesce(self.connect, link.sources, CATCH_UP_TIMEOUT)
                 store_sync.wait("replication catch-up", lambda: store_sync.caught_up(self.connect, link, lsn),
                                 CATCH_UP_TIMEOUT, 0.02)
                 if way_back is not None:
                     self.reserve(way_back)
-            except (TargetUnavailable, InvalidInput):
-                self.set_writable(link.sources, True)
-                self.phase(unfrozen)
-                raise
             pinned = (store_sync.pin(self.connect, link.source), store_sync.pin(self.connect, link.target))
             for target in link.targets:
                 store_sync.align_sequences(self.connect, target)
             store_sync.stop(self.connect, link)
         self.set_writable(link.targets, True)
         return pinned
+
+    @contextmanager
+    def thawed_if_stopped(self, link: store_sync.Link, unfrozen: MovePhase) -> Iterator[None]:
+        """The freeze of ``link``'s source ended when the block fails (a target
+        not caught up in time, no room for the way back) or the run is
+        interrupted (Ctrl-C, SIGTERM: a cancelled job, a killed evacuation's
+        workers): the source takes writes again and the move is back in phase
+        ``unfrozen``, nothing switched, rather than the tenant refusing every
+        write until someone runs the move again."""
+        try:
+            yield
+        except (TargetUnavailable, InvalidInput, KeyboardInterrupt):
+            self.set_writable(link.sources, True)
+            self.phase(unfrozen)
+            raise
 
     def reserve(self, link: store_sync.Link) -> None:
         """``link``'s slot on its source's server, taken in the freeze once
@@ -424,7 +437,8 @@ class Mover:
         if self.move.phase in (MovePhase.switched, MovePhase.rolling_back):
             if self.move.phase is MovePhase.switched:
                 self.phase(MovePhase.rolling_back)
-            self.sync_objects(backwards=True)  # the objects written since the switch go back too
+            with self.thawed_if_stopped(self.link(backwards=True), MovePhase.switched):
+                self.sync_objects(backwards=True)  # the objects written since the switch go back too
             pinned = self.catch_up(self.link(backwards=True), MovePhase.switched)
             self.save(tier=spec.retiring.tier, cell=self.move.from_cell,
                       resources=self.resources_at(spec.retiring.tier, self.move.old_store, self.move.old_bucket),

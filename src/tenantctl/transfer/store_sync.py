@@ -276,9 +276,14 @@ def align_sequences(connect: Connect, store: StoreConnection) -> None:
 
 
 def stop(connect: Connect, link: Link) -> None:
-    """Drop the subscription, its slot (and any table-sync slot left) and the publication."""
+    """Drop the subscription, its slot (and any table-sync slot of it left) and
+    the publication. Only this subscription's table-sync slots (named after its
+    oid): another move's copy out of the same database may be running."""
+    oid = None
     with connect(link.target) as dst:
-        if dst.execute("SELECT 1 FROM pg_subscription WHERE subname = %s", (link.name,)).fetchone() is not None:
+        row = dst.execute("SELECT oid FROM pg_subscription WHERE subname = %s", (link.name,)).fetchone()
+        if row is not None:
+            oid = row[0]
             name = sql.Identifier(link.name)
             dst.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(name))
             dst.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(name))
@@ -286,7 +291,7 @@ def stop(connect: Connect, link: Link) -> None:
     with connect(link.source) as src:
         for (slot,) in src.execute(
                 "SELECT slot_name FROM pg_replication_slots WHERE database = current_database() "
-                "AND (slot_name = %s OR slot_name LIKE 'pg\\_%%\\_sync\\_%%')", (link.name,)).fetchall():
+                "AND (slot_name = %s OR slot_name LIKE %s)", (link.name, f"pg\\_{oid}\\_sync\\_%")).fetchall():
             wait(f"replication slot {slot} released", lambda s=slot: not _slot_active(src, s), 30)
             src.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
         src.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(link.name)))
