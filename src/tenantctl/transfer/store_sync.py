@@ -288,10 +288,12 @@ def stop(connect: Connect, link: Link) -> None:
             dst.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(name))
             dst.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(name))
             dst.execute(sql.SQL("DROP SUBSCRIPTION {}").format(name))
+    # A subscription a killed run dropped already: its table-sync slots are no longer known as its own.
+    sync_slots = f"pg\\_{oid}\\_sync\\_%" if oid is not None else None
     with connect(link.source) as src:
         for (slot,) in src.execute(
                 "SELECT slot_name FROM pg_replication_slots WHERE database = current_database() "
-                "AND (slot_name = %s OR slot_name LIKE %s)", (link.name, f"pg\\_{oid}\\_sync\\_%")).fetchall():
+                "AND (slot_name = %s OR slot_name LIKE %s)", (link.name, sync_slots)).fetchall():
             wait(f"replication slot {slot} released", lambda s=slot: not _slot_active(src, s), 30)
             src.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
         src.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(link.name)))
