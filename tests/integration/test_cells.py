@@ -36,6 +36,7 @@ import pytest
 from botocore.exceptions import ClientError
 from fault_tools import POOLED, Cli, aws, cell_count, inventory, registry_record, write_record
 from move_tools import writing
+from psycopg import sql
 from runtime_tenants import jwt_settings, token
 
 from tenant_runtime import TenantRuntime
@@ -966,6 +967,53 @@ def test_a_move_to_another_account_killed_rolls_back_or_resumes_and_rolls_back_a
     assert rt.objects.read_body(ctx, kept, 100) == b"kept body"
     assert b_s3.list_object_versions(Bucket=switched.resources.bucket, Prefix=before.prefix).get("Versions") is None
     assert check_tenant(fleet.ws, tid).ok
+    deprovision(fleet.ws, tid, final_backup=False, purge_data=True)
+    assert everywhere(sandbox, tid) == {}
+
+
+def test_a_move_to_another_account_interrupted_in_its_freeze_ends_the_freeze(fleet: Fleet, sandbox):
+    """A move to another account (its own freeze: the row relay's) interrupted
+    (Ctrl-C; SIGTERM alike) while its freeze waits out a write under way: the
+    old store's role writes again and the move is back in `copying`, the lock
+    released, rather than the tenant refusing every write until someone runs
+    the move again; then it rolls back."""
+    import _thread
+    import threading
+
+    tid = "cl-kt"
+    store = fleet.provision(tid, region=EU, cell="eua").resources.store
+    insert = (f"{store.schema_name}.messages", "INSERT")
+    frozen = "SELECT NOT has_table_privilege(%s, %s, %s)"
+    with psycopg.connect(sandbox.pg_dsn(store.database), autocommit=True) as writer, \
+            psycopg.connect(sandbox.pg_dsn(store.database), autocommit=True) as admin:
+
+        def interrupt_once_frozen() -> None:
+            deadline, held = time.monotonic() + 300, False
+            while not admin.execute(frozen, (store.role, *insert)).fetchone()[0]:
+                if time.monotonic() > deadline:
+                    return
+                if not held and (registry_record(sandbox, tid)["move"] or {}).get("phase") in ("copying", "freezing"):
+                    # The capture trigger is in (it needs a lock this one blocks): a write under way that
+                    # does not end, which the freeze waits for; the copy only reads.
+                    writer.execute("BEGIN")
+                    writer.execute(sql.SQL("LOCK TABLE {} IN ROW EXCLUSIVE MODE").format(
+                        sql.Identifier(store.schema_name, "messages")))
+                    held = True
+                time.sleep(0.02)
+            _thread.interrupt_main()
+
+        watcher = threading.Thread(target=interrupt_once_frozen, daemon=True)
+        watcher.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                move(fleet.ws, tid, cell="eub")
+        finally:
+            watcher.join(10)
+            writer.execute("ROLLBACK")
+        assert not admin.execute(frozen, (store.role, *insert)).fetchone()[0]  # writable again
+    record = fleet.ws.registry.require(tid)
+    assert (record.move.phase, record.lock, record.cell) == (MovePhase.copying, None, "eua"), record
+    assert move(fleet.ws, tid, rollback=True).outcome == "rolled_back"
     deprovision(fleet.ws, tid, final_backup=False, purge_data=True)
     assert everywhere(sandbox, tid) == {}
 

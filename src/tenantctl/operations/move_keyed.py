@@ -68,7 +68,7 @@ from tenant_runtime.models import MovePhase, StoreConnection, TenantRecord, Tena
 from tenant_runtime.tables import SEALED_BY_TABLE
 from tenantctl import naming
 from tenantctl.drills.scope import workspace_view
-from tenantctl.errors import DrillFailed, InvalidInput, TargetUnavailable
+from tenantctl.errors import DrillFailed, InvalidInput
 from tenantctl.models import TenantSpec
 from tenantctl.operations import deletion_protection
 from tenantctl.operations.keyed_tier import keyed_target, one_server_refusal
@@ -338,21 +338,20 @@ class KeyedMover(Mover):
         new store first (a rollback carries the writes made after the
         switch). Returns snapshots of (source, target) pinned as of now."""
         source, target = self.stores(backwards)
-        self.sync_objects(backwards)  # what changed since the last pass (writes are refused from here)
-        with self.connect(source) as conn:
-            try:
+        # A writer that never ends (the freeze times out) or an interrupt (Ctrl-C, SIGTERM) before the
+        # target is writable: the freeze ends, the source writable again, nothing switched.
+        with self.thawed_if_stopped([source], MovePhase.switched if backwards else MovePhase.copying):
+            self.sync_objects(backwards)  # what changed since the last pass (writes are refused from here)
+            with self.connect(source) as conn:
                 store_sync.freeze(conn, self.schemas(source), CATCH_UP_TIMEOUT)
-            except TargetUnavailable:  # a writer that never ends: the freeze ends, nothing switched
-                self.phase(MovePhase.switched if backwards else MovePhase.copying)
-                raise
-        with self.relaying(backwards) as relay:
-            relay.catch_up()
-        with self.connect(target) as conn:
-            for schema in self.schemas(target):
-                row_relay.advance_identities(conn, schema)
-        if not backwards:
-            self.capture(target)
-        pinned = (store_sync.pin(self.connect, source), store_sync.pin(self.connect, target))
+            with self.relaying(backwards) as relay:
+                relay.catch_up()
+            with self.connect(target) as conn:
+                for schema in self.schemas(target):
+                    row_relay.advance_identities(conn, schema)
+            if not backwards:
+                self.capture(target)
+            pinned = (store_sync.pin(self.connect, source), store_sync.pin(self.connect, target))
         self.set_writable([target], True)
         return pinned
 

@@ -261,7 +261,7 @@ class Mover:
 
     def switch(self, window: timedelta) -> None:
         frozen_at = self.move.phase_at
-        with self.thawed_if_stopped(self.link(), MovePhase.copying):
+        with self.thawed_if_stopped(self.link().sources, MovePhase.copying):
             self.sync_objects()  # what changed since the first pass (writes are refused from here)
         pinned = self.catch_up(self.link(), MovePhase.copying, way_back=self.link(backwards=True))
         spec = self.spec()
@@ -302,7 +302,7 @@ class Mover:
         with self.connect(link.target) as conn:
             following = store_sync.has_subscription(conn, link.name)
         if following:
-            with self.thawed_if_stopped(link, unfrozen):
+            with self.thawed_if_stopped(link.sources, unfrozen):
                 lsn = store_sync.quiesce(self.connect, link.sources, CATCH_UP_TIMEOUT)
                 store_sync.wait("replication catch-up", lambda: store_sync.caught_up(self.connect, link, lsn),
                                 CATCH_UP_TIMEOUT, 0.02)
@@ -316,8 +316,8 @@ class Mover:
         return pinned
 
     @contextmanager
-    def thawed_if_stopped(self, link: store_sync.Link, unfrozen: MovePhase) -> Iterator[None]:
-        """The freeze of ``link``'s source ended when the block fails (a target
+    def thawed_if_stopped(self, sources: list[StoreConnection], unfrozen: MovePhase) -> Iterator[None]:
+        """The freeze of ``sources`` (a link's) ended when the block fails (a target
         not caught up in time, no room for the way back) or the run is
         interrupted (Ctrl-C, SIGTERM: a cancelled job, a killed evacuation's
         workers): the source takes writes again and the move is back in phase
@@ -326,7 +326,7 @@ class Mover:
         try:
             yield
         except (TargetUnavailable, InvalidInput, KeyboardInterrupt):
-            self.set_writable(link.sources, True)
+            self.set_writable(sources, True)
             self.phase(unfrozen)
             raise
 
@@ -437,7 +437,7 @@ class Mover:
         if self.move.phase in (MovePhase.switched, MovePhase.rolling_back):
             if self.move.phase is MovePhase.switched:
                 self.phase(MovePhase.rolling_back)
-            with self.thawed_if_stopped(self.link(backwards=True), MovePhase.switched):
+            with self.thawed_if_stopped(self.link(backwards=True).sources, MovePhase.switched):
                 self.sync_objects(backwards=True)  # the objects written since the switch go back too
             pinned = self.catch_up(self.link(backwards=True), MovePhase.switched)
             self.save(tier=spec.retiring.tier, cell=self.move.from_cell,
