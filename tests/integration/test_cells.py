@@ -978,6 +978,7 @@ def test_a_move_to_another_account_interrupted_in_its_freeze_ends_the_freeze(fle
     released, rather than the tenant refusing every write until someone runs
     the move again; then it rolls back."""
     import _thread
+    import signal
     import threading
 
     tid = "cl-kt"
@@ -987,10 +988,12 @@ def test_a_move_to_another_account_interrupted_in_its_freeze_ends_the_freeze(fle
     with psycopg.connect(sandbox.pg_dsn(store.database), autocommit=True) as writer, \
             psycopg.connect(sandbox.pg_dsn(store.database), autocommit=True) as admin:
 
+        returned = threading.Event()
+
         def interrupt_once_frozen() -> None:
             deadline, held = time.monotonic() + 300, False
             while not admin.execute(frozen, (store.role, *insert)).fetchone()[0]:
-                if time.monotonic() > deadline:
+                if returned.is_set() or time.monotonic() > deadline:
                     return
                 if not held and (registry_record(sandbox, tid)["move"] or {}).get("phase") in ("copying", "freezing"):
                     # The capture trigger is in (it needs a lock this one blocks): a write under way that
@@ -1002,13 +1005,20 @@ def test_a_move_to_another_account_interrupted_in_its_freeze_ends_the_freeze(fle
                 time.sleep(0.02)
             _thread.interrupt_main()
 
+        # Python's own Ctrl-C handler, as a CLI process in a terminal has: a test run started in the
+        # background (`cmd &` in a script) inherits SIGINT ignored, and interrupt_main then does nothing.
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
         watcher = threading.Thread(target=interrupt_once_frozen, daemon=True)
         watcher.start()
         try:
             with pytest.raises(KeyboardInterrupt):
-                move(fleet.ws, tid, cell="eub")
+                try:
+                    move(fleet.ws, tid, cell="eub")
+                finally:
+                    returned.set()
         finally:
             watcher.join(10)
+            signal.signal(signal.SIGINT, previous)
             writer.execute("ROLLBACK")
         assert not admin.execute(frozen, (store.role, *insert)).fetchone()[0]  # writable again
     record = fleet.ws.registry.require(tid)
