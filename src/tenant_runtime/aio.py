@@ -68,9 +68,9 @@ from tenant_runtime.transaction import (
     aguarded,
     aheld,
     areset_session,
-    gone_store,
-    moved_store,
+    read_errors_as_moved,
     store_errors,
+    write_errors_as_moved,
 )
 
 T = TypeVar("T")
@@ -267,7 +267,7 @@ class AsyncContextStore(StoreOperations):
 
     async def _run(self, ctx: TenantContext, operation: Operation) -> Any:
         ctx = verified(ctx)
-        with gone_store(ctx.key):  # see ContextStore._run
+        with read_errors_as_moved(ctx.key):  # see ContextStore._run
             return await self._drive(ctx, operation)
 
     async def _drive(self, ctx: TenantContext, operation: Operation) -> Any:
@@ -289,7 +289,7 @@ class AsyncContextStore(StoreOperations):
         store is retried once on the store the registry names now."""
         ctx = verified(ctx)
         try:
-            with moved_store(ctx.key):
+            with write_errors_as_moved(ctx.key):
                 return await self._drive(ctx, make(ctx))
         except StoreMoved:
             if self.reresolve is None:
@@ -297,7 +297,7 @@ class AsyncContextStore(StoreOperations):
             for conn in self.logins.forget(ctx):
                 await conn.close()
             fresh = verified(await self.offload.call(self.reresolve, ctx))
-            with moved_store(fresh.tenant_id):
+            with write_errors_as_moved(fresh.tenant_id):
                 return await self._drive(fresh, make(fresh))
 
     async def _statement(self, ctx: TenantContext, step: Statement) -> Any:

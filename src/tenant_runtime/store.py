@@ -81,7 +81,6 @@ from tenant_runtime.transaction import (
     begin,
     guarded,
     held,
-    moved_store,
     refused_input,
     reset_session,
     schema_statement,
@@ -89,6 +88,7 @@ from tenant_runtime.transaction import (
     store_error,
     store_gone,
     store_moved,
+    write_errors_as_moved,
 )
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -403,7 +403,7 @@ class ContextStore(StoreOperations):
 
     def _run(self, ctx: TenantContext, operation: Operation) -> Any:
         ctx = verified(ctx)
-        try:  # = gone_store, without a context manager's per-call cost
+        try:  # = read_errors_as_moved, without a context manager's per-call cost
             return self._drive(ctx, operation)
         except psycopg.errors.UndefinedTable as exc:
             raise store_gone(ctx.key, exc) from None
@@ -434,7 +434,7 @@ class ContextStore(StoreOperations):
         cached about the tenant's store and retry once on the store the registry
         names now."""
         ctx = verified(ctx)  # before its tenant id is read: anything else is UntrustedContext
-        try:  # = moved_store, without a context manager's per-call cost
+        try:  # = write_errors_as_moved, without a context manager's per-call cost
             return write(ctx, *args)
         except psycopg.errors.InsufficientPrivilege as exc:
             moved = store_moved(ctx.key, exc)
@@ -446,7 +446,7 @@ class ContextStore(StoreOperations):
             raise moved
         self.forget(ctx)
         fresh = verified(self.reresolve(ctx))
-        with moved_store(fresh.key):
+        with write_errors_as_moved(fresh.key):
             return write(fresh, *args)
 
     def forget(self, ctx: TenantContext) -> None:

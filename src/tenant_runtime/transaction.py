@@ -26,7 +26,7 @@ _INTRANS = psycopg.pq.TransactionStatus.INTRANS
 _TUPLES_OK = psycopg.pq.ExecStatus.TUPLES_OK
 # DISCARD ALL but DEALLOCATE ALL (and SET SESSION AUTHORIZATION DEFAULT, which a login never changes).
 _RESET_SESSION = (b"CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); RESET ALL; "
-                           b"DISCARD PLANS; DISCARD TEMP; DISCARD SEQUENCES")
+                  b"DISCARD PLANS; DISCARD TEMP; DISCARD SEQUENCES")
 # Command tags of statements that end a transaction or begin one (inside the tenant's, only after
 # ending it). Not "ROLLBACK": ROLLBACK TO SAVEPOINT answers with it too; a whole ROLLBACK shows as
 # the transaction gone (IDLE) or, followed by a BEGIN, as that BEGIN's tag.
@@ -99,7 +99,7 @@ def begin(conn: psycopg.Connection, tenant_id: str, role: str | None = None,
     try:
         with conn.lock:
             pgconn.send_query(begin_statement(tenant_id, role, statement_timeout))
-            _check_begun(conn, conn.wait(_results(pgconn)))
+            _check_answers(conn, conn.wait(_results(pgconn)))
     except BaseException as exc:
         _roll_back(conn)  # BEGIN ran and the scope failed (a refused role): not left open
         if _refuses_role(role, exc):
@@ -124,11 +124,12 @@ def _scope_refused(tenant_id: str, role: str | None, exc: BaseException) -> Stor
     return StoreMoved(f"store of tenant {tenant_id!r} refused its role {role!r} (moved?): {exc}".strip())
 
 
-def _check_begun(conn: psycopg.Connection | psycopg.AsyncConnection, results: list[psycopg.pq.abc.PGresult],
-                 *also: psycopg.pq.ExecStatus) -> None:
-    """The server's answers to ``begin_statement`` (one per statement; ``also``: statuses
-    besides COMMAND_OK another fixed query's statements answer with): the first failure
-    raised, as psycopg raises it (``psycopg.errors``' class of its SQLSTATE)."""
+def _check_answers(conn: psycopg.Connection | psycopg.AsyncConnection, results: list[psycopg.pq.abc.PGresult],
+                   *also: psycopg.pq.ExecStatus) -> None:
+    """The server's answers to one of this module's fixed queries, ``begin_statement`` or
+    ``_RESET_SESSION`` (one per statement; ``also``: statuses besides COMMAND_OK its
+    statements answer with): the first failure raised, as psycopg raises it
+    (``psycopg.errors``' class of its SQLSTATE)."""
     for result in results:
         if result.status != _COMMAND_OK and result.status not in also:
             if result.status == psycopg.pq.ExecStatus.FATAL_ERROR:
@@ -247,7 +248,7 @@ def reset_session(conn: psycopg.Connection) -> None:
     try:
         with conn.lock:
             pgconn.send_query(_RESET_SESSION)
-            _check_begun(conn, conn.wait(_results(pgconn)), _TUPLES_OK)  # the unlock's row
+            _check_answers(conn, conn.wait(_results(pgconn)), _TUPLES_OK)  # the unlock's row
     except psycopg.Error:
         conn.close()
 
@@ -260,7 +261,7 @@ async def areset_session(conn: psycopg.AsyncConnection) -> None:
     try:
         async with conn.lock:
             pgconn.send_query(_RESET_SESSION)
-            _check_begun(conn, await conn.wait(_results(pgconn)), _TUPLES_OK)
+            _check_answers(conn, await conn.wait(_results(pgconn)), _TUPLES_OK)
     except psycopg.Error:
         await conn.close()
 
@@ -306,7 +307,7 @@ async def abegin(conn: psycopg.AsyncConnection, tenant_id: str, role: str | None
     try:
         async with conn.lock:
             pgconn.send_query(begin_statement(tenant_id, role, statement_timeout))
-            _check_begun(conn, await conn.wait(_results(pgconn)))
+            _check_answers(conn, await conn.wait(_results(pgconn)))
     except BaseException as exc:
         await _aroll_back(conn)
         if _refuses_role(role, exc):
@@ -392,8 +393,9 @@ def store_gone(tenant_id: str, exc: psycopg.errors.UndefinedTable) -> StoreMoved
 
 
 @contextmanager
-def gone_store(tenant_id: str) -> Iterator[None]:
-    """``store_gone`` around the store's own statements (never a caller's own SQL)."""
+def read_errors_as_moved(tenant_id: str) -> Iterator[None]:
+    """The store's own statements (never a caller's own SQL) with their missing
+    tables (``UndefinedTable``) raised as ``store_gone``'s StoreMoved."""
     try:
         yield
     except psycopg.errors.UndefinedTable as exc:
@@ -401,9 +403,10 @@ def gone_store(tenant_id: str) -> Iterator[None]:
 
 
 @contextmanager
-def moved_store(tenant_id: str) -> Iterator[None]:
-    """``store_moved`` (and ``gone_store``) around the store's own writes."""
-    with gone_store(tenant_id):
+def write_errors_as_moved(tenant_id: str) -> Iterator[None]:
+    """The store's own writes with a refused write (``InsufficientPrivilege``) raised
+    as ``store_moved``'s StoreMoved, missing tables as ``read_errors_as_moved`` does."""
+    with read_errors_as_moved(tenant_id):
         try:
             yield
         except psycopg.errors.InsufficientPrivilege as exc:
