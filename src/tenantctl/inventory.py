@@ -30,7 +30,7 @@ ROLE_PREFIX = "tenantctl-"
 # Kinds whose leftovers tenantctl removes when it repairs; anything else (a
 # database, a bucket, a VPC...) is reported and left to a person.
 REMOVABLE = ("sqs", "sns", "cloudwatch:alarm", "kms:key", "secretsmanager:secret", "iam:role",
-             "ec2:security-group", "ec2:security-group-rule")
+             "ec2:security-group", "ec2:security-group-rule", "iam:role-policy", "iam:role-policy-attachment")
 # Snapshots are data kept on purpose (RDS's automated ones, drill backups, the final snapshot of a
 # deleted store), each carrying its instance's tags: no stack declares one, so neither a refresh
 # (an orphan) nor an audit (a deprovisioned tenant's leftover) counts them.
@@ -172,6 +172,63 @@ def unmanaged_rules(clients: Clients, region: str, stack: Iterable[tuple[str, st
             and r["SecurityGroupRuleId"] not in declared]
 
 
+class UnmanagedRolePolicy(Tagged):
+    """A grant on one of a stack's own roles that the stack does not declare: an
+    inline policy none of its role policy resources is, or any attached managed
+    policy (no stack attaches one). Neither engine sees it as drift (a role's
+    live policies are not among its compared properties), yet it widens what the
+    role reaches. Its ``arn`` is the role's (an inline policy has none), or the
+    managed policy's."""
+
+    role_name: str
+    policy: str  # the inline policy's name, or the attached policy's ARN
+    attached: bool = False
+
+    @property
+    def kind(self) -> str:
+        return "iam:role-policy-attachment" if self.attached else "iam:role-policy"
+
+    @property
+    def name(self) -> str:
+        return f"{self.policy} (on role {self.role_name})"
+
+    def foreign(self, tenant_id: str) -> str | None:
+        return None  # on the stack's own role: taking it off never touches another's
+
+
+ROLE = "aws:iam/role:Role"
+ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
+ROLE_POLICY_ATTACHMENT = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
+
+
+def unmanaged_role_policies(clients: Clients, stack: Iterable[tuple[str, str, str]]) -> list[UnmanagedRolePolicy]:
+    """The policies put on or attached to the roles of ``stack`` ((type, ARN, id) of
+    each resource its state knows) out of band: inline ones no role policy
+    resource of the stack is (its id is ``role:name``), attached ones when the
+    stack declares no attachment. Two calls per role. Nothing when the engine
+    named no ids (the declared policies cannot be told)."""
+    stack = list(stack)
+    roles = {arn: rid for typ, arn, rid in stack if typ == ROLE and arn and rid}
+    declared = {rid for typ, _, rid in stack if typ == ROLE_POLICY}
+    if not roles or "" in declared:
+        return []
+    attachments = any(typ == ROLE_POLICY_ATTACHMENT for typ, _, _ in stack)
+    iam, found = clients("iam"), []
+    for arn, role in sorted(roles.items()):
+        try:
+            for page in iam.get_paginator("list_role_policies").paginate(RoleName=role):
+                found += [UnmanagedRolePolicy(arn=arn, region="global", tags={}, role_name=role, policy=name)
+                          for name in page["PolicyNames"] if f"{role}:{name}" not in declared]
+            if attachments:
+                continue
+            for page in iam.get_paginator("list_attached_role_policies").paginate(RoleName=role):
+                found += [UnmanagedRolePolicy(arn=a["PolicyArn"], region="global", tags={}, role_name=role,
+                                              policy=a["PolicyArn"], attached=True) for a in page["AttachedPolicies"]]
+        except iam.exceptions.NoSuchEntityException:
+            continue  # deleted out of band meanwhile: its own drift, and nothing is granted through it
+    return found
+
+
 def record_roles(records: Iterable[Any]) -> set[str]:
     """The roles ``records`` name (each tenant's and its workspaces'): a scan's ``claimed``."""
     return {owner.role_arn for r in records if r.resources is not None
@@ -268,6 +325,13 @@ def remove(clients: Clients, resource: Tagged) -> str:
         return "deleted"
     if resource.kind == "ec2:security-group":
         clients("ec2", region).delete_security_group(GroupId=resource.name)
+        return "deleted"
+    if isinstance(resource, UnmanagedRolePolicy):
+        iam = clients("iam")
+        if resource.attached:
+            iam.detach_role_policy(RoleName=resource.role_name, PolicyArn=resource.policy)
+            return "detached"
+        iam.delete_role_policy(RoleName=resource.role_name, PolicyName=resource.policy)
         return "deleted"
     if isinstance(resource, UnmanagedRule):
         clients("ec2", region).revoke_security_group_ingress(GroupId=resource.group_id,

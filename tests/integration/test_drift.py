@@ -562,3 +562,40 @@ def test_an_ingress_rule_added_to_a_dedicated_database_is_drift_and_repair_revok
     finally:
         gone = cli("deprovision", tenant, "--yes", "--no-final-backup")
         assert gone.returncode == 0, gone
+
+
+# -- a role granted more out of band ---------------------------------------------------------
+
+def test_a_policy_put_on_or_attached_to_the_tenants_role_is_drift_that_provision_removes(acme, cli, sandbox):
+    """A role's live policies are none of its compared properties, so neither engine saw an
+    inline policy or an attached managed policy added out of band: `refresh` said no drift and
+    `provision` failed its own posture check with no repair. Both are reported beside the
+    orphans and removed on repair; the stack's own policy stays."""
+    iam, role = aws(sandbox, "iam"), naming.iam_role_name(TENANT)
+    wide = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]})
+    declared = iam.list_role_policies(RoleName=role)["PolicyNames"]
+    iam.put_role_policy(RoleName=role, PolicyName="dr-extra", PolicyDocument=wide)
+    managed = iam.create_policy(PolicyName="dr-wide", PolicyDocument=wide)["Policy"]["Arn"]
+    iam.attach_role_policy(RoleName=role, PolicyArn=managed)
+    try:
+        found = cli("refresh", TENANT, "--json")
+        assert found.returncode == CHANGES_PENDING, found
+        [drift] = found.json()["tenants"]
+        assert drift["resources"] == []
+        assert sorted((o["kind"], o["name"], o["removable"]) for o in drift["orphans"]) == [
+            ("iam:role-policy", f"dr-extra (on role {role})", True),
+            ("iam:role-policy-attachment", f"{managed} (on role {role})", True)]
+        assert f"{TENANT} · unmanaged role policy iam:role-policy dr-extra " in cli("refresh", TENANT).stdout
+
+        repaired = cli("provision", TENANT, "--yes", "--json")
+        assert repaired.returncode == 0, repaired
+        assert sorted(o["removed"] for o in repaired.json()["orphans"]) == ["deleted", "detached"]
+        assert iam.list_role_policies(RoleName=role)["PolicyNames"] == declared
+        assert iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"] == []
+        assert cli("refresh", TENANT).returncode == 0
+    finally:  # the module's tenant is shared: never leave it granted more
+        if "dr-extra" in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+            iam.delete_role_policy(RoleName=role, PolicyName="dr-extra")
+        if iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]:
+            iam.detach_role_policy(RoleName=role, PolicyArn=managed)
+        iam.delete_policy(PolicyArn=managed)

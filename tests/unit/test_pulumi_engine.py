@@ -749,6 +749,20 @@ def test_refresh_names_each_resources_arn_for_the_orphan_check(project: Path, cl
     assert changes["acme-rotation-app"].arn == stack_arn
 
 
+def test_refresh_names_each_resources_id_for_the_role_policy_check(project: Path, cli: FakeCli) -> None:
+    """An inline role policy's id (``role:name``) is how its stack's declared policies are told from
+    ones put on its roles out of band."""
+    cli.script("preview-refresh", {"events": refresh_stream("acme", [
+        refreshed("acme", ROLE, "acme-role", {}, {}, resource_id="tenantctl-acme-app"),
+        refreshed("acme", "aws:iam/rolePolicy:RolePolicy", "acme-access", {"policy": "{}"}, {"policy": "{}"},
+                  resource_id="tenantctl-acme-app:acme-access-1a2b3c"),
+        refreshed("acme", QUEUE, "acme-jobs", {}, None, resource_id="https://sqs/q"),
+    ])})
+    changes = {c.name: c for c in engine_on(project, cli).refresh("acme").changes}
+    assert (changes["acme-role"].id, changes["acme-access"].id, changes["acme-jobs"].id) == (
+        "tenantctl-acme-app", "tenantctl-acme-app:acme-access-1a2b3c", "https://sqs/q")
+
+
 def test_a_stack_the_backend_lacks_has_nothing_to_destroy_and_drifts_only_if_absent_is_ok(project: Path,
                                                                                           cli: FakeCli) -> None:
     """A record whose stack is gone from the backend is not "no drift" (as on the LocalEngine)."""

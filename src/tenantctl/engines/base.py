@@ -66,6 +66,9 @@ class ResourceChange(BaseModel):
     # The resource's ARN when it has one (a refresh fills it): the refresh
     # operation tells a tagged resource the state knows from an orphan by it.
     arn: str = ""
+    # Its provider id (a refresh and an up fill it): an inline role policy's ``role:name``, which
+    # tells the policies a stack declares on its roles from ones added out of band.
+    id: str = ""
     # A delete that leaves the resource where it is (Pulumi's retain_on_delete): only the state forgets it.
     retained: bool = False
 

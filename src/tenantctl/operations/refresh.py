@@ -2,9 +2,10 @@
 `--cell`) read live and compared with what its stack's state recorded (per
 resource, per property: expected -> live), the resources deleted out of band,
 and orphans: resources tagged as the tenant's
-(``managed-by=tenantctl`` + ``tenant=<id>``) that its state does not know, and
+(``managed-by=tenantctl`` + ``tenant=<id>``) that its state does not know,
 ingress rules added out of band to a security group of its own whose rules its
-stack declares one by one (a dedicated tenant's database group).
+stack declares one by one (a dedicated tenant's database group), and policies
+put on or attached to one of its roles out of band.
 Among them, one another tenant's name or urn tag claims is mis-tagged: it is
 reported and left for a person, never removed as this tenant's.
 
@@ -34,13 +35,15 @@ from tenantctl.registry import describe_lock
 from tenantctl.registry_cells import lease_of
 from tenantctl.workspace import Workspace
 
-RULE_KIND = "ec2:security-group-rule"
+NOUNS = {"ec2:security-group-rule": "unmanaged ingress rule", "iam:role-policy": "unmanaged role policy",
+         "iam:role-policy-attachment": "unmanaged role policy"}
 
 
 class Orphan(BaseModel):
     """A resource tagged as the tenant's that its state does not know, or an
-    ingress rule added out of band to one of the tenant's own security groups
-    (``inventory.UnmanagedRule``)."""
+    ingress rule or a role policy added out of band to one of the stack's own
+    security groups or roles (``inventory.UnmanagedRule``,
+    ``inventory.UnmanagedRolePolicy``)."""
 
     arn: str
     kind: str
@@ -61,7 +64,7 @@ class Orphan(BaseModel):
     def noun(self) -> str:
         if self.conflict:
             return "mis-tagged resource"
-        return "unmanaged ingress rule" if self.kind == RULE_KIND else "orphan resource"
+        return NOUNS.get(self.kind, "orphan resource")
 
     def fate(self, preview: bool) -> str:
         """What was (or would be) done with it, as the summaries say it."""
@@ -192,8 +195,7 @@ def orphans_of(ws: Workspace, record: TenantRecord, changes: ChangeSet,
     mine = [t for t in tagged if t.tenant == record.tenant_id and not t.retained]  # snapshots are backups
     clients = ws.clients_for(record)
     candidates = [t for t in inventory.unknown(mine, arns, urns) if inventory.is_live(clients, t)]
-    rules = inventory.unmanaged_rules(clients, record.region, ((c.type, c.arn) for c in changes.changes))
-    return candidates + rules, ""
+    return candidates + _unmanaged(clients, record.region, changes), ""
 
 
 def remove_orphans(ws: Workspace, record: TenantRecord, changes: ChangeSet,
@@ -206,15 +208,22 @@ def remove_orphans(ws: Workspace, record: TenantRecord, changes: ChangeSet,
     return _remove(ws, ws.clients_for(record), record.tenant_id, found)
 
 
+def _unmanaged(clients: inventory.Clients, region: str, changes: ChangeSet) -> list[inventory.Tagged]:
+    """What was added out of band to the stack's own groups and roles: ingress rules, role policies
+    (not of a role deleted out of band: the repair makes it again with its declared policy alone)."""
+    return [*inventory.unmanaged_rules(clients, region, ((c.type, c.arn) for c in changes.changes)),
+            *inventory.unmanaged_role_policies(clients, ((c.type, c.arn, c.id) for c in changes.changes
+                                                         if c.op is not Op.delete))]
+
+
 def cell_rules(ws: Workspace, cell: str, changes: ChangeSet) -> list[inventory.Tagged]:
-    """Ingress rules added out of band to the cell's own groups (its shared database's): a cell's only
-    orphans (its tagged leftovers are the audit's)."""
-    return inventory.unmanaged_rules(ws.cell_clients(cell), ws.cell(cell).region,
-                                     ((c.type, c.arn) for c in changes.changes))
+    """Ingress rules and role policies added out of band to the cell's own groups (its shared
+    database's) and roles: a cell's only orphans (its tagged leftovers are the audit's)."""
+    return _unmanaged(ws.cell_clients(cell), ws.cell(cell).region, changes)
 
 
 def revoke_cell_rules(ws: Workspace, cell: str, changes: ChangeSet) -> list[Orphan]:
-    """A cell's repair: the rules ``cell_rules`` finds after its up, revoked."""
+    """A cell's repair: what ``cell_rules`` finds after its up, revoked or removed."""
     return _remove(ws, ws.cell_clients(cell), cell_stack(cell), cell_rules(ws, cell, changes))
 
 

@@ -203,7 +203,7 @@ class LocalEngine(Engine):
         from tenantctl.engines.local.handlers import HANDLERS, Desired
 
         change = ResourceChange(op=Op.same, type=entry.type, name=entry.name, urn=entry.urn,
-                                arn=entry.arn)
+                                arn=entry.arn, id=entry.id or "")
         if entry.status != "created":  # an interrupted run's intent: the next up adopts or deletes it
             change.op = Op.update
             change.diffs = [PropertyDiff(path="(state)", old="created", new=f"{entry.status} (a run was interrupted)")]

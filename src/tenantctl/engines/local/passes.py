@@ -73,8 +73,8 @@ def change(op: Op, typ: str, name: str, urn: str, prior: ResourceState | None,
            inputs: dict[str, Any]) -> ResourceChange:
     """The step for one resource, with what changes (recorded -> declared) for an update or replace."""
     diffs = property_diffs(prior.inputs, inputs) if prior is not None and op in (Op.update, Op.replace) else []
-    arn = prior.arn if prior is not None else ""
-    return ResourceChange(op=op, type=typ, name=name, urn=urn, diffs=diffs, arn=arn)
+    arn, rid = (prior.arn, prior.id or "") if prior is not None else ("", "")
+    return ResourceChange(op=op, type=typ, name=name, urn=urn, diffs=diffs, arn=arn, id=rid)
 
 
 def classify(handler: Handler, prior: ResourceState | None, inputs: dict[str, Any]) -> Op:
@@ -211,7 +211,7 @@ class ApplyPass(_Pass):
                 entry = self.create(handler, d, recovering=prior is not None and op is Op.create, options=options)
         except Exception as exc:
             raise RuntimeError(f"{name} ({typ}): {op.value} failed: {exc}") from exc
-        step.arn = entry.arn  # a new resource's, once it exists
+        step.arn, step.id = entry.arn, entry.id or ""  # a new resource's, once it exists
         self.emit("resource-done", op, typ, name)
         return entry.id, entry.outputs
 

@@ -211,6 +211,15 @@ def _arn(meta: Any) -> str:
     return ""
 
 
+def _id(meta: Any) -> str:
+    """The resource's provider id from a step's states (an inline role policy's ``role:name``)."""
+    for state in (meta.new, meta.old):
+        rid = getattr(state, "id", None)
+        if isinstance(rid, str) and rid:
+            return rid
+    return ""
+
+
 # -- the collector --------------------------------------------------------------------------
 
 class ChangeCollector:
@@ -273,6 +282,7 @@ class ChangeCollector:
             self._changes[meta.urn] = ResourceChange(op=op, type=meta.type, name=urn_name(meta.urn), urn=meta.urn,
                                                      diffs=diffs or (seen.diffs if seen else []),
                                                      arn=_arn(meta) or (seen.arn if seen else ""),
+                                                     id=_id(meta) or (seen.id if seen else ""),
                                                      retained=op is Op.delete and _retained(meta))
 
     def _record_policy(self, policy: Any) -> None:
