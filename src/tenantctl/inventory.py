@@ -30,7 +30,8 @@ ROLE_PREFIX = "tenantctl-"
 # Kinds whose leftovers tenantctl removes when it repairs; anything else (a
 # database, a bucket, a VPC...) is reported and left to a person.
 REMOVABLE = ("sqs", "sns", "cloudwatch:alarm", "kms:key", "secretsmanager:secret", "iam:role",
-             "ec2:security-group", "ec2:security-group-rule", "iam:role-policy", "iam:role-policy-attachment")
+             "ec2:security-group", "ec2:security-group-rule", "iam:role-policy", "iam:role-policy-attachment",
+             "kms:grant", "sqs:queue-policy", "secretsmanager:resource-policy")
 # Snapshots are data kept on purpose (RDS's automated ones, drill backups, the final snapshot of a
 # deleted store), each carrying its instance's tags: no stack declares one, so neither a refresh
 # (an orphan) nor an audit (a deprovisioned tenant's leftover) counts them.
@@ -229,6 +230,79 @@ def unmanaged_role_policies(clients: Clients, stack: Iterable[tuple[str, str, st
     return found
 
 
+class UnmanagedAccess(Tagged):
+    """Access to one of a stack's own keys, queues or secrets that the stack does not
+    declare: a KMS grant none of its grant resources is (an AWS service's own
+    grant aside: RDS makes one for a store it encrypts), or a queue's or a
+    secret's resource policy (no stack declares one). None is a property either
+    engine compares, yet each hands the resource to whoever it names. ``arn``:
+    the key's, queue's or secret's."""
+
+    what: str  # "kms:grant", "sqs:queue-policy", "secretsmanager:resource-policy"
+    label: str  # what it lets whom, as the reports name it
+    target: str  # the grant's id; the queue's URL; the secret's ARN
+
+    @property
+    def kind(self) -> str:
+        return self.what
+
+    @property
+    def name(self) -> str:
+        return self.label
+
+    def foreign(self, tenant_id: str) -> str | None:
+        return None  # on the stack's own resource: taking it off never touches another's
+
+
+KEY = "aws:kms/key:Key"
+GRANT = "aws:kms/grant:Grant"
+QUEUE = "aws:sqs/queue:Queue"
+SECRET = "aws:secretsmanager/secret:Secret"
+
+
+def unmanaged_access(clients: Clients, region: str, stack: Iterable[tuple[str, str, str]]) -> list[UnmanagedAccess]:
+    """The grants on the keys of ``stack`` ((type, ARN, id) of each resource its state
+    knows) that none of its grant resources is (id ``<key id>:<grant id>``), and
+    the resource policies of its queues and secrets. One call per key, queue and
+    secret. No grant is judged when the engine named no grant ids."""
+    from botocore.exceptions import ClientError
+
+    from tenantctl.checks.aws_posture import policy_principals
+
+    stack = list(stack)
+    declared = {rid.rsplit(":", 1)[-1] for typ, _, rid in stack if typ == GRANT}
+    found: list[UnmanagedAccess] = []
+    kms, sqs, secrets = (clients(s, region) for s in ("kms", "sqs", "secretsmanager"))
+    for typ, arn, rid in stack:
+        try:
+            if typ == KEY and arn and "" not in declared:
+                grants = [g for page in kms.get_paginator("list_grants").paginate(KeyId=arn) for g in page["Grants"]]
+                found += [UnmanagedAccess(
+                    arn=arn, region=region, tags={}, what="kms:grant", target=g["GrantId"],
+                    label=f"{g['GrantId']} on key {arn.rsplit('/', 1)[-1]} ({g.get('GranteePrincipal')}: "
+                          f"{', '.join(g.get('Operations') or [])})")
+                    for g in grants if g["GrantId"] not in declared
+                    and not str(g.get("GranteePrincipal", "")).endswith(".amazonaws.com")]
+            elif typ == QUEUE and rid:
+                policy = sqs.get_queue_attributes(QueueUrl=rid, AttributeNames=["Policy"]).get(
+                    "Attributes", {}).get("Policy")
+                if policy:
+                    found.append(UnmanagedAccess(arn=arn or rid, region=region, tags={}, what="sqs:queue-policy",
+                                                 target=rid, label=f"policy of queue {rid.rsplit('/', 1)[-1]} "
+                                                                   f"(naming {policy_principals(policy)})"))
+            elif typ == SECRET and arn:
+                policy = secrets.get_resource_policy(SecretId=arn).get("ResourcePolicy")
+                if policy:
+                    found.append(UnmanagedAccess(arn=arn, region=region, tags={}, what="secretsmanager:resource-policy",
+                                                 target=arn, label=f"policy of secret {arn.rsplit(':', 1)[-1]} "
+                                                                   f"(naming {policy_principals(policy)})"))
+        except ClientError as exc:
+            if "NotFound" in exc.response["Error"]["Code"] or "NonExistent" in exc.response["Error"]["Code"]:
+                continue  # deleted out of band: its own drift, and nothing is granted through it
+            raise
+    return found
+
+
 def record_roles(records: Iterable[Any]) -> set[str]:
     """The roles ``records`` name (each tenant's and its workspaces'): a scan's ``claimed``."""
     return {owner.role_arn for r in records if r.resources is not None
@@ -298,6 +372,27 @@ def remove(clients: Clients, resource: Tagged) -> str:
     """Remove a leftover nothing claims; returns what was done. Keys and secrets
     are scheduled for deletion (their window is the undo), never deleted at once."""
     region = resource.region
+    # What was added to a stack's own resource first: its ARN is that resource's (a queue's...).
+    if isinstance(resource, UnmanagedRolePolicy):
+        iam = clients("iam")
+        if resource.attached:
+            iam.detach_role_policy(RoleName=resource.role_name, PolicyArn=resource.policy)
+            return "detached"
+        iam.delete_role_policy(RoleName=resource.role_name, PolicyName=resource.policy)
+        return "deleted"
+    if isinstance(resource, UnmanagedAccess):
+        if resource.what == "kms:grant":
+            clients("kms", region).revoke_grant(KeyId=resource.arn, GrantId=resource.target)
+            return "revoked"
+        if resource.what == "sqs:queue-policy":
+            clients("sqs", region).set_queue_attributes(QueueUrl=resource.target, Attributes={"Policy": ""})
+        else:
+            clients("secretsmanager", region).delete_resource_policy(SecretId=resource.target)
+        return "removed"
+    if isinstance(resource, UnmanagedRule):
+        clients("ec2", region).revoke_security_group_ingress(GroupId=resource.group_id,
+                                                             SecurityGroupRuleIds=[resource.rule_id])
+        return "revoked"
     if resource.service == "sqs":
         sqs = clients("sqs", region)
         sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=resource.name)["QueueUrl"])
@@ -326,15 +421,4 @@ def remove(clients: Clients, resource: Tagged) -> str:
     if resource.kind == "ec2:security-group":
         clients("ec2", region).delete_security_group(GroupId=resource.name)
         return "deleted"
-    if isinstance(resource, UnmanagedRolePolicy):
-        iam = clients("iam")
-        if resource.attached:
-            iam.detach_role_policy(RoleName=resource.role_name, PolicyArn=resource.policy)
-            return "detached"
-        iam.delete_role_policy(RoleName=resource.role_name, PolicyName=resource.policy)
-        return "deleted"
-    if isinstance(resource, UnmanagedRule):
-        clients("ec2", region).revoke_security_group_ingress(GroupId=resource.group_id,
-                                                             SecurityGroupRuleIds=[resource.rule_id])
-        return "revoked"
     raise InvalidInput(f"{resource.describe()} ({resource.arn}) is not removed by tenantctl: remove it by hand")

@@ -599,3 +599,50 @@ def test_a_policy_put_on_or_attached_to_the_tenants_role_is_drift_that_provision
         if iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]:
             iam.detach_role_policy(RoleName=role, PolicyArn=managed)
         iam.delete_policy(PolicyArn=managed)
+
+
+def test_a_grant_on_the_key_and_a_queue_or_secret_policy_added_out_of_band_are_drift_that_provision_removes(
+        acme, cli, sandbox):
+    """A key grant, a queue policy and a secret resource policy are no property either engine
+    compares: each handed the tenant's data or password to another account while `refresh` said
+    no drift and `check` passed. Each is named, removed on repair (the stack's own rotation grant
+    kept), and the tenant refreshes and checks clean after."""
+    res = acme.resources
+    kms, sqs, secrets = (aws(sandbox, s) for s in ("kms", "sqs", "secretsmanager"))
+    foreign = "arn:aws:iam::999999999999:root"
+    own_grants = {g["GrantId"] for g in kms.list_grants(KeyId=res.kms_key_arn)["Grants"]}
+    grant = kms.create_grant(KeyId=res.kms_key_arn, GranteePrincipal=foreign, Operations=["Decrypt"])["GrantId"]
+    everyone = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "sqs:*",
+                                                        "Resource": "*"}]}
+    sqs.set_queue_attributes(QueueUrl=res.dlq_url, Attributes={"Policy": json.dumps(everyone)})
+    secrets.put_resource_policy(SecretId=res.store.secret_arn, ResourcePolicy=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": foreign},
+                                                "Action": "secretsmanager:GetSecretValue", "Resource": "*"}]}))
+    try:
+        checked = cli("check", TENANT, "--json")
+        assert checked.returncode == 8, checked
+        failed = {c["name"] for c in checked.json()["checks"] if c["outcome"] == "fail"}
+        assert failed == {"kms-grants", "queue-policy", "secret-policy"}, checked.json()
+
+        found = cli("refresh", TENANT, "--json")
+        assert found.returncode == CHANGES_PENDING, found
+        [drift] = found.json()["tenants"]
+        assert drift["resources"] == []
+        assert sorted((o["kind"], o["removable"]) for o in drift["orphans"]) == [
+            ("kms:grant", True), ("secretsmanager:resource-policy", True), ("sqs:queue-policy", True)]
+        assert any(grant in o["name"] and foreign in o["name"] for o in drift["orphans"])
+        text = cli("refresh", TENANT).stdout
+        assert "unmanaged key grant" in text and "unmanaged queue policy" in text and "unmanaged secret policy" in text
+
+        repaired = cli("provision", TENANT, "--yes", "--json")
+        assert repaired.returncode == 0, repaired
+        assert sorted(o["removed"] for o in repaired.json()["orphans"]) == ["removed", "removed", "revoked"]
+        assert {g["GrantId"] for g in kms.list_grants(KeyId=res.kms_key_arn)["Grants"]} == own_grants
+        assert "Policy" not in queue_attributes(sandbox, res.dlq_url)
+        assert "ResourcePolicy" not in secrets.get_resource_policy(SecretId=res.store.secret_arn)
+        assert cli("refresh", TENANT).returncode == 0 and cli("check", TENANT).returncode == 0
+    finally:  # the module's tenant is shared: never leave it open to another account
+        if grant in {g["GrantId"] for g in kms.list_grants(KeyId=res.kms_key_arn)["Grants"]}:
+            kms.revoke_grant(KeyId=res.kms_key_arn, GrantId=grant)
+        sqs.set_queue_attributes(QueueUrl=res.dlq_url, Attributes={"Policy": ""})
+        secrets.delete_resource_policy(SecretId=res.store.secret_arn)

@@ -230,6 +230,26 @@ def _tamper_aws(sandbox, record, what: str):
                                  "Action": "kms:Decrypt", "Resource": "*"})
         kms.put_key_policy(KeyId=res.kms_key_arn, PolicyName="default", Policy=json.dumps(doc))
         return lambda: kms.put_key_policy(KeyId=res.kms_key_arn, PolicyName="default", Policy=old)
+    if what in ("foreign-grant", "grant-other-secret"):
+        context = {"SecretARN": res.store.secret_arn.replace(f"/{record.tenant_id}/", "/ck-other/")}
+        grant = kms.create_grant(
+            KeyId=res.kms_key_arn, Operations=["Decrypt"], **(
+                {"GranteePrincipal": "arn:aws:iam::999999999999:root"} if what == "foreign-grant" else
+                {"GranteePrincipal": f"arn:aws:iam::{res.role_arn.split(':')[4]}:role/rotator",
+                 "Constraints": {"EncryptionContextSubset": context}}))["GrantId"]
+        return lambda: kms.revoke_grant(KeyId=res.kms_key_arn, GrantId=grant)
+    if what == "queue-policy":
+        sqs.set_queue_attributes(QueueUrl=res.queue_url, Attributes={"Policy": json.dumps({
+            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "sqs:*",
+                                                    "Resource": "*"}]})})
+        return lambda: sqs.set_queue_attributes(QueueUrl=res.queue_url, Attributes={"Policy": ""})
+    if what == "secret-policy":
+        secrets = aws(sandbox, "secretsmanager")
+        secrets.put_resource_policy(SecretId=res.store.secret_arn, ResourcePolicy=json.dumps({
+            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
+                                                    "Principal": {"AWS": "arn:aws:iam::999999999999:root"},
+                                                    "Resource": "*"}]}))
+        return lambda: secrets.delete_resource_policy(SecretId=res.store.secret_arn)
     if what == "dlq-sse":
         attrs = sqs.get_queue_attributes(QueueUrl=res.dlq_url, AttributeNames=["KmsMasterKeyId"])["Attributes"]
         key = attrs["KmsMasterKeyId"]
@@ -379,6 +399,10 @@ def _tamper_network(sandbox, what: str):
     ("key-pending-deletion", {"kms-key-state"}),
     ("rotation", {"kms-rotation"}),
     ("key-policy", {"kms-key-policy"}),
+    ("foreign-grant", {"kms-grants"}),  # a grant is as good as a key-policy statement
+    ("grant-other-secret", {"kms-grants"}),  # in the account, but for another tenant's secret
+    ("queue-policy", {"queue-policy"}),
+    ("secret-policy", {"secret-policy"}),
     ("dlq-sse", {"dlq-encryption"}),
     ("public-access", {"bucket-public-access"}),
     ("tag", {"tags"}),

@@ -7,10 +7,17 @@
   tenant role, never ``*``, and grants use of the key to the tenant role only;
   AWS services only as CloudWatch (for the tenant's own alarms) and CloudWatch
   Logs (for the tenant's own log groups), each confined by its condition;
+- ``kms-grants``: every grant on the tenant key lets a principal of the tenant's
+  account only decrypt and make data keys for one of the tenant's own DB
+  secrets (the rotation function's, pinned by the secret's encryption
+  context), or is an AWS service's; a grant is as good as a key-policy
+  statement, and the key policy alone does not show it;
 - ``kms-key-policy-matches-role``: the key policy grants the tenant role
   exactly the KMS actions of the role's IAM policy (within one account either
   one alone suffices, so any difference widens the role);
 - ``queue-encryption`` / ``dlq-encryption``: SSE-KMS with the tenant's key;
+- ``queue-policy``: neither queue has a queue policy (the stack declares
+  none: only the tenant role, through its own policy, reaches them);
 - ``bucket-public-access``: the shared bucket's public access block has all
   four flags on and its policy allows nobody unconditionally;
 - ``bucket-encryption``: default SSE-KMS on the shared bucket;
@@ -18,6 +25,8 @@
   another bucket;
 - ``secret-rotation``: the DB secret rotates automatically (at most every
   90 days) with the rotation function of the tenant's network;
+- ``secret-policy``: the DB secret has no resource policy (the stack declares
+  none; one could hand its password to any principal);
 
 While a move within the tenant's stack is open (``move_sides``) its stack is
 applied for the move's target from ``preparing`` on and for its origin again by a
@@ -96,6 +105,12 @@ def _principals(stmt: dict) -> list[str]:
     for values in (spec or {}).values():
         out += values if isinstance(values, list) else [values]
     return out
+
+
+def policy_principals(policy: Any) -> str:
+    """The principals a resource policy's statements name, for a report (``*`` for everyone)."""
+    named = sorted({p for stmt in _doc(policy).get("Statement", []) for p in _principals(stmt)})
+    return ", ".join(named) or "no principal"
 
 
 def move_sides(record: Any) -> list[tuple[str, str]]:
@@ -182,6 +197,23 @@ class _AwsChecks:
                     problems.append(f"key use granted to {', '.join(users)}")
         return not problems, "; ".join(dict.fromkeys(problems)) or f"principals: admin {admin}, tenant role {role}"
 
+    def kms_grants(self) -> tuple[bool, str]:
+        account = str(self.platform.get("account_id"))
+        problems, secrets = [], 0
+        for grant in self.reads.key_grants():
+            grantee, ops = str(grant.get("GranteePrincipal", "")), set(grant.get("Operations") or [])
+            if grantee.endswith(".amazonaws.com"):
+                continue  # a service's own grant (RDS makes one for a store it encrypts)
+            context = (grant.get("Constraints") or {}).get("EncryptionContextSubset") or {}
+            secret = str(context.get("SecretARN", ""))
+            if (grantee.startswith(f"arn:aws:iam::{account}:role/") and ops <= {"Decrypt", "GenerateDataKey"}
+                    and set(context) == {"SecretARN"} and naming.owns_secret(self.tid, secret)):
+                secrets += 1
+                continue
+            what = f" for {secret}" if secret else ""
+            problems.append(f"grant {grant.get('GrantId', '?')} lets {grantee} {', '.join(sorted(ops))}{what}")
+        return not problems, "; ".join(problems) or f"{secrets} grant(s), each for a DB secret of the tenant's only"
+
     def kms_key_policy_matches_role(self) -> tuple[bool, str]:
         granted = key_use_actions(self._key_policy())
         role = role_key_actions(self._role_policies())
@@ -206,6 +238,12 @@ class _AwsChecks:
             problems.append(f"rotated every {days} days (> {MAX_ROTATION_DAYS})" if days else "no rotation period")
         return not problems, "; ".join(problems) or f"rotated every {days} days by {function}"
 
+    def secret_policy(self) -> tuple[bool, str]:
+        policy = self.reads.secret_policy()
+        if not policy:
+            return True, f"{self.res.store.secret_arn}: no resource policy"
+        return False, f"{self.res.store.secret_arn}: resource policy naming {policy_principals(policy)}"
+
     def alarm_topic_encryption(self) -> tuple[bool, str]:
         topic = naming.resource_name(self.tid, "alarms")
         arn = f"arn:aws:sns:{self.record.region}:{self.platform.get('account_id')}:{topic}"
@@ -229,6 +267,14 @@ class _AwsChecks:
 
     def dlq_encryption(self) -> tuple[bool, str]:
         return self._queue_key(self.res.dlq_url)
+
+    def queue_policy(self) -> tuple[bool, str]:
+        problems = []
+        for url in (self.res.queue_url, self.res.dlq_url):
+            policy = self.reads.queue_attributes(url).get("Policy")
+            if policy:
+                problems.append(f"{url}: queue policy naming {policy_principals(policy)}")
+        return not problems, "; ".join(problems) or "no queue policy on the queue or its DLQ"
 
     # -- S3 ------------------------------------------------------------------------------
     def bucket_public_access(self) -> tuple[bool, str]:
@@ -395,15 +441,16 @@ class _AwsChecks:
         return not problems, "; ".join(problems) or f"{ident}: encrypted, private, protected, backups kept"
 
 
-NAMES = ("kms-key-state", "kms-rotation", "kms-key-policy", "kms-key-policy-matches-role", "queue-encryption",
-         "dlq-encryption", "bucket-public-access", "bucket-encryption", "bucket-access-logging", "secret-rotation",
-         "alarm-topic-encryption", "tags", "role-trust", "role-policy-scope")
+NAMES = ("kms-key-state", "kms-rotation", "kms-key-policy", "kms-grants", "kms-key-policy-matches-role",
+         "queue-encryption", "dlq-encryption", "queue-policy", "bucket-public-access", "bucket-encryption",
+         "bucket-access-logging", "secret-rotation", "secret-policy", "alarm-topic-encryption", "tags", "role-trust",
+         "role-policy-scope")
 
 
 # What a workspace has of its own (the bucket, alarm topic and database instance are its tenant's).
-WORKSPACE_NAMES = ("kms-key-state", "kms-rotation", "kms-key-policy", "kms-key-policy-matches-role",
-                   "queue-encryption", "dlq-encryption", "secret-rotation", "tags", "role-trust",
-                   "role-policy-scope")
+WORKSPACE_NAMES = ("kms-key-state", "kms-rotation", "kms-key-policy", "kms-grants", "kms-key-policy-matches-role",
+                   "queue-encryption", "dlq-encryption", "queue-policy", "secret-rotation", "secret-policy", "tags",
+                   "role-trust", "role-policy-scope")
 
 
 def workspace_aws_checks(view: Any, workspace: str, platform: dict[str, Any], clients: Callable[..., Any],

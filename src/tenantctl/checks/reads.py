@@ -19,7 +19,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-KEY, ROLE, QUEUE = "aws:kms/key:Key", "aws:iam/role:Role", "aws:sqs/queue:Queue"
+from tenantctl.engines.local.handlers.kms import grant_constraints
+
+KEY, ROLE, QUEUE, GRANT = "aws:kms/key:Key", "aws:iam/role:Role", "aws:sqs/queue:Queue", "aws:kms/grant:Grant"
 ROLE_POLICY, ATTACHMENT = "aws:iam/rolePolicy:RolePolicy", "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
 SECRET, ROTATION, TOPIC = ("aws:secretsmanager/secret:Secret", "aws:secretsmanager/secretRotation:SecretRotation",
                            "aws:sns/topic:Topic")
@@ -67,11 +69,16 @@ class LiveReads:
         return self._once(("key-tags",), lambda: self._client("kms").list_resource_tags(
             KeyId=self.res.kms_key_arn).get("Tags", []))
 
+    def key_grants(self) -> list[dict[str, Any]]:
+        """The key's grants: GranteePrincipal, Operations, Constraints."""
+        return self._once(("key-grants",), lambda: [grant for page in self._client("kms").get_paginator(
+            "list_grants").paginate(KeyId=self.res.kms_key_arn) for grant in page["Grants"]])
+
     # -- SQS -------------------------------------------------------------------
     def queue_attributes(self, url: str) -> dict[str, str]:
-        """KmsMasterKeyId and QueueArn."""
+        """KmsMasterKeyId, QueueArn and Policy (absent: none)."""
         return self._once(("queue", url), lambda: self._client("sqs").get_queue_attributes(
-            QueueUrl=url, AttributeNames=["KmsMasterKeyId", "QueueArn"]).get("Attributes", {}))
+            QueueUrl=url, AttributeNames=["KmsMasterKeyId", "QueueArn", "Policy"]).get("Attributes", {}))
 
     def queue_tags(self, url: str) -> dict[str, str]:
         return self._once(("queue-tags", url), lambda: self._client("sqs").list_queue_tags(
@@ -82,6 +89,11 @@ class LiveReads:
         """RotationEnabled, RotationRules, RotationLambdaARN, Tags."""
         return self._once(("secret",), lambda: self._client("secretsmanager").describe_secret(
             SecretId=self.res.store.secret_arn))
+
+    def secret_policy(self) -> str | None:
+        """The DB secret's resource policy, None without one."""
+        return self._once(("secret-policy",), lambda: self._client("secretsmanager").get_resource_policy(
+            SecretId=self.res.store.secret_arn).get("ResourcePolicy"))
 
     def topic_key(self, arn: str) -> str | None:
         return self._once(("topic", arn), lambda: self._client("sns").get_topic_attributes(
@@ -142,12 +154,22 @@ class AppliedReads(LiveReads):
         key = self._find(KEY, "arn", self.res.kms_key_arn)
         return _tag_pairs(key.inputs.get("tags"), "TagKey", "TagValue") if key is not None else super().key_tags()
 
+    def key_grants(self) -> list[dict[str, Any]]:
+        key = self._find(KEY, "arn", self.res.kms_key_arn)
+        if key is None or not key.made:  # a grant made says nothing of others already there: listed live
+            return super().key_grants()
+        # A key this up made holds exactly the grants the up made on it.
+        return [{"GranteePrincipal": g.inputs.get("granteePrincipal"), "Operations": list(g.inputs.get("operations")),
+                 "Constraints": grant_constraints(g.inputs.get("constraints"))}
+                for g in self.applied if g.type == GRANT and g.inputs.get("keyId") == self.res.kms_key_arn]
+
     def queue_attributes(self, url: str) -> dict[str, str]:
         queue = self._find(QUEUE, "url", url)
-        if queue is None:
-            return super().queue_attributes(url)
+        if queue is None or (not queue.made and not queue.inputs.get("policy")):
+            return super().queue_attributes(url)  # a policy put out of band stays until one is declared
         return {"QueueArn": queue.outputs["arn"], **({"KmsMasterKeyId": queue.inputs["kmsMasterKeyId"]}
-                                                     if queue.inputs.get("kmsMasterKeyId") else {})}
+                                                     if queue.inputs.get("kmsMasterKeyId") else {}),
+                **({"Policy": queue.inputs["policy"]} if queue.inputs.get("policy") else {})}
 
     def queue_tags(self, url: str) -> dict[str, str]:
         queue = self._find(QUEUE, "url", url)
@@ -162,6 +184,11 @@ class AppliedReads(LiveReads):
         return {"ARN": arn, "Tags": _tag_pairs(secret.inputs.get("tags")), "RotationEnabled": True,
                 "RotationLambdaARN": rotation.inputs.get("rotationLambdaArn"),
                 "RotationRules": {"AutomaticallyAfterDays": int(days)} if days else {}}
+
+    def secret_policy(self) -> str | None:
+        secret = self._find(SECRET, "arn", self.res.store.secret_arn)
+        # A secret this up made has no resource policy (the stack declares none); another is read.
+        return None if secret is not None and secret.made else super().secret_policy()
 
     def topic_key(self, arn: str) -> str | None:
         topic = self._find(TOPIC, "arn", arn)

@@ -36,7 +36,8 @@ from tenantctl.registry_cells import lease_of
 from tenantctl.workspace import Workspace
 
 NOUNS = {"ec2:security-group-rule": "unmanaged ingress rule", "iam:role-policy": "unmanaged role policy",
-         "iam:role-policy-attachment": "unmanaged role policy"}
+         "iam:role-policy-attachment": "unmanaged role policy", "kms:grant": "unmanaged key grant",
+         "sqs:queue-policy": "unmanaged queue policy", "secretsmanager:resource-policy": "unmanaged secret policy"}
 
 
 class Orphan(BaseModel):
@@ -209,11 +210,12 @@ def remove_orphans(ws: Workspace, record: TenantRecord, changes: ChangeSet,
 
 
 def _unmanaged(clients: inventory.Clients, region: str, changes: ChangeSet) -> list[inventory.Tagged]:
-    """What was added out of band to the stack's own groups and roles: ingress rules, role policies
-    (not of a role deleted out of band: the repair makes it again with its declared policy alone)."""
+    """What was added out of band to the stack's own groups, roles, keys, queues and secrets:
+    ingress rules, role policies, key grants, resource policies (not of a resource deleted out of
+    band: the repair makes it again with what it declares alone)."""
+    live = [(c.type, c.arn, c.id) for c in changes.changes if c.op is not Op.delete]
     return [*inventory.unmanaged_rules(clients, region, ((c.type, c.arn) for c in changes.changes)),
-            *inventory.unmanaged_role_policies(clients, ((c.type, c.arn, c.id) for c in changes.changes
-                                                         if c.op is not Op.delete))]
+            *inventory.unmanaged_role_policies(clients, live), *inventory.unmanaged_access(clients, region, live)]
 
 
 def cell_rules(ws: Workspace, cell: str, changes: ChangeSet) -> list[inventory.Tagged]:

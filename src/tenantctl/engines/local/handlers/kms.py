@@ -142,6 +142,11 @@ _CONSTRAINTS = {"encryptionContextSubset": "EncryptionContextSubset",
                 "encryptionContextEquals": "EncryptionContextEquals"}
 
 
+def grant_constraints(constraints: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """A Grant resource's ``constraints`` input as KMS's API spells them (``Constraints``)."""
+    return {_CONSTRAINTS[k]: v for c in constraints or [] for k, v in c.items() if k in _CONSTRAINTS}
+
+
 class GrantHandler(Handler):
     """A grant on a key (id ``<key id>:<grant id>``, as Pulumi's); immutable, so
     any change replaces it. Named after its resource so a re-run finds it."""
@@ -163,7 +168,7 @@ class GrantHandler(Handler):
     def make(self, ctx: Context, d: Desired) -> str:
         args: dict[str, Any] = {"KeyId": d.get("keyId"), "GranteePrincipal": d.get("granteePrincipal"),
                                 "Operations": list(d.get("operations")), "Name": d.physical_name()}
-        constraints = {_CONSTRAINTS[k]: v for c in d.get("constraints", []) for k, v in c.items() if k in _CONSTRAINTS}
+        constraints = grant_constraints(d.get("constraints"))
         if constraints:
             args["Constraints"] = constraints
         if d.get("retiringPrincipal"):
