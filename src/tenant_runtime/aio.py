@@ -49,7 +49,7 @@ from tenant_runtime.documents import (
 from tenant_runtime.errors import StoreMoved
 from tenant_runtime.gateway import Gateway, PoolBase
 from tenant_runtime.jobs import Job, JobMessage
-from tenant_runtime.logins import IdleConnections, TenantLogins
+from tenant_runtime.logins import ROLE_LIMIT_SQL, IdleConnections, Patience, TenantLogins, busy, role_full
 from tenant_runtime.objects import PresignedUpload
 from tenant_runtime.runtime import TenantRuntime
 from tenant_runtime.search import SearchResult, Suggestions
@@ -138,6 +138,29 @@ class AsyncTenantResolver:
         return await self.offload.call(self.resolver.resolve_header, authorization, addressed_tenant, workspace)
 
 
+def _wake(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class AsyncWaiter:
+    """``logins.Waiter`` for a task: granted from any thread, woken on its loop."""
+
+    __slots__ = ("granted", "conn", "_loop", "_future")
+
+    def __init__(self) -> None:
+        self.granted, self.conn = False, None
+        self._loop = asyncio.get_running_loop()
+        self._future = self._loop.create_future()
+
+    def grant(self, conn: Any | None) -> None:  # under the pool's lock
+        self.granted, self.conn = True, conn
+        self._loop.call_soon_threadsafe(_wake, self._future)
+
+    async def wait(self, timeout: float) -> None:
+        await asyncio.wait((self._future,), timeout=timeout)
+
+
 class AsyncSharedPool(PoolBase):
     """The shared pool for the event loop (``psycopg_pool.AsyncConnectionPool``)."""
 
@@ -218,8 +241,9 @@ class AsyncContextStore(StoreOperations):
                         yield cur
                 return
             pool, conn = await self._checkout(ctx)
-            reused = conn is not None
-            conn = conn or await self._connect(ctx)
+            reused = conn is not None and conn.__class__ is not AsyncWaiter
+            if not reused:
+                conn, reused = await self._acquire(ctx, pool, conn)
             try:
                 while True:
                     try:
@@ -236,22 +260,81 @@ class AsyncContextStore(StoreOperations):
                 if caller:
                     await areset_session(conn)
                 if not pool.keep(conn):
-                    await conn.close()
+                    try:
+                        await conn.close()
+                    finally:  # its slot, also when the task is cancelled while it closes
+                        pool.release()
 
     async def _checkout(self, ctx: TenantContext) -> tuple[IdleConnections, Any | None]:
-        """The pool to return a connection to, and one of its idle connections (None: log in)."""
+        """The pool to return a connection to, and one of its idle connections
+        (None: a slot to log in with; an AsyncWaiter: at the tenant's cap)."""
         if self.waker is not None:  # see ContextStore: TenantWaking until a hibernated database is up
             await self.offload.call(self.waker.ensure_awake, ctx)
         pool, evicted = self.logins.idle(ctx)
         for old in evicted:
             await old.close()
-        return pool, pool.take()
+        return pool, pool.take(AsyncWaiter)
+
+    async def _acquire(self, ctx: TenantContext, pool: IdleConnections,
+                       got: AsyncWaiter | None) -> tuple[psycopg.AsyncConnection, bool]:
+        """See ContextStore._acquire."""
+        patience = Patience(self.logins.wait)
+        while True:
+            if got is not None:
+                got = await self._turn(ctx, pool, got, patience)
+                if got is not None:
+                    return got, True
+            try:
+                return await self._sized(pool, await self._connect(ctx)), False
+            except psycopg.OperationalError:  # the role's limit (``_connect``): the server's, not ours
+                if pause := patience.refused(ctx, pool):
+                    await asyncio.sleep(pause)
+            except BaseException:
+                pool.release()
+                raise
+            got = pool.take(AsyncWaiter)
+            if got is not None and got.__class__ is not AsyncWaiter:
+                return got, True
+
+    @staticmethod
+    async def _sized(pool: IdleConnections, conn: psycopg.AsyncConnection) -> psycopg.AsyncConnection:
+        """See ContextStore._sized."""
+        if not pool.sized:
+            try:
+                pool.size((await (await conn.execute(ROLE_LIMIT_SQL)).fetchone())[0])
+            except psycopg.Error:
+                pass  # unread: the next login reads it
+        return conn
+
+    async def _turn(self, ctx: TenantContext, pool: IdleConnections, waiter: AsyncWaiter,
+                    patience: Patience) -> psycopg.AsyncConnection | None:
+        """See ContextStore._turn."""
+        try:
+            await waiter.wait(patience.left())
+        except BaseException:  # cancelled: what it was granted meanwhile goes back
+            if not pool.expired(waiter):
+                await self._give_back(pool, waiter.conn)
+            raise
+        if pool.expired(waiter):
+            raise busy(ctx, pool, self.logins.wait)
+        return waiter.conn
+
+    @staticmethod
+    async def _give_back(pool: IdleConnections, conn: psycopg.AsyncConnection | None) -> None:
+        """See ContextStore._give_back."""
+        if conn is not None:
+            if pool.keep(conn):
+                return
+            await conn.close()
+        pool.release()
 
     async def _connect(self, ctx: TenantContext) -> psycopg.AsyncConnection:
         secret = await self.offload.call(self.logins.credentials, ctx)
         try:
             return await psycopg.AsyncConnection.connect(**self.logins.connect_kwargs(secret, ctx.resources.store))
         except psycopg.OperationalError as exc:
+            if role_full(exc):  # raised as it is: no password to try again
+                raise
             error = exc
         # A rotated password (TenantLogins.rotated): AWSCURRENT read again, then AWSPENDING.
         for candidate in await self.offload.call(self.logins.rotated, ctx, secret):
@@ -436,7 +519,9 @@ class AsyncTenantRuntime:
         self.resolver = AsyncTenantResolver(self.sync.resolver, self.offload)
         shared = AsyncSharedPool(gateway, lambda: self.sync.platform_client("secretsmanager"),
                                  self.offload) if gateway else None
-        logins = TenantLogins(lambda ctx: self.clients.client(ctx, "secretsmanager"))
+        cap = self.sync.store.logins
+        logins = TenantLogins(lambda ctx: self.clients.client(ctx, "secretsmanager"),
+                              max_connections=cap.max_connections, wait=cap.wait)
         self.store = AsyncContextStore(self.envelope, logins, self.offload, shared, self.sync.store.statement_timeout,
                                        self.sync.waker, self.sync.objects, reresolve=self.sync._reresolve)
         self.objects = AsyncObjectAccess(self.sync.objects, self.offload)

@@ -1,13 +1,18 @@
 """Per-tenant logins to the store: each tenant's credentials, read from its
 secret (never from the registry record), cached and read again after a refused
 login so that connections open throughout a rotation (AWSCURRENT again, then
-AWSPENDING), and its idle connections (bounded per tenant, LRU over tenants).
-Only bookkeeping: the sync and async drivers open and close the connections."""
+AWSPENDING), and its connections (LRU over tenants): a few kept idle, and at
+most its role's CONNECTION LIMIT open at once in this process, a request past
+it waiting for one another request returns instead of being refused by the
+server (``too many connections for role``). Per tenant: a busy tenant makes no
+other wait. Only bookkeeping: the sync and async drivers open and close the
+connections."""
 
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,6 +25,9 @@ from tenant_runtime.context import TenantContext
 from tenant_runtime.errors import StoreUnavailable, TenantMismatch
 from tenant_runtime.models import StoreConnection
 
+# What the first login of a tenant reads to size its connections (``IdleConnections.size``):
+# its role's CONNECTION LIMIT (-1: none). pg_roles is readable by every role.
+ROLE_LIMIT_SQL = b"SELECT rolconnlimit FROM pg_roles WHERE rolname = current_user"
 # Secrets Manager's staging labels.
 CURRENT, PENDING = "AWSCURRENT", "AWSPENDING"
 _BAD, _IDLE = psycopg.pq.ConnStatus.BAD, psycopg.pq.TransactionStatus.IDLE
@@ -39,45 +47,181 @@ class StoreSecret(BaseModel):
     schema_: str = Field(alias="schema")
 
 
-class IdleConnections:
-    """Idle connections of one login (bounded). Only bookkeeping: the drivers
-    open and close connections, sync or async."""
+class Waiter:
+    """A checkout waiting for one of its login's connections (``IdleConnections.take``):
+    handed a returned connection, or None (its slot: log in). The sync driver's; the
+    async driver's (``aio``) wakes its task on its loop instead."""
 
-    def __init__(self, max_idle: int, store: StoreConnection | None = None) -> None:
+    __slots__ = ("granted", "conn", "_event")
+
+    def __init__(self) -> None:
+        self.granted, self.conn, self._event = False, None, threading.Event()
+
+    def grant(self, conn: Any | None) -> None:  # under the pool's lock
+        self.granted, self.conn = True, conn
+        self._event.set()
+
+    def wait(self, timeout: float) -> None:
+        self._event.wait(timeout)
+
+
+class IdleConnections:
+    """One login's connections in this process: the idle ones (at most
+    ``max_idle``) and how many are open, idle or in use (at most ``max_open``:
+    the role admits its CONNECTION LIMIT across every process, and one login
+    past it is refused outright). A checkout past the cap waits for a
+    connection another request returns (``take``, ``wait``, first come first
+    served). Until the first login read the role's limit (``size``) one
+    connection is open at a time. Only bookkeeping: the drivers open and close
+    connections, sync or async."""
+
+    def __init__(self, max_idle: int, store: StoreConnection | None = None, max_open: int | None = None) -> None:
         self.max_idle, self.store = max_idle, store  # the store they are connected to
+        self.cap = max_open  # this process's own bound (None: the role's limit alone)
+        self.limit, self.sized = 1, False  # the lower of cap and the role's limit: one login until it read it
+        self.max_open = 1  # limit, or fewer while other processes hold the rest of the role's (``refused``)
+        self.open = 0  # connections counted against max_open: idle, in use, or being opened
         self.idle: list[Any] = []
+        self.waiters: deque[Any] = deque()
         self.lock = threading.Lock()
 
-    def take(self) -> Any | None:
+    def take(self, waiter: Callable[[], Any] = Waiter) -> Any:
+        """An idle connection; None: a slot to log in with (``release`` it if the
+        login fails); or, at the cap, a ``waiter()`` queued for ``wait``."""
         with self.lock:
-            return self.idle.pop() if self.idle else None
+            if self.idle:
+                return self.idle.pop()
+            if self.open < self.max_open:
+                self.open += 1
+                return None
+            queued = waiter()
+            self.waiters.append(queued)
+            return queued
+
+    def expired(self, waiter: Any) -> bool:
+        """``waiter``'s wait ended without a grant: it leaves the queue (True);
+        False: it was granted meanwhile (its ``conn``, or a slot, is its own)."""
+        with self.lock:
+            if waiter.granted:
+                return False
+            self.waiters.remove(waiter)
+            return True
+
+    def size(self, role_limit: int) -> None:
+        """The role's CONNECTION LIMIT (-1: none), read by the first login: the cap
+        from now on is the lower of it and this process's own, if any."""
+        limits = [n for n in (self.cap, role_limit if role_limit >= 0 else None) if n is not None]
+        with self.lock:
+            self.limit = self.max_open = max(1, min(limits)) if limits else 1 << 30
+            self.sized = True
+            while self.waiters and self.open < self.max_open:
+                self.open += 1
+                self.waiters.popleft().grant(None)
+
+    def refused(self) -> bool:
+        """The server refused a login of this slot for the role's CONNECTION LIMIT:
+        other processes hold the rest of it. The slot is dropped and the cap
+        lowered to what this process holds (until it stops needing them all:
+        ``release``). True: it holds some, wait for one; False: none, log in again later."""
+        with self.lock:
+            self.open -= 1
+            self.max_open = max(1, self.open)
+            return self.open > 0
 
     def keep(self, conn: Any) -> bool:
-        """Keep ``conn`` for reuse when it is clean and there is room; False: close it."""
+        """Keep ``conn`` for reuse (a waiter's first) when it is clean and there is
+        room; False: close it, then ``release`` its slot."""
         # The libpq states, not ``conn.closed`` / ``conn.info``: those build a
         # ConnectionInfo and an enum per call, on every statement's return.
         pgconn = conn.pgconn
         clean = pgconn.status != _BAD and pgconn.transaction_status == _IDLE
         with self.lock:
-            if clean and len(self.idle) < self.max_idle:
-                self.idle.append(conn)
-                return True
+            if clean:
+                if self.waiters:
+                    self.waiters.popleft().grant(conn)
+                    return True
+                if len(self.idle) < self.max_idle:
+                    self.idle.append(conn)
+                    return True
         return False
 
-    def drain(self) -> list[Any]:
+    def release(self) -> None:
+        """A connection of this login closed (or never opened): its slot to the
+        first waiter (to log in with), else free."""
         with self.lock:
-            idle, self.idle = self.idle, []
+            if self.waiters:
+                self.waiters.popleft().grant(None)
+            else:
+                self.open -= 1
+                self.max_open = self.limit  # demand fell below the cap: try the whole of it again
+
+    def drain(self) -> list[Any]:
+        """Retire the pool: its idle connections (for the caller to close); its
+        waiters log in, and the connections in use are closed when returned (none kept idle)."""
+        with self.lock:
+            idle, self.idle, self.max_idle = self.idle, [], 0
+            self.open -= len(idle)
+            while self.waiters:  # each its own slot, past the cap: its login closed when returned
+                self.open += 1
+                self.waiters.popleft().grant(None)
         return idle
+
+
+def role_full(exc: psycopg.OperationalError) -> bool:
+    """A login the server refused for its role's CONNECTION LIMIT (libpq gives
+    no SQLSTATE for a refused login: PostgreSQL's message, in English)."""
+    return "too many connections for role" in str(exc)
+
+
+class Patience:
+    """How long one checkout may still wait (``TenantLogins.wait`` from its
+    start), and its pause between logins the server refused."""
+
+    __slots__ = ("wait", "deadline", "pause")
+
+    def __init__(self, wait: float) -> None:
+        self.wait, self.deadline, self.pause = wait, time.monotonic() + wait, 0.02
+
+    def left(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def refused(self, ctx: TenantContext, pool: IdleConnections) -> float:
+        """A login the server refused for the role's limit (``IdleConnections.refused``):
+        0, wait for one of the process's connections; else the seconds to pause
+        before logging in again (it holds none); StoreUnavailable past the deadline."""
+        if pool.refused():
+            return 0.0
+        pause = self.pause
+        if time.monotonic() + pause > self.deadline:
+            raise busy(ctx, pool, self.wait)
+        self.pause = min(2 * pause, 0.5)
+        return pause
+
+
+def busy(ctx: TenantContext, pool: IdleConnections, wait: float) -> StoreUnavailable:
+    """A checkout of ``ctx``'s login that waited ``wait`` seconds for a connection in vain."""
+    return StoreUnavailable(
+        f"no connection of tenant {ctx.key!r} free within {wait:g} s: this process holds {pool.open}, its cap "
+        "(the role's CONNECTION LIMIT or max_tenant_connections; fewer while other processes hold the rest "
+        "of the role's); retry")
+
 
 
 class TenantLogins:
     """Per-tenant logins: each tenant's credentials (from its secret, cached and
-    re-read after a failed login) and its idle connections (LRU over tenants)."""
+    re-read after a failed login) and its connections (LRU over tenants), at
+    most ``max_connections`` open per tenant (None: its role's CONNECTION LIMIT;
+    the lower of the two otherwise), a checkout past it waiting up to ``wait``
+    seconds for one (then ``busy``)."""
 
     def __init__(self, secret_client_for: Callable[[TenantContext], Any], max_idle_per_tenant: int = 4,
-                 max_tenants: int = 256, secret_ttl: float = 300.0, connect_timeout: int = 5) -> None:
+                 max_tenants: int = 256, secret_ttl: float = 300.0, connect_timeout: int = 5,
+                 max_connections: int | None = None, wait: float = 10.0) -> None:
+        if max_connections is not None and max_connections < 1:
+            raise ValueError("max_tenant_connections must be 1 or more (None: the role's CONNECTION LIMIT)")
         self.secret_client_for = secret_client_for
         self.max_idle, self.max_tenants, self.connect_timeout = max_idle_per_tenant, max_tenants, connect_timeout
+        self.max_connections, self.wait = max_connections, wait
         self._secrets: TTLCache[StoreSecret] = TTLCache(max_tenants, secret_ttl)
         self.pools: OrderedDict[str, IdleConnections] = OrderedDict()
         self._lock = threading.Lock()
@@ -161,7 +305,7 @@ class TenantLogins:
                 return pool, ()
             # None yet, or connected to a store the tenant was moved away from: never reused.
             evicted: list[Any] = pool.drain() if pool is not None else []
-            pool = self.pools[ctx.key] = IdleConnections(self.max_idle, store)
+            pool = self.pools[ctx.key] = IdleConnections(self.max_idle, store, self.max_connections)
             self.pools.move_to_end(ctx.key)
             while len(self.pools) > self.max_tenants:
                 evicted += self.pools.popitem(last=False)[1].drain()

@@ -33,7 +33,10 @@ class TenantRuntime:
     ``job_max_bytes``: the queues' ``MaximumMessageSize`` (SQS's 1 MiB by
     default, 1024 at least); ``jobs.schedule`` sends a job message (UTF-8 bytes
     of its JSON body) of at most that less ``jobs.DEAD_LETTER_ROOM``, the room
-    its dead-letter reason needs."""
+    its dead-letter reason needs. ``max_tenant_connections``: connections the
+    process opens on one tenant's own login at most (None: its role's
+    CONNECTION LIMIT; never more); a request past it waits
+    ``tenant_connection_wait`` seconds for one, then StoreUnavailable (503)."""
 
     def __init__(self, jwt: JWTSettings, registry_table: str | None = None, *, mode: Mode = "ambient",
                  region: str | None = None, endpoint_url: str | None = None, session: Any | None = None,
@@ -41,7 +44,8 @@ class TenantRuntime:
                  gateway: Gateway | None = None, revocation_table: str | None = None,
                  revocation_refresh: float = REFRESH_INTERVAL, statement_timeout: float | None = None,
                  runtime_role_arn: str | None = None, content_types: frozenset[str] = DEFAULT_TYPES,
-                 job_max_bytes: int = SQS_MAX_MESSAGE) -> None:
+                 job_max_bytes: int = SQS_MAX_MESSAGE, max_tenant_connections: int | None = None,
+                 tenant_connection_wait: float = 10.0) -> None:
         self.clients = ClientFactory(mode, session=session, region=region, endpoint_url=endpoint_url,
                                      runtime_role_arn=runtime_role_arn)
         self._platform = (session or self.clients.session, region, endpoint_url)
@@ -58,7 +62,9 @@ class TenantRuntime:
         self.objects = ObjectAccess(lambda ctx: self.clients.client(ctx, "s3"), content_types=content_types)
         self.store = ContextStore(self.envelope, lambda ctx: self.clients.client(ctx, "secretsmanager"),
                                   gateway=shared, statement_timeout=statement_timeout, waker=self.waker,
-                                  reresolve=self._reresolve, objects=self.objects)
+                                  reresolve=self._reresolve, objects=self.objects,
+                                  max_tenant_connections=max_tenant_connections,
+                                  tenant_connection_wait=tenant_connection_wait)
         self.jobs = JobQueue(lambda ctx: self.clients.client(ctx, "sqs"), max_message_bytes=job_max_bytes)
 
     def platform_client(self, service: str) -> Any:

@@ -41,6 +41,7 @@ oldest-first ``seq > cursor`` walk would instead skip such late commits.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
@@ -72,7 +73,16 @@ from tenant_runtime.documents import (
 )
 from tenant_runtime.errors import InvalidRequest, StoreMoved
 from tenant_runtime.hibernation import DatabaseWaker
-from tenant_runtime.logins import StoreSecret, TenantLogins
+from tenant_runtime.logins import (
+    ROLE_LIMIT_SQL,
+    IdleConnections,
+    Patience,
+    StoreSecret,
+    TenantLogins,
+    Waiter,
+    busy,
+    role_full,
+)
 from tenant_runtime.registry import ReindexMarker, marked_reindex
 from tenant_runtime.search import SearchOperations, SearchResult, Suggestions
 from tenant_runtime.tables import CONVERSATIONS, MESSAGES
@@ -311,16 +321,22 @@ class ContextStore(StoreOperations):
     starts a hibernated tenant's database before its store is used
     (``tenant_runtime.hibernation``); None: hibernation is not looked at.
     ``objects``: the tenant's S3 prefix (``tenant_runtime.objects.ObjectAccess``)
-    for document bodies over ``LARGE_BODY``; None: such bodies are refused."""
+    for document bodies over ``LARGE_BODY``; None: such bodies are refused.
+    ``max_tenant_connections``: connections this process opens on one tenant's
+    own login at most (None: its role's CONNECTION LIMIT, read at its first
+    login; never more than that); a request past it waits
+    ``tenant_connection_wait`` seconds for one, then StoreUnavailable (503)."""
 
     def __init__(self, envelope: Envelope, secret_client_for: Callable[[TenantContext], Any],
                  max_idle_per_tenant: int = 4, max_tenants: int = 256, secret_ttl: float = 300.0,
                  connect_timeout: int = 5, gateway: Any | None = None,
                  statement_timeout: float | None = None, waker: DatabaseWaker | None = None,
                  reresolve: Callable[[TenantContext], TenantContext] | None = None,
-                 objects: Any | None = None) -> None:
+                 objects: Any | None = None, max_tenant_connections: int | None = None,
+                 tenant_connection_wait: float = 10.0) -> None:
         self.envelope, self.objects = envelope, objects  # objects: ObjectAccess, for large document bodies
-        self.logins = TenantLogins(secret_client_for, max_idle_per_tenant, max_tenants, secret_ttl, connect_timeout)
+        self.logins = TenantLogins(secret_client_for, max_idle_per_tenant, max_tenants, secret_ttl, connect_timeout,
+                                   max_tenant_connections, tenant_connection_wait)
         self.gateway, self.statement_timeout, self.waker = gateway, statement_timeout, waker
         # A context read from the registry again (cache bypassed), for a write
         # the old store of a moved tenant refused.
@@ -354,9 +370,10 @@ class ContextStore(StoreOperations):
             pool, evicted = self.logins.idle(ctx)
             for old in evicted:
                 old.close()
-            conn = pool.take()  # one of the tenant's idle connections; None: log in
-            reused = conn is not None
-            conn = conn or self._login(ctx)
+            conn = pool.take()  # one of the tenant's idle connections; None: log in; a Waiter: at its cap
+            reused = conn is not None and conn.__class__ is not Waiter
+            if not reused:
+                conn, reused = self._acquire(ctx, pool, conn)
             try:
                 while True:
                     try:
@@ -373,6 +390,7 @@ class ContextStore(StoreOperations):
                     reset_session(conn)
                 if not pool.keep(conn):
                     conn.close()
+                    pool.release()
         except STORE_FAILURES as exc:
             raise store_error(tenant_id, exc) from None
         except psycopg.DataError as exc:
@@ -382,11 +400,74 @@ class ContextStore(StoreOperations):
 
     _transaction = contextmanager(_scoped_cursor)
 
+    def _acquire(self, ctx: TenantContext, pool: IdleConnections,
+                 got: Waiter | None) -> tuple[psycopg.Connection, bool]:
+        """A connection for a checkout that found none idle, within ``logins.wait``
+        seconds (else StoreUnavailable): (it, reused). ``got``: a slot to log in
+        with (None), or a Waiter queued at the tenant's cap, given a connection
+        another request returns or its slot. A login the server refuses for the
+        role's CONNECTION LIMIT (other processes hold the rest) lowers this
+        process's cap to what it holds and waits for one of those; holding none,
+        it logs in again a moment later. The tenant's first login reads its
+        role's limit (``IdleConnections.size``)."""
+        patience = Patience(self.logins.wait)
+        while True:
+            if got is not None:
+                got = self._turn(ctx, pool, got, patience)
+                if got is not None:
+                    return got, True
+            try:
+                return self._sized(pool, self._login(ctx)), False
+            except psycopg.OperationalError:  # the role's limit (``_login``): the server's, not ours
+                if pause := patience.refused(ctx, pool):
+                    time.sleep(pause)
+            except BaseException:
+                pool.release()
+                raise
+            got = pool.take()
+            if got is not None and got.__class__ is not Waiter:
+                return got, True
+
+    @staticmethod
+    def _sized(pool: IdleConnections, conn: psycopg.Connection) -> psycopg.Connection:
+        """``conn``, the tenant's first login having read its role's limit into ``pool``."""
+        if not pool.sized:
+            try:
+                pool.size(conn.execute(ROLE_LIMIT_SQL).fetchone()[0])
+            except psycopg.Error:
+                pass  # unread: the next login reads it (a broken connection fails at its BEGIN)
+        return conn
+
+    def _turn(self, ctx: TenantContext, pool: IdleConnections, waiter: Waiter,
+              patience: Patience) -> psycopg.Connection | None:
+        """Wait what ``patience`` has left for ``waiter``'s grant: a connection, or
+        None (its slot, to log in with); else StoreUnavailable."""
+        try:
+            waiter.wait(patience.left())
+        except BaseException:  # interrupted: what it was granted meanwhile goes back
+            if not pool.expired(waiter):
+                self._give_back(pool, waiter.conn)
+            raise
+        if pool.expired(waiter):
+            raise busy(ctx, pool, self.logins.wait)
+        return waiter.conn
+
+    @staticmethod
+    def _give_back(pool: IdleConnections, conn: psycopg.Connection | None) -> None:
+        """A granted connection (None: a slot) not used after all."""
+        if conn is not None:
+            if pool.keep(conn):
+                return
+            conn.close()
+        pool.release()
+
     def _login(self, ctx: TenantContext) -> psycopg.Connection:
         secret = self.logins.credentials(ctx)
         try:
             return psycopg.connect(**self.logins.connect_kwargs(secret, ctx.resources.store))
         except psycopg.OperationalError as exc:
+            if role_full(exc):  # raised as it is: no password to try again
+                raise
             return self._login_after_refusal(ctx, secret, exc)
 
     def _login_after_refusal(self, ctx: TenantContext, refused: StoreSecret,
