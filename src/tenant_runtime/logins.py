@@ -206,7 +206,6 @@ def busy(ctx: TenantContext, pool: IdleConnections, wait: float) -> StoreUnavail
         "of the role's); retry")
 
 
-
 class TenantLogins:
     """Per-tenant logins: each tenant's credentials (from its secret, cached and
     re-read after a failed login) and its connections (LRU over tenants), at
