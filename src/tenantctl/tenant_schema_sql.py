@@ -190,7 +190,10 @@ def role_attributes(conn: Any, role: str) -> list[str]:
 # that one's). A routine's unset ACL is PUBLIC's EXECUTE (the template makes
 # none; one made out of band is callable by every role); a trigger function's is
 # left alone: it cannot be called, and a move's capture function is one
-# (`check`'s no-outside-grants).
+# (`check`'s no-outside-grants). So is a membership in the tenant's role held by any
+# role but the gateway and an admin (SUPERUSER or CREATEROLE: the role's creator, which
+# PostgreSQL 16+ makes a member, and a dedicated server's SET-only member, RDS's admin
+# among them): a member reads what the role reads.
 # Literals only (no parameters): the schema script runs it inside a DO block.
 _GRANTS = """SELECT 'foreign_access' AS property, 'USAGE on schema ' || n.nspname AS what,
   format('REVOKE ALL ON SCHEMA %I FROM PUBLIC, %I', n.nspname, {role}) AS repair
@@ -219,6 +222,12 @@ WHERE CASE WHEN o.own THEN a.grantee <> o.owner AND NOT coalesce(
         OR g.rolname = {gateway} OR starts_with(g.rolname, {gateway} || '_'), false)
       ELSE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = {role}) END
 GROUP BY o.own, o.kind, o.name, g.rolname
+UNION ALL
+SELECT 'outside_grants', 'membership in role ' || {role} || ' to ' || m.rolname,
+  format('REVOKE %I FROM %I GRANTED BY %I', {role}, m.rolname, grantor.rolname)
+FROM pg_auth_members a JOIN pg_roles m ON m.oid = a.member JOIN pg_roles grantor ON grantor.oid = a.grantor
+WHERE a.roleid = (SELECT oid FROM pg_roles WHERE rolname = {role})
+  AND NOT (m.rolsuper OR m.rolcreaterole OR m.rolname = {gateway} OR starts_with(m.rolname, {gateway} || '_'))
 ORDER BY 1, 2"""
 
 

@@ -265,25 +265,30 @@ def test_a_grant_of_the_tenants_own_objects_to_public_is_drift_that_provision_re
     with pg(sandbox, acme) as conn:  # as the cell database's admin; a routine has EXECUTE to PUBLIC by default
         conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {0} TO PUBLIC; GRANT SELECT ON {0}.messages TO PUBLIC; "
                              "CREATE FUNCTION {0}.dr_f() RETURNS int LANGUAGE sql SET search_path = pg_catalog "
-                             "AS 'SELECT 1'").format(sql.Identifier(schema)))
+                             "AS 'SELECT 1'; CREATE ROLE dr_member LOGIN; GRANT {1} TO dr_member").format(
+            sql.Identifier(schema), sql.Identifier(acme.resources.store.role)))
     try:
         run = cli("refresh", TENANT, "--json")
         assert run.returncode == CHANGES_PENDING, run
         assert diffs(by_name(run.json()["tenants"][0]["resources"])[f"{TENANT}-schema"]) == {
             "outside_grants[0]": (None, f"EXECUTE on routine {schema}.dr_f() to PUBLIC"),
             "outside_grants[1]": (None, f"SELECT on table {schema}.messages to PUBLIC"),
-            "outside_grants[2]": (None, f"USAGE on schema {schema} to PUBLIC")}
+            "outside_grants[2]": (None, f"USAGE on schema {schema} to PUBLIC"),
+            # a member of the role reads what the role reads
+            "outside_grants[3]": (None, f"membership in role {acme.resources.store.role} to dr_member")}
 
         assert cli("provision", TENANT).returncode == 0  # revoked before its posture check
         with pg(sandbox, acme) as conn:
             assert conn.execute(
                 "SELECT has_schema_privilege('public', %s, 'USAGE'), has_table_privilege('public', %s, 'SELECT'), "
-                "has_function_privilege('public', %s, 'EXECUTE')",
-                (schema, f"{schema}.messages", f"{schema}.dr_f()")).fetchone() == (False, False, False)
+                "has_function_privilege('public', %s, 'EXECUTE'), pg_has_role('dr_member', %s, 'MEMBER')",
+                (schema, f"{schema}.messages", f"{schema}.dr_f()", acme.resources.store.role)
+            ).fetchone() == (False, False, False, False)
         assert cli("refresh", TENANT).returncode == 0
     finally:
         with pg(sandbox, acme) as conn:
-            conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}.dr_f()").format(sql.Identifier(schema)))
+            conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}.dr_f(); DROP ROLE IF EXISTS dr_member").format(
+                sql.Identifier(schema)))
 
 
 # -- readable previews ------------------------------------------------------------------------

@@ -152,6 +152,10 @@ DB_TAMPERING = [
     pytest.param("CREATE ROLE ck_reader; GRANT SELECT ON {schema}.documents TO ck_reader",
                  "REVOKE SELECT ON {schema}.documents FROM ck_reader; DROP ROLE ck_reader",
                  {"no-outside-grants"}, id="granted-to-another-role"),
+    # A member of the tenant's role reads what it reads (an admin, SUPERUSER or CREATEROLE, may be one).
+    pytest.param("CREATE ROLE ck_member LOGIN; GRANT {role} TO ck_member; CREATE ROLE ck_admin CREATEROLE; "
+                 "GRANT {role} TO ck_admin",
+                 "DROP ROLE ck_member; DROP ROLE ck_admin", {"no-outside-grants"}, id="role-granted-to-another"),
     # PUBLIC's defaults given back on the maintenance database; TEMP to the role on its own.
     pytest.param("GRANT CONNECT, TEMPORARY ON DATABASE postgres TO PUBLIC",
                  "REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC", {"db-public-privileges"},
