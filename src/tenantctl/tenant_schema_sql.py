@@ -193,7 +193,10 @@ def role_attributes(conn: Any, role: str) -> list[str]:
 # (`check`'s no-outside-grants). So is a membership in the tenant's role held by any
 # role but the gateway and an admin (SUPERUSER or CREATEROLE: the role's creator, which
 # PostgreSQL 16+ makes a member, and a dedicated server's SET-only member, RDS's admin
-# among them): a member reads what the role reads.
+# among them): a member reads what the role reads. And an object of its schema (the
+# schema too) owned by a role outside the tenant but an admin: an owner may switch its
+# table's RLS off (the tenant's and the gateway's ownership are role-owns-nothing's and
+# gateway-owns-nothing's); the repair gives it back to the admin running the script.
 # Literals only (no parameters): the schema script runs it inside a DO block.
 _GRANTS = """SELECT 'foreign_access' AS property, 'USAGE on schema ' || n.nspname AS what,
   format('REVOKE ALL ON SCHEMA %I FROM PUBLIC, %I', n.nspname, {role}) AS repair
@@ -228,6 +231,25 @@ SELECT 'outside_grants', 'membership in role ' || {role} || ' to ' || m.rolname,
 FROM pg_auth_members a JOIN pg_roles m ON m.oid = a.member JOIN pg_roles grantor ON grantor.oid = a.grantor
 WHERE a.roleid = (SELECT oid FROM pg_roles WHERE rolname = {role})
   AND NOT (m.rolsuper OR m.rolcreaterole OR m.rolname = {gateway} OR starts_with(m.rolname, {gateway} || '_'))
+UNION ALL
+SELECT 'outside_grants', lower(o.kind) || ' ' || o.name || ' owned by ' || r.rolname,
+  format('ALTER %s %s OWNER TO CURRENT_USER', o.kind, o.name)
+FROM (SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+                            WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END,
+             format('%I.%I', n.nspname, c.relname), c.relowner
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = {schema} AND c.relkind IN ('r', 'p', 'S', 'v', 'm', 'f')
+        AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                        AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i'))  -- its table's
+      UNION ALL
+      SELECT 'ROUTINE', format('%I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)),
+             p.proowner FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = {schema}
+      UNION ALL
+      SELECT 'SCHEMA', format('%I', n.nspname), n.nspowner FROM pg_namespace n WHERE n.nspname = {schema}
+     ) AS o(kind, name, owner) JOIN pg_roles r ON r.oid = o.owner
+WHERE NOT (r.rolsuper OR r.rolcreaterole OR r.rolname = {role} OR r.rolname = {tenant} || '_app'
+           OR starts_with(r.rolname, {tenant} || '__ws_') OR r.rolname = {gateway}
+           OR starts_with(r.rolname, {gateway} || '_'))
 ORDER BY 1, 2"""
 
 

@@ -156,6 +156,10 @@ DB_TAMPERING = [
     pytest.param("CREATE ROLE ck_member LOGIN; GRANT {role} TO ck_member; CREATE ROLE ck_admin CREATEROLE; "
                  "GRANT {role} TO ck_admin",
                  "DROP ROLE ck_member; DROP ROLE ck_admin", {"no-outside-grants"}, id="role-granted-to-another"),
+    # An owner may switch its table's RLS off.
+    pytest.param("CREATE ROLE ck_owner; ALTER TABLE {schema}.summaries OWNER TO ck_owner",
+                 "ALTER TABLE {schema}.summaries OWNER TO CURRENT_USER; DROP ROLE ck_owner", {"no-outside-grants"},
+                 id="table-owned-by-another"),
     # PUBLIC's defaults given back on the maintenance database; TEMP to the role on its own.
     pytest.param("GRANT CONNECT, TEMPORARY ON DATABASE postgres TO PUBLIC",
                  "REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC", {"db-public-privileges"},

@@ -34,7 +34,8 @@ there; the schema script makes the admin a member of the role, SET only):
   to the role on an object outside its own (``tenant_schema_sql.grant_drift``);
 - ``no-outside-grants``: the tenant's schema, tables, sequences and routines are
   granted to no role outside the tenant (PUBLIC included; the same query), nor
-  is its role (no member but the gateway and an admin);
+  is its role (no member but the gateway and an admin), nor owned by a role
+  outside the tenant but an admin;
 - ``db-public-privileges``: PUBLIC has neither CONNECT nor TEMPORARY on the
   tenant's database or the ``postgres`` maintenance database, the role cannot
   connect to ``postgres`` nor create temporary tables;
