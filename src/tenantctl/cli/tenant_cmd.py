@@ -63,10 +63,11 @@ def _record_rows(record: "TenantRecord") -> list[tuple[str, str]]:
         window = ""
         if mv.window_ends_at:
             from tenant_runtime.models import utcnow
+            from tenantctl.timestamps import utc_minute
 
             ended = (f" (ended: `tenantctl move {record.tenant_id} --finalize` is due; a rollback needs "
                      "`--rollback --past-window`)" if mv.window_ends_at <= utcnow() else "")
-            window = f", rollback window until {mv.window_ends_at:%Y-%m-%d %H:%M}Z{ended}"
+            window = f", rollback window until {utc_minute(mv.window_ends_at)}{ended}"
         cells = f", cell {mv.from_cell} -> {mv.to_cell}" if mv.from_cell != mv.to_cell else ""
         rows.append(("move", f"{mv.from_tier.value} -> {mv.to_tier.value}{cells}: {mv.phase.value} "
                              f"since {mv.phase_at:%Y-%m-%d %H:%M:%S}Z{window}"))

@@ -32,6 +32,7 @@ from tenantctl.naming import cell_stack
 from tenantctl.operations.selection import in_defined_cells, select
 from tenantctl.registry import describe_lock
 from tenantctl.registry_cells import lease_of
+from tenantctl.timestamps import utc_minute
 from tenantctl.workspace import Workspace
 
 RULE_KIND = "ec2:security-group-rule"
@@ -249,7 +250,7 @@ def move_hold(record: TenantRecord) -> str | None:
     move = record.move
     if move is None:
         return None
-    until = f", rollback window until {move.window_ends_at:%Y-%m-%d %H:%M}Z" if move.window_ends_at else ""
+    until = f", rollback window until {utc_minute(move.window_ends_at)}" if move.window_ends_at else ""
     return (f"moving ({move.phase.value}{until}): `tenantctl move {record.tenant_id} --finalize` (or "
             "`--rollback`) ends it")
 
