@@ -115,14 +115,17 @@ def _analyzers_text(record: "TenantRecord") -> str:
         found = record.search_analyzers.get(store)
         text = (f"{found} (outdated: this tenantctl builds {current}; `tenantctl search reindex {tid}`)"
                 if store in outdated else found or
-                f"not recorded (no `tenantctl search reindex` of it yet: `tenantctl check {tid}` reads it)")
+                "none yet: no `tenantctl search reindex` has finished on this store (its index takes the analyzer of "
+                f"the runtime that writes its first document; `tenantctl check {tid}` reads the live one)")
         parts.append(f"workspace {store}: {text}" if store else f"the tenant's own: {text}")
     return "; ".join(parts)
 
 
 def status_json(record: "TenantRecord") -> dict:
-    """`status --json`: the record, and the stores whose recorded analyzer is not this installation's."""
-    return {**record.model_dump(mode="json"), "search_analyzers_outdated": _outdated_analyzers(record)[1]}
+    """`status --json`: the record, the stores whose recorded analyzer is not this installation's,
+    and those with none recorded (no reindex finished on them: a new tenant's)."""
+    return {**record.model_dump(mode="json"), "search_analyzers_outdated": _outdated_analyzers(record)[1],
+            "search_analyzers_unrecorded": [s for s in _stores(record) if s not in record.search_analyzers]}
 
 
 @app.command()
