@@ -10,7 +10,7 @@ from tenantctl.cli.output import (
     changes_summary,
     changes_table,
     console,
-    error,
+    error_lines,
     error_object,
     orphan_lines,
     print_json,
@@ -204,9 +204,10 @@ def provision(
     if json_out:
         print_json({"record": record, "changes": result.changes.summary(), "resources": steps,
                     "repaired": result.drift, "orphans": result.orphans,
-                    **({"error": error_object(failed.exit_code, str(failed))} if failed else {})})
-        if failed:
-            error(str(failed))
+                    **({"error": error_object(failed.exit_code, str(failed), failed.rule, failed.details)}
+                       if failed else {})})
+        if failed:  # as app's errors are said (its object is in the result: the one document on stdout)
+            error_lines(str(failed), failed.details)
             raise typer.Exit(failed.exit_code)
         return
     console.print(f"[green]tenant {tenant_id} is {record.status.value}[/] ({changes_summary(result.changes)})")
