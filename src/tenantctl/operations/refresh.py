@@ -122,6 +122,8 @@ class StackDrift(BaseModel):
 
 class TenantDrift(StackDrift):
     tenant_id: str
+    # The refresh itself, for `apply --refresh --preview` to preview the repair from (not read again).
+    read: ChangeSet | None = Field(default=None, exclude=True)
 
     @property
     def name(self) -> str:
@@ -262,7 +264,7 @@ def refresh_tenant(ws: Workspace, record: TenantRecord, tagged: list[inventory.T
         result.note = SKIPPED + describe_lock(record.tenant_id, record.lock)
         return result
     with contained(result):
-        changes = refresh_stacks(ws, record)
+        changes = result.read = refresh_stacks(ws, record)
         result.checked = len(changes.changes)
         result.resources = [c for c in changes.changes if c.op is not Op.same]
         found, result.note = orphans_of(ws, record, changes, tagged)
@@ -277,9 +279,10 @@ def refresh_stacks(ws: Workspace, record: TenantRecord) -> ChangeSet:
     are the tenant's, not orphans), once that stack has a state (a move killed
     before building it has none: nothing to drift, where the current stack
     without one is an error). Each stack's state is read once, by its refresh."""
-    changes = [c for stack in record.stacks
-               for c in ws.engine.refresh(stack, absent_ok=stack != record.current_stack).changes]
-    return ChangeSet(stack=record.current_stack, changes=changes)
+    reads = [ws.engine.refresh(stack, absent_ok=stack != record.current_stack) for stack in record.stacks]
+    if len(reads) == 1:  # the engine's own, with the state it read against (a preview may reuse it)
+        return reads[0]
+    return ChangeSet(stack=record.current_stack, changes=[c for read in reads for c in read.changes])
 
 
 def refresh_many(ws: Workspace, records: list[TenantRecord], parallel: int = 8,
