@@ -199,6 +199,63 @@ def test_a_refresh_preview_counts_the_repair_of_a_resource_whose_arn_its_name_de
     assert planned["changes"] == done["changes"], (planned["resources"], done["resources"])
 
 
+def test_a_refresh_preview_reads_each_drifted_resource_once(acme, cli, sandbox, monkeypatch):
+    """`apply --refresh --preview` previews a drifted tenant's repair from the drift check's
+    live read: its preview makes none of the AWS and SQL reads that check made, and
+    plans exactly what it planned reading everything again (in-process, to count them)."""
+    from collections import Counter
+
+    import botocore.client
+
+    from tenantctl.operations import apply as apply_mod
+    from tenantctl.workspace import Workspace
+
+    aws(sandbox, "sqs").set_queue_attributes(QueueUrl=acme.resources.queue_url, Attributes={"DelaySeconds": "60"})
+    phase, calls = ["plan"], {"plan": Counter(), "check": Counter(), "preview": Counter()}
+    made = botocore.client.BaseClient._make_api_call
+    executed = psycopg.Cursor.execute
+
+    def aws_call(client, operation, params):
+        calls[phase[0]][f"{client.meta.service_model.service_name}.{operation}"] += 1
+        return made(client, operation, params)
+
+    def sql_call(cursor, *args, **kwargs):
+        calls[phase[0]]["sql"] += 1
+        return executed(cursor, *args, **kwargs)
+
+    def in_phase(name, fn):
+        def run(*args, **kwargs):
+            phase[0] = name
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                phase[0] = "plan"
+        return run
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", aws_call)
+    monkeypatch.setattr(psycopg.Cursor, "execute", sql_call)
+    monkeypatch.setattr(apply_mod, "refresh_many", in_phase("check", apply_mod.refresh_many))
+    monkeypatch.setattr(apply_mod, "_apply_one", in_phase("preview", apply_mod._apply_one))
+    ws = Workspace(project_dir=cli.root, cwd=cli.root)
+
+    def preview() -> tuple[dict, Counter, Counter]:
+        for counted in calls.values():
+            counted.clear()
+        [result] = [r for r in apply_mod.apply(ws, preview=True, refresh=True, match=[TENANT], parallel=1).results]
+        assert result.action.value == "repair" and result.ok, result
+        return result.model_dump(mode="json", exclude={"seconds"}), Counter(calls["check"]), Counter(calls["preview"])
+
+    once, checked, previewed = preview()
+    assert checked["sqs.GetQueueAttributes"] and checked["sql"], checked  # the check read the tenant live
+    assert not set(previewed) & set(checked), previewed  # its preview read none of it again
+    real_check = apply_mod._drift_check
+    monkeypatch.setattr(apply_mod, "_drift_check", lambda *args: (real_check(*args)[0], {}))  # as it was: no reuse
+    twice, _, reread = preview()
+    assert twice == once  # the same drift, the same plan
+    assert reread["sqs.GetQueueAttributes"] and reread["sql"], reread
+    assert cli("apply", "--refresh", "--yes", *MATCH).returncode == 0  # repaired for the tests after it
+
+
 def test_provision_of_an_existing_tenant_repairs_and_says_so(acme, cli, sandbox):
     res = acme.resources
     aws(sandbox, "kms").disable_key_rotation(KeyId=res.kms_key_arn)

@@ -63,11 +63,12 @@ def test_all_outdated_reindexes_only_the_stores_of_another_analyzer(fleet, runti
     assert reindexed[OLD]["analyzer"] == analyzer.identity() and reindexed[OLD]["documents"] == 1
     assert recorded(sandbox, fleet[OLD].resources) == {reindexed[OLD]["key_version"]: analyzer.identity()}
     assert [h.doc_id for h in runtime.store.search(ctx, "cafe").hits] == ["old"]  # found by its unaccented form
-    # `status` says which analyzer the reindex built with, from the record alone; one never reindexed: not recorded.
+    # `status` says which analyzer the reindex built with, from the record alone; one never reindexed: none yet.
     shown = json.loads(tenantctl_cli("status", OLD, "--json").stdout)
     assert (shown["search_analyzers"], shown["search_analyzers_outdated"]) == ({"": analyzer.identity()}, [])
     text = tenantctl_cli("status", CURRENT).stdout
-    assert re.search(r"search analyzer +the tenant's own: not recorded", text), text
+    assert re.search(r"search analyzer +the tenant's own: none yet: no `tenantctl search reindex` has finished",
+                     text), text
 
     skipped = {t: r["reason"] for t, r in mine(out["skipped"]).items()}
     assert skipped == {CURRENT: f"up to date (analyzer {analyzer.identity()})",

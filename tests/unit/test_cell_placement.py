@@ -306,6 +306,24 @@ def test_an_evacuation_places_each_tenant_once_up_front_reading_its_stack_file_o
     assert sorted(reads) == [f"Pulumi.t{i}.yaml" for i in range(4)]  # once each, checks and placement alike
 
 
+def test_an_evacuated_tenants_rollback_window_end_reads_as_moves_does():
+    """`cell evacuate` says when a switched move's window ends as `move` prints it, not as ISO."""
+    from concurrent.futures import Future
+
+    from tenantctl.cli.move_cmd import _summary
+    from tenantctl.operations.apply_guard import FailureBudget
+    from tenantctl.operations.move import MoveResult
+
+    moved = MoveResult(tenant_id="t1", outcome="switched", from_tier=Tier.pooled, to_tier=Tier.pooled,
+                       from_cell="eux", to_cell="euy", window_ends_at="2026-12-07T21:13:45.123456+00:00")
+    future: Future = Future()
+    future.set_result(moved)
+    evacuee = cell_evacuate.Evacuee(tenant_id="t1", tier=Tier.pooled, outcome="planned")
+    cell_evacuate._settle(evacuee, future, FailureBudget())
+    assert evacuee.detail == "rollback window until 2026-12-07 21:13Z"
+    assert "rollback window until 2026-12-07 21:13Z" in _summary(moved)
+
+
 def test_an_evacuation_counts_as_copies_from_the_cells_database_only_the_replication_links(
         tmp_path: Path, registry: RegistryWriter):
     """A pooled store's move within the account and region copies from the cell's database; a

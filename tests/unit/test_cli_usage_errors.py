@@ -50,6 +50,19 @@ def test_a_usage_error_is_one_line_with_exit_2(tmp_path, args, needle, hint):
     assert list(tmp_path.iterdir()) == []  # nothing started, nothing written
 
 
+@pytest.mark.parametrize("args", [["statsu", "--json"], ["status", "", "--json"], ["list", "--limit", "0", "--json"]])
+def test_with_json_an_error_is_the_one_document_on_stdout_and_one_plain_line_on_stderr(tmp_path, args):
+    """README's --json contract: stdout holds the error object alone (a script pipes it to a JSON
+    reader); stderr the same one line as without --json, for a person, never JSON."""
+    import json
+
+    run = tenantctl(*args, cwd=tmp_path)
+    error = json.loads(run.stdout)["error"]  # one document: json.loads refuses anything after it
+    assert error["code"] == run.returncode != 0
+    assert run.stderr == f"error: {error['message']}\n"
+    assert tenantctl(*args[:-1], cwd=tmp_path).stderr == run.stderr
+
+
 @pytest.mark.parametrize("args, usage", [
     (["status", "--help"], "Usage: tenantctl status [OPTIONS] {ID}"),
     (["provision", "--help"], "Usage: tenantctl provision [OPTIONS] {ID}"),

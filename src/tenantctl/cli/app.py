@@ -78,18 +78,14 @@ for _module in (tenant_cmd, suspend_cmd, workspace_cmd, move_cmd, check_cmd, app
 
 
 def _fail(code: int, message: str, rule: str | None, json_mode: bool, details: list[str] | None = None) -> None:
-    """One line on stderr (and the details under it that it does not say
-    already: a placement refusal names each cell's reason in its line, which
-    apply's summary shows alone); with --json also the error as an object on
+    """The error on stderr for people; with --json also as the one object on
     stdout, details and all, so scripts read ``error.code`` instead of parsing
     text."""
-    from tenantctl.cli.output import err_console, error, error_object, print_json
+    from tenantctl.cli.output import error_lines, error_object, print_json
 
     if json_mode:
         print_json({"error": error_object(code, message, rule, details)})
-    error(message)
-    for line in (d for d in details or [] if d not in message):
-        err_console.print(f"  - {line}", markup=False, highlight=False)
+    error_lines(message, details)
     sys.exit(code)
 
 

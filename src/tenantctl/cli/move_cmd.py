@@ -83,7 +83,7 @@ def move(
 
 def _summary(result: MoveResult) -> str:
     """One line; a rollback names where the tenant is now (the result's from/to are the move it undid)."""
-    from datetime import datetime
+    from tenantctl.timestamps import utc_minute
 
     cells = result.from_cell != result.to_cell
     if result.outcome == "rolled_back":
@@ -97,6 +97,5 @@ def _summary(result: MoveResult) -> str:
     if result.freeze_seconds is not None:
         line += f"; writes refused {result.freeze_seconds:.2f} s"
     if result.window_ends_at:  # as `status` writes it (--json keeps the ISO time)
-        ends = datetime.fromisoformat(result.window_ends_at)
-        line += f"; rollback window until {ends:%Y-%m-%d %H:%M}Z (`--rollback` / `--finalize`)"
+        line += f"; rollback window until {utc_minute(result.window_ends_at)} (`--rollback` / `--finalize`)"
     return line

@@ -174,6 +174,15 @@ def error_object(code: int, message: str, rule: str | None = None, details: list
     return {"code": code, "message": message, "rule": rule, "details": details or []}
 
 
+def error_lines(message: str, details: list[str] | None = None) -> None:
+    """An error as people read it, on stderr with or without --json (README, "--json"):
+    one line, then each of its details the line does not say already (a placement refusal
+    names each cell's reason in its line, which apply's summary shows alone)."""
+    error(message)
+    for line in (d for d in details or [] if d not in message):
+        err_console.print(f"  - {line}", markup=False, highlight=False)
+
+
 def step_rows(steps: Iterable[Any]) -> list[tuple[str, str, str, str]]:
     """(op, name, type, what changes) per ResourceChange that is not ``same``:
     changed properties old → new one per line, a data-bearing replace or delete flagged."""

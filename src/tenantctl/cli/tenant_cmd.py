@@ -10,7 +10,7 @@ from tenantctl.cli.output import (
     changes_summary,
     changes_table,
     console,
-    error,
+    error_lines,
     error_object,
     orphan_lines,
     print_json,
@@ -63,10 +63,11 @@ def _record_rows(record: "TenantRecord") -> list[tuple[str, str]]:
         window = ""
         if mv.window_ends_at:
             from tenant_runtime.models import utcnow
+            from tenantctl.timestamps import utc_minute
 
             ended = (f" (ended: `tenantctl move {record.tenant_id} --finalize` is due; a rollback needs "
                      "`--rollback --past-window`)" if mv.window_ends_at <= utcnow() else "")
-            window = f", rollback window until {mv.window_ends_at:%Y-%m-%d %H:%M}Z{ended}"
+            window = f", rollback window until {utc_minute(mv.window_ends_at)}{ended}"
         cells = f", cell {mv.from_cell} -> {mv.to_cell}" if mv.from_cell != mv.to_cell else ""
         rows.append(("move", f"{mv.from_tier.value} -> {mv.to_tier.value}{cells}: {mv.phase.value} "
                              f"since {mv.phase_at:%Y-%m-%d %H:%M:%S}Z{window}"))
@@ -114,14 +115,17 @@ def _analyzers_text(record: "TenantRecord") -> str:
         found = record.search_analyzers.get(store)
         text = (f"{found} (outdated: this tenantctl builds {current}; `tenantctl search reindex {tid}`)"
                 if store in outdated else found or
-                f"not recorded (no `tenantctl search reindex` of it yet: `tenantctl check {tid}` reads it)")
+                "none yet: no `tenantctl search reindex` has finished on this store (its index takes the analyzer of "
+                f"the runtime that writes its first document; `tenantctl check {tid}` reads the live one)")
         parts.append(f"workspace {store}: {text}" if store else f"the tenant's own: {text}")
     return "; ".join(parts)
 
 
 def status_json(record: "TenantRecord") -> dict:
-    """`status --json`: the record, and the stores whose recorded analyzer is not this installation's."""
-    return {**record.model_dump(mode="json"), "search_analyzers_outdated": _outdated_analyzers(record)[1]}
+    """`status --json`: the record, the stores whose recorded analyzer is not this installation's,
+    and those with none recorded (no reindex finished on them: a new tenant's)."""
+    return {**record.model_dump(mode="json"), "search_analyzers_outdated": _outdated_analyzers(record)[1],
+            "search_analyzers_unrecorded": [s for s in _stores(record) if s not in record.search_analyzers]}
 
 
 @app.command()
@@ -200,9 +204,10 @@ def provision(
     if json_out:
         print_json({"record": record, "changes": result.changes.summary(), "resources": steps,
                     "repaired": result.drift, "orphans": result.orphans,
-                    **({"error": error_object(failed.exit_code, str(failed))} if failed else {})})
-        if failed:
-            error(str(failed))
+                    **({"error": error_object(failed.exit_code, str(failed), failed.rule, failed.details)}
+                       if failed else {})})
+        if failed:  # as app's errors are said (its object is in the result: the one document on stdout)
+            error_lines(str(failed), failed.details)
             raise typer.Exit(failed.exit_code)
         return
     console.print(f"[green]tenant {tenant_id} is {record.status.value}[/] ({changes_summary(result.changes)})")

@@ -71,6 +71,9 @@ class ResourceChange(BaseModel):
     id: str = ""
     # A delete that leaves the resource where it is (Pulumi's retain_on_delete): only the state forgets it.
     retained: bool = False
+    # A refresh's update: the live values of the inputs that differ, for a preview to fold
+    # (``Engine.preview(read=)``) instead of reading them again. Not part of any output.
+    live: dict[str, Any] = Field(default_factory=dict, exclude=True)
 
     @property
     def data_bearing(self) -> bool:
@@ -92,6 +95,9 @@ class ChangeSet(BaseModel):
 
     stack: str
     changes: list[ResourceChange] = Field(default_factory=list)
+    # A refresh's: the recorded state it compared the live one with (an engine's token, "" none),
+    # so a preview given this read uses it only while the state is still that one.
+    basis: str = Field(default="", exclude=True)
 
     def count(self, op: Op) -> int:
         return sum(1 for c in self.changes if c.op is op)
@@ -173,9 +179,14 @@ class Engine(ABC):
             self.approve(changes)
 
     @abstractmethod
-    def preview(self, stack: str, on_event: EventSink | None = None, *, refresh: bool = False) -> ChangeSet:
+    def preview(self, stack: str, on_event: EventSink | None = None, *, refresh: bool = False,
+                read: ChangeSet | None = None) -> ChangeSet:
         """What ``up`` would change, with property diffs for updates and
-        replaces; ``refresh``: against the live state instead of the recorded one."""
+        replaces; ``refresh``: against the live state instead of the recorded one.
+        ``read``: this stack's ``refresh`` just done (`apply --refresh --preview`
+        read it to find the drift): an engine that can takes the live state from it
+        instead of reading every resource again, while the recorded state is still
+        the one it was compared with; else (or one that cannot: Pulumi) it reads."""
 
     @abstractmethod
     def up(self, stack: str, on_event: EventSink | None = None, *, refresh: bool = False) -> UpResult:

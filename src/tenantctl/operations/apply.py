@@ -38,7 +38,7 @@ from multiprocessing import get_context
 
 from tenantctl import worker_lines
 from tenantctl.confirmation import Confirmation
-from tenantctl.engines.base import Op, ResourceChange
+from tenantctl.engines.base import ChangeSet, Op, ResourceChange
 from tenantctl.errors import InvalidInput, TenantctlError, UsageError, contained
 from tenantctl.fingerprint import applied_hash, program_fingerprint
 from tenantctl.models import TenantRecord, TenantSpec, Tier
@@ -220,7 +220,8 @@ def _steps(changes: list[ResourceChange]) -> list[ResourceChange]:
     return [c for c in changes if c.op is not Op.same]
 
 
-def _preview_one(ws: Workspace, stack: str, action: Action, refresh: bool, result: TenantResult) -> None:
+def _preview_one(ws: Workspace, stack: str, action: Action, refresh: bool, result: TenantResult,
+                 read: ChangeSet | None = None) -> None:
     from tenantctl import preflight
 
     if action is Action.prune:
@@ -231,15 +232,16 @@ def _preview_one(ws: Workspace, stack: str, action: Action, refresh: bool, resul
     spec = read_tenant(stack_file(ws.stacks_dir, stack))
     cell = spec.cell or DEFAULT_CELL  # pinned from its record for an existing tenant
     preflight.check(spec, ws.cell_outputs(cell), ws.cell_clients(cell))
-    changes = ws.engine.preview(stack, refresh=refresh and action is not Action.create)
+    changes = ws.engine.preview(stack, refresh=refresh and action is not Action.create, read=read)
     result.changes, result.resources = changes.summary(), _steps(changes.changes)
 
 
 def _apply_one(ws: Workspace, tenant_id: str, action: Action, preview: bool, record: TenantRecord | None,
-               refresh: bool = False) -> TenantResult:
+               refresh: bool = False, read: ChangeSet | None = None) -> TenantResult:
     """``record``: the plan's (None: not in the registry). Not read again: it
     only names the stack and cell; provision and deprovision read the record
-    they reserve on themselves."""
+    they reserve on themselves. ``read``: a preview's stack as the drift check
+    read it live (its preview folds that instead of reading it again)."""
     from tenantctl.operations.deprovision import deprovision
     from tenantctl.operations.provision import OrphansNotRemoved, provision
 
@@ -250,7 +252,7 @@ def _apply_one(ws: Workspace, tenant_id: str, action: Action, preview: bool, rec
         if preview:
             if action is not Action.prune:
                 _pin_cell(ws, stack, record)
-            _preview_one(ws, stack, action, refresh, result)
+            _preview_one(ws, stack, action, refresh, result, read)
         elif action is Action.prune:
             _, changes, _ = deprovision(ws, tenant_id)
             result.changes, result.resources = changes.summary(), _steps(changes.changes)
@@ -276,16 +278,16 @@ def _pin_cell(ws: Workspace, stack: str, record: TenantRecord | None) -> None:
 
 
 def _worker(project_dir: str, cwd: str, yes: bool, tenant_id: str, action: str, preview: bool,
-            record: TenantRecord | None, refresh: bool = False) -> TenantResult:
+            record: TenantRecord | None, refresh: bool = False, read: ChangeSet | None = None) -> TenantResult:
     """Entry point in a pool process (module-level so it pickles); it has no
     terminal to ask on, so a plan that deletes or replaces needs ``yes``. What it
     writes on stderr is its tenant's (``worker_lines``)."""
     with worker_lines.on(tenant_id):
         return _apply_one(worker_workspace(project_dir, cwd, yes), tenant_id, Action(action), preview, record,
-                          refresh)
+                          refresh, read)
 
 
-# (project_dir, cwd, yes, tenant_id, action, preview, the plan's record[, refresh=])
+# (project_dir, cwd, yes, tenant_id, action, preview, the plan's record[, refresh=, read=])
 Worker = Callable[..., TenantResult]
 
 
@@ -320,25 +322,27 @@ def _rolling(start: Callable[[TenantResult], Future], waiting: deque[TenantResul
 def run_pool(todo: Iterable[TenantResult], args: tuple[str, str, bool], preview: bool, parallel: int,
              report: Callable[[TenantResult], None], records: Mapping[str, TenantRecord],
              worker: Worker = _worker, refresh: bool = False,
-             budget: FailureBudget | None = None, on_line: worker_lines.OnLine | None = None
-             ) -> list[TenantResult]:
+             budget: FailureBudget | None = None, on_line: worker_lines.OnLine | None = None,
+             reads: Mapping[str, ChangeSet] | None = None) -> list[TenantResult]:
     """Run `todo` in at most `parallel` spawned processes, calling `report` as
     each finishes; each worker gets its tenant's record from ``records`` (the plan's).
     Each failure is spent from ``budget`` (--max-failures): once it is spent no
     further tenant starts. ``on_line``: called with each line a worker writes on
-    stderr and its tenant (none: they are dropped). Returns the planned results
-    never started."""
+    stderr and its tenant (none: they are dropped). ``reads``: the drift check's
+    read of each tenant it passes (``_apply_one``'s ``read``). Returns the planned
+    results never started."""
     if on_line is None:
-        return _run_pool(todo, args, preview, parallel, report, records, worker, refresh, budget, (None, ()))
+        return _run_pool(todo, args, preview, parallel, report, records, worker, refresh, budget, (None, ()),
+                         reads or {})
     with worker_lines.relayed(on_line) as lines:
         return _run_pool(todo, args, preview, parallel, report, records, worker, refresh, budget,
-                         (worker_lines.start, (lines,)))
+                         (worker_lines.start, (lines,)), reads or {})
 
 
 def _run_pool(todo: Iterable[TenantResult], args: tuple[str, str, bool], preview: bool, parallel: int,
               report: Callable[[TenantResult], None], records: Mapping[str, TenantRecord], worker: Worker,
-              refresh: bool, budget: FailureBudget | None, init: tuple[Callable[..., None] | None, tuple]
-              ) -> list[TenantResult]:
+              refresh: bool, budget: FailureBudget | None, init: tuple[Callable[..., None] | None, tuple],
+              reads: Mapping[str, ChangeSet]) -> list[TenantResult]:
     """``run_pool``'s pools, each process started by ``init`` (initializer, its arguments)."""
     budget = budget or FailureBudget()
     extra = {"refresh": True} if refresh else {}
@@ -347,7 +351,8 @@ def _run_pool(todo: Iterable[TenantResult], args: tuple[str, str, bool], preview
     broken: list[TenantResult] = []
 
     def call(submit: Callable[..., Future], r: TenantResult) -> Future:
-        return submit(worker, *args, r.tenant_id, r.action.value, preview, records.get(r.tenant_id), **extra)
+        read = {"read": reads[r.tenant_id]} if r.tenant_id in reads else {}
+        return submit(worker, *args, r.tenant_id, r.action.value, preview, records.get(r.tenant_id), **extra, **read)
 
     def finish(result: TenantResult) -> None:
         report(result)
@@ -394,8 +399,9 @@ def _run_pool(todo: Iterable[TenantResult], args: tuple[str, str, bool], preview
 
 
 def _drift_check(ws: Workspace, results: list[TenantResult], records: dict[str, TenantRecord],
-                 parallel: int) -> list[TenantResult]:
-    """--refresh: read every tenant the fingerprint would skip; a drifted one becomes a repair."""
+                 parallel: int) -> tuple[list[TenantResult], dict[str, ChangeSet]]:
+    """--refresh: read every tenant the fingerprint would skip; a drifted one becomes a repair.
+    Also returns each repair's read (what a preview of it folds instead of reading again)."""
     # A moving tenant's stacks are the move's until it ends: not repaired meanwhile.
     unchanged = [records[r.tenant_id] for r in results
                  if r.action is Action.unchanged and records[r.tenant_id].move is None]
@@ -403,7 +409,9 @@ def _drift_check(ws: Workspace, results: list[TenantResult], records: dict[str, 
     for r in results:
         if r.action is Action.unchanged and records[r.tenant_id].move is not None:
             r.reason += "; not read for drift nor repaired until then"
-    return [after_refresh(r, drifts.get(r.tenant_id)) for r in results]
+    checked = [after_refresh(r, drifts.get(r.tenant_id)) for r in results]
+    return checked, {r.tenant_id: drifts[r.tenant_id].read for r in checked
+                     if r.action is Action.repair and drifts[r.tenant_id].read is not None}
 
 
 def _awaiting_cells(ws: Workspace, results: list[TenantResult], creating: set[str]) -> set[str]:
@@ -519,8 +527,11 @@ def apply(
     if not match and cell is None and index == 1:  # the owner of the cell files runs unscoped: told once
         shown = shown + orphan_cells(counted, cells)
     results = plan(ws, (index, total), records, match=match, prune=prune, cell=cell)
+    reads: dict[str, ChangeSet] = {}
     if refresh:
-        results = _drift_check(ws, results, records, parallel)
+        results, reads = _drift_check(ws, results, records, parallel)
+        # A preview folds what the drift check read; an up reads again, under the tenant's lock, what it repairs.
+        reads = reads if preview else {}
     if on_plan:
         on_plan(shown, results)
     ws.approve = Confirmation(yes)  # the same rule in this process as in the workers
@@ -556,13 +567,14 @@ def apply(
             if budget.spent:
                 never = todo[i:]
                 break
-            res = _apply_one(ws, r.tenant_id, r.action, preview, records.get(r.tenant_id), refresh)
+            res = _apply_one(ws, r.tenant_id, r.action, preview, records.get(r.tenant_id), refresh,
+                             reads.get(r.tenant_id))
             report(res)
             budget.count(res)
     elif todo:
         ws.engine.prepare()  # e.g. provider plugins installed once, not raced for by every worker
         never = run_pool(todo, (str(ws.project_dir), str(ws.cwd), yes), preview, parallel, report, records,
-                         refresh=refresh, budget=budget, on_line=on_line)
+                         refresh=refresh, budget=budget, on_line=on_line, reads=reads)
     for r in never:
         done[r.tenant_id] = budget.hold(r)
     merged = [done.get(r.tenant_id, r) for r in results]

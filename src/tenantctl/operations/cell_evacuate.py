@@ -60,6 +60,7 @@ from tenantctl.operations.apply_guard import FailureBudget
 from tenantctl.operations.mover import Progress
 from tenantctl.placement import add_cell_hint, load, named_cell, no_slot, unfit
 from tenantctl.stackconfig import read_tenant, stack_file
+from tenantctl.timestamps import utc_minute
 from tenantctl.workspace import Workspace, worker_workspace
 
 if TYPE_CHECKING:
@@ -385,7 +386,7 @@ def _settle(evacuee: Evacuee, future: Future, budget: FailureBudget) -> None:
         budget.fail()
     else:
         evacuee.outcome = "finalized" if moved.outcome == "finalized" else "switched"
-        evacuee.detail = f"rollback window until {moved.window_ends_at}" if moved.window_ends_at else None
+        evacuee.detail = f"rollback window until {utc_minute(moved.window_ends_at)}" if moved.window_ends_at else None
 
 
 def _forced_target(cells: dict[str, CellSpec], leaving: CellSpec, to: str) -> CellSpec:
@@ -425,7 +426,7 @@ def _triage(record: TenantRecord, name: str, finalize: bool) -> Evacuee:
         return said("skipped", f"moving ({move.phase.value}): not switched yet" if move is not None
                     else "not moved yet: `tenantctl cell evacuate` without --finalize moves it")
     if move is not None and move.phase is MovePhase.switched:
-        ends = f" until {move.window_ends_at:%Y-%m-%d %H:%M}Z" if move.window_ends_at else ""
+        ends = f" until {utc_minute(move.window_ends_at)}" if move.window_ends_at else ""
         return said("waiting", f"switched to cell {move.to_cell}, in its rollback window{ends}: "
                                f"`tenantctl cell evacuate {name} --finalize` ends it")
     if move is not None and move.phase not in _RESUMED:

@@ -33,6 +33,7 @@ from tenantctl.naming import cell_stack
 from tenantctl.operations.selection import in_defined_cells, select
 from tenantctl.registry import describe_lock
 from tenantctl.registry_cells import lease_of
+from tenantctl.timestamps import utc_minute
 from tenantctl.workspace import Workspace
 
 NOUNS = {"ec2:security-group-rule": "unmanaged ingress rule", "iam:role-policy": "unmanaged role policy",
@@ -125,6 +126,8 @@ class StackDrift(BaseModel):
 
 class TenantDrift(StackDrift):
     tenant_id: str
+    # The refresh itself, for `apply --refresh --preview` to preview the repair from (not read again).
+    read: ChangeSet | None = Field(default=None, exclude=True)
 
     @property
     def name(self) -> str:
@@ -260,7 +263,7 @@ def move_hold(record: TenantRecord) -> str | None:
     move = record.move
     if move is None:
         return None
-    until = f", rollback window until {move.window_ends_at:%Y-%m-%d %H:%M}Z" if move.window_ends_at else ""
+    until = f", rollback window until {utc_minute(move.window_ends_at)}" if move.window_ends_at else ""
     return (f"moving ({move.phase.value}{until}): `tenantctl move {record.tenant_id} --finalize` (or "
             "`--rollback`) ends it")
 
@@ -272,7 +275,7 @@ def refresh_tenant(ws: Workspace, record: TenantRecord, tagged: list[inventory.T
         result.note = SKIPPED + describe_lock(record.tenant_id, record.lock)
         return result
     with contained(result):
-        changes = refresh_stacks(ws, record)
+        changes = result.read = refresh_stacks(ws, record)
         result.checked = len(changes.changes)
         result.resources = [c for c in changes.changes if c.op is not Op.same]
         found, result.note = orphans_of(ws, record, changes, tagged)
@@ -287,9 +290,10 @@ def refresh_stacks(ws: Workspace, record: TenantRecord) -> ChangeSet:
     are the tenant's, not orphans), once that stack has a state (a move killed
     before building it has none: nothing to drift, where the current stack
     without one is an error). Each stack's state is read once, by its refresh."""
-    changes = [c for stack in record.stacks
-               for c in ws.engine.refresh(stack, absent_ok=stack != record.current_stack).changes]
-    return ChangeSet(stack=record.current_stack, changes=changes)
+    reads = [ws.engine.refresh(stack, absent_ok=stack != record.current_stack) for stack in record.stacks]
+    if len(reads) == 1:  # the engine's own, with the state it read against (a preview may reuse it)
+        return reads[0]
+    return ChangeSet(stack=record.current_stack, changes=[c for read in reads for c in read.changes])
 
 
 def refresh_many(ws: Workspace, records: list[TenantRecord], parallel: int = 8,

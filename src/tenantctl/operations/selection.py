@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from tenantctl.errors import InvalidInput, UsageError
 from tenantctl.models import CellSpec, TenantRecord, TenantStatus
 from tenantctl.naming import account_of_arn, region_of_arn
+from tenantctl.timestamps import utc_minute
 from tenantctl.workspace import Workspace
 
 GONE = (TenantStatus.deprovisioned, TenantStatus.deprovisioning)
@@ -49,7 +50,7 @@ def move_side(record: TenantRecord) -> tuple[str | None, str | None, str, str] |
     if move is None or record.resources is None:
         return None
     if move.new_store is not None and record.resources.store == move.new_store:
-        until = f" until {move.window_ends_at:%Y-%m-%d %H:%M}Z" if move.window_ends_at else ""
+        until = f" until {utc_minute(move.window_ends_at)}" if move.window_ends_at else ""
         store, cell = move.old_store, move.from_cell
         what = f"moving out: old stack kept for the rollback window{until}"
     elif move.new_store is not None:

@@ -72,6 +72,13 @@ def _load_program(stack: str) -> dict[str, Any]:
     return build(stack)
 
 
+def _basis(state: StackState) -> str:
+    """The recorded state a refresh compared the live one with, as a token (ChangeSet.basis)."""
+    import hashlib
+
+    return hashlib.sha256(state.model_dump_json().encode()).hexdigest()
+
+
 class LocalEngine(Engine):
     name = "local"
 
@@ -93,11 +100,12 @@ class LocalEngine(Engine):
         self._identity_lock = threading.Lock()
 
     # -- the Engine interface -------------------------------------------------
-    def preview(self, stack: str, on_event: EventSink | None = None, *, refresh: bool = False) -> ChangeSet:
+    def preview(self, stack: str, on_event: EventSink | None = None, *, refresh: bool = False,
+                read: ChangeSet | None = None) -> ChangeSet:
         with RUN_LOCK, self._aws_env():
             state = StateFile(self.state_root, stack).load()
-            if refresh:
-                self._fold(stack, state, on_event)  # in memory only: a preview writes nothing
+            if refresh:  # in memory only: a preview writes nothing
+                self._fold(stack, state, on_event, read if read is not None and read.basis == _basis(state) else None)
             plan = self._plan(stack, on_event, state)
             if self.gate is not None:
                 self.gate(stack, plan.planned, judged_at_apply=True)  # an unsafe plan fails its preview as up would
@@ -159,8 +167,11 @@ class LocalEngine(Engine):
                                   "was reset since): nothing to compare its live resources with")
             state = file.load()
             ctx = self._context(self._config(stack)[1] if self._stack_file(stack).exists() else {})
-            changes = [self._drift(ctx, stack, entry, on_event)[0] for entry in state.resources]
-            return ChangeSet(stack=stack, changes=changes)
+            changes = []
+            for entry in state.resources:
+                change, live = self._drift(ctx, stack, entry, on_event)
+                changes.append(change.model_copy(update={"live": live}) if live else change)
+            return ChangeSet(stack=stack, changes=changes, basis=_basis(state))
 
     def preview_destroy(self, stack: str, on_event: EventSink | None = None) -> ChangeSet:
         state = StateFile(self.state_root, stack).load()
@@ -228,13 +239,17 @@ class LocalEngine(Engine):
             change.op = Op.update
         return change, {k: live[k] for k in keys if not same(expected.get(k), live[k])}
 
-    def _fold(self, stack: str, state: StackState, on_event: EventSink | None) -> list[ResourceChange]:
+    def _fold(self, stack: str, state: StackState, on_event: EventSink | None,
+              read: ChangeSet | None = None) -> list[ResourceChange]:
         """Make ``state`` say what is live (gone resources leave it, drifted
-        inputs take their live values); returns the drift found."""
+        inputs take their live values); returns the drift found. ``read``: a
+        refresh of this very state, taken instead of reading each resource."""
         ctx = self._context(self._config(stack)[1])
+        found = {c.urn: c for c in read.changes} if read is not None else {}
         drift = []
         for entry in list(state.resources):
-            change, live = self._drift(ctx, stack, entry, on_event)
+            change, live = ((found[entry.urn], found[entry.urn].live) if entry.urn in found
+                            else self._drift(ctx, stack, entry, on_event))
             if change.op is Op.delete:
                 state.remove(entry.urn)
             elif change.op is Op.update and live:

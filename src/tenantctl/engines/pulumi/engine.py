@@ -317,10 +317,12 @@ class PulumiEngine(Engine):
             raise map_error(exc, "preview", self.qualified(stack), self.backend) from None
 
     # -- Engine -----------------------------------------------------------------
-    def preview(self, stack: str, on_event: EventSink | None = None, *, refresh: bool = False) -> ChangeSet:
+    def preview(self, stack: str, on_event: EventSink | None = None, *, refresh: bool = False,
+                read: ChangeSet | None = None) -> ChangeSet:
         """What ``up`` would change, creating nothing (the stack is selected, never
         created); an unsafe plan fails here as it would fail ``up`` (so `apply
-        --preview` on a pull request names the broken rule)."""
+        --preview` on a pull request names the broken rule). ``read`` is not used:
+        `pulumi preview --refresh` reads the live state itself."""
         return self._plan(stack, on_event, refresh, create=False)[0].changeset()
 
     def up(self, stack: str, on_event: EventSink | None = None, *, refresh: bool = False) -> UpResult:
