@@ -26,8 +26,18 @@ class Writer:
     frozen: list[float] = field(default_factory=list)  # times a write was refused (503)
     errors: list[BaseException] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
+    running: bool = True  # False once ``run`` returned, stopped or not
+    progress: threading.Condition = field(default_factory=threading.Condition)  # notified on each ack, and at the end
 
     def run(self) -> None:
+        try:
+            self._write()
+        finally:
+            with self.progress:
+                self.running = False
+                self.progress.notify_all()
+
+    def _write(self) -> None:
         n = 0
         while not self.stop.is_set():
             n += 1
@@ -43,8 +53,23 @@ class Writer:
                 self.errors.append(exc)
                 time.sleep(0.02)
                 continue
-            self.acked.append((msg.seq, content))
+            with self.progress:
+                self.acked.append((msg.seq, content))
+                self.progress.notify_all()
             time.sleep(0.005)
+
+    def wait_for_acks(self, more: int, timeout: float = 120.0) -> None:
+        """Until the store acknowledged ``more`` writes beyond those it had: the
+        progress the test goes on to assert, however slow the machine (a sleep
+        gave the writer a time, not progress); AssertionError after ``timeout``."""
+        with self.progress:
+            want = len(self.acked) + more
+            self.progress.wait_for(lambda: len(self.acked) >= want or not self.running, timeout)
+            if len(self.acked) < want:
+                raise AssertionError(
+                    f"the writer got {len(self.acked) - want + more} of {more} more writes acknowledged "
+                    f"{'before it ended' if not self.running else f'in {timeout:.0f} s'} "
+                    f"(refused {len(self.frozen)} times, last errors {self.errors[-3:]})")
 
 
 @contextmanager

@@ -23,6 +23,7 @@ import boto3
 import jwt
 import psycopg
 import pytest
+from waiting import wait_for
 
 from tenant_runtime import JWTSettings, TenantRecord, TenantRuntime
 
@@ -84,11 +85,9 @@ class RuntimeEnv:
         with self.admin() as conn:
             ended = conn.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = %s",
                                  (user,)).fetchone()[0]
-            for _ in range(100):
-                if not conn.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = %s", (user,)).fetchone()[0]:
-                    return ended
-                time.sleep(0.05)
-        raise AssertionError(f"backends of {user} still there")
+            wait_for(f"the backends of {user} gone", lambda: not conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = %s", (user,)).fetchone()[0])
+        return ended
 
     def connect_as(self, tenant_id: str, database: str | None = None, workspace: str | None = None,
                    **kwargs: Any) -> psycopg.Connection:

@@ -501,9 +501,9 @@ def test_a_tenant_moves_to_another_cell_of_its_region_with_its_data_and_objects_
     monkeypatch.setattr(move_operation.Mover, "copy", changing_while_copied)
     slots = (cell_count(sandbox, "eua"), cell_count(sandbox, "euc"))
     with writing(rt, MOVER) as writer:
-        time.sleep(0.3)
+        writer.wait_for_acks(10)
         result = move(fleet.ws, MOVER, cell="euc")
-        time.sleep(0.5)  # writes after the switch, on the new cell's store
+        writer.wait_for_acks(11)  # writes after the switch, on the new cell's store: with the 10 before, over 20
     monkeypatch.undo()
 
     record = fleet.ws.registry.require(MOVER)
@@ -539,7 +539,7 @@ def test_a_tenant_moves_to_another_cell_of_its_region_with_its_data_and_objects_
     s3.put_object(Bucket=_bucket("eua"), Key=stale, Body=b"stale", ServerSideEncryption="aws:kms",
                   SSEKMSKeyId=before.resources.kms_key_arn)
     with writing(rt, MOVER) as writer:
-        time.sleep(0.3)
+        writer.wait_for_acks(10)
         assert move(fleet.ws, MOVER, rollback=True).outcome == "rolled_back"
     record = fleet.ws.registry.require(MOVER)
     assert (record.cell, record.move, record.resources) == ("eua", None, before.resources)
@@ -751,9 +751,9 @@ def test_a_pooled_tenant_moves_to_another_region_under_a_new_key_while_written_t
                      ServerSideEncryption="aws:kms", SSEKMSKeyId=old.kms_key_arn)
     eu_s3.delete_object(Bucket=old.bucket, Key=f"{old.prefix}documents/gone")
     with writing(rt, KEYED) as writer:
-        time.sleep(0.3)
+        writer.wait_for_acks(10)
         result = move(fleet.ws, KEYED, cell="eud")
-        time.sleep(0.5)  # writes after the switch, on the new store under the new key
+        writer.wait_for_acks(11)  # writes after the switch, on the new store under the new key: over 20 in all
 
     record = fleet.ws.registry.require(KEYED)
     assert (result.outcome, result.from_cell, result.to_cell) == ("switched", "eua", "eud")
@@ -947,11 +947,11 @@ def test_a_move_to_another_account_killed_rolls_back_or_resumes_and_rolls_back_a
     aws(sandbox, "sqs", EU, ACCOUNT_B).send_message(QueueUrl=switched.resources.queue_url,
                                                     MessageBody="enqueued after the switch")
     with writing(rt, tid) as writer:
-        time.sleep(0.3)
+        writer.wait_for_acks(5)
         killed = cli("move", tid, "--rollback", env={"TENANTCTL_FAULT_AFTER": "move:rolling_back"})
         assert killed.returncode == 86 and registry_record(sandbox, tid)["move"]["phase"] == "rolling_back", killed
         assert move(fleet.ws, tid, rollback=True).outcome == "rolled_back"  # finishes the killed one
-        time.sleep(0.3)  # writes after the switch back, on the old store again
+        writer.wait_for_acks(6)  # writes after the switch back, on the old store again: over 10 in all
     record = fleet.ws.registry.require(tid)
     assert (record.cell, record.account_id, record.move, record.stack, record.resources) == (
         "eua", ACCOUNT_A, None, None, before)
@@ -1032,9 +1032,9 @@ def _moved_while_written(fleet: Fleet, sandbox, rt, tid: str, **target) -> Tenan
     """``move`` to ``target`` while a writer appends through the runtime: the
     switched record, every acknowledged write in its new store, `check` passing."""
     with writing(rt, tid) as writer:
-        time.sleep(0.3)
+        writer.wait_for_acks(5)
         result = move(fleet.ws, tid, **target)
-        time.sleep(0.3)  # writes after the switch, on the new store under the new key
+        writer.wait_for_acks(6)  # writes after the switch, on the new store under the new key: over 10 in all
     record = fleet.ws.registry.require(tid)
     assert (result.outcome, record.move.phase, record.tier) == ("switched", MovePhase.switched, target["tier"])
     assert len(writer.acked) > 10 and not writer.errors
@@ -1127,9 +1127,9 @@ def test_a_tenants_workspace_moves_to_another_region_under_its_own_new_key_rolls
     kept = rt.objects.put_body(rt.context(tid, "legal"), b"legal's object")
     earlier = backup(*scoped_context(context_from_workspace(fleet.ws, record), record, "legal")).backup_id
     with writing(rt, tid, workspace="legal") as writer:
-        time.sleep(0.3)
+        writer.wait_for_acks(5)
         result = move(fleet.ws, tid, cell="eud")
-        time.sleep(0.3)  # writes after the switch, in the workspace's new schema under its new key
+        writer.wait_for_acks(6)  # writes after the switch, in the workspace's new schema under its new key
 
     moved = fleet.ws.registry.require(tid).resources
     new = moved.workspaces["legal"]

@@ -20,6 +20,7 @@ from fault_tools import POOLED, Cli, aws, inventory, registry_record, run_id, wr
 from move_tools import writing
 from psycopg import sql
 from runtime_tenants import jwt_settings, sandbox_runtime
+from waiting import wait_for
 
 from tenant_runtime import AsyncTenantRuntime, TenantRuntime
 from tenant_runtime.models import Hibernation, MovePhase
@@ -66,6 +67,20 @@ def moved(provision_tenant, workspace):
         deprovision(workspace, MOVED, final_backup=False)
 
 
+def _followed(sandbox, store) -> None:
+    """Until the links out of ``store``'s database confirmed a position after
+    every write committed there (a logical message flushed behind them, as the
+    move's freeze marks its own): what the stores following it hold then is
+    the links' doing, however slowly the machine ran them."""
+    with psycopg.connect(sandbox.pg_dsn(store.database), autocommit=True) as conn:
+        with conn.transaction():
+            conn.execute("SET LOCAL synchronous_commit = on")
+            lsn = conn.execute("SELECT pg_logical_emit_message(true, 'test', 'followed')::text").fetchone()[0]
+        wait_for(f"the links out of {store.database} confirming {lsn}", lambda: conn.execute(
+            "SELECT count(*) > 0 AND bool_and(confirmed_flush_lsn >= %s::pg_lsn) FROM pg_replication_slots "
+            "WHERE database = current_database()", (lsn,)).fetchone()[0])
+
+
 def _rows(sandbox, record) -> list[tuple[int, str]]:
     store = record.resources.store
     with psycopg.connect(sandbox.pg_dsn(store.database), autocommit=True) as conn:
@@ -87,9 +102,9 @@ def test_move_with_a_writer_keeps_every_acknowledged_write_and_rolls_back(moved,
         runtime.store.append(runtime.context(MOVED), f"c{i % 7}", "user", f"before {i}")
     slots = _slots(workspace, moved)
     with writing(runtime, MOVED) as writer:
-        time.sleep(0.3)
+        writer.wait_for_acks(10)
         result = move(workspace, MOVED, tier=Tier.dedicated)
-        time.sleep(0.5)  # writes after the switch, on the new store
+        writer.wait_for_acks(11)  # writes after the switch, on the new store: with the 10 before, over 20
 
     record = workspace.registry.require(MOVED)
     assert result.outcome == "switched" and record.tier is Tier.dedicated
@@ -112,7 +127,7 @@ def test_move_with_a_writer_keeps_every_acknowledged_write_and_rolls_back(moved,
     assert {seq for seq, _ in writer.acked} <= seqs
     assert len(writer.acked) > 20
     # The old store is read-only for the tenant role and follows the new one.
-    time.sleep(0.5)
+    _followed(sandbox, new)
     compare(_admin(sandbox), MOVED, new, old)
     page = runtime.store.history(runtime.context(MOVED), "live", limit=500)
     assert [m.content for m in reversed(page.messages)] == [c for _, c in writer.acked][-500:]
@@ -126,9 +141,9 @@ def test_move_with_a_writer_keeps_every_acknowledged_write_and_rolls_back(moved,
     assert workspace.registry.require(MOVED) == record
     # Rolled back: to pooled with the writes made since the switch.
     with writing(runtime, MOVED) as writer:
-        time.sleep(0.3)
+        writer.wait_for_acks(5)
         back = move(workspace, MOVED, rollback=True, past_window=True)
-        time.sleep(0.3)
+        writer.wait_for_acks(5)  # writes after the rollback, on the old store again
     record = workspace.registry.require(MOVED)
     assert back.outcome == "rolled_back" and record.tier is Tier.pooled and record.move is None
     assert record.hibernation is None
@@ -224,9 +239,9 @@ def test_a_tier_move_carries_the_workspaces_schemas_rolls_them_back_and_finalize
     runtime.store.append(runtime.context(tid), "t", "user", "the tenant's")
     old = workspace.registry.require(tid)
     with writing(runtime, tid, workspace="legal") as writer:
-        time.sleep(0.3)
+        writer.wait_for_acks(5)
         result = move(workspace, tid, tier=Tier.dedicated)
-        time.sleep(0.3)  # writes after the switch, on the new store
+        writer.wait_for_acks(6)  # writes after the switch, on the new store: with the 5 before, over 10
     record = workspace.registry.require(tid)
     assert result.outcome == "switched" and record.tier is Tier.dedicated
     assert result.rows[f"{tid}/legal:messages"] >= 40 and result.rows[f"{tid}/finance:messages"] == 1
@@ -241,7 +256,7 @@ def test_a_tier_move_carries_the_workspaces_schemas_rolls_them_back_and_finalize
     assert runtime.store.history(runtime.context(tid), "t").messages[0].content == "the tenant's"
 
     with writing(runtime, tid, workspace="legal") as writer:
-        time.sleep(0.3)
+        writer.wait_for_acks(5)
         assert move(workspace, tid, rollback=True).outcome == "rolled_back"
     record = workspace.registry.require(tid)
     assert record.tier is Tier.pooled and record.resources.workspaces == old.resources.workspaces
@@ -345,15 +360,15 @@ def test_the_freeze_waits_out_a_writer_writing_the_tables_in_the_other_order(mov
             writer.execute("BEGIN")
             writer.execute(sql.SQL("LOCK TABLE {} IN ROW EXCLUSIVE MODE").format(tables[0]))  # a write's lock
             freezing = threading.Thread(target=lambda: frozen.append(
-                store_sync.quiesce(_admin(sandbox), [store], 10.0)))
+                store_sync.quiesce(_admin(sandbox), [store], 120.0)))
             freezing.start()
-            time.sleep(0.5)
+            wait_for("the freeze begun", lambda: not _ws_writable(sandbox, store) or not freezing.is_alive())
             assert freezing.is_alive() and not frozen  # waiting for the write under way
             writer.execute(sql.SQL("LOCK TABLE {} IN ROW EXCLUSIVE MODE").format(tables[1]))
             writer.execute("SELECT pg_logical_emit_message(true, 'test', 'a write')")  # a commit record
             writer.execute("COMMIT")
             committed = writer.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]
-            freezing.join(10)
+            freezing.join(120)
             assert frozen and writer.execute("SELECT %s::pg_lsn >= %s::pg_lsn",
                                              (frozen[0], str(committed))).fetchone()[0], (frozen, committed)
         finally:
@@ -629,13 +644,6 @@ def test_stopping_a_link_leaves_another_subscriptions_table_sync_slot(moved, wor
                 admin.execute("SELECT pg_drop_replication_slot(%s)", (other,))
 
 
-def _wait_for(what: str, done, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)
-
-
 def test_a_move_interrupted_in_its_freeze_ends_the_freeze_with_the_tenant_writable(
         sandbox, runtime, tmp_path_factory):
     """A real CLI process sent SIGTERM (a cancelled CI job; Ctrl-C alike) while
@@ -650,15 +658,15 @@ def test_a_move_interrupted_in_its_freeze_ends_the_freeze_with_the_tenant_writab
     proc = cli.start("move", tid, "--tier", "dedicated")
     with psycopg.connect(sandbox.pg_dsn(store["database"]), autocommit=True) as writer:
         try:
-            _wait_for("the move copying", lambda: (registry_record(sandbox, tid)["move"] or {}).get("phase")
-                      == "copying" or proc.poll() is not None)
+            wait_for("the move copying", lambda: (registry_record(sandbox, tid)["move"] or {}).get("phase")
+                     == "copying" or proc.poll() is not None)
             writer.execute("BEGIN")  # a write under way that does not end: the freeze waits for it
             writer.execute(sql.SQL("LOCK TABLE {} IN ROW EXCLUSIVE MODE").format(
                 sql.Identifier(store["schema_name"], "messages")))
             insert = (f"{store['schema_name']}.messages", "INSERT")
             revoked = "SELECT NOT has_table_privilege(%s, %s, %s)"
             with psycopg.connect(sandbox.pg_dsn(store["database"]), autocommit=True) as admin:
-                _wait_for("the freeze begun", lambda: admin.execute(revoked, (store["role"], *insert)).fetchone()[0])
+                wait_for("the freeze begun", lambda: admin.execute(revoked, (store["role"], *insert)).fetchone()[0])
             assert registry_record(sandbox, tid)["move"]["phase"] == "freezing"
             proc.terminate()
             proc.communicate(timeout=60)

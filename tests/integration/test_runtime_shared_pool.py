@@ -16,6 +16,7 @@ import pytest
 from protocol_trace import round_trips
 from psycopg import sql
 from runtime_tenants import WS_TENANT, jwt_settings, runtime, runtime_env, ws_tenant  # noqa: F401  (fixtures)
+from waiting import wait_for
 
 from tenant_runtime import Gateway, StoreTimeout, TenantRuntime
 from tenant_runtime.aio import AsyncTenantRuntime
@@ -221,11 +222,8 @@ def end_backend(env, pid: int) -> None:
     """As admin: end one backend (as a restart or an idle timeout would) and wait until it is gone."""
     with env.admin() as admin:
         assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
-        for _ in range(100):
-            if not admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
-                return
-            time.sleep(0.05)
-    raise AssertionError(f"backend {pid} still there")
+        wait_for(f"backend {pid} gone", lambda: not admin.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone())
 
 
 def test_an_idle_pool_connection_the_server_closed_is_replaced_before_the_next_request(runtime_env, platform):
@@ -280,11 +278,18 @@ async def _cancel_mid_query_then_serve_b(art, runtime_env, key_a: str, key_b: st
             await conn.execute("SELECT pg_sleep(30)")
 
     task = asyncio.create_task(slow_for_a())
-    await asyncio.wait_for(started.wait(), 10)
-    await asyncio.sleep(0.2)
+    await asyncio.wait_for(started.wait(), 120)
+
+    def sleeping() -> bool:
+        with runtime_env.admin() as admin:
+            return bool(admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s AND wait_event = 'PgSleep'",
+                                      (pids[0],)).fetchone())
+
+    # Cancelled once the query runs on the server (a cancel before it was sent would prove nothing of it).
+    await asyncio.to_thread(wait_for, "a's query running on the server", sleeping)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(task, 10)  # cancelled on the server too: not 30 s
+        await asyncio.wait_for(task, 25)  # cancelled on the server too: not 30 s
     async with art.store._transaction(ctx_b) as conn:
         pid, user, tenant = await (await conn.execute(
             "SELECT pg_backend_pid(), current_user, current_setting('app.tenant_id')")).fetchone()
