@@ -238,6 +238,10 @@ def _tamper_aws(sandbox, record, what: str):
                                  "Action": "kms:Decrypt", "Resource": "*"})
         kms.put_key_policy(KeyId=res.kms_key_arn, PolicyName="default", Policy=json.dumps(doc))
         return lambda: kms.put_key_policy(KeyId=res.kms_key_arn, PolicyName="default", Policy=old)
+    if what == "alias-repointed":  # whatever encrypts by the alias would use another key
+        other = kms.create_key(Description="ck-other")["KeyMetadata"]["KeyId"]
+        kms.update_alias(AliasName=res.kms_alias, TargetKeyId=other)
+        return lambda: kms.update_alias(AliasName=res.kms_alias, TargetKeyId=key_id)
     if what in ("foreign-grant", "grant-other-secret"):
         context = {"SecretARN": res.store.secret_arn.replace(f"/{record.tenant_id}/", "/ck-other/")}
         grant = kms.create_grant(
@@ -407,6 +411,7 @@ def _tamper_network(sandbox, what: str):
     ("key-pending-deletion", {"kms-key-state"}),
     ("rotation", {"kms-rotation"}),
     ("key-policy", {"kms-key-policy"}),
+    ("alias-repointed", {"kms-alias"}),
     ("foreign-grant", {"kms-grants"}),  # a grant is as good as a key-policy statement
     ("grant-other-secret", {"kms-grants"}),  # in the account, but for another tenant's secret
     ("queue-policy", {"queue-policy"}),

@@ -3,6 +3,8 @@
 - ``kms-key-state``: the tenant key is Enabled (a disabled or pending-deletion
   key fails, naming its state: the tenant's data cannot be read or written);
 - ``kms-rotation``: automatic rotation of the tenant key is on;
+- ``kms-alias``: the tenant's alias (the registry record's ``kms_alias``) names
+  the tenant's key, not another tenant's (whatever encrypts by alias would use it);
 - ``kms-key-policy``: the key policy names only the platform admin and the
   tenant role, never ``*``, and grants use of the key to the tenant role only;
   AWS services only as CloudWatch (for the tenant's own alarms) and CloudWatch
@@ -153,6 +155,12 @@ class _AwsChecks:
         state, when = meta.get("KeyState", "Unknown"), meta.get("DeletionDate")
         detail = f"{self.res.kms_key_arn} is {state}" + (f" (deleted on {when:%Y-%m-%d})" if when else "")
         return state == "Enabled", detail
+
+    def kms_alias(self) -> tuple[bool, str]:
+        target = self.reads.alias_target()
+        if target != self.res.kms_key_arn:
+            return False, f"{self.res.kms_alias} names {target}, not the tenant key {self.res.kms_key_arn}"
+        return True, f"{self.res.kms_alias} names the tenant key"
 
     def kms_rotation(self) -> tuple[bool, str]:
         on = self.reads.key_rotation()
@@ -441,16 +449,16 @@ class _AwsChecks:
         return not problems, "; ".join(problems) or f"{ident}: encrypted, private, protected, backups kept"
 
 
-NAMES = ("kms-key-state", "kms-rotation", "kms-key-policy", "kms-grants", "kms-key-policy-matches-role",
+NAMES = ("kms-key-state", "kms-alias", "kms-rotation", "kms-key-policy", "kms-grants", "kms-key-policy-matches-role",
          "queue-encryption", "dlq-encryption", "queue-policy", "bucket-public-access", "bucket-encryption",
          "bucket-access-logging", "secret-rotation", "secret-policy", "alarm-topic-encryption", "tags", "role-trust",
          "role-policy-scope")
 
 
 # What a workspace has of its own (the bucket, alarm topic and database instance are its tenant's).
-WORKSPACE_NAMES = ("kms-key-state", "kms-rotation", "kms-key-policy", "kms-grants", "kms-key-policy-matches-role",
-                   "queue-encryption", "dlq-encryption", "queue-policy", "secret-rotation", "secret-policy", "tags",
-                   "role-trust", "role-policy-scope")
+WORKSPACE_NAMES = ("kms-key-state", "kms-alias", "kms-rotation", "kms-key-policy", "kms-grants",
+                   "kms-key-policy-matches-role", "queue-encryption", "dlq-encryption", "queue-policy",
+                   "secret-rotation", "secret-policy", "tags", "role-trust", "role-policy-scope")
 
 
 def workspace_aws_checks(view: Any, workspace: str, platform: dict[str, Any], clients: Callable[..., Any],

@@ -22,6 +22,7 @@ from typing import Any
 from tenantctl.engines.local.handlers.kms import grant_constraints
 
 KEY, ROLE, QUEUE, GRANT = "aws:kms/key:Key", "aws:iam/role:Role", "aws:sqs/queue:Queue", "aws:kms/grant:Grant"
+ALIAS = "aws:kms/alias:Alias"
 ROLE_POLICY, ATTACHMENT = "aws:iam/rolePolicy:RolePolicy", "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
 SECRET, ROTATION, TOPIC = ("aws:secretsmanager/secret:Secret", "aws:secretsmanager/secretRotation:SecretRotation",
                            "aws:sns/topic:Topic")
@@ -56,6 +57,10 @@ class LiveReads:
         if key_id == self.res.kms_key_arn:  # the tenant key's own ARN names it: nothing to resolve
             return key_id
         return self.key_metadata(key_id)["Arn"]
+
+    def alias_target(self) -> str:
+        """The ARN of the key the tenant's alias names."""
+        return self.key_metadata(self.res.kms_alias)["Arn"]
 
     def key_rotation(self) -> bool:
         return self._once(("rotation",), lambda: self._client("kms").get_key_rotation_status(
@@ -141,6 +146,10 @@ class AppliedReads(LiveReads):
             return super().key_metadata(key_id)
         # Made or brought back to Enabled by this up (configure enables a disabled or pending-deletion key).
         return {"Arn": key.outputs["arn"], "KeyId": key.outputs.get("keyId"), "KeyState": "Enabled"}
+
+    def alias_target(self) -> str:
+        alias = self._find(ALIAS, "name", self.res.kms_alias, "inputs")  # made or pointed again by this up
+        return str(alias.inputs.get("targetKeyId")) if alias is not None else super().alias_target()
 
     def key_rotation(self) -> bool:
         key = self._find(KEY, "arn", self.res.kms_key_arn)
