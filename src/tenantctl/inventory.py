@@ -260,6 +260,24 @@ QUEUE = "aws:sqs/queue:Queue"
 SECRET = "aws:secretsmanager/secret:Secret"
 
 
+def _grants_out_of_band(kms: Any, key_arn: str, region: str, declared: set[str]) -> list[UnmanagedAccess]:
+    grants = [g for page in kms.get_paginator("list_grants").paginate(KeyId=key_arn) for g in page["Grants"]]
+    return [UnmanagedAccess(arn=key_arn, region=region, tags={}, what="kms:grant", target=g["GrantId"],
+                            label=f"{g['GrantId']} on key {key_arn.rsplit('/', 1)[-1]} "
+                                  f"({g.get('GranteePrincipal')}: {', '.join(g.get('Operations') or [])})")
+            for g in grants if g["GrantId"] not in declared
+            and not str(g.get("GranteePrincipal", "")).endswith(".amazonaws.com")]
+
+
+def _policy_of(what: str, arn: str, region: str, target: str, noun: str, policy: str | None) -> list[UnmanagedAccess]:
+    from tenantctl.checks.aws_posture import policy_principals
+
+    if not policy:
+        return []
+    return [UnmanagedAccess(arn=arn, region=region, tags={}, what=what, target=target,
+                            label=f"policy of {noun} (naming {policy_principals(policy)})")]
+
+
 def unmanaged_access(clients: Clients, region: str, stack: Iterable[tuple[str, str, str]]) -> list[UnmanagedAccess]:
     """The grants on the keys of ``stack`` ((type, ARN, id) of each resource its state
     knows) that none of its grant resources is (id ``<key id>:<grant id>``), and
@@ -267,37 +285,24 @@ def unmanaged_access(clients: Clients, region: str, stack: Iterable[tuple[str, s
     secret. No grant is judged when the engine named no grant ids."""
     from botocore.exceptions import ClientError
 
-    from tenantctl.checks.aws_posture import policy_principals
-
     stack = list(stack)
     declared = {rid.rsplit(":", 1)[-1] for typ, _, rid in stack if typ == GRANT}
     found: list[UnmanagedAccess] = []
-    kms, sqs, secrets = (clients(s, region) for s in ("kms", "sqs", "secretsmanager"))
     for typ, arn, rid in stack:
         try:
             if typ == KEY and arn and "" not in declared:
-                grants = [g for page in kms.get_paginator("list_grants").paginate(KeyId=arn) for g in page["Grants"]]
-                found += [UnmanagedAccess(
-                    arn=arn, region=region, tags={}, what="kms:grant", target=g["GrantId"],
-                    label=f"{g['GrantId']} on key {arn.rsplit('/', 1)[-1]} ({g.get('GranteePrincipal')}: "
-                          f"{', '.join(g.get('Operations') or [])})")
-                    for g in grants if g["GrantId"] not in declared
-                    and not str(g.get("GranteePrincipal", "")).endswith(".amazonaws.com")]
+                found += _grants_out_of_band(clients("kms", region), arn, region, declared)
             elif typ == QUEUE and rid:
-                policy = sqs.get_queue_attributes(QueueUrl=rid, AttributeNames=["Policy"]).get(
-                    "Attributes", {}).get("Policy")
-                if policy:
-                    found.append(UnmanagedAccess(arn=arn or rid, region=region, tags={}, what="sqs:queue-policy",
-                                                 target=rid, label=f"policy of queue {rid.rsplit('/', 1)[-1]} "
-                                                                   f"(naming {policy_principals(policy)})"))
+                attributes = clients("sqs", region).get_queue_attributes(QueueUrl=rid, AttributeNames=["Policy"])
+                found += _policy_of("sqs:queue-policy", arn or rid, region, rid, f"queue {rid.rsplit('/', 1)[-1]}",
+                                    attributes.get("Attributes", {}).get("Policy"))
             elif typ == SECRET and arn:
-                policy = secrets.get_resource_policy(SecretId=arn).get("ResourcePolicy")
-                if policy:
-                    found.append(UnmanagedAccess(arn=arn, region=region, tags={}, what="secretsmanager:resource-policy",
-                                                 target=arn, label=f"policy of secret {arn.rsplit(':', 1)[-1]} "
-                                                                   f"(naming {policy_principals(policy)})"))
+                policy = clients("secretsmanager", region).get_resource_policy(SecretId=arn).get("ResourcePolicy")
+                found += _policy_of("secretsmanager:resource-policy", arn, region, arn,
+                                    f"secret {arn.rsplit(':', 1)[-1]}", policy)
         except ClientError as exc:
-            if "NotFound" in exc.response["Error"]["Code"] or "NonExistent" in exc.response["Error"]["Code"]:
+            code = exc.response["Error"]["Code"]
+            if "NotFound" in code or "NonExistent" in code:
                 continue  # deleted out of band: its own drift, and nothing is granted through it
             raise
     return found

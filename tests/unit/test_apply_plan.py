@@ -109,7 +109,7 @@ def test_markdown_of_a_repair_shows_the_drift_and_the_orphans():
                           changes={"update": 1}, resources=[_queue_change()], drift=[drift], orphans=[orphan])
     text = render("apply_summary.md.j2", summary=summary(False, result).model_copy(update={"refresh": True}))
     assert "### tenantctl apply --refresh" in text and "Drift found (recorded → live), repaired:" in text
-    assert "`delaySeconds`: `0` → `600`" in text and "- `sqs` `tenantctl-acme-extra`: deleted" in text
+    assert "`delaySeconds`: `0` → `600`" in text and "- orphan resource `sqs` `tenantctl-acme-extra`: deleted" in text
 
 
 def test_a_repair_whose_orphan_removal_failed_fails_and_still_reports_what_it_did(ws, monkeypatch):
@@ -137,8 +137,8 @@ def test_a_repair_whose_orphan_removal_failed_fails_and_still_reports_what_it_di
     done = summary(False, result)
     assert done.exit_code() == 1
     text = render("apply_summary.md.j2", summary=done)
-    assert "- `kms:key` `6a1f`: scheduled for deletion in 30 days" in text
-    assert "- `iam:role` `tenantctl-acme-spare`: removal failed: An error occurred" in text
+    assert "- orphan resource `kms:key` `6a1f`: scheduled for deletion in 30 days" in text
+    assert "- orphan resource `iam:role` `tenantctl-acme-spare`: removal failed: An error occurred" in text
 
 
 def test_a_cell_stack_leads_the_summary_and_counts_in_the_exit_code():

@@ -66,7 +66,7 @@ def test_markdown_names_each_drifted_property_and_orphan():
     assert "| `acme` | 1 changed, 1 deleted out of band, 1 orphan(s) |  |" in text
     assert "| update | `acme-key` | `aws:kms/key:Key` | `enableKeyRotation`: `true` → `false` |" in text
     assert "| delete | `acme-dlq` | `aws:sqs/queue:Queue` |  |" in text
-    assert "- `sqs` `tenantctl-acme-extra`" in text and "`beta`" not in text
+    assert "- orphan resource `sqs` `tenantctl-acme-extra`" in text and "`beta`" not in text
     clean = render("refresh_summary.md.j2", summary=refresh_summary(TenantDrift(tenant_id="beta")))
     assert ":white_check_mark: **no drift**" in clean and "|" not in clean
 
@@ -218,7 +218,7 @@ def test_a_mis_tagged_resource_is_counted_and_written_apart_from_orphans():
     text = render("refresh_summary.md.j2", summary=refresh_summary(drift))
     assert ("- **mis-tagged** `sqs` `tenantctl-hooli-jobs-dlq`: not this tenant's (its name belongs to tenant "
             "hooli): left for a person, never removed") in text
-    assert "- `sqs` `tenantctl-acme-extra`: would be removed" in text
+    assert "- orphan resource `sqs` `tenantctl-acme-extra`: would be removed" in text
 
 
 def test_an_orphan_key_is_scheduled_for_deletion_by_its_id():
@@ -289,7 +289,7 @@ def test_a_removal_that_fails_is_an_error_and_one_not_confirmed_is_kept_said_onc
                                       "(An error occurred (DeleteConflict) when calling the DeleteRole operation: "
                                       "in use)")
     text = render("refresh_summary.md.j2", summary=refresh_summary(TenantDrift(tenant_id="globex", orphans=done)))
-    assert "- `iam:role` `tenantctl-globex-spare`: removal failed: An error" in text
+    assert "- orphan resource `iam:role` `tenantctl-globex-spare`: removal failed: An error" in text
 
     def refuse(changes):
         raise NotConfirmed(f"stack {changes.stack}: the plan deletes or replaces 2 resource(s): pass --yes to confirm")
