@@ -22,7 +22,8 @@ one), so a server holds ``n`` copies when ``max_logical_replication_workers``
 subscriptions leaves ``n`` apply workers and one table-sync worker free. From
 PostgreSQL 18 each of those workers also tracks a replication origin (every
 subscription has one, a table copy one while it runs), bounded by
-``max_active_replication_origins`` (10 by default): the room is the smaller of
+``max_active_replication_origins`` (10 by default; before PostgreSQL 18 by
+``max_replication_slots``, ``origins_setting``): the room is the smaller of
 the two. A copy with none free waits on its tables in ``init`` without end, so
 it is refused before it starts as well (rule ``replication-workers``).
 
@@ -93,13 +94,14 @@ class WorkerRoom:
     max_workers: int  # max_logical_replication_workers
     max_processes: int  # max_worker_processes: every background worker's, the launcher's one included
     subscriptions: int  # enabled subscriptions (pg_subscription is cluster-wide): an apply worker each, for good
-    max_origins: int | None = None  # max_active_replication_origins (PostgreSQL 18+; before: not read)
+    max_origins: int | None = None  # the limit ``origins_setting`` names; None: not read
     origins: int = 0  # replication origins that exist: every subscription's (enabled or not), others'
+    origins_limit: str = "max_active_replication_origins"  # the setting ``max_origins`` is
 
     @property
     def free(self) -> int:
         """Workers no subscription holds for good (table copies running are not counted: they end),
-        and from PostgreSQL 18 no more than the replication origins left: one each, the same way."""
+        and no more than the replication origins left: one each, the same way."""
         workers = min(self.max_workers, self.max_processes - 1) - self.subscriptions
         return workers if self.max_origins is None else min(workers, self.max_origins - self.origins)
 
@@ -112,23 +114,31 @@ class WorkerRoom:
         taken = (f"max_logical_replication_workers {self.max_workers} (max_worker_processes {self.max_processes}) "
                  f"with {self.subscriptions} held by enabled subscriptions' apply workers")
         if self.max_origins is not None:
-            taken += (f", max_active_replication_origins {self.max_origins} with {self.origins} taken (an origin per "
-                      "subscription)")
+            taken += (f", {self.origins_limit} {self.max_origins} with {self.origins} taken (an origin "
+                      "per subscription)")
         return f"{taken}, each copy needing an apply worker and all of them one table-sync worker" if copies \
             else taken
 
 
+def origins_setting(server_version_num: int) -> str:
+    """The setting that bounds a subscriber's replication origins on a server
+    of that ``server_version_num``: PostgreSQL 18 gave them a setting of their
+    own; before, ``max_replication_slots`` bounded them too (on a subscriber it
+    is the origins' limit as well as the slots')."""
+    return "max_active_replication_origins" if server_version_num >= 180000 else "max_replication_slots"
+
+
 def worker_room(conn: Any) -> WorkerRoom:
-    """The logical replication workers of the server ``conn`` (an admin connection) is on, and
-    from PostgreSQL 18 its replication origins."""
+    """The logical replication workers of the server ``conn`` (an admin connection) is on, and its
+    replication origins (``origins_setting``)."""
+    version = int(conn.execute("SELECT current_setting('server_version_num')").fetchone()[0])
+    setting = origins_setting(version)
     row = conn.execute(
         "SELECT current_setting('max_logical_replication_workers')::int, "
         "current_setting('max_worker_processes')::int, "
         "(SELECT count(*) FROM pg_subscription WHERE subenabled), "
-        "CASE WHEN current_setting('server_version_num')::int >= 180000 "
-        "THEN current_setting('max_active_replication_origins', true)::int END, "
-        "(SELECT count(*) FROM pg_replication_origin)").fetchone()
-    return WorkerRoom(*(None if v is None else int(v) for v in row))
+        "current_setting(%s)::int, (SELECT count(*) FROM pg_replication_origin)", (setting,)).fetchone()
+    return WorkerRoom(*(int(v) for v in row), origins_limit=setting)
 
 
 SLOTS_REMEDY = ("end moves' rollback windows (`--finalize`: a switched move keeps a slot where its new store "

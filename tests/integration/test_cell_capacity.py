@@ -285,6 +285,43 @@ def test_evacuate_counts_only_the_copies_that_take_a_new_slot(fleet, sandbox, mo
     assert ws.registry.require(copying).cell == FROM
 
 
+def test_evacuate_counts_the_way_back_of_a_move_resumed_in_its_freeze(fleet, sandbox, monkeypatch):
+    """A move stopped in its freeze once its copy's link was stopped (its
+    subscription gone, its way back not made yet) resumes to make that way
+    back on the cell's own server: `cell evacuate` counts it up front and
+    refuses the run (exit 3, nothing started) where no worker is free for it,
+    rather than switching with a way back no worker ever runs."""
+    cli, ws = fleet
+    frozen, fresh = TENANTS
+    real_start = store_sync.start
+
+    def stopped_before_the_way_back(connect, link, *args, copy_data=True, **kwargs):
+        if not copy_data:  # as a run killed between the link's stop and its way back leaves it
+            raise TargetUnavailable("stopped by the test before the way back")
+        return real_start(connect, link, *args, copy_data=copy_data, **kwargs)
+
+    assert cli("cell", "drain", FROM).returncode == 0
+    assert cli("suspend", fresh).returncode == 0  # skipped: only the resumed move is planned
+    monkeypatch.setattr(store_sync, "start", stopped_before_the_way_back)
+    try:
+        with pytest.raises(TargetUnavailable, match="stopped by the test"):
+            move(ws, frozen, cell=TO)
+        monkeypatch.undo()
+        assert ws.registry.require(frozen).move.phase is MovePhase.freezing
+        with free_workers(sandbox, 0):
+            resumed = cli("cell", "evacuate", FROM, "--json")
+            assert resumed.returncode == 3, resumed
+            error = resumed.json()["error"]
+            assert error["rule"] == "replication-workers" and "the run's 1 moves need" in error["message"], error
+            assert ws.registry.require(frozen).move.phase is MovePhase.freezing  # nothing started
+    finally:
+        monkeypatch.undo()
+        assert cli("move", frozen, "--rollback").returncode == 0
+        assert cli("resume", fresh).returncode == 0
+        assert cli("cell", "drain", FROM, "--undo").returncode == 0
+    assert ws.registry.require(frozen).cell == FROM
+
+
 def test_apply_parallel_workers_say_their_lines_through_the_run_stamped_and_naming_their_tenant(fleet, sandbox):
     cli, ws = fleet
     # An update for each tenant; the first one's record locked by a run that died, which the worker

@@ -627,21 +627,84 @@ def test_a_killed_move_resumes_or_rolls_back_with_nothing_lost_and_nothing_left(
     assert cli("deprovision", tid, "--yes", "--no-final-backup").returncode == 0
 
 
-def test_stopping_a_link_leaves_another_subscriptions_table_sync_slot(moved, workspace, sandbox):
-    """Moves out of one database at once (`cell evacuate --parallel`): one
-    move's link stopped must not drop the table-sync slot of another's copy
-    under way (`pg_<its subscription's oid>_sync_...`), which left that copy
-    retrying "slot does not exist" and the move hung in `copying`."""
-    store = workspace.registry.require(MOVED).resources.store
-    other = "pg_4242_sync_1_7716297774029370465"  # another subscription's table sync, same database
-    with psycopg.connect(sandbox.pg_dsn(store.database), autocommit=True) as admin:
-        admin.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (other,))
+def _sync_slots(conn, oid: int) -> dict[str, bool]:
+    """The table-sync slots of the subscription of oid ``oid`` on ``conn``'s server, and whether in use."""
+    return dict(conn.execute("SELECT slot_name, active FROM pg_replication_slots WHERE slot_name LIKE %s",
+                             (f"pg\\_{oid}\\_sync\\_%",)).fetchall())
+
+
+HELD = 7_411_000  # the advisory lock the test's copies wait on
+
+
+def test_stopping_a_link_whose_subscription_is_gone_drops_its_table_sync_slot_and_no_other(
+        moved, workspace, sandbox):
+    """A link whose subscription a killed run dropped while a table's copy
+    held its table-sync slot (``pg_<oid>_sync_<relid>_<sysid>``, left by DROP
+    SUBSCRIPTION when it cannot reach the source): stopping the link drops
+    that slot too, and only it: another link's copy out of the same database
+    keeps its own (dropping those left parallel moves hung in `copying`)."""
+    from tenantctl.tenant_schema_sql import schema_script
+
+    source = workspace.registry.require(MOVED).resources.store
+    connect = _admin(sandbox)
+    gone, other = (store_sync.Link(f"tenantctl_move_orphan_{i}", source, source.model_copy(
+        update={"database": f"orphan_{i}_{run_id()}"})) for i in (0, 1))
+    lockers = []
+    with connect(source) as admin:
         try:
-            store_sync.stop(_admin(sandbox), store_sync.Link("tenantctl_move_nothing_0", store, store))
-            assert store_sync.has_slot(admin, other)
+            for link in (gone, other):  # each target an empty store of the tenant's schema, in a database of its own
+                admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(link.target.database)))
+                with connect(link.target) as dst:
+                    dst.execute(schema_script(dst, tenant_id=MOVED, role=f"{link.target.database}_app",
+                                              schema=source.schema_name).encode())
+                    # Its copy of `messages` waits on an advisory lock the test holds (no transaction id:
+                    # a slot is made once those running end), its table-sync slot made on the source.
+                    dst.execute(sql.SQL("CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS "
+                                        "'BEGIN PERFORM pg_advisory_xact_lock_shared({}); RETURN NULL; END'").format(
+                        sql.Identifier(source.schema_name, "held"), sql.Literal(HELD)))
+                    messages = sql.Identifier(source.schema_name, "messages")
+                    dst.execute(sql.SQL("CREATE TRIGGER held BEFORE INSERT ON {} FOR EACH STATEMENT EXECUTE "
+                                        "FUNCTION {}()").format(messages, sql.Identifier(source.schema_name, "held")))
+                    dst.execute(sql.SQL("ALTER TABLE {} ENABLE ALWAYS TRIGGER held").format(messages))
+                lockers.append(connect(link.target))  # advisory locks are a database's own
+                lockers[-1].execute("SELECT pg_advisory_lock(%s)", (HELD,))
+            slots = {}
+            for link in (gone, other):
+                store_sync.start(connect, link, sandbox.pg_user, sandbox.pg_password)
+                with connect(link.target) as dst:
+                    slots[link.name] = (dst.execute("SELECT oid FROM pg_subscription WHERE subname = %s",
+                                                    (link.name,)).fetchone()[0],
+                                        "pg_{}_sync_{}_{}".format(*dst.execute(
+                                            "SELECT s.oid, %s::regclass::oid, c.system_identifier FROM "
+                                            "pg_subscription s, pg_control_system() c WHERE s.subname = %s",
+                                            (f"{source.schema_name}.messages", link.name)).fetchone()))
+            wait_for("both copies' table-sync slots of `messages`", lambda: all(
+                slot in _sync_slots(admin, oid) for oid, slot in slots.values()), 60)
+            # The killed run: the subscription dropped where the source was out of reach.
+            with connect(gone.target) as dst:
+                for step in ("ALTER SUBSCRIPTION {} CONNECTION 'host=127.0.0.1 port=1'",
+                             "ALTER SUBSCRIPTION {} DISABLE", "ALTER SUBSCRIPTION {} SET (slot_name = NONE)",
+                             "DROP SUBSCRIPTION {}"):
+                    dst.execute(sql.SQL(step).format(sql.Identifier(gone.name)))
+            oid, orphan = slots[gone.name]
+            assert orphan in _sync_slots(admin, oid)
+
+            store_sync.stop(connect, gone)
+            assert _sync_slots(admin, oid) == {} and not store_sync.has_slot(admin, gone.name)
+            # The other copy's, not in use either between its slot's making and its catch-up: kept.
+            oid, copying = slots[other.name]
+            assert copying in _sync_slots(admin, oid) and store_sync.has_slot(admin, other.name)
         finally:
-            if store_sync.has_slot(admin, other):
-                admin.execute("SELECT pg_drop_replication_slot(%s)", (other,))
+            for locker in lockers:
+                locker.close()
+            for link in (gone, other):
+                if sandbox.has_database(link.target.database):
+                    store_sync.stop(connect, link)
+                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(link.target.database)))
+                admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(
+                    sql.Identifier(f"{link.target.database}_app")))
+        assert _replication_left(sandbox) == []
 
 
 def test_a_move_interrupted_in_its_freeze_ends_the_freeze_with_the_tenant_writable(

@@ -20,7 +20,7 @@ from tenantctl.errors import InvalidInput, QuotaExceeded, TargetUnavailable
 from tenantctl.models import CellSpec, LifecycleSpec, RetentionMenu, TenantRecord, TenantSpec, TenantStatus, Tier
 from tenantctl.operations import cell_evacuate
 from tenantctl.operations.cell import _shares_account_region, free_vpc_cidr
-from tenantctl.operations.cell_evacuate import _may_copy, pick
+from tenantctl.operations.cell_evacuate import _by_link, _copies, pick
 from tenantctl.placement import choose, place
 from tenantctl.registry import RegistryWriter
 from tenantctl.stackconfig import (
@@ -328,7 +328,8 @@ def test_an_evacuation_counts_as_copies_from_the_cells_database_only_the_replica
         tmp_path: Path, registry: RegistryWriter):
     """A pooled store's move within the account and region copies from the cell's database; a
     dedicated tenant's store is its own instance, a move to another account relays rows, a move
-    done copying (freezing) takes its next slot where its new store is."""
+    done copying (freezing) takes its next slot where its new store is, but still goes by a link
+    and makes its way back on the cell's own server."""
     ws = workspace(tmp_path, registry, [
         CellSpec(name="eux", region="eu-west-1", draining=True),
         CellSpec(name="euy", region="eu-west-1"),
@@ -337,19 +338,23 @@ def test_an_evacuation_counts_as_copies_from_the_cells_database_only_the_replica
     cells, leaving = ws.cells(), ws.cell("eux")
     store = StoreConnection(endpoint="h", port=5432, database="d", schema_name="s", role="r", secret_arn="a")
 
+    def linked(record: TenantRecord, to: str | None = None) -> bool:
+        return _by_link(ws, cells, leaving, cells[to] if to else None, record)
+
     def copies(record: TenantRecord, to: str | None = None) -> bool:
-        return _may_copy(ws, cells, leaving, cells[to] if to else None, record)
+        return linked(record, to) and _copies(record)
 
     pooled = TenantRecord(tenant_id="t1", tier=Tier.pooled, status=TenantStatus.active, region="eu-west-1",
                           cell="eux")
     assert copies(pooled) and copies(pooled, "euy") and not copies(pooled, "euz")
     assert not copies(pooled.model_copy(update={"tier": Tier.dedicated}))
     only_other_account = {n: c for n, c in cells.items() if n != "euy"}
-    assert not _may_copy(ws, only_other_account, leaving, None, pooled)
+    assert not _by_link(ws, only_other_account, leaving, None, pooled)
     move = TenantMove(from_tier=Tier.pooled, to_tier=Tier.pooled, from_cell="eux", to_cell="euy", old_store=store,
                       phase=MovePhase.copying)
     assert copies(pooled.model_copy(update={"move": move}))
-    assert not copies(pooled.model_copy(update={"move": move.model_copy(update={"phase": MovePhase.freezing})}))
+    frozen = pooled.model_copy(update={"move": move.model_copy(update={"phase": MovePhase.freezing})})
+    assert not copies(frozen) and linked(frozen)
     assert not copies(pooled.model_copy(update={"move": move.model_copy(update={"to_stack": "t1.k1"})}))
     assert not copies(pooled.model_copy(update={"move": move.model_copy(update={"from_tier": Tier.dedicated})}))
 

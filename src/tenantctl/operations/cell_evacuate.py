@@ -17,10 +17,11 @@ run left half way (preparing, copying, freezing) is resumed. Every copy reads
 the cell's one database and holds replication slots and WAL senders there
 (``cell_database``): a run asking for more copies at once than its free ones
 hold (``parallel``, or as many as there are moves taking a new slot there
-when fewer: ``_may_copy``) is refused before any move starts, and so is one
+when fewer: ``_by_link``) is refused before any move starts, and so is one
 whose copies' subscriptions, summed per server they go to, that server's free
 logical replication workers cannot hold, beside the way back each switched
-move of the run leaves on the cell's own server for its rollback window.
+move of the run (one resumed in its freeze too) leaves on the cell's own server
+for its rollback window.
 Each tenant's target is placed once, up front (``_place``): the checks count
 the placement the moves use. ``limit`` moves at most that many tenants (waves);
 ``max_failures`` stops starting moves once more than that many failed (a
@@ -220,39 +221,43 @@ def _refuse_without_room(ws: Workspace, leaving: CellSpec, cells: dict[str, Cell
     move and the cell it goes to (``_place``; None: refused); at most
     ``at_once`` of them run together, ``total`` in all. Only those
     that take a new slot there count: a copy that may start from it
-    (``_may_copy``) whose link holds no slot yet (a resumed copy's
-    subscription goes on copying with its own, tenantctl running or not)."""
+    (``_by_link``, ``_copies``) whose link holds no slot yet (a resumed copy's
+    subscription goes on copying with its own, tenantctl running or not).
+    A move resumed in its freeze copies nothing, but makes its way back."""
     from tenantctl.cell_database import cell_admin, refuse_copies
     from tenantctl.operations.mover import leaving_generation
     from tenantctl.transfer.store_sync import link_name
 
-    copying = [(r, to) for r, to in planned if _may_copy(ws, cells, leaving, target, r)]
-    if not copying:  # nothing to read the database for
+    linked = [(r, to) for r, to in planned if _by_link(ws, cells, leaving, target, r)]
+    if not linked:  # nothing to read the database for
         return
     with cell_admin(ws, leaving.name) as conn:
         held = {slot for (slot,) in conn.execute(
             "SELECT slot_name FROM pg_replication_slots WHERE database = current_database()")}
-        new = {r.tenant_id for r, _ in copying if r.move is None or (spec := specs[r.tenant_id]) is None
-               or link_name(r.tenant_id, leaving_generation(spec)) not in held}
+        unlinked = {r.tenant_id for r, _ in linked if r.move is None or (spec := specs[r.tenant_id]) is None
+                    or link_name(r.tenant_id, leaving_generation(spec)) not in held}
+        new = {r.tenant_id for r, _ in linked if r.tenant_id in unlinked and _copies(r)}
         if new:
             refuse_copies(conn, min(len(new), at_once), f"cell {leaving.name!r}'s database",
                           parallel if parallel > 1 else None)
-    _refuse_without_workers(ws, cells, leaving, copying, new, at_once, parallel, total)
+    _refuse_without_workers(ws, cells, leaving, linked, new, unlinked, at_once, parallel, total)
 
 
 def _refuse_without_workers(ws: Workspace, cells: dict[str, CellSpec], leaving: CellSpec,
-                            copying: list[tuple[TenantRecord, str | None]], new: set[str], at_once: int,
-                            parallel: int, total: int) -> None:
-    """The subscriptions of the ``new`` copies of ``copying`` (each with the
+                            linked: list[tuple[TenantRecord, str | None]], new: set[str], unlinked: set[str],
+                            at_once: int, parallel: int, total: int) -> None:
+    """The subscriptions of the ``new`` copies of ``linked`` (each with the
     cell it goes to: a resumed move's, else ``_place``'s), summed per server
     they go to, at most ``at_once`` of them on one; and the way backs the run's
     moves leave on the cell's own server as they switch (one enabled
     subscription each, for its rollback window: ``total`` at most), which its
     later copies there must run beside: a server without the logical
-    replication workers for its share refuses the run. A resumed copy's own
-    subscription is held already; its way back is new where it goes to another
-    server. A target with no database yet is skipped (made with its cell:
-    every worker free)."""
+    replication workers for its share refuses the run. A resumed move's
+    subscription (copying or frozen) is held already and becomes its way back
+    where both are one server; its way back is new where it goes to another
+    server, or where its link is gone (``unlinked``: a freeze stopped after
+    the link's stop). A target with no database yet is skipped (made with its
+    cell: every worker free)."""
     from tenantctl.cell_database import cell_admin, refuse_subscriptions
     from tenantctl.operations.move import account_of
 
@@ -263,13 +268,13 @@ def _refuse_without_workers(ws: Workspace, cells: dict[str, CellSpec], leaving: 
     home = server(leaving.name)
     servers: dict[tuple[str, str] | None, list[str]] = {home: []}  # (endpoint, port) -> a cell per copy there
     way_backs = 0
-    for record, planned_to in copying:
+    for record, planned_to in linked:
         to = record.move.to_cell if record.move is not None else planned_to
         if to not in cells or (record.move is not None and record.move.to_tier is not Tier.pooled) or \
                 account_of(ws, cells[to]) != account_of(ws, leaving):  # the refused, a store of its own, a relay
             continue
         there = server(to)
-        way_backs += record.tenant_id in new or there != home
+        way_backs += record.tenant_id in unlinked or there != home
         if record.tenant_id in new:
             servers.setdefault(there, []).append(to)
     servers.pop(None, None)
@@ -284,11 +289,12 @@ def _refuse_without_workers(ws: Workspace, cells: dict[str, CellSpec], leaving: 
                                  parallel if parallel > 1 else None, way_backs=backs)
 
 
-def _may_copy(ws: Workspace, cells: dict[str, CellSpec], leaving: CellSpec, target: CellSpec | None,
-              record: TenantRecord) -> bool:
-    """Whether ``record``'s move may copy from the cell's database by a
-    replication link (``store_sync``): a pooled store's move to a cell of the
-    same account and region (``Mover``), not done copying. Not a dedicated
+def _by_link(ws: Workspace, cells: dict[str, CellSpec], leaving: CellSpec, target: CellSpec | None,
+             record: TenantRecord) -> bool:
+    """Whether ``record``'s move may go from the cell's database by a
+    replication link (``store_sync``) and a way back: a pooled store's move to
+    a cell of the same account and region (``Mover``), copying or in its
+    freeze (``_copies`` tells which). Not a dedicated
     tenant's (its store is its own instance, and it goes to another account),
     nor a move to another account or region (``KeyedMover``'s row relay takes
     no slot); a move not started goes to ``target``, else possibly to any
@@ -297,12 +303,17 @@ def _may_copy(ws: Workspace, cells: dict[str, CellSpec], leaving: CellSpec, targ
 
     move = record.move
     if move is not None:
-        return move.to_stack is None and move.from_tier is Tier.pooled and move.phase is not MovePhase.freezing
+        return move.to_stack is None and move.from_tier is Tier.pooled
     if record.tier is not Tier.pooled:
         return False
     own = account_of(ws, leaving)
     return any(c.region == leaving.region and account_of(ws, c) == own
                for c in ([target] if target is not None else cells.values()) if c.name != leaving.name)
+
+
+def _copies(record: TenantRecord) -> bool:
+    """Whether ``record``'s move (if any) has a copy still to make: not one resumed in its freeze."""
+    return record.move is None or record.move.phase is not MovePhase.freezing
 
 
 Submit = Callable[[str, str, "str | None"], Future]

@@ -18,13 +18,16 @@ its own before the subscription (``create_slot = false``): on one PostgreSQL
 server (the sandbox, where every store is a database of it) CREATE SUBSCRIPTION
 cannot create its slot itself. Subscriptions are dropped after detaching their
 slot (``slot_name = NONE``), which is then dropped on the source, for the same
-reason. The apply worker runs as the admin (a superuser on the sandbox;
-``rds_superuser`` on RDS, where the parameter group needs
-``rds.logical_replication = 1``).
+reason; the table-sync slots its copies made are found by the subscription's
+oid and server, which its publication records (``_record``) before it is
+enabled: a killed run may have dropped it. The apply worker runs as the admin
+(a superuser on the sandbox; ``rds_superuser`` on RDS, where the parameter
+group needs ``rds.logical_replication = 1``).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -94,19 +97,53 @@ def start(connect: Connect, link: Link, admin_user: str, admin_password: str, co
     no subscription exists yet: a re-run after a kill during the initial copy);
     without, only new changes follow (after a switch the old store follows the
     new one, read-only, so a rollback loses nothing)."""
-    with connect(link.source) as src:
+    with connect(link.source) as src, connect(link.target) as dst:
         reserve(src, link)
-    with connect(link.target) as dst:
-        if has_subscription(dst, link.name):
-            return
-        if copy_data:
-            dst.execute(sql.SQL("TRUNCATE {} CASCADE").format(_tables(*link.targets)))
-        info = (f"host={link.source.endpoint} port={link.source.port} dbname={link.source.database} "
-                f"user={admin_user} password={admin_password}")
-        dst.execute(sql.SQL("CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} "
-                            "WITH (create_slot = false, slot_name = {}, copy_data = {})").format(
-            sql.Identifier(link.name), sql.Literal(info), sql.Identifier(link.name), sql.Literal(link.name),
-            sql.SQL("true" if copy_data else "false")))
+        if not has_subscription(dst, link.name):
+            if copy_data:
+                dst.execute(sql.SQL("TRUNCATE {} CASCADE").format(_tables(*link.targets)))
+            info = (f"host={link.source.endpoint} port={link.source.port} dbname={link.source.database} "
+                    f"user={admin_user} password={admin_password}")
+            dst.execute(sql.SQL("CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} "
+                                "WITH (create_slot = false, slot_name = {}, copy_data = {}, enabled = false)").format(
+                sql.Identifier(link.name), sql.Literal(info), sql.Identifier(link.name), sql.Literal(link.name),
+                sql.SQL("true" if copy_data else "false")))
+        _record(src, dst, link)
+
+
+Subscriber = tuple[int, int]  # a subscription's oid and its server's system identifier
+RECORDED = "tenantctl: subscription {} on system {}"
+
+
+def _subscriber(dst: Any, name: str) -> tuple[Subscriber | None, int]:
+    """Subscription ``name``'s oid and server (None: no such subscription), and that server's system
+    identifier."""
+    row = dst.execute("SELECT s.oid, c.system_identifier FROM pg_control_system() c "
+                      "LEFT JOIN pg_subscription s ON s.subname = %s", (name,)).fetchone()
+    return (None if row[0] is None else (int(row[0]), int(row[1]))), int(row[1])
+
+
+def _record(src: Any, dst: Any, link: Link) -> None:
+    """Record ``link``'s subscription (its oid and server) on its publication,
+    on the source, before the subscription is enabled: the slots its table
+    copies make there (``pg_<oid>_sync_<relid>_<system id>``) are told from
+    another subscription's by them even once a killed run dropped it
+    (``stop``). A subscription left disabled (a run killed here, or in a
+    ``stop``) is enabled: the link runs."""
+    own, _ = _subscriber(dst, link.name)
+    if own is not None and _recorded(src, link) != own:
+        src.execute(sql.SQL("COMMENT ON PUBLICATION {} IS {}").format(
+            sql.Identifier(link.name), sql.Literal(RECORDED.format(*own))))
+    if dst.execute("SELECT NOT subenabled FROM pg_subscription WHERE subname = %s", (link.name,)).fetchone()[0]:
+        dst.execute(sql.SQL("ALTER SUBSCRIPTION {} ENABLE").format(sql.Identifier(link.name)))
+
+
+def _recorded(src: Any, link: Link) -> Subscriber | None:
+    """The subscription ``_record`` recorded on ``link``'s publication (None: none, or no publication)."""
+    row = src.execute("SELECT obj_description(oid, 'pg_publication') FROM pg_publication WHERE pubname = %s",
+                      (link.name,)).fetchone()
+    said = re.fullmatch(RECORDED.format(r"(\d+)", r"(\d+)"), (row and row[0]) or "")
+    return (int(said[1]), int(said[2])) if said else None
 
 
 def reserve(src: Any, link: Link) -> None:
@@ -276,24 +313,28 @@ def align_sequences(connect: Connect, store: StoreConnection) -> None:
 
 
 def stop(connect: Connect, link: Link) -> None:
-    """Drop the subscription, its slot (and any table-sync slot of it left) and
-    the publication. Only this subscription's table-sync slots (named after its
-    oid): another move's copy out of the same database may be running."""
-    oid = None
+    """Drop the subscription, its slot, any table-sync slot of it left and the
+    publication. Only this subscription's table-sync slots: another move's
+    copy out of the same database may be running, and its slots are not in
+    use between their making and the table's catch-up. They are named after
+    the subscription's oid and server: read from the subscription, or from
+    its publication (``_record``) when a killed run dropped it already; not
+    when a subscription of that oid is on that server again."""
     with connect(link.target) as dst:
-        row = dst.execute("SELECT oid FROM pg_subscription WHERE subname = %s", (link.name,)).fetchone()
-        if row is not None:
-            oid = row[0]
+        own, system = _subscriber(dst, link.name)
+        if own is not None:
             name = sql.Identifier(link.name)
             dst.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(name))
             dst.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(name))
             dst.execute(sql.SQL("DROP SUBSCRIPTION {}").format(name))
-    # A subscription a killed run dropped already: its table-sync slots are no longer known as its own.
-    sync_slots = f"pg\\_{oid}\\_sync\\_%" if oid is not None else None
+        taken = {int(oid) for (oid,) in dst.execute("SELECT oid FROM pg_subscription")}  # server-wide
     with connect(link.source) as src:
+        if own is None and (own := _recorded(src, link)) is not None and own[1] == system and own[0] in taken:
+            own = None  # its oid is another subscription's now
+        sync_slots = f"^pg_{own[0]}_sync_[0-9]+_{own[1]}$" if own is not None else None
         for (slot,) in src.execute(
                 "SELECT slot_name FROM pg_replication_slots WHERE database = current_database() "
-                "AND (slot_name = %s OR slot_name LIKE %s)", (link.name, sync_slots)).fetchall():
+                "AND (slot_name = %s OR slot_name ~ %s)", (link.name, sync_slots)).fetchall():
             wait(f"replication slot {slot} released", lambda s=slot: not _slot_active(src, s), 30)
             src.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
         src.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(link.name)))
