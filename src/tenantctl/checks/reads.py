@@ -19,8 +19,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tenantctl.engines.local.handlers.kms import grant_constraints
-
 KEY, ROLE, QUEUE, GRANT = "aws:kms/key:Key", "aws:iam/role:Role", "aws:sqs/queue:Queue", "aws:kms/grant:Grant"
 ALIAS = "aws:kms/alias:Alias"
 ROLE_POLICY, ATTACHMENT = "aws:iam/rolePolicy:RolePolicy", "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
@@ -164,6 +162,8 @@ class AppliedReads(LiveReads):
         return _tag_pairs(key.inputs.get("tags"), "TagKey", "TagValue") if key is not None else super().key_tags()
 
     def key_grants(self) -> list[dict[str, Any]]:
+        from tenantctl.engines.local.handlers.kms import grant_constraints  # the inputs' shape, either engine's
+
         key = self._find(KEY, "arn", self.res.kms_key_arn)
         if key is None or not key.made:  # a grant made says nothing of others already there: listed live
             return super().key_grants()
