@@ -261,12 +261,13 @@ SECRET = "aws:secretsmanager/secret:Secret"
 
 
 def _grants_out_of_band(kms: Any, key_arn: str, region: str, declared: set[str]) -> list[UnmanagedAccess]:
+    from tenantctl.checks.aws_posture import service_grant
+
     grants = [g for page in kms.get_paginator("list_grants").paginate(KeyId=key_arn) for g in page["Grants"]]
     return [UnmanagedAccess(arn=key_arn, region=region, tags={}, what="kms:grant", target=g["GrantId"],
                             label=f"{g['GrantId']} on key {key_arn.rsplit('/', 1)[-1]} "
                                   f"({g.get('GranteePrincipal')}: {', '.join(g.get('Operations') or [])})")
-            for g in grants if g["GrantId"] not in declared
-            and not str(g.get("GranteePrincipal", "")).endswith(".amazonaws.com")]
+            for g in grants if g["GrantId"] not in declared and not service_grant(g)]
 
 
 def _policy_of(what: str, arn: str, region: str, target: str, noun: str, policy: str | None) -> list[UnmanagedAccess]:

@@ -109,6 +109,18 @@ def _principals(stmt: dict) -> list[str]:
     return out
 
 
+def service_grant(grant: dict[str, Any]) -> bool:
+    """A grant an AWS service made for itself (RDS for a store it encrypts, EBS for a volume):
+    its grantee a service principal (``GranteeServicePrincipal``, or ``GranteePrincipal`` as
+    ListGrants shows a service's: ``rds.<region>.amazonaws.com``) or a session of AWS's own
+    infrastructure roles (``assumed-role/aws:...``)."""
+    grantee = str(grant.get("GranteePrincipal", ""))
+    # No IAM name holds a colon (so "aws:..." is AWS's); one may end in ".amazonaws.com": not an ARN, then.
+    return (bool(grant.get("GranteeServicePrincipal"))
+            or (not grantee.startswith("arn:") and grantee.endswith(".amazonaws.com"))
+            or ":assumed-role/aws:" in grantee)
+
+
 def policy_principals(policy: Any) -> str:
     """The principals a resource policy's statements name, for a report (``*`` for everyone)."""
     named = sorted({p for stmt in _doc(policy).get("Statement", []) for p in _principals(stmt)})
@@ -210,8 +222,8 @@ class _AwsChecks:
         problems, secrets = [], 0
         for grant in self.reads.key_grants():
             grantee, ops = str(grant.get("GranteePrincipal", "")), set(grant.get("Operations") or [])
-            if grantee.endswith(".amazonaws.com"):
-                continue  # a service's own grant (RDS makes one for a store it encrypts)
+            if service_grant(grant):
+                continue
             context = (grant.get("Constraints") or {}).get("EncryptionContextSubset") or {}
             secret = str(context.get("SecretARN", ""))
             if (grantee.startswith(f"arn:aws:iam::{account}:role/") and ops <= {"Decrypt", "GenerateDataKey"}
