@@ -217,6 +217,15 @@ def test_cli_exits_8_and_names_the_check(clean, sandbox, tenantctl_cli):
     assert human.returncode == 8 and "1 check(s) failed: database/rls-forced" in human.stdout
 
 
+def _bucket_policy_or_none(s3, bucket: str) -> dict:
+    try:
+        return s3.get_bucket_policy(Bucket=bucket)
+    except s3.exceptions.ClientError as exc:
+        if exc.response["Error"]["Code"] != "NoSuchBucketPolicy":
+            raise
+        return {}
+
+
 def _tamper_aws(sandbox, record, what: str):
     """Break one AWS setting behind tenantctl's back; returns the undo."""
     kms, sqs, s3, iam = (aws(sandbox, s) for s in ("kms", "sqs", "s3", "iam"))
@@ -267,6 +276,17 @@ def _tamper_aws(sandbox, record, what: str):
         key = attrs["KmsMasterKeyId"]
         sqs.set_queue_attributes(QueueUrl=res.dlq_url, Attributes={"KmsMasterKeyId": ""})
         return lambda: sqs.set_queue_attributes(QueueUrl=res.dlq_url, Attributes={"KmsMasterKeyId": key})
+    if what == "bucket-policy-allows":  # another account let read the tenant's objects
+        # (the sandbox leaves out the TLS-only Deny moto cannot evaluate: often no policy at all)
+        old = _bucket_policy_or_none(s3, res.bucket).get("Policy")
+        doc = json.loads(old) if old else {"Version": "2012-10-17", "Statement": []}
+        doc["Statement"].append({"Sid": "Partner", "Effect": "Allow", "Action": "s3:GetObject",
+                                 "Principal": {"AWS": "arn:aws:iam::999999999999:root"},
+                                 "Resource": f"arn:aws:s3:::{res.bucket}/{res.prefix}*",
+                                 "Condition": {"StringEquals": {"aws:PrincipalAccount": "999999999999"}}})
+        s3.put_bucket_policy(Bucket=res.bucket, Policy=json.dumps(doc))
+        return lambda: (s3.put_bucket_policy(Bucket=res.bucket, Policy=old) if old
+                        else s3.delete_bucket_policy(Bucket=res.bucket))
     if what == "public-access":
         block = s3.get_public_access_block(Bucket=res.bucket)["PublicAccessBlockConfiguration"]
         s3.put_public_access_block(Bucket=res.bucket,
@@ -418,6 +438,7 @@ def _tamper_network(sandbox, what: str):
     ("secret-policy", {"secret-policy"}),
     ("dlq-sse", {"dlq-encryption"}),
     ("public-access", {"bucket-public-access"}),
+    ("bucket-policy-allows", {"bucket-policy"}),
     ("tag", {"tags"}),
     ("trust", {"role-trust"}),
     ("trust-root", {"role-trust"}),

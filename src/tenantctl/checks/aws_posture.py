@@ -22,6 +22,11 @@
   none: only the tenant role, through its own policy, reaches them);
 - ``bucket-public-access``: the shared bucket's public access block has all
   four flags on and its policy allows nobody unconditionally;
+- ``bucket-policy``: no statement of the shared bucket's policy allows a
+  principal (another account, another tenant's role, anyone) the tenant's
+  objects or their listing, whatever its condition (the declared policy only
+  denies: in one account a bucket policy's Allow alone reaches past the
+  tenant role's own scope); an AWS service's statement aside;
 - ``bucket-encryption``: default SSE-KMS on the shared bucket;
 - ``bucket-access-logging``: the shared bucket's server access logs go to
   another bucket;
@@ -53,6 +58,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from functools import cached_property
 from typing import Any
 from urllib.parse import unquote
 
@@ -297,6 +303,17 @@ class _AwsChecks:
         return not problems, "; ".join(problems) or "no queue policy on the queue or its DLQ"
 
     # -- S3 ------------------------------------------------------------------------------
+    @cached_property
+    def _bucket_policy(self) -> dict:
+        from botocore.exceptions import ClientError
+
+        try:
+            return _doc(self._client("s3").get_bucket_policy(Bucket=self.res.bucket)["Policy"])
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "NoSuchBucketPolicy":
+                raise
+            return {}
+
     def bucket_public_access(self) -> tuple[bool, str]:
         from botocore.exceptions import ClientError
 
@@ -311,17 +328,36 @@ class _AwsChecks:
                if not block.get(k)]
         if off:
             return False, f"bucket {bucket}: {', '.join(off)} off"
-        try:
-            policy = _doc(s3.get_bucket_policy(Bucket=bucket)["Policy"])
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "NoSuchBucketPolicy":
-                raise
-            policy = {}
+        policy = self._bucket_policy
         public = [s.get("Sid", "?") for s in policy.get("Statement", [])
                   if s.get("Effect") == "Allow" and "*" in _principals(s) and not s.get("Condition")]
         if public:
             return False, f"bucket {bucket}: policy statement(s) {', '.join(public)} allow everyone"
         return True, f"bucket {bucket}: all four public access blocks on"
+
+    def bucket_policy(self) -> tuple[bool, str]:
+        bucket, prefix = self.res.bucket, self.res.prefix
+        probes = [iam_eval.Request(action=a, resource=f"arn:aws:s3:::{bucket}/{prefix}probe", principal="x")
+                  for a in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject")]
+        probes.append(iam_eval.Request(action="s3:ListBucket", resource=f"arn:aws:s3:::{bucket}", principal="x",
+                                       context={"s3:prefix": prefix}))
+        problems = []
+        for stmt in self._bucket_policy.get("Statement", []):
+            spec = stmt.get("Principal")
+            if stmt.get("Effect") != "Allow" or (isinstance(spec, dict) and set(spec) == {"Service"}):
+                continue
+            # Its condition aside: whoever it names reaches the tenant's objects when it holds.
+            bare = {k: v for k, v in stmt.items() if k != "Condition"} | {"Principal": "*"}
+            try:
+                reaches = any(iam_eval.statement_applies(bare, probe) for probe in probes)
+            except iam_eval.Unsupported as exc:
+                reaches, why = True, f" (not judged: {exc})"
+            else:
+                why = ""
+            if reaches:
+                problems.append(f"statement {stmt.get('Sid', '?')} allows {', '.join(_principals(stmt))} "
+                                f"{prefix}{why}")
+        return not problems, "; ".join(problems) or f"bucket {bucket}: no statement allows anyone {prefix}"
 
     def bucket_access_logging(self) -> tuple[bool, str]:
         status = self._client("s3").get_bucket_logging(Bucket=self.res.bucket).get("LoggingEnabled") or {}
@@ -462,9 +498,9 @@ class _AwsChecks:
 
 
 NAMES = ("kms-key-state", "kms-alias", "kms-rotation", "kms-key-policy", "kms-grants", "kms-key-policy-matches-role",
-         "queue-encryption", "dlq-encryption", "queue-policy", "bucket-public-access", "bucket-encryption",
-         "bucket-access-logging", "secret-rotation", "secret-policy", "alarm-topic-encryption", "tags", "role-trust",
-         "role-policy-scope")
+         "queue-encryption", "dlq-encryption", "queue-policy", "bucket-public-access", "bucket-policy",
+         "bucket-encryption", "bucket-access-logging", "secret-rotation", "secret-policy", "alarm-topic-encryption",
+         "tags", "role-trust", "role-policy-scope")
 
 
 # What a workspace has of its own (the bucket, alarm topic and database instance are its tenant's).
