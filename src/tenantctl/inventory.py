@@ -303,8 +303,8 @@ def unmanaged_access(clients: Clients, region: str, stack: Iterable[tuple[str, s
                                     f"secret {arn.rsplit(':', 1)[-1]}", policy)
         except ClientError as exc:
             code = exc.response["Error"]["Code"]
-            if "NotFound" in code or "NonExistent" in code:
-                continue  # deleted out of band: its own drift, and nothing is granted through it
+            if "NotFound" in code or "NonExistent" in code or "InvalidState" in code:
+                continue  # deleted (or its key disabled) out of band: its own drift, which the refresh names
             raise
     return found
 
