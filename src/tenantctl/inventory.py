@@ -45,6 +45,11 @@ SECRET_RECOVERY_DAYS = 7
 Clients = Callable[..., Any]  # (service, region=None) -> boto3 client: Workspace.client
 
 
+def urn_stack(urn: str) -> str | None:
+    """The stack a Pulumi urn names (None: not a urn)."""
+    return urn.split(":", 2)[2].split("::", 1)[0] if urn.startswith("urn:pulumi:") else None
+
+
 class Tagged(BaseModel):
     """One tagged resource, by ARN."""
 
@@ -83,8 +88,7 @@ class Tagged(BaseModel):
     @property
     def urn_stack(self) -> str | None:
         """The stack its urn tag names (None without one, or when the tag holds a long urn's hash)."""
-        urn = self.urn or ""
-        return urn.split(":", 2)[2].split("::", 1)[0] if urn.startswith("urn:pulumi:") else None
+        return urn_stack(self.urn or "")
 
     @property
     def tenant(self) -> str | None:
@@ -290,16 +294,17 @@ def unmanaged_access(clients: Clients, region: str, stack: Iterable[tuple[str, s
     declared = {rid.rsplit(":", 1)[-1] for typ, _, rid in stack if typ == GRANT}
     found: list[UnmanagedAccess] = []
     for typ, arn, rid in stack:
+        where = arn.split(":")[3] if arn.count(":") >= 5 else region  # its own region: a stack may span two
         try:
             if typ == KEY and arn and "" not in declared:
-                found += _grants_out_of_band(clients("kms", region), arn, region, declared)
+                found += _grants_out_of_band(clients("kms", where), arn, where, declared)
             elif typ == QUEUE and rid:
-                attributes = clients("sqs", region).get_queue_attributes(QueueUrl=rid, AttributeNames=["Policy"])
-                found += _policy_of("sqs:queue-policy", arn or rid, region, rid, f"queue {rid.rsplit('/', 1)[-1]}",
+                attributes = clients("sqs", where).get_queue_attributes(QueueUrl=rid, AttributeNames=["Policy"])
+                found += _policy_of("sqs:queue-policy", arn or rid, where, rid, f"queue {rid.rsplit('/', 1)[-1]}",
                                     attributes.get("Attributes", {}).get("Policy"))
             elif typ == SECRET and arn:
-                policy = clients("secretsmanager", region).get_resource_policy(SecretId=arn).get("ResourcePolicy")
-                found += _policy_of("secretsmanager:resource-policy", arn, region, arn,
+                policy = clients("secretsmanager", where).get_resource_policy(SecretId=arn).get("ResourcePolicy")
+                found += _policy_of("secretsmanager:resource-policy", arn, where, arn,
                                     f"secret {arn.rsplit(':', 1)[-1]}", policy)
         except ClientError as exc:
             code = exc.response["Error"]["Code"]

@@ -199,7 +199,10 @@ def orphans_of(ws: Workspace, record: TenantRecord, changes: ChangeSet,
     mine = [t for t in tagged if t.tenant == record.tenant_id and not t.retained]  # snapshots are backups
     clients = ws.clients_for(record)
     candidates = [t for t in inventory.unknown(mine, arns, urns) if inventory.is_live(clients, t)]
-    return candidates + _unmanaged(clients, record.region, changes), ""
+    # Its current stack's alone: in an open move the other stack may be in another account, which
+    # these clients do not reach (the move's until it ends, as its repairs are).
+    current = [c for c in changes.changes if inventory.urn_stack(c.urn) in (None, record.current_stack)]
+    return candidates + _unmanaged(clients, record.region, ChangeSet(stack=changes.stack, changes=current)), ""
 
 
 def remove_orphans(ws: Workspace, record: TenantRecord, changes: ChangeSet,
