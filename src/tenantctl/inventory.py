@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict
 
 from tenantctl.engines.local.handlers.base import URN_TAG, urn_tag
 from tenantctl.errors import InvalidInput
-from tenantctl.naming import stack_tenant, tenant_ids_in
+from tenantctl.naming import region_of_arn, stack_tenant, tenant_ids_in
 
 MANAGED_BY = {"Key": "managed-by", "Values": ["tenantctl"]}
 ROLE_PREFIX = "tenantctl-"
@@ -294,7 +294,7 @@ def unmanaged_access(clients: Clients, region: str, stack: Iterable[tuple[str, s
     declared = {rid.rsplit(":", 1)[-1] for typ, _, rid in stack if typ == GRANT}
     found: list[UnmanagedAccess] = []
     for typ, arn, rid in stack:
-        where = arn.split(":")[3] if arn.count(":") >= 5 else region  # its own region: a stack may span two
+        where = region_of_arn(arn) or region  # its own region: a tenant's stacks may span two
         try:
             if typ == KEY and arn and "" not in declared:
                 found += _grants_out_of_band(clients("kms", where), arn, where, declared)

@@ -232,8 +232,9 @@ class _AwsChecks:
                 continue
             context = (grant.get("Constraints") or {}).get("EncryptionContextSubset") or {}
             secret = str(context.get("SecretARN", ""))
-            if (grantee.startswith(f"arn:aws:iam::{account}:role/") and ops <= {"Decrypt", "GenerateDataKey"}
-                    and set(context) == {"SecretARN"} and naming.owns_secret(self.tid, secret)):
+            in_account_role = naming.account_of_arn(grantee) == account and ":iam:" in grantee and ":role/" in grantee
+            if (in_account_role and ops <= {"Decrypt", "GenerateDataKey"} and set(context) == {"SecretARN"}
+                    and naming.owns_secret(self.tid, secret)):
                 secrets += 1
                 continue
             what = f" for {secret}" if secret else ""
