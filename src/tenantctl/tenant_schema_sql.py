@@ -198,6 +198,19 @@ def role_attributes(conn: Any, role: str) -> list[str]:
 # table's RLS off (the tenant's and the gateway's ownership are role-owns-nothing's and
 # gateway-owns-nothing's); the repair gives it back to the admin running the script.
 # Literals only (no parameters): the schema script runs it inside a DO block.
+
+
+def _gateway(name: str) -> str:
+    """SQL: the role named ``name`` is the shared pool's gateway (a cell's own carries a suffix)."""
+    return f"{name} = {{gateway}} OR starts_with({name}, {{gateway}} || '_')"
+
+
+def _tenant_or_gateway(name: str) -> str:
+    """SQL: the role named ``name`` is the tenant's, a workspace's of it, or the gateway."""
+    return (f"{name} = {{role}} OR {name} = {{tenant}} || '_app' OR starts_with({name}, {{tenant}} || '__ws_') "
+            f"OR {_gateway(name)}")
+
+
 _GRANTS = """SELECT 'foreign_access' AS property, 'USAGE on schema ' || n.nspname AS what,
   format('REVOKE ALL ON SCHEMA %I FROM PUBLIC, %I', n.nspname, {role}) AS repair
 FROM pg_namespace n WHERE n.nspname LIKE 'tenant\\_%' AND n.nspname <> {schema}
@@ -220,9 +233,7 @@ FROM (SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, format('%
       WHERE (n.nspname = {schema} OR n.nspname NOT LIKE 'tenant\\_%') AND n.nspacl IS NOT NULL
      ) AS o(kind, name, acl, own, owner)
   CROSS JOIN LATERAL aclexplode(o.acl) a LEFT JOIN pg_roles g ON g.oid = a.grantee
-WHERE CASE WHEN o.own THEN a.grantee <> o.owner AND NOT coalesce(
-        g.rolname = {role} OR g.rolname = {tenant} || '_app' OR starts_with(g.rolname, {tenant} || '__ws_')
-        OR g.rolname = {gateway} OR starts_with(g.rolname, {gateway} || '_'), false)
+WHERE CASE WHEN o.own THEN a.grantee <> o.owner AND NOT coalesce(""" + _tenant_or_gateway("g.rolname") + """, false)
       ELSE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = {role}) END
 GROUP BY o.own, o.kind, o.name, g.rolname
 UNION ALL
@@ -230,7 +241,7 @@ SELECT 'outside_grants', 'membership in role ' || {role} || ' to ' || m.rolname,
   format('REVOKE %I FROM %I GRANTED BY %I', {role}, m.rolname, grantor.rolname)
 FROM pg_auth_members a JOIN pg_roles m ON m.oid = a.member JOIN pg_roles grantor ON grantor.oid = a.grantor
 WHERE a.roleid = (SELECT oid FROM pg_roles WHERE rolname = {role})
-  AND NOT (m.rolsuper OR m.rolcreaterole OR m.rolname = {gateway} OR starts_with(m.rolname, {gateway} || '_'))
+  AND NOT (m.rolsuper OR m.rolcreaterole OR """ + _gateway("m.rolname") + """)
 UNION ALL
 SELECT 'outside_grants', lower(o.kind) || ' ' || o.name || ' owned by ' || r.rolname,
   format('ALTER %s %s OWNER TO CURRENT_USER', o.kind, o.name)
@@ -247,9 +258,7 @@ FROM (SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' WHEN '
       UNION ALL
       SELECT 'SCHEMA', format('%I', n.nspname), n.nspowner FROM pg_namespace n WHERE n.nspname = {schema}
      ) AS o(kind, name, owner) JOIN pg_roles r ON r.oid = o.owner
-WHERE NOT (r.rolsuper OR r.rolcreaterole OR r.rolname = {role} OR r.rolname = {tenant} || '_app'
-           OR starts_with(r.rolname, {tenant} || '__ws_') OR r.rolname = {gateway}
-           OR starts_with(r.rolname, {gateway} || '_'))
+WHERE NOT (r.rolsuper OR r.rolcreaterole OR """ + _tenant_or_gateway("r.rolname") + """)
 ORDER BY 1, 2"""
 
 
