@@ -177,7 +177,15 @@ def unmanaged_rules(clients: Clients, region: str, stack: Iterable[tuple[str, st
             and r["SecurityGroupRuleId"] not in declared]
 
 
-class UnmanagedRolePolicy(Tagged):
+class AddedOutOfBand(Tagged):
+    """Something added to one of a stack's own resources behind its back (a policy on its
+    role, a grant on its key...): never another tenant's, whatever its names say."""
+
+    def foreign(self, tenant_id: str) -> str | None:
+        return None  # on the stack's own resource: taking it off never touches another's
+
+
+class UnmanagedRolePolicy(AddedOutOfBand):
     """A grant on one of a stack's own roles that the stack does not declare: an
     inline policy none of its role policy resources is, or any attached managed
     policy (no stack attaches one). Neither engine sees it as drift (a role's
@@ -196,9 +204,6 @@ class UnmanagedRolePolicy(Tagged):
     @property
     def name(self) -> str:
         return f"{self.policy} (on role {self.role_name})"
-
-    def foreign(self, tenant_id: str) -> str | None:
-        return None  # on the stack's own role: taking it off never touches another's
 
 
 ROLE = "aws:iam/role:Role"
@@ -234,7 +239,7 @@ def unmanaged_role_policies(clients: Clients, stack: Iterable[tuple[str, str, st
     return found
 
 
-class UnmanagedAccess(Tagged):
+class UnmanagedAccess(AddedOutOfBand):
     """Access to one of a stack's own keys, queues or secrets that the stack does not
     declare: a KMS grant none of its grant resources is (an AWS service's own
     grant aside: RDS makes one for a store it encrypts), or a queue's or a
@@ -253,9 +258,6 @@ class UnmanagedAccess(Tagged):
     @property
     def name(self) -> str:
         return self.label
-
-    def foreign(self, tenant_id: str) -> str | None:
-        return None  # on the stack's own resource: taking it off never touches another's
 
 
 KEY = "aws:kms/key:Key"
