@@ -297,7 +297,6 @@ class RegistryWriter(CellItems):
         cursor: str | None = None,
         tier: Tier | None = None,
         status: TenantStatus | None = None,
-        cell: str | None = None,
         where: Callable[[TenantRecord], bool] | None = None,
     ) -> tuple[list[TenantRecord], str | None]:
         """One page of records and the cursor of the next page (None at the end).
@@ -309,8 +308,8 @@ class RegistryWriter(CellItems):
         filter, so a selective filter would cost a round trip per few matches)."""
         if not 1 <= limit <= 1000:
             raise UsageError(f"Invalid value for '--limit': {limit} is not in the range 1<=x<=1000.")
-        kwargs = self._scan_args(tier, status, cell)
-        if tier is None and status is None and cell is None and where is None:
+        kwargs = self._scan_args(tier, status)
+        if tier is None and status is None and where is None:
             kwargs["Limit"] = limit + 1  # +1: a cell counter may sit in the page
         if cursor:
             kwargs["ExclusiveStartKey"] = item_key(decode_cursor(cursor))
