@@ -55,6 +55,7 @@ from tenantctl.models import (
 )
 from tenantctl.naming import DEFAULT_CELL, broken_rule, require_valid
 from tenantctl.registry_cells import CellItems
+from tenantctl.timestamps import utc_second
 
 log = logging.getLogger(__name__)  # notes for the operator (the CLI prints them on stderr)
 
@@ -116,12 +117,12 @@ def died(lock: TenantLock, what: str = "lock") -> str | None:
         return None
     why = "is gone" if holder == "gone" else "now belongs to a newer process"
     return (f"the {lock.operation} holding its {what} died (owner {lock.owner}, host {lock.host}, pid {lock.pid} "
-            f"{why}, since {lock.acquired_at:%Y-%m-%d %H:%M:%S}Z)")
+            f"{why}, since {utc_second(lock.acquired_at)})")
 
 
 def describe_lock(tenant_id: str, lock: TenantLock) -> str:
     holder = lock_holder(lock)
-    when = f"since {lock.acquired_at:%Y-%m-%d %H:%M:%S}Z"
+    when = f"since {utc_second(lock.acquired_at)}"
     unlock = f"`tenantctl unlock {tenant_id} --force` removes the lock"
     if holder in ("gone", "reused"):
         why = "no longer exists" if holder == "gone" else "now belongs to a process started after the lock was taken"

@@ -28,6 +28,7 @@ from tenant_runtime.registry import (
 )
 from tenantctl.errors import Conflict, RegistryUnreachable
 from tenantctl.models import PLATFORM_CONNECTIONS_DEFAULT, CellSpec, TenantLock, TenantRecord, TenantStatus, Tier
+from tenantctl.timestamps import utc_second
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class CellBusy(Conflict):
     def __init__(self, cell: str, holder: TenantLock | None, lease_seconds: float) -> None:
         self.cell, self.holder = cell, holder
         who = (f"a {holder.operation} (owner {holder.owner}, host {holder.host}, pid {holder.pid}, "
-               f"since {holder.acquired_at:%Y-%m-%d %H:%M:%S}Z)") if holder else "another run"
+               f"since {utc_second(holder.acquired_at)})") if holder else "another run"
         super().__init__(f"cell {cell!r} is being applied by {who}; its lease lapses {lease_seconds:.0f} s after "
                          "that run stops renewing it (killed on another host; one killed on this host is taken "
                          "over at once): try again then")

@@ -8,6 +8,7 @@ import typer
 from tenantctl.cli.options import JsonFlag, tenant_argument
 from tenantctl.cli.output import console, err_console, print_json, table
 from tenantctl.drills.restore_target import Target
+from tenantctl.timestamps import utc_second
 
 if TYPE_CHECKING:
     from tenantctl.drills.models import DrillReport
@@ -304,8 +305,8 @@ def history(
     table(f"drills of {tenant_id}", ["drill", "kind", "backup", "verdict", "RTO s", "RPO s", "finished"],
           [(r.drill_id, r.kind, r.backup_id or "", r.verdict.value,
             "" if r.rto_seconds is None else f"{r.rto_seconds:.1f}",
-            "" if r.rpo_seconds is None else f"{r.rpo_seconds:.1f}", f"{r.finished_at:%Y-%m-%d %H:%M:%S}")
+            "" if r.rpo_seconds is None else f"{r.rpo_seconds:.1f}", utc_second(r.finished_at))
            for r in reports])
     table(f"backups of {tenant_id}", ["backup", "kind", "reason", "finished", "stored bytes"],
-          [(b.backup_id, b.kind, b.reason, f"{b.finished_at:%Y-%m-%d %H:%M:%S}",
+          [(b.backup_id, b.kind, b.reason, utc_second(b.finished_at),
             "" if b.stored_bytes is None else b.stored_bytes) for b in reversed(backups)])

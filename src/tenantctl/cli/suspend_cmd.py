@@ -7,6 +7,7 @@ import typer
 
 from tenantctl.cli.options import JsonFlag
 from tenantctl.cli.output import console, print_json, record_result
+from tenantctl.timestamps import utc_minute
 
 app = typer.Typer()
 
@@ -112,7 +113,7 @@ def hibernate(
     for item in done:
         record = item["record"]
         console.print(f"[green]tenant {record.tenant_id} hibernates[/]: database instance "
-                      f"{record.hibernation.db_instance} stopped since {record.hibernation.since:%Y-%m-%d %H:%M}Z",
+                      f"{record.hibernation.db_instance} stopped since {utc_minute(record.hibernation.since)}",
                       highlight=False)
     for tid, why in skipped.items():
         console.print(f"{tid}: skipped: {why}", highlight=False, markup=False)

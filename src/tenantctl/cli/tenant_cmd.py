@@ -19,6 +19,7 @@ from tenantctl.cli.output import (
     steps_table,
     table,
 )
+from tenantctl.timestamps import utc_minute, utc_second
 
 if TYPE_CHECKING:  # the models load with the commands that read records, not with `--help`
     from tenantctl.models import TenantRecord
@@ -30,7 +31,7 @@ def _record_rows(record: "TenantRecord") -> list[tuple[str, str]]:
     rows = [("tenant", record.tenant_id), ("tier", record.tier.value), ("status", record.status.value),
             ("region", record.region), ("cell", record.cell), ("account", record.account_id or "the registry's"),
             ("owner", record.owner), ("version", str(record.version)),
-            ("updated", f"{record.updated_at:%Y-%m-%d %H:%M:%S}Z")]
+            ("updated", utc_second(record.updated_at))]
     res = record.resources
     if res is not None:
         store = res.store
@@ -51,32 +52,31 @@ def _record_rows(record: "TenantRecord") -> list[tuple[str, str]]:
         woken = ("woken by the next request" if record.store_hibernation else
                  f"stale: not this tenant's store; `tenantctl resume {record.tenant_id}` clears it")
         rows.append(("hibernation", f"database instance {record.hibernation.db_instance} stopped since "
-                                    f"{record.hibernation.since:%Y-%m-%d %H:%M:%S}Z ({woken})"))
+                                    f"{utc_second(record.hibernation.since)} ({woken})"))
     if record.lock:
         from tenantctl.registry import lock_holder
 
         dead = " (that run is no longer running)" if lock_holder(record.lock) in ("gone", "reused") else ""
         rows.append(("lock", f"{record.lock.operation} by {record.lock.owner}@{record.lock.host} pid {record.lock.pid} "
-                             f"since {record.lock.acquired_at:%Y-%m-%d %H:%M:%S}Z{dead}"))
+                             f"since {utc_second(record.lock.acquired_at)}{dead}"))
     if record.move:
         mv = record.move
         window = ""
         if mv.window_ends_at:
             from tenant_runtime.models import utcnow
-            from tenantctl.timestamps import utc_minute
 
             ended = (f" (ended: `tenantctl move {record.tenant_id} --finalize` is due; a rollback needs "
                      "`--rollback --past-window`)" if mv.window_ends_at <= utcnow() else "")
             window = f", rollback window until {utc_minute(mv.window_ends_at)}{ended}"
         cells = f", cell {mv.from_cell} -> {mv.to_cell}" if mv.from_cell != mv.to_cell else ""
         rows.append(("move", f"{mv.from_tier.value} -> {mv.to_tier.value}{cells}: {mv.phase.value} "
-                             f"since {mv.phase_at:%Y-%m-%d %H:%M:%S}Z{window}"))
+                             f"since {utc_second(mv.phase_at)}{window}"))
         if len(record.stacks) > 1:  # served from the first
             rows.append(("stacks", ", ".join(record.stacks)))
     if record.search_reindex_since:
         stores = ", ".join(f"workspace {name}'s" if name else "the tenant's own"
                            for name in record.search_reindex_stores)
-        rows.append(("search reindex", f"unfinished: a run started {record.search_reindex_since:%Y-%m-%d %H:%M:%S}Z "
+        rows.append(("search reindex", f"unfinished: a run started {utc_second(record.search_reindex_since)} "
                                        "stopped (or is running: see the lock) before every document"
                                        + (f" of {stores} store" if stores else "") + " was re-hashed; "
                                        "until one finishes, each query is hashed under two search keys; "
@@ -351,7 +351,7 @@ def list_tenants(
     table("tenants", ["tenant", "tier", "status", "region", "cell", "owner", "updated"],
           [(r.tenant_id + (f" (INVALID id: {rules[r.tenant_id]} rule)" if r.tenant_id in rules else ""),
             r.tier.value, r.status.value + (f"; {via_move[r.tenant_id]}" if via_move[r.tenant_id] else ""),
-            r.region, r.cell, r.owner, f"{r.updated_at:%Y-%m-%d %H:%M}")
+            r.region, r.cell, r.owner, utc_minute(r.updated_at))
            for r in records])
     for entry in invalid:
         where = ", ".join(w for w in ("registry record" if entry.record else "", entry.stack_file or "") if w)

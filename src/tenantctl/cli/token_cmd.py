@@ -7,6 +7,7 @@ import typer
 
 from tenantctl.cli.options import JsonFlag
 from tenantctl.cli.output import console, print_json, table
+from tenantctl.timestamps import utc_second
 
 app = typer.Typer(name="token", no_args_is_help=True, help="Access tokens: revocation.")
 
@@ -69,9 +70,9 @@ def revoke(
     if json_out:
         print_json(result)
         return
-    rows = [("revoked", f"{result.kind} {result.key}"), ("at", f"{result.revoked_at:%Y-%m-%d %H:%M:%S}Z")]
+    rows = [("revoked", f"{result.kind} {result.key}"), ("at", utc_second(result.revoked_at))]
     if result.not_before:
-        rows.append(("tokens issued before", f"{result.not_before:%Y-%m-%d %H:%M:%S}Z"))
-    rows += [("entry expires", f"{result.expires_at:%Y-%m-%d %H:%M:%S}Z"), ("table", result.table)]
+        rows.append(("tokens issued before", utc_second(result.not_before)))
+    rows += [("entry expires", utc_second(result.expires_at)), ("table", result.table)]
     table("revocation", ["what", "value"], rows)
     console.print(f"runtimes refuse it within {result.bound_seconds:g} s (their revocation_refresh)")

@@ -8,6 +8,7 @@ import typer
 from tenant_runtime.states import TenantStatus, Tier
 from tenantctl.cli.options import JsonFlag, tenant_argument
 from tenantctl.cli.output import console, error, print_json, table
+from tenantctl.timestamps import utc_minute
 
 TenantArg = Annotated[Optional[str], tenant_argument("Tenant id (or --all).")]
 AllFlag = Annotated[bool, typer.Option("--all", help="Every active or suspended tenant in the registry.")]
@@ -26,7 +27,7 @@ ROW_LABELS = {"conversations": "conv", "messages": "msg", "context_items": "item
 
 
 def _when(t) -> str:
-    return f"{t:%Y-%m-%d %H:%M}Z" if t else "never"
+    return utc_minute(t) if t else "never"
 
 
 # -- usage ---------------------------------------------------------------------------

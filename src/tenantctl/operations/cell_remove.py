@@ -61,6 +61,7 @@ from tenantctl.policy import waived
 from tenantctl.registry import RegistryWriter
 from tenantctl.registry_cells import held_slots
 from tenantctl.stackconfig import stack_file, write_cell
+from tenantctl.timestamps import utc_minute
 from tenantctl.workspace import Workspace
 
 LISTED = 1000  # objects counted per bucket for the confirmation (more: "at least")
@@ -107,7 +108,7 @@ def holds(registry: RegistryWriter, spec: CellSpec, s3: Any, now: datetime) -> l
             kept = _kept_prefixes(record, s3)
             if kept:
                 found.append(CellHold(tenant_id=record.tenant_id, kind="retained", why=(
-                    f"deprovisioned, retained until {record.retain_until:%Y-%m-%d %H:%M}Z with objects or backups "
+                    f"deprovisioned, retained until {utc_minute(record.retain_until)} with objects or backups "
                     f"under {', '.join(kept)} (`drill restore --target in-place` needs them)")))
     return found
 

@@ -36,6 +36,7 @@ from tenantctl.errors import ApplyFailed, InvalidInput
 from tenantctl.models import Hibernation, TenantRecord, TenantStatus, Tier
 from tenantctl.operations.selection import in_defined_cells
 from tenantctl.registry import refuse_open_move
+from tenantctl.timestamps import utc_minute
 from tenantctl.usage.measure import TenantUsage, clients_from_workspace, measure
 from tenantctl.workspace import Workspace
 
@@ -69,7 +70,7 @@ def hibernate(ws: Workspace, tenant_id: str, idle_days: int = 30, force: bool = 
     usage = measure(record, clients_from_workspace(ws, record), idle_days)
     # Already hibernated: nothing to judge again (idempotent; a drill or backup since is no wake-up).
     if not usage.idle and not force and record.store_hibernation is None:
-        when = f"{usage.last_activity:%Y-%m-%d %H:%M}Z" if usage.last_activity else \
+        when = utc_minute(usage.last_activity) if usage.last_activity else \
             f"never (created {record.created_at:%Y-%m-%d})"
         raise InvalidInput(f"tenant {tenant_id!r} is not idle: last activity {when}, within --idle-days {idle_days} "
                            "(--force hibernates it anyway)")

@@ -78,6 +78,7 @@ from tenantctl.operations.move_keyed import KeyedMover, refuse_or_target
 from tenantctl.operations.mover import Mover, Progress, in_store, target_spec
 from tenantctl.placement import named_cell, take_slot, unfit
 from tenantctl.stackconfig import read_tenant, stack_file
+from tenantctl.timestamps import utc_second
 from tenantctl.workspace import Workspace
 
 __all__ = ["KeyedMover", "MoveResult", "Mover", "in_store", "move", "target_spec"]
@@ -203,9 +204,9 @@ def refuse_past_window(record: TenantRecord, move: TenantMove) -> None:
     ends = move.window_ends_at
     if move.phase is not MovePhase.switched or ends is None or ends > utcnow():
         return
-    switched = f" (switched {move.switched_at:%Y-%m-%d %H:%M:%S}Z)" if move.switched_at else ""
+    switched = f" (switched {utc_second(move.switched_at)})" if move.switched_at else ""
     raise InvalidInput(f"tenant {record.tenant_id!r}: the move's rollback window ended at "
-                       f"{ends:%Y-%m-%d %H:%M:%S}Z{switched}: `tenantctl move {record.tenant_id} --finalize` ends "
+                       f"{utc_second(ends)}{switched}: `tenantctl move {record.tenant_id} --finalize` ends "
                        f"the move; `--rollback --past-window` rolls it back anyway (the old store still follows "
                        "the new one)", rule="rollback-window")
 
