@@ -119,6 +119,11 @@ def restore(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest,
         result = restore_logical(ctx, record, manifest, target, started)
         if manifest.snapshot is None or ctx.rds is None:
             return result
+        if record.tier is not Tier.dedicated:  # moved since: no live instance to take the scratch one's settings
+            return result.model_copy(update={"notes": [*result.notes, (
+                f"snapshot {manifest.snapshot.identifier} not restored: the tenant is {record.tier.value} now, with "
+                "no instance of its own whose class, subnet group and security groups a scratch instance would "
+                "take; its dump was restored and verified")]})
         # A logical backup with a snapshot (a dedicated tenant on the sandbox): the snapshot path too.
         try:
             instance = restore_instance(ctx, record, manifest.snapshot, store.new_id(started))
