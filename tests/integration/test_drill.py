@@ -431,6 +431,9 @@ def test_an_overwrite_that_fails_leaves_the_live_tenant_as_it_was(ctx, box, tena
     report = drill(ctx, record, backup_id=manifest.backup_id, target=Target.in_place, yes=True, overwrite=True)
     assert report.verdict is Verdict.failed and "AES-GCM" in failing(report)
     assert rows(box, res.store.database, res.store.schema_name) == live
+    [note] = [n for n in report.notes if "backed up before being overwritten" in n]  # as when it passes
+    kept = store.load_manifest(ctx.s3, ctx.kms, record, re.search(r"backup (\S+) \(", note).group(1))
+    assert kept.reason == "before-overwrite" and kept.tables["messages"].rows == len(live["messages"])
     assert history(box, record) == read  # the tenant role still reads it through the runtime
     with box.admin(res.store.database) as conn:
         schemas = [r[0] for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE %s",

@@ -176,7 +176,13 @@ def _overwrite(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest
             kept = backup(ctx, record, reason="before-overwrite")
             notes.append(f"the target was backed up before being overwritten: backup {kept.backup_id} "
                          f"({', '.join(f'{n}: {t.rows} rows' for n, t in kept.tables.items())})")
-        result = restore_logical(ctx, record, manifest, Target.in_place, utcnow(), overwrite=overwrite, admin=admin)
+        try:
+            result = restore_logical(ctx, record, manifest, Target.in_place, utcnow(), overwrite=overwrite,
+                                     admin=admin)
+        except Exception as exc:  # a failed drill's report names the backup too (drill() reads __notes__)
+            for note in notes:
+                exc.add_note(note)
+            raise
     return result.model_copy(update={"notes": result.notes + notes})
 
 
