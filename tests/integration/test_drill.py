@@ -415,6 +415,32 @@ def test_overwrite_backs_the_live_tenant_up_first(ctx, box, tenant, workspace, m
         restore(ctx, record, manifest, overwrite=True)
 
 
+def test_an_overwrite_that_fails_leaves_the_live_tenant_as_it_was(ctx, box, tenant):
+    """A backup whose dump fails authentication, restored --overwrite: the live
+    schema is put back with its rows (not left empty), nothing set aside is left."""
+    record = tenant("overwrite", conversations=2, messages=3)
+    res = record.resources
+    manifest = backup(ctx, record)
+    s3 = box.client("s3")
+    blob = bytearray(s3.get_object(Bucket=res.bucket, Key=manifest.dump.key)["Body"].read())
+    blob[len(blob) // 2] ^= 0x01
+    s3.put_object(Bucket=res.bucket, Key=manifest.dump.key, Body=bytes(blob))
+    live, read = rows(box, res.store.database, res.store.schema_name), history(box, record)
+    assert live["messages"]
+
+    report = drill(ctx, record, backup_id=manifest.backup_id, target=Target.in_place, yes=True, overwrite=True)
+    assert report.verdict is Verdict.failed and "AES-GCM" in failing(report)
+    assert rows(box, res.store.database, res.store.schema_name) == live
+    [note] = [n for n in report.notes if "backed up before being overwritten" in n]  # as when it passes
+    kept = store.load_manifest(ctx.s3, ctx.kms, record, re.search(r"backup (\S+) \(", note).group(1))
+    assert kept.reason == "before-overwrite" and kept.tables["messages"].rows == len(live["messages"])
+    assert history(box, record) == read  # the tenant role still reads it through the runtime
+    with box.admin(res.store.database) as conn:
+        schemas = [r[0] for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE %s",
+                                              (res.store.schema_name + "%",))]
+    assert schemas == [res.store.schema_name]
+
+
 @pytest.mark.parametrize("tier", [Tier.pooled, Tier.dedicated])
 def test_restore_after_deprovision_brings_the_tenant_back(ctx, box, tenant, workspace, tier, sandbox):
     record = tenant(f"revive-{tier.value}", tier)

@@ -27,6 +27,7 @@ from tenant_runtime.models import Hibernation, MovePhase
 from tenant_runtime.tables import TABLES
 from tenantctl import naming
 from tenantctl.cli.tenant_cmd import _record_rows
+from tenantctl.drills.backup import backup
 from tenantctl.drills.context import context_from_workspace
 from tenantctl.drills.models import Verdict
 from tenantctl.drills.run import drill
@@ -837,3 +838,22 @@ def test_the_row_relay_carries_every_acknowledged_write_re_wrapped_and_leaves_no
             row_relay.changelog(source).as_string(src),)).fetchone()[0] is None
         dst.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(target.schema_name)))
     deprovision(workspace, RELAYED, final_backup=False)
+
+
+def test_a_backup_of_the_dedicated_store_restores_after_a_move_to_pooled(moved, workspace):
+    """A dedicated-era backup (on the sandbox: dump + RDS snapshot) of a tenant
+    moved to pooled since: the live instance the scratch instance took its
+    settings from is gone, so the dump is restored and verified alone, a note
+    saying the snapshot was not restored (before: a failed drill,
+    `DBInstanceNotFound ... tenantctl-mv-a`)."""
+    ctx = context_from_workspace(workspace)
+    if workspace.registry.require(MOVED).tier is not Tier.dedicated:
+        move(workspace, MOVED, tier=Tier.dedicated)
+        move(workspace, MOVED, finalize=True)
+    made = backup(ctx, workspace.registry.require(MOVED))
+    assert made.kind == "logical (sandbox)" and made.snapshot is not None
+    assert move(workspace, MOVED, tier=Tier.pooled).outcome == "switched"
+    assert move(workspace, MOVED, finalize=True).outcome == "finalized"
+    report = drill(ctx, workspace.registry.require(MOVED), backup_id=made.backup_id, kind="restore")
+    assert report.verdict is Verdict.passed, report.reasons
+    assert any(made.snapshot.identifier in note and "pooled" in note for note in report.notes), report.notes

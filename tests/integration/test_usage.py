@@ -296,6 +296,12 @@ def test_report_html_carries_each_tenants_figures_and_drill_verdicts(box, client
     assert 'class="verdict-pass"' in html and "checks passed" in html
     row = next(row for row in data.rows if row.usage.tenant_id == "us-drilled")
     assert row.drills[0].verdict == "pass" and row.usage.objects.current_objects > 1  # backup + drill report counted
+    # ... but the drill is not the tenant's activity: a nightly drill must not keep it from going idle.
+    prefix = drilled.resources.prefix
+    written = [v["LastModified"] for page in box.client("s3").get_paginator("list_object_versions").paginate(
+        Bucket=drilled.resources.bucket, Prefix=prefix) for v in page.get("Versions", [])
+        if not v["Key"].startswith(prefix + "backups/")]
+    assert row.usage.last_activity == max([*written, *direct_db(box, drilled)["writes"]])
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium:  # the page as a browser sees it, offline (tests/e2e covers it in depth)

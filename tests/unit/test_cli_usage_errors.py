@@ -40,6 +40,9 @@ def tenantctl(*args: str, cwd) -> subprocess.CompletedProcess[str]:
      "tenantctl cell evacuate --help"),
     (["cell", "evacuate", "c1", "--max-failures", "-1"], "Invalid value for '--max-failures'",
      "tenantctl cell evacuate --help"),
+    # A negative limit would fail every drill (exit 9) as if it had been too slow.
+    (["drill", "run", "acme", "--max-rpo", "-1"], "Invalid value for '--max-rpo'", "tenantctl drill run --help"),
+    (["drill", "run", "--all", "--max-rto", "-0.5"], "Invalid value for '--max-rto'", "tenantctl drill run --help"),
 ])
 def test_a_usage_error_is_one_line_with_exit_2(tmp_path, args, needle, hint):
     run = tenantctl(*args, cwd=tmp_path)

@@ -177,14 +177,15 @@ def test_unknown_instance_class_is_refused_naming_the_table(prices):
 
 def test_assumptions_name_the_date_region_and_platform_split(prices):
     text = "\n".join(assumptions_text(prices, {"default": PLATFORM}, {"default": 5}))
-    assert "test-1" in text and "2026-01-01" in text and "5 active pooled" in text and "$95.00" in text
+    assert "test-1" in text and "2026-01-01" in text and "$95.00" in text
+    assert "5 pooled tenant(s) (active or suspended)" in text
 
 
 def test_each_cell_priced_gets_its_own_platform_line(prices):
     lines = [a for a in assumptions_text(prices, {"eub": PLATFORM, "default": PLATFORM}, {"default": 2, "eub": 0})
              if a.startswith("platform")]
     assert [line.split(" (")[0] for line in lines] == ["platform of cell default", "platform of cell eub"]
-    assert "split over 2 active pooled" in lines[0] and "split over 0 active pooled" in lines[1]
+    assert "split over 2 pooled" in lines[0] and "split over 0 pooled" in lines[1]
 
 
 def test_bad_price_table_is_refused_with_the_field(tmp_path):

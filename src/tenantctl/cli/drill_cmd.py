@@ -215,8 +215,10 @@ def run(
     workspace: WorkspaceOpt = None,
     backup_id: Annotated[Optional[str], typer.Option("--backup", help="Restore this backup (or 'latest') "
                                                     "instead of taking a new one.")] = None,
-    max_rto: Annotated[Optional[float], typer.Option(help="Fail when the restore took longer (seconds).")] = None,
-    max_rpo: Annotated[Optional[float], typer.Option(help="Fail when the newest backup is older (seconds).")] = None,
+    max_rto: Annotated[Optional[float], typer.Option(min=0, help="Fail when the restore took longer (seconds).")
+                       ] = None,
+    max_rpo: Annotated[Optional[float], typer.Option(min=0, help="Fail when the newest backup is older (seconds).")
+                       ] = None,
     compress: Compress = None,
     markdown: MarkdownOut = None,
     json_out: JsonFlag = False,

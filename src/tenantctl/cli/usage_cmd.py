@@ -109,7 +109,7 @@ def cost(
     """Estimate a tenant's monthly cost, and pooled vs dedicated for its usage.
 
     Each tenant is priced with its own cell's platform, split over that cell's
-    active pooled tenants. Priced from the documented table (docs/cost.md), with the assumptions printed;
+    pooled tenants (active or suspended). Priced from the documented table (docs/cost.md), with the assumptions printed;
     the comparison says from which context-store size the tiers break even. A
     dedicated tenant that is hibernated is priced with its instance stopped
     (the saving shown); one idle for --idle-days shows what hibernating would save.

@@ -119,6 +119,11 @@ def restore(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest,
         result = restore_logical(ctx, record, manifest, target, started)
         if manifest.snapshot is None or ctx.rds is None:
             return result
+        if record.tier is not Tier.dedicated:  # moved since: no live instance to take the scratch one's settings
+            return result.model_copy(update={"notes": [*result.notes, (
+                f"snapshot {manifest.snapshot.identifier} not restored: the tenant is {record.tier.value} now, with "
+                "no instance of its own whose class, subnet group and security groups a scratch instance would "
+                "take; its dump was restored and verified")]})
         # A logical backup with a snapshot (a dedicated tenant on the sandbox): the snapshot path too.
         try:
             instance = restore_instance(ctx, record, manifest.snapshot, store.new_id(started))
@@ -171,7 +176,13 @@ def _overwrite(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest
             kept = backup(ctx, record, reason="before-overwrite")
             notes.append(f"the target was backed up before being overwritten: backup {kept.backup_id} "
                          f"({', '.join(f'{n}: {t.rows} rows' for n, t in kept.tables.items())})")
-        result = restore_logical(ctx, record, manifest, Target.in_place, utcnow(), overwrite=overwrite, admin=admin)
+        try:
+            result = restore_logical(ctx, record, manifest, Target.in_place, utcnow(), overwrite=overwrite,
+                                     admin=admin)
+        except Exception as exc:  # a failed drill's report names the backup too (drill() reads __notes__)
+            for note in notes:
+                exc.add_note(note)
+            raise
     return result.model_copy(update={"notes": result.notes + notes})
 
 
@@ -204,13 +215,40 @@ def refuse_rows(ctx: DrillContext, record: TenantRecord, schema: str) -> None:
         _refuse_full(conn, store_conn.database, schema, naming.OwnerNames(record.tenant_id, ctx.scope).key)
 
 
-def _empty_target(conn: Any, database: str, schema: str, tenant_id: str, overwrite: bool = False) -> None:
-    """Refuse a target schema that holds rows (unless ``overwrite``); drop it
-    when it holds only empty tables (what provisioning makes), so pg_restore
-    can create it."""
+def _aside_name(schema: str) -> str:
+    """Where a live schema waits while a restore replaces it (63 bytes at most, one per schema)."""
+    return f"{schema[:40]}__overwritten_{hashlib.md5(schema.encode()).hexdigest()[:8]}"
+
+
+def _empty_target(conn: Any, database: str, schema: str, tenant_id: str, overwrite: bool = False) -> str | None:
+    """Refuse a target schema that holds rows (unless ``overwrite``); a schema
+    with tables (empty, as provisioning makes them, or rows to overwrite) is
+    renamed aside, not dropped, so that a restore that fails can put it back as
+    it was; an empty schema is dropped. Returns the aside name, if any."""
     rows = table_rows(conn, schema, tenant_id) if overwrite else _refuse_full(conn, database, schema, tenant_id)
-    drop = "DROP SCHEMA IF EXISTS {} CASCADE" if rows else "DROP SCHEMA IF EXISTS {}"
-    conn.execute(sql.SQL(drop).format(sql.Identifier(schema)))
+    if not rows:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {}").format(sql.Identifier(schema)))
+        return None
+    aside = _aside_name(schema)
+    if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (aside,)).fetchone():
+        raise Conflict(f"schema {database}.{aside} is left by an interrupted restore over {schema}: it holds what "
+                       f"that restore replaced (its before-overwrite backup too); drop it, or put it back with "
+                       f"ALTER SCHEMA ... RENAME, then restore again")
+    conn.execute(sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(sql.Identifier(schema), sql.Identifier(aside)))
+    return aside
+
+
+def _settle_target(conn: Any, schema: str, aside: str | None, restored: bool) -> None:
+    """After an in-place restore: the set-aside schema goes (restored), or comes
+    back in place of whatever the failed restore left (pg_restore ran in one
+    transaction, so at most an empty schema)."""
+    if aside is None:
+        return
+    if restored:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(aside)))
+        return
+    conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    conn.execute(sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(sql.Identifier(aside), sql.Identifier(schema)))
 
 
 def restore_logical(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest,
@@ -239,8 +277,8 @@ def restore_logical(ctx: DrillContext, record: TenantRecord, manifest: BackupMan
                 raise Conflict(f"scratch database {database!r} already exists: refused")
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
     with ctx.connect(host, port, database) as conn:
-        _empty_target(conn, database, manifest.schema_name, naming.OwnerNames(record.tenant_id, manifest.workspace).key,
-                      overwrite)
+        aside = _empty_target(conn, database, manifest.schema_name,
+                              naming.OwnerNames(record.tenant_id, manifest.workspace).key, overwrite)
     try:
         _pg_restore(ctx, record, manifest, host, port, database, tools, key_arn)
         copied = restore_objects(ctx.s3, res.bucket, res.prefix, manifest.objects, dest_prefix,
@@ -248,12 +286,14 @@ def restore_logical(ctx: DrillContext, record: TenantRecord, manifest: BackupMan
     except BaseException:
         if scratch:
             drop_scratch(ctx, record, database, dest_prefix)
-        else:  # the live tenant keeps a usable (empty) schema: pg_restore ran in one transaction
+        else:  # the live schema comes back as it was, rows included
             with ctx.connect(host, port, database) as conn:
+                _settle_target(conn, manifest.schema_name, aside, restored=False)
                 _reapply_schema_template(conn, record.tenant_id, manifest.workspace)
         raise
     if not scratch:
         with ctx.connect(host, port, database) as conn:
+            _settle_target(conn, manifest.schema_name, aside, restored=True)
             _reapply_schema_template(conn, record.tenant_id, manifest.workspace)
     return RestoreResult(tenant_id=record.tenant_id, backup_id=manifest.backup_id, target=target,
                          database=database, schema_name=manifest.schema_name, host=host, port=port,

@@ -181,8 +181,10 @@ def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = No
     except TenantctlError as exc:
         report.key_unusable = isinstance(exc, KeyUnusable)
         report.reasons.append(str(exc))
+        report.notes += getattr(exc, "__notes__", [])  # what happened on the way (a backup taken first)
     except Exception as exc:  # a drill that cannot verify fails, with the cause
         report.reasons.append(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
+        report.notes += getattr(exc, "__notes__", [])
     finally:
         if result is not None and clean and result.target is Target.scratch:
             step("removing the scratch target")

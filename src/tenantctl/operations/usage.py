@@ -158,9 +158,11 @@ def platform_spec(ws: Workspace, cell: str = DEFAULT_CELL) -> CellSpec:
 
 
 def active_pooled(ws: Workspace) -> Counter[str]:
-    """Active pooled tenants per cell (those each cell's platform cost is split
-    over), counted in one registry scan whatever the number of cells."""
-    return Counter(r.cell for r in ws.registry.iter_all(tier=Tier.pooled, status=TenantStatus.active))
+    """Pooled tenants per cell that each cell's platform cost is split over:
+    the ones `cost --all` prices, active or suspended (a suspended tenant keeps
+    its schema in the shared database and pays its share: counted apart, the
+    shares would add up to more than the platform), in one registry scan."""
+    return Counter(r.cell for r in ws.registry.iter_all(tier=Tier.pooled) if r.status in MEASURED_STATUSES)
 
 
 # -- cost ------------------------------------------------------------------------------
@@ -235,7 +237,7 @@ def estimate_costs(ws: Workspace, prices: PriceTable, tenant_id: str | None = No
     ``cell``; measured, with ``db_gb`` / ``s3_gb`` overriding the measured
     figures), or, with neither, a hypothetical tenant of ``tier`` in ``cell``
     described by ``db_gb`` / ``s3_gb``. Each tenant is priced with its own
-    cell's platform split over that cell's active pooled tenants;
+    cell's platform split over that cell's pooled tenants (active or suspended);
     ``pooled_tenants`` replaces the registry's count. A dedicated tenant also
     gets its hibernation: stopped now (its instance priced at 0), idle for
     ``idle_days``, and what stopping it saves. A tenant whose move to another
@@ -260,7 +262,7 @@ def estimate_costs(ws: Workspace, prices: PriceTable, tenant_id: str | None = No
 def price_placed(ws: Workspace, prices: PriceTable, placed: list[Placed], db_gb: float | None = None,
                  s3_gb: float | None = None, pooled_tenants: int | None = None) -> CostReport:
     """Each row priced with its own cell's platform split over that cell's
-    active pooled tenants, with the pooled rows the registry does not count
+    pooled tenants (active or suspended), with the pooled rows the registry does not count
     there (a what-if tenant joins its cell; ``pooled_tenants`` replaces the
     whole count, when given)."""
     platforms = {c: platform_spec(ws, c) for c in {p.cell for p in placed}}

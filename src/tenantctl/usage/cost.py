@@ -4,7 +4,7 @@ The model (docs/cost.md): a tenant pays for what is its own (KMS key, objects
 under its prefix, queue requests, secret, alarms; dedicated: RDS instance,
 storage, backups beyond the free allowance, VPC interface endpoints) plus, when
 pooled, a share of the platform (shared RDS + shared interface endpoints). That
-share is the platform cost split evenly over the active pooled tenants, or the
+share is the platform cost split evenly over the pooled tenants (active or suspended), or the
 tenant's fraction of the shared database's provisioned storage when that is
 larger, so that a tenant filling the shared database pays for it: this is what
 makes a break-even data size between the tiers exist.
@@ -287,7 +287,7 @@ def _pooled_lines(inputs: CostInputs, prices: PriceTable, platform: CellSpec, ac
     share = pooled_share(inputs.db_bytes, platform, active_pooled)
     total = platform_cost(prices, platform)
     return [_line("platform share", total * share,
-                  f"{share:.2%} of ${total:.2f} (1/{max(active_pooled, 1)} active pooled tenants, "
+                  f"{share:.2%} of ${total:.2f} (1/{max(active_pooled, 1)} pooled tenants, active or suspended, "
                   f"or {inputs.db_bytes / GIB:.3f} of {platform.db_storage_gb} GB shared DB if larger)")]
 
 
@@ -400,8 +400,8 @@ def assumptions_text(prices: PriceTable, platforms: Mapping[str, CellSpec],
         f"(one would add ${prices.vpc.nat_gateway_hour * prices.hours_per_month:.2f} per AZ)",
         *(f"platform of cell {name} (shared {platform.db_instance_class}, "
           f"{platform.db_storage_gb} GB, {platform.az_count} AZ): ${platform_cost(prices, platform):.2f}/month, "
-          f"split over {active_pooled.get(name, 1)} active pooled tenant(s) or by share of the shared DB storage "
-          "if larger" for name, platform in sorted(platforms.items())),
+          f"split over {active_pooled.get(name, 1)} pooled tenant(s) (active or suspended) or by share of the "
+          "shared DB storage if larger" for name, platform in sorted(platforms.items())),
         f"dedicated: storage >= data x {a.storage_headroom:g}; backups = data x (1 + {a.backup_daily_change:g} x "
         "retention days), free up to the provisioned storage",
         "S3 bytes include noncurrent versions (they are billed); data transfer out is not included",

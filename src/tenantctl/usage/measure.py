@@ -24,6 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from tenant_runtime.tables import CONTEXT_ITEMS, CONVERSATIONS, DOCUMENTS, MESSAGES, TABLES
+from tenantctl.drills.layout import BACKUPS
 from tenantctl.models import StoreConnection, TenantRecord, TenantStatus, Tier, utcnow
 
 
@@ -100,8 +101,16 @@ class UsageClients:
 # -- S3 ------------------------------------------------------------------------
 def object_usage(s3: Any, bucket: str, prefix: str) -> ObjectUsage:
     """All versions under ``prefix`` (an unversioned bucket lists each object once,
-    as its current version)."""
+    as its current version). Backups and drill reports (``<prefix>backups/``)
+    are billed like the rest but are the operator's writes, not the tenant's
+    activity: a nightly drill must not keep a tenant from going idle."""
     usage = ObjectUsage()
+    operators = prefix + BACKUPS
+
+    def touched(item: dict) -> None:
+        if not item.get("Key", "").startswith(operators):
+            usage.last_modified = _newest(usage.last_modified, item.get("LastModified"))
+
     for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
         for v in page.get("Versions", []):
             size = int(v.get("Size", 0))
@@ -113,10 +122,10 @@ def object_usage(s3: Any, bucket: str, prefix: str) -> ObjectUsage:
                 usage.noncurrent_bytes += size
             cls = v.get("StorageClass") or "STANDARD"
             usage.bytes_by_class[cls] = usage.bytes_by_class.get(cls, 0) + size
-            usage.last_modified = _newest(usage.last_modified, v.get("LastModified"))
+            touched(v)
         for m in page.get("DeleteMarkers", []):
             usage.delete_markers += 1
-            usage.last_modified = _newest(usage.last_modified, m.get("LastModified"))
+            touched(m)
     return usage
 
 
