@@ -46,7 +46,7 @@ from tenant_runtime.documents import (
     ReindexResult,
     Summary,
 )
-from tenant_runtime.errors import StoreMoved
+from tenant_runtime.errors import StoreMoved, runtime_closed
 from tenant_runtime.gateway import Gateway, PoolBase
 from tenant_runtime.jobs import Job, JobMessage
 from tenant_runtime.logins import ROLE_LIMIT_SQL, IdleConnections, Patience, TenantLogins, busy, role_full
@@ -179,6 +179,8 @@ class AsyncSharedPool(PoolBase):
         if self._pool is None:
             self._opening = self._opening or asyncio.Lock()
             async with self._opening:
+                if self._closed:
+                    raise runtime_closed()
                 if self._pool is None:
                     from psycopg_pool import AsyncConnectionPool
 
@@ -203,7 +205,7 @@ class AsyncSharedPool(PoolBase):
             raise self.exhausted(exc) from None
 
     async def close(self) -> None:
-        pool, self._pool = self._pool, None
+        pool, self._pool, self._closed = self._pool, None, True
         if pool is not None:
             await pool.close()
 
