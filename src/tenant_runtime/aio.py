@@ -87,9 +87,12 @@ class Offloader:
     def __init__(self, max_workers: int = 8) -> None:
         self.executor = ThreadPoolExecutor(max_workers, thread_name_prefix="tenant-runtime-io")
         self.offloaded = 0  # calls handed to the pool, for tests and metrics
+        self.closed = False
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` on the pool."""
+        """``fn(*args)`` on the pool (the runtime's error once it is closed, not the executor's RuntimeError)."""
+        if self.closed:
+            raise runtime_closed()
         self.offloaded += 1
         return await asyncio.get_running_loop().run_in_executor(self.executor, _allowed, fn, args)
 
@@ -104,6 +107,7 @@ class Offloader:
         return await self.run(fn, *args)
 
     def close(self) -> None:
+        self.closed = True
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 

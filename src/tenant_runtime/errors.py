@@ -228,8 +228,9 @@ class StoreUnavailable(TenantRuntimeError):
 
 
 def runtime_closed() -> StoreUnavailable:
-    """A store call after the runtime's ``close()``: a connection opened now
-    would outlive the runtime, with nothing left to close it."""
+    """A call after the runtime's ``close()`` that would need what it closed: a
+    connection opened now would outlive the runtime, with nothing left to close
+    it (and the async runtime's I/O threads are gone)."""
     return StoreUnavailable("the runtime was closed (close() or aclose()) and opens no connection again: "
                             "build a new one")
 

@@ -551,5 +551,7 @@ async def test_async_a_closed_runtime_opens_no_connection_again(runtime_env, pla
     with pytest.raises(StoreUnavailable, match="runtime was closed"):
         async with art.store.transaction(ctx):
             pass
+    with pytest.raises(StoreUnavailable, match="runtime was closed"):  # a registry read: the I/O pool is shut
+        await art.context(runtime_env.ids["b"])
     left = backends_of(runtime_env, "tenant_runtime") | backends_of(runtime_env, "tenant_runtime_gateway")
     assert left <= before
