@@ -29,19 +29,22 @@ Run it with `python examples/assistant/run.py` (sandbox, two tenants, tokens).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from typing import Any, Literal
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
 from worker import REPLY, run_worker
 
 from tenant_runtime import Gateway, InvalidRequest, JWTSettings, TenantContext, TenantRuntimeError
 from tenant_runtime.aio import AsyncTenantRuntime
-from tenant_runtime.asgi import error_handler, tenant_dependency
+from tenant_runtime.asgi import error_handler, log_problem, problem, tenant_dependency
 from tenant_runtime.jobs import Job
 
 
@@ -91,6 +94,18 @@ class RequestInvalid(TenantRuntimeError):
         self.extensions = {"errors": fields}
 
 
+class HTTPProblem(TenantRuntimeError):
+    """Starlette's own refusals (no such route 404, a method the route has not
+    405) as problems, their code the status phrase (``not_found``)."""
+
+    log_level = logging.INFO
+
+    def __init__(self, exc: HTTPException) -> None:
+        super().__init__(str(exc.detail))
+        self.status_code, self.title = exc.status_code, HTTPStatus(exc.status_code).phrase
+        self.code = self.title.lower().replace(" ", "_")
+
+
 app = FastAPI(title="assistant (tenant_runtime example)", lifespan=lifespan)
 app.add_exception_handler(TenantRuntimeError, error_handler)  # one problem+json shape for every refusal
 
@@ -99,6 +114,15 @@ app.add_exception_handler(TenantRuntimeError, error_handler)  # one problem+json
 async def validation_problem(request: Request, exc: RequestValidationError) -> Any:
     """FastAPI's own 422 in the same problem+json shape as every other error."""
     return await error_handler(request, RequestInvalid(list(exc.errors())))
+
+
+@app.exception_handler(HTTPException)
+async def http_problem(request: Request, exc: HTTPException) -> Response:
+    """Starlette's 404 and 405 in the problem+json shape too, with their headers (405's Allow)."""
+    refusal = HTTPProblem(exc)
+    log_problem(refusal, request.scope)
+    status, headers, body = problem(refusal, request.url.path)
+    return Response(body, status, headers={**(exc.headers or {}), **{k.decode(): v.decode() for k, v in headers}})
 
 
 class _LazyResolver:

@@ -46,7 +46,7 @@ from tenant_runtime.documents import (
     ReindexResult,
     Summary,
 )
-from tenant_runtime.errors import StoreMoved
+from tenant_runtime.errors import StoreMoved, runtime_closed
 from tenant_runtime.gateway import Gateway, PoolBase
 from tenant_runtime.jobs import Job, JobMessage
 from tenant_runtime.logins import ROLE_LIMIT_SQL, IdleConnections, Patience, TenantLogins, busy, role_full
@@ -87,9 +87,12 @@ class Offloader:
     def __init__(self, max_workers: int = 8) -> None:
         self.executor = ThreadPoolExecutor(max_workers, thread_name_prefix="tenant-runtime-io")
         self.offloaded = 0  # calls handed to the pool, for tests and metrics
+        self.closed = False
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` on the pool."""
+        """``fn(*args)`` on the pool (the runtime's error once it is closed, not the executor's RuntimeError)."""
+        if self.closed:
+            raise runtime_closed()
         self.offloaded += 1
         return await asyncio.get_running_loop().run_in_executor(self.executor, _allowed, fn, args)
 
@@ -104,6 +107,7 @@ class Offloader:
         return await self.run(fn, *args)
 
     def close(self) -> None:
+        self.closed = True
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -179,6 +183,8 @@ class AsyncSharedPool(PoolBase):
         if self._pool is None:
             self._opening = self._opening or asyncio.Lock()
             async with self._opening:
+                if self._closed:
+                    raise runtime_closed()
                 if self._pool is None:
                     from psycopg_pool import AsyncConnectionPool
 
@@ -203,7 +209,7 @@ class AsyncSharedPool(PoolBase):
             raise self.exhausted(exc) from None
 
     async def close(self) -> None:
-        pool, self._pool = self._pool, None
+        pool, self._pool, self._closed = self._pool, None, True
         if pool is not None:
             await pool.close()
 

@@ -227,6 +227,14 @@ class StoreUnavailable(TenantRuntimeError):
     title = "Context store unavailable"
 
 
+def runtime_closed() -> StoreUnavailable:
+    """A call after the runtime's ``close()`` that would need what it closed: a
+    connection opened now would outlive the runtime, with nothing left to close
+    it (and the async runtime's I/O threads are gone)."""
+    return StoreUnavailable("the runtime was closed (close() or aclose()) and opens no connection again: "
+                            "build a new one")
+
+
 class StoreTimeout(StoreUnavailable):
     """A store query was cancelled: it ran past the store's statement timeout,
     or was cancelled (PostgreSQL's ``query_canceled``). Nothing of it was

@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from tenant_runtime.blocking import may_block
 from tenant_runtime.cache import TTLCache
 from tenant_runtime.context import TenantContext
-from tenant_runtime.errors import StoreUnavailable
+from tenant_runtime.errors import StoreUnavailable, runtime_closed
 from tenant_runtime.models import Tier
 
 SECRET_ENV = "TENANT_GATEWAY_SECRET_ARN"
@@ -133,6 +133,7 @@ class PoolBase:
     def __init__(self, settings: Gateway, secret_client: Callable[[], Any]) -> None:
         self.settings, self.login = settings, GatewayLogin(settings, secret_client)
         self._pool: Any = None
+        self._closed = False  # for good: a pool opened after close() would never be closed
 
     def exhausted(self, exc: Exception) -> StoreUnavailable:
         return StoreUnavailable(f"no shared-pool connection within {self.settings.timeout:g} s "
@@ -155,6 +156,8 @@ class SharedPool(PoolBase):
 
     def pool(self) -> Any:
         with self._lock:
+            if self._closed:
+                raise runtime_closed()
             if self._pool is None:
                 from psycopg_pool import ConnectionPool
 
@@ -178,6 +181,6 @@ class SharedPool(PoolBase):
 
     def close(self) -> None:
         with self._lock:
-            pool, self._pool = self._pool, None
+            pool, self._pool, self._closed = self._pool, None, True
         if pool is not None:
             pool.close()

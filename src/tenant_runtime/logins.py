@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tenant_runtime.blocking import may_block
 from tenant_runtime.cache import TTLCache
 from tenant_runtime.context import TenantContext
-from tenant_runtime.errors import StoreUnavailable, TenantMismatch
+from tenant_runtime.errors import StoreUnavailable, TenantMismatch, runtime_closed
 from tenant_runtime.models import StoreConnection
 
 # What the first login of a tenant reads to size its connections (``IdleConnections.size``):
@@ -224,6 +224,7 @@ class TenantLogins:
         self._secrets: TTLCache[StoreSecret] = TTLCache(max_tenants, secret_ttl)
         self.pools: OrderedDict[str, IdleConnections] = OrderedDict()
         self._lock = threading.Lock()
+        self.closed = False  # drained for good: a login opened after it would never be closed
 
     def credentials(self, ctx: TenantContext) -> StoreSecret:
         store = ctx.resources.store
@@ -298,6 +299,8 @@ class TenantLogins:
         evicted to make room (the caller closes them)."""
         store = ctx.resources.store
         with self._lock:
+            if self.closed:
+                raise runtime_closed()
             pool = self.pools.get(ctx.key)
             if pool is not None and (pool.store is store or pool.store == store):
                 self.pools.move_to_end(ctx.key)
@@ -311,6 +314,7 @@ class TenantLogins:
             return pool, evicted
 
     def drain(self) -> list[Any]:
+        """Close for good (the store's close()): every idle connection, for the caller to close."""
         with self._lock:
-            pools, self.pools = list(self.pools.values()), OrderedDict()
+            pools, self.pools, self.closed = list(self.pools.values()), OrderedDict(), True
         return [conn for pool in pools for conn in pool.drain()]

@@ -202,6 +202,11 @@ def test_refusals_over_http(app, runtime_env, workspace):
                       "validation_failed")
     assert {tuple(e["loc"]) for e in several["errors"]} == {("query", "q"), ("query", "limit")}
     assert app.get(f"{path}/forged/messages", headers=bearer(a)).json()["messages"] == []
+    # Starlette's own answers (no such route, a method the route has not) are problems too.
+    problem(app.get(f"/tenants/{a}/nowhere", headers=bearer(a)), 404, "not_found")
+    refused = app.patch(f"/tenants/{a}/documents/q3", headers=bearer(a))
+    assert problem(refused, 405, "method_not_allowed")["title"] == "Method Not Allowed"
+    assert refused.headers["allow"]  # Starlette's, kept
     # A NUL the store cannot hold, from the query string: the problem shape, not a bare 500.
     nul = problem(app.get(f"/tenants/{a}/search", params={"q": "travel", "filter": "team:a\x00b"},
                           headers=bearer(a)), 400, "invalid_request")

@@ -18,7 +18,7 @@ from psycopg import sql
 from runtime_tenants import WS_TENANT, jwt_settings, runtime, runtime_env, ws_tenant  # noqa: F401  (fixtures)
 from waiting import wait_for
 
-from tenant_runtime import Gateway, StoreTimeout, TenantRuntime
+from tenant_runtime import Gateway, StoreTimeout, StoreUnavailable, TenantRuntime
 from tenant_runtime.aio import AsyncTenantRuntime
 
 
@@ -511,3 +511,47 @@ async def test_async_a_cursor_with_hold_a_block_leaves_is_gone_at_the_next_use_o
                 "SELECT pg_backend_pid(), (SELECT count(*) FROM pg_cursors), "
                 "(SELECT count(*) FROM pg_listening_channels())")).fetchone()
         assert seen == (pid, 0, 0)
+
+
+# -- closing ---------------------------------------------------------------------------
+
+
+def backends_of(env, app: str) -> set[int]:
+    with env.admin() as admin:
+        return {pid for (pid,) in admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (app,)).fetchall()}
+
+
+def test_a_closed_runtime_opens_no_connection_again(runtime_env, platform):
+    """After close(), a store call through the shared pool or a tenant's own
+    login is StoreUnavailable naming the close, and no backend is left behind
+    (before, each call opened a new pool or login that nothing would close)."""
+    rt = TenantRuntime(jwt_settings(), runtime_env.registry_table, **settings(runtime_env, platform, max_size=1))
+    ctx = ctx_of(rt, runtime_env, "a")
+    before = backends_of(runtime_env, "tenant_runtime") | backends_of(runtime_env, "tenant_runtime_gateway")
+    rt.store.append(ctx, "conv-closed", "user", "before close")
+    rt.close()
+    with pytest.raises(StoreUnavailable, match="runtime was closed"):
+        rt.store.append(ctx, "conv-closed", "user", "after close")  # the shared pool
+    with pytest.raises(StoreUnavailable, match="runtime was closed"), rt.store.transaction(ctx):  # its own login
+        pass
+    left = backends_of(runtime_env, "tenant_runtime") | backends_of(runtime_env, "tenant_runtime_gateway")
+    assert left <= before
+
+
+@pytest.mark.anyio
+async def test_async_a_closed_runtime_opens_no_connection_again(runtime_env, platform):
+    art = AsyncTenantRuntime(jwt_settings(), runtime_env.registry_table, **settings(runtime_env, platform, max_size=1))
+    ctx = await art.resolve(runtime_env.token(runtime_env.ids["a"]), runtime_env.ids["a"])
+    before = backends_of(runtime_env, "tenant_runtime") | backends_of(runtime_env, "tenant_runtime_gateway")
+    await art.store.append(ctx, "conv-closed-async", "user", "before close")
+    await art.aclose()
+    with pytest.raises(StoreUnavailable, match="runtime was closed"):
+        await art.store.append(ctx, "conv-closed-async", "user", "after close")
+    with pytest.raises(StoreUnavailable, match="runtime was closed"):
+        async with art.store.transaction(ctx):
+            pass
+    with pytest.raises(StoreUnavailable, match="runtime was closed"):  # a registry read: the I/O pool is shut
+        await art.context(runtime_env.ids["b"])
+    left = backends_of(runtime_env, "tenant_runtime") | backends_of(runtime_env, "tenant_runtime_gateway")
+    assert left <= before
