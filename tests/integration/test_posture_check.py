@@ -160,6 +160,14 @@ DB_TAMPERING = [
     pytest.param("CREATE ROLE ck_owner; ALTER TABLE {schema}.summaries OWNER TO ck_owner",
                  "ALTER TABLE {schema}.summaries OWNER TO CURRENT_USER; DROP ROLE ck_owner", {"no-outside-grants"},
                  id="table-owned-by-another"),
+    # A default privilege in its schema grants each table made there later (by the admin, by the role itself).
+    pytest.param("ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT SELECT ON TABLES TO PUBLIC",
+                 "ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} REVOKE SELECT ON TABLES FROM PUBLIC",
+                 {"no-outside-grants"}, id="default-privilege-to-public"),
+    pytest.param("CREATE ROLE ck_later; ALTER DEFAULT PRIVILEGES FOR ROLE {role} IN SCHEMA {schema} "
+                 "GRANT SELECT ON TABLES TO ck_later",
+                 "ALTER DEFAULT PRIVILEGES FOR ROLE {role} IN SCHEMA {schema} REVOKE SELECT ON TABLES FROM ck_later; "
+                 "DROP ROLE ck_later", {"no-outside-grants"}, id="default-privilege-of-the-role-to-another"),
     # PUBLIC's defaults given back on the maintenance database; TEMP to the role on its own.
     pytest.param("GRANT CONNECT, TEMPORARY ON DATABASE postgres TO PUBLIC",
                  "REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC", {"db-public-privileges"},
