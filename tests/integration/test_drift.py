@@ -720,3 +720,43 @@ def test_a_grant_on_the_key_and_a_queue_or_secret_policy_added_out_of_band_are_d
             kms.revoke_grant(KeyId=res.kms_key_arn, GrantId=grant)
         sqs.set_queue_attributes(QueueUrl=res.dlq_url, Attributes={"Policy": ""})
         secrets.delete_resource_policy(SecretId=res.store.secret_arn)
+
+
+def test_a_subscription_and_a_policy_added_to_the_alarm_topic_are_drift_that_provision_removes(acme, cli, sandbox):
+    """The alarm topic's subscriptions and policy are no property either engine compares: an email
+    endpoint subscribed, and the policy opened to another account, went unseen. Each is named,
+    removed on repair (unsubscribed; the policy AWS's default again), and the tenant checks clean."""
+    sns = aws(sandbox, "sns")
+    topic = next(t["TopicArn"] for t in sns.list_topics()["Topics"]
+                 if t["TopicArn"].endswith(f":{naming.resource_name(TENANT, 'alarms')}"))
+    default = sns.get_topic_attributes(TopicArn=topic)["Attributes"]["Policy"]
+    sub = sns.subscribe(TopicArn=topic, Protocol="email", Endpoint="someone@example.org",
+                        ReturnSubscriptionArn=True)["SubscriptionArn"]
+    opened = json.loads(default)
+    opened["Statement"].append({"Effect": "Allow", "Principal": "*", "Action": "SNS:Subscribe", "Resource": topic})
+    sns.set_topic_attributes(TopicArn=topic, AttributeName="Policy", AttributeValue=json.dumps(opened))
+    try:
+        checked = cli("check", TENANT, "--json")
+        assert checked.returncode == 8, checked
+        assert {c["name"] for c in checked.json()["checks"] if c["outcome"] == "fail"} == {"topic-access"}
+
+        found = cli("refresh", TENANT, "--json")
+        assert found.returncode == CHANGES_PENDING, found
+        [drift] = found.json()["tenants"]
+        assert drift["resources"] == []
+        assert sorted((o["kind"], o["removable"]) for o in drift["orphans"]) == [
+            ("sns:subscription", True), ("sns:topic-policy", True)]
+        assert any("someone@example.org" in o["name"] for o in drift["orphans"])
+        text = cli("refresh", TENANT).stdout
+        assert "unmanaged topic subscription" in text and "unmanaged topic policy" in text
+
+        repaired = cli("provision", TENANT, "--yes", "--json")
+        assert repaired.returncode == 0, repaired
+        assert sorted(o["removed"] for o in repaired.json()["orphans"]) == ["reset", "unsubscribed"]
+        assert sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"] == []
+        assert json.loads(sns.get_topic_attributes(TopicArn=topic)["Attributes"]["Policy"]) == json.loads(default)
+        assert cli("refresh", TENANT).returncode == 0 and cli("check", TENANT).returncode == 0
+    finally:  # the module's tenant is shared: never leave its alarms open to another account
+        if sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]:
+            sns.unsubscribe(SubscriptionArn=sub)
+        sns.set_topic_attributes(TopicArn=topic, AttributeName="Policy", AttributeValue=default)

@@ -363,6 +363,20 @@ def _tamper_aws(sandbox, record, what: str):
         key = sns.get_topic_attributes(TopicArn=topic)["Attributes"]["KmsMasterKeyId"]
         sns.set_topic_attributes(TopicArn=topic, AttributeName="KmsMasterKeyId", AttributeValue="")
         return lambda: sns.set_topic_attributes(TopicArn=topic, AttributeName="KmsMasterKeyId", AttributeValue=key)
+    if what in ("topic-policy", "topic-subscription"):
+        sns = aws(sandbox, "sns")
+        topic = next(t["TopicArn"] for t in sns.list_topics()["Topics"]
+                     if t["TopicArn"].endswith(f":tenantctl-{record.tenant_id}-alarms"))
+        if what == "topic-subscription":  # the alarms (and what they name) mailed out of the account
+            sub = sns.subscribe(TopicArn=topic, Protocol="email", Endpoint="someone@example.org",
+                                ReturnSubscriptionArn=True)["SubscriptionArn"]
+            return lambda: sns.unsubscribe(SubscriptionArn=sub)
+        policy = sns.get_topic_attributes(TopicArn=topic)["Attributes"]["Policy"]
+        doc = json.loads(policy)
+        doc["Statement"].append({"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::999999999999:root"},
+                                 "Action": ["SNS:Subscribe", "SNS:Publish"], "Resource": topic})
+        sns.set_topic_attributes(TopicArn=topic, AttributeName="Policy", AttributeValue=json.dumps(doc))
+        return lambda: sns.set_topic_attributes(TopicArn=topic, AttributeName="Policy", AttributeValue=policy)
     if what == "bucket-logging-off":
         status = s3.get_bucket_logging(Bucket=res.bucket)
         s3.put_bucket_logging(Bucket=res.bucket, BucketLoggingStatus={})
@@ -455,6 +469,8 @@ def _tamper_network(sandbox, what: str):
     ("key-policy-service", {"kms-key-policy"}),
     ("rotation-off", {"secret-rotation"}),
     ("topic-unencrypted", {"alarm-topic-encryption"}),
+    ("topic-policy", {"topic-access"}),  # another account may subscribe to the alarms
+    ("topic-subscription", {"topic-access"}),
     ("bucket-logging-off", {"bucket-access-logging"}),
     ("endpoint-policy", {"vpc-endpoint-policy"}),
     ("flow-log-deleted", {"vpc-flow-logs"}),
@@ -645,7 +661,8 @@ def test_a_pooled_provision_makes_at_most_24_aws_calls(clean, workspace, monkeyp
     assert record.last_error is None
     assert len(calls) <= 24, sorted(calls)
     # Nothing the apply just wrote is read back.
-    assert not {"iam.GetRole", "kms.DescribeKey", "sqs.ListQueueTags", "secretsmanager.DescribeSecret"} & set(calls)
+    assert not {"iam.GetRole", "kms.DescribeKey", "sqs.ListQueueTags", "secretsmanager.DescribeSecret",
+                "sns.GetTopicAttributes", "sns.ListSubscriptionsByTopic"} & set(calls)
 
 
 def test_what_the_apply_established_is_still_judged(clean, workspace):

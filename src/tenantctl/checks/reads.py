@@ -16,14 +16,30 @@ bucket, network, database).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
+
+from tenantctl.naming import account_of_arn
 
 KEY, ROLE, QUEUE, GRANT = "aws:kms/key:Key", "aws:iam/role:Role", "aws:sqs/queue:Queue", "aws:kms/grant:Grant"
 ALIAS = "aws:kms/alias:Alias"
 ROLE_POLICY, ATTACHMENT = "aws:iam/rolePolicy:RolePolicy", "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
 SECRET, ROTATION, TOPIC = ("aws:secretsmanager/secret:Secret", "aws:secretsmanager/secretRotation:SecretRotation",
                            "aws:sns/topic:Topic")
+
+
+# The policy AWS gives a topic made without one, as the alarm topic is (no stack declares a
+# topic policy): the topic's account may use it, nobody else. A repair puts it back (SNS has no
+# call removing a topic's policy).
+_TOPIC_ACTIONS = ["SNS:GetTopicAttributes", "SNS:SetTopicAttributes", "SNS:AddPermission", "SNS:RemovePermission",
+                  "SNS:DeleteTopic", "SNS:Subscribe", "SNS:ListSubscriptionsByTopic", "SNS:Publish"]
+
+
+def default_topic_policy(arn: str) -> str:
+    return json.dumps({"Version": "2008-10-17", "Id": "__default_policy_ID", "Statement": [{
+        "Sid": "__default_statement_ID", "Effect": "Allow", "Principal": {"AWS": "*"}, "Action": _TOPIC_ACTIONS,
+        "Resource": arn, "Condition": {"StringEquals": {"AWS:SourceOwner": account_of_arn(arn)}}}]})
 
 
 def _tag_pairs(tags: dict[str, Any], key: str = "Key", value: str = "Value") -> list[dict[str, str]]:
@@ -98,9 +114,22 @@ class LiveReads:
         return self._once(("secret-policy",), lambda: self._client("secretsmanager").get_resource_policy(
             SecretId=self.res.store.secret_arn).get("ResourcePolicy"))
 
-    def topic_key(self, arn: str) -> str | None:
+    def _topic_attributes(self, arn: str) -> dict[str, str]:
         return self._once(("topic", arn), lambda: self._client("sns").get_topic_attributes(
-            TopicArn=arn)["Attributes"].get("KmsMasterKeyId"))
+            TopicArn=arn)["Attributes"])
+
+    def topic_key(self, arn: str) -> str | None:
+        return self._topic_attributes(arn).get("KmsMasterKeyId")
+
+    def topic_policy(self, arn: str) -> str | None:
+        return self._topic_attributes(arn).get("Policy")
+
+    def topic_subscriptions(self, arn: str) -> list[dict[str, Any]]:
+        """Its subscriptions (Protocol, Endpoint), but those pending confirmation: no message reaches
+        one, and none can be unsubscribed; confirmed, it is listed."""
+        return self._once(("topic-subscriptions", arn), lambda: [
+            s for page in self._client("sns").get_paginator("list_subscriptions_by_topic").paginate(TopicArn=arn)
+            for s in page["Subscriptions"] if s.get("SubscriptionArn") != "PendingConfirmation"])
 
     # -- IAM -------------------------------------------------------------------
     def trust_policy(self) -> Any:
@@ -202,6 +231,17 @@ class AppliedReads(LiveReads):
     def topic_key(self, arn: str) -> str | None:
         topic = self._find(TOPIC, "arn", arn)
         return topic.inputs.get("kmsMasterKeyId") if topic is not None else super().topic_key(arn)
+
+    def _made_topic(self, arn: str) -> bool:
+        topic = self._find(TOPIC, "arn", arn)
+        return topic is not None and topic.made
+
+    def topic_policy(self, arn: str) -> str | None:
+        # A topic this up made has AWS's default policy (the stack declares none); another is read.
+        return default_topic_policy(arn) if self._made_topic(arn) else super().topic_policy(arn)
+
+    def topic_subscriptions(self, arn: str) -> list[dict[str, Any]]:
+        return [] if self._made_topic(arn) else super().topic_subscriptions(arn)  # the stack declares none
 
     def trust_policy(self) -> Any:
         role = self._find(ROLE, "arn", self.res.role_arn)
