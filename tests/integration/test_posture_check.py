@@ -491,6 +491,25 @@ def test_aws_tampering_fails_the_named_check(clean, workspace, sandbox, what, ex
     assert after.ok, after.summary()
 
 
+def test_a_policy_on_the_cells_gateway_secret_fails_gateway_secret_policy(clean, workspace, sandbox):
+    """The gateway's password opens every pooled tenant's role of the cell: a resource policy
+    handing it to another account fails each pooled tenant's check, not only `refresh --cell`."""
+    arn = workspace.cell_outputs(clean.cell)["gateway_secret_arn"]
+    secrets = aws(sandbox, "secretsmanager")
+    secrets.put_resource_policy(SecretId=arn, ResourcePolicy=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
+                                                "Principal": {"AWS": "arn:aws:iam::999999999999:root"},
+                                                "Resource": "*"}]}))
+    try:
+        report = check_tenant(workspace, CLEAN)
+        assert {c.name for c in report.failed} == {"gateway-secret-policy"}, report.summary()
+        assert "999999999999" in report.failed[0].detail
+    finally:
+        secrets.delete_resource_policy(SecretId=arn)
+    after = check_tenant(workspace, CLEAN)
+    assert after.ok, after.summary()
+
+
 def test_an_open_move_admits_either_sides_rotation_function_and_tier_and_no_other(clean, workspace, sandbox):
     """Mid-move the stack is applied for the move's target before the record
     follows it: the target's rotation function, tier tag and key statements pass;
@@ -662,7 +681,9 @@ def test_a_pooled_provision_makes_at_most_24_aws_calls(clean, workspace, monkeyp
     assert len(calls) <= 24, sorted(calls)
     # Nothing the apply just wrote is read back.
     assert not {"iam.GetRole", "kms.DescribeKey", "sqs.ListQueueTags", "secretsmanager.DescribeSecret",
-                "sns.GetTopicAttributes", "sns.ListSubscriptionsByTopic"} & set(calls)
+                "sns.GetTopicAttributes", "sns.ListSubscriptionsByTopic",
+                # the cell's gateway secret's policy: read by the check of `clean` (the cell's reads)
+                "secretsmanager.GetResourcePolicy"} & set(calls)
 
 
 def test_what_the_apply_established_is_still_judged(clean, workspace):

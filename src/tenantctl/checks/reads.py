@@ -275,26 +275,31 @@ class AppliedReads(LiveReads):
         return put.inputs["policy"]
 
 
-# The cell's shared resources (bucket, network, database) as a pooled tenant's
-# post-provision check reads them: the same read with the same arguments within
-# CELL_READ_TTL seconds in this process is answered from its last live answer.
-# Provisioning N tenants of a cell in a row then reads them once, not N times.
-# Only the post-provision check of a pooled tenant uses it (the up changed none
-# of them); `tenantctl check` always reads live.
+# The cell's shared resources (bucket, network, database, the gateway secret's
+# policy) as a pooled tenant's post-provision check reads them: the same read
+# with the same arguments within CELL_READ_TTL seconds in this process is
+# answered from its last live answer. Provisioning N tenants of a cell in a row
+# then reads them once, not N times. Only the post-provision check of a pooled
+# tenant uses it (the up changed none of them); `tenantctl check` always reads live.
 CELL_READ_TTL = 60.0
-CELL_SERVICES = ("s3", "ec2", "rds")
+# Each service's memoized operations (None: all).
+CELL_SERVICES: dict[str, tuple[str, ...] | None] = {"s3": None, "ec2": None, "rds": None}
+# The gateway checks' own: its secret's policy, not its password (read fresh: a rotated one fails
+# the login), nor a tenant's or workspace's secret's policy (only the gateway checks get these).
+GATEWAY_SECRET_READS: dict[str, tuple[str, ...] | None] = {"secretsmanager": ("get_resource_policy",)}
 _cell_reads: dict[tuple, tuple[float, Any, Exception | None]] = {}
 
 
 class _MemoClient:
-    def __init__(self, client: Any, scope: tuple) -> None:
-        self._client, self._scope = client, scope
+    def __init__(self, client: Any, scope: tuple, ops: tuple[str, ...] | None) -> None:
+        self._client, self._scope, self._ops = client, scope, ops
 
     def __getattr__(self, op: str) -> Any:
-        import json
         import time
 
         call = getattr(self._client, op)
+        if self._ops is not None and op not in self._ops:
+            return call
 
         def memo(**kwargs: Any) -> Any:
             key = (*self._scope, op, json.dumps(kwargs, sort_keys=True, default=str))
@@ -314,10 +319,13 @@ class _MemoClient:
         return memo
 
 
-def cell_reads_memoized(clients: Callable[..., Any], scope: tuple) -> Callable[..., Any]:
-    """``clients`` whose s3 / ec2 / rds reads are memoized (``scope``: the cell's account and region)."""
+def cell_reads_memoized(clients: Callable[..., Any], scope: tuple,
+                        services: dict[str, tuple[str, ...] | None] = CELL_SERVICES) -> Callable[..., Any]:
+    """``clients`` whose reads of ``services`` (s3 / ec2 / rds) are memoized (``scope``: the cell's
+    account and region)."""
     def client(service: str, **kwargs: Any) -> Any:
         made = clients(service, **kwargs)
-        return _MemoClient(made, (*scope, service, kwargs.get("region"))) if service in CELL_SERVICES else made
+        return (_MemoClient(made, (*scope, service, kwargs.get("region")), services[service])
+                if service in services else made)
 
     return client
