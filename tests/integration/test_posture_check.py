@@ -720,6 +720,17 @@ def test_each_workspace_is_checked_and_a_tampered_one_fails_by_name(workspace, p
         assert failed == [("workspace legal/aws", "kms-rotation")]
     finally:
         kms.enable_key_rotation(KeyId=key)
+    # A workspace's own alarm topic subscribed to out of band fails its topic-access, by name.
+    sns = aws(sandbox, "sns")
+    topic = next(t["TopicArn"] for t in sns.list_topics()["Topics"]
+                 if t["TopicArn"].endswith(":tenantctl-ck-ws--legal-alarms"))
+    sub = sns.subscribe(TopicArn=topic, Protocol="email", Endpoint="someone@example.org",
+                        ReturnSubscriptionArn=True)["SubscriptionArn"]
+    try:
+        assert [(c.area, c.name) for c in check_tenant(workspace, "ck-ws").failed] == [
+            ("workspace legal/aws", "topic-access")]
+    finally:
+        sns.unsubscribe(SubscriptionArn=sub)
     # A workspace's queue tagged as its sibling's (or as the tenant's own) fails its tags check, by name.
     sqs, queue = aws(sandbox, "sqs"), workspace.registry.require("ck-ws").workspaces["legal"].queue_url
     for tampered in ({"workspace": "finance"}, None):

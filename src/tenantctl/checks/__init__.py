@@ -95,7 +95,7 @@ def check_tenant(ws: Any, tenant_id: str, record: Any = None, applied: list[Any]
         report.checks += [*placed, *database.result(), *(gateway.result() if gateway is not None else []), *aws,
                           *network.result()]
     for name in sorted(record.workspaces):
-        report.checks += list(workspace_checks(record, name, platform, clients, limit, admin, platforms))
+        report.checks += list(workspace_checks(record, name, platform, clients, limit, admin, platforms, applied))
     return report
 
 
@@ -132,9 +132,11 @@ def applied_connection_limit(ws: Any, record: Any, platform: dict[str, Any]) -> 
 
 def workspace_checks(record: Any, workspace: str, platform: dict[str, Any], clients: Any,
                      connection_limit: int | None = None, admin: Any = None,
-                     platforms: dict[str, dict[str, Any]] | None = None) -> list[CheckResult]:
+                     platforms: dict[str, dict[str, Any]] | None = None,
+                     applied: list[Any] | None = None) -> list[CheckResult]:
     """The tenant's database and AWS checks of what a workspace has of its own,
-    on its live resources, in areas named after it (``workspace legal/aws``)."""
+    on its live resources, in areas named after it (``workspace legal/aws``);
+    ``applied``: what the up that just ran established, reused as for the tenant's."""
     from tenantctl.checks.aws_posture import workspace_aws_checks
     from tenantctl.checks.db_posture import database_checks
     from tenantctl.drills.scope import workspace_view
@@ -146,7 +148,8 @@ def workspace_checks(record: Any, workspace: str, platform: dict[str, Any], clie
     return [*database_checks(view, clients, workspace=workspace,
                              area=f"{area}/database", platform=platform, connection_limit=connection_limit,
                              admin=admin),
-            *workspace_aws_checks(view, workspace, platform, clients, area=f"{area}/aws", platforms=platforms)]
+            *workspace_aws_checks(view, workspace, platform, clients, area=f"{area}/aws", platforms=platforms,
+                                  applied=applied)]
 
 
 def verify_provisioned(ws: Any, record: Any, applied: list[Any] | None = None) -> Any:

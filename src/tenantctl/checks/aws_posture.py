@@ -299,7 +299,8 @@ class _AwsChecks:
 
     @property
     def _topic_arn(self) -> str:
-        topic = naming.resource_name(self.tid, "alarms")
+        # A workspace's own alarms publish to its own topic.
+        topic = naming.resource_name(naming.ws_stem(self.tid, self.workspace) if self.workspace else self.tid, "alarms")
         return f"arn:aws:sns:{self.record.region}:{self.platform.get('account_id')}:{topic}"
 
     def alarm_topic_encryption(self) -> tuple[bool, str]:
@@ -543,16 +544,22 @@ NAMES = ("kms-key-state", "kms-alias", "kms-rotation", "kms-key-policy", "kms-gr
          "topic-access", "tags", "role-trust", "role-policy-scope")
 
 
-# What a workspace has of its own (the bucket, alarm topic and database instance are its tenant's).
+# What a workspace has of its own (the bucket and database instance are its tenant's).
 WORKSPACE_NAMES = ("kms-key-state", "kms-alias", "kms-rotation", "kms-key-policy", "kms-grants",
                    "kms-key-policy-matches-role", "queue-encryption", "dlq-encryption", "queue-policy",
-                   "secret-rotation", "secret-policy", "tags", "role-trust", "role-policy-scope")
+                   "secret-rotation", "secret-policy", "alarm-topic-encryption", "topic-access", "tags", "role-trust",
+                   "role-policy-scope")
 
 
 def workspace_aws_checks(view: Any, workspace: str, platform: dict[str, Any], clients: Callable[..., Any],
-                         area: str, platforms: dict[str, dict[str, Any]] | None = None) -> Iterator[CheckResult]:
-    """The tenant's checks of what a workspace has of its own, on its resources (``view``: its record's view)."""
-    checks = _AwsChecks(view, platform, clients, LiveReads(view, clients), workspace=workspace, platforms=platforms)
+                         area: str, platforms: dict[str, dict[str, Any]] | None = None,
+                         applied: list[Any] | None = None) -> Iterator[CheckResult]:
+    """The tenant's checks of what a workspace has of its own, on its resources (``view``: its record's view);
+    ``applied``: as ``aws_checks``' ``reads``, what the up that just ran established."""
+    from tenantctl.checks.reads import AppliedReads
+
+    reads = LiveReads(view, clients) if applied is None else AppliedReads(view, clients, applied)
+    checks = _AwsChecks(view, platform, clients, reads, workspace=workspace, platforms=platforms)
     yield from run_each(area, [(name, getattr(checks, name.replace("-", "_"))) for name in WORKSPACE_NAMES])
 
 
