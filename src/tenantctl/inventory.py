@@ -31,7 +31,8 @@ ROLE_PREFIX = "tenantctl-"
 # database, a bucket, a VPC...) is reported and left to a person.
 REMOVABLE = ("sqs", "sns", "cloudwatch:alarm", "kms:key", "secretsmanager:secret", "iam:role",
              "ec2:security-group", "ec2:security-group-rule", "iam:role-policy", "iam:role-policy-attachment",
-             "kms:grant", "sqs:queue-policy", "secretsmanager:resource-policy")
+             "kms:grant", "sqs:queue-policy", "secretsmanager:resource-policy", "sns:subscription",
+             "sns:topic-policy")
 # Snapshots are data kept on purpose (RDS's automated ones, drill backups, the final snapshot of a
 # deleted store), each carrying its instance's tags: no stack declares one, so neither a refresh
 # (an orphan) nor an audit (a deprovisioned tenant's leftover) counts them.
@@ -240,16 +241,18 @@ def unmanaged_role_policies(clients: Clients, stack: Iterable[tuple[str, str, st
 
 
 class UnmanagedAccess(AddedOutOfBand):
-    """Access to one of a stack's own keys, queues or secrets that the stack does not
-    declare: a KMS grant none of its grant resources is (an AWS service's own
-    grant aside: RDS makes one for a store it encrypts), or a queue's or a
-    secret's resource policy (no stack declares one). None is a property either
-    engine compares, yet each hands the resource to whoever it names. ``arn``:
-    the key's, queue's or secret's."""
+    """Access to one of a stack's own keys, queues, secrets or topics that the stack does
+    not declare: a KMS grant none of its grant resources is (an AWS service's own
+    grant aside: RDS makes one for a store it encrypts), a queue's or a
+    secret's resource policy (no stack declares one), a topic's subscription none
+    of its subscription resources is, or a topic policy letting in a principal
+    outside the topic's account. None is a property either engine compares, yet
+    each hands the resource (or what the topic publishes) to whoever it names.
+    ``arn``: the key's, queue's, secret's or topic's."""
 
-    what: str  # "kms:grant", "sqs:queue-policy", "secretsmanager:resource-policy"
+    what: str  # "kms:grant", "sqs:queue-policy", "secretsmanager:resource-policy", "sns:subscription", ...
     label: str  # what it lets whom, as the reports name it
-    target: str  # the grant's id; the queue's URL; the secret's ARN
+    target: str  # the grant's id; the queue's URL; the secret's ARN; the subscription's ARN; the topic's ARN
 
     @property
     def kind(self) -> str:
@@ -264,6 +267,8 @@ KEY = "aws:kms/key:Key"
 GRANT = "aws:kms/grant:Grant"
 QUEUE = "aws:sqs/queue:Queue"
 SECRET = "aws:secretsmanager/secret:Secret"
+TOPIC = "aws:sns/topic:Topic"
+SUBSCRIPTION = "aws:sns/topicSubscription:TopicSubscription"
 
 
 def _grants_out_of_band(kms: Any, key_arn: str, region: str, declared: set[str]) -> list[UnmanagedAccess]:
@@ -274,6 +279,26 @@ def _grants_out_of_band(kms: Any, key_arn: str, region: str, declared: set[str])
                             label=f"{g['GrantId']} on key {key_arn.rsplit('/', 1)[-1]} "
                                   f"({g.get('GranteePrincipal')}: {', '.join(g.get('Operations') or [])})")
             for g in grants if g["GrantId"] not in declared and not service_grant(g)]
+
+
+def _topic_access(sns: Any, arn: str, region: str, declared: set[str]) -> list[UnmanagedAccess]:
+    from tenantctl.checks.aws_posture import topic_outsiders
+    from tenantctl.naming import account_of_arn
+
+    name = arn.rsplit(":", 1)[-1]
+    subscriptions = [s for page in sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=arn)
+                     for s in page["Subscriptions"]]
+    # One pending confirmation is left: nothing reaches it, nor can it be unsubscribed; confirmed, it is named.
+    found = [UnmanagedAccess(arn=arn, region=region, tags={}, what="sns:subscription", target=s["SubscriptionArn"],
+                             label=f"{s['SubscriptionArn'].rsplit(':', 1)[-1]} to topic {name} "
+                                   f"({s.get('Protocol')} {s.get('Endpoint')})")
+             for s in subscriptions if s["SubscriptionArn"] not in declared | {"PendingConfirmation"}]
+    outsiders = topic_outsiders(sns.get_topic_attributes(TopicArn=arn)["Attributes"].get("Policy"),
+                                account_of_arn(arn))
+    if outsiders:
+        found.append(UnmanagedAccess(arn=arn, region=region, tags={}, what="sns:topic-policy", target=arn,
+                                     label=f"policy of topic {name} (letting in {', '.join(outsiders)})"))
+    return found
 
 
 def _policy_of(what: str, arn: str, region: str, target: str, noun: str, policy: str | None) -> list[UnmanagedAccess]:
@@ -287,13 +312,16 @@ def _policy_of(what: str, arn: str, region: str, target: str, noun: str, policy:
 
 def unmanaged_access(clients: Clients, region: str, stack: Iterable[tuple[str, str, str]]) -> list[UnmanagedAccess]:
     """The grants on the keys of ``stack`` ((type, ARN, id) of each resource its state
-    knows) that none of its grant resources is (id ``<key id>:<grant id>``), and
-    the resource policies of its queues and secrets. One call per key, queue and
-    secret. No grant is judged when the engine named no grant ids."""
+    knows) that none of its grant resources is (id ``<key id>:<grant id>``), the
+    resource policies of its queues and secrets, its topics' subscriptions none of
+    its subscription resources is (id: the subscription's ARN) and their policies
+    letting in another account. One call per key, queue and secret, two per topic.
+    No grant is judged when the engine named no grant ids."""
     from botocore.exceptions import ClientError
 
     stack = list(stack)
     declared = {rid.rsplit(":", 1)[-1] for typ, _, rid in stack if typ == GRANT}
+    subscribed = {rid for typ, _, rid in stack if typ == SUBSCRIPTION}
     found: list[UnmanagedAccess] = []
     for typ, arn, rid in stack:
         where = region_of_arn(arn) or region  # its own region: a tenant's stacks may span two
@@ -308,6 +336,8 @@ def unmanaged_access(clients: Clients, region: str, stack: Iterable[tuple[str, s
                 policy = clients("secretsmanager", where).get_resource_policy(SecretId=arn).get("ResourcePolicy")
                 found += _policy_of("secretsmanager:resource-policy", arn, where, arn,
                                     f"secret {arn.rsplit(':', 1)[-1]}", policy)
+            elif typ == TOPIC and arn:
+                found += _topic_access(clients("sns", where), arn, where, subscribed)
         except ClientError as exc:
             code = exc.response["Error"]["Code"]
             if "NotFound" in code or "NonExistent" in code or "InvalidState" in code:
@@ -397,6 +427,15 @@ def remove(clients: Clients, resource: Tagged) -> str:
         if resource.what == "kms:grant":
             clients("kms", region).revoke_grant(KeyId=resource.arn, GrantId=resource.target)
             return "revoked"
+        if resource.what == "sns:subscription":
+            clients("sns", region).unsubscribe(SubscriptionArn=resource.target)
+            return "unsubscribed"
+        if resource.what == "sns:topic-policy":  # what a topic made without one has: SNS removes none
+            from tenantctl.checks.reads import default_topic_policy
+
+            clients("sns", region).set_topic_attributes(TopicArn=resource.target, AttributeName="Policy",
+                                                        AttributeValue=default_topic_policy(resource.target))
+            return "reset"
         if resource.what == "sqs:queue-policy":
             clients("sqs", region).set_queue_attributes(QueueUrl=resource.target, Attributes={"Policy": ""})
         else:

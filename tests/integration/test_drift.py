@@ -320,10 +320,12 @@ def test_a_grant_on_another_tenants_schema_is_drift_that_provision_revokes(acme,
 def test_a_grant_of_the_tenants_own_objects_to_public_is_drift_that_provision_revokes(acme, cli, sandbox):
     schema = acme.resources.store.schema_name
     with pg(sandbox, acme) as conn:  # as the cell database's admin; a routine has EXECUTE to PUBLIC by default
+        admin = conn.execute("SELECT current_user").fetchone()[0]
         conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {0} TO PUBLIC; GRANT SELECT ON {0}.messages TO PUBLIC; "
                              "CREATE FUNCTION {0}.dr_f() RETURNS int LANGUAGE sql SET search_path = pg_catalog "
                              "AS 'SELECT 1'; CREATE ROLE dr_member LOGIN; GRANT {1} TO dr_member; "
-                             "CREATE ROLE dr_owner; ALTER TABLE {0}.summaries OWNER TO dr_owner").format(
+                             "CREATE ROLE dr_owner; ALTER TABLE {0}.summaries OWNER TO dr_owner; "
+                             "ALTER DEFAULT PRIVILEGES IN SCHEMA {0} GRANT SELECT ON TABLES TO PUBLIC").format(
             sql.Identifier(schema), sql.Identifier(acme.resources.store.role)))
     try:
         run = cli("refresh", TENANT, "--json")
@@ -332,10 +334,12 @@ def test_a_grant_of_the_tenants_own_objects_to_public_is_drift_that_provision_re
             "outside_grants[0]": (None, f"EXECUTE on routine {schema}.dr_f() to PUBLIC"),
             "outside_grants[1]": (None, f"SELECT on table {schema}.messages to PUBLIC"),
             "outside_grants[2]": (None, f"USAGE on schema {schema} to PUBLIC"),
+            # each table made there later would be PUBLIC's
+            "outside_grants[3]": (None, f"default SELECT on tables in schema {schema} to PUBLIC by {admin}"),
             # a member of the role reads what the role reads
-            "outside_grants[3]": (None, f"membership in role {acme.resources.store.role} to dr_member"),
+            "outside_grants[4]": (None, f"membership in role {acme.resources.store.role} to dr_member"),
             # an owner may switch its table's RLS off
-            "outside_grants[4]": (None, f"table {schema}.summaries owned by dr_owner")}
+            "outside_grants[5]": (None, f"table {schema}.summaries owned by dr_owner")}
 
         assert cli("provision", TENANT).returncode == 0  # revoked before its posture check
         with pg(sandbox, acme) as conn:
@@ -345,11 +349,14 @@ def test_a_grant_of_the_tenants_own_objects_to_public_is_drift_that_provision_re
                 "(SELECT pg_get_userbyid(relowner) <> 'dr_owner' FROM pg_class WHERE oid = %s::regclass)",
                 (schema, f"{schema}.messages", f"{schema}.dr_f()", acme.resources.store.role, f"{schema}.summaries")
             ).fetchone() == (False, False, False, False, True)
+            assert conn.execute("SELECT count(*) FROM pg_default_acl WHERE defaclnamespace = %s::regnamespace",
+                                (schema,)).fetchone() == (0,)
         assert cli("refresh", TENANT).returncode == 0
     finally:
         with pg(sandbox, acme) as conn:
             conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {0}.dr_f(); DROP ROLE IF EXISTS dr_member; "
-                                 "ALTER TABLE {0}.summaries OWNER TO CURRENT_USER; DROP ROLE IF EXISTS dr_owner"
+                                 "ALTER TABLE {0}.summaries OWNER TO CURRENT_USER; DROP ROLE IF EXISTS dr_owner; "
+                                 "ALTER DEFAULT PRIVILEGES IN SCHEMA {0} REVOKE ALL ON TABLES FROM PUBLIC"
                                  ).format(sql.Identifier(schema)))
 
 
@@ -713,3 +720,43 @@ def test_a_grant_on_the_key_and_a_queue_or_secret_policy_added_out_of_band_are_d
             kms.revoke_grant(KeyId=res.kms_key_arn, GrantId=grant)
         sqs.set_queue_attributes(QueueUrl=res.dlq_url, Attributes={"Policy": ""})
         secrets.delete_resource_policy(SecretId=res.store.secret_arn)
+
+
+def test_a_subscription_and_a_policy_added_to_the_alarm_topic_are_drift_that_provision_removes(acme, cli, sandbox):
+    """The alarm topic's subscriptions and policy are no property either engine compares: an email
+    endpoint subscribed, and the policy opened to another account, went unseen. Each is named,
+    removed on repair (unsubscribed; the policy AWS's default again), and the tenant checks clean."""
+    sns = aws(sandbox, "sns")
+    topic = next(t["TopicArn"] for t in sns.list_topics()["Topics"]
+                 if t["TopicArn"].endswith(f":{naming.resource_name(TENANT, 'alarms')}"))
+    default = sns.get_topic_attributes(TopicArn=topic)["Attributes"]["Policy"]
+    sub = sns.subscribe(TopicArn=topic, Protocol="email", Endpoint="someone@example.org",
+                        ReturnSubscriptionArn=True)["SubscriptionArn"]
+    opened = json.loads(default)
+    opened["Statement"].append({"Effect": "Allow", "Principal": "*", "Action": "SNS:Subscribe", "Resource": topic})
+    sns.set_topic_attributes(TopicArn=topic, AttributeName="Policy", AttributeValue=json.dumps(opened))
+    try:
+        checked = cli("check", TENANT, "--json")
+        assert checked.returncode == 8, checked
+        assert {c["name"] for c in checked.json()["checks"] if c["outcome"] == "fail"} == {"topic-access"}
+
+        found = cli("refresh", TENANT, "--json")
+        assert found.returncode == CHANGES_PENDING, found
+        [drift] = found.json()["tenants"]
+        assert drift["resources"] == []
+        assert sorted((o["kind"], o["removable"]) for o in drift["orphans"]) == [
+            ("sns:subscription", True), ("sns:topic-policy", True)]
+        assert any("someone@example.org" in o["name"] for o in drift["orphans"])
+        text = cli("refresh", TENANT).stdout
+        assert "unmanaged topic subscription" in text and "unmanaged topic policy" in text
+
+        repaired = cli("provision", TENANT, "--yes", "--json")
+        assert repaired.returncode == 0, repaired
+        assert sorted(o["removed"] for o in repaired.json()["orphans"]) == ["reset", "unsubscribed"]
+        assert sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"] == []
+        assert json.loads(sns.get_topic_attributes(TopicArn=topic)["Attributes"]["Policy"]) == json.loads(default)
+        assert cli("refresh", TENANT).returncode == 0 and cli("check", TENANT).returncode == 0
+    finally:  # the module's tenant is shared: never leave its alarms open to another account
+        if sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]:
+            sns.unsubscribe(SubscriptionArn=sub)
+        sns.set_topic_attributes(TopicArn=topic, AttributeName="Policy", AttributeValue=default)

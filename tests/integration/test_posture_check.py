@@ -160,6 +160,14 @@ DB_TAMPERING = [
     pytest.param("CREATE ROLE ck_owner; ALTER TABLE {schema}.summaries OWNER TO ck_owner",
                  "ALTER TABLE {schema}.summaries OWNER TO CURRENT_USER; DROP ROLE ck_owner", {"no-outside-grants"},
                  id="table-owned-by-another"),
+    # A default privilege in its schema grants each table made there later (by the admin, by the role itself).
+    pytest.param("ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT SELECT ON TABLES TO PUBLIC",
+                 "ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} REVOKE SELECT ON TABLES FROM PUBLIC",
+                 {"no-outside-grants"}, id="default-privilege-to-public"),
+    pytest.param("CREATE ROLE ck_later; ALTER DEFAULT PRIVILEGES FOR ROLE {role} IN SCHEMA {schema} "
+                 "GRANT SELECT ON TABLES TO ck_later",
+                 "ALTER DEFAULT PRIVILEGES FOR ROLE {role} IN SCHEMA {schema} REVOKE SELECT ON TABLES FROM ck_later; "
+                 "DROP ROLE ck_later", {"no-outside-grants"}, id="default-privilege-of-the-role-to-another"),
     # PUBLIC's defaults given back on the maintenance database; TEMP to the role on its own.
     pytest.param("GRANT CONNECT, TEMPORARY ON DATABASE postgres TO PUBLIC",
                  "REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC", {"db-public-privileges"},
@@ -355,6 +363,20 @@ def _tamper_aws(sandbox, record, what: str):
         key = sns.get_topic_attributes(TopicArn=topic)["Attributes"]["KmsMasterKeyId"]
         sns.set_topic_attributes(TopicArn=topic, AttributeName="KmsMasterKeyId", AttributeValue="")
         return lambda: sns.set_topic_attributes(TopicArn=topic, AttributeName="KmsMasterKeyId", AttributeValue=key)
+    if what in ("topic-policy", "topic-subscription"):
+        sns = aws(sandbox, "sns")
+        topic = next(t["TopicArn"] for t in sns.list_topics()["Topics"]
+                     if t["TopicArn"].endswith(f":tenantctl-{record.tenant_id}-alarms"))
+        if what == "topic-subscription":  # the alarms (and what they name) mailed out of the account
+            sub = sns.subscribe(TopicArn=topic, Protocol="email", Endpoint="someone@example.org",
+                                ReturnSubscriptionArn=True)["SubscriptionArn"]
+            return lambda: sns.unsubscribe(SubscriptionArn=sub)
+        policy = sns.get_topic_attributes(TopicArn=topic)["Attributes"]["Policy"]
+        doc = json.loads(policy)
+        doc["Statement"].append({"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::999999999999:root"},
+                                 "Action": ["SNS:Subscribe", "SNS:Publish"], "Resource": topic})
+        sns.set_topic_attributes(TopicArn=topic, AttributeName="Policy", AttributeValue=json.dumps(doc))
+        return lambda: sns.set_topic_attributes(TopicArn=topic, AttributeName="Policy", AttributeValue=policy)
     if what == "bucket-logging-off":
         status = s3.get_bucket_logging(Bucket=res.bucket)
         s3.put_bucket_logging(Bucket=res.bucket, BucketLoggingStatus={})
@@ -447,6 +469,8 @@ def _tamper_network(sandbox, what: str):
     ("key-policy-service", {"kms-key-policy"}),
     ("rotation-off", {"secret-rotation"}),
     ("topic-unencrypted", {"alarm-topic-encryption"}),
+    ("topic-policy", {"topic-access"}),  # another account may subscribe to the alarms
+    ("topic-subscription", {"topic-access"}),
     ("bucket-logging-off", {"bucket-access-logging"}),
     ("endpoint-policy", {"vpc-endpoint-policy"}),
     ("flow-log-deleted", {"vpc-flow-logs"}),
@@ -463,6 +487,25 @@ def test_aws_tampering_fails_the_named_check(clean, workspace, sandbox, what, ex
         assert report.exit_code() == 8
     finally:
         undo()
+    after = check_tenant(workspace, CLEAN)
+    assert after.ok, after.summary()
+
+
+def test_a_policy_on_the_cells_gateway_secret_fails_gateway_secret_policy(clean, workspace, sandbox):
+    """The gateway's password opens every pooled tenant's role of the cell: a resource policy
+    handing it to another account fails each pooled tenant's check, not only `refresh --cell`."""
+    arn = workspace.cell_outputs(clean.cell)["gateway_secret_arn"]
+    secrets = aws(sandbox, "secretsmanager")
+    secrets.put_resource_policy(SecretId=arn, ResourcePolicy=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
+                                                "Principal": {"AWS": "arn:aws:iam::999999999999:root"},
+                                                "Resource": "*"}]}))
+    try:
+        report = check_tenant(workspace, CLEAN)
+        assert {c.name for c in report.failed} == {"gateway-secret-policy"}, report.summary()
+        assert "999999999999" in report.failed[0].detail
+    finally:
+        secrets.delete_resource_policy(SecretId=arn)
     after = check_tenant(workspace, CLEAN)
     assert after.ok, after.summary()
 
@@ -637,7 +680,10 @@ def test_a_pooled_provision_makes_at_most_24_aws_calls(clean, workspace, monkeyp
     assert record.last_error is None
     assert len(calls) <= 24, sorted(calls)
     # Nothing the apply just wrote is read back.
-    assert not {"iam.GetRole", "kms.DescribeKey", "sqs.ListQueueTags", "secretsmanager.DescribeSecret"} & set(calls)
+    assert not {"iam.GetRole", "kms.DescribeKey", "sqs.ListQueueTags", "secretsmanager.DescribeSecret",
+                "sns.GetTopicAttributes", "sns.ListSubscriptionsByTopic",
+                # the cell's gateway secret's policy: read by the check of `clean` (the cell's reads)
+                "secretsmanager.GetResourcePolicy"} & set(calls)
 
 
 def test_what_the_apply_established_is_still_judged(clean, workspace):
@@ -674,6 +720,17 @@ def test_each_workspace_is_checked_and_a_tampered_one_fails_by_name(workspace, p
         assert failed == [("workspace legal/aws", "kms-rotation")]
     finally:
         kms.enable_key_rotation(KeyId=key)
+    # A workspace's own alarm topic subscribed to out of band fails its topic-access, by name.
+    sns = aws(sandbox, "sns")
+    topic = next(t["TopicArn"] for t in sns.list_topics()["Topics"]
+                 if t["TopicArn"].endswith(":tenantctl-ck-ws--legal-alarms"))
+    sub = sns.subscribe(TopicArn=topic, Protocol="email", Endpoint="someone@example.org",
+                        ReturnSubscriptionArn=True)["SubscriptionArn"]
+    try:
+        assert [(c.area, c.name) for c in check_tenant(workspace, "ck-ws").failed] == [
+            ("workspace legal/aws", "topic-access")]
+    finally:
+        sns.unsubscribe(SubscriptionArn=sub)
     # A workspace's queue tagged as its sibling's (or as the tenant's own) fails its tags check, by name.
     sqs, queue = aws(sandbox, "sqs"), workspace.registry.require("ck-ws").workspaces["legal"].queue_url
     for tampered in ({"workspace": "finance"}, None):

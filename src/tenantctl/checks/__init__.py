@@ -7,11 +7,13 @@ One module per concern:
   ownership, RLS enabled + forced, unique keys including the tenant column, a
   session without the tenant setting fails closed);
 - ``gateway_posture``: a pooled tenant's shared-pool gateway role (NOINHERIT,
-  member of tenant roles only, owns and may read nothing as itself);
+  member of tenant roles only, owns and may read nothing as itself) and its
+  cell's gateway secret (no resource policy);
 - ``aws_posture``: KMS rotation and key policy, queue/DLQ encryption, bucket
   public access block, encryption and access logging, secret rotation, the
-  alarm topic's encryption, tags, the role's trust and access policies (the
-  latter judged with ``iam_eval``);
+  alarm topic's encryption and access (no subscription, no outsider in its
+  policy), tags, the role's trust and access policies (the latter judged with
+  ``iam_eval``);
 - ``placement``: the tenant's cell, account and region (every resource ARN in
   the cell's account and the tenant's region, the prefix in the cell's bucket);
 - ``network_posture``: the tenant's VPC (endpoint policies, flow logs, the
@@ -62,7 +64,7 @@ def check_tenant(ws: Any, tenant_id: str, record: Any = None, applied: list[Any]
         raise InvalidInput(f"tenant {tenant_id!r} has no resources recorded (status {record.status.value}): "
                            "nothing to check")
     from tenantctl.checks.placement import placement_checks
-    from tenantctl.checks.reads import AppliedReads, LiveReads, cell_reads_memoized
+    from tenantctl.checks.reads import GATEWAY_SECRET_READS, AppliedReads, LiveReads, cell_reads_memoized
 
     cell = ws.cell_of(record)
     platform = ws.cell_outputs(record.cell)  # the principals and shared resources of the tenant's own cell
@@ -70,10 +72,13 @@ def check_tenant(ws: Any, tenant_id: str, record: Any = None, applied: list[Any]
     platforms = {cell: platform if cell == record.cell else ws.cell_outputs(cell) for _, cell in move_sides(record)}
     clients = ws.clients_for(record)  # its cell's account, its region
     reads = LiveReads(record, clients)
+    gateway_clients = clients
     if applied is not None:
         reads = AppliedReads(record, clients, applied)
         if record.tier.value == "pooled":
-            clients = cell_reads_memoized(clients, (record.cell, record.account_id, record.region))
+            scope = (record.cell, record.account_id, record.region)
+            clients = cell_reads_memoized(clients, scope)
+            gateway_clients = cell_reads_memoized(clients, scope, GATEWAY_SECRET_READS)
     # The two logins (each a secret read and a PostgreSQL session) and the network reads wait on the
     # servers: they run beside the AWS checks, each area on its own connection; the report keeps this order.
     with ThreadPoolExecutor(max_workers=3, thread_name_prefix="posture") as pool:
@@ -82,7 +87,7 @@ def check_tenant(ws: Any, tenant_id: str, record: Any = None, applied: list[Any]
         admin = closed_dedicated_admin(ws, record, platform, clients)
         database = pool.submit(list, database_checks(record, clients, platform=platform, connection_limit=limit,
                                                      admin=admin))
-        gateway = (pool.submit(list, gateway_checks(record, platform, clients))
+        gateway = (pool.submit(list, gateway_checks(record, platform, gateway_clients))
                    if record.tier.value == "pooled" and platform.get("gateway_secret_arn") else None)
         placed = list(placement_checks(record, cell, platform, clients, reads))
         aws = list(aws_checks(record, platform, clients, reads, platforms))
@@ -90,7 +95,7 @@ def check_tenant(ws: Any, tenant_id: str, record: Any = None, applied: list[Any]
         report.checks += [*placed, *database.result(), *(gateway.result() if gateway is not None else []), *aws,
                           *network.result()]
     for name in sorted(record.workspaces):
-        report.checks += list(workspace_checks(record, name, platform, clients, limit, admin, platforms))
+        report.checks += list(workspace_checks(record, name, platform, clients, limit, admin, platforms, applied))
     return report
 
 
@@ -127,9 +132,11 @@ def applied_connection_limit(ws: Any, record: Any, platform: dict[str, Any]) -> 
 
 def workspace_checks(record: Any, workspace: str, platform: dict[str, Any], clients: Any,
                      connection_limit: int | None = None, admin: Any = None,
-                     platforms: dict[str, dict[str, Any]] | None = None) -> list[CheckResult]:
+                     platforms: dict[str, dict[str, Any]] | None = None,
+                     applied: list[Any] | None = None) -> list[CheckResult]:
     """The tenant's database and AWS checks of what a workspace has of its own,
-    on its live resources, in areas named after it (``workspace legal/aws``)."""
+    on its live resources, in areas named after it (``workspace legal/aws``);
+    ``applied``: what the up that just ran established, reused as for the tenant's."""
     from tenantctl.checks.aws_posture import workspace_aws_checks
     from tenantctl.checks.db_posture import database_checks
     from tenantctl.drills.scope import workspace_view
@@ -141,7 +148,8 @@ def workspace_checks(record: Any, workspace: str, platform: dict[str, Any], clie
     return [*database_checks(view, clients, workspace=workspace,
                              area=f"{area}/database", platform=platform, connection_limit=connection_limit,
                              admin=admin),
-            *workspace_aws_checks(view, workspace, platform, clients, area=f"{area}/aws", platforms=platforms)]
+            *workspace_aws_checks(view, workspace, platform, clients, area=f"{area}/aws", platforms=platforms,
+                                  applied=applied)]
 
 
 def verify_provisioned(ws: Any, record: Any, applied: list[Any] | None = None) -> Any:

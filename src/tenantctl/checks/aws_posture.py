@@ -41,6 +41,10 @@ rollback, each before the record follows: the secret's rotation function, the
 tier tag and the key policy's service statements may be either side's (never
 any other's).
 - ``alarm-topic-encryption``: the alarm topic is encrypted with the tenant key;
+- ``topic-access``: the alarm topic has no subscription (the stack declares
+  none: one mails the alarms, and what they name, anywhere) and its policy lets
+  in no principal outside the tenant's account (AWS's default, which the stack
+  leaves, pins the caller's account);
 - ``tags``: key, queues, role and secret carry tenant/tier/owner/managed-by
   (a workspace's also ``workspace=<ws>``; the tenant's no ``workspace`` tag);
 - ``role-trust``: only the runtime principal may assume the tenant role, and
@@ -131,6 +135,28 @@ def policy_principals(policy: Any) -> str:
     """The principals a resource policy's statements name, for a report (``*`` for everyone)."""
     named = sorted({p for stmt in _doc(policy).get("Statement", []) for p in _principals(stmt)})
     return ", ".join(named) or "no principal"
+
+
+# Condition keys pinning the caller's (or the publishing resource's) account.
+_ACCOUNT_KEYS = ("aws:sourceowner", "aws:sourceaccount", "aws:principalaccount")
+
+
+def _pinned_accounts(stmt: dict) -> set[str]:
+    return {str(v) for op, keys in (stmt.get("Condition") or {}).items() if op.lower() == "stringequals"
+            and isinstance(keys, dict) for k, vals in keys.items() if k.lower() in _ACCOUNT_KEYS
+            for v in (vals if isinstance(vals, list) else [vals])}
+
+
+def topic_outsiders(policy: Any, account: str | None) -> list[str]:
+    """The principals outside ``account`` a topic policy's Allow statements let in (``*``: anyone),
+    sorted: none for a statement pinning the caller's account to ``account`` (AWS's default does)."""
+    statements = _doc(policy).get("Statement", []) if policy else []
+    found: set[str] = set()
+    for stmt in [statements] if isinstance(statements, dict) else statements:
+        if stmt.get("Effect") != "Allow" or _pinned_accounts(stmt) == {account}:
+            continue
+        found |= {p for p in _principals(stmt) if p != account and naming.account_of_arn(p) != account}
+    return sorted(found)
 
 
 def move_sides(record: Any) -> list[tuple[str, str]]:
@@ -271,10 +297,24 @@ class _AwsChecks:
             return True, f"{self.res.store.secret_arn}: no resource policy"
         return False, f"{self.res.store.secret_arn}: resource policy naming {policy_principals(policy)}"
 
+    @property
+    def _topic_arn(self) -> str:
+        # A workspace's own alarms publish to its own topic.
+        topic = naming.resource_name(naming.ws_stem(self.tid, self.workspace) if self.workspace else self.tid, "alarms")
+        return f"arn:aws:sns:{self.record.region}:{self.platform.get('account_id')}:{topic}"
+
     def alarm_topic_encryption(self) -> tuple[bool, str]:
-        topic = naming.resource_name(self.tid, "alarms")
-        arn = f"arn:aws:sns:{self.record.region}:{self.platform.get('account_id')}:{topic}"
-        return self._tenant_key_encrypts(arn, self.reads.topic_key(arn))
+        return self._tenant_key_encrypts(self._topic_arn, self.reads.topic_key(self._topic_arn))
+
+    def topic_access(self) -> tuple[bool, str]:
+        arn = self._topic_arn
+        account = naming.account_of_arn(arn)
+        problems = [f"subscription {sub.get('Protocol')} {sub.get('Endpoint')}"
+                    for sub in self.reads.topic_subscriptions(arn)]
+        outsiders = topic_outsiders(self.reads.topic_policy(arn), account)
+        if outsiders:
+            problems.append(f"policy lets in {', '.join(outsiders)}")
+        return not problems, f"{arn}: {'; '.join(problems) or f'no subscription, policy confined to {account}'}"
 
     def _tenant_key_encrypts(self, what: str, key: str | None) -> tuple[bool, str]:
         """``key`` (an id, alias or ARN, as services report it) is the tenant's."""
@@ -501,19 +541,25 @@ class _AwsChecks:
 NAMES = ("kms-key-state", "kms-alias", "kms-rotation", "kms-key-policy", "kms-grants", "kms-key-policy-matches-role",
          "queue-encryption", "dlq-encryption", "queue-policy", "bucket-public-access", "bucket-policy",
          "bucket-encryption", "bucket-access-logging", "secret-rotation", "secret-policy", "alarm-topic-encryption",
-         "tags", "role-trust", "role-policy-scope")
+         "topic-access", "tags", "role-trust", "role-policy-scope")
 
 
-# What a workspace has of its own (the bucket, alarm topic and database instance are its tenant's).
+# What a workspace has of its own (the bucket and database instance are its tenant's).
 WORKSPACE_NAMES = ("kms-key-state", "kms-alias", "kms-rotation", "kms-key-policy", "kms-grants",
                    "kms-key-policy-matches-role", "queue-encryption", "dlq-encryption", "queue-policy",
-                   "secret-rotation", "secret-policy", "tags", "role-trust", "role-policy-scope")
+                   "secret-rotation", "secret-policy", "alarm-topic-encryption", "topic-access", "tags", "role-trust",
+                   "role-policy-scope")
 
 
 def workspace_aws_checks(view: Any, workspace: str, platform: dict[str, Any], clients: Callable[..., Any],
-                         area: str, platforms: dict[str, dict[str, Any]] | None = None) -> Iterator[CheckResult]:
-    """The tenant's checks of what a workspace has of its own, on its resources (``view``: its record's view)."""
-    checks = _AwsChecks(view, platform, clients, LiveReads(view, clients), workspace=workspace, platforms=platforms)
+                         area: str, platforms: dict[str, dict[str, Any]] | None = None,
+                         applied: list[Any] | None = None) -> Iterator[CheckResult]:
+    """The tenant's checks of what a workspace has of its own, on its resources (``view``: its record's view);
+    ``applied``: as ``aws_checks``' ``reads``, what the up that just ran established."""
+    from tenantctl.checks.reads import AppliedReads
+
+    reads = LiveReads(view, clients) if applied is None else AppliedReads(view, clients, applied)
+    checks = _AwsChecks(view, platform, clients, reads, workspace=workspace, platforms=platforms)
     yield from run_each(area, [(name, getattr(checks, name.replace("-", "_"))) for name in WORKSPACE_NAMES])
 
 

@@ -35,7 +35,8 @@ there; the schema script makes the admin a member of the role, SET only):
 - ``no-outside-grants``: the tenant's schema, tables, sequences and routines are
   granted to no role outside the tenant (PUBLIC included; the same query), nor
   is its role (no member but the gateway and an admin), nor owned by a role
-  outside the tenant but an admin;
+  outside the tenant but an admin, nor would a table made there later be (no
+  default privilege in its schema for a role outside the tenant);
 - ``db-public-privileges``: PUBLIC has neither CONNECT nor TEMPORARY on the
   tenant's database or the ``postgres`` maintenance database, the role cannot
   connect to ``postgres`` nor create temporary tables;

@@ -12,7 +12,12 @@ from the platform's gateway secret, as the runtime logs in.
 - ``gateway-no-privileges``: no USAGE on any tenant schema and no privilege on
   any table of this tenant's schema, as itself;
 - ``gateway-reads-nothing``: as itself, with the tenant setting set, reading
-  and writing each table of the tenant's schema is refused by PostgreSQL.
+  and writing each table of the tenant's schema is refused by PostgreSQL;
+- ``gateway-secret-policy``: the cell's gateway secret has no resource policy
+  (the cell's stack declares none; one could hand the password that becomes
+  every pooled tenant's role to any principal). A cell's, checked with each of
+  its pooled tenants: a provision's check takes it from the cell's reads
+  (``checks.reads.cell_reads_memoized``), so a provision pays no call for it.
 """
 
 from __future__ import annotations
@@ -22,11 +27,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from tenantctl.checks.results import CheckResult, run_connected
+from tenantctl.checks.results import CheckResult, run_connected, run_each
 
 AREA = "gateway"
-NAMES = ("gateway-attributes", "gateway-owns-nothing", "gateway-memberships", "gateway-no-privileges",
-         "gateway-reads-nothing")
+CONNECTED = ("gateway-attributes", "gateway-owns-nothing", "gateway-memberships", "gateway-no-privileges",
+             "gateway-reads-nothing")  # logged in as the gateway
+NAMES = (*CONNECTED, "gateway-secret-policy")
 
 
 def connect_as_gateway(platform: dict[str, Any], clients: Callable[..., Any]) -> Any:
@@ -126,6 +132,17 @@ class _GatewayChecks:
                              f"as itself the gateway is refused every read and write of {len(tables)} tables")
 
 
+def gateway_secret_policy(platform: dict[str, Any], clients: Callable[..., Any]) -> tuple[bool, str]:
+    from tenantctl.checks.aws_posture import policy_principals
+
+    arn = platform["gateway_secret_arn"]
+    policy = clients("secretsmanager", region=platform.get("region")).get_resource_policy(
+        SecretId=arn).get("ResourcePolicy")
+    return (False, f"{arn}: resource policy naming {policy_principals(policy)}") if policy else (
+        True, f"{arn}: no resource policy")
+
+
 def gateway_checks(record: Any, platform: dict[str, Any], clients: Callable[..., Any]) -> Iterator[CheckResult]:
-    yield from run_connected(AREA, NAMES, lambda: connect_as_gateway(platform, clients),
+    yield from run_connected(AREA, CONNECTED, lambda: connect_as_gateway(platform, clients),
                              lambda conn: _GatewayChecks(conn, record, platform["gateway_role"]), "the gateway role")
+    yield from run_each(AREA, [("gateway-secret-policy", lambda: gateway_secret_policy(platform, clients))])

@@ -16,14 +16,30 @@ bucket, network, database).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
+
+from tenantctl.naming import account_of_arn
 
 KEY, ROLE, QUEUE, GRANT = "aws:kms/key:Key", "aws:iam/role:Role", "aws:sqs/queue:Queue", "aws:kms/grant:Grant"
 ALIAS = "aws:kms/alias:Alias"
 ROLE_POLICY, ATTACHMENT = "aws:iam/rolePolicy:RolePolicy", "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
 SECRET, ROTATION, TOPIC = ("aws:secretsmanager/secret:Secret", "aws:secretsmanager/secretRotation:SecretRotation",
                            "aws:sns/topic:Topic")
+
+
+# The policy AWS gives a topic made without one, as the alarm topic is (no stack declares a
+# topic policy): the topic's account may use it, nobody else. A repair puts it back (SNS has no
+# call removing a topic's policy).
+_TOPIC_ACTIONS = ["SNS:GetTopicAttributes", "SNS:SetTopicAttributes", "SNS:AddPermission", "SNS:RemovePermission",
+                  "SNS:DeleteTopic", "SNS:Subscribe", "SNS:ListSubscriptionsByTopic", "SNS:Publish"]
+
+
+def default_topic_policy(arn: str) -> str:
+    return json.dumps({"Version": "2008-10-17", "Id": "__default_policy_ID", "Statement": [{
+        "Sid": "__default_statement_ID", "Effect": "Allow", "Principal": {"AWS": "*"}, "Action": _TOPIC_ACTIONS,
+        "Resource": arn, "Condition": {"StringEquals": {"AWS:SourceOwner": account_of_arn(arn)}}}]})
 
 
 def _tag_pairs(tags: dict[str, Any], key: str = "Key", value: str = "Value") -> list[dict[str, str]]:
@@ -98,9 +114,22 @@ class LiveReads:
         return self._once(("secret-policy",), lambda: self._client("secretsmanager").get_resource_policy(
             SecretId=self.res.store.secret_arn).get("ResourcePolicy"))
 
-    def topic_key(self, arn: str) -> str | None:
+    def _topic_attributes(self, arn: str) -> dict[str, str]:
         return self._once(("topic", arn), lambda: self._client("sns").get_topic_attributes(
-            TopicArn=arn)["Attributes"].get("KmsMasterKeyId"))
+            TopicArn=arn)["Attributes"])
+
+    def topic_key(self, arn: str) -> str | None:
+        return self._topic_attributes(arn).get("KmsMasterKeyId")
+
+    def topic_policy(self, arn: str) -> str | None:
+        return self._topic_attributes(arn).get("Policy")
+
+    def topic_subscriptions(self, arn: str) -> list[dict[str, Any]]:
+        """Its subscriptions (Protocol, Endpoint), but those pending confirmation: no message reaches
+        one, and none can be unsubscribed; confirmed, it is listed."""
+        return self._once(("topic-subscriptions", arn), lambda: [
+            s for page in self._client("sns").get_paginator("list_subscriptions_by_topic").paginate(TopicArn=arn)
+            for s in page["Subscriptions"] if s.get("SubscriptionArn") != "PendingConfirmation"])
 
     # -- IAM -------------------------------------------------------------------
     def trust_policy(self) -> Any:
@@ -203,6 +232,17 @@ class AppliedReads(LiveReads):
         topic = self._find(TOPIC, "arn", arn)
         return topic.inputs.get("kmsMasterKeyId") if topic is not None else super().topic_key(arn)
 
+    def _made_topic(self, arn: str) -> bool:
+        topic = self._find(TOPIC, "arn", arn)
+        return topic is not None and topic.made
+
+    def topic_policy(self, arn: str) -> str | None:
+        # A topic this up made has AWS's default policy (the stack declares none); another is read.
+        return default_topic_policy(arn) if self._made_topic(arn) else super().topic_policy(arn)
+
+    def topic_subscriptions(self, arn: str) -> list[dict[str, Any]]:
+        return [] if self._made_topic(arn) else super().topic_subscriptions(arn)  # the stack declares none
+
     def trust_policy(self) -> Any:
         role = self._find(ROLE, "arn", self.res.role_arn)
         return role.inputs["assumeRolePolicy"] if role is not None else super().trust_policy()
@@ -235,26 +275,31 @@ class AppliedReads(LiveReads):
         return put.inputs["policy"]
 
 
-# The cell's shared resources (bucket, network, database) as a pooled tenant's
-# post-provision check reads them: the same read with the same arguments within
-# CELL_READ_TTL seconds in this process is answered from its last live answer.
-# Provisioning N tenants of a cell in a row then reads them once, not N times.
-# Only the post-provision check of a pooled tenant uses it (the up changed none
-# of them); `tenantctl check` always reads live.
+# The cell's shared resources (bucket, network, database, the gateway secret's
+# policy) as a pooled tenant's post-provision check reads them: the same read
+# with the same arguments within CELL_READ_TTL seconds in this process is
+# answered from its last live answer. Provisioning N tenants of a cell in a row
+# then reads them once, not N times. Only the post-provision check of a pooled
+# tenant uses it (the up changed none of them); `tenantctl check` always reads live.
 CELL_READ_TTL = 60.0
-CELL_SERVICES = ("s3", "ec2", "rds")
+# Each service's memoized operations (None: all).
+CELL_SERVICES: dict[str, tuple[str, ...] | None] = {"s3": None, "ec2": None, "rds": None}
+# The gateway checks' own: its secret's policy, not its password (read fresh: a rotated one fails
+# the login), nor a tenant's or workspace's secret's policy (only the gateway checks get these).
+GATEWAY_SECRET_READS: dict[str, tuple[str, ...] | None] = {"secretsmanager": ("get_resource_policy",)}
 _cell_reads: dict[tuple, tuple[float, Any, Exception | None]] = {}
 
 
 class _MemoClient:
-    def __init__(self, client: Any, scope: tuple) -> None:
-        self._client, self._scope = client, scope
+    def __init__(self, client: Any, scope: tuple, ops: tuple[str, ...] | None) -> None:
+        self._client, self._scope, self._ops = client, scope, ops
 
     def __getattr__(self, op: str) -> Any:
-        import json
         import time
 
         call = getattr(self._client, op)
+        if self._ops is not None and op not in self._ops:
+            return call
 
         def memo(**kwargs: Any) -> Any:
             key = (*self._scope, op, json.dumps(kwargs, sort_keys=True, default=str))
@@ -274,10 +319,13 @@ class _MemoClient:
         return memo
 
 
-def cell_reads_memoized(clients: Callable[..., Any], scope: tuple) -> Callable[..., Any]:
-    """``clients`` whose s3 / ec2 / rds reads are memoized (``scope``: the cell's account and region)."""
+def cell_reads_memoized(clients: Callable[..., Any], scope: tuple,
+                        services: dict[str, tuple[str, ...] | None] = CELL_SERVICES) -> Callable[..., Any]:
+    """``clients`` whose reads of ``services`` (s3 / ec2 / rds) are memoized (``scope``: the cell's
+    account and region)."""
     def client(service: str, **kwargs: Any) -> Any:
         made = clients(service, **kwargs)
-        return _MemoClient(made, (*scope, service, kwargs.get("region"))) if service in CELL_SERVICES else made
+        return (_MemoClient(made, (*scope, service, kwargs.get("region")), services[service])
+                if service in services else made)
 
     return client

@@ -38,7 +38,8 @@ from tenantctl.workspace import Workspace
 
 NOUNS = {"ec2:security-group-rule": "unmanaged ingress rule", "iam:role-policy": "unmanaged role policy",
          "iam:role-policy-attachment": "unmanaged role policy", "kms:grant": "unmanaged key grant",
-         "sqs:queue-policy": "unmanaged queue policy", "secretsmanager:resource-policy": "unmanaged secret policy"}
+         "sqs:queue-policy": "unmanaged queue policy", "secretsmanager:resource-policy": "unmanaged secret policy",
+         "sns:subscription": "unmanaged topic subscription", "sns:topic-policy": "unmanaged topic policy"}
 
 
 class Orphan(BaseModel):
@@ -216,9 +217,9 @@ def remove_orphans(ws: Workspace, record: TenantRecord, changes: ChangeSet,
 
 
 def _unmanaged(clients: inventory.Clients, region: str, changes: ChangeSet) -> list[inventory.Tagged]:
-    """What was added out of band to the stack's own groups, roles, keys, queues and secrets:
-    ingress rules, role policies, key grants, resource policies (not of a resource deleted out of
-    band: the repair makes it again with what it declares alone)."""
+    """What was added out of band to the stack's own groups, roles, keys, queues, secrets and topics:
+    ingress rules, role policies, key grants, resource policies, topic subscriptions (not of a
+    resource deleted out of band: the repair makes it again with what it declares alone)."""
     live = [(c.type, c.arn, c.id) for c in changes.changes if c.op is not Op.delete]
     return [*inventory.unmanaged_rules(clients, region, ((c.type, c.arn) for c in changes.changes)),
             *inventory.unmanaged_role_policies(clients, live), *inventory.unmanaged_access(clients, region, live)]
