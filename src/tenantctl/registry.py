@@ -209,6 +209,16 @@ def refuse_open_move(record: TenantRecord) -> None:
 PROVISION = "provision"  # the operation a provision holds its tenant for (``provision_failed``)
 
 
+def provision_failed(record: TenantRecord) -> bool:
+    """Its last provision failed (a repair's up among them, or the posture check after it): `apply`
+    runs it again, `refresh` reports its repair pending. A record written before
+    ``provision_failed`` existed cannot tell a failure from a note: any ``last_error`` counts
+    (re-applied once, it records the flag)."""
+    if "provision_failed" not in record.model_fields_set:
+        return record.last_error is not None
+    return record.provision_failed
+
+
 def _unfinished(lock: TenantLock) -> dict[str, Any]:
     """What clearing the lock of a run that never finished records: a provision's counts as failed."""
     return {"provision_failed": True} if lock.operation == PROVISION else {}
