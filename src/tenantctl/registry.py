@@ -405,7 +405,7 @@ class RegistryWriter(CellItems):
         """Lock the tenant for one run of ``operation`` (with ``spec``: reserve it
         for a provision in ``spec.cell``, see ``acquire``). A block that raises, Ctrl-C included,
         releases the lock with the failure in ``last_error`` (a provision's also
-        sets ``provision_failed``); one that returns
+        sets ``provision_failed``, unless its error changed nothing); one that returns
         without a final write (``mark_active``, ``mark_deprovisioned``) releases it."""
         record = (self.acquire(spec, operation, account_id, read) if spec is not None
                   else self.lock_for(tenant_id, operation, status))
@@ -413,8 +413,10 @@ class RegistryWriter(CellItems):
         try:
             yield held
         except BaseException as exc:
+            # A refusal before the first change (the gate's, the operator's) leaves the flag as it was.
+            failed = operation == PROVISION and not getattr(exc, "changed_nothing", False)
             try:
-                self.release(held.record, error=failure_text(exc), provision_failed=operation == PROVISION)
+                self.release(held.record, error=failure_text(exc), provision_failed=failed)
             except TenantctlError:  # registry unreachable: the lock stays, `status` shows it
                 pass
             raise

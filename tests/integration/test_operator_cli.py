@@ -197,6 +197,8 @@ def test_a_provision_that_would_replace_resources_asks_first(cli, sandbox, dedic
     assert engine_state(sandbox, "op-ded").read_text() == state
     record = registry_record(sandbox, "op-ded")
     assert record["lock"] is None and record["status"] == "active"
+    # Refused before its first change: no failed provision for `apply` to re-run or `refresh` to report.
+    assert not record.get("provision_failed") and cli("refresh", "op-ded").returncode == 0
 
     declined = run_in_terminal(cli, "provision", "op-ded", "--vpc-cidr", "10.77.0.0/16", answer="n")
     assert declined.returncode == NOT_CONFIRMED and "replace aws:ec2/subnet:Subnet" in declined.text
