@@ -147,6 +147,7 @@ class NotConfirmed(TenantctlError):
     and no terminal to ask on, or the operator said no. Nothing was changed."""
 
     exit_code = 13
+    changed_nothing = True  # as a refusal of the policy gate before the first change says it
 
 
 USAGE_ERROR = UsageError.exit_code  # click's own code for a bad flag, argument or command

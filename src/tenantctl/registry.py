@@ -210,6 +210,16 @@ def refuse_open_move(record: TenantRecord) -> None:
 PROVISION = "provision"  # the operation a provision holds its tenant for (``provision_failed``)
 
 
+def provision_failed(record: TenantRecord) -> bool:
+    """Its last provision failed (a repair's up among them, or the posture check after it): `apply`
+    runs it again, `refresh` reports its repair pending. A record written before
+    ``provision_failed`` existed cannot tell a failure from a note: any ``last_error`` counts
+    (re-applied once, it records the flag)."""
+    if "provision_failed" not in record.model_fields_set:
+        return record.last_error is not None
+    return record.provision_failed
+
+
 def _unfinished(lock: TenantLock) -> dict[str, Any]:
     """What clearing the lock of a run that never finished records: a provision's counts as failed."""
     return {"provision_failed": True} if lock.operation == PROVISION else {}
@@ -396,7 +406,7 @@ class RegistryWriter(CellItems):
         """Lock the tenant for one run of ``operation`` (with ``spec``: reserve it
         for a provision in ``spec.cell``, see ``acquire``). A block that raises, Ctrl-C included,
         releases the lock with the failure in ``last_error`` (a provision's also
-        sets ``provision_failed``); one that returns
+        sets ``provision_failed``, unless its error changed nothing); one that returns
         without a final write (``mark_active``, ``mark_deprovisioned``) releases it."""
         record = (self.acquire(spec, operation, account_id, read) if spec is not None
                   else self.lock_for(tenant_id, operation, status))
@@ -404,8 +414,10 @@ class RegistryWriter(CellItems):
         try:
             yield held
         except BaseException as exc:
+            # A refusal before the first change (the gate's, the operator's) leaves the flag as it was.
+            failed = operation == PROVISION and not getattr(exc, "changed_nothing", False)
             try:
-                self.release(held.record, error=failure_text(exc), provision_failed=operation == PROVISION)
+                self.release(held.record, error=failure_text(exc), provision_failed=failed)
             except TenantctlError:  # registry unreachable: the lock stays, `status` shows it
                 pass
             raise

@@ -21,11 +21,13 @@ part); they run in a project directory of their own (`dr-*` tenants).
 from __future__ import annotations
 
 import json
+import time
 
 import psycopg
 import pytest
 import yaml
 from fault_tools import POOLED, Cli, aws, inventory, platform_outputs, registry_record
+from faults import FAULT_THROTTLE_ENV, FAULT_THROTTLE_FILE_ENV
 from psycopg import sql
 
 from tenant_runtime.registry import item_key, record_to_item
@@ -272,6 +274,44 @@ def test_provision_of_an_existing_tenant_repairs_and_says_so(acme, cli, sandbox)
     assert out["record"]["last_error"] is None
     assert aws(sandbox, "kms").get_key_rotation_status(KeyId=res.kms_key_arn)["KeyRotationEnabled"] is True
     assert cli("refresh", TENANT).returncode == 0
+
+
+def test_a_repair_that_fails_part_way_stays_pending_until_one_succeeds(acme, cli, sandbox, tmp_path):
+    """The up's refresh records the live (drifted) values before its writes; one that fails after
+    that must not leave `refresh` comparing live with those and saying "no drift"."""
+    res = acme.resources
+    aws(sandbox, "sqs").set_queue_attributes(QueueUrl=res.queue_url, Attributes={"DelaySeconds": "600"})
+    name, doc = access_policy(sandbox)
+    doc["Statement"][0]["Resource"] = doc["Statement"][0]["Resource"].replace(f"/{TENANT}/*", f"/{TENANT}*")
+    aws(sandbox, "iam").put_role_policy(RoleName=naming.iam_role_name(TENANT), PolicyName=name,
+                                        PolicyDocument=json.dumps(doc))
+    # The role policy's write throttled with no retry left: the repair fails part-way (exit 4).
+    throttle = tmp_path / "throttle.json"
+    throttle.write_text(json.dumps({"iam.PutRolePolicy": {"tokens": 0, "stamp": time.time(), "allowed": 0,
+                                                          "throttled": 0}}))
+    failed = cli("provision", TENANT, "--json", env={
+        FAULT_THROTTLE_ENV: "iam.PutRolePolicy=0.0001", FAULT_THROTTLE_FILE_ENV: str(throttle),
+        "TENANTCTL_AWS_THROTTLE_ATTEMPTS": "1"})
+    assert failed.returncode == 4, failed
+    assert queue_attributes(sandbox, res.queue_url)["DelaySeconds"] == "0"  # repaired before the failure
+    assert access_policy(sandbox)[1]["Statement"][0]["Resource"].endswith(f"/tenants/{TENANT}*")  # still drifted
+    assert cli("check", TENANT).returncode == 8
+
+    run = cli("refresh", TENANT, "--json")
+    assert run.returncode == CHANGES_PENDING, run
+    [tenant] = run.json()["tenants"]
+    assert tenant["pending"].startswith("last repair failed at ") and "Throttling" in tenant["pending"]
+    assert f"tenantctl provision {TENANT}" in tenant["pending"]
+    human = cli("refresh", TENANT)
+    assert human.returncode == CHANGES_PENDING and "repair pending" in human.stdout, human
+
+    preview = cli("apply", "--preview", "--refresh", "--json", *MATCH)
+    assert {r["tenant_id"]: r for r in preview.json()["results"]}[TENANT]["action"] in ("update", "repair")
+    assert cli("apply", "--refresh", "--yes", *MATCH).returncode == 0
+    assert access_policy(sandbox)[1]["Statement"][0]["Resource"].endswith(f"/tenants/{TENANT}/*")
+    assert queue_attributes(sandbox, res.queue_url)["DelaySeconds"] == "0"
+    again = cli("refresh", TENANT, "--json")
+    assert again.returncode == 0 and again.json()["tenants"][0]["pending"] is None, again
 
 
 def test_a_tables_policies_and_the_roles_attributes_are_drift_that_provision_repairs(acme, cli, sandbox):

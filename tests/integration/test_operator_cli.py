@@ -197,6 +197,8 @@ def test_a_provision_that_would_replace_resources_asks_first(cli, sandbox, dedic
     assert engine_state(sandbox, "op-ded").read_text() == state
     record = registry_record(sandbox, "op-ded")
     assert record["lock"] is None and record["status"] == "active"
+    # Refused before its first change: no failed provision for `apply` to re-run or `refresh` to report.
+    assert not record.get("provision_failed") and cli("refresh", "op-ded").returncode == 0
 
     declined = run_in_terminal(cli, "provision", "op-ded", "--vpc-cidr", "10.77.0.0/16", answer="n")
     assert declined.returncode == NOT_CONFIRMED and "replace aws:ec2/subnet:Subnet" in declined.text
@@ -491,6 +493,27 @@ def test_hibernate_stops_an_idle_dedicated_database_the_runtime_wakes_it_and_cos
     assert woken.json()["record"]["hibernation"] is None and instance_state() == "available"
     after = cli("cost", "op-ded", "--json").json()["tenants"][0]
     assert after["hibernation"] == {"hibernated": False, "idle": False, "monthly_saving": saving}
+
+
+def test_a_hibernate_sweep_stopped_by_an_error_still_reports_what_it_hibernated(cli, sandbox, dedicated):
+    """`hibernate --all --json` is one document even when a tenant's run fails part-way: what it
+    hibernated before, the failure (its exit code and the tenant) and what it did not start, where
+    it printed the error object alone before and lost the rest."""
+    ghost = "op-dee"  # after op-ded in the sweep's order; its record names an instance that does not exist
+    write_record(sandbox, {**registry_record(sandbox, "op-ded"), "tenant_id": ghost})
+    try:
+        swept = cli("hibernate", "--all", "--force", "--json")
+    finally:
+        aws(sandbox, "dynamodb").delete_item(TableName=platform_outputs(sandbox)["registry_table"],
+                                             Key={"tenant_id": {"S": ghost}})
+    assert swept.returncode == 4, swept
+    out = swept.json()
+    assert "op-ded" in [h["record"]["tenant_id"] for h in out["hibernated"]], out
+    assert out["error"]["code"] == 4 and f"tenant {ghost!r}" in out["error"]["message"]
+    assert list(out["failed"]) == [ghost] and ghost not in out["not_started"]
+    assert f"error: tenant {ghost!r}" in swept.stderr and "hibernating op-ded: done" in swept.stderr
+    human = cli("resume", "op-ded", "--json")  # awake again for the tests after it
+    assert human.returncode == 0 and human.json()["done"] == ["woken from hibernation"], human
 
 
 def test_a_run_that_needs_a_hibernated_tenants_database_wakes_it_first(cli, sandbox, dedicated):

@@ -1055,3 +1055,37 @@ def test_engine_modules_do_not_import_pulumi_at_load_time() -> None:
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pulumi', 'pulumi_aws', 'pulumi_policy')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_repair_whose_up_fails_after_its_refresh_stays_pending(project: Path, cli: FakeCli) -> None:
+    """`pulumi up --refresh` records the live (drifted) state before its steps: one that fails
+    part-way leaves a state the next preview-only refresh finds equal to what is live. The failure
+    is the engine's (exit 4), which the provision's registry hold records on the tenant
+    (``provision_failed``, the error in ``last_error``), and `refresh` reports that repair as
+    pending (exit 12) whatever the read says."""
+    from runtime_fixtures import record
+
+    from tenantctl.errors import CHANGES_PENDING
+    from tenantctl.operations.refresh import RefreshSummary, refresh_tenant
+    from tenantctl.registry import failure_text
+
+    cli.script("preview", {"events": preview_stream("acme", [queue_step("update", delaySeconds=0)])})
+    cli.script("up", {"events": numbered([{"preludeEvent": {"config": {}}}, pre_json(stack_step("acme"))]),
+                      "stderr": "error: update failed: operation error SQS: SetQueueAttributes, throttled\n",
+                      "code": 255})
+    engine = engine_on(project, cli)
+    with pytest.raises(ApplyFailed) as failed:
+        engine.up("acme", refresh=True)
+    assert failed.value.exit_code == 4 and "--refresh" in cli.ran("up")[0]
+
+    cli.script("preview-refresh", {"events": refresh_stream("acme", [
+        refreshed("acme", QUEUE, "acme-jobs", {"delaySeconds": 600}, {"delaySeconds": 600})])})
+    failed_repair = record("acme").model_copy(update={"provision_failed": True,
+                                                      "last_error": failure_text(failed.value)})
+    ws = type("Ws", (), {"engine": engine})()
+    drift = refresh_tenant(ws, failed_repair, [])
+    assert drift.ok and drift.resources == [] and drift.checked == 1  # Pulumi's refresh: nothing differs
+    assert drift.pending.startswith("last repair failed at ") and "throttled" in drift.pending
+    assert "`tenantctl provision acme`" in drift.pending and drift.headline() == "repair pending"
+    assert RefreshSummary(seconds=0, tenants=[drift]).exit_code() == CHANGES_PENDING
+    assert not refresh_tenant(ws, record("acme"), []).drifted  # a provision that succeeded clears the flag

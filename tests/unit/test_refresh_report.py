@@ -71,6 +71,15 @@ def test_markdown_names_each_drifted_property_and_orphan():
     assert ":white_check_mark: **no drift**" in clean and "|" not in clean
 
 
+def test_a_pending_repair_is_drift_in_the_markdown_too():
+    why = "last repair failed at 2026-12-07 03:17Z: boom; its resources may differ ..."
+    pending = TenantDrift(tenant_id="acme", checked=13, pending=why)
+    summary = refresh_summary(pending, TenantDrift(tenant_id="beta", checked=13))
+    assert summary.exit_code() == CHANGES_PENDING and summary.counts["drifted"] == 1
+    text = render("refresh_summary.md.j2", summary=summary)
+    assert "| `acme` | repair pending |  |" in text and f"Repair pending: {why}" in text
+
+
 def test_audit_markdown_and_exit_code():
     found = Finding(kind="unclaimed", tenant_id="ghost", subject="arn:aws:sqs:us-east-1:1:tenantctl-ghost-jobs",
                     detail="sqs tenantctl-ghost-jobs: tagged for tenant 'ghost', which no registry record names")

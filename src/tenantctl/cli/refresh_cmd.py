@@ -31,7 +31,9 @@ def refresh(
     --cell read the committed cells' stacks too. `apply --refresh` (cells and
     tenants) or `provision ID` repairs (a tenant in a move: once `move ID
     --finalize` or `--rollback` ends it; said per tenant). A tenant of a cell stacks/ does not
-    define, or held by a running operation, is skipped with why.
+    define, or held by a running operation, is skipped with why. A tenant
+    whose last provision or repair failed is drift ("repair pending") until
+    one succeeds, whatever its read finds.
 
     Exit codes: 0 no drift, 12 drift found, 2 no ids, --all or --cell (or more
     than one of them), 1 a tenant could not be refreshed
@@ -67,6 +69,8 @@ def refresh(
                   ["stack", "drift", "resources read", "note"], rows)
         for t in summary.drifted:
             steps_table(f"{t.name} · drift (expected → live)", t.resources)
+            if t.pending:
+                console.print(f"{t.name}: repair pending: {t.pending}", highlight=False)
             orphan_lines(t.name, t.orphans, preview=True)
         counts = summary.counts
         held = [t for t in summary.drifted if t.held]

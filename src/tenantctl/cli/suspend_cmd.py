@@ -1,7 +1,7 @@
 """`tenantctl suspend | resume | hibernate`: a tenant that keeps its data and
 serves nothing, or sleeps while idle."""
 
-from typing import Annotated, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 
@@ -93,23 +93,34 @@ def hibernate(
     ws = Workspace()
     # --all: a tenant of a cell this project does not define is skipped before any run, saying why.
     ids, skipped = candidates(ws) if all_ else ([tenant_id], {})
-    done = []
-    for tid in ids:
-        with engine_progress(f"hibernating {tid}") as view:
-            try:
-                record, usage = run(ws, tid, idle_days=idle_days, force=force, on_event=view)
-            except (InvalidInput, Conflict, NotFound) as exc:
-                if not all_:
-                    raise
-                # --all: the tenants that are not idle, moving or locked stay up, and so does one gone
-                # (or whose cell's file went) since the listing.
-                skipped[tid] = str(exc)
-                view.skipped(str(exc))
-                continue
+    done: list[dict[str, Any]] = []
+    for at, tid in enumerate(ids):
+        try:
+            with engine_progress(f"hibernating {tid}") as view:
+                try:
+                    record, usage = run(ws, tid, idle_days=idle_days, force=force, on_event=view)
+                except (InvalidInput, Conflict, NotFound) as exc:
+                    if not all_:
+                        raise
+                    # --all: the tenants that are not idle, moving or locked stay up, and so does one gone
+                    # (or whose cell's file went) since the listing.
+                    skipped[tid] = str(exc)
+                    view.skipped(str(exc))
+                    continue
+        except Exception as exc:
+            if not all_:
+                raise
+            # What the sweep did before is reported with the error, never lost behind it.
+            _sweep_stopped(tid, exc, {"hibernated": done, "skipped": skipped, "not_started": ids[at + 1:]},
+                           json_out)
         done.append({"record": record, "last_activity": usage.last_activity})
     if json_out:
         print_json(done[0] if not all_ else {"hibernated": done, "skipped": skipped})
         return
+    _print_swept(done, skipped)
+
+
+def _print_swept(done: list[dict[str, Any]], skipped: dict[str, str]) -> None:
     for item in done:
         record = item["record"]
         console.print(f"[green]tenant {record.tenant_id} hibernates[/]: database instance "
@@ -117,3 +128,22 @@ def hibernate(
                       highlight=False)
     for tid, why in skipped.items():
         console.print(f"{tid}: skipped: {why}", highlight=False, markup=False)
+
+
+def _sweep_stopped(tenant_id: str, exc: Exception, swept: dict[str, Any], json_out: bool) -> NoReturn:
+    """`hibernate --all` stopped by a tenant's failure: what it did so far, then the error (with
+    --json one document: the result so far with the error object in it); its exit code."""
+    from tenantctl.cli.output import error_lines, error_object
+    from tenantctl.errors import TenantctlError
+
+    known = isinstance(exc, TenantctlError)
+    code, rule, details = (exc.exit_code, exc.rule, exc.details) if known else (1, None, None)
+    message = f"tenant {tenant_id!r}: " + (str(exc) if known else f"unexpected {type(exc).__name__}: {exc}")
+    if json_out:
+        print_json({**swept, "failed": {tenant_id: message}, "error": error_object(code, message, rule, details)})
+    else:
+        _print_swept(swept["hibernated"], swept["skipped"])
+        if swept["not_started"]:
+            console.print(f"not started: {', '.join(swept['not_started'])}", highlight=False, markup=False)
+    error_lines(message, details)
+    raise typer.Exit(code)

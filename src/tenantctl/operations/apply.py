@@ -57,7 +57,7 @@ from tenantctl.operations.apply_results import (
     after_refresh,
 )
 from tenantctl.operations.refresh import move_hold, refresh_many
-from tenantctl.registry import refusal
+from tenantctl.registry import provision_failed, refusal
 from tenantctl.registry_cells import CellBusy
 from tenantctl.stackconfig import (
     read_tenant,
@@ -103,17 +103,6 @@ def _rebuild_owed(record: TenantRecord) -> bool:
     return can_rebuild(record)
 
 
-def _provision_failed(record: TenantRecord) -> bool:
-    """Its last provision failed: apply runs it again, even when it failed
-    after recording the fingerprint (the posture check runs on the tenant
-    recorded active). A record written before ``provision_failed`` existed
-    cannot tell a failure from a note: any ``last_error`` counts (re-applied
-    once, it records the flag)."""
-    if "provision_failed" not in record.model_fields_set:
-        return record.last_error is not None
-    return record.provision_failed
-
-
 def _moving(record: TenantRecord | None, stack: str, spec: TenantSpec) -> str | None:
     """Why an open move's tenant is left alone, or None: its file is as the move
     wrote it (or, a stack the move has not written, as last applied), and the
@@ -132,7 +121,7 @@ def _update_reason(record: TenantRecord) -> str:
     if record.status not in SETTLED:
         why = f"registry status {record.status.value}"
         return why + (f" (last error: {record.last_error})" if record.last_error else "")
-    if _provision_failed(record):
+    if provision_failed(record):
         return f"the last provision failed (last error: {record.last_error})"
     if not record.spec_hash:
         return "no fingerprint recorded"
@@ -195,7 +184,7 @@ def plan(ws: Workspace, shard: tuple[int, int], records: dict[str, TenantRecord]
                                         error=f"the stack file names cell {spec.cell!r}, the tenant lives in "
                                               f"{record.cell!r}: tenants do not change cells in place",
                                         reason="cell changed"))
-        elif (record.status in SETTLED and not _rebuild_owed(record) and not _provision_failed(record)
+        elif (record.status in SETTLED and not _rebuild_owed(record) and not provision_failed(record)
               and record.spec_hash == applied_hash(spec, ws.project_dir, fingerprint, cells.get(record.cell))):
             results.append(TenantResult(tenant_id=tenant_id, action=Action.unchanged))
         else:

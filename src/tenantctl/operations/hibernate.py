@@ -45,12 +45,12 @@ POLL_SECONDS = 5
 
 
 def candidates(ws: Workspace) -> tuple[list[str], dict[str, str]]:
-    """What `hibernate --all` tries: every active dedicated tenant of a cell
+    """What `hibernate --all` tries, in id order: every active dedicated tenant of a cell
     stacks/ defines; the others skipped, by tenant id, with the reason `check`
     and `refresh` give (the shared selection), never run."""
     kept, undefined = in_defined_cells(ws, list(ws.registry.iter_all(tier=Tier.dedicated,
                                                                      status=TenantStatus.active)))
-    return [r.tenant_id for r, _ in kept], {s.tenant_id: s.reason for s in undefined}
+    return sorted(r.tenant_id for r, _ in kept), {s.tenant_id: s.reason for s in undefined}
 
 
 def hibernate(ws: Workspace, tenant_id: str, idle_days: int = 30, force: bool = False,

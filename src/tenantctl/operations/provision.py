@@ -197,7 +197,7 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
                 phase(on_event, spec.id, f"applying {path.name}")
                 applied = apply_spec(ws, spec, on_event, refresh=repair, stack=stack)
             except (PolicyRefused, NotConfirmed) as refused:
-                if getattr(refused, "changed_nothing", True):
+                if refused.changed_nothing:
                     # The engine's gate (or the operator) refused before its first change: put back what
                     # this run wrote.
                     _restore(path, committed)

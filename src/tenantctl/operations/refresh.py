@@ -31,7 +31,7 @@ from tenantctl.errors import CHANGES_PENDING, NotConfirmed, UsageError, containe
 from tenantctl.models import TenantRecord
 from tenantctl.naming import cell_stack
 from tenantctl.operations.selection import in_defined_cells, select
-from tenantctl.registry import describe_lock
+from tenantctl.registry import describe_lock, provision_failed
 from tenantctl.registry_cells import lease_of
 from tenantctl.timestamps import utc_minute
 from tenantctl.workspace import Workspace
@@ -105,10 +105,12 @@ class StackDrift(BaseModel):
     # A tenant's open move's (``move_hold``): `apply` leaves the tenant alone and `provision` refuses
     # it (exit 5) until the move ends, so its drift is repaired only after that.
     held: str | None = None
+    # A tenant whose last provision failed (``pending_repair``): drift whatever the read found.
+    pending: str | None = None
 
     @property
     def drifted(self) -> bool:
-        return bool(self.resources or self.orphans)
+        return bool(self.resources or self.orphans or self.pending)
 
     @property
     def skipped(self) -> bool:
@@ -122,6 +124,8 @@ class StackDrift(BaseModel):
             (sum(1 for r in self.resources if r.op is Op.update), "changed"),
             (sum(1 for r in self.resources if r.op is Op.delete), "deleted out of band"),
             (len(self.orphans) - mistagged, "orphan(s)"), (mistagged, "mis-tagged")) if n]
+        if self.pending:
+            parts.append("repair pending")
         return ", ".join(parts) or ("not read" if self.skipped else "no drift")
 
 
@@ -272,12 +276,27 @@ def move_hold(record: TenantRecord) -> str | None:
             "`--rollback`) ends it")
 
 
+def pending_repair(record: TenantRecord) -> str | None:
+    """Why the tenant is drift though live and recorded may agree, or None: its last provision
+    failed. A repair's up refreshes first and records the live (drifted) values as its state before
+    it writes anything (Pulumi's `up --refresh` does, and so does the LocalEngine), so an up that
+    failed part-way leaves a state that agrees with the drift it did not repair."""
+    if not provision_failed(record):
+        return None
+    what = "repair" if record.resources is not None else "provision"
+    error = f": {record.last_error}" if record.last_error else ""
+    return (f"last {what} failed at {utc_minute(record.updated_at)}{error}; its resources may differ from its "
+            f"stack until one succeeds: re-run `tenantctl provision {record.tenant_id}` (or `tenantctl apply "
+            "--refresh`)")
+
+
 def refresh_tenant(ws: Workspace, record: TenantRecord, tagged: list[inventory.Tagged]) -> TenantDrift:
     started = time.monotonic()
     result = TenantDrift(tenant_id=record.tenant_id, held=move_hold(record))
     if record.lock is not None:
         result.note = SKIPPED + describe_lock(record.tenant_id, record.lock)
         return result
+    result.pending = pending_repair(record)
     with contained(result):
         changes = result.read = refresh_stacks(ws, record)
         result.checked = len(changes.changes)
