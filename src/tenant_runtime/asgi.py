@@ -104,9 +104,10 @@ class Addressing:
 def problem(exc: TenantRuntimeError, instance: str | None = None) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """(status, headers, body) of the RFC 9457 problem for ``exc``; an error's
     ``extensions`` (a dict, e.g. an application's field errors) are extension
-    members, never replacing the standard ones."""
+    members, never replacing the standard ones. The detail is the error's
+    ``public_detail`` when it has one (its message, quoting internals, is logged)."""
     body: dict[str, Any] = {"type": PROBLEM_TYPE.format(code=exc.code), "title": exc.title,
-                            "status": exc.status_code, "detail": str(exc), "code": exc.code}
+                            "status": exc.status_code, "detail": exc.public_detail or str(exc), "code": exc.code}
     if instance:
         body["instance"] = instance
     body = {**getattr(exc, "extensions", {}), **body}

@@ -5,7 +5,11 @@ also says how loud its answer is logged (``log_level``): a refusal that may be
 an attack on another tenant (a mismatch, a revoked token, a workspace not
 granted) is a warning; what clients cause every day (an expired token, a bad
 request, a tenant moving or waking) is info; what the platform got wrong is an
-error."""
+error.
+
+An error whose message quotes the platform's internals (a server and port, a
+role, a key ARN, the underlying service's own error text) says
+``public_detail`` to the client instead: the message is for the log."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ class TenantRuntimeError(Exception):
     log_level = ERROR
     code = "tenant_runtime_error"
     title = "Tenant runtime error"
+    public_detail: str | None = None  # None: the message is the client's detail too
 
 
 class Unauthenticated(TenantRuntimeError):
@@ -102,6 +107,7 @@ class RegistryUnavailable(TenantRuntimeError):
     log_level = WARNING
     code = "registry_unavailable"
     title = "Tenant registry unavailable"
+    public_detail = "the tenant registry could not be read: retry later"
 
 
 class RevocationsUnavailable(TenantRuntimeError):
@@ -112,6 +118,7 @@ class RevocationsUnavailable(TenantRuntimeError):
     log_level = WARNING
     code = "revocations_unavailable"
     title = "Token revocation list unavailable"
+    public_detail = "the token revocation list could not be refreshed: retry later"
 
 
 class JwksUnavailable(TenantRuntimeError):
@@ -123,6 +130,7 @@ class JwksUnavailable(TenantRuntimeError):
     log_level = WARNING
     code = "jwks_unavailable"
     title = "Token signing keys unavailable"
+    public_detail = "the keys verifying tokens could not be fetched: retry later"
 
 
 class InvalidRequest(TenantRuntimeError):
@@ -164,6 +172,7 @@ class KeyUnusable(TenantRuntimeError):
     def __init__(self, tenant_id: str, key_arn: str, state: str) -> None:
         super().__init__(f"the KMS key of tenant {tenant_id!r} is unusable ({state}): {key_arn}")
         self.tenant_id, self.key_arn, self.state = tenant_id, key_arn, state
+        self.public_detail = f"the key of tenant {tenant_id!r} is unusable ({state})"
 
 
 class KmsUnavailable(TenantRuntimeError):
@@ -174,6 +183,7 @@ class KmsUnavailable(TenantRuntimeError):
     log_level = WARNING
     code = "kms_unavailable"
     title = "Key service unavailable"
+    public_detail = "the key service throttled or failed the call, or could not be reached: retry later"
 
 
 class ServiceUnavailable(TenantRuntimeError):
@@ -184,6 +194,7 @@ class ServiceUnavailable(TenantRuntimeError):
     log_level = WARNING
     code = "service_unavailable"
     title = "Object storage or queue unavailable"
+    public_detail = "object storage or the job queue throttled or failed the call, or could not be reached: retry later"
 
 
 class AccessDenied(TenantRuntimeError):
@@ -194,6 +205,8 @@ class AccessDenied(TenantRuntimeError):
     status_code = 403
     code = "access_denied"
     title = "Access denied to the tenant's resources"
+    public_detail = ("the platform refused the tenant's role access to its own resources: its configuration, "
+                     "not the request")
 
 
 class ResourceNotFound(TenantRuntimeError):
@@ -225,6 +238,7 @@ class StoreUnavailable(TenantRuntimeError):
     log_level = WARNING
     code = "store_unavailable"
     title = "Context store unavailable"
+    public_detail = "the tenant's context store could not be reached or failed the call: retry later"
 
 
 def runtime_closed() -> StoreUnavailable:
@@ -242,6 +256,7 @@ class StoreTimeout(StoreUnavailable):
 
     code = "store_timeout"
     title = "Context store query cancelled"
+    public_detail = "a context store query was cancelled (it ran too long); nothing of it was committed: retry"
 
 
 class WritesFrozen(TenantRuntimeError):
@@ -307,4 +322,5 @@ class StoreMoved(StoreUnavailable):
 
     code = "store_moved"
     title = "Tenant store moved"
+    public_detail = "the tenant's store was moved: retry"
     log_level = INFO  # a move's switch: expected, and over in a moment

@@ -21,7 +21,9 @@ from tenant_runtime.auth import JWTSettings, TenantResolver
 from tenant_runtime.errors import (
     DecryptionFailed,
     InvalidRequest,
+    KeyUnusable,
     RegistryUnavailable,
+    StoreTimeout,
     TenantMismatch,
     TenantRuntimeError,
     WritesFrozen,
@@ -286,6 +288,37 @@ def test_a_problem_raised_by_the_app_is_logged_with_its_requests_tenant(resolver
         assert client.get(path, headers=bearer("acme")).status_code == status
     assert _logged(caplog) == [(logging.ERROR, "acme", "decryption_failed", 403, "/tenants/acme/broken"),
                                (logging.INFO, "acme", "writes_frozen", 503, "/tenants/acme/x")]
+
+
+def test_a_problem_quoting_the_platforms_internals_tells_the_client_only_what_to_do(resolver, caplog):
+    """A refused login's text names the database server, port and role, a key
+    the key's ARN: the client reads the error's public sentence, the log the cause."""
+    import psycopg
+
+    from tenant_runtime.transaction import store_error
+
+    caplog.set_level(logging.DEBUG, logger="tenant_runtime.problems")
+    refused = store_error("acme", psycopg.OperationalError(
+        'connection to server at "10.9.8.7", port 5432 failed: FATAL: role "tenant_acme_app" is not permitted to '
+        "log in"))
+    arn = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    raised = iter([refused, KeyUnusable("acme", arn, "Disabled"), StoreTimeout("cancelled on 10.9.8.7")])
+
+    async def failing(request: Request):
+        raise next(raised)
+
+    app = Starlette(routes=[Route("/tenants/{tenant_id}/x", failing)])
+    app.add_exception_handler(TenantRuntimeError, error_handler)
+    client = TestClient(TenantMiddleware(app, resolver))
+    answers = [client.get("/tenants/acme/x", headers=bearer("acme")) for _ in range(3)]
+    assert [(a.status_code, a.json()["code"]) for a in answers] == [
+        (503, "store_unavailable"), (403, "key_unusable"), (503, "store_timeout")]
+    for answer in answers:
+        assert not [s for s in ("10.9.8.7", "5432", "tenant_acme_app", "123456789012") if s in answer.text], answer.text
+        assert answer.json()["detail"] and answer.json()["detail"] != answer.json()["title"]
+    assert "retry" in answers[0].json()["detail"] and "Disabled" in answers[1].json()["detail"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "tenant_runtime.problems"]
+    assert "10.9.8.7" in logged[0] and arn in logged[1] and "10.9.8.7" in logged[2]
 
 
 def test_the_errors_table_of_the_runtime_docs_is_each_errors_status_code_and_log_level():
