@@ -500,6 +500,7 @@ def test_a_tenant_moves_to_another_cell_of_its_region_with_its_data_and_objects_
 
     monkeypatch.setattr(move_operation.Mover, "copy", changing_while_copied)
     slots = (cell_count(sandbox, "eua"), cell_count(sandbox, "euc"))
+    earlier = backup(context_from_workspace(fleet.ws, before), before).backup_id  # restored in the window below
     with writing(rt, MOVER) as writer:
         writer.wait_for_acks(10)
         result = move(fleet.ws, MOVER, cell="euc")
@@ -532,6 +533,10 @@ def test_a_tenant_moves_to_another_cell_of_its_region_with_its_data_and_objects_
     assert (cell_count(sandbox, "eua"), cell_count(sandbox, "euc")) == (slots[0], slots[1] + 1)
     report = check_tenant(fleet.ws, MOVER)
     assert report.ok, report.summary()
+    # A restore in place would replace the new store's tables under the link back to the old one: refused.
+    restored = Cli.create(sandbox, fleet.root)("drill", "restore", MOVER, "--backup", earlier, "--target",
+                                               "in-place", "--overwrite", "--yes")
+    assert restored.returncode == 5 and f"tenant '{MOVER}' is being moved (switched)" in restored.stderr, restored
 
     # Rollback: back to eua with the writes and objects made since the switch; nothing left in euc.
     after_switch = rt.objects.put_body(ctx, b"written in euc")

@@ -39,6 +39,7 @@ from tenantctl.drills.scope import workspace_view
 from tenantctl.drills.tables import server_major, table_rows
 from tenantctl.errors import BackupCorrupt, Conflict, InvalidInput, KeyUnusable, TenantctlError, UsageError
 from tenantctl.models import TenantRecord, TenantStatus, Tier, utcnow
+from tenantctl.registry import refuse_open_move
 
 
 def _database_exists(conn: Any, name: str) -> bool:
@@ -97,6 +98,8 @@ def _check_in_place(record: TenantRecord, yes: bool) -> None:
                            "(tenantctl.operations.revive)")
     if record.status not in (TenantStatus.active, TenantStatus.suspended):
         raise Conflict(f"tenant {record.tenant_id!r} is {record.status.value}: wait for that operation to finish")
+    # A restore replaces the store's tables under the link that carries its writes to the other store.
+    refuse_open_move(record)
 
 
 def restore(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest,
@@ -137,6 +140,7 @@ def restore(ctx: DrillContext, record: TenantRecord, manifest: BackupManifest,
         return _overwrite(ctx, record, manifest, overwrite)
     # In place mutates the tenant: hold its registry lock like provision/deprovision do.
     with ctx.registry.hold(record.tenant_id, "drill-restore") as held:
+        refuse_open_move(held.record)  # a move may have started since
         result = _overwrite(ctx, workspace_view(held.record, ctx.scope), manifest, overwrite)
         # The store holds the backup's index now, of whichever analyzer: what a reindex recorded of it goes.
         analyzers = {s: a for s, a in held.record.search_analyzers.items() if s != (ctx.scope or TENANT_STORE)}
