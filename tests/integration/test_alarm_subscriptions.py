@@ -115,25 +115,15 @@ def test_a_bad_subscription_is_refused_with_nothing_written(cli, value, code, sa
     assert path.read_text() == before and read_cell(cli.root / "stacks", "default").alarm_subscriptions
 
 
-def test_a_fresh_provisions_check_knows_the_subscriptions_from_its_up(cli, sandbox, ops_queue, monkeypatch):
+def test_a_fresh_provisions_check_knows_the_subscriptions_from_its_up(cli, sandbox, ops_queue, aws_calls):
     """The post-provision check reads no subscription (nor the topic) back: the up made both."""
-    from botocore.client import BaseClient
-
     from tenantctl.operations.deprovision import deprovision
     from tenantctl.operations.provision import provision
     from tenantctl.workspace import Workspace
 
     ws = Workspace(project_dir=cli.root, cwd=cli.root)
-    calls: list[str] = []
-    make_api_call = BaseClient._make_api_call
-
-    def counted(self, operation, params):
-        calls.append(f"{self.meta.service_model.service_name}.{operation}")
-        return make_api_call(self, operation, params)
-
-    monkeypatch.setattr(BaseClient, "_make_api_call", counted)
     record, _ = provision(ws, TenantSpec(id="as-calls"))
-    monkeypatch.undo()
+    calls = list(aws_calls)
     try:
         assert record.last_error is None
         assert "sns.Subscribe" in calls
