@@ -100,6 +100,36 @@ def test_an_undeclared_subscription_beside_the_declared_one_fails_and_only_it_is
             sns.unsubscribe(SubscriptionArn=extra)
 
 
+def test_apply_brings_a_changed_list_to_the_cells_tenants(tenant, cli, sandbox, ops_queue):
+    """The cell's list is in its tenants' fingerprints: `apply` re-applies them when it changes
+    (the cell's own stack reads none of it: not applied again)."""
+    sqs = aws(sandbox, "sqs")
+    url = sqs.create_queue(QueueName="as-operators-audit")["QueueUrl"]
+    audit = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    stacks = cli.root / "stacks"
+    before = read_cell(stacks, "default")
+    try:
+        added = cli("cell", "add", "default", "--alarm-subscription", f"sqs={ops_queue}",
+                    "--alarm-subscription", f"sqs={audit}", "--write-only", "--json")
+        assert added.returncode == 0, added
+        run = cli("apply", "--json", "--match", "as-*")
+        assert run.returncode == 0, run
+        assert [(r["tenant_id"], r["action"]) for r in run.json()["results"]] == [(TENANT, "update")]
+        assert run.json()["cells"] == []  # the cell itself: as applied
+        for topic in topics(sandbox):
+            assert sorted(subscriptions(sandbox, topic)) == sorted([("sqs", ops_queue), ("sqs", audit)])
+    finally:
+        write_cell(stacks, before)
+    # Taking one away deletes a resource of each topic: asked about, as every delete is.
+    unconfirmed = cli("apply", "--json", "--match", "as-*")
+    assert unconfirmed.returncode == 1 and "deletes or replaces 2 resource(s)" in unconfirmed.stderr, unconfirmed
+    again = cli("apply", "--yes", "--json", "--match", "as-*")
+    assert again.returncode == 0, again
+    for topic in topics(sandbox):
+        assert subscriptions(sandbox, topic) == [("sqs", ops_queue)]
+    assert cli("check", TENANT).returncode == 0
+
+
 @pytest.mark.parametrize(("value", "code", "says"), [
     ("email=ops@example.org", 3, "a person to confirm"),
     ("sqs=arn:aws:lambda:us-east-1:123456789012:function:page", 3, "needs a sqs ARN"),
