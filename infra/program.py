@@ -61,7 +61,7 @@ from infra.components.tenant_storage import TenantStorage, TenantStorageArgs
 from infra.components.tenant_workspace import TenantWorkspace, TenantWorkspaceArgs, component_name
 from tenantctl import naming
 from tenantctl.bucket_lifecycle import cell_rules, tenant_classes
-from tenantctl.models import CellSpec, TenantSpec, Tier, describe_validation_error
+from tenantctl.models import AlarmSubscription, CellSpec, TenantSpec, Tier, describe_validation_error
 from tenantctl.naming import PLATFORM_STACK, cell_of_stack, resource_name
 
 PLATFORM_BACKUP_DAYS = 14
@@ -214,8 +214,12 @@ def sibling_stack(platform_stack: str, cell: str) -> str:
     return f"{scope}/{naming.cell_stack(cell)}" if scope else naming.cell_stack(cell)
 
 
-def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK, key_generation: int = 0) -> dict[str, Any]:
+def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK, key_generation: int = 0,
+                 alarm_subscriptions: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """``alarm_subscriptions``: its cell's (``CellSpec.alarm_subscriptions``), laid over its
+    config by the engines: known to a preview, unlike a StackReference's output."""
     _check_region(spec.region)
+    subscriptions = alarm_subscriptions or []
     platform = StackReference(platform_stack)
     shared = platform.require_output
     tid, tags = spec.id, spec.tags()
@@ -273,7 +277,7 @@ def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK, key_gen
     TenantAlarms(tid, TenantAlarmsArgs(
         tenant_id=tid, kms_key_arn=key.arn, queue_name=queue.queue_name, dlq_name=queue.dlq_name,
         delay_seconds=spec.queue.delay_seconds, tags=tags, db_identifier=db.db_identifier,
-        db_storage_gb=spec.dedicated.storage_gb if spec.dedicated else 0))
+        db_storage_gb=spec.dedicated.storage_gb if spec.dedicated else 0, subscriptions=subscriptions))
 
     # The tenant's workspaces, each with its own key, role, queues, secret and schema in the tenant's store.
     workspaces = {w.name: TenantWorkspace(component_name(tid, w.name), TenantWorkspaceArgs(
@@ -281,7 +285,7 @@ def build_tenant(spec: TenantSpec, platform_stack: str = PLATFORM_STACK, key_gen
         admin_arn=shared("admin_role_arn"), account_id=account, bucket_arn=shared("bucket_arn"),
         account_role_arn=role_arn, retiring=retiring_db, generation=spec.store_generation,
         retiring_generation=old.generation if old is not None else 0, moving_bucket_arn=moving_bucket_arn,
-        key_generation=key_generation)).outputs
+        key_generation=key_generation, alarm_subscriptions=subscriptions)).outputs
         for w in spec.workspaces}
 
     store = pulumi.Output.all(endpoint=db.endpoint, port=db.port, database=db.database, secret_arn=secret.arn).apply(
@@ -319,13 +323,15 @@ def build(stack_name: str) -> dict[str, Any]:
                 raise ValueError(f"stack {stack_name!r} holds cell {spec.name!r}: the stack must be named after it")
             return build_platform(spec)
         spec = TenantSpec.model_validate(config.require_object("tenant"))
+        subscriptions = [AlarmSubscription.model_validate(s).model_dump()
+                         for s in config.get_object("alarmSubscriptions") or []]
     except ValidationError as exc:
         raise ValueError(f"stack {stack_name}: {describe_validation_error(exc)}") from None
     tenant_id, key_generation = naming.stack_tenant(stack_name) or ("", 0)
     if tenant_id != spec.id:
         raise ValueError(f"stack {stack_name!r} holds tenant {spec.id!r}: the stack must be named after the tenant "
                          f"(`<id>`, or `<id>.k<N>` for its key generation N)")
-    return build_tenant(spec, config.get("platformStack") or PLATFORM_STACK, key_generation)
+    return build_tenant(spec, config.get("platformStack") or PLATFORM_STACK, key_generation, subscriptions)
 
 
 def main() -> None:

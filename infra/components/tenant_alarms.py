@@ -2,11 +2,14 @@
 and (dedicated) database. Removed with the tenant like everything else.
 
 The topic is encrypted with the tenant's key, whose policy lets CloudWatch use
-it for exactly these alarms (``naming.alarm_names``)."""
+it for exactly these alarms (``naming.alarm_names``). Its subscriptions are its
+cell's ``alarm_subscriptions`` (the operators' queue, function or pager), the
+only ones it may have: `check` fails any other and a repair removes it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
@@ -29,6 +32,12 @@ class TenantAlarmsArgs:
     tags: dict[str, str]
     db_identifier: str | None = None  # dedicated only
     db_storage_gb: int = 0
+    subscriptions: list[dict[str, str]] = field(default_factory=list)  # its cell's: protocol, endpoint
+
+
+def subscription_name(name: str, protocol: str, endpoint: str) -> str:
+    """A subscription's own name, from what it delivers to: adding or removing one leaves the others be."""
+    return f"{name}-to-{hashlib.sha256(f'{protocol}:{endpoint}'.encode()).hexdigest()[:10]}"
 
 
 class TenantAlarms(pulumi.ComponentResource):
@@ -56,4 +65,9 @@ class TenantAlarms(pulumi.ComponentResource):
             alarm("db-storage", "AWS/RDS", "FreeStorageSpace", db, "Minimum", "LessThanThreshold",
                   args.db_storage_gb * FREE_STORAGE_FRACTION * 1024 ** 3)
             alarm("db-cpu", "AWS/RDS", "CPUUtilization", db, "Average", "GreaterThanThreshold", CPU_PERCENT, 3)
+        for sub in args.subscriptions:
+            # An https endpoint must confirm by itself (a paging service does): nobody clicks thousands of links.
+            aws.sns.TopicSubscription(subscription_name(name, sub["protocol"], sub["endpoint"]),
+                                      topic=self.topic.arn, protocol=sub["protocol"], endpoint=sub["endpoint"],
+                                      endpoint_auto_confirms=sub["protocol"] == "https" or None, opts=child)
         self.register_outputs({"topic_arn": self.topic.arn})

@@ -16,7 +16,7 @@ and the tenant's alarms on its own queues (DLQ depth, oldest message age).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 
@@ -59,6 +59,7 @@ class TenantWorkspaceArgs:
     moving_bucket_arn: pulumi.Input[str] | None = None
     # The tenant's stack of key generation N (a move to another account or region): the role's name.
     key_generation: int = 0
+    alarm_subscriptions: list[dict[str, str]] = field(default_factory=list)  # its cell's, as the tenant's topic
 
 
 def component_name(tenant_id: str, workspace: str) -> str:
@@ -117,7 +118,8 @@ class TenantWorkspace(pulumi.ComponentResource):
             function_role_arn=db.rotation_role_arn, after=[schema]), opts=child)
         TenantAlarms(name, TenantAlarmsArgs(
             tenant_id=stem, kms_key_arn=key.arn, queue_name=queue.queue_name, dlq_name=queue.dlq_name,
-            delay_seconds=args.workspace.queue.delay_seconds, tags=tags), opts=child)
+            delay_seconds=args.workspace.queue.delay_seconds, tags=tags, subscriptions=args.alarm_subscriptions),
+            opts=child)
         TenantRoleAccess(name, TenantRoleAccessArgs(tenant_id=tid, workspace=ws, role=role, grants=TenantGrants(
             bucket_arn=args.bucket_arn, queue_arns=[queue.arn, queue.dlq_arn], kms_key_arn=key.arn,
             secret_arn=secret.arn, moving_bucket_arn=args.moving_bucket_arn, queue_sends=not spec.retired)),

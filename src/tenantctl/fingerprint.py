@@ -61,11 +61,13 @@ def program_fingerprint(project_dir: Path) -> str:
 def applied_hash(spec: TenantSpec, project_dir: Path, program: str | None = None,
                  cell: CellSpec | None = None) -> str:
     """``program``: the program fingerprint when the caller already has it (a plan over many tenants).
-    ``cell``: the tenant's cell, whose settings its stack reads (its logins' connection limit): a
-    change there re-applies the tenants that take it."""
+    ``cell``: the tenant's cell, whose settings its stack reads (its logins' connection limit, its
+    alarm topics' subscriptions): a change there re-applies the tenants that take it."""
     program = program or program_fingerprint(project_dir)
     limit = spec.connection_limit(cell.db_connection_limit if cell is not None else None)
-    return hashlib.sha256(f"{spec.content_hash()}:{program}:{limit}".encode()).hexdigest()
+    # Only when there are some: the fingerprints of tenants of a cell without stay as they were.
+    subs = json.dumps([s.model_dump() for s in cell.alarm_subscriptions]) if cell and cell.alarm_subscriptions else ""
+    return hashlib.sha256(f"{spec.content_hash()}:{program}:{limit}{subs and ':'}{subs}".encode()).hexdigest()
 
 
 def cell_hash(spec: CellSpec, project_dir: Path) -> str:

@@ -30,8 +30,8 @@ from tenant_runtime.models import (
 from tenantctl import cell_bounds, naming
 
 __all__ = [
-    "ArchiveClass", "BackupSpec", "CellSpec", "DedicatedSpec", "Hibernation", "LifecycleSpec", "QueueSpec",
-    "RetentionMenu", "RetiringStore",
+    "AlarmSubscription", "ArchiveClass", "BackupSpec", "CellSpec", "DedicatedSpec", "Hibernation", "LifecycleSpec",
+    "QueueSpec", "RetentionMenu", "RetiringStore",
     "StoreConnection", "TenantLock", "TenantRecord", "TenantResources", "TenantSpec",
     "TenantStatus", "Tier", "WorkspaceResources", "WorkspaceSpec", "describe_validation_error", "utcnow",
 ]
@@ -361,15 +361,77 @@ class RetentionMenu(BaseModel):
 S3_MAX_LIFECYCLE_RULES = 1000
 
 
+# What SNS delivers to with nobody confirming (a queue, a function; an HTTPS endpoint that confirms
+# itself), so one declaration reaches every alarm topic of a cell, thousands of them. email and sms
+# (and email-json) need a person to confirm each topic's subscription: thousands of confirmation
+# mails, each one a live subscription only once clicked; firehose needs a subscription role (not
+# offered yet); http is plain text; application is a mobile push endpoint.
+ALARM_PROTOCOLS = ("sqs", "lambda", "https")
+_REFUSED_PROTOCOLS = {
+    "email": "each topic's subscription waits for a person to confirm it (a mail per topic, thousands per cell)",
+    "email-json": "each topic's subscription waits for a person to confirm it (a mail per topic, thousands per cell)",
+    "sms": "each message is a paid text to a phone, and a phone number is no fleet's pager",
+    "http": "alarms would travel in plain text: use https",
+    "firehose": "a Firehose subscription needs a subscription role tenantctl does not declare yet: subscribe an "
+                "SQS queue or a Lambda function that forwards to the stream",
+    "application": "a mobile push endpoint is not an operator's alerting",
+}
+_ENDPOINT_ARN = re.compile(r"arn:(aws[a-z-]*):(sqs|lambda):([a-z]{2}(?:-gov)?-[a-z]+-\d):(\d{12}):(.+)")
+
+
+def partition_of(region: str) -> str:
+    """The ARN partition of ``region`` (aws-cn for China, aws-us-gov for GovCloud)."""
+    return "aws-cn" if region.startswith("cn-") else "aws-us-gov" if region.startswith("us-gov-") else "aws"
+
+
+class AlarmSubscription(BaseModel):
+    """An endpoint every alarm topic of a cell (each tenant's, each workspace's) delivers to:
+    the operators' queue, function or paging service. The one subscription those topics may
+    have: `check` fails any other, and a repair removes it."""
+
+    model_config = _STRICT
+
+    protocol: str = Field(description=f"one of {', '.join(ALARM_PROTOCOLS)}")
+    endpoint: str = Field(description="the queue's or function's ARN (any account: the cell's operators "
+                                      "choose it), or an https:// URL")
+
+    @model_validator(mode="after")
+    def _deliverable(self) -> AlarmSubscription:
+        protocol, endpoint = self.protocol, self.endpoint
+        if protocol in _REFUSED_PROTOCOLS:
+            raise ValueError(f"alarm subscription protocol {protocol!r} is refused: {_REFUSED_PROTOCOLS[protocol]} "
+                             f"(use {', '.join(ALARM_PROTOCOLS)})")
+        if protocol not in ALARM_PROTOCOLS:
+            raise ValueError(f"alarm subscription protocol {protocol!r}: use {', '.join(ALARM_PROTOCOLS)}")
+        if protocol == "https":
+            if not re.fullmatch(r"https://[^\s/:]+(:\d+)?(/\S*)?", endpoint):
+                raise ValueError(f"alarm subscription endpoint {endpoint!r}: an https protocol needs an https:// URL")
+            return self
+        m = _ENDPOINT_ARN.fullmatch(endpoint)
+        if m is None or m.group(2) != protocol:
+            raise ValueError(f"alarm subscription endpoint {endpoint!r}: a {protocol} protocol needs a {protocol} ARN "
+                             f"(arn:aws:{protocol}:<region>:<account>:...)")
+        if m.group(1) != partition_of(m.group(3)):
+            raise ValueError(f"alarm subscription endpoint {endpoint!r}: region {m.group(3)} is in partition "
+                             f"{partition_of(m.group(3))}, not {m.group(1)}")
+        return self
+
+    @property
+    def region(self) -> str | None:
+        return naming.region_of_arn(self.endpoint)
+
+
 class CellSpec(BaseModel):
     """One cell: an instance of what pooled tenants share (network, PostgreSQL,
     bucket) in one account and region. The default cell (stack `platform`) is
     the home of the registry and runs in the target's own account."""
 
     model_config = _STRICT
-    # Settings no resource reads (the counter's flag, the connection budget's): left out of the
-    # fingerprint, so a change to them runs no up.
-    UNDEPLOYED: ClassVar[frozenset[str]] = frozenset({"draining", "allow_overcommit", "platform_connections"})
+    # Settings no resource of its own stack reads (the counter's flag, the connection budget's; the
+    # alarm subscriptions its tenants' stacks take): left out of its fingerprint, so a change to them
+    # runs no up of the cell (the tenants' fingerprints take the subscriptions).
+    UNDEPLOYED: ClassVar[frozenset[str]] = frozenset({"draining", "allow_overcommit", "platform_connections",
+                                                      "alarm_subscriptions"})
 
     name: str = naming.DEFAULT_CELL
     region: Region = "us-east-1"
@@ -419,6 +481,9 @@ class CellSpec(BaseModel):
         True, description="this cell manages the RDSOSMetrics log group of its account and region (a name RDS "
                           "fixes: one per account and region); `cell add` sets false when another cell has it, "
                           "`cell remove` of the cell that has it hands it to another cell of its account and region")
+    alarm_subscriptions: list[AlarmSubscription] = Field(
+        default_factory=list, description="endpoints every alarm topic of the cell (each tenant's and workspace's) "
+                                          "delivers to; the only subscriptions those topics may have")
     os_metrics_adopted: bool = Field(
         False, description="the RDSOSMetrics log group existed before this cell managed it (handed over by a "
                            "removed cell, or left by one): its up imports it instead of creating it")
@@ -456,6 +521,14 @@ class CellSpec(BaseModel):
                              "account (no account_role_arn); add another cell for another account")
         if self.name == naming.DEFAULT_CELL and self.retiring:
             raise ValueError("the default cell is the home of the registry: it is never retired")
+        for sub in self.alarm_subscriptions:
+            if sub.region is not None and partition_of(sub.region) != partition_of(self.region):
+                raise ValueError(f"alarm subscription endpoint {sub.endpoint!r}: partition {partition_of(sub.region)} "
+                                 f"is not the cell's ({partition_of(self.region)}, region {self.region}): "
+                                 "SNS delivers within its partition only")
+        keys = [(s.protocol, s.endpoint) for s in self.alarm_subscriptions]
+        if len(set(keys)) != len(keys):
+            raise ValueError("alarm_subscriptions: an endpoint is listed twice")
         # The one lifecycle limit left: the cell's own menu (+1: the abort-multipart rule).
         if self.retention.rule_count + 1 > S3_MAX_LIFECYCLE_RULES:
             raise ValueError(f"the retention menu needs {self.retention.rule_count + 1} lifecycle rules; "
@@ -471,8 +544,9 @@ class CellSpec(BaseModel):
         """Fields its stack file and fingerprint leave out while at their default
         (they came after both existed: the files and fingerprints written before stay
         as they were, and a tenantctl of before still reads a file written now)."""
-        late = ("retiring", "os_metrics_adopted", "allow_overcommit", "platform_connections")
-        return {name for name in late if getattr(self, name) == type(self).model_fields[name].default}
+        late = ("retiring", "os_metrics_adopted", "allow_overcommit", "platform_connections", "alarm_subscriptions")
+        fields = type(self).model_fields
+        return {name for name in late if getattr(self, name) == fields[name].get_default(call_default_factory=True)}
 
     @property
     def connection_cap(self) -> int:

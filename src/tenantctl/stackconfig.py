@@ -38,6 +38,7 @@ TENANT_KEY = "tenantctl:tenant"
 PLATFORM_REF_KEY = "tenantctl:platformStack"
 REGION_KEY = "aws:region"
 ASSUME_ROLES_KEY = "aws:assumeRoles"  # pulumi-aws 7 provider config (a list of AssumeRoles)
+ALARM_SUBSCRIPTIONS_KEY = "tenantctl:alarmSubscriptions"  # a tenant stack's: its cell's alarm_subscriptions
 SESSION_NAME = "tenantctl"
 
 
@@ -271,11 +272,12 @@ def stray_stack(stack: str, record: TenantRecord | None) -> str | None:
 
 
 def provider_config(stacks_dir: Path, stack: str, config: dict | None = None) -> dict[str, Any]:
-    """The AWS provider config a stack runs with besides its own file: the
-    account of its cell (a cell's own, or the cell a tenant's
-    `tenantctl:platformStack` names) as pulumi-aws's `aws:assumeRoles`. {} for
-    a cell in the target's own account. Both engines lay it over the stack file,
-    so a cell's account is written once, in the cell's file."""
+    """The config a stack runs with besides its own file, from its cell (a cell's
+    own, or the cell a tenant's `tenantctl:platformStack` names): the cell's
+    account as pulumi-aws's `aws:assumeRoles` (none for the target's own
+    account) and, for a tenant stack, the cell's alarm subscriptions
+    (`tenantctl:alarmSubscriptions`, none when it has none). Both engines lay it
+    over the stack file, so what is the cell's is written once, in the cell's file."""
     cell = cell_of_stack(stack)
     if cell is None:
         if config is None:
@@ -283,6 +285,9 @@ def provider_config(stacks_dir: Path, stack: str, config: dict | None = None) ->
             config = read_config(path) if path.exists() else {}
         cell = cell_of_stack(str(config.get(PLATFORM_REF_KEY) or cell_stack(DEFAULT_CELL)).rsplit("/", 1)[-1])
     spec = read_cell(stacks_dir, cell) if cell is not None else None
-    if spec is None or not spec.account_role_arn:
-        return {}
-    return {ASSUME_ROLES_KEY: [{"roleArn": spec.account_role_arn, "sessionName": SESSION_NAME}]}
+    laid: dict[str, Any] = {}
+    if spec is not None and spec.account_role_arn:
+        laid[ASSUME_ROLES_KEY] = [{"roleArn": spec.account_role_arn, "sessionName": SESSION_NAME}]
+    if spec is not None and spec.alarm_subscriptions and cell_of_stack(stack) is None:
+        laid[ALARM_SUBSCRIPTIONS_KEY] = [s.model_dump() for s in spec.alarm_subscriptions]
+    return laid

@@ -132,3 +132,19 @@ def runtime(sandbox: SandboxEndpoints, workspace: Workspace) -> Iterator[TenantR
     tenants (the ones on ``runtime_env``'s import ``runtime_tenants``' own)."""
     with sandbox_runtime(sandbox, workspace) as rt:
         yield rt
+
+
+@pytest.fixture
+def aws_calls(monkeypatch) -> list[str]:
+    """Every AWS call this process makes from here on, as `service.Operation`."""
+    from botocore.client import BaseClient
+
+    calls: list[str] = []
+    make_api_call = BaseClient._make_api_call
+
+    def counted(self, operation, params):
+        calls.append(f"{self.meta.service_model.service_name}.{operation}")
+        return make_api_call(self, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", counted)
+    return calls

@@ -658,24 +658,14 @@ def test_rls_lints_find_nothing_in_any_tenant_schema(clean, sandbox):
     assert found == []
 
 
-def test_a_pooled_provision_makes_at_most_24_aws_calls(clean, workspace, monkeypatch):
+def test_a_pooled_provision_makes_at_most_24_aws_calls(clean, workspace, monkeypatch, aws_calls):
     """The apply's creates, the registry's writes, the preflight and a post-provision check that reuses what
     the apply wrote (the cell's shared resources were read by the check of `clean`: still fresh here however
     long the tests before took on a loaded machine; its admin secret by the schema provider, read once per process)."""
-    from botocore.client import BaseClient
-
     from tenantctl.checks import reads
 
     monkeypatch.setattr(reads, "CELL_READ_TTL", 24 * 3600.0)
-
-    calls: list[str] = []
-    make_api_call = BaseClient._make_api_call
-
-    def counted(self, operation, params):
-        calls.append(f"{self.meta.service_model.service_name}.{operation}")
-        return make_api_call(self, operation, params)
-
-    monkeypatch.setattr(BaseClient, "_make_api_call", counted)
+    calls = aws_calls
     record, _ = provision(workspace, TenantSpec(id="ck-calls"))
     assert record.last_error is None
     assert len(calls) <= 24, sorted(calls)

@@ -318,6 +318,10 @@ def test_a_cell_default_the_tenant_takes_is_in_its_fingerprint(tmp_path):
     assert applied_hash(pooled, tmp_path, cell=raised) != applied_hash(pooled, tmp_path, cell=cell)
     for spec in (own, dedicated):
         assert applied_hash(spec, tmp_path, cell=raised) == applied_hash(spec, tmp_path, cell=cell)
+    # Its alarm topics' subscriptions: every tenant of the cell takes them.
+    subscribed = CellSpec(alarm_subscriptions=[{"protocol": "sqs", "endpoint": "arn:aws:sqs:us-east-1:123456789012:q"}])
+    for spec in (pooled, own, dedicated):
+        assert applied_hash(spec, tmp_path, cell=subscribed) != applied_hash(spec, tmp_path, cell=cell)
 
 
 # -- the process pool: a worker that dies fails its own tenant only --

@@ -105,6 +105,11 @@ def test_stack_files_of_cells_and_tenants_stay_apart(tmp_path: Path):
     assert provider_config(tmp_path, "cell-eu1") == assumed
     assert provider_config(tmp_path, "acme") == assumed
     assert provider_config(tmp_path, "beta") == {} and provider_config(tmp_path, "platform") == {}
+    # A cell's alarm subscriptions reach its tenants' stacks (not its own): its file says them once.
+    ops = {"protocol": "sqs", "endpoint": "arn:aws:sqs:us-east-1:123456789012:ops"}
+    write_cell(tmp_path, CellSpec(alarm_subscriptions=[ops]))
+    assert provider_config(tmp_path, "beta") == {"tenantctl:alarmSubscriptions": [ops]}
+    assert provider_config(tmp_path, "platform") == {} and provider_config(tmp_path, "acme") == assumed
 
 
 def test_the_pulumi_engine_qualifies_a_cell_reference_and_adds_the_account(tmp_path: Path):

@@ -575,3 +575,25 @@ def test_a_retiring_cell_lifts_its_databases_protection_and_lets_its_buckets_go(
         assert len(buckets) == 2 and all(b.inputs["forceDestroy"] is retiring for b in buckets)
         assert [v.rule for v in policy.check(mocks.resources, "cell-eu1", platform=True)] == (
             ["deletion-protection"] if retiring else [])
+
+
+def test_every_alarm_topic_subscribes_its_cells_endpoints_and_no_other(pooled):
+    """The cell's alarm subscriptions (laid over the tenant's config by the engines) reach
+    the tenant's topic and each workspace's; a tenant of a cell without has none."""
+    assert pooled[1].of_type("aws:sns/topicSubscription:TopicSubscription") == []
+    queue, hook = "arn:aws:sqs:us-east-1:999999999999:ops-alarms", "https://events.pager.example/sns"
+    config = {**tenant_config({"id": "acme", "workspaces": [{"name": "legal"}]}),
+              "tenantctl:alarmSubscriptions": [{"protocol": "sqs", "endpoint": queue},
+                                               {"protocol": "https", "endpoint": hook}]}
+    mocks = RecordingMocks()
+    run_program("acme", config, mocks)
+    subs = mocks.of_type("aws:sns/topicSubscription:TopicSubscription")
+    topics = {t.inputs["name"] for t in mocks.of_type("aws:sns/topic:Topic")}
+    assert topics == {"tenantctl-acme-alarms", "tenantctl-acme--legal-alarms"}
+    assert sorted((s.inputs["protocol"], s.inputs["endpoint"]) for s in subs) == [("https", hook)] * 2 + [
+        ("sqs", queue)] * 2
+    assert all(s.inputs.get("endpointAutoConfirms") == (s.inputs["protocol"] == "https") or
+               (s.inputs["protocol"] == "sqs" and "endpointAutoConfirms" not in s.inputs) for s in subs)
+    with pytest.raises(Exception, match="refused"):
+        run_program("acme", {**config, "tenantctl:alarmSubscriptions": [{"protocol": "email", "endpoint": "a@b.c"}]},
+                    RecordingMocks())

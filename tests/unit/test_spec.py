@@ -1,5 +1,7 @@
 """TenantSpec and the naming rules every tenant id must satisfy."""
 
+import re
+
 import pytest
 from pydantic import ValidationError
 
@@ -113,3 +115,36 @@ def test_a_connection_limit_is_the_tenants_own_else_its_cells_where_the_server_i
     assert "db_connection_limit" not in TenantSpec(id="acme").desired()
     with pytest.raises(ValueError, match="db_connection_limit"):
         CellSpec(db_connection_limit=0)
+
+
+@pytest.mark.parametrize(("sub", "region", "says"), [
+    ({"protocol": "email", "endpoint": "ops@example.org"}, "us-east-1", "a person to confirm"),
+    ({"protocol": "sms", "endpoint": "+15555550100"}, "us-east-1", "refused"),
+    ({"protocol": "http", "endpoint": "http://pager.example/sns"}, "us-east-1", "plain text"),
+    ({"protocol": "firehose", "endpoint": "arn:aws:firehose:us-east-1:123456789012:deliverystream/a"}, "us-east-1",
+     "subscription role"),
+    ({"protocol": "carrier-pigeon", "endpoint": "x"}, "us-east-1", "use sqs, lambda, https"),
+    ({"protocol": "sqs", "endpoint": "ops-alarms"}, "us-east-1", "needs a sqs ARN"),
+    ({"protocol": "lambda", "endpoint": "arn:aws:sqs:us-east-1:123456789012:q"}, "us-east-1", "needs a lambda ARN"),
+    ({"protocol": "sqs", "endpoint": "arn:aws-cn:sqs:us-east-1:123456789012:q"}, "us-east-1", "partition aws,"),
+    ({"protocol": "sqs", "endpoint": "arn:aws-cn:sqs:cn-north-1:123456789012:q"}, "us-east-1", "cell's (aws"),
+    ({"protocol": "https", "endpoint": "https://"}, "us-east-1", "https:// URL"),
+])
+def test_an_alarm_subscription_nobody_can_confirm_or_reach_is_refused(sub, region, says):
+    from tenantctl.models import CellSpec
+
+    with pytest.raises(ValueError, match=re.escape(says)):
+        CellSpec(region=region, alarm_subscriptions=[sub])
+
+
+def test_alarm_subscriptions_in_any_account_of_the_cells_partition():
+    from tenantctl.models import CellSpec
+
+    subs = [{"protocol": "sqs", "endpoint": "arn:aws:sqs:eu-west-1:999999999999:ops"},  # another account, region
+            {"protocol": "lambda", "endpoint": "arn:aws:lambda:us-east-1:123456789012:function:page"},
+            {"protocol": "https", "endpoint": "https://events.pager.example/v2/sns"}]
+    assert [s.protocol for s in CellSpec(alarm_subscriptions=subs).alarm_subscriptions] == ["sqs", "lambda", "https"]
+    with pytest.raises(ValueError, match="listed twice"):
+        CellSpec(alarm_subscriptions=subs[:1] * 2)
+    # Left out of the stack file while empty: cell files written before stay as they were.
+    assert "alarm_subscriptions" in CellSpec().unwritten

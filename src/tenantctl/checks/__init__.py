@@ -11,9 +11,9 @@ One module per concern:
   cell's gateway secret (no resource policy);
 - ``aws_posture``: KMS rotation and key policy, queue/DLQ encryption, bucket
   public access block, encryption and access logging, secret rotation, the
-  alarm topic's encryption and access (no subscription, no outsider in its
-  policy), tags, the role's trust and access policies (the latter judged with
-  ``iam_eval``);
+  alarm topic's encryption and access (no subscription but its cell's
+  declared ``alarm_subscriptions``, no outsider in its policy), tags, the
+  role's trust and access policies (the latter judged with ``iam_eval``);
 - ``placement``: the tenant's cell, account and region (every resource ARN in
   the cell's account and the tenant's region, the prefix in the cell's bucket);
 - ``network_posture``: the tenant's VPC (endpoint policies, flow logs, the
@@ -90,12 +90,14 @@ def check_tenant(ws: Any, tenant_id: str, record: Any = None, applied: list[Any]
         gateway = (pool.submit(list, gateway_checks(record, platform, gateway_clients))
                    if record.tier.value == "pooled" and platform.get("gateway_secret_arn") else None)
         placed = list(placement_checks(record, cell, platform, clients, reads))
-        aws = list(aws_checks(record, platform, clients, reads, platforms))
+        subscriptions = [(s.protocol, s.endpoint) for s in cell.alarm_subscriptions]
+        aws = list(aws_checks(record, platform, clients, reads, platforms, subscriptions))
         report = PostureReport(tenant_id=tenant_id)
         report.checks += [*placed, *database.result(), *(gateway.result() if gateway is not None else []), *aws,
                           *network.result()]
     for name in sorted(record.workspaces):
-        report.checks += list(workspace_checks(record, name, platform, clients, limit, admin, platforms, applied))
+        report.checks += list(workspace_checks(record, name, platform, clients, limit, admin, platforms, applied,
+                                               subscriptions))
     return report
 
 
@@ -133,10 +135,12 @@ def applied_connection_limit(ws: Any, record: Any, platform: dict[str, Any]) -> 
 def workspace_checks(record: Any, workspace: str, platform: dict[str, Any], clients: Any,
                      connection_limit: int | None = None, admin: Any = None,
                      platforms: dict[str, dict[str, Any]] | None = None,
-                     applied: list[Any] | None = None) -> list[CheckResult]:
+                     applied: list[Any] | None = None, subscriptions: list[tuple[str, str]] = ()
+                     ) -> list[CheckResult]:
     """The tenant's database and AWS checks of what a workspace has of its own,
     on its live resources, in areas named after it (``workspace legal/aws``);
-    ``applied``: what the up that just ran established, reused as for the tenant's."""
+    ``applied``: what the up that just ran established, reused as for the tenant's;
+    ``subscriptions``: its cell's alarm subscriptions (its topic may have those)."""
     from tenantctl.checks.aws_posture import workspace_aws_checks
     from tenantctl.checks.db_posture import database_checks
     from tenantctl.drills.scope import workspace_view
@@ -149,7 +153,7 @@ def workspace_checks(record: Any, workspace: str, platform: dict[str, Any], clie
                              area=f"{area}/database", platform=platform, connection_limit=connection_limit,
                              admin=admin),
             *workspace_aws_checks(view, workspace, platform, clients, area=f"{area}/aws", platforms=platforms,
-                                  applied=applied)]
+                                  applied=applied, subscriptions=subscriptions)]
 
 
 def verify_provisioned(ws: Any, record: Any, applied: list[Any] | None = None) -> Any:

@@ -41,8 +41,9 @@ rollback, each before the record follows: the secret's rotation function, the
 tier tag and the key policy's service statements may be either side's (never
 any other's).
 - ``alarm-topic-encryption``: the alarm topic is encrypted with the tenant key;
-- ``topic-access``: the alarm topic has no subscription (the stack declares
-  none: one mails the alarms, and what they name, anywhere) and its policy lets
+- ``topic-access``: the alarm topic has no subscription but its cell's
+  declared ``alarm_subscriptions`` (matched by protocol and endpoint: another
+  one mails the alarms, and what they name, anywhere) and its policy lets
   in no principal outside the tenant's account (AWS's default, which the stack
   leaves, pins the caller's account);
 - ``tags``: key, queues, role and secret carry tenant/tier/owner/managed-by
@@ -61,7 +62,7 @@ any other's).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from functools import cached_property
 from typing import Any
 from urllib.parse import unquote
@@ -176,8 +177,10 @@ class _AwsChecks:
     ``platforms``: the outputs of each cell of ``move_sides`` (default: ``platform``'s)."""
 
     def __init__(self, record: Any, platform: dict[str, Any], clients: Callable[..., Any], reads: LiveReads,
-                 workspace: str | None = None, platforms: dict[str, dict[str, Any]] | None = None) -> None:
+                 workspace: str | None = None, platforms: dict[str, dict[str, Any]] | None = None,
+                 subscriptions: Collection[tuple[str, str]] = ()) -> None:
         self.record, self.res, self.tid = record, record.resources, record.tenant_id
+        self.subscriptions = set(subscriptions)  # its cell's alarm_subscriptions: (protocol, endpoint)
         self.workspace = workspace
         self.names = naming.OwnerNames(record.tenant_id, workspace)
         # The session tag value its role's trust requires, and the stem of its alarms' names.
@@ -309,12 +312,14 @@ class _AwsChecks:
     def topic_access(self) -> tuple[bool, str]:
         arn = self._topic_arn
         account = naming.account_of_arn(arn)
-        problems = [f"subscription {sub.get('Protocol')} {sub.get('Endpoint')}"
-                    for sub in self.reads.topic_subscriptions(arn)]
+        subs = self.reads.topic_subscriptions(arn)
+        problems = [f"subscription {sub.get('Protocol')} {sub.get('Endpoint')} (not its cell's alarm_subscriptions)"
+                    for sub in subs if (sub.get("Protocol"), sub.get("Endpoint")) not in self.subscriptions]
         outsiders = topic_outsiders(self.reads.topic_policy(arn), account)
         if outsiders:
             problems.append(f"policy lets in {', '.join(outsiders)}")
-        return not problems, f"{arn}: {'; '.join(problems) or f'no subscription, policy confined to {account}'}"
+        declared = f"{len(subs)} declared subscription(s)" if subs else "no subscription"
+        return not problems, f"{arn}: {'; '.join(problems) or f'{declared}, policy confined to {account}'}"
 
     def _tenant_key_encrypts(self, what: str, key: str | None) -> tuple[bool, str]:
         """``key`` (an id, alias or ARN, as services report it) is the tenant's."""
@@ -553,21 +558,25 @@ WORKSPACE_NAMES = ("kms-key-state", "kms-alias", "kms-rotation", "kms-key-policy
 
 def workspace_aws_checks(view: Any, workspace: str, platform: dict[str, Any], clients: Callable[..., Any],
                          area: str, platforms: dict[str, dict[str, Any]] | None = None,
-                         applied: list[Any] | None = None) -> Iterator[CheckResult]:
+                         applied: list[Any] | None = None, subscriptions: Collection[tuple[str, str]] = ()
+                         ) -> Iterator[CheckResult]:
     """The tenant's checks of what a workspace has of its own, on its resources (``view``: its record's view);
     ``applied``: as ``aws_checks``' ``reads``, what the up that just ran established."""
     from tenantctl.checks.reads import AppliedReads
 
     reads = LiveReads(view, clients) if applied is None else AppliedReads(view, clients, applied)
-    checks = _AwsChecks(view, platform, clients, reads, workspace=workspace, platforms=platforms)
+    checks = _AwsChecks(view, platform, clients, reads, workspace=workspace, platforms=platforms,
+                        subscriptions=subscriptions)
     yield from run_each(area, [(name, getattr(checks, name.replace("-", "_"))) for name in WORKSPACE_NAMES])
 
 
 def aws_checks(record: Any, platform: dict[str, Any], clients: Callable[..., Any],
-               reads: LiveReads | None = None, platforms: dict[str, dict[str, Any]] | None = None
-               ) -> Iterator[CheckResult]:
+               reads: LiveReads | None = None, platforms: dict[str, dict[str, Any]] | None = None,
+               subscriptions: Collection[tuple[str, str]] = ()) -> Iterator[CheckResult]:
     """``clients(service, region=)``: the target's AWS clients (``Workspace.client``); ``reads``: where the
-    tenant resources' settings come from (default: live, each read once)."""
-    checks = _AwsChecks(record, platform, clients, reads or LiveReads(record, clients), platforms=platforms)
+    tenant resources' settings come from (default: live, each read once); ``subscriptions``: its cell's
+    alarm subscriptions, (protocol, endpoint) each."""
+    checks = _AwsChecks(record, platform, clients, reads or LiveReads(record, clients), platforms=platforms,
+                        subscriptions=subscriptions)
     names = list(NAMES) + (["rds-posture"] if record.tier.value == "dedicated" else [])
     yield from run_each(AREA, [(name, getattr(checks, name.replace("-", "_"))) for name in names])

@@ -23,7 +23,7 @@ from typing import Any
 from tenantctl.naming import account_of_arn
 
 KEY, ROLE, QUEUE, GRANT = "aws:kms/key:Key", "aws:iam/role:Role", "aws:sqs/queue:Queue", "aws:kms/grant:Grant"
-ALIAS = "aws:kms/alias:Alias"
+ALIAS, SUBSCRIPTION = "aws:kms/alias:Alias", "aws:sns/topicSubscription:TopicSubscription"
 ROLE_POLICY, ATTACHMENT = "aws:iam/rolePolicy:RolePolicy", "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
 SECRET, ROTATION, TOPIC = ("aws:secretsmanager/secret:Secret", "aws:secretsmanager/secretRotation:SecretRotation",
                            "aws:sns/topic:Topic")
@@ -241,7 +241,11 @@ class AppliedReads(LiveReads):
         return default_topic_policy(arn) if self._made_topic(arn) else super().topic_policy(arn)
 
     def topic_subscriptions(self, arn: str) -> list[dict[str, Any]]:
-        return [] if self._made_topic(arn) else super().topic_subscriptions(arn)  # the stack declares none
+        # A topic this up made has the subscriptions this up made on it (its cell's), no other.
+        if not self._made_topic(arn):
+            return super().topic_subscriptions(arn)
+        return [{"Protocol": r.inputs.get("protocol"), "Endpoint": r.inputs.get("endpoint")}
+                for r in self.applied if r.type == SUBSCRIPTION and r.inputs.get("topic") == arn]
 
     def trust_policy(self) -> Any:
         role = self._find(ROLE, "arn", self.res.role_arn)

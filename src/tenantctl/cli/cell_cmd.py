@@ -48,7 +48,8 @@ def _rows(info: "CellInfo") -> list[tuple[str, str]]:
             *([("overcommit", "allowed (allow_overcommit)")] if info.allow_overcommit else []),
             ("dedicated tenants", _count(info.dedicated)), ("draining", "yes" if info.draining else "no"),
             ("deployed", "yes" if info.deployed else "no"), ("stack file", _applied(info)),
-            ("bucket", info.bucket or "-"), ("database", info.database or "-")]
+            ("bucket", info.bucket or "-"), ("database", info.database or "-"),
+            ("alarm subscriptions", ", ".join(info.alarm_subscriptions) or "none: its alarms reach nobody")]
     if info.account_role_arn:
         rows.append(("waker role", info.waker_role_arn or "none yet: `tenantctl cell add` applies it"))
     rows += [("account wall" if q in info.walls else "account quota", q) for q in info.quotas]
@@ -56,6 +57,21 @@ def _rows(info: "CellInfo") -> list[tuple[str, str]]:
         rows.append(("recounted", ", ".join(f"{tier} {was} → {now}" for tier, (was, now) in info.recounted.items())
                      or "the counter was right"))
     return rows
+
+
+def _subscriptions(values: list[str]) -> list[dict[str, str]]:
+    """``PROTOCOL=ENDPOINT`` each (the protocol and endpoint are judged by the cell's spec); ``none``: no list."""
+    from tenantctl.errors import UsageError
+
+    if values == ["none"]:
+        return []
+    parsed = [value.partition("=") for value in values]
+    bad = [value for value, (protocol, sep, endpoint) in zip(values, parsed, strict=True)
+           if not (protocol and sep and endpoint)]
+    if bad:
+        raise UsageError(f"Invalid value for '--alarm-subscription': {bad[0]!r} is not PROTOCOL=ENDPOINT "
+                         "(sqs=arn:aws:sqs:REGION:ACCOUNT:QUEUE, lambda=FUNCTION_ARN, https=URL, or none).")
+    return [{"protocol": protocol.strip().lower(), "endpoint": endpoint.strip()} for protocol, _, endpoint in parsed]
 
 
 @app.command("add")
@@ -82,6 +98,11 @@ def add(
              "tenantctl's admin sessions; 0..100000, default 50): taken off max_connections before the pooled "
              "logins' cap is compared with what is left (rule connection-budget).")] = None,
     owner: Annotated[Optional[str], typer.Option(help="Owner tag of its shared resources.")] = None,
+    alarm_subscription: Annotated[Optional[list[str]], typer.Option(
+        "--alarm-subscription", metavar="PROTOCOL=ENDPOINT",
+        help="Subscribe every alarm topic of the cell (each tenant's and workspace's) to ENDPOINT: sqs=QUEUE_ARN, "
+             "lambda=FUNCTION_ARN or https=URL (repeatable; replaces the cell's list; `none` empties it). Email "
+             "and SMS are refused: each topic's subscription would wait for a person to confirm it.")] = None,
     write_only: Annotated[bool, typer.Option(
         "--write-only", help="Only write the stack file (complete: the home's runtime principal, the account's "
                              "RDS log group owner): commit it and `tenantctl apply` applies it.")] = False,
@@ -113,7 +134,8 @@ def add(
     options = {"region": region, "account_role_arn": account_role, "tiers": tier, "max_pooled_tenants": max_pooled,
                "vpc_cidr": vpc_cidr, "db_instance_class": db_instance_class, "owner": owner,
                "db_connection_limit": db_connection_limit, "platform_connections": platform_connections,
-               "allow_overcommit": allow_overcommit}
+               "allow_overcommit": allow_overcommit,
+               "alarm_subscriptions": None if alarm_subscription is None else _subscriptions(alarm_subscription)}
     ws = Workspace()
     # --write-only applies nothing: its progress must not say it does.
     with engine_progress(f"writing cell {name}'s stack file" if write_only else f"applying cell {name}") as view:

@@ -53,6 +53,7 @@ class CellInfo(BaseModel):
     bucket: str | None = None
     database: str | None = None
     waker_role_arn: str | None = None  # in another account: what the runtime assumes to wake its tenants
+    alarm_subscriptions: list[str] = []  # PROTOCOL=ENDPOINT each: where every alarm topic of the cell delivers
     # `show` only (read from the cell's account): each account quota a new pooled tenant uses, with its
     # usage, and the ones it would exceed there (walls: placement passes the cell over)
     quotas: list[str] = []
@@ -95,7 +96,8 @@ def _info(ws: Workspace, spec: CellSpec, outputs: dict[str, Any], item: dict[str
         applied=stack_file_state(ws, spec, item),
         pooled=None if placed is None else placed.get(Tier.pooled.value, 0),
         dedicated=None if placed is None else placed.get(Tier.dedicated.value, 0),
-        bucket=outputs.get("bucket"), database=outputs.get("db_name"), waker_role_arn=outputs.get("waker_role_arn"))
+        bucket=outputs.get("bucket"), database=outputs.get("db_name"), waker_role_arn=outputs.get("waker_role_arn"),
+        alarm_subscriptions=[f"{s.protocol}={s.endpoint}" for s in spec.alarm_subscriptions])
 
 
 def _counter(ws: Workspace, name: str) -> dict[str, Any] | None:

@@ -51,4 +51,38 @@ class TopicHandler(Handler):
         ignore_missing(lambda: ctx.client("sns").delete_topic(TopicArn=rid))
 
 
-HANDLERS = (TopicHandler(),)
+class TopicSubscriptionHandler(Handler):
+    """A topic's subscription, its id the subscription's ARN (as pulumi-aws's). Subscribe
+    answers the existing subscription's ARN for the same topic, protocol and endpoint."""
+
+    type = "aws:sns/topicSubscription:TopicSubscription"
+    replace_on = ("topic", "protocol", "endpoint")
+    find_when_recovering = True  # make adopts the subscription of that endpoint anyway
+
+    def find(self, ctx: Context, d: Desired) -> str | None:
+        pages = ctx.client("sns").get_paginator("list_subscriptions_by_topic").paginate(TopicArn=d.get("topic"))
+        found = read_or_none(lambda: [s for page in pages for s in page["Subscriptions"]
+                                      if (s.get("Protocol"), s.get("Endpoint")) == (d.get("protocol"),
+                                                                                    d.get("endpoint"))])
+        return found[0]["SubscriptionArn"] if found else None
+
+    def make(self, ctx: Context, d: Desired) -> str:
+        return ctx.client("sns").subscribe(TopicArn=d.get("topic"), Protocol=d.get("protocol"),
+                                           Endpoint=d.get("endpoint"), ReturnSubscriptionArn=True)["SubscriptionArn"]
+
+    def read(self, ctx: Context, rid: str | None, d: Desired) -> dict[str, Any] | None:
+        sns = ctx.client("sns")
+        got = rid and read_or_none(lambda: sns.get_subscription_attributes(SubscriptionArn=rid))
+        if not got:
+            return None
+        attrs = got.get("Attributes", {})
+        return {"topic": attrs.get("TopicArn"), "protocol": attrs.get("Protocol"), "endpoint": attrs.get("Endpoint")}
+
+    def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
+        return {"arn": rid}
+
+    def remove(self, ctx: Context, rid: str, d: Desired) -> None:
+        ignore_missing(lambda: ctx.client("sns").unsubscribe(SubscriptionArn=rid))
+
+
+HANDLERS = (TopicHandler(), TopicSubscriptionHandler())

@@ -1,0 +1,166 @@
+"""A cell's declared alarm subscriptions (``CellSpec.alarm_subscriptions``): every
+alarm topic of its tenants (and their workspaces) is subscribed to them, `check`
+and `refresh` take them as declared, and one undeclared beside them still fails
+`check` and is removed by the repair while the declared one stays.
+
+A project of its own on the session's sandbox whose default cell's stack file
+declares an SQS queue of the operators. The default cell is up already (its
+outputs exist), so provisioning does not apply it again: only this project's
+tenant stack reads the declaration."""
+
+from __future__ import annotations
+
+import pytest
+from fault_tools import Cli, aws
+
+from tenantctl import naming
+from tenantctl.errors import CHANGES_PENDING
+from tenantctl.models import CellSpec, TenantSpec, WorkspaceSpec
+from tenantctl.stackconfig import read_cell, stack_file, write_cell, write_tenant
+
+pytestmark = pytest.mark.integration
+
+TENANT, WS = "as-acme", "ops"
+
+
+@pytest.fixture(scope="module")
+def ops_queue(sandbox) -> str:
+    sqs = aws(sandbox, "sqs")
+    url = sqs.create_queue(QueueName="as-operators-alarms")["QueueUrl"]
+    return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+
+@pytest.fixture(scope="module")
+def cli(sandbox, tmp_path_factory, ops_queue) -> Cli:
+    cli = Cli.create(sandbox, tmp_path_factory.mktemp("alarm-subscriptions"))
+    write_cell(cli.root / "stacks", CellSpec(alarm_subscriptions=[{"protocol": "sqs", "endpoint": ops_queue}]))
+    return cli
+
+
+@pytest.fixture(scope="module")
+def tenant(cli):
+    write_tenant(cli.root / "stacks", TenantSpec(id=TENANT, cell="default", workspaces=[WorkspaceSpec(name=WS)]))
+    run = cli("provision", TENANT, "--json")  # its post-check passes with the subscriptions in place
+    assert run.returncode == 0, run
+    yield TENANT
+    gone = cli("deprovision", TENANT, "--yes", "--json")
+    assert gone.returncode == 0, gone
+
+
+def topics(sandbox) -> list[str]:
+    """The tenant's and its workspace's alarm topics."""
+    names = {naming.resource_name(TENANT, "alarms"), naming.resource_name(naming.ws_stem(TENANT, WS), "alarms")}
+    return [t["TopicArn"] for t in aws(sandbox, "sns").list_topics()["Topics"] if t["TopicArn"].split(":")[-1] in names]
+
+
+def subscriptions(sandbox, topic: str) -> list[tuple[str, str]]:
+    return [(s["Protocol"], s["Endpoint"])
+            for s in aws(sandbox, "sns").list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]]
+
+
+def test_every_alarm_topic_of_the_cell_is_subscribed_and_checks_clean(tenant, cli, sandbox, ops_queue):
+    found = topics(sandbox)
+    assert len(found) == 2
+    for topic in found:
+        assert subscriptions(sandbox, topic) == [("sqs", ops_queue)]
+    checked = cli("check", TENANT, "--json")
+    assert checked.returncode == 0, checked
+    access = [c for c in checked.json()["checks"] if c["name"] == "topic-access"]
+    assert len(access) == 2 and all(c["outcome"] == "pass" for c in access)
+    assert cli("refresh", TENANT).returncode == 0
+
+
+def test_an_undeclared_subscription_beside_the_declared_one_fails_and_only_it_is_removed(tenant, cli, sandbox,
+                                                                                         ops_queue):
+    sns = aws(sandbox, "sns")
+    topic = next(t for t in topics(sandbox) if t.endswith(f":{naming.resource_name(TENANT, 'alarms')}"))
+    extra = sns.subscribe(TopicArn=topic, Protocol="email", Endpoint="someone@example.org",
+                          ReturnSubscriptionArn=True)["SubscriptionArn"]
+    try:
+        checked = cli("check", TENANT, "--json")
+        assert checked.returncode == 8, checked
+        [failed] = [c for c in checked.json()["checks"] if c["outcome"] == "fail"]
+        assert failed["name"] == "topic-access" and "someone@example.org" in failed["detail"]
+        assert ops_queue not in failed["detail"]
+
+        found = cli("refresh", TENANT, "--json")
+        assert found.returncode == CHANGES_PENDING, found
+        [drift] = found.json()["tenants"]
+        assert drift["resources"] == []
+        assert [(o["kind"], "someone@example.org" in o["name"]) for o in drift["orphans"]] == [
+            ("sns:subscription", True)]
+
+        repaired = cli("provision", TENANT, "--yes", "--json")
+        assert repaired.returncode == 0, repaired
+        assert [o["removed"] for o in repaired.json()["orphans"]] == ["unsubscribed"]
+        assert subscriptions(sandbox, topic) == [("sqs", ops_queue)]
+        assert cli("refresh", TENANT).returncode == 0 and cli("check", TENANT).returncode == 0
+    finally:
+        if ("email", "someone@example.org") in subscriptions(sandbox, topic):
+            sns.unsubscribe(SubscriptionArn=extra)
+
+
+def test_apply_brings_a_changed_list_to_the_cells_tenants(tenant, cli, sandbox, ops_queue):
+    """The cell's list is in its tenants' fingerprints: `apply` re-applies them when it changes
+    (the cell's own stack reads none of it: not applied again)."""
+    sqs = aws(sandbox, "sqs")
+    url = sqs.create_queue(QueueName="as-operators-audit")["QueueUrl"]
+    audit = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    stacks = cli.root / "stacks"
+    before = read_cell(stacks, "default")
+    try:
+        added = cli("cell", "add", "default", "--alarm-subscription", f"sqs={ops_queue}",
+                    "--alarm-subscription", f"sqs={audit}", "--write-only", "--json")
+        assert added.returncode == 0, added
+        run = cli("apply", "--json", "--match", "as-*")
+        assert run.returncode == 0, run
+        assert [(r["tenant_id"], r["action"]) for r in run.json()["results"]] == [(TENANT, "update")]
+        assert run.json()["cells"] == []  # the cell itself: as applied
+        for topic in topics(sandbox):
+            assert sorted(subscriptions(sandbox, topic)) == sorted([("sqs", ops_queue), ("sqs", audit)])
+    finally:
+        write_cell(stacks, before)
+    # Taking one away deletes a resource of each topic: asked about, as every delete is.
+    unconfirmed = cli("apply", "--json", "--match", "as-*")
+    assert unconfirmed.returncode == 1 and "deletes or replaces 2 resource(s)" in unconfirmed.stderr, unconfirmed
+    again = cli("apply", "--yes", "--json", "--match", "as-*")
+    assert again.returncode == 0, again
+    for topic in topics(sandbox):
+        assert subscriptions(sandbox, topic) == [("sqs", ops_queue)]
+    assert cli("check", TENANT).returncode == 0
+
+
+@pytest.mark.parametrize(("value", "code", "says"), [
+    ("email=ops@example.org", 3, "a person to confirm"),
+    ("sqs=arn:aws:lambda:us-east-1:123456789012:function:page", 3, "needs a sqs ARN"),
+    ("sqs=arn:aws-cn:sqs:us-east-1:123456789012:q", 3, "partition"),
+    ("sqs", 2, "PROTOCOL=ENDPOINT"),
+])
+def test_a_bad_subscription_is_refused_with_nothing_written(cli, value, code, says):
+    path = stack_file(cli.root / "stacks", naming.PLATFORM_STACK)
+    before = path.read_text()
+    run = cli("cell", "add", "default", "--alarm-subscription", value, "--write-only", "--json")
+    assert run.returncode == code, run
+    assert says in run.stderr + run.stdout
+    assert path.read_text() == before and read_cell(cli.root / "stacks", "default").alarm_subscriptions
+
+
+def test_a_fresh_provisions_check_knows_the_subscriptions_from_its_up(cli, sandbox, ops_queue, aws_calls):
+    """The post-provision check reads no subscription (nor the topic) back: the up made both."""
+    from tenantctl.operations.deprovision import deprovision
+    from tenantctl.operations.provision import provision
+    from tenantctl.workspace import Workspace
+
+    ws = Workspace(project_dir=cli.root, cwd=cli.root)
+    record, _ = provision(ws, TenantSpec(id="as-calls"))
+    calls = list(aws_calls)
+    try:
+        assert record.last_error is None
+        assert "sns.Subscribe" in calls
+        assert not {"sns.ListSubscriptionsByTopic", "sns.GetTopicAttributes"} & set(calls), [
+            c for c in calls if c.startswith("sns.")]
+        [topic] = [t["TopicArn"] for t in aws(sandbox, "sns").list_topics()["Topics"]
+                   if t["TopicArn"].endswith(":tenantctl-as-calls-alarms")]
+        assert subscriptions(sandbox, topic) == [("sqs", ops_queue)]
+    finally:
+        deprovision(ws, "as-calls", final_backup=False)
