@@ -115,7 +115,9 @@ def backup(
 
     Pooled: pg_dump of its schema; dedicated: an RDS snapshot (a logical dump on
     the sandbox). The manifest (row counts, checksums, objects, registry record)
-    goes to <prefix>backups/<backup-id>/ next to the encrypted dump."""
+    goes to <prefix>backups/<backup-id>/ next to the encrypted dump. Refused
+    (exit 5, naming the holder) while another run holds the tenant's lock, or
+    while it is still deprovisioning."""
     from tenantctl.cli.progress import engine_progress
     from tenantctl.drills.backup import backup as run
     from tenantctl.drills.compression import Compression
@@ -230,9 +232,11 @@ def run(
 
     Exit 0 when every drill passes, 9 when any fails (mismatch, unreadable
     backup, --max-rto / --max-rpo exceeded), 10 when every failure is an
-    unusable tenant key, 5 when a drill could not run (a conflict: with --all
-    the others still run), 3 when it was refused (nothing live to back up: a
-    deprovisioned tenant, a removed workspace), 6 for an unknown tenant,
+    unusable tenant key, 5 when a drill could not run (a conflict: another run
+    holds the tenant's lock, named, or it is still deprovisioning; with --all a
+    locked tenant is skipped, saying why, and the others still run), 3 when it
+    was refused (nothing live to back up: a deprovisioned tenant, a removed
+    workspace), 6 for an unknown tenant,
     workspace or backup; a drill that did not run is not recorded."""
     from tenantctl.cli.output import error
     from tenantctl.cli.progress import engine_progress
@@ -271,7 +275,8 @@ def run(
             err_console.print(f"{record.tenant_id}: skipped, hibernated (its database instance is stopped, so "
                               f"nothing was written since; `tenantctl drill run {record.tenant_id}` wakes and "
                               "drills it)", markup=False, highlight=False)
-        reports, conflicts = drill_each(targets, run_one, lambda exc: error(str(exc)))
+        reports, conflicts = drill_each(targets, run_one, lambda exc: error(str(exc)), lambda record, why: (
+            err_console.print(f"{record.tenant_id}: skipped, {why}", markup=False, highlight=False)))
     else:  # one drill: a refusal is the command's
         reports, conflicts = [run_one(ws.registry.require(tenant_id), workspace)], 0
     _write_markdown(reports, markdown)

@@ -26,9 +26,10 @@ from tenantctl.drills.objects import object_manifest
 from tenantctl.drills.pgtools import find_tools, pg_env
 from tenantctl.drills.scope import scoped_context
 from tenantctl.drills.tables import server_major, table_checks
-from tenantctl.errors import InvalidInput, KeyUnusable, TenantctlError
+from tenantctl.errors import Conflict, InvalidInput, KeyUnusable, TenantctlError
 from tenantctl.models import TenantRecord, TenantStatus, Tier, utcnow
 from tenantctl.naming import OwnerNames, require_valid
+from tenantctl.registry import refuse_held_elsewhere
 
 
 def backup_kind(record: TenantRecord, ctx: DrillContext) -> BackupKind:
@@ -114,10 +115,16 @@ def backup(ctx: DrillContext, record: TenantRecord, reason: BackupReason = "manu
     require_valid(record.tenant_id)
     if record.resources is None:
         raise InvalidInput(f"tenant {record.tenant_id!r} has no resources recorded (never provisioned)")
-    if record.status in (TenantStatus.deprovisioning, TenantStatus.deprovisioned):
+    live = (ctx.registry.get(record.tenant_id) if ctx.registry is not None else None) or record
+    refuse_held_elsewhere(live)
+    if live.status in (TenantStatus.deprovisioning, TenantStatus.deprovisioned):
         left = ("its earlier backups can still be restored" if store.list_backups(ctx.s3, record)
                 else "and no backup of it is left to restore")
-        raise InvalidInput(f"tenant {record.tenant_id!r} is {record.status.value}: nothing live to back up ({left})")
+        if live.status is TenantStatus.deprovisioning:  # mid-operation: a conflict, as a locked tenant
+            raise Conflict(f"tenant {record.tenant_id!r} is deprovisioning (its deprovision has not finished: "
+                           f"`tenantctl deprovision {record.tenant_id}` again finishes it): nothing live to back "
+                           f"up ({left})")
+        raise InvalidInput(f"tenant {record.tenant_id!r} is deprovisioned: nothing live to back up ({left})")
     if not record.resources.kms_key_arn:  # a removed workspace's view
         raise InvalidInput(f"workspace {ctx.scope!r} of {record.tenant_id!r} was removed: nothing live to back up "
                            "(its backups can still be restored)")
