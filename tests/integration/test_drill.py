@@ -250,6 +250,7 @@ def test_everything_a_backup_writes_is_under_the_tenants_key(ctx, box, tenant, t
     History lists backups from the indexes without a KMS call."""
     record = tenant("shred", conversations=2, messages=2, objects=2)
     res = record.resources
+    backup(ctx, record)  # an older one: history lists the newest first
     manifest = backup(ctx, record)
     s3 = box.client("s3")
     where = store.backup_dir(record, manifest.backup_id)
@@ -277,8 +278,11 @@ def test_everything_a_backup_writes_is_under_the_tenants_key(ctx, box, tenant, t
     ctx.kms.meta.events.register("before-call.kms", lambda **kw: calls.append(kw["model"].name))
     assert [i.backup_id for i in store.list_backups(ctx.s3, record)][-1] == manifest.backup_id and calls == []
     listed = json.loads(tenantctl_cli("drill", "history", record.tenant_id, "--json").stdout)
-    assert listed["backups"][-1]["backup_id"] == manifest.backup_id
-    assert listed["backups"][-1]["stored_bytes"] == manifest.dump.stored_bytes
+    # Newest first, as `drills` and the tables are.
+    assert listed["backups"][0]["backup_id"] == manifest.backup_id and len(listed["backups"]) > 1
+    assert listed["backups"][0]["stored_bytes"] == manifest.dump.stored_bytes
+    finished = [b["finished_at"] for b in listed["backups"]]
+    assert finished == sorted(finished, reverse=True)
 
 
 def test_a_backup_of_the_earlier_layout_is_still_restored(ctx, box, tenant):

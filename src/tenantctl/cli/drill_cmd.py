@@ -293,7 +293,7 @@ def history(
     limit: Annotated[int, typer.Option(min=1, help="Newest drills to show.")] = 20,
     json_out: JsonFlag = False,
 ) -> None:
-    """List a tenant's drills (newest first) and its backups.
+    """List a tenant's drills and its backups, each newest first.
 
     Backups are listed from their clear index files, without opening anything
     under the tenant's key (so also while that key is pending deletion)."""
@@ -303,7 +303,7 @@ def history(
     _, record, ctx = _session(tenant_id, workspace)
     tenant_id = _of(tenant_id, workspace)
     reports = list_reports(ctx.s3, record, limit=limit)
-    backups = list_backups(ctx.s3, record) if record.resources else []
+    backups = list_backups(ctx.s3, record)[::-1] if record.resources else []  # newest first, as the drills
     if json_out:
         print_json({"drills": reports,
                     "backups": [b.model_dump(mode="json", include={"backup_id", "kind", "reason", "finished_at",
@@ -316,4 +316,4 @@ def history(
            for r in reports])
     table(f"backups of {tenant_id}", ["backup", "kind", "reason", "finished", "stored bytes"],
           [(b.backup_id, b.kind, b.reason, utc_second(b.finished_at),
-            "" if b.stored_bytes is None else b.stored_bytes) for b in reversed(backups)])
+            "" if b.stored_bytes is None else b.stored_bytes) for b in backups])
