@@ -330,6 +330,8 @@ def test_the_dump_compression_is_chosen_recorded_and_restored_or_refused(ctx, bo
         refused = json.loads(run.stdout)["error"]
         assert refused["code"] == 3 and f"--compress {lacking[0]}:1" in refused["message"]
         assert f"they support: {', '.join(methods)}" in refused["message"], refused["message"]
+        # Refused before any work or progress: no "dumping (zstd:1)..." line for a dump that never starts.
+        assert "dumping" not in run.stderr and "backing up" not in run.stderr, run.stderr
     assert len(store.list_backups(ctx.s3, record)) == backups and len(list_reports(ctx.s3, record)) == drills
     scratch = scratch_databases(box)
     with pytest.raises(CompressionUnsupported, match=f"cannot restore a dump compressed with --compress {lacking[0]}"):

@@ -76,6 +76,8 @@ def error_of(run) -> dict:
     (["move", "x", "--past-window"], "Option '--past-window' goes with '--rollback'"),
     (["token", "revoke"], "give exactly one of '--jti' or '--tenant'"),
     (["cost"], "Missing argument 'ID'"),
+    (["drill", "backup", "x", "--compress", ""], "Invalid value for '--compress'"),  # not taken as gzip
+    (["drill", "run", "x", "--compress", ""], "Invalid value for '--compress'"),
 ])
 def test_usage_errors_exit_2_with_a_clear_message(cli, args, needle):
     run = cli(*args)

@@ -23,7 +23,8 @@ app = typer.Typer(name="drill", no_args_is_help=True,
 Compress = Annotated[Optional[str], typer.Option(
     "--compress", metavar="METHOD[:LEVEL]",
     help="The dump's compression: gzip (default), zstd, lz4 or none, with an optional level (zstd:3); "
-         "a method the PostgreSQL tools were built without is refused (exit 3), nothing written.")]
+         "a method the PostgreSQL tools were built without is refused (exit 3), nothing written; an empty "
+         "value is a usage error (exit 2).")]
 # Text, not a Path: a trailing "/" (a directory to make) would be dropped.
 MarkdownOut = Annotated[Optional[str], typer.Option("--markdown", help="Also write the markdown report here: "
                                                     "a directory (an existing one, or a path ending in /) gets "
@@ -121,13 +122,11 @@ def backup(
     from tenantctl.cli.progress import engine_progress
     from tenantctl.drills.backup import backup as run
     from tenantctl.drills.compression import Compression
-    from tenantctl.engines.base import phase
 
     compression = Compression.parse(compress)  # a bad value is refused before the sandbox is touched
     with engine_progress(f"backing up {_of(tenant_id, workspace)}") as on_event:
         _, record, ctx = _session(tenant_id, workspace, wake=on_event)
-        phase(on_event, tenant_id, f"dumping ({compression}), encrypting and uploading")
-        manifest = run(ctx, record, compression=compression)
+        manifest = run(ctx, record, compression=compression, on_event=on_event)  # its phase once not refused
     if json_out:
         print_json(manifest.model_dump(mode="json", exclude={"record"}))
         return

@@ -156,9 +156,9 @@ def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = No
         elif backup_id:
             step(f"reading backup {backup_id}")
             index = store.backup_index(ctx.s3, record, backup_id)
-        else:  # a fresh backup unless one is named
-            step("backing up")
-            index = store.backup_index(ctx.s3, record, backup(ctx, record, compression=compression).backup_id)
+        else:  # a fresh backup unless one is named (its progress line once it is not refused)
+            index = store.backup_index(ctx.s3, record,
+                                       backup(ctx, record, compression=compression, on_event=on_event).backup_id)
         report.backup_id, report.backup_kind = index.backup_id, index.kind
         if report.rpo_seconds is None:
             report.rpo_seconds = (utcnow() - index.finished_at).total_seconds()
