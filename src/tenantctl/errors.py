@@ -84,6 +84,11 @@ class Conflict(TenantctlError):
     exit_code = 5
 
 
+class Locked(Conflict):
+    """Another live run holds the tenant's lock (the message names it): a fleet command skips the
+    tenant, saying why, rather than failing it."""
+
+
 class NotFound(TenantctlError):
     exit_code = 6
 

@@ -36,6 +36,7 @@ from tenant_runtime.registry import (
 from tenantctl.errors import (
     Conflict,
     InvalidInput,
+    Locked,
     NotFound,
     RegistryUnreachable,
     TargetUnavailable,
@@ -120,6 +121,17 @@ def died(lock: TenantLock, what: str = "lock") -> str | None:
             f"{why}, since {utc_second(lock.acquired_at)})")
 
 
+def refuse_held_elsewhere(record: TenantRecord) -> None:
+    """Refuse (Locked, exit 5, naming the holder) a run that reads the tenant without taking its lock (a
+    backup, a drill) while another live run holds it (an in-place restore, a deprovision): what it read
+    could be half-changed. This process's own lock lets it through (a final backup, an overwrite's or a
+    revive's backup under the run's lock), and so does one whose holder provably died."""
+    lock = record.lock
+    if lock is None or (lock.host, lock.pid) == (socket.gethostname(), os.getpid()) or lock_holder(lock) in DEAD:
+        return
+    raise Locked(describe_lock(record.tenant_id, lock))
+
+
 def describe_lock(tenant_id: str, lock: TenantLock) -> str:
     holder = lock_holder(lock)
     when = f"since {utc_second(lock.acquired_at)}"
@@ -169,7 +181,7 @@ def refusal(existing: TenantRecord | None, spec: TenantSpec, locks: bool = True)
     if existing is None:
         return _retiring_without_move(spec, None)
     if locks and existing.lock is not None and lock_holder(existing.lock) not in DEAD:
-        return Conflict(describe_lock(spec.id, existing.lock))
+        return Locked(describe_lock(spec.id, existing.lock))
     if existing.status in (TenantStatus.deprovisioning, TenantStatus.deprovisioned):
         return Conflict(f"tenant id {spec.id!r} was deprovisioned on "
                         f"{existing.deprovisioned_at or existing.updated_at:%Y-%m-%d}; ids are tombstoned and never "
@@ -478,7 +490,7 @@ class RegistryWriter(CellItems):
         lock = record.lock
         note = died(lock)
         if note is None:
-            raise Conflict(describe_lock(record.tenant_id, lock))
+            raise Locked(describe_lock(record.tenant_id, lock))
         note += ": lock cleared"
         log.warning("tenant %r: %s", record.tenant_id, note)
         cleared = record.model_copy(update={"lock": None, "last_error": f"{lock.operation} interrupted: {note}",

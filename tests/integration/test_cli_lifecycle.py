@@ -251,7 +251,7 @@ def test_a_workspace_is_added_isolated_removed_and_goes_with_its_tenant(cli, san
     workspace_gone(sandbox, ws)
     assert schema_exists(sandbox, tenant_res["store"]["database"], tenant_res["store"]["schema_name"])
     history = json.loads(cli("drill", "history", tenant, "--workspace", "legal", "--json").stdout)
-    assert [(b["backup_id"], b["reason"]) for b in history["backups"]][-1] == (final, "final")
+    assert [(b["backup_id"], b["reason"]) for b in history["backups"]][0] == (final, "final")  # newest first
     # Removed, it is refused for what it is (exit 3, no failed drill recorded): its backups open with its
     # old key, which only a restore in place brings back, and nothing of it is live to back up.
     for args in (("restore",), ("run", "--backup", final), ("run",)):

@@ -7,7 +7,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 import re
+import socket
 
 import pytest
 from fault_tools import write_record
@@ -248,6 +250,7 @@ def test_everything_a_backup_writes_is_under_the_tenants_key(ctx, box, tenant, t
     History lists backups from the indexes without a KMS call."""
     record = tenant("shred", conversations=2, messages=2, objects=2)
     res = record.resources
+    backup(ctx, record)  # an older one: history lists the newest first
     manifest = backup(ctx, record)
     s3 = box.client("s3")
     where = store.backup_dir(record, manifest.backup_id)
@@ -275,8 +278,11 @@ def test_everything_a_backup_writes_is_under_the_tenants_key(ctx, box, tenant, t
     ctx.kms.meta.events.register("before-call.kms", lambda **kw: calls.append(kw["model"].name))
     assert [i.backup_id for i in store.list_backups(ctx.s3, record)][-1] == manifest.backup_id and calls == []
     listed = json.loads(tenantctl_cli("drill", "history", record.tenant_id, "--json").stdout)
-    assert listed["backups"][-1]["backup_id"] == manifest.backup_id
-    assert listed["backups"][-1]["stored_bytes"] == manifest.dump.stored_bytes
+    # Newest first, as `drills` and the tables are.
+    assert listed["backups"][0]["backup_id"] == manifest.backup_id and len(listed["backups"]) > 1
+    assert listed["backups"][0]["stored_bytes"] == manifest.dump.stored_bytes
+    finished = [b["finished_at"] for b in listed["backups"]]
+    assert finished == sorted(finished, reverse=True)
 
 
 def test_a_backup_of_the_earlier_layout_is_still_restored(ctx, box, tenant):
@@ -324,6 +330,8 @@ def test_the_dump_compression_is_chosen_recorded_and_restored_or_refused(ctx, bo
         refused = json.loads(run.stdout)["error"]
         assert refused["code"] == 3 and f"--compress {lacking[0]}:1" in refused["message"]
         assert f"they support: {', '.join(methods)}" in refused["message"], refused["message"]
+        # Refused before any work or progress: no "dumping (zstd:1)..." line for a dump that never starts.
+        assert "dumping" not in run.stderr and "backing up" not in run.stderr, run.stderr
     assert len(store.list_backups(ctx.s3, record)) == backups and len(list_reports(ctx.s3, record)) == drills
     scratch = scratch_databases(box)
     with pytest.raises(CompressionUnsupported, match=f"cannot restore a dump compressed with --compress {lacking[0]}"):
@@ -335,6 +343,45 @@ def test_the_dump_compression_is_chosen_recorded_and_restored_or_refused(ctx, bo
                 target=Target.in_place, yes=True, overwrite=True)
     # Refused before the before-overwrite backup: nothing written for a restore that can't run.
     assert len(store.list_backups(ctx.s3, record)) == backups
+
+
+def test_drills_refuse_a_tenant_another_run_holds_or_mid_deprovision(ctx, tenant, workspace, tenantctl_cli):
+    """A backup, a drill and a scratch restore of a tenant whose lock another live run holds (an
+    in-place restore here) are a conflict naming the holder (exit 5; nothing written or recorded),
+    not a failed drill (exit 9); `drill run --all` skips it saying why; this process's own lock (a
+    deprovision's final backup) lets its backup through. A tenant left `deprovisioning` is
+    mid-operation: exit 5, as docs/drills.md says."""
+    from tenantctl.drills.run import drill_each
+    from tenantctl.models import TenantLock
+
+    record = tenant("held")
+    tid = record.tenant_id
+    backup(ctx, record)  # one for the scratch restore
+    backups, drills = len(store.list_backups(ctx.s3, record)), len(list_reports(ctx.s3, record))
+    other = TenantLock(operation="drill-restore", owner="qa", host=socket.gethostname(), pid=os.getppid())
+    listed = workspace.registry.save(workspace.registry.require(tid), lock=other)
+    try:
+        for args in (["backup", tid], ["run", tid], ["restore", tid]):
+            run = tenantctl_cli("drill", *args, "--json")
+            assert run.returncode == 5, (args, run.stdout, run.stderr)
+            assert "locked by a running drill-restore" in json.loads(run.stdout)["error"]["message"], run.stdout
+        skipped, refused = [], []
+        reports, conflicts = drill_each([(listed, None)], lambda r, scope: drill(ctx, r), refused.append,
+                                        lambda r, why: skipped.append((r.tenant_id, why)))
+        assert (reports, conflicts, refused) == ([], 0, []) and skipped[0][0] == tid, (skipped, refused)
+        assert "locked by a running drill-restore" in skipped[0][1]
+    finally:
+        workspace.registry.save(workspace.registry.require(tid), lock=None)
+    assert (len(store.list_backups(ctx.s3, record)), len(list_reports(ctx.s3, record))) == (backups, drills)
+    with workspace.registry.hold(tid, "deprovision"):  # its own run's lock
+        assert backup(ctx, workspace.registry.require(tid), reason="final").reason == "final"
+    workspace.registry.save(workspace.registry.require(tid), status=TenantStatus.deprovisioning)
+    try:
+        stuck = tenantctl_cli("drill", "backup", tid, "--json")
+    finally:
+        workspace.registry.save(workspace.registry.require(tid), status=TenantStatus.active)
+    assert stuck.returncode == 5, (stuck.stdout, stuck.stderr)
+    assert "deprovisioning" in json.loads(stuck.stdout)["error"]["message"]
 
 
 def test_in_place_restores_a_live_tenant_only_with_yes_into_empty_tables(ctx, box, tenant, workspace, tenantctl_cli):

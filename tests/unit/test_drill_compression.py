@@ -41,6 +41,14 @@ def test_refused_values_name_what_is_allowed(text, says):
     assert refused.value.exit_code == 3 and refused.value.rule == "compress"
 
 
+@pytest.mark.parametrize("text", ["", "  "])
+def test_an_empty_method_is_a_usage_error_not_the_default(text):
+    """`--compress ""` (an unset shell variable, say) names no method: refused, not taken as gzip."""
+    with pytest.raises(InvalidInput, match="'--compress'.*one of gzip, zstd, lz4, none") as refused:
+        Compression.parse(text)
+    assert refused.value.exit_code == 2
+
+
 @pytest.fixture(scope="module")
 def tools():
     try:

@@ -108,12 +108,13 @@ def test_drill_all_goes_on_past_a_tenant_it_could_not_drill_but_not_past_a_compr
     from tenantctl.drills.compression import CompressionUnsupported
     from tenantctl.drills.models import DrillReport, Verdict
     from tenantctl.drills.run import drill_each
-    from tenantctl.errors import Conflict, InvalidInput
+    from tenantctl.errors import Conflict, InvalidInput, Locked
 
     at = datetime(2026, 12, 6, tzinfo=UTC)
-    targets = [(record(t), None) for t in ("acme", "beta", "gamma", "delta")]
+    targets = [(record(t), None) for t in ("acme", "beta", "gamma", "delta", "eps")]
     why = {"beta": InvalidInput("tenant 'beta' is deprovisioned: nothing live to back up"),
-           "gamma": Conflict("tenant 'gamma' is locked")}
+           "gamma": Conflict("tenant 'gamma' is deprovisioning"),
+           "eps": Locked("tenant 'eps' is locked by a running drill-restore")}
 
     def run_one(rec, scope):  # what the CLI's drill of one target raises or returns
         if rec.tenant_id in why:
@@ -121,10 +122,10 @@ def test_drill_all_goes_on_past_a_tenant_it_could_not_drill_but_not_past_a_compr
         return DrillReport(drill_id="d", tenant_id=rec.tenant_id, tier="pooled", kind="run", started_at=at,
                            finished_at=at, verdict=Verdict.passed)
 
-    refused = []
-    reports, count = drill_each(targets, run_one, refused.append)
+    refused, skipped = [], []
+    reports, count = drill_each(targets, run_one, refused.append, lambda rec, reason: skipped.append(rec.tenant_id))
     assert [r.tenant_id for r in reports] == ["acme", "delta"] and count == 2
-    assert refused == [why["beta"], why["gamma"]]
+    assert refused == [why["beta"], why["gamma"]] and skipped == ["eps"]  # locked: skipped, not counted
     why["beta"] = CompressionUnsupported("cannot back up with --compress zstd")  # every drill would refuse it
     with pytest.raises(CompressionUnsupported):
-        drill_each(targets, run_one, refused.append)
+        drill_each(targets, run_one, refused.append, skipped.append)

@@ -7,7 +7,8 @@ import pytest
 from runtime_fixtures import record
 
 from tenant_runtime.models import Hibernation, TenantStatus, Tier
-from tenantctl.operations.fleet_reindex import FleetReindex, ReindexFailed, not_reindexed, outdated_stores
+from tenantctl.operations.fleet_reindex import FleetReindex, not_reindexed, outdated_stores
+from tenantctl.operations.selection import Failed
 
 NOW = "v2+ja:sudachidict_small-20240409"
 
@@ -46,6 +47,6 @@ def test_the_fleets_exit_code_is_the_highest_failed_tenants():
     summary = FleetReindex()
     assert summary.exit_code() == 0
     for tenant_id, code in (("a", 5), ("b", 10), ("c", 7)):
-        summary.add(tenant_id, ReindexFailed(tenant_id=tenant_id, error="x", exit_code=code))
+        summary.add(tenant_id, Failed(tenant_id=tenant_id, error="x", exit_code=code))
     assert summary.exit_code() == 10 and summary.as_json()["exit_code"] == 10
     assert summary.counts == {"tenants": 3, "reindexed": 0, "skipped": 0, "failed": 3}

@@ -23,7 +23,8 @@ app = typer.Typer(name="drill", no_args_is_help=True,
 Compress = Annotated[Optional[str], typer.Option(
     "--compress", metavar="METHOD[:LEVEL]",
     help="The dump's compression: gzip (default), zstd, lz4 or none, with an optional level (zstd:3); "
-         "a method the PostgreSQL tools were built without is refused (exit 3), nothing written.")]
+         "a method the PostgreSQL tools were built without is refused (exit 3), nothing written; an empty "
+         "value is a usage error (exit 2).")]
 # Text, not a Path: a trailing "/" (a directory to make) would be dropped.
 MarkdownOut = Annotated[Optional[str], typer.Option("--markdown", help="Also write the markdown report here: "
                                                     "a directory (an existing one, or a path ending in /) gets "
@@ -115,17 +116,17 @@ def backup(
 
     Pooled: pg_dump of its schema; dedicated: an RDS snapshot (a logical dump on
     the sandbox). The manifest (row counts, checksums, objects, registry record)
-    goes to <prefix>backups/<backup-id>/ next to the encrypted dump."""
+    goes to <prefix>backups/<backup-id>/ next to the encrypted dump. Refused
+    (exit 5, naming the holder) while another run holds the tenant's lock, or
+    while it is still deprovisioning."""
     from tenantctl.cli.progress import engine_progress
     from tenantctl.drills.backup import backup as run
     from tenantctl.drills.compression import Compression
-    from tenantctl.engines.base import phase
 
     compression = Compression.parse(compress)  # a bad value is refused before the sandbox is touched
     with engine_progress(f"backing up {_of(tenant_id, workspace)}") as on_event:
         _, record, ctx = _session(tenant_id, workspace, wake=on_event)
-        phase(on_event, tenant_id, f"dumping ({compression}), encrypting and uploading")
-        manifest = run(ctx, record, compression=compression)
+        manifest = run(ctx, record, compression=compression, on_event=on_event)  # its phase once not refused
     if json_out:
         print_json(manifest.model_dump(mode="json", exclude={"record"}))
         return
@@ -230,9 +231,11 @@ def run(
 
     Exit 0 when every drill passes, 9 when any fails (mismatch, unreadable
     backup, --max-rto / --max-rpo exceeded), 10 when every failure is an
-    unusable tenant key, 5 when a drill could not run (a conflict: with --all
-    the others still run), 3 when it was refused (nothing live to back up: a
-    deprovisioned tenant, a removed workspace), 6 for an unknown tenant,
+    unusable tenant key, 5 when a drill could not run (a conflict: another run
+    holds the tenant's lock, named, or it is still deprovisioning; with --all a
+    locked tenant is skipped, saying why, and the others still run), 3 when it
+    was refused (nothing live to back up: a deprovisioned tenant, a removed
+    workspace), 6 for an unknown tenant,
     workspace or backup; a drill that did not run is not recorded."""
     from tenantctl.cli.output import error
     from tenantctl.cli.progress import engine_progress
@@ -271,7 +274,8 @@ def run(
             err_console.print(f"{record.tenant_id}: skipped, hibernated (its database instance is stopped, so "
                               f"nothing was written since; `tenantctl drill run {record.tenant_id}` wakes and "
                               "drills it)", markup=False, highlight=False)
-        reports, conflicts = drill_each(targets, run_one, lambda exc: error(str(exc)))
+        reports, conflicts = drill_each(targets, run_one, lambda exc: error(str(exc)), lambda record, why: (
+            err_console.print(f"{record.tenant_id}: skipped, {why}", markup=False, highlight=False)))
     else:  # one drill: a refusal is the command's
         reports, conflicts = [run_one(ws.registry.require(tenant_id), workspace)], 0
     _write_markdown(reports, markdown)
@@ -288,7 +292,7 @@ def history(
     limit: Annotated[int, typer.Option(min=1, help="Newest drills to show.")] = 20,
     json_out: JsonFlag = False,
 ) -> None:
-    """List a tenant's drills (newest first) and its backups.
+    """List a tenant's drills and its backups, each newest first.
 
     Backups are listed from their clear index files, without opening anything
     under the tenant's key (so also while that key is pending deletion)."""
@@ -298,7 +302,7 @@ def history(
     _, record, ctx = _session(tenant_id, workspace)
     tenant_id = _of(tenant_id, workspace)
     reports = list_reports(ctx.s3, record, limit=limit)
-    backups = list_backups(ctx.s3, record) if record.resources else []
+    backups = list_backups(ctx.s3, record)[::-1] if record.resources else []  # newest first, as the drills
     if json_out:
         print_json({"drills": reports,
                     "backups": [b.model_dump(mode="json", include={"backup_id", "kind", "reason", "finished_at",
@@ -311,4 +315,4 @@ def history(
            for r in reports])
     table(f"backups of {tenant_id}", ["backup", "kind", "reason", "finished", "stored bytes"],
           [(b.backup_id, b.kind, b.reason, utc_second(b.finished_at),
-            "" if b.stored_bytes is None else b.stored_bytes) for b in reversed(backups)])
+            "" if b.stored_bytes is None else b.stored_bytes) for b in backups])

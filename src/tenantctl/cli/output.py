@@ -122,6 +122,19 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> 
     console.print(t)
 
 
+def failed_table(command: str, failed: Sequence[Any], seconds: float | None = None) -> None:
+    """The tenants of a fleet command whose run failed (``operations.selection.Failed``), by id."""
+    if failed:
+        took = "" if seconds is None else f" · {seconds:.1f}s"
+        table(f"{command} · {len(failed)} tenant(s) failed{took}", ["tenant", "exit", "error"],
+              [(f.tenant_id, str(f.exit_code), escape(f.error)) for f in sorted(failed, key=lambda f: f.tenant_id)])
+
+
+def failed_line(failed: Any) -> str:
+    """A failed tenant's outcome, as its progress line ends (rich markup)."""
+    return f"[bold red]failed (exit {failed.exit_code})[/]: {escape(failed.error)}"
+
+
 def show(data: Any, title: str, rows: Iterable[Sequence[Any]], json_out: bool) -> None:
     """One object: its JSON for machines, a field/value table for people."""
     if json_out:

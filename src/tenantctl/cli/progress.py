@@ -60,6 +60,11 @@ class ProgressView:
         """End with ``skipped: reason`` rather than ``done``: the block ran to its end without doing it."""
         self.outcome = f"skipped: {reason}"
 
+    def failed(self, failure: Any) -> None:
+        """End with ``failed (exit N): error`` (``operations.selection.Failed``: a fleet command's
+        tenant whose run failed, the others still run)."""
+        self.outcome = f"failed (exit {failure.exit_code}): {failure.error}"
+
     def line(self, text: str) -> None:
         """One line, stamped with the time since the command started."""
         err_console.print(f"{elapsed(self.started)} {self.title}: {text}", highlight=False, markup=False)

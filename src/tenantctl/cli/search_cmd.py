@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 import typer
 
 from tenantctl.cli.options import JsonFlag, tenants_argument
-from tenantctl.cli.output import console, escape, print_json, table
+from tenantctl.cli.output import console, escape, failed_line, failed_table, print_json
 
 app = typer.Typer(name="search", no_args_is_help=True, help="Tenant document search: the blind index.")
 
@@ -73,14 +73,15 @@ def _reindex_one(tenant_id: str, json_out: bool) -> None:
 
 def _outcome_line(tenant_id: str, outcome) -> str:
     """A tenant's progress line (rich markup)."""
-    from tenantctl.operations.fleet_reindex import Reindexed, ReindexFailed
+    from tenantctl.operations.fleet_reindex import Reindexed
+    from tenantctl.operations.selection import Failed
 
     if isinstance(outcome, Reindexed):
         stores = f" and {len(outcome.workspaces)} workspace(s)" if outcome.workspaces else ""
         return (f"{tenant_id}: re-indexed, {outcome.documents} documents{stores}, "
                 f"analyzer {escape(outcome.analyzer)}")
-    if isinstance(outcome, ReindexFailed):
-        return f"{tenant_id}: [bold red]failed (exit {outcome.exit_code})[/]: {escape(outcome.error)}"
+    if isinstance(outcome, Failed):
+        return f"{tenant_id}: {failed_line(outcome)}"
     return f"{tenant_id}: skipped, {escape(outcome.reason)}"
 
 
@@ -101,11 +102,7 @@ def _reindex_many(tenant_ids: list[str], every: bool, cell: Optional[str], outda
     if json_out:
         print_json(summary.as_json())
     else:
-        if summary.failed:
-            table(f"search reindex · {len(summary.failed)} tenant(s) failed · {summary.seconds:.1f}s",
-                  ["tenant", "exit", "error"],
-                  [(f.tenant_id, str(f.exit_code), escape(f.error))
-                   for f in sorted(summary.failed, key=lambda f: f.tenant_id)])
+        failed_table("search reindex", summary.failed, summary.seconds)
         for skipped in sorted(summary.skipped, key=lambda s: s.tenant_id):
             console.print(f"skipped {skipped.tenant_id}: {escape(skipped.reason)}", highlight=False)
         counts = summary.counts

@@ -1,7 +1,7 @@
 """`tenantctl suspend | resume | hibernate`: a tenant that keeps its data and
 serves nothing, or sleeps while idle."""
 
-from typing import Annotated, Any, NoReturn, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -82,68 +82,44 @@ def hibernate(
     by hand; `tenantctl cost` shows what hibernation saves. Storage, backups
     and VPC endpoints keep billing. A tenant being moved is refused (exit 5);
     `tenantctl move` wakes a hibernated tenant first.
+
+    --all skips a tenant not idle, moving or locked, saying why, and goes on
+    past one whose run fails (listed with its error and exit code, `failed`
+    in --json); its exit code is the worst failed tenant's (0: none failed).
     """
+    from tenantctl.cli.output import failed_table
     from tenantctl.cli.progress import engine_progress
-    from tenantctl.errors import Conflict, InvalidInput, NotFound, require_one_or_all
-    from tenantctl.operations.hibernate import candidates
+    from tenantctl.errors import require_one_or_all
     from tenantctl.operations.hibernate import hibernate as run
+    from tenantctl.operations.hibernate import sweep
     from tenantctl.workspace import Workspace
 
     require_one_or_all(tenant_id, all_)
     ws = Workspace()
-    # --all: a tenant of a cell this project does not define is skipped before any run, saying why.
-    ids, skipped = candidates(ws) if all_ else ([tenant_id], {})
-    done: list[dict[str, Any]] = []
-    for at, tid in enumerate(ids):
-        try:
-            with engine_progress(f"hibernating {tid}") as view:
-                try:
-                    record, usage = run(ws, tid, idle_days=idle_days, force=force, on_event=view)
-                except (InvalidInput, Conflict, NotFound) as exc:
-                    if not all_:
-                        raise
-                    # --all: the tenants that are not idle, moving or locked stay up, and so does one gone
-                    # (or whose cell's file went) since the listing.
-                    skipped[tid] = str(exc)
-                    view.skipped(str(exc))
-                    continue
-        except Exception as exc:
-            if not all_:
-                raise
-            # What the sweep did before is reported with the error, never lost behind it.
-            _sweep_stopped(tid, exc, {"hibernated": done, "skipped": skipped, "not_started": ids[at + 1:]},
-                           json_out)
-        done.append({"record": record, "last_activity": usage.last_activity})
-    if json_out:
-        print_json(done[0] if not all_ else {"hibernated": done, "skipped": skipped})
+    if not all_:
+        with engine_progress(f"hibernating {tenant_id}") as view:
+            record, usage = run(ws, tenant_id, idle_days=idle_days, force=force, on_event=view)
+        if json_out:
+            print_json({"record": record, "last_activity": usage.last_activity})
+        else:
+            _print_hibernated(record)
         return
-    _print_swept(done, skipped)
-
-
-def _print_swept(done: list[dict[str, Any]], skipped: dict[str, str]) -> None:
-    for item in done:
-        record = item["record"]
-        console.print(f"[green]tenant {record.tenant_id} hibernates[/]: database instance "
-                      f"{record.hibernation.db_instance} stopped since {utc_minute(record.hibernation.since)}",
-                      highlight=False)
-    for tid, why in skipped.items():
-        console.print(f"{tid}: skipped: {why}", highlight=False, markup=False)
-
-
-def _sweep_stopped(tenant_id: str, exc: Exception, swept: dict[str, Any], json_out: bool) -> NoReturn:
-    """`hibernate --all` stopped by a tenant's failure: what it did so far, then the error (with
-    --json one document: the result so far with the error object in it); its exit code."""
-    from tenantctl.cli.output import error_lines, error_object
-    from tenantctl.errors import TenantctlError
-
-    known = isinstance(exc, TenantctlError)
-    code, rule, details = (exc.exit_code, exc.rule, exc.details) if known else (1, None, None)
-    message = f"tenant {tenant_id!r}: " + (str(exc) if known else f"unexpected {type(exc).__name__}: {exc}")
+    # A tenant of a cell this project does not define is skipped before any run, saying why.
+    swept = sweep(ws, idle_days, force, engine_progress)
     if json_out:
-        print_json({**swept, "failed": {tenant_id: message}, "error": error_object(code, message, rule, details)})
+        print_json({"hibernated": swept.hibernated, "skipped": swept.skipped, "failed": swept.failed,
+                    "exit_code": swept.exit_code()})
     else:
-        _print_swept(swept["hibernated"], swept["skipped"])
-        if swept["not_started"]:
-            console.print(f"not started: {', '.join(swept['not_started'])}", highlight=False, markup=False)
-    error_lines(message, details)
-    raise typer.Exit(code)
+        for item in swept.hibernated:
+            _print_hibernated(item["record"])
+        for tid, why in swept.skipped.items():
+            console.print(f"{tid}: skipped: {why}", highlight=False, markup=False)
+        failed_table("hibernate", swept.failed)
+    if swept.exit_code():
+        raise typer.Exit(swept.exit_code())
+
+
+def _print_hibernated(record: Any) -> None:
+    console.print(f"[green]tenant {record.tenant_id} hibernates[/]: database instance "
+                  f"{record.hibernation.db_instance} stopped since {utc_minute(record.hibernation.since)}",
+                  highlight=False)

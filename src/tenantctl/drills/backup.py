@@ -26,9 +26,11 @@ from tenantctl.drills.objects import object_manifest
 from tenantctl.drills.pgtools import find_tools, pg_env
 from tenantctl.drills.scope import scoped_context
 from tenantctl.drills.tables import server_major, table_checks
-from tenantctl.errors import InvalidInput, KeyUnusable, TenantctlError
+from tenantctl.engines.base import EventSink, phase
+from tenantctl.errors import Conflict, InvalidInput, KeyUnusable, TenantctlError
 from tenantctl.models import TenantRecord, TenantStatus, Tier, utcnow
 from tenantctl.naming import OwnerNames, require_valid
+from tenantctl.registry import refuse_held_elsewhere
 
 
 def backup_kind(record: TenantRecord, ctx: DrillContext) -> BackupKind:
@@ -107,17 +109,24 @@ def committed_spec(ctx: DrillContext, record: TenantRecord) -> dict[str, Any] | 
 
 
 def backup(ctx: DrillContext, record: TenantRecord, reason: BackupReason = "manual",
-           compression: Compression | None = None) -> BackupManifest:
+           compression: Compression | None = None, on_event: EventSink | None = None) -> BackupManifest:
     """``compression``: the logical dump's (default gzip); an RDS snapshot has none.
+    ``on_event``: the dump's (or snapshot's) phase, once every refusal has passed.
     A context scoped to a workspace (``tenantctl.drills.scope``) backs that
     workspace up: ``record`` is then its view."""
     require_valid(record.tenant_id)
     if record.resources is None:
         raise InvalidInput(f"tenant {record.tenant_id!r} has no resources recorded (never provisioned)")
-    if record.status in (TenantStatus.deprovisioning, TenantStatus.deprovisioned):
+    live = (ctx.registry.get(record.tenant_id) if ctx.registry is not None else None) or record
+    refuse_held_elsewhere(live)
+    if live.status in (TenantStatus.deprovisioning, TenantStatus.deprovisioned):
         left = ("its earlier backups can still be restored" if store.list_backups(ctx.s3, record)
                 else "and no backup of it is left to restore")
-        raise InvalidInput(f"tenant {record.tenant_id!r} is {record.status.value}: nothing live to back up ({left})")
+        if live.status is TenantStatus.deprovisioning:  # mid-operation: a conflict, as a locked tenant
+            raise Conflict(f"tenant {record.tenant_id!r} is deprovisioning (its deprovision has not finished: "
+                           f"`tenantctl deprovision {record.tenant_id}` again finishes it): nothing live to back "
+                           f"up ({left})")
+        raise InvalidInput(f"tenant {record.tenant_id!r} is deprovisioned: nothing live to back up ({left})")
     if not record.resources.kms_key_arn:  # a removed workspace's view
         raise InvalidInput(f"workspace {ctx.scope!r} of {record.tenant_id!r} was removed: nothing live to back up "
                            "(its backups can still be restored)")
@@ -127,8 +136,9 @@ def backup(ctx: DrillContext, record: TenantRecord, reason: BackupReason = "manu
     if kind == "rds-snapshot":
         from tenantctl.drills.rds import snapshot_backup
 
+        phase(on_event, record.tenant_id, "taking an RDS snapshot")
         return snapshot_backup(ctx, record, extra)
-    return logical_backup(ctx, record, kind, extra, compression or Compression())
+    return logical_backup(ctx, record, kind, extra, compression or Compression(), on_event)
 
 
 def final_backup(ws: Any, record: TenantRecord, workspace: str | None = None) -> BackupManifest:
@@ -166,7 +176,8 @@ def _stream_dump(cmd: list[str], env: dict[str, str], sink) -> None:
 
 
 def logical_backup(ctx: DrillContext, record: TenantRecord, kind: BackupKind,
-                   extra: dict[str, Any] | None = None, compression: Compression | None = None) -> BackupManifest:
+                   extra: dict[str, Any] | None = None, compression: Compression | None = None,
+                   on_event: EventSink | None = None) -> BackupManifest:
     res = record.resources
     compression = compression or Compression()
     store_conn = res.store
@@ -185,7 +196,8 @@ def logical_backup(ctx: DrillContext, record: TenantRecord, kind: BackupKind,
 
     with ctx.connect(store_conn.endpoint, store_conn.port, store_conn.database) as conn:
         tools = find_tools(server_major(conn), ctx.pg_bin_dir)
-        compress = require(tools, compression)  # refused here: nothing dumped or uploaded yet
+        compress = require(tools, compression)  # refused here: nothing dumped or uploaded yet, nor said to be
+        phase(on_event, record.tenant_id, f"dumping ({compression}), encrypting and uploading")
         with conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from tenantctl.errors import InvalidInput
+from tenantctl.errors import InvalidInput, UsageError
 
 METHODS = ("gzip", "zstd", "lz4", "none")
 DEFAULT = "gzip"
@@ -34,9 +34,13 @@ class Compression:
 
     @classmethod
     def parse(cls, text: str | None) -> Compression:
-        """``gzip``, ``zstd:3``, ``none`` ...; InvalidInput (exit 3) naming what is allowed."""
-        if text is None or not text.strip():
+        """``gzip``, ``zstd:3``, ``none`` ...; InvalidInput (exit 3) naming what is allowed, UsageError
+        (exit 2) for an empty value."""
+        if text is None:
             return cls()
+        if not text.strip():  # an unset shell variable, say: naming no method is not asking for the default
+            raise UsageError(f"Invalid value for '--compress': {text!r} names no method (one of {', '.join(METHODS)}; "
+                             f"leave the option out for {DEFAULT})")
         method, sep, level_text = text.strip().lower().partition(":")
         if method not in METHODS:
             raise InvalidInput(f"--compress {text!r}: the method is one of {', '.join(METHODS)}", rule="compress")

@@ -26,6 +26,7 @@ from tenantctl.errors import (
     DrillFailed,
     InvalidInput,
     KeyUnusable,
+    Locked,
     NotConfirmed,
     NotFound,
     QuotaExceeded,
@@ -33,6 +34,7 @@ from tenantctl.errors import (
 )
 from tenantctl.models import TenantRecord, TenantStatus, utcnow
 from tenantctl.naming import require_valid
+from tenantctl.registry import refuse_held_elsewhere
 
 
 def judge(report: DrillReport) -> DrillReport:
@@ -93,9 +95,12 @@ def drill_targets(records: Iterable[TenantRecord],
 
 def drill_each(targets: Iterable[tuple[TenantRecord, str | None]],
                run_one: Callable[[TenantRecord, str | None], DrillReport],
-               on_refused: Callable[[TenantctlError], None]) -> tuple[list[DrillReport], int]:
-    """`drill run --all`: ``run_one`` for each target in turn. One that could
-    not run (a conflict, or refused for its own state: deprovisioned since the
+               on_refused: Callable[[TenantctlError], None],
+               on_skipped: Callable[[TenantRecord, str], None]) -> tuple[list[DrillReport], int]:
+    """`drill run --all`: ``run_one`` for each target in turn. One whose lock
+    another run holds is skipped (``on_skipped``, with why: that run is the
+    tenant's business, not a problem of the drills). One that could not run
+    otherwise (a conflict, or refused for its own state: deprovisioned since the
     listing, say) goes to ``on_refused`` and is counted, and the others still
     run; a compression the tools lack would refuse every one: raised at once."""
     reports, refused = [], 0
@@ -104,6 +109,8 @@ def drill_each(targets: Iterable[tuple[TenantRecord, str | None]],
             reports.append(run_one(record, scope))
         except CompressionUnsupported:
             raise
+        except Locked as exc:
+            on_skipped(record, str(exc))
         except (Conflict, InvalidInput) as exc:
             refused += 1
             on_refused(exc)
@@ -127,6 +134,10 @@ def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = No
     (backup, restore, verify, cleanup) as it starts. ``compression``: the new
     backup's."""
     require_valid(record.tenant_id)
+    if target is Target.scratch and ctx.registry is not None and record.resources is not None:
+        # Refused, not a failed drill: another run (an in-place restore, a deprovision) may be changing
+        # what it would back up or read. In place takes the lock itself, which refuses the same way.
+        refuse_held_elsewhere(ctx.registry.require(record.tenant_id))
     started = utcnow()
     step = partial(phase, on_event, record.tenant_id)
     report = DrillReport(drill_id=store.new_id(started), tenant_id=record.tenant_id, tier=record.tier.value,
@@ -145,9 +156,9 @@ def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = No
         elif backup_id:
             step(f"reading backup {backup_id}")
             index = store.backup_index(ctx.s3, record, backup_id)
-        else:  # a fresh backup unless one is named
-            step("backing up")
-            index = store.backup_index(ctx.s3, record, backup(ctx, record, compression=compression).backup_id)
+        else:  # a fresh backup unless one is named (its progress line once it is not refused)
+            index = store.backup_index(ctx.s3, record,
+                                       backup(ctx, record, compression=compression, on_event=on_event).backup_id)
         report.backup_id, report.backup_kind = index.backup_id, index.kind
         if report.rpo_seconds is None:
             report.rpo_seconds = (utcnow() - index.finished_at).total_seconds()

@@ -28,24 +28,15 @@ from tenant_runtime import analyzer
 from tenantctl.errors import TenantctlError, UsageError
 from tenantctl.models import TenantRecord, TenantStatus
 from tenantctl.operations.reindex import Reindexed, reindex_search, store_analyzers
-from tenantctl.operations.selection import Skipped, in_defined_cells, select
+from tenantctl.operations.selection import Failed, Skipped, in_defined_cells, select, worst_exit
 
-
-class ReindexFailed(BaseModel):
-    """A tenant whose reindex could not run, or stopped: the error and its exit code."""
-
-    tenant_id: str
-    error: str
-    exit_code: int
-
-
-Outcome = Reindexed | Skipped | ReindexFailed
+Outcome = Reindexed | Skipped | Failed
 
 
 class FleetReindex(BaseModel):
     reindexed: dict[str, Reindexed] = Field(default_factory=dict)  # by tenant id
     skipped: list[Skipped] = Field(default_factory=list)
-    failed: list[ReindexFailed] = Field(default_factory=list)
+    failed: list[Failed] = Field(default_factory=list)
     seconds: float = 0.0
 
     def add(self, tenant_id: str, outcome: Outcome) -> None:
@@ -66,7 +57,7 @@ class FleetReindex(BaseModel):
         most: 10 key unusable, 9 stored data failing authentication, 7 unreachable,
         6 gone since selected, 5 locked by another run (one no longer active
         since selected is skipped, not failed: ``reindex_one``)."""
-        return max((f.exit_code for f in self.failed), default=0)
+        return worst_exit(self.failed)
 
     def as_json(self) -> dict[str, Any]:
         """``tenants``: each reindexed tenant as `search reindex ID --json` prints it."""
@@ -121,7 +112,7 @@ def reindex_one(ws: Any, record: TenantRecord, outdated: bool) -> Outcome:
     except TenantctlError as exc:
         if why := _left_alone_since(ws, tenant_id):
             return Skipped(tenant_id=tenant_id, reason=why)
-        return ReindexFailed(tenant_id=tenant_id, error=str(exc), exit_code=exc.exit_code)
+        return Failed.of(tenant_id, exc)
     return done if done is not None else Skipped(tenant_id=tenant_id, reason=_asleep(tenant_id))
 
 

@@ -27,14 +27,18 @@ clears one naming an instance that no longer exists.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
+
+from pydantic import BaseModel, Field
 
 from tenant_runtime.hibernation import instance_not_found
 from tenantctl import naming
 from tenantctl.engines.base import EventSink, phase
-from tenantctl.errors import ApplyFailed, InvalidInput
+from tenantctl.errors import ApplyFailed, Conflict, InvalidInput, NotFound
 from tenantctl.models import Hibernation, TenantRecord, TenantStatus, Tier
-from tenantctl.operations.selection import in_defined_cells
+from tenantctl.operations.selection import Failed, in_defined_cells, worst_exit
 from tenantctl.registry import refuse_open_move
 from tenantctl.timestamps import utc_minute
 from tenantctl.usage.measure import TenantUsage, clients_from_workspace, measure
@@ -51,6 +55,42 @@ def candidates(ws: Workspace) -> tuple[list[str], dict[str, str]]:
     kept, undefined = in_defined_cells(ws, list(ws.registry.iter_all(tier=Tier.dedicated,
                                                                      status=TenantStatus.active)))
     return sorted(r.tenant_id for r, _ in kept), {s.tenant_id: s.reason for s in undefined}
+
+
+class Sweep(BaseModel):
+    """What `hibernate --all` did: each tenant hibernated (its record, its last activity), skipped
+    (tenant id -> why) or failed; a failure does not stop the sweep (as `check --all`)."""
+
+    hibernated: list[dict[str, Any]] = Field(default_factory=list)
+    skipped: dict[str, str] = Field(default_factory=dict)
+    failed: list[Failed] = Field(default_factory=list)
+
+    def exit_code(self) -> int:
+        return worst_exit(self.failed)
+
+
+def sweep(ws: Workspace, idle_days: int, force: bool,
+          progress: Callable[[str], AbstractContextManager[Any]]) -> Sweep:
+    """Hibernate every candidate in id order, each in its ``progress(title)`` block (an EventSink
+    with ``skipped(reason)`` and ``failed(failure)``). Not idle, moving, locked, or gone (or its
+    cell's file) since the listing: skipped, saying why; any other failure is recorded and the
+    sweep goes on."""
+    ids, skipped = candidates(ws)
+    swept = Sweep(skipped=skipped)
+    for tenant_id in ids:
+        with progress(f"hibernating {tenant_id}") as view:
+            try:
+                record, usage = hibernate(ws, tenant_id, idle_days=idle_days, force=force, on_event=view)
+            except (InvalidInput, Conflict, NotFound) as exc:
+                swept.skipped[tenant_id] = str(exc)
+                view.skipped(str(exc))
+                continue
+            except Exception as exc:  # this tenant's run; the others are still hibernated
+                swept.failed.append(Failed.of(tenant_id, exc))
+                view.failed(swept.failed[-1])
+                continue
+        swept.hibernated.append({"record": record, "last_activity": usage.last_activity})
+    return swept
 
 
 def hibernate(ws: Workspace, tenant_id: str, idle_days: int = 30, force: bool = False,

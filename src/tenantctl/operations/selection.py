@@ -1,8 +1,9 @@
 """Which tenants a fleet-wide read runs on (`refresh`, `check`): the named ones,
 every tenant (`--all`) or every tenant of one cell (`--cell`), never a tenant
 whose resources are gone (deprovisioned, or being deprovisioned); the ones of
-them a read skips, with why, the same way for every such read; and where a
-listed tenant lives (`list --region / --account / --cell`)."""
+them a read skips, with why, the same way for every such read; how a fleet
+command reports a tenant it skipped or whose run failed (the others still run);
+and where a listed tenant lives (`list --region / --account / --cell`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel
 
-from tenantctl.errors import InvalidInput, UsageError
+from tenantctl.errors import InvalidInput, TenantctlError, UsageError
 from tenantctl.models import CellSpec, TenantRecord, TenantStatus
 from tenantctl.naming import account_of_arn, region_of_arn
 from tenantctl.timestamps import utc_minute
@@ -26,6 +27,26 @@ class Skipped(BaseModel):
 
     tenant_id: str
     reason: str
+
+
+class Failed(BaseModel):
+    """A tenant whose run in a fleet command could not run or stopped, the error and its exit code
+    (the others still run; the command exits with the worst: ``worst_exit``)."""
+
+    tenant_id: str
+    error: str
+    exit_code: int
+
+    @classmethod
+    def of(cls, tenant_id: str, exc: Exception) -> Failed:
+        if isinstance(exc, TenantctlError):
+            return cls(tenant_id=tenant_id, error=str(exc), exit_code=exc.exit_code)
+        return cls(tenant_id=tenant_id, error=f"unexpected {type(exc).__name__}: {exc}", exit_code=1)
+
+
+def worst_exit(failed: Sequence[Failed]) -> int:
+    """The highest failed tenant's exit code (0: none failed)."""
+    return max((f.exit_code for f in failed), default=0)
 
 
 def in_defined_cells(ws: Workspace, records: Sequence[TenantRecord]) -> tuple[
