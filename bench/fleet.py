@@ -16,7 +16,8 @@ fleet-wide reads grow linearly with the fleet? On a fresh sandbox of its own.
 2. **Listings and the no-change plan over R registry records and stack files**
    (synthetic records written straight into the sandbox registry, active with
    the fingerprint of their stack file, so the plan skips every one):
-   `list --limit 50` (one page), the full listing (`iter_all`), and the
+   `list --limit 50` (one page), the full listing (`iter_all`), `list --all`
+   with a filter only the records can apply (`--cell`: one match in ten), and the
    no-change `apply` plan (one registry scan + R stack files read and
    fingerprinted, no engine call). Floors: one raw Scan of 50 items; raw Scan
    pages of the whole table; the raw Scan pages plus reading the R files with
@@ -137,6 +138,9 @@ def listings(ws: Any, project: Path, sizes: list[int], repeat: int, existing: in
     pairs = {
         "list --limit 50": (lambda: registry.list(limit=50), lambda: raw_scan(Limit=50)),
         "full listing": (lambda: sum(1 for _ in registry.iter_all()), raw_scan),
+        # `list --all --cell C` (a filter the table cannot apply): one pass of the 1 MB pages, as the floor.
+        "filtered list --all": (lambda: registry.list(limit=None, where=lambda r: r.tenant_id.endswith("7")),
+                                raw_scan),
         "no-change apply plan": (no_change_plan, read_files),
     }
     print(f"\n2. fleet-wide reads over R registry records and stack files ({repeat} runs each, interleaved with "
@@ -170,6 +174,8 @@ def main() -> None:
     with bench_sandbox("fleet") as (endpoints, ws, project):
         if args.n:
             provision_by_decile(ws, endpoints, args.n)
+        else:  # `--n 0`: the listings alone, on the registry the platform makes
+            ws.ensure_platform()
         existing = args.n  # the provisioned tenants are records and stack files too
         listings(ws, project, [s for s in sizes if s > existing], args.repeat, existing)
 

@@ -393,6 +393,15 @@ def scan(clients: Clients, regions: Iterable[str], tenant: str | None = None,
     return sorted(found.values(), key=lambda r: r.arn)
 
 
+def secrets_pending_deletion(clients: Clients, regions: Iterable[str]) -> set[str]:
+    """The ARNs of the secrets in their recovery window in ``regions``: ListSecrets' pages (100
+    secrets each) tell what ``is_live`` asks one DescribeSecret per secret for."""
+    return {secret["ARN"] for region in sorted(set(regions))
+            for page in clients("secretsmanager", region).get_paginator("list_secrets").paginate(
+                IncludePlannedDeletion=True, Filters=[{"Key": "tag-key", "Values": [MANAGED_BY["Key"]]}])
+            for secret in page["SecretList"] if secret.get("DeletedDate")}
+
+
 def is_live(clients: Clients, resource: Tagged) -> bool:
     """False for the tail of a deletion: a key pending deletion, a secret in its recovery window."""
     from botocore.exceptions import ClientError

@@ -316,7 +316,7 @@ class RegistryWriter(CellItems):
 
     def list(
         self,
-        limit: int = 50,
+        limit: int | None = 50,
         cursor: str | None = None,
         tier: Tier | None = None,
         status: TenantStatus | None = None,
@@ -324,15 +324,17 @@ class RegistryWriter(CellItems):
     ) -> tuple[list[TenantRecord], str | None]:
         """One page of records and the cursor of the next page (None at the end).
         ``where``: only the records it keeps (what the table cannot filter: the
-        record's own fields), ``limit`` of them to a page.
+        record's own fields), ``limit`` of them to a page; None: every record
+        from ``cursor`` on (`list --all`), one pass of 1 MB pages: paged instead,
+        each page would read a 1 MB page again from where the last one stopped.
 
         Unfiltered, a page is one Scan of ``limit`` items; filtered, Scan reads
         DynamoDB's 1 MB pages (a ``Limit`` would count items read before the
         filter, so a selective filter would cost a round trip per few matches)."""
-        if not 1 <= limit <= 1000:
+        if limit is not None and not 1 <= limit <= 1000:
             raise UsageError(f"Invalid value for '--limit': {limit} is not in the range 1<=x<=1000.")
         kwargs = self._scan_args(tier, status)
-        if tier is None and status is None and where is None:
+        if limit is not None and tier is None and status is None and where is None:
             kwargs["Limit"] = limit + 1  # +1: a cell counter may sit in the page
         if cursor:
             kwargs["ExclusiveStartKey"] = item_key(decode_cursor(cursor))

@@ -524,6 +524,29 @@ def test_audit_finds_what_the_registry_and_the_cloud_disagree_on(acme, cli, sand
         cli.stack_file(GONE).unlink()
 
 
+def test_audit_reads_the_secrets_states_in_one_listing_not_a_call_per_tenant(acme, cli):
+    """A secret in its recovery window is gone for the record naming it, as read from ListSecrets' pages
+    (100 secrets each) rather than a DescribeSecret per live tenant and workspace: 5,000 tenants, 50 calls."""
+    from collections import Counter
+
+    from tenantctl.operations.audit import audit
+    from tenantctl.workspace import Workspace
+
+    ws = Workspace(project_dir=cli.root, cwd=cli.root)
+    secrets = ws.client.in_account(None)("secretsmanager", acme.region)
+    calls: Counter[str] = Counter()
+    secrets.meta.events.register("before-call.secretsmanager", lambda model, **kw: calls.update([model.name]))
+    secrets.delete_secret(SecretId=acme.resources.store.secret_arn, RecoveryWindowInDays=7)
+    try:
+        calls.clear()
+        gone = {f.tenant_id: f.detail for f in audit(ws).findings if f.kind == "resources-gone"}
+        assert "db secret is gone" in gone[TENANT]
+        assert calls["DescribeSecret"] == 0 and calls["ListSecrets"] >= 1, calls
+    finally:
+        secrets.restore_secret(SecretId=acme.resources.store.secret_arn)
+    assert TENANT not in {f.tenant_id for f in audit(ws).findings if f.kind == "resources-gone"}
+
+
 def test_deprovision_lists_what_it_deletes_before_asking(acme, cli, sandbox):
     run = cli("deprovision", TENANT)  # no terminal to answer: refused, naming --yes
     assert run.returncode == NotConfirmed.exit_code and "pass --yes" in run.stderr, run

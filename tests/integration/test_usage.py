@@ -352,3 +352,20 @@ def test_each_workspace_is_measured_apart_from_its_tenant(box, provision_tenant,
     assert ws.queues is not None  # its activity is the tenant's: the tenant itself did nothing
     assert usage.last_activity == max(t for t in (ws.db.last_write, ws.objects.last_modified) if t)
     assert usage.db.rows["conversations"] == 0 and usage.objects.current_objects == 0  # the tenant's own, apart
+
+
+def test_cost_all_reads_the_registry_once_and_splits_each_platform_as_the_registry_counts(tenants, workspace):
+    """The tenants `cost --all` prices are every active or suspended one: it splits each cell's platform over
+    the pooled ones among them instead of a second scan of the registry for their count (5,000 records: 16
+    Scans of 1 MB, not 8), and the split is the registry's own count."""
+    from tenantctl.operations.usage import active_pooled, estimate_costs
+    from tenantctl.usage.cost import load_prices
+
+    expected = active_pooled(workspace)
+    scans = []
+    workspace.registry.client.meta.events.register("before-call.dynamodb.Scan", lambda **kw: scans.append(1))
+    sum(1 for _ in workspace.registry.iter_all())
+    one_pass, scans[:] = len(scans), []
+    report = estimate_costs(workspace, load_prices(None), all_=True)
+    assert len(scans) == one_pass
+    assert all(f"split over {n} pooled tenant(s)" in " ".join(report.assumptions) for n in expected.values())

@@ -14,7 +14,7 @@ app = typer.Typer()
 @app.command()
 def audit(
     markdown: Annotated[Optional[Path], typer.Option(help="Also write the report as markdown here.")] = None,
-    parallel: Annotated[int, typer.Option(min=1, help="Tenants whose key and secret are read at once.")] = 8,
+    parallel: Annotated[int, typer.Option(min=1, help="Tenants whose keys are read at once.")] = 8,
     json_out: JsonFlag = False,
 ) -> None:
     """Audit the registry against the cloud and stacks/ (changes nothing).

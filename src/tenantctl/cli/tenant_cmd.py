@@ -315,8 +315,8 @@ def list_tenants(
     account: Annotated[Optional[str], typer.Option(
         metavar="ACCOUNT_ID", help="Only tenants living in this AWS account (12 digits; the registry's own "
                                    "account holds the home cell's tenants).")] = None,
-    all_pages: Annotated[bool, typer.Option("--all", help="Every page, fetched --limit records at a time "
-                                                         "(like the AWS CLI's auto-pagination).")] = False,
+    all_pages: Annotated[bool, typer.Option("--all", help="Every record (from --cursor on), read in one pass "
+                                                         "of the table's 1 MB pages; --limit does not apply.")] = False,
     json_out: JsonFlag = False,
 ) -> None:
     """List tenants in the registry, one page at a time (or every page with --all).
@@ -337,10 +337,7 @@ def list_tenants(
         ws.cell(cell)  # an unknown cell is an error (exit 6), not an empty page
     where = placed_in(ws, region, account, cell)  # the cell too: a move's other side is in no item's attribute
     filters = {"tier": tier, "status": status, "where": where}
-    records, next_cursor = ws.registry.list(limit=limit, cursor=cursor, **filters)
-    while all_pages and next_cursor:
-        page, next_cursor = ws.registry.list(limit=limit, cursor=next_cursor, **filters)
-        records += page
+    records, next_cursor = ws.registry.list(limit=None if all_pages else limit, cursor=cursor, **filters)
     invalid = leftovers(ws, records, stack_files=cursor is None)
     via_move = {r.tenant_id: where.via_move(r) if where else None for r in records}
     if json_out:

@@ -21,9 +21,9 @@ cell's (its role assumed), over the regions of its cells and of its tenants. A
 tenant's resources are looked for in its cell's account, and a leftover found
 in an account is judged with that account's clients.
 
-Read-only: one registry scan, one tag inventory and one role listing per
-account (``tenantctl.inventory``), a state read per live record's key and
-secret (``parallel`` records at a time). Exit 12 when anything is found.
+Read-only: one registry scan, one tag inventory, one role listing and one listing of
+the secrets in their recovery window per account (``tenantctl.inventory``), a
+state read per live record's key (``parallel`` records at a time). Exit 12 when anything is found.
 """
 
 from __future__ import annotations
@@ -85,6 +85,12 @@ class _Account:
     by_arn: dict[str, inventory.Tagged]
     queue_names: set[str]
     role_arns: set[str]
+    deleted_secrets: set[str]  # in their recovery window: listed, not asked one by one
+
+    def is_live(self, resource: inventory.Tagged) -> bool:
+        if resource.kind == "secretsmanager:secret":
+            return resource.arn not in self.deleted_secrets
+        return inventory.is_live(self.clients, resource)
 
     @classmethod
     def read(cls, clients: Clients, regions: set[str], claimed: set[str]) -> _Account:
@@ -92,19 +98,20 @@ class _Account:
         # Every role's ARN (one paged list, no tag reads): is a record's role still there.
         roles = {role["Arn"] for page in clients("iam").get_paginator("list_roles").paginate()
                  for role in page["Roles"]}
-        return cls(clients, tagged, {t.arn: t for t in tagged}, {t.name for t in tagged if t.service == "sqs"}, roles)
+        return cls(clients, tagged, {t.arn: t for t in tagged}, {t.name for t in tagged if t.service == "sqs"}, roles,
+                   inventory.secrets_pending_deletion(clients, regions))
 
 
 def _missing(account: _Account, res: Any) -> list[str]:
     """What of ``res`` (a tenant's or a workspace's resources: the same fields) is gone from its account."""
-    by_arn, clients = account.by_arn, account.clients
+    by_arn = account.by_arn
     key = by_arn.get(res.kms_key_arn)
     return [what for what, present in (
-        ("kms key", key is not None and inventory.is_live(clients, key)),
+        ("kms key", key is not None and account.is_live(key)),
         ("queue", res.queue_url.rsplit("/", 1)[-1] in account.queue_names),
         ("dead-letter queue", res.dlq_url.rsplit("/", 1)[-1] in account.queue_names),
         ("role", res.role_arn in account.role_arns),
-        ("db secret", res.store.secret_arn in by_arn and inventory.is_live(clients, by_arn[res.store.secret_arn])))
+        ("db secret", res.store.secret_arn in by_arn and account.is_live(by_arn[res.store.secret_arn])))
         if not present]
 
 
@@ -135,7 +142,7 @@ def _unclaimed(account: _Account, records: dict[str, TenantRecord], cell_stacks:
             continue
         if resource.retained and cell_of_stack(tenant):  # a removed cell's final snapshot: `cell remove` keeps it
             continue
-        if not inventory.is_live(account.clients, resource):
+        if not account.is_live(resource):
             continue  # a key pending deletion, a secret in its recovery window: the tail of a deletion
         why = (f"tagged for tenant {tenant!r}, {record.status.value} since "
                f"{record.deprovisioned_at or record.updated_at:%Y-%m-%d}" if record is not None
@@ -170,8 +177,8 @@ def _accounts(ws: Workspace, records: dict[str, TenantRecord],
 
 
 def audit(ws: Workspace, parallel: int = 8) -> AuditReport:
-    """``parallel``: live records whose key and secret states are read at once (two
-    calls each: with thousands of tenants, the bulk of an audit's time)."""
+    """``parallel``: live records whose key states are read at once (a call each, and one per
+    workspace: with thousands of tenants, the bulk of an audit's time; the secrets' come listed)."""
     if parallel < 1:
         raise UsageError(f"Invalid value for '--parallel': {parallel} is not in the range x>=1.")
     started = time.monotonic()

@@ -165,6 +165,13 @@ def active_pooled(ws: Workspace) -> Counter[str]:
     return Counter(r.cell for r in ws.registry.iter_all(tier=Tier.pooled) if r.status in MEASURED_STATUSES)
 
 
+def pooled_among(records: list[TenantRecord]) -> Counter[str]:
+    """``active_pooled`` of the cells of ``records`` from ``records`` themselves, when they are every
+    active or suspended pooled tenant of those cells (`cost --all`, `--cell C`, the report): a second
+    scan of the registry, for counts its first already held, doubled what a fleet-wide read costs."""
+    return Counter(r.cell for r in records if r.tier is Tier.pooled and r.status in MEASURED_STATUSES)
+
+
 # -- cost ------------------------------------------------------------------------------
 class HibernationCost(BaseModel):
     """A dedicated tenant's hibernation: whether its instance is stopped now,
@@ -256,17 +263,21 @@ def estimate_costs(ws: Workspace, prices: PriceTable, tenant_id: str | None = No
                 raise InvalidInput(f"tenant {record.tenant_id!r} is deprovisioned: it is not priced (only the "
                                    f"objects it kept still bill: `tenantctl usage {record.tenant_id}` measures them)")
         placed = placed_tenants(ws, prices, records, idle_days)
-    return price_placed(ws, prices, placed, db_gb, s3_gb, pooled_tenants)
+    # Every tenant of the cells priced was read (not one id, nor only dedicated ones): they hold the count.
+    counted = pooled_among(records) if not hypothetical and not tenant_id and tier is not Tier.dedicated else None
+    return price_placed(ws, prices, placed, db_gb, s3_gb, pooled_tenants, counted)
 
 
 def price_placed(ws: Workspace, prices: PriceTable, placed: list[Placed], db_gb: float | None = None,
-                 s3_gb: float | None = None, pooled_tenants: int | None = None) -> CostReport:
+                 s3_gb: float | None = None, pooled_tenants: int | None = None,
+                 counted: Counter[str] | None = None) -> CostReport:
     """Each row priced with its own cell's platform split over that cell's
-    pooled tenants (active or suspended), with the pooled rows the registry does not count
+    pooled tenants (active or suspended; ``counted``: already counted, ``pooled_among``),
+    with the pooled rows the registry does not count
     there (a what-if tenant joins its cell; ``pooled_tenants`` replaces the
     whole count, when given)."""
     platforms = {c: platform_spec(ws, c) for c in {p.cell for p in placed}}
-    counted = Counter() if pooled_tenants else active_pooled(ws)
+    counted = Counter() if pooled_tenants else Counter(counted) if counted is not None else active_pooled(ws)
     if not pooled_tenants:
         counted.update(p.cell for p in placed if p.uncounted)
     sharing = {c: pooled_tenants or counted[c] for c in platforms}
@@ -339,19 +350,20 @@ def write_html_report(ws: Workspace, prices: PriceTable, out: Path, idle_days: i
         if on_drill_error is not None:
             on_drill_error(exc)
         drills = None
-    data = report_data(ws, prices, records, idle_days, drills, clients)
+    data = report_data(ws, prices, records, idle_days, drills, clients, pooled_among(records))
     return write_report(data, out), data
 
 
 def report_data(ws: Workspace, prices: PriceTable, records: list[TenantRecord], idle_days: int = 30,
                 drills: dict[str, list[DrillVerdict]] | None = None,
-                clients: Callable[[TenantRecord], UsageClients] | None = None) -> ReportData:
+                clients: Callable[[TenantRecord], UsageClients] | None = None,
+                counted: Counter[str] | None = None) -> ReportData:
     """The page's data for ``records``, each measured and priced as `tenantctl
     cost` prices it (in its own cell; both stacks of an open move to another
     account or region, the drills on the serving one); ``drills`` None: the
-    history could not be read."""
+    history could not be read; ``counted``: as ``price_placed`` takes it."""
     placed = placed_tenants(ws, prices, records, idle_days, clients)
-    priced = price_placed(ws, prices, placed)
+    priced = price_placed(ws, prices, placed, counted=counted)
     rows = [ReportRow(usage=p.usage, cost=c.estimate, comparison=c.comparison, label=c.label(),
                       stack=c.move.stack if c.move else None,
                       drills=(drills or {}).get(p.inputs.tenant_id, []) if c.move is None or c.move.serving else [])
