@@ -218,6 +218,18 @@ def test_a_tenant_moving_to_another_account_or_region_is_priced_for_both_stacks(
         "serving)" if switched else "serving from the switch)")
 
 
+def test_cost_of_one_cell_splits_another_cells_platform_over_all_of_that_cells_tenants(ws, monkeypatch):
+    """`cost --all --cell euc` reads euc's tenants only; acme, switched to euc, still has its pooled
+    stack in eu1, priced with eu1's platform: split over eu1's two (other, and acme's old stack), not
+    over the one row of eu1 this listing happened to hold."""
+    moving_acme(ws, monkeypatch, switched=True)
+    ws.cell = lambda name: CellSpec(name=name)
+    prices = load_prices()
+    rows = {t.move.side: t for t in estimate_costs(ws, prices, all_=True, cell="euc").tenants}
+    pooled = CostInputs(tenant_id="acme", tier=Tier.pooled, db_bytes=GIB)
+    assert rows["from"].estimate.total == estimate(pooled, prices, CellSpec(name="eu1"), 2).total
+
+
 @pytest.mark.parametrize("switched", [False, True])
 def test_the_report_shows_both_stacks_of_an_open_move_as_cost_does(ws, monkeypatch, switched):
     from markupsafe import escape

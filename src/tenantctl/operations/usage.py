@@ -263,9 +263,11 @@ def estimate_costs(ws: Workspace, prices: PriceTable, tenant_id: str | None = No
                 raise InvalidInput(f"tenant {record.tenant_id!r} is deprovisioned: it is not priced (only the "
                                    f"objects it kept still bill: `tenantctl usage {record.tenant_id}` measures them)")
         placed = placed_tenants(ws, prices, records, idle_days)
-    # Every tenant of the cells priced was read (not one id, nor only dedicated ones): they hold the count.
-    counted = pooled_among(records) if not hypothetical and not tenant_id and tier is not Tier.dedicated else None
-    return price_placed(ws, prices, placed, db_gb, s3_gb, pooled_tenants, counted)
+    # When every tenant of each cell priced was read (all of them, or all of the one cell every row is
+    # in: not one id, nor only dedicated ones, nor a move's other stack in another cell), they hold the count.
+    whole = (not hypothetical and not tenant_id and tier is not Tier.dedicated
+             and (cell is None or all(p.cell == cell for p in placed)))
+    return price_placed(ws, prices, placed, db_gb, s3_gb, pooled_tenants, pooled_among(records) if whole else None)
 
 
 def price_placed(ws: Workspace, prices: PriceTable, placed: list[Placed], db_gb: float | None = None,
