@@ -283,16 +283,14 @@ def _grants_out_of_band(kms: Any, key_arn: str, region: str, declared: set[str])
 
 def _topic_access(sns: Any, arn: str, region: str, declared: set[str]) -> list[UnmanagedAccess]:
     from tenantctl.checks.aws_posture import topic_outsiders
+    from tenantctl.checks.reads import confirmed_subscriptions
     from tenantctl.naming import account_of_arn
 
     name = arn.rsplit(":", 1)[-1]
-    subscriptions = [s for page in sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=arn)
-                     for s in page["Subscriptions"]]
-    # One pending confirmation is left: nothing reaches it, nor can it be unsubscribed; confirmed, it is named.
     found = [UnmanagedAccess(arn=arn, region=region, tags={}, what="sns:subscription", target=s["SubscriptionArn"],
                              label=f"{s['SubscriptionArn'].rsplit(':', 1)[-1]} to topic {name} "
                                    f"({s.get('Protocol')} {s.get('Endpoint')})")
-             for s in subscriptions if s["SubscriptionArn"] not in declared | {"PendingConfirmation"}]
+             for s in confirmed_subscriptions(sns, arn) if s["SubscriptionArn"] not in declared]
     outsiders = topic_outsiders(sns.get_topic_attributes(TopicArn=arn)["Attributes"].get("Policy"),
                                 account_of_arn(arn))
     if outsiders:

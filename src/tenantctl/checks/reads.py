@@ -42,6 +42,14 @@ def default_topic_policy(arn: str) -> str:
         "Resource": arn, "Condition": {"StringEquals": {"AWS:SourceOwner": account_of_arn(arn)}}}]})
 
 
+def confirmed_subscriptions(sns: Any, arn: str) -> list[dict[str, Any]]:
+    """The topic's subscriptions (SubscriptionArn, Protocol, Endpoint), but those pending
+    confirmation: no message reaches one, and none can be unsubscribed; confirmed, it is listed.
+    What `check` judges and what `refresh` names and its repair removes."""
+    return [s for page in sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=arn)
+            for s in page["Subscriptions"] if s.get("SubscriptionArn") != "PendingConfirmation"]
+
+
 def _tag_pairs(tags: dict[str, Any], key: str = "Key", value: str = "Value") -> list[dict[str, str]]:
     return [{key: k, value: str(v)} for k, v in (tags or {}).items()]
 
@@ -125,11 +133,7 @@ class LiveReads:
         return self._topic_attributes(arn).get("Policy")
 
     def topic_subscriptions(self, arn: str) -> list[dict[str, Any]]:
-        """Its subscriptions (Protocol, Endpoint), but those pending confirmation: no message reaches
-        one, and none can be unsubscribed; confirmed, it is listed."""
-        return self._once(("topic-subscriptions", arn), lambda: [
-            s for page in self._client("sns").get_paginator("list_subscriptions_by_topic").paginate(TopicArn=arn)
-            for s in page["Subscriptions"] if s.get("SubscriptionArn") != "PendingConfirmation"])
+        return self._once(("topic-subscriptions", arn), lambda: confirmed_subscriptions(self._client("sns"), arn))
 
     # -- IAM -------------------------------------------------------------------
     def trust_policy(self) -> Any:
