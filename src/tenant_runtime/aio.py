@@ -49,7 +49,15 @@ from tenant_runtime.documents import (
 from tenant_runtime.errors import StoreMoved, runtime_closed
 from tenant_runtime.gateway import Gateway, PoolBase
 from tenant_runtime.jobs import Job, JobMessage
-from tenant_runtime.logins import ROLE_LIMIT_SQL, IdleConnections, Patience, TenantLogins, busy, role_full
+from tenant_runtime.logins import (
+    ROLE_LIMIT_SQL,
+    IdleConnections,
+    LoginRefused,
+    Patience,
+    TenantLogins,
+    busy,
+    role_full,
+)
 from tenant_runtime.objects import PresignedUpload
 from tenant_runtime.runtime import TenantRuntime
 from tenant_runtime.search import SearchResult, Suggestions
@@ -62,6 +70,7 @@ from tenant_runtime.store import (
     Statement,
     StoreOperations,
     advance,
+    relocated,
 )
 from tenant_runtime.transaction import (
     abegin,
@@ -355,9 +364,14 @@ class AsyncContextStore(StoreOperations):
         raise self.logins.login_failed(ctx, error) from None
 
     async def _run(self, ctx: TenantContext, operation: Operation) -> Any:
+        """See ContextStore._run."""
         ctx = verified(ctx)
-        with read_errors_as_moved(ctx.key):  # see ContextStore._run
-            return await self._drive(ctx, operation)
+        try:
+            with read_errors_as_moved(ctx.key):
+                return await self._drive(ctx, operation)
+        except (StoreMoved, LoginRefused) as exc:
+            refused = exc
+        raise (await self._relocated(ctx, refused))[1]
 
     async def _drive(self, ctx: TenantContext, operation: Operation) -> Any:
         """Run ``operation``'s steps; ``ctx``: verified by the caller, once for all
@@ -380,14 +394,22 @@ class AsyncContextStore(StoreOperations):
         try:
             with write_errors_as_moved(ctx.key):
                 return await self._drive(ctx, make(ctx))
-        except StoreMoved:
-            if self.reresolve is None:
-                raise
-            for conn in self.logins.forget(ctx):
-                await conn.close()
-            fresh = verified(await self.offload.call(self.reresolve, ctx))
-            with write_errors_as_moved(fresh.tenant_id):
-                return await self._drive(fresh, make(fresh))
+        except (StoreMoved, LoginRefused) as exc:
+            moved = exc
+        fresh, _ = await self._relocated(ctx, moved, patient=isinstance(moved, LoginRefused))
+        with write_errors_as_moved(fresh.key):
+            return await self._drive(fresh, make(fresh))
+
+    async def _relocated(self, ctx: TenantContext, refused: StoreMoved | LoginRefused,
+                         patient: bool = True) -> tuple[TenantContext, StoreMoved]:
+        """See ContextStore._relocated."""
+        if self.reresolve is None:
+            raise refused
+        fresh = verified(await self.offload.call(self.reresolve, ctx, patient))
+        moved = relocated(ctx, fresh, refused)
+        for conn in self.logins.forget(ctx):
+            await conn.close()
+        return fresh, moved
 
     async def _statement(self, ctx: TenantContext, step: Statement) -> Any:
         async with self._transaction(ctx) as cur:  # ctx: verified by the operation

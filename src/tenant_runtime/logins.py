@@ -33,6 +33,13 @@ CURRENT, PENDING = "AWSCURRENT", "AWSPENDING"
 _BAD, _IDLE = psycopg.pq.ConnStatus.BAD, psycopg.pq.TransactionStatus.IDLE
 
 
+class LoginRefused(StoreUnavailable):
+    """The tenant's store refused its login, or its secret could not be read: a
+    StoreUnavailable (503), unless its record is stale (the store asks the
+    registry again: a finalized move drops the old store's role and secret, and
+    libpq gives a refused login no SQLSTATE to tell that apart)."""
+
+
 class StoreSecret(BaseModel):
     """A login's secret JSON (Secrets Manager): the tenant's (ARN in
     StoreConnection.secret_arn) or the gateway's (the platform's)."""
@@ -245,7 +252,7 @@ class TenantLogins:
                                                                VersionStage=stage)["SecretString"]
             secret = StoreSecret.model_validate_json(raw)
         except (ClientError, BotoCoreError, KeyError, ValidationError) as exc:
-            raise StoreUnavailable(f"store secret of tenant {ctx.key!r} unusable: {exc}") from None
+            raise LoginRefused(f"store secret of tenant {ctx.key!r} unusable: {exc}") from None
         # The secret must name this tenant's role and schema: a secret of another
         # login is refused. Its host and database are not followed: connections
         # go to the store the registry record names (during a move the secret is
@@ -254,9 +261,9 @@ class TenantLogins:
             raise TenantMismatch(ctx.key, f"{secret.dbname}/{secret.schema_}/{secret.username}", "store secret")
         return secret
 
-    def login_failed(self, ctx: TenantContext, exc: Exception) -> StoreUnavailable:
+    def login_failed(self, ctx: TenantContext, exc: Exception) -> LoginRefused:
         self._secrets.pop(ctx.resources.store.secret_arn)  # re-read next time
-        return StoreUnavailable(f"store of tenant {ctx.key!r} unreachable: {exc}")
+        return LoginRefused(f"store of tenant {ctx.key!r} unreachable: {exc}")
 
     def rotated(self, ctx: TenantContext, refused: StoreSecret) -> list[StoreSecret]:
         """Credentials to try after ``refused`` failed to log in, only those with

@@ -32,6 +32,7 @@ for a tenant it has not seen.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -47,6 +48,9 @@ TABLE_ENV = "TENANT_REGISTRY_TABLE"
 # How long a record whose writes a move froze is cached (the freeze is short;
 # writes are refused until the record says otherwise).
 FROZEN_TTL = 0.2
+# A failed login is no proof that a record is stale (the database may be down):
+# a record read this recently is not read again for one (``RegistryReader.refresh``).
+REREAD_INTERVAL = 1.0
 
 # -- the item codec: the one definition of the layout above -------------------
 HASH_KEY = "tenant_id"
@@ -174,6 +178,8 @@ class RegistryReader:
         self.client = client
         self.negative_ttl = negative_ttl
         self._cache: TTLCache[TenantRecord | None] = TTLCache(max_entries, ttl, clock)
+        self._recent: TTLCache[TenantRecord | None] = TTLCache(max_entries, REREAD_INTERVAL, clock)
+        self._refreshing = [threading.Lock() for _ in range(64)]  # by tenant id's hash: one refresh at a time
         self.reads = 0  # DynamoDB GetItem calls, for tests and metrics
 
     def lookup(self, tenant_id: str) -> TenantRecord | None:
@@ -191,7 +197,23 @@ class RegistryReader:
         else:
             ttl = None
         self._cache.put(tenant_id, record, ttl)
+        self._recent.put(tenant_id, record)
         return record
+
+    def refresh(self, tenant_id: str, stale: TenantRecord, patient: bool = False) -> None:
+        """Read the tenant's record again, past the cache, because a request found
+        ``stale`` (the record it was resolved with) refused by the store it names;
+        at most once per stale record: not when the cache holds another record
+        since (concurrent requests wait for the first one's read and share it).
+        ``patient``: the evidence is weak (a refused login), so not either when
+        ``stale`` was read less than ``REREAD_INTERVAL`` seconds ago."""
+        with self._refreshing[hash(tenant_id) % len(self._refreshing)]:
+            hit, cached = self._cache.get(tenant_id)
+            if hit and cached is not stale:
+                return
+            if hit and patient and self._recent.get(tenant_id)[1] is stale:
+                return
+            self._load(tenant_id)
 
     def get(self, tenant_id: str) -> TenantRecord:
         """The record of a tenant that may serve requests (status active)."""

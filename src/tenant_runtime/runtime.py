@@ -88,10 +88,10 @@ class TenantRuntime:
         registry like ``resolve``."""
         return from_registry(self.registry, tenant_id, subject="service", workspace=workspace)
 
-    def _reresolve(self, ctx: TenantContext) -> TenantContext:
+    def _reresolve(self, ctx: TenantContext, patient: bool = False) -> TenantContext:
         """``ctx``'s tenant read from the registry again (its cached record named
-        a store the tenant was moved away from), same subject and claims."""
-        self.registry.invalidate(ctx.tenant_id)
+        a store that refused it: ``RegistryReader.refresh``), same subject and claims."""
+        self.registry.refresh(ctx.tenant_id, ctx.record, patient)
         return from_registry(self.registry, ctx.tenant_id, subject=ctx.subject, claims=ctx.claims,
                              workspace=ctx.workspace)
 

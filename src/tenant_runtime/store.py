@@ -76,6 +76,7 @@ from tenant_runtime.hibernation import DatabaseWaker
 from tenant_runtime.logins import (
     ROLE_LIMIT_SQL,
     IdleConnections,
+    LoginRefused,
     Patience,
     StoreSecret,
     TenantLogins,
@@ -312,6 +313,19 @@ class StoreOperations(SearchOperations):
         return deleted > 0
 
 
+def relocated(ctx: TenantContext, fresh: TenantContext, refused: StoreMoved | LoginRefused) -> StoreMoved:
+    """What a call ``ctx``'s store refused raises once its tenant was read from
+    the registry again (``fresh``): a StoreMoved as it is; a refused login as a
+    StoreMoved when the registry names another store now (the record the call
+    used was stale), else raised as it is (a StoreUnavailable)."""
+    if not isinstance(refused, LoginRefused):
+        return refused
+    if fresh.resources.store == ctx.resources.store:
+        raise refused
+    return StoreMoved(f"store of tenant {ctx.key!r} refused the login and the registry names another store now "
+                      f"(moved): {refused}")
+
+
 # -- the sync driver ----------------------------------------------------------------
 
 class ContextStore(StoreOperations):
@@ -483,11 +497,17 @@ class ContextStore(StoreOperations):
         raise self.logins.login_failed(ctx, exc) from None
 
     def _run(self, ctx: TenantContext, operation: Operation) -> Any:
+        """Run a read operation; refused by a store its tenant was moved away from,
+        a StoreMoved (503) once the registry was read again, so that the caller's
+        retry resolves the store the registry names now."""
         ctx = verified(ctx)
         try:  # = read_errors_as_moved, without a context manager's per-call cost
             return self._drive(ctx, operation)
         except psycopg.errors.UndefinedTable as exc:
-            raise store_gone(ctx.key, exc) from None
+            refused: StoreMoved | LoginRefused = store_gone(ctx.key, exc)
+        except (StoreMoved, LoginRefused) as exc:
+            refused = exc
+        raise self._relocated(ctx, refused)[1]
 
     def _drive(self, ctx: TenantContext, operation: Operation) -> Any:
         """Run ``operation``'s steps; ``ctx``: verified by the caller, once for
@@ -518,17 +538,28 @@ class ContextStore(StoreOperations):
         try:  # = write_errors_as_moved, without a context manager's per-call cost
             return write(ctx, *args)
         except psycopg.errors.InsufficientPrivilege as exc:
-            moved = store_moved(ctx.key, exc)
+            moved: StoreMoved | LoginRefused = store_moved(ctx.key, exc)
         except psycopg.errors.UndefinedTable as exc:
             moved = store_gone(ctx.key, exc)
-        except StoreMoved as exc:
+        except (StoreMoved, LoginRefused) as exc:
             moved = exc
-        if self.reresolve is None:
-            raise moved
-        self.forget(ctx)
-        fresh = verified(self.reresolve(ctx))
+        fresh, _ = self._relocated(ctx, moved, patient=isinstance(moved, LoginRefused))
         with write_errors_as_moved(fresh.key):
             return write(fresh, *args)
+
+    def _relocated(self, ctx: TenantContext, refused: StoreMoved | LoginRefused,
+                   patient: bool = True) -> tuple[TenantContext, StoreMoved]:
+        """After ``ctx``'s store refused a call: its tenant read from the registry
+        again (``RegistryReader.refresh``; ``patient``: not if its record was
+        read just now) and its cached secret and connections forgotten, the
+        context to retry on and the StoreMoved to raise instead (``relocated``,
+        which raises a login refused by the store the registry still names)."""
+        if self.reresolve is None:
+            raise refused
+        fresh = verified(self.reresolve(ctx, patient))
+        moved = relocated(ctx, fresh, refused)
+        self.forget(ctx)
+        return fresh, moved
 
     def forget(self, ctx: TenantContext) -> None:
         """Drop the tenant's cached secret and idle connections (its store moved)."""

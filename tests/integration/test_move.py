@@ -22,7 +22,7 @@ from psycopg import sql
 from runtime_tenants import jwt_settings, sandbox_runtime
 from waiting import wait_for
 
-from tenant_runtime import AsyncTenantRuntime, TenantRuntime
+from tenant_runtime import AsyncTenantRuntime, StoreMoved, TenantRuntime
 from tenant_runtime.models import Hibernation, MovePhase
 from tenant_runtime.tables import TABLES
 from tenantctl import naming
@@ -164,12 +164,25 @@ def test_a_stale_runtime_fails_closed_on_the_old_store_and_recovers_then_the_mov
     astale = AsyncTenantRuntime(jwt_settings(), workspace.ensure_platform()["registry_table"], **settings)
     loop = asyncio.new_event_loop()  # one loop for both halves: the async runtime's connections belong to it
 
+    # Runtimes that read the tenant before the move and not again until it is finalized, their record
+    # cached throughout (a move and its finalize within a registry TTL: an evacuation's `--finalize`).
+    # ``late`` holds a connection to the old store, ``unread`` and ``alate`` none (they log in after it).
+    late, unread = (TenantRuntime(jwt_settings(), workspace.ensure_platform()["registry_table"], **settings)
+                    for _ in range(2))
+    alate = AsyncTenantRuntime(jwt_settings(), workspace.ensure_platform()["registry_table"], **settings)
+
     async def put_document(title: str):
         return await astale.store.put_document(await astale.context(MOVED), "stale-doc", title, "written async")
+
+    async def alate_history():
+        return await alate.store.history(await alate.context(MOVED), "stale")
 
     try:
         stale.store.append(stale.context(MOVED), "stale", "user", "cached")  # caches the record and a connection
         loop.run_until_complete(put_document("cached"))
+        late.store.history(late.context(MOVED), "stale")
+        unread.context(MOVED)
+        loop.run_until_complete(alate.context(MOVED))
         result = move(workspace, MOVED, tier=Tier.dedicated)
         assert result.outcome == "switched" and result.freeze_seconds < 30
         record = workspace.registry.require(MOVED)
@@ -193,7 +206,6 @@ def test_a_stale_runtime_fails_closed_on_the_old_store_and_recovers_then_the_mov
     finally:
         stale.close()
         loop.run_until_complete(astale.aclose())
-        loop.close()
 
     done = move(workspace, MOVED, finalize=True)  # final backup, old store removed, `check` passes
     record = workspace.registry.require(MOVED)
@@ -209,6 +221,30 @@ def test_a_stale_runtime_fails_closed_on_the_old_store_and_recovers_then_the_mov
     assert report.verdict is Verdict.passed, report
     assert runtime.store.history(runtime.context(MOVED), "stale").messages[0].content == "after the switch"
     assert runtime.store.get_document(runtime.context(MOVED), "stale-doc").title == "after the switch"
+
+    # The late runtimes' records name the store the finalize removed (its schema gone, its role's
+    # login refused), which was a 503 until their cache expired (a StoreUnavailable for a login, a
+    # StoreMoved read again from the same cached record). Now a write lands on the new store at once
+    # and a read is a StoreMoved (503) the application's one retry gets past, each runtime having
+    # read the registry once more.
+    try:
+        assert late.context(MOVED).resources.store == old and late.registry.reads == 1
+        with pytest.raises(StoreMoved):
+            late.store.history(late.context(MOVED), "stale")
+        assert late.store.history(late.context(MOVED), "stale").messages[0].content == "after the switch"
+        assert late.context(MOVED).resources.store == new and late.registry.reads == 2
+        assert unread.context(MOVED).resources.store == old
+        msg = unread.store.append(unread.context(MOVED), "late", "user", "stale across the finalize")
+        assert (msg.seq, "late") in _rows(sandbox, record) and unread.registry.reads == 2
+        with pytest.raises(StoreMoved):
+            loop.run_until_complete(alate_history())
+        assert loop.run_until_complete(alate_history()).messages[0].content == "after the switch"
+        assert alate.registry.reads == 2
+    finally:
+        late.close()
+        unread.close()
+        loop.run_until_complete(alate.aclose())
+        loop.close()
 
 
 def _seqs(sandbox, store) -> set[int]:

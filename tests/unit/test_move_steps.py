@@ -231,7 +231,7 @@ def test_a_stale_write_is_retried_once_on_the_store_the_registry_names_now():
     for write in (lambda s: s.append(stale, "c", "user", "hi").seq, lambda s: s.delete_conversation(stale, "c")):
         seen.clear()
         store = Store(envelope=Sealing(), secret_client_for=lambda _ctx: None,  # type: ignore[arg-type]
-                      reresolve=lambda ctx: from_registry(registry, ctx.tenant_id))
+                      reresolve=lambda ctx, patient=False: from_registry(registry, ctx.tenant_id))
         assert write(store) in (7, True)
         assert seen == ["postgres", "acme"]
         without = Store(envelope=Sealing(), secret_client_for=lambda _ctx: None)  # type: ignore[arg-type]

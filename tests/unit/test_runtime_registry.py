@@ -131,3 +131,29 @@ def test_a_reindex_mark_is_per_store_and_keeps_its_first_start():
     one = both.model_copy(update=reindex_marks(both, finished=["legal"]))
     assert one.search_reindex_stores == [""] and one.search_reindex_since == begun.search_reindex_since
     assert reindex_marks(one, finished=[""]) == {"search_reindex_stores": [], "search_reindex_since": None}
+
+
+def test_a_refresh_reads_a_stale_record_again_once_and_a_refused_login_not_one_just_read(dynamo):
+    """A store refusing a record's tenant re-reads it past the cache, once: not
+    when the cache holds a newer record (another request refreshed it), and for
+    a refused login (weak evidence: the database may just be down) not when
+    the record was read less than REREAD_INTERVAL ago."""
+    from tenant_runtime.registry import REREAD_INTERVAL
+
+    client, stub = dynamo
+    clock = Clock()
+    reader = RegistryReader("reg", client=client, ttl=30, clock=clock)
+    expect(stub, "acme", item(record("acme")))
+    stale = reader.get("acme")
+    reader.refresh("acme", stale, patient=True)  # read just now: a refused login asks nothing
+    assert reader.reads == 1
+    expect(stub, "acme", item(record("acme")))
+    reader.refresh("acme", stale)  # a refused write does
+    fresh = reader.get("acme")
+    assert fresh is not stale and reader.reads == 2
+    reader.refresh("acme", stale)  # a request holding the old record: the newer one is shared
+    reader.refresh("acme", fresh, patient=True)
+    clock.now += REREAD_INTERVAL
+    expect(stub, "acme", item(record("acme")))
+    reader.refresh("acme", fresh, patient=True)  # read a while ago: asked again
+    assert reader.get("acme") is not fresh and reader.reads == 3
