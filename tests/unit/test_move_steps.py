@@ -523,3 +523,22 @@ def test_a_rollback_is_refused_once_a_finalize_recorded_its_final_backup(keyed):
         (KeyedMover if keyed else Mover)(ws, held).rollback()  # type: ignore[arg-type]
     assert refused.value.exit_code == 3 and "`tenantctl move acme --finalize` finishes it" in str(refused.value)
     assert saved == [] and held.record.move.phase is MovePhase.switched
+
+
+def test_stores_that_differ_are_named_in_a_sentence_not_a_dict():
+    """The exit-9 message of a move (or a rollback) whose two stores differ: each
+    table that differs, its rows and checksum on each side, in words."""
+    from tenantctl.drills.models import TableCheck
+    from tenantctl.errors import DrillFailed
+    from tenantctl.transfer.store_sync import _same
+
+    source = {"messages": TableCheck(rows=12, checksum="a1"), "summaries": TableCheck(rows=1, checksum="c3"),
+              "documents": TableCheck(rows=2, checksum="d4")}
+    target = {"messages": TableCheck(rows=11, checksum="b2"), "documents": TableCheck(rows=2, checksum="d4")}
+    with pytest.raises(DrillFailed) as refused:
+        _same("acme", source, target)
+    assert str(refused.value) == (
+        "tenant 'acme': the target store differs from the source after catching up: messages: 12 rows "
+        "(checksum a1) in the source, 11 rows (checksum b2) in the target; summaries: 1 row (checksum c3) "
+        "in the source, missing in the target")
+    assert _same("acme", target, dict(target)) == {"messages": 11, "documents": 2}

@@ -296,11 +296,19 @@ def compare(connect: Connect, tenant_id: str, source: StoreConnection, target: S
 
 def _same(tenant_id: str, expected: dict[str, Any], actual: dict[str, Any]) -> dict[str, Any]:
     if expected != actual:
-        diff = {t: (expected.get(t), actual.get(t)) for t in set(expected) | set(actual)
-                if expected.get(t) != actual.get(t)}
+        differ = "; ".join(f"{table}: {_side(expected.get(table))} in the source, {_side(actual.get(table))} "
+                           "in the target" for table in sorted(set(expected) | set(actual))
+                           if expected.get(table) != actual.get(table))
         raise DrillFailed(f"tenant {tenant_id!r}: the target store differs from the source after catching up: "
-                                 f"{diff}")
+                          f"{differ}")
     return {t: c.rows for t, c in expected.items()}
+
+
+def _side(check: Any) -> str:
+    """One side of a table that differs, in words (``_same``'s message)."""
+    if check is None:
+        return "missing"
+    return f"{check.rows} row{'' if check.rows == 1 else 's'} (checksum {check.checksum})"
 
 
 def align_sequences(connect: Connect, store: StoreConnection) -> None:
