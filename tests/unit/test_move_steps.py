@@ -239,6 +239,52 @@ def test_a_stale_write_is_retried_once_on_the_store_the_registry_names_now():
             write(without)
 
 
+def test_a_refused_login_is_a_store_moved_only_once_the_registry_names_another_store():
+    """A login the store refuses (libpq: no SQLSTATE) asks the registry again,
+    at most once a REREAD_INTERVAL per tenant: the same store, a
+    StoreUnavailable as before; another one, a StoreMoved, the cache holding
+    the new record for the caller's retry."""
+    from tenant_runtime.errors import StoreUnavailable
+    from tenant_runtime.logins import LoginRefused
+    from tenant_runtime.registry import REREAD_INTERVAL
+
+    now = [0.0]
+    old = record("acme")
+    new = old.model_copy(update={"resources": old.resources.model_copy(update={
+        "store": old.resources.store.model_copy(update={"database": "acme"})})})
+    registry = Registry(old)
+    registry._cache = TTLCache(10, 30.0, clock=lambda: now[0])
+    registry._recent = TTLCache(10, REREAD_INTERVAL, clock=lambda: now[0])
+    stale = from_registry(registry, "acme")
+
+    class Store(ContextStore):
+        def _execute(self, ctx, query, params, fetch, locks=(), prepare=None):
+            if ctx.resources.store.database == "postgres":
+                raise LoginRefused("permission denied for database")
+            return []
+
+    def reresolve(ctx, patient=False):  # as TenantRuntime's
+        registry.refresh(ctx.tenant_id, ctx.record, patient)
+        return from_registry(registry, ctx.tenant_id)
+
+    store = Store(envelope=None, secret_client_for=lambda _ctx: None, reresolve=reresolve)  # type: ignore[arg-type]
+    with pytest.raises(StoreUnavailable):  # its record read just now: not again
+        store.list_conversations(stale)
+    assert registry.asked == ["acme"]
+    now[0] += REREAD_INTERVAL
+    for _ in range(3):  # read again once, the same store named: still StoreUnavailable
+        with pytest.raises(StoreUnavailable) as refused:
+            store.list_conversations(stale)
+        assert not isinstance(refused.value, StoreMoved)
+    assert registry.asked == ["acme", "acme"]
+    registry.records["acme"] = new  # moved
+    now[0] += REREAD_INTERVAL
+    with pytest.raises(StoreMoved, match="registry names another store now"):
+        store.list_conversations(from_registry(registry, "acme"))
+    assert registry.asked == ["acme"] * 3
+    assert store.list_conversations(from_registry(registry, "acme")).conversations == []
+
+
 def test_provision_refuses_a_tenant_being_moved_and_points_tier_changes_at_move():
     moving = _moving(MovePhase.copying)
     assert isinstance(refusal(moving, TenantSpec(id="acme")), Conflict)
