@@ -8,13 +8,12 @@ only ones it may have: `check` fails any other and a repair removes it."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
 
-from tenantctl.naming import resource_name
+from tenantctl.naming import alarm_subscription_resource, alarm_topic_resource, resource_name
 
 PERIOD = 300
 STALE_AFTER_DELAY = 1800  # a job still queued 30 min after its delay is stuck
@@ -35,17 +34,13 @@ class TenantAlarmsArgs:
     subscriptions: list[dict[str, str]] = field(default_factory=list)  # its cell's: protocol, endpoint
 
 
-def subscription_name(name: str, protocol: str, endpoint: str) -> str:
-    """A subscription's own name, from what it delivers to: adding or removing one leaves the others be."""
-    return f"{name}-to-{hashlib.sha256(f'{protocol}:{endpoint}'.encode()).hexdigest()[:10]}"
-
-
 class TenantAlarms(pulumi.ComponentResource):
     def __init__(self, name: str, args: TenantAlarmsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("tenantctl:cloudwatch:TenantAlarms", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         tid = args.tenant_id
-        self.topic = aws.sns.Topic(f"{name}-topic", name=resource_name(tid, "alarms"),
+        topic = alarm_topic_resource(name)
+        self.topic = aws.sns.Topic(topic, name=resource_name(tid, "alarms"),
                                    kms_master_key_id=args.kms_key_arn, tags=args.tags, opts=child)
 
         def alarm(suffix: str, namespace: str, metric: str, dimensions: dict[str, str], statistic: str,
@@ -67,7 +62,7 @@ class TenantAlarms(pulumi.ComponentResource):
             alarm("db-cpu", "AWS/RDS", "CPUUtilization", db, "Average", "GreaterThanThreshold", CPU_PERCENT, 3)
         for sub in args.subscriptions:
             # An https endpoint must confirm by itself (a paging service does): nobody clicks thousands of links.
-            aws.sns.TopicSubscription(subscription_name(name, sub["protocol"], sub["endpoint"]),
+            aws.sns.TopicSubscription(alarm_subscription_resource(topic, sub["protocol"], sub["endpoint"]),
                                       topic=self.topic.arn, protocol=sub["protocol"], endpoint=sub["endpoint"],
                                       endpoint_auto_confirms=sub["protocol"] == "https" or None, opts=child)
         self.register_outputs({"topic_arn": self.topic.arn})

@@ -263,6 +263,27 @@ class UnmanagedAccess(AddedOutOfBand):
         return self.label
 
 
+class DeclaredSubscription(Tagged):
+    """A subscription of its cell's ``alarm_subscriptions`` that one of the stack's alarm topics
+    should have and the stack holds no resource for (the cell's list grew, no `apply` since):
+    missing (``subscription`` empty: drift, the repair subscribes it), or subscribed already (by
+    hand, by an earlier partial run): declared, so not unmanaged; the next up adopts it (Subscribe
+    answers the existing subscription). A subscription the stack holds that is gone is the
+    engine's own drift (deleted out of band). ``arn``: the topic's."""
+
+    protocol: str
+    endpoint: str
+    resource: str  # the TopicSubscription resource the stack will hold
+    subscription: str = ""  # its ARN (or ``PendingConfirmation``) when the topic has it
+
+    @property
+    def removable(self) -> bool:
+        return False
+
+    def describe(self) -> str:
+        return f"{self.protocol} {self.endpoint} to topic {self.arn.rsplit(':', 1)[-1]}"
+
+
 KEY = "aws:kms/key:Key"
 GRANT = "aws:kms/grant:Grant"
 QUEUE = "aws:sqs/queue:Queue"
@@ -281,16 +302,27 @@ def _grants_out_of_band(kms: Any, key_arn: str, region: str, declared: set[str])
             for g in grants if g["GrantId"] not in declared and not service_grant(g)]
 
 
-def _topic_access(sns: Any, arn: str, region: str, declared: set[str]) -> list[UnmanagedAccess]:
+def _topic_access(sns: Any, arn: str, region: str, subscribed: set[str],
+                  declared: dict[tuple[str, str], str | None]) -> list[Tagged]:
+    """``subscribed``: the ARNs of the stack's subscription resources; ``declared``: its cell's
+    (protocol, endpoint) pairs, each with the resource the stack would hold it as when it holds
+    none (None: it holds one)."""
     from tenantctl.checks.aws_posture import topic_outsiders
-    from tenantctl.checks.reads import confirmed_subscriptions
+    from tenantctl.checks.reads import confirmed, topic_subscriptions
     from tenantctl.naming import account_of_arn
 
     name = arn.rsplit(":", 1)[-1]
-    found = [UnmanagedAccess(arn=arn, region=region, tags={}, what="sns:subscription", target=s["SubscriptionArn"],
-                             label=f"{s['SubscriptionArn'].rsplit(':', 1)[-1]} to topic {name} "
-                                   f"({s.get('Protocol')} {s.get('Endpoint')})")
-             for s in confirmed_subscriptions(sns, arn) if s["SubscriptionArn"] not in declared]
+    listed = topic_subscriptions(sns, arn)
+    there = {(s.get("Protocol"), s.get("Endpoint")): s["SubscriptionArn"] for s in listed}
+    found: list[Tagged] = [
+        UnmanagedAccess(arn=arn, region=region, tags={}, what="sns:subscription", target=s["SubscriptionArn"],
+                        label=f"{s['SubscriptionArn'].rsplit(':', 1)[-1]} to topic {name} "
+                              f"({s.get('Protocol')} {s.get('Endpoint')})")
+        for s in confirmed(listed)
+        if s["SubscriptionArn"] not in subscribed and (s.get("Protocol"), s.get("Endpoint")) not in declared]
+    found += [DeclaredSubscription(arn=arn, region=region, tags={}, protocol=protocol, endpoint=endpoint,
+                                   resource=resource, subscription=there.get((protocol, endpoint), ""))
+              for (protocol, endpoint), resource in declared.items() if resource is not None]
     outsiders = topic_outsiders(sns.get_topic_attributes(TopicArn=arn)["Attributes"].get("Policy"),
                                 account_of_arn(arn))
     if outsiders:
@@ -308,20 +340,30 @@ def _policy_of(what: str, arn: str, region: str, target: str, noun: str, policy:
                             label=f"policy of {noun} (naming {policy_principals(policy)})")]
 
 
-def unmanaged_access(clients: Clients, region: str, stack: Iterable[tuple[str, str, str]]) -> list[UnmanagedAccess]:
-    """The grants on the keys of ``stack`` ((type, ARN, id) of each resource its state
+def unmanaged_access(clients: Clients, region: str, stack: Iterable[tuple[str, str, str, str]],
+                     subscriptions: Iterable[tuple[str, str]] | None = None, held: Iterable[str] = ()
+                     ) -> list[Tagged]:
+    """The grants on the keys of ``stack`` ((type, ARN, id, name) of each resource its state
     knows) that none of its grant resources is (id ``<key id>:<grant id>``), the
     resource policies of its queues and secrets, its topics' subscriptions none of
-    its subscription resources is (id: the subscription's ARN) and their policies
-    letting in another account. One call per key, queue and secret, two per topic.
-    No grant is judged when the engine named no grant ids."""
+    its subscription resources is (id: the subscription's ARN) nor of its cell's declared
+    ``subscriptions`` ((protocol, endpoint) each), and their policies letting in another
+    account; and each declared subscription a topic's stack holds no resource for
+    (``DeclaredSubscription``; None: not judged, a cell's own stack or a move's; ``held``: the names
+    of the stack's subscription resources, those deleted out of band included).
+    One call per key, queue and secret, two per topic. No grant is judged when the
+    engine named no grant ids."""
     from botocore.exceptions import ClientError
 
+    from tenantctl.naming import alarm_subscription_resource
+
     stack = list(stack)
-    declared = {rid.rsplit(":", 1)[-1] for typ, _, rid in stack if typ == GRANT}
-    subscribed = {rid for typ, _, rid in stack if typ == SUBSCRIPTION}
-    found: list[UnmanagedAccess] = []
-    for typ, arn, rid in stack:
+    declared = {rid.rsplit(":", 1)[-1] for typ, _, rid, _ in stack if typ == GRANT}
+    subscribed = {rid for typ, _, rid, _ in stack if typ == SUBSCRIPTION}
+    held = set(held)
+    wanted = list(subscriptions or ())
+    found: list[Tagged] = []
+    for typ, arn, rid, name in stack:
         where = region_of_arn(arn) or region  # its own region: a tenant's stacks may span two
         try:
             if typ == KEY and arn and "" not in declared:
@@ -335,7 +377,10 @@ def unmanaged_access(clients: Clients, region: str, stack: Iterable[tuple[str, s
                 found += _policy_of("secretsmanager:resource-policy", arn, where, arn,
                                     f"secret {arn.rsplit(':', 1)[-1]}", policy)
             elif typ == TOPIC and arn:
-                found += _topic_access(clients("sns", where), arn, where, subscribed)
+                resources = {pair: alarm_subscription_resource(name, *pair) for pair in wanted}
+                found += _topic_access(clients("sns", where), arn, where, subscribed,
+                                       {pair: None if r in held else r for pair, r in resources.items()}
+                                       if subscriptions is not None else {})
         except ClientError as exc:
             code = exc.response["Error"]["Code"]
             if "NotFound" in code or "NonExistent" in code or "InvalidState" in code:

@@ -303,6 +303,20 @@ def alarm_names(tenant_id: str, dedicated: bool) -> list[str]:
     return [resource_name(tenant_id, s) for s in suffixes]
 
 
+def alarm_topic_resource(component: str) -> str:
+    """The Pulumi resource name of a TenantAlarms component's topic."""
+    return f"{component}-topic"
+
+
+def alarm_subscription_resource(topic_resource: str, protocol: str, endpoint: str) -> str:
+    """The Pulumi resource name of the topic's subscription to ``endpoint``: from what it
+    delivers to, so adding or removing one leaves the others be."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{protocol}:{endpoint}".encode()).hexdigest()[:10]
+    return f"{topic_resource.removesuffix('-topic')}-to-{digest}"
+
+
 def scratch_database(tenant_id: str, restore_id: str) -> str:
     """A drill's scratch database (<= 63 bytes: 6 + 24 + 1 + 23, the restore id
     without its 'T', 'Z' and '-')."""

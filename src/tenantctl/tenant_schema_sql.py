@@ -197,9 +197,11 @@ def role_attributes(conn: Any, role: str) -> list[str]:
 # schema too) owned by a role outside the tenant but an admin: an owner may switch its
 # table's RLS off (the tenant's and the gateway's ownership are role-owns-nothing's and
 # gateway-owns-nothing's); the repair gives it back to the admin running the script.
-# And a default privilege in its schema (ALTER DEFAULT PRIVILEGES ... IN SCHEMA, by any
-# role) for a role outside the tenant: each table made there later would be granted
-# at birth (the stack sets none; the repair revokes it for the role that set it).
+# And a default privilege for a role outside the tenant, in its schema (ALTER DEFAULT
+# PRIVILEGES ... IN SCHEMA, by any role) or set by its role in any schema or in every one
+# (no IN SCHEMA: defaclnamespace 0, a database-wide default, which any role may set for
+# itself): each object made there later would be granted at birth (the stack sets none;
+# the repair revokes it for the role that set it, where it was set).
 # Literals only (no parameters): the schema script runs it inside a DO block.
 
 
@@ -264,14 +266,15 @@ FROM (SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' WHEN '
 WHERE NOT (r.rolsuper OR r.rolcreaterole OR """ + _tenant_or_gateway("r.rolname") + """)
 UNION ALL
 SELECT 'outside_grants', 'default ' || string_agg(a.privilege_type, ', ' ORDER BY a.privilege_type) || ' on '
-    || lower(o.kind) || ' in schema ' || n.nspname || ' to ' || coalesce(g.rolname, 'PUBLIC') || ' by ' || r.rolname,
-  format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA %I REVOKE ALL ON %s FROM %s',
-         r.rolname, n.nspname, o.kind, coalesce(quote_ident(g.rolname), 'PUBLIC'))
-FROM pg_default_acl d JOIN pg_namespace n ON n.oid = d.defaclnamespace JOIN pg_roles r ON r.oid = d.defaclrole
-  JOIN (VALUES ('r', 'TABLES'), ('S', 'SEQUENCES'), ('f', 'FUNCTIONS'), ('T', 'TYPES')) AS o(objtype, kind)
-    ON o.objtype = d.defaclobjtype
+    || lower(o.kind) || coalesce(' in schema ' || n.nspname, '') || ' to ' || coalesce(g.rolname, 'PUBLIC')
+    || ' by ' || r.rolname,
+  format('ALTER DEFAULT PRIVILEGES FOR ROLE %I %s REVOKE ALL ON %s FROM %s', r.rolname,
+         coalesce('IN SCHEMA ' || quote_ident(n.nspname), ''), o.kind, coalesce(quote_ident(g.rolname), 'PUBLIC'))
+FROM pg_default_acl d LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace JOIN pg_roles r ON r.oid = d.defaclrole
+  JOIN (VALUES ('r', 'TABLES'), ('S', 'SEQUENCES'), ('f', 'FUNCTIONS'), ('T', 'TYPES'), ('n', 'SCHEMAS'),
+               ('L', 'LARGE OBJECTS')) AS o(objtype, kind) ON o.objtype = d.defaclobjtype
   CROSS JOIN LATERAL aclexplode(d.defaclacl) a LEFT JOIN pg_roles g ON g.oid = a.grantee
-WHERE n.nspname = {schema} AND a.grantee <> d.defaclrole
+WHERE (n.nspname = {schema} OR r.rolname = {role}) AND a.grantee <> d.defaclrole
   AND NOT coalesce(""" + _tenant_or_gateway("g.rolname") + """, false)
 GROUP BY o.kind, n.nspname, g.rolname, r.rolname
 ORDER BY 1, 2"""

@@ -100,6 +100,95 @@ def test_an_undeclared_subscription_beside_the_declared_one_fails_and_only_it_is
             sns.unsubscribe(SubscriptionArn=extra)
 
 
+def new_queue(sandbox, name: str) -> str:
+    sqs = aws(sandbox, "sqs")
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+
+def access_checks(cli) -> tuple[int, dict[str, dict]]:
+    """`check`'s exit code and its topic-access results, by area (the tenant's, the workspace's)."""
+    run = cli("check", TENANT, "--json")
+    return run.returncode, {c["area"]: c for c in run.json()["checks"] if c["name"] == "topic-access"}
+
+
+def test_a_declared_subscription_not_applied_yet_fails_check_and_is_drift_the_repair_subscribes(
+        tenant, cli, sandbox, ops_queue):
+    """The cell's list gained a queue (no `apply` yet): each topic misses it. One subscribed by hand
+    meanwhile (an earlier partial run) is no unmanaged subscription: the repair adopts it."""
+    pager = new_queue(sandbox, "as-operators-pager")
+    stacks = cli.root / "stacks"
+    before = read_cell(stacks, "default")
+    tenant_topic, ws_topic = sorted(topics(sandbox), key=lambda t: WS in t)
+    try:
+        write_cell(stacks, before.model_copy(update={"alarm_subscriptions": [
+            *before.alarm_subscriptions, {"protocol": "sqs", "endpoint": pager}]}))
+        code, access = access_checks(cli)
+        assert code == 8 and {c["outcome"] for c in access.values()} == {"fail"}, access
+        for c in access.values():
+            assert f"sqs {pager}" in c["detail"] and "missing" in c["detail"] and "apply" in c["detail"], c
+            assert f"sqs {ops_queue}" not in c["detail"], c
+
+        found = cli("refresh", TENANT, "--json")
+        assert found.returncode == CHANGES_PENDING, found
+        [drift] = found.json()["tenants"]
+        assert drift["orphans"] == []
+        assert sorted((r["op"], r["type"], r["arn"]) for r in drift["resources"]) == sorted([
+            ("create", "aws:sns/topicSubscription:TopicSubscription", tenant_topic),
+            ("create", "aws:sns/topicSubscription:TopicSubscription", ws_topic)])
+        assert all(pager in str(r["diffs"]) for r in drift["resources"])
+
+        # Subscribed by hand on the tenant's topic: declared, so neither unmanaged nor missing there.
+        aws(sandbox, "sns").subscribe(TopicArn=tenant_topic, Protocol="sqs", Endpoint=pager)
+        code, access = access_checks(cli)
+        assert code == 8 and [a for a, c in access.items() if c["outcome"] == "fail"] == [f"workspace {WS}/aws"]
+        found = cli("refresh", TENANT, "--json")
+        assert found.returncode == CHANGES_PENDING, found
+        [drift] = found.json()["tenants"]
+        assert drift["orphans"] == [], drift["orphans"]
+        assert [r["arn"] for r in drift["resources"]] == [ws_topic]
+        assert "not in its stack yet" in drift["note"] and pager in drift["note"], drift["note"]
+
+        repaired = cli("provision", TENANT, "--yes", "--json")
+        assert repaired.returncode == 0, repaired
+        assert repaired.json()["orphans"] == []
+        for topic in (tenant_topic, ws_topic):
+            assert sorted(subscriptions(sandbox, topic)) == sorted([("sqs", ops_queue), ("sqs", pager)])
+        assert cli("refresh", TENANT).returncode == 0 and cli("check", TENANT).returncode == 0
+    finally:
+        write_cell(stacks, before)
+        gone = cli("provision", TENANT, "--yes", "--json")  # the pager's subscriptions deleted again
+        assert gone.returncode == 0, gone
+        for topic in (tenant_topic, ws_topic):
+            assert subscriptions(sandbox, topic) == [("sqs", ops_queue)]
+
+
+def test_a_declared_subscription_unsubscribed_out_of_band_fails_check_and_is_subscribed_again(
+        tenant, cli, sandbox, ops_queue):
+    sns = aws(sandbox, "sns")
+    topic = next(t for t in topics(sandbox) if t.endswith(f":{naming.resource_name(TENANT, 'alarms')}"))
+    [sub] = sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+    sns.unsubscribe(SubscriptionArn=sub["SubscriptionArn"])
+    try:
+        code, access = access_checks(cli)
+        assert code == 8 and access["aws"]["outcome"] == "fail"
+        assert access[f"workspace {WS}/aws"]["outcome"] == "pass"
+        assert f"sqs {ops_queue}" in access["aws"]["detail"] and "missing" in access["aws"]["detail"]
+
+        found = cli("refresh", TENANT, "--json")
+        assert found.returncode == CHANGES_PENDING, found
+        [drift] = found.json()["tenants"]
+        assert [(r["op"], r["type"]) for r in drift["resources"]] == [
+            ("delete", "aws:sns/topicSubscription:TopicSubscription")]  # the stack's, deleted out of band
+
+        repaired = cli("apply", "--refresh", "--yes", "--json", "--match", "as-*")
+        assert repaired.returncode == 0, repaired
+        assert subscriptions(sandbox, topic) == [("sqs", ops_queue)]
+        assert cli("refresh", TENANT).returncode == 0 and cli("check", TENANT).returncode == 0
+    finally:
+        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=ops_queue)  # as the stack holds it, whatever failed
+
+
 def test_apply_brings_a_changed_list_to_the_cells_tenants(tenant, cli, sandbox, ops_queue):
     """The cell's list is in its tenants' fingerprints: `apply` re-applies them when it changes
     (the cell's own stack reads none of it: not applied again)."""

@@ -365,7 +365,8 @@ def test_a_grant_of_the_tenants_own_objects_to_public_is_drift_that_provision_re
                              "CREATE FUNCTION {0}.dr_f() RETURNS int LANGUAGE sql SET search_path = pg_catalog "
                              "AS 'SELECT 1'; CREATE ROLE dr_member LOGIN; GRANT {1} TO dr_member; "
                              "CREATE ROLE dr_owner; ALTER TABLE {0}.summaries OWNER TO dr_owner; "
-                             "ALTER DEFAULT PRIVILEGES IN SCHEMA {0} GRANT SELECT ON TABLES TO PUBLIC").format(
+                             "ALTER DEFAULT PRIVILEGES IN SCHEMA {0} GRANT SELECT ON TABLES TO PUBLIC; "
+                             "ALTER DEFAULT PRIVILEGES FOR ROLE {1} GRANT SELECT ON TABLES TO PUBLIC").format(
             sql.Identifier(schema), sql.Identifier(acme.resources.store.role)))
     try:
         run = cli("refresh", TENANT, "--json")
@@ -376,10 +377,12 @@ def test_a_grant_of_the_tenants_own_objects_to_public_is_drift_that_provision_re
             "outside_grants[2]": (None, f"USAGE on schema {schema} to PUBLIC"),
             # each table made there later would be PUBLIC's
             "outside_grants[3]": (None, f"default SELECT on tables in schema {schema} to PUBLIC by {admin}"),
+            # the role's own, in every schema (no IN SCHEMA): what it may create anywhere later
+            "outside_grants[4]": (None, f"default SELECT on tables to PUBLIC by {acme.resources.store.role}"),
             # a member of the role reads what the role reads
-            "outside_grants[4]": (None, f"membership in role {acme.resources.store.role} to dr_member"),
+            "outside_grants[5]": (None, f"membership in role {acme.resources.store.role} to dr_member"),
             # an owner may switch its table's RLS off
-            "outside_grants[5]": (None, f"table {schema}.summaries owned by dr_owner")}
+            "outside_grants[6]": (None, f"table {schema}.summaries owned by dr_owner")}
 
         assert cli("provision", TENANT).returncode == 0  # revoked before its posture check
         with pg(sandbox, acme) as conn:
@@ -389,15 +392,16 @@ def test_a_grant_of_the_tenants_own_objects_to_public_is_drift_that_provision_re
                 "(SELECT pg_get_userbyid(relowner) <> 'dr_owner' FROM pg_class WHERE oid = %s::regclass)",
                 (schema, f"{schema}.messages", f"{schema}.dr_f()", acme.resources.store.role, f"{schema}.summaries")
             ).fetchone() == (False, False, False, False, True)
-            assert conn.execute("SELECT count(*) FROM pg_default_acl WHERE defaclnamespace = %s::regnamespace",
-                                (schema,)).fetchone() == (0,)
+            assert conn.execute("SELECT count(*) FROM pg_default_acl WHERE defaclnamespace = %s::regnamespace "
+                                "OR defaclrole = %s::regrole", (schema, acme.resources.store.role)).fetchone() == (0,)
         assert cli("refresh", TENANT).returncode == 0
     finally:
         with pg(sandbox, acme) as conn:
             conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {0}.dr_f(); DROP ROLE IF EXISTS dr_member; "
                                  "ALTER TABLE {0}.summaries OWNER TO CURRENT_USER; DROP ROLE IF EXISTS dr_owner; "
-                                 "ALTER DEFAULT PRIVILEGES IN SCHEMA {0} REVOKE ALL ON TABLES FROM PUBLIC"
-                                 ).format(sql.Identifier(schema)))
+                                 "ALTER DEFAULT PRIVILEGES IN SCHEMA {0} REVOKE ALL ON TABLES FROM PUBLIC; "
+                                 "ALTER DEFAULT PRIVILEGES FOR ROLE {1} REVOKE ALL ON TABLES FROM PUBLIC"
+                                 ).format(sql.Identifier(schema), sql.Identifier(acme.resources.store.role)))
 
 
 # -- readable previews ------------------------------------------------------------------------

@@ -168,6 +168,17 @@ DB_TAMPERING = [
                  "GRANT SELECT ON TABLES TO ck_later",
                  "ALTER DEFAULT PRIVILEGES FOR ROLE {role} IN SCHEMA {schema} REVOKE SELECT ON TABLES FROM ck_later; "
                  "DROP ROLE ck_later", {"no-outside-grants"}, id="default-privilege-of-the-role-to-another"),
+    # The role's own defaults in every schema (no IN SCHEMA), or in another one: whatever it may create later.
+    pytest.param("ALTER DEFAULT PRIVILEGES FOR ROLE {role} GRANT SELECT ON TABLES TO PUBLIC; "
+                 "ALTER DEFAULT PRIVILEGES FOR ROLE {role} GRANT USAGE ON SCHEMAS TO PUBLIC",
+                 "ALTER DEFAULT PRIVILEGES FOR ROLE {role} REVOKE SELECT ON TABLES FROM PUBLIC; "
+                 "ALTER DEFAULT PRIVILEGES FOR ROLE {role} REVOKE USAGE ON SCHEMAS FROM PUBLIC",
+                 {"no-outside-grants"}, id="default-privilege-of-the-role-everywhere"),
+    pytest.param("ALTER DEFAULT PRIVILEGES FOR ROLE {role} IN SCHEMA public GRANT EXECUTE ON FUNCTIONS TO PUBLIC; "
+                 "ALTER DEFAULT PRIVILEGES FOR ROLE {role} IN SCHEMA public GRANT USAGE ON TYPES TO PUBLIC",
+                 "ALTER DEFAULT PRIVILEGES FOR ROLE {role} IN SCHEMA public REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC; "
+                 "ALTER DEFAULT PRIVILEGES FOR ROLE {role} IN SCHEMA public REVOKE USAGE ON TYPES FROM PUBLIC",
+                 {"no-outside-grants"}, id="default-privilege-of-the-role-in-another-schema"),
     # PUBLIC's defaults given back on the maintenance database; TEMP to the role on its own.
     pytest.param("GRANT CONNECT, TEMPORARY ON DATABASE postgres TO PUBLIC",
                  "REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC", {"db-public-privileges"},

@@ -1,5 +1,7 @@
 """The infra/ program under Pulumi mocks: what each stack declares and exports."""
 
+import hashlib
+
 import pytest
 from infra_mocks import RecordingMocks, platform_config, platform_outputs, run_program, tenant_config
 
@@ -592,6 +594,11 @@ def test_every_alarm_topic_subscribes_its_cells_endpoints_and_no_other(pooled):
     assert topics == {"tenantctl-acme-alarms", "tenantctl-acme--legal-alarms"}
     assert sorted((s.inputs["protocol"], s.inputs["endpoint"]) for s in subs) == [("https", hook)] * 2 + [
         ("sqs", queue)] * 2
+    # Named as refresh expects a stack holding each (naming.alarm_subscription_resource), the names kept.
+    assert sorted(s.name for s in subs) == sorted(
+        naming.alarm_subscription_resource(t.name, p, e) for t in mocks.of_type("aws:sns/topic:Topic")
+        for p, e in (("sqs", queue), ("https", hook)))
+    assert "acme-to-" + hashlib.sha256(f"sqs:{queue}".encode()).hexdigest()[:10] in {s.name for s in subs}
     assert all(s.inputs.get("endpointAutoConfirms") == (s.inputs["protocol"] == "https") or
                (s.inputs["protocol"] == "sqs" and "endpointAutoConfirms" not in s.inputs) for s in subs)
     with pytest.raises(Exception, match="refused"):

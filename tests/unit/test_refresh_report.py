@@ -341,3 +341,19 @@ def test_only_rules_added_to_a_group_whose_rules_are_resources_are_unmanaged():
         "ec2:security-group-rule", "sgr-open (tcp 5432 from 0.0.0.0/0 into sg-db)", True)
     assert asked == [[{"Name": "group-id", "Values": ["sg-app", "sg-db"]}]]
     assert unmanaged_rules(clients, "eu-west-1", stack[:2]) == [] and len(asked) == 1  # no rule resource: no call
+
+
+def test_a_missing_declared_subscription_is_drift_written_as_a_create():
+    from tenantctl.inventory import DeclaredSubscription
+    from tenantctl.operations.refresh import missing_subscription
+
+    topic, queue = "arn:aws:sns:us-east-1:1:tenantctl-acme-alarms", "arn:aws:sqs:us-east-1:2:ops"
+    missing = missing_subscription(DeclaredSubscription(arn=topic, region="us-east-1", tags={}, protocol="sqs",
+                                                        endpoint=queue, resource="acme-to-0123456789"))
+    drifted = TenantDrift(tenant_id="acme", checked=13, resources=[missing])
+    summary = refresh_summary(drifted)
+    assert summary.exit_code() == CHANGES_PENDING and drifted.headline() == "1 missing"
+    text = render("refresh_summary.md.j2", summary=summary)
+    assert ("| create | `acme-to-0123456789` | `aws:sns/topicSubscription:TopicSubscription` | "
+            f"`subscription`: `sqs {queue}` → *(none)* |") in text
+    assert "deleted or missing resources created" in text

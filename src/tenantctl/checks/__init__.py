@@ -11,8 +11,8 @@ One module per concern:
   cell's gateway secret (no resource policy);
 - ``aws_posture``: KMS rotation and key policy, queue/DLQ encryption, bucket
   public access block, encryption and access logging, secret rotation, the
-  alarm topic's encryption and access (no subscription but its cell's
-  declared ``alarm_subscriptions``, no outsider in its policy), tags, the
+  alarm topic's encryption and access (its cell's declared
+  ``alarm_subscriptions``, each there and no other; no outsider in its policy), tags, the
   role's trust and access policies (the latter judged with ``iam_eval``);
 - ``placement``: the tenant's cell, account and region (every resource ARN in
   the cell's account and the tenant's region, the prefix in the cell's bucket);

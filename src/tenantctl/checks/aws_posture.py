@@ -43,9 +43,13 @@ any other's).
 - ``alarm-topic-encryption``: the alarm topic is encrypted with the tenant key;
 - ``topic-access``: the alarm topic has no subscription but its cell's
   declared ``alarm_subscriptions`` (matched by protocol and endpoint: another
-  one mails the alarms, and what they name, anywhere) and its policy lets
-  in no principal outside the tenant's account (AWS's default, which the stack
-  leaves, pins the caller's account);
+  one mails the alarms, and what they name, anywhere), has each of those (one
+  missing, the cell's list grown with no `apply` since or unsubscribed out of
+  band, leaves the operators blind to the tenant's alarms; a declared one pending
+  confirmation counts as there; not judged while a move between cells is open,
+  whose stack may be either cell's) and its policy lets in no principal outside
+  the tenant's account (AWS's default, which the stack leaves, pins the caller's
+  account);
 - ``tags``: key, queues, role and secret carry tenant/tier/owner/managed-by
   (a workspace's also ``workspace=<ws>``; the tenant's no ``workspace`` tag);
 - ``role-trust``: only the runtime principal may assume the tenant role, and
@@ -310,11 +314,20 @@ class _AwsChecks:
         return self._tenant_key_encrypts(self._topic_arn, self.reads.topic_key(self._topic_arn))
 
     def topic_access(self) -> tuple[bool, str]:
+        from tenantctl.checks.reads import confirmed
+
         arn = self._topic_arn
         account = naming.account_of_arn(arn)
-        subs = self.reads.topic_subscriptions(arn)
+        listed = self.reads.topic_subscriptions(arn)
+        subs = confirmed(listed)
         problems = [f"subscription {sub.get('Protocol')} {sub.get('Endpoint')} (not its cell's alarm_subscriptions)"
                     for sub in subs if (sub.get("Protocol"), sub.get("Endpoint")) not in self.subscriptions]
+        there = {(sub.get("Protocol"), sub.get("Endpoint")) for sub in listed}
+        missing = [f"{p} {e}" for p, e in sorted(self.subscriptions - there)]
+        if missing and len({cell for _, cell in self.sides}) == 1:
+            problems.append(f"declared subscription(s) missing: {', '.join(missing)} (its cell's "
+                            f"alarm_subscriptions: `tenantctl apply --refresh` or `tenantctl provision {self.tid}` "
+                            "subscribes it)")
         outsiders = topic_outsiders(self.reads.topic_policy(arn), account)
         if outsiders:
             problems.append(f"policy lets in {', '.join(outsiders)}")

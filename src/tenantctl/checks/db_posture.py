@@ -36,7 +36,8 @@ there; the schema script makes the admin a member of the role, SET only):
   granted to no role outside the tenant (PUBLIC included; the same query), nor
   is its role (no member but the gateway and an admin), nor owned by a role
   outside the tenant but an admin, nor would a table made there later be (no
-  default privilege in its schema for a role outside the tenant);
+  default privilege for a role outside the tenant in its schema, by any role, nor
+  set by its role anywhere: in another schema or database-wide, no IN SCHEMA);
 - ``db-public-privileges``: PUBLIC has neither CONNECT nor TEMPORARY on the
   tenant's database or the ``postgres`` maintenance database, the role cannot
   connect to ``postgres`` nor create temporary tables;

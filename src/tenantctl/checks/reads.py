@@ -42,12 +42,20 @@ def default_topic_policy(arn: str) -> str:
         "Resource": arn, "Condition": {"StringEquals": {"AWS:SourceOwner": account_of_arn(arn)}}}]})
 
 
-def confirmed_subscriptions(sns: Any, arn: str) -> list[dict[str, Any]]:
-    """The topic's subscriptions (SubscriptionArn, Protocol, Endpoint), but those pending
-    confirmation: no message reaches one, and none can be unsubscribed; confirmed, it is listed.
-    What `check` judges and what `refresh` names and its repair removes."""
+PENDING = "PendingConfirmation"  # a subscription's ARN while it waits for its endpoint to confirm it
+
+
+def topic_subscriptions(sns: Any, arn: str) -> list[dict[str, Any]]:
+    """The topic's subscriptions (SubscriptionArn, Protocol, Endpoint), those pending confirmation
+    (``PENDING``) included: no message reaches one yet, and none can be unsubscribed; confirmed, it
+    is listed with its ARN. `check` and `refresh` judge the confirmed ones, and count a declared
+    endpoint subscribed either way."""
     return [s for page in sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=arn)
-            for s in page["Subscriptions"] if s.get("SubscriptionArn") != "PendingConfirmation"]
+            for s in page["Subscriptions"]]
+
+
+def confirmed(subscriptions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [s for s in subscriptions if s.get("SubscriptionArn") != PENDING]
 
 
 def _tag_pairs(tags: dict[str, Any], key: str = "Key", value: str = "Value") -> list[dict[str, str]]:
@@ -133,7 +141,8 @@ class LiveReads:
         return self._topic_attributes(arn).get("Policy")
 
     def topic_subscriptions(self, arn: str) -> list[dict[str, Any]]:
-        return self._once(("topic-subscriptions", arn), lambda: confirmed_subscriptions(self._client("sns"), arn))
+        """Pending ones included (``topic_subscriptions``)."""
+        return self._once(("topic-subscriptions", arn), lambda: topic_subscriptions(self._client("sns"), arn))
 
     # -- IAM -------------------------------------------------------------------
     def trust_policy(self) -> Any:

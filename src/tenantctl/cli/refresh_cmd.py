@@ -26,8 +26,9 @@ def refresh(
     """Report drift: each tenant's live resources against its state (changes nothing).
 
     Per resource and property (expected → live), resources deleted out of band,
-    orphan resources (tagged as the tenant's, unknown to its state) and ingress
-    rules added out of band to the tenant's own security groups. --all and
+    orphan resources (tagged as the tenant's, unknown to its state), ingress
+    rules added out of band to the tenant's own security groups, and its cell's
+    declared alarm subscriptions an alarm topic lacks (to create). --all and
     --cell read the committed cells' stacks too. `apply --refresh` (cells and
     tenants) or `provision ID` repairs (a tenant in a move: once `move ID
     --finalize` or `--rollback` ends it; said per tenant). A tenant of a cell stacks/ does not

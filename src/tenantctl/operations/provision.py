@@ -262,7 +262,7 @@ def preview(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None, 
     tagged = inventory.scan(clients, [spec.region], tenant=spec.id) if existing else []
     with proposed(ws, spec, stack), engine_step(f"previewing {spec.id!r}"):
         changes = ws.engine.preview(stack, on_event=on_event, refresh=existing)
-    found = orphans_of(ws, record, changes, tagged)[0] if existing else []
+    found = orphans_of(ws, record, changes, tagged)[0] if existing else []  # a missing subscription: planned
     return Preview(changes=changes, orphans=[Orphan.of(t, spec.id) for t in found], existing=existing,
                    cell=spec.cell)
 

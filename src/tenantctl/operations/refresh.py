@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pydantic import BaseModel, Field
 
 from tenantctl import inventory
-from tenantctl.engines.base import ChangeSet, Op, ResourceChange
+from tenantctl.engines.base import ChangeSet, Op, PropertyDiff, ResourceChange
 from tenantctl.errors import CHANGES_PENDING, NotConfirmed, UsageError, contained
 from tenantctl.models import TenantRecord
 from tenantctl.naming import cell_stack
@@ -123,6 +123,7 @@ class StackDrift(BaseModel):
         parts = [f"{n} {what}" for n, what in (
             (sum(1 for r in self.resources if r.op is Op.update), "changed"),
             (sum(1 for r in self.resources if r.op is Op.delete), "deleted out of band"),
+            (sum(1 for r in self.resources if r.op is Op.create), "missing"),
             (len(self.orphans) - mistagged, "orphan(s)"), (mistagged, "mis-tagged")) if n]
         if self.pending:
             parts.append("repair pending")
@@ -194,12 +195,14 @@ def _known(record: TenantRecord, changes: ChangeSet) -> tuple[set[str], set[str]
     return arns, urns
 
 
-def orphans_of(ws: Workspace, record: TenantRecord, changes: ChangeSet,
-               tagged: Iterable[inventory.Tagged]) -> tuple[list[inventory.Tagged], str]:
+def orphans_of(ws: Workspace, record: TenantRecord, changes: ChangeSet, tagged: Iterable[inventory.Tagged]
+               ) -> tuple[list[inventory.Tagged], str, list[inventory.DeclaredSubscription]]:
     """Tagged resources of the tenant that neither its state nor its record
-    knows, and a note when that cannot be told (an engine naming no ARNs)."""
+    knows, a note when that cannot be told (an engine naming no ARNs), and the
+    subscriptions its cell declares for its alarm topics that its stack holds no
+    resource for (not judged while a move is open: its stacks may be either cell's)."""
     if changes.changes and not any(c.arn for c in changes.changes):
-        return [], "orphans not checked: this engine's refresh names no resource ARNs"
+        return [], "orphans not checked: this engine's refresh names no resource ARNs", []
     arns, urns = _known(record, changes)
     mine = [t for t in tagged if t.tenant == record.tenant_id and not t.retained]  # snapshots are backups
     clients = ws.clients_for(record)
@@ -207,7 +210,18 @@ def orphans_of(ws: Workspace, record: TenantRecord, changes: ChangeSet,
     # Its current stack's alone: in an open move the other stack may be in another account, which
     # these clients do not reach (the move's until it ends, as its repairs are).
     current = [c for c in changes.changes if inventory.urn_stack(c.urn) in (None, record.current_stack)]
-    return candidates + _unmanaged(clients, record.region, ChangeSet(stack=changes.stack, changes=current)), ""
+    topics = record.move is None and any(c.type == inventory.TOPIC for c in current)
+    declared = [(s.protocol, s.endpoint) for s in ws.cell_of(record).alarm_subscriptions] if topics else None
+    found = _unmanaged(clients, record.region, ChangeSet(stack=changes.stack, changes=current), declared)
+    return (candidates + [t for t in found if not isinstance(t, inventory.DeclaredSubscription)], "",
+            [t for t in found if isinstance(t, inventory.DeclaredSubscription)])
+
+
+def missing_subscription(declared: inventory.DeclaredSubscription) -> ResourceChange:
+    """A declared alarm subscription its topic lacks, as drift: what the repair creates."""
+    return ResourceChange(op=Op.create, type=inventory.SUBSCRIPTION, name=declared.resource, arn=declared.arn,
+                          diffs=[PropertyDiff(path="subscription", old=f"{declared.protocol} {declared.endpoint}",
+                                              new=None)])
 
 
 def remove_orphans(ws: Workspace, record: TenantRecord, changes: ChangeSet,
@@ -216,17 +230,20 @@ def remove_orphans(ws: Workspace, record: TenantRecord, changes: ChangeSet,
     taken before the up) its state does not know after the up (``changes``) are
     removed where tenantctl may; the rest (mis-tagged ones among them) are
     reported for a person. A removal that fails is on its orphan's ``error``."""
-    found, _ = orphans_of(ws, record, changes, tagged)
-    return _remove(ws, ws.clients_for(record), record.tenant_id, found)
+    return _remove(ws, ws.clients_for(record), record.tenant_id, orphans_of(ws, record, changes, tagged)[0])
 
 
-def _unmanaged(clients: inventory.Clients, region: str, changes: ChangeSet) -> list[inventory.Tagged]:
+def _unmanaged(clients: inventory.Clients, region: str, changes: ChangeSet,
+               subscriptions: list[tuple[str, str]] | None = None) -> list[inventory.Tagged]:
     """What was added out of band to the stack's own groups, roles, keys, queues, secrets and topics:
     ingress rules, role policies, key grants, resource policies, topic subscriptions (not of a
-    resource deleted out of band: the repair makes it again with what it declares alone)."""
-    live = [(c.type, c.arn, c.id) for c in changes.changes if c.op is not Op.delete]
+    resource deleted out of band: the repair makes it again with what it declares alone), and
+    (``subscriptions``: its cell's declared alarm subscriptions) those its topics' stack lacks."""
+    live = [(c.type, c.arn, c.id, c.name) for c in changes.changes if c.op is not Op.delete]
     return [*inventory.unmanaged_rules(clients, region, ((c.type, c.arn) for c in changes.changes)),
-            *inventory.unmanaged_role_policies(clients, live), *inventory.unmanaged_access(clients, region, live)]
+            *inventory.unmanaged_role_policies(clients, [(t, a, i) for t, a, i, _ in live]),
+            *inventory.unmanaged_access(clients, region, live, subscriptions,
+                                        {c.name for c in changes.changes if c.type == inventory.SUBSCRIPTION})]
 
 
 def cell_rules(ws: Workspace, cell: str, changes: ChangeSet) -> list[inventory.Tagged]:
@@ -301,8 +318,14 @@ def refresh_tenant(ws: Workspace, record: TenantRecord, tagged: list[inventory.T
         changes = result.read = refresh_stacks(ws, record)
         result.checked = len(changes.changes)
         result.resources = [c for c in changes.changes if c.op is not Op.same]
-        found, result.note = orphans_of(ws, record, changes, tagged)
+        found, result.note, declared = orphans_of(ws, record, changes, tagged)
         result.orphans = [Orphan.of(t, record.tenant_id) for t in found]
+        result.resources += [missing_subscription(d) for d in declared if not d.subscription]
+        adopted = [d.describe() for d in declared if d.subscription]
+        if adopted:
+            result.note = "; ".join(filter(None, [result.note, (
+                f"declared alarm subscription(s) {', '.join(adopted)} not in its stack yet: the next `tenantctl "
+                "apply` (or `provision ID`) adopts them")]))
     result.seconds = round(time.monotonic() - started, 3)
     return result
 
