@@ -223,6 +223,11 @@ def choose(ws: Workspace, spec: TenantSpec, record: TenantRecord | None,
         else:
             refusals.append(f"cell {cell.name}: {why}")
     if not open_cells:
+        # Before refusing, `place` reaches every candidate not draining and refuses (exit 3) one whose file
+        # names another region or account than it was deployed in: so does its preview (outputs read only here).
+        for cell in candidates:
+            if not cell.draining:
+                ws.refuse_relocated(cell, ws.cell_outputs(cell.name))
         raise refused(spec, refusals)
     best = min(open_cells, key=lambda c: load(counts[c.name], c, spec.tier))
     return spec.model_copy(update={"cell": best.name})

@@ -215,6 +215,7 @@ def workspace(tmp_path: Path, registry: RegistryWriter, cells: list[CellSpec]) -
         write_cell(tmp_path, cell)
     clients = Clients(region="us-east-1", credentials=("testing", "testing"))
     ws = SimpleNamespace(registry=registry, cells=lambda: cell_specs(tmp_path), ensure_cell=lambda name: {},
+                         cell_outputs=lambda name: {},
                          cell=lambda name: cell_specs(tmp_path)[name], is_sandbox=True,
                          cell_clients=lambda name: clients.in_account(cell_specs(tmp_path)[name].account_role_arn,
                                                                       cell_specs(tmp_path)[name].region))
