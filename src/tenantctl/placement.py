@@ -223,6 +223,11 @@ def choose(ws: Workspace, spec: TenantSpec, record: TenantRecord | None,
         else:
             refusals.append(f"cell {cell.name}: {why}")
     if not open_cells:
+        # Before refusing, `place` reaches every candidate not draining and refuses (exit 3) one whose file
+        # names another region or account than it was deployed in: so does its preview (outputs read only here).
+        for cell in candidates:
+            if not cell.draining:
+                ws.refuse_relocated(cell, ws.cell_outputs(cell.name))
         raise refused(spec, refusals)
     best = min(open_cells, key=lambda c: load(counts[c.name], c, spec.tier))
     return spec.model_copy(update={"cell": best.name})
@@ -301,12 +306,37 @@ def take_slot(ws: Workspace, cell_name: str, tier: Tier, refused: str) -> Placem
     """A ``tier`` slot in cell ``cell_name`` for an existing tenant (its cell
     never changes); QuotaExceeded (exit 11) starting with ``refused`` when the
     cell is full or draining."""
-    cell, note = _slots_of(ws, ws.cell(cell_name), tier)
-    cap = cell.max_pooled_tenants if tier is Tier.pooled else None
+    cell, cap, note = _slot_cap(ws, cell_name, tier)
     if cell.draining or not ws.registry.reserve_slot(cell.name, tier, cap):
-        why = full_reason(ws.registry, cell, tier) + (f"; {note}" if note else "")
-        raise QuotaExceeded(f"{refused}: cell {cell.name!r} has no {tier.value} slot ({why})")
+        raise _no_slot(ws, cell, tier, refused, note)
     return Placement(cell=cell.name, account_id=cell.account_id, reserved=True)
+
+
+def slot_cap(ws: Workspace, cell_name: str, tier: Tier, refused: str) -> int | None:
+    """The cap a ``tier`` slot of cell ``cell_name`` is taken under
+    (``RegistryWriter.save_taking_slot``; None: uncapped), taking none;
+    QuotaExceeded (exit 11) starting with ``refused`` when the cell has none by
+    its counter as read now (full or draining)."""
+    cell, cap, note = _slot_cap(ws, cell_name, tier)
+    if cell.draining or no_slot(cell, ws.registry.cell_counts([cell.name])[cell.name], tier):
+        raise _no_slot(ws, cell, tier, refused, note)
+    return cap
+
+
+def slot_refused(ws: Workspace, cell_name: str, tier: Tier, refused: str) -> QuotaExceeded:
+    """The exit 11 of a slot ``save_taking_slot`` was refused (taken meanwhile, or the cell drained)."""
+    cell, _, note = _slot_cap(ws, cell_name, tier)
+    return _no_slot(ws, cell, tier, refused, note)
+
+
+def _slot_cap(ws: Workspace, cell_name: str, tier: Tier) -> tuple[CellSpec, int | None, str | None]:
+    cell, note = _slots_of(ws, ws.cell(cell_name), tier)
+    return cell, cell.max_pooled_tenants if tier is Tier.pooled else None, note
+
+
+def _no_slot(ws: Workspace, cell: CellSpec, tier: Tier, refused: str, note: str | None) -> QuotaExceeded:
+    why = full_reason(ws.registry, cell, tier) + (f"; {note}" if note else "")
+    return QuotaExceeded(f"{refused}: cell {cell.name!r} has no {tier.value} slot ({why})")
 
 
 def reserve_again(ws: Workspace, record: TenantRecord) -> Placement:

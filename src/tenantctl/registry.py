@@ -390,6 +390,17 @@ class RegistryWriter(CellItems):
 
     # -- writes ----------------------------------------------------------
     def _put(self, record: TenantRecord, expected_version: int | None) -> TenantRecord:
+        new, put = self._put_request(record, expected_version)
+        try:
+            self._call("put_item", **put)
+        except ClientError:
+            raise Conflict(
+                f"tenant {record.tenant_id!r} changed in the registry while this run held it; re-run"
+            ) from None
+        return new
+
+    def _put_request(self, record: TenantRecord, expected_version: int | None) -> tuple[TenantRecord, dict[str, Any]]:
+        """``record`` as its next write stores it, and that PutItem's arguments (but the table)."""
         require_valid(record.tenant_id)  # nothing is ever written under an id the engine would refuse
         # A hibernation lasts no longer than the store it describes: whatever write leaves the record
         # without it (moved to pooled or another region, rolled back, tombstoned) drops the flag; so
@@ -405,13 +416,7 @@ class RegistryWriter(CellItems):
                 "ConditionExpression": "version = :v",
                 "ExpressionAttributeValues": {":v": {"N": str(expected_version)}},
             }
-        try:
-            self._call("put_item", Item=item, **cond)
-        except ClientError:
-            raise Conflict(
-                f"tenant {record.tenant_id!r} changed in the registry while this run held it; re-run"
-            ) from None
-        return new
+        return new, {"Item": item, **cond}
 
     @contextmanager
     def hold(self, tenant_id: str, operation: str, *, status: TenantStatus | None = None,

@@ -124,6 +124,23 @@ def held_slots(record: TenantRecord) -> set[tuple[str, Tier]]:
     return {(move.from_cell, move.from_tier), (move.to_cell, move.to_tier)}
 
 
+def slot_update(cell: str, tier: Tier, cap: int | None, applied_at_least: int | None = None) -> dict[str, Any]:
+    """The UpdateItem (its arguments but the table) taking one ``tier`` slot of
+    ``cell``: fewer than ``cap`` placed, the cell not draining, and
+    (``applied_at_least``) last applied at that connection cap or more."""
+    names = {"#key": "tenant_id", "#t": tier.value, "#d": DRAINING}
+    values: dict[str, Any] = {":one": {"N": "1"}, ":no": {"BOOL": False}}
+    condition = "attribute_exists(#key) AND (attribute_not_exists(#d) OR #d = :no)"
+    if cap is not None:
+        condition += " AND (attribute_not_exists(#t) OR #t < :cap)"
+        values[":cap"] = {"N": str(cap)}
+    if applied_at_least is not None:
+        condition += " AND (attribute_not_exists(#ac) OR #ac >= :conn)"
+        names["#ac"], values[":conn"] = APPLIED_CAP, {"N": str(applied_at_least)}
+    return {"Key": counter_key(cell), "UpdateExpression": "ADD #t :one", "ConditionExpression": condition,
+            "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}
+
+
 class CellItems:
     """The cell counter part of ``RegistryWriter`` (mixed into it)."""
 
@@ -131,6 +148,7 @@ class CellItems:
     client: Any
     _call: Callable[..., dict[str, Any]]  # RegistryWriter's: one call on the table, failures classified
     iter_all: Callable[..., Iterator[TenantRecord]]  # RegistryWriter's: every record, filtered
+    _put_request: Callable[..., tuple[TenantRecord, dict[str, Any]]]  # RegistryWriter's: a record's next write
 
     # -- cell counters: tenants placed per cell, reserved race-free ------------------
     def counter_items(self, cells: list[str]) -> dict[str, dict[str, Any] | None]:
@@ -158,20 +176,9 @@ class CellItems:
         placements racing for the last slot cannot both win. False: full or
         draining, or (``applied_at_least``) the cell was last applied at a
         connection cap below it (placement then looks at why: ``placement.within_budget``)."""
-        names = {"#key": "tenant_id", "#t": tier.value, "#d": DRAINING}
-        values: dict[str, Any] = {":one": {"N": "1"}, ":no": {"BOOL": False}}
-        condition = "attribute_exists(#key) AND (attribute_not_exists(#d) OR #d = :no)"
-        if cap is not None:
-            condition += " AND (attribute_not_exists(#t) OR #t < :cap)"
-            values[":cap"] = {"N": str(cap)}
-        if applied_at_least is not None:
-            condition += " AND (attribute_not_exists(#ac) OR #ac >= :conn)"
-            names["#ac"], values[":conn"] = APPLIED_CAP, {"N": str(applied_at_least)}
         for attempt in range(2):
             try:
-                self._call("update_item", Key=counter_key(cell), UpdateExpression="ADD #t :one",
-                           ConditionExpression=condition, ExpressionAttributeNames=names,
-                           ExpressionAttributeValues=values)
+                self._call("update_item", **slot_update(cell, tier, cap, applied_at_least))
                 return True
             except ClientError:  # the condition: no counter yet, or full, or draining
                 # After a first refusal the counter exists (made here, or by a run racing this one
@@ -180,6 +187,33 @@ class CellItems:
                 if not self._init_counter(cell) and attempt:
                     return False
         return False
+
+    def save_taking_slot(self, record: TenantRecord, cell: str, tier: Tier, cap: int | None,
+                         **changes: Any) -> TenantRecord | None:
+        """``save`` of a record this run holds and one ``tier`` slot of ``cell``
+        taken (as ``reserve_slot``: fewer than ``cap``, not draining) in one
+        transaction: a run killed on either side of it leaves both or neither,
+        so no slot is counted for a write that never happened. None: the cell
+        refused the slot (full or draining), nothing written."""
+        self._init_counter(cell)
+        new, put = self._put_request(record.model_copy(update=changes), record.version)
+        try:
+            self.client.transact_write_items(TransactItems=[
+                {"Update": {"TableName": self.table, **slot_update(cell, tier, cap)}},
+                {"Put": {"TableName": self.table, **put}}])
+        except ClientError as exc:
+            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+            if exc.response["Error"]["Code"] != "TransactionCanceledException" or not reasons:
+                raise RegistryUnreachable(f"registry table {self.table!r} unusable (transact_write_items): "
+                                          f"{exc}") from None
+            if reasons[1:2] == ["ConditionalCheckFailed"]:
+                raise Conflict(f"tenant {record.tenant_id!r} changed in the registry while this run held it; "
+                               "re-run") from None
+            return None
+        except BotoCoreError as exc:
+            raise RegistryUnreachable(f"registry table {self.table!r} unreachable (transact_write_items): "
+                                      f"{exc}") from None
+        return new
 
     def release_slot(self, cell: str, tier: Tier) -> None:
         """Give back a slot (deprovisioned, or a reservation nothing came of). Never below 0."""

@@ -11,7 +11,8 @@
   ``provision:applied`` (every resource exists, the record is not yet active),
   ``deprovision:marked`` (record locked and ``deprovisioning``, nothing removed),
   ``deprovision:destroyed`` (every resource removed, no tombstone yet),
-  ``move:<phase>`` (a move's record has just been written with that phase:
+  ``move:locked`` (a new move's run holds the tenant's lock, its move not
+  recorded yet), ``move:<phase>`` (a move's record has just been written with that phase:
   ``preparing``, ``copying``, ``freezing``, ``switched``, ``rolling_back``; the
   phase's work not begun) and ``move:cleared`` (the move's record removed),
   ``workspace:backed-up`` (`workspace remove` took the workspace's final
@@ -35,7 +36,8 @@ FAULT_POINT_ENV = "TENANTCTL_FAULT_POINT"
 FAULT_EXIT_CODE = 86
 POINTS = ("recorded", "unrecorded")
 STEPS = ("provision:reserved", "provision:applied", "deprovision:marked", "deprovision:destroyed",
-         "move:preparing", "move:copying", "move:freezing", "move:switched", "move:rolling_back", "move:cleared",
+         "move:locked", "move:preparing", "move:copying", "move:freezing", "move:switched", "move:rolling_back",
+         "move:cleared",
          "workspace:backed-up", "cell-remove:os-metrics",
          "cell-remove:os-metrics-file")
 

@@ -12,7 +12,8 @@ package keeps anyway, so the shipped code holds no hook at all.
   records nothing.
 - registry steps: ``RegistryWriter.acquire`` returned (``provision:reserved``),
   ``mark_active`` about to run (``provision:applied``), ``lock_for`` returned
-  with status ``deprovisioning`` (``deprovision:marked``), ``mark_deprovisioned``
+  with status ``deprovisioning`` (``deprovision:marked``) or for a move
+  (``move:locked``), ``mark_deprovisioned``
   about to run (``deprovision:destroyed``); ``save`` returned with a move's
   record (``move:<phase>``, ``move:cleared``); ``drills.backup.final_backup``
   of a workspace returned (``workspace:backed-up``); ``os_metrics.hand_over``
@@ -133,6 +134,8 @@ def _arm_steps(faults: Faults, patches: _Patches) -> None:
         patches.set(RegistryWriter, name, step)
 
     def marked(bound: inspect.BoundArguments) -> str | None:
+        if bound.arguments.get("operation") == "move":
+            return "move:locked"
         return "deprovision:marked" if bound.arguments.get("status") == TenantStatus.deprovisioning else None
 
     around("acquire", after=lambda _: "provision:reserved")
@@ -147,6 +150,7 @@ def _arm_steps(faults: Faults, patches: _Patches) -> None:
         return f"move:{changes['move'].phase.value}" if changes["move"] is not None else "move:cleared"
 
     around("save", after=moved)
+    around("save_taking_slot", after=moved)  # a new move's first record, with its target's slot
 
     from tenantctl.drills import backup
 

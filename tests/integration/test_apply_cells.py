@@ -285,7 +285,8 @@ def test_a_committed_cell_without_the_homes_runtime_is_refused_before_anything_r
 
 def test_a_cell_file_moved_to_another_region_is_refused_by_apply_and_placement(cli, sandbox):
     """A cell's region never changes: an edited file is refused before any engine call, by `apply`
-    (the cell invalid) and by a provision placed there (exit 3, no record, no slot)."""
+    (the cell invalid) and by a provision placed there and its preview, full or not (exit 3, no record,
+    no slot)."""
     path = naming_file(cli)
     committed = path.read_text()
     edit_cell(cli, region="us-west-2")
@@ -300,6 +301,12 @@ def test_a_cell_file_moved_to_another_region_is_refused_by_apply_and_placement(c
         assert run.returncode == 3 and "deployed in ap-northeast-2" in run.json()["error"]["message"], run
         assert cli("status", "apc-moved").returncode == 6 and counter(sandbox).get("pooled") == before
         assert not (cli.root / "stacks" / "Pulumi.apc-moved.yaml").exists()
+        # Full by its file's cap too: a preview refuses it as the run does (exit 3, not 11), placed or forced.
+        edit_cell(cli, region="us-west-2", max_pooled_tenants=max(1, int(before["N"])))
+        for forced in (["--cell", CELL], []):
+            args = ("provision", "apc-moved", "--region", "us-west-2", *forced, "--json")
+            for run in (cli(*args, "--preview"), cli(*args)):
+                assert run.returncode == 3 and "deployed in ap-northeast-2" in run.json()["error"]["message"], run
     finally:
         path.write_text(committed)
     rc, summary, err = apply(cli, "--preview")

@@ -621,6 +621,14 @@ def test_a_killed_move_resumes_or_rolls_back_with_nothing_lost_and_nothing_left(
     pooled = registry_record(sandbox, tid)["resources"]["store"]
     before = _checks(sandbox, pooled, tid)
 
+    # Killed holding the lock, its move not recorded yet: no slot is taken for a move that does not exist.
+    slots = workspace.registry.cell_counts(["default"])["default"][0]
+    killed = cli("move", tid, "--tier", "dedicated", env={"TENANTCTL_FAULT_AFTER": "move:locked"})
+    assert killed.returncode == 86, killed
+    assert registry_record(sandbox, tid)["move"] is None
+    assert workspace.registry.cell_counts(["default"])["default"][0] == slots
+    assert workspace.registry.recount("default") == {"pooled": slots["pooled"], "dedicated": slots["dedicated"]}
+
     killed = cli("move", tid, "--tier", "dedicated", env={"TENANTCTL_FAULT_AFTER": "move:freezing"})
     assert killed.returncode == 86, killed
     assert registry_record(sandbox, tid)["move"]["phase"] == "freezing"

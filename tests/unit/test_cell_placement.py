@@ -16,7 +16,7 @@ from tenant_runtime.models import MovePhase, StoreConnection, TenantMove
 from tenant_runtime.registry import counter_key, record_to_item
 from tenantctl import naming
 from tenantctl.aws import Clients
-from tenantctl.errors import InvalidInput, QuotaExceeded, TargetUnavailable
+from tenantctl.errors import Conflict, InvalidInput, QuotaExceeded, TargetUnavailable
 from tenantctl.models import CellSpec, LifecycleSpec, RetentionMenu, TenantRecord, TenantSpec, TenantStatus, Tier
 from tenantctl.operations import cell_evacuate
 from tenantctl.operations.cell import _shares_account_region, free_vpc_cidr
@@ -215,6 +215,7 @@ def workspace(tmp_path: Path, registry: RegistryWriter, cells: list[CellSpec]) -
         write_cell(tmp_path, cell)
     clients = Clients(region="us-east-1", credentials=("testing", "testing"))
     ws = SimpleNamespace(registry=registry, cells=lambda: cell_specs(tmp_path), ensure_cell=lambda name: {},
+                         cell_outputs=lambda name: {},
                          cell=lambda name: cell_specs(tmp_path)[name], is_sandbox=True,
                          cell_clients=lambda name: clients.in_account(cell_specs(tmp_path)[name].account_role_arn,
                                                                       cell_specs(tmp_path)[name].region))
@@ -485,3 +486,25 @@ def test_a_service_specific_endpoint_wins_over_the_targets(monkeypatch):
     assert clients("dynamodb").meta.endpoint_url == "http://127.0.0.1:2"
     assert clients("s3").meta.endpoint_url == "http://127.0.0.1:1"
     assert clients.in_account(None, "eu-west-1")("dynamodb").meta.endpoint_url == "http://127.0.0.1:2"
+
+
+def test_a_moves_record_and_its_target_slot_are_written_together_or_not_at_all(registry: RegistryWriter):
+    """``save_taking_slot``: a full or draining cell writes neither the record nor the counter (None); a
+    record changed meanwhile neither (Conflict); otherwise both, in one transaction."""
+    put_record(registry, "t1")
+    record = registry.require("t1")
+    store = StoreConnection(endpoint="h", port=5432, database="d", schema_name="s", role="r", secret_arn="a")
+    move = TenantMove(from_tier=Tier.pooled, to_tier=Tier.pooled, from_cell="default", to_cell="eu1", old_store=store)
+    assert registry.reserve_slot("eu1", Tier.pooled, cap=1)
+    assert registry.save_taking_slot(record, "eu1", Tier.pooled, 1, move=move) is None  # full
+    assert registry.require("t1") == record and registry.cell_counts(["eu1"])["eu1"][0]["pooled"] == 1
+    registry.set_draining("eu1", True)
+    assert registry.save_taking_slot(record, "eu1", Tier.pooled, 2, move=move) is None  # draining
+    registry.set_draining("eu1", False)
+    with pytest.raises(Conflict, match="changed in the registry"):
+        registry.save_taking_slot(record.model_copy(update={"version": record.version - 1}), "eu1", Tier.pooled, 2,
+                                  move=move)
+    assert registry.require("t1") == record and registry.cell_counts(["eu1"])["eu1"][0]["pooled"] == 1
+    saved = registry.save_taking_slot(record, "eu1", Tier.pooled, 2, move=move)
+    assert saved is not None and saved.move == move and registry.require("t1") == saved
+    assert registry.cell_counts(["eu1"])["eu1"][0]["pooled"] == 2

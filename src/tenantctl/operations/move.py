@@ -76,7 +76,7 @@ from tenantctl.models import CellSpec, TenantSpec, utcnow
 from tenantctl.naming import require_valid
 from tenantctl.operations.move_keyed import KeyedMover, refuse_or_target
 from tenantctl.operations.mover import Mover, Progress, in_store, target_spec
-from tenantctl.placement import named_cell, take_slot, unfit
+from tenantctl.placement import named_cell, slot_cap, slot_refused, unfit
 from tenantctl.stackconfig import read_tenant, stack_file
 from tenantctl.timestamps import utc_second
 from tenantctl.workspace import Workspace
@@ -114,6 +114,8 @@ def move(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: str |
     record = ws.registry.require(tenant_id)
     target: TenantSpec | None = None
     to_stack: str | None = None
+    cap: int | None = None
+    refused = f"tenant {tenant_id!r} refused before anything was created (free a slot there, or undrain it, and re-run)"
     to_tier, to_cell = tier or record.tier, cell or record.cell
     if record.move is None:
         if rollback or finalize:
@@ -128,9 +130,9 @@ def move(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: str |
         target, to_stack = _refuse_or_target(ws, record, to_tier, to_cell)
         if to_stack is None:  # a replication link, not the KeyedMover's relay: room for it first (exit 3)
             refuse_without_replication_room(ws, record, to_tier, to_cell)
-        # Both stores exist while the move is open: it holds a slot where each is (exit 11: full or draining).
-        take_slot(ws, to_cell, to_tier, f"tenant {tenant_id!r} refused before anything was created "
-                                        "(free a slot there, or undrain it, and re-run)")
+        # Both stores exist while the move is open: it holds a slot where each is (exit 11: full or draining),
+        # taken with the record of the move (``save_taking_slot``), so a run killed before that counts none.
+        cap = slot_cap(ws, to_cell, to_tier, refused)
     elif (tier is not None and tier is not record.move.to_tier) or (cell is not None and cell != record.move.to_cell):
         # The tenant is busy, as for a provision or deprovision of it (registry.refuse_open_move): exit 5.
         raise Conflict(f"tenant {tenant_id!r} is being moved ({record.move.phase.value}) to "
@@ -142,25 +144,22 @@ def move(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: str |
         raise InvalidInput(f"tenant {tenant_id!r}'s move is {record.move.phase.value}: only a switched move is "
                            "finalized (`tenantctl move ID` resumes it)")
 
-    started = False
-    try:
-        with ws.registry.hold(tenant_id, "move") as held:
-            if held.record.hibernation is not None:  # what the lock's write left names its store
-                _wake(ws, held, progress)
-            if target is not None:
-                resources = held.record.resources
-                assert resources is not None
-                held.record = ws.registry.save(held.record, last_error=None, move=TenantMove(
-                    from_tier=held.record.tier, to_tier=to_tier, from_cell=held.record.cell, to_cell=to_cell,
-                    old_store=resources.store, old_bucket=resources.bucket if to_cell != held.record.cell else None,
-                    to_stack=to_stack, from_stack=held.record.current_stack if to_stack else None))
-            started = True
-            mover = _mover(ws, held, progress)
-            run = mover.move
-            outcome = _drive(mover, target, rollback, finalize, window)
-    finally:
-        if target is not None and not started:  # no move recorded: its slot goes back
-            ws.registry.release_slot(to_cell, to_tier)
+    with ws.registry.hold(tenant_id, "move") as held:
+        if held.record.hibernation is not None:  # what the lock's write left names its store
+            _wake(ws, held, progress)
+        if target is not None:
+            resources = held.record.resources
+            assert resources is not None
+            saved = ws.registry.save_taking_slot(held.record, to_cell, to_tier, cap, last_error=None, move=TenantMove(
+                from_tier=held.record.tier, to_tier=to_tier, from_cell=held.record.cell, to_cell=to_cell,
+                old_store=resources.store, old_bucket=resources.bucket if to_cell != held.record.cell else None,
+                to_stack=to_stack, from_stack=held.record.current_stack if to_stack else None))
+            if saved is None:  # the last slot taken, or the cell drained, since it was read
+                raise slot_refused(ws, to_cell, to_tier, refused)
+            held.record = saved
+        mover = _mover(ws, held, progress)
+        run = mover.move
+        outcome = _drive(mover, target, rollback, finalize, window)
     return MoveResult(tenant_id=tenant_id, outcome=outcome, from_tier=run.from_tier, to_tier=run.to_tier,
                       from_cell=run.from_cell, to_cell=run.to_cell,
                       phase=held.record.move.phase if held.record.move else None,
