@@ -14,6 +14,7 @@ from runtime_fixtures import record
 from infra.components.credential_rotation import SAR_APPLICATION
 from infra.components.platform_monitoring import flow_logs_document, monitoring_document
 from infra.components.runtime_role import runtime_access_document
+from infra.components.tenant_role import trust_document
 from tenantctl import naming
 from tenantctl.checks import iam_eval
 from tenantctl.checks.aws_posture import _AwsChecks
@@ -50,10 +51,21 @@ def _role_policy(partition: str) -> dict:
          "Condition": {"StringLike": {"s3:prefix": ["tenants/acme/", "tenants/acme/*"]}}}]}
 
 
-def _checks(region: str, doc: dict) -> _AwsChecks:
+def _checks(region: str, doc: dict, runtime: str | None = None) -> _AwsChecks:
     reads = SimpleNamespace(attached_policies=lambda: [], role_policy_names=lambda: ["access"],
-                            role_policy=lambda name: doc)
-    return _AwsChecks(_tenant(region), {"account_id": ACCOUNT}, lambda *a, **k: None, reads)
+                            role_policy=lambda name: doc, trust_policy=lambda: trust_document("acme", runtime))
+    platform = {"account_id": ACCOUNT, "runtime_principal_arn": runtime}
+    return _AwsChecks(_tenant(region), platform, lambda *a, **k: None, reads)
+
+
+@pytest.mark.parametrize(("region", "partition"), PARTITIONS)
+@pytest.mark.parametrize("home", ["us-east-1", "same"])
+def test_the_role_trust_check_assumes_as_a_session_of_the_runtime_in_its_own_partition(region, partition, home):
+    """The probes' caller is a session of the runtime role in the runtime's partition (its home cell's):
+    the tenant's region's own when the home is there too, whatever it is otherwise."""
+    runtime = naming.arn(region if home == "same" else home, "iam", ACCOUNT, f"role/{naming.RUNTIME_ROLE}")
+    ok, detail = _checks(region, {}, runtime).role_trust()
+    assert ok, detail
 
 
 @pytest.mark.parametrize(("region", "partition"), PARTITIONS)

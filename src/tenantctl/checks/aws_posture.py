@@ -475,8 +475,9 @@ class _AwsChecks:
         if ":role/" in caller:
             # (a session name holds no "/": a workspace's key has one)
             session = f"tenant-{me}".replace("/", ".")
-            caller = naming.arn(region, "sts", caller.split(":")[4],
-                                f"assumed-role/{caller.rsplit('/', 1)[-1]}/{session}")
+            # (in the runtime's partition, which its ARN says: its cell's, not the tenant's)
+            _, partition, _, _, runtime_account, _ = caller.split(":", 5)
+            caller = f"arn:{partition}:sts::{runtime_account}:assumed-role/{caller.rsplit('/', 1)[-1]}/{session}"
         # A suspended tenant's role may not be assumed at all (no session is renewed).
         suspended = self.record.status is TenantStatus.suspended
         probes = [
