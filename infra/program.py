@@ -68,9 +68,9 @@ PLATFORM_BACKUP_DAYS = 14
 REGISTRY_TABLE = naming.REGISTRY_TABLE
 
 
-def _account_root() -> tuple[str, str]:
+def _account_root(region: str) -> tuple[str, str]:
     account = aws.get_caller_identity().account_id
-    return account, f"arn:aws:iam::{account}:root"
+    return account, naming.arn(region, "iam", account, "root")
 
 
 def _check_region(region: str) -> None:
@@ -91,7 +91,7 @@ def build_platform(spec: CellSpec) -> dict[str, Any]:
     the single platform always had, and is the only one with the registry,
     the revocation table and the runtime role (cells elsewhere name its runtime)."""
     _check_region(spec.region)
-    account, root = _account_root()
+    account, root = _account_root(spec.region)
     region, tags, stack = spec.region, spec.tags(), spec.stack
     azs = aws.get_availability_zones(state="available").names[: spec.az_count]
     key = TenantKey("platform", TenantKeyArgs(
@@ -106,7 +106,7 @@ def build_platform(spec: CellSpec) -> dict[str, Any]:
     bucket_name = naming.cell_bucket_name(account, region, spec.name)
     net = PrivateNetwork("shared", PrivateNetworkArgs(
         cidr=spec.vpc_cidr, region=region, az_names=azs, tags=tags, account_id=account,
-        bucket_arns=[f"arn:aws:s3:::{bucket_name}"], kms_key_arn=key.arn,
+        bucket_arns=[naming.arn(region, "s3", "", bucket_name)], kms_key_arn=key.arn,
         flow_logs_role_arn=monitoring.flow_logs_role_arn, log_scope=stack))
     rotation = CredentialRotation("shared", CredentialRotationArgs(
         function_name=naming.rotation_function_name(stack), region=region, vpc_id=net.vpc_id,
@@ -156,7 +156,7 @@ def build_platform(spec: CellSpec) -> dict[str, Any]:
         runtime = spec.runtime_principal_arn  # the home cell's runtime (`cell add` writes it into the spec)
         if spec.account_role_arn:  # the runtime role's own grant wakes tenants of the home account only
             outputs["waker_role_arn"] = DatabaseWakerRole("waker", DatabaseWakerRoleArgs(
-                cell=spec.name, account_id=account, runtime_principal_arn=runtime, tags=tags)).arn
+                cell=spec.name, region=region, account_id=account, runtime_principal_arn=runtime, tags=tags)).arn
     else:
         raise ValueError(f"cell {spec.name}: runtime_principal_arn is required outside the home cell "
                          "(`tenantctl cell add` fills it in from the home cell)")

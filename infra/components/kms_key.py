@@ -19,6 +19,8 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from tenantctl import naming
+
 # The KMS actions of the tenant role's IAM policy (infra.components.tenant_role
 # imports them from here): what the runtime's envelope encryption and the
 # store's secret need, nothing else.
@@ -35,10 +37,15 @@ ALARM_ACTIONS = ["kms:Decrypt", "kms:GenerateDataKey"]
 ADMIN_SID, TENANT_SID, LOGS_SID, ALARMS_SID = "Administer", "TenantUse", "CloudWatchLogs", "CloudWatchAlarms"
 
 
+def _arn(region: str, service: str) -> str:
+    """An ARN of ``service`` in ``region`` up to its account (which the stack knows only as an output)."""
+    return naming.arn(region, service, "", "").removesuffix(":")
+
+
 def logs_statement(region: str, account: pulumi.Input[str], log_groups: Sequence[str]) -> dict[str, Any]:
     """CloudWatch Logs may use the key for ``log_groups`` only (names; a trailing
     "*" for every group under a prefix)."""
-    arns = [pulumi.Output.concat("arn:aws:logs:", region, ":", account, ":log-group:", g) for g in log_groups]
+    arns = [pulumi.Output.concat(_arn(region, "logs"), account, ":log-group:", g) for g in log_groups]
     # StringLike: the encryption context is a string (its value an ARN).
     return {"Sid": LOGS_SID, "Effect": "Allow", "Principal": {"Service": f"logs.{region}.amazonaws.com"},
             "Action": LOGS_ACTIONS, "Resource": "*",
@@ -48,7 +55,7 @@ def logs_statement(region: str, account: pulumi.Input[str], log_groups: Sequence
 def alarms_statement(region: str, account: pulumi.Input[str], alarm_names: Sequence[str]) -> dict[str, Any]:
     """CloudWatch may use the key to publish ``alarm_names`` (exact names: no
     prefix, so `acme` never covers `acme-corp`'s alarms) to their topic."""
-    arns = [pulumi.Output.concat("arn:aws:cloudwatch:", region, ":", account, ":alarm:", n) for n in alarm_names]
+    arns = [pulumi.Output.concat(_arn(region, "cloudwatch"), account, ":alarm:", n) for n in alarm_names]
     return {"Sid": ALARMS_SID, "Effect": "Allow", "Principal": {"Service": "cloudwatch.amazonaws.com"},
             "Action": ALARM_ACTIONS, "Resource": "*",
             "Condition": {"StringEquals": {"aws:SourceAccount": account}, "ArnLike": {"aws:SourceArn": arns}}}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from tenantctl import naming
 from tenantctl.naming import RDS_OS_METRICS_GROUP
 
 LOG_RETENTION_DAYS = 365
@@ -37,7 +38,7 @@ def service_trust_document(service: str, account: str, source_arn: str | None = 
 def flow_logs_document(region: str, account: str) -> dict:
     """Write flow-log streams into tenantctl's log groups (created beforehand, so
     no CreateLogGroup)."""
-    groups = f"arn:aws:logs:{region}:{account}:log-group:/tenantctl/*"
+    groups = naming.arn(region, "logs", account, "log-group:/tenantctl/*")
     return {"Version": "2012-10-17", "Statement": [
         {"Sid": "DeliverFlowLogs", "Effect": "Allow",
          "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
@@ -48,7 +49,7 @@ def flow_logs_document(region: str, account: str) -> dict:
 def monitoring_document(region: str, account: str) -> dict:
     """AWS's AmazonRDSEnhancedMonitoringRole, confined to this account, region
     and the one group it writes."""
-    group = f"arn:aws:logs:{region}:{account}:log-group:{RDS_OS_METRICS}"
+    group = naming.arn(region, "logs", account, f"log-group:{RDS_OS_METRICS}")
     return {"Version": "2012-10-17", "Statement": [
         {"Sid": "ManageOsMetricsGroup", "Effect": "Allow", "Action": ["logs:CreateLogGroup", "logs:PutRetentionPolicy"],
          "Resource": group},
@@ -96,7 +97,7 @@ class PlatformMonitoring(pulumi.ComponentResource):
         flow_logs = _role(
             f"{name}-flow-logs", _scoped("flow-logs", args.scope, region),
             account.apply(lambda a: json.dumps(service_trust_document(
-                "vpc-flow-logs.amazonaws.com", a, f"arn:aws:ec2:{region}:{a}:vpc-flow-log/*"))),
+                "vpc-flow-logs.amazonaws.com", a, naming.arn(region, "ec2", a, "vpc-flow-log/*")))),
             account.apply(lambda a: json.dumps(flow_logs_document(region, a))),
             "VPC flow logs delivery into tenantctl's log groups", args.tags, child)
         monitoring = _role(

@@ -28,7 +28,6 @@ import pulumi_aws as aws
 
 from tenantctl import naming
 
-TENANT_ROLES = f"arn:aws:iam::*:role/{naming.iam_role_name('*')}"
 ASSUME_ACTIONS = ["sts:AssumeRole", "sts:TagSession"]
 WAKE_ACTIONS = ["rds:DescribeDBInstances", "rds:StartDBInstance"]
 
@@ -65,25 +64,30 @@ def runtime_trust_document(trusted: Sequence[str]) -> dict:
         "Sid": "RunsTheTenantRuntime", "Effect": "Allow", "Principal": principal, "Action": "sts:AssumeRole"}]}
 
 
-def tenant_instances(account_id: str) -> str:
-    """Every tenant database instance of the account, in any region (cells of one account may be in several)."""
-    return f"arn:aws:rds:*:{account_id}:db:{naming.rds_identifier('*')}"
+def _instances(region: str, account_id: str, identifier: str) -> str:
+    return naming.arn(region, "rds", account_id, f"db:{identifier}", any_region=True)
 
 
-def shared_instances(account_id: str) -> list[str]:
+def tenant_instances(region: str, account_id: str) -> str:
+    """Every tenant database instance of the account, in any region of ``region``'s partition
+    (cells of one account may be in several)."""
+    return _instances(region, account_id, naming.rds_identifier("*"))
+
+
+def shared_instances(region: str, account_id: str) -> list[str]:
     """The cells' shared database instances of the account, which ``tenant_instances`` also matches
     (``tenantctl-platform``, ``tenantctl-cell-*``; no tenant id is either: naming's reserved ids)."""
-    return [f"arn:aws:rds:*:{account_id}:db:{naming.cell_rds_identifier(naming.DEFAULT_CELL)}",
-            f"arn:aws:rds:*:{account_id}:db:{naming.rds_identifier(naming.CELL_STACK_PREFIX + '*')}"]
+    return [_instances(region, account_id, naming.cell_rds_identifier(naming.DEFAULT_CELL)),
+            _instances(region, account_id, naming.rds_identifier(naming.CELL_STACK_PREFIX + "*"))]
 
 
-def wake_statements(account_id: str) -> list[dict]:
+def wake_statements(region: str, account_id: str) -> list[dict]:
     """Describe and start tenant database instances of the account, never a cell's shared one
     (starting a running instance fails anyway, but its description is no tenant's business)."""
     return [{"Sid": "WakeTenantDatabases", "Effect": "Allow", "Action": WAKE_ACTIONS,
-             "Resource": tenant_instances(account_id)},
+             "Resource": tenant_instances(region, account_id)},
             {"Sid": "NeverSharedDatabases", "Effect": "Deny", "Action": WAKE_ACTIONS,
-             "Resource": shared_instances(account_id)}]
+             "Resource": shared_instances(region, account_id)}]
 
 
 def runtime_access_document(registry_table_arn: str, revocation_table_arn: str, gateway_secret_arn: str,
@@ -93,8 +97,10 @@ def runtime_access_document(registry_table_arn: str, revocation_table_arn: str, 
     and the gateway's secret, and wake a hibernated tenant's database
     (tenant_runtime.hibernation: the instance's state, and starting it)."""
     return {"Version": "2012-10-17", "Statement": [
-        {"Sid": "AssumeTenantRoles", "Effect": "Allow", "Action": ASSUME_ACTIONS, "Resource": TENANT_ROLES},
-        {"Sid": "AssumeDatabaseWakers", "Effect": "Allow", "Action": "sts:AssumeRole", "Resource": naming.WAKER_ROLES},
+        {"Sid": "AssumeTenantRoles", "Effect": "Allow", "Action": ASSUME_ACTIONS,
+         "Resource": naming.tenant_roles(region)},
+        {"Sid": "AssumeDatabaseWakers", "Effect": "Allow", "Action": "sts:AssumeRole",
+         "Resource": naming.waker_roles(region)},
         {"Sid": "ReadRegistry", "Effect": "Allow", "Action": ["dynamodb:GetItem"], "Resource": registry_table_arn},
         {"Sid": "ReadRevocations", "Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:Scan"],
          "Resource": revocation_table_arn},
@@ -102,7 +108,7 @@ def runtime_access_document(registry_table_arn: str, revocation_table_arn: str, 
          "Resource": gateway_secret_arn},
         {"Sid": "OpenGatewaySecret", "Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": platform_key_arn,
          "Condition": {"StringEquals": {"kms:ViaService": f"secretsmanager.{region}.amazonaws.com"}}},
-        *wake_statements(account_id),
+        *wake_statements(region, account_id),
     ]}
 
 
@@ -127,6 +133,7 @@ class RuntimeRole(pulumi.ComponentResource):
 @dataclass
 class DatabaseWakerRoleArgs:
     cell: str
+    region: str
     account_id: str
     runtime_principal_arn: str  # the home cell's runtime role: the only principal that may assume it
     tags: dict[str, str]
@@ -139,9 +146,9 @@ def waker_trust_document(runtime_principal_arn: str) -> dict:
         "Action": "sts:AssumeRole"}]}
 
 
-def waker_access_document(account_id: str) -> dict:
+def waker_access_document(region: str, account_id: str) -> dict:
     """What a waker role may do: what the runtime role may do to wake a tenant, in its own account."""
-    return {"Version": "2012-10-17", "Statement": wake_statements(account_id)}
+    return {"Version": "2012-10-17", "Statement": wake_statements(region, account_id)}
 
 
 class DatabaseWakerRole(pulumi.ComponentResource):
@@ -155,7 +162,7 @@ class DatabaseWakerRole(pulumi.ComponentResource):
         role = aws.iam.Role(f"{name}-role", name=naming.cell_waker_role(args.cell), max_session_duration=3600,
                             assume_role_policy=json.dumps(waker_trust_document(args.runtime_principal_arn)),
                             tags=args.tags, opts=child)
-        aws.iam.RolePolicy(f"{name}-access", role=role.name, policy=json.dumps(waker_access_document(args.account_id)),
-                           opts=child)
+        aws.iam.RolePolicy(f"{name}-access", role=role.name, policy=json.dumps(
+            waker_access_document(args.region, args.account_id)), opts=child)
         self.arn = role.arn
         self.register_outputs({"arn": self.arn})

@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from tenantctl import naming
 from tenantctl.engines.local.handlers.base import URN_TAG, urn_tag
 from tenantctl.errors import InvalidInput
 from tenantctl.naming import region_of_arn, stack_tenant, tenant_ids_in
@@ -170,8 +171,8 @@ def unmanaged_rules(clients: Clients, region: str, stack: Iterable[tuple[str, st
     live = [rule for page in clients("ec2", region).get_paginator("describe_security_group_rules").paginate(
         Filters=[{"Name": "group-id", "Values": sorted(groups)}]) for rule in page["SecurityGroupRules"]]
     managed = {r["GroupId"] for r in live if r["SecurityGroupRuleId"] in declared}
-    return [UnmanagedRule(arn=r.get("SecurityGroupRuleArn") or f"arn:aws:ec2:{region}:{r.get('GroupOwnerId', '')}:"
-                          f"security-group-rule/{r['SecurityGroupRuleId']}",
+    return [UnmanagedRule(arn=r.get("SecurityGroupRuleArn") or naming.arn(region, "ec2", r.get("GroupOwnerId", ""),
+                                                                           f"security-group-rule/{r['SecurityGroupRuleId']}"),
                           region=region, tags={t["Key"]: t["Value"] for t in r.get("Tags", [])},
                           group_id=r["GroupId"], admits=_admits(r))
             for r in live if not r.get("IsEgress") and r["GroupId"] in managed

@@ -28,6 +28,7 @@ from tenant_runtime.models import (
     utcnow,
 )
 from tenantctl import cell_bounds, naming
+from tenantctl.naming import partition_of
 
 __all__ = [
     "AlarmSubscription", "ArchiveClass", "BackupSpec", "CellSpec", "DedicatedSpec", "Hibernation", "LifecycleSpec",
@@ -377,11 +378,6 @@ _REFUSED_PROTOCOLS = {
     "application": "a mobile push endpoint is not an operator's alerting",
 }
 _ENDPOINT_ARN = re.compile(r"arn:(aws[a-z-]*):(sqs|lambda):([a-z]{2}(?:-gov)?-[a-z]+-\d):(\d{12}):(.+)")
-
-
-def partition_of(region: str) -> str:
-    """The ARN partition of ``region`` (aws-cn for China, aws-us-gov for GovCloud)."""
-    return "aws-cn" if region.startswith("cn-") else "aws-us-gov" if region.startswith("us-gov-") else "aws"
 
 
 class AlarmSubscription(BaseModel):

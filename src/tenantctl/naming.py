@@ -238,13 +238,49 @@ def cell_waker_role(cell: str) -> str:
     return f"tenantctl-{cell_stack(cell)}-waker"
 
 
-# Every cell's waker role, in any account: what the runtime role may assume besides tenant roles.
-WAKER_ROLES = f"arn:aws:iam::*:role/{cell_waker_role('*')}"
+def waker_roles(region: str) -> str:
+    """Every cell's waker role, in any account of ``region``'s partition: what the runtime role
+    may assume besides tenant roles."""
+    return arn(region, "iam", "*", f"role/{cell_waker_role('*')}")
+
+
+def tenant_roles(region: str) -> str:
+    """Every tenant's role, in any account of ``region``'s partition."""
+    return arn(region, "iam", "*", f"role/{iam_role_name('*')}")
 
 
 def is_cell_waker_role(name: str) -> bool:
     head, tail = cell_waker_role("*").split("*")
     return name.startswith(head) and name.endswith(tail) and len(name) > len(head) + len(tail)
+
+
+def partition_of(region: str) -> str:
+    """The ARN partition of ``region`` (aws-cn for China, aws-us-gov for GovCloud)."""
+    return "aws-cn" if region.startswith("cn-") else "aws-us-gov" if region.startswith("us-gov-") else "aws"
+
+
+# Their ARNs name no region (the partition is still their region's).
+_GLOBAL_SERVICES = frozenset({"iam", "s3", "sts"})
+_ANY_PARTITION = re.compile(r"arn:aws(?:-[a-z]+)*:")
+
+
+def arn(region: str, service: str, account: str, resource: str, *, any_region: bool = False) -> str:
+    """The ARN of ``resource`` of ``service`` in ``region``'s partition (``any_region``: "*" for
+    its region, as a policy names it in every region of the partition)."""
+    where = "" if service in _GLOBAL_SERVICES else "*" if any_region else region
+    return f"arn:{partition_of(region)}:{service}:{where}:{account}:{resource}"
+
+
+def in_any_partition(value: str, arn_: str) -> bool:
+    """``value`` is ``arn_`` in some partition: for matchers that know no region."""
+    head, tail = _ANY_PARTITION.match(value), _ANY_PARTITION.match(arn_)
+    return bool(head and tail) and value[head.end():] == arn_[tail.end():]
+
+
+def is_arn_of(value: str, service: str) -> bool:
+    """``value`` is an ARN of ``service`` (in any partition)."""
+    head = _ANY_PARTITION.match(value)
+    return head is not None and value[head.end():].startswith(f"{service}:")
 
 
 def account_of_arn(arn: str | None) -> str | None:

@@ -24,6 +24,7 @@ from pulumi.runtime.config import set_all_config
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from tenantctl.naming import partition_of
 from tenantctl.policy import PlannedResource, planned_resource
 
 ACCOUNT = "123456789012"
@@ -36,24 +37,25 @@ def _hex(name: str, n: int = 8) -> str:
 
 def platform_outputs(account: str = ACCOUNT, region: str = REGION) -> dict[str, Any]:
     """What a platform stack exports (the same keys infra.program.build_platform returns)."""
-    root = f"arn:aws:iam::{account}:root"
+    p = partition_of(region)
+    root = f"arn:{p}:iam::{account}:root"
     bucket = f"tenantctl-shared-{account}-{region}"
     return {
         "region": region, "account_id": account, "vpc_id": "vpc-shared", "vpc_cidr": "10.0.0.0/16",
         "private_subnet_ids": ["subnet-a", "subnet-b"], "db_endpoint": f"shared.x.{region}.rds.amazonaws.com",
         "db_port": 5432, "db_name": "tenantctl",
-        "db_admin_secret_arn": f"arn:aws:secretsmanager:{region}:{account}:secret:rds!db-shared-AbCdEf",
+        "db_admin_secret_arn": f"arn:{p}:secretsmanager:{region}:{account}:secret:rds!db-shared-AbCdEf",
         "db_security_group_id": "sg-shared-db", "pooled_clients_security_group_id": "sg-pooled-clients",
-        "bucket": bucket, "bucket_arn": f"arn:aws:s3:::{bucket}",
+        "bucket": bucket, "bucket_arn": f"arn:{p}:s3:::{bucket}",
         "logs_bucket": f"tenantctl-logs-{account}-{region}",
-        "platform_key_arn": f"arn:aws:kms:{region}:{account}:key/platform", "registry_table": "tenantctl-registry",
+        "platform_key_arn": f"arn:{p}:kms:{region}:{account}:key/platform", "registry_table": "tenantctl-registry",
         "admin_role_arn": root, "runtime_principal_arn": root, "revocation_table": "tenantctl-revocations",
         "gateway_role": "tenantctl_gateway",
-        "gateway_secret_arn": f"arn:aws:secretsmanager:{region}:{account}:secret:tenantctl/platform/gateway-AbCdEf",
-        "flow_logs_role_arn": f"arn:aws:iam::{account}:role/tenantctl-flow-logs-{region}",
-        "db_monitoring_role_arn": f"arn:aws:iam::{account}:role/tenantctl-rds-monitoring-{region}",
-        "rotation_function_arn": f"arn:aws:lambda:{region}:{account}:function:tenantctl-platform-rot",
-        "rotation_role_arn": f"arn:aws:iam::{account}:role/serverlessrepo-tenantctl-platform-rot-role",
+        "gateway_secret_arn": f"arn:{p}:secretsmanager:{region}:{account}:secret:tenantctl/platform/gateway-AbCdEf",
+        "flow_logs_role_arn": f"arn:{p}:iam::{account}:role/tenantctl-flow-logs-{region}",
+        "db_monitoring_role_arn": f"arn:{p}:iam::{account}:role/tenantctl-rds-monitoring-{region}",
+        "rotation_function_arn": f"arn:{p}:lambda:{region}:{account}:function:tenantctl-platform-rot",
+        "rotation_role_arn": f"arn:{p}:iam::{account}:role/serverlessrepo-tenantctl-platform-rot-role",
     }
 
 
@@ -76,46 +78,46 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return [r for r in self.resources if r.type == typ]
 
     def _computed(self, typ: str, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        a, r = self.account, self.region
+        a, r, p = self.account, self.region, partition_of(self.region)
         physical = inputs.get("name") or name
         rid = f"{name}-{_hex(name)}"
         match typ:
             case "aws:kms/key:Key":
                 key_id = f"{_hex(name, 8)}-{_hex(name + 'k', 4)}-4000-8000-{_hex(name + 'y', 12)}"
-                return key_id, {"arn": f"arn:aws:kms:{r}:{a}:key/{key_id}", "keyId": key_id}
+                return key_id, {"arn": f"arn:{p}:kms:{r}:{a}:key/{key_id}", "keyId": key_id}
             case "aws:kms/alias:Alias":
-                return physical, {"arn": f"arn:aws:kms:{r}:{a}:{physical}", "targetKeyArn": inputs.get("targetKeyId")}
+                return physical, {"arn": f"arn:{p}:kms:{r}:{a}:{physical}", "targetKeyArn": inputs.get("targetKeyId")}
             case "aws:s3/bucket:Bucket":
                 bucket = inputs.get("bucket") or name
-                return bucket, {"bucket": bucket, "arn": f"arn:aws:s3:::{bucket}"}
+                return bucket, {"bucket": bucket, "arn": f"arn:{p}:s3:::{bucket}"}
             case "aws:sqs/queue:Queue":
                 return f"https://sqs.{r}.amazonaws.com/{a}/{physical}", {
-                    "arn": f"arn:aws:sqs:{r}:{a}:{physical}", "url": f"https://sqs.{r}.amazonaws.com/{a}/{physical}"}
+                    "arn": f"arn:{p}:sqs:{r}:{a}:{physical}", "url": f"https://sqs.{r}.amazonaws.com/{a}/{physical}"}
             case "aws:iam/role:Role":
-                return physical, {"arn": f"arn:aws:iam::{a}:role/{physical}", "name": physical}
+                return physical, {"arn": f"arn:{p}:iam::{a}:role/{physical}", "name": physical}
             case "aws:secretsmanager/secret:Secret":
-                return f"arn:aws:secretsmanager:{r}:{a}:secret:{physical}-{_hex(name, 6)}", {
-                    "arn": f"arn:aws:secretsmanager:{r}:{a}:secret:{physical}-{_hex(name, 6)}"}
+                return f"arn:{p}:secretsmanager:{r}:{a}:secret:{physical}-{_hex(name, 6)}", {
+                    "arn": f"arn:{p}:secretsmanager:{r}:{a}:secret:{physical}-{_hex(name, 6)}"}
             case "aws:rds/instance:Instance":
                 ident = inputs.get("identifier") or name
                 return ident, {"address": f"{ident}.c{_hex(name)}.{r}.rds.amazonaws.com", "port": 5432,
-                               "arn": f"arn:aws:rds:{r}:{a}:db:{ident}",
+                               "arn": f"arn:{p}:rds:{r}:{a}:db:{ident}",
                                "masterUserSecrets": [{"secretArn":
-                                                      f"arn:aws:secretsmanager:{r}:{a}:secret:rds!db-{_hex(name)}-Xy",
+                                                      f"arn:{p}:secretsmanager:{r}:{a}:secret:rds!db-{_hex(name)}-Xy",
                                                       "kmsKeyId": inputs.get("masterUserSecretKmsKeyId", ""),
                                                       "secretStatus": "active"}]}
             case "aws:dynamodb/table:Table":
-                return physical, {"arn": f"arn:aws:dynamodb:{r}:{a}:table/{physical}", "name": physical}
+                return physical, {"arn": f"arn:{p}:dynamodb:{r}:{a}:table/{physical}", "name": physical}
             case "aws:sns/topic:Topic":
-                return f"arn:aws:sns:{r}:{a}:{physical}", {"arn": f"arn:aws:sns:{r}:{a}:{physical}"}
+                return f"arn:{p}:sns:{r}:{a}:{physical}", {"arn": f"arn:{p}:sns:{r}:{a}:{physical}"}
             case "aws:rds/subnetGroup:SubnetGroup" | "aws:rds/parameterGroup:ParameterGroup":
                 return physical, {"name": physical}
             case "aws:cloudwatch/logGroup:LogGroup":
-                return physical, {"arn": f"arn:aws:logs:{r}:{a}:log-group:{physical}"}
+                return physical, {"arn": f"arn:{p}:logs:{r}:{a}:log-group:{physical}"}
             case "aws:serverlessrepository/cloudFormationStack:CloudFormationStack":
                 function = inputs["parameters"]["functionName"]
-                return f"arn:aws:cloudformation:{r}:{a}:stack/serverlessrepo-{physical}/{_hex(name)}", {
-                    "outputs": {"RotationLambdaARN": f"arn:aws:lambda:{r}:{a}:function:{function}"}}
+                return f"arn:{p}:cloudformation:{r}:{a}:stack/serverlessrepo-{physical}/{_hex(name)}", {
+                    "outputs": {"RotationLambdaARN": f"arn:{p}:lambda:{r}:{a}:function:{function}"}}
         return rid, {}
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str, dict]:
@@ -138,10 +140,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict, list]:
         self.calls.append(args.token)
-        a, r = self.account, self.region
+        a, r, p = self.account, self.region, partition_of(self.region)
         match args.token:
             case "aws:index/getCallerIdentity:getCallerIdentity":
-                return {"accountId": a, "arn": f"arn:aws:iam::{a}:user/ci", "id": a, "userId": "AIDA"}, []
+                return {"accountId": a, "arn": f"arn:{p}:iam::{a}:user/ci", "id": a, "userId": "AIDA"}, []
             case "aws:index/getAvailabilityZones:getAvailabilityZones":
                 names = [f"{r}{z}" for z in "abc"]
                 return {"names": names, "zoneIds": [f"use1-az{i}" for i in range(1, 4)], "id": r, "region": r}, []
@@ -150,7 +152,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             case "aws:lambda/getFunction:getFunction":
                 name = args.args["functionName"].rsplit(":", 1)[-1]
                 return {"arn": args.args["functionName"], "functionName": name,
-                        "role": f"arn:aws:iam::{a}:role/serverlessrepo-{name}-role"}, []
+                        "role": f"arn:{p}:iam::{a}:role/serverlessrepo-{name}-role"}, []
         raise NotImplementedError(f"mock has no answer for invoke {args.token}")
 
 

@@ -273,7 +273,7 @@ def test_a_cell_of_another_account_lets_the_runtime_wake_its_tenants_and_nothing
     assert json.loads(role.inputs["assumeRolePolicy"]) == waker_trust_document(ROLE_ARN)
     [access] = [r for r in mocks.of_type("aws:iam/rolePolicy:RolePolicy") if r.name == "waker-access"]
     doc = json.loads(access.inputs["policy"])
-    assert doc == waker_access_document("222222222222")
+    assert doc == waker_access_document("eu-west-1", "222222222222")
     assert doc["Statement"][0]["Resource"] == "arn:aws:rds:*:222222222222:db:tenantctl-*"
     assert doc["Statement"][1]["Effect"] == "Deny" and doc["Statement"][1]["Resource"] == [
         "arn:aws:rds:*:222222222222:db:tenantctl-platform", "arn:aws:rds:*:222222222222:db:tenantctl-cell-*"]

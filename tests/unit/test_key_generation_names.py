@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from infra.components.runtime_role import TENANT_ROLES as RUNTIME_TENANT_ROLES
 from tenant_runtime.models import MovePhase, StoreConnection, TenantMove
 from tenantctl import naming
 from tenantctl.checks.iam_eval import _glob
@@ -48,7 +47,7 @@ def test_generation_roles_of_all_tenants_differ_and_belong_to_their_tenant():
             if other != tenant_id:
                 assert naming.tenant_ids_in(role, other) == {tenant_id}, (role, other)
         # The runtime role's grant (`tenantctl-*-app`, as IAM matches it) reaches it.
-        assert _glob(RUNTIME_TENANT_ROLES, f"arn:aws:iam::222222222222:role/{role}")
+        assert _glob(naming.tenant_roles("us-east-1"), f"arn:aws:iam::222222222222:role/{role}")
         assert naming._IAM_ROLE.match(role)
 
 
@@ -66,7 +65,7 @@ def test_a_workspace_role_of_a_generation_belongs_to_its_tenant_and_is_checked_f
     assert role == "tenantctl-acme--legal.k1-app"
     assert naming.ws_iam_role_name("acme", "legal") == "tenantctl-acme--legal-app"
     assert naming.tenant_ids_in(role, "acme") == set() and naming.tenant_ids_in(role, "acme-corp") == {"acme"}
-    assert _glob(RUNTIME_TENANT_ROLES, f"arn:aws:iam::222222222222:role/{role}")
+    assert _glob(naming.tenant_roles("us-east-1"), f"arn:aws:iam::222222222222:role/{role}")
     assert naming.ws_key_generation_problem("acme", "legal", 1) is None
     longest = "w" * naming.max_workspace_length("acme")  # fits generation 0, not the 3 more characters of `.k1`
     assert naming.ws_key_generation_problem("acme", longest, 0) is None

@@ -67,7 +67,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection, Iterator
-from functools import cached_property
+from dataclasses import replace
+from functools import cached_property, partial
 from typing import Any
 from urllib.parse import unquote
 
@@ -224,9 +225,9 @@ class _AwsChecks:
         """The resources each AWS service may use the tenant key for: its alarms, its log groups."""
         region, account = self.record.region, self.platform.get("account_id")
         tiers = {tier for tier, _ in self.sides}  # a store being moved to or from a dedicated one declares its logs
-        alarms = {f"arn:aws:cloudwatch:{region}:{account}:alarm:{n}"
+        alarms = {naming.arn(region, "cloudwatch", account, f"alarm:{n}")
                   for tier in tiers for n in naming.alarm_names(self.stem, tier == "dedicated")}
-        groups = {f"arn:aws:logs:{region}:{account}:log-group:{g}" for g in naming.own_log_groups(self.tid)}
+        groups = {naming.arn(region, "logs", account, f"log-group:{g}") for g in naming.own_log_groups(self.tid)}
         return {"cloudwatch.amazonaws.com": alarms,
                 f"logs.{region}.amazonaws.com": groups if "dedicated" in tiers else set()}
 
@@ -308,7 +309,7 @@ class _AwsChecks:
     def _topic_arn(self) -> str:
         # A workspace's own alarms publish to its own topic.
         topic = naming.resource_name(naming.ws_stem(self.tid, self.workspace) if self.workspace else self.tid, "alarms")
-        return f"arn:aws:sns:{self.record.region}:{self.platform.get('account_id')}:{topic}"
+        return naming.arn(self.record.region, "sns", self.platform.get("account_id"), topic)
 
     def alarm_topic_encryption(self) -> tuple[bool, str]:
         return self._tenant_key_encrypts(self._topic_arn, self.reads.topic_key(self._topic_arn))
@@ -395,11 +396,11 @@ class _AwsChecks:
         return True, f"bucket {bucket}: all four public access blocks on"
 
     def bucket_policy(self) -> tuple[bool, str]:
-        bucket, prefix = self.res.bucket, self.res.prefix
-        probes = [iam_eval.Request(action=a, resource=f"arn:aws:s3:::{bucket}/{prefix}probe", principal="x")
+        bucket, prefix, region = self.res.bucket, self.res.prefix, self.record.region
+        probes = [iam_eval.s3_object(a, bucket, f"{prefix}probe", region=region)
                   for a in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject")]
-        probes.append(iam_eval.Request(action="s3:ListBucket", resource=f"arn:aws:s3:::{bucket}", principal="x",
-                                       context={"s3:prefix": prefix}))
+        probes.append(iam_eval.s3_list(bucket, prefix, region=region))
+        probes = [replace(p, principal="x") for p in probes]
         problems = []
         for stmt in self._bucket_policy.get("Statement", []):
             spec = stmt.get("Principal")
@@ -473,7 +474,7 @@ class _AwsChecks:
         from tenant_runtime.credentials import SESSION_TAG
 
         doc = _doc(self.reads.trust_policy())
-        runtime, role = self.platform.get("runtime_principal_arn"), self.res.role_arn
+        runtime, role, region = self.platform.get("runtime_principal_arn"), self.res.role_arn, self.record.region
         account = role.split(":")[4]
         trusted = [p for s in doc.get("Statement", []) if s.get("Effect") == "Allow" for p in _principals(s)]
         problems = [f"trusts the account root {p}: any principal of the account allowed sts:AssumeRole could "
@@ -487,18 +488,21 @@ class _AwsChecks:
         if ":role/" in caller:
             # (a session name holds no "/": a workspace's key has one)
             session = f"tenant-{me}".replace("/", ".")
-            caller = f"arn:aws:sts::{caller.split(':')[4]}:assumed-role/{caller.rsplit('/', 1)[-1]}/{session}"
+            # (in the runtime's partition, which its ARN says: its cell's, not the tenant's)
+            _, partition, _, _, runtime_account, _ = caller.split(":", 5)
+            caller = f"arn:{partition}:sts::{runtime_account}:assumed-role/{caller.rsplit('/', 1)[-1]}/{session}"
         # A suspended tenant's role may not be assumed at all (no session is renewed).
         suspended = self.record.status is TenantStatus.suspended
         probes = [
             (f"{SESSION_TAG}={me}", iam_eval.assume_role(role, caller, {SESSION_TAG: me}), not suspended),
             ("another principal of the account",
-             iam_eval.assume_role(role, f"arn:aws:iam::{account}:user/intruder", {SESSION_TAG: me}), False),
+             iam_eval.assume_role(role, naming.arn(region, "iam", account, "user/intruder"), {SESSION_TAG: me}), False),
             ("no session tag", iam_eval.assume_role(role, caller), False),
             (f"{SESSION_TAG}={me}-x", iam_eval.assume_role(role, caller, {SESSION_TAG: f"{me}-x"}), False),
             ("an extra session tag", iam_eval.assume_role(role, caller, {SESSION_TAG: me, "tier": "x"}), False),
             ("a principal of another account",
-             iam_eval.assume_role(role, "arn:aws:iam::000000000000:role/elsewhere", {SESSION_TAG: me}), False),
+             iam_eval.assume_role(role, naming.arn(region, "iam", "000000000000", "role/elsewhere"), {SESSION_TAG: me}),
+             False),
         ]
         for what, requests, expected in probes:
             if iam_eval.allows_all([doc], requests) != expected:
@@ -522,16 +526,16 @@ class _AwsChecks:
                                    inputs={"policy": json.dumps(d)}) for i, d in enumerate(docs)]
         problems += [v.message for v in check(planned + [alias], self.tid, rules=["iam-scope"])]
         bucket, own = self.res.bucket, self.names.s3_prefix
-        allowed = [iam_eval.s3_object("s3:GetObject", bucket, f"{own}probe"),
-                   iam_eval.s3_object("s3:PutObject", bucket, f"{own}uploads/probe"),
-                   iam_eval.s3_list(bucket, own)]
-        denied = [iam_eval.s3_list(bucket, ""), iam_eval.s3_list(bucket, "tenants/")]
+        obj = partial(iam_eval.s3_object, bucket=bucket, region=self.record.region)
+        listing = partial(iam_eval.s3_list, bucket, region=self.record.region)
+        allowed = [obj("s3:GetObject", key=f"{own}probe"), obj("s3:PutObject", key=f"{own}uploads/probe"), listing(own)]
+        denied = [listing(""), listing("tenants/")]
         stem, tenant_prefix = own.rstrip("/"), naming.s3_prefix(self.tid)
         # Its twins, another tenant's, and (for a workspace) its tenant's own prefix.
         others = [f"{stem}-x/", f"{stem}x/", stem, "tenants/other/"] + ([tenant_prefix] if own != tenant_prefix else [])
         for other in others:
-            denied += [iam_eval.s3_object("s3:GetObject", bucket, f"{other}probe"),
-                       iam_eval.s3_object("s3:PutObject", bucket, f"{other}probe"), iam_eval.s3_list(bucket, other)]
+            denied += [obj("s3:GetObject", key=f"{other}probe"), obj("s3:PutObject", key=f"{other}probe"),
+                       listing(other)]
         problems += [f"{r.action} {r.resource} {r.context or ''} is denied" for r in allowed
                      if not iam_eval.evaluate(docs, r).allowed]
         problems += [f"{r.action} {r.resource} {r.context or ''} is allowed" for r in denied

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from tenantctl import naming
+
 
 class Unsupported(ValueError):
     """The document uses something this evaluator does not model."""
@@ -204,12 +206,13 @@ def evaluate(documents: Iterable[dict[str, Any]], request: Request) -> Decision:
 
 # -- the requests tenantctl asks about -------------------------------------------------------
 
-def s3_object(action: str, bucket: str, key: str) -> Request:
-    return Request(action=action, resource=f"arn:aws:s3:::{bucket}/{key}")
+# ``region``: the bucket's, whose partition its ARN is of (no region: the aws partition).
+def s3_object(action: str, bucket: str, key: str, *, region: str = "us-east-1") -> Request:
+    return Request(action=action, resource=naming.arn(region, "s3", "", f"{bucket}/{key}"))
 
 
-def s3_list(bucket: str, prefix: str) -> Request:
-    return Request(action="s3:ListBucket", resource=f"arn:aws:s3:::{bucket}", context={"s3:prefix": prefix})
+def s3_list(bucket: str, prefix: str, *, region: str = "us-east-1") -> Request:
+    return Request(action="s3:ListBucket", resource=naming.arn(region, "s3", "", bucket), context={"s3:prefix": prefix})
 
 
 def assume_role(role_arn: str, caller: str, tags: dict[str, str] | None = None) -> list[Request]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from tenantctl import naming
 from tenantctl.policy.plan import POSTGRES_PORT, UNKNOWN, Plan, PlannedResource, as_doc, as_list, known, rule
 
 _OPEN = ("0.0.0.0/0", "::/0")
@@ -37,6 +38,10 @@ def _no_open_ingress(plan: Plan):
         yield from opened(r, r.inputs, "cidrIpv4", "cidrIpv6")
 
 
+# (in whichever partition the endpoint is)
+_EVERY_BUCKET = ("arn:aws:s3:::*", "arn:aws:s3:::*/*")
+
+
 def endpoint_policy_problems(doc: dict, service_name: str) -> list[str]:
     """What is wrong with a VPC endpoint's policy (``doc``; {} when there is none):
     missing (AWS's default is every action on every resource of every account),
@@ -58,7 +63,7 @@ def endpoint_policy_problems(doc: dict, service_name: str) -> list[str]:
         if "*" in actions or "NotAction" in stmt or "NotResource" in stmt:
             problems.append(f"statement {sid} allows every action")
         if s3:
-            if any(r in ("*", "arn:aws:s3:::*", "arn:aws:s3:::*/*") for r in resources):
+            if any(r == "*" or any(naming.in_any_partition(r, every) for every in _EVERY_BUCKET) for r in resources):
                 problems.append(f"statement {sid} reaches every bucket")
             if "aws:resourceaccount" not in keys:
                 problems.append(f"statement {sid} has no aws:ResourceAccount condition")

@@ -111,21 +111,30 @@ def _statement_scope(plan: Plan, r: PlannedResource, stmt: dict) -> Iterator[str
 # tenant roles and cells' waker roles (any account: cells), read the platform's own
 # tables, the gateway secret and (through Secrets Manager) the key it is sealed
 # with, and wake tenant database instances (never another instance of the account).
-# A cell's waker role may do only the last, in its own account.
+# A cell's waker role may do only the last, in its own account. The gate knows no
+# region: ARNs of any partition match (the program writes its cell's).
 _TENANT_INSTANCE = f":db:{naming.rds_identifier('*')}"
-_TENANT_ROLES = f"arn:aws:iam::*:role/{naming.iam_role_name('*')}"
-_WAKER_GRANTS = {
-    "rds:describedbinstances": lambda res: res.startswith("arn:aws:rds:") and res.endswith(_TENANT_INSTANCE),
-    "rds:startdbinstance": lambda res: res.startswith("arn:aws:rds:") and res.endswith(_TENANT_INSTANCE),
-}
+# (any region's: in_any_partition compares what follows the partition)
+_TENANT_ROLES, _WAKER_ROLES = naming.tenant_roles("us-east-1"), naming.waker_roles("us-east-1")
+
+
+def _of(service: str, part: str):
+    return lambda res: naming.is_arn_of(res, service) and part in res
+
+
+def _tenant_instance(res: str) -> bool:
+    return naming.is_arn_of(res, "rds") and res.endswith(_TENANT_INSTANCE)
+
+
+_WAKER_GRANTS = {"rds:describedbinstances": _tenant_instance, "rds:startdbinstance": _tenant_instance}
 _RUNTIME_GRANTS = {
     **_WAKER_GRANTS,
-    "sts:assumerole": lambda res: res in (_TENANT_ROLES, naming.WAKER_ROLES),
-    "sts:tagsession": lambda res: res == _TENANT_ROLES,
-    "dynamodb:getitem": lambda res: res.startswith("arn:aws:dynamodb:") and ":table/" in res,
-    "dynamodb:scan": lambda res: res.startswith("arn:aws:dynamodb:") and ":table/" in res,
-    "secretsmanager:getsecretvalue": lambda res: res.startswith("arn:aws:secretsmanager:") and ":secret:" in res,
-    "kms:decrypt": lambda res: res.startswith("arn:aws:kms:") and ":key/" in res,
+    "sts:assumerole": lambda res: any(naming.in_any_partition(res, r) for r in (_TENANT_ROLES, _WAKER_ROLES)),
+    "sts:tagsession": lambda res: naming.in_any_partition(res, _TENANT_ROLES),
+    "dynamodb:getitem": _of("dynamodb", ":table/"),
+    "dynamodb:scan": _of("dynamodb", ":table/"),
+    "secretsmanager:getsecretvalue": _of("secretsmanager", ":secret:"),
+    "kms:decrypt": _of("kms", ":key/"),
 }
 
 

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
+from tenantctl import naming
+
 T = TypeVar("T")
 URN_TAG = "tenantctl:urn"
 MAX_TAG_VALUE = 256
@@ -97,6 +99,10 @@ class Context:
     @property
     def account_id(self) -> str:
         return str(self.caller_identity()["Account"])
+
+    def arn(self, service: str, resource: str, account: str | None = None) -> str:
+        """The ARN of ``resource`` of ``service`` in the sandbox's region (and its partition)."""
+        return naming.arn(self.region, service, self.account_id if account is None else account, resource)
 
 
 def error_code(exc: Exception) -> str:

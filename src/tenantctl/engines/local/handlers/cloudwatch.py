@@ -49,7 +49,7 @@ class MetricAlarmHandler(Handler):
         if d.get("alarmDescription"):
             args["AlarmDescription"] = d.get("alarmDescription")
         ctx.client("cloudwatch").put_metric_alarm(**args)
-        return {"arn": f"arn:aws:cloudwatch:{ctx.region}:{ctx.account_id}:alarm:{rid}", "tagsAll": d.tags()}
+        return {"arn": ctx.arn("cloudwatch", f"alarm:{rid}"), "tagsAll": d.tags()}
 
     def remove(self, ctx: Context, rid: str, d: Desired) -> None:
         ignore_missing(lambda: ctx.client("cloudwatch").delete_alarms(AlarmNames=[rid]))

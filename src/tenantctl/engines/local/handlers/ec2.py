@@ -86,7 +86,7 @@ class VpcHandler(TaggedEc2Handler):
                                                     {"Name": "association.main", "Values": ["true"]}])
         acls = ec2.describe_network_acls(Filters=[{"Name": "vpc-id", "Values": [rid]},
                                                   {"Name": "default", "Values": ["true"]}])
-        return {"arn": f"arn:aws:ec2:{ctx.region}:{ctx.account_id}:vpc/{rid}",
+        return {"arn": ctx.arn("ec2", f"vpc/{rid}"),
                 "defaultSecurityGroupId": next((g["GroupId"] for g in groups["SecurityGroups"]), ""),
                 "mainRouteTableId": next((t["RouteTableId"] for t in tables["RouteTables"]), ""),
                 "defaultNetworkAclId": next((a["NetworkAclId"] for a in acls["NetworkAcls"]), ""),
@@ -118,7 +118,7 @@ class SubnetHandler(TaggedEc2Handler):
         if olds is not None:
             self.retag(ctx, rid, d)
         subnet = ec2.describe_subnets(SubnetIds=[rid])["Subnets"][0]
-        return {"arn": f"arn:aws:ec2:{ctx.region}:{ctx.account_id}:subnet/{rid}",
+        return {"arn": ctx.arn("ec2", f"subnet/{rid}"),
                 "availabilityZone": subnet["AvailabilityZone"], "tagsAll": d.tags()}
 
     def remove(self, ctx: Context, rid: str, d: Desired) -> None:
@@ -137,7 +137,7 @@ class RouteTableHandler(TaggedEc2Handler):
     def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
         if olds is not None:
             self.retag(ctx, rid, d)
-        return {"arn": f"arn:aws:ec2:{ctx.region}:{ctx.account_id}:route-table/{rid}", "tagsAll": d.tags()}
+        return {"arn": ctx.arn("ec2", f"route-table/{rid}"), "tagsAll": d.tags()}
 
     def remove(self, ctx: Context, rid: str, d: Desired) -> None:
         ignore_missing(lambda: ctx.client("ec2").delete_route_table(RouteTableId=rid))
@@ -265,7 +265,7 @@ class SecurityGroupHandler(TaggedEc2Handler):
         group = sync_rules(ctx.client("ec2"), rid, d)
         if olds is not None:
             self.retag(ctx, rid, d)
-        return {"arn": f"arn:aws:ec2:{ctx.region}:{ctx.account_id}:security-group/{rid}",
+        return {"arn": ctx.arn("ec2", f"security-group/{rid}"),
                 "name": group["GroupName"], "ownerId": group.get("OwnerId", ctx.account_id), "tagsAll": d.tags()}
 
     def remove(self, ctx: Context, rid: str, d: Desired) -> None:
@@ -295,7 +295,7 @@ class DefaultSecurityGroupHandler(SecurityGroupHandler):
     def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
         group = sync_rules(ctx.client("ec2"), rid, d)
         self.retag(ctx, rid, d)
-        return {"arn": f"arn:aws:ec2:{ctx.region}:{ctx.account_id}:security-group/{rid}", "name": "default",
+        return {"arn": ctx.arn("ec2", f"security-group/{rid}"), "name": "default",
                 "ownerId": group.get("OwnerId", ctx.account_id), "tagsAll": d.tags()}
 
     def remove(self, ctx: Context, rid: str, d: Desired) -> None:
@@ -350,7 +350,7 @@ class SecurityGroupIngressRuleHandler(Handler):
     def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
         if olds is not None and d.tags():
             ctx.client("ec2").create_tags(Resources=[rid], Tags=d.tag_list())
-        return {"arn": f"arn:aws:ec2:{ctx.region}:{ctx.account_id}:security-group-rule/{rid}",
+        return {"arn": ctx.arn("ec2", f"security-group-rule/{rid}"),
                 "securityGroupRuleId": rid, "tagsAll": d.tags()}
 
     def remove(self, ctx: Context, rid: str, d: Desired) -> None:
@@ -417,7 +417,7 @@ class DefaultNetworkAclHandler(Handler):
                 ec2.create_network_acl_entry(NetworkAclId=rid, **self._entry(rule, egress))
         if d.tags():
             ec2.create_tags(Resources=[rid], Tags=d.tag_list())
-        return {"arn": f"arn:aws:ec2:{ctx.region}:{ctx.account_id}:network-acl/{rid}", "vpcId": acl["VpcId"],
+        return {"arn": ctx.arn("ec2", f"network-acl/{rid}"), "vpcId": acl["VpcId"],
                 "tagsAll": d.tags()}
 
     def remove(self, ctx: Context, rid: str, d: Desired) -> None:
@@ -455,7 +455,7 @@ class FlowLogHandler(TaggedEc2Handler):
     def configure(self, ctx: Context, rid: str, d: Desired, olds: dict[str, Any] | None) -> dict[str, Any]:
         if olds is not None:
             self.retag(ctx, rid, d)
-        return {"arn": f"arn:aws:ec2:{ctx.region}:{ctx.account_id}:vpc-flow-log/{rid}", "tagsAll": d.tags()}
+        return {"arn": ctx.arn("ec2", f"vpc-flow-log/{rid}"), "tagsAll": d.tags()}
 
     def remove(self, ctx: Context, rid: str, d: Desired) -> None:
         ignore_missing(lambda: ctx.client("ec2").delete_flow_logs(FlowLogIds=[rid]))
@@ -490,7 +490,7 @@ class VpcEndpointHandler(TaggedEc2Handler):
             elif olds.get("policy"):  # dropped: back to AWS's default full access, as AWS does
                 ec2.modify_vpc_endpoint(VpcEndpointId=rid, ResetPolicy=True)
             self.retag(ctx, rid, d)
-        return {"arn": f"arn:aws:ec2:{ctx.region}:{ctx.account_id}:vpc-endpoint/{rid}", "tagsAll": d.tags()}
+        return {"arn": ctx.arn("ec2", f"vpc-endpoint/{rid}"), "tagsAll": d.tags()}
 
     def remove(self, ctx: Context, rid: str, d: Desired) -> None:
         ignore_missing(lambda: ctx.client("ec2").delete_vpc_endpoints(VpcEndpointIds=[rid]))

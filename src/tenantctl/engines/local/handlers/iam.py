@@ -61,7 +61,7 @@ class RoleHandler(Handler):
     def planned_outputs(self, ctx: Context, d: Desired) -> dict[str, Any]:
         # Not ``uniqueId``: IAM gives a role made again a new one.
         name = d.physical_name()
-        return {"arn": f"arn:aws:iam::{ctx.account_id}:role{d.get('path', '/')}{name}", "name": name}
+        return {"arn": ctx.arn("iam", f"role{d.get('path', '/')}{name}"), "name": name}
 
     def remove(self, ctx: Context, rid: str, d: Desired) -> None:
         iam = ctx.client("iam")

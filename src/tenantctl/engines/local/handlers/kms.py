@@ -131,7 +131,7 @@ class AliasHandler(Handler):
 
     def planned_outputs(self, ctx: Context, d: Desired, rid: str | None = None) -> dict[str, Any]:
         # Both from the inputs: the ARN is the alias's name, the key's ARN the one it is given.
-        return {"arn": f"arn:aws:kms:{ctx.region}:{ctx.account_id}:{rid or d.physical_name()}",
+        return {"arn": ctx.arn("kms", rid or d.physical_name()),
                 "targetKeyArn": d.get("targetKeyId")}
 
     def remove(self, ctx: Context, rid: str, d: Desired) -> None:

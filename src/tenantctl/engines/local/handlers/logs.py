@@ -47,7 +47,7 @@ class LogGroupHandler(Handler):
                 logs.disassociate_kms_key(logGroupName=rid)
             if d.tags():
                 logs.tag_log_group(logGroupName=rid, tags=d.tags())
-        return {"arn": f"arn:aws:logs:{ctx.region}:{ctx.account_id}:log-group:{rid}", "name": rid,
+        return {"arn": ctx.arn("logs", f"log-group:{rid}"), "name": rid,
                 "tagsAll": d.tags()}
 
     def remove(self, ctx: Context, rid: str, d: Desired) -> None:

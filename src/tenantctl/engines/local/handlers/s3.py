@@ -52,7 +52,7 @@ class BucketHandler(Handler):
             s3.put_bucket_tagging(Bucket=rid, Tagging={"TagSet": d.tag_list()})
         elif olds:
             s3.delete_bucket_tagging(Bucket=rid)
-        return {"bucket": rid, "arn": f"arn:aws:s3:::{rid}", "region": ctx.region,
+        return {"bucket": rid, "arn": ctx.arn("s3", rid, account=""), "region": ctx.region,
                 "bucketDomainName": f"{rid}.s3.amazonaws.com",
                 "bucketRegionalDomainName": f"{rid}.s3.{ctx.region}.amazonaws.com", "tagsAll": d.tags()}
 

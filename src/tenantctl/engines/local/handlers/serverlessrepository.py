@@ -51,7 +51,7 @@ class CloudFormationStackHandler(Handler):
         return f"serverlessrepo-{d.physical_name()}"
 
     def _stack_id(self, ctx: Context, d: Desired) -> str:
-        return f"arn:aws:cloudformation:{ctx.region}:{ctx.account_id}:stack/{self._stack_name(d)}/sandbox"
+        return ctx.arn("cloudformation", f"stack/{self._stack_name(d)}/sandbox")
 
     def _tags(self, ctx: Context, d: Desired, logical_id: str) -> dict[str, str]:
         return {**d.tags(), "aws:cloudformation:stack-id": self._stack_id(ctx, d),

@@ -16,7 +16,7 @@ class TopicHandler(Handler):
     find_when_recovering = True  # make adopts a topic of that name anyway
 
     def find(self, ctx: Context, d: Desired) -> str | None:
-        arn = f"arn:aws:sns:{ctx.region}:{ctx.account_id}:{d.physical_name()}"
+        arn = ctx.arn("sns", d.physical_name())
         sns = ctx.client("sns")
         return arn if read_or_none(lambda: sns.get_topic_attributes(TopicArn=arn)) else None
 

@@ -83,7 +83,7 @@ class QueueHandler(Handler):
 
     def planned_outputs(self, ctx: Context, d: Desired) -> dict[str, Any]:
         name = d.physical_name()
-        return {"arn": f"arn:aws:sqs:{ctx.region}:{ctx.account_id}:{name}", "name": name}
+        return {"arn": ctx.arn("sqs", name), "name": name}
 
     def remove(self, ctx: Context, rid: str, d: Desired) -> None:
         ignore_missing(lambda: ctx.client("sqs").delete_queue(QueueUrl=rid))
