@@ -63,6 +63,8 @@ APPLIED_CAP = "applied_cap"
 APPLIED_PLATFORM = "applied_platform"
 LEASE = "lease"
 LEASE_UNTIL = "lease_until"
+# A cell's last up failed after its first change (when, the error): a repair pending until one succeeds.
+UP_FAILED = "up_failed"
 
 
 def item_key(tenant_id: str) -> dict[str, Any]:

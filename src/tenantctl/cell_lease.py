@@ -40,6 +40,7 @@ class CellLease:
     applied: str | None  # the fingerprint the stack was last applied from, when the lease was taken
     done: str | None = None  # the holder's successful up: recorded as ``applied`` on release
     budget: AppliedBudget | None = None  # the connection budget that up applied: recorded with it
+    failed: str | None = None  # the holder's up failed after its first change: recorded, a repair pending
     forgotten: bool = False  # the holder deleted the counter item (the cell is gone): nothing to release
 
 
@@ -92,7 +93,7 @@ def held(registry: RegistryWriter, cell: str, operation: str, wait: float = 0.0,
         renewer.join()
         try:
             if not lease.forgotten:
-                registry.release_cell(cell, lock, lease.done, lease.budget)
+                registry.release_cell(cell, lock, lease.done, lease.budget, lease.failed)
         except Exception as exc:  # never hides the block's own error; the lease lapses by itself
             log.warning("cell %s: giving its lease back failed (it lapses in %.0f s): %s", cell, LEASE_SECONDS, exc)
 

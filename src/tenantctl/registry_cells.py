@@ -23,6 +23,7 @@ from tenant_runtime.registry import (
     DRAINING,
     LEASE,
     LEASE_UNTIL,
+    UP_FAILED,
     counter_key,
     item_to_counts,
 )
@@ -36,6 +37,12 @@ log = logging.getLogger(__name__)
 def applied_of(item: dict[str, Any] | None) -> str | None:
     """The fingerprint a cell's stack was last applied from, from its counter item."""
     return (item or {}).get(APPLIED, {}).get("S")
+
+
+def up_failed_of(item: dict[str, Any] | None) -> str | None:
+    """How a cell's last up failed after its first change ("failed at TIME: ERROR"), from its
+    counter item; None: no repair pending (none failed, or one succeeded since)."""
+    return (item or {}).get(UP_FAILED, {}).get("S")
 
 
 def applied_cap_of(item: dict[str, Any] | None) -> int | None:
@@ -306,18 +313,22 @@ class CellItems:
         return True
 
     def release_cell(self, cell: str, lock: TenantLock, applied: str | None = None,
-                     budget: AppliedBudget | None = None) -> None:
+                     budget: AppliedBudget | None = None, failed: str | None = None) -> None:
         """Give the lease back, recording ``applied`` (the fingerprint of a
-        successful up) and ``budget`` (the connection budget it applied) with it. A
-        lease that lapsed and was taken by another run is left to that run,
-        fingerprint included."""
+        successful up, which clears a pending repair) and ``budget`` (the connection
+        budget it applied) with it, or ``failed`` (how an up failed after its first
+        change: a repair pending, ``up_failed_of``). A lease that lapsed and was taken
+        by another run is left to that run, fingerprint included."""
         update, values = "REMOVE #l, #u", {":lock": {"S": lock.model_dump_json()}}
         names = {"#l": LEASE, "#u": LEASE_UNTIL}
         if applied is not None:
             done, done_names, done_values = _applied_update(applied, budget)
-            update = f"{done} {update}"
-            names.update(done_names)
+            update = f"{done} {update}, #f"
+            names.update(done_names, **{"#f": UP_FAILED})
             values.update(done_values)
+        elif failed is not None:
+            update = f"SET #f = :failed {update}"
+            names["#f"], values[":failed"] = UP_FAILED, {"S": failed}
         try:
             self._call("update_item", Key=counter_key(cell), UpdateExpression=update, ConditionExpression="#l = :lock",
                        ExpressionAttributeNames=names, ExpressionAttributeValues=values)

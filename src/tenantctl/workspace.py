@@ -19,11 +19,12 @@ from typing import Any
 from tenantctl.aws import Clients
 from tenantctl.engines.base import Approval, Engine, EventSink, UpResult
 from tenantctl.errors import InvalidInput, NotFound, TargetUnavailable
-from tenantctl.models import CellSpec, TenantRecord
+from tenantctl.models import CellSpec, TenantRecord, utcnow
 from tenantctl.naming import DEFAULT_CELL, PLATFORM_STACK, cell_stack
 from tenantctl.project import PROJECT_FILE, Project, ensure_project_file, find_root
-from tenantctl.registry import RegistryWriter
+from tenantctl.registry import RegistryWriter, failure_text
 from tenantctl.registry_cells import AppliedBudget, CellBusy
+from tenantctl.timestamps import utc_minute
 
 # Platform outputs the sandbox must have: a platform applied before one of them
 # existed is applied again (on AWS that is `tenantctl platform up`'s job).
@@ -283,7 +284,14 @@ class Workspace:
                 spec, applied = committed()  # read under the lease: what a run waited for may have written
                 if unless_applied and lease.applied == applied:
                     return None
-                result = self._up_cell(name, on_event, refresh)
+                try:
+                    result = self._up_cell(name, on_event, refresh)
+                except BaseException as exc:
+                    # Its refresh may have recorded live, drifted values as its state: `refresh` could
+                    # call the cell clean. A refusal before the first change (the gate's) leaves it so.
+                    if not getattr(exc, "changed_nothing", False):
+                        lease.failed = f"failed at {utc_minute(utcnow())}: {failure_text(exc)}"
+                    raise
                 lease.done, lease.budget = applied, AppliedBudget.of(spec)
         self.registry.set_draining(name, spec.draining)  # the counter's flag, as the stack file says
         return result

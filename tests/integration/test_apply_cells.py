@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 from fault_tools import Cli, aws, platform_outputs
+from faults import FAULT_THROTTLE_ENV, FAULT_THROTTLE_FILE_ENV
 
 from tenant_runtime.registry import APPLIED, DRAINING, LEASE, LEASE_UNTIL, counter_key
 from tenantctl import naming
@@ -42,9 +43,9 @@ def cli(sandbox, tmp_path_factory) -> Cli:
     return cli
 
 
-def apply(cli: Cli, *args: str) -> tuple[int, dict, str]:
+def apply(cli: Cli, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict, str]:
     """`tenantctl apply --json ARGS` -> (exit code, summary, stderr)."""
-    run = cli("apply", "--json", *args)
+    run = cli("apply", "--json", *args, env=env)
     assert run.stdout.startswith("{"), run  # the summary, whatever the exit code
     assert run.json()["exit_code"] == run.returncode
     return run.returncode, run.json(), run.stderr
@@ -391,3 +392,37 @@ def test_a_cell_changed_behind_tenantctls_back_is_reported_by_refresh_and_repair
         "tenantctl-class-tmp-7d"] == {"Days": 7}
     run = cli("refresh", "--cell", CELL, "--json")
     assert run.returncode == 0 and not run.json()["cells"][0]["resources"], run
+
+
+def test_a_cell_repair_that_fails_part_way_stays_pending_until_one_succeeds(cli, sandbox, tmp_path):
+    """The up's refresh records the live (drifted) values before its writes; one that fails after that
+    must not leave `refresh` comparing live with those and calling the cell clean (as a tenant's)."""
+    rds = aws(sandbox, "rds", region=REGION, account=ACCOUNT)
+    params = f"tenantctl-{naming.cell_stack(CELL)}"
+    rds.modify_db_parameter_group(DBParameterGroupName=params, Parameters=[
+        {"ParameterName": "rds.force_ssl", "ParameterValue": "0", "ApplyMethod": "pending-reboot"}])
+    # The parameter group's write throttled with no retry left: the repair fails part-way.
+    throttle = tmp_path / "throttle.json"
+    throttle.write_text(json.dumps({"rds.ModifyDBParameterGroup": {"tokens": 0, "stamp": time.time(), "allowed": 0,
+                                                                   "throttled": 0}}))
+    rc, summary, err = apply(cli, "--refresh", "--yes", env={
+        FAULT_THROTTLE_ENV: "rds.ModifyDBParameterGroup=0.0001", FAULT_THROTTLE_FILE_ENV: str(throttle),
+        "TENANTCTL_AWS_THROTTLE_ATTEMPTS": "1"})
+    assert rc != 0 and not cells(summary)[CELL]["ok"], (summary, err)
+
+    run = cli("refresh", "--cell", CELL, "--json")
+    assert run.returncode == 12, run
+    (drift,) = run.json()["cells"]
+    assert drift["pending"].startswith("last up failed at ") and "Throttling" in drift["pending"], drift
+    assert "tenantctl apply --refresh" in drift["pending"]
+    human = cli("refresh", "--cell", CELL)
+    assert human.returncode == 12 and f"cell {CELL}: repair pending" in human.stdout, human
+    assert cli("cell", "show", CELL, "--json").json()["repair_pending"] == drift["pending"]
+    rc, summary, _ = apply(cli, "--preview")  # planned as a repair, without --refresh too
+    assert cells(summary)[CELL]["action"] == "repair", summary
+
+    rc, summary, err = apply(cli, "--yes")
+    assert rc == 0 and cells(summary)[CELL]["action"] == "repair", (summary, err)
+    run = cli("refresh", "--cell", CELL, "--json")
+    assert run.returncode == 0 and run.json()["cells"][0]["pending"] is None, run
+    assert cli("cell", "show", CELL, "--json").json()["repair_pending"] is None

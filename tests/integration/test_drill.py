@@ -10,6 +10,7 @@ import json
 import os
 import re
 import socket
+from datetime import timedelta
 
 import pytest
 from fault_tools import write_record
@@ -43,7 +44,7 @@ from tenantctl.drills.scope import workspace_view
 from tenantctl.drills.tables import server_major
 from tenantctl.drills.verify import verify
 from tenantctl.errors import Conflict, InvalidInput, KeyUnusable, NotFound
-from tenantctl.models import TenantStatus, Tier
+from tenantctl.models import TenantStatus, Tier, utcnow
 from tenantctl.operations.deprovision import deprovision
 from tenantctl.operations.revive import revive
 
@@ -365,10 +366,20 @@ def test_drills_refuse_a_tenant_another_run_holds_or_mid_deprovision(ctx, tenant
             run = tenantctl_cli("drill", *args, "--json")
             assert run.returncode == 5, (args, run.stdout, run.stderr)
             assert "locked by a running drill-restore" in json.loads(run.stdout)["error"]["message"], run.stdout
+        # Deprovisioned and locked: the lock is the refusal (exit 5, the holder named), before the revive's checks.
+        held = workspace.registry.require(tid)
+        workspace.registry.save(held, status=TenantStatus.deprovisioned, retain_until=utcnow() + timedelta(days=1))
+        try:
+            tomb = tenantctl_cli("drill", "restore", tid, "--target", "in-place", "--yes", "--json")
+        finally:
+            workspace.registry.save(workspace.registry.require(tid), status=TenantStatus.active, retain_until=None)
+        assert tomb.returncode == 5, (tomb.stdout, tomb.stderr)
+        assert "locked by a running drill-restore (owner qa" in json.loads(tomb.stdout)["error"]["message"], tomb.stdout
         skipped, refused = [], []
-        reports, conflicts = drill_each([(listed, None)], lambda r, scope: drill(ctx, r), refused.append,
-                                        lambda r, why: skipped.append((r.tenant_id, why)))
-        assert (reports, conflicts, refused) == ([], 0, []) and skipped[0][0] == tid, (skipped, refused)
+        sweep = drill_each([(listed, None)], lambda r, scope: drill(ctx, r), refused.append,
+                           lambda r, why: skipped.append((r.tenant_id, why)))
+        assert (sweep.drills, sweep.failed, refused) == ([], [], []) and skipped[0][0] == tid, (skipped, refused)
+        assert [s.tenant_id for s in sweep.skipped] == [tid] and sweep.exit_code() == 0
         assert "locked by a running drill-restore" in skipped[0][1]
     finally:
         workspace.registry.save(workspace.registry.require(tid), lock=None)
@@ -382,6 +393,24 @@ def test_drills_refuse_a_tenant_another_run_holds_or_mid_deprovision(ctx, tenant
         workspace.registry.save(workspace.registry.require(tid), status=TenantStatus.active)
     assert stuck.returncode == 5, (stuck.stdout, stuck.stderr)
     assert "deprovisioning" in json.loads(stuck.stdout)["error"]["message"]
+
+
+def test_a_scratch_drill_reads_the_registry_once_for_the_lock(ctx, tenant, workspace):
+    """A drill taking its own backup leaves the lock check to that backup (one GetItem, not two); one of a
+    named backup checks it itself (the restore would read it otherwise unchecked)."""
+    record = tenant("held")
+    reads = []
+    count = lambda **kw: reads.append(1)  # noqa: E731
+    ctx.registry.client.meta.events.register("before-call.dynamodb.GetItem", count)
+    try:
+        fresh = drill(ctx, record)
+        fresh_reads = len(reads)
+        reads.clear()
+        named = drill(ctx, record, backup_id=fresh.backup_id)
+    finally:
+        ctx.registry.client.meta.events.unregister("before-call.dynamodb.GetItem", count)
+    assert fresh.verdict is Verdict.passed and named.verdict is Verdict.passed, (failing(fresh), failing(named))
+    assert (fresh_reads, len(reads)) == (1, 1)
 
 
 def test_in_place_restores_a_live_tenant_only_with_yes_into_empty_tables(ctx, box, tenant, workspace, tenantctl_cli):

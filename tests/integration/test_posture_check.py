@@ -26,7 +26,7 @@ from tenantctl.checks.network_posture import NAMES as NETWORK_CHECKS
 from tenantctl.checks.placement import NAMES as PLACEMENT_CHECKS
 from tenantctl.errors import PolicyViolation
 from tenantctl.models import TenantSpec
-from tenantctl.naming import GATEWAY_ROLE, database_name, rotation_function_name
+from tenantctl.naming import DEFAULT_CELL, GATEWAY_ROLE, database_name, rotation_function_name
 from tenantctl.operations.provision import provision
 
 CLEAN = "ck-posture"
@@ -245,8 +245,9 @@ def _bucket_policy_or_none(s3, bucket: str) -> dict:
         return {}
 
 
-def _tamper_aws(sandbox, record, what: str):
-    """Break one AWS setting behind tenantctl's back; returns the undo."""
+def _tamper_aws(sandbox, record, what: str, workspace=None):
+    """Break one AWS setting behind tenantctl's back; returns the undo (``workspace``: for an undo
+    that repairs through the engine)."""
     kms, sqs, s3, iam = (aws(sandbox, s) for s in ("kms", "sqs", "s3", "iam"))
     res = record.resources
     key_id = res.kms_key_arn.rsplit("/", 1)[-1]  # moto's key-state calls want the bare id
@@ -393,7 +394,7 @@ def _tamper_aws(sandbox, record, what: str):
         s3.put_bucket_logging(Bucket=res.bucket, BucketLoggingStatus={})
         return lambda: s3.put_bucket_logging(Bucket=res.bucket,
                                              BucketLoggingStatus={"LoggingEnabled": status["LoggingEnabled"]})
-    return _tamper_network(sandbox, what)
+    return _tamper_network(sandbox, what, workspace)
 
 
 def _function(sandbox, name: str, role_arn: str) -> str:
@@ -409,7 +410,7 @@ def _function(sandbox, name: str, role_arn: str) -> str:
                                    Code={"ZipFile": code.getvalue()})["FunctionArn"]
 
 
-def _tamper_network(sandbox, what: str):
+def _tamper_network(sandbox, what: str, workspace=None):
     """Break one setting of the platform's network or shared instance (a pooled
     tenant's); returns the undo."""
     ec2, rds = aws(sandbox, "ec2"), aws(sandbox, "rds")
@@ -426,9 +427,10 @@ def _tamper_network(sandbox, what: str):
     if what == "flow-log-deleted":
         [log] = ec2.describe_flow_logs(Filters=[{"Name": "resource-id", "Values": [vpc]}])["FlowLogs"]
         ec2.delete_flow_logs(FlowLogIds=[log["FlowLogId"]])
-        return lambda: ec2.create_flow_logs(
-            ResourceIds=[vpc], ResourceType="VPC", TrafficType="ALL", LogGroupName=log["LogGroupName"],
-            DeliverLogsPermissionArn=log["DeliverLogsPermissionArn"])
+        # Put back by a repair of the platform, as an operator would: one made by hand is unknown to its
+        # stack's state, whose next up (another module's `apply --refresh`) would make it again and be
+        # refused (FlowLogAlreadyExists).
+        return lambda: workspace.up_cell(DEFAULT_CELL, refresh=True)
     if what in ("default-sg-egress", "db-ingress-cidr"):
         if what == "default-sg-egress":
             group = ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [vpc]},
@@ -491,7 +493,7 @@ def _tamper_network(sandbox, what: str):
     ("force-ssl-off", {"rds-hardening"}),
 ])
 def test_aws_tampering_fails_the_named_check(clean, workspace, sandbox, what, expected):
-    undo = _tamper_aws(sandbox, clean, what)
+    undo = _tamper_aws(sandbox, clean, what, workspace)
     try:
         report = check_tenant(workspace, CLEAN)
         assert {c.name for c in report.failed} == expected, report.summary()

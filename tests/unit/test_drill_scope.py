@@ -123,9 +123,13 @@ def test_drill_all_goes_on_past_a_tenant_it_could_not_drill_but_not_past_a_compr
                            finished_at=at, verdict=Verdict.passed)
 
     refused, skipped = [], []
-    reports, count = drill_each(targets, run_one, refused.append, lambda rec, reason: skipped.append(rec.tenant_id))
-    assert [r.tenant_id for r in reports] == ["acme", "delta"] and count == 2
+    sweep = drill_each(targets, run_one, refused.append, lambda rec, reason: skipped.append(rec.tenant_id))
+    assert [r.tenant_id for r in sweep.drills] == ["acme", "delta"] and sweep.exit_code() == 5
     assert refused == [why["beta"], why["gamma"]] and skipped == ["eps"]  # locked: skipped, not counted
+    # In --json as in the other fleet commands' (`skipped`, `failed`), not on stderr only.
+    shown = sweep.model_dump(mode="json")
+    assert shown["skipped"] == [{"tenant_id": "eps", "workspace": None, "reason": str(why["eps"])}]
+    assert [(f["tenant_id"], f["exit_code"]) for f in shown["failed"]] == [("beta", 3), ("gamma", 5)]
     why["beta"] = CompressionUnsupported("cannot back up with --compress zstd")  # every drill would refuse it
     with pytest.raises(CompressionUnsupported):
         drill_each(targets, run_one, refused.append, skipped.append)

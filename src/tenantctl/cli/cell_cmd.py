@@ -48,6 +48,7 @@ def _rows(info: "CellInfo") -> list[tuple[str, str]]:
             *([("overcommit", "allowed (allow_overcommit)")] if info.allow_overcommit else []),
             ("dedicated tenants", _count(info.dedicated)), ("draining", "yes" if info.draining else "no"),
             ("deployed", "yes" if info.deployed else "no"), ("stack file", _applied(info)),
+            *([("repair pending", info.repair_pending)] if info.repair_pending else []),
             ("bucket", info.bucket or "-"), ("database", info.database or "-"),
             ("alarm subscriptions", ", ".join(info.alarm_subscriptions) or "none: its alarms reach nobody")]
     if info.account_role_arn:

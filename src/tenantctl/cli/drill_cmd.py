@@ -240,7 +240,7 @@ def run(
     from tenantctl.cli.output import error
     from tenantctl.cli.progress import engine_progress
     from tenantctl.drills.compression import Compression
-    from tenantctl.drills.run import drill, drill_each, drill_targets, exit_code
+    from tenantctl.drills.run import SkippedDrill, drill, drill_each, drill_targets, exit_code
     from tenantctl.errors import UsageError, require_one_or_all
     from tenantctl.operations.hibernate import awake
 
@@ -268,21 +268,31 @@ def run(
         _show(report, json_out)
         return report
 
-    if all_tenants:
-        targets, asleep = drill_targets(ws.registry.iter_all(), lambda r: _stopped(ws, r))
-        for record in asleep:
-            err_console.print(f"{record.tenant_id}: skipped, hibernated (its database instance is stopped, so "
-                              f"nothing was written since; `tenantctl drill run {record.tenant_id}` wakes and "
-                              "drills it)", markup=False, highlight=False)
-        reports, conflicts = drill_each(targets, run_one, lambda exc: error(str(exc)), lambda record, why: (
-            err_console.print(f"{record.tenant_id}: skipped, {why}", markup=False, highlight=False)))
-    else:  # one drill: a refusal is the command's
-        reports, conflicts = [run_one(ws.registry.require(tenant_id), workspace)], 0
-    _write_markdown(reports, markdown)
+    if not all_tenants:  # one drill: a refusal is the command's
+        report = run_one(ws.registry.require(tenant_id), workspace)
+        _write_markdown([report], markdown)
+        if json_out:
+            print_json(report)
+        if exit_code([report]):
+            raise typer.Exit(exit_code([report]))
+        return
+
+    def skipped(record: "TenantRecord", why: str) -> None:
+        err_console.print(f"{record.tenant_id}: skipped, {why}", markup=False, highlight=False)
+
+    targets, asleep = drill_targets(ws.registry.iter_all(), lambda r: _stopped(ws, r))
+    left_asleep = [SkippedDrill(tenant_id=r.tenant_id, reason=(
+        "hibernated (its database instance is stopped, so nothing was written since; "
+        f"`tenantctl drill run {r.tenant_id}` wakes and drills it)")) for r in asleep]
+    for record, left in zip(asleep, left_asleep, strict=True):
+        skipped(record, left.reason)
+    sweep = drill_each(targets, run_one, lambda exc: error(str(exc)), skipped)
+    sweep.skipped[:0] = left_asleep
+    _write_markdown(sweep.drills, markdown)
     if json_out:
-        print_json(reports if all_tenants else reports[0])
-    if exit_code(reports, conflicts):
-        raise typer.Exit(exit_code(reports, conflicts))
+        print_json({**sweep.model_dump(mode="json"), "exit_code": sweep.exit_code()})
+    if sweep.exit_code():
+        raise typer.Exit(sweep.exit_code())
 
 
 @app.command()

@@ -33,8 +33,9 @@ def refresh(
     tenants) or `provision ID` repairs (a tenant in a move: once `move ID
     --finalize` or `--rollback` ends it; said per tenant). A tenant of a cell stacks/ does not
     define, or held by a running operation, is skipped with why. A tenant
-    whose last provision or repair failed is drift ("repair pending") until
-    one succeeds, whatever its read finds.
+    whose last provision or repair failed, or a cell whose last up failed
+    after its first change, is drift ("repair pending") until one succeeds,
+    whatever its read finds.
 
     Exit codes: 0 no drift, 12 drift found, 2 no ids, --all or --cell (or more
     than one of them), 1 a tenant could not be refreshed

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from functools import partial
 
+from pydantic import BaseModel
+
 from tenantctl.drills import store
 from tenantctl.drills.backup import backup
 from tenantctl.drills.compression import Compression, CompressionUnsupported
@@ -34,6 +36,7 @@ from tenantctl.errors import (
 )
 from tenantctl.models import TenantRecord, TenantStatus, utcnow
 from tenantctl.naming import require_valid
+from tenantctl.operations.selection import Failed, Skipped
 from tenantctl.registry import refuse_held_elsewhere
 
 
@@ -93,28 +96,52 @@ def drill_targets(records: Iterable[TenantRecord],
     return [(r, name) for r in serving if r not in sleeping for name in (None, *sorted(r.workspaces))], sleeping
 
 
+class SkippedDrill(Skipped):
+    """A target `drill run --all` left alone (its lock another run holds, asleep), and why."""
+
+    workspace: str | None = None
+
+
+class RefusedDrill(Failed):
+    """A target `drill run --all` could not drill (a conflict, or refused for its own state)."""
+
+    workspace: str | None = None
+
+
+class DrillSweep(BaseModel):
+    """What `drill run --all` did: its drills, the targets it skipped and those refused (its --json)."""
+
+    drills: list[DrillReport] = []
+    skipped: list[SkippedDrill] = []
+    failed: list[RefusedDrill] = []
+
+    def exit_code(self) -> int:
+        return exit_code(self.drills, len(self.failed))
+
+
 def drill_each(targets: Iterable[tuple[TenantRecord, str | None]],
                run_one: Callable[[TenantRecord, str | None], DrillReport],
                on_refused: Callable[[TenantctlError], None],
-               on_skipped: Callable[[TenantRecord, str], None]) -> tuple[list[DrillReport], int]:
+               on_skipped: Callable[[TenantRecord, str], None]) -> DrillSweep:
     """`drill run --all`: ``run_one`` for each target in turn. One whose lock
     another run holds is skipped (``on_skipped``, with why: that run is the
     tenant's business, not a problem of the drills). One that could not run
     otherwise (a conflict, or refused for its own state: deprovisioned since the
     listing, say) goes to ``on_refused`` and is counted, and the others still
     run; a compression the tools lack would refuse every one: raised at once."""
-    reports, refused = [], 0
+    sweep = DrillSweep()
     for record, scope in targets:
         try:
-            reports.append(run_one(record, scope))
+            sweep.drills.append(run_one(record, scope))
         except CompressionUnsupported:
             raise
         except Locked as exc:
+            sweep.skipped.append(SkippedDrill(tenant_id=record.tenant_id, workspace=scope, reason=str(exc)))
             on_skipped(record, str(exc))
         except (Conflict, InvalidInput) as exc:
-            refused += 1
+            sweep.failed.append(RefusedDrill.of(record.tenant_id, exc).model_copy(update={"workspace": scope}))
             on_refused(exc)
-    return reports, refused
+    return sweep
 
 
 def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = None,
@@ -134,9 +161,12 @@ def drill(ctx: DrillContext, record: TenantRecord, *, backup_id: str | None = No
     (backup, restore, verify, cleanup) as it starts. ``compression``: the new
     backup's."""
     require_valid(record.tenant_id)
-    if target is Target.scratch and ctx.registry is not None and record.resources is not None:
+    if (backup_id is not None and ctx.registry is not None and record.resources is not None
+            and (target is Target.scratch or record.status is TenantStatus.deprovisioned)):
         # Refused, not a failed drill: another run (an in-place restore, a deprovision) may be changing
-        # what it would back up or read. In place takes the lock itself, which refuses the same way.
+        # what it would read, or a tombstone is being brought back; before the revive's own checks. A
+        # fresh backup refuses the same way itself (one registry read, not two); a live tenant's restore
+        # in place takes the lock, which refuses too.
         refuse_held_elsewhere(ctx.registry.require(record.tenant_id))
     started = utcnow()
     step = partial(phase, on_event, record.tenant_id)

@@ -30,7 +30,7 @@ from tenantctl.operations.apply_guard import FailureBudget
 from tenantctl.operations.apply_results import Action, CellResult, after_refresh
 from tenantctl.operations.cell import refuse_overcommit, stack_file_state
 from tenantctl.operations.refresh import removal_failures, revoke_cell_rules
-from tenantctl.registry_cells import AppliedBudget, CellBusy, applied_budget_of
+from tenantctl.registry_cells import AppliedBudget, CellBusy, applied_budget_of, up_failed_of
 from tenantctl.workspace import Workspace
 
 _WHY = {"never": "not applied yet", "partly": "partly applied: an up stopped half way",
@@ -70,11 +70,14 @@ def _planned(ws: Workspace, spec: CellSpec, item: dict[str, Any] | None) -> Cell
     if state == "as committed" and applied is not None and applied.platform != spec.platform_connections:
         reasons.append(f"platform_connections {applied.platform} → {spec.platform_connections}: its connection "
                        "budget, recorded")
+    failed = None if new else up_failed_of(item)
+    if failed is not None:  # its stack may record drifted values: an up against its live state, as a repair
+        reasons.append(f"repair pending: its last up {failed}")
     if not reasons:
         return CellResult(cell=spec.name, action=Action.unchanged)
-    result = CellResult(cell=spec.name, action=Action.create if new else Action.update,
-                        reason="; ".join(reasons), warnings=warnings)
-    result._up = state != "as committed"
+    action = Action.create if new else Action.repair if failed is not None else Action.update
+    result = CellResult(cell=spec.name, action=action, reason="; ".join(reasons), warnings=warnings)
+    result._up = state != "as committed" or failed is not None
     return result
 
 

@@ -24,6 +24,7 @@ from tenantctl.models import CellSpec, DedicatedSpec, Tier, describe_validation_
 from tenantctl.naming import DEFAULT_CELL, PLATFORM_STACK, cell_name_problem, new_cell_name_problem, resource_name
 from tenantctl.operations import os_metrics
 from tenantctl.operations.deletion_protection import snapshot_exists
+from tenantctl.operations.refresh import pending_cell_repair
 from tenantctl.registry_cells import AppliedBudget, applied_budget_of, applied_of
 from tenantctl.stackconfig import read_cell, stack_file, write_cell
 from tenantctl.workspace import Workspace, same_account_region
@@ -48,6 +49,7 @@ class CellInfo(BaseModel):
     # "never" (not deployed), "partly" (not deployed, some resources made: an up stopped half way, or
     # running now), "unknown" (applied before tenantctl recorded what from)
     applied: str = "unknown"
+    repair_pending: str | None = None  # its last up failed after its first change (`refresh` says so too)
     pooled: int | None = None  # tenants holding a slot (None: the cell has no counter yet)
     dedicated: int | None = None
     bucket: str | None = None
@@ -93,7 +95,7 @@ def _info(ws: Workspace, spec: CellSpec, outputs: dict[str, Any], item: dict[str
         tiers=spec.tiers, max_pooled_tenants=spec.max_pooled_tenants, db_connection_limit=spec.db_connection_limit,
         vpc_cidr=spec.vpc_cidr, allow_overcommit=spec.allow_overcommit,
         draining=spec.draining or draining, deployed=bool(outputs.get("bucket")),
-        applied=stack_file_state(ws, spec, item),
+        applied=stack_file_state(ws, spec, item), repair_pending=pending_cell_repair(item),
         pooled=None if placed is None else placed.get(Tier.pooled.value, 0),
         dedicated=None if placed is None else placed.get(Tier.dedicated.value, 0),
         bucket=outputs.get("bucket"), database=outputs.get("db_name"), waker_role_arn=outputs.get("waker_role_arn"),

@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -32,7 +33,7 @@ from tenantctl.models import TenantRecord
 from tenantctl.naming import cell_stack
 from tenantctl.operations.selection import in_defined_cells, select
 from tenantctl.registry import describe_lock, provision_failed
-from tenantctl.registry_cells import lease_of
+from tenantctl.registry_cells import lease_of, up_failed_of
 from tenantctl.timestamps import utc_minute
 from tenantctl.workspace import Workspace
 
@@ -307,6 +308,15 @@ def pending_repair(record: TenantRecord) -> str | None:
             "--refresh`)")
 
 
+def pending_cell_repair(item: dict[str, Any] | None) -> str | None:
+    """``pending_repair`` of a cell, from its counter ``item``: its last up failed after its first change."""
+    failed = up_failed_of(item)
+    if failed is None:
+        return None
+    return (f"last up {failed}; its resources may differ from its stack until one succeeds: `tenantctl apply "
+            "--refresh` (or `tenantctl apply`) repairs it")
+
+
 def refresh_tenant(ws: Workspace, record: TenantRecord, tagged: list[inventory.Tagged]) -> TenantDrift:
     started = time.monotonic()
     result = TenantDrift(tenant_id=record.tenant_id, held=move_hold(record))
@@ -392,6 +402,7 @@ def refresh_cells(ws: Workspace, names: Iterable[str],
         started = time.monotonic()
         result = CellDrift(cell=name)
         held = lease_of(items[name])
+        result.pending = None if held is not None else pending_cell_repair(items[name])
         if held is not None:
             result.note = f"{SKIPPED}being applied by a {held.operation} (owner {held.owner}, host {held.host})"
         elif not ws.cell_outputs(name):

@@ -36,7 +36,7 @@ from tenantctl.drills.backup import backup, key_id, key_state, key_tags
 from tenantctl.drills.context import DrillContext
 from tenantctl.drills.models import BackupIndex, BackupManifest, Check, RestoreResult, Target
 from tenantctl.drills.scope import workspace_view
-from tenantctl.errors import InvalidInput
+from tenantctl.errors import InvalidInput, Locked
 from tenantctl.models import TenantRecord, TenantSpec, TenantStatus, Tier, utcnow
 from tenantctl.naming import OwnerNames, require_valid, resource_name
 from tenantctl.operations.provision import activate, apply_spec
@@ -138,15 +138,15 @@ def set_aside_final_snapshot(rds: Any, tomb: TenantRecord, new_key_arn: str) -> 
 
 
 def _check_window(tomb: TenantRecord, now: datetime) -> None:
+    if tomb.lock is not None:  # another run's (a deprovision still running, another revive): a conflict first
+        from tenantctl.registry import describe_lock
+
+        raise Locked(describe_lock(tomb.tenant_id, tomb.lock))
     if tomb.retain_until is None or tomb.retain_until < now:
         raise InvalidInput(f"tenant {tomb.tenant_id!r} was deprovisioned and its retention window ended "
                            f"({tomb.retain_until or 'no retain_until'}): it cannot be restored in place")
     if tomb.resources is None:
         raise InvalidInput(f"tenant {tomb.tenant_id!r} has no resources on its tombstone: nothing to restore into")
-    if tomb.lock is not None:
-        from tenantctl.registry import describe_lock
-
-        raise InvalidInput(describe_lock(tomb.tenant_id, tomb.lock))
 
 
 def revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, index: BackupIndex,
