@@ -13,10 +13,13 @@ A new tenant goes to a cell that
    PostgreSQL (``max_pooled_tenants``).
 
 Candidates are tried least loaded first (one BatchGetItem of the cells'
-counters). The slot is taken with one conditional UpdateItem on the cell's
-counter item in the registry (fewer than the cap placed and not draining), so
-two provisions racing for a cell's last slot cannot both get it, and nothing is
-counted per tenant (no registry scan per provision). ``--cell`` forces a cell,
+counters). The slot is taken with one conditional update of the cell's counter
+item in the registry (fewer than the cap placed and not draining), so two
+provisions racing for a cell's last slot cannot both get it, and nothing is
+counted per tenant (no registry scan per provision). A new tenant's slot is
+taken in one transaction with its record's creation
+(``RegistryWriter.acquire_new``): a run killed on either side of it leaves both
+or neither, never a slot counted for a tenant with no record. ``--cell`` forces a cell,
 which must still satisfy 1-4.
 
 When no cell can take the tenant, the provision is refused before anything
@@ -40,6 +43,7 @@ from tenant_runtime.registry import item_to_counts
 from tenantctl import preflight
 from tenantctl.errors import InvalidInput, QuotaExceeded, TargetUnavailable
 from tenantctl.models import CellSpec, TenantRecord, TenantSpec, TenantStatus, Tier
+from tenantctl.registry import PROVISION
 from tenantctl.registry_cells import applied_budget_of, applied_of
 
 if TYPE_CHECKING:
@@ -51,6 +55,7 @@ class Placement(BaseModel):
     cell: str
     account_id: str | None = None  # None: the registry's own account
     reserved: bool = False  # this placement took a slot: give it back if the provision creates nothing
+    record: TenantRecord | None = None  # a new tenant's record, created with its slot and locked for the provision
 
     def release(self, registry: RegistryWriter, tier: Tier) -> None:
         if self.reserved:
@@ -154,8 +159,10 @@ def _forced(cells: dict[str, CellSpec], spec: TenantSpec) -> CellSpec:
     return forced
 
 def place(ws: Workspace, spec: TenantSpec, record: TenantRecord | None) -> tuple[TenantSpec, Placement]:
-    """The cell ``spec`` goes to (its slot taken for a new tenant) and ``spec``
-    with that cell set. Raises InvalidInput (exit 3) for a request no cell could
+    """The cell ``spec`` goes to and ``spec`` with that cell set; a new
+    tenant's record is created there, locked for its provision, with its slot
+    (the placement's ``record``; Conflict, exit 5, when a racing run created
+    it first). Raises InvalidInput (exit 3) for a request no cell could
     ever satisfy, QuotaExceeded (exit 11) when the region's cells are full."""
     if record is not None:
         return _existing(ws, spec, record)
@@ -182,10 +189,10 @@ def place(ws: Workspace, spec: TenantSpec, record: TenantRecord | None) -> tuple
         if walls:
             refusals.append(f"cell {cell.name}: " + "; ".join(w.explain() for w in walls))
             continue
-        reserved, cell, note = _reserve(ws, cell, spec.tier)
-        if reserved:
-            placed = spec.model_copy(update={"cell": cell.name})
-            return placed, Placement(cell=cell.name, account_id=cell.account_id, reserved=True)
+        placed = spec.model_copy(update={"cell": cell.name})
+        acquired, cell, note = _reserve(ws, cell, placed)
+        if acquired is not None:
+            return placed, Placement(cell=cell.name, account_id=cell.account_id, reserved=True, record=acquired)
         refusals.append(f"cell {cell.name}: {full_reason(registry, cell, spec.tier)}" + (f"; {note}" if note else ""))
     raise refused(spec, refusals)
 
@@ -233,20 +240,24 @@ def choose(ws: Workspace, spec: TenantSpec, record: TenantRecord | None,
     return spec.model_copy(update={"cell": best.name})
 
 
-def _reserve(ws: Workspace, cell: CellSpec, tier: Tier) -> tuple[bool, CellSpec, str | None]:
-    """Take a ``tier`` slot of ``cell``: whether it was taken, with the cell as
-    counted and why its cap is lower than its file's (for a refusal to name). A
-    pooled one by its file's cap in one conditional write while the cell was
-    applied at that connection cap or more (no raise: nothing more to read); else
-    by the cap ``within_budget`` allows (the counter read, and the live database
-    when the file raises the cap)."""
-    if tier is not Tier.pooled:
-        return ws.registry.reserve_slot(cell.name, tier, None), cell, None
-    if ws.registry.reserve_slot(cell.name, tier, cell.max_pooled_tenants,
-                                None if cell.allow_overcommit else cell.connection_cap):
-        return True, cell, None
-    allowed, note = _slots_of(ws, cell, tier)
-    return ws.registry.reserve_slot(cell.name, tier, allowed.max_pooled_tenants), allowed, note
+def _reserve(ws: Workspace, cell: CellSpec, spec: TenantSpec) -> tuple[TenantRecord | None, CellSpec, str | None]:
+    """Create new tenant ``spec``'s record taking its slot of ``cell``
+    (``spec.cell``): the record (None: no slot), with the cell as counted and
+    why its cap is lower than its file's (for a refusal to name). A pooled slot
+    by its file's cap in one transaction while the cell was applied at that
+    connection cap or more (no raise: nothing more to read); else by the cap
+    ``within_budget`` allows (the counter read, and the live database when the
+    file raises the cap)."""
+    def take(cap: int | None, applied_at_least: int | None = None) -> TenantRecord | None:
+        return ws.registry.acquire_new(spec, PROVISION, cell.account_id, cap, applied_at_least)
+
+    if spec.tier is not Tier.pooled:
+        return take(None), cell, None
+    record = take(cell.max_pooled_tenants, None if cell.allow_overcommit else cell.connection_cap)
+    if record is not None:
+        return record, cell, None
+    allowed, note = _slots_of(ws, cell, spec.tier)
+    return take(allowed.max_pooled_tenants), allowed, note
 
 
 def _slots_of(ws: Workspace, cell: CellSpec, tier: Tier) -> tuple[CellSpec, str | None]:

@@ -421,14 +421,19 @@ class RegistryWriter(CellItems):
     @contextmanager
     def hold(self, tenant_id: str, operation: str, *, status: TenantStatus | None = None,
              spec: TenantSpec | None = None, account_id: str | None = None,
-             read: tuple[TenantRecord | None] | None = None) -> Iterator[Held]:
+             read: tuple[TenantRecord | None] | None = None,
+             acquired: TenantRecord | None = None) -> Iterator[Held]:
         """Lock the tenant for one run of ``operation`` (with ``spec``: reserve it
-        for a provision in ``spec.cell``, see ``acquire``). A block that raises, Ctrl-C included,
+        for a provision in ``spec.cell``, see ``acquire``; ``acquired``: the
+        record ``acquire_new`` reserved, locked already). A block that raises, Ctrl-C included,
         releases the lock with the failure in ``last_error`` (a provision's also
         sets ``provision_failed``, unless its error changed nothing); one that returns
         without a final write (``mark_active``, ``mark_deprovisioned``) releases it."""
-        record = (self.acquire(spec, operation, account_id, read) if spec is not None
-                  else self.lock_for(tenant_id, operation, status))
+        if acquired is not None:
+            record = acquired
+        else:
+            record = (self.acquire(spec, operation, account_id, read) if spec is not None
+                      else self.lock_for(tenant_id, operation, status))
         held = Held(record)
         try:
             yield held
@@ -455,20 +460,26 @@ class RegistryWriter(CellItems):
             raise TargetUnavailable(f"cannot reserve tenant {spec.id!r} in the registry, nothing was created: "
                                     f"{exc}") from None
 
+    def acquire_new(self, spec: TenantSpec, operation: str, account_id: str | None, cap: int | None,
+                    applied_at_least: int | None = None) -> TenantRecord | None:
+        """Reserve a new tenant (its record created, status provisioning, as
+        ``acquire``) and take its ``spec.tier`` slot of ``spec.cell`` (as
+        ``reserve_slot``) in one transaction, so a run killed before it leaves
+        neither and one killed after it a record holding its slot. None: the
+        cell refused the slot, nothing written; Conflict when the record exists;
+        RegistryUnreachable as every write (the caller says nothing was created)."""
+        return self.put_taking_slot(self._new_record(spec, operation, account_id), None, spec.cell or DEFAULT_CELL,
+                                    spec.tier, cap, applied_at_least,
+                                    conflict=f"tenant {spec.id!r} is being provisioned by another run")
+
     def _acquire(self, spec: TenantSpec, operation: str, account_id: str | None,
                  read: tuple[TenantRecord | None] | None) -> TenantRecord:
         # A record the caller just read saves a read: every write below is
         # conditional on it (absent, or at its version), so a stale one is refused.
         existing = read[0] if read is not None else self.get(spec.id)
-        lock = new_lock(operation)
         if existing is None:
-            record = TenantRecord(
-                tenant_id=spec.id, tier=spec.tier, status=TenantStatus.provisioning,
-                region=spec.region, cell=spec.cell or DEFAULT_CELL, account_id=account_id, owner=spec.owner,
-                lock=lock,
-            )
             try:
-                return self._put(record, None)
+                return self._put(self._new_record(spec, operation, account_id), None)
             except Conflict:
                 raise Conflict(f"tenant {spec.id!r} is being provisioned by another run") from None
         if existing.lock is not None:
@@ -476,8 +487,15 @@ class RegistryWriter(CellItems):
         refused = refusal(existing, spec)
         if refused is not None:
             raise refused
-        updated = existing.model_copy(update={"lock": lock, "last_error": None})  # owner: once applied
+        updated = existing.model_copy(update={"lock": new_lock(operation), "last_error": None})  # owner: once applied
         return self._put(updated, existing.version)
+
+    @staticmethod
+    def _new_record(spec: TenantSpec, operation: str, account_id: str | None) -> TenantRecord:
+        """A new tenant's first record: provisioning, locked for ``operation``."""
+        return TenantRecord(tenant_id=spec.id, tier=spec.tier, status=TenantStatus.provisioning, region=spec.region,
+                            cell=spec.cell or DEFAULT_CELL, account_id=account_id, owner=spec.owner,
+                            lock=new_lock(operation))
 
     def lock_for(self, tenant_id: str, operation: str, status: TenantStatus | None = None) -> TenantRecord:
         """Lock an existing tenant (deprovision, drills), optionally moving its status."""

@@ -199,28 +199,42 @@ class CellItems:
                          **changes: Any) -> TenantRecord | None:
         """``save`` of a record this run holds and one ``tier`` slot of ``cell``
         taken (as ``reserve_slot``: fewer than ``cap``, not draining) in one
-        transaction: a run killed on either side of it leaves both or neither,
-        so no slot is counted for a write that never happened. None: the cell
-        refused the slot (full or draining), nothing written."""
-        self._init_counter(cell)
-        new, put = self._put_request(record.model_copy(update=changes), record.version)
-        try:
-            self.client.transact_write_items(TransactItems=[
-                {"Update": {"TableName": self.table, **slot_update(cell, tier, cap)}},
-                {"Put": {"TableName": self.table, **put}}])
-        except ClientError as exc:
-            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
-            if exc.response["Error"]["Code"] != "TransactionCanceledException" or not reasons:
-                raise RegistryUnreachable(f"registry table {self.table!r} unusable (transact_write_items): "
+        transaction (``put_taking_slot``). None: the cell refused the slot
+        (full or draining), nothing written."""
+        return self.put_taking_slot(record.model_copy(update=changes), record.version, cell, tier, cap,
+                                    conflict=f"tenant {record.tenant_id!r} changed in the registry while this "
+                                             "run held it; re-run")
+
+    def put_taking_slot(self, record: TenantRecord, expected_version: int | None, cell: str, tier: Tier,
+                        cap: int | None, applied_at_least: int | None = None, *,
+                        conflict: str) -> TenantRecord | None:
+        """Write ``record`` (conditional on ``expected_version``; None: on no
+        record yet) and take one ``tier`` slot of ``cell`` (``slot_update``) in
+        one TransactWriteItems: a run killed on either side of it leaves both or
+        neither, so no slot is counted for a record never written. None: the
+        cell refused the slot (full, draining or below ``applied_at_least``),
+        nothing written; Conflict (``conflict``) when the record's condition failed."""
+        new, put = self._put_request(record, expected_version)
+        for attempt in range(2):
+            try:
+                self.client.transact_write_items(TransactItems=[
+                    {"Update": {"TableName": self.table, **slot_update(cell, tier, cap, applied_at_least)}},
+                    {"Put": {"TableName": self.table, **put}}])
+                return new
+            except ClientError as exc:
+                reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+                if exc.response["Error"]["Code"] != "TransactionCanceledException" or not reasons:
+                    raise RegistryUnreachable(f"registry table {self.table!r} unusable (transact_write_items): "
+                                              f"{exc}") from None
+                if reasons[1:2] == ["ConditionalCheckFailed"]:
+                    raise Conflict(conflict) from None
+                # The slot refused: no counter yet, or full, or draining (as ``reserve_slot`` tells them apart).
+                if not self._init_counter(cell) and attempt:
+                    return None
+            except BotoCoreError as exc:
+                raise RegistryUnreachable(f"registry table {self.table!r} unreachable (transact_write_items): "
                                           f"{exc}") from None
-            if reasons[1:2] == ["ConditionalCheckFailed"]:
-                raise Conflict(f"tenant {record.tenant_id!r} changed in the registry while this run held it; "
-                               "re-run") from None
-            return None
-        except BotoCoreError as exc:
-            raise RegistryUnreachable(f"registry table {self.table!r} unreachable (transact_write_items): "
-                                      f"{exc}") from None
-        return new
+        return None
 
     def release_slot(self, cell: str, tier: Tier) -> None:
         """Give back a slot (deprovisioned, or a reservation nothing came of). Never below 0."""

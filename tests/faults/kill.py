@@ -7,6 +7,8 @@
   before the state records it: the resource exists, the state holds only the
   intent, which the adoption by name / ``tenantctl:urn`` tag must handle).
 - ``TENANTCTL_FAULT_AFTER=<step>``: at a named registry step, one of ``STEPS``:
+  ``provision:reserving`` (placement chose the cell, the tenant's registry
+  reservation is about to be written: a new tenant's with its cell's slot),
   ``provision:reserved`` (the registry reservation is written, nothing else),
   ``provision:applied`` (every resource exists, the record is not yet active),
   ``deprovision:marked`` (record locked and ``deprovisioning``, nothing removed),
@@ -35,7 +37,8 @@ FAULT_AFTER_ENV = "TENANTCTL_FAULT_AFTER"
 FAULT_POINT_ENV = "TENANTCTL_FAULT_POINT"
 FAULT_EXIT_CODE = 86
 POINTS = ("recorded", "unrecorded")
-STEPS = ("provision:reserved", "provision:applied", "deprovision:marked", "deprovision:destroyed",
+STEPS = ("provision:reserving", "provision:reserved", "provision:applied",
+         "deprovision:marked", "deprovision:destroyed",
          "move:locked", "move:preparing", "move:copying", "move:freezing", "move:switched", "move:rolling_back",
          "move:cleared",
          "workspace:backed-up", "cell-remove:os-metrics",

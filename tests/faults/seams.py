@@ -10,7 +10,8 @@ package keeps anyway, so the shipped code holds no hook at all.
   stack's state (or, ending a destroy, its removal) records every call on
   that stack since its last save (each counts). A save with no call before it
   records nothing.
-- registry steps: ``RegistryWriter.acquire`` returned (``provision:reserved``),
+- registry steps: ``RegistryWriter.acquire`` or ``acquire_new`` about to run
+  (``provision:reserving``) and returned a record (``provision:reserved``),
   ``mark_active`` about to run (``provision:applied``), ``lock_for`` returned
   with status ``deprovisioning`` (``deprovision:marked``) or for a move
   (``move:locked``), ``mark_deprovisioned``
@@ -127,7 +128,7 @@ def _arm_steps(faults: Faults, patches: _Patches) -> None:
             if before and (reached := before(bound)):
                 faults.reached(reached)
             result = method(*args, **kwargs)
-            if after and (reached := after(bound)):
+            if after and result is not None and (reached := after(bound)):  # None: nothing written
                 faults.reached(reached)
             return result
 
@@ -138,7 +139,8 @@ def _arm_steps(faults: Faults, patches: _Patches) -> None:
             return "move:locked"
         return "deprovision:marked" if bound.arguments.get("status") == TenantStatus.deprovisioning else None
 
-    around("acquire", after=lambda _: "provision:reserved")
+    for name in ("acquire", "acquire_new"):  # acquire_new: a new tenant's record, with its cell's slot
+        around(name, before=lambda _: "provision:reserving", after=lambda _: "provision:reserved")
     around("mark_active", before=lambda _: "provision:applied")
     around("lock_for", after=marked)
     around("mark_deprovisioned", before=lambda _: "deprovision:destroyed")

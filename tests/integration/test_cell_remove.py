@@ -125,7 +125,7 @@ def test_a_cell_is_removed_only_once_nothing_of_any_tenant_is_left_in_it(cli, sa
     tomb = registry.require("rmv-gone")
     registry.save(tomb, retain_until=tomb.retain_until.replace(year=2000))
 
-    # A slot the counter holds that no record does: a provision placing a tenant now, or a stale count.
+    # A slot the counter holds that no record does: a restore under way, or a stale count.
     table = platform_outputs(sandbox)["registry_table"]
     aws(sandbox, "dynamodb").update_item(TableName=table, Key=counter_key(CELL), UpdateExpression="ADD pooled :one",
                                          ExpressionAttributeValues={":one": {"N": "1"}})

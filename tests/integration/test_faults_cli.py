@@ -138,6 +138,34 @@ def test_provision_killed_at_every_step_converges(cli: Cli, sandbox, step: tuple
     assert_gone(cli, sandbox, tenant_id)
 
 
+def slot_drift(workspace, cell: str = "default") -> dict[str, int]:
+    """The cell's counter minus a recount of its records, per tier (no counter yet: none, the first slot
+    taken makes it from a recount)."""
+    recount = workspace.registry.recount(cell)
+    counted = workspace.registry.cell_counts([cell])[cell]
+    return {tier: (counted[0].get(tier, 0) - n if counted else 0) for tier, n in recount.items()}
+
+
+def test_a_provision_killed_around_its_reservation_counts_a_slot_only_with_its_record(cli: Cli, sandbox, workspace):
+    """A new tenant's slot is taken in one transaction with its record: killed just before it, neither
+    exists; just after it, the record holds the slot; either way the cell's counter agrees with a
+    recount of its records as before the run, and the re-run converges."""
+    tenant_id = f"ft-slot{RUN}"
+    drift = slot_drift(workspace)
+    kill_at(cli, ("provision:reserving", "recorded"), "provision", tenant_id)
+    assert registry_record(sandbox, tenant_id) is None
+    assert slot_drift(workspace) == drift
+    killed = kill_at(cli, ("provision:reserved", "recorded"), "provision", tenant_id)
+    assert registry_record(sandbox, tenant_id)["status"] == "provisioning"
+    assert slot_drift(workspace) == drift
+    rerun_clearing_the_dead_lock(cli, tenant_id, killed.pid, "provision", tenant_id, by_unlock=False)
+    assert_converged(cli, sandbox, tenant_id)
+    assert slot_drift(workspace) == drift
+    gone = cli("deprovision", tenant_id, "--yes", "--no-final-backup")
+    assert gone.returncode == 0, gone
+    assert slot_drift(workspace) == drift
+
+
 @pytest.mark.parametrize("step", DEPROVISION_STEPS, ids=[step_id(s) for s in DEPROVISION_STEPS])
 def test_deprovision_killed_at_every_step_converges(cli: Cli, sandbox, step: tuple[str, str]):
     tenant_id = f"ft-d{RUN}-{step_id(step).replace(':', '-').replace('deprovision-', '')}"

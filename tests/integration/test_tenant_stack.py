@@ -51,8 +51,8 @@ def moved(workspace, stacks):
     file holds its spec, and nothing of generation 0 exists."""
     ws = workspace
     ws.ensure_platform()
-    spec, _ = place(ws, TenantSpec(id=TENANT), None)  # the slot deprovision gives back
-    with ws.registry.hold(TENANT, "provision", spec=spec) as held:
+    spec, placed = place(ws, TenantSpec(id=TENANT), None)  # its record, with the slot deprovision gives back
+    with ws.registry.hold(TENANT, "provision", spec=spec, acquired=placed.record) as held:
         held.record = ws.registry.save(held.record, stack=STACK)
         applied = apply_spec(ws, spec, stack=STACK)
         held.record = activate(ws, held.record, spec, applied)

@@ -508,3 +508,26 @@ def test_a_moves_record_and_its_target_slot_are_written_together_or_not_at_all(r
     saved = registry.save_taking_slot(record, "eu1", Tier.pooled, 2, move=move)
     assert saved is not None and saved.move == move and registry.require("t1") == saved
     assert registry.cell_counts(["eu1"])["eu1"][0]["pooled"] == 2
+
+
+def test_a_new_tenants_record_and_its_slot_are_written_together_or_not_at_all(registry: RegistryWriter):
+    """``acquire_new``: a full or draining cell writes neither the record nor the counter (None); a
+    record there already neither (Conflict); otherwise both, in one transaction (the counter made first
+    from a recount when the cell has none)."""
+    spec = TenantSpec(id="t1", cell="eu1")
+    assert registry.reserve_slot("eu1", Tier.pooled, cap=1)
+    assert registry.acquire_new(spec, "provision", None, cap=1) is None  # full
+    assert registry.get("t1") is None and registry.cell_counts(["eu1"])["eu1"][0]["pooled"] == 1
+    registry.set_draining("eu1", True)
+    assert registry.acquire_new(spec, "provision", None, cap=2) is None  # draining
+    registry.set_draining("eu1", False)
+    put_record(registry, "t2", cell="eu1")
+    with pytest.raises(Conflict, match="being provisioned by another run"):
+        registry.acquire_new(TenantSpec(id="t2", cell="eu1"), "provision", None, cap=2)
+    assert registry.cell_counts(["eu1"])["eu1"][0]["pooled"] == 1
+    made = registry.acquire_new(spec, "provision", "111111111111", cap=2)
+    assert made is not None and made.status is TenantStatus.provisioning and made.lock is not None
+    assert registry.get("t1") == made and made.account_id == "111111111111"
+    assert registry.cell_counts(["eu1"])["eu1"][0]["pooled"] == 2
+    fresh = registry.acquire_new(TenantSpec(id="t3", cell="eu2"), "provision", None, cap=None)  # no counter yet
+    assert fresh is not None and registry.cell_counts(["eu2"])["eu2"][0] == registry.recount("eu2")

@@ -245,7 +245,7 @@ def provision_then_deprovision(writer: Any) -> None:
 
 
 ACTIVE = ["provisioning", "active", "active", "active"]
-WRITTEN_AT = {"provision:reserved": ["provisioning"], "provision:applied": ["provisioning"],
+WRITTEN_AT = {"provision:reserving": [], "provision:reserved": ["provisioning"], "provision:applied": ["provisioning"],
               "deprovision:marked": ACTIVE + ["deprovisioning"], "deprovision:destroyed": ACTIVE + ["deprovisioning"]}
 
 

@@ -17,8 +17,10 @@ handover applies that cell, and must change nothing else there).
 Under the cell's lease (CI's `apply` and `cell add` wait or refuse meanwhile):
 1. its counter's draining flag is set, so no placement reserves a slot there;
 2. what keeps it is looked for: every record (a full scan), the objects of
-   tombstones in their window, and the counter's counts (a placement that
-   reserved a slot before the flag but has not written its record yet);
+   tombstones in their window, and the counter's counts (a slot no record
+   holds: a tombstone being restored, which takes its slot before its record
+   comes back, or a run killed before giving a slot back; a provision takes
+   its slot with its record, in one transaction);
 3. what goes is listed and confirmed (`--yes`, or asked on a terminal);
 4. the stack file is written ``retiring`` and applied: the shared database's
    deletion protection lifted and both buckets set to go with what they hold
@@ -127,16 +129,18 @@ def _versions(page: dict[str, Any]) -> int:
 
 
 def _counted_without_record(registry: RegistryWriter, name: str, found: list[CellHold]) -> CellHold | None:
-    """The counter counts more tenants than the records hold: a placement that
-    reserved its slot and has not written its record yet, or a stale count."""
+    """The counter counts more tenants than the records hold: a tombstone
+    being restored (its slot taken before its record comes back), or a stale
+    count (a provision takes its slot with its record, in one transaction)."""
     counts = (registry.cell_counts([name]).get(name) or ({}, False))[0]
     counted = sum(counts.get(t.value, 0) for t in Tier)
     live = sum(1 for h in found if h.kind == "placed")
     if counted <= live:
         return None
     return CellHold(tenant_id="(counter)", kind="counted", why=(
-        f"its counter holds {counted} slot(s), its records {live}: a provision may be placing a tenant here "
-        f"now; if none is, the count is stale: `tenantctl cell show {name} --recount` corrects it"))
+        f"its counter holds {counted} slot(s), its records {live}: a deprovisioned tenant may be being restored "
+        f"here now; if none is, the count is stale (a run killed before giving a slot back): "
+        f"`tenantctl cell show {name} --recount` corrects it"))
 
 
 def _by_reason(found: list[CellHold]) -> list[str]:

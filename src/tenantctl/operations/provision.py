@@ -172,53 +172,47 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
         refused = refusal(current, spec, locks=False)
         if refused is not None:
             raise refused
-        # The cell, its account walls and a slot: refused (exit 11) before anything exists.
+        stack = stack_of(spec.id, current)
+        path = stack_file(ws.stacks_dir, stack)
+        committed = path.read_text() if path.exists() else None
+        # The cell, its account walls and a slot: refused (exit 11) before anything exists. A new
+        # tenant's record is created with its slot, in one transaction: nothing else between them.
         spec, placement = place(ws, spec, current)
     except RegistryUnreachable as exc:
         raise unreserved(spec.id, exc) from None
-    stack = stack_of(spec.id, current)
-    path = stack_file(ws.stacks_dir, stack)
-    committed = path.read_text() if path.exists() else None
-    reserved = False
     phase(on_event, spec.id, "reserving the tenant in the registry")
-    try:
-        with registry.hold(spec.id, PROVISION, spec=spec, account_id=placement.account_id,
-                           read=(current,)) as held:
-            reserved = True
-            if held.record.hibernation is not None:  # the up's schema steps and the posture check need its database
-                from tenantctl.operations.hibernate import wake_held
+    with registry.hold(spec.id, PROVISION, spec=spec, account_id=placement.account_id,
+                       read=(current,), acquired=placement.record) as held:
+        if held.record.hibernation is not None:  # the up's schema steps and the posture check need its database
+            from tenantctl.operations.hibernate import wake_held
 
-                wake_held(ws, held, on_event)
-            repair = held.record.resources is not None if refresh is None else refresh
-            # Tagged before the up: what this run creates can never look like an orphan.
-            clients = ws.cell_clients(spec.cell)  # the tenant's resources live in its cell's account
-            tagged = inventory.scan(clients, [spec.region], tenant=spec.id) if repair else []
-            try:
-                phase(on_event, spec.id, f"applying {path.name}")
-                applied = apply_spec(ws, spec, on_event, refresh=repair, stack=stack)
-            except (PolicyRefused, NotConfirmed) as refused:
-                if refused.changed_nothing:
-                    # The engine's gate (or the operator) refused before its first change: put back what
-                    # this run wrote.
-                    _restore(path, committed)
-                    if registry.withdraw(held.record):
-                        _give_back(registry, placement, spec)
-                # Refused during the up (CrossGuard): resources may exist, the record, file and slot stay.
-                raise
-            # A store that may hold items (a new tenant's holds none) whose schema template the up
-            # re-ran: one of the earlier index layout lost its postings there. Recorded at once, so
-            # that a run failing from here on still leaves the rebuild owed.
-            if current is not None and current.resources is not None and any(
-                    c.ran_schema_template for c in applied.result.changes.changes):
-                held.record = registry.save(held.record, search_rebuild_due=True)
-            orphans = remove_orphans(ws, held.record, applied.result.changes, tagged) if repair else []
-            status = "suspended" if spec.suspended else "active"
-            phase(on_event, spec.id, f"recording the tenant {status}, checking its isolation posture")
-            held.record = activate(ws, held.record, spec, applied)
-    except BaseException:
-        if not reserved:  # refused by the registry (locked, tombstoned, unreachable): nothing was created
-            _give_back(registry, placement, spec)
-        raise
+            wake_held(ws, held, on_event)
+        repair = held.record.resources is not None if refresh is None else refresh
+        # Tagged before the up: what this run creates can never look like an orphan.
+        clients = ws.cell_clients(spec.cell)  # the tenant's resources live in its cell's account
+        tagged = inventory.scan(clients, [spec.region], tenant=spec.id) if repair else []
+        try:
+            phase(on_event, spec.id, f"applying {path.name}")
+            applied = apply_spec(ws, spec, on_event, refresh=repair, stack=stack)
+        except (PolicyRefused, NotConfirmed) as refused:
+            if refused.changed_nothing:
+                # The engine's gate (or the operator) refused before its first change: put back what
+                # this run wrote.
+                _restore(path, committed)
+                if registry.withdraw(held.record):
+                    _give_back(registry, placement, spec)
+            # Refused during the up (CrossGuard): resources may exist, the record, file and slot stay.
+            raise
+        # A store that may hold items (a new tenant's holds none) whose schema template the up
+        # re-ran: one of the earlier index layout lost its postings there. Recorded at once, so
+        # that a run failing from here on still leaves the rebuild owed.
+        if current is not None and current.resources is not None and any(
+                c.ran_schema_template for c in applied.result.changes.changes):
+            held.record = registry.save(held.record, search_rebuild_due=True)
+        orphans = remove_orphans(ws, held.record, applied.result.changes, tagged) if repair else []
+        status = "suspended" if spec.suspended else "active"
+        phase(on_event, spec.id, f"recording the tenant {status}, checking its isolation posture")
+        held.record = activate(ws, held.record, spec, applied)
     if held.record.search_rebuild_due:  # this up's, or one a failure or a suspension put off
         from tenantctl.operations.reindex import rebuild_unindexed, rebuilding
 
