@@ -21,7 +21,14 @@ from tenantctl.cell_database import ConnectionBudget, connection_budget
 from tenantctl.engines.base import EventSink, UpResult
 from tenantctl.errors import InvalidInput, UsageError
 from tenantctl.models import CellSpec, DedicatedSpec, Tier, describe_validation_error
-from tenantctl.naming import DEFAULT_CELL, PLATFORM_STACK, cell_name_problem, new_cell_name_problem, resource_name
+from tenantctl.naming import (
+    DEFAULT_CELL,
+    PLATFORM_STACK,
+    cell_name_problem,
+    new_cell_name_problem,
+    partition_of,
+    resource_name,
+)
 from tenantctl.operations import os_metrics
 from tenantctl.operations.deletion_protection import snapshot_exists
 from tenantctl.operations.refresh import pending_cell_repair
@@ -194,7 +201,21 @@ def add(ws: Workspace, name: str, options: dict[str, Any], on_event: EventSink |
         info.warnings.append(f"cell {name!r}: its vpc_cidr {info.vpc_cidr} overlaps the VPC of cell(s) "
                              f"{', '.join(overlapping)} of its account and region: they cannot be peered or joined "
                              "by a transit gateway later (without --vpc-cidr a range of its own is picked)")
+    if new:
+        info.warnings += _other_partition(ws.cell(name))
     return info, result
+
+
+def _other_partition(spec: CellSpec) -> list[str]:
+    """A cell in another partition than the runtime its tenant roles trust: IAM does not
+    cross partitions on AWS (moto lets it), so those roles could never be assumed."""
+    runtime = spec.runtime_principal_arn
+    partition = partition_of(spec.region)
+    if runtime is None or runtime.split(":")[1] == partition:
+        return []
+    return [f"cell {spec.name!r} is in partition {partition} ({spec.region}) and its tenant roles trust the runtime "
+            f"{runtime}: on AWS no role is assumed across partitions, so its tenants could not be served; a fleet "
+            f"in {partition} needs a platform (home cell) of its own there"]
 
 
 def _refuse_added_overcommit(ws: Workspace, wanted: CellSpec) -> list[str]:
