@@ -211,6 +211,10 @@ class TenantRecord(BaseModel):
     # succeeded (posture checks that could not run from where it ran).
     provision_failed: bool = False
     hibernation: Hibernation | None = None
+    # A tombstone whose in-place restore (a revive) took its cell's slot, in one
+    # write with its lock: it counts in its cell until the revive brings it back
+    # or, failing, gives the slot back with this mark. Only ever on a tombstone.
+    reviving: bool = False
     move: TenantMove | None = None
     # The tenant's Pulumi stack; None: the one named by its id (key generation 0).
     stack: str | None = None

@@ -313,16 +313,6 @@ def _existing(ws: Workspace, spec: TenantSpec, record: TenantRecord) -> tuple[Te
     return placed, placement
 
 
-def take_slot(ws: Workspace, cell_name: str, tier: Tier, refused: str) -> Placement:
-    """A ``tier`` slot in cell ``cell_name`` for an existing tenant (its cell
-    never changes); QuotaExceeded (exit 11) starting with ``refused`` when the
-    cell is full or draining."""
-    cell, cap, note = _slot_cap(ws, cell_name, tier)
-    if cell.draining or not ws.registry.reserve_slot(cell.name, tier, cap):
-        raise _no_slot(ws, cell, tier, refused, note)
-    return Placement(cell=cell.name, account_id=cell.account_id, reserved=True)
-
-
 def slot_cap(ws: Workspace, cell_name: str, tier: Tier, refused: str) -> int | None:
     """The cap a ``tier`` slot of cell ``cell_name`` is taken under
     (``RegistryWriter.save_taking_slot``; None: uncapped), taking none;
@@ -350,7 +340,15 @@ def _no_slot(ws: Workspace, cell: CellSpec, tier: Tier, refused: str, note: str 
     return QuotaExceeded(f"{refused}: cell {cell.name!r} has no {tier.value} slot ({why})")
 
 
-def reserve_again(ws: Workspace, record: TenantRecord) -> Placement:
-    """A tombstone coming back (a revive) takes a slot in its old cell again:
-    its backups and data are there, in its region."""
-    return take_slot(ws, record.cell, record.tier, f"tenant {record.tenant_id!r} cannot come back into its cell")
+def lock_again(ws: Workspace, tomb: TenantRecord, operation: str) -> TenantRecord:
+    """A tombstone coming back (a revive) takes a slot in its old cell again
+    (its backups and data are there, in its region), with its lock in one
+    write (``RegistryWriter.lock_reviving``): the locked tombstone, holding
+    it. A full or draining cell is refused (QuotaExceeded, exit 11) before
+    anything is written; a tombstone a killed revive marked holds its slot already."""
+    refused = f"tenant {tomb.tenant_id!r} cannot come back into its cell"
+    cap = None if tomb.reviving else slot_cap(ws, tomb.cell, tomb.tier, refused)
+    locked = ws.registry.lock_reviving(tomb, operation, cap)
+    if locked is None:  # the last slot taken, or the cell drained, since it was read
+        raise slot_refused(ws, tomb.cell, tomb.tier, refused)
+    return locked

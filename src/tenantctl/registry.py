@@ -404,10 +404,12 @@ class RegistryWriter(CellItems):
         require_valid(record.tenant_id)  # nothing is ever written under an id the engine would refuse
         # A hibernation lasts no longer than the store it describes: whatever write leaves the record
         # without it (moved to pooled or another region, rolled back, tombstoned) drops the flag; so
-        # does a store's recorded search analyzer (tombstoned, a workspace removed).
+        # does a store's recorded search analyzer (tombstoned, a workspace removed). A revive's mark
+        # lasts no longer than the tombstone (brought back: its slot is its own).
         new = record.model_copy(update={"version": (expected_version or 0) + 1, "updated_at": utcnow(),
                                         "hibernation": record.store_hibernation,
-                                        "search_analyzers": record.live_search_analyzers})
+                                        "search_analyzers": record.live_search_analyzers,
+                                        "reviving": record.reviving and record.status is TenantStatus.deprovisioned})
         item = record_to_item(new)
         if expected_version is None:
             cond: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(tenant_id)"}
@@ -506,6 +508,30 @@ class RegistryWriter(CellItems):
         if status is not None:
             update["status"] = status
         return self._put(existing.model_copy(update=update), existing.version)
+
+    def lock_reviving(self, tomb: TenantRecord, operation: str, cap: int | None) -> TenantRecord | None:
+        """Lock tombstone ``tomb`` (as read) for its revive and take its tier's
+        slot of its cell (fewer than ``cap``, not draining), marked ``reviving``,
+        in one transaction: a run killed on either side of it leaves both or
+        neither, and the recount counts the slot with the mark. A tombstone
+        marked already (a killed revive's) holds its slot: only locked. None:
+        the cell refused the slot, nothing written."""
+        locked = tomb.model_copy(update={"lock": new_lock(operation), "reviving": True})
+        if tomb.reviving:
+            return self._put(locked, tomb.version)
+        return self.put_taking_slot(locked, tomb.version, tomb.cell, tomb.tier, cap,
+                                    conflict=f"tenant {tomb.tenant_id!r} changed in the registry since it was "
+                                             "read; re-run")
+
+    def give_back_revive_slot(self, tenant_id: str) -> None:
+        """A revive that leaves the tenant a tombstone (failed, not verified,
+        refused) gives its slot back with its mark, in one transaction; a
+        tenant it brought back (or never marked) gives nothing back."""
+        current = self.get(tenant_id)
+        if current is not None and current.reviving and current.status is TenantStatus.deprovisioned:
+            self.put_giving_slot(current.model_copy(update={"reviving": False}), current.version, current.cell,
+                                 current.tier, conflict=f"tenant {tenant_id!r} changed in the registry while its "
+                                                        "revive gave its slot back; re-run")
 
     def clear_dead_lock(self, record: TenantRecord) -> TenantRecord:
         """A lock whose holder provably died on this host (its pid gone, or

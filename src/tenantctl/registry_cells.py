@@ -122,7 +122,10 @@ class CellBusy(Conflict):
 
 
 def held_slots(record: TenantRecord) -> set[tuple[str, Tier]]:
-    """The (cell, tier) slots a live record holds: its own, or both stores' while a move is open."""
+    """The (cell, tier) slots a record holds: a live one its own, or both stores' while a move is
+    open; a tombstone none, but its own while a revive holds it (``reviving``)."""
+    if record.status is TenantStatus.deprovisioned:
+        return {(record.cell, record.tier)} if record.reviving else set()
     move = record.move
     if move is None:
         return {(record.cell, record.tier)}
@@ -148,6 +151,13 @@ def slot_update(cell: str, tier: Tier, cap: int | None, applied_at_least: int | 
             "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}
 
 
+def slot_release(cell: str, tier: Tier) -> dict[str, Any]:
+    """The UpdateItem (its arguments but the table) giving back one ``tier`` slot of ``cell``: never below 0."""
+    return {"Key": counter_key(cell), "UpdateExpression": "ADD #t :minus", "ConditionExpression": "#t > :zero",
+            "ExpressionAttributeNames": {"#t": tier.value},
+            "ExpressionAttributeValues": {":minus": {"N": "-1"}, ":zero": {"N": "0"}}}
+
+
 class CellItems:
     """The cell counter part of ``RegistryWriter`` (mixed into it)."""
 
@@ -156,6 +166,7 @@ class CellItems:
     _call: Callable[..., dict[str, Any]]  # RegistryWriter's: one call on the table, failures classified
     iter_all: Callable[..., Iterator[TenantRecord]]  # RegistryWriter's: every record, filtered
     _put_request: Callable[..., tuple[TenantRecord, dict[str, Any]]]  # RegistryWriter's: a record's next write
+    _put: Callable[..., TenantRecord]  # RegistryWriter's: a record's conditional write
 
     # -- cell counters: tenants placed per cell, reserved race-free ------------------
     def counter_items(self, cells: list[str]) -> dict[str, dict[str, Any] | None]:
@@ -216,32 +227,46 @@ class CellItems:
         nothing written; Conflict (``conflict``) when the record's condition failed."""
         new, put = self._put_request(record, expected_version)
         for attempt in range(2):
-            try:
-                self.client.transact_write_items(TransactItems=[
-                    {"Update": {"TableName": self.table, **slot_update(cell, tier, cap, applied_at_least)}},
-                    {"Put": {"TableName": self.table, **put}}])
+            if self._transact(slot_update(cell, tier, cap, applied_at_least), put, conflict):
                 return new
-            except ClientError as exc:
-                reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
-                if exc.response["Error"]["Code"] != "TransactionCanceledException" or not reasons:
-                    raise RegistryUnreachable(f"registry table {self.table!r} unusable (transact_write_items): "
-                                              f"{exc}") from None
-                if reasons[1:2] == ["ConditionalCheckFailed"]:
-                    raise Conflict(conflict) from None
-                # The slot refused: no counter yet, or full, or draining (as ``reserve_slot`` tells them apart).
-                if not self._init_counter(cell) and attempt:
-                    return None
-            except BotoCoreError as exc:
-                raise RegistryUnreachable(f"registry table {self.table!r} unreachable (transact_write_items): "
-                                          f"{exc}") from None
+            # The slot refused: no counter yet, or full, or draining (as ``reserve_slot`` tells them apart).
+            if not self._init_counter(cell) and attempt:
+                return None
         return None
+
+    def put_giving_slot(self, record: TenantRecord, expected_version: int, cell: str, tier: Tier, *,
+                        conflict: str) -> TenantRecord:
+        """Write ``record`` (conditional on ``expected_version``) and give back
+        one ``tier`` slot of ``cell`` in one transaction, as ``put_taking_slot``
+        took it; a counter at 0 already (or none) gives nothing back, the record
+        is written alone. Conflict (``conflict``) when the record's condition failed."""
+        new, put = self._put_request(record, expected_version)
+        return new if self._transact(slot_release(cell, tier), put, conflict) else self._put(record, expected_version)
+
+    def _transact(self, counter: dict[str, Any], put: dict[str, Any], conflict: str) -> bool:
+        """The counter's UpdateItem and the record's PutItem in one
+        TransactWriteItems. False: the counter's condition refused it, nothing
+        written; Conflict (``conflict``) when the record's did."""
+        try:
+            self.client.transact_write_items(TransactItems=[{"Update": {"TableName": self.table, **counter}},
+                                                            {"Put": {"TableName": self.table, **put}}])
+            return True
+        except ClientError as exc:
+            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+            if exc.response["Error"]["Code"] != "TransactionCanceledException" or not reasons:
+                raise RegistryUnreachable(f"registry table {self.table!r} unusable (transact_write_items): "
+                                          f"{exc}") from None
+            if reasons[1:2] == ["ConditionalCheckFailed"]:
+                raise Conflict(conflict) from None
+            return False
+        except BotoCoreError as exc:
+            raise RegistryUnreachable(f"registry table {self.table!r} unreachable (transact_write_items): "
+                                      f"{exc}") from None
 
     def release_slot(self, cell: str, tier: Tier) -> None:
         """Give back a slot (deprovisioned, or a reservation nothing came of). Never below 0."""
         try:
-            self._call("update_item", Key=counter_key(cell), UpdateExpression="ADD #t :minus",
-                       ConditionExpression="#t > :zero", ExpressionAttributeNames={"#t": tier.value},
-                       ExpressionAttributeValues={":minus": {"N": "-1"}, ":zero": {"N": "0"}})
+            self._call("update_item", **slot_release(cell, tier))
         except ClientError:
             pass  # already 0 (or no counter): nothing to give back
 
@@ -252,16 +277,16 @@ class CellItems:
 
     def recount(self, cell: str) -> dict[str, int]:
         """The tenants holding a slot in ``cell``, counted from their records (a
-        full scan): every record of the cell but tombstones; a tenant with an
-        open move holds a slot where each of its stores is (one of each tier in
-        its cell; between cells, the old tier's in the old cell and the target
-        tier's in the target), whichever cell its record names now."""
+        full scan, ``held_slots``): every record of the cell but tombstones
+        (those a revive holds count); a tenant with an open move holds a slot
+        where each of its stores is (one of each tier in its cell; between
+        cells, the old tier's in the old cell and the target tier's in the
+        target), whichever cell its record names now."""
         counts = {tier.value: 0 for tier in Tier}
         for record in self.iter_all():
-            if record.status is not TenantStatus.deprovisioned:
-                for held_cell, tier in held_slots(record):
-                    if held_cell == cell:
-                        counts[tier.value] += 1
+            for held_cell, tier in held_slots(record):
+                if held_cell == cell:
+                    counts[tier.value] += 1
         return counts
 
     def _init_counter(self, cell: str) -> bool:

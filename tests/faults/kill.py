@@ -13,6 +13,9 @@
   ``provision:applied`` (every resource exists, the record is not yet active),
   ``deprovision:marked`` (record locked and ``deprovisioning``, nothing removed),
   ``deprovision:destroyed`` (every resource removed, no tombstone yet),
+  ``revive:locking`` (an in-place restore of a tombstone passed its checks,
+  its first registry write, the tombstone's lock with its cell's slot, is
+  about to run),
   ``move:locked`` (a new move's run holds the tenant's lock, its move not
   recorded yet), ``move:<phase>`` (a move's record has just been written with that phase:
   ``preparing``, ``copying``, ``freezing``, ``switched``, ``rolling_back``; the
@@ -38,7 +41,7 @@ FAULT_POINT_ENV = "TENANTCTL_FAULT_POINT"
 FAULT_EXIT_CODE = 86
 POINTS = ("recorded", "unrecorded")
 STEPS = ("provision:reserving", "provision:reserved", "provision:applied",
-         "deprovision:marked", "deprovision:destroyed",
+         "deprovision:marked", "deprovision:destroyed", "revive:locking",
          "move:locked", "move:preparing", "move:copying", "move:freezing", "move:switched", "move:rolling_back",
          "move:cleared",
          "workspace:backed-up", "cell-remove:os-metrics",

@@ -12,7 +12,8 @@ package keeps anyway, so the shipped code holds no hook at all.
   records nothing.
 - registry steps: ``RegistryWriter.acquire`` or ``acquire_new`` about to run
   (``provision:reserving``) and returned a record (``provision:reserved``),
-  ``mark_active`` about to run (``provision:applied``), ``lock_for`` returned
+  ``mark_active`` about to run (``provision:applied``), ``lock_reviving`` about
+  to run (``revive:locking``), ``lock_for`` returned
   with status ``deprovisioning`` (``deprovision:marked``) or for a move
   (``move:locked``), ``mark_deprovisioned``
   about to run (``deprovision:destroyed``); ``save`` returned with a move's
@@ -143,6 +144,7 @@ def _arm_steps(faults: Faults, patches: _Patches) -> None:
         around(name, before=lambda _: "provision:reserving", after=lambda _: "provision:reserved")
     around("mark_active", before=lambda _: "provision:applied")
     around("lock_for", after=marked)
+    around("lock_reviving", before=lambda _: "revive:locking")  # a revive's first write: lock and slot
     around("mark_deprovisioned", before=lambda _: "deprovision:destroyed")
 
     def moved(bound: inspect.BoundArguments) -> str | None:

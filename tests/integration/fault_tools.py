@@ -26,6 +26,14 @@ from tenantctl import naming
 REPO = Path(__file__).resolve().parents[2]
 
 
+def slot_drift(workspace, cell: str = "default") -> dict[str, int]:
+    """The cell's counter minus a recount of its records, per tier (no counter yet: none, the first slot
+    taken makes it from a recount)."""
+    recount = workspace.registry.recount(cell)
+    counted = workspace.registry.cell_counts([cell])[cell]
+    return {tier: (counted[0].get(tier, 0) - n if counted else 0) for tier, n in recount.items()}
+
+
 def run_id() -> str:
     """A short suffix making this session's tenant ids unique (ids are never reused)."""
     return secrets.token_hex(2)

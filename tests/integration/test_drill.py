@@ -13,7 +13,8 @@ import socket
 from datetime import timedelta
 
 import pytest
-from fault_tools import write_record
+from fault_tools import Cli, slot_drift, write_record
+from faults import FAULT_AFTER_ENV, FAULT_EXIT_CODE
 from psycopg import sql
 from tenant_data import (
     Sandbox,
@@ -636,6 +637,31 @@ def test_a_restore_after_deprovision_that_cannot_verify_leaves_the_tenant_deprov
     with pytest.raises(Conflict, match="not empty"):  # and the restored copy is not overwritten blindly
         revive(workspace, ctx, workspace.registry.require(record.tenant_id), index, target=Target.in_place,
                yes=True)
+
+
+def test_a_revive_killed_anywhere_counts_its_slot_only_with_its_tombstone(ctx, tenant, workspace, sandbox, project,
+                                                                         tmp_path):
+    """A revive takes its cell's slot in one transaction with its first write of the tombstone (the lock,
+    marked as holding the slot), which the recount counts: killed just before it, nothing is taken; killed
+    in its up, the locked tombstone holds the slot; either way the cell's counter equals a recount of its
+    records, and the re-run (after `unlock`) brings the tenant back with the counter still right."""
+    record = tenant("revive-kill", conversations=1, messages=2, objects=1)
+    tid, cell = record.tenant_id, record.cell
+    deprovision(workspace, tid)
+    cli = Cli.create(sandbox, tmp_path)
+    restore = ("drill", "restore", tid, "--target", "in-place", "--yes")
+    drift = slot_drift(workspace, cell)
+    for step in ("revive:locking", "2"):  # before the first write; at the up's 2nd resource write
+        killed = cli(*restore, env={FAULT_AFTER_ENV: step}, cwd=project)
+        assert killed.returncode == FAULT_EXIT_CODE, killed
+        assert slot_drift(workspace, cell) == drift, step
+    tomb = workspace.registry.require(tid)
+    assert tomb.status is TenantStatus.deprovisioned and tomb.lock is not None and tomb.reviving
+    assert cli("unlock", tid, cwd=project).returncode == 0
+    again = cli(*restore, "--json", cwd=project)
+    assert again.returncode == 0, again
+    assert workspace.registry.require(tid).status is TenantStatus.active
+    assert slot_drift(workspace, cell) == drift
 
 
 def test_restore_after_deprovision_brings_the_workspaces_back_with_their_data(ctx, box, provision_tenant, workspace,

@@ -34,6 +34,7 @@ from fault_tools import (
     live_tenant_keys,
     registry_record,
     run_id,
+    slot_drift,
 )
 from faults import FAULT_AFTER_ENV, FAULT_EXIT_CODE, FAULT_POINT_ENV
 
@@ -136,14 +137,6 @@ def test_provision_killed_at_every_step_converges(cli: Cli, sandbox, step: tuple
     gone = cli("deprovision", tenant_id, "--yes", "--no-final-backup")
     assert gone.returncode == 0, gone
     assert_gone(cli, sandbox, tenant_id)
-
-
-def slot_drift(workspace, cell: str = "default") -> dict[str, int]:
-    """The cell's counter minus a recount of its records, per tier (no counter yet: none, the first slot
-    taken makes it from a recount)."""
-    recount = workspace.registry.recount(cell)
-    counted = workspace.registry.cell_counts([cell])[cell]
-    return {tier: (counted[0].get(tier, 0) - n if counted else 0) for tier, n in recount.items()}
 
 
 def test_a_provision_killed_around_its_reservation_counts_a_slot_only_with_its_record(cli: Cli, sandbox, workspace):

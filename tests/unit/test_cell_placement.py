@@ -17,7 +17,16 @@ from tenant_runtime.registry import counter_key, record_to_item
 from tenantctl import naming
 from tenantctl.aws import Clients
 from tenantctl.errors import Conflict, InvalidInput, QuotaExceeded, TargetUnavailable
-from tenantctl.models import CellSpec, LifecycleSpec, RetentionMenu, TenantRecord, TenantSpec, TenantStatus, Tier
+from tenantctl.models import (
+    CellSpec,
+    LifecycleSpec,
+    RetentionMenu,
+    TenantRecord,
+    TenantSpec,
+    TenantStatus,
+    Tier,
+    utcnow,
+)
 from tenantctl.operations import cell_evacuate
 from tenantctl.operations.cell import _shares_account_region, free_vpc_cidr
 from tenantctl.operations.cell_evacuate import _by_link, _copies, pick
@@ -531,3 +540,48 @@ def test_a_new_tenants_record_and_its_slot_are_written_together_or_not_at_all(re
     assert registry.cell_counts(["eu1"])["eu1"][0]["pooled"] == 2
     fresh = registry.acquire_new(TenantSpec(id="t3", cell="eu2"), "provision", None, cap=None)  # no counter yet
     assert fresh is not None and registry.cell_counts(["eu2"])["eu2"][0] == registry.recount("eu2")
+
+
+def test_a_revive_takes_its_slot_with_the_tombstones_lock_and_gives_it_back_with_its_mark(registry: RegistryWriter):
+    """``lock_reviving``: a full cell writes neither the lock nor the counter (None); otherwise both in
+    one transaction, the tombstone marked ``reviving`` and counted by the recount; a marked one (a killed
+    revive's, unlocked) is only locked again. ``give_back_revive_slot``: the slot and the mark go
+    together; a tenant brought back (the mark dropped with the tombstone) gives nothing back."""
+    put_record(registry, "gone", cell="eu1", status=TenantStatus.deprovisioned)
+    assert registry.reserve_slot("eu1", Tier.pooled, cap=1)  # another tenant's, made from a recount of 0
+    tomb = registry.require("gone")
+    assert registry.lock_reviving(tomb, "drill-restore", cap=1) is None  # full
+    assert registry.require("gone") == tomb and registry.cell_counts(["eu1"])["eu1"][0]["pooled"] == 1
+    locked = registry.lock_reviving(tomb, "drill-restore", cap=2)
+    assert locked is not None and locked.reviving and locked.lock is not None
+    assert registry.cell_counts(["eu1"])["eu1"][0]["pooled"] == 2 and registry.recount("eu1")["pooled"] == 1
+    unlocked = registry.release(locked)
+    assert unlocked.reviving and registry.lock_reviving(unlocked, "drill-restore", cap=2) is not None  # cap unread
+    assert registry.cell_counts(["eu1"])["eu1"][0]["pooled"] == 2
+    registry.release(registry.require("gone"))
+    registry.give_back_revive_slot("gone")
+    assert not registry.require("gone").reviving and registry.cell_counts(["eu1"])["eu1"][0]["pooled"] == 1
+    registry.give_back_revive_slot("gone")  # nothing marked: nothing given back
+    assert registry.cell_counts(["eu1"])["eu1"][0]["pooled"] == 1
+    back = registry.save(registry.lock_reviving(registry.require("gone"), "drill-restore", cap=2),
+                         status=TenantStatus.active, lock=None)
+    assert not back.reviving and registry.recount("eu1")["pooled"] == 1
+    registry.give_back_revive_slot("gone")
+    assert registry.cell_counts(["eu1"])["eu1"][0]["pooled"] == 2
+
+
+def test_a_tombstone_a_revive_holds_keeps_its_cell_as_a_placed_tenant_not_as_a_stray_count(registry: RegistryWriter):
+    """`cell remove` reads a ``reviving`` tombstone as holding its slot (naming the re-run that finishes
+    or gives it back), so the counter's slot is no stray count; without the mark the slot is stale."""
+    from tenantctl.operations.cell_remove import _counted_without_record, holds
+
+    put_record(registry, "gone", cell="eu1", status=TenantStatus.deprovisioned)
+    registry.lock_reviving(registry.require("gone"), "drill-restore", cap=None)
+    found = holds(registry, CellSpec(name="eu1", region="us-east-1"), None, utcnow())
+    assert [(h.tenant_id, h.kind) for h in found] == [("gone", "placed")]
+    assert "being restored in place" in found[0].why and "drill restore gone" in found[0].why
+    assert _counted_without_record(registry, "eu1", found) is None
+    registry.save(registry.require("gone"), reviving=False, lock=None)  # the mark gone, the slot left: stale
+    found = holds(registry, CellSpec(name="eu1", region="us-east-1"), None, utcnow())
+    stray = _counted_without_record(registry, "eu1", found)
+    assert found == [] and stray is not None and "stale" in stray.why

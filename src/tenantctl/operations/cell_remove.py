@@ -2,7 +2,7 @@
 of any tenant is left in it, then its stack file and counter removed.
 
 What keeps a cell: a tenant placed there that is not deprovisioned (or a move
-into or out of it), and a deprovisioned tenant inside its retention window
+into or out of it, or a revive bringing it back), and a deprovisioned tenant inside its retention window
 whose objects or backups are still under its prefixes in the cell's bucket
 (`drill restore --target in-place` brings it back from them). A tombstone
 past its window, or whose data was purged, keeps nothing: its leftovers go
@@ -18,9 +18,8 @@ Under the cell's lease (CI's `apply` and `cell add` wait or refuse meanwhile):
 1. its counter's draining flag is set, so no placement reserves a slot there;
 2. what keeps it is looked for: every record (a full scan), the objects of
    tombstones in their window, and the counter's counts (a slot no record
-   holds: a tombstone being restored, which takes its slot before its record
-   comes back, or a run killed before giving a slot back; a provision takes
-   its slot with its record, in one transaction);
+   holds: a run killed before giving a slot back; a provision, a move and a
+   revive take theirs with their record, in one transaction);
 3. what goes is listed and confirmed (`--yes`, or asked on a terminal);
 4. the stack file is written ``retiring`` and applied: the shared database's
    deletion protection lifted and both buckets set to go with what they hold
@@ -100,19 +99,28 @@ def holds(registry: RegistryWriter, spec: CellSpec, s3: Any, now: datetime) -> l
     the cell's account and region, to look under tombstones' prefixes."""
     found: list[CellHold] = []
     for record in registry.iter_all():
-        if record.status is not TenantStatus.deprovisioned:
-            tiers = sorted(tier.value for cell, tier in held_slots(record) if cell == spec.name)
-            if tiers:
-                how = f"moving ({record.move.phase.value})" if record.move is not None else record.status.value
-                found.append(CellHold(tenant_id=record.tenant_id, kind="placed",
-                                      why=f"{'/'.join(tiers)} tenant here, {how}"))
-        elif record.cell == spec.name and record.retain_until is not None and record.retain_until > now:
+        tiers = sorted(tier.value for cell, tier in held_slots(record) if cell == spec.name)
+        if tiers:
+            found.append(CellHold(tenant_id=record.tenant_id, kind="placed",
+                                  why=f"{'/'.join(tiers)} tenant here, {_how(record)}"))
+        elif (record.status is TenantStatus.deprovisioned and record.cell == spec.name
+              and record.retain_until is not None and record.retain_until > now):
             kept = _kept_prefixes(record, s3)
             if kept:
                 found.append(CellHold(tenant_id=record.tenant_id, kind="retained", why=(
                     f"deprovisioned, retained until {utc_minute(record.retain_until)} with objects or backups "
                     f"under {', '.join(kept)} (`drill restore --target in-place` needs them)")))
     return found
+
+
+def _how(record: TenantRecord) -> str:
+    """What a tenant holding a slot is doing."""
+    if record.move is not None:
+        return f"moving ({record.move.phase.value})"
+    if record.reviving:  # a killed one holds it until a re-run brings the tenant back or fails and gives it back
+        return (f"deprovisioned, being restored in place (`tenantctl drill restore {record.tenant_id} --target "
+                "in-place --yes` finishes it, or gives the slot back if it fails)")
+    return record.status.value
 
 
 def _kept_prefixes(record: TenantRecord, s3: Any) -> list[str]:
@@ -129,18 +137,17 @@ def _versions(page: dict[str, Any]) -> int:
 
 
 def _counted_without_record(registry: RegistryWriter, name: str, found: list[CellHold]) -> CellHold | None:
-    """The counter counts more tenants than the records hold: a tombstone
-    being restored (its slot taken before its record comes back), or a stale
-    count (a provision takes its slot with its record, in one transaction)."""
+    """The counter counts more tenants than the records hold: a stale count
+    (a provision, a move and a revive take their slot with their record, in
+    one transaction; a run killed before giving one back leaves it counted)."""
     counts = (registry.cell_counts([name]).get(name) or ({}, False))[0]
     counted = sum(counts.get(t.value, 0) for t in Tier)
     live = sum(1 for h in found if h.kind == "placed")
     if counted <= live:
         return None
     return CellHold(tenant_id="(counter)", kind="counted", why=(
-        f"its counter holds {counted} slot(s), its records {live}: a deprovisioned tenant may be being restored "
-        f"here now; if none is, the count is stale (a run killed before giving a slot back): "
-        f"`tenantctl cell show {name} --recount` corrects it"))
+        f"its counter holds {counted} slot(s), its records {live}: the count is stale (a run killed before "
+        f"giving a slot back): `tenantctl cell show {name} --recount` corrects it"))
 
 
 def _by_reason(found: list[CellHold]) -> list[str]:

@@ -1,8 +1,10 @@
 """Revive: bring a deprovisioned tenant back from a backup, within its retention
 window (`tenantctl drill restore ID --target in-place --yes` on a tombstone).
 
-1. The tombstone is locked; the old KMS key's deletion is cancelled and the
-   key enabled (the backup's data key and manifest are sealed under it).
+1. The tombstone is locked, taking its cell's slot in the same write (marked
+   ``reviving``: the recount counts it); the old KMS key's deletion is
+   cancelled and the key enabled (the backup's data key and manifest are
+   sealed under it).
 2. The tenant is provisioned again from the spec saved in the backup's index
    (or its committed stack file) through provision's own apply step: queues, role,
    secret, alarms, schema and a **new** KMS key (the destroyed stack no longer
@@ -37,7 +39,7 @@ from tenantctl.drills.context import DrillContext
 from tenantctl.drills.models import BackupIndex, BackupManifest, Check, RestoreResult, Target
 from tenantctl.drills.scope import workspace_view
 from tenantctl.errors import InvalidInput, Locked
-from tenantctl.models import TenantRecord, TenantSpec, TenantStatus, Tier, utcnow
+from tenantctl.models import TenantRecord, TenantSpec, Tier, utcnow
 from tenantctl.naming import OwnerNames, require_valid, resource_name
 from tenantctl.operations.provision import activate, apply_spec
 from tenantctl.workspace import Workspace
@@ -156,7 +158,7 @@ def revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, index: BackupIn
     ``tenantctl.drills.run.drill``). The backup's manifest is sealed under the
     old key, so it is opened only once that key's deletion is cancelled."""
     from tenantctl import preflight
-    from tenantctl.placement import reserve_again
+    from tenantctl.placement import lock_again
     from tenantctl.policy import refuse_unsafe_spec
 
     require_valid(tomb.tenant_id)
@@ -174,24 +176,20 @@ def revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, index: BackupIn
     # What provisioning refuses before touching anything, refused here too (before the key or registry change).
     refuse_unsafe_spec(spec)
     preflight.check(spec, ws.ensure_cell(tomb.cell), ws.cell_clients(tomb.cell))
-    registry = ws.registry
-    placement = reserve_again(ws, tomb)  # the deprovision gave its slot back
-    back = False
+    # The first write: the tombstone locked with its cell's slot (the deprovision gave it back), in one
+    # transaction, so that a run killed anywhere leaves a counter its records' recount agrees with.
+    locked = lock_again(ws, tomb, "drill-restore")
     try:
-        result = _revive(ws, ctx, tomb, index, spec, source, started, notes)
-        current = registry.get(tomb.tenant_id)
-        back = current is not None and current.status is TenantStatus.active
-        return result
-    finally:
-        if not back:  # still a tombstone (failed, or not verified): the slot goes back too
-            placement.release(registry, tomb.tier)
+        return _revive(ws, ctx, tomb, locked, index, spec, source, started, notes)
+    finally:  # still a tombstone (refused, failed, not verified): the slot goes back with its mark
+        ws.registry.give_back_revive_slot(tomb.tenant_id)
 
 
-def _revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, index: BackupIndex, spec: TenantSpec,
-            source: str, started: datetime, notes: list[str]) -> RestoreResult:
+def _revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, locked: TenantRecord, index: BackupIndex,
+            spec: TenantSpec, source: str, started: datetime, notes: list[str]) -> RestoreResult:
     old = tomb.resources
     registry = ws.registry
-    with registry.hold(tomb.tenant_id, "drill-restore") as held:
+    with registry.hold(tomb.tenant_id, "drill-restore", acquired=locked) as held:
         if revive_key(ctx.kms, old.kms_key_arn):
             notes.append(f"old key {old.kms_key_arn}: deletion cancelled, enabled")
         manifest = store.load_manifest(ctx.s3, ctx.kms, tomb, index.backup_id)
