@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
@@ -283,6 +284,48 @@ def test_a_refused_login_is_a_store_moved_only_once_the_registry_names_another_s
         store.list_conversations(from_registry(registry, "acme"))
     assert registry.asked == ["acme"] * 3
     assert store.list_conversations(from_registry(registry, "acme")).conversations == []
+
+
+def test_a_transaction_refused_on_entry_is_a_store_moved_only_once_the_registry_names_another_store():
+    """``transaction()``: a login refused before the caller's block runs asks the
+    registry again: the same store, a StoreUnavailable; another, a StoreMoved
+    (the block not run: the caller retries it). What the block itself raises is
+    the block's, no registry read."""
+    from tenant_runtime.errors import StoreUnavailable
+    from tenant_runtime.logins import LoginRefused
+
+    old = record("acme")
+    new = old.model_copy(update={"resources": old.resources.model_copy(update={
+        "store": old.resources.store.model_copy(update={"database": "acme"})})})
+    registry = Registry(old)
+    registry._cache = TTLCache(10, 30.0)
+    stale = from_registry(registry, "acme")
+    ran = []
+
+    class Store(ContextStore):
+        @contextmanager
+        def _transaction(self, ctx, caller=False):
+            if ctx.resources.store.database == "postgres":
+                raise LoginRefused("permission denied for database")
+            yield SimpleNamespace(connection=SimpleNamespace(cursor_factory=None))
+
+    def reresolve(ctx, patient=False):  # as TenantRuntime's, its record not read just now
+        registry.refresh(ctx.tenant_id, ctx.record)
+        return from_registry(registry, ctx.tenant_id)
+
+    store = Store(envelope=None, secret_client_for=lambda _ctx: None, reresolve=reresolve)  # type: ignore[arg-type]
+    with pytest.raises(StoreUnavailable) as refused, store.transaction(stale):
+        ran.append(stale)
+    assert not isinstance(refused.value, StoreMoved) and registry.asked == ["acme", "acme"]
+    registry.records["acme"] = new  # moved
+    with pytest.raises(StoreMoved, match="registry names another store now"), store.transaction(stale):
+        ran.append(stale)
+    assert ran == [] and registry.asked == ["acme"] * 3
+    fresh = from_registry(registry, "acme")
+    with pytest.raises(StoreMoved, match="the block's"), store.transaction(fresh) as conn:
+        ran.append(conn)
+        raise StoreMoved("the block's")
+    assert len(ran) == 1 and registry.asked == ["acme"] * 3
 
 
 def test_provision_refuses_a_tenant_being_moved_and_points_tier_changes_at_move():
