@@ -242,7 +242,7 @@ class AsyncContextStore(StoreOperations):
         on the tenant's own login as ContextStore.transaction says (an idle
         connection the server closed: see ContextStore._scoped_cursor; refused on
         entry: see ContextStore._caller_transaction)."""
-        ctx = verified(ctx)
+        ctx, refused = verified(ctx), None
         async with AsyncExitStack() as entered:
             try:
                 cur = await entered.enter_async_context(self._transaction(ctx, caller=True))
@@ -250,8 +250,8 @@ class AsyncContextStore(StoreOperations):
                 refused = exc
             else:
                 yield await entered.enter_async_context(aguarded(cur.connection))
-                return
-        raise (await self._relocated(ctx, refused))[1]
+        if refused is not None:  # see ContextStore._caller_transaction
+            raise (await self._relocated(ctx, refused))[1]
 
     @asynccontextmanager
     async def _transaction(self, ctx: TenantContext, caller: bool = False) -> AsyncIterator[psycopg.AsyncCursor]:

@@ -375,6 +375,7 @@ class ContextStore(StoreOperations):
         a store its tenant was moved away from, a StoreMoved (503) once the
         registry was read again, as a read's (``_run``): the block is the
         caller's code, which the caller's retry runs again, not this."""
+        refused = None
         with ExitStack() as entered:
             try:
                 cur = entered.enter_context(self._transaction(ctx, caller=True))
@@ -382,8 +383,8 @@ class ContextStore(StoreOperations):
                 refused = exc
             else:
                 yield entered.enter_context(guarded(cur.connection))
-                return
-        raise self._relocated(ctx, refused)[1]
+        if refused is not None:  # (None too when the block's psycopg.Rollback was swallowed)
+            raise self._relocated(ctx, refused)[1]
 
     def _scoped_cursor(self, ctx: TenantContext, caller: bool = False) -> Iterator[psycopg.Cursor]:
         """The cursor that ran the scope statement, inside the tenant's transaction
