@@ -29,7 +29,7 @@ import asyncio
 import inspect
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, TypeVar
 
 import psycopg
@@ -62,6 +62,7 @@ from tenant_runtime.objects import PresignedUpload
 from tenant_runtime.runtime import TenantRuntime
 from tenant_runtime.search import SearchResult, Suggestions
 from tenant_runtime.store import (
+    REFUSED,
     Compute,
     ConversationPage,
     Message,
@@ -239,9 +240,18 @@ class AsyncContextStore(StoreOperations):
     async def transaction(self, ctx: TenantContext) -> AsyncIterator[psycopg.AsyncConnection]:
         """An async connection inside one transaction scoped to ``ctx``'s tenant,
         on the tenant's own login as ContextStore.transaction says (an idle
-        connection the server closed: see ContextStore._scoped_cursor)."""
-        async with self._transaction(verified(ctx), caller=True) as cur, aguarded(cur.connection) as conn:
-            yield conn  # its statements may not end the tenant's transaction
+        connection the server closed: see ContextStore._scoped_cursor; refused on
+        entry: see ContextStore._caller_transaction)."""
+        ctx, refused = verified(ctx), None
+        async with AsyncExitStack() as entered:
+            try:
+                cur = await entered.enter_async_context(self._transaction(ctx, caller=True))
+            except REFUSED as exc:
+                refused = exc
+            else:
+                yield await entered.enter_async_context(aguarded(cur.connection))
+        if refused is not None:  # see ContextStore._caller_transaction
+            raise (await self._relocated(ctx, refused))[1]
 
     @asynccontextmanager
     async def _transaction(self, ctx: TenantContext, caller: bool = False) -> AsyncIterator[psycopg.AsyncCursor]:
@@ -369,7 +379,7 @@ class AsyncContextStore(StoreOperations):
         try:
             with read_errors_as_moved(ctx.key):
                 return await self._drive(ctx, operation)
-        except (StoreMoved, LoginRefused) as exc:
+        except REFUSED as exc:
             refused = exc
         raise (await self._relocated(ctx, refused))[1]
 
@@ -394,7 +404,7 @@ class AsyncContextStore(StoreOperations):
         try:
             with write_errors_as_moved(ctx.key):
                 return await self._drive(ctx, make(ctx))
-        except (StoreMoved, LoginRefused) as exc:
+        except REFUSED as exc:
             moved = exc
         fresh, _ = await self._relocated(ctx, moved, patient=isinstance(moved, LoginRefused))
         with write_errors_as_moved(fresh.key):

@@ -43,7 +43,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import datetime
 from functools import lru_cache, partial
 from typing import Any, Literal, NamedTuple
@@ -313,6 +313,10 @@ class StoreOperations(SearchOperations):
         return deleted > 0
 
 
+# What a store refuses a call on a stale record with (a driver's ``_relocated`` asks the registry).
+REFUSED = (StoreMoved, LoginRefused)
+
+
 def relocated(ctx: TenantContext, fresh: TenantContext, refused: StoreMoved | LoginRefused) -> StoreMoved:
     """What a call ``ctx``'s store refused raises once its tenant was read from
     the registry again (``fresh``): a StoreMoved as it is; a refused login as a
@@ -363,7 +367,24 @@ class ContextStore(StoreOperations):
         become every pooled tenant's role and PostgreSQL checks SET ROLE
         (``set_config('role', ...)``, in a DO block too) against the login, so
         a statement of the caller's could leave the tenant's role for another's."""
-        return _connection_of(self._transaction(verified(ctx), caller=True))  # ctx checked now
+        return self._caller_transaction(verified(ctx))  # ctx checked now
+
+    @contextmanager
+    def _caller_transaction(self, ctx: TenantContext) -> Iterator[psycopg.Connection]:
+        """``transaction``'s block, its connection ``guarded``. Refused on entry by
+        a store its tenant was moved away from, a StoreMoved (503) once the
+        registry was read again, as a read's (``_run``): the block is the
+        caller's code, which the caller's retry runs again, not this."""
+        refused = None
+        with ExitStack() as entered:
+            try:
+                cur = entered.enter_context(self._transaction(ctx, caller=True))
+            except REFUSED as exc:
+                refused = exc
+            else:
+                yield entered.enter_context(guarded(cur.connection))
+        if refused is not None:  # (None too when the block's psycopg.Rollback was swallowed)
+            raise self._relocated(ctx, refused)[1]
 
     def _scoped_cursor(self, ctx: TenantContext, caller: bool = False) -> Iterator[psycopg.Cursor]:
         """The cursor that ran the scope statement, inside the tenant's transaction
@@ -505,7 +526,7 @@ class ContextStore(StoreOperations):
             return self._drive(ctx, operation)
         except psycopg.errors.UndefinedTable as exc:
             refused: StoreMoved | LoginRefused = store_gone(ctx.key, exc)
-        except (StoreMoved, LoginRefused) as exc:
+        except REFUSED as exc:
             refused = exc
         raise self._relocated(ctx, refused)[1]
 
@@ -541,7 +562,7 @@ class ContextStore(StoreOperations):
             moved: StoreMoved | LoginRefused = store_moved(ctx.key, exc)
         except psycopg.errors.UndefinedTable as exc:
             moved = store_gone(ctx.key, exc)
-        except (StoreMoved, LoginRefused) as exc:
+        except REFUSED as exc:
             moved = exc
         fresh, _ = self._relocated(ctx, moved, patient=isinstance(moved, LoginRefused))
         with write_errors_as_moved(fresh.key):
@@ -711,13 +732,6 @@ class ContextStore(StoreOperations):
             return None  # nothing to mark: no reindex (writes never leave an item unindexed)
         with marked_reindex(marker, ctx):
             return self._write(ctx, lambda c: self._reindex(c, False, progress))
-
-
-@contextmanager
-def _connection_of(transaction: AbstractContextManager[psycopg.Cursor]) -> Iterator[psycopg.Connection]:
-    """The caller's connection: its statements may not end the tenant's transaction (``guarded``)."""
-    with transaction as cur, guarded(cur.connection) as conn:
-        yield conn
 
 
 def _append_input(ctx: TenantContext, conversation_id: str, role: str, content: str,

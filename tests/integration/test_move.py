@@ -166,10 +166,12 @@ def test_a_stale_runtime_fails_closed_on_the_old_store_and_recovers_then_the_mov
 
     # Runtimes that read the tenant before the move and not again until it is finalized, their record
     # cached throughout (a move and its finalize within a registry TTL: an evacuation's `--finalize`).
-    # ``late`` holds a connection to the old store, ``unread`` and ``alate`` none (they log in after it).
-    late, unread = (TenantRuntime(jwt_settings(), workspace.ensure_platform()["registry_table"], **settings)
-                    for _ in range(2))
-    alate = AsyncTenantRuntime(jwt_settings(), workspace.ensure_platform()["registry_table"], **settings)
+    # ``late`` holds a connection to the old store, ``unread``, ``alate``, ``txn`` and ``atxn`` none (they
+    # log in after it; the last two for a transaction: the application's own SQL).
+    late, unread, txn = (TenantRuntime(jwt_settings(), workspace.ensure_platform()["registry_table"], **settings)
+                         for _ in range(3))
+    alate, atxn = (AsyncTenantRuntime(jwt_settings(), workspace.ensure_platform()["registry_table"], **settings)
+                   for _ in range(2))
 
     async def put_document(title: str):
         return await astale.store.put_document(await astale.context(MOVED), "stale-doc", title, "written async")
@@ -177,12 +179,18 @@ def test_a_stale_runtime_fails_closed_on_the_old_store_and_recovers_then_the_mov
     async def alate_history():
         return await alate.store.history(await alate.context(MOVED), "stale")
 
+    async def atxn_database():
+        async with atxn.store.transaction(await atxn.context(MOVED)) as conn:
+            return (await (await conn.execute("SELECT current_database()")).fetchone())[0]
+
     try:
         stale.store.append(stale.context(MOVED), "stale", "user", "cached")  # caches the record and a connection
         loop.run_until_complete(put_document("cached"))
         late.store.history(late.context(MOVED), "stale")
         unread.context(MOVED)
+        txn.context(MOVED)
         loop.run_until_complete(alate.context(MOVED))
+        loop.run_until_complete(atxn.context(MOVED))
         result = move(workspace, MOVED, tier=Tier.dedicated)
         assert result.outcome == "switched" and result.freeze_seconds < 30
         record = workspace.registry.require(MOVED)
@@ -240,10 +248,22 @@ def test_a_stale_runtime_fails_closed_on_the_old_store_and_recovers_then_the_mov
             loop.run_until_complete(alate_history())
         assert loop.run_until_complete(alate_history()).messages[0].content == "after the switch"
         assert alate.registry.reads == 2
+        # A transaction (the application's code: never run again for it) is a StoreMoved before its
+        # block runs, its retry on the new store.
+        with pytest.raises(StoreMoved), txn.store.transaction(txn.context(MOVED)):
+            pytest.fail("the block ran on the removed store")
+        with txn.store.transaction(txn.context(MOVED)) as conn:
+            assert conn.execute("SELECT current_database()").fetchone()[0] == new.database
+        assert txn.registry.reads == 2
+        with pytest.raises(StoreMoved):
+            loop.run_until_complete(atxn_database())
+        assert loop.run_until_complete(atxn_database()) == new.database and atxn.registry.reads == 2
     finally:
         late.close()
         unread.close()
+        txn.close()
         loop.run_until_complete(alate.aclose())
+        loop.run_until_complete(atxn.aclose())
         loop.close()
 
 

@@ -3,11 +3,14 @@ declares while a move is open, the runtime's write freeze and its 503."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
+import psycopg
 import pytest
 from infra_mocks import RecordingMocks, platform_outputs, run_program, tenant_config
 from runtime_fixtures import Registry, record
@@ -283,6 +286,89 @@ def test_a_refused_login_is_a_store_moved_only_once_the_registry_names_another_s
         store.list_conversations(from_registry(registry, "acme"))
     assert registry.asked == ["acme"] * 3
     assert store.list_conversations(from_registry(registry, "acme")).conversations == []
+
+
+def _refusing_old_store(ctx):
+    """A stand-in for a tenant transaction's entry: the old store (database
+    ``postgres``) refuses the login; elsewhere a cursor, and a block's
+    ``psycopg.Rollback`` swallowed as ``held`` swallows it."""
+    from tenant_runtime.logins import LoginRefused
+
+    if ctx.resources.store.database == "postgres":
+        raise LoginRefused("permission denied for database")
+    try:
+        yield SimpleNamespace(connection=SimpleNamespace(cursor_factory=None))
+    except psycopg.Rollback:
+        pass
+
+
+@pytest.mark.parametrize("driver", ["sync", "async"])
+def test_a_transaction_refused_on_entry_is_a_store_moved_only_once_the_registry_names_another_store(driver):
+    """``transaction()``: a login refused before the caller's block runs asks the
+    registry again: the same store, a StoreUnavailable; another, a StoreMoved
+    (the block not run: the caller retries it). What the block itself raises is
+    the block's, no registry read; a ``psycopg.Rollback`` it raises, swallowed."""
+    from tenant_runtime.aio import AsyncContextStore, Offloader
+    from tenant_runtime.errors import StoreUnavailable
+    from tenant_runtime.logins import TenantLogins
+
+    old = record("acme")
+    new = old.model_copy(update={"resources": old.resources.model_copy(update={
+        "store": old.resources.store.model_copy(update={"database": "acme"})})})
+    registry = Registry(old)
+    registry._cache = TTLCache(10, 30.0)
+    stale = from_registry(registry, "acme")
+    ran = []
+
+    def reresolve(ctx, patient=False):  # as TenantRuntime's, its record not read just now
+        registry.refresh(ctx.tenant_id, ctx.record)
+        return from_registry(registry, ctx.tenant_id)
+
+    class Sync(ContextStore):
+        def _transaction(self, ctx, caller=False):
+            return contextmanager(_refusing_old_store)(ctx)
+
+    class Async(AsyncContextStore):
+        @asynccontextmanager
+        async def _transaction(self, ctx, caller=False):
+            with contextmanager(_refusing_old_store)(ctx) as cur:
+                yield cur
+
+    offload = Offloader(1)
+    if driver == "sync":
+        sync = Sync(envelope=None, secret_client_for=lambda _ctx: None, reresolve=reresolve)  # type: ignore[arg-type]
+
+        def run(ctx, block=ran.append):
+            with sync.transaction(ctx) as conn:
+                block(conn)
+    else:
+        store = Async(None, TenantLogins(lambda _ctx: None), offload, reresolve=reresolve)
+
+        def run(ctx, block=ran.append):
+            async def go():
+                async with store.transaction(ctx) as conn:
+                    block(conn)
+            asyncio.run(go())
+
+    def rolled_back(_conn):
+        raise psycopg.Rollback()
+
+    try:
+        with pytest.raises(StoreUnavailable) as refused:
+            run(stale)
+        assert not isinstance(refused.value, StoreMoved) and registry.asked == ["acme", "acme"]
+        registry.records["acme"] = new  # moved
+        with pytest.raises(StoreMoved, match="registry names another store now"):
+            run(stale)
+        assert ran == [] and registry.asked == ["acme"] * 3
+        fresh = from_registry(registry, "acme")
+        with pytest.raises(StoreMoved, match="the block's"):
+            run(fresh, lambda _conn: (_ for _ in ()).throw(StoreMoved("the block's")))
+        run(fresh, rolled_back)
+        run(fresh)
+        assert len(ran) == 1 and registry.asked == ["acme"] * 3
+    finally:
+        offload.close()
 
 
 def test_provision_refuses_a_tenant_being_moved_and_points_tier_changes_at_move():
