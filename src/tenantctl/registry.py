@@ -565,13 +565,17 @@ class RegistryWriter(CellItems):
         )
 
     def mark_deprovisioned(self, record: TenantRecord, retention_days: int) -> TenantRecord:
+        """Tombstone ``record`` (its lock released) and give its cell's slot back, in one
+        transaction: a run killed between the two would leave the cell counting a tenant it no
+        longer has. A counter at 0 already (or none) gives nothing back."""
         now = utcnow()
-        return self._put(
+        return self.put_giving_slot(
             record.model_copy(update={
                 "status": TenantStatus.deprovisioned, "lock": None, "deprovisioned_at": now,
                 "retain_until": now + timedelta(days=retention_days),
             }),
-            record.version,
+            record.version, record.cell, record.tier,
+            conflict=f"tenant {record.tenant_id!r} changed in the registry while this run held it; re-run",
         )
 
     def mark_hibernation(self, record: TenantRecord, hibernation: Hibernation | None) -> TenantRecord:

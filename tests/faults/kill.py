@@ -13,6 +13,7 @@
   ``provision:applied`` (every resource exists, the record is not yet active),
   ``deprovision:marked`` (record locked and ``deprovisioning``, nothing removed),
   ``deprovision:destroyed`` (every resource removed, no tombstone yet),
+  ``deprovision:tombstoned`` (the tombstone written, with its cell's slot given back),
   ``revive:locking`` (an in-place restore of a tombstone passed its checks,
   its first registry write, the tombstone's lock with its cell's slot, is
   about to run),
@@ -41,7 +42,7 @@ FAULT_POINT_ENV = "TENANTCTL_FAULT_POINT"
 FAULT_EXIT_CODE = 86
 POINTS = ("recorded", "unrecorded")
 STEPS = ("provision:reserving", "provision:reserved", "provision:applied",
-         "deprovision:marked", "deprovision:destroyed", "revive:locking",
+         "deprovision:marked", "deprovision:destroyed", "deprovision:tombstoned", "revive:locking",
          "move:locked", "move:preparing", "move:copying", "move:freezing", "move:switched", "move:rolling_back",
          "move:cleared",
          "workspace:backed-up", "cell-remove:os-metrics",

@@ -16,7 +16,7 @@ package keeps anyway, so the shipped code holds no hook at all.
   to run (``revive:locking``), ``lock_for`` returned
   with status ``deprovisioning`` (``deprovision:marked``) or for a move
   (``move:locked``), ``mark_deprovisioned``
-  about to run (``deprovision:destroyed``); ``save`` returned with a move's
+  about to run (``deprovision:destroyed``) and returned (``deprovision:tombstoned``); ``save`` returned with a move's
   record (``move:<phase>``, ``move:cleared``); ``drills.backup.final_backup``
   of a workspace returned (``workspace:backed-up``); ``os_metrics.hand_over``
   or ``os_metrics.release`` returned (``cell-remove:os-metrics``), and
@@ -145,7 +145,7 @@ def _arm_steps(faults: Faults, patches: _Patches) -> None:
     around("mark_active", before=lambda _: "provision:applied")
     around("lock_for", after=marked)
     around("lock_reviving", before=lambda _: "revive:locking")  # a revive's first write: lock and slot
-    around("mark_deprovisioned", before=lambda _: "deprovision:destroyed")
+    around("mark_deprovisioned", before=lambda _: "deprovision:destroyed", after=lambda _: "deprovision:tombstoned")
 
     def moved(bound: inspect.BoundArguments) -> str | None:
         changes = bound.arguments.get("changes", {})

@@ -229,6 +229,9 @@ class MemoryRegistry:
                 self.log.append(new.status.value)
                 return new
 
+            def put_giving_slot(self, record, expected_version, cell, tier, *, conflict):
+                return self._put(record, expected_version)  # no cell counters here: the record alone
+
         return Memory()
 
 
@@ -246,7 +249,8 @@ def provision_then_deprovision(writer: Any) -> None:
 
 ACTIVE = ["provisioning", "active", "active", "active"]
 WRITTEN_AT = {"provision:reserving": [], "provision:reserved": ["provisioning"], "provision:applied": ["provisioning"],
-              "deprovision:marked": ACTIVE + ["deprovisioning"], "deprovision:destroyed": ACTIVE + ["deprovisioning"]}
+              "deprovision:marked": ACTIVE + ["deprovisioning"], "deprovision:destroyed": ACTIVE + ["deprovisioning"],
+              "deprovision:tombstoned": ACTIVE + ["deprovisioning", "deprovisioned"]}
 
 
 @pytest.mark.parametrize("step", [s for s in STEPS if s.split(":")[0] in ("provision", "deprovision")])

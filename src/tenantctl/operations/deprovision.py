@@ -132,6 +132,5 @@ def deprovision(ws: Workspace, tenant_id: str, purge_data: bool = False,
                     details["purged_objects"] += purge_prefix(s3, res.bucket, prefix)
         path.unlink(missing_ok=True)
         phase(on_event, tenant_id, "recording the tombstone")
-        held.record = registry.mark_deprovisioned(held.record, retention_days)
-    registry.release_slot(held.record.cell, held.record.tier)
+        held.record = registry.mark_deprovisioned(held.record, retention_days)  # its slot given back with it
     return held.record, changes, details
