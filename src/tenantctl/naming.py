@@ -289,6 +289,12 @@ def account_of_arn(arn: str | None) -> str | None:
     return parts[4] if len(parts) > 5 and parts[0] == "arn" and parts[4] else None
 
 
+def partition_of_arn(arn: str | None) -> str | None:
+    """The partition field of an ARN (aws, aws-cn, aws-us-gov; None when it is no ARN)."""
+    parts = (arn or "").split(":")
+    return parts[1] if len(parts) > 5 and parts[0] == "arn" and parts[1] else None
+
+
 def region_of_arn(arn: str | None) -> str | None:
     parts = (arn or "").split(":")
     return parts[3] if len(parts) > 5 and parts[0] == "arn" and parts[3] else None

@@ -489,7 +489,7 @@ class _AwsChecks:
             # (a session name holds no "/": a workspace's key has one)
             session = f"tenant-{me}".replace("/", ".")
             # (in the runtime's partition, which its ARN says: its cell's, not the tenant's)
-            _, partition, _, _, runtime_account, _ = caller.split(":", 5)
+            partition, runtime_account = naming.partition_of_arn(caller), naming.account_of_arn(caller)
             caller = f"arn:{partition}:sts::{runtime_account}:assumed-role/{caller.rsplit('/', 1)[-1]}/{session}"
         # A suspended tenant's role may not be assumed at all (no session is renewed).
         suspended = self.record.status is TenantStatus.suspended

@@ -27,6 +27,7 @@ from tenantctl.naming import (
     cell_name_problem,
     new_cell_name_problem,
     partition_of,
+    partition_of_arn,
     resource_name,
 )
 from tenantctl.operations import os_metrics
@@ -211,7 +212,7 @@ def _other_partition(spec: CellSpec) -> list[str]:
     cross partitions on AWS (moto lets it), so those roles could never be assumed."""
     runtime = spec.runtime_principal_arn
     partition = partition_of(spec.region)
-    if runtime is None or runtime.split(":")[1] == partition:
+    if runtime is None or partition_of_arn(runtime) == partition:
         return []
     return [f"cell {spec.name!r} is in partition {partition} ({spec.region}) and its tenant roles trust the runtime "
             f"{runtime}: on AWS no role is assumed across partitions, so its tenants could not be served; a fleet "
