@@ -131,6 +131,9 @@ def main() -> None:
                         help="rounds of previewing each tenant, among the CLI rounds (default 3)")
     parser.add_argument("--floor-noop", nargs=2, metavar=("PROJECT", "TABLE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not 1 <= args.preview_rounds <= args.cli_rounds:
+        # The goal's denominator is previewing each tenant: without a round of it there is no ratio to print.
+        parser.error("--preview-rounds must be between 1 and --cli-rounds")
     if args.floor_noop:
         floor_noop(*args.floor_noop)
         return
