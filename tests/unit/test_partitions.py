@@ -238,6 +238,16 @@ def test_the_key_policy_check_accepts_the_logs_statement_of_its_partition(region
     assert checks._service_statement_ok(stmt)
 
 
+def test_the_bench_scripts_build_no_arn_by_hand():
+    """They run against a sandbox of any region: its ARNs come from naming, as the program's do."""
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[2] / "bench"
+    by_hand = [f"{p.name}:{n}" for p in sorted(bench.glob("*.py"))
+               for n, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"arn:aws[:-]", line)]
+    assert by_hand == []
+
+
 @pytest.mark.parametrize("region", ["us-iso-east-1", "eusc-de-east-1"])
 def test_cell_add_refuses_a_partition_with_no_known_rotation_application_naming_it(tmp_path, region):
     from tenantctl.operations.cell import cell_spec
