@@ -68,7 +68,7 @@ def floor_read(clients: Any, record: Any, platform: dict[str, Any], dsn: str) ->
     iam.get_role(RoleName=role)
     iam.get_role_policy(RoleName=role, PolicyName=iam.list_role_policies(RoleName=role)["PolicyNames"][0])
     sm.describe_secret(SecretId=res.store.secret_arn)
-    topic = f"arn:aws:sns:{res.region}:{platform['account_id']}:{naming.resource_name(tid, 'alarms')}"
+    topic = naming.arn(res.region, "sns", platform["account_id"], naming.resource_name(tid, "alarms"))
     sns.get_topic_attributes(TopicArn=topic)
     sns.list_tags_for_resource(ResourceArn=topic)
     cw.describe_alarms(AlarmNames=[naming.resource_name(tid, "dlq-depth")])

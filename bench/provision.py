@@ -127,9 +127,10 @@ def floor_owner(client: Callable[[str], Any], names: Any, platform: dict, dsn_ad
     key_policy = {"Version": "2012-10-17", "Statement": [
         statement("Administer", {"AWS": platform["admin_role_arn"]}, "kms:*"),
         statement("TenantUse", {"AWS": [role_arn]}, KEY_ACTIONS),
-        statement("CloudWatchAlarms", {"Service": "cloudwatch.amazonaws.com"}, ["kms:Decrypt", "kms:GenerateDataKey"],
+        statement("CloudWatchAlarms", {"Service": naming.service_principal("cloudwatch", region)},
+                  ["kms:Decrypt", "kms:GenerateDataKey"],
                   Condition={"StringEquals": {"aws:SourceAccount": account}, "ArnLike": {"aws:SourceArn": [
-                      f"arn:aws:cloudwatch:{region}:{account}:alarm:{a}" for a in alarms]}})]}
+                      naming.arn(region, "cloudwatch", account, f"alarm:{a}") for a in alarms]}})]}
     key = kms.create_key(Description=f"tenantctl {owner}", KeyUsage="ENCRYPT_DECRYPT",
                          Policy=json.dumps(key_policy),
                          Tags=[{"TagKey": k, "TagValue": v} for k, v in tags.items()])["KeyMetadata"]["Arn"]
@@ -140,7 +141,7 @@ def floor_owner(client: Callable[[str], Any], names: Any, platform: dict, dsn_ad
     secret = sm.create_secret(Name=names.secret, KmsKeyId=key, Tags=iam_tags,
                               Description=f"PostgreSQL credentials of {owner} (role {role})")["ARN"]
     encryption = {"KmsMasterKeyId": key, "KmsDataKeyReusePeriodSeconds": "300"}
-    queue_arn = f"arn:aws:sqs:{region}:{account}:{{}}".format
+    queue_arn = lambda name: naming.arn(region, "sqs", account, name)  # noqa: E731
     sqs.create_queue(QueueName=names.dlq, tags=tags, Attributes={"MessageRetentionPeriod": "1209600", **encryption})
     sqs.create_queue(QueueName=names.queue, tags=tags, Attributes={
         "DelaySeconds": "0", "MessageRetentionPeriod": "345600", **encryption,

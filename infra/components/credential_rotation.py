@@ -4,7 +4,8 @@ dedicated tenant's own), and the schedule that has Secrets Manager run it on
 one tenant's secret (``SecretRotationSchedule``).
 
 The function is AWS's published single-user rotation for RDS PostgreSQL
-(Serverless Application Repository), maintained and patched by AWS: each
+(Serverless Application Repository: its partition's own publisher,
+``naming.rotation_application``), maintained and patched by AWS: each
 rotation logs in as the tenant role and sets a new password on itself, so no
 admin credential is involved and the tenant role needs no extra privilege. It
 runs in the network's private subnets, in a group that reaches only
@@ -36,8 +37,6 @@ from infra.components.platform_monitoring import log_group
 from infra.components.postgres_instance import client_security_group
 from tenantctl import naming
 
-SAR_APPLICATION = ("arn:aws:serverlessrepo:us-east-1:297356227824:applications/"
-                   "SecretsManagerRDSPostgreSQLRotationSingleUser")
 ROTATION_DAYS = 30
 # Secrets Manager decrypts and encrypts the secret with the caller's KMS rights,
 # bound to the secret by this encryption context key.
@@ -70,9 +69,9 @@ class CredentialRotation(pulumi.ComponentResource):
         # The version is the application's latest at the first deploy, then kept in
         # the stack's state: a newer one is taken by an explicit update.
         app = aws.serverlessrepository.CloudFormationStack(
-            f"{name}-app", name=args.function_name, application_id=SAR_APPLICATION,
+            f"{name}-app", name=args.function_name, application_id=naming.rotation_application(args.region),
             capabilities=["CAPABILITY_IAM", "CAPABILITY_RESOURCE_POLICY"],
-            parameters={"endpoint": f"https://secretsmanager.{args.region}.amazonaws.com",
+            parameters={"endpoint": naming.endpoint_url("secretsmanager", args.region),
                         "functionName": args.function_name,
                         "vpcSubnetIds": pulumi.Output.from_input(args.subnet_ids).apply(",".join),
                         "vpcSecurityGroupIds": sg.id},

@@ -47,7 +47,7 @@ def logs_statement(region: str, account: pulumi.Input[str], log_groups: Sequence
     "*" for every group under a prefix)."""
     arns = [pulumi.Output.concat(_arn(region, "logs"), account, ":log-group:", g) for g in log_groups]
     # StringLike: the encryption context is a string (its value an ARN).
-    return {"Sid": LOGS_SID, "Effect": "Allow", "Principal": {"Service": f"logs.{region}.amazonaws.com"},
+    return {"Sid": LOGS_SID, "Effect": "Allow", "Principal": {"Service": naming.service_principal("logs", region)},
             "Action": LOGS_ACTIONS, "Resource": "*",
             "Condition": {"StringLike": {"kms:EncryptionContext:aws:logs:arn": arns}}}
 
@@ -56,7 +56,8 @@ def alarms_statement(region: str, account: pulumi.Input[str], alarm_names: Seque
     """CloudWatch may use the key to publish ``alarm_names`` (exact names: no
     prefix, so `acme` never covers `acme-corp`'s alarms) to their topic."""
     arns = [pulumi.Output.concat(_arn(region, "cloudwatch"), account, ":alarm:", n) for n in alarm_names]
-    return {"Sid": ALARMS_SID, "Effect": "Allow", "Principal": {"Service": "cloudwatch.amazonaws.com"},
+    return {"Sid": ALARMS_SID, "Effect": "Allow",
+            "Principal": {"Service": naming.service_principal("cloudwatch", region)},
             "Action": ALARM_ACTIONS, "Resource": "*",
             "Condition": {"StringEquals": {"aws:SourceAccount": account}, "ArnLike": {"aws:SourceArn": arns}}}
 

@@ -97,12 +97,12 @@ class PlatformMonitoring(pulumi.ComponentResource):
         flow_logs = _role(
             f"{name}-flow-logs", _scoped("flow-logs", args.scope, region),
             account.apply(lambda a: json.dumps(service_trust_document(
-                "vpc-flow-logs.amazonaws.com", a, naming.arn(region, "ec2", a, "vpc-flow-log/*")))),
+                naming.service_principal("vpc-flow-logs", region), a, naming.arn(region, "ec2", a, "vpc-flow-log/*")))),
             account.apply(lambda a: json.dumps(flow_logs_document(region, a))),
             "VPC flow logs delivery into tenantctl's log groups", args.tags, child)
         monitoring = _role(
-            f"{name}-rds-monitoring", _scoped("rds-monitoring", args.scope, region),
-            account.apply(lambda a: json.dumps(service_trust_document("monitoring.rds.amazonaws.com", a))),
+            f"{name}-rds-monitoring", _scoped("rds-monitoring", args.scope, region), account.apply(
+                lambda a: json.dumps(service_trust_document(naming.service_principal("monitoring.rds", region), a))),
             account.apply(lambda a: json.dumps(monitoring_document(region, a))),
             "RDS enhanced monitoring of tenantctl's instances", args.tags, child)
         if args.os_metrics_group:

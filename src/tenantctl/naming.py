@@ -254,9 +254,68 @@ def is_cell_waker_role(name: str) -> bool:
     return name.startswith(head) and name.endswith(tail) and len(name) > len(head) + len(tail)
 
 
+# Region prefix -> (partition, the domain of its endpoints), as botocore's endpoint data
+# has them (longest prefix first: us-isob- before us-iso-). Every other region is aws's.
+_PARTITIONS = (("us-isob-", "aws-iso-b", "sc2s.sgov.gov"), ("us-isof-", "aws-iso-f", "csp.hci.ic.gov"),
+               ("us-iso-", "aws-iso", "c2s.ic.gov"), ("eu-isoe-", "aws-iso-e", "cloud.adc-e.uk"),
+               ("eusc-", "aws-eusc", "amazonaws.eu"), ("us-gov-", "aws-us-gov", "amazonaws.com"),
+               ("cn-", "aws-cn", "amazonaws.com.cn"))
+
+
+def _partition(region: str) -> tuple[str, str]:
+    return next(((p, d) for prefix, p, d in _PARTITIONS if region.startswith(prefix)), ("aws", "amazonaws.com"))
+
+
 def partition_of(region: str) -> str:
-    """The ARN partition of ``region`` (aws-cn for China, aws-us-gov for GovCloud)."""
-    return "aws-cn" if region.startswith("cn-") else "aws-us-gov" if region.startswith("us-gov-") else "aws"
+    """The ARN partition of ``region`` (aws-cn for China, aws-us-gov for GovCloud...)."""
+    return _partition(region)[0]
+
+
+def dns_suffix(region: str) -> str:
+    """The domain of ``region``'s service endpoints (amazonaws.com.cn in China)."""
+    return _partition(region)[1]
+
+
+def endpoint_url(service: str, region: str) -> str:
+    return f"https://{service}.{region}.{dns_suffix(region)}"
+
+
+# Service principals are `<service>.amazonaws.com` in every partition, but CloudWatch
+# Logs' is regional and, like an endpoint, of its partition's domain
+# (logs.cn-north-1.amazonaws.com.cn): aws-cdk's region-info and the AWS provider's
+# aws_service_principal both say so. The other services tenantctl names (cloudwatch,
+# vpc-flow-logs, monitoring.rds, logging.s3, lambda, ecs-tasks) have no such exception.
+_REGIONAL_PRINCIPALS = frozenset({"logs"})
+
+
+def service_principal(service: str, region: str) -> str:
+    """The principal ``service`` acts as in ``region``'s partition (a key policy's Service)."""
+    return f"{service}.{region}.{dns_suffix(region)}" if service in _REGIONAL_PRINCIPALS else f"{service}.amazonaws.com"
+
+
+# The Serverless Application Repository account that publishes Secrets Manager's rotation
+# applications in each partition (aws-cdk's SecretRotationApplication); none is known elsewhere.
+_ROTATION_PUBLISHERS = {"aws": ("us-east-1", "297356227824"), "aws-cn": ("cn-north-1", "193023089310"),
+                        "aws-us-gov": ("us-gov-west-1", "023102451235")}
+ROTATION_APPLICATION = "SecretsManagerRDSPostgreSQLRotationSingleUser"
+
+
+def require_deployable(region: str) -> None:
+    """InvalidInput (exit 3, rule ``partition``) for a region of a partition where tenantctl
+    knows no rotation application to deploy: refused before anything is written."""
+    partition = partition_of(region)
+    if partition not in _ROTATION_PUBLISHERS:
+        raise InvalidInput(
+            f"region {region!r} is in partition {partition}, where tenantctl knows no Serverless Application "
+            f"Repository ARN of the credential rotation application ({ROTATION_APPLICATION}); cells can be "
+            f"added in {', '.join(_ROTATION_PUBLISHERS)} only", rule="partition")
+
+
+def rotation_application(region: str) -> str:
+    """The ARN of AWS's single-user PostgreSQL rotation application in ``region``'s partition."""
+    require_deployable(region)
+    home, account = _ROTATION_PUBLISHERS[partition_of(region)]
+    return arn(home, "serverlessrepo", account, f"applications/{ROTATION_APPLICATION}")
 
 
 # Their ARNs name no region (the partition is still their region's).

@@ -5,6 +5,7 @@ ARNs and the posture checks' probes — and the cell is retired afterwards."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -33,6 +34,14 @@ def test_a_pooled_tenant_of_a_cell_in_aws_cn_is_built_and_checked_in_its_partiti
     # moto lets the home's (aws) runtime assume an aws-cn role; AWS would not: said when the cell is added
     assert any("partition aws-cn" in w and "needs a platform" in w for w in info.warnings), info.warnings
     try:
+        # the rotation function calls the aws-cn endpoint, and CloudWatch Logs uses the cell key as its aws-cn principal
+        outputs, clients = ws.cell_outputs("cn1"), ws.cell_clients("cn1")
+        function = clients("lambda").get_function(FunctionName=outputs["rotation_function_arn"])
+        assert function["Configuration"]["Environment"]["Variables"]["SECRETS_MANAGER_ENDPOINT"] == (
+            f"https://secretsmanager.{CN}.amazonaws.com.cn")
+        policy = json.loads(clients("kms").get_key_policy(KeyId=outputs["platform_key_arn"],
+                                                          PolicyName="default")["Policy"])
+        assert f"logs.{CN}.amazonaws.com.cn" in {s["Principal"].get("Service") for s in policy["Statement"]}
         # provision runs the posture check at its end: it raises on any failing check
         record, _ = provision(ws, TenantSpec(id="pt-cn", region=CN))
         try:

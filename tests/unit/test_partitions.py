@@ -11,7 +11,6 @@ import pytest
 from infra_mocks import RecordingMocks, platform_config, run_program, tenant_config
 from runtime_fixtures import record
 
-from infra.components.credential_rotation import SAR_APPLICATION
 from infra.components.platform_monitoring import flow_logs_document, monitoring_document
 from infra.components.runtime_role import runtime_access_document
 from infra.components.tenant_role import trust_document
@@ -19,6 +18,7 @@ from tenantctl import naming
 from tenantctl.checks import iam_eval
 from tenantctl.checks.aws_posture import _AwsChecks
 from tenantctl.engines.local.handlers.base import Context
+from tenantctl.errors import InvalidInput
 from tenantctl.policy import check, endpoint_policy_problems, judge, planned_resource
 from tenantctl.policy.plan import as_list
 
@@ -167,13 +167,93 @@ def _arns(value) -> set[str]:
 def test_a_cell_and_its_tenants_declare_only_arns_of_their_partition(region):
     """The program under mocks that answer as AWS does there: every ARN any resource declares
     (policies, key statements, flow logs) is of the cell's partition, and the gate passes it."""
-    partition = naming.partition_of(region)
+    partition, suffix = naming.partition_of(region), naming.dns_suffix(region)
     acme, globex = {"id": "acme", "owner": "a"}, {"id": "globex", "tier": "dedicated", "owner": "g"}
     for stack, config, spec in [("platform", platform_config({"owner": "ops", "region": region}, region), None),
                                 ("acme", tenant_config({**acme, "region": region}, region), "acme"),
                                 ("globex", tenant_config({**globex, "region": region}, region), "globex")]:
         mocks = RecordingMocks(region=region)
         run_program(stack, config, mocks)
-        found = set().union(*(_arns(r.inputs) for r in mocks.resources)) - {SAR_APPLICATION}
+        found = set().union(*(_arns(r.inputs) for r in mocks.resources))
         assert found and {a for a in found if not a.startswith(f"arn:{partition}:")} == set(), stack
+        # the rotation application itself too, and the endpoint its function calls
+        for app in mocks.of_type("aws:serverlessrepository/cloudFormationStack:CloudFormationStack"):
+            assert app.inputs["applicationId"] == naming.rotation_application(region), stack
+            assert app.inputs["parameters"]["endpoint"] == f"https://secretsmanager.{region}.{suffix}", stack
+        for key in mocks.of_type("aws:kms/key:Key"):
+            services = {s["Principal"]["Service"] for s in json.loads(key.inputs["policy"])["Statement"]
+                        if "Service" in s["Principal"]}
+            assert services <= {"cloudwatch.amazonaws.com", naming.service_principal("logs", region)}, stack
         assert check(mocks.resources, spec or "platform", platform=spec is None) == [], stack
+
+
+# The Serverless Application Repository publisher of the rotation applications in each partition
+# (aws-cdk's SecretRotationApplication.applicationArnForPartition).
+ROTATION_APPS = {
+    "aws": "arn:aws:serverlessrepo:us-east-1:297356227824:applications/",
+    "aws-cn": "arn:aws-cn:serverlessrepo:cn-north-1:193023089310:applications/",
+    "aws-us-gov": "arn:aws-us-gov:serverlessrepo:us-gov-west-1:023102451235:applications/",
+}
+
+
+@pytest.mark.parametrize(("region", "partition"), PARTITIONS)
+def test_the_rotation_application_is_its_partitions_own(region, partition):
+    assert naming.rotation_application(region) == (ROTATION_APPS[partition]
+                                                   + "SecretsManagerRDSPostgreSQLRotationSingleUser")
+
+
+@pytest.mark.parametrize(("region", "partition"), [("us-iso-east-1", "aws-iso"), ("us-isob-east-1", "aws-iso-b"),
+                                                   ("us-isof-south-1", "aws-iso-f"), ("eu-isoe-west-1", "aws-iso-e"),
+                                                   ("eusc-de-east-1", "aws-eusc")])
+def test_a_region_of_a_partition_with_no_known_rotation_application_is_refused(region, partition):
+    """Not an ARN of the aws partition (which would be refused there only mid-deploy): exit 3 first."""
+    assert naming.partition_of(region) == partition
+    with pytest.raises(InvalidInput, match=f"{partition}.*rotation") as refused:
+        naming.require_deployable(region)
+    assert refused.value.rule == "partition"
+    for known, _ in PARTITIONS:
+        naming.require_deployable(known)
+
+
+@pytest.mark.parametrize(("region", "principal"), [
+    ("us-east-1", "logs.us-east-1.amazonaws.com"), ("us-gov-west-1", "logs.us-gov-west-1.amazonaws.com"),
+    ("cn-north-1", "logs.cn-north-1.amazonaws.com.cn"), ("cn-northwest-1", "logs.cn-northwest-1.amazonaws.com.cn")])
+def test_the_logs_service_principal_is_regional_and_of_its_partitions_domain(region, principal):
+    assert naming.service_principal("logs", region) == principal
+    # the others tenantctl names are one name in every partition
+    for service in ("cloudwatch", "vpc-flow-logs", "monitoring.rds", "logging.s3", "lambda", "ecs-tasks"):
+        assert naming.service_principal(service, region) == f"{service}.amazonaws.com"
+
+
+@pytest.mark.parametrize(("region", "partition"), PARTITIONS)
+def test_the_key_policy_check_accepts_the_logs_statement_of_its_partition(region, partition):
+    from infra.components.kms_key import logs_statement
+
+    checks = _checks(region, {})
+    checks.sides = [("dedicated", None)]
+    stmt = logs_statement(region, ACCOUNT, naming.own_log_groups("acme"))
+    assert stmt["Principal"] == {"Service": f"logs.{region}.amazonaws.com{'.cn' if partition == 'aws-cn' else ''}"}
+    stmt = {**stmt, "Condition": {"StringLike": {"kms:EncryptionContext:aws:logs:arn": [
+        naming.arn(region, "logs", ACCOUNT, f"log-group:{g}") for g in naming.own_log_groups("acme")]}}}
+    assert checks._service_statement_ok(stmt)
+
+
+def test_the_bench_scripts_build_no_arn_by_hand():
+    """They run against a sandbox of any region: its ARNs come from naming, as the program's do."""
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[2] / "bench"
+    by_hand = [f"{p.name}:{n}" for p in sorted(bench.glob("*.py"))
+               for n, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"arn:aws[:-]", line)]
+    assert by_hand == []
+
+
+@pytest.mark.parametrize("region", ["us-iso-east-1", "eusc-de-east-1"])
+def test_cell_add_refuses_a_partition_with_no_known_rotation_application_naming_it(tmp_path, region):
+    from tenantctl.operations.cell import cell_spec
+    from tenantctl.workspace import Workspace
+
+    (tmp_path / "stacks").mkdir()
+    with pytest.raises(InvalidInput, match="rotation application") as refused:
+        cell_spec(Workspace(project_dir=tmp_path, cwd=tmp_path), "iso1", {"region": region})
+    assert refused.value.rule == "partition" and not list((tmp_path / "stacks").iterdir())

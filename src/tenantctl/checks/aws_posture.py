@@ -228,8 +228,8 @@ class _AwsChecks:
         alarms = {naming.arn(region, "cloudwatch", account, f"alarm:{n}")
                   for tier in tiers for n in naming.alarm_names(self.stem, tier == "dedicated")}
         groups = {naming.arn(region, "logs", account, f"log-group:{g}") for g in naming.own_log_groups(self.tid)}
-        return {"cloudwatch.amazonaws.com": alarms,
-                f"logs.{region}.amazonaws.com": groups if "dedicated" in tiers else set()}
+        return {naming.service_principal("cloudwatch", region): alarms,
+                naming.service_principal("logs", region): groups if "dedicated" in tiers else set()}
 
     def _service_statement_ok(self, stmt: dict) -> bool:
         spec = stmt.get("Principal")

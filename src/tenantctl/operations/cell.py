@@ -28,6 +28,7 @@ from tenantctl.naming import (
     new_cell_name_problem,
     partition_of,
     partition_of_arn,
+    require_deployable,
     resource_name,
 )
 from tenantctl.operations import os_metrics
@@ -146,6 +147,7 @@ def cell_spec(ws: Workspace, name: str, options: dict[str, Any]) -> CellSpec:
         from tenantctl.aws import require_known_region
 
         require_known_region(given["region"])
+        require_deployable(given["region"])  # a partition with no rotation application known: said, not a pattern
     try:
         return CellSpec.model_validate({**base, **given})
     except ValidationError as exc:

@@ -20,6 +20,7 @@ import zipfile
 from typing import Any
 
 from tenantctl.engines.local.handlers.base import Context, Desired, Handler, exists, ignore_missing
+from tenantctl.naming import service_principal
 
 RUNTIME = "python3.12"
 STUB = ("def lambda_handler(event, context):\n"
@@ -27,8 +28,11 @@ STUB = ("def lambda_handler(event, context):\n"
 # The application template's logical ids (a SAM function and the role SAM makes for it).
 FUNCTION_LOGICAL_ID = "SecretsManagerRDSPostgreSQLRotationSingleUser"
 ROLE_LOGICAL_ID = f"{FUNCTION_LOGICAL_ID}Role"
-LAMBDA_TRUST = json.dumps({"Version": "2012-10-17", "Statement": [{
-    "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
+
+
+def _lambda_trust(region: str) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": service_principal("lambda", region)}, "Action": "sts:AssumeRole"}]})
 
 
 def _stub_zip() -> bytes:
@@ -66,7 +70,7 @@ class CloudFormationStackHandler(Handler):
         role = f"{name}-role"
         try:
             arn = iam.create_role(
-                RoleName=role, AssumeRolePolicyDocument=LAMBDA_TRUST,
+                RoleName=role, AssumeRolePolicyDocument=_lambda_trust(ctx.region),
                 Tags=[{"Key": k, "Value": v} for k, v in self._tags(ctx, d, ROLE_LOGICAL_ID).items()],
                 Description="execution role of the sandbox's stand-in rotation function")["Role"]["Arn"]
         except iam.exceptions.EntityAlreadyExistsException:  # a crashed create made it
