@@ -257,7 +257,6 @@ def test_a_refused_login_is_a_store_moved_only_once_the_registry_names_another_s
         "store": old.resources.store.model_copy(update={"database": "acme"})})})
     registry = Registry(old)
     registry._cache = TTLCache(10, 30.0, clock=lambda: now[0])
-    registry._recent = TTLCache(10, REREAD_INTERVAL, clock=lambda: now[0])
     stale = from_registry(registry, "acme")
 
     class Store(ContextStore):
