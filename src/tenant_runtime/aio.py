@@ -62,6 +62,7 @@ from tenant_runtime.objects import PresignedUpload
 from tenant_runtime.runtime import TenantRuntime
 from tenant_runtime.search import SearchResult, Suggestions
 from tenant_runtime.store import (
+    GONE,
     REFUSED,
     Compute,
     ConversationPage,
@@ -71,6 +72,7 @@ from tenant_runtime.store import (
     Statement,
     StoreOperations,
     advance,
+    left,
     relocated,
 )
 from tenant_runtime.transaction import (
@@ -243,15 +245,29 @@ class AsyncContextStore(StoreOperations):
         connection the server closed: see ContextStore._scoped_cursor; refused on
         entry: see ContextStore._caller_transaction)."""
         ctx, refused = verified(ctx), None
-        async with AsyncExitStack() as entered:
-            try:
-                cur = await entered.enter_async_context(self._transaction(ctx, caller=True))
-            except REFUSED as exc:
-                refused = exc
-            else:
-                yield await entered.enter_async_context(aguarded(cur.connection))
+        try:
+            async with AsyncExitStack() as entered:
+                try:
+                    cur = await entered.enter_async_context(self._transaction(ctx, caller=True))
+                except REFUSED as exc:
+                    refused = exc
+                else:
+                    yield await entered.enter_async_context(aguarded(cur.connection))
+        except GONE as exc:  # see ContextStore._caller_transaction
+            if (moved := await self._left(ctx, exc)) is None:
+                raise
+            raise moved from exc
         if refused is not None:  # see ContextStore._caller_transaction
             raise (await self._relocated(ctx, refused))[1]
+
+    async def _left(self, ctx: TenantContext, exc: Exception) -> StoreMoved | None:
+        """See ContextStore._left."""
+        if self.reresolve is None:
+            return None
+        moved = left(ctx, verified(await self.offload.call(self.reresolve, ctx, True)), exc)
+        if moved is not None:
+            await self._forget(ctx)
+        return moved
 
     @asynccontextmanager
     async def _transaction(self, ctx: TenantContext, caller: bool = False) -> AsyncIterator[psycopg.AsyncCursor]:
@@ -417,9 +433,13 @@ class AsyncContextStore(StoreOperations):
             raise refused
         fresh = verified(await self.offload.call(self.reresolve, ctx, patient))
         moved = relocated(ctx, fresh, refused)
+        await self._forget(ctx)
+        return fresh, moved
+
+    async def _forget(self, ctx: TenantContext) -> None:
+        """See ContextStore.forget."""
         for conn in self.logins.forget(ctx):
             await conn.close()
-        return fresh, moved
 
     async def _statement(self, ctx: TenantContext, step: Statement) -> Any:
         async with self._transaction(ctx) as cur:  # ctx: verified by the operation

@@ -330,6 +330,24 @@ def relocated(ctx: TenantContext, fresh: TenantContext, refused: StoreMoved | Lo
                       f"(moved): {refused}")
 
 
+# What a caller's own SQL meets on a store its tenant left while a connection to it was still
+# open (a move's ``--finalize`` dropped the schema, its tables and the role): no table, no schema,
+# no role. An application's own bug fails the same way, so it is a StoreMoved only once the
+# registry, read again, names another store (``left``).
+GONE = (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName, psycopg.errors.UndefinedObject,
+        psycopg.errors.InvalidAuthorizationSpecification)
+
+
+def left(ctx: TenantContext, fresh: TenantContext, exc: Exception) -> StoreMoved | None:
+    """What a caller's block that failed with ``exc`` (one of ``GONE``) raises
+    instead once its tenant was read from the registry again (``fresh``): a
+    StoreMoved when the registry names another store now; None: ``exc`` as it is."""
+    if fresh.resources.store == ctx.resources.store:
+        return None
+    return StoreMoved(f"store of tenant {ctx.key!r} has lost what the transaction's statement named and the "
+                      f"registry names another store now (moved; retry the whole transaction): {exc}".strip())
+
+
 # -- the sync driver ----------------------------------------------------------------
 
 class ContextStore(StoreOperations):
@@ -374,17 +392,36 @@ class ContextStore(StoreOperations):
         """``transaction``'s block, its connection ``guarded``. Refused on entry by
         a store its tenant was moved away from, a StoreMoved (503) once the
         registry was read again, as a read's (``_run``): the block is the
-        caller's code, which the caller's retry runs again, not this."""
+        caller's code, which the caller's retry runs again, not this. The
+        block's statements failing on a store dropped under an open connection
+        (``GONE``): a StoreMoved likewise once the registry names another store."""
         refused = None
-        with ExitStack() as entered:
-            try:
-                cur = entered.enter_context(self._transaction(ctx, caller=True))
-            except REFUSED as exc:
-                refused = exc
-            else:
-                yield entered.enter_context(guarded(cur.connection))
+        try:
+            with ExitStack() as entered:
+                try:
+                    cur = entered.enter_context(self._transaction(ctx, caller=True))
+                except REFUSED as exc:
+                    refused = exc
+                else:
+                    yield entered.enter_context(guarded(cur.connection))
+        except GONE as exc:
+            if (moved := self._left(ctx, exc)) is None:
+                raise
+            raise moved from exc
         if refused is not None:  # (None too when the block's psycopg.Rollback was swallowed)
             raise self._relocated(ctx, refused)[1]
+
+    def _left(self, ctx: TenantContext, exc: Exception) -> StoreMoved | None:
+        """``left``'s StoreMoved for a caller's block that failed with ``exc``, the
+        tenant's secret and connections forgotten; None: ``exc`` stands. Weak
+        evidence (a bug of the caller's looks the same): the registry is read
+        again only when ``ctx``'s record was not read just now (``patient``)."""
+        if self.reresolve is None:
+            return None
+        moved = left(ctx, verified(self.reresolve(ctx, True)), exc)
+        if moved is not None:
+            self.forget(ctx)
+        return moved
 
     def _scoped_cursor(self, ctx: TenantContext, caller: bool = False) -> Iterator[psycopg.Cursor]:
         """The cursor that ran the scope statement, inside the tenant's transaction
