@@ -50,18 +50,23 @@ from tenant_runtime.errors import StoreMoved, runtime_closed
 from tenant_runtime.gateway import Gateway, PoolBase
 from tenant_runtime.jobs import Job, JobMessage
 from tenant_runtime.logins import (
+    LOGIN,
     ROLE_LIMIT_SQL,
+    CheckoutStep,
     IdleConnections,
     LoginRefused,
-    Patience,
+    Pause,
+    ReadLimit,
     TenantLogins,
-    busy,
+    WaitTurn,
+    acquisition,
     role_full,
 )
 from tenant_runtime.objects import PresignedUpload
 from tenant_runtime.runtime import TenantRuntime
 from tenant_runtime.search import SearchResult, Suggestions
 from tenant_runtime.store import (
+    GONE,
     REFUSED,
     Compute,
     ConversationPage,
@@ -71,6 +76,7 @@ from tenant_runtime.store import (
     Statement,
     StoreOperations,
     advance,
+    left,
     relocated,
 )
 from tenant_runtime.transaction import (
@@ -243,15 +249,29 @@ class AsyncContextStore(StoreOperations):
         connection the server closed: see ContextStore._scoped_cursor; refused on
         entry: see ContextStore._caller_transaction)."""
         ctx, refused = verified(ctx), None
-        async with AsyncExitStack() as entered:
-            try:
-                cur = await entered.enter_async_context(self._transaction(ctx, caller=True))
-            except REFUSED as exc:
-                refused = exc
-            else:
-                yield await entered.enter_async_context(aguarded(cur.connection))
+        try:
+            async with AsyncExitStack() as entered:
+                try:
+                    cur = await entered.enter_async_context(self._transaction(ctx, caller=True))
+                except REFUSED as exc:
+                    refused = exc
+                else:
+                    yield await entered.enter_async_context(aguarded(cur.connection))
+        except GONE as exc:  # see ContextStore._caller_transaction
+            if (moved := await self._left(ctx, exc)) is None:
+                raise
+            raise moved from exc
         if refused is not None:  # see ContextStore._caller_transaction
             raise (await self._relocated(ctx, refused))[1]
+
+    async def _left(self, ctx: TenantContext, exc: Exception) -> StoreMoved | None:
+        """See ContextStore._left."""
+        if self.reresolve is None:
+            return None
+        moved = left(ctx, verified(await self.offload.call(self.reresolve, ctx, True)), exc)
+        if moved is not None:
+            await self._forget(ctx)
+        return moved
 
     @asynccontextmanager
     async def _transaction(self, ctx: TenantContext, caller: bool = False) -> AsyncIterator[psycopg.AsyncCursor]:
@@ -303,55 +323,27 @@ class AsyncContextStore(StoreOperations):
     async def _acquire(self, ctx: TenantContext, pool: IdleConnections,
                        got: AsyncWaiter | None) -> tuple[psycopg.AsyncConnection, bool]:
         """See ContextStore._acquire."""
-        patience = Patience(self.logins.wait)
-        while True:
-            if got is not None:
-                got = await self._turn(ctx, pool, got, patience)
-                if got is not None:
-                    return got, True
+        steps = acquisition(ctx, pool, got, self.logins.wait, AsyncWaiter)
+        done, step = advance(steps, None)
+        while not done:
             try:
-                return await self._sized(pool, await self._connect(ctx)), False
-            except psycopg.OperationalError:  # the role's limit (``_connect``): the server's, not ours
-                if pause := patience.refused(ctx, pool):
-                    await asyncio.sleep(pause)
-            except BaseException:
-                pool.release()
-                raise
-            got = pool.take(AsyncWaiter)
-            if got is not None and got.__class__ is not AsyncWaiter:
-                return got, True
+                result = await self._checkout_step(ctx, step)
+            except BaseException as exc:  # noqa: BLE001 - raised inside the acquisition (cancelled too)
+                done, step = advance(steps, None, exc)
+            else:
+                done, step = advance(steps, result)
+        return step
 
-    @staticmethod
-    async def _sized(pool: IdleConnections, conn: psycopg.AsyncConnection) -> psycopg.AsyncConnection:
-        """See ContextStore._sized."""
-        if not pool.sized:
-            try:
-                pool.size((await (await conn.execute(ROLE_LIMIT_SQL)).fetchone())[0])
-            except psycopg.Error:
-                pass  # unread: the next login reads it
-        return conn
-
-    async def _turn(self, ctx: TenantContext, pool: IdleConnections, waiter: AsyncWaiter,
-                    patience: Patience) -> psycopg.AsyncConnection | None:
-        """See ContextStore._turn."""
-        try:
-            await waiter.wait(patience.left())
-        except BaseException:  # cancelled: what it was granted meanwhile goes back
-            if not pool.expired(waiter):
-                await self._give_back(pool, waiter.conn)
-            raise
-        if pool.expired(waiter):
-            raise busy(ctx, pool, self.logins.wait)
-        return waiter.conn
-
-    @staticmethod
-    async def _give_back(pool: IdleConnections, conn: psycopg.AsyncConnection | None) -> None:
-        """See ContextStore._give_back."""
-        if conn is not None:
-            if pool.keep(conn):
-                return
-            await conn.close()
-        pool.release()
+    async def _checkout_step(self, ctx: TenantContext, step: CheckoutStep) -> Any:
+        if step is LOGIN:
+            return await self._connect(ctx)
+        if isinstance(step, WaitTurn):
+            return await step.waiter.wait(step.timeout)
+        if isinstance(step, ReadLimit):
+            return (await (await step.conn.execute(ROLE_LIMIT_SQL)).fetchone())[0]
+        if isinstance(step, Pause):
+            return await asyncio.sleep(step.seconds)
+        return await step.conn.close()
 
     async def _connect(self, ctx: TenantContext) -> psycopg.AsyncConnection:
         secret = await self.offload.call(self.logins.credentials, ctx)
@@ -417,9 +409,13 @@ class AsyncContextStore(StoreOperations):
             raise refused
         fresh = verified(await self.offload.call(self.reresolve, ctx, patient))
         moved = relocated(ctx, fresh, refused)
+        await self._forget(ctx)
+        return fresh, moved
+
+    async def _forget(self, ctx: TenantContext) -> None:
+        """See ContextStore.forget."""
         for conn in self.logins.forget(ctx):
             await conn.close()
-        return fresh, moved
 
     async def _statement(self, ctx: TenantContext, step: Statement) -> Any:
         async with self._transaction(ctx) as cur:  # ctx: verified by the operation

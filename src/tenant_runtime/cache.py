@@ -17,7 +17,7 @@ class TTLCache(Generic[V]):
         if max_entries < 1 or ttl <= 0:
             raise ValueError("max_entries must be >= 1 and ttl > 0")
         self.max_entries, self.ttl, self.clock = max_entries, ttl, clock
-        self._items: OrderedDict[Hashable, tuple[float, V]] = OrderedDict()
+        self._items: OrderedDict[Hashable, tuple[float, V, float]] = OrderedDict()  # (expires, value, put at)
         self._lock = threading.Lock()
 
     def get(self, key: Hashable) -> tuple[bool, V | None]:
@@ -26,7 +26,7 @@ class TTLCache(Generic[V]):
             entry = self._items.get(key)
             if entry is None:
                 return False, None
-            expires, value = entry
+            expires, value, _ = entry
             if self.clock() >= expires:
                 del self._items[key]
                 return False, None
@@ -35,10 +35,17 @@ class TTLCache(Generic[V]):
 
     def put(self, key: Hashable, value: V, ttl: float | None = None) -> None:
         with self._lock:
-            self._items[key] = (self.clock() + (self.ttl if ttl is None else ttl), value)
+            now = self.clock()
+            self._items[key] = (now + (self.ttl if ttl is None else ttl), value, now)
             self._items.move_to_end(key)
             while len(self._items) > self.max_entries:
                 self._items.popitem(last=False)
+
+    def stored(self, key: Hashable) -> tuple[V | None, float] | None:
+        """(value, when it was put) of the entry under ``key``, expired or not; None: no entry."""
+        with self._lock:
+            entry = self._items.get(key)
+            return None if entry is None else (entry[1], entry[2])
 
     def pop(self, key: Hashable) -> None:
         with self._lock:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, NamedTuple
 
 import psycopg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -211,6 +211,88 @@ def busy(ctx: TenantContext, pool: IdleConnections, wait: float) -> StoreUnavail
         f"no connection of tenant {ctx.key!r} free within {wait:g} s: this process holds {pool.open}, its cap "
         "(the role's CONNECTION LIMIT or max_tenant_connections; fewer while other processes hold the rest "
         "of the role's); retry")
+
+
+# -- a checkout that found no idle connection, written once for both drivers ------
+# ``acquisition`` decides; its steps are the I/O, which the sync and async drivers
+# each do their own way and send back (a step's failure thrown in, as ``store.advance`` does).
+
+LOGIN = "login"  # log in as the tenant (the connection sent back; a refusal for the role's limit thrown in)
+
+
+class WaitTurn(NamedTuple):
+    """Wait up to ``timeout`` seconds for ``waiter``'s grant."""
+
+    waiter: Any
+    timeout: float
+
+
+class ReadLimit(NamedTuple):
+    """Run ``ROLE_LIMIT_SQL`` on ``conn`` (its value sent back)."""
+
+    conn: Any
+
+
+class Pause(NamedTuple):
+    seconds: float
+
+
+class Close(NamedTuple):
+    conn: Any
+
+
+CheckoutStep = str | WaitTurn | ReadLimit | Pause | Close
+
+
+def acquisition(ctx: TenantContext, pool: IdleConnections, got: Any | None, wait: float,
+                waiter: type) -> Generator[CheckoutStep, Any, tuple[Any, bool]]:
+    """A connection for a checkout that found none idle, within ``wait`` seconds
+    (else StoreUnavailable): (it, reused). ``got``: a slot to log in with (None),
+    or a ``waiter`` (the driver's class) queued at the tenant's cap, given a
+    connection another request returns or its slot. A login the server refuses
+    for the role's CONNECTION LIMIT (other processes hold the rest) lowers this
+    process's cap to what it holds and waits for one of those; holding none, it
+    logs in again a moment later. The tenant's first login reads its role's
+    limit (``IdleConnections.size``)."""
+    patience = Patience(wait)
+    while True:
+        if got is not None:
+            try:
+                yield WaitTurn(got, patience.left())
+            except BaseException:  # interrupted: what it was granted meanwhile goes back
+                if not pool.expired(got):
+                    yield from _give_back(pool, got.conn)
+                raise
+            if pool.expired(got):
+                raise busy(ctx, pool, wait)
+            if got.conn is not None:
+                return got.conn, True
+        try:  # its slot (a granted one too): log in
+            conn = yield LOGIN
+            if not pool.sized:
+                try:
+                    pool.size((yield ReadLimit(conn)))
+                except psycopg.Error:
+                    pass  # unread: the next login reads it (a broken connection fails at its BEGIN)
+            return conn, False
+        except psycopg.OperationalError:  # the role's limit (the driver's login): the server's, not ours
+            if pause := patience.refused(ctx, pool):
+                yield Pause(pause)
+        except BaseException:
+            pool.release()
+            raise
+        got = pool.take(waiter)
+        if got is not None and got.__class__ is not waiter:
+            return got, True
+
+
+def _give_back(pool: IdleConnections, conn: Any | None) -> Generator[CheckoutStep, Any, None]:
+    """A granted connection (None: a slot) not used after all."""
+    if conn is not None:
+        if pool.keep(conn):
+            return
+        yield Close(conn)
+    pool.release()
 
 
 class TenantLogins:

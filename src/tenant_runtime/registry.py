@@ -180,7 +180,6 @@ class RegistryReader:
         self.client = client
         self.negative_ttl = negative_ttl
         self._cache: TTLCache[TenantRecord | None] = TTLCache(max_entries, ttl, clock)
-        self._recent: TTLCache[TenantRecord | None] = TTLCache(max_entries, REREAD_INTERVAL, clock)
         self._refreshing = [threading.Lock() for _ in range(64)]  # by tenant id's hash: one refresh at a time
         self.reads = 0  # DynamoDB GetItem calls, for tests and metrics
 
@@ -198,8 +197,7 @@ class RegistryReader:
             ttl = min(self._cache.ttl, FROZEN_TTL)  # a freeze lasts about a second: see its end soon
         else:
             ttl = None
-        self._cache.put(tenant_id, record, ttl)
-        self._recent.put(tenant_id, record)
+        self._cache.put(tenant_id, record, ttl)  # with its read time (``refresh``)
         return record
 
     def refresh(self, tenant_id: str, stale: TenantRecord, patient: bool = False) -> None:
@@ -213,9 +211,14 @@ class RegistryReader:
             hit, cached = self._cache.get(tenant_id)
             if hit and cached is not stale:
                 return
-            if hit and patient and self._recent.get(tenant_id)[1] is stale:
+            if hit and patient and self._read_just_now(tenant_id, stale):
                 return
             self._load(tenant_id)
+
+    def _read_just_now(self, tenant_id: str, record: TenantRecord) -> bool:
+        """The cache holds ``record`` as read less than ``REREAD_INTERVAL`` seconds ago."""
+        entry = self._cache.stored(tenant_id)
+        return entry is not None and entry[0] is record and self._cache.clock() - entry[1] < REREAD_INTERVAL
 
     def get(self, tenant_id: str) -> TenantRecord:
         """The record of a tenant that may serve requests (status active)."""

@@ -74,14 +74,18 @@ from tenant_runtime.documents import (
 from tenant_runtime.errors import InvalidRequest, StoreMoved
 from tenant_runtime.hibernation import DatabaseWaker
 from tenant_runtime.logins import (
+    LOGIN,
     ROLE_LIMIT_SQL,
+    CheckoutStep,
     IdleConnections,
     LoginRefused,
-    Patience,
+    Pause,
+    ReadLimit,
     StoreSecret,
     TenantLogins,
     Waiter,
-    busy,
+    WaitTurn,
+    acquisition,
     role_full,
 )
 from tenant_runtime.registry import ReindexMarker, marked_reindex
@@ -330,6 +334,24 @@ def relocated(ctx: TenantContext, fresh: TenantContext, refused: StoreMoved | Lo
                       f"(moved): {refused}")
 
 
+# What a caller's own SQL meets on a store its tenant left while a connection to it was still
+# open (a move's ``--finalize`` dropped the schema, its tables and the role): no table, no schema,
+# no role. An application's own bug fails the same way, so it is a StoreMoved only once the
+# registry, read again, names another store (``left``).
+GONE = (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName, psycopg.errors.UndefinedObject,
+        psycopg.errors.InvalidAuthorizationSpecification)
+
+
+def left(ctx: TenantContext, fresh: TenantContext, exc: Exception) -> StoreMoved | None:
+    """What a caller's block that failed with ``exc`` (one of ``GONE``) raises
+    instead once its tenant was read from the registry again (``fresh``): a
+    StoreMoved when the registry names another store now; None: ``exc`` as it is."""
+    if fresh.resources.store == ctx.resources.store:
+        return None
+    return StoreMoved(f"store of tenant {ctx.key!r} has lost what the transaction's statement named and the "
+                      f"registry names another store now (moved; retry the whole transaction): {exc}".strip())
+
+
 # -- the sync driver ----------------------------------------------------------------
 
 class ContextStore(StoreOperations):
@@ -374,17 +396,36 @@ class ContextStore(StoreOperations):
         """``transaction``'s block, its connection ``guarded``. Refused on entry by
         a store its tenant was moved away from, a StoreMoved (503) once the
         registry was read again, as a read's (``_run``): the block is the
-        caller's code, which the caller's retry runs again, not this."""
+        caller's code, which the caller's retry runs again, not this. The
+        block's statements failing on a store dropped under an open connection
+        (``GONE``): a StoreMoved likewise once the registry names another store."""
         refused = None
-        with ExitStack() as entered:
-            try:
-                cur = entered.enter_context(self._transaction(ctx, caller=True))
-            except REFUSED as exc:
-                refused = exc
-            else:
-                yield entered.enter_context(guarded(cur.connection))
+        try:
+            with ExitStack() as entered:
+                try:
+                    cur = entered.enter_context(self._transaction(ctx, caller=True))
+                except REFUSED as exc:
+                    refused = exc
+                else:
+                    yield entered.enter_context(guarded(cur.connection))
+        except GONE as exc:
+            if (moved := self._left(ctx, exc)) is None:
+                raise
+            raise moved from exc
         if refused is not None:  # (None too when the block's psycopg.Rollback was swallowed)
             raise self._relocated(ctx, refused)[1]
+
+    def _left(self, ctx: TenantContext, exc: Exception) -> StoreMoved | None:
+        """``left``'s StoreMoved for a caller's block that failed with ``exc``, the
+        tenant's secret and connections forgotten; None: ``exc`` stands. Weak
+        evidence (a bug of the caller's looks the same): the registry is read
+        again only when ``ctx``'s record was not read just now (``patient``)."""
+        if self.reresolve is None:
+            return None
+        moved = left(ctx, verified(self.reresolve(ctx, True)), exc)
+        if moved is not None:
+            self.forget(ctx)
+        return moved
 
     def _scoped_cursor(self, ctx: TenantContext, caller: bool = False) -> Iterator[psycopg.Cursor]:
         """The cursor that ran the scope statement, inside the tenant's transaction
@@ -437,64 +478,28 @@ class ContextStore(StoreOperations):
 
     def _acquire(self, ctx: TenantContext, pool: IdleConnections,
                  got: Waiter | None) -> tuple[psycopg.Connection, bool]:
-        """A connection for a checkout that found none idle, within ``logins.wait``
-        seconds (else StoreUnavailable): (it, reused). ``got``: a slot to log in
-        with (None), or a Waiter queued at the tenant's cap, given a connection
-        another request returns or its slot. A login the server refuses for the
-        role's CONNECTION LIMIT (other processes hold the rest) lowers this
-        process's cap to what it holds and waits for one of those; holding none,
-        it logs in again a moment later. The tenant's first login reads its
-        role's limit (``IdleConnections.size``)."""
-        patience = Patience(self.logins.wait)
-        while True:
-            if got is not None:
-                got = self._turn(ctx, pool, got, patience)
-                if got is not None:
-                    return got, True
+        """``logins.acquisition`` (the cap's rules), its steps run here: (a connection, reused)."""
+        steps = acquisition(ctx, pool, got, self.logins.wait, Waiter)
+        done, step = advance(steps, None)
+        while not done:
             try:
-                return self._sized(pool, self._login(ctx)), False
-            except psycopg.OperationalError:  # the role's limit (``_login``): the server's, not ours
-                if pause := patience.refused(ctx, pool):
-                    time.sleep(pause)
-            except BaseException:
-                pool.release()
-                raise
-            got = pool.take()
-            if got is not None and got.__class__ is not Waiter:
-                return got, True
+                result = self._checkout_step(ctx, step)
+            except BaseException as exc:  # noqa: BLE001 - raised inside the acquisition, which re-raises it
+                done, step = advance(steps, None, exc)
+            else:
+                done, step = advance(steps, result)
+        return step
 
-    @staticmethod
-    def _sized(pool: IdleConnections, conn: psycopg.Connection) -> psycopg.Connection:
-        """``conn``, the tenant's first login having read its role's limit into ``pool``."""
-        if not pool.sized:
-            try:
-                pool.size(conn.execute(ROLE_LIMIT_SQL).fetchone()[0])
-            except psycopg.Error:
-                pass  # unread: the next login reads it (a broken connection fails at its BEGIN)
-        return conn
-
-    def _turn(self, ctx: TenantContext, pool: IdleConnections, waiter: Waiter,
-              patience: Patience) -> psycopg.Connection | None:
-        """Wait what ``patience`` has left for ``waiter``'s grant: a connection, or
-        None (its slot, to log in with); else StoreUnavailable."""
-        try:
-            waiter.wait(patience.left())
-        except BaseException:  # interrupted: what it was granted meanwhile goes back
-            if not pool.expired(waiter):
-                self._give_back(pool, waiter.conn)
-            raise
-        if pool.expired(waiter):
-            raise busy(ctx, pool, self.logins.wait)
-        return waiter.conn
-
-    @staticmethod
-    def _give_back(pool: IdleConnections, conn: psycopg.Connection | None) -> None:
-        """A granted connection (None: a slot) not used after all."""
-        if conn is not None:
-            if pool.keep(conn):
-                return
-            conn.close()
-        pool.release()
+    def _checkout_step(self, ctx: TenantContext, step: CheckoutStep) -> Any:
+        if step is LOGIN:
+            return self._login(ctx)
+        if isinstance(step, WaitTurn):
+            return step.waiter.wait(step.timeout)
+        if isinstance(step, ReadLimit):
+            return step.conn.execute(ROLE_LIMIT_SQL).fetchone()[0]
+        if isinstance(step, Pause):
+            return time.sleep(step.seconds)
+        return step.conn.close()
 
     def _login(self, ctx: TenantContext) -> psycopg.Connection:
         secret = self.logins.credentials(ctx)

@@ -172,6 +172,10 @@ def test_a_stale_runtime_fails_closed_on_the_old_store_and_recovers_then_the_mov
                          for _ in range(3))
     alate, atxn = (AsyncTenantRuntime(jwt_settings(), workspace.ensure_platform()["registry_table"], **settings)
                    for _ in range(2))
+    # ``opened`` and ``aopened`` keep a connection to the old store from a transaction of the
+    # application's own SQL before the move: their next one meets the dropped schema.
+    opened = TenantRuntime(jwt_settings(), workspace.ensure_platform()["registry_table"], **settings)
+    aopened = AsyncTenantRuntime(jwt_settings(), workspace.ensure_platform()["registry_table"], **settings)
 
     async def put_document(title: str):
         return await astale.store.put_document(await astale.context(MOVED), "stale-doc", title, "written async")
@@ -183,6 +187,20 @@ def test_a_stale_runtime_fails_closed_on_the_old_store_and_recovers_then_the_mov
         async with atxn.store.transaction(await atxn.context(MOVED)) as conn:
             return (await (await conn.execute("SELECT current_database()")).fetchone())[0]
 
+    def own_sql(ctx) -> sql.Composed:  # the application's own query of its tenant's tables
+        return sql.SQL("SELECT current_database(), count(*) FROM {}").format(
+            sql.Identifier(ctx.resources.store.schema_name, "messages"))
+
+    def opened_database():
+        ctx = opened.context(MOVED)
+        with opened.store.transaction(ctx) as conn:
+            return conn.execute(own_sql(ctx)).fetchone()[0]
+
+    async def aopened_database():
+        ctx = await aopened.context(MOVED)
+        async with aopened.store.transaction(ctx) as conn:
+            return (await (await conn.execute(own_sql(ctx))).fetchone())[0]
+
     try:
         stale.store.append(stale.context(MOVED), "stale", "user", "cached")  # caches the record and a connection
         loop.run_until_complete(put_document("cached"))
@@ -191,6 +209,8 @@ def test_a_stale_runtime_fails_closed_on_the_old_store_and_recovers_then_the_mov
         txn.context(MOVED)
         loop.run_until_complete(alate.context(MOVED))
         loop.run_until_complete(atxn.context(MOVED))
+        opened_database()
+        loop.run_until_complete(aopened_database())
         result = move(workspace, MOVED, tier=Tier.dedicated)
         assert result.outcome == "switched" and result.freeze_seconds < 30
         record = workspace.registry.require(MOVED)
@@ -258,12 +278,25 @@ def test_a_stale_runtime_fails_closed_on_the_old_store_and_recovers_then_the_mov
         with pytest.raises(StoreMoved):
             loop.run_until_complete(atxn_database())
         assert loop.run_until_complete(atxn_database()) == new.database and atxn.registry.reads == 2
+        # A transaction on a connection still open to the old store: the application's SQL finds its
+        # schema gone (UndefinedTable), a StoreMoved (503) once the registry names another store, the
+        # whole block retried there.
+        with pytest.raises(StoreMoved) as moved_away:
+            opened_database()
+        assert isinstance(moved_away.value.__cause__, psycopg.errors.UndefinedTable)
+        assert opened_database() == new.database and opened.registry.reads == 2
+        with pytest.raises(StoreMoved) as moved_away:
+            loop.run_until_complete(aopened_database())
+        assert isinstance(moved_away.value.__cause__, psycopg.errors.UndefinedTable)
+        assert loop.run_until_complete(aopened_database()) == new.database and aopened.registry.reads == 2
     finally:
         late.close()
         unread.close()
         txn.close()
+        opened.close()
         loop.run_until_complete(alate.aclose())
         loop.run_until_complete(atxn.aclose())
+        loop.run_until_complete(aopened.aclose())
         loop.close()
 
 

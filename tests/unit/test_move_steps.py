@@ -257,7 +257,6 @@ def test_a_refused_login_is_a_store_moved_only_once_the_registry_names_another_s
         "store": old.resources.store.model_copy(update={"database": "acme"})})})
     registry = Registry(old)
     registry._cache = TTLCache(10, 30.0, clock=lambda: now[0])
-    registry._recent = TTLCache(10, REREAD_INTERVAL, clock=lambda: now[0])
     stale = from_registry(registry, "acme")
 
     class Store(ContextStore):
@@ -296,10 +295,55 @@ def _refusing_old_store(ctx):
 
     if ctx.resources.store.database == "postgres":
         raise LoginRefused("permission denied for database")
+    yield from _open_store(ctx)
+
+
+def _open_store(_ctx):
+    """A stand-in for a tenant transaction's entry on a connection already open:
+    a cursor; a block's ``psycopg.Rollback`` swallowed as ``held`` swallows it."""
     try:
         yield SimpleNamespace(connection=SimpleNamespace(cursor_factory=None))
     except psycopg.Rollback:
         pass
+
+
+def _moved_away(old):
+    """``old`` with its store in another database (``acme``): the record after a move."""
+    return old.model_copy(update={"resources": old.resources.model_copy(update={
+        "store": old.resources.store.model_copy(update={"database": "acme"})})})
+
+
+def _caller_transactions(driver, entry, reresolve, offload):
+    """``run(ctx, block)``: ``block(conn)`` in ``store.transaction(ctx)`` of the
+    ``driver``'s store, whose transactions begin as ``entry(ctx)`` says."""
+    from tenant_runtime.aio import AsyncContextStore
+    from tenant_runtime.logins import TenantLogins
+
+    class Sync(ContextStore):
+        def _transaction(self, ctx, caller=False):
+            return contextmanager(entry)(ctx)
+
+    class Async(AsyncContextStore):
+        @asynccontextmanager
+        async def _transaction(self, ctx, caller=False):
+            with contextmanager(entry)(ctx) as cur:
+                yield cur
+
+    if driver == "sync":
+        sync = Sync(envelope=None, secret_client_for=lambda _ctx: None, reresolve=reresolve)  # type: ignore[arg-type]
+
+        def run(ctx, block):
+            with sync.transaction(ctx) as conn:
+                block(conn)
+        return run
+    store = Async(None, TenantLogins(lambda _ctx: None), offload, reresolve=reresolve)
+
+    def arun(ctx, block):
+        async def go():
+            async with store.transaction(ctx) as conn:
+                block(conn)
+        asyncio.run(go())
+    return arun
 
 
 @pytest.mark.parametrize("driver", ["sync", "async"])
@@ -308,13 +352,11 @@ def test_a_transaction_refused_on_entry_is_a_store_moved_only_once_the_registry_
     registry again: the same store, a StoreUnavailable; another, a StoreMoved
     (the block not run: the caller retries it). What the block itself raises is
     the block's, no registry read; a ``psycopg.Rollback`` it raises, swallowed."""
-    from tenant_runtime.aio import AsyncContextStore, Offloader
+    from tenant_runtime.aio import Offloader
     from tenant_runtime.errors import StoreUnavailable
-    from tenant_runtime.logins import TenantLogins
 
     old = record("acme")
-    new = old.model_copy(update={"resources": old.resources.model_copy(update={
-        "store": old.resources.store.model_copy(update={"database": "acme"})})})
+    new = _moved_away(old)
     registry = Registry(old)
     registry._cache = TTLCache(10, 30.0)
     stale = from_registry(registry, "acme")
@@ -324,31 +366,11 @@ def test_a_transaction_refused_on_entry_is_a_store_moved_only_once_the_registry_
         registry.refresh(ctx.tenant_id, ctx.record)
         return from_registry(registry, ctx.tenant_id)
 
-    class Sync(ContextStore):
-        def _transaction(self, ctx, caller=False):
-            return contextmanager(_refusing_old_store)(ctx)
-
-    class Async(AsyncContextStore):
-        @asynccontextmanager
-        async def _transaction(self, ctx, caller=False):
-            with contextmanager(_refusing_old_store)(ctx) as cur:
-                yield cur
-
     offload = Offloader(1)
-    if driver == "sync":
-        sync = Sync(envelope=None, secret_client_for=lambda _ctx: None, reresolve=reresolve)  # type: ignore[arg-type]
+    transaction = _caller_transactions(driver, _refusing_old_store, reresolve, offload)
 
-        def run(ctx, block=ran.append):
-            with sync.transaction(ctx) as conn:
-                block(conn)
-    else:
-        store = Async(None, TenantLogins(lambda _ctx: None), offload, reresolve=reresolve)
-
-        def run(ctx, block=ran.append):
-            async def go():
-                async with store.transaction(ctx) as conn:
-                    block(conn)
-            asyncio.run(go())
+    def run(ctx, block=ran.append):
+        transaction(ctx, block)
 
     def rolled_back(_conn):
         raise psycopg.Rollback()
@@ -367,6 +389,62 @@ def test_a_transaction_refused_on_entry_is_a_store_moved_only_once_the_registry_
         run(fresh, rolled_back)
         run(fresh)
         assert len(ran) == 1 and registry.asked == ["acme"] * 3
+    finally:
+        offload.close()
+
+
+@pytest.mark.parametrize("driver", ["sync", "async"])
+@pytest.mark.parametrize("gone", [psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName,
+                                  psycopg.errors.UndefinedObject])
+def test_the_blocks_sql_meeting_a_dropped_store_is_a_store_moved_once_the_registry_names_another(driver, gone):
+    """``transaction()``: the caller's own SQL on a connection still open to a
+    store its tenant left (a move finalized: schema, tables, role dropped) fails
+    with what PostgreSQL says of a missing object; once the registry, read again
+    (at most once a REREAD_INTERVAL: an application's own bug fails the same way),
+    names another store, a StoreMoved chained from it; else the block's error
+    as it is."""
+    from tenant_runtime.aio import Offloader
+    from tenant_runtime.registry import REREAD_INTERVAL
+
+    now = [0.0]
+    old = record("acme")
+    new = _moved_away(old)
+    registry = Registry(old)
+    registry._cache = TTLCache(10, 30.0, clock=lambda: now[0])
+    stale = from_registry(registry, "acme")
+
+    def reresolve(ctx, patient=False):  # as TenantRuntime's
+        registry.refresh(ctx.tenant_id, ctx.record, patient)
+        return from_registry(registry, ctx.tenant_id)
+
+    def missing(_conn):
+        raise gone("relation \"tenant_acme.messages\" does not exist")
+
+    offload = Offloader(1)
+    transaction = _caller_transactions(driver, _open_store, reresolve, offload)
+
+    def run(ctx, block=missing):
+        transaction(ctx, block)
+
+    try:
+        with pytest.raises(gone):  # its record read just now: not again, the block's error
+            run(stale)
+        assert registry.asked == ["acme"]
+        now[0] += REREAD_INTERVAL
+        with pytest.raises(gone):  # read again, the same store named: the block's error as it is
+            run(stale)
+        assert registry.asked == ["acme", "acme"]
+        registry.records["acme"] = new  # moved
+        now[0] += REREAD_INTERVAL
+        with pytest.raises(StoreMoved, match="registry names another store now") as moved:
+            run(from_registry(registry, "acme"))
+        assert isinstance(moved.value.__cause__, gone) and registry.asked == ["acme"] * 3
+        ran = []
+        run(from_registry(registry, "acme"), ran.append)  # the retry, on the store named now
+        assert len(ran) == 1 and registry.asked == ["acme"] * 3
+        with pytest.raises(psycopg.errors.SyntaxError):  # any other error of the block: no registry read
+            run(from_registry(registry, "acme"), lambda _conn: (_ for _ in ()).throw(psycopg.errors.SyntaxError()))
+        assert registry.asked == ["acme"] * 3
     finally:
         offload.close()
 
