@@ -16,7 +16,8 @@ fewest calls the same figures can be read with today's APIs, counted per record:
   ListKeys, ListAliases and the tagging API list keys pending deletion as any other), plus the
   paged listings (tagging API, roles, secrets, the registry scan).
 
-It prints the calls per operation of each command, its total, the floor's, their ratio, and the
+It prints the calls per operation of each command, its total, the floor's, their ratio, the
+PostgreSQL logins it made (usage reads each store as its admin: the floor is one per store) and the
 seconds it took (one run each: the figures are counts, not timings).
 """
 
@@ -30,7 +31,8 @@ from typing import Any
 
 
 class CallCounter:
-    """Every boto3 call made in this process, by (service, operation)."""
+    """Every boto3 call made in this process, by (service, operation), and every PostgreSQL login
+    (``psycopg.connect``: a TCP connection and a SCRAM exchange each)."""
 
     def __init__(self) -> None:
         from botocore.client import BaseClient
@@ -44,10 +46,19 @@ class CallCounter:
             return original(client, operation, params)
 
         BaseClient._make_api_call = counted
+        import psycopg
 
-    def take(self) -> Counter[str]:
+        connect = psycopg.connect
+
+        def login(*args: Any, **kwargs: Any) -> Any:
+            counter.calls["postgres:login"] += 1
+            return connect(*args, **kwargs)
+
+        psycopg.connect = login
+
+    def take(self) -> tuple[Counter[str], int]:
         calls, self.calls = self.calls, Counter()
-        return calls
+        return calls, calls.pop("postgres:login", 0)
 
 
 def seed(ws: Any, s3: Any, start: int, stop: int) -> None:
@@ -89,7 +100,8 @@ def main() -> None:
         s3 = ws.client("s3")
         counter = CallCounter()
         written = 0
-        print(f"{'command':16}{'R':>6}{'calls':>8}{'floor':>8}{'ratio':>8}{'per rec':>9}{'s':>8}  calls by operation")
+        print(f"{'command':16}{'R':>6}{'calls':>8}{'floor':>8}{'ratio':>8}{'per rec':>9}{'logins':>8}{'s':>8}"
+              "  calls by operation")
         for size in sizes:
             seed(ws, s3, written, size)
             written = size
@@ -111,14 +123,14 @@ def main() -> None:
                 started = time.perf_counter()
                 run()
                 seconds = time.perf_counter() - started
-                calls = counter.take()
+                calls, logins = counter.take()
                 total = sum(calls.values())
                 # Audit's floor: one DescribeKey per record plus the listings it makes (not per record).
                 floor = floors[name] + (sum(n for op, n in calls.items() if op != "kms:DescribeKey")
                                         if name == "audit" else 0)
                 top = ", ".join(f"{op} {n}" for op, n in calls.most_common(5))
                 print(f"{name:16}{records:>6}{total:>8}{floor:>8}{total / floor:7.2f}x{total / records:9.2f}"
-                      f"{seconds:8.2f}  {top}", flush=True)
+                      f"{logins:>8}{seconds:8.2f}  {top}", flush=True)
 
 
 if __name__ == "__main__":

@@ -391,3 +391,24 @@ def test_usage_of_many_tenants_lists_each_bucket_once_with_the_same_figures(tena
         assert not usage.errors, usage.errors
         assert usage.objects == object_usage(place(record).s3, record.resources.bucket, record.resources.prefix)
 
+
+def test_usage_of_many_tenants_logs_in_once_per_store(tenants, workspace):
+    """Over many tenants each store's admin login is made once and kept (a dedicated store's apart: its
+    login may be its own), not once per tenant; each tenant's figures as its own measurement gives them."""
+    from tenantctl.operations.usage import measure_records, per_place
+
+    records = [record for record, _ in tenants.values()]
+    place = per_place(workspace)
+    logins: list[str] = []
+    for clients in {id(place(r)): place(r) for r in records}.values():
+        def connect(record, login=clients.admin_connect):
+            logins.append(record.tenant_id)
+            return login(record)
+        clients.admin_connect = connect
+    usages = measure_records(workspace, records, clients=place)
+    stores = {(r.resources.store.endpoint, r.resources.store.database,
+               r.tenant_id if r.tier is Tier.dedicated else None) for r in records}
+    assert len(logins) == len(stores) < len(records), logins
+    for record, usage in zip(records, usages, strict=True):
+        alone = measure(record, place(record))
+        assert not usage.errors and usage.db.rows == alone.db.rows and usage.db.size_bytes == alone.db.size_bytes

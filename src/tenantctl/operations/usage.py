@@ -43,6 +43,7 @@ from tenantctl.usage.html_report import (
 )
 from tenantctl.usage.measure import (
     MEASURED_STATUSES,
+    KeptConnections,
     TenantUsage,
     UsageClients,
     clients_from_workspace,
@@ -115,14 +116,17 @@ def measure_records(ws: Workspace, records: list[TenantRecord], idle_days: int =
     # Every bucket's objects listed once for all its tenants, not a listing per tenant.
     listed = list_objects((where, r) for where, r in zip(places, records, strict=True)
                           if isinstance(where, UsageClients))
+    # And each store's admin connection made once for all its tenants, not a login per tenant.
+    with KeptConnections() as kept:
+        shared = {id(c): kept.wrap(c) for c in places if isinstance(c, UsageClients)}
 
-    def one(record: TenantRecord, where: UsageClients | TenantctlError) -> TenantUsage:
-        if isinstance(where, TenantctlError):
-            return TenantUsage(tenant_id=record.tenant_id, tier=record.tier, status=record.status,
-                               measured_at=utcnow(), idle_days=idle_days, errors=[str(where)])
-        return measure(record, where, idle_days, listed=listed)
+        def one(record: TenantRecord, where: UsageClients | TenantctlError) -> TenantUsage:
+            if isinstance(where, TenantctlError):
+                return TenantUsage(tenant_id=record.tenant_id, tier=record.tier, status=record.status,
+                                   measured_at=utcnow(), idle_days=idle_days, errors=[str(where)])
+            return measure(record, shared.get(id(where), where), idle_days, listed=listed)
 
-    return [one(r, where) for r, where in zip(records, places, strict=True)]
+        return [one(r, where) for r, where in zip(records, places, strict=True)]
 
 
 def committed_specs(ws: Workspace, records: list[TenantRecord]) -> dict[str, TenantSpec]:

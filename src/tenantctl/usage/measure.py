@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -250,6 +250,43 @@ def admin_connector(secrets: Any, platform_admin_secret_arn: str, rds: Any | Non
     return connect
 
 
+class KeptConnections:
+    """Admin connections kept open over a measurement of many tenants: one per store and login
+    instead of one per tenant and workspace (each a TCP connection and a SCRAM login); each
+    tenant's reads still run in a read-only transaction of their own (``db_usage``). A connection
+    a read failed on is closed, and the next tenant of its store gets a new one."""
+
+    def __init__(self) -> None:
+        self._open: dict[tuple, Any] = {}
+
+    def __enter__(self) -> KeptConnections:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for conn in self._open.values():
+            conn.close()
+        self._open.clear()
+
+    def wrap(self, clients: UsageClients) -> UsageClients:
+        return replace(clients, admin_connect=lambda record: self._connect(clients.admin_connect, record))
+
+    @contextmanager
+    def _connect(self, connect: AdminConnect, record: TenantRecord) -> Iterator[Any]:
+        store = record.resources.store
+        # A dedicated store may have a login of its own (its RDS master secret): never shared.
+        key = (id(connect), store.endpoint, store.port, store.database,
+               record.tenant_id if record.tier is Tier.dedicated else None)
+        conn = self._open.get(key)
+        if conn is None or conn.closed:
+            conn = self._open[key] = connect(record)
+        try:
+            yield conn
+        except BaseException:
+            del self._open[key]
+            conn.close()
+            raise
+
+
 # -- one tenant, all tenants ----------------------------------------------------------
 def _newest(*times: datetime | None) -> datetime | None:
     present = [t for t in times if t is not None]
@@ -357,8 +394,10 @@ def measure_all(records: Iterable[TenantRecord], clients: UsageClients, idle_day
     provisioning have nothing settled to measure)."""
     records = [r for r in records if r.status in MEASURED_STATUSES]
     listed = list_objects((clients, r) for r in records)
-    for record in records:
-        yield measure(record, clients, idle_days, now, listed)
+    with KeptConnections() as kept:
+        shared = kept.wrap(clients)
+        for record in records:
+            yield measure(record, shared, idle_days, now, listed)
 
 
 def clients_from_workspace(ws: Any, record: TenantRecord | None = None) -> UsageClients:
