@@ -369,3 +369,46 @@ def test_cost_all_reads_the_registry_once_and_splits_each_platform_as_the_regist
     report = estimate_costs(workspace, load_prices(None), all_=True)
     assert len(scans) == one_pass
     assert all(f"split over {n} pooled tenant(s)" in " ".join(report.assumptions) for n in expected.values())
+
+
+def test_usage_of_many_tenants_lists_each_bucket_once_with_the_same_figures(tenants, workspace):
+    """`usage --all` / `cost --all` list a bucket's object versions once for all its tenants (pages of
+    1,000), not once per tenant prefix: counted on the moto server, the figures each tenant's own
+    listing gives, the other tenants' objects in the bucket (and a workspace's) kept out."""
+    from tenantctl.operations.usage import measure_records, per_place
+    from tenantctl.usage.measure import object_usage
+
+    records = [record for record, _ in tenants.values()]
+    place = per_place(workspace)
+    listings: list[str] = []
+
+    for s3 in {id(place(r).s3): place(r).s3 for r in records}.values():  # the call's own parameters
+        s3.meta.events.register("before-parameter-build.s3.ListObjectVersions",
+                                lambda params, **_: listings.append(params["Bucket"]))
+    usages = measure_records(workspace, records, clients=place)
+    assert len(listings) == len({r.resources.bucket for r in records}) < len(records), listings
+    for record, usage in zip(records, usages, strict=True):
+        assert not usage.errors, usage.errors
+        assert usage.objects == object_usage(place(record).s3, record.resources.bucket, record.resources.prefix)
+
+
+def test_usage_of_many_tenants_logs_in_once_per_store(tenants, workspace):
+    """Over many tenants each store's admin login is made once and kept (a dedicated store's apart: its
+    login may be its own), not once per tenant; each tenant's figures as its own measurement gives them."""
+    from tenantctl.operations.usage import measure_records, per_place
+
+    records = [record for record, _ in tenants.values()]
+    place = per_place(workspace)
+    logins: list[str] = []
+    for clients in {id(place(r)): place(r) for r in records}.values():
+        def connect(record, login=clients.admin_connect):
+            logins.append(record.tenant_id)
+            return login(record)
+        clients.admin_connect = connect
+    usages = measure_records(workspace, records, clients=place)
+    stores = {(r.resources.store.endpoint, r.resources.store.database,
+               r.tenant_id if r.tier is Tier.dedicated else None) for r in records}
+    assert len(logins) == len(stores) < len(records), logins
+    for record, usage in zip(records, usages, strict=True):
+        alone = measure(record, place(record))
+        assert not usage.errors and usage.db.rows == alone.db.rows and usage.db.size_bytes == alone.db.size_bytes

@@ -183,7 +183,7 @@ def moving_acme(ws, monkeypatch, switched: bool) -> list[tuple[str, str, str]]:
                                            dedicated=DedicatedSpec(instance_class="db.m6g.large")), stack="acme.k1")
     measured: list[tuple[str, str, str]] = []
 
-    def measure(rec, clients, idle_days=30):
+    def measure(rec, clients, idle_days=30, listed=None):
         measured.append((rec.cell, rec.region, rec.resources.bucket))
         return TenantUsage(tenant_id=rec.tenant_id, tier=rec.tier, status=rec.status, measured_at=rec.created_at,
                            idle_days=idle_days, db=DbUsage(scope="schema", size_bytes=GIB, rows=dict.fromkeys(

@@ -41,7 +41,15 @@ from tenantctl.usage.html_report import (
     latest_drill_verdicts,
     write_report,
 )
-from tenantctl.usage.measure import MEASURED_STATUSES, TenantUsage, UsageClients, clients_from_workspace, measure
+from tenantctl.usage.measure import (
+    MEASURED_STATUSES,
+    KeptConnections,
+    TenantUsage,
+    UsageClients,
+    clients_from_workspace,
+    list_objects,
+    measure,
+)
 from tenantctl.workspace import Workspace
 
 
@@ -97,15 +105,28 @@ def measure_records(ws: Workspace, records: list[TenantRecord], idle_days: int =
     caller's ``per_place``, to share its clients)."""
     clients = clients or per_place(ws)
 
-    def one(record: TenantRecord) -> TenantUsage:
+    def place(record: TenantRecord) -> UsageClients | TenantctlError:
         try:
-            where = clients(record)
+            return clients(record)
         except TenantctlError as exc:  # e.g. its cell is not in this project's stacks/: the others still count
-            return TenantUsage(tenant_id=record.tenant_id, tier=record.tier, status=record.status,
-                               measured_at=utcnow(), idle_days=idle_days, errors=[str(exc)])
-        return measure(record, where, idle_days)
+            return exc
 
-    return [one(r) for r in records]
+    # Both stacks of a moving tenant can be among the records: each is measured where it is.
+    places = [place(r) for r in records]
+    # Every bucket's objects listed once for all its tenants, not a listing per tenant.
+    listed = list_objects((where, r) for where, r in zip(places, records, strict=True)
+                          if isinstance(where, UsageClients))
+    # And each store's admin connection made once for all its tenants, not a login per tenant.
+    with KeptConnections() as kept:
+        shared = {id(c): kept.wrap(c) for c in places if isinstance(c, UsageClients)}
+
+        def one(record: TenantRecord, where: UsageClients | TenantctlError) -> TenantUsage:
+            if isinstance(where, TenantctlError):
+                return TenantUsage(tenant_id=record.tenant_id, tier=record.tier, status=record.status,
+                                   measured_at=utcnow(), idle_days=idle_days, errors=[str(where)])
+            return measure(record, shared.get(id(where), where), idle_days, listed=listed)
+
+        return [one(r, where) for r, where in zip(records, places, strict=True)]
 
 
 def committed_specs(ws: Workspace, records: list[TenantRecord]) -> dict[str, TenantSpec]:

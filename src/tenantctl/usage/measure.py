@@ -15,9 +15,9 @@ many tenants is not stopped by one broken tenant.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -99,34 +99,70 @@ class UsageClients:
 
 
 # -- S3 ------------------------------------------------------------------------
-def object_usage(s3: Any, bucket: str, prefix: str) -> ObjectUsage:
-    """All versions under ``prefix`` (an unversioned bucket lists each object once,
-    as its current version). Backups and drill reports (``<prefix>backups/``)
-    are billed like the rest but are the operator's writes, not the tenant's
+def _count(usage: ObjectUsage, prefix: str, page: dict) -> None:
+    """One ListObjectVersions page's entries under ``prefix`` into ``usage``. Backups and drill reports
+    (``<prefix>backups/``) are billed like the rest but are the operator's writes, not the tenant's
     activity: a nightly drill must not keep a tenant from going idle."""
-    usage = ObjectUsage()
     operators = prefix + BACKUPS
 
     def touched(item: dict) -> None:
         if not item.get("Key", "").startswith(operators):
             usage.last_modified = _newest(usage.last_modified, item.get("LastModified"))
 
+    for v in page.get("Versions", []):
+        size = int(v.get("Size", 0))
+        if v.get("IsLatest", True):
+            usage.current_objects += 1
+            usage.current_bytes += size
+        else:
+            usage.noncurrent_versions += 1
+            usage.noncurrent_bytes += size
+        cls = v.get("StorageClass") or "STANDARD"
+        usage.bytes_by_class[cls] = usage.bytes_by_class.get(cls, 0) + size
+        touched(v)
+    for m in page.get("DeleteMarkers", []):
+        usage.delete_markers += 1
+        touched(m)
+
+
+def object_usage(s3: Any, bucket: str, prefix: str) -> ObjectUsage:
+    """All versions under ``prefix`` (an unversioned bucket lists each object once,
+    as its current version)."""
+    usage = ObjectUsage()
     for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
-        for v in page.get("Versions", []):
-            size = int(v.get("Size", 0))
-            if v.get("IsLatest", True):
-                usage.current_objects += 1
-                usage.current_bytes += size
-            else:
-                usage.noncurrent_versions += 1
-                usage.noncurrent_bytes += size
-            cls = v.get("StorageClass") or "STANDARD"
-            usage.bytes_by_class[cls] = usage.bytes_by_class.get(cls, 0) + size
-            touched(v)
-        for m in page.get("DeleteMarkers", []):
-            usage.delete_markers += 1
-            touched(m)
+        _count(usage, prefix, page)
     return usage
+
+
+def _root(prefix: str) -> str:
+    """``tenants/`` of ``tenants/acme/`` (a tenant's or a workspace's prefix: one name under a root)."""
+    return prefix[:prefix.rstrip("/").rfind("/") + 1]
+
+
+def prefixes_usage(s3: Any, bucket: str, prefixes: Iterable[str]) -> dict[str, ObjectUsage]:
+    """``object_usage`` of each of ``prefixes`` of one bucket, those under one root (``tenants/``)
+    from one listing of the root split by prefix: the root's versions in pages of 1,000 instead of
+    a listing per prefix (one call per tenant, however few objects it holds). Versions under the
+    root outside ``prefixes`` (a tenant not measured) are listed and skipped."""
+    usages = {p: ObjectUsage() for p in prefixes}
+    roots: dict[str | None, list[str]] = {}
+    for prefix in usages:  # a prefix not ending in "/" could hold another's keys: listed on its own
+        roots.setdefault(_root(prefix) if prefix.endswith("/") else None, []).append(prefix)
+    for root, under in roots.items():
+        if root is None or len(under) == 1:
+            usages.update({p: object_usage(s3, bucket, p) for p in under})
+            continue
+        for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=root):
+            split: dict[str, dict[str, list]] = {}
+            for field in ("Versions", "DeleteMarkers"):
+                for item in page.get(field, []):
+                    key = item.get("Key", "")
+                    prefix = key[:key.find("/", len(root)) + 1]
+                    if prefix in usages and prefix.startswith(root):
+                        split.setdefault(prefix, {}).setdefault(field, []).append(item)
+            for prefix, part in split.items():
+                _count(usages[prefix], prefix, part)
+    return usages
 
 
 # -- SQS -----------------------------------------------------------------------
@@ -214,6 +250,43 @@ def admin_connector(secrets: Any, platform_admin_secret_arn: str, rds: Any | Non
     return connect
 
 
+class KeptConnections:
+    """Admin connections kept open over a measurement of many tenants: one per store and login
+    instead of one per tenant and workspace (each a TCP connection and a SCRAM login); each
+    tenant's reads still run in a read-only transaction of their own (``db_usage``). A connection
+    a read failed on is closed, and the next tenant of its store gets a new one."""
+
+    def __init__(self) -> None:
+        self._open: dict[tuple, Any] = {}
+
+    def __enter__(self) -> KeptConnections:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for conn in self._open.values():
+            conn.close()
+        self._open.clear()
+
+    def wrap(self, clients: UsageClients) -> UsageClients:
+        return replace(clients, admin_connect=lambda record: self._connect(clients.admin_connect, record))
+
+    @contextmanager
+    def _connect(self, connect: AdminConnect, record: TenantRecord) -> Iterator[Any]:
+        store = record.resources.store
+        # A dedicated store may have a login of its own (its RDS master secret): never shared.
+        key = (id(connect), store.endpoint, store.port, store.database,
+               record.tenant_id if record.tier is Tier.dedicated else None)
+        conn = self._open.get(key)
+        if conn is None or conn.closed:
+            conn = self._open[key] = connect(record)
+        try:
+            yield conn
+        except BaseException:
+            del self._open[key]
+            conn.close()
+            raise
+
+
 # -- one tenant, all tenants ----------------------------------------------------------
 def _newest(*times: datetime | None) -> datetime | None:
     present = [t for t in times if t is not None]
@@ -224,9 +297,39 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
 
 
+Listed = Mapping[tuple[str, str], ObjectUsage | Exception]  # (bucket, prefix) -> its objects, or why not
+
+
+def list_objects(places: Iterable[tuple[UsageClients, TenantRecord]]) -> Listed:
+    """The objects of every prefix (each tenant's and workspace's) of the records, each with the
+    clients of its place, listed a bucket at a time (``prefixes_usage``) for ``measure``; a listing
+    that fails is each of its prefixes' answer, so it fails those tenants' ``objects`` part alone."""
+    wanted: dict[tuple[int, str], tuple[Any, list[str]]] = {}
+    for clients, record in places:
+        res = record.resources
+        if res is not None:
+            prefixes = wanted.setdefault((id(clients.s3), res.bucket), (clients.s3, []))[1]
+            prefixes += [res.prefix, *(ws.prefix for ws in res.workspaces.values())]
+    listed: dict[tuple[str, str], ObjectUsage | Exception] = {}
+    for (_, bucket), (s3, prefixes) in wanted.items():
+        try:
+            listed.update({(bucket, p): u for p, u in prefixes_usage(s3, bucket, prefixes).items()})
+        except Exception as exc:  # each tenant's objects part reports it; its other parts still measured
+            listed.update({(bucket, p): exc for p in prefixes})
+    return listed
+
+
+def _objects(clients: UsageClients, bucket: str, prefix: str, listed: Listed | None) -> ObjectUsage:
+    found = (listed or {}).get((bucket, prefix))
+    if isinstance(found, Exception):
+        raise found
+    return found if found is not None else object_usage(clients.s3, bucket, prefix)
+
+
 def measure(record: TenantRecord, clients: UsageClients, idle_days: int = 30,
-            now: datetime | None = None) -> TenantUsage:
-    """Every usage figure of one tenant; parts that fail land in ``errors``."""
+            now: datetime | None = None, listed: Listed | None = None) -> TenantUsage:
+    """Every usage figure of one tenant; parts that fail land in ``errors``. ``listed``: its
+    prefixes' objects as ``list_objects`` read them with other tenants' (else listed here)."""
     now = now or utcnow()
     usage = TenantUsage(tenant_id=record.tenant_id, tier=record.tier, status=record.status,
                         measured_at=now, idle_days=idle_days)
@@ -236,10 +339,10 @@ def measure(record: TenantRecord, clients: UsageClients, idle_days: int = 30,
         return usage
     # A tombstone's queues and store are gone by design; the objects it kept (backups included) still bill.
     live = record.status is not TenantStatus.deprovisioned
-    _fill(usage, clients, res.bucket, res, lambda: _db(record, clients), live)
+    _fill(usage, clients, res.bucket, res, lambda: _db(record, clients), live, listed)
     for name, ws in sorted(record.workspaces.items()):
         usage.workspaces[name] = _fill(WorkspaceUsage(name=name), clients, res.bucket, ws,
-                                       lambda ws=ws, name=name: _db(record, clients, ws.store, name), live)
+                                       lambda ws=ws, name=name: _db(record, clients, ws.store, name), live, listed)
     usage.last_activity = _newest(*(_activity(u) for u in [usage, *usage.workspaces.values()]))
     # A tenant that never did anything is idle once it is older than the window.
     since = usage.last_activity or record.created_at
@@ -248,11 +351,12 @@ def measure(record: TenantRecord, clients: UsageClients, idle_days: int = 30,
 
 
 def _fill(usage: TenantUsage | WorkspaceUsage, clients: UsageClients, bucket: str, res: Any,
-          db: Callable[[], DbUsage], live: bool = True) -> TenantUsage | WorkspaceUsage:
+          db: Callable[[], DbUsage], live: bool = True, listed: Listed | None = None
+          ) -> TenantUsage | WorkspaceUsage:
     """Objects under ``res.prefix``, ``res``'s queues and ``db()`` into ``usage`` (not ``live``: the
     objects only); a part that fails lands in its ``errors``."""
     parts: list[tuple[str, Callable[[], None]]] = [
-        ("objects", lambda: setattr(usage, "objects", object_usage(clients.s3, bucket, res.prefix))),
+        ("objects", lambda: setattr(usage, "objects", _objects(clients, bucket, res.prefix, listed))),
         ("queues", lambda: setattr(usage, "queues", queue_usage(clients.sqs, res.queue_url, res.dlq_url))),
         ("db", lambda: setattr(usage, "db", db())),
     ]
@@ -288,9 +392,12 @@ def measure_all(records: Iterable[TenantRecord], clients: UsageClients, idle_day
                 now: datetime | None = None) -> Iterator[TenantUsage]:
     """Usage of every active or suspended tenant (tombstones and tenants mid-
     provisioning have nothing settled to measure)."""
-    for record in records:
-        if record.status in MEASURED_STATUSES:
-            yield measure(record, clients, idle_days, now)
+    records = [r for r in records if r.status in MEASURED_STATUSES]
+    listed = list_objects((clients, r) for r in records)
+    with KeptConnections() as kept:
+        shared = kept.wrap(clients)
+        for record in records:
+            yield measure(record, shared, idle_days, now, listed)
 
 
 def clients_from_workspace(ws: Any, record: TenantRecord | None = None) -> UsageClients:
