@@ -163,6 +163,47 @@ def test_a_declared_subscription_not_applied_yet_fails_check_and_is_drift_the_re
             assert subscriptions(sandbox, topic) == [("sqs", ops_queue)]
 
 
+def test_a_subscription_the_cell_no_longer_declares_fails_check_and_is_drift_the_repair_deletes(
+        tenant, cli, sandbox, ops_queue):
+    """The cell's list shrank (no `apply` since): each topic's stack still holds the dropped
+    endpoint's subscription. `check` fails it and `refresh` names it, as the delete the repair does."""
+    stacks = cli.root / "stacks"
+    before = read_cell(stacks, "default")
+    tenant_topic, ws_topic = sorted(topics(sandbox), key=lambda t: WS in t)
+    try:
+        write_cell(stacks, before.model_copy(update={"alarm_subscriptions": []}))
+        code, access = access_checks(cli)
+        assert code == 8 and {c["outcome"] for c in access.values()} == {"fail"}, access
+        assert all(f"sqs {ops_queue}" in c["detail"] for c in access.values()), access
+
+        found = cli("refresh", TENANT, "--json")
+        assert found.returncode == CHANGES_PENDING, found
+        [drift] = found.json()["tenants"]
+        assert drift["orphans"] == []
+        assert sorted((r["op"], r["type"], r["arn"]) for r in drift["resources"]) == sorted([
+            ("delete", "aws:sns/topicSubscription:TopicSubscription", tenant_topic),
+            ("delete", "aws:sns/topicSubscription:TopicSubscription", ws_topic)])
+        assert all(r["diffs"] == [{"path": "subscription", "old": None, "new": f"sqs {ops_queue}"}]
+                   for r in drift["resources"]), drift["resources"]
+        assert all(naming.alarm_subscription_resource(r["name"].rsplit("-to-", 1)[0], "sqs", ops_queue) == r["name"]
+                   for r in drift["resources"])
+        said = cli("refresh", TENANT)
+        assert said.returncode == CHANGES_PENDING and "2 no longer declared" in said.stdout, said
+        assert "deleted out of band" not in said.stdout, said
+
+        repaired = cli("provision", TENANT, "--yes", "--json")
+        assert repaired.returncode == 0, repaired
+        for topic in (tenant_topic, ws_topic):
+            assert subscriptions(sandbox, topic) == []
+        assert cli("refresh", TENANT).returncode == 0 and cli("check", TENANT).returncode == 0
+    finally:
+        write_cell(stacks, before)
+        back = cli("provision", TENANT, "--yes", "--json")
+        assert back.returncode == 0, back
+        for topic in (tenant_topic, ws_topic):
+            assert subscriptions(sandbox, topic) == [("sqs", ops_queue)]
+
+
 def test_a_declared_subscription_unsubscribed_out_of_band_fails_check_and_is_subscribed_again(
         tenant, cli, sandbox, ops_queue):
     sns = aws(sandbox, "sns")
