@@ -10,6 +10,7 @@ from tenantctl.cell_bounds import option_range
 from tenantctl.cli import output
 from tenantctl.cli.options import JsonFlag, YesFlag
 from tenantctl.cli.output import changes_summary, console, print_json, table, warn
+from tenantctl.errors import InvalidInput
 
 if TYPE_CHECKING:
     from tenantctl.operations.cell import CellInfo
@@ -37,8 +38,19 @@ def _applied(info: "CellInfo") -> str:
 
 
 
+def _relocated(cells: "list[CellInfo]") -> None:
+    """Each cell whose stack file names another region or account than it was deployed in: said
+    (stderr), then exit 3 as `apply` and placement refuse that file; the listing is printed first."""
+    moved = [c.relocated for c in cells if c.relocated]
+    for message in moved:
+        warn(message)
+    if moved:
+        raise typer.Exit(InvalidInput.exit_code)
+
+
 def _rows(info: "CellInfo") -> list[tuple[str, str]]:
     rows = [("cell", info.name), ("stack", info.stack), ("region", info.region),
+            *([("relocated", f"its stack file is refused: {info.relocated}")] if info.relocated else []),
             ("account", info.account_id or "the target's own"), ("account role", info.account_role_arn or "-"),
             ("tiers", ", ".join(t.value for t in info.tiers)), ("vpc", info.vpc_cidr),
             ("pooled tenants", _count(info.pooled, info.max_pooled_tenants)),
@@ -161,19 +173,25 @@ def add(
 
 @app.command("list")
 def list_cells(json_out: JsonFlag = False) -> None:
-    """Every cell: region, account, tenants placed against its caps, draining, whether its stack file is applied."""
+    """Every cell: region, account, tenants placed against its caps, draining, whether its stack file is applied.
+
+    Region and account are where each cell was deployed; a stack file naming another (refused by
+    `apply` and placement) is flagged, and the command exits 3 after listing every cell."""
     from tenantctl.operations.cell import list_cells as run
     from tenantctl.workspace import Workspace
 
     cells = run(Workspace())
     if json_out:
         print_json({"cells": cells})
+        _relocated(cells)
         return
     table("cells", ["cell", "region", "account", "tiers", "pooled", "dedicated", "draining", "deployed", "stack file"],
           [(c.name, c.region, c.account_id or "own", ",".join(t.value for t in c.tiers),
             _count(c.pooled, c.max_pooled_tenants), _count(c.dedicated), "yes" if c.draining else "no",
             "yes" if c.deployed else "no",
+            "relocated: refused" if c.relocated else
             _PARTLY.format(name=c.name) if c.applied == "partly" else c.applied) for c in cells])
+    _relocated(cells)
 
 
 @app.command("show")
@@ -184,12 +202,16 @@ def show_cell(
     json_out: JsonFlag = False,
 ) -> None:
     """One cell: where it is, its tenants against its caps, its account's walls, and whether its
-    pooled logins' connection cap can overcommit its live database's max_connections."""
+    pooled logins' connection cap can overcommit its live database's max_connections.
+
+    Where it is: where it was deployed; a stack file naming another region or account is flagged
+    (exit 3, after showing the cell)."""
     from tenantctl.operations.cell import show as run
     from tenantctl.workspace import Workspace
 
     info = run(Workspace(), name, recount=recount)
     output.show(info, f"cell {name}", _rows(info), json_out)
+    _relocated([info])
 
 
 @app.command("drain")
