@@ -370,7 +370,7 @@ def _policy_of(what: str, arn: str, region: str, target: str, noun: str, policy:
 
 
 def unmanaged_access(clients: Clients, region: str, stack: Iterable[tuple[str, str, str, str]],
-                     subscriptions: Iterable[tuple[str, str]] | None = None, held: Iterable[str] = ()
+                     subscriptions: Iterable[tuple[str, str]] | None = None, held: Iterable[tuple[str, str]] = ()
                      ) -> list[Tagged]:
     """The grants on the keys of ``stack`` ((type, ARN, id, name) of each resource its state
     knows) that none of its grant resources is (id ``<key id>:<grant id>``), the
@@ -380,8 +380,8 @@ def unmanaged_access(clients: Clients, region: str, stack: Iterable[tuple[str, s
     account; and each declared subscription a topic's stack holds no resource for
     (``DeclaredSubscription``) and each it holds one for that is declared no more
     (``UndeclaredSubscription``) (``subscriptions`` None: neither judged, a cell's own stack or a
-    move's; ``held``: the names of the stack's subscription resources, those deleted out of band
-    included).
+    move's; ``held``: (id, name) of each of the stack's subscription resources, those deleted out
+    of band and those a preview's plan deletes included: the stack's own, never unmanaged).
     One call per key, queue and secret, two per topic. No grant is judged when the
     engine named no grant ids."""
     from botocore.exceptions import ClientError
@@ -390,8 +390,10 @@ def unmanaged_access(clients: Clients, region: str, stack: Iterable[tuple[str, s
 
     stack = list(stack)
     declared = {rid.rsplit(":", 1)[-1] for typ, _, rid, _ in stack if typ == GRANT}
-    subscribed = {rid: name for typ, _, rid, name in stack if typ == SUBSCRIPTION}
-    held = set(held)
+    held = list(held)
+    owned = [(rid, name) for typ, _, rid, name in stack if typ == SUBSCRIPTION]
+    subscribed = {rid: name for rid, name in [*held, *owned] if rid}  # by id: the subscription's ARN
+    names = {name for _, name in held}
     wanted = list(subscriptions or ())
     found: list[Tagged] = []
     for typ, arn, rid, name in stack:
@@ -410,7 +412,7 @@ def unmanaged_access(clients: Clients, region: str, stack: Iterable[tuple[str, s
             elif typ == TOPIC and arn:
                 resources = {pair: alarm_subscription_resource(name, *pair) for pair in wanted}
                 found += _topic_access(clients("sns", where), arn, where, subscribed,
-                                       {pair: None if r in held else r for pair, r in resources.items()}
+                                       {pair: None if r in names else r for pair, r in resources.items()}
                                        if subscriptions is not None else None)
         except ClientError as exc:
             code = exc.response["Error"]["Code"]

@@ -189,6 +189,11 @@ def test_a_subscription_the_cell_no_longer_declares_fails_check_and_is_drift_the
         said = cli("refresh", TENANT)
         assert said.returncode == CHANGES_PENDING and "2 no longer declared" in said.stdout, said
         assert "deleted out of band" not in said.stdout, said
+        planned = cli("provision", TENANT, "--preview", "--json")  # the repair's plan: two deletes, no orphan
+        assert planned.returncode == CHANGES_PENDING, planned
+        assert planned.json()["orphans"] == [], planned.json()["orphans"]  # the stack's own, not unmanaged
+        assert sorted((c["op"], c["name"]) for c in planned.json()["resources"]) == sorted(
+            ("delete", r["name"]) for r in drift["resources"])
 
         repaired = cli("provision", TENANT, "--yes", "--json")
         assert repaired.returncode == 0, repaired

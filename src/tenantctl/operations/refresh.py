@@ -263,7 +263,7 @@ def _unmanaged(clients: inventory.Clients, region: str, changes: ChangeSet,
     return [*inventory.unmanaged_rules(clients, region, ((c.type, c.arn) for c in changes.changes)),
             *inventory.unmanaged_role_policies(clients, [(t, a, i) for t, a, i, _ in live]),
             *inventory.unmanaged_access(clients, region, live, subscriptions,
-                                        {c.name for c in changes.changes if c.type == inventory.SUBSCRIPTION})]
+                                        [(c.id, c.name) for c in changes.changes if c.type == inventory.SUBSCRIPTION])]
 
 
 def cell_rules(ws: Workspace, cell: str, changes: ChangeSet) -> list[inventory.Tagged]:
