@@ -77,13 +77,12 @@ def what_goes(record: TenantRecord, purge_data: bool, final_backup: bool) -> lis
          for name, w in sorted(res.workspaces.items())]
 
 
-KMS_KEY = "aws:kms/key:Key"
-
-
 def deleted_keys(changes: ChangeSet) -> list[str]:
     """The KMS keys (ARNs, else names) a destroy deleted, i.e. scheduled for deletion: none for a
     record whose provision never made one."""
-    return [c.arn or c.name for c in changes.changes if c.type == KMS_KEY and c.op is Op.delete]
+    from tenantctl.inventory import KEY
+
+    return [c.arn or c.name for c in changes.changes if c.type == KEY and c.op is Op.delete]
 
 
 def what_went(tombstone: TenantRecord, changes: ChangeSet, details: dict[str, Any], purge_data: bool) -> str:
