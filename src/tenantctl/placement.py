@@ -154,8 +154,8 @@ def _remedy(spec: TenantSpec, refusals: list[str]) -> str:
     if draining:
         undo = " or ".join(f"`tenantctl cell drain {name} --undo`" for name in draining)
         elsewhere = " (another `--cell` of its region, or none)" if spec.cell else ""
-        hint = (f"{'a draining cell takes' if len(draining) == 1 else 'draining cells take'} no new tenant: "
-                f"{undo} takes new tenants again, or place it in another cell{elsewhere}; {hint}")
+        # Each cell's reason is said once, in the list before: the remedy does not name it again.
+        hint = f"{undo} takes new tenants there again, or place it in another cell{elsewhere}; {hint}"
     return hint + (", or free capacity and re-run" if len(draining) < len(why) else "")
 
 
