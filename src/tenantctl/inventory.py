@@ -285,6 +285,27 @@ class DeclaredSubscription(Tagged):
         return f"{self.protocol} {self.endpoint} to topic {self.arn.rsplit(':', 1)[-1]}"
 
 
+class UndeclaredSubscription(Tagged):
+    """A subscription the stack holds a resource for (one of its alarm topics') whose endpoint its
+    cell's ``alarm_subscriptions`` no longer declares (the cell's list shrank, no `apply` since):
+    drift, the repair's up deletes it (the program declares it no more). ``arn``: the topic's."""
+
+    protocol: str
+    endpoint: str
+    resource: str  # the TopicSubscription resource the stack holds
+    subscription: str  # its ARN
+
+    @property
+    def removable(self) -> bool:
+        return False  # the repair's up deletes the stack's own resource: never an orphan's removal
+
+    def describe(self) -> str:
+        return f"{self.protocol} {self.endpoint} to topic {self.arn.rsplit(':', 1)[-1]}"
+
+
+# What a topic's subscriptions differ from its cell's declared list by: drift, never orphans.
+SUBSCRIPTION_DRIFT = (DeclaredSubscription, UndeclaredSubscription)
+
 KEY = "aws:kms/key:Key"
 GRANT = "aws:kms/grant:Grant"
 QUEUE = "aws:sqs/queue:Queue"
@@ -303,11 +324,11 @@ def _grants_out_of_band(kms: Any, key_arn: str, region: str, declared: set[str])
             for g in grants if g["GrantId"] not in declared and not service_grant(g)]
 
 
-def _topic_access(sns: Any, arn: str, region: str, subscribed: set[str],
-                  declared: dict[tuple[str, str], str | None]) -> list[Tagged]:
-    """``subscribed``: the ARNs of the stack's subscription resources; ``declared``: its cell's
-    (protocol, endpoint) pairs, each with the resource the stack would hold it as when it holds
-    none (None: it holds one)."""
+def _topic_access(sns: Any, arn: str, region: str, subscribed: dict[str, str],
+                  declared: dict[tuple[str, str], str | None] | None) -> list[Tagged]:
+    """``subscribed``: the stack's subscription resources' names by their ARNs; ``declared``: its
+    cell's (protocol, endpoint) pairs, each with the resource the stack would hold it as when it
+    holds none (None: it holds one; ``declared`` None: not judged)."""
     from tenantctl.checks.aws_posture import topic_outsiders
     from tenantctl.checks.reads import confirmed, topic_subscriptions
     from tenantctl.naming import account_of_arn
@@ -315,15 +336,22 @@ def _topic_access(sns: Any, arn: str, region: str, subscribed: set[str],
     name = arn.rsplit(":", 1)[-1]
     listed = topic_subscriptions(sns, arn)
     there = {(s.get("Protocol"), s.get("Endpoint")): s["SubscriptionArn"] for s in listed}
+    wanted = declared or {}
     found: list[Tagged] = [
         UnmanagedAccess(arn=arn, region=region, tags={}, what="sns:subscription", target=s["SubscriptionArn"],
                         label=f"{s['SubscriptionArn'].rsplit(':', 1)[-1]} to topic {name} "
                               f"({s.get('Protocol')} {s.get('Endpoint')})")
         for s in confirmed(listed)
-        if s["SubscriptionArn"] not in subscribed and (s.get("Protocol"), s.get("Endpoint")) not in declared]
+        if s["SubscriptionArn"] not in subscribed and (s.get("Protocol"), s.get("Endpoint")) not in wanted]
     found += [DeclaredSubscription(arn=arn, region=region, tags={}, protocol=protocol, endpoint=endpoint,
                                    resource=resource, subscription=there.get((protocol, endpoint), ""))
-              for (protocol, endpoint), resource in declared.items() if resource is not None]
+              for (protocol, endpoint), resource in wanted.items() if resource is not None]
+    if declared is not None:  # as `check`'s topic-access judges them: confirmed ones
+        found += [UndeclaredSubscription(
+            arn=arn, region=region, tags={}, protocol=s.get("Protocol"), endpoint=s.get("Endpoint"),
+            subscription=s["SubscriptionArn"], resource=subscribed[s["SubscriptionArn"]])
+            for s in confirmed(listed)
+            if s["SubscriptionArn"] in subscribed and (s.get("Protocol"), s.get("Endpoint")) not in declared]
     outsiders = topic_outsiders(sns.get_topic_attributes(TopicArn=arn)["Attributes"].get("Policy"),
                                 account_of_arn(arn))
     if outsiders:
@@ -342,7 +370,7 @@ def _policy_of(what: str, arn: str, region: str, target: str, noun: str, policy:
 
 
 def unmanaged_access(clients: Clients, region: str, stack: Iterable[tuple[str, str, str, str]],
-                     subscriptions: Iterable[tuple[str, str]] | None = None, held: Iterable[str] = ()
+                     subscriptions: Iterable[tuple[str, str]] | None = None, held: Iterable[tuple[str, str]] = ()
                      ) -> list[Tagged]:
     """The grants on the keys of ``stack`` ((type, ARN, id, name) of each resource its state
     knows) that none of its grant resources is (id ``<key id>:<grant id>``), the
@@ -350,8 +378,10 @@ def unmanaged_access(clients: Clients, region: str, stack: Iterable[tuple[str, s
     its subscription resources is (id: the subscription's ARN) nor of its cell's declared
     ``subscriptions`` ((protocol, endpoint) each), and their policies letting in another
     account; and each declared subscription a topic's stack holds no resource for
-    (``DeclaredSubscription``; None: not judged, a cell's own stack or a move's; ``held``: the names
-    of the stack's subscription resources, those deleted out of band included).
+    (``DeclaredSubscription``) and each it holds one for that is declared no more
+    (``UndeclaredSubscription``) (``subscriptions`` None: neither judged, a cell's own stack or a
+    move's; ``held``: (id, name) of each of the stack's subscription resources, those deleted out
+    of band and those a preview's plan deletes included: the stack's own, never unmanaged).
     One call per key, queue and secret, two per topic. No grant is judged when the
     engine named no grant ids."""
     from botocore.exceptions import ClientError
@@ -360,8 +390,10 @@ def unmanaged_access(clients: Clients, region: str, stack: Iterable[tuple[str, s
 
     stack = list(stack)
     declared = {rid.rsplit(":", 1)[-1] for typ, _, rid, _ in stack if typ == GRANT}
-    subscribed = {rid for typ, _, rid, _ in stack if typ == SUBSCRIPTION}
-    held = set(held)
+    held = list(held)
+    owned = [(rid, name) for typ, _, rid, name in stack if typ == SUBSCRIPTION]
+    subscribed = {rid: name for rid, name in [*held, *owned] if rid}  # by id: the subscription's ARN
+    names = {name for _, name in held}
     wanted = list(subscriptions or ())
     found: list[Tagged] = []
     for typ, arn, rid, name in stack:
@@ -380,8 +412,8 @@ def unmanaged_access(clients: Clients, region: str, stack: Iterable[tuple[str, s
             elif typ == TOPIC and arn:
                 resources = {pair: alarm_subscription_resource(name, *pair) for pair in wanted}
                 found += _topic_access(clients("sns", where), arn, where, subscribed,
-                                       {pair: None if r in held else r for pair, r in resources.items()}
-                                       if subscriptions is not None else {})
+                                       {pair: None if r in names else r for pair, r in resources.items()}
+                                       if subscriptions is not None else None)
         except ClientError as exc:
             code = exc.response["Error"]["Code"]
             if "NotFound" in code or "NonExistent" in code or "InvalidState" in code:

@@ -63,6 +63,9 @@ class Placement(BaseModel):
             self.reserved = False
 
 
+DRAINING = "draining"  # a cell's refusal reason (``no_slot``): no new tenant, whatever its room
+
+
 def add_cell_hint(region: str) -> str:
     return (f"add a cell: `tenantctl cell add NAME --region {region}` "
             "(`--account-role ARN` for another account)")
@@ -92,7 +95,7 @@ def no_slot(cell: CellSpec, counts: tuple[dict[str, int], bool] | None, tier: Ti
     draining, or its pooled count at the cap; None when it has one."""
     placed, draining = counts or ({}, False)
     if draining or cell.draining:
-        return "draining"
+        return DRAINING
     if tier is Tier.pooled and placed.get(tier.value, 0) >= cell.max_pooled_tenants:
         return (f"{placed.get(tier.value, 0)} of {cell.max_pooled_tenants} pooled tenants placed "
                 "(max_pooled_tenants: schemas per PostgreSQL)")
@@ -138,9 +141,22 @@ def refused(spec: TenantSpec, refusals: list[str]) -> QuotaExceeded:
         where = f"{spec.region} has no cell"
     return QuotaExceeded(
         f"tenant {spec.id!r} ({spec.tier.value}) refused before anything was created: {where}"
-        + (" (" + "; ".join(refusals) + ")" if refusals else "")
-        + f"; {add_cell_hint(spec.region)}" + (", or free capacity and re-run" if refusals else ""),
+        + (" (" + "; ".join(refusals) + ")" if refusals else "") + f"; {_remedy(spec, refusals)}",
         details=refusals)
+
+
+def _remedy(spec: TenantSpec, refusals: list[str]) -> str:
+    """What to do about ``refusals`` (``cell NAME: why`` each): a draining cell is no capacity
+    problem (undrain it, or place the tenant elsewhere); freeing capacity helps the others."""
+    why = dict(r.removeprefix("cell ").split(": ", 1) for r in refusals)
+    draining = [name for name, reason in why.items() if reason.startswith(DRAINING)]
+    hint = add_cell_hint(spec.region)
+    if draining:
+        undo = " or ".join(f"`tenantctl cell drain {name} --undo`" for name in draining)
+        elsewhere = " (another `--cell` of its region, or none)" if spec.cell else ""
+        # Each cell's reason is said once, in the list before: the remedy does not name it again.
+        hint = f"{undo} takes new tenants there again, or place it in another cell{elsewhere}; {hint}"
+    return hint + (", or free capacity and re-run" if len(draining) < len(why) else "")
 
 
 def named_cell(cells: dict[str, CellSpec], name: str, option: str = "--cell") -> CellSpec:
@@ -174,7 +190,7 @@ def place(ws: Workspace, spec: TenantSpec, record: TenantRecord | None) -> tuple
         candidates = sorted(candidates, key=lambda c: load(counts[c.name], c, spec.tier))
     for cell in candidates:
         if cell.draining:
-            refusals.append(f"cell {cell.name}: draining")
+            refusals.append(f"cell {cell.name}: {DRAINING}")
             continue
         try:
             outputs = ws.ensure_cell(cell.name)

@@ -112,6 +112,17 @@ def access_checks(cli) -> tuple[int, dict[str, dict]]:
     return run.returncode, {c["area"]: c for c in run.json()["checks"] if c["name"] == "topic-access"}
 
 
+def subscription_drift(cli, op: str, *topics: str) -> dict:
+    """`refresh`'s drift of the tenant: one ``op`` of a TopicSubscription per topic, no orphan."""
+    found = cli("refresh", TENANT, "--json")
+    assert found.returncode == CHANGES_PENDING, found
+    [drift] = found.json()["tenants"]
+    assert drift["orphans"] == []
+    assert sorted((r["op"], r["type"], r["arn"]) for r in drift["resources"]) == sorted(
+        (op, "aws:sns/topicSubscription:TopicSubscription", topic) for topic in topics)
+    return drift
+
+
 def test_a_declared_subscription_not_applied_yet_fails_check_and_is_drift_the_repair_subscribes(
         tenant, cli, sandbox, ops_queue):
     """The cell's list gained a queue (no `apply` yet): each topic misses it. One subscribed by hand
@@ -129,13 +140,7 @@ def test_a_declared_subscription_not_applied_yet_fails_check_and_is_drift_the_re
             assert f"sqs {pager}" in c["detail"] and "missing" in c["detail"] and "apply" in c["detail"], c
             assert f"sqs {ops_queue}" not in c["detail"], c
 
-        found = cli("refresh", TENANT, "--json")
-        assert found.returncode == CHANGES_PENDING, found
-        [drift] = found.json()["tenants"]
-        assert drift["orphans"] == []
-        assert sorted((r["op"], r["type"], r["arn"]) for r in drift["resources"]) == sorted([
-            ("create", "aws:sns/topicSubscription:TopicSubscription", tenant_topic),
-            ("create", "aws:sns/topicSubscription:TopicSubscription", ws_topic)])
+        drift = subscription_drift(cli, "create", tenant_topic, ws_topic)
         assert all(pager in str(r["diffs"]) for r in drift["resources"])
 
         # Subscribed by hand on the tenant's topic: declared, so neither unmanaged nor missing there.
@@ -159,6 +164,46 @@ def test_a_declared_subscription_not_applied_yet_fails_check_and_is_drift_the_re
         write_cell(stacks, before)
         gone = cli("provision", TENANT, "--yes", "--json")  # the pager's subscriptions deleted again
         assert gone.returncode == 0, gone
+        for topic in (tenant_topic, ws_topic):
+            assert subscriptions(sandbox, topic) == [("sqs", ops_queue)]
+
+
+def test_a_subscription_the_cell_no_longer_declares_fails_check_and_is_drift_the_repair_deletes(
+        tenant, cli, sandbox, ops_queue):
+    """The cell's list shrank (no `apply` since): each topic's stack still holds the dropped
+    endpoint's subscription. `check` fails it and `refresh` names it, as the delete the repair does."""
+    stacks = cli.root / "stacks"
+    before = read_cell(stacks, "default")
+    tenant_topic, ws_topic = sorted(topics(sandbox), key=lambda t: WS in t)
+    try:
+        write_cell(stacks, before.model_copy(update={"alarm_subscriptions": []}))
+        code, access = access_checks(cli)
+        assert code == 8 and {c["outcome"] for c in access.values()} == {"fail"}, access
+        assert all(f"sqs {ops_queue}" in c["detail"] for c in access.values()), access
+
+        drift = subscription_drift(cli, "delete", tenant_topic, ws_topic)
+        assert all(r["diffs"] == [{"path": "subscription", "old": None, "new": f"sqs {ops_queue}"}]
+                   for r in drift["resources"]), drift["resources"]
+        assert all(naming.alarm_subscription_resource(r["name"].rsplit("-to-", 1)[0], "sqs", ops_queue) == r["name"]
+                   for r in drift["resources"])
+        said = cli("refresh", TENANT)
+        assert said.returncode == CHANGES_PENDING and "2 no longer declared" in said.stdout, said
+        assert "deleted out of band" not in said.stdout, said
+        planned = cli("provision", TENANT, "--preview", "--json")  # the repair's plan: two deletes, no orphan
+        assert planned.returncode == CHANGES_PENDING, planned
+        assert planned.json()["orphans"] == [], planned.json()["orphans"]  # the stack's own, not unmanaged
+        assert sorted((c["op"], c["name"]) for c in planned.json()["resources"]) == sorted(
+            ("delete", r["name"]) for r in drift["resources"])
+
+        repaired = cli("provision", TENANT, "--yes", "--json")
+        assert repaired.returncode == 0, repaired
+        for topic in (tenant_topic, ws_topic):
+            assert subscriptions(sandbox, topic) == []
+        assert cli("refresh", TENANT).returncode == 0 and cli("check", TENANT).returncode == 0
+    finally:
+        write_cell(stacks, before)
+        back = cli("provision", TENANT, "--yes", "--json")
+        assert back.returncode == 0, back
         for topic in (tenant_topic, ws_topic):
             assert subscriptions(sandbox, topic) == [("sqs", ops_queue)]
 

@@ -292,6 +292,18 @@ def test_a_cell_file_moved_to_another_region_is_refused_by_apply_and_placement(c
     committed = path.read_text()
     edit_cell(cli, region="us-west-2")
     try:
+        # `cell list` / `cell show` say where it is deployed, not what the file says, and flag the file.
+        for args in (("list",), ("show", CELL)):
+            run = cli("cell", *args, "--json")
+            assert run.returncode == 0, run  # a listing reports; the commands that act refuse (below)
+            body = run.json()
+            [mine] = [c for c in body["cells"] if c["name"] == CELL] if "cells" in body else [body]
+            assert mine["region"] == "ap-northeast-2", mine
+            assert "names region us-west-2 (deployed in ap-northeast-2)" in mine["relocated"], mine
+            people = cli("cell", *args)
+            assert people.returncode == 0 and "ap-northeast-2" in people.stdout, people
+            assert "names region us-west-2 (deployed in ap-northeast-2)" in people.stderr, people
+        assert all(c["relocated"] is None for c in cli("cell", "list", "--json").json()["cells"] if c["name"] != CELL)
         rc, summary, _ = apply(cli, "--preview")
         refused = cells(summary)[CELL]
         assert rc == 1 and refused["action"] == "invalid" and not refused["ok"]

@@ -478,3 +478,27 @@ def test_what_an_invalid_id_left_is_listed_and_forgotten(cli, sandbox):
     assert not stack.exists() and "Item" not in dynamodb.get_item(TableName=table, Key={"tenant_id": {"S": "ACME"}})
     assert cli("forget", "ACME", "--yes").returncode == 6
     dynamodb.delete_item(TableName=table, Key={"tenant_id": {"S": "Has-Resources"}})
+
+
+def test_a_never_provisioned_record_deprovisions_saying_there_was_no_key(cli, sandbox):
+    """A record whose provision never got to create anything (no resources, no key): its deprovision
+    tombstones it and says so, not that a key was scheduled for deletion."""
+    from tenant_runtime.registry import record_to_item
+    from tenantctl.models import TenantRecord, TenantStatus, Tier
+
+    assert cli("provision", "cli-p1").returncode == 0  # the platform exists (idempotent)
+    table = json.loads(cli("platform", "outputs", "--json").stdout)["registry_table"]
+    for tenant in ("cli-never", "cli-never-js"):
+        record = TenantRecord(tenant_id=tenant, tier=Tier.pooled, status=TenantStatus.provisioning,
+                              region="us-east-1", cell="default", version=1,
+                              last_error="failed before creating anything")
+        aws(sandbox, "dynamodb").put_item(TableName=table, Item=record_to_item(record))
+    said = cli("deprovision", "cli-never", "--yes", "--no-final-backup")
+    assert said.returncode == 0, said
+    assert "key scheduled for deletion" not in said.stdout and "no KMS key" in said.stdout, said.stdout
+    assert "never provisioned" in said.stdout and "nothing to remove" in said.stdout, said.stdout
+    out = cli("deprovision", "cli-never-js", "--yes", "--no-final-backup", "--json")
+    assert out.returncode == 0, out
+    body = json.loads(out.stdout)
+    assert body["record"]["status"] == "deprovisioned" and body["keys_scheduled_for_deletion"] == []
+    assert body["never_provisioned"] is True

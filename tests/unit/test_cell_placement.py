@@ -455,6 +455,27 @@ def test_a_preview_refuses_what_placement_would_and_a_forced_cells_refusal_names
         choose(ws, TenantSpec(id="t0", region="us-west-2"), record)
 
 
+def test_a_draining_cells_refusal_says_to_undrain_it_or_place_elsewhere_not_to_free_capacity(
+        tmp_path: Path, registry: RegistryWriter):
+    ws = workspace(tmp_path, registry, [CellSpec(name="sga", region="ap-southeast-1", draining=True),
+                                        CellSpec(name="sgb", region="ap-southeast-1", max_pooled_tenants=1)])
+    registry.set_draining("sgb", True)  # the counter's flag, whatever the file says
+    for attempt in (choose, lambda *a: place(*a)[0]):
+        with pytest.raises(QuotaExceeded) as drained:
+            attempt(ws, TenantSpec(id="t0", region="ap-southeast-1"), None)
+        said = str(drained.value)
+        assert "free capacity" not in said, said
+        assert "`tenantctl cell drain sga --undo`" in said and "`tenantctl cell drain sgb --undo`" in said, said
+        assert "another cell" in said and "tenantctl cell add NAME --region ap-southeast-1" in said, said
+        assert drained.value.exit_code == 11
+    registry.set_draining("sgb", False)
+    registry.reserve_slot("sgb", Tier.pooled, cap=None)  # one draining, one full: each its own remedy
+    with pytest.raises(QuotaExceeded) as mixed:
+        choose(ws, TenantSpec(id="t1", region="ap-southeast-1"), None)
+    assert "`tenantctl cell drain sga --undo`" in str(mixed.value) and "free capacity" in str(mixed.value)
+    assert "cell drain sgb" not in str(mixed.value)
+
+
 def test_a_region_no_partition_has_is_refused_as_input_not_as_a_full_region(tmp_path: Path,
                                                                             registry: RegistryWriter):
     ws = workspace(tmp_path, registry, [])

@@ -43,7 +43,8 @@ any other's).
 - ``alarm-topic-encryption``: the alarm topic is encrypted with the tenant key;
 - ``topic-access``: the alarm topic has no subscription but its cell's
   declared ``alarm_subscriptions`` (matched by protocol and endpoint: another
-  one mails the alarms, and what they name, anywhere), has each of those (one
+  one mails the alarms, and what they name, anywhere; one the stack holds that the
+  cell's list dropped, no `apply` since, too: `refresh` names it as drift), has each of those (one
   missing, the cell's list grown with no `apply` since or unsubscribed out of
   band, leaves the operators blind to the tenant's alarms; a declared one pending
   confirmation counts as there; not judged while a move between cells is open,
@@ -321,7 +322,8 @@ class _AwsChecks:
         account = naming.account_of_arn(arn)
         listed = self.reads.topic_subscriptions(arn)
         subs = confirmed(listed)
-        problems = [f"subscription {sub.get('Protocol')} {sub.get('Endpoint')} (not its cell's alarm_subscriptions)"
+        problems = [f"subscription {sub.get('Protocol')} {sub.get('Endpoint')} (not its cell's alarm_subscriptions: "
+                    f"`tenantctl apply --refresh` or `tenantctl provision {self.tid}` removes it)"
                     for sub in subs if (sub.get("Protocol"), sub.get("Endpoint")) not in self.subscriptions]
         there = {(sub.get("Protocol"), sub.get("Endpoint")) for sub in listed}
         missing = [f"{p} {e}" for p, e in sorted(self.subscriptions - there)]

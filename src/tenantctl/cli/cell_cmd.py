@@ -37,8 +37,16 @@ def _applied(info: "CellInfo") -> str:
 
 
 
+def _warn_relocated(cells: "list[CellInfo]") -> None:
+    """Each cell whose stack file names another region or account than it was deployed in, said
+    on stderr. Not an exit code: a listing reports what is; `apply` and placement refuse the file."""
+    for message in (c.relocated for c in cells if c.relocated):
+        warn(message)
+
+
 def _rows(info: "CellInfo") -> list[tuple[str, str]]:
     rows = [("cell", info.name), ("stack", info.stack), ("region", info.region),
+            *([("relocated", f"its stack file is refused: {info.relocated}")] if info.relocated else []),
             ("account", info.account_id or "the target's own"), ("account role", info.account_role_arn or "-"),
             ("tiers", ", ".join(t.value for t in info.tiers)), ("vpc", info.vpc_cidr),
             ("pooled tenants", _count(info.pooled, info.max_pooled_tenants)),
@@ -161,19 +169,25 @@ def add(
 
 @app.command("list")
 def list_cells(json_out: JsonFlag = False) -> None:
-    """Every cell: region, account, tenants placed against its caps, draining, whether its stack file is applied."""
+    """Every cell: region, account, tenants placed against its caps, draining, whether its stack file is applied.
+
+    Region and account are where each cell was deployed; a stack file naming another (refused by
+    `apply` and placement) is flagged, with a warning on stderr."""
     from tenantctl.operations.cell import list_cells as run
     from tenantctl.workspace import Workspace
 
     cells = run(Workspace())
     if json_out:
         print_json({"cells": cells})
+        _warn_relocated(cells)
         return
     table("cells", ["cell", "region", "account", "tiers", "pooled", "dedicated", "draining", "deployed", "stack file"],
           [(c.name, c.region, c.account_id or "own", ",".join(t.value for t in c.tiers),
             _count(c.pooled, c.max_pooled_tenants), _count(c.dedicated), "yes" if c.draining else "no",
             "yes" if c.deployed else "no",
+            "relocated: refused" if c.relocated else
             _PARTLY.format(name=c.name) if c.applied == "partly" else c.applied) for c in cells])
+    _warn_relocated(cells)
 
 
 @app.command("show")
@@ -184,12 +198,16 @@ def show_cell(
     json_out: JsonFlag = False,
 ) -> None:
     """One cell: where it is, its tenants against its caps, its account's walls, and whether its
-    pooled logins' connection cap can overcommit its live database's max_connections."""
+    pooled logins' connection cap can overcommit its live database's max_connections.
+
+    Where it is: where it was deployed; a stack file naming another region or account is flagged
+    (and warned about on stderr)."""
     from tenantctl.operations.cell import show as run
     from tenantctl.workspace import Workspace
 
     info = run(Workspace(), name, recount=recount)
     output.show(info, f"cell {name}", _rows(info), json_out)
+    _warn_relocated([info])
 
 
 @app.command("drain")

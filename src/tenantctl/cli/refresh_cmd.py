@@ -27,8 +27,9 @@ def refresh(
 
     Per resource and property (expected → live), resources deleted out of band,
     orphan resources (tagged as the tenant's, unknown to its state), ingress
-    rules added out of band to the tenant's own security groups, and its cell's
-    declared alarm subscriptions an alarm topic lacks (to create). --all and
+    rules added out of band to the tenant's own security groups, its cell's
+    declared alarm subscriptions an alarm topic lacks (to create), and the
+    subscriptions its stack holds that the cell declares no more (to delete). --all and
     --cell read the committed cells' stacks too. `apply --refresh` (cells and
     tenants) or `provision ID` repairs (a tenant in a move: once `move ID
     --finalize` or `--rollback` ends it; said per tenant). A tenant of a cell stacks/ does not

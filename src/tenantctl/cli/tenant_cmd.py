@@ -12,6 +12,7 @@ from tenantctl.cli.output import (
     console,
     error_lines,
     error_object,
+    escape,
     orphan_lines,
     print_json,
     record_result,
@@ -267,8 +268,7 @@ def deprovision(
     """
     from tenantctl.cli.confirm import confirmation
     from tenantctl.cli.progress import engine_progress
-    from tenantctl.engines.base import Op
-    from tenantctl.operations.deprovision import confirmation_items
+    from tenantctl.operations.deprovision import confirmation_items, what_went
     from tenantctl.operations.deprovision import deprovision as run
     from tenantctl.workspace import Workspace
 
@@ -283,10 +283,8 @@ def deprovision(
     if json_out:
         print_json({"record": record, "changes": changes.summary(), **details})
         return
-    console.print(f"[yellow]tenant {tenant_id} deprovisioned[/]: {changes.count(Op.delete)} resources removed; "
-                  f"key scheduled for deletion; retained until {record.retain_until:%Y-%m-%d}"
-                  + (f"; {details['purged_objects']} objects purged" if purge_data else "; objects kept")
-                  + (f"; final backup {details['final_backup']}" if details.get("final_backup") else ""))
+    console.print(f"[yellow]tenant {tenant_id} deprovisioned[/]: "
+                  + escape(what_went(record, changes, details, purge_data)), highlight=False)
 
 
 @app.command()

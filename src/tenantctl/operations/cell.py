@@ -44,8 +44,11 @@ class CellInfo(BaseModel):
 
     name: str
     stack: str
-    region: str
+    region: str  # where it was deployed (its outputs) once applied, else its stack file's
     account_id: str | None  # from its outputs once applied, else from its role (None: the target's own)
+    # Why its stack file cannot be applied: it names another region or account than the cell was
+    # deployed in (``Workspace.relocation``; `apply` and placement refuse it, exit 3), or None.
+    relocated: str | None = None
     account_role_arn: str | None
     tiers: list[Tier]
     max_pooled_tenants: int
@@ -99,7 +102,8 @@ def _info(ws: Workspace, spec: CellSpec, outputs: dict[str, Any], item: dict[str
     """``item``: the cell's counter item (None: no counter yet)."""
     placed, draining = item_to_counts(item) if item is not None else (None, False)
     return CellInfo(
-        name=spec.name, stack=spec.stack, region=spec.region,
+        name=spec.name, stack=spec.stack, region=outputs.get("region") or spec.region,
+        relocated=ws.relocation(spec, outputs),
         account_id=outputs.get("account_id") or spec.account_id, account_role_arn=spec.account_role_arn,
         tiers=spec.tiers, max_pooled_tenants=spec.max_pooled_tenants, db_connection_limit=spec.db_connection_limit,
         vpc_cidr=spec.vpc_cidr, allow_overcommit=spec.allow_overcommit,
@@ -338,7 +342,7 @@ def show(ws: Workspace, name: str, recount: bool = False) -> CellInfo:
     outputs = ws.cell_outputs(name)
     info = _info(ws, spec, outputs, _counter(ws, name))
     info.recounted = corrected
-    if info.deployed:
+    if info.deployed and not info.relocated:  # its clients would read the file's region, not the cell's
         probe = TenantSpec(id="probe", region=spec.region, cell=name)
         quotas = preflight.checks(probe, ws.cell_outputs(name), ws.cell_clients(name))
         info.quotas = [c.explain() for c in quotas]

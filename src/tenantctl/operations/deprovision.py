@@ -77,6 +77,35 @@ def what_goes(record: TenantRecord, purge_data: bool, final_backup: bool) -> lis
          for name, w in sorted(res.workspaces.items())]
 
 
+def deleted_keys(changes: ChangeSet) -> list[str]:
+    """The KMS keys (ARNs, else names) a destroy deleted, i.e. scheduled for deletion: none for a
+    record whose provision never made one."""
+    from tenantctl.inventory import KEY
+
+    return [c.arn or c.name for c in changes.changes if c.type == KEY and c.op is Op.delete]
+
+
+def what_went(tombstone: TenantRecord, changes: ChangeSet, details: dict[str, Any], purge_data: bool) -> str:
+    """What a deprovision did (``deprovision``'s three results), as one line says it: a key's
+    deletion only when there was a key, a record whose provision never finished said to be one."""
+    removed = changes.count(Op.delete)
+    keys = len(details.get("keys_scheduled_for_deletion") or [])
+    never = details.get("never_provisioned", False)
+    if never:
+        parts = ["never provisioned (no resources recorded): "
+                 + (f"{removed} resource(s) its unfinished provision left removed" if removed else "nothing to remove")]
+    else:
+        parts = [f"{removed} resources removed"]
+    parts.append({0: "no KMS key (none was created)", 1: "key scheduled for deletion"}.get(
+        keys, f"{keys} keys scheduled for deletion"))
+    parts.append(f"retained until {tombstone.retain_until:%Y-%m-%d}" if tombstone.retain_until else "")
+    if not never:
+        parts.append(f"{details.get('purged_objects', 0)} objects purged" if purge_data else "objects kept")
+    if details.get("final_backup"):
+        parts.append(f"final backup {details['final_backup']}")
+    return "; ".join(p for p in parts if p)
+
+
 def confirmation_items(ws: Workspace, record: TenantRecord, purge_data: bool, final_backup: bool) -> list[str]:
     """What deprovision's confirmation lists: what goes and what stays, then
     each resource the destroy deletes (the data-bearing ones flagged)."""
@@ -114,7 +143,8 @@ def deprovision(ws: Workspace, tenant_id: str, purge_data: bool = False,
     stack = current.current_stack
     path = stack_file(ws.stacks_dir, stack)
     details: dict[str, Any] = {"purged_objects": 0, "final_backup": final,
-                               "workspace_final_backups": workspace_finals}
+                               "workspace_final_backups": workspace_finals,
+                               "never_provisioned": current.resources is None}
     phase(on_event, tenant_id, "marking the tenant deprovisioning")
     with registry.hold(tenant_id, "deprovision", status=TenantStatus.deprovisioning) as held:
         retention_days = 14
@@ -124,6 +154,7 @@ def deprovision(ws: Workspace, tenant_id: str, purge_data: bool = False,
                 retention_days = spec.backup.retention_days
             phase(on_event, tenant_id, "destroying its resources")
             changes = ws.engine.destroy(stack, on_event=on_event)
+            details["keys_scheduled_for_deletion"] = deleted_keys(changes)
             if purge_data and held.record.resources is not None:
                 res = held.record.resources
                 s3 = ws.clients_for(held.record)("s3")

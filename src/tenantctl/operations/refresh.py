@@ -118,12 +118,14 @@ class StackDrift(BaseModel):
         return self.note.startswith(SKIPPED)
 
     def headline(self) -> str:
-        """``2 changed, 1 deleted, 1 orphan, 1 mis-tagged`` (or ``no drift``; ``not read``
-        for a stack left unread, which is no evidence of no drift)."""
+        """``2 changed, 1 deleted out of band, 1 no longer declared, 1 missing, 1 orphan(s)``
+        (or ``no drift``; ``not read`` for a stack left unread, which is no evidence of no drift)."""
         mistagged = sum(1 for o in self.orphans if o.conflict)
+        undeclared = sum(1 for r in self.resources if no_longer_declared(r))
         parts = [f"{n} {what}" for n, what in (
             (sum(1 for r in self.resources if r.op is Op.update), "changed"),
-            (sum(1 for r in self.resources if r.op is Op.delete), "deleted out of band"),
+            (sum(1 for r in self.resources if r.op is Op.delete) - undeclared, "deleted out of band"),
+            (undeclared, "no longer declared"),
             (sum(1 for r in self.resources if r.op is Op.create), "missing"),
             (len(self.orphans) - mistagged, "orphan(s)"), (mistagged, "mis-tagged")) if n]
         if self.pending:
@@ -197,11 +199,12 @@ def _known(record: TenantRecord, changes: ChangeSet) -> tuple[set[str], set[str]
 
 
 def orphans_of(ws: Workspace, record: TenantRecord, changes: ChangeSet, tagged: Iterable[inventory.Tagged]
-               ) -> tuple[list[inventory.Tagged], str, list[inventory.DeclaredSubscription]]:
+               ) -> tuple[list[inventory.Tagged], str, list[inventory.Tagged]]:
     """Tagged resources of the tenant that neither its state nor its record
-    knows, a note when that cannot be told (an engine naming no ARNs), and the
-    subscriptions its cell declares for its alarm topics that its stack holds no
-    resource for (not judged while a move is open: its stacks may be either cell's)."""
+    knows, a note when that cannot be told (an engine naming no ARNs), and where
+    its alarm topics' subscriptions differ from what its cell declares
+    (``inventory.SUBSCRIPTION_DRIFT``: declared ones its stack holds no resource for, held ones
+    declared no more; not judged while a move is open: its stacks may be either cell's)."""
     if changes.changes and not any(c.arn for c in changes.changes):
         return [], "orphans not checked: this engine's refresh names no resource ARNs", []
     arns, urns = _known(record, changes)
@@ -214,15 +217,31 @@ def orphans_of(ws: Workspace, record: TenantRecord, changes: ChangeSet, tagged: 
     topics = record.move is None and any(c.type == inventory.TOPIC for c in current)
     declared = [(s.protocol, s.endpoint) for s in ws.cell_of(record).alarm_subscriptions] if topics else None
     found = _unmanaged(clients, record.region, ChangeSet(stack=changes.stack, changes=current), declared)
-    return (candidates + [t for t in found if not isinstance(t, inventory.DeclaredSubscription)], "",
-            [t for t in found if isinstance(t, inventory.DeclaredSubscription)])
+    return (candidates + [t for t in found if not isinstance(t, inventory.SUBSCRIPTION_DRIFT)], "",
+            [t for t in found if isinstance(t, inventory.SUBSCRIPTION_DRIFT)])
+
+
+DECLARED = "subscription"  # the diff path of an alarm subscription's drift against its cell's list
 
 
 def missing_subscription(declared: inventory.DeclaredSubscription) -> ResourceChange:
     """A declared alarm subscription its topic lacks, as drift: what the repair creates."""
     return ResourceChange(op=Op.create, type=inventory.SUBSCRIPTION, name=declared.resource, arn=declared.arn,
-                          diffs=[PropertyDiff(path="subscription", old=f"{declared.protocol} {declared.endpoint}",
+                          diffs=[PropertyDiff(path=DECLARED, old=f"{declared.protocol} {declared.endpoint}",
                                               new=None)])
+
+
+def undeclared_subscription(held: inventory.UndeclaredSubscription) -> ResourceChange:
+    """A subscription the stack holds whose endpoint its cell declares no more, as drift: what the
+    repair deletes (declared: nothing; live: the endpoint)."""
+    return ResourceChange(op=Op.delete, type=inventory.SUBSCRIPTION, name=held.resource, arn=held.arn,
+                          id=held.subscription,
+                          diffs=[PropertyDiff(path=DECLARED, old=None, new=f"{held.protocol} {held.endpoint}")])
+
+
+def no_longer_declared(change: ResourceChange) -> bool:
+    """A drift's delete the repair does (``undeclared_subscription``), not a resource deleted out of band."""
+    return change.op is Op.delete and any(d.path == DECLARED and d.old is None for d in change.diffs)
 
 
 def remove_orphans(ws: Workspace, record: TenantRecord, changes: ChangeSet,
@@ -244,7 +263,7 @@ def _unmanaged(clients: inventory.Clients, region: str, changes: ChangeSet,
     return [*inventory.unmanaged_rules(clients, region, ((c.type, c.arn) for c in changes.changes)),
             *inventory.unmanaged_role_policies(clients, [(t, a, i) for t, a, i, _ in live]),
             *inventory.unmanaged_access(clients, region, live, subscriptions,
-                                        {c.name for c in changes.changes if c.type == inventory.SUBSCRIPTION})]
+                                        [(c.id, c.name) for c in changes.changes if c.type == inventory.SUBSCRIPTION])]
 
 
 def cell_rules(ws: Workspace, cell: str, changes: ChangeSet) -> list[inventory.Tagged]:
@@ -330,8 +349,11 @@ def refresh_tenant(ws: Workspace, record: TenantRecord, tagged: list[inventory.T
         result.resources = [c for c in changes.changes if c.op is not Op.same]
         found, result.note, declared = orphans_of(ws, record, changes, tagged)
         result.orphans = [Orphan.of(t, record.tenant_id) for t in found]
-        result.resources += [missing_subscription(d) for d in declared if not d.subscription]
-        adopted = [d.describe() for d in declared if d.subscription]
+        held = [d for d in declared if isinstance(d, inventory.UndeclaredSubscription)]
+        wanted = [d for d in declared if isinstance(d, inventory.DeclaredSubscription)]
+        result.resources += [*map(undeclared_subscription, held),
+                             *(missing_subscription(d) for d in wanted if not d.subscription)]
+        adopted = [d.describe() for d in wanted if d.subscription]
         if adopted:
             result.note = "; ".join(filter(None, [result.note, (
                 f"declared alarm subscription(s) {', '.join(adopted)} not in its stack yet: the next `tenantctl "

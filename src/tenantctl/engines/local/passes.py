@@ -164,9 +164,10 @@ class PlanPass(_Pass):
         return "", {**inputs, **known}
 
     def deletions(self) -> list[ResourceChange]:
+        # With its id: what the plan deletes is still the stack's (a subscription's id is its ARN).
         seen = set(self.registered)
-        return [ResourceChange(op=Op.delete, type=r.type, name=r.name, urn=r.urn, arn=r.arn, retained=r.retain)
-                for r in reversed(self.state.resources) if r.urn not in seen]
+        return [ResourceChange(op=Op.delete, type=r.type, name=r.name, urn=r.urn, arn=r.arn, id=r.id or "",
+                               retained=r.retain) for r in reversed(self.state.resources) if r.urn not in seen]
 
 
 class ApplyPass(_Pass):
