@@ -55,7 +55,7 @@ from tenantctl.models import (
     utcnow,
 )
 from tenantctl.naming import DEFAULT_CELL, broken_rule, require_valid
-from tenantctl.registry_cells import CellItems
+from tenantctl.registry_cells import CellItems, slot_release
 from tenantctl.timestamps import utc_second
 
 log = logging.getLogger(__name__)  # notes for the operator (the CLI prints them on stderr)
@@ -599,14 +599,19 @@ class RegistryWriter(CellItems):
     def withdraw(self, record: TenantRecord) -> bool:
         """Delete the reservation a provision just made (version 1, never
         provisioned) after a refusal that changed nothing, so no empty
-        `provisioning` record is left behind. False: the record moved on (kept)."""
+        `provisioning` record is left behind, and give back the slot it holds
+        in its cell in the same transaction (``_transact``): a run killed on
+        either side of it leaves both or neither. A counter at 0 already (or
+        none) gives nothing back, the record is deleted alone. False: the
+        record moved on, or the registry refused (kept, with its slot)."""
         if record.version != 1 or record.resources is not None:
             return False
+        delete = {"Key": item_key(record.tenant_id), "ConditionExpression": "version = :v",
+                  "ExpressionAttributeValues": {":v": {"N": "1"}}}
         try:
-            self.client.delete_item(TableName=self.table, Key=item_key(record.tenant_id),
-                                    ConditionExpression="version = :v",
-                                    ExpressionAttributeValues={":v": {"N": "1"}})
-        except (ClientError, BotoCoreError):
+            if not self._transact(slot_release(record.cell, record.tier), {"Delete": delete}, "moved on"):
+                self._call("delete_item", **delete)
+        except (TenantctlError, ClientError):
             return False
         return True
 

@@ -258,7 +258,7 @@ def test_placement_picks_the_least_loaded_cell_of_the_region(tmp_path: Path, reg
     chosen = []
     for i in range(6):
         spec, placement = place(ws, TenantSpec(id=f"t{i}", region="eu-west-1"), None)
-        assert spec.cell == placement.cell and placement.reserved
+        assert spec.cell == placement.cell and placement.record is not None
         assert placement.account_id == ("222222222222" if placement.cell == "eua" else None)
         chosen.append(placement.cell)
     assert sorted(chosen) == ["eua"] * 4 + ["eub"] * 2  # filled by load (placed / cap), never the dedicated-only cell
@@ -411,7 +411,7 @@ def test_an_existing_tenant_stays_in_its_cell_and_region(tmp_path: Path, registr
     record = TenantRecord(tenant_id="acme", tier=Tier.pooled, status=TenantStatus.active, region="eu-west-1",
                           cell="eua", account_id="222222222222")
     spec, placement = place(ws, TenantSpec(id="acme", region="eu-west-1"), record)
-    assert (spec.cell, placement.cell, placement.reserved) == ("eua", "eua", False)  # no second slot
+    assert (spec.cell, placement.cell, placement.record) == ("eua", "eua", None)  # no second slot
     with pytest.raises(InvalidInput, match="does not change cells in place"):
         place(ws, TenantSpec(id="acme", region="eu-west-1", cell="default"), record)
     with pytest.raises(InvalidInput, match="residency"):
@@ -540,6 +540,23 @@ def test_a_new_tenants_record_and_its_slot_are_written_together_or_not_at_all(re
     assert registry.cell_counts(["eu1"])["eu1"][0]["pooled"] == 2
     fresh = registry.acquire_new(TenantSpec(id="t3", cell="eu2"), "provision", None, cap=None)  # no counter yet
     assert fresh is not None and registry.cell_counts(["eu2"])["eu2"][0] == registry.recount("eu2")
+
+
+def test_a_withdrawn_reservation_gives_its_slot_back_in_the_same_transaction(registry: RegistryWriter):
+    """``withdraw``: a refused provision's new record (version 1) is deleted with its slot given back in
+    one transaction; a record that moved on is kept with its slot (False); a counter at 0 gives nothing
+    back and the record is deleted alone."""
+    made = registry.acquire_new(TenantSpec(id="t1", cell="eu1"), "provision", None, cap=2)
+    assert registry.cell_counts(["eu1"])["eu1"][0]["pooled"] == 1
+    assert not registry.withdraw(registry.save(made, last_error="moved on"))  # version 2: kept
+    assert registry.get("t1") is not None and registry.cell_counts(["eu1"])["eu1"][0]["pooled"] == 1
+    fresh = registry.acquire_new(TenantSpec(id="t2", cell="eu1"), "provision", None, cap=2)
+    assert registry.withdraw(fresh)
+    assert registry.get("t2") is None and registry.cell_counts(["eu1"])["eu1"][0] == registry.recount("eu1")
+    again = registry.acquire_new(TenantSpec(id="t3", cell="eu2"), "provision", None, cap=2)
+    registry.set_counts("eu2", {"pooled": 0, "dedicated": 0})  # a counter reset below its records
+    assert registry.withdraw(again) and registry.get("t3") is None
+    assert registry.cell_counts(["eu2"])["eu2"][0]["pooled"] == 0
 
 
 def test_a_revive_takes_its_slot_with_the_tombstones_lock_and_gives_it_back_with_its_mark(registry: RegistryWriter):
