@@ -21,6 +21,7 @@ from tenantctl.models import (
     CellSpec,
     LifecycleSpec,
     RetentionMenu,
+    TenantLock,
     TenantRecord,
     TenantSpec,
     TenantStatus,
@@ -585,6 +586,59 @@ def test_a_revive_takes_its_slot_with_the_tombstones_lock_and_gives_it_back_with
     assert not back.reviving and registry.recount("eu1")["pooled"] == 1
     registry.give_back_revive_slot("gone")
     assert registry.cell_counts(["eu1"])["eu1"][0]["pooled"] == 2
+
+
+def dead_lock(operation: str = "drill-restore") -> TenantLock:
+    """The lock of a run killed on this host: its pid gone."""
+    import socket
+    import subprocess
+
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    return TenantLock(operation=operation, owner="o", host=socket.gethostname(), pid=ended.pid)
+
+
+def test_a_killed_revive_is_taken_over_by_its_rerun_or_given_up_by_unlock(registry: RegistryWriter, monkeypatch):
+    """A killed revive leaves its tombstone marked (holding its slot) and locked by a dead run. Its re-run
+    takes the dead lock over, as provision and move do, without a second slot; a live holder refuses it
+    (exit 5, naming it). `unlock` (a dead holder's, or --force) clears the lock and gives the slot back
+    with the mark in one transaction: the counter equals the recount, and `cell remove` no longer finds
+    the tenant (nor a stray count). A revive's give-back from the record it last wrote reads nothing."""
+    import os
+
+    from tenantctl.errors import Locked
+    from tenantctl.operations.cell_remove import _counted_without_record, holds
+    from tenantctl.registry import new_lock
+
+    def counted() -> dict[str, int]:
+        return registry.cell_counts(["eu1"])["eu1"][0]
+
+    def killed() -> TenantRecord:  # as a revive killed after its first write leaves the tombstone
+        locked = registry.lock_reviving(registry.require("gone"), "drill-restore", cap=2)
+        return registry.save(locked, lock=dead_lock())
+
+    put_record(registry, "gone", cell="eu1", status=TenantStatus.deprovisioned)
+    tomb = killed()
+    assert counted() == registry.recount("eu1") and counted()["pooled"] == 1
+    live = registry.save(tomb, lock=new_lock("drill-restore"))
+    with pytest.raises(Locked, match=f"pid {os.getpid()}") as err:
+        registry.lock_reviving(live, "drill-restore", cap=None)
+    assert err.value.exit_code == 5
+    again = registry.lock_reviving(registry.save(live, lock=dead_lock()), "drill-restore", cap=None)
+    assert again.lock.pid == os.getpid() and again.reviving and counted()["pooled"] == 1  # taken over
+    given_up = registry.clear_dead_lock(registry.save(again, lock=dead_lock()), abandon=True)
+    assert given_up.lock is None and not given_up.reviving and "interrupted" in given_up.last_error
+    assert counted() == registry.recount("eu1") and counted()["pooled"] == 0
+    found = holds(registry, CellSpec(name="eu1", region="us-east-1"), None, utcnow())
+    assert found == [] and _counted_without_record(registry, "eu1", found) is None
+    elsewhere = registry.save(killed(), lock=dead_lock().model_copy(update={"host": "another-host"}))
+    assert counted()["pooled"] == 1 and elsewhere.reviving
+    forced = registry.force_unlock("gone")
+    assert forced.lock is None and not forced.reviving and counted() == registry.recount("eu1")
+    back = registry.save(registry.lock_reviving(forced, "drill-restore", cap=2), status=TenantStatus.active,
+                         lock=None)
+    monkeypatch.setattr(registry, "get", lambda tenant_id: pytest.fail("read"))
+    assert registry.give_back_revive_slot("gone", back) == back and counted()["pooled"] == 1
 
 
 def test_a_tombstone_a_revive_holds_keeps_its_cell_as_a_placed_tenant_not_as_a_stray_count(registry: RegistryWriter):
