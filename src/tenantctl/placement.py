@@ -54,13 +54,9 @@ if TYPE_CHECKING:
 class Placement(BaseModel):
     cell: str
     account_id: str | None = None  # None: the registry's own account
-    reserved: bool = False  # this placement took a slot: give it back if the provision creates nothing
-    record: TenantRecord | None = None  # a new tenant's record, created with its slot and locked for the provision
-
-    def release(self, registry: RegistryWriter, tier: Tier) -> None:
-        if self.reserved:
-            registry.release_slot(self.cell, tier)
-            self.reserved = False
+    # A new tenant's record, created with its slot and locked for the provision (a refusal that changed
+    # nothing withdraws both: ``RegistryWriter.withdraw``).
+    record: TenantRecord | None = None
 
 
 DRAINING = "draining"  # a cell's refusal reason (``no_slot``): no new tenant, whatever its room
@@ -208,7 +204,7 @@ def place(ws: Workspace, spec: TenantSpec, record: TenantRecord | None) -> tuple
         placed = spec.model_copy(update={"cell": cell.name})
         acquired, cell, note = _reserve(ws, cell, placed)
         if acquired is not None:
-            return placed, Placement(cell=cell.name, account_id=cell.account_id, reserved=True, record=acquired)
+            return placed, Placement(cell=cell.name, account_id=cell.account_id, record=acquired)
         refusals.append(f"cell {cell.name}: {full_reason(registry, cell, spec.tier)}" + (f"; {note}" if note else ""))
     raise refused(spec, refusals)
 

@@ -55,7 +55,7 @@ from tenantctl.models import (
     utcnow,
 )
 from tenantctl.naming import DEFAULT_CELL, broken_rule, require_valid
-from tenantctl.registry_cells import CellItems
+from tenantctl.registry_cells import CellItems, slot_release
 from tenantctl.timestamps import utc_second
 
 log = logging.getLogger(__name__)  # notes for the operator (the CLI prints them on stderr)
@@ -230,6 +230,12 @@ def provision_failed(record: TenantRecord) -> bool:
     if "provision_failed" not in record.model_fields_set:
         return record.last_error is not None
     return record.provision_failed
+
+
+def holds_revive_slot(record: TenantRecord) -> bool:
+    """A tombstone a revive marked (``reviving``): it holds its cell's slot until the revive brings
+    the tenant back, or gives it back (failed, or given up: `tenantctl unlock`)."""
+    return record.reviving and record.status is TenantStatus.deprovisioned
 
 
 def _unfinished(lock: TenantLock) -> dict[str, Any]:
@@ -409,7 +415,7 @@ class RegistryWriter(CellItems):
         new = record.model_copy(update={"version": (expected_version or 0) + 1, "updated_at": utcnow(),
                                         "hibernation": record.store_hibernation,
                                         "search_analyzers": record.live_search_analyzers,
-                                        "reviving": record.reviving and record.status is TenantStatus.deprovisioned})
+                                        "reviving": holds_revive_slot(record)})
         item = record_to_item(new)
         if expected_version is None:
             cond: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(tenant_id)"}
@@ -514,8 +520,12 @@ class RegistryWriter(CellItems):
         slot of its cell (fewer than ``cap``, not draining), marked ``reviving``,
         in one transaction: a run killed on either side of it leaves both or
         neither, and the recount counts the slot with the mark. A tombstone
-        marked already (a killed revive's) holds its slot: only locked. None:
-        the cell refused the slot, nothing written."""
+        marked already (a killed revive's) holds its slot: only locked, a lock
+        whose holder died taken over as provision and move take theirs over
+        (``clear_dead_lock``; a live holder's refuses, exit 5). None: the cell
+        refused the slot, nothing written."""
+        if tomb.lock is not None:
+            tomb = self.clear_dead_lock(tomb)
         locked = tomb.model_copy(update={"lock": new_lock(operation), "reviving": True})
         if tomb.reviving:
             return self._put(locked, tomb.version)
@@ -523,21 +533,34 @@ class RegistryWriter(CellItems):
                                     conflict=f"tenant {tomb.tenant_id!r} changed in the registry since it was "
                                              "read; re-run")
 
-    def give_back_revive_slot(self, tenant_id: str) -> None:
+    def give_back_revive_slot(self, tenant_id: str, last: TenantRecord | None = None) -> TenantRecord | None:
         """A revive that leaves the tenant a tombstone (failed, not verified,
         refused) gives its slot back with its mark, in one transaction; a
-        tenant it brought back (or never marked) gives nothing back."""
-        current = self.get(tenant_id)
-        if current is not None and current.reviving and current.status is TenantStatus.deprovisioned:
-            self.put_giving_slot(current.model_copy(update={"reviving": False}), current.version, current.cell,
-                                 current.tier, conflict=f"tenant {tenant_id!r} changed in the registry while its "
-                                                        "revive gave its slot back; re-run")
+        tenant it brought back (or never marked) gives nothing back. ``last``:
+        the record as the revive last wrote it (no read; the write is
+        conditional on its version), else it is read. Returns the record as left."""
+        current = last if last is not None else self.get(tenant_id)
+        if current is None or not holds_revive_slot(current):
+            return current
+        return self._abandoning_revive(current, current)
 
-    def clear_dead_lock(self, record: TenantRecord) -> TenantRecord:
+    def _abandoning_revive(self, record: TenantRecord, changed: TenantRecord) -> TenantRecord:
+        """Write ``changed`` (``record`` as read, changed) conditional on ``record``'s version; a
+        tombstone a revive marked has its mark dropped and its slot given back in the same
+        transaction (``put_giving_slot``): the revive is given up, the recount no longer counts it."""
+        if not holds_revive_slot(record):
+            return self._put(changed, record.version)
+        return self.put_giving_slot(changed.model_copy(update={"reviving": False}), record.version, record.cell,
+                                    record.tier, conflict=f"tenant {record.tenant_id!r} changed in the registry "
+                                                          "while its revive's slot was given back; re-run")
+
+    def clear_dead_lock(self, record: TenantRecord, *, abandon: bool = False) -> TenantRecord:
         """A lock whose holder provably died on this host (its pid gone, or
         reused by a process started after the lock was taken: a killed run,
         a closed terminal) is reported and cleared, and the record returned
-        without it; any other lock refuses the run (Conflict, exit 5)."""
+        without it; any other lock refuses the run (Conflict, exit 5).
+        ``abandon`` (`tenantctl unlock`): a killed revive's tombstone also gives
+        its slot back with its mark, in the same transaction."""
         lock = record.lock
         note = died(lock)
         if note is None:
@@ -546,7 +569,7 @@ class RegistryWriter(CellItems):
         log.warning("tenant %r: %s", record.tenant_id, note)
         cleared = record.model_copy(update={"lock": None, "last_error": f"{lock.operation} interrupted: {note}",
                                             **_unfinished(lock)})
-        return self._put(cleared, record.version)
+        return self._abandoning_revive(record, cleared) if abandon else self._put(cleared, record.version)
 
     def mark_active(self, record: TenantRecord, resources: TenantResources, spec: TenantSpec,
                     program_version: str, applied_hash: str) -> TenantRecord:
@@ -599,14 +622,19 @@ class RegistryWriter(CellItems):
     def withdraw(self, record: TenantRecord) -> bool:
         """Delete the reservation a provision just made (version 1, never
         provisioned) after a refusal that changed nothing, so no empty
-        `provisioning` record is left behind. False: the record moved on (kept)."""
+        `provisioning` record is left behind, and give back the slot it holds
+        in its cell in the same transaction (``_transact``): a run killed on
+        either side of it leaves both or neither. A counter at 0 already (or
+        none) gives nothing back, the record is deleted alone. False: the
+        record moved on, or the registry refused (kept, with its slot)."""
         if record.version != 1 or record.resources is not None:
             return False
+        delete = {"Key": item_key(record.tenant_id), "ConditionExpression": "version = :v",
+                  "ExpressionAttributeValues": {":v": {"N": "1"}}}
         try:
-            self.client.delete_item(TableName=self.table, Key=item_key(record.tenant_id),
-                                    ConditionExpression="version = :v",
-                                    ExpressionAttributeValues={":v": {"N": "1"}})
-        except (ClientError, BotoCoreError):
+            if not self._transact(slot_release(record.cell, record.tier), {"Delete": delete}, "moved on"):
+                self._call("delete_item", **delete)
+        except (TenantctlError, ClientError):
             return False
         return True
 
@@ -646,7 +674,9 @@ class RegistryWriter(CellItems):
         return record
 
     def force_unlock(self, tenant_id: str) -> TenantRecord:
+        """`tenantctl unlock --force`: the lock removed whoever holds it (a killed revive's tombstone
+        gives its slot back with its mark in the same write, as ``clear_dead_lock(abandon=True)``)."""
         record = self.require(tenant_id)
         if record.lock is None:
             return record
-        return self._put(record.model_copy(update={"lock": None, **_unfinished(record.lock)}), record.version)
+        return self._abandoning_revive(record, record.model_copy(update={"lock": None, **_unfinished(record.lock)}))

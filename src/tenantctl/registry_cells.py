@@ -227,7 +227,7 @@ class CellItems:
         nothing written; Conflict (``conflict``) when the record's condition failed."""
         new, put = self._put_request(record, expected_version)
         for attempt in range(2):
-            if self._transact(slot_update(cell, tier, cap, applied_at_least), put, conflict):
+            if self._transact(slot_update(cell, tier, cap, applied_at_least), {"Put": put}, conflict):
                 return new
             # The slot refused: no counter yet, or full, or draining (as ``reserve_slot`` tells them apart).
             if not self._init_counter(cell) and attempt:
@@ -241,15 +241,19 @@ class CellItems:
         took it; a counter at 0 already (or none) gives nothing back, the record
         is written alone. Conflict (``conflict``) when the record's condition failed."""
         new, put = self._put_request(record, expected_version)
-        return new if self._transact(slot_release(cell, tier), put, conflict) else self._put(record, expected_version)
+        if self._transact(slot_release(cell, tier), {"Put": put}, conflict):
+            return new
+        return self._put(record, expected_version)
 
-    def _transact(self, counter: dict[str, Any], put: dict[str, Any], conflict: str) -> bool:
-        """The counter's UpdateItem and the record's PutItem in one
+    def _transact(self, counter: dict[str, Any], write: dict[str, dict[str, Any]], conflict: str) -> bool:
+        """The counter's UpdateItem and the record's ``write`` (``{"Put": ...}`` or
+        ``{"Delete": ...}``, its arguments but the table) in one
         TransactWriteItems. False: the counter's condition refused it, nothing
         written; Conflict (``conflict``) when the record's did."""
+        [(kind, args)] = write.items()
         try:
             self.client.transact_write_items(TransactItems=[{"Update": {"TableName": self.table, **counter}},
-                                                            {"Put": {"TableName": self.table, **put}}])
+                                                            {kind: {"TableName": self.table, **args}}])
             return True
         except ClientError as exc:
             reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]

@@ -10,6 +10,8 @@
   ``provision:reserving`` (placement chose the cell, the tenant's registry
   reservation is about to be written: a new tenant's with its cell's slot),
   ``provision:reserved`` (the registry reservation is written, nothing else),
+  ``provision:withdrawn`` (a new tenant's provision refused before its first
+  change withdrew its reservation: its record deleted, its cell's slot given back with it),
   ``provision:applied`` (every resource exists, the record is not yet active),
   ``deprovision:marked`` (record locked and ``deprovisioning``, nothing removed),
   ``deprovision:destroyed`` (every resource removed, no tombstone yet),
@@ -41,7 +43,7 @@ FAULT_AFTER_ENV = "TENANTCTL_FAULT_AFTER"
 FAULT_POINT_ENV = "TENANTCTL_FAULT_POINT"
 FAULT_EXIT_CODE = 86
 POINTS = ("recorded", "unrecorded")
-STEPS = ("provision:reserving", "provision:reserved", "provision:applied",
+STEPS = ("provision:reserving", "provision:reserved", "provision:withdrawn", "provision:applied",
          "deprovision:marked", "deprovision:destroyed", "deprovision:tombstoned", "revive:locking",
          "move:locked", "move:preparing", "move:copying", "move:freezing", "move:switched", "move:rolling_back",
          "move:cleared",

@@ -12,6 +12,7 @@ package keeps anyway, so the shipped code holds no hook at all.
   records nothing.
 - registry steps: ``RegistryWriter.acquire`` or ``acquire_new`` about to run
   (``provision:reserving``) and returned a record (``provision:reserved``),
+  ``withdraw`` returned having deleted a refused provision's reservation (``provision:withdrawn``),
   ``mark_active`` about to run (``provision:applied``), ``lock_reviving`` about
   to run (``revive:locking``), ``lock_for`` returned
   with status ``deprovisioning`` (``deprovision:marked``) or for a move
@@ -129,7 +130,7 @@ def _arm_steps(faults: Faults, patches: _Patches) -> None:
             if before and (reached := before(bound)):
                 faults.reached(reached)
             result = method(*args, **kwargs)
-            if after and result is not None and (reached := after(bound)):  # None: nothing written
+            if after and result is not None and result is not False and (reached := after(bound)):  # nothing written
                 faults.reached(reached)
             return result
 
@@ -142,6 +143,7 @@ def _arm_steps(faults: Faults, patches: _Patches) -> None:
 
     for name in ("acquire", "acquire_new"):  # acquire_new: a new tenant's record, with its cell's slot
         around(name, before=lambda _: "provision:reserving", after=lambda _: "provision:reserved")
+    around("withdraw", after=lambda _: "provision:withdrawn")
     around("mark_active", before=lambda _: "provision:applied")
     around("lock_for", after=marked)
     around("lock_reviving", before=lambda _: "revive:locking")  # a revive's first write: lock and slot

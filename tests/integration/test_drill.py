@@ -14,7 +14,7 @@ from datetime import timedelta
 
 import pytest
 from fault_tools import Cli, slot_drift, write_record
-from faults import FAULT_AFTER_ENV, FAULT_EXIT_CODE
+from faults import FAULT_AFTER_ENV, FAULT_EXIT_CODE, FAULT_THROTTLE_ENV, FAULT_THROTTLE_FILE_ENV, SharedTokenBucket
 from psycopg import sql
 from tenant_data import (
     Sandbox,
@@ -31,6 +31,7 @@ from tenant_data import (
 from tenant_runtime.models import Hibernation
 from tenant_runtime.tables import TABLES as STORE_TABLES
 from tenantctl import naming
+from tenantctl.aws import THROTTLE_ATTEMPTS_ENV
 from tenantctl.drills import envelope, store
 from tenantctl.drills.backup import backup
 from tenantctl.drills.compression import METHODS, Compression, CompressionUnsupported, supported
@@ -45,9 +46,10 @@ from tenantctl.drills.scope import workspace_view
 from tenantctl.drills.tables import server_major
 from tenantctl.drills.verify import verify
 from tenantctl.errors import Conflict, InvalidInput, KeyUnusable, NotFound
-from tenantctl.models import TenantStatus, Tier, utcnow
+from tenantctl.models import TenantRecord, TenantStatus, Tier, utcnow
 from tenantctl.operations.deprovision import deprovision
 from tenantctl.operations.revive import revive
+from tenantctl.registry import new_lock
 
 pytestmark = pytest.mark.integration
 
@@ -643,21 +645,56 @@ def test_a_revive_killed_anywhere_counts_its_slot_only_with_its_tombstone(ctx, t
                                                                          tmp_path):
     """A revive takes its cell's slot in one transaction with its first write of the tombstone (the lock,
     marked as holding the slot), which the recount counts: killed just before it, nothing is taken; killed
-    in its up, the locked tombstone holds the slot; either way the cell's counter equals a recount of its
-    records, and the re-run (after `unlock`) brings the tenant back with the counter still right."""
+    in its up, the locked tombstone holds the slot; the cell's counter always equals a recount of its records.
+    A live holder's lock refuses a revive (exit 5, naming it); a dead one's is taken over by the re-run, as
+    provision and move take theirs over. `unlock` gives a killed revive up: the lock and the slot with its
+    mark go back in one write. A revive that fails while its slot's give-back fails too keeps its own error
+    (warning how to give the slot back: `unlock`, locked or not). The last re-run brings the tenant back."""
     record = tenant("revive-kill", conversations=1, messages=2, objects=1)
     tid, cell = record.tenant_id, record.cell
     deprovision(workspace, tid)
     cli = Cli.create(sandbox, tmp_path)
     restore = ("drill", "restore", tid, "--target", "in-place", "--yes")
     drift = slot_drift(workspace, cell)
-    for step in ("revive:locking", "2"):  # before the first write; at the up's 2nd resource write
-        killed = cli(*restore, env={FAULT_AFTER_ENV: step}, cwd=project)
-        assert killed.returncode == FAULT_EXIT_CODE, killed
+
+    def killed(step: str) -> TenantRecord:
+        run = cli(*restore, env={FAULT_AFTER_ENV: step}, cwd=project)
+        assert run.returncode == FAULT_EXIT_CODE, run
         assert slot_drift(workspace, cell) == drift, step
-    tomb = workspace.registry.require(tid)
+        return workspace.registry.require(tid)
+
+    assert killed("revive:locking").lock is None  # before the first write
+    tomb = killed("2")  # at the up's 2nd resource write
     assert tomb.status is TenantStatus.deprovisioned and tomb.lock is not None and tomb.reviving
-    assert cli("unlock", tid, cwd=project).returncode == 0
+    live = workspace.registry.save(tomb, lock=new_lock("drill-restore"))  # this test's process: alive
+    refused = cli(*restore, "--json", cwd=project)
+    assert refused.returncode == 5 and f"pid {os.getpid()}" in refused.stdout, refused
+    workspace.registry.save(live, lock=tomb.lock)
+
+    given_up = cli("unlock", tid, cwd=project)
+    assert given_up.returncode == 0 and f"pooled slot of cell {cell} given back" in given_up.stdout, given_up
+    tomb = workspace.registry.require(tid)
+    assert tomb.lock is None and not tomb.reviving and slot_drift(workspace, cell) == drift
+
+    assert killed("2").reviving  # a slot taken again
+    # The re-run takes the dead lock over; the backup's key throttled, it fails at its manifest, and its
+    # slot's give-back (a TransactWriteItems) is throttled as well.
+    state, rules = tmp_path / "throttle.json", {"kms.Decrypt": 0.001, "dynamodb.TransactWriteItems": 0.001}
+    for rule, rate in rules.items():
+        SharedTokenBucket(state).take(rule, rate)  # the burst taken: every such call is throttled
+    failed = cli(*restore, "--json", cwd=project, env={
+        FAULT_THROTTLE_ENV: ",".join(f"{rule}={rate}" for rule, rate in rules.items()),
+        FAULT_THROTTLE_FILE_ENV: str(state), THROTTLE_ATTEMPTS_ENV: "1"})
+    assert failed.returncode == 9, failed  # its own failure: the drill's verdict, with its reason
+    [reason] = failed.json()["reasons"]
+    assert "could not decrypt the backup's data key" in reason and "registry" not in reason, reason
+    assert "lock cleared" in failed.stderr and f"`tenantctl unlock {tid}` gives it back" in failed.stderr, failed
+    tomb = workspace.registry.require(tid)
+    assert tomb.lock is None and tomb.reviving and slot_drift(workspace, cell) == drift  # the slot, counted
+    given_up = cli("unlock", tid, cwd=project)
+    assert given_up.returncode == 0 and "not locked" in given_up.stdout and "given back" in given_up.stdout
+    assert not workspace.registry.require(tid).reviving and slot_drift(workspace, cell) == drift
+
     again = cli(*restore, "--json", cwd=project)
     assert again.returncode == 0, again
     assert workspace.registry.require(tid).status is TenantStatus.active

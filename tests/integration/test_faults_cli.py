@@ -20,6 +20,8 @@ never reused."""
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -36,7 +38,7 @@ from fault_tools import (
     run_id,
     slot_drift,
 )
-from faults import FAULT_AFTER_ENV, FAULT_EXIT_CODE, FAULT_POINT_ENV
+from faults import FAULT_AFTER_ENV, FAULT_EXIT_CODE, FAULT_POINT_ENV, LAUNCHER
 
 from tenantctl.naming import OwnerNames
 
@@ -158,6 +160,41 @@ def test_a_provision_killed_around_its_reservation_counts_a_slot_only_with_its_r
     # Killed as its tombstone is written: the slot went back with it (it was released after, apart).
     kill_at(cli, ("deprovision:tombstoned", "recorded"), "deprovision", tenant_id, "--yes", "--no-final-backup")
     assert registry_record(sandbox, tenant_id)["status"] == "deprovisioned"
+    assert slot_drift(workspace) == drift
+
+
+# A provision the operator refuses at its plan (before its up's first change), in a process armed as the
+# launcher arms one: the CLI asks only before deletes or replacements, which a new tenant's plan has none of.
+DECLINED_PROVISION = """
+import sys
+from faults import arm
+arm()
+from tenantctl.errors import NotConfirmed
+from tenantctl.models import TenantSpec
+from tenantctl.operations.provision import provision
+from tenantctl.workspace import Workspace
+
+def decline(changes):
+    raise NotConfirmed("plan declined; nothing was changed")
+
+ws = Workspace()
+ws.engine.approve = decline
+provision(ws, TenantSpec(id=sys.argv[1]))
+"""
+
+
+def test_a_refused_provision_killed_as_it_withdraws_leaves_no_slot_counted(cli: Cli, sandbox, workspace):
+    """A new tenant's provision refused before its first change withdraws its record and gives back its
+    slot in one transaction: killed right after it, neither is left, the cell's counter agrees with a
+    recount (before: the slot was given back in a second write, and the kill left it counted)."""
+    tenant_id = f"ft-decl{RUN}"
+    drift = slot_drift(workspace)
+    armed = {**cli.env, FAULT_AFTER_ENV: "provision:withdrawn", "PYTHONPATH": str(LAUNCHER.parents[1])}
+    run = subprocess.run([sys.executable, "-c", DECLINED_PROVISION, tenant_id], cwd=cli.root, text=True, env=armed,
+                         stdin=subprocess.DEVNULL, capture_output=True, timeout=300)
+    assert run.returncode == FAULT_EXIT_CODE, run.stderr[-3000:]
+    assert "injected fault at step provision:withdrawn" in run.stderr
+    assert registry_record(sandbox, tenant_id) is None and not cli.stack_file(tenant_id).exists()
     assert slot_drift(workspace) == drift
 
 

@@ -21,6 +21,7 @@ from tenantctl.models import (
     CellSpec,
     LifecycleSpec,
     RetentionMenu,
+    TenantLock,
     TenantRecord,
     TenantSpec,
     TenantStatus,
@@ -258,7 +259,7 @@ def test_placement_picks_the_least_loaded_cell_of_the_region(tmp_path: Path, reg
     chosen = []
     for i in range(6):
         spec, placement = place(ws, TenantSpec(id=f"t{i}", region="eu-west-1"), None)
-        assert spec.cell == placement.cell and placement.reserved
+        assert spec.cell == placement.cell and placement.record is not None
         assert placement.account_id == ("222222222222" if placement.cell == "eua" else None)
         chosen.append(placement.cell)
     assert sorted(chosen) == ["eua"] * 4 + ["eub"] * 2  # filled by load (placed / cap), never the dedicated-only cell
@@ -411,7 +412,7 @@ def test_an_existing_tenant_stays_in_its_cell_and_region(tmp_path: Path, registr
     record = TenantRecord(tenant_id="acme", tier=Tier.pooled, status=TenantStatus.active, region="eu-west-1",
                           cell="eua", account_id="222222222222")
     spec, placement = place(ws, TenantSpec(id="acme", region="eu-west-1"), record)
-    assert (spec.cell, placement.cell, placement.reserved) == ("eua", "eua", False)  # no second slot
+    assert (spec.cell, placement.cell, placement.record) == ("eua", "eua", None)  # no second slot
     with pytest.raises(InvalidInput, match="does not change cells in place"):
         place(ws, TenantSpec(id="acme", region="eu-west-1", cell="default"), record)
     with pytest.raises(InvalidInput, match="residency"):
@@ -563,6 +564,23 @@ def test_a_new_tenants_record_and_its_slot_are_written_together_or_not_at_all(re
     assert fresh is not None and registry.cell_counts(["eu2"])["eu2"][0] == registry.recount("eu2")
 
 
+def test_a_withdrawn_reservation_gives_its_slot_back_in_the_same_transaction(registry: RegistryWriter):
+    """``withdraw``: a refused provision's new record (version 1) is deleted with its slot given back in
+    one transaction; a record that moved on is kept with its slot (False); a counter at 0 gives nothing
+    back and the record is deleted alone."""
+    made = registry.acquire_new(TenantSpec(id="t1", cell="eu1"), "provision", None, cap=2)
+    assert registry.cell_counts(["eu1"])["eu1"][0]["pooled"] == 1
+    assert not registry.withdraw(registry.save(made, last_error="moved on"))  # version 2: kept
+    assert registry.get("t1") is not None and registry.cell_counts(["eu1"])["eu1"][0]["pooled"] == 1
+    fresh = registry.acquire_new(TenantSpec(id="t2", cell="eu1"), "provision", None, cap=2)
+    assert registry.withdraw(fresh)
+    assert registry.get("t2") is None and registry.cell_counts(["eu1"])["eu1"][0] == registry.recount("eu1")
+    again = registry.acquire_new(TenantSpec(id="t3", cell="eu2"), "provision", None, cap=2)
+    registry.set_counts("eu2", {"pooled": 0, "dedicated": 0})  # a counter reset below its records
+    assert registry.withdraw(again) and registry.get("t3") is None
+    assert registry.cell_counts(["eu2"])["eu2"][0]["pooled"] == 0
+
+
 def test_a_revive_takes_its_slot_with_the_tombstones_lock_and_gives_it_back_with_its_mark(registry: RegistryWriter):
     """``lock_reviving``: a full cell writes neither the lock nor the counter (None); otherwise both in
     one transaction, the tombstone marked ``reviving`` and counted by the recount; a marked one (a killed
@@ -589,6 +607,59 @@ def test_a_revive_takes_its_slot_with_the_tombstones_lock_and_gives_it_back_with
     assert not back.reviving and registry.recount("eu1")["pooled"] == 1
     registry.give_back_revive_slot("gone")
     assert registry.cell_counts(["eu1"])["eu1"][0]["pooled"] == 2
+
+
+def dead_lock(operation: str = "drill-restore") -> TenantLock:
+    """The lock of a run killed on this host: its pid gone."""
+    import socket
+    import subprocess
+
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    return TenantLock(operation=operation, owner="o", host=socket.gethostname(), pid=ended.pid)
+
+
+def test_a_killed_revive_is_taken_over_by_its_rerun_or_given_up_by_unlock(registry: RegistryWriter, monkeypatch):
+    """A killed revive leaves its tombstone marked (holding its slot) and locked by a dead run. Its re-run
+    takes the dead lock over, as provision and move do, without a second slot; a live holder refuses it
+    (exit 5, naming it). `unlock` (a dead holder's, or --force) clears the lock and gives the slot back
+    with the mark in one transaction: the counter equals the recount, and `cell remove` no longer finds
+    the tenant (nor a stray count). A revive's give-back from the record it last wrote reads nothing."""
+    import os
+
+    from tenantctl.errors import Locked
+    from tenantctl.operations.cell_remove import _counted_without_record, holds
+    from tenantctl.registry import new_lock
+
+    def counted() -> dict[str, int]:
+        return registry.cell_counts(["eu1"])["eu1"][0]
+
+    def killed() -> TenantRecord:  # as a revive killed after its first write leaves the tombstone
+        locked = registry.lock_reviving(registry.require("gone"), "drill-restore", cap=2)
+        return registry.save(locked, lock=dead_lock())
+
+    put_record(registry, "gone", cell="eu1", status=TenantStatus.deprovisioned)
+    tomb = killed()
+    assert counted() == registry.recount("eu1") and counted()["pooled"] == 1
+    live = registry.save(tomb, lock=new_lock("drill-restore"))
+    with pytest.raises(Locked, match=f"pid {os.getpid()}") as err:
+        registry.lock_reviving(live, "drill-restore", cap=None)
+    assert err.value.exit_code == 5
+    again = registry.lock_reviving(registry.save(live, lock=dead_lock()), "drill-restore", cap=None)
+    assert again.lock.pid == os.getpid() and again.reviving and counted()["pooled"] == 1  # taken over
+    given_up = registry.clear_dead_lock(registry.save(again, lock=dead_lock()), abandon=True)
+    assert given_up.lock is None and not given_up.reviving and "interrupted" in given_up.last_error
+    assert counted() == registry.recount("eu1") and counted()["pooled"] == 0
+    found = holds(registry, CellSpec(name="eu1", region="us-east-1"), None, utcnow())
+    assert found == [] and _counted_without_record(registry, "eu1", found) is None
+    elsewhere = registry.save(killed(), lock=dead_lock().model_copy(update={"host": "another-host"}))
+    assert counted()["pooled"] == 1 and elsewhere.reviving
+    forced = registry.force_unlock("gone")
+    assert forced.lock is None and not forced.reviving and counted() == registry.recount("eu1")
+    back = registry.save(registry.lock_reviving(forced, "drill-restore", cap=2), status=TenantStatus.active,
+                         lock=None)
+    monkeypatch.setattr(registry, "get", lambda tenant_id: pytest.fail("read"))
+    assert registry.give_back_revive_slot("gone", back) == back and counted()["pooled"] == 1
 
 
 def test_a_tombstone_a_revive_holds_keeps_its_cell_as_a_placed_tenant_not_as_a_stray_count(registry: RegistryWriter):

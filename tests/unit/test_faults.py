@@ -232,6 +232,13 @@ class MemoryRegistry:
             def put_giving_slot(self, record, expected_version, cell, tier, *, conflict):
                 return self._put(record, expected_version)  # no cell counters here: the record alone
 
+            def _transact(self, counter, write, conflict):  # a withdrawal's delete; no cell counters here
+                [(kind, args)] = write.items()
+                assert kind == "Delete"
+                self.items.pop(args["Key"]["tenant_id"]["S"])
+                self.log.append("withdrawn")
+                return True
+
         return Memory()
 
 
@@ -253,7 +260,8 @@ WRITTEN_AT = {"provision:reserving": [], "provision:reserved": ["provisioning"],
               "deprovision:tombstoned": ACTIVE + ["deprovisioning", "deprovisioned"]}
 
 
-@pytest.mark.parametrize("step", [s for s in STEPS if s.split(":")[0] in ("provision", "deprovision")])
+@pytest.mark.parametrize("step", [s for s in STEPS if s.split(":")[0] in ("provision", "deprovision")
+                                  and s != "provision:withdrawn"])
 def test_registry_steps_die_after_the_reservation_and_mark_before_the_final_writes(step: str):
     writer = MemoryRegistry.make()
     with armed({FAULT_AFTER_ENV: step}), pytest.raises(Killed, match=f"step {step}"):
@@ -262,6 +270,18 @@ def test_registry_steps_die_after_the_reservation_and_mark_before_the_final_writ
     unarmed = MemoryRegistry.make()
     provision_then_deprovision(unarmed)
     assert unarmed.log == ACTIVE + ["deprovisioning", "deprovisioned"]
+
+
+def test_the_withdrawal_step_dies_once_a_refused_reservation_is_withdrawn():
+    from tenantctl.models import TenantSpec
+
+    writer = MemoryRegistry.make()
+    record = writer.acquire(TenantSpec(id="acme"), operation="provision")
+    with armed({FAULT_AFTER_ENV: "provision:withdrawn"}):
+        assert not writer.withdraw(writer.save(record))  # moved on (version 2): kept, not this step
+        with pytest.raises(Killed, match="step provision:withdrawn"):
+            writer.withdraw(record)
+    assert writer.log[-1] == "withdrawn" and writer.get("acme") is None  # withdrawn, then killed
 
 
 def test_move_steps_die_right_after_the_phase_is_written():

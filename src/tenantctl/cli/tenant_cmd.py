@@ -395,29 +395,38 @@ def unlock(
     ] = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """Remove a lock left by a killed provision/deprovision.
+    """Remove a lock left by a killed provision/deprovision/revive.
 
     A lock whose run provably died on this host (its pid is gone, or belongs to
     a process started after the lock was taken) is removed without --force (any
     command on the tenant does the same); --force is for a run on another host.
+    A tombstone a killed revive left holding its cell's slot (locked or not)
+    gives the slot back in the same write: the revive is given up (`drill
+    restore ID --target in-place --yes` tries again).
     """
     from tenantctl.errors import InvalidInput
-    from tenantctl.registry import DEAD, describe_lock, lock_holder
+    from tenantctl.registry import DEAD, describe_lock, holds_revive_slot, lock_holder
     from tenantctl.workspace import Workspace
 
     registry = Workspace().registry
     record = registry.require(tenant_id)
+    reviving = holds_revive_slot(record)
     done = [] if record.lock is None else ["lock removed"]  # or refused below
     if record.lock is None:
         message = f"tenant {tenant_id} is not locked"
+        record = registry.give_back_revive_slot(tenant_id, record)
     elif lock_holder(record.lock) in DEAD:
-        record = registry.clear_dead_lock(record)
+        record = registry.clear_dead_lock(record, abandon=True)
         message = f"lock on {tenant_id} removed: {record.last_error}"
     elif not force:
         raise InvalidInput(describe_lock(tenant_id, record.lock) + " (pass --force)")
     else:
         record = registry.force_unlock(tenant_id)
         message = f"lock on {tenant_id} removed"
+    if reviving:
+        done.append("revive slot given back")
+        message += (f"; its killed revive is given up: its {record.tier.value} slot of cell {record.cell} given "
+                    f"back with its mark (`tenantctl drill restore {tenant_id} --target in-place --yes` tries again)")
     if json_out:
         print_json(record_result(record, done))
     else:

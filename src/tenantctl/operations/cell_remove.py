@@ -117,9 +117,10 @@ def _how(record: TenantRecord) -> str:
     """What a tenant holding a slot is doing."""
     if record.move is not None:
         return f"moving ({record.move.phase.value})"
-    if record.reviving:  # a killed one holds it until a re-run brings the tenant back or fails and gives it back
+    if record.reviving:  # a killed one holds it until a re-run ends it, or `unlock` gives it up
         return (f"deprovisioned, being restored in place (`tenantctl drill restore {record.tenant_id} --target "
-                "in-place --yes` finishes it, or gives the slot back if it fails)")
+                f"in-place --yes` finishes it, or gives the slot back if it fails; `tenantctl unlock "
+                f"{record.tenant_id}` gives a killed one up, its slot with it)")
     return record.status.value
 
 

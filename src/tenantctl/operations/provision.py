@@ -32,8 +32,7 @@ from tenantctl.fingerprint import applied_hash
 from tenantctl.models import TenantRecord, TenantResources, TenantSpec, describe_validation_error
 from tenantctl.naming import require_valid
 from tenantctl.operations.refresh import Orphan, orphans_of, removal_failures, remove_orphans
-from tenantctl.placement import Placement
-from tenantctl.registry import PROVISION, RegistryUnreachable, RegistryWriter, refusal
+from tenantctl.registry import PROVISION, RegistryUnreachable, refusal
 from tenantctl.stackconfig import read_tenant, stack_file, stack_of, write_tenant
 from tenantctl.workspace import Workspace
 
@@ -197,10 +196,9 @@ def provision(ws: Workspace, spec: TenantSpec, on_event: EventSink | None = None
         except (PolicyRefused, NotConfirmed) as refused:
             if refused.changed_nothing:
                 # The engine's gate (or the operator) refused before its first change: put back what
-                # this run wrote.
+                # this run wrote (a new tenant's record goes with its slot, in one transaction).
                 _restore(path, committed)
-                if registry.withdraw(held.record):
-                    _give_back(registry, placement, spec)
+                registry.withdraw(held.record)
             # Refused during the up (CrossGuard): resources may exist, the record, file and slot stay.
             raise
         # A store that may hold items (a new tenant's holds none) whose schema template the up
@@ -273,15 +271,6 @@ def proposed(ws: Workspace, spec: TenantSpec, stack: str | None = None) -> Itera
         yield
     finally:
         _restore(path, committed)
-
-
-def _give_back(registry: RegistryWriter, placement: Placement, spec: TenantSpec) -> None:
-    """Release the slot a refused run took; a registry gone meanwhile keeps it
-    counted (`tenantctl cell show NAME --recount` corrects that), never hides the refusal."""
-    try:
-        placement.release(registry, spec.tier)
-    except TenantctlError:
-        pass
 
 
 def _restore(path: Path, committed: str | None) -> None:

@@ -29,6 +29,7 @@ RTO here is the whole way back: re-provision, restore, verify, re-key.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -38,11 +39,13 @@ from tenantctl.drills.backup import backup, key_id, key_state, key_tags
 from tenantctl.drills.context import DrillContext
 from tenantctl.drills.models import BackupIndex, BackupManifest, Check, RestoreResult, Target
 from tenantctl.drills.scope import workspace_view
-from tenantctl.errors import InvalidInput, Locked
+from tenantctl.errors import InvalidInput, Locked, TenantctlError, one_line
 from tenantctl.models import TenantRecord, TenantSpec, Tier, utcnow
 from tenantctl.naming import OwnerNames, require_valid, resource_name
 from tenantctl.operations.provision import activate, apply_spec
 from tenantctl.workspace import Workspace
+
+log = logging.getLogger(__name__)
 
 OLD_KEY_PENDING_DAYS = 30  # the old key's second deletion window: the undo period
 
@@ -140,9 +143,11 @@ def set_aside_final_snapshot(rds: Any, tomb: TenantRecord, new_key_arn: str) -> 
 
 
 def _check_window(tomb: TenantRecord, now: datetime) -> None:
-    if tomb.lock is not None:  # another run's (a deprovision still running, another revive): a conflict first
-        from tenantctl.registry import describe_lock
+    from tenantctl.registry import describe_lock, died
 
+    # Another live run's lock (a deprovision still running, another revive): a conflict first. One whose
+    # holder died (a killed revive's) is taken over with the revive's lock (``lock_reviving``).
+    if tomb.lock is not None and died(tomb.lock) is None:
         raise Locked(describe_lock(tomb.tenant_id, tomb.lock))
     if tomb.retain_until is None or tomb.retain_until < now:
         raise InvalidInput(f"tenant {tomb.tenant_id!r} was deprovisioned and its retention window ended "
@@ -180,13 +185,31 @@ def revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, index: BackupIn
     # transaction, so that a run killed anywhere leaves a counter its records' recount agrees with.
     locked = lock_again(ws, tomb, "drill-restore")
     try:
-        return _revive(ws, ctx, tomb, locked, index, spec, source, started, notes)
-    finally:  # still a tombstone (refused, failed, not verified): the slot goes back with its mark
-        ws.registry.give_back_revive_slot(tomb.tenant_id)
+        result, last = _revive(ws, ctx, tomb, locked, index, spec, source, started, notes)
+    except BaseException:
+        _give_back_slot(ws, tomb.tenant_id, None)  # the record as the failure left it: read again
+        raise
+    _give_back_slot(ws, tomb.tenant_id, last)
+    return result
+
+
+def _give_back_slot(ws: Workspace, tenant_id: str, last: TenantRecord | None) -> None:
+    """Still a tombstone (refused, failed, not verified): the slot goes back with its mark
+    (``give_back_revive_slot``; ``last``: the record as the revive left it, saving the read).
+    A registry failing here is a warning naming what gives the slot back, never the revive's
+    outcome: its own error and exit code stand."""
+    try:
+        ws.registry.give_back_revive_slot(tenant_id, last)
+    except TenantctlError as exc:
+        log.warning("tenant %r: its revive's cell slot was not given back (%s); `tenantctl unlock %s` gives it "
+                    "back, or `tenantctl drill restore %s --target in-place --yes` tries the revive again",
+                    tenant_id, one_line(exc), tenant_id, tenant_id)
 
 
 def _revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, locked: TenantRecord, index: BackupIndex,
-            spec: TenantSpec, source: str, started: datetime, notes: list[str]) -> RestoreResult:
+            spec: TenantSpec, source: str, started: datetime,
+            notes: list[str]) -> tuple[RestoreResult, TenantRecord]:
+    """The revive under the tombstone's lock: the result, and the record as it left it."""
     old = tomb.resources
     registry = ws.registry
     with registry.hold(tomb.tenant_id, "drill-restore", acquired=locked) as held:
@@ -204,7 +227,8 @@ def _revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, locked: Tenant
                          f"{new.store.schema_name} for inspection")
             held.record = registry.release(held.record, error=f"drill restore of {manifest.backup_id}: "
                                                               "verification failed")
-            return result.model_copy(update={"notes": notes, "finished_at": utcnow(), "manifest": manifest})
+            return (result.model_copy(update={"notes": notes, "finished_at": utcnow(), "manifest": manifest}),
+                    held.record)
         notes.append(rekeyed)
         if tomb.tier is Tier.dedicated:
             aside = set_aside_final_snapshot(ctx.rds or ws.clients_for(tomb)("rds"), tomb, new.kms_key_arn)
@@ -230,7 +254,7 @@ def _revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, locked: Tenant
             notes.append(f"{_of(name)}new backup {fresh.backup_id} under the new key")
         except Exception as exc:  # the tenant is back; the next scheduled backup will try again
             notes.append(f"{_of(name)}backup after the restore failed: {exc}")
-    return result.model_copy(update={"notes": notes, "manifest": manifest})
+    return result.model_copy(update={"notes": notes, "manifest": manifest}), held.record
 
 
 def _of(workspace: str | None) -> str:
