@@ -331,6 +331,9 @@ class KeyedMover(Mover):
             self.rollback()  # back to the old store, which kept every write until the freeze
             raise
 
+    def switched(self) -> None:
+        """Nothing: the new stack's secrets name the new store from its build."""
+
     def freeze(self, backwards: bool) -> tuple[Any, Any]:
         """Writes on the source revoked and those under way waited out
         (``store_sync.freeze``, as within an account), the relay drained,
