@@ -652,7 +652,11 @@ def test_a_killed_move_resumes_or_rolls_back_with_nothing_lost_and_nothing_left(
     killed = cli("move", tid, "--tier", "dedicated", env={"TENANTCTL_FAULT_AFTER": "move:freezing"})
     assert killed.returncode == 86, killed
     assert registry_record(sandbox, tid)["move"]["phase"] == "freezing"
-    # The killed run's lock names a process gone from this host: the next run clears it itself.
+    # The killed run's lock names a process gone from this host: the next run clears it itself. That rollback
+    # killed in the `up` removing the dedicated store (its stack file already the pooled spec again) is finished
+    # by the next (before: it cleared the move with the store half removed, `check` failing).
+    rolled = cli("move", tid, "--rollback", env={"TENANTCTL_FAULT_AFTER": "3"})
+    assert rolled.returncode == 86, rolled
     rolled = cli("move", tid, "--rollback", "--json")
     assert rolled.returncode == 0, rolled
     record = registry_record(sandbox, tid)

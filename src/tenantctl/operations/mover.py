@@ -436,9 +436,14 @@ class Mover:
         back (not when undoing a switch whose own verification failed)."""
         self.refuse_rollback_once_finalizing()
         spec, target_tier, target_cell = self.spec(), self.move.to_tier, self.move.to_cell
-        if spec.retiring is None:  # killed before the target spec was written: nothing was created
-            self.save(move=None)
-            self.ws.registry.release_slot(target_cell, target_tier)
+        if spec.retiring is None:
+            if self.move.stack_digests.get(self.record.stack or spec.id) == spec.content_hash():
+                # The spec a rollback put back, that run killed in its `up` (every step before it done).
+                self.say(f"move {self.record.tenant_id}: removing the {target_tier.value} store")
+                self.put_back(spec)
+            else:  # killed before the target spec was written: nothing was created
+                self.save(move=None)
+                self.ws.registry.release_slot(target_cell, target_tier)
             return
         if self.move.phase in (MovePhase.switched, MovePhase.rolling_back):
             if self.move.phase is MovePhase.switched:
@@ -467,7 +472,12 @@ class Mover:
         self.remove_objects(backwards=True)
         if spec.dedicated is not None:
             self.unprotect(spec, retiring=False)
-        back = rolled_back(spec)
+        self.put_back(rolled_back(spec))
+
+    def put_back(self, back: TenantSpec) -> None:
+        """``back`` (the spec on the store the move leaves) applied, removing
+        the target store; the move cleared and its target slot given back."""
+        target_cell, target_tier = self.move.to_cell, self.move.to_tier
         applied = self.apply(back)
         # The fingerprint of what was applied, as a provision records it: `apply` compares the stack file with it.
         self.save(move=None, spec_hash=applied.fingerprint, spec_digest=back.content_hash(),
