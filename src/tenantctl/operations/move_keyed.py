@@ -291,6 +291,24 @@ class KeyedMover(Mover):
                 old_sm.put_secret_value(SecretId=owner.old.store.secret_arn,
                                         SecretString=json.dumps({**current, "password": password}))
 
+    def bound_login_again(self) -> None:
+        """Two stores on one PostgreSQL server (the sandbox's cells) share the
+        tenant's database roles, and the target stack set their CONNECTION
+        LIMIT for its tier: a rollback, which destroys that stack and leaves
+        the roles to the old store, puts back the limit the old stack declares
+        (a dedicated store's none, a pooled one's bound). Stores on two
+        servers (AWS) are left alone."""
+        from psycopg import sql
+
+        old, new = self.move.old_store, self.move.new_store
+        if new is None or (old.endpoint, old.port) != (new.endpoint, new.port):
+            return
+        limit = self.spec().connection_limit(self.ws.cell_outputs(self.move.from_cell).get("db_connection_limit"))
+        with self.connect(old) as conn:
+            for store in self.schemas(old):  # each workspace's role too
+                conn.execute(sql.SQL("ALTER ROLE {} CONNECTION LIMIT {}").format(
+                    sql.Identifier(store.role), sql.Literal(limit)))
+
     # -- forward ----------------------------------------------------------------
     def prepare(self, target: TenantSpec) -> None:
         self.say(f"move {self.record.tenant_id}: building stack {self.to_stack} in cell {self.move.to_cell}")
@@ -494,6 +512,7 @@ class KeyedMover(Mover):
             self.remove_objects(backwards=True)
             self.forward_queues(backwards=True)
         self.destroy(self.to_stack)
+        self.bound_login_again()
         to_cell, to_tier = self.move.to_cell, self.move.to_tier
         self.save(move=None)
         self.ws.registry.release_slot(to_cell, to_tier)
