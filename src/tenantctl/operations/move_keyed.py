@@ -422,7 +422,11 @@ class KeyedMover(Mover):
         stack retired, the capture removed from both stores, late objects
         carried, backups re-wrapped, the old prefix removed, the old queues'
         messages forwarded, the old stack destroyed. Each step finds its work
-        done by a killed run (or does it again)."""
+        done by a killed run (or does it again); once the destroy began, a
+        re-run goes straight to it."""
+        if self.move.old_stack_destroying:
+            self.destroy(self.from_stack)
+            return
         self.final_backup()
         self.retire()
         for store in self.stores():
@@ -435,6 +439,7 @@ class KeyedMover(Mover):
         self.carry_backups(old)
         self.remove_objects(backwards=False)
         self.forward_queues(backwards=False)
+        self.save(move=self.move.model_copy(update={"old_stack_destroying": True}))
         self.destroy(self.from_stack)
 
     def retire(self) -> None:
