@@ -652,6 +652,10 @@ def test_a_killed_move_resumes_or_rolls_back_with_nothing_lost_and_nothing_left(
     killed = cli("move", tid, "--tier", "dedicated", env={"TENANTCTL_FAULT_AFTER": "move:freezing"})
     assert killed.returncode == 86, killed
     assert registry_record(sandbox, tid)["move"]["phase"] == "freezing"
+    # `refresh` reads a tenant whose lock's holder provably died (before: skipped, `not read`, exit 0 as if
+    # clean, right when the killed run may have left something half-done); only a live holder is waited for.
+    refreshed = cli("refresh", tid, "--json")
+    assert refreshed.returncode == 0 and refreshed.json()["counts"]["skipped"] == 0, refreshed
     # The killed run's lock names a process gone from this host: the next run clears it itself. That rollback
     # killed in the `up` removing the dedicated store (its stack file already the pooled spec again) is finished
     # by the next (before: it cleared the move with the store half removed, `check` failing).
