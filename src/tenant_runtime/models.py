@@ -163,6 +163,10 @@ class TenantMove(BaseModel):
     # The stack it leaves was applied retired (its role sends to its queues no
     # more); a re-run skips that up, which would build a half-destroyed stack again.
     old_stack_retired: bool = False
+    # The destroy of the stack it leaves began, every finalize step before it
+    # done: a re-run goes straight to the destroy (the old store may be gone, a
+    # dedicated one's database with it).
+    old_stack_destroying: bool = False
     # The content digest of each stack file the move wrote, by stack: `apply`
     # takes a file still as the move wrote it for the move's (the tenant is
     # reported moving, not refused), an edit of it for an edit.

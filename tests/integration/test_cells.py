@@ -1091,6 +1091,16 @@ def test_a_pooled_tenant_moves_to_dedicated_in_another_region_and_back_to_pooled
     record = _moved_while_written(fleet, sandbox, rt, tid, cell="eua", tier=Tier.pooled)
     assert (record.cell, record.region, record.stack) == ("eua", EU, f"{tid}.k2")
     assert record.resources.store.database == WHERE["eua"][2]
+    # Rolled back to dedicated: the login role both stores share on the sandbox's one server gets the
+    # dedicated stack's CONNECTION LIMIT back (before: the pooled target's, `check` failing until a provision).
+    assert move(fleet.ws, tid, rollback=True).outcome == "rolled_back"
+    report = check_tenant(fleet.ws, tid)
+    assert report.ok, report.summary()
+    assert move(fleet.ws, tid, cell="eua", tier=Tier.pooled).outcome == "switched"
+    # A finalize killed in the old dedicated stack's destroy, its database dropped already, is finished by the
+    # next (before: every re-run failed connecting to that database to remove the capture, exit 1).
+    killed = Cli.create(sandbox, fleet.root)("move", tid, "--finalize", env={"TENANTCTL_FAULT_AFTER": "12"})
+    assert killed.returncode == 86 and "destroying stack" in killed.stderr, killed
     assert move(fleet.ws, tid, finalize=True).outcome == "finalized"
     # Left in eu-central-1: the dedicated store's snapshots (the final backup's, taken at the first finalize,
     # and the instance's final one), under its key, now pending deletion; and the server's database role.

@@ -685,7 +685,15 @@ def test_a_killed_move_resumes_or_rolls_back_with_nothing_lost_and_nothing_left(
     killed = cli("move", tid, "--tier", "dedicated", env={"TENANTCTL_FAULT_AFTER": "move:freezing"})
     assert killed.returncode == 86, killed
     assert registry_record(sandbox, tid)["move"]["phase"] == "freezing"
-    # The killed run's lock names a process gone from this host: the next run clears it itself.
+    # `refresh` reads a tenant whose lock's holder provably died (before: skipped, `not read`, exit 0 as if
+    # clean, right when the killed run may have left something half-done); only a live holder is waited for.
+    refreshed = cli("refresh", tid, "--json")
+    assert refreshed.returncode == 0 and refreshed.json()["counts"]["skipped"] == 0, refreshed
+    # The killed run's lock names a process gone from this host: the next run clears it itself. That rollback
+    # killed in the `up` removing the dedicated store (its stack file already the pooled spec again) is finished
+    # by the next (before: it cleared the move with the store half removed, `check` failing).
+    rolled = cli("move", tid, "--rollback", env={"TENANTCTL_FAULT_AFTER": "3"})
+    assert rolled.returncode == 86, rolled
     rolled = cli("move", tid, "--rollback", "--json")
     assert rolled.returncode == 0, rolled
     record = registry_record(sandbox, tid)
@@ -701,9 +709,17 @@ def test_a_killed_move_resumes_or_rolls_back_with_nothing_lost_and_nothing_left(
     # Its secret rotated by the dedicated store's function, its tags saying dedicated: what the move set.
     checked = cli("check", tid)
     assert checked.returncode == 0, checked
-    resumed = cli("move", tid, "--json", "--window-hours", "0")  # a window that ends at the switch
+    # Resumed, and that run killed right after recording the switch (window 0: it ends at the switch), before
+    # pointing the tenant's secret at the new store: the next run finishes that, not only says "switched".
+    killed = cli("move", tid, "--window-hours", "0", env={"TENANTCTL_FAULT_AFTER": "move:switched"})
+    assert killed.returncode == 86, killed
+    resumed = cli("move", tid, "--json")
     assert resumed.returncode == 0 and resumed.json()["outcome"] == "switched", resumed
     record = registry_record(sandbox, tid)
+    secret = json.loads(aws(sandbox, "secretsmanager").get_secret_value(
+        SecretId=record["resources"]["store"]["secret_arn"])["SecretString"])
+    assert (secret["host"], secret["dbname"]) == (record["resources"]["store"]["endpoint"],
+                                                  record["resources"]["store"]["database"]) != ("", pooled["database"])
     assert record["tier"] == "dedicated" and record["move"]["phase"] == "switched"
     other = cli("move", tid, "--tier", "pooled", "--json")  # another move while this one is open: exit 5, as
     assert other.returncode == 5, other  # a provision's or deprovision's
@@ -720,8 +736,15 @@ def test_a_killed_move_resumes_or_rolls_back_with_nothing_lost_and_nothing_left(
     assert refused.returncode == 5 and "is being moved (switched): roll the move back" in refused.stderr, refused
     refused = cli("workspace", "add", tid, "late")  # the move carries the workspaces it started with: exit 5 too
     assert refused.returncode == 5 and "is being moved (switched)" in refused.stderr, refused
-    assert cli("move", tid, "--finalize").returncode == 0
+    # A --finalize killed in the `up` removing the old store (its stack file already without it) is finished
+    # by the next one (before: an AssertionError, exit 1, every time, the move stuck open).
+    killed = cli("move", tid, "--finalize", env={"TENANTCTL_FAULT_AFTER": "2"})
+    assert killed.returncode == 86, killed
+    finished = cli("move", tid, "--finalize")
+    assert finished.returncode == 0, finished
     assert registry_record(sandbox, tid)["move"] is None and _replication_left(sandbox) == []
+    counts = workspace.registry.cell_counts(["default"])["default"][0]
+    assert workspace.registry.recount("default") == {"pooled": counts["pooled"], "dedicated": counts["dedicated"]}
     assert cli("deprovision", tid, "--yes", "--no-final-backup").returncode == 0
 
 

@@ -247,6 +247,8 @@ def _drive(mover: Mover, target: TenantSpec | None, rollback: bool, finalize: bo
         phase = MovePhase.freezing
     if phase is MovePhase.freezing:
         mover.switch(window)
+    else:  # switched by a run killed before it finished what follows the switch
+        mover.switched()
     return "switched"
 
 

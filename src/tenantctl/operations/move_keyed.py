@@ -291,6 +291,24 @@ class KeyedMover(Mover):
                 old_sm.put_secret_value(SecretId=owner.old.store.secret_arn,
                                         SecretString=json.dumps({**current, "password": password}))
 
+    def bound_login_again(self) -> None:
+        """Two stores on one PostgreSQL server (the sandbox's cells) share the
+        tenant's database roles, and the target stack set their CONNECTION
+        LIMIT for its tier: a rollback, which destroys that stack and leaves
+        the roles to the old store, puts back the limit the old stack declares
+        (a dedicated store's none, a pooled one's bound). Stores on two
+        servers (AWS) are left alone."""
+        from psycopg import sql
+
+        old, new = self.move.old_store, self.move.new_store
+        if new is None or (old.endpoint, old.port) != (new.endpoint, new.port):
+            return
+        limit = self.spec().connection_limit(self.ws.cell_outputs(self.move.from_cell).get("db_connection_limit"))
+        with self.connect(old) as conn:
+            for store in self.schemas(old):  # each workspace's role too
+                conn.execute(sql.SQL("ALTER ROLE {} CONNECTION LIMIT {}").format(
+                    sql.Identifier(store.role), sql.Literal(limit)))
+
     # -- forward ----------------------------------------------------------------
     def prepare(self, target: TenantSpec) -> None:
         self.say(f"move {self.record.tenant_id}: building stack {self.to_stack} in cell {self.move.to_cell}")
@@ -330,6 +348,9 @@ class KeyedMover(Mover):
         except DrillFailed:
             self.rollback()  # back to the old store, which kept every write until the freeze
             raise
+
+    def switched(self) -> None:
+        """Nothing: the new stack's secrets name the new store from its build."""
 
     def freeze(self, backwards: bool) -> tuple[Any, Any]:
         """Writes on the source revoked and those under way waited out
@@ -401,7 +422,11 @@ class KeyedMover(Mover):
         stack retired, the capture removed from both stores, late objects
         carried, backups re-wrapped, the old prefix removed, the old queues'
         messages forwarded, the old stack destroyed. Each step finds its work
-        done by a killed run (or does it again)."""
+        done by a killed run (or does it again); once the destroy began, a
+        re-run goes straight to it."""
+        if self.move.old_stack_destroying:
+            self.destroy(self.from_stack)
+            return
         self.final_backup()
         self.retire()
         for store in self.stores():
@@ -414,6 +439,7 @@ class KeyedMover(Mover):
         self.carry_backups(old)
         self.remove_objects(backwards=False)
         self.forward_queues(backwards=False)
+        self.save(move=self.move.model_copy(update={"old_stack_destroying": True}))
         self.destroy(self.from_stack)
 
     def retire(self) -> None:
@@ -491,6 +517,7 @@ class KeyedMover(Mover):
             self.remove_objects(backwards=True)
             self.forward_queues(backwards=True)
         self.destroy(self.to_stack)
+        self.bound_login_again()
         to_cell, to_tier = self.move.to_cell, self.move.to_tier
         self.save(move=None)
         self.ws.registry.release_slot(to_cell, to_tier)

@@ -274,7 +274,7 @@ class Mover:
                   resources=self.resources_at(spec.tier, new_store, self.move.new_bucket),
                   move=self.move.model_copy(update={"phase": MovePhase.switched, "phase_at": now,
                                                     "switched_at": now, "window_ends_at": now + window}))
-        self.point_secret(new_store)
+        self.switched()
         self.result_extra["freeze_seconds"] = (utcnow() - frozen_at).total_seconds()
         where = f" of cell {self.move.to_cell}" if self.move.to_cell != self.move.from_cell else ""
         self.say(f"move {self.record.tenant_id}: switched to the {spec.tier.value} store{where} "
@@ -287,6 +287,13 @@ class Mover:
             except DrillFailed:
                 self.rollback(verified=False)  # back to the old store, which kept every write since
                 raise
+
+    def switched(self) -> None:
+        """What follows the switch's registry write, run again by a resumed
+        move a kill left switched: the tenant's secret (and each workspace's)
+        names the new store, as the registry does."""
+        assert self.move.new_store is not None
+        self.point_secret(self.move.new_store)
 
     def catch_up(self, link: store_sync.Link, unfrozen: MovePhase,
                  way_back: store_sync.Link | None = None) -> tuple[Any, Any] | None:
@@ -380,10 +387,8 @@ class Mover:
         """(the record as of the store backed up, its workspaces, what it is):
         here the old store, as it was before the move (its backup goes to the
         new prefix, which stays)."""
-        spec = self.spec()
-        assert spec.retiring is not None
-        old = self.resources_at(spec.retiring.tier, self.move.old_store)
-        was = self.record.model_copy(update={"tier": spec.retiring.tier, "resources": old,
+        old = self.resources_at(self.move.from_tier, self.move.old_store)
+        was = self.record.model_copy(update={"tier": self.move.from_tier, "resources": old,
                                              "cell": self.move.from_cell})
         return was, sorted(old.workspaces), "the old store"
 
@@ -391,7 +396,8 @@ class Mover:
         from tenantctl.operations.provision import activate
 
         spec = self.spec()
-        assert spec.retiring is not None
+        # No retiring store: a run killed in the `up` below wrote the final spec already (after its backup,
+        # its objects' removal and the protection's lift), so this run finishes that `up`.
         self.final_backup()
         store_sync.stop(self.connect, self.link(backwards=True))
         s3 = self.ws.clients_for(self.record)("s3")
@@ -401,15 +407,15 @@ class Mover:
                 self.say(f"move {self.record.tenant_id}: {len(late)} objects written to the old prefix "
                          f"{source.prefix} after the switch carried over")
         self.remove_objects(backwards=False)
-        if spec.retiring.dedicated is not None:
+        if spec.retiring is not None and spec.retiring.dedicated is not None:
             self.unprotect(spec, retiring=True)
         self.say(f"move {self.record.tenant_id}: removing the old store")
         final = spec.model_copy(update={"retiring": None})
         applied = self.apply(final)
-        from_cell = self.move.from_cell
+        from_cell, from_tier = self.move.from_cell, self.move.from_tier
         self.save(move=None)
         # After the record (a run killed in between keeps a slot too many, never one too few).
-        self.ws.registry.release_slot(from_cell, spec.retiring.tier)
+        self.ws.registry.release_slot(from_cell, from_tier)
         self.held.record = activate(self.ws, self.record, final, applied)
 
     # -- backward ---------------------------------------------------------------
@@ -430,9 +436,14 @@ class Mover:
         back (not when undoing a switch whose own verification failed)."""
         self.refuse_rollback_once_finalizing()
         spec, target_tier, target_cell = self.spec(), self.move.to_tier, self.move.to_cell
-        if spec.retiring is None:  # killed before the target spec was written: nothing was created
-            self.save(move=None)
-            self.ws.registry.release_slot(target_cell, target_tier)
+        if spec.retiring is None:
+            if self.move.stack_digests.get(self.record.stack or spec.id) == spec.content_hash():
+                # The spec a rollback put back, that run killed in its `up` (every step before it done).
+                self.say(f"move {self.record.tenant_id}: removing the {target_tier.value} store")
+                self.put_back(spec)
+            else:  # killed before the target spec was written: nothing was created
+                self.save(move=None)
+                self.ws.registry.release_slot(target_cell, target_tier)
             return
         if self.move.phase in (MovePhase.switched, MovePhase.rolling_back):
             if self.move.phase is MovePhase.switched:
@@ -461,7 +472,12 @@ class Mover:
         self.remove_objects(backwards=True)
         if spec.dedicated is not None:
             self.unprotect(spec, retiring=False)
-        back = rolled_back(spec)
+        self.put_back(rolled_back(spec))
+
+    def put_back(self, back: TenantSpec) -> None:
+        """``back`` (the spec on the store the move leaves) applied, removing
+        the target store; the move cleared and its target slot given back."""
+        target_cell, target_tier = self.move.to_cell, self.move.to_tier
         applied = self.apply(back)
         # The fingerprint of what was applied, as a provision records it: `apply` compares the stack file with it.
         self.save(move=None, spec_hash=applied.fingerprint, spec_digest=back.content_hash(),

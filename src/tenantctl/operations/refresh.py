@@ -32,7 +32,7 @@ from tenantctl.errors import CHANGES_PENDING, NotConfirmed, UsageError, containe
 from tenantctl.models import TenantRecord
 from tenantctl.naming import cell_stack
 from tenantctl.operations.selection import in_defined_cells, select
-from tenantctl.registry import describe_lock, provision_failed
+from tenantctl.registry import DEAD, describe_lock, lock_holder, provision_failed
 from tenantctl.registry_cells import lease_of, up_failed_of
 from tenantctl.timestamps import utc_minute
 from tenantctl.workspace import Workspace
@@ -339,7 +339,8 @@ def pending_cell_repair(item: dict[str, Any] | None) -> str | None:
 def refresh_tenant(ws: Workspace, record: TenantRecord, tagged: list[inventory.Tagged]) -> TenantDrift:
     started = time.monotonic()
     result = TenantDrift(tenant_id=record.tenant_id, held=move_hold(record))
-    if record.lock is not None:
+    # Only a live holder is waited for: a killed run's half-done work is what a drift read is for.
+    if record.lock is not None and lock_holder(record.lock) not in DEAD:
         result.note = SKIPPED + describe_lock(record.tenant_id, record.lock)
         return result
     result.pending = pending_repair(record)
