@@ -158,6 +158,11 @@ def slot_release(cell: str, tier: Tier) -> dict[str, Any]:
             "ExpressionAttributeValues": {":minus": {"N": "-1"}, ":zero": {"N": "0"}}}
 
 
+def changed_while_held(record: TenantRecord) -> str:
+    """The Conflict of a write to a record this run holds that another writer changed."""
+    return f"tenant {record.tenant_id!r} changed in the registry while this run held it; re-run"
+
+
 class CellItems:
     """The cell counter part of ``RegistryWriter`` (mixed into it)."""
 
@@ -213,8 +218,15 @@ class CellItems:
         transaction (``put_taking_slot``). None: the cell refused the slot
         (full or draining), nothing written."""
         return self.put_taking_slot(record.model_copy(update=changes), record.version, cell, tier, cap,
-                                    conflict=f"tenant {record.tenant_id!r} changed in the registry while this "
-                                             "run held it; re-run")
+                                    conflict=changed_while_held(record))
+
+    def save_giving_slot(self, record: TenantRecord, cell: str, tier: Tier, **changes: Any) -> TenantRecord:
+        """``save`` of a record this run holds and one ``tier`` slot of ``cell``
+        given back in one transaction (``put_giving_slot``): the write ending a
+        move gives back the slot of the store it leaves, so a run killed on
+        either side of it leaves both or neither (never a slot too many)."""
+        return self.put_giving_slot(record.model_copy(update=changes), record.version, cell, tier,
+                                    conflict=changed_while_held(record))
 
     def put_taking_slot(self, record: TenantRecord, expected_version: int | None, cell: str, tier: Tier,
                         cap: int | None, applied_at_least: int | None = None, *,
@@ -266,13 +278,6 @@ class CellItems:
         except BotoCoreError as exc:
             raise RegistryUnreachable(f"registry table {self.table!r} unreachable (transact_write_items): "
                                       f"{exc}") from None
-
-    def release_slot(self, cell: str, tier: Tier) -> None:
-        """Give back a slot (deprovisioned, or a reservation nothing came of). Never below 0."""
-        try:
-            self._call("update_item", **slot_release(cell, tier))
-        except ClientError:
-            pass  # already 0 (or no counter): nothing to give back
 
     def set_draining(self, cell: str, draining: bool) -> None:
         self._init_counter(cell)

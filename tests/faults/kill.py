@@ -22,7 +22,8 @@
   ``move:locked`` (a new move's run holds the tenant's lock, its move not
   recorded yet), ``move:<phase>`` (a move's record has just been written with that phase:
   ``preparing``, ``copying``, ``freezing``, ``switched``, ``rolling_back``; the
-  phase's work not begun) and ``move:cleared`` (the move's record removed),
+  phase's work not begun) and ``move:cleared`` (the move's record removed,
+  with the slot of the store it left given back),
   ``workspace:backed-up`` (`workspace remove` took the workspace's final
   backup, nothing removed yet), ``cell-remove:os-metrics`` (`cell remove`
   handed its RDSOSMetrics log group over to another cell, or gave it back to

@@ -17,8 +17,9 @@ package keeps anyway, so the shipped code holds no hook at all.
   to run (``revive:locking``), ``lock_for`` returned
   with status ``deprovisioning`` (``deprovision:marked``) or for a move
   (``move:locked``), ``mark_deprovisioned``
-  about to run (``deprovision:destroyed``) and returned (``deprovision:tombstoned``); ``save`` returned with a move's
-  record (``move:<phase>``, ``move:cleared``); ``drills.backup.final_backup``
+  about to run (``deprovision:destroyed``) and returned (``deprovision:tombstoned``); ``save`` (or
+  ``save_taking_slot``, ``save_giving_slot``) returned with a move's record (``move:<phase>``,
+  ``move:cleared``); ``drills.backup.final_backup``
   of a workspace returned (``workspace:backed-up``); ``os_metrics.hand_over``
   or ``os_metrics.release`` returned (``cell-remove:os-metrics``), and
   ``cell_remove._give_up_os_metrics`` (``cell-remove:os-metrics-file``).
@@ -157,6 +158,7 @@ def _arm_steps(faults: Faults, patches: _Patches) -> None:
 
     around("save", after=moved)
     around("save_taking_slot", after=moved)  # a new move's first record, with its target's slot
+    around("save_giving_slot", after=moved)  # the move's last record, with the left store's slot
 
     from tenantctl.drills import backup
 

@@ -158,14 +158,16 @@ def test_slots_are_reserved_up_to_the_cap_never_while_draining_and_given_back(re
     assert [registry.reserve_slot("eu1", Tier.pooled, cap=2) for _ in range(3)] == [True, True, False]
     assert registry.reserve_slot("eu1", Tier.dedicated, cap=None)  # counted apart, no cap
     assert registry.cell_counts(["eu1", "nope"]) == {"eu1": ({"pooled": 2, "dedicated": 1}, False), "nope": None}
-    registry.release_slot("eu1", Tier.pooled)
+    put_record(registry, "t1")
+    record = registry.save_giving_slot(registry.require("t1"), "eu1", Tier.pooled)
     registry.set_draining("eu1", True)
     assert not registry.reserve_slot("eu1", Tier.pooled, cap=2)
     registry.set_draining("eu1", False)
     assert registry.reserve_slot("eu1", Tier.pooled, cap=2)
-    for _ in range(4):
-        registry.release_slot("eu1", Tier.dedicated)
+    for _ in range(4):  # at 0 the record is written alone
+        record = registry.save_giving_slot(record, "eu1", Tier.dedicated)
     assert registry.cell_counts(["eu1"])["eu1"] == ({"pooled": 2, "dedicated": 0}, False)  # never below 0
+    assert registry.require("t1") == record
 
 
 def test_a_counter_starts_from_one_recount_of_the_cells_records(registry: RegistryWriter):
@@ -521,7 +523,8 @@ def test_a_service_specific_endpoint_wins_over_the_targets(monkeypatch):
 
 def test_a_moves_record_and_its_target_slot_are_written_together_or_not_at_all(registry: RegistryWriter):
     """``save_taking_slot``: a full or draining cell writes neither the record nor the counter (None); a
-    record changed meanwhile neither (Conflict); otherwise both, in one transaction."""
+    record changed meanwhile neither (Conflict); otherwise both, in one transaction. ``save_giving_slot``
+    gives the slot back with the record write ending the move, or neither."""
     put_record(registry, "t1")
     record = registry.require("t1")
     store = StoreConnection(endpoint="h", port=5432, database="d", schema_name="s", role="r", secret_arn="a")
@@ -539,6 +542,14 @@ def test_a_moves_record_and_its_target_slot_are_written_together_or_not_at_all(r
     saved = registry.save_taking_slot(record, "eu1", Tier.pooled, 2, move=move)
     assert saved is not None and saved.move == move and registry.require("t1") == saved
     assert registry.cell_counts(["eu1"])["eu1"][0]["pooled"] == 2
+    # ``save_giving_slot``, the write ending it (here a rollback: the target's slot): a record changed
+    # meanwhile writes neither; otherwise both, and the counter is what a recount of the records says.
+    with pytest.raises(Conflict, match="changed in the registry"):
+        registry.save_giving_slot(record, "eu1", Tier.pooled, move=None)
+    assert registry.require("t1") == saved and registry.cell_counts(["eu1"])["eu1"][0]["pooled"] == 2
+    ended = registry.save_giving_slot(saved, "eu1", Tier.pooled, move=None)
+    assert ended.move is None and registry.require("t1") == ended
+    assert registry.cell_counts(["eu1"])["eu1"][0]["pooled"] == 1  # the one ``reserve_slot`` took above
 
 
 def test_a_new_tenants_record_and_its_slot_are_written_together_or_not_at_all(registry: RegistryWriter):

@@ -126,7 +126,8 @@ def test_a_finalize_within_an_account_reads_the_stack_file_once(tmp_path, monkey
         new_store=OLD.resources.store.model_copy(update={"schema_name": "tenant_acme_s1"}))})
     ws = SimpleNamespace(stacks_dir=tmp_path, clients_for=lambda _rec: lambda service: service,
                          registry=SimpleNamespace(save=lambda rec, **changes: rec.model_copy(update=changes),
-                                                  release_slot=lambda *_a: None))
+                                                  save_giving_slot=lambda rec, _c, _t, **changes: rec.model_copy(
+                                                      update=changes)))
     held = SimpleNamespace(record=moving)
     mover.Mover(ws, held).finalize()  # type: ignore[arg-type]
     assert len(reads) == 1

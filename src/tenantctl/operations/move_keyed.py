@@ -412,9 +412,7 @@ class KeyedMover(Mover):
         else:  # a run killed after destroying the old stack had done every step before it, not the last
             stack_file(self.ws.stacks_dir, self.from_stack).unlink(missing_ok=True)
         from_cell, from_tier, stack, target = self.move.from_cell, self.move.from_tier, self.to_stack, self.target()
-        self.save(move=None)
-        # After the record (a run killed in between keeps a slot too many, never one too few).
-        self.ws.registry.release_slot(from_cell, from_tier)
+        self.end(from_cell, from_tier)
         self.held.record = activate(self.ws, self.record, target, self.apply(target, stack=stack))
 
     def leave(self, old: TenantResources) -> None:
@@ -518,9 +516,7 @@ class KeyedMover(Mover):
             self.forward_queues(backwards=True)
         self.destroy(self.to_stack)
         self.bound_login_again()
-        to_cell, to_tier = self.move.to_cell, self.move.to_tier
-        self.save(move=None)
-        self.ws.registry.release_slot(to_cell, to_tier)
+        self.end(self.move.to_cell, self.move.to_tier)
 
     def destroy(self, stack: str) -> None:
         """The stack's resources (its key scheduled for deletion; a dedicated

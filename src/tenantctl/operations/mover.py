@@ -105,6 +105,11 @@ class Mover:
     def save(self, **changes: Any) -> None:
         self.held.record = self.ws.registry.save(self.record, **changes)
 
+    def end(self, cell: str, tier: Tier, **changes: Any) -> None:
+        """The write ending the move (``move`` cleared, with ``changes``) gives back
+        the ``tier`` slot of ``cell`` the store it leaves held, in the same transaction."""
+        self.held.record = self.ws.registry.save_giving_slot(self.record, cell, tier, move=None, **changes)
+
     def phase(self, phase: MovePhase, **move_changes: Any) -> None:
         self.say(f"move {self.record.tenant_id}: {phase.value.replace('_', ' ')}")
         self.save(move=self.move.model_copy(update={"phase": phase, "phase_at": utcnow(), **move_changes}))
@@ -412,10 +417,7 @@ class Mover:
         self.say(f"move {self.record.tenant_id}: removing the old store")
         final = spec.model_copy(update={"retiring": None})
         applied = self.apply(final)
-        from_cell, from_tier = self.move.from_cell, self.move.from_tier
-        self.save(move=None)
-        # After the record (a run killed in between keeps a slot too many, never one too few).
-        self.ws.registry.release_slot(from_cell, from_tier)
+        self.end(self.move.from_cell, self.move.from_tier)
         self.held.record = activate(self.ws, self.record, final, applied)
 
     # -- backward ---------------------------------------------------------------
@@ -442,8 +444,7 @@ class Mover:
                 self.say(f"move {self.record.tenant_id}: removing the {target_tier.value} store")
                 self.put_back(spec)
             else:  # killed before the target spec was written: nothing was created
-                self.save(move=None)
-                self.ws.registry.release_slot(target_cell, target_tier)
+                self.end(target_cell, target_tier)
             return
         if self.move.phase in (MovePhase.switched, MovePhase.rolling_back):
             if self.move.phase is MovePhase.switched:
@@ -477,12 +478,10 @@ class Mover:
     def put_back(self, back: TenantSpec) -> None:
         """``back`` (the spec on the store the move leaves) applied, removing
         the target store; the move cleared and its target slot given back."""
-        target_cell, target_tier = self.move.to_cell, self.move.to_tier
         applied = self.apply(back)
         # The fingerprint of what was applied, as a provision records it: `apply` compares the stack file with it.
-        self.save(move=None, spec_hash=applied.fingerprint, spec_digest=back.content_hash(),
-                  program_version=__version__)
-        self.ws.registry.release_slot(target_cell, target_tier)
+        self.end(self.move.to_cell, self.move.to_tier, spec_hash=applied.fingerprint,
+                 spec_digest=back.content_hash(), program_version=__version__)
 
     def remove_objects(self, backwards: bool) -> None:
         """The prefixes the move leaves (the old ones at --finalize; the new ones
