@@ -1101,6 +1101,10 @@ def test_a_pooled_tenant_moves_to_dedicated_in_another_region_and_back_to_pooled
     # next (before: every re-run failed connecting to that database to remove the capture, exit 1).
     killed = Cli.create(sandbox, fleet.root)("move", tid, "--finalize", env={"TENANTCTL_FAULT_AFTER": "12"})
     assert killed.returncode == 86 and "destroying stack" in killed.stderr, killed
+    # As a tenantctl before `old_stack_destroying` left it: the re-run goes through every step again, the
+    # capture's removal from a database dropped already included (before: `database ... does not exist`, exit 1).
+    stuck = fleet.ws.registry.require(tid)
+    fleet.ws.registry.save(stuck, move=stuck.move.model_copy(update={"old_stack_destroying": False}))
     assert move(fleet.ws, tid, finalize=True).outcome == "finalized"
     # Left in eu-central-1: the dedicated store's snapshots (the final backup's, taken at the first finalize,
     # and the instance's final one), under its key, now pending deletion; and the server's database role.

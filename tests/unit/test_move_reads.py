@@ -158,3 +158,20 @@ def test_the_local_engine_refreshes_a_stack_without_a_state_only_when_told_that_
     assert engine.refresh("acme.k1", absent_ok=True) == ChangeSet(stack="acme.k1")
     with pytest.raises(ApplyFailed, match="no state on this sandbox"):
         engine.refresh("acme.k1")
+
+
+def test_removing_from_an_unreachable_store_fails_rather_than_taking_its_database_for_gone():
+    """``Mover.leaving`` skips a store only when its server says its database is gone: a server that
+    cannot be reached at all (here a closed port) fails the run, so nothing is left behind unremoved."""
+    import psycopg
+
+    from tenantctl.drills.context import DrillContext
+    from tenantctl.operations import mover
+
+    store = OLD.resources.store.model_copy(update={"endpoint": "127.0.0.1", "port": 1})
+    moving = OLD.model_copy(update={"move": TenantMove(from_tier=Tier.pooled, to_tier=Tier.pooled, from_cell="eu1",
+                                                       to_cell="euc", phase=MovePhase.switched, old_store=store)})
+    run = mover.Mover(SimpleNamespace(), SimpleNamespace(record=moving))  # type: ignore[arg-type]
+    run.admins["eu1"] = DrillContext(s3=None, kms=None, admin_user="admin", admin_password="x")
+    with pytest.raises(psycopg.OperationalError), run.leaving(store):
+        pass

@@ -264,8 +264,11 @@ class KeyedMover(Mover):
         return out
 
     def capture(self, store: StoreConnection, installed: bool = True) -> None:
-        """The change capture on ``store``'s schema and its workspaces'."""
-        with self.connect(store) as conn:
+        """The change capture on ``store``'s schema and its workspaces'; removed,
+        none is left to remove in a database dropped already (``leaving``)."""
+        with self.connect(store) if installed else self.leaving(store) as conn:
+            if conn is None:
+                return
             for schema in self.schemas(store):
                 (row_relay.install if installed else row_relay.remove)(conn, schema)
 

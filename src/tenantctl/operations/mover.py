@@ -33,6 +33,7 @@ from tenantctl.workspace import Workspace
 COPY_TIMEOUT = 6 * 3600.0
 STALLED_AFTER = 30.0  # an initial copy no table of which started by then is said to wait for a worker
 CATCH_UP_TIMEOUT = 120.0
+MAINTENANCE_DATABASE = "postgres"  # on every PostgreSQL server, RDS's included
 Progress = Callable[[str], None]
 
 
@@ -72,6 +73,38 @@ class Mover:
 
     def connect(self, store: StoreConnection) -> Any:
         return self.admin(store).connect(store.endpoint, store.port, store.database)
+
+    @contextmanager
+    def leaving(self, store: StoreConnection) -> Iterator[Any | None]:
+        """A connection to ``store`` to remove what the move made there; None when its
+        database is gone already (``database_gone``: dropped with everything in it by a
+        run killed destroying the store's dedicated stack), as nothing is left to remove."""
+        import psycopg
+
+        try:
+            conn = self.connect(store)
+        except psycopg.OperationalError:
+            if not self.database_gone(store):
+                raise
+            self.say(f"move {self.record.tenant_id}: database {store.database} is gone already, "
+                     "with what the move made in it")
+            yield None
+            return
+        with conn:
+            yield conn
+
+    def database_gone(self, store: StoreConnection) -> bool:
+        """Whether ``store``'s database no longer exists on its server, asked of the
+        server's maintenance database; False when that cannot be asked either (the
+        server unreachable is not taken for the database gone)."""
+        import psycopg
+
+        try:
+            with self.admin(store).connect(store.endpoint, store.port, MAINTENANCE_DATABASE) as conn:
+                return conn.execute("SELECT NOT EXISTS (SELECT FROM pg_database WHERE datname = %s)",
+                                    (store.database,)).fetchone()[0]
+        except psycopg.OperationalError:
+            return False
 
     def follow(self, link: store_sync.Link, copy_data: bool = True) -> None:
         source = self.admin(link.source)
