@@ -480,19 +480,29 @@ def test_what_an_invalid_id_left_is_listed_and_forgotten(cli, sandbox):
     dynamodb.delete_item(TableName=table, Key={"tenant_id": {"S": "Has-Resources"}})
 
 
-def test_a_never_provisioned_record_deprovisions_saying_there_was_no_key(cli, sandbox):
+def test_a_never_provisioned_record_deprovisions_saying_there_was_no_key(cli, sandbox, workspace):
     """A record whose provision never got to create anything (no resources, no key): its deprovision
-    tombstones it and says so, not that a key was scheduled for deletion."""
-    from tenant_runtime.registry import record_to_item
+    tombstones it and says so, not that a key was scheduled for deletion. The record holds its cell's
+    slot, as a provision's reservation does, and gives it back: the counter still agrees with a recount
+    (tests after this one share the cell)."""
     from tenantctl.models import TenantRecord, TenantStatus, Tier
 
     assert cli("provision", "cli-p1").returncode == 0  # the platform exists (idempotent)
     table = json.loads(cli("platform", "outputs", "--json").stdout)["registry_table"]
+    registry = workspace.registry
+    assert registry.table == table
+
+    def off_by() -> dict[str, int]:
+        counted = registry.cell_counts(["default"])["default"][0]
+        return {tier: counted.get(tier, 0) - n for tier, n in registry.recount("default").items()}
+
+    before = off_by()
     for tenant in ("cli-never", "cli-never-js"):
         record = TenantRecord(tenant_id=tenant, tier=Tier.pooled, status=TenantStatus.provisioning,
                               region="us-east-1", cell="default", version=1,
                               last_error="failed before creating anything")
-        aws(sandbox, "dynamodb").put_item(TableName=table, Item=record_to_item(record))
+        # Written as a provision's reservation is (``acquire_new``): with its slot, in one transaction.
+        assert registry.put_taking_slot(record, None, "default", Tier.pooled, None, conflict="exists")
     said = cli("deprovision", "cli-never", "--yes", "--no-final-backup")
     assert said.returncode == 0, said
     assert "key scheduled for deletion" not in said.stdout and "no KMS key" in said.stdout, said.stdout
@@ -502,3 +512,4 @@ def test_a_never_provisioned_record_deprovisions_saying_there_was_no_key(cli, sa
     body = json.loads(out.stdout)
     assert body["record"]["status"] == "deprovisioned" and body["keys_scheduled_for_deletion"] == []
     assert body["never_provisioned"] is True
+    assert off_by() == before
