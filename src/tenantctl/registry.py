@@ -132,17 +132,28 @@ def refuse_held_elsewhere(record: TenantRecord) -> None:
     raise Locked(describe_lock(record.tenant_id, lock))
 
 
+def lock_remedy(tenant_id: str, holder: str) -> str:
+    """What frees a tenant's lock, by what this host knows of its holder (``lock_holder``'s answer).
+    Only another host's run needs ``--force``: one provably dead here is taken over by the next run
+    that locks the tenant, or removed by a plain `unlock`, and a live one here is dead once stopped."""
+    if holder in DEAD:
+        return f"re-run the command (it takes the dead run's lock over), or `tenantctl unlock {tenant_id}` removes it"
+    if holder == "running":
+        return f"wait for it to end; if you stop it, a re-run or `tenantctl unlock {tenant_id}` clears the lock"
+    return f"if that run is dead, `tenantctl unlock {tenant_id} --force` removes the lock"
+
+
 def describe_lock(tenant_id: str, lock: TenantLock) -> str:
     holder = lock_holder(lock)
     when = f"since {utc_second(lock.acquired_at)}"
-    unlock = f"`tenantctl unlock {tenant_id} --force` removes the lock"
-    if holder in ("gone", "reused"):
+    remedy = lock_remedy(tenant_id, holder)
+    if holder in DEAD:
         why = "no longer exists" if holder == "gone" else "now belongs to a process started after the lock was taken"
         return (f"tenant {tenant_id!r} is locked by a {lock.operation} that is no longer running "
-                f"(owner {lock.owner}, host {lock.host}, pid {lock.pid} {why}, {when}); {unlock}")
+                f"(owner {lock.owner}, host {lock.host}, pid {lock.pid} {why}, {when}); {remedy}")
     alive = ", alive on this host" if holder == "running" else ""
     return (f"tenant {tenant_id!r} is locked by a running {lock.operation} "
-            f"(owner {lock.owner}, host {lock.host}, pid {lock.pid}{alive}, {when}); if that run is dead, {unlock}")
+            f"(owner {lock.owner}, host {lock.host}, pid {lock.pid}{alive}, {when}); {remedy}")
 
 
 def decode_cursor(cursor: str) -> str:

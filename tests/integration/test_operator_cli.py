@@ -21,7 +21,7 @@ from terminal import run_in_terminal
 
 from tenantctl import __version__, naming
 from tenantctl.errors import CHANGES_PENDING, NotConfirmed
-from tenantctl.models import TenantSpec
+from tenantctl.models import TenantSpec, utcnow
 from tenantctl.stackconfig import write_tenant
 
 ACME = "op-acme"
@@ -345,6 +345,11 @@ def test_sigterm_releases_the_lock_and_a_dead_runs_lock_is_cleared(cli, sandbox,
         assert unlocked.json()["lock"] is None and "newer process" in unlocked.json()["last_error"]
         # The shape of suspend's and resume's --json: the record, and what was done.
         assert unlocked.json()["done"] == ["lock removed"] and unlocked.json()["record"]["lock"] is None
+        # The same process as a live holder (locked after it started): wait or stop it, no --force.
+        write_record(sandbox, {**stale, "lock": {**stale["lock"], "acquired_at": utcnow().isoformat()}})
+        held = cli("unlock", "op-dead")
+        said = " ".join(held.stderr.split())
+        assert held.returncode == 3 and "alive on this host" in said and "--force" not in said, held
     finally:
         newer.kill()
     elsewhere = {**registry_record(sandbox, "op-dead")}
@@ -353,6 +358,7 @@ def test_sigterm_releases_the_lock_and_a_dead_runs_lock_is_cleared(cli, sandbox,
     write_record(sandbox, elsewhere)
     refused = cli("deprovision", "op-dead", "--yes")  # another host's run: unknowable, refused
     assert refused.returncode == 5 and "another-host" in refused.stderr, refused
+    assert "`tenantctl unlock op-dead --force`" in " ".join(refused.stderr.split())
     assert cli("unlock", "op-dead", "--force").returncode == 0
     again = cli("unlock", "op-dead", "--json")
     assert again.returncode == 0 and again.json()["done"] == [] and again.json()["record"]["lock"] is None, again

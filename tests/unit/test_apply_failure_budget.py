@@ -88,6 +88,8 @@ def test_a_dead_worker_counts_as_a_failure_and_still_ends_in_its_own_process(tmp
     # that failure spends the budget, and the tenants after it never start.
     got, never = pool(tmp_path, ["crash", "a", "b"], parallel=1, limit=0)
     assert [(r.tenant_id, r.ok) for r in got] == [("crash", False)] and "worker process died" in got[0].error
+    # The lock it left names a pid gone from this host: a re-run takes it over, no `unlock --force`.
+    assert "--force" not in got[0].error and "re-run" in got[0].error
     assert started(tmp_path) == {"crash"} and never == ["a", "b"]
 
 

@@ -419,7 +419,7 @@ def unlock(
         record = registry.clear_dead_lock(record, abandon=True)
         message = f"lock on {tenant_id} removed: {record.last_error}"
     elif not force:
-        raise InvalidInput(describe_lock(tenant_id, record.lock) + " (pass --force)")
+        raise InvalidInput(describe_lock(tenant_id, record.lock))  # it says when --force is the remedy
     else:
         record = registry.force_unlock(tenant_id)
         message = f"lock on {tenant_id} removed"

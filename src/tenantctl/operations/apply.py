@@ -57,7 +57,7 @@ from tenantctl.operations.apply_results import (
     after_refresh,
 )
 from tenantctl.operations.refresh import move_hold, refresh_many
-from tenantctl.registry import provision_failed, refusal
+from tenantctl.registry import lock_remedy, provision_failed, refusal
 from tenantctl.registry_cells import CellBusy
 from tenantctl.stackconfig import (
     read_tenant,
@@ -281,9 +281,10 @@ Worker = Callable[..., TenantResult]
 
 
 def _died(r: TenantResult) -> TenantResult:
+    # A lock it left names its pid, gone from this host: no --force needed.
     return r.model_copy(update={"ok": False, "error": (
         "its worker process died (crashed or was killed) while applying it; if its registry record is "
-        f"still locked, check its resources, then `tenantctl unlock {r.tenant_id} --force` and re-run")})
+        f"still locked: {lock_remedy(r.tenant_id, 'gone')}")})
 
 
 def _rolling(start: Callable[[TenantResult], Future], waiting: deque[TenantResult], width: int,

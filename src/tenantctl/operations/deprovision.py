@@ -4,7 +4,7 @@ restore window) after; the KMS key is only scheduled for deletion, and the
 tenant's objects stay unless the operator asks to purge them.
 
 A run killed at any point leaves the record locked (`status` names owner, host,
-pid and time) and `deprovisioning`; after `tenantctl unlock ID --force` a re-run
+pid and time) and `deprovisioning`; a re-run takes the dead run's lock over and
 finishes the job: the engine's deletes are idempotent and its state file says
 what is left. The tombstone gives the tenant's slot in its cell back (a run
 killed between the two leaves the slot counted: `tenantctl cell show NAME
