@@ -6,9 +6,9 @@ tenant's objects stay unless the operator asks to purge them.
 A run killed at any point leaves the record locked (`status` names owner, host,
 pid and time) and `deprovisioning`; a re-run takes the dead run's lock over and
 finishes the job: the engine's deletes are idempotent and its state file says
-what is left. The tombstone gives the tenant's slot in its cell back (a run
-killed between the two leaves the slot counted: `tenantctl cell show NAME
---recount` corrects a cell's counts)."""
+what is left. The tombstone is written with the release of the tenant's slot
+in its cell, in one transaction: a run killed on either side of it leaves both
+or neither."""
 
 from __future__ import annotations
 
