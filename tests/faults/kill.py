@@ -31,6 +31,10 @@
   ``cell-remove:os-metrics-file`` (then its own stack file said it no longer
   manages the group; its stack not destroyed yet).
 
+``TENANTCTL_FAULT_SIGINT=N`` does not kill: at the Nth resource registration of
+the Pulumi program (preview or up, in-process under the LocalEngine) the process
+sends itself SIGINT, as a Ctrl-C landing while the program's tasks are pending.
+
 ``Faults`` only counts and dies; ``faults.seams`` calls it from the package's seams.
 """
 
@@ -42,6 +46,7 @@ from collections.abc import Mapping
 
 FAULT_AFTER_ENV = "TENANTCTL_FAULT_AFTER"
 FAULT_POINT_ENV = "TENANTCTL_FAULT_POINT"
+FAULT_SIGINT_ENV = "TENANTCTL_FAULT_SIGINT"
 FAULT_EXIT_CODE = 86
 POINTS = ("recorded", "unrecorded")
 STEPS = ("provision:reserving", "provision:reserved", "provision:withdrawn", "provision:applied",

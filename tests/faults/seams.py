@@ -37,7 +37,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from faults.kill import Faults
+from faults.kill import FAULT_SIGINT_ENV, Faults
 from faults.throttle import FAULT_THROTTLE_ENV, SharedTokenBucket, install_throttle, parse_throttle, throttle_file
 
 _MISSING = object()
@@ -68,9 +68,32 @@ def arm(environ: Mapping[str, str] | None = None, faults: Faults | None = None) 
         _arm_writes(faults, patches)
     if faults.step is not None:
         _arm_steps(faults, patches)
+    if env.get(FAULT_SIGINT_ENV):
+        _arm_sigint(int(env[FAULT_SIGINT_ENV]), patches)
     if env.get(FAULT_THROTTLE_ENV):
         _arm_throttle(parse_throttle(env[FAULT_THROTTLE_ENV]), SharedTokenBucket(throttle_file(env)), patches)
     return patches.undo
+
+
+def _arm_sigint(at: int, patches: _Patches) -> None:
+    """SIGINT to this process at the ``at``th resource registration (on Pulumi's executor threads; the
+    signal is handled on the main thread, in the event loop running the program's tasks)."""
+    import signal
+
+    from tenantctl.engines.local.runtime import UrnMonitor
+
+    register = UrnMonitor.RegisterResource
+    seen = [0]
+    lock = threading.Lock()
+
+    def registering(self: UrnMonitor, request: Any) -> Any:
+        with lock:
+            seen[0] += 1
+            if seen[0] == at:
+                os.kill(os.getpid(), signal.SIGINT)
+        return register(self, request)
+
+    patches.set(UrnMonitor, "RegisterResource", registering)
 
 
 def _arm_writes(faults: Faults, patches: _Patches) -> None:

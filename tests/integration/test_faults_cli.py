@@ -38,7 +38,7 @@ from fault_tools import (
     run_id,
     slot_drift,
 )
-from faults import FAULT_AFTER_ENV, FAULT_EXIT_CODE, FAULT_POINT_ENV, LAUNCHER
+from faults import FAULT_AFTER_ENV, FAULT_EXIT_CODE, FAULT_POINT_ENV, FAULT_SIGINT_ENV, LAUNCHER
 
 from tenantctl.naming import OwnerNames
 
@@ -139,6 +139,20 @@ def test_provision_killed_at_every_step_converges(cli: Cli, sandbox, step: tuple
     gone = cli("deprovision", tenant_id, "--yes", "--no-final-backup")
     assert gone.returncode == 0, gone
     assert_gone(cli, sandbox, tenant_id)
+
+
+def test_a_provision_interrupted_while_its_program_runs_prints_only_its_own_error(cli: Cli, sandbox):
+    """Ctrl-C while the Pulumi program's tasks are pending (SIGINT at its 5th registration): exit 130
+    and `error: interrupted`, without asyncio's noise about the tasks the interrupt left behind."""
+    tenant_id = f"ft-p{RUN}-sigint"
+    run = cli("provision", tenant_id, env={FAULT_SIGINT_ENV: "5"}, timeout=60)
+    assert run.returncode == 130 and "error: interrupted" in run.stderr, run
+    for noise in ("Task was destroyed", "was never awaited", "Exception ignored"):
+        assert noise not in run.stderr, run.stderr
+    record = registry_record(sandbox, tenant_id)
+    assert record["lock"] is None and record["last_error"].startswith("interrupted"), record
+    gone = cli("deprovision", tenant_id, "--yes", "--no-final-backup")
+    assert gone.returncode == 0, gone
 
 
 def test_a_provision_killed_around_its_reservation_counts_a_slot_only_with_its_record(cli: Cli, sandbox, workspace):

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import inspect
 import json
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -71,7 +73,19 @@ _CLOSED_AT_EXIT: set[int] = set()
 
 
 def _close(loop: asyncio.AbstractEventLoop) -> None:
-    if not loop.is_closed() and not loop.is_running():
+    if loop.is_closed() or loop.is_running():
+        return
+    # A run interrupted half way (Ctrl-C) leaves the program's tasks pending, never to run again: they
+    # go with the loop quietly (as asyncio.gather's own do) instead of each printing "Task was destroyed
+    # but it is pending!", and their coroutines that never started "was never awaited", after tenantctl's
+    # `error: interrupted`. Those are closed here, where the warning is filtered (closing a started one
+    # would run its cleanup code at exit).
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
+        for task in asyncio.all_tasks(loop):
+            task._log_destroy_pending = False
+            if inspect.getcoroutinestate(coro := task.get_coro()) == inspect.CORO_CREATED:
+                coro.close()
         loop.close()
 
 
