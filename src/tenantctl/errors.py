@@ -207,10 +207,11 @@ def interrupt_on_sigterm() -> None:
 
     def unraisable(hook: Any) -> None:
         # Raised where Python ignores exceptions (a weakref callback, a __del__: "Exception ignored
-        # in ..."), the run would go on as if never signalled: the signal is delivered again shortly,
-        # from a timer, so that it lands in the run's own code.
-        if isinstance(hook.exc_value, Terminated) and _TERMINATED:
-            timer = threading.Timer(REDELIVER_SECONDS, os.kill, (os.getpid(), _TERMINATED[-1]))
+        # in ..."), the run would go on as if never signalled: the signal (SIGTERM, or Ctrl-C's
+        # SIGINT) is delivered again shortly, from a timer, so that it lands in the run's own code.
+        if isinstance(hook.exc_value, KeyboardInterrupt):
+            signum = _TERMINATED[-1] if isinstance(hook.exc_value, Terminated) and _TERMINATED else signal.SIGINT
+            timer = threading.Timer(REDELIVER_SECONDS, os.kill, (os.getpid(), signum))
             timer.daemon = True
             timer.start()
             return
