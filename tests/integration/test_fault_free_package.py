@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from fault_tools import Cli, registry_record, run_id
-from faults import FAULT_AFTER_ENV, FAULT_THROTTLE_ENV, FAULT_THROTTLE_FILE_ENV
+from faults import FAULT_AFTER_ENV, FAULT_SIGINT_ENV, FAULT_THROTTLE_ENV, FAULT_THROTTLE_FILE_ENV
 
 pytestmark = pytest.mark.integration
 
@@ -16,9 +16,9 @@ def test_the_real_cli_ignores_the_fault_variables(sandbox, workspace, tmp_path):
     cli = Cli.create(sandbox, tmp_path / "project")
     tenant_id = f"ft-free{run_id()}"
     throttle = tmp_path / "throttle.json"
-    # Armed, this run would die at its first resource write, and its KMS and
-    # DynamoDB calls would wait ~100 s per token after the first.
-    env = {FAULT_AFTER_ENV: "1", FAULT_THROTTLE_ENV: "kms.*=0.01,dynamodb.*=0.01",
+    # Armed, this run would die at its first resource write (or be interrupted at its first
+    # registration), and its KMS and DynamoDB calls would wait ~100 s per token after the first.
+    env = {FAULT_AFTER_ENV: "1", FAULT_SIGINT_ENV: "1", FAULT_THROTTLE_ENV: "kms.*=0.01,dynamodb.*=0.01",
            FAULT_THROTTLE_FILE_ENV: str(throttle)}
 
     run = cli("provision", tenant_id, "--json", env=env, launcher=False, timeout=300)
