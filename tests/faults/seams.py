@@ -77,8 +77,12 @@ def arm(environ: Mapping[str, str] | None = None, faults: Faults | None = None) 
 
 def _arm_sigint(at: int, patches: _Patches) -> None:
     """SIGINT to this process at the ``at``th resource registration (on Pulumi's executor threads; the
-    signal is handled on the main thread, in the event loop running the program's tasks)."""
+    signal is handled on the main thread, in the event loop running the program's tasks). Ctrl-C is
+    handled as in a terminal: a test run started in the background (`cmd &` in a script) passes SIGINT
+    on ignored, and Python then installs no handler for it."""
     import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     from tenantctl.engines.local.runtime import UrnMonitor
 

@@ -36,6 +36,9 @@ def exit_code_of_a_run(tmp_path, body: str) -> tuple[int, str]:
     (tmp_path / "run.py").write_text(
         "import os, signal, sys, time, types\n"
         "from tenantctl.errors import interrupt_on_sigterm, terminated\n"
+        # Ctrl-C handled as in a terminal: a test run started in the background (`cmd &` in a
+        # script) passes SIGINT on ignored, and Python then installs no handler for it.
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "interrupt_on_sigterm()\n"
         "try:\n" + body +
         "except KeyboardInterrupt:\n"
