@@ -263,6 +263,22 @@ def test_collector_builds_the_changeset_and_forwards_events() -> None:
     assert [e.kind for e in seen] == ["resource-pre"] * 5 + ["resource-done"]
 
 
+def test_a_planned_delete_keeps_the_provider_id_of_the_state_it_deletes() -> None:
+    """A preview's delete step carries the deleted resource's state as ``old`` (the engine's
+    makeStepEventStateMetadata fills its ID): an alarm subscription the plan deletes is told from
+    an out-of-band one by that id (``inventory.unmanaged_access``'s ``held``), not listed twice."""
+    sub = URN.replace("kms/key:Key::acme-key", "sns/topicSubscription:TopicSubscription::acme-alarms-sqs-0")
+    arn = "arn:aws:sns:eu-west-1:123456789012:tenant-acme-alarms:0f1e2d3c"
+    old = {"type": "aws:sns/topicSubscription:TopicSubscription", "urn": sub, "id": arn, "parent": "",
+           "provider": "", "custom": True, "inputs": {}, "outputs": {"arn": arn}}
+    raw = {"sequence": 4, "timestamp": 1, "resourcePreEvent": {"planning": True, "metadata": {
+        "op": "delete", "urn": sub, "type": old["type"], "provider": "", "old": old}}}
+    collector = ChangeCollector("acme")
+    collector(ev.EngineEvent.from_json(raw))
+    [change] = collector.changeset().changes
+    assert (change.op, change.id, change.name) == (Op.delete, arn, "acme-alarms-sqs-0")
+
+
 def test_refresh_drift_counts_as_an_update() -> None:
     collector = ChangeCollector("acme")
     collector(pre(ev.OpType.REFRESH))
