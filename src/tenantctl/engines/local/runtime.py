@@ -14,7 +14,9 @@ import inspect
 import json
 import threading
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -53,8 +55,9 @@ class UrnMonitor(MockMonitor):
         return super().ReadResource(request)
 
 
-def _event_loop() -> None:
-    """The thread's event loop for the runs (Pulumi's ``_sync_await`` uses it).
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """The thread's event loop for the runs (Pulumi's ``_sync_await`` uses it),
+    with an executor of its own for the registrations (``_interrupted``).
     The main thread's is closed at exit: left open (a run interrupted half way
     leaves it with pending tasks and executor threads), its ``__del__`` closed
     it while the interpreter shut down, where a signal landing printed a
@@ -64,12 +67,31 @@ def _event_loop() -> None:
     except RuntimeError:  # a worker thread has none
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
+    if loop not in _EXECUTORS:
+        _new_executor(loop)
     if threading.current_thread() is threading.main_thread() and id(loop) not in _CLOSED_AT_EXIT:
         _CLOSED_AT_EXIT.add(id(loop))
         atexit.register(_close, loop)
+    return loop
 
 
 _CLOSED_AT_EXIT: set[int] = set()
+_EXECUTORS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ThreadPoolExecutor] = weakref.WeakKeyDictionary()
+
+
+def _new_executor(loop: asyncio.AbstractEventLoop) -> None:
+    _EXECUTORS[loop] = executor = ThreadPoolExecutor(thread_name_prefix="asyncio")
+    loop.set_default_executor(executor)
+
+
+def _interrupted(loop: asyncio.AbstractEventLoop) -> None:
+    """An interrupted run's registration threads are told to end now (a busy one after its call),
+    later runs here getting new ones. Left to the interpreter's exit, one could wait for work forever
+    and the process not exit after `error: interrupted`: Ctrl-C landing in the main thread while it
+    started that thread (the first registration starts the first), after the thread ran but before
+    concurrent.futures recorded it for the shutdown it does at exit."""
+    _EXECUTORS[loop].shutdown(wait=False, cancel_futures=True)
+    _new_executor(loop)
 
 
 def _close(loop: asyncio.AbstractEventLoop) -> None:
@@ -114,7 +136,7 @@ def run_program(program: Program, project: str, stack: str, config: dict[str, An
                 mocks: pulumi.runtime.Mocks, current: threading.local, preview: bool) -> dict[str, Any]:
     """Run ``program(stack)`` under ``mocks``; return its resolved outputs
     (unknown values are None in a preview). Caller holds RUN_LOCK."""
-    _event_loop()
+    loop = _event_loop()
     outputs: dict[str, Any] = {}
 
     async def body() -> None:
@@ -129,5 +151,9 @@ def run_program(program: Program, project: str, stack: str, config: dict[str, An
                                  monitor=UrnMonitor(mocks, current))
         pulumi_settings.SETTINGS.rpc_manager.clear()
         pulumi_settings.SETTINGS.outputs.clear()
-        _sync_await(run_pulumi_func(body))
+        try:
+            _sync_await(run_pulumi_func(body))
+        except KeyboardInterrupt:
+            _interrupted(loop)
+            raise
     return outputs
