@@ -21,9 +21,11 @@ from fault_tools import inventory, registry_record, run_id, write_record
 from move_tools import free_slots
 
 from tenant_runtime.models import MovePhase, TenantMove
+from tenantctl import naming
 from tenantctl.models import TenantStatus
 from tenantctl.operations.deprovision import deprovision
 from tenantctl.registry import new_lock
+from tenantctl.stackconfig import stack_file
 
 pytestmark = pytest.mark.integration
 
@@ -147,3 +149,30 @@ def test_a_revive_into_a_draining_cell_names_the_undrain(provision_tenant, works
     assert "cannot come back into its cell" in message
     assert f"`tenantctl cell drain {tomb.cell} --undo` takes new tenants there again" in message, message
     assert workspace.registry.require(tomb.tenant_id).status is TenantStatus.deprovisioned
+
+
+def test_a_preview_to_a_cell_never_applied_applies_nothing(tenant, workspace, sandbox, tenantctl_cli):
+    """A committed cell of another account the sandbox has not applied: the run
+    would apply it first; the preview names it, the second stack the tenant
+    would be built in and the old stack's resources its finalize destroys,
+    and leaves the cell unapplied."""
+    name = f"mpc{run_id()}"
+    added = tenantctl_cli("cell", "add", name, "--region", tenant.region, "--account-role",
+                          "arn:aws:iam::444444444444:role/tenantctl-cell", "--write-only")
+    assert added.returncode == 0, added.stderr
+    cell_file = stack_file(workspace.stacks_dir, naming.cell_stack(name))
+    try:
+        before = _state(sandbox, workspace, tenant.cell)
+        run, found = _preview(tenantctl_cli, "--cell", name)
+        assert run.returncode == 12, run.stderr
+        assert found["cell_created_first"] and found["changes"] is None
+        assert found["kind"] == "cross-account-region" and found["stack"] == naming.stack_name(TENANT, 1)
+        assert found["target"] == {"tier": "pooled", "cell": name, "account_id": "444444444444",
+                                   "region": tenant.region}
+        assert found["phases"][0].startswith(f"cell {name} applied first")
+        destroyed = {what.split(" ")[0] for what in found["finalize_destroys"]}  # the old stack's, by type
+        assert {"aws:kms/key:Key", "aws:iam/role:Role", "aws:sqs/queue:Queue"} <= destroyed, destroyed
+        assert _state(sandbox, workspace, tenant.cell) == before
+        assert not workspace.cell_outputs(name)
+    finally:
+        cell_file.unlink(missing_ok=True)

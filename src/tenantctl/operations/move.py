@@ -75,7 +75,7 @@ from tenant_runtime.models import MovePhase, TenantMove, TenantRecord, TenantSta
 from tenantctl.errors import Conflict, InvalidInput, TargetUnavailable, TenantctlError, UsageError
 from tenantctl.models import CellSpec, TenantSpec, utcnow
 from tenantctl.naming import require_valid
-from tenantctl.operations.move_keyed import KeyedMover, refuse_or_target
+from tenantctl.operations.move_keyed import KeyedMover, refuse_or_target, refuse_over_quota
 from tenantctl.operations.mover import Mover, Progress, in_store, target_spec
 from tenantctl.placement import named_cell, slot_cap, slot_refused, unfit
 from tenantctl.stackconfig import read_tenant, stack_file
@@ -175,11 +175,15 @@ def refuse_misused(rollback: bool, finalize: bool, past_window: bool) -> None:
 
 
 def check(ws: Workspace, record: TenantRecord, *, tier: Tier | None = None, cell: str | None = None,
-          rollback: bool = False, finalize: bool = False, past_window: bool = False) -> Checked:
+          rollback: bool = False, finalize: bool = False, past_window: bool = False,
+          apply_cell: bool = True) -> Checked:
     """Every refusal `move` makes before it takes the tenant's lock, in the
     run's order, changing nothing: the one code path the run and its preview
     (`move --preview`) share, so that a preview refuses exactly what the run
-    would, with the same exit code and rule."""
+    would, with the same exit code and rule. ``apply_cell=False`` (a preview):
+    a committed target cell the sandbox has not applied, which the run applies
+    first to read its account's quotas (``refuse_over_quota``), is not applied,
+    its quotas and replication workers judged once it exists."""
     tenant_id = record.tenant_id
     to_tier, to_cell = tier or record.tier, cell or record.cell
     if record.move is None:
@@ -191,7 +195,7 @@ def check(ws: Workspace, record: TenantRecord, *, tier: Tier | None = None, cell
             raise InvalidInput(f"tenant {tenant_id!r} is {record.status.value}: only an active tenant is moved")
         if to_tier is record.tier and to_cell == record.cell:
             return Checked(to_tier, to_cell, unchanged=True)
-        target, to_stack = _refuse_or_target(ws, record, to_tier, to_cell)
+        target, to_stack = _refuse_or_target(ws, record, to_tier, to_cell, apply_cell)
         if to_stack is None:  # a replication link, not the KeyedMover's relay: room for it first (exit 3)
             refuse_without_replication_room(ws, record, to_tier, to_cell)
         # Both stores exist while the move is open: it holds a slot where each is (exit 11: full or draining),
@@ -300,13 +304,13 @@ def _drive(mover: Mover, target: TenantSpec | None, rollback: bool, finalize: bo
     return "switched"
 
 
-def _refuse_or_target(ws: Workspace, record: TenantRecord, tier: Tier, cell: str) -> tuple[TenantSpec, str | None]:
+def _refuse_or_target(ws: Workspace, record: TenantRecord, tier: Tier, cell: str,
+                      apply_cell: bool = True) -> tuple[TenantSpec, str | None]:
     """The spec of the move's target and, for a cell of another account or
     region, the second stack it is built in (else None), after every check
     that refuses a move before anything is created: the target cell (known,
     within the tenant's residency, takes the tier and the tenant's retention
     classes), the policy gate's spec rules and quotas."""
-    from tenantctl import preflight
     from tenantctl.policy import refuse_unsafe_spec
 
     path = stack_file(ws.stacks_dir, record.current_stack)
@@ -315,12 +319,12 @@ def _refuse_or_target(ws: Workspace, record: TenantRecord, tier: Tier, cell: str
     spec = read_tenant(path).model_copy(update={"cell": record.cell})
     refuse_unapplied_edits(record, spec, path)
     if cell != record.cell and _refuse_cell(ws, record, spec, tier, cell):
-        return refuse_or_target(ws, record, spec, tier, cell)
+        return refuse_or_target(ws, record, spec, tier, cell, apply_cell)
     target = target_spec(spec, tier, cell=cell)
     if target.region != record.region:
         raise InvalidInput(f"tenant {record.tenant_id!r} lives in {record.region}; a move never leaves its region")
     refuse_unsafe_spec(target)
-    preflight.check(target, ws.ensure_cell(cell), ws.cell_clients(cell))
+    refuse_over_quota(ws, target, cell, apply_cell)
     return target, None
 
 

@@ -23,9 +23,9 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from tenant_runtime.models import MovePhase, TenantRecord, Tier
+from tenantctl import naming
 from tenantctl.engines.base import ChangeSet
 from tenantctl.errors import UsageError, engine_step
-from tenantctl.naming import require_valid
 from tenantctl.operations.move import Checked, account_of, check, refuse_misused, refuse_rolling_back
 from tenantctl.registry import live_lock
 from tenantctl.workspace import Workspace
@@ -53,6 +53,9 @@ class MovePreview(BaseModel):
     stack: str  # the stack the target store is built in: the tenant's own, or `<id>.k<N>`
     phase: MovePhase | None = None  # an open move's (``would_resume``)
     wakes_first: bool = False  # a hibernated tenant's instance is started first
+    # A committed target cell the sandbox has not applied (the run applies it first): its
+    # account's quotas, its replication workers and the target's plan wait for it.
+    cell_created_first: bool = False
     changes: ChangeSet | None = None  # the target stack's plan (a move that would start)
     phases: list[str] = Field(default_factory=list)  # what the run goes through, from where the tenant stands
     finalize_destroys: list[str] = Field(default_factory=list)  # what `--finalize` removes
@@ -63,14 +66,18 @@ def preview(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: st
     """What ``move(ws, tenant_id, tier=, cell=)`` would do; raises what it would refuse.
     `--rollback` / `--finalize` have no preview (exit 2): what they act on is the
     open move `tenantctl status ID` shows."""
-    require_valid(tenant_id)
+    naming.require_valid(tenant_id)
     refuse_misused(rollback, finalize, past_window)
     if rollback or finalize:
         raise UsageError(f"Option '--preview' shows a move before it starts or resumes, not "
                          f"'--{'rollback' if rollback else 'finalize'}': `tenantctl status {tenant_id}` shows "
                          "where the open move stands and what its rollback window is")
     record = ws.registry.require(tenant_id)
-    checked = check(ws, record, tier=tier, cell=cell)
+    # A committed cell the sandbox has not applied: the run applies it first (``ensure_cell``), the
+    # preview does not (it would create the cell): its quotas and the target's plan wait for it.
+    unapplied = (cell is not None and record.move is None and ws.is_sandbox and cell in ws.cells()
+                 and not ws.cell_outputs(cell).get("bucket"))
+    checked = check(ws, record, tier=tier, cell=cell, apply_cell=False)
     source = _side(ws, record, record.tier, record.cell)
     target = _side(ws, record, checked.to_tier, checked.to_cell)
     if checked.unchanged:
@@ -87,10 +94,10 @@ def preview(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: st
                             ws, record, record.move.from_tier, record.move.from_cell),
                         target=target, kind=kind, stack=to_stack or record.current_stack,
                         phase=record.move.phase if record.move else None,
-                        wakes_first=record.hibernation is not None)
+                        wakes_first=record.hibernation is not None, cell_created_first=unapplied)
     found.phases = _phases(found, record.move.phase if record.move else MovePhase.preparing)
     found.finalize_destroys = _destroyed(ws, record, found)
-    if checked.target is not None:
+    if checked.target is not None and not unapplied:  # the target stack reads its cell's outputs
         found.changes = _plan(ws, record, checked)
     return found
 
@@ -130,7 +137,9 @@ def _phases(found: MovePreview, at: MovePhase) -> list[str]:
                             "(`--rollback` undoes it, `--finalize` ends it)",
     }
     order = list(said)
-    return [said[phase] for phase in order[order.index(at):]] if at in said else []
+    first = ([f"cell {found.target.cell} applied first (not applied on the sandbox yet); the move is judged "
+              "against it then"] if found.cell_created_first else [])
+    return first + ([said[phase] for phase in order[order.index(at):]] if at in said else [])
 
 
 def _destroyed(ws: Workspace, record: TenantRecord, found: MovePreview) -> list[str]:
