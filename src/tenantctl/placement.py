@@ -62,6 +62,12 @@ class Placement(BaseModel):
 DRAINING = "draining"  # a cell's refusal reason (``no_slot``): no new tenant, whatever its room
 
 
+def undrain_hint(names: list[str]) -> str:
+    """What opens draining cells again: the one wording every refusal of a
+    draining cell (exit 11: a provision, a move, a revive) names it in."""
+    return " or ".join(f"`tenantctl cell drain {name} --undo`" for name in names) + " takes new tenants there again"
+
+
 def add_cell_hint(region: str) -> str:
     return (f"add a cell: `tenantctl cell add NAME --region {region}` "
             "(`--account-role ARN` for another account)")
@@ -148,10 +154,9 @@ def _remedy(spec: TenantSpec, refusals: list[str]) -> str:
     draining = [name for name, reason in why.items() if reason.startswith(DRAINING)]
     hint = add_cell_hint(spec.region)
     if draining:
-        undo = " or ".join(f"`tenantctl cell drain {name} --undo`" for name in draining)
         elsewhere = " (another `--cell` of its region, or none)" if spec.cell else ""
         # Each cell's reason is said once, in the list before: the remedy does not name it again.
-        hint = f"{undo} takes new tenants there again, or place it in another cell{elsewhere}; {hint}"
+        hint = f"{undrain_hint(draining)}, or place it in another cell{elsewhere}; {hint}"
     return hint + (", or free capacity and re-run" if len(draining) < len(why) else "")
 
 
@@ -325,21 +330,22 @@ def _existing(ws: Workspace, spec: TenantSpec, record: TenantRecord) -> tuple[Te
     return placed, placement
 
 
-def slot_cap(ws: Workspace, cell_name: str, tier: Tier, refused: str) -> int | None:
+def slot_cap(ws: Workspace, cell_name: str, tier: Tier, refused: str, elsewhere: str = "") -> int | None:
     """The cap a ``tier`` slot of cell ``cell_name`` is taken under
     (``RegistryWriter.save_taking_slot``; None: uncapped), taking none;
     QuotaExceeded (exit 11) starting with ``refused`` when the cell has none by
-    its counter as read now (full or draining)."""
+    its counter as read now (full or draining). ``elsewhere``: the way round a
+    draining cell the caller has besides undraining it (``, or ...``)."""
     cell, cap, note = _slot_cap(ws, cell_name, tier)
     if cell.draining or no_slot(cell, ws.registry.cell_counts([cell.name])[cell.name], tier):
-        raise _no_slot(ws, cell, tier, refused, note)
+        raise _no_slot(ws, cell, tier, refused, note, elsewhere)
     return cap
 
 
-def slot_refused(ws: Workspace, cell_name: str, tier: Tier, refused: str) -> QuotaExceeded:
+def slot_refused(ws: Workspace, cell_name: str, tier: Tier, refused: str, elsewhere: str = "") -> QuotaExceeded:
     """The exit 11 of a slot ``save_taking_slot`` was refused (taken meanwhile, or the cell drained)."""
     cell, _, note = _slot_cap(ws, cell_name, tier)
-    return _no_slot(ws, cell, tier, refused, note)
+    return _no_slot(ws, cell, tier, refused, note, elsewhere)
 
 
 def _slot_cap(ws: Workspace, cell_name: str, tier: Tier) -> tuple[CellSpec, int | None, str | None]:
@@ -347,9 +353,14 @@ def _slot_cap(ws: Workspace, cell_name: str, tier: Tier) -> tuple[CellSpec, int 
     return cell, cell.max_pooled_tenants if tier is Tier.pooled else None, note
 
 
-def _no_slot(ws: Workspace, cell: CellSpec, tier: Tier, refused: str, note: str | None) -> QuotaExceeded:
-    why = full_reason(ws.registry, cell, tier) + (f"; {note}" if note else "")
-    return QuotaExceeded(f"{refused}: cell {cell.name!r} has no {tier.value} slot ({why})")
+def _no_slot(ws: Workspace, cell: CellSpec, tier: Tier, refused: str, note: str | None,
+             elsewhere: str) -> QuotaExceeded:
+    """A draining cell is no capacity problem: its remedy is undraining it (or ``elsewhere``), not room."""
+    why = full_reason(ws.registry, cell, tier)
+    remedy = (undrain_hint([cell.name]) + elsewhere if why.startswith(DRAINING) or cell.draining
+              else "free a slot there and re-run")
+    return QuotaExceeded(f"{refused}: cell {cell.name!r} has no {tier.value} slot "
+                         f"({why}{f'; {note}' if note else ''}); {remedy}")
 
 
 def lock_again(ws: Workspace, tomb: TenantRecord, operation: str) -> TenantRecord:

@@ -191,8 +191,8 @@ def refusal(existing: TenantRecord | None, spec: TenantSpec, locks: bool = True)
     A lock whose holder provably died is not one either: the run clears it."""
     if existing is None:
         return _retiring_without_move(spec, None)
-    if locks and existing.lock is not None and lock_holder(existing.lock) not in DEAD:
-        return Locked(describe_lock(spec.id, existing.lock))
+    if locks and (locked := live_lock(existing)) is not None:
+        return locked
     if existing.status in (TenantStatus.deprovisioning, TenantStatus.deprovisioned):
         return Conflict(f"tenant id {spec.id!r} was deprovisioned on "
                         f"{existing.deprovisioned_at or existing.updated_at:%Y-%m-%d}; ids are tombstoned and never "
@@ -208,6 +208,15 @@ def refusal(existing: TenantRecord | None, spec: TenantSpec, locks: bool = True)
             f"`tenantctl move {spec.id} --tier {spec.tier.value}` moves it with its data"
         )
     return None
+
+
+def live_lock(record: TenantRecord) -> Locked | None:
+    """The refusal (exit 5) a run locking ``record`` meets: a lock whose holder may
+    still be running. One whose holder provably died is none (the run clears it,
+    ``clear_dead_lock``), so a preview lets it through as the run would."""
+    if record.lock is None or lock_holder(record.lock) in DEAD:
+        return None
+    return Locked(describe_lock(record.tenant_id, record.lock))
 
 
 def _retiring_without_move(spec: TenantSpec, existing: TenantRecord | None) -> InvalidInput | None:

@@ -9,8 +9,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import psycopg
+
 from tenant_runtime import TenantRuntime, WritesFrozen
 from tenant_runtime.errors import StoreMoved, StoreUnavailable
+from tenantctl.cell_database import replication_room
 
 
 @dataclass
@@ -85,3 +88,19 @@ def writing(runtime: TenantRuntime, tenant_id: str, conversation: str = "live",
     finally:
         writer.stop.set()
         thread.join(10)
+
+
+@contextmanager
+def free_slots(sandbox, left: int, prefix: str = "e2_fill") -> Iterator[None]:
+    """The sandbox server's replication slots taken until ``left`` are free (WAL
+    senders as they are), by physical slots ``<prefix>_<i>``, dropped after."""
+    with psycopg.connect(sandbox.pg_dsn(), autocommit=True) as conn:
+        room = replication_room(conn)
+        fill = [f"{prefix}_{i}" for i in range(room.max_slots - room.slots - left)]
+        for slot in fill:
+            conn.execute("SELECT pg_create_physical_replication_slot(%s)", (slot,))
+        try:
+            yield
+        finally:
+            for slot in fill:
+                conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))

@@ -31,6 +31,7 @@ import psycopg
 import pytest
 from fault_tools import Cli, aws, cell_count, platform_outputs, write_record
 from faults import FAULT_AFTER_ENV, FAULT_EXIT_CODE
+from move_tools import free_slots
 from psycopg import sql
 
 from tenant_runtime.models import MovePhase
@@ -68,21 +69,6 @@ def fleet(sandbox, tmp_path_factory) -> Iterator[tuple[Cli, Workspace]]:
         assert cli("deprovision", tid, "--yes", "--no-final-backup", "--purge-data").returncode == 0
     for name in (FROM, TO):
         assert cli("cell", "remove", name, "--yes").returncode == 0
-
-
-@contextmanager
-def free_slots(sandbox, left: int) -> Iterator[None]:
-    """The sandbox server's replication slots taken until ``left`` are free (WAL senders as they are)."""
-    with psycopg.connect(sandbox.pg_dsn(), autocommit=True) as conn:
-        room = replication_room(conn)
-        fill = [f"e2_fill_{i}" for i in range(room.max_slots - room.slots - left)]
-        for slot in fill:
-            conn.execute("SELECT pg_create_physical_replication_slot(%s)", (slot,))
-        try:
-            yield
-        finally:
-            for slot in fill:
-                conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
 
 
 @contextmanager

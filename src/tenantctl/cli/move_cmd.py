@@ -30,6 +30,10 @@ def move(
                                                                "store removed.")] = False,
     window_hours: Annotated[float, typer.Option("--window-hours", min=0, help="Rollback window after the switch.")]
     = 24.0,
+    preview: Annotated[bool, typer.Option("--preview", help="Show the move (target cell, account, region, kind, "
+                                          "the target stack's plan, phases) and refuse what the run would; "
+                                          "change nothing. Exit 0: nothing to move, 12: the move would run.")]
+    = False,
     json_out: JsonFlag = False,
 ) -> None:
     """Move a tenant to another tier or cell with its data while it serves.
@@ -50,6 +54,8 @@ def move(
     `--rollback` undoes it (with the writes made since the switch) inside
     the rollback window (`--window-hours`, from the switch; past it only with
     `--past-window`); `--finalize` removes the old store after a final backup.
+    `--preview` shows a move (or the rest of an open one) before it runs,
+    refusing what the run would refuse with its exit code, changing nothing.
 
     Exit codes: 0 done, 3 refused (nothing created; a rollback past the window
     without --past-window; no free replication slot and WAL sender for the
@@ -67,6 +73,9 @@ def move(
     from tenantctl.operations.move import move as run
     from tenantctl.workspace import Workspace
 
+    if preview:
+        _preview(tenant_id, tier, cell, rollback, finalize, past_window, json_out)
+        return
     started = time.monotonic()
 
     def progress(line: str) -> None:
@@ -99,3 +108,37 @@ def _summary(result: MoveResult) -> str:
     if result.window_ends_at:  # as `status` writes it (--json keeps the ISO time)
         line += f"; rollback window until {utc_minute(result.window_ends_at)} (`--rollback` / `--finalize`)"
     return line
+
+
+def _preview(tenant_id: str, tier: Tier | None, cell: str | None, rollback: bool, finalize: bool,
+             past_window: bool, json_out: bool) -> None:
+    """move --preview: exit 0 nothing to move, 12 the move would run (as `provision --preview`'s changes pending)."""
+    from tenantctl.cli.output import changes_summary, changes_table
+    from tenantctl.errors import CHANGES_PENDING
+    from tenantctl.operations.move_preview import preview
+    from tenantctl.workspace import Workspace
+
+    found = preview(Workspace(), tenant_id, tier=tier, cell=cell, rollback=rollback, finalize=finalize,
+                    past_window=past_window)
+    pending = found.outcome != "unchanged"
+    if json_out:
+        print_json({**found.model_dump(mode="json"), "exit_code": CHANGES_PENDING if pending else 0})
+    elif not pending:
+        console.print(f"tenant {tenant_id}: nothing to move ({found.source.tier.value} in cell "
+                      f"{found.source.cell} already)", highlight=False)
+    else:
+        if found.changes is not None:
+            changes_table(f"move {tenant_id} --preview: stack {found.stack}", found.changes)
+        src, dst = found.source, found.target
+        verb = "would start" if found.outcome == "would_start" else f"would resume ({found.phase.value})"
+        lines = [f"tenant {tenant_id}: move {verb}: {src.tier.value} in cell {src.cell} ({src.account_id}, "
+                 f"{src.region}) -> {dst.tier.value} in cell {dst.cell} ({dst.account_id}, {dst.region}), "
+                 f"{found.kind.replace('-', ' ')}"
+                 + (f"; target stack {found.stack}: {changes_summary(found.changes)}" if found.changes else "")]
+        if found.wakes_first:
+            lines.append("  hibernated: its instance is started first (a move copies from its store)")
+        lines += [f"  {phase}" for phase in found.phases]
+        lines += [f"  --finalize destroys: {what}" for what in found.finalize_destroys]
+        console.print("\n".join(lines), highlight=False, markup=False)
+    if pending:
+        raise typer.Exit(CHANGES_PENDING)

@@ -59,7 +59,7 @@ from tenantctl.errors import (
 from tenantctl.models import CellSpec, TenantRecord, TenantSpec, TenantStatus, Tier
 from tenantctl.operations.apply_guard import FailureBudget
 from tenantctl.operations.mover import Progress
-from tenantctl.placement import add_cell_hint, load, named_cell, no_slot, unfit
+from tenantctl.placement import add_cell_hint, load, named_cell, no_slot, undrain_hint, unfit
 from tenantctl.stackconfig import read_tenant, stack_file
 from tenantctl.timestamps import utc_minute
 from tenantctl.workspace import Workspace, worker_workspace
@@ -405,7 +405,7 @@ def _forced_target(cells: dict[str, CellSpec], leaving: CellSpec, to: str) -> Ce
     if target.name == leaving.name:
         raise InvalidInput(f"--to {to}: that is the cell being evacuated")
     if target.draining:
-        raise QuotaExceeded(f"--to {to}: cell {to!r} is draining (`tenantctl cell drain {to} --undo` opens it)")
+        raise QuotaExceeded(f"--to {to}: cell {to!r} is draining ({undrain_hint([to])})")
     return target
 
 

@@ -34,13 +34,17 @@ def keyed_target(spec: TenantSpec, tier: Tier, cell: CellSpec, started: datetime
     return spec.model_copy(update={"cell": cell.name, "region": cell.region, "tier": tier, "dedicated": dedicated})
 
 
-def one_server_refusal(ws: Workspace, from_tier: Tier, tier: Tier, from_cell: str, to_cell: str) -> str | None:
+def one_server_refusal(ws: Workspace, from_tier: Tier, tier: Tier, from_cell: str, to_cell: str,
+                       apply_cell: bool = True) -> str | None:
     """Why a dedicated store cannot be built beside the tenant's dedicated one
-    (both cells' databases on one server: the sandbox), or None."""
+    (both cells' databases on one server: the sandbox), or None.
+    ``apply_cell=False`` (a preview): a target cell not applied yet is not
+    applied, and judged once it exists."""
     if from_tier is not Tier.dedicated or tier is not Tier.dedicated:
         return None
     # The target cell is applied first if it is not up yet (as its preflight would): its endpoint must be known.
-    here, there = ws.cell_outputs(from_cell), ws.ensure_cell(to_cell)
+    here = ws.cell_outputs(from_cell)
+    there = ws.ensure_cell(to_cell) if apply_cell else ws.cell_outputs(to_cell)
     where = [(outputs.get("db_endpoint"), outputs.get("db_port")) for outputs in (here, there)]
     if None in where[0] or where[0] != where[1]:
         return None

@@ -64,6 +64,7 @@ a second one cannot stand beside it; move it as pooled.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,7 @@ from tenant_runtime.models import MovePhase, TenantMove, TenantRecord, TenantSta
 from tenantctl.errors import Conflict, InvalidInput, TargetUnavailable, TenantctlError, UsageError
 from tenantctl.models import CellSpec, TenantSpec, utcnow
 from tenantctl.naming import require_valid
-from tenantctl.operations.move_keyed import KeyedMover, refuse_or_target
+from tenantctl.operations.move_keyed import KeyedMover, refuse_or_target, refuse_over_quota
 from tenantctl.operations.mover import Mover, Progress, in_store, target_spec
 from tenantctl.placement import named_cell, slot_cap, slot_refused, unfit
 from tenantctl.stackconfig import read_tenant, stack_file
@@ -107,42 +108,14 @@ def move(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: str |
     """Start, resume, finalize or roll back the move of ``tenant_id``. ``past_window``:
     roll back a switched move whose rollback window ended (refused otherwise)."""
     require_valid(tenant_id)
-    if rollback and finalize:
-        raise UsageError("Option '--rollback' cannot be used with '--finalize'.")
-    if past_window and not rollback:
-        raise UsageError("Option '--past-window' goes with '--rollback'.")
+    refuse_misused(rollback, finalize, past_window)
     record = ws.registry.require(tenant_id)
-    target: TenantSpec | None = None
-    to_stack: str | None = None
-    cap: int | None = None
-    refused = f"tenant {tenant_id!r} refused before anything was created (free a slot there, or undrain it, and re-run)"
-    to_tier, to_cell = tier or record.tier, cell or record.cell
-    if record.move is None:
-        if rollback or finalize:
-            raise InvalidInput(f"tenant {tenant_id!r} has no move to {'roll back' if rollback else 'finalize'}")
-        if tier is None and cell is None:
-            raise UsageError("Missing option '--tier' or '--cell' (what the move starts towards).")
-        if record.status is not TenantStatus.active or record.resources is None:
-            raise InvalidInput(f"tenant {tenant_id!r} is {record.status.value}: only an active tenant is moved")
-        if to_tier is record.tier and to_cell == record.cell:
-            return MoveResult(tenant_id=tenant_id, outcome="unchanged", from_tier=record.tier, to_tier=to_tier,
-                              from_cell=record.cell, to_cell=to_cell)
-        target, to_stack = _refuse_or_target(ws, record, to_tier, to_cell)
-        if to_stack is None:  # a replication link, not the KeyedMover's relay: room for it first (exit 3)
-            refuse_without_replication_room(ws, record, to_tier, to_cell)
-        # Both stores exist while the move is open: it holds a slot where each is (exit 11: full or draining),
-        # taken with the record of the move (``save_taking_slot``), so a run killed before that counts none.
-        cap = slot_cap(ws, to_cell, to_tier, refused)
-    elif (tier is not None and tier is not record.move.to_tier) or (cell is not None and cell != record.move.to_cell):
-        # The tenant is busy, as for a provision or deprovision of it (registry.refuse_open_move): exit 5.
-        raise Conflict(f"tenant {tenant_id!r} is being moved ({record.move.phase.value}) to "
-                       f"{record.move.to_tier.value} in cell {record.move.to_cell!r}: finish or roll back that move "
-                       f"first (`tenantctl move {tenant_id}`, `--finalize` or `--rollback`)")
-    elif rollback and not past_window:
-        refuse_past_window(record, record.move)
-    elif finalize and record.move.phase is not MovePhase.switched:
-        raise InvalidInput(f"tenant {tenant_id!r}'s move is {record.move.phase.value}: only a switched move is "
-                           "finalized (`tenantctl move ID` resumes it)")
+    checked = check(ws, record, tier=tier, cell=cell, rollback=rollback, finalize=finalize,
+                    past_window=past_window)
+    to_tier, to_cell, target = checked.to_tier, checked.to_cell, checked.target
+    if checked.unchanged:
+        return MoveResult(tenant_id=tenant_id, outcome="unchanged", from_tier=record.tier, to_tier=to_tier,
+                          from_cell=record.cell, to_cell=to_cell)
 
     with ws.registry.hold(tenant_id, "move") as held:
         if held.record.hibernation is not None:  # what the lock's write left names its store
@@ -150,12 +123,14 @@ def move(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: str |
         if target is not None:
             resources = held.record.resources
             assert resources is not None
-            saved = ws.registry.save_taking_slot(held.record, to_cell, to_tier, cap, last_error=None, move=TenantMove(
-                from_tier=held.record.tier, to_tier=to_tier, from_cell=held.record.cell, to_cell=to_cell,
-                old_store=resources.store, old_bucket=resources.bucket if to_cell != held.record.cell else None,
-                to_stack=to_stack, from_stack=held.record.current_stack if to_stack else None))
+            to_stack = checked.to_stack
+            saved = ws.registry.save_taking_slot(
+                held.record, to_cell, to_tier, checked.cap, last_error=None, move=TenantMove(
+                    from_tier=held.record.tier, to_tier=to_tier, from_cell=held.record.cell, to_cell=to_cell,
+                    old_store=resources.store, old_bucket=resources.bucket if to_cell != held.record.cell else None,
+                    to_stack=to_stack, from_stack=held.record.current_stack if to_stack else None))
             if saved is None:  # the last slot taken, or the cell drained, since it was read
-                raise slot_refused(ws, to_cell, to_tier, refused)
+                raise slot_refused(ws, to_cell, to_tier, refused(tenant_id), ELSEWHERE)
             held.record = saved
         mover = _mover(ws, held, progress)
         run = mover.move
@@ -166,6 +141,85 @@ def move(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: str |
                       window_ends_at=(held.record.move.window_ends_at.isoformat()
                                       if held.record.move and held.record.move.window_ends_at else None),
                       **mover.result_extra)
+
+
+ELSEWHERE = ", or move it to another cell (`--cell`)"  # a move's way round a draining target cell
+
+
+def refused(tenant_id: str) -> str:
+    """How a move refused for want of a slot in its target cell (exit 11) begins."""
+    return f"tenant {tenant_id!r} refused before anything was created"
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What `move` found it would do once past every refusal it makes before
+    taking the tenant's lock: start a move (``target``: its spec; ``to_stack``:
+    the second stack of a move to another account or region; ``cap``: the
+    target slot's), go on with the open one, or nothing (``unchanged``)."""
+
+    to_tier: Tier
+    to_cell: str
+    target: TenantSpec | None = None
+    to_stack: str | None = None
+    cap: int | None = None
+    unchanged: bool = False
+
+
+def refuse_misused(rollback: bool, finalize: bool, past_window: bool) -> None:
+    """Options that do not go together (exit 2), before the registry is read."""
+    if rollback and finalize:
+        raise UsageError("Option '--rollback' cannot be used with '--finalize'.")
+    if past_window and not rollback:
+        raise UsageError("Option '--past-window' goes with '--rollback'.")
+
+
+def check(ws: Workspace, record: TenantRecord, *, tier: Tier | None = None, cell: str | None = None,
+          rollback: bool = False, finalize: bool = False, past_window: bool = False,
+          apply_cell: bool = True) -> Checked:
+    """Every refusal `move` makes before it takes the tenant's lock, in the
+    run's order, changing nothing: the one code path the run and its preview
+    (`move --preview`) share, so that a preview refuses exactly what the run
+    would, with the same exit code and rule. ``apply_cell=False`` (a preview):
+    a committed target cell the sandbox has not applied, which the run applies
+    first to read its account's quotas (``refuse_over_quota``), is not applied,
+    its quotas and replication workers judged once it exists."""
+    tenant_id = record.tenant_id
+    to_tier, to_cell = tier or record.tier, cell or record.cell
+    if record.move is None:
+        if rollback or finalize:
+            raise InvalidInput(f"tenant {tenant_id!r} has no move to {'roll back' if rollback else 'finalize'}")
+        if tier is None and cell is None:
+            raise UsageError("Missing option '--tier' or '--cell' (what the move starts towards).")
+        if record.status is not TenantStatus.active or record.resources is None:
+            raise InvalidInput(f"tenant {tenant_id!r} is {record.status.value}: only an active tenant is moved")
+        if to_tier is record.tier and to_cell == record.cell:
+            return Checked(to_tier, to_cell, unchanged=True)
+        target, to_stack = _refuse_or_target(ws, record, to_tier, to_cell, apply_cell)
+        if to_stack is None:  # a replication link, not the KeyedMover's relay: room for it first (exit 3)
+            refuse_without_replication_room(ws, record, to_tier, to_cell)
+        # Both stores exist while the move is open: it holds a slot where each is (exit 11: full or draining),
+        # taken with the record of the move (``save_taking_slot``), so a run killed before that counts none.
+        cap = slot_cap(ws, to_cell, to_tier, refused(tenant_id), ELSEWHERE)
+        return Checked(to_tier, to_cell, target, to_stack, cap)
+    if (tier is not None and tier is not record.move.to_tier) or (cell is not None and cell != record.move.to_cell):
+        # The tenant is busy, as for a provision or deprovision of it (registry.refuse_open_move): exit 5.
+        raise Conflict(f"tenant {tenant_id!r} is being moved ({record.move.phase.value}) to "
+                       f"{record.move.to_tier.value} in cell {record.move.to_cell!r}: finish or roll back that move "
+                       f"first (`tenantctl move {tenant_id}`, `--finalize` or `--rollback`)")
+    if rollback and not past_window:
+        refuse_past_window(record, record.move)
+    elif finalize and record.move.phase is not MovePhase.switched:
+        raise InvalidInput(f"tenant {tenant_id!r}'s move is {record.move.phase.value}: only a switched move is "
+                           "finalized (`tenantctl move ID` resumes it)")
+    return Checked(record.move.to_tier, record.move.to_cell)
+
+
+def refuse_rolling_back(record: TenantRecord) -> None:
+    """A move rolling back is finished by `--rollback` only: resuming it forwards is refused (exit 3)."""
+    if record.move is not None and record.move.phase is MovePhase.rolling_back:
+        raise InvalidInput(f"tenant {record.tenant_id!r} is rolling back: `tenantctl move ID --rollback` "
+                           "finishes it")
 
 
 def refuse_without_replication_room(ws: Workspace, record: TenantRecord, to_tier: Tier, to_cell: str) -> None:
@@ -235,10 +289,8 @@ def _drive(mover: Mover, target: TenantSpec | None, rollback: bool, finalize: bo
     if finalize:
         mover.finalize()
         return "finalized"
+    refuse_rolling_back(mover.record)
     phase = mover.move.phase
-    if phase is MovePhase.rolling_back:
-        raise InvalidInput(f"tenant {mover.record.tenant_id!r} is rolling back: `tenantctl move ID --rollback` "
-                           "finishes it")
     if phase is MovePhase.preparing:
         mover.prepare(target or mover.resumed_target())
         phase = MovePhase.copying
@@ -252,13 +304,13 @@ def _drive(mover: Mover, target: TenantSpec | None, rollback: bool, finalize: bo
     return "switched"
 
 
-def _refuse_or_target(ws: Workspace, record: TenantRecord, tier: Tier, cell: str) -> tuple[TenantSpec, str | None]:
+def _refuse_or_target(ws: Workspace, record: TenantRecord, tier: Tier, cell: str,
+                      apply_cell: bool = True) -> tuple[TenantSpec, str | None]:
     """The spec of the move's target and, for a cell of another account or
     region, the second stack it is built in (else None), after every check
     that refuses a move before anything is created: the target cell (known,
     within the tenant's residency, takes the tier and the tenant's retention
     classes), the policy gate's spec rules and quotas."""
-    from tenantctl import preflight
     from tenantctl.policy import refuse_unsafe_spec
 
     path = stack_file(ws.stacks_dir, record.current_stack)
@@ -267,12 +319,12 @@ def _refuse_or_target(ws: Workspace, record: TenantRecord, tier: Tier, cell: str
     spec = read_tenant(path).model_copy(update={"cell": record.cell})
     refuse_unapplied_edits(record, spec, path)
     if cell != record.cell and _refuse_cell(ws, record, spec, tier, cell):
-        return refuse_or_target(ws, record, spec, tier, cell)
+        return refuse_or_target(ws, record, spec, tier, cell, apply_cell)
     target = target_spec(spec, tier, cell=cell)
     if target.region != record.region:
         raise InvalidInput(f"tenant {record.tenant_id!r} lives in {record.region}; a move never leaves its region")
     refuse_unsafe_spec(target)
-    preflight.check(target, ws.ensure_cell(cell), ws.cell_clients(cell))
+    refuse_over_quota(ws, target, cell, apply_cell)
     return target, None
 
 

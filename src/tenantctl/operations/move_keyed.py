@@ -105,24 +105,35 @@ def next_generation(record: TenantRecord) -> int:
     return (naming.stack_tenant(record.current_stack) or (record.tenant_id, 0))[1] + 1
 
 
+def refuse_over_quota(ws: Workspace, target: TenantSpec, cell: str, apply_cell: bool = True) -> None:
+    """The target cell's account walls for ``target`` (exit 11). On the sandbox
+    a committed cell not applied yet is applied first (``ensure_cell``), as
+    the run needs it; ``apply_cell=False`` (a preview, which creates nothing)
+    leaves such a cell to be judged once it exists."""
+    from tenantctl import preflight
+
+    if apply_cell or ws.cell_outputs(cell).get("bucket"):
+        preflight.check(target, ws.ensure_cell(cell), ws.cell_clients(cell))
+
+
 def refuse_or_target(ws: Workspace, record: TenantRecord, spec: TenantSpec, tier: Tier,
-                     cell: str) -> tuple[TenantSpec, str]:
+                     cell: str, apply_cell: bool = True) -> tuple[TenantSpec, str]:
     """The target spec and its stack, after the refusals of this path: the
     tenant's workspaces, a dedicated store that cannot stand beside the
     tenant's (exit 3), the cell's fit (it takes the tier), the policy gate's
-    spec rules (exit 8) and the target cell's quotas."""
-    from tenantctl import preflight
+    spec rules (exit 8) and the target cell's quotas (``refuse_over_quota``)."""
     from tenantctl.placement import unfit
     from tenantctl.policy import refuse_unsafe_spec
 
     refused = f"tenant {record.tenant_id!r} cannot move to cell {cell!r}"
     target = keyed_target(spec, tier, ws.cell(cell), utcnow())
-    problem = (keyed_refusal(record, spec, tier) or one_server_refusal(ws, record.tier, tier, record.cell, cell)
+    problem = (keyed_refusal(record, spec, tier)
+               or one_server_refusal(ws, record.tier, tier, record.cell, cell, apply_cell)
                or unfit(ws.cell(cell), target))
     if problem:
         raise InvalidInput(f"{refused}: {problem}")
     refuse_unsafe_spec(target)
-    preflight.check(target, ws.ensure_cell(cell), ws.cell_clients(cell))
+    refuse_over_quota(ws, target, cell, apply_cell)
     return target, naming.stack_name(record.tenant_id, next_generation(record))
 
 
