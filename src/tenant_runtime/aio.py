@@ -46,7 +46,7 @@ from tenant_runtime.documents import (
     ReindexResult,
     Summary,
 )
-from tenant_runtime.errors import StoreMoved, runtime_closed
+from tenant_runtime.errors import RegistryUnavailable, StoreMoved, WritesFrozen, runtime_closed
 from tenant_runtime.gateway import Gateway, PoolBase
 from tenant_runtime.jobs import Job, JobMessage
 from tenant_runtime.logins import (
@@ -66,8 +66,8 @@ from tenant_runtime.objects import PresignedUpload
 from tenant_runtime.runtime import TenantRuntime
 from tenant_runtime.search import SearchResult, Suggestions
 from tenant_runtime.store import (
-    GONE,
     REFUSED,
+    STALE,
     Compute,
     ConversationPage,
     Message,
@@ -257,19 +257,24 @@ class AsyncContextStore(StoreOperations):
                     refused = exc
                 else:
                     yield await entered.enter_async_context(aguarded(cur.connection))
-        except GONE as exc:  # see ContextStore._caller_transaction
+        except STALE as exc:  # see ContextStore._caller_transaction
             if (moved := await self._left(ctx, exc)) is None:
                 raise
             raise moved from exc
         if refused is not None:  # see ContextStore._caller_transaction
             raise (await self._relocated(ctx, refused))[1]
 
-    async def _left(self, ctx: TenantContext, exc: Exception) -> StoreMoved | None:
+    async def _left(self, ctx: TenantContext, exc: Exception) -> StoreMoved | WritesFrozen | None:
         """See ContextStore._left."""
         if self.reresolve is None:
             return None
-        moved = left(ctx, verified(await self.offload.call(self.reresolve, ctx, True)), exc)
-        if moved is not None:
+        try:
+            fresh: TenantContext | RegistryUnavailable = verified(
+                await self.offload.call(self.reresolve, ctx, True))
+        except RegistryUnavailable as failure:
+            fresh = failure
+        moved = left(ctx, fresh, exc)
+        if isinstance(moved, StoreMoved):
             await self._forget(ctx)
         return moved
 

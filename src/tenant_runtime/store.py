@@ -41,6 +41,7 @@ oldest-first ``seq > cursor`` walk would instead skip such late commits.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
@@ -71,7 +72,7 @@ from tenant_runtime.documents import (
     item_locks,
     not_unicode,
 )
-from tenant_runtime.errors import InvalidRequest, StoreMoved
+from tenant_runtime.errors import InvalidRequest, RegistryUnavailable, StoreMoved, WritesFrozen
 from tenant_runtime.hibernation import DatabaseWaker
 from tenant_runtime.logins import (
     LOGIN,
@@ -105,6 +106,8 @@ from tenant_runtime.transaction import (
     store_moved,
     write_errors_as_moved,
 )
+
+log = logging.getLogger(__name__)
 
 Role = Literal["system", "user", "assistant", "tool"]
 MAX_CONTENT = 1 << 20
@@ -340,16 +343,37 @@ def relocated(ctx: TenantContext, fresh: TenantContext, refused: StoreMoved | Lo
 # registry, read again, names another store (``left``).
 GONE = (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName, psycopg.errors.UndefinedObject,
         psycopg.errors.InvalidAuthorizationSpecification)
+# ``GONE``, and what a caller's own write meets on a store whose writes a move revoked from the
+# tenant's role (``REVOKE``, nothing else: no read-only transaction): in the freeze before the
+# switch (the registry still names the store, its record the freeze) and on the old store after
+# it until the finalize (the registry names the new one). A role's own missing grant fails the
+# same way: ``left`` decides on the record read again.
+STALE = (*GONE, psycopg.errors.InsufficientPrivilege)
 
 
-def left(ctx: TenantContext, fresh: TenantContext, exc: Exception) -> StoreMoved | None:
-    """What a caller's block that failed with ``exc`` (one of ``GONE``) raises
+def left(ctx: TenantContext, fresh: TenantContext | RegistryUnavailable,
+         exc: Exception) -> StoreMoved | WritesFrozen | None:
+    """What a caller's block that failed with ``exc`` (one of ``STALE``) raises
     instead once its tenant was read from the registry again (``fresh``): a
-    StoreMoved when the registry names another store now; None: ``exc`` as it is."""
-    if fresh.resources.store == ctx.resources.store:
+    StoreMoved when the registry names another store now; a WritesFrozen (503,
+    retry in a second) for a refused privilege while the record says the move
+    freezes the tenant's writes; None: ``exc`` as it is. ``fresh`` a registry
+    read that failed: None too, the failure logged and noted on ``exc``
+    (``__notes__``): the caller's error is what happened, the re-read only an
+    attempt to explain it, so its failure must not take the error's place."""
+    if isinstance(fresh, RegistryUnavailable):
+        log.warning("tenant %r: the registry could not be read again after the store refused the caller's "
+                    "statement (%s): %s", ctx.key, type(exc).__name__, fresh)
+        exc.add_note(f"tenant_runtime: the registry read again after this error failed: {fresh}")
         return None
-    return StoreMoved(f"store of tenant {ctx.key!r} has lost what the transaction's statement named and the "
-                      f"registry names another store now (moved; retry the whole transaction): {exc}".strip())
+    if fresh.resources.store != ctx.resources.store:
+        return StoreMoved(f"store of tenant {ctx.key!r} refused the transaction's statement or lost what it "
+                          f"named and the registry names another store now (moved; retry the whole "
+                          f"transaction): {exc}".strip())
+    move = fresh.record.move
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege) and move is not None and move.writes_frozen:
+        return WritesFrozen(ctx.tenant_id)
+    return None
 
 
 # -- the sync driver ----------------------------------------------------------------
@@ -397,8 +421,10 @@ class ContextStore(StoreOperations):
         a store its tenant was moved away from, a StoreMoved (503) once the
         registry was read again, as a read's (``_run``): the block is the
         caller's code, which the caller's retry runs again, not this. The
-        block's statements failing on a store dropped under an open connection
-        (``GONE``): a StoreMoved likewise once the registry names another store."""
+        block's statements failing on a store dropped under an open connection,
+        or refused a write on one a move froze (``STALE``): a StoreMoved likewise
+        once the registry names another store, a WritesFrozen while it names
+        this one frozen (``left``)."""
         refused = None
         try:
             with ExitStack() as entered:
@@ -408,22 +434,27 @@ class ContextStore(StoreOperations):
                     refused = exc
                 else:
                     yield entered.enter_context(guarded(cur.connection))
-        except GONE as exc:
+        except STALE as exc:
             if (moved := self._left(ctx, exc)) is None:
                 raise
             raise moved from exc
         if refused is not None:  # (None too when the block's psycopg.Rollback was swallowed)
             raise self._relocated(ctx, refused)[1]
 
-    def _left(self, ctx: TenantContext, exc: Exception) -> StoreMoved | None:
-        """``left``'s StoreMoved for a caller's block that failed with ``exc``, the
-        tenant's secret and connections forgotten; None: ``exc`` stands. Weak
-        evidence (a bug of the caller's looks the same): the registry is read
-        again only when ``ctx``'s record was not read just now (``patient``)."""
+    def _left(self, ctx: TenantContext, exc: Exception) -> StoreMoved | WritesFrozen | None:
+        """``left``'s error for a caller's block that failed with ``exc``, the
+        tenant's secret and connections forgotten for a StoreMoved; None: ``exc``
+        stands. Weak evidence (a bug of the caller's looks the same): the
+        registry is read again only when ``ctx``'s record was not read just now
+        (``patient``)."""
         if self.reresolve is None:
             return None
-        moved = left(ctx, verified(self.reresolve(ctx, True)), exc)
-        if moved is not None:
+        try:
+            fresh: TenantContext | RegistryUnavailable = verified(self.reresolve(ctx, True))
+        except RegistryUnavailable as failure:
+            fresh = failure
+        moved = left(ctx, fresh, exc)
+        if isinstance(moved, StoreMoved):
             self.forget(ctx)
         return moved
 

@@ -22,7 +22,7 @@ from psycopg import sql
 from runtime_tenants import jwt_settings, sandbox_runtime
 from waiting import wait_for
 
-from tenant_runtime import AsyncTenantRuntime, StoreMoved, TenantRuntime
+from tenant_runtime import AsyncTenantRuntime, StoreMoved, TenantRuntime, WritesFrozen
 from tenant_runtime.models import Hibernation, MovePhase
 from tenant_runtime.tables import TABLES
 from tenantctl import naming
@@ -156,8 +156,37 @@ def test_move_with_a_writer_keeps_every_acknowledged_write_and_rolls_back(moved,
         assert admin.execute("SELECT count(*) FROM pg_replication_slots").fetchone()[0] == 0
 
 
+def _own_write(rt: TenantRuntime) -> str:
+    """A transaction of the application's own SQL writing its tenant's table (a
+    write that touches no row: its privilege is checked all the same); the
+    database it ran on."""
+    ctx = rt.context(MOVED)
+    with rt.store.transaction(ctx) as conn:
+        conn.execute(sql.SQL("DELETE FROM {} WHERE conversation_id = 'none'").format(
+            sql.Identifier(ctx.resources.store.schema_name, "messages")))
+        return conn.execute("SELECT current_database()").fetchone()[0]
+
+
+async def _aown_write(rt: AsyncTenantRuntime) -> str:
+    """``_own_write`` on the async runtime."""
+    ctx = await rt.context(MOVED)
+    async with rt.store.transaction(ctx) as conn:
+        await conn.execute(sql.SQL("DELETE FROM {} WHERE conversation_id = 'none'").format(
+            sql.Identifier(ctx.resources.store.schema_name, "messages")))
+        return (await (await conn.execute("SELECT current_database()")).fetchone())[0]
+
+
+def _outcome(call) -> object:
+    """What ``call`` returned, or the exception it raised (in the freeze: a test's
+    assertion there would fail the move instead)."""
+    try:
+        return call()
+    except Exception as exc:
+        return exc
+
+
 def test_a_stale_runtime_fails_closed_on_the_old_store_and_recovers_then_the_move_finalizes(
-        moved, workspace, runtime, sandbox):
+        moved, workspace, runtime, sandbox, monkeypatch, caplog):
     slots = _slots(workspace, moved)
     settings = dict(endpoint_url=sandbox.aws_endpoint_url, region=sandbox.region, registry_ttl=3600)
     stale = TenantRuntime(jwt_settings(), workspace.ensure_platform()["registry_table"], **settings)
@@ -176,6 +205,35 @@ def test_a_stale_runtime_fails_closed_on_the_old_store_and_recovers_then_the_mov
     # application's own SQL before the move: their next one meets the dropped schema.
     opened = TenantRuntime(jwt_settings(), workspace.ensure_platform()["registry_table"], **settings)
     aopened = AsyncTenantRuntime(jwt_settings(), workspace.ensure_platform()["registry_table"], **settings)
+    # Runtimes whose application writes inside its own transaction: ``frozen`` and ``afrozen`` in the
+    # freeze, ``retired`` and ``aretired`` on the old store (its writes revoked) after the switch,
+    # ``blind`` and ``ablind`` there too with their registry unreadable when they read it again.
+    frozen, retired, blind = (TenantRuntime(jwt_settings(), workspace.ensure_platform()["registry_table"],
+                                            **settings) for _ in range(3))
+    afrozen, aretired, ablind = (AsyncTenantRuntime(jwt_settings(), workspace.ensure_platform()["registry_table"],
+                                                    **settings) for _ in range(3))
+    def registry_down(rt, call, error) -> None:
+        """``call`` with ``rt``'s registry unreadable when the store's refusal reads it
+        again: the application's ``error`` stands, the registry's failure logged and
+        noted on it (``__notes__``)."""
+        table, rt.registry.table = rt.registry.table, "no-such-registry-table"
+        caplog.clear()
+        try:
+            with pytest.raises(error) as raised:
+                call()
+        finally:
+            rt.registry.table = table
+        assert any("no-such-registry-table" in note for note in getattr(raised.value, "__notes__", ()))
+        assert any("no-such-registry-table" in r.getMessage() for r in caplog.records)
+
+    in_freeze: dict[str, object] = {}
+    quiesce = store_sync.quiesce
+
+    def freezing(connect, stores, timeout):  # the move's freeze, the applications writing in it
+        frozen_at = quiesce(connect, stores, timeout)
+        in_freeze["sync"] = _outcome(lambda: _own_write(frozen))
+        in_freeze["async"] = _outcome(lambda: loop.run_until_complete(_aown_write(afrozen)))
+        return frozen_at
 
     async def put_document(title: str):
         return await astale.store.put_document(await astale.context(MOVED), "stale-doc", title, "written async")
@@ -211,10 +269,44 @@ def test_a_stale_runtime_fails_closed_on_the_old_store_and_recovers_then_the_mov
         loop.run_until_complete(atxn.context(MOVED))
         opened_database()
         loop.run_until_complete(aopened_database())
+        for rt in (frozen, retired, blind):
+            rt.context(MOVED)
+        for art in (afrozen, aretired, ablind):
+            loop.run_until_complete(art.context(MOVED))
+        monkeypatch.setattr(store_sync, "quiesce", freezing)
         result = move(workspace, MOVED, tier=Tier.dedicated)
+        monkeypatch.undo()
         assert result.outcome == "switched" and result.freeze_seconds < 30
         record = workspace.registry.require(MOVED)
         old, new = record.move.old_store, record.resources.store
+        # In the freeze, the application's own write on a record read before it (the store refuses
+        # it: the role's writes revoked) is a WritesFrozen (503, retry), chained from psycopg's error.
+        for way in ("sync", "async"):
+            assert isinstance(in_freeze[way], WritesFrozen), (way, in_freeze[way])
+            assert isinstance(in_freeze[way].__cause__, psycopg.errors.InsufficientPrivilege), way
+        frozen.close()  # their connections count against the role's CONNECTION LIMIT
+        loop.run_until_complete(afrozen.aclose())
+        # After the switch, the application's own write on the old store is a StoreMoved (503): the
+        # registry, read again, names the new store, where the whole block's retry runs.
+        with pytest.raises(StoreMoved) as moved_away:
+            _own_write(retired)
+        assert isinstance(moved_away.value.__cause__, psycopg.errors.InsufficientPrivilege)
+        assert _own_write(retired) == new.database and retired.registry.reads == 2
+        with pytest.raises(StoreMoved) as moved_away:
+            loop.run_until_complete(_aown_write(aretired))
+        assert isinstance(moved_away.value.__cause__, psycopg.errors.InsufficientPrivilege)
+        assert loop.run_until_complete(_aown_write(aretired)) == new.database and aretired.registry.reads == 2
+        retired.close()
+        loop.run_until_complete(aretired.aclose())
+        # The registry unreadable then: the application's error stands; once readable, the StoreMoved.
+        for rt, write in ((blind, lambda: _own_write(blind)),
+                          (ablind, lambda: loop.run_until_complete(_aown_write(ablind)))):
+            registry_down(rt, write, psycopg.errors.InsufficientPrivilege)
+            with pytest.raises(StoreMoved):
+                write()
+            assert write() == new.database
+        blind.close()
+        loop.run_until_complete(ablind.aclose())
         # The old store refuses the tenant role's writes (what a stale runtime holds)...
         secret = runtime.store.logins.credentials(runtime.context(MOVED))
         with psycopg.connect(host=old.endpoint, port=old.port, dbname=old.database, user=old.role,
@@ -234,6 +326,10 @@ def test_a_stale_runtime_fails_closed_on_the_old_store_and_recovers_then_the_mov
     finally:
         stale.close()
         loop.run_until_complete(astale.aclose())
+        for rt in (frozen, retired, blind):
+            rt.close()
+        for art in (afrozen, aretired, ablind):
+            loop.run_until_complete(art.aclose())
 
     done = move(workspace, MOVED, finalize=True)  # final backup, old store removed, `check` passes
     record = workspace.registry.require(MOVED)
@@ -280,15 +376,17 @@ def test_a_stale_runtime_fails_closed_on_the_old_store_and_recovers_then_the_mov
         assert loop.run_until_complete(atxn_database()) == new.database and atxn.registry.reads == 2
         # A transaction on a connection still open to the old store: the application's SQL finds its
         # schema gone (UndefinedTable), a StoreMoved (503) once the registry names another store, the
-        # whole block retried there.
+        # whole block retried there; psycopg's error while the registry cannot be read.
+        registry_down(opened, opened_database, psycopg.errors.UndefinedTable)
         with pytest.raises(StoreMoved) as moved_away:
             opened_database()
         assert isinstance(moved_away.value.__cause__, psycopg.errors.UndefinedTable)
-        assert opened_database() == new.database and opened.registry.reads == 2
+        assert opened_database() == new.database and opened.registry.reads == 3
+        registry_down(aopened, lambda: loop.run_until_complete(aopened_database()), psycopg.errors.UndefinedTable)
         with pytest.raises(StoreMoved) as moved_away:
             loop.run_until_complete(aopened_database())
         assert isinstance(moved_away.value.__cause__, psycopg.errors.UndefinedTable)
-        assert loop.run_until_complete(aopened_database()) == new.database and aopened.registry.reads == 2
+        assert loop.run_until_complete(aopened_database()) == new.database and aopened.registry.reads == 3
     finally:
         late.close()
         unread.close()
