@@ -199,11 +199,11 @@ def _known(record: TenantRecord, changes: ChangeSet) -> tuple[set[str], set[str]
 
 
 def orphans_of(ws: Workspace, record: TenantRecord, changes: ChangeSet, tagged: Iterable[inventory.Tagged]
-               ) -> tuple[list[inventory.Tagged], str, list[inventory.Tagged]]:
+               ) -> tuple[list[inventory.Tagged], str, list[inventory.SubscriptionDrift]]:
     """Tagged resources of the tenant that neither its state nor its record
     knows, a note when that cannot be told (an engine naming no ARNs), and where
     its alarm topics' subscriptions differ from what its cell declares
-    (``inventory.SUBSCRIPTION_DRIFT``: declared ones its stack holds no resource for, held ones
+    (``inventory.SubscriptionDrift``: declared ones its stack holds no resource for, held ones
     declared no more; each stack's against the cell it is applied in, ``stack_cell``)."""
     if changes.changes and not any(c.arn for c in changes.changes):
         return [], "orphans not checked: this engine's refresh names no resource ARNs", []
@@ -216,7 +216,7 @@ def orphans_of(ws: Workspace, record: TenantRecord, changes: ChangeSet, tagged: 
     current = [c for c in changes.changes if inventory.urn_stack(c.urn) in (None, record.current_stack)]
     found = _unmanaged(clients, record.region, ChangeSet(stack=changes.stack, changes=current),
                        _declared(ws, record.current_stack, current))
-    drift = [t for t in found if isinstance(t, inventory.SUBSCRIPTION_DRIFT)]
+    drift = [t for t in found if isinstance(t, inventory.SubscriptionDrift)]
     for stack in record.stacks[1:]:  # an open move's other stack: its topics' subscriptions alone
         theirs = [c for c in changes.changes if inventory.urn_stack(c.urn) == stack
                   and c.type in (inventory.TOPIC, inventory.SUBSCRIPTION)]
@@ -224,8 +224,8 @@ def orphans_of(ws: Workspace, record: TenantRecord, changes: ChangeSet, tagged: 
         if declared is not None and cell is not None:
             there = ws.client.in_account(cell.account_role_arn, record.region)
             drift += [t for t in _unmanaged(there, record.region, ChangeSet(stack=stack, changes=theirs), declared)
-                      if isinstance(t, inventory.SUBSCRIPTION_DRIFT)]
-    return candidates + [t for t in found if not isinstance(t, inventory.SUBSCRIPTION_DRIFT)], "", drift
+                      if isinstance(t, inventory.SubscriptionDrift)]
+    return candidates + [t for t in found if not isinstance(t, inventory.SubscriptionDrift)], "", drift
 
 
 def stack_cell(ws: Workspace, stack: str) -> CellSpec | None:
