@@ -413,12 +413,12 @@ def unlock(
     restore ID --target in-place --yes` tries again).
     """
     from tenantctl.errors import InvalidInput
-    from tenantctl.registry import DEAD, describe_lock, holds_revive_slot, lock_holder
+    from tenantctl.registry import DEAD, describe_lock, lock_holder
     from tenantctl.workspace import Workspace
 
     registry = Workspace().registry
     record = registry.require(tenant_id)
-    reviving = holds_revive_slot(record)
+    reviving = record.holds_revive_slot
     done = [] if record.lock is None else ["lock removed"]  # or refused below
     if record.lock is None:
         message = f"tenant {tenant_id} is not locked"
