@@ -215,12 +215,12 @@ def orphans_of(ws: Workspace, record: TenantRecord, changes: ChangeSet, tagged: 
     # move's until it ends, as its repairs are); of the other only its alarm subscriptions, below.
     current = [c for c in changes.changes if inventory.urn_stack(c.urn) in (None, record.current_stack)]
     found = _unmanaged(clients, record.region, ChangeSet(stack=changes.stack, changes=current),
-                       _declared(ws, record.current_stack, current))
+                       _declared(ws, record, record.current_stack, current))
     drift = [t for t in found if isinstance(t, inventory.SubscriptionDrift)]
     for stack in record.stacks[1:]:  # an open move's other stack: its topics' subscriptions alone
         theirs = [c for c in changes.changes if inventory.urn_stack(c.urn) == stack
                   and c.type in (inventory.TOPIC, inventory.SUBSCRIPTION)]
-        declared, cell = _declared(ws, stack, theirs), stack_cell(ws, stack)
+        declared, cell = _declared(ws, record, stack, theirs), stack_cell(ws, record, stack)
         if declared is not None and cell is not None:
             there = ws.client.in_account(cell.account_role_arn, record.region)
             drift += [t for t in _unmanaged(there, record.region, ChangeSet(stack=stack, changes=theirs), declared)
@@ -228,22 +228,27 @@ def orphans_of(ws: Workspace, record: TenantRecord, changes: ChangeSet, tagged: 
     return candidates + [t for t in found if not isinstance(t, inventory.SubscriptionDrift)], "", drift
 
 
-def stack_cell(ws: Workspace, stack: str) -> CellSpec | None:
+def stack_cell(ws: Workspace, record: TenantRecord, stack: str) -> CellSpec | None:
     """The cell a tenant stack is applied in (``stackconfig.tenant_stack_cell``: the record's
-    but mid-move), None when this project does not define it."""
-    from tenantctl.stackconfig import tenant_stack_cell
+    but mid-move; the record's for its current stack whose file is gone, unknown for another),
+    None when this project does not define it."""
+    from tenantctl.stackconfig import stack_file, tenant_stack_cell
 
-    name = tenant_stack_cell(ws.stacks_dir, stack)
+    if stack_file(ws.stacks_dir, stack).exists():
+        name = tenant_stack_cell(ws.stacks_dir, stack)
+    else:
+        name = record.cell if stack == record.current_stack else None
     try:
         return ws.cell(name) if name is not None else None
     except NotFound:
         return None
 
 
-def _declared(ws: Workspace, stack: str, changes: list[ResourceChange]) -> list[tuple[str, str]] | None:
+def _declared(ws: Workspace, record: TenantRecord, stack: str,
+              changes: list[ResourceChange]) -> list[tuple[str, str]] | None:
     """The alarm subscriptions (protocol, endpoint) of the cell ``stack`` is applied in, when its
     ``changes`` hold an alarm topic and that cell is defined here; None: not judged."""
-    cell = stack_cell(ws, stack) if any(c.type == inventory.TOPIC for c in changes) else None
+    cell = stack_cell(ws, record, stack) if any(c.type == inventory.TOPIC for c in changes) else None
     return [(s.protocol, s.endpoint) for s in cell.alarm_subscriptions] if cell is not None else None
 
 
