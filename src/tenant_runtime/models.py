@@ -248,6 +248,13 @@ class TenantRecord(BaseModel):
         return self.stack or self.tenant_id
 
     @property
+    def holds_revive_slot(self) -> bool:
+        """A tombstone a revive marked (``reviving``): it holds its cell's slot until the revive brings
+        the tenant back, or gives it back (failed, or given up: `tenantctl unlock`). Here, by the
+        record, so the registry's writes and its slot count (``held_slots``) judge it alike."""
+        return self.reviving and self.status is TenantStatus.deprovisioned
+
+    @property
     def store_hibernation(self) -> Hibernation | None:
         """``hibernation`` while it describes the tenant's store: a dedicated
         one (a pooled store lives in its cell's shared instance, never

@@ -264,17 +264,14 @@ class UnmanagedAccess(AddedOutOfBand):
         return self.label
 
 
-class DeclaredSubscription(Tagged):
-    """A subscription of its cell's ``alarm_subscriptions`` that one of the stack's alarm topics
-    should have and the stack holds no resource for (the cell's list grew, no `apply` since):
-    missing (``subscription`` empty: drift, the repair subscribes it), or subscribed already (by
-    hand, by an earlier partial run): declared, so not unmanaged; the next up adopts it (Subscribe
-    answers the existing subscription). A subscription the stack holds that is gone is the
-    engine's own drift (deleted out of band). ``arn``: the topic's."""
+class SubscriptionDrift(Tagged):
+    """Where one of a stack's alarm topics (``arn``: the topic's) differs from its cell's declared
+    ``alarm_subscriptions`` by one endpoint: drift the repair's up settles, never an orphan (so
+    never removed as one)."""
 
     protocol: str
     endpoint: str
-    resource: str  # the TopicSubscription resource the stack will hold
+    resource: str  # the TopicSubscription resource the stack holds, or will
     subscription: str = ""  # its ARN (or ``PendingConfirmation``) when the topic has it
 
     @property
@@ -285,26 +282,22 @@ class DeclaredSubscription(Tagged):
         return f"{self.protocol} {self.endpoint} to topic {self.arn.rsplit(':', 1)[-1]}"
 
 
-class UndeclaredSubscription(Tagged):
+class DeclaredSubscription(SubscriptionDrift):
+    """A subscription of its cell's ``alarm_subscriptions`` that one of the stack's alarm topics
+    should have and the stack holds no resource for (the cell's list grew, no `apply` since):
+    missing (``subscription`` empty: drift, the repair subscribes it), or subscribed already (by
+    hand, by an earlier partial run): declared, so not unmanaged; the next up adopts it (Subscribe
+    answers the existing subscription). A subscription the stack holds that is gone is the
+    engine's own drift (deleted out of band)."""
+
+
+class UndeclaredSubscription(SubscriptionDrift):
     """A subscription the stack holds a resource for (one of its alarm topics') whose endpoint its
     cell's ``alarm_subscriptions`` no longer declares (the cell's list shrank, no `apply` since):
-    drift, the repair's up deletes it (the program declares it no more). ``arn``: the topic's."""
+    drift, the repair's up deletes it (the program declares it no more)."""
 
-    protocol: str
-    endpoint: str
-    resource: str  # the TopicSubscription resource the stack holds
-    subscription: str  # its ARN
+    subscription: str  # its ARN: the topic has it
 
-    @property
-    def removable(self) -> bool:
-        return False  # the repair's up deletes the stack's own resource: never an orphan's removal
-
-    def describe(self) -> str:
-        return f"{self.protocol} {self.endpoint} to topic {self.arn.rsplit(':', 1)[-1]}"
-
-
-# What a topic's subscriptions differ from its cell's declared list by: drift, never orphans.
-SUBSCRIPTION_DRIFT = (DeclaredSubscription, UndeclaredSubscription)
 
 KEY = "aws:kms/key:Key"
 GRANT = "aws:kms/grant:Grant"

@@ -252,12 +252,6 @@ def provision_failed(record: TenantRecord) -> bool:
     return record.provision_failed
 
 
-def holds_revive_slot(record: TenantRecord) -> bool:
-    """A tombstone a revive marked (``reviving``): it holds its cell's slot until the revive brings
-    the tenant back, or gives it back (failed, or given up: `tenantctl unlock`)."""
-    return record.reviving and record.status is TenantStatus.deprovisioned
-
-
 def _unfinished(lock: TenantLock) -> dict[str, Any]:
     """What clearing the lock of a run that never finished records: a provision's counts as failed."""
     return {"provision_failed": True} if lock.operation == PROVISION else {}
@@ -435,7 +429,7 @@ class RegistryWriter(CellItems):
         new = record.model_copy(update={"version": (expected_version or 0) + 1, "updated_at": utcnow(),
                                         "hibernation": record.store_hibernation,
                                         "search_analyzers": record.live_search_analyzers,
-                                        "reviving": holds_revive_slot(record)})
+                                        "reviving": record.holds_revive_slot})
         item = record_to_item(new)
         if expected_version is None:
             cond: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(tenant_id)"}
@@ -560,7 +554,7 @@ class RegistryWriter(CellItems):
         the record as the revive last wrote it (no read; the write is
         conditional on its version), else it is read. Returns the record as left."""
         current = last if last is not None else self.get(tenant_id)
-        if current is None or not holds_revive_slot(current):
+        if current is None or not current.holds_revive_slot:
             return current
         return self._abandoning_revive(current, current)
 
@@ -568,7 +562,7 @@ class RegistryWriter(CellItems):
         """Write ``changed`` (``record`` as read, changed) conditional on ``record``'s version; a
         tombstone a revive marked has its mark dropped and its slot given back in the same
         transaction (``put_giving_slot``): the revive is given up, the recount no longer counts it."""
-        if not holds_revive_slot(record):
+        if not record.holds_revive_slot:
             return self._put(changed, record.version)
         return self.put_giving_slot(changed.model_copy(update={"reviving": False}), record.version, record.cell,
                                     record.tier, conflict=f"tenant {record.tenant_id!r} changed in the registry "

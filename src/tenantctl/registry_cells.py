@@ -124,8 +124,10 @@ class CellBusy(Conflict):
 def held_slots(record: TenantRecord) -> set[tuple[str, Tier]]:
     """The (cell, tier) slots a record holds: a live one its own, or both stores' while a move is
     open; a tombstone none, but its own while a revive holds it (``reviving``)."""
+    if record.holds_revive_slot:
+        return {(record.cell, record.tier)}
     if record.status is TenantStatus.deprovisioned:
-        return {(record.cell, record.tier)} if record.reviving else set()
+        return set()
     move = record.move
     if move is None:
         return {(record.cell, record.tier)}

@@ -271,6 +271,17 @@ def stray_stack(stack: str, record: TenantRecord | None) -> str | None:
             f"`tenantctl move` for a move to another account or region, but {whose}: remove the file")
 
 
+def tenant_stack_cell(stacks_dir: Path, stack: str, config: dict | None = None) -> str | None:
+    """The cell a tenant stack is applied in: the one whose platform stack its file's
+    `tenantctl:platformStack` names (the default cell's when it names none; ``config``: the file's,
+    when read already). Not always the record's: an open move's stack is its target cell's once the
+    move wrote its target spec, and a move to another account or region has a stack in each cell."""
+    if config is None:
+        path = stack_file(stacks_dir, stack)
+        config = read_config(path) if path.exists() else {}
+    return cell_of_stack(str(config.get(PLATFORM_REF_KEY) or cell_stack(DEFAULT_CELL)).rsplit("/", 1)[-1])
+
+
 def provider_config(stacks_dir: Path, stack: str, config: dict | None = None) -> dict[str, Any]:
     """The config a stack runs with besides its own file, from its cell (a cell's
     own, or the cell a tenant's `tenantctl:platformStack` names): the cell's
@@ -280,10 +291,7 @@ def provider_config(stacks_dir: Path, stack: str, config: dict | None = None) ->
     over the stack file, so what is the cell's is written once, in the cell's file."""
     cell = cell_of_stack(stack)
     if cell is None:
-        if config is None:
-            path = stack_file(stacks_dir, stack)
-            config = read_config(path) if path.exists() else {}
-        cell = cell_of_stack(str(config.get(PLATFORM_REF_KEY) or cell_stack(DEFAULT_CELL)).rsplit("/", 1)[-1])
+        cell = tenant_stack_cell(stacks_dir, stack, config)
     spec = read_cell(stacks_dir, cell) if cell is not None else None
     laid: dict[str, Any] = {}
     if spec is not None and spec.account_role_arn:

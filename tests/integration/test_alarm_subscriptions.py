@@ -298,3 +298,33 @@ def test_a_fresh_provisions_check_knows_the_subscriptions_from_its_up(cli, sandb
         assert subscriptions(sandbox, topic) == [("sqs", ops_queue)]
     finally:
         deprovision(ws, "as-calls", final_backup=False)
+
+
+def test_refresh_judges_the_subscriptions_of_a_tenant_mid_move_against_its_stacks_cell(tenant, cli, sandbox,
+                                                                                       ops_queue):
+    """A move killed right after recording itself (its target spec not written: the stack is
+    still its cell's, applied as before) leaves the move open; `refresh` still names the
+    subscriptions the cell's list no longer declares, as `check` fails them. The move is recorded as
+    `tenantctl move` records it: its target slot taken in the same write, given back after."""
+    from tenant_runtime.models import MovePhase, TenantMove, Tier
+    from tenantctl.workspace import Workspace
+
+    registry = Workspace(project_dir=cli.root, cwd=cli.root).registry
+    record = registry.require(TENANT)
+    assert record.resources is not None and record.tier is Tier.pooled
+    moving = registry.save_taking_slot(record, record.cell, Tier.dedicated, None, move=TenantMove(
+        from_tier=Tier.pooled, to_tier=Tier.dedicated, from_cell=record.cell, to_cell=record.cell,
+        phase=MovePhase.preparing, old_store=record.resources.store))
+    assert moving is not None
+    stacks = cli.root / "stacks"
+    before = read_cell(stacks, "default")
+    tenant_topic, ws_topic = sorted(topics(sandbox), key=lambda t: WS in t)
+    try:
+        write_cell(stacks, before.model_copy(update={"alarm_subscriptions": []}))
+        drift = subscription_drift(cli, "delete", tenant_topic, ws_topic)
+        assert drift["held"].startswith("moving (preparing"), drift["held"]
+        write_cell(stacks, before)
+        assert cli("refresh", TENANT, "--json").json()["tenants"][0]["resources"] == []
+    finally:
+        write_cell(stacks, before)
+        registry.save_giving_slot(registry.require(TENANT), record.cell, Tier.dedicated, move=None)

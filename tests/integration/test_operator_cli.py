@@ -327,6 +327,12 @@ def test_sigterm_releases_the_lock_and_a_dead_runs_lock_is_cleared(cli, sandbox,
     killed = cli("provision", "op-dead", env={"TENANTCTL_FAULT_AFTER": "provision:reserved"})
     assert killed.returncode == 86, killed
     assert registry_record(sandbox, "op-dead")["lock"]["pid"] == killed.pid
+    # `status` says what frees it, in the words every refusal it causes uses.
+    remedy = "re-run the command (it takes the dead run's lock over), or `tenantctl unlock op-dead` removes it"
+    shown = cli("status", "op-dead", "--json")
+    assert shown.returncode == 0 and shown.json()["lock"]["remedy"] == remedy, shown
+    shown = cli("status", "op-dead")
+    assert shown.returncode == 0 and remedy in " ".join(shown.stdout.split()), shown
     rerun = cli("provision", "op-dead")  # no unlock --force needed: the holder provably died on this host
     assert rerun.returncode == 0, rerun
     assert "note: tenant 'op-dead': the provision holding its lock died" in rerun.stderr

@@ -190,7 +190,7 @@ def moving_acme(ws, monkeypatch, switched: bool) -> list[tuple[str, str, str]]:
                                ("conversations", "messages", "context_items"), 0)))
 
     monkeypatch.setattr(usage_ops, "measure", measure)
-    monkeypatch.setattr(usage_ops, "clients_from_workspace", lambda _ws, rec: f"clients of {rec.cell}")
+    monkeypatch.setattr("tenantctl.usage.measure.clients_from_workspace", lambda _ws, rec: f"clients of {rec.cell}")
     monkeypatch.setattr(usage_ops, "_hibernated", lambda _ws, _rec: False)
     return measured
 
@@ -275,7 +275,7 @@ def test_the_report_makes_each_cells_clients_once(ws, monkeypatch, tmp_path):
         made.append(rec.cell)
         return SimpleNamespace(s3=f"s3 of {rec.cell}")
 
-    monkeypatch.setattr(usage_ops, "clients_from_workspace", clients)
+    monkeypatch.setattr("tenantctl.usage.measure.clients_from_workspace", clients)  # per_place's
     monkeypatch.setattr(usage_ops, "latest_drill_verdicts", lambda records, s3: {})
     path, data = usage_ops.write_html_report(ws, load_prices(), tmp_path / "report.html")
     assert path.exists() and len(data.rows) == 2  # acme's two stacks

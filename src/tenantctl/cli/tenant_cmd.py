@@ -55,11 +55,13 @@ def _record_rows(record: "TenantRecord") -> list[tuple[str, str]]:
         rows.append(("hibernation", f"database instance {record.hibernation.db_instance} stopped since "
                                     f"{utc_second(record.hibernation.since)} ({woken})"))
     if record.lock:
-        from tenantctl.registry import lock_holder
+        from tenantctl.registry import DEAD, lock_holder, lock_remedy
 
-        dead = " (that run is no longer running)" if lock_holder(record.lock) in ("gone", "reused") else ""
+        holder = lock_holder(record.lock)
+        dead = " (that run is no longer running)" if holder in DEAD else ""
         rows.append(("lock", f"{record.lock.operation} by {record.lock.owner}@{record.lock.host} pid {record.lock.pid} "
-                             f"since {utc_second(record.lock.acquired_at)}{dead}"))
+                             f"since {utc_second(record.lock.acquired_at)}{dead}: "
+                             f"{lock_remedy(record.tenant_id, holder)}"))
     if record.move:
         mv = record.move
         window = ""
@@ -123,9 +125,15 @@ def _analyzers_text(record: "TenantRecord") -> str:
 
 
 def status_json(record: "TenantRecord") -> dict:
-    """`status --json`: the record, the stores whose recorded analyzer is not this installation's,
-    and those with none recorded (no reindex finished on them: a new tenant's)."""
-    return {**record.model_dump(mode="json"), "search_analyzers_outdated": _outdated_analyzers(record)[1],
+    """`status --json`: the record (its lock with ``remedy``: what frees it), the stores whose recorded
+    analyzer is not this installation's, and those with none recorded (no reindex finished on them: a
+    new tenant's)."""
+    body = record.model_dump(mode="json")
+    if record.lock is not None:  # what frees it, as every refusal it causes says
+        from tenantctl.registry import lock_holder, lock_remedy
+
+        body["lock"]["remedy"] = lock_remedy(record.tenant_id, lock_holder(record.lock))
+    return {**body, "search_analyzers_outdated": _outdated_analyzers(record)[1],
             "search_analyzers_unrecorded": [s for s in _stores(record) if s not in record.search_analyzers]}
 
 
@@ -405,12 +413,12 @@ def unlock(
     restore ID --target in-place --yes` tries again).
     """
     from tenantctl.errors import InvalidInput
-    from tenantctl.registry import DEAD, describe_lock, holds_revive_slot, lock_holder
+    from tenantctl.registry import DEAD, describe_lock, lock_holder
     from tenantctl.workspace import Workspace
 
     registry = Workspace().registry
     record = registry.require(tenant_id)
-    reviving = holds_revive_slot(record)
+    reviving = record.holds_revive_slot
     done = [] if record.lock is None else ["lock removed"]  # or refused below
     if record.lock is None:
         message = f"tenant {tenant_id} is not locked"

@@ -41,7 +41,7 @@ from tenantctl.models import Hibernation, TenantRecord, TenantStatus, Tier
 from tenantctl.operations.selection import Failed, in_defined_cells, worst_exit
 from tenantctl.registry import refuse_open_move
 from tenantctl.timestamps import utc_minute
-from tenantctl.usage.measure import TenantUsage, clients_from_workspace, measure
+from tenantctl.usage.measure import TenantUsage, UsageClients, measure, per_place
 from tenantctl.workspace import Workspace
 
 WAIT_SECONDS = 1800  # RDS takes minutes to stop or start an instance; the sandbox, none
@@ -77,10 +77,12 @@ def sweep(ws: Workspace, idle_days: int, force: bool,
     sweep goes on."""
     ids, skipped = candidates(ws)
     swept = Sweep(skipped=skipped)
+    places = per_place(ws)  # each cell's usage clients (its admin secret read) once, as `usage --all`
     for tenant_id in ids:
         with progress(f"hibernating {tenant_id}") as view:
             try:
-                record, usage = hibernate(ws, tenant_id, idle_days=idle_days, force=force, on_event=view)
+                record, usage = hibernate(ws, tenant_id, idle_days=idle_days, force=force, on_event=view,
+                                          usage_clients=places)
             except (InvalidInput, Conflict, NotFound) as exc:
                 swept.skipped[tenant_id] = str(exc)
                 view.skipped(str(exc))
@@ -94,10 +96,12 @@ def sweep(ws: Workspace, idle_days: int, force: bool,
 
 
 def hibernate(ws: Workspace, tenant_id: str, idle_days: int = 30, force: bool = False,
-              on_event: EventSink | None = None) -> tuple[TenantRecord, TenantUsage]:
+              on_event: EventSink | None = None,
+              usage_clients: Callable[[TenantRecord], UsageClients] | None = None) -> tuple[TenantRecord, TenantUsage]:
     """Stop the database instance of an idle dedicated tenant and record its
     hibernation (idempotent). Refused for a pooled tenant, a tenant that is not
-    active, and (unless ``force``) one active within ``idle_days``."""
+    active, and (unless ``force``) one active within ``idle_days``. ``usage_clients``: a sweep's
+    ``per_place``, shared by its tenants (default: made for this one)."""
     record = ws.registry.require(tenant_id)
     refuse_open_move(record)
     if record.tier is not Tier.dedicated:
@@ -107,7 +111,7 @@ def hibernate(ws: Workspace, tenant_id: str, idle_days: int = 30, force: bool = 
         raise InvalidInput(f"tenant {tenant_id!r} is {record.status.value}: only an active tenant is hibernated")
     ws.cell_of(record)  # exit 3 for a cell the project does not define, before any read there
     phase(on_event, tenant_id, "measuring its activity")
-    usage = measure(record, clients_from_workspace(ws, record), idle_days)
+    usage = measure(record, (usage_clients or per_place(ws))(record), idle_days)
     # Already hibernated: nothing to judge again (idempotent; a drill or backup since is no wake-up).
     if not usage.idle and not force and record.store_hibernation is None:
         when = utc_minute(usage.last_activity) if usage.last_activity else \

@@ -28,8 +28,8 @@ from pydantic import BaseModel, Field
 
 from tenantctl import inventory
 from tenantctl.engines.base import ChangeSet, Op, PropertyDiff, ResourceChange
-from tenantctl.errors import CHANGES_PENDING, NotConfirmed, UsageError, contained
-from tenantctl.models import TenantRecord
+from tenantctl.errors import CHANGES_PENDING, NotConfirmed, NotFound, UsageError, contained
+from tenantctl.models import CellSpec, TenantRecord
 from tenantctl.naming import cell_stack
 from tenantctl.operations.selection import in_defined_cells, select
 from tenantctl.registry import DEAD, describe_lock, lock_holder, provision_failed
@@ -199,26 +199,57 @@ def _known(record: TenantRecord, changes: ChangeSet) -> tuple[set[str], set[str]
 
 
 def orphans_of(ws: Workspace, record: TenantRecord, changes: ChangeSet, tagged: Iterable[inventory.Tagged]
-               ) -> tuple[list[inventory.Tagged], str, list[inventory.Tagged]]:
+               ) -> tuple[list[inventory.Tagged], str, list[inventory.SubscriptionDrift]]:
     """Tagged resources of the tenant that neither its state nor its record
     knows, a note when that cannot be told (an engine naming no ARNs), and where
     its alarm topics' subscriptions differ from what its cell declares
-    (``inventory.SUBSCRIPTION_DRIFT``: declared ones its stack holds no resource for, held ones
-    declared no more; not judged while a move is open: its stacks may be either cell's)."""
+    (``inventory.SubscriptionDrift``: declared ones its stack holds no resource for, held ones
+    declared no more; each stack's against the cell it is applied in, ``stack_cell``)."""
     if changes.changes and not any(c.arn for c in changes.changes):
         return [], "orphans not checked: this engine's refresh names no resource ARNs", []
     arns, urns = _known(record, changes)
     mine = [t for t in tagged if t.tenant == record.tenant_id and not t.retained]  # snapshots are backups
     clients = ws.clients_for(record)
     candidates = [t for t in inventory.unknown(mine, arns, urns) if inventory.is_live(clients, t)]
-    # Its current stack's alone: in an open move the other stack may be in another account, which
-    # these clients do not reach (the move's until it ends, as its repairs are).
+    # Access added out of band: its current stack's alone (in an open move the other stack is the
+    # move's until it ends, as its repairs are); of the other only its alarm subscriptions, below.
     current = [c for c in changes.changes if inventory.urn_stack(c.urn) in (None, record.current_stack)]
-    topics = record.move is None and any(c.type == inventory.TOPIC for c in current)
-    declared = [(s.protocol, s.endpoint) for s in ws.cell_of(record).alarm_subscriptions] if topics else None
-    found = _unmanaged(clients, record.region, ChangeSet(stack=changes.stack, changes=current), declared)
-    return (candidates + [t for t in found if not isinstance(t, inventory.SUBSCRIPTION_DRIFT)], "",
-            [t for t in found if isinstance(t, inventory.SUBSCRIPTION_DRIFT)])
+    found = _unmanaged(clients, record.region, ChangeSet(stack=changes.stack, changes=current),
+                       _declared(ws, record, record.current_stack, current))
+    drift = [t for t in found if isinstance(t, inventory.SubscriptionDrift)]
+    for stack in record.stacks[1:]:  # an open move's other stack: its topics' subscriptions alone
+        theirs = [c for c in changes.changes if inventory.urn_stack(c.urn) == stack
+                  and c.type in (inventory.TOPIC, inventory.SUBSCRIPTION)]
+        declared, cell = _declared(ws, record, stack, theirs), stack_cell(ws, record, stack)
+        if declared is not None and cell is not None:
+            there = ws.client.in_account(cell.account_role_arn, record.region)
+            drift += [t for t in _unmanaged(there, record.region, ChangeSet(stack=stack, changes=theirs), declared)
+                      if isinstance(t, inventory.SubscriptionDrift)]
+    return candidates + [t for t in found if not isinstance(t, inventory.SubscriptionDrift)], "", drift
+
+
+def stack_cell(ws: Workspace, record: TenantRecord, stack: str) -> CellSpec | None:
+    """The cell a tenant stack is applied in (``stackconfig.tenant_stack_cell``: the record's
+    but mid-move; the record's for its current stack whose file is gone, unknown for another),
+    None when this project does not define it."""
+    from tenantctl.stackconfig import stack_file, tenant_stack_cell
+
+    if stack_file(ws.stacks_dir, stack).exists():
+        name = tenant_stack_cell(ws.stacks_dir, stack)
+    else:
+        name = record.cell if stack == record.current_stack else None
+    try:
+        return ws.cell(name) if name is not None else None
+    except NotFound:
+        return None
+
+
+def _declared(ws: Workspace, record: TenantRecord, stack: str,
+              changes: list[ResourceChange]) -> list[tuple[str, str]] | None:
+    """The alarm subscriptions (protocol, endpoint) of the cell ``stack`` is applied in, when its
+    ``changes`` hold an alarm topic and that cell is defined here; None: not judged."""
+    cell = stack_cell(ws, record, stack) if any(c.type == inventory.TOPIC for c in changes) else None
+    return [(s.protocol, s.endpoint) for s in cell.alarm_subscriptions] if cell is not None else None
 
 
 DECLARED = "subscription"  # the diff path of an alarm subscription's drift against its cell's list

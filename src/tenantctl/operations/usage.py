@@ -46,9 +46,9 @@ from tenantctl.usage.measure import (
     KeptConnections,
     TenantUsage,
     UsageClients,
-    clients_from_workspace,
     list_objects,
     measure,
+    per_place,
 )
 from tenantctl.workspace import Workspace
 
@@ -76,19 +76,6 @@ def selected_records(ws: Workspace, tenant_id: str | None, tier: Tier | None = N
     if cell is not None:
         ws.cell(cell)  # NotFound for an unknown cell rather than an empty answer
     return [r for r in ws.registry.iter_all(tier=tier, cell=cell) if r.status in MEASURED_STATUSES]
-
-
-def per_place(ws: Workspace) -> Callable[[TenantRecord], UsageClients]:
-    """Usage clients per (cell, region), made once each."""
-    made: dict[tuple[str, str], UsageClients] = {}
-
-    def clients(record: TenantRecord) -> UsageClients:
-        key = (record.cell, record.region)
-        if key not in made:
-            made[key] = clients_from_workspace(ws, record)
-        return made[key]
-
-    return clients
 
 
 def measure_tenants(ws: Workspace, tenant_id: str | None, all_: bool, tier: Tier | None = None,

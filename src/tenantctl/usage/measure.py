@@ -416,3 +416,18 @@ def clients_from_workspace(ws: Any, record: TenantRecord | None = None) -> Usage
     rds = None if ws.is_sandbox else clients("rds")
     return UsageClients(s3=clients("s3"), sqs=clients("sqs"),
                         admin_connect=admin_connector(clients("secretsmanager"), arn, rds=rds))
+
+
+def per_place(ws: Any) -> Callable[[TenantRecord], UsageClients]:
+    """``clients_from_workspace`` per (cell, region), made once each over a run of many tenants
+    (`usage --all`, `hibernate --all`): its admin connector, and so the admin secret it reads once,
+    shared by every tenant there."""
+    made: dict[tuple[str, str], UsageClients] = {}
+
+    def clients(record: TenantRecord) -> UsageClients:
+        key = (record.cell, record.region)
+        if key not in made:
+            made[key] = clients_from_workspace(ws, record)
+        return made[key]
+
+    return clients
