@@ -754,6 +754,26 @@ def test_a_killed_move_resumes_or_rolls_back_with_nothing_lost_and_nothing_left(
     assert finished.returncode == 86, finished
     assert registry_record(sandbox, tid)["move"] is None and _replication_left(sandbox) == []
     _counted_as_recounted(workspace)
+    # Killed before activating the tenant: the record names the spec it runs (its fingerprint, as `apply` compares
+    # it), not verified yet; `status` says so and how to finish, `apply` would provision it again, and the next
+    # `--finalize` activates it (before: the pre-move fingerprint, a dead lock, "has no move to finalize", exit 3).
+    record = registry_record(sandbox, tid)
+    assert record["spec_digest"] == read_tenant(cli.stack_file(tid)).content_hash() and record["provision_failed"]
+    shown = cli("status", tid).stdout
+    assert "(that run is no longer running)" in shown and "not yet activated" in shown, shown
+    assert f"`tenantctl move {tid} --finalize` finishes it" in shown, shown
+    assert _apply_preview(cli, tid) == (12, "update")
+    activated = cli("move", tid, "--finalize")
+    assert activated.returncode == 0, activated
+    assert activated.stdout.strip() == f"tenant {tid}: activated (dedicated in cell default; its finalized " \
+                                       "move's run was killed before it)", activated
+    record = registry_record(sandbox, tid)
+    assert (record["status"], record["lock"], record["last_error"], record["provision_failed"]) == (
+        "active", None, None, False), record
+    again = cli("move", tid, "--finalize")  # nothing left to finish: as after any finalize
+    assert again.returncode == 3 and "has no move to finalize" in again.stderr, again
+    assert _apply_preview(cli, tid) == (0, "unchanged")
+    _counted_as_recounted(workspace)
     assert cli("deprovision", tid, "--yes", "--no-final-backup").returncode == 0
 
 

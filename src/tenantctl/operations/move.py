@@ -18,7 +18,10 @@ cells, its prefix, from the old cell's bucket to the new one's).
                   follows the new one for the rollback window (the old prefix
                   stays, the role reaches both)
     --finalize    final backup, the old store (and the old prefix's objects)
-                  removed (the spec without ``retiring``)
+                  removed (the spec without ``retiring``), the move cleared by
+                  a write recording what was applied, then the tenant activated
+                  (a run killed between the two: the next ``--finalize``
+                  activates it, ``move_activation``)
     --rollback    before the switch: the target removed; after it: a freeze the
                   other way round (objects included), the record switched back,
                   then the target removed
@@ -74,6 +77,7 @@ from tenant_runtime.models import MovePhase, TenantMove, TenantRecord, TenantSta
 from tenantctl.errors import Conflict, InvalidInput, TargetUnavailable, TenantctlError, UsageError
 from tenantctl.models import CellSpec, TenantSpec, utcnow
 from tenantctl.naming import require_valid
+from tenantctl.operations.move_activation import activate_unactivated, unactivated
 from tenantctl.operations.move_keyed import KeyedMover, refuse_or_target
 from tenantctl.operations.mover import Mover, Progress, in_store, target_spec
 from tenantctl.placement import named_cell, slot_cap, slot_refused, unfit
@@ -88,7 +92,7 @@ DEFAULT_WINDOW = timedelta(days=1)
 
 class MoveResult(BaseModel):
     tenant_id: str
-    outcome: str  # switched | finalized | rolled_back | unchanged
+    outcome: str  # switched | finalized | rolled_back | unchanged | activated (a finalize killed before it)
     from_tier: Tier
     to_tier: Tier
     from_cell: str | None = None
@@ -118,6 +122,8 @@ def move(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: str |
     refused = f"tenant {tenant_id!r} refused before anything was created (free a slot there, or undrain it, and re-run)"
     to_tier, to_cell = tier or record.tier, cell or record.cell
     if record.move is None:
+        if not rollback and tier is None and cell is None and unactivated(ws, record) is not None:
+            return _activated(ws, record, progress)
         if rollback or finalize:
             raise InvalidInput(f"tenant {tenant_id!r} has no move to {'roll back' if rollback else 'finalize'}")
         if tier is None and cell is None:
@@ -166,6 +172,16 @@ def move(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: str |
                       window_ends_at=(held.record.move.window_ends_at.isoformat()
                                       if held.record.move and held.record.move.window_ends_at else None),
                       **mover.result_extra)
+
+
+def _activated(ws: Workspace, record: TenantRecord, progress: Progress | None) -> MoveResult:
+    """A finalized move whose run was killed before activating the tenant, activated
+    (``move_activation``); a run that finished it since leaves nothing to finalize."""
+    done = activate_unactivated(ws, record.tenant_id, progress)
+    if done is None:
+        raise InvalidInput(f"tenant {record.tenant_id!r} has no move to finalize")
+    return MoveResult(tenant_id=done.tenant_id, outcome="activated", from_tier=done.tier, to_tier=done.tier,
+                      from_cell=done.cell, to_cell=done.cell)
 
 
 def refuse_without_replication_room(ws: Workspace, record: TenantRecord, to_tier: Tier, to_cell: str) -> None:
