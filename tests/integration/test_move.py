@@ -774,7 +774,32 @@ def test_a_killed_move_resumes_or_rolls_back_with_nothing_lost_and_nothing_left(
     assert again.returncode == 3 and "has no move to finalize" in again.stderr, again
     assert _apply_preview(cli, tid) == (0, "unchanged")
     _counted_as_recounted(workspace)
+
+    # Back to pooled, each --finalize killed at its first resource write until the `up` removing the dedicated
+    # store has dropped its database: the next one finishes (before: it connected to that database to drop the
+    # way back's subscription, exit 1, every time).
+    store = registry_record(sandbox, tid)["resources"]["store"]
+    dedicated, held = store["database"], _checks(sandbox, store, tid)
+    assert cli("move", tid, "--tier", "pooled").returncode == 0
+    for _ in range(10):
+        killed = cli("move", tid, "--finalize", env={"TENANTCTL_FAULT_AFTER": "1"})
+        assert killed.returncode == 86, killed
+        if not _database_exists(sandbox, dedicated):
+            break
+    assert not _database_exists(sandbox, dedicated) and registry_record(sandbox, tid)["move"] is not None
+    finished = cli("move", tid, "--finalize", "--json")
+    assert finished.returncode == 0 and finished.json()["outcome"] == "finalized", finished
+    record = registry_record(sandbox, tid)
+    assert (record["tier"], record["move"], record["lock"]) == ("pooled", None, None)
+    assert _checks(sandbox, record["resources"]["store"], tid) == held
+    assert _replication_left(sandbox) == [] and _apply_preview(cli, tid) == (0, "unchanged")
+    _counted_as_recounted(workspace)
     assert cli("deprovision", tid, "--yes", "--no-final-backup").returncode == 0
+
+
+def _database_exists(sandbox, database: str) -> bool:
+    with psycopg.connect(sandbox.pg_dsn(), autocommit=True) as admin:
+        return admin.execute("SELECT EXISTS (SELECT FROM pg_database WHERE datname = %s)", (database,)).fetchone()[0]
 
 
 def _sync_slots(conn, oid: int) -> dict[str, bool]:

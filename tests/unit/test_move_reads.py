@@ -4,6 +4,7 @@ file once per run, read again only after a step that changed the stack."""
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import nullcontext
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -119,6 +120,7 @@ def test_a_finalize_within_an_account_reads_the_stack_file_once(tmp_path, monkey
     monkeypatch.setattr(mover, "read_tenant", read_tenant)
     monkeypatch.setattr(backup, "final_backup", lambda *_a, **_k: SimpleNamespace(backup_id="b1"))
     monkeypatch.setattr(store_sync, "stop", lambda *_a: None)
+    monkeypatch.setattr(mover.Mover, "leaving", lambda self, store: nullcontext(object()))  # the old database there
     monkeypatch.setattr(provision, "apply_spec", lambda _ws, s, **_k: applied.append(s) or SimpleNamespace(
         resources=OLD.resources, fingerprint="f1"))
     monkeypatch.setattr(provision, "activate", lambda _ws, rec, _s, _a: rec)

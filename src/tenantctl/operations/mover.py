@@ -435,7 +435,7 @@ class Mover:
         # No retiring store: a run killed in the `up` below wrote the final spec already (after its backup,
         # its objects' removal and the protection's lift), so this run finishes that `up`.
         self.final_backup()
-        store_sync.stop(self.connect, self.link(backwards=True))
+        self.stop_way_back()
         s3 = self.ws.clients_for(self.record)("s3")
         for source, target, key in self.prefixes():
             late = prefix_sync.carry_late(s3, source, target, key)
@@ -463,6 +463,18 @@ class Mover:
                  spec_hash=applied.fingerprint, spec_digest=final.content_hash(), program_version=__version__,
                  provision_failed=True, last_error=unactivated_note(self.record.tenant_id))
         self.held.record = activate(self.ws, self.record, final, applied)
+
+    def stop_way_back(self) -> None:
+        """The link the old store follows the new one by, dropped at a finalize;
+        nothing to drop once the old store's database is gone (``leaving``): the
+        `up` that dropped it (a dedicated old store's, its run killed after) runs
+        after this step, so the subscription went with the database and the slot
+        and publication on the new store were dropped before (before: every
+        re-run failed connecting to that database, exit 1)."""
+        with self.leaving(self.move.old_store) as conn:
+            if conn is None:
+                return
+        store_sync.stop(self.connect, self.link(backwards=True))
 
     # -- backward ---------------------------------------------------------------
     def old_side(self) -> str:
