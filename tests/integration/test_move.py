@@ -765,8 +765,9 @@ def test_a_killed_move_resumes_or_rolls_back_with_nothing_lost_and_nothing_left(
     assert _apply_preview(cli, tid) == (12, "update")
     activated = cli("move", tid, "--finalize")
     assert activated.returncode == 0, activated
-    assert activated.stdout.strip() == f"tenant {tid}: activated (dedicated in cell default; its finalized " \
-                                       "move's run was killed before it)", activated
+    assert activated.stdout.strip() == f"tenant {tid}: activated (dedicated in cell default; no move was open, " \
+                                       "its last finalize or provision had not been verified)", activated
+    assert "a finalize killed after the write ending its move" in activated.stderr, activated
     record = registry_record(sandbox, tid)
     assert (record["status"], record["lock"], record["last_error"], record["provision_failed"]) == (
         "active", None, None, False), record

@@ -94,8 +94,8 @@ def _summary(result: MoveResult) -> str:
             where = (f"{where[0]} in cell {result.from_cell}", f"{where[1]} in cell {result.to_cell}")
         return f"tenant {result.tenant_id}: rolled back to {where[0]} (its move to {where[1]} undone)"
     if result.outcome == "activated":
-        return (f"tenant {result.tenant_id}: activated ({result.to_tier.value} in cell {result.to_cell}; its "
-                "finalized move's run was killed before it)")
+        return (f"tenant {result.tenant_id}: activated ({result.to_tier.value} in cell {result.to_cell}; no move "
+                "was open, its last finalize or provision had not been verified)")
     outcome = result.outcome.replace("_", " ")
     line = f"tenant {result.tenant_id}: {outcome} ({result.from_tier.value} -> {result.to_tier.value}"
     line += f", cell {result.from_cell} -> {result.to_cell})" if cells else ")"

@@ -32,8 +32,10 @@ def unactivated_note(tenant_id: str) -> str:
 def unactivated(ws: Workspace, record: TenantRecord) -> TenantSpec | None:
     """The spec a tenant with no open move was applied as but not activated
     with (its stack file, without a store retiring, the one the record's
-    digest names, its last provision or finalize not verified); None when
-    the tenant is not in that state."""
+    digest names, its last provision or finalize not verified: a finalize
+    killed after the write ending its move, or whose posture check failed,
+    which `apply` would provision again just the same); None when the tenant
+    is not in that state."""
     if (record.move is not None or not record.provision_failed or record.resources is None
             or record.status not in (TenantStatus.active, TenantStatus.suspended)):
         return None
@@ -58,8 +60,9 @@ def activate_unactivated(ws: Workspace, tenant_id: str, progress: Callable[[str]
         spec = unactivated(ws, held.record)
         if spec is None:
             return None
-        say(f"move {tenant_id}: its move was finalized but the tenant not activated (a run killed after the "
-            "write ending the move): applying its stack again and checking its posture")
+        say(f"move {tenant_id}: no move open, the tenant applied as its stack file says but not activated (a "
+            "finalize killed after the write ending its move, or a posture check that failed): applying its stack "
+            "again and checking its posture")
         applied = apply_spec(ws, spec, stack=held.record.stack)
         held.record = activate(ws, held.record, spec, applied)
         say(f"move {tenant_id}: activated")
