@@ -852,7 +852,53 @@ def test_a_killed_move_resumes_or_rolls_back_with_nothing_lost_and_nothing_left(
     assert finished.returncode == 86, finished
     assert registry_record(sandbox, tid)["move"] is None and _replication_left(sandbox) == []
     _counted_as_recounted(workspace)
+    # Killed before activating the tenant: the record names the spec it runs (its fingerprint, as `apply` compares
+    # it), not verified yet; `status` says so and how to finish, `apply` would provision it again, and the next
+    # `--finalize` activates it (before: the pre-move fingerprint, a dead lock, "has no move to finalize", exit 3).
+    record = registry_record(sandbox, tid)
+    assert record["spec_digest"] == read_tenant(cli.stack_file(tid)).content_hash() and record["provision_failed"]
+    shown = cli("status", tid).stdout
+    assert "(that run is no longer running)" in shown and "not yet activated" in shown, shown
+    assert f"`tenantctl move {tid} --finalize` finishes it" in shown, shown
+    assert _apply_preview(cli, tid) == (12, "update")
+    activated = cli("move", tid, "--finalize")
+    assert activated.returncode == 0, activated
+    assert activated.stdout.strip() == f"tenant {tid}: activated (dedicated in cell default; no move was open, " \
+                                       "its last finalize or provision had not been verified)", activated
+    assert "a finalize killed after the write ending its move" in activated.stderr, activated
+    record = registry_record(sandbox, tid)
+    assert (record["status"], record["lock"], record["last_error"], record["provision_failed"]) == (
+        "active", None, None, False), record
+    again = cli("move", tid, "--finalize")  # nothing left to finish: as after any finalize
+    assert again.returncode == 3 and "has no move to finalize" in again.stderr, again
+    assert _apply_preview(cli, tid) == (0, "unchanged")
+    _counted_as_recounted(workspace)
+
+    # Back to pooled, each --finalize killed at its first resource write until the `up` removing the dedicated
+    # store has dropped its database: the next one finishes (before: it connected to that database to drop the
+    # way back's subscription, exit 1, every time).
+    store = registry_record(sandbox, tid)["resources"]["store"]
+    dedicated, held = store["database"], _checks(sandbox, store, tid)
+    assert cli("move", tid, "--tier", "pooled").returncode == 0
+    for _ in range(10):
+        killed = cli("move", tid, "--finalize", env={"TENANTCTL_FAULT_AFTER": "1"})
+        assert killed.returncode == 86, killed
+        if not _database_exists(sandbox, dedicated):
+            break
+    assert not _database_exists(sandbox, dedicated) and registry_record(sandbox, tid)["move"] is not None
+    finished = cli("move", tid, "--finalize", "--json")
+    assert finished.returncode == 0 and finished.json()["outcome"] == "finalized", finished
+    record = registry_record(sandbox, tid)
+    assert (record["tier"], record["move"], record["lock"]) == ("pooled", None, None)
+    assert _checks(sandbox, record["resources"]["store"], tid) == held
+    assert _replication_left(sandbox) == [] and _apply_preview(cli, tid) == (0, "unchanged")
+    _counted_as_recounted(workspace)
     assert cli("deprovision", tid, "--yes", "--no-final-backup").returncode == 0
+
+
+def _database_exists(sandbox, database: str) -> bool:
+    with psycopg.connect(sandbox.pg_dsn(), autocommit=True) as admin:
+        return admin.execute("SELECT EXISTS (SELECT FROM pg_database WHERE datname = %s)", (database,)).fetchone()[0]
 
 
 def _sync_slots(conn, oid: int) -> dict[str, bool]:

@@ -4,6 +4,7 @@ file once per run, read again only after a step that changed the stack."""
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import nullcontext
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -119,7 +120,9 @@ def test_a_finalize_within_an_account_reads_the_stack_file_once(tmp_path, monkey
     monkeypatch.setattr(mover, "read_tenant", read_tenant)
     monkeypatch.setattr(backup, "final_backup", lambda *_a, **_k: SimpleNamespace(backup_id="b1"))
     monkeypatch.setattr(store_sync, "stop", lambda *_a: None)
-    monkeypatch.setattr(provision, "apply_spec", lambda _ws, s, **_k: applied.append(s) or "applied")
+    monkeypatch.setattr(mover.Mover, "leaving", lambda self, store: nullcontext(object()))  # the old database there
+    monkeypatch.setattr(provision, "apply_spec", lambda _ws, s, **_k: applied.append(s) or SimpleNamespace(
+        resources=OLD.resources, fingerprint="f1"))
     monkeypatch.setattr(provision, "activate", lambda _ws, rec, _s, _a: rec)
     moving = OLD.model_copy(update={"tier": Tier.dedicated, "move": TenantMove(
         from_tier=Tier.pooled, to_tier=Tier.dedicated, phase=MovePhase.switched, old_store=OLD.resources.store,
@@ -132,6 +135,9 @@ def test_a_finalize_within_an_account_reads_the_stack_file_once(tmp_path, monkey
     mover.Mover(ws, held).finalize()  # type: ignore[arg-type]
     assert len(reads) == 1
     assert [s.retiring for s in applied] == [None] and held.record.move is None
+    # The write ending the move names what was applied, not verified yet (a kill before the activation).
+    assert (held.record.spec_hash, held.record.spec_digest, held.record.provision_failed) == (
+        "f1", applied[0].content_hash(), True)
 
 
 def test_drift_reads_each_stack_of_an_open_move_once_by_its_refresh():

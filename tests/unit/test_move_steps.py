@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
@@ -707,6 +707,7 @@ def test_a_finalize_rerun_after_a_kill_takes_no_second_final_backup(monkeypatch)
     ws = SimpleNamespace(registry=SimpleNamespace(save=lambda rec, **changes: rec.model_copy(update=changes)))
     monkeypatch.setattr(backup, "final_backup", final_backup)
     monkeypatch.setattr(store_sync, "stop", killed)
+    monkeypatch.setattr(mover.Mover, "leaving", lambda self, store: nullcontext(object()))  # the old database there
     monkeypatch.setattr(mover.Mover, "spec", lambda self: target_spec(TenantSpec(id="acme"), Tier.dedicated))
     monkeypatch.setattr(mover.Mover, "link", lambda self, backwards=False: None)
     for _ in range(2):  # the run killed, then its re-run killed at the same step

@@ -53,9 +53,11 @@ def move(
     `move ID` alone resumes a killed move (the dead run's lock is cleared);
     `--rollback` undoes it (with the writes made since the switch) inside
     the rollback window (`--window-hours`, from the switch; past it only with
-    `--past-window`); `--finalize` removes the old store after a final backup.
-    `--preview` shows a move (or the rest of an open one) before it runs,
-    refusing what the run would refuse with its exit code, changing nothing.
+    `--past-window`); `--finalize` removes the old store after a final backup
+    (and activates a tenant whose finalize was killed after ending the move:
+    `activated`). `--preview` shows a move (or the rest of an open one) before
+    it runs, refusing what the run would refuse with its exit code, changing
+    nothing.
 
     Exit codes: 0 done, 3 refused (nothing created; a rollback past the window
     without --past-window; no free replication slot and WAL sender for the
@@ -100,6 +102,9 @@ def _summary(result: MoveResult) -> str:
         if cells:
             where = (f"{where[0]} in cell {result.from_cell}", f"{where[1]} in cell {result.to_cell}")
         return f"tenant {result.tenant_id}: rolled back to {where[0]} (its move to {where[1]} undone)"
+    if result.outcome == "activated":
+        return (f"tenant {result.tenant_id}: activated ({result.to_tier.value} in cell {result.to_cell}; no move "
+                "was open, its last finalize or provision had not been verified)")
     outcome = result.outcome.replace("_", " ")
     line = f"tenant {result.tenant_id}: {outcome} ({result.from_tier.value} -> {result.to_tier.value}"
     line += f", cell {result.from_cell} -> {result.to_cell})" if cells else ")"

@@ -18,7 +18,10 @@ cells, its prefix, from the old cell's bucket to the new one's).
                   follows the new one for the rollback window (the old prefix
                   stays, the role reaches both)
     --finalize    final backup, the old store (and the old prefix's objects)
-                  removed (the spec without ``retiring``)
+                  removed (the spec without ``retiring``), the move cleared by
+                  a write recording what was applied, then the tenant activated
+                  (a run killed between the two: the next ``--finalize``
+                  activates it, ``move_activation``)
     --rollback    before the switch: the target removed; after it: a freeze the
                   other way round (objects included), the record switched back,
                   then the target removed
@@ -75,6 +78,7 @@ from tenant_runtime.models import MovePhase, TenantMove, TenantRecord, TenantSta
 from tenantctl.errors import Conflict, InvalidInput, TargetUnavailable, TenantctlError, UsageError
 from tenantctl.models import CellSpec, TenantSpec, utcnow
 from tenantctl.naming import require_valid
+from tenantctl.operations.move_activation import activate_unactivated, unactivated
 from tenantctl.operations.move_keyed import KeyedMover, refuse_or_target, refuse_over_quota
 from tenantctl.operations.mover import Mover, Progress, in_store, target_spec
 from tenantctl.placement import named_cell, slot_cap, slot_refused, unfit
@@ -89,7 +93,7 @@ DEFAULT_WINDOW = timedelta(days=1)
 
 class MoveResult(BaseModel):
     tenant_id: str
-    outcome: str  # switched | finalized | rolled_back | unchanged
+    outcome: str  # switched | finalized | rolled_back | unchanged | activated (a finalize killed before it)
     from_tier: Tier
     to_tier: Tier
     from_cell: str | None = None
@@ -110,6 +114,9 @@ def move(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: str |
     require_valid(tenant_id)
     refuse_misused(rollback, finalize, past_window)
     record = ws.registry.require(tenant_id)
+    if (record.move is None and not rollback and tier is None and cell is None
+            and unactivated(ws, record) is not None):
+        return _activated(ws, record, progress)
     checked = check(ws, record, tier=tier, cell=cell, rollback=rollback, finalize=finalize,
                     past_window=past_window)
     to_tier, to_cell, target = checked.to_tier, checked.to_cell, checked.target
@@ -220,6 +227,16 @@ def refuse_rolling_back(record: TenantRecord) -> None:
     if record.move is not None and record.move.phase is MovePhase.rolling_back:
         raise InvalidInput(f"tenant {record.tenant_id!r} is rolling back: `tenantctl move ID --rollback` "
                            "finishes it")
+
+
+def _activated(ws: Workspace, record: TenantRecord, progress: Progress | None) -> MoveResult:
+    """A finalized move whose run was killed before activating the tenant, activated
+    (``move_activation``); a run that finished it since leaves nothing to finalize."""
+    done = activate_unactivated(ws, record.tenant_id, progress)
+    if done is None:
+        raise InvalidInput(f"tenant {record.tenant_id!r} has no move to finalize")
+    return MoveResult(tenant_id=done.tenant_id, outcome="activated", from_tier=done.tier, to_tier=done.tier,
+                      from_cell=done.cell, to_cell=done.cell)
 
 
 def refuse_without_replication_room(ws: Workspace, record: TenantRecord, to_tier: Tier, to_cell: str) -> None:

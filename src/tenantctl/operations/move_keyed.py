@@ -418,16 +418,13 @@ class KeyedMover(Mover):
 
     # -- finalize / rollback ----------------------------------------------------
     def finalize(self) -> None:
-        from tenantctl.operations.provision import activate
-
         outputs = self.outputs(self.from_stack)
         if outputs:
             self.leave(TenantResources.model_validate(outputs))
         else:  # a run killed after destroying the old stack had done every step before it, not the last
             stack_file(self.ws.stacks_dir, self.from_stack).unlink(missing_ok=True)
-        from_cell, from_tier, stack, target = self.move.from_cell, self.move.from_tier, self.to_stack, self.target()
-        self.end(from_cell, from_tier)
-        self.held.record = activate(self.ws, self.record, target, self.apply(target, stack=stack))
+        target = self.target()
+        self.finish(target, self.apply(target, stack=self.to_stack))
 
     def leave(self, old: TenantResources) -> None:
         """The old side gone, after a final backup of the new store: the old

@@ -431,13 +431,11 @@ class Mover:
         return was, sorted(old.workspaces), "the old store"
 
     def finalize(self) -> None:
-        from tenantctl.operations.provision import activate
-
         spec = self.spec()
         # No retiring store: a run killed in the `up` below wrote the final spec already (after its backup,
         # its objects' removal and the protection's lift), so this run finishes that `up`.
         self.final_backup()
-        store_sync.stop(self.connect, self.link(backwards=True))
+        self.stop_way_back()
         s3 = self.ws.clients_for(self.record)("s3")
         for source, target, key in self.prefixes():
             late = prefix_sync.carry_late(s3, source, target, key)
@@ -449,9 +447,34 @@ class Mover:
             self.unprotect(spec, retiring=True)
         self.say(f"move {self.record.tenant_id}: removing the old store")
         final = spec.model_copy(update={"retiring": None})
-        applied = self.apply(final)
-        self.end(self.move.from_cell, self.move.from_tier)
+        self.finish(final, self.apply(final))
+
+    def finish(self, final: TenantSpec, applied: Any) -> None:
+        """The write ending a finalized move, then the tenant's activation
+        (``provision.activate``). That write records the fingerprint and digest
+        of what was applied (as ``put_back`` does) and the tenant as not verified
+        yet, so a run killed before the activation leaves a record naming the
+        spec it runs, which `apply` provisions again and `move ID --finalize`
+        activates (``move_activation``), rather than the pre-move fingerprint."""
+        from tenantctl.operations.move_activation import unactivated_note
+        from tenantctl.operations.provision import activate
+
+        self.end(self.move.from_cell, self.move.from_tier, resources=applied.resources,
+                 spec_hash=applied.fingerprint, spec_digest=final.content_hash(), program_version=__version__,
+                 provision_failed=True, last_error=unactivated_note(self.record.tenant_id))
         self.held.record = activate(self.ws, self.record, final, applied)
+
+    def stop_way_back(self) -> None:
+        """The link the old store follows the new one by, dropped at a finalize;
+        nothing to drop once the old store's database is gone (``leaving``): the
+        `up` that dropped it (a dedicated old store's, its run killed after) runs
+        after this step, so the subscription went with the database and the slot
+        and publication on the new store were dropped before (before: every
+        re-run failed connecting to that database, exit 1)."""
+        with self.leaving(self.move.old_store) as conn:
+            if conn is None:
+                return
+        store_sync.stop(self.connect, self.link(backwards=True))
 
     # -- backward ---------------------------------------------------------------
     def old_side(self) -> str:
