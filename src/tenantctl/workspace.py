@@ -173,6 +173,23 @@ class Workspace:
                 f"or run this in the project that defines cell {record.cell!r} (`tenantctl audit` lists the "
                 "records of cells this project does not define)") from None
 
+    def stack_cell(self, record: TenantRecord, stack: str) -> CellSpec | None:
+        """The cell a tenant stack is applied in (``stackconfig.tenant_stack_cell``: the record's
+        but mid-move, when the stack may already subscribe its target cell's alarm list; the
+        record's for its current stack whose file is gone, unknown for another), None when this
+        project does not define it. `refresh` and `check` judge a stack's alarm subscriptions
+        against it, so both say the same of a tenant mid-move."""
+        from tenantctl.stackconfig import stack_file, tenant_stack_cell
+
+        if stack_file(self.stacks_dir, stack).exists():
+            name = tenant_stack_cell(self.stacks_dir, stack)
+        else:
+            name = record.cell if stack == record.current_stack else None
+        try:
+            return self.cell(name) if name is not None else None
+        except NotFound:
+            return None
+
     def cell(self, name: str) -> CellSpec:
         from tenantctl.stackconfig import read_cell
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 from fault_tools import Cli, aws
+from faults import FAULT_AFTER_ENV, FAULT_EXIT_CODE
 
 from tenantctl import naming
 from tenantctl.errors import CHANGES_PENDING
@@ -328,3 +329,39 @@ def test_refresh_judges_the_subscriptions_of_a_tenant_mid_move_against_its_stack
     finally:
         write_cell(stacks, before)
         registry.save_giving_slot(registry.require(TENANT), record.cell, Tier.dedicated, move=None)
+
+
+def test_check_and_refresh_judge_a_tenant_mid_move_to_another_cell_against_its_stacks_cell(tenant, cli, sandbox,
+                                                                                           ops_queue):
+    """A move to another cell of the account, killed once its target spec is applied (``move:copying``):
+    the stack subscribes the target cell's list while the record still names the old cell. `check` and
+    `refresh` both take the stack's cell: the healthy tenant passes both, and the old cell's queue
+    subscribed again by hand is foreign to both. The move is rolled back and the cell removed after."""
+    target = new_queue(sandbox, "as-operators-other")
+    added = cli("cell", "add", "as-b", "--region", sandbox.region, "--alarm-subscription", f"sqs={target}", "--json")
+    assert added.returncode == 0, added
+    sns = aws(sandbox, "sns")
+    try:
+        killed = cli("move", TENANT, "--cell", "as-b", env={FAULT_AFTER_ENV: "move:copying"})
+        assert killed.returncode == FAULT_EXIT_CODE, killed
+        tenant_topic, ws_topic = sorted(topics(sandbox), key=lambda t: WS in t)
+        assert [subscriptions(sandbox, t) for t in (tenant_topic, ws_topic)] == [[("sqs", target)]] * 2
+        code, access = access_checks(cli)
+        assert code == 0 and {c["outcome"] for c in access.values()} == {"pass"}, access
+        assert cli("refresh", TENANT).returncode == 0
+
+        stale = sns.subscribe(TopicArn=tenant_topic, Protocol="sqs", Endpoint=ops_queue,
+                              ReturnSubscriptionArn=True)["SubscriptionArn"]
+        try:
+            code, access = access_checks(cli)
+            assert code == 8 and access["aws"]["outcome"] == "fail", access
+            assert f"sqs {ops_queue}" in access["aws"]["detail"], access
+            found = cli("refresh", TENANT, "--json")
+            assert found.returncode == CHANGES_PENDING, found
+        finally:
+            sns.unsubscribe(SubscriptionArn=stale)
+    finally:
+        rolled = cli("move", TENANT, "--rollback", "--json")
+        assert rolled.returncode == 0, rolled
+        assert cli("check", TENANT).returncode == 0
+        assert cli("cell", "remove", "as-b", "--yes").returncode == 0

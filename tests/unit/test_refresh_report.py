@@ -360,12 +360,11 @@ def test_a_missing_declared_subscription_is_drift_written_as_a_create():
 
 
 def test_a_stacks_subscriptions_are_judged_against_the_cell_its_file_names(tmp_path):
-    """``stack_cell``: the cell whose platform stack the tenant's stack file names (mid-move the
+    """``Workspace.stack_cell``: the cell whose platform stack the tenant's stack file names (mid-move the
     move's target once its target spec is written), the record's for its current stack when the
     file is gone (not the default cell's), nobody's for a move's other stack without one."""
     from tenant_runtime.models import TenantMove, Tier
     from tenantctl.models import CellSpec, TenantRecord, TenantSpec, TenantStatus
-    from tenantctl.operations.refresh import stack_cell
     from tenantctl.stackconfig import write_cell, write_tenant
     from tenantctl.workspace import Workspace
 
@@ -377,18 +376,18 @@ def test_a_stacks_subscriptions_are_judged_against_the_cell_its_file_names(tmp_p
     ws = Workspace(project_dir=tmp_path, cwd=tmp_path)
     record = TenantRecord(tenant_id="acme", tier=Tier.pooled, status=TenantStatus.active, region="eu-west-1",
                           cell="eu1")
-    assert stack_cell(ws, record, "acme").name == "eu1"  # no file: the record's cell
+    assert ws.stack_cell(record, "acme").name == "eu1"  # no file: the record's cell
     write_tenant(stacks, TenantSpec(id="acme", region="eu-west-1", cell="eu1"))
-    assert stack_cell(ws, record, "acme").name == "eu1"
+    assert ws.stack_cell(record, "acme").name == "eu1"
     # Its move's target spec written (the record names the old cell until the switch).
     write_tenant(stacks, TenantSpec(id="acme", region="eu-west-1", cell="default"))
-    assert stack_cell(ws, record, "acme").name == "default"
+    assert ws.stack_cell(record, "acme").name == "default"
     moving = record.model_copy(update={"move": TenantMove(
         from_tier=Tier.pooled, to_tier=Tier.pooled, from_cell="eu1", to_cell="default", to_stack="acme.k1",
         from_stack="acme", old_store=_store())})
-    assert stack_cell(ws, moving, "acme.k1") is None  # the other stack's file not written yet
+    assert ws.stack_cell(moving, "acme.k1") is None  # the other stack's file not written yet
     write_tenant(stacks, TenantSpec(id="acme", region="eu-west-1", cell="eu1"), stack="acme.k1")
-    assert stack_cell(ws, moving, "acme.k1").name == "eu1"
+    assert ws.stack_cell(moving, "acme.k1").name == "eu1"
 
 
 def _store():

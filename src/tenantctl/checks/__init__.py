@@ -11,8 +11,8 @@ One module per concern:
   cell's gateway secret (no resource policy);
 - ``aws_posture``: KMS rotation and key policy, queue/DLQ encryption, bucket
   public access block, encryption and access logging, secret rotation, the
-  alarm topic's encryption and access (its cell's declared
-  ``alarm_subscriptions``, each there and no other; no outsider in its policy), tags, the
+  alarm topic's encryption and access (the declared ``alarm_subscriptions`` of
+  the cell its stack is applied in, each there and no other; no outsider in its policy), tags, the
   role's trust and access policies (the latter judged with ``iam_eval``);
 - ``placement``: the tenant's cell, account and region (every resource ARN in
   the cell's account and the tenant's region, the prefix in the cell's bucket);
@@ -90,7 +90,9 @@ def check_tenant(ws: Any, tenant_id: str, record: Any = None, applied: list[Any]
         gateway = (pool.submit(list, gateway_checks(record, platform, gateway_clients))
                    if record.tier.value == "pooled" and platform.get("gateway_secret_arn") else None)
         placed = list(placement_checks(record, cell, platform, clients, reads))
-        subscriptions = [(s.protocol, s.endpoint) for s in cell.alarm_subscriptions]
+        # Its stack's cell's list (mid-move the target's, once the move applied its spec), as `refresh` judges it.
+        subscribed = ws.stack_cell(record, record.current_stack) or cell
+        subscriptions = [(s.protocol, s.endpoint) for s in subscribed.alarm_subscriptions]
         aws = list(aws_checks(record, platform, clients, reads, platforms, subscriptions))
         report = PostureReport(tenant_id=tenant_id)
         report.checks += [*placed, *database.result(), *(gateway.result() if gateway is not None else []), *aws,

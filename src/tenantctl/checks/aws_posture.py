@@ -41,8 +41,10 @@ rollback, each before the record follows: the secret's rotation function, the
 tier tag and the key policy's service statements may be either side's (never
 any other's).
 - ``alarm-topic-encryption``: the alarm topic is encrypted with the tenant key;
-- ``topic-access``: the alarm topic has no subscription but its cell's
-  declared ``alarm_subscriptions`` (matched by protocol and endpoint: another
+- ``topic-access``: the alarm topic has no subscription but the declared
+  ``alarm_subscriptions`` of the cell its stack is applied in (``Workspace.stack_cell``:
+  mid-move the target's once the move applied its spec, as `refresh` judges it;
+  matched by protocol and endpoint: another
   one mails the alarms, and what they name, anywhere; one the stack holds that the
   cell's list dropped, no `apply` since, too: `refresh` names it as drift), has each of those (one
   missing, the cell's list grown with no `apply` since or unsubscribed out of
@@ -186,7 +188,7 @@ class _AwsChecks:
                  workspace: str | None = None, platforms: dict[str, dict[str, Any]] | None = None,
                  subscriptions: Collection[tuple[str, str]] = ()) -> None:
         self.record, self.res, self.tid = record, record.resources, record.tenant_id
-        self.subscriptions = set(subscriptions)  # its cell's alarm_subscriptions: (protocol, endpoint)
+        self.subscriptions = set(subscriptions)  # its stack's cell's alarm_subscriptions: (protocol, endpoint)
         self.workspace = workspace
         self.names = naming.OwnerNames(record.tenant_id, workspace)
         # The session tag value its role's trust requires, and the stem of its alarms' names.

@@ -28,8 +28,8 @@ from pydantic import BaseModel, Field
 
 from tenantctl import inventory
 from tenantctl.engines.base import ChangeSet, Op, PropertyDiff, ResourceChange
-from tenantctl.errors import CHANGES_PENDING, NotConfirmed, NotFound, UsageError, contained
-from tenantctl.models import CellSpec, TenantRecord
+from tenantctl.errors import CHANGES_PENDING, NotConfirmed, UsageError, contained
+from tenantctl.models import TenantRecord
 from tenantctl.naming import cell_stack
 from tenantctl.operations.selection import in_defined_cells, select
 from tenantctl.registry import DEAD, describe_lock, lock_holder, provision_failed
@@ -204,7 +204,7 @@ def orphans_of(ws: Workspace, record: TenantRecord, changes: ChangeSet, tagged: 
     knows, a note when that cannot be told (an engine naming no ARNs), and where
     its alarm topics' subscriptions differ from what its cell declares
     (``inventory.SubscriptionDrift``: declared ones its stack holds no resource for, held ones
-    declared no more; each stack's against the cell it is applied in, ``stack_cell``)."""
+    declared no more; each stack's against the cell it is applied in, ``Workspace.stack_cell``)."""
     if changes.changes and not any(c.arn for c in changes.changes):
         return [], "orphans not checked: this engine's refresh names no resource ARNs", []
     arns, urns = _known(record, changes)
@@ -220,7 +220,7 @@ def orphans_of(ws: Workspace, record: TenantRecord, changes: ChangeSet, tagged: 
     for stack in record.stacks[1:]:  # an open move's other stack: its topics' subscriptions alone
         theirs = [c for c in changes.changes if inventory.urn_stack(c.urn) == stack
                   and c.type in (inventory.TOPIC, inventory.SUBSCRIPTION)]
-        declared, cell = _declared(ws, record, stack, theirs), stack_cell(ws, record, stack)
+        declared, cell = _declared(ws, record, stack, theirs), ws.stack_cell(record, stack)
         if declared is not None and cell is not None:
             there = ws.client.in_account(cell.account_role_arn, record.region)
             drift += [t for t in _unmanaged(there, record.region, ChangeSet(stack=stack, changes=theirs), declared)
@@ -228,27 +228,11 @@ def orphans_of(ws: Workspace, record: TenantRecord, changes: ChangeSet, tagged: 
     return candidates + [t for t in found if not isinstance(t, inventory.SubscriptionDrift)], "", drift
 
 
-def stack_cell(ws: Workspace, record: TenantRecord, stack: str) -> CellSpec | None:
-    """The cell a tenant stack is applied in (``stackconfig.tenant_stack_cell``: the record's
-    but mid-move; the record's for its current stack whose file is gone, unknown for another),
-    None when this project does not define it."""
-    from tenantctl.stackconfig import stack_file, tenant_stack_cell
-
-    if stack_file(ws.stacks_dir, stack).exists():
-        name = tenant_stack_cell(ws.stacks_dir, stack)
-    else:
-        name = record.cell if stack == record.current_stack else None
-    try:
-        return ws.cell(name) if name is not None else None
-    except NotFound:
-        return None
-
-
 def _declared(ws: Workspace, record: TenantRecord, stack: str,
               changes: list[ResourceChange]) -> list[tuple[str, str]] | None:
     """The alarm subscriptions (protocol, endpoint) of the cell ``stack`` is applied in, when its
     ``changes`` hold an alarm topic and that cell is defined here; None: not judged."""
-    cell = stack_cell(ws, record, stack) if any(c.type == inventory.TOPIC for c in changes) else None
+    cell = ws.stack_cell(record, stack) if any(c.type == inventory.TOPIC for c in changes) else None
     return [(s.protocol, s.endpoint) for s in cell.alarm_subscriptions] if cell is not None else None
 
 
