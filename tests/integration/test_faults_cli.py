@@ -155,6 +155,8 @@ def test_a_provision_interrupted_while_its_program_runs_prints_only_its_own_erro
     assert record["lock"] is None and record["last_error"].startswith("interrupted"), record
     gone = cli("deprovision", tenant_id, "--yes", "--no-final-backup")
     assert gone.returncode == 0, gone
+    tombstone = registry_record(sandbox, tenant_id)  # the run that succeeded is the last: no stale error
+    assert tombstone["status"] == "deprovisioned" and tombstone["last_error"] is None, tombstone
 
 
 def test_a_move_interrupted_as_it_builds_its_target_prints_only_its_own_error(cli: Cli, sandbox):
