@@ -602,13 +602,14 @@ class RegistryWriter(CellItems):
         )
 
     def mark_deprovisioned(self, record: TenantRecord, retention_days: int) -> TenantRecord:
-        """Tombstone ``record`` (its lock released) and give its cell's slot back, in one
-        transaction: a run killed between the two would leave the cell counting a tenant it no
-        longer has. A counter at 0 already (or none) gives nothing back."""
+        """Tombstone ``record`` (its lock released, the error of an earlier run that failed or was
+        interrupted cleared: this run succeeded, as ``mark_active`` does) and give its cell's slot
+        back, in one transaction: a run killed between the two would leave the cell counting a
+        tenant it no longer has. A counter at 0 already (or none) gives nothing back."""
         now = utcnow()
         return self.put_giving_slot(
             record.model_copy(update={
-                "status": TenantStatus.deprovisioned, "lock": None, "deprovisioned_at": now,
+                "status": TenantStatus.deprovisioned, "lock": None, "last_error": None, "deprovisioned_at": now,
                 "retain_until": now + timedelta(days=retention_days),
             }),
             record.version, record.cell, record.tier,

@@ -155,6 +155,27 @@ def test_a_provision_interrupted_while_its_program_runs_prints_only_its_own_erro
     assert record["lock"] is None and record["last_error"].startswith("interrupted"), record
     gone = cli("deprovision", tenant_id, "--yes", "--no-final-backup")
     assert gone.returncode == 0, gone
+    tombstone = registry_record(sandbox, tenant_id)  # the run that succeeded is the last: no stale error
+    assert tombstone["status"] == "deprovisioned" and tombstone["last_error"] is None, tombstone
+
+
+def test_a_move_interrupted_as_it_builds_its_target_prints_only_its_own_error(cli: Cli, sandbox):
+    """Ctrl-C at the first registration of a move's target store: exit 130 and `error: interrupted`
+    alone; the interrupt crossing a Pulumi run nested in the move's event loop printed asyncio's
+    "Leaving task ... does not match the current task None" traceback before it. The lock is
+    released and the re-run moves the tenant."""
+    tenant_id = f"ft-m{RUN}-sigint"
+    assert cli("provision", tenant_id).returncode == 0
+    run = cli("move", tenant_id, "--tier", "dedicated", env={FAULT_SIGINT_ENV: "1"}, timeout=60)
+    assert run.returncode == 130 and run.stderr.rstrip().endswith("error: interrupted"), run
+    for noise in ("Traceback", "Exception in callback", "Task was destroyed", "Exception ignored"):
+        assert noise not in run.stderr, run.stderr
+    record = registry_record(sandbox, tenant_id)
+    assert record["lock"] is None and record["last_error"].startswith("interrupted"), record
+    assert cli("move", tenant_id).returncode == 0
+    assert cli("move", tenant_id, "--rollback").returncode == 0
+    gone = cli("deprovision", tenant_id, "--yes", "--no-final-backup")
+    assert gone.returncode == 0, gone
 
 
 def test_a_provision_killed_around_its_reservation_counts_a_slot_only_with_its_record(cli: Cli, sandbox, workspace):

@@ -69,6 +69,7 @@ def _event_loop() -> asyncio.AbstractEventLoop:
         asyncio.set_event_loop(loop)
     if loop not in _EXECUTORS:
         _new_executor(loop)
+        loop.set_exception_handler(_no_left_task_noise)
     if threading.current_thread() is threading.main_thread() and id(loop) not in _CLOSED_AT_EXIT:
         _CLOSED_AT_EXIT.add(id(loop))
         atexit.register(_close, loop)
@@ -82,6 +83,20 @@ _EXECUTORS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ThreadPoolExecu
 def _new_executor(loop: asyncio.AbstractEventLoop) -> None:
     _EXECUTORS[loop] = executor = ThreadPoolExecutor(thread_name_prefix="asyncio")
     loop.set_default_executor(executor)
+
+
+def _no_left_task_noise(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Pulumi's ``_sync_await``, nested in a running task (a program reading an output as it runs),
+    tells asyncio it left that task and pumps the loop itself; an exception escaping the pump (Ctrl-C,
+    SIGTERM as a move builds its target) never enters the task again, and asyncio's bookkeeping then
+    logged "Leaving task ... does not match the current task None" with a traceback before the CLI's
+    own error. That RuntimeError says nothing of the run (the exception that caused it reaches the
+    caller on its own: `error: interrupted`, exit 130); anything else is logged as asyncio does."""
+    error = context.get("exception")
+    if isinstance(error, RuntimeError) and str(error).startswith("Leaving task ") \
+            and str(error).endswith("does not match the current task None."):
+        return
+    loop.default_exception_handler(context)
 
 
 def _interrupted(loop: asyncio.AbstractEventLoop) -> None:
