@@ -188,8 +188,8 @@ def _place(ws: Workspace, cells: dict[str, CellSpec], leaving: CellSpec, target:
     """Where each tenant of ``queue`` not moving yet goes (``Evacuee.to_cell``),
     placed in turn as if the ones before had taken their slots: the run's
     moves and the up-front checks use the same placement. A dry run also
-    judges each as its move would (nothing created), and a refused one takes
-    no slot from the next."""
+    judges each by its move's own checks (``_judged``), and a refused one
+    takes no slot from the next."""
     loads: Counter[str] = Counter()
     for record, evacuee in queue:
         if record.move is not None:
@@ -202,14 +202,18 @@ def _place(ws: Workspace, cells: dict[str, CellSpec], leaving: CellSpec, target:
 
 
 def _judged(ws: Workspace, record: TenantRecord, evacuee: Evacuee) -> None:
-    """A dry run's planned move refused as the move would refuse it (residency,
-    a dedicated store that cannot stand beside the tenant's, the target's fit,
-    the policy gate, quotas), nothing created."""
-    from tenantctl.operations.move import refusal
+    """A dry run's planned move refused as its run would refuse it: by
+    ``move.check``, every refusal the move makes before it takes the tenant's
+    lock (the code path `move --preview` shares with the run, so the exit code
+    and rule are the run's), changing nothing. A committed target cell never
+    applied is judged without being applied (``apply_cell=False``): its fit and
+    the tenant's residency now, its account's quotas once it exists."""
+    from tenantctl.operations.move import check
 
-    refused = refusal(ws, record, record.tier, evacuee.to_cell)
-    if refused is not None:
-        evacuee.outcome, evacuee.detail, evacuee.exit_code = "refused", str(refused), refused.exit_code
+    try:
+        check(ws, record, cell=evacuee.to_cell, apply_cell=False)
+    except TenantctlError as exc:
+        evacuee.outcome, evacuee.detail, evacuee.exit_code = "refused", str(exc), exc.exit_code
 
 
 def _refuse_without_room(ws: Workspace, leaving: CellSpec, cells: dict[str, CellSpec], target: CellSpec | None,

@@ -72,7 +72,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from tenant_runtime.models import MovePhase, TenantMove, TenantRecord, TenantStatus, Tier
-from tenantctl.errors import Conflict, InvalidInput, TargetUnavailable, TenantctlError, UsageError
+from tenantctl.errors import Conflict, InvalidInput, TargetUnavailable, UsageError
 from tenantctl.models import CellSpec, TenantSpec, utcnow
 from tenantctl.naming import require_valid
 from tenantctl.operations.move_keyed import KeyedMover, refuse_or_target, refuse_over_quota
@@ -326,19 +326,6 @@ def _refuse_or_target(ws: Workspace, record: TenantRecord, tier: Tier, cell: str
     refuse_unsafe_spec(target)
     refuse_over_quota(ws, target, cell, apply_cell)
     return target, None
-
-
-def refusal(ws: Workspace, record: TenantRecord, tier: Tier, cell: str) -> TenantctlError | None:
-    """What `move` would refuse moving ``record`` to ``cell`` as ``tier`` with,
-    before anything is created (a dry run's answer), or None; a cell never
-    applied is not judged here (asking would apply it on the sandbox)."""
-    if not ws.cell_outputs(cell).get("bucket"):
-        return None
-    try:
-        _refuse_or_target(ws, record, tier, cell)
-    except TenantctlError as exc:
-        return exc
-    return None
 
 
 def refuse_unapplied_edits(record: TenantRecord, spec: TenantSpec, path: Path) -> None:
