@@ -42,6 +42,7 @@ pytestmark = pytest.mark.integration
 
 REGION, FROM, TO = "sa-east-1", "evx", "evy"
 UNFIT = "evz"  # committed, never applied: dedicated tenants only
+ONE_SLOT = "evw"  # committed, never applied: one pooled slot
 MOVED = ("ev-a", "ev-b", "ev-c")
 PAUSED = "ev-s"
 
@@ -127,6 +128,26 @@ def test_a_dry_run_refuses_what_each_move_of_the_run_refuses(fleet, sandbox):
     assert not ws.cell_outputs(UNFIT)
     assert {ws.registry.require(tid).cell for tid in MOVED} == {FROM}
     assert (cell_count(sandbox, FROM), cell_count(sandbox, TO)) == (4, 0)
+
+
+def test_a_dry_run_to_a_cell_counts_the_slots_its_earlier_moves_take(fleet, sandbox):
+    """`--to` a cell with one pooled slot (committed, never applied): the first
+    tenant's move is planned, the next ones refused (exit 11) as the run's
+    would be once the first had taken the slot; the cell stays unapplied."""
+    cli, ws = fleet
+    added = cli("cell", "add", ONE_SLOT, "--region", REGION, "--max-pooled", "1", "--write-only")
+    assert added.returncode == 0, added
+    try:
+        plan = cli("cell", "evacuate", FROM, "--to", ONE_SLOT, "--dry-run", "--json")
+    finally:
+        stack_file(ws.stacks_dir, naming.cell_stack(ONE_SLOT)).unlink(missing_ok=True)
+    assert plan.returncode == 1, plan
+    judged = {t["tenant_id"]: (t["outcome"], t["exit_code"]) for t in plan.json()["tenants"]}
+    assert judged == {"ev-a": ("planned", None), "ev-b": ("refused", 11), "ev-c": ("refused", 11),
+                      PAUSED: ("skipped", None)}, plan
+    refused = next(t["detail"] for t in plan.json()["tenants"] if t["tenant_id"] == "ev-b")
+    assert f"cell {ONE_SLOT!r} has no pooled slot (1 of 1 pooled tenants placed" in refused, refused
+    assert not ws.cell_outputs(ONE_SLOT)
 
 
 def _until(proc, done) -> None:

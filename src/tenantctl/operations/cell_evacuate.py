@@ -191,27 +191,30 @@ def _place(ws: Workspace, cells: dict[str, CellSpec], leaving: CellSpec, target:
     judges each by its move's own checks (``_judged``), and a refused one
     takes no slot from the next."""
     loads: Counter[str] = Counter()
+    slots: Counter[tuple[str, Tier]] = Counter()  # the same per tier, as each move's slot check counts them
     for record, evacuee in queue:
         if record.move is not None:
             continue
         evacuee.to_cell = _destination(ws, cells, leaving, record, specs, target, Counter(loads), evacuee)
-        if dry_run and evacuee.to_cell:
-            _judged(ws, record, evacuee)  # what the move itself would refuse, nothing created
+        if dry_run and evacuee.to_cell:  # what the move itself would refuse, nothing created
+            _judged(ws, record, evacuee, slots[(evacuee.to_cell, record.tier)])
         if evacuee.outcome == "planned" and evacuee.to_cell:
             loads[evacuee.to_cell] += 1
+            slots[(evacuee.to_cell, record.tier)] += 1
 
 
-def _judged(ws: Workspace, record: TenantRecord, evacuee: Evacuee) -> None:
+def _judged(ws: Workspace, record: TenantRecord, evacuee: Evacuee, taken: int) -> None:
     """A dry run's planned move refused as its run would refuse it: by
     ``move.check``, every refusal the move makes before it takes the tenant's
     lock (the code path `move --preview` shares with the run, so the exit code
     and rule are the run's), changing nothing. A committed target cell never
     applied is judged without being applied (``apply_cell=False``): its fit and
-    the tenant's residency now, its account's quotas once it exists."""
+    the tenant's residency now, its account's quotas once it exists. ``taken``:
+    the slots the run's moves judged before this one take there first."""
     from tenantctl.operations.move import check
 
     try:
-        check(ws, record, cell=evacuee.to_cell, apply_cell=False)
+        check(ws, record, cell=evacuee.to_cell, apply_cell=False, taken=taken)
     except TenantctlError as exc:
         evacuee.outcome, evacuee.detail, evacuee.exit_code = "refused", str(exc), exc.exit_code
 

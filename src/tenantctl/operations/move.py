@@ -176,14 +176,16 @@ def refuse_misused(rollback: bool, finalize: bool, past_window: bool) -> None:
 
 def check(ws: Workspace, record: TenantRecord, *, tier: Tier | None = None, cell: str | None = None,
           rollback: bool = False, finalize: bool = False, past_window: bool = False,
-          apply_cell: bool = True) -> Checked:
+          apply_cell: bool = True, taken: int = 0) -> Checked:
     """Every refusal `move` makes before it takes the tenant's lock, in the
     run's order, changing nothing: the one code path the run and its preview
     (`move --preview`) share, so that a preview refuses exactly what the run
     would, with the same exit code and rule. ``apply_cell=False`` (a preview):
     a committed target cell the sandbox has not applied, which the run applies
     first to read its account's quotas (``refuse_over_quota``), is not applied,
-    its quotas and replication workers judged once it exists."""
+    its quotas and replication workers judged once it exists. ``taken``: slots
+    of the target tier there that moves judged before this one (a dry run of
+    `cell evacuate`) would take first, counted as taken."""
     tenant_id = record.tenant_id
     to_tier, to_cell = tier or record.tier, cell or record.cell
     if record.move is None:
@@ -200,7 +202,7 @@ def check(ws: Workspace, record: TenantRecord, *, tier: Tier | None = None, cell
             refuse_without_replication_room(ws, record, to_tier, to_cell)
         # Both stores exist while the move is open: it holds a slot where each is (exit 11: full or draining),
         # taken with the record of the move (``save_taking_slot``), so a run killed before that counts none.
-        cap = slot_cap(ws, to_cell, to_tier, refused(tenant_id), ELSEWHERE)
+        cap = slot_cap(ws, to_cell, to_tier, refused(tenant_id), ELSEWHERE, taken)
         return Checked(to_tier, to_cell, target, to_stack, cap)
     if (tier is not None and tier is not record.move.to_tier) or (cell is not None and cell != record.move.to_cell):
         # The tenant is busy, as for a provision or deprovision of it (registry.refuse_open_move): exit 5.
