@@ -96,8 +96,8 @@ def test_an_undrained_cell_is_refused_and_a_dry_run_moves_nothing(fleet, sandbox
         path.write_text(committed)
     assert edited.returncode == 1, edited
     refused = next(t for t in edited.json()["tenants"] if t["tenant_id"] == "ev-c")
-    assert (refused["outcome"], refused["exit_code"]) == ("refused", 3) and "edited since its last apply" in refused[
-        "detail"]
+    assert (refused["outcome"], refused["exit_code"], refused["rule"]) == ("refused", 3, "unapplied-edits")
+    assert "edited since its last apply" in refused["detail"]
     assert {ws.registry.require(tid).cell for tid in MOVED} == {FROM}
     assert (cell_count(sandbox, FROM), cell_count(sandbox, TO)) == (4, 0)
 
@@ -117,14 +117,15 @@ def test_a_dry_run_refuses_what_each_move_of_the_run_refuses(fleet, sandbox):
         stack_file(ws.stacks_dir, naming.cell_stack(UNFIT)).unlink(missing_ok=True)
 
     def judged(evacuation) -> dict:
-        return {t["tenant_id"]: (t["outcome"], t["exit_code"], t["detail"]) for t in evacuation.json()["tenants"]
+        return {t["tenant_id"]: (t["outcome"], t["exit_code"], t["rule"], t["detail"])
+                for t in evacuation.json()["tenants"]
                 if t["tenant_id"] in MOVED}
 
     assert (plan.returncode, run.returncode) == (1, 1), (plan, run)
     assert judged(plan) == judged(run), (plan, run)
-    assert {outcome for outcome, _, _ in judged(plan).values()} == {"refused"}
+    assert {outcome for outcome, _, _, _ in judged(plan).values()} == {"refused"}
     assert all(code == 3 and "takes dedicated tenants, not pooled" in detail
-               for _, code, detail in judged(plan).values()), plan
+               for _, code, _, detail in judged(plan).values()), plan
     assert not ws.cell_outputs(UNFIT)
     assert {ws.registry.require(tid).cell for tid in MOVED} == {FROM}
     assert (cell_count(sandbox, FROM), cell_count(sandbox, TO)) == (4, 0)

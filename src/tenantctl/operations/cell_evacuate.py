@@ -84,6 +84,7 @@ class Evacuee(BaseModel):
     outcome: Outcome
     detail: str | None = None  # why skipped, refused or failed; a switched move's window end
     exit_code: int | None = None  # a refused or failed move's own exit code; 8: its posture check failed
+    rule: str | None = None  # the rule a refused or failed move's error names, if any
     # `check`'s finding after a finalize that went through (the tenant drifted out of band), not the finalize's.
     check: str | None = None
 
@@ -216,7 +217,7 @@ def _judged(ws: Workspace, record: TenantRecord, evacuee: Evacuee, taken: int) -
     try:
         check(ws, record, cell=evacuee.to_cell, apply_cell=False, taken=taken)
     except TenantctlError as exc:
-        evacuee.outcome, evacuee.detail, evacuee.exit_code = "refused", str(exc), exc.exit_code
+        evacuee.outcome, evacuee.detail, evacuee.exit_code, evacuee.rule = "refused", str(exc), exc.exit_code, exc.rule
 
 
 def _refuse_without_room(ws: Workspace, leaving: CellSpec, cells: dict[str, CellSpec], target: CellSpec | None,
@@ -385,14 +386,14 @@ def _settle(evacuee: Evacuee, future: Future, budget: FailureBudget) -> None:
     try:
         moved = future.result()
     except _REFUSALS as exc:
-        evacuee.outcome, evacuee.detail, evacuee.exit_code = "refused", str(exc), exc.exit_code
+        evacuee.outcome, evacuee.detail, evacuee.exit_code, evacuee.rule = "refused", str(exc), exc.exit_code, exc.rule
     except PostureCheckFailed as exc:  # raised only once the finalize is recorded: the move is over
         tid = evacuee.tenant_id
         evacuee.outcome, evacuee.check, evacuee.exit_code = "finalized", str(exc), exc.exit_code
         evacuee.detail = (f"finalized, but its posture check failed (`tenantctl check {tid}`; `tenantctl provision "
                           f"{tid}` repairs drift): {exc}")
     except TenantctlError as exc:
-        evacuee.outcome, evacuee.detail, evacuee.exit_code = "failed", str(exc), exc.exit_code
+        evacuee.outcome, evacuee.detail, evacuee.exit_code, evacuee.rule = "failed", str(exc), exc.exit_code, exc.rule
         budget.fail()
     except BrokenProcessPool:
         evacuee.outcome, evacuee.exit_code = "failed", 1
