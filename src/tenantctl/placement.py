@@ -330,15 +330,20 @@ def _existing(ws: Workspace, spec: TenantSpec, record: TenantRecord) -> tuple[Te
     return placed, placement
 
 
-def slot_cap(ws: Workspace, cell_name: str, tier: Tier, refused: str, elsewhere: str = "") -> int | None:
+def slot_cap(ws: Workspace, cell_name: str, tier: Tier, refused: str, elsewhere: str = "",
+             taken: int = 0) -> int | None:
     """The cap a ``tier`` slot of cell ``cell_name`` is taken under
     (``RegistryWriter.save_taking_slot``; None: uncapped), taking none;
     QuotaExceeded (exit 11) starting with ``refused`` when the cell has none by
     its counter as read now (full or draining). ``elsewhere``: the way round a
-    draining cell the caller has besides undraining it (``, or ...``)."""
+    draining cell the caller has besides undraining it (``, or ...``).
+    ``taken``: ``tier`` slots there a dry run's earlier planned moves would
+    hold by then, read as if the counter had them (the run's later moves see them)."""
     cell, cap, note = _slot_cap(ws, cell_name, tier)
-    if cell.draining or no_slot(cell, ws.registry.cell_counts([cell.name])[cell.name], tier):
-        raise _no_slot(ws, cell, tier, refused, note, elsewhere)
+    placed, draining = ws.registry.cell_counts([cell.name])[cell.name] or ({}, False)
+    counts = ({**placed, tier.value: placed.get(tier.value, 0) + taken}, draining)
+    if cell.draining or no_slot(cell, counts, tier):
+        raise _no_slot(ws, cell, tier, refused, note, elsewhere, counts if taken else None)
     return cap
 
 
@@ -353,10 +358,11 @@ def _slot_cap(ws: Workspace, cell_name: str, tier: Tier) -> tuple[CellSpec, int 
     return cell, cell.max_pooled_tenants if tier is Tier.pooled else None, note
 
 
-def _no_slot(ws: Workspace, cell: CellSpec, tier: Tier, refused: str, note: str | None,
-             elsewhere: str) -> QuotaExceeded:
-    """A draining cell is no capacity problem: its remedy is undraining it (or ``elsewhere``), not room."""
-    why = full_reason(ws.registry, cell, tier)
+def _no_slot(ws: Workspace, cell: CellSpec, tier: Tier, refused: str, note: str | None, elsewhere: str,
+             counts: tuple[dict[str, int], bool] | None = None) -> QuotaExceeded:
+    """A draining cell is no capacity problem: its remedy is undraining it (or ``elsewhere``), not room.
+    ``counts``: the counter as a dry run reads it (``slot_cap``'s ``taken``), else read again."""
+    why = (no_slot(cell, counts, tier) or "no slot could be taken") if counts else full_reason(ws.registry, cell, tier)
     remedy = (undrain_hint([cell.name]) + elsewhere if why.startswith(DRAINING) or cell.draining
               else "free a slot there and re-run")
     return QuotaExceeded(f"{refused}: cell {cell.name!r} has no {tier.value} slot "

@@ -30,6 +30,7 @@ from runtime_tenants import jwt_settings
 
 from tenant_runtime import TenantRuntime
 from tenant_runtime.models import MovePhase
+from tenantctl import naming
 from tenantctl.models import TenantSpec, TenantStatus
 from tenantctl.operations import cell as cells
 from tenantctl.operations.provision import provision
@@ -40,6 +41,8 @@ from tenantctl.workspace import Workspace
 pytestmark = pytest.mark.integration
 
 REGION, FROM, TO = "sa-east-1", "evx", "evy"
+UNFIT = "evz"  # committed, never applied: dedicated tenants only
+ONE_SLOT = "evw"  # committed, never applied: one pooled slot
 MOVED = ("ev-a", "ev-b", "ev-c")
 PAUSED = "ev-s"
 
@@ -93,10 +96,59 @@ def test_an_undrained_cell_is_refused_and_a_dry_run_moves_nothing(fleet, sandbox
         path.write_text(committed)
     assert edited.returncode == 1, edited
     refused = next(t for t in edited.json()["tenants"] if t["tenant_id"] == "ev-c")
-    assert (refused["outcome"], refused["exit_code"]) == ("refused", 3) and "edited since its last apply" in refused[
-        "detail"]
+    assert (refused["outcome"], refused["exit_code"], refused["rule"]) == ("refused", 3, "unapplied-edits")
+    assert "edited since its last apply" in refused["detail"]
     assert {ws.registry.require(tid).cell for tid in MOVED} == {FROM}
     assert (cell_count(sandbox, FROM), cell_count(sandbox, TO)) == (4, 0)
+
+
+def test_a_dry_run_refuses_what_each_move_of_the_run_refuses(fleet, sandbox):
+    """A dry run judges each move by the move's own checks (``move.check``),
+    applying no cell: `--to` a committed cell never applied that takes no
+    pooled tenant refuses each move (exit 3) as the run then does, with the
+    same detail, and the cell stays unapplied, the tenants where they were."""
+    cli, ws = fleet
+    added = cli("cell", "add", UNFIT, "--region", REGION, "--tier", "dedicated", "--write-only")
+    assert added.returncode == 0, added
+    try:
+        plan = cli("cell", "evacuate", FROM, "--to", UNFIT, "--dry-run", "--json")
+        run = cli("cell", "evacuate", FROM, "--to", UNFIT, "--json")
+    finally:
+        stack_file(ws.stacks_dir, naming.cell_stack(UNFIT)).unlink(missing_ok=True)
+
+    def judged(evacuation) -> dict:
+        return {t["tenant_id"]: (t["outcome"], t["exit_code"], t["rule"], t["detail"])
+                for t in evacuation.json()["tenants"]
+                if t["tenant_id"] in MOVED}
+
+    assert (plan.returncode, run.returncode) == (1, 1), (plan, run)
+    assert judged(plan) == judged(run), (plan, run)
+    assert {outcome for outcome, _, _, _ in judged(plan).values()} == {"refused"}
+    assert all(code == 3 and "takes dedicated tenants, not pooled" in detail
+               for _, code, _, detail in judged(plan).values()), plan
+    assert not ws.cell_outputs(UNFIT)
+    assert {ws.registry.require(tid).cell for tid in MOVED} == {FROM}
+    assert (cell_count(sandbox, FROM), cell_count(sandbox, TO)) == (4, 0)
+
+
+def test_a_dry_run_to_a_cell_counts_the_slots_its_earlier_moves_take(fleet, sandbox):
+    """`--to` a cell with one pooled slot (committed, never applied): the first
+    tenant's move is planned, the next ones refused (exit 11) as the run's
+    would be once the first had taken the slot; the cell stays unapplied."""
+    cli, ws = fleet
+    added = cli("cell", "add", ONE_SLOT, "--region", REGION, "--max-pooled", "1", "--write-only")
+    assert added.returncode == 0, added
+    try:
+        plan = cli("cell", "evacuate", FROM, "--to", ONE_SLOT, "--dry-run", "--json")
+    finally:
+        stack_file(ws.stacks_dir, naming.cell_stack(ONE_SLOT)).unlink(missing_ok=True)
+    assert plan.returncode == 1, plan
+    judged = {t["tenant_id"]: (t["outcome"], t["exit_code"]) for t in plan.json()["tenants"]}
+    assert judged == {"ev-a": ("planned", None), "ev-b": ("refused", 11), "ev-c": ("refused", 11),
+                      PAUSED: ("skipped", None)}, plan
+    refused = next(t["detail"] for t in plan.json()["tenants"] if t["tenant_id"] == "ev-b")
+    assert f"cell {ONE_SLOT!r} has no pooled slot (1 of 1 pooled tenants placed" in refused, refused
+    assert not ws.cell_outputs(ONE_SLOT)
 
 
 def _until(proc, done) -> None:

@@ -727,6 +727,31 @@ def _opened_under_the_new_key_only(sandbox, scope: str, new, old) -> None:
             old_kms.decrypt(CiphertextBlob=edk, EncryptionContext=context, KeyId=old.kms_key_arn)
 
 
+def _previewed_elsewhere(fleet: Fleet, sandbox, tenant_id: str, cell: str) -> None:
+    """`move --preview` of ``tenant_id`` to applied ``cell`` of another account or
+    region (no move): a second stack `<id>.k1`, its plan creating the tenant's
+    resources again, and `--finalize` naming the old stack's; the registry item,
+    every stack file and the second stack's state as they were."""
+    from tenantctl.operations.move_preview import CROSS_ACCOUNT, preview
+
+    stacks = fleet.root / "stacks"
+
+    def state() -> tuple:
+        return (registry_record(sandbox, tenant_id), {p.name: p.read_text() for p in sorted(stacks.glob("*.yaml"))},
+                StateFile(sandbox.state_dir / "local-engine", naming.stack_name(tenant_id, 1)).load().resources)
+
+    before = state()
+    found = preview(fleet.ws, tenant_id, cell=cell)
+    assert (found.outcome, found.kind, found.stack) == ("would_start", CROSS_ACCOUNT, naming.stack_name(tenant_id, 1))
+    assert (found.target.cell, found.cell_created_first) == (cell, False)
+    assert found.changes is not None and found.changes.stack == found.stack
+    created = {c.type for c in found.changes.changes if c.op.value == "create"}
+    assert {"aws:kms/key:Key", "aws:iam/role:Role", "aws:sqs/queue:Queue"} <= created, created
+    destroyed = {what.split(" ")[0] for what in found.finalize_destroys}  # the old stack's, by type
+    assert {"aws:kms/key:Key", "aws:iam/role:Role", "aws:sqs/queue:Queue"} <= destroyed, destroyed
+    assert state() == before
+
+
 def test_a_pooled_tenant_moves_to_another_region_under_a_new_key_while_written_then_finalizes(
         fleet: Fleet, sandbox, eu_runtime):
     """cl-k1 from eua (account A, eu-west-1) to eud (account A, eu-central-1,
@@ -755,6 +780,7 @@ def test_a_pooled_tenant_moves_to_another_region_under_a_new_key_while_written_t
     eu_s3.put_object(Bucket=old.bucket, Key=f"{old.prefix}documents/changed", Body=b"changed since",
                      ServerSideEncryption="aws:kms", SSEKMSKeyId=old.kms_key_arn)
     eu_s3.delete_object(Bucket=old.bucket, Key=f"{old.prefix}documents/gone")
+    _previewed_elsewhere(fleet, sandbox, KEYED, "eud")
     with writing(rt, KEYED) as writer:
         writer.wait_for_acks(10)
         result = move(fleet.ws, KEYED, cell="eud")

@@ -84,6 +84,7 @@ class Evacuee(BaseModel):
     outcome: Outcome
     detail: str | None = None  # why skipped, refused or failed; a switched move's window end
     exit_code: int | None = None  # a refused or failed move's own exit code; 8: its posture check failed
+    rule: str | None = None  # the rule a refused or failed move's error names, if any
     # `check`'s finding after a finalize that went through (the tenant drifted out of band), not the finalize's.
     check: str | None = None
 
@@ -188,28 +189,35 @@ def _place(ws: Workspace, cells: dict[str, CellSpec], leaving: CellSpec, target:
     """Where each tenant of ``queue`` not moving yet goes (``Evacuee.to_cell``),
     placed in turn as if the ones before had taken their slots: the run's
     moves and the up-front checks use the same placement. A dry run also
-    judges each as its move would (nothing created), and a refused one takes
-    no slot from the next."""
+    judges each by its move's own checks (``_judged``), and a refused one
+    takes no slot from the next."""
     loads: Counter[str] = Counter()
+    slots: Counter[tuple[str, Tier]] = Counter()  # the same per tier, as each move's slot check counts them
     for record, evacuee in queue:
         if record.move is not None:
             continue
         evacuee.to_cell = _destination(ws, cells, leaving, record, specs, target, Counter(loads), evacuee)
-        if dry_run and evacuee.to_cell:
-            _judged(ws, record, evacuee)  # what the move itself would refuse, nothing created
+        if dry_run and evacuee.to_cell:  # what the move itself would refuse, nothing created
+            _judged(ws, record, evacuee, slots[(evacuee.to_cell, record.tier)])
         if evacuee.outcome == "planned" and evacuee.to_cell:
             loads[evacuee.to_cell] += 1
+            slots[(evacuee.to_cell, record.tier)] += 1
 
 
-def _judged(ws: Workspace, record: TenantRecord, evacuee: Evacuee) -> None:
-    """A dry run's planned move refused as the move would refuse it (residency,
-    a dedicated store that cannot stand beside the tenant's, the target's fit,
-    the policy gate, quotas), nothing created."""
-    from tenantctl.operations.move import refusal
+def _judged(ws: Workspace, record: TenantRecord, evacuee: Evacuee, taken: int) -> None:
+    """A dry run's planned move refused as its run would refuse it: by
+    ``move.check``, every refusal the move makes before it takes the tenant's
+    lock (the code path `move --preview` shares with the run, so the exit code
+    and rule are the run's), changing nothing. A committed target cell never
+    applied is judged without being applied (``apply_cell=False``): its fit and
+    the tenant's residency now, its account's quotas once it exists. ``taken``:
+    the slots the run's moves judged before this one take there first."""
+    from tenantctl.operations.move import check
 
-    refused = refusal(ws, record, record.tier, evacuee.to_cell)
-    if refused is not None:
-        evacuee.outcome, evacuee.detail, evacuee.exit_code = "refused", str(refused), refused.exit_code
+    try:
+        check(ws, record, cell=evacuee.to_cell, apply_cell=False, taken=taken)
+    except TenantctlError as exc:
+        evacuee.outcome, evacuee.detail, evacuee.exit_code, evacuee.rule = "refused", str(exc), exc.exit_code, exc.rule
 
 
 def _refuse_without_room(ws: Workspace, leaving: CellSpec, cells: dict[str, CellSpec], target: CellSpec | None,
@@ -378,14 +386,14 @@ def _settle(evacuee: Evacuee, future: Future, budget: FailureBudget) -> None:
     try:
         moved = future.result()
     except _REFUSALS as exc:
-        evacuee.outcome, evacuee.detail, evacuee.exit_code = "refused", str(exc), exc.exit_code
+        evacuee.outcome, evacuee.detail, evacuee.exit_code, evacuee.rule = "refused", str(exc), exc.exit_code, exc.rule
     except PostureCheckFailed as exc:  # raised only once the finalize is recorded: the move is over
         tid = evacuee.tenant_id
         evacuee.outcome, evacuee.check, evacuee.exit_code = "finalized", str(exc), exc.exit_code
         evacuee.detail = (f"finalized, but its posture check failed (`tenantctl check {tid}`; `tenantctl provision "
                           f"{tid}` repairs drift): {exc}")
     except TenantctlError as exc:
-        evacuee.outcome, evacuee.detail, evacuee.exit_code = "failed", str(exc), exc.exit_code
+        evacuee.outcome, evacuee.detail, evacuee.exit_code, evacuee.rule = "failed", str(exc), exc.exit_code, exc.rule
         budget.fail()
     except BrokenProcessPool:
         evacuee.outcome, evacuee.exit_code = "failed", 1

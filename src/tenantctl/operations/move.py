@@ -75,7 +75,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from tenant_runtime.models import MovePhase, TenantMove, TenantRecord, TenantStatus, Tier
-from tenantctl.errors import Conflict, InvalidInput, TargetUnavailable, TenantctlError, UsageError
+from tenantctl.errors import Conflict, InvalidInput, TargetUnavailable, UsageError
 from tenantctl.models import CellSpec, TenantSpec, utcnow
 from tenantctl.naming import require_valid
 from tenantctl.operations.move_activation import activate_unactivated, unactivated
@@ -183,14 +183,16 @@ def refuse_misused(rollback: bool, finalize: bool, past_window: bool) -> None:
 
 def check(ws: Workspace, record: TenantRecord, *, tier: Tier | None = None, cell: str | None = None,
           rollback: bool = False, finalize: bool = False, past_window: bool = False,
-          apply_cell: bool = True) -> Checked:
+          apply_cell: bool = True, taken: int = 0) -> Checked:
     """Every refusal `move` makes before it takes the tenant's lock, in the
     run's order, changing nothing: the one code path the run and its preview
     (`move --preview`) share, so that a preview refuses exactly what the run
     would, with the same exit code and rule. ``apply_cell=False`` (a preview):
     a committed target cell the sandbox has not applied, which the run applies
     first to read its account's quotas (``refuse_over_quota``), is not applied,
-    its quotas and replication workers judged once it exists."""
+    its quotas and replication workers judged once it exists. ``taken``: slots
+    of the target tier there that moves judged before this one (a dry run of
+    `cell evacuate`) would take first, counted as taken."""
     tenant_id = record.tenant_id
     to_tier, to_cell = tier or record.tier, cell or record.cell
     if record.move is None:
@@ -207,7 +209,7 @@ def check(ws: Workspace, record: TenantRecord, *, tier: Tier | None = None, cell
             refuse_without_replication_room(ws, record, to_tier, to_cell)
         # Both stores exist while the move is open: it holds a slot where each is (exit 11: full or draining),
         # taken with the record of the move (``save_taking_slot``), so a run killed before that counts none.
-        cap = slot_cap(ws, to_cell, to_tier, refused(tenant_id), ELSEWHERE)
+        cap = slot_cap(ws, to_cell, to_tier, refused(tenant_id), ELSEWHERE, taken)
         return Checked(to_tier, to_cell, target, to_stack, cap)
     if (tier is not None and tier is not record.move.to_tier) or (cell is not None and cell != record.move.to_cell):
         # The tenant is busy, as for a provision or deprovision of it (registry.refuse_open_move): exit 5.
@@ -343,19 +345,6 @@ def _refuse_or_target(ws: Workspace, record: TenantRecord, tier: Tier, cell: str
     refuse_unsafe_spec(target)
     refuse_over_quota(ws, target, cell, apply_cell)
     return target, None
-
-
-def refusal(ws: Workspace, record: TenantRecord, tier: Tier, cell: str) -> TenantctlError | None:
-    """What `move` would refuse moving ``record`` to ``cell`` as ``tier`` with,
-    before anything is created (a dry run's answer), or None; a cell never
-    applied is not judged here (asking would apply it on the sandbox)."""
-    if not ws.cell_outputs(cell).get("bucket"):
-        return None
-    try:
-        _refuse_or_target(ws, record, tier, cell)
-    except TenantctlError as exc:
-        return exc
-    return None
 
 
 def refuse_unapplied_edits(record: TenantRecord, spec: TenantSpec, path: Path) -> None:
