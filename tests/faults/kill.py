@@ -35,7 +35,11 @@
 the Pulumi program (preview or up, in-process under the LocalEngine) the process
 sends itself SIGINT, as a Ctrl-C landing while the program's tasks are pending.
 
-``Faults`` only counts and dies; ``faults.seams`` calls it from the package's seams.
+``TENANTCTL_FAULT_POINT=interrupted`` with a named step: Ctrl-C there instead
+(SIGINT to the process, handled as in a terminal) rather than dying, to see
+what an interrupt right after that registry write leaves.
+
+``Faults`` only counts and dies (or interrupts); ``faults.seams`` calls it from the package's seams.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ FAULT_AFTER_ENV = "TENANTCTL_FAULT_AFTER"
 FAULT_POINT_ENV = "TENANTCTL_FAULT_POINT"
 FAULT_SIGINT_ENV = "TENANTCTL_FAULT_SIGINT"
 FAULT_EXIT_CODE = 86
-POINTS = ("recorded", "unrecorded")
+POINTS = ("recorded", "unrecorded", "interrupted")
 STEPS = ("provision:reserving", "provision:reserved", "provision:withdrawn", "provision:applied",
          "deprovision:marked", "deprovision:destroyed", "deprovision:tombstoned", "revive:locking",
          "move:locked", "move:preparing", "move:copying", "move:freezing", "move:switched", "move:rolling_back",
@@ -96,5 +100,19 @@ class Faults:
     def reached(self, step: str) -> None:
         """A named registry step of provision / deprovision is done."""
         assert step in STEPS, step
-        if self.step == step:
+        if self.step == step and self.point == "interrupted":
+            self.interrupt(f"step {step}")
+        elif self.step == step:
             self.die(f"step {step}")
+
+    @staticmethod
+    def interrupt(where: str) -> None:
+        """Ctrl-C now: raised as KeyboardInterrupt in the main thread (where the registry steps run)
+        as soon as this returns. Python's own handler first: a test run started in the background
+        (`cmd &` in a script) passes SIGINT on ignored."""
+        import signal
+
+        sys.stderr.write(f"tenantctl: injected Ctrl-C at {where}\n")
+        sys.stderr.flush()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        os.kill(os.getpid(), signal.SIGINT)

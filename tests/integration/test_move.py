@@ -17,6 +17,7 @@ import psycopg
 import pytest
 import yaml
 from fault_tools import POOLED, Cli, aws, inventory, registry_record, run_id, write_record
+from faults import FAULT_AFTER_ENV, FAULT_POINT_ENV
 from move_tools import writing
 from psycopg import sql
 from runtime_tenants import jwt_settings, sandbox_runtime
@@ -1015,6 +1016,20 @@ def test_a_move_interrupted_in_its_freeze_ends_the_freeze_with_the_tenant_writab
     assert "interrupted" in record["last_error"]
     runtime.registry.invalidate(tid)
     runtime.store.append(runtime.context(tid), "after", "user", "the tenant writes again at once")
+
+    # Ctrl-C right as a run records the freeze (forward: `freezing`; a rollback: `rolling_back`), before
+    # the freeze's own steps: the record goes back as well (before: it stayed frozen, every runtime
+    # refusing the tenant's writes until someone ran the move again).
+    for args, frozen, back in ((("move", tid), "move:freezing", "copying"),
+                               (("move", tid, "--rollback"), "move:rolling_back", "switched")):
+        if back == "switched":
+            assert cli("move", tid).returncode == 0  # the resumed move switched
+        stopped = cli(*args, env={FAULT_AFTER_ENV: frozen, FAULT_POINT_ENV: "interrupted"})
+        assert stopped.returncode == 130 and stopped.stderr.rstrip().endswith("error: interrupted"), stopped
+        record = registry_record(sandbox, tid)
+        assert (record["move"]["phase"], record["lock"]) == (back, None), record
+        runtime.registry.invalidate(tid)
+        runtime.store.append(runtime.context(tid), "after", "user", f"writable after an interrupt at {frozen}")
     rolled = cli("move", tid, "--rollback")
     assert rolled.returncode == 0, rolled
     assert cli("deprovision", tid, "--yes", "--no-final-backup").returncode == 0

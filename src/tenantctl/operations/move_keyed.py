@@ -341,11 +341,10 @@ class KeyedMover(Mover):
             relay.catch_up()
         self.sync_objects()
         self.result_extra["copy_seconds"] = time.monotonic() - started
-        self.phase(MovePhase.freezing)
 
     def switch(self, window: timedelta) -> None:
-        frozen_at = self.move.phase_at
         pinned = self.freeze(backwards=False)
+        frozen_at = self.move.phase_at
         new = self.stack_resources(self.to_stack)
         cell = self.ws.cell(self.move.to_cell)
         now = utcnow()
@@ -367,7 +366,8 @@ class KeyedMover(Mover):
         """Nothing: the new stack's secrets name the new store from its build."""
 
     def freeze(self, backwards: bool) -> tuple[Any, Any]:
-        """Writes on the source revoked and those under way waited out
+        """The move's record frozen (``rolling_back`` backwards, else ``freezing``: ``frozen``),
+        writes on the source revoked and those under way waited out
         (``store_sync.freeze``, as within an account), the relay drained,
         the target's identities advanced and its writes allowed; forward, the capture the other way installed on the
         new store first (a rollback carries the writes made after the
@@ -376,6 +376,7 @@ class KeyedMover(Mover):
         # A writer that never ends (the freeze times out) or an interrupt (Ctrl-C, SIGTERM) before the
         # target is writable: the freeze ends, the source writable again, nothing switched.
         with self.thawed_if_stopped([source], MovePhase.switched if backwards else MovePhase.copying):
+            self.frozen(MovePhase.rolling_back if backwards else MovePhase.freezing)
             self.sync_objects(backwards)  # what changed since the last pass (writes are refused from here)
             with self.connect(source) as conn:
                 store_sync.freeze(conn, self.schemas(source), CATCH_UP_TIMEOUT)
@@ -508,8 +509,6 @@ class KeyedMover(Mover):
         if self.move.new_store is None:  # killed before the target stack was recorded
             self.say(f"move {self.record.tenant_id}: removing stack {self.to_stack}")
         elif self.move.phase in (MovePhase.switched, MovePhase.rolling_back):
-            if self.move.phase is MovePhase.switched:
-                self.phase(MovePhase.rolling_back)
             pinned = self.freeze(backwards=True)
             cell = self.ws.cell(self.move.from_cell)
             old = self.stack_resources(self.from_stack)

@@ -268,7 +268,6 @@ class Mover:
         self.sync_objects()  # while the store's initial copy runs
         store_sync.wait("initial copy", self.copied_or_told(link, started), COPY_TIMEOUT, 0.2)
         self.result_extra["copy_seconds"] = time.monotonic() - started
-        self.phase(MovePhase.freezing)
 
     def copied_or_told(self, link: store_sync.Link, started: float) -> Callable[[], bool]:
         """Whether ``link``'s initial copy is done; once past ``STALLED_AFTER``
@@ -298,10 +297,12 @@ class Mover:
         return done
 
     def switch(self, window: timedelta) -> None:
-        frozen_at = self.move.phase_at
-        with self.thawed_if_stopped(self.link().sources, MovePhase.copying):
+        def freeze() -> None:
+            self.frozen(MovePhase.freezing)
             self.sync_objects()  # what changed since the first pass (writes are refused from here)
-        pinned = self.catch_up(self.link(), MovePhase.copying, way_back=self.link(backwards=True))
+
+        pinned = self.catch_up(self.link(), MovePhase.copying, way_back=self.link(backwards=True), first=freeze)
+        frozen_at = self.move.phase_at
         spec = self.spec()
         new_store = self.move.new_store
         assert new_store is not None
@@ -333,21 +334,26 @@ class Mover:
         assert self.move.new_store is not None
         self.point_secret(self.move.new_store)
 
-    def catch_up(self, link: store_sync.Link, unfrozen: MovePhase,
-                 way_back: store_sync.Link | None = None) -> tuple[Any, Any] | None:
-        """Freeze ``link``'s source, let the target catch up, take the slot of
+    def catch_up(self, link: store_sync.Link, unfrozen: MovePhase, way_back: store_sync.Link | None = None,
+                 first: Callable[[], None] = lambda: None) -> tuple[Any, Any] | None:
+        """``first`` (the freeze's phase written: ``frozen``), then freeze
+        ``link``'s source, let the target catch up, take the slot of
         ``way_back`` (the link the source follows the target by once switched:
         ``reserve``), pin a snapshot of both (verified after the freeze), make
         the target the writable one. None: the link was dropped by an earlier
-        run (which got this far). A target not caught up in time, or no room
-        for ``way_back``'s slot, ends the freeze, nothing switched: the source
-        takes writes again, the move is back in phase ``unfrozen`` and a re-run
-        freezes again."""
+        run (which got this far). A target not caught up in time, no room for
+        ``way_back``'s slot, or an interrupt from ``first`` on, ends the freeze,
+        nothing switched: the source takes writes again, the move is back in
+        phase ``unfrozen`` and a re-run freezes again. Once the link is
+        dropped there is no going back: ``first`` runs unguarded."""
         pinned = None
         with self.connect(link.target) as conn:
             following = store_sync.has_subscription(conn, link.name)
-        if following:
+        if not following:
+            first()
+        else:
             with self.thawed_if_stopped(link.sources, unfrozen):
+                first()
                 lsn = store_sync.quiesce(self.connect, link.sources, CATCH_UP_TIMEOUT)
                 store_sync.wait("replication catch-up", lambda: store_sync.caught_up(self.connect, link, lsn),
                                 CATCH_UP_TIMEOUT, 0.02)
@@ -359,6 +365,15 @@ class Mover:
             store_sync.stop(self.connect, link)
         self.set_writable(link.targets, True)
         return pinned
+
+    def frozen(self, phase: MovePhase) -> None:
+        """The move's record says ``phase`` (``freezing``, ``rolling_back``: runtimes refuse the
+        tenant's writes from here), unless it says so already (a resumed run). Written inside the
+        guard that ends the freeze (``thawed_if_stopped``): an interrupt landing as it was written,
+        or before the freeze's own steps began, left the record frozen and the tenant refusing
+        every write until someone ran the move again."""
+        if self.move.phase is not phase:
+            self.phase(phase)
 
     @contextmanager
     def thawed_if_stopped(self, sources: list[StoreConnection], unfrozen: MovePhase) -> Iterator[None]:
@@ -372,8 +387,17 @@ class Mover:
             yield
         except (TargetUnavailable, InvalidInput, KeyboardInterrupt):
             self.set_writable(sources, True)
+            self.resync()
             self.phase(unfrozen)
             raise
+
+    def resync(self) -> None:
+        """The record as the registry holds it, while this run still holds its lock: an interrupt can
+        land after a write of this run and before its result came back (the phase just written), and a
+        write on the record as this run last knew it would then be refused as a concurrent change."""
+        current = self.ws.registry.get(self.record.tenant_id)
+        if current is not None and current.lock == self.record.lock and current.version != self.record.version:
+            self.held.record = current
 
     def reserve(self, link: store_sync.Link) -> None:
         """``link``'s slot on its source's server, taken in the freeze once
@@ -503,11 +527,11 @@ class Mover:
                 self.end(target_cell, target_tier)
             return
         if self.move.phase in (MovePhase.switched, MovePhase.rolling_back):
-            if self.move.phase is MovePhase.switched:
-                self.phase(MovePhase.rolling_back)
-            with self.thawed_if_stopped(self.link(backwards=True).sources, MovePhase.switched):
+            def freeze() -> None:
+                self.frozen(MovePhase.rolling_back)
                 self.sync_objects(backwards=True)  # the objects written since the switch go back too
-            pinned = self.catch_up(self.link(backwards=True), MovePhase.switched)
+
+            pinned = self.catch_up(self.link(backwards=True), MovePhase.switched, first=freeze)
             self.save(tier=spec.retiring.tier, cell=self.move.from_cell,
                       resources=self.resources_at(spec.retiring.tier, self.move.old_store, self.move.old_bucket),
                       move=self.move.model_copy(update={"phase": MovePhase.preparing, "phase_at": utcnow(),
