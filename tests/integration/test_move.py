@@ -862,6 +862,9 @@ def test_a_killed_move_resumes_or_rolls_back_with_nothing_lost_and_nothing_left(
     assert "(that run is no longer running)" in shown and "not yet activated" in shown, shown
     assert f"`tenantctl move {tid} --finalize` finishes it" in shown, shown
     assert _apply_preview(cli, tid) == (12, "update")
+    previewed = cli("move", tid, "--preview", "--json")  # what `move ID` would do: activate it, nothing else
+    assert previewed.returncode == 12 and previewed.json()["outcome"] == "would_activate", previewed
+    assert registry_record(sandbox, tid) == record
     activated = cli("move", tid, "--finalize")
     assert activated.returncode == 0, activated
     assert activated.stdout.strip() == f"tenant {tid}: activated (dedicated in cell default; no move was open, " \

@@ -135,10 +135,12 @@ def _preview(tenant_id: str, tier: Tier | None, cell: str | None, rollback: bool
         if found.changes is not None:
             changes_table(f"move {tenant_id} --preview: stack {found.stack}", found.changes)
         src, dst = found.source, found.target
-        verb = "would start" if found.outcome == "would_start" else f"would resume ({found.phase.value})"
+        verb = {"would_start": "would start", "would_activate": "would activate the tenant"}.get(
+            found.outcome, f"would resume ({found.phase.value if found.phase else ''})")
         lines = [f"tenant {tenant_id}: move {verb}: {src.tier.value} in cell {src.cell} ({src.account_id}, "
-                 f"{src.region}) -> {dst.tier.value} in cell {dst.cell} ({dst.account_id}, {dst.region}), "
-                 f"{found.kind.replace('-', ' ')}"
+                 f"{src.region})" + ("" if src == dst else f" -> {dst.tier.value} in cell {dst.cell} "
+                                                             f"({dst.account_id}, {dst.region})")
+                 + f", {found.kind.replace('-', ' ')}"
                  + (f"; target stack {found.stack}: {changes_summary(found.changes)}" if found.changes else "")]
         if found.wakes_first:
             lines.append("  hibernated: its instance is started first (a move copies from its store)")

@@ -27,6 +27,7 @@ from tenantctl import naming
 from tenantctl.engines.base import ChangeSet
 from tenantctl.errors import UsageError, engine_step
 from tenantctl.operations.move import Checked, account_of, check, refuse_misused, refuse_rolling_back
+from tenantctl.operations.move_activation import unactivated
 from tenantctl.registry import live_lock
 from tenantctl.workspace import Workspace
 
@@ -42,7 +43,8 @@ class Side(BaseModel):
 
 
 class MovePreview(BaseModel):
-    """What `move` would do (``outcome``: ``would_start``, ``would_resume``, or
+    """What `move` would do (``outcome``: ``would_start``, ``would_resume``,
+    ``would_activate``: a finalize killed before activating the tenant, or
     ``unchanged``: nothing to move), read only."""
 
     tenant_id: str
@@ -73,6 +75,8 @@ def preview(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: st
                          f"'--{'rollback' if rollback else 'finalize'}': `tenantctl status {tenant_id}` shows "
                          "where the open move stands and what its rollback window is")
     record = ws.registry.require(tenant_id)
+    if record.move is None and tier is None and cell is None and unactivated(ws, record) is not None:
+        return _activation(ws, record)
     # A committed cell the sandbox has not applied: the run applies it first (``ensure_cell``), the
     # preview does not (it would create the cell): its quotas and the target's plan wait for it.
     unapplied = (cell is not None and record.move is None and ws.is_sandbox and cell in ws.cells()
@@ -100,6 +104,16 @@ def preview(ws: Workspace, tenant_id: str, *, tier: Tier | None = None, cell: st
     if checked.target is not None and not unapplied:  # the target stack reads its cell's outputs
         found.changes = _plan(ws, record, checked)
     return found
+
+
+def _activation(ws: Workspace, record: TenantRecord) -> MovePreview:
+    """What `move ID` does for a tenant no move is open for whose last finalize (or provision) applied
+    its stack but did not activate it (``move_activation``): its stack applied again, then activated."""
+    here = _side(ws, record, record.tier, record.cell)
+    return MovePreview(tenant_id=record.tenant_id, outcome="would_activate", source=here, target=here,
+                       kind=SAME_ACCOUNT, stack=record.current_stack, phases=[
+                           "activating: no move open; the stack applied again as its file says (nothing to change "
+                           "but drift), its posture checked, the tenant recorded active"])
 
 
 def _side(ws: Workspace, record: TenantRecord, tier: Tier, cell: str) -> Side:
