@@ -280,3 +280,51 @@ def test_the_report_makes_each_cells_clients_once(ws, monkeypatch, tmp_path):
     path, data = usage_ops.write_html_report(ws, load_prices(), tmp_path / "report.html")
     assert path.exists() and len(data.rows) == 2  # acme's two stacks
     assert sorted(made) == ["eu1", "euc"]
+
+
+def test_kept_connections_give_threads_at_once_a_connection_each_and_keep_them():
+    """Threads measuring tenants of one store at the same time never share an admin connection (a
+    psycopg connection runs one transaction at a time): each gets one of its own, made once and
+    handed to the next tenant a thread measures; all closed at the end."""
+    import threading
+
+    from tenantctl.models import StoreConnection, TenantResources
+    from tenantctl.usage.measure import KeptConnections, UsageClients
+
+    class Conn:
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    made: list[Conn] = []
+
+    def connect(rec):
+        made.append(Conn())
+        return made[-1]
+
+    store = StoreConnection(endpoint="db", port=5432, database="platform", schema_name="s", secret_arn="arn",
+                            role="r")
+    resources = TenantResources.model_construct(store=store)
+    tenants = [record(f"t{i}").model_copy(update={"resources": resources}) for i in range(4)]
+    together = threading.Barrier(4, timeout=5)
+    held: list[Conn] = []
+    with KeptConnections() as kept:
+        shared = kept.wrap(UsageClients(s3=None, sqs=None, admin_connect=connect))
+
+        def measure(rec) -> None:
+            with shared.admin_connect(rec) as conn:
+                held.append(conn)
+                together.wait()  # all four inside at once
+
+        threads = [threading.Thread(target=measure, args=(t,)) for t in tenants]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len({id(c) for c in held}) == 4 and len(made) == 4
+        for rec in tenants:  # one after another now: the kept ones serve, no new login
+            with shared.admin_connect(rec) as conn:
+                assert conn in made
+        assert len(made) == 4
+    assert all(c.closed for c in made)

@@ -15,6 +15,7 @@ many tenants is not stopped by one broken tenant.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
@@ -225,6 +226,7 @@ def admin_connector(secrets: Any, platform_admin_secret_arn: str, rds: Any | Non
     secret of that instance (looked up by its identifier). Secrets are JSON with
     username and password; host and database come from the record."""
     cache: dict[str, dict[str, str]] = {}
+    reading = threading.Lock()  # threads measuring tenants at once read each secret once between them
 
     def secret_arn(record: TenantRecord) -> str:
         if record.tier is Tier.dedicated and rds is not None:
@@ -240,9 +242,10 @@ def admin_connector(secrets: Any, platform_admin_secret_arn: str, rds: Any | Non
         import psycopg
 
         arn = secret_arn(record)
-        if arn not in cache:
-            data = json.loads(secrets.get_secret_value(SecretId=arn)["SecretString"])
-            cache[arn] = {"user": data.get("username") or data["user"], "password": data["password"]}
+        with reading:
+            if arn not in cache:
+                data = json.loads(secrets.get_secret_value(SecretId=arn)["SecretString"])
+                cache[arn] = {"user": data.get("username") or data["user"], "password": data["password"]}
         store = record.resources.store
         return psycopg.connect(host=store.endpoint, port=store.port, dbname=store.database,
                                connect_timeout=connect_timeout, application_name=application_name, **cache[arn])
@@ -254,18 +257,27 @@ class KeptConnections:
     """Admin connections kept open over a measurement of many tenants: one per store and login
     instead of one per tenant and workspace (each a TCP connection and a SCRAM login); each
     tenant's reads still run in a read-only transaction of their own (``db_usage``). A connection
-    a read failed on is closed, and the next tenant of its store gets a new one."""
+    a read failed on is closed, and the next tenant of its store gets a new one.
+
+    Thread-safe: tenants measured in threads at once each hold a connection of their own (a
+    psycopg connection runs one transaction at a time), handed back when the tenant is read and
+    taken by the next tenant of that store; a new login only when every kept one is in use, so
+    at most one per thread and store (one per store one tenant after another)."""
 
     def __init__(self) -> None:
-        self._open: dict[tuple, Any] = {}
+        self._idle: dict[tuple, list[Any]] = {}
+        self._lock = threading.Lock()
+        self._ended = False
 
     def __enter__(self) -> KeptConnections:
         return self
 
     def __exit__(self, *_: object) -> None:
-        for conn in self._open.values():
+        with self._lock:  # one still lent (a thread an interrupt left running) is closed when handed back
+            self._ended, idle = True, [conn for conns in self._idle.values() for conn in conns]
+            self._idle.clear()
+        for conn in idle:
             conn.close()
-        self._open.clear()
 
     def wrap(self, clients: UsageClients) -> UsageClients:
         return replace(clients, admin_connect=lambda record: self._connect(clients.admin_connect, record))
@@ -276,15 +288,21 @@ class KeptConnections:
         # A dedicated store may have a login of its own (its RDS master secret): never shared.
         key = (id(connect), store.endpoint, store.port, store.database,
                record.tenant_id if record.tier is Tier.dedicated else None)
-        conn = self._open.get(key)
+        with self._lock:
+            kept = self._idle.get(key)
+            conn = kept.pop() if kept else None
         if conn is None or conn.closed:
-            conn = self._open[key] = connect(record)
+            conn = connect(record)
         try:
             yield conn
         except BaseException:
-            del self._open[key]
             conn.close()
             raise
+        with self._lock:
+            if not self._ended:
+                self._idle.setdefault(key, []).append(conn)
+                return
+        conn.close()
 
 
 # -- one tenant, all tenants ----------------------------------------------------------
