@@ -393,8 +393,9 @@ def test_usage_of_many_tenants_lists_each_bucket_once_with_the_same_figures(tena
 
 
 def test_usage_of_many_tenants_logs_in_once_per_store(tenants, workspace):
-    """Over many tenants each store's admin login is made once and kept (a dedicated store's apart: its
-    login may be its own), not once per tenant; each tenant's figures as its own measurement gives them."""
+    """Over many tenants one after another (--parallel 1) each store's admin login is made once and kept
+    (a dedicated store's apart: its login may be its own), not once per tenant; each tenant's figures as
+    its own measurement gives them."""
     from tenantctl.operations.usage import measure_records, per_place
 
     records = [record for record, _ in tenants.values()]
@@ -405,10 +406,65 @@ def test_usage_of_many_tenants_logs_in_once_per_store(tenants, workspace):
             logins.append(record.tenant_id)
             return login(record)
         clients.admin_connect = connect
-    usages = measure_records(workspace, records, clients=place)
+    usages = measure_records(workspace, records, clients=place, parallel=1)
     stores = {(r.resources.store.endpoint, r.resources.store.database,
                r.tenant_id if r.tier is Tier.dedicated else None) for r in records}
     assert len(logins) == len(stores) < len(records), logins
     for record, usage in zip(records, usages, strict=True):
         alone = measure(record, place(record))
         assert not usage.errors and usage.db.rows == alone.db.rows and usage.db.size_bytes == alone.db.size_bytes
+
+
+def _unstamped(value):
+    """``value`` without its measurement times (each tenant's ``measured_at``: when it was read)."""
+    if isinstance(value, dict):
+        return {k: _unstamped(v) for k, v in value.items() if k != "measured_at"}
+    if isinstance(value, list):
+        return [_unstamped(v) for v in value]
+    return value
+
+
+def test_usage_and_cost_of_many_tenants_are_the_same_measured_in_parallel(tenants, sandbox, project):
+    """`usage --all` / `cost --all` measure tenants in threads (--parallel N): the same rows in the same
+    order, the same figures and errors, as one tenant after another (--parallel 1)."""
+    env = {**os.environ, "TENANTCTL_SANDBOX_DIR": str(sandbox.state_dir), "PYTHONWARNINGS": "ignore"}
+    env.pop("TENANTCTL_TARGET", None)
+
+    def cli(*args: str) -> dict:
+        proc = subprocess.run([sys.executable, "-m", "tenantctl", *args, "--json"], cwd=project, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    for command in ("usage", "cost"):
+        alone, threaded = cli(command, "--all", "--parallel", "1"), cli(command, "--all", "--parallel", "4")
+        assert _unstamped(threaded) == _unstamped(alone), command
+        listed = [t["estimate"] if command == "cost" else t for t in threaded["tenants"]]
+        assert set(tenants) <= {t["tenant_id"] for t in listed}, command
+
+
+def test_measured_in_threads_each_store_logs_in_at_most_once_per_thread(tenants, workspace):
+    """With --parallel N each thread keeps its own admin connection to a store (a psycopg connection
+    runs one transaction at a time): at most N logins per store, each tenant's figures as its own
+    measurement gives them, in the records' order."""
+    import threading
+
+    from tenantctl.operations.usage import measure_records, per_place
+
+    records = [record for record, _ in tenants.values()] * 3  # more tenants than threads, per store
+    place = per_place(workspace)
+    logins: list[tuple[str, str]] = []
+    lock = threading.Lock()
+    for clients in {id(place(r)): place(r) for r in records}.values():
+        def connect(record, login=clients.admin_connect):
+            with lock:
+                logins.append((record.resources.store.database, threading.current_thread().name))
+            return login(record)
+        clients.admin_connect = connect
+    usages = measure_records(workspace, records, clients=place, parallel=2)
+    assert [u.tenant_id for u in usages] == [r.tenant_id for r in records]
+    per_store = {db: [t for d, t in logins if d == db] for db, _ in logins}
+    assert all(len(threads) <= 2 for threads in per_store.values()) and len(logins) < len(records), logins
+    for record, usage in zip(records, usages, strict=True):
+        alone = measure(record, place(record))
+        assert not usage.errors and usage.db.rows == alone.db.rows and usage.queues == alone.queues

@@ -38,6 +38,10 @@ def tenantctl(*args: str, cwd) -> subprocess.CompletedProcess[str]:
     (["cell", "evacuate", "c1", "--limit", "0"], "Invalid value for '--limit'", "tenantctl cell evacuate --help"),
     (["cell", "evacuate", "c1", "--parallel", "0"], "Invalid value for '--parallel'",
      "tenantctl cell evacuate --help"),
+    # The fleet reads take --parallel as `check --all` does.
+    (["usage", "--all", "--parallel", "0"], "Invalid value for '--parallel'", "tenantctl usage --help"),
+    (["cost", "--all", "--parallel", "-2"], "Invalid value for '--parallel'", "tenantctl cost --help"),
+    (["report", "--parallel", "0"], "Invalid value for '--parallel'", "tenantctl report --help"),
     (["cell", "evacuate", "c1", "--max-failures", "-1"], "Invalid value for '--max-failures'",
      "tenantctl cell evacuate --help"),
     # A negative limit would fail every drill (exit 9) as if it had been too slow.

@@ -1,13 +1,15 @@
 """`tenantctl usage | cost | report`: what tenants use, what they cost, one HTML page of both."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from tenant_runtime.states import TenantStatus, Tier
 from tenantctl.cli.options import JsonFlag, tenant_argument
-from tenantctl.cli.output import console, error, print_json, table
+from tenantctl.cli.output import console, error, escape, print_json, table
 from tenantctl.timestamps import utc_minute
 
 TenantArg = Annotated[Optional[str], tenant_argument("Tenant id (or --all).")]
@@ -16,6 +18,7 @@ TierOpt = Annotated[Optional[Tier], typer.Option(help="With --all: only this tie
 IdleDays = Annotated[int, typer.Option(min=1, help="A tenant with no activity for this many days is idle.")]
 PricesOpt = Annotated[Optional[Path], typer.Option(help="Price table YAML (default: the packaged us-east-1 table).")]
 CellOpt = Annotated[Optional[str], typer.Option(help="With --all: only this cell's tenants. For a what-if: its cell.")]
+ParallelOpt = Annotated[int, typer.Option(min=1, metavar="N", help="Tenants measured at once (--all, --cell).")]
 
 app = typer.Typer()
 
@@ -30,6 +33,24 @@ def _when(t) -> str:
     return utc_minute(t) if t else "never"
 
 
+@contextmanager
+def _measuring(many: bool) -> Iterator[Any]:
+    """Progress of a fleet read on stderr (`check --all`'s): a plan line, then a stamped line per
+    tenant measured; nothing for one tenant."""
+    if not many:
+        yield None
+        return
+    from tenantctl.cli.progress import fleet_progress
+    from tenantctl.operations.fleet_threads import Watch
+
+    with fleet_progress("measuring") as progress:
+        def done(usage) -> None:
+            progress.done(escape(f"{usage.tenant_id}: " + (f"{len(usage.errors)} part(s) unread"
+                                                           if usage.errors else "measured")))
+
+        yield Watch(on_plan=lambda n: progress.plan(n, f"{n} tenant(s)"), on_result=done)
+
+
 # -- usage ---------------------------------------------------------------------------
 @app.command()
 def usage(
@@ -38,6 +59,7 @@ def usage(
     tier: TierOpt = None,
     cell: CellOpt = None,
     idle_days: IdleDays = 30,
+    parallel: ParallelOpt = 8,
     json_out: JsonFlag = False,
 ) -> None:
     """Show what a tenant uses: objects, context store, queues, last activity.
@@ -45,14 +67,17 @@ def usage(
     Objects and bytes under the tenant prefix (current and noncurrent versions
     apart), context-store size and rows (read as the DB admin), queue and DLQ
     depth, and the newest write or upload; each workspace on a row of its own
-    (``TENANT/WS``) under its tenant. With --all, walks the registry page by page and lists the idle tenants.
+    (``TENANT/WS``) under its tenant. With --all, walks the registry page by page and lists the idle tenants;
+    --parallel tenants are measured at once, a progress line each (stderr), the rows in the registry's order.
     """
     from tenant_runtime.tables import TABLES
     from tenantctl.operations.usage import measure_tenants
     from tenantctl.usage.html_report import human_bytes
     from tenantctl.workspace import Workspace
 
-    _, usages = measure_tenants(Workspace(), tenant_id, all_, tier, idle_days, cell=cell)
+    with _measuring(all_) as watch:
+        _, usages = measure_tenants(Workspace(), tenant_id, all_, tier, idle_days, cell=cell, parallel=parallel,
+                                    watch=watch)
     idle = [u.tenant_id for u in usages if u.idle]
     if json_out:
         print_json(usages[0] if tenant_id else {"tenants": usages, "idle": idle, "idle_days": idle_days})
@@ -104,6 +129,7 @@ def cost(
     cell: CellOpt = None,
     idle_days: IdleDays = 30,
     prices: PricesOpt = None,
+    parallel: ParallelOpt = 8,
     json_out: JsonFlag = False,
 ) -> None:
     """Estimate a tenant's monthly cost, and pooled vs dedicated for its usage.
@@ -114,15 +140,18 @@ def cost(
     dedicated tenant that is hibernated is priced with its instance stopped
     (the saving shown); one idle for --idle-days shows what hibernating would save.
 
-    Without a tenant id or --all, --db-gb/--s3-gb describe a hypothetical tenant.
+    Without a tenant id or --all, --db-gb/--s3-gb describe a hypothetical tenant. --all measures
+    --parallel tenants at once, a progress line each (stderr).
     """
     from tenantctl.operations.usage import estimate_costs
     from tenantctl.usage.cost import load_prices
     from tenantctl.workspace import Workspace
 
     table_ = load_prices(prices)
-    priced = estimate_costs(Workspace(), table_, tenant_id, all_, tier=tier, db_gb=db_gb, s3_gb=s3_gb,
-                            pooled_tenants=pooled_tenants, cell=cell, idle_days=idle_days)
+    with _measuring(all_) as watch:
+        priced = estimate_costs(Workspace(), table_, tenant_id, all_, tier=tier, db_gb=db_gb, s3_gb=s3_gb,
+                                pooled_tenants=pooled_tenants, cell=cell, idle_days=idle_days, parallel=parallel,
+                                watch=watch)
     if json_out:
         print_json(priced)
         return
@@ -161,11 +190,13 @@ def report(
     out: Annotated[Path, typer.Option(help="Where to write the HTML page.")] = Path("report.html"),
     idle_days: IdleDays = 30,
     prices: PricesOpt = None,
+    parallel: Annotated[int, typer.Option(min=1, metavar="N", help="Tenants measured at once.")] = 8,
     json_out: JsonFlag = False,
 ) -> None:
     """Write an HTML page of every tenant's usage, cost and last drills.
 
-    One static file: inline SVG charts, no script, no external asset, opens offline.
+    One static file: inline SVG charts, no script, no external asset, opens offline. --parallel
+    tenants are measured at once, a progress line each (stderr).
     """
     from tenantctl.operations.usage import write_html_report
     from tenantctl.usage.cost import load_prices
@@ -175,7 +206,9 @@ def report(
         error(f"drill history unreadable, report shows none: {type(exc).__name__}: {exc}")
 
     ws = Workspace()
-    path, data = write_html_report(ws, load_prices(prices), out, idle_days, on_drill_error=drills_unreadable)
+    with _measuring(True) as watch:
+        path, data = write_html_report(ws, load_prices(prices), out, idle_days, on_drill_error=drills_unreadable,
+                                       parallel=parallel, watch=watch)
     if json_out:
         print_json({"report": str(path.resolve()), "tenants": data.tenants})
     else:

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from tenantctl.errors import InvalidInput, TenantctlError, UsageError, require_one_or_all
 from tenantctl.models import CellSpec, TenantRecord, TenantResources, TenantSpec, TenantStatus, Tier, utcnow
 from tenantctl.naming import DEFAULT_CELL, require_valid
+from tenantctl.operations.fleet_threads import PARALLEL, Watch, in_threads, require_parallel
 from tenantctl.stackconfig import read_cell, read_tenant, stack_file
 from tenantctl.usage.cost import (
     GIB,
@@ -79,17 +80,25 @@ def selected_records(ws: Workspace, tenant_id: str | None, tier: Tier | None = N
 
 
 def measure_tenants(ws: Workspace, tenant_id: str | None, all_: bool, tier: Tier | None = None,
-                    idle_days: int = 30, cell: str | None = None) -> tuple[list[TenantRecord], list[TenantUsage]]:
-    """The records selected and the usage of each, in the same order."""
+                    idle_days: int = 30, cell: str | None = None, parallel: int = PARALLEL,
+                    watch: Watch | None = None) -> tuple[list[TenantRecord], list[TenantUsage]]:
+    """The records selected and the usage of each, in the same order (``parallel``, ``watch``:
+    as ``measure_records`` takes them)."""
     check_selection(tenant_id, all_, tier, cell)
+    require_parallel(parallel)
     records = selected_records(ws, tenant_id, tier, cell)
-    return records, measure_records(ws, records, idle_days)
+    return records, measure_records(ws, records, idle_days, parallel=parallel, watch=watch)
 
 
 def measure_records(ws: Workspace, records: list[TenantRecord], idle_days: int = 30,
-                    clients: Callable[[TenantRecord], UsageClients] | None = None) -> list[TenantUsage]:
+                    clients: Callable[[TenantRecord], UsageClients] | None = None, parallel: int = PARALLEL,
+                    watch: Watch | None = None) -> list[TenantUsage]:
     """The usage of each record, each measured in its own cell's account and region (``clients``: the
-    caller's ``per_place``, to share its clients)."""
+    caller's ``per_place``, to share its clients), ``parallel`` records at once in threads sharing
+    each place's boto3 clients (thread-safe, unlike sessions) and its kept admin connections (one
+    per thread at most); in the records' order whichever finishes first. ``watch``: told the
+    count, then each usage as it is measured."""
+    require_parallel(parallel)
     clients = clients or per_place(ws)
 
     def place(record: TenantRecord) -> UsageClients | TenantctlError:
@@ -113,7 +122,8 @@ def measure_records(ws: Workspace, records: list[TenantRecord], idle_days: int =
                                    measured_at=utcnow(), idle_days=idle_days, errors=[str(where)])
             return measure(record, shared.get(id(where), where), idle_days, listed=listed)
 
-        return [one(r, where) for r, where in zip(records, places, strict=True)]
+        # Clients and listings are made above, in this thread: the threads only read them.
+        return in_threads(lambda pair: one(*pair), list(zip(records, places, strict=True)), parallel, watch)
 
 
 def committed_specs(ws: Workspace, records: list[TenantRecord]) -> dict[str, TenantSpec]:
@@ -247,7 +257,8 @@ def what_if(inputs: CostInputs, db_gb: float | None = None, s3_gb: float | None 
 
 def estimate_costs(ws: Workspace, prices: PriceTable, tenant_id: str | None = None, all_: bool = False,
                    tier: Tier | None = None, db_gb: float | None = None, s3_gb: float | None = None,
-                   pooled_tenants: int | None = None, cell: str | None = None, idle_days: int = 30) -> CostReport:
+                   pooled_tenants: int | None = None, cell: str | None = None, idle_days: int = 30,
+                   parallel: int = PARALLEL, watch: Watch | None = None) -> CostReport:
     """Estimates and the tier comparison for one tenant, all of them (of
     ``cell``; measured, with ``db_gb`` / ``s3_gb`` overriding the measured
     figures), or, with neither, a hypothetical tenant of ``tier`` in ``cell``
@@ -256,7 +267,9 @@ def estimate_costs(ws: Workspace, prices: PriceTable, tenant_id: str | None = No
     ``pooled_tenants`` replaces the registry's count. A dedicated tenant also
     gets its hibernation: stopped now (its instance priced at 0), idle for
     ``idle_days``, and what stopping it saves. A tenant whose move to another
-    account or region is open is priced twice, once per stack (``move``)."""
+    account or region is open is priced twice, once per stack (``move``). ``parallel``, ``watch``:
+    as ``measure_records`` takes them."""
+    require_parallel(parallel)
     hypothetical = not tenant_id and not all_
     if hypothetical and db_gb is None and s3_gb is None:
         raise UsageError("Missing argument 'ID': give a tenant id, --all, or a what-if usage (--db-gb and/or --s3-gb)")
@@ -270,7 +283,7 @@ def estimate_costs(ws: Workspace, prices: PriceTable, tenant_id: str | None = No
             if record.status is TenantStatus.deprovisioned:  # priced as live it would bill a platform share
                 raise InvalidInput(f"tenant {record.tenant_id!r} is deprovisioned: it is not priced (only the "
                                    f"objects it kept still bill: `tenantctl usage {record.tenant_id}` measures them)")
-        placed = placed_tenants(ws, prices, records, idle_days)
+        placed = placed_tenants(ws, prices, records, idle_days, parallel=parallel, watch=watch)
     # When every tenant of each cell priced was read (all of them, or all of the one cell every row is
     # in: not one id, nor only dedicated ones, nor a move's other stack in another cell), they hold the count.
     whole = (not hypothetical and not tenant_id and tier is not Tier.dedicated
@@ -303,7 +316,8 @@ def price_placed(ws: Workspace, prices: PriceTable, placed: list[Placed], db_gb:
 
 
 def placed_tenants(ws: Workspace, prices: PriceTable, records: list[TenantRecord], idle_days: int,
-                   clients: Callable[[TenantRecord], UsageClients] | None = None) -> list[Placed]:
+                   clients: Callable[[TenantRecord], UsageClients] | None = None, parallel: int = PARALLEL,
+                   watch: Watch | None = None) -> list[Placed]:
     """Each tenant of ``records`` measured, with its committed spec, in its
     cell; while its move to another account or region is open, its other
     stack right after it, measured in that stack's cell."""
@@ -314,7 +328,7 @@ def placed_tenants(ws: Workspace, prices: PriceTable, records: list[TenantRecord
         if other is not None:
             stacks.append((other, there))
     # One measurement over them all: each cell's clients made once (``per_place``).
-    usages = measure_records(ws, [record for record, _ in stacks], idle_days, clients)
+    usages = measure_records(ws, [record for record, _ in stacks], idle_days, clients, parallel, watch)
     return [_placed(ws, prices, record, usage, side) for (record, side), usage in zip(stacks, usages, strict=True)]
 
 
@@ -344,35 +358,40 @@ def _hibernated(ws: Workspace, record: TenantRecord) -> bool:
 
 # -- report ----------------------------------------------------------------------------
 def write_html_report(ws: Workspace, prices: PriceTable, out: Path, idle_days: int = 30,
-                      on_drill_error: Callable[[Exception], None] | None = None) -> tuple[Path, ReportData]:
+                      on_drill_error: Callable[[Exception], None] | None = None, parallel: int = PARALLEL,
+                      watch: Watch | None = None) -> tuple[Path, ReportData]:
     """Measure and price every active or suspended tenant (``report_data``),
     read their last drill verdicts, and write the HTML page to ``out``. A
     drill history that cannot be read is passed to ``on_drill_error`` and the
     page shows no drills rather than none of the usage and cost. Returns the
-    path written and the report's data."""
+    path written and the report's data (``parallel``, ``watch``: as ``measure_records`` takes them)."""
+    require_parallel(parallel)
     records = selected_records(ws, None)
     clients = per_place(ws)  # the drill history's reads and the measurement share each cell's clients
     try:
         drills: dict[str, list[DrillVerdict]] | None = {}
-        for record in records:  # each tenant's history is in its own cell's bucket
-            drills.update(latest_drill_verdicts([record], clients(record).s3))
+        places = {r.tenant_id: clients(r).s3 for r in records}  # made here: the threads only read them
+        # Each tenant's history is in its own cell's bucket: read ``parallel`` at once, as they are measured.
+        for verdicts in in_threads(lambda r: latest_drill_verdicts([r], places[r.tenant_id]), records, parallel):
+            drills.update(verdicts)
     except Exception as exc:  # the drill history must not cost the operator the usage/cost page
         if on_drill_error is not None:
             on_drill_error(exc)
         drills = None
-    data = report_data(ws, prices, records, idle_days, drills, clients, pooled_among(records))
+    data = report_data(ws, prices, records, idle_days, drills, clients, pooled_among(records), parallel, watch)
     return write_report(data, out), data
 
 
 def report_data(ws: Workspace, prices: PriceTable, records: list[TenantRecord], idle_days: int = 30,
                 drills: dict[str, list[DrillVerdict]] | None = None,
                 clients: Callable[[TenantRecord], UsageClients] | None = None,
-                counted: Counter[str] | None = None) -> ReportData:
+                counted: Counter[str] | None = None, parallel: int = PARALLEL,
+                watch: Watch | None = None) -> ReportData:
     """The page's data for ``records``, each measured and priced as `tenantctl
     cost` prices it (in its own cell; both stacks of an open move to another
     account or region, the drills on the serving one); ``drills`` None: the
     history could not be read; ``counted``: as ``price_placed`` takes it."""
-    placed = placed_tenants(ws, prices, records, idle_days, clients)
+    placed = placed_tenants(ws, prices, records, idle_days, clients, parallel, watch)
     priced = price_placed(ws, prices, placed, counted=counted)
     rows = [ReportRow(usage=p.usage, cost=c.estimate, comparison=c.comparison, label=c.label(),
                       stack=c.move.stack if c.move else None,
