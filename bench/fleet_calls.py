@@ -3,6 +3,7 @@ over R records, against the fewest calls the same figures need. On a fresh sandb
 
     python bench/fleet_calls.py                    # R = 200, 1000
     python bench/fleet_calls.py --sizes 200        # quick run
+    python bench/fleet_calls.py --parallel 4       # usage / cost at --parallel 1 and 4 (default 8)
 
 One pooled tenant is provisioned for real; R synthetic active records are written straight into
 the registry with its resources (its key, queues, role, secret) but each its own S3 prefix holding
@@ -17,8 +18,11 @@ fewest calls the same figures can be read with today's APIs, counted per record:
   paged listings (tagging API, roles, secrets, the registry scan).
 
 It prints the calls per operation of each command, its total, the floor's, their ratio, the
-PostgreSQL logins it made (usage reads each store as its admin: the floor is one per store) and the
-seconds it took (one run each: the figures are counts, not timings).
+PostgreSQL logins it made (usage reads each store as its admin: the floor is one per store, and
+with tenants measured in threads at most one per thread and store) and the seconds it took (one
+run each). `usage --all` and `cost --all` run twice, one tenant after another (``par`` 1) and
+``--parallel`` tenants at once, one right after the other: the same calls, the time apart (an
+untimed measurement of one tenant first, so neither pays the imports a first one does).
 """
 
 from __future__ import annotations
@@ -84,6 +88,7 @@ def seed(ws: Any, s3: Any, start: int, stop: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="200,1000", help="registry records (default 200,1000)")
+    parser.add_argument("--parallel", type=int, default=8, help="usage / cost's threads beside 1 (default 8)")
     args = parser.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
 
@@ -100,7 +105,7 @@ def main() -> None:
         s3 = ws.client("s3")
         counter = CallCounter()
         written = 0
-        print(f"{'command':16}{'R':>6}{'calls':>8}{'floor':>8}{'ratio':>8}{'per rec':>9}{'logins':>8}{'s':>8}"
+        print(f"{'command':16}{'par':>4}{'R':>6}{'calls':>8}{'floor':>8}{'ratio':>8}{'per rec':>9}{'logins':>8}{'s':>8}"
               "  calls by operation")
         for size in sizes:
             seed(ws, s3, written, size)
@@ -113,15 +118,16 @@ def main() -> None:
                 "cost --all": 2 * records + listing + 1,
                 "audit": records,
             }
-            commands = {
-                "usage --all": lambda: measure_tenants(ws, None, True),
-                "cost --all": lambda: estimate_costs(ws, load_prices(None), all_=True),
-                "audit": lambda: audit(ws),
-            }
-            for name, run in commands.items():
+            commands = [(name, n, run) for name, run in (
+                ("usage --all", lambda n: measure_tenants(ws, None, True, parallel=n)),
+                ("cost --all", lambda n: estimate_costs(ws, load_prices(None), all_=True, parallel=n)))
+                for n in (1, args.parallel)]
+            commands.append(("audit", 8, lambda n: audit(ws, parallel=n)))
+            measure_tenants(ws, "seed", False)  # untimed: the first connection's imports are no record's
+            for name, parallel, run in commands:
                 counter.take()
                 started = time.perf_counter()
-                run()
+                run(parallel)
                 seconds = time.perf_counter() - started
                 calls, logins = counter.take()
                 total = sum(calls.values())
@@ -129,8 +135,8 @@ def main() -> None:
                 floor = floors[name] + (sum(n for op, n in calls.items() if op != "kms:DescribeKey")
                                         if name == "audit" else 0)
                 top = ", ".join(f"{op} {n}" for op, n in calls.most_common(5))
-                print(f"{name:16}{records:>6}{total:>8}{floor:>8}{total / floor:7.2f}x{total / records:9.2f}"
-                      f"{logins:>8}{seconds:8.2f}  {top}", flush=True)
+                print(f"{name:16}{parallel:>4}{records:>6}{total:>8}{floor:>8}{total / floor:7.2f}x"
+                      f"{total / records:9.2f}{logins:>8}{seconds:8.2f}  {top}", flush=True)
 
 
 if __name__ == "__main__":
