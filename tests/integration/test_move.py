@@ -24,7 +24,7 @@ from runtime_tenants import jwt_settings, sandbox_runtime
 from waiting import wait_for
 
 from tenant_runtime import AsyncTenantRuntime, StoreMoved, TenantRuntime, WritesFrozen
-from tenant_runtime.models import Hibernation, MovePhase
+from tenant_runtime.models import Hibernation, MovePhase, StoreConnection
 from tenant_runtime.tables import TABLES
 from tenantctl import naming
 from tenantctl.cli.tenant_cmd import _record_rows
@@ -897,10 +897,19 @@ def test_a_killed_move_resumes_or_rolls_back_with_nothing_lost_and_nothing_left(
     assert refused.returncode == 5 and "is being moved (switched): roll the move back" in refused.stderr, refused
     refused = cli("workspace", "add", tid, "late")  # the move carries the workspaces it started with: exit 5 too
     assert refused.returncode == 5 and "is being moved (switched)" in refused.stderr, refused
+    # A run killed while comparing the stores again left the new store's writes refused and the record saying
+    # so: runtimes answer 503 meanwhile (`WritesFrozen`), and the next run (here a --finalize) gives them back.
+    write_record(sandbox, {**record, "move": {**record["move"], "reverifying": True}})
+    with psycopg.connect(sandbox.pg_dsn(new["database"]), autocommit=True) as conn:
+        store_sync.set_writable(conn, StoreConnection.model_validate(new), False)
+    time.sleep(0.3)  # the runtime's registry TTL
+    with pytest.raises(WritesFrozen):
+        runtime.store.append(runtime.context(tid), "c0", "user", "while compared")
     # A --finalize killed in the `up` removing the old store (its stack file already without it) is finished
     # by the next one (before: an AssertionError, exit 1, every time, the move stuck open).
     killed = cli("move", tid, "--finalize", env={"TENANTCTL_FAULT_AFTER": "2"})
     assert killed.returncode == 86, killed
+    assert _writable(sandbox, new) and not registry_record(sandbox, tid)["move"]["reverifying"]
     # Killed right after the write ending the move, which gave the old store's slot back with it.
     finished = cli("move", tid, "--finalize", env={"TENANTCTL_FAULT_AFTER": "move:cleared"})
     assert finished.returncode == 86, finished
