@@ -175,10 +175,15 @@ class TenantMove(BaseModel):
     phase_at: datetime = Field(default_factory=utcnow)
     switched_at: datetime | None = None
     window_ends_at: datetime | None = None
+    # A switched move resumed by `move ID` compares its stores again: the new
+    # store's writes are refused (503 + Retry-After) while the old one catches up
+    # and both are pinned, a few seconds. A runtime before this field ignores it
+    # (its writes are refused by the store instead, as a stale runtime's are).
+    reverifying: bool = False
 
     @property
     def writes_frozen(self) -> bool:
-        return self.phase in (MovePhase.freezing, MovePhase.rolling_back)
+        return self.reverifying or self.phase in (MovePhase.freezing, MovePhase.rolling_back)
 
 
 class TenantRecord(BaseModel):

@@ -962,8 +962,14 @@ def test_a_move_to_another_account_killed_rolls_back_or_resumes_and_rolls_back_a
 
     killed = cli("move", tid, "--cell", "eub", env={"TENANTCTL_FAULT_AFTER": "move:freezing"})
     assert killed.returncode == 86, killed
+    # Resumed, and killed again right after recording the switch, before comparing the stores: the next run
+    # compares them (the new store frozen a moment, its changes relayed back re-wrapped, both pinned).
+    killed = cli("move", tid, env={"TENANTCTL_FAULT_AFTER": "move:switched"})
+    assert killed.returncode == 86, killed
     resumed = cli("move", tid, "--json")
     assert resumed.returncode == 0 and resumed.json()["outcome"] == "switched", resumed
+    assert resumed.json()["verified"] and resumed.json()["rows"]["messages"] == 1, resumed
+    assert not registry_record(sandbox, tid)["move"]["reverifying"]
     switched = fleet.ws.registry.require(tid)
     assert (switched.cell, switched.account_id, switched.stack) == ("eub", ACCOUNT_B, f"{tid}.k1")
     assert naming.account_of_arn(switched.resources.kms_key_arn) == ACCOUNT_B

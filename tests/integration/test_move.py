@@ -24,7 +24,7 @@ from runtime_tenants import jwt_settings, sandbox_runtime
 from waiting import wait_for
 
 from tenant_runtime import AsyncTenantRuntime, StoreMoved, TenantRuntime, WritesFrozen
-from tenant_runtime.models import Hibernation, MovePhase
+from tenant_runtime.models import Hibernation, MovePhase, StoreConnection
 from tenant_runtime.tables import TABLES
 from tenantctl import naming
 from tenantctl.cli.tenant_cmd import _record_rows
@@ -761,6 +761,38 @@ def _replication_left(sandbox) -> list:
     return left
 
 
+def _unfollowed(sandbox, store: dict, statement: str) -> str:
+    """``statement`` ({} the store's `messages`) run on ``store`` with that
+    table out of the publication there for its length: a change the store's
+    follower never gets. Returns row 7's conversation before it."""
+    table = sql.Identifier(store["schema_name"], "messages")
+    with psycopg.connect(sandbox.pg_dsn(store["database"]), autocommit=True) as conn:
+        was = conn.execute(sql.SQL("SELECT conversation_id FROM {} WHERE seq = 7").format(table)).fetchone()[0]
+        (name,), = conn.execute("SELECT pubname FROM pg_publication").fetchall()
+        publication = sql.Identifier(name)
+        conn.execute(sql.SQL("ALTER PUBLICATION {} DROP TABLE {}").format(publication, table))
+        assert conn.execute(sql.SQL(statement).format(table)).rowcount == 1
+        conn.execute(sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(publication, table))
+    return was
+
+
+def _way_back(sandbox, old: dict, new: dict) -> tuple[bool, bool]:
+    """(the old store's database subscribes, enabled; the new store's keeps the slot it reads)."""
+    with psycopg.connect(sandbox.pg_dsn(old["database"]), autocommit=True) as conn:
+        subscribed = conn.execute("SELECT coalesce(bool_and(subenabled), false) FROM pg_subscription WHERE subdbid = "
+                                  "(SELECT oid FROM pg_database WHERE datname = current_database())").fetchone()[0]
+    with psycopg.connect(sandbox.pg_dsn(new["database"]), autocommit=True) as conn:
+        slot = conn.execute("SELECT count(*) = 1 FROM pg_replication_slots WHERE database = current_database()"
+                            ).fetchone()[0]
+    return subscribed, slot
+
+
+def _writable(sandbox, store: dict) -> bool:
+    with psycopg.connect(sandbox.pg_dsn(store["database"]), autocommit=True) as conn:
+        return bool(conn.execute("SELECT has_table_privilege(%s, %s, 'INSERT')",
+                                 (store["role"], f"{store['schema_name']}.messages")).fetchone()[0])
+
+
 def _counted_as_recounted(workspace) -> None:
     """The default cell's counter holds what a recount of the records finds."""
     counts = workspace.registry.cell_counts(["default"])["default"][0]
@@ -821,8 +853,29 @@ def test_a_killed_move_resumes_or_rolls_back_with_nothing_lost_and_nothing_left(
     # pointing the tenant's secret at the new store: the next run finishes that, not only says "switched".
     killed = cli("move", tid, "--window-hours", "0", env={"TENANTCTL_FAULT_AFTER": "move:switched"})
     assert killed.returncode == 86, killed
+    # The stores compared by the run resuming it (before: it carried on switched, never compared): a row of the
+    # new store its old one never got (as a copy that got it wrong leaves) is reported, exit 9, and nothing the
+    # way back needs is touched: the move stays switched, the old store following the new one, unchanged.
+    new = registry_record(sandbox, tid)["resources"]["store"]
+    followed = _checks(sandbox, pooled, tid)
+    assert _checks(sandbox, new, tid) == followed
+    was = _unfollowed(sandbox, new, "UPDATE {} SET conversation_id = CASE conversation_id WHEN 'c0' THEN 'c1' "
+                      "ELSE 'c0' END WHERE seq = 7")  # another conversation of the tenant's
+    differs = cli("move", tid, "--json")
+    assert differs.returncode == 9, differs
+    said = differs.json()["error"]["message"]
+    assert "differs from the source" in said and "messages:" in said and "Nothing was rolled back" in said, said
+    assert f"`tenantctl move {tid} --rollback`" in said, said
+    record = registry_record(sandbox, tid)
+    assert (record["move"]["phase"], record["move"]["reverifying"], record["lock"]) == ("switched", False, None)
+    assert record["resources"]["store"] == new and _checks(sandbox, pooled, tid) == followed
+    assert _way_back(sandbox, pooled, new) == (True, True) and _writable(sandbox, new)
+    _unfollowed(sandbox, new, f"UPDATE {{}} SET conversation_id = '{was}' WHERE seq = 7")  # as the copy made it
     resumed = cli("move", tid, "--json")
-    assert resumed.returncode == 0 and resumed.json()["outcome"] == "switched", resumed
+    assert resumed.returncode == 0, resumed
+    assert (resumed.json()["outcome"], resumed.json()["verified"]) == ("switched", True), resumed
+    assert resumed.json()["rows"]["messages"] == followed["messages"].rows, resumed
+    assert _writable(sandbox, new) and not registry_record(sandbox, tid)["move"]["reverifying"]
     record = registry_record(sandbox, tid)
     secret = json.loads(aws(sandbox, "secretsmanager").get_secret_value(
         SecretId=record["resources"]["store"]["secret_arn"])["SecretString"])
@@ -844,10 +897,19 @@ def test_a_killed_move_resumes_or_rolls_back_with_nothing_lost_and_nothing_left(
     assert refused.returncode == 5 and "is being moved (switched): roll the move back" in refused.stderr, refused
     refused = cli("workspace", "add", tid, "late")  # the move carries the workspaces it started with: exit 5 too
     assert refused.returncode == 5 and "is being moved (switched)" in refused.stderr, refused
+    # A run killed while comparing the stores again left the new store's writes refused and the record saying
+    # so: runtimes answer 503 meanwhile (`WritesFrozen`), and the next run (here a --finalize) gives them back.
+    write_record(sandbox, {**record, "move": {**record["move"], "reverifying": True}})
+    with psycopg.connect(sandbox.pg_dsn(new["database"]), autocommit=True) as conn:
+        store_sync.set_writable(conn, StoreConnection.model_validate(new), False)
+    time.sleep(0.3)  # the runtime's registry TTL
+    with pytest.raises(WritesFrozen):
+        runtime.store.append(runtime.context(tid), "c0", "user", "while compared")
     # A --finalize killed in the `up` removing the old store (its stack file already without it) is finished
     # by the next one (before: an AssertionError, exit 1, every time, the move stuck open).
     killed = cli("move", tid, "--finalize", env={"TENANTCTL_FAULT_AFTER": "2"})
     assert killed.returncode == 86, killed
+    assert _writable(sandbox, new) and not registry_record(sandbox, tid)["move"]["reverifying"]
     # Killed right after the write ending the move, which gave the old store's slot back with it.
     finished = cli("move", tid, "--finalize", env={"TENANTCTL_FAULT_AFTER": "move:cleared"})
     assert finished.returncode == 86, finished

@@ -753,3 +753,15 @@ def test_stores_that_differ_are_named_in_a_sentence_not_a_dict():
         "(checksum a1) in the source, 11 rows (checksum b2) in the target; summaries: 1 row (checksum c3) "
         "in the source, missing in the target")
     assert _same("acme", target, dict(target)) == {"messages": 11, "documents": 2}
+
+
+def test_the_preview_of_a_switched_move_says_the_stores_are_compared_again():
+    from tenantctl.operations.move_preview import SAME_ACCOUNT, MovePreview, Side, _phases
+
+    side = Side(tier=Tier.pooled, cell="default", account_id="111111111111", region="eu-west-1")
+    found = MovePreview(tenant_id="acme", outcome="would_resume", source=side,
+                        target=side.model_copy(update={"tier": Tier.dedicated}), kind=SAME_ACCOUNT, stack="acme")
+    resumed = _phases(found, MovePhase.switched)
+    assert len(resumed) == 1 and resumed[0].startswith("switched: the stores compared again"), resumed
+    assert "the old store read-only and in step" in resumed[0]
+    assert "compared again" not in _phases(found, MovePhase.preparing)[-1]

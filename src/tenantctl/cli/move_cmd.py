@@ -110,6 +110,8 @@ def _summary(result: MoveResult) -> str:
     line += f", cell {result.from_cell} -> {result.to_cell})" if cells else ")"
     if result.freeze_seconds is not None:
         line += f"; writes refused {result.freeze_seconds:.2f} s"
+    if result.verified:
+        line += "; stores verified equal"
     if result.window_ends_at:  # as `status` writes it (--json keeps the ISO time)
         line += f"; rollback window until {utc_minute(result.window_ends_at)} (`--rollback` / `--finalize`)"
     return line

@@ -16,7 +16,9 @@ cells, its prefix, from the old cell's bucket to the new one's).
                   tier, cell, store and bucket at once)
     switched      the record names the target; the old store is read-only and
                   follows the new one for the rollback window (the old prefix
-                  stays, the role reaches both)
+                  stays, the role reaches both); a run killed before the
+                  verification: the next ``move ID`` compares the stores again
+                  (``Mover.verify_again``)
     --finalize    final backup, the old store (and the old prefix's objects)
                   removed (the spec without ``retiring``), the move cleared by
                   a write recording what was applied, then the tenant activated
@@ -102,6 +104,7 @@ class MoveResult(BaseModel):
     copy_seconds: float | None = None
     freeze_seconds: float | None = None  # writes refused, from the freeze being recorded to the switch
     rows: dict[str, int] = {}
+    verified: bool = False  # this run compared the two stores and found them equal (the switch, or its resume)
     objects_copied: int | None = None  # a move between cells: objects copied (and deleted) by its passes
     window_ends_at: str | None = None
 
@@ -302,6 +305,7 @@ def _mover(ws: Workspace, held: Any, progress: Progress | None) -> Mover:
 
 
 def _drive(mover: Mover, target: TenantSpec | None, rollback: bool, finalize: bool, window: timedelta) -> str:
+    mover.thaw_reverifying()  # a run killed comparing a resumed switch's stores left the new store frozen
     if rollback:
         mover.rollback()
         return "rolled_back"
@@ -318,8 +322,9 @@ def _drive(mover: Mover, target: TenantSpec | None, rollback: bool, finalize: bo
         phase = MovePhase.freezing
     if phase is MovePhase.freezing:
         mover.switch(window)
-    else:  # switched by a run killed before it finished what follows the switch
+    else:  # switched by a run killed before it finished what follows the switch, its verification too
         mover.switched()
+        mover.verify_again()
     return "switched"
 
 

@@ -358,12 +358,31 @@ class KeyedMover(Mover):
         self.say(f"move {self.record.tenant_id}: verifying (digests as of the freeze, each under its own key)")
         try:
             self.result_extra["rows"] = self.verify(pinned)
+            self.result_extra["verified"] = True
         except DrillFailed:
             self.rollback()  # back to the old store, which kept every write until the freeze
             raise
 
     def switched(self) -> None:
         """Nothing: the new stack's secrets name the new store from its build."""
+
+    def serving(self) -> list[StoreConnection]:
+        assert self.move.new_store is not None
+        return self.schemas(self.move.new_store)
+
+    def pin_again(self) -> tuple[Any, Any]:
+        """The new store frozen (``store_sync.freeze``), the changes captured
+        there since the switch relayed to the old one (re-wrapped under the old
+        key, as a rollback's freeze relays them), then (new, old) pinned."""
+        new, old = self.stores(backwards=True)
+        with self.connect(new) as conn:
+            store_sync.freeze(conn, self.schemas(new), CATCH_UP_TIMEOUT)
+        with self.relaying(backwards=True) as relay:
+            relay.catch_up()
+        return store_sync.pin(self.connect, new), store_sync.pin(self.connect, old)
+
+    def compare_again(self, pinned: tuple[Any, Any]) -> dict[str, Any]:
+        return self.verify(pinned, backwards=True)
 
     def freeze(self, backwards: bool) -> tuple[Any, Any]:
         """The move's record frozen (``rolling_back`` backwards, else ``freezing``: ``frozen``),

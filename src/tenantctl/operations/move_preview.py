@@ -150,6 +150,10 @@ def _phases(found: MovePreview, at: MovePhase) -> list[str]:
         MovePhase.switched: "switched: the old store read-only and in step for the rollback window "
                             "(`--rollback` undoes it, `--finalize` ends it)",
     }
+    if at is MovePhase.switched:  # a run resuming a switch compares the stores again (``Mover.verify_again``)
+        said[at] = ("switched: the stores compared again unless a --finalize has begun (the new store's writes "
+                    "refused a moment while the old one catches up; a difference is exit 9, nothing undone); "
+                    + said[at].removeprefix("switched: "))
     order = list(said)
     first = ([f"cell {found.target.cell} applied first (not applied on the sandbox yet); the move is judged "
               "against it then"] if found.cell_created_first else [])

@@ -323,6 +323,7 @@ class Mover:
             try:
                 self.result_extra["rows"] = store_sync.compare_pinned(
                     self.record.tenant_id, pinned, self.link().pairs(self.record.tenant_id))
+                self.result_extra["verified"] = True
             except DrillFailed:
                 self.rollback(verified=False)  # back to the old store, which kept every write since
                 raise
@@ -333,6 +334,72 @@ class Mover:
         names the new store, as the registry does."""
         assert self.move.new_store is not None
         self.point_secret(self.move.new_store)
+
+    # -- a switched move resumed: its stores compared again -----------------------
+    def verify_again(self) -> None:
+        """The verification a run killed right after the switch did not make,
+        made by the run resuming it (``move ID``). The snapshots pinned at the
+        freeze went with the killed run, and the new store has taken writes
+        since, which reach the old one only through the way back: so the new
+        store's writes are refused again for a moment (``reverifying``: runtimes
+        answer 503), the old store catches up with it by the way back, both are
+        pinned and then compared, as the switch compares them. Equal snapshots of
+        both means the old store (the freeze's state plus the way back's
+        changes) and the new one hold the same rows: a row the copy got wrong is
+        still wrong in one of them unless a write since replaced it in both.
+        A difference is reported (exit 9) and nothing undone or removed: the
+        tenant serves on the new store and has since the switch, the old store
+        still follows it (the way back intact), and which one to keep is the
+        operator's call (`--rollback`, whose own comparison then stops it, or
+        `--finalize`). Not once a ``--finalize`` began (its final backup
+        recorded): it may have dropped the way back, and it finishes the move."""
+        tid = self.record.tenant_id
+        if self.move.final_backup_id is not None:
+            self.say(f"move {tid}: a --finalize has begun, the stores are not compared again "
+                     f"(`tenantctl move {tid} --finalize` finishes it)")
+            return
+        self.say(f"move {tid}: verifying the switch a killed run left unverified (the new store's writes refused "
+                 "while the old one catches up)")
+        self.save(move=self.move.model_copy(update={"reverifying": True}))
+        try:
+            pinned = self.pin_again()
+        finally:  # an interrupt or a timeout too: the tenant writes on its new store again
+            self.thaw_reverifying()
+        try:
+            self.result_extra["rows"] = self.compare_again(pinned)
+        except DrillFailed as exc:
+            raise DrillFailed(f"{exc}. Nothing was rolled back or removed: the tenant serves on its new store, "
+                              "the old one still follows it. Find what differs, then `tenantctl move "
+                              f"{tid} --rollback` (back to the old store) or `--finalize` (keep the new one)"
+                              ) from None
+        self.result_extra["verified"] = True
+
+    def thaw_reverifying(self) -> None:
+        """The new store writable and the record's ``reverifying`` cleared: after
+        ``verify_again`` pinned both stores, or at a ``--finalize`` or
+        ``--rollback`` of a move a run killed in it left so."""
+        if not self.move.reverifying:
+            return
+        self.set_writable(self.serving(), True)
+        self.resync()
+        self.save(move=self.move.model_copy(update={"reverifying": False}))
+
+    def serving(self) -> list[StoreConnection]:
+        """The new store's schemas (the tenant's, each workspace's): the way back's sources."""
+        return self.link(backwards=True).sources
+
+    def pin_again(self) -> tuple[Any, Any]:
+        """The new store frozen (``store_sync.quiesce``), the old one caught up
+        with it by the way back, then (old, new) pinned."""
+        back = self.link(backwards=True)
+        self.follow(back, copy_data=False)  # there since the switch (enabled if a killed stop left it disabled)
+        lsn = store_sync.quiesce(self.connect, back.sources, CATCH_UP_TIMEOUT)
+        store_sync.wait("the old store catching up with the new one", lambda: store_sync.caught_up(
+            self.connect, back, lsn), CATCH_UP_TIMEOUT, 0.02)
+        return store_sync.pin(self.connect, back.target), store_sync.pin(self.connect, back.source)
+
+    def compare_again(self, pinned: tuple[Any, Any]) -> dict[str, Any]:
+        return store_sync.compare_pinned(self.record.tenant_id, pinned, self.link().pairs(self.record.tenant_id))
 
     def catch_up(self, link: store_sync.Link, unfrozen: MovePhase, way_back: store_sync.Link | None = None,
                  first: Callable[[], None] = lambda: None) -> tuple[Any, Any] | None:
