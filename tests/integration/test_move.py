@@ -861,6 +861,14 @@ def test_a_killed_move_resumes_or_rolls_back_with_nothing_lost_and_nothing_left(
     assert _checks(sandbox, new, tid) == followed
     was = _unfollowed(sandbox, new, "UPDATE {} SET conversation_id = CASE conversation_id WHEN 'c0' THEN 'c1' "
                       "ELSE 'c0' END WHERE seq = 7")  # another conversation of the tenant's
+    # Interrupted as it records that the new store's writes are refused (the write made, its answer not back):
+    # exit 130 and the writes given back, not a tenant refusing writes until someone re-runs the move.
+    interrupted = cli("move", tid, env={"TENANTCTL_FAULT_AFTER": "move:switched",
+                                        "TENANTCTL_FAULT_POINT": "interrupted"})
+    assert interrupted.returncode == 130, interrupted
+    record = registry_record(sandbox, tid)
+    assert (record["move"]["phase"], record["move"]["reverifying"], record["lock"]) == ("switched", False, None)
+    assert _writable(sandbox, new)
     differs = cli("move", tid, "--json")
     assert differs.returncode == 9, differs
     said = differs.json()["error"]["message"]

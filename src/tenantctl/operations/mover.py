@@ -360,10 +360,11 @@ class Mover:
             return
         self.say(f"move {tid}: verifying the switch a killed run left unverified (the new store's writes refused "
                  "while the old one catches up)")
-        self.save(move=self.move.model_copy(update={"reverifying": True}))
         try:
+            self.save(move=self.move.model_copy(update={"reverifying": True}))
             pinned = self.pin_again()
-        finally:  # an interrupt or a timeout too: the tenant writes on its new store again
+        finally:  # an interrupt or a timeout too (one landing as the flag was written: the record re-read)
+            self.resync()
             self.thaw_reverifying()
         try:
             self.result_extra["rows"] = self.compare_again(pinned)
@@ -396,7 +397,7 @@ class Mover:
         lsn = store_sync.quiesce(self.connect, back.sources, CATCH_UP_TIMEOUT)
         store_sync.wait("the old store catching up with the new one", lambda: store_sync.caught_up(
             self.connect, back, lsn), CATCH_UP_TIMEOUT, 0.02)
-        return store_sync.pin(self.connect, back.target), store_sync.pin(self.connect, back.source)
+        return store_sync.pin_both(self.connect, back.target, back.source)
 
     def compare_again(self, pinned: tuple[Any, Any]) -> dict[str, Any]:
         return store_sync.compare_pinned(self.record.tenant_id, pinned, self.link().pairs(self.record.tenant_id))
@@ -426,7 +427,7 @@ class Mover:
                                 CATCH_UP_TIMEOUT, 0.02)
                 if way_back is not None:
                     self.reserve(way_back)
-            pinned = (store_sync.pin(self.connect, link.source), store_sync.pin(self.connect, link.target))
+            pinned = store_sync.pin_both(self.connect, link.source, link.target)
             for target in link.targets:
                 store_sync.align_sequences(self.connect, target)
             store_sync.stop(self.connect, link)
