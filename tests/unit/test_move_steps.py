@@ -765,3 +765,31 @@ def test_the_preview_of_a_switched_move_says_the_stores_are_compared_again():
     assert len(resumed) == 1 and resumed[0].startswith("switched: the stores compared again"), resumed
     assert "the old store read-only and in step" in resumed[0]
     assert "compared again" not in _phases(found, MovePhase.preparing)[-1]
+
+
+def test_pinning_two_stores_closes_the_first_snapshot_when_the_second_fails():
+    from tenantctl.transfer import store_sync
+
+    class Conn:
+        def __init__(self) -> None:
+            self.closed = False
+
+        def execute(self, _sql: str) -> None:
+            return None
+
+        def close(self) -> None:
+            self.closed = True
+
+    opened: list[Conn] = []
+
+    def connect(store: str) -> Conn:
+        if store == "down":
+            raise psycopg.OperationalError("connection refused")
+        opened.append(Conn())
+        return opened[-1]
+
+    first, second = store_sync.pin_both(connect, "a", "b")
+    assert not first.closed and not second.closed
+    with pytest.raises(psycopg.OperationalError):
+        store_sync.pin_both(connect, "a", "down")
+    assert opened[-1].closed  # the snapshot of "a" held by nobody: closed, not left open on the server

@@ -379,7 +379,7 @@ class KeyedMover(Mover):
             store_sync.freeze(conn, self.schemas(new), CATCH_UP_TIMEOUT)
         with self.relaying(backwards=True) as relay:
             relay.catch_up()
-        return store_sync.pin(self.connect, new), store_sync.pin(self.connect, old)
+        return store_sync.pin_both(self.connect, new, old)
 
     def compare_again(self, pinned: tuple[Any, Any]) -> dict[str, Any]:
         return self.verify(pinned, backwards=True)
@@ -406,7 +406,7 @@ class KeyedMover(Mover):
                     row_relay.advance_identities(conn, schema)
             if not backwards:
                 self.capture(target)
-            pinned = (store_sync.pin(self.connect, source), store_sync.pin(self.connect, target))
+            pinned = store_sync.pin_both(self.connect, source, target)
         self.set_writable([target], True)
         return pinned
 

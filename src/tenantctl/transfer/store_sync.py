@@ -268,6 +268,16 @@ def pin(connect: Connect, store: StoreConnection) -> Any:
     return conn
 
 
+def pin_both(connect: Connect, source: StoreConnection, target: StoreConnection) -> tuple[Any, Any]:
+    """``pin`` of ``source`` then of ``target``, the first closed if the second fails."""
+    first = pin(connect, source)
+    try:
+        return first, pin(connect, target)
+    except BaseException:
+        first.close()
+        raise
+
+
 def compare_pinned(tenant_id: str, pinned: tuple[Any, Any],
                    pairs: list[tuple[str, StoreConnection, StoreConnection]]) -> dict[str, Any]:
     """``compare`` on two ``pin`` snapshots (closed afterwards), for each of
