@@ -793,3 +793,18 @@ def test_pinning_two_stores_closes_the_first_snapshot_when_the_second_fails():
     with pytest.raises(psycopg.OperationalError):
         store_sync.pin_both(connect, "a", "down")
     assert opened[-1].closed  # the snapshot of "a" held by nobody: closed, not left open on the server
+
+
+def test_status_says_a_switched_moves_stores_are_being_compared_again():
+    from tenantctl.cli.tenant_cmd import _record_rows
+
+    move = TenantMove(from_tier=Tier.pooled, to_tier=Tier.dedicated, phase=MovePhase.switched,
+                      old_store=record("acme").resources.store)
+    def row(move: TenantMove) -> str:
+        [text] = [text for label, text in _record_rows(record("acme").model_copy(update={"move": move}))
+                  if label == "move"]
+        return text
+
+    plain, again = row(move), row(move.model_copy(update={"reverifying": True}))
+    assert "compared again" not in plain
+    assert again.startswith(plain) and "writes refused" in again and "`tenantctl move acme`" in again

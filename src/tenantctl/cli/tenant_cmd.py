@@ -72,8 +72,10 @@ def _record_rows(record: "TenantRecord") -> list[tuple[str, str]]:
                      "`--rollback --past-window`)" if mv.window_ends_at <= utcnow() else "")
             window = f", rollback window until {utc_minute(mv.window_ends_at)}{ended}"
         cells = f", cell {mv.from_cell} -> {mv.to_cell}" if mv.from_cell != mv.to_cell else ""
+        again = ("; its stores being compared again, the new store's writes refused meanwhile (a run killed "
+                 f"doing so: `tenantctl move {record.tenant_id}` gives them back)" if mv.reverifying else "")
         rows.append(("move", f"{mv.from_tier.value} -> {mv.to_tier.value}{cells}: {mv.phase.value} "
-                             f"since {utc_second(mv.phase_at)}{window}"))
+                             f"since {utc_second(mv.phase_at)}{window}{again}"))
         if len(record.stacks) > 1:  # served from the first
             rows.append(("stacks", ", ".join(record.stacks)))
     if record.search_reindex_since:
