@@ -30,7 +30,7 @@ from tenant_data import (
 
 from tenant_runtime.models import Hibernation
 from tenant_runtime.tables import TABLES as STORE_TABLES
-from tenantctl import naming
+from tenantctl import inventory, naming
 from tenantctl.aws import THROTTLE_ATTEMPTS_ENV
 from tenantctl.drills import envelope, store
 from tenantctl.drills.backup import backup
@@ -636,9 +636,17 @@ def test_a_restore_after_deprovision_that_cannot_verify_leaves_the_tenant_deprov
     assert "verification failed" in still.last_error
     # The backup's key stays usable for another attempt.
     assert key_state(box, tomb.resources.kms_key_arn) == "Enabled"
-    with pytest.raises(Conflict, match="not empty"):  # and the restored copy is not overwritten blindly
+    assert workspace.engine.holds_resources(tomb.current_stack)  # the copy, kept for inspection
+    with pytest.raises(Conflict, match="kept for inspection"):  # a re-run neither overwrites nor removes it
         revive(workspace, ctx, workspace.registry.require(record.tenant_id), index, target=Target.in_place,
                yes=True)
+    assert workspace.engine.holds_resources(tomb.current_stack)
+    # A deprovision of the tombstone removes what that revive created; then there is nothing left to remove.
+    _, _, removed = deprovision(workspace, record.tenant_id)
+    assert removed["revive_leftovers_removed"] > 0 and not workspace.engine.holds_resources(tomb.current_stack)
+    assert key_state(box, tomb.resources.kms_key_arn) == "PendingDeletion"
+    with pytest.raises(Conflict, match="already deprovisioned"):
+        deprovision(workspace, record.tenant_id)
 
 
 def test_a_revive_killed_anywhere_counts_its_slot_only_with_its_tombstone(ctx, tenant, workspace, sandbox, project,
@@ -694,6 +702,51 @@ def test_a_revive_killed_anywhere_counts_its_slot_only_with_its_tombstone(ctx, t
     given_up = cli("unlock", tid, cwd=project)
     assert given_up.returncode == 0 and "not locked" in given_up.stdout and "given back" in given_up.stdout
     assert not workspace.registry.require(tid).reviving and slot_drift(workspace, cell) == drift
+
+    again = cli(*restore, "--json", cwd=project)
+    assert again.returncode == 0, again
+    assert workspace.registry.require(tid).status is TenantStatus.active
+    assert slot_drift(workspace, cell) == drift
+
+
+def assert_nothing_of_the_revive_left(workspace, tomb: TenantRecord, drift) -> None:
+    """A given-up revive's tombstone: no resource in its stack, no stack file, nothing live tagged for it
+    (its old key pending deletion again: the tail of a deletion), its slot given back with its mark."""
+    tid = tomb.tenant_id
+    assert not workspace.engine.holds_resources(tomb.current_stack)
+    assert not (workspace.stacks_dir / f"Pulumi.{tomb.current_stack}.yaml").exists()
+    clients = workspace.cell_clients(tomb.cell)
+    live = [t.arn for t in inventory.scan(clients, [tomb.region], tenant=tid) if inventory.is_live(clients, t)]
+    assert live == [], live
+    now = workspace.registry.require(tid)
+    assert now.status is TenantStatus.deprovisioned and now.lock is None and not now.reviving
+    assert slot_drift(workspace, tomb.cell) == drift
+
+
+def test_a_given_up_revive_leaves_nothing_it_created(ctx, tenant, workspace, sandbox, project, tmp_path):
+    """What a revive's up created goes with its give-up: failed after its up (its objects' restore
+    throttled), or killed in its up and then `unlock`ed — no stack state, no stack file, nothing live
+    tagged for the tombstone (its old key pending deletion again). A re-run after each converges."""
+    record = tenant("revive-gone", conversations=1, messages=2, objects=1)
+    tid, cell = record.tenant_id, record.cell
+    tomb, _, _ = deprovision(workspace, tid)
+    cli = Cli.create(sandbox, tmp_path)
+    restore = ("drill", "restore", tid, "--target", "in-place", "--yes")
+    drift = slot_drift(workspace, cell)
+
+    state, rule = tmp_path / "throttle.json", "s3.CopyObject"
+    SharedTokenBucket(state).take(rule, 0.001)  # the burst taken: every such call is throttled
+    failed = cli(*restore, "--json", cwd=project, env={FAULT_THROTTLE_ENV: f"{rule}=0.001",
+                                                      FAULT_THROTTLE_FILE_ENV: str(state), THROTTLE_ATTEMPTS_ENV: "1"})
+    assert failed.returncode not in (0, FAULT_EXIT_CODE) and "CopyObject" in failed.stdout + failed.stderr, failed
+    assert_nothing_of_the_revive_left(workspace, tomb, drift)
+
+    killed = cli(*restore, env={FAULT_AFTER_ENV: "4"}, cwd=project)
+    assert killed.returncode == FAULT_EXIT_CODE, killed
+    assert workspace.engine.holds_resources(tomb.current_stack)  # what the killed up made, till its give-up
+    given_up = cli("unlock", tid, cwd=project)
+    assert given_up.returncode == 0 and "its revive created destroyed" in given_up.stdout, given_up
+    assert_nothing_of_the_revive_left(workspace, tomb, drift)
 
     again = cli(*restore, "--json", cwd=project)
     assert again.returncode == 0, again
