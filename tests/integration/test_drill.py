@@ -47,6 +47,7 @@ from tenantctl.drills.tables import server_major
 from tenantctl.drills.verify import verify
 from tenantctl.errors import Conflict, InvalidInput, KeyUnusable, NotFound
 from tenantctl.models import TenantRecord, TenantStatus, Tier, utcnow
+from tenantctl.operations.audit import audit
 from tenantctl.operations.deprovision import deprovision
 from tenantctl.operations.revive import revive
 from tenantctl.registry import new_lock
@@ -641,6 +642,8 @@ def test_a_restore_after_deprovision_that_cannot_verify_leaves_the_tenant_deprov
         revive(workspace, ctx, workspace.registry.require(record.tenant_id), index, target=Target.in_place,
                yes=True)
     assert workspace.engine.holds_resources(tomb.current_stack)
+    named = [f for f in audit(workspace).findings if f.tenant_id == record.tenant_id and f.kind == "unclaimed"]
+    assert named and all(f"`tenantctl deprovision {record.tenant_id}` removes it" in f.detail for f in named), named
     # A deprovision of the tombstone removes what that revive created; then there is nothing left to remove.
     _, _, removed = deprovision(workspace, record.tenant_id)
     assert removed["revive_leftovers_removed"] > 0 and not workspace.engine.holds_resources(tomb.current_stack)
