@@ -719,18 +719,21 @@ def assert_nothing_of_the_revive_left(workspace, tomb: TenantRecord, drift) -> N
     assert not workspace.engine.holds_resources(tomb.current_stack)
     assert not (workspace.stacks_dir / f"Pulumi.{tomb.current_stack}.yaml").exists()
     clients = workspace.cell_clients(tomb.cell)
-    live = [t.arn for t in inventory.scan(clients, [tomb.region], tenant=tid) if inventory.is_live(clients, t)]
+    live = [t.arn for t in inventory.scan(clients, [tomb.region], tenant=tid)  # snapshots: kept by design
+            if not t.retained and inventory.is_live(clients, t)]
     assert live == [], live
     now = workspace.registry.require(tid)
     assert now.status is TenantStatus.deprovisioned and now.lock is None and not now.reviving
     assert slot_drift(workspace, tomb.cell) == drift
 
 
-def test_a_given_up_revive_leaves_nothing_it_created(ctx, tenant, workspace, sandbox, project, tmp_path):
+@pytest.mark.parametrize("tier", [Tier.pooled, Tier.dedicated])
+def test_a_given_up_revive_leaves_nothing_it_created(ctx, box, tenant, workspace, sandbox, project, tmp_path, tier):
     """What a revive's up created goes with its give-up: failed after its up (its objects' restore
     throttled), or killed in its up and then `unlock`ed — no stack state, no stack file, nothing live
-    tagged for the tombstone (its old key pending deletion again). A re-run after each converges."""
-    record = tenant("revive-gone", conversations=1, messages=2, objects=1)
+    tagged for the tombstone (its old key pending deletion again). A re-run after each converges. A
+    dedicated tenant's destroy takes its final snapshot's name: the deprovision's is set aside first."""
+    record = tenant(f"revive-gone-{tier.value}", tier, conversations=1, messages=2, objects=1)
     tid, cell = record.tenant_id, record.cell
     tomb, _, _ = deprovision(workspace, tid)
     cli = Cli.create(sandbox, tmp_path)
@@ -755,6 +758,10 @@ def test_a_given_up_revive_leaves_nothing_it_created(ctx, tenant, workspace, san
     assert again.returncode == 0, again
     assert workspace.registry.require(tid).status is TenantStatus.active
     assert slot_drift(workspace, cell) == drift
+    if tier is Tier.dedicated:  # the deprovision's final snapshot and the given-up revive's, both set aside
+        final = f"tenantctl-{tid}-final"
+        names = {s["DBSnapshotIdentifier"] for s in box.client("rds").describe_db_snapshots()["DBSnapshots"]}
+        assert final not in names and len({n for n in names if n.startswith(final + "-")}) == 2, names
 
 
 def test_restore_after_deprovision_brings_the_workspaces_back_with_their_data(ctx, box, provision_tenant, workspace,

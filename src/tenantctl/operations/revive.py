@@ -44,7 +44,8 @@ from tenantctl.drills.models import BackupIndex, BackupManifest, Check, RestoreR
 from tenantctl.drills.scope import workspace_view
 from tenantctl.errors import Conflict, InvalidInput, Locked, TenantctlError, one_line
 from tenantctl.models import TenantRecord, TenantSpec, Tier, utcnow
-from tenantctl.naming import OwnerNames, require_valid, resource_name
+from tenantctl.naming import OwnerNames, require_valid
+from tenantctl.operations.deletion_protection import set_aside_final_snapshot
 from tenantctl.operations.provision import activate, apply_spec
 from tenantctl.operations.revive_leftovers import OLD_KEY_PENDING_DAYS, withdraw_revive
 from tenantctl.stackconfig import stack_file
@@ -122,27 +123,6 @@ def spec_for(ws: Workspace, index: BackupIndex, tomb: TenantRecord) -> tuple[Ten
         return TenantSpec.model_validate(index.spec), f"spec saved in backup {index.backup_id}"
     return (TenantSpec(id=tomb.tenant_id, tier=tomb.tier, region=tomb.region, owner=tomb.owner),
             "default spec (the backup holds none)")
-
-
-def set_aside_final_snapshot(rds: Any, tomb: TenantRecord, new_key_arn: str) -> str | None:
-    """A dedicated tenant's stack names its final RDS snapshot `tenantctl-<id>-final`;
-    the one its first deprovision left would make the next deprovision fail
-    (DBSnapshotAlreadyExists). Copy it aside, under a name with the deprovision
-    time and re-encrypted with the new key (the old one is going away), and
-    delete the original. Returns the new identifier, None when there was none."""
-    from tenantctl.operations.deletion_protection import snapshot_exists
-
-    name = resource_name(tomb.tenant_id, "final")
-    if not snapshot_exists(rds, name):
-        return None
-    when = tomb.deprovisioned_at or utcnow()
-    aside = f"{name}-{when:%Y%m%d%H%M%S}"
-    rds.copy_db_snapshot(SourceDBSnapshotIdentifier=name, TargetDBSnapshotIdentifier=aside, KmsKeyId=new_key_arn,
-                         CopyTags=True)
-    rds.get_waiter("db_snapshot_available").wait(DBSnapshotIdentifier=aside,
-                                                  WaiterConfig={"Delay": 30, "MaxAttempts": 240})
-    rds.delete_db_snapshot(DBSnapshotIdentifier=name)
-    return aside
 
 
 def _check_window(tomb: TenantRecord, now: datetime) -> None:

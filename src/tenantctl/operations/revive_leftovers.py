@@ -21,7 +21,7 @@ import logging
 
 from tenantctl.engines.base import ChangeSet, EventSink, Op, phase
 from tenantctl.errors import Conflict, engine_step, one_line
-from tenantctl.models import TenantRecord, TenantStatus
+from tenantctl.models import TenantRecord, TenantStatus, Tier
 from tenantctl.stackconfig import stack_file
 from tenantctl.workspace import Workspace
 
@@ -39,12 +39,21 @@ def holds_leftovers(ws: Workspace, tomb: TenantRecord) -> bool:
 def destroy_leftovers(ws: Workspace, tomb: TenantRecord, on_event: EventSink | None = None,
                       keep_file: str | None = None) -> ChangeSet:
     """Destroy what the tombstone's stack holds and remove its stack file (``keep_file``:
-    the committed text it had before the revive, written back instead). Raises what fails."""
-    from tenantctl.operations.deletion_protection import lift
+    the committed text it had before the revive, written back instead); the tombstone's old key
+    is scheduled for deletion again first. Raises what fails."""
+    from tenantctl.operations.deletion_protection import lift, set_aside_final_snapshot
 
     stack = tomb.current_stack
     path = stack_file(ws.stacks_dir, stack)
     with engine_step(f"removing what {tomb.tenant_id!r}'s given-up revive created"):
+        if tomb.tier is Tier.dedicated and tomb.resources is not None and ws.engine.holds_resources(stack):
+            # The destroy's final snapshot takes the name of the deprovision's: that one goes aside first,
+            # under the old key (the revive enabled it before its up).
+            set_aside_final_snapshot(ws.clients_for(tomb)("rds"), tomb, tomb.resources.kms_key_arn)
+        if tomb.resources is not None:
+            # Before the destroy: the old key carries the stack's key urn tag too, and a key the killed up
+            # had only begun (no id recorded) is found by that tag among the keys not pending deletion.
+            _reschedule_old_key(ws, tomb)
         lift(ws, stack, on_event)
         phase(on_event, tomb.tenant_id, "destroying what the given-up revive created")
         changes = ws.engine.destroy(stack, on_event=on_event)
@@ -73,9 +82,10 @@ def withdraw_revive(ws: Workspace, tenant_id: str, keep_file: str | None = None)
         tomb = ws.registry.get(tenant_id)
         if tomb is None or tomb.status is not TenantStatus.deprovisioned:
             return None
-        removed = destroy_leftovers(ws, tomb, keep_file=keep_file).count(Op.delete) if holds_leftovers(
-            ws, tomb) else 0
-        if tomb.resources is not None:
+        removed = 0
+        if holds_leftovers(ws, tomb):
+            removed = destroy_leftovers(ws, tomb, keep_file=keep_file).count(Op.delete)
+        elif tomb.resources is not None:
             _reschedule_old_key(ws, tomb)
     except Exception as exc:  # noqa: BLE001 - any failure here is a warning, the give-up's outcome stands
         log.warning("tenant %r: what its given-up revive created could not all be removed (%s): what is left "
@@ -94,7 +104,4 @@ def converge(ws: Workspace, tomb: TenantRecord, on_event: EventSink | None = Non
                        + (f"; a revive holds it: `tenantctl unlock {tomb.tenant_id}` gives it up" if tomb.reviving
                           else ""))
     with ws.registry.hold(tomb.tenant_id, "deprovision") as held:
-        changes = destroy_leftovers(ws, held.record, on_event)
-        if held.record.resources is not None:
-            _reschedule_old_key(ws, held.record)
-    return changes
+        return destroy_leftovers(ws, held.record, on_event)
