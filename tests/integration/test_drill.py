@@ -30,7 +30,7 @@ from tenant_data import (
 
 from tenant_runtime.models import Hibernation
 from tenant_runtime.tables import TABLES as STORE_TABLES
-from tenantctl import naming
+from tenantctl import inventory, naming
 from tenantctl.aws import THROTTLE_ATTEMPTS_ENV
 from tenantctl.drills import envelope, store
 from tenantctl.drills.backup import backup
@@ -47,6 +47,7 @@ from tenantctl.drills.tables import server_major
 from tenantctl.drills.verify import verify
 from tenantctl.errors import Conflict, InvalidInput, KeyUnusable, NotFound
 from tenantctl.models import TenantRecord, TenantStatus, Tier, utcnow
+from tenantctl.operations.audit import audit
 from tenantctl.operations.deprovision import deprovision
 from tenantctl.operations.revive import revive
 from tenantctl.registry import new_lock
@@ -636,9 +637,19 @@ def test_a_restore_after_deprovision_that_cannot_verify_leaves_the_tenant_deprov
     assert "verification failed" in still.last_error
     # The backup's key stays usable for another attempt.
     assert key_state(box, tomb.resources.kms_key_arn) == "Enabled"
-    with pytest.raises(Conflict, match="not empty"):  # and the restored copy is not overwritten blindly
+    assert workspace.engine.holds_resources(tomb.current_stack)  # the copy, kept for inspection
+    with pytest.raises(Conflict, match="kept for inspection"):  # a re-run neither overwrites nor removes it
         revive(workspace, ctx, workspace.registry.require(record.tenant_id), index, target=Target.in_place,
                yes=True)
+    assert workspace.engine.holds_resources(tomb.current_stack)
+    named = [f for f in audit(workspace).findings if f.tenant_id == record.tenant_id and f.kind == "unclaimed"]
+    assert named and all(f"`tenantctl deprovision {record.tenant_id}` removes it" in f.detail for f in named), named
+    # A deprovision of the tombstone removes what that revive created; then there is nothing left to remove.
+    _, _, removed = deprovision(workspace, record.tenant_id)
+    assert removed["revive_leftovers_removed"] > 0 and not workspace.engine.holds_resources(tomb.current_stack)
+    assert key_state(box, tomb.resources.kms_key_arn) == "PendingDeletion"
+    with pytest.raises(Conflict, match="already deprovisioned"):
+        deprovision(workspace, record.tenant_id)
 
 
 def test_a_revive_killed_anywhere_counts_its_slot_only_with_its_tombstone(ctx, tenant, workspace, sandbox, project,
@@ -699,6 +710,58 @@ def test_a_revive_killed_anywhere_counts_its_slot_only_with_its_tombstone(ctx, t
     assert again.returncode == 0, again
     assert workspace.registry.require(tid).status is TenantStatus.active
     assert slot_drift(workspace, cell) == drift
+
+
+def assert_nothing_of_the_revive_left(workspace, tomb: TenantRecord, drift) -> None:
+    """A given-up revive's tombstone: no resource in its stack, no stack file, nothing live tagged for it
+    (its old key pending deletion again: the tail of a deletion), its slot given back with its mark."""
+    tid = tomb.tenant_id
+    assert not workspace.engine.holds_resources(tomb.current_stack)
+    assert not (workspace.stacks_dir / f"Pulumi.{tomb.current_stack}.yaml").exists()
+    clients = workspace.cell_clients(tomb.cell)
+    live = [t.arn for t in inventory.scan(clients, [tomb.region], tenant=tid)  # snapshots: kept by design
+            if not t.retained and inventory.is_live(clients, t)]
+    assert live == [], live
+    now = workspace.registry.require(tid)
+    assert now.status is TenantStatus.deprovisioned and now.lock is None and not now.reviving
+    assert slot_drift(workspace, tomb.cell) == drift
+
+
+@pytest.mark.parametrize("tier", [Tier.pooled, Tier.dedicated])
+def test_a_given_up_revive_leaves_nothing_it_created(ctx, box, tenant, workspace, sandbox, project, tmp_path, tier):
+    """What a revive's up created goes with its give-up: failed after its up (its objects' restore
+    throttled), or killed in its up and then `unlock`ed — no stack state, no stack file, nothing live
+    tagged for the tombstone (its old key pending deletion again). A re-run after each converges. A
+    dedicated tenant's destroy takes its final snapshot's name: the deprovision's is set aside first."""
+    record = tenant(f"revive-gone-{tier.value}", tier, conversations=1, messages=2, objects=1)
+    tid, cell = record.tenant_id, record.cell
+    tomb, _, _ = deprovision(workspace, tid)
+    cli = Cli.create(sandbox, tmp_path)
+    restore = ("drill", "restore", tid, "--target", "in-place", "--yes")
+    drift = slot_drift(workspace, cell)
+
+    state, rule = tmp_path / "throttle.json", "s3.CopyObject"
+    SharedTokenBucket(state).take(rule, 0.001)  # the burst taken: every such call is throttled
+    failed = cli(*restore, "--json", cwd=project, env={FAULT_THROTTLE_ENV: f"{rule}=0.001",
+                                                      FAULT_THROTTLE_FILE_ENV: str(state), THROTTLE_ATTEMPTS_ENV: "1"})
+    assert failed.returncode not in (0, FAULT_EXIT_CODE) and "CopyObject" in failed.stdout + failed.stderr, failed
+    assert_nothing_of_the_revive_left(workspace, tomb, drift)
+
+    killed = cli(*restore, env={FAULT_AFTER_ENV: "4"}, cwd=project)
+    assert killed.returncode == FAULT_EXIT_CODE, killed
+    assert workspace.engine.holds_resources(tomb.current_stack)  # what the killed up made, till its give-up
+    given_up = cli("unlock", tid, cwd=project)
+    assert given_up.returncode == 0 and "its revive created destroyed" in given_up.stdout, given_up
+    assert_nothing_of_the_revive_left(workspace, tomb, drift)
+
+    again = cli(*restore, "--json", cwd=project)
+    assert again.returncode == 0, again
+    assert workspace.registry.require(tid).status is TenantStatus.active
+    assert slot_drift(workspace, cell) == drift
+    if tier is Tier.dedicated:  # the deprovision's final snapshot and the given-up revive's, both set aside
+        final = f"tenantctl-{tid}-final"
+        names = {s["DBSnapshotIdentifier"] for s in box.client("rds").describe_db_snapshots()["DBSnapshots"]}
+        assert final not in names and len({n for n in names if n.startswith(final + "-")}) == 2, names
 
 
 def test_restore_after_deprovision_brings_the_workspaces_back_with_their_data(ctx, box, provision_tenant, workspace,

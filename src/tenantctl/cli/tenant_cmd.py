@@ -284,14 +284,21 @@ def deprovision(
 
     ws = Workspace()
     record = ws.registry.require(tenant_id)
-    if record.status is not TenantStatus.deprovisioned:  # a tombstone is refused by the operation, unasked
+    if record.status is not TenantStatus.deprovisioned:
         confirmation(yes).check(f"deprovision tenant {tenant_id}", confirmation_items(
             ws, record, purge_data=purge_data, final_backup=not no_final_backup))
+    elif not record.reviving and ws.engine.holds_resources(record.current_stack):  # else refused, unasked
+        confirmation(yes).check(f"remove what tenant {tenant_id}'s given-up revive created", [
+            f"{c.op.value} {c.type} {c.name}" for c in ws.engine.preview_destroy(record.current_stack).changes])
     with engine_progress(f"deprovisioning {tenant_id}") as on_event:
         record, changes, details = run(ws, tenant_id, purge_data=purge_data, on_event=on_event,
                                        final_backup=not no_final_backup)
     if json_out:
         print_json({"record": record, "changes": changes.summary(), **details})
+        return
+    if "revive_leftovers_removed" in details:
+        console.print(f"tenant {tenant_id} was deprovisioned already: {details['revive_leftovers_removed']} "
+                      "resource(s) its given-up revive created removed, its old key scheduled for deletion again")
         return
     console.print(f"[yellow]tenant {tenant_id} deprovisioned[/]: "
                   + escape(what_went(record, changes, details, purge_data)), highlight=False)
@@ -412,16 +419,24 @@ def unlock(
     command on the tenant does the same); --force is for a run on another host.
     A tombstone a killed revive left holding its cell's slot (locked or not)
     gives the slot back in the same write: the revive is given up (`drill
-    restore ID --target in-place --yes` tries again).
+    restore ID --target in-place --yes` tries again), and what its up created
+    is destroyed first (a failure is a warning: `deprovision ID` retries it).
     """
     from tenantctl.errors import InvalidInput
     from tenantctl.registry import DEAD, describe_lock, lock_holder
     from tenantctl.workspace import Workspace
 
-    registry = Workspace().registry
+    ws = Workspace()
+    registry = ws.registry
     record = registry.require(tenant_id)
     reviving = record.holds_revive_slot
     done = [] if record.lock is None else ["lock removed"]  # or refused below
+    removed = None
+    if reviving and (record.lock is None or force or lock_holder(record.lock) in DEAD):
+        from tenantctl.operations.revive_leftovers import withdraw_revive
+
+        # Before the give-up's write: what the revive's up created goes while its mark still names it.
+        removed = withdraw_revive(ws, tenant_id)
     if record.lock is None:
         message = f"tenant {tenant_id} is not locked"
         record = registry.give_back_revive_slot(tenant_id, record)
@@ -437,6 +452,9 @@ def unlock(
         done.append("revive slot given back")
         message += (f"; its killed revive is given up: its {record.tier.value} slot of cell {record.cell} given "
                     f"back with its mark (`tenantctl drill restore {tenant_id} --target in-place --yes` tries again)")
+    if removed:
+        done.append("revive's resources removed")
+        message += f"; {removed}"
     if json_out:
         print_json(record_result(record, done))
     else:

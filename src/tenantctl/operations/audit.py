@@ -145,13 +145,21 @@ def _unclaimed(account: _Account, records: dict[str, TenantRecord], cell_stacks:
         if not account.is_live(resource):
             continue  # a key pending deletion, a secret in its recovery window: the tail of a deletion
         why = (f"tagged for tenant {tenant!r}, {record.status.value} since "
-               f"{record.deprovisioned_at or record.updated_at:%Y-%m-%d}" if record is not None
+               f"{record.deprovisioned_at or record.updated_at:%Y-%m-%d}" + _remedy(record) if record is not None
                else f"tagged for cell stack {tenant!r}, which stacks/ does not define" if cell_of_stack(tenant)
                else f"tagged for tenant {tenant!r}, which no registry record names" if tenant
                else "tagged managed-by=tenantctl without a tenant")
         found.append(Finding(kind="unclaimed", tenant_id=tenant, subject=resource.arn,
                              detail=f"{resource.describe()}: {why}"))
     return found
+
+
+def _remedy(record: TenantRecord) -> str:
+    """What removes a live resource of a tombstone that its stack still holds (a revive's up made it)."""
+    if record.status is TenantStatus.deprovisioning:
+        return f" (a deprovision that did not finish: `tenantctl deprovision {record.tenant_id}` finishes it)"
+    return (f" (if its stack still holds it, as it holds what a revive not verified created: `tenantctl "
+            f"deprovision {record.tenant_id}` removes it)")
 
 
 def _accounts(ws: Workspace, records: dict[str, TenantRecord],

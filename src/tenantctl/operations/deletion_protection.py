@@ -11,8 +11,8 @@ from typing import Any
 
 from tenantctl.engines.base import EventSink, phase
 from tenantctl.errors import ApplyFailed
-from tenantctl.models import TenantSpec, Tier
-from tenantctl.naming import DEFAULT_CELL, rds_identifier
+from tenantctl.models import TenantRecord, TenantSpec, Tier, utcnow
+from tenantctl.naming import DEFAULT_CELL, rds_identifier, resource_name
 from tenantctl.stackconfig import read_tenant, stack_file, write_tenant
 from tenantctl.workspace import Workspace
 
@@ -85,12 +85,39 @@ def _instance(rds: Any, identifier: str) -> dict[str, Any] | None:
 
 def snapshot_exists(rds: Any, identifier: str) -> bool:
     """An RDS snapshot of that name exists (a final snapshot of that name would be refused)."""
+    return _snapshot(rds, identifier) is not None
+
+
+def _snapshot(rds: Any, identifier: str) -> dict[str, Any] | None:
+    """The RDS snapshot of that name, None when there is none."""
     from botocore.exceptions import ClientError
 
     try:
-        rds.describe_db_snapshots(DBSnapshotIdentifier=identifier)
+        return rds.describe_db_snapshots(DBSnapshotIdentifier=identifier)["DBSnapshots"][0]
     except ClientError as exc:
         if exc.response["Error"]["Code"] in ("DBSnapshotNotFound", "DBSnapshotNotFoundFault"):
-            return False
+            return None
         raise
-    return True
+
+
+def set_aside_final_snapshot(rds: Any, tomb: TenantRecord, key_arn: str) -> str | None:
+    """A dedicated tenant's stack names its final RDS snapshot `tenantctl-<id>-final`;
+    the one its first deprovision left would make the next deprovision fail
+    (DBSnapshotAlreadyExists). Copy it aside, under a name with the deprovision
+    time and re-encrypted with ``key_arn`` (a revive's: the new key, the old one is
+    going away; a given-up revive's: the old one, enabled by it), and delete the
+    original. Named after the snapshot's own time (a given-up revive's destroy takes
+    another of the same name, set aside by the next revive beside the first).
+    Returns the new identifier, None when there was none."""
+    name = resource_name(tomb.tenant_id, "final")
+    found = _snapshot(rds, name)
+    if found is None:
+        return None
+    when = found.get("SnapshotCreateTime") or tomb.deprovisioned_at or utcnow()
+    aside = f"{name}-{when:%Y%m%d%H%M%S}"
+    rds.copy_db_snapshot(SourceDBSnapshotIdentifier=name, TargetDBSnapshotIdentifier=aside, KmsKeyId=key_arn,
+                         CopyTags=True)
+    rds.get_waiter("db_snapshot_available").wait(DBSnapshotIdentifier=aside,
+                                                  WaiterConfig={"Delay": 30, "MaxAttempts": 240})
+    rds.delete_db_snapshot(DBSnapshotIdentifier=name)
+    return aside

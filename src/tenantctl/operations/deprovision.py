@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from tenantctl.engines.base import ChangeSet, EventSink, Op, phase
-from tenantctl.errors import Conflict, engine_step
+from tenantctl.errors import engine_step
 from tenantctl.models import TenantRecord, TenantStatus, Tier
 from tenantctl.naming import forget_hint, require_valid, ws_s3_prefix_root
 from tenantctl.operations.deletion_protection import lift
@@ -122,7 +122,11 @@ def deprovision(ws: Workspace, tenant_id: str, purge_data: bool = False,
     registry = ws.registry
     current = registry.require(tenant_id)
     if current.status is TenantStatus.deprovisioned:
-        raise Conflict(f"tenant {tenant_id!r} is already deprovisioned (since {current.deprovisioned_at:%Y-%m-%d})")
+        from tenantctl.operations.revive_leftovers import converge
+
+        # What a given-up revive created is removed (a Conflict when there is nothing to remove).
+        changes = converge(ws, current, on_event)
+        return registry.require(tenant_id), changes, {"revive_leftovers_removed": changes.count(Op.delete)}
     refuse_open_move(current)
     # Final backup (tenantctl.drills) before anything is marked or removed, so a
     # failed one leaves the tenant as it was. Not with --purge-data (which deletes

@@ -20,7 +20,10 @@ window (`tenantctl drill restore ID --target in-place --yes` on a tombstone).
    provision, the old keys are scheduled for deletion again, and fresh
    backups under the new keys start the backup chains again.
    Not verified: the tenant stays deprovisioned (lock released with the error),
-   the old key stays enabled, the restored copy is left for inspection. A
+   the old key stays enabled, the restored copy is left for inspection (a
+   revive refuses to start on it until `deprovision ID` removes it). Failed
+   after the lock: what the up created is destroyed and the old key's deletion
+   scheduled again (``revive_leftovers``), as `unlock` does for a killed one. A
    workspace that does not verify fails the drill without keeping the tenant
    down: its old key stays enabled and its copy in place for inspection.
 
@@ -39,15 +42,16 @@ from tenantctl.drills.backup import backup, key_id, key_state, key_tags
 from tenantctl.drills.context import DrillContext
 from tenantctl.drills.models import BackupIndex, BackupManifest, Check, RestoreResult, Target
 from tenantctl.drills.scope import workspace_view
-from tenantctl.errors import InvalidInput, Locked, TenantctlError, one_line
+from tenantctl.errors import Conflict, InvalidInput, Locked, TenantctlError, one_line
 from tenantctl.models import TenantRecord, TenantSpec, Tier, utcnow
-from tenantctl.naming import OwnerNames, require_valid, resource_name
+from tenantctl.naming import OwnerNames, require_valid
+from tenantctl.operations.deletion_protection import set_aside_final_snapshot
 from tenantctl.operations.provision import activate, apply_spec
+from tenantctl.operations.revive_leftovers import OLD_KEY_PENDING_DAYS, withdraw_revive
+from tenantctl.stackconfig import stack_file
 from tenantctl.workspace import Workspace
 
 log = logging.getLogger(__name__)
-
-OLD_KEY_PENDING_DAYS = 30  # the old key's second deletion window: the undo period
 
 
 def revive_key(kms: Any, key_arn: str) -> bool:
@@ -110,7 +114,7 @@ def spec_for(ws: Workspace, index: BackupIndex, tomb: TenantRecord) -> tuple[Ten
     """What to re-provision: a committed stack file if one exists again, else
     the spec saved in the backup's index (readable while the old key is still
     pending deletion), else the defaults for the tombstone's tier."""
-    from tenantctl.stackconfig import read_tenant, stack_file
+    from tenantctl.stackconfig import read_tenant
 
     path = stack_file(ws.stacks_dir, tomb.current_stack)
     if path.exists():
@@ -119,27 +123,6 @@ def spec_for(ws: Workspace, index: BackupIndex, tomb: TenantRecord) -> tuple[Ten
         return TenantSpec.model_validate(index.spec), f"spec saved in backup {index.backup_id}"
     return (TenantSpec(id=tomb.tenant_id, tier=tomb.tier, region=tomb.region, owner=tomb.owner),
             "default spec (the backup holds none)")
-
-
-def set_aside_final_snapshot(rds: Any, tomb: TenantRecord, new_key_arn: str) -> str | None:
-    """A dedicated tenant's stack names its final RDS snapshot `tenantctl-<id>-final`;
-    the one its first deprovision left would make the next deprovision fail
-    (DBSnapshotAlreadyExists). Copy it aside, under a name with the deprovision
-    time and re-encrypted with the new key (the old one is going away), and
-    delete the original. Returns the new identifier, None when there was none."""
-    from tenantctl.operations.deletion_protection import snapshot_exists
-
-    name = resource_name(tomb.tenant_id, "final")
-    if not snapshot_exists(rds, name):
-        return None
-    when = tomb.deprovisioned_at or utcnow()
-    aside = f"{name}-{when:%Y%m%d%H%M%S}"
-    rds.copy_db_snapshot(SourceDBSnapshotIdentifier=name, TargetDBSnapshotIdentifier=aside, KmsKeyId=new_key_arn,
-                         CopyTags=True)
-    rds.get_waiter("db_snapshot_available").wait(DBSnapshotIdentifier=aside,
-                                                  WaiterConfig={"Delay": 30, "MaxAttempts": 240})
-    rds.delete_db_snapshot(DBSnapshotIdentifier=name)
-    return aside
 
 
 def _check_window(tomb: TenantRecord, now: datetime) -> None:
@@ -174,6 +157,12 @@ def revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, index: BackupIn
         raise InvalidInput(f"tenant {tomb.tenant_id!r} is deprovisioned: it comes back into new resources, "
                            "there is nothing to --overwrite")
     _check_window(tomb, started)
+    if not tomb.reviving and ws.engine.holds_resources(tomb.current_stack):
+        # Not a killed revive's (its re-run adopts those): a copy kept for inspection, or what a give-up's
+        # failed removal left. Refused before anything changes, so that a re-run never removes it unasked.
+        raise Conflict(f"tenant {tomb.tenant_id!r}: its stack {tomb.current_stack} still holds what an earlier "
+                       "revive created (a restored copy kept for inspection, or what its give-up could not remove): "
+                       f"`tenantctl deprovision {tomb.tenant_id}` removes it, then restore again")
     notes: list[str] = []
     spec, source = spec_for(ws, index, tomb)
     # Back into its own cell and region: its data and backups are there (residency).
@@ -183,9 +172,11 @@ def revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, index: BackupIn
     preflight.check(spec, ws.ensure_cell(tomb.cell), ws.cell_clients(tomb.cell))
     # The first write: the tombstone locked with its cell's slot (the deprovision gave it back), in one
     # transaction, so that a run killed anywhere leaves a counter its records' recount agrees with.
+    path = stack_file(ws.stacks_dir, tomb.current_stack)
+    committed = path.read_text() if path.exists() else None  # what a give-up puts back
     locked = lock_again(ws, tomb, "drill-restore")
     try:
-        result, last = _revive(ws, ctx, tomb, locked, index, spec, source, started, notes)
+        result, last = _revive(ws, ctx, tomb, locked, index, spec, source, started, notes, committed)
     except BaseException:
         _give_back_slot(ws, tomb.tenant_id, None)  # the record as the failure left it: read again
         raise
@@ -207,37 +198,45 @@ def _give_back_slot(ws: Workspace, tenant_id: str, last: TenantRecord | None) ->
 
 
 def _revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, locked: TenantRecord, index: BackupIndex,
-            spec: TenantSpec, source: str, started: datetime,
-            notes: list[str]) -> tuple[RestoreResult, TenantRecord]:
-    """The revive under the tombstone's lock: the result, and the record as it left it."""
+            spec: TenantSpec, source: str, started: datetime, notes: list[str],
+            committed: str | None) -> tuple[RestoreResult, TenantRecord]:
+    """The revive under the tombstone's lock: the result, and the record as it left it.
+    Failing while still a tombstone, what its up created is destroyed (``withdraw_revive``)
+    and its stack file put back as it was (``committed``: none, removed)."""
     old = tomb.resources
     registry = ws.registry
     with registry.hold(tomb.tenant_id, "drill-restore", acquired=locked) as held:
-        if revive_key(ctx.kms, old.kms_key_arn):
-            notes.append(f"old key {old.kms_key_arn}: deletion cancelled, enabled")
-        manifest = store.load_manifest(ctx.s3, ctx.kms, tomb, index.backup_id)
-        applied = apply_spec(ws, spec, stack=tomb.current_stack)  # back into the stack it was destroyed from
-        new = applied.resources
-        notes.append(f"re-provisioned ({source}); new key {new.kms_key_arn}")
-        live = held.record.model_copy(update={"resources": new})
-        result, rekeyed = restore_rekeyed(ctx, live, manifest, old.kms_key_arn, started)
-        if rekeyed is None:
-            notes.append("restored copy does not match the backup: the tenant stays deprovisioned, "
-                         f"its old key stays enabled and the copy stays in {new.store.database}."
-                         f"{new.store.schema_name} for inspection")
-            held.record = registry.release(held.record, error=f"drill restore of {manifest.backup_id}: "
-                                                              "verification failed")
-            return (result.model_copy(update={"notes": notes, "finished_at": utcnow(), "manifest": manifest}),
-                    held.record)
-        notes.append(rekeyed)
-        if tomb.tier is Tier.dedicated:
-            aside = set_aside_final_snapshot(ctx.rds or ws.clients_for(tomb)("rds"), tomb, new.kms_key_arn)
-            if aside:
-                notes.append(f"final RDS snapshot of the deprovision kept as {aside} (new key), so that the "
-                             "next deprovision can take its own")
-        # Before the record is activated: the tenant serves again with its workspaces' data.
-        workspace_checks, restored = _revive_workspaces(ctx, tomb, live, index, notes)
-        held.record = activate(ws, held.record, spec, applied)
+        try:
+            if revive_key(ctx.kms, old.kms_key_arn):
+                notes.append(f"old key {old.kms_key_arn}: deletion cancelled, enabled")
+            manifest = store.load_manifest(ctx.s3, ctx.kms, tomb, index.backup_id)
+            applied = apply_spec(ws, spec, stack=tomb.current_stack)  # back into the stack it was destroyed from
+            new = applied.resources
+            notes.append(f"re-provisioned ({source}); new key {new.kms_key_arn}")
+            live = held.record.model_copy(update={"resources": new})
+            result, rekeyed = restore_rekeyed(ctx, live, manifest, old.kms_key_arn, started)
+            if rekeyed is None:
+                notes.append("restored copy does not match the backup: the tenant stays deprovisioned, "
+                             f"its old key stays enabled and the copy stays in {new.store.database}."
+                             f"{new.store.schema_name} for inspection (`tenantctl deprovision "
+                             f"{tomb.tenant_id}` removes what the revive created)")
+                held.record = registry.release(held.record, error=f"drill restore of {manifest.backup_id}: "
+                                                                  "verification failed")
+                return (result.model_copy(update={"notes": notes, "finished_at": utcnow(), "manifest": manifest}),
+                        held.record)
+            notes.append(rekeyed)
+            if tomb.tier is Tier.dedicated:
+                aside = set_aside_final_snapshot(ctx.rds or ws.clients_for(tomb)("rds"), tomb, new.kms_key_arn)
+                if aside:
+                    notes.append(f"final RDS snapshot of the deprovision kept as {aside} (new key), so that the "
+                                 "next deprovision can take its own")
+            # Before the record is activated: the tenant serves again with its workspaces' data.
+            workspace_checks, restored = _revive_workspaces(ctx, tomb, live, index, notes)
+            held.record = activate(ws, held.record, spec, applied)
+        except BaseException:
+            # Given up still a tombstone: what its up created goes (a revive brought back keeps it).
+            withdraw_revive(ws, tomb.tenant_id, keep_file=committed)
+            raise
     result = result.model_copy(update={"checks": result.checks + workspace_checks, "finished_at": utcnow()})
     old_keys = {None: old.kms_key_arn} if key_id(new.kms_key_arn) != key_id(old.kms_key_arn) else {}
     # Only once the tenant is back: until then a retry may still need the old keys.
