@@ -217,7 +217,7 @@ def _judged(ws: Workspace, record: TenantRecord, evacuee: Evacuee, taken: int) -
     try:
         check(ws, record, cell=evacuee.to_cell, apply_cell=False, taken=taken)
     except TenantctlError as exc:
-        evacuee.outcome, evacuee.detail, evacuee.exit_code, evacuee.rule = "refused", str(exc), exc.exit_code, exc.rule
+        _ended(evacuee, exc)
 
 
 def _refuse_without_room(ws: Workspace, leaving: CellSpec, cells: dict[str, CellSpec], target: CellSpec | None,
@@ -386,14 +386,14 @@ def _settle(evacuee: Evacuee, future: Future, budget: FailureBudget) -> None:
     try:
         moved = future.result()
     except _REFUSALS as exc:
-        evacuee.outcome, evacuee.detail, evacuee.exit_code, evacuee.rule = "refused", str(exc), exc.exit_code, exc.rule
+        _ended(evacuee, exc)
     except PostureCheckFailed as exc:  # raised only once the finalize is recorded: the move is over
         tid = evacuee.tenant_id
         evacuee.outcome, evacuee.check, evacuee.exit_code = "finalized", str(exc), exc.exit_code
         evacuee.detail = (f"finalized, but its posture check failed (`tenantctl check {tid}`; `tenantctl provision "
                           f"{tid}` repairs drift): {exc}")
     except TenantctlError as exc:
-        evacuee.outcome, evacuee.detail, evacuee.exit_code, evacuee.rule = "failed", str(exc), exc.exit_code, exc.rule
+        _ended(evacuee, exc)
         budget.fail()
     except BrokenProcessPool:
         evacuee.outcome, evacuee.exit_code = "failed", 1
@@ -406,6 +406,15 @@ def _settle(evacuee: Evacuee, future: Future, budget: FailureBudget) -> None:
     else:
         evacuee.outcome = "finalized" if moved.outcome == "finalized" else "switched"
         evacuee.detail = f"rollback window until {utc_minute(moved.window_ends_at)}" if moved.window_ends_at else None
+
+
+def _ended(evacuee: Evacuee, exc: TenantctlError) -> None:
+    """``evacuee``'s move ended by ``exc``: ``refused`` for a refusal made before
+    anything is created (``_REFUSALS``), else ``failed`` (e.g. a server that
+    cannot be reached, exit 7); the run's moves and a dry run's judgements
+    (``_judged``) say the same of the same error."""
+    outcome: Outcome = "refused" if isinstance(exc, _REFUSALS) else "failed"
+    evacuee.outcome, evacuee.detail, evacuee.exit_code, evacuee.rule = outcome, str(exc), exc.exit_code, exc.rule
 
 
 def _forced_target(cells: dict[str, CellSpec], leaving: CellSpec, to: str) -> CellSpec:
