@@ -502,11 +502,23 @@ class Mover:
         `up` that dropped it (a dedicated old store's, its run killed after) runs
         after this step, so the subscription went with the database and the slot
         and publication on the new store were dropped before (before: every
-        re-run failed connecting to that database, exit 1)."""
-        with self.leaving(self.move.old_store) as conn:
+        re-run failed connecting to that database, exit 1). The connection that
+        asked is the one the link's removal uses on the old store."""
+        old = self.move.old_store
+        with self.leaving(old) as conn:
             if conn is None:
                 return
-        store_sync.stop(self.connect, self.link(backwards=True))
+            store_sync.stop(self.connecting(old, conn), self.link(backwards=True))
+
+    def connecting(self, store: StoreConnection, conn: Any) -> store_sync.Connect:
+        """``connect``, with ``conn`` (open already, left open) as ``store``'s connection:
+        the one ``leaving`` opened to learn the database is there serves what follows,
+        rather than a second login to the same database."""
+        @contextmanager
+        def opened() -> Iterator[Any]:
+            yield conn
+
+        return lambda each: opened() if each == store else self.connect(each)
 
     # -- backward ---------------------------------------------------------------
     def old_side(self) -> str:
