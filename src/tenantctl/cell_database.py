@@ -39,7 +39,9 @@ larger share leaves tenant logins less, so the budget's check
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import BaseModel
@@ -154,8 +156,44 @@ def refuse_copies(conn: Any, copies: int, where: str, parallel: int | None = Non
     figures; ``where``: what the server is; ``parallel``: the --parallel asked
     for (the message says what would fit)."""
     room = replication_room(conn)
-    _refuse(room, copies, where, parallel, "replication-slots", SLOTS_REMEDY)
+    refuse_room(room, copies, where, parallel)
     return room
+
+
+def refuse_room(room: ReplicationRoom, copies: int, where: str, parallel: int | None = None) -> None:
+    """``refuse_copies`` on a ``room`` read already (``PlanRooms``)."""
+    _refuse(room, copies, where, parallel, "replication-slots", SLOTS_REMEDY)
+
+
+Server = tuple[str, int]  # (endpoint, port)
+
+
+class PlanRooms:
+    """The replication room of each server a plan's moves leave (a dry run of
+    `cell evacuate`), read once per server rather than once per move: a cell
+    of thousands of pooled tenants on one server took as many admin logins.
+    Each move the plan keeps counts as the link its run's would hold where
+    its new store is (``take``: the way back a switched move keeps there, a
+    slot and a WAL sender, until finalized), as the run's later moves would
+    read it, as ``placement.slot_cap``'s ``taken`` counts cell slots. Only
+    what was read is kept: a server that took no connection is tried again
+    by the next move that leaves it."""
+
+    def __init__(self) -> None:
+        self.read: dict[Server, ReplicationRoom] = {}
+        self.links: Counter[Server] = Counter()
+
+    def room(self, server: Server, connect: Callable[[], Any]) -> ReplicationRoom:
+        """``server``'s room, read through ``connect`` (an admin connection to it) the
+        first time, less what the plan's earlier moves hold there."""
+        if server not in self.read:
+            with connect() as conn:
+                self.read[server] = replication_room(conn)
+        room, links = self.read[server], self.links[server]
+        return replace(room, slots=room.slots + links, senders=room.senders + links)
+
+    def take(self, server: Server) -> None:
+        self.links[server] += 1
 
 
 def refuse_subscriptions(conn: Any, copies: int, where: str, parallel: int | None = None,

@@ -151,6 +151,53 @@ def test_a_dry_run_to_a_cell_counts_the_slots_its_earlier_moves_take(fleet, sand
     assert not ws.cell_outputs(ONE_SLOT)
 
 
+def test_a_dry_run_reads_the_replication_room_of_its_tenants_server_once(fleet, monkeypatch):
+    """A dry run judges each planned move by ``move.check``, whose read of the
+    replication room of the server the tenant's store is on was one admin
+    login per tenant (thousands for a large cell): the plan reads it once per
+    server, beside the run's up-front read of the cell's database, and says
+    what the CLI's dry run says."""
+    from tenantctl import cell_database
+    from tenantctl.operations.cell_evacuate import evacuate
+
+    cli, ws = fleet
+    reads = []
+    real = cell_database.replication_room
+    monkeypatch.setattr(cell_database, "replication_room", lambda conn: reads.append(conn.info.dbname) or real(conn))
+    plan = evacuate(ws, FROM, dry_run=True)
+    assert {t.tenant_id: (t.to_cell, t.outcome) for t in plan.tenants} == outcomes(
+        cli("cell", "evacuate", FROM, "--dry-run", "--json")), plan
+    assert [t.tenant_id for t in plan.tenants if t.outcome == "planned"] == list(MOVED), plan
+    assert len(reads) == 2, reads  # the cell's database up front, then one for the plan's three moves
+
+
+def test_a_dry_run_says_failed_where_the_run_fails_a_move(fleet, sandbox):
+    """A tenant whose store's server takes no admin connection: its move fails
+    before anything is created (exit 7), which the run reports as `failed`;
+    the dry run reports the same (it said `refused`, a word the run keeps for
+    refusals: exit 3, 5, 11)."""
+    cli, ws = fleet
+    record = ws.registry.require("ev-a")
+    assert record.resources is not None
+    gone = record.resources.store.model_copy(update={"port": 1})  # nothing listens there
+    ws.registry.save(record, resources=record.resources.model_copy(update={"store": gone}))
+    try:
+        plan = cli("cell", "evacuate", FROM, "--dry-run", "--json")
+        run = cli("cell", "evacuate", FROM, "--limit", "1", "--json")  # ev-a only: the first in id order
+    finally:
+        ws.registry.save(ws.registry.require("ev-a"), resources=record.resources)
+
+    def judged(evacuation) -> tuple:
+        t = next(t for t in evacuation.json()["tenants"] if t["tenant_id"] == "ev-a")
+        return t["outcome"], t["exit_code"], t["detail"]
+
+    assert (plan.returncode, run.returncode) == (1, 1), (plan, run)
+    assert judged(plan) == judged(run), (plan, run)
+    assert judged(plan)[:2] == ("failed", 7), plan
+    assert {ws.registry.require(tid).cell for tid in MOVED} == {FROM}
+    assert (cell_count(sandbox, FROM), cell_count(sandbox, TO)) == (4, 0)
+
+
 def _until(proc, done) -> None:
     while not done():
         assert proc.poll() is None, proc.communicate()

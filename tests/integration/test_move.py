@@ -479,6 +479,28 @@ def _apply_preview(tenantctl_cli, tenant_id: str) -> tuple[int, str]:
     return run.returncode, planned["action"]
 
 
+def test_a_finalize_logs_in_to_the_old_store_once_to_drop_the_way_back(provision_tenant, workspace, sandbox,
+                                                                        monkeypatch):
+    """The finalize asks whether the old store's database is still there
+    (``Mover.leaving``) by connecting to it, and drops the link the old store
+    follows the new one by (``stop_way_back``) through that same connection:
+    one login to the old database, not one to ask and another to drop."""
+    tid = f"mv-l{run_id()}"
+    old = provision_tenant(tid).resources.store
+    assert move(workspace, tid, tier=Tier.dedicated).outcome == "switched"
+    logins = []
+    connect = mover.Mover.connect
+
+    def counted(self, store):
+        logins.append(store.database)
+        return connect(self, store)
+
+    monkeypatch.setattr(mover.Mover, "connect", counted)
+    assert move(workspace, tid, finalize=True).outcome == "finalized"
+    assert logins.count(old.database) == 1, logins
+    assert _replication_left(sandbox) == []  # the way back dropped all the same
+
+
 def test_refusals_create_nothing(moved, workspace):
     before = workspace.registry.require(MOVED)
     spec_file = (workspace.stacks_dir / f"Pulumi.{MOVED}.yaml").read_text()

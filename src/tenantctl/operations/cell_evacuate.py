@@ -65,6 +65,7 @@ from tenantctl.timestamps import utc_minute
 from tenantctl.workspace import Workspace, worker_workspace
 
 if TYPE_CHECKING:
+    from tenantctl.cell_database import PlanRooms
     from tenantctl.operations.move import MoveResult
 
 Outcome = Literal["planned", "switched", "finalized", "waiting", "later", "skipped", "refused", "failed",
@@ -191,33 +192,37 @@ def _place(ws: Workspace, cells: dict[str, CellSpec], leaving: CellSpec, target:
     moves and the up-front checks use the same placement. A dry run also
     judges each by its move's own checks (``_judged``), and a refused one
     takes no slot from the next."""
+    from tenantctl.cell_database import PlanRooms
+
     loads: Counter[str] = Counter()
     slots: Counter[tuple[str, Tier]] = Counter()  # the same per tier, as each move's slot check counts them
+    rooms = PlanRooms()  # each server's replication room, read once for the plan's moves
     for record, evacuee in queue:
         if record.move is not None:
             continue
         evacuee.to_cell = _destination(ws, cells, leaving, record, specs, target, Counter(loads), evacuee)
         if dry_run and evacuee.to_cell:  # what the move itself would refuse, nothing created
-            _judged(ws, record, evacuee, slots[(evacuee.to_cell, record.tier)])
+            _judged(ws, record, evacuee, slots[(evacuee.to_cell, record.tier)], rooms)
         if evacuee.outcome == "planned" and evacuee.to_cell:
             loads[evacuee.to_cell] += 1
             slots[(evacuee.to_cell, record.tier)] += 1
 
 
-def _judged(ws: Workspace, record: TenantRecord, evacuee: Evacuee, taken: int) -> None:
+def _judged(ws: Workspace, record: TenantRecord, evacuee: Evacuee, taken: int, rooms: PlanRooms) -> None:
     """A dry run's planned move refused as its run would refuse it: by
     ``move.check``, every refusal the move makes before it takes the tenant's
     lock (the code path `move --preview` shares with the run, so the exit code
     and rule are the run's), changing nothing. A committed target cell never
     applied is judged without being applied (``apply_cell=False``): its fit and
     the tenant's residency now, its account's quotas once it exists. ``taken``:
-    the slots the run's moves judged before this one take there first."""
+    the slots the run's moves judged before this one take there first;
+    ``rooms``: the replication room of each server, read once for the plan."""
     from tenantctl.operations.move import check
 
     try:
-        check(ws, record, cell=evacuee.to_cell, apply_cell=False, taken=taken)
+        check(ws, record, cell=evacuee.to_cell, apply_cell=False, taken=taken, rooms=rooms)
     except TenantctlError as exc:
-        evacuee.outcome, evacuee.detail, evacuee.exit_code, evacuee.rule = "refused", str(exc), exc.exit_code, exc.rule
+        _ended(evacuee, exc)
 
 
 def _refuse_without_room(ws: Workspace, leaving: CellSpec, cells: dict[str, CellSpec], target: CellSpec | None,
@@ -386,14 +391,14 @@ def _settle(evacuee: Evacuee, future: Future, budget: FailureBudget) -> None:
     try:
         moved = future.result()
     except _REFUSALS as exc:
-        evacuee.outcome, evacuee.detail, evacuee.exit_code, evacuee.rule = "refused", str(exc), exc.exit_code, exc.rule
+        _ended(evacuee, exc)
     except PostureCheckFailed as exc:  # raised only once the finalize is recorded: the move is over
         tid = evacuee.tenant_id
         evacuee.outcome, evacuee.check, evacuee.exit_code = "finalized", str(exc), exc.exit_code
         evacuee.detail = (f"finalized, but its posture check failed (`tenantctl check {tid}`; `tenantctl provision "
                           f"{tid}` repairs drift): {exc}")
     except TenantctlError as exc:
-        evacuee.outcome, evacuee.detail, evacuee.exit_code, evacuee.rule = "failed", str(exc), exc.exit_code, exc.rule
+        _ended(evacuee, exc)
         budget.fail()
     except BrokenProcessPool:
         evacuee.outcome, evacuee.exit_code = "failed", 1
@@ -406,6 +411,15 @@ def _settle(evacuee: Evacuee, future: Future, budget: FailureBudget) -> None:
     else:
         evacuee.outcome = "finalized" if moved.outcome == "finalized" else "switched"
         evacuee.detail = f"rollback window until {utc_minute(moved.window_ends_at)}" if moved.window_ends_at else None
+
+
+def _ended(evacuee: Evacuee, exc: TenantctlError) -> None:
+    """``evacuee``'s move ended by ``exc``: ``refused`` for a refusal made before
+    anything is created (``_REFUSALS``), else ``failed`` (e.g. a server that
+    cannot be reached, exit 7); the run's moves and a dry run's judgements
+    (``_judged``) say the same of the same error."""
+    outcome: Outcome = "refused" if isinstance(exc, _REFUSALS) else "failed"
+    evacuee.outcome, evacuee.detail, evacuee.exit_code, evacuee.rule = outcome, str(exc), exc.exit_code, exc.rule
 
 
 def _forced_target(cells: dict[str, CellSpec], leaving: CellSpec, to: str) -> CellSpec:

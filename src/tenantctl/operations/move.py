@@ -77,6 +77,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from tenant_runtime.models import MovePhase, TenantMove, TenantRecord, TenantStatus, Tier
+from tenantctl.cell_database import PlanRooms, Server
 from tenantctl.errors import Conflict, InvalidInput, TargetUnavailable, UsageError
 from tenantctl.models import CellSpec, TenantSpec, utcnow
 from tenantctl.naming import require_valid
@@ -186,7 +187,7 @@ def refuse_misused(rollback: bool, finalize: bool, past_window: bool) -> None:
 
 def check(ws: Workspace, record: TenantRecord, *, tier: Tier | None = None, cell: str | None = None,
           rollback: bool = False, finalize: bool = False, past_window: bool = False,
-          apply_cell: bool = True, taken: int = 0) -> Checked:
+          apply_cell: bool = True, taken: int = 0, rooms: PlanRooms | None = None) -> Checked:
     """Every refusal `move` makes before it takes the tenant's lock, in the
     run's order, changing nothing: the one code path the run and its preview
     (`move --preview`) share, so that a preview refuses exactly what the run
@@ -195,7 +196,9 @@ def check(ws: Workspace, record: TenantRecord, *, tier: Tier | None = None, cell
     first to read its account's quotas (``refuse_over_quota``), is not applied,
     its quotas and replication workers judged once it exists. ``taken``: slots
     of the target tier there that moves judged before this one (a dry run of
-    `cell evacuate`) would take first, counted as taken."""
+    `cell evacuate`) would take first, counted as taken; ``rooms``: that dry
+    run's replication room of each server, read once for all its moves
+    (``refuse_without_replication_room``)."""
     tenant_id = record.tenant_id
     to_tier, to_cell = tier or record.tier, cell or record.cell
     if record.move is None:
@@ -208,11 +211,14 @@ def check(ws: Workspace, record: TenantRecord, *, tier: Tier | None = None, cell
         if to_tier is record.tier and to_cell == record.cell:
             return Checked(to_tier, to_cell, unchanged=True)
         target, to_stack = _refuse_or_target(ws, record, to_tier, to_cell, apply_cell)
+        way_back = None
         if to_stack is None:  # a replication link, not the KeyedMover's relay: room for it first (exit 3)
-            refuse_without_replication_room(ws, record, to_tier, to_cell)
+            way_back = refuse_without_replication_room(ws, record, to_tier, to_cell, rooms)
         # Both stores exist while the move is open: it holds a slot where each is (exit 11: full or draining),
         # taken with the record of the move (``save_taking_slot``), so a run killed before that counts none.
         cap = slot_cap(ws, to_cell, to_tier, refused(tenant_id), ELSEWHERE, taken)
+        if rooms is not None and way_back is not None:  # a plan's move that passes holds its way back there
+            rooms.take(way_back)
         return Checked(to_tier, to_cell, target, to_stack, cap)
     if (tier is not None and tier is not record.move.to_tier) or (cell is not None and cell != record.move.to_cell):
         # The tenant is busy, as for a provision or deprovision of it (registry.refuse_open_move): exit 5.
@@ -244,31 +250,40 @@ def _activated(ws: Workspace, record: TenantRecord, progress: Progress | None) -
                       from_cell=done.cell, to_cell=done.cell)
 
 
-def refuse_without_replication_room(ws: Workspace, record: TenantRecord, to_tier: Tier, to_cell: str) -> None:
+def refuse_without_replication_room(ws: Workspace, record: TenantRecord, to_tier: Tier, to_cell: str,
+                                    rooms: PlanRooms | None = None) -> Server | None:
     """A move's copy holds replication slots and WAL senders on the server of
     the store it leaves, and a logical replication apply worker (with a
     table-sync one) on the server of the store it goes to (``cell_database``):
     with no room for one it would fail or wait without end once its target
     store was built, so it is refused first (exit 3, naming the figures; exit
     7 when a server cannot be reached). A dedicated target is an instance of
-    its own, made by the move: every worker free."""
+    its own, made by the move: every worker free. ``rooms``: a plan's (a dry
+    run of `cell evacuate`): the leaving server's room read once for all its
+    moves. Returns the server of the new store, where the move's way back
+    holds a slot once switched (None: a store of its own)."""
     import psycopg
 
-    from tenantctl.cell_database import cell_admin, first_line, refuse_copies, refuse_subscriptions
+    from tenantctl.cell_database import cell_admin, first_line, refuse_room, refuse_subscriptions
     from tenantctl.drills.context import context_from_workspace
 
     assert record.resources is not None
     store = record.resources.store
     where = f"the server of tenant {record.tenant_id!r}'s store ({store.endpoint}:{store.port})"
-    try:
-        conn = context_from_workspace(ws, record).connect(store.endpoint, store.port, store.database)
-    except psycopg.OperationalError as exc:
-        raise TargetUnavailable(f"{where} took no admin connection: {first_line(exc)}") from None
-    with conn:
-        refuse_copies(conn, 1, where)
-    if to_tier is Tier.pooled and ws.cell_outputs(to_cell).get("db_endpoint"):
-        with cell_admin(ws, to_cell) as conn:
-            refuse_subscriptions(conn, 1, f"cell {to_cell!r}'s database")
+
+    def connect() -> Any:
+        try:
+            return context_from_workspace(ws, record).connect(store.endpoint, store.port, store.database)
+        except psycopg.OperationalError as exc:
+            raise TargetUnavailable(f"{where} took no admin connection: {first_line(exc)}") from None
+
+    refuse_room((rooms or PlanRooms()).room((store.endpoint, int(store.port)), connect), 1, where)
+    outputs = ws.cell_outputs(to_cell)
+    if to_tier is not Tier.pooled or not outputs.get("db_endpoint"):
+        return None
+    with cell_admin(ws, to_cell) as conn:
+        refuse_subscriptions(conn, 1, f"cell {to_cell!r}'s database")
+    return outputs["db_endpoint"], int(outputs.get("db_port") or 5432)
 
 
 def refuse_past_window(record: TenantRecord, move: TenantMove) -> None:

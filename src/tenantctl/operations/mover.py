@@ -297,11 +297,8 @@ class Mover:
         return done
 
     def switch(self, window: timedelta) -> None:
-        def freeze() -> None:
-            self.frozen(MovePhase.freezing)
-            self.sync_objects()  # what changed since the first pass (writes are refused from here)
-
-        pinned = self.catch_up(self.link(), MovePhase.copying, way_back=self.link(backwards=True), first=freeze)
+        pinned = self.catch_up(self.link(), MovePhase.copying, way_back=self.link(backwards=True),
+                               first=self.freezer(MovePhase.freezing))
         frozen_at = self.move.phase_at
         spec = self.spec()
         new_store = self.move.new_store
@@ -443,6 +440,17 @@ class Mover:
         if self.move.phase is not phase:
             self.phase(phase)
 
+    def freezer(self, phase: MovePhase, backwards: bool = False) -> Callable[[], None]:
+        """The first step of a freeze (``catch_up``'s ``first``): the record frozen in
+        ``phase`` (``frozen``), then a pass over the objects changed since the last
+        one, that way round (writes are refused from here: forward, what changed
+        since the copy's pass; backwards, what was written since the switch)."""
+        def freeze() -> None:
+            self.frozen(phase)
+            self.sync_objects(backwards)
+
+        return freeze
+
     @contextmanager
     def thawed_if_stopped(self, sources: list[StoreConnection], unfrozen: MovePhase) -> Iterator[None]:
         """The freeze of ``sources`` (a link's) ended when the block fails (a target
@@ -562,11 +570,23 @@ class Mover:
         `up` that dropped it (a dedicated old store's, its run killed after) runs
         after this step, so the subscription went with the database and the slot
         and publication on the new store were dropped before (before: every
-        re-run failed connecting to that database, exit 1)."""
-        with self.leaving(self.move.old_store) as conn:
+        re-run failed connecting to that database, exit 1). The connection that
+        asked is the one the link's removal uses on the old store."""
+        old = self.move.old_store
+        with self.leaving(old) as conn:
             if conn is None:
                 return
-        store_sync.stop(self.connect, self.link(backwards=True))
+            store_sync.stop(self.connecting(old, conn), self.link(backwards=True))
+
+    def connecting(self, store: StoreConnection, conn: Any) -> store_sync.Connect:
+        """``connect``, with ``conn`` (open already, left open) as ``store``'s connection:
+        the one ``leaving`` opened to learn the database is there serves what follows,
+        rather than a second login to the same database."""
+        @contextmanager
+        def opened() -> Iterator[Any]:
+            yield conn
+
+        return lambda each: opened() if each == store else self.connect(each)
 
     # -- backward ---------------------------------------------------------------
     def old_side(self) -> str:
@@ -595,11 +615,8 @@ class Mover:
                 self.end(target_cell, target_tier)
             return
         if self.move.phase in (MovePhase.switched, MovePhase.rolling_back):
-            def freeze() -> None:
-                self.frozen(MovePhase.rolling_back)
-                self.sync_objects(backwards=True)  # the objects written since the switch go back too
-
-            pinned = self.catch_up(self.link(backwards=True), MovePhase.switched, first=freeze)
+            pinned = self.catch_up(self.link(backwards=True), MovePhase.switched,
+                                   first=self.freezer(MovePhase.rolling_back, backwards=True))
             self.save(tier=spec.retiring.tier, cell=self.move.from_cell,
                       resources=self.resources_at(spec.retiring.tier, self.move.old_store, self.move.old_bucket),
                       move=self.move.model_copy(update={"phase": MovePhase.preparing, "phase_at": utcnow(),
