@@ -56,6 +56,7 @@ from tenantctl.operations.apply_results import (
     TenantResult,
     after_refresh,
 )
+from tenantctl.operations.fleet_threads import require_parallel
 from tenantctl.operations.refresh import move_hold, refresh_many
 from tenantctl.registry import lock_remedy, provision_failed, refusal
 from tenantctl.registry_cells import CellBusy
@@ -493,8 +494,7 @@ def apply(
     ``max_failures``: once more than that many cells and tenants have failed,
     start no more (`apply_guard`; refused with a preview, which starts nothing
     and reports every stack); ``on_stop`` is told why, once."""
-    if parallel < 1:
-        raise UsageError(f"Invalid value for '--parallel': {parallel} is not in the range x>=1.")
+    require_parallel(parallel)
     if preview and max_failures is not None:
         raise UsageError("Option '--max-failures' cannot be used with '--preview': a preview starts nothing and "
                          "reports every stack (drop --max-failures there, keep it on the apply).")

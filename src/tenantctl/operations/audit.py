@@ -29,16 +29,16 @@ state read per live record's key (``parallel`` records at a time). Exit 12 when 
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from tenantctl import inventory
-from tenantctl.errors import CHANGES_PENDING, UsageError
+from tenantctl.errors import CHANGES_PENDING
 from tenantctl.models import CellSpec, TenantRecord, TenantStatus
 from tenantctl.naming import PLATFORM_STACK, broken_rule, cell_of_stack
+from tenantctl.operations.fleet_threads import in_threads, require_parallel
 from tenantctl.stackconfig import stray_stack, tenant_stack_files, tenant_stacks
 from tenantctl.workspace import Workspace
 
@@ -187,8 +187,7 @@ def _accounts(ws: Workspace, records: dict[str, TenantRecord],
 def audit(ws: Workspace, parallel: int = 8) -> AuditReport:
     """``parallel``: live records whose key states are read at once (a call each, and one per
     workspace: with thousands of tenants, the bulk of an audit's time; the secrets' come listed)."""
-    if parallel < 1:
-        raise UsageError(f"Invalid value for '--parallel': {parallel} is not in the range x>=1.")
+    require_parallel(parallel)
     started = time.monotonic()
     records = {r.tenant_id: r for r in ws.registry.iter_all()}
     current = {t: r.current_stack for t, r in records.items()}
@@ -207,8 +206,7 @@ def audit(ws: Workspace, parallel: int = 8) -> AuditReport:
             findings.append(Finding(kind="unknown-cell", tenant_id=tenant_id, subject=f"registry record {tenant_id}",
                                     detail=f"{ws.undefined_cell(record)}; restore the cell's stack file"))
     live = [r for t, r in records.items() if r.status in LIVE and t in account_of]
-    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(live)))) as pool:
-        findings += [f for f in pool.map(lambda r: _gone(accounts[account_of[r.tenant_id]], r), live) if f]
+    findings += [f for f in in_threads(lambda r: _gone(accounts[account_of[r.tenant_id]], r), live, parallel) if f]
     for tenant_id, path in sorted(files.items()):
         rule = broken_rule(tenant_id)
         if rule is not None:

@@ -53,11 +53,11 @@ from tenantctl.errors import (
     PostureCheckFailed,
     QuotaExceeded,
     TenantctlError,
-    UsageError,
     interrupts_within,
 )
 from tenantctl.models import CellSpec, TenantRecord, TenantSpec, TenantStatus, Tier
 from tenantctl.operations.apply_guard import FailureBudget
+from tenantctl.operations.fleet_threads import require_parallel
 from tenantctl.operations.mover import Progress
 from tenantctl.placement import add_cell_hint, load, named_cell, no_slot, undrain_hint, unfit
 from tenantctl.stackconfig import read_tenant, stack_file
@@ -118,8 +118,7 @@ def evacuate(ws: Workspace, name: str, *, to: str | None = None, finalize: bool 
     """Move the tenants of cell ``name`` out (see the module's docstring);
     ``finalize``: end the rollback windows of the moves out of it instead;
     ``parallel``: moves at once, each in a process of its own beyond one."""
-    if parallel < 1:
-        raise UsageError(f"Invalid value for '--parallel': {parallel} is not in the range x>=1.")
+    require_parallel(parallel)
     say = progress or (lambda line: None)
     cells = ws.cells()
     leaving = ws.cell(name)

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from pydantic import BaseModel, Field
 
 from tenantctl.checks import CheckResult, Outcome, PostureReport, check_tenant
-from tenantctl.errors import TenantctlError, UsageError
+from tenantctl.errors import TenantctlError
 from tenantctl.models import TenantRecord
+from tenantctl.operations.fleet_threads import Watch, in_threads, require_parallel
 from tenantctl.operations.selection import Skipped, in_defined_cells, select
 from tenantctl.workspace import Workspace
 
@@ -68,8 +68,7 @@ def check_fleet(ws: Workspace, tenant_ids: Sequence[str] = (), every: bool = Fal
                 parallel: int = 8, on_plan: Callable[[int], None] | None = None,
                 on_result: Callable[[PostureReport], None] | None = None) -> FleetPosture:
     """The posture of the named tenants, or of every tenant (of ``cell``)."""
-    if parallel < 1:
-        raise UsageError(f"Invalid value for '--parallel': {parallel} is not in the range x>=1.")
+    require_parallel(parallel)
     started = time.monotonic()
     records = select(ws, tenant_ids, every, cell, verb="check")
     summary = FleetPosture(skipped=[
@@ -78,15 +77,10 @@ def check_fleet(ws: Workspace, tenant_ids: Sequence[str] = (), every: bool = Fal
     kept, undefined = in_defined_cells(ws, [r for r in records if r.resources is not None])
     summary.skipped += undefined
     records = [r for r, _ in kept]
-    if on_plan:
-        on_plan(len(records))
     if records:
         _ = ws.engine  # made once, before the threads share it
-        with ThreadPoolExecutor(max_workers=min(parallel, len(records)), thread_name_prefix="check") as pool:
-            for future in as_completed([pool.submit(check_one, ws, r) for r in records]):
-                summary.reports.append(future.result())
-                if on_result:
-                    on_result(summary.reports[-1])
+    summary.reports = in_threads(lambda r: check_one(ws, r), records, parallel,
+                                 Watch.of(on_plan, on_result))
     summary.reports.sort(key=lambda r: r.tenant_id)
     summary.seconds = time.monotonic() - started
     return summary

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from tenant_runtime import analyzer
-from tenantctl.errors import TenantctlError, UsageError
+from tenantctl.errors import TenantctlError
 from tenantctl.models import TenantRecord, TenantStatus
+from tenantctl.operations.fleet_threads import Watch, in_threads, require_parallel
 from tenantctl.operations.reindex import Reindexed, reindex_search, store_analyzers
 from tenantctl.operations.selection import Failed, Skipped, in_defined_cells, select, worst_exit
 
@@ -132,8 +132,7 @@ def reindex_fleet(ws: Any, tenant_ids: Sequence[str] = (), every: bool = False, 
     ``on_plan(tenants, skipped)``: the tenants each given a turn (with
     ``outdated``, checked first: some are then skipped as up to date), and
     those skipped from the listing alone."""
-    if parallel < 1:
-        raise UsageError(f"Invalid value for '--parallel': {parallel} is not in the range x>=1.")
+    require_parallel(parallel)
     started = time.monotonic()
     records = select(ws, tenant_ids, every, cell, verb="reindex")
     summary, awake = FleetReindex(), []
@@ -149,12 +148,12 @@ def reindex_fleet(ws: Any, tenant_ids: Sequence[str] = (), every: bool = False, 
         on_plan(len(records), len(summary.skipped))
     if records:
         ws.platform_outputs()  # read once, before the threads share it
-        with ThreadPoolExecutor(max_workers=min(parallel, len(records)), thread_name_prefix="reindex") as pool:
-            futures = {pool.submit(reindex_one, ws, r, outdated): r.tenant_id for r in records}
-            for future in as_completed(futures):
-                outcome = future.result()
-                summary.add(futures[future], outcome)
-                if on_result:
-                    on_result(futures[future], outcome)
+
+        def each(done: tuple[str, Outcome]) -> None:
+            summary.add(*done)
+            if on_result:
+                on_result(*done)
+
+        in_threads(lambda r: (r.tenant_id, reindex_one(ws, r, outdated)), records, parallel, Watch(on_result=each))
     summary.seconds = time.monotonic() - started
     return summary

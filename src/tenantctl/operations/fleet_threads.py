@@ -1,10 +1,15 @@
-"""Fleet reads run in a bounded pool of threads (`usage --all`, `cost --all`, `report`): each
-item's work waits on AWS and the database, so several items' waits overlap, while the answers
-come back in the items' own order (the rows a command prints do not depend on which finished
-first) and each is reported as it finishes (progress on stderr).
+"""Fleet reads run in a bounded pool of threads (`usage --all`, `cost --all`, `report`, `check`
+and `refresh` over several tenants, `audit`'s key reads; and `search reindex` over several tenants,
+each tenant's own write): each item's work waits on AWS and the database, so several items' waits
+overlap, while the answers come back in the items' own order (the rows a command prints do not
+depend on which finished first) and each is reported as it finishes (progress on stderr).
 
 An interrupt (Ctrl-C) cancels every item not yet started and re-raises at once: the command
 exits 130 after the items already running finish (at most one per thread), not after the rest.
+
+Not here: `apply`'s and `cell evacuate`'s worker processes (a tenant's Pulumi run or move, each in
+a process of its own so a crash takes only that one; they share only the --parallel check), and
+the pools inside one item (a tenant's three posture areas, one prefix's object copies).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from tenantctl.errors import UsageError
 T = TypeVar("T")
 R = TypeVar("R")
 
-PARALLEL = 8  # as `check --all`, `refresh`, `audit`: reads only
+PARALLEL = 8  # as `check --all`, `refresh`, `audit`: reads only (`search reindex`: 4, writes)
 
 
 def _ignore(*_: Any) -> None:
@@ -33,6 +38,12 @@ class Watch:
 
     on_plan: Callable[[int], None] = field(default=_ignore)
     on_result: Callable[[Any], None] = field(default=_ignore)
+
+    @classmethod
+    def of(cls, on_plan: Callable[[int], None] | None = None,
+           on_result: Callable[[Any], None] | None = None) -> Watch:
+        """From a command's optional callbacks (None: nobody follows that part)."""
+        return cls(on_plan=on_plan or _ignore, on_result=on_result or _ignore)
 
 
 def require_parallel(parallel: int) -> None:

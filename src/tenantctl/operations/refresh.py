@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from tenantctl import inventory
 from tenantctl.engines.base import ChangeSet, Op, PropertyDiff, ResourceChange
-from tenantctl.errors import CHANGES_PENDING, NotConfirmed, UsageError, contained
+from tenantctl.errors import CHANGES_PENDING, NotConfirmed, contained
 from tenantctl.models import TenantRecord
 from tenantctl.naming import cell_stack
+from tenantctl.operations.fleet_threads import Watch, in_threads, require_parallel
 from tenantctl.operations.selection import in_defined_cells, select
 from tenantctl.registry import DEAD, describe_lock, lock_holder, provision_failed
 from tenantctl.registry_cells import lease_of, up_failed_of
@@ -393,8 +393,7 @@ def refresh_stacks(ws: Workspace, record: TenantRecord) -> ChangeSet:
 def refresh_many(ws: Workspace, records: list[TenantRecord], parallel: int = 8,
                  on_result: Callable[[TenantDrift], None] | None = None) -> list[TenantDrift]:
     """Drift of ``records``, ``parallel`` tenants at a time, sorted by id."""
-    if parallel < 1:
-        raise UsageError(f"Invalid value for '--parallel': {parallel} is not in the range x>=1.")
+    require_parallel(parallel)
     if not records:
         return []
     _ = ws.engine  # made once, before the threads share it
@@ -406,12 +405,8 @@ def refresh_many(ws: Workspace, records: list[TenantRecord], parallel: int = 8,
     records = [r for r, _ in kept]
     account_of = {r.tenant_id: spec.account_id for r, spec in kept}
     tagged = _tagged_by_account(ws, records, account_of, ws.account_roles(spec for _, spec in kept))
-    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(records)))) as pool:
-        futures = [pool.submit(refresh_tenant, ws, r, tagged[account_of[r.tenant_id]]) for r in records]
-        for future in as_completed(futures):
-            done.append(future.result())
-            if on_result:
-                on_result(done[-1])
+    done += in_threads(lambda r: refresh_tenant(ws, r, tagged[account_of[r.tenant_id]]), records, parallel,
+                       Watch.of(on_result=on_result))
     return sorted(done, key=lambda t: t.tenant_id)
 
 
