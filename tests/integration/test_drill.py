@@ -14,7 +14,14 @@ from datetime import timedelta
 
 import pytest
 from fault_tools import Cli, slot_drift, write_record
-from faults import FAULT_AFTER_ENV, FAULT_EXIT_CODE, FAULT_THROTTLE_ENV, FAULT_THROTTLE_FILE_ENV, SharedTokenBucket
+from faults import (
+    FAULT_AFTER_ENV,
+    FAULT_EXIT_CODE,
+    FAULT_POINT_ENV,
+    FAULT_THROTTLE_ENV,
+    FAULT_THROTTLE_FILE_ENV,
+    SharedTokenBucket,
+)
 from psycopg import sql
 from tenant_data import (
     Sandbox,
@@ -45,6 +52,7 @@ from tenantctl.drills.run import drill
 from tenantctl.drills.scope import workspace_view
 from tenantctl.drills.tables import server_major
 from tenantctl.drills.verify import verify
+from tenantctl.engines.local.state import StateFile
 from tenantctl.errors import Conflict, InvalidInput, KeyUnusable, NotFound
 from tenantctl.models import TenantRecord, TenantStatus, Tier, utcnow
 from tenantctl.operations.audit import audit
@@ -762,6 +770,35 @@ def test_a_given_up_revive_leaves_nothing_it_created(ctx, box, tenant, workspace
         final = f"tenantctl-{tid}-final"
         names = {s["DBSnapshotIdentifier"] for s in box.client("rds").describe_db_snapshots()["DBSnapshots"]}
         assert final not in names and len({n for n in names if n.startswith(final + "-")}) == 2, names
+
+
+def test_a_killed_revives_rerun_adopts_the_key_its_up_made_never_the_old_one(ctx, box, tenant, workspace, sandbox,
+                                                                            project, tmp_path):
+    """The old key carries the urn tag the engine finds a half-created key by, and the re-run enables it
+    before its up: killed just after its new key is made (not yet in the stack's state), the re-run adopts
+    that new key, re-keys onto it and schedules the old one's deletion (before: it adopted the old key,
+    re-keyed nothing, scheduled nothing, and the new key was left live, claimed by nothing)."""
+    record = tenant("revive-rekey", conversations=1, messages=2, objects=1)
+    tid, written = record.tenant_id, history(box, record)
+    tomb, _, _ = deprovision(workspace, tid)
+    old, cli = tomb.resources.kms_key_arn, Cli.create(sandbox, tmp_path)
+    restore = ("drill", "restore", tid, "--target", "in-place", "--yes")
+    killed = cli(*restore, env={FAULT_AFTER_ENV: "2", FAULT_POINT_ENV: "unrecorded"}, cwd=project)
+    assert killed.returncode == FAULT_EXIT_CODE, killed
+    state = StateFile(workspace.engine.state_root, tomb.current_stack).load()
+    assert [r.status for r in state.resources if r.type == "aws:kms/key:Key"] == ["creating"], state
+
+    again = cli(*restore, "--json", cwd=project)
+    assert again.returncode == 0, again
+    back = workspace.registry.require(tid)
+    kms = box.client("kms")
+    of_stack = {k["KeyId"]: key_state(box, k["KeyId"]) for k in kms.list_keys()["Keys"]
+                if any(t["TagKey"] == "tenantctl:urn" and t["TagValue"].startswith(f"urn:pulumi:{tid}::")
+                       for t in kms.list_resource_tags(KeyId=k["KeyId"])["Tags"])}
+    old_id, new_id = old.rsplit("/", 1)[-1], back.resources.kms_key_arn.rsplit("/", 1)[-1]
+    assert of_stack == {new_id: "Enabled", old_id: "PendingDeletion"}, (of_stack, new_id)  # no key left unclaimed
+    assert any(n.startswith("re-keyed to the new key") for n in again.json()["notes"]), again.json()["notes"]
+    assert history(box, back) == written  # read by the runtime, under the new key
 
 
 def test_restore_after_deprovision_brings_the_workspaces_back_with_their_data(ctx, box, provision_tenant, workspace,

@@ -52,7 +52,8 @@ def destroy_leftovers(ws: Workspace, tomb: TenantRecord, on_event: EventSink | N
             set_aside_final_snapshot(ws.clients_for(tomb)("rds"), tomb, tomb.resources.kms_key_arn)
         if tomb.resources is not None:
             # Before the destroy: the old key carries the stack's key urn tag too, and a key the killed up
-            # had only begun (no id recorded) is found by that tag among the keys not pending deletion.
+            # had only begun (no id recorded) is found by that tag among the keys not pending deletion (and
+            # made since its intent, when the intent has its time: a state written before it had none).
             _reschedule_old_key(ws, tomb)
         lift(ws, stack, on_event)
         phase(on_event, tomb.tenant_id, "destroying what the given-up revive created")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pulumi
@@ -221,8 +222,13 @@ class ApplyPass(_Pass):
         # crash after the create still leaves a trace the next run adopts (or
         # deletes when no longer declared; an imported one is only forgotten).
         with self.lock:
+            prior = self.state.get(d.urn)
+            # An interrupted run's intent keeps its time: what that run made is not older than it.
+            since = prior.intended_at if prior is not None and prior.status == "creating" else None
+            d.not_before = since or datetime.now(UTC)
             self.state.put(ResourceState(urn=d.urn, type=d.type, name=d.name, inputs=d.inputs, status="creating",
-                                         retain=options.retain or options.import_id is not None))
+                                         retain=options.retain or options.import_id is not None,
+                                         intended_at=d.not_before))
             self.save()
         if options.import_id is not None:
             rid = handler.find(self.ctx, d)
@@ -253,6 +259,7 @@ def delete_resource(run: _Pass, handler: Handler, entry: ResourceState) -> None:
         run.state.put(entry.model_copy(update={"status": "deleting"}))
         run.file.save(run.state)
     if not entry.retain:
-        handler.delete(run.ctx, entry_id, Desired(entry.urn, entry.type, entry.name, entry.inputs))
+        handler.delete(run.ctx, entry_id, Desired(entry.urn, entry.type, entry.name, entry.inputs,
+                                                  not_before=entry.intended_at))
     with run.lock:
         run.state.remove(entry.urn)

@@ -27,6 +27,7 @@ state's share of a pooled provision from ~0.29 s to a few ms.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,6 +55,10 @@ class ResourceState(BaseModel):
     outputs: dict[str, Any] = Field(default_factory=dict)
     status: Status = "created"
     retain: bool = False  # retain_on_delete: a delete (the program dropping it, a destroy) only forgets it
+    # A ``creating`` intent: when the first run that meant to create it wrote its intent (a re-run keeps it).
+    # What that create made cannot be older, so a lookup by tag skips anything made before: an older
+    # incarnation's key carrying the same urn tag (a revived tenant's old key) is never adopted.
+    intended_at: datetime | None = None
 
     @property
     def arn(self) -> str:

@@ -24,6 +24,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
 from tenantctl import naming
@@ -50,6 +51,9 @@ class Desired:
     inputs: dict[str, Any]
     known: dict[str, Any] = field(default_factory=dict)  # outputs the make call already answered
     made: bool = False  # made by this create (not adopted): it holds nothing this run did not put in it
+    # An interrupted create's: when its intent was first written (``ResourceState.intended_at``). A lookup by
+    # tag adopts nothing made before it: that was not this create's.
+    not_before: datetime | None = None
 
     def get(self, key: str, default: Any = None) -> Any:
         value = self.inputs.get(key)

@@ -1,5 +1,5 @@
-"""KMS: keys (no names: found by the urn tag), aliases, and grants (found by
-their name on their key)."""
+"""KMS: keys (no names: found by the urn tag, among the keys made since the
+create's intent), aliases, and grants (found by their name on their key)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,8 @@ class KeyHandler(Handler):
                 meta = kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]
                 if meta.get("KeyState") == "PendingDeletion" or meta.get("KeyManager") == "AWS":
                     continue
+                if d.not_before is not None and meta["CreationDate"] < d.not_before:
+                    continue  # older than the create's intent: another incarnation's (a revived tenant's old key)
                 tags = kms.list_resource_tags(KeyId=key["KeyId"]).get("Tags", [])
                 if {"TagKey": URN_TAG, "TagValue": d.urn_tag} in tags:
                     return key["KeyId"]
