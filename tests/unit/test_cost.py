@@ -15,6 +15,7 @@ from tenantctl.usage.cost import (
     DEFAULT_PRICES,
     GIB,
     CostInputs,
+    _total_by_size,  # what the break-even search sums
     assumptions_text,
     compare_tiers,
     estimate,
@@ -161,6 +162,46 @@ def test_a_dedicated_tenant_is_compared_as_one_more_pooled_tenant(prices):
     cmp_ = compare_tiers(inputs(Tier.dedicated), prices, PLATFORM, active_pooled=4)
     assert cmp_.pooled == pytest.approx(22.14)
     assert cmp_.cheaper is Tier.pooled and "isolation" in cmp_.advice
+
+
+CASES = [  # pooled and dedicated, each side of the break-even, hibernated, Multi-AZ, workspaces, none / every share
+    (inputs(Tier.pooled), 5), (inputs(Tier.pooled, db_gb=31), 5), (inputs(Tier.pooled, db_gb=0), 1),
+    (inputs(Tier.dedicated, db_gb=700, workspaces=3), 4), (inputs(Tier.dedicated, hibernated=True), 0),
+    (inputs(Tier.dedicated, db_gb=12.3456, dedicated=DedicatedSpec(storage_gb=40), backup_retention_days=35), 9),
+    (inputs(Tier.pooled, db_gb=49.99, workspaces=1), 1000),
+]
+
+
+@pytest.mark.parametrize(("tenant", "sharing"), CASES)
+def test_the_comparison_s_totals_are_the_estimates_totals_to_the_last_digit(prices, tenant, sharing):
+    cmp_ = compare_tiers(tenant, prices, PLATFORM, sharing)
+    n = sharing if tenant.tier is Tier.pooled else sharing + 1  # moved down, it would be one more
+    as_pooled = estimate(tenant.model_copy(update={"tier": Tier.pooled}), prices, PLATFORM, n)
+    as_dedicated = estimate(tenant.model_copy(update={"tier": Tier.dedicated}), prices, PLATFORM, n)
+    assert (cmp_.pooled, cmp_.dedicated) == (as_pooled.total, as_dedicated.total)
+
+
+@pytest.mark.parametrize(("tenant", "sharing"), CASES)
+def test_each_tier_s_total_at_any_size_is_its_estimate_s_total_to_the_last_digit(prices, tenant, sharing):
+    # What the break-even search sums at each size it tries: the figures the estimate at that size shows.
+    for tier in Tier:
+        at = _total_by_size(tenant.model_copy(update={"tier": tier}), prices, PLATFORM, sharing)
+        for size in (0, 1, 2**20, 7 * GIB + 12345, 30 * GIB, 31 * GIB - 1, 1000 * GIB, 65536 * GIB):
+            sized = tenant.model_copy(update={"tier": tier, "db_bytes": size})
+            assert at(size) == estimate(sized, prices, PLATFORM, sharing).total, (tier, size)
+
+
+def test_a_comparison_builds_two_estimates_whatever_the_sizes_its_break_even_search_tries(prices, monkeypatch):
+    # The search tries ~30 sizes per tenant: an estimate per tier per size (a dozen validated lines
+    # each) was nearly all the time `cost --all` spent pricing a fleet after measuring it.
+    from tenantctl.usage import cost
+
+    built = []
+    monkeypatch.setattr(cost, "estimate", lambda *a, **kw: built.append(a[0].tier) or estimate(*a, **kw))
+    for tenant, sharing in CASES:
+        built.clear()
+        compare_tiers(tenant, prices, PLATFORM, sharing)
+        assert sorted(built) == [Tier.dedicated, Tier.pooled], (tenant, len(built))
 
 
 def test_storage_classes_missing_from_the_table_are_priced_as_standard(prices):

@@ -230,6 +230,30 @@ def test_cost_of_one_cell_splits_another_cells_platform_over_all_of_that_cells_t
     assert rows["from"].estimate.total == estimate(pooled, prices, CellSpec(name="eu1"), 2).total
 
 
+def test_cost_all_reads_each_stack_file_once_and_each_cell_file_once(ws, monkeypatch):
+    """Pricing after the measurement is this process's own work, per tenant: a committed spec
+    parsed again per row or per estimate would be paid a thousand times over on a fleet."""
+    from runtime_fixtures import record as applied
+
+    from tenantctl import stackconfig
+
+    moving_acme(ws, monkeypatch, switched=False)
+    other = applied("other").model_copy(update={"cell": "eu1"})
+    ws.registry.records[1] = other
+    write_tenant(ws.stacks_dir, TenantSpec(id="other", region=other.region, cell="eu1"))
+    write_cell(ws.stacks_dir, CellSpec(name="eu1"))
+    write_cell(ws.stacks_dir, CellSpec(name="euc"))
+    parsed = []
+    real = stackconfig.load_yaml
+    monkeypatch.setattr(stackconfig, "load_yaml", lambda text: parsed.append(text) or real(text))
+    stackconfig._CELLS.clear()  # cell specs are kept by file text: parsed once per process, not per run
+    out = estimate_costs(ws, load_prices(), all_=True)
+    assert len(out.tenants) == 3  # acme's two stacks, other
+    files = sorted(stackconfig.stack_file(ws.stacks_dir, s).read_text() for s in
+                   ("acme", "acme.k1", "other", stackconfig.cell_stack("eu1"), stackconfig.cell_stack("euc")))
+    assert sorted(parsed) == files
+
+
 @pytest.mark.parametrize("switched", [False, True])
 def test_the_report_shows_both_stacks_of_an_open_move_as_cost_does(ws, monkeypatch, switched):
     from markupsafe import escape

@@ -13,10 +13,10 @@ makes a break-even data size between the tiers exist.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field
@@ -199,7 +199,13 @@ class CostEstimate(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def total(self) -> float:
-        return round(sum(line.monthly for line in self.lines), 4)
+        return _total(line.monthly for line in self.lines)
+
+
+def _total(monthlies: Iterable[float]) -> float:
+    """An estimate's total from its lines' (rounded) figures, summed in the lines' order: the
+    break-even search sums the same figures the same way, so it finds what the estimates say."""
+    return round(sum(monthlies), 4)
 
 
 class TierComparison(BaseModel):
@@ -214,7 +220,12 @@ class TierComparison(BaseModel):
 
 
 def _line(item: str, monthly: float, detail: str) -> CostLine:
-    return CostLine(item=item, monthly=round(monthly, 4), detail=detail)
+    return CostLine(item=item, monthly=_figure(monthly), detail=detail)
+
+
+def _figure(monthly: float) -> float:
+    """A line's monthly figure as the estimate shows and sums it."""
+    return round(monthly, 4)
 
 
 # -- the model -----------------------------------------------------------------
@@ -291,26 +302,41 @@ def _pooled_lines(inputs: CostInputs, prices: PriceTable, platform: CellSpec, ac
                   f"or {inputs.db_bytes / GIB:.3f} of {platform.db_storage_gb} GB shared DB if larger)")]
 
 
+class _DedicatedStore(NamedTuple):
+    """What a dedicated store of ``db_bytes`` of data bills for storage and backups."""
+
+    storage_gb: int  # provisioned: the spec's, or the data with headroom when larger
+    backup_gb: float
+    storage_monthly: float
+    backup_monthly: float  # the backups beyond the free allowance (the provisioned storage)
+
+
+def _dedicated_store(inputs: CostInputs, prices: PriceTable, db_bytes: int) -> _DedicatedStore:
+    a, r, d = prices.assumptions, prices.rds_postgres, inputs.dedicated
+    factor = r.multi_az_factor if d.multi_az else 1
+    db_gb = db_bytes / GIB
+    storage_gb = max(d.storage_gb, math.ceil(db_gb * a.storage_headroom))
+    backup_gb = db_gb * (1 + a.backup_daily_change * inputs.backup_retention_days)
+    return _DedicatedStore(storage_gb, backup_gb, storage_gb * r.storage_gb_month * factor,
+                           max(0.0, backup_gb - storage_gb) * r.backup_gb_month)
+
+
 def _dedicated_lines(inputs: CostInputs, prices: PriceTable) -> list[CostLine]:
     h, a, r, v = prices.hours_per_month, prices.assumptions, prices.rds_postgres, prices.vpc
     d = inputs.dedicated
     factor = r.multi_az_factor if d.multi_az else 1
     az = "Multi-AZ" if d.multi_az else "Single-AZ"
     rate = prices.instance_hour(d.instance_class)
-    db_gb = inputs.db_bytes / GIB
-    storage_gb = max(d.storage_gb, math.ceil(db_gb * a.storage_headroom))
-    backup_gb = db_gb * (1 + a.backup_daily_change * inputs.backup_retention_days)
-    billable_backup = max(0.0, backup_gb - storage_gb)
+    store = _dedicated_store(inputs, prices, inputs.db_bytes)
     n_ep = len(a.interface_endpoints)
     instance = _line("RDS instance", h * rate * factor, f"{d.instance_class} {az}: {h:g} h x ${rate:g} x {factor:g}")
     if inputs.hibernated:
         instance = _line("RDS instance", 0, f"hibernated (stopped): saves ${instance.monthly:.2f} ({instance.detail})")
     return [
         instance,
-        _line("RDS storage", storage_gb * r.storage_gb_month * factor,
-              f"{storage_gb} GB x ${r.storage_gb_month:g} x {factor:g}"),
-        _line("RDS backups", billable_backup * r.backup_gb_month,
-              f"{backup_gb:.3f} GB backups ({inputs.backup_retention_days} d) - {storage_gb} GB free"),
+        _line("RDS storage", store.storage_monthly, f"{store.storage_gb} GB x ${r.storage_gb_month:g} x {factor:g}"),
+        _line("RDS backups", store.backup_monthly,
+              f"{store.backup_gb:.3f} GB backups ({inputs.backup_retention_days} d) - {store.storage_gb} GB free"),
         _line("VPC interface endpoints", n_ep * a.dedicated_az_count * h * v.interface_endpoint_hour
               + a.endpoint_data_gb_month * v.endpoint_data_gb,
               f"{n_ep} endpoints x {a.dedicated_az_count} AZ x {h:g} h + {a.endpoint_data_gb_month:g} GB processed"),
@@ -344,12 +370,11 @@ def compare_tiers(inputs: CostInputs, prices: PriceTable, platform: CellSpec, ac
     A dedicated tenant moved to pooled would join the active pooled tenants, so
     the pooled side counts it in."""
     n = active_pooled if inputs.tier is Tier.pooled else active_pooled + 1
+    pooled_at = _total_by_size(inputs.model_copy(update={"tier": Tier.pooled}), prices, platform, n)
+    dedicated_at = _total_by_size(inputs.model_copy(update={"tier": Tier.dedicated}), prices, platform, n)
 
     def totals(db_bytes: int) -> tuple[float, float]:
-        base = inputs.model_copy(update={"db_bytes": db_bytes})
-        pooled = estimate(base.model_copy(update={"tier": Tier.pooled}), prices, platform, n).total
-        dedicated = estimate(base.model_copy(update={"tier": Tier.dedicated}), prices, platform, n).total
-        return pooled, dedicated
+        return pooled_at(db_bytes), dedicated_at(db_bytes)
 
     pooled, dedicated = totals(inputs.db_bytes)
     break_even = _break_even_bytes(lambda b: (lambda p, d: p - d)(*totals(b)))
@@ -365,6 +390,27 @@ def compare_tiers(inputs: CostInputs, prices: PriceTable, platform: CellSpec, ac
         advice = f"{inputs.tier.value} is the cheaper tier; they cross at {be_gb:g} GB of context data"
     return TierComparison(tenant_id=inputs.tenant_id, current_tier=inputs.tier, pooled=pooled,
                           dedicated=dedicated, cheaper=cheaper, break_even_db_gb=be_gb, advice=advice)
+
+
+def _total_by_size(inputs: CostInputs, prices: PriceTable, platform: CellSpec,
+                   active_pooled: int) -> Callable[[int], float]:
+    """``estimate(inputs with db_bytes b, ...).total`` as a function of b, without building an
+    estimate per b: the break-even search asks for ~30 sizes per tenant, and building two
+    estimates (a dozen validated lines and their details each) per size was nearly all of what
+    pricing a fleet cost. Only the lines that grow with the data are figured again, and the
+    figures are summed in the estimate's order (``_total``): the same floats, the same total."""
+    lines = [line.monthly for line in estimate(inputs, prices, platform, active_pooled).lines]
+    if inputs.tier is Tier.pooled:  # the platform share, last
+        fixed, total = lines[:-1], platform_cost(prices, platform)
+        return lambda b: _total([*fixed, _figure(total * pooled_share(b, platform, active_pooled))])
+    # Dedicated: its last lines are the instance, storage, backups and endpoints.
+    fixed, endpoints = lines[:-3], lines[-1]
+
+    def at(b: int) -> float:
+        store = _dedicated_store(inputs, prices, b)
+        return _total([*fixed, _figure(store.storage_monthly), _figure(store.backup_monthly), endpoints])
+
+    return at
 
 
 def _break_even_bytes(diff, hi: int = 65536 * GIB) -> int | None:
