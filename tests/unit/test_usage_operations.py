@@ -352,3 +352,53 @@ def test_kept_connections_give_threads_at_once_a_connection_each_and_keep_them()
                 assert conn in made
         assert len(made) == 4
     assert all(c.closed for c in made)
+
+
+def test_threads_read_different_admin_secrets_at_once_and_each_secret_once(monkeypatch):
+    """Dedicated stores each have their own master secret: threads measuring them read theirs at the
+    same time (a read of one does not wait on another's), and a secret two threads need is read once."""
+    import threading
+
+    import psycopg
+
+    from tenantctl.models import StoreConnection, TenantResources
+    from tenantctl.usage.measure import admin_connector
+
+    reads: list[str] = []
+    together = threading.Barrier(2, timeout=2)
+
+    class Secrets:
+        def get_secret_value(self, SecretId: str) -> dict:  # noqa: N803 - boto3's name
+            reads.append(SecretId)
+            if SecretId != "arn:same":
+                together.wait()  # both dedicated tenants' reads in flight at once
+            return {"SecretString": '{"username": "admin", "password": "pw"}'}
+
+    class Rds:
+        def describe_db_instances(self, DBInstanceIdentifier: str) -> dict:  # noqa: N803
+            name = "same" if DBInstanceIdentifier.endswith(("c", "d")) else DBInstanceIdentifier
+            return {"DBInstances": [{"MasterUserSecret": {"SecretArn": f"arn:{name}"}}]}
+
+    monkeypatch.setattr(psycopg, "connect", lambda **kw: kw)
+    connect = admin_connector(Secrets(), "arn:platform", rds=Rds())
+    store = StoreConnection(endpoint="db", port=5432, database="d", schema_name="s", secret_arn="arn", role="r")
+
+    def tenant(tid: str) -> TenantRecord:
+        return record(tid, tier=Tier.dedicated).model_copy(
+            update={"resources": TenantResources.model_construct(store=store)})
+
+    failed: list[BaseException] = []
+
+    def measure(tid: str) -> None:
+        try:
+            connect(tenant(tid))
+        except BaseException as exc:  # noqa: BLE001 - asserted below
+            failed.append(exc)
+
+    threads = [threading.Thread(target=measure, args=(tid,)) for tid in ("da", "db", "dc", "dd")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failed == []
+    assert sorted(reads) == ["arn:same", "arn:tenantctl-da", "arn:tenantctl-db"], reads

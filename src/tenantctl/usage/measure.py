@@ -226,7 +226,10 @@ def admin_connector(secrets: Any, platform_admin_secret_arn: str, rds: Any | Non
     secret of that instance (looked up by its identifier). Secrets are JSON with
     username and password; host and database come from the record."""
     cache: dict[str, dict[str, str]] = {}
-    reading = threading.Lock()  # threads measuring tenants at once read each secret once between them
+    # Threads measuring tenants at once read each secret once between them, and different secrets (each
+    # dedicated instance's own) at the same time: a lock per secret.
+    reading: dict[str, threading.Lock] = {}
+    locks = threading.Lock()
 
     def secret_arn(record: TenantRecord) -> str:
         if record.tier is Tier.dedicated and rds is not None:
@@ -242,7 +245,9 @@ def admin_connector(secrets: Any, platform_admin_secret_arn: str, rds: Any | Non
         import psycopg
 
         arn = secret_arn(record)
-        with reading:
+        with locks:
+            lock = reading.setdefault(arn, threading.Lock())
+        with lock:
             if arn not in cache:
                 data = json.loads(secrets.get_secret_value(SecretId=arn)["SecretString"])
                 cache[arn] = {"user": data.get("username") or data["user"], "password": data["password"]}
