@@ -79,12 +79,13 @@ DEDICATED = "ded"  # one dedicated tenant for the logical and the RDS snapshot t
 
 @pytest.fixture(scope="module", autouse=True)
 def free_vpcs(workspace):
-    """Dedicated tenants left active at the end are deprovisioned: the session's
-    sandbox is shared, and its VPC quota with it."""
+    """Dedicated tenants this module left active at the end (its shared one, a revived one) are
+    deprovisioned: the session's sandbox is shared, and its VPC quota with it."""
     yield
-    left = workspace.registry.get(f"dr-{DEDICATED}")
-    if left is not None and left.status is TenantStatus.active:
-        deprovision(workspace, left.tenant_id, final_backup=False)
+    left, _ = workspace.registry.list(limit=None, tier=Tier.dedicated, status=TenantStatus.active,
+                                      where=lambda r: r.tenant_id.startswith("dr-"))
+    for record in left:
+        deprovision(workspace, record.tenant_id, final_backup=False)
 
 
 @pytest.fixture

@@ -487,7 +487,6 @@ def test_a_finalize_logs_in_to_the_old_store_once_to_drop_the_way_back(provision
     one login to the old database, not one to ask and another to drop."""
     tid = f"mv-l{run_id()}"
     old = provision_tenant(tid).resources.store
-    assert move(workspace, tid, tier=Tier.dedicated).outcome == "switched"
     logins = []
     connect = mover.Mover.connect
 
@@ -495,10 +494,15 @@ def test_a_finalize_logs_in_to_the_old_store_once_to_drop_the_way_back(provision
         logins.append(store.database)
         return connect(self, store)
 
-    monkeypatch.setattr(mover.Mover, "connect", counted)
-    assert move(workspace, tid, finalize=True).outcome == "finalized"
-    assert logins.count(old.database) == 1, logins
-    assert _replication_left(sandbox) == []  # the way back dropped all the same
+    try:
+        assert move(workspace, tid, tier=Tier.dedicated).outcome == "switched"
+        monkeypatch.setattr(mover.Mover, "connect", counted)
+        assert move(workspace, tid, finalize=True).outcome == "finalized"
+        assert logins.count(old.database) == 1, logins
+        assert _replication_left(sandbox) == []  # the way back dropped all the same
+    finally:
+        monkeypatch.undo()
+        deprovision(workspace, tid, final_backup=False)  # its VPC is one of the session sandbox's five
 
 
 def test_refusals_create_nothing(moved, workspace):
