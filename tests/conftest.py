@@ -27,3 +27,15 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     base = getattr(config, _OWN_BASETEMP, None)
     if base is not None:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def ctrl_c_handled():
+    """Python's KeyboardInterrupt handler for the test, as a process started from a terminal has:
+    a run started in the background by a script (`pytest ... &`) inherits SIGINT ignored, and then
+    ``_thread.interrupt_main()`` and a SIGINT to this process do nothing."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

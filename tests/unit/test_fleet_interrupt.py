@@ -89,7 +89,7 @@ def _audit(monkeypatch, started):
 
 @pytest.mark.parametrize("command", [_check, _refresh, _reindex, _audit], ids=["check", "refresh", "reindex",
                                                                               "audit"])
-def test_ctrl_c_starts_no_more_tenants_and_returns_at_once(monkeypatch, command):
+def test_ctrl_c_starts_no_more_tenants_and_returns_at_once(monkeypatch, command, ctrl_c_handled):
     started: list[str] = []
     began = time.monotonic()
     with pytest.raises(KeyboardInterrupt):

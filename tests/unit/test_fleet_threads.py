@@ -38,7 +38,7 @@ def test_parallel_below_one_is_a_usage_error(parallel):
         in_threads(lambda i: i, [1, 2], parallel=parallel)
 
 
-def test_ctrl_c_starts_nothing_more_and_returns_at_once():
+def test_ctrl_c_starts_nothing_more_and_returns_at_once(ctrl_c_handled):
     """An interrupt leaves the items not started unstarted (a 40-item run of 2 s at 4 threads ends
     within the items already running), raised in the caller at once."""
     started: list[int] = []
