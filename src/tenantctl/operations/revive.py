@@ -47,7 +47,7 @@ from tenantctl.models import TenantRecord, TenantSpec, Tier, utcnow
 from tenantctl.naming import OwnerNames, require_valid
 from tenantctl.operations.deletion_protection import set_aside_final_snapshot
 from tenantctl.operations.provision import activate, apply_spec
-from tenantctl.operations.revive_leftovers import OLD_KEY_PENDING_DAYS, withdraw_revive
+from tenantctl.operations.revive_leftovers import OLD_KEY_PENDING_DAYS, retire_old_key, withdraw_revive
 from tenantctl.stackconfig import stack_file
 from tenantctl.workspace import Workspace
 
@@ -242,7 +242,7 @@ def _revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, locked: Tenant
     # Only once the tenant is back: until then a retry may still need the old keys.
     for name, key in (old_keys | restored).items():
         try:
-            ctx.kms.schedule_key_deletion(KeyId=key_id(key), PendingWindowInDays=OLD_KEY_PENDING_DAYS)
+            retire_old_key(ctx.kms, key)
             notes.append(f"{_of(name)}old key scheduled for deletion again ({OLD_KEY_PENDING_DAYS} days): backups "
                          "made before the restore open only through another restore until then")
         except Exception as exc:
@@ -351,7 +351,7 @@ def revive_workspace(ws: Workspace, ctx: DrillContext, record: TenantRecord, ind
                      f"{live.resources.store.schema_name} for inspection")
         return result.model_copy(update={"notes": notes, "manifest": manifest})
     notes.append(rekeyed)
-    ctx.kms.schedule_key_deletion(KeyId=key_id(old_key), PendingWindowInDays=OLD_KEY_PENDING_DAYS)
+    retire_old_key(ctx.kms, old_key)
     notes.append(f"old key scheduled for deletion again ({OLD_KEY_PENDING_DAYS} days)")
     fresh = backup(ctx, live, reason="after-restore")
     notes.append(f"new backup {fresh.backup_id} under the new key")

@@ -18,6 +18,7 @@ meanwhile (a killed revive's, still marked ``reviving``, its re-run adopts).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from tenantctl.engines.base import ChangeSet, EventSink, Op, phase
 from tenantctl.errors import Conflict, engine_step, one_line
@@ -65,13 +66,20 @@ def destroy_leftovers(ws: Workspace, tomb: TenantRecord, on_event: EventSink | N
     return changes
 
 
+def retire_old_key(kms: Any, key_arn: str) -> None:
+    """The revive cancelled the old key's deletion to open its backups: back to pending deletion
+    for the undo period."""
+    from tenantctl.drills.backup import key_id
+    kms.schedule_key_deletion(KeyId=key_id(key_arn), PendingWindowInDays=OLD_KEY_PENDING_DAYS)
+
+
 def _reschedule_old_key(ws: Workspace, tomb: TenantRecord) -> None:
-    """The revive cancelled the old key's deletion to open its backup: back to pending (30 days)."""
-    from tenantctl.drills.backup import key_id, key_state
+    """The tombstone's old key retired again, unless it already is (a give-up may come twice)."""
+    from tenantctl.drills.backup import key_state
     kms = ws.clients_for(tomb)("kms")
     key = tomb.resources.kms_key_arn
     if key_state(kms, key)[0] in ("Enabled", "Disabled"):
-        kms.schedule_key_deletion(KeyId=key_id(key), PendingWindowInDays=OLD_KEY_PENDING_DAYS)
+        retire_old_key(kms, key)
 
 
 def withdraw_revive(ws: Workspace, tenant_id: str, keep_file: str | None = None) -> str | None:
