@@ -184,6 +184,10 @@ def cost_inputs(usage: TenantUsage, spec: TenantSpec | None) -> CostInputs:
     )
 
 
+# The lines whose figure grows with the tenant's data (the break-even search figures only them again).
+PLATFORM_SHARE, RDS_STORAGE, RDS_BACKUPS = "platform share", "RDS storage", "RDS backups"
+
+
 class CostLine(BaseModel):
     item: str
     monthly: float
@@ -297,7 +301,7 @@ def pooled_share(db_bytes: int, platform: CellSpec, active_pooled: int) -> float
 def _pooled_lines(inputs: CostInputs, prices: PriceTable, platform: CellSpec, active_pooled: int) -> list[CostLine]:
     share = pooled_share(inputs.db_bytes, platform, active_pooled)
     total = platform_cost(prices, platform)
-    return [_line("platform share", total * share,
+    return [_line(PLATFORM_SHARE, total * share,
                   f"{share:.2%} of ${total:.2f} (1/{max(active_pooled, 1)} pooled tenants, active or suspended, "
                   f"or {inputs.db_bytes / GIB:.3f} of {platform.db_storage_gb} GB shared DB if larger)")]
 
@@ -334,8 +338,8 @@ def _dedicated_lines(inputs: CostInputs, prices: PriceTable) -> list[CostLine]:
         instance = _line("RDS instance", 0, f"hibernated (stopped): saves ${instance.monthly:.2f} ({instance.detail})")
     return [
         instance,
-        _line("RDS storage", store.storage_monthly, f"{store.storage_gb} GB x ${r.storage_gb_month:g} x {factor:g}"),
-        _line("RDS backups", store.backup_monthly,
+        _line(RDS_STORAGE, store.storage_monthly, f"{store.storage_gb} GB x ${r.storage_gb_month:g} x {factor:g}"),
+        _line(RDS_BACKUPS, store.backup_monthly,
               f"{store.backup_gb:.3f} GB backups ({inputs.backup_retention_days} d) - {store.storage_gb} GB free"),
         _line("VPC interface endpoints", n_ep * a.dedicated_az_count * h * v.interface_endpoint_hour
               + a.endpoint_data_gb_month * v.endpoint_data_gb,
@@ -399,16 +403,20 @@ def _total_by_size(inputs: CostInputs, prices: PriceTable, platform: CellSpec,
     estimates (a dozen validated lines and their details each) per size was nearly all of what
     pricing a fleet cost. Only the lines that grow with the data are figured again, and the
     figures are summed in the estimate's order (``_total``): the same floats, the same total."""
-    lines = [line.monthly for line in estimate(inputs, prices, platform, active_pooled).lines]
-    if inputs.tier is Tier.pooled:  # the platform share, last
-        fixed, total = lines[:-1], platform_cost(prices, platform)
-        return lambda b: _total([*fixed, _figure(total * pooled_share(b, platform, active_pooled))])
-    # Dedicated: its last lines are the instance, storage, backups and endpoints.
-    fixed, endpoints = lines[:-3], lines[-1]
+    lines = estimate(inputs, prices, platform, active_pooled).lines
+    if inputs.tier is Tier.pooled:
+        total = platform_cost(prices, platform)
+
+        def grown(b: int) -> dict[str, float]:
+            return {PLATFORM_SHARE: total * pooled_share(b, platform, active_pooled)}
+    else:
+        def grown(b: int) -> dict[str, float]:
+            store = _dedicated_store(inputs, prices, b)
+            return {RDS_STORAGE: store.storage_monthly, RDS_BACKUPS: store.backup_monthly}
 
     def at(b: int) -> float:
-        store = _dedicated_store(inputs, prices, b)
-        return _total([*fixed, _figure(store.storage_monthly), _figure(store.backup_monthly), endpoints])
+        figures = grown(b)
+        return _total([_figure(figures[line.item]) if line.item in figures else line.monthly for line in lines])
 
     return at
 
