@@ -456,11 +456,11 @@ def test_hibernate_stops_an_idle_dedicated_database_the_runtime_wakes_it_and_cos
     # ... with the reason `check` and `refresh` give (the shared selection), before any run of it starts.
     why = "its cell 'nowhere' has no stack file in stacks/: its account cannot be read"
     assert swept.json()["skipped"]["op-elsewhere"] == why
-    assert "hibernating op-elsewhere" not in swept.stderr, swept.stderr
+    assert "] op-elsewhere: " not in swept.stderr, swept.stderr
     # Named on its own, it is refused, saying what to do.
     assert alone.returncode == 3 and f"tenant 'op-elsewhere': {why}" in alone.json()["error"]["message"], alone
-    assert "hibernating op-ded: skipped: " in swept.stderr and "not idle" in swept.stderr, swept.stderr
-    assert "hibernating op-ded: done" not in swept.stderr
+    assert "] op-ded: skipped: " in swept.stderr and "not idle" in swept.stderr, swept.stderr
+    assert "] op-ded: hibernated" not in swept.stderr
     pooled = cli("hibernate", ACME)
     assert pooled.returncode == 3 and "pooled" in pooled.stderr
     assert instance_state() == "available"
@@ -528,7 +528,7 @@ def test_a_hibernate_sweep_goes_on_past_a_tenants_failure_and_exits_with_the_wor
         [failed] = out["failed"]
         assert failed["tenant_id"] == ghost and failed["exit_code"] == 4 and ghost in failed["error"], out
         assert out["exit_code"] == 4 and ghost not in out["skipped"], out
-        assert "hibernating op-ded: done" in swept.stderr and f"hibernating {ghost}: failed (exit 4)" in swept.stderr
+        assert "] op-ded: hibernated" in swept.stderr and f"] {ghost}: failed (exit 4)" in swept.stderr
     finally:
         # --force sweeps every dedicated tenant of the session's sandbox (other modules' too): each awake
         # again for the tests after it.

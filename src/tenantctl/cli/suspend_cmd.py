@@ -4,6 +4,7 @@ serves nothing, or sleeps while idle."""
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.markup import escape
 
 from tenantctl.cli.options import JsonFlag
 from tenantctl.cli.output import console, print_json, record_result
@@ -73,6 +74,7 @@ def hibernate(
     idle_days: Annotated[int, typer.Option(min=1, help="Idle means no write or upload for this many days.")] = 30,
     force: Annotated[bool, typer.Option("--force", help="Hibernate it even if it was active within "
                                                         "--idle-days.")] = False,
+    parallel: Annotated[int, typer.Option(min=1, metavar="N", help="Tenants hibernated at once (--all).")] = 8,
     json_out: JsonFlag = False,
 ) -> None:
     """Stop an idle dedicated tenant's database instance until it is needed.
@@ -86,10 +88,15 @@ def hibernate(
     --all skips a tenant not idle, moving or locked, saying why, and goes on
     past one whose run fails (listed with its error and exit code, `failed`
     in --json); its exit code is the worst failed tenant's (0: none failed).
+    --parallel tenants at once (RDS takes minutes to stop an instance: the
+    waits overlap), a progress line per tenant as it ends (stderr); the
+    results in id order. Ctrl-C starts no more and exits 130 once the
+    running ones have ended (none is left locked or half-recorded).
     """
     from tenantctl.cli.output import failed_table
-    from tenantctl.cli.progress import engine_progress
+    from tenantctl.cli.progress import engine_progress, fleet_progress
     from tenantctl.errors import require_one_or_all
+    from tenantctl.operations.fleet_threads import Watch
     from tenantctl.operations.hibernate import hibernate as run
     from tenantctl.operations.hibernate import sweep
     from tenantctl.workspace import Workspace
@@ -105,7 +112,19 @@ def hibernate(
             _print_hibernated(record)
         return
     # A tenant of a cell this project does not define is skipped before any run, saying why.
-    swept = sweep(ws, idle_days, force, engine_progress)
+    with fleet_progress("hibernating") as progress:
+        def on_event(event: Any) -> None:
+            if event.kind == "phase":
+                progress.note(escape(f"{event.stack}: {event.message}"))
+
+        def on_result(each: Any) -> None:
+            outcome = ("hibernated" if each.hibernated is not None else f"skipped: {each.skipped}"
+                       if each.skipped is not None else
+                       f"failed (exit {each.failed.exit_code}): {each.failed.error}")
+            progress.done(escape(f"{each.tenant_id}: {outcome}"))
+
+        swept = sweep(ws, idle_days, force, parallel=parallel, on_event=on_event,
+                      watch=Watch.of(lambda n: progress.plan(n, f"{n} dedicated tenant(s)"), on_result))
     if json_out:
         print_json({"hibernated": swept.hibernated, "skipped": swept.skipped, "failed": swept.failed,
                     "exit_code": swept.exit_code()})

@@ -1,8 +1,9 @@
 """Fleet reads run in a bounded pool of threads (`usage --all`, `cost --all`, `report`, `check`
 and `refresh` over several tenants, `audit`'s key reads; and `search reindex` over several tenants,
-each tenant's own write): each item's work waits on AWS and the database, so several items' waits
-overlap, while the answers come back in the items' own order (the rows a command prints do not
-depend on which finished first) and each is reported as it finishes (progress on stderr).
+each tenant's own write; `hibernate --all`, each waiting for its instance to stop): each item's
+work waits on AWS and the database, so several items' waits overlap, while the answers come back
+in the items' own order (the rows a command prints do not depend on which finished first) and
+each is reported as it finishes (progress on stderr).
 
 An interrupt (Ctrl-C) cancels every item not yet started and re-raises at once: the command
 exits 130 after the items already running finish (at most one per thread), not after the rest.

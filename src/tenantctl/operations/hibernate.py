@@ -28,8 +28,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, Field
 
@@ -38,6 +37,7 @@ from tenantctl import naming
 from tenantctl.engines.base import EventSink, phase
 from tenantctl.errors import ApplyFailed, Conflict, InvalidInput, NotFound
 from tenantctl.models import Hibernation, TenantRecord, TenantStatus, Tier
+from tenantctl.operations.fleet_threads import PARALLEL, Watch, in_threads
 from tenantctl.operations.selection import Failed, in_defined_cells, worst_exit
 from tenantctl.registry import refuse_open_move
 from tenantctl.timestamps import utc_minute
@@ -69,29 +69,43 @@ class Sweep(BaseModel):
         return worst_exit(self.failed)
 
 
-def sweep(ws: Workspace, idle_days: int, force: bool,
-          progress: Callable[[str], AbstractContextManager[Any]]) -> Sweep:
-    """Hibernate every candidate in id order, each in its ``progress(title)`` block (an EventSink
-    with ``skipped(reason)`` and ``failed(failure)``). Not idle, moving, locked, or gone (or its
-    cell's file) since the listing: skipped, saying why; any other failure is recorded and the
-    sweep goes on."""
+class Swept(NamedTuple):
+    """One tenant of a sweep: hibernated (its record and last activity), skipped (why) or failed."""
+
+    tenant_id: str
+    hibernated: dict[str, Any] | None = None
+    skipped: str | None = None
+    failed: Failed | None = None
+
+
+def sweep(ws: Workspace, idle_days: int, force: bool, parallel: int = PARALLEL,
+          on_event: EventSink | None = None, watch: Watch | None = None) -> Sweep:
+    """Hibernate every candidate, ``parallel`` at once: each waits minutes for RDS to stop its
+    instance, and the waits overlap. ``on_event``: every tenant's phases; ``watch``: told the
+    count, then each ``Swept`` as it ends. Not idle, moving, locked, or gone (or its cell's file)
+    since the listing: skipped, saying why; any other failure is recorded and the sweep goes on.
+    The result lists the tenants in id order, whichever finished first."""
     ids, skipped = candidates(ws)
-    swept = Sweep(skipped=skipped)
     places = per_place(ws)  # each cell's usage clients (its admin secret read) once, as `usage --all`
-    for tenant_id in ids:
-        with progress(f"hibernating {tenant_id}") as view:
-            try:
-                record, usage = hibernate(ws, tenant_id, idle_days=idle_days, force=force, on_event=view,
-                                          usage_clients=places)
-            except (InvalidInput, Conflict, NotFound) as exc:
-                swept.skipped[tenant_id] = str(exc)
-                view.skipped(str(exc))
-                continue
-            except Exception as exc:  # this tenant's run; the others are still hibernated
-                swept.failed.append(Failed.of(tenant_id, exc))
-                view.failed(swept.failed[-1])
-                continue
-        swept.hibernated.append({"record": record, "last_activity": usage.last_activity})
+
+    def one(tenant_id: str) -> Swept:
+        try:
+            record, usage = hibernate(ws, tenant_id, idle_days=idle_days, force=force, on_event=on_event,
+                                      usage_clients=places)
+        except (InvalidInput, Conflict, NotFound) as exc:
+            return Swept(tenant_id, skipped=str(exc))
+        except Exception as exc:  # noqa: BLE001 - this tenant's run; the others are still hibernated
+            return Swept(tenant_id, failed=Failed.of(tenant_id, exc))
+        return Swept(tenant_id, hibernated={"record": record, "last_activity": usage.last_activity})
+
+    swept = Sweep(skipped=skipped)
+    for each in in_threads(one, ids, parallel, watch):
+        if each.hibernated is not None:
+            swept.hibernated.append(each.hibernated)
+        elif each.skipped is not None:
+            swept.skipped[each.tenant_id] = each.skipped
+        else:
+            swept.failed.append(each.failed)
     return swept
 
 

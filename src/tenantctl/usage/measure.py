@@ -446,11 +446,13 @@ def per_place(ws: Any) -> Callable[[TenantRecord], UsageClients]:
     (`usage --all`, `hibernate --all`): its admin connector, and so the admin secret it reads once,
     shared by every tenant there."""
     made: dict[tuple[str, str], UsageClients] = {}
+    making = threading.Lock()  # `hibernate --all`'s threads ask for them as they go
 
     def clients(record: TenantRecord) -> UsageClients:
         key = (record.cell, record.region)
-        if key not in made:
-            made[key] = clients_from_workspace(ws, record)
-        return made[key]
+        with making:
+            if key not in made:
+                made[key] = clients_from_workspace(ws, record)
+            return made[key]
 
     return clients
