@@ -262,6 +262,10 @@ _PARTITIONS = (("us-isob-", "aws-iso-b", "sc2s.sgov.gov"), ("us-isof-", "aws-iso
                ("cn-", "aws-cn", "amazonaws.com.cn"))
 
 
+# Every partition's endpoint domain: a service's regional principal ends with its partition's.
+SERVICE_DOMAINS = tuple(sorted({"amazonaws.com", *(domain for _, _, domain in _PARTITIONS)}))
+
+
 def _partition(region: str) -> tuple[str, str]:
     return next(((p, d) for prefix, p, d in _PARTITIONS if region.startswith(prefix)), ("aws", "amazonaws.com"))
 

@@ -10,6 +10,10 @@ from tenantctl.checks.aws_posture import service_grant
 
 @pytest.mark.parametrize("grant, made_by_aws", [
     ({"GranteePrincipal": "rds.eu-west-1.amazonaws.com", "Operations": ["Decrypt"]}, True),
+    # a regional service principal is of its partition's domain
+    ({"GranteePrincipal": "rds.cn-north-1.amazonaws.com.cn", "Operations": ["Decrypt"]}, True),
+    ({"GranteePrincipal": "rds.eusc-de-east-1.amazonaws.eu", "Operations": ["Decrypt"]}, True),
+    ({"GranteePrincipal": "arn:aws-cn:iam::999999999999:role/rds.cn-north-1.amazonaws.com.cn"}, False),
     ({"GranteePrincipal": "arn:aws:iam::111122223333:root", "GranteeServicePrincipal": "rds.amazonaws.com"}, True),
     # EBS's own, as the KMS guide's example shows it
     ({"GranteePrincipal": "arn:aws:sts::111122223333:assumed-role/aws:ec2-infrastructure/i-5d476fab"}, True),

@@ -128,15 +128,19 @@ def _principals(stmt: dict) -> list[str]:
     return out
 
 
+_SERVICE_SUFFIXES = tuple(f".{domain}" for domain in naming.SERVICE_DOMAINS)
+
+
 def service_grant(grant: dict[str, Any]) -> bool:
     """A grant an AWS service made for itself (RDS for a store it encrypts, EBS for a volume):
     its grantee a service principal (``GranteeServicePrincipal``, or ``GranteePrincipal`` as
-    ListGrants shows a service's: ``rds.<region>.amazonaws.com``) or a session of AWS's own
-    infrastructure roles (``assumed-role/aws:...``)."""
+    ListGrants shows a service's: ``rds.<region>.amazonaws.com``, of its partition's domain:
+    ``rds.cn-north-1.amazonaws.com.cn`` in China) or a session of AWS's own infrastructure roles
+    (``assumed-role/aws:...``)."""
     grantee = str(grant.get("GranteePrincipal", ""))
     # No IAM name holds a colon (so "aws:..." is AWS's); one may end in ".amazonaws.com": not an ARN, then.
     return (bool(grant.get("GranteeServicePrincipal"))
-            or (not grantee.startswith("arn:") and grantee.endswith(".amazonaws.com"))
+            or (not grantee.startswith("arn:") and grantee.endswith(_SERVICE_SUFFIXES))
             or ":assumed-role/aws:" in grantee)
 
 
