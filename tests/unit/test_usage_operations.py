@@ -402,3 +402,21 @@ def test_threads_read_different_admin_secrets_at_once_and_each_secret_once(monke
         t.join()
     assert failed == []
     assert sorted(reads) == ["arn:same", "arn:tenantctl-da", "arn:tenantctl-db"], reads
+
+
+def test_hibernated_instances_are_read_at_once_while_pricing(ws, monkeypatch):
+    """A hibernated dedicated tenant's instance state is an RDS call while it is priced: the pricing
+    reads them in the fleet pool too, not one after another after the measurement."""
+    import threading
+
+    from tenantctl.operations import usage as usage_ops
+    from tenantctl.usage.measure import TenantUsage
+
+    ws.registry = Registry([record("d1", tier=Tier.dedicated), record("d2", tier=Tier.dedicated)])
+    monkeypatch.setattr("tenantctl.usage.measure.clients_from_workspace", lambda _ws, rec: "clients")
+    monkeypatch.setattr(usage_ops, "measure", lambda rec, clients, idle_days=30, listed=None: TenantUsage(
+        tenant_id=rec.tenant_id, tier=rec.tier, status=rec.status, measured_at=rec.created_at, idle_days=idle_days))
+    together = threading.Barrier(2, timeout=5)
+    monkeypatch.setattr(usage_ops, "_hibernated", lambda _ws, rec: together.wait() >= 0)  # both in flight at once
+    out = estimate_costs(ws, load_prices(), all_=True, parallel=2)
+    assert [(t.estimate.tenant_id, t.hibernation.hibernated) for t in out.tenants] == [("d1", True), ("d2", True)]

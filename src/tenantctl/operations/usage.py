@@ -329,7 +329,9 @@ def placed_tenants(ws: Workspace, prices: PriceTable, records: list[TenantRecord
             stacks.append((other, there))
     # One measurement over them all: each cell's clients made once (``per_place``).
     usages = measure_records(ws, [record for record, _ in stacks], idle_days, clients, parallel, watch)
-    return [_placed(ws, prices, record, usage, side) for (record, side), usage in zip(stacks, usages, strict=True)]
+    # In the pool too: a hibernated dedicated tenant's instance state is a call to RDS each.
+    return in_threads(lambda each: _placed(ws, prices, *each),
+                      [(record, usage, side) for (record, side), usage in zip(stacks, usages, strict=True)], parallel)
 
 
 def _placed(ws: Workspace, prices: PriceTable, record: TenantRecord, usage: TenantUsage,
