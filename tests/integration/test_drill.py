@@ -754,6 +754,9 @@ def test_a_given_up_revive_leaves_nothing_it_created(ctx, box, tenant, workspace
     failed = cli(*restore, "--json", cwd=project, env={FAULT_THROTTLE_ENV: f"{rule}=0.001",
                                                       FAULT_THROTTLE_FILE_ENV: str(state), THROTTLE_ATTEMPTS_ENV: "1"})
     assert failed.returncode not in (0, FAULT_EXIT_CODE) and "CopyObject" in failed.stdout + failed.stderr, failed
+    # The failure says what its give-up removed, as `unlock` does.
+    assert f"note: tenant {tid!r}: revive given up, still deprovisioned: " in failed.stderr, failed.stderr
+    assert "its revive created destroyed; old key scheduled for deletion again" in failed.stderr, failed.stderr
     assert_nothing_of_the_revive_left(workspace, tomb, drift)
 
     killed = cli(*restore, env={FAULT_AFTER_ENV: "4"}, cwd=project)

@@ -235,7 +235,9 @@ def _revive(ws: Workspace, ctx: DrillContext, tomb: TenantRecord, locked: Tenant
             held.record = activate(ws, held.record, spec, applied)
         except BaseException:
             # Given up still a tombstone: what its up created goes (a revive brought back keeps it).
-            withdraw_revive(ws, tomb.tenant_id, keep_file=committed)
+            removed = withdraw_revive(ws, tomb.tenant_id, keep_file=committed)
+            if removed:
+                log.info("tenant %r: revive given up, still deprovisioned: %s", tomb.tenant_id, removed)
             raise
     result = result.model_copy(update={"checks": result.checks + workspace_checks, "finished_at": utcnow()})
     old_keys = {None: old.kms_key_arn} if key_id(new.kms_key_arn) != key_id(old.kms_key_arn) else {}
