@@ -177,11 +177,22 @@ class PlanRooms:
     slot and a WAL sender, until finalized), as the run's later moves would
     read it, as ``placement.slot_cap``'s ``taken`` counts cell slots. Only
     what was read is kept: a server that took no connection is tried again
-    by the next move that leaves it."""
+    by the next move that leaves it. The target cells' logical replication
+    workers likewise, once per cell (``workers``)."""
 
     def __init__(self) -> None:
         self.read: dict[Server, ReplicationRoom] = {}
         self.links: Counter[Server] = Counter()
+        self.workers_read: dict[str, WorkerRoom] = {}
+
+    def workers(self, cell: str, connect: Callable[[], Any]) -> WorkerRoom:
+        """The logical replication workers of ``cell``'s server, where moves to it run their copies'
+        subscriptions, read the first time through ``connect``: a copy ends before the next move's
+        starts, so a plan's earlier moves hold none of them."""
+        if cell not in self.workers_read:
+            with connect() as conn:
+                self.workers_read[cell] = worker_room(conn)
+        return self.workers_read[cell]
 
     def room(self, server: Server, connect: Callable[[], Any]) -> ReplicationRoom:
         """``server``'s room, read through ``connect`` (an admin connection to it) the
@@ -208,7 +219,7 @@ def refuse_subscriptions(conn: Any, copies: int, where: str, parallel: int | Non
     beside them while copies run."""
     room = worker_room(conn)
     if way_backs <= copies:
-        _refuse(room, copies, where, parallel, "replication-workers", WORKERS_REMEDY)
+        refuse_workers(room, copies, where, parallel)
         return room
     need = way_backs + (1 if copies else 0)
     if room.free >= need:
@@ -221,6 +232,12 @@ def refuse_subscriptions(conn: Any, copies: int, where: str, parallel: int | Non
                    f"worker each, held while the later moves copy){beside}: {room.figures(copies=False)}",
                    "nothing was started: " + (f"give --limit {fits} or less (moves per run), " if fits else ""),
                    "replication-workers", WORKERS_REMEDY)
+
+
+def refuse_workers(room: WorkerRoom, copies: int, where: str, parallel: int | None = None) -> None:
+    """InvalidInput (exit 3, rule ``replication-workers``) when ``room`` holds fewer than ``copies``
+    move copies' subscriptions at once."""
+    _refuse(room, copies, where, parallel, "replication-workers", WORKERS_REMEDY)
 
 
 def _refuse(room: ReplicationRoom | WorkerRoom, copies: int, where: str, parallel: int | None, rule: str,

@@ -161,14 +161,17 @@ def test_a_dry_run_reads_the_replication_room_of_its_tenants_server_once(fleet, 
     from tenantctl.operations.cell_evacuate import evacuate
 
     cli, ws = fleet
-    reads = []
-    real = cell_database.replication_room
+    reads, workers = [], []
+    real, real_workers = cell_database.replication_room, cell_database.worker_room
     monkeypatch.setattr(cell_database, "replication_room", lambda conn: reads.append(conn.info.dbname) or real(conn))
+    monkeypatch.setattr(cell_database, "worker_room", lambda conn: workers.append(conn) or real_workers(conn))
     plan = evacuate(ws, FROM, dry_run=True)
     assert {t.tenant_id: (t.to_cell, t.outcome) for t in plan.tenants} == outcomes(
         cli("cell", "evacuate", FROM, "--dry-run", "--json")), plan
     assert [t.tenant_id for t in plan.tenants if t.outcome == "planned"] == list(MOVED), plan
     assert len(reads) == 2, reads  # the cell's database up front, then one for the plan's three moves
+    # The target cell's logical replication workers: up front, then once for the three moves (not three times).
+    assert {t.to_cell for t in plan.tenants if t.outcome == "planned"} == {TO} and len(workers) == 2, workers
 
 
 def test_a_dry_run_says_failed_where_the_run_fails_a_move(fleet, sandbox):

@@ -260,11 +260,12 @@ def refuse_without_replication_room(ws: Workspace, record: TenantRecord, to_tier
     7 when a server cannot be reached). A dedicated target is an instance of
     its own, made by the move: every worker free. ``rooms``: a plan's (a dry
     run of `cell evacuate`): the leaving server's room read once for all its
-    moves. Returns the server of the new store, where the move's way back
-    holds a slot once switched (None: a store of its own)."""
+    moves, and each target cell's workers once. Returns the server of the new
+    store, where the move's way back holds a slot once switched (None: a store
+    of its own)."""
     import psycopg
 
-    from tenantctl.cell_database import cell_admin, first_line, refuse_room, refuse_subscriptions
+    from tenantctl.cell_database import cell_admin, first_line, refuse_room, refuse_workers
     from tenantctl.drills.context import context_from_workspace
 
     assert record.resources is not None
@@ -277,12 +278,12 @@ def refuse_without_replication_room(ws: Workspace, record: TenantRecord, to_tier
         except psycopg.OperationalError as exc:
             raise TargetUnavailable(f"{where} took no admin connection: {first_line(exc)}") from None
 
-    refuse_room((rooms or PlanRooms()).room((store.endpoint, int(store.port)), connect), 1, where)
+    rooms = rooms or PlanRooms()
+    refuse_room(rooms.room((store.endpoint, int(store.port)), connect), 1, where)
     outputs = ws.cell_outputs(to_cell)
     if to_tier is not Tier.pooled or not outputs.get("db_endpoint"):
         return None
-    with cell_admin(ws, to_cell) as conn:
-        refuse_subscriptions(conn, 1, f"cell {to_cell!r}'s database")
+    refuse_workers(rooms.workers(to_cell, lambda: cell_admin(ws, to_cell)), 1, f"cell {to_cell!r}'s database")
     return outputs["db_endpoint"], int(outputs.get("db_port") or 5432)
 
 
