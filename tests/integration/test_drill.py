@@ -56,7 +56,7 @@ from tenantctl.engines.local.state import StateFile
 from tenantctl.errors import Conflict, InvalidInput, KeyUnusable, NotFound
 from tenantctl.models import TenantRecord, TenantStatus, Tier, utcnow
 from tenantctl.operations.audit import audit
-from tenantctl.operations.deprovision import deprovision
+from tenantctl.operations.deprovision import deprovision, purged_prefixes
 from tenantctl.operations.revive import revive
 from tenantctl.registry import new_lock
 
@@ -659,6 +659,41 @@ def test_a_restore_after_deprovision_that_cannot_verify_leaves_the_tenant_deprov
     assert key_state(box, tomb.resources.kms_key_arn) == "PendingDeletion"
     with pytest.raises(Conflict, match="already deprovisioned"):
         deprovision(workspace, record.tenant_id)
+
+
+def test_a_tombstones_purge_erases_what_its_deprovision_kept(box, tenant, workspace, sandbox, project, tmp_path):
+    """An erasure asked for after a deprovision that kept the tenant's objects and its final backup:
+    `deprovision ID --purge-data` on the tombstone asks first (refused without a terminal, nothing
+    deleted), then deletes every object version under its prefixes, backups included, under its lock;
+    the tenant stays a tombstone. Run again it purges nothing (exit 0); without --purge-data there is
+    nothing to do: exit 5, as before."""
+    record = tenant("purge-later", conversations=1, messages=2, objects=1)
+    tid = record.tenant_id
+    tomb, _, details = deprovision(workspace, tid)
+    s3 = box.client("s3")
+
+    def kept() -> list[str]:
+        return [v["Key"] for prefix in purged_prefixes(tomb)
+                for page in s3.get_paginator("list_object_versions").paginate(Bucket=tomb.resources.bucket,
+                                                                             Prefix=prefix)
+                for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
+
+    before = kept()
+    assert details["final_backup"] and any(details["final_backup"] in key for key in before), before
+    cli = Cli.create(sandbox, tmp_path)
+    asked = cli("deprovision", tid, "--purge-data", cwd=project)
+    assert asked.returncode == 13 and "it can never be restored" in asked.stdout + asked.stderr, asked
+    assert kept() == before
+    purged = cli("deprovision", tid, "--purge-data", "--yes", "--json", cwd=project)
+    assert purged.returncode == 0, purged
+    assert (purged.json()["purged_objects"], purged.json()["revive_leftovers_removed"]) == (len(before), 0), purged
+    assert kept() == []
+    after = workspace.registry.require(tid)
+    assert (after.status, after.lock) == (TenantStatus.deprovisioned, None)
+    again = cli("deprovision", tid, "--purge-data", "--yes", cwd=project)
+    assert again.returncode == 0 and "0 objects purged" in again.stdout, again
+    plain = cli("deprovision", tid, "--yes", cwd=project)
+    assert plain.returncode == 5 and "already deprovisioned" in plain.stderr, plain
 
 
 def test_a_revive_killed_anywhere_counts_its_slot_only_with_its_tombstone(ctx, tenant, workspace, sandbox, project,

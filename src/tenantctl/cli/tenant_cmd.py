@@ -278,7 +278,7 @@ def deprovision(
     """
     from tenantctl.cli.confirm import confirmation
     from tenantctl.cli.progress import engine_progress
-    from tenantctl.operations.deprovision import confirmation_items, what_went
+    from tenantctl.operations.deprovision import confirmation_items, purged_line, what_went
     from tenantctl.operations.deprovision import deprovision as run
     from tenantctl.workspace import Workspace
 
@@ -287,9 +287,14 @@ def deprovision(
     if record.status is not TenantStatus.deprovisioned:
         confirmation(yes).check(f"deprovision tenant {tenant_id}", confirmation_items(
             ws, record, purge_data=purge_data, final_backup=not no_final_backup))
-    elif not record.reviving and ws.engine.holds_resources(record.current_stack):  # else refused, unasked
-        confirmation(yes).check(f"remove what tenant {tenant_id}'s given-up revive created", [
-            f"{c.op.value} {c.type} {c.name}" for c in ws.engine.preview_destroy(record.current_stack).changes])
+    elif not record.reviving:  # else refused, unasked
+        # A tombstone: what a given-up revive created and left, and with --purge-data what it kept.
+        items = [f"{c.op.value} {c.type} {c.name}" for c in ws.engine.preview_destroy(record.current_stack).changes
+                 ] if ws.engine.holds_resources(record.current_stack) else []
+        if purge_data and record.resources is not None:
+            items.append(purged_line(record) + ": it can never be restored")
+        if items:
+            confirmation(yes).check(f"remove what deprovisioned tenant {tenant_id} still holds", items)
     with engine_progress(f"deprovisioning {tenant_id}") as on_event:
         record, changes, details = run(ws, tenant_id, purge_data=purge_data, on_event=on_event,
                                        final_backup=not no_final_backup)
@@ -297,8 +302,11 @@ def deprovision(
         print_json({"record": record, "changes": changes.summary(), **details})
         return
     if "revive_leftovers_removed" in details:
-        console.print(f"tenant {tenant_id} was deprovisioned already: {details['revive_leftovers_removed']} "
-                      "resource(s) its given-up revive created removed, its old key scheduled for deletion again")
+        done = [f"{details['revive_leftovers_removed']} resource(s) its given-up revive created removed, its old "
+                "key scheduled for deletion again"] if details["revive_leftovers_removed"] else []
+        if "purged_objects" in details:
+            done.append(f"{details['purged_objects']} objects purged (its backups too: it can no longer be restored)")
+        console.print(f"tenant {tenant_id} was deprovisioned already: {'; '.join(done)}", highlight=False)
         return
     console.print(f"[yellow]tenant {tenant_id} deprovisioned[/]: "
                   + escape(what_went(record, changes, details, purge_data)), highlight=False)

@@ -67,14 +67,19 @@ def what_goes(record: TenantRecord, purge_data: bool, final_backup: bool) -> lis
         f"IAM role {res.role_arn}",
         f"database secret {res.store.secret_arn}",
         f"KMS key {res.kms_key_arn} ({res.kms_alias}): scheduled for deletion (cancellable for 30 days)",
-        (f"EVERY object under s3://{res.bucket}/{res.prefix} and under {ws_s3_prefix_root(record.tenant_id)}*/ "
-         "(its workspaces', removed ones included), all versions, backups included (--purge-data)" if purge_data
-         else f"objects under s3://{res.bucket}/{res.prefix}: kept"),
+        purged_line(record) if purge_data else f"objects under s3://{res.bucket}/{res.prefix}: kept",
     ] + [f"workspace {name}: schema {w.store.schema_name}: its data is deleted; {backup}"
          + (" (the workspace's own, under its key)" if backed_up else "")
          + f"; role, queues, IAM role and secret deleted; KMS key {w.kms_key_arn} scheduled for deletion; "
          f"objects under {w.prefix} " + ("purged" if purge_data else "kept")
          for name, w in sorted(res.workspaces.items())]
+
+
+def purged_line(record: TenantRecord) -> str:
+    """What --purge-data deletes, as a confirmation says it."""
+    res = record.resources
+    return (f"EVERY object under s3://{res.bucket}/{res.prefix} and under {ws_s3_prefix_root(record.tenant_id)}*/ "
+            "(its workspaces', removed ones included), all versions, backups included (--purge-data)")
 
 
 def deleted_keys(changes: ChangeSet) -> list[str]:
@@ -122,11 +127,7 @@ def deprovision(ws: Workspace, tenant_id: str, purge_data: bool = False,
     registry = ws.registry
     current = registry.require(tenant_id)
     if current.status is TenantStatus.deprovisioned:
-        from tenantctl.operations.revive_leftovers import converge
-
-        # What a given-up revive created is removed (a Conflict when there is nothing to remove).
-        changes = converge(ws, current, on_event)
-        return registry.require(tenant_id), changes, {"revive_leftovers_removed": changes.count(Op.delete)}
+        return _tombstone(ws, current, purge_data, on_event)
     refuse_open_move(current)
     # Final backup (tenantctl.drills) before anything is marked or removed, so a
     # failed one leaves the tenant as it was. Not with --purge-data (which deletes
@@ -160,12 +161,39 @@ def deprovision(ws: Workspace, tenant_id: str, purge_data: bool = False,
             changes = ws.engine.destroy(stack, on_event=on_event)
             details["keys_scheduled_for_deletion"] = deleted_keys(changes)
             if purge_data and held.record.resources is not None:
-                res = held.record.resources
-                s3 = ws.clients_for(held.record)("s3")
-                for prefix in purged_prefixes(held.record):
-                    phase(on_event, tenant_id, f"purging every object under s3://{res.bucket}/{prefix}")
-                    details["purged_objects"] += purge_prefix(s3, res.bucket, prefix)
+                details["purged_objects"] = purge_objects(ws, held.record, on_event)
         path.unlink(missing_ok=True)
         phase(on_event, tenant_id, "recording the tombstone")
         held.record = registry.mark_deprovisioned(held.record, retention_days)  # its slot given back with it
     return held.record, changes, details
+
+
+def purge_objects(ws: Workspace, record: TenantRecord, on_event: EventSink | None = None) -> int:
+    """--purge-data: every object version under the tenant's prefixes (``purged_prefixes``) deleted;
+    how many."""
+    res = record.resources
+    s3 = ws.clients_for(record)("s3")
+    purged = 0
+    for prefix in purged_prefixes(record):
+        phase(on_event, record.tenant_id, f"purging every object under s3://{res.bucket}/{prefix}")
+        purged += purge_prefix(s3, res.bucket, prefix)
+    return purged
+
+
+def _tombstone(ws: Workspace, tomb: TenantRecord, purge_data: bool,
+               on_event: EventSink | None) -> tuple[TenantRecord, ChangeSet, dict[str, Any]]:
+    """`deprovision` of a tombstone: what a given-up revive created and left is removed, and with
+    ``purge_data`` every object and backup its deprovision kept (an erasure asked for later), under
+    its lock; nothing to do either way is the Conflict it always was (exit 5). Idempotent with
+    --purge-data: a prefix already empty purges 0 objects."""
+    from tenantctl.operations.revive_leftovers import converge, destroy_leftovers, holds_leftovers
+
+    if not purge_data or tomb.resources is None or tomb.reviving:
+        changes = converge(ws, tomb, on_event)
+        return ws.registry.require(tomb.tenant_id), changes, {"revive_leftovers_removed": changes.count(Op.delete)}
+    with ws.registry.hold(tomb.tenant_id, "deprovision") as held:
+        changes = (destroy_leftovers(ws, held.record, on_event) if holds_leftovers(ws, held.record)
+                   else ChangeSet(stack=held.record.current_stack))
+        purged = purge_objects(ws, held.record, on_event)
+    return (ws.registry.require(tomb.tenant_id), changes,
+            {"revive_leftovers_removed": changes.count(Op.delete), "purged_objects": purged})
