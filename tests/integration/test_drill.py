@@ -661,7 +661,7 @@ def test_a_restore_after_deprovision_that_cannot_verify_leaves_the_tenant_deprov
         deprovision(workspace, record.tenant_id)
 
 
-def test_a_tombstones_purge_erases_what_its_deprovision_kept(box, tenant, workspace, sandbox, project, tmp_path):
+def test_a_tombstones_purge_erases_what_its_deprovision_kept(ctx, box, tenant, workspace, sandbox, project, tmp_path):
     """An erasure asked for after a deprovision that kept the tenant's objects and its final backup:
     `deprovision ID --purge-data` on the tombstone asks first (refused without a terminal, nothing
     deleted), then deletes every object version under its prefixes, backups included, under its lock;
