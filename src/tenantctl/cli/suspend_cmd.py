@@ -4,10 +4,9 @@ serves nothing, or sleeps while idle."""
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.markup import escape
 
 from tenantctl.cli.options import JsonFlag
-from tenantctl.cli.output import console, print_json, record_result
+from tenantctl.cli.output import console, escape, print_json, record_result
 from tenantctl.timestamps import utc_minute
 
 app = typer.Typer()
