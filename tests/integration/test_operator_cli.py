@@ -537,6 +537,30 @@ def test_a_hibernate_sweep_goes_on_past_a_tenants_failure_and_exits_with_the_wor
             assert woken.returncode == 0 and woken.json()["done"] == ["woken from hibernation"], woken
 
 
+def test_a_hibernate_sweep_of_one_cell_tries_only_that_cells_tenants(cli, sandbox, dedicated):
+    """`hibernate --cell C`, a nightly sweep per cell: only that cell's dedicated tenants are listed and
+    tried (one of another cell is not even skipped); an unknown cell is exit 6, and --cell beside a
+    tenant id or --all exit 2."""
+    unknown = cli("hibernate", "--cell", "nowhere", "--json")
+    assert unknown.returncode == 6 and "no cell 'nowhere'" in error_of(unknown)["message"], unknown
+    for mixed in (["op-ded", "--cell", "default"], ["--all", "--cell", "default"]):
+        refused = cli("hibernate", *mixed)
+        assert refused.returncode == 2 and "'--cell' cannot be used" in refused.stderr, refused
+    elsewhere = {**registry_record(sandbox, "op-ded"), "tenant_id": "op-elsewhere", "cell": "nowhere"}
+    write_record(sandbox, elsewhere)
+    try:
+        everywhere = cli("hibernate", "--all", "--json")
+        one_cell = cli("hibernate", "--cell", "default", "--json")
+    finally:
+        aws(sandbox, "dynamodb").delete_item(TableName=platform_outputs(sandbox)["registry_table"],
+                                             Key={"tenant_id": {"S": "op-elsewhere"}})
+    assert everywhere.returncode == 0 and "op-elsewhere" in everywhere.json()["skipped"], everywhere
+    assert one_cell.returncode == 0, one_cell
+    tried = {**one_cell.json()["skipped"], **{h["record"]["tenant_id"]: "" for h in one_cell.json()["hibernated"]}}
+    assert "op-elsewhere" not in tried and "not idle" in tried["op-ded"], one_cell.json()
+    assert {registry_record(sandbox, tid)["cell"] for tid in tried} == {"default"}, tried
+
+
 def test_a_run_that_needs_a_hibernated_tenants_database_wakes_it_first(cli, sandbox, dedicated):
     """Provision (its schema steps, its posture check), a drill's backup and deprovision's final backup
     read the database: each starts the stopped instance and clears the flag first, a progress line saying

@@ -73,7 +73,10 @@ def hibernate(
     idle_days: Annotated[int, typer.Option(min=1, help="Idle means no write or upload for this many days.")] = 30,
     force: Annotated[bool, typer.Option("--force", help="Hibernate it even if it was active within "
                                                         "--idle-days.")] = False,
-    parallel: Annotated[int, typer.Option(min=1, metavar="N", help="Tenants hibernated at once (--all).")] = 8,
+    cell: Annotated[Optional[str], typer.Option(metavar="C", help="Every idle dedicated tenant of this cell "
+                                                                  "(--all, one cell's).")] = None,
+    parallel: Annotated[int, typer.Option(min=1, metavar="N", help="Tenants hibernated at once (--all, "
+                                                                   "--cell).")] = 8,
     json_out: JsonFlag = False,
 ) -> None:
     """Stop an idle dedicated tenant's database instance until it is needed.
@@ -90,19 +93,24 @@ def hibernate(
     --parallel tenants at once (RDS takes minutes to stop an instance: the
     waits overlap), a progress line per tenant as it ends (stderr); the
     results in id order. Ctrl-C starts no more and exits 130 once the
-    running ones have ended (none is left locked or half-recorded).
+    running ones have ended (none is left locked or half-recorded). --cell C
+    sweeps one cell's dedicated tenants only (a nightly job per cell; an
+    unknown cell is exit 6).
     """
     from tenantctl.cli.output import failed_table
     from tenantctl.cli.progress import engine_progress, fleet_progress
-    from tenantctl.errors import require_one_or_all
+    from tenantctl.errors import UsageError, require_one_or_all
     from tenantctl.operations.fleet_threads import Watch
     from tenantctl.operations.hibernate import hibernate as run
     from tenantctl.operations.hibernate import sweep
     from tenantctl.workspace import Workspace
 
-    require_one_or_all(tenant_id, all_)
+    if cell is not None and (tenant_id or all_):
+        raise UsageError("Option '--cell' cannot be used with a tenant id or --all: give one of them.")
+    if cell is None:
+        require_one_or_all(tenant_id, all_)
     ws = Workspace()
-    if not all_:
+    if tenant_id:
         with engine_progress(f"hibernating {tenant_id}") as view:
             record, usage = run(ws, tenant_id, idle_days=idle_days, force=force, on_event=view)
         if json_out:
@@ -122,7 +130,7 @@ def hibernate(
                        f"failed (exit {each.failed.exit_code}): {each.failed.error}")
             progress.done(escape(f"{each.tenant_id}: {outcome}"))
 
-        swept = sweep(ws, idle_days, force, parallel=parallel, on_event=on_event,
+        swept = sweep(ws, idle_days, force, parallel=parallel, on_event=on_event, cell=cell,
                       watch=Watch.of(lambda n: progress.plan(n, f"{n} dedicated tenant(s)"), on_result))
     if json_out:
         print_json({"hibernated": swept.hibernated, "skipped": swept.skipped, "failed": swept.failed,

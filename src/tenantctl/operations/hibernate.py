@@ -48,12 +48,15 @@ WAIT_SECONDS = 1800  # RDS takes minutes to stop or start an instance; the sandb
 POLL_SECONDS = 5
 
 
-def candidates(ws: Workspace) -> tuple[list[str], dict[str, str]]:
-    """What `hibernate --all` tries, in id order: every active dedicated tenant of a cell
-    stacks/ defines; the others skipped, by tenant id, with the reason `check`
-    and `refresh` give (the shared selection), never run."""
+def candidates(ws: Workspace, cell: str | None = None) -> tuple[list[str], dict[str, str]]:
+    """What `hibernate --all` (of ``cell`` only, when given: `--cell`) tries, in id order: every
+    active dedicated tenant of a cell stacks/ defines; the others skipped, by tenant id, with
+    the reason `check` and `refresh` give (the shared selection), never run. An unknown
+    ``cell`` is refused (exit 6), not an empty sweep."""
+    if cell is not None:
+        ws.cell(cell)
     kept, undefined = in_defined_cells(ws, list(ws.registry.iter_all(tier=Tier.dedicated,
-                                                                     status=TenantStatus.active)))
+                                                                     status=TenantStatus.active, cell=cell)))
     return sorted(r.tenant_id for r, _ in kept), {s.tenant_id: s.reason for s in undefined}
 
 
@@ -79,13 +82,13 @@ class Swept(NamedTuple):
 
 
 def sweep(ws: Workspace, idle_days: int, force: bool, parallel: int = PARALLEL,
-          on_event: EventSink | None = None, watch: Watch | None = None) -> Sweep:
-    """Hibernate every candidate, ``parallel`` at once: each waits minutes for RDS to stop its
+          on_event: EventSink | None = None, watch: Watch | None = None, cell: str | None = None) -> Sweep:
+    """Hibernate every candidate (of ``cell``), ``parallel`` at once: each waits minutes for RDS to stop its
     instance, and the waits overlap. ``on_event``: every tenant's phases; ``watch``: told the
     count, then each ``Swept`` as it ends. Not idle, moving, locked, or gone (or its cell's file)
     since the listing: skipped, saying why; any other failure is recorded and the sweep goes on.
     The result lists the tenants in id order, whichever finished first."""
-    ids, skipped = candidates(ws)
+    ids, skipped = candidates(ws, cell)
     places = per_place(ws)  # each cell's usage clients (its admin secret read) once, as `usage --all`
 
     def one(tenant_id: str) -> Swept:
