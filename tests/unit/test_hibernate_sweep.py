@@ -18,7 +18,8 @@ from tenantctl.operations.fleet_threads import Watch
 def fleet(monkeypatch):
     """Four candidates and one skipped before any run; ``runs`` is each tenant's hibernation."""
     runs: dict[str, object] = {}
-    monkeypatch.setattr(hibernation, "candidates", lambda ws: (["d1", "d2", "d3", "d4"], {"d0": "its cell is gone"}))
+    monkeypatch.setattr(hibernation, "candidates",
+                        lambda ws, cell: (["d1", "d2", "d3", "d4"], {"d0": "its cell is gone"}))
     monkeypatch.setattr(hibernation, "per_place", lambda ws: object())
 
     def hibernate(ws, tenant_id, idle_days, force, on_event, usage_clients):
