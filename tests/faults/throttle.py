@@ -86,7 +86,8 @@ class SharedTokenBucket:
             now = time.time()
             burst = max(1.0, rate)
             b = state.setdefault(rule, {"tokens": burst, "stamp": now, "allowed": 0, "throttled": 0})
-            b["tokens"] = min(burst, b["tokens"] + max(0.0, now - b["stamp"]) * rate)
+            stamp = now if b["stamp"] is None else b["stamp"]  # None: spent as of this first call
+            b["tokens"] = min(burst, b["tokens"] + max(0.0, now - stamp) * rate)
             b["stamp"] = now
             if b["tokens"] >= 1.0:
                 b["tokens"] -= 1.0
@@ -96,6 +97,13 @@ class SharedTokenBucket:
             return False
 
         return self._update(take)
+
+    def spend(self, rule: str, calls: float) -> None:
+        """``rule``'s quota found spent by ``calls`` calls more than it holds when it
+        is first drawn on (another client of the same account got there first):
+        its first call is throttled however slowly the calls arrive."""
+        self._update(lambda state: state.__setitem__(
+            rule, {"tokens": -float(calls), "stamp": None, "allowed": 0, "throttled": 0}))
 
     def counts(self) -> dict[str, dict[str, int]]:
         if not self.path.exists():

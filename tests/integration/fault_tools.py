@@ -114,6 +114,12 @@ def aws(sandbox, service: str, region: str | None = None, account: str | None = 
     return boto3.client(service, endpoint_url=sandbox.aws_endpoint_url, region_name=region or sandbox.region, **creds)
 
 
+def listed(client, operation: str, key: str, **kwargs) -> list:
+    """Every page's ``key`` items of a list call (IAM and SNS answer 100 a page: a
+    long session's sandbox holds more)."""
+    return [item for page in client.get_paginator(operation).paginate(**kwargs) for item in page.get(key, [])]
+
+
 def platform_outputs(sandbox) -> dict[str, Any]:
     return json.loads((Path(sandbox.state_dir) / "local-engine" / "platform.json").read_text())["outputs"]
 

@@ -11,7 +11,7 @@ tenant stack reads the declaration."""
 from __future__ import annotations
 
 import pytest
-from fault_tools import Cli, aws
+from fault_tools import Cli, aws, listed
 from faults import FAULT_AFTER_ENV, FAULT_EXIT_CODE
 
 from tenantctl import naming
@@ -51,7 +51,8 @@ def tenant(cli):
 def topics(sandbox) -> list[str]:
     """The tenant's and its workspace's alarm topics."""
     names = {naming.resource_name(TENANT, "alarms"), naming.resource_name(naming.ws_stem(TENANT, WS), "alarms")}
-    return [t["TopicArn"] for t in aws(sandbox, "sns").list_topics()["Topics"] if t["TopicArn"].split(":")[-1] in names]
+    return [t["TopicArn"] for t in listed(aws(sandbox, "sns"), "list_topics", "Topics")
+            if t["TopicArn"].split(":")[-1] in names]
 
 
 def subscriptions(sandbox, topic: str) -> list[tuple[str, str]]:
@@ -294,7 +295,7 @@ def test_a_fresh_provisions_check_knows_the_subscriptions_from_its_up(cli, sandb
         assert "sns.Subscribe" in calls
         assert not {"sns.ListSubscriptionsByTopic", "sns.GetTopicAttributes"} & set(calls), [
             c for c in calls if c.startswith("sns.")]
-        [topic] = [t["TopicArn"] for t in aws(sandbox, "sns").list_topics()["Topics"]
+        [topic] = [t["TopicArn"] for t in listed(aws(sandbox, "sns"), "list_topics", "Topics")
                    if t["TopicArn"].endswith(":tenantctl-as-calls-alarms")]
         assert subscriptions(sandbox, topic) == [("sqs", ops_queue)]
     finally:

@@ -26,7 +26,7 @@ import time
 import psycopg
 import pytest
 import yaml
-from fault_tools import POOLED, Cli, aws, inventory, platform_outputs, registry_record
+from fault_tools import POOLED, Cli, aws, inventory, listed, platform_outputs, registry_record
 from faults import FAULT_THROTTLE_ENV, FAULT_THROTTLE_FILE_ENV
 from psycopg import sql
 
@@ -794,7 +794,7 @@ def test_a_subscription_and_a_policy_added_to_the_alarm_topic_are_drift_that_pro
     endpoint subscribed, and the policy opened to another account, went unseen. Each is named,
     removed on repair (unsubscribed; the policy AWS's default again), and the tenant checks clean."""
     sns = aws(sandbox, "sns")
-    topic = next(t["TopicArn"] for t in sns.list_topics()["Topics"]
+    topic = next(t["TopicArn"] for t in listed(sns, "list_topics", "Topics")
                  if t["TopicArn"].endswith(f":{naming.resource_name(TENANT, 'alarms')}"))
     default = sns.get_topic_attributes(TopicArn=topic)["Attributes"]["Policy"]
     sub = sns.subscribe(TopicArn=topic, Protocol="email", Endpoint="someone@example.org",

@@ -13,7 +13,7 @@ import socket
 from datetime import timedelta
 
 import pytest
-from fault_tools import Cli, slot_drift, write_record
+from fault_tools import Cli, listed, slot_drift, write_record
 from faults import (
     FAULT_AFTER_ENV,
     FAULT_EXIT_CODE,
@@ -831,7 +831,7 @@ def test_a_killed_revives_rerun_adopts_the_key_its_up_made_never_the_old_one(ctx
     assert again.returncode == 0, again
     back = workspace.registry.require(tid)
     kms = box.client("kms")
-    of_stack = {k["KeyId"]: key_state(box, k["KeyId"]) for k in kms.list_keys()["Keys"]
+    of_stack = {k["KeyId"]: key_state(box, k["KeyId"]) for k in listed(kms, "list_keys", "Keys")
                 if any(t["TagKey"] == "tenantctl:urn" and t["TagValue"].startswith(f"urn:pulumi:{tid}::")
                        for t in kms.list_resource_tags(KeyId=k["KeyId"])["Tags"])}
     old_id, new_id = old.rsplit("/", 1)[-1], back.resources.kms_key_arn.rsplit("/", 1)[-1]

@@ -19,6 +19,7 @@ import psycopg
 import pytest
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
+from fault_tools import listed
 from faults import FAULT_AFTER_ENV, FAULT_EXIT_CODE, FAULT_POINT_ENV, IMPORT_ROOT
 
 from tenantctl import naming
@@ -194,7 +195,7 @@ def test_an_unsupported_resource_type_fails_before_anything_is_created(project: 
         engine.up("odd")
     kms = aws(sandbox, "kms")
     descriptions = [kms.describe_key(KeyId=k["KeyId"])["KeyMetadata"].get("Description")
-                    for k in kms.list_keys()["Keys"]]
+                    for k in listed(kms, "list_keys", "Keys")]
     assert marker not in descriptions
     assert not (tmp_path / "local-engine" / "odd.json").exists()
 
@@ -278,11 +279,11 @@ def tenant_inventory(sandbox, tid: str) -> dict[str, int]:
     """How many of each uniquely-meant resource the sandbox holds for tenant ``tid``."""
     kms, sqs, iam = aws(sandbox, "kms"), aws(sandbox, "sqs"), aws(sandbox, "iam")
     keys = 0
-    for k in kms.list_keys()["Keys"]:
+    for k in listed(kms, "list_keys", "Keys"):
         meta = kms.describe_key(KeyId=k["KeyId"])["KeyMetadata"]
         tags = {t["TagKey"]: t["TagValue"] for t in kms.list_resource_tags(KeyId=k["KeyId"]).get("Tags", [])}
         keys += meta["KeyState"] != "PendingDeletion" and tags.get("tenant") == tid
-    roles = [r for r in iam.list_roles()["Roles"] if r["RoleName"] == naming.iam_role_name(tid)]
+    roles = [r for r in listed(iam, "list_roles", "Roles") if r["RoleName"] == naming.iam_role_name(tid)]
     return {"keys": keys, "queues": len(sqs.list_queues(QueueNamePrefix=f"tenantctl-{tid}-").get("QueueUrls", [])),
             "roles": len(roles)}
 

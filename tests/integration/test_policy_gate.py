@@ -30,6 +30,7 @@ import pulumi
 import pulumi_aws as aws_sdk
 import pytest
 import yaml
+from fault_tools import listed
 
 from tenantctl.engines.local import LocalEngine
 from tenantctl.engines.local.state import StateFile
@@ -55,11 +56,11 @@ def inventory(sandbox) -> dict[str, Any]:
         roles = {r[0] for r in conn.execute("SELECT rolname FROM pg_roles")}
         databases = {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
     return {
-        "kms keys": {k["KeyId"] for k in kms.list_keys()["Keys"]},
-        "kms aliases": {a["AliasName"] for a in kms.list_aliases()["Aliases"]},
-        "iam roles": {r["RoleName"] for r in iam.list_roles()["Roles"]},
+        "kms keys": {k["KeyId"] for k in listed(kms, "list_keys", "Keys")},
+        "kms aliases": {a["AliasName"] for a in listed(kms, "list_aliases", "Aliases")},
+        "iam roles": {r["RoleName"] for r in listed(iam, "list_roles", "Roles")},
         "queues": set(sqs.list_queues().get("QueueUrls", [])),
-        "secrets": {s["Name"] for s in sm.list_secrets()["SecretList"]},
+        "secrets": {s["Name"] for s in listed(sm, "list_secrets", "SecretList")},
         "security groups": {g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"]},
         "vpcs": {v["VpcId"] for v in ec2.describe_vpcs()["Vpcs"]},
         "db instances": {d["DBInstanceIdentifier"] for d in rds.describe_db_instances()["DBInstances"]},

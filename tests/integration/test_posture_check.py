@@ -14,6 +14,7 @@ from contextlib import contextmanager
 import boto3
 import psycopg
 import pytest
+from fault_tools import listed
 from psycopg import sql
 
 from tenant_runtime.models import MovePhase, TenantMove, Tier
@@ -370,14 +371,14 @@ def _tamper_aws(sandbox, record, what: str, workspace=None):
         return undo
     if what == "topic-unencrypted":
         sns = aws(sandbox, "sns")
-        topic = next(t["TopicArn"] for t in sns.list_topics()["Topics"]
+        topic = next(t["TopicArn"] for t in listed(sns, "list_topics", "Topics")
                      if t["TopicArn"].endswith(f":tenantctl-{record.tenant_id}-alarms"))
         key = sns.get_topic_attributes(TopicArn=topic)["Attributes"]["KmsMasterKeyId"]
         sns.set_topic_attributes(TopicArn=topic, AttributeName="KmsMasterKeyId", AttributeValue="")
         return lambda: sns.set_topic_attributes(TopicArn=topic, AttributeName="KmsMasterKeyId", AttributeValue=key)
     if what in ("topic-policy", "topic-subscription"):
         sns = aws(sandbox, "sns")
-        topic = next(t["TopicArn"] for t in sns.list_topics()["Topics"]
+        topic = next(t["TopicArn"] for t in listed(sns, "list_topics", "Topics")
                      if t["TopicArn"].endswith(f":tenantctl-{record.tenant_id}-alarms"))
         if what == "topic-subscription":  # the alarms (and what they name) mailed out of the account
             sub = sns.subscribe(TopicArn=topic, Protocol="email", Endpoint="someone@example.org",
@@ -630,7 +631,7 @@ def test_deployed_policy_documents_pass_parliament_and_cloudsplaining(clean, san
         return value if isinstance(value, dict) else json.loads(unquote(value))
 
     docs = []
-    for role in iam.list_roles()["Roles"]:
+    for role in listed(iam, "list_roles", "Roles"):
         if not role["RoleName"].startswith("tenantctl-") or role["RoleName"].endswith("-rot-role"):
             continue  # the rotation function's role is AWS's application's (a stand-in here)
         docs.append(Document("trust", role["RoleName"], doc(role["AssumeRolePolicyDocument"]), role["Arn"]))
@@ -725,7 +726,7 @@ def test_each_workspace_is_checked_and_a_tampered_one_fails_by_name(workspace, p
         kms.enable_key_rotation(KeyId=key)
     # A workspace's own alarm topic subscribed to out of band fails its topic-access, by name.
     sns = aws(sandbox, "sns")
-    topic = next(t["TopicArn"] for t in sns.list_topics()["Topics"]
+    topic = next(t["TopicArn"] for t in listed(sns, "list_topics", "Topics")
                  if t["TopicArn"].endswith(":tenantctl-ck-ws--legal-alarms"))
     sub = sns.subscribe(TopicArn=topic, Protocol="email", Endpoint="someone@example.org",
                         ReturnSubscriptionArn=True)["SubscriptionArn"]

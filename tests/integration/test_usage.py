@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
+from fault_tools import listed
 from psycopg import sql
 from tenant_data import Sandbox, write_history
 
@@ -163,7 +164,8 @@ def test_every_tenant_has_its_alarms_and_topic_and_loses_them_with_the_tenant(bo
     assert cloudwatch.describe_alarms(AlarmNamePrefix="tenantctl-us-alarmed-")["MetricAlarms"]
     deprovision(workspace, gone.tenant_id, final_backup=False)
     assert cloudwatch.describe_alarms(AlarmNamePrefix="tenantctl-us-alarmed-")["MetricAlarms"] == []
-    assert not [t for t in sns.list_topics()["Topics"] if t["TopicArn"].endswith(":tenantctl-us-alarmed-alarms")]
+    assert not [t for t in listed(sns, "list_topics", "Topics")
+                if t["TopicArn"].endswith(":tenantctl-us-alarmed-alarms")]
 
 
 # -- usage ---------------------------------------------------------------------------

@@ -5,6 +5,7 @@ are armed at die, that the shipped package holds no fault path, the retry budget
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,6 +63,16 @@ def test_shared_token_bucket_allows_the_burst_then_throttles(tmp_path):
     assert counts["allowed"] + counts["throttled"] == 5 and counts["throttled"] >= 2
     # Another "process" (a second handle on the same file) draws from the same bucket.
     assert SharedTokenBucket(tmp_path / "t.json").counts() == bucket.counts()
+
+
+def test_a_spent_bucket_throttles_its_first_call_however_late_then_refills(tmp_path):
+    bucket = SharedTokenBucket(tmp_path / "t.json")
+    bucket.spend("kms.CreateKey", 1)
+    time.sleep(0.2)  # the debt starts with the first call, not with spend()
+    assert bucket.take("kms.CreateKey", 20.0) is False
+    time.sleep(0.15)  # 2 tokens at 20/s: back to one
+    assert bucket.take("kms.CreateKey", 20.0) is True
+    assert bucket.counts()["kms.CreateKey"] == {"allowed": 1, "throttled": 1}
 
 
 def test_retry_budgets_throttling_longest(monkeypatch):
