@@ -26,8 +26,9 @@ REPO = HERE.parents[1]
 
 
 # Modules that provision many tenants and remove them afterwards, run first:
-# the session's one platform is an account with AWS's default quotas (5 VPCs,
-# for instance), which the tenants other modules keep for the session use up.
+# a session's (an xdist worker's) one platform is an account with AWS's default
+# quotas (5 VPCs, for instance), which the tenants other modules keep for the
+# session use up. The workers take modules in this order (--no-loadscope-reorder).
 FIRST = ("test_throttling.py", "test_walls.py", "test_policy_gate.py", "test_usage.py")
 
 

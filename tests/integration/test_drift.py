@@ -15,7 +15,7 @@ mis-tagged and never removed; an orphan key is scheduled for deletion, and a
 removal that fails fails the repair (apply and provision).
 
 The tests run in file order and share their tenants (provisioning is the slow
-part); they run in a project directory of their own (`dr-*` tenants).
+part); they run in a project directory of their own (`df-*` tenants).
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from tenantctl import naming
 from tenantctl.errors import CHANGES_PENDING, NotConfirmed
 from tenantctl.models import StoreConnection, TenantRecord, TenantResources, TenantStatus, Tier, WorkspaceResources
 
-TENANT, GONE = "dr-acme", "dr-gone"
-MATCH = ("--match", "dr-*")
+TENANT, GONE = "df-acme", "df-gone"
+MATCH = ("--match", "df-*")
 EXTRA_QUEUE = f"tenantctl-{TENANT}-extra"
 
 
@@ -482,29 +482,29 @@ def _put_record(sandbox, record: TenantRecord) -> None:
 
 def test_audit_finds_what_the_registry_and_the_cloud_disagree_on(acme, cli, sandbox):
     table = platform_outputs(sandbox)["registry_table"]
-    ghost = aws(sandbox, "sqs").create_queue(QueueName="tenantctl-dr-ghost-jobs",
-                                             tags={"tenant": "dr-ghost", "managed-by": "tenantctl"})["QueueUrl"]
+    ghost = aws(sandbox, "sqs").create_queue(QueueName="tenantctl-df-ghost-jobs",
+                                             tags={"tenant": "df-ghost", "managed-by": "tenantctl"})["QueueUrl"]
     bad = TenantRecord(tenant_id="Dr_Bad", tier=Tier.pooled, status=TenantStatus.active, region="us-east-1")
     phantom_arn = "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000"
     # A live workspace of the phantom: its key, queues, role and secret are gone as well.
     legal = WorkspaceResources(
-        name="legal", kms_key_arn=phantom_arn[:-1] + "1", kms_alias=naming.OwnerNames("dr-phantom", "legal").kms_alias,
-        prefix=naming.OwnerNames("dr-phantom", "legal").s3_prefix,
-        queue_url=acme.resources.queue_url.replace(TENANT, "dr-phantom--legal"),
-        dlq_url=acme.resources.dlq_url.replace(TENANT, "dr-phantom--legal"),
-        role_arn=acme.resources.role_arn.replace(TENANT, "dr-phantom--legal"),
+        name="legal", kms_key_arn=phantom_arn[:-1] + "1", kms_alias=naming.OwnerNames("df-phantom", "legal").kms_alias,
+        prefix=naming.OwnerNames("df-phantom", "legal").s3_prefix,
+        queue_url=acme.resources.queue_url.replace(TENANT, "df-phantom--legal"),
+        dlq_url=acme.resources.dlq_url.replace(TENANT, "df-phantom--legal"),
+        role_arn=acme.resources.role_arn.replace(TENANT, "df-phantom--legal"),
         store=StoreConnection(endpoint="localhost", database="tenantctl", schema_name="ws", role="ws_app",
                               secret_arn=acme.resources.store.secret_arn + "y"))
     phantom = TenantRecord(
-        tenant_id="dr-phantom", tier=Tier.pooled, status=TenantStatus.active, region="us-east-1",
+        tenant_id="df-phantom", tier=Tier.pooled, status=TenantStatus.active, region="us-east-1",
         resources=TenantResources(
-            tenant_id="dr-phantom", tier=Tier.pooled, region="us-east-1", kms_key_arn=phantom_arn,
-            kms_alias=naming.kms_alias("dr-phantom"), bucket=acme.resources.bucket, prefix="tenants/dr-phantom/",
-            queue_url=acme.resources.queue_url.replace(TENANT, "dr-phantom"),
-            dlq_url=acme.resources.dlq_url.replace(TENANT, "dr-phantom"),
-            role_arn=acme.resources.role_arn.replace(TENANT, "dr-phantom"),
-            store=StoreConnection(endpoint="localhost", database="tenantctl", schema_name="tenant_dr_phantom",
-                                  role="tenant_dr_phantom_app", secret_arn=acme.resources.store.secret_arn + "x"),
+            tenant_id="df-phantom", tier=Tier.pooled, region="us-east-1", kms_key_arn=phantom_arn,
+            kms_alias=naming.kms_alias("df-phantom"), bucket=acme.resources.bucket, prefix="tenants/df-phantom/",
+            queue_url=acme.resources.queue_url.replace(TENANT, "df-phantom"),
+            dlq_url=acme.resources.dlq_url.replace(TENANT, "df-phantom"),
+            role_arn=acme.resources.role_arn.replace(TENANT, "df-phantom"),
+            store=StoreConnection(endpoint="localhost", database="tenantctl", schema_name="tenant_df_phantom",
+                                  role="tenant_df_phantom_app", secret_arn=acme.resources.store.secret_arn + "x"),
             workspaces={"legal": legal}))
     for record in (bad, phantom):
         _put_record(sandbox, record)
@@ -513,14 +513,14 @@ def test_audit_finds_what_the_registry_and_the_cloud_disagree_on(acme, cli, sand
         run = cli("audit", "--json", "--markdown", str(md))
         assert run.returncode == CHANGES_PENDING, run
         found = {(f["kind"], f["tenant_id"]) for f in run.json()["findings"]}
-        assert {("tombstoned-stack-file", GONE), ("unclaimed", "dr-ghost"), ("bad-name", "Dr_Bad"),
-                ("resources-gone", "dr-phantom")} <= found
+        assert {("tombstoned-stack-file", GONE), ("unclaimed", "df-ghost"), ("bad-name", "Dr_Bad"),
+                ("resources-gone", "df-phantom")} <= found
         assert not {f for f in found if f[1] in (TENANT, GONE) and f[0] != "tombstoned-stack-file"}
         detail = {f["tenant_id"]: f["detail"] for f in run.json()["findings"] if f["kind"] == "resources-gone"}
         assert "kms key, queue, dead-letter queue, role, db secret, workspace legal's kms key, workspace legal's " \
                "queue, workspace legal's dead-letter queue, workspace legal's role, workspace legal's db secret " \
-               "are gone" in detail["dr-phantom"]
-        assert "| tombstoned-stack-file | `dr-gone` | `Pulumi.dr-gone.yaml` |" in md.read_text()
+               "are gone" in detail["df-phantom"]
+        assert "| tombstoned-stack-file | `df-gone` | `Pulumi.df-gone.yaml` |" in md.read_text()
     finally:
         aws(sandbox, "sqs").delete_queue(QueueUrl=ghost)
         for record in (bad, phantom):
@@ -561,7 +561,7 @@ def test_deprovision_lists_what_it_deletes_before_asking(acme, cli, sandbox):
 
 # -- orphans: another tenant's resource is never one; a removal that fails fails the repair -----------------
 
-GLOBEX, HOOLI = "dr-globex", "dr-hooli"
+GLOBEX, HOOLI = "df-globex", "df-hooli"
 RIVALS = ("--match", GLOBEX, "--match", HOOLI)
 
 
@@ -715,8 +715,8 @@ def test_a_policy_put_on_or_attached_to_the_tenants_role_is_drift_that_provision
     iam, role = aws(sandbox, "iam"), naming.iam_role_name(TENANT)
     wide = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]})
     declared = iam.list_role_policies(RoleName=role)["PolicyNames"]
-    iam.put_role_policy(RoleName=role, PolicyName="dr-extra", PolicyDocument=wide)
-    managed = iam.create_policy(PolicyName="dr-wide", PolicyDocument=wide)["Policy"]["Arn"]
+    iam.put_role_policy(RoleName=role, PolicyName="df-extra", PolicyDocument=wide)
+    managed = iam.create_policy(PolicyName="df-wide", PolicyDocument=wide)["Policy"]["Arn"]
     iam.attach_role_policy(RoleName=role, PolicyArn=managed)
     try:
         found = cli("refresh", TENANT, "--json")
@@ -724,9 +724,9 @@ def test_a_policy_put_on_or_attached_to_the_tenants_role_is_drift_that_provision
         [drift] = found.json()["tenants"]
         assert drift["resources"] == []
         assert sorted((o["kind"], o["name"], o["removable"]) for o in drift["orphans"]) == [
-            ("iam:role-policy", f"dr-extra (on role {role})", True),
+            ("iam:role-policy", f"df-extra (on role {role})", True),
             ("iam:role-policy-attachment", f"{managed} (on role {role})", True)]
-        assert f"{TENANT} · unmanaged role policy iam:role-policy dr-extra " in cli("refresh", TENANT).stdout
+        assert f"{TENANT} · unmanaged role policy iam:role-policy df-extra " in cli("refresh", TENANT).stdout
 
         repaired = cli("provision", TENANT, "--yes", "--json")
         assert repaired.returncode == 0, repaired
@@ -735,8 +735,8 @@ def test_a_policy_put_on_or_attached_to_the_tenants_role_is_drift_that_provision
         assert iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"] == []
         assert cli("refresh", TENANT).returncode == 0
     finally:  # the module's tenant is shared: never leave it granted more
-        if "dr-extra" in iam.list_role_policies(RoleName=role)["PolicyNames"]:
-            iam.delete_role_policy(RoleName=role, PolicyName="dr-extra")
+        if "df-extra" in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+            iam.delete_role_policy(RoleName=role, PolicyName="df-extra")
         if iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]:
             iam.detach_role_policy(RoleName=role, PolicyArn=managed)
         iam.delete_policy(PolicyArn=managed)
