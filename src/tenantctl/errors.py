@@ -38,8 +38,12 @@ class UsageError(InvalidInput):
     exit_code = 2  # USAGE_ERROR, below: click's code
 
 
-def require_one_or_all(tenant_id: str | None, all_: bool) -> None:
-    """UsageError unless exactly one of a tenant id and --all was given (commands taking either)."""
+def require_one_or_all(tenant_id: str | None, all_: bool, cell: str | None = None) -> None:
+    """UsageError unless exactly one of a tenant id, --all and (commands that take it) --cell was given."""
+    if cell is not None:
+        if tenant_id or all_:
+            raise UsageError("Option '--cell' cannot be used with a tenant id or --all: give one of them.")
+        return
     if all_ and tenant_id:
         raise UsageError("Option '--all' cannot be used with a tenant id: give one or the other.")
     if not all_ and not tenant_id:

@@ -106,3 +106,16 @@ def test_a_pool_workers_interrupts_unwind_its_task_and_are_ignored_between_tasks
         "        pass\n"
         "    sys.exit(0 if sys.unraisablehook is hook else 3)\n"))
     assert code == 0, err
+
+
+@pytest.mark.parametrize("tenant_id, all_, cell, says", [
+    (None, False, None, "Missing argument 'ID'"),
+    ("acme", True, None, "'--all' cannot be used with a tenant id"),
+    ("acme", False, "eu", "'--cell' cannot be used with a tenant id or --all"),
+    (None, True, "eu", "'--cell' cannot be used with a tenant id or --all"),
+])
+def test_one_of_a_tenant_id_all_and_a_cell_is_required(tenant_id, all_, cell, says):
+    with pytest.raises(errors.UsageError, match=says) as refused:
+        errors.require_one_or_all(tenant_id, all_, cell)
+    assert refused.value.exit_code == 2
+    errors.require_one_or_all(None, False, "eu")  # a cell alone is a selection

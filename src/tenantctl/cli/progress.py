@@ -49,21 +49,11 @@ class ProgressView:
     def __init__(self, title: str) -> None:
         self.title = title
         self.started = time.monotonic()
-        self.outcome = "done"  # the last line engine_progress writes
         self.live: Any = None  # rich's Progress, on a terminal
         self.task = None
         if err_console.is_terminal:
             self.live = _resource_view()
             self.task = self.live.add_task(title, total=None)
-
-    def skipped(self, reason: str) -> None:
-        """End with ``skipped: reason`` rather than ``done``: the block ran to its end without doing it."""
-        self.outcome = f"skipped: {reason}"
-
-    def failed(self, failure: Any) -> None:
-        """End with ``failed (exit N): error`` (``operations.selection.Failed``: a fleet command's
-        tenant whose run failed, the others still run)."""
-        self.outcome = f"failed (exit {failure.exit_code}): {failure.error}"
 
     def line(self, text: str) -> None:
         """One line, stamped with the time since the command started."""
@@ -111,14 +101,14 @@ class ProgressView:
 def engine_progress(title: str) -> Iterator[ProgressView]:
     """A ProgressView for the block (an EventSink to hand to operations and
     engines); a last line, stamped with how long the whole thing took, says
-    ``done`` (or why it was skipped: ``view.skipped(reason)``)."""
+    ``done``."""
     view = ProgressView(title)
     view.start()
     try:
         yield view
     finally:
         view.stop()
-    view.line(view.outcome)
+    view.line("done")
 
 
 class FleetProgress:

@@ -99,16 +99,13 @@ def hibernate(
     """
     from tenantctl.cli.output import failed_table
     from tenantctl.cli.progress import engine_progress, fleet_progress
-    from tenantctl.errors import UsageError, require_one_or_all
+    from tenantctl.errors import require_one_or_all
     from tenantctl.operations.fleet_threads import Watch
     from tenantctl.operations.hibernate import hibernate as run
     from tenantctl.operations.hibernate import sweep
     from tenantctl.workspace import Workspace
 
-    if cell is not None and (tenant_id or all_):
-        raise UsageError("Option '--cell' cannot be used with a tenant id or --all: give one of them.")
-    if cell is None:
-        require_one_or_all(tenant_id, all_)
+    require_one_or_all(tenant_id, all_, cell)
     ws = Workspace()
     if tenant_id:
         with engine_progress(f"hibernating {tenant_id}") as view:
@@ -126,8 +123,7 @@ def hibernate(
 
         def on_result(each: Any) -> None:
             outcome = ("hibernated" if each.hibernated is not None else f"skipped: {each.skipped}"
-                       if each.skipped is not None else
-                       f"failed (exit {each.failed.exit_code}): {each.failed.error}")
+                       if each.skipped is not None else each.failed.line())
             progress.done(escape(f"{each.tenant_id}: {outcome}"))
 
         swept = sweep(ws, idle_days, force, parallel=parallel, on_event=on_event, cell=cell,

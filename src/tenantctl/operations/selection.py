@@ -43,6 +43,10 @@ class Failed(BaseModel):
             return cls(tenant_id=tenant_id, error=str(exc), exit_code=exc.exit_code)
         return cls(tenant_id=tenant_id, error=f"unexpected {type(exc).__name__}: {exc}", exit_code=1)
 
+    def line(self) -> str:
+        """How its progress line ends."""
+        return f"failed (exit {self.exit_code}): {self.error}"
+
 
 def worst_exit(failed: Sequence[Failed]) -> int:
     """The highest failed tenant's exit code (0: none failed)."""
