@@ -186,14 +186,10 @@ def _tombstone(ws: Workspace, tomb: TenantRecord, purge_data: bool,
     ``purge_data`` every object and backup its deprovision kept (an erasure asked for later), under
     its lock; nothing to do either way is the Conflict it always was (exit 5). Idempotent with
     --purge-data: a prefix already empty purges 0 objects."""
-    from tenantctl.operations.revive_leftovers import converge, destroy_leftovers, holds_leftovers
+    from tenantctl.operations.revive_leftovers import converge
 
-    if not purge_data or tomb.resources is None or tomb.reviving:
-        changes = converge(ws, tomb, on_event)
-        return ws.registry.require(tomb.tenant_id), changes, {"revive_leftovers_removed": changes.count(Op.delete)}
-    with ws.registry.hold(tomb.tenant_id, "deprovision") as held:
-        changes = (destroy_leftovers(ws, held.record, on_event) if holds_leftovers(ws, held.record)
-                   else ChangeSet(stack=held.record.current_stack))
-        purged = purge_objects(ws, held.record, on_event)
+    erase = purge_data and tomb.resources is not None
+    changes, purged = converge(ws, tomb, on_event,
+                               then=(lambda held: purge_objects(ws, held, on_event)) if erase else None)
     return (ws.registry.require(tomb.tenant_id), changes,
-            {"revive_leftovers_removed": changes.count(Op.delete), "purged_objects": purged})
+            {"revive_leftovers_removed": changes.count(Op.delete)} | ({"purged_objects": purged} if erase else {}))

@@ -18,6 +18,7 @@ meanwhile (a killed revive's, still marked ``reviving``, its re-run adopts).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from tenantctl.engines.base import ChangeSet, EventSink, Op, phase
@@ -105,12 +106,17 @@ def withdraw_revive(ws: Workspace, tenant_id: str, keep_file: str | None = None)
             if removed else None)
 
 
-def converge(ws: Workspace, tomb: TenantRecord, on_event: EventSink | None = None) -> ChangeSet:
+def converge(ws: Workspace, tomb: TenantRecord, on_event: EventSink | None = None,
+             then: Callable[[TenantRecord], Any] | None = None) -> tuple[ChangeSet, Any]:
     """`deprovision` of a tombstone: what a given-up revive left (its stack's resources, its stack
-    file) destroyed under the tenant's lock; nothing left is the Conflict it always was."""
-    if tomb.reviving or not holds_leftovers(ws, tomb):
+    file) destroyed under the tenant's lock, then ``then`` under the same lock (an erasure of the
+    data its deprovision kept), whose result is returned beside the changes; nothing left and
+    nothing to do after is the Conflict it always was."""
+    if tomb.reviving or (then is None and not holds_leftovers(ws, tomb)):
         raise Conflict(f"tenant {tomb.tenant_id!r} is already deprovisioned (since {tomb.deprovisioned_at:%Y-%m-%d})"
                        + (f"; a revive holds it: `tenantctl unlock {tomb.tenant_id}` gives it up" if tomb.reviving
                           else ""))
     with ws.registry.hold(tomb.tenant_id, "deprovision") as held:
-        return destroy_leftovers(ws, held.record, on_event)
+        changes = (destroy_leftovers(ws, held.record, on_event) if holds_leftovers(ws, held.record)
+                   else ChangeSet(stack=held.record.current_stack))
+        return changes, None if then is None else then(held.record)
