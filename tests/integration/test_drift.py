@@ -21,6 +21,8 @@ part); they run in a project directory of their own (`df-*` tenants).
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import psycopg
@@ -34,6 +36,7 @@ from tenant_runtime.registry import item_key, record_to_item
 from tenantctl import naming
 from tenantctl.errors import CHANGES_PENDING, NotConfirmed
 from tenantctl.models import StoreConnection, TenantRecord, TenantResources, TenantStatus, Tier, WorkspaceResources
+from tenantctl.registry import new_lock
 
 TENANT, GONE = "df-acme", "df-gone"
 MATCH = ("--match", "df-*")
@@ -506,7 +509,12 @@ def test_audit_finds_what_the_registry_and_the_cloud_disagree_on(acme, cli, sand
             store=StoreConnection(endpoint="localhost", database="tenantctl", schema_name="tenant_df_phantom",
                                   role="tenant_df_phantom_app", secret_arn=acme.resources.store.secret_arn + "x"),
             workspaces={"legal": legal}))
-    for record in (bad, phantom):
+    # A provision killed outright on this host: its lock names a pid that no longer exists.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stalled = TenantRecord(tenant_id="df-stalled", tier=Tier.pooled, status=TenantStatus.provisioning,
+                           region="us-east-1", lock=new_lock("provision").model_copy(update={"pid": dead.pid}))
+    for record in (bad, phantom, stalled):
         _put_record(sandbox, record)
     try:
         md = cli.root / "audit.md"
@@ -514,7 +522,7 @@ def test_audit_finds_what_the_registry_and_the_cloud_disagree_on(acme, cli, sand
         assert run.returncode == CHANGES_PENDING, run
         found = {(f["kind"], f["tenant_id"]) for f in run.json()["findings"]}
         assert {("tombstoned-stack-file", GONE), ("unclaimed", "df-ghost"), ("bad-name", "Dr_Bad"),
-                ("resources-gone", "df-phantom")} <= found
+                ("resources-gone", "df-phantom"), ("stalled-run", "df-stalled")} <= found
         assert not {f for f in found if f[1] in (TENANT, GONE) and f[0] != "tombstoned-stack-file"}
         detail = {f["tenant_id"]: f["detail"] for f in run.json()["findings"] if f["kind"] == "resources-gone"}
         assert "kms key, queue, dead-letter queue, role, db secret, workspace legal's kms key, workspace legal's " \
@@ -523,7 +531,7 @@ def test_audit_finds_what_the_registry_and_the_cloud_disagree_on(acme, cli, sand
         assert "| tombstoned-stack-file | `df-gone` | `Pulumi.df-gone.yaml` |" in md.read_text()
     finally:
         aws(sandbox, "sqs").delete_queue(QueueUrl=ghost)
-        for record in (bad, phantom):
+        for record in (bad, phantom, stalled):
             aws(sandbox, "dynamodb").delete_item(TableName=table, Key=item_key(record.tenant_id))
         cli.stack_file(GONE).unlink()
 

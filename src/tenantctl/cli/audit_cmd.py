@@ -21,8 +21,10 @@ def audit(
 
     Records whose resources are gone, resources tagged managed-by=tenantctl
     that no record claims, stack files of tombstoned tenants, ids that break
-    the naming rules, records of a cell stacks/ does not define. Every cell's
-    account is read, each tenant's resources in its own cell's account.
+    the naming rules, records of a cell stacks/ does not define, stalled runs
+    (a lock whose run died on this host; a move's write freeze minutes old:
+    `tenantctl move ID` resumes it). Every cell's account is read, each
+    tenant's resources in its own cell's account.
 
     Exit codes: 0 nothing found, 12 findings, 1 error, 2 a usage error.
     """

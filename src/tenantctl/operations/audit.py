@@ -14,7 +14,10 @@
 - ``bad-name``: a registry record or stack file whose id breaks the naming rules;
 - ``unknown-cell``: a record not deprovisioned whose cell stacks/ does not define
   (its stack file removed, or the registry shared with another project): that
-  account is not read.
+  account is not read;
+- ``stalled-run``: a record locked by a run that provably died on this host, or
+  whose writes a move froze minutes ago (a freeze lasts seconds; a run killed
+  outright in it leaves the tenant refusing writes until `tenantctl move ID`).
 
 Every account the fleet is in is read where it is: the target's own and each
 cell's (its role assumed), over the regions of its cells and of its tenants. A
@@ -30,27 +33,33 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from tenantctl import inventory
 from tenantctl.errors import CHANGES_PENDING
-from tenantctl.models import CellSpec, TenantRecord, TenantStatus
+from tenantctl.models import CellSpec, TenantRecord, TenantStatus, utcnow
 from tenantctl.naming import PLATFORM_STACK, broken_rule, cell_of_stack
 from tenantctl.operations.fleet_threads import in_threads, require_parallel
+from tenantctl.registry import DEAD, describe_lock, lock_holder
 from tenantctl.stackconfig import stray_stack, tenant_stack_files, tenant_stacks
+from tenantctl.timestamps import utc_second
 from tenantctl.workspace import Workspace
 
 if TYPE_CHECKING:
     from tenantctl.aws import Clients
 
 Kind = Literal["resources-gone", "unclaimed", "tombstoned-stack-file", "stray-stack-file", "bad-name",
-               "unknown-cell"]
+               "unknown-cell", "stalled-run"]
 KINDS: tuple[Kind, ...] = ("resources-gone", "unclaimed", "tombstoned-stack-file", "stray-stack-file", "bad-name",
-                           "unknown-cell")
+                           "unknown-cell", "stalled-run")
 LIVE = (TenantStatus.active, TenantStatus.suspended)
 GONE = (TenantStatus.deprovisioned, TenantStatus.deprovisioning)
+# A move freezes a tenant's writes for seconds (the last changes caught up, the switch):
+# one frozen this long has a run that stopped in it, wherever that run was.
+STALLED_FREEZE = timedelta(minutes=5)
 
 
 class Finding(BaseModel):
@@ -184,6 +193,23 @@ def _accounts(ws: Workspace, records: dict[str, TenantRecord],
             {t: spec.account_id for t, spec in cell_of.items()})
 
 
+def stalled(record: TenantRecord, now: datetime) -> Finding | None:
+    """A run that stopped without ending: the record's lock held by a run that provably died on
+    this host (another host's cannot be told from here), or its writes frozen by a move for
+    longer than ``STALLED_FREEZE`` (the runtime answers them 503 until the move is resumed)."""
+    lock, move = record.lock, record.move
+    frozen = move is not None and move.writes_frozen and now - move.phase_at > STALLED_FREEZE
+    if not frozen and (lock is None or lock_holder(lock) not in DEAD):
+        return None
+    detail = [describe_lock(record.tenant_id, lock) if lock is not None else f"no run holds {record.tenant_id!r}"]
+    if frozen:
+        detail.insert(0, f"its writes have been refused since {utc_second(move.phase_at)}: a move froze them "
+                         f"({move.phase.value}{', re-verifying' if move.reverifying else ''}) and has not ended")
+        detail.append(f"`tenantctl move {record.tenant_id}` resumes the move (`--rollback` ends it)")
+    return Finding(kind="stalled-run", tenant_id=record.tenant_id, subject=f"registry record {record.tenant_id}",
+                   detail="; ".join(detail))
+
+
 def audit(ws: Workspace, parallel: int = 8) -> AuditReport:
     """``parallel``: live records whose key states are read at once (a call each, and one per
     workspace: with thousands of tenants, the bulk of an audit's time; the secrets' come listed)."""
@@ -205,6 +231,8 @@ def audit(ws: Workspace, parallel: int = 8) -> AuditReport:
         if tenant_id not in account_of and record.status not in GONE:
             findings.append(Finding(kind="unknown-cell", tenant_id=tenant_id, subject=f"registry record {tenant_id}",
                                     detail=f"{ws.undefined_cell(record)}; restore the cell's stack file"))
+    now = utcnow()
+    findings += [f for r in records.values() if (f := stalled(r, now)) is not None]
     live = [r for t, r in records.items() if r.status in LIVE and t in account_of]
     findings += [f for f in in_threads(lambda r: _gone(accounts[account_of[r.tenant_id]], r), live, parallel) if f]
     for tenant_id, path in sorted(files.items()):
