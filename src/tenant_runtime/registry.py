@@ -188,9 +188,9 @@ class RegistryReader:
         hit, record = self._cache.get(tenant_id)
         return record if hit else self._load(tenant_id)
 
-    def _load(self, tenant_id: str) -> TenantRecord | None:
+    def _load(self, tenant_id: str, consistent: bool = False) -> TenantRecord | None:
         """``lookup`` on a cache miss: the record read and cached (None too, briefly)."""
-        record = self._fetch(tenant_id)
+        record = self._fetch(tenant_id, consistent)
         if record is None:
             ttl: float | None = self.negative_ttl
         elif record.move is not None and record.move.writes_frozen:
@@ -206,14 +206,17 @@ class RegistryReader:
         at most once per stale record: not when the cache holds another record
         since (concurrent requests wait for the first one's read and share it).
         ``patient``: the evidence is weak (a refused login), so not either when
-        ``stale`` was read less than ``REREAD_INTERVAL`` seconds ago."""
+        ``stale`` was read less than ``REREAD_INTERVAL`` seconds ago. A strongly
+        consistent read: the change the store's refusal suggests (a move's
+        freeze or switch) may have been written a second ago, and an eventually
+        consistent read could still answer the record before it."""
         with self._refreshing[hash(tenant_id) % len(self._refreshing)]:
             hit, cached = self._cache.get(tenant_id)
             if hit and cached is not stale:
                 return
             if hit and patient and self._read_just_now(tenant_id, stale):
                 return
-            self._load(tenant_id)
+            self._load(tenant_id, consistent=True)
 
     def _read_just_now(self, tenant_id: str, record: TenantRecord) -> bool:
         """The cache holds ``record`` as read less than ``REREAD_INTERVAL`` seconds ago."""
@@ -239,13 +242,14 @@ class RegistryReader:
         else:
             self._cache.pop(tenant_id)
 
-    def _fetch(self, tenant_id: str) -> TenantRecord | None:
+    def _fetch(self, tenant_id: str, consistent: bool = False) -> TenantRecord | None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         may_block()
         self.reads += 1
         try:
-            item = self.client.get_item(TableName=self.table, Key=item_key(tenant_id)).get("Item")
+            item = self.client.get_item(TableName=self.table, Key=item_key(tenant_id),
+                                        **({"ConsistentRead": True} if consistent else {})).get("Item")
         except (ClientError, BotoCoreError) as exc:
             raise RegistryUnavailable(f"registry table {self.table!r} unreadable: {exc}") from None
         if item is None or not is_record_item(item):  # a cell counter is no tenant
