@@ -808,3 +808,39 @@ def test_status_says_a_switched_moves_stores_are_being_compared_again():
     plain, again = row(move), row(move.model_copy(update={"reverifying": True}))
     assert "compared again" not in plain
     assert again.startswith(plain) and "writes refused" in again and "`tenantctl move acme`" in again
+
+
+@pytest.mark.parametrize("resumed", [False, True])
+def test_a_freeze_refuses_writes_only_a_reread_interval_after_the_record_said_so(monkeypatch, resumed):
+    """A runtime reads the record again on a write its store refuses, but not one read under
+    REREAD_INTERVAL ago: the store's writes are revoked no sooner than that after the run wrote the
+    record frozen, so a runtime that read it just before answers 503 (retry), not the refusal's 500.
+    A resumed run's record said so long ago: no wait."""
+    import time
+
+    from tenant_runtime.registry import REREAD_INTERVAL
+    from tenantctl.operations import mover
+
+    events: list[tuple[str, float]] = []
+
+    def save(rec, **changes):
+        events.append(("record frozen", time.monotonic()))
+        return rec.model_copy(update=changes)
+
+    run = mover.Mover(SimpleNamespace(registry=SimpleNamespace(save=save)),  # type: ignore[arg-type]
+                      SimpleNamespace(record=_moving(MovePhase.freezing if resumed else MovePhase.copying)))
+    monkeypatch.setattr(run, "connect", lambda store: nullcontext())
+    monkeypatch.setattr(run, "set_writable", lambda stores, writable: None)
+    monkeypatch.setattr(mover.store_sync, "has_subscription", lambda conn, name: True)
+    monkeypatch.setattr(mover.store_sync, "quiesce",
+                        lambda connect, sources, timeout: events.append(("writes revoked", time.monotonic())) or "0/1")
+    for name in ("wait", "pin_both", "align_sequences", "stop"):
+        monkeypatch.setattr(mover.store_sync, name, lambda *args, **kwargs: None)
+    link = SimpleNamespace(name="l", source="old", sources=["old"], target="new", targets=["new"])
+    started = time.monotonic()
+    run.catch_up(link, MovePhase.copying, first=lambda: run.frozen(MovePhase.freezing))  # type: ignore[arg-type]
+    if resumed:
+        assert [e for e, _ in events] == ["writes revoked"] and events[0][1] - started < REREAD_INTERVAL / 2
+    else:
+        [(_, frozen), (_, revoked)] = events
+        assert revoked - frozen >= REREAD_INTERVAL

@@ -375,6 +375,7 @@ class KeyedMover(Mover):
         there since the switch relayed to the old one (re-wrapped under the old
         key, as a rollback's freeze relays them), then (new, old) pinned."""
         new, old = self.stores(backwards=True)
+        self.runtimes_told()
         with self.connect(new) as conn:
             store_sync.freeze(conn, self.schemas(new), CATCH_UP_TIMEOUT)
         with self.relaying(backwards=True) as relay:
@@ -397,6 +398,7 @@ class KeyedMover(Mover):
         with self.thawed_if_stopped([source], MovePhase.switched if backwards else MovePhase.copying):
             self.frozen(MovePhase.rolling_back if backwards else MovePhase.freezing)
             self.sync_objects(backwards)  # what changed since the last pass (writes are refused from here)
+            self.runtimes_told()
             with self.connect(source) as conn:
                 store_sync.freeze(conn, self.schemas(source), CATCH_UP_TIMEOUT)
             with self.relaying(backwards) as relay:

@@ -23,6 +23,7 @@ from tenant_runtime.models import (
     utcnow,
     workspace_key,
 )
+from tenant_runtime.registry import REREAD_INTERVAL
 from tenantctl import __version__
 from tenantctl.errors import DrillFailed, InvalidInput, TargetUnavailable
 from tenantctl.models import DedicatedSpec, RetiringStore, TenantSpec
@@ -49,6 +50,7 @@ class Mover:
         self.objects: dict[tuple[bool, str], prefix_sync.Copied] = defaultdict(prefix_sync.Copied)
         # Each stack file as this run read it; a step that writes one forgets it (``changed``).
         self.specs: dict[str, TenantSpec] = {}
+        self.frozen_at: float | None = None  # when this run wrote the record refusing writes (monotonic)
 
     # -- plumbing ---------------------------------------------------------------
     @property
@@ -359,6 +361,7 @@ class Mover:
                  "while the old one catches up)")
         try:
             self.save(move=self.move.model_copy(update={"reverifying": True}))
+            self.frozen_at = time.monotonic()
             pinned = self.pin_again()
         finally:  # an interrupt or a timeout too (one landing as the flag was written: the record re-read)
             self.resync()
@@ -391,6 +394,7 @@ class Mover:
         with it by the way back, then (old, new) pinned."""
         back = self.link(backwards=True)
         self.follow(back, copy_data=False)  # there since the switch (enabled if a killed stop left it disabled)
+        self.runtimes_told()
         lsn = store_sync.quiesce(self.connect, back.sources, CATCH_UP_TIMEOUT)
         store_sync.wait("the old store catching up with the new one", lambda: store_sync.caught_up(
             self.connect, back, lsn), CATCH_UP_TIMEOUT, 0.02)
@@ -419,6 +423,7 @@ class Mover:
         else:
             with self.thawed_if_stopped(link.sources, unfrozen):
                 first()
+                self.runtimes_told()
                 lsn = store_sync.quiesce(self.connect, link.sources, CATCH_UP_TIMEOUT)
                 store_sync.wait("replication catch-up", lambda: store_sync.caught_up(self.connect, link, lsn),
                                 CATCH_UP_TIMEOUT, 0.02)
@@ -439,6 +444,16 @@ class Mover:
         every write until someone ran the move again."""
         if self.move.phase is not phase:
             self.phase(phase)
+            self.frozen_at = time.monotonic()
+
+    def runtimes_told(self) -> None:
+        """Before a store refuses the tenant's writes: wait until ``REREAD_INTERVAL`` has passed since
+        this run wrote the record saying so. A runtime reads the record again when the store refuses
+        a write, but not one it read under ``REREAD_INTERVAL`` ago (a refusal alone is weak evidence:
+        an application's missing grant looks the same), so one read just before that write would
+        answer the refusal with a 500, not the freeze's 503 (retry in a second)."""
+        if self.frozen_at is not None:
+            time.sleep(max(0.0, REREAD_INTERVAL - (time.monotonic() - self.frozen_at)))
 
     def freezer(self, phase: MovePhase, backwards: bool = False) -> Callable[[], None]:
         """The first step of a freeze (``catch_up``'s ``first``): the record frozen in
