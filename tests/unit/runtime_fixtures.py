@@ -51,7 +51,7 @@ class Registry(RegistryReader):
         self.records = {r.tenant_id: r for r in records}
         self.asked: list[str] = []
 
-    def _fetch(self, tenant_id: str) -> TenantRecord | None:
+    def _fetch(self, tenant_id: str, consistent: bool = False) -> TenantRecord | None:
         self.asked.append(tenant_id)
         return self.records.get(tenant_id)
 

@@ -76,8 +76,8 @@ async def test_cached_resolution_stays_on_the_loop_and_a_miss_goes_to_the_pool()
     threads = []
     original = reg._fetch
 
-    def fetch(tenant_id):
-        found = original(tenant_id)  # raises WouldBlock on the loop, before reading
+    def fetch(tenant_id, consistent=False):
+        found = original(tenant_id, consistent)  # raises WouldBlock on the loop, before reading
         threads.append(threading.get_ident())
         return found
 
