@@ -39,3 +39,15 @@ def ctrl_c_handled():
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, previous)
+
+
+@pytest.fixture(autouse=True)
+def _lock_renewals_end_with_the_test():
+    """A test's locks stop being renewed when it ends, as a CLI run's do when its process exits: a
+    lock a test left held (its registry table deleted) would otherwise be renewed, and warned about,
+    in the middle of later tests of this process."""
+    yield
+    from tenantctl.lock_lease import KEEPER
+
+    for tenant_id in KEEPER.holding():
+        KEEPER.forget(tenant_id)

@@ -108,6 +108,10 @@ class TenantLock(BaseModel):
     host: str
     pid: int
     acquired_at: datetime = Field(default_factory=utcnow)
+    # When the lock lapses unless its holder renews it (tenantctl renews a lock it
+    # holds while its run lives: ``tenantctl.lock_lease``). None: a holder that does
+    # not renew (an older tenantctl), whose lock never lapses by itself.
+    lapses_at: datetime | None = None
 
 
 class Hibernation(BaseModel):

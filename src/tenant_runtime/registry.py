@@ -22,6 +22,11 @@ platform's own logins it was accepted at (``applied_platform``: N; absent
 likewise), and the lease of the run changing that stack (``lease``: S, the holder as
 JSON; ``lease_until``: N, epoch seconds).
 
+A locked tenant's item carries its lock's lease the same way (``lease``: S, the
+lock's identity, ``lock_identity``; ``lease_until``: N, epoch seconds): the run
+holding the lock renews ``lease_until`` alone (``lease_renewal``), conditional on
+``lease``, without a new version; the record's ``lock.lapses_at`` reads it.
+
 Lookups are cached: found records for ``ttl`` seconds, unknown ids for
 ``negative_ttl`` seconds (a flood of bad ids costs one read per id per window),
 both within ``max_entries`` (LRU). A registry that cannot be read raises
@@ -36,13 +41,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from tenant_runtime import cursor as cursor_codec
 from tenant_runtime.blocking import may_block
 from tenant_runtime.cache import TTLCache
 from tenant_runtime.errors import RegistryUnavailable, TenantInactive, TenantNotFound
-from tenant_runtime.models import TenantRecord, TenantStatus, Tier, utcnow
+from tenant_runtime.models import TenantLock, TenantRecord, TenantStatus, Tier, utcnow
 
 TABLE_ENV = "TENANT_REGISTRY_TABLE"
 # How long a record whose writes a move froze is cached (the freeze is short;
@@ -72,7 +78,7 @@ def item_key(tenant_id: str) -> dict[str, Any]:
 
 
 def record_to_item(record: TenantRecord) -> dict[str, Any]:
-    return {
+    item = {
         HASH_KEY: {"S": record.tenant_id},
         "status": {"S": record.status.value},
         "tier": {"S": record.tier.value},
@@ -80,6 +86,24 @@ def record_to_item(record: TenantRecord) -> dict[str, Any]:
         "version": {"N": str(record.version)},
         RECORD: {"S": record.model_dump_json()},
     }
+    lock = record.lock
+    if lock is not None and lock.lapses_at is not None:
+        item[LEASE] = {"S": lock_identity(lock)}
+        item[LEASE_UNTIL] = {"N": f"{lock.lapses_at.timestamp():.3f}"}
+    return item
+
+
+def lock_identity(lock: TenantLock) -> str:
+    """What tells one run's lock from any other's: its host, pid and when it was taken."""
+    return f"{lock.host}/{lock.pid}/{lock.acquired_at.isoformat()}"
+
+
+def lease_renewal(tenant_id: str, lock: TenantLock, until: float) -> dict[str, Any]:
+    """The UpdateItem (but its table) extending ``lock``'s lease to ``until`` (epoch
+    seconds) while the record still holds that lock; the record's version is kept."""
+    return {"Key": item_key(tenant_id), "UpdateExpression": "SET #u = :until", "ConditionExpression": "#l = :lock",
+            "ExpressionAttributeNames": {"#l": LEASE, "#u": LEASE_UNTIL},
+            "ExpressionAttributeValues": {":lock": {"S": lock_identity(lock)}, ":until": {"N": f"{until:.3f}"}}}
 
 
 def is_record_item(item: dict[str, Any]) -> bool:
@@ -89,7 +113,11 @@ def is_record_item(item: dict[str, Any]) -> bool:
 
 def item_to_record(item: dict[str, Any]) -> TenantRecord:
     """ValueError or KeyError for an item that is not a record."""
-    return TenantRecord.model_validate_json(item[RECORD]["S"])
+    record = TenantRecord.model_validate_json(item[RECORD]["S"])
+    if record.lock is not None and LEASE_UNTIL in item:  # renewed since the record was written
+        lapses_at = datetime.fromtimestamp(float(item[LEASE_UNTIL]["N"]), UTC)
+        record = record.model_copy(update={"lock": record.lock.model_copy(update={"lapses_at": lapses_at})})
+    return record
 
 
 def counter_key(cell: str) -> dict[str, Any]:

@@ -22,14 +22,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from tenantctl.lock_lease import LEASE_SECONDS, RENEW_SECONDS
 from tenantctl.models import TenantLock
 from tenantctl.registry import RegistryWriter, died, new_lock
 from tenantctl.registry_cells import AppliedBudget, CellBusy
 
 log = logging.getLogger(__name__)
 
-LEASE_SECONDS = 120.0
-RENEW_SECONDS = 30.0  # several renewals fit in a lease: one slow registry call does not lose it
 POLL_SECONDS = 2.0
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,7 @@ from tenant_runtime.registry import (
     is_record_item,
     item_key,
     item_to_record,
+    lease_renewal,
     record_to_item,
 )
 from tenantctl.errors import (
@@ -44,6 +46,7 @@ from tenantctl.errors import (
     UsageError,
     one_line,
 )
+from tenantctl.lock_lease import KEEPER, held_here, stamped
 from tenantctl.models import (
     Hibernation,
     TenantLock,
@@ -60,7 +63,7 @@ from tenantctl.timestamps import utc_second
 
 log = logging.getLogger(__name__)  # notes for the operator (the CLI prints them on stderr)
 
-DEAD = ("gone", "reused")  # lock_holder() answers that prove the holder is not running
+DEAD = ("gone", "reused", "lapsed")  # lock_holder() answers that prove the holder is not running
 
 
 def new_lock(operation: str) -> TenantLock:
@@ -98,10 +101,11 @@ def _process_started(pid: int) -> datetime | None:
 def lock_holder(lock: TenantLock) -> str:
     """Whether the run holding ``lock`` is alive: ``running`` / ``gone`` (no
     such pid on this host) / ``reused`` (the pid belongs to a process started
-    after the lock was taken, so not to its holder) / ``elsewhere`` (another
-    host: unknowable from here)."""
+    after the lock was taken, so not to its holder) / ``lapsed`` (another
+    host's run stopped renewing it: ``lock_lease``) / ``elsewhere`` (another
+    host's, renewed, or taken by a tenantctl that does not renew: unknowable from here)."""
     if lock.host != socket.gethostname():
-        return "elsewhere"
+        return "lapsed" if lock.lapses_at is not None and lock.lapses_at < utcnow() else "elsewhere"
     started = _process_started(lock.pid)
     if started is None:
         return "gone"
@@ -116,9 +120,15 @@ def died(lock: TenantLock, what: str = "lock") -> str | None:
     holder = lock_holder(lock)
     if holder not in DEAD:
         return None
-    why = "is gone" if holder == "gone" else "now belongs to a newer process"
     return (f"the {lock.operation} holding its {what} died (owner {lock.owner}, host {lock.host}, pid {lock.pid} "
-            f"{why}, since {utc_second(lock.acquired_at)})")
+            f"{_why_dead(lock, holder, 'is gone', 'now belongs to a newer process')}, "
+            f"since {utc_second(lock.acquired_at)})")
+
+
+def _why_dead(lock: TenantLock, holder: str, gone: str, reused: str) -> str:
+    if holder == "lapsed":
+        return f"stopped renewing it: it lapsed at {utc_second(lock.lapses_at)}"
+    return gone if holder == "gone" else reused
 
 
 def refuse_held_elsewhere(record: TenantRecord) -> None:
@@ -127,28 +137,32 @@ def refuse_held_elsewhere(record: TenantRecord) -> None:
     could be half-changed. This process's own lock lets it through (a final backup, an overwrite's or a
     revive's backup under the run's lock), and so does one whose holder provably died."""
     lock = record.lock
-    if lock is None or (lock.host, lock.pid) == (socket.gethostname(), os.getpid()) or lock_holder(lock) in DEAD:
+    if lock is None or held_here(lock) or lock_holder(lock) in DEAD:
         return
     raise Locked(describe_lock(record.tenant_id, lock))
 
 
-def lock_remedy(tenant_id: str, holder: str) -> str:
+def lock_remedy(tenant_id: str, holder: str, lock: TenantLock | None = None) -> str:
     """What frees a tenant's lock, by what this host knows of its holder (``lock_holder``'s answer).
-    Only another host's run needs ``--force``: one provably dead here is taken over by the next run
-    that locks the tenant, or removed by a plain `unlock`, and a live one here is dead once stopped."""
+    Only another host's renewed lock needs ``--force``: one provably dead (here, or lapsed) is taken
+    over by the next run that locks the tenant, or removed by a plain `unlock`, and a live one here
+    is dead once stopped."""
     if holder in DEAD:
         return f"re-run the command (it takes the dead run's lock over), or `tenantctl unlock {tenant_id}` removes it"
     if holder == "running":
         return f"wait for it to end; if you stop it, a re-run or `tenantctl unlock {tenant_id}` clears the lock"
-    return f"if that run is dead, `tenantctl unlock {tenant_id} --force` removes the lock"
+    if lock is None or lock.lapses_at is None:  # taken by a tenantctl that does not renew: it never lapses
+        return f"if that run is dead, `tenantctl unlock {tenant_id} --force` removes the lock"
+    return (f"if that run is dead, its lock lapses at {utc_second(lock.lapses_at)} unless renewed (a re-run then "
+            f"takes it over), or `tenantctl unlock {tenant_id} --force` removes it now")
 
 
 def describe_lock(tenant_id: str, lock: TenantLock) -> str:
     holder = lock_holder(lock)
     when = f"since {utc_second(lock.acquired_at)}"
-    remedy = lock_remedy(tenant_id, holder)
+    remedy = lock_remedy(tenant_id, holder, lock)
     if holder in DEAD:
-        why = "no longer exists" if holder == "gone" else "now belongs to a process started after the lock was taken"
+        why = _why_dead(lock, holder, "no longer exists", "now belongs to a process started after the lock was taken")
         return (f"tenant {tenant_id!r} is locked by a {lock.operation} that is no longer running "
                 f"(owner {lock.owner}, host {lock.host}, pid {lock.pid} {why}, {when}); {remedy}")
     alive = ", alive on this host" if holder == "running" else ""
@@ -417,7 +431,20 @@ class RegistryWriter(CellItems):
             raise Conflict(
                 f"tenant {record.tenant_id!r} changed in the registry while this run held it; re-run"
             ) from None
-        return new
+        return self.written(new)
+
+    def written(self, record: TenantRecord) -> TenantRecord:
+        """``record`` as just written: a lock of this process's in it kept renewed (``lock_lease``)."""
+        KEEPER.written(record, self.renew_lock)
+        return record
+
+    def renew_lock(self, tenant_id: str, lock: TenantLock, seconds: float) -> bool:
+        """Extend ``lock``'s lease by ``seconds`` from now; False when the record no longer holds it."""
+        try:
+            self._call("update_item", **lease_renewal(tenant_id, lock, time.time() + seconds))
+        except ClientError:
+            return False
+        return True
 
     def _put_request(self, record: TenantRecord, expected_version: int | None) -> tuple[TenantRecord, dict[str, Any]]:
         """``record`` as its next write stores it, and that PutItem's arguments (but the table)."""
@@ -430,6 +457,10 @@ class RegistryWriter(CellItems):
                                         "hibernation": record.store_hibernation,
                                         "search_analyzers": record.live_search_analyzers,
                                         "reviving": record.holds_revive_slot})
+        # A write keeping a lock renews its lease: the holder's own, or a write made for its run
+        # (one that keeps a renewing lock would otherwise put back the lease it read, maybe older).
+        if new.lock is not None and (held_here(new.lock) or new.lock.lapses_at is not None):
+            new = new.model_copy(update={"lock": stamped(new.lock)})
         item = record_to_item(new)
         if expected_version is None:
             cond: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(tenant_id)"}
@@ -651,6 +682,7 @@ class RegistryWriter(CellItems):
                 self._call("delete_item", **delete)
         except (TenantctlError, ClientError):
             return False
+        KEEPER.forget(record.tenant_id)
         return True
 
     def invalid_record(self, tenant_id: str) -> TenantRecord | None:

@@ -174,6 +174,7 @@ class CellItems:
     iter_all: Callable[..., Iterator[TenantRecord]]  # RegistryWriter's: every record, filtered
     _put_request: Callable[..., tuple[TenantRecord, dict[str, Any]]]  # RegistryWriter's: a record's next write
     _put: Callable[..., TenantRecord]  # RegistryWriter's: a record's conditional write
+    written: Callable[[TenantRecord], TenantRecord]  # RegistryWriter's: a record just written, its lock kept
 
     # -- cell counters: tenants placed per cell, reserved race-free ------------------
     def counter_items(self, cells: list[str]) -> dict[str, dict[str, Any] | None]:
@@ -242,7 +243,7 @@ class CellItems:
         new, put = self._put_request(record, expected_version)
         for attempt in range(2):
             if self._transact(slot_update(cell, tier, cap, applied_at_least), {"Put": put}, conflict):
-                return new
+                return self.written(new)
             # The slot refused: no counter yet, or full, or draining (as ``reserve_slot`` tells them apart).
             if not self._init_counter(cell) and attempt:
                 return None
@@ -256,7 +257,7 @@ class CellItems:
         is written alone. Conflict (``conflict``) when the record's condition failed."""
         new, put = self._put_request(record, expected_version)
         if self._transact(slot_release(cell, tier), {"Put": put}, conflict):
-            return new
+            return self.written(new)
         return self._put(record, expected_version)
 
     def _transact(self, counter: dict[str, Any], write: dict[str, dict[str, Any]], conflict: str) -> bool:

@@ -24,6 +24,7 @@ import json
 import subprocess
 import sys
 import time
+from datetime import timedelta
 
 import psycopg
 import pytest
@@ -32,6 +33,7 @@ from fault_tools import POOLED, Cli, aws, inventory, listed, platform_outputs, r
 from faults import FAULT_THROTTLE_ENV, FAULT_THROTTLE_FILE_ENV
 from psycopg import sql
 
+from tenant_runtime.models import TenantLock, utcnow
 from tenant_runtime.registry import item_key, record_to_item
 from tenantctl import naming
 from tenantctl.errors import CHANGES_PENDING, NotConfirmed
@@ -514,7 +516,14 @@ def test_audit_finds_what_the_registry_and_the_cloud_disagree_on(acme, cli, sand
     dead.wait()
     stalled = TenantRecord(tenant_id="df-stalled", tier=Tier.pooled, status=TenantStatus.provisioning,
                            region="us-east-1", lock=new_lock("provision").model_copy(update={"pid": dead.pid}))
-    for record in (bad, phantom, stalled):
+    # Provisions on a lost CI runner: one stopped renewing its lock (lapsed), one still renews it.
+    def on_lost_runner(tenant_id: str, lapses_in: float) -> TenantRecord:
+        lock = TenantLock(operation="provision", owner="ci", host="lost-runner-3", pid=77,
+                          lapses_at=utcnow() + timedelta(seconds=lapses_in))
+        return stalled.model_copy(update={"tenant_id": tenant_id, "lock": lock})
+
+    lapsed, renewed = on_lost_runner("df-lapsed", -1), on_lost_runner("df-renewed", 90)
+    for record in (bad, phantom, stalled, lapsed, renewed):
         _put_record(sandbox, record)
     try:
         md = cli.root / "audit.md"
@@ -522,7 +531,8 @@ def test_audit_finds_what_the_registry_and_the_cloud_disagree_on(acme, cli, sand
         assert run.returncode == CHANGES_PENDING, run
         found = {(f["kind"], f["tenant_id"]) for f in run.json()["findings"]}
         assert {("tombstoned-stack-file", GONE), ("unclaimed", "df-ghost"), ("bad-name", "Dr_Bad"),
-                ("resources-gone", "df-phantom"), ("stalled-run", "df-stalled")} <= found
+                ("resources-gone", "df-phantom"), ("stalled-run", "df-stalled"), ("stalled-run", "df-lapsed")} <= found
+        assert ("stalled-run", "df-renewed") not in found
         assert not {f for f in found if f[1] in (TENANT, GONE) and f[0] != "tombstoned-stack-file"}
         detail = {f["tenant_id"]: f["detail"] for f in run.json()["findings"] if f["kind"] == "resources-gone"}
         assert "kms key, queue, dead-letter queue, role, db secret, workspace legal's kms key, workspace legal's " \
@@ -531,7 +541,7 @@ def test_audit_finds_what_the_registry_and_the_cloud_disagree_on(acme, cli, sand
         assert "| tombstoned-stack-file | `df-gone` | `Pulumi.df-gone.yaml` |" in md.read_text()
     finally:
         aws(sandbox, "sqs").delete_queue(QueueUrl=ghost)
-        for record in (bad, phantom, stalled):
+        for record in (bad, phantom, stalled, lapsed, renewed):
             aws(sandbox, "dynamodb").delete_item(TableName=table, Key=item_key(record.tenant_id))
         cli.stack_file(GONE).unlink()
 

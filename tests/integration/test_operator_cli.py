@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -368,6 +369,21 @@ def test_sigterm_releases_the_lock_and_a_dead_runs_lock_is_cleared(cli, sandbox,
     assert cli("unlock", "op-dead", "--force").returncode == 0
     again = cli("unlock", "op-dead", "--json")
     assert again.returncode == 0 and again.json()["done"] == [] and again.json()["record"]["lock"] is None, again
+    # Another host's run that renews its lock (as tenantctl does): refused while its lease holds, the
+    # refusal saying when it lapses; once it lapsed (the run lost with its runner) a re-run takes it over.
+    renewing = {**elsewhere["lock"], "lapses_at": (utcnow() + timedelta(minutes=2)).isoformat()}
+    write_record(sandbox, {**registry_record(sandbox, "op-dead"), "lock": renewing})
+    refused = cli("provision", "op-dead")
+    said = " ".join(refused.stderr.split())
+    assert refused.returncode == 5 and "its lock lapses at" in said and "unlock op-dead --force" in said, refused
+    write_record(sandbox, {**registry_record(sandbox, "op-dead"),
+                           "lock": {**renewing, "lapses_at": (utcnow() - timedelta(seconds=1)).isoformat()}})
+    shown = cli("status", "op-dead", "--json")
+    assert shown.returncode == 0 and shown.json()["lock"]["remedy"] == remedy, shown  # as a dead pid's
+    rerun = cli("provision", "op-dead")
+    assert rerun.returncode == 0, rerun
+    assert "host another-host, pid 1 stopped renewing it: it lapsed at" in " ".join(rerun.stderr.split()), rerun
+    assert registry_record(sandbox, "op-dead")["lock"] is None
 
 
 # -- suspend, resume, hibernate --------------------------------------------------------

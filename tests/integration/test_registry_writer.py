@@ -165,6 +165,71 @@ def test_list_pages_cover_everything_once_with_filters(registry):
         registry.list(cursor="not-a-cursor!")
 
 
+def test_a_held_lock_is_renewed_without_a_new_version_and_let_go_with_it(registry, monkeypatch):
+    """The run holding a tenant's lock extends its lease in the record's item (the
+    item's version, which the run's own next write is conditional on, unchanged);
+    its thread does so by itself; releasing the lock ends the lease and the renewals."""
+    import time
+
+    from waiting import wait_for
+
+    from tenant_runtime.registry import LEASE, LEASE_UNTIL, item_key
+    from tenantctl import lock_lease
+
+    def item() -> dict:
+        return registry._call("get_item", Key=item_key("leased"), ConsistentRead=True)["Item"]
+
+    held = registry.acquire(TenantSpec(id="leased"), "provision")
+    assert "leased" in lock_lease.KEEPER.holding()
+    first = float(item()[LEASE_UNTIL]["N"])
+    assert abs(first - (time.time() + lock_lease.LEASE_SECONDS)) < 10
+    time.sleep(0.01)
+    assert registry.renew_lock("leased", held.lock, lock_lease.LEASE_SECONDS)
+    renewed = item()
+    assert float(renewed[LEASE_UNTIL]["N"]) > first and renewed["version"]["N"] == "1"
+    assert registry.get("leased").lock.lapses_at > held.lock.lapses_at
+    # The keeper's own thread renews it too (a keeper of its own, so its first wait is short).
+    monkeypatch.setattr(lock_lease, "RENEW_SECONDS", 0.05)
+    keeper = lock_lease.Keeper()
+    keeper.written(held, registry.renew_lock)
+    before = float(item()[LEASE_UNTIL]["N"])
+    wait_for("the lease renewed by the keeper's thread", lambda: float(item()[LEASE_UNTIL]["N"]) > before)
+    saved = registry.save(held, last_error="a note")  # the run's next write: its version is still its own
+    assert saved.version == 2 and float(item()[LEASE_UNTIL]["N"]) >= before
+    released = registry.release(saved)
+    keeper.written(released, registry.renew_lock)
+    assert released.lock is None and LEASE not in item() and LEASE_UNTIL not in item()
+    assert "leased" not in lock_lease.KEEPER.holding() and keeper.holding() == {}
+    assert not registry.renew_lock("leased", held.lock, lock_lease.LEASE_SECONDS)  # nothing to renew: refused
+    assert LEASE_UNTIL not in item()
+
+
+def test_another_hosts_lock_is_taken_over_once_its_lease_lapses(registry, caplog):
+    """A run killed on another host (a lost CI runner) stops renewing: its lock
+    refuses the next run while its lease holds and is taken over after."""
+    from datetime import timedelta
+
+    from tenantctl import lock_lease
+    from tenantctl.errors import Locked
+    from tenantctl.models import TenantLock, TenantRecord, utcnow
+
+    lost = TenantLock(operation="provision", owner="ci", host="lost-runner-3", pid=77,
+                      lapses_at=utcnow() + timedelta(seconds=60))
+    record = TenantRecord(tenant_id="orphan", tier=Tier.pooled, status=TenantStatus.provisioning,
+                          region="us-east-1", lock=lost)
+    registry._call("put_item", Item=record_to_item(record))
+    with pytest.raises(Locked, match="its lock lapses at .* unless renewed"):
+        registry.acquire(TenantSpec(id="orphan"), "provision")
+    lapsed = lost.model_copy(update={"lapses_at": utcnow() - timedelta(seconds=1)})
+    registry._call("put_item", Item=record_to_item(record.model_copy(update={"lock": lapsed})))
+    with caplog.at_level("WARNING", logger="tenantctl.registry"):
+        taken = registry.acquire(TenantSpec(id="orphan"), "provision")
+    assert "pid 77 stopped renewing it: it lapsed at" in caplog.text
+    assert registry.get("orphan").lock == taken.lock and lock_lease.KEEPER.holding()["orphan"] == taken.lock
+    # The lost run, were it alive after all, can no longer renew: its next write is refused too.
+    assert not registry.renew_lock("orphan", lost, 120)
+
+
 def test_a_cell_lease_is_renewed_while_held_and_free_with_the_fingerprint_after(registry, monkeypatch):
     """Held past its length it stays held (renewed); a second run is refused all
     along, then takes it once it is given back, and reads what the first applied.

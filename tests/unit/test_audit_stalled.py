@@ -1,5 +1,5 @@
 """`audit`'s ``stalled-run``: a run that stopped without ending, found from the record alone
-(a lock its holder provably left behind on this host, a move's write freeze minutes old)."""
+(a lock its holder provably left behind, a move's write freeze minutes old)."""
 
 from __future__ import annotations
 
@@ -43,6 +43,16 @@ def test_a_lock_its_holder_provably_left_is_a_stalled_run_and_a_live_or_unknowab
     assert stalled(record("acme").model_copy(update={"lock": _lock(os.getpid())}), utcnow()) is None
     assert stalled(record("acme").model_copy(update={"lock": _lock(pid, "build-runner-7")}), utcnow()) is None
     assert stalled(record("acme"), utcnow()) is None
+
+
+def test_another_hosts_lock_is_a_stalled_run_once_its_lease_lapsed():
+    def runner_lock(lapses_in: float) -> TenantLock:
+        return _lock(77, "build-runner-7").model_copy(update={"lapses_at": utcnow() + timedelta(seconds=lapses_in)})
+
+    found = stalled(record("acme").model_copy(update={"lock": runner_lock(-1)}), utcnow())
+    assert found is not None and "pid 77 stopped renewing it: it lapsed at" in found.detail
+    assert "--force" not in found.detail and "`tenantctl unlock acme`" in found.detail
+    assert stalled(record("acme").model_copy(update={"lock": runner_lock(60)}), utcnow()) is None
 
 
 @pytest.mark.parametrize("phase, reverifying", [(MovePhase.freezing, False), (MovePhase.rolling_back, False),

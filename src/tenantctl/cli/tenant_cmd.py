@@ -61,7 +61,7 @@ def _record_rows(record: "TenantRecord") -> list[tuple[str, str]]:
         dead = " (that run is no longer running)" if holder in DEAD else ""
         rows.append(("lock", f"{record.lock.operation} by {record.lock.owner}@{record.lock.host} pid {record.lock.pid} "
                              f"since {utc_second(record.lock.acquired_at)}{dead}: "
-                             f"{lock_remedy(record.tenant_id, holder)}"))
+                             f"{lock_remedy(record.tenant_id, holder, record.lock)}"))
     if record.move:
         mv = record.move
         window = ""
@@ -134,7 +134,7 @@ def status_json(record: "TenantRecord") -> dict:
     if record.lock is not None:  # what frees it, as every refusal it causes says
         from tenantctl.registry import lock_holder, lock_remedy
 
-        body["lock"]["remedy"] = lock_remedy(record.tenant_id, lock_holder(record.lock))
+        body["lock"]["remedy"] = lock_remedy(record.tenant_id, lock_holder(record.lock), record.lock)
     return {**body, "search_analyzers_outdated": _outdated_analyzers(record)[1],
             "search_analyzers_unrecorded": [s for s in _stores(record) if s not in record.search_analyzers]}
 
@@ -416,15 +416,17 @@ def forget(
 def unlock(
     tenant_id: Annotated[str, tenant_argument("Tenant whose lock a dead run left behind.")],
     force: Annotated[bool, typer.Option(
-        "--force", help="Remove a lock this host cannot prove dead (a run on another host): you checked it is gone.")
+        "--force", help="Remove a lock this host cannot prove dead (another host's run, its lock still renewed): "
+                        "you checked it is gone.")
     ] = False,
     json_out: JsonFlag = False,
 ) -> None:
     """Remove a lock left by a killed provision/deprovision/revive.
 
-    A lock whose run provably died on this host (its pid is gone, or belongs to
-    a process started after the lock was taken) is removed without --force (any
-    command on the tenant does the same); --force is for a run on another host.
+    A lock whose run provably died is removed without --force (any command on
+    the tenant does the same): on this host its pid is gone, or belongs to a
+    process started after the lock was taken; another host's run stopped
+    renewing it 2 minutes ago. --force is for another host's lock still renewed.
     A tombstone a killed revive left holding its cell's slot (locked or not)
     gives the slot back in the same write: the revive is given up (`drill
     restore ID --target in-place --yes` tries again), and what its up created

@@ -15,9 +15,10 @@
 - ``unknown-cell``: a record not deprovisioned whose cell stacks/ does not define
   (its stack file removed, or the registry shared with another project): that
   account is not read;
-- ``stalled-run``: a record locked by a run that provably died on this host, or
-  whose writes a move froze minutes ago (a freeze lasts seconds; a run killed
-  outright in it leaves the tenant refusing writes until `tenantctl move ID`).
+- ``stalled-run``: a record locked by a run that provably died (on this host, or
+  another host's whose lock lapsed unrenewed), or whose writes a move froze
+  minutes ago (a freeze lasts seconds; a run killed outright in it leaves the
+  tenant refusing writes until `tenantctl move ID`).
 
 Every account the fleet is in is read where it is: the target's own and each
 cell's (its role assumed), over the regions of its cells and of its tenants. A
@@ -194,9 +195,10 @@ def _accounts(ws: Workspace, records: dict[str, TenantRecord],
 
 
 def stalled(record: TenantRecord, now: datetime) -> Finding | None:
-    """A run that stopped without ending: the record's lock held by a run that provably died on
-    this host (another host's cannot be told from here), or its writes frozen by a move for
-    longer than ``STALLED_FREEZE`` (the runtime answers them 503 until the move is resumed)."""
+    """A run that stopped without ending: the record's lock held by a run that provably died
+    (its pid gone on this host, or another host's lock lapsed unrenewed: ``lock_lease``), or its
+    writes frozen by a move for longer than ``STALLED_FREEZE`` (the runtime answers them 503 until
+    the move is resumed)."""
     lock, move = record.lock, record.move
     frozen = move is not None and move.writes_frozen and now - move.phase_at > STALLED_FREEZE
     if not frozen and (lock is None or lock_holder(lock) not in DEAD):
