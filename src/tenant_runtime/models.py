@@ -113,6 +113,16 @@ class TenantLock(BaseModel):
     # not renew (an older tenantctl), whose lock never lapses by itself.
     lapses_at: datetime | None = None
 
+    def __eq__(self, other: object) -> bool:
+        # One run's lock whenever its lease was read: a renewal changes no lock (nor record).
+        if not isinstance(other, TenantLock):
+            return NotImplemented
+        return self.identity == other.identity
+
+    @property
+    def identity(self) -> tuple[str, str, str, int, datetime]:
+        return self.operation, self.owner, self.host, self.pid, self.acquired_at
+
 
 class Hibernation(BaseModel):
     """A dedicated tenant's database instance stopped while the tenant is idle

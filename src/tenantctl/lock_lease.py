@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
-from tenant_runtime.registry import lock_identity
 from tenantctl.models import TenantLock, TenantRecord, utcnow
 
 log = logging.getLogger(__name__)
@@ -95,7 +94,7 @@ class Keeper:
             if not kept:
                 with self._guard:  # not lost when this run let it go meanwhile
                     now = self._held.get(tenant_id)
-                    lost = now is not None and lock_identity(now[0]) == lock_identity(lock)
+                    lost = now is not None and now[0] == lock
                     if lost:
                         del self._held[tenant_id]
                 if lost:

@@ -99,3 +99,14 @@ def test_a_failing_renewal_keeps_the_lock_for_the_next_one():
     keeper.renew_all()
     assert set(keeper.holding()) == {"acme"}
     keeper.forget("acme")  # its thread renews nothing more in this process
+
+
+def test_a_renewal_changes_neither_the_lock_nor_the_record():
+    """What a run holds is the same lock however recently its lease was read: a run that compares the
+    record it holds with the registry's (to tell its own write from another's) is not fooled by one."""
+    held = lock(lapses_at=utcnow())
+    renewed = held.model_copy(update={"lapses_at": utcnow() + timedelta(seconds=30)})
+    assert renewed == held
+    before = record(held=held)
+    assert before.model_copy(update={"lock": renewed}) == before
+    assert lock(pid=4243) != held and held != lock(acquired_at=held.acquired_at + timedelta(seconds=1))
