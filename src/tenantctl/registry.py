@@ -157,8 +157,22 @@ def lock_remedy(tenant_id: str, holder: str, lock: TenantLock | None = None) -> 
             f"takes it over), or `tenantctl unlock {tenant_id} --force` removes it now")
 
 
-def describe_lock(tenant_id: str, lock: TenantLock) -> str:
-    holder = lock_holder(lock)
+def lock_state(lock: TenantLock, holder: str) -> str:
+    """A few words on whether the run holding ``lock`` lives (``holder``: ``lock_holder``'s answer)."""
+    if holder == "lapsed":
+        return f"dead: stopped renewing, lapsed at {utc_second(lock.lapses_at)}"
+    if holder in DEAD:
+        return f"dead: pid {holder}"
+    if holder == "running":
+        return "alive on this host"
+    if lock.lapses_at is None:
+        return "another host's, not renewed: unknowable"
+    return f"another host's, renewed until {utc_second(lock.lapses_at)}"
+
+
+def describe_lock(tenant_id: str, lock: TenantLock, holder: str | None = None) -> str:
+    """The lock in words, with what frees it; ``holder``: ``lock_holder``'s answer when the caller has it."""
+    holder = holder or lock_holder(lock)
     when = f"since {utc_second(lock.acquired_at)}"
     remedy = lock_remedy(tenant_id, holder, lock)
     if holder in DEAD:

@@ -182,20 +182,20 @@ def inventory(sandbox, tenant_id: str, region: str | None = None, account: str |
 
     tagging = client("resourcegroupstaggingapi")
     kms, sm = client("kms"), client("secretsmanager")
-    for page in tagging.get_paginator("get_resources").paginate(TagFilters=[{"Key": "tenant", "Values": [tenant_id]}]):
-        for item in page["ResourceTagMappingList"]:
-            arn = item["ResourceARN"]
-            service, resource = arn.split(":")[2], arn.split(":", 5)[5]
-            kind = f"{service}:{resource.split('/')[0].split(':')[0]}" if service not in ("sqs", "sns") else service
-            if kind == "kms:key" and kms.describe_key(KeyId=arn)["KeyMetadata"]["KeyState"] == "PendingDeletion":
-                continue
-            if service == "secretsmanager":
-                try:
-                    if sm.describe_secret(SecretId=arn).get("DeletedDate"):
-                        continue
-                except sm.exceptions.ResourceNotFoundException:
+    for item in listed(tagging, "get_resources", "ResourceTagMappingList",
+                       TagFilters=[{"Key": "tenant", "Values": [tenant_id]}]):
+        arn = item["ResourceARN"]
+        service, resource = arn.split(":")[2], arn.split(":", 5)[5]
+        kind = f"{service}:{resource.split('/')[0].split(':')[0]}" if service not in ("sqs", "sns") else service
+        if kind == "kms:key" and kms.describe_key(KeyId=arn)["KeyMetadata"]["KeyState"] == "PendingDeletion":
+            continue
+        if service == "secretsmanager":
+            try:
+                if sm.describe_secret(SecretId=arn).get("DeletedDate"):
                     continue
-            kinds[kind] += 1
+            except sm.exceptions.ResourceNotFoundException:
+                continue
+        kinds[kind] += 1
     iam = client("iam")
     try:
         iam.get_role(RoleName=naming.iam_role_name(tenant_id))
@@ -261,9 +261,9 @@ def alias_target(sandbox, tenant_id: str) -> str | None:
 
 def live_tenant_keys(sandbox, tenant_id: str) -> list[str]:
     kms, tagging = aws(sandbox, "kms"), aws(sandbox, "resourcegroupstaggingapi")
-    arns = [m["ResourceARN"] for page in tagging.get_paginator("get_resources").paginate(
-        TagFilters=[{"Key": "tenant", "Values": [tenant_id]}], ResourceTypeFilters=["kms"])
-        for m in page["ResourceTagMappingList"]]
+    arns = [m["ResourceARN"] for m in listed(tagging, "get_resources", "ResourceTagMappingList",
+                                             TagFilters=[{"Key": "tenant", "Values": [tenant_id]}],
+                                             ResourceTypeFilters=["kms"])]
     return [a for a in arns if kms.describe_key(KeyId=a)["KeyMetadata"]["KeyState"] != "PendingDeletion"]
 
 

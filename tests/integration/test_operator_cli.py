@@ -376,10 +376,21 @@ def test_sigterm_releases_the_lock_and_a_dead_runs_lock_is_cleared(cli, sandbox,
     refused = cli("provision", "op-dead")
     said = " ".join(refused.stderr.split())
     assert refused.returncode == 5 and "its lock lapses at" in said and "unlock op-dead --force" in said, refused
+    # `list --locked`: the tenants a run holds, each lock with whose run it is and whether it provably died.
+    listed = cli("list", "--locked", "--all", "--json")
+    assert listed.returncode == 0, listed
+    locks = {t["tenant_id"]: t["lock"] for t in listed.json()["tenants"]}
+    assert locks["op-dead"]["holder"] == "elsewhere" and "op-term" not in locks and all(locks.values()), locks
+    shown = cli("list", "--locked", "--all")
+    row = next(line for line in shown.stdout.splitlines() if "op-dead" in line)
+    assert "provision by ci@another-host pid 1" in row and "another host's, renewed until" in row, shown
     write_record(sandbox, {**registry_record(sandbox, "op-dead"),
                            "lock": {**renewing, "lapses_at": (utcnow() - timedelta(seconds=1)).isoformat()}})
     shown = cli("status", "op-dead", "--json")
     assert shown.returncode == 0 and shown.json()["lock"]["remedy"] == remedy, shown  # as a dead pid's
+    assert shown.json()["lock"]["holder"] == "lapsed", shown
+    listed = {t["tenant_id"]: t["lock"] for t in cli("list", "--locked", "--all", "--json").json()["tenants"]}
+    assert listed["op-dead"]["holder"] == "lapsed", listed
     rerun = cli("provision", "op-dead")
     assert rerun.returncode == 0, rerun
     assert "host another-host, pid 1 stopped renewing it: it lapsed at" in " ".join(rerun.stderr.split()), rerun

@@ -101,6 +101,17 @@ def test_a_failing_renewal_keeps_the_lock_for_the_next_one():
     keeper.forget("acme")  # its thread renews nothing more in this process
 
 
+def test_a_locks_state_in_a_few_words():
+    from tenantctl.registry import lock_state
+
+    assert lock_state(lock(lapses_at=utcnow() - timedelta(seconds=1)), "lapsed").startswith(
+        "dead: stopped renewing, lapsed at ")
+    assert lock_state(lock(), "gone") == "dead: pid gone" and lock_state(lock(), "reused") == "dead: pid reused"
+    assert lock_state(lock(), "running") == "alive on this host"
+    assert lock_state(lock(), "elsewhere") == "another host's, not renewed: unknowable"
+    assert lock_state(lock(lapses_at=utcnow()), "elsewhere").startswith("another host's, renewed until ")
+
+
 def test_a_renewal_changes_neither_the_lock_nor_the_record():
     """What a run holds is the same lock however recently its lease was read: a run that compares the
     record it holds with the registry's (to tell its own write from another's) is not fooled by one."""

@@ -126,15 +126,23 @@ def _analyzers_text(record: "TenantRecord") -> str:
     return "; ".join(parts)
 
 
+def lock_json(record: "TenantRecord") -> dict | None:
+    """The record's lock with ``holder`` (``lock_holder``: running, gone, reused, lapsed, elsewhere) and
+    ``remedy`` (what frees it, as every refusal it causes says); None when no run holds it."""
+    if record.lock is None:
+        return None
+    from tenantctl.registry import lock_holder, lock_remedy
+
+    holder = lock_holder(record.lock)
+    return {**record.lock.model_dump(mode="json"), "holder": holder,
+            "remedy": lock_remedy(record.tenant_id, holder, record.lock)}
+
+
 def status_json(record: "TenantRecord") -> dict:
     """`status --json`: the record (its lock with ``remedy``: what frees it), the stores whose recorded
     analyzer is not this installation's, and those with none recorded (no reindex finished on them: a
     new tenant's)."""
-    body = record.model_dump(mode="json")
-    if record.lock is not None:  # what frees it, as every refusal it causes says
-        from tenantctl.registry import lock_holder, lock_remedy
-
-        body["lock"]["remedy"] = lock_remedy(record.tenant_id, lock_holder(record.lock), record.lock)
+    body = {**record.model_dump(mode="json"), "lock": lock_json(record)}
     return {**body, "search_analyzers_outdated": _outdated_analyzers(record)[1],
             "search_analyzers_unrecorded": [s for s in _stores(record) if s not in record.search_analyzers]}
 
@@ -340,11 +348,14 @@ def list_tenants(
                                    "account holds the home cell's tenants).")] = None,
     all_pages: Annotated[bool, typer.Option("--all", help="Every record (from --cursor on), read in one pass "
                                                          "of the table's 1 MB pages; --limit does not apply.")] = False,
+    locked: Annotated[bool, typer.Option("--locked", help="Only tenants a run holds locked, with a lock column: "
+                                                         "whose run, since when, and whether it provably died.")
+                      ] = False,
     json_out: JsonFlag = False,
 ) -> None:
     """List tenants in the registry, one page at a time (or every page with --all).
 
-    Filters combine (--tier, --status, --cell, --region, --account); --cell,
+    Filters combine (--tier, --status, --cell, --region, --account, --locked); --cell,
     --region and --account read each record's own cell, region and account,
     where its cell placed it, and list too a tenant whose open move holds a
     stack there (its status says `moving out: old stack kept for the rollback
@@ -359,20 +370,31 @@ def list_tenants(
     if cell is not None:
         ws.cell(cell)  # an unknown cell is an error (exit 6), not an empty page
     where = placed_in(ws, region, account, cell)  # the cell too: a move's other side is in no item's attribute
-    filters = {"tier": tier, "status": status, "where": where}
-    records, next_cursor = ws.registry.list(limit=None if all_pages else limit, cursor=cursor, **filters)
+    keep = where
+    if locked:
+        keep = (lambda r: r.lock is not None and where(r)) if where else (lambda r: r.lock is not None)
+    records, next_cursor = ws.registry.list(limit=None if all_pages else limit, cursor=cursor, tier=tier,
+                                            status=status, where=keep)
     invalid = leftovers(ws, records, stack_files=cursor is None)
     via_move = {r.tenant_id: where.via_move(r) if where else None for r in records}
     if json_out:
-        print_json({"tenants": [{**r.model_dump(mode="json"), "via_move": via_move[r.tenant_id]} for r in records],
+        print_json({"tenants": [{**r.model_dump(mode="json"), "lock": lock_json(r), "via_move": via_move[r.tenant_id]}
+                                for r in records],
                     "next_cursor": next_cursor, "invalid_ids": invalid})
         return
     rules = {e.tenant_id: e.rule for e in invalid}
-    table("tenants", ["tenant", "tier", "status", "region", "cell", "owner", "updated"],
-          [(r.tenant_id + (f" (INVALID id: {rules[r.tenant_id]} rule)" if r.tenant_id in rules else ""),
-            r.tier.value, r.status.value + (f"; {via_move[r.tenant_id]}" if via_move[r.tenant_id] else ""),
-            r.region, r.cell, r.owner, utc_minute(r.updated_at))
-           for r in records])
+    rows = [(r.tenant_id + (f" (INVALID id: {rules[r.tenant_id]} rule)" if r.tenant_id in rules else ""),
+             r.tier.value, r.status.value + (f"; {via_move[r.tenant_id]}" if via_move[r.tenant_id] else ""),
+             r.region, r.cell, r.owner, utc_minute(r.updated_at)) for r in records]
+    if locked:
+        from tenantctl.registry import lock_holder, lock_state
+
+        table("tenants", ["tenant", "tier", "status", "region", "cell", "owner", "updated", "lock"],
+              [(*row, f"{r.lock.operation} by {r.lock.owner}@{r.lock.host} pid {r.lock.pid} since "
+                      f"{utc_minute(r.lock.acquired_at)}: {lock_state(r.lock, lock_holder(r.lock))}")
+               for row, r in zip(rows, records, strict=True)])
+    else:
+        table("tenants", ["tenant", "tier", "status", "region", "cell", "owner", "updated"], rows)
     for entry in invalid:
         where = ", ".join(w for w in ("registry record" if entry.record else "", entry.stack_file or "") if w)
         console.print(f"[red]invalid tenant id {entry.tenant_id!r}[/] ({entry.rule} rule): {where}; "

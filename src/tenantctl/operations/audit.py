@@ -201,9 +201,10 @@ def stalled(record: TenantRecord, now: datetime) -> Finding | None:
     the move is resumed)."""
     lock, move = record.lock, record.move
     frozen = move is not None and move.writes_frozen and now - move.phase_at > STALLED_FREEZE
-    if not frozen and (lock is None or lock_holder(lock) not in DEAD):
+    holder = lock_holder(lock) if lock is not None else None
+    if not frozen and holder not in DEAD:
         return None
-    detail = [describe_lock(record.tenant_id, lock) if lock is not None else f"no run holds {record.tenant_id!r}"]
+    detail = [f"no run holds {record.tenant_id!r}" if lock is None else describe_lock(record.tenant_id, lock, holder)]
     if frozen:
         detail.insert(0, f"its writes have been refused since {utc_second(move.phase_at)}: a move froze them "
                          f"({move.phase.value}{', re-verifying' if move.reverifying else ''}) and has not ended")
