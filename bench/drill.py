@@ -11,7 +11,10 @@ Ours: pg_dump (custom format, ``--compress`` as `drill backup --compress`)
 streamed through AES-GCM envelope encryption into an S3 multipart upload (moto
 server), and back: S3 -> decrypt -> pg_restore into a scratch database. Floors:
 pg_dump -Fc to a local file (default gzip) and pg_dump -Fc -Z0 (none), plus
-zstd / lz4 when this pg_dump has them, then pg_restore -d from that file.
+lz4 when this pg_dump has it, then pg_restore -d from that file; for zstd,
+which tenantctl applies to the dump's stream itself, pg_dump -Fc -Z0 through
+the drill's own zstd compressor (same level and threads) into the file, and
+back through zstandard's decompressor into pg_restore.
 Every method's four runs (floor dump, drill backup, floor restore, drill
 restore) repeat ``--rounds`` times, floor and drill alternating first; min
 and median per run. Message content is random (ciphertext in real life), so
@@ -39,6 +42,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import psycopg
+    import zstandard
     from psycopg import sql
 
     from tenantctl.drills.backup import backup
@@ -81,16 +85,31 @@ def main() -> None:
         dump_file = project / "plain.dump"
 
         def floor_dump(method: str) -> None:
-            subprocess.run([str(tools / "pg_dump"), "-Fc", *Compression(method).pg_dump_args(),
-                            f"--schema={store.schema_name}", "-h", host, "-p", port, "-d", store.database,
-                            "-f", str(dump_file)], env=env, check=True)
+            compression = Compression.parse(method)
+            cmd = [str(tools / "pg_dump"), "-Fc", *(["--compress=0"] if compression.streamed else
+                                                   compression.pg_dump_args()),
+                   f"--schema={store.schema_name}", "-h", host, "-p", port, "-d", store.database]
+            if not compression.streamed:
+                subprocess.run([*cmd, "-f", str(dump_file)], env=env, check=True)
+                return
+            with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE) as proc, dump_file.open("wb") as out:
+                compressed = compression.compressing(proc.stdout)  # the drill's own compressor and settings
+                while chunk := compressed.read(1 << 20):
+                    out.write(chunk)
+            assert proc.returncode == 0
 
-        def floor_restore() -> None:
+        def floor_restore(method: str) -> None:
             admin.execute("CREATE DATABASE bench_plain")
+            cmd = [str(tools / "pg_restore"), "--no-owner", "--no-acl", "--exit-on-error",
+                   "--single-transaction", "-h", host, "-p", port, "-d", "bench_plain"]
             try:
-                subprocess.run([str(tools / "pg_restore"), "--no-owner", "--no-acl", "--exit-on-error",
-                                "--single-transaction", "-h", host, "-p", port, "-d", "bench_plain", str(dump_file)],
-                               env=env, check=True)
+                if not Compression.parse(method).streamed:
+                    subprocess.run([*cmd, str(dump_file)], env=env, check=True)
+                    return
+                with dump_file.open("rb") as src, subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE) as proc:
+                    zstandard.ZstdDecompressor().copy_stream(src, proc.stdin)
+                    proc.stdin.close()
+                assert proc.returncode == 0
             finally:
                 admin.execute("DROP DATABASE bench_plain WITH (FORCE)")
 
@@ -110,7 +129,7 @@ def main() -> None:
         def plain(method: str) -> None:
             times.setdefault(("pg_dump -Fc (floor)", method), []).append(timed(lambda: floor_dump(method))[1])
             sizes[method] = (sizes.get(method, (0, 0))[0], dump_file.stat().st_size)
-            times.setdefault(("pg_restore (floor)", method), []).append(timed(floor_restore)[1])
+            times.setdefault(("pg_restore (floor)", method), []).append(timed(lambda: floor_restore(method))[1])
 
         for r in range(args.rounds):
             for method in methods:
@@ -134,10 +153,10 @@ def main() -> None:
                     print(f"{name:26}{method:>8}{min(secs):8.2f}{statistics.median(secs):10.2f}"
                           f"{args.mb / statistics.median(secs):11.1f}{min(secs) / min(floor):13.2f} / "
                           f"{statistics.median(secs) / statistics.median(floor):.2f}")
-        if "none" in methods:
+        for other in (m for m in ("none", "zstd") if m in methods):
             for step in ("drill backup", "drill restore (scratch)"):
-                gzip, none = (statistics.median(times[(step, m)]) for m in ("gzip", "none"))
-                print(f"{step}: --compress none / gzip (median time): {none / gzip:.2f}x")
+                gzip, then = (statistics.median(times[(step, m)]) for m in ("gzip", other))
+                print(f"{step}: --compress {other} / gzip (median time): {then / gzip:.2f}x")
 
 
 if __name__ == "__main__":

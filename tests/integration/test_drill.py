@@ -315,10 +315,12 @@ def test_a_backup_of_the_earlier_layout_is_still_restored(ctx, box, tenant):
 
 
 def test_the_dump_compression_is_chosen_recorded_and_restored_or_refused(ctx, box, tenant, tenantctl_cli):
-    """--compress: each method the sandbox's pg_dump has is recorded in the
-    manifest and restores to an equal copy; a method it lacks (zstd and lz4 in
-    the embedded build) is refused with exit 3 before anything is written, for
-    a backup, a drill and a restore of a dump that names it."""
+    """--compress: each method the sandbox's pg_dump has, and zstd, which
+    tenantctl applies to the dump's stream itself (the embedded build has no
+    zstd), is recorded in the manifest and restores to an equal copy; a method
+    pg_dump lacks (lz4 in the embedded build) is refused with exit 3 before
+    anything is written, for a backup, a drill and a restore of a dump that
+    names it."""
     record = tenant("shred")
     res = record.resources
     with ctx.connect(res.store.endpoint, res.store.port, res.store.database) as conn:
@@ -326,13 +328,17 @@ def test_the_dump_compression_is_chosen_recorded_and_restored_or_refused(ctx, bo
     methods = supported(tools)
     gzip = backup(ctx, record)
     assert gzip.compression == "gzip"  # the default, recorded
+    assert "zstd" in methods and gzip.stream_compression is None
+    stored = {}
     for method in (m for m in methods if m != "gzip"):
         report = drill(ctx, record, compression=Compression(method))
         assert report.verdict is Verdict.passed, (method, failing(report))
         manifest = store.load_manifest(ctx.s3, ctx.kms, record, report.backup_id)
         assert manifest.compression == method
-        if method == "none":  # really uncompressed: the same rows take more bytes than gzip's
-            assert manifest.dump.plaintext_bytes > gzip.dump.plaintext_bytes
+        assert manifest.stream_compression == ("zstd" if method == "zstd" else None)
+        stored[method] = manifest.dump.plaintext_bytes
+    # Really uncompressed: the same rows take more bytes than gzip's, and than zstd's.
+    assert stored["none"] > max(gzip.dump.plaintext_bytes, stored["zstd"])
 
     lacking = [m for m in METHODS if m not in methods]
     if not lacking:

@@ -196,7 +196,8 @@ def logical_backup(ctx: DrillContext, record: TenantRecord, kind: BackupKind,
 
     with ctx.connect(store_conn.endpoint, store_conn.port, store_conn.database) as conn:
         tools = find_tools(server_major(conn), ctx.pg_bin_dir)
-        compress = require(tools, compression)  # refused here: nothing dumped or uploaded yet, nor said to be
+        # Refused here: nothing dumped or uploaded yet, nor said to be.
+        compress = ["--compress=0"] if compression.streamed else require(tools, compression)
         phase(on_event, record.tenant_id, f"dumping ({compression}), encrypting and uploading")
         with conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -214,8 +215,9 @@ def logical_backup(ctx: DrillContext, record: TenantRecord, kind: BackupKind,
 
             def upload(stdout) -> None:
                 nonlocal stored
+                source = compression.compressing(stdout) if compression.streamed else stdout
                 stored = store.upload_stream(ctx.s3, res.bucket, dump_key,
-                                             envelope.encrypt_stream(stdout, key, context, on_plain=count),
+                                             envelope.encrypt_stream(source, key, context, on_plain=count),
                                              store.tenant_sse(record))
 
             _stream_dump(cmd, env, upload)
@@ -227,7 +229,7 @@ def logical_backup(ctx: DrillContext, record: TenantRecord, kind: BackupKind,
     manifest = BackupManifest(
         backup_id=backup_id, tenant_id=record.tenant_id, kind=kind, started_at=started, finished_at=utcnow(),
         key_arn=res.kms_key_arn, database=store_conn.database, schema_name=store_conn.schema_name,
-        compression=str(compression),
+        compression=str(compression), stream_compression=str(compression) if compression.streamed else None,
         dump=DumpInfo(key=dump_key, plaintext_bytes=plain_bytes, stored_bytes=stored, sha256=digest.hexdigest(),
                       encrypted_data_key=key.encrypted_b64, nonce_prefix=key.nonce_prefix.hex(),
                       chunk_bytes=envelope.CHUNK),

@@ -1,26 +1,35 @@
-"""How a logical backup's dump is compressed: pg_dump's ``--compress=METHOD[:LEVEL]``.
+"""How a logical backup's dump is compressed: pg_dump's ``--compress=METHOD[:LEVEL]``,
+or zstd applied by tenantctl to the dump's stream.
 
-gzip (pg_dump's own default for the custom format) stays the default. zstd
-and lz4 are faster for the same size or better, but only when pg_dump was
-built with them (the embedded PostgreSQL's is not): a method is tried on the
-pg_dump a backup would run before anything is dumped or uploaded, and refused
-in one line naming what that pg_dump can do. pg_restore reads whatever its
-build reads, so a restore makes the same check on its own tools first.
+gzip (pg_dump's own default for the custom format) stays the default. zstd is
+faster for the same size or better; pg_dump has it only when built with it
+(the embedded PostgreSQL's is not), so tenantctl compresses the stream itself
+(the ``zstandard`` library) of a dump pg_dump writes uncompressed, and a
+restore decompresses it before pg_restore, whatever either build has
+(``STREAMED``; the manifest's ``stream_compression`` says so). lz4 is
+pg_dump's only: a method is tried on the pg_dump a backup would run before
+anything is dumped or uploaded, and refused in one line naming what that
+pg_dump can do. pg_restore reads whatever its build reads, so a restore of a
+dump pg_dump compressed makes the same check on its own tools first.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import BinaryIO
 
-from tenantctl.errors import InvalidInput, UsageError
+from tenantctl.errors import BackupCorrupt, InvalidInput, UsageError
 
 METHODS = ("gzip", "zstd", "lz4", "none")
 DEFAULT = "gzip"
 LEVELS = {"gzip": (1, 9), "zstd": (1, 22), "lz4": (1, 12)}  # what PostgreSQL accepts (zstd: its usual range)
+STREAMED = ("zstd",)  # compressed by tenantctl on the dump's stream, not by pg_dump
+ZSTD_LEVEL = 3  # zstd's own default: faster than gzip's default, and smaller
 
 
 class CompressionUnsupported(InvalidInput):
@@ -61,6 +70,20 @@ class Compression:
     def is_default(self) -> bool:
         return self.method == DEFAULT and self.level is None
 
+    @property
+    def streamed(self) -> bool:
+        """tenantctl compresses the dump's stream (pg_dump writes it uncompressed)."""
+        return self.method in STREAMED
+
+    def compressing(self, source: BinaryIO) -> BinaryIO:
+        """``source`` (the dump pg_dump writes) read compressed, in whole reads (``read(n)``
+        returns n bytes until the end, as a pipe's does: the envelope seals what each read gives)."""
+        import zstandard
+
+        # threads=-1: zstd's workers on every core, beside the thread encrypting and uploading what they give.
+        compressor = zstandard.ZstdCompressor(level=self.level or ZSTD_LEVEL, threads=-1)
+        return _WholeReads(compressor.stream_reader(source))
+
     def pg_dump_args(self) -> list[str]:
         """The default passes nothing (what backups always did, any pg_dump version);
         ``none`` as level 0, which every pg_dump reads as no compression."""
@@ -84,14 +107,45 @@ def refusal(pg_dump: str, args: tuple[str, ...]) -> str | None:
     return None
 
 
+class _WholeReads:
+    def __init__(self, reader: BinaryIO) -> None:
+        self._reader = reader
+
+    def read(self, n: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < n and (piece := self._reader.read(n - len(buf))):
+            buf += piece
+        return bytes(buf)
+
+
+def decompressed(method: str, chunks: Iterable[bytes], where: str) -> Iterator[bytes]:
+    """The dump whose stream tenantctl compressed with ``method`` (a manifest's ``stream_compression``);
+    BackupCorrupt for a stream that is not what it says (``where``: the backup, for the message)."""
+    import zstandard
+
+    if not Compression.parse(method).streamed:
+        raise InvalidInput(f"{where}: a dump stream compressed with {method!r}, which tenantctl does not read",
+                           rule="compress")
+    inflate = zstandard.ZstdDecompressor().decompressobj()
+    try:
+        for chunk in chunks:
+            if plain := inflate.decompress(chunk):
+                yield plain
+    except zstandard.ZstdError as exc:
+        raise BackupCorrupt(f"{where}: the dump does not decompress as {method}: {exc}") from None
+    if not inflate.eof:
+        raise BackupCorrupt(f"{where}: the dump's {method} stream ends before its last frame")
+
+
 def supported(tools: Path) -> list[str]:
-    """The methods the pg_dump in ``tools`` accepts."""
-    return [m for m in METHODS if refusal(str(tools / "pg_dump"), tuple(Compression(m).pg_dump_args())) is None]
+    """The methods a backup with the pg_dump in ``tools`` can use (tenantctl's own, and what it accepts)."""
+    return [m for m in METHODS
+            if m in STREAMED or refusal(str(tools / "pg_dump"), tuple(Compression(m).pg_dump_args())) is None]
 
 
 def require(tools: Path, compression: Compression, doing: str = "back up") -> list[str]:
-    """pg_dump's arguments for ``compression``, or CompressionUnsupported when the
-    tools in ``tools`` cannot ``doing`` with it."""
+    """pg_dump's arguments for ``compression`` done by pg_dump, or CompressionUnsupported
+    when the tools in ``tools`` cannot ``doing`` with it."""
     args = compression.pg_dump_args()
     if not args:
         return args

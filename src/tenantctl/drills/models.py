@@ -65,6 +65,9 @@ class BackupManifest(BaseModel):
     # The dump's pg_dump --compress (tenantctl.drills.compression); None: an RDS
     # snapshot, or a logical backup from before the option (gzip, pg_dump's default).
     compression: str | None = None
+    # The method tenantctl compressed the dump's stream with (``compression.STREAMED``: pg_dump
+    # wrote it uncompressed; a restore decompresses it before pg_restore); None: as pg_dump wrote it.
+    stream_compression: str | None = None
     snapshot: SnapshotInfo | None = None  # rds-snapshot backups
     tables: dict[str, TableCheck]
     objects: list[ObjectEntry]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
@@ -29,7 +30,7 @@ from tenant_runtime.registry import TENANT_STORE
 from tenantctl import naming
 from tenantctl.drills import envelope, store
 from tenantctl.drills.backup import earlier_key, require_usable_key
-from tenantctl.drills.compression import Compression, require
+from tenantctl.drills.compression import Compression, decompressed, require
 from tenantctl.drills.context import DrillContext
 from tenantctl.drills.models import BackupIndex, BackupManifest, Check, RestoreResult, Target
 from tenantctl.drills.objects import delete_prefix, is_empty, restore_objects, scratch_prefix
@@ -60,13 +61,21 @@ def _pg_restore(ctx: DrillContext, record: TenantRecord, manifest: BackupManifes
     cmd = [str(tools / "pg_restore"), "--no-password", "--no-owner", "--no-acl", "--exit-on-error",
            "--single-transaction", "-h", host, "-p", str(port), "-d", database]
     digest = hashlib.sha256()
+
+    def opened() -> Iterator[bytes]:  # the stored plaintext, its digest taken as it goes by
+        for plain in envelope.decrypt_stream(body, data_key, bytes.fromhex(dump.nonce_prefix), context, where):
+            digest.update(plain)
+            yield plain
+
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=err, stdout=subprocess.DEVNULL,
                                 env=pg_env(ctx.admin_user, ctx.admin_password, record.tenant_id))
         try:
-            for plain in envelope.decrypt_stream(body, data_key, bytes.fromhex(dump.nonce_prefix), context, where):
-                digest.update(plain)
-                proc.stdin.write(plain)
+            chunks = opened()
+            if manifest.stream_compression is not None:
+                chunks = decompressed(manifest.stream_compression, chunks, where)
+            for chunk in chunks:
+                proc.stdin.write(chunk)
             if digest.hexdigest() != dump.sha256:
                 raise BackupCorrupt(f"{where}: sha256 of the decrypted dump does not match the manifest")
             proc.stdin.close()
@@ -194,7 +203,8 @@ def _restore_tools(ctx: DrillContext, admin: Any, manifest: BackupManifest) -> P
     """The PostgreSQL tools for the server; CompressionUnsupported when their
     pg_restore cannot read the dump (refused before the target exists)."""
     tools = find_tools(server_major(admin), ctx.pg_bin_dir)
-    require(tools, Compression.parse(manifest.compression), doing="restore a dump compressed")
+    if manifest.stream_compression is None:  # tenantctl's own is undone before pg_restore reads the dump
+        require(tools, Compression.parse(manifest.compression), doing="restore a dump compressed")
     return tools
 
 
