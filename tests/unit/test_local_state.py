@@ -109,22 +109,30 @@ def test_stack_config_comes_from_the_projects_stack_config_dir(tmp_path: Path) -
 def test_concurrent_refreshes_share_the_sandbox_environment_until_the_last_leaves(tmp_path: Path,
                                                                                   monkeypatch) -> None:
     """Refreshes run in threads and each points the providers' clients at the
-    sandbox: the first to leave must not take the setting from the others."""
+    sandbox: the first to leave must not take the setting from the others. The
+    last puts back what the process had, and removes nothing: another thread's
+    botocore may be between asking whether a variable is set and reading it."""
     import os
 
     from tenantctl.engines.local import LocalEngine
     from tenantctl.sandbox.endpoints import SandboxEndpoints
 
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     endpoints = SandboxEndpoints(aws_endpoint_url="http://127.0.0.1:1", pg_port=1, pg_password="x",
                                  pg_bin_dir=tmp_path, state_dir=tmp_path)
+    for name in [*endpoints.aws_env(), "AWS_RETRY_MODE"]:  # absent, and so again after this test
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "7")
     first, second = LocalEngine(tmp_path, endpoints)._aws_env(), LocalEngine(tmp_path, endpoints)._aws_env()
     first.__enter__()
     second.__enter__()
+    assert os.environ["AWS_MAX_ATTEMPTS"] != "7"
     first.__exit__(None, None, None)
     assert os.environ.get("AWS_ENDPOINT_URL") == "http://127.0.0.1:1"  # the second is still reading
     second.__exit__(None, None, None)
-    assert "AWS_ENDPOINT_URL" not in os.environ  # put back as it was found
+    assert os.environ["AWS_MAX_ATTEMPTS"] == "7"  # put back as it was found
+    # Not removed: what the process did not have stays as the sandbox set it.
+    assert os.environ["AWS_ENDPOINT_URL"] == "http://127.0.0.1:1" and "AWS_RETRY_MODE" in os.environ
 
 
 def test_every_ec2_handler_can_read_its_resource_back():

@@ -394,7 +394,11 @@ class LocalEngine(Engine):
     @contextmanager
     def _aws_env(self) -> Iterator[None]:
         """Point every boto3 client the program's providers make at moto, with
-        bounded retries; nested and concurrent uses share one setting."""
+        bounded retries; nested and concurrent uses share one setting. The last
+        one out puts back the values the first one found, but leaves set a
+        variable the process did not have: removing it raced with other threads
+        making clients (botocore asks whether a variable is set, then reads it:
+        a KeyError when it went in between, as `apply --refresh` met)."""
         wanted = {**self.endpoints.aws_env(), "AWS_RETRY_MODE": RETRY_MODE, "AWS_MAX_ATTEMPTS": str(MAX_ATTEMPTS)}
         with _ENV_LOCK:
             _ENV_USERS.append({k: os.environ.get(k) for k in wanted})
@@ -404,9 +408,5 @@ class LocalEngine(Engine):
         finally:
             with _ENV_LOCK:
                 saved = _ENV_USERS.pop()
-                if not _ENV_USERS:  # the last one out puts back what the first one found
-                    for key, value in saved.items():
-                        if value is None:
-                            os.environ.pop(key, None)
-                        else:
-                            os.environ[key] = value
+                if not _ENV_USERS:
+                    os.environ.update({key: value for key, value in saved.items() if value is not None})
