@@ -475,6 +475,10 @@ class RegistryWriter(CellItems):
         # (one that keeps a renewing lock would otherwise put back the lease it read, maybe older).
         if new.lock is not None and (held_here(new.lock) or new.lock.lapses_at is not None):
             new = new.model_copy(update={"lock": stamped(new.lock)})
+        if new.lock is None or not held_here(new.lock):
+            # Renewals end before the write letting the lock go: one landing just after it would find the
+            # lock gone and say this run lost it. (Should the write fail, the lock lapses unrenewed.)
+            KEEPER.forget(new.tenant_id)
         item = record_to_item(new)
         if expected_version is None:
             cond: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(tenant_id)"}

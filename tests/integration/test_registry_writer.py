@@ -196,6 +196,9 @@ def test_a_held_lock_is_renewed_without_a_new_version_and_let_go_with_it(registr
     wait_for("the lease renewed by the keeper's thread", lambda: float(item()[LEASE_UNTIL]["N"]) > before)
     saved = registry.save(held, last_error="a note")  # the run's next write: its version is still its own
     assert saved.version == 2 and float(item()[LEASE_UNTIL]["N"]) >= before
+    # Renewals end before the write letting the lock go is made (one just after it would call the lock lost).
+    registry._put_request(saved.model_copy(update={"lock": None}), saved.version)
+    assert "leased" not in lock_lease.KEEPER.holding()
     released = registry.release(saved)
     keeper.written(released, registry.renew_lock)
     assert released.lock is None and LEASE not in item() and LEASE_UNTIL not in item()

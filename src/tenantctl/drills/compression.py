@@ -112,10 +112,9 @@ class _WholeReads:
         self._reader = reader
 
     def read(self, n: int) -> bytes:
-        buf = bytearray()
-        while len(buf) < n and (piece := self._reader.read(n - len(buf))):
-            buf += piece
-        return bytes(buf)
+        from tenantctl.drills.envelope import read_exact
+
+        return read_exact(self._reader, n)
 
 
 def decompressed(method: str, chunks: Iterable[bytes], where: str) -> Iterator[bytes]:

@@ -138,7 +138,8 @@ def encrypt_stream(source: BinaryIO, key: DataKey, context: dict[str, str],
         current, index = following, index + 1
 
 
-def _read_exact(source: BinaryIO, n: int) -> bytes:
+def read_exact(source: BinaryIO, n: int) -> bytes:
+    """``n`` bytes of ``source``, fewer only at its end (a read may return fewer before it)."""
     buf = bytearray()
     while len(buf) < n:
         piece = source.read(n - len(buf))
@@ -152,17 +153,17 @@ def decrypt_stream(source: BinaryIO, key: bytes, nonce_prefix: bytes, context: d
                    where: str) -> Iterator[bytes]:
     """Yield plaintext chunks; raise BackupCorrupt on any tampering or truncation."""
     aes = AESGCM(key)
-    if _read_exact(source, len(MAGIC)) != MAGIC:
+    if read_exact(source, len(MAGIC)) != MAGIC:
         raise BackupCorrupt(f"{where}: not a tenantctl backup stream (bad header)")
     index = 0
     while True:
-        header = _read_exact(source, _LEN.size)
+        header = read_exact(source, _LEN.size)
         if len(header) < _LEN.size:
             raise BackupCorrupt(f"{where}: truncated after chunk {index - 1} (no final chunk)")
         (length,) = _LEN.unpack(header)
         if length > CHUNK + 16:
             raise BackupCorrupt(f"{where}: chunk {index} has an impossible length {length}")
-        sealed = _read_exact(source, length)
+        sealed = read_exact(source, length)
         if len(sealed) < length:
             raise BackupCorrupt(f"{where}: chunk {index} is truncated")
         nonce = _nonce(nonce_prefix, index)
